@@ -1,0 +1,89 @@
+package authd
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Code is a stable, public error code. Clients match on it; never rename one.
+type Code string
+
+// The error codes of the service. The HTTP adapter maps each to one status.
+const (
+	EInternal           Code = "internal"             // a bug or an unexpected failure
+	EInvalid            Code = "validation_failed"    // malformed or invalid input
+	ENotFound           Code = "not_found"            // the thing does not exist
+	EConflict           Code = "conflict"             // a unique value is taken
+	EUnavailable        Code = "unavailable"          // a dependency (the database) is down
+	EInvalidCredentials Code = "invalid_credentials"  // wrong email or password
+	EInvalidToken       Code = "invalid_token"        // missing, bad, expired or revoked token
+	EEmailNotVerified   Code = "email_not_verified"   // login before verifying the address
+	EAccountLocked      Code = "account_locked"       // too many failed logins
+	ERateLimited        Code = "rate_limited"         // too many requests
+	EWeakPassword       Code = "weak_password"        // outside the password policy
+	EForbidden          Code = "forbidden"            // authenticated but not allowed
+)
+
+// FieldError says what is wrong with one input field.
+type FieldError struct {
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
+// Error is the one error type of the domain. Message is safe to show to the
+// client; Err is the internal cause, for logs only.
+type Error struct {
+	Code       Code
+	Message    string
+	Fields     []FieldError  // with EInvalid: which fields and why
+	RetryAfter time.Duration // with EAccountLocked, ERateLimited, EUnavailable
+	Hint       string        // for operators: what to do about it (CLI, logs)
+	Err        error
+}
+
+func (e *Error) Error() string {
+	switch {
+	case e.Err != nil && e.Message != "":
+		return fmt.Sprintf("%s: %s: %v", e.Code, e.Message, e.Err)
+	case e.Err != nil:
+		return fmt.Sprintf("%s: %v", e.Code, e.Err)
+	default:
+		return fmt.Sprintf("%s: %s", e.Code, e.Message)
+	}
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Errorf returns an *Error with the code and a client-safe message.
+func Errorf(code Code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// WrapError returns an *Error with the code and message whose internal cause is err.
+func WrapError(code Code, err error, message string) *Error {
+	return &Error{Code: code, Message: message, Err: err}
+}
+
+// ErrorCode returns the code of the first *Error in err's chain, "" for nil,
+// and EInternal for any other error.
+func ErrorCode(err error) Code {
+	if err == nil {
+		return ""
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return EInternal
+}
+
+// ErrorMessage returns the client-safe message of err: the message of the
+// first *Error in its chain, or a generic one for anything else.
+func ErrorMessage(err error) string {
+	var e *Error
+	if errors.As(err, &e) && e.Message != "" {
+		return e.Message
+	}
+	return "An internal error has occurred."
+}

@@ -1,0 +1,202 @@
+// Package postgres implements authd.Store on PostgreSQL through pgx, with
+// its schema migrations embedded.
+package postgres
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/migrate"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// MigrationsDir is where `authd migrate create` writes new migrations,
+// relative to the repository root.
+const MigrationsDir = "postgres/migrations"
+
+// connectTimeout bounds how long Open waits for the first connection.
+const connectTimeout = 10 * time.Second
+
+// Store is an authd.Store on a PostgreSQL connection pool.
+type Store struct {
+	queries
+	pool     *pgxpool.Pool
+	migrator *migrate.Migrator
+}
+
+var _ authd.Store = (*Store)(nil)
+
+// Open connects to the database at url (postgres:// or postgresql://) and
+// checks that it answers. Failing that, it returns an *authd.Error whose
+// message and hint name the troubleshooting case: server unreachable,
+// database missing, or credentials refused.
+func Open(ctx context.Context, url string) (*Store, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, &authd.Error{Code: authd.EInvalid, Message: "DATABASE_URL is not a valid PostgreSQL URL",
+			Hint: "use postgres://USER:PASSWORD@HOST:PORT/DBNAME", Err: err}
+	}
+	cfg.AfterConnect = func(_ context.Context, c *pgx.Conn) error {
+		// Every time leaves the store in UTC, whatever the server's TimeZone.
+		c.TypeMap().RegisterType(&pgtype.Type{
+			Name: "timestamptz", OID: pgtype.TimestamptzOID,
+			Codec: &pgtype.TimestamptzCodec{ScanLocation: time.UTC},
+		})
+		return nil
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, connectError(cfg.ConnConfig, err)
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	if err := pool.Ping(pingCtx); err != nil {
+		pool.Close()
+		return nil, connectError(cfg.ConnConfig, err)
+	}
+	sub, err := fs.Sub(migrationFiles, "migrations")
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	locker, err := lock.NewPostgresSessionLocker()
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	m, err := migrate.New(goose.DialectPostgres, stdlib.OpenDBFromPool(pool), sub, goose.WithSessionLocker(locker))
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return &Store{queries: queries{db: pool}, pool: pool, migrator: m}, nil
+}
+
+// Migrator returns the store's schema migrator.
+func (s *Store) Migrator() *migrate.Migrator { return s.migrator }
+
+// Pool returns the underlying connection pool, for the scale-out machinery
+// (LISTEN/NOTIFY) and tests.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// InTx implements authd.Store.
+func (s *Store) InTx(ctx context.Context, fn func(authd.Queries) error) error {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return translate(err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after commit
+	if err := fn(&queries{db: tx, locking: true}); err != nil {
+		return err
+	}
+	return translate(tx.Commit(ctx))
+}
+
+// Ready implements authd.Store.
+func (s *Store) Ready(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return translate(err)
+	}
+	return s.migrator.CheckHead(ctx)
+}
+
+// Close implements authd.Store.
+func (s *Store) Close() error {
+	s.pool.Close()
+	return nil
+}
+
+// connectError turns a failure to reach the server into the seed's
+// troubleshooting messages.
+func connectError(cfg *pgx.ConnConfig, err error) error {
+	where := net.JoinHostPort(cfg.Host, fmt.Sprint(cfg.Port))
+	if strings.HasPrefix(cfg.Host, "/") {
+		where = cfg.Host + " (Unix socket)"
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "3D000": // invalid_catalog_name
+			return &authd.Error{Code: authd.EUnavailable, Err: err,
+				Message: fmt.Sprintf("database %q does not exist on the PostgreSQL server at %s", cfg.Database, where),
+				Hint:    fmt.Sprintf("create it: createdb %s", cfg.Database)}
+		case "28P01", "28000": // invalid_password, invalid_authorization_specification
+			return &authd.Error{Code: authd.EUnavailable, Err: err,
+				Message: fmt.Sprintf("PostgreSQL at %s refused user %q: %s", where, cfg.User, pgErr.Message),
+				Hint:    "check the user and password in DATABASE_URL"}
+		}
+		return &authd.Error{Code: authd.EUnavailable, Err: err,
+			Message: fmt.Sprintf("PostgreSQL at %s refused the connection: %s", where, pgErr.Message),
+			Hint:    "check DATABASE_URL"}
+	}
+	cause := "no answer"
+	var opErr *net.OpError
+	var dnsErr *net.DNSError
+	switch {
+	case errors.As(err, &dnsErr):
+		cause = "no such host"
+	case errors.As(err, &opErr):
+		cause = opErr.Err.Error()
+	case errors.Is(err, context.DeadlineExceeded):
+		cause = "timed out"
+	}
+	return &authd.Error{Code: authd.EUnavailable, Err: err,
+		Message: fmt.Sprintf("could not connect to PostgreSQL at %s: %s", where, cause),
+		Hint: "start PostgreSQL (Debian: pg_ctlcluster <version> main start; macOS: brew services start postgresql) " +
+			"or fix the host and port in DATABASE_URL"}
+}
+
+// translate turns driver errors into domain errors where they meet the
+// database; anything unexpected stays an internal error with its cause.
+func translate(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return authd.WrapError(authd.ENotFound, err, "not found")
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case pgErr.Code == "23505": // unique_violation
+			return authd.WrapError(authd.EConflict, err, "already exists")
+		case pgErr.Code == "23503": // foreign_key_violation
+			return authd.WrapError(authd.ENotFound, err, "a referenced record does not exist")
+		case strings.HasPrefix(pgErr.Code, "22"), pgErr.Code == "23502", pgErr.Code == "23514":
+			// data exception, not_null_violation, check_violation
+			return authd.WrapError(authd.EInvalid, err, "invalid value")
+		case strings.HasPrefix(pgErr.Code, "08"), strings.HasPrefix(pgErr.Code, "53"),
+			strings.HasPrefix(pgErr.Code, "57P"), pgErr.Code == "40001", pgErr.Code == "40P01":
+			// connection exception, insufficient resources, operator
+			// intervention, serialization failure, deadlock: try again.
+			return &authd.Error{Code: authd.EUnavailable, Message: "the database is unavailable",
+				RetryAfter: time.Second, Err: err}
+		}
+		return fmt.Errorf("postgres: %w", err)
+	}
+	var netErr net.Error
+	var connErr *pgconn.ConnectError
+	if errors.As(err, &netErr) || errors.As(err, &connErr) || pgconn.Timeout(err) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return &authd.Error{Code: authd.EUnavailable, Message: "the database is unavailable",
+			RetryAfter: time.Second, Err: err}
+	}
+	return fmt.Errorf("postgres: %w", err)
+}

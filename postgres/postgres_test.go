@@ -1,0 +1,268 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/postgres"
+	"github.com/authd/authd/storetest"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+)
+
+// open returns a store on a fresh, migrated database.
+func open(t *testing.T) *postgres.Store {
+	t.Helper()
+	ctx := context.Background()
+	s, err := postgres.Open(ctx, storetest.PostgresURL(t))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if _, err := s.Migrator().Up(ctx); err != nil {
+		t.Fatalf("migrate up: %v", err)
+	}
+	return s
+}
+
+func TestContract(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) authd.Store { return open(t) })
+}
+
+func TestSchemaMatchesSeed(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	got := catalog(t, s)
+	want := storetest.SeedSchema
+	for i := range want.Columns {
+		want.Columns[i].Extra = false // the catalog cannot tell
+	}
+	sortSchema(&want)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("live schema differs from the seed's (-want +got):\n%s", diff)
+	}
+}
+
+func sortSchema(s *storetest.Schema) {
+	slices.SortFunc(s.Columns, func(a, b storetest.Column) int {
+		return strings.Compare(a.Table+"."+a.Name, b.Table+"."+b.Name)
+	})
+	slices.SortFunc(s.Indexes, func(a, b storetest.Index) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(s.ForeignKeys, func(a, b storetest.ForeignKey) int {
+		return strings.Compare(a.Table+"."+a.Column, b.Table+"."+b.Column)
+	})
+}
+
+// catalog reads the schema of the public namespace from pg_catalog.
+func catalog(t *testing.T, s *postgres.Store) storetest.Schema {
+	t.Helper()
+	ctx := context.Background()
+	var out storetest.Schema
+	rows, err := s.Pool().Query(ctx, `
+		SELECT c.table_name, c.column_name, c.data_type, c.udt_name, c.is_nullable = 'YES',
+		       EXISTS (SELECT 1 FROM information_schema.table_constraints tc
+		               JOIN information_schema.key_column_usage k USING (constraint_schema, constraint_name)
+		               WHERE tc.constraint_type = 'PRIMARY KEY' AND tc.table_name = c.table_name
+		                 AND k.column_name = c.column_name)
+		FROM information_schema.columns c
+		WHERE c.table_schema = 'public' AND c.table_name <> 'goose_db_version'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var c storetest.Column
+		var dataType, udt string
+		if err := rows.Scan(&c.Table, &c.Name, &dataType, &udt, &c.Nullable, &c.PK); err != nil {
+			t.Fatal(err)
+		}
+		c.Kind = map[string]string{
+			"uuid": "uuid", "character varying": "varchar", "boolean": "boolean", "integer": "integer",
+			"timestamp with time zone": "timestamp", "jsonb": "json", "USER-DEFINED": "enum:" + udt,
+		}[dataType]
+		if c.Kind == "" {
+			c.Kind = "unexpected type " + dataType
+		}
+		out.Columns = append(out.Columns, c)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	rows, err = s.Pool().Query(ctx, `
+		SELECT t.relname, i.relname, ix.indisunique,
+		       string_agg(a.attname, ',' ORDER BY k.n)
+		FROM pg_index ix
+		JOIN pg_class t ON t.oid = ix.indrelid
+		JOIN pg_class i ON i.oid = ix.indexrelid
+		JOIN pg_namespace ns ON ns.oid = t.relnamespace
+		CROSS JOIN LATERAL unnest(ix.indkey) WITH ORDINALITY AS k(attnum, n)
+		JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum
+		WHERE ns.nspname = 'public' AND NOT ix.indisprimary AND t.relname <> 'goose_db_version'
+		GROUP BY 1, 2, 3`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var ix storetest.Index
+		if err := rows.Scan(&ix.Table, &ix.Name, &ix.Unique, &ix.Columns); err != nil {
+			t.Fatal(err)
+		}
+		out.Indexes = append(out.Indexes, ix)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	rows, err = s.Pool().Query(ctx, `
+		SELECT c.conrelid::regclass::text, a.attname, c.confrelid::regclass::text, af.attname,
+		       CASE c.confdeltype WHEN 'c' THEN 'CASCADE' WHEN 'n' THEN 'SET NULL'
+		            WHEN 'r' THEN 'RESTRICT' ELSE 'NO ACTION' END
+		FROM pg_constraint c
+		JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+		JOIN pg_attribute af ON af.attrelid = c.confrelid AND af.attnum = c.confkey[1]
+		WHERE c.contype = 'f' AND c.connamespace = 'public'::regnamespace`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var fk storetest.ForeignKey
+		if err := rows.Scan(&fk.Table, &fk.Column, &fk.RefTable, &fk.RefColumn, &fk.OnDelete); err != nil {
+			t.Fatal(err)
+		}
+		out.ForeignKeys = append(out.ForeignKeys, fk)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	sortSchema(&out)
+	return out
+}
+
+// TestEnumLabels checks that the native enum types hold exactly the labels of
+// the Go enumerations, in order.
+func TestEnumLabels(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	labels := func(typ string) []string {
+		var got []string
+		err := s.Pool().QueryRow(context.Background(),
+			`SELECT array_agg(enumlabel ORDER BY enumsortorder) FROM pg_enum WHERE enumtypid = $1::regtype`,
+			typ).Scan(&got)
+		if err != nil {
+			t.Fatalf("labels of %s: %v", typ, err)
+		}
+		return got
+	}
+	tests := []struct {
+		typ  string
+		want []string
+	}{
+		{"account_status", strs(authd.AccountStatuses())},
+		{"token_type", strs(authd.TokenTypes())},
+		{"verification_token_type", strs(authd.VerificationTypes())},
+		{"event_result", strs(authd.Results())},
+		{"event_type", strs(authd.EventTypes())},
+	}
+	for _, tt := range tests {
+		if diff := cmp.Diff(tt.want, labels(tt.typ)); diff != "" {
+			t.Errorf("enum %s (-go +database):\n%s", tt.typ, diff)
+		}
+	}
+}
+
+func strs[T ~string](vs []T) []string {
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = string(v)
+	}
+	return out
+}
+
+// TestMigrationsRoundTrip runs up, down to zero, and up again: every down
+// migration undoes its up completely.
+func TestMigrationsRoundTrip(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	ctx := context.Background()
+	m := s.Migrator()
+	_, head, err := m.Version(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := catalog(t, s)
+	down, err := m.Down(ctx, int(head)+5)
+	if err != nil {
+		t.Fatalf("down: %v", err)
+	}
+	if len(down) != int(head) {
+		t.Errorf("down rolled back %d migrations, want %d", len(down), head)
+	}
+	if cur, _, _ := m.Version(ctx); cur != 0 {
+		t.Errorf("version after down to zero = %d", cur)
+	}
+	empty := catalog(t, s)
+	if len(empty.Columns)+len(empty.Indexes)+len(empty.ForeignKeys) != 0 {
+		t.Errorf("schema left after down to zero: %+v", empty)
+	}
+	var types int
+	if err := s.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+		WHERE n.nspname = 'public' AND t.typtype = 'e'`).Scan(&types); err != nil {
+		t.Fatal(err)
+	}
+	if types != 0 {
+		t.Errorf("%d enum types left after down to zero", types)
+	}
+	if err := s.Ready(ctx); authd.ErrorCode(err) != authd.EUnavailable {
+		t.Errorf("Ready at version 0 = %v, want unavailable (schema behind)", err)
+	}
+	if _, err := m.Up(ctx); err != nil {
+		t.Fatalf("up again: %v", err)
+	}
+	if diff := cmp.Diff(before, catalog(t, s), cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("schema after down and up differs (-before +after):\n%s", diff)
+	}
+	if err := s.Ready(ctx); err != nil {
+		t.Errorf("Ready at head: %v", err)
+	}
+	if _, err := m.Redo(ctx); err != nil {
+		t.Errorf("redo: %v", err)
+	}
+}
+
+func TestOpenTroubleshooting(t *testing.T) {
+	t.Parallel()
+	base, err := url.Parse(storetest.PostgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing := *base
+	missing.Path = "/authd_no_such_database"
+	unreachable := *base
+	unreachable.Host = "127.0.0.1:1" // nothing listens on port 1
+	tests := []struct {
+		name, url, message, hint string
+	}{
+		{"database missing", missing.String(), `database "authd_no_such_database" does not exist`, "createdb authd_no_such_database"},
+		{"server unreachable", unreachable.String(), "could not connect to PostgreSQL at 127.0.0.1:1", "start PostgreSQL"},
+		{"bad url", "postgres://%zz", "not a valid PostgreSQL URL", "postgres://USER"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := postgres.Open(context.Background(), tt.url)
+			var e *authd.Error
+			if !asError(err, &e) {
+				t.Fatalf("Open(%s) = %v, want an *authd.Error", tt.name, err)
+			}
+			if !strings.Contains(e.Message, tt.message) || !strings.Contains(e.Hint, tt.hint) {
+				t.Errorf("Open: message %q hint %q; want them to contain %q and %q", e.Message, e.Hint, tt.message, tt.hint)
+			}
+		})
+	}
+}
+
+func asError(err error, target **authd.Error) bool { return errors.As(err, target) }

@@ -1,0 +1,274 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// dbtx is what a pool and a transaction have in common.
+type dbtx interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// queries implements authd.Queries on a pool or, with locking set, on a
+// transaction whose reads lock the rows they return.
+type queries struct {
+	db      dbtx
+	locking bool
+}
+
+var _ authd.Queries = (*queries)(nil)
+
+// forUpdate is appended to the reads that lock inside a transaction.
+func (q *queries) forUpdate() string {
+	if q.locking {
+		return " FOR UPDATE"
+	}
+	return ""
+}
+
+const userColumns = `id, email, password_hash, email_verified, account_status, failed_login_attempts,
+	account_locked_until, registration_timestamp, last_login_timestamp, last_password_change,
+	consent_timestamp, consent_status, created_at, updated_at`
+
+func (q *queries) CreateUser(ctx context.Context, u *authd.User) error {
+	_, err := q.db.Exec(ctx, `INSERT INTO users (`+userColumns+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+		u.ID, u.Email, u.PasswordHash, u.EmailVerified, string(u.AccountStatus), u.FailedLoginAttempts,
+		nullTime(u.AccountLockedUntil), u.RegistrationTimestamp, nullTime(u.LastLoginTimestamp),
+		u.LastPasswordChange, u.ConsentTimestamp, u.ConsentStatus, u.CreatedAt, u.UpdatedAt)
+	return translate(err)
+}
+
+func (q *queries) User(ctx context.Context, id uuid.UUID) (*authd.User, error) {
+	return scanUser(q.db.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1`+q.forUpdate(), id))
+}
+
+func (q *queries) UserByEmail(ctx context.Context, email string) (*authd.User, error) {
+	return scanUser(q.db.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE email = $1`+q.forUpdate(), email))
+}
+
+func (q *queries) UpdateUser(ctx context.Context, u *authd.User) error {
+	tag, err := q.db.Exec(ctx, `UPDATE users SET email = $2, password_hash = $3, email_verified = $4,
+		account_status = $5, failed_login_attempts = $6, account_locked_until = $7,
+		registration_timestamp = $8, last_login_timestamp = $9, last_password_change = $10,
+		consent_timestamp = $11, consent_status = $12, created_at = $13, updated_at = $14
+		WHERE id = $1`,
+		u.ID, u.Email, u.PasswordHash, u.EmailVerified, string(u.AccountStatus), u.FailedLoginAttempts,
+		nullTime(u.AccountLockedUntil), u.RegistrationTimestamp, nullTime(u.LastLoginTimestamp),
+		u.LastPasswordChange, u.ConsentTimestamp, u.ConsentStatus, u.CreatedAt, u.UpdatedAt)
+	if err != nil {
+		return translate(err)
+	}
+	if tag.RowsAffected() == 0 {
+		return authd.Errorf(authd.ENotFound, "user not found")
+	}
+	return nil
+}
+
+func scanUser(row pgx.Row) (*authd.User, error) {
+	var u authd.User
+	var status string
+	var lockedUntil, lastLogin *time.Time
+	err := row.Scan(&u.ID, &u.Email, &u.PasswordHash, &u.EmailVerified, &status, &u.FailedLoginAttempts,
+		&lockedUntil, &u.RegistrationTimestamp, &lastLogin, &u.LastPasswordChange,
+		&u.ConsentTimestamp, &u.ConsentStatus, &u.CreatedAt, &u.UpdatedAt)
+	if err != nil {
+		return nil, translate(err)
+	}
+	if u.AccountStatus, err = authd.ParseAccountStatus(status); err != nil {
+		return nil, fmt.Errorf("postgres: user %s: %w", u.ID, err)
+	}
+	u.AccountLockedUntil, u.LastLoginTimestamp = value(lockedUntil), value(lastLogin)
+	return &u, nil
+}
+
+const sessionColumns = `id, user_id, device_info, created_at, last_used_at, expires_at, revoked_at`
+
+func (q *queries) CreateSession(ctx context.Context, s *authd.Session) error {
+	_, err := q.db.Exec(ctx, `INSERT INTO sessions (`+sessionColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		s.ID, s.UserID, nullString(s.DeviceInfo), s.CreatedAt, s.LastUsedAt, s.ExpiresAt, nullTime(s.RevokedAt))
+	return translate(err)
+}
+
+func (q *queries) Session(ctx context.Context, id uuid.UUID) (*authd.Session, error) {
+	var s authd.Session
+	var device *string
+	var revokedAt *time.Time
+	err := q.db.QueryRow(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE id = $1`+q.forUpdate(), id).
+		Scan(&s.ID, &s.UserID, &device, &s.CreatedAt, &s.LastUsedAt, &s.ExpiresAt, &revokedAt)
+	if err != nil {
+		return nil, translate(err)
+	}
+	s.DeviceInfo, s.RevokedAt = value(device), value(revokedAt)
+	return &s, nil
+}
+
+const tokenColumns = `id, jti, user_id, session_id, parent_id, token_type, token_value,
+	issued_at, expires_at, revoked, revoked_at, rotated_at, device_info, created_at`
+
+func (q *queries) CreateToken(ctx context.Context, t *authd.Token) error {
+	_, err := q.db.Exec(ctx, `INSERT INTO jwt_tokens (`+tokenColumns+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+		t.ID, t.JTI, t.UserID, t.SessionID, nullUUID(t.ParentID), string(t.TokenType), nullString(t.TokenValue),
+		t.IssuedAt, t.ExpiresAt, t.Revoked, nullTime(t.RevokedAt), nullTime(t.RotatedAt),
+		nullString(t.DeviceInfo), t.CreatedAt)
+	return translate(err)
+}
+
+func (q *queries) TokenByJTI(ctx context.Context, jti string) (*authd.Token, error) {
+	return scanToken(q.db.QueryRow(ctx, `SELECT `+tokenColumns+` FROM jwt_tokens WHERE jti = $1`, jti))
+}
+
+func (q *queries) RefreshToken(ctx context.Context, digest string) (*authd.Token, error) {
+	return scanToken(q.db.QueryRow(ctx, `SELECT `+tokenColumns+` FROM jwt_tokens
+		WHERE token_value = $1 AND token_type = 'refresh'`+q.forUpdate(), digest))
+}
+
+func scanToken(row pgx.Row) (*authd.Token, error) {
+	var t authd.Token
+	var typ string
+	var parent *uuid.UUID
+	var digest, device *string
+	var revokedAt, rotatedAt *time.Time
+	err := row.Scan(&t.ID, &t.JTI, &t.UserID, &t.SessionID, &parent, &typ, &digest,
+		&t.IssuedAt, &t.ExpiresAt, &t.Revoked, &revokedAt, &rotatedAt, &device, &t.CreatedAt)
+	if err != nil {
+		return nil, translate(err)
+	}
+	if t.TokenType, err = authd.ParseTokenType(typ); err != nil {
+		return nil, fmt.Errorf("postgres: token %s: %w", t.ID, err)
+	}
+	t.ParentID, t.TokenValue, t.DeviceInfo = value(parent), value(digest), value(device)
+	t.RevokedAt, t.RotatedAt = value(revokedAt), value(rotatedAt)
+	return &t, nil
+}
+
+const verificationColumns = `id, token, user_id, token_type, created_at, expires_at, used, used_at`
+
+func (q *queries) CreateVerificationToken(ctx context.Context, v *authd.VerificationToken) error {
+	_, err := q.db.Exec(ctx, `INSERT INTO verification_tokens (`+verificationColumns+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+		v.ID, v.Token, v.UserID, string(v.TokenType), v.CreatedAt, v.ExpiresAt, v.Used, nullTime(v.UsedAt))
+	return translate(err)
+}
+
+func (q *queries) VerificationToken(ctx context.Context, digest string) (*authd.VerificationToken, error) {
+	var v authd.VerificationToken
+	var typ string
+	var usedAt *time.Time
+	err := q.db.QueryRow(ctx, `SELECT `+verificationColumns+` FROM verification_tokens
+		WHERE token = $1`+q.forUpdate(), digest).
+		Scan(&v.ID, &v.Token, &v.UserID, &typ, &v.CreatedAt, &v.ExpiresAt, &v.Used, &usedAt)
+	if err != nil {
+		return nil, translate(err)
+	}
+	if v.TokenType, err = authd.ParseVerificationType(typ); err != nil {
+		return nil, fmt.Errorf("postgres: verification token %s: %w", v.ID, err)
+	}
+	v.UsedAt = value(usedAt)
+	return &v, nil
+}
+
+const securityLogColumns = `id, event_type, user_id, "timestamp", ip_address, user_agent, result,
+	failure_reason, additional_context`
+
+func (q *queries) CreateSecurityLog(ctx context.Context, l *authd.SecurityLog) error {
+	_, err := q.db.Exec(ctx, `INSERT INTO security_logs (`+securityLogColumns+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		l.ID, string(l.EventType), nullUUID(l.UserID), l.Timestamp, nullString(l.IPAddress),
+		nullString(l.UserAgent), string(l.Result), nullString(l.FailureReason), l.AdditionalContext)
+	return translate(err)
+}
+
+func (q *queries) SecurityLogs(ctx context.Context, f authd.SecurityLogFilter) ([]*authd.SecurityLog, error) {
+	var where []string
+	var args []any
+	if f.UserID != uuid.Nil {
+		args = append(args, f.UserID)
+		where = append(where, fmt.Sprintf("user_id = $%d", len(args)))
+	}
+	if f.EventType != "" {
+		args = append(args, string(f.EventType))
+		where = append(where, fmt.Sprintf("event_type = $%d", len(args)))
+	}
+	sql := `SELECT ` + securityLogColumns + ` FROM security_logs`
+	if len(where) > 0 {
+		sql += " WHERE " + strings.Join(where, " AND ")
+	}
+	args = append(args, listLimit(f.Limit))
+	sql += fmt.Sprintf(` ORDER BY "timestamp" DESC, id DESC LIMIT $%d`, len(args))
+
+	rows, err := q.db.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, translate(err)
+	}
+	defer rows.Close()
+	var out []*authd.SecurityLog
+	for rows.Next() {
+		var l authd.SecurityLog
+		var event, result string
+		var user *uuid.UUID
+		var ip, ua, reason *string
+		if err := rows.Scan(&l.ID, &event, &user, &l.Timestamp, &ip, &ua, &result, &reason,
+			&l.AdditionalContext); err != nil {
+			return nil, translate(err)
+		}
+		if l.EventType, err = authd.ParseEventType(event); err != nil {
+			return nil, fmt.Errorf("postgres: security log %s: %w", l.ID, err)
+		}
+		if l.Result, err = authd.ParseResult(result); err != nil {
+			return nil, fmt.Errorf("postgres: security log %s: %w", l.ID, err)
+		}
+		l.UserID, l.IPAddress, l.UserAgent, l.FailureReason = value(user), value(ip), value(ua), value(reason)
+		out = append(out, &l)
+	}
+	return out, translate(rows.Err())
+}
+
+// listLimit bounds a requested page size to (0, MaxListLimit].
+func listLimit(n int) int {
+	if n <= 0 {
+		return authd.DefaultListLimit
+	}
+	return min(n, authd.MaxListLimit)
+}
+
+// value returns *p, or the zero value (which the domain reads as NULL) for nil.
+func value[T any](p *T) T {
+	if p == nil {
+		var zero T
+		return zero
+	}
+	return *p
+}
+
+func nullTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+func nullString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func nullUUID(id uuid.UUID) *uuid.UUID {
+	if id == uuid.Nil {
+		return nil
+	}
+	return &id
+}

@@ -1,0 +1,306 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/google/uuid"
+)
+
+// dbtx is what a database handle and a transaction have in common.
+type dbtx interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// queries implements authd.Queries on the database or a transaction. SQLite
+// locks the whole database for a write transaction (BEGIN IMMEDIATE), so
+// reads need no FOR UPDATE.
+type queries struct {
+	db dbtx
+}
+
+var _ authd.Queries = (*queries)(nil)
+
+const userColumns = `id, email, password_hash, email_verified, account_status, failed_login_attempts,
+	account_locked_until, registration_timestamp, last_login_timestamp, last_password_change,
+	consent_timestamp, consent_status, created_at, updated_at`
+
+func (q *queries) CreateUser(ctx context.Context, u *authd.User) error {
+	_, err := q.db.ExecContext(ctx, `INSERT INTO users (`+userColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		u.ID, u.Email, u.PasswordHash, u.EmailVerified, string(u.AccountStatus), u.FailedLoginAttempts,
+		timeArg(u.AccountLockedUntil), timeArg(u.RegistrationTimestamp), timeArg(u.LastLoginTimestamp),
+		timeArg(u.LastPasswordChange), timeArg(u.ConsentTimestamp), u.ConsentStatus,
+		timeArg(u.CreatedAt), timeArg(u.UpdatedAt))
+	return translate(err)
+}
+
+func (q *queries) User(ctx context.Context, id uuid.UUID) (*authd.User, error) {
+	return scanUser(q.db.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE id = ?`, id))
+}
+
+func (q *queries) UserByEmail(ctx context.Context, email string) (*authd.User, error) {
+	return scanUser(q.db.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE email = ?`, email))
+}
+
+func (q *queries) UpdateUser(ctx context.Context, u *authd.User) error {
+	res, err := q.db.ExecContext(ctx, `UPDATE users SET email = ?, password_hash = ?, email_verified = ?,
+		account_status = ?, failed_login_attempts = ?, account_locked_until = ?,
+		registration_timestamp = ?, last_login_timestamp = ?, last_password_change = ?,
+		consent_timestamp = ?, consent_status = ?, created_at = ?, updated_at = ?
+		WHERE id = ?`,
+		u.Email, u.PasswordHash, u.EmailVerified, string(u.AccountStatus), u.FailedLoginAttempts,
+		timeArg(u.AccountLockedUntil), timeArg(u.RegistrationTimestamp), timeArg(u.LastLoginTimestamp),
+		timeArg(u.LastPasswordChange), timeArg(u.ConsentTimestamp), u.ConsentStatus,
+		timeArg(u.CreatedAt), timeArg(u.UpdatedAt), u.ID)
+	if err != nil {
+		return translate(err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return translate(err)
+	} else if n == 0 {
+		return authd.Errorf(authd.ENotFound, "user not found")
+	}
+	return nil
+}
+
+func scanUser(row *sql.Row) (*authd.User, error) {
+	var u authd.User
+	var status string
+	err := row.Scan(&u.ID, &u.Email, &u.PasswordHash, &u.EmailVerified, &status, &u.FailedLoginAttempts,
+		timeCol{&u.AccountLockedUntil}, timeCol{&u.RegistrationTimestamp}, timeCol{&u.LastLoginTimestamp},
+		timeCol{&u.LastPasswordChange}, timeCol{&u.ConsentTimestamp}, &u.ConsentStatus,
+		timeCol{&u.CreatedAt}, timeCol{&u.UpdatedAt})
+	if err != nil {
+		return nil, translate(err)
+	}
+	if u.AccountStatus, err = authd.ParseAccountStatus(status); err != nil {
+		return nil, fmt.Errorf("sqlite: user %s: %w", u.ID, err)
+	}
+	return &u, nil
+}
+
+const sessionColumns = `id, user_id, device_info, created_at, last_used_at, expires_at, revoked_at`
+
+func (q *queries) CreateSession(ctx context.Context, s *authd.Session) error {
+	_, err := q.db.ExecContext(ctx, `INSERT INTO sessions (`+sessionColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		s.ID, s.UserID, nullString(s.DeviceInfo), timeArg(s.CreatedAt), timeArg(s.LastUsedAt),
+		timeArg(s.ExpiresAt), timeArg(s.RevokedAt))
+	return translate(err)
+}
+
+func (q *queries) Session(ctx context.Context, id uuid.UUID) (*authd.Session, error) {
+	var s authd.Session
+	var device sql.NullString
+	err := q.db.QueryRowContext(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE id = ?`, id).
+		Scan(&s.ID, &s.UserID, &device, timeCol{&s.CreatedAt}, timeCol{&s.LastUsedAt},
+			timeCol{&s.ExpiresAt}, timeCol{&s.RevokedAt})
+	if err != nil {
+		return nil, translate(err)
+	}
+	s.DeviceInfo = device.String
+	return &s, nil
+}
+
+const tokenColumns = `id, jti, user_id, session_id, parent_id, token_type, token_value,
+	issued_at, expires_at, revoked, revoked_at, rotated_at, device_info, created_at`
+
+func (q *queries) CreateToken(ctx context.Context, t *authd.Token) error {
+	_, err := q.db.ExecContext(ctx, `INSERT INTO jwt_tokens (`+tokenColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		t.ID, t.JTI, t.UserID, t.SessionID, nullUUID(t.ParentID), string(t.TokenType), nullString(t.TokenValue),
+		timeArg(t.IssuedAt), timeArg(t.ExpiresAt), t.Revoked, timeArg(t.RevokedAt), timeArg(t.RotatedAt),
+		nullString(t.DeviceInfo), timeArg(t.CreatedAt))
+	return translate(err)
+}
+
+func (q *queries) TokenByJTI(ctx context.Context, jti string) (*authd.Token, error) {
+	return scanToken(q.db.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM jwt_tokens WHERE jti = ?`, jti))
+}
+
+func (q *queries) RefreshToken(ctx context.Context, digest string) (*authd.Token, error) {
+	return scanToken(q.db.QueryRowContext(ctx, `SELECT `+tokenColumns+` FROM jwt_tokens
+		WHERE token_value = ? AND token_type = 'refresh'`, digest))
+}
+
+func scanToken(row *sql.Row) (*authd.Token, error) {
+	var t authd.Token
+	var typ string
+	var parent uuid.NullUUID
+	var digest, device sql.NullString
+	err := row.Scan(&t.ID, &t.JTI, &t.UserID, &t.SessionID, &parent, &typ, &digest,
+		timeCol{&t.IssuedAt}, timeCol{&t.ExpiresAt}, &t.Revoked, timeCol{&t.RevokedAt},
+		timeCol{&t.RotatedAt}, &device, timeCol{&t.CreatedAt})
+	if err != nil {
+		return nil, translate(err)
+	}
+	if t.TokenType, err = authd.ParseTokenType(typ); err != nil {
+		return nil, fmt.Errorf("sqlite: token %s: %w", t.ID, err)
+	}
+	t.ParentID, t.TokenValue, t.DeviceInfo = parent.UUID, digest.String, device.String
+	return &t, nil
+}
+
+const verificationColumns = `id, token, user_id, token_type, created_at, expires_at, used, used_at`
+
+func (q *queries) CreateVerificationToken(ctx context.Context, v *authd.VerificationToken) error {
+	_, err := q.db.ExecContext(ctx, `INSERT INTO verification_tokens (`+verificationColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		v.ID, v.Token, v.UserID, string(v.TokenType), timeArg(v.CreatedAt), timeArg(v.ExpiresAt),
+		v.Used, timeArg(v.UsedAt))
+	return translate(err)
+}
+
+func (q *queries) VerificationToken(ctx context.Context, digest string) (*authd.VerificationToken, error) {
+	var v authd.VerificationToken
+	var typ string
+	err := q.db.QueryRowContext(ctx, `SELECT `+verificationColumns+` FROM verification_tokens
+		WHERE token = ?`, digest).
+		Scan(&v.ID, &v.Token, &v.UserID, &typ, timeCol{&v.CreatedAt}, timeCol{&v.ExpiresAt},
+			&v.Used, timeCol{&v.UsedAt})
+	if err != nil {
+		return nil, translate(err)
+	}
+	if v.TokenType, err = authd.ParseVerificationType(typ); err != nil {
+		return nil, fmt.Errorf("sqlite: verification token %s: %w", v.ID, err)
+	}
+	return &v, nil
+}
+
+const securityLogColumns = `id, event_type, user_id, "timestamp", ip_address, user_agent, result,
+	failure_reason, additional_context`
+
+func (q *queries) CreateSecurityLog(ctx context.Context, l *authd.SecurityLog) error {
+	var context any
+	if l.AdditionalContext != nil {
+		b, err := json.Marshal(l.AdditionalContext)
+		if err != nil {
+			return authd.WrapError(authd.EInvalid, err, "security log context is not JSON")
+		}
+		context = string(b)
+	}
+	_, err := q.db.ExecContext(ctx, `INSERT INTO security_logs (`+securityLogColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		l.ID, string(l.EventType), nullUUID(l.UserID), timeArg(l.Timestamp), nullString(l.IPAddress),
+		nullString(l.UserAgent), string(l.Result), nullString(l.FailureReason), context)
+	return translate(err)
+}
+
+func (q *queries) SecurityLogs(ctx context.Context, f authd.SecurityLogFilter) ([]*authd.SecurityLog, error) {
+	var where []string
+	var args []any
+	if f.UserID != uuid.Nil {
+		where, args = append(where, "user_id = ?"), append(args, f.UserID)
+	}
+	if f.EventType != "" {
+		where, args = append(where, "event_type = ?"), append(args, string(f.EventType))
+	}
+	query := `SELECT ` + securityLogColumns + ` FROM security_logs`
+	if len(where) > 0 {
+		query += " WHERE " + strings.Join(where, " AND ")
+	}
+	query += ` ORDER BY "timestamp" DESC, id DESC LIMIT ?`
+	args = append(args, listLimit(f.Limit))
+
+	rows, err := q.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, translate(err)
+	}
+	defer rows.Close()
+	var out []*authd.SecurityLog
+	for rows.Next() {
+		var l authd.SecurityLog
+		var event, result string
+		var user uuid.NullUUID
+		var ip, ua, reason, context sql.NullString
+		if err := rows.Scan(&l.ID, &event, &user, timeCol{&l.Timestamp}, &ip, &ua, &result, &reason,
+			&context); err != nil {
+			return nil, translate(err)
+		}
+		if l.EventType, err = authd.ParseEventType(event); err != nil {
+			return nil, fmt.Errorf("sqlite: security log %s: %w", l.ID, err)
+		}
+		if l.Result, err = authd.ParseResult(result); err != nil {
+			return nil, fmt.Errorf("sqlite: security log %s: %w", l.ID, err)
+		}
+		if context.Valid {
+			if err := json.Unmarshal([]byte(context.String), &l.AdditionalContext); err != nil {
+				return nil, fmt.Errorf("sqlite: security log %s context: %w", l.ID, err)
+			}
+		}
+		l.UserID, l.IPAddress, l.UserAgent, l.FailureReason = user.UUID, ip.String, ua.String, reason.String
+		out = append(out, &l)
+	}
+	return out, translate(rows.Err())
+}
+
+// listLimit bounds a requested page size to (0, MaxListLimit].
+func listLimit(n int) int {
+	if n <= 0 {
+		return authd.DefaultListLimit
+	}
+	return min(n, authd.MaxListLimit)
+}
+
+// timeLayout is how timestamps are stored: UTC, fixed width, microseconds
+// (PostgreSQL's precision), so that text order is time order.
+const timeLayout = "2006-01-02T15:04:05.000000Z"
+
+// timeArg formats t for a TIMESTAMP column; the zero time is NULL.
+func timeArg(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UTC().Format(timeLayout)
+}
+
+// timeCol scans a TIMESTAMP column into *t; NULL becomes the zero time. The
+// driver hands over text, or a time.Time when it recognised the text itself.
+type timeCol struct{ t *time.Time }
+
+func (c timeCol) Scan(src any) error {
+	switch v := src.(type) {
+	case nil:
+		*c.t = time.Time{}
+		return nil
+	case time.Time:
+		*c.t = v.UTC()
+		return nil
+	case string:
+		return c.parse(v)
+	case []byte:
+		return c.parse(string(v))
+	}
+	return fmt.Errorf("sqlite: cannot scan %T into a timestamp", src)
+}
+
+func (c timeCol) parse(s string) error {
+	for _, layout := range []string{timeLayout, time.RFC3339Nano, "2006-01-02 15:04:05"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			*c.t = t.UTC()
+			return nil
+		}
+	}
+	return fmt.Errorf("sqlite: %q is not a timestamp", s)
+}
+
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func nullUUID(id uuid.UUID) any {
+	if id == uuid.Nil {
+		return nil
+	}
+	return id.String()
+}

@@ -1,0 +1,143 @@
+// Package sqlite implements authd.Store on an embedded SQLite database
+// (modernc.org/sqlite, pure Go), the zero-set-up default, with its schema
+// migrations embedded.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/migrate"
+	"github.com/pressly/goose/v3"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// MigrationsDir is where `authd migrate create` writes new migrations,
+// relative to the repository root.
+const MigrationsDir = "sqlite/migrations"
+
+// Store is an authd.Store on one SQLite database file.
+type Store struct {
+	queries
+	db       *sql.DB
+	migrator *migrate.Migrator
+}
+
+var _ authd.Store = (*Store)(nil)
+
+// Open opens (creating when missing) the database file at path and its
+// directory. It does not migrate; call Migrator().Up.
+func Open(ctx context.Context, path string) (*Store, error) {
+	if path == "" || strings.ContainsAny(path, "?#") {
+		return nil, &authd.Error{Code: authd.EInvalid,
+			Message: fmt.Sprintf("SQLite database path %q is empty or contains ? or #", path),
+			Hint:    "use sqlite://PATH, for example sqlite://./authd-data/authd.db"}
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, &authd.Error{Code: authd.EUnavailable, Err: err,
+			Message: fmt.Sprintf("cannot create the directory of the SQLite database %s", path),
+			Hint:    "check that the directory is writable or set DATABASE_URL"}
+	}
+	// WAL lets readers run beside the one writer; IMMEDIATE transactions take
+	// the write lock at BEGIN, which serialises read-modify-write flows the
+	// way row locks do on PostgreSQL and avoids upgrade deadlocks.
+	dsn := "file:" + path + "?_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)" +
+		"&_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, err
+	}
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, &authd.Error{Code: authd.EUnavailable, Err: err,
+			Message: fmt.Sprintf("cannot open the SQLite database %s", path),
+			Hint:    "check that the file is a SQLite database and writable, or set DATABASE_URL"}
+	}
+	// The file holds password hashes: keep it to its owner.
+	if err := os.Chmod(path, 0o600); err != nil {
+		db.Close()
+		return nil, err
+	}
+	sub, err := fs.Sub(migrationFiles, "migrations")
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	m, err := migrate.New(goose.DialectSQLite3, db, sub)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &Store{queries: queries{db: db}, db: db, migrator: m}, nil
+}
+
+// Migrator returns the store's schema migrator.
+func (s *Store) Migrator() *migrate.Migrator { return s.migrator }
+
+// DB returns the underlying database handle, for tests.
+func (s *Store) DB() *sql.DB { return s.db }
+
+// InTx implements authd.Store.
+func (s *Store) InTx(ctx context.Context, fn func(authd.Queries) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return translate(err)
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after commit
+	if err := fn(&queries{db: tx}); err != nil {
+		return err
+	}
+	return translate(tx.Commit())
+}
+
+// Ready implements authd.Store.
+func (s *Store) Ready(ctx context.Context) error {
+	if err := s.db.PingContext(ctx); err != nil {
+		return translate(err)
+	}
+	return s.migrator.CheckHead(ctx)
+}
+
+// Close implements authd.Store.
+func (s *Store) Close() error { return s.db.Close() }
+
+// translate turns driver errors into domain errors where they meet the
+// database; anything unexpected stays an internal error with its cause.
+func translate(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return authd.WrapError(authd.ENotFound, err, "not found")
+	}
+	var e *sqlite.Error
+	if errors.As(err, &e) {
+		switch e.Code() {
+		case sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
+			return authd.WrapError(authd.EConflict, err, "already exists")
+		case sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY:
+			return authd.WrapError(authd.ENotFound, err, "a referenced record does not exist")
+		case sqlite3.SQLITE_CONSTRAINT_CHECK, sqlite3.SQLITE_CONSTRAINT_NOTNULL:
+			return authd.WrapError(authd.EInvalid, err, "invalid value")
+		}
+		switch e.Code() & 0xff { // primary result code
+		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+			return &authd.Error{Code: authd.EUnavailable, Message: "the database is busy",
+				RetryAfter: time.Second, Err: err}
+		}
+	}
+	return fmt.Errorf("sqlite: %w", err)
+}

@@ -1,0 +1,218 @@
+package sqlite_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/sqlite"
+	"github.com/authd/authd/storetest"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+)
+
+func open(t *testing.T) *sqlite.Store {
+	t.Helper()
+	ctx := context.Background()
+	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "authd.db"))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if _, err := s.Migrator().Up(ctx); err != nil {
+		t.Fatalf("migrate up: %v", err)
+	}
+	return s
+}
+
+func TestContract(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) authd.Store { return open(t) })
+}
+
+// declared is the SQLite type each neutral kind is declared as.
+func declared(kind string) string {
+	switch {
+	case kind == "uuid", kind == "json", strings.HasPrefix(kind, "enum:"):
+		return "TEXT"
+	case kind == "varchar":
+		return "VARCHAR"
+	}
+	return strings.ToUpper(kind)
+}
+
+func TestSchemaMatchesSeed(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	want := storetest.SeedSchema
+	want.Columns = slices.Clone(want.Columns)
+	for i := range want.Columns {
+		want.Columns[i].Kind = declared(want.Columns[i].Kind)
+		want.Columns[i].Extra = false
+	}
+	sortSchema(&want)
+	if diff := cmp.Diff(want, catalog(t, s)); diff != "" {
+		t.Errorf("live schema differs from the seed's (-want +got):\n%s", diff)
+	}
+}
+
+func sortSchema(s *storetest.Schema) {
+	slices.SortFunc(s.Columns, func(a, b storetest.Column) int {
+		return strings.Compare(a.Table+"."+a.Name, b.Table+"."+b.Name)
+	})
+	slices.SortFunc(s.Indexes, func(a, b storetest.Index) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(s.ForeignKeys, func(a, b storetest.ForeignKey) int {
+		return strings.Compare(a.Table+"."+a.Column, b.Table+"."+b.Column)
+	})
+}
+
+// catalog reads the schema through SQLite's pragmas.
+func catalog(t *testing.T, s *sqlite.Store) storetest.Schema {
+	t.Helper()
+	db := s.DB()
+	var out storetest.Schema
+	var tables []string
+	rows, err := db.Query(`SELECT name FROM sqlite_master WHERE type = 'table'
+		AND name NOT LIKE 'sqlite_%' AND name <> 'goose_db_version'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			t.Fatal(err)
+		}
+		tables = append(tables, name)
+	}
+	rows.Close()
+
+	for _, table := range tables {
+		rows, err := db.Query(`SELECT name, type, "notnull", pk FROM pragma_table_info(?)`, table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			c := storetest.Column{Table: table}
+			var notNull, pk int
+			if err := rows.Scan(&c.Name, &c.Kind, &notNull, &pk); err != nil {
+				t.Fatal(err)
+			}
+			c.Kind, _, _ = strings.Cut(c.Kind, "(") // VARCHAR(254) → VARCHAR
+			c.Nullable, c.PK = notNull == 0, pk > 0
+			out.Columns = append(out.Columns, c)
+		}
+		rows.Close()
+
+		rows, err = db.Query(`SELECT l.name, l."unique", group_concat(i.name, ',')
+			FROM pragma_index_list(?) l, pragma_index_info(l.name) i
+			WHERE l.origin = 'c' GROUP BY l.name, l."unique" ORDER BY l.name`, table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			ix := storetest.Index{Table: table}
+			if err := rows.Scan(&ix.Name, &ix.Unique, &ix.Columns); err != nil {
+				t.Fatal(err)
+			}
+			out.Indexes = append(out.Indexes, ix)
+		}
+		rows.Close()
+
+		rows, err = db.Query(`SELECT "from", "table", "to", on_delete FROM pragma_foreign_key_list(?)`, table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			fk := storetest.ForeignKey{Table: table}
+			if err := rows.Scan(&fk.Column, &fk.RefTable, &fk.RefColumn, &fk.OnDelete); err != nil {
+				t.Fatal(err)
+			}
+			out.ForeignKeys = append(out.ForeignKeys, fk)
+		}
+		rows.Close()
+	}
+	sortSchema(&out)
+	return out
+}
+
+func TestMigrationsRoundTrip(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	ctx := context.Background()
+	m := s.Migrator()
+	_, head, err := m.Version(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := catalog(t, s)
+	down, err := m.Down(ctx, int(head)+5)
+	if err != nil {
+		t.Fatalf("down: %v", err)
+	}
+	if len(down) != int(head) {
+		t.Errorf("down rolled back %d migrations, want %d", len(down), head)
+	}
+	empty := catalog(t, s)
+	if len(empty.Columns)+len(empty.Indexes)+len(empty.ForeignKeys) != 0 {
+		t.Errorf("schema left after down to zero: %+v", empty)
+	}
+	if err := s.Ready(ctx); authd.ErrorCode(err) != authd.EUnavailable {
+		t.Errorf("Ready at version 0 = %v, want unavailable (schema behind)", err)
+	}
+	if _, err := m.Up(ctx); err != nil {
+		t.Fatalf("up again: %v", err)
+	}
+	if diff := cmp.Diff(before, catalog(t, s), cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("schema after down and up differs (-before +after):\n%s", diff)
+	}
+	if _, err := m.Redo(ctx); err != nil {
+		t.Errorf("redo: %v", err)
+	}
+	if err := s.Ready(ctx); err != nil {
+		t.Errorf("Ready at head: %v", err)
+	}
+}
+
+func TestOpenCreatesPrivateFile(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "nested", "dir", "authd.db")
+	s, err := sqlite.Open(context.Background(), path)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer s.Close()
+	info, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perm := info.Mode().Perm(); perm != 0o600 {
+		t.Errorf("database file mode %o, want 600", perm)
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	notDB := filepath.Join(dir, "not.db")
+	if err := os.WriteFile(notDB, []byte("this is not a database, but it is long enough to be read as a header"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"", filepath.Join(dir, "a?b.db"), notDB} {
+		s, err := sqlite.Open(context.Background(), path)
+		if err == nil {
+			s.Close()
+			t.Errorf("Open(%q) succeeded, want an error", path)
+			continue
+		}
+		var e *authd.Error
+		if code := authd.ErrorCode(err); code == authd.EInternal || !asError(err, &e) || e.Hint == "" {
+			t.Errorf("Open(%q) = %v, want a domain error with a hint", path, err)
+		}
+	}
+}
+
+func asError(err error, target **authd.Error) bool { return errors.As(err, target) }

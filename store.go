@@ -1,0 +1,83 @@
+package authd
+
+import (
+	"context"
+
+	"github.com/google/uuid"
+)
+
+// Store keeps the service's data. The postgres and sqlite packages implement
+// it and pass the same contract suite (storetest). Stores return *Error with
+// ENotFound (no such row, or a reference to a missing row), EConflict (a
+// unique value is taken), EInvalid (a value the schema refuses) and
+// EUnavailable (the database cannot be reached).
+type Store interface {
+	Queries
+
+	// InTx runs fn in one transaction, committed when fn returns nil and
+	// rolled back otherwise. Inside it, the rows that User, UserByEmail and
+	// RefreshToken return stay locked against other writers until it ends, so
+	// that read-modify-write flows never interleave.
+	InTx(ctx context.Context, fn func(tx Queries) error) error
+
+	// Ready returns nil when the database is reachable and its schema is at
+	// the head migration.
+	Ready(ctx context.Context) error
+
+	// Close releases the store's connections.
+	Close() error
+}
+
+// Queries are the reads and writes of a Store, inside or outside a
+// transaction.
+type Queries interface {
+	// CreateUser inserts u. EConflict when its email is taken.
+	CreateUser(ctx context.Context, u *User) error
+	// User returns the user with the id. ENotFound when there is none.
+	User(ctx context.Context, id uuid.UUID) (*User, error)
+	// UserByEmail returns the user with the (normalised) email. ENotFound when there is none.
+	UserByEmail(ctx context.Context, email string) (*User, error)
+	// UpdateUser writes every field of u. ENotFound when it no longer exists,
+	// EConflict when its new email is taken.
+	UpdateUser(ctx context.Context, u *User) error
+
+	// CreateSession inserts s. ENotFound when its user does not exist.
+	CreateSession(ctx context.Context, s *Session) error
+	// Session returns the session with the id. ENotFound when there is none.
+	Session(ctx context.Context, id uuid.UUID) (*Session, error)
+
+	// CreateToken inserts t. EConflict when its jti or digest is taken,
+	// ENotFound when its user or session does not exist.
+	CreateToken(ctx context.Context, t *Token) error
+	// TokenByJTI returns the token with the jti. ENotFound when there is none.
+	TokenByJTI(ctx context.Context, jti string) (*Token, error)
+	// RefreshToken returns the refresh token whose digest is given. ENotFound
+	// when there is none.
+	RefreshToken(ctx context.Context, digest string) (*Token, error)
+
+	// CreateVerificationToken inserts v. EConflict when its digest is taken,
+	// ENotFound when its user does not exist.
+	CreateVerificationToken(ctx context.Context, v *VerificationToken) error
+	// VerificationToken returns the verification token whose digest is given.
+	// ENotFound when there is none.
+	VerificationToken(ctx context.Context, digest string) (*VerificationToken, error)
+
+	// CreateSecurityLog appends an audit event. ENotFound when its user does
+	// not exist.
+	CreateSecurityLog(ctx context.Context, l *SecurityLog) error
+	// SecurityLogs returns the events matching f, newest first.
+	SecurityLogs(ctx context.Context, f SecurityLogFilter) ([]*SecurityLog, error)
+}
+
+// SecurityLogFilter selects security-log rows; zero fields match anything.
+type SecurityLogFilter struct {
+	UserID    uuid.UUID
+	EventType EventType
+	Limit     int // at most this many rows; 0 means DefaultListLimit
+}
+
+// List sizes (SPEC §5).
+const (
+	DefaultListLimit = 50
+	MaxListLimit     = 200
+)

@@ -1,0 +1,407 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/uuid"
+)
+
+// Epoch is the fixed time the suite's rows are stamped with; stores keep
+// microseconds, so fixtures use no finer times.
+var Epoch = time.Date(2026, 11, 27, 10, 30, 0, 123456000, time.UTC)
+
+// NewUser returns an active, verified user with the email, ready to insert.
+func NewUser(email string) *authd.User {
+	return &authd.User{
+		ID:                    authd.NewID(),
+		Email:                 email,
+		PasswordHash:          "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g",
+		EmailVerified:         true,
+		AccountStatus:         authd.StatusActive,
+		RegistrationTimestamp: Epoch,
+		LastPasswordChange:    Epoch,
+		ConsentTimestamp:      Epoch,
+		ConsentStatus:         true,
+		CreatedAt:             Epoch,
+		UpdatedAt:             Epoch,
+	}
+}
+
+// Run is the contract suite: every authd.Store must pass it. open returns a
+// new, migrated, empty store for each subtest.
+func Run(t *testing.T, open func(t *testing.T) authd.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s authd.Store)
+	}{
+		{"Users", testUsers},
+		{"UserErrors", testUserErrors},
+		{"SessionsAndTokens", testSessionsAndTokens},
+		{"TokenErrors", testTokenErrors},
+		{"VerificationTokens", testVerificationTokens},
+		{"SecurityLogs", testSecurityLogs},
+		{"EveryEnumLabelStored", testEnumLabels},
+		{"TxRollsBack", testTxRollsBack},
+		{"TxSerialisesReadModifyWrite", testTxSerialises},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tt.fn(t, open(t))
+		})
+	}
+}
+
+func mustCreateUser(t *testing.T, s authd.Queries, email string) *authd.User {
+	t.Helper()
+	u := NewUser(email)
+	if err := s.CreateUser(context.Background(), u); err != nil {
+		t.Fatalf("CreateUser(%s): %v", email, err)
+	}
+	return u
+}
+
+func wantCode(t *testing.T, what string, err error, want authd.Code) {
+	t.Helper()
+	if got := authd.ErrorCode(err); got != want {
+		t.Errorf("%s: error code %q (%v), want %q", what, got, err, want)
+	}
+}
+
+func testUsers(t *testing.T, s authd.Store) {
+	ctx := context.Background()
+	u := mustCreateUser(t, s, "alice@example.org")
+
+	got, err := s.User(ctx, u.ID)
+	if err != nil {
+		t.Fatalf("User: %v", err)
+	}
+	if diff := cmp.Diff(u, got); diff != "" {
+		t.Errorf("User round trip (-want +got):\n%s", diff)
+	}
+	got, err = s.UserByEmail(ctx, "alice@example.org")
+	if err != nil {
+		t.Fatalf("UserByEmail: %v", err)
+	}
+	if got.ID != u.ID {
+		t.Errorf("UserByEmail returned %s, want %s", got.ID, u.ID)
+	}
+
+	// Every field is written back, NULLs included.
+	u.AccountStatus = authd.StatusLocked
+	u.FailedLoginAttempts = 5
+	u.AccountLockedUntil = Epoch.Add(15 * time.Minute)
+	u.LastLoginTimestamp = Epoch.Add(time.Minute)
+	u.EmailVerified = false
+	u.ConsentStatus = false
+	u.PasswordHash = ""
+	u.UpdatedAt = Epoch.Add(2 * time.Minute)
+	if err := s.UpdateUser(ctx, u); err != nil {
+		t.Fatalf("UpdateUser: %v", err)
+	}
+	got, err = s.User(ctx, u.ID)
+	if err != nil {
+		t.Fatalf("User after update: %v", err)
+	}
+	if diff := cmp.Diff(u, got); diff != "" {
+		t.Errorf("User after update (-want +got):\n%s", diff)
+	}
+
+	u.AccountLockedUntil = time.Time{}
+	u.LastLoginTimestamp = time.Time{}
+	if err := s.UpdateUser(ctx, u); err != nil {
+		t.Fatalf("UpdateUser clearing times: %v", err)
+	}
+	got, _ = s.User(ctx, u.ID)
+	if !got.AccountLockedUntil.IsZero() || !got.LastLoginTimestamp.IsZero() {
+		t.Errorf("cleared times read back as %v, %v; want zero (NULL)", got.AccountLockedUntil, got.LastLoginTimestamp)
+	}
+}
+
+func testUserErrors(t *testing.T, s authd.Store) {
+	ctx := context.Background()
+	mustCreateUser(t, s, "bob@example.org")
+
+	wantCode(t, "duplicate email", s.CreateUser(ctx, NewUser("bob@example.org")), authd.EConflict)
+	dup := NewUser("other@example.org")
+	if err := s.CreateUser(ctx, dup); err != nil {
+		t.Fatal(err)
+	}
+	dup.ID = authd.NewID()
+	dup.Email = "another@example.org"
+	wantCode(t, "update of a missing user", s.UpdateUser(ctx, dup), authd.ENotFound)
+
+	_, err := s.User(ctx, authd.NewID())
+	wantCode(t, "unknown id", err, authd.ENotFound)
+	_, err = s.UserByEmail(ctx, "nobody@example.org")
+	wantCode(t, "unknown email", err, authd.ENotFound)
+
+	// The schema keeps emails lower-cased, so uniqueness is case-insensitive.
+	wantCode(t, "upper-case email", s.CreateUser(ctx, NewUser("Bob@Example.org")), authd.EInvalid)
+	bad := NewUser("carol@example.org")
+	bad.AccountStatus = "suspended"
+	wantCode(t, "unknown account status", s.CreateUser(ctx, bad), authd.EInvalid)
+	bad = NewUser("dave@example.org")
+	bad.FailedLoginAttempts = -1
+	wantCode(t, "negative failed attempts", s.CreateUser(ctx, bad), authd.EInvalid)
+}
+
+func newSession(u *authd.User) *authd.Session {
+	return &authd.Session{
+		ID: authd.NewID(), UserID: u.ID, DeviceInfo: "Firefox on Linux",
+		CreatedAt: Epoch, LastUsedAt: Epoch, ExpiresAt: Epoch.Add(720 * time.Hour),
+	}
+}
+
+func newToken(u *authd.User, s *authd.Session, typ authd.TokenType, digest string) *authd.Token {
+	return &authd.Token{
+		ID: authd.NewID(), JTI: uuid.NewString(), UserID: u.ID, SessionID: s.ID,
+		TokenType: typ, TokenValue: digest, IssuedAt: Epoch, ExpiresAt: Epoch.Add(15 * time.Minute),
+		DeviceInfo: s.DeviceInfo, CreatedAt: Epoch,
+	}
+}
+
+func testSessionsAndTokens(t *testing.T, s authd.Store) {
+	ctx := context.Background()
+	u := mustCreateUser(t, s, "erin@example.org")
+	sess := newSession(u)
+	if err := s.CreateSession(ctx, sess); err != nil {
+		t.Fatalf("CreateSession: %v", err)
+	}
+	gotSess, err := s.Session(ctx, sess.ID)
+	if err != nil {
+		t.Fatalf("Session: %v", err)
+	}
+	if diff := cmp.Diff(sess, gotSess); diff != "" {
+		t.Errorf("Session round trip (-want +got):\n%s", diff)
+	}
+
+	access := newToken(u, sess, authd.TokenAccess, "")
+	refresh := newToken(u, sess, authd.TokenRefresh, "digest-1")
+	for _, tok := range []*authd.Token{access, refresh} {
+		if err := s.CreateToken(ctx, tok); err != nil {
+			t.Fatalf("CreateToken(%s): %v", tok.TokenType, err)
+		}
+	}
+	child := newToken(u, sess, authd.TokenRefresh, "digest-2")
+	child.ParentID = refresh.ID
+	child.Revoked, child.RevokedAt, child.RotatedAt = true, Epoch.Add(time.Second), Epoch.Add(time.Second)
+	if err := s.CreateToken(ctx, child); err != nil {
+		t.Fatalf("CreateToken(child): %v", err)
+	}
+
+	got, err := s.TokenByJTI(ctx, access.JTI)
+	if err != nil {
+		t.Fatalf("TokenByJTI: %v", err)
+	}
+	if diff := cmp.Diff(access, got); diff != "" {
+		t.Errorf("access token round trip (-want +got):\n%s", diff)
+	}
+	got, err = s.RefreshToken(ctx, "digest-2")
+	if err != nil {
+		t.Fatalf("RefreshToken: %v", err)
+	}
+	if diff := cmp.Diff(child, got); diff != "" {
+		t.Errorf("refresh token round trip (-want +got):\n%s", diff)
+	}
+	_, err = s.RefreshToken(ctx, "digest-unknown")
+	wantCode(t, "unknown refresh digest", err, authd.ENotFound)
+	_, err = s.TokenByJTI(ctx, "unknown")
+	wantCode(t, "unknown jti", err, authd.ENotFound)
+	_, err = s.Session(ctx, authd.NewID())
+	wantCode(t, "unknown session", err, authd.ENotFound)
+}
+
+func testTokenErrors(t *testing.T, s authd.Store) {
+	ctx := context.Background()
+	u := mustCreateUser(t, s, "frank@example.org")
+	ghost := NewUser("ghost@example.org") // never inserted
+	wantCode(t, "session of a missing user", s.CreateSession(ctx, newSession(ghost)), authd.ENotFound)
+
+	sess := newSession(u)
+	if err := s.CreateSession(ctx, sess); err != nil {
+		t.Fatal(err)
+	}
+	tok := newToken(u, sess, authd.TokenRefresh, "digest-a")
+	if err := s.CreateToken(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	dupJTI := newToken(u, sess, authd.TokenRefresh, "digest-b")
+	dupJTI.JTI = tok.JTI
+	wantCode(t, "duplicate jti", s.CreateToken(ctx, dupJTI), authd.EConflict)
+	wantCode(t, "duplicate digest", s.CreateToken(ctx, newToken(u, sess, authd.TokenRefresh, "digest-a")), authd.EConflict)
+	wantCode(t, "access token with a digest", s.CreateToken(ctx, newToken(u, sess, authd.TokenAccess, "digest-c")), authd.EInvalid)
+	wantCode(t, "refresh token without a digest", s.CreateToken(ctx, newToken(u, sess, authd.TokenRefresh, "")), authd.EInvalid)
+	orphan := newToken(u, &authd.Session{ID: authd.NewID()}, authd.TokenAccess, "")
+	wantCode(t, "token of a missing session", s.CreateToken(ctx, orphan), authd.ENotFound)
+}
+
+func testVerificationTokens(t *testing.T, s authd.Store) {
+	ctx := context.Background()
+	u := mustCreateUser(t, s, "grace@example.org")
+	v := &authd.VerificationToken{
+		ID: authd.NewID(), Token: "verify-digest", UserID: u.ID, TokenType: authd.VerifyEmail,
+		CreatedAt: Epoch, ExpiresAt: Epoch.Add(authd.EmailVerificationTTL),
+	}
+	if err := s.CreateVerificationToken(ctx, v); err != nil {
+		t.Fatalf("CreateVerificationToken: %v", err)
+	}
+	got, err := s.VerificationToken(ctx, "verify-digest")
+	if err != nil {
+		t.Fatalf("VerificationToken: %v", err)
+	}
+	if diff := cmp.Diff(v, got); diff != "" {
+		t.Errorf("verification token round trip (-want +got):\n%s", diff)
+	}
+	if !got.Usable(Epoch) || got.Usable(Epoch.Add(authd.EmailVerificationTTL)) {
+		t.Errorf("Usable: want usable before expiry and not at it")
+	}
+	dup := *v
+	dup.ID = authd.NewID()
+	wantCode(t, "duplicate digest", s.CreateVerificationToken(ctx, &dup), authd.EConflict)
+	orphan := *v
+	orphan.ID, orphan.Token, orphan.UserID = authd.NewID(), "other", authd.NewID()
+	wantCode(t, "token of a missing user", s.CreateVerificationToken(ctx, &orphan), authd.ENotFound)
+	_, err = s.VerificationToken(ctx, "nope")
+	wantCode(t, "unknown digest", err, authd.ENotFound)
+}
+
+func testSecurityLogs(t *testing.T, s authd.Store) {
+	ctx := context.Background()
+	u := mustCreateUser(t, s, "heidi@example.org")
+	logs := []*authd.SecurityLog{
+		authd.NewSecurityLog(Epoch, authd.EventRegistration, authd.ResultSuccess, u.ID, "192.0.2.1", "curl/8", "", nil),
+		authd.NewSecurityLog(Epoch.Add(time.Second), authd.EventLoginFailure, authd.ResultFailure, uuid.Nil,
+			"2001:db8::1", "", "unknown email", map[string]any{"attempt": float64(1)}),
+		authd.NewSecurityLog(Epoch.Add(2*time.Second), authd.EventLoginSuccess, authd.ResultSuccess, u.ID,
+			"", "", "", map[string]any{"device": "phone", "nested": map[string]any{"ok": true}}),
+	}
+	for _, l := range logs {
+		if err := s.CreateSecurityLog(ctx, l); err != nil {
+			t.Fatalf("CreateSecurityLog(%s): %v", l.EventType, err)
+		}
+	}
+	all, err := s.SecurityLogs(ctx, authd.SecurityLogFilter{})
+	if err != nil {
+		t.Fatalf("SecurityLogs: %v", err)
+	}
+	want := []*authd.SecurityLog{logs[2], logs[1], logs[0]} // newest first
+	if diff := cmp.Diff(want, all); diff != "" {
+		t.Errorf("SecurityLogs (-want +got):\n%s", diff)
+	}
+	mine, err := s.SecurityLogs(ctx, authd.SecurityLogFilter{UserID: u.ID, Limit: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mine) != 1 || mine[0].ID != logs[2].ID {
+		t.Errorf("SecurityLogs(user, limit 1) = %d rows, want the newest of the user's", len(mine))
+	}
+	failures, err := s.SecurityLogs(ctx, authd.SecurityLogFilter{EventType: authd.EventLoginFailure})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(failures) != 1 || failures[0].UserID != uuid.Nil {
+		t.Errorf("SecurityLogs(login_failure) = %+v, want the one row without a user", failures)
+	}
+	wantCode(t, "log of a missing user", s.CreateSecurityLog(ctx, authd.NewSecurityLog(Epoch,
+		authd.EventLogout, authd.ResultSuccess, authd.NewID(), "", "", "", nil)), authd.ENotFound)
+	bad := authd.NewSecurityLog(Epoch, "hacked", authd.ResultSuccess, uuid.Nil, "", "", "", nil)
+	wantCode(t, "unknown event type", s.CreateSecurityLog(ctx, bad), authd.EInvalid)
+}
+
+func testTxRollsBack(t *testing.T, s authd.Store) {
+	ctx := context.Background()
+	boom := errors.New("boom")
+	err := s.InTx(ctx, func(tx authd.Queries) error {
+		mustCreateUser(t, tx, "ivan@example.org")
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("InTx returned %v, want fn's error", err)
+	}
+	_, err = s.UserByEmail(ctx, "ivan@example.org")
+	wantCode(t, "user of a rolled-back transaction", err, authd.ENotFound)
+
+	if err := s.InTx(ctx, func(tx authd.Queries) error {
+		mustCreateUser(t, tx, "judy@example.org")
+		return nil
+	}); err != nil {
+		t.Fatalf("InTx: %v", err)
+	}
+	if _, err := s.UserByEmail(ctx, "judy@example.org"); err != nil {
+		t.Errorf("user of a committed transaction: %v", err)
+	}
+}
+
+// testTxSerialises checks the promise flows rely on: a row read in a
+// transaction stays locked, so concurrent read-modify-writes never lose an
+// update.
+func testTxSerialises(t *testing.T, s authd.Store) {
+	ctx := context.Background()
+	u := mustCreateUser(t, s, "mallory@example.org")
+	const n = 20
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		wg.Go(func() {
+			errs <- s.InTx(ctx, func(tx authd.Queries) error {
+				got, err := tx.User(ctx, u.ID)
+				if err != nil {
+					return err
+				}
+				got.FailedLoginAttempts++
+				return tx.UpdateUser(ctx, got)
+			})
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("InTx: %v", err)
+		}
+	}
+	got, err := s.User(ctx, u.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.FailedLoginAttempts != n {
+		t.Errorf("after %d concurrent increments failed_login_attempts = %d", n, got.FailedLoginAttempts)
+	}
+}
+
+// testEnumLabels stores every label of every enumeration, so that a label
+// missing from a dialect's enum type or CHECK shows up here.
+func testEnumLabels(t *testing.T, s authd.Store) {
+	ctx := context.Background()
+	var u *authd.User
+	for _, status := range authd.AccountStatuses() {
+		u = NewUser(string(status) + "@example.org")
+		u.AccountStatus = status
+		if err := s.CreateUser(ctx, u); err != nil {
+			t.Errorf("user with status %s: %v", status, err)
+		}
+	}
+	for _, event := range authd.EventTypes() {
+		for _, result := range authd.Results() {
+			l := authd.NewSecurityLog(Epoch, event, result, u.ID, "", "", "", nil)
+			if err := s.CreateSecurityLog(ctx, l); err != nil {
+				t.Errorf("security log %s/%s: %v", event, result, err)
+			}
+		}
+	}
+	for _, typ := range authd.VerificationTypes() {
+		v := &authd.VerificationToken{ID: authd.NewID(), Token: string(typ), UserID: u.ID, TokenType: typ,
+			CreatedAt: Epoch, ExpiresAt: Epoch.Add(time.Hour)}
+		if err := s.CreateVerificationToken(ctx, v); err != nil {
+			t.Errorf("verification token %s: %v", typ, err)
+		}
+	}
+	// Both token types are stored by testSessionsAndTokens.
+}

@@ -1,0 +1,64 @@
+// Package storetest holds what the store tests share: the contract suite
+// that every authd.Store must pass, the seed's schema as the catalog tests
+// expect it, and a fresh PostgreSQL database per test.
+package storetest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/url"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// PostgresURL creates an empty database on the server of TEST_DATABASE_URL,
+// drops it when the test ends, and returns its URL. Without
+// TEST_DATABASE_URL the test is skipped, except under CI (CI set), where
+// skipping would hide the PostgreSQL suites and so fails the test.
+func PostgresURL(t testing.TB) string {
+	t.Helper()
+	base := os.Getenv("TEST_DATABASE_URL")
+	if base == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("TEST_DATABASE_URL is not set: CI must run the PostgreSQL-backed tests")
+		}
+		t.Skip("TEST_DATABASE_URL is not set: skipping a PostgreSQL-backed test (see README, Tests)")
+	}
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		t.Fatalf("TEST_DATABASE_URL must be a postgres:// URL, got %q", base)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("connect to TEST_DATABASE_URL: %v", err)
+	}
+	defer admin.Close(ctx)
+
+	b := make([]byte, 8)
+	rand.Read(b)
+	name := "authd_test_" + hex.EncodeToString(b)
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("create test database: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, err := pgx.Connect(ctx, base)
+		if err != nil {
+			t.Errorf("drop test database %s: %v", name, err)
+			return
+		}
+		defer c.Close(ctx)
+		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			t.Errorf("drop test database %s: %v", name, err)
+		}
+	})
+	u.Path = "/" + name
+	return u.String()
+}

@@ -1,0 +1,124 @@
+package storetest
+
+// Column is one column as the catalog tests compare it. Kind is a
+// dialect-neutral type: uuid, varchar, boolean, integer, timestamp, json, or
+// enum:NAME (a native enum on PostgreSQL, TEXT with a CHECK on SQLite).
+type Column struct {
+	Table    string
+	Name     string
+	Kind     string
+	Nullable bool
+	PK       bool
+	Extra    bool // not in the seed: added for a feature, explained in the migration
+}
+
+// Index is a secondary index (primary keys are in Column.PK).
+type Index struct {
+	Table   string
+	Name    string
+	Columns string // comma-separated, in index order
+	Unique  bool
+}
+
+// ForeignKey is a single-column reference.
+type ForeignKey struct {
+	Table, Column, RefTable, RefColumn string
+	OnDelete                           string // CASCADE, SET NULL
+}
+
+// Schema is a database's tables as the catalog tests see them.
+type Schema struct {
+	Columns     []Column
+	Indexes     []Index
+	ForeignKeys []ForeignKey
+}
+
+// SeedSchema is the seed's schema (seeds/000_5d956bc1848be6cc.txt, SPEC §4)
+// and the extra columns and tables the flows need, marked Extra.
+var SeedSchema = Schema{
+	Columns: []Column{
+		{Table: "users", Name: "id", Kind: "uuid", PK: true},
+		{Table: "users", Name: "email", Kind: "varchar"},
+		{Table: "users", Name: "password_hash", Kind: "varchar"},
+		{Table: "users", Name: "email_verified", Kind: "boolean"},
+		{Table: "users", Name: "account_status", Kind: "enum:account_status"},
+		{Table: "users", Name: "failed_login_attempts", Kind: "integer"},
+		{Table: "users", Name: "account_locked_until", Kind: "timestamp", Nullable: true},
+		{Table: "users", Name: "registration_timestamp", Kind: "timestamp"},
+		{Table: "users", Name: "last_login_timestamp", Kind: "timestamp", Nullable: true},
+		{Table: "users", Name: "last_password_change", Kind: "timestamp"},
+		{Table: "users", Name: "consent_timestamp", Kind: "timestamp"},
+		{Table: "users", Name: "consent_status", Kind: "boolean"},
+		{Table: "users", Name: "created_at", Kind: "timestamp"},
+		{Table: "users", Name: "updated_at", Kind: "timestamp"},
+
+		{Table: "jwt_tokens", Name: "id", Kind: "uuid", PK: true},
+		{Table: "jwt_tokens", Name: "jti", Kind: "varchar"},
+		{Table: "jwt_tokens", Name: "user_id", Kind: "uuid"},
+		{Table: "jwt_tokens", Name: "token_type", Kind: "enum:token_type"},
+		{Table: "jwt_tokens", Name: "token_value", Kind: "varchar", Nullable: true},
+		{Table: "jwt_tokens", Name: "issued_at", Kind: "timestamp"},
+		{Table: "jwt_tokens", Name: "expires_at", Kind: "timestamp"},
+		{Table: "jwt_tokens", Name: "revoked", Kind: "boolean"},
+		{Table: "jwt_tokens", Name: "revoked_at", Kind: "timestamp", Nullable: true},
+		{Table: "jwt_tokens", Name: "device_info", Kind: "varchar", Nullable: true},
+		{Table: "jwt_tokens", Name: "created_at", Kind: "timestamp"},
+		{Table: "jwt_tokens", Name: "session_id", Kind: "uuid", Extra: true},
+		{Table: "jwt_tokens", Name: "parent_id", Kind: "uuid", Nullable: true, Extra: true},
+		{Table: "jwt_tokens", Name: "rotated_at", Kind: "timestamp", Nullable: true, Extra: true},
+
+		{Table: "verification_tokens", Name: "id", Kind: "uuid", PK: true},
+		{Table: "verification_tokens", Name: "token", Kind: "varchar"},
+		{Table: "verification_tokens", Name: "user_id", Kind: "uuid"},
+		{Table: "verification_tokens", Name: "token_type", Kind: "enum:verification_token_type"},
+		{Table: "verification_tokens", Name: "created_at", Kind: "timestamp"},
+		{Table: "verification_tokens", Name: "expires_at", Kind: "timestamp"},
+		{Table: "verification_tokens", Name: "used", Kind: "boolean"},
+		{Table: "verification_tokens", Name: "used_at", Kind: "timestamp", Nullable: true},
+
+		{Table: "security_logs", Name: "id", Kind: "uuid", PK: true},
+		{Table: "security_logs", Name: "event_type", Kind: "enum:event_type"},
+		{Table: "security_logs", Name: "user_id", Kind: "uuid", Nullable: true},
+		{Table: "security_logs", Name: "timestamp", Kind: "timestamp"},
+		{Table: "security_logs", Name: "ip_address", Kind: "varchar", Nullable: true},
+		{Table: "security_logs", Name: "user_agent", Kind: "varchar", Nullable: true},
+		{Table: "security_logs", Name: "result", Kind: "enum:event_result"},
+		{Table: "security_logs", Name: "failure_reason", Kind: "varchar", Nullable: true},
+		{Table: "security_logs", Name: "additional_context", Kind: "json", Nullable: true},
+
+		{Table: "sessions", Name: "id", Kind: "uuid", PK: true, Extra: true},
+		{Table: "sessions", Name: "user_id", Kind: "uuid", Extra: true},
+		{Table: "sessions", Name: "device_info", Kind: "varchar", Nullable: true, Extra: true},
+		{Table: "sessions", Name: "created_at", Kind: "timestamp", Extra: true},
+		{Table: "sessions", Name: "last_used_at", Kind: "timestamp", Extra: true},
+		{Table: "sessions", Name: "expires_at", Kind: "timestamp", Extra: true},
+		{Table: "sessions", Name: "revoked_at", Kind: "timestamp", Nullable: true, Extra: true},
+	},
+	Indexes: []Index{
+		{Table: "users", Name: "ix_users_email", Columns: "email", Unique: true},
+		{Table: "users", Name: "ix_users_account_status", Columns: "account_status"},
+		{Table: "jwt_tokens", Name: "ix_jwt_tokens_jti", Columns: "jti", Unique: true},
+		{Table: "jwt_tokens", Name: "ix_jwt_tokens_user_id", Columns: "user_id"},
+		{Table: "jwt_tokens", Name: "ix_jwt_tokens_expires_at", Columns: "expires_at"},
+		{Table: "jwt_tokens", Name: "ix_jwt_tokens_revoked", Columns: "revoked"},
+		{Table: "jwt_tokens", Name: "ix_jwt_tokens_token_value", Columns: "token_value", Unique: true},
+		{Table: "jwt_tokens", Name: "ix_jwt_tokens_session_id", Columns: "session_id"},
+		{Table: "jwt_tokens", Name: "ix_jwt_tokens_parent_id", Columns: "parent_id"},
+		{Table: "verification_tokens", Name: "ix_verification_tokens_token", Columns: "token", Unique: true},
+		{Table: "verification_tokens", Name: "ix_verification_tokens_user_id", Columns: "user_id"},
+		{Table: "verification_tokens", Name: "ix_verification_tokens_expires_at", Columns: "expires_at"},
+		{Table: "security_logs", Name: "ix_security_logs_event_type", Columns: "event_type"},
+		{Table: "security_logs", Name: "ix_security_logs_user_id", Columns: "user_id"},
+		{Table: "security_logs", Name: "ix_security_logs_timestamp", Columns: "timestamp"},
+		{Table: "sessions", Name: "ix_sessions_user_id", Columns: "user_id"},
+		{Table: "sessions", Name: "ix_sessions_expires_at", Columns: "expires_at"},
+	},
+	ForeignKeys: []ForeignKey{
+		{Table: "jwt_tokens", Column: "user_id", RefTable: "users", RefColumn: "id", OnDelete: "CASCADE"},
+		{Table: "jwt_tokens", Column: "session_id", RefTable: "sessions", RefColumn: "id", OnDelete: "CASCADE"},
+		{Table: "jwt_tokens", Column: "parent_id", RefTable: "jwt_tokens", RefColumn: "id", OnDelete: "SET NULL"},
+		{Table: "verification_tokens", Column: "user_id", RefTable: "users", RefColumn: "id", OnDelete: "CASCADE"},
+		{Table: "security_logs", Column: "user_id", RefTable: "users", RefColumn: "id", OnDelete: "SET NULL"},
+		{Table: "sessions", Column: "user_id", RefTable: "users", RefColumn: "id", OnDelete: "CASCADE"},
+	},
+}

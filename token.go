@@ -1,0 +1,72 @@
+package authd
+
+import (
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Session is one login and every token pair rotated from it (table sessions).
+// It ends when revoked or at ExpiresAt, the absolute limit from the login that
+// rotation never extends.
+type Session struct {
+	ID         uuid.UUID
+	UserID     uuid.UUID
+	DeviceInfo string
+	CreatedAt  time.Time
+	LastUsedAt time.Time
+	ExpiresAt  time.Time
+	RevokedAt  time.Time // zero: not revoked
+}
+
+// Active reports whether the session can still be used at now.
+func (s *Session) Active(now time.Time) bool {
+	return s.RevokedAt.IsZero() && now.Before(s.ExpiresAt)
+}
+
+// Token is an issued access or refresh token (table jwt_tokens). Raw refresh
+// tokens are never stored: TokenValue holds the refresh token's digest and is
+// empty (NULL) for access tokens.
+type Token struct {
+	ID         uuid.UUID
+	JTI        string
+	UserID     uuid.UUID
+	SessionID  uuid.UUID
+	ParentID   uuid.UUID // the refresh token this one was rotated from; Nil for a login
+	TokenType  TokenType
+	TokenValue string
+	IssuedAt   time.Time
+	ExpiresAt  time.Time
+	Revoked    bool
+	RevokedAt  time.Time
+	RotatedAt  time.Time // when this refresh token was exchanged for a new pair
+	DeviceInfo string
+	CreatedAt  time.Time
+}
+
+// Expired reports whether the token is past its expiry at now.
+func (t *Token) Expired(now time.Time) bool { return !now.Before(t.ExpiresAt) }
+
+// VerificationToken is a one-time email verification or password reset token
+// (table verification_tokens). Token holds the digest, never the raw value.
+type VerificationToken struct {
+	ID        uuid.UUID
+	Token     string
+	UserID    uuid.UUID
+	TokenType VerificationType
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	Used      bool
+	UsedAt    time.Time
+}
+
+// Usable reports whether the token can still be redeemed at now.
+func (v *VerificationToken) Usable(now time.Time) bool {
+	return !v.Used && now.Before(v.ExpiresAt)
+}
+
+// The lifetimes of verification tokens (SPEC §6.2, seed).
+const (
+	EmailVerificationTTL = 24 * time.Hour
+	PasswordResetTTL     = time.Hour
+)

@@ -1,0 +1,53 @@
+package authd
+
+import (
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// MaxEmailLength is the longest address accepted (RFC 5321 path limit).
+const MaxEmailLength = 254
+
+// User is an account (table users). Zero times stand for NULL.
+type User struct {
+	ID                    uuid.UUID
+	Email                 string // normalised: lower case; a tombstone once deleted
+	PasswordHash          string // PHC string; empty once the account is erased
+	EmailVerified         bool
+	AccountStatus         AccountStatus
+	FailedLoginAttempts   int
+	AccountLockedUntil    time.Time // zero: no timed lock
+	RegistrationTimestamp time.Time
+	LastLoginTimestamp    time.Time // zero: never logged in
+	LastPasswordChange    time.Time
+	ConsentTimestamp      time.Time // zero: no consent on record
+	ConsentStatus         bool
+	CreatedAt             time.Time
+	UpdatedAt             time.Time
+}
+
+// IsLocked reports whether the account refuses logins at now: a timed lock
+// that has not yet run out, or a lock without an end time (an administrator's).
+// A timed lock whose time has passed is no longer a lock; LockExpired tells
+// the flows to record the unlock.
+func (u *User) IsLocked(now time.Time) bool {
+	if u.AccountLockedUntil.After(now) {
+		return true
+	}
+	return u.AccountStatus == StatusLocked && u.AccountLockedUntil.IsZero()
+}
+
+// LockExpired reports whether the account is still marked locked although its
+// timed lock ran out at or before now, so that an automatic unlock is due.
+func (u *User) LockExpired(now time.Time) bool {
+	return u.AccountStatus == StatusLocked &&
+		!u.AccountLockedUntil.IsZero() && !u.AccountLockedUntil.After(now)
+}
+
+// IsActive reports whether the account is active: verified (or not required
+// to be), neither locked nor deleted.
+func (u *User) IsActive() bool { return u.AccountStatus == StatusActive }
+
+// IsDeleted reports whether the account was erased.
+func (u *User) IsDeleted() bool { return u.AccountStatus == StatusDeleted }
