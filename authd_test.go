@@ -1,0 +1,133 @@
+package authd_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/authd/authd"
+	"github.com/google/uuid"
+)
+
+var now = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+
+func TestUserIsLocked(t *testing.T) {
+	tests := []struct {
+		name        string
+		status      authd.AccountStatus
+		until       time.Time
+		locked      bool
+		lockExpired bool
+		active      bool
+	}{
+		{"active", authd.StatusActive, time.Time{}, false, false, true},
+		{"timed lock running", authd.StatusLocked, now.Add(time.Minute), true, false, false},
+		{"timed lock run out", authd.StatusLocked, now.Add(-time.Second), false, true, false},
+		{"timed lock ends now", authd.StatusLocked, now, false, true, false},
+		{"lock without end", authd.StatusLocked, time.Time{}, true, false, false},
+		{"lock time on an active account", authd.StatusActive, now.Add(time.Minute), true, false, true},
+		{"inactive", authd.StatusInactive, time.Time{}, false, false, false},
+		{"deleted", authd.StatusDeleted, time.Time{}, false, false, false},
+	}
+	for _, tt := range tests {
+		u := &authd.User{AccountStatus: tt.status, AccountLockedUntil: tt.until}
+		if got := u.IsLocked(now); got != tt.locked {
+			t.Errorf("%s: IsLocked = %v, want %v", tt.name, got, tt.locked)
+		}
+		if got := u.LockExpired(now); got != tt.lockExpired {
+			t.Errorf("%s: LockExpired = %v, want %v", tt.name, got, tt.lockExpired)
+		}
+		if got := u.IsActive(); got != tt.active {
+			t.Errorf("%s: IsActive = %v, want %v", tt.name, got, tt.active)
+		}
+	}
+}
+
+func TestParseEnums(t *testing.T) {
+	for _, s := range authd.AccountStatuses() {
+		if got, err := authd.ParseAccountStatus(string(s)); err != nil || got != s {
+			t.Errorf("ParseAccountStatus(%q) = %q, %v", s, got, err)
+		}
+	}
+	for _, e := range authd.EventTypes() {
+		if got, err := authd.ParseEventType(string(e)); err != nil || got != e {
+			t.Errorf("ParseEventType(%q) = %q, %v", e, got, err)
+		}
+	}
+	if n := len(authd.EventTypes()); n != 19 {
+		t.Errorf("%d event types, want the 19 of SPEC §4", n)
+	}
+	bad := []func() error{
+		func() error { _, err := authd.ParseAccountStatus("Active"); return err },
+		func() error { _, err := authd.ParseAccountStatus(""); return err },
+		func() error { _, err := authd.ParseTokenType("id"); return err },
+		func() error { _, err := authd.ParseVerificationType("magic_link"); return err },
+		func() error { _, err := authd.ParseResult("ok"); return err },
+		func() error { _, err := authd.ParseEventType("login"); return err },
+	}
+	for i, f := range bad {
+		if err := f(); authd.ErrorCode(err) != authd.EInvalid {
+			t.Errorf("bad label %d: error %v, want %s", i, err, authd.EInvalid)
+		}
+	}
+}
+
+func TestNewSecurityLog(t *testing.T) {
+	user := uuid.New()
+	ctx := map[string]any{"k": "v"}
+	l := authd.NewSecurityLog(now, authd.EventLoginFailure, authd.ResultFailure, user,
+		"192.0.2.1", "curl/8", "invalid password", ctx)
+	if l.ID == uuid.Nil || l.ID.Version() != 7 || l.EventType != authd.EventLoginFailure || l.Result != authd.ResultFailure ||
+		l.UserID != user || l.Timestamp != now || l.IPAddress != "192.0.2.1" || l.UserAgent != "curl/8" ||
+		l.FailureReason != "invalid password" || l.AdditionalContext["k"] != "v" {
+		t.Errorf("NewSecurityLog = %+v", l)
+	}
+	// Hostile input is cut to its column at a rune boundary and cleaned.
+	long := authd.NewSecurityLog(now, authd.EventLoginFailure, authd.ResultFailure, uuid.Nil,
+		strings.Repeat("9", 100), strings.Repeat("é", 400)+"\x00\xff", strings.Repeat("x", 300), nil)
+	if len(long.IPAddress) != authd.MaxIPLength || len(long.UserAgent) > authd.MaxUserAgentLength ||
+		!utf8.ValidString(long.UserAgent) || len(long.FailureReason) != authd.MaxFailureReasonLength {
+		t.Errorf("over-long fields: ip %d, agent %d (valid %v), reason %d", len(long.IPAddress),
+			len(long.UserAgent), utf8.ValidString(long.UserAgent), len(long.FailureReason))
+	}
+	clean := authd.NewSecurityLog(now, authd.EventLogout, authd.ResultSuccess, uuid.Nil, "", "a\x00b\xffc", "", nil)
+	if clean.UserAgent != "ab\uFFFDc" {
+		t.Errorf("user agent %q, want NUL dropped and invalid UTF-8 replaced", clean.UserAgent)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	cause := errors.New("connection reset")
+	err := fmt.Errorf("login: %w", authd.WrapError(authd.EUnavailable, cause, "the database is unavailable"))
+	if authd.ErrorCode(err) != authd.EUnavailable || authd.ErrorMessage(err) != "the database is unavailable" {
+		t.Errorf("wrapped: code %q message %q", authd.ErrorCode(err), authd.ErrorMessage(err))
+	}
+	if !errors.Is(err, cause) {
+		t.Error("the cause is not reachable with errors.Is")
+	}
+	plain := errors.New("secret detail")
+	if authd.ErrorCode(plain) != authd.EInternal || strings.Contains(authd.ErrorMessage(plain), "secret") {
+		t.Errorf("plain error: code %q message %q; want internal and a generic message", authd.ErrorCode(plain), authd.ErrorMessage(plain))
+	}
+	if authd.ErrorCode(nil) != "" {
+		t.Error("ErrorCode(nil) is not empty")
+	}
+}
+
+func TestTokenAndSessionState(t *testing.T) {
+	tok := &authd.Token{ExpiresAt: now}
+	if !tok.Expired(now) || tok.Expired(now.Add(-time.Nanosecond)) {
+		t.Error("Token.Expired: want expired at and after ExpiresAt only")
+	}
+	s := &authd.Session{ExpiresAt: now.Add(time.Hour)}
+	if !s.Active(now) || s.Active(now.Add(time.Hour)) {
+		t.Error("Session.Active: want active before ExpiresAt only")
+	}
+	s.RevokedAt = now
+	if s.Active(now) {
+		t.Error("a revoked session is active")
+	}
+}

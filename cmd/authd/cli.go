@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"runtime/debug"
+	"strings"
+
+	"github.com/authd/authd"
+)
+
+// Exit statuses (SPEC §3).
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+// env is what a command may touch of the outside world, so that tests can
+// run commands in-process.
+type env struct {
+	stdout, stderr io.Writer
+	getenv         func(string) (string, bool)
+}
+
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, e *env, args []string) error
+}
+
+func commands() []command {
+	return []command{
+		{"serve", "run the API, the admin API and the background jobs", serveCmd},
+		{"migrate", "apply, roll back and inspect schema migrations", migrateCmd},
+		{"seed", "insert idempotent demo data and print its credentials", seedCmd},
+		{"version", "print the version", versionCmd},
+	}
+}
+
+// cliError is a failure explained for a person: one line, and a hint saying
+// what to do about it.
+type cliError struct {
+	msg, hint string
+}
+
+func (e *cliError) Error() string { return e.msg }
+
+// usageError is a command line that does not parse; it exits with 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+
+// run dispatches args to a command and returns the exit status. Errors go to
+// stderr as one line plus a hint.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) (string, bool)) int {
+	e := &env{stdout: stdout, stderr: stderr, getenv: getenv}
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		printUsage(e.stderr)
+		if len(args) == 0 {
+			return exitUsage
+		}
+		return exitOK
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			return report(e, c.name, c.run(ctx, e, args[1:]))
+		}
+	}
+	fmt.Fprintf(e.stderr, "authd: unknown command %q\nhint: run `authd --help` for the list of commands\n", args[0])
+	return exitUsage
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprintln(w, "authd — a self-hosted authentication service\n\nUsage: authd COMMAND [flags]\n\nCommands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nRun `authd COMMAND --help` for a command's flags. Configuration comes from the\nenvironment and .env; see .env.example.")
+}
+
+// report prints err for a person and returns the exit status for it.
+func report(e *env, name string, err error) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	var usage *usageError
+	if errors.As(err, &usage) {
+		fmt.Fprintf(e.stderr, "authd %s: %s\nhint: run `authd %s --help`\n", name, usage.msg, name)
+		return exitUsage
+	}
+	msg, hint := err.Error(), ""
+	var ce *cliError
+	var de *authd.Error
+	switch {
+	case errors.As(err, &ce):
+		msg, hint = ce.msg, ce.hint
+	case errors.As(err, &de) && de.Hint != "":
+		msg, hint = de.Message, de.Hint
+	}
+	fmt.Fprintf(e.stderr, "authd %s: %s\n", name, oneLine(msg))
+	if hint != "" {
+		fmt.Fprintf(e.stderr, "hint: %s\n", hint)
+	}
+	return exitFailure
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// newFlagSet returns a flag set whose errors are returned, not fatal, and
+// whose --help prints the synopsis and the flags.
+func newFlagSet(e *env, name, synopsis string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(e.stderr, "Usage: %s\n", synopsis)
+		var any bool
+		fs.VisitAll(func(*flag.Flag) { any = true })
+		if any {
+			fmt.Fprintln(e.stderr, "\nFlags:")
+			fs.PrintDefaults()
+		}
+	}
+	return fs
+}
+
+// parseFlags parses args and turns a bad flag into a usage error (the flag
+// package has already printed what was wrong and the usage).
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usagef("%v", err)
+	}
+	return nil
+}
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+func versionCmd(_ context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "version", "authd version")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("version takes no arguments")
+	}
+	rev := "unknown revision"
+	goVersion := ""
+	if info, ok := debug.ReadBuildInfo(); ok {
+		goVersion = info.GoVersion
+		for _, s := range info.Settings {
+			if s.Key == "vcs.revision" {
+				rev = s.Value
+			}
+		}
+	}
+	fmt.Fprintf(e.stdout, "authd %s (%s, %s)\n", version, rev, goVersion)
+	return nil
+}

@@ -1,0 +1,397 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/mail"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/authd/authd/password"
+	"github.com/joho/godotenv"
+)
+
+// Config is every setting of SPEC §2, parsed and validated.
+type Config struct {
+	DatabaseURL          string
+	DataDir              string
+	HTTPAddr             string
+	AdminAddr            string // empty: admin API off
+	AdminToken           string // empty: admin API off
+	ServiceTokens        []string
+	PublicURL            string // no trailing slash
+	Issuer               string
+	Audience             string
+	AccessTokenTTL       time.Duration
+	RefreshTokenTTL      time.Duration
+	SessionMaxAge        time.Duration
+	RefreshReuseGrace    time.Duration
+	SigningAlg           string
+	KeysDir              string
+	SMTPURL              string
+	MailFrom             string
+	TemplatesDir         string
+	RequireVerifiedEmail bool
+	PasswordMinLength    int
+	Argon2               password.Params
+	LockoutThreshold     int
+	LockoutDuration      time.Duration
+	RateLimit            bool
+	RedisURL             string
+	TrustedProxies       []netip.Prefix
+	CORSOrigins          []string
+	SecurityLogRetention time.Duration
+	LogLevel             slog.Level
+	LogFormat            string
+}
+
+// setting is one configuration variable: its name, default, meaning, and
+// how it is parsed into a Config. Secret settings are read from the
+// environment only, never from flags, which other users can see in ps.
+type setting struct {
+	env    string
+	def    string
+	help   string
+	secret bool
+	parse  func(c *Config, v string) error
+}
+
+// settings is the table of SPEC §2, defaults included. Defaults that depend
+// on another setting are empty here and derived in resolve.
+var settings = []setting{
+	{"DATABASE_URL", "sqlite://./authd-data/authd.db", "postgres://… or postgresql://…, or sqlite://PATH", false,
+		func(c *Config, v string) error {
+			scheme, rest, _ := strings.Cut(v, "://")
+			switch {
+			case (scheme == "postgres" || scheme == "postgresql") && rest != "":
+			case scheme == "sqlite" && rest != "":
+			default:
+				return errors.New("must be postgres://USER@HOST:PORT/DB, postgresql://… or sqlite://PATH")
+			}
+			c.DatabaseURL = v
+			return nil
+		}},
+	{"AUTHD_DATA_DIR", "./authd-data", "directory for the SQLite file, dev keys and the dev outbox", false,
+		func(c *Config, v string) error { return nonEmpty(&c.DataDir, v) }},
+	{"AUTHD_HTTP_ADDR", "127.0.0.1:8080", "public API listener (host:port)", false,
+		func(c *Config, v string) error { return hostPort(&c.HTTPAddr, v, false) }},
+	{"AUTHD_ADMIN_ADDR", "127.0.0.1:8081", "admin API listener (host:port; empty: disabled)", false,
+		func(c *Config, v string) error { return hostPort(&c.AdminAddr, v, true) }},
+	{"AUTHD_ADMIN_TOKEN", "", "bearer secret of the admin API (at least 32 characters); unset: admin API disabled", true,
+		func(c *Config, v string) error {
+			if v != "" && len(v) < minSecretLength {
+				return fmt.Errorf("must be at least %d characters (try: openssl rand -hex 32)", minSecretLength)
+			}
+			c.AdminToken = v
+			return nil
+		}},
+	{"AUTHD_SERVICE_TOKENS", "", "comma-separated bearer secrets of resource servers for introspection", true,
+		func(c *Config, v string) error {
+			c.ServiceTokens = nil
+			for _, tok := range splitList(v) {
+				if len(tok) < minSecretLength {
+					return fmt.Errorf("each token must be at least %d characters (try: openssl rand -hex 32)", minSecretLength)
+				}
+				c.ServiceTokens = append(c.ServiceTokens, tok)
+			}
+			return nil
+		}},
+	{"AUTHD_PUBLIC_URL", "http://127.0.0.1:8080", "base URL of the links in emails", false,
+		func(c *Config, v string) error {
+			u, err := url.Parse(v)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+				u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+				return errors.New("must be an absolute http:// or https:// URL without user, query or fragment")
+			}
+			c.PublicURL = strings.TrimRight(v, "/")
+			return nil
+		}},
+	{"AUTHD_ISSUER", "", "JWT iss (default: AUTHD_PUBLIC_URL)", false,
+		func(c *Config, v string) error { c.Issuer = v; return nil }},
+	{"AUTHD_AUDIENCE", "authd", "JWT aud", false,
+		func(c *Config, v string) error { return nonEmpty(&c.Audience, v) }},
+	{"AUTHD_ACCESS_TOKEN_TTL", "15m", "lifetime of access tokens", false,
+		func(c *Config, v string) error { return duration(&c.AccessTokenTTL, v, time.Second, 24*time.Hour) }},
+	{"AUTHD_REFRESH_TOKEN_TTL", "168h", "idle lifetime of refresh tokens: each rotation issues one valid this long", false,
+		func(c *Config, v string) error { return duration(&c.RefreshTokenTTL, v, time.Minute, 0) }},
+	{"AUTHD_SESSION_MAX_AGE", "720h", "absolute lifetime of a session from its login", false,
+		func(c *Config, v string) error { return duration(&c.SessionMaxAge, v, time.Minute, 0) }},
+	{"AUTHD_REFRESH_REUSE_GRACE", "10s", "window in which a repeated refresh is a retry, not reuse (0s: none)", false,
+		func(c *Config, v string) error { return duration(&c.RefreshReuseGrace, v, 0, time.Minute) }},
+	{"AUTHD_SIGNING_ALG", "EdDSA", "JWT signing algorithm: EdDSA, ES256 or RS256", false,
+		func(c *Config, v string) error {
+			return oneOf(&c.SigningAlg, v, "EdDSA", "ES256", "RS256")
+		}},
+	{"AUTHD_KEYS_DIR", "", "directory of PEM private signing keys (default: $AUTHD_DATA_DIR/keys)", false,
+		func(c *Config, v string) error { c.KeysDir = v; return nil }},
+	{"AUTHD_SMTP_URL", "", "smtp://user:pass@host:port (STARTTLS when offered) or smtps://…; unset: dev mailer", true,
+		func(c *Config, v string) error {
+			if v == "" {
+				c.SMTPURL = ""
+				return nil
+			}
+			u, err := url.Parse(v)
+			if err != nil || (u.Scheme != "smtp" && u.Scheme != "smtps") || u.Hostname() == "" {
+				return errors.New("must be smtp://[USER:PASS@]HOST[:PORT] or smtps://…")
+			}
+			c.SMTPURL = v
+			return nil
+		}},
+	{"AUTHD_MAIL_FROM", "authd <no-reply@localhost>", "From of every mail", false,
+		func(c *Config, v string) error {
+			if _, err := mail.ParseAddress(v); err != nil {
+				return errors.New(`must be an address such as "authd <no-reply@example.org>"`)
+			}
+			c.MailFrom = v
+			return nil
+		}},
+	{"AUTHD_TEMPLATES_DIR", "", "directory whose mail templates override the embedded ones", false,
+		func(c *Config, v string) error { c.TemplatesDir = v; return nil }},
+	{"AUTHD_REQUIRE_VERIFIED_EMAIL", "true", "false: new accounts may log in before verifying", false,
+		func(c *Config, v string) error { return boolean(&c.RequireVerifiedEmail, v) }},
+	{"AUTHD_PASSWORD_MIN_LENGTH", "12", "minimum password length in code points (8 to 128)", false,
+		func(c *Config, v string) error { return integer(&c.PasswordMinLength, v, 8, 128) }},
+	{"AUTHD_ARGON2_MEMORY_KIB", "19456", "argon2id memory in KiB", false,
+		func(c *Config, v string) error {
+			var n int
+			err := integer(&n, v, 1024, password.MaxMemoryKiB)
+			c.Argon2.MemoryKiB = uint32(n)
+			return err
+		}},
+	{"AUTHD_ARGON2_ITERATIONS", "2", "argon2id iterations", false,
+		func(c *Config, v string) error {
+			var n int
+			err := integer(&n, v, 1, 100)
+			c.Argon2.Iterations = uint32(n)
+			return err
+		}},
+	{"AUTHD_ARGON2_PARALLELISM", "1", "argon2id lanes", false,
+		func(c *Config, v string) error {
+			var n int
+			err := integer(&n, v, 1, 64)
+			c.Argon2.Parallelism = uint8(n)
+			return err
+		}},
+	{"AUTHD_LOCKOUT_THRESHOLD", "5", "consecutive failed logins before the account locks", false,
+		func(c *Config, v string) error { return integer(&c.LockoutThreshold, v, 1, 1000) }},
+	{"AUTHD_LOCKOUT_DURATION", "15m", "how long a lockout lasts", false,
+		func(c *Config, v string) error { return duration(&c.LockoutDuration, v, time.Second, 0) }},
+	{"AUTHD_RATE_LIMIT", "on", "per-IP and per-account rate limits: on or off", false,
+		func(c *Config, v string) error {
+			var s string
+			err := oneOf(&s, v, "on", "off")
+			c.RateLimit = s == "on"
+			return err
+		}},
+	{"AUTHD_REDIS_URL", "", "redis://… to share rate limits across instances", true,
+		func(c *Config, v string) error {
+			if v != "" {
+				if u, err := url.Parse(v); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+					return errors.New("must be redis://[USER:PASS@]HOST:PORT[/DB] or rediss://…")
+				}
+			}
+			c.RedisURL = v
+			return nil
+		}},
+	{"AUTHD_TRUSTED_PROXIES", "", "comma-separated CIDRs whose X-Forwarded-For is believed", false,
+		func(c *Config, v string) error {
+			c.TrustedProxies = nil
+			for _, s := range splitList(v) {
+				p, err := netip.ParsePrefix(s)
+				if err != nil {
+					a, aerr := netip.ParseAddr(s)
+					if aerr != nil {
+						return fmt.Errorf("%q is not a CIDR such as 10.0.0.0/8 or an IP address", s)
+					}
+					p = netip.PrefixFrom(a, a.BitLen())
+				}
+				c.TrustedProxies = append(c.TrustedProxies, p.Masked())
+			}
+			return nil
+		}},
+	{"AUTHD_CORS_ORIGINS", "", "comma-separated browser origins allowed by CORS", false,
+		func(c *Config, v string) error {
+			c.CORSOrigins = nil
+			for _, s := range splitList(v) {
+				u, err := url.Parse(s)
+				if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+					(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+					return fmt.Errorf("%q is not an origin such as https://app.example.org", s)
+				}
+				c.CORSOrigins = append(c.CORSOrigins, u.Scheme+"://"+u.Host)
+			}
+			return nil
+		}},
+	{"AUTHD_SECURITY_LOG_RETENTION", "2160h", "how long security logs are kept (at least 24h)", false,
+		func(c *Config, v string) error { return duration(&c.SecurityLogRetention, v, 24*time.Hour, 0) }},
+	{"AUTHD_LOG_LEVEL", "info", "debug, info, warn or error", false,
+		func(c *Config, v string) error {
+			if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
+				return errors.New("must be debug, info, warn or error")
+			}
+			return nil
+		}},
+	{"AUTHD_LOG_FORMAT", "text", "text or json", false,
+		func(c *Config, v string) error { return oneOf(&c.LogFormat, v, "text", "json") }},
+}
+
+const minSecretLength = 32
+
+// flagName is the command-line flag of a setting: AUTHD_HTTP_ADDR → http-addr.
+func flagName(env string) string {
+	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(env, "AUTHD_")), "_", "-")
+}
+
+// configFlags registers a flag for each named non-secret setting (all when
+// names is empty) and returns the values given on the command line.
+func configFlags(fs *flag.FlagSet, names ...string) map[string]*string {
+	out := map[string]*string{}
+	for _, s := range settings {
+		if s.secret || (len(names) > 0 && !slices.Contains(names, s.env)) {
+			continue
+		}
+		out[s.env] = fs.String(flagName(s.env), "", fmt.Sprintf("%s (env %s, default %q)", s.help, s.env, s.def))
+	}
+	return out
+}
+
+// loadConfig builds the Config: flags win over the environment, which wins
+// over .env in the working directory, which wins over the defaults. Every
+// invalid value is reported, each naming its variable.
+func loadConfig(flags map[string]*string, getenv func(string) (string, bool)) (*Config, error) {
+	dotenv, err := godotenv.Read(".env")
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, &cliError{msg: fmt.Sprintf("cannot read .env: %v", err), hint: "fix or remove .env in the working directory"}
+	}
+	c := &Config{}
+	var errs []string
+	for _, s := range settings {
+		v, ok := getenv(s.env)
+		if !ok {
+			v, ok = dotenv[s.env]
+		}
+		if p := flags[s.env]; p != nil && *p != "" {
+			v, ok = *p, true
+		}
+		if !ok {
+			v = s.def
+		}
+		if err := s.parse(c, strings.TrimSpace(v)); err != nil {
+			errs = append(errs, fmt.Sprintf("%s=%q: %v", s.env, redact(s, v), err))
+		}
+	}
+	if len(errs) == 0 {
+		errs = c.resolve()
+	}
+	if len(errs) > 0 {
+		return nil, &cliError{msg: "invalid configuration: " + strings.Join(errs, "; "),
+			hint: "see .env.example for every variable, its default and what it allows"}
+	}
+	return c, nil
+}
+
+// resolve fills the derived defaults and checks the settings against each
+// other.
+func (c *Config) resolve() []string {
+	var errs []string
+	if c.Issuer == "" {
+		c.Issuer = c.PublicURL
+	}
+	if c.KeysDir == "" {
+		c.KeysDir = filepath.Join(c.DataDir, "keys")
+	}
+	if c.SessionMaxAge < c.AccessTokenTTL {
+		errs = append(errs, "AUTHD_SESSION_MAX_AGE must not be shorter than AUTHD_ACCESS_TOKEN_TTL")
+	}
+	if c.AdminAddr != "" && c.AdminAddr == c.HTTPAddr {
+		errs = append(errs, "AUTHD_ADMIN_ADDR must differ from AUTHD_HTTP_ADDR")
+	}
+	return errs
+}
+
+func redact(s setting, v string) string {
+	if s.secret && v != "" {
+		return "…"
+	}
+	return v
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func nonEmpty(dst *string, v string) error {
+	if v == "" {
+		return errors.New("must not be empty")
+	}
+	*dst = v
+	return nil
+}
+
+func oneOf(dst *string, v string, allowed ...string) error {
+	if !slices.Contains(allowed, v) {
+		return fmt.Errorf("must be one of %s", strings.Join(allowed, ", "))
+	}
+	*dst = v
+	return nil
+}
+
+func hostPort(dst *string, v string, emptyOK bool) error {
+	if v == "" && emptyOK {
+		*dst = ""
+		return nil
+	}
+	_, port, err := net.SplitHostPort(v)
+	if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 {
+		return errors.New("must be HOST:PORT, such as 127.0.0.1:8080 or :8080")
+	}
+	*dst = v
+	return nil
+}
+
+func duration(dst *time.Duration, v string, lo, hi time.Duration) error {
+	d, err := time.ParseDuration(v)
+	switch {
+	case err != nil:
+		return errors.New("must be a Go duration such as 15m, 10s or 720h")
+	case d < lo || (lo == 0 && d < 0):
+		return fmt.Errorf("must be at least %s", lo)
+	case hi > 0 && d > hi:
+		return fmt.Errorf("must be at most %s", hi)
+	}
+	*dst = d
+	return nil
+}
+
+func integer(dst *int, v string, lo, hi int) error {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		return fmt.Errorf("must be a whole number from %d to %d", lo, hi)
+	}
+	*dst = n
+	return nil
+}
+
+func boolean(dst *bool, v string) error {
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return errors.New("must be true or false")
+	}
+	*dst = b
+	return nil
+}

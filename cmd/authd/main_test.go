@@ -1,0 +1,508 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/password"
+	"github.com/authd/authd/storetest"
+)
+
+var update = flag.Bool("update", false, "rewrite .env.example from the settings table")
+
+// cheapArgon2 keeps tests that hash fast; the cost does not change the logic.
+var cheapArgon2 = map[string]string{
+	"AUTHD_ARGON2_MEMORY_KIB": "1024", "AUTHD_ARGON2_ITERATIONS": "1",
+}
+
+// runCLI runs authd in-process with only the given environment.
+func runCLI(t *testing.T, environ map[string]string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	getenv := func(k string) (string, bool) { v, ok := environ[k]; return v, ok }
+	code = run(context.Background(), args, &out, &errOut, getenv)
+	return code, out.String(), errOut.String()
+}
+
+func sqliteEnv(t *testing.T) map[string]string {
+	dir := t.TempDir()
+	env := map[string]string{
+		"DATABASE_URL":   "sqlite://" + filepath.Join(dir, "authd.db"),
+		"AUTHD_DATA_DIR": dir,
+	}
+	for k, v := range cheapArgon2 {
+		env[k] = v
+	}
+	return env
+}
+
+func postgresEnv(t *testing.T) map[string]string {
+	env := sqliteEnv(t)
+	env["DATABASE_URL"] = storetest.PostgresURL(t)
+	return env
+}
+
+func TestUsage(t *testing.T) {
+	t.Parallel()
+	if code, _, stderr := runCLI(t, nil); code != exitUsage || !strings.Contains(stderr, "Commands:") {
+		t.Errorf("no arguments: exit %d, stderr %q; want 2 and the command list", code, stderr)
+	}
+	if code, _, _ := runCLI(t, nil, "--help"); code != exitOK {
+		t.Errorf("--help: exit %d, want 0", code)
+	}
+	code, _, stderr := runCLI(t, nil, "frobnicate")
+	if code != exitUsage || !strings.Contains(stderr, `unknown command "frobnicate"`) || !strings.Contains(stderr, "hint:") {
+		t.Errorf("unknown command: exit %d, stderr %q", code, stderr)
+	}
+	for _, c := range commands() {
+		code, _, stderr := runCLI(t, nil, c.name, "--help")
+		if code != exitOK || !strings.Contains(stderr, "Usage: authd "+c.name) {
+			t.Errorf("%s --help: exit %d, stderr %q; want 0 and its usage", c.name, code, stderr)
+		}
+	}
+	usage := []struct{ args []string }{
+		{[]string{"serve", "extra"}},
+		{[]string{"serve", "--no-such-flag"}},
+		{[]string{"migrate"}},
+		{[]string{"migrate", "sideways"}},
+		{[]string{"migrate", "down", "zero"}},
+		{[]string{"migrate", "down", "-3"}},
+		{[]string{"migrate", "up", "now"}},
+		{[]string{"migrate", "create"}},
+		{[]string{"seed", "more"}},
+		{[]string{"version", "x"}},
+	}
+	for _, u := range usage {
+		code, _, stderr := runCLI(t, nil, u.args...)
+		if code != exitUsage || !strings.Contains(stderr, "hint:") {
+			t.Errorf("authd %s: exit %d, stderr %q; want 2 with a hint", strings.Join(u.args, " "), code, stderr)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	code, stdout, _ := runCLI(t, nil, "version")
+	if code != exitOK || !strings.HasPrefix(stdout, "authd ") {
+		t.Errorf("version: exit %d, stdout %q", code, stdout)
+	}
+}
+
+func TestConfigErrorsNameTheVariable(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ env, value string }{
+		{"DATABASE_URL", "mysql://localhost/db"},
+		{"AUTHD_HTTP_ADDR", "localhost"},
+		{"AUTHD_PUBLIC_URL", "ftp://x"},
+		{"AUTHD_ACCESS_TOKEN_TTL", "15 minutes"},
+		{"AUTHD_REFRESH_REUSE_GRACE", "-1s"},
+		{"AUTHD_SIGNING_ALG", "HS256"},
+		{"AUTHD_PASSWORD_MIN_LENGTH", "6"},
+		{"AUTHD_ARGON2_MEMORY_KIB", "lots"},
+		{"AUTHD_LOCKOUT_THRESHOLD", "0"},
+		{"AUTHD_RATE_LIMIT", "maybe"},
+		{"AUTHD_TRUSTED_PROXIES", "10.0.0.0/33"},
+		{"AUTHD_CORS_ORIGINS", "https://app.example.org/path"},
+		{"AUTHD_SECURITY_LOG_RETENTION", "1h"},
+		{"AUTHD_LOG_FORMAT", "xml"},
+		{"AUTHD_MAIL_FROM", "not an address"},
+		{"AUTHD_SMTP_URL", "http://mail"},
+		{"AUTHD_REQUIRE_VERIFIED_EMAIL", "yes please"},
+	}
+	for _, tt := range tests {
+		env := sqliteEnv(t)
+		env[tt.env] = tt.value
+		code, _, stderr := runCLI(t, env, "serve")
+		if code != exitFailure || !strings.Contains(stderr, tt.env+"=") || !strings.Contains(stderr, "hint:") {
+			t.Errorf("%s=%q: exit %d, stderr %q; want 1 naming the variable", tt.env, tt.value, code, stderr)
+		}
+	}
+	// A rejected secret is named but never echoed.
+	env := sqliteEnv(t)
+	env["AUTHD_ADMIN_TOKEN"] = "hunter2"
+	_, _, stderr := runCLI(t, env, "serve")
+	if !strings.Contains(stderr, "AUTHD_ADMIN_TOKEN") || strings.Contains(stderr, "hunter2") {
+		t.Errorf("short admin token: stderr %q; want the variable named and the value hidden", stderr)
+	}
+}
+
+func TestConfigPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	dotenv := "AUTHD_AUDIENCE=from-dotenv\nAUTHD_ISSUER=from-dotenv\nAUTHD_LOCKOUT_THRESHOLD=7\nexport AUTHD_LOG_FORMAT=json\n"
+	if err := os.WriteFile(".env", []byte(dotenv), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	environ := map[string]string{"AUTHD_AUDIENCE": "from-env", "AUTHD_ISSUER": "from-env"}
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	flags := configFlags(fs)
+	if err := fs.Parse([]string{"--issuer", "from-flag"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadConfig(flags, func(k string) (string, bool) { v, ok := environ[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Issuer != "from-flag" || cfg.Audience != "from-env" || cfg.LockoutThreshold != 7 ||
+		cfg.LogFormat != "json" || cfg.AccessTokenTTL != 15*time.Minute {
+		t.Errorf("precedence: issuer %q audience %q threshold %d format %q ttl %s; want flag > env > .env > default",
+			cfg.Issuer, cfg.Audience, cfg.LockoutThreshold, cfg.LogFormat, cfg.AccessTokenTTL)
+	}
+	if _, ok := flags["AUTHD_ADMIN_TOKEN"]; ok {
+		t.Error("a secret has a command-line flag; secrets must come from the environment only")
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	t.Parallel()
+	cfg, err := loadConfig(nil, func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.DatabaseURL != "sqlite://./authd-data/authd.db" || cfg.HTTPAddr != "127.0.0.1:8080" ||
+		cfg.Issuer != "http://127.0.0.1:8080" || cfg.KeysDir != filepath.Join("authd-data", "keys") ||
+		cfg.Argon2 != password.DefaultParams || !cfg.RateLimit || !cfg.RequireVerifiedEmail ||
+		cfg.RefreshReuseGrace != 10*time.Second || cfg.SecurityLogRetention != 2160*time.Hour {
+		t.Errorf("defaults differ from SPEC §2: %+v", cfg)
+	}
+}
+
+// envExample renders .env.example from the settings table.
+func envExample() string {
+	var b strings.Builder
+	b.WriteString("# authd configuration: every variable with its default (SPEC §2).\n")
+	b.WriteString("# Copy to .env and edit. The real environment wins over .env, and\n")
+	b.WriteString("# command-line flags (authd serve --help) win over both. Durations use\n")
+	b.WriteString("# Go syntax (15m, 720h). An empty value means unset.\n")
+	for _, s := range settings {
+		fmt.Fprintf(&b, "\n# %s\n%s=%s\n", s.help, s.env, s.def)
+	}
+	return b.String()
+}
+
+func TestEnvExampleListsEverySetting(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join("..", "..", ".env.example")
+	if *update {
+		if err := os.WriteFile(path, []byte(envExample()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != envExample() {
+		t.Errorf(".env.example is out of date with the settings table; run go test ./cmd/authd -run EnvExample -update")
+	}
+	// Copying it to .env must change nothing.
+	fromFile, err := loadConfigFrom(t, got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defaults, _ := loadConfig(nil, func(string) (string, bool) { return "", false })
+	if fmt.Sprintf("%+v", fromFile) != fmt.Sprintf("%+v", defaults) {
+		t.Errorf(".env.example as .env gives %+v, want the defaults %+v", fromFile, defaults)
+	}
+}
+
+func loadConfigFrom(t *testing.T, dotenv []byte) (*Config, error) {
+	env := map[string]string{}
+	for _, line := range strings.Split(string(dotenv), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			env[k] = v
+		}
+	}
+	return loadConfig(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+}
+
+// syncBuffer is a bytes.Buffer safe for a command writing while a test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// TestServe starts `authd serve` on the SQLite default in an empty
+// directory, checks the probes, and stops it as SIGTERM would.
+func TestServe(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	env["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout, stderr syncBuffer
+	done := make(chan int)
+	go func() {
+		done <- run(ctx, []string{"serve"}, &stdout, &stderr, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	}()
+	url := waitForURL(t, &stdout, &stderr)
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get(url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Cache-Control") != "no-store" {
+			t.Errorf("GET %s: %d %s, Cache-Control %q", path, resp.StatusCode, body, resp.Header.Get("Cache-Control"))
+		}
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != exitOK {
+			t.Errorf("serve exited %d after shutdown, want 0; stderr %s", code, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not shut down")
+	}
+	if !strings.Contains(stderr.String(), "shutting down") {
+		t.Errorf("no shutdown in the log: %s", stderr.String())
+	}
+}
+
+var listenRE = regexp.MustCompile(`listening on (http://\S+)`)
+
+func waitForURL(t *testing.T, stdout, stderr *syncBuffer) string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if m := listenRE.FindStringSubmatch(stdout.String()); m != nil {
+			return m[1]
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("serve did not start; stderr: %s", stderr.String())
+	return ""
+}
+
+// TestReadyzReportsSchemaBehind runs an App whose database falls behind
+// after start: /readyz turns 503 with the reason.
+func TestReadyzReportsSchemaBehind(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	env["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
+	cfg, err := loadConfig(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := NewApp(cfg, newLogger(cfg, io.Discard))
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := app.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	go app.Run(ctx)
+	defer cancel()
+	if _, err := app.db.Migrator().Down(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get("http://" + app.Addr().String() + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var p problem
+	json.NewDecoder(resp.Body).Decode(&p)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Content-Type") != "application/problem+json" ||
+		p.Code != "unavailable" || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("readyz behind: %d %s %+v", resp.StatusCode, resp.Header.Get("Content-Type"), p)
+	}
+}
+
+type problem struct {
+	Status int    `json:"status"`
+	Code   string `json:"code"`
+	Detail string `json:"detail"`
+}
+
+// TestTroubleshooting checks the seed's three troubleshooting cases as the
+// operator sees them.
+func TestTroubleshooting(t *testing.T) {
+	t.Parallel()
+	fresh := postgresEnv(t) // an empty database: schema behind
+	missing := sqliteEnv(t)
+	missing["DATABASE_URL"] = regexp.MustCompile(`/authd_test_\w+`).ReplaceAllString(fresh["DATABASE_URL"], "/auth_db_missing")
+	unreachable := sqliteEnv(t)
+	unreachable["DATABASE_URL"] = "postgres://postgres@127.0.0.1:1/auth_db"
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want []string
+	}{
+		{"unreachable", unreachable, []string{"serve"},
+			[]string{"could not connect to PostgreSQL at 127.0.0.1:1", "hint: start PostgreSQL"}},
+		{"unreachable migrate", unreachable, []string{"migrate", "up"},
+			[]string{"could not connect to PostgreSQL at 127.0.0.1:1", "hint: start PostgreSQL"}},
+		{"database missing", missing, []string{"serve"},
+			[]string{`database "auth_db_missing" does not exist`, "hint: create it: createdb auth_db_missing"}},
+		{"schema behind", fresh, []string{"serve"},
+			[]string{"database schema is at version 0", "hint: run `authd migrate up`"}},
+		{"schema behind check", fresh, []string{"migrate", "check"},
+			[]string{"database schema is at version 0", "hint: run `authd migrate up`"}},
+	}
+	for _, tt := range tests {
+		code, _, stderr := runCLI(t, tt.env, tt.args...)
+		if code != exitFailure {
+			t.Errorf("%s: exit %d, want 1", tt.name, code)
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(stderr, w) {
+				t.Errorf("%s: stderr %q lacks %q", tt.name, stderr, w)
+			}
+		}
+		if n := strings.Count(strings.TrimSpace(stderr), "\n"); n != 1 {
+			t.Errorf("%s: stderr has %d lines, want a message line and a hint line: %q", tt.name, n+1, stderr)
+		}
+	}
+}
+
+func TestMigrateCLI(t *testing.T) {
+	t.Parallel()
+	for name, env := range map[string]map[string]string{"sqlite": sqliteEnv(t), "postgres": postgresEnv(t)} {
+		t.Run(name, func(t *testing.T) {
+			steps := []struct {
+				args   []string
+				code   int
+				stdout string
+			}{
+				{[]string{"migrate", "version"}, 0, "0\n"},
+				{[]string{"migrate", "status"}, 0, "pending"},
+				{[]string{"migrate", "check"}, 1, ""},
+				{[]string{"migrate", "up"}, 0, "up   00001_initial_schema.sql"},
+				{[]string{"migrate", "up"}, 0, "already at head"},
+				{[]string{"migrate", "check"}, 0, "at head (version 1)"},
+				{[]string{"migrate", "version"}, 0, "1\n"},
+				{[]string{"migrate", "history"}, 0, "00001_initial_schema.sql (head) (current)"},
+				{[]string{"migrate", "status"}, 0, "applied"},
+				{[]string{"migrate", "redo"}, 0, "down 00001_initial_schema.sql"},
+				{[]string{"migrate", "down", "5"}, 0, "down 00001_initial_schema.sql"},
+				{[]string{"migrate", "down"}, 0, "nothing to roll back"},
+				{[]string{"migrate", "redo"}, 1, ""},
+				{[]string{"migrate", "up"}, 0, "up   00001_initial_schema.sql"},
+			}
+			for _, s := range steps {
+				code, stdout, stderr := runCLI(t, env, s.args...)
+				if code != s.code || !strings.Contains(stdout, s.stdout) {
+					t.Fatalf("authd %s: exit %d, stdout %q, stderr %q; want exit %d and %q",
+						strings.Join(s.args, " "), code, stdout, stderr, s.code, s.stdout)
+				}
+			}
+		})
+	}
+}
+
+func TestMigrateCreate(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	for _, d := range []string{"postgres/migrations", "sqlite/migrations"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		src, err := os.ReadFile(filepath.Join("..", "..", d, "00001_initial_schema.sql"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(root, d, "00001_initial_schema.sql"), src, 0o644)
+	}
+	code, stdout, stderr := runCLI(t, nil, "migrate", "create", "--root", root, "Add outbox")
+	if code != exitOK {
+		t.Fatalf("create: exit %d, stderr %q", code, stderr)
+	}
+	for _, d := range []string{"postgres/migrations", "sqlite/migrations"} {
+		path := filepath.Join(root, d, "00002_add_outbox.sql")
+		body, err := os.ReadFile(path)
+		if err != nil || !strings.Contains(string(body), "-- +goose Up") || !strings.Contains(stdout, path) {
+			t.Errorf("create did not write %s with goose markers: %v", path, err)
+		}
+	}
+	if code, _, _ := runCLI(t, nil, "migrate", "create", "--root", root, "drop;table"); code != exitFailure {
+		t.Errorf("create with a bad name: exit %d, want 1", code)
+	}
+	os.Remove(filepath.Join(root, "sqlite/migrations/00002_add_outbox.sql"))
+	code, _, stderr = runCLI(t, nil, "migrate", "create", "--root", root, "next")
+	if code != exitFailure || !strings.Contains(stderr, "out of step") {
+		t.Errorf("create with dialects out of step: exit %d, stderr %q", code, stderr)
+	}
+	if code, _, stderr := runCLI(t, nil, "migrate", "create", "--root", t.TempDir(), "x"); code != exitFailure ||
+		!strings.Contains(stderr, "repository root") {
+		t.Errorf("create outside the repository: exit %d, stderr %q", code, stderr)
+	}
+}
+
+func TestSeedIsIdempotent(t *testing.T) {
+	t.Parallel()
+	for name, env := range map[string]map[string]string{"sqlite": sqliteEnv(t), "postgres": postgresEnv(t)} {
+		t.Run(name, func(t *testing.T) {
+			if name == "postgres" {
+				if code, _, stderr := runCLI(t, env, "migrate", "up"); code != exitOK {
+					t.Fatalf("migrate up: %s", stderr)
+				}
+			}
+			code, stdout, stderr := runCLI(t, env, "seed")
+			if code != exitOK || !strings.Contains(stdout, "3 demo account(s) created") || !strings.Contains(stdout, DemoPassword) {
+				t.Fatalf("first seed: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+			}
+			before := snapshot(t, env)
+			code, stdout, _ = runCLI(t, env, "seed")
+			if code != exitOK || !strings.Contains(stdout, "0 demo account(s) created, 3 already present") {
+				t.Fatalf("second seed: exit %d, stdout %q", code, stdout)
+			}
+			if after := snapshot(t, env); after != before {
+				t.Errorf("second seed changed the data:\nbefore %s\nafter  %s", before, after)
+			}
+		})
+	}
+}
+
+// snapshot describes the demo data: each account and its events.
+func snapshot(t *testing.T, env map[string]string) string {
+	t.Helper()
+	ctx := context.Background()
+	cfg, err := loadConfig(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := openDatabase(ctx, cfg, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var b strings.Builder
+	for _, a := range demoAccounts {
+		u, err := db.UserByEmail(ctx, a.email)
+		if err != nil {
+			t.Fatalf("demo account %s: %v", a.email, err)
+		}
+		if ok, _, err := password.Verify(DemoPassword, u.PasswordHash, cfg.Argon2); !ok || err != nil {
+			t.Errorf("%s: the printed demo password does not verify (%v)", a.email, err)
+		}
+		if u.AccountStatus != a.status || u.IsLocked(time.Now()) != (a.status == authd.StatusLocked) {
+			t.Errorf("%s: status %s, IsLocked %v", a.email, u.AccountStatus, u.IsLocked(time.Now()))
+		}
+		logs, err := db.SecurityLogs(ctx, authd.SecurityLogFilter{UserID: u.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "%s %s %s %d;", u.ID, u.Email, u.AccountStatus, len(logs))
+	}
+	all, _ := db.SecurityLogs(ctx, authd.SecurityLogFilter{Limit: authd.MaxListLimit})
+	fmt.Fprintf(&b, "total logs %d", len(all))
+	return b.String()
+}

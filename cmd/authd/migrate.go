@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"text/tabwriter"
+
+	"github.com/authd/authd/migrate"
+	"github.com/authd/authd/postgres"
+	"github.com/authd/authd/sqlite"
+)
+
+const migrateSynopsis = `authd migrate [flags] ACTION
+
+Actions (the seed's Alembic workflow):
+  up          apply every pending migration            (alembic upgrade head)
+  down [N]    roll back the last N migrations, 1 by default (alembic downgrade -N)
+  redo        roll back the last migration and apply it again
+  status      list every migration as applied or pending
+  version     print the current schema version          (alembic current)
+  history     list every migration, newest first, marking head and current
+  check       exit 1 when the database is not at head
+  create NAME write a new empty numbered migration for each SQL dialect
+              into the source tree (run from the repository root)`
+
+func migrateCmd(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "migrate", migrateSynopsis)
+	flags := configFlags(fs, "DATABASE_URL", "AUTHD_DATA_DIR")
+	root := fs.String("root", ".", "repository root, for create")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return usagef("missing ACTION (up, down, redo, status, version, history, check or create)")
+	}
+	action := fs.Arg(0)
+	if err := parseFlags(fs, fs.Args()[1:]); err != nil { // flags may follow the action
+		return err
+	}
+	rest := fs.Args()
+
+	if action == "create" {
+		if len(rest) != 1 {
+			return usagef("create takes one NAME, such as add_outbox")
+		}
+		return migrateCreate(e, *root, rest[0])
+	}
+	n := 1
+	switch action {
+	case "down":
+		if len(rest) > 1 {
+			return usagef("down takes at most one number")
+		}
+		if len(rest) == 1 {
+			v, err := strconv.Atoi(rest[0])
+			if err != nil || v < 1 {
+				return usagef("down N: N must be a positive whole number, got %q", rest[0])
+			}
+			n = v
+		}
+	case "up", "redo", "status", "version", "history", "check":
+		if len(rest) > 0 {
+			return usagef("%s takes no arguments", action)
+		}
+	default:
+		return usagef("unknown action %q", action)
+	}
+
+	cfg, err := loadConfig(flags, e.getenv)
+	if err != nil {
+		return err
+	}
+	db, err := openDatabase(ctx, cfg, false)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	m := db.Migrator()
+
+	var results []migrate.Result
+	switch action {
+	case "up":
+		results, err = m.Up(ctx)
+		if err == nil && len(results) == 0 {
+			fmt.Fprintln(e.stdout, "already at head; nothing to apply")
+		}
+	case "down":
+		results, err = m.Down(ctx, n)
+		if err == nil && len(results) == 0 {
+			fmt.Fprintln(e.stdout, "no migration is applied; nothing to roll back")
+		}
+	case "redo":
+		results, err = m.Redo(ctx)
+	case "status", "history":
+		return migrateList(ctx, e, m, action == "history")
+	case "version":
+		current, _, err := m.Version(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(e.stdout, current)
+		return nil
+	case "check":
+		if err := m.CheckHead(ctx); err != nil {
+			return err
+		}
+		current, _, _ := m.Version(ctx)
+		fmt.Fprintf(e.stdout, "at head (version %d)\n", current)
+		return nil
+	}
+	for _, r := range results {
+		fmt.Fprintln(e.stdout, r)
+	}
+	return err
+}
+
+func migrateList(ctx context.Context, e *env, m *migrate.Migrator, newestFirst bool) error {
+	statuses, err := m.Status(ctx)
+	if err != nil {
+		return err
+	}
+	current, head, err := m.Version(ctx)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VERSION\tSTATE\tAPPLIED AT\tMIGRATION")
+	for i := range statuses {
+		s := statuses[i]
+		if newestFirst {
+			s = statuses[len(statuses)-1-i]
+		}
+		state, at := "pending", "-"
+		if s.Applied {
+			state, at = "applied", s.AppliedAt.UTC().Format("2006-01-02 15:04:05Z")
+		}
+		name := s.Name
+		if newestFirst && s.Version == head {
+			name += " (head)"
+		}
+		if newestFirst && s.Version == current {
+			name += " (current)"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", s.Version, state, at, name)
+	}
+	return tw.Flush()
+}
+
+func migrateCreate(e *env, root, name string) error {
+	dirs := []string{filepath.Join(root, postgres.MigrationsDir), filepath.Join(root, sqlite.MigrationsDir)}
+	for _, d := range dirs {
+		if _, err := os.Stat(d); errors.Is(err, os.ErrNotExist) {
+			return &cliError{msg: fmt.Sprintf("migration directory %s not found", d),
+				hint: "run `authd migrate create` from the repository root, or pass --root"}
+		}
+	}
+	paths, err := migrate.Create(dirs, name)
+	for _, p := range paths {
+		fmt.Fprintf(e.stdout, "created %s\n", p)
+	}
+	if err != nil {
+		return &cliError{msg: err.Error(), hint: "names are letters, digits and underscores, such as add_outbox"}
+	}
+	fmt.Fprintln(e.stdout, "write the up and down SQL for both dialects; the migrations are embedded at the next build")
+	return nil
+}

@@ -1,0 +1,113 @@
+package password
+
+import (
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+// cheap keeps the tests fast; the cost does not change the logic.
+var cheap = Params{MemoryKiB: 64, Iterations: 1, Parallelism: 1}
+
+func TestHashVerify(t *testing.T) {
+	h, err := Hash("correct horse battery", cheap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(h, "$argon2id$v=19$m=64,t=1,p=1$") {
+		t.Errorf("hash %q is not an argon2id PHC string of the cost", h)
+	}
+	h2, _ := Hash("correct horse battery", cheap)
+	if h == h2 {
+		t.Error("two hashes of one password are equal: the salt is not random")
+	}
+	tests := []struct {
+		name, pw string
+		want     bool
+	}{
+		{"same", "correct horse battery", true},
+		{"other", "correct horse battery!", false},
+		{"trailing space", "correct horse battery ", false},
+		{"case", "Correct horse battery", false},
+		{"empty", "", false},
+	}
+	for _, tt := range tests {
+		ok, rehash, err := Verify(tt.pw, h, cheap)
+		if err != nil || ok != tt.want || rehash {
+			t.Errorf("%s: Verify = %v, %v, %v; want %v, false, nil", tt.name, ok, rehash, err, tt.want)
+		}
+	}
+}
+
+func TestNoTruncation(t *testing.T) {
+	// bcrypt stops at 72 bytes; argon2id must not.
+	base := strings.Repeat("a", 72)
+	h, _ := Hash(base+"X", cheap)
+	if ok, _, _ := Verify(base+"Y", h, cheap); ok {
+		t.Error("passwords differing in their 73rd byte verify as equal")
+	}
+}
+
+func TestNFKC(t *testing.T) {
+	// U+FB01 (the "fi" ligature) and "fi" are one password after NFKC.
+	h, _ := Hash("pro\ufb01le-password", cheap)
+	if ok, _, _ := Verify("profile-password", h, cheap); !ok {
+		t.Error("NFKC-equivalent passwords do not match")
+	}
+}
+
+func TestRehash(t *testing.T) {
+	h, _ := Hash("some long password", cheap)
+	stronger := Params{MemoryKiB: 128, Iterations: 1, Parallelism: 1}
+	if ok, rehash, _ := Verify("some long password", h, stronger); !ok || !rehash {
+		t.Errorf("Verify with a higher configured cost = %v, %v; want true, true", ok, rehash)
+	}
+	if _, rehash, _ := Verify("wrong password", h, stronger); rehash {
+		t.Error("a wrong password asks for a rehash")
+	}
+}
+
+func TestBcrypt(t *testing.T) {
+	b, err := bcrypt.GenerateFromPassword([]byte("imported password"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, rehash, err := Verify("imported password", string(b), cheap); !ok || !rehash || err != nil {
+		t.Errorf("bcrypt Verify = %v, %v, %v; want true, true, nil", ok, rehash, err)
+	}
+	if ok, _, err := Verify("other password", string(b), cheap); ok || err != nil {
+		t.Errorf("bcrypt Verify of a wrong password = %v, %v", ok, err)
+	}
+}
+
+func TestMalformed(t *testing.T) {
+	for _, h := range []string{
+		"", "plain", "$argon2id$", "$argon2id$v=19$m=64,t=1,p=1$salt",
+		"$argon2id$v=18$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+		"$argon2id$v=19$m=99999999,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+		"$argon2id$v=19$m=64,t=1,p=1$!!$aGFzaGhhc2hoYXNoaGFzaA",
+		"$2b$04$short",
+	} {
+		if ok, _, err := Verify("x", h, cheap); ok || err == nil {
+			t.Errorf("Verify(%q) = %v, %v; want false and an error", h, ok, err)
+		}
+	}
+}
+
+func BenchmarkHashDefault(b *testing.B) {
+	for b.Loop() {
+		if _, err := Hash("benchmark password", DefaultParams); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func FuzzVerify(f *testing.F) {
+	h, _ := Hash("seed password", cheap)
+	f.Add("seed password", h)
+	f.Add("x", "$2b$04$abcdefghijklmnopqrstuu")
+	f.Fuzz(func(t *testing.T, pw, hash string) {
+		Verify(pw, hash, cheap) // must not panic or allocate without bound
+	})
+}
