@@ -11,18 +11,21 @@ type Code string
 
 // The error codes of the service. The HTTP adapter maps each to one status.
 const (
-	EInternal           Code = "internal"            // a bug or an unexpected failure
-	EInvalid            Code = "validation_failed"   // malformed or invalid input
-	ENotFound           Code = "not_found"           // the thing does not exist
-	EConflict           Code = "conflict"            // a unique value is taken
-	EUnavailable        Code = "unavailable"         // a dependency (the database) is down
-	EInvalidCredentials Code = "invalid_credentials" // wrong email or password
-	EInvalidToken       Code = "invalid_token"       // missing, bad, expired or revoked token
-	EEmailNotVerified   Code = "email_not_verified"  // login before verifying the address
-	EAccountLocked      Code = "account_locked"      // too many failed logins
-	ERateLimited        Code = "rate_limited"        // too many requests
-	EWeakPassword       Code = "weak_password"       // outside the password policy
-	EForbidden          Code = "forbidden"           // authenticated but not allowed
+	EInternal           Code = "internal"               // a bug or an unexpected failure
+	EInvalid            Code = "validation_failed"      // malformed or invalid input
+	ENotFound           Code = "not_found"              // the thing does not exist
+	EConflict           Code = "conflict"               // a unique value is taken
+	EUnavailable        Code = "unavailable"            // a dependency (the database) is down
+	EInvalidCredentials Code = "invalid_credentials"    // wrong email or password
+	EInvalidToken       Code = "invalid_token"          // missing, bad, expired or revoked token
+	EEmailNotVerified   Code = "email_not_verified"     // login before verifying the address
+	EAccountLocked      Code = "account_locked"         // too many failed logins
+	ERateLimited        Code = "rate_limited"           // too many requests
+	EWeakPassword       Code = "weak_password"          // outside the password policy
+	EForbidden          Code = "forbidden"              // authenticated but not allowed
+	ETooLarge           Code = "payload_too_large"      // a body over the limit
+	EUnsupportedMedia   Code = "unsupported_media_type" // a body of the wrong content type
+	EMethodNotAllowed   Code = "method_not_allowed"     // a route without this method
 )
 
 // FieldError says what is wrong with one input field.

@@ -2,6 +2,7 @@ package authd
 
 import (
 	"context"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -19,6 +20,10 @@ type Store interface {
 	// RefreshToken return stay locked against other writers until it ends, so
 	// that read-modify-write flows never interleave.
 	InTx(ctx context.Context, fn func(tx Queries) error) error
+
+	// Revocations returns what the revocation set must hold at now: the
+	// sessions revoked since since, and the users whose tokens are blocked.
+	Revocations(ctx context.Context, since, now time.Time) ([]Revocation, error)
 
 	// Ready returns nil when the database is reachable and its schema is at
 	// the head migration.
@@ -45,6 +50,17 @@ type Queries interface {
 	CreateSession(ctx context.Context, s *Session) error
 	// Session returns the session with the id. ENotFound when there is none.
 	Session(ctx context.Context, id uuid.UUID) (*Session, error)
+	// UpdateSession writes LastUsedAt and RevokedAt of s. ENotFound when it does not exist.
+	UpdateSession(ctx context.Context, s *Session) error
+	// Sessions returns the user's sessions that are neither revoked nor
+	// expired at now, newest first.
+	Sessions(ctx context.Context, userID uuid.UUID, now time.Time) ([]*Session, error)
+	// RevokeSession ends a session at at: the session and every token of it
+	// not yet revoked. ENotFound when there is no such session.
+	RevokeSession(ctx context.Context, id uuid.UUID, at time.Time) error
+	// RevokeUserSessions ends every unrevoked session of the user but except
+	// (uuid.Nil: none excepted), and returns their ids.
+	RevokeUserSessions(ctx context.Context, userID, except uuid.UUID, at time.Time) ([]uuid.UUID, error)
 
 	// CreateToken inserts t. EConflict when its jti or digest is taken,
 	// ENotFound when its user or session does not exist.
@@ -54,6 +70,9 @@ type Queries interface {
 	// RefreshToken returns the refresh token whose digest is given. ENotFound
 	// when there is none.
 	RefreshToken(ctx context.Context, digest string) (*Token, error)
+	// UpdateToken writes Revoked, RevokedAt and RotatedAt of t. ENotFound
+	// when it does not exist.
+	UpdateToken(ctx context.Context, t *Token) error
 
 	// CreateVerificationToken inserts v. EConflict when its digest is taken,
 	// ENotFound when its user does not exist.
@@ -61,12 +80,21 @@ type Queries interface {
 	// VerificationToken returns the verification token whose digest is given.
 	// ENotFound when there is none.
 	VerificationToken(ctx context.Context, digest string) (*VerificationToken, error)
+	// UseVerificationToken marks v used at v.UsedAt. ENotFound when it does not exist.
+	UseVerificationToken(ctx context.Context, v *VerificationToken) error
+	// DeleteVerificationTokens deletes the user's unused tokens of the type,
+	// voiding them when a new one is mailed.
+	DeleteVerificationTokens(ctx context.Context, userID uuid.UUID, typ VerificationType) error
 
 	// CreateSecurityLog appends an audit event. ENotFound when its user does
 	// not exist.
 	CreateSecurityLog(ctx context.Context, l *SecurityLog) error
 	// SecurityLogs returns the events matching f, newest first.
 	SecurityLogs(ctx context.Context, f SecurityLogFilter) ([]*SecurityLog, error)
+
+	// PublishRevocation tells every instance of rev when the transaction
+	// commits (PostgreSQL NOTIFY); stores with a single instance do nothing.
+	PublishRevocation(ctx context.Context, rev Revocation) error
 }
 
 // SecurityLogFilter selects security-log rows; zero fields match anything.

@@ -1,62 +1,165 @@
-// Package httpapi is authd's HTTP interface: routes, JSON and problem+json,
-// middleware, and the one table that maps domain error codes to statuses.
+// Package httpapi is authd's HTTP interface: routes, handlers, strict JSON
+// and problem+json, middleware, and the one table that maps domain error
+// codes to statuses.
 package httpapi
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/authd/authd"
 )
 
-// Server is the public listener's handler.
-type Server struct {
-	mux    *http.ServeMux
-	logger *slog.Logger
-	ready  func(context.Context) error
+// Options configure the public API.
+type Options struct {
+	Service *authd.Service
+	// JWKS returns the current JSON Web Key Set.
+	JWKS func() ([]byte, error)
+	// Ready reports whether the database is reachable and at head.
+	Ready          func(context.Context) error
+	Logger         *slog.Logger
+	ServiceTokens  []string       // bearer secrets allowed to introspect
+	TrustedProxies []netip.Prefix // whose X-Forwarded-For is believed
+	CORSOrigins    []string
+	// Observe, when set, is told of every request (for metrics).
+	Observe func(route string, status int, elapsed time.Duration)
 }
 
-// New returns the public API. ready reports whether the database is
-// reachable and at head (for /readyz).
-func New(logger *slog.Logger, ready func(context.Context) error) *Server {
-	s := &Server{mux: http.NewServeMux(), logger: logger, ready: ready}
-	s.mux.HandleFunc("GET /healthz", s.healthz)
-	s.mux.HandleFunc("GET /readyz", s.readyz)
+// Server is the public listener's handler.
+type Server struct {
+	opts    Options
+	svc     *authd.Service
+	logger  *slog.Logger
+	mux     *http.ServeMux
+	routes  []Route
+	handler http.Handler
+}
+
+// Route is one registered method and path pattern.
+type Route struct{ Method, Path string }
+
+// New returns the public API.
+func New(opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{opts: opts, svc: opts.Service, logger: opts.Logger, mux: http.NewServeMux()}
+
+	s.handle("GET /healthz", s.healthz)
+	s.handle("GET /readyz", s.readyz)
+	s.handle("GET /openapi.json", s.openAPI)
+	s.handle("GET /.well-known/jwks.json", s.jwks)
+
+	s.handle("POST /v1/auth/register", s.register)
+	s.handle("POST /v1/auth/verify-email", s.verifyEmail)
+	s.handle("POST /v1/auth/verify-email/resend", s.resendVerification)
+	s.handle("POST /v1/auth/login", s.login)
+	s.handle("POST /v1/auth/refresh", s.refresh)
+	s.handle("POST /v1/auth/logout", s.authenticated(s.logout))
+	s.handle("POST /v1/auth/logout-all", s.authenticated(s.logoutAll))
+	s.handle("POST /v1/auth/password/forgot", s.forgotPassword)
+	s.handle("POST /v1/auth/password/reset", s.resetPassword)
+	s.handle("POST /v1/auth/password/change", s.authenticated(s.changePassword))
+	s.handle("POST /v1/auth/introspect", s.introspect)
+
+	s.handle("GET /v1/users/me", s.authenticated(s.me))
+	s.handle("GET /v1/users/me/sessions", s.authenticated(s.sessions))
+	s.handle("DELETE /v1/users/me/sessions/{id}", s.authenticated(s.deleteSession))
+	s.handle("PUT /v1/users/me/consent", s.authenticated(s.updateConsent))
+
+	s.handler = s.middleware(http.HandlerFunc(s.route))
 	return s
 }
 
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h := w.Header()
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
-	h.Set("Referrer-Policy", "no-referrer")
-	s.mux.ServeHTTP(w, r)
+// handlerFunc is a handler that returns its error for writeError.
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+func (s *Server) handle(pattern string, h handlerFunc) {
+	method, path, _ := strings.Cut(pattern, " ")
+	s.routes = append(s.routes, Route{Method: method, Path: path})
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			s.writeError(w, r, err)
+		}
+	})
 }
 
-func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+// Routes lists every registered route, for the OpenAPI agreement test.
+func (s *Server) Routes() []Route { return s.routes }
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+// route dispatches to the mux, answering unknown paths and methods with
+// problem+json instead of the mux's plain text.
+func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+	h, pattern := s.mux.Handler(r)
+	if pattern != "" {
+		r.Pattern = pattern // for the log line and metrics
+		s.mux.ServeHTTP(w, r)
+		return
+	}
+	rec := httptest.NewRecorder() // learn whether the mux says 404 or 405
+	h.ServeHTTP(rec, r)
+	if rec.Code == http.StatusMethodNotAllowed {
+		w.Header().Set("Allow", rec.Header().Get("Allow"))
+		s.writeError(w, r, &authd.Error{Code: authd.EMethodNotAllowed, Message: "This method is not allowed here."})
+		return
+	}
+	s.writeError(w, r, authd.Errorf(authd.ENotFound, "No such resource."))
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) error {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	return nil
 }
 
 // readyz answers 200 when the database answers within two seconds and its
 // schema is at head, else 503 with the reason.
-func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	if err := s.ready(ctx); err != nil {
-		s.logger.Warn("not ready", "err", err)
-		if authd.ErrorCode(err) == authd.EInternal {
+	if err := s.opts.Ready(ctx); err != nil {
+		s.logger.WarnContext(r.Context(), "not ready", "err", err)
+		if authd.ErrorCode(err) != authd.EUnavailable {
 			err = &authd.Error{Code: authd.EUnavailable, Message: "the database is unavailable", Err: err}
 		}
-		s.writeError(w, r, err)
-		return
+		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	return nil
+}
+
+//go:embed openapi.json
+var openAPIDocument []byte
+
+// OpenAPI returns the OpenAPI 3.1 document of the API.
+func OpenAPI() []byte { return openAPIDocument }
+
+func (s *Server) openAPI(w http.ResponseWriter, _ *http.Request) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.Write(openAPIDocument)
+	return nil
+}
+
+func (s *Server) jwks(w http.ResponseWriter, _ *http.Request) error {
+	body, err := s.opts.JWKS()
+	if err != nil {
+		return err
+	}
+	// Resource servers cache the keys; a new key is published well before it signs.
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	w.Header().Set("Content-Type", "application/jwk-set+json")
+	w.Write(body)
+	return nil
 }
 
 // statuses is the one table from domain codes to HTTP statuses.
@@ -68,7 +171,10 @@ var statuses = map[authd.Code]int{
 	authd.EEmailNotVerified:   http.StatusForbidden,
 	authd.EForbidden:          http.StatusForbidden,
 	authd.ENotFound:           http.StatusNotFound,
+	authd.EMethodNotAllowed:   http.StatusMethodNotAllowed,
 	authd.EConflict:           http.StatusConflict,
+	authd.ETooLarge:           http.StatusRequestEntityTooLarge,
+	authd.EUnsupportedMedia:   http.StatusUnsupportedMediaType,
 	authd.EAccountLocked:      http.StatusLocked,
 	authd.ERateLimited:        http.StatusTooManyRequests,
 	authd.EUnavailable:        http.StatusServiceUnavailable,
@@ -89,18 +195,31 @@ type problem struct {
 // sent; internal causes are logged, never shown.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code := authd.ErrorCode(err)
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		code = authd.EUnavailable // the client went away; nobody reads this answer
+	}
 	status, ok := statuses[code]
 	if !ok {
 		status = http.StatusInternalServerError
 	}
+	var bad badRequest
+	if errors.As(err, &bad) && status == http.StatusUnauthorized {
+		status = http.StatusBadRequest
+	}
 	if status >= 500 {
-		s.logger.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		s.logger.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path,
+			"request_id", requestID(r.Context()), "err", err)
 	}
 	var e *authd.Error
-	if errors.As(err, &e) && e.RetryAfter > 0 {
+	errors.As(err, &e)
+	switch {
+	case e != nil && e.RetryAfter > 0:
 		w.Header().Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
-	} else if status == http.StatusServiceUnavailable {
+	case status == http.StatusServiceUnavailable:
 		w.Header().Set("Retry-After", "1")
+	}
+	if status == http.StatusUnauthorized && code == authd.EInvalidToken && !errors.As(err, &bad) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="authd", error="invalid_token"`)
 	}
 	p := problem{
 		Type: "https://authd.dev/problems/" + string(code), Title: http.StatusText(status),
@@ -114,8 +233,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	json.NewEncoder(w).Encode(p)
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(v)
-}
+// badRequest marks an error about a token in the body (verification and
+// reset tokens): invalid_token then answers 400, not 401, because the
+// request is not unauthenticated but wrong (SPEC §6.2).
+type badRequest struct{ error }
+
+func (b badRequest) Unwrap() error { return b.error }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net"
 	"strings"
 	"time"
@@ -39,6 +40,7 @@ type Store struct {
 	queries
 	pool     *pgxpool.Pool
 	migrator *migrate.Migrator
+	log      *slog.Logger
 }
 
 var _ authd.Store = (*Store)(nil)
@@ -87,6 +89,17 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		return nil, err
 	}
 	return &Store{queries: queries{db: pool}, pool: pool, migrator: m}, nil
+}
+
+// SetLogger sets where the store reports background trouble (the
+// revocation listener); the default is slog.Default().
+func (s *Store) SetLogger(l *slog.Logger) { s.log = l }
+
+func (s *Store) logger() *slog.Logger {
+	if s.log == nil {
+		return slog.Default()
+	}
+	return s.log
 }
 
 // Migrator returns the store's schema migrator.

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -271,4 +272,115 @@ func nullUUID(id uuid.UUID) *uuid.UUID {
 		return nil
 	}
 	return &id
+}
+
+func (q *queries) UpdateSession(ctx context.Context, s *authd.Session) error {
+	tag, err := q.db.Exec(ctx, `UPDATE sessions SET last_used_at = $2, revoked_at = $3 WHERE id = $1`,
+		s.ID, s.LastUsedAt, nullTime(s.RevokedAt))
+	return affected(tag, err, "session")
+}
+
+func (q *queries) Sessions(ctx context.Context, userID uuid.UUID, now time.Time) ([]*authd.Session, error) {
+	rows, err := q.db.Query(ctx, `SELECT `+sessionColumns+` FROM sessions
+		WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2
+		ORDER BY created_at DESC, id DESC`, userID, now)
+	if err != nil {
+		return nil, translate(err)
+	}
+	defer rows.Close()
+	var out []*authd.Session
+	for rows.Next() {
+		var s authd.Session
+		var device *string
+		var revokedAt *time.Time
+		if err := rows.Scan(&s.ID, &s.UserID, &device, &s.CreatedAt, &s.LastUsedAt, &s.ExpiresAt, &revokedAt); err != nil {
+			return nil, translate(err)
+		}
+		s.DeviceInfo, s.RevokedAt = value(device), value(revokedAt)
+		out = append(out, &s)
+	}
+	return out, translate(rows.Err())
+}
+
+func (q *queries) RevokeSession(ctx context.Context, id uuid.UUID, at time.Time) error {
+	tag, err := q.db.Exec(ctx, `UPDATE sessions SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1`, id, at)
+	if err := affected(tag, err, "session"); err != nil {
+		return err
+	}
+	_, err = q.db.Exec(ctx, `UPDATE jwt_tokens SET revoked = true, revoked_at = $2
+		WHERE session_id = $1 AND NOT revoked`, id, at)
+	return translate(err)
+}
+
+func (q *queries) RevokeUserSessions(ctx context.Context, userID, except uuid.UUID, at time.Time) ([]uuid.UUID, error) {
+	rows, err := q.db.Query(ctx, `UPDATE sessions SET revoked_at = $3
+		WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL AND expires_at > $3
+		RETURNING id`, userID, except, at)
+	if err != nil {
+		return nil, translate(err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil || len(ids) == 0 {
+		return ids, translate(err)
+	}
+	_, err = q.db.Exec(ctx, `UPDATE jwt_tokens SET revoked = true, revoked_at = $2
+		WHERE session_id = ANY($1) AND NOT revoked`, ids, at)
+	return ids, translate(err)
+}
+
+func (q *queries) UpdateToken(ctx context.Context, t *authd.Token) error {
+	tag, err := q.db.Exec(ctx, `UPDATE jwt_tokens SET revoked = $2, revoked_at = $3, rotated_at = $4 WHERE id = $1`,
+		t.ID, t.Revoked, nullTime(t.RevokedAt), nullTime(t.RotatedAt))
+	return affected(tag, err, "token")
+}
+
+func (q *queries) UseVerificationToken(ctx context.Context, v *authd.VerificationToken) error {
+	tag, err := q.db.Exec(ctx, `UPDATE verification_tokens SET used = $2, used_at = $3 WHERE id = $1`,
+		v.ID, v.Used, nullTime(v.UsedAt))
+	return affected(tag, err, "verification token")
+}
+
+func (q *queries) DeleteVerificationTokens(ctx context.Context, userID uuid.UUID, typ authd.VerificationType) error {
+	_, err := q.db.Exec(ctx, `DELETE FROM verification_tokens WHERE user_id = $1 AND token_type = $2 AND NOT used`,
+		userID, string(typ))
+	return translate(err)
+}
+
+// revocationChannel is the NOTIFY channel revocations travel on.
+const revocationChannel = "authd_revocations"
+
+// maxNotifySessions keeps a NOTIFY payload well under PostgreSQL's 8000 bytes.
+const maxNotifySessions = 100
+
+// PublishRevocation sends rev on revocationChannel; PostgreSQL delivers it
+// to every listener when the transaction commits, and never if it rolls back.
+func (q *queries) PublishRevocation(ctx context.Context, rev authd.Revocation) error {
+	for {
+		part := rev
+		if len(rev.SessionIDs) > maxNotifySessions {
+			part.SessionIDs = rev.SessionIDs[:maxNotifySessions]
+		}
+		payload, err := json.Marshal(part)
+		if err != nil {
+			return err
+		}
+		if _, err := q.db.Exec(ctx, `SELECT pg_notify($1, $2)`, revocationChannel, string(payload)); err != nil {
+			return translate(err)
+		}
+		if len(rev.SessionIDs) <= maxNotifySessions {
+			return nil
+		}
+		rev.SessionIDs = rev.SessionIDs[maxNotifySessions:]
+		rev.Block, rev.Unblock = false, false // sent with the first part
+	}
+}
+
+func affected(tag pgconn.CommandTag, err error, what string) error {
+	if err != nil {
+		return translate(err)
+	}
+	if tag.RowsAffected() == 0 {
+		return authd.Errorf(authd.ENotFound, "%s not found", what)
+	}
+	return nil
 }

@@ -304,3 +304,107 @@ func nullUUID(id uuid.UUID) any {
 	}
 	return id.String()
 }
+
+func (q *queries) UpdateSession(ctx context.Context, s *authd.Session) error {
+	res, err := q.db.ExecContext(ctx, `UPDATE sessions SET last_used_at = ?, revoked_at = ? WHERE id = ?`,
+		timeArg(s.LastUsedAt), timeArg(s.RevokedAt), s.ID)
+	return affected(res, err, "session")
+}
+
+func (q *queries) Sessions(ctx context.Context, userID uuid.UUID, now time.Time) ([]*authd.Session, error) {
+	rows, err := q.db.QueryContext(ctx, `SELECT `+sessionColumns+` FROM sessions
+		WHERE user_id = ? AND revoked_at IS NULL AND expires_at > ?
+		ORDER BY created_at DESC, id DESC`, userID, timeArg(now))
+	if err != nil {
+		return nil, translate(err)
+	}
+	defer rows.Close()
+	var out []*authd.Session
+	for rows.Next() {
+		var s authd.Session
+		var device sql.NullString
+		if err := rows.Scan(&s.ID, &s.UserID, &device, timeCol{&s.CreatedAt}, timeCol{&s.LastUsedAt},
+			timeCol{&s.ExpiresAt}, timeCol{&s.RevokedAt}); err != nil {
+			return nil, translate(err)
+		}
+		s.DeviceInfo = device.String
+		out = append(out, &s)
+	}
+	return out, translate(rows.Err())
+}
+
+func (q *queries) RevokeSession(ctx context.Context, id uuid.UUID, at time.Time) error {
+	res, err := q.db.ExecContext(ctx, `UPDATE sessions SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?`,
+		timeArg(at), id)
+	if err := affected(res, err, "session"); err != nil {
+		return err
+	}
+	_, err = q.db.ExecContext(ctx, `UPDATE jwt_tokens SET revoked = 1, revoked_at = ?
+		WHERE session_id = ? AND NOT revoked`, timeArg(at), id)
+	return translate(err)
+}
+
+func (q *queries) RevokeUserSessions(ctx context.Context, userID, except uuid.UUID, at time.Time) ([]uuid.UUID, error) {
+	rows, err := q.db.QueryContext(ctx, `UPDATE sessions SET revoked_at = ?1
+		WHERE user_id = ?2 AND id <> ?3 AND revoked_at IS NULL AND expires_at > ?1
+		RETURNING id`, timeArg(at), userID, except)
+	if err != nil {
+		return nil, translate(err)
+	}
+	var ids []uuid.UUID
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, translate(err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, translate(err)
+	}
+	for _, id := range ids {
+		if _, err := q.db.ExecContext(ctx, `UPDATE jwt_tokens SET revoked = 1, revoked_at = ?
+			WHERE session_id = ? AND NOT revoked`, timeArg(at), id); err != nil {
+			return nil, translate(err)
+		}
+	}
+	return ids, nil
+}
+
+func (q *queries) UpdateToken(ctx context.Context, t *authd.Token) error {
+	res, err := q.db.ExecContext(ctx, `UPDATE jwt_tokens SET revoked = ?, revoked_at = ?, rotated_at = ? WHERE id = ?`,
+		t.Revoked, timeArg(t.RevokedAt), timeArg(t.RotatedAt), t.ID)
+	return affected(res, err, "token")
+}
+
+func (q *queries) UseVerificationToken(ctx context.Context, v *authd.VerificationToken) error {
+	res, err := q.db.ExecContext(ctx, `UPDATE verification_tokens SET used = ?, used_at = ? WHERE id = ?`,
+		v.Used, timeArg(v.UsedAt), v.ID)
+	return affected(res, err, "verification token")
+}
+
+func (q *queries) DeleteVerificationTokens(ctx context.Context, userID uuid.UUID, typ authd.VerificationType) error {
+	_, err := q.db.ExecContext(ctx, `DELETE FROM verification_tokens WHERE user_id = ? AND token_type = ? AND NOT used`,
+		userID, string(typ))
+	return translate(err)
+}
+
+// PublishRevocation does nothing: an SQLite database serves one instance,
+// which applies its own revocations.
+func (q *queries) PublishRevocation(context.Context, authd.Revocation) error { return nil }
+
+func affected(res sql.Result, err error, what string) error {
+	if err != nil {
+		return translate(err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return translate(err)
+	}
+	if n == 0 {
+		return authd.Errorf(authd.ENotFound, "%s not found", what)
+	}
+	return nil
+}

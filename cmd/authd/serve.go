@@ -8,10 +8,18 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
+	"sync"
 	"strings"
 	"time"
 
+	"github.com/authd/authd"
 	"github.com/authd/authd/httpapi"
+	"github.com/authd/authd/mail"
+	"github.com/authd/authd/password"
+	"github.com/authd/authd/postgres"
+	"github.com/authd/authd/ratelimit"
+	"github.com/authd/authd/token"
 )
 
 // shutdownTimeout bounds how long a graceful shutdown waits for in-flight
@@ -53,33 +61,90 @@ func newLogger(cfg *Config, w io.Writer) *slog.Logger {
 type App struct {
 	cfg      *Config
 	logger   *slog.Logger
+	clock    authd.Clock
 	db       database
+	keys     *token.Keyring
+	service  *authd.Service
+	mail     *mail.Queue
 	listener net.Listener
 	server   *http.Server
 }
 
 // NewApp returns an App for cfg; Open starts it.
 func NewApp(cfg *Config, logger *slog.Logger) *App {
-	return &App{cfg: cfg, logger: logger}
+	return &App{cfg: cfg, logger: logger, clock: authd.SystemClock{}}
 }
 
-// Open connects to the database (refusing one whose schema is behind) and
-// binds the listener.
-func (a *App) Open(ctx context.Context) error {
-	db, err := openDatabase(ctx, a.cfg, true)
+// Open connects to the database (refusing one whose schema is behind),
+// loads the signing keys, builds the service and binds the listener.
+func (a *App) Open(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
+	if a.db, err = openDatabase(ctx, a.cfg, true); err != nil {
+		return err
+	}
+	if pg, ok := a.db.(*postgres.Store); ok {
+		pg.SetLogger(a.logger)
+	}
+	if a.keys, err = token.OpenKeyring(a.cfg.KeysDir, a.cfg.SigningAlg, a.clock.Now()); err != nil {
+		return &cliError{msg: "signing keys: " + err.Error(),
+			hint: "AUTHD_KEYS_DIR must be a writable directory of PKCS#8 PEM private keys; see `authd keys --help`"}
+	}
+	renderer, err := mail.NewRenderer(a.cfg.PublicURL)
 	if err != nil {
 		return err
 	}
-	a.db = db
+	var mailer authd.Mailer = &mail.Dev{Dir: filepath.Join(a.cfg.DataDir, "outbox"), From: a.cfg.MailFrom,
+		Renderer: renderer, Logger: a.logger}
+	if a.cfg.SMTPURL != "" {
+		if mailer, err = mail.NewSMTP(a.cfg.SMTPURL, a.cfg.MailFrom, renderer); err != nil {
+			return err
+		}
+	}
+	a.mail = mail.NewQueue(mailer, a.logger, 10000)
+	var limiter authd.RateLimiter
+	if a.cfg.RateLimit {
+		limiter = ratelimit.NewMemory(a.clock)
+	}
+	a.service = authd.NewService(authd.Config{
+		PublicURL:            a.cfg.PublicURL,
+		AccessTokenTTL:       a.cfg.AccessTokenTTL,
+		RefreshTokenTTL:      a.cfg.RefreshTokenTTL,
+		SessionMaxAge:        a.cfg.SessionMaxAge,
+		RefreshReuseGrace:    a.cfg.RefreshReuseGrace,
+		RequireVerifiedEmail: a.cfg.RequireVerifiedEmail,
+		LockoutThreshold:     a.cfg.LockoutThreshold,
+		LockoutDuration:      a.cfg.LockoutDuration,
+	}, authd.Deps{
+		Store:     a.db,
+		Clock:     a.clock,
+		Passwords: password.NewHasher(a.cfg.Argon2, password.Policy{MinLength: a.cfg.PasswordMinLength}),
+		Tokens:    token.NewIssuer(a.keys, a.cfg.Issuer, a.cfg.Audience),
+		Mailer:    a.mail,
+		Limiter:   limiter,
+		Logger:    a.logger,
+	})
+	if err := a.service.LoadRevocations(ctx); err != nil {
+		return err
+	}
+	api := httpapi.New(httpapi.Options{
+		Service: a.service,
+		JWKS:    func() ([]byte, error) { return a.keys.JWKS(a.clock.Now(), a.cfg.AccessTokenTTL) },
+		Ready:   a.db.Ready,
+		Logger:  a.logger, ServiceTokens: a.cfg.ServiceTokens,
+		TrustedProxies: a.cfg.TrustedProxies, CORSOrigins: a.cfg.CORSOrigins,
+	})
 	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
 	if err != nil {
-		a.Close()
 		return &cliError{msg: fmt.Sprintf("cannot listen on %s: %v", a.cfg.HTTPAddr, err),
 			hint: "stop what uses that address or set AUTHD_HTTP_ADDR"}
 	}
 	a.listener = ln
 	a.server = &http.Server{
-		Handler:           httpapi.New(a.logger, db.Ready),
+		Handler:           api,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -94,11 +159,30 @@ func (a *App) Open(ctx context.Context) error {
 func (a *App) Addr() net.Addr { return a.listener.Addr() }
 
 // Run serves until ctx ends, then stops accepting, lets in-flight requests
-// finish (up to shutdownTimeout) and returns.
+// finish (up to shutdownTimeout), flushes the mail queue and returns.
 func (a *App) Run(ctx context.Context) error {
+	jobs, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { a.mail.Run(jobs) })
+	wg.Go(func() { a.maintain(jobs) })
+	if feed, ok := a.db.(authd.RevocationFeed); ok {
+		wg.Go(func() {
+			feed.Listen(jobs, a.service.Revocations().Apply, func(ctx context.Context) {
+				if err := a.service.LoadRevocations(ctx); err != nil {
+					a.logger.Error("reloading revocations", "err", err)
+				}
+			})
+		})
+	}
+	defer func() {
+		stopJobs()
+		wg.Wait()
+	}()
+
 	errc := make(chan error, 1)
 	go func() { errc <- a.server.Serve(a.listener) }()
-	a.logger.Info("authd started", "addr", a.listener.Addr().String(), "database", a.databaseKind())
+	a.logger.Info("authd started", "addr", a.listener.Addr().String(), "database", a.databaseKind(),
+		"signing_key", a.keys.Signing().ID, "alg", a.keys.Alg())
 	select {
 	case err := <-errc:
 		return err
@@ -114,6 +198,25 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// maintain runs the periodic upkeep until ctx ends: pruning the revocation
+// set and rereading the keys directory, which other instances and `authd
+// keys rotate` write to.
+func (a *App) maintain(ctx context.Context) {
+	tick := time.NewTicker(30 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			a.service.Revocations().Prune(a.clock.Now())
+			if err := a.keys.Reload(); err != nil {
+				a.logger.Error("reloading signing keys", "err", err)
+			}
+		}
+	}
 }
 
 func (a *App) databaseKind() string {

@@ -1,0 +1,169 @@
+package authd
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Register creates an account for email and mails a verification link
+// (SPEC §6.2). It answers alike whether or not the email is taken (§6.6):
+// for a taken address it mails that address a notice instead. Returns
+// EInvalid (bad email, no consent), EWeakPassword, ERateLimited,
+// EUnavailable.
+func (s *Service) Register(ctx context.Context, c Client, email, password string, consent bool) error {
+	email, err := NormalizeEmail(email)
+	if err != nil {
+		return err
+	}
+	if !consent {
+		return &Error{Code: EInvalid, Message: "invalid request",
+			Fields: []FieldError{{Field: "consent", Message: "must be true: the account needs your consent to process your data"}}}
+	}
+	if err := s.checkPassword("password", password, email); err != nil {
+		return err
+	}
+	if err := s.limitIP(ctx, "register", c); err != nil {
+		return err
+	}
+	// Hash before looking the email up, so that both answers take as long.
+	hash, err := s.passwords.Hash(ctx, password)
+	if err != nil {
+		return err
+	}
+	return s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		existing, err := tx.UserByEmail(ctx, email)
+		switch {
+		case err == nil:
+			tx.mail(Mail{Kind: MailRegisterNotice, To: existing.Email})
+			return tx.CreateSecurityLog(ctx, s.audit(now, c, EventRegistration, ResultFailure, existing.ID,
+				"email already registered", nil))
+		case ErrorCode(err) != ENotFound:
+			return err
+		}
+		u := &User{
+			ID: NewID(), Email: email, PasswordHash: hash, AccountStatus: StatusInactive,
+			RegistrationTimestamp: now, LastPasswordChange: now, ConsentStatus: true, ConsentTimestamp: now,
+			CreatedAt: now, UpdatedAt: now,
+		}
+		if !s.cfg.RequireVerifiedEmail {
+			u.AccountStatus = StatusActive
+		}
+		if err := tx.CreateUser(ctx, u); err != nil {
+			return err
+		}
+		if err := tx.CreateSecurityLog(ctx, s.audit(now, c, EventRegistration, ResultSuccess, u.ID, "",
+			map[string]any{"consent": true})); err != nil {
+			return err
+		}
+		return s.mailVerification(ctx, tx, c, u, now)
+	})
+}
+
+// mailVerification voids the user's older verification tokens, creates a
+// new one and mails its link.
+func (s *Service) mailVerification(ctx context.Context, tx *txn, c Client, u *User, now time.Time) error {
+	raw, err := s.newVerificationToken(ctx, tx, u.ID, VerifyEmail, now.Add(EmailVerificationTTL), now)
+	if err != nil {
+		return err
+	}
+	tx.mail(Mail{Kind: MailVerifyEmail, To: u.Email, Link: s.link("verify-email", raw)})
+	return tx.CreateSecurityLog(ctx, s.audit(now, c, EventEmailVerificationSent, ResultSuccess, u.ID, "", nil))
+}
+
+// newVerificationToken replaces the user's tokens of the type with a new one
+// and returns it; only its digest is stored.
+func (s *Service) newVerificationToken(ctx context.Context, tx *txn, user uuid.UUID, typ VerificationType,
+	expires, now time.Time) (string, error) {
+	if err := tx.DeleteVerificationTokens(ctx, user, typ); err != nil {
+		return "", err
+	}
+	raw, digest := newOpaqueToken()
+	v := &VerificationToken{ID: NewID(), Token: digest, UserID: user, TokenType: typ, CreatedAt: now, ExpiresAt: expires}
+	return raw, tx.CreateVerificationToken(ctx, v)
+}
+
+// redeem returns the usable verification token of the type behind raw,
+// locked for the transaction, or EInvalidToken.
+func (s *Service) redeem(ctx context.Context, tx *txn, raw string, typ VerificationType, now time.Time) (*VerificationToken, error) {
+	digest, err := opaqueDigest(raw)
+	if err != nil {
+		return nil, err
+	}
+	v, err := tx.VerificationToken(ctx, digest)
+	if ErrorCode(err) == ENotFound {
+		return nil, errInvalidToken
+	}
+	if err != nil {
+		return nil, err
+	}
+	if v.TokenType != typ || !v.Usable(now) {
+		return nil, errInvalidToken
+	}
+	return v, nil
+}
+
+// VerifyEmail redeems a verification token: the address is verified and an
+// inactive account becomes active. Returns EInvalidToken for an unknown,
+// used or expired token.
+func (s *Service) VerifyEmail(ctx context.Context, c Client, token string) error {
+	return s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		v, err := s.redeem(ctx, tx, token, VerifyEmail, now)
+		if err != nil {
+			return err
+		}
+		u, err := tx.User(ctx, v.UserID)
+		if err != nil {
+			return err
+		}
+		if u.IsDeleted() {
+			return errInvalidToken
+		}
+		v.Used, v.UsedAt = true, now
+		if err := tx.UseVerificationToken(ctx, v); err != nil {
+			return err
+		}
+		u.EmailVerified = true
+		if u.AccountStatus == StatusInactive {
+			u.AccountStatus = StatusActive
+		}
+		u.UpdatedAt = now
+		if err := tx.UpdateUser(ctx, u); err != nil {
+			return err
+		}
+		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventEmailVerified, ResultSuccess, u.ID, "", nil))
+	})
+}
+
+// ResendVerification mails a new verification link to an unverified
+// account, voiding the older one. It answers alike for every address
+// (SPEC §6.6); the per-email limit counts unknown addresses too. Returns
+// EInvalid, ERateLimited, EUnavailable.
+func (s *Service) ResendVerification(ctx context.Context, c Client, email string) error {
+	email, err := NormalizeEmail(email)
+	if err != nil {
+		return err
+	}
+	if err := s.limitIP(ctx, "resend", c); err != nil {
+		return err
+	}
+	if err := s.limit(ctx, "mail:"+email, mailsPerEmail, mailLimitRange); err != nil {
+		return err
+	}
+	return s.inTx(ctx, func(tx *txn) error {
+		u, err := tx.UserByEmail(ctx, email)
+		if ErrorCode(err) == ENotFound {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if u.EmailVerified || u.IsDeleted() {
+			return nil
+		}
+		return s.mailVerification(ctx, tx, c, u, s.now())
+	})
+}

@@ -1,0 +1,194 @@
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"reflect"
+	"strings"
+
+	"github.com/authd/authd"
+)
+
+// MaxBodyBytes is the largest request body accepted (SPEC §5).
+const MaxBodyBytes = 64 << 10
+
+// maxJSONDepth bounds nesting in request bodies; authd's are flat.
+const maxJSONDepth = 8
+
+func invalid(field, message string) error {
+	return &authd.Error{Code: authd.EInvalid, Message: "The request body is invalid.",
+		Fields: []authd.FieldError{{Field: field, Message: message}}}
+}
+
+// readBody reads a bounded body of the given media type.
+func readBody(w http.ResponseWriter, r *http.Request, mediaType string) ([]byte, error) {
+	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != mediaType || (params["charset"] != "" && !strings.EqualFold(params["charset"], "utf-8")) {
+		return nil, &authd.Error{Code: authd.EUnsupportedMedia,
+			Message: fmt.Sprintf("Send the body as %s; charset=utf-8.", mediaType)}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return nil, &authd.Error{Code: authd.ETooLarge, Message: "The body is larger than 64 KiB."}
+	}
+	if err != nil {
+		return nil, &authd.Error{Code: authd.EInvalid, Message: "The request body could not be read.", Err: err}
+	}
+	if bytes.IndexByte(body, 0) >= 0 {
+		return nil, invalid("", "must not contain NUL bytes")
+	}
+	return body, nil
+}
+
+// decodeJSON reads a request body that must be one JSON object whose fields
+// are known to dst and of the right types: no duplicate key, no trailing
+// data, no NUL character.
+func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
+	body, err := readBody(w, r, "application/json")
+	if err != nil {
+		return err
+	}
+	if err := checkJSON(body, knownFields(dst)); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) {
+			return invalid(typeErr.Field, "must be a "+jsonType(typeErr.Type.Kind().String()))
+		}
+		return invalid("", "must be a JSON object of the documented fields")
+	}
+	return nil
+}
+
+func jsonType(kind string) string {
+	switch kind {
+	case "string":
+		return "string"
+	case "bool":
+		return "boolean"
+	case "int", "int64", "float64":
+		return "number"
+	}
+	return kind
+}
+
+// knownFields returns the JSON names of the fields of the struct dst points to.
+func knownFields(dst any) map[string]bool {
+	t := reflect.TypeOf(dst).Elem()
+	out := map[string]bool{}
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if name != "" && name != "-" {
+			out[name] = true
+		}
+	}
+	return out
+}
+
+// checkJSON walks body's tokens: exactly one object with only known keys,
+// keys unique at every level, no string holding NUL, nesting bounded,
+// nothing after it.
+func checkJSON(body []byte, known map[string]bool) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if err != nil || tok != json.Delim('{') {
+		return invalid("", "must be a JSON object")
+	}
+	if err := checkObject(dec, "", 1, known); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return invalid("", "must be one JSON object with nothing after it")
+	}
+	return nil
+}
+
+func checkObject(dec *json.Decoder, path string, depth int, known map[string]bool) error {
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return invalid(path, "is not valid JSON")
+		}
+		key := tok.(string)
+		field := key
+		if path != "" {
+			field = path + "." + key
+		}
+		if known != nil && !known[key] {
+			return invalid(field, "is not a known field")
+		}
+		if seen[key] {
+			return invalid(field, "appears twice")
+		}
+		seen[key] = true
+		if err := checkValue(dec, field, depth); err != nil {
+			return err
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return invalid(path, "is not valid JSON")
+	}
+	return nil
+}
+
+func checkValue(dec *json.Decoder, field string, depth int) error {
+	if depth > maxJSONDepth {
+		return invalid(field, "is nested too deeply")
+	}
+	tok, err := dec.Token()
+	if err != nil {
+		return invalid(field, "is not valid JSON")
+	}
+	switch t := tok.(type) {
+	case string:
+		if strings.ContainsRune(t, 0) {
+			return invalid(field, "must not contain NUL characters")
+		}
+	case json.Delim:
+		switch t {
+		case '{':
+			return checkObject(dec, field, depth+1, nil)
+		case '[':
+			for dec.More() {
+				if err := checkValue(dec, field, depth+1); err != nil {
+					return err
+				}
+			}
+			if _, err := dec.Token(); err != nil {
+				return invalid(field, "is not valid JSON")
+			}
+		}
+	}
+	return nil
+}
+
+// required returns a validation error naming the first empty field.
+func required(fields ...string) error {
+	var errs []authd.FieldError
+	for i := 0; i+1 < len(fields); i += 2 {
+		if fields[i+1] == "" {
+			errs = append(errs, authd.FieldError{Field: fields[i], Message: "is required"})
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return &authd.Error{Code: authd.EInvalid, Message: "The request body is invalid.", Fields: errs}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,224 @@
+// Package mail renders authd's mails from templates and delivers them: over
+// SMTP in production, or as .eml files (with the link in the log) in
+// development.
+package mail
+
+import (
+	"bytes"
+	"context"
+	"embed"
+	"fmt"
+	htmltemplate "html/template"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	texttemplate "text/template"
+	"time"
+
+	"crypto/rand"
+	"encoding/hex"
+
+	"github.com/authd/authd"
+	gomail "github.com/wneessen/go-mail"
+)
+
+//go:embed templates/*
+var templateFiles embed.FS
+
+// Renderer turns an authd.Mail into a subject and text and HTML bodies.
+type Renderer struct {
+	product   string
+	publicURL string
+	text      map[authd.MailKind]*texttemplate.Template
+	html      map[authd.MailKind]*htmltemplate.Template
+}
+
+// Kinds lists every mail kind the templates cover.
+var Kinds = []authd.MailKind{
+	authd.MailVerifyEmail, authd.MailPasswordReset, authd.MailRegisterNotice,
+	authd.MailAccountLocked, authd.MailPasswordChanged,
+}
+
+// NewRenderer parses the embedded templates.
+func NewRenderer(publicURL string) (*Renderer, error) {
+	r := &Renderer{product: "authd", publicURL: publicURL,
+		text: map[authd.MailKind]*texttemplate.Template{}, html: map[authd.MailKind]*htmltemplate.Template{}}
+	for _, k := range Kinds {
+		t, err := texttemplate.ParseFS(templateFiles, "templates/"+string(k)+".txt")
+		if err != nil {
+			return nil, fmt.Errorf("mail template %s: %w", k, err)
+		}
+		h, err := htmltemplate.ParseFS(templateFiles, "templates/layout.html",
+			"templates/"+string(k)+".txt", "templates/"+string(k)+".html")
+		if err != nil {
+			return nil, fmt.Errorf("mail template %s: %w", k, err)
+		}
+		r.text[k], r.html[k] = t, h
+	}
+	return r, nil
+}
+
+// Rendered is a mail ready to send.
+type Rendered struct {
+	Subject, Text, HTML string
+}
+
+// Render fills the templates of m's kind.
+func (r *Renderer) Render(m authd.Mail) (*Rendered, error) {
+	t, ok := r.text[m.Kind]
+	if !ok {
+		return nil, fmt.Errorf("no template for mail kind %q", m.Kind)
+	}
+	data := map[string]any{"Product": r.product, "PublicURL": r.publicURL, "Link": m.Link, "To": m.To}
+	if !m.Until.IsZero() {
+		data["Until"] = m.Until.UTC().Format("2006-01-02 15:04 UTC")
+	}
+	var subject, text, html bytes.Buffer
+	if err := t.ExecuteTemplate(&subject, "subject", data); err != nil {
+		return nil, err
+	}
+	if err := t.ExecuteTemplate(&text, "text", data); err != nil {
+		return nil, err
+	}
+	if err := r.html[m.Kind].ExecuteTemplate(&html, "layout", data); err != nil {
+		return nil, err
+	}
+	return &Rendered{Subject: strings.TrimSpace(subject.String()), Text: text.String(), HTML: html.String()}, nil
+}
+
+// message builds the MIME message: multipart text and HTML, with Date and
+// Message-ID.
+func message(from, to string, r *Rendered) (*gomail.Msg, error) {
+	msg := gomail.NewMsg()
+	if err := msg.From(from); err != nil {
+		return nil, fmt.Errorf("from address: %w", err)
+	}
+	if err := msg.To(to); err != nil {
+		return nil, fmt.Errorf("to address: %w", err)
+	}
+	msg.Subject(r.Subject)
+	msg.SetDate()
+	msg.SetMessageID()
+	msg.SetBodyString(gomail.TypeTextPlain, r.Text)
+	msg.AddAlternativeString(gomail.TypeTextHTML, r.HTML)
+	return msg, nil
+}
+
+// Dev is the development mailer: each mail becomes an .eml file in Dir and
+// its link is logged, so that a newcomer can follow it without a mail
+// server. It is the one place where a link is logged (SPEC §6.10).
+type Dev struct {
+	Dir      string
+	From     string
+	Renderer *Renderer
+	Logger   *slog.Logger
+}
+
+var _ authd.Mailer = (*Dev)(nil)
+
+// Send implements authd.Mailer.
+func (d *Dev) Send(_ context.Context, m authd.Mail) error {
+	r, err := d.Renderer.Render(m)
+	if err != nil {
+		return err
+	}
+	msg, err := message(d.From, m.To, r)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(d.Dir, 0o700); err != nil {
+		return err
+	}
+	suffix := make([]byte, 4)
+	rand.Read(suffix)
+	path := filepath.Join(d.Dir, fmt.Sprintf("%s-%s-%s.eml",
+		time.Now().UTC().Format("20060102T150405.000000Z"), m.Kind, hex.EncodeToString(suffix)))
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := msg.WriteTo(f); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	attrs := []any{"kind", m.Kind, "to", m.To, "subject", r.Subject, "file", path}
+	if m.Link != "" {
+		attrs = append(attrs, "link", m.Link)
+	}
+	d.Logger.Info("mail written (development mailer: set AUTHD_SMTP_URL to send)", attrs...)
+	return nil
+}
+
+// SMTP delivers mail through an SMTP server: smtp:// uses STARTTLS when the
+// server offers it, smtps:// implicit TLS; a user and password in the URL
+// authenticate (never over an unencrypted connection).
+type SMTP struct {
+	host     string
+	opts     []gomail.Option
+	from     string
+	renderer *Renderer
+}
+
+var _ authd.Mailer = (*SMTP)(nil)
+
+// NewSMTP returns a mailer for rawURL (smtp://[user:pass@]host[:port] or smtps://…).
+func NewSMTP(rawURL, from string, r *Renderer) (*SMTP, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("AUTHD_SMTP_URL: %w", err)
+	}
+	host, portText, _ := net.SplitHostPort(u.Host)
+	if host == "" {
+		host = u.Host
+	}
+	opts := []gomail.Option{gomail.WithTimeout(15 * time.Second)}
+	switch u.Scheme {
+	case "smtp":
+		opts = append(opts, gomail.WithTLSPortPolicy(gomail.TLSOpportunistic))
+		if portText == "" {
+			portText = "587"
+		}
+	case "smtps":
+		opts = append(opts, gomail.WithSSLPort(false))
+		if portText == "" {
+			portText = "465"
+		}
+	default:
+		return nil, fmt.Errorf("AUTHD_SMTP_URL must be smtp:// or smtps://")
+	}
+	port, err := strconv.Atoi(portText)
+	if err != nil {
+		return nil, fmt.Errorf("AUTHD_SMTP_URL: bad port %q", portText)
+	}
+	opts = append(opts, gomail.WithPort(port))
+	if user := u.User.Username(); user != "" {
+		pass, _ := u.User.Password()
+		opts = append(opts, gomail.WithSMTPAuth(gomail.SMTPAuthAutoDiscover),
+			gomail.WithUsername(user), gomail.WithPassword(pass))
+	}
+	return &SMTP{host: host, opts: opts, from: from, renderer: r}, nil
+}
+
+// Send implements authd.Mailer.
+func (s *SMTP) Send(ctx context.Context, m authd.Mail) error {
+	r, err := s.renderer.Render(m)
+	if err != nil {
+		return err
+	}
+	msg, err := message(s.from, m.To, r)
+	if err != nil {
+		return err
+	}
+	client, err := gomail.NewClient(s.host, s.opts...)
+	if err != nil {
+		return err
+	}
+	return client.DialAndSendWithContext(ctx, msg)
+}

@@ -1,0 +1,113 @@
+package password
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"github.com/authd/authd"
+)
+
+// Hasher implements authd.Passwords: the policy, and hashing on a bounded
+// pool. At most Workers hashes run at once, so that memory stays bounded
+// (each argon2id hash holds MemoryKiB); at most MaxQueue requests wait for a
+// worker, each for at most MaxWait, and the rest are refused with
+// authd.EUnavailable so that the client retries after a second.
+type Hasher struct {
+	Params   Params
+	Policy   Policy
+	Workers  int
+	MaxQueue int
+	MaxWait  time.Duration
+
+	// Observe, when set, is told each hash's duration and the queue depth
+	// (for metrics).
+	Observe func(hashing time.Duration, queued int)
+
+	slots   chan struct{}
+	waiting atomic.Int64
+	dummy   string
+}
+
+var _ authd.Passwords = (*Hasher)(nil)
+
+// NewHasher returns a Hasher with one worker per CPU, a queue of 1,024 and a
+// wait of at most 5 seconds.
+func NewHasher(p Params, policy Policy) *Hasher {
+	h := &Hasher{Params: p, Policy: policy, Workers: runtime.GOMAXPROCS(0), MaxQueue: 1024, MaxWait: 5 * time.Second}
+	return h.init()
+}
+
+// init makes the pool and the dummy hash that unknown emails are checked
+// against, of the same cost as real ones.
+func (h *Hasher) init() *Hasher {
+	h.slots = make(chan struct{}, max(1, h.Workers))
+	b := make([]byte, 16)
+	rand.Read(b)
+	dummy, err := Hash(base64.RawStdEncoding.EncodeToString(b), h.Params)
+	if err != nil {
+		panic(err) // only crypto/rand can fail, and it does not
+	}
+	h.dummy = dummy
+	return h
+}
+
+var errBusy = &authd.Error{Code: authd.EUnavailable, Message: "The server is busy; try again shortly.",
+	RetryAfter: time.Second}
+
+// run runs f on a worker once one is free.
+func (h *Hasher) run(ctx context.Context, f func()) error {
+	queued := h.waiting.Add(1)
+	defer h.waiting.Add(-1)
+	if queued > int64(h.MaxQueue) {
+		return errBusy
+	}
+	timer := time.NewTimer(h.MaxWait)
+	defer timer.Stop()
+	select {
+	case h.slots <- struct{}{}:
+	case <-timer.C:
+		return errBusy
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-h.slots }()
+	start := time.Now()
+	f()
+	if h.Observe != nil {
+		h.Observe(time.Since(start), int(h.waiting.Load())-1)
+	}
+	return nil
+}
+
+// Check implements authd.Passwords.
+func (h *Hasher) Check(pw, email string) error { return h.Policy.Check(pw, email) }
+
+// Hash implements authd.Passwords.
+func (h *Hasher) Hash(ctx context.Context, pw string) (hash string, err error) {
+	if err := h.run(ctx, func() { hash, err = Hash(pw, h.Params) }); err != nil {
+		return "", err
+	}
+	return hash, err
+}
+
+// Verify implements authd.Passwords. A malformed stored hash fails the
+// login (and is logged by the caller) rather than crashing it.
+func (h *Hasher) Verify(ctx context.Context, pw, hash string) (ok, rehash bool, err error) {
+	if err := h.run(ctx, func() { ok, rehash, err = Verify(pw, hash, h.Params) }); err != nil {
+		return false, false, err
+	}
+	if err != nil {
+		return false, false, err
+	}
+	return ok, rehash, nil
+}
+
+// VerifyDummy implements authd.Passwords.
+func (h *Hasher) VerifyDummy(ctx context.Context, pw string) error {
+	_, _, err := h.Verify(ctx, pw, h.dummy)
+	return err
+}

@@ -1,0 +1,187 @@
+package authd
+
+import (
+	"context"
+
+	"github.com/google/uuid"
+)
+
+// ForgotPassword mails a reset link (valid one hour) to the account of
+// email, voiding any older one. It answers alike for every address (SPEC
+// §6.6). Returns EInvalid, ERateLimited, EUnavailable.
+func (s *Service) ForgotPassword(ctx context.Context, c Client, email string) error {
+	email, err := NormalizeEmail(email)
+	if err != nil {
+		return err
+	}
+	if err := s.limitIP(ctx, "forgot", c); err != nil {
+		return err
+	}
+	if err := s.limit(ctx, "mail:"+email, mailsPerEmail, mailLimitRange); err != nil {
+		return err
+	}
+	return s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		u, err := tx.UserByEmail(ctx, email)
+		if ErrorCode(err) == ENotFound {
+			return tx.CreateSecurityLog(ctx, s.audit(now, c, EventPasswordResetRequested, ResultFailure, uuid.Nil,
+				"unknown email", nil))
+		}
+		if err != nil {
+			return err
+		}
+		if u.IsDeleted() {
+			return nil
+		}
+		raw, err := s.newVerificationToken(ctx, tx, u.ID, PasswordReset, now.Add(PasswordResetTTL), now)
+		if err != nil {
+			return err
+		}
+		tx.mail(Mail{Kind: MailPasswordReset, To: u.Email, Link: s.link("reset-password", raw)})
+		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventPasswordResetRequested, ResultSuccess, u.ID, "", nil))
+	})
+}
+
+// ResetPassword sets a new password with a reset token: it ends every
+// session, unlocks the account and, since the link proved the mailbox,
+// verifies the address. A password outside the policy leaves the token
+// usable. Returns EInvalidToken, EWeakPassword, ERateLimited, EUnavailable.
+func (s *Service) ResetPassword(ctx context.Context, c Client, token, newPassword string) error {
+	digest, err := opaqueDigest(token)
+	if err != nil {
+		return err
+	}
+	if err := s.limitIP(ctx, "reset", c); err != nil {
+		return err
+	}
+	// Check the token and the policy before spending a hash.
+	v, err := s.store.VerificationToken(ctx, digest)
+	if ErrorCode(err) == ENotFound || (err == nil && (v.TokenType != PasswordReset || !v.Usable(s.now()))) {
+		return errInvalidToken
+	}
+	if err != nil {
+		return err
+	}
+	u, err := s.store.User(ctx, v.UserID)
+	if err != nil {
+		return err
+	}
+	if err := s.checkPassword("new_password", newPassword, u.Email); err != nil {
+		return err
+	}
+	hash, err := s.passwords.Hash(ctx, newPassword)
+	if err != nil {
+		return err
+	}
+	return s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		v, err := s.redeem(ctx, tx, token, PasswordReset, now) // again, locked: one-time use
+		if err != nil {
+			return err
+		}
+		u, err := tx.User(ctx, v.UserID)
+		if err != nil {
+			return err
+		}
+		if u.IsDeleted() {
+			return errInvalidToken
+		}
+		v.Used, v.UsedAt = true, now
+		if err := tx.UseVerificationToken(ctx, v); err != nil {
+			return err
+		}
+		if u.AccountStatus == StatusLocked || !u.AccountLockedUntil.IsZero() {
+			if err := s.unlock(ctx, tx, c, u, now, "password reset"); err != nil {
+				return err
+			}
+		}
+		u.PasswordHash, u.LastPasswordChange, u.FailedLoginAttempts, u.UpdatedAt = hash, now, 0, now
+		u.EmailVerified = true
+		if u.AccountStatus == StatusInactive {
+			u.AccountStatus = StatusActive
+		}
+		if err := tx.UpdateUser(ctx, u); err != nil {
+			return err
+		}
+		ids, err := s.endUserSessions(ctx, tx, u.ID, uuid.Nil, now)
+		if err != nil {
+			return err
+		}
+		tx.mail(Mail{Kind: MailPasswordChanged, To: u.Email})
+		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventPasswordResetCompleted, ResultSuccess, u.ID, "",
+			map[string]any{"sessions_revoked": len(ids)}))
+	})
+}
+
+// ChangePassword replaces the password of the token's user after checking
+// the current one, and ends every other session. Returns
+// EInvalidCredentials (wrong current password), EWeakPassword,
+// EInvalidToken, EUnavailable.
+func (s *Service) ChangePassword(ctx context.Context, c Client, a *AccessClaims, current, newPassword string) error {
+	u, err := s.Me(ctx, a)
+	if err != nil {
+		return err
+	}
+	ok, _, err := s.passwords.Verify(ctx, current, u.PasswordHash)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		l := s.audit(s.now(), c, EventPasswordChanged, ResultFailure, u.ID, "invalid current password", nil)
+		if err := s.store.CreateSecurityLog(ctx, l); err != nil {
+			return err
+		}
+		return &Error{Code: EInvalidCredentials, Message: "The current password is incorrect.",
+			Fields: []FieldError{{Field: "current_password", Message: "is incorrect"}}}
+	}
+	if err := s.checkPassword("new_password", newPassword, u.Email); err != nil {
+		return err
+	}
+	hash, err := s.passwords.Hash(ctx, newPassword)
+	if err != nil {
+		return err
+	}
+	return s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		u, err := tx.User(ctx, a.UserID)
+		if err != nil {
+			return err
+		}
+		u.PasswordHash, u.LastPasswordChange, u.UpdatedAt = hash, now, now
+		if err := tx.UpdateUser(ctx, u); err != nil {
+			return err
+		}
+		ids, err := s.endUserSessions(ctx, tx, u.ID, a.SessionID, now)
+		if err != nil {
+			return err
+		}
+		tx.mail(Mail{Kind: MailPasswordChanged, To: u.Email})
+		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventPasswordChanged, ResultSuccess, u.ID, "",
+			map[string]any{"sessions_revoked": len(ids)}))
+	})
+}
+
+// UpdateConsent records the user's consent (or its withdrawal) with the
+// time. Returns EInvalidToken, EUnavailable.
+func (s *Service) UpdateConsent(ctx context.Context, c Client, a *AccessClaims, consent bool) (*User, error) {
+	var out *User
+	err := s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		u, err := tx.User(ctx, a.UserID)
+		if err != nil {
+			return err
+		}
+		if u.IsDeleted() {
+			return errInvalidToken
+		}
+		previous := u.ConsentStatus
+		u.ConsentStatus, u.ConsentTimestamp, u.UpdatedAt = consent, now, now
+		if err := tx.UpdateUser(ctx, u); err != nil {
+			return err
+		}
+		out = u
+		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventConsentUpdated, ResultSuccess, u.ID, "",
+			map[string]any{"consent": consent, "previous": previous}))
+	})
+	return out, err
+}

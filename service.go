@@ -1,0 +1,262 @@
+package authd
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net/mail"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Config is what the flows need to know of the configuration.
+type Config struct {
+	PublicURL            string // base of the links in mails, without a trailing slash
+	AccessTokenTTL       time.Duration
+	RefreshTokenTTL      time.Duration
+	SessionMaxAge        time.Duration
+	RefreshReuseGrace    time.Duration
+	RequireVerifiedEmail bool
+	LockoutThreshold     int
+	LockoutDuration      time.Duration
+}
+
+// Passwords checks, hashes and verifies passwords. Hashing is expensive and
+// bounded: Hash and Verify return EUnavailable (with RetryAfter) when the
+// hashing queue is full.
+type Passwords interface {
+	// Check returns EWeakPassword, saying why, for a password outside the policy.
+	Check(password, email string) error
+	Hash(ctx context.Context, password string) (string, error)
+	// Verify reports whether password matches hash, and whether hash should be
+	// replaced because the configured cost changed.
+	Verify(ctx context.Context, password, hash string) (ok, rehash bool, err error)
+	// VerifyDummy spends the time of a Verify, for logins of unknown emails.
+	VerifyDummy(ctx context.Context, password string) error
+}
+
+// AccessClaims are the claims of an access token that the service relies on.
+type AccessClaims struct {
+	JTI       string
+	UserID    uuid.UUID
+	SessionID uuid.UUID
+	IssuedAt  time.Time
+	ExpiresAt time.Time
+	Issuer    string
+	Audience  string
+}
+
+// AccessTokens issues and checks signed access tokens (JWTs).
+type AccessTokens interface {
+	Issue(c AccessClaims) (string, error)
+	// Verify checks signature, algorithm, key, issuer, audience and times.
+	// EInvalidToken for any failure.
+	Verify(token string, now time.Time) (*AccessClaims, error)
+}
+
+// MailKind says which mail to send.
+type MailKind string
+
+// The mails of the flows.
+const (
+	MailVerifyEmail     MailKind = "verify_email"
+	MailPasswordReset   MailKind = "password_reset"
+	MailRegisterNotice  MailKind = "register_notice" // someone tried to register with this address
+	MailAccountLocked   MailKind = "account_locked"
+	MailPasswordChanged MailKind = "password_changed"
+)
+
+// Mail is one message to one address. Link carries the one-time link of
+// verification and reset mails; it is secret and never logged, except by the
+// development mailer.
+type Mail struct {
+	Kind  MailKind
+	To    string
+	Link  string
+	Until time.Time // with MailAccountLocked: when the lock ends
+}
+
+// Mailer delivers mail.
+type Mailer interface {
+	Send(ctx context.Context, m Mail) error
+}
+
+// RateLimiter counts events per key in fixed windows.
+type RateLimiter interface {
+	// Allow counts one event for key and returns 0 when it is within limit
+	// per window, or how long until the window resets.
+	Allow(ctx context.Context, key string, limit int, window time.Duration) (retryAfter time.Duration, err error)
+}
+
+// Client is who made a request, for the audit log and the rate limits.
+type Client struct {
+	IP        string
+	UserAgent string
+}
+
+// Service runs the flows. Each flow writes its security-log row in the same
+// transaction as its effect.
+type Service struct {
+	cfg         Config
+	store       Store
+	clock       Clock
+	passwords   Passwords
+	tokens      AccessTokens
+	mailer      Mailer
+	limiter     RateLimiter // nil: no rate limits
+	revocations *RevocationSet
+	logger      *slog.Logger
+}
+
+// Deps are the adapters a Service runs on. Limiter may be nil (limits off).
+type Deps struct {
+	Store     Store
+	Clock     Clock
+	Passwords Passwords
+	Tokens    AccessTokens
+	Mailer    Mailer
+	Limiter   RateLimiter
+	Logger    *slog.Logger
+}
+
+// NewService returns a Service. Call LoadRevocations before serving.
+func NewService(cfg Config, d Deps) *Service {
+	if d.Clock == nil {
+		d.Clock = SystemClock{}
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Service{
+		cfg: cfg, store: d.Store, clock: d.Clock, passwords: d.Passwords, tokens: d.Tokens,
+		mailer: d.Mailer, limiter: d.Limiter, logger: d.Logger,
+		revocations: NewRevocationSet(cfg.AccessTokenTTL),
+	}
+}
+
+// Revocations is the in-memory revocation set the service checks tokens against.
+func (s *Service) Revocations() *RevocationSet { return s.revocations }
+
+func (s *Service) now() time.Time { return s.clock.Now().UTC().Truncate(time.Microsecond) }
+
+// NormalizeEmail validates an address (RFC 5322 addr-spec, at most 254
+// characters, no display name) and returns its lower-cased form, under which
+// it is stored and looked up.
+func NormalizeEmail(s string) (string, error) {
+	invalid := &Error{Code: EInvalid, Message: "invalid request",
+		Fields: []FieldError{{Field: "email", Message: "must be an email address such as name@example.org"}}}
+	if s == "" || len(s) > MaxEmailLength || strings.ContainsAny(s, " \t\r\n<>\"") {
+		return "", invalid
+	}
+	a, err := mail.ParseAddress(s)
+	if err != nil || a.Name != "" || a.Address != s {
+		return "", invalid
+	}
+	local, domain, ok := strings.Cut(s, "@")
+	if !ok || local == "" || domain == "" || strings.HasPrefix(domain, ".") || strings.HasSuffix(domain, ".") {
+		return "", invalid
+	}
+	return strings.ToLower(s), nil
+}
+
+// opaqueTokenBytes is the randomness of refresh, verification and reset tokens.
+const opaqueTokenBytes = 32
+
+// newOpaqueToken returns a random token for the client and the digest under
+// which it is stored.
+func newOpaqueToken() (raw, digest string) {
+	b := make([]byte, opaqueTokenBytes)
+	rand.Read(b) // never fails (crypto/rand)
+	raw = base64.RawURLEncoding.EncodeToString(b)
+	return raw, Digest(raw)
+}
+
+// Digest is the SHA-256 hex digest under which an opaque token is stored.
+// The tokens carry 256 bits of randomness, so a plain hash suffices: there is
+// nothing to brute-force.
+func Digest(raw string) string {
+	sum := sha256.Sum256([]byte(raw))
+	return hex.EncodeToString(sum[:])
+}
+
+// opaqueDigest returns the digest of a token a client presented, or
+// EInvalidToken when it cannot be one of ours (so that junk costs nothing).
+func opaqueDigest(raw string) (string, error) {
+	if len(raw) != base64.RawURLEncoding.EncodedLen(opaqueTokenBytes) {
+		return "", errInvalidToken
+	}
+	if _, err := base64.RawURLEncoding.DecodeString(raw); err != nil {
+		return "", errInvalidToken
+	}
+	return Digest(raw), nil
+}
+
+var errInvalidToken = &Error{Code: EInvalidToken, Message: "The token is invalid, expired or revoked."}
+
+// limit applies one rate limit; with limits off it allows everything.
+func (s *Service) limit(ctx context.Context, key string, n int, window time.Duration) error {
+	if s.limiter == nil {
+		return nil
+	}
+	wait, err := s.limiter.Allow(ctx, key, n, window)
+	if err != nil {
+		// A broken limiter must not lock everyone out; log and let it pass.
+		s.logger.WarnContext(ctx, "rate limiter failed", "err", err)
+		return nil
+	}
+	if wait > 0 {
+		return &Error{Code: ERateLimited, Message: "Too many requests; try again later.", RetryAfter: wait}
+	}
+	return nil
+}
+
+// The rate limits of SPEC §6.7.
+const (
+	ipLimit        = 30 // requests per minute per client IP on each limited endpoint
+	loginPerEmail  = 10 // login attempts per minute per email
+	mailsPerEmail  = 3  // resend and forgot mails per hour per email
+	ipLimitWindow  = time.Minute
+	mailLimitRange = time.Hour
+)
+
+// limitIP applies the per-IP limit of an endpoint.
+func (s *Service) limitIP(ctx context.Context, endpoint string, c Client) error {
+	return s.limit(ctx, "ip:"+endpoint+":"+c.IP, ipLimit, ipLimitWindow)
+}
+
+// send queues a mail after its transaction committed. A failure is logged:
+// the flow's effect stands, and the user can ask for the mail again.
+func (s *Service) send(ctx context.Context, m Mail) {
+	if err := s.mailer.Send(context.WithoutCancel(ctx), m); err != nil {
+		s.logger.ErrorContext(ctx, "mail not sent", "kind", m.Kind, "err", err)
+	}
+}
+
+// audit builds a security-log row for the request's client.
+func (s *Service) audit(now time.Time, c Client, event EventType, result Result, user uuid.UUID,
+	reason string, context map[string]any) *SecurityLog {
+	return NewSecurityLog(now, event, result, user, c.IP, c.UserAgent, reason, context)
+}
+
+// link returns a page link carrying a one-time token.
+func (s *Service) link(page, token string) string {
+	return s.cfg.PublicURL + "/" + page + "?token=" + token
+}
+
+// checkPassword applies the password policy and names field in the error.
+func (s *Service) checkPassword(field, password, email string) error {
+	err := s.passwords.Check(password, email)
+	var e *Error
+	if errors.As(err, &e) {
+		for i := range e.Fields {
+			e.Fields[i].Field = field
+		}
+	}
+	return err
+}

@@ -1,0 +1,147 @@
+package token
+
+import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
+)
+
+// Issuer signs and verifies access tokens with a Keyring.
+type Issuer struct {
+	keys     *Keyring
+	issuer   string
+	audience string
+	method   jwt.SigningMethod
+}
+
+var _ authd.AccessTokens = (*Issuer)(nil)
+
+// NewIssuer returns an Issuer for tokens with the iss and aud claims given.
+func NewIssuer(keys *Keyring, issuer, audience string) *Issuer {
+	return &Issuer{keys: keys, issuer: issuer, audience: audience, method: jwt.GetSigningMethod(keys.Alg())}
+}
+
+// claims are the JWT claims of an access token (RFC 9068 plus sid).
+type claims struct {
+	jwt.RegisteredClaims
+	SessionID string `json:"sid"`
+}
+
+// accessTokenType is the typ header of RFC 9068 access tokens; checking it
+// keeps any other JWT signed with the same key from passing as one.
+const accessTokenType = "at+jwt"
+
+// Issue implements authd.AccessTokens.
+func (i *Issuer) Issue(c authd.AccessClaims) (string, error) {
+	key := i.keys.Signing()
+	t := jwt.NewWithClaims(i.method, claims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			Issuer:    i.issuer,
+			Subject:   c.UserID.String(),
+			Audience:  jwt.ClaimStrings{i.audience},
+			ExpiresAt: jwt.NewNumericDate(c.ExpiresAt),
+			NotBefore: jwt.NewNumericDate(c.IssuedAt),
+			IssuedAt:  jwt.NewNumericDate(c.IssuedAt),
+			ID:        c.JTI,
+		},
+		SessionID: c.SessionID.String(),
+	})
+	t.Header["kid"] = key.ID
+	t.Header["typ"] = accessTokenType
+	return t.SignedString(key.Private)
+}
+
+var errInvalid = &authd.Error{Code: authd.EInvalidToken, Message: "The token is invalid, expired or revoked."}
+
+// Verify implements authd.AccessTokens: only the configured algorithm, a
+// known kid, the at+jwt type, this issuer and audience, and exp/nbf/iat
+// against now, without leeway.
+func (i *Issuer) Verify(token string, now time.Time) (*authd.AccessClaims, error) {
+	if len(token) > 8192 {
+		return nil, errInvalid
+	}
+	var c claims
+	_, err := jwt.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
+		if typ, _ := t.Header["typ"].(string); typ != accessTokenType {
+			return nil, errors.New("not an access token")
+		}
+		kid, _ := t.Header["kid"].(string)
+		key, ok := i.keys.Key(kid)
+		if !ok {
+			return nil, fmt.Errorf("unknown kid %q", kid)
+		}
+		return key.Public(), nil
+	},
+		jwt.WithValidMethods([]string{i.method.Alg()}),
+		jwt.WithIssuer(i.issuer),
+		jwt.WithAudience(i.audience),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithTimeFunc(func() time.Time { return now }),
+	)
+	if err != nil {
+		return nil, &authd.Error{Code: authd.EInvalidToken, Message: errInvalid.Message, Err: err}
+	}
+	user, err1 := uuid.Parse(c.Subject)
+	session, err2 := uuid.Parse(c.SessionID)
+	if err1 != nil || err2 != nil || c.ID == "" || c.IssuedAt == nil || c.NotBefore == nil {
+		return nil, errInvalid
+	}
+	return &authd.AccessClaims{JTI: c.ID, UserID: user, SessionID: session, IssuedAt: c.IssuedAt.Time,
+		ExpiresAt: c.ExpiresAt.Time, Issuer: c.Issuer, Audience: i.audience}, nil
+}
+
+// JWK is one public key of a JWKS (RFC 7517, 7518, 8037).
+type JWK struct {
+	Kty string `json:"kty"`
+	Crv string `json:"crv,omitempty"`
+	X   string `json:"x,omitempty"`
+	Y   string `json:"y,omitempty"`
+	N   string `json:"n,omitempty"`
+	E   string `json:"e,omitempty"`
+	Kid string `json:"kid"`
+	Alg string `json:"alg"`
+	Use string `json:"use"`
+}
+
+// JWKS returns the JSON Web Key Set of the keys still able to verify
+// unexpired tokens at now, for tokens living ttl.
+func (kr *Keyring) JWKS(now time.Time, ttl time.Duration) ([]byte, error) {
+	var set struct {
+		Keys []JWK `json:"keys"`
+	}
+	set.Keys = []JWK{}
+	b64 := base64.RawURLEncoding
+	for _, k := range kr.Published(now, ttl) {
+		j := JWK{Kid: k.ID, Alg: k.Alg, Use: "sig"}
+		switch pub := k.Public().(type) {
+		case ed25519.PublicKey:
+			j.Kty, j.Crv, j.X = "OKP", "Ed25519", b64.EncodeToString(pub)
+		case *ecdsa.PublicKey:
+			raw, err := pub.Bytes() // 0x04 || X || Y, fixed width
+			if err != nil {
+				return nil, err
+			}
+			j.Kty, j.Crv = "EC", "P-256"
+			j.X, j.Y = b64.EncodeToString(raw[1:33]), b64.EncodeToString(raw[33:])
+		case *rsa.PublicKey:
+			j.Kty = "RSA"
+			j.N = b64.EncodeToString(pub.N.Bytes())
+			j.E = b64.EncodeToString(big.NewInt(int64(pub.E)).Bytes())
+		default:
+			return nil, fmt.Errorf("key %s: unsupported type %T", k.ID, pub)
+		}
+		set.Keys = append(set.Keys, j)
+	}
+	return json.Marshal(set)
+}

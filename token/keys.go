@@ -1,0 +1,276 @@
+// Package token holds authd's signing keys and issues and checks its access
+// tokens: JWTs (RFC 9068 profile) signed with EdDSA, ES256 or RS256, and the
+// JWKS document that publishes the public keys.
+package token
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Algorithms are the signing algorithms authd supports.
+var Algorithms = []string{"EdDSA", "ES256", "RS256"}
+
+// Key is one signing key. Its ID (the JWT kid, and its file name without
+// .pem) begins with its creation time, so that every instance sharing the
+// keys directory agrees on which key is newest.
+type Key struct {
+	ID      string
+	Alg     string
+	Created time.Time
+	Private crypto.Signer
+}
+
+// Public returns the public half of the key.
+func (k *Key) Public() crypto.PublicKey { return k.Private.Public() }
+
+const kidTime = "20060102T150405Z"
+
+// Generate creates a key for alg at now and writes it to dir as a PKCS#8
+// PEM file readable only by its owner.
+func Generate(dir, alg string, now time.Time) (*Key, error) {
+	var priv crypto.Signer
+	var err error
+	switch alg {
+	case "EdDSA":
+		_, priv, err = ed25519.GenerateKey(rand.Reader)
+	case "ES256":
+		priv, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case "RS256":
+		priv, err = rsa.GenerateKey(rand.Reader, 3072)
+	default:
+		return nil, fmt.Errorf("unknown signing algorithm %q (use %s)", alg, strings.Join(Algorithms, ", "))
+	}
+	if err != nil {
+		return nil, err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return nil, err
+	}
+	suffix := make([]byte, 4)
+	rand.Read(suffix)
+	k := &Key{ID: now.UTC().Format(kidTime) + "-" + hex.EncodeToString(suffix), Alg: alg,
+		Created: now.UTC().Truncate(time.Second), Private: priv}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	// Write to a temporary name and rename, so that another instance reading
+	// the directory never sees half a key.
+	tmp := filepath.Join(dir, "."+k.ID+".tmp")
+	if err := os.WriteFile(tmp, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, k.ID+".pem")); err != nil {
+		os.Remove(tmp)
+		return nil, err
+	}
+	return k, nil
+}
+
+// Load reads every key in dir, newest first. A file that is not a PKCS#8 PEM
+// private key of a supported type is an error naming it.
+func Load(dir string) ([]*Key, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var keys []*Key
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() || !strings.HasSuffix(name, ".pem") {
+			continue
+		}
+		k, err := parseKey(filepath.Join(dir, name))
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b *Key) int { return strings.Compare(b.ID, a.ID) })
+	return keys, nil
+}
+
+func parseKey(path string) (*Key, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	id := strings.TrimSuffix(filepath.Base(path), ".pem")
+	created, err := time.Parse(kidTime, strings.SplitN(id, "-", 2)[0])
+	if err != nil {
+		// A key added by hand: its file time stands in for its creation.
+		info, serr := os.Stat(path)
+		if serr != nil {
+			return nil, serr
+		}
+		created = info.ModTime().UTC().Truncate(time.Second)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "PRIVATE KEY" {
+		return nil, fmt.Errorf("%s: not a PKCS#8 PEM private key (BEGIN PRIVATE KEY)", path)
+	}
+	parsed, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	k := &Key{ID: id, Created: created}
+	switch p := parsed.(type) {
+	case ed25519.PrivateKey:
+		k.Alg, k.Private = "EdDSA", p
+	case *ecdsa.PrivateKey:
+		if p.Curve != elliptic.P256() {
+			return nil, fmt.Errorf("%s: ECDSA keys must be on P-256 (ES256)", path)
+		}
+		k.Alg, k.Private = "ES256", p
+	case *rsa.PrivateKey:
+		if p.N.BitLen() < 2048 {
+			return nil, fmt.Errorf("%s: RSA keys must have at least 2048 bits", path)
+		}
+		k.Alg, k.Private = "RS256", p
+	default:
+		return nil, fmt.Errorf("%s: unsupported key type %T", path, parsed)
+	}
+	return k, nil
+}
+
+// Keyring is the keys of one algorithm from a directory. The newest signs;
+// all verify. Safe for concurrent use; Reload picks up keys that other
+// instances or `authd keys rotate` wrote.
+type Keyring struct {
+	dir, alg string
+
+	mu   sync.RWMutex
+	keys []*Key // of alg, newest first; never empty
+	byID map[string]*Key
+}
+
+// OpenKeyring loads the keys of alg from dir, generating the first one when
+// there is none.
+func OpenKeyring(dir, alg string, now time.Time) (*Keyring, error) {
+	if !slices.Contains(Algorithms, alg) {
+		return nil, fmt.Errorf("unknown signing algorithm %q (use %s)", alg, strings.Join(Algorithms, ", "))
+	}
+	kr := &Keyring{dir: dir, alg: alg}
+	if err := kr.Reload(); err != nil {
+		return nil, err
+	}
+	if len(kr.keys) == 0 {
+		if _, err := Generate(dir, alg, now); err != nil {
+			return nil, fmt.Errorf("generate the first signing key in %s: %w", dir, err)
+		}
+		if err := kr.Reload(); err != nil {
+			return nil, err
+		}
+	}
+	return kr, nil
+}
+
+// Reload rereads the directory. It keeps the current keys if the directory
+// has none of the algorithm (it was emptied by mistake).
+func (kr *Keyring) Reload() error {
+	all, err := Load(kr.dir)
+	if err != nil {
+		return err
+	}
+	var keys []*Key
+	byID := map[string]*Key{}
+	for _, k := range all {
+		if k.Alg == kr.alg {
+			keys = append(keys, k)
+			byID[k.ID] = k
+		}
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	kr.mu.Lock()
+	kr.keys, kr.byID = keys, byID
+	kr.mu.Unlock()
+	return nil
+}
+
+// Alg is the keyring's algorithm.
+func (kr *Keyring) Alg() string { return kr.alg }
+
+// Signing returns the key that signs new tokens: the newest.
+func (kr *Keyring) Signing() *Key {
+	kr.mu.RLock()
+	defer kr.mu.RUnlock()
+	return kr.keys[0]
+}
+
+// Key returns the key with the id, if it is of the keyring's algorithm.
+func (kr *Keyring) Key(id string) (*Key, bool) {
+	kr.mu.RLock()
+	defer kr.mu.RUnlock()
+	k, ok := kr.byID[id]
+	return k, ok
+}
+
+// Published returns the keys that may still verify unexpired tokens at now:
+// the signing key, and each older key until ttl after a newer one replaced it.
+func (kr *Keyring) Published(now time.Time, ttl time.Duration) []*Key {
+	kr.mu.RLock()
+	defer kr.mu.RUnlock()
+	return published(kr.keys, now, ttl)
+}
+
+func published(keys []*Key, now time.Time, ttl time.Duration) []*Key {
+	var out []*Key
+	for i, k := range keys {
+		if i == 0 || now.Before(keys[i-1].Created.Add(ttl)) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// Rotate adds a new signing key for alg to dir and deletes the keys of alg
+// retired for longer than ttl (whose tokens have all expired). It returns
+// the new key and the ids deleted.
+func Rotate(dir, alg string, now time.Time, ttl time.Duration) (*Key, []string, error) {
+	k, err := Generate(dir, alg, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	all, err := Load(dir)
+	if err != nil {
+		return k, nil, err
+	}
+	var same []*Key
+	for _, key := range all {
+		if key.Alg == alg {
+			same = append(same, key)
+		}
+	}
+	keep := published(same, now, ttl)
+	var deleted []string
+	for _, key := range same {
+		if !slices.Contains(keep, key) {
+			if err := os.Remove(filepath.Join(dir, key.ID+".pem")); err != nil {
+				return k, deleted, err
+			}
+			deleted = append(deleted, key.ID)
+		}
+	}
+	return k, deleted, nil
+}
