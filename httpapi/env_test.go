@@ -1,0 +1,331 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/httpapi"
+	"github.com/authd/authd/password"
+	"github.com/authd/authd/postgres"
+	"github.com/authd/authd/ratelimit"
+	"github.com/authd/authd/sqlite"
+	"github.com/authd/authd/storetest"
+	"github.com/authd/authd/token"
+)
+
+// clock is a settable authd.Clock.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// mailbox records the mails the service sends.
+type mailbox struct {
+	mu    sync.Mutex
+	mails []authd.Mail
+}
+
+func (m *mailbox) Send(_ context.Context, mail authd.Mail) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.mails = append(m.mails, mail)
+	return nil
+}
+
+// last returns the newest mail of the kind to the address, or fails.
+func (m *mailbox) last(t *testing.T, kind authd.MailKind, to string) authd.Mail {
+	t.Helper()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i := len(m.mails) - 1; i >= 0; i-- {
+		if m.mails[i].Kind == kind && m.mails[i].To == to {
+			return m.mails[i]
+		}
+	}
+	t.Fatalf("no %s mail to %s among %d mails", kind, to, len(m.mails))
+	return authd.Mail{}
+}
+
+func (m *mailbox) count(kind authd.MailKind, to string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, mail := range m.mails {
+		if mail.Kind == kind && mail.To == to {
+			n++
+		}
+	}
+	return n
+}
+
+// tokenOf returns the token parameter of a mail's link.
+func tokenOf(t *testing.T, m authd.Mail) string {
+	t.Helper()
+	_, tok, ok := strings.Cut(m.Link, "?token=")
+	if !ok {
+		t.Fatalf("mail link %q has no token", m.Link)
+	}
+	return tok
+}
+
+// syncBuffer collects log output written from many goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+const serviceToken = "service-token-0123456789abcdef0123456789"
+
+// env is a running API on a real store with a fake clock and a recording
+// mailer.
+type env struct {
+	t       *testing.T
+	store   authd.Store
+	clock   *clock
+	mail    *mailbox
+	logs    *syncBuffer
+	keys    *token.Keyring
+	svc     *authd.Service
+	api     *httpapi.Server
+	srv     *httptest.Server
+	cfg     authd.Config
+	keysDir string
+}
+
+type option func(*authd.Config, *envOptions)
+
+type envOptions struct{ rateLimit bool }
+
+func withConfig(f func(*authd.Config)) option { return func(c *authd.Config, _ *envOptions) { f(c) } }
+func withRateLimit() option                   { return func(_ *authd.Config, o *envOptions) { o.rateLimit = true } }
+
+// cheap keeps hashing fast in tests; the cost does not change the flows.
+var cheap = password.Params{MemoryKiB: 64, Iterations: 1, Parallelism: 1}
+
+func newEnv(t *testing.T, store authd.Store, opts ...option) *env {
+	t.Helper()
+	cfg := authd.Config{
+		PublicURL: "https://auth.example.org", AccessTokenTTL: 15 * time.Minute, RefreshTokenTTL: 168 * time.Hour,
+		SessionMaxAge: 720 * time.Hour, RefreshReuseGrace: 10 * time.Second, RequireVerifiedEmail: true,
+		LockoutThreshold: 5, LockoutDuration: 15 * time.Minute,
+	}
+	var o envOptions
+	for _, opt := range opts {
+		opt(&cfg, &o)
+	}
+	e := &env{t: t, store: store, clock: &clock{now: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)},
+		mail: &mailbox{}, logs: &syncBuffer{}, cfg: cfg, keysDir: t.TempDir()}
+	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	keys, err := token.OpenKeyring(e.keysDir, "EdDSA", e.clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.keys = keys
+	var limiter authd.RateLimiter
+	if o.rateLimit {
+		limiter = ratelimit.NewMemory(e.clock)
+	}
+	hasher := password.NewHasher(cheap, password.Policy{MinLength: 12})
+	e.svc = authd.NewService(cfg, authd.Deps{
+		Store: store, Clock: e.clock, Passwords: hasher,
+		Tokens: token.NewIssuer(keys, "https://auth.example.org", "authd"),
+		Mailer: e.mail, Limiter: limiter, Logger: logger,
+	})
+	if err := e.svc.LoadRevocations(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e.api = httpapi.New(httpapi.Options{
+		Service: e.svc, Logger: logger, Ready: store.Ready, ServiceTokens: []string{serviceToken},
+		JWKS:        func() ([]byte, error) { return keys.JWKS(e.clock.Now(), cfg.AccessTokenTTL) },
+		CORSOrigins: []string{"https://app.example.org"},
+	})
+	e.srv = httptest.NewServer(e.api)
+	t.Cleanup(e.srv.Close)
+	return e
+}
+
+func openSQLite(t *testing.T) authd.Store {
+	t.Helper()
+	s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "authd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if _, err := s.Migrator().Up(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func openPostgres(t *testing.T) authd.Store {
+	t.Helper()
+	s, err := postgres.Open(context.Background(), storetest.PostgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if _, err := s.Migrator().Up(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// onBothStores runs test as a subtest on SQLite and on PostgreSQL.
+func onBothStores(t *testing.T, test func(t *testing.T, open func(*testing.T) authd.Store)) {
+	t.Parallel()
+	for name, open := range map[string]func(*testing.T) authd.Store{"sqlite": openSQLite, "postgres": openPostgres} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			test(t, open)
+		})
+	}
+}
+
+// response is an answer with its JSON body decoded.
+type response struct {
+	status int
+	header http.Header
+	body   map[string]any
+	raw    string
+}
+
+func (r response) str(key string) string { s, _ := r.body[key].(string); return s }
+
+// code returns the problem code of an error answer.
+func (r response) code() string { return r.str("code") }
+
+// do sends a request; body is JSON-encoded unless it is a string.
+func (e *env) do(method, path string, body any, headers ...string) response {
+	e.t.Helper()
+	var rd io.Reader
+	ctype := "application/json"
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		buf, _ := json.Marshal(b)
+		rd = bytes.NewReader(buf)
+	}
+	req, err := http.NewRequest(method, e.srv.URL+path, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", ctype)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	out := response{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
+	json.Unmarshal(raw, &out.body)
+	return out
+}
+
+func bearer(token string) []string { return []string{"Authorization", "Bearer " + token} }
+
+// want fails unless r has the status (and, for errors, the problem code).
+func want(t *testing.T, what string, r response, status int, code string) {
+	t.Helper()
+	if r.status != status || (code != "" && r.code() != code) {
+		t.Fatalf("%s: %d %s; want %d %s", what, r.status, r.raw, status, code)
+	}
+	if status >= 400 && r.header.Get("Content-Type") != "application/problem+json" {
+		t.Errorf("%s: Content-Type %q, want application/problem+json", what, r.header.Get("Content-Type"))
+	}
+}
+
+const goodPassword = "correct horse battery staple 9"
+
+// registerVerified registers email and verifies it through its mail.
+func (e *env) registerVerified(email, pw string) {
+	e.t.Helper()
+	want(e.t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": email, "password": pw, "consent": true}), 202, "")
+	tok := tokenOf(e.t, e.mail.last(e.t, authd.MailVerifyEmail, strings.ToLower(email)))
+	want(e.t, "verify", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": tok}), 200, "")
+}
+
+// login logs in and returns the token pair.
+func (e *env) login(email, pw string) (access, refresh string) {
+	e.t.Helper()
+	r := e.do("POST", "/v1/auth/login", map[string]string{"email": email, "password": pw, "device_info": "test"})
+	want(e.t, "login", r, 200, "")
+	return r.str("access_token"), r.str("refresh_token")
+}
+
+// events returns the event types logged for the user (or all with uuid.Nil), oldest first.
+func (e *env) events(email string) []string {
+	e.t.Helper()
+	f := authd.SecurityLogFilter{Limit: authd.MaxListLimit}
+	if email != "" {
+		u, err := e.store.UserByEmail(context.Background(), email)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		f.UserID = u.ID
+	}
+	logs, err := e.store.SecurityLogs(context.Background(), f)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	out := make([]string, len(logs))
+	for i, l := range logs {
+		out[len(logs)-1-i] = string(l.EventType) + "/" + string(l.Result)
+	}
+	return out
+}
+
+func (e *env) user(email string) *authd.User {
+	e.t.Helper()
+	u, err := e.store.UserByEmail(context.Background(), email)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return u
+}
+
+// jwtClaims decodes (without verifying) the claims of a JWT.
+func jwtClaims(t *testing.T, tok string) map[string]any {
+	t.Helper()
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a JWT: %q", tok)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c map[string]any
+	if err := json.Unmarshal(b, &c); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}

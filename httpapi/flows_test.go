@@ -1,0 +1,500 @@
+package httpapi_test
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestWalkThrough(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		r := e.do("POST", "/v1/auth/register", map[string]any{"email": "Alice@Example.org", "password": goodPassword, "consent": true})
+		want(t, "register", r, 202, "")
+		if r.str("status") != "verification_sent" {
+			t.Errorf("register body %s", r.raw)
+		}
+		u := e.user("alice@example.org")
+		if u.AccountStatus != authd.StatusInactive || u.EmailVerified || !u.ConsentStatus || !strings.HasPrefix(u.PasswordHash, "$argon2id$") {
+			t.Errorf("new user %+v", u)
+		}
+		m := e.mail.last(t, authd.MailVerifyEmail, "alice@example.org")
+		if !strings.HasPrefix(m.Link, "https://auth.example.org/verify-email?token=") {
+			t.Errorf("verification link %q", m.Link)
+		}
+		want(t, "login before verifying", e.do("POST", "/v1/auth/login",
+			map[string]string{"email": "alice@example.org", "password": goodPassword}), 403, "email_not_verified")
+
+		tok := tokenOf(t, m)
+		want(t, "verify", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": tok}), 200, "")
+		want(t, "verify again", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": tok}), 400, "invalid_token")
+		if u := e.user("alice@example.org"); u.AccountStatus != authd.StatusActive || !u.EmailVerified {
+			t.Errorf("verified user %+v", u)
+		}
+		// Only the digest of the verification token is stored.
+		if _, err := e.store.VerificationToken(context.Background(), tok); authd.ErrorCode(err) != authd.ENotFound {
+			t.Errorf("the raw verification token is stored")
+		}
+
+		r = e.do("POST", "/v1/auth/login", map[string]string{"email": "ALICE@example.org", "password": goodPassword, "device_info": "Firefox"})
+		want(t, "login", r, 200, "")
+		if r.str("token_type") != "Bearer" || r.body["expires_in"] != float64(900) ||
+			r.body["refresh_expires_in"] != float64(168*3600) || r.str("session_id") == "" {
+			t.Errorf("login body %s", r.raw)
+		}
+		access, refresh := r.str("access_token"), r.str("refresh_token")
+		if len(refresh) < 43 {
+			t.Errorf("refresh token %q is shorter than 256 bits", refresh)
+		}
+		rt, err := e.store.RefreshToken(context.Background(), authd.Digest(refresh))
+		if err != nil || rt.TokenValue == refresh || rt.DeviceInfo != "Firefox" {
+			t.Errorf("refresh row %+v, %v: want it found by digest, not holding the raw token", rt, err)
+		}
+
+		me := e.do("GET", "/v1/users/me", nil, bearer(access)...)
+		want(t, "me", me, 200, "")
+		if me.str("email") != "alice@example.org" || strings.Contains(me.raw, "argon2") || strings.Contains(me.raw, "password_hash") {
+			t.Errorf("me %s", me.raw)
+		}
+
+		r = e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh})
+		want(t, "refresh", r, 200, "")
+		access2, refresh2 := r.str("access_token"), r.str("refresh_token")
+		if refresh2 == refresh || access2 == access {
+			t.Error("refresh returned the same tokens")
+		}
+		want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(access2)...), 204, "")
+		want(t, "me after logout", e.do("GET", "/v1/users/me", nil, bearer(access2)...), 401, "invalid_token")
+		want(t, "older access token after logout", e.do("GET", "/v1/users/me", nil, bearer(access)...), 401, "invalid_token")
+		want(t, "refresh after logout", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh2}), 401, "invalid_token")
+
+		got := e.events("alice@example.org")
+		wantEvents := []string{"registration/success", "email_verification_sent/success", "login_failure/failure",
+			"email_verified/success", "login_success/success", "token_refreshed/success", "logout/success"}
+		if diff := cmp.Diff(wantEvents, got); diff != "" {
+			t.Errorf("security log (-want +got):\n%s", diff)
+		}
+		// Every issued access token has its row, without a value.
+		for _, tok := range []string{access, access2} {
+			row, err := e.store.TokenByJTI(context.Background(), jwtClaims(t, tok)["jti"].(string))
+			if err != nil || row.TokenType != authd.TokenAccess || row.TokenValue != "" || !row.Revoked {
+				t.Errorf("access token row %+v, %v: want a revoked access row without a value", row, err)
+			}
+		}
+	})
+}
+
+func TestRegisterValidation(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		tests := []struct {
+			name         string
+			body         string
+			status       int
+			code, field  string
+		}{
+			{"bad email", `{"email":"not-an-email","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
+			{"email with name", `{"email":"Al <al@example.org>","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
+			{"email too long", `{"email":"` + strings.Repeat("a", 250) + `@x.org","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
+			{"no consent", `{"email":"a@example.org","password":"` + goodPassword + `"}`, 400, "validation_failed", "consent"},
+			{"consent false", `{"email":"a@example.org","password":"` + goodPassword + `","consent":false}`, 400, "validation_failed", "consent"},
+			{"short password", `{"email":"a@example.org","password":"short pass","consent":true}`, 400, "weak_password", "password"},
+			{"long password", `{"email":"a@example.org","password":"` + strings.Repeat("x", 129) + `","consent":true}`, 400, "weak_password", "password"},
+			{"common password", `{"email":"a@example.org","password":"1qaz2wsx3edc","consent":true}`, 400, "weak_password", "password"},
+			{"password has local part", `{"email":"zebra42@example.org","password":"my name is Zebra42 ok","consent":true}`, 400, "weak_password", "password"},
+			{"missing password", `{"email":"a@example.org","consent":true}`, 400, "validation_failed", "password"},
+			{"unknown field", `{"email":"a@example.org","password":"` + goodPassword + `","consent":true,"admin":true}`, 400, "validation_failed", "admin"},
+			{"duplicate key", `{"email":"a@example.org","email":"b@example.org","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
+			{"array for string", `{"email":["a@example.org"],"password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
+			{"string for bool", `{"email":"a@example.org","password":"` + goodPassword + `","consent":"yes"}`, 400, "validation_failed", "consent"},
+			{"trailing data", `{"email":"a@example.org","password":"` + goodPassword + `","consent":true} {}`, 400, "validation_failed", ""},
+			{"escaped NUL", `{"email":"a@example.org","password":"abc\u0000defghijklmn","consent":true}`, 400, "validation_failed", "password"},
+			{"raw NUL", "{\"email\":\"a@example.org\x00\"}", 400, "validation_failed", ""},
+			{"array body", `[]`, 400, "validation_failed", ""},
+			{"empty body", ``, 400, "validation_failed", ""},
+			{"not JSON", `email=a@example.org`, 400, "validation_failed", ""},
+			{"too large", `{"email":"` + strings.Repeat("a", 70000) + `"}`, 413, "payload_too_large", ""},
+		}
+		for _, tt := range tests {
+			r := e.do("POST", "/v1/auth/register", tt.body)
+			want(t, tt.name, r, tt.status, tt.code)
+			if tt.field != "" && !strings.Contains(r.raw, `"field":"`+tt.field+`"`) {
+				t.Errorf("%s: %s does not name field %q", tt.name, r.raw, tt.field)
+			}
+		}
+		r := e.do("POST", "/v1/auth/register", `{}`, "Content-Type", "text/plain")
+		want(t, "text/plain body", r, 415, "unsupported_media_type")
+		if n := len(e.events("")); n != 0 {
+			t.Errorf("%d security-log rows after only invalid requests", n)
+		}
+	})
+}
+
+func TestNoEnumeration(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("known@example.org", goodPassword)
+		pairs := []struct {
+			name, path string
+			known, unknown any
+		}{
+			{"register", "/v1/auth/register",
+				map[string]any{"email": "known@example.org", "password": "another good passphrase", "consent": true},
+				map[string]any{"email": "fresh@example.org", "password": "another good passphrase", "consent": true}},
+			{"resend", "/v1/auth/verify-email/resend", map[string]string{"email": "known@example.org"}, map[string]string{"email": "nobody@example.org"}},
+			{"forgot", "/v1/auth/password/forgot", map[string]string{"email": "known@example.org"}, map[string]string{"email": "nobody@example.org"}},
+			{"login", "/v1/auth/login",
+				map[string]string{"email": "known@example.org", "password": "wrong password here"},
+				map[string]string{"email": "nobody@example.org", "password": "wrong password here"}},
+		}
+		for _, p := range pairs {
+			a, b := e.do("POST", p.path, p.known), e.do("POST", p.path, p.unknown)
+			if a.status != b.status || a.raw != b.raw {
+				t.Errorf("%s answers differ: known %d %s, unknown %d %s", p.name, a.status, a.raw, b.status, b.raw)
+			}
+		}
+		if n := e.mail.count(authd.MailRegisterNotice, "known@example.org"); n != 1 {
+			t.Errorf("%d register notices to the existing address, want 1", n)
+		}
+		if n := e.mail.count(authd.MailVerifyEmail, "known@example.org"); n != 1 {
+			t.Errorf("resend mailed a verified address (%d verification mails)", n)
+		}
+		if e.mail.count(authd.MailPasswordReset, "known@example.org") != 1 || e.mail.count(authd.MailPasswordReset, "nobody@example.org") != 0 {
+			t.Error("forgot: want one reset mail to the known address and none to the unknown")
+		}
+	})
+}
+
+func TestVerificationTokens(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": "v@example.org", "password": goodPassword, "consent": true}), 202, "")
+		first := tokenOf(t, e.mail.last(t, authd.MailVerifyEmail, "v@example.org"))
+		want(t, "resend", e.do("POST", "/v1/auth/verify-email/resend", map[string]string{"email": "v@example.org"}), 202, "")
+		second := tokenOf(t, e.mail.last(t, authd.MailVerifyEmail, "v@example.org"))
+		want(t, "older token after resend", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": first}), 400, "invalid_token")
+		e.clock.Advance(24*time.Hour + time.Second)
+		want(t, "token after 24 h", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": second}), 400, "invalid_token")
+		want(t, "junk token", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": "junk"}), 400, "invalid_token")
+		want(t, "resend", e.do("POST", "/v1/auth/verify-email/resend", map[string]string{"email": "v@example.org"}), 202, "")
+		third := tokenOf(t, e.mail.last(t, authd.MailVerifyEmail, "v@example.org"))
+		e.clock.Advance(24*time.Hour - time.Second)
+		want(t, "token just before 24 h", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": third}), 200, "")
+
+		// Reset tokens: one hour, one use, and a reset token cannot verify.
+		want(t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": "v@example.org"}), 202, "")
+		reset := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, "v@example.org"))
+		if !strings.HasPrefix(e.mail.last(t, authd.MailPasswordReset, "v@example.org").Link, "https://auth.example.org/reset-password?token=") {
+			t.Error("reset link does not point at the reset page")
+		}
+		want(t, "reset token at verify", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": reset}), 400, "invalid_token")
+		e.clock.Advance(time.Hour + time.Second)
+		want(t, "reset after 1 h", e.do("POST", "/v1/auth/password/reset", map[string]string{"token": reset, "new_password": "a brand new passphrase"}), 400, "invalid_token")
+		want(t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": "v@example.org"}), 202, "")
+		reset = tokenOf(t, e.mail.last(t, authd.MailPasswordReset, "v@example.org"))
+		want(t, "weak new password", e.do("POST", "/v1/auth/password/reset", map[string]string{"token": reset, "new_password": "password"}), 400, "weak_password")
+		want(t, "reset", e.do("POST", "/v1/auth/password/reset", map[string]string{"token": reset, "new_password": "a brand new passphrase"}), 204, "")
+		want(t, "reset again", e.do("POST", "/v1/auth/password/reset", map[string]string{"token": reset, "new_password": "another new passphrase"}), 400, "invalid_token")
+		e.login("v@example.org", "a brand new passphrase")
+		want(t, "old password", e.do("POST", "/v1/auth/login", map[string]string{"email": "v@example.org", "password": goodPassword}), 401, "invalid_credentials")
+		if e.mail.count(authd.MailPasswordChanged, "v@example.org") != 1 {
+			t.Error("no password-changed notice after the reset")
+		}
+	})
+}
+
+func TestAccessTokenExpiry(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("exp@example.org", goodPassword)
+		access, _ := e.login("exp@example.org", goodPassword)
+		e.clock.Advance(15*time.Minute - time.Second)
+		want(t, "me before expiry", e.do("GET", "/v1/users/me", nil, bearer(access)...), 200, "")
+		e.clock.Advance(2 * time.Second)
+		want(t, "me after expiry", e.do("GET", "/v1/users/me", nil, bearer(access)...), 401, "invalid_token")
+		r := e.do("POST", "/v1/auth/introspect", map[string]string{"token": access}, bearer(serviceToken)...)
+		if r.status != 200 || r.body["active"] != false {
+			t.Errorf("introspect expired token: %d %s", r.status, r.raw)
+		}
+	})
+}
+
+func TestRefreshRotationAndReuse(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("rot@example.org", goodPassword)
+		_, r0 := e.login("rot@example.org", goodPassword)
+		first := e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": r0})
+		want(t, "refresh", first, 200, "")
+
+		// Within the grace window a repeat is a retry: a fresh pair, same session.
+		e.clock.Advance(5 * time.Second)
+		retry := e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": r0})
+		want(t, "repeat within grace", retry, 200, "")
+		if retry.str("session_id") != first.str("session_id") || retry.str("refresh_token") == first.str("refresh_token") {
+			t.Errorf("grace retry: session %s vs %s", retry.str("session_id"), first.str("session_id"))
+		}
+		want(t, "earlier pair still valid", e.do("GET", "/v1/users/me", nil, bearer(first.str("access_token"))...), 200, "")
+
+		// After the window it is reuse: the whole session ends.
+		e.clock.Advance(6 * time.Second)
+		want(t, "reuse after grace", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": r0}), 401, "invalid_token")
+		for _, r := range []response{first, retry} {
+			want(t, "access token of the reused session", e.do("GET", "/v1/users/me", nil, bearer(r.str("access_token"))...), 401, "invalid_token")
+			want(t, "refresh token of the reused session", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": r.str("refresh_token")}), 401, "invalid_token")
+		}
+		if evs := e.events("rot@example.org"); !slices.Contains(evs, "refresh_token_reuse/failure") {
+			t.Errorf("no refresh_token_reuse event in %v", evs)
+		}
+		want(t, "unknown refresh token", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": strings.Repeat("A", 43)}), 401, "invalid_token")
+	})
+}
+
+func TestRefreshRaceWithoutGrace(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withConfig(func(c *authd.Config) { c.RefreshReuseGrace = 0 }))
+		e.registerVerified("race@example.org", goodPassword)
+		_, refresh := e.login("race@example.org", goodPassword)
+		const n = 20
+		statuses := make([]int, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				statuses[i] = e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh}).status
+			})
+		}
+		wg.Wait()
+		wins := 0
+		for _, s := range statuses {
+			switch s {
+			case 200:
+				wins++
+			case 401:
+			default:
+				t.Errorf("a concurrent refresh answered %d", s)
+			}
+		}
+		if wins != 1 {
+			t.Errorf("%d of %d concurrent refreshes won, want exactly 1 (statuses %v)", wins, n, statuses)
+		}
+	})
+}
+
+func TestRevocationPaths(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("rev@example.org", goodPassword)
+		introspect := func(tok string) bool {
+			r := e.do("POST", "/v1/auth/introspect", "token="+url.QueryEscape(tok),
+				"Authorization", "Bearer "+serviceToken, "Content-Type", "application/x-www-form-urlencoded")
+			if r.status != 200 {
+				t.Fatalf("introspect: %d %s", r.status, r.raw)
+			}
+			return r.body["active"] == true
+		}
+		valid := func(what, tok string, wantValid bool) {
+			t.Helper()
+			status := e.do("GET", "/v1/users/me", nil, bearer(tok)...).status
+			if (status == 200) != wantValid || introspect(tok) != wantValid {
+				t.Errorf("%s: /me %d, introspection active %v; want valid=%v", what, status, introspect(tok), wantValid)
+			}
+		}
+
+		a1, _ := e.login("rev@example.org", goodPassword)
+		a2, _ := e.login("rev@example.org", goodPassword)
+		valid("fresh token", a1, true)
+		want(t, "logout-all", e.do("POST", "/v1/auth/logout-all", nil, bearer(a1)...), 204, "")
+		valid("after logout-all, same session", a1, false)
+		valid("after logout-all, other session", a2, false)
+
+		a1, _ = e.login("rev@example.org", goodPassword)
+		a2, _ = e.login("rev@example.org", goodPassword)
+		want(t, "change password", e.do("POST", "/v1/auth/password/change",
+			map[string]string{"current_password": goodPassword, "new_password": "a changed passphrase"}, bearer(a1)...), 204, "")
+		valid("after change, the changing session", a1, true)
+		valid("after change, another session", a2, false)
+
+		a2, _ = e.login("rev@example.org", "a changed passphrase")
+		want(t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": "rev@example.org"}), 202, "")
+		reset := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, "rev@example.org"))
+		want(t, "reset", e.do("POST", "/v1/auth/password/reset", map[string]string{"token": reset, "new_password": "a reset passphrase"}), 204, "")
+		valid("after reset, session one", a1, false)
+		valid("after reset, session two", a2, false)
+
+		// Sessions: list, delete another one, 404 for strangers.
+		a1, _ = e.login("rev@example.org", "a reset passphrase")
+		a2, _ = e.login("rev@example.org", "a reset passphrase")
+		list := e.do("GET", "/v1/users/me/sessions", nil, bearer(a1)...)
+		want(t, "sessions", list, 200, "")
+		items, _ := list.body["items"].([]any)
+		if len(items) != 2 {
+			t.Fatalf("sessions: %s", list.raw)
+		}
+		var other string
+		for _, it := range items {
+			m := it.(map[string]any)
+			if m["current"] == false {
+				other = m["id"].(string)
+			}
+		}
+		want(t, "delete other session", e.do("DELETE", "/v1/users/me/sessions/"+other, nil, bearer(a1)...), 204, "")
+		valid("deleted session", a2, false)
+		valid("current session", a1, true)
+		want(t, "delete it again", e.do("DELETE", "/v1/users/me/sessions/"+other, nil, bearer(a1)...), 404, "not_found")
+		want(t, "delete a bad id", e.do("DELETE", "/v1/users/me/sessions/nope", nil, bearer(a1)...), 404, "not_found")
+
+		e.registerVerified("stranger@example.org", goodPassword)
+		s1, _ := e.login("stranger@example.org", goodPassword)
+		mine := e.do("GET", "/v1/users/me/sessions", nil, bearer(a1)...).body["items"].([]any)[0].(map[string]any)["id"].(string)
+		want(t, "delete someone else's session", e.do("DELETE", "/v1/users/me/sessions/"+mine, nil, bearer(s1)...), 404, "not_found")
+		valid("session a stranger tried to delete", a1, true)
+
+		evs := e.events("rev@example.org")
+		for _, ev := range []string{"logout_all/success", "password_changed/success", "password_reset_requested/success",
+			"password_reset_completed/success", "session_revoked/success"} {
+			if !slices.Contains(evs, ev) {
+				t.Errorf("no %s in %v", ev, evs)
+			}
+		}
+	})
+}
+
+func TestChangePasswordErrors(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("chg@example.org", goodPassword)
+		a, _ := e.login("chg@example.org", goodPassword)
+		want(t, "wrong current", e.do("POST", "/v1/auth/password/change",
+			map[string]string{"current_password": "not my password", "new_password": "a changed passphrase"}, bearer(a)...), 401, "invalid_credentials")
+		r := e.do("POST", "/v1/auth/password/change", map[string]string{"current_password": goodPassword, "new_password": "qwertyuiop123"}, bearer(a)...)
+		want(t, "weak new", r, 400, "weak_password")
+		if !strings.Contains(r.raw, `"field":"new_password"`) {
+			t.Errorf("weak new password names %s", r.raw)
+		}
+		want(t, "no token", e.do("POST", "/v1/auth/password/change", map[string]string{"current_password": goodPassword, "new_password": "a changed passphrase"}), 401, "invalid_token")
+	})
+}
+
+func TestLockout(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("lock@example.org", goodPassword)
+		a, _ := e.login("lock@example.org", goodPassword)
+		bad := map[string]string{"email": "lock@example.org", "password": "not the password"}
+		good := map[string]string{"email": "lock@example.org", "password": goodPassword}
+
+		for i := range 4 {
+			want(t, fmt.Sprintf("failure %d", i+1), e.do("POST", "/v1/auth/login", bad), 401, "invalid_credentials")
+		}
+		e.login("lock@example.org", goodPassword) // a success resets the counter
+		if u := e.user("lock@example.org"); u.FailedLoginAttempts != 0 {
+			t.Errorf("counter after success = %d", u.FailedLoginAttempts)
+		}
+		for i := range 5 {
+			want(t, fmt.Sprintf("failure %d", i+1), e.do("POST", "/v1/auth/login", bad), 401, "invalid_credentials")
+		}
+		u := e.user("lock@example.org")
+		if u.AccountStatus != authd.StatusLocked || !u.AccountLockedUntil.Equal(e.clock.Now().Truncate(time.Microsecond).Add(15*time.Minute)) {
+			t.Errorf("after 5 failures: status %s until %v", u.AccountStatus, u.AccountLockedUntil)
+		}
+		if e.mail.count(authd.MailAccountLocked, "lock@example.org") != 1 {
+			t.Error("no lock notice mail")
+		}
+		want(t, "wrong password while locked", e.do("POST", "/v1/auth/login", bad), 401, "invalid_credentials")
+		r := e.do("POST", "/v1/auth/login", good)
+		want(t, "right password while locked", r, 423, "account_locked")
+		if r.header.Get("Retry-After") != "900" {
+			t.Errorf("Retry-After %q, want 900", r.header.Get("Retry-After"))
+		}
+		want(t, "access token of a locked account", e.do("GET", "/v1/users/me", nil, bearer(a)...), 401, "invalid_token")
+
+		e.clock.Advance(15*time.Minute + time.Second)
+		e.login("lock@example.org", goodPassword)
+		if u := e.user("lock@example.org"); u.AccountStatus != authd.StatusActive || u.FailedLoginAttempts != 0 || !u.AccountLockedUntil.IsZero() {
+			t.Errorf("after the lock ran out: %+v", u)
+		}
+		evs := e.events("lock@example.org")
+		for _, ev := range []string{"account_locked/success", "account_unlocked/success"} {
+			if !slices.Contains(evs, ev) {
+				t.Errorf("no %s in %v", ev, evs)
+			}
+		}
+
+		// A password reset unlocks at once.
+		for range 5 {
+			e.do("POST", "/v1/auth/login", bad)
+		}
+		want(t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": "lock@example.org"}), 202, "")
+		reset := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, "lock@example.org"))
+		want(t, "reset", e.do("POST", "/v1/auth/password/reset", map[string]string{"token": reset, "new_password": "a reopening passphrase"}), 204, "")
+		e.login("lock@example.org", "a reopening passphrase")
+	})
+}
+
+func TestRateLimits(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withRateLimit())
+		// Per email: 10 login attempts a minute, known or not.
+		for _, email := range []string{"ghost@example.org", "ghost2@example.org"} {
+			for i := range 10 {
+				want(t, fmt.Sprintf("attempt %d", i+1), e.do("POST", "/v1/auth/login", map[string]string{"email": email, "password": "whatever password"}), 401, "")
+			}
+			r := e.do("POST", "/v1/auth/login", map[string]string{"email": email, "password": "whatever password"})
+			want(t, "11th attempt", r, 429, "rate_limited")
+			if ra := r.header.Get("Retry-After"); ra == "" || ra == "0" {
+				t.Errorf("429 without Retry-After: %q", ra)
+			}
+		}
+		// Per IP: 30 a minute on login.
+		for i := range 8 {
+			e.do("POST", "/v1/auth/login", map[string]string{"email": fmt.Sprintf("u%d@example.org", i), "password": "whatever password"})
+		}
+		want(t, "31st login from one IP", e.do("POST", "/v1/auth/login", map[string]string{"email": "new@example.org", "password": "whatever password"}), 429, "rate_limited")
+		e.clock.Advance(time.Minute)
+		want(t, "after the window", e.do("POST", "/v1/auth/login", map[string]string{"email": "new@example.org", "password": "whatever password"}), 401, "")
+
+		// Per email: 3 mails an hour across resend and forgot.
+		for i := range 3 {
+			want(t, fmt.Sprintf("mail %d", i+1), e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": "m@example.org"}), 202, "")
+		}
+		want(t, "4th mail", e.do("POST", "/v1/auth/verify-email/resend", map[string]string{"email": "m@example.org"}), 429, "rate_limited")
+	})
+}
+
+func TestConsent(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("c@example.org", goodPassword)
+		a, _ := e.login("c@example.org", goodPassword)
+		e.clock.Advance(10 * time.Minute)
+		r := e.do("PUT", "/v1/users/me/consent", map[string]bool{"consent": false}, bearer(a)...)
+		want(t, "withdraw consent", r, 200, "")
+		u := e.user("c@example.org")
+		if u.ConsentStatus || !u.ConsentTimestamp.Equal(e.clock.Now()) {
+			t.Errorf("consent %v at %v", u.ConsentStatus, u.ConsentTimestamp)
+		}
+		want(t, "missing consent", e.do("PUT", "/v1/users/me/consent", map[string]string{}, bearer(a)...), 400, "validation_failed")
+		if !slices.Contains(e.events("c@example.org"), "consent_updated/success") {
+			t.Error("no consent_updated event")
+		}
+	})
+}
+
+func TestNotVerifiedRequirementOff(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withConfig(func(c *authd.Config) { c.RequireVerifiedEmail = false }))
+		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": "early@example.org", "password": goodPassword, "consent": true}), 202, "")
+		e.login("early@example.org", goodPassword)
+		if u := e.user("early@example.org"); u.AccountStatus != authd.StatusActive || u.EmailVerified {
+			t.Errorf("with verification not required: %+v", u)
+		}
+	})
+}
