@@ -60,25 +60,27 @@ var errBusy = &authd.Error{Code: authd.EUnavailable, Message: "The server is bus
 
 // run runs f on a worker once one is free.
 func (h *Hasher) run(ctx context.Context, f func()) error {
-	queued := h.waiting.Add(1)
-	defer h.waiting.Add(-1)
-	if queued > int64(h.MaxQueue) {
+	if h.waiting.Add(1) > int64(h.MaxQueue) {
+		h.waiting.Add(-1)
 		return errBusy
 	}
 	timer := time.NewTimer(h.MaxWait)
 	defer timer.Stop()
 	select {
 	case h.slots <- struct{}{}:
+		h.waiting.Add(-1)
 	case <-timer.C:
+		h.waiting.Add(-1)
 		return errBusy
 	case <-ctx.Done():
+		h.waiting.Add(-1)
 		return ctx.Err()
 	}
 	defer func() { <-h.slots }()
 	start := time.Now()
 	f()
 	if h.Observe != nil {
-		h.Observe(time.Since(start), int(h.waiting.Load())-1)
+		h.Observe(time.Since(start), int(h.waiting.Load()))
 	}
 	return nil
 }

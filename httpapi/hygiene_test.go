@@ -1,0 +1,204 @@
+package httpapi_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/authd/authd"
+	"golang.org/x/crypto/bcrypt"
+)
+
+func TestSecurityHeadersAndProblems(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	for _, r := range []response{
+		e.do("GET", "/healthz", nil),
+		e.do("GET", "/nowhere", nil),
+		e.do("POST", "/v1/auth/login", `{}`),
+	} {
+		for h, v := range map[string]string{
+			"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+		} {
+			if got := r.header.Get(h); got != v {
+				t.Errorf("%s = %q, want %q", h, got, v)
+			}
+		}
+		if !strings.Contains(r.header.Get("Content-Security-Policy"), "default-src 'none'") || r.header.Get("X-Request-Id") == "" {
+			t.Errorf("CSP %q, request id %q", r.header.Get("Content-Security-Policy"), r.header.Get("X-Request-Id"))
+		}
+	}
+	want(t, "unknown path", e.do("GET", "/nowhere", nil), 404, "not_found")
+	r := e.do("GET", "/v1/auth/login", nil)
+	want(t, "wrong method", r, 405, "method_not_allowed")
+	if !strings.Contains(r.header.Get("Allow"), "POST") {
+		t.Errorf("405 Allow = %q", r.header.Get("Allow"))
+	}
+	p := e.do("GET", "/nowhere", nil)
+	for _, field := range []string{"type", "title", "status", "detail", "code"} {
+		if _, ok := p.body[field]; !ok {
+			t.Errorf("problem lacks %q: %s", field, p.raw)
+		}
+	}
+	jwks := e.do("GET", "/.well-known/jwks.json", nil)
+	if jwks.status != 200 || !strings.Contains(jwks.header.Get("Cache-Control"), "max-age") || len(jwks.body["keys"].([]any)) != 1 {
+		t.Errorf("jwks: %d %q %s", jwks.status, jwks.header.Get("Cache-Control"), jwks.raw)
+	}
+}
+
+func TestCORS(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	r := e.do("OPTIONS", "/v1/auth/login", nil, "Origin", "https://app.example.org", "Access-Control-Request-Method", "POST")
+	if r.status != 204 || r.header.Get("Access-Control-Allow-Origin") != "https://app.example.org" ||
+		!strings.Contains(r.header.Get("Access-Control-Allow-Headers"), "Authorization") {
+		t.Errorf("preflight from an allowed origin: %d %v", r.status, r.header)
+	}
+	r = e.do("GET", "/healthz", nil, "Origin", "https://evil.example")
+	if r.header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("CORS allowed an unknown origin: %v", r.header)
+	}
+}
+
+func TestBearerHandling(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	e.registerVerified("b@example.org", goodPassword)
+	access, _ := e.login("b@example.org", goodPassword)
+	for name, h := range map[string][]string{
+		"no header":     nil,
+		"basic":         {"Authorization", "Basic " + access},
+		"empty bearer":  {"Authorization", "Bearer "},
+		"garbage":       {"Authorization", "Bearer abc.def.ghi"},
+		"alg none":      {"Authorization", "Bearer eyJhbGciOiJub25lIiwidHlwIjoiYXQrand0In0." + strings.Split(access, ".")[1] + "."},
+		"service token": bearer(serviceToken),
+	} {
+		r := e.do("GET", "/v1/users/me", nil, h...)
+		want(t, name, r, 401, "invalid_token")
+		if !strings.HasPrefix(r.header.Get("WWW-Authenticate"), "Bearer") {
+			t.Errorf("%s: WWW-Authenticate %q", name, r.header.Get("WWW-Authenticate"))
+		}
+	}
+	// Tokens are never taken from the query string.
+	want(t, "token in query", e.do("GET", "/v1/users/me?access_token="+access, nil), 401, "invalid_token")
+	want(t, "lower-case scheme", e.do("GET", "/v1/users/me", nil, "Authorization", "bearer "+access), 200, "")
+}
+
+func TestIntrospection(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	e.registerVerified("i@example.org", goodPassword)
+	access, refresh := e.login("i@example.org", goodPassword)
+	want(t, "no service token", e.do("POST", "/v1/auth/introspect", map[string]string{"token": access}), 401, "invalid_token")
+	want(t, "wrong service token", e.do("POST", "/v1/auth/introspect", map[string]string{"token": access}, bearer(serviceToken+"x")...), 401, "invalid_token")
+	want(t, "access token as service token", e.do("POST", "/v1/auth/introspect", map[string]string{"token": access}, bearer(access)...), 401, "invalid_token")
+
+	r := e.do("POST", "/v1/auth/introspect", map[string]string{"token": access}, bearer(serviceToken)...)
+	u := e.user("i@example.org")
+	if r.status != 200 || r.body["active"] != true || r.str("sub") != u.ID.String() || r.str("sid") == "" ||
+		r.str("jti") == "" || r.body["exp"] == nil || r.body["iat"] == nil {
+		t.Errorf("introspect a valid token: %d %s", r.status, r.raw)
+	}
+	for name, tok := range map[string]string{"refresh token": refresh, "garbage": "x.y.z"} {
+		r := e.do("POST", "/v1/auth/introspect", map[string]string{"token": tok}, bearer(serviceToken)...)
+		if r.status != 200 || r.raw != "{\"active\":false}\n" {
+			t.Errorf("introspect %s: %d %s, want only {\"active\":false}", name, r.status, r.raw)
+		}
+	}
+	r = e.do("POST", "/v1/auth/introspect", "token="+access+"&token=x",
+		"Authorization", "Bearer "+serviceToken, "Content-Type", "application/x-www-form-urlencoded")
+	want(t, "two tokens in a form", r, 400, "validation_failed")
+	r = e.do("POST", "/v1/auth/introspect?token="+access, "",
+		"Authorization", "Bearer "+serviceToken, "Content-Type", "application/x-www-form-urlencoded")
+	want(t, "token only in the query", r, 400, "validation_failed")
+}
+
+// TestNoSecretsInLogs runs every flow and then searches the captured log
+// for each password and token that passed through.
+func TestNoSecretsInLogs(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	secrets := []string{goodPassword, "a changed passphrase", "wrong password here"}
+	e.registerVerified("s@example.org", goodPassword)
+	secrets = append(secrets, tokenOf(t, e.mail.last(t, authd.MailVerifyEmail, "s@example.org")))
+	access, refresh := e.login("s@example.org", goodPassword)
+	secrets = append(secrets, access, refresh)
+	e.do("POST", "/v1/auth/login", map[string]string{"email": "s@example.org", "password": "wrong password here"})
+	r := e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh})
+	secrets = append(secrets, r.str("access_token"), r.str("refresh_token"))
+	e.do("POST", "/v1/auth/introspect", map[string]string{"token": access}, bearer(serviceToken)...)
+	e.do("POST", "/v1/auth/password/change", map[string]string{"current_password": goodPassword, "new_password": "a changed passphrase"},
+		bearer(r.str("access_token"))...)
+	e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": "s@example.org"})
+	secrets = append(secrets, tokenOf(t, e.mail.last(t, authd.MailPasswordReset, "s@example.org")), serviceToken)
+	e.do("GET", "/v1/users/me?token="+access, nil, bearer(access)...)
+
+	logs := e.logs.String()
+	if !strings.Contains(logs, "msg=request") {
+		t.Fatal("nothing was logged; the test would prove nothing")
+	}
+	for _, s := range secrets {
+		if s != "" && strings.Contains(logs, s) {
+			t.Errorf("the log contains a secret (%.12s…)", s)
+		}
+	}
+	u := e.user("s@example.org")
+	if strings.Contains(logs, u.PasswordHash) {
+		t.Error("the log contains a password hash")
+	}
+	// Nor does the security log.
+	all, _ := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{Limit: authd.MaxListLimit})
+	for _, l := range all {
+		text := fmt.Sprint(l.FailureReason, l.UserAgent, l.AdditionalContext)
+		for _, s := range secrets {
+			if strings.Contains(text, s) {
+				t.Errorf("security log %s holds a secret", l.EventType)
+			}
+		}
+	}
+}
+
+func TestLogLinesCannotBeForged(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	// Go's HTTP stack refuses CR and LF in headers; a path can still carry them.
+	e.do("GET", "/x%0d%0alevel=ERROR%20msg=forged", nil)
+	for _, line := range strings.Split(e.logs.String(), "\n") {
+		if strings.HasPrefix(line, "level=ERROR msg=forged") {
+			t.Errorf("a request forged a log line: %q", line)
+		}
+	}
+}
+
+func TestBcryptUpgradeOnLogin(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("legacy@example.org", goodPassword)
+		u := e.user("legacy@example.org")
+		b, _ := bcrypt.GenerateFromPassword([]byte("imported passphrase"), bcrypt.MinCost)
+		u.PasswordHash = string(b)
+		if err := e.store.UpdateUser(context.Background(), u); err != nil {
+			t.Fatal(err)
+		}
+		e.login("legacy@example.org", "imported passphrase")
+		if h := e.user("legacy@example.org").PasswordHash; !strings.HasPrefix(h, "$argon2id$v=19$m=64,t=1,p=1$") {
+			t.Errorf("hash after a bcrypt login %q, want argon2id at the configured cost", h)
+		}
+		e.login("legacy@example.org", "imported passphrase")
+	})
+}
+
+func TestReadyz(t *testing.T) {
+	t.Parallel()
+	store := openSQLite(t)
+	e := newEnv(t, store)
+	want(t, "ready", e.do("GET", "/readyz", nil), http.StatusOK, "")
+	store.Close()
+	r := e.do("GET", "/readyz", nil)
+	want(t, "database closed", r, http.StatusServiceUnavailable, "unavailable")
+	if r.header.Get("Retry-After") == "" {
+		t.Error("503 without Retry-After")
+	}
+}

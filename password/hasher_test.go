@@ -1,0 +1,93 @@
+package password
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+)
+
+func TestHasherBoundsWork(t *testing.T) {
+	h := (&Hasher{Params: cheap, Workers: 1, MaxQueue: 1, MaxWait: time.Second}).init()
+	block := make(chan struct{})
+	started := make(chan struct{})
+	go h.run(context.Background(), func() { close(started); <-block }) // occupies the only worker
+	<-started
+
+	var wg sync.WaitGroup
+	var queuedErr error
+	wg.Go(func() { _, queuedErr = h.Hash(context.Background(), "queued password") }) // waits in the queue
+	time.Sleep(50 * time.Millisecond)
+	_, err := h.Hash(context.Background(), "one too many")
+	var e *authd.Error
+	if authd.ErrorCode(err) != authd.EUnavailable || !asError(err, &e) || e.RetryAfter <= 0 {
+		t.Errorf("hash beyond the queue: %v, want unavailable with Retry-After", err)
+	}
+	close(block)
+	wg.Wait()
+	if queuedErr != nil {
+		t.Errorf("queued hash: %v", queuedErr)
+	}
+}
+
+func TestHasherWaitDeadline(t *testing.T) {
+	h := (&Hasher{Params: cheap, Workers: 1, MaxQueue: 10, MaxWait: 20 * time.Millisecond}).init()
+	block := make(chan struct{})
+	started := make(chan struct{})
+	go h.run(context.Background(), func() { close(started); <-block })
+	<-started
+	defer close(block)
+	if _, _, err := h.Verify(context.Background(), "pw", h.dummy); authd.ErrorCode(err) != authd.EUnavailable {
+		t.Errorf("verify past the wait deadline: %v, want unavailable", err)
+	}
+}
+
+func TestHasherDummy(t *testing.T) {
+	h := NewHasher(cheap, Policy{MinLength: 12})
+	if err := h.VerifyDummy(context.Background(), "anything at all"); err != nil {
+		t.Errorf("VerifyDummy: %v", err)
+	}
+	if !strings.HasPrefix(h.dummy, "$argon2id$v=19$m=64,t=1,p=1$") {
+		t.Errorf("the dummy hash %q does not have the configured cost", h.dummy)
+	}
+}
+
+func TestPolicy(t *testing.T) {
+	p := Policy{MinLength: 12}
+	tests := []struct {
+		pw, email string
+		ok        bool
+	}{
+		{"a fine passphrase", "x@example.org", true},
+		{"ünïcödé-pässwörd", "x@example.org", true},
+		{"ab cdefghijkl", "x@example.org", true},
+		{"elevenchars", "x@example.org", false},
+		{"1qaz2wsx3edc", "x@example.org", false},
+		{"1QAZ2WSX3EDC", "x@example.org", false},
+		{"john.smith rocks 1", "John.Smith@example.org", false},
+		{"ab cdefghijkl", "ab@example.org", true}, // a two-letter name is not checked
+		{strings.Repeat("é", 128), "x@example.org", true},
+		{strings.Repeat("é", 129), "x@example.org", false},
+		{"bad\xffutf8 password", "x@example.org", false},
+	}
+	for _, tt := range tests {
+		err := p.Check(tt.pw, tt.email)
+		if (err == nil) != tt.ok || (err != nil && authd.ErrorCode(err) != authd.EWeakPassword) {
+			t.Errorf("Check(%q, %q) = %v, want ok=%v", tt.pw, tt.email, err, tt.ok)
+		}
+	}
+	if n := len(common()); n < 10000 {
+		t.Errorf("the common list has %d passwords, want at least 10,000", n)
+	}
+}
+
+func asError(err error, target **authd.Error) bool {
+	e, ok := err.(*authd.Error)
+	if ok {
+		*target = e
+	}
+	return ok
+}

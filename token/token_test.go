@@ -1,0 +1,192 @@
+package token
+
+import (
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
+)
+
+var now = time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
+
+func claimsAt(t time.Time) authd.AccessClaims {
+	return authd.AccessClaims{JTI: uuid.NewString(), UserID: uuid.New(), SessionID: uuid.New(),
+		IssuedAt: t, ExpiresAt: t.Add(15 * time.Minute)}
+}
+
+func TestIssueVerifyEveryAlgorithm(t *testing.T) {
+	for _, alg := range Algorithms {
+		t.Run(alg, func(t *testing.T) {
+			kr, err := OpenKeyring(t.TempDir(), alg, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			iss := NewIssuer(kr, "https://auth.example.org", "authd")
+			c := claimsAt(now)
+			tok, err := iss.Issue(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := iss.Verify(tok, now.Add(time.Minute))
+			if err != nil {
+				t.Fatalf("Verify: %v", err)
+			}
+			if got.JTI != c.JTI || got.UserID != c.UserID || got.SessionID != c.SessionID || !got.ExpiresAt.Equal(c.ExpiresAt) {
+				t.Errorf("claims %+v, want %+v", got, c)
+			}
+			parsed, _, _ := jwt.NewParser().ParseUnverified(tok, jwt.MapClaims{})
+			if parsed.Header["alg"] != alg || parsed.Header["typ"] != "at+jwt" || parsed.Header["kid"] != kr.Signing().ID {
+				t.Errorf("header %v", parsed.Header)
+			}
+			for _, claim := range []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid"} {
+				if _, ok := parsed.Claims.(jwt.MapClaims)[claim]; !ok {
+					t.Errorf("claim %s missing", claim)
+				}
+			}
+			var set struct{ Keys []JWK }
+			body, err := kr.JWKS(now, 15*time.Minute)
+			if err != nil || json.Unmarshal(body, &set) != nil || len(set.Keys) != 1 || set.Keys[0].Kid != kr.Signing().ID || set.Keys[0].Alg != alg {
+				t.Errorf("JWKS %s, %v", body, err)
+			}
+		})
+	}
+}
+
+// TestVerifyRejects covers RFC 8725's attacks and every claim check.
+func TestVerifyRejects(t *testing.T) {
+	dir := t.TempDir()
+	kr, err := OpenKeyring(dir, "EdDSA", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss := NewIssuer(kr, "https://auth.example.org", "authd")
+	key := kr.Signing()
+	pub := key.Public().(ed25519.PublicKey)
+	pubDER, _ := x509.MarshalPKIXPublicKey(pub)
+	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})
+
+	sign := func(method jwt.SigningMethod, signKey any, header map[string]any, mutate func(jwt.MapClaims)) string {
+		c := jwt.MapClaims{"iss": "https://auth.example.org", "sub": uuid.NewString(), "aud": []string{"authd"},
+			"exp": now.Add(15 * time.Minute).Unix(), "iat": now.Unix(), "nbf": now.Unix(), "jti": "j", "sid": uuid.NewString()}
+		if mutate != nil {
+			mutate(c)
+		}
+		tok := jwt.NewWithClaims(method, c)
+		tok.Header["kid"], tok.Header["typ"] = key.ID, "at+jwt"
+		for k, v := range header {
+			tok.Header[k] = v
+		}
+		s, err := tok.SignedString(signKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	other, _ := OpenKeyring(t.TempDir(), "EdDSA", now)
+	es, _ := OpenKeyring(t.TempDir(), "ES256", now)
+
+	tests := map[string]string{
+		"alg none":                  sign(jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, nil, nil),
+		"HS256 with the public key": sign(jwt.SigningMethodHS256, pubPEM, nil, nil),
+		"HS256 with raw public key": sign(jwt.SigningMethodHS256, []byte(pub), nil, nil),
+		"unknown kid":               sign(jwt.SigningMethodEdDSA, key.Private, map[string]any{"kid": "nope"}, nil),
+		"another key, same kid":     sign(jwt.SigningMethodEdDSA, other.Signing().Private, nil, nil),
+		"ES256 key":                 sign(jwt.SigningMethodES256, es.Signing().Private, nil, nil),
+		"expired":                   sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) { c["exp"] = now.Add(-time.Second).Unix() }),
+		"no exp":                    sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) { delete(c, "exp") }),
+		"not yet valid":             sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) { c["nbf"] = now.Add(time.Minute).Unix() }),
+		"issued in the future":      sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) { c["iat"] = now.Add(time.Minute).Unix() }),
+		"wrong audience":            sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) { c["aud"] = "other" }),
+		"wrong issuer":              sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) { c["iss"] = "https://evil.example" }),
+		"not an access token":       sign(jwt.SigningMethodEdDSA, key.Private, map[string]any{"typ": "JWT"}, nil),
+		"bad subject":               sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) { c["sub"] = "admin" }),
+		"no session":                sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) { delete(c, "sid") }),
+		"garbage":                   "not.a.jwt",
+		"empty":                     "",
+		"huge":                      strings.Repeat("a", 10000),
+	}
+	for name, tok := range tests {
+		if _, err := iss.Verify(tok, now); authd.ErrorCode(err) != authd.EInvalidToken {
+			t.Errorf("%s: Verify = %v, want invalid_token", name, err)
+		}
+	}
+	// The control: a good token passes.
+	if _, err := iss.Verify(sign(jwt.SigningMethodEdDSA, key.Private, nil, nil), now); err != nil {
+		t.Errorf("a well-formed token fails: %v", err)
+	}
+}
+
+func TestRotate(t *testing.T) {
+	dir := t.TempDir()
+	ttl := 15 * time.Minute
+	kr, err := OpenKeyring(dir, "EdDSA", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := kr.Signing()
+	iss := NewIssuer(kr, "i", "a")
+	old, _ := iss.Issue(claimsAt(now))
+
+	second, deleted, err := Rotate(dir, "EdDSA", now.Add(time.Hour), ttl)
+	if err != nil || len(deleted) != 0 {
+		t.Fatalf("Rotate: %v, deleted %v", err, deleted)
+	}
+	if err := kr.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if kr.Signing().ID != second.ID {
+		t.Errorf("signing key after rotate is %s, want the new %s", kr.Signing().ID, second.ID)
+	}
+	if _, err := iss.Verify(old, now.Add(time.Minute)); err != nil {
+		t.Errorf("a token of the retired key no longer verifies: %v", err)
+	}
+	if ids := publishedIDs(kr, now.Add(time.Hour+time.Minute), ttl); len(ids) != 2 {
+		t.Errorf("JWKS right after rotation has %v, want both keys", ids)
+	}
+	if ids := publishedIDs(kr, now.Add(time.Hour+ttl), ttl); len(ids) != 1 || ids[0] != second.ID {
+		t.Errorf("JWKS once the old tokens expired has %v, want only the new key", ids)
+	}
+	_, deleted, err = Rotate(dir, "EdDSA", now.Add(2*time.Hour), ttl)
+	if err != nil || len(deleted) != 1 || deleted[0] != first.ID {
+		t.Errorf("second rotation deleted %v (%v), want the first key", deleted, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, first.ID+".pem")); !os.IsNotExist(err) {
+		t.Error("the retired key file is still there")
+	}
+}
+
+func publishedIDs(kr *Keyring, at time.Time, ttl time.Duration) []string {
+	var ids []string
+	for _, k := range kr.Published(at, ttl) {
+		ids = append(ids, k.ID)
+	}
+	return ids
+}
+
+func TestKeyFiles(t *testing.T) {
+	dir := t.TempDir()
+	k, err := Generate(dir, "RS256", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := os.Stat(filepath.Join(dir, k.ID+".pem"))
+	if err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf("key file mode %v (%v), want 0600", info.Mode(), err)
+	}
+	os.WriteFile(filepath.Join(dir, "broken.pem"), []byte("-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n"), 0o600)
+	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "broken.pem") {
+		t.Errorf("Load with a broken key: %v, want an error naming the file", err)
+	}
+	if _, err := OpenKeyring(t.TempDir(), "HS256", now); err == nil {
+		t.Error("OpenKeyring accepted HS256")
+	}
+}
