@@ -96,10 +96,10 @@ func TestRegisterValidation(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		e := newEnv(t, open(t))
 		tests := []struct {
-			name         string
-			body         string
-			status       int
-			code, field  string
+			name        string
+			body        string
+			status      int
+			code, field string
 		}{
 			{"bad email", `{"email":"not-an-email","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
 			{"email with name", `{"email":"Al <al@example.org>","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
@@ -143,7 +143,7 @@ func TestNoEnumeration(t *testing.T) {
 		e := newEnv(t, open(t))
 		e.registerVerified("known@example.org", goodPassword)
 		pairs := []struct {
-			name, path string
+			name, path     string
 			known, unknown any
 		}{
 			{"register", "/v1/auth/register",

@@ -376,4 +376,3 @@ func (s *Server) serviceToken(r *http.Request) bool {
 	}
 	return match == 1
 }
-

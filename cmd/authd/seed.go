@@ -118,4 +118,3 @@ func seed(ctx context.Context, store authd.Store, cost password.Params, now time
 	}
 	return created, nil
 }
-

@@ -9,8 +9,8 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"sync"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/authd/authd"
