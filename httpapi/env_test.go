@@ -120,10 +120,14 @@ type env struct {
 
 type option func(*authd.Config, *envOptions)
 
-type envOptions struct{ rateLimit bool }
+type envOptions struct {
+	rateLimit bool
+	keysDir   string
+}
 
 func withConfig(f func(*authd.Config)) option { return func(c *authd.Config, _ *envOptions) { f(c) } }
 func withRateLimit() option                   { return func(_ *authd.Config, o *envOptions) { o.rateLimit = true } }
+func withKeysDir(dir string) option           { return func(_ *authd.Config, o *envOptions) { o.keysDir = dir } }
 
 // cheap keeps hashing fast in tests; the cost does not change the flows.
 var cheap = password.Params{MemoryKiB: 64, Iterations: 1, Parallelism: 1}
@@ -140,7 +144,10 @@ func newEnv(t *testing.T, store authd.Store, opts ...option) *env {
 		opt(&cfg, &o)
 	}
 	e := &env{t: t, store: store, clock: &clock{now: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)},
-		mail: &mailbox{}, logs: &syncBuffer{}, cfg: cfg, keysDir: t.TempDir()}
+		mail: &mailbox{}, logs: &syncBuffer{}, cfg: cfg, keysDir: o.keysDir}
+	if e.keysDir == "" {
+		e.keysDir = t.TempDir()
+	}
 	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	keys, err := token.OpenKeyring(e.keysDir, "EdDSA", e.clock.Now())
 	if err != nil {

@@ -6,6 +6,7 @@ package mail
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"embed"
 	"fmt"
 	htmltemplate "html/template"
@@ -205,6 +206,9 @@ func NewSMTP(rawURL, from string, r *Renderer) (*SMTP, error) {
 	}
 	return &SMTP{host: host, opts: opts, from: from, renderer: r}, nil
 }
+
+// SetTLSConfig sets the TLS configuration, for a private CA.
+func (s *SMTP) SetTLSConfig(c *tls.Config) { s.opts = append(s.opts, gomail.WithTLSConfig(c)) }
 
 // Send implements authd.Mailer.
 func (s *SMTP) Send(ctx context.Context, m authd.Mail) error {

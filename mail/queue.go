@@ -42,21 +42,23 @@ func (q *Queue) Send(_ context.Context, m authd.Mail) error {
 	}
 }
 
-// Run delivers queued mail until ctx ends, then delivers what is left
-// (for at most ten seconds) and returns.
+// Run delivers queued mail until ctx ends, then delivers what is left,
+// retries included, for at most drainTimeout, and returns.
 func (q *Queue) Run(ctx context.Context) {
 	defer close(q.done)
+	deliverCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(drainTimeout, cancel) })
+	defer stop()
 	for {
 		select {
 		case m := <-q.mails:
-			q.deliver(ctx, m)
+			q.deliver(deliverCtx, m)
 		case <-ctx.Done():
-			drain, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			defer cancel()
 			for {
 				select {
 				case m := <-q.mails:
-					q.deliver(drain, m)
+					q.deliver(deliverCtx, m)
 				default:
 					return
 				}
@@ -65,13 +67,16 @@ func (q *Queue) Run(ctx context.Context) {
 	}
 }
 
+// drainTimeout bounds how long shutdown waits for queued mail.
+const drainTimeout = 10 * time.Second
+
 // Done is closed when Run has returned.
 func (q *Queue) Done() <-chan struct{} { return q.done }
 
 func (q *Queue) deliver(ctx context.Context, m authd.Mail) {
 	wait := q.backoff
 	for attempt := 1; ; attempt++ {
-		sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		sendCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		err := q.next.Send(sendCtx, m)
 		cancel()
 		if err == nil {

@@ -37,6 +37,7 @@ func commands() []command {
 		{"serve", "run the API, the admin API and the background jobs", serveCmd},
 		{"migrate", "apply, roll back and inspect schema migrations", migrateCmd},
 		{"seed", "insert idempotent demo data and print its credentials", seedCmd},
+		{"keys", "generate, list and rotate the token signing keys", keysCmd},
 		{"version", "print the version", versionCmd},
 	}
 }

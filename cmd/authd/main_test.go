@@ -510,3 +510,31 @@ func snapshot(t *testing.T, env map[string]string) string {
 	fmt.Fprintf(&b, "total logs %d", len(all))
 	return b.String()
 }
+
+func TestKeysCLI(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	code, stdout, _ := runCLI(t, env, "keys", "list")
+	if code != exitOK || !strings.Contains(stdout, "no keys") {
+		t.Errorf("list of an empty directory: %d %q", code, stdout)
+	}
+	if code, stdout, stderr := runCLI(t, env, "keys", "generate"); code != exitOK || !strings.Contains(stdout, "generated EdDSA key") {
+		t.Fatalf("generate: %d %q %q", code, stdout, stderr)
+	}
+	if code, stdout, _ := runCLI(t, env, "keys", "rotate"); code != exitOK || !strings.Contains(stdout, "generated EdDSA key") {
+		t.Fatalf("rotate: %d %q", code, stdout)
+	}
+	code, stdout, _ = runCLI(t, env, "keys", "list")
+	if code != exitOK || strings.Count(stdout, "signing") != 1 || !strings.Contains(stdout, "retired, still published") {
+		t.Errorf("list after rotate: %d\n%s", code, stdout)
+	}
+	env["AUTHD_SIGNING_ALG"] = "ES256"
+	runCLI(t, env, "keys", "generate")
+	_, stdout, _ = runCLI(t, env, "keys", "list")
+	if !strings.Contains(stdout, "ES256") || !strings.Contains(stdout, "other algorithm") {
+		t.Errorf("list with two algorithms:\n%s", stdout)
+	}
+	if code, _, _ := runCLI(t, env, "keys", "spin"); code != exitUsage {
+		t.Errorf("unknown action: exit %d", code)
+	}
+}

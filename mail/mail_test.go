@@ -1,0 +1,264 @@
+package mail
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/mail"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+)
+
+// inbox is an in-process SMTP server's backend that keeps what it receives.
+type inbox struct {
+	mu       sync.Mutex
+	messages []string
+	authed   []string
+	refuse   error
+}
+
+func (b *inbox) NewSession(*smtp.Conn) (smtp.Session, error) { return &session{b: b}, nil }
+
+type session struct {
+	b    *inbox
+	user string
+}
+
+func (s *session) AuthMechanisms() []string { return []string{sasl.Plain} }
+func (s *session) Auth(string) (sasl.Server, error) {
+	return sasl.NewPlainServer(func(_, user, pass string) error {
+		if user != "mailer" || pass != "s3cret" {
+			return errors.New("bad credentials")
+		}
+		s.user = user
+		return nil
+	}), nil
+}
+func (s *session) Mail(string, *smtp.MailOptions) error { return nil }
+func (s *session) Rcpt(string, *smtp.RcptOptions) error {
+	s.b.mu.Lock()
+	defer s.b.mu.Unlock()
+	return s.b.refuse
+}
+func (s *session) Data(r io.Reader) error {
+	body, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	s.b.mu.Lock()
+	defer s.b.mu.Unlock()
+	s.b.messages = append(s.b.messages, string(body))
+	s.b.authed = append(s.b.authed, s.user)
+	return nil
+}
+func (s *session) Reset()        {}
+func (s *session) Logout() error { return nil }
+
+// selfSigned returns a certificate for 127.0.0.1 and a pool trusting it.
+func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pool
+}
+
+// startSMTP runs an SMTP server on 127.0.0.1; implicit selects TLS from the
+// first byte (smtps) instead of STARTTLS.
+func startSMTP(t *testing.T, implicit bool) (*inbox, string, *x509.CertPool) {
+	t.Helper()
+	cert, pool := selfSigned(t)
+	b := &inbox{}
+	srv := smtp.NewServer(b)
+	srv.Domain = "localhost"
+	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	var ln net.Listener
+	var err error
+	if implicit {
+		ln, err = tls.Listen("tcp", "127.0.0.1:0", srv.TLSConfig)
+	} else {
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return b, ln.Addr().String(), pool
+}
+
+func renderer(t *testing.T) *Renderer {
+	r, err := NewRenderer("https://auth.example.org")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestSMTPStartTLSWithAuth(t *testing.T) {
+	for _, implicit := range []bool{false, true} {
+		name := map[bool]string{false: "smtp+STARTTLS", true: "smtps"}[implicit]
+		t.Run(name, func(t *testing.T) {
+			box, addr, pool := startSMTP(t, implicit)
+			scheme := map[bool]string{false: "smtp", true: "smtps"}[implicit]
+			m, err := NewSMTP(scheme+"://mailer:s3cret@"+addr, "authd <no-reply@example.org>", renderer(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.SetTLSConfig(&tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+			link := "https://auth.example.org/verify-email?token=abc"
+			if err := m.Send(context.Background(), authd.Mail{Kind: authd.MailVerifyEmail, To: "alice@example.org", Link: link}); err != nil {
+				t.Fatalf("Send: %v", err)
+			}
+			box.mu.Lock()
+			defer box.mu.Unlock()
+			if len(box.messages) != 1 || box.authed[0] != "mailer" {
+				t.Fatalf("received %d messages, authenticated as %v", len(box.messages), box.authed)
+			}
+			msg, err := mail.ReadMessage(strings.NewReader(box.messages[0]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := msg.Header
+			if h.Get("Message-Id") == "" || h.Get("Date") == "" || h.Get("Subject") != "Confirm your email address" ||
+				!strings.Contains(h.Get("To"), "alice@example.org") || !strings.Contains(h.Get("From"), "no-reply@example.org") ||
+				!strings.HasPrefix(h.Get("Content-Type"), "multipart/alternative") {
+				t.Errorf("headers %v", h)
+			}
+			body, _ := io.ReadAll(msg.Body)
+			if !strings.Contains(string(body), "text/plain") || !strings.Contains(string(body), "text/html") ||
+				!strings.Contains(string(body), "verify-email?token=3Dabc") && !strings.Contains(string(body), "verify-email?token=abc") {
+				t.Errorf("body lacks a part or the link:\n%s", body)
+			}
+		})
+	}
+}
+
+func TestSMTPFailures(t *testing.T) {
+	box, addr, pool := startSMTP(t, false)
+	box.refuse = &smtp.SMTPError{Code: 550, Message: "mailbox unavailable"}
+	m, _ := NewSMTP("smtp://mailer:s3cret@"+addr, "authd <no-reply@example.org>", renderer(t))
+	m.SetTLSConfig(&tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	if err := m.Send(context.Background(), authd.Mail{Kind: authd.MailPasswordChanged, To: "a@example.org"}); err == nil {
+		t.Error("Send succeeded although the server refused the recipient")
+	}
+	bad, _ := NewSMTP("smtp://mailer:wrong@"+addr, "authd <no-reply@example.org>", renderer(t))
+	bad.SetTLSConfig(&tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	box.refuse = nil
+	if err := bad.Send(context.Background(), authd.Mail{Kind: authd.MailPasswordChanged, To: "a@example.org"}); err == nil {
+		t.Error("Send succeeded with wrong credentials")
+	}
+	// An untrusted certificate is refused rather than skipped.
+	untrusting, _ := NewSMTP("smtp://mailer:s3cret@"+addr, "authd <no-reply@example.org>", renderer(t))
+	if err := untrusting.Send(context.Background(), authd.Mail{Kind: authd.MailPasswordChanged, To: "a@example.org"}); err == nil {
+		t.Error("Send trusted an unknown certificate while authenticating")
+	}
+	for _, u := range []string{"http://x", "smtp://host:port"} {
+		if _, err := NewSMTP(u, "a@b.c", renderer(t)); err == nil {
+			t.Errorf("NewSMTP(%q) accepted", u)
+		}
+	}
+}
+
+func TestEveryTemplateRenders(t *testing.T) {
+	r := renderer(t)
+	for _, k := range Kinds {
+		out, err := r.Render(authd.Mail{Kind: k, To: "a@example.org", Link: "https://x/?token=<b>", Until: time.Now()})
+		if err != nil {
+			t.Fatalf("%s: %v", k, err)
+		}
+		if out.Subject == "" || strings.Contains(out.Subject, "\n") || out.Text == "" || !strings.Contains(out.HTML, "<html") {
+			t.Errorf("%s: %+v", k, out)
+		}
+		if strings.Contains(out.HTML, "<b>") {
+			t.Errorf("%s: the HTML body does not escape the link", k)
+		}
+	}
+	if _, err := r.Render(authd.Mail{Kind: "nope"}); err == nil {
+		t.Error("Render of an unknown kind succeeded")
+	}
+}
+
+func TestDevMailerWritesEMLAndLogsLink(t *testing.T) {
+	dir := t.TempDir()
+	var logs strings.Builder
+	d := &Dev{Dir: filepath.Join(dir, "outbox"), From: "authd <no-reply@localhost>", Renderer: renderer(t),
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	link := "http://127.0.0.1:8080/reset-password?token=xyz"
+	if err := d.Send(context.Background(), authd.Mail{Kind: authd.MailPasswordReset, To: "a@example.org", Link: link}); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "outbox", "*.eml"))
+	if len(files) != 1 {
+		t.Fatalf("%d .eml files", len(files))
+	}
+	body, _ := os.ReadFile(files[0])
+	if !strings.Contains(string(body), "Subject: Reset your password") || !strings.Contains(logs.String(), link) {
+		t.Errorf("eml or log lacks the mail:\n%s\n%s", body, logs.String())
+	}
+}
+
+type flaky struct {
+	mu    sync.Mutex
+	fails int
+	sent  []authd.Mail
+}
+
+func (f *flaky) Send(_ context.Context, m authd.Mail) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fails > 0 {
+		f.fails--
+		return errors.New("temporary failure")
+	}
+	f.sent = append(f.sent, m)
+	return nil
+}
+
+func TestQueueRetriesAndDrains(t *testing.T) {
+	next := &flaky{fails: 2}
+	q := NewQueue(next, slog.New(slog.DiscardHandler), 10)
+	q.backoff = time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	go q.Run(ctx)
+	for i := range 3 {
+		if err := q.Send(ctx, authd.Mail{Kind: authd.MailPasswordChanged, To: string(rune('a'+i)) + "@example.org"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	<-q.Done()
+	if len(next.sent) != 3 {
+		t.Errorf("%d of 3 mails delivered after retries and shutdown", len(next.sent))
+	}
+	full := NewQueue(next, slog.New(slog.DiscardHandler), 1)
+	full.Send(ctx, authd.Mail{})
+	if err := full.Send(ctx, authd.Mail{}); !errors.Is(err, ErrQueueFull) {
+		t.Errorf("Send to a full queue: %v", err)
+	}
+}
