@@ -190,3 +190,33 @@ func TestKeyFiles(t *testing.T) {
 		t.Error("OpenKeyring accepted HS256")
 	}
 }
+
+func BenchmarkSign(b *testing.B) {
+	for _, alg := range Algorithms {
+		b.Run(alg, func(b *testing.B) {
+			kr, _ := OpenKeyring(b.TempDir(), alg, now)
+			iss := NewIssuer(kr, "i", "a")
+			c := claimsAt(now)
+			for b.Loop() {
+				if _, err := iss.Issue(c); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkVerify(b *testing.B) {
+	for _, alg := range Algorithms {
+		b.Run(alg, func(b *testing.B) {
+			kr, _ := OpenKeyring(b.TempDir(), alg, now)
+			iss := NewIssuer(kr, "i", "a")
+			tok, _ := iss.Issue(claimsAt(now))
+			for b.Loop() {
+				if _, err := iss.Verify(tok, now); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
