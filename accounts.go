@@ -37,7 +37,9 @@ func (s *Service) Register(ctx context.Context, c Client, email, password string
 		existing, err := tx.UserByEmail(ctx, email)
 		switch {
 		case err == nil:
-			tx.mail(Mail{Kind: MailRegisterNotice, To: existing.Email})
+			if err := tx.enqueue(ctx, now, MailRegisterNotice, existing, time.Time{}); err != nil {
+				return err
+			}
 			return tx.CreateSecurityLog(ctx, s.audit(now, c, EventRegistration, ResultFailure, existing.ID,
 				"email already registered", nil))
 		case ErrorCode(err) != ENotFound:
@@ -62,14 +64,15 @@ func (s *Service) Register(ctx context.Context, c Client, email, password string
 	})
 }
 
-// mailVerification voids the user's older verification tokens, creates a
-// new one and mails its link.
+// mailVerification voids the user's older verification links and queues a
+// mail with a new one (minted when the mail is delivered).
 func (s *Service) mailVerification(ctx context.Context, tx *txn, c Client, u *User, now time.Time) error {
-	raw, err := s.newVerificationToken(ctx, tx, u.ID, VerifyEmail, now.Add(EmailVerificationTTL), now)
-	if err != nil {
+	if err := tx.DeleteVerificationTokens(ctx, u.ID, VerifyEmail); err != nil {
 		return err
 	}
-	tx.mail(Mail{Kind: MailVerifyEmail, To: u.Email, Link: s.link("verify-email", raw)})
+	if err := tx.enqueue(ctx, now, MailVerifyEmail, u, time.Time{}); err != nil {
+		return err
+	}
 	return tx.CreateSecurityLog(ctx, s.audit(now, c, EventEmailVerificationSent, ResultSuccess, u.ID, "", nil))
 }
 

@@ -2,6 +2,7 @@ package authd
 
 import (
 	"context"
+	"time"
 
 	"github.com/google/uuid"
 )
@@ -33,11 +34,12 @@ func (s *Service) ForgotPassword(ctx context.Context, c Client, email string) er
 		if u.IsDeleted() {
 			return nil
 		}
-		raw, err := s.newVerificationToken(ctx, tx, u.ID, PasswordReset, now.Add(PasswordResetTTL), now)
-		if err != nil {
+		if err := tx.DeleteVerificationTokens(ctx, u.ID, PasswordReset); err != nil {
 			return err
 		}
-		tx.mail(Mail{Kind: MailPasswordReset, To: u.Email, Link: s.link("reset-password", raw)})
+		if err := tx.enqueue(ctx, now, MailPasswordReset, u, time.Time{}); err != nil {
+			return err
+		}
 		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventPasswordResetRequested, ResultSuccess, u.ID, "", nil))
 	})
 }
@@ -107,7 +109,9 @@ func (s *Service) ResetPassword(ctx context.Context, c Client, token, newPasswor
 		if err != nil {
 			return err
 		}
-		tx.mail(Mail{Kind: MailPasswordChanged, To: u.Email})
+		if err := tx.enqueue(ctx, now, MailPasswordChanged, u, time.Time{}); err != nil {
+			return err
+		}
 		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventPasswordResetCompleted, ResultSuccess, u.ID, "",
 			map[string]any{"sessions_revoked": len(ids)}))
 	})
@@ -128,7 +132,7 @@ func (s *Service) ChangePassword(ctx context.Context, c Client, a *AccessClaims,
 	}
 	if !ok {
 		l := s.audit(s.now(), c, EventPasswordChanged, ResultFailure, u.ID, "invalid current password", nil)
-		if err := s.store.CreateSecurityLog(ctx, l); err != nil {
+		if err := s.logEvent(ctx, l); err != nil {
 			return err
 		}
 		return &Error{Code: EInvalidCredentials, Message: "The current password is incorrect.",
@@ -155,7 +159,9 @@ func (s *Service) ChangePassword(ctx context.Context, c Client, a *AccessClaims,
 		if err != nil {
 			return err
 		}
-		tx.mail(Mail{Kind: MailPasswordChanged, To: u.Email})
+		if err := tx.enqueue(ctx, now, MailPasswordChanged, u, time.Time{}); err != nil {
+			return err
+		}
 		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventPasswordChanged, ResultSuccess, u.ID, "",
 			map[string]any{"sessions_revoked": len(ids)}))
 	})

@@ -129,11 +129,12 @@ func (s *Service) LoadRevocations(ctx context.Context) error {
 }
 
 // txn is a flow's transaction: its queries, and what to do once it has
-// committed — apply revocations here and send mail.
+// committed — apply revocations here, wake the mail sender, count events.
 type txn struct {
 	Queries
 	revocations []Revocation
-	mails       []Mail
+	events      []*SecurityLog
+	mailed      bool
 }
 
 // revoke publishes rev to every instance with the transaction; this instance
@@ -146,11 +147,17 @@ func (t *txn) revoke(ctx context.Context, rev Revocation) error {
 	return nil
 }
 
-// mail sends m once the transaction has committed.
-func (t *txn) mail(m Mail) { t.mails = append(t.mails, m) }
+// CreateSecurityLog writes l and remembers it for the metrics.
+func (t *txn) CreateSecurityLog(ctx context.Context, l *SecurityLog) error {
+	if err := t.Queries.CreateSecurityLog(ctx, l); err != nil {
+		return err
+	}
+	t.events = append(t.events, l)
+	return nil
+}
 
 // inTx runs fn in one transaction and, after it commits, applies its
-// revocations and sends its mail.
+// revocations, wakes the mail sender and reports its events.
 func (s *Service) inTx(ctx context.Context, fn func(tx *txn) error) error {
 	t := &txn{}
 	err := s.store.InTx(ctx, func(q Queries) error {
@@ -163,8 +170,27 @@ func (s *Service) inTx(ctx context.Context, fn func(tx *txn) error) error {
 	for _, rev := range t.revocations {
 		s.revocations.Apply(rev)
 	}
-	for _, m := range t.mails {
-		s.send(ctx, m)
+	if t.mailed {
+		s.wakeSender()
+	}
+	for _, l := range t.events {
+		s.observeEvent(l)
 	}
 	return nil
+}
+
+// logEvent writes a security-log row outside a flow's transaction (for
+// failures that change nothing else).
+func (s *Service) logEvent(ctx context.Context, l *SecurityLog) error {
+	if err := s.store.CreateSecurityLog(ctx, l); err != nil {
+		return err
+	}
+	s.observeEvent(l)
+	return nil
+}
+
+func (s *Service) observeEvent(l *SecurityLog) {
+	if s.hooks.Event != nil {
+		s.hooks.Event(l.EventType, l.Result)
+	}
 }

@@ -82,7 +82,7 @@ type Mail struct {
 	Until time.Time // with MailAccountLocked: when the lock ends
 }
 
-// Mailer delivers mail.
+// Mailer delivers mail; the outbox sender calls it.
 type Mailer interface {
 	Send(ctx context.Context, m Mail) error
 }
@@ -112,6 +112,14 @@ type Service struct {
 	limiter     RateLimiter // nil: no rate limits
 	revocations *RevocationSet
 	logger      *slog.Logger
+	hooks       Hooks
+	wake        chan struct{} // tells the outbox sender that mail is waiting
+}
+
+// Hooks are told what the service does, for metrics. Either may be nil.
+type Hooks struct {
+	Event func(EventType, Result)   // each security event, once committed
+	Mail  func(MailKind, MailEvent) // each delivery attempt
 }
 
 // Deps are the adapters a Service runs on. Limiter may be nil (limits off).
@@ -123,6 +131,7 @@ type Deps struct {
 	Mailer    Mailer
 	Limiter   RateLimiter
 	Logger    *slog.Logger
+	Hooks     Hooks
 }
 
 // NewService returns a Service. Call LoadRevocations before serving.
@@ -135,8 +144,8 @@ func NewService(cfg Config, d Deps) *Service {
 	}
 	return &Service{
 		cfg: cfg, store: d.Store, clock: d.Clock, passwords: d.Passwords, tokens: d.Tokens,
-		mailer: d.Mailer, limiter: d.Limiter, logger: d.Logger,
-		revocations: NewRevocationSet(cfg.AccessTokenTTL),
+		mailer: d.Mailer, limiter: d.Limiter, logger: d.Logger, hooks: d.Hooks,
+		revocations: NewRevocationSet(cfg.AccessTokenTTL), wake: make(chan struct{}, 1),
 	}
 }
 
@@ -228,14 +237,6 @@ const (
 // limitIP applies the per-IP limit of an endpoint.
 func (s *Service) limitIP(ctx context.Context, endpoint string, c Client) error {
 	return s.limit(ctx, "ip:"+endpoint+":"+c.IP, ipLimit, ipLimitWindow)
-}
-
-// send queues a mail after its transaction committed. A failure is logged:
-// the flow's effect stands, and the user can ask for the mail again.
-func (s *Service) send(ctx context.Context, m Mail) {
-	if err := s.mailer.Send(context.WithoutCancel(ctx), m); err != nil {
-		s.logger.ErrorContext(ctx, "mail not sent", "kind", m.Kind, "err", err)
-	}
 }
 
 // audit builds a security-log row for the request's client.

@@ -52,7 +52,7 @@ func (s *Service) Login(ctx context.Context, c Client, email, password, deviceIn
 			return nil, err
 		}
 		l := s.audit(s.now(), c, EventLoginFailure, ResultFailure, uuid.Nil, "unknown email", nil)
-		if err := s.store.CreateSecurityLog(ctx, l); err != nil {
+		if err := s.logEvent(ctx, l); err != nil {
 			return nil, err
 		}
 		return nil, errInvalidCredentials
@@ -154,7 +154,9 @@ func (s *Service) failedLogin(ctx context.Context, tx *txn, c Client, u *User, n
 	if err := tx.revoke(ctx, Revocation{At: now, UserID: u.ID, Block: true, BlockUntil: u.AccountLockedUntil}); err != nil {
 		return err
 	}
-	tx.mail(Mail{Kind: MailAccountLocked, To: u.Email, Until: u.AccountLockedUntil})
+	if err := tx.enqueue(ctx, now, MailAccountLocked, u, u.AccountLockedUntil); err != nil {
+		return err
+	}
 	return tx.CreateSecurityLog(ctx, s.audit(now, c, EventAccountLocked, ResultSuccess, u.ID,
 		"too many failed logins", map[string]any{"until": u.AccountLockedUntil, "failed_attempts": u.FailedLoginAttempts}))
 }

@@ -25,6 +25,19 @@ type Store interface {
 	// sessions revoked since since, and the users whose tokens are blocked.
 	Revocations(ctx context.Context, since, now time.Time) ([]Revocation, error)
 
+	// ClaimMail claims up to limit outbox mails due at now that no live
+	// sender holds: each gets claimed_until = now+lease and one more attempt.
+	// Two senders never claim the same mail while its lease runs.
+	ClaimMail(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]*OutboxMail, error)
+	// CompleteMail removes a delivered (or no longer wanted) mail.
+	CompleteMail(ctx context.Context, id uuid.UUID) error
+	// RetryMail releases a mail whose delivery failed until next.
+	RetryMail(ctx context.Context, id uuid.UUID, next time.Time, lastError string) error
+	// KillMail marks a mail dead after its last failed attempt.
+	KillMail(ctx context.Context, id uuid.UUID, at time.Time, lastError string) error
+	// OutboxStats counts pending and dead mails.
+	OutboxStats(ctx context.Context) (OutboxStats, error)
+
 	// Ready returns nil when the database is reachable and its schema is at
 	// the head migration.
 	Ready(ctx context.Context) error
@@ -91,6 +104,9 @@ type Queries interface {
 	CreateSecurityLog(ctx context.Context, l *SecurityLog) error
 	// SecurityLogs returns the events matching f, newest first.
 	SecurityLogs(ctx context.Context, f SecurityLogFilter) ([]*SecurityLog, error)
+
+	// EnqueueMail adds a mail to the outbox.
+	EnqueueMail(ctx context.Context, m *OutboxMail) error
 
 	// PublishRevocation tells every instance of rev when the transaction
 	// commits (PostgreSQL NOTIFY); stores with a single instance do nothing.

@@ -38,10 +38,12 @@ func (c *clock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-// mailbox records the mails the service sends.
+// mailbox records the mails the service sends; reading it first runs the
+// outbox sender, as the background job would.
 type mailbox struct {
 	mu    sync.Mutex
 	mails []authd.Mail
+	flush func()
 }
 
 func (m *mailbox) Send(_ context.Context, mail authd.Mail) error {
@@ -54,6 +56,7 @@ func (m *mailbox) Send(_ context.Context, mail authd.Mail) error {
 // last returns the newest mail of the kind to the address, or fails.
 func (m *mailbox) last(t *testing.T, kind authd.MailKind, to string) authd.Mail {
 	t.Helper()
+	m.flush()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for i := len(m.mails) - 1; i >= 0; i-- {
@@ -66,6 +69,7 @@ func (m *mailbox) last(t *testing.T, kind authd.MailKind, to string) authd.Mail 
 }
 
 func (m *mailbox) count(kind authd.MailKind, to string) int {
+	m.flush()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	n := 0
@@ -166,6 +170,11 @@ func newEnv(t *testing.T, store authd.Store, opts ...option) *env {
 	})
 	if err := e.svc.LoadRevocations(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	e.mail.flush = func() {
+		if _, err := e.svc.DeliverMail(context.Background()); err != nil {
+			t.Errorf("deliver mail: %v", err)
+		}
 	}
 	e.api = httpapi.New(httpapi.Options{
 		Service: e.svc, Logger: logger, Ready: store.Ready, ServiceTokens: []string{serviceToken},

@@ -47,6 +47,8 @@ func Run(t *testing.T, open func(t *testing.T) authd.Store) {
 		{"VerificationTokens", testVerificationTokens},
 		{"SecurityLogs", testSecurityLogs},
 		{"EveryEnumLabelStored", testEnumLabels},
+		{"Outbox", testOutbox},
+		{"OutboxConcurrentClaims", testOutboxConcurrentClaims},
 		{"TxRollsBack", testTxRollsBack},
 		{"TxSerialisesReadModifyWrite", testTxSerialises},
 	}
@@ -404,4 +406,105 @@ func testEnumLabels(t *testing.T, s authd.Store) {
 		}
 	}
 	// Both token types are stored by testSessionsAndTokens.
+}
+
+// testOutbox checks claiming: due mails only, one claimant per lease, a
+// lapsed lease claimable again, retry and death.
+func testOutbox(t *testing.T, s authd.Store) {
+	ctx := context.Background()
+	u := mustCreateUser(t, s, "outbox@example.org")
+	mails := make([]*authd.OutboxMail, 3)
+	for i := range mails {
+		mails[i] = &authd.OutboxMail{ID: authd.NewID(), Kind: authd.MailAccountLocked, UserID: u.ID, To: u.Email,
+			Until: Epoch.Add(15 * time.Minute), CreatedAt: Epoch, NextAttemptAt: Epoch.Add(time.Duration(i) * time.Minute)}
+		if err := s.EnqueueMail(ctx, mails[i]); err != nil {
+			t.Fatalf("EnqueueMail: %v", err)
+		}
+	}
+	bad := *mails[0]
+	bad.ID, bad.Kind = authd.NewID(), "spam"
+	wantCode(t, "unknown mail kind", s.EnqueueMail(ctx, &bad), authd.EInvalid)
+
+	got, err := s.ClaimMail(ctx, Epoch.Add(time.Minute), time.Minute, 10)
+	if err != nil || len(got) != 2 || got[0].ID != mails[0].ID || got[0].Attempts != 1 ||
+		!got[0].Until.Equal(mails[0].Until) || got[0].To != u.Email || got[0].UserID != u.ID {
+		t.Fatalf("first claim = %+v, %v; want the two due mails, oldest first, with one attempt", got, err)
+	}
+	if again, _ := s.ClaimMail(ctx, Epoch.Add(90*time.Second), time.Minute, 10); len(again) != 0 {
+		t.Errorf("claimed %d mails whose lease still runs", len(again))
+	}
+	if err := s.RetryMail(ctx, got[0].ID, Epoch.Add(10*time.Minute), "421 try later"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CompleteMail(ctx, got[1].ID); err != nil {
+		t.Fatal(err)
+	}
+	// The third mail is due at 2m; the retried one not before 10m.
+	later, err := s.ClaimMail(ctx, Epoch.Add(5*time.Minute), time.Minute, 10)
+	if err != nil || len(later) != 1 || later[0].ID != mails[2].ID {
+		t.Fatalf("claim at 5m = %+v, %v; want only the third mail", later, err)
+	}
+	// Its sender dies: after the lease another claims it.
+	relapsed, err := s.ClaimMail(ctx, Epoch.Add(6*time.Minute), time.Minute, 10)
+	if err != nil || len(relapsed) != 1 || relapsed[0].ID != mails[2].ID || relapsed[0].Attempts != 2 {
+		t.Fatalf("claim after a lapsed lease = %+v, %v", relapsed, err)
+	}
+	if err := s.KillMail(ctx, mails[2].ID, Epoch.Add(6*time.Minute), "550 no such user"); err != nil {
+		t.Fatal(err)
+	}
+	retried, _ := s.ClaimMail(ctx, Epoch.Add(11*time.Minute), time.Minute, 10)
+	if len(retried) != 1 || retried[0].ID != mails[0].ID || retried[0].LastError != "421 try later" || retried[0].Attempts != 2 {
+		t.Errorf("claim at 11m = %+v; want the retried mail with its last error", retried)
+	}
+	st, err := s.OutboxStats(ctx)
+	if err != nil || st.Pending != 1 || st.Dead != 1 {
+		t.Errorf("OutboxStats = %+v, %v; want 1 pending, 1 dead", st, err)
+	}
+	wantCode(t, "retry of a missing mail", s.RetryMail(ctx, authd.NewID(), Epoch, ""), authd.ENotFound)
+}
+
+// testOutboxConcurrentClaims runs claimers in parallel: each mail is
+// claimed exactly once.
+func testOutboxConcurrentClaims(t *testing.T, s authd.Store) {
+	ctx := context.Background()
+	u := mustCreateUser(t, s, "many@example.org")
+	const n = 60
+	for range n {
+		m := &authd.OutboxMail{ID: authd.NewID(), Kind: authd.MailPasswordChanged, UserID: u.ID, To: u.Email,
+			CreatedAt: Epoch, NextAttemptAt: Epoch}
+		if err := s.EnqueueMail(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				batch, err := s.ClaimMail(ctx, Epoch, time.Hour, 5)
+				if err != nil {
+					t.Errorf("ClaimMail: %v", err)
+					return
+				}
+				if len(batch) == 0 {
+					return
+				}
+				mu.Lock()
+				for _, m := range batch {
+					seen[m.ID.String()]++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(seen) != n {
+		t.Errorf("%d distinct mails claimed, want %d", len(seen), n)
+	}
+	for id, c := range seen {
+		if c != 1 {
+			t.Errorf("mail %s claimed %d times", id, c)
+		}
+	}
 }

@@ -93,6 +93,18 @@ var SeedSchema = Schema{
 		{Table: "sessions", Name: "last_used_at", Kind: "timestamp", Extra: true},
 		{Table: "sessions", Name: "expires_at", Kind: "timestamp", Extra: true},
 		{Table: "sessions", Name: "revoked_at", Kind: "timestamp", Nullable: true, Extra: true},
+
+		{Table: "mail_outbox", Name: "id", Kind: "uuid", PK: true, Extra: true},
+		{Table: "mail_outbox", Name: "kind", Kind: "varchar", Extra: true},
+		{Table: "mail_outbox", Name: "user_id", Kind: "uuid", Nullable: true, Extra: true},
+		{Table: "mail_outbox", Name: "recipient", Kind: "varchar", Extra: true},
+		{Table: "mail_outbox", Name: "data", Kind: "json", Nullable: true, Extra: true},
+		{Table: "mail_outbox", Name: "created_at", Kind: "timestamp", Extra: true},
+		{Table: "mail_outbox", Name: "next_attempt_at", Kind: "timestamp", Extra: true},
+		{Table: "mail_outbox", Name: "attempts", Kind: "integer", Extra: true},
+		{Table: "mail_outbox", Name: "claimed_until", Kind: "timestamp", Nullable: true, Extra: true},
+		{Table: "mail_outbox", Name: "last_error", Kind: "varchar", Nullable: true, Extra: true},
+		{Table: "mail_outbox", Name: "dead_at", Kind: "timestamp", Nullable: true, Extra: true},
 	},
 	Indexes: []Index{
 		{Table: "users", Name: "ix_users_email", Columns: "email", Unique: true},
@@ -112,6 +124,8 @@ var SeedSchema = Schema{
 		{Table: "security_logs", Name: "ix_security_logs_timestamp", Columns: "timestamp"},
 		{Table: "sessions", Name: "ix_sessions_user_id", Columns: "user_id"},
 		{Table: "sessions", Name: "ix_sessions_expires_at", Columns: "expires_at"},
+		{Table: "mail_outbox", Name: "ix_mail_outbox_due", Columns: "next_attempt_at"},
+		{Table: "mail_outbox", Name: "ix_mail_outbox_user_id", Columns: "user_id"},
 	},
 	ForeignKeys: []ForeignKey{
 		{Table: "jwt_tokens", Column: "user_id", RefTable: "users", RefColumn: "id", OnDelete: "CASCADE"},
@@ -120,5 +134,6 @@ var SeedSchema = Schema{
 		{Table: "verification_tokens", Column: "user_id", RefTable: "users", RefColumn: "id", OnDelete: "CASCADE"},
 		{Table: "security_logs", Column: "user_id", RefTable: "users", RefColumn: "id", OnDelete: "SET NULL"},
 		{Table: "sessions", Column: "user_id", RefTable: "users", RefColumn: "id", OnDelete: "CASCADE"},
+		{Table: "mail_outbox", Column: "user_id", RefTable: "users", RefColumn: "id", OnDelete: "SET NULL"},
 	},
 }

@@ -379,6 +379,9 @@ func TestTroubleshooting(t *testing.T) {
 
 func TestMigrateCLI(t *testing.T) {
 	t.Parallel()
+	files, _ := filepath.Glob(filepath.Join("..", "..", "sqlite", "migrations", "*.sql"))
+	head := len(files)
+	first, last := filepath.Base(files[0]), filepath.Base(files[head-1])
 	for name, env := range map[string]map[string]string{"sqlite": sqliteEnv(t), "postgres": postgresEnv(t)} {
 		t.Run(name, func(t *testing.T) {
 			steps := []struct {
@@ -389,17 +392,19 @@ func TestMigrateCLI(t *testing.T) {
 				{[]string{"migrate", "version"}, 0, "0\n"},
 				{[]string{"migrate", "status"}, 0, "pending"},
 				{[]string{"migrate", "check"}, 1, ""},
-				{[]string{"migrate", "up"}, 0, "up   00001_initial_schema.sql"},
+				{[]string{"migrate", "up"}, 0, "up   " + last},
 				{[]string{"migrate", "up"}, 0, "already at head"},
-				{[]string{"migrate", "check"}, 0, "at head (version 1)"},
-				{[]string{"migrate", "version"}, 0, "1\n"},
-				{[]string{"migrate", "history"}, 0, "00001_initial_schema.sql (head) (current)"},
+				{[]string{"migrate", "check"}, 0, fmt.Sprintf("at head (version %d)", head)},
+				{[]string{"migrate", "version"}, 0, fmt.Sprintf("%d\n", head)},
+				{[]string{"migrate", "history"}, 0, last + " (head) (current)"},
 				{[]string{"migrate", "status"}, 0, "applied"},
-				{[]string{"migrate", "redo"}, 0, "down 00001_initial_schema.sql"},
-				{[]string{"migrate", "down", "5"}, 0, "down 00001_initial_schema.sql"},
+				{[]string{"migrate", "redo"}, 0, "down " + last},
+				{[]string{"migrate", "down", "1"}, 0, "down " + last},
+				{[]string{"migrate", "check"}, 1, ""},
+				{[]string{"migrate", "down", "50"}, 0, "down " + first},
 				{[]string{"migrate", "down"}, 0, "nothing to roll back"},
 				{[]string{"migrate", "redo"}, 1, ""},
-				{[]string{"migrate", "up"}, 0, "up   00001_initial_schema.sql"},
+				{[]string{"migrate", "up"}, 0, "up   " + first},
 			}
 			for _, s := range steps {
 				code, stdout, stderr := runCLI(t, env, s.args...)

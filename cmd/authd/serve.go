@@ -22,6 +22,10 @@ import (
 	"github.com/authd/authd/token"
 )
 
+// outboxPoll is how often the mail sender looks for mail queued by other
+// instances or due for a retry; mail queued here is sent at once.
+const outboxPoll = 2 * time.Second
+
 // shutdownTimeout bounds how long a graceful shutdown waits for in-flight
 // requests.
 const shutdownTimeout = 20 * time.Second
@@ -65,7 +69,6 @@ type App struct {
 	db       database
 	keys     *token.Keyring
 	service  *authd.Service
-	mail     *mail.Queue
 	listener net.Listener
 	server   *http.Server
 }
@@ -104,7 +107,6 @@ func (a *App) Open(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	a.mail = mail.NewQueue(mailer, a.logger, 10000)
 	var limiter authd.RateLimiter
 	if a.cfg.RateLimit {
 		limiter = ratelimit.NewMemory(a.clock)
@@ -123,7 +125,7 @@ func (a *App) Open(ctx context.Context) (err error) {
 		Clock:     a.clock,
 		Passwords: password.NewHasher(a.cfg.Argon2, password.Policy{MinLength: a.cfg.PasswordMinLength}),
 		Tokens:    token.NewIssuer(a.keys, a.cfg.Issuer, a.cfg.Audience),
-		Mailer:    a.mail,
+		Mailer:    mailer,
 		Limiter:   limiter,
 		Logger:    a.logger,
 	})
@@ -159,11 +161,12 @@ func (a *App) Open(ctx context.Context) (err error) {
 func (a *App) Addr() net.Addr { return a.listener.Addr() }
 
 // Run serves until ctx ends, then stops accepting, lets in-flight requests
-// finish (up to shutdownTimeout), flushes the mail queue and returns.
+// finish (up to shutdownTimeout), lets the mail sender finish its pass and
+// returns. Mail not sent stays in the outbox for the next start.
 func (a *App) Run(ctx context.Context) error {
 	jobs, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	wg.Go(func() { a.mail.Run(jobs) })
+	wg.Go(func() { a.service.RunOutbox(jobs, outboxPoll) })
 	wg.Go(func() { a.maintain(jobs) })
 	if feed, ok := a.db.(authd.RevocationFeed); ok {
 		wg.Go(func() {

@@ -1,0 +1,219 @@
+package authd
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// MailAccountDeleted is the notice sent when an account is erased.
+const MailAccountDeleted MailKind = "account_deleted"
+
+// MailKinds lists every kind of mail, in schema order.
+func MailKinds() []MailKind {
+	return []MailKind{MailVerifyEmail, MailPasswordReset, MailRegisterNotice, MailAccountLocked,
+		MailPasswordChanged, MailAccountDeleted}
+}
+
+// ParseMailKind rejects anything but the labels of MailKinds.
+func ParseMailKind(s string) (MailKind, error) { return parseEnum("mail kind", s, MailKinds()) }
+
+// OutboxMail is a mail in the durable outbox (table mail_outbox). It holds
+// no secret: the one-time link of a verification or reset mail is minted
+// when the mail is delivered.
+type OutboxMail struct {
+	ID            uuid.UUID
+	Kind          MailKind
+	UserID        uuid.UUID // Nil once the account is gone
+	To            string
+	Until         time.Time // with MailAccountLocked
+	CreatedAt     time.Time
+	NextAttemptAt time.Time
+	Attempts      int
+	ClaimedUntil  time.Time
+	LastError     string
+	DeadAt        time.Time
+}
+
+// Outbox delivery policy.
+const (
+	MaxMailAttempts = 8               // then the mail is dead
+	mailLease       = 2 * time.Minute // a claimed mail is re-claimable after this
+	mailBatch       = 20
+	mailSendTimeout = 30 * time.Second
+)
+
+// mailBackoff is the wait before attempt n+1: 10s, 40s, 2m40s, … capped at
+// an hour, with jitter so that instances do not retry in lockstep.
+func mailBackoff(attempts int) time.Duration {
+	d := 10 * time.Second << (2 * min(attempts-1, 6))
+	d = min(d, time.Hour)
+	return d + rand.N(d/10+1)
+}
+
+// OutboxStats counts the outbox: mails waiting and mails given up on.
+type OutboxStats struct {
+	Pending int
+	Dead    int
+}
+
+// MailEvent is what happened to one delivery attempt, for metrics.
+type MailEvent string
+
+// Mail delivery outcomes.
+const (
+	MailSent    MailEvent = "sent"
+	MailRetried MailEvent = "retried"
+	MailDead    MailEvent = "dead"
+	MailDropped MailEvent = "dropped" // its account is gone or no longer needs it
+)
+
+// enqueue adds a mail to the outbox in the flow's transaction.
+func (t *txn) enqueue(ctx context.Context, now time.Time, kind MailKind, user *User, until time.Time) error {
+	m := &OutboxMail{ID: NewID(), Kind: kind, UserID: user.ID, To: user.Email, Until: until,
+		CreatedAt: now, NextAttemptAt: now}
+	if err := t.EnqueueMail(ctx, m); err != nil {
+		return err
+	}
+	t.mailed = true
+	return nil
+}
+
+// wakeSender tells this instance's sender that mail is waiting.
+func (s *Service) wakeSender() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// RunOutbox delivers mail until ctx ends: whenever a flow of this instance
+// queues one, and every poll interval for mail queued elsewhere or due for
+// a retry. The pass in progress when ctx ends is finished, so that a
+// graceful shutdown flushes what it can.
+func (s *Service) RunOutbox(ctx context.Context, poll time.Duration) {
+	tick := time.NewTicker(poll)
+	defer tick.Stop()
+	for {
+		if _, err := s.DeliverMail(context.WithoutCancel(ctx)); err != nil {
+			s.logger.Error("mail outbox", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+		case <-tick.C:
+		}
+	}
+}
+
+// DeliverMail makes one pass over the outbox: it claims the mails that are
+// due, delivers them and records each outcome. It returns how many it sent.
+func (s *Service) DeliverMail(ctx context.Context) (int, error) {
+	sent := 0
+	for {
+		batch, err := s.store.ClaimMail(ctx, s.now(), mailLease, mailBatch)
+		if err != nil || len(batch) == 0 {
+			return sent, err
+		}
+		for _, m := range batch {
+			ok, err := s.deliver(ctx, m)
+			if err != nil {
+				return sent, err
+			}
+			if ok {
+				sent++
+			}
+		}
+		if len(batch) < mailBatch {
+			return sent, nil
+		}
+	}
+}
+
+// deliver sends one claimed mail. Only errors of the store are returned;
+// a failed send is recorded for a retry.
+func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
+	mail := Mail{Kind: m.Kind, To: m.To, Until: m.Until}
+	if m.Kind == MailVerifyEmail || m.Kind == MailPasswordReset {
+		link, err := s.mintLink(ctx, m)
+		if err != nil {
+			return false, err
+		}
+		if link == "" {
+			s.observeMail(m, MailDropped)
+			return false, s.store.CompleteMail(ctx, m.ID)
+		}
+		mail.Link = link
+	}
+	sendCtx, cancel := context.WithTimeout(ctx, mailSendTimeout)
+	err := s.mailer.Send(sendCtx, mail)
+	cancel()
+	now := s.now()
+	switch {
+	case err == nil:
+		s.observeMail(m, MailSent)
+		return true, s.store.CompleteMail(ctx, m.ID)
+	case m.Attempts >= MaxMailAttempts:
+		s.logger.Error("mail dead after its last attempt", "mail_id", m.ID, "kind", m.Kind, "attempts", m.Attempts, "err", err)
+		s.observeMail(m, MailDead)
+		return false, s.store.KillMail(ctx, m.ID, now, errorText(err))
+	default:
+		next := now.Add(mailBackoff(m.Attempts))
+		s.logger.Warn("mail delivery failed; will retry", "mail_id", m.ID, "kind", m.Kind, "attempt", m.Attempts,
+			"retry_at", next, "err", err)
+		s.observeMail(m, MailRetried)
+		return false, s.store.RetryMail(ctx, m.ID, next, errorText(err))
+	}
+}
+
+// mintLink creates the one-time token of a verification or reset mail,
+// voiding the user's older ones, and returns its link; "" when the mail is
+// no longer wanted (account gone or deleted, address already verified).
+func (s *Service) mintLink(ctx context.Context, m *OutboxMail) (string, error) {
+	var link string
+	err := s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		if m.UserID == uuid.Nil {
+			return nil
+		}
+		u, err := tx.User(ctx, m.UserID)
+		if ErrorCode(err) == ENotFound {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if u.IsDeleted() || u.Email != m.To || (m.Kind == MailVerifyEmail && u.EmailVerified) {
+			return nil
+		}
+		typ, ttl, page := VerifyEmail, EmailVerificationTTL, "verify-email"
+		if m.Kind == MailPasswordReset {
+			typ, ttl, page = PasswordReset, PasswordResetTTL, "reset-password"
+		}
+		raw, err := s.newVerificationToken(ctx, tx, u.ID, typ, now.Add(ttl), now)
+		if err != nil {
+			return err
+		}
+		link = s.link(page, raw)
+		return nil
+	})
+	return link, err
+}
+
+func (s *Service) observeMail(m *OutboxMail, ev MailEvent) {
+	if s.hooks.Mail != nil {
+		s.hooks.Mail(m.Kind, ev)
+	}
+}
+
+// errorText keeps a failure's text short enough for its column.
+func errorText(err error) string { return truncate(fmt.Sprint(err), 500) }
+
+// OutboxStats counts the outbox, for metrics and operators.
+func (s *Service) OutboxStats(ctx context.Context) (OutboxStats, error) {
+	return s.store.OutboxStats(ctx)
+}

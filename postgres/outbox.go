@@ -1,0 +1,104 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+const outboxColumns = `id, kind, user_id, recipient, data, created_at, next_attempt_at, attempts,
+	claimed_until, last_error, dead_at`
+
+func (q *queries) EnqueueMail(ctx context.Context, m *authd.OutboxMail) error {
+	_, err := q.db.Exec(ctx, `INSERT INTO mail_outbox (`+outboxColumns+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+		m.ID, string(m.Kind), nullUUID(m.UserID), m.To, mailData(m), m.CreatedAt, m.NextAttemptAt, m.Attempts,
+		nullTime(m.ClaimedUntil), nullString(m.LastError), nullTime(m.DeadAt))
+	return translate(err)
+}
+
+// mailData is the template data of a mail, as stored.
+func mailData(m *authd.OutboxMail) map[string]any {
+	if m.Until.IsZero() {
+		return nil
+	}
+	return map[string]any{"until": m.Until.UTC().Format(time.RFC3339Nano)}
+}
+
+// ClaimMail implements authd.Store with FOR UPDATE SKIP LOCKED, so that
+// concurrent senders on many instances take disjoint batches.
+func (s *Store) ClaimMail(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]*authd.OutboxMail, error) {
+	rows, err := s.pool.Query(ctx, `WITH claimed AS (
+			UPDATE mail_outbox SET claimed_until = $2, attempts = attempts + 1
+			WHERE id IN (
+				SELECT id FROM mail_outbox
+				WHERE dead_at IS NULL AND next_attempt_at <= $1 AND (claimed_until IS NULL OR claimed_until <= $1)
+				ORDER BY next_attempt_at
+				LIMIT $3
+				FOR UPDATE SKIP LOCKED)
+			RETURNING `+outboxColumns+`)
+		SELECT `+outboxColumns+` FROM claimed ORDER BY next_attempt_at, id`, now, now.Add(lease), limit)
+	if err != nil {
+		return nil, translate(err)
+	}
+	return collectMail(rows)
+}
+
+func collectMail(rows pgx.Rows) ([]*authd.OutboxMail, error) {
+	defer rows.Close()
+	var out []*authd.OutboxMail
+	for rows.Next() {
+		var m authd.OutboxMail
+		var kind string
+		var user *uuid.UUID
+		var data map[string]any
+		var claimed, dead *time.Time
+		var lastErr *string
+		if err := rows.Scan(&m.ID, &kind, &user, &m.To, &data, &m.CreatedAt, &m.NextAttemptAt, &m.Attempts,
+			&claimed, &lastErr, &dead); err != nil {
+			return nil, translate(err)
+		}
+		var err error
+		if m.Kind, err = authd.ParseMailKind(kind); err != nil {
+			return nil, fmt.Errorf("postgres: mail %s: %w", m.ID, err)
+		}
+		if until, ok := data["until"].(string); ok {
+			m.Until, _ = time.Parse(time.RFC3339Nano, until)
+		}
+		m.UserID, m.ClaimedUntil, m.LastError, m.DeadAt = value(user), value(claimed), value(lastErr), value(dead)
+		out = append(out, &m)
+	}
+	return out, translate(rows.Err())
+}
+
+// CompleteMail implements authd.Store.
+func (s *Store) CompleteMail(ctx context.Context, id uuid.UUID) error {
+	_, err := s.pool.Exec(ctx, `DELETE FROM mail_outbox WHERE id = $1`, id)
+	return translate(err)
+}
+
+// RetryMail implements authd.Store.
+func (s *Store) RetryMail(ctx context.Context, id uuid.UUID, next time.Time, lastError string) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE mail_outbox SET next_attempt_at = $2, last_error = $3, claimed_until = NULL
+		WHERE id = $1`, id, next, lastError)
+	return affected(tag, err, "mail")
+}
+
+// KillMail implements authd.Store.
+func (s *Store) KillMail(ctx context.Context, id uuid.UUID, at time.Time, lastError string) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE mail_outbox SET dead_at = $2, last_error = $3, claimed_until = NULL
+		WHERE id = $1`, id, at, lastError)
+	return affected(tag, err, "mail")
+}
+
+// OutboxStats implements authd.Store.
+func (s *Store) OutboxStats(ctx context.Context) (authd.OutboxStats, error) {
+	var st authd.OutboxStats
+	err := s.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE dead_at IS NULL), count(*) FILTER (WHERE dead_at IS NOT NULL)
+		FROM mail_outbox`).Scan(&st.Pending, &st.Dead)
+	return st, translate(err)
+}

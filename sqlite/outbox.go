@@ -1,0 +1,103 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/google/uuid"
+)
+
+const outboxColumns = `id, kind, user_id, recipient, data, created_at, next_attempt_at, attempts,
+	claimed_until, last_error, dead_at`
+
+func (q *queries) EnqueueMail(ctx context.Context, m *authd.OutboxMail) error {
+	var data any
+	if !m.Until.IsZero() {
+		b, _ := json.Marshal(map[string]string{"until": m.Until.UTC().Format(time.RFC3339Nano)})
+		data = string(b)
+	}
+	_, err := q.db.ExecContext(ctx, `INSERT INTO mail_outbox (`+outboxColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		m.ID, string(m.Kind), nullUUID(m.UserID), m.To, data, timeArg(m.CreatedAt), timeArg(m.NextAttemptAt),
+		m.Attempts, timeArg(m.ClaimedUntil), nullString(m.LastError), timeArg(m.DeadAt))
+	return translate(err)
+}
+
+// ClaimMail implements authd.Store. The UPDATE runs alone in SQLite's one
+// writer slot, so two senders never claim the same mail.
+func (s *Store) ClaimMail(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]*authd.OutboxMail, error) {
+	rows, err := s.db.QueryContext(ctx, `UPDATE mail_outbox SET claimed_until = ?2, attempts = attempts + 1
+		WHERE id IN (
+			SELECT id FROM mail_outbox
+			WHERE dead_at IS NULL AND next_attempt_at <= ?1 AND (claimed_until IS NULL OR claimed_until <= ?1)
+			ORDER BY next_attempt_at
+			LIMIT ?3)
+		RETURNING `+outboxColumns, timeArg(now), timeArg(now.Add(lease)), limit)
+	if err != nil {
+		return nil, translate(err)
+	}
+	defer rows.Close()
+	var out []*authd.OutboxMail // RETURNING has no order; sorted below
+	for rows.Next() {
+		var m authd.OutboxMail
+		var kind string
+		var user uuid.NullUUID
+		var data, lastErr sql.NullString
+		if err := rows.Scan(&m.ID, &kind, &user, &m.To, &data, timeCol{&m.CreatedAt}, timeCol{&m.NextAttemptAt},
+			&m.Attempts, timeCol{&m.ClaimedUntil}, &lastErr, timeCol{&m.DeadAt}); err != nil {
+			return nil, translate(err)
+		}
+		if m.Kind, err = authd.ParseMailKind(kind); err != nil {
+			return nil, fmt.Errorf("sqlite: mail %s: %w", m.ID, err)
+		}
+		if data.Valid {
+			var d struct{ Until string }
+			if json.Unmarshal([]byte(data.String), &d) == nil && d.Until != "" {
+				m.Until, _ = time.Parse(time.RFC3339Nano, d.Until)
+			}
+		}
+		m.UserID, m.LastError = user.UUID, lastErr.String
+		out = append(out, &m)
+	}
+	slices.SortFunc(out, func(a, b *authd.OutboxMail) int {
+		if c := a.NextAttemptAt.Compare(b.NextAttemptAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID.String(), b.ID.String())
+	})
+	return out, translate(rows.Err())
+}
+
+// CompleteMail implements authd.Store.
+func (s *Store) CompleteMail(ctx context.Context, id uuid.UUID) error {
+	_, err := s.db.ExecContext(ctx, `DELETE FROM mail_outbox WHERE id = ?`, id)
+	return translate(err)
+}
+
+// RetryMail implements authd.Store.
+func (s *Store) RetryMail(ctx context.Context, id uuid.UUID, next time.Time, lastError string) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE mail_outbox SET next_attempt_at = ?, last_error = ?, claimed_until = NULL
+		WHERE id = ?`, timeArg(next), lastError, id)
+	return affected(res, err, "mail")
+}
+
+// KillMail implements authd.Store.
+func (s *Store) KillMail(ctx context.Context, id uuid.UUID, at time.Time, lastError string) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE mail_outbox SET dead_at = ?, last_error = ?, claimed_until = NULL
+		WHERE id = ?`, timeArg(at), lastError, id)
+	return affected(res, err, "mail")
+}
+
+// OutboxStats implements authd.Store.
+func (s *Store) OutboxStats(ctx context.Context) (authd.OutboxStats, error) {
+	var st authd.OutboxStats
+	err := s.db.QueryRowContext(ctx, `SELECT coalesce(sum(dead_at IS NULL), 0), coalesce(sum(dead_at IS NOT NULL), 0)
+		FROM mail_outbox`).Scan(&st.Pending, &st.Dead)
+	return st, translate(err)
+}
