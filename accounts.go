@@ -170,3 +170,24 @@ func (s *Service) ResendVerification(ctx context.Context, c Client, email string
 		return s.mailVerification(ctx, tx, c, u, s.now())
 	})
 }
+
+// CheckToken reports, without using it, whether a verification or reset
+// token can still be redeemed: nil, or EInvalidToken. The pages call it on
+// GET, which must never consume a token (mail scanners follow links).
+func (s *Service) CheckToken(ctx context.Context, raw string, typ VerificationType) error {
+	digest, err := opaqueDigest(raw)
+	if err != nil {
+		return err
+	}
+	v, err := s.store.VerificationToken(ctx, digest)
+	if ErrorCode(err) == ENotFound {
+		return errInvalidToken
+	}
+	if err != nil {
+		return err
+	}
+	if v.TokenType != typ || !v.Usable(s.now()) {
+		return errInvalidToken
+	}
+	return nil
+}

@@ -179,7 +179,7 @@ func newEnv(t *testing.T, store authd.Store, opts ...option) *env {
 	e.api = httpapi.New(httpapi.Options{
 		Service: e.svc, Logger: logger, Ready: store.Ready, ServiceTokens: []string{serviceToken},
 		JWKS:        func() ([]byte, error) { return keys.JWKS(e.clock.Now(), cfg.AccessTokenTTL) },
-		CORSOrigins: []string{"https://app.example.org"},
+		CORSOrigins: []string{"https://app.example.org"}, PasswordMinLength: 12,
 	})
 	e.srv = httptest.NewServer(e.api)
 	t.Cleanup(e.srv.Close)

@@ -30,6 +30,8 @@ type Options struct {
 	ServiceTokens  []string       // bearer secrets allowed to introspect
 	TrustedProxies []netip.Prefix // whose X-Forwarded-For is believed
 	CORSOrigins    []string
+	// PasswordMinLength is shown on the reset page.
+	PasswordMinLength int
 	// Observe, when set, is told of every request (for metrics).
 	Observe func(route string, status int, elapsed time.Duration)
 }
@@ -75,6 +77,17 @@ func New(opts Options) *Server {
 	s.handle("GET /v1/users/me/sessions", s.authenticated(s.sessions))
 	s.handle("DELETE /v1/users/me/sessions/{id}", s.authenticated(s.deleteSession))
 	s.handle("PUT /v1/users/me/consent", s.authenticated(s.updateConsent))
+
+	s.handle("GET /verify-email", s.verifyPage)
+	s.handle("POST /verify-email", s.verifySubmit)
+	s.handle("POST /verify-email/new-link", s.newLink("/verify-email/new-link", func(r *http.Request, email string) error {
+		return s.svc.ResendVerification(r.Context(), client(r), email)
+	}))
+	s.handle("GET /reset-password", s.resetPage)
+	s.handle("POST /reset-password", s.resetSubmit)
+	s.handle("POST /reset-password/new-link", s.newLink("/reset-password/new-link", func(r *http.Request, email string) error {
+		return s.svc.ForgotPassword(r.Context(), client(r), email)
+	}))
 
 	s.handler = s.middleware(http.HandlerFunc(s.route))
 	return s
@@ -214,7 +227,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	errors.As(err, &e)
 	switch {
 	case e != nil && e.RetryAfter > 0:
-		w.Header().Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
+		w.Header().Set("Retry-After", retryAfter(e.RetryAfter))
 	case status == http.StatusServiceUnavailable:
 		w.Header().Set("Retry-After", "1")
 	}
@@ -239,3 +252,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 type badRequest struct{ error }
 
 func (b badRequest) Unwrap() error { return b.error }
+
+// retryAfter is a Retry-After value: whole seconds, rounded up.
+func retryAfter(d time.Duration) string {
+	return strconv.Itoa(int((d + time.Second - 1) / time.Second))
+}

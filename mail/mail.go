@@ -8,8 +8,10 @@ import (
 	"context"
 	"crypto/tls"
 	"embed"
+	"errors"
 	"fmt"
 	htmltemplate "html/template"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/url"
@@ -38,25 +40,61 @@ type Renderer struct {
 	html      map[authd.MailKind]*htmltemplate.Template
 }
 
-// Kinds lists every mail kind the templates cover.
-var Kinds = []authd.MailKind{
-	authd.MailVerifyEmail, authd.MailPasswordReset, authd.MailRegisterNotice,
-	authd.MailAccountLocked, authd.MailPasswordChanged,
-}
-
-// NewRenderer parses the embedded templates.
-func NewRenderer(publicURL string) (*Renderer, error) {
+// NewRenderer parses the embedded templates and, when dir is not empty,
+// the files there that override them: for each kind NAME, NAME.txt (the
+// "subject" and "text" templates) and NAME.html (the "body" template), and
+// layout.html (the "layout" template around every HTML body). A template
+// that does not parse, or lacks a required template, is an error at start.
+func NewRenderer(publicURL, dir string) (*Renderer, error) {
 	r := &Renderer{product: "authd", publicURL: publicURL,
 		text: map[authd.MailKind]*texttemplate.Template{}, html: map[authd.MailKind]*htmltemplate.Template{}}
-	for _, k := range Kinds {
-		t, err := texttemplate.ParseFS(templateFiles, "templates/"+string(k)+".txt")
-		if err != nil {
-			return nil, fmt.Errorf("mail template %s: %w", k, err)
+	read := func(name string) (string, error) {
+		if dir != "" {
+			b, err := os.ReadFile(filepath.Join(dir, name))
+			if err == nil {
+				return string(b), nil
+			}
+			if !errors.Is(err, fs.ErrNotExist) {
+				return "", err
+			}
 		}
-		h, err := htmltemplate.ParseFS(templateFiles, "templates/layout.html",
-			"templates/"+string(k)+".txt", "templates/"+string(k)+".html")
+		b, err := templateFiles.ReadFile("templates/" + name)
+		return string(b), err
+	}
+	layout, err := read("layout.html")
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range authd.MailKinds() {
+		txt, err := read(string(k) + ".txt")
 		if err != nil {
-			return nil, fmt.Errorf("mail template %s: %w", k, err)
+			return nil, fmt.Errorf("mail template %s.txt: %w", k, err)
+		}
+		html, err := read(string(k) + ".html")
+		if err != nil {
+			return nil, fmt.Errorf("mail template %s.html: %w", k, err)
+		}
+		t, err := texttemplate.New(string(k)).Option("missingkey=error").Parse(txt)
+		if err != nil {
+			return nil, fmt.Errorf("mail template %s.txt: %w", k, err)
+		}
+		h, err := htmltemplate.New(string(k)).Option("missingkey=error").Parse(layout)
+		if err == nil {
+			_, err = h.Parse(txt)
+		}
+		if err == nil {
+			_, err = h.Parse(html)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("mail template %s.html: %w", k, err)
+		}
+		for _, name := range []string{"subject", "text"} {
+			if t.Lookup(name) == nil {
+				return nil, fmt.Errorf("mail template %s.txt: no {{define %q}}", k, name)
+			}
+		}
+		if h.Lookup("body") == nil || h.Lookup("layout") == nil {
+			return nil, fmt.Errorf("mail template %s.html: no {{define \"body\"}} (or layout.html no \"layout\")", k)
 		}
 		r.text[k], r.html[k] = t, h
 	}
@@ -74,7 +112,7 @@ func (r *Renderer) Render(m authd.Mail) (*Rendered, error) {
 	if !ok {
 		return nil, fmt.Errorf("no template for mail kind %q", m.Kind)
 	}
-	data := map[string]any{"Product": r.product, "PublicURL": r.publicURL, "Link": m.Link, "To": m.To}
+	data := map[string]any{"Product": r.product, "PublicURL": r.publicURL, "Link": m.Link, "To": m.To, "Until": ""}
 	if !m.Until.IsZero() {
 		data["Until"] = m.Until.UTC().Format("2006-01-02 15:04 UTC")
 	}

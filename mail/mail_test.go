@@ -113,7 +113,7 @@ func startSMTP(t *testing.T, implicit bool) (*inbox, string, *x509.CertPool) {
 }
 
 func renderer(t *testing.T) *Renderer {
-	r, err := NewRenderer("https://auth.example.org")
+	r, err := NewRenderer("https://auth.example.org", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +187,7 @@ func TestSMTPFailures(t *testing.T) {
 
 func TestEveryTemplateRenders(t *testing.T) {
 	r := renderer(t)
-	for _, k := range Kinds {
+	for _, k := range authd.MailKinds() {
 		out, err := r.Render(authd.Mail{Kind: k, To: "a@example.org", Link: "https://x/?token=<b>", Until: time.Now()})
 		if err != nil {
 			t.Fatalf("%s: %v", k, err)
@@ -223,3 +223,36 @@ func TestDevMailerWritesEMLAndLogsLink(t *testing.T) {
 	}
 }
 
+func TestTemplatesOverride(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "verify_email.txt"),
+		[]byte(`{{define "subject"}}Bitte bestätigen{{end}}{{define "text"}}Link: {{.Link}}{{end}}`), 0o644)
+	os.WriteFile(filepath.Join(dir, "verify_email.html"), []byte(`{{define "body"}}<p>Hier: <a href="{{.Link}}">bestätigen</a></p>{{end}}`), 0o644)
+	r, err := NewRenderer("https://auth.example.org", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := r.Render(authd.Mail{Kind: authd.MailVerifyEmail, Link: "https://x/verify-email?token=t"})
+	if err != nil || out.Subject != "Bitte bestätigen" || out.Text != "Link: https://x/verify-email?token=t" ||
+		!strings.Contains(out.HTML, "Hier:") || !strings.Contains(out.HTML, "<html") {
+		t.Errorf("override: %+v, %v", out, err)
+	}
+	other, _ := r.Render(authd.Mail{Kind: authd.MailPasswordReset, Link: "https://x"})
+	if other.Subject != "Reset your password" {
+		t.Errorf("a kind without an override lost its embedded template: %q", other.Subject)
+	}
+	for name, body := range map[string]string{
+		"password_reset.txt":  `{{define "subject"}}x{{end}}`,         // no "text"
+		"password_reset.html": `{{define "body"}}{{.Link}{{end}}`,     // does not parse
+		"account_locked.txt":  `{{define "subject"}}{{.Nope}}{{end}}`, // parses; fails at render
+	} {
+		bad := t.TempDir()
+		os.WriteFile(filepath.Join(bad, name), []byte(body), 0o644)
+		r, err := NewRenderer("https://auth.example.org", bad)
+		if err == nil {
+			if _, err = r.Render(authd.Mail{Kind: authd.MailAccountLocked, Until: time.Now()}); err == nil {
+				t.Errorf("a broken %s was accepted", name)
+			}
+		}
+	}
+}

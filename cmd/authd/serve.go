@@ -96,9 +96,9 @@ func (a *App) Open(ctx context.Context) (err error) {
 		return &cliError{msg: "signing keys: " + err.Error(),
 			hint: "AUTHD_KEYS_DIR must be a writable directory of PKCS#8 PEM private keys; see `authd keys --help`"}
 	}
-	renderer, err := mail.NewRenderer(a.cfg.PublicURL)
+	renderer, err := mail.NewRenderer(a.cfg.PublicURL, a.cfg.TemplatesDir)
 	if err != nil {
-		return err
+		return &cliError{msg: err.Error(), hint: "fix the template in AUTHD_TEMPLATES_DIR or remove it to use the embedded one"}
 	}
 	var mailer authd.Mailer = &mail.Dev{Dir: filepath.Join(a.cfg.DataDir, "outbox"), From: a.cfg.MailFrom,
 		Renderer: renderer, Logger: a.logger}
@@ -138,6 +138,7 @@ func (a *App) Open(ctx context.Context) (err error) {
 		Ready:   a.db.Ready,
 		Logger:  a.logger, ServiceTokens: a.cfg.ServiceTokens,
 		TrustedProxies: a.cfg.TrustedProxies, CORSOrigins: a.cfg.CORSOrigins,
+		PasswordMinLength: a.cfg.PasswordMinLength,
 	})
 	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
 	if err != nil {

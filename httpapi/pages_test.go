@@ -1,0 +1,108 @@
+package httpapi_test
+
+import (
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/authd/authd"
+)
+
+func form(kv ...string) string {
+	v := url.Values{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		v.Set(kv[i], kv[i+1])
+	}
+	return v.Encode()
+}
+
+func (e *env) post(path, body string) response {
+	e.t.Helper()
+	return e.do("POST", path, body, "Content-Type", "application/x-www-form-urlencoded")
+}
+
+func TestVerifyPage(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": "p@example.org", "password": goodPassword, "consent": true}), 202, "")
+		link := e.mail.last(t, authd.MailVerifyEmail, "p@example.org").Link
+		tok := tokenOf(t, e.mail.last(t, authd.MailVerifyEmail, "p@example.org"))
+		path := strings.TrimPrefix(link, "https://auth.example.org")
+
+		for range 3 { // mail scanners follow links: a GET never consumes the token
+			r := e.do("GET", path, nil)
+			if r.status != 200 || !strings.Contains(r.raw, `action="/verify-email"`) || !strings.Contains(r.raw, tok) {
+				t.Fatalf("verify page: %d %s", r.status, r.raw)
+			}
+			csp := r.header.Get("Content-Security-Policy")
+			if !strings.HasPrefix(r.header.Get("Content-Type"), "text/html") || !strings.Contains(csp, "default-src 'none'") ||
+				!strings.Contains(csp, "form-action 'self'") || strings.Contains(csp, "unsafe-inline") || strings.Contains(r.raw, "<script") {
+				t.Errorf("page headers: %v", r.header)
+			}
+		}
+		if e.user("p@example.org").EmailVerified {
+			t.Fatal("opening the page verified the address")
+		}
+		r := e.post("/verify-email", form("token", tok))
+		if r.status != 200 || !strings.Contains(r.raw, "confirmed") {
+			t.Fatalf("pressing the button: %d %s", r.status, r.raw)
+		}
+		if !e.user("p@example.org").EmailVerified {
+			t.Error("the button did not verify the address")
+		}
+		for _, r := range []response{e.do("GET", path, nil), e.post("/verify-email", form("token", tok)), e.do("GET", "/verify-email?token=junk", nil)} {
+			if r.status != 400 || !strings.Contains(r.raw, "expired or was already used") || !strings.Contains(r.raw, `action="/verify-email/new-link"`) {
+				t.Errorf("used link: %d %s", r.status, r.raw)
+			}
+		}
+		r = e.post("/verify-email/new-link", form("email", "not an address"))
+		if r.status != 400 || !strings.Contains(r.raw, "valid email address") {
+			t.Errorf("new link with a bad address: %d %s", r.status, r.raw)
+		}
+		for _, email := range []string{"p@example.org", "nobody@example.org"} {
+			if r := e.post("/verify-email/new-link", form("email", email)); r.status != 200 || !strings.Contains(r.raw, "on its way") {
+				t.Errorf("new link for %s: %d %s", email, r.status, r.raw)
+			}
+		}
+	})
+}
+
+func TestResetPage(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("r@example.org", goodPassword)
+		want(t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": "r@example.org"}), 202, "")
+		tok := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, "r@example.org"))
+
+		r := e.do("GET", "/reset-password?token="+tok, nil)
+		if r.status != 200 || !strings.Contains(r.raw, `name="new_password"`) || !strings.Contains(r.raw, `name="confirm_password"`) ||
+			!strings.Contains(r.raw, `<label for="new_password">`) {
+			t.Fatalf("reset page: %d %s", r.status, r.raw)
+		}
+		r = e.post("/reset-password", form("token", tok, "new_password", "a new sturdy phrase", "confirm_password", "a new sturdy phrasE"))
+		if r.status != 400 || !strings.Contains(r.raw, "do not match") || !strings.Contains(r.raw, `name="new_password"`) {
+			t.Errorf("mismatch: %d %s", r.status, r.raw)
+		}
+		r = e.post("/reset-password", form("token", tok, "new_password", "short", "confirm_password", "short"))
+		if r.status != 400 || !strings.Contains(r.raw, "at least 12 characters") || !strings.Contains(r.raw, `role="alert"`) {
+			t.Errorf("weak password: %d %s", r.status, r.raw)
+		}
+		r = e.post("/reset-password", form("token", tok, "new_password", "a new sturdy phrase", "confirm_password", "a new sturdy phrase"))
+		if r.status != 200 || !strings.Contains(r.raw, "Password changed") {
+			t.Fatalf("reset: %d %s", r.status, r.raw)
+		}
+		e.login("r@example.org", "a new sturdy phrase")
+		r = e.post("/reset-password", form("token", tok, "new_password", "another sturdy phrase", "confirm_password", "another sturdy phrase"))
+		if r.status != 400 || !strings.Contains(r.raw, `action="/reset-password/new-link"`) {
+			t.Errorf("reused link: %d %s", r.status, r.raw)
+		}
+		if r := e.post("/reset-password/new-link", form("email", "r@example.org")); r.status != 200 {
+			t.Errorf("new reset link: %d", r.status)
+		}
+		if n := e.mail.count(authd.MailPasswordReset, "r@example.org"); n != 2 {
+			t.Errorf("%d reset mails, want 2", n)
+		}
+		// The query string is only carried into the form: it never resets.
+		want(t, "JSON reset with the token in the query only", e.do("POST", "/v1/auth/password/reset?token="+tok, map[string]string{"new_password": "x y z w v u t"}), 400, "validation_failed")
+	})
+}
