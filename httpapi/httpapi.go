@@ -32,6 +32,8 @@ type Options struct {
 	CORSOrigins    []string
 	// PasswordMinLength is shown on the reset page.
 	PasswordMinLength int
+	// Metrics serves GET /metrics.
+	Metrics http.Handler
 	// Observe, when set, is told of every request (for metrics).
 	Observe func(route string, status int, elapsed time.Duration)
 }
@@ -60,6 +62,7 @@ func New(opts Options) *Server {
 	s.handle("GET /readyz", s.readyz)
 	s.handle("GET /openapi.json", s.openAPI)
 	s.handle("GET /.well-known/jwks.json", s.jwks)
+	s.handle("GET /metrics", s.metrics)
 
 	s.handle("POST /v1/auth/register", s.register)
 	s.handle("POST /v1/auth/verify-email", s.verifyEmail)
@@ -160,6 +163,14 @@ func OpenAPI() []byte { return openAPIDocument }
 func (s *Server) openAPI(w http.ResponseWriter, _ *http.Request) error {
 	w.Header().Set("Content-Type", "application/json")
 	w.Write(openAPIDocument)
+	return nil
+}
+
+func (s *Server) metrics(w http.ResponseWriter, r *http.Request) error {
+	if s.opts.Metrics == nil {
+		return authd.Errorf(authd.ENotFound, "Metrics are not enabled.")
+	}
+	s.opts.Metrics.ServeHTTP(w, r)
 	return nil
 }
 

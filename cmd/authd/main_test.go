@@ -543,3 +543,61 @@ func TestKeysCLI(t *testing.T) {
 		t.Errorf("unknown action: exit %d", code)
 	}
 }
+
+// TestServeMetricsAndMail runs the real App: a registration's mail goes
+// through the outbox to the development mailer, and /metrics reports it.
+func TestServeMetricsAndMail(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	env["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
+	cfg, err := loadConfig(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	app := NewApp(cfg, newLogger(cfg, &logs))
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := app.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error)
+	go func() { done <- app.Run(ctx) }()
+	base := "http://" + app.Addr().String()
+	resp, err := http.Post(base+"/v1/auth/register", "application/json",
+		strings.NewReader(`{"email":"m@example.org","password":"a sturdy passphrase","consent":true}`))
+	if err != nil || resp.StatusCode != 202 {
+		t.Fatalf("register: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "verify-email?token=") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no verification link in the log:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if files, _ := filepath.Glob(filepath.Join(cfg.DataDir, "outbox", "*.eml")); len(files) != 1 {
+		t.Errorf("%d .eml files in the outbox directory", len(files))
+	}
+	resp, err = http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`authd_http_requests_total{route="POST /v1/auth/register",status="202"} 1`,
+		`authd_security_events_total{event="registration",result="success"} 1`,
+		`authd_mail_deliveries_total{kind="verify_email",outcome="sent"} 1`,
+		`authd_mail_outbox_pending 0`, `authd_password_hash_seconds_count 1`, `authd_db_connections_in_use`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	app.Close()
+}

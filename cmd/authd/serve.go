@@ -16,9 +16,11 @@ import (
 	"github.com/authd/authd"
 	"github.com/authd/authd/httpapi"
 	"github.com/authd/authd/mail"
+	"github.com/authd/authd/metrics"
 	"github.com/authd/authd/password"
 	"github.com/authd/authd/postgres"
 	"github.com/authd/authd/ratelimit"
+	"github.com/authd/authd/sqlite"
 	"github.com/authd/authd/token"
 )
 
@@ -107,6 +109,10 @@ func (a *App) Open(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	m := metrics.New()
+	m.Pool(a.poolStats)
+	hasher := password.NewHasher(a.cfg.Argon2, password.Policy{MinLength: a.cfg.PasswordMinLength})
+	hasher.Observe = m.Hash
 	var limiter authd.RateLimiter
 	if a.cfg.RateLimit {
 		limiter = ratelimit.NewMemory(a.clock)
@@ -123,12 +129,15 @@ func (a *App) Open(ctx context.Context) (err error) {
 	}, authd.Deps{
 		Store:     a.db,
 		Clock:     a.clock,
-		Passwords: password.NewHasher(a.cfg.Argon2, password.Policy{MinLength: a.cfg.PasswordMinLength}),
+		Passwords: hasher,
 		Tokens:    token.NewIssuer(a.keys, a.cfg.Issuer, a.cfg.Audience),
 		Mailer:    mailer,
 		Limiter:   limiter,
 		Logger:    a.logger,
+		Hooks:     authd.Hooks{Event: m.Event, Mail: m.Mail},
 	})
+	m.Outbox(a.service.OutboxStats)
+	m.Revocations(a.service.Revocations())
 	if err := a.service.LoadRevocations(ctx); err != nil {
 		return err
 	}
@@ -139,6 +148,8 @@ func (a *App) Open(ctx context.Context) (err error) {
 		Logger:  a.logger, ServiceTokens: a.cfg.ServiceTokens,
 		TrustedProxies: a.cfg.TrustedProxies, CORSOrigins: a.cfg.CORSOrigins,
 		PasswordMinLength: a.cfg.PasswordMinLength,
+		Metrics:           m.Handler(),
+		Observe:           m.Request,
 	})
 	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
 	if err != nil {
@@ -228,6 +239,20 @@ func (a *App) databaseKind() string {
 		return "sqlite"
 	}
 	return "postgres"
+}
+
+// poolStats reads the database pool for the metrics.
+func (a *App) poolStats() metrics.PoolStats {
+	switch db := a.db.(type) {
+	case *postgres.Store:
+		st := db.Pool().Stat()
+		return metrics.PoolStats{InUse: int(st.AcquiredConns()), Idle: int(st.IdleConns()), Max: int(st.MaxConns()),
+			WaitCount: st.EmptyAcquireCount()}
+	case *sqlite.Store:
+		st := db.DB().Stats()
+		return metrics.PoolStats{InUse: st.InUse, Idle: st.Idle, Max: st.MaxOpenConnections, WaitCount: st.WaitCount}
+	}
+	return metrics.PoolStats{}
 }
 
 // Close releases what Open acquired.

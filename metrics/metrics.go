@@ -1,0 +1,140 @@
+// Package metrics exposes authd's Prometheus metrics: requests by route and
+// status with latency, security events (login outcomes, lockouts, …),
+// password hashing time and queue, mail deliveries and the outbox, the
+// revocation set and the database pool.
+package metrics
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics holds the collectors; its methods are the hooks the other
+// packages call.
+type Metrics struct {
+	reg       *prometheus.Registry
+	requests  *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	events    *prometheus.CounterVec
+	hashTime  prometheus.Histogram
+	hashQueue prometheus.Gauge
+	mails     *prometheus.CounterVec
+}
+
+// New registers authd's collectors, and Go's and the process's, in a new
+// registry.
+func New() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authd_http_requests_total", Help: "HTTP requests by route pattern and status.",
+		}, []string{"route", "status"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "authd_http_request_duration_seconds", Help: "HTTP request latency by route pattern.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"route"}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authd_security_events_total",
+			Help: "Security events committed, by event type and result (login outcomes, lockouts, …).",
+		}, []string{"event", "result"}),
+		hashTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "authd_password_hash_seconds", Help: "Time of one argon2id hash or verification.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 10),
+		}),
+		hashQueue: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "authd_password_hash_queue", Help: "Requests waiting for a hashing worker.",
+		}),
+		mails: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authd_mail_deliveries_total", Help: "Mail delivery attempts by kind and outcome (sent, retried, dead, dropped).",
+		}, []string{"kind", "outcome"}),
+	}
+	m.reg.MustRegister(m.requests, m.latency, m.events, m.hashTime, m.hashQueue, m.mails,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// Request counts one HTTP request.
+func (m *Metrics) Request(route string, status int, elapsed time.Duration) {
+	m.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
+	m.latency.WithLabelValues(route).Observe(elapsed.Seconds())
+}
+
+// Event counts one committed security event.
+func (m *Metrics) Event(ev authd.EventType, res authd.Result) {
+	m.events.WithLabelValues(string(ev), string(res)).Inc()
+}
+
+// Hash records one hash's duration and the queue behind it.
+func (m *Metrics) Hash(d time.Duration, queued int) {
+	m.hashTime.Observe(d.Seconds())
+	m.hashQueue.Set(float64(queued))
+}
+
+// Mail counts one delivery attempt.
+func (m *Metrics) Mail(kind authd.MailKind, ev authd.MailEvent) {
+	m.mails.WithLabelValues(string(kind), string(ev)).Inc()
+}
+
+// Outbox publishes the outbox depth, read from the store at each scrape.
+func (m *Metrics) Outbox(stats func(context.Context) (authd.OutboxStats, error)) {
+	read := func(dead bool) func() float64 {
+		return func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			st, err := stats(ctx)
+			if err != nil {
+				return -1
+			}
+			if dead {
+				return float64(st.Dead)
+			}
+			return float64(st.Pending)
+		}
+	}
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authd_mail_outbox_pending", Help: "Mails waiting in the outbox (-1: unknown)."}, read(false)),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authd_mail_outbox_dead", Help: "Mails given up on (-1: unknown)."}, read(true)),
+	)
+}
+
+// Revocations publishes the size of the revocation set.
+func (m *Metrics) Revocations(set *authd.RevocationSet) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authd_revoked_sessions", Help: "Revoked sessions held in memory."},
+			func() float64 { n, _ := set.Len(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authd_blocked_users", Help: "Locked users held in memory."},
+			func() float64 { _, n := set.Len(); return float64(n) }),
+	)
+}
+
+// PoolStats is a snapshot of a database connection pool.
+type PoolStats struct {
+	InUse, Idle, Max int
+	WaitCount        int64
+}
+
+// Pool publishes the database pool, read at each scrape.
+func (m *Metrics) Pool(stats func() PoolStats) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authd_db_connections_in_use", Help: "Database connections in use."},
+			func() float64 { return float64(stats().InUse) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authd_db_connections_idle", Help: "Idle database connections."},
+			func() float64 { return float64(stats().Idle) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authd_db_connections_max", Help: "Most database connections the pool opens."},
+			func() float64 { return float64(stats().Max) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "authd_db_connection_waits_total", Help: "Times a request waited for a connection."},
+			func() float64 { return float64(stats().WaitCount) }),
+	)
+}
