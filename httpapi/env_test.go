@@ -127,11 +127,13 @@ type option func(*authd.Config, *envOptions)
 type envOptions struct {
 	rateLimit bool
 	keysDir   string
+	mailer    authd.Mailer
 }
 
 func withConfig(f func(*authd.Config)) option { return func(c *authd.Config, _ *envOptions) { f(c) } }
 func withRateLimit() option                   { return func(_ *authd.Config, o *envOptions) { o.rateLimit = true } }
 func withKeysDir(dir string) option           { return func(_ *authd.Config, o *envOptions) { o.keysDir = dir } }
+func withMailer(m authd.Mailer) option        { return func(_ *authd.Config, o *envOptions) { o.mailer = m } }
 
 // cheap keeps hashing fast in tests; the cost does not change the flows.
 var cheap = password.Params{MemoryKiB: 64, Iterations: 1, Parallelism: 1}
@@ -163,10 +165,14 @@ func newEnv(t *testing.T, store authd.Store, opts ...option) *env {
 		limiter = ratelimit.NewMemory(e.clock)
 	}
 	hasher := password.NewHasher(cheap, password.Policy{MinLength: 12})
+	var mailer authd.Mailer = e.mail
+	if o.mailer != nil {
+		mailer = o.mailer
+	}
 	e.svc = authd.NewService(cfg, authd.Deps{
 		Store: store, Clock: e.clock, Passwords: hasher,
 		Tokens: token.NewIssuer(keys, "https://auth.example.org", "authd"),
-		Mailer: e.mail, Limiter: limiter, Logger: logger,
+		Mailer: mailer, Limiter: limiter, Logger: logger,
 	})
 	if err := e.svc.LoadRevocations(context.Background()); err != nil {
 		t.Fatal(err)

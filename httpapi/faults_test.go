@@ -1,0 +1,233 @@
+package httpapi_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net"
+	netmail "net/mail"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/mail"
+	"github.com/authd/authd/postgres"
+	"github.com/authd/authd/storetest"
+	"github.com/emersion/go-smtp"
+)
+
+// smtpInbox is an in-process SMTP server that refuses every message while
+// down is set.
+type smtpInbox struct {
+	mu       sync.Mutex
+	down     bool
+	received []string
+	refused  int
+}
+
+func (b *smtpInbox) NewSession(*smtp.Conn) (smtp.Session, error) { return &smtpSession{b: b}, nil }
+
+type smtpSession struct{ b *smtpInbox }
+
+func (s *smtpSession) Mail(string, *smtp.MailOptions) error {
+	s.b.mu.Lock()
+	defer s.b.mu.Unlock()
+	if s.b.down {
+		s.b.refused++
+		return &smtp.SMTPError{Code: 421, Message: "service not available, try later"}
+	}
+	return nil
+}
+func (s *smtpSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
+func (s *smtpSession) Data(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	s.b.mu.Lock()
+	defer s.b.mu.Unlock()
+	s.b.received = append(s.b.received, string(b))
+	return err
+}
+func (s *smtpSession) Reset()        {}
+func (s *smtpSession) Logout() error { return nil }
+
+func (b *smtpInbox) state() (received, refused int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.received), b.refused
+}
+
+// TestMailSurvivesSMTPOutage: the SMTP server refuses for a while; the
+// outbox retries with backoff and the mail arrives once it recovers.
+func TestMailSurvivesSMTPOutage(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		box := &smtpInbox{down: true}
+		srv := smtp.NewServer(box)
+		srv.Domain, srv.AllowInsecureAuth = "localhost", true
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go srv.Serve(ln)
+		defer srv.Close()
+		renderer, _ := mail.NewRenderer("https://auth.example.org", "")
+		smtpMailer, err := mail.NewSMTP("smtp://"+ln.Addr().String(), "authd <no-reply@example.org>", renderer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := newEnv(t, open(t), withMailer(smtpMailer))
+		ctx := context.Background()
+		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": "o@example.org", "password": goodPassword, "consent": true}), 202, "")
+
+		for attempt := 1; attempt <= 3; attempt++ {
+			if n, err := e.svc.DeliverMail(ctx); err != nil || n != 0 {
+				t.Fatalf("attempt %d while SMTP is down: sent %d, %v", attempt, n, err)
+			}
+			e.clock.Advance(time.Hour) // past any backoff
+		}
+		if _, refused := box.state(); refused != 3 {
+			t.Errorf("the server refused %d times, want 3", refused)
+		}
+		st, _ := e.store.OutboxStats(ctx)
+		if st.Pending != 1 {
+			t.Fatalf("outbox after the outage: %+v, want the mail still pending", st)
+		}
+		box.mu.Lock()
+		box.down = false
+		box.mu.Unlock()
+		if n, err := e.svc.DeliverMail(ctx); err != nil || n != 1 {
+			t.Fatalf("after recovery: sent %d, %v", n, err)
+		}
+		received, _ := box.state()
+		if received != 1 || !strings.Contains(box.received[0], "verify-email?token=") {
+			t.Fatalf("received %d mails", received)
+		}
+		// The link in the delivered mail works.
+		tok := linkToken(t, box.received[0])
+		want(t, "verify with the delivered link", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": tok}), 200, "")
+		if st, _ := e.store.OutboxStats(ctx); st.Pending != 0 || st.Dead != 0 {
+			t.Errorf("outbox after delivery: %+v", st)
+		}
+	})
+}
+
+// failingMailer always fails.
+type failingMailer struct{}
+
+func (failingMailer) Send(context.Context, authd.Mail) error { return errors.New("550 mailbox unavailable") }
+
+func TestMailDiesAfterLastAttempt(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t), withMailer(failingMailer{}))
+	e.registerVerifiedVia(t)
+	ctx := context.Background()
+	for range authd.MaxMailAttempts + 2 {
+		e.svc.DeliverMail(ctx)
+		e.clock.Advance(2 * time.Hour)
+	}
+	st, err := e.store.OutboxStats(ctx)
+	if err != nil || st.Dead != 1 || st.Pending != 0 {
+		t.Errorf("outbox after %d failures: %+v, %v; want one dead mail", authd.MaxMailAttempts, st, err)
+	}
+	if !strings.Contains(e.logs.String(), "mail dead after its last attempt") {
+		t.Error("a dead mail was not logged")
+	}
+}
+
+// registerVerifiedVia registers an address, which queues one mail.
+func (e *env) registerVerifiedVia(t *testing.T) {
+	want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": "dead@example.org", "password": goodPassword, "consent": true}), 202, "")
+}
+
+// countingMailer counts deliveries per recipient.
+type countingMailer struct {
+	mu   sync.Mutex
+	sent map[string]int
+}
+
+func (c *countingMailer) Send(_ context.Context, m authd.Mail) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sent[m.To]++
+	return nil
+}
+
+// TestTwoSendersNeverDoubleSend runs the outbox senders of two instances on
+// one PostgreSQL database at once: every mail is delivered exactly once.
+func TestTwoSendersNeverDoubleSend(t *testing.T) {
+	t.Parallel()
+	url := storetest.PostgresURL(t)
+	open := func() *postgres.Store {
+		s, err := postgres.Open(context.Background(), url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	storeA, storeB := open(), open()
+	if _, err := storeA.Migrator().Up(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	counter := &countingMailer{sent: map[string]int{}}
+	a := newEnv(t, storeA, withMailer(counter))
+	b := newEnv(t, storeB, withMailer(counter))
+	ctx := context.Background()
+	u := storetest.NewUser("owner@example.org")
+	if err := storeA.CreateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	const n = 200
+	for i := range n {
+		m := &authd.OutboxMail{ID: authd.NewID(), Kind: authd.MailPasswordChanged, UserID: u.ID,
+			To: fmt.Sprintf("r%d@example.org", i), CreatedAt: a.clock.Now(), NextAttemptAt: a.clock.Now()}
+		if err := storeA.EnqueueMail(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	for _, e := range []*env{a, b, a, b} {
+		wg.Go(func() {
+			if _, err := e.svc.DeliverMail(ctx); err != nil {
+				t.Errorf("DeliverMail: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if len(counter.sent) != n {
+		t.Errorf("%d of %d mails delivered", len(counter.sent), n)
+	}
+	for to, c := range counter.sent {
+		if c != 1 {
+			t.Errorf("%s received %d copies", to, c)
+		}
+	}
+}
+
+// linkToken reads the text part of a raw message and returns the token of
+// its link.
+func linkToken(t *testing.T, raw string) string {
+	t.Helper()
+	msg, err := netmail.ReadMessage(strings.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, params, err := mime.ParseMediaType(msg.Header.Get("Content-Type"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := multipart.NewReader(msg.Body, params["boundary"])
+	for {
+		p, err := parts.NextPart() // decodes quoted-printable
+		if err != nil {
+			t.Fatalf("no text part with a link: %v", err)
+		}
+		body, _ := io.ReadAll(p)
+		if _, after, ok := strings.Cut(string(body), "?token="); ok {
+			return strings.Fields(after)[0]
+		}
+	}
+}
