@@ -117,7 +117,9 @@ func TestMailSurvivesSMTPOutage(t *testing.T) {
 // failingMailer always fails.
 type failingMailer struct{}
 
-func (failingMailer) Send(context.Context, authd.Mail) error { return errors.New("550 mailbox unavailable") }
+func (failingMailer) Send(context.Context, authd.Mail) error {
+	return errors.New("550 mailbox unavailable")
+}
 
 func TestMailDiesAfterLastAttempt(t *testing.T) {
 	t.Parallel()
