@@ -160,6 +160,10 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 	case m.Attempts >= MaxMailAttempts:
 		s.logger.Error("mail dead after its last attempt", "mail_id", m.ID, "kind", m.Kind, "attempts", m.Attempts, "err", err)
 		s.observeMail(m, MailDead)
+		if m.Kind == MailAccountDeleted {
+			// The erased address must not outlive the notice (SPEC §6.8).
+			return false, s.store.CompleteMail(ctx, m.ID)
+		}
 		return false, s.store.KillMail(ctx, m.ID, now, errorText(err))
 	default:
 		next := now.Add(mailBackoff(m.Attempts))

@@ -25,6 +25,15 @@ type Store interface {
 	// sessions revoked since since, and the users whose tokens are blocked.
 	Revocations(ctx context.Context, since, now time.Time) ([]Revocation, error)
 
+	// Users lists users matching f, newest first.
+	Users(ctx context.Context, f UserFilter) ([]*User, error)
+	// UserData returns every row that refers to the user. ENotFound when
+	// there is no such user.
+	UserData(ctx context.Context, userID uuid.UUID) (*UserData, error)
+	// Purge deletes what retention allows, in batches; with many instances
+	// only one purges at a time (the others report Skipped).
+	Purge(ctx context.Context, r PurgeRequest) (PurgeResult, error)
+
 	// ClaimMail claims up to limit outbox mails due at now that no live
 	// sender holds: each gets claimed_until = now+lease and one more attempt.
 	// Two senders never claim the same mail while its lease runs.
@@ -105,6 +114,12 @@ type Queries interface {
 	// SecurityLogs returns the events matching f, newest first.
 	SecurityLogs(ctx context.Context, f SecurityLogFilter) ([]*SecurityLog, error)
 
+	// ErasePersonalData removes what an erased account leaves behind: its
+	// verification tokens and unsent mail are deleted; the IP address, user
+	// agent and device description are cleared from its security-log rows,
+	// sessions and tokens.
+	ErasePersonalData(ctx context.Context, userID uuid.UUID) error
+
 	// EnqueueMail adds a mail to the outbox.
 	EnqueueMail(ctx context.Context, m *OutboxMail) error
 
@@ -117,7 +132,53 @@ type Queries interface {
 type SecurityLogFilter struct {
 	UserID    uuid.UUID
 	EventType EventType
-	Limit     int // at most this many rows; 0 means DefaultListLimit
+	Result    Result
+	Since     time.Time // at or after
+	Until     time.Time // before
+	After     *Cursor   // continue after this row (newest-first order)
+	Limit     int       // at most this many rows; 0 means DefaultListLimit
+}
+
+// UserFilter selects users; zero fields match anything.
+type UserFilter struct {
+	Email  string // a case-insensitive part of the address
+	Status AccountStatus
+	After  *Cursor // continue after this row (newest-first order)
+	Limit  int     // 0 means DefaultListLimit
+}
+
+// Cursor is a position in a newest-first list: the time and id of the last
+// row of the previous page.
+type Cursor struct {
+	Time time.Time `json:"t"`
+	ID   uuid.UUID `json:"id"`
+}
+
+// UserData is every row that refers to a user, for the GDPR export.
+type UserData struct {
+	User               *User
+	Sessions           []*Session
+	Tokens             []*Token
+	VerificationTokens []*VerificationToken
+	SecurityLogs       []*SecurityLog
+	Mails              []*OutboxMail
+}
+
+// PurgeRequest says what retention deletes.
+type PurgeRequest struct {
+	LogsBefore    time.Time // security logs older than this
+	ExpiredBefore time.Time // tokens, verification tokens and sessions that ended before this
+	Batch         int       // rows per statement, so that no lock is held long
+	DryRun        bool      // count only
+}
+
+// PurgeResult counts what retention deleted (or would delete).
+type PurgeResult struct {
+	SecurityLogs       int  `json:"security_logs"`
+	Tokens             int  `json:"jwt_tokens"`
+	VerificationTokens int  `json:"verification_tokens"`
+	Sessions           int  `json:"sessions"`
+	Skipped            bool `json:"skipped,omitempty"` // another instance was purging
 }
 
 // List sizes (SPEC §5).

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -120,7 +121,12 @@ type env struct {
 	srv     *httptest.Server
 	cfg     authd.Config
 	keysDir string
+
+	adminAPI *httpapi.Server
+	adminSrv *httptest.Server
 }
+
+const adminToken = "admin-token-0123456789abcdef0123456789ab"
 
 type option func(*authd.Config, *envOptions)
 
@@ -182,13 +188,18 @@ func newEnv(t *testing.T, store authd.Store, opts ...option) *env {
 			t.Errorf("deliver mail: %v", err)
 		}
 	}
-	e.api = httpapi.New(httpapi.Options{
+	apiOpts := httpapi.Options{
 		Service: e.svc, Logger: logger, Ready: store.Ready, ServiceTokens: []string{serviceToken},
 		JWKS:        func() ([]byte, error) { return keys.JWKS(e.clock.Now(), cfg.AccessTokenTTL) },
 		CORSOrigins: []string{"https://app.example.org"}, PasswordMinLength: 12,
-	})
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+	}
+	e.api = httpapi.New(apiOpts)
 	e.srv = httptest.NewServer(e.api)
 	t.Cleanup(e.srv.Close)
+	e.adminAPI = httpapi.NewAdmin(apiOpts, adminToken)
+	e.adminSrv = httptest.NewServer(e.adminAPI)
+	t.Cleanup(e.adminSrv.Close)
 	return e
 }
 
@@ -242,8 +253,20 @@ func (r response) str(key string) string { s, _ := r.body[key].(string); return 
 // code returns the problem code of an error answer.
 func (r response) code() string { return r.str("code") }
 
-// do sends a request; body is JSON-encoded unless it is a string.
+// do sends a request to the public API; body is JSON-encoded unless it is
+// a string.
 func (e *env) do(method, path string, body any, headers ...string) response {
+	e.t.Helper()
+	return e.send(e.srv.URL, method, path, body, headers...)
+}
+
+// admin sends a request to the admin API with the admin token.
+func (e *env) admin(method, path string, body any, headers ...string) response {
+	e.t.Helper()
+	return e.send(e.adminSrv.URL, method, path, body, append([]string{"Authorization", "Bearer " + adminToken}, headers...)...)
+}
+
+func (e *env) send(base, method, path string, body any, headers ...string) response {
 	e.t.Helper()
 	var rd io.Reader
 	ctype := "application/json"
@@ -255,7 +278,7 @@ func (e *env) do(method, path string, body any, headers ...string) response {
 		buf, _ := json.Marshal(b)
 		rd = bytes.NewReader(buf)
 	}
-	req, err := http.NewRequest(method, e.srv.URL+path, rd)
+	req, err := http.NewRequest(method, base+path, rd)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -53,10 +53,7 @@ type Route struct{ Method, Path string }
 
 // New returns the public API.
 func New(opts Options) *Server {
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	s := &Server{opts: opts, svc: opts.Service, logger: opts.Logger, mux: http.NewServeMux()}
+	s := newServer(opts)
 
 	s.handle("GET /healthz", s.healthz)
 	s.handle("GET /readyz", s.readyz)
@@ -80,6 +77,9 @@ func New(opts Options) *Server {
 	s.handle("GET /v1/users/me/sessions", s.authenticated(s.sessions))
 	s.handle("DELETE /v1/users/me/sessions/{id}", s.authenticated(s.deleteSession))
 	s.handle("PUT /v1/users/me/consent", s.authenticated(s.updateConsent))
+	s.handle("GET /v1/users/me/security-log", s.authenticated(s.mySecurityLog))
+	s.handle("GET /v1/users/me/export", s.authenticated(s.export))
+	s.handle("DELETE /v1/users/me", s.authenticated(s.deleteMe))
 
 	s.handle("GET /verify-email", s.verifyPage)
 	s.handle("POST /verify-email", s.verifySubmit)
@@ -94,6 +94,13 @@ func New(opts Options) *Server {
 
 	s.handler = s.middleware(http.HandlerFunc(s.route))
 	return s
+}
+
+func newServer(opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Server{opts: opts, svc: opts.Service, logger: opts.Logger, mux: http.NewServeMux()}
 }
 
 // handlerFunc is a handler that returns its error for writeError.

@@ -30,7 +30,10 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		}
 	}
 	e := newEnv(t, openSQLite(t))
-	for _, r := range e.api.Routes() {
+	for _, r := range append(e.api.Routes(), e.adminAPI.Routes()...) {
+		if r.Path == "/healthz" && slices.Contains(routed, "GET /healthz") {
+			continue // on both listeners
+		}
 		routed = append(routed, r.Method+" "+r.Path)
 	}
 	slices.Sort(documented)

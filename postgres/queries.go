@@ -164,12 +164,15 @@ func (q *queries) CreateVerificationToken(ctx context.Context, v *authd.Verifica
 }
 
 func (q *queries) VerificationToken(ctx context.Context, digest string) (*authd.VerificationToken, error) {
+	return scanVerification(q.db.QueryRow(ctx, `SELECT `+verificationColumns+` FROM verification_tokens
+		WHERE token = $1`+q.forUpdate(), digest))
+}
+
+func scanVerification(row pgx.Row) (*authd.VerificationToken, error) {
 	var v authd.VerificationToken
 	var typ string
 	var usedAt *time.Time
-	err := q.db.QueryRow(ctx, `SELECT `+verificationColumns+` FROM verification_tokens
-		WHERE token = $1`+q.forUpdate(), digest).
-		Scan(&v.ID, &v.Token, &v.UserID, &typ, &v.CreatedAt, &v.ExpiresAt, &v.Used, &usedAt)
+	err := row.Scan(&v.ID, &v.Token, &v.UserID, &typ, &v.CreatedAt, &v.ExpiresAt, &v.Used, &usedAt)
 	if err != nil {
 		return nil, translate(err)
 	}
@@ -194,13 +197,28 @@ func (q *queries) CreateSecurityLog(ctx context.Context, l *authd.SecurityLog) e
 func (q *queries) SecurityLogs(ctx context.Context, f authd.SecurityLogFilter) ([]*authd.SecurityLog, error) {
 	var where []string
 	var args []any
+	arg := func(cond string, v any) {
+		args = append(args, v)
+		where = append(where, fmt.Sprintf(cond, len(args)))
+	}
 	if f.UserID != uuid.Nil {
-		args = append(args, f.UserID)
-		where = append(where, fmt.Sprintf("user_id = $%d", len(args)))
+		arg("user_id = $%d", f.UserID)
 	}
 	if f.EventType != "" {
-		args = append(args, string(f.EventType))
-		where = append(where, fmt.Sprintf("event_type = $%d", len(args)))
+		arg("event_type = $%d", string(f.EventType))
+	}
+	if f.Result != "" {
+		arg("result = $%d", string(f.Result))
+	}
+	if !f.Since.IsZero() {
+		arg(`"timestamp" >= $%d`, f.Since)
+	}
+	if !f.Until.IsZero() {
+		arg(`"timestamp" < $%d`, f.Until)
+	}
+	if f.After != nil {
+		args = append(args, f.After.Time, f.After.ID)
+		where = append(where, fmt.Sprintf(`("timestamp", id) < ($%d, $%d)`, len(args)-1, len(args)))
 	}
 	sql := `SELECT ` + securityLogColumns + ` FROM security_logs`
 	if len(where) > 0 {
@@ -208,11 +226,14 @@ func (q *queries) SecurityLogs(ctx context.Context, f authd.SecurityLogFilter) (
 	}
 	args = append(args, listLimit(f.Limit))
 	sql += fmt.Sprintf(` ORDER BY "timestamp" DESC, id DESC LIMIT $%d`, len(args))
-
 	rows, err := q.db.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, translate(err)
 	}
+	return collectSecurityLogs(rows)
+}
+
+func collectSecurityLogs(rows pgx.Rows) ([]*authd.SecurityLog, error) {
 	defer rows.Close()
 	var out []*authd.SecurityLog
 	for rows.Next() {
@@ -224,6 +245,7 @@ func (q *queries) SecurityLogs(ctx context.Context, f authd.SecurityLogFilter) (
 			&l.AdditionalContext); err != nil {
 			return nil, translate(err)
 		}
+		var err error
 		if l.EventType, err = authd.ParseEventType(event); err != nil {
 			return nil, fmt.Errorf("postgres: security log %s: %w", l.ID, err)
 		}
@@ -236,12 +258,13 @@ func (q *queries) SecurityLogs(ctx context.Context, f authd.SecurityLogFilter) (
 	return out, translate(rows.Err())
 }
 
-// listLimit bounds a requested page size to (0, MaxListLimit].
+// listLimit bounds a page size to (0, MaxListLimit+1]: the service asks
+// for one row more than it shows, to know whether there is a next page.
 func listLimit(n int) int {
 	if n <= 0 {
 		return authd.DefaultListLimit
 	}
-	return min(n, authd.MaxListLimit)
+	return min(n, authd.MaxListLimit+1)
 }
 
 // value returns *p, or the zero value (which the domain reads as NULL) for nil.

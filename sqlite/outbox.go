@@ -42,8 +42,23 @@ func (s *Store) ClaimMail(ctx context.Context, now time.Time, lease time.Duratio
 	if err != nil {
 		return nil, translate(err)
 	}
+	out, err := collectMail(rows)
+	if err != nil {
+		return nil, err
+	}
+	// RETURNING has no order.
+	slices.SortFunc(out, func(a, b *authd.OutboxMail) int {
+		if c := a.NextAttemptAt.Compare(b.NextAttemptAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID.String(), b.ID.String())
+	})
+	return out, nil
+}
+
+func collectMail(rows *sql.Rows) ([]*authd.OutboxMail, error) {
 	defer rows.Close()
-	var out []*authd.OutboxMail // RETURNING has no order; sorted below
+	var out []*authd.OutboxMail
 	for rows.Next() {
 		var m authd.OutboxMail
 		var kind string
@@ -53,6 +68,7 @@ func (s *Store) ClaimMail(ctx context.Context, now time.Time, lease time.Duratio
 			&m.Attempts, timeCol{&m.ClaimedUntil}, &lastErr, timeCol{&m.DeadAt}); err != nil {
 			return nil, translate(err)
 		}
+		var err error
 		if m.Kind, err = authd.ParseMailKind(kind); err != nil {
 			return nil, fmt.Errorf("sqlite: mail %s: %w", m.ID, err)
 		}
@@ -65,12 +81,6 @@ func (s *Store) ClaimMail(ctx context.Context, now time.Time, lease time.Duratio
 		m.UserID, m.LastError = user.UUID, lastErr.String
 		out = append(out, &m)
 	}
-	slices.SortFunc(out, func(a, b *authd.OutboxMail) int {
-		if c := a.NextAttemptAt.Compare(b.NextAttemptAt); c != 0 {
-			return c
-		}
-		return strings.Compare(a.ID.String(), b.ID.String())
-	})
 	return out, translate(rows.Err())
 }
 

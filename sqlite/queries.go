@@ -71,7 +71,7 @@ func (q *queries) UpdateUser(ctx context.Context, u *authd.User) error {
 	return nil
 }
 
-func scanUser(row *sql.Row) (*authd.User, error) {
+func scanUser(row scanner) (*authd.User, error) {
 	var u authd.User
 	var status string
 	err := row.Scan(&u.ID, &u.Email, &u.PasswordHash, &u.EmailVerified, &status, &u.FailedLoginAttempts,
@@ -130,7 +130,7 @@ func (q *queries) RefreshToken(ctx context.Context, digest string) (*authd.Token
 		WHERE token_value = ? AND token_type = 'refresh'`, digest))
 }
 
-func scanToken(row *sql.Row) (*authd.Token, error) {
+func scanToken(row scanner) (*authd.Token, error) {
 	var t authd.Token
 	var typ string
 	var parent uuid.NullUUID
@@ -159,12 +159,18 @@ func (q *queries) CreateVerificationToken(ctx context.Context, v *authd.Verifica
 }
 
 func (q *queries) VerificationToken(ctx context.Context, digest string) (*authd.VerificationToken, error) {
+	return scanVerification(q.db.QueryRowContext(ctx, `SELECT `+verificationColumns+` FROM verification_tokens
+		WHERE token = ?`, digest))
+}
+
+// scanner is a *sql.Row or *sql.Rows.
+type scanner interface{ Scan(dest ...any) error }
+
+func scanVerification(row scanner) (*authd.VerificationToken, error) {
 	var v authd.VerificationToken
 	var typ string
-	err := q.db.QueryRowContext(ctx, `SELECT `+verificationColumns+` FROM verification_tokens
-		WHERE token = ?`, digest).
-		Scan(&v.ID, &v.Token, &v.UserID, &typ, timeCol{&v.CreatedAt}, timeCol{&v.ExpiresAt},
-			&v.Used, timeCol{&v.UsedAt})
+	err := row.Scan(&v.ID, &v.Token, &v.UserID, &typ, timeCol{&v.CreatedAt}, timeCol{&v.ExpiresAt},
+		&v.Used, timeCol{&v.UsedAt})
 	if err != nil {
 		return nil, translate(err)
 	}
@@ -202,17 +208,32 @@ func (q *queries) SecurityLogs(ctx context.Context, f authd.SecurityLogFilter) (
 	if f.EventType != "" {
 		where, args = append(where, "event_type = ?"), append(args, string(f.EventType))
 	}
+	if f.Result != "" {
+		where, args = append(where, "result = ?"), append(args, string(f.Result))
+	}
+	if !f.Since.IsZero() {
+		where, args = append(where, `"timestamp" >= ?`), append(args, timeArg(f.Since))
+	}
+	if !f.Until.IsZero() {
+		where, args = append(where, `"timestamp" < ?`), append(args, timeArg(f.Until))
+	}
+	if f.After != nil {
+		where, args = append(where, `("timestamp", id) < (?, ?)`), append(args, timeArg(f.After.Time), f.After.ID)
+	}
 	query := `SELECT ` + securityLogColumns + ` FROM security_logs`
 	if len(where) > 0 {
 		query += " WHERE " + strings.Join(where, " AND ")
 	}
 	query += ` ORDER BY "timestamp" DESC, id DESC LIMIT ?`
 	args = append(args, listLimit(f.Limit))
-
 	rows, err := q.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, translate(err)
 	}
+	return collectSecurityLogs(rows)
+}
+
+func collectSecurityLogs(rows *sql.Rows) ([]*authd.SecurityLog, error) {
 	defer rows.Close()
 	var out []*authd.SecurityLog
 	for rows.Next() {
@@ -224,6 +245,7 @@ func (q *queries) SecurityLogs(ctx context.Context, f authd.SecurityLogFilter) (
 			&context); err != nil {
 			return nil, translate(err)
 		}
+		var err error
 		if l.EventType, err = authd.ParseEventType(event); err != nil {
 			return nil, fmt.Errorf("sqlite: security log %s: %w", l.ID, err)
 		}
@@ -241,12 +263,13 @@ func (q *queries) SecurityLogs(ctx context.Context, f authd.SecurityLogFilter) (
 	return out, translate(rows.Err())
 }
 
-// listLimit bounds a requested page size to (0, MaxListLimit].
+// listLimit bounds a page size to (0, MaxListLimit+1]: the service asks
+// for one row more than it shows, to know whether there is a next page.
 func listLimit(n int) int {
 	if n <= 0 {
 		return authd.DefaultListLimit
 	}
-	return min(n, authd.MaxListLimit)
+	return min(n, authd.MaxListLimit+1)
 }
 
 // timeLayout is how timestamps are stored: UTC, fixed width, microseconds

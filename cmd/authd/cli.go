@@ -38,6 +38,8 @@ func commands() []command {
 		{"migrate", "apply, roll back and inspect schema migrations", migrateCmd},
 		{"seed", "insert idempotent demo data and print its credentials", seedCmd},
 		{"keys", "generate, list and rotate the token signing keys", keysCmd},
+		{"purge", "apply the retention policy now", purgeCmd},
+		{"admin", "manage users and read the security log, straight on the database", adminCmd},
 		{"version", "print the version", versionCmd},
 	}
 }
@@ -165,4 +167,20 @@ func versionCmd(_ context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "authd %s (%s, %s)\n", version, rev, goVersion)
 	return nil
+}
+
+// parseInterleaved parses flags wherever they stand among the positional
+// arguments (authd migrate down 2 --database-url …) and returns the latter.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := parseFlags(fs, args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return positional, nil
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/authd/authd"
 	"github.com/authd/authd/password"
 	"github.com/joho/godotenv"
 )
@@ -394,4 +395,18 @@ func boolean(dst *bool, v string) error {
 	}
 	*dst = b
 	return nil
+}
+
+// service is what the flows need of the configuration.
+func (c *Config) service() authd.Config {
+	return authd.Config{
+		PublicURL:            c.PublicURL,
+		AccessTokenTTL:       c.AccessTokenTTL,
+		RefreshTokenTTL:      c.RefreshTokenTTL,
+		SessionMaxAge:        c.SessionMaxAge,
+		RefreshReuseGrace:    c.RefreshReuseGrace,
+		RequireVerifiedEmail: c.RequireVerifiedEmail,
+		LockoutThreshold:     c.LockoutThreshold,
+		LockoutDuration:      c.LockoutDuration,
+	}
 }

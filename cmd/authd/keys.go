@@ -24,17 +24,15 @@ tokens it signed have expired.`
 func keysCmd(_ context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "keys", keysSynopsis)
 	flags := configFlags(fs, "AUTHD_DATA_DIR", "AUTHD_KEYS_DIR", "AUTHD_SIGNING_ALG", "AUTHD_ACCESS_TOKEN_TTL")
-	if err := parseFlags(fs, args); err != nil {
+	words, err := parseInterleaved(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() == 0 {
+	if len(words) == 0 {
 		return usagef("missing ACTION (generate, list or rotate)")
 	}
-	action := fs.Arg(0)
-	if err := parseFlags(fs, fs.Args()[1:]); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
+	action := words[0]
+	if len(words) > 1 {
 		return usagef("%s takes no arguments", action)
 	}
 	cfg, err := loadConfig(flags, e.getenv)

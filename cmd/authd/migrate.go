@@ -31,17 +31,14 @@ func migrateCmd(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "migrate", migrateSynopsis)
 	flags := configFlags(fs, "DATABASE_URL", "AUTHD_DATA_DIR")
 	root := fs.String("root", ".", "repository root, for create")
-	if err := parseFlags(fs, args); err != nil {
+	words, err := parseInterleaved(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() == 0 {
+	if len(words) == 0 {
 		return usagef("missing ACTION (up, down, redo, status, version, history, check or create)")
 	}
-	action := fs.Arg(0)
-	if err := parseFlags(fs, fs.Args()[1:]); err != nil { // flags may follow the action
-		return err
-	}
-	rest := fs.Args()
+	action, rest := words[0], words[1:]
 
 	if action == "create" {
 		if len(rest) != 1 {

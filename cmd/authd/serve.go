@@ -73,6 +73,9 @@ type App struct {
 	service  *authd.Service
 	listener net.Listener
 	server   *http.Server
+
+	adminListener net.Listener // nil while the admin API is off
+	admin         *http.Server
 }
 
 // NewApp returns an App for cfg; Open starts it.
@@ -117,16 +120,7 @@ func (a *App) Open(ctx context.Context) (err error) {
 	if a.cfg.RateLimit {
 		limiter = ratelimit.NewMemory(a.clock)
 	}
-	a.service = authd.NewService(authd.Config{
-		PublicURL:            a.cfg.PublicURL,
-		AccessTokenTTL:       a.cfg.AccessTokenTTL,
-		RefreshTokenTTL:      a.cfg.RefreshTokenTTL,
-		SessionMaxAge:        a.cfg.SessionMaxAge,
-		RefreshReuseGrace:    a.cfg.RefreshReuseGrace,
-		RequireVerifiedEmail: a.cfg.RequireVerifiedEmail,
-		LockoutThreshold:     a.cfg.LockoutThreshold,
-		LockoutDuration:      a.cfg.LockoutDuration,
-	}, authd.Deps{
+	a.service = authd.NewService(a.cfg.service(), authd.Deps{
 		Store:     a.db,
 		Clock:     a.clock,
 		Passwords: hasher,
@@ -141,7 +135,7 @@ func (a *App) Open(ctx context.Context) (err error) {
 	if err := a.service.LoadRevocations(ctx); err != nil {
 		return err
 	}
-	api := httpapi.New(httpapi.Options{
+	opts := httpapi.Options{
 		Service: a.service,
 		JWKS:    func() ([]byte, error) { return a.keys.JWKS(a.clock.Now(), a.cfg.AccessTokenTTL) },
 		Ready:   a.db.Ready,
@@ -150,15 +144,39 @@ func (a *App) Open(ctx context.Context) (err error) {
 		PasswordMinLength: a.cfg.PasswordMinLength,
 		Metrics:           m.Handler(),
 		Observe:           m.Request,
-	})
-	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
-	if err != nil {
-		return &cliError{msg: fmt.Sprintf("cannot listen on %s: %v", a.cfg.HTTPAddr, err),
-			hint: "stop what uses that address or set AUTHD_HTTP_ADDR"}
 	}
-	a.listener = ln
-	a.server = &http.Server{
-		Handler:           api,
+	if a.listener, err = listen(a.cfg.HTTPAddr, "AUTHD_HTTP_ADDR"); err != nil {
+		return err
+	}
+	a.server = a.httpServer(httpapi.New(opts))
+	switch {
+	case a.cfg.AdminAddr == "":
+		a.logger.Info("admin API disabled: AUTHD_ADMIN_ADDR is empty")
+	case a.cfg.AdminToken == "":
+		a.logger.Info("admin API disabled: set AUTHD_ADMIN_TOKEN to enable it")
+	default:
+		if a.adminListener, err = listen(a.cfg.AdminAddr, "AUTHD_ADMIN_ADDR"); err != nil {
+			return err
+		}
+		adminOpts := opts
+		adminOpts.CORSOrigins = nil // the admin API is never called from browsers
+		a.admin = a.httpServer(httpapi.NewAdmin(adminOpts, a.cfg.AdminToken))
+	}
+	return nil
+}
+
+func listen(addr, setting string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, &cliError{msg: fmt.Sprintf("cannot listen on %s: %v", addr, err),
+			hint: "stop what uses that address or set " + setting}
+	}
+	return ln, nil
+}
+
+func (a *App) httpServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -166,7 +184,14 @@ func (a *App) Open(ctx context.Context) (err error) {
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
 	}
-	return nil
+}
+
+// AdminAddr is the address the admin listener is bound to, nil when off.
+func (a *App) AdminAddr() net.Addr {
+	if a.adminListener == nil {
+		return nil
+	}
+	return a.adminListener.Addr()
 }
 
 // Addr is the address the public listener is bound to.
@@ -180,6 +205,7 @@ func (a *App) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { a.service.RunOutbox(jobs, outboxPoll) })
 	wg.Go(func() { a.maintain(jobs) })
+	wg.Go(func() { a.service.RunRetention(jobs, a.cfg.SecurityLogRetention, time.Hour) })
 	if feed, ok := a.db.(authd.RevocationFeed); ok {
 		wg.Go(func() {
 			feed.Listen(jobs, a.service.Revocations().Apply, func(ctx context.Context) {
@@ -194,8 +220,12 @@ func (a *App) Run(ctx context.Context) error {
 		wg.Wait()
 	}()
 
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- a.server.Serve(a.listener) }()
+	if a.admin != nil {
+		go func() { errc <- a.admin.Serve(a.adminListener) }()
+		a.logger.Info("admin API listening", "addr", a.adminListener.Addr().String())
+	}
 	a.logger.Info("authd started", "addr", a.listener.Addr().String(), "database", a.databaseKind(),
 		"signing_key", a.keys.Signing().ID, "alg", a.keys.Alg())
 	select {
@@ -206,26 +236,45 @@ func (a *App) Run(ctx context.Context) error {
 	a.logger.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
-	if err := a.server.Shutdown(sctx); err != nil {
-		return fmt.Errorf("graceful shutdown: %w", err)
+	servers := []*http.Server{a.server}
+	if a.admin != nil {
+		servers = append(servers, a.admin)
 	}
-	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
-		return err
+	for _, srv := range servers {
+		if err := srv.Shutdown(sctx); err != nil {
+			return fmt.Errorf("graceful shutdown: %w", err)
+		}
+	}
+	for range servers {
+		if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
 	}
 	return nil
 }
 
 // maintain runs the periodic upkeep until ctx ends: pruning the revocation
 // set and rereading the keys directory, which other instances and `authd
-// keys rotate` write to.
+// keys rotate` write to. A store without a revocation feed (SQLite) has its
+// revocation set reread every two seconds instead, so that `authd admin`
+// commands run beside the server take effect.
 func (a *App) maintain(ctx context.Context) {
-	tick := time.NewTicker(30 * time.Second)
-	defer tick.Stop()
+	slow := time.NewTicker(30 * time.Second)
+	defer slow.Stop()
+	fast := time.NewTicker(2 * time.Second)
+	defer fast.Stop()
+	_, hasFeed := a.db.(authd.RevocationFeed)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-fast.C:
+			if !hasFeed {
+				if err := a.service.LoadRevocations(ctx); err != nil && ctx.Err() == nil {
+					a.logger.Error("reloading revocations", "err", err)
+				}
+			}
+		case <-slow.C:
 			a.service.Revocations().Prune(a.clock.Now())
 			if err := a.keys.Reload(); err != nil {
 				a.logger.Error("reloading signing keys", "err", err)
@@ -257,8 +306,10 @@ func (a *App) poolStats() metrics.PoolStats {
 
 // Close releases what Open acquired.
 func (a *App) Close() error {
-	if a.listener != nil {
-		a.listener.Close()
+	for _, ln := range []net.Listener{a.listener, a.adminListener} {
+		if ln != nil {
+			ln.Close()
+		}
 	}
 	if a.db != nil {
 		return a.db.Close()

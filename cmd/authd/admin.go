@@ -1,0 +1,325 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/httpapi"
+	"github.com/google/uuid"
+)
+
+const adminSynopsis = `authd admin [flags] users ACTION | logs
+
+The admin API's operations, straight on the database (DATABASE_URL):
+
+  authd admin users list   [--email PART] [--status S] [--limit N] [--cursor C]
+  authd admin users show   USER
+  authd admin users lock   USER [--until 2026-12-01T00:00:00Z]   (no --until: until unlocked)
+  authd admin users unlock USER
+  authd admin users revoke-sessions USER
+  authd admin users delete USER --yes                            (GDPR erasure)
+  authd admin logs [--user USER] [--event E] [--result R] [--since T] [--until T] [--limit N] [--cursor C]
+
+USER is an id or an email address. Lists print a table, or JSON with --json;
+--cursor continues a list where the previous page ended. Every change is
+logged as admin_action. Running instances see revocations at once on
+PostgreSQL and within two seconds on SQLite.`
+
+// adminClient is who the security log records for CLI actions.
+func adminClient(e *env) authd.Client {
+	who := "unknown"
+	if u, ok := e.getenv("USER"); ok && u != "" {
+		who = u
+	}
+	return authd.Client{UserAgent: "authd admin (cli, " + who + ")"}
+}
+
+func adminCmd(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "admin", adminSynopsis)
+	flags := configFlags(fs, "DATABASE_URL", "AUTHD_DATA_DIR")
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	email := fs.String("email", "", "users list: a part of the email address")
+	status := fs.String("status", "", "users list: active, inactive, locked or deleted")
+	limit := fs.Int("limit", 0, "lists: rows per page (1–200, default 50)")
+	cursor := fs.String("cursor", "", "lists: continue after the page that printed this cursor")
+	until := fs.String("until", "", "users lock: RFC 3339 end of the lock; logs: events before this time")
+	since := fs.String("since", "", "logs: events at or after this RFC 3339 time")
+	user := fs.String("user", "", "logs: a user's id or email")
+	event := fs.String("event", "", "logs: an event type, such as login_failure")
+	result := fs.String("result", "", "logs: success or failure")
+	yes := fs.Bool("yes", false, "users delete: confirm the erasure")
+	rest, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) == 0 {
+		return usagef("missing users or logs")
+	}
+	if *limit < 0 || *limit > authd.MaxListLimit {
+		return usagef("--limit must be from 1 to %d", authd.MaxListLimit)
+	}
+	var after *authd.Cursor
+	if *cursor != "" {
+		b, err := base64.RawURLEncoding.DecodeString(*cursor)
+		var c authd.Cursor
+		if err != nil || json.Unmarshal(b, &c) != nil || c.ID == uuid.Nil {
+			return usagef("--cursor %q is not a cursor a list printed", *cursor)
+		}
+		after = &c
+	}
+	switch {
+	case rest[0] == "logs" && len(rest) == 1:
+	case rest[0] == "users" && len(rest) == 2 && rest[1] == "list":
+	case rest[0] == "users" && len(rest) == 3:
+		switch rest[1] {
+		case "show", "lock", "unlock", "revoke-sessions", "delete":
+		default:
+			return usagef("unknown users action %q", rest[1])
+		}
+		if rest[1] == "delete" && !*yes {
+			return usagef("users delete erases the account for good; add --yes to confirm")
+		}
+	default:
+		return usagef("unknown admin command %q", strings.Join(rest, " "))
+	}
+
+	cfg, err := loadConfig(flags, e.getenv)
+	if err != nil {
+		return err
+	}
+	db, err := openDatabase(ctx, cfg, true)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	svc := authd.NewService(cfg.service(), authd.Deps{Store: db, Logger: slog.New(slog.DiscardHandler)})
+	out := func(v any) error {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+
+	if rest[0] == "logs" {
+		f := authd.SecurityLogFilter{After: after, Limit: *limit}
+		if *user != "" {
+			u, err := findUser(ctx, db, *user)
+			if err != nil {
+				return err
+			}
+			f.UserID = u.ID
+		}
+		if *event != "" {
+			if f.EventType, err = authd.ParseEventType(*event); err != nil {
+				return usagef("--event: %s", authd.ErrorMessage(err))
+			}
+		}
+		if *result != "" {
+			if f.Result, err = authd.ParseResult(*result); err != nil {
+				return usagef("--result must be success or failure")
+			}
+		}
+		if f.Since, err = parseTime("--since", *since); err != nil {
+			return err
+		}
+		if f.Until, err = parseTime("--until", *until); err != nil {
+			return err
+		}
+		p, err := svc.SecurityLogs(ctx, f)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			views := make([]any, 0, len(p.Items))
+			for _, l := range p.Items {
+				views = append(views, httpapi.SecurityLogView(l))
+			}
+			return out(map[string]any{"items": views, "next_cursor": cursorText(p.Next)})
+		}
+		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "TIME\tEVENT\tRESULT\tUSER\tIP\tREASON")
+		for _, l := range p.Items {
+			uid := "-"
+			if l.UserID != uuid.Nil {
+				uid = l.UserID.String()
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", l.Timestamp.Format(time.RFC3339), l.EventType, l.Result, uid,
+				dash(l.IPAddress), dash(l.FailureReason))
+		}
+		tw.Flush()
+		return printNext(e.stdout, p.Next)
+	}
+
+	if rest[1] == "list" {
+		f := authd.UserFilter{Email: *email, After: after, Limit: *limit}
+		if *status != "" {
+			if f.Status, err = authd.ParseAccountStatus(*status); err != nil {
+				return usagef("--status must be active, inactive, locked or deleted")
+			}
+		}
+		p, err := svc.Users(ctx, f)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			views := make([]any, 0, len(p.Items))
+			for _, u := range p.Items {
+				views = append(views, httpapi.AdminUserView(u))
+			}
+			return out(map[string]any{"items": views, "next_cursor": cursorText(p.Next)})
+		}
+		printUsers(e.stdout, p.Items)
+		return printNext(e.stdout, p.Next)
+	}
+
+	u, err := findUser(ctx, db, rest[2])
+	if err != nil {
+		return err
+	}
+	c := adminClient(e)
+	switch rest[1] {
+	case "show":
+		if *asJSON {
+			return out(httpapi.AdminUserView(u))
+		}
+		printUsers(e.stdout, []*authd.User{u})
+		return nil
+	case "lock":
+		t, err := parseTime("--until", *until)
+		if err != nil {
+			return err
+		}
+		err = svc.LockUser(ctx, c, u.ID, t)
+		return done(e, err, "locked %s", u.Email)
+	case "unlock":
+		return done(e, svc.UnlockUser(ctx, c, u.ID), "unlocked %s", u.Email)
+	case "revoke-sessions":
+		return done(e, svc.RevokeUserSessions(ctx, c, u.ID), "ended every session of %s", u.Email)
+	default: // delete
+		return done(e, svc.DeleteUser(ctx, c, u.ID), "erased %s (now %s)", u.Email, authd.Tombstone(u.ID))
+	}
+}
+
+func done(e *env, err error, format string, args ...any) error {
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, format+"\n", args...)
+	return nil
+}
+
+// findUser looks a user up by id or email.
+func findUser(ctx context.Context, db authd.Store, ref string) (*authd.User, error) {
+	var u *authd.User
+	var err error
+	if id, perr := uuid.Parse(ref); perr == nil {
+		u, err = db.User(ctx, id)
+	} else {
+		email, nerr := authd.NormalizeEmail(ref)
+		if nerr != nil {
+			return nil, usagef("USER %q is neither a user id nor an email address", ref)
+		}
+		u, err = db.UserByEmail(ctx, email)
+	}
+	if authd.ErrorCode(err) == authd.ENotFound {
+		return nil, &cliError{msg: fmt.Sprintf("no user %q", ref), hint: "find it with `authd admin users list --email PART`"}
+	}
+	return u, err
+}
+
+func parseTime(flag, v string) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return t, usagef("%s %q is not an RFC 3339 time such as 2026-12-01T00:00:00Z", flag, v)
+	}
+	return t, nil
+}
+
+func cursorText(c *authd.Cursor) *string {
+	if c == nil {
+		return nil
+	}
+	b, _ := json.Marshal(c)
+	s := base64.RawURLEncoding.EncodeToString(b)
+	return &s
+}
+
+func printNext(w io.Writer, c *authd.Cursor) error {
+	if c != nil {
+		fmt.Fprintf(w, "\nmore: --cursor %s\n", *cursorText(c))
+	}
+	return nil
+}
+
+func printUsers(w io.Writer, users []*authd.User) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tEMAIL\tSTATUS\tVERIFIED\tFAILED\tLOCKED UNTIL\tCREATED")
+	for _, u := range users {
+		until := "-"
+		if !u.AccountLockedUntil.IsZero() {
+			until = u.AccountLockedUntil.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\t%s\t%s\n", u.ID, u.Email, u.AccountStatus, u.EmailVerified,
+			u.FailedLoginAttempts, until, u.CreatedAt.Format(time.RFC3339))
+	}
+	tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func purgeCmd(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "purge", "authd purge [--dry-run] [--json]\n\nApplies retention now: deletes security logs older than AUTHD_SECURITY_LOG_RETENTION\nand tokens, verification tokens and sessions that ended more than a day ago,\nin batches. serve does this every hour; with many instances only one purges.")
+	flags := configFlags(fs, "DATABASE_URL", "AUTHD_DATA_DIR", "AUTHD_SECURITY_LOG_RETENTION")
+	dryRun := fs.Bool("dry-run", false, "count what would be deleted; delete nothing")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("purge takes no arguments")
+	}
+	cfg, err := loadConfig(flags, e.getenv)
+	if err != nil {
+		return err
+	}
+	db, err := openDatabase(ctx, cfg, true)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	svc := authd.NewService(cfg.service(), authd.Deps{Store: db})
+	res, err := svc.Purge(ctx, cfg.SecurityLogRetention, *dryRun)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(e.stdout).Encode(map[string]any{"dry_run": *dryRun, "result": res})
+	}
+	if res.Skipped {
+		fmt.Fprintln(e.stdout, "another instance is purging right now; nothing done")
+		return nil
+	}
+	verb := "deleted"
+	if *dryRun {
+		verb = "would delete"
+	}
+	fmt.Fprintf(e.stdout, "%s %d security logs (older than %s), %d tokens, %d verification tokens and %d sessions (ended over a day ago)\n",
+		verb, res.SecurityLogs, cfg.SecurityLogRetention, res.Tokens, res.VerificationTokens, res.Sessions)
+	return nil
+}
+

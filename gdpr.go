@@ -1,0 +1,134 @@
+package authd
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Export returns every personal datum held on the token's user (SPEC §6.8)
+// and logs data_exported, which the export itself includes. Returns
+// EInvalidToken, EUnavailable.
+func (s *Service) Export(ctx context.Context, c Client, a *AccessClaims) (*UserData, error) {
+	if _, err := s.Me(ctx, a); err != nil {
+		return nil, err
+	}
+	if err := s.logEvent(ctx, s.audit(s.now(), c, EventDataExported, ResultSuccess, a.UserID, "", nil)); err != nil {
+		return nil, err
+	}
+	return s.store.UserData(ctx, a.UserID)
+}
+
+// DeleteMe erases the token's account after checking its password. Returns
+// EInvalidCredentials (wrong password), EInvalidToken, EUnavailable.
+func (s *Service) DeleteMe(ctx context.Context, c Client, a *AccessClaims, password string) error {
+	u, err := s.Me(ctx, a)
+	if err != nil {
+		return err
+	}
+	ok, _, err := s.passwords.Verify(ctx, password, u.PasswordHash)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return &Error{Code: EInvalidCredentials, Message: "The password is incorrect.",
+			Fields: []FieldError{{Field: "password", Message: "is incorrect"}}}
+	}
+	return s.inTx(ctx, func(tx *txn) error {
+		u, err := tx.User(ctx, a.UserID)
+		if err != nil {
+			return err
+		}
+		return s.erase(ctx, tx, u, s.now(), "user")
+	})
+}
+
+// Tombstone is the address an erased account keeps: unique, and saying
+// nothing about the person, so that the old address can register again.
+func Tombstone(id uuid.UUID) string { return "deleted-" + id.String() + "@invalid" }
+
+// erase is the erasure of SPEC §6.8, for the user (by "user" or "admin"):
+// every session and token revoked, verification tokens and unsent mail
+// deleted, the email replaced by a tombstone, hash and consent cleared,
+// IP, user agent and device cleared from its rows, account_deleted logged
+// (with no IP or user agent), and a notice mailed to the old address.
+func (s *Service) erase(ctx context.Context, tx *txn, u *User, now time.Time, by string) error {
+	if u.IsDeleted() {
+		return Errorf(ENotFound, "No such user.")
+	}
+	if _, err := s.endUserSessions(ctx, tx, u.ID, uuid.Nil, now); err != nil {
+		return err
+	}
+	if err := tx.ErasePersonalData(ctx, u.ID); err != nil {
+		return err
+	}
+	notice := &User{ID: u.ID, Email: u.Email}
+	u.Email = Tombstone(u.ID)
+	u.PasswordHash = ""
+	u.EmailVerified = false
+	u.AccountStatus = StatusDeleted
+	u.FailedLoginAttempts = 0
+	u.AccountLockedUntil = time.Time{}
+	u.LastLoginTimestamp = time.Time{}
+	u.ConsentStatus, u.ConsentTimestamp = false, now
+	u.UpdatedAt = now
+	if err := tx.UpdateUser(ctx, u); err != nil {
+		return err
+	}
+	if err := tx.enqueue(ctx, now, MailAccountDeleted, notice, time.Time{}); err != nil {
+		return err
+	}
+	return tx.CreateSecurityLog(ctx, NewSecurityLog(now, EventAccountDeleted, ResultSuccess, u.ID, "", "", "",
+		map[string]any{"by": by}))
+}
+
+// Page is one page of a newest-first list.
+type Page[T any] struct {
+	Items []T
+	Next  *Cursor // nil on the last page
+}
+
+// page cuts rows fetched with limit+1 into a page and its next cursor.
+func page[T any](rows []T, limit int, cursor func(T) Cursor) Page[T] {
+	if len(rows) <= limit {
+		return Page[T]{Items: rows}
+	}
+	rows = rows[:limit]
+	next := cursor(rows[len(rows)-1])
+	return Page[T]{Items: rows, Next: &next}
+}
+
+// ListLimit bounds a requested page size to [1, MaxListLimit], 0 meaning
+// DefaultListLimit. EInvalid for a negative or too large one.
+func ListLimit(n int) (int, error) {
+	switch {
+	case n == 0:
+		return DefaultListLimit, nil
+	case n < 0 || n > MaxListLimit:
+		return 0, &Error{Code: EInvalid, Message: "invalid request",
+			Fields: []FieldError{{Field: "limit", Message: "must be from 1 to 200"}}}
+	}
+	return n, nil
+}
+
+func logCursor(l *SecurityLog) Cursor { return Cursor{Time: l.Timestamp, ID: l.ID} }
+
+// SecurityLogs lists security events matching f, newest first, one page.
+func (s *Service) SecurityLogs(ctx context.Context, f SecurityLogFilter) (Page[*SecurityLog], error) {
+	limit, err := ListLimit(f.Limit)
+	if err != nil {
+		return Page[*SecurityLog]{}, err
+	}
+	f.Limit = limit + 1
+	rows, err := s.store.SecurityLogs(ctx, f)
+	if err != nil {
+		return Page[*SecurityLog]{}, err
+	}
+	return page(rows, limit, logCursor), nil
+}
+
+// MySecurityLog lists the token's user's own events, newest first.
+func (s *Service) MySecurityLog(ctx context.Context, a *AccessClaims, after *Cursor, limit int) (Page[*SecurityLog], error) {
+	return s.SecurityLogs(ctx, SecurityLogFilter{UserID: a.UserID, After: after, Limit: limit})
+}

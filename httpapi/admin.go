@@ -1,0 +1,190 @@
+package httpapi
+
+import (
+	"crypto/subtle"
+	"net/http"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/google/uuid"
+)
+
+// NewAdmin returns the admin API (SPEC §5), for its own listener. Every
+// request needs "Authorization: Bearer token"; token must not be empty.
+func NewAdmin(opts Options, token string) *Server {
+	s := newServer(opts)
+	auth := func(h handlerFunc) handlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) error {
+			got, ok := bearer(r)
+			if !ok || token == "" || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+				return &authd.Error{Code: authd.EInvalidToken, Message: "The admin token (AUTHD_ADMIN_TOKEN) is required."}
+			}
+			return h(w, r)
+		}
+	}
+	s.handle("GET /healthz", s.healthz)
+	s.handle("GET /v1/admin/users", auth(s.adminUsers))
+	s.handle("GET /v1/admin/users/{id}", auth(s.adminUser))
+	s.handle("POST /v1/admin/users/{id}/lock", auth(s.adminLock))
+	s.handle("POST /v1/admin/users/{id}/unlock", auth(s.adminUnlock))
+	s.handle("POST /v1/admin/users/{id}/revoke-sessions", auth(s.adminRevokeSessions))
+	s.handle("DELETE /v1/admin/users/{id}", auth(s.adminDelete))
+	s.handle("GET /v1/admin/security-logs", auth(s.adminSecurityLogs))
+	s.handler = s.middleware(http.HandlerFunc(s.route))
+	return s
+}
+
+// adminUserOut is a user as the admin API shows it: lockout state too,
+// never the hash.
+type adminUserOut struct {
+	userOut
+	FailedLoginAttempts int        `json:"failed_login_attempts"`
+	AccountLockedUntil  *time.Time `json:"account_locked_until"`
+}
+
+// AdminUserView is a user as the admin API (and `authd admin --json`)
+// shows it.
+func AdminUserView(u *authd.User) any { return toAdminUser(u) }
+
+func toAdminUser(u *authd.User) adminUserOut {
+	return adminUserOut{userOut: toUser(u), FailedLoginAttempts: u.FailedLoginAttempts,
+		AccountLockedUntil: optTime(u.AccountLockedUntil)}
+}
+
+func (s *Server) adminUsers(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	limit, after, err := listParams(q)
+	if err != nil {
+		return err
+	}
+	f := authd.UserFilter{Email: q.Get("email"), After: after, Limit: limit}
+	if v := q.Get("status"); v != "" {
+		if f.Status, err = authd.ParseAccountStatus(v); err != nil {
+			return invalid("status", "must be active, inactive, locked or deleted")
+		}
+	}
+	if len(f.Email) > authd.MaxEmailLength {
+		return invalid("email", "is too long")
+	}
+	p, err := s.svc.Users(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	items := make([]adminUserOut, 0, len(p.Items))
+	for _, u := range p.Items {
+		items = append(items, toAdminUser(u))
+	}
+	writeJSON(w, http.StatusOK, list[adminUserOut]{Items: items, NextCursor: encodeCursor(p.Next)})
+	return nil
+}
+
+// userID reads the {id} of the path; a malformed one is simply not found.
+func userID(r *http.Request) (uuid.UUID, error) {
+	id, err := uuid.Parse(r.PathValue("id"))
+	if err != nil {
+		return uuid.Nil, authd.Errorf(authd.ENotFound, "No such user.")
+	}
+	return id, nil
+}
+
+func (s *Server) adminUser(w http.ResponseWriter, r *http.Request) error {
+	id, err := userID(r)
+	if err != nil {
+		return err
+	}
+	u, err := s.svc.User(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, toAdminUser(u))
+	return nil
+}
+
+func (s *Server) adminLock(w http.ResponseWriter, r *http.Request) error {
+	id, err := userID(r)
+	if err != nil {
+		return err
+	}
+	var in struct {
+		Until *time.Time `json:"until"`
+	}
+	if r.ContentLength != 0 {
+		if err := decodeJSON(w, r, &in); err != nil {
+			return err
+		}
+	}
+	var until time.Time
+	if in.Until != nil {
+		until = *in.Until
+	}
+	return noContent(w, s.svc.LockUser(r.Context(), client(r), id, until))
+}
+
+func (s *Server) adminUnlock(w http.ResponseWriter, r *http.Request) error {
+	id, err := userID(r)
+	if err != nil {
+		return err
+	}
+	return noContent(w, s.svc.UnlockUser(r.Context(), client(r), id))
+}
+
+func (s *Server) adminRevokeSessions(w http.ResponseWriter, r *http.Request) error {
+	id, err := userID(r)
+	if err != nil {
+		return err
+	}
+	return noContent(w, s.svc.RevokeUserSessions(r.Context(), client(r), id))
+}
+
+func (s *Server) adminDelete(w http.ResponseWriter, r *http.Request) error {
+	id, err := userID(r)
+	if err != nil {
+		return err
+	}
+	return noContent(w, s.svc.DeleteUser(r.Context(), client(r), id))
+}
+
+func noContent(w http.ResponseWriter, err error) error {
+	if err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) adminSecurityLogs(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	limit, after, err := listParams(q)
+	if err != nil {
+		return err
+	}
+	f := authd.SecurityLogFilter{After: after, Limit: limit}
+	if v := q.Get("user_id"); v != "" {
+		if f.UserID, err = uuid.Parse(v); err != nil {
+			return invalid("user_id", "must be a UUID")
+		}
+	}
+	if v := q.Get("event_type"); v != "" {
+		if f.EventType, err = authd.ParseEventType(v); err != nil {
+			return invalid("event_type", "is not a known event type")
+		}
+	}
+	if v := q.Get("result"); v != "" {
+		if f.Result, err = authd.ParseResult(v); err != nil {
+			return invalid("result", "must be success or failure")
+		}
+	}
+	for name, dst := range map[string]*time.Time{"since": &f.Since, "until": &f.Until} {
+		if v := q.Get(name); v != "" {
+			if *dst, err = time.Parse(time.RFC3339Nano, v); err != nil {
+				return invalid(name, "must be an RFC 3339 time such as 2026-11-27T09:00:00Z")
+			}
+		}
+	}
+	p, err := s.svc.SecurityLogs(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	writeLogs(w, p)
+	return nil
+}

@@ -1,0 +1,240 @@
+package httpapi_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/postgres"
+	"github.com/authd/authd/sqlite"
+	"github.com/authd/authd/storetest"
+)
+
+// The request identity of the person whose data is erased, sent through
+// the trusted proxy so that it lands in the rows.
+const (
+	personIP = "198.51.100.77"
+	personUA = "ErasureTestAgent/1.0 (distinctive)"
+)
+
+func person() []string { return []string{"X-Forwarded-For", personIP, "User-Agent", personUA} }
+
+// userTables are the tables that refer to a user: users and every table
+// with a foreign key to it (the catalog tests prove SeedSchema is live).
+func userTables() map[string][]string {
+	tables := map[string][]string{}
+	referring := map[string]bool{"users": true}
+	for _, fk := range storetest.SeedSchema.ForeignKeys {
+		if fk.RefTable == "users" {
+			referring[fk.Table] = true
+		}
+	}
+	for _, c := range storetest.SeedSchema.Columns {
+		if referring[c.Table] {
+			tables[c.Table] = append(tables[c.Table], c.Name)
+		}
+	}
+	return tables
+}
+
+func TestExportIsComplete(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("exp@example.org", goodPassword)
+		access, refresh := e.login("exp@example.org", goodPassword)
+		want(t, "refresh", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh}), 200, "")
+		want(t, "consent", e.do("PUT", "/v1/users/me/consent", map[string]bool{"consent": false}, bearer(access)...), 200, "")
+		e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": "exp@example.org"})
+		e.mail.flush()                                                                                       // mints the reset token
+		e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": "exp@example.org"}, person()...) // stays in the outbox
+
+		r := e.do("GET", "/v1/users/me/export", nil, bearer(access)...)
+		want(t, "export", r, 200, "")
+		if cd := r.header.Get("Content-Disposition"); !strings.HasPrefix(cd, "attachment; filename=") {
+			t.Errorf("Content-Disposition %q", cd)
+		}
+		if strings.Contains(r.raw, "$argon2id") || strings.Contains(r.raw, refresh) {
+			t.Error("the export holds a secret")
+		}
+		var doc map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(r.raw), &doc); err != nil {
+			t.Fatal(err)
+		}
+		var excluded map[string]string
+		json.Unmarshal(doc["excluded_columns"], &excluded)
+		for table, columns := range userTables() {
+			var rows []map[string]any
+			if err := json.Unmarshal(doc[table], &rows); err != nil || len(rows) == 0 {
+				t.Errorf("export section %q: %v rows (%v); want the user's rows", table, len(rows), err)
+				continue
+			}
+			for _, col := range columns {
+				_, inExport := rows[0][col]
+				_, isExcluded := excluded[table+"."+col]
+				if inExport == isExcluded {
+					t.Errorf("%s.%s: in the export %v, listed as excluded %v; want exactly one", table, col, inExport, isExcluded)
+				}
+			}
+		}
+		var consent []map[string]any
+		json.Unmarshal(doc["consent_history"], &consent)
+		if len(consent) != 2 || consent[1]["consent"] != false {
+			t.Errorf("consent history %v, want the registration's consent and its withdrawal", consent)
+		}
+		evs := e.events("exp@example.org")
+		if evs[len(evs)-1] != "data_exported/success" || !strings.Contains(string(doc["security_logs"]), "data_exported") {
+			t.Errorf("data_exported not logged or not exported: %v", evs)
+		}
+	})
+}
+
+// textColumns lists every text column of the database, as table.column.
+func scanText(t *testing.T, store authd.Store, needles ...string) []string {
+	t.Helper()
+	ctx := context.Background()
+	var found []string
+	switch s := store.(type) {
+	case *postgres.Store:
+		rows, err := s.Pool().Query(ctx, `SELECT table_name, column_name FROM information_schema.columns
+			WHERE table_schema = 'public' AND data_type IN ('character varying', 'text', 'jsonb', 'USER-DEFINED')`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cols [][2]string
+		for rows.Next() {
+			var c [2]string
+			rows.Scan(&c[0], &c[1])
+			cols = append(cols, c)
+		}
+		rows.Close()
+		for _, c := range cols {
+			for _, n := range needles {
+				var count int
+				q := fmt.Sprintf(`SELECT count(*) FROM %q WHERE %q::text ILIKE '%%' || $1 || '%%'`, c[0], c[1])
+				if err := s.Pool().QueryRow(ctx, q, n).Scan(&count); err != nil {
+					t.Fatal(err)
+				}
+				if count > 0 {
+					found = append(found, fmt.Sprintf("%s.%s holds %q", c[0], c[1], n))
+				}
+			}
+		}
+	case *sqlite.Store:
+		rows, err := s.DB().Query(`SELECT m.name, p.name FROM sqlite_master m, pragma_table_info(m.name) p WHERE m.type = 'table'`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cols [][2]string
+		for rows.Next() {
+			var c [2]string
+			rows.Scan(&c[0], &c[1])
+			cols = append(cols, c)
+		}
+		rows.Close()
+		for _, c := range cols {
+			for _, n := range needles {
+				var count int
+				q := fmt.Sprintf(`SELECT count(*) FROM %q WHERE CAST(%q AS TEXT) LIKE '%%' || ? || '%%'`, c[0], c[1])
+				if err := s.DB().QueryRow(q, n).Scan(&count); err != nil {
+					t.Fatal(err)
+				}
+				if count > 0 {
+					found = append(found, fmt.Sprintf("%s.%s holds %q", c[0], c[1], n))
+				}
+			}
+		}
+	}
+	return found
+}
+
+func TestErasure(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		email := "erase.me@example.org"
+		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": email, "password": goodPassword, "consent": true}, person()...), 202, "")
+		tok := tokenOf(t, e.mail.last(t, authd.MailVerifyEmail, email))
+		want(t, "verify", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": tok}, person()...), 200, "")
+		r := e.do("POST", "/v1/auth/login", map[string]string{"email": email, "password": goodPassword, "device_info": "Pixel of Erasure"}, person()...)
+		want(t, "login", r, 200, "")
+		access, refresh := r.str("access_token"), r.str("refresh_token")
+		e.do("POST", "/v1/auth/login", map[string]string{"email": email, "password": "wrong password here"}, person()...)
+		e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": email}, person()...) // an unsent mail and its token
+		if found := scanText(t, e.store, email, personIP, personUA, "Pixel of Erasure"); len(found) == 0 {
+			t.Fatal("the person's data is nowhere before erasure; the scan proves nothing")
+		}
+
+		want(t, "wrong password", e.do("DELETE", "/v1/users/me", map[string]string{"password": "not my password"}, bearer(access)...), 401, "invalid_credentials")
+		want(t, "erase", e.do("DELETE", "/v1/users/me", map[string]string{"password": goodPassword}, append(bearer(access), person()...)...), 204, "")
+		want(t, "access token after erasure", e.do("GET", "/v1/users/me", nil, bearer(access)...), 401, "invalid_token")
+		want(t, "refresh after erasure", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh}), 401, "invalid_token")
+		want(t, "login after erasure", e.do("POST", "/v1/auth/login", map[string]string{"email": email, "password": goodPassword}), 401, "invalid_credentials")
+		if e.mail.count(authd.MailAccountDeleted, email) != 1 { // delivers the notice, which then leaves the outbox
+			t.Error("no deletion notice to the old address")
+		}
+		if found := scanText(t, e.store, email, personIP, personUA, "Pixel of Erasure"); len(found) > 0 {
+			t.Errorf("after erasure:\n%s", strings.Join(found, "\n"))
+		}
+		all, _ := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{EventType: authd.EventAccountDeleted})
+		if len(all) != 1 || all[0].IPAddress != "" || all[0].UserAgent != "" {
+			t.Errorf("account_deleted rows %+v; want one, without IP or user agent", all)
+		}
+		u, err := e.store.User(context.Background(), all[0].UserID)
+		if err != nil || u.AccountStatus != authd.StatusDeleted || u.PasswordHash != "" || u.ConsentStatus || u.Email != authd.Tombstone(u.ID) {
+			t.Errorf("erased user %+v, %v", u, err)
+		}
+		// The address can register again, as a new account.
+		want(t, "register again", e.do("POST", "/v1/auth/register", map[string]any{"email": email, "password": goodPassword, "consent": true}), 202, "")
+		if again := e.user(email); again.ID == u.ID {
+			t.Error("registering again revived the erased account")
+		}
+	})
+}
+
+func TestOwnSecurityLogPagination(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("pages@example.org", goodPassword)
+		var access string
+		for range 3 {
+			e.clock.Advance(time.Second)
+			access, _ = e.login("pages@example.org", goodPassword)
+		}
+		// registration, verification sent, verified, 3 logins = 6 events.
+		var seen []string
+		cursor := ""
+		for page := 0; ; page++ {
+			r := e.do("GET", "/v1/users/me/security-log?limit=4"+cursor, nil, bearer(access)...)
+			want(t, "security log", r, 200, "")
+			items := r.body["items"].([]any)
+			for _, it := range items {
+				m := it.(map[string]any)
+				seen = append(seen, m["timestamp"].(string)+" "+m["event_type"].(string))
+				if m["user_id"] == nil {
+					t.Error("own log row without the user")
+				}
+			}
+			next, _ := r.body["next_cursor"].(string)
+			if next == "" {
+				break
+			}
+			if page > 3 {
+				t.Fatal("pagination does not end")
+			}
+			cursor = "&cursor=" + next
+		}
+		if len(seen) != 6 || len(slices.Compact(slices.Clone(seen))) != 6 {
+			t.Errorf("%d events over the pages, want 6: %v", len(seen), seen)
+		}
+		if !slices.IsSortedFunc(seen, func(a, b string) int { return strings.Compare(b[:20], a[:20]) }) {
+			t.Errorf("not newest first: %v", seen)
+		}
+		for _, q := range []string{"?limit=0", "?limit=201", "?limit=x", "?cursor=garbage", "?cursor=eyJ9"} {
+			want(t, "bad list parameters "+q, e.do("GET", "/v1/users/me/security-log"+q, nil, bearer(access)...), 400, "validation_failed")
+		}
+	})
+}

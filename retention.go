@@ -1,0 +1,46 @@
+package authd
+
+import (
+	"context"
+	"time"
+)
+
+// purgeBatch is how many rows one statement deletes, so that retention
+// never holds a long lock on a large table.
+const purgeBatch = 1000
+
+// expiredGrace is how long expired tokens, verification tokens and
+// sessions are kept (SPEC §6.9: a day), for investigations.
+const expiredGrace = 24 * time.Hour
+
+// Purge applies retention (SPEC §6.9) now: security logs older than
+// retention, and tokens, verification tokens and sessions that ended more
+// than a day ago. With dryRun it only counts.
+func (s *Service) Purge(ctx context.Context, retention time.Duration, dryRun bool) (PurgeResult, error) {
+	now := s.now()
+	return s.store.Purge(ctx, PurgeRequest{LogsBefore: now.Add(-retention), ExpiredBefore: now.Add(-expiredGrace),
+		Batch: purgeBatch, DryRun: dryRun})
+}
+
+// RunRetention purges every interval until ctx ends.
+func (s *Service) RunRetention(ctx context.Context, retention, interval time.Duration) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		res, err := s.Purge(ctx, retention, false)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			s.logger.Error("retention purge failed", "err", err)
+		case res.Skipped:
+			s.logger.Debug("retention purge skipped: another instance is purging")
+		case err == nil:
+			s.logger.Info("retention purge", "security_logs", res.SecurityLogs, "jwt_tokens", res.Tokens,
+				"verification_tokens", res.VerificationTokens, "sessions", res.Sessions)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
