@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/postgres"
@@ -266,3 +267,26 @@ func TestOpenTroubleshooting(t *testing.T) {
 }
 
 func asError(err error, target **authd.Error) bool { return errors.As(err, target) }
+
+// TestPurgeOneInstanceAtATime holds the purge lock elsewhere: Purge skips.
+func TestPurgeOneInstanceAtATime(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	ctx := context.Background()
+	conn, err := s.Pool().Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, int64(0x61757468647075)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Purge(ctx, authd.PurgeRequest{LogsBefore: time.Now(), ExpiredBefore: time.Now(), Batch: 10})
+	if err != nil || !res.Skipped {
+		t.Errorf("Purge while another instance purges = %+v, %v; want skipped", res, err)
+	}
+	conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, int64(0x61757468647075))
+	if res, err := s.Purge(ctx, authd.PurgeRequest{LogsBefore: time.Now(), ExpiredBefore: time.Now(), Batch: 10}); err != nil || res.Skipped {
+		t.Errorf("Purge after the lock is released = %+v, %v", res, err)
+	}
+}

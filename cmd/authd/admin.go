@@ -322,4 +322,3 @@ func purgeCmd(ctx context.Context, e *env, args []string) error {
 		verb, res.SecurityLogs, cfg.SecurityLogRetention, res.Tokens, res.VerificationTokens, res.Sessions)
 	return nil
 }
-

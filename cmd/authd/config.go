@@ -313,7 +313,7 @@ func (c *Config) resolve() []string {
 	if c.SessionMaxAge < c.AccessTokenTTL {
 		errs = append(errs, "AUTHD_SESSION_MAX_AGE must not be shorter than AUTHD_ACCESS_TOKEN_TTL")
 	}
-	if c.AdminAddr != "" && c.AdminAddr == c.HTTPAddr {
+	if c.AdminAddr != "" && c.AdminAddr == c.HTTPAddr && !strings.HasSuffix(c.HTTPAddr, ":0") {
 		errs = append(errs, "AUTHD_ADMIN_ADDR must differ from AUTHD_HTTP_ADDR")
 	}
 	return errs

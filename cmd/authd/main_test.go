@@ -601,3 +601,88 @@ func TestServeMetricsAndMail(t *testing.T) {
 	}
 	app.Close()
 }
+
+func TestAdminAndPurgeCLI(t *testing.T) {
+	t.Parallel()
+	for name, env := range map[string]map[string]string{"sqlite": sqliteEnv(t), "postgres": postgresEnv(t)} {
+		t.Run(name, func(t *testing.T) {
+			env["USER"] = "operator"
+			if name == "postgres" {
+				runCLI(t, env, "migrate", "up")
+			}
+			if code, _, stderr := runCLI(t, env, "seed"); code != exitOK {
+				t.Fatalf("seed: %s", stderr)
+			}
+			steps := []struct {
+				args   []string
+				code   int
+				stdout string
+			}{
+				{[]string{"admin", "users", "list"}, 0, "locked@demo.authd.dev"},
+				{[]string{"admin", "users", "list", "--status", "inactive", "--json"}, 0, `"email": "inactive@demo.authd.dev"`},
+				{[]string{"admin", "users", "list", "--limit", "1"}, 0, "more: --cursor "},
+				{[]string{"admin", "users", "show", "active@demo.authd.dev"}, 0, "active"},
+				{[]string{"admin", "users", "lock", "active@demo.authd.dev", "--until", "2099-01-01T00:00:00Z"}, 0, "locked active@demo.authd.dev"},
+				{[]string{"admin", "users", "show", "active@demo.authd.dev", "--json"}, 0, `"account_locked_until": "2099-01-01T00:00:00Z"`},
+				{[]string{"admin", "users", "unlock", "active@demo.authd.dev"}, 0, "unlocked"},
+				{[]string{"admin", "users", "revoke-sessions", "active@demo.authd.dev"}, 0, "ended every session"},
+				{[]string{"admin", "users", "delete", "inactive@demo.authd.dev"}, 2, ""},
+				{[]string{"admin", "users", "delete", "inactive@demo.authd.dev", "--yes"}, 0, "erased inactive@demo.authd.dev"},
+				{[]string{"admin", "users", "show", "inactive@demo.authd.dev"}, 1, ""},
+				{[]string{"admin", "logs", "--event", "admin_action"}, 0, "admin_action"},
+				{[]string{"admin", "logs", "--user", "active@demo.authd.dev", "--json"}, 0, `"action": "unlock"`},
+				{[]string{"admin", "logs", "--since", "yesterday"}, 2, ""},
+				{[]string{"admin", "users", "frobnicate", "x"}, 2, ""},
+				{[]string{"admin", "users", "show", "nobody@demo.authd.dev"}, 1, ""},
+				{[]string{"purge", "--dry-run"}, 0, "would delete 0 security logs"},
+				{[]string{"purge", "--json"}, 0, `"dry_run":false`},
+			}
+			for _, s := range steps {
+				code, stdout, stderr := runCLI(t, env, s.args...)
+				if code != s.code || !strings.Contains(stdout, s.stdout) {
+					t.Errorf("authd %s: exit %d, stdout %q, stderr %q; want exit %d and %q",
+						strings.Join(s.args, " "), code, stdout, stderr, s.code, s.stdout)
+				}
+			}
+			_, stdout, _ := runCLI(t, env, "admin", "logs", "--event", "admin_action", "--json")
+			if !strings.Contains(stdout, "authd admin (cli, operator)") {
+				t.Errorf("admin actions do not name the CLI operator: %s", stdout)
+			}
+		})
+	}
+}
+
+func TestAdminListenerOnlyWithToken(t *testing.T) {
+	t.Parallel()
+	for _, token := range []string{"", "admin-secret-0123456789abcdef0123456789"} {
+		env := sqliteEnv(t)
+		env["AUTHD_HTTP_ADDR"], env["AUTHD_ADMIN_ADDR"], env["AUTHD_ADMIN_TOKEN"] = "127.0.0.1:0", "127.0.0.1:0", token
+		cfg, err := loadConfig(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+		if err != nil {
+			t.Fatal(err)
+		}
+		app := NewApp(cfg, newLogger(cfg, io.Discard))
+		if err := app.Open(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if (app.AdminAddr() != nil) != (token != "") {
+			t.Errorf("token %q: admin listener %v", token, app.AdminAddr())
+		}
+		if token != "" {
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error)
+			go func() { done <- app.Run(ctx) }()
+			req, _ := http.NewRequest("GET", "http://"+app.AdminAddr().String()+"/v1/admin/users", nil)
+			req.Header.Set("Authorization", "Bearer "+token)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil || resp.StatusCode != 200 {
+				t.Errorf("admin API with the token: %v %v", resp, err)
+			} else {
+				resp.Body.Close()
+			}
+			cancel()
+			<-done
+		}
+		app.Close()
+	}
+}

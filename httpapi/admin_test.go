@@ -1,0 +1,150 @@
+package httpapi_test
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+)
+
+func TestAdminAPI(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		for i := range 3 {
+			e.clock.Advance(time.Second)
+			e.registerVerified(fmt.Sprintf("user%d@example.org", i), goodPassword)
+		}
+		e.clock.Advance(time.Second)
+		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": "pending@example.org", "password": goodPassword, "consent": true}), 202, "")
+		target := e.user("user1@example.org")
+		access, _ := e.login("user1@example.org", goodPassword)
+
+		// Authentication.
+		for name, h := range map[string][]string{"no token": nil, "wrong token": {"Authorization", "Bearer " + adminToken + "x"},
+			"service token": {"Authorization", "Bearer " + serviceToken}, "user token": bearer(access)} {
+			r := e.send(e.adminSrv.URL, "GET", "/v1/admin/users", nil, h...)
+			want(t, name, r, 401, "invalid_token")
+		}
+		want(t, "admin route on the public listener", e.do("GET", "/v1/admin/users", nil, "Authorization", "Bearer "+adminToken), 404, "not_found")
+
+		// Listing: filters and pagination, newest first.
+		r := e.admin("GET", "/v1/admin/users?limit=2", nil)
+		want(t, "list", r, 200, "")
+		items := r.body["items"].([]any)
+		if len(items) != 2 || items[0].(map[string]any)["email"] != "pending@example.org" || r.str("next_cursor") == "" {
+			t.Fatalf("first page %s", r.raw)
+		}
+		if strings.Contains(r.raw, "password_hash") || strings.Contains(r.raw, "argon2") {
+			t.Error("the admin list shows password hashes")
+		}
+		r = e.admin("GET", "/v1/admin/users?limit=2&cursor="+r.str("next_cursor"), nil)
+		if items := r.body["items"].([]any); len(items) != 2 || items[1].(map[string]any)["email"] != "user0@example.org" {
+			t.Errorf("second page %s", r.raw)
+		}
+		if r := e.admin("GET", "/v1/admin/users?status=inactive", nil); len(r.body["items"].([]any)) != 1 {
+			t.Errorf("status filter: %s", r.raw)
+		}
+		if r := e.admin("GET", "/v1/admin/users?email=USER1", nil); len(r.body["items"].([]any)) != 1 {
+			t.Errorf("email filter: %s", r.raw)
+		}
+		if r := e.admin("GET", "/v1/admin/users?email=%25", nil); len(r.body["items"].([]any)) != 0 {
+			t.Errorf("a %% in the email filter matched as a wildcard: %s", r.raw)
+		}
+		want(t, "bad status", e.admin("GET", "/v1/admin/users?status=banned", nil), 400, "validation_failed")
+		r = e.admin("GET", "/v1/admin/users/"+target.ID.String(), nil)
+		if r.status != 200 || r.str("email") != "user1@example.org" || r.body["failed_login_attempts"] != float64(0) {
+			t.Errorf("show: %s", r.raw)
+		}
+		want(t, "show unknown", e.admin("GET", "/v1/admin/users/0197c0de-0000-7000-8000-000000000000", nil), 404, "not_found")
+		want(t, "show malformed", e.admin("GET", "/v1/admin/users/42", nil), 404, "not_found")
+
+		// Lock with an end: sessions end, login answers 423 until then.
+		until := e.clock.Now().Add(time.Hour).Format(time.RFC3339)
+		want(t, "lock in the past", e.admin("POST", "/v1/admin/users/"+target.ID.String()+"/lock", map[string]string{"until": "2020-01-01T00:00:00Z"}), 400, "validation_failed")
+		want(t, "lock", e.admin("POST", "/v1/admin/users/"+target.ID.String()+"/lock", map[string]string{"until": until}), 204, "")
+		want(t, "token of the locked user", e.do("GET", "/v1/users/me", nil, bearer(access)...), 401, "invalid_token")
+		r = e.do("POST", "/v1/auth/login", map[string]string{"email": "user1@example.org", "password": goodPassword})
+		want(t, "login while locked", r, 423, "account_locked")
+		if r.header.Get("Retry-After") != "3600" {
+			t.Errorf("Retry-After %q", r.header.Get("Retry-After"))
+		}
+		want(t, "unlock", e.admin("POST", "/v1/admin/users/"+target.ID.String()+"/unlock", nil), 204, "")
+		access, _ = e.login("user1@example.org", goodPassword)
+		// Lock without an end, by an empty body.
+		want(t, "lock forever", e.admin("POST", "/v1/admin/users/"+target.ID.String()+"/lock", nil), 204, "")
+		want(t, "token of the user locked for good", e.do("GET", "/v1/users/me", nil, bearer(access)...), 401, "invalid_token")
+		e.clock.Advance(48 * time.Hour)
+		want(t, "login long after", e.do("POST", "/v1/auth/login", map[string]string{"email": "user1@example.org", "password": goodPassword}), 423, "account_locked")
+		want(t, "unlock", e.admin("POST", "/v1/admin/users/"+target.ID.String()+"/unlock", nil), 204, "")
+		access, _ = e.login("user1@example.org", goodPassword)
+		want(t, "revoke sessions", e.admin("POST", "/v1/admin/users/"+target.ID.String()+"/revoke-sessions", nil), 204, "")
+		want(t, "token after revoke-sessions", e.do("GET", "/v1/users/me", nil, bearer(access)...), 401, "invalid_token")
+
+		// Delete, then the user is gone for every action.
+		want(t, "delete", e.admin("DELETE", "/v1/admin/users/"+target.ID.String(), nil), 204, "")
+		want(t, "delete again", e.admin("DELETE", "/v1/admin/users/"+target.ID.String(), nil), 404, "not_found")
+		want(t, "lock a deleted user", e.admin("POST", "/v1/admin/users/"+target.ID.String()+"/lock", nil), 404, "not_found")
+
+		// Every action is in the security log, searchable.
+		r = e.admin("GET", "/v1/admin/security-logs?event_type=admin_action&user_id="+target.ID.String(), nil)
+		want(t, "search", r, 200, "")
+		var actions []string
+		for _, it := range r.body["items"].([]any) {
+			actions = append(actions, it.(map[string]any)["additional_context"].(map[string]any)["action"].(string))
+		}
+		if strings.Join(actions, ",") != "delete,revoke_sessions,unlock,lock,unlock,lock" {
+			t.Errorf("admin actions, newest first: %v", actions)
+		}
+		since := url.QueryEscape(e.clock.Now().Add(-time.Hour).Format(time.RFC3339))
+		r = e.admin("GET", "/v1/admin/security-logs?result=failure&since="+since, nil)
+		for _, it := range r.body["items"].([]any) {
+			if it.(map[string]any)["result"] != "failure" {
+				t.Errorf("result filter returned %v", it)
+			}
+		}
+		for _, q := range []string{"user_id=x", "event_type=hack", "result=maybe", "since=yesterday", "limit=1000"} {
+			want(t, "bad search "+q, e.admin("GET", "/v1/admin/security-logs?"+q, nil), 400, "validation_failed")
+		}
+	})
+}
+
+func TestRetention(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("old@example.org", goodPassword)
+		e.login("old@example.org", goodPassword)
+		e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": "old@example.org"})
+		e.mail.flush()
+		before := len(e.events("old@example.org"))
+		ctx := t.Context()
+
+		// Nothing is old enough yet.
+		if res, err := e.svc.Purge(ctx, 90*24*time.Hour, false); err != nil || res != (authd.PurgeResult{}) {
+			t.Fatalf("purge of fresh data: %+v, %v", res, err)
+		}
+		e.clock.Advance(31*24*time.Hour + time.Minute) // past the 30-day session limit, and a day
+		e.login("old@example.org", goodPassword)       // a session that stays
+		dry, err := e.svc.Purge(ctx, 90*24*time.Hour, true)
+		if err != nil || dry.Tokens != 2 || dry.VerificationTokens != 2 || dry.Sessions != 1 || dry.SecurityLogs != 0 {
+			t.Fatalf("dry run after 31 days: %+v, %v; want the first login's 2 tokens and session, 2 verification tokens", dry, err)
+		}
+		res, err := e.svc.Purge(ctx, 90*24*time.Hour, false)
+		if err != nil || res != dry {
+			t.Fatalf("purge after 31 days: %+v, %v; want what the dry run counted, %+v", res, err, dry)
+		}
+		if again, _ := e.svc.Purge(ctx, 90*24*time.Hour, false); again != (authd.PurgeResult{}) {
+			t.Errorf("a second purge deleted %+v", again)
+		}
+		e.clock.Advance(60 * 24 * time.Hour) // the first events are now 91 days old
+		res, err = e.svc.Purge(ctx, 90*24*time.Hour, false)
+		if err != nil || res.SecurityLogs != before {
+			t.Errorf("purge after 91 days: %+v, %v; want the %d old security logs", res, err, before)
+		}
+		if n := len(e.events("old@example.org")); n != 1 {
+			t.Errorf("%d security logs left, want the one login of day 31", n)
+		}
+	})
+}
