@@ -153,7 +153,7 @@ func (s *Service) ResendVerification(ctx context.Context, c Client, email string
 	if err := s.limitIP(ctx, "resend", c); err != nil {
 		return err
 	}
-	if err := s.limit(ctx, "mail:"+email, mailsPerEmail, mailLimitRange); err != nil {
+	if err := s.limitEmail(ctx, "mail", email, mailsPerEmail, mailLimitRange); err != nil {
 		return err
 	}
 	return s.inTx(ctx, func(tx *txn) error {

@@ -18,7 +18,7 @@ func (s *Service) ForgotPassword(ctx context.Context, c Client, email string) er
 	if err := s.limitIP(ctx, "forgot", c); err != nil {
 		return err
 	}
-	if err := s.limit(ctx, "mail:"+email, mailsPerEmail, mailLimitRange); err != nil {
+	if err := s.limitEmail(ctx, "mail", email, mailsPerEmail, mailLimitRange); err != nil {
 		return err
 	}
 	return s.inTx(ctx, func(tx *txn) error {

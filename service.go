@@ -234,6 +234,12 @@ const (
 	mailLimitRange = time.Hour
 )
 
+// limitEmail applies a per-email limit. The key holds a digest, not the
+// address, so that a shared limiter (Redis) never stores addresses.
+func (s *Service) limitEmail(ctx context.Context, kind, email string, n int, window time.Duration) error {
+	return s.limit(ctx, kind+":"+Digest(email)[:32], n, window)
+}
+
 // limitIP applies the per-IP limit of an endpoint.
 func (s *Service) limitIP(ctx context.Context, endpoint string, c Client) error {
 	return s.limit(ctx, "ip:"+endpoint+":"+c.IP, ipLimit, ipLimitWindow)

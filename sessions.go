@@ -39,7 +39,7 @@ func (s *Service) Login(ctx context.Context, c Client, email, password, deviceIn
 	if err := s.limitIP(ctx, "login", c); err != nil {
 		return nil, err
 	}
-	if err := s.limit(ctx, "login:"+email, loginPerEmail, time.Minute); err != nil {
+	if err := s.limitEmail(ctx, "login", email, loginPerEmail, time.Minute); err != nil {
 		return nil, err
 	}
 

@@ -76,6 +76,7 @@ type App struct {
 
 	adminListener net.Listener // nil while the admin API is off
 	admin         *http.Server
+	closers       []func() error
 }
 
 // NewApp returns an App for cfg; Open starts it.
@@ -117,7 +118,17 @@ func (a *App) Open(ctx context.Context) (err error) {
 	hasher := password.NewHasher(a.cfg.Argon2, password.Policy{MinLength: a.cfg.PasswordMinLength})
 	hasher.Observe = m.Hash
 	var limiter authd.RateLimiter
-	if a.cfg.RateLimit {
+	switch {
+	case !a.cfg.RateLimit:
+		a.logger.Warn("rate limits are off (AUTHD_RATE_LIMIT=off)")
+	case a.cfg.RedisURL != "":
+		r, err := ratelimit.NewRedis(ctx, a.cfg.RedisURL, a.clock)
+		if err != nil {
+			return err
+		}
+		a.closers = append(a.closers, r.Close)
+		limiter = r
+	default:
 		limiter = ratelimit.NewMemory(a.clock)
 	}
 	a.service = authd.NewService(a.cfg.service(), authd.Deps{
@@ -310,6 +321,9 @@ func (a *App) Close() error {
 		if ln != nil {
 			ln.Close()
 		}
+	}
+	for _, c := range a.closers {
+		c()
 	}
 	if a.db != nil {
 		return a.db.Close()
