@@ -88,9 +88,10 @@ func (s *Service) newVerificationToken(ctx context.Context, tx *txn, user uuid.U
 	return raw, tx.CreateVerificationToken(ctx, v)
 }
 
-// redeem returns the usable verification token of the type behind raw,
-// locked for the transaction, or EInvalidToken.
-func (s *Service) redeem(ctx context.Context, tx *txn, raw string, typ VerificationType, now time.Time) (*VerificationToken, error) {
+// consume redeems a usable verification token of the type (locked for the
+// transaction: one use only) and returns its user. EInvalidToken for an
+// unknown, used, expired or foreign token, or an erased account.
+func (s *Service) consume(ctx context.Context, tx *txn, raw string, typ VerificationType, now time.Time) (*User, error) {
 	digest, err := opaqueDigest(raw)
 	if err != nil {
 		return nil, err
@@ -105,7 +106,15 @@ func (s *Service) redeem(ctx context.Context, tx *txn, raw string, typ Verificat
 	if v.TokenType != typ || !v.Usable(now) {
 		return nil, errInvalidToken
 	}
-	return v, nil
+	u, err := tx.User(ctx, v.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if u.IsDeleted() {
+		return nil, errInvalidToken
+	}
+	v.Used, v.UsedAt = true, now
+	return u, tx.UseVerificationToken(ctx, v)
 }
 
 // VerifyEmail redeems a verification token: the address is verified and an
@@ -114,19 +123,8 @@ func (s *Service) redeem(ctx context.Context, tx *txn, raw string, typ Verificat
 func (s *Service) VerifyEmail(ctx context.Context, c Client, token string) error {
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
-		v, err := s.redeem(ctx, tx, token, VerifyEmail, now)
+		u, err := s.consume(ctx, tx, token, VerifyEmail, now)
 		if err != nil {
-			return err
-		}
-		u, err := tx.User(ctx, v.UserID)
-		if err != nil {
-			return err
-		}
-		if u.IsDeleted() {
-			return errInvalidToken
-		}
-		v.Used, v.UsedAt = true, now
-		if err := tx.UseVerificationToken(ctx, v); err != nil {
 			return err
 		}
 		u.EmailVerified = true
@@ -175,19 +173,26 @@ func (s *Service) ResendVerification(ctx context.Context, c Client, email string
 // token can still be redeemed: nil, or EInvalidToken. The pages call it on
 // GET, which must never consume a token (mail scanners follow links).
 func (s *Service) CheckToken(ctx context.Context, raw string, typ VerificationType) error {
+	_, err := s.usableToken(ctx, raw, typ)
+	return err
+}
+
+// usableToken reads (without locking or using it) the token behind raw,
+// or returns EInvalidToken.
+func (s *Service) usableToken(ctx context.Context, raw string, typ VerificationType) (*VerificationToken, error) {
 	digest, err := opaqueDigest(raw)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	v, err := s.store.VerificationToken(ctx, digest)
 	if ErrorCode(err) == ENotFound {
-		return errInvalidToken
+		return nil, errInvalidToken
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if v.TokenType != typ || !v.Usable(s.now()) {
-		return errInvalidToken
+		return nil, errInvalidToken
 	}
-	return nil
+	return v, nil
 }

@@ -49,18 +49,14 @@ func (s *Service) ForgotPassword(ctx context.Context, c Client, email string) er
 // verifies the address. A password outside the policy leaves the token
 // usable. Returns EInvalidToken, EWeakPassword, ERateLimited, EUnavailable.
 func (s *Service) ResetPassword(ctx context.Context, c Client, token, newPassword string) error {
-	digest, err := opaqueDigest(token)
-	if err != nil {
+	if _, err := opaqueDigest(token); err != nil {
 		return err
 	}
 	if err := s.limitIP(ctx, "reset", c); err != nil {
 		return err
 	}
 	// Check the token and the policy before spending a hash.
-	v, err := s.store.VerificationToken(ctx, digest)
-	if ErrorCode(err) == ENotFound || (err == nil && (v.TokenType != PasswordReset || !v.Usable(s.now()))) {
-		return errInvalidToken
-	}
+	v, err := s.usableToken(ctx, token, PasswordReset)
 	if err != nil {
 		return err
 	}
@@ -77,19 +73,8 @@ func (s *Service) ResetPassword(ctx context.Context, c Client, token, newPasswor
 	}
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
-		v, err := s.redeem(ctx, tx, token, PasswordReset, now) // again, locked: one-time use
+		u, err := s.consume(ctx, tx, token, PasswordReset, now)
 		if err != nil {
-			return err
-		}
-		u, err := tx.User(ctx, v.UserID)
-		if err != nil {
-			return err
-		}
-		if u.IsDeleted() {
-			return errInvalidToken
-		}
-		v.Used, v.UsedAt = true, now
-		if err := tx.UseVerificationToken(ctx, v); err != nil {
 			return err
 		}
 		if u.AccountStatus == StatusLocked || !u.AccountLockedUntil.IsZero() {
@@ -97,23 +82,12 @@ func (s *Service) ResetPassword(ctx context.Context, c Client, token, newPasswor
 				return err
 			}
 		}
-		u.PasswordHash, u.LastPasswordChange, u.FailedLoginAttempts, u.UpdatedAt = hash, now, 0, now
+		u.FailedLoginAttempts = 0
 		u.EmailVerified = true
 		if u.AccountStatus == StatusInactive {
 			u.AccountStatus = StatusActive
 		}
-		if err := tx.UpdateUser(ctx, u); err != nil {
-			return err
-		}
-		ids, err := s.endUserSessions(ctx, tx, u.ID, uuid.Nil, now)
-		if err != nil {
-			return err
-		}
-		if err := tx.enqueue(ctx, now, MailPasswordChanged, u, time.Time{}); err != nil {
-			return err
-		}
-		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventPasswordResetCompleted, ResultSuccess, u.ID, "",
-			map[string]any{"sessions_revoked": len(ids)}))
+		return s.setPassword(ctx, tx, c, u, hash, uuid.Nil, now, EventPasswordResetCompleted)
 	})
 }
 
@@ -151,20 +125,27 @@ func (s *Service) ChangePassword(ctx context.Context, c Client, a *AccessClaims,
 		if err != nil {
 			return err
 		}
-		u.PasswordHash, u.LastPasswordChange, u.UpdatedAt = hash, now, now
-		if err := tx.UpdateUser(ctx, u); err != nil {
-			return err
-		}
-		ids, err := s.endUserSessions(ctx, tx, u.ID, a.SessionID, now)
-		if err != nil {
-			return err
-		}
-		if err := tx.enqueue(ctx, now, MailPasswordChanged, u, time.Time{}); err != nil {
-			return err
-		}
-		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventPasswordChanged, ResultSuccess, u.ID, "",
-			map[string]any{"sessions_revoked": len(ids)}))
+		return s.setPassword(ctx, tx, c, u, hash, a.SessionID, now, EventPasswordChanged)
 	})
+}
+
+// setPassword stores a new hash for u (with whatever else the caller
+// changed), ends every session but keep, mails the notice and logs event.
+func (s *Service) setPassword(ctx context.Context, tx *txn, c Client, u *User, hash string, keep uuid.UUID,
+	now time.Time, event EventType) error {
+	u.PasswordHash, u.LastPasswordChange, u.UpdatedAt = hash, now, now
+	if err := tx.UpdateUser(ctx, u); err != nil {
+		return err
+	}
+	ids, err := s.endUserSessions(ctx, tx, u.ID, keep, now)
+	if err != nil {
+		return err
+	}
+	if err := tx.enqueue(ctx, now, MailPasswordChanged, u, time.Time{}); err != nil {
+		return err
+	}
+	return tx.CreateSecurityLog(ctx, s.audit(now, c, event, ResultSuccess, u.ID, "",
+		map[string]any{"sessions_revoked": len(ids)}))
 }
 
 // UpdateConsent records the user's consent (or its withdrawal) with the

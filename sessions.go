@@ -91,11 +91,7 @@ func (s *Service) Login(ctx context.Context, c Client, email, password, deviceIn
 		case u.IsDeleted():
 			return fail("account deleted", errInvalidCredentials)
 		case u.IsLocked(now) && ok:
-			e := &Error{Code: EAccountLocked, Message: "The account is locked after too many failed logins; try again later."}
-			if !u.AccountLockedUntil.IsZero() {
-				e.RetryAfter = u.AccountLockedUntil.Sub(now)
-			}
-			return fail("account locked", e)
+			return fail("account locked", lockedError(u, now))
 		case u.IsLocked(now):
 			return fail("invalid password (account locked)", errInvalidCredentials)
 		case !ok:
@@ -263,7 +259,7 @@ func (s *Service) Refresh(ctx context.Context, c Client, refreshToken string) (*
 			result = errInvalidToken
 			return nil
 		case u.IsLocked(now):
-			result = &Error{Code: EAccountLocked, Message: "The account is locked.", RetryAfter: u.AccountLockedUntil.Sub(now)}
+			result = lockedError(u, now)
 			return nil
 		}
 		if !t.Revoked {
@@ -388,4 +384,13 @@ func (s *Service) Me(ctx context.Context, a *AccessClaims) (*User, error) {
 		return nil, errInvalidToken
 	}
 	return u, nil
+}
+
+// lockedError is EAccountLocked, with RetryAfter when the lock has an end.
+func lockedError(u *User, now time.Time) *Error {
+	e := &Error{Code: EAccountLocked, Message: "The account is locked; try again later."}
+	if !u.AccountLockedUntil.IsZero() {
+		e.RetryAfter = u.AccountLockedUntil.Sub(now)
+	}
+	return e
 }

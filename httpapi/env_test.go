@@ -378,3 +378,23 @@ func jwtClaims(t *testing.T, tok string) map[string]any {
 	}
 	return c
 }
+
+// instances opens n stores on one fresh, migrated PostgreSQL database, as n
+// instances of authd would.
+func instances(t *testing.T, n int) []*postgres.Store {
+	t.Helper()
+	url := storetest.PostgresURL(t)
+	stores := make([]*postgres.Store, n)
+	for i := range stores {
+		s, err := postgres.Open(context.Background(), url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		stores[i] = s
+	}
+	if _, err := stores[0].Migrator().Up(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return stores
+}

@@ -16,7 +16,6 @@ import (
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/mail"
-	"github.com/authd/authd/postgres"
 	"github.com/authd/authd/storetest"
 	"github.com/emersion/go-smtp"
 )
@@ -161,19 +160,8 @@ func (c *countingMailer) Send(_ context.Context, m authd.Mail) error {
 // one PostgreSQL database at once: every mail is delivered exactly once.
 func TestTwoSendersNeverDoubleSend(t *testing.T) {
 	t.Parallel()
-	url := storetest.PostgresURL(t)
-	open := func() *postgres.Store {
-		s, err := postgres.Open(context.Background(), url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
-	storeA, storeB := open(), open()
-	if _, err := storeA.Migrator().Up(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	pg := instances(t, 2)
+	storeA, storeB := pg[0], pg[1]
 	counter := &countingMailer{sent: map[string]int{}}
 	a := newEnv(t, storeA, withMailer(counter))
 	b := newEnv(t, storeB, withMailer(counter))

@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -93,64 +94,75 @@ func TestExportIsComplete(t *testing.T) {
 	})
 }
 
-// textColumns lists every text column of the database, as table.column.
+// scanText searches every text column of the database for each needle and
+// says where it found one.
 func scanText(t *testing.T, store authd.Store, needles ...string) []string {
 	t.Helper()
 	ctx := context.Background()
-	var found []string
+	var columns string
+	var count func(table, column, needle string) (int, error)
+	var query func(string) (rowsIter, error)
 	switch s := store.(type) {
 	case *postgres.Store:
-		rows, err := s.Pool().Query(ctx, `SELECT table_name, column_name FROM information_schema.columns
-			WHERE table_schema = 'public' AND data_type IN ('character varying', 'text', 'jsonb', 'USER-DEFINED')`)
-		if err != nil {
-			t.Fatal(err)
+		columns = `SELECT table_name, column_name FROM information_schema.columns
+			WHERE table_schema = 'public' AND data_type IN ('character varying', 'text', 'jsonb', 'USER-DEFINED')`
+		query = func(q string) (rowsIter, error) {
+			return s.Pool().Query(ctx, q)
 		}
-		var cols [][2]string
-		for rows.Next() {
-			var c [2]string
-			rows.Scan(&c[0], &c[1])
-			cols = append(cols, c)
-		}
-		rows.Close()
-		for _, c := range cols {
-			for _, n := range needles {
-				var count int
-				q := fmt.Sprintf(`SELECT count(*) FROM %q WHERE %q::text ILIKE '%%' || $1 || '%%'`, c[0], c[1])
-				if err := s.Pool().QueryRow(ctx, q, n).Scan(&count); err != nil {
-					t.Fatal(err)
-				}
-				if count > 0 {
-					found = append(found, fmt.Sprintf("%s.%s holds %q", c[0], c[1], n))
-				}
-			}
+		count = func(table, column, needle string) (n int, err error) {
+			q := fmt.Sprintf(`SELECT count(*) FROM %q WHERE %q::text ILIKE '%%' || $1 || '%%'`, table, column)
+			return n, s.Pool().QueryRow(ctx, q, needle).Scan(&n)
 		}
 	case *sqlite.Store:
-		rows, err := s.DB().Query(`SELECT m.name, p.name FROM sqlite_master m, pragma_table_info(m.name) p WHERE m.type = 'table'`)
-		if err != nil {
+		columns = `SELECT m.name, p.name FROM sqlite_master m, pragma_table_info(m.name) p WHERE m.type = 'table'`
+		query = func(q string) (rowsIter, error) {
+			rows, err := s.DB().QueryContext(ctx, q)
+			return sqlRows{rows}, err
+		}
+		count = func(table, column, needle string) (n int, err error) {
+			q := fmt.Sprintf(`SELECT count(*) FROM %q WHERE CAST(%q AS TEXT) LIKE '%%' || ? || '%%'`, table, column)
+			return n, s.DB().QueryRowContext(ctx, q, needle).Scan(&n)
+		}
+	}
+	rows, err := query(columns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cols [][2]string
+	for rows.Next() {
+		var c [2]string
+		if err := rows.Scan(&c[0], &c[1]); err != nil {
 			t.Fatal(err)
 		}
-		var cols [][2]string
-		for rows.Next() {
-			var c [2]string
-			rows.Scan(&c[0], &c[1])
-			cols = append(cols, c)
-		}
-		rows.Close()
-		for _, c := range cols {
-			for _, n := range needles {
-				var count int
-				q := fmt.Sprintf(`SELECT count(*) FROM %q WHERE CAST(%q AS TEXT) LIKE '%%' || ? || '%%'`, c[0], c[1])
-				if err := s.DB().QueryRow(q, n).Scan(&count); err != nil {
-					t.Fatal(err)
-				}
-				if count > 0 {
-					found = append(found, fmt.Sprintf("%s.%s holds %q", c[0], c[1], n))
-				}
+		cols = append(cols, c)
+	}
+	rows.Close()
+	var found []string
+	for _, c := range cols {
+		for _, needle := range needles {
+			n, err := count(c[0], c[1], needle)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n > 0 {
+				found = append(found, fmt.Sprintf("%s.%s holds %q", c[0], c[1], needle))
 			}
 		}
 	}
 	return found
 }
+
+// rowsIter is what pgx.Rows and *sql.Rows have in common, for scanText.
+type rowsIter interface {
+	Next() bool
+	Scan(...any) error
+	Close()
+}
+
+// sqlRows gives *sql.Rows the Close of pgx.Rows.
+type sqlRows struct{ *sql.Rows }
+
+func (r sqlRows) Close() { r.Rows.Close() }
 
 func TestErasure(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {

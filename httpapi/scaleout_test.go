@@ -4,9 +4,6 @@ import (
 	"context"
 	"testing"
 	"time"
-
-	"github.com/authd/authd/postgres"
-	"github.com/authd/authd/storetest"
 )
 
 // TestRevocationReachesOtherInstances runs two instances on one PostgreSQL
@@ -14,19 +11,8 @@ import (
 // through LISTEN/NOTIFY and without a restart.
 func TestRevocationReachesOtherInstances(t *testing.T) {
 	t.Parallel()
-	url := storetest.PostgresURL(t)
-	open := func() *postgres.Store {
-		s, err := postgres.Open(context.Background(), url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
-	storeA, storeB := open(), open()
-	if _, err := storeA.Migrator().Up(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	pg := instances(t, 3)
+	storeA, storeB := pg[0], pg[1]
 	keys := t.TempDir()
 	a := newEnv(t, storeA, withKeysDir(keys))
 	b := newEnv(t, storeB, withKeysDir(keys))
@@ -61,7 +47,7 @@ func TestRevocationReachesOtherInstances(t *testing.T) {
 	})
 
 	// A fresh instance learns past revocations from the tables.
-	c := newEnv(t, open(), withKeysDir(keys))
+	c := newEnv(t, pg[2], withKeysDir(keys))
 	want(t, "token of a locked user at a new instance", c.do("GET", "/v1/users/me", nil, bearer(access)...), 401, "invalid_token")
 	if sessions, users := c.svc.Revocations().Len(); sessions == 0 || users != 1 {
 		t.Errorf("new instance loaded %d sessions and %d users, want the revoked session and the locked user", sessions, users)
