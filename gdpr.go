@@ -23,17 +23,8 @@ func (s *Service) Export(ctx context.Context, c Client, a *AccessClaims) (*UserD
 // DeleteMe erases the token's account after checking its password. Returns
 // EInvalidCredentials (wrong password), EInvalidToken, EUnavailable.
 func (s *Service) DeleteMe(ctx context.Context, c Client, a *AccessClaims, password string) error {
-	u, err := s.Me(ctx, a)
-	if err != nil {
+	if _, err := s.reauthenticate(ctx, c, a, password, "password", EventAccountDeleted); err != nil {
 		return err
-	}
-	ok, _, err := s.passwords.Verify(ctx, password, u.PasswordHash)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return &Error{Code: EInvalidCredentials, Message: "The password is incorrect.",
-			Fields: []FieldError{{Field: "password", Message: "is incorrect"}}}
 	}
 	return s.inTx(ctx, func(tx *txn) error {
 		u, err := tx.User(ctx, a.UserID)

@@ -64,10 +64,7 @@ func (s *Service) ResetPassword(ctx context.Context, c Client, token, newPasswor
 	if err != nil {
 		return err
 	}
-	if err := s.checkPassword("new_password", newPassword, u.Email); err != nil {
-		return err
-	}
-	hash, err := s.passwords.Hash(ctx, newPassword)
+	hash, err := s.newHash(ctx, newPassword, u.Email)
 	if err != nil {
 		return err
 	}
@@ -96,26 +93,11 @@ func (s *Service) ResetPassword(ctx context.Context, c Client, token, newPasswor
 // EInvalidCredentials (wrong current password), EWeakPassword,
 // EInvalidToken, EUnavailable.
 func (s *Service) ChangePassword(ctx context.Context, c Client, a *AccessClaims, current, newPassword string) error {
-	u, err := s.Me(ctx, a)
+	u, err := s.reauthenticate(ctx, c, a, current, "current_password", EventPasswordChanged)
 	if err != nil {
 		return err
 	}
-	ok, _, err := s.passwords.Verify(ctx, current, u.PasswordHash)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		l := s.audit(s.now(), c, EventPasswordChanged, ResultFailure, u.ID, "invalid current password", nil)
-		if err := s.logEvent(ctx, l); err != nil {
-			return err
-		}
-		return &Error{Code: EInvalidCredentials, Message: "The current password is incorrect.",
-			Fields: []FieldError{{Field: "current_password", Message: "is incorrect"}}}
-	}
-	if err := s.checkPassword("new_password", newPassword, u.Email); err != nil {
-		return err
-	}
-	hash, err := s.passwords.Hash(ctx, newPassword)
+	hash, err := s.newHash(ctx, newPassword, u.Email)
 	if err != nil {
 		return err
 	}
@@ -127,6 +109,37 @@ func (s *Service) ChangePassword(ctx context.Context, c Client, a *AccessClaims,
 		}
 		return s.setPassword(ctx, tx, c, u, hash, a.SessionID, now, EventPasswordChanged)
 	})
+}
+
+// reauthenticate checks the password of the token's user before a
+// sensitive change; a wrong one is logged as a failure of event and is
+// EInvalidCredentials naming field.
+func (s *Service) reauthenticate(ctx context.Context, c Client, a *AccessClaims, password, field string,
+	event EventType) (*User, error) {
+	u, err := s.Me(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	ok, _, err := s.passwords.Verify(ctx, password, u.PasswordHash)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		if err := s.logEvent(ctx, s.audit(s.now(), c, event, ResultFailure, u.ID, "invalid password", nil)); err != nil {
+			return nil, err
+		}
+		return nil, &Error{Code: EInvalidCredentials, Message: "The password is incorrect.",
+			Fields: []FieldError{{Field: field, Message: "is incorrect"}}}
+	}
+	return u, nil
+}
+
+// newHash applies the policy to a new password and hashes it.
+func (s *Service) newHash(ctx context.Context, password, email string) (string, error) {
+	if err := s.checkPassword("new_password", password, email); err != nil {
+		return "", err
+	}
+	return s.passwords.Hash(ctx, password)
 }
 
 // setPassword stores a new hash for u (with whatever else the caller

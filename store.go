@@ -2,6 +2,8 @@ package authd
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"time"
 
 	"github.com/google/uuid"
@@ -152,6 +154,23 @@ type UserFilter struct {
 type Cursor struct {
 	Time time.Time `json:"t"`
 	ID   uuid.UUID `json:"id"`
+}
+
+// String encodes the cursor as the opaque text clients pass back.
+func (c Cursor) String() string {
+	b, _ := json.Marshal(c)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// ParseCursor decodes a cursor that String made. EInvalid otherwise.
+func ParseCursor(s string) (*Cursor, error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	var c Cursor
+	if err != nil || len(b) > 200 || json.Unmarshal(b, &c) != nil || c.ID == uuid.Nil || c.Time.IsZero() {
+		return nil, &Error{Code: EInvalid, Message: "invalid request",
+			Fields: []FieldError{{Field: "cursor", Message: "is not a cursor this service returned"}}}
+	}
+	return &c, nil
 }
 
 // UserData is every row that refers to a user, for the GDPR export.

@@ -192,8 +192,13 @@ func TestErasure(t *testing.T) {
 			t.Errorf("after erasure:\n%s", strings.Join(found, "\n"))
 		}
 		all, _ := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{EventType: authd.EventAccountDeleted})
-		if len(all) != 1 || all[0].IPAddress != "" || all[0].UserAgent != "" {
-			t.Errorf("account_deleted rows %+v; want one, without IP or user agent", all)
+		if len(all) != 2 || all[0].Result != authd.ResultSuccess || all[1].Result != authd.ResultFailure {
+			t.Fatalf("account_deleted rows %+v; want the failed attempt and the erasure", all)
+		}
+		for _, l := range all {
+			if l.IPAddress != "" || l.UserAgent != "" {
+				t.Errorf("account_deleted row %+v keeps an IP or user agent", l)
+			}
 		}
 		u, err := e.store.User(context.Background(), all[0].UserID)
 		if err != nil || u.AccountStatus != authd.StatusDeleted || u.PasswordHash != "" || u.ConsentStatus || u.Email != authd.Tombstone(u.ID) {

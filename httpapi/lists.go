@@ -1,8 +1,6 @@
 package httpapi
 
 import (
-	"encoding/base64"
-	"encoding/json"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -23,8 +21,7 @@ func encodeCursor(c *authd.Cursor) *string {
 	if c == nil {
 		return nil
 	}
-	b, _ := json.Marshal(c)
-	s := base64.RawURLEncoding.EncodeToString(b)
+	s := c.String()
 	return &s
 }
 
@@ -36,12 +33,9 @@ func listParams(q url.Values) (limit int, after *authd.Cursor, err error) {
 		}
 	}
 	if v := q.Get("cursor"); v != "" {
-		b, err := base64.RawURLEncoding.DecodeString(v)
-		var c authd.Cursor
-		if err != nil || len(b) > 200 || json.Unmarshal(b, &c) != nil || c.ID == uuid.Nil || c.Time.IsZero() {
-			return 0, nil, invalid("cursor", "is not a cursor this API returned")
+		if after, err = authd.ParseCursor(v); err != nil {
+			return 0, nil, err
 		}
-		after = &c
 	}
 	return limit, after, nil
 }

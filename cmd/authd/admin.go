@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -68,12 +67,9 @@ func adminCmd(ctx context.Context, e *env, args []string) error {
 	}
 	var after *authd.Cursor
 	if *cursor != "" {
-		b, err := base64.RawURLEncoding.DecodeString(*cursor)
-		var c authd.Cursor
-		if err != nil || json.Unmarshal(b, &c) != nil || c.ID == uuid.Nil {
+		if after, err = authd.ParseCursor(*cursor); err != nil {
 			return usagef("--cursor %q is not a cursor a list printed", *cursor)
 		}
-		after = &c
 	}
 	switch {
 	case rest[0] == "logs" && len(rest) == 1:
@@ -91,11 +87,7 @@ func adminCmd(ctx context.Context, e *env, args []string) error {
 		return usagef("unknown admin command %q", strings.Join(rest, " "))
 	}
 
-	cfg, err := loadConfig(flags, e.getenv)
-	if err != nil {
-		return err
-	}
-	db, err := openDatabase(ctx, cfg, true)
+	cfg, db, err := openConfigured(ctx, e, flags)
 	if err != nil {
 		return err
 	}
@@ -249,14 +241,13 @@ func cursorText(c *authd.Cursor) *string {
 	if c == nil {
 		return nil
 	}
-	b, _ := json.Marshal(c)
-	s := base64.RawURLEncoding.EncodeToString(b)
+	s := c.String()
 	return &s
 }
 
 func printNext(w io.Writer, c *authd.Cursor) error {
 	if c != nil {
-		fmt.Fprintf(w, "\nmore: --cursor %s\n", *cursorText(c))
+		fmt.Fprintf(w, "\nmore: --cursor %s\n", c)
 	}
 	return nil
 }
@@ -293,11 +284,7 @@ func purgeCmd(ctx context.Context, e *env, args []string) error {
 	if fs.NArg() > 0 {
 		return usagef("purge takes no arguments")
 	}
-	cfg, err := loadConfig(flags, e.getenv)
-	if err != nil {
-		return err
-	}
-	db, err := openDatabase(ctx, cfg, true)
+	cfg, db, err := openConfigured(ctx, e, flags)
 	if err != nil {
 		return err
 	}

@@ -50,3 +50,14 @@ func openDatabase(ctx context.Context, cfg *Config, requireHead bool) (database,
 	}
 	return db, nil
 }
+
+// openConfigured loads the configuration (flags over environment over .env)
+// and opens its database, at head.
+func openConfigured(ctx context.Context, e *env, flags map[string]*string) (*Config, database, error) {
+	cfg, err := loadConfig(flags, e.getenv)
+	if err != nil {
+		return nil, nil, err
+	}
+	db, err := openDatabase(ctx, cfg, true)
+	return cfg, db, err
+}

@@ -41,11 +41,7 @@ func seedCmd(ctx context.Context, e *env, args []string) error {
 	if fs.NArg() > 0 {
 		return usagef("seed takes no arguments")
 	}
-	cfg, err := loadConfig(flags, e.getenv)
-	if err != nil {
-		return err
-	}
-	db, err := openDatabase(ctx, cfg, true)
+	cfg, db, err := openConfigured(ctx, e, flags)
 	if err != nil {
 		return err
 	}
