@@ -55,6 +55,10 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		return nil, &authd.Error{Code: authd.EInvalid, Message: "DATABASE_URL is not a valid PostgreSQL URL",
 			Hint: "use postgres://USER:PASSWORD@HOST:PORT/DBNAME", Err: err}
 	}
+	// An unreachable server must fail a request fast (503), not hang it.
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = 2 * time.Second
+	}
 	cfg.AfterConnect = func(_ context.Context, c *pgx.Conn) error {
 		// Every time leaves the store in UTC, whatever the server's TimeZone.
 		c.TypeMap().RegisterType(&pgtype.Type{

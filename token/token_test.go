@@ -220,3 +220,21 @@ func BenchmarkVerify(b *testing.B) {
 		})
 	}
 }
+
+func FuzzVerify(f *testing.F) {
+	dir := f.TempDir()
+	kr, _ := OpenKeyring(dir, "EdDSA", now)
+	iss := NewIssuer(kr, "i", "a")
+	good, _ := iss.Issue(claimsAt(now))
+	f.Add(good)
+	f.Add("eyJhbGciOiJub25lIn0.e30.")
+	f.Fuzz(func(t *testing.T, tok string) {
+		c, err := iss.Verify(tok, now)
+		if err == nil && tok != good {
+			t.Fatalf("a mutated token verified: %q -> %+v", tok, c)
+		}
+		if err != nil && authd.ErrorCode(err) != authd.EInvalidToken {
+			t.Fatalf("Verify error %v, want invalid_token", err)
+		}
+	})
+}

@@ -1,0 +1,55 @@
+package httpapi_test
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestHostileInputNeverFails sends every route of both listeners a set of
+// hostile requests: none may answer 5xx, and every error is problem+json
+// (or, for the pages, HTML).
+func TestHostileInputNeverFails(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t)) // no rate limits: let every request reach the flows
+	e.registerVerified("h@example.org", goodPassword)
+	access, _ := e.login("h@example.org", goodPassword)
+	bodies := []string{
+		``, `{}`, `[]`, `null`, `"x"`, `{"email":null,"password":null}`, `{"token":{"a":1}}`,
+		`{"email":"` + strings.Repeat("a", 5000) + `@x.org","password":"` + strings.Repeat("p", 5000) + `"}`,
+		`{"refresh_token":"` + strings.Repeat("A", 43) + `"}`, `{"until":"not a time"}`, `{"until":"0001-01-01T00:00:00Z"}`,
+		`{"consent":1}`, `{"a":` + strings.Repeat("[", 500) + strings.Repeat("]", 500) + `}`, "{\"email\":\"\xff\xfe\"}",
+		`token=` + strings.Repeat("%", 10), `email=%00`, `{"email":"a@b.c"}garbage`,
+	}
+	types := []string{"application/json", "application/x-www-form-urlencoded", "text/plain", "application/json; charset=latin1", ""}
+	auths := [][]string{nil, bearer(access), bearer("x"), {"Authorization", "Bearer " + serviceToken}}
+	for _, server := range []struct {
+		base  string
+		admin bool
+	}{{e.srv.URL, false}, {e.adminSrv.URL, true}} {
+		api := e.api
+		if server.admin {
+			api = e.adminAPI
+		}
+		for _, r := range api.Routes() {
+			path := strings.ReplaceAll(r.Path, "{id}", "0197c0de-0000-7000-8000-000000000000")
+			for _, body := range bodies {
+				for _, ctype := range types {
+					for _, auth := range auths {
+						headers := append([]string{"Content-Type", ctype}, auth...)
+						if server.admin {
+							headers = append(headers, "Authorization", "Bearer "+adminToken)
+						}
+						resp := e.send(server.base, r.Method, path+"?token=%ZZ&cursor=%%%", body, headers...)
+						if resp.status >= 500 {
+							t.Fatalf("%s %s with %q (%s): %d %s", r.Method, path, body, ctype, resp.status, resp.raw)
+						}
+						ct := resp.header.Get("Content-Type")
+						if resp.status >= 400 && ct != "application/problem+json" && !strings.HasPrefix(ct, "text/html") {
+							t.Fatalf("%s %s: %d with Content-Type %q", r.Method, path, resp.status, ct)
+						}
+					}
+				}
+			}
+		}
+	}
+}
