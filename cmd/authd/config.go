@@ -319,9 +319,16 @@ func (c *Config) resolve() []string {
 	return errs
 }
 
+// redact hides a secret setting's value, and the password of any URL
+// (DATABASE_URL may carry one), from error messages.
 func redact(s setting, v string) string {
 	if s.secret && v != "" {
 		return "…"
+	}
+	if u, err := url.Parse(v); err == nil && u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			return u.Redacted()
+		}
 	}
 	return v
 }

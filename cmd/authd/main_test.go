@@ -130,8 +130,14 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 			t.Errorf("%s=%q: exit %d, stderr %q; want 1 naming the variable", tt.env, tt.value, code, stderr)
 		}
 	}
-	// A rejected secret is named but never echoed.
+	// A password in a rejected URL is never echoed.
 	env := sqliteEnv(t)
+	env["DATABASE_URL"] = "mysql://root:s3cretpw@db/auth"
+	if _, _, stderr := runCLI(t, env, "serve"); strings.Contains(stderr, "s3cretpw") || !strings.Contains(stderr, "DATABASE_URL") {
+		t.Errorf("bad DATABASE_URL: stderr %q; want the variable named and the password hidden", stderr)
+	}
+	// A rejected secret is named but never echoed.
+	env = sqliteEnv(t)
 	env["AUTHD_ADMIN_TOKEN"] = "hunter2"
 	_, _, stderr := runCLI(t, env, "serve")
 	if !strings.Contains(stderr, "AUTHD_ADMIN_TOKEN") || strings.Contains(stderr, "hunter2") {
