@@ -195,10 +195,8 @@ func (s *Service) issuePair(ctx context.Context, tx *txn, sess *Session, parent 
 			TokenType: TokenRefresh, TokenValue: digest, IssuedAt: now, ExpiresAt: refreshExp,
 			DeviceInfo: sess.DeviceInfo, CreatedAt: now},
 	}
-	for _, t := range rows {
-		if err := tx.CreateToken(ctx, t); err != nil {
-			return nil, err
-		}
+	if err := tx.CreateToken(ctx, rows...); err != nil {
+		return nil, err
 	}
 	return &TokenPair{AccessToken: access, ExpiresIn: accessExp.Sub(now), RefreshToken: raw,
 		RefreshExpiresIn: refreshExp.Sub(now), SessionID: sess.ID}, nil
@@ -238,7 +236,7 @@ func (s *Service) Refresh(ctx context.Context, c Client, refreshToken string) (*
 		if err != nil {
 			return err
 		}
-		u, err := tx.User(ctx, t.UserID)
+		u, err := tx.UserShared(ctx, t.UserID)
 		if err != nil {
 			return err
 		}

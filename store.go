@@ -64,6 +64,10 @@ type Queries interface {
 	CreateUser(ctx context.Context, u *User) error
 	// User returns the user with the id. ENotFound when there is none.
 	User(ctx context.Context, id uuid.UUID) (*User, error)
+	// UserShared is User for flows that only read the user: inside InTx
+	// the row is held against writers but not against other readers, so
+	// that many sessions of one user refresh at once.
+	UserShared(ctx context.Context, id uuid.UUID) (*User, error)
 	// UserByEmail returns the user with the (normalised) email. ENotFound when there is none.
 	UserByEmail(ctx context.Context, email string) (*User, error)
 	// UpdateUser writes every field of u. ENotFound when it no longer exists,
@@ -86,9 +90,9 @@ type Queries interface {
 	// (uuid.Nil: none excepted), and returns their ids.
 	RevokeUserSessions(ctx context.Context, userID, except uuid.UUID, at time.Time) ([]uuid.UUID, error)
 
-	// CreateToken inserts t. EConflict when its jti or digest is taken,
+	// CreateToken inserts the tokens, in one statement. EConflict when its jti or digest is taken,
 	// ENotFound when its user or session does not exist.
-	CreateToken(ctx context.Context, t *Token) error
+	CreateToken(ctx context.Context, tokens ...*Token) error
 	// TokenByJTI returns the token with the jti. ENotFound when there is none.
 	TokenByJTI(ctx context.Context, jti string) (*Token, error)
 	// RefreshToken returns the refresh token whose digest is given. ENotFound

@@ -55,7 +55,7 @@ func (m *mailbox) Send(_ context.Context, mail authd.Mail) error {
 }
 
 // last returns the newest mail of the kind to the address, or fails.
-func (m *mailbox) last(t *testing.T, kind authd.MailKind, to string) authd.Mail {
+func (m *mailbox) last(t testing.TB, kind authd.MailKind, to string) authd.Mail {
 	t.Helper()
 	m.flush()
 	m.mu.Lock()
@@ -83,7 +83,7 @@ func (m *mailbox) count(kind authd.MailKind, to string) int {
 }
 
 // tokenOf returns the token parameter of a mail's link.
-func tokenOf(t *testing.T, m authd.Mail) string {
+func tokenOf(t testing.TB, m authd.Mail) string {
 	t.Helper()
 	_, tok, ok := strings.Cut(m.Link, "?token=")
 	if !ok {
@@ -110,7 +110,7 @@ const serviceToken = "service-token-0123456789abcdef0123456789"
 // env is a running API on a real store with a fake clock and a recording
 // mailer.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	store   authd.Store
 	clock   *clock
 	mail    *mailbox
@@ -134,17 +134,19 @@ type envOptions struct {
 	rateLimit bool
 	keysDir   string
 	mailer    authd.Mailer
+	params    *password.Params
 }
 
 func withConfig(f func(*authd.Config)) option { return func(c *authd.Config, _ *envOptions) { f(c) } }
 func withRateLimit() option                   { return func(_ *authd.Config, o *envOptions) { o.rateLimit = true } }
 func withKeysDir(dir string) option           { return func(_ *authd.Config, o *envOptions) { o.keysDir = dir } }
 func withMailer(m authd.Mailer) option        { return func(_ *authd.Config, o *envOptions) { o.mailer = m } }
+func withArgon2(p password.Params) option     { return func(_ *authd.Config, o *envOptions) { o.params = &p } }
 
 // cheap keeps hashing fast in tests; the cost does not change the flows.
 var cheap = password.Params{MemoryKiB: 64, Iterations: 1, Parallelism: 1}
 
-func newEnv(t *testing.T, store authd.Store, opts ...option) *env {
+func newEnv(t testing.TB, store authd.Store, opts ...option) *env {
 	t.Helper()
 	cfg := authd.Config{
 		PublicURL: "https://auth.example.org", AccessTokenTTL: 15 * time.Minute, RefreshTokenTTL: 168 * time.Hour,
@@ -170,7 +172,11 @@ func newEnv(t *testing.T, store authd.Store, opts ...option) *env {
 	if o.rateLimit {
 		limiter = ratelimit.NewMemory(e.clock)
 	}
-	hasher := password.NewHasher(cheap, password.Policy{MinLength: 12})
+	params := cheap
+	if o.params != nil {
+		params = *o.params
+	}
+	hasher := password.NewHasher(params, password.Policy{MinLength: 12})
 	var mailer authd.Mailer = e.mail
 	if o.mailer != nil {
 		mailer = o.mailer
@@ -203,7 +209,7 @@ func newEnv(t *testing.T, store authd.Store, opts ...option) *env {
 	return e
 }
 
-func openSQLite(t *testing.T) authd.Store {
+func openSQLite(t testing.TB) authd.Store {
 	t.Helper()
 	s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "authd.db"))
 	if err != nil {
@@ -216,7 +222,7 @@ func openSQLite(t *testing.T) authd.Store {
 	return s
 }
 
-func openPostgres(t *testing.T) authd.Store {
+func openPostgres(t testing.TB) authd.Store {
 	t.Helper()
 	s, err := postgres.Open(context.Background(), storetest.PostgresURL(t))
 	if err != nil {
@@ -232,10 +238,10 @@ func openPostgres(t *testing.T) authd.Store {
 // onBothStores runs test as a subtest on SQLite and on PostgreSQL.
 func onBothStores(t *testing.T, test func(t *testing.T, open func(*testing.T) authd.Store)) {
 	t.Parallel()
-	for name, open := range map[string]func(*testing.T) authd.Store{"sqlite": openSQLite, "postgres": openPostgres} {
+	for name, open := range map[string]func(testing.TB) authd.Store{"sqlite": openSQLite, "postgres": openPostgres} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			test(t, open)
+			test(t, func(t *testing.T) authd.Store { return open(t) })
 		})
 	}
 }
@@ -302,7 +308,7 @@ func (e *env) send(base, method, path string, body any, headers ...string) respo
 func bearer(token string) []string { return []string{"Authorization", "Bearer " + token} }
 
 // want fails unless r has the status (and, for errors, the problem code).
-func want(t *testing.T, what string, r response, status int, code string) {
+func want(t testing.TB, what string, r response, status int, code string) {
 	t.Helper()
 	if r.status != status || (code != "" && r.code() != code) {
 		t.Fatalf("%s: %d %s; want %d %s", what, r.status, r.raw, status, code)
@@ -362,7 +368,7 @@ func (e *env) user(email string) *authd.User {
 }
 
 // jwtClaims decodes (without verifying) the claims of a JWT.
-func jwtClaims(t *testing.T, tok string) map[string]any {
+func jwtClaims(t testing.TB, tok string) map[string]any {
 	t.Helper()
 	parts := strings.Split(tok, ".")
 	if len(parts) != 3 {
@@ -381,7 +387,7 @@ func jwtClaims(t *testing.T, tok string) map[string]any {
 
 // instances opens n stores on one fresh, migrated PostgreSQL database, as n
 // instances of authd would.
-func instances(t *testing.T, n int) []*postgres.Store {
+func instances(t testing.TB, n int) []*postgres.Store {
 	t.Helper()
 	url := storetest.PostgresURL(t)
 	stores := make([]*postgres.Store, n)

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"runtime"
 	"strings"
 	"time"
 
@@ -54,6 +55,11 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	if err != nil {
 		return nil, &authd.Error{Code: authd.EInvalid, Message: "DATABASE_URL is not a valid PostgreSQL URL",
 			Hint: "use postgres://USER:PASSWORD@HOST:PORT/DBNAME", Err: err}
+	}
+	// pgxpool's default (four connections on two cores) starves concurrent
+	// flows that each hold a transaction; DATABASE_URL's pool_max_conns wins.
+	if !strings.Contains(url, "pool_max_conns") {
+		cfg.MaxConns = int32(max(16, 4*runtime.GOMAXPROCS(0)))
 	}
 	// An unreachable server must fail a request fast (503), not hang it.
 	if cfg.ConnConfig.ConnectTimeout == 0 {

@@ -54,6 +54,14 @@ func (q *queries) User(ctx context.Context, id uuid.UUID) (*authd.User, error) {
 	return scanUser(q.db.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1`+q.forUpdate(), id))
 }
 
+func (q *queries) UserShared(ctx context.Context, id uuid.UUID) (*authd.User, error) {
+	lock := ""
+	if q.locking {
+		lock = " FOR SHARE"
+	}
+	return scanUser(q.db.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1`+lock, id))
+}
+
 func (q *queries) UserByEmail(ctx context.Context, email string) (*authd.User, error) {
 	return scanUser(q.db.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE email = $1`+q.forUpdate(), email))
 }
@@ -117,12 +125,21 @@ func (q *queries) Session(ctx context.Context, id uuid.UUID) (*authd.Session, er
 const tokenColumns = `id, jti, user_id, session_id, parent_id, token_type, token_value,
 	issued_at, expires_at, revoked, revoked_at, rotated_at, device_info, created_at`
 
-func (q *queries) CreateToken(ctx context.Context, t *authd.Token) error {
-	_, err := q.db.Exec(ctx, `INSERT INTO jwt_tokens (`+tokenColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
-		t.ID, t.JTI, t.UserID, t.SessionID, nullUUID(t.ParentID), string(t.TokenType), nullString(t.TokenValue),
-		t.IssuedAt, t.ExpiresAt, t.Revoked, nullTime(t.RevokedAt), nullTime(t.RotatedAt),
-		nullString(t.DeviceInfo), t.CreatedAt)
+func (q *queries) CreateToken(ctx context.Context, tokens ...*authd.Token) error {
+	var values []string
+	var args []any
+	for _, t := range tokens {
+		n := len(args)
+		values = append(values, fmt.Sprintf("($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d)",
+			n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8, n+9, n+10, n+11, n+12, n+13, n+14))
+		args = append(args, t.ID, t.JTI, t.UserID, t.SessionID, nullUUID(t.ParentID), string(t.TokenType),
+			nullString(t.TokenValue), t.IssuedAt, t.ExpiresAt, t.Revoked, nullTime(t.RevokedAt), nullTime(t.RotatedAt),
+			nullString(t.DeviceInfo), t.CreatedAt)
+	}
+	if len(values) == 0 {
+		return nil
+	}
+	_, err := q.db.Exec(ctx, `INSERT INTO jwt_tokens (`+tokenColumns+`) VALUES `+strings.Join(values, ", "), args...)
 	return translate(err)
 }
 

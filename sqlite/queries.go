@@ -46,6 +46,11 @@ func (q *queries) User(ctx context.Context, id uuid.UUID) (*authd.User, error) {
 	return scanUser(q.db.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE id = ?`, id))
 }
 
+// UserShared is User: SQLite's write transactions exclude each other anyway.
+func (q *queries) UserShared(ctx context.Context, id uuid.UUID) (*authd.User, error) {
+	return q.User(ctx, id)
+}
+
 func (q *queries) UserByEmail(ctx context.Context, email string) (*authd.User, error) {
 	return scanUser(q.db.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE email = ?`, email))
 }
@@ -112,12 +117,19 @@ func (q *queries) Session(ctx context.Context, id uuid.UUID) (*authd.Session, er
 const tokenColumns = `id, jti, user_id, session_id, parent_id, token_type, token_value,
 	issued_at, expires_at, revoked, revoked_at, rotated_at, device_info, created_at`
 
-func (q *queries) CreateToken(ctx context.Context, t *authd.Token) error {
-	_, err := q.db.ExecContext(ctx, `INSERT INTO jwt_tokens (`+tokenColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		t.ID, t.JTI, t.UserID, t.SessionID, nullUUID(t.ParentID), string(t.TokenType), nullString(t.TokenValue),
-		timeArg(t.IssuedAt), timeArg(t.ExpiresAt), t.Revoked, timeArg(t.RevokedAt), timeArg(t.RotatedAt),
-		nullString(t.DeviceInfo), timeArg(t.CreatedAt))
+func (q *queries) CreateToken(ctx context.Context, tokens ...*authd.Token) error {
+	var values []string
+	var args []any
+	for _, t := range tokens {
+		values = append(values, "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+		args = append(args, t.ID, t.JTI, t.UserID, t.SessionID, nullUUID(t.ParentID), string(t.TokenType),
+			nullString(t.TokenValue), timeArg(t.IssuedAt), timeArg(t.ExpiresAt), t.Revoked, timeArg(t.RevokedAt),
+			timeArg(t.RotatedAt), nullString(t.DeviceInfo), timeArg(t.CreatedAt))
+	}
+	if len(values) == 0 {
+		return nil
+	}
+	_, err := q.db.ExecContext(ctx, `INSERT INTO jwt_tokens (`+tokenColumns+`) VALUES `+strings.Join(values, ", "), args...)
 	return translate(err)
 }
 

@@ -186,10 +186,8 @@ func testSessionsAndTokens(t *testing.T, s authd.Store) {
 
 	access := newToken(u, sess, authd.TokenAccess, "")
 	refresh := newToken(u, sess, authd.TokenRefresh, "digest-1")
-	for _, tok := range []*authd.Token{access, refresh} {
-		if err := s.CreateToken(ctx, tok); err != nil {
-			t.Fatalf("CreateToken(%s): %v", tok.TokenType, err)
-		}
+	if err := s.CreateToken(ctx, access, refresh); err != nil {
+		t.Fatalf("CreateToken(access, refresh): %v", err)
 	}
 	child := newToken(u, sess, authd.TokenRefresh, "digest-2")
 	child.ParentID = refresh.ID
@@ -242,6 +240,12 @@ func testTokenErrors(t *testing.T, s authd.Store) {
 	wantCode(t, "refresh token without a digest", s.CreateToken(ctx, newToken(u, sess, authd.TokenRefresh, "")), authd.EInvalid)
 	orphan := newToken(u, &authd.Session{ID: authd.NewID()}, authd.TokenAccess, "")
 	wantCode(t, "token of a missing session", s.CreateToken(ctx, orphan), authd.ENotFound)
+	// A batch is all or nothing.
+	good := newToken(u, sess, authd.TokenAccess, "")
+	wantCode(t, "a batch with a duplicate", s.CreateToken(ctx, good, dupJTI), authd.EConflict)
+	if _, err := s.TokenByJTI(ctx, good.JTI); authd.ErrorCode(err) != authd.ENotFound {
+		t.Errorf("half a failed batch was stored: %v", err)
+	}
 }
 
 func testVerificationTokens(t *testing.T, s authd.Store) {
