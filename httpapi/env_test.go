@@ -141,7 +141,9 @@ func withConfig(f func(*authd.Config)) option { return func(c *authd.Config, _ *
 func withRateLimit() option                   { return func(_ *authd.Config, o *envOptions) { o.rateLimit = true } }
 func withKeysDir(dir string) option           { return func(_ *authd.Config, o *envOptions) { o.keysDir = dir } }
 func withMailer(m authd.Mailer) option        { return func(_ *authd.Config, o *envOptions) { o.mailer = m } }
-func withArgon2(p password.Params) option     { return func(_ *authd.Config, o *envOptions) { o.params = &p } }
+func withArgon2(p password.Params) option {
+	return func(_ *authd.Config, o *envOptions) { o.params = &p }
+}
 
 // cheap keeps hashing fast in tests; the cost does not change the flows.
 var cheap = password.Params{MemoryKiB: 64, Iterations: 1, Parallelism: 1}
