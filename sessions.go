@@ -57,7 +57,8 @@ func (s *Service) Login(ctx context.Context, c Client, email, password, deviceIn
 		}
 		return nil, errInvalidCredentials
 	}
-	ok, rehash, err := s.passwords.Verify(ctx, password, u.PasswordHash)
+	checked := u.PasswordHash
+	ok, rehash, err := s.passwords.Verify(ctx, password, checked)
 	if err != nil {
 		return nil, err
 	}
@@ -90,6 +91,10 @@ func (s *Service) Login(ctx context.Context, c Client, email, password, deviceIn
 		switch {
 		case u.IsDeleted():
 			return fail("account deleted", errInvalidCredentials)
+		case u.PasswordHash != checked:
+			// A reset or change committed while we hashed: the password
+			// we checked is no longer the account's.
+			return fail("password changed during login", errInvalidCredentials)
 		case u.IsLocked(now) && ok:
 			return fail("account locked", lockedError(u, now))
 		case u.IsLocked(now):

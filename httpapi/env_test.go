@@ -135,6 +135,7 @@ type envOptions struct {
 	keysDir   string
 	mailer    authd.Mailer
 	params    *password.Params
+	wrap      func(authd.Passwords) authd.Passwords
 }
 
 func withConfig(f func(*authd.Config)) option { return func(c *authd.Config, _ *envOptions) { f(c) } }
@@ -143,6 +144,10 @@ func withKeysDir(dir string) option           { return func(_ *authd.Config, o *
 func withMailer(m authd.Mailer) option        { return func(_ *authd.Config, o *envOptions) { o.mailer = m } }
 func withArgon2(p password.Params) option {
 	return func(_ *authd.Config, o *envOptions) { o.params = &p }
+}
+
+func withPasswords(wrap func(authd.Passwords) authd.Passwords) option {
+	return func(_ *authd.Config, o *envOptions) { o.wrap = wrap }
 }
 
 // cheap keeps hashing fast in tests; the cost does not change the flows.
@@ -178,7 +183,10 @@ func newEnv(t testing.TB, store authd.Store, opts ...option) *env {
 	if o.params != nil {
 		params = *o.params
 	}
-	hasher := password.NewHasher(params, password.Policy{MinLength: 12})
+	var hasher authd.Passwords = password.NewHasher(params, password.Policy{MinLength: 12})
+	if o.wrap != nil {
+		hasher = o.wrap(hasher)
+	}
 	var mailer authd.Mailer = e.mail
 	if o.mailer != nil {
 		mailer = o.mailer

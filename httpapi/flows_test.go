@@ -498,3 +498,41 @@ func TestNotVerifiedRequirementOff(t *testing.T) {
 		}
 	})
 }
+
+// gated holds every Verify until released, so that a test can change the
+// account while a login is hashing.
+type gated struct {
+	authd.Passwords
+	entered, release chan struct{}
+}
+
+func (g *gated) Verify(ctx context.Context, pw, hash string) (bool, bool, error) {
+	g.entered <- struct{}{}
+	<-g.release
+	return g.Passwords.Verify(ctx, pw, hash)
+}
+
+// TestLoginRacesPasswordReset: a password reset that commits while a login
+// with the old password is hashing wins; the login fails.
+func TestLoginRacesPasswordReset(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		g := &gated{entered: make(chan struct{}), release: make(chan struct{})}
+		e := newEnv(t, open(t), withPasswords(func(p authd.Passwords) authd.Passwords { g.Passwords = p; return g }))
+		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": "race@example.org", "password": goodPassword, "consent": true}), 202, "")
+		tok := tokenOf(t, e.mail.last(t, authd.MailVerifyEmail, "race@example.org"))
+		want(t, "verify", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": tok}), 200, "")
+
+		done := make(chan response)
+		go func() {
+			done <- e.do("POST", "/v1/auth/login", map[string]string{"email": "race@example.org", "password": goodPassword})
+		}()
+		<-g.entered // the login is hashing
+		u := e.user("race@example.org")
+		u.PasswordHash = "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
+		if err := e.store.UpdateUser(context.Background(), u); err != nil {
+			t.Fatal(err)
+		}
+		close(g.release)
+		want(t, "login with the replaced password", <-done, 401, "invalid_credentials")
+	})
+}
