@@ -23,13 +23,17 @@ func (s *Service) Export(ctx context.Context, c Client, a *AccessClaims) (*UserD
 // DeleteMe erases the token's account after checking its password. Returns
 // EInvalidCredentials (wrong password), EInvalidToken, EUnavailable.
 func (s *Service) DeleteMe(ctx context.Context, c Client, a *AccessClaims, password string) error {
-	if _, err := s.reauthenticate(ctx, c, a, password, "password", EventAccountDeleted); err != nil {
+	checked, err := s.reauthenticate(ctx, c, a, password, "password", EventAccountDeleted)
+	if err != nil {
 		return err
 	}
 	return s.inTx(ctx, func(tx *txn) error {
 		u, err := tx.User(ctx, a.UserID)
 		if err != nil {
 			return err
+		}
+		if u.PasswordHash != checked.PasswordHash {
+			return errPasswordChanged
 		}
 		return s.erase(ctx, tx, u, s.now(), "user")
 	})

@@ -101,11 +101,15 @@ func (s *Service) ChangePassword(ctx context.Context, c Client, a *AccessClaims,
 	if err != nil {
 		return err
 	}
+	checked := u.PasswordHash
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
 		u, err := tx.User(ctx, a.UserID)
 		if err != nil {
 			return err
+		}
+		if u.PasswordHash != checked {
+			return errPasswordChanged
 		}
 		return s.setPassword(ctx, tx, c, u, hash, a.SessionID, now, EventPasswordChanged)
 	})
@@ -133,6 +137,10 @@ func (s *Service) reauthenticate(ctx context.Context, c Client, a *AccessClaims,
 	}
 	return u, nil
 }
+
+// errPasswordChanged answers a sensitive change whose password check was
+// overtaken by another change of the password.
+var errPasswordChanged = &Error{Code: EInvalidCredentials, Message: "The password was changed meanwhile; try again."}
 
 // newHash applies the policy to a new password and hashes it.
 func (s *Service) newHash(ctx context.Context, password, email string) (string, error) {
