@@ -1,0 +1,83 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// fakeAuthd answers the endpoints the harness uses, counting calls.
+func fakeAuthd(t *testing.T) (*httptest.Server, *atomic.Int64) {
+	var calls atomic.Int64
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/auth/login", func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.Write([]byte(`{"access_token":"a","refresh_token":"r"}`))
+	})
+	mux.HandleFunc("POST /v1/auth/refresh", func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.Write([]byte(`{"access_token":"a","refresh_token":"r2"}`))
+	})
+	mux.HandleFunc("POST /v1/auth/introspect", func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		if r.Header.Get("Authorization") != "Bearer svc" {
+			w.WriteHeader(401)
+			return
+		}
+		w.Write([]byte(`{"active":true}`))
+	})
+	mux.HandleFunc("GET /v1/users/me", func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.Write([]byte(`{}`))
+	})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("# HELP x\nprocess_resident_memory_bytes 1.2582912e+08\n"))
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv, &calls
+}
+
+func TestScenariosReport(t *testing.T) {
+	srv, calls := fakeAuthd(t)
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"-url", srv.URL, "-service-token", "svc", "-duration", "200ms",
+		"-argon2-memory-kib", "64", "-argon2-iterations", "1"}, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	for _, want := range []string{"introspect   32 clients", "me           32 clients", "refresh      32 clients",
+		"login        16 clients", "burst      1000 concurrent logins", "peak server RSS 120 MiB", "errors 0"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+	if calls.Load() < 1000 {
+		t.Errorf("only %d calls reached the server", calls.Load())
+	}
+}
+
+func TestFailures(t *testing.T) {
+	srv, _ := fakeAuthd(t)
+	var out, errOut bytes.Buffer
+	if code := run(context.Background(), []string{"-url", srv.URL, "-scenarios", "introspect"}, &out, &errOut); code != 1 ||
+		!strings.Contains(errOut.String(), "-service-token") {
+		t.Errorf("introspect without a service token: exit %d, %q", code, errOut.String())
+	}
+	out.Reset()
+	code := run(context.Background(), []string{"-url", srv.URL, "-service-token", "wrong", "-scenarios", "introspect",
+		"-duration", "100ms"}, &out, &errOut)
+	if code != 0 || !strings.Contains(out.String(), "401:") {
+		t.Errorf("a wrong service token is not counted as errors: %s", out.String())
+	}
+	if code := run(context.Background(), []string{"-url", "http://127.0.0.1:1"}, &out, &errOut); code != 1 {
+		t.Errorf("unreachable server: exit %d", code)
+	}
+	if code := run(context.Background(), []string{"-no-such-flag"}, &out, &errOut); code != 2 {
+		t.Errorf("bad flag: exit %d", code)
+	}
+}
