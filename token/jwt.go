@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"sync"
 	"time"
 
 	"github.com/authd/authd"
@@ -22,13 +23,23 @@ type Issuer struct {
 	issuer   string
 	audience string
 	method   jwt.SigningMethod
+
+	// verified remembers the claims of tokens whose signature checked out,
+	// so that resource servers introspecting the same token again cost no
+	// signature check. Times are checked on every call.
+	mu       sync.RWMutex
+	verified map[string]*authd.AccessClaims
 }
+
+// maxVerified bounds the verified-token cache (about 4 MB of tokens).
+const maxVerified = 10000
 
 var _ authd.AccessTokens = (*Issuer)(nil)
 
 // NewIssuer returns an Issuer for tokens with the iss and aud claims given.
 func NewIssuer(keys *Keyring, issuer, audience string) *Issuer {
-	return &Issuer{keys: keys, issuer: issuer, audience: audience, method: jwt.GetSigningMethod(keys.Alg())}
+	return &Issuer{keys: keys, issuer: issuer, audience: audience, method: jwt.GetSigningMethod(keys.Alg()),
+		verified: map[string]*authd.AccessClaims{}}
 }
 
 // claims are the JWT claims of an access token (RFC 9068 plus sid).
@@ -70,6 +81,35 @@ func (i *Issuer) Verify(token string, now time.Time) (*authd.AccessClaims, error
 	if len(token) > 8192 {
 		return nil, errInvalid
 	}
+	i.mu.RLock()
+	c, ok := i.verified[token]
+	i.mu.RUnlock()
+	if ok {
+		if now.Before(c.IssuedAt.Truncate(time.Second)) || !now.Before(c.ExpiresAt) {
+			return nil, errInvalid
+		}
+		claims := *c
+		return &claims, nil
+	}
+	claims, err := i.verify(token, now)
+	if err != nil {
+		return nil, err
+	}
+	i.mu.Lock()
+	if len(i.verified) >= maxVerified {
+		for k := range i.verified { // evict one at random: map order is random
+			delete(i.verified, k)
+			break
+		}
+	}
+	i.verified[token] = claims
+	i.mu.Unlock()
+	out := *claims
+	return &out, nil
+}
+
+// verify checks a token the cache does not know.
+func (i *Issuer) verify(token string, now time.Time) (*authd.AccessClaims, error) {
 	var c claims
 	_, err := jwt.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
 		if typ, _ := t.Header["typ"].(string); typ != accessTokenType {

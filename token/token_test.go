@@ -238,3 +238,40 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// TestVerifiedCacheKeepsTimeChecks: a token verified once is remembered,
+// but expiry and not-before still apply on every call.
+func TestVerifiedCacheKeepsTimeChecks(t *testing.T) {
+	kr, _ := OpenKeyring(t.TempDir(), "EdDSA", now)
+	iss := NewIssuer(kr, "i", "a")
+	c := claimsAt(now)
+	tok, _ := iss.Issue(c)
+	if _, err := iss.Verify(tok, now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if len(iss.verified) != 1 {
+		t.Fatalf("cache holds %d tokens, want 1", len(iss.verified))
+	}
+	for name, at := range map[string]time.Time{
+		"at expiry": c.ExpiresAt, "after expiry": c.ExpiresAt.Add(time.Hour), "before issue": now.Add(-time.Second),
+	} {
+		if _, err := iss.Verify(tok, at); authd.ErrorCode(err) != authd.EInvalidToken {
+			t.Errorf("cached token %s: %v, want invalid_token", name, err)
+		}
+	}
+	got, err := iss.Verify(tok, now.Add(2*time.Minute))
+	if err != nil || got.JTI != c.JTI {
+		t.Fatalf("cached verify: %+v, %v", got, err)
+	}
+	got.JTI = "mutated" // callers get a copy
+	if again, _ := iss.Verify(tok, now.Add(2*time.Minute)); again.JTI != c.JTI {
+		t.Error("a caller changed the cached claims")
+	}
+	for range maxVerified + 10 {
+		tok, _ := iss.Issue(claimsAt(now))
+		iss.Verify(tok, now)
+	}
+	if n := len(iss.verified); n > maxVerified {
+		t.Errorf("cache grew to %d, past its bound %d", n, maxVerified)
+	}
+}
