@@ -229,19 +229,12 @@ func (s *Service) Refresh(ctx context.Context, c Client, refreshToken string) (*
 	err = s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
 		pair, result = nil, nil
-		t, err := tx.RefreshToken(ctx, digest) // locked: two refreshes never both rotate it
+		// Locked: two refreshes never both rotate one token.
+		t, sess, u, err := tx.RefreshSession(ctx, digest)
 		if ErrorCode(err) == ENotFound {
 			result = errInvalidToken
 			return nil
 		}
-		if err != nil {
-			return err
-		}
-		sess, err := tx.Session(ctx, t.SessionID)
-		if err != nil {
-			return err
-		}
-		u, err := tx.UserShared(ctx, t.UserID)
 		if err != nil {
 			return err
 		}
@@ -267,12 +260,9 @@ func (s *Service) Refresh(ctx context.Context, c Client, refreshToken string) (*
 		}
 		if !t.Revoked {
 			t.Revoked, t.RevokedAt, t.RotatedAt = true, now, now
-			if err := tx.UpdateToken(ctx, t); err != nil {
-				return err
-			}
 		}
 		sess.LastUsedAt = now
-		if err := tx.UpdateSession(ctx, sess); err != nil {
+		if err := tx.SaveRotation(ctx, t, sess); err != nil {
 			return err
 		}
 		if pair, err = s.issuePair(ctx, tx, sess, t.ID, now); err != nil {

@@ -64,10 +64,6 @@ type Queries interface {
 	CreateUser(ctx context.Context, u *User) error
 	// User returns the user with the id. ENotFound when there is none.
 	User(ctx context.Context, id uuid.UUID) (*User, error)
-	// UserShared is User for flows that only read the user: inside InTx
-	// the row is held against writers but not against other readers, so
-	// that many sessions of one user refresh at once.
-	UserShared(ctx context.Context, id uuid.UUID) (*User, error)
 	// UserByEmail returns the user with the (normalised) email. ENotFound when there is none.
 	UserByEmail(ctx context.Context, email string) (*User, error)
 	// UpdateUser writes every field of u. ENotFound when it no longer exists,
@@ -98,6 +94,14 @@ type Queries interface {
 	// RefreshToken returns the refresh token whose digest is given. ENotFound
 	// when there is none.
 	RefreshToken(ctx context.Context, digest string) (*Token, error)
+	// RefreshSession returns the refresh token whose digest is given with
+	// its session and user, in one round trip where the store can. Inside
+	// InTx the token and session are locked against other writers and the
+	// user against writers only. ENotFound when there is no such token.
+	RefreshSession(ctx context.Context, digest string) (*Token, *Session, *User, error)
+	// SaveRotation writes the revocation fields of t and the last use and
+	// revocation of s, in one statement where the store can.
+	SaveRotation(ctx context.Context, t *Token, s *Session) error
 	// UpdateToken writes Revoked, RevokedAt and RotatedAt of t. ENotFound
 	// when it does not exist.
 	UpdateToken(ctx context.Context, t *Token) error

@@ -54,14 +54,6 @@ func (q *queries) User(ctx context.Context, id uuid.UUID) (*authd.User, error) {
 	return scanUser(q.db.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1`+q.forUpdate(), id))
 }
 
-func (q *queries) UserShared(ctx context.Context, id uuid.UUID) (*authd.User, error) {
-	lock := ""
-	if q.locking {
-		lock = " FOR SHARE"
-	}
-	return scanUser(q.db.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1`+lock, id))
-}
-
 func (q *queries) UserByEmail(ctx context.Context, email string) (*authd.User, error) {
 	return scanUser(q.db.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE email = $1`+q.forUpdate(), email))
 }
@@ -84,21 +76,35 @@ func (q *queries) UpdateUser(ctx context.Context, u *authd.User) error {
 	return nil
 }
 
+// userScan receives a users row.
+type userScan struct {
+	u                      authd.User
+	status                 string
+	lockedUntil, lastLogin *time.Time
+}
+
+func (s *userScan) dest() []any {
+	u := &s.u
+	return []any{&u.ID, &u.Email, &u.PasswordHash, &u.EmailVerified, &s.status, &u.FailedLoginAttempts,
+		&s.lockedUntil, &u.RegistrationTimestamp, &s.lastLogin, &u.LastPasswordChange,
+		&u.ConsentTimestamp, &u.ConsentStatus, &u.CreatedAt, &u.UpdatedAt}
+}
+
+func (s *userScan) user() (*authd.User, error) {
+	var err error
+	if s.u.AccountStatus, err = authd.ParseAccountStatus(s.status); err != nil {
+		return nil, fmt.Errorf("postgres: user %s: %w", s.u.ID, err)
+	}
+	s.u.AccountLockedUntil, s.u.LastLoginTimestamp = value(s.lockedUntil), value(s.lastLogin)
+	return &s.u, nil
+}
+
 func scanUser(row pgx.Row) (*authd.User, error) {
-	var u authd.User
-	var status string
-	var lockedUntil, lastLogin *time.Time
-	err := row.Scan(&u.ID, &u.Email, &u.PasswordHash, &u.EmailVerified, &status, &u.FailedLoginAttempts,
-		&lockedUntil, &u.RegistrationTimestamp, &lastLogin, &u.LastPasswordChange,
-		&u.ConsentTimestamp, &u.ConsentStatus, &u.CreatedAt, &u.UpdatedAt)
-	if err != nil {
+	var s userScan
+	if err := row.Scan(s.dest()...); err != nil {
 		return nil, translate(err)
 	}
-	if u.AccountStatus, err = authd.ParseAccountStatus(status); err != nil {
-		return nil, fmt.Errorf("postgres: user %s: %w", u.ID, err)
-	}
-	u.AccountLockedUntil, u.LastLoginTimestamp = value(lockedUntil), value(lastLogin)
-	return &u, nil
+	return s.user()
 }
 
 const sessionColumns = `id, user_id, device_info, created_at, last_used_at, expires_at, revoked_at`
@@ -110,16 +116,31 @@ func (q *queries) CreateSession(ctx context.Context, s *authd.Session) error {
 }
 
 func (q *queries) Session(ctx context.Context, id uuid.UUID) (*authd.Session, error) {
-	var s authd.Session
-	var device *string
-	var revokedAt *time.Time
-	err := q.db.QueryRow(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE id = $1`+q.forUpdate(), id).
-		Scan(&s.ID, &s.UserID, &device, &s.CreatedAt, &s.LastUsedAt, &s.ExpiresAt, &revokedAt)
-	if err != nil {
+	return scanSession(q.db.QueryRow(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE id = $1`+q.forUpdate(), id))
+}
+
+// sessionScan receives a sessions row.
+type sessionScan struct {
+	s         authd.Session
+	device    *string
+	revokedAt *time.Time
+}
+
+func (s *sessionScan) dest() []any {
+	return []any{&s.s.ID, &s.s.UserID, &s.device, &s.s.CreatedAt, &s.s.LastUsedAt, &s.s.ExpiresAt, &s.revokedAt}
+}
+
+func (s *sessionScan) session() *authd.Session {
+	s.s.DeviceInfo, s.s.RevokedAt = value(s.device), value(s.revokedAt)
+	return &s.s
+}
+
+func scanSession(row pgx.Row) (*authd.Session, error) {
+	var s sessionScan
+	if err := row.Scan(s.dest()...); err != nil {
 		return nil, translate(err)
 	}
-	s.DeviceInfo, s.RevokedAt = value(device), value(revokedAt)
-	return &s, nil
+	return s.session(), nil
 }
 
 const tokenColumns = `id, jti, user_id, session_id, parent_id, token_type, token_value,
@@ -152,23 +173,86 @@ func (q *queries) RefreshToken(ctx context.Context, digest string) (*authd.Token
 		WHERE token_value = $1 AND token_type = 'refresh'`+q.forUpdate(), digest))
 }
 
+// tokenScan receives a jwt_tokens row.
+type tokenScan struct {
+	t                    authd.Token
+	typ                  string
+	parent               *uuid.UUID
+	digest, device       *string
+	revokedAt, rotatedAt *time.Time
+}
+
+func (s *tokenScan) dest() []any {
+	t := &s.t
+	return []any{&t.ID, &t.JTI, &t.UserID, &t.SessionID, &s.parent, &s.typ, &s.digest,
+		&t.IssuedAt, &t.ExpiresAt, &t.Revoked, &s.revokedAt, &s.rotatedAt, &s.device, &t.CreatedAt}
+}
+
+func (s *tokenScan) token() (*authd.Token, error) {
+	var err error
+	if s.t.TokenType, err = authd.ParseTokenType(s.typ); err != nil {
+		return nil, fmt.Errorf("postgres: token %s: %w", s.t.ID, err)
+	}
+	s.t.ParentID, s.t.TokenValue, s.t.DeviceInfo = value(s.parent), value(s.digest), value(s.device)
+	s.t.RevokedAt, s.t.RotatedAt = value(s.revokedAt), value(s.rotatedAt)
+	return &s.t, nil
+}
+
 func scanToken(row pgx.Row) (*authd.Token, error) {
-	var t authd.Token
-	var typ string
-	var parent *uuid.UUID
-	var digest, device *string
-	var revokedAt, rotatedAt *time.Time
-	err := row.Scan(&t.ID, &t.JTI, &t.UserID, &t.SessionID, &parent, &typ, &digest,
-		&t.IssuedAt, &t.ExpiresAt, &t.Revoked, &revokedAt, &rotatedAt, &device, &t.CreatedAt)
-	if err != nil {
+	var s tokenScan
+	if err := row.Scan(s.dest()...); err != nil {
 		return nil, translate(err)
 	}
-	if t.TokenType, err = authd.ParseTokenType(typ); err != nil {
-		return nil, fmt.Errorf("postgres: token %s: %w", t.ID, err)
+	return s.token()
+}
+
+// qualify prefixes each column of a column list with a table alias.
+func qualify(alias, columns string) string {
+	parts := strings.Split(columns, ",")
+	for i, p := range parts {
+		parts[i] = alias + "." + strings.TrimSpace(p)
 	}
-	t.ParentID, t.TokenValue, t.DeviceInfo = value(parent), value(digest), value(device)
-	t.RevokedAt, t.RotatedAt = value(revokedAt), value(rotatedAt)
-	return &t, nil
+	return strings.Join(parts, ", ")
+}
+
+// RefreshSession reads a refresh token with its session and user in one
+// round trip; inside a transaction it locks the token and the session for
+// update and the user for share.
+func (q *queries) RefreshSession(ctx context.Context, digest string) (*authd.Token, *authd.Session, *authd.User, error) {
+	lock := ""
+	if q.locking {
+		lock = " FOR UPDATE OF t, s FOR SHARE OF u"
+	}
+	var ts tokenScan
+	var ss sessionScan
+	var us userScan
+	dest := append(append(ts.dest(), ss.dest()...), us.dest()...)
+	err := q.db.QueryRow(ctx, `SELECT `+qualify("t", tokenColumns)+`, `+qualify("s", sessionColumns)+`, `+
+		qualify("u", userColumns)+`
+		FROM jwt_tokens t JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = t.user_id
+		WHERE t.token_value = $1 AND t.token_type = 'refresh'`+lock, digest).Scan(dest...)
+	if err != nil {
+		return nil, nil, nil, translate(err)
+	}
+	t, err := ts.token()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	u, err := us.user()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return t, ss.session(), u, nil
+}
+
+// SaveRotation writes the token's revocation fields and the session's
+// last use and revocation in one statement.
+func (q *queries) SaveRotation(ctx context.Context, t *authd.Token, s *authd.Session) error {
+	tag, err := q.db.Exec(ctx, `WITH token AS (
+			UPDATE jwt_tokens SET revoked = $2, revoked_at = $3, rotated_at = $4 WHERE id = $1 RETURNING id)
+		UPDATE sessions SET last_used_at = $6, revoked_at = $7 WHERE id = $5 AND EXISTS (SELECT 1 FROM token)`,
+		t.ID, t.Revoked, nullTime(t.RevokedAt), nullTime(t.RotatedAt), s.ID, s.LastUsedAt, nullTime(s.RevokedAt))
+	return affected(tag, err, "token or session")
 }
 
 const verificationColumns = `id, token, user_id, token_type, created_at, expires_at, used, used_at`

@@ -46,11 +46,6 @@ func (q *queries) User(ctx context.Context, id uuid.UUID) (*authd.User, error) {
 	return scanUser(q.db.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE id = ?`, id))
 }
 
-// UserShared is User: SQLite's write transactions exclude each other anyway.
-func (q *queries) UserShared(ctx context.Context, id uuid.UUID) (*authd.User, error) {
-	return q.User(ctx, id)
-}
-
 func (q *queries) UserByEmail(ctx context.Context, email string) (*authd.User, error) {
 	return scanUser(q.db.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE email = ?`, email))
 }
@@ -406,6 +401,34 @@ func (q *queries) RevokeUserSessions(ctx context.Context, userID, except uuid.UU
 		}
 	}
 	return ids, nil
+}
+
+// RefreshSession reads a refresh token with its session and user. SQLite
+// runs in-process, so three queries cost little, and its write
+// transactions exclude each other, so no lock is needed.
+func (q *queries) RefreshSession(ctx context.Context, digest string) (*authd.Token, *authd.Session, *authd.User, error) {
+	t, err := q.RefreshToken(ctx, digest)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	s, err := q.Session(ctx, t.SessionID)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	u, err := q.User(ctx, t.UserID)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return t, s, u, nil
+}
+
+// SaveRotation writes the token's revocation fields and the session's
+// last use and revocation.
+func (q *queries) SaveRotation(ctx context.Context, t *authd.Token, s *authd.Session) error {
+	if err := q.UpdateToken(ctx, t); err != nil {
+		return err
+	}
+	return q.UpdateSession(ctx, s)
 }
 
 func (q *queries) UpdateToken(ctx context.Context, t *authd.Token) error {

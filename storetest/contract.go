@@ -212,6 +212,32 @@ func testSessionsAndTokens(t *testing.T, s authd.Store) {
 	}
 	_, err = s.RefreshToken(ctx, "digest-unknown")
 	wantCode(t, "unknown refresh digest", err, authd.ENotFound)
+
+	// RefreshSession and SaveRotation, the refresh flow's two round trips.
+	err = s.InTx(ctx, func(tx authd.Queries) error {
+		gotTok, gotSess, gotUser, err := tx.RefreshSession(ctx, "digest-1")
+		if err != nil {
+			return err
+		}
+		if gotTok.ID != refresh.ID || gotSess.ID != sess.ID || gotUser.ID != u.ID || gotUser.Email != u.Email {
+			t.Errorf("RefreshSession = %s, %s, %s; want the token, its session and its user", gotTok.ID, gotSess.ID, gotUser.ID)
+		}
+		gotTok.Revoked, gotTok.RevokedAt, gotTok.RotatedAt = true, Epoch.Add(time.Minute), Epoch.Add(time.Minute)
+		gotSess.LastUsedAt = Epoch.Add(time.Minute)
+		return tx.SaveRotation(ctx, gotTok, gotSess)
+	})
+	if err != nil {
+		t.Fatalf("refresh transaction: %v", err)
+	}
+	rotated, _ := s.RefreshToken(ctx, "digest-1")
+	used, _ := s.Session(ctx, sess.ID)
+	if !rotated.Revoked || !rotated.RotatedAt.Equal(Epoch.Add(time.Minute)) || !used.LastUsedAt.Equal(Epoch.Add(time.Minute)) {
+		t.Errorf("after SaveRotation: token %+v, session %+v", rotated, used)
+	}
+	_, _, _, err = s.RefreshSession(ctx, "digest-unknown")
+	wantCode(t, "RefreshSession of an unknown digest", err, authd.ENotFound)
+	_, _, _, err = s.RefreshSession(ctx, "")
+	wantCode(t, "RefreshSession of an access token (no digest)", err, authd.ENotFound)
 	_, err = s.TokenByJTI(ctx, "unknown")
 	wantCode(t, "unknown jti", err, authd.ENotFound)
 	_, err = s.Session(ctx, authd.NewID())
