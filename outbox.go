@@ -92,23 +92,33 @@ func (s *Service) wakeSender() {
 
 // RunOutbox delivers mail until ctx ends: whenever a flow of this instance
 // queues one, and every poll interval for mail queued elsewhere or due for
-// a retry. The pass in progress when ctx ends is finished, so that a
-// graceful shutdown flushes what it can.
+// a retry. When ctx ends it makes one last pass (of at most flushTimeout),
+// so that a graceful shutdown sends what the last requests queued; what it
+// cannot send stays in the outbox for the next start.
 func (s *Service) RunOutbox(ctx context.Context, poll time.Duration) {
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
-	for {
-		if _, err := s.DeliverMail(context.WithoutCancel(ctx)); err != nil {
+	pass := func(ctx context.Context) {
+		if _, err := s.DeliverMail(ctx); err != nil {
 			s.logger.Error("mail outbox", "err", err)
 		}
+	}
+	for {
+		pass(context.WithoutCancel(ctx))
 		select {
 		case <-ctx.Done():
+			flush, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
+			defer cancel()
+			pass(flush)
 			return
 		case <-s.wake:
 		case <-tick.C:
 		}
 	}
 }
+
+// flushTimeout bounds the outbox's last pass at shutdown.
+const flushTimeout = 10 * time.Second
 
 // DeliverMail makes one pass over the outbox: it claims the mails that are
 // due, delivers them and records each outcome. It returns how many it sent.
