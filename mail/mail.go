@@ -211,7 +211,8 @@ var _ authd.Mailer = (*SMTP)(nil)
 func NewSMTP(rawURL, from string, r *Renderer) (*SMTP, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("AUTHD_SMTP_URL: %w", err)
+		// Not %w: url's error quotes the URL, password included.
+		return nil, errors.New("AUTHD_SMTP_URL is not a valid URL")
 	}
 	host, portText, _ := net.SplitHostPort(u.Host)
 	if host == "" {

@@ -25,7 +25,7 @@ var _ authd.RateLimiter = (*Redis)(nil)
 func NewRedis(ctx context.Context, rawURL string, clock authd.Clock) (*Redis, error) {
 	opts, err := redis.ParseURL(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("AUTHD_REDIS_URL: %w", err)
+		return nil, fmt.Errorf("AUTHD_REDIS_URL is not a valid redis:// URL")
 	}
 	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = 2*time.Second, time.Second, time.Second
 	client := redis.NewClient(opts)
