@@ -147,8 +147,8 @@ func (q *queries) ErasePersonalData(ctx context.Context, userID uuid.UUID) error
 		`UPDATE sessions SET device_info = NULL WHERE user_id = $1`,
 		`UPDATE jwt_tokens SET device_info = NULL WHERE user_id = $1`,
 	} {
-		if _, err := q.db.Exec(ctx, sql, userID); err != nil {
-			return translate(err)
+		if err := q.write(ctx, nil, sql, userID); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -14,11 +14,10 @@ const outboxColumns = `id, kind, user_id, recipient, data, created_at, next_atte
 	claimed_until, last_error, dead_at`
 
 func (q *queries) EnqueueMail(ctx context.Context, m *authd.OutboxMail) error {
-	_, err := q.db.Exec(ctx, `INSERT INTO mail_outbox (`+outboxColumns+`)
+	return q.write(ctx, nil, `INSERT INTO mail_outbox (`+outboxColumns+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
 		m.ID, string(m.Kind), nullUUID(m.UserID), m.To, mailData(m), m.CreatedAt, m.NextAttemptAt, m.Attempts,
 		nullTime(m.ClaimedUntil), nullString(m.LastError), nullTime(m.DeadAt))
-	return translate(err)
 }
 
 // mailData is the template data of a mail, as stored.

@@ -126,7 +126,11 @@ func (s *Store) InTx(ctx context.Context, fn func(authd.Queries) error) error {
 		return translate(err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after commit
-	if err := fn(&queries{db: tx, locking: true}); err != nil {
+	q := &queries{db: tx, locking: true}
+	if err := fn(q); err != nil {
+		return err
+	}
+	if err := q.flush(ctx); err != nil {
 		return err
 	}
 	return translate(tx.Commit(ctx))
@@ -191,6 +195,10 @@ func connectError(cfg *pgx.ConnConfig, err error) error {
 func translate(err error) error {
 	if err == nil {
 		return nil
+	}
+	var done *authd.Error
+	if errors.As(err, &done) {
+		return err // translated already
 	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return authd.WrapError(authd.ENotFound, err, "not found")

@@ -18,13 +18,110 @@ type dbtx interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
 // queries implements authd.Queries on a pool or, with locking set, on a
 // transaction whose reads lock the rows they return.
+//
+// Inside a transaction, writes whose result the flow does not read (the
+// inserts and updates of write) are queued and sent together, in one round
+// trip, before the next read or the commit: a refresh or a login then costs
+// four round trips instead of seven.
 type queries struct {
 	db      dbtx
 	locking bool
+	pending pgx.Batch
+	checks  []func(pgconn.CommandTag) error
+}
+
+// write runs a statement whose result the caller does not read: at once
+// on the pool, queued inside a transaction. check, if not nil, verifies its
+// command tag when it runs.
+func (q *queries) write(ctx context.Context, check func(pgconn.CommandTag) error, sql string, args ...any) error {
+	if !q.locking {
+		tag, err := q.db.Exec(ctx, sql, args...)
+		if err != nil {
+			return translate(err)
+		}
+		if check != nil {
+			return check(tag)
+		}
+		return nil
+	}
+	q.pending.Queue(sql, args...)
+	q.checks = append(q.checks, check)
+	return nil
+}
+
+// flush sends the queued writes. A failure there is reported by whatever
+// comes next (a read or the commit); a missing reference is then internal,
+// so that no read mistakes it for "not found".
+func (q *queries) flush(ctx context.Context) error {
+	if q.pending.Len() == 0 {
+		return nil
+	}
+	batch, checks := q.pending, q.checks
+	q.pending, q.checks = pgx.Batch{}, nil
+	br := q.db.SendBatch(ctx, &batch)
+	err := func() error {
+		for _, check := range checks {
+			tag, err := br.Exec()
+			if err != nil {
+				return translate(err)
+			}
+			if check != nil {
+				if err := check(tag); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}()
+	if cerr := br.Close(); err == nil {
+		err = translate(cerr)
+	}
+	if authd.ErrorCode(err) == authd.ENotFound {
+		return fmt.Errorf("postgres: a queued write failed: %v", err) // internal, not "not found"
+	}
+	return err
+}
+
+// exec, rows and row run a statement at once, after the queued writes.
+func (q *queries) exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if err := q.flush(ctx); err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	return q.db.Exec(ctx, sql, args...)
+}
+
+func (q *queries) rows(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if err := q.flush(ctx); err != nil {
+		return nil, err
+	}
+	return q.db.Query(ctx, sql, args...)
+}
+
+func (q *queries) row(ctx context.Context, sql string, args ...any) pgx.Row {
+	if err := q.flush(ctx); err != nil {
+		return errRow{err}
+	}
+	return q.db.QueryRow(ctx, sql, args...)
+}
+
+// errRow is a row whose Scan reports an earlier failure.
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
+
+// mustAffect is a check that the statement changed a row.
+func mustAffect(what string) func(pgconn.CommandTag) error {
+	return func(tag pgconn.CommandTag) error {
+		if tag.RowsAffected() == 0 {
+			return authd.Errorf(authd.ENotFound, "%s not found", what)
+		}
+		return nil
+	}
 }
 
 var _ authd.Queries = (*queries)(nil)
@@ -42,7 +139,7 @@ const userColumns = `id, email, password_hash, email_verified, account_status, f
 	consent_timestamp, consent_status, created_at, updated_at`
 
 func (q *queries) CreateUser(ctx context.Context, u *authd.User) error {
-	_, err := q.db.Exec(ctx, `INSERT INTO users (`+userColumns+`)
+	_, err := q.exec(ctx, `INSERT INTO users (`+userColumns+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
 		u.ID, u.Email, u.PasswordHash, u.EmailVerified, string(u.AccountStatus), u.FailedLoginAttempts,
 		nullTime(u.AccountLockedUntil), u.RegistrationTimestamp, nullTime(u.LastLoginTimestamp),
@@ -51,15 +148,15 @@ func (q *queries) CreateUser(ctx context.Context, u *authd.User) error {
 }
 
 func (q *queries) User(ctx context.Context, id uuid.UUID) (*authd.User, error) {
-	return scanUser(q.db.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1`+q.forUpdate(), id))
+	return scanUser(q.row(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1`+q.forUpdate(), id))
 }
 
 func (q *queries) UserByEmail(ctx context.Context, email string) (*authd.User, error) {
-	return scanUser(q.db.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE email = $1`+q.forUpdate(), email))
+	return scanUser(q.row(ctx, `SELECT `+userColumns+` FROM users WHERE email = $1`+q.forUpdate(), email))
 }
 
 func (q *queries) UpdateUser(ctx context.Context, u *authd.User) error {
-	tag, err := q.db.Exec(ctx, `UPDATE users SET email = $2, password_hash = $3, email_verified = $4,
+	return q.write(ctx, mustAffect("user"), `UPDATE users SET email = $2, password_hash = $3, email_verified = $4,
 		account_status = $5, failed_login_attempts = $6, account_locked_until = $7,
 		registration_timestamp = $8, last_login_timestamp = $9, last_password_change = $10,
 		consent_timestamp = $11, consent_status = $12, created_at = $13, updated_at = $14
@@ -67,13 +164,6 @@ func (q *queries) UpdateUser(ctx context.Context, u *authd.User) error {
 		u.ID, u.Email, u.PasswordHash, u.EmailVerified, string(u.AccountStatus), u.FailedLoginAttempts,
 		nullTime(u.AccountLockedUntil), u.RegistrationTimestamp, nullTime(u.LastLoginTimestamp),
 		u.LastPasswordChange, u.ConsentTimestamp, u.ConsentStatus, u.CreatedAt, u.UpdatedAt)
-	if err != nil {
-		return translate(err)
-	}
-	if tag.RowsAffected() == 0 {
-		return authd.Errorf(authd.ENotFound, "user not found")
-	}
-	return nil
 }
 
 // userScan receives a users row.
@@ -110,13 +200,12 @@ func scanUser(row pgx.Row) (*authd.User, error) {
 const sessionColumns = `id, user_id, device_info, created_at, last_used_at, expires_at, revoked_at`
 
 func (q *queries) CreateSession(ctx context.Context, s *authd.Session) error {
-	_, err := q.db.Exec(ctx, `INSERT INTO sessions (`+sessionColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+	return q.write(ctx, nil, `INSERT INTO sessions (`+sessionColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
 		s.ID, s.UserID, nullString(s.DeviceInfo), s.CreatedAt, s.LastUsedAt, s.ExpiresAt, nullTime(s.RevokedAt))
-	return translate(err)
 }
 
 func (q *queries) Session(ctx context.Context, id uuid.UUID) (*authd.Session, error) {
-	return scanSession(q.db.QueryRow(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE id = $1`+q.forUpdate(), id))
+	return scanSession(q.row(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE id = $1`+q.forUpdate(), id))
 }
 
 // sessionScan receives a sessions row.
@@ -160,16 +249,15 @@ func (q *queries) CreateToken(ctx context.Context, tokens ...*authd.Token) error
 	if len(values) == 0 {
 		return nil
 	}
-	_, err := q.db.Exec(ctx, `INSERT INTO jwt_tokens (`+tokenColumns+`) VALUES `+strings.Join(values, ", "), args...)
-	return translate(err)
+	return q.write(ctx, nil, `INSERT INTO jwt_tokens (`+tokenColumns+`) VALUES `+strings.Join(values, ", "), args...)
 }
 
 func (q *queries) TokenByJTI(ctx context.Context, jti string) (*authd.Token, error) {
-	return scanToken(q.db.QueryRow(ctx, `SELECT `+tokenColumns+` FROM jwt_tokens WHERE jti = $1`, jti))
+	return scanToken(q.row(ctx, `SELECT `+tokenColumns+` FROM jwt_tokens WHERE jti = $1`, jti))
 }
 
 func (q *queries) RefreshToken(ctx context.Context, digest string) (*authd.Token, error) {
-	return scanToken(q.db.QueryRow(ctx, `SELECT `+tokenColumns+` FROM jwt_tokens
+	return scanToken(q.row(ctx, `SELECT `+tokenColumns+` FROM jwt_tokens
 		WHERE token_value = $1 AND token_type = 'refresh'`+q.forUpdate(), digest))
 }
 
@@ -227,7 +315,7 @@ func (q *queries) RefreshSession(ctx context.Context, digest string) (*authd.Tok
 	var ss sessionScan
 	var us userScan
 	dest := append(append(ts.dest(), ss.dest()...), us.dest()...)
-	err := q.db.QueryRow(ctx, `SELECT `+qualify("t", tokenColumns)+`, `+qualify("s", sessionColumns)+`, `+
+	err := q.row(ctx, `SELECT `+qualify("t", tokenColumns)+`, `+qualify("s", sessionColumns)+`, `+
 		qualify("u", userColumns)+`
 		FROM jwt_tokens t JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = t.user_id
 		WHERE t.token_value = $1 AND t.token_type = 'refresh'`+lock, digest).Scan(dest...)
@@ -248,24 +336,22 @@ func (q *queries) RefreshSession(ctx context.Context, digest string) (*authd.Tok
 // SaveRotation writes the token's revocation fields and the session's
 // last use and revocation in one statement.
 func (q *queries) SaveRotation(ctx context.Context, t *authd.Token, s *authd.Session) error {
-	tag, err := q.db.Exec(ctx, `WITH token AS (
+	return q.write(ctx, mustAffect("token or session"), `WITH token AS (
 			UPDATE jwt_tokens SET revoked = $2, revoked_at = $3, rotated_at = $4 WHERE id = $1 RETURNING id)
 		UPDATE sessions SET last_used_at = $6, revoked_at = $7 WHERE id = $5 AND EXISTS (SELECT 1 FROM token)`,
 		t.ID, t.Revoked, nullTime(t.RevokedAt), nullTime(t.RotatedAt), s.ID, s.LastUsedAt, nullTime(s.RevokedAt))
-	return affected(tag, err, "token or session")
 }
 
 const verificationColumns = `id, token, user_id, token_type, created_at, expires_at, used, used_at`
 
 func (q *queries) CreateVerificationToken(ctx context.Context, v *authd.VerificationToken) error {
-	_, err := q.db.Exec(ctx, `INSERT INTO verification_tokens (`+verificationColumns+`)
+	return q.write(ctx, nil, `INSERT INTO verification_tokens (`+verificationColumns+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
 		v.ID, v.Token, v.UserID, string(v.TokenType), v.CreatedAt, v.ExpiresAt, v.Used, nullTime(v.UsedAt))
-	return translate(err)
 }
 
 func (q *queries) VerificationToken(ctx context.Context, digest string) (*authd.VerificationToken, error) {
-	return scanVerification(q.db.QueryRow(ctx, `SELECT `+verificationColumns+` FROM verification_tokens
+	return scanVerification(q.row(ctx, `SELECT `+verificationColumns+` FROM verification_tokens
 		WHERE token = $1`+q.forUpdate(), digest))
 }
 
@@ -288,11 +374,10 @@ const securityLogColumns = `id, event_type, user_id, "timestamp", ip_address, us
 	failure_reason, additional_context`
 
 func (q *queries) CreateSecurityLog(ctx context.Context, l *authd.SecurityLog) error {
-	_, err := q.db.Exec(ctx, `INSERT INTO security_logs (`+securityLogColumns+`)
+	return q.write(ctx, nil, `INSERT INTO security_logs (`+securityLogColumns+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
 		l.ID, string(l.EventType), nullUUID(l.UserID), l.Timestamp, nullString(l.IPAddress),
 		nullString(l.UserAgent), string(l.Result), nullString(l.FailureReason), l.AdditionalContext)
-	return translate(err)
 }
 
 func (q *queries) SecurityLogs(ctx context.Context, f authd.SecurityLogFilter) ([]*authd.SecurityLog, error) {
@@ -327,7 +412,7 @@ func (q *queries) SecurityLogs(ctx context.Context, f authd.SecurityLogFilter) (
 	}
 	args = append(args, listLimit(f.Limit))
 	sql += fmt.Sprintf(` ORDER BY "timestamp" DESC, id DESC LIMIT $%d`, len(args))
-	rows, err := q.db.Query(ctx, sql, args...)
+	rows, err := q.rows(ctx, sql, args...)
 	if err != nil {
 		return nil, translate(err)
 	}
@@ -399,13 +484,12 @@ func nullUUID(id uuid.UUID) *uuid.UUID {
 }
 
 func (q *queries) UpdateSession(ctx context.Context, s *authd.Session) error {
-	tag, err := q.db.Exec(ctx, `UPDATE sessions SET last_used_at = $2, revoked_at = $3 WHERE id = $1`,
+	return q.write(ctx, mustAffect("session"), `UPDATE sessions SET last_used_at = $2, revoked_at = $3 WHERE id = $1`,
 		s.ID, s.LastUsedAt, nullTime(s.RevokedAt))
-	return affected(tag, err, "session")
 }
 
 func (q *queries) Sessions(ctx context.Context, userID uuid.UUID, now time.Time) ([]*authd.Session, error) {
-	rows, err := q.db.Query(ctx, `SELECT `+sessionColumns+` FROM sessions
+	rows, err := q.rows(ctx, `SELECT `+sessionColumns+` FROM sessions
 		WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2
 		ORDER BY created_at DESC, id DESC`, userID, now)
 	if err != nil {
@@ -427,17 +511,17 @@ func (q *queries) Sessions(ctx context.Context, userID uuid.UUID, now time.Time)
 }
 
 func (q *queries) RevokeSession(ctx context.Context, id uuid.UUID, at time.Time) error {
-	tag, err := q.db.Exec(ctx, `UPDATE sessions SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1`, id, at)
+	tag, err := q.exec(ctx, `UPDATE sessions SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1`, id, at)
 	if err := affected(tag, err, "session"); err != nil {
 		return err
 	}
-	_, err = q.db.Exec(ctx, `UPDATE jwt_tokens SET revoked = true, revoked_at = $2
+	_, err = q.exec(ctx, `UPDATE jwt_tokens SET revoked = true, revoked_at = $2
 		WHERE session_id = $1 AND NOT revoked`, id, at)
 	return translate(err)
 }
 
 func (q *queries) RevokeUserSessions(ctx context.Context, userID, except uuid.UUID, at time.Time) ([]uuid.UUID, error) {
-	rows, err := q.db.Query(ctx, `UPDATE sessions SET revoked_at = $3
+	rows, err := q.rows(ctx, `UPDATE sessions SET revoked_at = $3
 		WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL AND expires_at > $3
 		RETURNING id`, userID, except, at)
 	if err != nil {
@@ -447,27 +531,24 @@ func (q *queries) RevokeUserSessions(ctx context.Context, userID, except uuid.UU
 	if err != nil || len(ids) == 0 {
 		return ids, translate(err)
 	}
-	_, err = q.db.Exec(ctx, `UPDATE jwt_tokens SET revoked = true, revoked_at = $2
+	_, err = q.exec(ctx, `UPDATE jwt_tokens SET revoked = true, revoked_at = $2
 		WHERE session_id = ANY($1) AND NOT revoked`, ids, at)
 	return ids, translate(err)
 }
 
 func (q *queries) UpdateToken(ctx context.Context, t *authd.Token) error {
-	tag, err := q.db.Exec(ctx, `UPDATE jwt_tokens SET revoked = $2, revoked_at = $3, rotated_at = $4 WHERE id = $1`,
+	return q.write(ctx, mustAffect("token"), `UPDATE jwt_tokens SET revoked = $2, revoked_at = $3, rotated_at = $4 WHERE id = $1`,
 		t.ID, t.Revoked, nullTime(t.RevokedAt), nullTime(t.RotatedAt))
-	return affected(tag, err, "token")
 }
 
 func (q *queries) UseVerificationToken(ctx context.Context, v *authd.VerificationToken) error {
-	tag, err := q.db.Exec(ctx, `UPDATE verification_tokens SET used = $2, used_at = $3 WHERE id = $1`,
+	return q.write(ctx, mustAffect("verification token"), `UPDATE verification_tokens SET used = $2, used_at = $3 WHERE id = $1`,
 		v.ID, v.Used, nullTime(v.UsedAt))
-	return affected(tag, err, "verification token")
 }
 
 func (q *queries) DeleteVerificationTokens(ctx context.Context, userID uuid.UUID, typ authd.VerificationType) error {
-	_, err := q.db.Exec(ctx, `DELETE FROM verification_tokens WHERE user_id = $1 AND token_type = $2 AND NOT used`,
+	return q.write(ctx, nil, `DELETE FROM verification_tokens WHERE user_id = $1 AND token_type = $2 AND NOT used`,
 		userID, string(typ))
-	return translate(err)
 }
 
 // revocationChannel is the NOTIFY channel revocations travel on.
@@ -488,8 +569,8 @@ func (q *queries) PublishRevocation(ctx context.Context, rev authd.Revocation) e
 		if err != nil {
 			return err
 		}
-		if _, err := q.db.Exec(ctx, `SELECT pg_notify($1, $2)`, revocationChannel, string(payload)); err != nil {
-			return translate(err)
+		if err := q.write(ctx, nil, `SELECT pg_notify($1, $2)`, revocationChannel, string(payload)); err != nil {
+			return err
 		}
 		if len(rev.SessionIDs) <= maxNotifySessions {
 			return nil

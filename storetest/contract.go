@@ -50,6 +50,7 @@ func Run(t *testing.T, open func(t *testing.T) authd.Store) {
 		{"Outbox", testOutbox},
 		{"OutboxConcurrentClaims", testOutboxConcurrentClaims},
 		{"TxRollsBack", testTxRollsBack},
+		{"TxReadsItsWritesAndFailsWhole", testTxWrites},
 		{"TxSerialisesReadModifyWrite", testTxSerialises},
 	}
 	for _, tt := range tests {
@@ -536,5 +537,60 @@ func testOutboxConcurrentClaims(t *testing.T, s authd.Store) {
 		if c != 1 {
 			t.Errorf("mail %s claimed %d times", id, c)
 		}
+	}
+}
+
+// testTxWrites: inside a transaction a read sees the writes before it (a
+// store may queue writes, as the PostgreSQL one does), and a write that
+// fails fails the whole transaction, reported by InTx at the latest.
+func testTxWrites(t *testing.T, s authd.Store) {
+	ctx := context.Background()
+	u := mustCreateUser(t, s, "tx@example.org")
+	sess := newSession(u)
+	err := s.InTx(ctx, func(tx authd.Queries) error {
+		if err := tx.CreateSession(ctx, sess); err != nil {
+			return err
+		}
+		u.FailedLoginAttempts = 3
+		if err := tx.UpdateUser(ctx, u); err != nil {
+			return err
+		}
+		got, err := tx.Session(ctx, sess.ID)
+		if err != nil || got.ID != sess.ID {
+			t.Errorf("a session written in the transaction reads back as %v, %v", got, err)
+		}
+		again, err := tx.User(ctx, u.ID)
+		if err != nil || again.FailedLoginAttempts != 3 {
+			t.Errorf("an update in the transaction reads back as %+v, %v", again, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("InTx: %v", err)
+	}
+
+	first := newToken(u, sess, authd.TokenRefresh, "tx-digest-1")
+	if err := s.CreateToken(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	other := newSession(u)
+	err = s.InTx(ctx, func(tx authd.Queries) error {
+		if err := tx.CreateSession(ctx, other); err != nil {
+			return err
+		}
+		dup := newToken(u, sess, authd.TokenRefresh, "tx-digest-2")
+		dup.JTI = first.JTI
+		return tx.CreateToken(ctx, dup) // fails now or at commit
+	})
+	if authd.ErrorCode(err) != authd.EConflict {
+		t.Errorf("a transaction with a duplicate jti: %v, want conflict", err)
+	}
+	if _, err := s.Session(ctx, other.ID); authd.ErrorCode(err) != authd.ENotFound {
+		t.Errorf("the failed transaction's session was stored: %v", err)
+	}
+	// Unknown rows to update fail the transaction too.
+	ghost := NewUser("ghost-tx@example.org")
+	if err := s.InTx(ctx, func(tx authd.Queries) error { return tx.UpdateUser(ctx, ghost) }); err == nil {
+		t.Error("updating a missing user in a transaction succeeded")
 	}
 }
