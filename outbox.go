@@ -231,3 +231,30 @@ func errorText(err error) string { return truncate(fmt.Sprint(err), 500) }
 func (s *Service) OutboxStats(ctx context.Context) (OutboxStats, error) {
 	return s.store.OutboxStats(ctx)
 }
+
+// Mails lists the outbox for operators: pending or dead mails, newest
+// first, one page.
+func (s *Service) Mails(ctx context.Context, f MailFilter) (Page[*OutboxMail], error) {
+	limit, err := ListLimit(f.Limit)
+	if err != nil {
+		return Page[*OutboxMail]{}, err
+	}
+	f.Limit = limit + 1
+	rows, err := s.store.Mails(ctx, f)
+	if err != nil {
+		return Page[*OutboxMail]{}, err
+	}
+	return page(rows, limit, func(m *OutboxMail) Cursor { return Cursor{Time: m.CreatedAt, ID: m.ID} }), nil
+}
+
+// RetryMail gives a dead mail a new round of attempts, logged as
+// admin_action. ENotFound when there is no such dead mail.
+func (s *Service) RetryMail(ctx context.Context, c Client, id uuid.UUID) error {
+	now := s.now()
+	if err := s.store.ReviveMail(ctx, id, now); err != nil {
+		return err
+	}
+	s.wakeSender()
+	return s.logEvent(ctx, s.audit(now, c, EventAdminAction, ResultSuccess, uuid.Nil, "",
+		map[string]any{"action": "retry_mail", "mail_id": id.String()}))
+}

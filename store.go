@@ -48,6 +48,11 @@ type Store interface {
 	KillMail(ctx context.Context, id uuid.UUID, at time.Time, lastError string) error
 	// OutboxStats counts pending and dead mails.
 	OutboxStats(ctx context.Context) (OutboxStats, error)
+	// Mails lists outbox mails matching f, newest first.
+	Mails(ctx context.Context, f MailFilter) ([]*OutboxMail, error)
+	// ReviveMail makes a dead mail pending again, due at now with a fresh
+	// count of attempts. ENotFound when there is no such dead mail.
+	ReviveMail(ctx context.Context, id uuid.UUID, now time.Time) error
 
 	// Ready returns nil when the database is reachable and its schema is at
 	// the head migration.
@@ -155,6 +160,13 @@ type UserFilter struct {
 	Status AccountStatus
 	After  *Cursor // continue after this row (newest-first order)
 	Limit  int     // 0 means DefaultListLimit
+}
+
+// MailFilter selects outbox mails.
+type MailFilter struct {
+	Dead  bool    // dead mails; otherwise the pending ones
+	After *Cursor // continue after this row (newest-first order)
+	Limit int     // 0 means DefaultListLimit
 }
 
 // Cursor is a position in a newest-first list: the time and id of the last

@@ -30,6 +30,8 @@ func NewAdmin(opts Options, token string) *Server {
 	s.handle("POST /v1/admin/users/{id}/revoke-sessions", auth(s.adminRevokeSessions))
 	s.handle("DELETE /v1/admin/users/{id}", auth(s.adminDelete))
 	s.handle("GET /v1/admin/security-logs", auth(s.adminSecurityLogs))
+	s.handle("GET /v1/admin/mail", auth(s.adminMail))
+	s.handle("POST /v1/admin/mail/{id}/retry", auth(s.adminRetryMail))
 	s.handler = s.middleware(http.HandlerFunc(s.route))
 	return s
 }
@@ -187,4 +189,58 @@ func (s *Server) adminSecurityLogs(w http.ResponseWriter, r *http.Request) error
 	}
 	writeLogs(w, p)
 	return nil
+}
+
+// mailOut is an outbox mail as operators see it.
+type mailOut struct {
+	ID            uuid.UUID  `json:"id"`
+	Kind          string     `json:"kind"`
+	UserID        *uuid.UUID `json:"user_id"`
+	Recipient     string     `json:"recipient"`
+	CreatedAt     time.Time  `json:"created_at"`
+	NextAttemptAt time.Time  `json:"next_attempt_at"`
+	Attempts      int        `json:"attempts"`
+	LastError     string     `json:"last_error"`
+	DeadAt        *time.Time `json:"dead_at"`
+}
+
+// MailView is an outbox mail as the admin API (and `authd admin mail
+// --json`) shows it.
+func MailView(m *authd.OutboxMail) any {
+	return mailOut{ID: m.ID, Kind: string(m.Kind), UserID: optID(m.UserID), Recipient: m.To, CreatedAt: m.CreatedAt,
+		NextAttemptAt: m.NextAttemptAt, Attempts: m.Attempts, LastError: m.LastError, DeadAt: optTime(m.DeadAt)}
+}
+
+func (s *Server) adminMail(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	limit, after, err := listParams(q)
+	if err != nil {
+		return err
+	}
+	f := authd.MailFilter{After: after, Limit: limit}
+	switch q.Get("state") {
+	case "", "pending":
+	case "dead":
+		f.Dead = true
+	default:
+		return invalid("state", "must be pending or dead")
+	}
+	p, err := s.svc.Mails(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	items := make([]any, 0, len(p.Items))
+	for _, m := range p.Items {
+		items = append(items, MailView(m))
+	}
+	writeJSON(w, http.StatusOK, list[any]{Items: items, NextCursor: encodeCursor(p.Next)})
+	return nil
+}
+
+func (s *Server) adminRetryMail(w http.ResponseWriter, r *http.Request) error {
+	id, err := uuid.Parse(r.PathValue("id"))
+	if err != nil {
+		return authd.Errorf(authd.ENotFound, "No such dead mail.")
+	}
+	return noContent(w, s.svc.RetryMail(r.Context(), client(r), id))
 }

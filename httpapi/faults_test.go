@@ -221,3 +221,65 @@ func linkToken(t *testing.T, raw string) string {
 		}
 	}
 }
+
+// TestDeadMailVisibleAndRetried: a dead mail is listed for operators, and
+// a retry sends it once the cause is fixed.
+func TestDeadMailVisibleAndRetried(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		switchable := &switchMailer{fail: true}
+		e := newEnv(t, open(t), withMailer(switchable))
+		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": "lost@example.org", "password": goodPassword, "consent": true}), 202, "")
+		ctx := context.Background()
+		for range authd.MaxMailAttempts + 1 {
+			e.svc.DeliverMail(ctx)
+			e.clock.Advance(2 * time.Hour)
+		}
+		r := e.admin("GET", "/v1/admin/mail?state=dead", nil)
+		want(t, "dead mail", r, 200, "")
+		items := r.body["items"].([]any)
+		if len(items) != 1 {
+			t.Fatalf("dead mails: %s", r.raw)
+		}
+		m := items[0].(map[string]any)
+		if m["recipient"] != "lost@example.org" || m["kind"] != "verify_email" || m["attempts"] != float64(authd.MaxMailAttempts) ||
+			!strings.Contains(m["last_error"].(string), "550") {
+			t.Errorf("dead mail %v", m)
+		}
+		if r := e.admin("GET", "/v1/admin/mail", nil); len(r.body["items"].([]any)) != 0 {
+			t.Errorf("pending mails: %s", r.raw)
+		}
+		want(t, "bad state", e.admin("GET", "/v1/admin/mail?state=lost", nil), 400, "validation_failed")
+		want(t, "retry unknown", e.admin("POST", "/v1/admin/mail/0197c0de-0000-7000-8000-000000000000/retry", nil), 404, "not_found")
+
+		switchable.set(false)
+		want(t, "retry", e.admin("POST", "/v1/admin/mail/"+m["id"].(string)+"/retry", nil), 204, "")
+		want(t, "retry again (no longer dead)", e.admin("POST", "/v1/admin/mail/"+m["id"].(string)+"/retry", nil), 404, "not_found")
+		if n, err := e.svc.DeliverMail(ctx); err != nil || n != 1 {
+			t.Errorf("delivery after the retry: %d, %v", n, err)
+		}
+		if st, _ := e.store.OutboxStats(ctx); st.Dead != 0 || st.Pending != 0 {
+			t.Errorf("outbox after the retry: %+v", st)
+		}
+		r = e.admin("GET", "/v1/admin/security-logs?event_type=admin_action", nil)
+		if !strings.Contains(r.raw, `"retry_mail"`) {
+			t.Errorf("the retry is not in the security log: %s", r.raw)
+		}
+	})
+}
+
+// switchMailer fails with a permanent error while fail is set.
+type switchMailer struct {
+	mu   sync.Mutex
+	fail bool
+}
+
+func (s *switchMailer) set(fail bool) { s.mu.Lock(); s.fail = fail; s.mu.Unlock() }
+
+func (s *switchMailer) Send(context.Context, authd.Mail) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail {
+		return errors.New("550 mailbox unavailable")
+	}
+	return nil
+}

@@ -101,3 +101,30 @@ func (s *Store) OutboxStats(ctx context.Context) (authd.OutboxStats, error) {
 		FROM mail_outbox`).Scan(&st.Pending, &st.Dead)
 	return st, translate(err)
 }
+
+// Mails implements authd.Store.
+func (s *Store) Mails(ctx context.Context, f authd.MailFilter) ([]*authd.OutboxMail, error) {
+	state := "dead_at IS NULL"
+	if f.Dead {
+		state = "dead_at IS NOT NULL"
+	}
+	args := []any{listLimit(f.Limit)}
+	after := ""
+	if f.After != nil {
+		args = append(args, f.After.Time, f.After.ID)
+		after = " AND (created_at, id) < ($2, $3)"
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+outboxColumns+` FROM mail_outbox WHERE `+state+after+`
+		ORDER BY created_at DESC, id DESC LIMIT $1`, args...)
+	if err != nil {
+		return nil, translate(err)
+	}
+	return collectMail(rows)
+}
+
+// ReviveMail implements authd.Store.
+func (s *Store) ReviveMail(ctx context.Context, id uuid.UUID, now time.Time) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE mail_outbox SET dead_at = NULL, attempts = 0, next_attempt_at = $2,
+		claimed_until = NULL WHERE id = $1 AND dead_at IS NOT NULL`, id, now)
+	return affected(tag, err, "dead mail")
+}

@@ -111,3 +111,31 @@ func (s *Store) OutboxStats(ctx context.Context) (authd.OutboxStats, error) {
 		FROM mail_outbox`).Scan(&st.Pending, &st.Dead)
 	return st, translate(err)
 }
+
+// Mails implements authd.Store.
+func (s *Store) Mails(ctx context.Context, f authd.MailFilter) ([]*authd.OutboxMail, error) {
+	state := "dead_at IS NULL"
+	if f.Dead {
+		state = "dead_at IS NOT NULL"
+	}
+	var args []any
+	after := ""
+	if f.After != nil {
+		args = append(args, timeArg(f.After.Time), f.After.ID)
+		after = " AND (created_at, id) < (?, ?)"
+	}
+	args = append(args, listLimit(f.Limit))
+	rows, err := s.db.QueryContext(ctx, `SELECT `+outboxColumns+` FROM mail_outbox WHERE `+state+after+`
+		ORDER BY created_at DESC, id DESC LIMIT ?`, args...)
+	if err != nil {
+		return nil, translate(err)
+	}
+	return collectMail(rows)
+}
+
+// ReviveMail implements authd.Store.
+func (s *Store) ReviveMail(ctx context.Context, id uuid.UUID, now time.Time) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE mail_outbox SET dead_at = NULL, attempts = 0, next_attempt_at = ?,
+		claimed_until = NULL WHERE id = ? AND dead_at IS NOT NULL`, timeArg(now), id)
+	return affected(res, err, "dead mail")
+}

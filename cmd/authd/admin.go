@@ -26,6 +26,8 @@ The admin API's operations, straight on the database (DATABASE_URL):
   authd admin users revoke-sessions USER
   authd admin users delete USER --yes                            (GDPR erasure)
   authd admin logs [--user USER] [--event E] [--result R] [--since T] [--until T] [--limit N] [--cursor C]
+  authd admin mail list [--dead] [--limit N] [--cursor C]           the outbox
+  authd admin mail retry MAIL_ID                                     a dead mail gets new attempts
 
 USER is an id or an email address. Lists print a table, or JSON with --json;
 --cursor continues a list where the previous page ended. Every change is
@@ -55,6 +57,7 @@ func adminCmd(ctx context.Context, e *env, args []string) error {
 	event := fs.String("event", "", "logs: an event type, such as login_failure")
 	result := fs.String("result", "", "logs: success or failure")
 	yes := fs.Bool("yes", false, "users delete: confirm the erasure")
+	dead := fs.Bool("dead", false, "mail list: the dead mails instead of the pending ones")
 	rest, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -73,6 +76,8 @@ func adminCmd(ctx context.Context, e *env, args []string) error {
 	}
 	switch {
 	case rest[0] == "logs" && len(rest) == 1:
+	case rest[0] == "mail" && len(rest) == 2 && rest[1] == "list":
+	case rest[0] == "mail" && len(rest) == 3 && rest[1] == "retry":
 	case rest[0] == "users" && len(rest) == 2 && rest[1] == "list":
 	case rest[0] == "users" && len(rest) == 3:
 		switch rest[1] {
@@ -97,6 +102,10 @@ func adminCmd(ctx context.Context, e *env, args []string) error {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(v)
+	}
+
+	if rest[0] == "mail" {
+		return adminMail(ctx, e, svc, rest, *dead, after, *limit, *asJSON)
 	}
 
 	if rest[0] == "logs" {
@@ -308,4 +317,35 @@ func purgeCmd(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "%s %d security logs (older than %s), %d tokens, %d verification tokens and %d sessions (ended over a day ago)\n",
 		verb, res.SecurityLogs, cfg.SecurityLogRetention, res.Tokens, res.VerificationTokens, res.Sessions)
 	return nil
+}
+
+func adminMail(ctx context.Context, e *env, svc *authd.Service, rest []string, dead bool, after *authd.Cursor,
+	limit int, asJSON bool) error {
+	if rest[1] == "retry" {
+		id, err := uuid.Parse(rest[2])
+		if err != nil {
+			return usagef("MAIL_ID %q is not an id from `authd admin mail list --dead`", rest[2])
+		}
+		return done(e, svc.RetryMail(ctx, adminClient(e), id), "mail %s is pending again; a running authd sends it shortly", id)
+	}
+	p, err := svc.Mails(ctx, authd.MailFilter{Dead: dead, After: after, Limit: limit})
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		views := make([]any, 0, len(p.Items))
+		for _, m := range p.Items {
+			views = append(views, httpapi.MailView(m))
+		}
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(map[string]any{"items": views, "next_cursor": cursorText(p.Next)})
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tKIND\tRECIPIENT\tCREATED\tATTEMPTS\tLAST ERROR")
+	for _, m := range p.Items {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", m.ID, m.Kind, m.To, m.CreatedAt.Format(time.RFC3339), m.Attempts, dash(m.LastError))
+	}
+	tw.Flush()
+	return printNext(e.stdout, p.Next)
 }

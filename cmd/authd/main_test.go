@@ -640,6 +640,10 @@ func TestAdminAndPurgeCLI(t *testing.T) {
 				{[]string{"admin", "logs", "--since", "yesterday"}, 2, ""},
 				{[]string{"admin", "users", "frobnicate", "x"}, 2, ""},
 				{[]string{"admin", "users", "show", "nobody@demo.authd.dev"}, 1, ""},
+				{[]string{"admin", "mail", "list"}, 0, "ID"},
+				{[]string{"admin", "mail", "list", "--dead", "--json"}, 0, `"items": []`},
+				{[]string{"admin", "mail", "retry", "nope"}, 2, ""},
+				{[]string{"admin", "mail", "retry", "0197c0de-0000-7000-8000-000000000000"}, 1, ""},
 				{[]string{"purge", "--dry-run"}, 0, "would delete 0 security logs"},
 				{[]string{"purge", "--json"}, 0, `"dry_run":false`},
 			}
