@@ -158,9 +158,10 @@ func parseKey(path string) (*Key, error) {
 type Keyring struct {
 	dir, alg string
 
-	mu   sync.RWMutex
-	keys []*Key // of alg, newest first; never empty
-	byID map[string]*Key
+	mu       sync.RWMutex
+	keys     []*Key // of alg, newest first; never empty
+	byID     map[string]*Key
+	lastMiss time.Time // last reread for an unknown kid
 }
 
 // OpenKeyring loads the keys of alg from dir, generating the first one when
@@ -219,11 +220,43 @@ func (kr *Keyring) Signing() *Key {
 }
 
 // Key returns the key with the id, if it is of the keyring's algorithm.
+//
+// An unknown id may be a key that another instance sharing the directory
+// has just generated: the directory is then reread, at most once a second,
+// so that a forged kid cannot turn requests into disk reads.
 func (kr *Keyring) Key(id string) (*Key, bool) {
 	kr.mu.RLock()
-	defer kr.mu.RUnlock()
 	k, ok := kr.byID[id]
+	kr.mu.RUnlock()
+	if ok || !validKID(id) {
+		return k, ok
+	}
+	kr.mu.Lock()
+	due := time.Since(kr.lastMiss) >= time.Second
+	if due {
+		kr.lastMiss = time.Now()
+	}
+	kr.mu.Unlock()
+	if !due || kr.Reload() != nil {
+		return nil, false
+	}
+	kr.mu.RLock()
+	defer kr.mu.RUnlock()
+	k, ok = kr.byID[id]
 	return k, ok
+}
+
+// validKID reports whether id has the shape of the kids Generate makes.
+func validKID(id string) bool {
+	t, suffix, ok := strings.Cut(id, "-")
+	if !ok || len(suffix) != 8 {
+		return false
+	}
+	if _, err := time.Parse(kidTime, t); err != nil {
+		return false
+	}
+	_, err := hex.DecodeString(suffix)
+	return err == nil
 }
 
 // Published returns the keys that may still verify unexpired tokens at now:

@@ -275,3 +275,27 @@ func TestVerifiedCacheKeepsTimeChecks(t *testing.T) {
 		t.Errorf("cache grew to %d, past its bound %d", n, maxVerified)
 	}
 }
+
+// TestKeyOfAnotherInstance: a token signed with a key another instance has
+// just added to the shared directory verifies at once.
+func TestKeyOfAnotherInstance(t *testing.T) {
+	dir := t.TempDir()
+	a, _ := OpenKeyring(dir, "EdDSA", now)
+	b, _ := OpenKeyring(dir, "EdDSA", now)
+	if _, _, err := Rotate(dir, "EdDSA", now.Add(time.Minute), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Reload(); err != nil { // instance B picked up its new key
+		t.Fatal(err)
+	}
+	tok, err := NewIssuer(b, "i", "a").Issue(claimsAt(now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewIssuer(a, "i", "a").Verify(tok, now); err != nil {
+		t.Errorf("instance A rejects B's new key: %v", err)
+	}
+	if _, ok := a.Key("not-a-kid"); ok {
+		t.Error("a malformed kid was found")
+	}
+}
