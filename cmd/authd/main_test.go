@@ -307,10 +307,7 @@ func TestReadyzReportsSchemaBehind(t *testing.T) {
 	t.Parallel()
 	env := sqliteEnv(t)
 	env["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
-	cfg, err := loadConfig(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := configOf(t, env)
 	app := NewApp(cfg, newLogger(cfg, io.Discard))
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := app.Open(ctx); err != nil {
@@ -490,10 +487,7 @@ func TestSeedIsIdempotent(t *testing.T) {
 func snapshot(t *testing.T, env map[string]string) string {
 	t.Helper()
 	ctx := context.Background()
-	cfg, err := loadConfig(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := configOf(t, env)
 	db, err := openDatabase(ctx, cfg, true)
 	if err != nil {
 		t.Fatal(err)
@@ -556,10 +550,7 @@ func TestServeMetricsAndMail(t *testing.T) {
 	t.Parallel()
 	env := sqliteEnv(t)
 	env["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
-	cfg, err := loadConfig(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := configOf(t, env)
 	var logs syncBuffer
 	app := NewApp(cfg, newLogger(cfg, &logs))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -667,10 +658,7 @@ func TestAdminListenerOnlyWithToken(t *testing.T) {
 	for _, token := range []string{"", "admin-secret-0123456789abcdef0123456789"} {
 		env := sqliteEnv(t)
 		env["AUTHD_HTTP_ADDR"], env["AUTHD_ADMIN_ADDR"], env["AUTHD_ADMIN_TOKEN"] = "127.0.0.1:0", "127.0.0.1:0", token
-		cfg, err := loadConfig(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
-		if err != nil {
-			t.Fatal(err)
-		}
+		cfg := configOf(t, env)
 		app := NewApp(cfg, newLogger(cfg, io.Discard))
 		if err := app.Open(context.Background()); err != nil {
 			t.Fatal(err)
@@ -695,4 +683,14 @@ func TestAdminListenerOnlyWithToken(t *testing.T) {
 		}
 		app.Close()
 	}
+}
+
+// configOf loads the configuration from env alone.
+func configOf(t *testing.T, env map[string]string) *Config {
+	t.Helper()
+	cfg, err := loadConfig(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
