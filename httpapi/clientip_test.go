@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"net/http/httptest"
 	"net/netip"
 	"testing"
@@ -42,4 +43,15 @@ func FuzzCheckJSON(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		checkJSON(body, nil) // must not panic
 	})
+}
+
+func TestHSTSOnlyWhenAsked(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		s := New(Options{HSTS: on, Ready: func(context.Context) error { return nil }})
+		rec := httptest.NewRecorder()
+		s.ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
+		if got := rec.Header().Get("Strict-Transport-Security") != ""; got != on {
+			t.Errorf("HSTS option %v: header present %v", on, got)
+		}
+	}
 }

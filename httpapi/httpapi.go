@@ -32,6 +32,8 @@ type Options struct {
 	CORSOrigins    []string
 	// PasswordMinLength is shown on the reset page.
 	PasswordMinLength int
+	// HSTS adds Strict-Transport-Security (when AUTHD_PUBLIC_URL is https).
+	HSTS bool
 	// Metrics serves GET /metrics.
 	Metrics http.Handler
 	// Observe, when set, is told of every request (for metrics).

@@ -30,6 +30,9 @@ func TestSecurityHeadersAndProblems(t *testing.T) {
 			t.Errorf("CSP %q, request id %q", r.header.Get("Content-Security-Policy"), r.header.Get("X-Request-Id"))
 		}
 	}
+	if hsts := e.do("GET", "/healthz", nil).header.Get("Strict-Transport-Security"); hsts != "" {
+		t.Errorf("HSTS %q without HTTPS configured", hsts)
+	}
 	want(t, "unknown path", e.do("GET", "/nowhere", nil), 404, "not_found")
 	r := e.do("GET", "/v1/auth/login", nil)
 	want(t, "wrong method", r, 405, "method_not_allowed")

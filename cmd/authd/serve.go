@@ -153,6 +153,7 @@ func (a *App) Open(ctx context.Context) (err error) {
 		Logger:  a.logger, ServiceTokens: a.cfg.ServiceTokens,
 		TrustedProxies: a.cfg.TrustedProxies, CORSOrigins: a.cfg.CORSOrigins,
 		PasswordMinLength: a.cfg.PasswordMinLength,
+		HSTS:              strings.HasPrefix(a.cfg.PublicURL, "https://"),
 		Metrics:           m.Handler(),
 		Observe:           m.Request,
 	}
