@@ -10,7 +10,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -126,16 +125,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 // route dispatches to the mux, answering unknown paths and methods with
 // problem+json instead of the mux's plain text.
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
-	h, pattern := s.mux.Handler(r)
-	if pattern != "" {
+	if _, pattern := s.mux.Handler(r); pattern != "" {
 		r.Pattern = pattern // for the log line and metrics
 		s.mux.ServeHTTP(w, r)
 		return
 	}
-	rec := httptest.NewRecorder() // learn whether the mux says 404 or 405
-	h.ServeHTTP(rec, r)
-	if rec.Code == http.StatusMethodNotAllowed {
-		w.Header().Set("Allow", rec.Header().Get("Allow"))
+	// Which methods would this path take? Then it is 405, not 404.
+	var allowed []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := s.mux.Handler(probe); pattern != "" {
+			allowed = append(allowed, m)
+		}
+	}
+	if len(allowed) > 0 {
+		w.Header().Set("Allow", strings.Join(allowed, ", "))
 		s.writeError(w, r, &authd.Error{Code: authd.EMethodNotAllowed, Message: "This method is not allowed here."})
 		return
 	}
@@ -228,7 +233,8 @@ type problem struct {
 // sent; internal causes are logged, never shown.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code := authd.ErrorCode(err)
-	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+	gone := errors.Is(err, context.Canceled) && r.Context().Err() != nil
+	if gone {
 		code = authd.EUnavailable // the client went away; nobody reads this answer
 	}
 	status, ok := statuses[code]
@@ -239,7 +245,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.As(err, &bad) && status == http.StatusUnauthorized {
 		status = http.StatusBadRequest
 	}
-	if status >= 500 {
+	if status >= 500 && !gone {
 		s.logger.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path,
 			"request_id", requestID(r.Context()), "err", err)
 	}
