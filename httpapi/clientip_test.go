@@ -55,3 +55,13 @@ func TestHSTSOnlyWhenAsked(t *testing.T) {
 		}
 	}
 }
+
+// TestEveryPageContentParses: each content a handler names has its page.
+func TestEveryPageContentParses(t *testing.T) {
+	for _, name := range []string{"verify-content", "verified-content", "reset-content", "reset-done-content",
+		"expired-content", "new-link-content", "problem-content"} {
+		if _, ok := pageTemplates[name]; !ok {
+			t.Errorf("no page for %q", name)
+		}
+	}
+}

@@ -5,9 +5,11 @@ import (
 	"crypto/rand"
 	"embed"
 	"encoding/base64"
+	"fmt"
 	"html/template"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/authd/authd"
 )
@@ -20,7 +22,20 @@ import (
 //go:embed pages/pages.html
 var pageFiles embed.FS
 
-var pageTemplates = template.Must(template.ParseFS(pageFiles, "pages/pages.html"))
+// pageTemplates holds, for each "*-content" template, the layout with that
+// content, parsed once at start.
+var pageTemplates = func() map[string]*template.Template {
+	base := template.Must(template.ParseFS(pageFiles, "pages/pages.html"))
+	out := map[string]*template.Template{}
+	for _, t := range base.Templates() {
+		if name := t.Name(); strings.HasSuffix(name, "-content") {
+			page := template.Must(base.Clone())
+			template.Must(page.New("content").Parse(`{{template "` + name + `" .}}`))
+			out[name] = page
+		}
+	}
+	return out
+}()
 
 // page is the data of every page.
 type page struct {
@@ -38,12 +53,9 @@ func (s *Server) renderPage(w http.ResponseWriter, status int, p page) error {
 	nonce := make([]byte, 16)
 	rand.Read(nonce)
 	p.Nonce = base64.StdEncoding.EncodeToString(nonce)
-	t, err := pageTemplates.Clone()
-	if err != nil {
-		return err
-	}
-	if _, err := t.New("content").Parse(`{{template "` + p.content + `" .}}`); err != nil {
-		return err
+	t, ok := pageTemplates[p.content]
+	if !ok {
+		return fmt.Errorf("no page content %q", p.content)
 	}
 	var buf bytes.Buffer
 	if err := t.ExecuteTemplate(&buf, "layout", p); err != nil {

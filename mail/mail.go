@@ -6,8 +6,10 @@ package mail
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	htmltemplate "html/template"
@@ -21,9 +23,6 @@ import (
 	"strings"
 	texttemplate "text/template"
 	"time"
-
-	"crypto/rand"
-	"encoding/hex"
 
 	"github.com/authd/authd"
 	gomail "github.com/wneessen/go-mail"

@@ -147,11 +147,11 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 		where string
 		at    string
 	}{
-		{&res.SecurityLogs, "security_logs", `"timestamp" < ?1`, timeArg(r.LogsBefore).(string)},
-		{&res.VerificationTokens, "verification_tokens", "expires_at < ?1", timeArg(r.ExpiredBefore).(string)},
-		{&res.Tokens, "jwt_tokens", "expires_at < ?1", timeArg(r.ExpiredBefore).(string)},
+		{&res.SecurityLogs, "security_logs", `"timestamp" < ?1`, timeText(r.LogsBefore)},
+		{&res.VerificationTokens, "verification_tokens", "expires_at < ?1", timeText(r.ExpiredBefore)},
+		{&res.Tokens, "jwt_tokens", "expires_at < ?1", timeText(r.ExpiredBefore)},
 		{&res.Sessions, "sessions", "(expires_at < ?1 OR revoked_at < ?1) AND NOT EXISTS " +
-			"(SELECT 1 FROM jwt_tokens t WHERE t.session_id = sessions.id AND t.expires_at >= ?1)", timeArg(r.ExpiredBefore).(string)},
+			"(SELECT 1 FROM jwt_tokens t WHERE t.session_id = sessions.id AND t.expires_at >= ?1)", timeText(r.ExpiredBefore)},
 	}
 	for _, st := range steps {
 		if r.DryRun {

@@ -288,8 +288,11 @@ func timeArg(t time.Time) any {
 	if t.IsZero() {
 		return nil
 	}
-	return t.UTC().Format(timeLayout)
+	return timeText(t)
 }
+
+// timeText formats t as stored, for comparisons.
+func timeText(t time.Time) string { return t.UTC().Format(timeLayout) }
 
 // timeCol scans a TIMESTAMP column into *t; NULL becomes the zero time. The
 // driver hands over text, or a time.Time when it recognised the text itself.

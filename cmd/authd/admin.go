@@ -98,12 +98,6 @@ func adminCmd(ctx context.Context, e *env, args []string) error {
 	}
 	defer db.Close()
 	svc := authd.NewService(cfg.service(), authd.Deps{Store: db, Logger: slog.New(slog.DiscardHandler)})
-	out := func(v any) error {
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(v)
-	}
-
 	if rest[0] == "mail" {
 		return adminMail(ctx, e, svc, rest, *dead, after, *limit, *asJSON)
 	}
@@ -138,11 +132,7 @@ func adminCmd(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		if *asJSON {
-			views := make([]any, 0, len(p.Items))
-			for _, l := range p.Items {
-				views = append(views, httpapi.SecurityLogView(l))
-			}
-			return out(map[string]any{"items": views, "next_cursor": cursorText(p.Next)})
+			return printPage(e.stdout, p, httpapi.SecurityLogView)
 		}
 		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "TIME\tEVENT\tRESULT\tUSER\tIP\tREASON")
@@ -170,11 +160,7 @@ func adminCmd(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		if *asJSON {
-			views := make([]any, 0, len(p.Items))
-			for _, u := range p.Items {
-				views = append(views, httpapi.AdminUserView(u))
-			}
-			return out(map[string]any{"items": views, "next_cursor": cursorText(p.Next)})
+			return printPage(e.stdout, p, httpapi.AdminUserView)
 		}
 		printUsers(e.stdout, p.Items)
 		return printNext(e.stdout, p.Next)
@@ -188,7 +174,7 @@ func adminCmd(ctx context.Context, e *env, args []string) error {
 	switch rest[1] {
 	case "show":
 		if *asJSON {
-			return out(httpapi.AdminUserView(u))
+			return printJSON(e.stdout, httpapi.AdminUserView(u))
 		}
 		printUsers(e.stdout, []*authd.User{u})
 		return nil
@@ -246,12 +232,25 @@ func parseTime(flag, v string) (time.Time, error) {
 	return t, nil
 }
 
-func cursorText(c *authd.Cursor) *string {
-	if c == nil {
-		return nil
+// printJSON writes v as indented JSON, as --json asks.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// printPage writes a page as the admin API answers it: items and next_cursor.
+func printPage[T any](w io.Writer, p authd.Page[T], view func(T) any) error {
+	items := make([]any, 0, len(p.Items))
+	for _, it := range p.Items {
+		items = append(items, view(it))
 	}
-	s := c.String()
-	return &s
+	var next *string
+	if p.Next != nil {
+		s := p.Next.String()
+		next = &s
+	}
+	return printJSON(w, map[string]any{"items": items, "next_cursor": next})
 }
 
 func printNext(w io.Writer, c *authd.Cursor) error {
@@ -333,13 +332,7 @@ func adminMail(ctx context.Context, e *env, svc *authd.Service, rest []string, d
 		return err
 	}
 	if asJSON {
-		views := make([]any, 0, len(p.Items))
-		for _, m := range p.Items {
-			views = append(views, httpapi.MailView(m))
-		}
-		enc := json.NewEncoder(e.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(map[string]any{"items": views, "next_cursor": cursorText(p.Next)})
+		return printPage(e.stdout, p, httpapi.MailView)
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tKIND\tRECIPIENT\tCREATED\tATTEMPTS\tLAST ERROR")

@@ -377,7 +377,7 @@ func duration(dst *time.Duration, v string, lo, hi time.Duration) error {
 	switch {
 	case err != nil:
 		return errors.New("must be a Go duration such as 15m, 10s or 720h")
-	case d < lo || (lo == 0 && d < 0):
+	case d < lo:
 		return fmt.Errorf("must be at least %s", lo)
 	case hi > 0 && d > hi:
 		return fmt.Errorf("must be at most %s", hi)
