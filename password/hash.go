@@ -73,8 +73,13 @@ func Verify(pw, hash string, p Params) (ok, rehash bool, err error) {
 		return ok, ok && hp != p, nil
 	case strings.HasPrefix(hash, "$2a$"), strings.HasPrefix(hash, "$2b$"), strings.HasPrefix(hash, "$2y$"):
 		// Imported bcrypt hashes were made from the password as typed.
+		// bcrypt reads only the first 72 bytes, so a longer password would
+		// match a hash of its prefix: it never matches (SPEC §4). It is
+		// still compared, so that the answer takes as long.
 		err := bcrypt.CompareHashAndPassword([]byte(hash), []byte(pw))
 		switch {
+		case len(pw) > bcryptMaxBytes && (err == nil || errors.Is(err, bcrypt.ErrMismatchedHashAndPassword)):
+			return false, false, nil
 		case err == nil:
 			return true, true, nil
 		case errors.Is(err, bcrypt.ErrMismatchedHashAndPassword):
@@ -85,6 +90,9 @@ func Verify(pw, hash string, p Params) (ok, rehash bool, err error) {
 	}
 	return false, false, ErrMalformedHash
 }
+
+// bcryptMaxBytes is the longest password bcrypt reads in full.
+const bcryptMaxBytes = 72
 
 // decode parses $argon2id$v=19$m=M,t=T,p=P$SALT$KEY.
 func decode(hash string) (p Params, salt, key []byte, err error) {

@@ -81,6 +81,25 @@ func TestBcrypt(t *testing.T) {
 	}
 }
 
+// TestBcryptLongPassword: bcrypt reads 72 bytes, so a password that differs
+// only after them must not match an imported hash (SPEC §4).
+func TestBcryptLongPassword(t *testing.T) {
+	pw := strings.Repeat("p", 72)
+	b, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, _, err := Verify(pw, string(b), cheap); !ok || err != nil {
+		t.Errorf("a 72-byte password against its bcrypt hash = %v, %v; want a match", ok, err)
+	}
+	for _, longer := range []string{pw + "x", pw + " ", pw + strings.Repeat("y", 60)} {
+		if ok, rehash, err := Verify(longer, string(b), cheap); ok || rehash || err != nil {
+			t.Errorf("a %d-byte password against the hash of its first 72 bytes = %v, %v, %v; want no match, no error",
+				len(longer), ok, rehash, err)
+		}
+	}
+}
+
 func TestMalformed(t *testing.T) {
 	for _, h := range []string{
 		"", "plain", "$argon2id$", "$argon2id$v=19$m=64,t=1,p=1$salt",
