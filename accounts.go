@@ -32,16 +32,20 @@ func (s *Service) Register(ctx context.Context, c Client, email, password string
 	if err != nil {
 		return err
 	}
+	// Either answer mails the address, so either counts toward its limit.
+	mail := s.mailAllowed(ctx, email)
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
 		existing, err := tx.UserByEmail(ctx, email)
 		switch {
 		case err == nil:
-			if err := tx.enqueue(ctx, now, MailRegisterNotice, existing, time.Time{}); err != nil {
-				return err
+			if mail {
+				if err := tx.enqueue(ctx, now, MailRegisterNotice, existing, time.Time{}); err != nil {
+					return err
+				}
 			}
 			return tx.CreateSecurityLog(ctx, s.audit(now, c, EventRegistration, ResultFailure, existing.ID,
-				"email already registered", nil))
+				"email already registered", map[string]any{"notice_mailed": mail}))
 		case ErrorCode(err) != ENotFound:
 			return err
 		}
@@ -57,8 +61,11 @@ func (s *Service) Register(ctx context.Context, c Client, email, password string
 			return err
 		}
 		if err := tx.CreateSecurityLog(ctx, s.audit(now, c, EventRegistration, ResultSuccess, u.ID, "",
-			map[string]any{"consent": true})); err != nil {
+			map[string]any{"consent": true, "verification_mailed": mail})); err != nil {
 			return err
+		}
+		if !mail {
+			return nil // the address had its mails for the hour; a resend later sends the link
 		}
 		return s.mailVerification(ctx, tx, c, u, now)
 	})
@@ -89,29 +96,36 @@ func (s *Service) newVerificationToken(ctx context.Context, tx *txn, user uuid.U
 }
 
 // consume redeems a usable verification token of the type (locked for the
-// transaction: one use only) and returns its user. EInvalidToken for an
-// unknown, used, expired or foreign token, or an erased account.
-func (s *Service) consume(ctx context.Context, tx *txn, raw string, typ VerificationType, now time.Time) (*User, error) {
+// transaction: one use only) and returns its user. An unknown, used,
+// expired or foreign token, or one of an erased account, is refused and
+// logged as a failure of event (SPEC 6.10).
+func (s *Service) consume(ctx context.Context, tx *txn, c Client, raw string, typ VerificationType,
+	event EventType, now time.Time) (*User, error) {
 	digest, err := opaqueDigest(raw)
 	if err != nil {
-		return nil, err
+		return nil, s.refuseToken(ctx, tx, c, event, uuid.Nil, "malformed token", nil)
 	}
 	v, err := tx.VerificationToken(ctx, digest)
 	if ErrorCode(err) == ENotFound {
-		return nil, errInvalidToken
+		return nil, s.refuseToken(ctx, tx, c, event, uuid.Nil, "unknown token", nil)
 	}
 	if err != nil {
 		return nil, err
 	}
-	if v.TokenType != typ || !v.Usable(now) {
-		return nil, errInvalidToken
+	switch {
+	case v.TokenType != typ:
+		return nil, s.refuseToken(ctx, tx, c, event, uuid.Nil, "token of another kind", nil)
+	case v.Used:
+		return nil, s.refuseToken(ctx, tx, c, event, v.UserID, "token already used", nil)
+	case !v.Usable(now):
+		return nil, s.refuseToken(ctx, tx, c, event, v.UserID, "token expired", nil)
 	}
 	u, err := tx.User(ctx, v.UserID)
 	if err != nil {
 		return nil, err
 	}
 	if u.IsDeleted() {
-		return nil, errInvalidToken
+		return nil, s.refuseToken(ctx, tx, c, event, u.ID, "account deleted", nil)
 	}
 	v.Used, v.UsedAt = true, now
 	return u, tx.UseVerificationToken(ctx, v)
@@ -119,11 +133,11 @@ func (s *Service) consume(ctx context.Context, tx *txn, raw string, typ Verifica
 
 // VerifyEmail redeems a verification token: the address is verified and an
 // inactive account becomes active. Returns EInvalidToken for an unknown,
-// used or expired token.
+// used or expired token, ERateLimited after many of those.
 func (s *Service) VerifyEmail(ctx context.Context, c Client, token string) error {
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
-		u, err := s.consume(ctx, tx, token, VerifyEmail, now)
+		u, err := s.consume(ctx, tx, c, token, VerifyEmail, EventEmailVerified, now)
 		if err != nil {
 			return err
 		}

@@ -54,7 +54,8 @@ func (s *Service) adminAction(ctx context.Context, c Client, id uuid.UUID, actio
 }
 
 // LockUser locks an account until until (the zero time: until unlocked),
-// ending its sessions. EInvalid for an until in the past; ENotFound.
+// ending its sessions and voiding its reset links; only an administrator
+// lifts it (a password reset does not). EInvalid for an until in the past; ENotFound.
 func (s *Service) LockUser(ctx context.Context, c Client, id uuid.UUID, until time.Time) error {
 	if !until.IsZero() && !until.After(s.now()) {
 		return &Error{Code: EInvalid, Message: "invalid request",
@@ -62,6 +63,7 @@ func (s *Service) LockUser(ctx context.Context, c Client, id uuid.UUID, until ti
 	}
 	return s.adminAction(ctx, c, id, "lock", func(tx *txn, u *User, now time.Time) (map[string]any, error) {
 		u.AccountStatus, u.AccountLockedUntil, u.UpdatedAt = StatusLocked, until.UTC().Truncate(time.Microsecond), now
+		u.LockReason = LockAdmin
 		if err := tx.UpdateUser(ctx, u); err != nil {
 			return nil, err
 		}
@@ -69,7 +71,8 @@ func (s *Service) LockUser(ctx context.Context, c Client, id uuid.UUID, until ti
 		if err != nil {
 			return nil, err
 		}
-		if err := tx.revoke(ctx, Revocation{At: now, UserID: u.ID, Block: true, BlockUntil: u.AccountLockedUntil}); err != nil {
+		// A reset link mailed before the lock must not let anyone in.
+		if err := tx.DeleteVerificationTokens(ctx, u.ID, PasswordReset); err != nil {
 			return nil, err
 		}
 		details := map[string]any{"sessions_revoked": len(ids)}

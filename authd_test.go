@@ -1,6 +1,7 @@
 package authd_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -129,5 +130,38 @@ func TestTokenAndSessionState(t *testing.T) {
 	s.RevokedAt = now
 	if s.Active(now) {
 		t.Error("a revoked session is active")
+	}
+}
+
+// staleStore answers the revocation reload with what the table held before
+// a logout committed, as a reload whose read began just before it would.
+type staleStore struct{ authd.Store }
+
+func (staleStore) RevokedSessions(context.Context, time.Time) ([]authd.Revocation, error) {
+	return nil, nil
+}
+
+// TestReloadNeverUndoesARevocation: a reload merges what the table says into
+// the set; it never drops a revocation that arrived while it was reading.
+func TestReloadNeverUndoesARevocation(t *testing.T) {
+	svc := authd.NewService(authd.Config{AccessTokenTTL: 15 * time.Minute}, authd.Deps{Store: staleStore{}})
+	sid := uuid.New()
+	svc.Revocations().Apply(authd.Revocation{At: time.Now(), SessionIDs: []uuid.UUID{sid}})
+	if err := svc.LoadRevocations(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !svc.Revocations().Revoked(sid) {
+		t.Error("a reload that read before the logout committed undid the logout")
+	}
+}
+
+func TestRevocationSetPrune(t *testing.T) {
+	set := authd.NewRevocationSet(15 * time.Minute)
+	old, recent := uuid.New(), uuid.New()
+	set.Apply(authd.Revocation{At: now.Add(-20 * time.Minute), SessionIDs: []uuid.UUID{old}})
+	set.Apply(authd.Revocation{At: now.Add(-time.Minute), SessionIDs: []uuid.UUID{recent}})
+	set.Prune(now)
+	if set.Revoked(old) || !set.Revoked(recent) || set.Len() != 1 {
+		t.Errorf("after Prune: old %v, recent %v, len %d; want only the recent session", set.Revoked(old), set.Revoked(recent), set.Len())
 	}
 }

@@ -186,7 +186,8 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 
 // mintLink creates the one-time token of a verification or reset mail,
 // voiding the user's older ones, and returns its link; "" when the mail is
-// no longer wanted (account gone or deleted, address already verified).
+// no longer wanted (account gone or deleted, address already verified, or
+// a reset for an account an administrator locked).
 func (s *Service) mintLink(ctx context.Context, m *OutboxMail) (string, error) {
 	var link string
 	err := s.inTx(ctx, func(tx *txn) error {
@@ -201,7 +202,8 @@ func (s *Service) mintLink(ctx context.Context, m *OutboxMail) (string, error) {
 		if err != nil {
 			return err
 		}
-		if u.IsDeleted() || u.Email != m.To || (m.Kind == MailVerifyEmail && u.EmailVerified) {
+		if u.IsDeleted() || u.Email != m.To || (m.Kind == MailVerifyEmail && u.EmailVerified) ||
+			(m.Kind == MailPasswordReset && u.LockedByAdmin(now)) {
 			return nil
 		}
 		typ, ttl, page := VerifyEmail, EmailVerificationTTL, "verify-email"

@@ -34,6 +34,11 @@ func (s *Service) ForgotPassword(ctx context.Context, c Client, email string) er
 		if u.IsDeleted() {
 			return nil
 		}
+		if u.LockedByAdmin(now) {
+			// Only an administrator lifts this lock; a reset must not.
+			return tx.CreateSecurityLog(ctx, s.audit(now, c, EventPasswordResetRequested, ResultFailure, u.ID,
+				"account locked by an administrator", nil))
+		}
 		if err := tx.DeleteVerificationTokens(ctx, u.ID, PasswordReset); err != nil {
 			return err
 		}
@@ -45,18 +50,26 @@ func (s *Service) ForgotPassword(ctx context.Context, c Client, email string) er
 }
 
 // ResetPassword sets a new password with a reset token: it ends every
-// session, unlocks the account and, since the link proved the mailbox,
-// verifies the address. A password outside the policy leaves the token
-// usable. Returns EInvalidToken, EWeakPassword, ERateLimited, EUnavailable.
+// session, lifts a brute-force lock and, since the link proved the mailbox,
+// verifies the address. It never lifts an administrator's lock. A password
+// outside the policy leaves the token usable. Returns EInvalidToken,
+// EWeakPassword, ERateLimited, EUnavailable.
 func (s *Service) ResetPassword(ctx context.Context, c Client, token, newPassword string) error {
-	if _, err := opaqueDigest(token); err != nil {
-		return err
-	}
 	if err := s.limitIP(ctx, "reset", c); err != nil {
 		return err
 	}
 	// Check the token and the policy before spending a hash.
 	v, err := s.usableToken(ctx, token, PasswordReset)
+	if ErrorCode(err) == EInvalidToken {
+		// Refused (and logged) in the transaction, where the reason is known.
+		return s.inTx(ctx, func(tx *txn) error {
+			_, err := s.consume(ctx, tx, c, token, PasswordReset, EventPasswordResetCompleted, s.now())
+			if err == nil {
+				err = errInvalidToken // redeemable after all: a race with a new link; the client retries
+			}
+			return err
+		})
+	}
 	if err != nil {
 		return err
 	}
@@ -70,16 +83,18 @@ func (s *Service) ResetPassword(ctx context.Context, c Client, token, newPasswor
 	}
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
-		u, err := s.consume(ctx, tx, token, PasswordReset, now)
+		u, err := s.consume(ctx, tx, c, token, PasswordReset, EventPasswordResetCompleted, now)
 		if err != nil {
 			return err
 		}
-		if u.AccountStatus == StatusLocked || !u.AccountLockedUntil.IsZero() {
+		switch {
+		case u.LockExpired(now) || u.AccountStatus == StatusLocked && u.LockReason != LockAdmin:
 			if err := s.unlock(ctx, tx, c, u, now, "password reset"); err != nil {
 				return err
 			}
+		case u.LockedByAdmin(now):
+			return s.refuseToken(ctx, tx, c, EventPasswordResetCompleted, u.ID, "account locked by an administrator", nil)
 		}
-		u.FailedLoginAttempts = 0
 		u.EmailVerified = true
 		if u.AccountStatus == StatusInactive {
 			u.AccountStatus = StatusActive
@@ -116,26 +131,48 @@ func (s *Service) ChangePassword(ctx context.Context, c Client, a *AccessClaims,
 }
 
 // reauthenticate checks the password of the token's user before a
-// sensitive change; a wrong one is logged as a failure of event and is
-// EInvalidCredentials naming field.
+// sensitive change. It is limited per user (reauthPerUser a minute), so that
+// a stolen access token cannot guess at the login's rate nor one account
+// hold the hashing workers; a wrong password counts toward the lock like a
+// failed login and is logged as a failure of event, and while the account
+// is locked no password is checked. Returns EInvalidCredentials naming
+// field, EAccountLocked, ERateLimited, EInvalidToken, EUnavailable.
 func (s *Service) reauthenticate(ctx context.Context, c Client, a *AccessClaims, password, field string,
 	event EventType) (*User, error) {
+	if err := s.limit(ctx, "reauth:"+a.UserID.String(), reauthPerUser, time.Minute); err != nil {
+		return nil, err
+	}
 	u, err := s.Me(ctx, a)
 	if err != nil {
 		return nil, err
+	}
+	if now := s.now(); u.IsLocked(now) {
+		if err := s.logEvent(ctx, s.audit(now, c, event, ResultFailure, u.ID, "account locked", nil)); err != nil {
+			return nil, err
+		}
+		return nil, s.lockedError(u.AccountLockedUntil.Sub(now))
 	}
 	ok, _, err := s.passwords.Verify(ctx, password, u.PasswordHash)
 	if err != nil {
 		return nil, err
 	}
-	if !ok {
-		if err := s.logEvent(ctx, s.audit(s.now(), c, event, ResultFailure, u.ID, "invalid password", nil)); err != nil {
-			return nil, err
-		}
-		return nil, &Error{Code: EInvalidCredentials, Message: "The password is incorrect.",
-			Fields: []FieldError{{Field: field, Message: "is incorrect"}}}
+	if ok {
+		return u, nil
 	}
-	return u, nil
+	wrong := &Error{Code: EInvalidCredentials, Message: "The password is incorrect.",
+		Fields: []FieldError{{Field: field, Message: "is incorrect"}}}
+	return nil, s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		u, err := tx.User(ctx, u.ID)
+		if err != nil {
+			return err
+		}
+		if u.IsLocked(now) {
+			return tx.refuse(ctx, s.audit(now, c, event, ResultFailure, u.ID, "account locked", nil),
+				s.lockedError(u.AccountLockedUntil.Sub(now)))
+		}
+		return s.failedPassword(ctx, tx, c, u, now, event, wrong)
+	})
 }
 
 // errPasswordChanged answers a sensitive change whose password check was
@@ -155,6 +192,7 @@ func (s *Service) newHash(ctx context.Context, password, email string) (string, 
 func (s *Service) setPassword(ctx context.Context, tx *txn, c Client, u *User, hash string, keep uuid.UUID,
 	now time.Time, event EventType) error {
 	u.PasswordHash, u.LastPasswordChange, u.UpdatedAt = hash, now, now
+	u.FailedLoginAttempts = 0 // failures against the old password no longer matter
 	if err := tx.UpdateUser(ctx, u); err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/mail"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -25,6 +26,11 @@ type Config struct {
 	RequireVerifiedEmail bool
 	LockoutThreshold     int
 	LockoutDuration      time.Duration
+	MaxSessions          int // active sessions per user; 0: no limit
+	// RefreshKey derives each rotated refresh token from its parent (SPEC
+	// 6.4); every instance must share it. Empty: a random key of this
+	// process, which suits one instance only.
+	RefreshKey []byte
 }
 
 // Passwords checks, hashes and verifies passwords. Hashing is expensive and
@@ -110,6 +116,8 @@ type Service struct {
 	tokens      AccessTokens
 	mailer      Mailer
 	limiter     RateLimiter // nil: no rate limits
+	lockouts    Lockouts    // nil: emails without an account never lock
+	refreshKey  []byte
 	revocations *RevocationSet
 	logger      *slog.Logger
 	hooks       Hooks
@@ -122,7 +130,8 @@ type Hooks struct {
 	Mail  func(MailKind, MailEvent) // each delivery attempt
 }
 
-// Deps are the adapters a Service runs on. Limiter may be nil (limits off).
+// Deps are the adapters a Service runs on. Limiter may be nil (limits off),
+// and Lockouts (emails without an account never lock).
 type Deps struct {
 	Store     Store
 	Clock     Clock
@@ -130,6 +139,7 @@ type Deps struct {
 	Tokens    AccessTokens
 	Mailer    Mailer
 	Limiter   RateLimiter
+	Lockouts  Lockouts
 	Logger    *slog.Logger
 	Hooks     Hooks
 }
@@ -142,9 +152,14 @@ func NewService(cfg Config, d Deps) *Service {
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
+	key := cfg.RefreshKey
+	if len(key) == 0 {
+		key = make([]byte, 32)
+		rand.Read(key) // never fails (crypto/rand)
+	}
 	return &Service{
 		cfg: cfg, store: d.Store, clock: d.Clock, passwords: d.Passwords, tokens: d.Tokens,
-		mailer: d.Mailer, limiter: d.Limiter, logger: d.Logger, hooks: d.Hooks,
+		mailer: d.Mailer, limiter: d.Limiter, lockouts: d.Lockouts, refreshKey: key, logger: d.Logger, hooks: d.Hooks,
 		revocations: NewRevocationSet(cfg.AccessTokenTTL), wake: make(chan struct{}, 1),
 	}
 }
@@ -229,20 +244,47 @@ func (s *Service) limit(ctx context.Context, key string, n int, window time.Dura
 const (
 	ipLimit        = 30 // requests per minute per client IP on each limited endpoint
 	loginPerEmail  = 10 // login attempts per minute per email
-	mailsPerEmail  = 3  // resend and forgot mails per hour per email
+	mailsPerEmail  = 3  // mails per hour per address
+	reauthPerUser  = 10 // password checks per minute per user outside login
 	ipLimitWindow  = time.Minute
 	mailLimitRange = time.Hour
 )
 
-// limitEmail applies a per-email limit. The key holds a digest, not the
-// address, so that a shared limiter (Redis) never stores addresses.
+// emailKey names an address in the rate-limit store by a digest, so that a
+// shared store (Redis) never holds addresses.
+func emailKey(email string) string { return Digest(email)[:32] }
+
+// limitEmail applies a per-email limit.
 func (s *Service) limitEmail(ctx context.Context, kind, email string, n int, window time.Duration) error {
-	return s.limit(ctx, kind+":"+Digest(email)[:32], n, window)
+	return s.limit(ctx, kind+":"+emailKey(email), n, window)
+}
+
+// mailAllowed counts one mail to email against the address's mail limit
+// and reports whether it may go out. Every mail a request can make authd send
+// counts, whether or not the address has an account, so that no one can
+// flood a mailbox and the count says nothing about existence (SPEC 6.7).
+func (s *Service) mailAllowed(ctx context.Context, email string) bool {
+	return s.limitEmail(ctx, "mail", email, mailsPerEmail, mailLimitRange) == nil
 }
 
 // limitIP applies the per-IP limit of an endpoint.
 func (s *Service) limitIP(ctx context.Context, endpoint string, c Client) error {
-	return s.limit(ctx, "ip:"+endpoint+":"+c.IP, ipLimit, ipLimitWindow)
+	return s.limit(ctx, "ip:"+endpoint+":"+clientKey(c), ipLimit, ipLimitWindow)
+}
+
+// clientKey is what the per-IP limits count a client under: its IPv4
+// address, or the /64 network of its IPv6 address, since one host commonly
+// holds a whole /64 and could otherwise take a fresh address per request.
+func clientKey(c Client) string {
+	ip, err := netip.ParseAddr(c.IP)
+	if err != nil {
+		return c.IP
+	}
+	ip = ip.Unmap()
+	if ip.Is4() {
+		return ip.String()
+	}
+	return netip.PrefixFrom(ip.WithZone(""), 64).Masked().String()
 }
 
 // audit builds a security-log row for the request's client.

@@ -23,9 +23,9 @@ type Store interface {
 	// that read-modify-write flows never interleave.
 	InTx(ctx context.Context, fn func(tx Queries) error) error
 
-	// Revocations returns what the revocation set must hold at now: the
-	// sessions revoked since since, and the users whose tokens are blocked.
-	Revocations(ctx context.Context, since, now time.Time) ([]Revocation, error)
+	// RevokedSessions returns the sessions revoked at or after since, for
+	// the revocation set.
+	RevokedSessions(ctx context.Context, since time.Time) ([]Revocation, error)
 
 	// Users lists users matching f, newest first.
 	Users(ctx context.Context, f UserFilter) ([]*User, error)
@@ -90,6 +90,9 @@ type Queries interface {
 	// RevokeUserSessions ends every unrevoked session of the user but except
 	// (uuid.Nil: none excepted), and returns their ids.
 	RevokeUserSessions(ctx context.Context, userID, except uuid.UUID, at time.Time) ([]uuid.UUID, error)
+	// RevokeExcessSessions ends, at at, the user's active sessions beyond
+	// the keep most recently used, and returns their ids.
+	RevokeExcessSessions(ctx context.Context, userID uuid.UUID, keep int, at time.Time) ([]uuid.UUID, error)
 
 	// CreateToken inserts the tokens, in one statement. EConflict when its jti or digest is taken,
 	// ENotFound when its user or session does not exist.

@@ -17,7 +17,8 @@ type User struct {
 	EmailVerified         bool
 	AccountStatus         AccountStatus
 	FailedLoginAttempts   int
-	AccountLockedUntil    time.Time // zero: no timed lock
+	AccountLockedUntil    time.Time  // zero: no timed lock
+	LockReason            LockReason // who locked the account; "" while it is not locked
 	RegistrationTimestamp time.Time
 	LastLoginTimestamp    time.Time // zero: never logged in
 	LastPasswordChange    time.Time
@@ -26,6 +27,18 @@ type User struct {
 	CreatedAt             time.Time
 	UpdatedAt             time.Time
 }
+
+// LockReason says who locked an account, since the two locks differ (SPEC
+// 6.7): a brute-force lock stops password logins only and a password reset
+// lifts it; an administrator's lock ends the sessions and only an
+// administrator lifts it.
+type LockReason string
+
+// The reasons for a lock.
+const (
+	LockBruteForce LockReason = "brute_force"
+	LockAdmin      LockReason = "admin"
+)
 
 // IsLocked reports whether the account refuses logins at now: a timed lock
 // that has not yet run out, or a lock without an end time (an administrator's).
@@ -43,6 +56,13 @@ func (u *User) IsLocked(now time.Time) bool {
 func (u *User) LockExpired(now time.Time) bool {
 	return u.AccountStatus == StatusLocked &&
 		!u.AccountLockedUntil.IsZero() && !u.AccountLockedUntil.After(now)
+}
+
+// LockedByAdmin reports whether an administrator's lock is in force at now.
+// Such an account's tokens are refused (its sessions were ended when it was
+// locked); a brute-force lock leaves them working.
+func (u *User) LockedByAdmin(now time.Time) bool {
+	return u.LockReason == LockAdmin && u.IsLocked(now)
 }
 
 // IsActive reports whether the account is active: verified (or not required

@@ -158,7 +158,7 @@ func newEnv(t testing.TB, store authd.Store, opts ...option) *env {
 	cfg := authd.Config{
 		PublicURL: "https://auth.example.org", AccessTokenTTL: 15 * time.Minute, RefreshTokenTTL: 168 * time.Hour,
 		SessionMaxAge: 720 * time.Hour, RefreshReuseGrace: 10 * time.Second, RequireVerifiedEmail: true,
-		LockoutThreshold: 5, LockoutDuration: 15 * time.Minute,
+		LockoutThreshold: 5, LockoutDuration: 15 * time.Minute, MaxSessions: 100,
 	}
 	var o envOptions
 	for _, opt := range opts {
@@ -194,7 +194,7 @@ func newEnv(t testing.TB, store authd.Store, opts ...option) *env {
 	e.svc = authd.NewService(cfg, authd.Deps{
 		Store: store, Clock: e.clock, Passwords: hasher,
 		Tokens: token.NewIssuer(keys, "https://auth.example.org", "authd"),
-		Mailer: mailer, Limiter: limiter, Logger: logger,
+		Mailer: mailer, Limiter: limiter, Lockouts: ratelimit.NewMemoryLockouts(e.clock), Logger: logger,
 	})
 	if err := e.svc.LoadRevocations(context.Background()); err != nil {
 		t.Fatal(err)
@@ -414,3 +414,18 @@ func instances(t testing.TB, n int) []*postgres.Store {
 	}
 	return stores
 }
+
+// active reports whether introspection holds the access token active. It
+// reads no database: it answers from the token and the revocation set.
+func (e *env) active(tok string) bool {
+	e.t.Helper()
+	r := e.do("POST", "/v1/auth/introspect", map[string]string{"token": tok}, bearer(serviceToken)...)
+	if r.status != 200 {
+		e.t.Fatalf("introspect: %d %s", r.status, r.raw)
+	}
+	return r.body["active"] == true
+}
+
+// from returns the header that makes a request come from client address ip
+// (the test server trusts X-Forwarded-For from loopback).
+func from(ip string) []string { return []string{"X-Forwarded-For", ip} }

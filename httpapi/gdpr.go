@@ -34,6 +34,7 @@ type exportUser struct {
 	ConsentStatus         bool       `json:"consent_status"`
 	CreatedAt             time.Time  `json:"created_at"`
 	UpdatedAt             time.Time  `json:"updated_at"`
+	LockReason            *string    `json:"lock_reason"`
 }
 
 type exportSession struct {
@@ -111,6 +112,13 @@ func optTime(t time.Time) *time.Time {
 	return &t
 }
 
+func optString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
 func optID(id uuid.UUID) *uuid.UUID {
 	if id == uuid.Nil {
 		return nil
@@ -125,7 +133,7 @@ func exportOf(d *authd.UserData, now time.Time) exportDoc {
 			FailedLoginAttempts: u.FailedLoginAttempts, AccountLockedUntil: optTime(u.AccountLockedUntil),
 			RegistrationTimestamp: u.RegistrationTimestamp, LastLoginTimestamp: optTime(u.LastLoginTimestamp),
 			LastPasswordChange: u.LastPasswordChange, ConsentTimestamp: u.ConsentTimestamp, ConsentStatus: u.ConsentStatus,
-			CreatedAt: u.CreatedAt, UpdatedAt: u.UpdatedAt}},
+			CreatedAt: u.CreatedAt, UpdatedAt: u.UpdatedAt, LockReason: optString(string(u.LockReason))}},
 		ConsentHistory: []consentChange{}, Sessions: []exportSession{}, JWTTokens: []exportToken{},
 		VerificationTokens: []exportVerification{}, SecurityLogs: []securityLogOut{}, MailOutbox: []exportMail{},
 	}

@@ -113,9 +113,7 @@ func (m *Metrics) Outbox(stats func(context.Context) (authd.OutboxStats, error))
 func (m *Metrics) Revocations(set *authd.RevocationSet) {
 	m.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authd_revoked_sessions", Help: "Revoked sessions held in memory."},
-			func() float64 { n, _ := set.Len(); return float64(n) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authd_blocked_users", Help: "Locked users held in memory."},
-			func() float64 { _, n := set.Len(); return float64(n) }),
+			func() float64 { return float64(set.Len()) }),
 	)
 }
 

@@ -37,7 +37,7 @@ func TestHooksReachTheScrape(t *testing.T) {
 		`authd_mail_deliveries_total{kind="verify_email",outcome="retried"} 1`,
 		`authd_mail_outbox_pending 4`, `authd_mail_outbox_dead 1`,
 		`authd_db_connections_in_use 2`, `authd_db_connections_max 16`, `authd_db_connection_waits_total 7`,
-		`authd_revoked_sessions 2`, `authd_blocked_users 0`, `go_goroutines`, `process_resident_memory_bytes`,
+		`authd_revoked_sessions 2`, `go_goroutines`, `process_resident_memory_bytes`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("scrape lacks %q", want)

@@ -136,14 +136,15 @@ func (q *queries) forUpdate() string {
 
 const userColumns = `id, email, password_hash, email_verified, account_status, failed_login_attempts,
 	account_locked_until, registration_timestamp, last_login_timestamp, last_password_change,
-	consent_timestamp, consent_status, created_at, updated_at`
+	consent_timestamp, consent_status, created_at, updated_at, lock_reason`
 
 func (q *queries) CreateUser(ctx context.Context, u *authd.User) error {
 	_, err := q.exec(ctx, `INSERT INTO users (`+userColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
 		u.ID, u.Email, u.PasswordHash, u.EmailVerified, string(u.AccountStatus), u.FailedLoginAttempts,
 		nullTime(u.AccountLockedUntil), u.RegistrationTimestamp, nullTime(u.LastLoginTimestamp),
-		u.LastPasswordChange, u.ConsentTimestamp, u.ConsentStatus, u.CreatedAt, u.UpdatedAt)
+		u.LastPasswordChange, u.ConsentTimestamp, u.ConsentStatus, u.CreatedAt, u.UpdatedAt,
+		nullString(string(u.LockReason)))
 	return translate(err)
 }
 
@@ -159,11 +160,13 @@ func (q *queries) UpdateUser(ctx context.Context, u *authd.User) error {
 	return q.write(ctx, mustAffect("user"), `UPDATE users SET email = $2, password_hash = $3, email_verified = $4,
 		account_status = $5, failed_login_attempts = $6, account_locked_until = $7,
 		registration_timestamp = $8, last_login_timestamp = $9, last_password_change = $10,
-		consent_timestamp = $11, consent_status = $12, created_at = $13, updated_at = $14
+		consent_timestamp = $11, consent_status = $12, created_at = $13, updated_at = $14,
+		lock_reason = $15
 		WHERE id = $1`,
 		u.ID, u.Email, u.PasswordHash, u.EmailVerified, string(u.AccountStatus), u.FailedLoginAttempts,
 		nullTime(u.AccountLockedUntil), u.RegistrationTimestamp, nullTime(u.LastLoginTimestamp),
-		u.LastPasswordChange, u.ConsentTimestamp, u.ConsentStatus, u.CreatedAt, u.UpdatedAt)
+		u.LastPasswordChange, u.ConsentTimestamp, u.ConsentStatus, u.CreatedAt, u.UpdatedAt,
+		nullString(string(u.LockReason)))
 }
 
 // userScan receives a users row.
@@ -171,13 +174,14 @@ type userScan struct {
 	u                      authd.User
 	status                 string
 	lockedUntil, lastLogin *time.Time
+	lockReason             *string
 }
 
 func (s *userScan) dest() []any {
 	u := &s.u
 	return []any{&u.ID, &u.Email, &u.PasswordHash, &u.EmailVerified, &s.status, &u.FailedLoginAttempts,
 		&s.lockedUntil, &u.RegistrationTimestamp, &s.lastLogin, &u.LastPasswordChange,
-		&u.ConsentTimestamp, &u.ConsentStatus, &u.CreatedAt, &u.UpdatedAt}
+		&u.ConsentTimestamp, &u.ConsentStatus, &u.CreatedAt, &u.UpdatedAt, &s.lockReason}
 }
 
 func (s *userScan) user() (*authd.User, error) {
@@ -186,6 +190,7 @@ func (s *userScan) user() (*authd.User, error) {
 		return nil, fmt.Errorf("postgres: user %s: %w", s.u.ID, err)
 	}
 	s.u.AccountLockedUntil, s.u.LastLoginTimestamp = value(s.lockedUntil), value(s.lastLogin)
+	s.u.LockReason = authd.LockReason(value(s.lockReason))
 	return &s.u, nil
 }
 
@@ -521,9 +526,22 @@ func (q *queries) RevokeSession(ctx context.Context, id uuid.UUID, at time.Time)
 }
 
 func (q *queries) RevokeUserSessions(ctx context.Context, userID, except uuid.UUID, at time.Time) ([]uuid.UUID, error) {
-	rows, err := q.rows(ctx, `UPDATE sessions SET revoked_at = $3
-		WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL AND expires_at > $3
-		RETURNING id`, userID, except, at)
+	return q.revokeSessions(ctx, at, `UPDATE sessions SET revoked_at = $1
+		WHERE user_id = $2 AND id <> $3 AND revoked_at IS NULL AND expires_at > $1
+		RETURNING id`, at, userID, except)
+}
+
+func (q *queries) RevokeExcessSessions(ctx context.Context, userID uuid.UUID, keep int, at time.Time) ([]uuid.UUID, error) {
+	return q.revokeSessions(ctx, at, `UPDATE sessions SET revoked_at = $1 WHERE id IN (
+		SELECT id FROM sessions WHERE user_id = $2 AND revoked_at IS NULL AND expires_at > $1
+		ORDER BY last_used_at DESC, id DESC OFFSET $3)
+		RETURNING id`, at, userID, keep)
+}
+
+// revokeSessions runs update, which revokes sessions at at and returns their
+// ids, and revokes those sessions' tokens.
+func (q *queries) revokeSessions(ctx context.Context, at time.Time, update string, args ...any) ([]uuid.UUID, error) {
+	rows, err := q.rows(ctx, update, args...)
 	if err != nil {
 		return nil, translate(err)
 	}
@@ -576,7 +594,6 @@ func (q *queries) PublishRevocation(ctx context.Context, rev authd.Revocation) e
 			return nil
 		}
 		rev.SessionIDs = rev.SessionIDs[maxNotifySessions:]
-		rev.Block, rev.Unblock = false, false // sent with the first part
 	}
 }
 

@@ -12,39 +12,21 @@ import (
 
 var _ authd.RevocationFeed = (*Store)(nil)
 
-// Revocations implements authd.Store.
-func (s *Store) Revocations(ctx context.Context, since, now time.Time) ([]authd.Revocation, error) {
-	var out []authd.Revocation
+// RevokedSessions implements authd.Store (index ix_sessions_revoked_at).
+func (s *Store) RevokedSessions(ctx context.Context, since time.Time) ([]authd.Revocation, error) {
 	rows, err := s.pool.Query(ctx, `SELECT id, revoked_at FROM sessions WHERE revoked_at >= $1`, since)
 	if err != nil {
 		return nil, translate(err)
 	}
+	defer rows.Close()
+	var out []authd.Revocation
 	for rows.Next() {
 		var id uuid.UUID
 		var at time.Time
 		if err := rows.Scan(&id, &at); err != nil {
-			rows.Close()
 			return nil, translate(err)
 		}
 		out = append(out, authd.Revocation{At: at, SessionIDs: []uuid.UUID{id}})
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, translate(err)
-	}
-	rows, err = s.pool.Query(ctx, `SELECT id, account_locked_until FROM users
-		WHERE account_status = 'locked' AND (account_locked_until IS NULL OR account_locked_until > $1)`, now)
-	if err != nil {
-		return nil, translate(err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var id uuid.UUID
-		var until *time.Time
-		if err := rows.Scan(&id, &until); err != nil {
-			return nil, translate(err)
-		}
-		out = append(out, authd.Revocation{At: now, UserID: id, Block: true, BlockUntil: value(until)})
 	}
 	return out, translate(rows.Err())
 }

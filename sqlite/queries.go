@@ -30,15 +30,15 @@ var _ authd.Queries = (*queries)(nil)
 
 const userColumns = `id, email, password_hash, email_verified, account_status, failed_login_attempts,
 	account_locked_until, registration_timestamp, last_login_timestamp, last_password_change,
-	consent_timestamp, consent_status, created_at, updated_at`
+	consent_timestamp, consent_status, created_at, updated_at, lock_reason`
 
 func (q *queries) CreateUser(ctx context.Context, u *authd.User) error {
 	_, err := q.db.ExecContext(ctx, `INSERT INTO users (`+userColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		u.ID, u.Email, u.PasswordHash, u.EmailVerified, string(u.AccountStatus), u.FailedLoginAttempts,
 		timeArg(u.AccountLockedUntil), timeArg(u.RegistrationTimestamp), timeArg(u.LastLoginTimestamp),
 		timeArg(u.LastPasswordChange), timeArg(u.ConsentTimestamp), u.ConsentStatus,
-		timeArg(u.CreatedAt), timeArg(u.UpdatedAt))
+		timeArg(u.CreatedAt), timeArg(u.UpdatedAt), nullString(string(u.LockReason)))
 	return translate(err)
 }
 
@@ -54,12 +54,12 @@ func (q *queries) UpdateUser(ctx context.Context, u *authd.User) error {
 	res, err := q.db.ExecContext(ctx, `UPDATE users SET email = ?, password_hash = ?, email_verified = ?,
 		account_status = ?, failed_login_attempts = ?, account_locked_until = ?,
 		registration_timestamp = ?, last_login_timestamp = ?, last_password_change = ?,
-		consent_timestamp = ?, consent_status = ?, created_at = ?, updated_at = ?
+		consent_timestamp = ?, consent_status = ?, created_at = ?, updated_at = ?, lock_reason = ?
 		WHERE id = ?`,
 		u.Email, u.PasswordHash, u.EmailVerified, string(u.AccountStatus), u.FailedLoginAttempts,
 		timeArg(u.AccountLockedUntil), timeArg(u.RegistrationTimestamp), timeArg(u.LastLoginTimestamp),
 		timeArg(u.LastPasswordChange), timeArg(u.ConsentTimestamp), u.ConsentStatus,
-		timeArg(u.CreatedAt), timeArg(u.UpdatedAt), u.ID)
+		timeArg(u.CreatedAt), timeArg(u.UpdatedAt), nullString(string(u.LockReason)), u.ID)
 	if err != nil {
 		return translate(err)
 	}
@@ -74,16 +74,18 @@ func (q *queries) UpdateUser(ctx context.Context, u *authd.User) error {
 func scanUser(row scanner) (*authd.User, error) {
 	var u authd.User
 	var status string
+	var lockReason sql.NullString
 	err := row.Scan(&u.ID, &u.Email, &u.PasswordHash, &u.EmailVerified, &status, &u.FailedLoginAttempts,
 		timeCol{&u.AccountLockedUntil}, timeCol{&u.RegistrationTimestamp}, timeCol{&u.LastLoginTimestamp},
 		timeCol{&u.LastPasswordChange}, timeCol{&u.ConsentTimestamp}, &u.ConsentStatus,
-		timeCol{&u.CreatedAt}, timeCol{&u.UpdatedAt})
+		timeCol{&u.CreatedAt}, timeCol{&u.UpdatedAt}, &lockReason)
 	if err != nil {
 		return nil, translate(err)
 	}
 	if u.AccountStatus, err = authd.ParseAccountStatus(status); err != nil {
 		return nil, fmt.Errorf("sqlite: user %s: %w", u.ID, err)
 	}
+	u.LockReason = authd.LockReason(lockReason.String)
 	return &u, nil
 }
 
@@ -378,9 +380,22 @@ func (q *queries) RevokeSession(ctx context.Context, id uuid.UUID, at time.Time)
 }
 
 func (q *queries) RevokeUserSessions(ctx context.Context, userID, except uuid.UUID, at time.Time) ([]uuid.UUID, error) {
-	rows, err := q.db.QueryContext(ctx, `UPDATE sessions SET revoked_at = ?1
+	return q.revokeSessions(ctx, at, `UPDATE sessions SET revoked_at = ?1
 		WHERE user_id = ?2 AND id <> ?3 AND revoked_at IS NULL AND expires_at > ?1
 		RETURNING id`, timeArg(at), userID, except)
+}
+
+func (q *queries) RevokeExcessSessions(ctx context.Context, userID uuid.UUID, keep int, at time.Time) ([]uuid.UUID, error) {
+	return q.revokeSessions(ctx, at, `UPDATE sessions SET revoked_at = ?1 WHERE id IN (
+		SELECT id FROM sessions WHERE user_id = ?2 AND revoked_at IS NULL AND expires_at > ?1
+		ORDER BY last_used_at DESC, id DESC LIMIT -1 OFFSET ?3)
+		RETURNING id`, timeArg(at), userID, keep)
+}
+
+// revokeSessions runs update, which revokes sessions at at and returns their
+// ids, and revokes those sessions' tokens.
+func (q *queries) revokeSessions(ctx context.Context, at time.Time, update string, args ...any) ([]uuid.UUID, error) {
+	rows, err := q.db.QueryContext(ctx, update, args...)
 	if err != nil {
 		return nil, translate(err)
 	}

@@ -8,39 +8,21 @@ import (
 	"github.com/google/uuid"
 )
 
-// Revocations implements authd.Store.
-func (s *Store) Revocations(ctx context.Context, since, now time.Time) ([]authd.Revocation, error) {
-	var out []authd.Revocation
+// RevokedSessions implements authd.Store (index ix_sessions_revoked_at).
+func (s *Store) RevokedSessions(ctx context.Context, since time.Time) ([]authd.Revocation, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT id, revoked_at FROM sessions WHERE revoked_at >= ?`, timeArg(since))
 	if err != nil {
 		return nil, translate(err)
 	}
+	defer rows.Close()
+	var out []authd.Revocation
 	for rows.Next() {
 		var id uuid.UUID
 		var at time.Time
 		if err := rows.Scan(&id, timeCol{&at}); err != nil {
-			rows.Close()
 			return nil, translate(err)
 		}
 		out = append(out, authd.Revocation{At: at, SessionIDs: []uuid.UUID{id}})
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, translate(err)
-	}
-	rows, err = s.db.QueryContext(ctx, `SELECT id, account_locked_until FROM users
-		WHERE account_status = 'locked' AND (account_locked_until IS NULL OR account_locked_until > ?)`, timeArg(now))
-	if err != nil {
-		return nil, translate(err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var id uuid.UUID
-		var until time.Time
-		if err := rows.Scan(&id, timeCol{&until}); err != nil {
-			return nil, translate(err)
-		}
-		out = append(out, authd.Revocation{At: now, UserID: id, Block: true, BlockUntil: until})
 	}
 	return out, translate(rows.Err())
 }

@@ -3,6 +3,8 @@ package storetest
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -49,6 +51,7 @@ func Run(t *testing.T, open func(t *testing.T) authd.Store) {
 		{"EveryEnumLabelStored", testEnumLabels},
 		{"Outbox", testOutbox},
 		{"OutboxConcurrentClaims", testOutboxConcurrentClaims},
+		{"SessionRevocation", testSessionRevocation},
 		{"TxRollsBack", testTxRollsBack},
 		{"TxReadsItsWritesAndFailsWhole", testTxWrites},
 		{"TxSerialisesReadModifyWrite", testTxSerialises},
@@ -98,6 +101,7 @@ func testUsers(t *testing.T, s authd.Store) {
 
 	// Every field is written back, NULLs included.
 	u.AccountStatus = authd.StatusLocked
+	u.LockReason = authd.LockBruteForce
 	u.FailedLoginAttempts = 5
 	u.AccountLockedUntil = Epoch.Add(15 * time.Minute)
 	u.LastLoginTimestamp = Epoch.Add(time.Minute)
@@ -118,13 +122,16 @@ func testUsers(t *testing.T, s authd.Store) {
 
 	u.AccountLockedUntil = time.Time{}
 	u.LastLoginTimestamp = time.Time{}
+	u.LockReason = ""
 	if err := s.UpdateUser(ctx, u); err != nil {
 		t.Fatalf("UpdateUser clearing times: %v", err)
 	}
 	got, _ = s.User(ctx, u.ID)
-	if !got.AccountLockedUntil.IsZero() || !got.LastLoginTimestamp.IsZero() {
-		t.Errorf("cleared times read back as %v, %v; want zero (NULL)", got.AccountLockedUntil, got.LastLoginTimestamp)
+	if !got.AccountLockedUntil.IsZero() || !got.LastLoginTimestamp.IsZero() || got.LockReason != "" {
+		t.Errorf("cleared fields read back as %v, %v, %q; want zero (NULL)", got.AccountLockedUntil, got.LastLoginTimestamp, got.LockReason)
 	}
+	u.LockReason = "nonsense"
+	wantCode(t, "a lock reason the schema refuses", s.UpdateUser(ctx, u), authd.EInvalid)
 }
 
 func testUserErrors(t *testing.T, s authd.Store) {
@@ -592,5 +599,75 @@ func testTxWrites(t *testing.T, s authd.Store) {
 	ghost := NewUser("ghost-tx@example.org")
 	if err := s.InTx(ctx, func(tx authd.Queries) error { return tx.UpdateUser(ctx, ghost) }); err == nil {
 		t.Error("updating a missing user in a transaction succeeded")
+	}
+}
+
+// testSessionRevocation covers the ways sessions end: all of a user's, the
+// least recently used beyond a limit, and the list the revocation set loads.
+func testSessionRevocation(t *testing.T, s authd.Store) {
+	ctx := context.Background()
+	u := mustCreateUser(t, s, "many@example.org")
+	other := mustCreateUser(t, s, "other@example.org")
+	var sessions []*authd.Session
+	for i := range 5 {
+		sess := newSession(u)
+		sess.LastUsedAt = Epoch.Add(time.Duration(i) * time.Minute) // sessions[4] is the most recently used
+		if err := s.CreateSession(ctx, sess); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateToken(ctx, newToken(u, sess, authd.TokenRefresh, "d-"+sess.ID.String())); err != nil {
+			t.Fatal(err)
+		}
+		sessions = append(sessions, sess)
+	}
+	otherSess := newSession(other)
+	if err := s.CreateSession(ctx, otherSess); err != nil {
+		t.Fatal(err)
+	}
+	at := Epoch.Add(time.Hour)
+	var evicted []uuid.UUID
+	err := s.InTx(ctx, func(tx authd.Queries) error {
+		var err error
+		evicted, err = tx.RevokeExcessSessions(ctx, u.ID, 3, at)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("RevokeExcessSessions: %v", err)
+	}
+	slices.SortFunc(evicted, func(a, b uuid.UUID) int { return strings.Compare(a.String(), b.String()) })
+	wantIDs := []uuid.UUID{sessions[0].ID, sessions[1].ID}
+	slices.SortFunc(wantIDs, func(a, b uuid.UUID) int { return strings.Compare(a.String(), b.String()) })
+	if !slices.Equal(evicted, wantIDs) {
+		t.Errorf("RevokeExcessSessions ended %v, want the two least recently used %v", evicted, wantIDs)
+	}
+	tok, _ := s.RefreshToken(ctx, "d-"+sessions[0].ID.String())
+	if !tok.Revoked {
+		t.Error("an evicted session's refresh token is not revoked")
+	}
+	if active, _ := s.Sessions(ctx, u.ID, at); len(active) != 3 {
+		t.Errorf("%d active sessions after eviction, want 3", len(active))
+	}
+	again, err := s.RevokeExcessSessions(ctx, u.ID, 3, at)
+	if err != nil || len(again) != 0 {
+		t.Errorf("a second eviction at the limit ended %v (%v), want none", again, err)
+	}
+
+	revs, err := s.RevokedSessions(ctx, at)
+	if err != nil {
+		t.Fatalf("RevokedSessions: %v", err)
+	}
+	var got []uuid.UUID
+	for _, r := range revs {
+		if !r.At.Equal(at) {
+			t.Errorf("revocation at %v, want %v", r.At, at)
+		}
+		got = append(got, r.SessionIDs...)
+	}
+	slices.SortFunc(got, func(a, b uuid.UUID) int { return strings.Compare(a.String(), b.String()) })
+	if !slices.Equal(got, wantIDs) {
+		t.Errorf("RevokedSessions = %v, want %v", got, wantIDs)
+	}
+	if revs, _ := s.RevokedSessions(ctx, at.Add(time.Second)); len(revs) != 0 {
+		t.Errorf("RevokedSessions after the revocations = %v, want none", revs)
 	}
 }

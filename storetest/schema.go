@@ -51,6 +51,7 @@ var SeedSchema = Schema{
 		{Table: "users", Name: "consent_status", Kind: "boolean"},
 		{Table: "users", Name: "created_at", Kind: "timestamp"},
 		{Table: "users", Name: "updated_at", Kind: "timestamp"},
+		{Table: "users", Name: "lock_reason", Kind: "varchar", Nullable: true, Extra: true},
 
 		{Table: "jwt_tokens", Name: "id", Kind: "uuid", PK: true},
 		{Table: "jwt_tokens", Name: "jti", Kind: "varchar"},
@@ -124,6 +125,7 @@ var SeedSchema = Schema{
 		{Table: "security_logs", Name: "ix_security_logs_timestamp", Columns: "timestamp"},
 		{Table: "sessions", Name: "ix_sessions_user_id", Columns: "user_id"},
 		{Table: "sessions", Name: "ix_sessions_expires_at", Columns: "expires_at"},
+		{Table: "sessions", Name: "ix_sessions_revoked_at", Columns: "revoked_at"},
 		{Table: "mail_outbox", Name: "ix_mail_outbox_due", Columns: "next_attempt_at"},
 		{Table: "mail_outbox", Name: "ix_mail_outbox_user_id", Columns: "user_id"},
 	},

@@ -46,6 +46,7 @@ type Config struct {
 	Argon2               password.Params
 	LockoutThreshold     int
 	LockoutDuration      time.Duration
+	MaxSessions          int
 	RateLimit            bool
 	RedisURL             string
 	TrustedProxies       []netip.Prefix
@@ -186,6 +187,8 @@ var settings = []setting{
 		func(c *Config, v string) error { return integer(&c.LockoutThreshold, v, 1, 1000) }},
 	{"AUTHD_LOCKOUT_DURATION", "15m", "how long a lockout lasts", false,
 		func(c *Config, v string) error { return duration(&c.LockoutDuration, v, time.Second, 0) }},
+	{"AUTHD_MAX_SESSIONS", "100", "active sessions per user; a login beyond it ends the least recently used one", false,
+		func(c *Config, v string) error { return integer(&c.MaxSessions, v, 1, 100000) }},
 	{"AUTHD_RATE_LIMIT", "on", "per-IP and per-account rate limits: on or off", false,
 		func(c *Config, v string) error {
 			var s string
@@ -415,5 +418,6 @@ func (c *Config) service() authd.Config {
 		RequireVerifiedEmail: c.RequireVerifiedEmail,
 		LockoutThreshold:     c.LockoutThreshold,
 		LockoutDuration:      c.LockoutDuration,
+		MaxSessions:          c.MaxSessions,
 	}
 }

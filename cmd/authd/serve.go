@@ -138,6 +138,7 @@ func (a *App) Open(ctx context.Context) (err error) {
 		Tokens:    token.NewIssuer(a.keys, a.cfg.Issuer, a.cfg.Audience),
 		Mailer:    mailer,
 		Limiter:   limiter,
+		Lockouts:  ratelimit.NewMemoryLockouts(a.clock),
 		Logger:    a.logger,
 		Hooks:     authd.Hooks{Event: m.Event, Mail: m.Mail},
 	})

@@ -1,0 +1,162 @@
+package httpapi_test
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+)
+
+// TestMailFlood: every mail a request can make authd send to an address
+// counts toward that address's limit (3 an hour), whoever asks and from
+// wherever; past it the answer is unchanged and no mail goes out.
+func TestMailFlood(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withRateLimit())
+		e.registerVerified("taken@example.org", goodPassword)
+		for i := range 60 {
+			r := e.do("POST", "/v1/auth/register", map[string]any{"email": "taken@example.org", "password": goodPassword,
+				"consent": true}, from(fmt.Sprintf("198.51.100.%d", i+1))...)
+			want(t, fmt.Sprintf("registration %d of a taken address", i+1), r, 202, "")
+		}
+		// registerVerified's own verification mail was the first of three.
+		if n := e.mail.count(authd.MailRegisterNotice, "taken@example.org"); n != 2 {
+			t.Errorf("60 registrations of a taken address sent %d notices, want 2", n)
+		}
+
+		// The lock notice counts too, and a new address's verification.
+		for i := range 3 {
+			want(t, "register a new address", e.do("POST", "/v1/auth/register", map[string]any{"email": "fresh@example.org",
+				"password": goodPassword, "consent": true}, from(fmt.Sprintf("203.0.113.%d", i+1))...), 202, "")
+		}
+		if n := e.mail.count(authd.MailVerifyEmail, "fresh@example.org") + e.mail.count(authd.MailRegisterNotice, "fresh@example.org"); n != 3 {
+			t.Errorf("3 registrations of a new address sent %d mails, want 3", n)
+		}
+		for range 5 {
+			e.do("POST", "/v1/auth/login", map[string]string{"email": "fresh@example.org", "password": "not the password"},
+				from("192.0.2.7")...)
+		}
+		if e.user("fresh@example.org").AccountStatus != authd.StatusLocked {
+			t.Fatal("five failures did not lock")
+		}
+		if n := e.mail.count(authd.MailAccountLocked, "fresh@example.org"); n != 0 {
+			t.Errorf("a lock notice went out past the address's limit")
+		}
+	})
+}
+
+// TestIPv6LimitedPerNetwork: per-IP limits count an IPv6 client by its /64,
+// since one host holds the whole network.
+func TestIPv6LimitedPerNetwork(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withRateLimit(), withConfig(func(c *authd.Config) { c.LockoutThreshold = 100 }))
+		statuses := map[int]int{}
+		for i := range 31 {
+			r := e.do("POST", "/v1/auth/login", map[string]string{"email": fmt.Sprintf("u%d@example.org", i), "password": "whatever password"},
+				from(fmt.Sprintf("2001:db8:1:2:%x::%x", i, i+1))...)
+			statuses[r.status]++
+		}
+		if statuses[429] != 1 {
+			t.Errorf("31 logins from one /64: %v, want the 31st limited", statuses)
+		}
+		want(t, "another /64", e.do("POST", "/v1/auth/login", map[string]string{"email": "x@example.org", "password": "whatever password"},
+			from("2001:db8:1:3::1")...), 401, "invalid_credentials")
+		want(t, "IPv4-mapped address counts as IPv4", e.do("POST", "/v1/auth/login", map[string]string{"email": "y@example.org", "password": "whatever password"},
+			from("::ffff:192.0.2.1")...), 401, "invalid_credentials")
+	})
+}
+
+// TestResetIsLimitedPerIP: bad reset tokens are limited per client like
+// every other unauthenticated endpoint, and each refused one is logged.
+func TestResetIsLimitedPerIP(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withRateLimit())
+		statuses := map[int]int{}
+		for i := range 40 {
+			tok := strings.Repeat(string(rune('A'+i%26)), 43)
+			if i%2 == 1 {
+				tok = "junk"
+			}
+			r := e.do("POST", "/v1/auth/password/reset", map[string]string{"token": tok, "new_password": "a brand new passphrase"})
+			statuses[r.status]++
+		}
+		if statuses[429] != 10 || statuses[400] != 30 {
+			t.Errorf("40 bad resets from one client: %v, want 30 refused and 10 limited", statuses)
+		}
+		n := 0
+		for _, ev := range e.events("") {
+			if ev == "password_reset_completed/failure" {
+				n++
+			}
+		}
+		if n != 30 {
+			t.Errorf("%d refused resets logged, want 30", n)
+		}
+	})
+}
+
+// TestUnmatchedTokensAreLogged: verify, reset and refresh with a token that
+// matches nothing leave a failure row without a user (SPEC 6.10).
+func TestUnmatchedTokensAreLogged(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		unknown := strings.Repeat("Q", 43)
+		want(t, "verify", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": unknown}), 400, "invalid_token")
+		want(t, "reset", e.do("POST", "/v1/auth/password/reset", map[string]string{"token": unknown, "new_password": "a brand new passphrase"}), 400, "invalid_token")
+		want(t, "refresh", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": unknown}), 401, "invalid_token")
+		got := e.events("")
+		for _, ev := range []string{"email_verified/failure", "password_reset_completed/failure", "token_refreshed/failure"} {
+			if !slices.Contains(got, ev) {
+				t.Errorf("no %s row in %v", ev, got)
+			}
+		}
+	})
+}
+
+// TestSessionsAreBounded: a login beyond AUTHD_MAX_SESSIONS ends the least
+// recently used session, and refresh is limited per session.
+func TestSessionsAreBounded(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withRateLimit(), withConfig(func(c *authd.Config) { c.MaxSessions = 3 }))
+		e.registerVerified("many@example.org", goodPassword)
+		var access, refresh []string
+		for range 3 {
+			a, r := e.login("many@example.org", goodPassword)
+			access, refresh = append(access, a), append(refresh, r)
+		}
+		e.clock.Advance(time.Second)
+		// Use the first session, so that the second is the least recently used.
+		r := e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh[0]})
+		want(t, "refresh the first session", r, 200, "")
+		e.clock.Advance(time.Second)
+		e.login("many@example.org", goodPassword)
+		if e.active(access[1]) {
+			t.Error("the least recently used session outlived a login past the limit")
+		}
+		if !e.active(r.str("access_token")) || !e.active(access[2]) {
+			t.Error("a login past the limit ended a recently used session")
+		}
+		sessions := e.do("GET", "/v1/users/me/sessions", nil, bearer(access[2])...)
+		if items, _ := sessions.body["items"].([]any); len(items) != 3 {
+			t.Errorf("%d active sessions, want 3: %s", len(items), sessions.raw)
+		}
+
+		// 60 refreshes a minute per session.
+		tok, limited := r.str("refresh_token"), false
+		for i := range 61 {
+			r := e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": tok})
+			if r.status == 429 {
+				limited = i == 59 // the first refresh above was the 1st of the minute
+				break
+			}
+			want(t, fmt.Sprintf("refresh %d", i+2), r, 200, "")
+			tok = r.str("refresh_token")
+		}
+		if !limited {
+			t.Error("61 refreshes of a session in a minute: the 61st was not limited")
+		}
+	})
+}

@@ -1,0 +1,216 @@
+package httpapi_test
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+)
+
+// TestLockout: five wrong passwords lock the account for the lockout
+// duration. While it is locked every login answers 423 with Retry-After
+// without checking the password, so the lock never confirms a guess, and
+// the owner's sessions go on working (SPEC 6.7).
+func TestLockout(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("lock@example.org", goodPassword)
+		access, refresh := e.login("lock@example.org", goodPassword)
+		bad := map[string]string{"email": "lock@example.org", "password": "not the password"}
+		good := map[string]string{"email": "lock@example.org", "password": goodPassword}
+
+		for i := range 4 {
+			want(t, fmt.Sprintf("failure %d", i+1), e.do("POST", "/v1/auth/login", bad), 401, "invalid_credentials")
+		}
+		e.login("lock@example.org", goodPassword) // a success resets the counter
+		if u := e.user("lock@example.org"); u.FailedLoginAttempts != 0 {
+			t.Errorf("counter after success = %d", u.FailedLoginAttempts)
+		}
+		for i := range 5 {
+			want(t, fmt.Sprintf("failure %d", i+1), e.do("POST", "/v1/auth/login", bad), 401, "invalid_credentials")
+		}
+		u := e.user("lock@example.org")
+		if u.AccountStatus != authd.StatusLocked || u.LockReason != authd.LockBruteForce ||
+			!u.AccountLockedUntil.Equal(e.clock.Now().Truncate(time.Microsecond).Add(15*time.Minute)) {
+			t.Errorf("after 5 failures: status %s (%s) until %v", u.AccountStatus, u.LockReason, u.AccountLockedUntil)
+		}
+		if e.mail.count(authd.MailAccountLocked, "lock@example.org") != 1 {
+			t.Error("no lock notice mail")
+		}
+		for _, body := range []map[string]string{bad, good} {
+			r := e.do("POST", "/v1/auth/login", body)
+			want(t, "login while locked", r, 423, "account_locked")
+			if r.header.Get("Retry-After") != "900" {
+				t.Errorf("Retry-After %q, want 900", r.header.Get("Retry-After"))
+			}
+		}
+		if u := e.user("lock@example.org"); u.FailedLoginAttempts != 5 {
+			t.Errorf("guesses during the lock were checked: counter %d", u.FailedLoginAttempts)
+		}
+
+		// The victim's session is untouched: its access token, introspection
+		// and refresh all keep working.
+		want(t, "access token while locked", e.do("GET", "/v1/users/me", nil, bearer(access)...), 200, "")
+		if !e.active(access) {
+			t.Error("introspection: the locked user's token is inactive")
+		}
+		r := e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh})
+		want(t, "refresh while locked", r, 200, "")
+		if !e.active(r.str("access_token")) {
+			t.Error("introspection: the token refreshed during the lock is inactive")
+		}
+
+		e.clock.Advance(15*time.Minute + time.Second)
+		e.login("lock@example.org", goodPassword)
+		if u := e.user("lock@example.org"); u.AccountStatus != authd.StatusActive || u.FailedLoginAttempts != 0 ||
+			!u.AccountLockedUntil.IsZero() || u.LockReason != "" {
+			t.Errorf("after the lock ran out: %+v", u)
+		}
+		evs := e.events("lock@example.org")
+		for _, ev := range []string{"account_locked/success", "account_unlocked/success"} {
+			if !slices.Contains(evs, ev) {
+				t.Errorf("no %s in %v", ev, evs)
+			}
+		}
+
+		// A password reset lifts a brute-force lock at once.
+		for range 5 {
+			e.do("POST", "/v1/auth/login", bad)
+		}
+		want(t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": "lock@example.org"}), 202, "")
+		reset := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, "lock@example.org"))
+		want(t, "reset", e.do("POST", "/v1/auth/password/reset", map[string]string{"token": reset, "new_password": "a reopening passphrase"}), 204, "")
+		e.login("lock@example.org", "a reopening passphrase")
+	})
+}
+
+// TestLockoutSaysNothingAboutExistence: an email without an account fails
+// and locks exactly like one with an account, so a 423 (and its
+// Retry-After) reveals nothing.
+func TestLockoutSaysNothingAboutExistence(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("real@example.org", goodPassword)
+		answers := map[string][]string{}
+		for _, email := range []string{"real@example.org", "ghost@example.org"} {
+			for i := range 7 {
+				r := e.do("POST", "/v1/auth/login", map[string]string{"email": email, "password": "not the password"})
+				answers[email] = append(answers[email], fmt.Sprintf("%d %s %s", r.status, r.code(), r.header.Get("Retry-After")))
+				if i == 5 {
+					e.clock.Advance(time.Minute) // the Retry-After counts down alike
+				}
+			}
+		}
+		if !slices.Equal(answers["real@example.org"], answers["ghost@example.org"]) {
+			t.Errorf("answers differ:\nreal  %q\nghost %q", answers["real@example.org"], answers["ghost@example.org"])
+		}
+		if got := answers["ghost@example.org"][5]; got != "423 account_locked 900" {
+			t.Errorf("6th login of an unknown email: %s, want 423 account_locked 900", got)
+		}
+		// The lock ends alike too.
+		e.clock.Advance(15 * time.Minute)
+		want(t, "unknown email after the lock", e.do("POST", "/v1/auth/login",
+			map[string]string{"email": "ghost@example.org", "password": "not the password"}), 401, "invalid_credentials")
+	})
+}
+
+// TestAdminLockOutlivesReset: a password reset lifts only a brute-force
+// lock. An administrator's lock gets no reset mail, voids a link mailed
+// before it, and keeps logins at 423 until an administrator unlocks.
+func TestAdminLockOutlivesReset(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("held@example.org", goodPassword)
+		access, _ := e.login("held@example.org", goodPassword)
+		id := e.user("held@example.org").ID.String()
+		forgot := func() response {
+			return e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": "held@example.org"})
+		}
+		want(t, "forgot before the lock", forgot(), 202, "")
+		early := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, "held@example.org"))
+
+		want(t, "admin lock", e.admin("POST", "/v1/admin/users/"+id+"/lock", map[string]any{}), 204, "")
+		if u := e.user("held@example.org"); u.LockReason != authd.LockAdmin {
+			t.Errorf("lock reason %q, want admin", u.LockReason)
+		}
+		if e.active(access) {
+			t.Error("an administrator's lock left the session's token active")
+		}
+		want(t, "login while admin-locked", e.do("POST", "/v1/auth/login",
+			map[string]string{"email": "held@example.org", "password": goodPassword}), 423, "account_locked")
+
+		mails := e.mail.count(authd.MailPasswordReset, "held@example.org")
+		want(t, "forgot while admin-locked", forgot(), 202, "")
+		if n := e.mail.count(authd.MailPasswordReset, "held@example.org"); n != mails {
+			t.Errorf("an admin-locked account got a reset mail (%d, was %d)", n, mails)
+		}
+		want(t, "reset with a link from before the lock", e.do("POST", "/v1/auth/password/reset",
+			map[string]string{"token": early, "new_password": "a takeover passphrase"}), 400, "invalid_token")
+		u := e.user("held@example.org")
+		if u.AccountStatus != authd.StatusLocked || u.LockReason != authd.LockAdmin {
+			t.Errorf("after the reset attempts: %s (%s), want still locked by the administrator", u.AccountStatus, u.LockReason)
+		}
+		want(t, "login still refused", e.do("POST", "/v1/auth/login",
+			map[string]string{"email": "held@example.org", "password": goodPassword}), 423, "account_locked")
+
+		want(t, "admin unlock", e.admin("POST", "/v1/admin/users/"+id+"/unlock", nil), 204, "")
+		e.login("held@example.org", goodPassword)
+	})
+}
+
+// TestReauthenticationIsLimited: checking the current password (change,
+// erasure) counts toward the lock and is limited per user, so a stolen
+// access token cannot guess the password.
+func TestReauthenticationIsLimited(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withRateLimit())
+		e.registerVerified("victim@example.org", goodPassword)
+		thief, _ := e.login("victim@example.org", goodPassword)
+		owner, _ := e.login("victim@example.org", goodPassword)
+		change := func(current string) response {
+			return e.do("POST", "/v1/auth/password/change",
+				map[string]string{"current_password": current, "new_password": "the thief's passphrase"}, bearer(thief)...)
+		}
+		for i := range 4 {
+			want(t, fmt.Sprintf("wrong current %d", i+1), change("guess number one"), 401, "invalid_credentials")
+		}
+		want(t, "wrong password at erasure", e.do("DELETE", "/v1/users/me", map[string]string{"password": "guess two"},
+			bearer(thief)...), 401, "invalid_credentials")
+		u := e.user("victim@example.org")
+		if u.AccountStatus != authd.StatusLocked || u.LockReason != authd.LockBruteForce {
+			t.Fatalf("after 5 wrong re-authentications: %s (%s), want a brute-force lock", u.AccountStatus, u.LockReason)
+		}
+		// Locked: not even the right password is checked, and nothing changed.
+		want(t, "right current while locked", change(goodPassword), 423, "account_locked")
+		if e.user("victim@example.org").PasswordHash != u.PasswordHash {
+			t.Fatal("the password changed during the lock")
+		}
+		if !e.active(owner) {
+			t.Error("the owner's other session ended")
+		}
+		evs := e.events("victim@example.org")
+		for _, ev := range []string{"password_changed/failure", "account_deleted/failure", "account_locked/success"} {
+			if !slices.Contains(evs, ev) {
+				t.Errorf("no %s in %v", ev, evs)
+			}
+		}
+
+		// Per user: 10 checks a minute, counted before any hashing (a high
+		// threshold keeps the lock out of the way).
+		f := newEnv(t, open(t), withRateLimit(), withConfig(func(c *authd.Config) { c.LockoutThreshold = 100 }))
+		f.registerVerified("slow@example.org", goodPassword)
+		tok, _ := f.login("slow@example.org", goodPassword)
+		change = func(current string) response {
+			return f.do("POST", "/v1/auth/password/change",
+				map[string]string{"current_password": current, "new_password": "the thief's passphrase"}, bearer(tok)...)
+		}
+		for i := range 10 {
+			want(t, fmt.Sprintf("check %d", i+1), change("a wrong guess"), 401, "invalid_credentials")
+		}
+		want(t, "11th check in a minute, right password", change(goodPassword), 429, "rate_limited")
+		f.clock.Advance(time.Minute)
+		want(t, "after the window", change(goodPassword), 204, "")
+	})
+}

@@ -1,0 +1,114 @@
+package authd
+
+import (
+	"context"
+	"time"
+)
+
+// Lockouts hold the brute-force locks of emails that have no account, in the
+// rate-limit store, so that such an email fails and locks exactly like one
+// with an account and a 423 says nothing about existence (SPEC 6.7).
+type Lockouts interface {
+	// LockedFor returns how long key stays locked; 0 when it is not.
+	LockedFor(ctx context.Context, key string) (time.Duration, error)
+	// Fail counts a failure for key. The threshold-th failure locks key for
+	// lock, starts the count afresh and reports true. A count with no new
+	// failure for forget is dropped.
+	Fail(ctx context.Context, key string, threshold int, lock, forget time.Duration) (locked bool, err error)
+}
+
+// ghostMemory is how long the failures of an email without an account are
+// remembered. An account's count has no end but a success, which an email
+// without one never has; a day keeps the two alike for any guessing rate the
+// per-email limit allows while keeping the store bounded.
+const ghostMemory = 24 * time.Hour
+
+// ghostLocked returns how long the email key without an account stays
+// locked. A failing store counts as unlocked: it must not lock everyone out.
+func (s *Service) ghostLocked(ctx context.Context, key string) time.Duration {
+	if s.lockouts == nil {
+		return 0
+	}
+	wait, err := s.lockouts.LockedFor(ctx, key)
+	if err != nil {
+		s.logger.WarnContext(ctx, "lockout store failed", "err", err)
+		return 0
+	}
+	return wait
+}
+
+// ghostFailed counts a failed login for the email key without an account
+// and reports whether it locked.
+func (s *Service) ghostFailed(ctx context.Context, key string) bool {
+	if s.lockouts == nil {
+		return false
+	}
+	locked, err := s.lockouts.Fail(ctx, key, s.cfg.LockoutThreshold, s.cfg.LockoutDuration, ghostMemory)
+	if err != nil {
+		s.logger.WarnContext(ctx, "lockout store failed", "err", err)
+	}
+	return locked
+}
+
+// failedPassword records a wrong password for u, given at login or when
+// re-authenticating for event, and fails the flow with err. The failure
+// counts toward the lock wherever the password was checked; at the threshold
+// the account is locked for the lockout duration. A brute-force lock ends no
+// session: it stops password checks only, so that whoever knows an address
+// cannot cut its owner off.
+func (s *Service) failedPassword(ctx context.Context, tx *txn, c Client, u *User, now time.Time,
+	event EventType, err error) error {
+	u.FailedLoginAttempts++
+	u.UpdatedAt = now
+	locked := u.FailedLoginAttempts >= s.cfg.LockoutThreshold
+	if locked {
+		u.AccountStatus = StatusLocked
+		u.AccountLockedUntil = now.Add(s.cfg.LockoutDuration)
+		u.LockReason = LockBruteForce
+	}
+	if err := tx.UpdateUser(ctx, u); err != nil {
+		return err
+	}
+	if locked {
+		if s.mailAllowed(ctx, u.Email) {
+			if err := tx.enqueue(ctx, now, MailAccountLocked, u, u.AccountLockedUntil); err != nil {
+				return err
+			}
+		}
+		if err := tx.CreateSecurityLog(ctx, s.audit(now, c, EventAccountLocked, ResultSuccess, u.ID,
+			"too many failed password checks", map[string]any{"until": u.AccountLockedUntil,
+				"failed_attempts": u.FailedLoginAttempts})); err != nil {
+			return err
+		}
+	}
+	return tx.refuse(ctx, s.audit(now, c, event, ResultFailure, u.ID, "invalid password",
+		map[string]any{"failed_attempts": u.FailedLoginAttempts}), err)
+}
+
+// unlock ends a lock of either kind: the account returns to active (or
+// inactive while its email is unverified and verification is required) with
+// a clean counter.
+func (s *Service) unlock(ctx context.Context, tx *txn, c Client, u *User, now time.Time, reason string) error {
+	u.AccountStatus = StatusActive
+	if !u.EmailVerified && s.cfg.RequireVerifiedEmail {
+		u.AccountStatus = StatusInactive
+	}
+	u.AccountLockedUntil = time.Time{}
+	u.LockReason = ""
+	u.FailedLoginAttempts = 0
+	u.UpdatedAt = now
+	if err := tx.UpdateUser(ctx, u); err != nil {
+		return err
+	}
+	return tx.CreateSecurityLog(ctx, s.audit(now, c, EventAccountUnlocked, ResultSuccess, u.ID, reason, nil))
+}
+
+// lockedError is EAccountLocked with RetryAfter: wait, the rest of the lock,
+// or the lockout duration for a lock without an end (an administrator's),
+// as a hint of when to try again.
+func (s *Service) lockedError(wait time.Duration) *Error {
+	if wait <= 0 {
+		wait = s.cfg.LockoutDuration
+	}
+	return &Error{Code: EAccountLocked, Message: "The account is locked; try again later.", RetryAfter: wait}
+}

@@ -1,0 +1,152 @@
+package authd
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// MaxDeviceInfoLength bounds the device description a client may send.
+const MaxDeviceInfoLength = 255
+
+var errInvalidCredentials = &Error{Code: EInvalidCredentials, Message: "The email or password is incorrect."}
+
+// Login checks email and password and starts a session (SPEC §6.3, §6.7).
+// An unknown email costs the same hashing time, counts failures and locks
+// like a wrong password for a real account, and gets the same answers.
+// While an account is locked every login answers EAccountLocked (with
+// RetryAfter) without checking the password, so a lock never confirms a
+// guess. Returns EInvalid, EInvalidCredentials, EEmailNotVerified,
+// EAccountLocked, ERateLimited, EUnavailable.
+func (s *Service) Login(ctx context.Context, c Client, email, password, deviceInfo string) (*TokenPair, error) {
+	email, err := NormalizeEmail(email)
+	if err != nil {
+		return nil, err
+	}
+	if len(deviceInfo) > MaxDeviceInfoLength {
+		return nil, &Error{Code: EInvalid, Message: "invalid request",
+			Fields: []FieldError{{Field: "device_info", Message: "must be at most 255 bytes"}}}
+	}
+	if err := s.limitIP(ctx, "login", c); err != nil {
+		return nil, err
+	}
+	if err := s.limitEmail(ctx, "login", email, loginPerEmail, time.Minute); err != nil {
+		return nil, err
+	}
+
+	u, err := s.store.UserByEmail(ctx, email)
+	if err != nil && ErrorCode(err) != ENotFound {
+		return nil, err
+	}
+	if err != nil || u.IsDeleted() || u.PasswordHash == "" {
+		return nil, s.loginUnknown(ctx, c, email, password)
+	}
+	if now := s.now(); u.IsLocked(now) {
+		return nil, s.refuseLocked(ctx, c, u.ID, s.lockedError(u.AccountLockedUntil.Sub(now)))
+	}
+	checked := u.PasswordHash
+	ok, rehash, err := s.passwords.Verify(ctx, password, checked)
+	if err != nil {
+		return nil, err
+	}
+	var newHash string
+	if ok && rehash {
+		if newHash, err = s.passwords.Hash(ctx, password); err != nil {
+			return nil, err
+		}
+	}
+
+	var pair *TokenPair
+	err = s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		// Reload and lock: the account may have changed while we hashed.
+		u, err := tx.User(ctx, u.ID)
+		if err != nil {
+			return err
+		}
+		if u.LockExpired(now) {
+			if err := s.unlock(ctx, tx, c, u, now, "lock expired"); err != nil {
+				return err
+			}
+		}
+		refuse := func(reason string, err error) error {
+			return tx.refuse(ctx, s.audit(now, c, EventLoginFailure, ResultFailure, u.ID, reason, nil), err)
+		}
+		switch {
+		case u.IsDeleted():
+			return refuse("account deleted", errInvalidCredentials)
+		case u.PasswordHash != checked:
+			// A reset or change committed while we hashed: the password
+			// we checked is no longer the account's.
+			return refuse("password changed during login", errInvalidCredentials)
+		case u.IsLocked(now):
+			// Locked while we hashed: right and wrong guesses alike.
+			return refuse("account locked", s.lockedError(u.AccountLockedUntil.Sub(now)))
+		case !ok:
+			return s.failedPassword(ctx, tx, c, u, now, EventLoginFailure, errInvalidCredentials)
+		case !u.EmailVerified && s.cfg.RequireVerifiedEmail:
+			return refuse("email not verified", &Error{Code: EEmailNotVerified,
+				Message: "Verify your email address first; we can send the link again."})
+		}
+		u.FailedLoginAttempts = 0
+		u.LastLoginTimestamp = now
+		u.UpdatedAt = now
+		if newHash != "" {
+			u.PasswordHash = newHash
+		}
+		if err := tx.UpdateUser(ctx, u); err != nil {
+			return err
+		}
+		sess := &Session{ID: NewID(), UserID: u.ID, DeviceInfo: deviceInfo, CreatedAt: now, LastUsedAt: now,
+			ExpiresAt: now.Add(s.cfg.SessionMaxAge)}
+		if err := tx.CreateSession(ctx, sess); err != nil {
+			return err
+		}
+		if err := s.evictSessions(ctx, tx, c, u.ID, now); err != nil {
+			return err
+		}
+		raw, _ := newOpaqueToken()
+		p, err := s.issuePair(ctx, tx, sess, raw, uuid.Nil, now)
+		if err != nil {
+			return err
+		}
+		if err := tx.CreateSecurityLog(ctx, s.audit(now, c, EventLoginSuccess, ResultSuccess, u.ID, "",
+			map[string]any{"session_id": sess.ID.String(), "device_info": deviceInfo, "rehashed": newHash != ""})); err != nil {
+			return err
+		}
+		pair = p
+		return nil
+	})
+	return pair, err
+}
+
+// loginUnknown answers a login for an email without an account exactly as
+// for one with an account and a wrong password: the same hashing time, and
+// failures that count and lock alike, held in the rate-limit store.
+func (s *Service) loginUnknown(ctx context.Context, c Client, email, password string) error {
+	key := "lockout:" + emailKey(email)
+	if wait := s.ghostLocked(ctx, key); wait > 0 {
+		return s.refuseLocked(ctx, c, uuid.Nil, s.lockedError(wait))
+	}
+	if err := s.passwords.VerifyDummy(ctx, password); err != nil {
+		return err
+	}
+	if s.ghostFailed(ctx, key) {
+		// The lock notice a real account would be mailed uses up a mail.
+		s.mailAllowed(ctx, email)
+	}
+	if err := s.logEvent(ctx, s.audit(s.now(), c, EventLoginFailure, ResultFailure, uuid.Nil, "unknown email", nil)); err != nil {
+		return err
+	}
+	return errInvalidCredentials
+}
+
+// refuseLocked logs a login refused because its account (or, with user Nil,
+// an email without one) is locked, and returns err.
+func (s *Service) refuseLocked(ctx context.Context, c Client, user uuid.UUID, err error) error {
+	if e := s.logEvent(ctx, s.audit(s.now(), c, EventLoginFailure, ResultFailure, user, "account locked", nil)); e != nil {
+		return e
+	}
+	return err
+}

@@ -1,0 +1,175 @@
+package authd
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// refreshPerSession bounds refreshes per session and minute (SPEC 6.7), so
+// that no client can grow a session's rows without end.
+const refreshPerSession = 60
+
+// Refresh exchanges a refresh token for a new pair and revokes it (SPEC
+// §6.4). The new refresh token is derived from the one presented with the
+// server's refresh key, so a repeat within the grace window, while that
+// child is unused, gets the same child back (with a new access token of the
+// same session): every tab ends up on one chain and a session never forks.
+// Any other use of a revoked refresh token is reuse: the whole session is
+// revoked and logged. Returns EInvalidToken, ERateLimited, EUnavailable.
+func (s *Service) Refresh(ctx context.Context, c Client, refreshToken string) (*TokenPair, error) {
+	digest, err := opaqueDigest(refreshToken)
+	if err != nil {
+		return nil, s.refuseToken(ctx, nil, c, EventTokenRefreshed, uuid.Nil, "malformed refresh token", nil)
+	}
+	var pair *TokenPair
+	err = s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		// Locked: two refreshes never both rotate one token.
+		t, sess, u, err := tx.RefreshSession(ctx, digest)
+		if ErrorCode(err) == ENotFound {
+			return s.refuseToken(ctx, tx, c, EventTokenRefreshed, uuid.Nil, "unknown refresh token", nil)
+		}
+		if err != nil {
+			return err
+		}
+		ctxt := map[string]any{"session_id": sess.ID.String()}
+		switch {
+		case !sess.RevokedAt.IsZero():
+			return s.refuseToken(ctx, tx, c, EventTokenRefreshed, u.ID, "session ended", ctxt)
+		case t.Expired(now) || !sess.Active(now):
+			return s.refuseToken(ctx, tx, c, EventTokenRefreshed, u.ID, "refresh token expired", ctxt)
+		case u.IsDeleted() || u.LockedByAdmin(now):
+			return s.refuseToken(ctx, tx, c, EventTokenRefreshed, u.ID, "account locked or deleted", ctxt)
+		}
+		if err := s.limit(ctx, "refresh:"+sess.ID.String(), refreshPerSession, time.Minute); err != nil {
+			return err
+		}
+		childRaw, childDigest := s.childToken(refreshToken)
+		if t.Revoked {
+			child, err := s.graceChild(ctx, tx, t, childDigest, now)
+			if err != nil {
+				return err
+			}
+			if child == nil {
+				return s.reuse(ctx, tx, c, t, sess, u.ID, now)
+			}
+			sess.LastUsedAt = now
+			if err := tx.SaveRotation(ctx, t, sess); err != nil {
+				return err
+			}
+			access, err := s.issueAccess(sess, now)
+			if err != nil {
+				return err
+			}
+			pair = &TokenPair{AccessToken: access.token, ExpiresIn: access.expires.Sub(now), RefreshToken: childRaw,
+				RefreshExpiresIn: child.ExpiresAt.Sub(now), SessionID: sess.ID}
+			return tx.CreateSecurityLog(ctx, s.audit(now, c, EventTokenRefreshed, ResultSuccess, u.ID, "",
+				map[string]any{"session_id": sess.ID.String(), "retry": true}))
+		}
+		t.Revoked, t.RevokedAt, t.RotatedAt = true, now, now
+		sess.LastUsedAt = now
+		if err := tx.SaveRotation(ctx, t, sess); err != nil {
+			return err
+		}
+		p, err := s.issuePair(ctx, tx, sess, childRaw, t.ID, now)
+		if err != nil {
+			return err
+		}
+		if err := tx.CreateSecurityLog(ctx, s.audit(now, c, EventTokenRefreshed, ResultSuccess, u.ID, "",
+			map[string]any{"session_id": sess.ID.String(), "retry": false})); err != nil {
+			return err
+		}
+		pair = p
+		return nil
+	})
+	return pair, err
+}
+
+// graceChild returns the child of the revoked refresh token t (its digest
+// given) when t is presented again within the grace window after its
+// rotation and the child is still unused, locked; nil when the repeat is
+// reuse.
+func (s *Service) graceChild(ctx context.Context, tx *txn, t *Token, childDigest string, now time.Time) (*Token, error) {
+	if t.RotatedAt.IsZero() || s.cfg.RefreshReuseGrace <= 0 || now.Sub(t.RotatedAt) > s.cfg.RefreshReuseGrace {
+		return nil, nil
+	}
+	child, err := tx.RefreshToken(ctx, childDigest)
+	if ErrorCode(err) == ENotFound {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if child.Revoked || child.Expired(now) || child.SessionID != t.SessionID {
+		return nil, nil
+	}
+	return child, nil
+}
+
+// reuse answers a revoked refresh token presented again: the session ends
+// everywhere and the event is logged.
+func (s *Service) reuse(ctx context.Context, tx *txn, c Client, t *Token, sess *Session, user uuid.UUID, now time.Time) error {
+	if err := s.endSession(ctx, tx, sess, now); err != nil {
+		return err
+	}
+	return tx.refuse(ctx, s.audit(now, c, EventRefreshTokenReuse, ResultFailure, user, "revoked refresh token presented",
+		map[string]any{"session_id": sess.ID.String(), "token_id": t.ID.String()}), errInvalidToken)
+}
+
+// childToken derives the refresh token that rotating parent mints, and its
+// digest: HMAC-SHA-256 under the refresh key, which every instance shares, so
+// a repeat of parent finds the same child without any secret being stored.
+func (s *Service) childToken(parent string) (raw, digest string) {
+	m := hmac.New(sha256.New, s.refreshKey)
+	m.Write([]byte("authd refresh rotation v1\x00"))
+	m.Write([]byte(parent))
+	raw = base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+	return raw, Digest(raw)
+}
+
+// signedAccess is an access token and when it expires.
+type signedAccess struct {
+	token   string
+	expires time.Time
+}
+
+// issueAccess signs an access token of session sess. Access tokens get no
+// row: only one revoked before it expires does (SPEC 6.3).
+func (s *Service) issueAccess(sess *Session, now time.Time) (signedAccess, error) {
+	exp := minTime(now.Add(s.cfg.AccessTokenTTL), sess.ExpiresAt)
+	token, err := s.tokens.Issue(AccessClaims{JTI: NewID().String(), UserID: sess.UserID, SessionID: sess.ID,
+		IssuedAt: now, ExpiresAt: exp})
+	return signedAccess{token: token, expires: exp}, err
+}
+
+// issuePair issues an access token and the refresh token raw in session
+// sess; the refresh token gets its jwt_tokens row. Neither outlives the
+// session.
+func (s *Service) issuePair(ctx context.Context, tx *txn, sess *Session, raw string, parent uuid.UUID,
+	now time.Time) (*TokenPair, error) {
+	access, err := s.issueAccess(sess, now)
+	if err != nil {
+		return nil, err
+	}
+	refreshExp := minTime(now.Add(s.cfg.RefreshTokenTTL), sess.ExpiresAt)
+	row := &Token{ID: NewID(), JTI: NewID().String(), UserID: sess.UserID, SessionID: sess.ID, ParentID: parent,
+		TokenType: TokenRefresh, TokenValue: Digest(raw), IssuedAt: now, ExpiresAt: refreshExp,
+		DeviceInfo: sess.DeviceInfo, CreatedAt: now}
+	if err := tx.CreateToken(ctx, row); err != nil {
+		return nil, err
+	}
+	return &TokenPair{AccessToken: access.token, ExpiresIn: access.expires.Sub(now), RefreshToken: raw,
+		RefreshExpiresIn: refreshExp.Sub(now), SessionID: sess.ID}, nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
