@@ -27,8 +27,9 @@ import (
 var Algorithms = []string{"EdDSA", "ES256", "RS256"}
 
 // Key is one signing key. Its ID (the JWT kid, and its file name without
-// .pem) begins with its creation time, so that every instance sharing the
-// keys directory agrees on which key is newest.
+// .pem) begins with its creation time to the nanosecond, so that every
+// instance sharing the keys directory agrees on the order of the keys,
+// even of two made within one second.
 type Key struct {
 	ID      string
 	Alg     string
@@ -39,10 +40,18 @@ type Key struct {
 // Public returns the public half of the key.
 func (k *Key) Public() crypto.PublicKey { return k.Private.Public() }
 
-const kidTime = "20060102T150405Z"
+// kidTime is the creation time in a kid; fixed width, so that kids sort as
+// their times do. Keys made before nanoseconds were recorded have
+// legacyKIDTime, and are ordered by that second.
+const (
+	kidTime       = "20060102T150405.000000000Z"
+	legacyKIDTime = "20060102T150405Z"
+)
 
 // Generate creates a key for alg at now and writes it to dir as a PKCS#8
-// PEM file readable only by its owner.
+// PEM file readable only by its owner. The key is stamped after every key
+// already in dir, so that the key made last is the newest even when the
+// clock has stepped back.
 func Generate(dir, alg string, now time.Time) (*Key, error) {
 	var priv crypto.Signer
 	var err error
@@ -63,13 +72,18 @@ func Generate(dir, alg string, now time.Time) (*Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	suffix := make([]byte, 4)
-	rand.Read(suffix)
-	k := &Key{ID: now.UTC().Format(kidTime) + "-" + hex.EncodeToString(suffix), Alg: alg,
-		Created: now.UTC().Truncate(time.Second), Private: priv}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
+	created := now.UTC()
+	if last, err := newestKIDTime(dir); err != nil {
+		return nil, err
+	} else if !created.After(last) {
+		created = last.Add(time.Nanosecond)
+	}
+	suffix := make([]byte, 4)
+	rand.Read(suffix)
+	k := &Key{ID: created.Format(kidTime) + "-" + hex.EncodeToString(suffix), Alg: alg, Created: created, Private: priv}
 	// Write to a temporary name and rename, so that another instance reading
 	// the directory never sees half a key.
 	tmp := filepath.Join(dir, "."+k.ID+".tmp")
@@ -83,8 +97,55 @@ func Generate(dir, alg string, now time.Time) (*Key, error) {
 	return k, nil
 }
 
+// newestKIDTime is the latest creation time among the kids of dir's key
+// files, read from their names alone.
+func newestKIDTime(dir string) (time.Time, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return time.Time{}, err
+	}
+	var last time.Time
+	for _, e := range entries {
+		id, ok := strings.CutSuffix(e.Name(), ".pem")
+		if !ok {
+			continue
+		}
+		if t, ok := kidCreated(id); ok && t.After(last) {
+			last = t
+		}
+	}
+	return last, nil
+}
+
+// kidCreated is the creation time a kid made by Generate carries.
+func kidCreated(id string) (time.Time, bool) {
+	ts, suffix, ok := strings.Cut(id, "-")
+	if !ok || len(suffix) != 8 {
+		return time.Time{}, false
+	}
+	if _, err := hex.DecodeString(suffix); err != nil {
+		return time.Time{}, false
+	}
+	for _, layout := range []string{kidTime, legacyKIDTime} {
+		if len(ts) != len(layout) {
+			continue
+		}
+		if t, err := time.Parse(layout, ts); err == nil {
+			return t, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// validKID reports whether id has the shape of the kids Generate makes.
+func validKID(id string) bool {
+	_, ok := kidCreated(id)
+	return ok
+}
+
 // Load reads every key in dir, newest first. A file that is not a PKCS#8 PEM
-// private key of a supported type is an error naming it.
+// private key of a supported type is an error naming it. Only *.pem files
+// are keys.
 func Load(dir string) ([]*Key, error) {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -105,8 +166,15 @@ func Load(dir string) ([]*Key, error) {
 		}
 		keys = append(keys, k)
 	}
-	slices.SortFunc(keys, func(a, b *Key) int { return strings.Compare(b.ID, a.ID) })
+	slices.SortFunc(keys, newestFirst)
 	return keys, nil
+}
+
+func newestFirst(a, b *Key) int {
+	if c := b.Created.Compare(a.Created); c != 0 {
+		return c
+	}
+	return strings.Compare(b.ID, a.ID)
 }
 
 func parseKey(path string) (*Key, error) {
@@ -115,14 +183,14 @@ func parseKey(path string) (*Key, error) {
 		return nil, err
 	}
 	id := strings.TrimSuffix(filepath.Base(path), ".pem")
-	created, err := time.Parse(kidTime, strings.SplitN(id, "-", 2)[0])
-	if err != nil {
+	created, ok := kidCreated(id)
+	if !ok {
 		// A key added by hand: its file time stands in for its creation.
-		info, serr := os.Stat(path)
-		if serr != nil {
-			return nil, serr
+		info, err := os.Stat(path)
+		if err != nil {
+			return nil, err
 		}
-		created = info.ModTime().UTC().Truncate(time.Second)
+		created = info.ModTime().UTC()
 	}
 	block, _ := pem.Decode(data)
 	if block == nil || block.Type != "PRIVATE KEY" {
@@ -244,19 +312,6 @@ func (kr *Keyring) Key(id string) (*Key, bool) {
 	defer kr.mu.RUnlock()
 	k, ok = kr.byID[id]
 	return k, ok
-}
-
-// validKID reports whether id has the shape of the kids Generate makes.
-func validKID(id string) bool {
-	t, suffix, ok := strings.Cut(id, "-")
-	if !ok || len(suffix) != 8 {
-		return false
-	}
-	if _, err := time.Parse(kidTime, t); err != nil {
-		return false
-	}
-	_, err := hex.DecodeString(suffix)
-	return err == nil
 }
 
 // Published returns the keys that may still verify unexpired tokens at now:

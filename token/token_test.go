@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -182,6 +183,11 @@ func TestKeyFiles(t *testing.T) {
 	if err != nil || info.Mode().Perm() != 0o600 {
 		t.Errorf("key file mode %v (%v), want 0600", info.Mode(), err)
 	}
+	if _, err := exec.LookPath("openssl"); err == nil {
+		if out, err := exec.Command("openssl", "pkey", "-noout", "-in", filepath.Join(dir, k.ID+".pem")).CombinedOutput(); err != nil {
+			t.Errorf("openssl cannot read the key file: %v\n%s", err, out)
+		}
+	}
 	os.WriteFile(filepath.Join(dir, "broken.pem"), []byte("-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n"), 0o600)
 	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "broken.pem") {
 		t.Errorf("Load with a broken key: %v, want an error naming the file", err)
@@ -298,4 +304,93 @@ func TestKeyOfAnotherInstance(t *testing.T) {
 	if _, ok := a.Key("not-a-kid"); ok {
 		t.Error("a malformed kid was found")
 	}
+}
+
+// TestKeyOrderWithinOneSecond: of two keys made within one second, the one
+// made later is the newer, every time; so is one made at the same instant
+// or after the clock stepped back.
+func TestKeyOrderWithinOneSecond(t *testing.T) {
+	for i := range 20 {
+		dir := t.TempDir()
+		if _, err := Generate(dir, "EdDSA", now.Add(100*time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+		later, err := Generate(dir, "EdDSA", now.Add(900*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys, err := Load(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if keys[0].ID != later.ID {
+			t.Fatalf("try %d: newest key is %s, want the one made later, %s", i, keys[0].ID, later.ID)
+		}
+	}
+	dir := t.TempDir()
+	var made []string
+	for _, at := range []time.Time{now, now, now.Add(-time.Hour)} {
+		k, err := Generate(dir, "EdDSA", at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		made = append(made, k.ID)
+	}
+	keys, _ := Load(dir)
+	if len(keys) != 3 || keys[0].ID != made[2] || keys[1].ID != made[1] || keys[2].ID != made[0] {
+		t.Errorf("keys newest first: %v, want the reverse of the order made, %v", keyIDs(keys), made)
+	}
+}
+
+// TestLegacyKeyFiles: keys whose kid has only seconds (made by earlier
+// versions) still load and verify, ordered by that second; a key added by
+// hand under another name is ordered by its file time.
+func TestLegacyKeyFiles(t *testing.T) {
+	src, err := Generate(t.TempDir(), "EdDSA", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(src.Private)
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+
+	dir := t.TempDir()
+	current, err := Generate(dir, "EdDSA", now.Add(500*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"20261127T085959Z-0011aabb.pem", "20261127T090001Z-0011aacc.pem", "by-hand.pem"} {
+		if err := os.WriteFile(filepath.Join(dir, name), pemBytes, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	handTime := now.Add(2*time.Second + 123*time.Millisecond)
+	if err := os.Chtimes(filepath.Join(dir, "by-hand.pem"), handTime, handTime); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"by-hand", "20261127T090001Z-0011aacc", current.ID, "20261127T085959Z-0011aabb"}
+	if got := keyIDs(keys); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("keys newest first: %v, want %v", got, want)
+	}
+	if !keys[0].Created.Equal(handTime) || !keys[1].Created.Equal(now.Add(time.Second)) {
+		t.Errorf("created %v and %v, want the file time %v and the kid's second", keys[0].Created, keys[1].Created, handTime)
+	}
+	kr, err := OpenKeyring(dir, "EdDSA", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := kr.Key("20261127T085959Z-0011aabb"); !ok {
+		t.Error("a key with a legacy kid is unknown to the keyring")
+	}
+}
+
+func keyIDs(keys []*Key) []string {
+	var ids []string
+	for _, k := range keys {
+		ids = append(ids, k.ID)
+	}
+	return ids
 }
