@@ -54,7 +54,7 @@ const accessTokenType = "at+jwt"
 
 // Issue implements authd.AccessTokens.
 func (i *Issuer) Issue(c authd.AccessClaims) (string, error) {
-	key := i.keys.Signing()
+	key := i.keys.Signing(c.IssuedAt)
 	t := jwt.NewWithClaims(i.method, claims{
 		RegisteredClaims: jwt.RegisteredClaims{
 			Issuer:    i.issuer,
@@ -154,8 +154,9 @@ type JWK struct {
 	Use string `json:"use"`
 }
 
-// JWKS returns the JSON Web Key Set of the keys still able to verify
-// unexpired tokens at now, for tokens living ttl.
+// JWKS returns the JSON Web Key Set of the keys published at now, for
+// tokens living ttl: the keys about to sign and those still able to verify
+// unexpired tokens. Serve it with Cache-Control max-age JWKSMaxAge.
 func (kr *Keyring) JWKS(now time.Time, ttl time.Duration) ([]byte, error) {
 	var set struct {
 		Keys []JWK `json:"keys"`

@@ -26,10 +26,25 @@ import (
 // Algorithms are the signing algorithms authd supports.
 var Algorithms = []string{"EdDSA", "ES256", "RS256"}
 
+// JWKSMaxAge is how long resource servers may cache the JWKS document (its
+// Cache-Control max-age). A new key must be in every cached copy before it
+// signs, so this also sets SigningDelay.
+const JWKSMaxAge = 5 * time.Minute
+
+// Leeway is the clock skew tolerated between instances: on a token's nbf and
+// iat, and around the moments a key changes state.
+const Leeway = 30 * time.Second
+
+// SigningDelay is how long a new key is published before it signs: the JWKS
+// cache lifetime, plus the 30 s running instances may take to reread the
+// directory and the clock skew between them, so that no resource server
+// holding a cached JWKS meets a kid it does not know.
+const SigningDelay = JWKSMaxAge + 30*time.Second + Leeway
+
 // Key is one signing key. Its ID (the JWT kid, and its file name without
 // .pem) begins with its creation time to the nanosecond, so that every
-// instance sharing the keys directory agrees on the order of the keys,
-// even of two made within one second.
+// instance sharing the keys directory agrees on the order of the keys and
+// on the state of each, without talking to one another.
 type Key struct {
 	ID      string
 	Alg     string
@@ -220,9 +235,71 @@ func parseKey(path string) (*Key, error) {
 	return k, nil
 }
 
-// Keyring is the keys of one algorithm from a directory. The newest signs;
-// all verify. Safe for concurrent use; Reload picks up keys that other
-// instances or `authd keys rotate` wrote.
+// State is where a key is in its life. It follows from the keys in the
+// directory and the clock alone, so that every instance agrees on it.
+type State string
+
+// The states of a key, in order.
+const (
+	// Published: in JWKS, not signing until SigningDelay after it was made.
+	Published State = "published"
+	// Signing: the newest key past its delay signs. While no key is past
+	// it, the oldest signs: the first key ever made signs at once.
+	Signing State = "signing"
+	// Retiring: a newer key signs; still in JWKS while tokens this key
+	// signed may be valid.
+	Retiring State = "retiring"
+	// Retired: out of JWKS; the next rotation deletes the file.
+	Retired State = "retired"
+)
+
+// Status is a key's state at a moment, and when it moves on.
+type Status struct {
+	Key   *Key
+	State State
+	// Until is when the key enters the next state: zero for a retired key,
+	// and for the signing key while no newer key exists.
+	Until time.Time
+}
+
+// States returns the status of each of keys (of one algorithm, newest
+// first) at now, for tokens living ttl.
+func States(keys []*Key, now time.Time, ttl time.Duration) []Status {
+	signer := len(keys) - 1
+	for i, k := range keys {
+		if !now.Before(k.Created.Add(SigningDelay)) {
+			signer = i
+			break
+		}
+	}
+	out := make([]Status, len(keys))
+	for i, k := range keys {
+		s := Status{Key: k}
+		switch {
+		case i < signer:
+			s.State, s.Until = Published, k.Created.Add(SigningDelay)
+		case i == signer:
+			s.State = Signing
+			if i > 0 {
+				s.Until = keys[i-1].Created.Add(SigningDelay)
+			}
+		default:
+			// The last token this key signed was issued when its successor
+			// took over; an instance whose clock is behind may still have
+			// signed with it for Leeway.
+			s.State, s.Until = Retiring, keys[i-1].Created.Add(SigningDelay+Leeway+ttl)
+			if !now.Before(s.Until) {
+				s.State, s.Until = Retired, time.Time{}
+			}
+		}
+		out[i] = s
+	}
+	return out
+}
+
+// Keyring is the keys of one algorithm from a directory. One signs (see
+// State); all verify. Safe for concurrent use; Reload picks up keys that
+// other instances or `authd keys rotate` wrote.
 type Keyring struct {
 	dir, alg string
 
@@ -256,17 +333,13 @@ func OpenKeyring(dir, alg string, now time.Time) (*Keyring, error) {
 // Reload rereads the directory. It keeps the current keys if the directory
 // has none of the algorithm (it was emptied by mistake).
 func (kr *Keyring) Reload() error {
-	all, err := Load(kr.dir)
+	keys, err := LoadAlg(kr.dir, kr.alg)
 	if err != nil {
 		return err
 	}
-	var keys []*Key
 	byID := map[string]*Key{}
-	for _, k := range all {
-		if k.Alg == kr.alg {
-			keys = append(keys, k)
-			byID[k.ID] = k
-		}
+	for _, k := range keys {
+		byID[k.ID] = k
 	}
 	if len(keys) == 0 {
 		return nil
@@ -280,11 +353,16 @@ func (kr *Keyring) Reload() error {
 // Alg is the keyring's algorithm.
 func (kr *Keyring) Alg() string { return kr.alg }
 
-// Signing returns the key that signs new tokens: the newest.
-func (kr *Keyring) Signing() *Key {
+// Signing returns the key that signs tokens issued at now.
+func (kr *Keyring) Signing(now time.Time) *Key {
 	kr.mu.RLock()
 	defer kr.mu.RUnlock()
-	return kr.keys[0]
+	for _, s := range States(kr.keys, now, 0) {
+		if s.State == Signing {
+			return s.Key
+		}
+	}
+	return kr.keys[0] // unreachable: States always names one signing key
 }
 
 // Key returns the key with the id, if it is of the keyring's algorithm.
@@ -314,8 +392,8 @@ func (kr *Keyring) Key(id string) (*Key, bool) {
 	return k, ok
 }
 
-// Published returns the keys that may still verify unexpired tokens at now:
-// the signing key, and each older key until ttl after a newer one replaced it.
+// Published returns the keys in JWKS at now, for tokens living ttl: every
+// key but the retired.
 func (kr *Keyring) Published(now time.Time, ttl time.Duration) []*Key {
 	kr.mu.RLock()
 	defer kr.mu.RUnlock()
@@ -324,31 +402,25 @@ func (kr *Keyring) Published(now time.Time, ttl time.Duration) []*Key {
 
 func published(keys []*Key, now time.Time, ttl time.Duration) []*Key {
 	var out []*Key
-	for i, k := range keys {
-		if i == 0 || now.Before(keys[i-1].Created.Add(ttl)) {
-			out = append(out, k)
+	for _, s := range States(keys, now, ttl) {
+		if s.State != Retired {
+			out = append(out, s.Key)
 		}
 	}
 	return out
 }
 
-// Rotate adds a new signing key for alg to dir and deletes the keys of alg
-// retired for longer than ttl (whose tokens have all expired). It returns
-// the new key and the ids deleted.
+// Rotate adds a new key for alg to dir, which signs once SigningDelay has
+// passed, and deletes the keys of alg retired at now (whose tokens have all
+// expired). It returns the new key and the ids deleted.
 func Rotate(dir, alg string, now time.Time, ttl time.Duration) (*Key, []string, error) {
 	k, err := Generate(dir, alg, now)
 	if err != nil {
 		return nil, nil, err
 	}
-	all, err := Load(dir)
+	same, err := LoadAlg(dir, alg)
 	if err != nil {
 		return k, nil, err
-	}
-	var same []*Key
-	for _, key := range all {
-		if key.Alg == alg {
-			same = append(same, key)
-		}
 	}
 	keep := published(same, now, ttl)
 	var deleted []string
@@ -361,4 +433,13 @@ func Rotate(dir, alg string, now time.Time, ttl time.Duration) (*Key, []string, 
 		}
 	}
 	return k, deleted, nil
+}
+
+// LoadAlg reads the keys of alg in dir, newest first.
+func LoadAlg(dir, alg string) ([]*Key, error) {
+	all, err := Load(dir)
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(all, func(k *Key) bool { return k.Alg != alg }), nil
 }

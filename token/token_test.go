@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -45,7 +46,7 @@ func TestIssueVerifyEveryAlgorithm(t *testing.T) {
 				t.Errorf("claims %+v, want %+v", got, c)
 			}
 			parsed, _, _ := jwt.NewParser().ParseUnverified(tok, jwt.MapClaims{})
-			if parsed.Header["alg"] != alg || parsed.Header["typ"] != "at+jwt" || parsed.Header["kid"] != kr.Signing().ID {
+			if parsed.Header["alg"] != alg || parsed.Header["typ"] != "at+jwt" || parsed.Header["kid"] != kr.Signing(now).ID {
 				t.Errorf("header %v", parsed.Header)
 			}
 			for _, claim := range []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid"} {
@@ -55,7 +56,7 @@ func TestIssueVerifyEveryAlgorithm(t *testing.T) {
 			}
 			var set struct{ Keys []JWK }
 			body, err := kr.JWKS(now, 15*time.Minute)
-			if err != nil || json.Unmarshal(body, &set) != nil || len(set.Keys) != 1 || set.Keys[0].Kid != kr.Signing().ID || set.Keys[0].Alg != alg {
+			if err != nil || json.Unmarshal(body, &set) != nil || len(set.Keys) != 1 || set.Keys[0].Kid != kr.Signing(now).ID || set.Keys[0].Alg != alg {
 				t.Errorf("JWKS %s, %v", body, err)
 			}
 		})
@@ -70,7 +71,7 @@ func TestVerifyRejects(t *testing.T) {
 		t.Fatal(err)
 	}
 	iss := NewIssuer(kr, "https://auth.example.org", "authd")
-	key := kr.Signing()
+	key := kr.Signing(now)
 	pub := key.Public().(ed25519.PublicKey)
 	pubDER, _ := x509.MarshalPKIXPublicKey(pub)
 	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})
@@ -100,8 +101,8 @@ func TestVerifyRejects(t *testing.T) {
 		"HS256 with the public key": sign(jwt.SigningMethodHS256, pubPEM, nil, nil),
 		"HS256 with raw public key": sign(jwt.SigningMethodHS256, []byte(pub), nil, nil),
 		"unknown kid":               sign(jwt.SigningMethodEdDSA, key.Private, map[string]any{"kid": "nope"}, nil),
-		"another key, same kid":     sign(jwt.SigningMethodEdDSA, other.Signing().Private, nil, nil),
-		"ES256 key":                 sign(jwt.SigningMethodES256, es.Signing().Private, nil, nil),
+		"another key, same kid":     sign(jwt.SigningMethodEdDSA, other.Signing(now).Private, nil, nil),
+		"ES256 key":                 sign(jwt.SigningMethodES256, es.Signing(now).Private, nil, nil),
 		"expired":                   sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) { c["exp"] = now.Add(-time.Second).Unix() }),
 		"no exp":                    sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) { delete(c, "exp") }),
 		"not yet valid":             sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) { c["nbf"] = now.Add(time.Minute).Unix() }),
@@ -126,6 +127,9 @@ func TestVerifyRejects(t *testing.T) {
 	}
 }
 
+// TestRotate: a rotated-in key is published at once, signs after
+// SigningDelay, and the old key stays in JWKS until its tokens expired;
+// then a rotation deletes it.
 func TestRotate(t *testing.T) {
 	dir := t.TempDir()
 	ttl := 15 * time.Minute
@@ -133,36 +137,121 @@ func TestRotate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first := kr.Signing()
+	first := kr.Signing(now)
 	iss := NewIssuer(kr, "i", "a")
-	old, _ := iss.Issue(claimsAt(now))
 
-	second, deleted, err := Rotate(dir, "EdDSA", now.Add(time.Hour), ttl)
+	rotated := now.Add(time.Hour)
+	second, deleted, err := Rotate(dir, "EdDSA", rotated, ttl)
 	if err != nil || len(deleted) != 0 {
 		t.Fatalf("Rotate: %v, deleted %v", err, deleted)
 	}
 	if err := kr.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	if kr.Signing().ID != second.ID {
-		t.Errorf("signing key after rotate is %s, want the new %s", kr.Signing().ID, second.ID)
+	starts := rotated.Add(SigningDelay)
+	for _, c := range []struct {
+		at   time.Time
+		want *Key
+	}{{rotated, first}, {starts.Add(-time.Nanosecond), first}, {starts, second}, {starts.Add(time.Hour), second}} {
+		if got := kr.Signing(c.at); got.ID != c.want.ID {
+			t.Errorf("signing key %v after rotation is %s, want %s", c.at.Sub(rotated), got.ID, c.want.ID)
+		}
 	}
-	if _, err := iss.Verify(old, now.Add(time.Minute)); err != nil {
-		t.Errorf("a token of the retired key no longer verifies: %v", err)
+	lastOld, _ := iss.Issue(claimsAt(starts.Add(-time.Second)))
+	if kid := header(t, lastOld)["kid"]; kid != first.ID {
+		t.Errorf("token issued just before the new key signs has kid %v, want the old %s", kid, first.ID)
 	}
-	if ids := publishedIDs(kr, now.Add(time.Hour+time.Minute), ttl); len(ids) != 2 {
-		t.Errorf("JWKS right after rotation has %v, want both keys", ids)
+	if _, err := iss.Verify(lastOld, starts.Add(ttl-2*time.Second)); err != nil {
+		t.Errorf("a token of the retiring key no longer verifies: %v", err)
 	}
-	if ids := publishedIDs(kr, now.Add(time.Hour+ttl), ttl); len(ids) != 1 || ids[0] != second.ID {
-		t.Errorf("JWKS once the old tokens expired has %v, want only the new key", ids)
+	for at, want := range map[time.Duration][]string{
+		0:                            {second.ID, first.ID},
+		SigningDelay + ttl:           {second.ID, first.ID},
+		SigningDelay + ttl + Leeway:  {second.ID},
+		SigningDelay + 2*ttl + 99999: {second.ID},
+	} {
+		if got := publishedIDs(kr, rotated.Add(at), ttl); strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Errorf("JWKS %v after rotation has %v, want %v", at, got, want)
+		}
 	}
-	_, deleted, err = Rotate(dir, "EdDSA", now.Add(2*time.Hour), ttl)
+	if _, deleted, err = Rotate(dir, "EdDSA", starts.Add(ttl), ttl); err != nil || len(deleted) != 0 {
+		t.Errorf("a rotation while the old key's tokens may be valid deleted %v (%v)", deleted, err)
+	}
+	_, deleted, err = Rotate(dir, "EdDSA", starts.Add(ttl+Leeway), ttl)
 	if err != nil || len(deleted) != 1 || deleted[0] != first.ID {
-		t.Errorf("second rotation deleted %v (%v), want the first key", deleted, err)
+		t.Errorf("rotation once the old key's tokens expired deleted %v (%v), want the first key", deleted, err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, first.ID+".pem")); !os.IsNotExist(err) {
 		t.Error("the retired key file is still there")
 	}
+}
+
+// TestRotationNeverOutrunsCachedJWKS: a resource server that fetched JWKS at
+// any moment around a rotation and cached it for JWKSMaxAge knows the kid of
+// every token issued meanwhile.
+func TestRotationNeverOutrunsCachedJWKS(t *testing.T) {
+	dir := t.TempDir()
+	ttl := 15 * time.Minute
+	kr, _ := OpenKeyring(dir, "EdDSA", now)
+	rotated := now.Add(time.Hour)
+	if _, _, err := Rotate(dir, "EdDSA", rotated, ttl); err != nil {
+		t.Fatal(err)
+	}
+	kr.Reload()
+	step := 10 * time.Second
+	for fetched := rotated.Add(-time.Minute); fetched.Before(rotated.Add(SigningDelay + time.Minute)); fetched = fetched.Add(step) {
+		cached := publishedIDs(kr, fetched, ttl)
+		if fetched.Before(rotated) { // the new key was not made yet
+			cached = []string{kr.Signing(fetched).ID}
+		}
+		for at := fetched; !at.After(fetched.Add(JWKSMaxAge)); at = at.Add(step) {
+			if kid := kr.Signing(at).ID; !slices.Contains(cached, kid) {
+				t.Fatalf("JWKS fetched %v after rotation lacks %s, which signs %v later", fetched.Sub(rotated), kid, at.Sub(fetched))
+			}
+		}
+	}
+}
+
+// TestKeyStates: the state of each key and when it changes, as `authd keys
+// list` shows them. The first key of an empty directory signs at once.
+func TestKeyStates(t *testing.T) {
+	dir := t.TempDir()
+	ttl := 15 * time.Minute
+	Generate(dir, "EdDSA", now)
+	keys, _ := LoadAlg(dir, "EdDSA")
+	if s := States(keys, now, ttl); len(s) != 1 || s[0].State != Signing || !s[0].Until.IsZero() {
+		t.Errorf("first key: %+v, want signing at once, with no end", s)
+	}
+	b, _ := Generate(dir, "EdDSA", now.Add(time.Hour))
+	c, _ := Generate(dir, "EdDSA", now.Add(time.Hour+time.Minute))
+	keys, _ = LoadAlg(dir, "EdDSA")
+	bSigns, cSigns := b.Created.Add(SigningDelay), c.Created.Add(SigningDelay)
+	type want struct {
+		state State
+		until time.Time
+	}
+	for at, wants := range map[time.Time][]want{ // newest first: c, b, a
+		now.Add(time.Hour + 2*time.Minute): {{Published, cSigns}, {Published, bSigns}, {Signing, bSigns}},
+		bSigns:                             {{Published, cSigns}, {Signing, cSigns}, {Retiring, bSigns.Add(Leeway + ttl)}},
+		cSigns:                             {{Signing, time.Time{}}, {Retiring, cSigns.Add(Leeway + ttl)}, {Retiring, bSigns.Add(Leeway + ttl)}},
+		bSigns.Add(Leeway + ttl):           {{Signing, time.Time{}}, {Retiring, cSigns.Add(Leeway + ttl)}, {Retired, time.Time{}}},
+	} {
+		got := States(keys, at, ttl)
+		for i, w := range wants {
+			if got[i].Key.ID != keys[i].ID || got[i].State != w.state || !got[i].Until.Equal(w.until) {
+				t.Errorf("at %v key %d: %s until %v, want %s until %v", at, i, got[i].State, got[i].Until, w.state, w.until)
+			}
+		}
+	}
+}
+
+func header(t *testing.T, tok string) map[string]any {
+	t.Helper()
+	parsed, _, err := jwt.NewParser().ParseUnverified(tok, jwt.MapClaims{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return parsed.Header
 }
 
 func publishedIDs(kr *Keyring, at time.Time, ttl time.Duration) []string {
@@ -288,17 +377,22 @@ func TestKeyOfAnotherInstance(t *testing.T) {
 	dir := t.TempDir()
 	a, _ := OpenKeyring(dir, "EdDSA", now)
 	b, _ := OpenKeyring(dir, "EdDSA", now)
-	if _, _, err := Rotate(dir, "EdDSA", now.Add(time.Minute), time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Reload(); err != nil { // instance B picked up its new key
-		t.Fatal(err)
-	}
-	tok, err := NewIssuer(b, "i", "a").Issue(claimsAt(now))
+	newKey, _, err := Rotate(dir, "EdDSA", now.Add(time.Minute), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewIssuer(a, "i", "a").Verify(tok, now); err != nil {
+	if err := b.Reload(); err != nil { // instance B picked up the new key
+		t.Fatal(err)
+	}
+	at := newKey.Created.Add(SigningDelay)
+	tok, err := NewIssuer(b, "i", "a").Issue(claimsAt(at))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kid := header(t, tok)["kid"]; kid != newKey.ID {
+		t.Fatalf("B signed with %v, want the new key %s", kid, newKey.ID)
+	}
+	if _, err := NewIssuer(a, "i", "a").Verify(tok, at); err != nil {
 		t.Errorf("instance A rejects B's new key: %v", err)
 	}
 	if _, ok := a.Key("not-a-kid"); ok {
