@@ -331,14 +331,27 @@ func OpenKeyring(dir, alg string, now time.Time) (*Keyring, error) {
 }
 
 // Reload rereads the directory. It keeps the current keys if the directory
-// has none of the algorithm (it was emptied by mistake).
+// has none of the algorithm (it was emptied by mistake). A key whose file
+// is unchanged keeps its identity, so that what was verified with it stays
+// valid; a key removed or replaced loses it.
 func (kr *Keyring) Reload() error {
-	keys, err := LoadAlg(kr.dir, kr.alg)
+	all, err := Load(kr.dir)
 	if err != nil {
 		return err
 	}
+	kr.mu.RLock()
+	old := kr.byID
+	kr.mu.RUnlock()
+	var keys []*Key
 	byID := map[string]*Key{}
-	for _, k := range keys {
+	for _, k := range all {
+		if k.Alg != kr.alg {
+			continue
+		}
+		if o, ok := old[k.ID]; ok && o.Created.Equal(k.Created) && samePublic(o, k) {
+			k = o
+		}
+		keys = append(keys, k)
 		byID[k.ID] = k
 	}
 	if len(keys) == 0 {
@@ -348,6 +361,11 @@ func (kr *Keyring) Reload() error {
 	kr.keys, kr.byID = keys, byID
 	kr.mu.Unlock()
 	return nil
+}
+
+func samePublic(a, b *Key) bool {
+	pub, ok := a.Public().(interface{ Equal(crypto.PublicKey) bool })
+	return ok && pub.Equal(b.Public())
 }
 
 // Alg is the keyring's algorithm.
@@ -371,9 +389,7 @@ func (kr *Keyring) Signing(now time.Time) *Key {
 // has just generated: the directory is then reread, at most once a second,
 // so that a forged kid cannot turn requests into disk reads.
 func (kr *Keyring) Key(id string) (*Key, bool) {
-	kr.mu.RLock()
-	k, ok := kr.byID[id]
-	kr.mu.RUnlock()
+	k, ok := kr.known(id)
 	if ok || !validKID(id) {
 		return k, ok
 	}
@@ -386,9 +402,14 @@ func (kr *Keyring) Key(id string) (*Key, bool) {
 	if !due || kr.Reload() != nil {
 		return nil, false
 	}
+	return kr.known(id)
+}
+
+// known returns the key with the id as of the last reload.
+func (kr *Keyring) known(id string) (*Key, bool) {
 	kr.mu.RLock()
 	defer kr.mu.RUnlock()
-	k, ok = kr.byID[id]
+	k, ok := kr.byID[id]
 	return k, ok
 }
 

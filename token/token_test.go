@@ -104,6 +104,7 @@ func TestVerifyRejects(t *testing.T) {
 		"another key, same kid":     sign(jwt.SigningMethodEdDSA, other.Signing(now).Private, nil, nil),
 		"ES256 key":                 sign(jwt.SigningMethodES256, es.Signing(now).Private, nil, nil),
 		"expired":                   sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) { c["exp"] = now.Add(-time.Second).Unix() }),
+		"expiring now":              sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) { c["exp"] = now.Unix() }),
 		"no exp":                    sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) { delete(c, "exp") }),
 		"not yet valid":             sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) { c["nbf"] = now.Add(time.Minute).Unix() }),
 		"issued in the future":      sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) { c["iat"] = now.Add(time.Minute).Unix() }),
@@ -121,9 +122,16 @@ func TestVerifyRejects(t *testing.T) {
 			t.Errorf("%s: Verify = %v, want invalid_token", name, err)
 		}
 	}
-	// The control: a good token passes.
+	// The controls: a good token passes, and so does one from an instance
+	// whose clock is ahead of this one's by less than Leeway.
 	if _, err := iss.Verify(sign(jwt.SigningMethodEdDSA, key.Private, nil, nil), now); err != nil {
 		t.Errorf("a well-formed token fails: %v", err)
+	}
+	ahead := sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) {
+		c["iat"], c["nbf"] = now.Add(Leeway).Unix(), now.Add(Leeway).Unix()
+	})
+	if _, err := iss.Verify(ahead, now); err != nil {
+		t.Errorf("a token issued Leeway ahead fails: %v", err)
 	}
 }
 
@@ -348,7 +356,7 @@ func TestVerifiedCacheKeepsTimeChecks(t *testing.T) {
 		t.Fatalf("cache holds %d tokens, want 1", len(iss.verified))
 	}
 	for name, at := range map[string]time.Time{
-		"at expiry": c.ExpiresAt, "after expiry": c.ExpiresAt.Add(time.Hour), "before issue": now.Add(-time.Second),
+		"at expiry": c.ExpiresAt, "after expiry": c.ExpiresAt.Add(time.Hour), "issued over Leeway ahead": now.Add(-Leeway - time.Second),
 	} {
 		if _, err := iss.Verify(tok, at); authd.ErrorCode(err) != authd.EInvalidToken {
 			t.Errorf("cached token %s: %v, want invalid_token", name, err)
@@ -487,4 +495,83 @@ func keyIDs(keys []*Key) []string {
 		ids = append(ids, k.ID)
 	}
 	return ids
+}
+
+// TestClockSkew: a token issued on an instance whose clock is ahead (iat in
+// whole seconds, from a time late in its second) verifies on one up to
+// Leeway behind, fresh or from the cache; exp has no leeway.
+func TestClockSkew(t *testing.T) {
+	dir := t.TempDir()
+	kr, _ := OpenKeyring(dir, "EdDSA", now)
+	issued := now.Add(900 * time.Millisecond)
+	c := claimsAt(issued)
+	tok, err := NewIssuer(kr, "i", "a").Issue(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := c.ExpiresAt.Truncate(time.Second)
+	cached := NewIssuer(kr, "i", "a")
+	if _, err := cached.Verify(tok, issued); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		at   time.Time
+		ok   bool
+	}{
+		{"a second behind", issued.Add(-time.Second), true},
+		{"Leeway behind", now.Add(-Leeway), true},
+		{"more than Leeway behind", now.Add(-Leeway - time.Nanosecond), false},
+		{"just before exp", exp.Add(-time.Nanosecond), true},
+		{"at exp", exp, false},
+		{"a second after exp", exp.Add(time.Second), false},
+	} {
+		for name, iss := range map[string]*Issuer{"fresh": NewIssuer(kr, "i", "a"), "cached": cached} {
+			_, err := iss.Verify(tok, tc.at)
+			if tc.ok && err != nil || !tc.ok && authd.ErrorCode(err) != authd.EInvalidToken {
+				t.Errorf("%s, %s: Verify = %v, want ok %v", tc.name, name, err, tc.ok)
+			}
+		}
+	}
+}
+
+// TestVerifiedCacheDropsRemovedKey: once a key is removed from the
+// directory (or its file replaced), a token it signed is invalid after the
+// next reload, though it was verified and cached before.
+func TestVerifiedCacheDropsRemovedKey(t *testing.T) {
+	for _, how := range []string{"removed", "replaced"} {
+		t.Run(how, func(t *testing.T) {
+			dir := t.TempDir()
+			kr, _ := OpenKeyring(dir, "EdDSA", now)
+			old := kr.Signing(now)
+			iss := NewIssuer(kr, "i", "a")
+			tok, _ := iss.Issue(claimsAt(now))
+			if _, err := iss.Verify(tok, now); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Generate(dir, "EdDSA", now.Add(time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			if err := kr.Reload(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := iss.Verify(tok, now.Add(time.Minute)); err != nil {
+				t.Fatalf("a reload that keeps the key invalidated its token: %v", err)
+			}
+			path := filepath.Join(dir, old.ID+".pem")
+			if how == "removed" {
+				os.Remove(path)
+			} else {
+				_, priv, _ := ed25519.GenerateKey(nil)
+				der, _ := x509.MarshalPKCS8PrivateKey(priv)
+				os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+			}
+			if err := kr.Reload(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := iss.Verify(tok, now.Add(time.Minute)); authd.ErrorCode(err) != authd.EInvalidToken {
+				t.Errorf("a cached token of a key %s: Verify = %v, want invalid_token", how, err)
+			}
+		})
+	}
 }
