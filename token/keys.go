@@ -160,7 +160,7 @@ func validKID(id string) bool {
 
 // Load reads every key in dir, newest first. A file that is not a PKCS#8 PEM
 // private key of a supported type is an error naming it. Only *.pem files
-// are keys.
+// are keys: the refresh-token key and temporary files are not.
 func Load(dir string) ([]*Key, error) {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {

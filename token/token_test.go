@@ -1,6 +1,7 @@
 package token
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/x509"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -573,5 +575,93 @@ func TestVerifiedCacheDropsRemovedKey(t *testing.T) {
 				t.Errorf("a cached token of a key %s: Verify = %v, want invalid_token", how, err)
 			}
 		})
+	}
+}
+
+func TestRefreshKey(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "keys") // made on first use
+	key, err := RefreshKey(dir)
+	if err != nil || len(key) != 32 {
+		t.Fatalf("RefreshKey = %d bytes, %v; want 32", len(key), err)
+	}
+	again, err := RefreshKey(dir)
+	if err != nil || !bytes.Equal(again, key) {
+		t.Errorf("second RefreshKey differs (%v)", err)
+	}
+	path := filepath.Join(dir, RefreshKeyFile)
+	if info, err := os.Stat(path); err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf("refresh key file mode %v (%v), want 0600", info.Mode(), err)
+	}
+	if other, _ := RefreshKey(t.TempDir()); bytes.Equal(other, key) {
+		t.Error("two directories share a refresh key")
+	}
+
+	// Signing keys ignore it: loading, the keyring and its JWKS.
+	kr, err := OpenKeyring(dir, "EdDSA", now)
+	if err != nil {
+		t.Fatalf("OpenKeyring beside a refresh key: %v", err)
+	}
+	if keys, err := Load(dir); err != nil || len(keys) != 1 {
+		t.Errorf("Load beside a refresh key: %d keys, %v; want the one signing key", len(keys), err)
+	}
+	if ids := publishedIDs(kr, now, time.Hour); len(ids) != 1 || ids[0] != kr.Signing(now).ID {
+		t.Errorf("JWKS beside a refresh key: %v", ids)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 2 {
+		t.Errorf("keys directory holds %d files, want the signing key and the refresh key (no temporary file left)", len(entries))
+	}
+}
+
+// TestRefreshKeyConcurrentCreation: instances starting at once on an empty
+// shared directory all end up with one secret.
+func TestRefreshKeyConcurrentCreation(t *testing.T) {
+	for range 5 {
+		dir := t.TempDir()
+		const n = 16
+		keys := make([][]byte, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() { keys[i], errs[i] = RefreshKey(dir) })
+		}
+		wg.Wait()
+		for i := range n {
+			if errs[i] != nil || !bytes.Equal(keys[i], keys[0]) {
+				t.Fatalf("instance %d got a different key (%v)", i, errs[i])
+			}
+		}
+		if stored, _ := RefreshKey(dir); !bytes.Equal(stored, keys[0]) {
+			t.Fatal("the stored key is not the one the instances use")
+		}
+	}
+}
+
+func TestRefreshKeyMalformed(t *testing.T) {
+	secret := bytes.Repeat([]byte{0xab}, 32)
+	block := func(typ string, b []byte) []byte { return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}) }
+	for name, content := range map[string][]byte{
+		"empty":       nil,
+		"not PEM":     []byte("hunter2hunter2hunter2hunter2hunter2"),
+		"wrong type":  block("PRIVATE KEY", secret),
+		"short":       block("AUTHD REFRESH TOKEN KEY", secret[:16]),
+		"long":        block("AUTHD REFRESH TOKEN KEY", append(secret, 0)),
+		"two blocks":  append(block("AUTHD REFRESH TOKEN KEY", secret), block("AUTHD REFRESH TOKEN KEY", secret)...),
+		"with header": pem.EncodeToMemory(&pem.Block{Type: "AUTHD REFRESH TOKEN KEY", Headers: map[string]string{"A": "b"}, Bytes: secret}),
+	} {
+		dir := t.TempDir()
+		path := filepath.Join(dir, RefreshKeyFile)
+		os.WriteFile(path, content, 0o600)
+		_, err := RefreshKey(dir)
+		if err == nil || !strings.Contains(err.Error(), path) {
+			t.Errorf("%s: RefreshKey = %v, want an error naming %s", name, err, path)
+			continue
+		}
+		if strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), "q6urq6") || strings.Contains(strings.ToLower(err.Error()), "abab") {
+			t.Errorf("%s: the error shows the secret: %v", name, err)
+		}
+		if after, _ := os.ReadFile(path); !bytes.Equal(after, content) {
+			t.Errorf("%s: the malformed file was overwritten", name)
+		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/authd/authd"
 	"github.com/authd/authd/password"
 	"github.com/authd/authd/storetest"
+	"github.com/authd/authd/token"
 )
 
 var update = flag.Bool("update", false, "rewrite .env.example from the settings table")
@@ -533,6 +534,10 @@ func TestKeysCLI(t *testing.T) {
 	if code != exitOK || !strings.Contains(stdout, "generated EdDSA key") || !strings.Contains(stdout, "published in JWKS now, it signs new tokens from ") ||
 		!strings.Contains(stdout, "(in 6m0s)") {
 		t.Fatalf("rotate: %d %q", code, stdout)
+	}
+	// The refresh-token key in the same directory is not a signing key.
+	if _, err := token.RefreshKey(filepath.Join(env["AUTHD_DATA_DIR"], "keys")); err != nil {
+		t.Fatal(err)
 	}
 	code, stdout, _ = runCLI(t, env, "keys", "list")
 	lines := strings.Split(strings.TrimSpace(stdout), "\n")
