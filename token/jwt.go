@@ -26,9 +26,16 @@ type Issuer struct {
 
 	// verified remembers the claims of tokens whose signature checked out,
 	// so that resource servers introspecting the same token again cost no
-	// signature check. Times are checked on every call.
+	// signature check. Times, and that the key is still in the directory,
+	// are checked on every call.
 	mu       sync.RWMutex
-	verified map[string]*authd.AccessClaims
+	verified map[string]verified
+}
+
+// verified is a token whose signature checked out with key.
+type verified struct {
+	claims *authd.AccessClaims
+	key    *Key
 }
 
 // maxVerified bounds the verified-token cache (about 4 MB of tokens).
@@ -39,7 +46,7 @@ var _ authd.AccessTokens = (*Issuer)(nil)
 // NewIssuer returns an Issuer for tokens with the iss and aud claims given.
 func NewIssuer(keys *Keyring, issuer, audience string) *Issuer {
 	return &Issuer{keys: keys, issuer: issuer, audience: audience, method: jwt.GetSigningMethod(keys.Alg()),
-		verified: map[string]*authd.AccessClaims{}}
+		verified: map[string]verified{}}
 }
 
 // claims are the JWT claims of an access token (RFC 9068 plus sid).
@@ -54,7 +61,7 @@ const accessTokenType = "at+jwt"
 
 // Issue implements authd.AccessTokens.
 func (i *Issuer) Issue(c authd.AccessClaims) (string, error) {
-	key := i.keys.Signing()
+	key := i.keys.Signing(c.IssuedAt)
 	t := jwt.NewWithClaims(i.method, claims{
 		RegisteredClaims: jwt.RegisteredClaims{
 			Issuer:    i.issuer,
@@ -75,23 +82,33 @@ func (i *Issuer) Issue(c authd.AccessClaims) (string, error) {
 var errInvalid = &authd.Error{Code: authd.EInvalidToken, Message: "The token is invalid, expired or revoked."}
 
 // Verify implements authd.AccessTokens: only the configured algorithm, a
-// known kid, the at+jwt type, this issuer and audience, and exp/nbf/iat
-// against now, without leeway.
+// known kid, the at+jwt type, this issuer and audience; exp against now
+// exactly, nbf and iat with Leeway, since the instance that issued the
+// token may have a clock ahead of this one's.
 func (i *Issuer) Verify(token string, now time.Time) (*authd.AccessClaims, error) {
 	if len(token) > 8192 {
 		return nil, errInvalid
 	}
 	i.mu.RLock()
-	c, ok := i.verified[token]
+	v, ok := i.verified[token]
 	i.mu.RUnlock()
 	if ok {
-		if now.Before(c.IssuedAt.Truncate(time.Second)) || !now.Before(c.ExpiresAt) {
+		if current, _ := i.keys.known(v.key.ID); current != v.key {
+			// Its key was removed (or replaced) since: check the token afresh.
+			i.mu.Lock()
+			delete(i.verified, token)
+			i.mu.Unlock()
+			ok = false
+		}
+	}
+	if ok {
+		if now.Before(v.claims.IssuedAt.Add(-Leeway)) || !now.Before(v.claims.ExpiresAt) {
 			return nil, errInvalid
 		}
-		claims := *c
+		claims := *v.claims
 		return &claims, nil
 	}
-	claims, err := i.verify(token, now)
+	claims, key, err := i.verify(token, now)
 	if err != nil {
 		return nil, err
 	}
@@ -102,43 +119,51 @@ func (i *Issuer) Verify(token string, now time.Time) (*authd.AccessClaims, error
 			break
 		}
 	}
-	i.verified[token] = claims
+	i.verified[token] = verified{claims: claims, key: key}
 	i.mu.Unlock()
 	out := *claims
 	return &out, nil
 }
 
-// verify checks a token the cache does not know.
-func (i *Issuer) verify(token string, now time.Time) (*authd.AccessClaims, error) {
+// verify checks a token the cache does not know, and returns the key that
+// signed it.
+func (i *Issuer) verify(token string, now time.Time) (*authd.AccessClaims, *Key, error) {
 	var c claims
+	var key *Key
 	_, err := jwt.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {
 		if typ, _ := t.Header["typ"].(string); typ != accessTokenType {
 			return nil, errors.New("not an access token")
 		}
 		kid, _ := t.Header["kid"].(string)
-		key, ok := i.keys.Key(kid)
+		k, ok := i.keys.Key(kid)
 		if !ok {
 			return nil, fmt.Errorf("unknown kid %q", kid)
 		}
-		return key.Public(), nil
+		key = k
+		return k.Public(), nil
 	},
 		jwt.WithValidMethods([]string{i.method.Alg()}),
 		jwt.WithIssuer(i.issuer),
 		jwt.WithAudience(i.audience),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
+		// The leeway applies to exp too; exp is checked exactly below.
+		jwt.WithLeeway(Leeway),
 		jwt.WithTimeFunc(func() time.Time { return now }),
 	)
+	if err == nil && !now.Before(c.ExpiresAt.Time) {
+		err = jwt.ErrTokenExpired
+	}
 	if err != nil {
-		return nil, &authd.Error{Code: authd.EInvalidToken, Message: errInvalid.Message, Err: err}
+		return nil, nil, &authd.Error{Code: authd.EInvalidToken, Message: errInvalid.Message, Err: err}
 	}
 	user, err1 := uuid.Parse(c.Subject)
 	session, err2 := uuid.Parse(c.SessionID)
 	if err1 != nil || err2 != nil || c.ID == "" || c.IssuedAt == nil || c.NotBefore == nil {
-		return nil, errInvalid
+		return nil, nil, errInvalid
 	}
 	return &authd.AccessClaims{JTI: c.ID, UserID: user, SessionID: session, IssuedAt: c.IssuedAt.Time,
-		ExpiresAt: c.ExpiresAt.Time, Issuer: c.Issuer, Audience: i.audience}, nil
+		ExpiresAt: c.ExpiresAt.Time, Issuer: c.Issuer, Audience: i.audience}, key, nil
 }
 
 // JWK is one public key of a JWKS (RFC 7517, 7518, 8037).
@@ -154,8 +179,9 @@ type JWK struct {
 	Use string `json:"use"`
 }
 
-// JWKS returns the JSON Web Key Set of the keys still able to verify
-// unexpired tokens at now, for tokens living ttl.
+// JWKS returns the JSON Web Key Set of the keys published at now, for
+// tokens living ttl: the keys about to sign and those still able to verify
+// unexpired tokens. Serve it with Cache-Control max-age JWKSMaxAge.
 func (kr *Keyring) JWKS(now time.Time, ttl time.Duration) ([]byte, error) {
 	var set struct {
 		Keys []JWK `json:"keys"`

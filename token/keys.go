@@ -26,9 +26,25 @@ import (
 // Algorithms are the signing algorithms authd supports.
 var Algorithms = []string{"EdDSA", "ES256", "RS256"}
 
+// JWKSMaxAge is how long resource servers may cache the JWKS document (its
+// Cache-Control max-age). A new key must be in every cached copy before it
+// signs, so this also sets SigningDelay.
+const JWKSMaxAge = 5 * time.Minute
+
+// Leeway is the clock skew tolerated between instances: on a token's nbf and
+// iat, and around the moments a key changes state.
+const Leeway = 30 * time.Second
+
+// SigningDelay is how long a new key is published before it signs: the JWKS
+// cache lifetime, plus the 30 s running instances may take to reread the
+// directory and the clock skew between them, so that no resource server
+// holding a cached JWKS meets a kid it does not know.
+const SigningDelay = JWKSMaxAge + 30*time.Second + Leeway
+
 // Key is one signing key. Its ID (the JWT kid, and its file name without
-// .pem) begins with its creation time, so that every instance sharing the
-// keys directory agrees on which key is newest.
+// .pem) begins with its creation time to the nanosecond, so that every
+// instance sharing the keys directory agrees on the order of the keys and
+// on the state of each, without talking to one another.
 type Key struct {
 	ID      string
 	Alg     string
@@ -39,10 +55,18 @@ type Key struct {
 // Public returns the public half of the key.
 func (k *Key) Public() crypto.PublicKey { return k.Private.Public() }
 
-const kidTime = "20060102T150405Z"
+// kidTime is the creation time in a kid; fixed width, so that kids sort as
+// their times do. Keys made before nanoseconds were recorded have
+// legacyKIDTime, and are ordered by that second.
+const (
+	kidTime       = "20060102T150405.000000000Z"
+	legacyKIDTime = "20060102T150405Z"
+)
 
 // Generate creates a key for alg at now and writes it to dir as a PKCS#8
-// PEM file readable only by its owner.
+// PEM file readable only by its owner. The key is stamped after every key
+// already in dir, so that the key made last is the newest even when the
+// clock has stepped back.
 func Generate(dir, alg string, now time.Time) (*Key, error) {
 	var priv crypto.Signer
 	var err error
@@ -63,13 +87,18 @@ func Generate(dir, alg string, now time.Time) (*Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	suffix := make([]byte, 4)
-	rand.Read(suffix)
-	k := &Key{ID: now.UTC().Format(kidTime) + "-" + hex.EncodeToString(suffix), Alg: alg,
-		Created: now.UTC().Truncate(time.Second), Private: priv}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
+	created := now.UTC()
+	if last, err := newestKIDTime(dir); err != nil {
+		return nil, err
+	} else if !created.After(last) {
+		created = last.Add(time.Nanosecond)
+	}
+	suffix := make([]byte, 4)
+	rand.Read(suffix)
+	k := &Key{ID: created.Format(kidTime) + "-" + hex.EncodeToString(suffix), Alg: alg, Created: created, Private: priv}
 	// Write to a temporary name and rename, so that another instance reading
 	// the directory never sees half a key.
 	tmp := filepath.Join(dir, "."+k.ID+".tmp")
@@ -83,8 +112,55 @@ func Generate(dir, alg string, now time.Time) (*Key, error) {
 	return k, nil
 }
 
+// newestKIDTime is the latest creation time among the kids of dir's key
+// files, read from their names alone.
+func newestKIDTime(dir string) (time.Time, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return time.Time{}, err
+	}
+	var last time.Time
+	for _, e := range entries {
+		id, ok := strings.CutSuffix(e.Name(), ".pem")
+		if !ok {
+			continue
+		}
+		if t, ok := kidCreated(id); ok && t.After(last) {
+			last = t
+		}
+	}
+	return last, nil
+}
+
+// kidCreated is the creation time a kid made by Generate carries.
+func kidCreated(id string) (time.Time, bool) {
+	ts, suffix, ok := strings.Cut(id, "-")
+	if !ok || len(suffix) != 8 {
+		return time.Time{}, false
+	}
+	if _, err := hex.DecodeString(suffix); err != nil {
+		return time.Time{}, false
+	}
+	for _, layout := range []string{kidTime, legacyKIDTime} {
+		if len(ts) != len(layout) {
+			continue
+		}
+		if t, err := time.Parse(layout, ts); err == nil {
+			return t, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// validKID reports whether id has the shape of the kids Generate makes.
+func validKID(id string) bool {
+	_, ok := kidCreated(id)
+	return ok
+}
+
 // Load reads every key in dir, newest first. A file that is not a PKCS#8 PEM
-// private key of a supported type is an error naming it.
+// private key of a supported type is an error naming it. Only *.pem files
+// are keys: the refresh-token key and temporary files are not.
 func Load(dir string) ([]*Key, error) {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
@@ -105,8 +181,15 @@ func Load(dir string) ([]*Key, error) {
 		}
 		keys = append(keys, k)
 	}
-	slices.SortFunc(keys, func(a, b *Key) int { return strings.Compare(b.ID, a.ID) })
+	slices.SortFunc(keys, newestFirst)
 	return keys, nil
+}
+
+func newestFirst(a, b *Key) int {
+	if c := b.Created.Compare(a.Created); c != 0 {
+		return c
+	}
+	return strings.Compare(b.ID, a.ID)
 }
 
 func parseKey(path string) (*Key, error) {
@@ -115,14 +198,14 @@ func parseKey(path string) (*Key, error) {
 		return nil, err
 	}
 	id := strings.TrimSuffix(filepath.Base(path), ".pem")
-	created, err := time.Parse(kidTime, strings.SplitN(id, "-", 2)[0])
-	if err != nil {
+	created, ok := kidCreated(id)
+	if !ok {
 		// A key added by hand: its file time stands in for its creation.
-		info, serr := os.Stat(path)
-		if serr != nil {
-			return nil, serr
+		info, err := os.Stat(path)
+		if err != nil {
+			return nil, err
 		}
-		created = info.ModTime().UTC().Truncate(time.Second)
+		created = info.ModTime().UTC()
 	}
 	block, _ := pem.Decode(data)
 	if block == nil || block.Type != "PRIVATE KEY" {
@@ -152,9 +235,71 @@ func parseKey(path string) (*Key, error) {
 	return k, nil
 }
 
-// Keyring is the keys of one algorithm from a directory. The newest signs;
-// all verify. Safe for concurrent use; Reload picks up keys that other
-// instances or `authd keys rotate` wrote.
+// State is where a key is in its life. It follows from the keys in the
+// directory and the clock alone, so that every instance agrees on it.
+type State string
+
+// The states of a key, in order.
+const (
+	// Published: in JWKS, not signing until SigningDelay after it was made.
+	Published State = "published"
+	// Signing: the newest key past its delay signs. While no key is past
+	// it, the oldest signs: the first key ever made signs at once.
+	Signing State = "signing"
+	// Retiring: a newer key signs; still in JWKS while tokens this key
+	// signed may be valid.
+	Retiring State = "retiring"
+	// Retired: out of JWKS; the next rotation deletes the file.
+	Retired State = "retired"
+)
+
+// Status is a key's state at a moment, and when it moves on.
+type Status struct {
+	Key   *Key
+	State State
+	// Until is when the key enters the next state: zero for a retired key,
+	// and for the signing key while no newer key exists.
+	Until time.Time
+}
+
+// States returns the status of each of keys (of one algorithm, newest
+// first) at now, for tokens living ttl.
+func States(keys []*Key, now time.Time, ttl time.Duration) []Status {
+	signer := len(keys) - 1
+	for i, k := range keys {
+		if !now.Before(k.Created.Add(SigningDelay)) {
+			signer = i
+			break
+		}
+	}
+	out := make([]Status, len(keys))
+	for i, k := range keys {
+		s := Status{Key: k}
+		switch {
+		case i < signer:
+			s.State, s.Until = Published, k.Created.Add(SigningDelay)
+		case i == signer:
+			s.State = Signing
+			if i > 0 {
+				s.Until = keys[i-1].Created.Add(SigningDelay)
+			}
+		default:
+			// The last token this key signed was issued when its successor
+			// took over; an instance whose clock is behind may still have
+			// signed with it for Leeway.
+			s.State, s.Until = Retiring, keys[i-1].Created.Add(SigningDelay+Leeway+ttl)
+			if !now.Before(s.Until) {
+				s.State, s.Until = Retired, time.Time{}
+			}
+		}
+		out[i] = s
+	}
+	return out
+}
+
+// Keyring is the keys of one algorithm from a directory. One signs (see
+// State); all verify. Safe for concurrent use; Reload picks up keys that
+// other instances or `authd keys rotate` wrote.
 type Keyring struct {
 	dir, alg string
 
@@ -186,19 +331,28 @@ func OpenKeyring(dir, alg string, now time.Time) (*Keyring, error) {
 }
 
 // Reload rereads the directory. It keeps the current keys if the directory
-// has none of the algorithm (it was emptied by mistake).
+// has none of the algorithm (it was emptied by mistake). A key whose file
+// is unchanged keeps its identity, so that what was verified with it stays
+// valid; a key removed or replaced loses it.
 func (kr *Keyring) Reload() error {
 	all, err := Load(kr.dir)
 	if err != nil {
 		return err
 	}
+	kr.mu.RLock()
+	old := kr.byID
+	kr.mu.RUnlock()
 	var keys []*Key
 	byID := map[string]*Key{}
 	for _, k := range all {
-		if k.Alg == kr.alg {
-			keys = append(keys, k)
-			byID[k.ID] = k
+		if k.Alg != kr.alg {
+			continue
 		}
+		if o, ok := old[k.ID]; ok && o.Created.Equal(k.Created) && samePublic(o, k) {
+			k = o
+		}
+		keys = append(keys, k)
+		byID[k.ID] = k
 	}
 	if len(keys) == 0 {
 		return nil
@@ -209,14 +363,24 @@ func (kr *Keyring) Reload() error {
 	return nil
 }
 
+func samePublic(a, b *Key) bool {
+	pub, ok := a.Public().(interface{ Equal(crypto.PublicKey) bool })
+	return ok && pub.Equal(b.Public())
+}
+
 // Alg is the keyring's algorithm.
 func (kr *Keyring) Alg() string { return kr.alg }
 
-// Signing returns the key that signs new tokens: the newest.
-func (kr *Keyring) Signing() *Key {
+// Signing returns the key that signs tokens issued at now.
+func (kr *Keyring) Signing(now time.Time) *Key {
 	kr.mu.RLock()
 	defer kr.mu.RUnlock()
-	return kr.keys[0]
+	for _, s := range States(kr.keys, now, 0) {
+		if s.State == Signing {
+			return s.Key
+		}
+	}
+	return kr.keys[0] // unreachable: States always names one signing key
 }
 
 // Key returns the key with the id, if it is of the keyring's algorithm.
@@ -225,9 +389,7 @@ func (kr *Keyring) Signing() *Key {
 // has just generated: the directory is then reread, at most once a second,
 // so that a forged kid cannot turn requests into disk reads.
 func (kr *Keyring) Key(id string) (*Key, bool) {
-	kr.mu.RLock()
-	k, ok := kr.byID[id]
-	kr.mu.RUnlock()
+	k, ok := kr.known(id)
 	if ok || !validKID(id) {
 		return k, ok
 	}
@@ -240,27 +402,19 @@ func (kr *Keyring) Key(id string) (*Key, bool) {
 	if !due || kr.Reload() != nil {
 		return nil, false
 	}
+	return kr.known(id)
+}
+
+// known returns the key with the id as of the last reload.
+func (kr *Keyring) known(id string) (*Key, bool) {
 	kr.mu.RLock()
 	defer kr.mu.RUnlock()
-	k, ok = kr.byID[id]
+	k, ok := kr.byID[id]
 	return k, ok
 }
 
-// validKID reports whether id has the shape of the kids Generate makes.
-func validKID(id string) bool {
-	t, suffix, ok := strings.Cut(id, "-")
-	if !ok || len(suffix) != 8 {
-		return false
-	}
-	if _, err := time.Parse(kidTime, t); err != nil {
-		return false
-	}
-	_, err := hex.DecodeString(suffix)
-	return err == nil
-}
-
-// Published returns the keys that may still verify unexpired tokens at now:
-// the signing key, and each older key until ttl after a newer one replaced it.
+// Published returns the keys in JWKS at now, for tokens living ttl: every
+// key but the retired.
 func (kr *Keyring) Published(now time.Time, ttl time.Duration) []*Key {
 	kr.mu.RLock()
 	defer kr.mu.RUnlock()
@@ -269,31 +423,25 @@ func (kr *Keyring) Published(now time.Time, ttl time.Duration) []*Key {
 
 func published(keys []*Key, now time.Time, ttl time.Duration) []*Key {
 	var out []*Key
-	for i, k := range keys {
-		if i == 0 || now.Before(keys[i-1].Created.Add(ttl)) {
-			out = append(out, k)
+	for _, s := range States(keys, now, ttl) {
+		if s.State != Retired {
+			out = append(out, s.Key)
 		}
 	}
 	return out
 }
 
-// Rotate adds a new signing key for alg to dir and deletes the keys of alg
-// retired for longer than ttl (whose tokens have all expired). It returns
-// the new key and the ids deleted.
+// Rotate adds a new key for alg to dir, which signs once SigningDelay has
+// passed, and deletes the keys of alg retired at now (whose tokens have all
+// expired). It returns the new key and the ids deleted.
 func Rotate(dir, alg string, now time.Time, ttl time.Duration) (*Key, []string, error) {
 	k, err := Generate(dir, alg, now)
 	if err != nil {
 		return nil, nil, err
 	}
-	all, err := Load(dir)
+	same, err := LoadAlg(dir, alg)
 	if err != nil {
 		return k, nil, err
-	}
-	var same []*Key
-	for _, key := range all {
-		if key.Alg == alg {
-			same = append(same, key)
-		}
 	}
 	keep := published(same, now, ttl)
 	var deleted []string
@@ -306,4 +454,13 @@ func Rotate(dir, alg string, now time.Time, ttl time.Duration) (*Key, []string, 
 		}
 	}
 	return k, deleted, nil
+}
+
+// LoadAlg reads the keys of alg in dir, newest first.
+func LoadAlg(dir, alg string) ([]*Key, error) {
+	all, err := Load(dir)
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(all, func(k *Key) bool { return k.Alg != alg }), nil
 }

@@ -1,13 +1,17 @@
 package token
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -44,7 +48,7 @@ func TestIssueVerifyEveryAlgorithm(t *testing.T) {
 				t.Errorf("claims %+v, want %+v", got, c)
 			}
 			parsed, _, _ := jwt.NewParser().ParseUnverified(tok, jwt.MapClaims{})
-			if parsed.Header["alg"] != alg || parsed.Header["typ"] != "at+jwt" || parsed.Header["kid"] != kr.Signing().ID {
+			if parsed.Header["alg"] != alg || parsed.Header["typ"] != "at+jwt" || parsed.Header["kid"] != kr.Signing(now).ID {
 				t.Errorf("header %v", parsed.Header)
 			}
 			for _, claim := range []string{"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "sid"} {
@@ -54,7 +58,7 @@ func TestIssueVerifyEveryAlgorithm(t *testing.T) {
 			}
 			var set struct{ Keys []JWK }
 			body, err := kr.JWKS(now, 15*time.Minute)
-			if err != nil || json.Unmarshal(body, &set) != nil || len(set.Keys) != 1 || set.Keys[0].Kid != kr.Signing().ID || set.Keys[0].Alg != alg {
+			if err != nil || json.Unmarshal(body, &set) != nil || len(set.Keys) != 1 || set.Keys[0].Kid != kr.Signing(now).ID || set.Keys[0].Alg != alg {
 				t.Errorf("JWKS %s, %v", body, err)
 			}
 		})
@@ -69,7 +73,7 @@ func TestVerifyRejects(t *testing.T) {
 		t.Fatal(err)
 	}
 	iss := NewIssuer(kr, "https://auth.example.org", "authd")
-	key := kr.Signing()
+	key := kr.Signing(now)
 	pub := key.Public().(ed25519.PublicKey)
 	pubDER, _ := x509.MarshalPKIXPublicKey(pub)
 	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER})
@@ -99,9 +103,10 @@ func TestVerifyRejects(t *testing.T) {
 		"HS256 with the public key": sign(jwt.SigningMethodHS256, pubPEM, nil, nil),
 		"HS256 with raw public key": sign(jwt.SigningMethodHS256, []byte(pub), nil, nil),
 		"unknown kid":               sign(jwt.SigningMethodEdDSA, key.Private, map[string]any{"kid": "nope"}, nil),
-		"another key, same kid":     sign(jwt.SigningMethodEdDSA, other.Signing().Private, nil, nil),
-		"ES256 key":                 sign(jwt.SigningMethodES256, es.Signing().Private, nil, nil),
+		"another key, same kid":     sign(jwt.SigningMethodEdDSA, other.Signing(now).Private, nil, nil),
+		"ES256 key":                 sign(jwt.SigningMethodES256, es.Signing(now).Private, nil, nil),
 		"expired":                   sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) { c["exp"] = now.Add(-time.Second).Unix() }),
+		"expiring now":              sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) { c["exp"] = now.Unix() }),
 		"no exp":                    sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) { delete(c, "exp") }),
 		"not yet valid":             sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) { c["nbf"] = now.Add(time.Minute).Unix() }),
 		"issued in the future":      sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) { c["iat"] = now.Add(time.Minute).Unix() }),
@@ -119,12 +124,22 @@ func TestVerifyRejects(t *testing.T) {
 			t.Errorf("%s: Verify = %v, want invalid_token", name, err)
 		}
 	}
-	// The control: a good token passes.
+	// The controls: a good token passes, and so does one from an instance
+	// whose clock is ahead of this one's by less than Leeway.
 	if _, err := iss.Verify(sign(jwt.SigningMethodEdDSA, key.Private, nil, nil), now); err != nil {
 		t.Errorf("a well-formed token fails: %v", err)
 	}
+	ahead := sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) {
+		c["iat"], c["nbf"] = now.Add(Leeway).Unix(), now.Add(Leeway).Unix()
+	})
+	if _, err := iss.Verify(ahead, now); err != nil {
+		t.Errorf("a token issued Leeway ahead fails: %v", err)
+	}
 }
 
+// TestRotate: a rotated-in key is published at once, signs after
+// SigningDelay, and the old key stays in JWKS until its tokens expired;
+// then a rotation deletes it.
 func TestRotate(t *testing.T) {
 	dir := t.TempDir()
 	ttl := 15 * time.Minute
@@ -132,36 +147,121 @@ func TestRotate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first := kr.Signing()
+	first := kr.Signing(now)
 	iss := NewIssuer(kr, "i", "a")
-	old, _ := iss.Issue(claimsAt(now))
 
-	second, deleted, err := Rotate(dir, "EdDSA", now.Add(time.Hour), ttl)
+	rotated := now.Add(time.Hour)
+	second, deleted, err := Rotate(dir, "EdDSA", rotated, ttl)
 	if err != nil || len(deleted) != 0 {
 		t.Fatalf("Rotate: %v, deleted %v", err, deleted)
 	}
 	if err := kr.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	if kr.Signing().ID != second.ID {
-		t.Errorf("signing key after rotate is %s, want the new %s", kr.Signing().ID, second.ID)
+	starts := rotated.Add(SigningDelay)
+	for _, c := range []struct {
+		at   time.Time
+		want *Key
+	}{{rotated, first}, {starts.Add(-time.Nanosecond), first}, {starts, second}, {starts.Add(time.Hour), second}} {
+		if got := kr.Signing(c.at); got.ID != c.want.ID {
+			t.Errorf("signing key %v after rotation is %s, want %s", c.at.Sub(rotated), got.ID, c.want.ID)
+		}
 	}
-	if _, err := iss.Verify(old, now.Add(time.Minute)); err != nil {
-		t.Errorf("a token of the retired key no longer verifies: %v", err)
+	lastOld, _ := iss.Issue(claimsAt(starts.Add(-time.Second)))
+	if kid := header(t, lastOld)["kid"]; kid != first.ID {
+		t.Errorf("token issued just before the new key signs has kid %v, want the old %s", kid, first.ID)
 	}
-	if ids := publishedIDs(kr, now.Add(time.Hour+time.Minute), ttl); len(ids) != 2 {
-		t.Errorf("JWKS right after rotation has %v, want both keys", ids)
+	if _, err := iss.Verify(lastOld, starts.Add(ttl-2*time.Second)); err != nil {
+		t.Errorf("a token of the retiring key no longer verifies: %v", err)
 	}
-	if ids := publishedIDs(kr, now.Add(time.Hour+ttl), ttl); len(ids) != 1 || ids[0] != second.ID {
-		t.Errorf("JWKS once the old tokens expired has %v, want only the new key", ids)
+	for at, want := range map[time.Duration][]string{
+		0:                            {second.ID, first.ID},
+		SigningDelay + ttl:           {second.ID, first.ID},
+		SigningDelay + ttl + Leeway:  {second.ID},
+		SigningDelay + 2*ttl + 99999: {second.ID},
+	} {
+		if got := publishedIDs(kr, rotated.Add(at), ttl); strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Errorf("JWKS %v after rotation has %v, want %v", at, got, want)
+		}
 	}
-	_, deleted, err = Rotate(dir, "EdDSA", now.Add(2*time.Hour), ttl)
+	if _, deleted, err = Rotate(dir, "EdDSA", starts.Add(ttl), ttl); err != nil || len(deleted) != 0 {
+		t.Errorf("a rotation while the old key's tokens may be valid deleted %v (%v)", deleted, err)
+	}
+	_, deleted, err = Rotate(dir, "EdDSA", starts.Add(ttl+Leeway), ttl)
 	if err != nil || len(deleted) != 1 || deleted[0] != first.ID {
-		t.Errorf("second rotation deleted %v (%v), want the first key", deleted, err)
+		t.Errorf("rotation once the old key's tokens expired deleted %v (%v), want the first key", deleted, err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, first.ID+".pem")); !os.IsNotExist(err) {
 		t.Error("the retired key file is still there")
 	}
+}
+
+// TestRotationNeverOutrunsCachedJWKS: a resource server that fetched JWKS at
+// any moment around a rotation and cached it for JWKSMaxAge knows the kid of
+// every token issued meanwhile.
+func TestRotationNeverOutrunsCachedJWKS(t *testing.T) {
+	dir := t.TempDir()
+	ttl := 15 * time.Minute
+	kr, _ := OpenKeyring(dir, "EdDSA", now)
+	rotated := now.Add(time.Hour)
+	if _, _, err := Rotate(dir, "EdDSA", rotated, ttl); err != nil {
+		t.Fatal(err)
+	}
+	kr.Reload()
+	step := 10 * time.Second
+	for fetched := rotated.Add(-time.Minute); fetched.Before(rotated.Add(SigningDelay + time.Minute)); fetched = fetched.Add(step) {
+		cached := publishedIDs(kr, fetched, ttl)
+		if fetched.Before(rotated) { // the new key was not made yet
+			cached = []string{kr.Signing(fetched).ID}
+		}
+		for at := fetched; !at.After(fetched.Add(JWKSMaxAge)); at = at.Add(step) {
+			if kid := kr.Signing(at).ID; !slices.Contains(cached, kid) {
+				t.Fatalf("JWKS fetched %v after rotation lacks %s, which signs %v later", fetched.Sub(rotated), kid, at.Sub(fetched))
+			}
+		}
+	}
+}
+
+// TestKeyStates: the state of each key and when it changes, as `authd keys
+// list` shows them. The first key of an empty directory signs at once.
+func TestKeyStates(t *testing.T) {
+	dir := t.TempDir()
+	ttl := 15 * time.Minute
+	Generate(dir, "EdDSA", now)
+	keys, _ := LoadAlg(dir, "EdDSA")
+	if s := States(keys, now, ttl); len(s) != 1 || s[0].State != Signing || !s[0].Until.IsZero() {
+		t.Errorf("first key: %+v, want signing at once, with no end", s)
+	}
+	b, _ := Generate(dir, "EdDSA", now.Add(time.Hour))
+	c, _ := Generate(dir, "EdDSA", now.Add(time.Hour+time.Minute))
+	keys, _ = LoadAlg(dir, "EdDSA")
+	bSigns, cSigns := b.Created.Add(SigningDelay), c.Created.Add(SigningDelay)
+	type want struct {
+		state State
+		until time.Time
+	}
+	for at, wants := range map[time.Time][]want{ // newest first: c, b, a
+		now.Add(time.Hour + 2*time.Minute): {{Published, cSigns}, {Published, bSigns}, {Signing, bSigns}},
+		bSigns:                             {{Published, cSigns}, {Signing, cSigns}, {Retiring, bSigns.Add(Leeway + ttl)}},
+		cSigns:                             {{Signing, time.Time{}}, {Retiring, cSigns.Add(Leeway + ttl)}, {Retiring, bSigns.Add(Leeway + ttl)}},
+		bSigns.Add(Leeway + ttl):           {{Signing, time.Time{}}, {Retiring, cSigns.Add(Leeway + ttl)}, {Retired, time.Time{}}},
+	} {
+		got := States(keys, at, ttl)
+		for i, w := range wants {
+			if got[i].Key.ID != keys[i].ID || got[i].State != w.state || !got[i].Until.Equal(w.until) {
+				t.Errorf("at %v key %d: %s until %v, want %s until %v", at, i, got[i].State, got[i].Until, w.state, w.until)
+			}
+		}
+	}
+}
+
+func header(t *testing.T, tok string) map[string]any {
+	t.Helper()
+	parsed, _, err := jwt.NewParser().ParseUnverified(tok, jwt.MapClaims{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return parsed.Header
 }
 
 func publishedIDs(kr *Keyring, at time.Time, ttl time.Duration) []string {
@@ -181,6 +281,11 @@ func TestKeyFiles(t *testing.T) {
 	info, err := os.Stat(filepath.Join(dir, k.ID+".pem"))
 	if err != nil || info.Mode().Perm() != 0o600 {
 		t.Errorf("key file mode %v (%v), want 0600", info.Mode(), err)
+	}
+	if _, err := exec.LookPath("openssl"); err == nil {
+		if out, err := exec.Command("openssl", "pkey", "-noout", "-in", filepath.Join(dir, k.ID+".pem")).CombinedOutput(); err != nil {
+			t.Errorf("openssl cannot read the key file: %v\n%s", err, out)
+		}
 	}
 	os.WriteFile(filepath.Join(dir, "broken.pem"), []byte("-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n"), 0o600)
 	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "broken.pem") {
@@ -253,7 +358,7 @@ func TestVerifiedCacheKeepsTimeChecks(t *testing.T) {
 		t.Fatalf("cache holds %d tokens, want 1", len(iss.verified))
 	}
 	for name, at := range map[string]time.Time{
-		"at expiry": c.ExpiresAt, "after expiry": c.ExpiresAt.Add(time.Hour), "before issue": now.Add(-time.Second),
+		"at expiry": c.ExpiresAt, "after expiry": c.ExpiresAt.Add(time.Hour), "issued over Leeway ahead": now.Add(-Leeway - time.Second),
 	} {
 		if _, err := iss.Verify(tok, at); authd.ErrorCode(err) != authd.EInvalidToken {
 			t.Errorf("cached token %s: %v, want invalid_token", name, err)
@@ -282,20 +387,281 @@ func TestKeyOfAnotherInstance(t *testing.T) {
 	dir := t.TempDir()
 	a, _ := OpenKeyring(dir, "EdDSA", now)
 	b, _ := OpenKeyring(dir, "EdDSA", now)
-	if _, _, err := Rotate(dir, "EdDSA", now.Add(time.Minute), time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Reload(); err != nil { // instance B picked up its new key
-		t.Fatal(err)
-	}
-	tok, err := NewIssuer(b, "i", "a").Issue(claimsAt(now))
+	newKey, _, err := Rotate(dir, "EdDSA", now.Add(time.Minute), time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewIssuer(a, "i", "a").Verify(tok, now); err != nil {
+	if err := b.Reload(); err != nil { // instance B picked up the new key
+		t.Fatal(err)
+	}
+	at := newKey.Created.Add(SigningDelay)
+	tok, err := NewIssuer(b, "i", "a").Issue(claimsAt(at))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kid := header(t, tok)["kid"]; kid != newKey.ID {
+		t.Fatalf("B signed with %v, want the new key %s", kid, newKey.ID)
+	}
+	if _, err := NewIssuer(a, "i", "a").Verify(tok, at); err != nil {
 		t.Errorf("instance A rejects B's new key: %v", err)
 	}
 	if _, ok := a.Key("not-a-kid"); ok {
 		t.Error("a malformed kid was found")
+	}
+}
+
+// TestKeyOrderWithinOneSecond: of two keys made within one second, the one
+// made later is the newer, every time; so is one made at the same instant
+// or after the clock stepped back.
+func TestKeyOrderWithinOneSecond(t *testing.T) {
+	for i := range 20 {
+		dir := t.TempDir()
+		if _, err := Generate(dir, "EdDSA", now.Add(100*time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+		later, err := Generate(dir, "EdDSA", now.Add(900*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys, err := Load(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if keys[0].ID != later.ID {
+			t.Fatalf("try %d: newest key is %s, want the one made later, %s", i, keys[0].ID, later.ID)
+		}
+	}
+	dir := t.TempDir()
+	var made []string
+	for _, at := range []time.Time{now, now, now.Add(-time.Hour)} {
+		k, err := Generate(dir, "EdDSA", at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		made = append(made, k.ID)
+	}
+	keys, _ := Load(dir)
+	if len(keys) != 3 || keys[0].ID != made[2] || keys[1].ID != made[1] || keys[2].ID != made[0] {
+		t.Errorf("keys newest first: %v, want the reverse of the order made, %v", keyIDs(keys), made)
+	}
+}
+
+// TestLegacyKeyFiles: keys whose kid has only seconds (made by earlier
+// versions) still load and verify, ordered by that second; a key added by
+// hand under another name is ordered by its file time.
+func TestLegacyKeyFiles(t *testing.T) {
+	src, err := Generate(t.TempDir(), "EdDSA", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(src.Private)
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+
+	dir := t.TempDir()
+	current, err := Generate(dir, "EdDSA", now.Add(500*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"20261127T085959Z-0011aabb.pem", "20261127T090001Z-0011aacc.pem", "by-hand.pem"} {
+		if err := os.WriteFile(filepath.Join(dir, name), pemBytes, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	handTime := now.Add(2*time.Second + 123*time.Millisecond)
+	if err := os.Chtimes(filepath.Join(dir, "by-hand.pem"), handTime, handTime); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"by-hand", "20261127T090001Z-0011aacc", current.ID, "20261127T085959Z-0011aabb"}
+	if got := keyIDs(keys); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("keys newest first: %v, want %v", got, want)
+	}
+	if !keys[0].Created.Equal(handTime) || !keys[1].Created.Equal(now.Add(time.Second)) {
+		t.Errorf("created %v and %v, want the file time %v and the kid's second", keys[0].Created, keys[1].Created, handTime)
+	}
+	kr, err := OpenKeyring(dir, "EdDSA", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := kr.Key("20261127T085959Z-0011aabb"); !ok {
+		t.Error("a key with a legacy kid is unknown to the keyring")
+	}
+}
+
+func keyIDs(keys []*Key) []string {
+	var ids []string
+	for _, k := range keys {
+		ids = append(ids, k.ID)
+	}
+	return ids
+}
+
+// TestClockSkew: a token issued on an instance whose clock is ahead (iat in
+// whole seconds, from a time late in its second) verifies on one up to
+// Leeway behind, fresh or from the cache; exp has no leeway.
+func TestClockSkew(t *testing.T) {
+	dir := t.TempDir()
+	kr, _ := OpenKeyring(dir, "EdDSA", now)
+	issued := now.Add(900 * time.Millisecond)
+	c := claimsAt(issued)
+	tok, err := NewIssuer(kr, "i", "a").Issue(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := c.ExpiresAt.Truncate(time.Second)
+	cached := NewIssuer(kr, "i", "a")
+	if _, err := cached.Verify(tok, issued); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		at   time.Time
+		ok   bool
+	}{
+		{"a second behind", issued.Add(-time.Second), true},
+		{"Leeway behind", now.Add(-Leeway), true},
+		{"more than Leeway behind", now.Add(-Leeway - time.Nanosecond), false},
+		{"just before exp", exp.Add(-time.Nanosecond), true},
+		{"at exp", exp, false},
+		{"a second after exp", exp.Add(time.Second), false},
+	} {
+		for name, iss := range map[string]*Issuer{"fresh": NewIssuer(kr, "i", "a"), "cached": cached} {
+			_, err := iss.Verify(tok, tc.at)
+			if tc.ok && err != nil || !tc.ok && authd.ErrorCode(err) != authd.EInvalidToken {
+				t.Errorf("%s, %s: Verify = %v, want ok %v", tc.name, name, err, tc.ok)
+			}
+		}
+	}
+}
+
+// TestVerifiedCacheDropsRemovedKey: once a key is removed from the
+// directory (or its file replaced), a token it signed is invalid after the
+// next reload, though it was verified and cached before.
+func TestVerifiedCacheDropsRemovedKey(t *testing.T) {
+	for _, how := range []string{"removed", "replaced"} {
+		t.Run(how, func(t *testing.T) {
+			dir := t.TempDir()
+			kr, _ := OpenKeyring(dir, "EdDSA", now)
+			old := kr.Signing(now)
+			iss := NewIssuer(kr, "i", "a")
+			tok, _ := iss.Issue(claimsAt(now))
+			if _, err := iss.Verify(tok, now); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Generate(dir, "EdDSA", now.Add(time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			if err := kr.Reload(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := iss.Verify(tok, now.Add(time.Minute)); err != nil {
+				t.Fatalf("a reload that keeps the key invalidated its token: %v", err)
+			}
+			path := filepath.Join(dir, old.ID+".pem")
+			if how == "removed" {
+				os.Remove(path)
+			} else {
+				_, priv, _ := ed25519.GenerateKey(nil)
+				der, _ := x509.MarshalPKCS8PrivateKey(priv)
+				os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+			}
+			if err := kr.Reload(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := iss.Verify(tok, now.Add(time.Minute)); authd.ErrorCode(err) != authd.EInvalidToken {
+				t.Errorf("a cached token of a key %s: Verify = %v, want invalid_token", how, err)
+			}
+		})
+	}
+}
+
+func TestRefreshKey(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "keys") // made on first use
+	key, err := RefreshKey(dir)
+	if err != nil || len(key) != 32 {
+		t.Fatalf("RefreshKey = %d bytes, %v; want 32", len(key), err)
+	}
+	again, err := RefreshKey(dir)
+	if err != nil || !bytes.Equal(again, key) {
+		t.Errorf("second RefreshKey differs (%v)", err)
+	}
+	path := filepath.Join(dir, RefreshKeyFile)
+	if info, err := os.Stat(path); err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf("refresh key file mode %v (%v), want 0600", info.Mode(), err)
+	}
+	if other, _ := RefreshKey(t.TempDir()); bytes.Equal(other, key) {
+		t.Error("two directories share a refresh key")
+	}
+
+	// Signing keys ignore it: loading, the keyring and its JWKS.
+	kr, err := OpenKeyring(dir, "EdDSA", now)
+	if err != nil {
+		t.Fatalf("OpenKeyring beside a refresh key: %v", err)
+	}
+	if keys, err := Load(dir); err != nil || len(keys) != 1 {
+		t.Errorf("Load beside a refresh key: %d keys, %v; want the one signing key", len(keys), err)
+	}
+	if ids := publishedIDs(kr, now, time.Hour); len(ids) != 1 || ids[0] != kr.Signing(now).ID {
+		t.Errorf("JWKS beside a refresh key: %v", ids)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 2 {
+		t.Errorf("keys directory holds %d files, want the signing key and the refresh key (no temporary file left)", len(entries))
+	}
+}
+
+// TestRefreshKeyConcurrentCreation: instances starting at once on an empty
+// shared directory all end up with one secret.
+func TestRefreshKeyConcurrentCreation(t *testing.T) {
+	for range 5 {
+		dir := t.TempDir()
+		const n = 16
+		keys := make([][]byte, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() { keys[i], errs[i] = RefreshKey(dir) })
+		}
+		wg.Wait()
+		for i := range n {
+			if errs[i] != nil || !bytes.Equal(keys[i], keys[0]) {
+				t.Fatalf("instance %d got a different key (%v)", i, errs[i])
+			}
+		}
+		if stored, _ := RefreshKey(dir); !bytes.Equal(stored, keys[0]) {
+			t.Fatal("the stored key is not the one the instances use")
+		}
+	}
+}
+
+func TestRefreshKeyMalformed(t *testing.T) {
+	secret := bytes.Repeat([]byte{0xab}, 32)
+	block := func(typ string, b []byte) []byte { return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}) }
+	for name, content := range map[string][]byte{
+		"empty":       nil,
+		"not PEM":     []byte("hunter2hunter2hunter2hunter2hunter2"),
+		"wrong type":  block("PRIVATE KEY", secret),
+		"short":       block("AUTHD REFRESH TOKEN KEY", secret[:16]),
+		"long":        block("AUTHD REFRESH TOKEN KEY", append(secret, 0)),
+		"two blocks":  append(block("AUTHD REFRESH TOKEN KEY", secret), block("AUTHD REFRESH TOKEN KEY", secret)...),
+		"with header": pem.EncodeToMemory(&pem.Block{Type: "AUTHD REFRESH TOKEN KEY", Headers: map[string]string{"A": "b"}, Bytes: secret}),
+	} {
+		dir := t.TempDir()
+		path := filepath.Join(dir, RefreshKeyFile)
+		os.WriteFile(path, content, 0o600)
+		_, err := RefreshKey(dir)
+		if err == nil || !strings.Contains(err.Error(), path) {
+			t.Errorf("%s: RefreshKey = %v, want an error naming %s", name, err, path)
+			continue
+		}
+		if strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), "q6urq6") || strings.Contains(strings.ToLower(err.Error()), "abab") {
+			t.Errorf("%s: the error shows the secret: %v", name, err)
+		}
+		if after, _ := os.ReadFile(path); !bytes.Equal(after, content) {
+			t.Errorf("%s: the malformed file was overwritten", name)
+		}
 	}
 }

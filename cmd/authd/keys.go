@@ -12,14 +12,21 @@ import (
 const keysSynopsis = `authd keys [flags] ACTION
 
 Actions:
-  generate    add a signing key of AUTHD_SIGNING_ALG; the newest key signs
-  list        every key in AUTHD_KEYS_DIR with its state
-  rotate      add a new signing key and delete the keys retired for longer
-              than AUTHD_ACCESS_TOKEN_TTL (all their tokens have expired)
+  generate    add a key of AUTHD_SIGNING_ALG (as rotate, without deleting)
+  list        every key in AUTHD_KEYS_DIR with its state and when it changes
+  rotate      add a new key, and delete the keys retired (out of JWKS: every
+              token they signed has expired)
 
-Keys are PKCS#8 PEM files named KID.pem. Running instances reread the
-directory every 30 seconds; JWKS keeps publishing a retired key until the
-tokens it signed have expired.`
+A new key is published in JWKS at once and signs new tokens 6 minutes later:
+JWKS is cached for 5 minutes, so resource servers know the key before they
+meet a token it signed. The first key of an empty directory signs at once.
+Key states: published (in JWKS, not signing yet), signing, retiring (signs
+no more, in JWKS until AUTHD_ACCESS_TOKEN_TTL after it stopped signing),
+retired (the next rotate deletes it).
+
+Keys are PKCS#8 PEM files named KID.pem; the kid begins with the key's
+creation time, which orders the keys. Running instances reread the directory
+every 30 seconds.`
 
 func keysCmd(_ context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "keys", keysSynopsis)
@@ -43,19 +50,39 @@ func keysCmd(_ context.Context, e *env, args []string) error {
 	fail := func(err error) error {
 		return &cliError{msg: "signing keys: " + err.Error(), hint: "AUTHD_KEYS_DIR must be a writable directory of PKCS#8 PEM private keys"}
 	}
+	// added says when a key just made starts signing.
+	added := func(k *token.Key) error {
+		keys, err := token.LoadAlg(cfg.KeysDir, cfg.SigningAlg)
+		if err != nil {
+			return fail(err)
+		}
+		for _, s := range token.States(keys, now, cfg.AccessTokenTTL) {
+			switch {
+			case s.Key.ID != k.ID:
+			case s.State == token.Signing:
+				fmt.Fprintf(e.stdout, "generated %s key %s in %s; it signs new tokens from now on\n", k.Alg, k.ID, cfg.KeysDir)
+			default:
+				fmt.Fprintf(e.stdout, "generated %s key %s in %s; published in JWKS now, it signs new tokens from %s (in %s)\n",
+					k.Alg, k.ID, cfg.KeysDir, s.Until.Format(time.RFC3339), s.Until.Sub(now).Round(time.Second))
+			}
+		}
+		return nil
+	}
 	switch action {
 	case "generate":
 		k, err := token.Generate(cfg.KeysDir, cfg.SigningAlg, now)
 		if err != nil {
 			return fail(err)
 		}
-		fmt.Fprintf(e.stdout, "generated %s key %s in %s; it signs new tokens from now on\n", k.Alg, k.ID, cfg.KeysDir)
+		return added(k)
 	case "rotate":
 		k, deleted, err := token.Rotate(cfg.KeysDir, cfg.SigningAlg, now, cfg.AccessTokenTTL)
 		if err != nil {
 			return fail(err)
 		}
-		fmt.Fprintf(e.stdout, "generated %s key %s; it signs new tokens from now on\n", k.Alg, k.ID)
+		if err := added(k); err != nil {
+			return err
+		}
 		for _, id := range deleted {
 			fmt.Fprintf(e.stdout, "deleted retired key %s\n", id)
 		}
@@ -68,27 +95,51 @@ func keysCmd(_ context.Context, e *env, args []string) error {
 			fmt.Fprintf(e.stdout, "no keys in %s; `authd serve` or `authd keys generate` creates one\n", cfg.KeysDir)
 			return nil
 		}
+		states := map[*token.Key]token.Status{}
+		for _, s := range token.States(filterAlg(keys, cfg.SigningAlg), now, cfg.AccessTokenTTL) {
+			states[s.Key] = s
+		}
 		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "KID\tALG\tCREATED\tSTATE")
-		var newer *token.Key // the next newer key of the configured algorithm
+		fmt.Fprintln(tw, "KID\tALG\tCREATED\tSTATE\tNEXT")
 		for _, k := range keys {
-			state := "other algorithm (not used)"
-			if k.Alg == cfg.SigningAlg {
-				switch {
-				case newer == nil:
-					state = "signing"
-				case now.Before(newer.Created.Add(cfg.AccessTokenTTL)):
-					state = "retired, still published"
-				default:
-					state = "retired, deletable"
-				}
-				newer = k
+			s, ok := states[k]
+			if !ok {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.ID, k.Alg, k.Created.Format(time.RFC3339), "other algorithm", "not used")
+				continue
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", k.ID, k.Alg, k.Created.Format(time.RFC3339), state)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.ID, k.Alg, k.Created.Format(time.RFC3339), s.State, next(s))
 		}
 		return tw.Flush()
 	default:
 		return usagef("unknown action %q", action)
 	}
 	return nil
+}
+
+// next says what becomes of a key, and when.
+func next(s token.Status) string {
+	at := s.Until.Format(time.RFC3339)
+	switch s.State {
+	case token.Published:
+		return "signing from " + at
+	case token.Signing:
+		if s.Until.IsZero() {
+			return "until a newer key signs"
+		}
+		return "retiring from " + at
+	case token.Retiring:
+		return "retired (out of JWKS) from " + at
+	default:
+		return "deleted by the next `authd keys rotate`"
+	}
+}
+
+func filterAlg(keys []*token.Key, alg string) []*token.Key {
+	var out []*token.Key
+	for _, k := range keys {
+		if k.Alg == alg {
+			out = append(out, k)
+		}
+	}
+	return out
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/authd/authd"
 	"github.com/authd/authd/password"
 	"github.com/authd/authd/storetest"
+	"github.com/authd/authd/token"
 )
 
 var update = flag.Bool("update", false, "rewrite .env.example from the settings table")
@@ -523,15 +524,26 @@ func TestKeysCLI(t *testing.T) {
 	if code != exitOK || !strings.Contains(stdout, "no keys") {
 		t.Errorf("list of an empty directory: %d %q", code, stdout)
 	}
-	if code, stdout, stderr := runCLI(t, env, "keys", "generate"); code != exitOK || !strings.Contains(stdout, "generated EdDSA key") {
-		t.Fatalf("generate: %d %q %q", code, stdout, stderr)
+	code, stdout, stderr := runCLI(t, env, "keys", "generate")
+	if code != exitOK || !strings.Contains(stdout, "generated EdDSA key") || !strings.Contains(stdout, "signs new tokens from now on") {
+		t.Fatalf("generate in an empty directory (the key signs at once): %d %q %q", code, stdout, stderr)
 	}
-	if code, stdout, _ := runCLI(t, env, "keys", "rotate"); code != exitOK || !strings.Contains(stdout, "generated EdDSA key") {
+	// A rotated-in key is published first and signs once cached JWKS copies
+	// have expired; the old key signs until then.
+	code, stdout, _ = runCLI(t, env, "keys", "rotate")
+	if code != exitOK || !strings.Contains(stdout, "generated EdDSA key") || !strings.Contains(stdout, "published in JWKS now, it signs new tokens from ") ||
+		!strings.Contains(stdout, "(in 6m0s)") {
 		t.Fatalf("rotate: %d %q", code, stdout)
 	}
+	// The refresh-token key in the same directory is not a signing key.
+	if _, err := token.RefreshKey(filepath.Join(env["AUTHD_DATA_DIR"], "keys")); err != nil {
+		t.Fatal(err)
+	}
 	code, stdout, _ = runCLI(t, env, "keys", "list")
-	if code != exitOK || strings.Count(stdout, "signing") != 1 || !strings.Contains(stdout, "retired, still published") {
-		t.Errorf("list after rotate: %d\n%s", code, stdout)
+	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	if code != exitOK || len(lines) != 3 || !strings.Contains(lines[1], " published ") || !strings.Contains(lines[1], "signing from ") ||
+		!strings.Contains(lines[2], " signing ") || !strings.Contains(lines[2], "retiring from ") {
+		t.Errorf("list after rotate (newest first: published, then signing): %d\n%s", code, stdout)
 	}
 	env["AUTHD_SIGNING_ALG"] = "ES256"
 	runCLI(t, env, "keys", "generate")

@@ -240,7 +240,7 @@ func (a *App) Run(ctx context.Context) error {
 		a.logger.Info("admin API listening", "addr", a.adminListener.Addr().String())
 	}
 	a.logger.Info("authd started", "addr", a.listener.Addr().String(), "database", a.databaseKind(),
-		"signing_key", a.keys.Signing().ID, "alg", a.keys.Alg())
+		"signing_key", a.keys.Signing(a.clock.Now()).ID, "alg", a.keys.Alg())
 	select {
 	case err := <-errc:
 		return err
