@@ -207,6 +207,7 @@ func newEnv(t testing.TB, store authd.Store, opts ...option) *env {
 	apiOpts := httpapi.Options{
 		Service: e.svc, Logger: logger, Ready: store.Ready, ServiceTokens: []string{serviceToken},
 		JWKS:        func() ([]byte, error) { return keys.JWKS(e.clock.Now(), cfg.AccessTokenTTL) },
+		JWKSMaxAge:  token.JWKSMaxAge,
 		CORSOrigins: []string{"https://app.example.org"}, PasswordMinLength: 12,
 		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
 	}

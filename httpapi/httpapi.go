@@ -8,6 +8,7 @@ import (
 	_ "embed"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -23,6 +24,9 @@ type Options struct {
 	Service *authd.Service
 	// JWKS returns the current JSON Web Key Set.
 	JWKS func() ([]byte, error)
+	// JWKSMaxAge is how long resource servers may cache the JWKS; key
+	// rotation waits as long before a new key signs (token.JWKSMaxAge).
+	JWKSMaxAge time.Duration
 	// Ready reports whether the database is reachable and at head.
 	Ready          func(context.Context) error
 	Logger         *slog.Logger
@@ -193,8 +197,9 @@ func (s *Server) jwks(w http.ResponseWriter, _ *http.Request) error {
 	if err != nil {
 		return err
 	}
-	// Resource servers cache the keys; a new key is published well before it signs.
-	w.Header().Set("Cache-Control", "public, max-age=300")
+	// Resource servers cache the keys; a new key is published this long
+	// before it signs, so a cached JWKS never misses a signing kid.
+	w.Header().Set("Cache-Control", fmt.Sprintf("public, max-age=%d", int(s.opts.JWKSMaxAge/time.Second)))
 	w.Header().Set("Content-Type", "application/jwk-set+json")
 	w.Write(body)
 	return nil

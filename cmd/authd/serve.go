@@ -102,6 +102,11 @@ func (a *App) Open(ctx context.Context) (err error) {
 		return &cliError{msg: "signing keys: " + err.Error(),
 			hint: "AUTHD_KEYS_DIR must be a writable directory of PKCS#8 PEM private keys; see `authd keys --help`"}
 	}
+	svcCfg := a.cfg.service()
+	if svcCfg.RefreshKey, err = token.RefreshKey(a.cfg.KeysDir); err != nil {
+		return &cliError{msg: "refresh-token key: " + err.Error(),
+			hint: "AUTHD_KEYS_DIR must be writable and shared by every instance; restore refresh-token.key from another instance if it is damaged"}
+	}
 	renderer, err := mail.NewRenderer(a.cfg.PublicURL, a.cfg.TemplatesDir)
 	if err != nil {
 		return &cliError{msg: err.Error(), hint: "fix the template in AUTHD_TEMPLATES_DIR or remove it to use the embedded one"}
@@ -131,7 +136,7 @@ func (a *App) Open(ctx context.Context) (err error) {
 	default:
 		limiter = ratelimit.NewMemory(a.clock)
 	}
-	a.service = authd.NewService(a.cfg.service(), authd.Deps{
+	a.service = authd.NewService(svcCfg, authd.Deps{
 		Store:     a.db,
 		Clock:     a.clock,
 		Passwords: hasher,
@@ -148,10 +153,11 @@ func (a *App) Open(ctx context.Context) (err error) {
 		return err
 	}
 	opts := httpapi.Options{
-		Service: a.service,
-		JWKS:    func() ([]byte, error) { return a.keys.JWKS(a.clock.Now(), a.cfg.AccessTokenTTL) },
-		Ready:   a.db.Ready,
-		Logger:  a.logger, ServiceTokens: a.cfg.ServiceTokens,
+		Service:    a.service,
+		JWKS:       func() ([]byte, error) { return a.keys.JWKS(a.clock.Now(), a.cfg.AccessTokenTTL) },
+		JWKSMaxAge: token.JWKSMaxAge,
+		Ready:      a.db.Ready,
+		Logger:     a.logger, ServiceTokens: a.cfg.ServiceTokens,
 		TrustedProxies: a.cfg.TrustedProxies, CORSOrigins: a.cfg.CORSOrigins,
 		PasswordMinLength: a.cfg.PasswordMinLength,
 		HSTS:              strings.HasPrefix(a.cfg.PublicURL, "https://"),
