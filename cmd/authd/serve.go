@@ -122,7 +122,7 @@ func (a *App) Open(ctx context.Context) (err error) {
 	case !a.cfg.RateLimit:
 		a.logger.Warn("rate limits are off (AUTHD_RATE_LIMIT=off)")
 	case a.cfg.RedisURL != "":
-		r, err := ratelimit.NewRedis(ctx, a.cfg.RedisURL, a.clock)
+		r, err := ratelimit.NewRedis(ctx, a.cfg.RedisURL)
 		if err != nil {
 			return err
 		}
