@@ -42,7 +42,7 @@ func subjects(t *testing.T) []subject {
 	if url := redisURL(t); url != "" {
 		prefix := testPrefix()
 		out = append(out, subject{"redis",
-			func(t *testing.T) authd.RateLimiter { return redisLimiter(t, url, prefix) },
+			func(t *testing.T) authd.RateLimiter { return redisLimiter(t, url, prefix, nil, nil) },
 			// Redis drops a counter only once its expiry is strictly past.
 			func(d time.Duration) { time.Sleep(d + 5*time.Millisecond) }})
 	}

@@ -118,19 +118,21 @@ func (a *App) Open(ctx context.Context) (err error) {
 	hasher := password.NewHasher(a.cfg.Argon2, password.Policy{MinLength: a.cfg.PasswordMinLength})
 	hasher.Observe = m.Hash
 	var limiter authd.RateLimiter
+	fallback := func() bool { return false }
 	switch {
 	case !a.cfg.RateLimit:
 		a.logger.Warn("rate limits are off (AUTHD_RATE_LIMIT=off)")
 	case a.cfg.RedisURL != "":
-		r, err := ratelimit.NewRedis(ctx, a.cfg.RedisURL)
+		r, err := ratelimit.NewRedis(ctx, a.cfg.RedisURL, a.clock, a.logger)
 		if err != nil {
 			return err
 		}
 		a.closers = append(a.closers, r.Close)
-		limiter = r
+		limiter, fallback = r, r.Fallback
 	default:
 		limiter = ratelimit.NewMemory(a.clock)
 	}
+	m.RateLimitFallback(fallback)
 	a.service = authd.NewService(a.cfg.service(), authd.Deps{
 		Store:     a.db,
 		Clock:     a.clock,
