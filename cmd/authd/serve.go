@@ -43,15 +43,32 @@ func serveCmd(ctx context.Context, e *env, args []string) error {
 	}
 	cfg, err := loadConfig(flags, e.getenv)
 	if err != nil {
+		if jsonLogs(flags, e.getenv) {
+			return logFailure(slog.New(slog.NewJSONHandler(e.stderr, nil)), err)
+		}
 		return err
 	}
-	app := NewApp(cfg, newLogger(cfg, e.stderr))
-	if err := app.Open(ctx); err != nil {
+	logger := newLogger(cfg, e.stderr)
+	// With JSON logs every line serve writes is one JSON object, so that a
+	// log collector never meets a line it cannot parse.
+	fail := func(err error) error {
+		if cfg.LogFormat == "json" {
+			return logFailure(logger, err)
+		}
 		return err
+	}
+	app := NewApp(cfg, logger)
+	if err := app.Open(ctx); err != nil {
+		return fail(err)
 	}
 	defer app.Close()
-	fmt.Fprintf(e.stdout, "authd listening on http://%s\n", app.Addr())
-	return app.Run(ctx)
+	url := "http://" + app.Addr().String()
+	if cfg.LogFormat == "json" {
+		newLogger(cfg, e.stdout).Info("authd listening on "+url, "url", url)
+	} else {
+		fmt.Fprintf(e.stdout, "authd listening on %s\n", url)
+	}
+	return fail(app.Run(ctx))
 }
 
 func newLogger(cfg *Config, w io.Writer) *slog.Logger {
@@ -92,6 +109,10 @@ func (a *App) Open(ctx context.Context) (err error) {
 			a.Close()
 		}
 	}()
+	for _, l := range a.cfg.shortLifetimes() {
+		a.logger.Warn("a lifetime is under a minute: fine for trying expiry, too short for production",
+			"setting", l.env, "value", l.value.String())
+	}
 	if a.db, err = openDatabase(ctx, a.cfg, true); err != nil {
 		return err
 	}
