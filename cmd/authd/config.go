@@ -26,8 +26,8 @@ type Config struct {
 	DatabaseURL          string
 	DataDir              string
 	HTTPAddr             string
-	AdminAddr            string // empty: admin API off
-	AdminToken           string // empty: admin API off
+	AdminAddr            string // empty: no admin listener (metrics, admin API)
+	AdminToken           string // empty: admin API off, metrics still served
 	ServiceTokens        []string
 	PublicURL            string // no trailing slash
 	Issuer               string
@@ -85,7 +85,7 @@ var settings = []setting{
 		func(c *Config, v string) error { return nonEmpty(&c.DataDir, v) }},
 	{"AUTHD_HTTP_ADDR", "127.0.0.1:8080", "public API listener (host:port)", false,
 		func(c *Config, v string) error { return hostPort(&c.HTTPAddr, v, false) }},
-	{"AUTHD_ADMIN_ADDR", "127.0.0.1:8081", "admin API listener (host:port; empty: disabled)", false,
+	{"AUTHD_ADMIN_ADDR", "127.0.0.1:8081", "internal listener for /metrics, and the admin API when AUTHD_ADMIN_TOKEN is set (host:port; empty: disabled)", false,
 		func(c *Config, v string) error { return hostPort(&c.AdminAddr, v, true) }},
 	{"AUTHD_ADMIN_TOKEN", "", "bearer secret of the admin API (at least 32 characters); unset: admin API disabled", true,
 		func(c *Config, v string) error {

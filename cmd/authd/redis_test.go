@@ -59,7 +59,7 @@ func TestServeRedisDown(t *testing.T) {
 		t.Errorf("31st resend from one IP with Redis down: %d, Retry-After %q; want 429 with Retry-After (limits in memory, never none)",
 			resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
-	if body := get(t, base+"/metrics"); !strings.Contains(body, "authd_rate_limit_fallback 1") {
+	if body := get(t, "http://"+app.AdminAddr().String()+"/metrics"); !strings.Contains(body, "authd_rate_limit_fallback 1") {
 		t.Error("/metrics does not show authd_rate_limit_fallback 1 with Redis down")
 	}
 	if n := strings.Count(logs.String(), "fall back to memory"); n != 1 {

@@ -33,7 +33,7 @@ const outboxPoll = 2 * time.Second
 const shutdownTimeout = 20 * time.Second
 
 func serveCmd(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "serve", "authd serve [flags]\n\nRuns the public API on AUTHD_HTTP_ADDR until SIGTERM or SIGINT, then shuts down\ngracefully. Flags override the environment, which overrides .env.")
+	fs := newFlagSet(e, "serve", "authd serve [flags]\n\nRuns the public API on AUTHD_HTTP_ADDR, and /metrics and the admin API on\nAUTHD_ADMIN_ADDR, until SIGTERM or SIGINT, then shuts down gracefully. Flags\noverride the environment, which overrides .env.")
 	flags := configFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -91,7 +91,7 @@ type App struct {
 	listener net.Listener
 	server   *http.Server
 
-	adminListener net.Listener // nil while the admin API is off
+	adminListener net.Listener // nil when AUTHD_ADMIN_ADDR is empty
 	admin         *http.Server
 	closers       []func() error
 }
@@ -177,26 +177,23 @@ func (a *App) Open(ctx context.Context) (err error) {
 		TrustedProxies: a.cfg.TrustedProxies, CORSOrigins: a.cfg.CORSOrigins,
 		PasswordMinLength: a.cfg.PasswordMinLength,
 		HSTS:              strings.HasPrefix(a.cfg.PublicURL, "https://"),
-		Metrics:           m.Handler(),
 		Observe:           m.Request,
 	}
 	if a.listener, err = listen(a.cfg.HTTPAddr, "AUTHD_HTTP_ADDR"); err != nil {
 		return err
 	}
 	a.server = a.httpServer(httpapi.New(opts))
-	switch {
-	case a.cfg.AdminAddr == "":
-		a.logger.Info("admin API disabled: AUTHD_ADMIN_ADDR is empty")
-	case a.cfg.AdminToken == "":
-		a.logger.Info("admin API disabled: set AUTHD_ADMIN_TOKEN to enable it")
-	default:
-		if a.adminListener, err = listen(a.cfg.AdminAddr, "AUTHD_ADMIN_ADDR"); err != nil {
-			return err
-		}
-		adminOpts := opts
-		adminOpts.CORSOrigins = nil // the admin API is never called from browsers
-		a.admin = a.httpServer(httpapi.NewAdmin(adminOpts, a.cfg.AdminToken))
+	opts.Metrics = m.Handler() // the admin listener's only
+	if a.cfg.AdminAddr == "" {
+		a.logger.Info("admin listener disabled (metrics and admin API): AUTHD_ADMIN_ADDR is empty")
+		return nil
 	}
+	if a.adminListener, err = listen(a.cfg.AdminAddr, "AUTHD_ADMIN_ADDR"); err != nil {
+		return err
+	}
+	adminOpts := opts
+	adminOpts.CORSOrigins = nil // the admin listener is never called from browsers
+	a.admin = a.httpServer(httpapi.NewAdmin(adminOpts, a.cfg.AdminToken))
 	return nil
 }
 
@@ -221,7 +218,8 @@ func (a *App) httpServer(h http.Handler) *http.Server {
 	}
 }
 
-// AdminAddr is the address the admin listener is bound to, nil when off.
+// AdminAddr is the address the admin listener is bound to, nil when
+// AUTHD_ADMIN_ADDR is empty.
 func (a *App) AdminAddr() net.Addr {
 	if a.adminListener == nil {
 		return nil
@@ -259,7 +257,12 @@ func (a *App) Run(ctx context.Context) error {
 	go func() { errc <- a.server.Serve(a.listener) }()
 	if a.admin != nil {
 		go func() { errc <- a.admin.Serve(a.adminListener) }()
-		a.logger.Info("admin API listening", "addr", a.adminListener.Addr().String())
+		api := "on"
+		if a.cfg.AdminToken == "" {
+			api = "off: set AUTHD_ADMIN_TOKEN to enable it"
+		}
+		a.logger.Info("admin listener (metrics, admin API) listening", "addr", a.adminListener.Addr().String(),
+			"admin_api", api)
 	}
 	a.logger.Info("authd started", "addr", a.listener.Addr().String(), "database", a.databaseKind(),
 		"signing_key", a.keys.Signing().ID, "alg", a.keys.Alg())
