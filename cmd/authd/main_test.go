@@ -461,6 +461,14 @@ func TestMigrateCreate(t *testing.T) {
 	}
 }
 
+// seedArgs is how the tests seed a store: PostgreSQL only with --force.
+func seedArgs(store string) []string {
+	if store == "postgres" {
+		return []string{"seed", "--force"}
+	}
+	return []string{"seed"}
+}
+
 func TestSeedIsIdempotent(t *testing.T) {
 	t.Parallel()
 	for name, env := range map[string]map[string]string{"sqlite": sqliteEnv(t), "postgres": postgresEnv(t)} {
@@ -470,12 +478,12 @@ func TestSeedIsIdempotent(t *testing.T) {
 					t.Fatalf("migrate up: %s", stderr)
 				}
 			}
-			code, stdout, stderr := runCLI(t, env, "seed")
+			code, stdout, stderr := runCLI(t, env, seedArgs(name)...)
 			if code != exitOK || !strings.Contains(stdout, "3 demo account(s) created") || !strings.Contains(stdout, DemoPassword) {
 				t.Fatalf("first seed: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 			}
 			before := snapshot(t, env)
-			code, stdout, _ = runCLI(t, env, "seed")
+			code, stdout, _ = runCLI(t, env, seedArgs(name)...)
 			if code != exitOK || !strings.Contains(stdout, "0 demo account(s) created, 3 already present") {
 				t.Fatalf("second seed: exit %d, stdout %q", code, stdout)
 			}
@@ -483,6 +491,35 @@ func TestSeedIsIdempotent(t *testing.T) {
 				t.Errorf("second seed changed the data:\nbefore %s\nafter  %s", before, after)
 			}
 		})
+	}
+}
+
+// TestSeedRefusesPostgreSQL: the demo accounts are active and verified with
+// a published password, so seed refuses the database production runs on
+// unless --force says it is not one.
+func TestSeedRefusesPostgreSQL(t *testing.T) {
+	t.Parallel()
+	env := postgresEnv(t)
+	if code, _, stderr := runCLI(t, env, "migrate", "up"); code != exitOK {
+		t.Fatalf("migrate up: %s", stderr)
+	}
+	code, stdout, stderr := runCLI(t, env, "seed")
+	if code != exitFailure || stdout != "" || strings.Count(stderr, "\n") != 2 ||
+		!strings.Contains(stderr, "hint:") || !strings.Contains(stderr, "--force") {
+		t.Errorf("seed on PostgreSQL: exit %d, stdout %q, stderr %q; want 1, one line and a hint naming --force", code, stdout, stderr)
+	}
+	db, err := openDatabase(context.Background(), configOf(t, env), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, a := range demoAccounts {
+		if _, err := db.UserByEmail(context.Background(), a.email); authd.ErrorCode(err) != authd.ENotFound {
+			t.Errorf("a refused seed left %s behind (%v)", a.email, err)
+		}
+	}
+	if code, stdout, stderr := runCLI(t, env, "seed", "--force"); code != exitOK || !strings.Contains(stdout, "3 demo account(s) created") {
+		t.Errorf("seed --force on PostgreSQL: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 }
 
@@ -606,7 +643,7 @@ func TestAdminAndPurgeCLI(t *testing.T) {
 			if name == "postgres" {
 				runCLI(t, env, "migrate", "up")
 			}
-			if code, _, stderr := runCLI(t, env, "seed"); code != exitOK {
+			if code, _, stderr := runCLI(t, env, seedArgs(name)...); code != exitOK {
 				t.Fatalf("seed: %s", stderr)
 			}
 			steps := []struct {
