@@ -9,10 +9,20 @@ import (
 	"github.com/google/uuid"
 )
 
-// NewAdmin returns the admin API (SPEC §5), for its own listener. Every
-// request needs "Authorization: Bearer token"; token must not be empty.
+// NewAdmin returns the admin listener (SPEC §5): /metrics and /healthz for
+// the internal network, without a token, and the admin API, whose every
+// request needs "Authorization: Bearer token", only when token is set.
 func NewAdmin(opts Options, token string) *Server {
 	s := newServer(opts)
+	s.handle("GET /healthz", s.healthz)
+	s.handle("GET /metrics", s.metrics)
+	if token == "" {
+		s.mux.HandleFunc("/v1/admin/", func(w http.ResponseWriter, r *http.Request) {
+			s.writeError(w, r, authd.Errorf(authd.ENotFound, "The admin API is off: set AUTHD_ADMIN_TOKEN to enable it."))
+		})
+		s.handler = s.middleware(http.HandlerFunc(s.route))
+		return s
+	}
 	auth := func(h handlerFunc) handlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) error {
 			got, ok := bearer(r)
@@ -22,7 +32,6 @@ func NewAdmin(opts Options, token string) *Server {
 			return h(w, r)
 		}
 	}
-	s.handle("GET /healthz", s.healthz)
 	s.handle("GET /v1/admin/users", auth(s.adminUsers))
 	s.handle("GET /v1/admin/users/{id}", auth(s.adminUser))
 	s.handle("POST /v1/admin/users/{id}/lock", auth(s.adminLock))

@@ -18,6 +18,7 @@ import (
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/httpapi"
+	"github.com/authd/authd/metrics"
 	"github.com/authd/authd/password"
 	"github.com/authd/authd/postgres"
 	"github.com/authd/authd/ratelimit"
@@ -210,6 +211,7 @@ func newEnv(t testing.TB, store authd.Store, opts ...option) *env {
 		JWKSMaxAge:  token.JWKSMaxAge,
 		CORSOrigins: []string{"https://app.example.org"}, PasswordMinLength: 12,
 		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		Metrics:        metrics.New().Handler(),
 	}
 	e.api = httpapi.New(apiOpts)
 	e.srv = httptest.NewServer(e.api)

@@ -37,7 +37,9 @@ type Options struct {
 	PasswordMinLength int
 	// HSTS adds Strict-Transport-Security (when AUTHD_PUBLIC_URL is https).
 	HSTS bool
-	// Metrics serves GET /metrics.
+	// Metrics serves GET /metrics, on the admin listener only: its counters
+	// (register notices, failed registrations, resets) would tell an
+	// outsider whether an address has an account.
 	Metrics http.Handler
 	// Observe, when set, is told of every request (for metrics).
 	Observe func(route string, status int, elapsed time.Duration)
@@ -64,7 +66,6 @@ func New(opts Options) *Server {
 	s.handle("GET /readyz", s.readyz)
 	s.handle("GET /openapi.json", s.openAPI)
 	s.handle("GET /.well-known/jwks.json", s.jwks)
-	s.handle("GET /metrics", s.metrics)
 
 	s.handle("POST /v1/auth/register", s.register)
 	s.handle("POST /v1/auth/verify-email", s.verifyEmail)

@@ -1,7 +1,7 @@
 // Package metrics exposes authd's Prometheus metrics: requests by route and
 // status with latency, security events (login outcomes, lockouts, …),
 // password hashing time and queue, mail deliveries and the outbox, the
-// revocation set and the database pool.
+// revocation set, the database pool and the rate limits' Redis fallback.
 package metrics
 
 import (
@@ -115,6 +115,20 @@ func (m *Metrics) Revocations(set *authd.RevocationSet) {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authd_revoked_sessions", Help: "Revoked sessions held in memory."},
 			func() float64 { return float64(set.Len()) }),
 	)
+}
+
+// RateLimitFallback publishes whether the rate limits, meant to be shared
+// through Redis, are counted in this instance's memory because Redis cannot
+// be used (1) or not (0), read at each scrape.
+func (m *Metrics) RateLimitFallback(fallback func() bool) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authd_rate_limit_fallback",
+		Help: "1 while Redis (AUTHD_REDIS_URL) cannot be used and rate limits count in this instance's memory, else 0."},
+		func() float64 {
+			if fallback() {
+				return 1
+			}
+			return 0
+		}))
 }
 
 // PoolStats is a snapshot of a database connection pool.

@@ -24,6 +24,7 @@ func TestHooksReachTheScrape(t *testing.T) {
 	set.Apply(authd.Revocation{At: time.Now(), SessionIDs: []uuid.UUID{uuid.New(), uuid.New()}})
 	m.Revocations(set)
 	m.Pool(func() PoolStats { return PoolStats{InUse: 2, Idle: 5, Max: 16, WaitCount: 7} })
+	m.RateLimitFallback(func() bool { return true })
 
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -37,7 +38,7 @@ func TestHooksReachTheScrape(t *testing.T) {
 		`authd_mail_deliveries_total{kind="verify_email",outcome="retried"} 1`,
 		`authd_mail_outbox_pending 4`, `authd_mail_outbox_dead 1`,
 		`authd_db_connections_in_use 2`, `authd_db_connections_max 16`, `authd_db_connection_waits_total 7`,
-		`authd_revoked_sessions 2`, `go_goroutines`, `process_resident_memory_bytes`,
+		`authd_revoked_sessions 2`, `authd_rate_limit_fallback 1`, `go_goroutines`, `process_resident_memory_bytes`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("scrape lacks %q", want)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/authd/authd"
+	"github.com/redis/go-redis/v9"
 )
 
 // MemoryLockouts is an in-memory authd.Lockouts, for one instance.
@@ -79,4 +80,52 @@ func (m *MemoryLockouts) prune(now time.Time) {
 			delete(m.keys, k)
 		}
 	}
+}
+
+var _ authd.Lockouts = (*Redis)(nil)
+
+// fail counts a failure (KEYS[1], forgotten after ARGV[3] ms without one)
+// and at the threshold ARGV[1] sets the lock KEYS[2] for ARGV[2] ms and
+// starts the count afresh. Expiries are relative: Redis's clock decides.
+var fail = redis.NewScript(`
+local n = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if n >= tonumber(ARGV[1]) then
+  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+  return 1
+end
+return 0`)
+
+// lockoutKeys names a key's failure count and lock; the hash tag keeps both
+// in one slot of a Redis Cluster.
+func (r *Redis) lockoutKeys(key string) []string {
+	base := r.prefix + "lockout:{" + key + "}"
+	return []string{base + ":failures", base + ":lock"}
+}
+
+// LockedFor implements authd.Lockouts, in memory while Redis cannot be used.
+func (r *Redis) LockedFor(ctx context.Context, key string) (time.Duration, error) {
+	var ttl time.Duration
+	if !r.try(ctx, func(ctx context.Context) (err error) {
+		ttl, err = r.client.PTTL(ctx, r.lockoutKeys(key)[1]).Result()
+		return err
+	}) {
+		return r.lockouts.LockedFor(ctx, key)
+	}
+	return max(ttl, 0), nil // -2: no lock, -1 cannot happen (always set with PX)
+}
+
+// Fail implements authd.Lockouts, in memory while Redis cannot be used.
+func (r *Redis) Fail(ctx context.Context, key string, threshold int, lock, forget time.Duration) (bool, error) {
+	var locked bool
+	if !r.try(ctx, func(ctx context.Context) error {
+		n, err := fail.Run(ctx, r.client, r.lockoutKeys(key), threshold,
+			max(lock.Milliseconds(), 1), max(forget.Milliseconds(), 1)).Int()
+		locked = n == 1
+		return err
+	}) {
+		return r.lockouts.Fail(ctx, key, threshold, lock, forget)
+	}
+	return locked, nil
 }

@@ -1,5 +1,6 @@
 // Package ratelimit counts requests per key in fixed windows, in memory for
-// one instance (Redis shares the counts across instances).
+// one instance, or in Redis so that every instance shares the counts (and in
+// memory again while Redis cannot be reached).
 package ratelimit
 
 import (
@@ -10,8 +11,9 @@ import (
 	"github.com/authd/authd"
 )
 
-// Memory is an in-memory authd.RateLimiter. Windows are aligned to
-// multiples of their length, as in Redis, so that Retry-After is exact.
+// Memory is an in-memory authd.RateLimiter. A key's window opens with its
+// first event and lasts its length, as Redis counters do: the two behave
+// alike, so that falling back from one to the other changes no limit.
 type Memory struct {
 	clock authd.Clock
 
@@ -40,7 +42,7 @@ func (m *Memory) Allow(_ context.Context, key string, limit int, length time.Dur
 	m.prune(now)
 	w, ok := m.windows[key]
 	if !ok || !now.Before(w.end) {
-		w = &window{end: now.Truncate(length).Add(length)}
+		w = &window{end: now.Add(length)}
 		m.windows[key] = w
 	}
 	w.count++

@@ -3,31 +3,71 @@ package ratelimit
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/authd/authd"
 	"github.com/redis/go-redis/v9"
 )
 
+const (
+	// callTimeout bounds each Redis call, so that a Redis that hangs costs a
+	// request this much at most, and only the request that finds it out.
+	callTimeout = 250 * time.Millisecond
+	// retryAfterFailure is how long limits stay in memory after Redis
+	// failed before a request tries Redis again.
+	retryAfterFailure = 5 * time.Second
+)
+
 // Redis is an authd.RateLimiter whose counts every instance shares
-// (AUTHD_REDIS_URL). Windows are aligned to multiples of their length, as
-// in Memory, and each counter expires with its window.
+// (AUTHD_REDIS_URL). A key's window opens with its first event and ends when
+// Redis expires the counter, so only Redis's clock decides where a window
+// lies: instances whose clocks disagree still count into the same window,
+// and none can make a counter expire early.
+//
+// When Redis cannot be used, the limits fall back to memory on this
+// instance (never to none) until Redis answers again: one request tries it
+// every few seconds meanwhile, the others do not wait for it.
 type Redis struct {
-	client *redis.Client
-	clock  authd.Clock
-	prefix string
+	client   *redis.Client
+	addr     string // host:port, never the URL, which may hold a password
+	prefix   string
+	clock    authd.Clock
+	logger   *slog.Logger
+	fallback *Memory
+	lockouts *MemoryLockouts // the fallback of the lockouts
+	timeout  time.Duration
+	retry    time.Duration
+
+	down    atomic.Bool
+	mu      sync.Mutex // guards probeAt and the changes of down
+	probeAt time.Time  // while down, when a request next tries Redis
 }
 
 var _ authd.RateLimiter = (*Redis)(nil)
 
 // NewRedis connects to rawURL (redis://… or rediss://…) and checks that the
-// server answers.
-func NewRedis(ctx context.Context, rawURL string, clock authd.Clock) (*Redis, error) {
+// server answers. Clock runs the in-memory fallback; logger hears when
+// limits fall back and when they return to Redis.
+func NewRedis(ctx context.Context, rawURL string, clock authd.Clock, logger *slog.Logger) (*Redis, error) {
 	opts, err := redis.ParseURL(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("AUTHD_REDIS_URL is not a valid redis:// URL")
 	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = 2*time.Second, time.Second, time.Second
+	// Each call's context bounds it (callTimeout), dial and reads included;
+	// one dial attempt, because a refused connection will not be accepted
+	// 100 ms later.
+	opts.ContextTimeoutEnabled, opts.DialerRetries = true, 1
+	// go-redis logs dial failures itself, in plain text on stderr, once per
+	// request while Redis is down; the limiter reports the outage once. The
+	// setting is process-wide: the last limiter made decides.
+	redis.SetLogger(debugLog{logger})
 	client := redis.NewClient(opts)
 	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -37,30 +77,118 @@ func NewRedis(ctx context.Context, rawURL string, clock authd.Clock) (*Redis, er
 			Message: fmt.Sprintf("could not connect to Redis at %s: %v", opts.Addr, err),
 			Hint:    "start Redis or fix AUTHD_REDIS_URL (unset it to keep rate limits in memory)"}
 	}
-	return &Redis{client: client, clock: clock, prefix: "authd:rl:"}, nil
+	return &Redis{client: client, addr: opts.Addr, prefix: "authd:rl:", clock: clock, logger: logger,
+		fallback: NewMemory(clock), lockouts: NewMemoryLockouts(clock), timeout: callTimeout, retry: retryAfterFailure}, nil
 }
 
-// allow counts one event and gives the window's remaining lifetime, in one
-// round trip: INCR, and PEXPIREAT only when the key is new.
+// allow counts one event and gives the window's remaining lifetime in
+// milliseconds, in one round trip. The expiry is relative (PEXPIRE, not
+// PEXPIREAT with an instance's idea of the time), and it is set whenever the
+// counter has none, so a counter can never outlive its window.
 var allow = redis.NewScript(`
 local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIREAT', KEYS[1], ARGV[1]) end
-return n`)
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  ttl = tonumber(ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return {n, ttl}`)
 
-// Allow implements authd.RateLimiter.
+// Allow implements authd.RateLimiter. It never fails: when Redis cannot
+// answer, the in-memory limiter does.
 func (r *Redis) Allow(ctx context.Context, key string, limit int, length time.Duration) (time.Duration, error) {
-	now := r.clock.Now()
-	end := now.Truncate(length).Add(length)
-	k := fmt.Sprintf("%s%s:%d", r.prefix, key, end.UnixMilli())
-	n, err := allow.Run(ctx, r.client, []string{k}, end.UnixMilli()).Int()
-	if err != nil {
-		return 0, err
+	var n int64
+	var ttl time.Duration
+	if !r.try(ctx, func(ctx context.Context) (err error) {
+		n, ttl, err = r.count(ctx, key, length)
+		return err
+	}) {
+		return r.fallback.Allow(ctx, key, limit, length)
 	}
-	if n > limit {
-		return end.Sub(now), nil
+	if n > int64(limit) {
+		return ttl, nil
 	}
 	return 0, nil
 }
 
+// try runs call on Redis within the call timeout and reports whether it
+// answered; false sends the request to the in-memory fallback.
+func (r *Redis) try(ctx context.Context, call func(context.Context) error) bool {
+	if !r.useRedis() {
+		return false
+	}
+	callCtx, cancel := context.WithTimeout(ctx, r.timeout)
+	err := call(callCtx)
+	cancel()
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return false // the request ended, not Redis: say nothing about Redis
+	case err != nil:
+		r.failed(err)
+		return false
+	}
+	r.recovered()
+	return true
+}
+
+func (r *Redis) count(ctx context.Context, key string, length time.Duration) (int64, time.Duration, error) {
+	res, err := allow.Run(ctx, r.client, []string{r.prefix + key}, max(length.Milliseconds(), 1)).Int64Slice()
+	if err != nil {
+		return 0, 0, err
+	}
+	if len(res) != 2 {
+		return 0, 0, fmt.Errorf("rate limit script answered %v", res)
+	}
+	return res[0], time.Duration(res[1]) * time.Millisecond, nil
+}
+
+// useRedis reports whether this request should count in Redis: always while
+// Redis works; after a failure, one request every r.retry.
+func (r *Redis) useRedis() bool {
+	if !r.down.Load() {
+		return true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.clock.Now()
+	if now.Before(r.probeAt) {
+		return false
+	}
+	r.probeAt = now.Add(r.retry)
+	return true
+}
+
+func (r *Redis) failed(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.probeAt = r.clock.Now().Add(r.retry)
+	if !r.down.Swap(true) {
+		r.logger.Warn("Redis cannot be used: rate limits fall back to memory on this instance until it answers",
+			"addr", r.addr, "err", err)
+	}
+}
+
+func (r *Redis) recovered() {
+	if !r.down.Load() {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.down.Swap(false) {
+		r.logger.Info("Redis answers again: rate limits are shared again", "addr", r.addr)
+	}
+}
+
+// Fallback reports whether limits are counted in memory because Redis
+// cannot be used (for the authd_rate_limit_fallback gauge).
+func (r *Redis) Fallback() bool { return r.down.Load() }
+
 // Close closes the connection pool.
 func (r *Redis) Close() error { return r.client.Close() }
+
+// debugLog passes go-redis's own messages to slog at debug level.
+type debugLog struct{ logger *slog.Logger }
+
+func (d debugLog) Printf(ctx context.Context, format string, v ...any) {
+	d.logger.DebugContext(ctx, fmt.Sprintf(format, v...))
+}

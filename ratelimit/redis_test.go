@@ -1,88 +1,227 @@
 package ratelimit
 
 import (
+	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"os"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/authd/authd"
 )
 
-// redisLimiter connects to TEST_REDIS_URL with a key prefix of its own, so
-// that tests never see each other's counts.
-func redisLimiter(t *testing.T, c *clock) *Redis {
+// redisLimiter connects to url with prefix as its key prefix, on clock (the
+// real one unless a test says otherwise).
+func redisLimiter(t *testing.T, url, prefix string, clock authd.Clock, logger *slog.Logger) *Redis {
 	t.Helper()
-	url := os.Getenv("TEST_REDIS_URL")
-	if url == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("TEST_REDIS_URL is not set: CI must run the Redis-backed tests")
-		}
-		t.Skip("TEST_REDIS_URL is not set: skipping a Redis-backed test")
+	if clock == nil {
+		clock = authd.SystemClock{}
 	}
-	r, err := NewRedis(context.Background(), url, c)
+	r, err := NewRedis(context.Background(), url, clock, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := make([]byte, 6)
-	rand.Read(b)
-	r.prefix = "authd-test:" + hex.EncodeToString(b) + ":"
+	r.prefix = prefix
 	t.Cleanup(func() { r.Close() })
 	return r
 }
 
-func TestRedisFixedWindow(t *testing.T) {
-	c := &clock{now: time.Date(2026, 11, 27, 9, 0, 20, 0, time.UTC)}
-	r := redisLimiter(t, c)
+// skewed is an instance's clock that is off by a fixed amount.
+type skewed time.Duration
+
+func (s skewed) Now() time.Time { return time.Now().Add(time.Duration(s)) }
+
+// TestRedisSkewedClocksShareOneCounter: instances whose clocks are hours
+// apart, one of them behind Redis's, still count into one window that Redis
+// expires: no instance's clock turns the limit off or splits the count.
+func TestRedisSkewedClocksShareOneCounter(t *testing.T) {
+	t.Parallel()
+	url := redisURL(t)
+	if url == "" {
+		t.Skip("TEST_REDIS_URL is not set")
+	}
+	prefix := testPrefix()
+	behind := redisLimiter(t, url, prefix, skewed(-3*time.Hour), nil)
+	ahead := redisLimiter(t, url, prefix, skewed(2*time.Hour), nil)
 	ctx := context.Background()
-	for i := range 3 {
-		if wait, err := r.Allow(ctx, "k", 3, time.Minute); err != nil || wait != 0 {
-			t.Fatalf("event %d: %v, %v", i+1, wait, err)
+	allowed := 0
+	for i := range 20 {
+		l := behind
+		if i%2 == 1 {
+			l = ahead
+		}
+		wait, err := l.Allow(ctx, "k", 10, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wait == 0 {
+			allowed++
+		} else if wait > time.Minute {
+			t.Errorf("wait %s, longer than the window", wait)
 		}
 	}
-	if wait, _ := r.Allow(ctx, "k", 3, time.Minute); wait != 40*time.Second {
-		t.Errorf("4th event: wait %s, want 40s", wait)
-	}
-	c.now = c.now.Add(40 * time.Second)
-	if wait, _ := r.Allow(ctx, "k", 3, time.Minute); wait != 0 {
-		t.Error("a new window still refuses")
+	if allowed != 10 {
+		t.Errorf("%d of 20 events allowed across two skewed instances, want 10", allowed)
 	}
 }
 
-// TestRedisSharedAcrossInstances: two limiters (two instances) share one
-// count.
-func TestRedisSharedAcrossInstances(t *testing.T) {
-	c := &clock{now: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)}
-	a := redisLimiter(t, c)
-	b := &Redis{client: a.client, clock: c, prefix: a.prefix}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	allowed := 0
-	for i := range 60 {
-		l := a
-		if i%2 == 1 {
-			l = b
-		}
-		wg.Go(func() {
-			if wait, err := l.Allow(context.Background(), "shared", 30, time.Minute); err == nil && wait == 0 {
-				mu.Lock()
-				allowed++
-				mu.Unlock()
-			}
-		})
+// TestRedisDownFallsBackToMemory cuts the network between an instance and
+// Redis: limits go on in memory, the outage is logged once, Redis is tried
+// again only now and then, and once it answers the counts are shared again.
+func TestRedisDownFallsBackToMemory(t *testing.T) {
+	t.Parallel()
+	direct := redisURL(t)
+	if direct == "" {
+		t.Skip("TEST_REDIS_URL is not set")
 	}
-	wg.Wait()
-	if allowed != 30 {
-		t.Errorf("%d of 60 events allowed across two instances, want 30", allowed)
+	p := newProxy(t, direct)
+	var logs syncBuffer
+	prefix := testPrefix()
+	a := redisLimiter(t, p.url, prefix, nil, slog.New(slog.NewTextHandler(&logs, nil)))
+	b := redisLimiter(t, direct, prefix, nil, nil) // another instance, which still reaches Redis
+	a.retry = time.Hour
+	ctx := context.Background()
+
+	p.set(false)
+	for i := range 3 {
+		if wait, err := a.Allow(ctx, "k", 3, time.Hour); err != nil || wait != 0 {
+			t.Fatalf("event %d with Redis down: wait %s, err %v; want allowed", i+1, wait, err)
+		}
+	}
+	if wait, err := a.Allow(ctx, "k", 3, time.Hour); err != nil || wait <= 0 {
+		t.Errorf("4th event with Redis down: wait %s, err %v; want refused (limits in memory, never none)", wait, err)
+	}
+	if !a.Fallback() {
+		t.Error("Fallback() is false with Redis down")
+	}
+	tries := p.triesWhileDown()
+	for range 20 {
+		a.Allow(ctx, "other", 100, time.Hour)
+	}
+	if n := p.triesWhileDown() - tries; n != 0 {
+		t.Errorf("%d connections to a Redis known to be down within its retry period; want none", n)
+	}
+
+	p.set(true)
+	a.mu.Lock()
+	a.retry, a.probeAt = 0, time.Time{}
+	a.mu.Unlock()
+	for i := range 2 {
+		if wait, err := a.Allow(ctx, "after", 2, time.Hour); err != nil || wait != 0 {
+			t.Fatalf("event %d after Redis returned: wait %s, err %v", i+1, wait, err)
+		}
+	}
+	if a.Fallback() {
+		t.Error("Fallback() is still true after Redis answered")
+	}
+	if wait, _ := b.Allow(ctx, "after", 2, time.Hour); wait == 0 {
+		t.Error("the other instance does not see the counts made after Redis returned")
+	}
+	out := logs.String()
+	if n := strings.Count(out, "level=WARN"); n != 1 || !strings.Contains(out, "fall back to memory") {
+		t.Errorf("%d warnings for one outage, want 1 saying limits fall back to memory:\n%s", n, out)
+	}
+	if n := strings.Count(out, "answers again"); n != 1 {
+		t.Errorf("%d lines saying Redis is back, want 1:\n%s", n, out)
 	}
 }
 
 func TestRedisUnreachable(t *testing.T) {
-	if _, err := NewRedis(context.Background(), "redis://127.0.0.1:1/0", &clock{}); err == nil {
+	t.Parallel()
+	if _, err := NewRedis(context.Background(), "redis://127.0.0.1:1/0", authd.SystemClock{}, nil); err == nil {
 		t.Error("NewRedis to a closed port succeeded")
 	}
-	if _, err := NewRedis(context.Background(), "http://x", &clock{}); err == nil {
+	if _, err := NewRedis(context.Background(), "http://x", authd.SystemClock{}, nil); err == nil {
 		t.Error("NewRedis accepted a non-redis URL")
 	}
 }
+
+// proxy stands between a limiter and Redis, so that a test can cut the
+// network as an outage would, without stopping the Redis other tests use.
+type proxy struct {
+	url    string // the Redis URL through the proxy
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	up    bool
+	conns []net.Conn
+	tries int // connections refused while cut
+}
+
+func newProxy(t *testing.T, redisURL string) *proxy {
+	t.Helper()
+	u, err := url.Parse(redisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: u.Host, up: true}
+	u.Host = ln.Addr().String()
+	p.url = u.String()
+	go p.serve()
+	t.Cleanup(func() { ln.Close(); p.set(false) })
+	return p
+}
+
+func (p *proxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if !p.up {
+			p.tries++
+			p.mu.Unlock()
+			c.Close()
+			continue
+		}
+		s, err := net.Dial("tcp", p.target)
+		if err != nil {
+			p.mu.Unlock()
+			c.Close()
+			continue
+		}
+		p.conns = append(p.conns, c, s)
+		p.mu.Unlock()
+		go func() { io.Copy(s, c); s.Close() }()
+		go func() { io.Copy(c, s); c.Close() }()
+	}
+}
+
+// set restores the network (true) or cuts it, closing every connection.
+func (p *proxy) set(up bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.up = up
+	if !up {
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.conns = nil
+	}
+}
+
+func (p *proxy) triesWhileDown() int { p.mu.Lock(); defer p.mu.Unlock(); return p.tries }
+
+// syncBuffer is a log destination safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }

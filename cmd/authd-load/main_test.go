@@ -34,18 +34,29 @@ func fakeAuthd(t *testing.T) (*httptest.Server, *atomic.Int64) {
 		calls.Add(1)
 		w.Write([]byte(`{}`))
 	})
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		w.Write([]byte("# HELP x\nprocess_resident_memory_bytes 1.2582912e+08\n"))
-	})
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv, &calls
 }
 
+// fakeAdmin is the admin listener, which alone serves /metrics.
+func fakeAdmin(t *testing.T) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/metrics" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write([]byte("# HELP x\nprocess_resident_memory_bytes 1.2582912e+08\n"))
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
 func TestScenariosReport(t *testing.T) {
 	srv, calls := fakeAuthd(t)
+	admin := fakeAdmin(t)
 	var out, errOut bytes.Buffer
-	code := run(context.Background(), []string{"-url", srv.URL, "-service-token", "svc", "-duration", "200ms",
+	code := run(context.Background(), []string{"-url", srv.URL, "-metrics-url", admin.URL, "-service-token", "svc", "-duration", "200ms",
 		"-argon2-memory-kib", "64", "-argon2-iterations", "1"}, &out, &errOut)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut.String())

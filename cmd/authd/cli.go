@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"runtime/debug"
 	"strings"
 
@@ -52,6 +53,13 @@ type cliError struct {
 
 func (e *cliError) Error() string { return e.msg }
 
+// reportedError is a failure already told in the log (as a JSON line); it
+// only sets the exit status.
+type reportedError struct{ err error }
+
+func (e *reportedError) Error() string { return e.err.Error() }
+func (e *reportedError) Unwrap() error { return e.err }
+
 // usageError is a command line that does not parse; it exits with 2.
 type usageError struct{ msg string }
 
@@ -97,7 +105,22 @@ func report(e *env, name string, err error) int {
 		fmt.Fprintf(e.stderr, "authd %s: %s\nhint: run `authd %s --help`\n", name, usage.msg, name)
 		return exitUsage
 	}
-	msg, hint := err.Error(), ""
+	var told *reportedError
+	if errors.As(err, &told) {
+		return exitFailure
+	}
+	msg, hint := explain(err)
+	fmt.Fprintf(e.stderr, "authd %s: %s\n", name, msg)
+	if hint != "" {
+		fmt.Fprintf(e.stderr, "hint: %s\n", hint)
+	}
+	return exitFailure
+}
+
+// explain gives err as one line for a person, and the hint saying what to
+// do about it when there is one.
+func explain(err error) (msg, hint string) {
+	msg = err.Error()
 	var ce *cliError
 	var de *authd.Error
 	switch {
@@ -106,11 +129,22 @@ func report(e *env, name string, err error) int {
 	case errors.As(err, &de) && de.Hint != "":
 		msg, hint = de.Message, de.Hint
 	}
-	fmt.Fprintf(e.stderr, "authd %s: %s\n", name, oneLine(msg))
-	if hint != "" {
-		fmt.Fprintf(e.stderr, "hint: %s\n", hint)
+	return oneLine(msg), hint
+}
+
+// logFailure tells err as one log line, for commands whose every line is
+// JSON, and returns it marked as told.
+func logFailure(logger *slog.Logger, err error) error {
+	if err == nil {
+		return nil
 	}
-	return exitFailure
+	msg, hint := explain(err)
+	var attrs []any
+	if hint != "" {
+		attrs = append(attrs, "hint", hint)
+	}
+	logger.Error(msg, attrs...)
+	return &reportedError{err}
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

@@ -26,8 +26,8 @@ type Config struct {
 	DatabaseURL          string
 	DataDir              string
 	HTTPAddr             string
-	AdminAddr            string // empty: admin API off
-	AdminToken           string // empty: admin API off
+	AdminAddr            string // empty: no admin listener (metrics, admin API)
+	AdminToken           string // empty: admin API off, metrics still served
 	ServiceTokens        []string
 	PublicURL            string // no trailing slash
 	Issuer               string
@@ -86,7 +86,7 @@ var settings = []setting{
 		func(c *Config, v string) error { return nonEmpty(&c.DataDir, v) }},
 	{"AUTHD_HTTP_ADDR", "127.0.0.1:8080", "public API listener (host:port)", false,
 		func(c *Config, v string) error { return hostPort(&c.HTTPAddr, v, false) }},
-	{"AUTHD_ADMIN_ADDR", "127.0.0.1:8081", "admin API listener (host:port; empty: disabled)", false,
+	{"AUTHD_ADMIN_ADDR", "127.0.0.1:8081", "internal listener for /metrics, and the admin API when AUTHD_ADMIN_TOKEN is set (host:port; empty: disabled)", false,
 		func(c *Config, v string) error { return hostPort(&c.AdminAddr, v, true) }},
 	{"AUTHD_ADMIN_TOKEN", "", "bearer secret of the admin API (at least 32 characters); unset: admin API disabled", true,
 		func(c *Config, v string) error {
@@ -124,9 +124,9 @@ var settings = []setting{
 	{"AUTHD_ACCESS_TOKEN_TTL", "15m", "lifetime of access tokens", false,
 		func(c *Config, v string) error { return duration(&c.AccessTokenTTL, v, time.Second, 24*time.Hour) }},
 	{"AUTHD_REFRESH_TOKEN_TTL", "168h", "idle lifetime of refresh tokens: each rotation issues one valid this long", false,
-		func(c *Config, v string) error { return duration(&c.RefreshTokenTTL, v, time.Minute, 0) }},
+		func(c *Config, v string) error { return duration(&c.RefreshTokenTTL, v, time.Second, 0) }},
 	{"AUTHD_SESSION_MAX_AGE", "720h", "absolute lifetime of a session from its login", false,
-		func(c *Config, v string) error { return duration(&c.SessionMaxAge, v, time.Minute, 0) }},
+		func(c *Config, v string) error { return duration(&c.SessionMaxAge, v, time.Second, 0) }},
 	{"AUTHD_REFRESH_REUSE_GRACE", "10s", "window in which a repeated refresh is a retry, not reuse (0s: none)", false,
 		func(c *Config, v string) error { return duration(&c.RefreshReuseGrace, v, 0, time.Minute) }},
 	{"AUTHD_SIGNING_ALG", "EdDSA", "JWT signing algorithm: EdDSA, ES256 or RS256", false,
@@ -268,27 +268,49 @@ func configFlags(fs *flag.FlagSet, names ...string) map[string]*string {
 	return out
 }
 
-// loadConfig builds the Config: flags win over the environment, which wins
-// over .env in the working directory, which wins over the defaults. Every
-// invalid value is reported, each naming its variable.
-func loadConfig(flags map[string]*string, getenv func(string) (string, bool)) (*Config, error) {
+// sources are where settings come from: flags win over the environment,
+// which wins over .env in the working directory, which wins over the
+// defaults.
+type sources struct {
+	flags  map[string]*string
+	getenv func(string) (string, bool)
+	dotenv map[string]string
+}
+
+func readSources(flags map[string]*string, getenv func(string) (string, bool)) (sources, error) {
 	dotenv, err := godotenv.Read(".env")
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, &cliError{msg: fmt.Sprintf("cannot read .env: %v", err), hint: "fix or remove .env in the working directory"}
+		return sources{}, &cliError{msg: fmt.Sprintf("cannot read .env: %v", err), hint: "fix or remove .env in the working directory"}
+	}
+	return sources{flags: flags, getenv: getenv, dotenv: dotenv}, nil
+}
+
+// value is the setting's value as given, before parsing.
+func (src sources) value(s setting) string {
+	v, ok := src.getenv(s.env)
+	if !ok {
+		v, ok = src.dotenv[s.env]
+	}
+	if p := src.flags[s.env]; p != nil && *p != "" {
+		v, ok = *p, true
+	}
+	if !ok {
+		v = s.def
+	}
+	return v
+}
+
+// loadConfig builds the Config from its sources. Every invalid value is
+// reported, each naming its variable.
+func loadConfig(flags map[string]*string, getenv func(string) (string, bool)) (*Config, error) {
+	src, err := readSources(flags, getenv)
+	if err != nil {
+		return nil, err
 	}
 	c := &Config{}
 	var errs []string
 	for _, s := range settings {
-		v, ok := getenv(s.env)
-		if !ok {
-			v, ok = dotenv[s.env]
-		}
-		if p := flags[s.env]; p != nil && *p != "" {
-			v, ok = *p, true
-		}
-		if !ok {
-			v = s.def
-		}
+		v := src.value(s)
 		if err := s.parse(c, strings.TrimSpace(v)); err != nil {
 			errs = append(errs, fmt.Sprintf("%s=%q: %v", s.env, redact(s, v), err))
 		}
@@ -320,6 +342,45 @@ func (c *Config) resolve() []string {
 		errs = append(errs, "AUTHD_ADMIN_ADDR must differ from AUTHD_HTTP_ADDR")
 	}
 	return errs
+}
+
+// jsonLogs reports whether the sources ask for JSON logs, for telling a
+// configuration that does not load in the format its operator reads.
+func jsonLogs(flags map[string]*string, getenv func(string) (string, bool)) bool {
+	src, err := readSources(flags, getenv)
+	if err != nil {
+		return false
+	}
+	for _, s := range settings {
+		if s.env == "AUTHD_LOG_FORMAT" {
+			return strings.TrimSpace(src.value(s)) == "json"
+		}
+	}
+	return false
+}
+
+// lifetime is a duration setting that SPEC §2 calls a lifetime: anything
+// from 1s up is accepted, since short ones are how people try expiry.
+type lifetime struct {
+	env   string
+	value time.Duration
+}
+
+// shortLifetimes are the lifetimes set under a minute, which serve warns
+// about: fine for trying expiry, a mistake in production.
+func (c *Config) shortLifetimes() []lifetime {
+	var short []lifetime
+	for _, l := range []lifetime{
+		{"AUTHD_ACCESS_TOKEN_TTL", c.AccessTokenTTL},
+		{"AUTHD_REFRESH_TOKEN_TTL", c.RefreshTokenTTL},
+		{"AUTHD_SESSION_MAX_AGE", c.SessionMaxAge},
+		{"AUTHD_LOCKOUT_DURATION", c.LockoutDuration},
+	} {
+		if l.value < time.Minute {
+			short = append(short, l)
+		}
+	}
+	return short
 }
 
 // redact hides a secret setting's value, and the password of any URL

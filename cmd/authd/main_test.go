@@ -43,6 +43,9 @@ func sqliteEnv(t *testing.T) map[string]string {
 	env := map[string]string{
 		"DATABASE_URL":   "sqlite://" + filepath.Join(dir, "authd.db"),
 		"AUTHD_DATA_DIR": dir,
+		// The admin listener runs by default; tests in parallel must not
+		// all want 127.0.0.1:8081.
+		"AUTHD_ADMIN_ADDR": "127.0.0.1:0",
 	}
 	for k, v := range cheapArgon2 {
 		env[k] = v
@@ -459,6 +462,14 @@ func TestMigrateCreate(t *testing.T) {
 	}
 }
 
+// seedArgs is how the tests seed a store: PostgreSQL only with --force.
+func seedArgs(store string) []string {
+	if store == "postgres" {
+		return []string{"seed", "--force"}
+	}
+	return []string{"seed"}
+}
+
 func TestSeedIsIdempotent(t *testing.T) {
 	t.Parallel()
 	for name, env := range map[string]map[string]string{"sqlite": sqliteEnv(t), "postgres": postgresEnv(t)} {
@@ -468,12 +479,12 @@ func TestSeedIsIdempotent(t *testing.T) {
 					t.Fatalf("migrate up: %s", stderr)
 				}
 			}
-			code, stdout, stderr := runCLI(t, env, "seed")
+			code, stdout, stderr := runCLI(t, env, seedArgs(name)...)
 			if code != exitOK || !strings.Contains(stdout, "3 demo account(s) created") || !strings.Contains(stdout, DemoPassword) {
 				t.Fatalf("first seed: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 			}
 			before := snapshot(t, env)
-			code, stdout, _ = runCLI(t, env, "seed")
+			code, stdout, _ = runCLI(t, env, seedArgs(name)...)
 			if code != exitOK || !strings.Contains(stdout, "0 demo account(s) created, 3 already present") {
 				t.Fatalf("second seed: exit %d, stdout %q", code, stdout)
 			}
@@ -481,6 +492,35 @@ func TestSeedIsIdempotent(t *testing.T) {
 				t.Errorf("second seed changed the data:\nbefore %s\nafter  %s", before, after)
 			}
 		})
+	}
+}
+
+// TestSeedRefusesPostgreSQL: the demo accounts are active and verified with
+// a published password, so seed refuses the database production runs on
+// unless --force says it is not one.
+func TestSeedRefusesPostgreSQL(t *testing.T) {
+	t.Parallel()
+	env := postgresEnv(t)
+	if code, _, stderr := runCLI(t, env, "migrate", "up"); code != exitOK {
+		t.Fatalf("migrate up: %s", stderr)
+	}
+	code, stdout, stderr := runCLI(t, env, "seed")
+	if code != exitFailure || stdout != "" || strings.Count(stderr, "\n") != 2 ||
+		!strings.Contains(stderr, "hint:") || !strings.Contains(stderr, "--force") {
+		t.Errorf("seed on PostgreSQL: exit %d, stdout %q, stderr %q; want 1, one line and a hint naming --force", code, stdout, stderr)
+	}
+	db, err := openDatabase(context.Background(), configOf(t, env), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, a := range demoAccounts {
+		if _, err := db.UserByEmail(context.Background(), a.email); authd.ErrorCode(err) != authd.ENotFound {
+			t.Errorf("a refused seed left %s behind (%v)", a.email, err)
+		}
+	}
+	if code, stdout, stderr := runCLI(t, env, "seed", "--force"); code != exitOK || !strings.Contains(stdout, "3 demo account(s) created") {
+		t.Errorf("seed --force on PostgreSQL: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 }
 
@@ -557,7 +597,8 @@ func TestKeysCLI(t *testing.T) {
 }
 
 // TestServeMetricsAndMail runs the real App: a registration's mail goes
-// through the outbox to the development mailer, and /metrics reports it.
+// through the outbox to the development mailer, and /metrics on the admin
+// listener reports it.
 func TestServeMetricsAndMail(t *testing.T) {
 	t.Parallel()
 	env := sqliteEnv(t)
@@ -588,19 +629,14 @@ func TestServeMetricsAndMail(t *testing.T) {
 	if files, _ := filepath.Glob(filepath.Join(cfg.DataDir, "outbox", "*.eml")); len(files) != 1 {
 		t.Errorf("%d .eml files in the outbox directory", len(files))
 	}
-	resp, err = http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	body := get(t, "http://"+app.AdminAddr().String()+"/metrics")
 	for _, want := range []string{
 		`authd_http_requests_total{route="POST /v1/auth/register",status="202"} 1`,
 		`authd_security_events_total{event="registration",result="success"} 1`,
 		`authd_mail_deliveries_total{kind="verify_email",outcome="sent"} 1`,
 		`authd_mail_outbox_pending 0`, `authd_password_hash_seconds_count 1`, `authd_db_connections_in_use`,
 	} {
-		if !strings.Contains(string(body), want) {
+		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
@@ -619,7 +655,7 @@ func TestAdminAndPurgeCLI(t *testing.T) {
 			if name == "postgres" {
 				runCLI(t, env, "migrate", "up")
 			}
-			if code, _, stderr := runCLI(t, env, "seed"); code != exitOK {
+			if code, _, stderr := runCLI(t, env, seedArgs(name)...); code != exitOK {
 				t.Fatalf("seed: %s", stderr)
 			}
 			steps := []struct {
@@ -665,36 +701,77 @@ func TestAdminAndPurgeCLI(t *testing.T) {
 	}
 }
 
-func TestAdminListenerOnlyWithToken(t *testing.T) {
+// TestAdminListener: /metrics is served on the admin listener only, without
+// a token, whether or not the admin API is on (its counters would tell an
+// outsider whether an address has an account); the admin API needs
+// AUTHD_ADMIN_TOKEN; an empty AUTHD_ADMIN_ADDR turns the listener off.
+func TestAdminListener(t *testing.T) {
 	t.Parallel()
 	for _, token := range []string{"", "admin-secret-0123456789abcdef0123456789"} {
 		env := sqliteEnv(t)
-		env["AUTHD_HTTP_ADDR"], env["AUTHD_ADMIN_ADDR"], env["AUTHD_ADMIN_TOKEN"] = "127.0.0.1:0", "127.0.0.1:0", token
+		env["AUTHD_HTTP_ADDR"], env["AUTHD_ADMIN_TOKEN"] = "127.0.0.1:0", token
 		cfg := configOf(t, env)
 		app := NewApp(cfg, newLogger(cfg, io.Discard))
-		if err := app.Open(context.Background()); err != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		if err := app.Open(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if (app.AdminAddr() != nil) != (token != "") {
-			t.Errorf("token %q: admin listener %v", token, app.AdminAddr())
+		done := make(chan error)
+		go func() { done <- app.Run(ctx) }()
+		public, admin := "http://"+app.Addr().String(), "http://"+app.AdminAddr().String()
+
+		if resp, err := http.Get(public + "/metrics"); err != nil || resp.StatusCode != http.StatusNotFound {
+			t.Errorf("token %q: public GET /metrics: %v %v; want 404", token, resp, err)
+		} else {
+			resp.Body.Close()
 		}
-		if token != "" {
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error)
-			go func() { done <- app.Run(ctx) }()
-			req, _ := http.NewRequest("GET", "http://"+app.AdminAddr().String()+"/v1/admin/users", nil)
-			req.Header.Set("Authorization", "Bearer "+token)
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil || resp.StatusCode != 200 {
-				t.Errorf("admin API with the token: %v %v", resp, err)
-			} else {
-				resp.Body.Close()
+		if body := get(t, admin+"/metrics"); !strings.Contains(body, "authd_http_requests_total") {
+			t.Errorf("token %q: admin GET /metrics without a token lacks the metrics", token)
+		}
+		get(t, admin+"/healthz")
+
+		status := func(withToken bool) (int, problem) {
+			req, _ := http.NewRequest("GET", admin+"/v1/admin/users", nil)
+			if withToken {
+				req.Header.Set("Authorization", "Bearer "+token)
 			}
-			cancel()
-			<-done
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var p problem
+			json.NewDecoder(resp.Body).Decode(&p)
+			return resp.StatusCode, p
 		}
+		if token == "" {
+			if code, p := status(false); code != http.StatusNotFound || !strings.Contains(p.Detail, "AUTHD_ADMIN_TOKEN") {
+				t.Errorf("admin API without AUTHD_ADMIN_TOKEN: %d %+v; want 404 naming AUTHD_ADMIN_TOKEN", code, p)
+			}
+		} else {
+			if code, _ := status(true); code != http.StatusOK {
+				t.Errorf("admin API with the token: %d, want 200", code)
+			}
+			if code, _ := status(false); code != http.StatusUnauthorized {
+				t.Errorf("admin API without the token: %d, want 401", code)
+			}
+		}
+		cancel()
+		<-done
 		app.Close()
 	}
+
+	env := sqliteEnv(t)
+	env["AUTHD_HTTP_ADDR"], env["AUTHD_ADMIN_ADDR"] = "127.0.0.1:0", ""
+	cfg := configOf(t, env)
+	app := NewApp(cfg, newLogger(cfg, io.Discard))
+	if err := app.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if app.AdminAddr() != nil {
+		t.Errorf("AUTHD_ADMIN_ADDR empty: admin listener on %v", app.AdminAddr())
+	}
+	app.Close()
 }
 
 // configOf loads the configuration from env alone.

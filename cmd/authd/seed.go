@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/authd/authd"
@@ -33,15 +34,26 @@ var demoAccounts = []demoAccount{
 }
 
 func seedCmd(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "seed", "authd seed [flags]\n\nInserts demo accounts (active and verified, inactive, locked) and their\nsecurity-log rows, skipping any that exist, and prints their credentials.")
+	fs := newFlagSet(e, "seed", "authd seed [--force] [flags]\n\nInserts demo accounts (active and verified, inactive, locked) and their\nsecurity-log rows, skipping any that exist, and prints their credentials.\nOnly into the embedded SQLite database unless --force: the demo password is\npublic.")
 	flags := configFlags(fs, "DATABASE_URL", "AUTHD_DATA_DIR")
+	force := fs.Bool("force", false, "seed a PostgreSQL database too (never a production one: the demo password is public)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return usagef("seed takes no arguments")
 	}
-	cfg, db, err := openConfigured(ctx, e, flags)
+	cfg, err := loadConfig(flags, e.getenv)
+	if err != nil {
+		return err
+	}
+	// PostgreSQL is where production runs (SPEC §1): an active, verified
+	// account there with a published password is a way in for anyone.
+	if !strings.HasPrefix(cfg.DatabaseURL, "sqlite://") && !*force {
+		return &cliError{msg: "refusing to seed a PostgreSQL database: the demo accounts are active, verified and share a published password",
+			hint: "seed the embedded SQLite database, or pass --force if this database will never serve real users"}
+	}
+	db, err := openDatabase(ctx, cfg, true)
 	if err != nil {
 		return err
 	}

@@ -33,7 +33,7 @@ const outboxPoll = 2 * time.Second
 const shutdownTimeout = 20 * time.Second
 
 func serveCmd(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "serve", "authd serve [flags]\n\nRuns the public API on AUTHD_HTTP_ADDR until SIGTERM or SIGINT, then shuts down\ngracefully. Flags override the environment, which overrides .env.")
+	fs := newFlagSet(e, "serve", "authd serve [flags]\n\nRuns the public API on AUTHD_HTTP_ADDR, and /metrics and the admin API on\nAUTHD_ADMIN_ADDR, until SIGTERM or SIGINT, then shuts down gracefully. Flags\noverride the environment, which overrides .env.")
 	flags := configFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -43,15 +43,32 @@ func serveCmd(ctx context.Context, e *env, args []string) error {
 	}
 	cfg, err := loadConfig(flags, e.getenv)
 	if err != nil {
+		if jsonLogs(flags, e.getenv) {
+			return logFailure(slog.New(slog.NewJSONHandler(e.stderr, nil)), err)
+		}
 		return err
 	}
-	app := NewApp(cfg, newLogger(cfg, e.stderr))
-	if err := app.Open(ctx); err != nil {
+	logger := newLogger(cfg, e.stderr)
+	// With JSON logs every line serve writes is one JSON object, so that a
+	// log collector never meets a line it cannot parse.
+	fail := func(err error) error {
+		if cfg.LogFormat == "json" {
+			return logFailure(logger, err)
+		}
 		return err
+	}
+	app := NewApp(cfg, logger)
+	if err := app.Open(ctx); err != nil {
+		return fail(err)
 	}
 	defer app.Close()
-	fmt.Fprintf(e.stdout, "authd listening on http://%s\n", app.Addr())
-	return app.Run(ctx)
+	url := "http://" + app.Addr().String()
+	if cfg.LogFormat == "json" {
+		newLogger(cfg, e.stdout).Info("authd listening on "+url, "url", url)
+	} else {
+		fmt.Fprintf(e.stdout, "authd listening on %s\n", url)
+	}
+	return fail(app.Run(ctx))
 }
 
 func newLogger(cfg *Config, w io.Writer) *slog.Logger {
@@ -74,7 +91,7 @@ type App struct {
 	listener net.Listener
 	server   *http.Server
 
-	adminListener net.Listener // nil while the admin API is off
+	adminListener net.Listener // nil when AUTHD_ADMIN_ADDR is empty
 	admin         *http.Server
 	closers       []func() error
 }
@@ -92,6 +109,10 @@ func (a *App) Open(ctx context.Context) (err error) {
 			a.Close()
 		}
 	}()
+	for _, l := range a.cfg.shortLifetimes() {
+		a.logger.Warn("a lifetime is under a minute: fine for trying expiry, too short for production",
+			"setting", l.env, "value", l.value.String())
+	}
 	if a.db, err = openDatabase(ctx, a.cfg, true); err != nil {
 		return err
 	}
@@ -123,19 +144,22 @@ func (a *App) Open(ctx context.Context) (err error) {
 	hasher := password.NewHasher(a.cfg.Argon2, password.Policy{MinLength: a.cfg.PasswordMinLength})
 	hasher.Observe = m.Hash
 	var limiter authd.RateLimiter
+	var lockouts authd.Lockouts = ratelimit.NewMemoryLockouts(a.clock)
+	fallback := func() bool { return false }
 	switch {
 	case !a.cfg.RateLimit:
 		a.logger.Warn("rate limits are off (AUTHD_RATE_LIMIT=off)")
 	case a.cfg.RedisURL != "":
-		r, err := ratelimit.NewRedis(ctx, a.cfg.RedisURL, a.clock)
+		r, err := ratelimit.NewRedis(ctx, a.cfg.RedisURL, a.clock, a.logger)
 		if err != nil {
 			return err
 		}
 		a.closers = append(a.closers, r.Close)
-		limiter = r
+		limiter, lockouts, fallback = r, r, r.Fallback
 	default:
 		limiter = ratelimit.NewMemory(a.clock)
 	}
+	m.RateLimitFallback(fallback)
 	a.service = authd.NewService(svcCfg, authd.Deps{
 		Store:     a.db,
 		Clock:     a.clock,
@@ -143,7 +167,7 @@ func (a *App) Open(ctx context.Context) (err error) {
 		Tokens:    token.NewIssuer(a.keys, a.cfg.Issuer, a.cfg.Audience),
 		Mailer:    mailer,
 		Limiter:   limiter,
-		Lockouts:  ratelimit.NewMemoryLockouts(a.clock),
+		Lockouts:  lockouts,
 		Logger:    a.logger,
 		Hooks:     authd.Hooks{Event: m.Event, Mail: m.Mail},
 	})
@@ -161,26 +185,23 @@ func (a *App) Open(ctx context.Context) (err error) {
 		TrustedProxies: a.cfg.TrustedProxies, CORSOrigins: a.cfg.CORSOrigins,
 		PasswordMinLength: a.cfg.PasswordMinLength,
 		HSTS:              strings.HasPrefix(a.cfg.PublicURL, "https://"),
-		Metrics:           m.Handler(),
 		Observe:           m.Request,
 	}
 	if a.listener, err = listen(a.cfg.HTTPAddr, "AUTHD_HTTP_ADDR"); err != nil {
 		return err
 	}
 	a.server = a.httpServer(httpapi.New(opts))
-	switch {
-	case a.cfg.AdminAddr == "":
-		a.logger.Info("admin API disabled: AUTHD_ADMIN_ADDR is empty")
-	case a.cfg.AdminToken == "":
-		a.logger.Info("admin API disabled: set AUTHD_ADMIN_TOKEN to enable it")
-	default:
-		if a.adminListener, err = listen(a.cfg.AdminAddr, "AUTHD_ADMIN_ADDR"); err != nil {
-			return err
-		}
-		adminOpts := opts
-		adminOpts.CORSOrigins = nil // the admin API is never called from browsers
-		a.admin = a.httpServer(httpapi.NewAdmin(adminOpts, a.cfg.AdminToken))
+	opts.Metrics = m.Handler() // the admin listener's only
+	if a.cfg.AdminAddr == "" {
+		a.logger.Info("admin listener disabled (metrics and admin API): AUTHD_ADMIN_ADDR is empty")
+		return nil
 	}
+	if a.adminListener, err = listen(a.cfg.AdminAddr, "AUTHD_ADMIN_ADDR"); err != nil {
+		return err
+	}
+	adminOpts := opts
+	adminOpts.CORSOrigins = nil // the admin listener is never called from browsers
+	a.admin = a.httpServer(httpapi.NewAdmin(adminOpts, a.cfg.AdminToken))
 	return nil
 }
 
@@ -205,7 +226,8 @@ func (a *App) httpServer(h http.Handler) *http.Server {
 	}
 }
 
-// AdminAddr is the address the admin listener is bound to, nil when off.
+// AdminAddr is the address the admin listener is bound to, nil when
+// AUTHD_ADMIN_ADDR is empty.
 func (a *App) AdminAddr() net.Addr {
 	if a.adminListener == nil {
 		return nil
@@ -243,7 +265,12 @@ func (a *App) Run(ctx context.Context) error {
 	go func() { errc <- a.server.Serve(a.listener) }()
 	if a.admin != nil {
 		go func() { errc <- a.admin.Serve(a.adminListener) }()
-		a.logger.Info("admin API listening", "addr", a.adminListener.Addr().String())
+		api := "on"
+		if a.cfg.AdminToken == "" {
+			api = "off: set AUTHD_ADMIN_TOKEN to enable it"
+		}
+		a.logger.Info("admin listener (metrics, admin API) listening", "addr", a.adminListener.Addr().String(),
+			"admin_api", api)
 	}
 	a.logger.Info("authd started", "addr", a.listener.Addr().String(), "database", a.databaseKind(),
 		"signing_key", a.keys.Signing(a.clock.Now()).ID, "alg", a.keys.Alg())

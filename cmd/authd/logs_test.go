@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// jsonLines parses every line of out as one JSON object, failing the test
+// for any line that is not.
+func jsonLines(t *testing.T, name, out string) []map[string]any {
+	t.Helper()
+	var lines []map[string]any
+	for _, line := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+		if line == "" && out == "" {
+			break
+		}
+		var obj map[string]any
+		if err := json.Unmarshal([]byte(line), &obj); err != nil {
+			t.Errorf("%s line is not one JSON object: %q", name, line)
+			continue
+		}
+		lines = append(lines, obj)
+	}
+	return lines
+}
+
+// TestServeJSONLogs: with AUTHD_LOG_FORMAT=json every line serve writes, the
+// banner included, is one JSON object; lifetimes under a minute are
+// accepted, each with a warning.
+func TestServeJSONLogs(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	env["AUTHD_HTTP_ADDR"], env["AUTHD_ADMIN_ADDR"] = "127.0.0.1:0", "127.0.0.1:0"
+	env["AUTHD_LOG_FORMAT"] = "json"
+	env["AUTHD_ACCESS_TOKEN_TTL"], env["AUTHD_REFRESH_TOKEN_TTL"], env["AUTHD_SESSION_MAX_AGE"] = "1s", "6s", "30s"
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout, stderr syncBuffer
+	done := make(chan int)
+	go func() {
+		done <- run(ctx, []string{"serve"}, &stdout, &stderr, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	}()
+	var url string
+	for deadline := time.Now().Add(20 * time.Second); url == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for _, line := range jsonLines(t, "stdout", stdout.String()) {
+			if msg, _ := line["msg"].(string); strings.HasPrefix(msg, "authd listening on http://") {
+				url, _ = line["url"].(string)
+			}
+		}
+		if t.Failed() {
+			break
+		}
+	}
+	if url == "" {
+		cancel()
+		t.Fatalf("no JSON banner with the URL on stdout %q; stderr %s", stdout.String(), stderr.String())
+	}
+	resp, err := http.Post(url+"/v1/auth/register", "application/json",
+		strings.NewReader(`{"email":"j@example.org","password":"a sturdy passphrase","consent":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), "verify-email?token="); {
+		if time.Now().After(deadline) {
+			t.Fatal("no mail link in the log")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if code := <-done; code != exitOK {
+		t.Errorf("serve exited %d, want 0", code)
+	}
+	warned := map[string]bool{}
+	for _, line := range jsonLines(t, "stderr", stderr.String()) {
+		if line["level"] == "WARN" {
+			s, _ := line["setting"].(string)
+			warned[s] = true
+		}
+	}
+	for _, s := range []string{"AUTHD_ACCESS_TOKEN_TTL", "AUTHD_REFRESH_TOKEN_TTL", "AUTHD_SESSION_MAX_AGE"} {
+		if !warned[s] {
+			t.Errorf("no warning that %s is under a minute:\n%s", s, stderr.String())
+		}
+	}
+	if warned["AUTHD_LOCKOUT_DURATION"] {
+		t.Error("a warning about AUTHD_LOCKOUT_DURATION, which is 15m")
+	}
+}
+
+// TestServeJSONFailures: a start that fails, on bad configuration or an
+// unreachable database, is told as one JSON line with its hint.
+func TestServeJSONFailures(t *testing.T) {
+	t.Parallel()
+	for name, set := range map[string]map[string]string{
+		"lifetime under 1s":    {"AUTHD_REFRESH_TOKEN_TTL": "500ms"},
+		"database unreachable": {"DATABASE_URL": "postgres://postgres@127.0.0.1:1/auth_db"},
+	} {
+		env := sqliteEnv(t)
+		env["AUTHD_LOG_FORMAT"] = "json"
+		for k, v := range set {
+			env[k] = v
+		}
+		code, stdout, stderr := runCLI(t, env, "serve")
+		lines := jsonLines(t, name+": stderr", stderr)
+		if code != exitFailure || stdout != "" || len(lines) != 1 || lines[0]["level"] != "ERROR" || lines[0]["hint"] == nil {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q; want 1 and one JSON error line with a hint", name, code, stdout, stderr)
+		}
+	}
+}
+
+func TestLifetimesFromOneSecond(t *testing.T) {
+	t.Parallel()
+	for _, name := range []string{"AUTHD_ACCESS_TOKEN_TTL", "AUTHD_REFRESH_TOKEN_TTL", "AUTHD_SESSION_MAX_AGE", "AUTHD_LOCKOUT_DURATION"} {
+		env := sqliteEnv(t)
+		env["AUTHD_ACCESS_TOKEN_TTL"] = "1s" // the session may not be shorter
+		env[name] = "1s"
+		if _, err := loadConfig(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
+			t.Errorf("%s=1s: %v; want accepted", name, err)
+		}
+		env[name] = "999ms"
+		code, _, stderr := runCLI(t, env, "serve")
+		if code != exitFailure || !strings.Contains(stderr, name+`="999ms": must be at least 1s`) {
+			t.Errorf("%s=999ms: exit %d, stderr %q; want refused, at least 1s", name, code, stderr)
+		}
+	}
+}

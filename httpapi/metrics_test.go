@@ -1,0 +1,38 @@
+package httpapi_test
+
+import (
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/authd/authd/httpapi"
+	"github.com/authd/authd/metrics"
+)
+
+// TestMetricsOnTheAdminListenerOnly: the metrics' counters (register
+// notices, failed registrations, resets) would tell an outsider whether an
+// address has an account, so the public listener never serves them; the
+// admin listener does, without a token, whether or not the admin API is on.
+func TestMetricsOnTheAdminListenerOnly(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	want(t, "public GET /metrics", e.do("GET", "/metrics", nil), 404, "not_found")
+	if r := e.send(e.adminSrv.URL, "GET", "/metrics", nil); r.status != 200 || !strings.Contains(r.raw, "go_goroutines") {
+		t.Errorf("admin GET /metrics without a token: %d, want 200 and the metrics", r.status)
+	}
+
+	// Without AUTHD_ADMIN_TOKEN the listener still serves /metrics and
+	// /healthz, and says why the admin API is missing.
+	noToken := httptest.NewServer(httpapi.NewAdmin(httpapi.Options{Service: e.svc, Metrics: metrics.New().Handler()}, ""))
+	t.Cleanup(noToken.Close)
+	for _, path := range []string{"/metrics", "/healthz"} {
+		if r := e.send(noToken.URL, "GET", path, nil); r.status != 200 {
+			t.Errorf("GET %s on the admin listener without a token configured: %d, want 200", path, r.status)
+		}
+	}
+	r := e.send(noToken.URL, "GET", "/v1/admin/users", nil, bearer(adminToken)...)
+	want(t, "admin API without AUTHD_ADMIN_TOKEN", r, 404, "not_found")
+	if !strings.Contains(r.str("detail"), "AUTHD_ADMIN_TOKEN") {
+		t.Errorf("admin API without AUTHD_ADMIN_TOKEN: detail %q does not say how to turn it on", r.str("detail"))
+	}
+}

@@ -1,0 +1,87 @@
+package ratelimit
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+)
+
+// TestLockouts holds the in-memory and the Redis lockouts to one behaviour:
+// the threshold-th failure locks for the lock duration and starts the count
+// afresh, and separate keys never share a count.
+func TestLockouts(t *testing.T) {
+	t.Parallel()
+	c := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	stores := map[string]authd.Lockouts{"memory": NewMemoryLockouts(c)}
+	if url := redisURL(t); url != "" {
+		stores["redis"] = redisLimiter(t, url, testPrefix(), nil, nil)
+	}
+	for name, l := range stores {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			for i := range 2 {
+				if locked, err := l.Fail(ctx, "a", 3, time.Hour, time.Hour); locked || err != nil {
+					t.Fatalf("failure %d: locked %v, %v; want not yet", i+1, locked, err)
+				}
+			}
+			if wait, err := l.LockedFor(ctx, "a"); wait != 0 || err != nil {
+				t.Fatalf("before the threshold: locked for %s, %v", wait, err)
+			}
+			l.Fail(ctx, "b", 3, time.Hour, time.Hour) // another key's failure does not count for a
+			if locked, err := l.Fail(ctx, "a", 3, time.Hour, time.Hour); !locked || err != nil {
+				t.Fatalf("3rd failure: locked %v, %v; want locked", locked, err)
+			}
+			if wait, _ := l.LockedFor(ctx, "a"); wait <= 59*time.Minute || wait > time.Hour {
+				t.Errorf("locked for %s, want about an hour", wait)
+			}
+			if wait, _ := l.LockedFor(ctx, "b"); wait != 0 {
+				t.Errorf("key b locked for %s after one failure", wait)
+			}
+			if locked, _ := l.Fail(ctx, "a", 3, time.Hour, time.Hour); locked {
+				t.Error("the failure after a lock locked again: the count did not start afresh")
+			}
+		})
+	}
+}
+
+// TestMemoryLockoutsExpire: a lock ends after its duration, and a count is
+// forgotten after forget without a failure.
+func TestMemoryLockoutsExpire(t *testing.T) {
+	c := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	l := NewMemoryLockouts(c)
+	ctx := context.Background()
+	l.Fail(ctx, "k", 2, time.Minute, time.Hour)
+	l.Fail(ctx, "k", 2, time.Minute, time.Hour)
+	c.Advance(time.Minute)
+	if wait, _ := l.LockedFor(ctx, "k"); wait != 0 {
+		t.Errorf("locked for %s after the lock's minute", wait)
+	}
+	l.Fail(ctx, "k", 2, time.Minute, time.Hour)
+	c.Advance(time.Hour)
+	if locked, _ := l.Fail(ctx, "k", 2, time.Minute, time.Hour); locked {
+		t.Error("a failure an hour after the last one locked: the count was not forgotten")
+	}
+}
+
+// TestRedisLockoutsFallBack: with Redis unreachable the lockouts count in
+// memory, never not at all.
+func TestRedisLockoutsFallBack(t *testing.T) {
+	t.Parallel()
+	direct := redisURL(t)
+	if direct == "" {
+		t.Skip("TEST_REDIS_URL is not set")
+	}
+	p := newProxy(t, direct)
+	r := redisLimiter(t, p.url, testPrefix(), nil, nil)
+	p.set(false)
+	ctx := context.Background()
+	r.Fail(ctx, "k", 2, time.Hour, time.Hour)
+	if locked, err := r.Fail(ctx, "k", 2, time.Hour, time.Hour); !locked || err != nil {
+		t.Fatalf("with Redis down: locked %v, %v; want locked in memory", locked, err)
+	}
+	if wait, err := r.LockedFor(ctx, "k"); wait <= 0 || err != nil {
+		t.Errorf("with Redis down: locked for %s, %v", wait, err)
+	}
+}
