@@ -97,7 +97,7 @@ func seed(ctx context.Context, store authd.Store, cost password.Params, now time
 			u.LastLoginTimestamp = now
 		}
 		if a.status == authd.StatusLocked {
-			u.FailedLoginAttempts = 5 // locked without an end time, as an administrator would
+			u.LockReason = authd.LockAdmin // without an end time, as an administrator locks
 		}
 		err = store.InTx(ctx, func(tx authd.Queries) error {
 			if err := tx.CreateUser(ctx, u); err != nil {
