@@ -120,6 +120,8 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"AUTHD_LOG_FORMAT", "xml"},
 		{"AUTHD_MAIL_FROM", "not an address"},
 		{"AUTHD_SMTP_URL", "http://mail"},
+		{"AUTHD_SMTP_URL", "smtp://mail.example.org?starttls=never"},
+		{"AUTHD_SMTP_URL", "smtp://mail.example.org?tls=off"},
 		{"AUTHD_REQUIRE_VERIFIED_EMAIL", "yes please"},
 	}
 	for _, tt := range tests {
@@ -135,6 +137,13 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 	env["DATABASE_URL"] = "mysql://root:s3cretpw@db/auth"
 	if _, _, stderr := runCLI(t, env, "serve"); strings.Contains(stderr, "s3cretpw") || !strings.Contains(stderr, "DATABASE_URL") {
 		t.Errorf("bad DATABASE_URL: stderr %q; want the variable named and the password hidden", stderr)
+	}
+	// Nor is the password of a rejected SMTP URL.
+	env = sqliteEnv(t)
+	env["AUTHD_SMTP_URL"] = "smtp://mailer:s3cretpw@mail.example.org?starttls=maybe"
+	if _, _, stderr := runCLI(t, env, "serve"); strings.Contains(stderr, "s3cretpw") ||
+		!strings.Contains(stderr, "AUTHD_SMTP_URL") || !strings.Contains(stderr, "starttls") {
+		t.Errorf("bad AUTHD_SMTP_URL: stderr %q; want the variable and parameter named and the password hidden", stderr)
 	}
 	// A rejected secret is named but never echoed.
 	env = sqliteEnv(t)
