@@ -248,13 +248,16 @@ func (s *Service) Mails(ctx context.Context, f MailFilter) (Page[*OutboxMail], e
 }
 
 // RetryMail gives a dead mail a new round of attempts, logged as
-// admin_action. ENotFound when there is no such dead mail.
+// admin_action in the same transaction. ENotFound when there is no such
+// dead mail.
 func (s *Service) RetryMail(ctx context.Context, c Client, id uuid.UUID) error {
-	now := s.now()
-	if err := s.store.ReviveMail(ctx, id, now); err != nil {
-		return err
-	}
-	s.wakeSender()
-	return s.logEvent(ctx, s.audit(now, c, EventAdminAction, ResultSuccess, uuid.Nil, "",
-		map[string]any{"action": "retry_mail", "mail_id": id.String()}))
+	return s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		if err := tx.ReviveMail(ctx, id, now); err != nil {
+			return err
+		}
+		tx.mailed = true
+		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventAdminAction, ResultSuccess, uuid.Nil, "",
+			map[string]any{"action": "retry_mail", "mail_id": id.String()}))
+	})
 }

@@ -50,9 +50,6 @@ type Store interface {
 	OutboxStats(ctx context.Context) (OutboxStats, error)
 	// Mails lists outbox mails matching f, newest first.
 	Mails(ctx context.Context, f MailFilter) ([]*OutboxMail, error)
-	// ReviveMail makes a dead mail pending again, due at now with a fresh
-	// count of attempts. ENotFound when there is no such dead mail.
-	ReviveMail(ctx context.Context, id uuid.UUID, now time.Time) error
 
 	// Ready returns nil when the database is reachable and its schema is at
 	// the head migration.
@@ -137,6 +134,9 @@ type Queries interface {
 
 	// EnqueueMail adds a mail to the outbox.
 	EnqueueMail(ctx context.Context, m *OutboxMail) error
+	// ReviveMail makes a dead mail pending again, due at now with a fresh
+	// count of attempts. ENotFound when there is no such dead mail.
+	ReviveMail(ctx context.Context, id uuid.UUID, now time.Time) error
 
 	// PublishRevocation tells every instance of rev when the transaction
 	// commits (PostgreSQL NOTIFY); stores with a single instance do nothing.

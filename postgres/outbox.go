@@ -122,9 +122,10 @@ func (s *Store) Mails(ctx context.Context, f authd.MailFilter) ([]*authd.OutboxM
 	return collectMail(rows)
 }
 
-// ReviveMail implements authd.Store.
-func (s *Store) ReviveMail(ctx context.Context, id uuid.UUID, now time.Time) error {
-	tag, err := s.pool.Exec(ctx, `UPDATE mail_outbox SET dead_at = NULL, attempts = 0, next_attempt_at = $2,
+// ReviveMail runs at once, not queued, so that a mail that is not dead is
+// ENotFound for the caller rather than a failed transaction.
+func (q *queries) ReviveMail(ctx context.Context, id uuid.UUID, now time.Time) error {
+	tag, err := q.exec(ctx, `UPDATE mail_outbox SET dead_at = NULL, attempts = 0, next_attempt_at = $2,
 		claimed_until = NULL WHERE id = $1 AND dead_at IS NOT NULL`, id, now)
 	return affected(tag, err, "dead mail")
 }

@@ -133,9 +133,8 @@ func (s *Store) Mails(ctx context.Context, f authd.MailFilter) ([]*authd.OutboxM
 	return collectMail(rows)
 }
 
-// ReviveMail implements authd.Store.
-func (s *Store) ReviveMail(ctx context.Context, id uuid.UUID, now time.Time) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE mail_outbox SET dead_at = NULL, attempts = 0, next_attempt_at = ?,
+func (q *queries) ReviveMail(ctx context.Context, id uuid.UUID, now time.Time) error {
+	res, err := q.db.ExecContext(ctx, `UPDATE mail_outbox SET dead_at = NULL, attempts = 0, next_attempt_at = ?,
 		claimed_until = NULL WHERE id = ? AND dead_at IS NOT NULL`, timeArg(now), id)
 	return affected(res, err, "dead mail")
 }
