@@ -34,17 +34,26 @@ type OutboxMail struct {
 	NextAttemptAt time.Time
 	Attempts      int
 	ClaimedUntil  time.Time
+	Claim         uuid.UUID // the claim that holds it, set by ClaimMail
 	LastError     string
 	DeadAt        time.Time
 }
 
-// Outbox delivery policy.
+// Outbox delivery policy. A sender claims one mail at a time, right before
+// minting its link and sending it, so that its lease covers one send and
+// not a queue of them: a lease that ran out mid-batch let another instance
+// send the tail again, and its new link voided the first.
 const (
-	MaxMailAttempts = 8               // then the mail is dead
-	mailLease       = 2 * time.Minute // a claimed mail is re-claimable after this
-	mailBatch       = 20
+	MaxMailAttempts = 8                // then the mail is dead
+	mailLease       = 2 * time.Minute  // a claimed mail is re-claimable after this
+	mailMintTimeout = 10 * time.Second // minting a verification or reset link
 	mailSendTimeout = 30 * time.Second
 )
+
+// The lease must outlive the minting and the send with room to spare for
+// recording the outcome and for clocks that differ between instances; the
+// conversion fails to compile otherwise.
+const _ = uint64(mailLease - mailMintTimeout - mailSendTimeout - time.Minute)
 
 // mailBackoff is the wait before attempt n+1: 10s, 40s, 2m40s, … capped at
 // an hour, with jitter so that instances do not retry in lockstep.
@@ -121,25 +130,21 @@ func (s *Service) RunOutbox(ctx context.Context, poll time.Duration) {
 const flushTimeout = 10 * time.Second
 
 // DeliverMail makes one pass over the outbox: it claims the mails that are
-// due, delivers them and records each outcome. It returns how many it sent.
+// due, one at a time, delivers each and records its outcome. It returns how
+// many it sent.
 func (s *Service) DeliverMail(ctx context.Context) (int, error) {
 	sent := 0
 	for {
-		batch, err := s.store.ClaimMail(ctx, s.now(), mailLease, mailBatch)
-		if err != nil || len(batch) == 0 {
+		m, err := s.store.ClaimMail(ctx, NewID(), s.now(), mailLease)
+		if err != nil || m == nil {
 			return sent, err
 		}
-		for _, m := range batch {
-			ok, err := s.deliver(ctx, m)
-			if err != nil {
-				return sent, err
-			}
-			if ok {
-				sent++
-			}
+		ok, err := s.deliver(ctx, m)
+		if err != nil {
+			return sent, err
 		}
-		if len(batch) < mailBatch {
-			return sent, nil
+		if ok {
+			sent++
 		}
 	}
 }
@@ -149,13 +154,15 @@ func (s *Service) DeliverMail(ctx context.Context) (int, error) {
 func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 	mail := Mail{Kind: m.Kind, To: m.To, Until: m.Until}
 	if m.Kind == MailVerifyEmail || m.Kind == MailPasswordReset {
-		link, err := s.mintLink(ctx, m)
+		mintCtx, cancel := context.WithTimeout(ctx, mailMintTimeout)
+		link, err := s.mintLink(mintCtx, m)
+		cancel()
 		if err != nil {
 			return false, err
 		}
 		if link == "" {
 			s.observeMail(m, MailDropped)
-			return false, s.store.CompleteMail(ctx, m.ID)
+			return false, s.settleMail(m, s.store.CompleteMail(ctx, m.ID, m.Claim), false)
 		}
 		mail.Link = link
 	}
@@ -166,22 +173,41 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 	switch {
 	case err == nil:
 		s.observeMail(m, MailSent)
-		return true, s.store.CompleteMail(ctx, m.ID)
+		return true, s.settleMail(m, s.store.CompleteMail(ctx, m.ID, m.Claim), true)
 	case m.Attempts >= MaxMailAttempts:
 		s.logger.Error("mail dead after its last attempt", "mail_id", m.ID, "kind", m.Kind, "attempts", m.Attempts, "err", err)
 		s.observeMail(m, MailDead)
 		if m.Kind == MailAccountDeleted {
 			// The erased address must not outlive the notice (SPEC §6.8).
-			return false, s.store.CompleteMail(ctx, m.ID)
+			return false, s.settleMail(m, s.store.CompleteMail(ctx, m.ID, m.Claim), false)
 		}
-		return false, s.store.KillMail(ctx, m.ID, now, errorText(err))
+		return false, s.settleMail(m, s.store.KillMail(ctx, m.ID, m.Claim, now, errorText(err)), false)
 	default:
 		next := now.Add(mailBackoff(m.Attempts))
 		s.logger.Warn("mail delivery failed; will retry", "mail_id", m.ID, "kind", m.Kind, "attempt", m.Attempts,
 			"retry_at", next, "err", err)
 		s.observeMail(m, MailRetried)
-		return false, s.store.RetryMail(ctx, m.ID, next, errorText(err))
+		return false, s.settleMail(m, s.store.RetryMail(ctx, m.ID, m.Claim, next, errorText(err)), false)
 	}
+}
+
+// settleMail reports the store's error of recording a mail's outcome. The
+// store refuses (ENotFound) when the claim no longer holds the mail: its
+// lease ran out and another sender has it, or it is gone (erased). That
+// sender decides its fate, so it is no error of this pass; but a mail sent
+// under a lapsed lease may go out twice, which an operator should hear of.
+func (s *Service) settleMail(m *OutboxMail, err error, sent bool) error {
+	if ErrorCode(err) != ENotFound {
+		return err
+	}
+	if sent {
+		s.logger.Error("mail sent after its claim had lapsed; another sender may send it again", "mail_id", m.ID,
+			"kind", m.Kind)
+	} else {
+		s.logger.Warn("mail claim lapsed before its outcome was recorded; left to the sender that holds it",
+			"mail_id", m.ID, "kind", m.Kind)
+	}
+	return nil
 }
 
 // mintLink creates the one-time token of a verification or reset mail,

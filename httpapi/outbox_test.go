@@ -3,6 +3,9 @@ package httpapi_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -82,6 +85,151 @@ func TestAdminMailRetryAuditedInItsTransaction(t *testing.T) {
 		}
 		if n, err := e.svc.DeliverMail(ctx); err != nil || n != 1 {
 			t.Errorf("delivery after the retry: %d, %v", n, err)
+		}
+	})
+}
+
+// recorder is a mailer that keeps what it sends; each send takes took of
+// the fake clock, and during, when set, runs inside the nth send.
+type recorder struct {
+	mu     sync.Mutex
+	clock  *clock
+	took   time.Duration
+	sent   []authd.Mail
+	during func(n int)
+}
+
+func (r *recorder) Send(_ context.Context, m authd.Mail) error {
+	r.mu.Lock()
+	r.sent = append(r.sent, m)
+	n := len(r.sent)
+	r.mu.Unlock()
+	if r.took > 0 {
+		r.clock.Advance(r.took)
+	}
+	if r.during != nil {
+		r.during(n)
+	}
+	return nil
+}
+
+func (r *recorder) mails() []authd.Mail {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.sent)
+}
+
+// TestMailSentOnceAcrossSenders: while one sender works through a queue
+// whose every send takes the full send timeout, a second sender on the
+// same database sends what the first has not reached, and each mail goes
+// out once, with a link that works.
+func TestMailSentOnceAcrossSenders(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		const n = 8
+		a := &recorder{took: 30 * time.Second} // the send timeout: the slowest a send can be
+		e := newEnv(t, open(t), withMailer(a))
+		a.clock = e.clock
+		ctx := context.Background()
+		for i := range n {
+			want(t, "register", e.do("POST", "/v1/auth/register",
+				map[string]any{"email": fmt.Sprintf("once%d@example.org", i), "password": goodPassword, "consent": true}), 202, "")
+		}
+		b := &recorder{}
+		other := authd.NewService(e.cfg, authd.Deps{Store: e.store, Clock: e.clock, Mailer: b})
+		// Two minutes into the first sender's pass, the second one polls.
+		a.during = func(sent int) {
+			if sent == 5 {
+				if _, err := other.DeliverMail(ctx); err != nil {
+					t.Errorf("second sender: %v", err)
+				}
+			}
+		}
+		if _, err := e.svc.DeliverMail(ctx); err != nil {
+			t.Fatalf("first sender: %v", err)
+		}
+		all := append(a.mails(), b.mails()...)
+		got := map[string]int{}
+		for _, m := range all {
+			got[m.To]++
+		}
+		for i := range n {
+			if to := fmt.Sprintf("once%d@example.org", i); got[to] != 1 {
+				t.Errorf("%s received %d mails, want 1", to, got[to])
+			}
+		}
+		if len(b.mails()) == 0 {
+			t.Error("the second sender sent nothing: the test no longer runs two senders")
+		}
+		for _, m := range all {
+			want(t, "verify "+m.To+" with its link", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": tokenOf(t, m)}), 200, "")
+		}
+		if st, _ := e.store.OutboxStats(ctx); st.Pending != 0 || st.Dead != 0 {
+			t.Errorf("outbox after both senders: %+v, want empty", st)
+		}
+	})
+}
+
+// gate is a mailer whose sends wait for the test: each announces its mail
+// on started and returns what the test puts on release.
+type gate struct {
+	started chan authd.Mail
+	release chan error
+}
+
+func newGate() *gate { return &gate{started: make(chan authd.Mail, 1), release: make(chan error, 1)} }
+
+func (g *gate) Send(_ context.Context, m authd.Mail) error {
+	g.started <- m
+	return <-g.release
+}
+
+// TestLapsedSenderCannotReleaseMail: a sender that stalls past its lease
+// (a paused VM) while another sender has claimed the mail since can no
+// longer release it for a retry, so no third send starts while the second
+// is under way.
+func TestLapsedSenderCannotReleaseMail(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		first := newGate()
+		e := newEnv(t, open(t), withMailer(first))
+		ctx := context.Background()
+		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": "lapse@example.org", "password": goodPassword, "consent": true}), 202, "")
+
+		var wg sync.WaitGroup
+		firstDone := make(chan struct{})
+		go func() {
+			defer close(firstDone)
+			if _, err := e.svc.DeliverMail(ctx); err != nil {
+				t.Errorf("first sender: %v", err)
+			}
+		}()
+		<-first.started
+		e.clock.Advance(3 * time.Minute) // the first sender stalls past its lease
+
+		second := newGate()
+		secondSvc := authd.NewService(e.cfg, authd.Deps{Store: e.store, Clock: e.clock, Mailer: second})
+		wg.Go(func() {
+			if _, err := secondSvc.DeliverMail(ctx); err != nil {
+				t.Errorf("second sender: %v", err)
+			}
+		})
+		<-second.started
+
+		first.release <- errors.New("421 try later") // the first sender wakes up to a failure
+		<-firstDone
+		e.clock.Advance(20 * time.Second) // past the retry's backoff, within the second's lease
+		third := &recorder{}
+		thirdSvc := authd.NewService(e.cfg, authd.Deps{Store: e.store, Clock: e.clock, Mailer: third})
+		if _, err := thirdSvc.DeliverMail(ctx); err != nil {
+			t.Errorf("third sender: %v", err)
+		}
+		second.release <- nil
+		wg.Wait()
+
+		if got := len(third.mails()); got != 0 {
+			t.Errorf("a third sender sent %d mails while the second was sending it; want 0", got)
+		}
+		if st, _ := e.store.OutboxStats(ctx); st.Pending != 0 || st.Dead != 0 {
+			t.Errorf("outbox after the second sender: %+v, want empty", st)
 		}
 	})
 }
