@@ -63,6 +63,37 @@ func mailBackoff(attempts int) time.Duration {
 	return d + rand.N(d/10+1)
 }
 
+// MailArchive is a Mailer that keeps copies of what it sent (the dev
+// mailer). Erasure and retention must reach those copies too (SPEC §7).
+type MailArchive interface {
+	// Forget removes every copy of a mail to address.
+	Forget(ctx context.Context, address string) error
+	// Prune removes the copies made before before.
+	Prune(ctx context.Context, before time.Time) error
+}
+
+// forgetMail removes what the mailer kept of an erased address. The erasure
+// has committed by then, so a failure is logged (without the address)
+// rather than returned.
+func (s *Service) forgetMail(ctx context.Context, address string) {
+	archive, ok := s.mailer.(MailArchive)
+	if !ok || address == "" {
+		return
+	}
+	if err := archive.Forget(ctx, address); err != nil {
+		s.logger.Error("removing the mail kept for an erased address", "err", err)
+	}
+}
+
+// forgetErased runs forgetMail for address once the erasure that err
+// reports has committed, and returns err.
+func (s *Service) forgetErased(ctx context.Context, address string, err error) error {
+	if err == nil {
+		s.forgetMail(ctx, address)
+	}
+	return err
+}
+
 // OutboxStats counts the outbox: mails waiting and mails given up on.
 type OutboxStats struct {
 	Pending int
@@ -169,6 +200,11 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 	sendCtx, cancel := context.WithTimeout(ctx, mailSendTimeout)
 	err := s.mailer.Send(sendCtx, mail)
 	cancel()
+	if m.Kind == MailAccountDeleted {
+		// The erasure may have run where no archive is (authd admin), or
+		// raced a mail that was being sent.
+		s.forgetMail(ctx, m.To)
+	}
 	now := s.now()
 	switch {
 	case err == nil:

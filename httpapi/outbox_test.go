@@ -4,12 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/authd/authd"
+	"github.com/authd/authd/mail"
 )
 
 // auditDown is a store whose security log cannot be written, inside or
@@ -232,4 +237,131 @@ func TestLapsedSenderCannotReleaseMail(t *testing.T) {
 			t.Errorf("outbox after the second sender: %+v, want empty", st)
 		}
 	})
+}
+
+// archiveTee is the dev mailer that also records what it sends, so that
+// the env's helpers find the links.
+type archiveTee struct {
+	*mail.Dev
+	rec authd.Mailer
+}
+
+func (a *archiveTee) Send(ctx context.Context, m authd.Mail) error {
+	if err := a.Dev.Send(ctx, m); err != nil {
+		return err
+	}
+	return a.rec.Send(ctx, m)
+}
+
+// newDevMailerEnv is an env whose mail goes through the dev mailer into
+// its returned directory.
+func newDevMailerEnv(t *testing.T, store authd.Store) (*env, string) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "outbox")
+	renderer, err := mail.NewRenderer("https://auth.example.org", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tee := &archiveTee{Dev: &mail.Dev{Dir: dir, From: "authd <no-reply@localhost>", Renderer: renderer,
+		Logger: slog.New(slog.DiscardHandler)}}
+	e := newEnv(t, store, withMailer(tee))
+	tee.rec = e.mail
+	return e, dir
+}
+
+// emlHolding counts the .eml files in dir that contain address.
+func emlHolding(t *testing.T, dir, address string) int {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.eml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(strings.ToLower(string(b)), strings.ToLower(address)) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestErasureRemovesDevMailerFiles: after a self-service or an
+// administrator's erasure no .eml file of the dev mailer holds the erased
+// address, neither at once nor once the deletion notice has gone out;
+// other people's files stay.
+func TestErasureRemovesDevMailerFiles(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e, dir := newDevMailerEnv(t, open(t))
+		mailed := func(address string) {
+			e.registerVerified(address, goodPassword)
+			e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": address})
+			e.do("POST", "/v1/auth/register", map[string]any{"email": address, "password": goodPassword, "consent": true})
+			e.mail.flush()
+			if n := emlHolding(t, dir, address); n < 3 {
+				t.Fatalf("%d .eml files hold %s before the erasure, want its verification, reset and notice", n, address)
+			}
+		}
+		mailed("stay@example.org")
+
+		mailed("self@example.org")
+		access, _ := e.login("self@example.org", goodPassword)
+		want(t, "erase myself", e.do("DELETE", "/v1/users/me", map[string]string{"password": goodPassword}, bearer(access)...), 204, "")
+		if n := emlHolding(t, dir, "self@example.org"); n != 0 {
+			t.Errorf("%d .eml files hold self@example.org after its erasure", n)
+		}
+
+		mailed("erased@example.org")
+		r := e.admin("GET", "/v1/admin/users?email=erased@example.org", nil)
+		want(t, "find the user", r, 200, "")
+		id := r.body["items"].([]any)[0].(map[string]any)["id"].(string)
+		want(t, "admin erasure", e.admin("DELETE", "/v1/admin/users/"+id, nil), 204, "")
+		if n := emlHolding(t, dir, "erased@example.org"); n != 0 {
+			t.Errorf("%d .eml files hold erased@example.org after its erasure", n)
+		}
+
+		e.mail.flush() // the deletion notices go out
+		for _, address := range []string{"self@example.org", "erased@example.org"} {
+			if n := emlHolding(t, dir, address); n != 0 {
+				t.Errorf("%d .eml files hold %s once the deletion notice was sent", n, address)
+			}
+		}
+		if n := emlHolding(t, dir, "stay@example.org"); n < 3 {
+			t.Errorf("%d .eml files hold stay@example.org, whom no one erased; want its 3", n)
+		}
+	})
+}
+
+// TestRetentionPrunesDevMailerFiles: a purge removes the dev mailer's files
+// older than the security-log retention, and a dry run removes nothing.
+func TestRetentionPrunesDevMailerFiles(t *testing.T) {
+	t.Parallel()
+	e, dir := newDevMailerEnv(t, openSQLite(t))
+	const retention = 90 * 24 * time.Hour
+	e.registerVerified("old@example.org", goodPassword)
+	e.registerVerified("new@example.org", goodPassword)
+	// The files carry the wall clock's time; date them by the fake one.
+	files, _ := filepath.Glob(filepath.Join(dir, "*.eml"))
+	for _, f := range files {
+		at := e.clock.Now().Add(-time.Hour)
+		if b, _ := os.ReadFile(f); strings.Contains(string(b), "old@example.org") {
+			at = e.clock.Now().Add(-retention - time.Hour)
+		}
+		if err := os.Chtimes(f, at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	if _, err := e.svc.Purge(ctx, retention, true); err != nil || emlHolding(t, dir, "old@example.org") != 1 {
+		t.Fatalf("dry run: %v; want the old file kept", err)
+	}
+	if _, err := e.svc.Purge(ctx, retention, false); err != nil {
+		t.Fatal(err)
+	}
+	if old, recent := emlHolding(t, dir, "old@example.org"), emlHolding(t, dir, "new@example.org"); old != 0 || recent != 1 {
+		t.Errorf("after the purge %d old and %d recent files; want 0 and 1", old, recent)
+	}
 }

@@ -16,6 +16,7 @@ import (
 	htmltemplate "html/template"
 	"io/fs"
 	"log/slog"
+	netmail "net/mail"
 	"net/netip"
 	"net/url"
 	"os"
@@ -150,7 +151,8 @@ func message(from, to string, r *Rendered) (*gomail.Msg, error) {
 
 // Dev is the development mailer: each mail becomes an .eml file in Dir and
 // its link is logged, so that a newcomer can follow it without a mail
-// server. It is the one place where a link is logged (SPEC §6.10).
+// server. It is the one place where a link is logged (SPEC §6.10). Erasure
+// and retention reach its files through Forget and Prune.
 type Dev struct {
 	Dir      string
 	From     string
@@ -158,13 +160,22 @@ type Dev struct {
 	Logger   *slog.Logger
 }
 
-var _ authd.Mailer = (*Dev)(nil)
+var (
+	_ authd.Mailer      = (*Dev)(nil)
+	_ authd.MailArchive = (*Dev)(nil)
+)
 
 // Send implements authd.Mailer.
 func (d *Dev) Send(_ context.Context, m authd.Mail) error {
 	r, err := d.Renderer.Render(m)
 	if err != nil {
 		return err
+	}
+	if m.Kind == authd.MailAccountDeleted {
+		// The notice goes to an address that was just erased: keeping it
+		// on disk, or in the log, would undo the erasure.
+		d.Logger.Info("mail not kept (development mailer): its address was erased", "kind", m.Kind, "subject", r.Subject)
+		return nil
 	}
 	msg, err := message(d.From, m.To, r)
 	if err != nil {
@@ -194,6 +205,67 @@ func (d *Dev) Send(_ context.Context, m authd.Mail) error {
 	}
 	d.Logger.Info("mail written (development mailer: set AUTHD_SMTP_URL to send)", attrs...)
 	return nil
+}
+
+// Forget implements authd.MailArchive: it removes every .eml file
+// addressed to address (compared case-insensitively).
+func (d *Dev) Forget(_ context.Context, address string) error {
+	return d.remove(func(path string, _ fs.FileInfo) (bool, error) {
+		f, err := os.Open(path)
+		if err != nil {
+			return false, err
+		}
+		defer f.Close()
+		msg, err := netmail.ReadMessage(f)
+		if err != nil {
+			return false, fmt.Errorf("%s: %w", filepath.Base(path), err)
+		}
+		to, err := msg.Header.AddressList("To")
+		if err != nil {
+			return false, fmt.Errorf("%s: To: %w", filepath.Base(path), err)
+		}
+		return slices.ContainsFunc(to, func(a *netmail.Address) bool { return strings.EqualFold(a.Address, address) }), nil
+	})
+}
+
+// Prune implements authd.MailArchive: it removes the .eml files written
+// before before.
+func (d *Dev) Prune(_ context.Context, before time.Time) error {
+	return d.remove(func(_ string, info fs.FileInfo) (bool, error) { return info.ModTime().Before(before), nil })
+}
+
+// remove deletes the .eml files in Dir that match, going on past a file it
+// cannot read so that one bad file does not shield the others.
+func (d *Dev) remove(match func(path string, info fs.FileInfo) (bool, error)) error {
+	entries, err := os.ReadDir(d.Dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		if e.IsDir() || filepath.Ext(e.Name()) != ".eml" {
+			continue
+		}
+		path := filepath.Join(d.Dir, e.Name())
+		info, err := e.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		ok := false
+		if err == nil {
+			ok, err = match(path, info)
+		}
+		if err == nil && ok {
+			err = os.Remove(path)
+		}
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // SMTP delivers mail through an SMTP server: smtps:// over implicit TLS;
@@ -236,7 +308,7 @@ func ParseSMTPURL(rawURL string) (*SMTPRelay, error) {
 		return nil, errors.New("is not a valid URL")
 	}
 	host, portText := u.Hostname(), u.Port()
-	r := &SMTPRelay{Host: host, RequireTLS: !loopback(host)}
+	r := &SMTPRelay{Host: host, RequireTLS: !Loopback(host)}
 	switch u.Scheme {
 	case "smtp":
 		portText = cmp.Or(portText, "587")
@@ -272,9 +344,10 @@ func ParseSMTPURL(rawURL string) (*SMTPRelay, error) {
 	return r, nil
 }
 
-// loopback reports whether host is this machine, where no one can be on the
-// path to strip STARTTLS.
-func loopback(host string) bool {
+// Loopback reports whether host names this machine (localhost, 127.0.0.0/8
+// or ::1): no one can be on the path to it, and no one elsewhere can follow
+// a link to it.
+func Loopback(host string) bool {
 	if strings.EqualFold(host, "localhost") {
 		return true
 	}

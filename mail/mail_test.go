@@ -387,3 +387,67 @@ func TestTemplatesOverride(t *testing.T) {
 		}
 	}
 }
+
+// TestDevMailerForgetAndPrune: erasure removes exactly the files of an
+// address, whatever its case; retention removes the files older than its
+// cut-off; an erased account's notice is never written.
+func TestDevMailerForgetAndPrune(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "outbox")
+	var logs strings.Builder
+	d := &Dev{Dir: dir, From: "authd <no-reply@localhost>", Renderer: renderer(t),
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	ctx := context.Background()
+	if err := d.Forget(ctx, "a@example.org"); err != nil {
+		t.Errorf("Forget before any mail: %v", err)
+	}
+	if err := d.Prune(ctx, time.Now()); err != nil {
+		t.Errorf("Prune before any mail: %v", err)
+	}
+	for _, m := range []authd.Mail{
+		{Kind: authd.MailVerifyEmail, To: "bob@example.org", Link: "https://x/verify-email?token=1"},
+		{Kind: authd.MailPasswordReset, To: "bob@example.org", Link: "https://x/reset-password?token=2"},
+		{Kind: authd.MailRegisterNotice, To: "bob@example.org"},
+		{Kind: authd.MailVerifyEmail, To: "alice.bob@example.org", Link: "https://x/verify-email?token=3"},
+		{Kind: authd.MailAccountDeleted, To: "carol@example.org"},
+	} {
+		if err := d.Send(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	holding := func(address string) int {
+		files, _ := filepath.Glob(filepath.Join(dir, "*.eml"))
+		n := 0
+		for _, f := range files {
+			if b, _ := os.ReadFile(f); strings.Contains(strings.ToLower(string(b)), address) {
+				n++
+			}
+		}
+		return n
+	}
+	if n := holding("carol@example.org"); n != 0 || strings.Contains(logs.String(), "carol@example.org") {
+		t.Errorf("the notice to an erased address was kept: %d files, log:\n%s", n, logs.String())
+	}
+	if n := holding("bob@example.org"); n != 4 {
+		t.Fatalf("%d files hold bob@example.org before the erasure, want 4", n)
+	}
+	if err := d.Forget(ctx, "Bob@Example.org"); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.eml"))
+	if len(files) != 1 || holding("alice.bob@example.org") != 1 {
+		t.Fatalf("after forgetting bob: %d files; want only alice.bob's", len(files))
+	}
+
+	old := time.Now().Add(-100 * 24 * time.Hour)
+	os.Chtimes(files[0], old, old)
+	if err := d.Send(ctx, authd.Mail{Kind: authd.MailPasswordChanged, To: "dave@example.org"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Prune(ctx, time.Now().Add(-90*24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	files, _ = filepath.Glob(filepath.Join(dir, "*.eml"))
+	if len(files) != 1 || holding("dave@example.org") != 1 {
+		t.Errorf("after pruning: %d files; want only the recent one", len(files))
+	}
+}

@@ -40,6 +40,7 @@ type Config struct {
 	SigningAlg           string
 	KeysDir              string
 	SMTPURL              string
+	DevMailer            bool // the dev mailer may stand in for SMTP with a public AUTHD_PUBLIC_URL
 	MailFrom             string
 	TemplatesDir         string
 	RequireVerifiedEmail bool
@@ -144,6 +145,13 @@ var settings = []setting{
 			}
 			c.SMTPURL = v
 			return nil
+		}},
+	{"AUTHD_DEV_MAILER", "off", "on: allow the dev mailer (no SMTP; links in the log and in $AUTHD_DATA_DIR/outbox) with a non-loopback AUTHD_PUBLIC_URL", false,
+		func(c *Config, v string) error {
+			var s string
+			err := oneOf(&s, v, "on", "off")
+			c.DevMailer = s == "on"
+			return err
 		}},
 	{"AUTHD_MAIL_FROM", "authd <no-reply@localhost>", "From of every mail", false,
 		func(c *Config, v string) error {
