@@ -100,7 +100,10 @@ func (s *Service) RevokeUserSessions(ctx context.Context, c Client, id uuid.UUID
 
 // DeleteUser erases an account as DeleteMe does. ENotFound.
 func (s *Service) DeleteUser(ctx context.Context, c Client, id uuid.UUID) error {
-	return s.adminAction(ctx, c, id, "delete", func(tx *txn, u *User, now time.Time) (map[string]any, error) {
+	var address string
+	err := s.adminAction(ctx, c, id, "delete", func(tx *txn, u *User, now time.Time) (map[string]any, error) {
+		address = u.Email
 		return nil, s.erase(ctx, tx, u, now, "admin")
 	})
+	return s.forgetErased(ctx, address, err)
 }

@@ -27,7 +27,8 @@ func (s *Service) DeleteMe(ctx context.Context, c Client, a *AccessClaims, passw
 	if err != nil {
 		return err
 	}
-	return s.inTx(ctx, func(tx *txn) error {
+	var address string
+	err = s.inTx(ctx, func(tx *txn) error {
 		u, err := tx.User(ctx, a.UserID)
 		if err != nil {
 			return err
@@ -35,8 +36,10 @@ func (s *Service) DeleteMe(ctx context.Context, c Client, a *AccessClaims, passw
 		if u.PasswordHash != checked.PasswordHash {
 			return errPasswordChanged
 		}
+		address = u.Email
 		return s.erase(ctx, tx, u, s.now(), "user")
 	})
+	return s.forgetErased(ctx, address, err)
 }
 
 // Tombstone is the address an erased account keeps: unique, and saying

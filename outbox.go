@@ -34,17 +34,26 @@ type OutboxMail struct {
 	NextAttemptAt time.Time
 	Attempts      int
 	ClaimedUntil  time.Time
+	Claim         uuid.UUID // the claim that holds it, set by ClaimMail
 	LastError     string
 	DeadAt        time.Time
 }
 
-// Outbox delivery policy.
+// Outbox delivery policy. A sender claims one mail at a time, right before
+// minting its link and sending it, so that its lease covers one send and
+// not a queue of them: a lease that ran out mid-batch let another instance
+// send the tail again, and its new link voided the first.
 const (
-	MaxMailAttempts = 8               // then the mail is dead
-	mailLease       = 2 * time.Minute // a claimed mail is re-claimable after this
-	mailBatch       = 20
+	MaxMailAttempts = 8                // then the mail is dead
+	mailLease       = 2 * time.Minute  // a claimed mail is re-claimable after this
+	mailMintTimeout = 10 * time.Second // minting a verification or reset link
 	mailSendTimeout = 30 * time.Second
 )
+
+// The lease must outlive the minting and the send with room to spare for
+// recording the outcome and for clocks that differ between instances; the
+// conversion fails to compile otherwise.
+const _ = uint64(mailLease - mailMintTimeout - mailSendTimeout - time.Minute)
 
 // mailBackoff is the wait before attempt n+1: 10s, 40s, 2m40s, … capped at
 // an hour, with jitter so that instances do not retry in lockstep.
@@ -52,6 +61,37 @@ func mailBackoff(attempts int) time.Duration {
 	d := 10 * time.Second << (2 * min(attempts-1, 6))
 	d = min(d, time.Hour)
 	return d + rand.N(d/10+1)
+}
+
+// MailArchive is a Mailer that keeps copies of what it sent (the dev
+// mailer). Erasure and retention must reach those copies too (SPEC §7).
+type MailArchive interface {
+	// Forget removes every copy of a mail to address.
+	Forget(ctx context.Context, address string) error
+	// Prune removes the copies made before before.
+	Prune(ctx context.Context, before time.Time) error
+}
+
+// forgetMail removes what the mailer kept of an erased address. The erasure
+// has committed by then, so a failure is logged (without the address)
+// rather than returned.
+func (s *Service) forgetMail(ctx context.Context, address string) {
+	archive, ok := s.mailer.(MailArchive)
+	if !ok || address == "" {
+		return
+	}
+	if err := archive.Forget(ctx, address); err != nil {
+		s.logger.Error("removing the mail kept for an erased address", "err", err)
+	}
+}
+
+// forgetErased runs forgetMail for address once the erasure that err
+// reports has committed, and returns err.
+func (s *Service) forgetErased(ctx context.Context, address string, err error) error {
+	if err == nil {
+		s.forgetMail(ctx, address)
+	}
+	return err
 }
 
 // OutboxStats counts the outbox: mails waiting and mails given up on.
@@ -121,25 +161,21 @@ func (s *Service) RunOutbox(ctx context.Context, poll time.Duration) {
 const flushTimeout = 10 * time.Second
 
 // DeliverMail makes one pass over the outbox: it claims the mails that are
-// due, delivers them and records each outcome. It returns how many it sent.
+// due, one at a time, delivers each and records its outcome. It returns how
+// many it sent.
 func (s *Service) DeliverMail(ctx context.Context) (int, error) {
 	sent := 0
 	for {
-		batch, err := s.store.ClaimMail(ctx, s.now(), mailLease, mailBatch)
-		if err != nil || len(batch) == 0 {
+		m, err := s.store.ClaimMail(ctx, NewID(), s.now(), mailLease)
+		if err != nil || m == nil {
 			return sent, err
 		}
-		for _, m := range batch {
-			ok, err := s.deliver(ctx, m)
-			if err != nil {
-				return sent, err
-			}
-			if ok {
-				sent++
-			}
+		ok, err := s.deliver(ctx, m)
+		if err != nil {
+			return sent, err
 		}
-		if len(batch) < mailBatch {
-			return sent, nil
+		if ok {
+			sent++
 		}
 	}
 }
@@ -149,39 +185,69 @@ func (s *Service) DeliverMail(ctx context.Context) (int, error) {
 func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 	mail := Mail{Kind: m.Kind, To: m.To, Until: m.Until}
 	if m.Kind == MailVerifyEmail || m.Kind == MailPasswordReset {
-		link, err := s.mintLink(ctx, m)
+		mintCtx, cancel := context.WithTimeout(ctx, mailMintTimeout)
+		link, err := s.mintLink(mintCtx, m)
+		cancel()
 		if err != nil {
 			return false, err
 		}
 		if link == "" {
 			s.observeMail(m, MailDropped)
-			return false, s.store.CompleteMail(ctx, m.ID)
+			return false, s.settleMail(m, s.store.CompleteMail(ctx, m.ID, m.Claim), false)
 		}
 		mail.Link = link
 	}
 	sendCtx, cancel := context.WithTimeout(ctx, mailSendTimeout)
 	err := s.mailer.Send(sendCtx, mail)
 	cancel()
+	if m.Kind == MailAccountDeleted {
+		// The erasure may have run where no archive is (authd admin), or
+		// raced a mail that was being sent.
+		s.forgetMail(ctx, m.To)
+	}
 	now := s.now()
 	switch {
 	case err == nil:
 		s.observeMail(m, MailSent)
-		return true, s.store.CompleteMail(ctx, m.ID)
+		return true, s.settleMail(m, s.store.CompleteMail(ctx, m.ID, m.Claim), true)
 	case m.Attempts >= MaxMailAttempts:
 		s.logger.Error("mail dead after its last attempt", "mail_id", m.ID, "kind", m.Kind, "attempts", m.Attempts, "err", err)
 		s.observeMail(m, MailDead)
 		if m.Kind == MailAccountDeleted {
 			// The erased address must not outlive the notice (SPEC §6.8).
-			return false, s.store.CompleteMail(ctx, m.ID)
+			return false, s.settleMail(m, s.store.CompleteMail(ctx, m.ID, m.Claim), false)
 		}
-		return false, s.store.KillMail(ctx, m.ID, now, errorText(err))
+		return false, s.settleMail(m, s.store.KillMail(ctx, m.ID, m.Claim, now, errorText(err)), false)
 	default:
 		next := now.Add(mailBackoff(m.Attempts))
+		// Logged once the retry is recorded: until then the claim holds the mail.
+		if err := s.settleMail(m, s.store.RetryMail(ctx, m.ID, m.Claim, next, errorText(err)), false); err != nil {
+			return false, err
+		}
 		s.logger.Warn("mail delivery failed; will retry", "mail_id", m.ID, "kind", m.Kind, "attempt", m.Attempts,
 			"retry_at", next, "err", err)
 		s.observeMail(m, MailRetried)
-		return false, s.store.RetryMail(ctx, m.ID, next, errorText(err))
+		return false, nil
 	}
+}
+
+// settleMail reports the store's error of recording a mail's outcome. The
+// store refuses (ENotFound) when the claim no longer holds the mail: its
+// lease ran out and another sender has it, or it is gone (erased). That
+// sender decides its fate, so it is no error of this pass; but a mail sent
+// under a lapsed lease may go out twice, which an operator should hear of.
+func (s *Service) settleMail(m *OutboxMail, err error, sent bool) error {
+	if ErrorCode(err) != ENotFound {
+		return err
+	}
+	if sent {
+		s.logger.Error("mail sent after its claim had lapsed; another sender may send it again", "mail_id", m.ID,
+			"kind", m.Kind)
+	} else {
+		s.logger.Warn("mail claim lapsed before its outcome was recorded; left to the sender that holds it",
+			"mail_id", m.ID, "kind", m.Kind)
+	}
+	return nil
 }
 
 // mintLink creates the one-time token of a verification or reset mail,
@@ -250,13 +316,16 @@ func (s *Service) Mails(ctx context.Context, f MailFilter) (Page[*OutboxMail], e
 }
 
 // RetryMail gives a dead mail a new round of attempts, logged as
-// admin_action. ENotFound when there is no such dead mail.
+// admin_action in the same transaction. ENotFound when there is no such
+// dead mail.
 func (s *Service) RetryMail(ctx context.Context, c Client, id uuid.UUID) error {
-	now := s.now()
-	if err := s.store.ReviveMail(ctx, id, now); err != nil {
-		return err
-	}
-	s.wakeSender()
-	return s.logEvent(ctx, s.audit(now, c, EventAdminAction, ResultSuccess, uuid.Nil, "",
-		map[string]any{"action": "retry_mail", "mail_id": id.String()}))
+	return s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		if err := tx.ReviveMail(ctx, id, now); err != nil {
+			return err
+		}
+		tx.mailed = true
+		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventAdminAction, ResultSuccess, uuid.Nil, "",
+			map[string]any{"action": "retry_mail", "mail_id": id.String()}))
+	})
 }

@@ -2,6 +2,7 @@ package authd
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -15,11 +16,23 @@ const expiredGrace = 24 * time.Hour
 
 // Purge applies retention (SPEC §6.9) now: security logs older than
 // retention, and tokens, verification tokens and sessions that ended more
-// than a day ago. With dryRun it only counts.
+// than a day ago; and the copies a MailArchive mailer kept longer than
+// retention (SPEC §7). With dryRun it only counts and deletes nothing.
 func (s *Service) Purge(ctx context.Context, retention time.Duration, dryRun bool) (PurgeResult, error) {
 	now := s.now()
-	return s.store.Purge(ctx, PurgeRequest{LogsBefore: now.Add(-retention), ExpiredBefore: now.Add(-expiredGrace),
+	res, err := s.store.Purge(ctx, PurgeRequest{LogsBefore: now.Add(-retention), ExpiredBefore: now.Add(-expiredGrace),
 		Batch: purgeBatch, DryRun: dryRun})
+	if err != nil || dryRun {
+		return res, err
+	}
+	// Even when another instance purges the database: the copies are this
+	// instance's own.
+	if archive, ok := s.mailer.(MailArchive); ok {
+		if err := archive.Prune(ctx, now.Add(-retention)); err != nil {
+			return res, fmt.Errorf("pruning the mailer's copies: %w", err)
+		}
+	}
+	return res, nil
 }
 
 // RunRetention purges every interval until ctx ends.

@@ -36,23 +36,23 @@ type Store interface {
 	// only one purges at a time (the others report Skipped).
 	Purge(ctx context.Context, r PurgeRequest) (PurgeResult, error)
 
-	// ClaimMail claims up to limit outbox mails due at now that no live
-	// sender holds: each gets claimed_until = now+lease and one more attempt.
-	// Two senders never claim the same mail while its lease runs.
-	ClaimMail(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]*OutboxMail, error)
-	// CompleteMail removes a delivered (or no longer wanted) mail.
-	CompleteMail(ctx context.Context, id uuid.UUID) error
+	// ClaimMail claims the outbox mail due at now that has waited longest
+	// and that no live claim holds, for claim: it gets claimed_until =
+	// now+lease, the claim and one more attempt. Two senders never claim the
+	// same mail while its lease runs. nil when no mail is due.
+	ClaimMail(ctx context.Context, claim uuid.UUID, now time.Time, lease time.Duration) (*OutboxMail, error)
+	// CompleteMail removes a delivered (or no longer wanted) mail. The next
+	// three change a mail only while claim holds it: ENotFound when it does
+	// not (its lease lapsed and another sender claimed it, or it is gone).
+	CompleteMail(ctx context.Context, id, claim uuid.UUID) error
 	// RetryMail releases a mail whose delivery failed until next.
-	RetryMail(ctx context.Context, id uuid.UUID, next time.Time, lastError string) error
+	RetryMail(ctx context.Context, id, claim uuid.UUID, next time.Time, lastError string) error
 	// KillMail marks a mail dead after its last failed attempt.
-	KillMail(ctx context.Context, id uuid.UUID, at time.Time, lastError string) error
+	KillMail(ctx context.Context, id, claim uuid.UUID, at time.Time, lastError string) error
 	// OutboxStats counts pending and dead mails.
 	OutboxStats(ctx context.Context) (OutboxStats, error)
 	// Mails lists outbox mails matching f, newest first.
 	Mails(ctx context.Context, f MailFilter) ([]*OutboxMail, error)
-	// ReviveMail makes a dead mail pending again, due at now with a fresh
-	// count of attempts. ENotFound when there is no such dead mail.
-	ReviveMail(ctx context.Context, id uuid.UUID, now time.Time) error
 
 	// Ready returns nil when the database is reachable and its schema is at
 	// the head migration.
@@ -140,6 +140,9 @@ type Queries interface {
 
 	// EnqueueMail adds a mail to the outbox.
 	EnqueueMail(ctx context.Context, m *OutboxMail) error
+	// ReviveMail makes a dead mail pending again, due at now with a fresh
+	// count of attempts. ENotFound when there is no such dead mail.
+	ReviveMail(ctx context.Context, id uuid.UUID, now time.Time) error
 
 	// PublishRevocation tells every instance of rev when the transaction
 	// commits (PostgreSQL NOTIFY); stores with a single instance do nothing.

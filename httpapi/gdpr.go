@@ -18,6 +18,7 @@ var ExcludedColumns = map[string]string{
 	"users.password_hash":       "a one-way hash of your password: it is a security secret, not information about you",
 	"jwt_tokens.token_value":    "a digest of a refresh token: a security secret",
 	"verification_tokens.token": "a digest of a one-time link: a security secret",
+	"mail_outbox.claim":         "which mail sender is delivering the mail right now: an internal lock, not information about you",
 }
 
 type exportUser struct {

@@ -5,6 +5,7 @@ package mail
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -15,10 +16,12 @@ import (
 	htmltemplate "html/template"
 	"io/fs"
 	"log/slog"
-	"net"
+	netmail "net/mail"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	texttemplate "text/template"
@@ -148,7 +151,8 @@ func message(from, to string, r *Rendered) (*gomail.Msg, error) {
 
 // Dev is the development mailer: each mail becomes an .eml file in Dir and
 // its link is logged, so that a newcomer can follow it without a mail
-// server. It is the one place where a link is logged (SPEC §6.10).
+// server. It is the one place where a link is logged (SPEC §6.10). Erasure
+// and retention reach its files through Forget and Prune.
 type Dev struct {
 	Dir      string
 	From     string
@@ -156,13 +160,22 @@ type Dev struct {
 	Logger   *slog.Logger
 }
 
-var _ authd.Mailer = (*Dev)(nil)
+var (
+	_ authd.Mailer      = (*Dev)(nil)
+	_ authd.MailArchive = (*Dev)(nil)
+)
 
 // Send implements authd.Mailer.
 func (d *Dev) Send(_ context.Context, m authd.Mail) error {
 	r, err := d.Renderer.Render(m)
 	if err != nil {
 		return err
+	}
+	if m.Kind == authd.MailAccountDeleted {
+		// The notice goes to an address that was just erased: keeping it
+		// on disk, or in the log, would undo the erasure.
+		d.Logger.Info("mail not kept (development mailer): its address was erased", "kind", m.Kind, "subject", r.Subject)
+		return nil
 	}
 	msg, err := message(d.From, m.To, r)
 	if err != nil {
@@ -194,55 +207,176 @@ func (d *Dev) Send(_ context.Context, m authd.Mail) error {
 	return nil
 }
 
-// SMTP delivers mail through an SMTP server: smtp:// uses STARTTLS when the
-// server offers it, smtps:// implicit TLS; a user and password in the URL
-// authenticate (never over an unencrypted connection).
+// Forget implements authd.MailArchive: it removes every .eml file
+// addressed to address (compared case-insensitively).
+func (d *Dev) Forget(_ context.Context, address string) error {
+	return d.remove(func(path string, _ fs.FileInfo) (bool, error) {
+		f, err := os.Open(path)
+		if err != nil {
+			return false, err
+		}
+		defer f.Close()
+		msg, err := netmail.ReadMessage(f)
+		if err != nil {
+			return false, fmt.Errorf("%s: %w", filepath.Base(path), err)
+		}
+		to, err := msg.Header.AddressList("To")
+		if err != nil {
+			return false, fmt.Errorf("%s: To: %w", filepath.Base(path), err)
+		}
+		return slices.ContainsFunc(to, func(a *netmail.Address) bool { return strings.EqualFold(a.Address, address) }), nil
+	})
+}
+
+// Prune implements authd.MailArchive: it removes the .eml files written
+// before before.
+func (d *Dev) Prune(_ context.Context, before time.Time) error {
+	return d.remove(func(_ string, info fs.FileInfo) (bool, error) { return info.ModTime().Before(before), nil })
+}
+
+// remove deletes the .eml files in Dir that match, going on past a file it
+// cannot read so that one bad file does not shield the others.
+func (d *Dev) remove(match func(path string, info fs.FileInfo) (bool, error)) error {
+	entries, err := os.ReadDir(d.Dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		if e.IsDir() || filepath.Ext(e.Name()) != ".eml" {
+			continue
+		}
+		path := filepath.Join(d.Dir, e.Name())
+		info, err := e.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		ok := false
+		if err == nil {
+			ok, err = match(path, info)
+		}
+		if err == nil && ok {
+			err = os.Remove(path)
+		}
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// SMTP delivers mail through an SMTP server: smtps:// over implicit TLS;
+// smtp:// with STARTTLS, which it requires unless the relay is on a
+// loopback host or the URL says ?starttls=opportunistic, because anyone on
+// the path could strip the STARTTLS offer and read the reset links. A user
+// and password in the URL authenticate (never over an unencrypted
+// connection).
 type SMTP struct {
 	host     string
 	opts     []gomail.Option
 	from     string
 	renderer *Renderer
+	// dial replaces the network dialer in tests, so that a relay named like
+	// a remote host can be an in-process server. nil: the system's.
+	dial gomail.DialContextFunc
 }
 
 var _ authd.Mailer = (*SMTP)(nil)
 
-// NewSMTP returns a mailer for rawURL (smtp://[user:pass@]host[:port] or smtps://…).
-func NewSMTP(rawURL, from string, r *Renderer) (*SMTP, error) {
+// SMTPRelay is what an AUTHD_SMTP_URL says.
+type SMTPRelay struct {
+	Host        string
+	Port        int
+	ImplicitTLS bool // smtps://
+	// RequireTLS is false only for a loopback host or with
+	// ?starttls=opportunistic: then STARTTLS is used when offered.
+	RequireTLS bool
+	User       string
+	Password   string
+}
+
+// ParseSMTPURL reads smtp://[user:pass@]host[:port][?starttls=opportunistic]
+// or smtps://[user:pass@]host[:port]. Its errors never quote the URL, which
+// may hold a password.
+func ParseSMTPURL(rawURL string) (*SMTPRelay, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		// Not %w: url's error quotes the URL, password included.
-		return nil, errors.New("AUTHD_SMTP_URL is not a valid URL")
+		return nil, errors.New("is not a valid URL")
 	}
-	host, portText, _ := net.SplitHostPort(u.Host)
-	if host == "" {
-		host = u.Host
-	}
-	opts := []gomail.Option{gomail.WithTimeout(15 * time.Second)}
+	host, portText := u.Hostname(), u.Port()
+	r := &SMTPRelay{Host: host, RequireTLS: !Loopback(host)}
 	switch u.Scheme {
 	case "smtp":
-		opts = append(opts, gomail.WithTLSPortPolicy(gomail.TLSOpportunistic))
-		if portText == "" {
-			portText = "587"
-		}
+		portText = cmp.Or(portText, "587")
 	case "smtps":
-		opts = append(opts, gomail.WithSSLPort(false))
-		if portText == "" {
-			portText = "465"
-		}
+		r.ImplicitTLS, r.RequireTLS = true, true
+		portText = cmp.Or(portText, "465")
 	default:
-		return nil, fmt.Errorf("AUTHD_SMTP_URL must be smtp:// or smtps://")
+		return nil, errors.New("must be smtp://[USER:PASS@]HOST[:PORT] or smtps://…")
 	}
-	port, err := strconv.Atoi(portText)
+	if host == "" {
+		return nil, errors.New("has no host")
+	}
+	if r.Port, err = strconv.Atoi(portText); err != nil || r.Port < 1 || r.Port > 65535 {
+		return nil, fmt.Errorf("has a bad port %q", portText)
+	}
+	query, err := url.ParseQuery(u.RawQuery)
 	if err != nil {
-		return nil, fmt.Errorf("AUTHD_SMTP_URL: bad port %q", portText)
+		return nil, errors.New("has a query that does not parse")
 	}
-	opts = append(opts, gomail.WithPort(port))
-	if user := u.User.Username(); user != "" {
-		pass, _ := u.User.Password()
+	for name, values := range query {
+		switch {
+		case name != "starttls":
+			return nil, fmt.Errorf("has an unknown parameter %q (only starttls=opportunistic is known)", name)
+		case r.ImplicitTLS:
+			return nil, errors.New("starttls applies to smtp:// only (smtps:// is always TLS)")
+		case len(values) != 1 || values[0] != "opportunistic":
+			return nil, errors.New("starttls must be opportunistic (STARTTLS when offered, plain text otherwise)")
+		}
+		r.RequireTLS = false
+	}
+	r.User = u.User.Username()
+	r.Password, _ = u.User.Password()
+	return r, nil
+}
+
+// Loopback reports whether host names this machine (localhost, 127.0.0.0/8
+// or ::1): no one can be on the path to it, and no one elsewhere can follow
+// a link to it.
+func Loopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// NewSMTP returns a mailer for rawURL (see ParseSMTPURL).
+func NewSMTP(rawURL, from string, r *Renderer) (*SMTP, error) {
+	relay, err := ParseSMTPURL(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("AUTHD_SMTP_URL %w", err)
+	}
+	// WithTLSPolicy, not WithTLSPortPolicy: the latter also falls back to
+	// plain text on port 25 when the first port fails.
+	opts := []gomail.Option{gomail.WithTimeout(15 * time.Second), gomail.WithPort(relay.Port)}
+	switch {
+	case relay.ImplicitTLS:
+		opts = append(opts, gomail.WithSSL())
+	case relay.RequireTLS:
+		opts = append(opts, gomail.WithTLSPolicy(gomail.TLSMandatory))
+	default:
+		opts = append(opts, gomail.WithTLSPolicy(gomail.TLSOpportunistic))
+	}
+	if relay.User != "" {
 		opts = append(opts, gomail.WithSMTPAuth(gomail.SMTPAuthAutoDiscover),
-			gomail.WithUsername(user), gomail.WithPassword(pass))
+			gomail.WithUsername(relay.User), gomail.WithPassword(relay.Password))
 	}
-	return &SMTP{host: host, opts: opts, from: from, renderer: r}, nil
+	return &SMTP{host: relay.Host, opts: opts, from: from, renderer: r}, nil
 }
 
 // SetTLSConfig sets the TLS configuration, for a private CA.
@@ -258,7 +392,11 @@ func (s *SMTP) Send(ctx context.Context, m authd.Mail) error {
 	if err != nil {
 		return err
 	}
-	client, err := gomail.NewClient(s.host, s.opts...)
+	opts := s.opts
+	if s.dial != nil {
+		opts = append(slices.Clip(opts), gomail.WithDialContextFunc(s.dial))
+	}
+	client, err := gomail.NewClient(s.host, opts...)
 	if err != nil {
 		return err
 	}

@@ -71,12 +71,25 @@ func (s *session) Data(r io.Reader) error {
 func (s *session) Reset()        {}
 func (s *session) Logout() error { return nil }
 
-// selfSigned returns a certificate for 127.0.0.1 and a pool trusting it.
+// relayName is a relay that is not on this machine, as far as the mailer
+// can tell from the URL; dialTo points it at an in-process server.
+const relayName = "relay.example.org"
+
+// dialTo dials addr whatever address the mailer asks for.
+func dialTo(addr string) func(ctx context.Context, network, _ string) (net.Conn, error) {
+	return func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}
+}
+
+// selfSigned returns a certificate for 127.0.0.1 and relayName and a pool
+// trusting it.
 func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, NotBefore: time.Now().Add(-time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{relayName}, NotBefore: time.Now().Add(-time.Hour),
 		NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
@@ -93,10 +106,23 @@ func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
 func startSMTP(t *testing.T, implicit bool) (*inbox, string, *x509.CertPool) {
 	t.Helper()
 	cert, pool := selfSigned(t)
+	b, addr := serveSMTP(t, &tls.Config{Certificates: []tls.Certificate{cert}}, implicit)
+	return b, addr, pool
+}
+
+// startPlainSMTP runs an SMTP server on 127.0.0.1 that offers no STARTTLS,
+// as a relay does when someone on the path strips the offer.
+func startPlainSMTP(t *testing.T) (*inbox, string) {
+	t.Helper()
+	return serveSMTP(t, nil, false)
+}
+
+func serveSMTP(t *testing.T, tlsConfig *tls.Config, implicit bool) (*inbox, string) {
+	t.Helper()
 	b := &inbox{}
 	srv := smtp.NewServer(b)
 	srv.Domain = "localhost"
-	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	srv.TLSConfig = tlsConfig
 	var ln net.Listener
 	var err error
 	if implicit {
@@ -109,7 +135,13 @@ func startSMTP(t *testing.T, implicit bool) (*inbox, string, *x509.CertPool) {
 	}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	return b, ln.Addr().String(), pool
+	return b, ln.Addr().String()
+}
+
+func (b *inbox) count() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.messages)
 }
 
 func renderer(t *testing.T) *Renderer {
@@ -185,6 +217,105 @@ func TestSMTPFailures(t *testing.T) {
 	}
 }
 
+// TestSMTPRequiresSTARTTLSExceptToLoopback: a relay elsewhere must do
+// STARTTLS, or nothing is sent, unless the URL opts out; a relay on this
+// machine may talk plain text.
+func TestSMTPRequiresSTARTTLSExceptToLoopback(t *testing.T) {
+	mail := authd.Mail{Kind: authd.MailPasswordReset, To: "alice@example.org",
+		Link: "https://auth.example.org/reset-password?token=secret"}
+	tests := []struct {
+		name     string
+		url      string // ADDR is the server's address, PORT its port
+		starttls bool   // the server offers STARTTLS
+		remote   bool   // the URL names relayName, dialled at the server
+		want     bool   // delivered
+	}{
+		{"remote relay without STARTTLS", "smtp://" + relayName + ":PORT", false, true, false},
+		{"remote relay without STARTTLS, opted out", "smtp://" + relayName + ":PORT?starttls=opportunistic", false, true, true},
+		{"remote relay with STARTTLS", "smtp://" + relayName + ":PORT", true, true, true},
+		{"127.0.0.1 without STARTTLS", "smtp://ADDR", false, false, true},
+		{"localhost without STARTTLS", "smtp://localhost:PORT", false, false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var box *inbox
+			var addr string
+			var pool *x509.CertPool
+			if tt.starttls {
+				box, addr, pool = startSMTP(t, false)
+			} else {
+				box, addr = startPlainSMTP(t)
+			}
+			_, port, _ := net.SplitHostPort(addr)
+			u := strings.NewReplacer("ADDR", addr, "PORT", port).Replace(tt.url)
+			m, err := NewSMTP(u, "authd <no-reply@example.org>", renderer(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pool != nil {
+				m.SetTLSConfig(&tls.Config{RootCAs: pool, ServerName: relayName})
+			}
+			if tt.remote || strings.Contains(u, "localhost") {
+				// localhost may resolve to ::1 first, where nothing listens.
+				m.dial = dialTo(addr)
+			}
+			err = m.Send(context.Background(), mail)
+			if got := box.count(); tt.want && (err != nil || got != 1) {
+				t.Errorf("Send = %v, %d delivered; want delivered once", err, got)
+			} else if !tt.want && (err == nil || got != 0 || !strings.Contains(err.Error(), "STARTTLS")) {
+				t.Errorf("Send = %v, %d delivered; want a STARTTLS error and nothing sent in plain text", err, got)
+			}
+		})
+	}
+}
+
+func TestParseSMTPURL(t *testing.T) {
+	good := []struct {
+		url        string
+		requireTLS bool
+		implicit   bool
+		port       int
+	}{
+		{"smtp://u:p@mail.example.org", true, false, 587},
+		{"smtp://mail.example.org:25?starttls=opportunistic", false, false, 25},
+		{"smtp://127.0.0.1:1025", false, false, 1025},
+		{"smtp://127.8.9.10:1025", false, false, 1025},
+		{"smtp://LocalHost:1025", false, false, 1025},
+		{"smtp://[::1]:1025", false, false, 1025},
+		{"smtp://[::ffff:127.0.0.1]:1025", false, false, 1025},
+		{"smtp://10.0.0.1:25", true, false, 25},
+		{"smtp://localhost.example.org", true, false, 587},
+		{"smtps://u:p@mail.example.org", true, true, 465},
+	}
+	for _, tt := range good {
+		r, err := ParseSMTPURL(tt.url)
+		if err != nil || r.RequireTLS != tt.requireTLS || r.ImplicitTLS != tt.implicit || r.Port != tt.port {
+			t.Errorf("ParseSMTPURL(%q) = %+v, %v; want RequireTLS %v, ImplicitTLS %v, port %d",
+				tt.url, r, err, tt.requireTLS, tt.implicit, tt.port)
+		}
+	}
+	for _, u := range []string{
+		"http://u:pw-XYZ@mail",
+		"smtp://u:pw-XYZ@mail?starttls=never",
+		"smtp://u:pw-XYZ@mail?starttls=",
+		"smtp://u:pw-XYZ@mail?starttls=opportunistic&starttls=opportunistic",
+		"smtp://u:pw-XYZ@mail?tls=off",
+		"smtp://u:pw-XYZ@mail?starttls=opportunistic&x=1",
+		"smtps://u:pw-XYZ@mail?starttls=opportunistic",
+		"smtp://u:pw-XYZ@mail:0",
+		"smtp://u:pw-XYZ@mail:port",
+		"smtp://u:pw-XYZ@:25",
+		"smtp://u:pw-XYZ@mail?%zz",
+	} {
+		_, err := ParseSMTPURL(u)
+		if err == nil {
+			t.Errorf("ParseSMTPURL(%q) accepted", u)
+		} else if strings.Contains(err.Error(), "pw-XYZ") {
+			t.Errorf("ParseSMTPURL(%q) = %v: the error shows the password", u, err)
+		}
+	}
+}
+
 func TestEveryTemplateRenders(t *testing.T) {
 	r := renderer(t)
 	for _, k := range authd.MailKinds() {
@@ -254,5 +385,69 @@ func TestTemplatesOverride(t *testing.T) {
 				t.Errorf("a broken %s was accepted", name)
 			}
 		}
+	}
+}
+
+// TestDevMailerForgetAndPrune: erasure removes exactly the files of an
+// address, whatever its case; retention removes the files older than its
+// cut-off; an erased account's notice is never written.
+func TestDevMailerForgetAndPrune(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "outbox")
+	var logs strings.Builder
+	d := &Dev{Dir: dir, From: "authd <no-reply@localhost>", Renderer: renderer(t),
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	ctx := context.Background()
+	if err := d.Forget(ctx, "a@example.org"); err != nil {
+		t.Errorf("Forget before any mail: %v", err)
+	}
+	if err := d.Prune(ctx, time.Now()); err != nil {
+		t.Errorf("Prune before any mail: %v", err)
+	}
+	for _, m := range []authd.Mail{
+		{Kind: authd.MailVerifyEmail, To: "bob@example.org", Link: "https://x/verify-email?token=1"},
+		{Kind: authd.MailPasswordReset, To: "bob@example.org", Link: "https://x/reset-password?token=2"},
+		{Kind: authd.MailRegisterNotice, To: "bob@example.org"},
+		{Kind: authd.MailVerifyEmail, To: "alice.bob@example.org", Link: "https://x/verify-email?token=3"},
+		{Kind: authd.MailAccountDeleted, To: "carol@example.org"},
+	} {
+		if err := d.Send(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	holding := func(address string) int {
+		files, _ := filepath.Glob(filepath.Join(dir, "*.eml"))
+		n := 0
+		for _, f := range files {
+			if b, _ := os.ReadFile(f); strings.Contains(strings.ToLower(string(b)), address) {
+				n++
+			}
+		}
+		return n
+	}
+	if n := holding("carol@example.org"); n != 0 || strings.Contains(logs.String(), "carol@example.org") {
+		t.Errorf("the notice to an erased address was kept: %d files, log:\n%s", n, logs.String())
+	}
+	if n := holding("bob@example.org"); n != 4 {
+		t.Fatalf("%d files hold bob@example.org before the erasure, want 4", n)
+	}
+	if err := d.Forget(ctx, "Bob@Example.org"); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.eml"))
+	if len(files) != 1 || holding("alice.bob@example.org") != 1 {
+		t.Fatalf("after forgetting bob: %d files; want only alice.bob's", len(files))
+	}
+
+	old := time.Now().Add(-100 * 24 * time.Hour)
+	os.Chtimes(files[0], old, old)
+	if err := d.Send(ctx, authd.Mail{Kind: authd.MailPasswordChanged, To: "dave@example.org"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Prune(ctx, time.Now().Add(-90*24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	files, _ = filepath.Glob(filepath.Join(dir, "*.eml"))
+	if len(files) != 1 || holding("dave@example.org") != 1 {
+		t.Errorf("after pruning: %d files; want only the recent one", len(files))
 	}
 }

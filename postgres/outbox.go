@@ -29,22 +29,25 @@ func mailData(m *authd.OutboxMail) map[string]any {
 }
 
 // ClaimMail implements authd.Store with FOR UPDATE SKIP LOCKED, so that
-// concurrent senders on many instances take disjoint batches.
-func (s *Store) ClaimMail(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]*authd.OutboxMail, error) {
-	rows, err := s.pool.Query(ctx, `WITH claimed AS (
-			UPDATE mail_outbox SET claimed_until = $2, attempts = attempts + 1
-			WHERE id IN (
-				SELECT id FROM mail_outbox
-				WHERE dead_at IS NULL AND next_attempt_at <= $1 AND (claimed_until IS NULL OR claimed_until <= $1)
-				ORDER BY next_attempt_at
-				LIMIT $3
-				FOR UPDATE SKIP LOCKED)
-			RETURNING `+outboxColumns+`)
-		SELECT `+outboxColumns+` FROM claimed ORDER BY next_attempt_at, id`, now, now.Add(lease), limit)
+// concurrent senders on many instances take different mails.
+func (s *Store) ClaimMail(ctx context.Context, claim uuid.UUID, now time.Time, lease time.Duration) (*authd.OutboxMail, error) {
+	rows, err := s.pool.Query(ctx, `UPDATE mail_outbox SET claimed_until = $2, claim = $3, attempts = attempts + 1
+		WHERE id = (
+			SELECT id FROM mail_outbox
+			WHERE dead_at IS NULL AND next_attempt_at <= $1 AND (claimed_until IS NULL OR claimed_until <= $1)
+			ORDER BY next_attempt_at, id
+			LIMIT 1
+			FOR UPDATE SKIP LOCKED)
+		RETURNING `+outboxColumns, now, now.Add(lease), claim)
 	if err != nil {
 		return nil, translate(err)
 	}
-	return collectMail(rows)
+	mails, err := collectMail(rows)
+	if err != nil || len(mails) == 0 {
+		return nil, err
+	}
+	mails[0].Claim = claim
+	return mails[0], nil
 }
 
 func collectMail(rows pgx.Rows) ([]*authd.OutboxMail, error) {
@@ -75,23 +78,23 @@ func collectMail(rows pgx.Rows) ([]*authd.OutboxMail, error) {
 }
 
 // CompleteMail implements authd.Store.
-func (s *Store) CompleteMail(ctx context.Context, id uuid.UUID) error {
-	_, err := s.pool.Exec(ctx, `DELETE FROM mail_outbox WHERE id = $1`, id)
-	return translate(err)
+func (s *Store) CompleteMail(ctx context.Context, id, claim uuid.UUID) error {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM mail_outbox WHERE id = $1 AND claim = $2`, id, claim)
+	return affected(tag, err, "mail held by this claim")
 }
 
 // RetryMail implements authd.Store.
-func (s *Store) RetryMail(ctx context.Context, id uuid.UUID, next time.Time, lastError string) error {
-	tag, err := s.pool.Exec(ctx, `UPDATE mail_outbox SET next_attempt_at = $2, last_error = $3, claimed_until = NULL
-		WHERE id = $1`, id, next, lastError)
-	return affected(tag, err, "mail")
+func (s *Store) RetryMail(ctx context.Context, id, claim uuid.UUID, next time.Time, lastError string) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE mail_outbox SET next_attempt_at = $3, last_error = $4, claimed_until = NULL,
+		claim = NULL WHERE id = $1 AND claim = $2`, id, claim, next, lastError)
+	return affected(tag, err, "mail held by this claim")
 }
 
 // KillMail implements authd.Store.
-func (s *Store) KillMail(ctx context.Context, id uuid.UUID, at time.Time, lastError string) error {
-	tag, err := s.pool.Exec(ctx, `UPDATE mail_outbox SET dead_at = $2, last_error = $3, claimed_until = NULL
-		WHERE id = $1`, id, at, lastError)
-	return affected(tag, err, "mail")
+func (s *Store) KillMail(ctx context.Context, id, claim uuid.UUID, at time.Time, lastError string) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE mail_outbox SET dead_at = $3, last_error = $4, claimed_until = NULL,
+		claim = NULL WHERE id = $1 AND claim = $2`, id, claim, at, lastError)
+	return affected(tag, err, "mail held by this claim")
 }
 
 // OutboxStats implements authd.Store.
@@ -122,9 +125,10 @@ func (s *Store) Mails(ctx context.Context, f authd.MailFilter) ([]*authd.OutboxM
 	return collectMail(rows)
 }
 
-// ReviveMail implements authd.Store.
-func (s *Store) ReviveMail(ctx context.Context, id uuid.UUID, now time.Time) error {
-	tag, err := s.pool.Exec(ctx, `UPDATE mail_outbox SET dead_at = NULL, attempts = 0, next_attempt_at = $2,
-		claimed_until = NULL WHERE id = $1 AND dead_at IS NOT NULL`, id, now)
+// ReviveMail runs at once, not queued, so that a mail that is not dead is
+// ENotFound for the caller rather than a failed transaction.
+func (q *queries) ReviveMail(ctx context.Context, id uuid.UUID, now time.Time) error {
+	tag, err := q.exec(ctx, `UPDATE mail_outbox SET dead_at = NULL, attempts = 0, next_attempt_at = $2,
+		claimed_until = NULL, claim = NULL WHERE id = $1 AND dead_at IS NOT NULL`, id, now)
 	return affected(tag, err, "dead mail")
 }

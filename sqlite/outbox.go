@@ -5,8 +5,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/authd/authd"
@@ -31,29 +29,23 @@ func (q *queries) EnqueueMail(ctx context.Context, m *authd.OutboxMail) error {
 
 // ClaimMail implements authd.Store. The UPDATE runs alone in SQLite's one
 // writer slot, so two senders never claim the same mail.
-func (s *Store) ClaimMail(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]*authd.OutboxMail, error) {
-	rows, err := s.db.QueryContext(ctx, `UPDATE mail_outbox SET claimed_until = ?2, attempts = attempts + 1
-		WHERE id IN (
+func (s *Store) ClaimMail(ctx context.Context, claim uuid.UUID, now time.Time, lease time.Duration) (*authd.OutboxMail, error) {
+	rows, err := s.db.QueryContext(ctx, `UPDATE mail_outbox SET claimed_until = ?2, claim = ?3, attempts = attempts + 1
+		WHERE id = (
 			SELECT id FROM mail_outbox
 			WHERE dead_at IS NULL AND next_attempt_at <= ?1 AND (claimed_until IS NULL OR claimed_until <= ?1)
-			ORDER BY next_attempt_at
-			LIMIT ?3)
-		RETURNING `+outboxColumns, timeArg(now), timeArg(now.Add(lease)), limit)
+			ORDER BY next_attempt_at, id
+			LIMIT 1)
+		RETURNING `+outboxColumns, timeArg(now), timeArg(now.Add(lease)), claim)
 	if err != nil {
 		return nil, translate(err)
 	}
-	out, err := collectMail(rows)
-	if err != nil {
+	mails, err := collectMail(rows)
+	if err != nil || len(mails) == 0 {
 		return nil, err
 	}
-	// RETURNING has no order.
-	slices.SortFunc(out, func(a, b *authd.OutboxMail) int {
-		if c := a.NextAttemptAt.Compare(b.NextAttemptAt); c != 0 {
-			return c
-		}
-		return strings.Compare(a.ID.String(), b.ID.String())
-	})
-	return out, nil
+	mails[0].Claim = claim
+	return mails[0], nil
 }
 
 func collectMail(rows *sql.Rows) ([]*authd.OutboxMail, error) {
@@ -85,23 +77,23 @@ func collectMail(rows *sql.Rows) ([]*authd.OutboxMail, error) {
 }
 
 // CompleteMail implements authd.Store.
-func (s *Store) CompleteMail(ctx context.Context, id uuid.UUID) error {
-	_, err := s.db.ExecContext(ctx, `DELETE FROM mail_outbox WHERE id = ?`, id)
-	return translate(err)
+func (s *Store) CompleteMail(ctx context.Context, id, claim uuid.UUID) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM mail_outbox WHERE id = ? AND claim = ?`, id, claim)
+	return affected(res, err, "mail held by this claim")
 }
 
 // RetryMail implements authd.Store.
-func (s *Store) RetryMail(ctx context.Context, id uuid.UUID, next time.Time, lastError string) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE mail_outbox SET next_attempt_at = ?, last_error = ?, claimed_until = NULL
-		WHERE id = ?`, timeArg(next), lastError, id)
-	return affected(res, err, "mail")
+func (s *Store) RetryMail(ctx context.Context, id, claim uuid.UUID, next time.Time, lastError string) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE mail_outbox SET next_attempt_at = ?, last_error = ?, claimed_until = NULL,
+		claim = NULL WHERE id = ? AND claim = ?`, timeArg(next), lastError, id, claim)
+	return affected(res, err, "mail held by this claim")
 }
 
 // KillMail implements authd.Store.
-func (s *Store) KillMail(ctx context.Context, id uuid.UUID, at time.Time, lastError string) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE mail_outbox SET dead_at = ?, last_error = ?, claimed_until = NULL
-		WHERE id = ?`, timeArg(at), lastError, id)
-	return affected(res, err, "mail")
+func (s *Store) KillMail(ctx context.Context, id, claim uuid.UUID, at time.Time, lastError string) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE mail_outbox SET dead_at = ?, last_error = ?, claimed_until = NULL,
+		claim = NULL WHERE id = ? AND claim = ?`, timeArg(at), lastError, id, claim)
+	return affected(res, err, "mail held by this claim")
 }
 
 // OutboxStats implements authd.Store.
@@ -133,9 +125,8 @@ func (s *Store) Mails(ctx context.Context, f authd.MailFilter) ([]*authd.OutboxM
 	return collectMail(rows)
 }
 
-// ReviveMail implements authd.Store.
-func (s *Store) ReviveMail(ctx context.Context, id uuid.UUID, now time.Time) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE mail_outbox SET dead_at = NULL, attempts = 0, next_attempt_at = ?,
-		claimed_until = NULL WHERE id = ? AND dead_at IS NOT NULL`, timeArg(now), id)
+func (q *queries) ReviveMail(ctx context.Context, id uuid.UUID, now time.Time) error {
+	res, err := q.db.ExecContext(ctx, `UPDATE mail_outbox SET dead_at = NULL, attempts = 0, next_attempt_at = ?,
+		claimed_until = NULL, claim = NULL WHERE id = ? AND dead_at IS NOT NULL`, timeArg(now), id)
 	return affected(res, err, "dead mail")
 }

@@ -144,17 +144,18 @@ func TestMigrationsRoundTrip(t *testing.T) {
 	s := open(t)
 	ctx := context.Background()
 	m := s.Migrator()
-	_, head, err := m.Version(ctx)
+	// Versions may have gaps (numbers are reserved per branch), so count.
+	migrations, err := m.Status(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	before := catalog(t, s)
-	down, err := m.Down(ctx, int(head)+5)
+	down, err := m.Down(ctx, len(migrations)+5)
 	if err != nil {
 		t.Fatalf("down: %v", err)
 	}
-	if len(down) != int(head) {
-		t.Errorf("down rolled back %d migrations, want %d", len(down), head)
+	if len(down) != len(migrations) {
+		t.Errorf("down rolled back %d migrations, want %d", len(down), len(migrations))
 	}
 	empty := catalog(t, s)
 	if len(empty.Columns)+len(empty.Indexes)+len(empty.ForeignKeys) != 0 {

@@ -446,8 +446,9 @@ func testEnumLabels(t *testing.T, s authd.Store) {
 	// Both token types are stored by testSessionsAndTokens.
 }
 
-// testOutbox checks claiming: due mails only, one claimant per lease, a
-// lapsed lease claimable again, retry and death.
+// testOutbox checks claiming: due mails only, oldest first, one claimant
+// per lease, a lapsed lease claimable again, and an outcome recorded only
+// by the claim that holds the mail.
 func testOutbox(t *testing.T, s authd.Store) {
 	ctx := context.Background()
 	u := mustCreateUser(t, s, "outbox@example.org")
@@ -463,42 +464,75 @@ func testOutbox(t *testing.T, s authd.Store) {
 	bad.ID, bad.Kind = authd.NewID(), "spam"
 	wantCode(t, "unknown mail kind", s.EnqueueMail(ctx, &bad), authd.EInvalid)
 
-	got, err := s.ClaimMail(ctx, Epoch.Add(time.Minute), time.Minute, 10)
-	if err != nil || len(got) != 2 || got[0].ID != mails[0].ID || got[0].Attempts != 1 ||
-		!got[0].Until.Equal(mails[0].Until) || got[0].To != u.Email || got[0].UserID != u.ID {
-		t.Fatalf("first claim = %+v, %v; want the two due mails, oldest first, with one attempt", got, err)
+	claim := func(at time.Duration) (*authd.OutboxMail, uuid.UUID) {
+		t.Helper()
+		id := authd.NewID()
+		m, err := s.ClaimMail(ctx, id, Epoch.Add(at), time.Minute)
+		if err != nil {
+			t.Fatalf("ClaimMail at %s: %v", at, err)
+		}
+		return m, id
 	}
-	if again, _ := s.ClaimMail(ctx, Epoch.Add(90*time.Second), time.Minute, 10); len(again) != 0 {
-		t.Errorf("claimed %d mails whose lease still runs", len(again))
+	a, claimA := claim(time.Minute)
+	if a == nil || a.ID != mails[0].ID || a.Claim != claimA || a.Attempts != 1 || !a.Until.Equal(mails[0].Until) ||
+		a.To != u.Email || a.UserID != u.ID {
+		t.Fatalf("first claim = %+v; want the oldest due mail with its claim and one attempt", a)
 	}
-	if err := s.RetryMail(ctx, got[0].ID, Epoch.Add(10*time.Minute), "421 try later"); err != nil {
+	b, claimB := claim(time.Minute)
+	if b == nil || b.ID != mails[1].ID {
+		t.Fatalf("second claim = %+v; want the second due mail", b)
+	}
+	if m, _ := claim(90 * time.Second); m != nil {
+		t.Errorf("claimed %s although every due mail is held", m.ID)
+	}
+	if err := s.RetryMail(ctx, a.ID, claimA, Epoch.Add(10*time.Minute), "421 try later"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.CompleteMail(ctx, got[1].ID); err != nil {
+	if err := s.CompleteMail(ctx, b.ID, claimB); err != nil {
 		t.Fatal(err)
 	}
 	// The third mail is due at 2m; the retried one not before 10m.
-	later, err := s.ClaimMail(ctx, Epoch.Add(5*time.Minute), time.Minute, 10)
-	if err != nil || len(later) != 1 || later[0].ID != mails[2].ID {
-		t.Fatalf("claim at 5m = %+v, %v; want only the third mail", later, err)
+	c, claimC := claim(5 * time.Minute)
+	if c == nil || c.ID != mails[2].ID {
+		t.Fatalf("claim at 5m = %+v; want the third mail", c)
 	}
-	// Its sender dies: after the lease another claims it.
-	relapsed, err := s.ClaimMail(ctx, Epoch.Add(6*time.Minute), time.Minute, 10)
-	if err != nil || len(relapsed) != 1 || relapsed[0].ID != mails[2].ID || relapsed[0].Attempts != 2 {
-		t.Fatalf("claim after a lapsed lease = %+v, %v", relapsed, err)
+	// Its sender stalls: after the lease another claims it, and the first
+	// can no longer complete, release or kill it.
+	d, claimD := claim(6 * time.Minute)
+	if d == nil || d.ID != mails[2].ID || d.Attempts != 2 {
+		t.Fatalf("claim after a lapsed lease = %+v", d)
 	}
-	if err := s.KillMail(ctx, mails[2].ID, Epoch.Add(6*time.Minute), "550 no such user"); err != nil {
+	wantCode(t, "complete under a lapsed claim", s.CompleteMail(ctx, c.ID, claimC), authd.ENotFound)
+	wantCode(t, "retry under a lapsed claim", s.RetryMail(ctx, c.ID, claimC, Epoch, "x"), authd.ENotFound)
+	wantCode(t, "kill under a lapsed claim", s.KillMail(ctx, c.ID, claimC, Epoch, "x"), authd.ENotFound)
+	if m, _ := claim(6*time.Minute + 30*time.Second); m != nil {
+		t.Errorf("claimed %s, which the lapsed claim released although another held it", m.ID)
+	}
+	if err := s.KillMail(ctx, d.ID, claimD, Epoch.Add(6*time.Minute), "550 no such user"); err != nil {
 		t.Fatal(err)
 	}
-	retried, _ := s.ClaimMail(ctx, Epoch.Add(11*time.Minute), time.Minute, 10)
-	if len(retried) != 1 || retried[0].ID != mails[0].ID || retried[0].LastError != "421 try later" || retried[0].Attempts != 2 {
+	retried, claimR := claim(11 * time.Minute)
+	if retried == nil || retried.ID != mails[0].ID || retried.LastError != "421 try later" || retried.Attempts != 2 {
 		t.Errorf("claim at 11m = %+v; want the retried mail with its last error", retried)
 	}
 	st, err := s.OutboxStats(ctx)
 	if err != nil || st.Pending != 1 || st.Dead != 1 {
 		t.Errorf("OutboxStats = %+v, %v; want 1 pending, 1 dead", st, err)
 	}
-	wantCode(t, "retry of a missing mail", s.RetryMail(ctx, authd.NewID(), Epoch, ""), authd.ENotFound)
+	wantCode(t, "complete of a missing mail", s.CompleteMail(ctx, authd.NewID(), claimR), authd.ENotFound)
+	wantCode(t, "retry of a missing mail", s.RetryMail(ctx, authd.NewID(), claimR, Epoch, ""), authd.ENotFound)
+	if err := s.CompleteMail(ctx, retried.ID, claimR); err != nil {
+		t.Fatal(err)
+	}
+
+	// A dead mail revived is due at once with a fresh count of attempts.
+	if err := s.ReviveMail(ctx, d.ID, Epoch.Add(12*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, "revive of a mail that is not dead", s.ReviveMail(ctx, d.ID, Epoch), authd.ENotFound)
+	if revived, _ := claim(12 * time.Minute); revived == nil || revived.ID != d.ID || revived.Attempts != 1 {
+		t.Errorf("claim after a revive = %+v; want the revived mail with one attempt", revived)
+	}
 }
 
 // testOutboxConcurrentClaims runs claimers in parallel: each mail is
@@ -520,18 +554,16 @@ func testOutboxConcurrentClaims(t *testing.T, s authd.Store) {
 	for range 4 {
 		wg.Go(func() {
 			for {
-				batch, err := s.ClaimMail(ctx, Epoch, time.Hour, 5)
+				m, err := s.ClaimMail(ctx, authd.NewID(), Epoch, time.Hour)
 				if err != nil {
 					t.Errorf("ClaimMail: %v", err)
 					return
 				}
-				if len(batch) == 0 {
+				if m == nil {
 					return
 				}
 				mu.Lock()
-				for _, m := range batch {
-					seen[m.ID.String()]++
-				}
+				seen[m.ID.String()]++
 				mu.Unlock()
 			}
 		})

@@ -106,6 +106,7 @@ var SeedSchema = Schema{
 		{Table: "mail_outbox", Name: "claimed_until", Kind: "timestamp", Nullable: true, Extra: true},
 		{Table: "mail_outbox", Name: "last_error", Kind: "varchar", Nullable: true, Extra: true},
 		{Table: "mail_outbox", Name: "dead_at", Kind: "timestamp", Nullable: true, Extra: true},
+		{Table: "mail_outbox", Name: "claim", Kind: "uuid", Nullable: true, Extra: true},
 	},
 	Indexes: []Index{
 		{Table: "users", Name: "ix_users_email", Columns: "email", Unique: true},

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/httpapi"
+	"github.com/authd/authd/mail"
 	"github.com/google/uuid"
 )
 
@@ -297,7 +299,12 @@ func purgeCmd(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer db.Close()
-	svc := authd.NewService(cfg.service(), authd.Deps{Store: db})
+	deps := authd.Deps{Store: db}
+	if cfg.SMTPURL == "" {
+		// The dev mailer's files hold addresses: retention removes them too.
+		deps.Mailer = &mail.Dev{Dir: filepath.Join(cfg.DataDir, "outbox")}
+	}
+	svc := authd.NewService(cfg.service(), deps)
 	res, err := svc.Purge(ctx, cfg.SecurityLogRetention, *dryRun)
 	if err != nil {
 		return err

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/authd/authd"
+	authdmail "github.com/authd/authd/mail"
 	"github.com/authd/authd/password"
 	"github.com/joho/godotenv"
 )
@@ -39,6 +40,7 @@ type Config struct {
 	SigningAlg           string
 	KeysDir              string
 	SMTPURL              string
+	DevMailer            bool // the dev mailer may stand in for SMTP with a public AUTHD_PUBLIC_URL
 	MailFrom             string
 	TemplatesDir         string
 	RequireVerifiedEmail bool
@@ -135,18 +137,22 @@ var settings = []setting{
 		}},
 	{"AUTHD_KEYS_DIR", "", "directory of PEM private signing keys (default: $AUTHD_DATA_DIR/keys)", false,
 		func(c *Config, v string) error { c.KeysDir = v; return nil }},
-	{"AUTHD_SMTP_URL", "", "smtp://user:pass@host:port (STARTTLS when offered) or smtps://…; unset: dev mailer", true,
+	{"AUTHD_SMTP_URL", "", "smtp://user:pass@host:port (STARTTLS required, except to a loopback host; ?starttls=opportunistic allows plain text) or smtps://… (implicit TLS); unset: dev mailer", true,
 		func(c *Config, v string) error {
-			if v == "" {
-				c.SMTPURL = ""
-				return nil
-			}
-			u, err := url.Parse(v)
-			if err != nil || (u.Scheme != "smtp" && u.Scheme != "smtps") || u.Hostname() == "" {
-				return errors.New("must be smtp://[USER:PASS@]HOST[:PORT] or smtps://…")
+			if v != "" {
+				if _, err := authdmail.ParseSMTPURL(v); err != nil {
+					return err
+				}
 			}
 			c.SMTPURL = v
 			return nil
+		}},
+	{"AUTHD_DEV_MAILER", "off", "on: allow the dev mailer (no SMTP; links in the log and in $AUTHD_DATA_DIR/outbox) with a non-loopback AUTHD_PUBLIC_URL", false,
+		func(c *Config, v string) error {
+			var s string
+			err := oneOf(&s, v, "on", "off")
+			c.DevMailer = s == "on"
+			return err
 		}},
 	{"AUTHD_MAIL_FROM", "authd <no-reply@localhost>", "From of every mail", false,
 		func(c *Config, v string) error {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -113,6 +114,16 @@ func (a *App) Open(ctx context.Context) (err error) {
 		a.logger.Warn("a lifetime is under a minute: fine for trying expiry, too short for production",
 			"setting", l.env, "value", l.value.String())
 	}
+	// The mailer first: refusing to start should leave no database or key
+	// behind.
+	renderer, err := mail.NewRenderer(a.cfg.PublicURL, a.cfg.TemplatesDir)
+	if err != nil {
+		return &cliError{msg: err.Error(), hint: "fix the template in AUTHD_TEMPLATES_DIR or remove it to use the embedded one"}
+	}
+	mailer, err := a.mailer(renderer)
+	if err != nil {
+		return err
+	}
 	if a.db, err = openDatabase(ctx, a.cfg, true); err != nil {
 		return err
 	}
@@ -127,17 +138,6 @@ func (a *App) Open(ctx context.Context) (err error) {
 	if svcCfg.RefreshKey, err = token.RefreshKey(a.cfg.KeysDir); err != nil {
 		return &cliError{msg: "refresh-token key: " + err.Error(),
 			hint: "AUTHD_KEYS_DIR must be writable and shared by every instance; restore refresh-token.key from another instance if it is damaged"}
-	}
-	renderer, err := mail.NewRenderer(a.cfg.PublicURL, a.cfg.TemplatesDir)
-	if err != nil {
-		return &cliError{msg: err.Error(), hint: "fix the template in AUTHD_TEMPLATES_DIR or remove it to use the embedded one"}
-	}
-	var mailer authd.Mailer = &mail.Dev{Dir: filepath.Join(a.cfg.DataDir, "outbox"), From: a.cfg.MailFrom,
-		Renderer: renderer, Logger: a.logger}
-	if a.cfg.SMTPURL != "" {
-		if mailer, err = mail.NewSMTP(a.cfg.SMTPURL, a.cfg.MailFrom, renderer); err != nil {
-			return err
-		}
 	}
 	m := metrics.New()
 	m.Pool(a.poolStats)
@@ -203,6 +203,28 @@ func (a *App) Open(ctx context.Context) (err error) {
 	adminOpts.CORSOrigins = nil // the admin listener is never called from browsers
 	a.admin = a.httpServer(httpapi.NewAdmin(adminOpts, a.cfg.AdminToken))
 	return nil
+}
+
+// mailer is SMTP when AUTHD_SMTP_URL is set, else the dev mailer, which
+// logs live reset links: it runs with a public AUTHD_PUBLIC_URL only when
+// AUTHD_DEV_MAILER=on says so.
+func (a *App) mailer(renderer *mail.Renderer) (authd.Mailer, error) {
+	if a.cfg.SMTPURL != "" {
+		return mail.NewSMTP(a.cfg.SMTPURL, a.cfg.MailFrom, renderer)
+	}
+	dir := filepath.Join(a.cfg.DataDir, "outbox")
+	if u, err := url.Parse(a.cfg.PublicURL); err == nil && !mail.Loopback(u.Hostname()) {
+		if !a.cfg.DevMailer {
+			return nil, &cliError{
+				msg: "refusing to start: AUTHD_SMTP_URL is unset and AUTHD_DEV_MAILER is off, yet AUTHD_PUBLIC_URL is " +
+					"not on this machine; the dev mailer would log live reset links",
+				hint: "set AUTHD_SMTP_URL to your mail relay, or AUTHD_DEV_MAILER=on if this is a test system"}
+		}
+		a.logger.Warn("development mailer with a public AUTHD_PUBLIC_URL (AUTHD_DEV_MAILER=on): reset and "+
+			"verification links go to this log and to files, not to their owners; set AUTHD_SMTP_URL for real mail",
+			"public_url", a.cfg.PublicURL, "dir", dir)
+	}
+	return &mail.Dev{Dir: dir, From: a.cfg.MailFrom, Renderer: renderer, Logger: a.logger}, nil
 }
 
 func listen(addr, setting string) (net.Listener, error) {

@@ -1,0 +1,367 @@
+package httpapi_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/mail"
+)
+
+// auditDown is a store whose security log cannot be written, inside or
+// outside a transaction.
+type auditDown struct{ authd.Store }
+
+type auditDownQueries struct{ authd.Queries }
+
+var errAuditDown = errors.New("security log unavailable")
+
+func (auditDown) CreateSecurityLog(context.Context, *authd.SecurityLog) error { return errAuditDown }
+
+func (s auditDown) InTx(ctx context.Context, fn func(authd.Queries) error) error {
+	return s.Store.InTx(ctx, func(q authd.Queries) error { return fn(auditDownQueries{q}) })
+}
+
+func (auditDownQueries) CreateSecurityLog(context.Context, *authd.SecurityLog) error {
+	return errAuditDown
+}
+
+// retryRows counts the admin_action rows of mail retries.
+func retryRows(t *testing.T, s authd.Store) int {
+	t.Helper()
+	logs, err := s.SecurityLogs(context.Background(), authd.SecurityLogFilter{EventType: authd.EventAdminAction})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, l := range logs {
+		if l.AdditionalContext["action"] == "retry_mail" {
+			n++
+		}
+	}
+	return n
+}
+
+// TestAdminMailRetryAuditedInItsTransaction: reviving a dead mail and its
+// admin_action row commit together: a retry whose row cannot be written
+// leaves the mail dead, a retry of a mail that is not dead writes no row.
+func TestAdminMailRetryAuditedInItsTransaction(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		switchable := &switchMailer{fail: true}
+		e := newEnv(t, open(t), withMailer(switchable))
+		ctx := context.Background()
+		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": "retry@example.org", "password": goodPassword, "consent": true}), 202, "")
+		for range authd.MaxMailAttempts {
+			e.svc.DeliverMail(ctx)
+			e.clock.Advance(2 * time.Hour)
+		}
+		dead, err := e.store.Mails(ctx, authd.MailFilter{Dead: true})
+		if err != nil || len(dead) != 1 {
+			t.Fatalf("dead mails: %v, %v; want one", dead, err)
+		}
+		id := dead[0].ID.String()
+
+		broken := authd.NewService(e.cfg, authd.Deps{Store: auditDown{e.store}, Clock: e.clock})
+		if err := broken.RetryMail(ctx, authd.Client{UserAgent: "test"}, dead[0].ID); err == nil {
+			t.Fatal("RetryMail succeeded although its audit row could not be written")
+		}
+		if st, _ := e.store.OutboxStats(ctx); st.Dead != 1 || st.Pending != 0 {
+			t.Errorf("outbox after a retry whose audit row failed: %+v; want the mail still dead", st)
+		}
+
+		switchable.set(false)
+		want(t, "retry", e.admin("POST", "/v1/admin/mail/"+id+"/retry", nil), 204, "")
+		if n := retryRows(t, e.store); n != 1 {
+			t.Errorf("%d retry_mail rows after a retry, want 1", n)
+		}
+		want(t, "retry of a pending mail", e.admin("POST", "/v1/admin/mail/"+id+"/retry", nil), 404, "not_found")
+		want(t, "retry of an unknown mail", e.admin("POST", "/v1/admin/mail/"+authd.NewID().String()+"/retry", nil), 404, "not_found")
+		if n := retryRows(t, e.store); n != 1 {
+			t.Errorf("%d retry_mail rows after retries of mails that were not dead, want 1", n)
+		}
+		if n, err := e.svc.DeliverMail(ctx); err != nil || n != 1 {
+			t.Errorf("delivery after the retry: %d, %v", n, err)
+		}
+	})
+}
+
+// recorder is a mailer that keeps what it sends; each send takes took of
+// the fake clock, and during, when set, runs inside the nth send.
+type recorder struct {
+	mu     sync.Mutex
+	clock  *clock
+	took   time.Duration
+	sent   []authd.Mail
+	during func(n int)
+}
+
+func (r *recorder) Send(_ context.Context, m authd.Mail) error {
+	r.mu.Lock()
+	r.sent = append(r.sent, m)
+	n := len(r.sent)
+	r.mu.Unlock()
+	if r.took > 0 {
+		r.clock.Advance(r.took)
+	}
+	if r.during != nil {
+		r.during(n)
+	}
+	return nil
+}
+
+func (r *recorder) mails() []authd.Mail {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.sent)
+}
+
+// TestMailSentOnceAcrossSenders: while one sender works through a queue
+// whose every send takes the full send timeout, a second sender on the
+// same database sends what the first has not reached, and each mail goes
+// out once, with a link that works.
+func TestMailSentOnceAcrossSenders(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		const n = 8
+		a := &recorder{took: 30 * time.Second} // the send timeout: the slowest a send can be
+		e := newEnv(t, open(t), withMailer(a))
+		a.clock = e.clock
+		ctx := context.Background()
+		for i := range n {
+			want(t, "register", e.do("POST", "/v1/auth/register",
+				map[string]any{"email": fmt.Sprintf("once%d@example.org", i), "password": goodPassword, "consent": true}), 202, "")
+		}
+		b := &recorder{}
+		other := authd.NewService(e.cfg, authd.Deps{Store: e.store, Clock: e.clock, Mailer: b})
+		// Two minutes into the first sender's pass, the second one polls.
+		a.during = func(sent int) {
+			if sent == 5 {
+				if _, err := other.DeliverMail(ctx); err != nil {
+					t.Errorf("second sender: %v", err)
+				}
+			}
+		}
+		if _, err := e.svc.DeliverMail(ctx); err != nil {
+			t.Fatalf("first sender: %v", err)
+		}
+		all := append(a.mails(), b.mails()...)
+		got := map[string]int{}
+		for _, m := range all {
+			got[m.To]++
+		}
+		for i := range n {
+			if to := fmt.Sprintf("once%d@example.org", i); got[to] != 1 {
+				t.Errorf("%s received %d mails, want 1", to, got[to])
+			}
+		}
+		if len(b.mails()) == 0 {
+			t.Error("the second sender sent nothing: the test no longer runs two senders")
+		}
+		for _, m := range all {
+			want(t, "verify "+m.To+" with its link", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": tokenOf(t, m)}), 200, "")
+		}
+		if st, _ := e.store.OutboxStats(ctx); st.Pending != 0 || st.Dead != 0 {
+			t.Errorf("outbox after both senders: %+v, want empty", st)
+		}
+	})
+}
+
+// gate is a mailer whose sends wait for the test: each announces its mail
+// on started and returns what the test puts on release.
+type gate struct {
+	started chan authd.Mail
+	release chan error
+}
+
+func newGate() *gate { return &gate{started: make(chan authd.Mail, 1), release: make(chan error, 1)} }
+
+func (g *gate) Send(_ context.Context, m authd.Mail) error {
+	g.started <- m
+	return <-g.release
+}
+
+// TestLapsedSenderCannotReleaseMail: a sender that stalls past its lease
+// (a paused VM) while another sender has claimed the mail since can no
+// longer release it for a retry, so no third send starts while the second
+// is under way.
+func TestLapsedSenderCannotReleaseMail(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		first := newGate()
+		e := newEnv(t, open(t), withMailer(first))
+		ctx := context.Background()
+		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": "lapse@example.org", "password": goodPassword, "consent": true}), 202, "")
+
+		var wg sync.WaitGroup
+		firstDone := make(chan struct{})
+		go func() {
+			defer close(firstDone)
+			if _, err := e.svc.DeliverMail(ctx); err != nil {
+				t.Errorf("first sender: %v", err)
+			}
+		}()
+		<-first.started
+		e.clock.Advance(3 * time.Minute) // the first sender stalls past its lease
+
+		second := newGate()
+		secondSvc := authd.NewService(e.cfg, authd.Deps{Store: e.store, Clock: e.clock, Mailer: second})
+		wg.Go(func() {
+			if _, err := secondSvc.DeliverMail(ctx); err != nil {
+				t.Errorf("second sender: %v", err)
+			}
+		})
+		<-second.started
+
+		first.release <- errors.New("421 try later") // the first sender wakes up to a failure
+		<-firstDone
+		e.clock.Advance(20 * time.Second) // past the retry's backoff, within the second's lease
+		third := &recorder{}
+		thirdSvc := authd.NewService(e.cfg, authd.Deps{Store: e.store, Clock: e.clock, Mailer: third})
+		if _, err := thirdSvc.DeliverMail(ctx); err != nil {
+			t.Errorf("third sender: %v", err)
+		}
+		second.release <- nil
+		wg.Wait()
+
+		if got := len(third.mails()); got != 0 {
+			t.Errorf("a third sender sent %d mails while the second was sending it; want 0", got)
+		}
+		if st, _ := e.store.OutboxStats(ctx); st.Pending != 0 || st.Dead != 0 {
+			t.Errorf("outbox after the second sender: %+v, want empty", st)
+		}
+	})
+}
+
+// archiveTee is the dev mailer that also records what it sends, so that
+// the env's helpers find the links.
+type archiveTee struct {
+	*mail.Dev
+	rec authd.Mailer
+}
+
+func (a *archiveTee) Send(ctx context.Context, m authd.Mail) error {
+	if err := a.Dev.Send(ctx, m); err != nil {
+		return err
+	}
+	return a.rec.Send(ctx, m)
+}
+
+// newDevMailerEnv is an env whose mail goes through the dev mailer into
+// its returned directory.
+func newDevMailerEnv(t *testing.T, store authd.Store) (*env, string) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "outbox")
+	renderer, err := mail.NewRenderer("https://auth.example.org", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tee := &archiveTee{Dev: &mail.Dev{Dir: dir, From: "authd <no-reply@localhost>", Renderer: renderer,
+		Logger: slog.New(slog.DiscardHandler)}}
+	e := newEnv(t, store, withMailer(tee))
+	tee.rec = e.mail
+	return e, dir
+}
+
+// emlHolding counts the .eml files in dir that contain address.
+func emlHolding(t *testing.T, dir, address string) int {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(dir, "*.eml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(strings.ToLower(string(b)), strings.ToLower(address)) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestErasureRemovesDevMailerFiles: after a self-service or an
+// administrator's erasure no .eml file of the dev mailer holds the erased
+// address, neither at once nor once the deletion notice has gone out;
+// other people's files stay.
+func TestErasureRemovesDevMailerFiles(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e, dir := newDevMailerEnv(t, open(t))
+		mailed := func(address string) {
+			e.registerVerified(address, goodPassword)
+			e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": address})
+			e.do("POST", "/v1/auth/register", map[string]any{"email": address, "password": goodPassword, "consent": true})
+			e.mail.flush()
+			if n := emlHolding(t, dir, address); n < 3 {
+				t.Fatalf("%d .eml files hold %s before the erasure, want its verification, reset and notice", n, address)
+			}
+		}
+		mailed("stay@example.org")
+
+		mailed("self@example.org")
+		access, _ := e.login("self@example.org", goodPassword)
+		want(t, "erase myself", e.do("DELETE", "/v1/users/me", map[string]string{"password": goodPassword}, bearer(access)...), 204, "")
+		if n := emlHolding(t, dir, "self@example.org"); n != 0 {
+			t.Errorf("%d .eml files hold self@example.org after its erasure", n)
+		}
+
+		mailed("erased@example.org")
+		r := e.admin("GET", "/v1/admin/users?email=erased@example.org", nil)
+		want(t, "find the user", r, 200, "")
+		id := r.body["items"].([]any)[0].(map[string]any)["id"].(string)
+		want(t, "admin erasure", e.admin("DELETE", "/v1/admin/users/"+id, nil), 204, "")
+		if n := emlHolding(t, dir, "erased@example.org"); n != 0 {
+			t.Errorf("%d .eml files hold erased@example.org after its erasure", n)
+		}
+
+		e.mail.flush() // the deletion notices go out
+		for _, address := range []string{"self@example.org", "erased@example.org"} {
+			if n := emlHolding(t, dir, address); n != 0 {
+				t.Errorf("%d .eml files hold %s once the deletion notice was sent", n, address)
+			}
+		}
+		if n := emlHolding(t, dir, "stay@example.org"); n < 3 {
+			t.Errorf("%d .eml files hold stay@example.org, whom no one erased; want its 3", n)
+		}
+	})
+}
+
+// TestRetentionPrunesDevMailerFiles: a purge removes the dev mailer's files
+// older than the security-log retention, and a dry run removes nothing.
+func TestRetentionPrunesDevMailerFiles(t *testing.T) {
+	t.Parallel()
+	e, dir := newDevMailerEnv(t, openSQLite(t))
+	const retention = 90 * 24 * time.Hour
+	e.registerVerified("old@example.org", goodPassword)
+	e.registerVerified("new@example.org", goodPassword)
+	// The files carry the wall clock's time; date them by the fake one.
+	files, _ := filepath.Glob(filepath.Join(dir, "*.eml"))
+	for _, f := range files {
+		at := e.clock.Now().Add(-time.Hour)
+		if b, _ := os.ReadFile(f); strings.Contains(string(b), "old@example.org") {
+			at = e.clock.Now().Add(-retention - time.Hour)
+		}
+		if err := os.Chtimes(f, at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	if _, err := e.svc.Purge(ctx, retention, true); err != nil || emlHolding(t, dir, "old@example.org") != 1 {
+		t.Fatalf("dry run: %v; want the old file kept", err)
+	}
+	if _, err := e.svc.Purge(ctx, retention, false); err != nil {
+		t.Fatal(err)
+	}
+	if old, recent := emlHolding(t, dir, "old@example.org"), emlHolding(t, dir, "new@example.org"); old != 0 || recent != 1 {
+		t.Errorf("after the purge %d old and %d recent files; want 0 and 1", old, recent)
+	}
+}
