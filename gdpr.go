@@ -7,17 +7,18 @@ import (
 	"github.com/google/uuid"
 )
 
-// Export returns every personal datum held on the token's user (SPEC §6.8)
-// and logs data_exported, which the export itself includes. Returns
-// EInvalidToken, EUnavailable.
-func (s *Service) Export(ctx context.Context, c Client, a *AccessClaims) (*UserData, error) {
+// Export hands every personal datum held on the token's user (SPEC §6.8)
+// to rows, table by table as the store reads them from one snapshot, after
+// logging data_exported, which the export itself includes. Returns
+// EInvalidToken, EUnavailable, or the first error a rows function returns.
+func (s *Service) Export(ctx context.Context, c Client, a *AccessClaims, rows UserRows) error {
 	if _, err := s.Me(ctx, a); err != nil {
-		return nil, err
+		return err
 	}
 	if err := s.logEvent(ctx, s.audit(s.now(), c, EventDataExported, ResultSuccess, a.UserID, "", nil)); err != nil {
-		return nil, err
+		return err
 	}
-	return s.store.UserData(ctx, a.UserID)
+	return s.store.UserData(ctx, a.UserID, rows)
 }
 
 // DeleteMe erases the token's account after checking its password. Returns
