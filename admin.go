@@ -2,6 +2,7 @@ package authd
 
 import (
 	"context"
+	"maps"
 	"time"
 
 	"github.com/google/uuid"
@@ -29,6 +30,31 @@ func (s *Service) User(ctx context.Context, id uuid.UUID) (*User, error) {
 	return s.store.User(ctx, id)
 }
 
+// logAdmin writes what an administrator did (details["action"]) in tx.
+//
+// The administrator's row carries their IP address and browser and, as
+// target_user_id in its context, the user the action concerned; it belongs
+// to no user, so only the admin listings show it, and erasing the user
+// leaves the record of who did what from where. The user gets a copy without
+// the administrator's client: their own security log and export say what
+// was done to their account, and hold no one else's personal data.
+func (s *Service) logAdmin(ctx context.Context, tx *txn, now time.Time, c Client, target uuid.UUID,
+	details map[string]any) error {
+	own := maps.Clone(details)
+	if target != uuid.Nil {
+		own["target_user_id"] = target.String()
+	}
+	if err := tx.CreateSecurityLog(ctx, s.audit(now, c, EventAdminAction, ResultSuccess, uuid.Nil, "", own)); err != nil {
+		return err
+	}
+	if target == uuid.Nil {
+		return nil
+	}
+	// The copy is the same action seen from the user's side: it bypasses
+	// txn's CreateSecurityLog so that the metrics count the action once.
+	return tx.Queries.CreateSecurityLog(ctx, NewSecurityLog(now, EventAdminAction, ResultSuccess, target, "", "", "", details))
+}
+
 // adminAction runs fn on the (locked) user and logs what it did.
 func (s *Service) adminAction(ctx context.Context, c Client, id uuid.UUID, action string,
 	fn func(tx *txn, u *User, now time.Time) (map[string]any, error)) error {
@@ -49,7 +75,7 @@ func (s *Service) adminAction(ctx context.Context, c Client, id uuid.UUID, actio
 			details = map[string]any{}
 		}
 		details["action"] = action
-		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventAdminAction, ResultSuccess, id, "", details))
+		return s.logAdmin(ctx, tx, now, c, id, details)
 	})
 }
 
@@ -83,7 +109,8 @@ func (s *Service) LockUser(ctx context.Context, c Client, id uuid.UUID, until ti
 // UnlockUser lifts a lock. ENotFound.
 func (s *Service) UnlockUser(ctx context.Context, c Client, id uuid.UUID) error {
 	return s.adminAction(ctx, c, id, "unlock", func(tx *txn, u *User, now time.Time) (map[string]any, error) {
-		return map[string]any{"was_locked": u.AccountStatus == StatusLocked}, s.unlock(ctx, tx, c, u, now, "unlocked by an administrator")
+		// account_unlocked is the user's to read: it gets no administrator's client (logAdmin).
+		return map[string]any{"was_locked": u.AccountStatus == StatusLocked}, s.unlock(ctx, tx, Client{}, u, now, "unlocked by an administrator")
 	})
 }
 

@@ -18,6 +18,9 @@ func (s *Service) Export(ctx context.Context, c Client, a *AccessClaims, rows Us
 	if err := s.logEvent(ctx, s.audit(s.now(), c, EventDataExported, ResultSuccess, a.UserID, "", nil)); err != nil {
 		return err
 	}
+	if yield := rows.SecurityLogs; yield != nil {
+		rows.SecurityLogs = func(l *SecurityLog) error { return yield(subjectView(l)) }
+	}
 	return s.store.UserData(ctx, a.UserID, rows)
 }
 
@@ -126,5 +129,22 @@ func (s *Service) SecurityLogs(ctx context.Context, f SecurityLogFilter) (Page[*
 
 // MySecurityLog lists the token's user's own events, newest first.
 func (s *Service) MySecurityLog(ctx context.Context, a *AccessClaims, after *Cursor, limit int) (Page[*SecurityLog], error) {
-	return s.SecurityLogs(ctx, SecurityLogFilter{UserID: a.UserID, After: after, Limit: limit})
+	p, err := s.SecurityLogs(ctx, SecurityLogFilter{UserID: a.UserID, After: after, Limit: limit})
+	for i, l := range p.Items {
+		p.Items[i] = subjectView(l)
+	}
+	return p, err
+}
+
+// subjectView is a security-log row as the user it is about may read it.
+// An administrator's IP address and browser are the administrator's, not
+// the user's: admin actions keep them on a row of their own (logAdmin),
+// but admin_action rows written before that carry them under the user.
+func subjectView(l *SecurityLog) *SecurityLog {
+	if l.EventType != EventAdminAction || (l.IPAddress == "" && l.UserAgent == "") {
+		return l
+	}
+	v := *l
+	v.IPAddress, v.UserAgent = "", ""
+	return &v
 }
