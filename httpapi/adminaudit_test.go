@@ -2,11 +2,14 @@ package httpapi_test
 
 import (
 	"context"
+	"maps"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/authd/authd"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/uuid"
 )
 
 // The administrator's client, sent through the trusted proxy so that it
@@ -16,7 +19,9 @@ const (
 	adminUA = "AdminConsole/9.1 (distinctive)"
 )
 
-func adminClientHeaders() []string { return []string{"X-Forwarded-For", adminIP, "User-Agent", adminUA} }
+func adminClientHeaders() []string {
+	return []string{"X-Forwarded-For", adminIP, "User-Agent", adminUA}
+}
 
 // adminRows returns the admin_action rows the admin API lists, newest first.
 func adminRows(t *testing.T, e *env, query string) []map[string]any {
@@ -95,6 +100,109 @@ func TestUserDoesNotSeeTheAdministratorsClient(t *testing.T) {
 		}
 		if strings.Join(audited, ",") != "delete,revoke_sessions,unlock,lock" {
 			t.Errorf("administrator's rows for the user, newest first: %v", audited)
+		}
+	})
+}
+
+// storedAdminRows reads the admin_action rows straight from the store (a
+// read through the admin API would add its own), newest first.
+func storedAdminRows(t *testing.T, e *env, user uuid.UUID) []*authd.SecurityLog {
+	t.Helper()
+	rows, err := e.store.SecurityLogs(context.Background(),
+		authd.SecurityLogFilter{EventType: authd.EventAdminAction, UserID: user, Limit: authd.MaxListLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rows
+}
+
+func TestAdminReadsAreAudited(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("read.me@example.org", goodPassword)
+		u := e.user("read.me@example.org")
+		reads := []struct {
+			path    string
+			details map[string]any // and the count of a list
+			target  bool
+		}{
+			{"/v1/admin/users?email=READ.ME&status=active", map[string]any{"action": "list_users",
+				"filters": map[string]any{"email": "READ.ME", "status": "active"}}, false},
+			{"/v1/admin/users/" + u.ID.String(), map[string]any{"action": "show_user"}, true},
+			{"/v1/admin/security-logs?result=success&user_id=" + u.ID.String(), map[string]any{"action": "list_security_logs",
+				"filters": map[string]any{"user_id": u.ID.String(), "result": "success"}}, true},
+			{"/v1/admin/mail?state=dead", map[string]any{"action": "list_mail", "filters": map[string]any{"state": "dead"}}, false},
+		}
+		for i, read := range reads {
+			e.clock.Advance(time.Second)
+			r := e.admin("GET", read.path, nil, adminClientHeaders()...)
+			want(t, read.path, r, 200, "")
+			wantCtx := maps.Clone(read.details)
+			if items, ok := r.body["items"].([]any); ok {
+				wantCtx["count"] = float64(len(items))
+			}
+			if read.target {
+				wantCtx["target_user_id"] = u.ID.String()
+			}
+			var own []*authd.SecurityLog
+			for _, l := range storedAdminRows(t, e, uuid.Nil) {
+				if l.UserID == uuid.Nil {
+					own = append(own, l)
+				}
+			}
+			if len(own) != i+1 {
+				t.Fatalf("GET %s: %d administrator's rows; want %d, one per read", read.path, len(own), i+1)
+			}
+			if own[0].IPAddress != adminIP || own[0].UserAgent != adminUA || !own[0].Timestamp.Equal(e.clock.Now()) {
+				t.Errorf("GET %s: the administrator's row %+v; want their client, at the time of the read", read.path, own[0])
+			}
+			if diff := cmp.Diff(wantCtx, own[0].AdditionalContext); diff != "" {
+				t.Errorf("GET %s: context (-want +got):\n%s", read.path, diff)
+			}
+			copies := storedAdminRows(t, e, u.ID)
+			if read.target && (len(copies) == 0 || !copies[0].Timestamp.Equal(e.clock.Now()) ||
+				copies[0].AdditionalContext["action"] != read.details["action"] || copies[0].IPAddress != "" || copies[0].UserAgent != "") {
+				t.Errorf("GET %s: the user's rows %+v; want a copy of the read without the administrator's client", read.path, copies)
+			}
+		}
+
+		// A failed read shows nothing and logs nothing.
+		before := len(storedAdminRows(t, e, uuid.Nil))
+		want(t, "show unknown", e.admin("GET", "/v1/admin/users/0197c0de-0000-7000-8000-000000000000", nil), 404, "not_found")
+		want(t, "bad filter", e.admin("GET", "/v1/admin/users?status=banned", nil), 400, "validation_failed")
+		if after := len(storedAdminRows(t, e, uuid.Nil)); after != before {
+			t.Errorf("failed reads wrote %d rows", after-before)
+		}
+	})
+}
+
+// unaudited is a store that cannot write a security-log row in a
+// transaction, as when the database fails just then.
+type unaudited struct{ authd.Store }
+
+func (s unaudited) InTx(ctx context.Context, fn func(authd.Queries) error) error {
+	return s.Store.InTx(ctx, func(q authd.Queries) error { return fn(unauditedQueries{q}) })
+}
+
+type unauditedQueries struct{ authd.Queries }
+
+func (unauditedQueries) CreateSecurityLog(context.Context, *authd.SecurityLog) error {
+	return &authd.Error{Code: authd.EUnavailable, Message: "the database is unavailable"}
+}
+
+func TestAdminReadThatCannotBeAuditedIsRefused(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		store := open(t)
+		e := newEnv(t, store)
+		e.registerVerified("hidden@example.org", goodPassword)
+		id := e.user("hidden@example.org").ID.String()
+		e = newEnv(t, unaudited{store})
+		for _, path := range []string{"/v1/admin/users", "/v1/admin/users/" + id, "/v1/admin/security-logs", "/v1/admin/mail"} {
+			r := e.admin("GET", path, nil)
+			want(t, path, r, 503, "unavailable")
+			if strings.Contains(r.raw, "hidden@example.org") || strings.Contains(r.raw, id) {
+				t.Errorf("GET %s without its audit row shows %s", path, r.raw)
+			}
 		}
 	})
 }
