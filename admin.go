@@ -2,31 +2,130 @@ package authd
 
 import (
 	"context"
+	"maps"
 	"time"
 
 	"github.com/google/uuid"
 )
 
 // The administrator's operations (SPEC §5 admin listener, §3 `authd admin`).
-// Each writes an admin_action row saying what was done.
+// Each, reads of personal data included, writes an admin_action row saying
+// what was done (logAdmin).
 
-// Users lists users matching f, newest first, one page.
-func (s *Service) Users(ctx context.Context, f UserFilter) (Page[*User], error) {
+// Users lists users matching f, newest first, one page, and logs the
+// listing as list_users with its filters. EInvalid (limit), EUnavailable.
+func (s *Service) Users(ctx context.Context, c Client, f UserFilter) (Page[*User], error) {
 	limit, err := ListLimit(f.Limit)
 	if err != nil {
 		return Page[*User]{}, err
+	}
+	filters := map[string]any{}
+	if f.Email != "" {
+		filters["email"] = f.Email
+	}
+	if f.Status != "" {
+		filters["status"] = string(f.Status)
 	}
 	f.Limit = limit + 1
 	rows, err := s.store.Users(ctx, f)
 	if err != nil {
 		return Page[*User]{}, err
 	}
-	return page(rows, limit, func(u *User) Cursor { return Cursor{Time: u.CreatedAt, ID: u.ID} }), nil
+	p := page(rows, limit, func(u *User) Cursor { return Cursor{Time: u.CreatedAt, ID: u.ID} })
+	return listed(ctx, s, c, uuid.Nil, "list_users", filters, p)
 }
 
-// User returns a user by id. ENotFound when there is none.
-func (s *Service) User(ctx context.Context, id uuid.UUID) (*User, error) {
-	return s.store.User(ctx, id)
+// User returns a user by id and logs the read as show_user. ENotFound when
+// there is none, EUnavailable.
+func (s *Service) User(ctx context.Context, c Client, id uuid.UUID) (*User, error) {
+	u, err := s.store.User(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.auditRead(ctx, c, id, map[string]any{"action": "show_user"}); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// SecurityLogs lists security events matching f, newest first, one page,
+// and logs the listing as list_security_logs with its filters; filtered by
+// user, it concerns that user. EInvalid (limit), EUnavailable.
+func (s *Service) SecurityLogs(ctx context.Context, c Client, f SecurityLogFilter) (Page[*SecurityLog], error) {
+	p, err := s.securityLogs(ctx, f)
+	if err != nil {
+		return Page[*SecurityLog]{}, err
+	}
+	filters := map[string]any{}
+	target := uuid.Nil
+	if f.UserID != uuid.Nil {
+		filters["user_id"] = f.UserID.String()
+		// The user's copy of the row needs the user; an id that is no one's
+		// (an empty list) is still logged, on the administrator's row.
+		switch _, err := s.store.User(ctx, f.UserID); ErrorCode(err) {
+		case "":
+			target = f.UserID
+		case ENotFound:
+		default:
+			return Page[*SecurityLog]{}, err
+		}
+	}
+	if f.EventType != "" {
+		filters["event_type"] = string(f.EventType)
+	}
+	if f.Result != "" {
+		filters["result"] = string(f.Result)
+	}
+	if !f.Since.IsZero() {
+		filters["since"] = f.Since
+	}
+	if !f.Until.IsZero() {
+		filters["until"] = f.Until
+	}
+	return listed(ctx, s, c, target, "list_security_logs", filters, p)
+}
+
+// listed logs an administrator's listing, with its filters and how many
+// rows it shows, and returns its page: a listing that cannot be logged is
+// not shown.
+func listed[T any](ctx context.Context, s *Service, c Client, target uuid.UUID, action string,
+	filters map[string]any, p Page[T]) (Page[T], error) {
+	details := map[string]any{"action": action, "filters": filters, "count": len(p.Items)}
+	if err := s.auditRead(ctx, c, target, details); err != nil {
+		return Page[T]{}, err
+	}
+	return p, nil
+}
+
+// auditRead logs an administrator's read of personal data, before its
+// result is handed out.
+func (s *Service) auditRead(ctx context.Context, c Client, target uuid.UUID, details map[string]any) error {
+	return s.inTx(ctx, func(tx *txn) error { return s.logAdmin(ctx, tx, s.now(), c, target, details) })
+}
+
+// logAdmin writes what an administrator did (details["action"]) in tx.
+//
+// The administrator's row carries their IP address and browser and, as
+// target_user_id in its context, the user the action concerned; it belongs
+// to no user, so only the admin listings show it, and erasing the user
+// leaves the record of who did what from where. The user gets a copy without
+// the administrator's client: their own security log and export say what
+// was done to their account, and hold no one else's personal data.
+func (s *Service) logAdmin(ctx context.Context, tx *txn, now time.Time, c Client, target uuid.UUID,
+	details map[string]any) error {
+	own := maps.Clone(details)
+	if target != uuid.Nil {
+		own["target_user_id"] = target.String()
+	}
+	if err := tx.CreateSecurityLog(ctx, s.audit(now, c, EventAdminAction, ResultSuccess, uuid.Nil, "", own)); err != nil {
+		return err
+	}
+	if target == uuid.Nil {
+		return nil
+	}
+	// The copy is the same action seen from the user's side: it bypasses
+	// txn's CreateSecurityLog so that the metrics count the action once.
+	return tx.Queries.CreateSecurityLog(ctx, NewSecurityLog(now, EventAdminAction, ResultSuccess, target, "", "", "", details))
 }
 
 // adminAction runs fn on the (locked) user and logs what it did.
@@ -49,7 +148,7 @@ func (s *Service) adminAction(ctx context.Context, c Client, id uuid.UUID, actio
 			details = map[string]any{}
 		}
 		details["action"] = action
-		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventAdminAction, ResultSuccess, id, "", details))
+		return s.logAdmin(ctx, tx, now, c, id, details)
 	})
 }
 
@@ -86,7 +185,8 @@ func (s *Service) LockUser(ctx context.Context, c Client, id uuid.UUID, until ti
 // UnlockUser lifts a lock. ENotFound.
 func (s *Service) UnlockUser(ctx context.Context, c Client, id uuid.UUID) error {
 	return s.adminAction(ctx, c, id, "unlock", func(tx *txn, u *User, now time.Time) (map[string]any, error) {
-		return map[string]any{"was_locked": u.AccountStatus == StatusLocked}, s.unlock(ctx, tx, c, u, now, "unlocked by an administrator")
+		// account_unlocked is the user's to read: it gets no administrator's client (logAdmin).
+		return map[string]any{"was_locked": u.AccountStatus == StatusLocked}, s.unlock(ctx, tx, Client{}, u, now, "unlocked by an administrator")
 	})
 }
 

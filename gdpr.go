@@ -7,17 +7,21 @@ import (
 	"github.com/google/uuid"
 )
 
-// Export returns every personal datum held on the token's user (SPEC §6.8)
-// and logs data_exported, which the export itself includes. Returns
-// EInvalidToken, EUnavailable.
-func (s *Service) Export(ctx context.Context, c Client, a *AccessClaims) (*UserData, error) {
+// Export hands every personal datum held on the token's user (SPEC §6.8)
+// to rows, table by table as the store reads them from one snapshot, after
+// logging data_exported, which the export itself includes. Returns
+// EInvalidToken, EUnavailable, or the first error a rows function returns.
+func (s *Service) Export(ctx context.Context, c Client, a *AccessClaims, rows UserRows) error {
 	if _, err := s.Me(ctx, a); err != nil {
-		return nil, err
+		return err
 	}
 	if err := s.logEvent(ctx, s.audit(s.now(), c, EventDataExported, ResultSuccess, a.UserID, "", nil)); err != nil {
-		return nil, err
+		return err
 	}
-	return s.store.UserData(ctx, a.UserID)
+	if yield := rows.SecurityLogs; yield != nil {
+		rows.SecurityLogs = func(l *SecurityLog) error { return yield(subjectView(l)) }
+	}
+	return s.store.UserData(ctx, a.UserID, rows)
 }
 
 // DeleteMe erases the token's account after checking its password. Returns
@@ -112,8 +116,8 @@ func ListLimit(n int) (int, error) {
 
 func logCursor(l *SecurityLog) Cursor { return Cursor{Time: l.Timestamp, ID: l.ID} }
 
-// SecurityLogs lists security events matching f, newest first, one page.
-func (s *Service) SecurityLogs(ctx context.Context, f SecurityLogFilter) (Page[*SecurityLog], error) {
+// securityLogs lists security events matching f, newest first, one page.
+func (s *Service) securityLogs(ctx context.Context, f SecurityLogFilter) (Page[*SecurityLog], error) {
 	limit, err := ListLimit(f.Limit)
 	if err != nil {
 		return Page[*SecurityLog]{}, err
@@ -128,5 +132,22 @@ func (s *Service) SecurityLogs(ctx context.Context, f SecurityLogFilter) (Page[*
 
 // MySecurityLog lists the token's user's own events, newest first.
 func (s *Service) MySecurityLog(ctx context.Context, a *AccessClaims, after *Cursor, limit int) (Page[*SecurityLog], error) {
-	return s.SecurityLogs(ctx, SecurityLogFilter{UserID: a.UserID, After: after, Limit: limit})
+	p, err := s.securityLogs(ctx, SecurityLogFilter{UserID: a.UserID, After: after, Limit: limit})
+	for i, l := range p.Items {
+		p.Items[i] = subjectView(l)
+	}
+	return p, err
+}
+
+// subjectView is a security-log row as the user it is about may read it.
+// An administrator's IP address and browser are the administrator's, not
+// the user's: admin actions keep them on a row of their own (logAdmin),
+// but admin_action rows written before that carry them under the user.
+func subjectView(l *SecurityLog) *SecurityLog {
+	if l.EventType != EventAdminAction || (l.IPAddress == "" && l.UserAgent == "") {
+		return l
+	}
+	v := *l
+	v.IPAddress, v.UserAgent = "", ""
+	return &v
 }

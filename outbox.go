@@ -301,8 +301,8 @@ func (s *Service) OutboxStats(ctx context.Context) (OutboxStats, error) {
 }
 
 // Mails lists the outbox for operators: pending or dead mails, newest
-// first, one page.
-func (s *Service) Mails(ctx context.Context, f MailFilter) (Page[*OutboxMail], error) {
+// first, one page, logged as list_mail (the recipients are personal data).
+func (s *Service) Mails(ctx context.Context, c Client, f MailFilter) (Page[*OutboxMail], error) {
 	limit, err := ListLimit(f.Limit)
 	if err != nil {
 		return Page[*OutboxMail]{}, err
@@ -312,7 +312,12 @@ func (s *Service) Mails(ctx context.Context, f MailFilter) (Page[*OutboxMail], e
 	if err != nil {
 		return Page[*OutboxMail]{}, err
 	}
-	return page(rows, limit, func(m *OutboxMail) Cursor { return Cursor{Time: m.CreatedAt, ID: m.ID} }), nil
+	state := "pending"
+	if f.Dead {
+		state = "dead"
+	}
+	return listed(ctx, s, c, uuid.Nil, "list_mail", map[string]any{"state": state},
+		page(rows, limit, func(m *OutboxMail) Cursor { return Cursor{Time: m.CreatedAt, ID: m.ID} }))
 }
 
 // RetryMail gives a dead mail a new round of attempts, logged as
@@ -325,7 +330,6 @@ func (s *Service) RetryMail(ctx context.Context, c Client, id uuid.UUID) error {
 			return err
 		}
 		tx.mailed = true
-		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventAdminAction, ResultSuccess, uuid.Nil, "",
-			map[string]any{"action": "retry_mail", "mail_id": id.String()}))
+		return s.logAdmin(ctx, tx, now, c, uuid.Nil, map[string]any{"action": "retry_mail", "mail_id": id.String()})
 	})
 }

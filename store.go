@@ -29,9 +29,13 @@ type Store interface {
 
 	// Users lists users matching f, newest first.
 	Users(ctx context.Context, f UserFilter) ([]*User, error)
-	// UserData returns every row that refers to the user. ENotFound when
-	// there is no such user.
-	UserData(ctx context.Context, userID uuid.UUID) (*UserData, error)
+	// UserData reads every row that refers to the user from one read-only
+	// snapshot, so that the parts agree, and hands each row to rows as it
+	// reads it, so that no caller ever holds them all (an export can run to
+	// millions of rows). It returns ENotFound, before any call, when there
+	// is no such user, and the first error a rows function returns,
+	// unchanged, after which it reads nothing more.
+	UserData(ctx context.Context, userID uuid.UUID, rows UserRows) error
 	// Purge deletes what retention allows, in batches; with many instances
 	// only one purges at a time (the others report Skipped).
 	Purge(ctx context.Context, r PurgeRequest) (PurgeResult, error)
@@ -199,14 +203,19 @@ func ParseCursor(s string) (*Cursor, error) {
 	return &c, nil
 }
 
-// UserData is every row that refers to a user, for the GDPR export.
-type UserData struct {
-	User               *User
-	Sessions           []*Session
-	Tokens             []*Token
-	VerificationTokens []*VerificationToken
-	SecurityLogs       []*SecurityLog
-	Mails              []*OutboxMail
+// UserRows receives the rows that refer to a user, for the GDPR export.
+// Store.UserData calls the functions in the order of the fields, each table
+// oldest first; a nil function skips its table.
+type UserRows struct {
+	User func(*User) error
+	// ConsentLogs are the security-log rows that record a consent: the
+	// successful registration and every consent_updated.
+	ConsentLogs        func(*SecurityLog) error
+	Sessions           func(*Session) error
+	Tokens             func(*Token) error
+	VerificationTokens func(*VerificationToken) error
+	SecurityLogs       func(*SecurityLog) error
+	Mails              func(*OutboxMail) error
 }
 
 // PurgeRequest says what retention deletes.

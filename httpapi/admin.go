@@ -77,7 +77,7 @@ func (s *Server) adminUsers(w http.ResponseWriter, r *http.Request) error {
 	if len(f.Email) > authd.MaxEmailLength {
 		return invalid("email", "is too long")
 	}
-	p, err := s.svc.Users(r.Context(), f)
+	p, err := s.svc.Users(r.Context(), client(r), f)
 	if err != nil {
 		return err
 	}
@@ -103,7 +103,7 @@ func (s *Server) adminUser(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	u, err := s.svc.User(r.Context(), id)
+	u, err := s.svc.User(r.Context(), client(r), id)
 	if err != nil {
 		return err
 	}
@@ -192,7 +192,7 @@ func (s *Server) adminSecurityLogs(w http.ResponseWriter, r *http.Request) error
 			}
 		}
 	}
-	p, err := s.svc.SecurityLogs(r.Context(), f)
+	p, err := s.svc.SecurityLogs(r.Context(), client(r), f)
 	if err != nil {
 		return err
 	}
@@ -234,7 +234,7 @@ func (s *Server) adminMail(w http.ResponseWriter, r *http.Request) error {
 	default:
 		return invalid("state", "must be pending or dead")
 	}
-	p, err := s.svc.Mails(r.Context(), f)
+	p, err := s.svc.Mails(r.Context(), client(r), f)
 	if err != nil {
 		return err
 	}

@@ -95,7 +95,7 @@ func TestAdminAPI(t *testing.T) {
 		for _, it := range r.body["items"].([]any) {
 			actions = append(actions, it.(map[string]any)["additional_context"].(map[string]any)["action"].(string))
 		}
-		if strings.Join(actions, ",") != "delete,revoke_sessions,unlock,lock,unlock,lock" {
+		if strings.Join(actions, ",") != "delete,revoke_sessions,unlock,lock,unlock,lock,show_user" {
 			t.Errorf("admin actions, newest first: %v", actions)
 		}
 		since := url.QueryEscape(e.clock.Now().Add(-time.Hour).Format(time.RFC3339))

@@ -1,6 +1,8 @@
 package httpapi
 
 import (
+	"bufio"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"time"
@@ -94,18 +96,6 @@ type consentChange struct {
 	Event     string    `json:"event"`
 }
 
-type exportDoc struct {
-	ExportedAt         time.Time            `json:"exported_at"`
-	Users              []exportUser         `json:"users"`
-	ConsentHistory     []consentChange      `json:"consent_history"`
-	Sessions           []exportSession      `json:"sessions"`
-	JWTTokens          []exportToken        `json:"jwt_tokens"`
-	VerificationTokens []exportVerification `json:"verification_tokens"`
-	SecurityLogs       []securityLogOut     `json:"security_logs"`
-	MailOutbox         []exportMail         `json:"mail_outbox"`
-	ExcludedColumns    map[string]string    `json:"excluded_columns"`
-}
-
 func optTime(t time.Time) *time.Time {
 	if t.IsZero() {
 		return nil
@@ -127,62 +117,150 @@ func optID(id uuid.UUID) *uuid.UUID {
 	return &id
 }
 
-func exportOf(d *authd.UserData, now time.Time) exportDoc {
-	u := d.User
-	doc := exportDoc{ExportedAt: now, ExcludedColumns: ExcludedColumns,
-		Users: []exportUser{{ID: u.ID, Email: u.Email, EmailVerified: u.EmailVerified, AccountStatus: string(u.AccountStatus),
-			FailedLoginAttempts: u.FailedLoginAttempts, AccountLockedUntil: optTime(u.AccountLockedUntil),
-			RegistrationTimestamp: u.RegistrationTimestamp, LastLoginTimestamp: optTime(u.LastLoginTimestamp),
-			LastPasswordChange: u.LastPasswordChange, ConsentTimestamp: u.ConsentTimestamp, ConsentStatus: u.ConsentStatus,
-			CreatedAt: u.CreatedAt, UpdatedAt: u.UpdatedAt, LockReason: optString(string(u.LockReason))}},
-		ConsentHistory: []consentChange{}, Sessions: []exportSession{}, JWTTokens: []exportToken{},
-		VerificationTokens: []exportVerification{}, SecurityLogs: []securityLogOut{}, MailOutbox: []exportMail{},
-	}
-	for _, s := range d.Sessions {
-		doc.Sessions = append(doc.Sessions, exportSession{ID: s.ID, UserID: s.UserID, DeviceInfo: s.DeviceInfo,
-			CreatedAt: s.CreatedAt, LastUsedAt: s.LastUsedAt, ExpiresAt: s.ExpiresAt, RevokedAt: optTime(s.RevokedAt)})
-	}
-	for _, t := range d.Tokens {
-		doc.JWTTokens = append(doc.JWTTokens, exportToken{ID: t.ID, JTI: t.JTI, UserID: t.UserID, SessionID: t.SessionID,
-			ParentID: optID(t.ParentID), TokenType: string(t.TokenType), IssuedAt: t.IssuedAt, ExpiresAt: t.ExpiresAt,
-			Revoked: t.Revoked, RevokedAt: optTime(t.RevokedAt), RotatedAt: optTime(t.RotatedAt), DeviceInfo: t.DeviceInfo,
-			CreatedAt: t.CreatedAt})
-	}
-	for _, v := range d.VerificationTokens {
-		doc.VerificationTokens = append(doc.VerificationTokens, exportVerification{ID: v.ID, UserID: v.UserID,
-			TokenType: string(v.TokenType), CreatedAt: v.CreatedAt, ExpiresAt: v.ExpiresAt, Used: v.Used, UsedAt: optTime(v.UsedAt)})
-	}
-	for _, l := range d.SecurityLogs {
-		doc.SecurityLogs = append(doc.SecurityLogs, toSecurityLog(l))
-		switch {
-		case l.EventType == authd.EventConsentUpdated:
-			doc.ConsentHistory = append(doc.ConsentHistory, consentChange{Consent: l.AdditionalContext["consent"],
-				Timestamp: l.Timestamp, Event: string(l.EventType)})
-		case l.EventType == authd.EventRegistration && l.Result == authd.ResultSuccess:
-			doc.ConsentHistory = append(doc.ConsentHistory, consentChange{Consent: true, Timestamp: l.Timestamp,
-				Event: string(l.EventType)})
-		}
-	}
-	for _, m := range d.Mails {
-		var data map[string]any
-		if !m.Until.IsZero() {
-			data = map[string]any{"until": m.Until}
-		}
-		doc.MailOutbox = append(doc.MailOutbox, exportMail{ID: m.ID, Kind: string(m.Kind), UserID: m.UserID,
-			Recipient: m.To, Data: data, CreatedAt: m.CreatedAt, NextAttemptAt: m.NextAttemptAt, Attempts: m.Attempts,
-			ClaimedUntil: optTime(m.ClaimedUntil), LastError: m.LastError, DeadAt: optTime(m.DeadAt)})
-	}
-	return doc
+// exportSections are the document's arrays, in the order Store.UserData
+// reads them (authd.UserRows), then excluded_columns closes it.
+var exportSections = []string{"users", "consent_history", "sessions", "jwt_tokens", "verification_tokens",
+	"security_logs", "mail_outbox"}
+
+// exportWriter writes the export document while the store reads the rows,
+// holding one row and a buffer, however many rows the user has. A section
+// opens when its first row, or a later section's, arrives; one without rows
+// is an empty array.
+type exportWriter struct {
+	w       http.ResponseWriter
+	file    string
+	buf     *bufio.Writer
+	enc     *json.Encoder
+	section int   // the open section, -1 before the first
+	rows    int   // rows written in it
+	started bool  // the answer has begun: an error can no longer be told as a problem
+	wrote   error // the first failed write: the client is gone
 }
 
+func newExportWriter(w http.ResponseWriter, userID uuid.UUID, now time.Time) *exportWriter {
+	x := &exportWriter{w: w, file: fmt.Sprintf("authd-export-%s.json", userID), section: -1}
+	// Until the buffer first fills, nothing has reached the client and a
+	// failure still gets a problem answer.
+	x.buf = bufio.NewWriterSize(x, 32<<10)
+	x.enc = json.NewEncoder(x.buf)
+	x.buf.WriteString(`{"exported_at":`)
+	x.enc.Encode(now)
+	return x
+}
+
+// Write sends the buffered document on, beginning the answer the first time.
+func (x *exportWriter) Write(p []byte) (int, error) {
+	if !x.started {
+		x.started = true
+		x.w.Header().Set("Content-Type", "application/json")
+		x.w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename=%q`, x.file))
+		x.w.WriteHeader(http.StatusOK)
+	}
+	n, err := x.w.Write(p)
+	if err != nil && x.wrote == nil {
+		x.wrote = err
+	}
+	return n, err
+}
+
+// row adds v to the section (an index of exportSections).
+func (x *exportWriter) row(section int, v any) error {
+	if section < x.section {
+		return fmt.Errorf("export: a %s row after the %s section", exportSections[section], exportSections[x.section])
+	}
+	for x.section < section {
+		x.next()
+	}
+	if x.rows > 0 {
+		x.buf.WriteByte(',')
+	}
+	x.rows++
+	return x.enc.Encode(v)
+}
+
+// next closes the open section and opens the following one.
+func (x *exportWriter) next() {
+	if x.section >= 0 {
+		x.buf.WriteString("]")
+	}
+	x.section++
+	x.buf.WriteString(`,"` + exportSections[x.section] + `":[`)
+	x.rows = 0
+}
+
+// finish writes the sections still to come and closes the document.
+func (x *exportWriter) finish() error {
+	for x.section < len(exportSections)-1 {
+		x.next()
+	}
+	x.buf.WriteString(`],"excluded_columns":`)
+	x.enc.Encode(ExcludedColumns)
+	x.buf.WriteString("}\n")
+	return x.buf.Flush()
+}
+
+// userRows routes each row the store reads to its section, shaped as the
+// export shows it.
+func (x *exportWriter) userRows() authd.UserRows {
+	return authd.UserRows{
+		User: func(u *authd.User) error {
+			return x.row(0, exportUser{ID: u.ID, Email: u.Email, EmailVerified: u.EmailVerified,
+				AccountStatus: string(u.AccountStatus), FailedLoginAttempts: u.FailedLoginAttempts,
+				AccountLockedUntil: optTime(u.AccountLockedUntil), RegistrationTimestamp: u.RegistrationTimestamp,
+				LastLoginTimestamp: optTime(u.LastLoginTimestamp), LastPasswordChange: u.LastPasswordChange,
+				ConsentTimestamp: u.ConsentTimestamp, ConsentStatus: u.ConsentStatus, CreatedAt: u.CreatedAt,
+				UpdatedAt: u.UpdatedAt, LockReason: optString(string(u.LockReason))})
+		},
+		ConsentLogs: func(l *authd.SecurityLog) error {
+			var consent any = true // registration requires it
+			if l.EventType == authd.EventConsentUpdated {
+				consent = l.AdditionalContext["consent"]
+			}
+			return x.row(1, consentChange{Consent: consent, Timestamp: l.Timestamp, Event: string(l.EventType)})
+		},
+		Sessions: func(s *authd.Session) error {
+			return x.row(2, exportSession{ID: s.ID, UserID: s.UserID, DeviceInfo: s.DeviceInfo, CreatedAt: s.CreatedAt,
+				LastUsedAt: s.LastUsedAt, ExpiresAt: s.ExpiresAt, RevokedAt: optTime(s.RevokedAt)})
+		},
+		Tokens: func(t *authd.Token) error {
+			return x.row(3, exportToken{ID: t.ID, JTI: t.JTI, UserID: t.UserID, SessionID: t.SessionID,
+				ParentID: optID(t.ParentID), TokenType: string(t.TokenType), IssuedAt: t.IssuedAt, ExpiresAt: t.ExpiresAt,
+				Revoked: t.Revoked, RevokedAt: optTime(t.RevokedAt), RotatedAt: optTime(t.RotatedAt),
+				DeviceInfo: t.DeviceInfo, CreatedAt: t.CreatedAt})
+		},
+		VerificationTokens: func(v *authd.VerificationToken) error {
+			return x.row(4, exportVerification{ID: v.ID, UserID: v.UserID, TokenType: string(v.TokenType),
+				CreatedAt: v.CreatedAt, ExpiresAt: v.ExpiresAt, Used: v.Used, UsedAt: optTime(v.UsedAt)})
+		},
+		SecurityLogs: func(l *authd.SecurityLog) error { return x.row(5, toSecurityLog(l)) },
+		Mails: func(m *authd.OutboxMail) error {
+			var data map[string]any
+			if !m.Until.IsZero() {
+				data = map[string]any{"until": m.Until}
+			}
+			return x.row(6, exportMail{ID: m.ID, Kind: string(m.Kind), UserID: m.UserID, Recipient: m.To, Data: data,
+				CreatedAt: m.CreatedAt, NextAttemptAt: m.NextAttemptAt, Attempts: m.Attempts,
+				ClaimedUntil: optTime(m.ClaimedUntil), LastError: m.LastError, DeadAt: optTime(m.DeadAt)})
+		},
+	}
+}
+
+// export streams the GDPR export. A failure before anything was sent is a
+// problem answer as usual; after, the connection is cut without the closing
+// brace, so that no one mistakes a truncated file for the whole export.
 func (s *Server) export(w http.ResponseWriter, r *http.Request, a *authd.AccessClaims) error {
-	d, err := s.svc.Export(r.Context(), client(r), a)
-	if err != nil {
+	x := newExportWriter(w, a.UserID, time.Now().UTC())
+	err := s.svc.Export(r.Context(), client(r), a, x.userRows())
+	if err == nil {
+		err = x.finish()
+	}
+	if err == nil || !x.started {
 		return err
 	}
-	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="authd-export-%s.json"`, a.UserID))
-	writeJSON(w, http.StatusOK, exportOf(d, time.Now().UTC()))
-	return nil
+	if x.wrote == nil && r.Context().Err() == nil {
+		s.logger.ErrorContext(r.Context(), "export cut short", "request_id", requestID(r.Context()), "err", err)
+	}
+	panic(http.ErrAbortHandler)
 }
 
 func (s *Server) deleteMe(w http.ResponseWriter, r *http.Request, a *authd.AccessClaims) error {

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -54,87 +55,99 @@ func likeEscape(s string) string {
 	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
 }
 
-// UserData implements authd.Store: every row that refers to the user, read
-// in one repeatable-read transaction so that the parts agree.
-func (s *Store) UserData(ctx context.Context, userID uuid.UUID) (*authd.UserData, error) {
-	var d authd.UserData
+// UserData implements authd.Store in one read-only repeatable-read
+// transaction, so that every table is read from one snapshot. Each table is
+// one query whose rows are handed on as pgx reads them off the connection.
+func (s *Store) UserData(ctx context.Context, userID uuid.UUID, out authd.UserRows) error {
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		q := &queries{db: tx}
-		var err error
-		if d.User, err = q.User(ctx, userID); err != nil {
-			return err
-		}
-		rows, err := tx.Query(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE user_id = $1 ORDER BY created_at, id`, userID)
+		u, err := (&queries{db: tx}).User(ctx, userID)
 		if err != nil {
 			return err
 		}
-		for rows.Next() {
-			var s authd.Session
-			var device *string
-			var revokedAt *time.Time
-			if err := rows.Scan(&s.ID, &s.UserID, &device, &s.CreatedAt, &s.LastUsedAt, &s.ExpiresAt, &revokedAt); err != nil {
-				rows.Close()
-				return err
+		if out.User != nil {
+			if err := out.User(u); err != nil {
+				return yielded{err}
 			}
-			s.DeviceInfo, s.RevokedAt = value(device), value(revokedAt)
-			d.Sessions = append(d.Sessions, &s)
 		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+		if err := each(ctx, tx, out.ConsentLogs, scanSecurityLog, `SELECT `+securityLogColumns+` FROM security_logs
+			WHERE user_id = $1 AND (event_type = 'consent_updated' OR (event_type = 'registration' AND result = 'success'))
+			ORDER BY "timestamp", id`, userID); err != nil {
 			return err
 		}
-		rows, err = tx.Query(ctx, `SELECT `+tokenColumns+` FROM jwt_tokens WHERE user_id = $1 ORDER BY issued_at, id`, userID)
-		if err != nil {
+		if err := each(ctx, tx, out.Sessions, scanSession,
+			`SELECT `+sessionColumns+` FROM sessions WHERE user_id = $1 ORDER BY created_at, id`, userID); err != nil {
 			return err
 		}
-		for rows.Next() {
-			t, err := scanToken(rows)
-			if err != nil {
-				rows.Close()
-				return err
-			}
-			d.Tokens = append(d.Tokens, t)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+		if err := each(ctx, tx, out.Tokens, scanToken,
+			`SELECT `+tokenColumns+` FROM jwt_tokens WHERE user_id = $1 ORDER BY issued_at, id`, userID); err != nil {
 			return err
 		}
-		rows, err = tx.Query(ctx, `SELECT `+verificationColumns+` FROM verification_tokens WHERE user_id = $1
-			ORDER BY created_at, id`, userID)
-		if err != nil {
+		if err := each(ctx, tx, out.VerificationTokens, scanVerification,
+			`SELECT `+verificationColumns+` FROM verification_tokens WHERE user_id = $1 ORDER BY created_at, id`, userID); err != nil {
 			return err
 		}
-		for rows.Next() {
-			v, err := scanVerification(rows)
-			if err != nil {
-				rows.Close()
-				return err
-			}
-			d.VerificationTokens = append(d.VerificationTokens, v)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+		if err := each(ctx, tx, out.SecurityLogs, scanSecurityLog,
+			`SELECT `+securityLogColumns+` FROM security_logs WHERE user_id = $1 ORDER BY "timestamp", id`, userID); err != nil {
 			return err
 		}
-		rows, err = tx.Query(ctx, `SELECT `+securityLogColumns+` FROM security_logs WHERE user_id = $1
-			ORDER BY "timestamp", id`, userID)
-		if err != nil {
-			return err
-		}
-		if d.SecurityLogs, err = collectSecurityLogs(rows); err != nil {
-			return err
-		}
-		rows, err = tx.Query(ctx, `SELECT `+outboxColumns+` FROM mail_outbox WHERE user_id = $1 ORDER BY created_at, id`, userID)
-		if err != nil {
-			return err
-		}
-		d.Mails, err = collectMail(rows)
-		return err
+		return each(ctx, tx, out.Mails, scanMail,
+			`SELECT `+outboxColumns+` FROM mail_outbox WHERE user_id = $1 ORDER BY created_at, id`, userID)
 	})
+	var y yielded
+	if errors.As(err, &y) {
+		return y.err
+	}
+	return translate(err)
+}
+
+// yielded carries the error of a caller's function through the
+// transaction, so that it comes back unchanged rather than translated.
+type yielded struct{ err error }
+
+func (y yielded) Error() string { return y.err.Error() }
+
+// each hands yield every row of one query, scanned, as it arrives; a nil
+// yield skips the query.
+func each[T any](ctx context.Context, tx pgx.Tx, yield func(T) error, scan func(pgx.Row) (T, error),
+	sql string, args ...any) error {
+	if yield == nil {
+		return nil
+	}
+	rows, err := tx.Query(ctx, sql, args...)
 	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return err
+		}
+		if err := yield(v); err != nil {
+			return yielded{err}
+		}
+	}
+	return rows.Err()
+}
+
+// scanSecurityLog reads one security_logs row of securityLogColumns.
+func scanSecurityLog(row pgx.Row) (*authd.SecurityLog, error) {
+	var l authd.SecurityLog
+	var event, result string
+	var user *uuid.UUID
+	var ip, ua, reason *string
+	if err := row.Scan(&l.ID, &event, &user, &l.Timestamp, &ip, &ua, &result, &reason, &l.AdditionalContext); err != nil {
 		return nil, translate(err)
 	}
-	return &d, nil
+	var err error
+	if l.EventType, err = authd.ParseEventType(event); err != nil {
+		return nil, fmt.Errorf("postgres: security log %s: %w", l.ID, err)
+	}
+	if l.Result, err = authd.ParseResult(result); err != nil {
+		return nil, fmt.Errorf("postgres: security log %s: %w", l.ID, err)
+	}
+	l.UserID, l.IPAddress, l.UserAgent, l.FailureReason = value(user), value(ip), value(ua), value(reason)
+	return &l, nil
 }
 
 // ErasePersonalData implements authd.Queries.

@@ -54,27 +54,36 @@ func collectMail(rows pgx.Rows) ([]*authd.OutboxMail, error) {
 	defer rows.Close()
 	var out []*authd.OutboxMail
 	for rows.Next() {
-		var m authd.OutboxMail
-		var kind string
-		var user *uuid.UUID
-		var data map[string]any
-		var claimed, dead *time.Time
-		var lastErr *string
-		if err := rows.Scan(&m.ID, &kind, &user, &m.To, &data, &m.CreatedAt, &m.NextAttemptAt, &m.Attempts,
-			&claimed, &lastErr, &dead); err != nil {
-			return nil, translate(err)
+		m, err := scanMail(rows)
+		if err != nil {
+			return nil, err
 		}
-		var err error
-		if m.Kind, err = authd.ParseMailKind(kind); err != nil {
-			return nil, fmt.Errorf("postgres: mail %s: %w", m.ID, err)
-		}
-		if until, ok := data["until"].(string); ok {
-			m.Until, _ = time.Parse(time.RFC3339Nano, until)
-		}
-		m.UserID, m.ClaimedUntil, m.LastError, m.DeadAt = value(user), value(claimed), value(lastErr), value(dead)
-		out = append(out, &m)
+		out = append(out, m)
 	}
 	return out, translate(rows.Err())
+}
+
+// scanMail reads one mail_outbox row of outboxColumns.
+func scanMail(row pgx.Row) (*authd.OutboxMail, error) {
+	var m authd.OutboxMail
+	var kind string
+	var user *uuid.UUID
+	var data map[string]any
+	var claimed, dead *time.Time
+	var lastErr *string
+	if err := row.Scan(&m.ID, &kind, &user, &m.To, &data, &m.CreatedAt, &m.NextAttemptAt, &m.Attempts,
+		&claimed, &lastErr, &dead); err != nil {
+		return nil, translate(err)
+	}
+	var err error
+	if m.Kind, err = authd.ParseMailKind(kind); err != nil {
+		return nil, fmt.Errorf("postgres: mail %s: %w", m.ID, err)
+	}
+	if until, ok := data["until"].(string); ok {
+		m.Until, _ = time.Parse(time.RFC3339Nano, until)
+	}
+	m.UserID, m.ClaimedUntil, m.LastError, m.DeadAt = value(user), value(claimed), value(lastErr), value(dead)
+	return &m, nil
 }
 
 // CompleteMail implements authd.Store.

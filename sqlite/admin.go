@@ -3,6 +3,8 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
+	"fmt"
 	"strings"
 
 	"github.com/authd/authd"
@@ -51,73 +53,108 @@ func likeEscape(s string) string {
 	return strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(s)
 }
 
-// UserData implements authd.Store, in one read transaction.
-func (s *Store) UserData(ctx context.Context, userID uuid.UUID) (*authd.UserData, error) {
+// UserData implements authd.Store in one read-only transaction: in WAL
+// mode its first read fixes the snapshot that every later one sees. Each
+// table is one query whose rows are handed on as SQLite steps to them.
+func (s *Store) UserData(ctx context.Context, userID uuid.UUID, out authd.UserRows) error {
 	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
-		return nil, translate(err)
+		return translate(err)
 	}
 	defer tx.Rollback() //nolint:errcheck // read-only
-	q := &queries{db: tx}
-	var d authd.UserData
-	if d.User, err = q.User(ctx, userID); err != nil {
-		return nil, err
+	u, err := (&queries{db: tx}).User(ctx, userID)
+	if err != nil {
+		return err
 	}
-	each := func(query string, scan func(*sql.Rows) error) error {
-		rows, err := tx.QueryContext(ctx, query, userID)
-		if err != nil {
-			return translate(err)
+	if out.User != nil {
+		if err := out.User(u); err != nil {
+			return err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			if err := scan(rows); err != nil {
-				return err
-			}
-		}
-		return translate(rows.Err())
 	}
-	if err := each(`SELECT `+sessionColumns+` FROM sessions WHERE user_id = ? ORDER BY created_at, id`, func(rows *sql.Rows) error {
-		var s authd.Session
-		var device sql.NullString
-		if err := rows.Scan(&s.ID, &s.UserID, &device, timeCol{&s.CreatedAt}, timeCol{&s.LastUsedAt},
-			timeCol{&s.ExpiresAt}, timeCol{&s.RevokedAt}); err != nil {
-			return translate(err)
-		}
-		s.DeviceInfo = device.String
-		d.Sessions = append(d.Sessions, &s)
+	if err := each(ctx, tx, out.ConsentLogs, scanSecurityLog, `SELECT `+securityLogColumns+` FROM security_logs
+		WHERE user_id = ? AND (event_type = 'consent_updated' OR (event_type = 'registration' AND result = 'success'))
+		ORDER BY "timestamp", id`, userID); err != nil {
+		return err
+	}
+	if err := each(ctx, tx, out.Sessions, scanSession,
+		`SELECT `+sessionColumns+` FROM sessions WHERE user_id = ? ORDER BY created_at, id`, userID); err != nil {
+		return err
+	}
+	if err := each(ctx, tx, out.Tokens, scanToken,
+		`SELECT `+tokenColumns+` FROM jwt_tokens WHERE user_id = ? ORDER BY issued_at, id`, userID); err != nil {
+		return err
+	}
+	if err := each(ctx, tx, out.VerificationTokens, scanVerification,
+		`SELECT `+verificationColumns+` FROM verification_tokens WHERE user_id = ? ORDER BY created_at, id`, userID); err != nil {
+		return err
+	}
+	if err := each(ctx, tx, out.SecurityLogs, scanSecurityLog,
+		`SELECT `+securityLogColumns+` FROM security_logs WHERE user_id = ? ORDER BY "timestamp", id`, userID); err != nil {
+		return err
+	}
+	return each(ctx, tx, out.Mails, scanMail,
+		`SELECT `+outboxColumns+` FROM mail_outbox WHERE user_id = ? ORDER BY created_at, id`, userID)
+}
+
+// each hands yield every row of one query, scanned, as it is stepped to,
+// and returns yield's error unchanged; a nil yield skips the query.
+func each[T any](ctx context.Context, tx *sql.Tx, yield func(T) error, scan func(scanner) (T, error),
+	query string, args ...any) error {
+	if yield == nil {
 		return nil
-	}); err != nil {
-		return nil, err
 	}
-	if err := each(`SELECT `+tokenColumns+` FROM jwt_tokens WHERE user_id = ? ORDER BY issued_at, id`, func(rows *sql.Rows) error {
-		t, err := scanToken(rows)
-		d.Tokens = append(d.Tokens, t)
-		return err
-	}); err != nil {
-		return nil, err
-	}
-	if err := each(`SELECT `+verificationColumns+` FROM verification_tokens WHERE user_id = ? ORDER BY created_at, id`, func(rows *sql.Rows) error {
-		v, err := scanVerification(rows)
-		d.VerificationTokens = append(d.VerificationTokens, v)
-		return err
-	}); err != nil {
-		return nil, err
-	}
-	rows, err := tx.QueryContext(ctx, `SELECT `+securityLogColumns+` FROM security_logs WHERE user_id = ? ORDER BY "timestamp", id`, userID)
+	rows, err := tx.QueryContext(ctx, query, args...)
 	if err != nil {
+		return translate(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return err
+		}
+		if err := yield(v); err != nil {
+			return err
+		}
+	}
+	return translate(rows.Err())
+}
+
+// scanSession reads one sessions row of sessionColumns.
+func scanSession(row scanner) (*authd.Session, error) {
+	var s authd.Session
+	var device sql.NullString
+	if err := row.Scan(&s.ID, &s.UserID, &device, timeCol{&s.CreatedAt}, timeCol{&s.LastUsedAt},
+		timeCol{&s.ExpiresAt}, timeCol{&s.RevokedAt}); err != nil {
 		return nil, translate(err)
 	}
-	if d.SecurityLogs, err = collectSecurityLogs(rows); err != nil {
-		return nil, err
-	}
-	rows, err = tx.QueryContext(ctx, `SELECT `+outboxColumns+` FROM mail_outbox WHERE user_id = ? ORDER BY created_at, id`, userID)
-	if err != nil {
+	s.DeviceInfo = device.String
+	return &s, nil
+}
+
+// scanSecurityLog reads one security_logs row of securityLogColumns.
+func scanSecurityLog(row scanner) (*authd.SecurityLog, error) {
+	var l authd.SecurityLog
+	var event, result string
+	var user uuid.NullUUID
+	var ip, ua, reason, context sql.NullString
+	if err := row.Scan(&l.ID, &event, &user, timeCol{&l.Timestamp}, &ip, &ua, &result, &reason, &context); err != nil {
 		return nil, translate(err)
 	}
-	if d.Mails, err = collectMail(rows); err != nil {
-		return nil, err
+	var err error
+	if l.EventType, err = authd.ParseEventType(event); err != nil {
+		return nil, fmt.Errorf("sqlite: security log %s: %w", l.ID, err)
 	}
-	return &d, nil
+	if l.Result, err = authd.ParseResult(result); err != nil {
+		return nil, fmt.Errorf("sqlite: security log %s: %w", l.ID, err)
+	}
+	if context.Valid {
+		if err := json.Unmarshal([]byte(context.String), &l.AdditionalContext); err != nil {
+			return nil, fmt.Errorf("sqlite: security log %s context: %w", l.ID, err)
+		}
+	}
+	l.UserID, l.IPAddress, l.UserAgent, l.FailureReason = user.UUID, ip.String, ua.String, reason.String
+	return &l, nil
 }
 
 // ErasePersonalData implements authd.Queries.

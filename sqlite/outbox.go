@@ -52,28 +52,37 @@ func collectMail(rows *sql.Rows) ([]*authd.OutboxMail, error) {
 	defer rows.Close()
 	var out []*authd.OutboxMail
 	for rows.Next() {
-		var m authd.OutboxMail
-		var kind string
-		var user uuid.NullUUID
-		var data, lastErr sql.NullString
-		if err := rows.Scan(&m.ID, &kind, &user, &m.To, &data, timeCol{&m.CreatedAt}, timeCol{&m.NextAttemptAt},
-			&m.Attempts, timeCol{&m.ClaimedUntil}, &lastErr, timeCol{&m.DeadAt}); err != nil {
-			return nil, translate(err)
+		m, err := scanMail(rows)
+		if err != nil {
+			return nil, err
 		}
-		var err error
-		if m.Kind, err = authd.ParseMailKind(kind); err != nil {
-			return nil, fmt.Errorf("sqlite: mail %s: %w", m.ID, err)
-		}
-		if data.Valid {
-			var d struct{ Until string }
-			if json.Unmarshal([]byte(data.String), &d) == nil && d.Until != "" {
-				m.Until, _ = time.Parse(time.RFC3339Nano, d.Until)
-			}
-		}
-		m.UserID, m.LastError = user.UUID, lastErr.String
-		out = append(out, &m)
+		out = append(out, m)
 	}
 	return out, translate(rows.Err())
+}
+
+// scanMail reads one mail_outbox row of outboxColumns.
+func scanMail(row scanner) (*authd.OutboxMail, error) {
+	var m authd.OutboxMail
+	var kind string
+	var user uuid.NullUUID
+	var data, lastErr sql.NullString
+	if err := row.Scan(&m.ID, &kind, &user, &m.To, &data, timeCol{&m.CreatedAt}, timeCol{&m.NextAttemptAt},
+		&m.Attempts, timeCol{&m.ClaimedUntil}, &lastErr, timeCol{&m.DeadAt}); err != nil {
+		return nil, translate(err)
+	}
+	var err error
+	if m.Kind, err = authd.ParseMailKind(kind); err != nil {
+		return nil, fmt.Errorf("sqlite: mail %s: %w", m.ID, err)
+	}
+	if data.Valid {
+		var d struct{ Until string }
+		if json.Unmarshal([]byte(data.String), &d) == nil && d.Until != "" {
+			m.Until, _ = time.Parse(time.RFC3339Nano, d.Until)
+		}
+	}
+	m.UserID, m.LastError = user.UUID, lastErr.String
+	return &m, nil
 }
 
 // CompleteMail implements authd.Store.

@@ -48,6 +48,7 @@ func Run(t *testing.T, open func(t *testing.T) authd.Store) {
 		{"TokenErrors", testTokenErrors},
 		{"VerificationTokens", testVerificationTokens},
 		{"SecurityLogs", testSecurityLogs},
+		{"UserData", testUserData},
 		{"EveryEnumLabelStored", testEnumLabels},
 		{"Outbox", testOutbox},
 		{"OutboxConcurrentClaims", testOutboxConcurrentClaims},

@@ -32,9 +32,9 @@ The admin API's operations, straight on the database (DATABASE_URL):
   authd admin mail retry MAIL_ID                                     a dead mail gets new attempts
 
 USER is an id or an email address. Lists print a table, or JSON with --json;
---cursor continues a list where the previous page ended. Every change is
-logged as admin_action. Running instances see revocations at once on
-PostgreSQL and within two seconds on SQLite.`
+--cursor continues a list where the previous page ended. Every command, reads
+included, is logged as admin_action. Running instances see revocations at
+once on PostgreSQL and within two seconds on SQLite.`
 
 // adminClient is who the security log records for CLI actions.
 func adminClient(e *env) authd.Client {
@@ -100,8 +100,9 @@ func adminCmd(ctx context.Context, e *env, args []string) error {
 	}
 	defer db.Close()
 	svc := authd.NewService(cfg.service(), authd.Deps{Store: db, Logger: slog.New(slog.DiscardHandler)})
+	c := adminClient(e)
 	if rest[0] == "mail" {
-		return adminMail(ctx, e, svc, rest, *dead, after, *limit, *asJSON)
+		return adminMail(ctx, e, svc, c, rest, *dead, after, *limit, *asJSON)
 	}
 
 	if rest[0] == "logs" {
@@ -129,7 +130,7 @@ func adminCmd(ctx context.Context, e *env, args []string) error {
 		if f.Until, err = parseTime("--until", *until); err != nil {
 			return err
 		}
-		p, err := svc.SecurityLogs(ctx, f)
+		p, err := svc.SecurityLogs(ctx, c, f)
 		if err != nil {
 			return err
 		}
@@ -157,7 +158,7 @@ func adminCmd(ctx context.Context, e *env, args []string) error {
 				return usagef("--status must be active, inactive, locked or deleted")
 			}
 		}
-		p, err := svc.Users(ctx, f)
+		p, err := svc.Users(ctx, c, f)
 		if err != nil {
 			return err
 		}
@@ -172,9 +173,11 @@ func adminCmd(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	c := adminClient(e)
 	switch rest[1] {
 	case "show":
+		if u, err = svc.User(ctx, c, u.ID); err != nil { // the read is logged
+			return err
+		}
 		if *asJSON {
 			return printJSON(e.stdout, httpapi.AdminUserView(u))
 		}
@@ -325,16 +328,16 @@ func purgeCmd(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
-func adminMail(ctx context.Context, e *env, svc *authd.Service, rest []string, dead bool, after *authd.Cursor,
-	limit int, asJSON bool) error {
+func adminMail(ctx context.Context, e *env, svc *authd.Service, c authd.Client, rest []string, dead bool,
+	after *authd.Cursor, limit int, asJSON bool) error {
 	if rest[1] == "retry" {
 		id, err := uuid.Parse(rest[2])
 		if err != nil {
 			return usagef("MAIL_ID %q is not an id from `authd admin mail list --dead`", rest[2])
 		}
-		return done(e, svc.RetryMail(ctx, adminClient(e), id), "mail %s is pending again; a running authd sends it shortly", id)
+		return done(e, svc.RetryMail(ctx, c, id), "mail %s is pending again; a running authd sends it shortly", id)
 	}
-	p, err := svc.Mails(ctx, authd.MailFilter{Dead: dead, After: after, Limit: limit})
+	p, err := svc.Mails(ctx, c, authd.MailFilter{Dead: dead, After: after, Limit: limit})
 	if err != nil {
 		return err
 	}

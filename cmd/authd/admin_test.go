@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/storetest"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/uuid"
+)
+
+// TestAdminCLIReadsAreAudited runs each admin read of personal data and
+// checks the admin_action row it leaves: the operator, what was read, with
+// which filters, and about whom.
+func TestAdminCLIReadsAreAudited(t *testing.T) {
+	t.Parallel()
+	for name, env := range map[string]map[string]string{"sqlite": sqliteEnv(t), "postgres": postgresEnv(t)} {
+		t.Run(name, func(t *testing.T) {
+			env["USER"] = "auditor"
+			if code, _, stderr := runCLI(t, env, "migrate", "up"); code != exitOK {
+				t.Fatalf("migrate up: %s", stderr)
+			}
+			ctx := context.Background()
+			db, err := openDatabase(ctx, configOf(t, env), true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			u := storetest.NewUser("watched@example.org")
+			if err := db.CreateUser(ctx, u); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.CreateSecurityLog(ctx, authd.NewSecurityLog(storetest.Epoch, authd.EventLoginSuccess,
+				authd.ResultSuccess, u.ID, "", "", "", nil)); err != nil {
+				t.Fatal(err)
+			}
+
+			reads := []struct {
+				args    []string
+				details map[string]any
+				target  bool
+			}{
+				{[]string{"admin", "users", "list", "--email", "watched", "--status", "active"},
+					map[string]any{"action": "list_users", "count": float64(1),
+						"filters": map[string]any{"email": "watched", "status": "active"}}, false},
+				{[]string{"admin", "users", "show", "watched@example.org", "--json"},
+					map[string]any{"action": "show_user"}, true},
+				{[]string{"admin", "logs", "--user", "watched@example.org", "--event", "login_success"},
+					map[string]any{"action": "list_security_logs", "count": float64(1),
+						"filters": map[string]any{"user_id": u.ID.String(), "event_type": "login_success"}}, true},
+				{[]string{"admin", "mail", "list", "--dead"},
+					map[string]any{"action": "list_mail", "count": float64(0), "filters": map[string]any{"state": "dead"}}, false},
+			}
+			for i, read := range reads {
+				if code, stdout, stderr := runCLI(t, env, read.args...); code != exitOK {
+					t.Fatalf("authd %s: exit %d, %s %s", strings.Join(read.args, " "), code, stdout, stderr)
+				}
+				rows, err := db.SecurityLogs(ctx, authd.SecurityLogFilter{EventType: authd.EventAdminAction, Limit: authd.MaxListLimit})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var own, copies []*authd.SecurityLog
+				for _, l := range rows {
+					if l.UserID == uuid.Nil {
+						own = append(own, l)
+					} else {
+						copies = append(copies, l)
+					}
+				}
+				if len(own) != i+1 {
+					t.Fatalf("authd %s: %d operator rows; want %d, one per read", strings.Join(read.args, " "), len(own), i+1)
+				}
+				if own[0].UserAgent != "authd admin (cli, auditor)" {
+					t.Errorf("authd %s: the operator's row %+v; want it to name the operator", strings.Join(read.args, " "), own[0])
+				}
+				want := read.details
+				if read.target {
+					want["target_user_id"] = u.ID.String()
+				}
+				if diff := cmp.Diff(want, own[0].AdditionalContext); diff != "" {
+					t.Errorf("authd %s: context (-want +got):\n%s", strings.Join(read.args, " "), diff)
+				}
+				if read.target && (len(copies) == 0 || copies[0].UserID != u.ID || copies[0].UserAgent != "" ||
+					copies[0].AdditionalContext["action"] != read.details["action"]) {
+					t.Errorf("authd %s: the user's rows %+v; want a copy without the operator's client",
+						strings.Join(read.args, " "), copies)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,215 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/google/uuid"
+)
+
+// bulkRows inserts, straight into the store, logs security-log rows and
+// tokens refresh tokens (in one new session) for the user, and returns
+// their ids. Each log row is about a kilobyte in the export.
+func bulkRows(t testing.TB, store authd.Store, u *authd.User, at time.Time, logs, tokens int) (logIDs, tokenIDs []uuid.UUID) {
+	t.Helper()
+	ctx := context.Background()
+	ua := "BulkAgent/1.0 " + strings.Repeat("x", authd.MaxUserAgentLength)
+	reason := strings.Repeat("r", authd.MaxFailureReasonLength)
+	sess := &authd.Session{ID: authd.NewID(), UserID: u.ID, DeviceInfo: "bulk", CreatedAt: at, LastUsedAt: at,
+		ExpiresAt: at.Add(time.Hour)}
+	err := store.InTx(ctx, func(tx authd.Queries) error {
+		if err := tx.CreateSession(ctx, sess); err != nil {
+			return err
+		}
+		for i := range logs {
+			l := authd.NewSecurityLog(at.Add(time.Duration(i)*time.Millisecond), authd.EventLoginFailure, authd.ResultFailure,
+				u.ID, "203.0.113.9", ua, reason, map[string]any{"attempt": i})
+			if err := tx.CreateSecurityLog(ctx, l); err != nil {
+				return err
+			}
+			logIDs = append(logIDs, l.ID)
+		}
+		for i := range tokens {
+			tok := &authd.Token{ID: authd.NewID(), JTI: uuid.NewString(), UserID: u.ID, SessionID: sess.ID,
+				TokenType: authd.TokenRefresh, TokenValue: fmt.Sprintf("bulk-digest-%s-%d", sess.ID, i),
+				IssuedAt: at, ExpiresAt: at.Add(time.Hour), DeviceInfo: "bulk", CreatedAt: at}
+			if err := tx.CreateToken(ctx, tok); err != nil {
+				return err
+			}
+			tokenIDs = append(tokenIDs, tok.ID)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("insert bulk rows: %v", err)
+	}
+	return logIDs, tokenIDs
+}
+
+// getExport starts GET /v1/users/me/export; the caller reads the body.
+func getExport(t testing.TB, e *env, access string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest("GET", e.srv.URL+"/v1/users/me/export", nil)
+	req.Header.Set("Authorization", "Bearer "+access)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+func TestExportOfManyRowsIsComplete(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("many@example.org", goodPassword)
+		access, _ := e.login("many@example.org", goodPassword)
+		logIDs, tokenIDs := bulkRows(t, e.store, e.user("many@example.org"), e.clock.Now(), 3000, 2000)
+
+		resp := getExport(t, e, access)
+		body, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("export: %d, %v", resp.StatusCode, err)
+		}
+		if ct, cd := resp.Header.Get("Content-Type"), resp.Header.Get("Content-Disposition"); ct != "application/json" ||
+			!strings.HasPrefix(cd, `attachment; filename="authd-export-`) {
+			t.Errorf("Content-Type %q, Content-Disposition %q", ct, cd)
+		}
+		var doc map[string]json.RawMessage
+		if err := json.Unmarshal(body, &doc); err != nil {
+			t.Fatalf("the export of %d bytes is not one JSON document: %v", len(body), err)
+		}
+		for _, key := range []string{"exported_at", "users", "consent_history", "sessions", "jwt_tokens",
+			"verification_tokens", "security_logs", "mail_outbox", "excluded_columns"} {
+			if _, ok := doc[key]; !ok {
+				t.Errorf("no %q in the export", key)
+			}
+		}
+		count := func(section string, ids []uuid.UUID) {
+			var rows []struct{ ID uuid.UUID }
+			if err := json.Unmarshal(doc[section], &rows); err != nil {
+				t.Fatalf("%s: %v", section, err)
+			}
+			seen := map[uuid.UUID]int{}
+			for _, r := range rows {
+				seen[r.ID]++
+			}
+			for _, id := range ids {
+				if seen[id] != 1 {
+					t.Fatalf("%s: row %s appears %d times among %d, want once", section, id, seen[id], len(rows))
+				}
+			}
+		}
+		count("security_logs", logIDs)
+		count("jwt_tokens", tokenIDs)
+		var consent []map[string]any
+		if json.Unmarshal(doc["consent_history"], &consent); len(consent) != 1 || consent[0]["consent"] != true {
+			t.Errorf("consent history %v, want the registration's", consent)
+		}
+	})
+}
+
+// TestExportMemoryDoesNotGrowWithRows measures the heap while a large
+// export is under way: it must hold a buffer, not the document. The old
+// export built every row, then the whole JSON, before its first byte.
+func TestExportMemoryDoesNotGrowWithRows(t *testing.T) {
+	// Not parallel: it reads the heap of the whole test binary.
+	for _, store := range []struct {
+		name string
+		open func(testing.TB) authd.Store
+	}{{"sqlite", openSQLite}, {"postgres", openPostgres}} {
+		t.Run(store.name, func(t *testing.T) {
+			e := newEnv(t, store.open(t))
+			e.registerVerified("big@example.org", goodPassword)
+			access, _ := e.login("big@example.org", goodPassword)
+			bulkRows(t, e.store, e.user("big@example.org"), e.clock.Now(), 20000, 0)
+
+			var m runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&m)
+			before := int64(m.HeapAlloc)
+			resp := getExport(t, e, access)
+			// Once the first bytes are here the export is under way; the rest
+			// waits in the server, which blocks on the unread connection.
+			head := make([]byte, 4096)
+			if _, err := io.ReadFull(resp.Body, head); err != nil {
+				t.Fatal(err)
+			}
+			runtime.GC()
+			runtime.ReadMemStats(&m)
+			grown := int64(m.HeapAlloc) - before
+			rest, err := io.Copy(io.Discard, resp.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			size := int64(len(head)) + rest
+			if size < 16<<20 {
+				t.Fatalf("the export has %d bytes; the test needs one far larger than any buffer", size)
+			}
+			if grown > size/4 {
+				t.Errorf("the heap grew by %d bytes during an export of %d; want it bounded, not growing with the rows", grown, size)
+			}
+		})
+	}
+}
+
+// failingStore fails the export's read after after security-log rows, as a
+// database that goes away mid-read would.
+type failingStore struct {
+	authd.Store
+	after int
+}
+
+func (s failingStore) UserData(ctx context.Context, id uuid.UUID, rows authd.UserRows) error {
+	yield, n := rows.SecurityLogs, 0
+	rows.SecurityLogs = func(l *authd.SecurityLog) error {
+		if n++; n > s.after {
+			return &authd.Error{Code: authd.EUnavailable, Message: "the database is unavailable",
+				Err: errors.New("connection reset")}
+		}
+		return yield(l)
+	}
+	return s.Store.UserData(ctx, id, rows)
+}
+
+func TestExportFailure(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		// Before the first byte: a problem answer, and no download.
+		e := newEnv(t, failingStore{Store: open(t), after: 0})
+		e.registerVerified("early@example.org", goodPassword)
+		access, _ := e.login("early@example.org", goodPassword)
+		r := e.do("GET", "/v1/users/me/export", nil, bearer(access)...)
+		want(t, "export failing at once", r, 503, "unavailable")
+		if cd := r.header.Get("Content-Disposition"); cd != "" {
+			t.Errorf("a failed export offers a download: Content-Disposition %q", cd)
+		}
+
+		// After the first bytes: the connection is cut, never a document
+		// that looks whole.
+		e = newEnv(t, failingStore{Store: open(t), after: 3000})
+		e.registerVerified("late@example.org", goodPassword)
+		access, _ = e.login("late@example.org", goodPassword)
+		bulkRows(t, e.store, e.user("late@example.org"), e.clock.Now(), 4000, 0)
+		resp := getExport(t, e, access)
+		body, err := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || err == nil {
+			t.Fatalf("export failing mid-way: %d, %d bytes, read error %v; want 200 and a cut connection", resp.StatusCode, len(body), err)
+		}
+		if json.Valid(body) || bytes.HasSuffix(bytes.TrimSpace(body), []byte("}")) {
+			t.Errorf("the cut export of %d bytes looks complete", len(body))
+		}
+		if !strings.Contains(e.logs.String(), "export cut short") {
+			t.Error("the cut export is not logged")
+		}
+	})
+}
