@@ -37,11 +37,12 @@ func (s *Service) DeleteMe(ctx context.Context, c Client, a *AccessClaims, passw
 		if err != nil {
 			return err
 		}
-		if u.PasswordHash != checked.PasswordHash {
-			return errPasswordChanged
+		now := s.now()
+		if err := s.stillChecked(ctx, tx, c, u, checked.PasswordHash, EventAccountDeleted, now); err != nil {
+			return err
 		}
 		address = u.Email
-		return s.erase(ctx, tx, u, s.now(), "user")
+		return s.erase(ctx, tx, u, now, "user")
 	})
 	return s.forgetErased(ctx, address, err)
 }

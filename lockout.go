@@ -12,8 +12,9 @@ type Lockouts interface {
 	// LockedFor returns how long key stays locked; 0 when it is not.
 	LockedFor(ctx context.Context, key string) (time.Duration, error)
 	// Fail counts a failure for key. The threshold-th failure locks key for
-	// lock, starts the count afresh and reports true. A count with no new
-	// failure for forget is dropped.
+	// lock, starts the count afresh and reports true. A failure while key is
+	// locked does not count. A count with no new failure for forget is
+	// dropped.
 	Fail(ctx context.Context, key string, threshold int, lock, forget time.Duration) (locked bool, err error)
 }
 

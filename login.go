@@ -100,10 +100,10 @@ func (s *Service) Login(ctx context.Context, c Client, email, password, deviceIn
 		}
 		sess := &Session{ID: NewID(), UserID: u.ID, DeviceInfo: deviceInfo, CreatedAt: now, LastUsedAt: now,
 			ExpiresAt: now.Add(s.cfg.SessionMaxAge)}
-		if err := tx.CreateSession(ctx, sess); err != nil {
+		if err := s.evictSessions(ctx, tx, c, u.ID, now); err != nil {
 			return err
 		}
-		if err := s.evictSessions(ctx, tx, c, u.ID, now); err != nil {
+		if err := tx.CreateSession(ctx, sess); err != nil {
 			return err
 		}
 		raw, _ := newOpaqueToken()
@@ -125,12 +125,17 @@ func (s *Service) Login(ctx context.Context, c Client, email, password, deviceIn
 // for one with an account and a wrong password: the same hashing time, and
 // failures that count and lock alike, held in the rate-limit store.
 func (s *Service) loginUnknown(ctx context.Context, c Client, email, password string) error {
-	key := "lockout:" + emailKey(email)
+	key := "lockout:" + s.emailKey(email)
 	if wait := s.ghostLocked(ctx, key); wait > 0 {
 		return s.refuseLocked(ctx, c, uuid.Nil, s.lockedError(wait))
 	}
 	if err := s.passwords.VerifyDummy(ctx, password); err != nil {
 		return err
+	}
+	// Locked while we hashed, as an account's login finds in its
+	// transaction: parallel guesses get the same answers either way.
+	if wait := s.ghostLocked(ctx, key); wait > 0 {
+		return s.refuseLocked(ctx, c, uuid.Nil, s.lockedError(wait))
 	}
 	if s.ghostFailed(ctx, key) {
 		// The lock notice a real account would be mailed uses up a mail.

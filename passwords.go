@@ -88,7 +88,7 @@ func (s *Service) ResetPassword(ctx context.Context, c Client, token, newPasswor
 			return err
 		}
 		switch {
-		case u.LockExpired(now) || u.AccountStatus == StatusLocked && u.LockReason != LockAdmin:
+		case u.LockExpired(now) || u.AccountStatus == StatusLocked && u.LockReason == LockBruteForce:
 			if err := s.unlock(ctx, tx, c, u, now, "password reset"); err != nil {
 				return err
 			}
@@ -123,8 +123,8 @@ func (s *Service) ChangePassword(ctx context.Context, c Client, a *AccessClaims,
 		if err != nil {
 			return err
 		}
-		if u.PasswordHash != checked {
-			return errPasswordChanged
+		if err := s.stillChecked(ctx, tx, c, u, checked, EventPasswordChanged, now); err != nil {
+			return err
 		}
 		return s.setPassword(ctx, tx, c, u, hash, a.SessionID, now, EventPasswordChanged)
 	})
@@ -173,6 +173,22 @@ func (s *Service) reauthenticate(ctx context.Context, c Client, a *AccessClaims,
 		}
 		return s.failedPassword(ctx, tx, c, u, now, event, wrong)
 	})
+}
+
+// stillChecked fails a sensitive change whose password check, made before
+// its transaction, no longer holds for u (locked): the account was locked
+// meanwhile (a right guess among parallel wrong ones must not succeed after
+// the lock, nor be told apart from them), or its password changed.
+func (s *Service) stillChecked(ctx context.Context, tx *txn, c Client, u *User, checkedHash string,
+	event EventType, now time.Time) error {
+	if u.IsLocked(now) {
+		return tx.refuse(ctx, s.audit(now, c, event, ResultFailure, u.ID, "account locked", nil),
+			s.lockedError(u.AccountLockedUntil.Sub(now)))
+	}
+	if u.PasswordHash != checkedHash {
+		return errPasswordChanged
+	}
+	return nil
 }
 
 // errPasswordChanged answers a sensitive change whose password check was

@@ -59,7 +59,7 @@ func (s *Service) Refresh(ctx context.Context, c Client, refreshToken string) (*
 				return s.reuse(ctx, tx, c, t, sess, u.ID, now)
 			}
 			sess.LastUsedAt = now
-			if err := tx.SaveRotation(ctx, t, sess); err != nil {
+			if err := tx.UpdateSession(ctx, sess); err != nil {
 				return err
 			}
 			access, err := s.issueAccess(sess, now)

@@ -2,6 +2,7 @@ package authd
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -250,13 +251,20 @@ const (
 	mailLimitRange = time.Hour
 )
 
-// emailKey names an address in the rate-limit store by a digest, so that a
-// shared store (Redis) never holds addresses.
-func emailKey(email string) string { return Digest(email)[:32] }
+// emailKey names an address in the rate-limit store by a keyed digest
+// (HMAC-SHA-256 under the shared refresh key, with its own label), so that a
+// shared store (Redis) never holds addresses, nor digests that a dictionary
+// of addresses could reverse.
+func (s *Service) emailKey(email string) string {
+	m := hmac.New(sha256.New, s.refreshKey)
+	m.Write([]byte("authd rate-limit email v1\x00"))
+	m.Write([]byte(email))
+	return hex.EncodeToString(m.Sum(nil)[:16])
+}
 
 // limitEmail applies a per-email limit.
 func (s *Service) limitEmail(ctx context.Context, kind, email string, n int, window time.Duration) error {
-	return s.limit(ctx, kind+":"+emailKey(email), n, window)
+	return s.limit(ctx, kind+":"+s.emailKey(email), n, window)
 }
 
 // mailAllowed counts one mail to email against the address's mail limit

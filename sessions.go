@@ -34,13 +34,14 @@ func (s *Service) endUserSessions(ctx context.Context, tx *txn, user, except uui
 	return ids, tx.revoke(ctx, Revocation{At: now, SessionIDs: ids})
 }
 
-// evictSessions ends the user's least recently used sessions beyond
-// MaxSessions, so that no account can grow its sessions without end.
+// evictSessions makes room for a new session: it ends the user's least
+// recently used sessions beyond MaxSessions-1, so that no account can grow
+// its sessions without end and the new one is never among them.
 func (s *Service) evictSessions(ctx context.Context, tx *txn, c Client, user uuid.UUID, now time.Time) error {
 	if s.cfg.MaxSessions <= 0 {
 		return nil
 	}
-	ids, err := tx.RevokeExcessSessions(ctx, user, s.cfg.MaxSessions, now)
+	ids, err := tx.RevokeExcessSessions(ctx, user, s.cfg.MaxSessions-1, now)
 	if err != nil || len(ids) == 0 {
 		return err
 	}

@@ -66,7 +66,7 @@ func (s *Service) inTx(ctx context.Context, fn func(tx *txn) error) error {
 	t := &txn{}
 	var failure error
 	err := s.store.InTx(ctx, func(q Queries) error {
-		*t, failure = txn{Queries: q}, nil // a retried transaction starts afresh
+		*t, failure = txn{Queries: q}, nil
 		err := fn(t)
 		if r, ok := errors.AsType[*refusal](err); ok {
 			failure = r.err

@@ -60,9 +60,11 @@ func (u *User) LockExpired(now time.Time) bool {
 
 // LockedByAdmin reports whether an administrator's lock is in force at now.
 // Such an account's tokens are refused (its sessions were ended when it was
-// locked); a brute-force lock leaves them working.
+// locked); a brute-force lock leaves them working. A lock that does not say
+// it came from brute force (one written by hand, or by an older version)
+// counts as an administrator's: only an administrator lifts it.
 func (u *User) LockedByAdmin(now time.Time) bool {
-	return u.LockReason == LockAdmin && u.IsLocked(now)
+	return u.IsLocked(now) && u.LockReason != LockBruteForce
 }
 
 // IsActive reports whether the account is active: verified (or not required

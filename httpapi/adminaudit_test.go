@@ -127,7 +127,7 @@ func TestAdminReadsAreAudited(t *testing.T) {
 			target  bool
 		}{
 			{"/v1/admin/users?email=READ.ME&status=active", map[string]any{"action": "list_users",
-				"filters": map[string]any{"email": "READ.ME", "status": "active"}}, false},
+				"filters": map[string]any{"email_filter": true, "status": "active"}}, false},
 			{"/v1/admin/users/" + u.ID.String(), map[string]any{"action": "show_user"}, true},
 			{"/v1/admin/security-logs?result=success&user_id=" + u.ID.String(), map[string]any{"action": "list_security_logs",
 				"filters": map[string]any{"user_id": u.ID.String(), "result": "success"}}, true},

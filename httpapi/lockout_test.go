@@ -1,8 +1,10 @@
 package httpapi_test
 
 import (
+	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -212,5 +214,106 @@ func TestReauthenticationIsLimited(t *testing.T) {
 		want(t, "11th check in a minute, right password", change(goodPassword), 429, "rate_limited")
 		f.clock.Advance(time.Minute)
 		want(t, "after the window", change(goodPassword), 204, "")
+	})
+}
+
+// holdOnce holds the next password check (Verify or VerifyDummy) once armed,
+// until released, so that a test can lock an account while a request hashes.
+type holdOnce struct {
+	authd.Passwords
+	mu               sync.Mutex
+	armed            bool
+	entered, release chan struct{}
+}
+
+func newHoldOnce(p authd.Passwords) *holdOnce {
+	return &holdOnce{Passwords: p, entered: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (h *holdOnce) arm() { h.mu.Lock(); h.armed = true; h.mu.Unlock() }
+
+func (h *holdOnce) wait() {
+	h.mu.Lock()
+	held := h.armed
+	h.armed = false
+	h.mu.Unlock()
+	if held {
+		h.entered <- struct{}{}
+		<-h.release
+	}
+}
+
+func (h *holdOnce) Verify(ctx context.Context, pw, hash string) (bool, bool, error) {
+	h.wait()
+	return h.Passwords.Verify(ctx, pw, hash)
+}
+
+func (h *holdOnce) VerifyDummy(ctx context.Context, pw string) error {
+	h.wait()
+	return h.Passwords.VerifyDummy(ctx, pw)
+}
+
+// TestLockDuringHashingAnswersAlike: a login that was hashing when another
+// request locked the account answers 423, right or wrong, with an account or
+// without one, so parallel guesses learn nothing.
+func TestLockDuringHashingAnswersAlike(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		var hold *holdOnce
+		e := newEnv(t, open(t), withPasswords(func(p authd.Passwords) authd.Passwords { hold = newHoldOnce(p); return hold }))
+		e.registerVerified("real@example.org", goodPassword)
+		for _, tc := range []struct{ email, password string }{
+			{"real@example.org", goodPassword}, {"real@example.org", "a wrong guess"}, {"ghost@example.org", "a wrong guess"},
+		} {
+			login := func(pw string) response {
+				return e.do("POST", "/v1/auth/login", map[string]string{"email": tc.email, "password": pw})
+			}
+			for range 4 {
+				want(t, tc.email+": failure", login("not the password"), 401, "invalid_credentials")
+			}
+			hold.arm()
+			done := make(chan response)
+			go func() { done <- login(tc.password) }()
+			<-hold.entered // past the lock check, hashing
+			want(t, tc.email+": the locking failure", login("not the password"), 401, "invalid_credentials")
+			close(hold.release)
+			r := <-done
+			want(t, tc.email+": the login that hashed across the lock", r, 423, "account_locked")
+			if r.header.Get("Retry-After") == "" {
+				t.Errorf("%s: 423 without Retry-After", tc.email)
+			}
+			hold.release = make(chan struct{})
+			e.clock.Advance(15*time.Minute + time.Second) // the next case starts unlocked
+			if tc.email == "real@example.org" {
+				e.login("real@example.org", goodPassword) // and with a clean counter
+			}
+		}
+	})
+}
+
+// TestReauthenticationAcrossALock: a right current password whose check
+// was under way when the account locked does not change the password.
+func TestReauthenticationAcrossALock(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		var hold *holdOnce
+		e := newEnv(t, open(t), withPasswords(func(p authd.Passwords) authd.Passwords { hold = newHoldOnce(p); return hold }))
+		e.registerVerified("held@example.org", goodPassword)
+		tok, _ := e.login("held@example.org", goodPassword)
+		change := func(current string) response {
+			return e.do("POST", "/v1/auth/password/change",
+				map[string]string{"current_password": current, "new_password": "the thief's passphrase"}, bearer(tok)...)
+		}
+		before := e.user("held@example.org").PasswordHash
+		hold.arm()
+		done := make(chan response)
+		go func() { done <- change(goodPassword) }()
+		<-hold.entered
+		for range 5 {
+			want(t, "wrong current", change("a wrong guess"), 401, "invalid_credentials")
+		}
+		close(hold.release)
+		want(t, "the right guess that hashed across the lock", <-done, 423, "account_locked")
+		if e.user("held@example.org").PasswordHash != before {
+			t.Error("the password changed although the account had locked")
+		}
 	})
 }

@@ -291,3 +291,11 @@ func TestPurgeOneInstanceAtATime(t *testing.T) {
 		t.Errorf("Purge after the lock is released = %+v, %v", res, err)
 	}
 }
+
+// TestLockReasonBackfill: migration 3 gives existing locks their reason.
+func TestLockReasonBackfill(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	ctx := context.Background()
+	storetest.LockReasonBackfill(t, s, s.Migrator(), func(sql string) error { _, err := s.Pool().Exec(ctx, sql); return err })
+}

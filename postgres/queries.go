@@ -309,12 +309,15 @@ func qualify(alias, columns string) string {
 }
 
 // RefreshSession reads a refresh token with its session and user in one
-// round trip; inside a transaction it locks the token and the session for
-// update and the user for share.
+// round trip; inside a transaction it locks the token and the session. The
+// user is not locked: every flow that must stop a refresh (logout, an
+// administrator's lock, erasure) ends the session, whose lock serialises
+// them, and locking the user after the session would invert the order of
+// the flows that lock the user first and deadlock with them.
 func (q *queries) RefreshSession(ctx context.Context, digest string) (*authd.Token, *authd.Session, *authd.User, error) {
 	lock := ""
 	if q.locking {
-		lock = " FOR UPDATE OF t, s FOR SHARE OF u"
+		lock = " FOR UPDATE OF t, s"
 	}
 	var ts tokenScan
 	var ss sessionScan
@@ -532,7 +535,7 @@ func (q *queries) RevokeUserSessions(ctx context.Context, userID, except uuid.UU
 }
 
 func (q *queries) RevokeExcessSessions(ctx context.Context, userID uuid.UUID, keep int, at time.Time) ([]uuid.UUID, error) {
-	return q.revokeSessions(ctx, at, `UPDATE sessions SET revoked_at = $1 WHERE id IN (
+	return q.revokeSessions(ctx, at, `UPDATE sessions SET revoked_at = $1 WHERE revoked_at IS NULL AND id IN (
 		SELECT id FROM sessions WHERE user_id = $2 AND revoked_at IS NULL AND expires_at > $1
 		ORDER BY last_used_at DESC, id DESC OFFSET $3)
 		RETURNING id`, at, userID, keep)

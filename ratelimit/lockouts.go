@@ -49,11 +49,22 @@ func (m *MemoryLockouts) Fail(_ context.Context, key string, threshold int, lock
 	now := m.clock.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.prune(now)
+	m.prune(now, false)
 	l, ok := m.keys[key]
 	if !ok {
+		if len(m.keys) >= maxLockoutKeys {
+			m.prune(now, true)
+		}
+		if len(m.keys) >= maxLockoutKeys {
+			// Full of recent failures: memory stays bounded, at the cost of
+			// not counting this email until room frees up.
+			return false, nil
+		}
 		l = &lockout{}
 		m.keys[key] = l
+	}
+	if now.Before(l.until) {
+		return false, nil // locked: failures count again once the lock ends
 	}
 	if !now.Before(l.lastFailure.Add(l.forget)) {
 		l.failures = 0
@@ -68,10 +79,14 @@ func (m *MemoryLockouts) Fail(_ context.Context, key string, threshold int, lock
 	return true, nil
 }
 
+// maxLockoutKeys bounds the emails MemoryLockouts remembers (about 200
+// bytes each).
+const maxLockoutKeys = 200_000
+
 // prune drops keys neither locked nor remembering failures, at most once a
-// minute, so that memory follows the recent failures only.
-func (m *MemoryLockouts) prune(now time.Time) {
-	if now.Before(m.sweep) {
+// minute unless forced, so that memory follows the recent failures only.
+func (m *MemoryLockouts) prune(now time.Time, force bool) {
+	if !force && now.Before(m.sweep) {
 		return
 	}
 	m.sweep = now.Add(time.Minute)
@@ -85,9 +100,10 @@ func (m *MemoryLockouts) prune(now time.Time) {
 var _ authd.Lockouts = (*Redis)(nil)
 
 // fail counts a failure (KEYS[1], forgotten after ARGV[3] ms without one)
-// and at the threshold ARGV[1] sets the lock KEYS[2] for ARGV[2] ms and
-// starts the count afresh. Expiries are relative: Redis's clock decides.
+// unless KEYS[2] is locked (2), and at the threshold ARGV[1] sets the lock
+// KEYS[2] for ARGV[2] ms and starts the count afresh (1). Expiries are relative: Redis's clock decides.
 var fail = redis.NewScript(`
+if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
 local n = redis.call('INCR', KEYS[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 if n >= tonumber(ARGV[1]) then

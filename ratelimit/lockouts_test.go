@@ -54,6 +54,9 @@ func TestMemoryLockoutsExpire(t *testing.T) {
 	ctx := context.Background()
 	l.Fail(ctx, "k", 2, time.Minute, time.Hour)
 	l.Fail(ctx, "k", 2, time.Minute, time.Hour)
+	if locked, _ := l.Fail(ctx, "k", 2, time.Minute, time.Hour); locked {
+		t.Error("a failure during the lock counted and locked again")
+	}
 	c.Advance(time.Minute)
 	if wait, _ := l.LockedFor(ctx, "k"); wait != 0 {
 		t.Errorf("locked for %s after the lock's minute", wait)

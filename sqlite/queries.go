@@ -386,7 +386,7 @@ func (q *queries) RevokeUserSessions(ctx context.Context, userID, except uuid.UU
 }
 
 func (q *queries) RevokeExcessSessions(ctx context.Context, userID uuid.UUID, keep int, at time.Time) ([]uuid.UUID, error) {
-	return q.revokeSessions(ctx, at, `UPDATE sessions SET revoked_at = ?1 WHERE id IN (
+	return q.revokeSessions(ctx, at, `UPDATE sessions SET revoked_at = ?1 WHERE revoked_at IS NULL AND id IN (
 		SELECT id FROM sessions WHERE user_id = ?2 AND revoked_at IS NULL AND expires_at > ?1
 		ORDER BY last_used_at DESC, id DESC LIMIT -1 OFFSET ?3)
 		RETURNING id`, timeArg(at), userID, keep)

@@ -217,3 +217,11 @@ func TestOpenErrors(t *testing.T) {
 }
 
 func asError(err error, target **authd.Error) bool { return errors.As(err, target) }
+
+// TestLockReasonBackfill: migration 3 gives existing locks their reason.
+func TestLockReasonBackfill(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	ctx := context.Background()
+	storetest.LockReasonBackfill(t, s, s.Migrator(), func(sql string) error { _, err := s.DB().ExecContext(ctx, sql); return err })
+}

@@ -44,7 +44,7 @@ func TestAdminCLIReadsAreAudited(t *testing.T) {
 			}{
 				{[]string{"admin", "users", "list", "--email", "watched", "--status", "active"},
 					map[string]any{"action": "list_users", "count": float64(1),
-						"filters": map[string]any{"email": "watched", "status": "active"}}, false},
+						"filters": map[string]any{"email_filter": true, "status": "active"}}, false},
 				{[]string{"admin", "users", "show", "watched@example.org", "--json"},
 					map[string]any{"action": "show_user"}, true},
 				{[]string{"admin", "logs", "--user", "watched@example.org", "--event", "login_success"},

@@ -4,8 +4,10 @@
 -- (SPEC 6.7): a brute-force lock ('brute_force') stops password logins only
 -- and a password reset lifts it; an administrator's lock ('admin') ends the
 -- sessions and only an administrator lifts it. NULL while not locked.
--- Existing locks are read conservatively: only a timed lock with failures on
--- record can have come from brute force; any other lock is an administrator's.
+-- Existing locks are read from the audit trail, conservatively: a lock is a
+-- brute-force one only when it is timed and the user's latest account_locked
+-- event is newer than their latest administrator's lock; any other lock is
+-- an administrator's (which a password reset does not lift).
 --
 -- ix_sessions_revoked_at serves the revocation set's (re)load, which reads
 -- the sessions revoked within the access-token lifetime.
@@ -14,8 +16,13 @@
 ALTER TABLE users ADD COLUMN lock_reason VARCHAR(16)
     CHECK (lock_reason IN ('brute_force', 'admin'));
 UPDATE users SET lock_reason = CASE
-        WHEN account_locked_until IS NOT NULL AND failed_login_attempts > 0 THEN 'brute_force'
-        ELSE 'admin' END
+        WHEN account_locked_until IS NOT NULL
+         AND (SELECT max(l.timestamp) FROM security_logs l
+              WHERE l.user_id = users.id AND l.event_type = 'account_locked')
+           > COALESCE((SELECT max(a.timestamp) FROM security_logs a
+              WHERE a.user_id = users.id AND a.event_type = 'admin_action'
+                AND json_extract(a.additional_context, '$.action') = 'lock'), '')
+        THEN 'brute_force' ELSE 'admin' END
     WHERE account_status = 'locked';
 CREATE INDEX ix_sessions_revoked_at ON sessions (revoked_at) WHERE revoked_at IS NOT NULL;
 
