@@ -18,11 +18,11 @@ type Lockouts interface {
 	Fail(ctx context.Context, key string, threshold int, lock, forget time.Duration) (locked bool, err error)
 }
 
-// ghostMemory is how long the failures of an email without an account are
-// remembered. An account's count has no end but a success, which an email
-// without one never has; a day keeps the two alike for any guessing rate the
-// per-email limit allows while keeping the store bounded.
-const ghostMemory = 24 * time.Hour
+// failureMemory is how long failed password checks are remembered after the
+// last one, for accounts (users.last_failed_login_timestamp) and for emails
+// without one (the rate-limit store) alike, so that spacing guesses cannot
+// tell them apart, and the store stays bounded.
+const failureMemory = 24 * time.Hour
 
 // ghostLocked returns how long the email key without an account stays
 // locked. A failing store counts as unlocked: it must not lock everyone out.
@@ -44,7 +44,7 @@ func (s *Service) ghostFailed(ctx context.Context, key string) bool {
 	if s.lockouts == nil {
 		return false
 	}
-	locked, err := s.lockouts.Fail(ctx, key, s.cfg.LockoutThreshold, s.cfg.LockoutDuration, ghostMemory)
+	locked, err := s.lockouts.Fail(ctx, key, s.cfg.LockoutThreshold, s.cfg.LockoutDuration, failureMemory)
 	if err != nil {
 		s.logger.WarnContext(ctx, "lockout store failed", "err", err)
 	}
@@ -59,8 +59,11 @@ func (s *Service) ghostFailed(ctx context.Context, key string) bool {
 // cannot cut its owner off.
 func (s *Service) failedPassword(ctx context.Context, tx *txn, c Client, u *User, now time.Time,
 	event EventType, err error) error {
+	if now.Sub(u.LastFailedLogin) >= failureMemory {
+		u.FailedLoginAttempts = 0 // the earlier failures are forgotten
+	}
 	u.FailedLoginAttempts++
-	u.UpdatedAt = now
+	u.LastFailedLogin, u.UpdatedAt = now, now
 	locked := u.FailedLoginAttempts >= s.cfg.LockoutThreshold
 	if locked {
 		u.AccountStatus = StatusLocked

@@ -19,6 +19,7 @@ type User struct {
 	FailedLoginAttempts   int
 	AccountLockedUntil    time.Time  // zero: no timed lock
 	LockReason            LockReason // who locked the account; "" while it is not locked
+	LastFailedLogin       time.Time  // the last wrong password; zero: none on record
 	RegistrationTimestamp time.Time
 	LastLoginTimestamp    time.Time // zero: never logged in
 	LastPasswordChange    time.Time

@@ -38,6 +38,7 @@ type exportUser struct {
 	CreatedAt             time.Time  `json:"created_at"`
 	UpdatedAt             time.Time  `json:"updated_at"`
 	LockReason            *string    `json:"lock_reason"`
+	LastFailedLogin       *time.Time `json:"last_failed_login_timestamp"`
 }
 
 type exportSession struct {
@@ -209,7 +210,8 @@ func (x *exportWriter) userRows() authd.UserRows {
 				AccountLockedUntil: optTime(u.AccountLockedUntil), RegistrationTimestamp: u.RegistrationTimestamp,
 				LastLoginTimestamp: optTime(u.LastLoginTimestamp), LastPasswordChange: u.LastPasswordChange,
 				ConsentTimestamp: u.ConsentTimestamp, ConsentStatus: u.ConsentStatus, CreatedAt: u.CreatedAt,
-				UpdatedAt: u.UpdatedAt, LockReason: optString(string(u.LockReason))})
+				UpdatedAt: u.UpdatedAt, LockReason: optString(string(u.LockReason)),
+				LastFailedLogin: optTime(u.LastFailedLogin)})
 		},
 		ConsentLogs: func(l *authd.SecurityLog) error {
 			var consent any = true // registration requires it

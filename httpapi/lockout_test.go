@@ -115,6 +115,25 @@ func TestLockoutSaysNothingAboutExistence(t *testing.T) {
 		e.clock.Advance(15 * time.Minute)
 		want(t, "unknown email after the lock", e.do("POST", "/v1/auth/login",
 			map[string]string{"email": "ghost@example.org", "password": "not the password"}), 401, "invalid_credentials")
+
+		// Failures are forgotten alike a day after the last one: four, a
+		// day's pause, two more lock neither.
+		spaced := map[string][]int{}
+		for _, email := range []string{"real2@example.org", "ghost2@example.org"} {
+			if email == "real2@example.org" {
+				e.registerVerified(email, goodPassword)
+			}
+			for i := range 6 {
+				if i == 4 {
+					e.clock.Advance(24 * time.Hour)
+				}
+				r := e.do("POST", "/v1/auth/login", map[string]string{"email": email, "password": "not the password"})
+				spaced[email] = append(spaced[email], r.status)
+			}
+		}
+		if !slices.Equal(spaced["real2@example.org"], spaced["ghost2@example.org"]) || slices.Contains(spaced["real2@example.org"], 423) {
+			t.Errorf("failures spaced by a day: real %v, unknown %v; want 401s alike", spaced["real2@example.org"], spaced["ghost2@example.org"])
+		}
 	})
 }
 

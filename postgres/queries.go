@@ -136,15 +136,15 @@ func (q *queries) forUpdate() string {
 
 const userColumns = `id, email, password_hash, email_verified, account_status, failed_login_attempts,
 	account_locked_until, registration_timestamp, last_login_timestamp, last_password_change,
-	consent_timestamp, consent_status, created_at, updated_at, lock_reason`
+	consent_timestamp, consent_status, created_at, updated_at, lock_reason, last_failed_login_timestamp`
 
 func (q *queries) CreateUser(ctx context.Context, u *authd.User) error {
 	_, err := q.exec(ctx, `INSERT INTO users (`+userColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
 		u.ID, u.Email, u.PasswordHash, u.EmailVerified, string(u.AccountStatus), u.FailedLoginAttempts,
 		nullTime(u.AccountLockedUntil), u.RegistrationTimestamp, nullTime(u.LastLoginTimestamp),
 		u.LastPasswordChange, u.ConsentTimestamp, u.ConsentStatus, u.CreatedAt, u.UpdatedAt,
-		nullString(string(u.LockReason)))
+		nullString(string(u.LockReason)), nullTime(u.LastFailedLogin))
 	return translate(err)
 }
 
@@ -161,12 +161,12 @@ func (q *queries) UpdateUser(ctx context.Context, u *authd.User) error {
 		account_status = $5, failed_login_attempts = $6, account_locked_until = $7,
 		registration_timestamp = $8, last_login_timestamp = $9, last_password_change = $10,
 		consent_timestamp = $11, consent_status = $12, created_at = $13, updated_at = $14,
-		lock_reason = $15
+		lock_reason = $15, last_failed_login_timestamp = $16
 		WHERE id = $1`,
 		u.ID, u.Email, u.PasswordHash, u.EmailVerified, string(u.AccountStatus), u.FailedLoginAttempts,
 		nullTime(u.AccountLockedUntil), u.RegistrationTimestamp, nullTime(u.LastLoginTimestamp),
 		u.LastPasswordChange, u.ConsentTimestamp, u.ConsentStatus, u.CreatedAt, u.UpdatedAt,
-		nullString(string(u.LockReason)))
+		nullString(string(u.LockReason)), nullTime(u.LastFailedLogin))
 }
 
 // userScan receives a users row.
@@ -175,13 +175,14 @@ type userScan struct {
 	status                 string
 	lockedUntil, lastLogin *time.Time
 	lockReason             *string
+	lastFailed             *time.Time
 }
 
 func (s *userScan) dest() []any {
 	u := &s.u
 	return []any{&u.ID, &u.Email, &u.PasswordHash, &u.EmailVerified, &s.status, &u.FailedLoginAttempts,
 		&s.lockedUntil, &u.RegistrationTimestamp, &s.lastLogin, &u.LastPasswordChange,
-		&u.ConsentTimestamp, &u.ConsentStatus, &u.CreatedAt, &u.UpdatedAt, &s.lockReason}
+		&u.ConsentTimestamp, &u.ConsentStatus, &u.CreatedAt, &u.UpdatedAt, &s.lockReason, &s.lastFailed}
 }
 
 func (s *userScan) user() (*authd.User, error) {
@@ -190,7 +191,7 @@ func (s *userScan) user() (*authd.User, error) {
 		return nil, fmt.Errorf("postgres: user %s: %w", s.u.ID, err)
 	}
 	s.u.AccountLockedUntil, s.u.LastLoginTimestamp = value(s.lockedUntil), value(s.lastLogin)
-	s.u.LockReason = authd.LockReason(value(s.lockReason))
+	s.u.LockReason, s.u.LastFailedLogin = authd.LockReason(value(s.lockReason)), value(s.lastFailed)
 	return &s.u, nil
 }
 

@@ -30,15 +30,15 @@ var _ authd.Queries = (*queries)(nil)
 
 const userColumns = `id, email, password_hash, email_verified, account_status, failed_login_attempts,
 	account_locked_until, registration_timestamp, last_login_timestamp, last_password_change,
-	consent_timestamp, consent_status, created_at, updated_at, lock_reason`
+	consent_timestamp, consent_status, created_at, updated_at, lock_reason, last_failed_login_timestamp`
 
 func (q *queries) CreateUser(ctx context.Context, u *authd.User) error {
 	_, err := q.db.ExecContext(ctx, `INSERT INTO users (`+userColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		u.ID, u.Email, u.PasswordHash, u.EmailVerified, string(u.AccountStatus), u.FailedLoginAttempts,
 		timeArg(u.AccountLockedUntil), timeArg(u.RegistrationTimestamp), timeArg(u.LastLoginTimestamp),
 		timeArg(u.LastPasswordChange), timeArg(u.ConsentTimestamp), u.ConsentStatus,
-		timeArg(u.CreatedAt), timeArg(u.UpdatedAt), nullString(string(u.LockReason)))
+		timeArg(u.CreatedAt), timeArg(u.UpdatedAt), nullString(string(u.LockReason)), timeArg(u.LastFailedLogin))
 	return translate(err)
 }
 
@@ -54,12 +54,13 @@ func (q *queries) UpdateUser(ctx context.Context, u *authd.User) error {
 	res, err := q.db.ExecContext(ctx, `UPDATE users SET email = ?, password_hash = ?, email_verified = ?,
 		account_status = ?, failed_login_attempts = ?, account_locked_until = ?,
 		registration_timestamp = ?, last_login_timestamp = ?, last_password_change = ?,
-		consent_timestamp = ?, consent_status = ?, created_at = ?, updated_at = ?, lock_reason = ?
+		consent_timestamp = ?, consent_status = ?, created_at = ?, updated_at = ?, lock_reason = ?,
+		last_failed_login_timestamp = ?
 		WHERE id = ?`,
 		u.Email, u.PasswordHash, u.EmailVerified, string(u.AccountStatus), u.FailedLoginAttempts,
 		timeArg(u.AccountLockedUntil), timeArg(u.RegistrationTimestamp), timeArg(u.LastLoginTimestamp),
 		timeArg(u.LastPasswordChange), timeArg(u.ConsentTimestamp), u.ConsentStatus,
-		timeArg(u.CreatedAt), timeArg(u.UpdatedAt), nullString(string(u.LockReason)), u.ID)
+		timeArg(u.CreatedAt), timeArg(u.UpdatedAt), nullString(string(u.LockReason)), timeArg(u.LastFailedLogin), u.ID)
 	if err != nil {
 		return translate(err)
 	}
@@ -78,7 +79,7 @@ func scanUser(row scanner) (*authd.User, error) {
 	err := row.Scan(&u.ID, &u.Email, &u.PasswordHash, &u.EmailVerified, &status, &u.FailedLoginAttempts,
 		timeCol{&u.AccountLockedUntil}, timeCol{&u.RegistrationTimestamp}, timeCol{&u.LastLoginTimestamp},
 		timeCol{&u.LastPasswordChange}, timeCol{&u.ConsentTimestamp}, &u.ConsentStatus,
-		timeCol{&u.CreatedAt}, timeCol{&u.UpdatedAt}, &lockReason)
+		timeCol{&u.CreatedAt}, timeCol{&u.UpdatedAt}, &lockReason, timeCol{&u.LastFailedLogin})
 	if err != nil {
 		return nil, translate(err)
 	}

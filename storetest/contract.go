@@ -103,6 +103,7 @@ func testUsers(t *testing.T, s authd.Store) {
 	// Every field is written back, NULLs included.
 	u.AccountStatus = authd.StatusLocked
 	u.LockReason = authd.LockBruteForce
+	u.LastFailedLogin = Epoch.Add(30 * time.Second)
 	u.FailedLoginAttempts = 5
 	u.AccountLockedUntil = Epoch.Add(15 * time.Minute)
 	u.LastLoginTimestamp = Epoch.Add(time.Minute)
@@ -124,6 +125,7 @@ func testUsers(t *testing.T, s authd.Store) {
 	u.AccountLockedUntil = time.Time{}
 	u.LastLoginTimestamp = time.Time{}
 	u.LockReason = ""
+	u.LastFailedLogin = time.Time{}
 	if err := s.UpdateUser(ctx, u); err != nil {
 		t.Fatalf("UpdateUser clearing times: %v", err)
 	}

@@ -9,6 +9,11 @@
 -- event is newer than their latest administrator's lock; any other lock is
 -- an administrator's (which a password reset does not lift).
 --
+-- users.last_failed_login_timestamp: failed password checks are forgotten a
+-- day after the last one, as the failures of an email without an account are
+-- (kept in the rate-limit store), so that the two cannot be told apart by
+-- spacing guesses.
+--
 -- ix_sessions_revoked_at serves the revocation set's (re)load, which reads
 -- the sessions revoked within the access-token lifetime.
 
@@ -24,8 +29,10 @@ UPDATE users SET lock_reason = CASE
                 AND json_extract(a.additional_context, '$.action') = 'lock'), '')
         THEN 'brute_force' ELSE 'admin' END
     WHERE account_status = 'locked';
+ALTER TABLE users ADD COLUMN last_failed_login_timestamp TIMESTAMP;
 CREATE INDEX ix_sessions_revoked_at ON sessions (revoked_at) WHERE revoked_at IS NOT NULL;
 
 -- +goose Down
 DROP INDEX ix_sessions_revoked_at;
+ALTER TABLE users DROP COLUMN last_failed_login_timestamp;
 ALTER TABLE users DROP COLUMN lock_reason;
