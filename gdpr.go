@@ -10,8 +10,11 @@ import (
 // Export hands every personal datum held on the token's user (SPEC §6.8)
 // to rows, table by table as the store reads them from one snapshot, after
 // logging data_exported, which the export itself includes. Returns
-// EInvalidToken, EUnavailable, or the first error a rows function returns.
+// EInvalidToken, ERateLimited (10 an hour), EUnavailable, or the first error a rows function returns.
 func (s *Service) Export(ctx context.Context, c Client, a *AccessClaims, rows UserRows) error {
+	if err := s.limit(ctx, "export:"+a.UserID.String(), exportsPerUser, time.Hour); err != nil {
+		return err
+	}
 	if _, err := s.Me(ctx, a); err != nil {
 		return err
 	}
@@ -23,6 +26,10 @@ func (s *Service) Export(ctx context.Context, c Client, a *AccessClaims, rows Us
 	}
 	return s.store.UserData(ctx, a.UserID, rows)
 }
+
+// exportsPerUser bounds the exports of one user an hour: each reads every
+// row the user has.
+const exportsPerUser = 10
 
 // DeleteMe erases the token's account after checking its password. Returns
 // EInvalidCredentials (wrong password), EInvalidToken, EUnavailable.

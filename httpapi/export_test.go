@@ -1,7 +1,6 @@
 package httpapi_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +9,7 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -184,32 +184,56 @@ func (s failingStore) UserData(ctx context.Context, id uuid.UUID, rows authd.Use
 
 func TestExportFailure(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
-		// Before the first byte: a problem answer, and no download.
-		e := newEnv(t, failingStore{Store: open(t), after: 0})
-		e.registerVerified("early@example.org", goodPassword)
-		access, _ := e.login("early@example.org", goodPassword)
-		r := e.do("GET", "/v1/users/me/export", nil, bearer(access)...)
-		want(t, "export failing at once", r, 503, "unavailable")
-		if cd := r.header.Get("Content-Disposition"); cd != "" {
-			t.Errorf("a failed export offers a download: Content-Disposition %q", cd)
+		// A failure of the store, at once or after thousands of rows, is a
+		// problem answer and no download: nothing is sent before the whole
+		// document is spooled.
+		for _, after := range []int{0, 3000} {
+			e := newEnv(t, failingStore{Store: open(t), after: after})
+			e.registerVerified("fail@example.org", goodPassword)
+			access, _ := e.login("fail@example.org", goodPassword)
+			bulkRows(t, e.store, e.user("fail@example.org"), e.clock.Now(), 4000, 0)
+			r := e.do("GET", "/v1/users/me/export", nil, bearer(access)...)
+			want(t, fmt.Sprintf("export failing after %d rows", after), r, 503, "unavailable")
+			if cd := r.header.Get("Content-Disposition"); cd != "" {
+				t.Errorf("a failed export offers a download: Content-Disposition %q", cd)
+			}
 		}
+	})
+}
 
-		// After the first bytes: the connection is cut, never a document
-		// that looks whole.
-		e = newEnv(t, failingStore{Store: open(t), after: 3000})
-		e.registerVerified("late@example.org", goodPassword)
-		access, _ = e.login("late@example.org", goodPassword)
-		bulkRows(t, e.store, e.user("late@example.org"), e.clock.Now(), 4000, 0)
-		resp := getExport(t, e, access)
-		body, err := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 || err == nil {
-			t.Fatalf("export failing mid-way: %d, %d bytes, read error %v; want 200 and a cut connection", resp.StatusCode, len(body), err)
+// doneStore records when UserData has returned, that is when the store's
+// snapshot (and its database connection) is released.
+type doneStore struct {
+	authd.Store
+	done *atomic.Bool
+}
+
+func (s doneStore) UserData(ctx context.Context, id uuid.UUID, rows authd.UserRows) error {
+	err := s.Store.UserData(ctx, id, rows)
+	s.done.Store(true)
+	return err
+}
+
+// TestExportReleasesTheDatabaseBeforeSending: a client that does not read
+// its export holds no database connection: the snapshot is closed before the
+// first byte is sent, so slow clients cannot drain the pool.
+func TestExportReleasesTheDatabaseBeforeSending(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		done := &atomic.Bool{}
+		e := newEnv(t, doneStore{Store: open(t), done: done})
+		e.registerVerified("slow@example.org", goodPassword)
+		access, _ := e.login("slow@example.org", goodPassword)
+		bulkRows(t, e.store, e.user("slow@example.org"), e.clock.Now(), 20000, 0) // about 14 MB
+		resp := getExport(t, e, access)                                           // headers only; the body is not read
+		if !done.Load() {
+			t.Fatal("the export began sending while its database snapshot was still open")
 		}
-		if json.Valid(body) || bytes.HasSuffix(bytes.TrimSpace(body), []byte("}")) {
-			t.Errorf("the cut export of %d bytes looks complete", len(body))
+		if resp.ContentLength < 10<<20 {
+			t.Errorf("Content-Length %d, want the whole document's length", resp.ContentLength)
 		}
-		if !strings.Contains(e.logs.String(), "export cut short") {
-			t.Error("the cut export is not logged")
+		n, err := io.Copy(io.Discard, resp.Body)
+		if err != nil || n != resp.ContentLength {
+			t.Errorf("read %d of %d bytes, %v", n, resp.ContentLength, err)
 		}
 	})
 }

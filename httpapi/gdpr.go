@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
+	"strconv"
 	"time"
 
 	"github.com/authd/authd"
@@ -123,45 +126,40 @@ func optID(id uuid.UUID) *uuid.UUID {
 var exportSections = []string{"users", "consent_history", "sessions", "jwt_tokens", "verification_tokens",
 	"security_logs", "mail_outbox"}
 
-// exportWriter writes the export document while the store reads the rows,
-// holding one row and a buffer, however many rows the user has. A section
-// opens when its first row, or a later section's, arrives; one without rows
-// is an empty array.
+// exportWriter spools the export document to a temporary file while the
+// store reads the rows, holding one row and a buffer in memory however many
+// rows the user has. Only once the store's snapshot is closed is the file
+// sent, so a client that reads slowly (or not at all) holds a file, never a
+// database connection. A section opens when its first row, or a later
+// section's, arrives; one without rows is an empty array.
 type exportWriter struct {
-	w       http.ResponseWriter
-	file    string
+	spool   *os.File
 	buf     *bufio.Writer
 	enc     *json.Encoder
-	section int   // the open section, -1 before the first
-	rows    int   // rows written in it
-	started bool  // the answer has begun: an error can no longer be told as a problem
-	wrote   error // the first failed write: the client is gone
+	section int // the open section, -1 before the first
+	rows    int // rows written in it
 }
 
-func newExportWriter(w http.ResponseWriter, userID uuid.UUID, now time.Time) *exportWriter {
-	x := &exportWriter{w: w, file: fmt.Sprintf("authd-export-%s.json", userID), section: -1}
-	// Until the buffer first fills, nothing has reached the client and a
-	// failure still gets a problem answer.
-	x.buf = bufio.NewWriterSize(x, 32<<10)
+func newExportWriter(now time.Time) (*exportWriter, error) {
+	f, err := os.CreateTemp("", "authd-export-*.json")
+	if err != nil {
+		return nil, fmt.Errorf("export spool: %w", err)
+	}
+	// Unlinked at once where the system allows: nothing is left behind,
+	// whatever happens to the process. close removes it otherwise.
+	os.Remove(f.Name())
+	x := &exportWriter{spool: f, section: -1}
+	x.buf = bufio.NewWriterSize(f, 32<<10)
 	x.enc = json.NewEncoder(x.buf)
 	x.buf.WriteString(`{"exported_at":`)
 	x.enc.Encode(now)
-	return x
+	return x, nil
 }
 
-// Write sends the buffered document on, beginning the answer the first time.
-func (x *exportWriter) Write(p []byte) (int, error) {
-	if !x.started {
-		x.started = true
-		x.w.Header().Set("Content-Type", "application/json")
-		x.w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename=%q`, x.file))
-		x.w.WriteHeader(http.StatusOK)
-	}
-	n, err := x.w.Write(p)
-	if err != nil && x.wrote == nil {
-		x.wrote = err
-	}
-	return n, err
+// close discards the spool.
+func (x *exportWriter) close() {
+	x.spool.Close()
+	os.Remove(x.spool.Name())
 }
 
 // row adds v to the section (an index of exportSections).
@@ -189,15 +187,23 @@ func (x *exportWriter) next() {
 	x.rows = 0
 }
 
-// finish writes the sections still to come and closes the document.
-func (x *exportWriter) finish() error {
+// finish writes the sections still to come, closes the document and
+// returns its size, ready to be read from the start.
+func (x *exportWriter) finish() (int64, error) {
 	for x.section < len(exportSections)-1 {
 		x.next()
 	}
 	x.buf.WriteString(`],"excluded_columns":`)
 	x.enc.Encode(ExcludedColumns)
 	x.buf.WriteString("}\n")
-	return x.buf.Flush()
+	if err := x.buf.Flush(); err != nil {
+		return 0, fmt.Errorf("export spool: %w", err)
+	}
+	size, err := x.spool.Seek(0, io.SeekCurrent)
+	if err == nil {
+		_, err = x.spool.Seek(0, io.SeekStart)
+	}
+	return size, err
 }
 
 // userRows routes each row the store reads to its section, shaped as the
@@ -247,22 +253,34 @@ func (x *exportWriter) userRows() authd.UserRows {
 	}
 }
 
-// export streams the GDPR export. A failure before anything was sent is a
-// problem answer as usual; after, the connection is cut without the closing
-// brace, so that no one mistakes a truncated file for the whole export.
+// export answers the GDPR export: the document is spooled from one snapshot
+// of the store, then sent with its length. A failure before sending is a
+// problem answer as usual; a failure while sending cuts the connection, and
+// the Content-Length tells the client the file is incomplete.
 func (s *Server) export(w http.ResponseWriter, r *http.Request, a *authd.AccessClaims) error {
-	x := newExportWriter(w, a.UserID, time.Now().UTC())
-	err := s.svc.Export(r.Context(), client(r), a, x.userRows())
-	if err == nil {
-		err = x.finish()
-	}
-	if err == nil || !x.started {
+	x, err := newExportWriter(time.Now().UTC())
+	if err != nil {
 		return err
 	}
-	if x.wrote == nil && r.Context().Err() == nil {
-		s.logger.ErrorContext(r.Context(), "export cut short", "request_id", requestID(r.Context()), "err", err)
+	defer x.close()
+	if err := s.svc.Export(r.Context(), client(r), a, x.userRows()); err != nil {
+		return err
 	}
-	panic(http.ErrAbortHandler)
+	size, err := x.finish()
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="authd-export-%s.json"`, a.UserID))
+	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+	w.WriteHeader(http.StatusOK)
+	if _, err := io.Copy(w, x.spool); err != nil {
+		if r.Context().Err() == nil {
+			s.logger.WarnContext(r.Context(), "export cut short", "request_id", requestID(r.Context()), "err", err)
+		}
+		panic(http.ErrAbortHandler)
+	}
+	return nil
 }
 
 func (s *Server) deleteMe(w http.ResponseWriter, r *http.Request, a *authd.AccessClaims) error {

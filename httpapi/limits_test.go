@@ -160,3 +160,17 @@ func TestSessionsAreBounded(t *testing.T) {
 		}
 	})
 }
+
+// TestExportIsLimitedPerUser: an export reads every row of the user, so a
+// user gets 10 an hour.
+func TestExportIsLimitedPerUser(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withRateLimit())
+		e.registerVerified("export@example.org", goodPassword)
+		access, _ := e.login("export@example.org", goodPassword)
+		for i := range 10 {
+			want(t, fmt.Sprintf("export %d", i+1), e.do("GET", "/v1/users/me/export", nil, bearer(access)...), 200, "")
+		}
+		want(t, "11th export in an hour", e.do("GET", "/v1/users/me/export", nil, bearer(access)...), 429, "rate_limited")
+	})
+}
