@@ -188,7 +188,7 @@ func (s *Service) LockUser(ctx context.Context, c Client, id uuid.UUID, until ti
 func (s *Service) UnlockUser(ctx context.Context, c Client, id uuid.UUID) error {
 	return s.adminAction(ctx, c, id, "unlock", func(tx *txn, u *User, now time.Time) (map[string]any, error) {
 		// account_unlocked is the user's to read: it gets no administrator's client (logAdmin).
-		return map[string]any{"was_locked": u.AccountStatus == StatusLocked}, s.unlock(ctx, tx, Client{}, u, now, "unlocked by an administrator")
+		return map[string]any{"was_locked": u.AccountStatus == StatusLocked}, s.unlock(ctx, tx, Client{}, u, now, reasonAdminUnlock)
 	})
 }
 

@@ -147,12 +147,19 @@ func (s *Service) MySecurityLog(ctx context.Context, a *AccessClaims, after *Cur
 	return p, err
 }
 
+// reasonAdminUnlock is the reason of the account_unlocked row an
+// administrator's unlock writes.
+const reasonAdminUnlock = "unlocked by an administrator"
+
 // subjectView is a security-log row as the user it is about may read it.
 // An administrator's IP address and browser are the administrator's, not
 // the user's: admin actions keep them on a row of their own (logAdmin),
-// but admin_action rows written before that carry them under the user.
+// but rows written before that carry them under the user — admin_action
+// rows, and the account_unlocked row of an administrator's unlock.
 func subjectView(l *SecurityLog) *SecurityLog {
-	if l.EventType != EventAdminAction || (l.IPAddress == "" && l.UserAgent == "") {
+	byAdmin := l.EventType == EventAdminAction ||
+		(l.EventType == EventAccountUnlocked && l.FailureReason == reasonAdminUnlock)
+	if !byAdmin || (l.IPAddress == "" && l.UserAgent == "") {
 		return l
 	}
 	v := *l

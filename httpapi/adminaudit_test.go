@@ -57,6 +57,12 @@ func TestUserDoesNotSeeTheAdministratorsClient(t *testing.T) {
 		if err := e.store.CreateSecurityLog(context.Background(), legacy); err != nil {
 			t.Fatal(err)
 		}
+		// And the unlock row an administrator's unlock wrote before.
+		legacyUnlock := authd.NewSecurityLog(e.clock.Now(), authd.EventAccountUnlocked, authd.ResultSuccess, u.ID,
+			adminIP, adminUA, "unlocked by an administrator", nil)
+		if err := e.store.CreateSecurityLog(context.Background(), legacyUnlock); err != nil {
+			t.Fatal(err)
+		}
 
 		// The user reads what was done, not from where.
 		access, _ := e.login("subject@example.org", goodPassword)
