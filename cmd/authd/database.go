@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 
 	"github.com/authd/authd"
@@ -49,6 +50,14 @@ func openDatabase(ctx context.Context, cfg *Config, requireHead bool) (database,
 		}
 	}
 	return db, nil
+}
+
+// defaultDatabase reports whether DATABASE_URL names the zero-set-up
+// SQLite database of the data directory (SPEC §1), rather than one an
+// operator chose.
+func (c *Config) defaultDatabase() bool {
+	path, ok := strings.CutPrefix(c.DatabaseURL, "sqlite://")
+	return ok && filepath.Clean(path) == filepath.Join(c.DataDir, "authd.db")
 }
 
 // openConfigured loads the configuration (flags over environment over .env)

@@ -799,3 +799,19 @@ func configOf(t *testing.T, env map[string]string) *Config {
 	}
 	return cfg
 }
+
+// TestSeedRefusesAnotherSQLiteDatabase: only the zero-set-up database of the
+// data directory is seeded without --force; an SQLite file an operator chose
+// may be serving real users.
+func TestSeedRefusesAnotherSQLiteDatabase(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	chosen := map[string]string{"DATABASE_URL": "sqlite://" + filepath.Join(dir, "prod.db"), "AUTHD_DATA_DIR": filepath.Join(dir, "data")}
+	if code, _, stderr := runCLI(t, chosen, "seed"); code != exitFailure || !strings.Contains(stderr, "--force") {
+		t.Errorf("seed of a chosen SQLite file: exit %d, stderr %q; want 1 and a hint naming --force", code, stderr)
+	}
+	def := map[string]string{"DATABASE_URL": "sqlite://" + filepath.Join(dir, "data", "authd.db"), "AUTHD_DATA_DIR": filepath.Join(dir, "data")}
+	if code, stdout, stderr := runCLI(t, def, "seed"); code != exitOK || !strings.Contains(stdout, "3 demo account(s) created") {
+		t.Errorf("seed of the data directory's database: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/authd/authd"
@@ -47,11 +46,12 @@ func seedCmd(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	// PostgreSQL is where production runs (SPEC §1): an active, verified
-	// account there with a published password is a way in for anyone.
-	if !strings.HasPrefix(cfg.DatabaseURL, "sqlite://") && !*force {
-		return &cliError{msg: "refusing to seed a PostgreSQL database: the demo accounts are active, verified and share a published password",
-			hint: "seed the embedded SQLite database, or pass --force if this database will never serve real users"}
+	// An active, verified account with a published password is a way in
+	// for anyone: only the zero-set-up database of the data directory gets
+	// one without being asked.
+	if !cfg.defaultDatabase() && !*force {
+		return &cliError{msg: "refusing to seed a database other than the embedded default (AUTHD_DATA_DIR/authd.db): the demo accounts are active, verified and share a published password",
+			hint: "pass --force if this database will never serve real users"}
 	}
 	db, err := openDatabase(ctx, cfg, true)
 	if err != nil {
