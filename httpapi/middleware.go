@@ -83,14 +83,18 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 
 		sw := &statusWriter{ResponseWriter: w}
 		defer func() {
-			if p := recover(); p != nil {
-				if p == http.ErrAbortHandler {
-					panic(p)
-				}
+			p := recover()
+			aborted := p == http.ErrAbortHandler
+			if p != nil && !aborted {
 				s.logger.ErrorContext(ctx, "panic", "request_id", id, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 				if sw.status == 0 {
 					s.writeError(sw, r, fmt.Errorf("panic: %v", p))
 				}
+			}
+			if aborted {
+				// The response was cut on purpose: still one log line and
+				// one observation, then the server closes the connection.
+				defer panic(p)
 			}
 			elapsed := time.Since(start)
 			route := r.Pattern
@@ -98,9 +102,13 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 				route = "unmatched"
 			}
 			// Only the path: query strings may carry a page's token.
-			s.logger.InfoContext(ctx, "request", "request_id", id, "method", r.Method, "route", route,
+			attrs := []any{"request_id", id, "method", r.Method, "route", route,
 				"path", r.URL.Path, "status", sw.status, "bytes", sw.bytes,
-				"duration_ms", float64(elapsed.Microseconds())/1000, "ip", c.IP)
+				"duration_ms", float64(elapsed.Microseconds()) / 1000, "ip", c.IP}
+			if aborted {
+				attrs = append(attrs, "aborted", true)
+			}
+			s.logger.InfoContext(ctx, "request", attrs...)
 			if s.opts.Observe != nil {
 				s.opts.Observe(route, sw.status, elapsed)
 			}

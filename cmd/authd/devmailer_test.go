@@ -62,7 +62,21 @@ func TestServeRefusesDevMailerOnPublicURL(t *testing.T) {
 			}
 		})
 	}
+	// A loopback public URL but a listener on every interface (a container):
+	// allowed, with a warning that the logged links are live.
 	env := sqliteEnv(t)
+	env["AUTHD_HTTP_ADDR"], env["AUTHD_ADMIN_ADDR"] = "0.0.0.0:0", ""
+	var logs syncBuffer
+	app := NewApp(configOf(t, env), slog.New(slog.NewTextHandler(&logs, nil)))
+	if err := app.Open(context.Background()); err != nil {
+		t.Fatalf("Open on 0.0.0.0: %v", err)
+	}
+	app.Close()
+	if !strings.Contains(logs.String(), "other machines can reach") {
+		t.Errorf("no warning about the dev mailer on a reachable listener; logs:\n%s", logs.String())
+	}
+
+	env = sqliteEnv(t)
 	env["AUTHD_DEV_MAILER"] = "yes"
 	if code, _, stderr := runCLI(t, env, "serve"); code != exitFailure || !strings.Contains(stderr, "AUTHD_DEV_MAILER=") {
 		t.Errorf("AUTHD_DEV_MAILER=yes: exit %d, stderr %q; want 1 naming the variable", code, stderr)

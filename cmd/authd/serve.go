@@ -223,6 +223,12 @@ func (a *App) mailer(renderer *mail.Renderer) (authd.Mailer, error) {
 		a.logger.Warn("development mailer with a public AUTHD_PUBLIC_URL (AUTHD_DEV_MAILER=on): reset and "+
 			"verification links go to this log and to files, not to their owners; set AUTHD_SMTP_URL for real mail",
 			"public_url", a.cfg.PublicURL, "dir", dir)
+	} else if host, _, err := net.SplitHostPort(a.cfg.HTTPAddr); err == nil && !mail.Loopback(host) {
+		// A loopback public URL but a listener others can reach (a container,
+		// say): allowed for trying authd, but the logged links are live.
+		a.logger.Warn("development mailer on a listener other machines can reach: reset and verification links "+
+			"are written to this log and to files; set AUTHD_SMTP_URL before real users sign up",
+			"http_addr", a.cfg.HTTPAddr, "dir", dir)
 	}
 	return &mail.Dev{Dir: dir, From: a.cfg.MailFrom, Renderer: renderer, Logger: a.logger}, nil
 }
