@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -123,6 +124,8 @@ func (r *Redis) try(ctx context.Context, call func(context.Context) error) bool 
 	switch {
 	case err != nil && ctx.Err() != nil:
 		return false // the request ended, not Redis: say nothing about Redis
+	case errors.Is(err, redis.ErrPoolTimeout):
+		return false // this instance is busy, Redis is not down: only this request counts in memory
 	case err != nil:
 		r.failed(err)
 		return false
