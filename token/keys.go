@@ -35,6 +35,12 @@ const JWKSMaxAge = 5 * time.Minute
 // iat, and around the moments a key changes state.
 const Leeway = 30 * time.Second
 
+// MaxAccessTokenTTL is the longest access-token lifetime the configuration
+// allows (AUTHD_ACCESS_TOKEN_TTL). Rotate deletes a key only once tokens of
+// this lifetime would have expired, since whoever runs it may not have the
+// server's lifetime in their environment.
+const MaxAccessTokenTTL = 24 * time.Hour
+
 // SigningDelay is how long a new key is published before it signs: the JWKS
 // cache lifetime, plus the 30 s running instances may take to reread the
 // directory and the clock skew between them, so that no resource server
@@ -249,7 +255,8 @@ const (
 	// Retiring: a newer key signs; still in JWKS while tokens this key
 	// signed may be valid.
 	Retiring State = "retiring"
-	// Retired: out of JWKS; the next rotation deletes the file.
+	// Retired: out of JWKS. A rotation deletes the file once the key is
+	// retired for tokens living MaxAccessTokenTTL too.
 	Retired State = "retired"
 )
 
@@ -432,9 +439,12 @@ func published(keys []*Key, now time.Time, ttl time.Duration) []*Key {
 }
 
 // Rotate adds a new key for alg to dir, which signs once SigningDelay has
-// passed, and deletes the keys of alg retired at now (whose tokens have all
-// expired). It returns the new key and the ids deleted.
-func Rotate(dir, alg string, now time.Time, ttl time.Duration) (*Key, []string, error) {
+// passed, and deletes the keys of alg retired at now even for tokens living
+// MaxAccessTokenTTL. The lifetime the caller has configured is no guide: a
+// rotation run without the servers' environment would otherwise delete a
+// key whose tokens they still accept. It returns the new key and the ids
+// deleted.
+func Rotate(dir, alg string, now time.Time) (*Key, []string, error) {
 	k, err := Generate(dir, alg, now)
 	if err != nil {
 		return nil, nil, err
@@ -443,7 +453,7 @@ func Rotate(dir, alg string, now time.Time, ttl time.Duration) (*Key, []string, 
 	if err != nil {
 		return k, nil, err
 	}
-	keep := published(same, now, ttl)
+	keep := published(same, now, MaxAccessTokenTTL)
 	var deleted []string
 	for _, key := range same {
 		if !slices.Contains(keep, key) {

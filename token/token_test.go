@@ -138,8 +138,8 @@ func TestVerifyRejects(t *testing.T) {
 }
 
 // TestRotate: a rotated-in key is published at once, signs after
-// SigningDelay, and the old key stays in JWKS until its tokens expired;
-// then a rotation deletes it.
+// SigningDelay, and the old key stays in JWKS until its tokens expired; a
+// rotation deletes it only once tokens of the longest lifetime allowed have.
 func TestRotate(t *testing.T) {
 	dir := t.TempDir()
 	ttl := 15 * time.Minute
@@ -151,7 +151,7 @@ func TestRotate(t *testing.T) {
 	iss := NewIssuer(kr, "i", "a")
 
 	rotated := now.Add(time.Hour)
-	second, deleted, err := Rotate(dir, "EdDSA", rotated, ttl)
+	second, deleted, err := Rotate(dir, "EdDSA", rotated)
 	if err != nil || len(deleted) != 0 {
 		t.Fatalf("Rotate: %v, deleted %v", err, deleted)
 	}
@@ -184,12 +184,18 @@ func TestRotate(t *testing.T) {
 			t.Errorf("JWKS %v after rotation has %v, want %v", at, got, want)
 		}
 	}
-	if _, deleted, err = Rotate(dir, "EdDSA", starts.Add(ttl), ttl); err != nil || len(deleted) != 0 {
-		t.Errorf("a rotation while the old key's tokens may be valid deleted %v (%v)", deleted, err)
+	// Out of this server's JWKS, the old key still stays on disk: whoever
+	// rotates may run with a shorter AUTHD_ACCESS_TOKEN_TTL than the
+	// servers, so only a key whose tokens expired under the longest
+	// lifetime allowed is deleted.
+	for _, at := range []time.Time{starts.Add(ttl), starts.Add(ttl + Leeway), starts.Add(MaxAccessTokenTTL + Leeway - time.Nanosecond)} {
+		if _, deleted, err = Rotate(dir, "EdDSA", at); err != nil || len(deleted) != 0 {
+			t.Errorf("a rotation %v after the new key signed, while tokens of the longest lifetime may be valid, deleted %v (%v)", at.Sub(starts), deleted, err)
+		}
 	}
-	_, deleted, err = Rotate(dir, "EdDSA", starts.Add(ttl+Leeway), ttl)
+	_, deleted, err = Rotate(dir, "EdDSA", starts.Add(MaxAccessTokenTTL+Leeway))
 	if err != nil || len(deleted) != 1 || deleted[0] != first.ID {
-		t.Errorf("rotation once the old key's tokens expired deleted %v (%v), want the first key", deleted, err)
+		t.Errorf("rotation once the old key's tokens expired under any lifetime deleted %v (%v), want the first key", deleted, err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, first.ID+".pem")); !os.IsNotExist(err) {
 		t.Error("the retired key file is still there")
@@ -204,7 +210,7 @@ func TestRotationNeverOutrunsCachedJWKS(t *testing.T) {
 	ttl := 15 * time.Minute
 	kr, _ := OpenKeyring(dir, "EdDSA", now)
 	rotated := now.Add(time.Hour)
-	if _, _, err := Rotate(dir, "EdDSA", rotated, ttl); err != nil {
+	if _, _, err := Rotate(dir, "EdDSA", rotated); err != nil {
 		t.Fatal(err)
 	}
 	kr.Reload()
@@ -387,7 +393,7 @@ func TestKeyOfAnotherInstance(t *testing.T) {
 	dir := t.TempDir()
 	a, _ := OpenKeyring(dir, "EdDSA", now)
 	b, _ := OpenKeyring(dir, "EdDSA", now)
-	newKey, _, err := Rotate(dir, "EdDSA", now.Add(time.Minute), time.Hour)
+	newKey, _, err := Rotate(dir, "EdDSA", now.Add(time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}

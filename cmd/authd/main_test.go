@@ -612,6 +612,67 @@ func TestKeysCLI(t *testing.T) {
 	}
 }
 
+// TestKeysRotateKeepsKeysOfAnyLifetime: `keys rotate` run without the
+// servers' environment (AUTHD_ACCESS_TOKEN_TTL at its 15m default) keeps a
+// key that a server with the longest lifetime allowed may still accept
+// tokens of, and deletes it once that lifetime has passed too.
+func TestKeysRotateKeepsKeysOfAnyLifetime(t *testing.T) {
+	t.Parallel()
+	// The rotation deletes by the bound the configuration enforces.
+	for ttl, ok := range map[time.Duration]bool{token.MaxAccessTokenTTL: true, token.MaxAccessTokenTTL + time.Second: false} {
+		env := sqliteEnv(t)
+		env["AUTHD_ACCESS_TOKEN_TTL"] = ttl.String()
+		if _, err := loadConfig(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); (err == nil) != ok {
+			t.Errorf("AUTHD_ACCESS_TOKEN_TTL=%s: %v; want accepted %v (token.MaxAccessTokenTTL is the bound)", ttl, err, ok)
+		}
+	}
+	for _, tc := range []struct {
+		name      string
+		age       time.Duration // of the old key's successor
+		deleted   bool
+		listsNext string
+	}{
+		{"retired for 15m only", time.Hour, false, "deleted by `authd keys rotate` from "},
+		{"retired for any lifetime", token.MaxAccessTokenTTL + time.Hour, true, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := sqliteEnv(t)
+			dir := filepath.Join(env["AUTHD_DATA_DIR"], "keys")
+			old, err := token.Generate(dir, "EdDSA", time.Now().Add(-tc.age-time.Hour))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := token.Generate(dir, "EdDSA", time.Now().Add(-tc.age)); err != nil {
+				t.Fatal(err)
+			}
+			if !tc.deleted {
+				_, stdout, _ := runCLI(t, env, "keys", "list")
+				line := lineWith(stdout, old.ID)
+				if !strings.Contains(line, " retired ") || !strings.Contains(line, tc.listsNext) {
+					t.Errorf("list shows the old key as %q; want retired (15m lifetime), %q", line, tc.listsNext)
+				}
+			}
+			code, stdout, stderr := runCLI(t, env, "keys", "rotate")
+			if code != exitOK {
+				t.Fatalf("rotate: %d %q %q", code, stdout, stderr)
+			}
+			_, statErr := os.Stat(filepath.Join(dir, old.ID+".pem"))
+			if gone := os.IsNotExist(statErr); gone != tc.deleted || strings.Contains(stdout, "deleted retired key "+old.ID) != tc.deleted {
+				t.Errorf("rotate: old key deleted %v, want %v\n%s", gone, tc.deleted, stdout)
+			}
+		})
+	}
+}
+
+func lineWith(s, sub string) string {
+	for line := range strings.Lines(s) {
+		if strings.Contains(line, sub) {
+			return line
+		}
+	}
+	return ""
+}
+
 // TestServeMetricsAndMail runs the real App: a registration's mail goes
 // through the outbox to the development mailer, and /metrics on the admin
 // listener reports it.
