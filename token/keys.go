@@ -311,10 +311,14 @@ type Keyring struct {
 	dir, alg string
 
 	mu       sync.RWMutex
-	keys     []*Key // of alg, newest first; never empty
+	keys     []*Key // of alg, newest first; empty while the directory has none
 	byID     map[string]*Key
 	lastMiss time.Time // last reread for an unknown kid
 }
+
+// ErrNoKey is why a keyring neither signs nor verifies: its directory holds
+// no key of its algorithm.
+var ErrNoKey = errors.New("no signing key")
 
 // OpenKeyring loads the keys of alg from dir, generating the first one when
 // there is none.
@@ -323,24 +327,29 @@ func OpenKeyring(dir, alg string, now time.Time) (*Keyring, error) {
 		return nil, fmt.Errorf("unknown signing algorithm %q (use %s)", alg, strings.Join(Algorithms, ", "))
 	}
 	kr := &Keyring{dir: dir, alg: alg}
-	if err := kr.Reload(); err != nil {
-		return nil, err
-	}
-	if len(kr.keys) == 0 {
+	err := kr.Reload()
+	if errors.Is(err, ErrNoKey) {
 		if _, err := Generate(dir, alg, now); err != nil {
 			return nil, fmt.Errorf("generate the first signing key in %s: %w", dir, err)
 		}
-		if err := kr.Reload(); err != nil {
-			return nil, err
-		}
+		err = kr.Reload()
+	}
+	if err != nil {
+		return nil, err
 	}
 	return kr, nil
 }
 
-// Reload rereads the directory. It keeps the current keys if the directory
-// has none of the algorithm (it was emptied by mistake). A key whose file
-// is unchanged keeps its identity, so that what was verified with it stays
-// valid; a key removed or replaced loses it.
+// Reload rereads the directory. A key whose file is unchanged keeps its
+// identity, so that what was verified with it stays valid; a key removed or
+// replaced loses it.
+//
+// That holds for the last key too. Emptying the directory is how an
+// operator removes a compromised key, so a directory with no key of the
+// algorithm leaves the keyring with none: nothing signs or verifies until a
+// key is back, and every Reload until then returns ErrNoKey for the caller
+// to log. A key generated here instead would be one no other instance
+// knows, if this instance merely lost sight of a shared directory.
 func (kr *Keyring) Reload() error {
 	all, err := Load(kr.dir)
 	if err != nil {
@@ -361,13 +370,17 @@ func (kr *Keyring) Reload() error {
 		keys = append(keys, k)
 		byID[k.ID] = k
 	}
-	if len(keys) == 0 {
-		return nil
-	}
 	kr.mu.Lock()
 	kr.keys, kr.byID = keys, byID
 	kr.mu.Unlock()
+	if len(keys) == 0 {
+		return kr.errNoKey()
+	}
 	return nil
+}
+
+func (kr *Keyring) errNoKey() error {
+	return fmt.Errorf("%w: %s holds no %s key, so no access token is signed or verified until one is added (authd keys generate)", ErrNoKey, kr.dir, kr.alg)
 }
 
 func samePublic(a, b *Key) bool {
@@ -378,7 +391,8 @@ func samePublic(a, b *Key) bool {
 // Alg is the keyring's algorithm.
 func (kr *Keyring) Alg() string { return kr.alg }
 
-// Signing returns the key that signs tokens issued at now.
+// Signing returns the key that signs tokens issued at now, or nil while the
+// keyring has no key.
 func (kr *Keyring) Signing(now time.Time) *Key {
 	kr.mu.RLock()
 	defer kr.mu.RUnlock()
@@ -387,7 +401,7 @@ func (kr *Keyring) Signing(now time.Time) *Key {
 			return s.Key
 		}
 	}
-	return kr.keys[0] // unreachable: States always names one signing key
+	return nil
 }
 
 // Key returns the key with the id, if it is of the keyring's algorithm.

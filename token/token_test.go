@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -579,6 +580,66 @@ func TestVerifiedCacheDropsRemovedKey(t *testing.T) {
 			}
 			if _, err := iss.Verify(tok, now.Add(time.Minute)); authd.ErrorCode(err) != authd.EInvalidToken {
 				t.Errorf("a cached token of a key %s: Verify = %v, want invalid_token", how, err)
+			}
+		})
+	}
+}
+
+// TestEmptiedKeysDirectory: removing every key of the algorithm (how an
+// operator gets rid of a compromised one) stops it signing and verifying at
+// the next reload, cached tokens included, as removing one of several does;
+// every reload says so, and a key put back is used at once.
+func TestEmptiedKeysDirectory(t *testing.T) {
+	for _, how := range []string{"emptied", "other algorithm only", "removed"} {
+		t.Run(how, func(t *testing.T) {
+			dir := t.TempDir()
+			kr, _ := OpenKeyring(dir, "EdDSA", now)
+			iss := NewIssuer(kr, "i", "a")
+			tok, _ := iss.Issue(claimsAt(now))
+			if _, err := iss.Verify(tok, now); err != nil {
+				t.Fatal(err)
+			}
+			keys, _ := Load(dir)
+			for _, k := range keys {
+				os.Remove(filepath.Join(dir, k.ID+".pem"))
+			}
+			switch how {
+			case "other algorithm only":
+				Generate(dir, "ES256", now)
+			case "removed":
+				os.Remove(dir)
+			}
+			for range 2 {
+				if err := kr.Reload(); !errors.Is(err, ErrNoKey) || !strings.Contains(err.Error(), dir) {
+					t.Errorf("Reload of a directory with no EdDSA key: %v, want ErrNoKey naming %s", err, dir)
+				}
+			}
+			if _, err := iss.Verify(tok, now.Add(time.Minute)); authd.ErrorCode(err) != authd.EInvalidToken {
+				t.Errorf("a cached token of the removed key: Verify = %v, want invalid_token", err)
+			}
+			if _, err := iss.Issue(claimsAt(now)); !errors.Is(err, ErrNoKey) {
+				t.Errorf("Issue with no key: %v, want ErrNoKey", err)
+			}
+			if body, err := kr.JWKS(now, time.Hour); err != nil || string(body) != `{"keys":[]}` {
+				t.Errorf("JWKS with no key = %s, %v; want no key", body, err)
+			}
+
+			back, err := Generate(dir, "EdDSA", now.Add(time.Minute))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := kr.Reload(); err != nil {
+				t.Fatalf("Reload with a key back: %v", err)
+			}
+			fresh, err := iss.Issue(claimsAt(now.Add(time.Minute)))
+			if err != nil || header(t, fresh)["kid"] != back.ID {
+				t.Fatalf("Issue with a key back: %v, want signed with %s", err, back.ID)
+			}
+			if _, err := iss.Verify(fresh, now.Add(time.Minute)); err != nil {
+				t.Errorf("a token of the key put back: %v", err)
+			}
+			if _, err := iss.Verify(tok, now.Add(time.Minute)); authd.ErrorCode(err) != authd.EInvalidToken {
+				t.Errorf("a token of the removed key once another is back: Verify = %v, want invalid_token", err)
 			}
 		})
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -671,6 +672,84 @@ func lineWith(s, sub string) string {
 		}
 	}
 	return ""
+}
+
+// TestServeStopsOnEmptiedKeysDirectory: once every key is removed from
+// the directory (as an operator removes a compromised one), a running server
+// stops trusting it at its next reread: the token it signed is refused
+// though it was verified before, JWKS publishes nothing, and a login fails
+// with a problem (logged at error level) instead of signing with it.
+func TestServeStopsOnEmptiedKeysDirectory(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	env["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
+	if code, _, stderr := runCLI(t, env, "seed"); code != exitOK {
+		t.Fatalf("seed: %s", stderr)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan int)
+	go func() {
+		done <- run(ctx, []string{"serve"}, &stdout, &stderr, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	}()
+	defer func() { cancel(); <-done }()
+	url := waitForURL(t, &stdout, &stderr)
+	call := func(method, path, bearer, body string) (int, string, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, url+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+bearer)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Content-Type"), string(b)
+	}
+	login := `{"email":"active@demo.authd.dev","password":"` + DemoPassword + `"}`
+	code, _, body := call("POST", "/v1/auth/login", "", login)
+	var pair struct {
+		AccessToken string `json:"access_token"`
+	}
+	if code != http.StatusOK || json.Unmarshal([]byte(body), &pair) != nil {
+		t.Fatalf("login: %d %s", code, body)
+	}
+	if code, _, body := call("GET", "/v1/users/me", pair.AccessToken, ""); code != http.StatusOK {
+		t.Fatalf("me: %d %s", code, body)
+	}
+
+	dir := filepath.Join(env["AUTHD_DATA_DIR"], "keys")
+	keys, _ := token.Load(dir)
+	for _, k := range keys {
+		if err := os.Remove(filepath.Join(dir, k.ID+".pem")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A token naming a kid the server does not know makes it reread the
+	// directory at once, as it does every 30 seconds.
+	unknownKid := `{"alg":"EdDSA","kid":"20260101T000000.000000000Z-0011aabb","typ":"at+jwt"}`
+	forged := base64.RawURLEncoding.EncodeToString([]byte(unknownKid)) + ".e30.c2ln"
+	if code, _, body := call("GET", "/v1/users/me", forged, ""); code != http.StatusUnauthorized {
+		t.Fatalf("a token of an unknown kid: %d %s", code, body)
+	}
+
+	if code, _, body := call("GET", "/v1/users/me", pair.AccessToken, ""); code != http.StatusUnauthorized {
+		t.Errorf("a token of the removed key: %d %s, want 401", code, body)
+	}
+	if code, _, body := call("GET", "/.well-known/jwks.json", "", ""); code != http.StatusOK || strings.TrimSpace(body) != `{"keys":[]}` {
+		t.Errorf("JWKS with no key: %d %s, want no key", code, body)
+	}
+	code, ctype, body := call("POST", "/v1/auth/login", "", login)
+	if code != http.StatusInternalServerError || ctype != "application/problem+json" || strings.Contains(body, dir) {
+		t.Errorf("login with no key: %d %s %s, want a problem that does not show the directory", code, ctype, body)
+	}
+	if log := stderr.String(); !strings.Contains(log, "level=ERROR") || !strings.Contains(log, "holds no EdDSA key") {
+		t.Errorf("the failed login logged no error naming the cause:\n%s", log)
+	}
 }
 
 // TestServeMetricsAndMail runs the real App: a registration's mail goes
