@@ -52,8 +52,11 @@ const SigningDelay = JWKSMaxAge + 30*time.Second + Leeway
 // instance sharing the keys directory agrees on the order of the keys and
 // on the state of each, without talking to one another.
 type Key struct {
-	ID      string
-	Alg     string
+	ID  string
+	Alg string
+	// Created is zero for a key added by hand under a name that is not a
+	// kid: its file time cannot stand in, since copies of a mounted secret
+	// differ in it and `cp -p` keeps an old one.
 	Created time.Time
 	Private crypto.Signer
 }
@@ -191,6 +194,8 @@ func Load(dir string) ([]*Key, error) {
 	return keys, nil
 }
 
+// newestFirst orders keys by creation time, then by name: keys added by hand,
+// with no time, come last, in an order every instance agrees on.
 func newestFirst(a, b *Key) int {
 	if c := b.Created.Compare(a.Created); c != 0 {
 		return c
@@ -204,15 +209,7 @@ func parseKey(path string) (*Key, error) {
 		return nil, err
 	}
 	id := strings.TrimSuffix(filepath.Base(path), ".pem")
-	created, ok := kidCreated(id)
-	if !ok {
-		// A key added by hand: its file time stands in for its creation.
-		info, err := os.Stat(path)
-		if err != nil {
-			return nil, err
-		}
-		created = info.ModTime().UTC()
-	}
+	created, _ := kidCreated(id)
 	block, _ := pem.Decode(data)
 	if block == nil || block.Type != "PRIVATE KEY" {
 		return nil, fmt.Errorf("%s: not a PKCS#8 PEM private key (BEGIN PRIVATE KEY)", path)
@@ -250,7 +247,8 @@ const (
 	// Published: in JWKS, not signing until SigningDelay after it was made.
 	Published State = "published"
 	// Signing: the newest key past its delay signs. While no key is past
-	// it, the oldest signs: the first key ever made signs at once.
+	// it, the oldest signs: the first key ever made signs at once. Keys
+	// added by hand sign only while no kid-named key exists (see States).
 	Signing State = "signing"
 	// Retiring: a newer key signs; still in JWKS while tokens this key
 	// signed may be valid.
@@ -265,21 +263,41 @@ type Status struct {
 	Key   *Key
 	State State
 	// Until is when the key enters the next state: zero for a retired key,
-	// and for the signing key while no newer key exists.
+	// for the signing key while no newer key exists, and for a key added by
+	// hand that retires once a kid-named key exists.
 	Until time.Time
 }
 
 // States returns the status of each of keys (of one algorithm, newest
 // first) at now, for tokens living ttl.
+//
+// A key added by hand, with no creation time, never signs while a kid-named
+// key exists, since nothing says whether it is newer, or whether resource
+// servers have seen it in JWKS yet. While keys added by hand are all there
+// is, the one whose name sorts last signs and the others stay published, as
+// nothing says when they stopped signing.
 func States(keys []*Key, now time.Time, ttl time.Duration) []Status {
-	signer := len(keys) - 1
-	for i, k := range keys {
+	out := make([]Status, len(keys))
+	dated := 0 // keys with a creation time, which come first
+	for dated < len(keys) && !keys[dated].Created.IsZero() {
+		dated++
+	}
+	if dated == 0 {
+		for i, k := range keys {
+			out[i] = Status{Key: k, State: Retiring}
+		}
+		if len(out) > 0 {
+			out[0].State = Signing
+		}
+		return out
+	}
+	signer := dated - 1
+	for i, k := range keys[:dated] {
 		if !now.Before(k.Created.Add(SigningDelay)) {
 			signer = i
 			break
 		}
 	}
-	out := make([]Status, len(keys))
 	for i, k := range keys {
 		s := Status{Key: k}
 		switch {
@@ -293,8 +311,10 @@ func States(keys []*Key, now time.Time, ttl time.Duration) []Status {
 		default:
 			// The last token this key signed was issued when its successor
 			// took over; an instance whose clock is behind may still have
-			// signed with it for Leeway.
-			s.State, s.Until = Retiring, keys[i-1].Created.Add(SigningDelay+Leeway+ttl)
+			// signed with it for Leeway. Keys added by hand stopped signing
+			// when the oldest kid-named key appeared.
+			successor := keys[min(i, dated)-1]
+			s.State, s.Until = Retiring, successor.Created.Add(SigningDelay+Leeway+ttl)
 			if !now.Before(s.Until) {
 				s.State, s.Until = Retired, time.Time{}
 			}

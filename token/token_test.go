@@ -454,40 +454,29 @@ func TestKeyOrderWithinOneSecond(t *testing.T) {
 }
 
 // TestLegacyKeyFiles: keys whose kid has only seconds (made by earlier
-// versions) still load and verify, ordered by that second; a key added by
-// hand under another name is ordered by its file time.
+// versions) still load and verify, ordered by that second.
 func TestLegacyKeyFiles(t *testing.T) {
-	src, err := Generate(t.TempDir(), "EdDSA", now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, _ := x509.MarshalPKCS8PrivateKey(src.Private)
-	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-
+	pemBytes := keyPEM(t)
 	dir := t.TempDir()
 	current, err := Generate(dir, "EdDSA", now.Add(500*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"20261127T085959Z-0011aabb.pem", "20261127T090001Z-0011aacc.pem", "by-hand.pem"} {
+	for _, name := range []string{"20261127T085959Z-0011aabb.pem", "20261127T090001Z-0011aacc.pem"} {
 		if err := os.WriteFile(filepath.Join(dir, name), pemBytes, 0o600); err != nil {
 			t.Fatal(err)
 		}
-	}
-	handTime := now.Add(2*time.Second + 123*time.Millisecond)
-	if err := os.Chtimes(filepath.Join(dir, "by-hand.pem"), handTime, handTime); err != nil {
-		t.Fatal(err)
 	}
 	keys, err := Load(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"by-hand", "20261127T090001Z-0011aacc", current.ID, "20261127T085959Z-0011aabb"}
+	want := []string{"20261127T090001Z-0011aacc", current.ID, "20261127T085959Z-0011aabb"}
 	if got := keyIDs(keys); strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("keys newest first: %v, want %v", got, want)
 	}
-	if !keys[0].Created.Equal(handTime) || !keys[1].Created.Equal(now.Add(time.Second)) {
-		t.Errorf("created %v and %v, want the file time %v and the kid's second", keys[0].Created, keys[1].Created, handTime)
+	if !keys[0].Created.Equal(now.Add(time.Second)) {
+		t.Errorf("created %v, want the kid's second", keys[0].Created)
 	}
 	kr, err := OpenKeyring(dir, "EdDSA", now)
 	if err != nil {
@@ -495,6 +484,111 @@ func TestLegacyKeyFiles(t *testing.T) {
 	}
 	if _, ok := kr.Key("20261127T085959Z-0011aabb"); !ok {
 		t.Error("a key with a legacy kid is unknown to the keyring")
+	}
+}
+
+// keyPEM is a new Ed25519 key as a PKCS#8 PEM file's content.
+func keyPEM(t *testing.T) []byte {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(priv)
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+}
+
+// TestHandNamedKeys: a key added by hand under a name that is not a kid
+// never signs while a kid-named key exists, whatever its file time (copied
+// with `cp -p`, or as each pod's copy of a mounted secret has it); keys
+// added by hand alone sign in an order every instance agrees on.
+func TestHandNamedKeys(t *testing.T) {
+	ttl := 15 * time.Minute
+	kidKeySigns := now.Add(SigningDelay)
+	for name, mtime := range map[string]time.Time{
+		"file time before the kid-named key": now.Add(-time.Hour),
+		"file time as it signs":              kidKeySigns.Add(time.Second), // what cp -p of an older file gives
+		"file time now":                      kidKeySigns.Add(time.Hour),
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			k, err := Generate(dir, "EdDSA", now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hand := filepath.Join(dir, "by-hand.pem")
+			os.WriteFile(hand, keyPEM(t), 0o600)
+			os.Chtimes(hand, mtime, mtime)
+			kr, err := OpenKeyring(dir, "EdDSA", now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, at := range []time.Time{now, kidKeySigns.Add(-time.Second), kidKeySigns.Add(2 * time.Second), kidKeySigns.Add(2 * time.Hour)} {
+				if got := kr.Signing(at); got.ID != k.ID {
+					t.Errorf("signing key %v after the kid-named key was made: %s, want it, not the hand-named key", at.Sub(now), got.ID)
+				}
+			}
+			if _, ok := kr.Key("by-hand"); !ok {
+				t.Error("the hand-named key does not verify")
+			}
+		})
+	}
+
+	// Two instances whose copies of the same files differ in file times
+	// agree on the signing key and on JWKS.
+	pems := [][]byte{keyPEM(t), keyPEM(t), keyPEM(t)}
+	names := []string{"alpha.pem", "prod-2026.pem", "beta.pem"}
+	var instances []*Keyring
+	for i := range 2 {
+		dir := t.TempDir()
+		for j, name := range names {
+			path := filepath.Join(dir, name)
+			os.WriteFile(path, pems[j], 0o600)
+			mtime := now.Add(time.Duration((j+i)%len(names)) * time.Hour)
+			os.Chtimes(path, mtime, mtime)
+		}
+		kr, err := OpenKeyring(dir, "EdDSA", now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		instances = append(instances, kr)
+	}
+	for i, kr := range instances {
+		if got := kr.Signing(now).ID; got != "prod-2026" {
+			t.Errorf("instance %d signs with %s, want prod-2026, the name that sorts last", i, got)
+		}
+		if got := publishedIDs(kr, now.Add(100*time.Hour), ttl); strings.Join(got, " ") != "prod-2026 beta alpha" {
+			t.Errorf("instance %d publishes %v, want every key added by hand", i, got)
+		}
+	}
+
+	// A kid-named key added to them signs (the first kid-named key signs at
+	// once); they retire as the key it succeeded would.
+	dir := t.TempDir()
+	for j, name := range names {
+		os.WriteFile(filepath.Join(dir, name), pems[j], 0o600)
+	}
+	k, err := Generate(dir, "EdDSA", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, _ := LoadAlg(dir, "EdDSA")
+	retire := now.Add(SigningDelay + Leeway + ttl)
+	for at, want := range map[time.Time]string{
+		now:                      "signing retiring retiring retiring",
+		retire.Add(-time.Second): "signing retiring retiring retiring",
+		retire:                   "signing retired retired retired",
+	} {
+		var got []string
+		for i, s := range States(keys, at, ttl) {
+			if i == 0 && s.Key.ID != k.ID {
+				t.Errorf("at %v the newest key is %s, want the kid-named %s", at.Sub(now), s.Key.ID, k.ID)
+			}
+			got = append(got, string(s.State))
+		}
+		if strings.Join(got, " ") != want {
+			t.Errorf("at %v states %v, want %s", at.Sub(now), got, want)
+		}
 	}
 }
 

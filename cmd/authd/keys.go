@@ -27,8 +27,10 @@ retired (out of JWKS; rotate deletes it once 24h + 30s have passed since
 it stopped signing, as this command cannot know the servers' token lifetime).
 
 Keys are PKCS#8 PEM files named KID.pem; the kid begins with the key's
-creation time, which orders the keys. Running instances reread the directory
-every 30 seconds.`
+creation time, which orders the keys. A key added by hand under another name
+has no creation time: it signs only while no kid-named key exists (of several,
+the one whose name sorts last). Running instances reread the directory every
+30 seconds.`
 
 func keysCmd(_ context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "keys", keysSynopsis)
@@ -112,12 +114,16 @@ func keysCmd(_ context.Context, e *env, args []string) error {
 		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "KID\tALG\tCREATED\tSTATE\tNEXT")
 		for _, k := range keys {
+			created := "unknown (added by hand)"
+			if !k.Created.IsZero() {
+				created = k.Created.Format(time.RFC3339)
+			}
 			s, ok := states[k]
 			if !ok {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.ID, k.Alg, k.Created.Format(time.RFC3339), "other algorithm", "not used")
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.ID, k.Alg, created, "other algorithm", "not used")
 				continue
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.ID, k.Alg, k.Created.Format(time.RFC3339), s.State, next(s, deletable[k]))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.ID, k.Alg, created, s.State, next(s, deletable[k]))
 		}
 		return tw.Flush()
 	default:
@@ -134,11 +140,17 @@ func next(s token.Status, deletable time.Time) string {
 	case token.Published:
 		return "signing from " + at
 	case token.Signing:
+		if s.Key.Created.IsZero() {
+			return "until a kid-named key exists"
+		}
 		if s.Until.IsZero() {
 			return "until a newer key signs"
 		}
 		return "retiring from " + at
 	case token.Retiring:
+		if s.Until.IsZero() {
+			return "retired once a kid-named key exists"
+		}
 		return "retired (out of JWKS) from " + at
 	default:
 		if !deletable.IsZero() {

@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"flag"
 	"fmt"
 	"io"
@@ -662,6 +664,39 @@ func TestKeysRotateKeepsKeysOfAnyLifetime(t *testing.T) {
 				t.Errorf("rotate: old key deleted %v, want %v\n%s", gone, tc.deleted, stdout)
 			}
 		})
+	}
+}
+
+// TestKeysListHandNamed: a key added by hand shows no creation time, and
+// stops signing once a kid-named key exists, whatever its file time.
+func TestKeysListHandNamed(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	dir := filepath.Join(env["AUTHD_DATA_DIR"], "keys")
+	src, err := token.Generate(t.TempDir(), "EdDSA", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(src.Private)
+	os.MkdirAll(dir, 0o700)
+	hand := filepath.Join(dir, "by-hand.pem")
+	if err := os.WriteFile(hand, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	future := time.Now().Add(time.Hour) // newer than any key made below
+	os.Chtimes(hand, future, future)
+	_, stdout, _ := runCLI(t, env, "keys", "list")
+	if line := lineWith(stdout, "by-hand"); !strings.Contains(line, "unknown (added by hand)") || !strings.Contains(line, " signing ") ||
+		!strings.Contains(line, "until a kid-named key exists") {
+		t.Errorf("list of a key added by hand alone: %q", line)
+	}
+	code, stdout, stderr := runCLI(t, env, "keys", "generate")
+	if code != exitOK || !strings.Contains(stdout, "signs new tokens from now on") {
+		t.Fatalf("generate beside a key added by hand: %d %q %q", code, stdout, stderr)
+	}
+	_, stdout, _ = runCLI(t, env, "keys", "list")
+	if line := lineWith(stdout, "by-hand"); !strings.Contains(line, " retiring ") || !strings.Contains(line, "retired (out of JWKS) from ") {
+		t.Errorf("list of a key added by hand beside a kid-named one: %q\n%s", line, stdout)
 	}
 }
 
