@@ -41,11 +41,15 @@ const Leeway = 30 * time.Second
 // server's lifetime in their environment.
 const MaxAccessTokenTTL = 24 * time.Hour
 
+// ReloadInterval is the longest a running instance may go without rereading
+// the keys directory (Keyring.Reload): SigningDelay counts on it.
+const ReloadInterval = 30 * time.Second
+
 // SigningDelay is how long a new key is published before it signs: the JWKS
-// cache lifetime, plus the 30 s running instances may take to reread the
+// cache lifetime, plus the time running instances may take to reread the
 // directory and the clock skew between them, so that no resource server
 // holding a cached JWKS meets a kid it does not know.
-const SigningDelay = JWKSMaxAge + 30*time.Second + Leeway
+const SigningDelay = JWKSMaxAge + ReloadInterval + Leeway
 
 // Key is one signing key. Its ID (the JWT kid, and its file name without
 // .pem) begins with its creation time to the nanosecond, so that every

@@ -203,27 +203,78 @@ func TestRotate(t *testing.T) {
 	}
 }
 
-// TestRotationNeverOutrunsCachedJWKS: a resource server that fetched JWKS at
-// any moment around a rotation and cached it for JWKSMaxAge knows the kid of
-// every token issued meanwhile.
+// TestRotationNeverOutrunsCachedJWKS: a resource server that fetched JWKS
+// from any instance at any moment around a rotation, and caches it for
+// JWKSMaxAge, knows the kid of every token any instance issues meanwhile,
+// though instances reread the directory up to 30 s after the new key was
+// written, and their clocks (and that of the machine that rotated) differ
+// by up to 30 s.
 func TestRotationNeverOutrunsCachedJWKS(t *testing.T) {
-	dir := t.TempDir()
+	// Not ReloadInterval or Leeway: the test is to fail if SigningDelay
+	// leaves out either margin, or if either shrinks.
+	const reloadLag, skew = 30 * time.Second, 30 * time.Second
 	ttl := 15 * time.Minute
-	kr, _ := OpenKeyring(dir, "EdDSA", now)
-	rotated := now.Add(time.Hour)
-	if _, _, err := Rotate(dir, "EdDSA", rotated); err != nil {
-		t.Fatal(err)
-	}
-	kr.Reload()
-	step := 10 * time.Second
-	for fetched := rotated.Add(-time.Minute); fetched.Before(rotated.Add(SigningDelay + time.Minute)); fetched = fetched.Add(step) {
-		cached := publishedIDs(kr, fetched, ttl)
-		if fetched.Before(rotated) { // the new key was not made yet
-			cached = []string{kr.Signing(fetched).ID}
+	written := now.Add(time.Hour) // true time the rotation writes the new key
+
+	type instance struct{ clock, lag time.Duration }
+	var instances []instance
+	for _, clock := range []time.Duration{0, skew} {
+		for _, lag := range []time.Duration{0, reloadLag / 2, reloadLag} {
+			instances = append(instances, instance{clock, lag})
 		}
-		for at := fetched; !at.After(fetched.Add(JWKSMaxAge)); at = at.Add(step) {
-			if kid := kr.Signing(at).ID; !slices.Contains(cached, kid) {
-				t.Fatalf("JWKS fetched %v after rotation lacks %s, which signs %v later", fetched.Sub(rotated), kid, at.Sub(fetched))
+	}
+	start, step := written.Add(-time.Minute), time.Second
+	steps := int((SigningDelay + 3*time.Minute) / step)
+	// A copy fetched at step j serves steps j to j+cacheSteps-1: up to an
+	// age of max-age itself, as a cache rounding ages down would.
+	cacheSteps := int(JWKSMaxAge/step) + 1
+
+	for _, writerClock := range []time.Duration{0, skew} {
+		dir := t.TempDir()
+		before, err := OpenKeyring(dir, "EdDSA", now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		newKey, _, err := Rotate(dir, "EdDSA", written.Add(writerClock))
+		if err != nil {
+			t.Fatal(err)
+		}
+		after, err := OpenKeyring(dir, "EdDSA", now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// view is what an instance knows at true time at: the keys as of its
+		// last reread, and its clock's reading.
+		view := func(in instance, at time.Time) (*Keyring, time.Time) {
+			if at.Before(written.Add(in.lag)) {
+				return before, at.Add(in.clock)
+			}
+			return after, at.Add(in.clock)
+		}
+		for _, publisher := range instances {
+			served := make([][]string, steps) // the kids in its JWKS at each step
+			for i := range steps {
+				kr, clock := view(publisher, start.Add(time.Duration(i)*step))
+				served[i] = publishedIDs(kr, clock, ttl)
+			}
+			for _, signer := range instances {
+				signedNew := false
+				for i := range steps {
+					at := start.Add(time.Duration(i) * step)
+					kr, clock := view(signer, at)
+					kid := kr.Signing(clock).ID
+					signedNew = signedNew || kid == newKey.ID
+					for j := max(0, i-cacheSteps+1); j <= i; j++ {
+						if !slices.Contains(served[j], kid) {
+							t.Fatalf("rotation by a clock %v ahead: a signer %v ahead, rereading %v late, signs with %s %v after the key was written, "+
+								"but JWKS fetched %v before from an instance %v ahead, rereading %v late, lacks it",
+								writerClock, signer.clock, signer.lag, kid, at.Sub(written), time.Duration(i-j)*step, publisher.clock, publisher.lag)
+						}
+					}
+				}
+				if !signedNew {
+					t.Fatalf("the new key never signed on %+v", signer)
+				}
 			}
 		}
 	}
