@@ -62,6 +62,9 @@ const accessTokenType = "at+jwt"
 // Issue implements authd.AccessTokens.
 func (i *Issuer) Issue(c authd.AccessClaims) (string, error) {
 	key := i.keys.Signing(c.IssuedAt)
+	if key == nil {
+		return "", i.keys.errNoKey()
+	}
 	t := jwt.NewWithClaims(i.method, claims{
 		RegisteredClaims: jwt.RegisteredClaims{
 			Issuer:    i.issuer,

@@ -35,19 +35,32 @@ const JWKSMaxAge = 5 * time.Minute
 // iat, and around the moments a key changes state.
 const Leeway = 30 * time.Second
 
+// MaxAccessTokenTTL is the longest access-token lifetime the configuration
+// allows (AUTHD_ACCESS_TOKEN_TTL). Rotate deletes a key only once tokens of
+// this lifetime would have expired, since whoever runs it may not have the
+// server's lifetime in their environment.
+const MaxAccessTokenTTL = 24 * time.Hour
+
+// ReloadInterval is the longest a running instance may go without rereading
+// the keys directory (Keyring.Reload): SigningDelay counts on it.
+const ReloadInterval = 30 * time.Second
+
 // SigningDelay is how long a new key is published before it signs: the JWKS
-// cache lifetime, plus the 30 s running instances may take to reread the
+// cache lifetime, plus the time running instances may take to reread the
 // directory and the clock skew between them, so that no resource server
 // holding a cached JWKS meets a kid it does not know.
-const SigningDelay = JWKSMaxAge + 30*time.Second + Leeway
+const SigningDelay = JWKSMaxAge + ReloadInterval + Leeway
 
 // Key is one signing key. Its ID (the JWT kid, and its file name without
 // .pem) begins with its creation time to the nanosecond, so that every
 // instance sharing the keys directory agrees on the order of the keys and
 // on the state of each, without talking to one another.
 type Key struct {
-	ID      string
-	Alg     string
+	ID  string
+	Alg string
+	// Created is zero for a key added by hand under a name that is not a
+	// kid: its file time cannot stand in, since copies of a mounted secret
+	// differ in it and `cp -p` keeps an old one.
 	Created time.Time
 	Private crypto.Signer
 }
@@ -185,6 +198,8 @@ func Load(dir string) ([]*Key, error) {
 	return keys, nil
 }
 
+// newestFirst orders keys by creation time, then by name: keys added by hand,
+// with no time, come last, in an order every instance agrees on.
 func newestFirst(a, b *Key) int {
 	if c := b.Created.Compare(a.Created); c != 0 {
 		return c
@@ -198,15 +213,7 @@ func parseKey(path string) (*Key, error) {
 		return nil, err
 	}
 	id := strings.TrimSuffix(filepath.Base(path), ".pem")
-	created, ok := kidCreated(id)
-	if !ok {
-		// A key added by hand: its file time stands in for its creation.
-		info, err := os.Stat(path)
-		if err != nil {
-			return nil, err
-		}
-		created = info.ModTime().UTC()
-	}
+	created, _ := kidCreated(id)
 	block, _ := pem.Decode(data)
 	if block == nil || block.Type != "PRIVATE KEY" {
 		return nil, fmt.Errorf("%s: not a PKCS#8 PEM private key (BEGIN PRIVATE KEY)", path)
@@ -244,12 +251,14 @@ const (
 	// Published: in JWKS, not signing until SigningDelay after it was made.
 	Published State = "published"
 	// Signing: the newest key past its delay signs. While no key is past
-	// it, the oldest signs: the first key ever made signs at once.
+	// it, the oldest signs: the first key ever made signs at once. Keys
+	// added by hand sign only while no kid-named key exists (see States).
 	Signing State = "signing"
 	// Retiring: a newer key signs; still in JWKS while tokens this key
 	// signed may be valid.
 	Retiring State = "retiring"
-	// Retired: out of JWKS; the next rotation deletes the file.
+	// Retired: out of JWKS. A rotation deletes the file once the key is
+	// retired for tokens living MaxAccessTokenTTL too.
 	Retired State = "retired"
 )
 
@@ -258,21 +267,41 @@ type Status struct {
 	Key   *Key
 	State State
 	// Until is when the key enters the next state: zero for a retired key,
-	// and for the signing key while no newer key exists.
+	// for the signing key while no newer key exists, and for a key added by
+	// hand that retires once a kid-named key exists.
 	Until time.Time
 }
 
 // States returns the status of each of keys (of one algorithm, newest
 // first) at now, for tokens living ttl.
+//
+// A key added by hand, with no creation time, never signs while a kid-named
+// key exists, since nothing says whether it is newer, or whether resource
+// servers have seen it in JWKS yet. While keys added by hand are all there
+// is, the one whose name sorts last signs and the others stay published, as
+// nothing says when they stopped signing.
 func States(keys []*Key, now time.Time, ttl time.Duration) []Status {
-	signer := len(keys) - 1
-	for i, k := range keys {
+	out := make([]Status, len(keys))
+	dated := 0 // keys with a creation time, which come first
+	for dated < len(keys) && !keys[dated].Created.IsZero() {
+		dated++
+	}
+	if dated == 0 {
+		for i, k := range keys {
+			out[i] = Status{Key: k, State: Retiring}
+		}
+		if len(out) > 0 {
+			out[0].State = Signing
+		}
+		return out
+	}
+	signer := dated - 1
+	for i, k := range keys[:dated] {
 		if !now.Before(k.Created.Add(SigningDelay)) {
 			signer = i
 			break
 		}
 	}
-	out := make([]Status, len(keys))
 	for i, k := range keys {
 		s := Status{Key: k}
 		switch {
@@ -286,8 +315,10 @@ func States(keys []*Key, now time.Time, ttl time.Duration) []Status {
 		default:
 			// The last token this key signed was issued when its successor
 			// took over; an instance whose clock is behind may still have
-			// signed with it for Leeway.
-			s.State, s.Until = Retiring, keys[i-1].Created.Add(SigningDelay+Leeway+ttl)
+			// signed with it for Leeway. Keys added by hand stopped signing
+			// when the oldest kid-named key appeared.
+			successor := keys[min(i, dated)-1]
+			s.State, s.Until = Retiring, successor.Created.Add(SigningDelay+Leeway+ttl)
 			if !now.Before(s.Until) {
 				s.State, s.Until = Retired, time.Time{}
 			}
@@ -304,10 +335,14 @@ type Keyring struct {
 	dir, alg string
 
 	mu       sync.RWMutex
-	keys     []*Key // of alg, newest first; never empty
+	keys     []*Key // of alg, newest first; empty while the directory has none
 	byID     map[string]*Key
 	lastMiss time.Time // last reread for an unknown kid
 }
+
+// ErrNoKey is why a keyring neither signs nor verifies: its directory holds
+// no key of its algorithm.
+var ErrNoKey = errors.New("no signing key")
 
 // OpenKeyring loads the keys of alg from dir, generating the first one when
 // there is none.
@@ -316,24 +351,29 @@ func OpenKeyring(dir, alg string, now time.Time) (*Keyring, error) {
 		return nil, fmt.Errorf("unknown signing algorithm %q (use %s)", alg, strings.Join(Algorithms, ", "))
 	}
 	kr := &Keyring{dir: dir, alg: alg}
-	if err := kr.Reload(); err != nil {
-		return nil, err
-	}
-	if len(kr.keys) == 0 {
+	err := kr.Reload()
+	if errors.Is(err, ErrNoKey) {
 		if _, err := Generate(dir, alg, now); err != nil {
 			return nil, fmt.Errorf("generate the first signing key in %s: %w", dir, err)
 		}
-		if err := kr.Reload(); err != nil {
-			return nil, err
-		}
+		err = kr.Reload()
+	}
+	if err != nil {
+		return nil, err
 	}
 	return kr, nil
 }
 
-// Reload rereads the directory. It keeps the current keys if the directory
-// has none of the algorithm (it was emptied by mistake). A key whose file
-// is unchanged keeps its identity, so that what was verified with it stays
-// valid; a key removed or replaced loses it.
+// Reload rereads the directory. A key whose file is unchanged keeps its
+// identity, so that what was verified with it stays valid; a key removed or
+// replaced loses it.
+//
+// That holds for the last key too. Emptying the directory is how an
+// operator removes a compromised key, so a directory with no key of the
+// algorithm leaves the keyring with none: nothing signs or verifies until a
+// key is back, and every Reload until then returns ErrNoKey for the caller
+// to log. A key generated here instead would be one no other instance
+// knows, if this instance merely lost sight of a shared directory.
 func (kr *Keyring) Reload() error {
 	all, err := Load(kr.dir)
 	if err != nil {
@@ -354,13 +394,17 @@ func (kr *Keyring) Reload() error {
 		keys = append(keys, k)
 		byID[k.ID] = k
 	}
-	if len(keys) == 0 {
-		return nil
-	}
 	kr.mu.Lock()
 	kr.keys, kr.byID = keys, byID
 	kr.mu.Unlock()
+	if len(keys) == 0 {
+		return kr.errNoKey()
+	}
 	return nil
+}
+
+func (kr *Keyring) errNoKey() error {
+	return fmt.Errorf("%w: %s holds no %s key, so no access token is signed or verified until one is added (authd keys generate)", ErrNoKey, kr.dir, kr.alg)
 }
 
 func samePublic(a, b *Key) bool {
@@ -371,7 +415,8 @@ func samePublic(a, b *Key) bool {
 // Alg is the keyring's algorithm.
 func (kr *Keyring) Alg() string { return kr.alg }
 
-// Signing returns the key that signs tokens issued at now.
+// Signing returns the key that signs tokens issued at now, or nil while the
+// keyring has no key.
 func (kr *Keyring) Signing(now time.Time) *Key {
 	kr.mu.RLock()
 	defer kr.mu.RUnlock()
@@ -380,7 +425,7 @@ func (kr *Keyring) Signing(now time.Time) *Key {
 			return s.Key
 		}
 	}
-	return kr.keys[0] // unreachable: States always names one signing key
+	return nil
 }
 
 // Key returns the key with the id, if it is of the keyring's algorithm.
@@ -432,9 +477,12 @@ func published(keys []*Key, now time.Time, ttl time.Duration) []*Key {
 }
 
 // Rotate adds a new key for alg to dir, which signs once SigningDelay has
-// passed, and deletes the keys of alg retired at now (whose tokens have all
-// expired). It returns the new key and the ids deleted.
-func Rotate(dir, alg string, now time.Time, ttl time.Duration) (*Key, []string, error) {
+// passed, and deletes the keys of alg retired at now even for tokens living
+// MaxAccessTokenTTL. The lifetime the caller has configured is no guide: a
+// rotation run without the servers' environment would otherwise delete a
+// key whose tokens they still accept. It returns the new key and the ids
+// deleted.
+func Rotate(dir, alg string, now time.Time) (*Key, []string, error) {
 	k, err := Generate(dir, alg, now)
 	if err != nil {
 		return nil, nil, err
@@ -443,7 +491,7 @@ func Rotate(dir, alg string, now time.Time, ttl time.Duration) (*Key, []string, 
 	if err != nil {
 		return k, nil, err
 	}
-	keep := published(same, now, ttl)
+	keep := published(same, now, MaxAccessTokenTTL)
 	var deleted []string
 	for _, key := range same {
 		if !slices.Contains(keep, key) {

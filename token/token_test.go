@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -138,8 +139,8 @@ func TestVerifyRejects(t *testing.T) {
 }
 
 // TestRotate: a rotated-in key is published at once, signs after
-// SigningDelay, and the old key stays in JWKS until its tokens expired;
-// then a rotation deletes it.
+// SigningDelay, and the old key stays in JWKS until its tokens expired; a
+// rotation deletes it only once tokens of the longest lifetime allowed have.
 func TestRotate(t *testing.T) {
 	dir := t.TempDir()
 	ttl := 15 * time.Minute
@@ -151,7 +152,7 @@ func TestRotate(t *testing.T) {
 	iss := NewIssuer(kr, "i", "a")
 
 	rotated := now.Add(time.Hour)
-	second, deleted, err := Rotate(dir, "EdDSA", rotated, ttl)
+	second, deleted, err := Rotate(dir, "EdDSA", rotated)
 	if err != nil || len(deleted) != 0 {
 		t.Fatalf("Rotate: %v, deleted %v", err, deleted)
 	}
@@ -184,39 +185,96 @@ func TestRotate(t *testing.T) {
 			t.Errorf("JWKS %v after rotation has %v, want %v", at, got, want)
 		}
 	}
-	if _, deleted, err = Rotate(dir, "EdDSA", starts.Add(ttl), ttl); err != nil || len(deleted) != 0 {
-		t.Errorf("a rotation while the old key's tokens may be valid deleted %v (%v)", deleted, err)
+	// Out of this server's JWKS, the old key still stays on disk: whoever
+	// rotates may run with a shorter AUTHD_ACCESS_TOKEN_TTL than the
+	// servers, so only a key whose tokens expired under the longest
+	// lifetime allowed is deleted.
+	for _, at := range []time.Time{starts.Add(ttl), starts.Add(ttl + Leeway), starts.Add(MaxAccessTokenTTL + Leeway - time.Nanosecond)} {
+		if _, deleted, err = Rotate(dir, "EdDSA", at); err != nil || len(deleted) != 0 {
+			t.Errorf("a rotation %v after the new key signed, while tokens of the longest lifetime may be valid, deleted %v (%v)", at.Sub(starts), deleted, err)
+		}
 	}
-	_, deleted, err = Rotate(dir, "EdDSA", starts.Add(ttl+Leeway), ttl)
+	_, deleted, err = Rotate(dir, "EdDSA", starts.Add(MaxAccessTokenTTL+Leeway))
 	if err != nil || len(deleted) != 1 || deleted[0] != first.ID {
-		t.Errorf("rotation once the old key's tokens expired deleted %v (%v), want the first key", deleted, err)
+		t.Errorf("rotation once the old key's tokens expired under any lifetime deleted %v (%v), want the first key", deleted, err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, first.ID+".pem")); !os.IsNotExist(err) {
 		t.Error("the retired key file is still there")
 	}
 }
 
-// TestRotationNeverOutrunsCachedJWKS: a resource server that fetched JWKS at
-// any moment around a rotation and cached it for JWKSMaxAge knows the kid of
-// every token issued meanwhile.
+// TestRotationNeverOutrunsCachedJWKS: a resource server that fetched JWKS
+// from any instance at any moment around a rotation, and caches it for
+// JWKSMaxAge, knows the kid of every token any instance issues meanwhile,
+// though instances reread the directory up to 30 s after the new key was
+// written, and their clocks (and that of the machine that rotated) differ
+// by up to 30 s.
 func TestRotationNeverOutrunsCachedJWKS(t *testing.T) {
-	dir := t.TempDir()
+	// Not ReloadInterval or Leeway: the test is to fail if SigningDelay
+	// leaves out either margin, or if either shrinks.
+	const reloadLag, skew = 30 * time.Second, 30 * time.Second
 	ttl := 15 * time.Minute
-	kr, _ := OpenKeyring(dir, "EdDSA", now)
-	rotated := now.Add(time.Hour)
-	if _, _, err := Rotate(dir, "EdDSA", rotated, ttl); err != nil {
-		t.Fatal(err)
-	}
-	kr.Reload()
-	step := 10 * time.Second
-	for fetched := rotated.Add(-time.Minute); fetched.Before(rotated.Add(SigningDelay + time.Minute)); fetched = fetched.Add(step) {
-		cached := publishedIDs(kr, fetched, ttl)
-		if fetched.Before(rotated) { // the new key was not made yet
-			cached = []string{kr.Signing(fetched).ID}
+	written := now.Add(time.Hour) // true time the rotation writes the new key
+
+	type instance struct{ clock, lag time.Duration }
+	var instances []instance
+	for _, clock := range []time.Duration{0, skew} {
+		for _, lag := range []time.Duration{0, reloadLag / 2, reloadLag} {
+			instances = append(instances, instance{clock, lag})
 		}
-		for at := fetched; !at.After(fetched.Add(JWKSMaxAge)); at = at.Add(step) {
-			if kid := kr.Signing(at).ID; !slices.Contains(cached, kid) {
-				t.Fatalf("JWKS fetched %v after rotation lacks %s, which signs %v later", fetched.Sub(rotated), kid, at.Sub(fetched))
+	}
+	start, step := written.Add(-time.Minute), time.Second
+	steps := int((SigningDelay + 3*time.Minute) / step)
+	// A copy fetched at step j serves steps j to j+cacheSteps-1: up to an
+	// age of max-age itself, as a cache rounding ages down would.
+	cacheSteps := int(JWKSMaxAge/step) + 1
+
+	for _, writerClock := range []time.Duration{0, skew} {
+		dir := t.TempDir()
+		before, err := OpenKeyring(dir, "EdDSA", now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		newKey, _, err := Rotate(dir, "EdDSA", written.Add(writerClock))
+		if err != nil {
+			t.Fatal(err)
+		}
+		after, err := OpenKeyring(dir, "EdDSA", now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// view is what an instance knows at true time at: the keys as of its
+		// last reread, and its clock's reading.
+		view := func(in instance, at time.Time) (*Keyring, time.Time) {
+			if at.Before(written.Add(in.lag)) {
+				return before, at.Add(in.clock)
+			}
+			return after, at.Add(in.clock)
+		}
+		for _, publisher := range instances {
+			served := make([][]string, steps) // the kids in its JWKS at each step
+			for i := range steps {
+				kr, clock := view(publisher, start.Add(time.Duration(i)*step))
+				served[i] = publishedIDs(kr, clock, ttl)
+			}
+			for _, signer := range instances {
+				signedNew := false
+				for i := range steps {
+					at := start.Add(time.Duration(i) * step)
+					kr, clock := view(signer, at)
+					kid := kr.Signing(clock).ID
+					signedNew = signedNew || kid == newKey.ID
+					for j := max(0, i-cacheSteps+1); j <= i; j++ {
+						if !slices.Contains(served[j], kid) {
+							t.Fatalf("rotation by a clock %v ahead: a signer %v ahead, rereading %v late, signs with %s %v after the key was written, "+
+								"but JWKS fetched %v before from an instance %v ahead, rereading %v late, lacks it",
+								writerClock, signer.clock, signer.lag, kid, at.Sub(written), time.Duration(i-j)*step, publisher.clock, publisher.lag)
+						}
+					}
+				}
+				if !signedNew {
+					t.Fatalf("the new key never signed on %+v", signer)
+				}
 			}
 		}
 	}
@@ -387,7 +445,7 @@ func TestKeyOfAnotherInstance(t *testing.T) {
 	dir := t.TempDir()
 	a, _ := OpenKeyring(dir, "EdDSA", now)
 	b, _ := OpenKeyring(dir, "EdDSA", now)
-	newKey, _, err := Rotate(dir, "EdDSA", now.Add(time.Minute), time.Hour)
+	newKey, _, err := Rotate(dir, "EdDSA", now.Add(time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -447,40 +505,29 @@ func TestKeyOrderWithinOneSecond(t *testing.T) {
 }
 
 // TestLegacyKeyFiles: keys whose kid has only seconds (made by earlier
-// versions) still load and verify, ordered by that second; a key added by
-// hand under another name is ordered by its file time.
+// versions) still load and verify, ordered by that second.
 func TestLegacyKeyFiles(t *testing.T) {
-	src, err := Generate(t.TempDir(), "EdDSA", now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, _ := x509.MarshalPKCS8PrivateKey(src.Private)
-	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-
+	pemBytes := keyPEM(t)
 	dir := t.TempDir()
 	current, err := Generate(dir, "EdDSA", now.Add(500*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"20261127T085959Z-0011aabb.pem", "20261127T090001Z-0011aacc.pem", "by-hand.pem"} {
+	for _, name := range []string{"20261127T085959Z-0011aabb.pem", "20261127T090001Z-0011aacc.pem"} {
 		if err := os.WriteFile(filepath.Join(dir, name), pemBytes, 0o600); err != nil {
 			t.Fatal(err)
 		}
-	}
-	handTime := now.Add(2*time.Second + 123*time.Millisecond)
-	if err := os.Chtimes(filepath.Join(dir, "by-hand.pem"), handTime, handTime); err != nil {
-		t.Fatal(err)
 	}
 	keys, err := Load(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"by-hand", "20261127T090001Z-0011aacc", current.ID, "20261127T085959Z-0011aabb"}
+	want := []string{"20261127T090001Z-0011aacc", current.ID, "20261127T085959Z-0011aabb"}
 	if got := keyIDs(keys); strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("keys newest first: %v, want %v", got, want)
 	}
-	if !keys[0].Created.Equal(handTime) || !keys[1].Created.Equal(now.Add(time.Second)) {
-		t.Errorf("created %v and %v, want the file time %v and the kid's second", keys[0].Created, keys[1].Created, handTime)
+	if !keys[0].Created.Equal(now.Add(time.Second)) {
+		t.Errorf("created %v, want the kid's second", keys[0].Created)
 	}
 	kr, err := OpenKeyring(dir, "EdDSA", now)
 	if err != nil {
@@ -488,6 +535,111 @@ func TestLegacyKeyFiles(t *testing.T) {
 	}
 	if _, ok := kr.Key("20261127T085959Z-0011aabb"); !ok {
 		t.Error("a key with a legacy kid is unknown to the keyring")
+	}
+}
+
+// keyPEM is a new Ed25519 key as a PKCS#8 PEM file's content.
+func keyPEM(t *testing.T) []byte {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(priv)
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+}
+
+// TestHandNamedKeys: a key added by hand under a name that is not a kid
+// never signs while a kid-named key exists, whatever its file time (copied
+// with `cp -p`, or as each pod's copy of a mounted secret has it); keys
+// added by hand alone sign in an order every instance agrees on.
+func TestHandNamedKeys(t *testing.T) {
+	ttl := 15 * time.Minute
+	kidKeySigns := now.Add(SigningDelay)
+	for name, mtime := range map[string]time.Time{
+		"file time before the kid-named key": now.Add(-time.Hour),
+		"file time as it signs":              kidKeySigns.Add(time.Second), // what cp -p of an older file gives
+		"file time now":                      kidKeySigns.Add(time.Hour),
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			k, err := Generate(dir, "EdDSA", now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hand := filepath.Join(dir, "by-hand.pem")
+			os.WriteFile(hand, keyPEM(t), 0o600)
+			os.Chtimes(hand, mtime, mtime)
+			kr, err := OpenKeyring(dir, "EdDSA", now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, at := range []time.Time{now, kidKeySigns.Add(-time.Second), kidKeySigns.Add(2 * time.Second), kidKeySigns.Add(2 * time.Hour)} {
+				if got := kr.Signing(at); got.ID != k.ID {
+					t.Errorf("signing key %v after the kid-named key was made: %s, want it, not the hand-named key", at.Sub(now), got.ID)
+				}
+			}
+			if _, ok := kr.Key("by-hand"); !ok {
+				t.Error("the hand-named key does not verify")
+			}
+		})
+	}
+
+	// Two instances whose copies of the same files differ in file times
+	// agree on the signing key and on JWKS.
+	pems := [][]byte{keyPEM(t), keyPEM(t), keyPEM(t)}
+	names := []string{"alpha.pem", "prod-2026.pem", "beta.pem"}
+	var instances []*Keyring
+	for i := range 2 {
+		dir := t.TempDir()
+		for j, name := range names {
+			path := filepath.Join(dir, name)
+			os.WriteFile(path, pems[j], 0o600)
+			mtime := now.Add(time.Duration((j+i)%len(names)) * time.Hour)
+			os.Chtimes(path, mtime, mtime)
+		}
+		kr, err := OpenKeyring(dir, "EdDSA", now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		instances = append(instances, kr)
+	}
+	for i, kr := range instances {
+		if got := kr.Signing(now).ID; got != "prod-2026" {
+			t.Errorf("instance %d signs with %s, want prod-2026, the name that sorts last", i, got)
+		}
+		if got := publishedIDs(kr, now.Add(100*time.Hour), ttl); strings.Join(got, " ") != "prod-2026 beta alpha" {
+			t.Errorf("instance %d publishes %v, want every key added by hand", i, got)
+		}
+	}
+
+	// A kid-named key added to them signs (the first kid-named key signs at
+	// once); they retire as the key it succeeded would.
+	dir := t.TempDir()
+	for j, name := range names {
+		os.WriteFile(filepath.Join(dir, name), pems[j], 0o600)
+	}
+	k, err := Generate(dir, "EdDSA", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, _ := LoadAlg(dir, "EdDSA")
+	retire := now.Add(SigningDelay + Leeway + ttl)
+	for at, want := range map[time.Time]string{
+		now:                      "signing retiring retiring retiring",
+		retire.Add(-time.Second): "signing retiring retiring retiring",
+		retire:                   "signing retired retired retired",
+	} {
+		var got []string
+		for i, s := range States(keys, at, ttl) {
+			if i == 0 && s.Key.ID != k.ID {
+				t.Errorf("at %v the newest key is %s, want the kid-named %s", at.Sub(now), s.Key.ID, k.ID)
+			}
+			got = append(got, string(s.State))
+		}
+		if strings.Join(got, " ") != want {
+			t.Errorf("at %v states %v, want %s", at.Sub(now), got, want)
+		}
 	}
 }
 
@@ -573,6 +725,66 @@ func TestVerifiedCacheDropsRemovedKey(t *testing.T) {
 			}
 			if _, err := iss.Verify(tok, now.Add(time.Minute)); authd.ErrorCode(err) != authd.EInvalidToken {
 				t.Errorf("a cached token of a key %s: Verify = %v, want invalid_token", how, err)
+			}
+		})
+	}
+}
+
+// TestEmptiedKeysDirectory: removing every key of the algorithm (how an
+// operator gets rid of a compromised one) stops it signing and verifying at
+// the next reload, cached tokens included, as removing one of several does;
+// every reload says so, and a key put back is used at once.
+func TestEmptiedKeysDirectory(t *testing.T) {
+	for _, how := range []string{"emptied", "other algorithm only", "removed"} {
+		t.Run(how, func(t *testing.T) {
+			dir := t.TempDir()
+			kr, _ := OpenKeyring(dir, "EdDSA", now)
+			iss := NewIssuer(kr, "i", "a")
+			tok, _ := iss.Issue(claimsAt(now))
+			if _, err := iss.Verify(tok, now); err != nil {
+				t.Fatal(err)
+			}
+			keys, _ := Load(dir)
+			for _, k := range keys {
+				os.Remove(filepath.Join(dir, k.ID+".pem"))
+			}
+			switch how {
+			case "other algorithm only":
+				Generate(dir, "ES256", now)
+			case "removed":
+				os.Remove(dir)
+			}
+			for range 2 {
+				if err := kr.Reload(); !errors.Is(err, ErrNoKey) || !strings.Contains(err.Error(), dir) {
+					t.Errorf("Reload of a directory with no EdDSA key: %v, want ErrNoKey naming %s", err, dir)
+				}
+			}
+			if _, err := iss.Verify(tok, now.Add(time.Minute)); authd.ErrorCode(err) != authd.EInvalidToken {
+				t.Errorf("a cached token of the removed key: Verify = %v, want invalid_token", err)
+			}
+			if _, err := iss.Issue(claimsAt(now)); !errors.Is(err, ErrNoKey) {
+				t.Errorf("Issue with no key: %v, want ErrNoKey", err)
+			}
+			if body, err := kr.JWKS(now, time.Hour); err != nil || string(body) != `{"keys":[]}` {
+				t.Errorf("JWKS with no key = %s, %v; want no key", body, err)
+			}
+
+			back, err := Generate(dir, "EdDSA", now.Add(time.Minute))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := kr.Reload(); err != nil {
+				t.Fatalf("Reload with a key back: %v", err)
+			}
+			fresh, err := iss.Issue(claimsAt(now.Add(time.Minute)))
+			if err != nil || header(t, fresh)["kid"] != back.ID {
+				t.Fatalf("Issue with a key back: %v, want signed with %s", err, back.ID)
+			}
+			if _, err := iss.Verify(fresh, now.Add(time.Minute)); err != nil {
+				t.Errorf("a token of the key put back: %v", err)
+			}
+			if _, err := iss.Verify(tok, now.Add(time.Minute)); authd.ErrorCode(err) != authd.EInvalidToken {
+				t.Errorf("a token of the removed key once another is back: Verify = %v, want invalid_token", err)
 			}
 		})
 	}

@@ -14,19 +14,23 @@ const keysSynopsis = `authd keys [flags] ACTION
 Actions:
   generate    add a key of AUTHD_SIGNING_ALG (as rotate, without deleting)
   list        every key in AUTHD_KEYS_DIR with its state and when it changes
-  rotate      add a new key, and delete the keys retired (out of JWKS: every
-              token they signed has expired)
+  rotate      add a new key, and delete the keys retired for every lifetime
+              AUTHD_ACCESS_TOKEN_TTL may have (up to 24h): every token they
+              signed has expired, whatever the servers' setting
 
 A new key is published in JWKS at once and signs new tokens 6 minutes later:
 JWKS is cached for 5 minutes, so resource servers know the key before they
 meet a token it signed. The first key of an empty directory signs at once.
 Key states: published (in JWKS, not signing yet), signing, retiring (signs
 no more, in JWKS until AUTHD_ACCESS_TOKEN_TTL after it stopped signing),
-retired (the next rotate deletes it).
+retired (out of JWKS; rotate deletes it once 24h + 30s have passed since
+it stopped signing, as this command cannot know the servers' token lifetime).
 
 Keys are PKCS#8 PEM files named KID.pem; the kid begins with the key's
-creation time, which orders the keys. Running instances reread the directory
-every 30 seconds.`
+creation time, which orders the keys. A key added by hand under another name
+has no creation time: it signs only while no kid-named key exists (of several,
+the one whose name sorts last). Running instances reread the directory every
+30 seconds.`
 
 func keysCmd(_ context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "keys", keysSynopsis)
@@ -76,7 +80,7 @@ func keysCmd(_ context.Context, e *env, args []string) error {
 		}
 		return added(k)
 	case "rotate":
-		k, deleted, err := token.Rotate(cfg.KeysDir, cfg.SigningAlg, now, cfg.AccessTokenTTL)
+		k, deleted, err := token.Rotate(cfg.KeysDir, cfg.SigningAlg, now)
 		if err != nil {
 			return fail(err)
 		}
@@ -99,15 +103,27 @@ func keysCmd(_ context.Context, e *env, args []string) error {
 		for _, s := range token.States(filterAlg(keys, cfg.SigningAlg), now, cfg.AccessTokenTTL) {
 			states[s.Key] = s
 		}
+		// When rotate deletes a key depends on the longest lifetime allowed,
+		// not on the one configured here.
+		deletable := map[*token.Key]time.Time{}
+		for _, s := range token.States(filterAlg(keys, cfg.SigningAlg), now, token.MaxAccessTokenTTL) {
+			if s.State == token.Retiring {
+				deletable[s.Key] = s.Until
+			}
+		}
 		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "KID\tALG\tCREATED\tSTATE\tNEXT")
 		for _, k := range keys {
+			created := "unknown (added by hand)"
+			if !k.Created.IsZero() {
+				created = k.Created.Format(time.RFC3339)
+			}
 			s, ok := states[k]
 			if !ok {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.ID, k.Alg, k.Created.Format(time.RFC3339), "other algorithm", "not used")
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.ID, k.Alg, created, "other algorithm", "not used")
 				continue
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.ID, k.Alg, k.Created.Format(time.RFC3339), s.State, next(s))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.ID, k.Alg, created, s.State, next(s, deletable[k]))
 		}
 		return tw.Flush()
 	default:
@@ -116,20 +132,30 @@ func keysCmd(_ context.Context, e *env, args []string) error {
 	return nil
 }
 
-// next says what becomes of a key, and when.
-func next(s token.Status) string {
+// next says what becomes of a key, and when; deletable is when rotate may
+// delete a retired key (zero: now).
+func next(s token.Status, deletable time.Time) string {
 	at := s.Until.Format(time.RFC3339)
 	switch s.State {
 	case token.Published:
 		return "signing from " + at
 	case token.Signing:
+		if s.Key.Created.IsZero() {
+			return "until a kid-named key exists"
+		}
 		if s.Until.IsZero() {
 			return "until a newer key signs"
 		}
 		return "retiring from " + at
 	case token.Retiring:
+		if s.Until.IsZero() {
+			return "retired once a kid-named key exists"
+		}
 		return "retired (out of JWKS) from " + at
 	default:
+		if !deletable.IsZero() {
+			return "deleted by `authd keys rotate` from " + deletable.Format(time.RFC3339)
+		}
 		return "deleted by the next `authd keys rotate`"
 	}
 }

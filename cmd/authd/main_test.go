@@ -3,7 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"flag"
 	"fmt"
 	"io"
@@ -609,6 +612,178 @@ func TestKeysCLI(t *testing.T) {
 	}
 	if code, _, _ := runCLI(t, env, "keys", "spin"); code != exitUsage {
 		t.Errorf("unknown action: exit %d", code)
+	}
+}
+
+// TestKeysRotateKeepsKeysOfAnyLifetime: `keys rotate` run without the
+// servers' environment (AUTHD_ACCESS_TOKEN_TTL at its 15m default) keeps a
+// key that a server with the longest lifetime allowed may still accept
+// tokens of, and deletes it once that lifetime has passed too.
+func TestKeysRotateKeepsKeysOfAnyLifetime(t *testing.T) {
+	t.Parallel()
+	// The rotation deletes by the bound the configuration enforces.
+	for ttl, ok := range map[time.Duration]bool{token.MaxAccessTokenTTL: true, token.MaxAccessTokenTTL + time.Second: false} {
+		env := sqliteEnv(t)
+		env["AUTHD_ACCESS_TOKEN_TTL"] = ttl.String()
+		if _, err := loadConfig(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); (err == nil) != ok {
+			t.Errorf("AUTHD_ACCESS_TOKEN_TTL=%s: %v; want accepted %v (token.MaxAccessTokenTTL is the bound)", ttl, err, ok)
+		}
+	}
+	for _, tc := range []struct {
+		name      string
+		age       time.Duration // of the old key's successor
+		deleted   bool
+		listsNext string
+	}{
+		{"retired for 15m only", time.Hour, false, "deleted by `authd keys rotate` from "},
+		{"retired for any lifetime", token.MaxAccessTokenTTL + time.Hour, true, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := sqliteEnv(t)
+			dir := filepath.Join(env["AUTHD_DATA_DIR"], "keys")
+			old, err := token.Generate(dir, "EdDSA", time.Now().Add(-tc.age-time.Hour))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := token.Generate(dir, "EdDSA", time.Now().Add(-tc.age)); err != nil {
+				t.Fatal(err)
+			}
+			if !tc.deleted {
+				_, stdout, _ := runCLI(t, env, "keys", "list")
+				line := lineWith(stdout, old.ID)
+				if !strings.Contains(line, " retired ") || !strings.Contains(line, tc.listsNext) {
+					t.Errorf("list shows the old key as %q; want retired (15m lifetime), %q", line, tc.listsNext)
+				}
+			}
+			code, stdout, stderr := runCLI(t, env, "keys", "rotate")
+			if code != exitOK {
+				t.Fatalf("rotate: %d %q %q", code, stdout, stderr)
+			}
+			_, statErr := os.Stat(filepath.Join(dir, old.ID+".pem"))
+			if gone := os.IsNotExist(statErr); gone != tc.deleted || strings.Contains(stdout, "deleted retired key "+old.ID) != tc.deleted {
+				t.Errorf("rotate: old key deleted %v, want %v\n%s", gone, tc.deleted, stdout)
+			}
+		})
+	}
+}
+
+// TestKeysListHandNamed: a key added by hand shows no creation time, and
+// stops signing once a kid-named key exists, whatever its file time.
+func TestKeysListHandNamed(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	dir := filepath.Join(env["AUTHD_DATA_DIR"], "keys")
+	src, err := token.Generate(t.TempDir(), "EdDSA", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(src.Private)
+	os.MkdirAll(dir, 0o700)
+	hand := filepath.Join(dir, "by-hand.pem")
+	if err := os.WriteFile(hand, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	future := time.Now().Add(time.Hour) // newer than any key made below
+	os.Chtimes(hand, future, future)
+	_, stdout, _ := runCLI(t, env, "keys", "list")
+	if line := lineWith(stdout, "by-hand"); !strings.Contains(line, "unknown (added by hand)") || !strings.Contains(line, " signing ") ||
+		!strings.Contains(line, "until a kid-named key exists") {
+		t.Errorf("list of a key added by hand alone: %q", line)
+	}
+	code, stdout, stderr := runCLI(t, env, "keys", "generate")
+	if code != exitOK || !strings.Contains(stdout, "signs new tokens from now on") {
+		t.Fatalf("generate beside a key added by hand: %d %q %q", code, stdout, stderr)
+	}
+	_, stdout, _ = runCLI(t, env, "keys", "list")
+	if line := lineWith(stdout, "by-hand"); !strings.Contains(line, " retiring ") || !strings.Contains(line, "retired (out of JWKS) from ") {
+		t.Errorf("list of a key added by hand beside a kid-named one: %q\n%s", line, stdout)
+	}
+}
+
+func lineWith(s, sub string) string {
+	for line := range strings.Lines(s) {
+		if strings.Contains(line, sub) {
+			return line
+		}
+	}
+	return ""
+}
+
+// TestServeStopsOnEmptiedKeysDirectory: once every key is removed from
+// the directory (as an operator removes a compromised one), a running server
+// stops trusting it at its next reread: the token it signed is refused
+// though it was verified before, JWKS publishes nothing, and a login fails
+// with a problem (logged at error level) instead of signing with it.
+func TestServeStopsOnEmptiedKeysDirectory(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	env["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
+	if code, _, stderr := runCLI(t, env, "seed"); code != exitOK {
+		t.Fatalf("seed: %s", stderr)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan int)
+	go func() {
+		done <- run(ctx, []string{"serve"}, &stdout, &stderr, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	}()
+	defer func() { cancel(); <-done }()
+	url := waitForURL(t, &stdout, &stderr)
+	call := func(method, path, bearer, body string) (int, string, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, url+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+bearer)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Content-Type"), string(b)
+	}
+	login := `{"email":"active@demo.authd.dev","password":"` + DemoPassword + `"}`
+	code, _, body := call("POST", "/v1/auth/login", "", login)
+	var pair struct {
+		AccessToken string `json:"access_token"`
+	}
+	if code != http.StatusOK || json.Unmarshal([]byte(body), &pair) != nil {
+		t.Fatalf("login: %d %s", code, body)
+	}
+	if code, _, body := call("GET", "/v1/users/me", pair.AccessToken, ""); code != http.StatusOK {
+		t.Fatalf("me: %d %s", code, body)
+	}
+
+	dir := filepath.Join(env["AUTHD_DATA_DIR"], "keys")
+	keys, _ := token.Load(dir)
+	for _, k := range keys {
+		if err := os.Remove(filepath.Join(dir, k.ID+".pem")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A token naming a kid the server does not know makes it reread the
+	// directory at once, as it does every 30 seconds.
+	unknownKid := `{"alg":"EdDSA","kid":"20260101T000000.000000000Z-0011aabb","typ":"at+jwt"}`
+	forged := base64.RawURLEncoding.EncodeToString([]byte(unknownKid)) + ".e30.c2ln"
+	if code, _, body := call("GET", "/v1/users/me", forged, ""); code != http.StatusUnauthorized {
+		t.Fatalf("a token of an unknown kid: %d %s", code, body)
+	}
+
+	if code, _, body := call("GET", "/v1/users/me", pair.AccessToken, ""); code != http.StatusUnauthorized {
+		t.Errorf("a token of the removed key: %d %s, want 401", code, body)
+	}
+	if code, _, body := call("GET", "/.well-known/jwks.json", "", ""); code != http.StatusOK || strings.TrimSpace(body) != `{"keys":[]}` {
+		t.Errorf("JWKS with no key: %d %s, want no key", code, body)
+	}
+	code, ctype, body := call("POST", "/v1/auth/login", "", login)
+	if code != http.StatusInternalServerError || ctype != "application/problem+json" || strings.Contains(body, dir) {
+		t.Errorf("login with no key: %d %s %s, want a problem that does not show the directory", code, ctype, body)
+	}
+	if log := stderr.String(); !strings.Contains(log, "level=ERROR") || !strings.Contains(log, "holds no EdDSA key") {
+		t.Errorf("the failed login logged no error naming the cause:\n%s", log)
 	}
 }
 
