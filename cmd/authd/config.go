@@ -19,6 +19,7 @@ import (
 	"github.com/authd/authd"
 	authdmail "github.com/authd/authd/mail"
 	"github.com/authd/authd/password"
+	"github.com/authd/authd/token"
 	"github.com/joho/godotenv"
 )
 
@@ -124,7 +125,9 @@ var settings = []setting{
 	{"AUTHD_AUDIENCE", "authd", "JWT aud", false,
 		func(c *Config, v string) error { return nonEmpty(&c.Audience, v) }},
 	{"AUTHD_ACCESS_TOKEN_TTL", "15m", "lifetime of access tokens", false,
-		func(c *Config, v string) error { return duration(&c.AccessTokenTTL, v, time.Second, 24*time.Hour) }},
+		func(c *Config, v string) error {
+			return duration(&c.AccessTokenTTL, v, time.Second, token.MaxAccessTokenTTL)
+		}},
 	{"AUTHD_REFRESH_TOKEN_TTL", "168h", "idle lifetime of refresh tokens: each rotation issues one valid this long", false,
 		func(c *Config, v string) error { return duration(&c.RefreshTokenTTL, v, time.Second, 0) }},
 	{"AUTHD_SESSION_MAX_AGE", "720h", "absolute lifetime of a session from its login", false,

@@ -333,7 +333,7 @@ func (a *App) Run(ctx context.Context) error {
 // revocation set reread every two seconds instead, so that `authd admin`
 // commands run beside the server take effect.
 func (a *App) maintain(ctx context.Context) {
-	slow := time.NewTicker(30 * time.Second)
+	slow := time.NewTicker(token.ReloadInterval)
 	defer slow.Stop()
 	fast := time.NewTicker(2 * time.Second)
 	defer fast.Stop()
