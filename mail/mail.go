@@ -299,13 +299,22 @@ type SMTPRelay struct {
 }
 
 // ParseSMTPURL reads smtp://[user:pass@]host[:port][?starttls=opportunistic]
-// or smtps://[user:pass@]host[:port]. Its errors never quote the URL, which
-// may hold a password.
+// or smtps://[user:pass@]host[:port]. Its errors quote no part of the URL:
+// an unescaped / ? or # in the password makes the rest of the password the
+// path, query or fragment, which an error would then show.
 func ParseSMTPURL(rawURL string) (*SMTPRelay, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		// Not %w: url's error quotes the URL, password included.
-		return nil, errors.New("is not a valid URL")
+		return nil, errors.New("is not a valid URL" + percentEncodeHint)
+	}
+	switch {
+	case u.Opaque != "":
+		return nil, errors.New("must start with smtp:// or smtps://" + percentEncodeHint)
+	case u.Path != "" && u.Path != "/":
+		return nil, errors.New("has a path" + percentEncodeHint)
+	case strings.Contains(rawURL, "#"):
+		return nil, errors.New("has a fragment" + percentEncodeHint)
 	}
 	host, portText := u.Hostname(), u.Port()
 	r := &SMTPRelay{Host: host, RequireTLS: !Loopback(host)}
@@ -319,19 +328,19 @@ func ParseSMTPURL(rawURL string) (*SMTPRelay, error) {
 		return nil, errors.New("must be smtp://[USER:PASS@]HOST[:PORT] or smtps://…")
 	}
 	if host == "" {
-		return nil, errors.New("has no host")
+		return nil, errors.New("has no host" + percentEncodeHint)
 	}
 	if r.Port, err = strconv.Atoi(portText); err != nil || r.Port < 1 || r.Port > 65535 {
-		return nil, fmt.Errorf("has a bad port %q", portText)
+		return nil, errors.New("has a port that is not a number from 1 to 65535" + percentEncodeHint)
 	}
 	query, err := url.ParseQuery(u.RawQuery)
 	if err != nil {
-		return nil, errors.New("has a query that does not parse")
+		return nil, errors.New("has a query that does not parse" + percentEncodeHint)
 	}
 	for name, values := range query {
 		switch {
 		case name != "starttls":
-			return nil, fmt.Errorf("has an unknown parameter %q (only starttls=opportunistic is known)", name)
+			return nil, errors.New("has an unknown query parameter (only ?starttls=opportunistic is known)" + percentEncodeHint)
 		case r.ImplicitTLS:
 			return nil, errors.New("starttls applies to smtp:// only (smtps:// is always TLS)")
 		case len(values) != 1 || values[0] != "opportunistic":
@@ -343,6 +352,10 @@ func ParseSMTPURL(rawURL string) (*SMTPRelay, error) {
 	r.Password, _ = u.User.Password()
 	return r, nil
 }
+
+// percentEncodeHint ends the errors that a password with a reserved
+// character causes.
+const percentEncodeHint = "; if the user or password holds / ? # or :, percent-encode it (%2F %3F %23 %3A)"
 
 // Loopback reports whether host names this machine (localhost, 127.0.0.0/8
 // or ::1): no one can be on the path to it, and no one elsewhere can follow

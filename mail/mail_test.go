@@ -286,6 +286,8 @@ func TestParseSMTPURL(t *testing.T) {
 		{"smtp://10.0.0.1:25", true, false, 25},
 		{"smtp://localhost.example.org", true, false, 587},
 		{"smtps://u:p@mail.example.org", true, true, 465},
+		{"smtps://u:p@mail.example.org/", true, true, 465},
+		{"smtp://u:p%2F%3F%23@mail.example.org:25", true, false, 25},
 	}
 	for _, tt := range good {
 		r, err := ParseSMTPURL(tt.url)
@@ -312,6 +314,39 @@ func TestParseSMTPURL(t *testing.T) {
 			t.Errorf("ParseSMTPURL(%q) accepted", u)
 		} else if strings.Contains(err.Error(), "pw-XYZ") {
 			t.Errorf("ParseSMTPURL(%q) = %v: the error shows the password", u, err)
+		}
+	}
+}
+
+// TestSMTPURLWithUnescapedPassword: a password holding / ? or # that was
+// not percent-encoded splits the URL in the wrong place. It is refused,
+// naming the variable and saying to percent-encode, with no part of the
+// password in the error; it is never read as a relay named after the user.
+func TestSMTPURLWithUnescapedPassword(t *testing.T) {
+	for _, u := range []string{
+		"smtp://mailer:?pw-XYZ@mail.example.org",                        // the rest of the password is a query key
+		"smtp://mailer:?starttls=opportunistic#pw-XYZ@mail.example.org", // a valid query, then a fragment
+		"smtp://mailer:#pw-XYZ@mail.example.org",
+		"smtp://mailer:/pw-XYZ@mail.example.org",
+		"smtp://mailer:2525/pw-XYZ@mail.example.org", // relay "mailer", port 2525
+		"smtp://mailer:99999/pw-XYZ@mail.example.org",
+		"smtp://mailer:pw?XYZ@mail.example.org",
+		"smtp:mailer:pw-XYZ@mail.example.org",
+		"smtps://mailer:?pw-XYZ@mail.example.org",
+	} {
+		_, err := NewSMTP(u, "authd <no-reply@example.org>", renderer(t))
+		if err == nil {
+			t.Errorf("NewSMTP(%q) accepted", u)
+			continue
+		}
+		msg := err.Error()
+		if !strings.Contains(msg, "AUTHD_SMTP_URL") || !strings.Contains(msg, "percent-encode") {
+			t.Errorf("NewSMTP(%q) = %q; want it to name AUTHD_SMTP_URL and say to percent-encode", u, msg)
+		}
+		for _, part := range []string{"XYZ", "99999", "2525", "mailer", "opportunistic#"} {
+			if strings.Contains(msg, part) {
+				t.Errorf("NewSMTP(%q) = %q: the error shows %q, part of the URL", u, msg, part)
+			}
 		}
 	}
 }
