@@ -29,6 +29,7 @@ import (
 
 	"github.com/authd/authd"
 	gomail "github.com/wneessen/go-mail"
+	mailsmtp "github.com/wneessen/go-mail/smtp"
 )
 
 //go:embed templates/*
@@ -275,7 +276,7 @@ func (d *Dev) remove(match func(path string, info fs.FileInfo) (bool, error)) er
 // and password in the URL authenticate (never over an unencrypted
 // connection).
 type SMTP struct {
-	host     string
+	relay    *SMTPRelay
 	opts     []gomail.Option
 	from     string
 	renderer *Renderer
@@ -385,11 +386,7 @@ func NewSMTP(rawURL, from string, r *Renderer) (*SMTP, error) {
 	default:
 		opts = append(opts, gomail.WithTLSPolicy(gomail.TLSOpportunistic))
 	}
-	if relay.User != "" {
-		opts = append(opts, gomail.WithSMTPAuth(gomail.SMTPAuthAutoDiscover),
-			gomail.WithUsername(relay.User), gomail.WithPassword(relay.Password))
-	}
-	return &SMTP{host: relay.Host, opts: opts, from: from, renderer: r}, nil
+	return &SMTP{relay: relay, opts: opts, from: from, renderer: r}, nil
 }
 
 // SetTLSConfig sets the TLS configuration, for a private CA.
@@ -409,9 +406,62 @@ func (s *SMTP) Send(ctx context.Context, m authd.Mail) error {
 	if s.dial != nil {
 		opts = append(slices.Clip(opts), gomail.WithDialContextFunc(s.dial))
 	}
-	client, err := gomail.NewClient(s.host, opts...)
+	if s.relay.User != "" {
+		opts = append(slices.Clip(opts), gomail.WithSMTPAuthCustom(&relayAuth{host: s.relay.Host, user: s.relay.User,
+			password: s.relay.Password}))
+	}
+	client, err := gomail.NewClient(s.relay.Host, opts...)
 	if err != nil {
 		return err
 	}
 	return client.DialAndSendWithContext(ctx, msg)
+}
+
+// relayAuth authenticates to the relay with the first mechanism of
+// authMechanisms that it offers, and only over TLS. go-mail's own choice
+// takes CRAM-MD5 or SCRAM on a plain connection (with
+// ?starttls=opportunistic, once someone on the path has stripped the
+// STARTTLS offer), and whoever records that exchange can crack the
+// password offline.
+type relayAuth struct {
+	host, user, password string
+	mech                 mailsmtp.Auth // chosen by Start
+}
+
+// authMechanisms are go-mail's preferences, less the ones that need more
+// than a user and password.
+var authMechanisms = []string{"SCRAM-SHA-256", "SCRAM-SHA-1", "CRAM-MD5", "PLAIN", "LOGIN"}
+
+// errAuthWithoutTLS is returned before any credential leaves.
+var errAuthWithoutTLS = errors.New("refusing to send the AUTHD_SMTP_URL credentials over a connection without TLS " +
+	"(the relay offered no STARTTLS, or someone on the path removed the offer)")
+
+func (a *relayAuth) Start(server *mailsmtp.ServerInfo) (string, []byte, error) {
+	if !server.TLS {
+		return "", nil, errAuthWithoutTLS
+	}
+	for _, name := range authMechanisms {
+		if !slices.Contains(server.Auth, name) {
+			continue
+		}
+		switch name {
+		case "SCRAM-SHA-256":
+			a.mech = mailsmtp.ScramSHA256Auth(a.user, a.password)
+		case "SCRAM-SHA-1":
+			a.mech = mailsmtp.ScramSHA1Auth(a.user, a.password)
+		case "CRAM-MD5":
+			a.mech = mailsmtp.CRAMMD5Auth(a.user, a.password)
+		case "PLAIN":
+			a.mech = mailsmtp.PlainAuth("", a.user, a.password, a.host, false)
+		case "LOGIN":
+			a.mech = mailsmtp.LoginAuth(a.user, a.password, a.host, false)
+		}
+		return a.mech.Start(server)
+	}
+	return "", nil, fmt.Errorf("the relay offers no authentication mechanism authd knows (%s)",
+		strings.Join(authMechanisms, ", "))
+}
+
+func (a *relayAuth) Next(fromServer []byte, more bool) ([]byte, error) {
+	return a.mech.Next(fromServer, more)
 }

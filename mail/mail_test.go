@@ -1,6 +1,7 @@
 package mail
 
 import (
+	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -9,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -81,6 +83,118 @@ func dialTo(addr string) func(ctx context.Context, network, _ string) (net.Conn,
 		var d net.Dialer
 		return d.DialContext(ctx, network, addr)
 	}
+}
+
+// rawRelay is a scripted SMTP server on 127.0.0.1, for what a well-behaved
+// server library will not do. It offers the EHLO extensions given, records
+// every command line, refuses AUTH, accepts every other command, and after
+// a message's final dot runs afterData and hangs up (nil: answers 250 and
+// goes on).
+type rawRelay struct {
+	addr       string
+	extensions []string
+	afterData  func(net.Conn)
+
+	mu       sync.Mutex
+	commands []string
+}
+
+func startRawRelay(t *testing.T, extensions []string, afterData func(net.Conn)) *rawRelay {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rawRelay{addr: ln.Addr().String(), extensions: extensions, afterData: afterData}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() { r.serve(c) })
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return r
+}
+
+func (r *rawRelay) serve(c net.Conn) {
+	defer c.Close()
+	rd := bufio.NewReader(c)
+	fmt.Fprint(c, "220 relay.example.org ESMTP\r\n")
+	for {
+		line, err := rd.ReadString('\n')
+		if err != nil {
+			return
+		}
+		line = strings.TrimRight(line, "\r\n")
+		r.mu.Lock()
+		r.commands = append(r.commands, line)
+		r.mu.Unlock()
+		verb, _, _ := strings.Cut(strings.ToUpper(line), " ")
+		switch verb {
+		case "EHLO":
+			lines := append([]string{"relay.example.org"}, r.extensions...)
+			for i, l := range lines {
+				sep := "-"
+				if i == len(lines)-1 {
+					sep = " "
+				}
+				fmt.Fprintf(c, "250%s%s\r\n", sep, l)
+			}
+		case "AUTH":
+			fmt.Fprint(c, "535 5.7.8 authentication failed\r\n")
+		case "DATA":
+			fmt.Fprint(c, "354 end with <CRLF>.<CRLF>\r\n")
+			for {
+				l, err := rd.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if l == ".\r\n" {
+					break
+				}
+			}
+			if r.afterData != nil {
+				r.afterData(c)
+				return
+			}
+			fmt.Fprint(c, "250 2.0.0 queued\r\n")
+		case "QUIT":
+			fmt.Fprint(c, "221 2.0.0 bye\r\n")
+			return
+		default:
+			fmt.Fprint(c, "250 2.0.0 ok\r\n")
+		}
+	}
+}
+
+// sent returns the command lines the relay received that begin with verb.
+func (r *rawRelay) sent(verb string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, c := range r.commands {
+		if strings.HasPrefix(strings.ToUpper(c), verb) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // selfSigned returns a certificate for 127.0.0.1 and relayName and a pool
@@ -264,6 +378,39 @@ func TestSMTPRequiresSTARTTLSExceptToLoopback(t *testing.T) {
 				t.Errorf("Send = %v, %d delivered; want delivered once", err, got)
 			} else if !tt.want && (err == nil || got != 0 || !strings.Contains(err.Error(), "STARTTLS")) {
 				t.Errorf("Send = %v, %d delivered; want a STARTTLS error and nothing sent in plain text", err, got)
+			}
+		})
+	}
+}
+
+// TestSMTPCredentialsOnlyOverTLS: a relay that offers no STARTTLS (or
+// whose offer someone on the path removed) and only AUTH CRAM-MD5, whose
+// exchange can be cracked offline, never sees an AUTH command, and no mail
+// goes out unauthenticated either.
+func TestSMTPCredentialsOnlyOverTLS(t *testing.T) {
+	for name, url := range map[string]string{
+		"opted out of STARTTLS": "smtp://mailer:s3cret@" + relayName + ":PORT?starttls=opportunistic",
+		"loopback relay":        "smtp://mailer:s3cret@ADDR",
+	} {
+		t.Run(name, func(t *testing.T) {
+			relay := startRawRelay(t, []string{"AUTH CRAM-MD5", "8BITMIME"}, nil)
+			_, port, _ := net.SplitHostPort(relay.addr)
+			m, err := NewSMTP(strings.NewReplacer("ADDR", relay.addr, "PORT", port).Replace(url),
+				"authd <no-reply@example.org>", renderer(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.dial = dialTo(relay.addr)
+			err = m.Send(context.Background(), authd.Mail{Kind: authd.MailPasswordReset, To: "alice@example.org",
+				Link: "https://auth.example.org/reset-password?token=secret"})
+			if err == nil || !strings.Contains(err.Error(), "TLS") {
+				t.Errorf("Send = %v; want an error saying the credentials need TLS", err)
+			}
+			if got := relay.sent("AUTH"); len(got) != 0 {
+				t.Errorf("the relay received %q over plain text", got)
+			}
+			if got := relay.sent("MAIL"); len(got) != 0 {
+				t.Errorf("the mail went out without authenticating: %q", got)
 			}
 		})
 	}
