@@ -280,6 +280,7 @@ type SMTP struct {
 	opts     []gomail.Option
 	from     string
 	renderer *Renderer
+	logger   *slog.Logger
 	// dial replaces the network dialer in tests, so that a relay named like
 	// a remote host can be an in-process server. nil: the system's.
 	dial gomail.DialContextFunc
@@ -386,8 +387,12 @@ func NewSMTP(rawURL, from string, r *Renderer) (*SMTP, error) {
 	default:
 		opts = append(opts, gomail.WithTLSPolicy(gomail.TLSOpportunistic))
 	}
-	return &SMTP{relay: relay, opts: opts, from: from, renderer: r}, nil
+	return &SMTP{relay: relay, opts: opts, from: from, renderer: r, logger: slog.Default()}, nil
 }
+
+// SetLogger sets where a mail the relay accepted despite a later failure
+// is reported (by default slog.Default()).
+func (s *SMTP) SetLogger(l *slog.Logger) { s.logger = l }
 
 // SetTLSConfig sets the TLS configuration, for a private CA.
 func (s *SMTP) SetTLSConfig(c *tls.Config) { s.opts = append(s.opts, gomail.WithTLSConfig(c)) }
@@ -414,7 +419,15 @@ func (s *SMTP) Send(ctx context.Context, m authd.Mail) error {
 	if err != nil {
 		return err
 	}
-	return client.DialAndSendWithContext(ctx, msg)
+	err = client.DialAndSendWithContext(ctx, msg)
+	if err != nil && msg.IsDelivered() {
+		// The relay answered 250 to the message; what failed came after
+		// (RSET, QUIT). Reporting it would queue the mail again, and the
+		// new link would void the one just delivered.
+		s.logger.Warn("mail accepted by the SMTP relay, which then failed", "kind", m.Kind, "err", err)
+		return nil
+	}
+	return err
 }
 
 // relayAuth authenticates to the relay with the first mechanism of

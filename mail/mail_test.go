@@ -416,6 +416,33 @@ func TestSMTPCredentialsOnlyOverTLS(t *testing.T) {
 	}
 }
 
+// TestSMTPDeliveredDespiteFailureAfter: a relay that accepts the message
+// (250 after its final dot) and then hangs up, so that RSET and QUIT fail,
+// has the mail: Send reports it sent, or the outbox would send it again
+// with a new link that voids the delivered one. The failure is logged.
+func TestSMTPDeliveredDespiteFailureAfter(t *testing.T) {
+	relay := startRawRelay(t, []string{"8BITMIME"}, func(c net.Conn) {
+		fmt.Fprint(c, "250 2.0.0 queued as 4F2A\r\n")
+	})
+	m, err := NewSMTP("smtp://"+relay.addr, "authd <no-reply@example.org>", renderer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	m.SetLogger(slog.New(slog.NewTextHandler(&logs, nil)))
+	err = m.Send(context.Background(), authd.Mail{Kind: authd.MailVerifyEmail, To: "alice@example.org",
+		Link: "https://auth.example.org/verify-email?token=secret"})
+	if err != nil {
+		t.Errorf("Send = %v; want nil, the relay accepted the mail", err)
+	}
+	if got := relay.sent("DATA"); len(got) != 1 {
+		t.Fatalf("the relay received DATA %d times, want once", len(got))
+	}
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "verify_email") {
+		t.Errorf("no warning names the mail accepted despite the failure:\n%s", logs.String())
+	}
+}
+
 func TestParseSMTPURL(t *testing.T) {
 	good := []struct {
 		url        string
