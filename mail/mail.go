@@ -16,6 +16,7 @@ import (
 	htmltemplate "html/template"
 	"io/fs"
 	"log/slog"
+	"net"
 	netmail "net/mail"
 	"net/netip"
 	"net/url"
@@ -276,11 +277,12 @@ func (d *Dev) remove(match func(path string, info fs.FileInfo) (bool, error)) er
 // and password in the URL authenticate (never over an unencrypted
 // connection).
 type SMTP struct {
-	relay    *SMTPRelay
-	opts     []gomail.Option
-	from     string
-	renderer *Renderer
-	logger   *slog.Logger
+	relay     *SMTPRelay
+	opts      []gomail.Option
+	from      string
+	renderer  *Renderer
+	logger    *slog.Logger
+	tlsConfig *tls.Config
 	// dial replaces the network dialer in tests, so that a relay named like
 	// a remote host can be an in-process server. nil: the system's.
 	dial gomail.DialContextFunc
@@ -387,7 +389,8 @@ func NewSMTP(rawURL, from string, r *Renderer) (*SMTP, error) {
 	default:
 		opts = append(opts, gomail.WithTLSPolicy(gomail.TLSOpportunistic))
 	}
-	return &SMTP{relay: relay, opts: opts, from: from, renderer: r, logger: slog.Default()}, nil
+	return &SMTP{relay: relay, opts: opts, from: from, renderer: r, logger: slog.Default(),
+		tlsConfig: &tls.Config{ServerName: relay.Host, MinVersion: tls.VersionTLS12}}, nil
 }
 
 // SetLogger sets where a mail the relay accepted despite a later failure
@@ -395,7 +398,13 @@ func NewSMTP(rawURL, from string, r *Renderer) (*SMTP, error) {
 func (s *SMTP) SetLogger(l *slog.Logger) { s.logger = l }
 
 // SetTLSConfig sets the TLS configuration, for a private CA.
-func (s *SMTP) SetTLSConfig(c *tls.Config) { s.opts = append(s.opts, gomail.WithTLSConfig(c)) }
+func (s *SMTP) SetTLSConfig(c *tls.Config) {
+	if c.ServerName == "" {
+		c = c.Clone()
+		c.ServerName = s.relay.Host
+	}
+	s.tlsConfig = c
+}
 
 // Send implements authd.Mailer.
 func (s *SMTP) Send(ctx context.Context, m authd.Mail) error {
@@ -407,12 +416,11 @@ func (s *SMTP) Send(ctx context.Context, m authd.Mail) error {
 	if err != nil {
 		return err
 	}
-	opts := s.opts
-	if s.dial != nil {
-		opts = append(slices.Clip(opts), gomail.WithDialContextFunc(s.dial))
-	}
+	conv := &conversation{smtp: s, ctx: ctx}
+	defer conv.end()
+	opts := append(slices.Clip(s.opts), gomail.WithTLSConfig(s.tlsConfig), gomail.WithDialContextFunc(conv.dial))
 	if s.relay.User != "" {
-		opts = append(slices.Clip(opts), gomail.WithSMTPAuthCustom(&relayAuth{host: s.relay.Host, user: s.relay.User,
+		opts = append(opts, gomail.WithSMTPAuthCustom(&relayAuth{host: s.relay.Host, user: s.relay.User,
 			password: s.relay.Password}))
 	}
 	client, err := gomail.NewClient(s.relay.Host, opts...)
@@ -420,6 +428,9 @@ func (s *SMTP) Send(ctx context.Context, m authd.Mail) error {
 		return err
 	}
 	err = client.DialAndSendWithContext(ctx, msg)
+	if cause := conv.cutShort(); err != nil && cause != nil {
+		err = fmt.Errorf("%w (%w)", err, cause)
+	}
 	if err != nil && msg.IsDelivered() {
 		// The relay answered 250 to the message; what failed came after
 		// (RSET, QUIT). Reporting it would queue the mail again, and the
@@ -428,6 +439,85 @@ func (s *SMTP) Send(ctx context.Context, m authd.Mail) error {
 		return nil
 	}
 	return err
+}
+
+// conversation is the connection of one Send. go-mail heeds the context
+// only while dialling and gives every command its own 15-second deadline,
+// so a relay that answers slowly could hold a send far past the outbox's
+// timeout, and past the lease that keeps other senders off its mail: the
+// connection keeps every deadline within the context's, and closes when
+// the context ends.
+type conversation struct {
+	smtp  *SMTP
+	ctx   context.Context
+	conns []net.Conn
+	stops []func() bool
+}
+
+func (c *conversation) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	dial := c.smtp.dial
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	conn, err := dial(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	c.conns = append(c.conns, conn)
+	c.stops = append(c.stops, context.AfterFunc(c.ctx, func() { conn.Close() }))
+	deadline, _ := c.ctx.Deadline()
+	bounded := &boundedConn{Conn: conn, deadline: deadline}
+	if !c.smtp.relay.ImplicitTLS {
+		return bounded, nil
+	}
+	// go-mail does not wrap a connection from a dial function in TLS.
+	tlsConn := tls.Client(bounded, c.smtp.tlsConfig)
+	if err := tlsConn.HandshakeContext(ctx); err != nil {
+		return nil, err
+	}
+	return tlsConn, nil
+}
+
+// cutShort reports whether the context ended the conversation. The
+// connection's deadline can pass a moment before the context's timer.
+func (c *conversation) cutShort() error {
+	if err := context.Cause(c.ctx); err != nil {
+		return err
+	}
+	if deadline, ok := c.ctx.Deadline(); ok && !time.Now().Before(deadline) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+// end releases what the conversation left open: go-mail does not close
+// the connection when the greeting, STARTTLS or AUTH fails.
+func (c *conversation) end() {
+	for _, stop := range c.stops {
+		stop()
+	}
+	for _, conn := range c.conns {
+		conn.Close()
+	}
+}
+
+// boundedConn keeps the deadlines set on it no later than deadline (zero:
+// none).
+type boundedConn struct {
+	net.Conn
+	deadline time.Time
+}
+
+func (c *boundedConn) SetDeadline(t time.Time) error      { return c.Conn.SetDeadline(c.bound(t)) }
+func (c *boundedConn) SetReadDeadline(t time.Time) error  { return c.Conn.SetReadDeadline(c.bound(t)) }
+func (c *boundedConn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(c.bound(t)) }
+
+func (c *boundedConn) bound(t time.Time) time.Time {
+	if c.deadline.IsZero() || (!t.IsZero() && t.Before(c.deadline)) {
+		return t
+	}
+	return c.deadline
 }
 
 // relayAuth authenticates to the relay with the first mechanism of

@@ -94,6 +94,7 @@ type rawRelay struct {
 	addr       string
 	extensions []string
 	afterData  func(net.Conn)
+	pool       *x509.CertPool // trusts its certificate, when it speaks TLS
 
 	mu       sync.Mutex
 	commands []string
@@ -105,6 +106,24 @@ func startRawRelay(t *testing.T, extensions []string, afterData func(net.Conn)) 
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveRawRelay(t, ln, extensions, afterData)
+}
+
+// startRawTLSRelay is a rawRelay that speaks TLS from the first byte
+// (smtps), with a certificate for 127.0.0.1 that its pool trusts.
+func startRawTLSRelay(t *testing.T, afterData func(net.Conn)) *rawRelay {
+	t.Helper()
+	cert, pool := selfSigned(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := serveRawRelay(t, ln, []string{"8BITMIME"}, afterData)
+	r.pool = pool
+	return r
+}
+
+func serveRawRelay(t *testing.T, ln net.Listener, extensions []string, afterData func(net.Conn)) *rawRelay {
 	r := &rawRelay{addr: ln.Addr().String(), extensions: extensions, afterData: afterData}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -440,6 +459,42 @@ func TestSMTPDeliveredDespiteFailureAfter(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "verify_email") {
 		t.Errorf("no warning names the mail accepted despite the failure:\n%s", logs.String())
+	}
+}
+
+// TestSMTPSendBoundedByContext: a relay that stops answering in the middle
+// of the conversation (here, after the message's final dot) cannot hold a
+// send past its context's deadline, which the outbox keeps within the
+// mail's lease.
+func TestSMTPSendBoundedByContext(t *testing.T) {
+	for _, implicit := range []bool{false, true} {
+		t.Run(map[bool]string{false: "smtp", true: "smtps"}[implicit], func(t *testing.T) {
+			stall := func(c net.Conn) { io.Copy(io.Discard, c) } // until the client hangs up
+			var relay *rawRelay
+			u := "smtp://"
+			if implicit {
+				relay = startRawTLSRelay(t, stall)
+				u = "smtps://"
+			} else {
+				relay = startRawRelay(t, []string{"8BITMIME"}, stall)
+			}
+			m, err := NewSMTP(u+relay.addr, "authd <no-reply@example.org>", renderer(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if relay.pool != nil {
+				m.SetTLSConfig(&tls.Config{RootCAs: relay.pool})
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			err = m.Send(ctx, authd.Mail{Kind: authd.MailPasswordChanged, To: "alice@example.org"})
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("Send = %v; want it cut short by its context's deadline", err)
+			}
+			if got := relay.sent("DATA"); len(got) != 1 {
+				t.Errorf("the relay received DATA %d times; want the stall to come after it", len(got))
+			}
+		})
 	}
 }
 
