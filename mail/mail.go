@@ -363,7 +363,8 @@ const percentEncodeHint = "; if the user or password holds / ? # or :, percent-e
 
 // Loopback reports whether host names this machine (localhost, 127.0.0.0/8
 // or ::1): no one can be on the path to it, and no one elsewhere can follow
-// a link to it.
+// a link to it. For localhost that rests on the resolver: the SMTP mailer
+// checks where the connection actually went.
 func Loopback(host string) bool {
 	if strings.EqualFold(host, "localhost") {
 		return true
@@ -466,6 +467,15 @@ func (c *conversation) dial(ctx context.Context, network, addr string) (net.Conn
 	}
 	c.conns = append(c.conns, conn)
 	c.stops = append(c.stops, context.AfterFunc(c.ctx, func() { conn.Close() }))
+	if !c.smtp.relay.ImplicitTLS && Loopback(c.smtp.relay.Host) {
+		// The name is trusted to mean this machine, so that mail may go in
+		// plain text; a resolver (or /etc/hosts, or a DNS search list)
+		// that says otherwise must not send it across a network.
+		if peer, ok := conn.RemoteAddr().(*net.TCPAddr); !ok || !peer.IP.IsLoopback() {
+			return nil, fmt.Errorf("AUTHD_SMTP_URL names a loopback host, but it was reached at %v, not on this "+
+				"machine: plain text goes only to a loopback address (use 127.0.0.1 or ::1)", conn.RemoteAddr())
+		}
+	}
 	deadline, _ := c.ctx.Deadline()
 	bounded := &boundedConn{Conn: conn, deadline: deadline}
 	if !c.smtp.relay.ImplicitTLS {

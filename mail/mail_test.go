@@ -498,6 +498,32 @@ func TestSMTPSendBoundedByContext(t *testing.T) {
 	}
 }
 
+// elsewhere is a connection that reports a peer on another machine, as
+// when "localhost" resolves there (a hosts file, a DNS search list).
+type elsewhere struct{ net.Conn }
+
+func (elsewhere) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.ParseIP("192.0.2.25"), Port: 25} }
+
+// TestSMTPLocalhostMustBeLoopback: plain text is allowed to "localhost" only
+// when the connection really reaches a loopback address.
+func TestSMTPLocalhostMustBeLoopback(t *testing.T) {
+	box, addr := startPlainSMTP(t)
+	_, port, _ := net.SplitHostPort(addr)
+	m, err := NewSMTP("smtp://localhost:"+port, "authd <no-reply@example.org>", renderer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
+		c, err := dialTo(addr)(ctx, network, "")
+		return elsewhere{c}, err
+	}
+	err = m.Send(context.Background(), authd.Mail{Kind: authd.MailPasswordReset, To: "alice@example.org",
+		Link: "https://auth.example.org/reset-password?token=secret"})
+	if err == nil || !strings.Contains(err.Error(), "loopback") || box.count() != 0 {
+		t.Errorf("Send = %v, %d delivered; want a loopback error and nothing sent", err, box.count())
+	}
+}
+
 func TestParseSMTPURL(t *testing.T) {
 	good := []struct {
 		url        string
