@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/mail"
+	"github.com/emersion/go-smtp"
 )
 
 // auditDown is a store whose security log cannot be written, inside or
@@ -363,5 +366,56 @@ func TestRetentionPrunesDevMailerFiles(t *testing.T) {
 	}
 	if old, recent := emlHolding(t, dir, "old@example.org"), emlHolding(t, dir, "new@example.org"); old != 0 || recent != 1 {
 		t.Errorf("after the purge %d old and %d recent files; want 0 and 1", old, recent)
+	}
+}
+
+// rcptRefuser is an SMTP server's backend that refuses every recipient,
+// quoting the address as relays do.
+type rcptRefuser struct{}
+
+func (rcptRefuser) NewSession(*smtp.Conn) (smtp.Session, error) { return rcptRefuser{}, nil }
+func (rcptRefuser) Mail(string, *smtp.MailOptions) error        { return nil }
+func (rcptRefuser) Rcpt(to string, _ *smtp.RcptOptions) error {
+	return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "<" + to + ">: Recipient address rejected"}
+}
+func (rcptRefuser) Data(io.Reader) error { return nil }
+func (rcptRefuser) Reset()               {}
+func (rcptRefuser) Logout() error        { return nil }
+
+// TestMailFailuresLogNoAddress: the log lines of a mail that fails until it
+// dies name the mail and the relay's codes, never the address, which an
+// erasure could not remove from the log.
+func TestMailFailuresLogNoAddress(t *testing.T) {
+	t.Parallel()
+	srv := smtp.NewServer(rcptRefuser{})
+	srv.Domain = "localhost"
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	renderer, _ := mail.NewRenderer("https://auth.example.org", "")
+	smtpMailer, err := mail.NewSMTP("smtp://"+ln.Addr().String(), "authd <no-reply@example.org>", renderer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, openSQLite(t), withMailer(smtpMailer))
+	const address = "private.person@example.org"
+	want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": address, "password": goodPassword, "consent": true}), 202, "")
+	ctx := context.Background()
+	for range authd.MaxMailAttempts {
+		if _, err := e.svc.DeliverMail(ctx); err != nil {
+			t.Fatal(err)
+		}
+		e.clock.Advance(2 * time.Hour)
+	}
+	logs := e.logs.String()
+	if !strings.Contains(logs, "will retry") || !strings.Contains(logs, "mail dead after its last attempt") ||
+		!strings.Contains(logs, "550 5.1.1") {
+		t.Fatalf("the failures were not logged with the relay's codes:\n%s", logs)
+	}
+	if strings.Contains(logs, "private.person") {
+		t.Errorf("the log holds the address:\n%s", logs)
 	}
 }

@@ -141,7 +141,8 @@ func message(from, to string, r *Rendered) (*gomail.Msg, error) {
 		return nil, fmt.Errorf("from address: %w", err)
 	}
 	if err := msg.To(to); err != nil {
-		return nil, fmt.Errorf("to address: %w", err)
+		// Not %w: go-mail's error quotes the address.
+		return nil, errors.New("the recipient address does not parse")
 	}
 	msg.Subject(r.Subject)
 	msg.SetDate()
@@ -201,7 +202,9 @@ func (d *Dev) Send(_ context.Context, m authd.Mail) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	attrs := []any{"kind", m.Kind, "to", m.To, "subject", r.Subject, "file", path}
+	// The link is logged on purpose (SPEC 6.10), the address not: the log
+	// outlives an erasure, and the file names it.
+	attrs := []any{"kind", m.Kind, "subject", r.Subject, "file", path}
 	if m.Link != "" {
 		attrs = append(attrs, "link", m.Link)
 	}
@@ -429,10 +432,14 @@ func (s *SMTP) Send(ctx context.Context, m authd.Mail) error {
 		return err
 	}
 	err = client.DialAndSendWithContext(ctx, msg)
-	if cause := conv.cutShort(); err != nil && cause != nil {
+	if err == nil {
+		return nil
+	}
+	err = withoutAddresses(err)
+	if cause := conv.cutShort(); cause != nil {
 		err = fmt.Errorf("%w (%w)", err, cause)
 	}
-	if err != nil && msg.IsDelivered() {
+	if msg.IsDelivered() {
 		// The relay answered 250 to the message; what failed came after
 		// (RSET, QUIT). Reporting it would queue the mail again, and the
 		// new link would void the one just delivered.
@@ -440,6 +447,25 @@ func (s *SMTP) Send(ctx context.Context, m authd.Mail) error {
 		return nil
 	}
 	return err
+}
+
+// withoutAddresses gives a failure of go-mail's without the recipients its
+// SendError lists and without the relay's reply, which often quotes the
+// address: the error goes to log lines and to the outbox's last error,
+// which outlive an erasure. The reply's codes stay.
+func withoutAddresses(err error) error {
+	var se *gomail.SendError
+	if !errors.As(err, &se) {
+		return err
+	}
+	text := "smtp: " + se.Reason.String()
+	if code := se.ErrorCode(); code != 0 {
+		text += fmt.Sprintf(": the relay answered %d", code)
+		if esc := se.EnhancedStatusCode(); esc != "" {
+			text += " " + esc
+		}
+	}
+	return errors.New(text)
 }
 
 // conversation is the connection of one Send. go-mail heeds the context

@@ -642,6 +642,32 @@ func TestDevMailerWritesEMLAndLogsLink(t *testing.T) {
 	if !strings.Contains(string(body), "Subject: Reset your password") || !strings.Contains(logs.String(), link) {
 		t.Errorf("eml or log lacks the mail:\n%s\n%s", body, logs.String())
 	}
+	if strings.Contains(logs.String(), "a@example.org") {
+		t.Errorf("the log holds the address, which erasure cannot remove from it:\n%s", logs.String())
+	}
+}
+
+// TestSMTPErrorsHoldNoAddress: a relay's refusal, which lists or quotes the
+// recipient, and an address that does not parse give errors without the
+// address (they end in log lines and the outbox's last error), keeping the
+// relay's codes.
+func TestSMTPErrorsHoldNoAddress(t *testing.T) {
+	box, addr, pool := startSMTP(t, false)
+	box.refuse = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1},
+		Message: "<alice@example.org>: Recipient address rejected"}
+	m, err := NewSMTP("smtp://"+addr, "authd <no-reply@example.org>", renderer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.SetTLSConfig(&tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	err = m.Send(context.Background(), authd.Mail{Kind: authd.MailPasswordChanged, To: "alice@example.org"})
+	if err == nil || strings.Contains(err.Error(), "alice") || !strings.Contains(err.Error(), "550 5.1.1") {
+		t.Errorf("Send to a refused recipient = %v; want an error with the codes and without the address", err)
+	}
+	err = m.Send(context.Background(), authd.Mail{Kind: authd.MailPasswordChanged, To: "alice@@example.org"})
+	if err == nil || strings.Contains(err.Error(), "alice") {
+		t.Errorf("Send to an address that does not parse = %v; want an error without the address", err)
+	}
 }
 
 func TestTemplatesOverride(t *testing.T) {
