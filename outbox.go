@@ -2,6 +2,7 @@ package authd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -42,7 +43,10 @@ type OutboxMail struct {
 // Outbox delivery policy. A sender claims one mail at a time, right before
 // minting its link and sending it, so that its lease covers one send and
 // not a queue of them: a lease that ran out mid-batch let another instance
-// send the tail again, and its new link voided the first.
+// send the tail again, and its new link voided the first. The timeouts
+// alone do not keep a sender within its lease (a paused VM ignores them),
+// so it also checks that its claim still holds the mail, and extends the
+// lease, as it mints the link and again right before it sends.
 const (
 	MaxMailAttempts = 8                // then the mail is dead
 	mailLease       = 2 * time.Minute  // a claimed mail is re-claimable after this
@@ -188,6 +192,10 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 		mintCtx, cancel := context.WithTimeout(ctx, mailMintTimeout)
 		link, err := s.mintLink(mintCtx, m)
 		cancel()
+		if errors.Is(err, errClaimLapsed) {
+			s.claimLapsed(m)
+			return false, nil
+		}
 		if err != nil {
 			return false, err
 		}
@@ -196,6 +204,12 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 			return false, s.settleMail(m, s.store.CompleteMail(ctx, m.ID, m.Claim), false)
 		}
 		mail.Link = link
+	}
+	if err := s.store.ExtendMailClaim(ctx, m.ID, m.Claim, s.now().Add(mailLease)); ErrorCode(err) == ENotFound {
+		s.claimLapsed(m)
+		return false, nil
+	} else if err != nil {
+		return false, err
 	}
 	sendCtx, cancel := context.WithTimeout(ctx, mailSendTimeout)
 	err := s.mailer.Send(sendCtx, mail)
@@ -250,14 +264,33 @@ func (s *Service) settleMail(m *OutboxMail, err error, sent bool) error {
 	return nil
 }
 
+// errClaimLapsed reports that a sender's claim no longer holds its mail.
+var errClaimLapsed = errors.New("the claim on the mail lapsed")
+
+// claimLapsed logs a mail left unsent because its claim lapsed: another
+// sender has it now (or has sent it), and a second send would mint a link
+// that voids the one that sender mails.
+func (s *Service) claimLapsed(m *OutboxMail) {
+	s.logger.Warn("mail claim lapsed before sending; left to the sender that holds it", "mail_id", m.ID,
+		"kind", m.Kind)
+}
+
 // mintLink creates the one-time token of a verification or reset mail,
 // voiding the user's older ones, and returns its link; "" when the mail is
 // no longer wanted (account gone or deleted, address already verified, or
-// a reset for an account an administrator locked).
+// a reset for an account an administrator locked), errClaimLapsed when the
+// claim no longer holds the mail.
 func (s *Service) mintLink(ctx context.Context, m *OutboxMail) (string, error) {
 	var link string
 	err := s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
+		// First, so that no other sender can claim the mail while this
+		// one mints its link.
+		if err := tx.ExtendMailClaim(ctx, m.ID, m.Claim, now.Add(mailLease)); ErrorCode(err) == ENotFound {
+			return errClaimLapsed
+		} else if err != nil {
+			return err
+		}
 		if m.UserID == uuid.Nil {
 			return nil
 		}

@@ -147,6 +147,11 @@ type Queries interface {
 	// ReviveMail makes a dead mail pending again, due at now with a fresh
 	// count of attempts. ENotFound when there is no such dead mail.
 	ReviveMail(ctx context.Context, id uuid.UUID, now time.Time) error
+	// ExtendMailClaim moves the lease of a mail to until while claim holds
+	// it: ENotFound when it does not (its lease lapsed and another sender
+	// claimed it, or it is gone). Inside InTx no other sender can claim the
+	// mail until the transaction ends.
+	ExtendMailClaim(ctx context.Context, id, claim uuid.UUID, until time.Time) error
 
 	// PublishRevocation tells every instance of rev when the transaction
 	// commits (PostgreSQL NOTIFY); stores with a single instance do nothing.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,6 +17,8 @@ import (
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/mail"
+	"github.com/emersion/go-smtp"
+	"github.com/google/uuid"
 )
 
 // auditDown is a store whose security log cannot be written, inside or
@@ -239,6 +243,92 @@ func TestLapsedSenderCannotReleaseMail(t *testing.T) {
 	})
 }
 
+// pausingStore is a store on which a sender stalls once, right after it
+// has claimed a mail (a paused VM, a long garbage collection): pause runs
+// then.
+type pausingStore struct {
+	authd.Store
+	pause func()
+}
+
+func (p *pausingStore) ClaimMail(ctx context.Context, claim uuid.UUID, now time.Time, lease time.Duration) (*authd.OutboxMail, error) {
+	m, err := p.Store.ClaimMail(ctx, claim, now, lease)
+	if m != nil && p.pause != nil {
+		pause := p.pause
+		p.pause = nil
+		pause()
+	}
+	return m, err
+}
+
+// TestStalledSenderSendsNothingAfterItsLease: a sender that stalls past
+// its lease between claiming a mail and sending it, while a second sender
+// claims the mail and is sending it, sends nothing when it wakes up: no
+// second copy, and for a verification mail no new link that would void
+// the one the second sender mails.
+func TestStalledSenderSendsNothingAfterItsLease(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		for _, kind := range []authd.MailKind{authd.MailVerifyEmail, authd.MailPasswordChanged} {
+			t.Run(string(kind), func(t *testing.T) {
+				e := newEnv(t, open(t))
+				ctx := context.Background()
+				address := "stalled-" + strings.ReplaceAll(string(kind), "_", "-") + "@example.org"
+				want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": address,
+					"password": goodPassword, "consent": true}), 202, "")
+				if kind != authd.MailVerifyEmail {
+					e.mail.flush() // the verification mail goes out; the notice below is the one under test
+					u, err := e.store.UserByEmail(ctx, address)
+					if err != nil {
+						t.Fatal(err)
+					}
+					now := e.clock.Now()
+					if err := e.store.EnqueueMail(ctx, &authd.OutboxMail{ID: authd.NewID(), Kind: kind, UserID: u.ID,
+						To: u.Email, CreatedAt: now, NextAttemptAt: now}); err != nil {
+						t.Fatal(err)
+					}
+				}
+
+				first := &recorder{}
+				paused := &pausingStore{Store: e.store}
+				firstSvc := authd.NewService(e.cfg, authd.Deps{Store: paused, Clock: e.clock, Mailer: first})
+				second := newGate()
+				secondSvc := authd.NewService(e.cfg, authd.Deps{Store: e.store, Clock: e.clock, Mailer: second})
+				secondDone := make(chan struct{})
+				var secondMail authd.Mail
+				paused.pause = func() {
+					e.clock.Advance(3 * time.Minute) // past the first sender's lease
+					go func() {
+						defer close(secondDone)
+						if _, err := secondSvc.DeliverMail(ctx); err != nil {
+							t.Errorf("second sender: %v", err)
+						}
+					}()
+					secondMail = <-second.started // the second sender holds the mail and is sending it
+				}
+				if n, err := firstSvc.DeliverMail(ctx); err != nil || n != 0 {
+					t.Errorf("the stalled sender: sent %d, %v; want 0", n, err)
+				}
+				second.release <- nil
+				<-secondDone
+
+				if got := first.mails(); len(got) != 0 {
+					t.Errorf("the stalled sender sent %d mails after its lease; want 0", len(got))
+				}
+				if secondMail.Kind != kind || secondMail.To != address {
+					t.Fatalf("the second sender sent %+v; want the %s mail to %s", secondMail, kind, address)
+				}
+				if kind == authd.MailVerifyEmail {
+					want(t, "verify with the link the second sender mailed", e.do("POST", "/v1/auth/verify-email",
+						map[string]string{"token": tokenOf(t, secondMail)}), 200, "")
+				}
+				if st, _ := e.store.OutboxStats(ctx); st.Pending != 0 || st.Dead != 0 {
+					t.Errorf("outbox after the second sender: %+v, want empty", st)
+				}
+			})
+		}
+	})
+}
+
 // archiveTee is the dev mailer that also records what it sends, so that
 // the env's helpers find the links.
 type archiveTee struct {
@@ -363,5 +453,56 @@ func TestRetentionPrunesDevMailerFiles(t *testing.T) {
 	}
 	if old, recent := emlHolding(t, dir, "old@example.org"), emlHolding(t, dir, "new@example.org"); old != 0 || recent != 1 {
 		t.Errorf("after the purge %d old and %d recent files; want 0 and 1", old, recent)
+	}
+}
+
+// rcptRefuser is an SMTP server's backend that refuses every recipient,
+// quoting the address as relays do.
+type rcptRefuser struct{}
+
+func (rcptRefuser) NewSession(*smtp.Conn) (smtp.Session, error) { return rcptRefuser{}, nil }
+func (rcptRefuser) Mail(string, *smtp.MailOptions) error        { return nil }
+func (rcptRefuser) Rcpt(to string, _ *smtp.RcptOptions) error {
+	return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "<" + to + ">: Recipient address rejected"}
+}
+func (rcptRefuser) Data(io.Reader) error { return nil }
+func (rcptRefuser) Reset()               {}
+func (rcptRefuser) Logout() error        { return nil }
+
+// TestMailFailuresLogNoAddress: the log lines of a mail that fails until it
+// dies name the mail and the relay's codes, never the address, which an
+// erasure could not remove from the log.
+func TestMailFailuresLogNoAddress(t *testing.T) {
+	t.Parallel()
+	srv := smtp.NewServer(rcptRefuser{})
+	srv.Domain = "localhost"
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	renderer, _ := mail.NewRenderer("https://auth.example.org", "")
+	smtpMailer, err := mail.NewSMTP("smtp://"+ln.Addr().String(), "authd <no-reply@example.org>", renderer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, openSQLite(t), withMailer(smtpMailer))
+	const address = "private.person@example.org"
+	want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": address, "password": goodPassword, "consent": true}), 202, "")
+	ctx := context.Background()
+	for range authd.MaxMailAttempts {
+		if _, err := e.svc.DeliverMail(ctx); err != nil {
+			t.Fatal(err)
+		}
+		e.clock.Advance(2 * time.Hour)
+	}
+	logs := e.logs.String()
+	if !strings.Contains(logs, "will retry") || !strings.Contains(logs, "mail dead after its last attempt") ||
+		!strings.Contains(logs, "550 5.1.1") {
+		t.Fatalf("the failures were not logged with the relay's codes:\n%s", logs)
+	}
+	if strings.Contains(logs, "private.person") {
+		t.Errorf("the log holds the address:\n%s", logs)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	htmltemplate "html/template"
 	"io/fs"
 	"log/slog"
+	"net"
 	netmail "net/mail"
 	"net/netip"
 	"net/url"
@@ -29,6 +30,7 @@ import (
 
 	"github.com/authd/authd"
 	gomail "github.com/wneessen/go-mail"
+	mailsmtp "github.com/wneessen/go-mail/smtp"
 )
 
 //go:embed templates/*
@@ -139,7 +141,8 @@ func message(from, to string, r *Rendered) (*gomail.Msg, error) {
 		return nil, fmt.Errorf("from address: %w", err)
 	}
 	if err := msg.To(to); err != nil {
-		return nil, fmt.Errorf("to address: %w", err)
+		// Not %w: go-mail's error quotes the address.
+		return nil, errors.New("the recipient address does not parse")
 	}
 	msg.Subject(r.Subject)
 	msg.SetDate()
@@ -199,7 +202,9 @@ func (d *Dev) Send(_ context.Context, m authd.Mail) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	attrs := []any{"kind", m.Kind, "to", m.To, "subject", r.Subject, "file", path}
+	// The link is logged on purpose (SPEC 6.10), the address not: the log
+	// outlives an erasure, and the file names it.
+	attrs := []any{"kind", m.Kind, "subject", r.Subject, "file", path}
 	if m.Link != "" {
 		attrs = append(attrs, "link", m.Link)
 	}
@@ -275,10 +280,12 @@ func (d *Dev) remove(match func(path string, info fs.FileInfo) (bool, error)) er
 // and password in the URL authenticate (never over an unencrypted
 // connection).
 type SMTP struct {
-	host     string
-	opts     []gomail.Option
-	from     string
-	renderer *Renderer
+	relay     *SMTPRelay
+	opts      []gomail.Option
+	from      string
+	renderer  *Renderer
+	logger    *slog.Logger
+	tlsConfig *tls.Config
 	// dial replaces the network dialer in tests, so that a relay named like
 	// a remote host can be an in-process server. nil: the system's.
 	dial gomail.DialContextFunc
@@ -299,13 +306,22 @@ type SMTPRelay struct {
 }
 
 // ParseSMTPURL reads smtp://[user:pass@]host[:port][?starttls=opportunistic]
-// or smtps://[user:pass@]host[:port]. Its errors never quote the URL, which
-// may hold a password.
+// or smtps://[user:pass@]host[:port]. Its errors quote no part of the URL:
+// an unescaped / ? or # in the password makes the rest of the password the
+// path, query or fragment, which an error would then show.
 func ParseSMTPURL(rawURL string) (*SMTPRelay, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		// Not %w: url's error quotes the URL, password included.
-		return nil, errors.New("is not a valid URL")
+		return nil, errors.New("is not a valid URL" + percentEncodeHint)
+	}
+	switch {
+	case u.Opaque != "":
+		return nil, errors.New("must start with smtp:// or smtps://" + percentEncodeHint)
+	case u.Path != "" && u.Path != "/":
+		return nil, errors.New("has a path" + percentEncodeHint)
+	case strings.Contains(rawURL, "#"):
+		return nil, errors.New("has a fragment" + percentEncodeHint)
 	}
 	host, portText := u.Hostname(), u.Port()
 	r := &SMTPRelay{Host: host, RequireTLS: !Loopback(host)}
@@ -319,19 +335,19 @@ func ParseSMTPURL(rawURL string) (*SMTPRelay, error) {
 		return nil, errors.New("must be smtp://[USER:PASS@]HOST[:PORT] or smtps://…")
 	}
 	if host == "" {
-		return nil, errors.New("has no host")
+		return nil, errors.New("has no host" + percentEncodeHint)
 	}
 	if r.Port, err = strconv.Atoi(portText); err != nil || r.Port < 1 || r.Port > 65535 {
-		return nil, fmt.Errorf("has a bad port %q", portText)
+		return nil, errors.New("has a port that is not a number from 1 to 65535" + percentEncodeHint)
 	}
 	query, err := url.ParseQuery(u.RawQuery)
 	if err != nil {
-		return nil, errors.New("has a query that does not parse")
+		return nil, errors.New("has a query that does not parse" + percentEncodeHint)
 	}
 	for name, values := range query {
 		switch {
 		case name != "starttls":
-			return nil, fmt.Errorf("has an unknown parameter %q (only starttls=opportunistic is known)", name)
+			return nil, errors.New("has an unknown query parameter (only ?starttls=opportunistic is known)" + percentEncodeHint)
 		case r.ImplicitTLS:
 			return nil, errors.New("starttls applies to smtp:// only (smtps:// is always TLS)")
 		case len(values) != 1 || values[0] != "opportunistic":
@@ -344,9 +360,14 @@ func ParseSMTPURL(rawURL string) (*SMTPRelay, error) {
 	return r, nil
 }
 
+// percentEncodeHint ends the errors that a password with a reserved
+// character causes.
+const percentEncodeHint = "; if the user or password holds / ? # or :, percent-encode it (%2F %3F %23 %3A)"
+
 // Loopback reports whether host names this machine (localhost, 127.0.0.0/8
 // or ::1): no one can be on the path to it, and no one elsewhere can follow
-// a link to it.
+// a link to it. For localhost that rests on the resolver: the SMTP mailer
+// checks where the connection actually went.
 func Loopback(host string) bool {
 	if strings.EqualFold(host, "localhost") {
 		return true
@@ -372,15 +393,22 @@ func NewSMTP(rawURL, from string, r *Renderer) (*SMTP, error) {
 	default:
 		opts = append(opts, gomail.WithTLSPolicy(gomail.TLSOpportunistic))
 	}
-	if relay.User != "" {
-		opts = append(opts, gomail.WithSMTPAuth(gomail.SMTPAuthAutoDiscover),
-			gomail.WithUsername(relay.User), gomail.WithPassword(relay.Password))
-	}
-	return &SMTP{host: relay.Host, opts: opts, from: from, renderer: r}, nil
+	return &SMTP{relay: relay, opts: opts, from: from, renderer: r, logger: slog.Default(),
+		tlsConfig: &tls.Config{ServerName: relay.Host, MinVersion: tls.VersionTLS12}}, nil
 }
 
+// SetLogger sets where a mail the relay accepted despite a later failure
+// is reported (by default slog.Default()).
+func (s *SMTP) SetLogger(l *slog.Logger) { s.logger = l }
+
 // SetTLSConfig sets the TLS configuration, for a private CA.
-func (s *SMTP) SetTLSConfig(c *tls.Config) { s.opts = append(s.opts, gomail.WithTLSConfig(c)) }
+func (s *SMTP) SetTLSConfig(c *tls.Config) {
+	if c.ServerName == "" {
+		c = c.Clone()
+		c.ServerName = s.relay.Host
+	}
+	s.tlsConfig = c
+}
 
 // Send implements authd.Mailer.
 func (s *SMTP) Send(ctx context.Context, m authd.Mail) error {
@@ -392,13 +420,187 @@ func (s *SMTP) Send(ctx context.Context, m authd.Mail) error {
 	if err != nil {
 		return err
 	}
-	opts := s.opts
-	if s.dial != nil {
-		opts = append(slices.Clip(opts), gomail.WithDialContextFunc(s.dial))
+	conv := &conversation{smtp: s, ctx: ctx}
+	defer conv.end()
+	opts := append(slices.Clip(s.opts), gomail.WithTLSConfig(s.tlsConfig), gomail.WithDialContextFunc(conv.dial))
+	if s.relay.User != "" {
+		opts = append(opts, gomail.WithSMTPAuthCustom(&relayAuth{host: s.relay.Host, user: s.relay.User,
+			password: s.relay.Password}))
 	}
-	client, err := gomail.NewClient(s.host, opts...)
+	client, err := gomail.NewClient(s.relay.Host, opts...)
 	if err != nil {
 		return err
 	}
-	return client.DialAndSendWithContext(ctx, msg)
+	err = client.DialAndSendWithContext(ctx, msg)
+	if err == nil {
+		return nil
+	}
+	err = withoutAddresses(err)
+	if cause := conv.cutShort(); cause != nil {
+		err = fmt.Errorf("%w (%w)", err, cause)
+	}
+	if msg.IsDelivered() {
+		// The relay answered 250 to the message; what failed came after
+		// (RSET, QUIT). Reporting it would queue the mail again, and the
+		// new link would void the one just delivered.
+		s.logger.Warn("mail accepted by the SMTP relay, which then failed", "kind", m.Kind, "err", err)
+		return nil
+	}
+	return err
+}
+
+// withoutAddresses gives a failure of go-mail's without the recipients its
+// SendError lists and without the relay's reply, which often quotes the
+// address: the error goes to log lines and to the outbox's last error,
+// which outlive an erasure. The reply's codes stay.
+func withoutAddresses(err error) error {
+	var se *gomail.SendError
+	if !errors.As(err, &se) {
+		return err
+	}
+	text := "smtp: " + se.Reason.String()
+	if code := se.ErrorCode(); code != 0 {
+		text += fmt.Sprintf(": the relay answered %d", code)
+		if esc := se.EnhancedStatusCode(); esc != "" {
+			text += " " + esc
+		}
+	}
+	return errors.New(text)
+}
+
+// conversation is the connection of one Send. go-mail heeds the context
+// only while dialling and gives every command its own 15-second deadline,
+// so a relay that answers slowly could hold a send far past the outbox's
+// timeout, and past the lease that keeps other senders off its mail: the
+// connection keeps every deadline within the context's, and closes when
+// the context ends.
+type conversation struct {
+	smtp  *SMTP
+	ctx   context.Context
+	conns []net.Conn
+	stops []func() bool
+}
+
+func (c *conversation) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	dial := c.smtp.dial
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	conn, err := dial(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	c.conns = append(c.conns, conn)
+	c.stops = append(c.stops, context.AfterFunc(c.ctx, func() { conn.Close() }))
+	if !c.smtp.relay.ImplicitTLS && Loopback(c.smtp.relay.Host) {
+		// The name is trusted to mean this machine, so that mail may go in
+		// plain text; a resolver (or /etc/hosts, or a DNS search list)
+		// that says otherwise must not send it across a network.
+		if peer, ok := conn.RemoteAddr().(*net.TCPAddr); !ok || !peer.IP.IsLoopback() {
+			return nil, fmt.Errorf("AUTHD_SMTP_URL names a loopback host, but it was reached at %v, not on this "+
+				"machine: plain text goes only to a loopback address (use 127.0.0.1 or ::1)", conn.RemoteAddr())
+		}
+	}
+	deadline, _ := c.ctx.Deadline()
+	bounded := &boundedConn{Conn: conn, deadline: deadline}
+	if !c.smtp.relay.ImplicitTLS {
+		return bounded, nil
+	}
+	// go-mail does not wrap a connection from a dial function in TLS.
+	tlsConn := tls.Client(bounded, c.smtp.tlsConfig)
+	if err := tlsConn.HandshakeContext(ctx); err != nil {
+		return nil, err
+	}
+	return tlsConn, nil
+}
+
+// cutShort reports whether the context ended the conversation. The
+// connection's deadline can pass a moment before the context's timer.
+func (c *conversation) cutShort() error {
+	if err := context.Cause(c.ctx); err != nil {
+		return err
+	}
+	if deadline, ok := c.ctx.Deadline(); ok && !time.Now().Before(deadline) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+// end releases what the conversation left open: go-mail does not close
+// the connection when the greeting, STARTTLS or AUTH fails.
+func (c *conversation) end() {
+	for _, stop := range c.stops {
+		stop()
+	}
+	for _, conn := range c.conns {
+		conn.Close()
+	}
+}
+
+// boundedConn keeps the deadlines set on it no later than deadline (zero:
+// none).
+type boundedConn struct {
+	net.Conn
+	deadline time.Time
+}
+
+func (c *boundedConn) SetDeadline(t time.Time) error      { return c.Conn.SetDeadline(c.bound(t)) }
+func (c *boundedConn) SetReadDeadline(t time.Time) error  { return c.Conn.SetReadDeadline(c.bound(t)) }
+func (c *boundedConn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(c.bound(t)) }
+
+func (c *boundedConn) bound(t time.Time) time.Time {
+	if c.deadline.IsZero() || (!t.IsZero() && t.Before(c.deadline)) {
+		return t
+	}
+	return c.deadline
+}
+
+// relayAuth authenticates to the relay with the first mechanism of
+// authMechanisms that it offers, and only over TLS. go-mail's own choice
+// takes CRAM-MD5 or SCRAM on a plain connection (with
+// ?starttls=opportunistic, once someone on the path has stripped the
+// STARTTLS offer), and whoever records that exchange can crack the
+// password offline.
+type relayAuth struct {
+	host, user, password string
+	mech                 mailsmtp.Auth // chosen by Start
+}
+
+// authMechanisms are go-mail's preferences, less the ones that need more
+// than a user and password.
+var authMechanisms = []string{"SCRAM-SHA-256", "SCRAM-SHA-1", "CRAM-MD5", "PLAIN", "LOGIN"}
+
+// errAuthWithoutTLS is returned before any credential leaves.
+var errAuthWithoutTLS = errors.New("refusing to send the AUTHD_SMTP_URL credentials over a connection without TLS " +
+	"(the relay offered no STARTTLS, or someone on the path removed the offer)")
+
+func (a *relayAuth) Start(server *mailsmtp.ServerInfo) (string, []byte, error) {
+	if !server.TLS {
+		return "", nil, errAuthWithoutTLS
+	}
+	for _, name := range authMechanisms {
+		if !slices.Contains(server.Auth, name) {
+			continue
+		}
+		switch name {
+		case "SCRAM-SHA-256":
+			a.mech = mailsmtp.ScramSHA256Auth(a.user, a.password)
+		case "SCRAM-SHA-1":
+			a.mech = mailsmtp.ScramSHA1Auth(a.user, a.password)
+		case "CRAM-MD5":
+			a.mech = mailsmtp.CRAMMD5Auth(a.user, a.password)
+		case "PLAIN":
+			a.mech = mailsmtp.PlainAuth("", a.user, a.password, a.host, false)
+		case "LOGIN":
+			a.mech = mailsmtp.LoginAuth(a.user, a.password, a.host, false)
+		}
+		return a.mech.Start(server)
+	}
+	return "", nil, fmt.Errorf("the relay offers no authentication mechanism authd knows (%s)",
+		strings.Join(authMechanisms, ", "))
+}
+
+func (a *relayAuth) Next(fromServer []byte, more bool) ([]byte, error) {
+	return a.mech.Next(fromServer, more)
 }

@@ -1,6 +1,7 @@
 package mail
 
 import (
+	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -9,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -81,6 +83,137 @@ func dialTo(addr string) func(ctx context.Context, network, _ string) (net.Conn,
 		var d net.Dialer
 		return d.DialContext(ctx, network, addr)
 	}
+}
+
+// rawRelay is a scripted SMTP server on 127.0.0.1, for what a well-behaved
+// server library will not do. It offers the EHLO extensions given, records
+// every command line, refuses AUTH, accepts every other command, and after
+// a message's final dot runs afterData and hangs up (nil: answers 250 and
+// goes on).
+type rawRelay struct {
+	addr       string
+	extensions []string
+	afterData  func(net.Conn)
+	pool       *x509.CertPool // trusts its certificate, when it speaks TLS
+
+	mu       sync.Mutex
+	commands []string
+}
+
+func startRawRelay(t *testing.T, extensions []string, afterData func(net.Conn)) *rawRelay {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serveRawRelay(t, ln, extensions, afterData)
+}
+
+// startRawTLSRelay is a rawRelay that speaks TLS from the first byte
+// (smtps), with a certificate for 127.0.0.1 that its pool trusts.
+func startRawTLSRelay(t *testing.T, afterData func(net.Conn)) *rawRelay {
+	t.Helper()
+	cert, pool := selfSigned(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := serveRawRelay(t, ln, []string{"8BITMIME"}, afterData)
+	r.pool = pool
+	return r
+}
+
+func serveRawRelay(t *testing.T, ln net.Listener, extensions []string, afterData func(net.Conn)) *rawRelay {
+	r := &rawRelay{addr: ln.Addr().String(), extensions: extensions, afterData: afterData}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() { r.serve(c) })
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return r
+}
+
+func (r *rawRelay) serve(c net.Conn) {
+	defer c.Close()
+	rd := bufio.NewReader(c)
+	fmt.Fprint(c, "220 relay.example.org ESMTP\r\n")
+	for {
+		line, err := rd.ReadString('\n')
+		if err != nil {
+			return
+		}
+		line = strings.TrimRight(line, "\r\n")
+		r.mu.Lock()
+		r.commands = append(r.commands, line)
+		r.mu.Unlock()
+		verb, _, _ := strings.Cut(strings.ToUpper(line), " ")
+		switch verb {
+		case "EHLO":
+			lines := append([]string{"relay.example.org"}, r.extensions...)
+			for i, l := range lines {
+				sep := "-"
+				if i == len(lines)-1 {
+					sep = " "
+				}
+				fmt.Fprintf(c, "250%s%s\r\n", sep, l)
+			}
+		case "AUTH":
+			fmt.Fprint(c, "535 5.7.8 authentication failed\r\n")
+		case "DATA":
+			fmt.Fprint(c, "354 end with <CRLF>.<CRLF>\r\n")
+			for {
+				l, err := rd.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if l == ".\r\n" {
+					break
+				}
+			}
+			if r.afterData != nil {
+				r.afterData(c)
+				return
+			}
+			fmt.Fprint(c, "250 2.0.0 queued\r\n")
+		case "QUIT":
+			fmt.Fprint(c, "221 2.0.0 bye\r\n")
+			return
+		default:
+			fmt.Fprint(c, "250 2.0.0 ok\r\n")
+		}
+	}
+}
+
+// sent returns the command lines the relay received that begin with verb.
+func (r *rawRelay) sent(verb string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, c := range r.commands {
+		if strings.HasPrefix(strings.ToUpper(c), verb) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // selfSigned returns a certificate for 127.0.0.1 and relayName and a pool
@@ -269,6 +402,128 @@ func TestSMTPRequiresSTARTTLSExceptToLoopback(t *testing.T) {
 	}
 }
 
+// TestSMTPCredentialsOnlyOverTLS: a relay that offers no STARTTLS (or
+// whose offer someone on the path removed) and only AUTH CRAM-MD5, whose
+// exchange can be cracked offline, never sees an AUTH command, and no mail
+// goes out unauthenticated either.
+func TestSMTPCredentialsOnlyOverTLS(t *testing.T) {
+	for name, url := range map[string]string{
+		"opted out of STARTTLS": "smtp://mailer:s3cret@" + relayName + ":PORT?starttls=opportunistic",
+		"loopback relay":        "smtp://mailer:s3cret@ADDR",
+	} {
+		t.Run(name, func(t *testing.T) {
+			relay := startRawRelay(t, []string{"AUTH CRAM-MD5", "8BITMIME"}, nil)
+			_, port, _ := net.SplitHostPort(relay.addr)
+			m, err := NewSMTP(strings.NewReplacer("ADDR", relay.addr, "PORT", port).Replace(url),
+				"authd <no-reply@example.org>", renderer(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.dial = dialTo(relay.addr)
+			err = m.Send(context.Background(), authd.Mail{Kind: authd.MailPasswordReset, To: "alice@example.org",
+				Link: "https://auth.example.org/reset-password?token=secret"})
+			if err == nil || !strings.Contains(err.Error(), "TLS") {
+				t.Errorf("Send = %v; want an error saying the credentials need TLS", err)
+			}
+			if got := relay.sent("AUTH"); len(got) != 0 {
+				t.Errorf("the relay received %q over plain text", got)
+			}
+			if got := relay.sent("MAIL"); len(got) != 0 {
+				t.Errorf("the mail went out without authenticating: %q", got)
+			}
+		})
+	}
+}
+
+// TestSMTPDeliveredDespiteFailureAfter: a relay that accepts the message
+// (250 after its final dot) and then hangs up, so that RSET and QUIT fail,
+// has the mail: Send reports it sent, or the outbox would send it again
+// with a new link that voids the delivered one. The failure is logged.
+func TestSMTPDeliveredDespiteFailureAfter(t *testing.T) {
+	relay := startRawRelay(t, []string{"8BITMIME"}, func(c net.Conn) {
+		fmt.Fprint(c, "250 2.0.0 queued as 4F2A\r\n")
+	})
+	m, err := NewSMTP("smtp://"+relay.addr, "authd <no-reply@example.org>", renderer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	m.SetLogger(slog.New(slog.NewTextHandler(&logs, nil)))
+	err = m.Send(context.Background(), authd.Mail{Kind: authd.MailVerifyEmail, To: "alice@example.org",
+		Link: "https://auth.example.org/verify-email?token=secret"})
+	if err != nil {
+		t.Errorf("Send = %v; want nil, the relay accepted the mail", err)
+	}
+	if got := relay.sent("DATA"); len(got) != 1 {
+		t.Fatalf("the relay received DATA %d times, want once", len(got))
+	}
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "verify_email") {
+		t.Errorf("no warning names the mail accepted despite the failure:\n%s", logs.String())
+	}
+}
+
+// TestSMTPSendBoundedByContext: a relay that stops answering in the middle
+// of the conversation (here, after the message's final dot) cannot hold a
+// send past its context's deadline, which the outbox keeps within the
+// mail's lease.
+func TestSMTPSendBoundedByContext(t *testing.T) {
+	for _, implicit := range []bool{false, true} {
+		t.Run(map[bool]string{false: "smtp", true: "smtps"}[implicit], func(t *testing.T) {
+			stall := func(c net.Conn) { io.Copy(io.Discard, c) } // until the client hangs up
+			var relay *rawRelay
+			u := "smtp://"
+			if implicit {
+				relay = startRawTLSRelay(t, stall)
+				u = "smtps://"
+			} else {
+				relay = startRawRelay(t, []string{"8BITMIME"}, stall)
+			}
+			m, err := NewSMTP(u+relay.addr, "authd <no-reply@example.org>", renderer(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if relay.pool != nil {
+				m.SetTLSConfig(&tls.Config{RootCAs: relay.pool})
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			err = m.Send(ctx, authd.Mail{Kind: authd.MailPasswordChanged, To: "alice@example.org"})
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("Send = %v; want it cut short by its context's deadline", err)
+			}
+			if got := relay.sent("DATA"); len(got) != 1 {
+				t.Errorf("the relay received DATA %d times; want the stall to come after it", len(got))
+			}
+		})
+	}
+}
+
+// elsewhere is a connection that reports a peer on another machine, as
+// when "localhost" resolves there (a hosts file, a DNS search list).
+type elsewhere struct{ net.Conn }
+
+func (elsewhere) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.ParseIP("192.0.2.25"), Port: 25} }
+
+// TestSMTPLocalhostMustBeLoopback: plain text is allowed to "localhost" only
+// when the connection really reaches a loopback address.
+func TestSMTPLocalhostMustBeLoopback(t *testing.T) {
+	box, addr := startPlainSMTP(t)
+	_, port, _ := net.SplitHostPort(addr)
+	m, err := NewSMTP("smtp://localhost:"+port, "authd <no-reply@example.org>", renderer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
+		c, err := dialTo(addr)(ctx, network, "")
+		return elsewhere{c}, err
+	}
+	err = m.Send(context.Background(), authd.Mail{Kind: authd.MailPasswordReset, To: "alice@example.org",
+		Link: "https://auth.example.org/reset-password?token=secret"})
+	if err == nil || !strings.Contains(err.Error(), "loopback") || box.count() != 0 {
+		t.Errorf("Send = %v, %d delivered; want a loopback error and nothing sent", err, box.count())
+	}
+}
+
 func TestParseSMTPURL(t *testing.T) {
 	good := []struct {
 		url        string
@@ -286,6 +541,8 @@ func TestParseSMTPURL(t *testing.T) {
 		{"smtp://10.0.0.1:25", true, false, 25},
 		{"smtp://localhost.example.org", true, false, 587},
 		{"smtps://u:p@mail.example.org", true, true, 465},
+		{"smtps://u:p@mail.example.org/", true, true, 465},
+		{"smtp://u:p%2F%3F%23@mail.example.org:25", true, false, 25},
 	}
 	for _, tt := range good {
 		r, err := ParseSMTPURL(tt.url)
@@ -312,6 +569,39 @@ func TestParseSMTPURL(t *testing.T) {
 			t.Errorf("ParseSMTPURL(%q) accepted", u)
 		} else if strings.Contains(err.Error(), "pw-XYZ") {
 			t.Errorf("ParseSMTPURL(%q) = %v: the error shows the password", u, err)
+		}
+	}
+}
+
+// TestSMTPURLWithUnescapedPassword: a password holding / ? or # that was
+// not percent-encoded splits the URL in the wrong place. It is refused,
+// naming the variable and saying to percent-encode, with no part of the
+// password in the error; it is never read as a relay named after the user.
+func TestSMTPURLWithUnescapedPassword(t *testing.T) {
+	for _, u := range []string{
+		"smtp://mailer:?pw-XYZ@mail.example.org",                        // the rest of the password is a query key
+		"smtp://mailer:?starttls=opportunistic#pw-XYZ@mail.example.org", // a valid query, then a fragment
+		"smtp://mailer:#pw-XYZ@mail.example.org",
+		"smtp://mailer:/pw-XYZ@mail.example.org",
+		"smtp://mailer:2525/pw-XYZ@mail.example.org", // relay "mailer", port 2525
+		"smtp://mailer:99999/pw-XYZ@mail.example.org",
+		"smtp://mailer:pw?XYZ@mail.example.org",
+		"smtp:mailer:pw-XYZ@mail.example.org",
+		"smtps://mailer:?pw-XYZ@mail.example.org",
+	} {
+		_, err := NewSMTP(u, "authd <no-reply@example.org>", renderer(t))
+		if err == nil {
+			t.Errorf("NewSMTP(%q) accepted", u)
+			continue
+		}
+		msg := err.Error()
+		if !strings.Contains(msg, "AUTHD_SMTP_URL") || !strings.Contains(msg, "percent-encode") {
+			t.Errorf("NewSMTP(%q) = %q; want it to name AUTHD_SMTP_URL and say to percent-encode", u, msg)
+		}
+		for _, part := range []string{"XYZ", "99999", "2525", "mailer", "opportunistic#"} {
+			if strings.Contains(msg, part) {
+				t.Errorf("NewSMTP(%q) = %q: the error shows %q, part of the URL", u, msg, part)
+			}
 		}
 	}
 }
@@ -351,6 +641,32 @@ func TestDevMailerWritesEMLAndLogsLink(t *testing.T) {
 	body, _ := os.ReadFile(files[0])
 	if !strings.Contains(string(body), "Subject: Reset your password") || !strings.Contains(logs.String(), link) {
 		t.Errorf("eml or log lacks the mail:\n%s\n%s", body, logs.String())
+	}
+	if strings.Contains(logs.String(), "a@example.org") {
+		t.Errorf("the log holds the address, which erasure cannot remove from it:\n%s", logs.String())
+	}
+}
+
+// TestSMTPErrorsHoldNoAddress: a relay's refusal, which lists or quotes the
+// recipient, and an address that does not parse give errors without the
+// address (they end in log lines and the outbox's last error), keeping the
+// relay's codes.
+func TestSMTPErrorsHoldNoAddress(t *testing.T) {
+	box, addr, pool := startSMTP(t, false)
+	box.refuse = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1},
+		Message: "<alice@example.org>: Recipient address rejected"}
+	m, err := NewSMTP("smtp://"+addr, "authd <no-reply@example.org>", renderer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.SetTLSConfig(&tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+	err = m.Send(context.Background(), authd.Mail{Kind: authd.MailPasswordChanged, To: "alice@example.org"})
+	if err == nil || strings.Contains(err.Error(), "alice") || !strings.Contains(err.Error(), "550 5.1.1") {
+		t.Errorf("Send to a refused recipient = %v; want an error with the codes and without the address", err)
+	}
+	err = m.Send(context.Background(), authd.Mail{Kind: authd.MailPasswordChanged, To: "alice@@example.org"})
+	if err == nil || strings.Contains(err.Error(), "alice") {
+		t.Errorf("Send to an address that does not parse = %v; want an error without the address", err)
 	}
 }
 

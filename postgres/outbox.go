@@ -141,3 +141,10 @@ func (q *queries) ReviveMail(ctx context.Context, id uuid.UUID, now time.Time) e
 		claimed_until = NULL, claim = NULL WHERE id = $1 AND dead_at IS NOT NULL`, id, now)
 	return affected(tag, err, "dead mail")
 }
+
+// ExtendMailClaim runs at once, not queued, so that a lapsed claim is
+// ENotFound for the caller rather than a failed transaction.
+func (q *queries) ExtendMailClaim(ctx context.Context, id, claim uuid.UUID, until time.Time) error {
+	tag, err := q.exec(ctx, `UPDATE mail_outbox SET claimed_until = $3 WHERE id = $1 AND claim = $2`, id, claim, until)
+	return affected(tag, err, "mail held by this claim")
+}

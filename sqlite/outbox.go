@@ -139,3 +139,9 @@ func (q *queries) ReviveMail(ctx context.Context, id uuid.UUID, now time.Time) e
 		claimed_until = NULL, claim = NULL WHERE id = ? AND dead_at IS NOT NULL`, timeArg(now), id)
 	return affected(res, err, "dead mail")
 }
+
+func (q *queries) ExtendMailClaim(ctx context.Context, id, claim uuid.UUID, until time.Time) error {
+	res, err := q.db.ExecContext(ctx, `UPDATE mail_outbox SET claimed_until = ? WHERE id = ? AND claim = ?`,
+		timeArg(until), id, claim)
+	return affected(res, err, "mail held by this claim")
+}

@@ -52,6 +52,7 @@ func Run(t *testing.T, open func(t *testing.T) authd.Store) {
 		{"EveryEnumLabelStored", testEnumLabels},
 		{"Outbox", testOutbox},
 		{"OutboxConcurrentClaims", testOutboxConcurrentClaims},
+		{"OutboxExtendClaim", testOutboxExtendClaim},
 		{"SessionRevocation", testSessionRevocation},
 		{"TxRollsBack", testTxRollsBack},
 		{"TxReadsItsWritesAndFailsWhole", testTxWrites},
@@ -536,6 +537,53 @@ func testOutbox(t *testing.T, s authd.Store) {
 	if revived, _ := claim(12 * time.Minute); revived == nil || revived.ID != d.ID || revived.Attempts != 1 {
 		t.Errorf("claim after a revive = %+v; want the revived mail with one attempt", revived)
 	}
+}
+
+// testOutboxExtendClaim: the claim that holds a mail can move its lease,
+// inside a transaction or not, which keeps other claimants off past the
+// first lease; once another sender has claimed the mail, or it is gone,
+// the first claim cannot.
+func testOutboxExtendClaim(t *testing.T, s authd.Store) {
+	ctx := context.Background()
+	u := mustCreateUser(t, s, "extend@example.org")
+	m := &authd.OutboxMail{ID: authd.NewID(), Kind: authd.MailPasswordChanged, UserID: u.ID, To: u.Email,
+		CreatedAt: Epoch, NextAttemptAt: Epoch}
+	if err := s.EnqueueMail(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	claimA := authd.NewID()
+	if a, err := s.ClaimMail(ctx, claimA, Epoch, time.Minute); err != nil || a == nil || a.ID != m.ID {
+		t.Fatalf("ClaimMail = %v, %v; want the mail", a, err)
+	}
+	err := s.InTx(ctx, func(tx authd.Queries) error {
+		return tx.ExtendMailClaim(ctx, m.ID, claimA, Epoch.Add(5*time.Minute))
+	})
+	if err != nil {
+		t.Fatalf("ExtendMailClaim in a transaction: %v", err)
+	}
+	if other, err := s.ClaimMail(ctx, authd.NewID(), Epoch.Add(2*time.Minute), time.Minute); err != nil || other != nil {
+		t.Errorf("ClaimMail within the extended lease = %v, %v; want none", other, err)
+	}
+	// Lapsed, but no one has claimed it since: the claim still holds it.
+	if err := s.ExtendMailClaim(ctx, m.ID, claimA, Epoch.Add(7*time.Minute)); err != nil {
+		t.Errorf("ExtendMailClaim of a lapsed lease no one took over: %v", err)
+	}
+	claimB := authd.NewID()
+	if b, err := s.ClaimMail(ctx, claimB, Epoch.Add(8*time.Minute), time.Minute); err != nil || b == nil || b.ID != m.ID {
+		t.Fatalf("ClaimMail after the extended lease = %v, %v; want the mail", b, err)
+	}
+	wantCode(t, "extend by a claim another has replaced", s.ExtendMailClaim(ctx, m.ID, claimA, Epoch.Add(20*time.Minute)),
+		authd.ENotFound)
+	wantCode(t, "extend by a replaced claim in a transaction", s.InTx(ctx, func(tx authd.Queries) error {
+		return tx.ExtendMailClaim(ctx, m.ID, claimA, Epoch.Add(20*time.Minute))
+	}), authd.ENotFound)
+	if again, err := s.ClaimMail(ctx, authd.NewID(), Epoch.Add(8*time.Minute+30*time.Second), time.Minute); err != nil || again != nil {
+		t.Errorf("ClaimMail within the second claim's lease = %v, %v; want none (the replaced claim moved nothing)", again, err)
+	}
+	if err := s.CompleteMail(ctx, m.ID, claimB); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, "extend of a sent mail", s.ExtendMailClaim(ctx, m.ID, claimB, Epoch.Add(20*time.Minute)), authd.ENotFound)
 }
 
 // testOutboxConcurrentClaims runs claimers in parallel: each mail is
