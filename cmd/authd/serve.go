@@ -210,7 +210,12 @@ func (a *App) Open(ctx context.Context) (err error) {
 // AUTHD_DEV_MAILER=on says so.
 func (a *App) mailer(renderer *mail.Renderer) (authd.Mailer, error) {
 	if a.cfg.SMTPURL != "" {
-		return mail.NewSMTP(a.cfg.SMTPURL, a.cfg.MailFrom, renderer)
+		m, err := mail.NewSMTP(a.cfg.SMTPURL, a.cfg.MailFrom, renderer)
+		if err != nil {
+			return nil, err
+		}
+		m.SetLogger(a.logger)
+		return m, nil
 	}
 	dir := filepath.Join(a.cfg.DataDir, "outbox")
 	if u, err := url.Parse(a.cfg.PublicURL); err == nil && !mail.Loopback(u.Hostname()) {
