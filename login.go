@@ -118,7 +118,10 @@ func (s *Service) Login(ctx context.Context, c Client, email, password, deviceIn
 		pair = p
 		return nil
 	})
-	return pair, err
+	if err != nil {
+		return nil, err // a pair made before a failed commit is no pair
+	}
+	return pair, nil
 }
 
 // loginUnknown answers a login for an email without an account exactly as

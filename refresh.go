@@ -87,7 +87,10 @@ func (s *Service) Refresh(ctx context.Context, c Client, refreshToken string) (*
 		pair = p
 		return nil
 	})
-	return pair, err
+	if err != nil {
+		return nil, err // a pair made before a failed commit is no pair
+	}
+	return pair, nil
 }
 
 // graceChild returns the child of the revoked refresh token t (its digest
