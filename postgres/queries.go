@@ -432,23 +432,11 @@ func collectSecurityLogs(rows pgx.Rows) ([]*authd.SecurityLog, error) {
 	defer rows.Close()
 	var out []*authd.SecurityLog
 	for rows.Next() {
-		var l authd.SecurityLog
-		var event, result string
-		var user *uuid.UUID
-		var ip, ua, reason *string
-		if err := rows.Scan(&l.ID, &event, &user, &l.Timestamp, &ip, &ua, &result, &reason,
-			&l.AdditionalContext); err != nil {
-			return nil, translate(err)
+		l, err := scanSecurityLog(rows)
+		if err != nil {
+			return nil, err
 		}
-		var err error
-		if l.EventType, err = authd.ParseEventType(event); err != nil {
-			return nil, fmt.Errorf("postgres: security log %s: %w", l.ID, err)
-		}
-		if l.Result, err = authd.ParseResult(result); err != nil {
-			return nil, fmt.Errorf("postgres: security log %s: %w", l.ID, err)
-		}
-		l.UserID, l.IPAddress, l.UserAgent, l.FailureReason = value(user), value(ip), value(ua), value(reason)
-		out = append(out, &l)
+		out = append(out, l)
 	}
 	return out, translate(rows.Err())
 }

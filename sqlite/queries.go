@@ -247,28 +247,11 @@ func collectSecurityLogs(rows *sql.Rows) ([]*authd.SecurityLog, error) {
 	defer rows.Close()
 	var out []*authd.SecurityLog
 	for rows.Next() {
-		var l authd.SecurityLog
-		var event, result string
-		var user uuid.NullUUID
-		var ip, ua, reason, context sql.NullString
-		if err := rows.Scan(&l.ID, &event, &user, timeCol{&l.Timestamp}, &ip, &ua, &result, &reason,
-			&context); err != nil {
-			return nil, translate(err)
+		l, err := scanSecurityLog(rows)
+		if err != nil {
+			return nil, err
 		}
-		var err error
-		if l.EventType, err = authd.ParseEventType(event); err != nil {
-			return nil, fmt.Errorf("sqlite: security log %s: %w", l.ID, err)
-		}
-		if l.Result, err = authd.ParseResult(result); err != nil {
-			return nil, fmt.Errorf("sqlite: security log %s: %w", l.ID, err)
-		}
-		if context.Valid {
-			if err := json.Unmarshal([]byte(context.String), &l.AdditionalContext); err != nil {
-				return nil, fmt.Errorf("sqlite: security log %s context: %w", l.ID, err)
-			}
-		}
-		l.UserID, l.IPAddress, l.UserAgent, l.FailureReason = user.UUID, ip.String, ua.String, reason.String
-		out = append(out, &l)
+		out = append(out, l)
 	}
 	return out, translate(rows.Err())
 }
