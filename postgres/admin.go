@@ -155,6 +155,9 @@ func (q *queries) ErasePersonalData(ctx context.Context, userID uuid.UUID) error
 	for _, sql := range []string{
 		`DELETE FROM verification_tokens WHERE user_id = $1`,
 		`DELETE FROM mail_outbox WHERE user_id = $1`,
+		`DELETE FROM mfa_factors WHERE user_id = $1`,
+		`DELETE FROM mfa_recovery_codes WHERE user_id = $1`,
+		`DELETE FROM mfa_challenges WHERE user_id = $1`,
 		`UPDATE security_logs SET ip_address = NULL, user_agent = NULL,
 			additional_context = additional_context - 'device_info' WHERE user_id = $1`,
 		`UPDATE sessions SET device_info = NULL WHERE user_id = $1`,
