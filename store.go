@@ -253,6 +253,10 @@ type UserRows struct {
 	VerificationTokens func(*VerificationToken) error
 	SecurityLogs       func(*SecurityLog) error
 	Mails              func(*OutboxMail) error
+	// Factors come without their Secret.
+	Factors       func(*Factor) error
+	RecoveryCodes func(*RecoveryCode) error
+	MFAChallenges func(*MFAChallenge) error
 }
 
 // PurgeRequest says what retention deletes.

@@ -27,18 +27,32 @@ func (q *queries) Factors(ctx context.Context, userID uuid.UUID) ([]*authd.Facto
 	if err != nil {
 		return nil, translate(err)
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*authd.Factor, error) {
-		var f authd.Factor
-		var kind string
-		var confirmedAt, lastUsedAt *time.Time
-		if err := row.Scan(&f.ID, &f.UserID, &kind, &f.Secret, &f.Confirmed, &f.CreatedAt, &confirmedAt,
-			&lastUsedAt, &f.LastStep); err != nil {
-			return nil, err
-		}
-		f.Kind, f.ConfirmedAt, f.LastUsedAt = authd.FactorKind(kind), value(confirmedAt), value(lastUsedAt)
-		return &f, nil
-	})
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*authd.Factor, error) { return scanFactor(row) })
 	return out, translate(err)
+}
+
+func scanFactor(row pgx.Row) (*authd.Factor, error) {
+	var f authd.Factor
+	var kind string
+	var confirmedAt, lastUsedAt *time.Time
+	if err := row.Scan(&f.ID, &f.UserID, &kind, &f.Secret, &f.Confirmed, &f.CreatedAt, &confirmedAt,
+		&lastUsedAt, &f.LastStep); err != nil {
+		return nil, err
+	}
+	f.Kind, f.ConfirmedAt, f.LastUsedAt = authd.FactorKind(kind), value(confirmedAt), value(lastUsedAt)
+	return &f, nil
+}
+
+const recoveryCodeColumns = `id, user_id, code_digest, created_at, used_at`
+
+func scanRecoveryCode(row pgx.Row) (*authd.RecoveryCode, error) {
+	var c authd.RecoveryCode
+	var usedAt *time.Time
+	if err := row.Scan(&c.ID, &c.UserID, &c.Digest, &c.CreatedAt, &usedAt); err != nil {
+		return nil, translate(err)
+	}
+	c.UsedAt = value(usedAt)
+	return &c, nil
 }
 
 // UpdateFactor implements authd.Queries.
@@ -91,12 +105,14 @@ func (q *queries) CreateMFAChallenge(ctx context.Context, c *authd.MFAChallenge)
 
 // MFAChallenge implements authd.Queries.
 func (q *queries) MFAChallenge(ctx context.Context, digest string) (*authd.MFAChallenge, error) {
+	return scanChallenge(q.row(ctx, `SELECT `+challengeColumns+` FROM mfa_challenges WHERE token = $1`+q.forUpdate(), digest))
+}
+
+func scanChallenge(row pgx.Row) (*authd.MFAChallenge, error) {
 	var c authd.MFAChallenge
 	var device *string
 	var usedAt *time.Time
-	err := q.row(ctx, `SELECT `+challengeColumns+` FROM mfa_challenges WHERE token = $1`+q.forUpdate(), digest).
-		Scan(&c.ID, &c.Token, &c.UserID, &device, &c.CreatedAt, &c.ExpiresAt, &c.Failures, &usedAt)
-	if err != nil {
+	if err := row.Scan(&c.ID, &c.Token, &c.UserID, &device, &c.CreatedAt, &c.ExpiresAt, &c.Failures, &usedAt); err != nil {
 		return nil, translate(err)
 	}
 	c.DeviceInfo, c.UsedAt = value(device), value(usedAt)

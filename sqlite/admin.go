@@ -92,8 +92,20 @@ func (s *Store) UserData(ctx context.Context, userID uuid.UUID, out authd.UserRo
 		`SELECT `+securityLogColumns+` FROM security_logs WHERE user_id = ? ORDER BY "timestamp", id`, userID); err != nil {
 		return err
 	}
-	return each(ctx, tx, out.Mails, scanMail,
-		`SELECT `+outboxColumns+` FROM mail_outbox WHERE user_id = ? ORDER BY created_at, id`, userID)
+	if err := each(ctx, tx, out.Mails, scanMail,
+		`SELECT `+outboxColumns+` FROM mail_outbox WHERE user_id = ? ORDER BY created_at, id`, userID); err != nil {
+		return err
+	}
+	if err := each(ctx, tx, out.Factors, scanFactor,
+		`SELECT `+factorColumns+` FROM mfa_factors WHERE user_id = ? ORDER BY created_at, id`, userID); err != nil {
+		return err
+	}
+	if err := each(ctx, tx, out.RecoveryCodes, scanRecoveryCode,
+		`SELECT `+recoveryCodeColumns+` FROM mfa_recovery_codes WHERE user_id = ? ORDER BY created_at, id`, userID); err != nil {
+		return err
+	}
+	return each(ctx, tx, out.MFAChallenges, scanChallenge,
+		`SELECT `+challengeColumns+` FROM mfa_challenges WHERE user_id = ? ORDER BY created_at, id`, userID)
 }
 
 // each hands yield every row of one query, scanned, as it is stepped to,

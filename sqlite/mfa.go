@@ -30,16 +30,34 @@ func (q *queries) Factors(ctx context.Context, userID uuid.UUID) ([]*authd.Facto
 	defer rows.Close()
 	var out []*authd.Factor
 	for rows.Next() {
-		var f authd.Factor
-		var kind string
-		if err := rows.Scan(&f.ID, &f.UserID, &kind, &f.Secret, &f.Confirmed, timeCol{&f.CreatedAt},
-			timeCol{&f.ConfirmedAt}, timeCol{&f.LastUsedAt}, &f.LastStep); err != nil {
-			return nil, translate(err)
+		f, err := scanFactor(rows)
+		if err != nil {
+			return nil, err
 		}
-		f.Kind = authd.FactorKind(kind)
-		out = append(out, &f)
+		out = append(out, f)
 	}
 	return out, translate(rows.Err())
+}
+
+func scanFactor(row scanner) (*authd.Factor, error) {
+	var f authd.Factor
+	var kind string
+	if err := row.Scan(&f.ID, &f.UserID, &kind, &f.Secret, &f.Confirmed, timeCol{&f.CreatedAt},
+		timeCol{&f.ConfirmedAt}, timeCol{&f.LastUsedAt}, &f.LastStep); err != nil {
+		return nil, translate(err)
+	}
+	f.Kind = authd.FactorKind(kind)
+	return &f, nil
+}
+
+const recoveryCodeColumns = `id, user_id, code_digest, created_at, used_at`
+
+func scanRecoveryCode(row scanner) (*authd.RecoveryCode, error) {
+	var c authd.RecoveryCode
+	if err := row.Scan(&c.ID, &c.UserID, &c.Digest, timeCol{&c.CreatedAt}, timeCol{&c.UsedAt}); err != nil {
+		return nil, translate(err)
+	}
+	return &c, nil
 }
 
 // UpdateFactor implements authd.Queries.
@@ -96,12 +114,14 @@ func (q *queries) CreateMFAChallenge(ctx context.Context, c *authd.MFAChallenge)
 
 // MFAChallenge implements authd.Queries.
 func (q *queries) MFAChallenge(ctx context.Context, digest string) (*authd.MFAChallenge, error) {
+	return scanChallenge(q.db.QueryRowContext(ctx, `SELECT `+challengeColumns+` FROM mfa_challenges WHERE token = ?`, digest))
+}
+
+func scanChallenge(row scanner) (*authd.MFAChallenge, error) {
 	var c authd.MFAChallenge
 	var device sql.NullString
-	err := q.db.QueryRowContext(ctx, `SELECT `+challengeColumns+` FROM mfa_challenges WHERE token = ?`, digest).
-		Scan(&c.ID, &c.Token, &c.UserID, &device, timeCol{&c.CreatedAt}, timeCol{&c.ExpiresAt}, &c.Failures,
-			timeCol{&c.UsedAt})
-	if err != nil {
+	if err := row.Scan(&c.ID, &c.Token, &c.UserID, &device, timeCol{&c.CreatedAt}, timeCol{&c.ExpiresAt}, &c.Failures,
+		timeCol{&c.UsedAt}); err != nil {
 		return nil, translate(err)
 	}
 	c.DeviceInfo = device.String
