@@ -58,8 +58,9 @@ func TestParseEnums(t *testing.T) {
 			t.Errorf("ParseEventType(%q) = %q, %v", e, got, err)
 		}
 	}
-	if n := len(authd.EventTypes()); n != 19 {
-		t.Errorf("%d event types, want the 19 of SPEC §4", n)
+	// SPEC §4's 19 labels come first, in order; features only append.
+	if n := len(authd.EventTypes()); n != 19+8 || authd.EventTypes()[18] != authd.EventAdminAction {
+		t.Errorf("%d event types, want the 19 of SPEC §4 and the 8 of issue 9 (MFA)", n)
 	}
 	bad := []func() error{
 		func() error { _, err := authd.ParseAccountStatus("Active"); return err },

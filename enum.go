@@ -111,6 +111,14 @@ const (
 	EventDataExported           EventType = "data_exported"
 	EventAccountDeleted         EventType = "account_deleted"
 	EventAdminAction            EventType = "admin_action"
+	EventMFAEnrolled            EventType = "mfa_enrolled"            // a TOTP enrolment started
+	EventMFAEnabled             EventType = "mfa_enabled"             // confirmed with a first code
+	EventMFADisabled            EventType = "mfa_disabled"            // removed by its user
+	EventMFAChallengeIssued     EventType = "mfa_challenge_issued"    // a right password; a code is asked for
+	EventMFAChallengePassed     EventType = "mfa_challenge_passed"    // a right second factor at login
+	EventMFAChallengeFailed     EventType = "mfa_challenge_failed"    // a wrong code or a dead mfa_token
+	EventRecoveryCodeUsed       EventType = "recovery_code_used"      // one code spent
+	EventRecoveryCodesReplaced  EventType = "recovery_codes_replaced" // a new set of ten
 )
 
 // EventTypes lists every event type, in schema order.
@@ -121,7 +129,9 @@ func EventTypes() []EventType {
 		EventTokenRefreshed, EventRefreshTokenReuse, EventLogout, EventLogoutAll,
 		EventSessionRevoked, EventPasswordResetRequested, EventPasswordResetCompleted,
 		EventPasswordChanged, EventConsentUpdated, EventDataExported, EventAccountDeleted,
-		EventAdminAction,
+		EventAdminAction, EventMFAEnrolled, EventMFAEnabled, EventMFADisabled,
+		EventMFAChallengeIssued, EventMFAChallengePassed, EventMFAChallengeFailed,
+		EventRecoveryCodeUsed, EventRecoveryCodesReplaced,
 	}
 }
 

@@ -26,6 +26,7 @@ const (
 	ETooLarge           Code = "payload_too_large"      // a body over the limit
 	EUnsupportedMedia   Code = "unsupported_media_type" // a body of the wrong content type
 	EMethodNotAllowed   Code = "method_not_allowed"     // a route without this method
+	EMFARequired        Code = "mfa_required"           // a right password; a second factor must follow
 )
 
 // FieldError says what is wrong with one input field.

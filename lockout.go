@@ -59,6 +59,16 @@ func (s *Service) ghostFailed(ctx context.Context, key string) bool {
 // cannot cut its owner off.
 func (s *Service) failedPassword(ctx context.Context, tx *txn, c Client, u *User, now time.Time,
 	event EventType, err error) error {
+	return s.failedCheck(ctx, tx, c, u, now, event, "invalid password", "too many failed password checks", err)
+}
+
+// failedCheck records a failed check of u's credentials (a password or a
+// second-factor code) as a failure of event for reason, counting toward
+// the one lock of SPEC 6.7, and fails the flow with err. Passwords and
+// codes share the counter, so that guessing one cannot start afresh on the
+// other; only a whole successful login resets it.
+func (s *Service) failedCheck(ctx context.Context, tx *txn, c Client, u *User, now time.Time,
+	event EventType, reason, lockReason string, err error) error {
 	if now.Sub(u.LastFailedLogin) >= failureMemory {
 		u.FailedLoginAttempts = 0 // the earlier failures are forgotten
 	}
@@ -80,12 +90,12 @@ func (s *Service) failedPassword(ctx context.Context, tx *txn, c Client, u *User
 			}
 		}
 		if err := tx.CreateSecurityLog(ctx, s.audit(now, c, EventAccountLocked, ResultSuccess, u.ID,
-			"too many failed password checks", map[string]any{"until": u.AccountLockedUntil,
+			lockReason, map[string]any{"until": u.AccountLockedUntil,
 				"failed_attempts": u.FailedLoginAttempts})); err != nil {
 			return err
 		}
 	}
-	return tx.refuse(ctx, s.audit(now, c, event, ResultFailure, u.ID, "invalid password",
+	return tx.refuse(ctx, s.audit(now, c, event, ResultFailure, u.ID, reason,
 		map[string]any{"failed_attempts": u.FailedLoginAttempts}), err)
 }
 

@@ -17,8 +17,10 @@ var errInvalidCredentials = &Error{Code: EInvalidCredentials, Message: "The emai
 // like a wrong password for a real account, and gets the same answers.
 // While an account is locked every login answers EAccountLocked (with
 // RetryAfter) without checking the password, so a lock never confirms a
-// guess. Returns EInvalid, EInvalidCredentials, EEmailNotVerified,
-// EAccountLocked, ERateLimited, EUnavailable.
+// guess. For an account with an enabled second factor a right password
+// starts no session: the error is *MFARequired (EMFARequired), and
+// VerifyMFA finishes the login. Returns EInvalid, EInvalidCredentials,
+// EEmailNotVerified, EMFARequired, EAccountLocked, ERateLimited, EUnavailable.
 func (s *Service) Login(ctx context.Context, c Client, email, password, deviceInfo string) (*TokenPair, error) {
 	email, err := NormalizeEmail(email)
 	if err != nil {
@@ -89,39 +91,58 @@ func (s *Service) Login(ctx context.Context, c Client, email, password, deviceIn
 			return refuse("email not verified", &Error{Code: EEmailNotVerified,
 				Message: "Verify your email address first; we can send the link again."})
 		}
-		u.FailedLoginAttempts = 0
-		u.LastLoginTimestamp = now
-		u.UpdatedAt = now
-		if newHash != "" {
-			u.PasswordHash = newHash
-		}
-		if err := tx.UpdateUser(ctx, u); err != nil {
-			return err
-		}
-		sess := &Session{ID: NewID(), UserID: u.ID, DeviceInfo: deviceInfo, CreatedAt: now, LastUsedAt: now,
-			ExpiresAt: now.Add(s.cfg.SessionMaxAge)}
-		if err := s.evictSessions(ctx, tx, c, u.ID, now); err != nil {
-			return err
-		}
-		if err := tx.CreateSession(ctx, sess); err != nil {
-			return err
-		}
-		raw, _ := newOpaqueToken()
-		p, err := s.issuePair(ctx, tx, sess, raw, uuid.Nil, now)
+		factors, err := tx.Factors(ctx, u.ID)
 		if err != nil {
 			return err
 		}
-		if err := tx.CreateSecurityLog(ctx, s.audit(now, c, EventLoginSuccess, ResultSuccess, u.ID, "",
-			map[string]any{"session_id": sess.ID.String(), "device_info": deviceInfo, "rehashed": newHash != ""})); err != nil {
-			return err
+		if hasEnabledFactor(factors) {
+			if newHash != "" {
+				u.PasswordHash, u.UpdatedAt = newHash, now
+				if err := tx.UpdateUser(ctx, u); err != nil {
+					return err
+				}
+			}
+			return s.challenge(ctx, tx, c, u, deviceInfo, now)
 		}
-		pair = p
-		return nil
+		pair, err = s.startSession(ctx, tx, c, u, deviceInfo, []string{AMRPassword}, newHash, now)
+		return err
 	})
 	if err != nil {
 		return nil, err // a pair made before a failed commit is no pair
 	}
 	return pair, nil
+}
+
+// startSession completes a login of u authenticated by amr: the failure
+// count resets, a new session (with newHash, when not empty, as the
+// password's hash) holds the token pair, and the success is logged.
+func (s *Service) startSession(ctx context.Context, tx *txn, c Client, u *User, deviceInfo string, amr []string,
+	newHash string, now time.Time) (*TokenPair, error) {
+	u.FailedLoginAttempts = 0
+	u.LastLoginTimestamp = now
+	u.UpdatedAt = now
+	if newHash != "" {
+		u.PasswordHash = newHash
+	}
+	if err := tx.UpdateUser(ctx, u); err != nil {
+		return nil, err
+	}
+	sess := &Session{ID: NewID(), UserID: u.ID, DeviceInfo: deviceInfo, CreatedAt: now, LastUsedAt: now,
+		ExpiresAt: now.Add(s.cfg.SessionMaxAge), AMR: amr}
+	if err := s.evictSessions(ctx, tx, c, u.ID, now); err != nil {
+		return nil, err
+	}
+	if err := tx.CreateSession(ctx, sess); err != nil {
+		return nil, err
+	}
+	raw, _ := newOpaqueToken()
+	pair, err := s.issuePair(ctx, tx, sess, raw, uuid.Nil, now)
+	if err != nil {
+		return nil, err
+	}
+	return pair, tx.CreateSecurityLog(ctx, s.audit(now, c, EventLoginSuccess, ResultSuccess, u.ID, "",
+		map[string]any{"session_id": sess.ID.String(), "device_info": deviceInfo, "rehashed": newHash != "",
+			"amr": amr}))
 }
 
 // loginUnknown answers a login for an email without an account exactly as

@@ -32,6 +32,13 @@ type Config struct {
 	// 6.4); every instance must share it. Empty: a random key of this
 	// process, which suits one instance only.
 	RefreshKey []byte
+	// MFAKey (32 bytes) encrypts TOTP secrets and keys recovery-code
+	// digests; every instance must share it. Empty: a random key of this
+	// process, which suits tests only: factors die with the process.
+	MFAKey []byte
+	// TOTPIssuer names authd in authenticator apps (the host of
+	// AUTHD_ISSUER); empty: the host of PublicURL.
+	TOTPIssuer string
 }
 
 // Passwords checks, hashes and verifies passwords. Hashing is expensive and
@@ -57,6 +64,7 @@ type AccessClaims struct {
 	ExpiresAt time.Time
 	Issuer    string
 	Audience  string
+	AMR       []string // RFC 8176: pwd, otp, mfa
 }
 
 // AccessTokens issues and checks signed access tokens (JWTs).
@@ -119,6 +127,7 @@ type Service struct {
 	limiter     RateLimiter // nil: no rate limits
 	lockouts    Lockouts    // nil: emails without an account never lock
 	refreshKey  []byte
+	mfaKey      []byte
 	revocations *RevocationSet
 	logger      *slog.Logger
 	hooks       Hooks
@@ -158,9 +167,15 @@ func NewService(cfg Config, d Deps) *Service {
 		key = make([]byte, 32)
 		rand.Read(key) // never fails (crypto/rand)
 	}
+	mfaKey := cfg.MFAKey
+	if len(mfaKey) != 32 {
+		mfaKey = make([]byte, 32)
+		rand.Read(mfaKey) // never fails (crypto/rand)
+	}
 	return &Service{
 		cfg: cfg, store: d.Store, clock: d.Clock, passwords: d.Passwords, tokens: d.Tokens,
-		mailer: d.Mailer, limiter: d.Limiter, lockouts: d.Lockouts, refreshKey: key, logger: d.Logger, hooks: d.Hooks,
+		mailer: d.Mailer, limiter: d.Limiter, lockouts: d.Lockouts, refreshKey: key, mfaKey: mfaKey,
+		logger: d.Logger, hooks: d.Hooks,
 		revocations: NewRevocationSet(cfg.AccessTokenTTL), wake: make(chan struct{}, 1),
 	}
 }

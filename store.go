@@ -137,7 +137,8 @@ type Queries interface {
 	SecurityLogs(ctx context.Context, f SecurityLogFilter) ([]*SecurityLog, error)
 
 	// ErasePersonalData removes what an erased account leaves behind: its
-	// verification tokens and unsent mail are deleted; the IP address, user
+	// verification tokens, unsent mail, second factors, recovery codes and
+	// login challenges are deleted; the IP address, user
 	// agent and device description are cleared from its security-log rows,
 	// sessions and tokens.
 	ErasePersonalData(ctx context.Context, userID uuid.UUID) error
@@ -152,6 +153,37 @@ type Queries interface {
 	// claimed it, or it is gone). Inside InTx no other sender can claim the
 	// mail until the transaction ends.
 	ExtendMailClaim(ctx context.Context, id, claim uuid.UUID, until time.Time) error
+
+	// CreateFactor inserts f. EConflict when the user already has a factor
+	// of its kind, ENotFound when the user does not exist.
+	CreateFactor(ctx context.Context, f *Factor) error
+	// Factors returns the user's factors, confirmed or not, oldest first.
+	// Inside InTx they stay locked against other writers until it ends, so
+	// that one TOTP code is never accepted twice.
+	Factors(ctx context.Context, userID uuid.UUID) ([]*Factor, error)
+	// UpdateFactor writes Confirmed, ConfirmedAt, LastUsedAt and LastStep of
+	// f. ENotFound when it does not exist.
+	UpdateFactor(ctx context.Context, f *Factor) error
+	// DeleteFactor deletes a factor. ENotFound when it does not exist.
+	DeleteFactor(ctx context.Context, id uuid.UUID) error
+	// ReplaceRecoveryCodes deletes every recovery code of the user and
+	// inserts codes (none: the user has none left).
+	ReplaceRecoveryCodes(ctx context.Context, userID uuid.UUID, codes []*RecoveryCode) error
+	// UseRecoveryCode marks the user's unused recovery code with the digest
+	// used at at. ENotFound when the user has no such unused code.
+	UseRecoveryCode(ctx context.Context, userID uuid.UUID, digest string, at time.Time) error
+	// RecoveryCodesLeft counts the user's unused recovery codes.
+	RecoveryCodesLeft(ctx context.Context, userID uuid.UUID) (int, error)
+
+	// CreateMFAChallenge inserts c. EConflict when its digest is taken,
+	// ENotFound when its user does not exist.
+	CreateMFAChallenge(ctx context.Context, c *MFAChallenge) error
+	// MFAChallenge returns the challenge whose digest is given, locked
+	// inside InTx. ENotFound when there is none.
+	MFAChallenge(ctx context.Context, digest string) (*MFAChallenge, error)
+	// UpdateMFAChallenge writes Failures and UsedAt of c. ENotFound when it
+	// does not exist.
+	UpdateMFAChallenge(ctx context.Context, c *MFAChallenge) error
 
 	// PublishRevocation tells every instance of rev when the transaction
 	// commits (PostgreSQL NOTIFY); stores with a single instance do nothing.
@@ -221,6 +253,10 @@ type UserRows struct {
 	VerificationTokens func(*VerificationToken) error
 	SecurityLogs       func(*SecurityLog) error
 	Mails              func(*OutboxMail) error
+	// Factors come without their Secret.
+	Factors       func(*Factor) error
+	RecoveryCodes func(*RecoveryCode) error
+	MFAChallenges func(*MFAChallenge) error
 }
 
 // PurgeRequest says what retention deletes.

@@ -17,6 +17,9 @@ type Session struct {
 	LastUsedAt time.Time
 	ExpiresAt  time.Time
 	RevokedAt  time.Time // zero: not revoked
+	// AMR says how the login was authenticated (RFC 8176), for the amr
+	// claim of every access token of the session.
+	AMR []string
 }
 
 // Active reports whether the session can still be used at now.

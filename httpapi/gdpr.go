@@ -20,10 +20,13 @@ import (
 
 // ExcludedColumns are the columns the export leaves out, and why.
 var ExcludedColumns = map[string]string{
-	"users.password_hash":       "a one-way hash of your password: it is a security secret, not information about you",
-	"jwt_tokens.token_value":    "a digest of a refresh token: a security secret",
-	"verification_tokens.token": "a digest of a one-time link: a security secret",
-	"mail_outbox.claim":         "which mail sender is delivering the mail right now: an internal lock, not information about you",
+	"users.password_hash":            "a one-way hash of your password: it is a security secret, not information about you",
+	"jwt_tokens.token_value":         "a digest of a refresh token: a security secret",
+	"verification_tokens.token":      "a digest of a one-time link: a security secret",
+	"mail_outbox.claim":              "which mail sender is delivering the mail right now: an internal lock, not information about you",
+	"mfa_factors.secret":             "your authenticator's secret, encrypted: a security secret (re-enrol to see a new one)",
+	"mfa_recovery_codes.code_digest": "a digest of a recovery code: a security secret",
+	"mfa_challenges.token":           "a digest of a sign-in's mfa_token: a security secret",
 }
 
 type exportUser struct {
@@ -52,6 +55,35 @@ type exportSession struct {
 	LastUsedAt time.Time  `json:"last_used_at"`
 	ExpiresAt  time.Time  `json:"expires_at"`
 	RevokedAt  *time.Time `json:"revoked_at"`
+	AMR        string     `json:"amr"`
+}
+
+type exportFactor struct {
+	ID          uuid.UUID  `json:"id"`
+	UserID      uuid.UUID  `json:"user_id"`
+	Kind        string     `json:"kind"`
+	Confirmed   bool       `json:"confirmed"`
+	CreatedAt   time.Time  `json:"created_at"`
+	ConfirmedAt *time.Time `json:"confirmed_at"`
+	LastUsedAt  *time.Time `json:"last_used_at"`
+	LastStep    int64      `json:"last_step"`
+}
+
+type exportRecoveryCode struct {
+	ID        uuid.UUID  `json:"id"`
+	UserID    uuid.UUID  `json:"user_id"`
+	CreatedAt time.Time  `json:"created_at"`
+	UsedAt    *time.Time `json:"used_at"`
+}
+
+type exportChallenge struct {
+	ID         uuid.UUID  `json:"id"`
+	UserID     uuid.UUID  `json:"user_id"`
+	DeviceInfo string     `json:"device_info"`
+	CreatedAt  time.Time  `json:"created_at"`
+	ExpiresAt  time.Time  `json:"expires_at"`
+	Failures   int        `json:"failures"`
+	UsedAt     *time.Time `json:"used_at"`
 }
 
 type exportToken struct {
@@ -124,7 +156,7 @@ func optID(id uuid.UUID) *uuid.UUID {
 // exportSections are the document's arrays, in the order Store.UserData
 // reads them (authd.UserRows), then excluded_columns closes it.
 var exportSections = []string{"users", "consent_history", "sessions", "jwt_tokens", "verification_tokens",
-	"security_logs", "mail_outbox"}
+	"security_logs", "mail_outbox", "mfa_factors", "mfa_recovery_codes", "mfa_challenges"}
 
 // exportWriter spools the export document to a temporary file while the
 // store reads the rows, holding one row and a buffer in memory however many
@@ -228,7 +260,8 @@ func (x *exportWriter) userRows() authd.UserRows {
 		},
 		Sessions: func(s *authd.Session) error {
 			return x.row(2, exportSession{ID: s.ID, UserID: s.UserID, DeviceInfo: s.DeviceInfo, CreatedAt: s.CreatedAt,
-				LastUsedAt: s.LastUsedAt, ExpiresAt: s.ExpiresAt, RevokedAt: optTime(s.RevokedAt)})
+				LastUsedAt: s.LastUsedAt, ExpiresAt: s.ExpiresAt, RevokedAt: optTime(s.RevokedAt),
+				AMR: authd.FormatAMR(s.AMR)})
 		},
 		Tokens: func(t *authd.Token) error {
 			return x.row(3, exportToken{ID: t.ID, JTI: t.JTI, UserID: t.UserID, SessionID: t.SessionID,
@@ -249,6 +282,18 @@ func (x *exportWriter) userRows() authd.UserRows {
 			return x.row(6, exportMail{ID: m.ID, Kind: string(m.Kind), UserID: m.UserID, Recipient: m.To, Data: data,
 				CreatedAt: m.CreatedAt, NextAttemptAt: m.NextAttemptAt, Attempts: m.Attempts,
 				ClaimedUntil: optTime(m.ClaimedUntil), LastError: m.LastError, DeadAt: optTime(m.DeadAt)})
+		},
+		Factors: func(f *authd.Factor) error {
+			return x.row(7, exportFactor{ID: f.ID, UserID: f.UserID, Kind: string(f.Kind), Confirmed: f.Confirmed,
+				CreatedAt: f.CreatedAt, ConfirmedAt: optTime(f.ConfirmedAt), LastUsedAt: optTime(f.LastUsedAt),
+				LastStep: f.LastStep})
+		},
+		RecoveryCodes: func(c *authd.RecoveryCode) error {
+			return x.row(8, exportRecoveryCode{ID: c.ID, UserID: c.UserID, CreatedAt: c.CreatedAt, UsedAt: optTime(c.UsedAt)})
+		},
+		MFAChallenges: func(c *authd.MFAChallenge) error {
+			return x.row(9, exportChallenge{ID: c.ID, UserID: c.UserID, DeviceInfo: c.DeviceInfo, CreatedAt: c.CreatedAt,
+				ExpiresAt: c.ExpiresAt, Failures: c.Failures, UsedAt: optTime(c.UsedAt)})
 		},
 	}
 }

@@ -53,13 +53,19 @@ func TestExportIsComplete(t *testing.T) {
 		e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": "exp@example.org"})
 		e.mail.flush()                                                                                       // mints the reset token
 		e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": "exp@example.org"}, person()...) // stays in the outbox
+		// A second factor, its recovery codes and a pending sign-in challenge.
+		r := e.do("POST", "/v1/users/me/mfa/totp", map[string]string{"password": goodPassword}, bearer(access)...)
+		want(t, "enrol", r, 200, "")
+		secret := r.str("secret")
+		want(t, "confirm", e.do("POST", "/v1/users/me/mfa/totp/confirm", map[string]string{"code": totpAt(t, secret, e.clock.Now())}, bearer(access)...), 200, "")
+		e.mfaLogin("exp@example.org")
 
-		r := e.do("GET", "/v1/users/me/export", nil, bearer(access)...)
+		r = e.do("GET", "/v1/users/me/export", nil, bearer(access)...)
 		want(t, "export", r, 200, "")
 		if cd := r.header.Get("Content-Disposition"); !strings.HasPrefix(cd, "attachment; filename=") {
 			t.Errorf("Content-Disposition %q", cd)
 		}
-		if strings.Contains(r.raw, "$argon2id") || strings.Contains(r.raw, refresh) {
+		if strings.Contains(r.raw, "$argon2id") || strings.Contains(r.raw, refresh) || strings.Contains(r.raw, secret) {
 			t.Error("the export holds a secret")
 		}
 		var doc map[string]json.RawMessage

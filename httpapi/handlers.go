@@ -330,9 +330,13 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	amr := a.AMR
+	if len(amr) == 0 {
+		amr = []string{authd.AMRPassword} // a token from before amr was issued: a password login
+	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"active": true, "sub": a.UserID, "exp": a.ExpiresAt.Unix(), "iat": a.IssuedAt.Unix(), "nbf": a.IssuedAt.Unix(),
-		"jti": a.JTI, "sid": a.SessionID, "iss": a.Issuer, "aud": a.Audience, "token_type": "Bearer",
+		"jti": a.JTI, "sid": a.SessionID, "iss": a.Issuer, "aud": a.Audience, "token_type": "Bearer", "amr": amr,
 	})
 	return nil
 }

@@ -78,6 +78,7 @@ func New(opts Options) *Server {
 	s.handle("POST /v1/auth/password/reset", s.resetPassword)
 	s.handle("POST /v1/auth/password/change", s.authenticated(s.changePassword))
 	s.handle("POST /v1/auth/introspect", s.introspect)
+	s.handle("POST /v1/auth/mfa/verify", s.verifyMFA)
 
 	s.handle("GET /v1/users/me", s.authenticated(s.me))
 	s.handle("GET /v1/users/me/sessions", s.authenticated(s.sessions))
@@ -86,6 +87,11 @@ func New(opts Options) *Server {
 	s.handle("GET /v1/users/me/security-log", s.authenticated(s.mySecurityLog))
 	s.handle("GET /v1/users/me/export", s.authenticated(s.export))
 	s.handle("DELETE /v1/users/me", s.authenticated(s.deleteMe))
+	s.handle("GET /v1/users/me/mfa", s.authenticated(s.mfa))
+	s.handle("POST /v1/users/me/mfa/totp", s.authenticated(s.enrollTOTP))
+	s.handle("POST /v1/users/me/mfa/totp/confirm", s.authenticated(s.confirmTOTP))
+	s.handle("DELETE /v1/users/me/mfa/totp", s.authenticated(s.disableTOTP))
+	s.handle("POST /v1/users/me/mfa/recovery-codes", s.authenticated(s.replaceRecoveryCodes))
 
 	s.handle("GET /verify-email", s.verifyPage)
 	s.handle("POST /verify-email", s.verifySubmit)
@@ -214,6 +220,7 @@ var statuses = map[authd.Code]int{
 	authd.EInvalidToken:       http.StatusUnauthorized,
 	authd.EEmailNotVerified:   http.StatusForbidden,
 	authd.EForbidden:          http.StatusForbidden,
+	authd.EMFARequired:        http.StatusForbidden,
 	authd.ENotFound:           http.StatusNotFound,
 	authd.EMethodNotAllowed:   http.StatusMethodNotAllowed,
 	authd.EConflict:           http.StatusConflict,
@@ -233,6 +240,9 @@ type problem struct {
 	Detail string             `json:"detail"`
 	Code   authd.Code         `json:"code"`
 	Errors []authd.FieldError `json:"errors,omitempty"`
+	// With mfa_required: what finishes the login.
+	MFAToken string   `json:"mfa_token,omitempty"`
+	Methods  []string `json:"methods,omitempty"`
 }
 
 // writeError answers err as problem+json. Only the client-safe message is
@@ -272,6 +282,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if e != nil {
 		p.Errors = e.Fields
+	}
+	if m, ok := errors.AsType[*authd.MFARequired](err); ok {
+		p.MFAToken, p.Methods = m.Token, m.Methods
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(status)

@@ -90,8 +90,20 @@ func (s *Store) UserData(ctx context.Context, userID uuid.UUID, out authd.UserRo
 			`SELECT `+securityLogColumns+` FROM security_logs WHERE user_id = $1 ORDER BY "timestamp", id`, userID); err != nil {
 			return err
 		}
-		return each(ctx, tx, out.Mails, scanMail,
-			`SELECT `+outboxColumns+` FROM mail_outbox WHERE user_id = $1 ORDER BY created_at, id`, userID)
+		if err := each(ctx, tx, out.Mails, scanMail,
+			`SELECT `+outboxColumns+` FROM mail_outbox WHERE user_id = $1 ORDER BY created_at, id`, userID); err != nil {
+			return err
+		}
+		if err := each(ctx, tx, out.Factors, scanFactor,
+			`SELECT `+factorColumns+` FROM mfa_factors WHERE user_id = $1 ORDER BY created_at, id`, userID); err != nil {
+			return err
+		}
+		if err := each(ctx, tx, out.RecoveryCodes, scanRecoveryCode,
+			`SELECT `+recoveryCodeColumns+` FROM mfa_recovery_codes WHERE user_id = $1 ORDER BY created_at, id`, userID); err != nil {
+			return err
+		}
+		return each(ctx, tx, out.MFAChallenges, scanChallenge,
+			`SELECT `+challengeColumns+` FROM mfa_challenges WHERE user_id = $1 ORDER BY created_at, id`, userID)
 	})
 	var y yielded
 	if errors.As(err, &y) {
@@ -155,6 +167,9 @@ func (q *queries) ErasePersonalData(ctx context.Context, userID uuid.UUID) error
 	for _, sql := range []string{
 		`DELETE FROM verification_tokens WHERE user_id = $1`,
 		`DELETE FROM mail_outbox WHERE user_id = $1`,
+		`DELETE FROM mfa_factors WHERE user_id = $1`,
+		`DELETE FROM mfa_recovery_codes WHERE user_id = $1`,
+		`DELETE FROM mfa_challenges WHERE user_id = $1`,
 		`UPDATE security_logs SET ip_address = NULL, user_agent = NULL,
 			additional_context = additional_context - 'device_info' WHERE user_id = $1`,
 		`UPDATE sessions SET device_info = NULL WHERE user_id = $1`,

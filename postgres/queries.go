@@ -203,11 +203,12 @@ func scanUser(row pgx.Row) (*authd.User, error) {
 	return s.user()
 }
 
-const sessionColumns = `id, user_id, device_info, created_at, last_used_at, expires_at, revoked_at`
+const sessionColumns = `id, user_id, device_info, created_at, last_used_at, expires_at, revoked_at, amr`
 
 func (q *queries) CreateSession(ctx context.Context, s *authd.Session) error {
-	return q.write(ctx, nil, `INSERT INTO sessions (`+sessionColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		s.ID, s.UserID, nullString(s.DeviceInfo), s.CreatedAt, s.LastUsedAt, s.ExpiresAt, nullTime(s.RevokedAt))
+	return q.write(ctx, nil, `INSERT INTO sessions (`+sessionColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+		s.ID, s.UserID, nullString(s.DeviceInfo), s.CreatedAt, s.LastUsedAt, s.ExpiresAt, nullTime(s.RevokedAt),
+		authd.FormatAMR(s.AMR))
 }
 
 func (q *queries) Session(ctx context.Context, id uuid.UUID) (*authd.Session, error) {
@@ -219,14 +220,15 @@ type sessionScan struct {
 	s         authd.Session
 	device    *string
 	revokedAt *time.Time
+	amr       string
 }
 
 func (s *sessionScan) dest() []any {
-	return []any{&s.s.ID, &s.s.UserID, &s.device, &s.s.CreatedAt, &s.s.LastUsedAt, &s.s.ExpiresAt, &s.revokedAt}
+	return []any{&s.s.ID, &s.s.UserID, &s.device, &s.s.CreatedAt, &s.s.LastUsedAt, &s.s.ExpiresAt, &s.revokedAt, &s.amr}
 }
 
 func (s *sessionScan) session() *authd.Session {
-	s.s.DeviceInfo, s.s.RevokedAt = value(s.device), value(s.revokedAt)
+	s.s.DeviceInfo, s.s.RevokedAt, s.s.AMR = value(s.device), value(s.revokedAt), authd.ParseAMR(s.amr)
 	return &s.s
 }
 
@@ -495,14 +497,11 @@ func (q *queries) Sessions(ctx context.Context, userID uuid.UUID, now time.Time)
 	defer rows.Close()
 	var out []*authd.Session
 	for rows.Next() {
-		var s authd.Session
-		var device *string
-		var revokedAt *time.Time
-		if err := rows.Scan(&s.ID, &s.UserID, &device, &s.CreatedAt, &s.LastUsedAt, &s.ExpiresAt, &revokedAt); err != nil {
+		var s sessionScan
+		if err := rows.Scan(s.dest()...); err != nil {
 			return nil, translate(err)
 		}
-		s.DeviceInfo, s.RevokedAt = value(device), value(revokedAt)
-		out = append(out, &s)
+		out = append(out, s.session())
 	}
 	return out, translate(rows.Err())
 }

@@ -92,8 +92,20 @@ func (s *Store) UserData(ctx context.Context, userID uuid.UUID, out authd.UserRo
 		`SELECT `+securityLogColumns+` FROM security_logs WHERE user_id = ? ORDER BY "timestamp", id`, userID); err != nil {
 		return err
 	}
-	return each(ctx, tx, out.Mails, scanMail,
-		`SELECT `+outboxColumns+` FROM mail_outbox WHERE user_id = ? ORDER BY created_at, id`, userID)
+	if err := each(ctx, tx, out.Mails, scanMail,
+		`SELECT `+outboxColumns+` FROM mail_outbox WHERE user_id = ? ORDER BY created_at, id`, userID); err != nil {
+		return err
+	}
+	if err := each(ctx, tx, out.Factors, scanFactor,
+		`SELECT `+factorColumns+` FROM mfa_factors WHERE user_id = ? ORDER BY created_at, id`, userID); err != nil {
+		return err
+	}
+	if err := each(ctx, tx, out.RecoveryCodes, scanRecoveryCode,
+		`SELECT `+recoveryCodeColumns+` FROM mfa_recovery_codes WHERE user_id = ? ORDER BY created_at, id`, userID); err != nil {
+		return err
+	}
+	return each(ctx, tx, out.MFAChallenges, scanChallenge,
+		`SELECT `+challengeColumns+` FROM mfa_challenges WHERE user_id = ? ORDER BY created_at, id`, userID)
 }
 
 // each hands yield every row of one query, scanned, as it is stepped to,
@@ -124,11 +136,12 @@ func each[T any](ctx context.Context, tx *sql.Tx, yield func(T) error, scan func
 func scanSession(row scanner) (*authd.Session, error) {
 	var s authd.Session
 	var device sql.NullString
+	var amr string
 	if err := row.Scan(&s.ID, &s.UserID, &device, timeCol{&s.CreatedAt}, timeCol{&s.LastUsedAt},
-		timeCol{&s.ExpiresAt}, timeCol{&s.RevokedAt}); err != nil {
+		timeCol{&s.ExpiresAt}, timeCol{&s.RevokedAt}, &amr); err != nil {
 		return nil, translate(err)
 	}
-	s.DeviceInfo = device.String
+	s.DeviceInfo, s.AMR = device.String, authd.ParseAMR(amr)
 	return &s, nil
 }
 
@@ -162,6 +175,9 @@ func (q *queries) ErasePersonalData(ctx context.Context, userID uuid.UUID) error
 	for _, query := range []string{
 		`DELETE FROM verification_tokens WHERE user_id = ?`,
 		`DELETE FROM mail_outbox WHERE user_id = ?`,
+		`DELETE FROM mfa_factors WHERE user_id = ?`,
+		`DELETE FROM mfa_recovery_codes WHERE user_id = ?`,
+		`DELETE FROM mfa_challenges WHERE user_id = ?`,
 		`UPDATE security_logs SET ip_address = NULL, user_agent = NULL,
 			additional_context = json_remove(additional_context, '$.device_info') WHERE user_id = ?`,
 		`UPDATE sessions SET device_info = NULL WHERE user_id = ?`,

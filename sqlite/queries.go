@@ -90,26 +90,17 @@ func scanUser(row scanner) (*authd.User, error) {
 	return &u, nil
 }
 
-const sessionColumns = `id, user_id, device_info, created_at, last_used_at, expires_at, revoked_at`
+const sessionColumns = `id, user_id, device_info, created_at, last_used_at, expires_at, revoked_at, amr`
 
 func (q *queries) CreateSession(ctx context.Context, s *authd.Session) error {
-	_, err := q.db.ExecContext(ctx, `INSERT INTO sessions (`+sessionColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+	_, err := q.db.ExecContext(ctx, `INSERT INTO sessions (`+sessionColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 		s.ID, s.UserID, nullString(s.DeviceInfo), timeArg(s.CreatedAt), timeArg(s.LastUsedAt),
-		timeArg(s.ExpiresAt), timeArg(s.RevokedAt))
+		timeArg(s.ExpiresAt), timeArg(s.RevokedAt), authd.FormatAMR(s.AMR))
 	return translate(err)
 }
 
 func (q *queries) Session(ctx context.Context, id uuid.UUID) (*authd.Session, error) {
-	var s authd.Session
-	var device sql.NullString
-	err := q.db.QueryRowContext(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE id = ?`, id).
-		Scan(&s.ID, &s.UserID, &device, timeCol{&s.CreatedAt}, timeCol{&s.LastUsedAt},
-			timeCol{&s.ExpiresAt}, timeCol{&s.RevokedAt})
-	if err != nil {
-		return nil, translate(err)
-	}
-	s.DeviceInfo = device.String
-	return &s, nil
+	return scanSession(q.db.QueryRowContext(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE id = ?`, id))
 }
 
 const tokenColumns = `id, jti, user_id, session_id, parent_id, token_type, token_value,
@@ -340,14 +331,11 @@ func (q *queries) Sessions(ctx context.Context, userID uuid.UUID, now time.Time)
 	defer rows.Close()
 	var out []*authd.Session
 	for rows.Next() {
-		var s authd.Session
-		var device sql.NullString
-		if err := rows.Scan(&s.ID, &s.UserID, &device, timeCol{&s.CreatedAt}, timeCol{&s.LastUsedAt},
-			timeCol{&s.ExpiresAt}, timeCol{&s.RevokedAt}); err != nil {
-			return nil, translate(err)
+		s, err := scanSession(rows)
+		if err != nil {
+			return nil, err
 		}
-		s.DeviceInfo = device.String
-		out = append(out, &s)
+		out = append(out, s)
 	}
 	return out, translate(rows.Err())
 }

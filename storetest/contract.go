@@ -54,6 +54,10 @@ func Run(t *testing.T, open func(t *testing.T) authd.Store) {
 		{"OutboxConcurrentClaims", testOutboxConcurrentClaims},
 		{"OutboxExtendClaim", testOutboxExtendClaim},
 		{"SessionRevocation", testSessionRevocation},
+		{"Factors", testFactors},
+		{"RecoveryCodes", testRecoveryCodes},
+		{"MFAChallenges", testMFAChallenges},
+		{"EraseDeletesFactors", testEraseDeletesFactors},
 		{"TxRollsBack", testTxRollsBack},
 		{"TxReadsItsWritesAndFailsWhole", testTxWrites},
 		{"TxSerialisesReadModifyWrite", testTxSerialises},
@@ -170,6 +174,7 @@ func newSession(u *authd.User) *authd.Session {
 	return &authd.Session{
 		ID: authd.NewID(), UserID: u.ID, DeviceInfo: "Firefox on Linux",
 		CreatedAt: Epoch, LastUsedAt: Epoch, ExpiresAt: Epoch.Add(720 * time.Hour),
+		AMR: []string{authd.AMRPassword, authd.AMROTP, authd.AMRMFA},
 	}
 }
 

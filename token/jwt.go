@@ -53,6 +53,9 @@ func NewIssuer(keys *Keyring, issuer, audience string) *Issuer {
 type claims struct {
 	jwt.RegisteredClaims
 	SessionID string `json:"sid"`
+	// AMR says how the login was authenticated (RFC 8176), so that resource
+	// servers can demand a second factor.
+	AMR []string `json:"amr,omitempty"`
 }
 
 // accessTokenType is the typ header of RFC 9068 access tokens; checking it
@@ -76,6 +79,7 @@ func (i *Issuer) Issue(c authd.AccessClaims) (string, error) {
 			ID:        c.JTI,
 		},
 		SessionID: c.SessionID.String(),
+		AMR:       c.AMR,
 	})
 	t.Header["kid"] = key.ID
 	t.Header["typ"] = accessTokenType
@@ -166,7 +170,7 @@ func (i *Issuer) verify(token string, now time.Time) (*authd.AccessClaims, *Key,
 		return nil, nil, errInvalid
 	}
 	return &authd.AccessClaims{JTI: c.ID, UserID: user, SessionID: session, IssuedAt: c.IssuedAt.Time,
-		ExpiresAt: c.ExpiresAt.Time, Issuer: c.Issuer, Audience: i.audience}, key, nil
+		ExpiresAt: c.ExpiresAt.Time, Issuer: c.Issuer, Audience: i.audience, AMR: c.AMR}, key, nil
 }
 
 // JWK is one public key of a JWKS (RFC 7517, 7518, 8037).

@@ -877,3 +877,34 @@ func TestRefreshKeyMalformed(t *testing.T) {
 		}
 	}
 }
+
+// TestMFAKey: the MFA key is a secret of its own beside the refresh key,
+// made once and kept, never taken for a signing key nor for the refresh key.
+func TestMFAKey(t *testing.T) {
+	dir := t.TempDir()
+	refresh, err := RefreshKey(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := MFAKey(dir)
+	if err != nil || len(key) != 32 {
+		t.Fatalf("MFAKey = %d bytes, %v; want 32", len(key), err)
+	}
+	if bytes.Equal(key, refresh) {
+		t.Error("the MFA key is the refresh key")
+	}
+	if again, err := MFAKey(dir); err != nil || !bytes.Equal(again, key) {
+		t.Errorf("second MFAKey differs (%v)", err)
+	}
+	if info, err := os.Stat(filepath.Join(dir, MFAKeyFile)); err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf("MFA key file mode %v (%v), want 0600", info.Mode(), err)
+	}
+	if keys, err := Load(dir); err != nil || len(keys) != 0 {
+		t.Errorf("Load beside the MFA key: %d keys, %v; want none", len(keys), err)
+	}
+	// A refresh key copied over the MFA key is refused, not used.
+	os.WriteFile(filepath.Join(dir, MFAKeyFile), pem.EncodeToMemory(&pem.Block{Type: "AUTHD REFRESH TOKEN KEY", Bytes: refresh}), 0o600)
+	if _, err := MFAKey(dir); err == nil || !strings.Contains(err.Error(), MFAKeyFile) {
+		t.Errorf("MFAKey of a refresh key = %v, want an error naming %s", err, MFAKeyFile)
+	}
+}

@@ -489,5 +489,15 @@ func (c *Config) service() authd.Config {
 		LockoutThreshold:     c.LockoutThreshold,
 		LockoutDuration:      c.LockoutDuration,
 		MaxSessions:          c.MaxSessions,
+		TOTPIssuer:           hostOf(c.Issuer),
 	}
+}
+
+// hostOf is the host of an issuer URL, which names authd in authenticator
+// apps; an issuer that is not a URL is used as it is.
+func hostOf(issuer string) string {
+	if u, err := url.Parse(issuer); err == nil && u.Hostname() != "" {
+		return u.Hostname()
+	}
+	return issuer
 }

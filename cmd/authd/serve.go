@@ -139,6 +139,10 @@ func (a *App) Open(ctx context.Context) (err error) {
 		return &cliError{msg: "refresh-token key: " + err.Error(),
 			hint: "AUTHD_KEYS_DIR must be writable and shared by every instance; restore refresh-token.key from another instance if it is damaged"}
 	}
+	if svcCfg.MFAKey, err = token.MFAKey(a.cfg.KeysDir); err != nil {
+		return &cliError{msg: "MFA key: " + err.Error(),
+			hint: "AUTHD_KEYS_DIR must be writable and shared by every instance; restore mfa.key from another instance or a backup (without it no TOTP factor works)"}
+	}
 	m := metrics.New()
 	m.Pool(a.poolStats)
 	hasher := password.NewHasher(a.cfg.Argon2, password.Policy{MinLength: a.cfg.PasswordMinLength})

@@ -1,0 +1,83 @@
+package authd
+
+import (
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// FactorKind is mfa_factors.kind: a second factor a user can enrol.
+type FactorKind string
+
+// The kinds of second factor.
+const FactorTOTP FactorKind = "totp"
+
+// Factor is a second factor of a user (table mfa_factors). Secret holds the
+// TOTP secret encrypted under the MFA key, never in the clear.
+type Factor struct {
+	ID          uuid.UUID
+	UserID      uuid.UUID
+	Kind        FactorKind
+	Secret      string // base64 of nonce || AES-256-GCM ciphertext
+	Confirmed   bool   // false while the enrolment awaits its first code
+	CreatedAt   time.Time
+	ConfirmedAt time.Time // zero: not confirmed
+	LastUsedAt  time.Time // zero: never used
+	LastStep    int64     // the last accepted TOTP time step; codes up to it are refused
+}
+
+// RecoveryCode is one single-use recovery code (table mfa_recovery_codes),
+// stored as its keyed digest.
+type RecoveryCode struct {
+	ID        uuid.UUID
+	UserID    uuid.UUID
+	Digest    string
+	CreatedAt time.Time
+	UsedAt    time.Time // zero: unused
+}
+
+// MFAChallenge is the second step of a login (table mfa_challenges): the
+// password was right, and the mfa_token whose digest is Token lets its
+// holder finish the login with a second factor.
+type MFAChallenge struct {
+	ID         uuid.UUID
+	Token      string // digest of the mfa_token
+	UserID     uuid.UUID
+	DeviceInfo string // of the login, for the session it will start
+	CreatedAt  time.Time
+	ExpiresAt  time.Time
+	Failures   int       // wrong codes given with it
+	UsedAt     time.Time // zero: not redeemed
+}
+
+// MFAChallengeTTL is how long an mfa_token can be redeemed, and
+// MaxMFAFailures how many wrong codes it survives.
+const (
+	MFAChallengeTTL = 5 * time.Minute
+	MaxMFAFailures  = 5
+)
+
+// Usable reports whether the challenge can still be redeemed at now.
+func (c *MFAChallenge) Usable(now time.Time) bool {
+	return c.UsedAt.IsZero() && now.Before(c.ExpiresAt) && c.Failures < MaxMFAFailures
+}
+
+// The authentication methods of RFC 8176 that authd's logins use.
+const (
+	AMRPassword = "pwd"
+	AMROTP      = "otp"
+	AMRMFA      = "mfa"
+)
+
+// FormatAMR is how a session's amr is stored: the methods separated by
+// spaces.
+func FormatAMR(amr []string) string {
+	if len(amr) == 0 {
+		return AMRPassword // every login starts with a password
+	}
+	return strings.Join(amr, " ")
+}
+
+// ParseAMR reads a stored amr.
+func ParseAMR(s string) []string { return strings.Fields(s) }

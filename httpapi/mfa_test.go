@@ -1,0 +1,416 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"image/png"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/google/go-cmp/cmp"
+	"github.com/pquerna/otp"
+	"github.com/pquerna/otp/totp"
+)
+
+// totpAt is the code an authenticator app shows for secret at t.
+func totpAt(t testing.TB, secret string, at time.Time) string {
+	t.Helper()
+	code, err := totp.GenerateCodeCustom(secret, at, totp.ValidateOpts{Period: 30, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code
+}
+
+// mfaUser registers email, logs in, enrols and confirms TOTP; it returns
+// the access token, the TOTP secret and the recovery codes. The clock then
+// moves a step on, so that the confirmation's code is behind.
+func (e *env) mfaUser(email string) (access, secret string, codes []string) {
+	e.t.Helper()
+	e.registerVerified(email, goodPassword)
+	access, _ = e.login(email, goodPassword)
+	r := e.do("POST", "/v1/users/me/mfa/totp", map[string]string{"password": goodPassword}, bearer(access)...)
+	want(e.t, "enrol", r, 200, "")
+	secret = r.str("secret")
+	r = e.do("POST", "/v1/users/me/mfa/totp/confirm", map[string]string{"code": totpAt(e.t, secret, e.clock.Now())}, bearer(access)...)
+	want(e.t, "confirm", r, 200, "")
+	for _, c := range r.body["recovery_codes"].([]any) {
+		codes = append(codes, c.(string))
+	}
+	e.clock.Advance(30 * time.Second)
+	return access, secret, codes
+}
+
+// mfaLogin logs in with the password and returns the mfa_token of the 403.
+func (e *env) mfaLogin(email string) string {
+	e.t.Helper()
+	r := e.do("POST", "/v1/auth/login", map[string]string{"email": email, "password": goodPassword, "device_info": "phone"})
+	want(e.t, "login with a second factor", r, 403, "mfa_required")
+	if r.str("mfa_token") == "" {
+		e.t.Fatalf("mfa_required without mfa_token: %s", r.raw)
+	}
+	return r.str("mfa_token")
+}
+
+func (e *env) verify(token, method, code string) response {
+	e.t.Helper()
+	return e.do("POST", "/v1/auth/mfa/verify", map[string]string{"mfa_token": token, "method": method, "code": code})
+}
+
+func amrOf(t testing.TB, access string) []string {
+	t.Helper()
+	var out []string
+	for _, m := range jwtClaims(t, access)["amr"].([]any) {
+		out = append(out, m.(string))
+	}
+	return out
+}
+
+// TestTOTPEnrolment: a password starts the enrolment (secret, URI, QR
+// image), a first right code enables it and yields ten recovery codes, and
+// the secret is stored only encrypted.
+func TestTOTPEnrolment(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("mia@example.org", goodPassword)
+		access, _ := e.login("mia@example.org", goodPassword)
+		path := "/v1/users/me/mfa/totp"
+
+		want(t, "enrol without a token", e.do("POST", path, map[string]string{"password": goodPassword}), 401, "invalid_token")
+		want(t, "enrol with a wrong password", e.do("POST", path, map[string]string{"password": "wrong"}, bearer(access)...), 401, "invalid_credentials")
+		want(t, "confirm before enrolling", e.do("POST", path+"/confirm", map[string]string{"code": "123456"}, bearer(access)...), 404, "not_found")
+		r := e.do("POST", path, map[string]string{"password": goodPassword}, bearer(access)...)
+		want(t, "enrol", r, 200, "")
+		secret := r.str("secret")
+		u, err := url.Parse(r.str("otpauth_uri"))
+		if err != nil || u.Scheme != "otpauth" || u.Host != "totp" || u.Query().Get("secret") != secret ||
+			u.Query().Get("issuer") != "auth.example.org" || !strings.Contains(u.Path, "mia@example.org") {
+			t.Errorf("otpauth_uri %q (%v)", r.str("otpauth_uri"), err)
+		}
+		img, err := base64.StdEncoding.DecodeString(r.str("qr_png"))
+		if _, perr := png.Decode(bytes.NewReader(img)); err != nil || perr != nil {
+			t.Errorf("qr_png is not a base64 PNG: %v %v", err, perr)
+		}
+		if r.header.Get("Cache-Control") != "no-store" {
+			t.Errorf("enrolment Cache-Control %q, want no-store", r.header.Get("Cache-Control"))
+		}
+		factors, err := e.store.Factors(context.Background(), e.user("mia@example.org").ID)
+		if err != nil || len(factors) != 1 || factors[0].Confirmed || strings.Contains(factors[0].Secret, secret) {
+			t.Fatalf("stored factors %+v (%v): want one unconfirmed, secret encrypted", factors, err)
+		}
+		r = e.do("GET", "/v1/users/me/mfa", nil, bearer(access)...)
+		if items := r.body["items"].([]any); len(items) != 1 || items[0].(map[string]any)["enabled"] != false ||
+			strings.Contains(r.raw, "secret") {
+			t.Errorf("GET mfa before confirming: %s", r.raw)
+		}
+		// Not yet enabled: logins need no code.
+		e.login("mia@example.org", goodPassword)
+
+		now := e.clock.Now()
+		wrong := totpAt(t, secret, now.Add(-5*time.Minute))
+		want(t, "confirm with a wrong code", e.do("POST", path+"/confirm", map[string]string{"code": wrong}, bearer(access)...), 401, "invalid_credentials")
+		r = e.do("POST", path+"/confirm", map[string]string{"code": totpAt(t, secret, now)}, bearer(access)...)
+		want(t, "confirm", r, 200, "")
+		codes := r.body["recovery_codes"].([]any)
+		if len(codes) != 10 {
+			t.Fatalf("%d recovery codes, want 10", len(codes))
+		}
+		want(t, "confirm again", e.do("POST", path+"/confirm", map[string]string{"code": totpAt(t, secret, now)}, bearer(access)...), 409, "conflict")
+		want(t, "enrol again while enabled", e.do("POST", path, map[string]string{"password": goodPassword}, bearer(access)...), 409, "conflict")
+		r = e.do("GET", "/v1/users/me/mfa", nil, bearer(access)...)
+		item := r.body["items"].([]any)[0].(map[string]any)
+		if item["kind"] != "totp" || item["enabled"] != true || item["last_used_at"] == nil || r.body["recovery_codes_left"] != float64(10) {
+			t.Errorf("GET mfa after confirming: %s", r.raw)
+		}
+		got := e.events("mia@example.org")
+		for _, ev := range []string{"mfa_enrolled/failure", "mfa_enrolled/success", "mfa_enabled/failure", "mfa_enabled/success"} {
+			if !slices.Contains(got, ev) {
+				t.Errorf("events %v lack %s", got, ev)
+			}
+		}
+		if strings.Contains(e.logs.String(), secret) {
+			t.Error("the TOTP secret is in a log line")
+		}
+	})
+}
+
+// TestLoginWithTOTP: a right password answers mfa_required and starts no
+// session; a right code then gives the usual pair with amr pwd, otp, mfa,
+// which introspection and refresh keep. The mfa_token works once, and a
+// code works once.
+func TestLoginWithTOTP(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		_, secret, _ := e.mfaUser("noa@example.org")
+		u := e.user("noa@example.org")
+		before, _ := e.store.Sessions(context.Background(), u.ID, e.clock.Now())
+
+		r := e.do("POST", "/v1/auth/login", map[string]string{"email": "noa@example.org", "password": goodPassword})
+		want(t, "login", r, 403, "mfa_required")
+		if r.str("access_token") != "" || r.str("refresh_token") != "" {
+			t.Errorf("mfa_required carries tokens: %s", r.raw)
+		}
+		if diff := cmp.Diff([]any{"totp", "recovery_code"}, r.body["methods"]); diff != "" {
+			t.Errorf("methods (-want +got):\n%s", diff)
+		}
+		if after, _ := e.store.Sessions(context.Background(), u.ID, e.clock.Now()); len(after) != len(before) {
+			t.Errorf("sessions after mfa_required: %d, want %d (none new)", len(after), len(before))
+		}
+		token := r.str("mfa_token")
+		code := totpAt(t, secret, e.clock.Now())
+		r = e.verify(token, "totp", code)
+		want(t, "verify", r, 200, "")
+		access, refresh := r.str("access_token"), r.str("refresh_token")
+		if diff := cmp.Diff([]string{"pwd", "otp", "mfa"}, amrOf(t, access)); diff != "" {
+			t.Errorf("amr (-want +got):\n%s", diff)
+		}
+		in := e.do("POST", "/v1/auth/introspect", map[string]string{"token": access}, bearer(serviceToken)...)
+		if diff := cmp.Diff([]any{"pwd", "otp", "mfa"}, in.body["amr"]); diff != "" {
+			t.Errorf("introspection amr (-want +got):\n%s", diff)
+		}
+		r = e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh})
+		want(t, "refresh", r, 200, "")
+		if diff := cmp.Diff([]string{"pwd", "otp", "mfa"}, amrOf(t, r.str("access_token"))); diff != "" {
+			t.Errorf("amr after refresh (-want +got):\n%s", diff)
+		}
+		if sess, _ := e.store.Sessions(context.Background(), u.ID, e.clock.Now()); sess[0].DeviceInfo != "" {
+			t.Errorf("session device_info %q, want the login's (none sent)", sess[0].DeviceInfo)
+		}
+
+		want(t, "the mfa_token again", e.verify(token, "totp", totpAt(t, secret, e.clock.Now().Add(30*time.Second))), 400, "invalid_token")
+		// The same code, within its window, on a new challenge: a replay.
+		want(t, "a replayed code", e.verify(e.mfaLogin("noa@example.org"), "totp", code), 401, "invalid_credentials")
+
+		got := e.events("noa@example.org")
+		for _, ev := range []string{"mfa_challenge_issued/success", "mfa_challenge_passed/success", "mfa_challenge_failed/failure", "login_success/success"} {
+			if !slices.Contains(got, ev) {
+				t.Errorf("events %v lack %s", got, ev)
+			}
+		}
+	})
+}
+
+// TestPasswordLoginAMR: a login without a second factor carries amr pwd.
+func TestPasswordLoginAMR(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	e.registerVerified("pia@example.org", goodPassword)
+	access, _ := e.login("pia@example.org", goodPassword)
+	if diff := cmp.Diff([]string{"pwd"}, amrOf(t, access)); diff != "" {
+		t.Errorf("amr (-want +got):\n%s", diff)
+	}
+	in := e.do("POST", "/v1/auth/introspect", map[string]string{"token": access}, bearer(serviceToken)...)
+	if diff := cmp.Diff([]any{"pwd"}, in.body["amr"]); diff != "" {
+		t.Errorf("introspection amr (-want +got):\n%s", diff)
+	}
+}
+
+// TestTOTPSkew: codes one step either side of now pass, two steps do not.
+func TestTOTPSkew(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		_, secret, _ := e.mfaUser("quin@example.org")
+		e.clock.Advance(10 * time.Minute)
+		now := e.clock.Now()
+		for _, tt := range []struct {
+			offset time.Duration
+			status int
+		}{
+			{-60 * time.Second, 401}, {60 * time.Second, 401}, // refused first: an accepted step bars earlier ones
+			{-30 * time.Second, 200}, {30 * time.Second, 200},
+		} {
+			token := e.mfaLogin("quin@example.org")
+			code := totpAt(t, secret, now.Add(tt.offset))
+			if r := e.verify(token, "totp", code); r.status != tt.status {
+				t.Errorf("code of now%+v: %d %s; want %d", tt.offset, r.status, r.raw, tt.status)
+			}
+		}
+	})
+}
+
+// TestRecoveryCodes: a recovery code finishes a login once; a new set
+// replaces the old; each use is logged.
+func TestRecoveryCodes(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		access, secret, codes := e.mfaUser("rex@example.org")
+		// Typed in upper case without the hyphen, as people do.
+		r := e.verify(e.mfaLogin("rex@example.org"), "recovery_code", strings.ToUpper(strings.ReplaceAll(codes[0], "-", "")))
+		want(t, "recovery code", r, 200, "")
+		if diff := cmp.Diff([]string{"pwd", "otp", "mfa"}, amrOf(t, r.str("access_token"))); diff != "" {
+			t.Errorf("amr (-want +got):\n%s", diff)
+		}
+		want(t, "the same recovery code again", e.verify(e.mfaLogin("rex@example.org"), "recovery_code", codes[0]), 401, "invalid_credentials")
+		if r := e.do("GET", "/v1/users/me/mfa", nil, bearer(access)...); r.body["recovery_codes_left"] != float64(9) {
+			t.Errorf("recovery_codes_left %v, want 9", r.body["recovery_codes_left"])
+		}
+
+		path := "/v1/users/me/mfa/recovery-codes"
+		want(t, "replace without a code", e.do("POST", path, map[string]string{}, bearer(access)...), 400, "validation_failed")
+		want(t, "replace with a wrong code", e.do("POST", path, map[string]string{"code": "aaaaa-aaaaa"}, bearer(access)...), 401, "invalid_credentials")
+		r = e.do("POST", path, map[string]string{"code": totpAt(t, secret, e.clock.Now())}, bearer(access)...)
+		want(t, "replace", r, 200, "")
+		fresh := r.body["recovery_codes"].([]any)
+		if len(fresh) != 10 || slices.Contains(fresh, any(codes[1])) {
+			t.Fatalf("new recovery codes %v", fresh)
+		}
+		want(t, "an old recovery code", e.verify(e.mfaLogin("rex@example.org"), "recovery_code", codes[1]), 401, "invalid_credentials")
+		want(t, "a new recovery code", e.verify(e.mfaLogin("rex@example.org"), "recovery_code", fresh[0].(string)), 200, "")
+		got := e.events("rex@example.org")
+		for _, ev := range []string{"recovery_code_used/success", "recovery_codes_replaced/success", "recovery_codes_replaced/failure"} {
+			if !slices.Contains(got, ev) {
+				t.Errorf("events %v lack %s", got, ev)
+			}
+		}
+	})
+}
+
+// TestDisableTOTPNeedsACode: removing the factor takes a current code;
+// afterwards a password alone logs in again.
+func TestDisableTOTPNeedsACode(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		access, secret, _ := e.mfaUser("sam@example.org")
+		path := "/v1/users/me/mfa/totp"
+		want(t, "disable without a body", e.do("DELETE", path, nil, bearer(access)...), 415, "")
+		want(t, "disable without a code", e.do("DELETE", path, map[string]string{}, bearer(access)...), 400, "validation_failed")
+		want(t, "disable with a wrong code", e.do("DELETE", path, map[string]string{"code": totpAt(t, secret, e.clock.Now().Add(-time.Hour))}, bearer(access)...), 401, "invalid_credentials")
+		e.mfaLogin("sam@example.org") // still enabled
+		want(t, "disable", e.do("DELETE", path, map[string]string{"code": totpAt(t, secret, e.clock.Now())}, bearer(access)...), 204, "")
+		if r := e.do("GET", "/v1/users/me/mfa", nil, bearer(access)...); len(r.body["items"].([]any)) != 0 || r.body["recovery_codes_left"] != float64(0) {
+			t.Errorf("GET mfa after disabling: %s", r.raw)
+		}
+		a, _ := e.login("sam@example.org", goodPassword)
+		if diff := cmp.Diff([]string{"pwd"}, amrOf(t, a)); diff != "" {
+			t.Errorf("amr after disabling (-want +got):\n%s", diff)
+		}
+		want(t, "disable again", e.do("DELETE", path, map[string]string{"code": "123456"}, bearer(access)...), 404, "not_found")
+		if got := e.events("sam@example.org"); !slices.Contains(got, "mfa_disabled/success") || !slices.Contains(got, "mfa_disabled/failure") {
+			t.Errorf("events %v lack mfa_disabled success and failure", got)
+		}
+	})
+}
+
+// TestWrongCodesLock: wrong codes count toward the lock of SPEC 6.7 with
+// wrong passwords; while locked, even a right code answers 423; the count
+// resets only once a whole login succeeds.
+func TestWrongCodesLock(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		_, secret, _ := e.mfaUser("tia@example.org")
+		bad := func(at time.Time) string { return totpAt(t, secret, at.Add(-time.Hour)) }
+
+		want(t, "a wrong password", e.do("POST", "/v1/auth/login", map[string]string{"email": "tia@example.org", "password": "wrong"}), 401, "invalid_credentials")
+		token := e.mfaLogin("tia@example.org")
+		if n := e.user("tia@example.org").FailedLoginAttempts; n != 1 {
+			t.Errorf("failures after a right password awaiting its code: %d, want 1 (not reset)", n)
+		}
+		want(t, "a wrong code", e.verify(token, "totp", bad(e.clock.Now())), 401, "invalid_credentials")
+		if n := e.user("tia@example.org").FailedLoginAttempts; n != 2 {
+			t.Errorf("failures after a wrong code: %d, want 2", n)
+		}
+		want(t, "a right code", e.verify(token, "totp", totpAt(t, secret, e.clock.Now())), 200, "")
+		if n := e.user("tia@example.org").FailedLoginAttempts; n != 0 {
+			t.Errorf("failures after the whole login: %d, want 0", n)
+		}
+
+		e.clock.Advance(time.Minute)
+		for i := range 5 {
+			token := e.mfaLogin("tia@example.org")
+			want(t, fmt.Sprintf("wrong code %d", i+1), e.verify(token, "totp", bad(e.clock.Now())), 401, "invalid_credentials")
+		}
+		if u := e.user("tia@example.org"); u.AccountStatus != authd.StatusLocked || u.LockReason != authd.LockBruteForce {
+			t.Fatalf("after 5 wrong codes: %s (%s), want locked by brute force", u.AccountStatus, u.LockReason)
+		}
+		want(t, "login while locked", e.do("POST", "/v1/auth/login", map[string]string{"email": "tia@example.org", "password": goodPassword}), 423, "account_locked")
+		if !slices.Contains(e.events("tia@example.org"), "account_locked/success") {
+			t.Error("no account_locked event")
+		}
+		e.clock.Advance(16 * time.Minute)
+		token = e.mfaLogin("tia@example.org")
+		want(t, "a right code after the lock", e.verify(token, "totp", totpAt(t, secret, e.clock.Now())), 200, "")
+	})
+}
+
+// TestLockedWhileChallenged: a lock that starts after the password was
+// checked stops the code too (checked in the transaction).
+func TestLockedWhileChallenged(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	_, secret, _ := e.mfaUser("uma@example.org")
+	token := e.mfaLogin("uma@example.org")
+	for i := range 5 {
+		want(t, fmt.Sprintf("wrong password %d", i+1), e.do("POST", "/v1/auth/login", map[string]string{"email": "uma@example.org", "password": "wrong"}), 401, "invalid_credentials")
+	}
+	r := e.verify(token, "totp", totpAt(t, secret, e.clock.Now()))
+	want(t, "a right code while locked", r, 423, "account_locked")
+	if r.header.Get("Retry-After") == "" {
+		t.Error("423 without Retry-After")
+	}
+}
+
+// TestMFATokenDies: the mfa_token dies after five wrong codes, and after
+// five minutes.
+func TestMFATokenDies(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withConfig(func(c *authd.Config) { c.LockoutThreshold = 20 }))
+		_, secret, _ := e.mfaUser("val@example.org")
+		token := e.mfaLogin("val@example.org")
+		for i := range 5 {
+			want(t, fmt.Sprintf("wrong code %d", i+1), e.verify(token, "totp", totpAt(t, secret, e.clock.Now().Add(-time.Hour))), 401, "invalid_credentials")
+		}
+		want(t, "a right code after five wrong ones", e.verify(token, "totp", totpAt(t, secret, e.clock.Now())), 400, "invalid_token")
+
+		token = e.mfaLogin("val@example.org")
+		e.clock.Advance(5 * time.Minute)
+		want(t, "a right code after five minutes", e.verify(token, "totp", totpAt(t, secret, e.clock.Now())), 400, "invalid_token")
+
+		token = e.mfaLogin("val@example.org")
+		e.clock.Advance(5*time.Minute - time.Second)
+		want(t, "a right code just in time", e.verify(token, "totp", totpAt(t, secret, e.clock.Now())), 200, "")
+	})
+}
+
+// TestMFAMalformedInput: bad bodies answer 400 problem+json, never 500.
+func TestMFAMalformedInput(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		access, _, _ := e.mfaUser("wes@example.org")
+		token := e.mfaLogin("wes@example.org")
+		for _, tt := range []struct {
+			name string
+			body any
+			code string
+		}{
+			{"not JSON", "{", "validation_failed"},
+			{"an array", "[]", "validation_failed"},
+			{"no fields", map[string]string{}, "validation_failed"},
+			{"unknown method", map[string]string{"mfa_token": token, "method": "sms", "code": "123456"}, "validation_failed"},
+			{"letters as a TOTP code", map[string]string{"mfa_token": token, "method": "totp", "code": "12345a"}, "validation_failed"},
+			{"seven digits", map[string]string{"mfa_token": token, "method": "totp", "code": "1234567"}, "validation_failed"},
+			{"a huge code", map[string]string{"mfa_token": token, "method": "recovery_code", "code": strings.Repeat("a", 5000)}, "validation_failed"},
+			{"a recovery code with 1s", map[string]string{"mfa_token": token, "method": "recovery_code", "code": "11111-11111"}, "validation_failed"},
+			{"a number as code", `{"mfa_token": "x", "method": "totp", "code": 123456}`, "validation_failed"},
+			{"a malformed mfa_token", map[string]string{"mfa_token": "x", "method": "totp", "code": "123456"}, "invalid_token"},
+			{"an unknown mfa_token", map[string]string{"mfa_token": strings.Repeat("A", 43), "method": "totp", "code": "123456"}, "invalid_token"},
+		} {
+			want(t, "verify with "+tt.name, e.do("POST", "/v1/auth/mfa/verify", tt.body), 400, tt.code)
+		}
+		for _, path := range []string{"/v1/users/me/mfa/totp/confirm", "/v1/users/me/mfa/recovery-codes"} {
+			for _, body := range []any{"{", map[string]any{"code": 5}, map[string]string{"code": "12 34"}, map[string]string{"code": strings.Repeat("9", 100)}} {
+				if r := e.do("POST", path, body, bearer(access)...); r.status != 400 {
+					t.Errorf("POST %s %v: %d %s; want 400", path, body, r.status, r.raw)
+				}
+			}
+		}
+		if strings.Contains(e.logs.String(), "request failed") {
+			t.Errorf("an internal error was logged:\n%s", e.logs.String())
+		}
+	})
+}

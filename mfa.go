@@ -1,0 +1,573 @@
+package authd
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base32"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/pquerna/otp"
+	"github.com/pquerna/otp/totp"
+)
+
+// TOTP parameters (RFC 6238): what every authenticator app assumes.
+const (
+	totpPeriod = 30 // seconds per step
+	totpSkew   = 1  // steps accepted either side of now, for clock drift
+)
+
+var totpOptions = totp.ValidateOpts{Period: totpPeriod, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1}
+
+// RecoveryCodeCount is how many recovery codes a user gets at a time.
+const RecoveryCodeCount = 10
+
+// The second-factor methods of POST /v1/auth/mfa/verify.
+const (
+	MethodTOTP         = "totp"
+	MethodRecoveryCode = "recovery_code"
+)
+
+// MFARequired is the answer to a right password for an account with a
+// second factor: no session exists yet; Token (single use, MFAChallengeTTL)
+// and a code by one of Methods finish the login (VerifyMFA). Its code is
+// EMFARequired. Token is a secret: Error never shows it.
+type MFARequired struct {
+	Token   string
+	Methods []string
+}
+
+func (e *MFARequired) Error() string { return string(EMFARequired) + ": a second factor is required" }
+
+func (e *MFARequired) Unwrap() error {
+	return &Error{Code: EMFARequired, Message: "A second factor is required: send a code with mfa_token to /v1/auth/mfa/verify."}
+}
+
+var errWrongCode = &Error{Code: EInvalidCredentials, Message: "The code is incorrect.",
+	Fields: []FieldError{{Field: "code", Message: "is incorrect"}}}
+
+// TOTPEnrolment is what a user copies into an authenticator app.
+type TOTPEnrolment struct {
+	Secret string // base32
+	URI    string // otpauth://totp/…
+}
+
+// MFAStatus is what a user may see of their second factors: never secrets.
+type MFAStatus struct {
+	Factors           []*Factor
+	RecoveryCodesLeft int
+}
+
+// MFA lists the user's second factors (enabled or awaiting confirmation)
+// and counts their unused recovery codes. Returns EInvalidToken, EUnavailable.
+func (s *Service) MFA(ctx context.Context, a *AccessClaims) (*MFAStatus, error) {
+	u, err := s.Me(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	factors, err := s.store.Factors(ctx, u.ID)
+	if err != nil {
+		return nil, err
+	}
+	left, err := s.store.RecoveryCodesLeft(ctx, u.ID)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range factors {
+		f.Secret = "" // never leaves the domain, even encrypted
+	}
+	return &MFAStatus{Factors: factors, RecoveryCodesLeft: left}, nil
+}
+
+// EnrollTOTP starts a TOTP enrolment after checking the user's password
+// (reauthenticate): a new secret, stored encrypted and not yet enabled;
+// ConfirmTOTP enables it. An enrolment not yet confirmed is replaced.
+// Returns EConflict (TOTP is already enabled), EInvalidCredentials,
+// EAccountLocked, ERateLimited, EInvalidToken, EUnavailable.
+func (s *Service) EnrollTOTP(ctx context.Context, c Client, a *AccessClaims, password string) (*TOTPEnrolment, error) {
+	u, err := s.reauthenticate(ctx, c, a, password, "password", EventMFAEnrolled)
+	if err != nil {
+		return nil, err
+	}
+	key, err := totp.Generate(totp.GenerateOpts{Issuer: s.totpIssuer(), AccountName: u.Email,
+		Period: totpPeriod, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
+	if err != nil {
+		return nil, err
+	}
+	err = s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		factors, err := tx.Factors(ctx, u.ID)
+		if err != nil {
+			return err
+		}
+		if f := factorOf(factors, FactorTOTP); f != nil {
+			if f.Confirmed {
+				return Errorf(EConflict, "TOTP is already enabled; disable it first.")
+			}
+			if err := tx.DeleteFactor(ctx, f.ID); err != nil {
+				return err
+			}
+		}
+		f := &Factor{ID: NewID(), UserID: u.ID, Kind: FactorTOTP, CreatedAt: now}
+		if f.Secret, err = s.sealSecret(f, key.Secret()); err != nil {
+			return err
+		}
+		if err := tx.CreateFactor(ctx, f); err != nil {
+			return err
+		}
+		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventMFAEnrolled, ResultSuccess, u.ID, "",
+			map[string]any{"kind": string(FactorTOTP)}))
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &TOTPEnrolment{Secret: key.Secret(), URI: key.URL()}, nil
+}
+
+// ConfirmTOTP enables the enrolment with a first code from the app and
+// returns RecoveryCodeCount recovery codes, shown this once: only their
+// digests are kept. Returns EInvalid (not a 6-digit code),
+// EInvalidCredentials (a wrong code), ENotFound (no enrolment), EConflict
+// (already enabled), ERateLimited, EInvalidToken, EUnavailable.
+func (s *Service) ConfirmTOTP(ctx context.Context, c Client, a *AccessClaims, code string) ([]string, error) {
+	code, err := totpCode(code)
+	if err != nil {
+		return nil, err
+	}
+	u, err := s.codeChecked(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	var codes []string
+	err = s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		factors, err := tx.Factors(ctx, u.ID)
+		if err != nil {
+			return err
+		}
+		f := factorOf(factors, FactorTOTP)
+		switch {
+		case f == nil:
+			return Errorf(ENotFound, "No TOTP enrolment to confirm; start one with POST /v1/users/me/mfa/totp.")
+		case f.Confirmed:
+			return Errorf(EConflict, "TOTP is already enabled.")
+		}
+		ok, err := s.checkTOTP(ctx, tx, f, code, now)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return tx.refuse(ctx, s.audit(now, c, EventMFAEnabled, ResultFailure, u.ID, "invalid code", nil), errWrongCode)
+		}
+		f.Confirmed, f.ConfirmedAt = true, now
+		if err := tx.UpdateFactor(ctx, f); err != nil {
+			return err
+		}
+		if codes, err = s.replaceRecoveryCodes(ctx, tx, u.ID, now); err != nil {
+			return err
+		}
+		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventMFAEnabled, ResultSuccess, u.ID, "",
+			map[string]any{"kind": string(FactorTOTP)}))
+	})
+	return codes, err
+}
+
+// DisableTOTP removes the user's TOTP factor and recovery codes, given a
+// current TOTP or recovery code. A wrong code counts toward the lock, as a
+// wrong password does. Returns EInvalid, EInvalidCredentials, ENotFound (no
+// factor enabled), EAccountLocked, ERateLimited, EInvalidToken, EUnavailable.
+func (s *Service) DisableTOTP(ctx context.Context, c Client, a *AccessClaims, code string) error {
+	return s.withSecondFactor(ctx, c, a, code, EventMFADisabled, func(tx *txn, u *User, f *Factor, now time.Time) error {
+		if err := tx.DeleteFactor(ctx, f.ID); err != nil {
+			return err
+		}
+		if err := tx.ReplaceRecoveryCodes(ctx, u.ID, nil); err != nil {
+			return err
+		}
+		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventMFADisabled, ResultSuccess, u.ID, "",
+			map[string]any{"kind": string(f.Kind)}))
+	})
+}
+
+// ReplaceRecoveryCodes replaces the user's recovery codes with a new set,
+// given a current TOTP or recovery code, and returns them (shown once).
+// Returns as DisableTOTP.
+func (s *Service) ReplaceRecoveryCodes(ctx context.Context, c Client, a *AccessClaims, code string) ([]string, error) {
+	var codes []string
+	err := s.withSecondFactor(ctx, c, a, code, EventRecoveryCodesReplaced, func(tx *txn, u *User, _ *Factor, now time.Time) error {
+		var err error
+		if codes, err = s.replaceRecoveryCodes(ctx, tx, u.ID, now); err != nil {
+			return err
+		}
+		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventRecoveryCodesReplaced, ResultSuccess, u.ID, "",
+			map[string]any{"count": len(codes)}))
+	})
+	return codes, err
+}
+
+// codeChecked returns the token's user after counting a code check against
+// the user's limit (reauthPerUser a minute), so that a stolen access token
+// cannot guess codes fast.
+func (s *Service) codeChecked(ctx context.Context, a *AccessClaims) (*User, error) {
+	if err := s.limit(ctx, "mfa-code:"+a.UserID.String(), reauthPerUser, time.Minute); err != nil {
+		return nil, err
+	}
+	return s.Me(ctx, a)
+}
+
+// withSecondFactor runs fn in a transaction once code (TOTP or recovery)
+// checks out for the user's enabled factor. A wrong code counts toward the
+// lock and is logged as a failure of event; while the account is locked no
+// code is checked.
+func (s *Service) withSecondFactor(ctx context.Context, c Client, a *AccessClaims, code string, event EventType,
+	fn func(tx *txn, u *User, f *Factor, now time.Time) error) error {
+	method, code, err := anyCode(code)
+	if err != nil {
+		return err
+	}
+	u, err := s.codeChecked(ctx, a)
+	if err != nil {
+		return err
+	}
+	return s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		u, err := tx.User(ctx, u.ID)
+		if err != nil {
+			return err
+		}
+		if u.LockExpired(now) {
+			if err := s.unlock(ctx, tx, c, u, now, "lock expired"); err != nil {
+				return err
+			}
+		}
+		if u.IsLocked(now) {
+			return tx.refuse(ctx, s.audit(now, c, event, ResultFailure, u.ID, "account locked", nil),
+				s.lockedError(u.AccountLockedUntil.Sub(now)))
+		}
+		factors, err := tx.Factors(ctx, u.ID)
+		if err != nil {
+			return err
+		}
+		f := factorOf(factors, FactorTOTP)
+		if f == nil || !f.Confirmed {
+			return Errorf(ENotFound, "No second factor is enabled.")
+		}
+		ok, err := s.checkCode(ctx, tx, c, u, f, method, code, now)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return s.failedCheck(ctx, tx, c, u, now, event, "invalid code", "too many failed second-factor checks", errWrongCode)
+		}
+		return fn(tx, u, f, now)
+	})
+}
+
+// VerifyMFA finishes a login that answered MFARequired: with a right code
+// the session starts and the pair carries amr pwd, otp, mfa. The mfa_token
+// is single use and dies after MaxMFAFailures wrong codes or
+// MFAChallengeTTL; wrong codes count toward the account's lock like wrong
+// passwords, and the failure count resets only when the whole login
+// succeeds. Returns EInvalid, EInvalidToken (the mfa_token cannot be
+// redeemed), EInvalidCredentials (a wrong code), EAccountLocked,
+// ERateLimited, EUnavailable.
+func (s *Service) VerifyMFA(ctx context.Context, c Client, mfaToken, method, code string) (*TokenPair, error) {
+	var err error
+	switch method {
+	case MethodTOTP:
+		code, err = totpCode(code)
+	case MethodRecoveryCode:
+		code, err = recoveryCode(code)
+	default:
+		err = &Error{Code: EInvalid, Message: "invalid request",
+			Fields: []FieldError{{Field: "method", Message: "must be totp or recovery_code"}}}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := s.limitIP(ctx, "mfa", c); err != nil {
+		return nil, err
+	}
+	digest, err := opaqueDigest(mfaToken)
+	if err != nil {
+		return nil, s.refuseToken(ctx, nil, c, EventMFAChallengeFailed, uuid.Nil, "malformed mfa token", nil)
+	}
+	var pair *TokenPair
+	err = s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		ch, err := tx.MFAChallenge(ctx, digest)
+		if ErrorCode(err) == ENotFound {
+			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, uuid.Nil, "unknown mfa token", nil)
+		}
+		if err != nil {
+			return err
+		}
+		switch {
+		case !ch.UsedAt.IsZero():
+			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "mfa token used", nil)
+		case !now.Before(ch.ExpiresAt):
+			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "mfa token expired", nil)
+		case ch.Failures >= MaxMFAFailures:
+			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "too many wrong codes", nil)
+		}
+		u, err := tx.User(ctx, ch.UserID)
+		if err != nil {
+			return err
+		}
+		if u.LockExpired(now) {
+			if err := s.unlock(ctx, tx, c, u, now, "lock expired"); err != nil {
+				return err
+			}
+		}
+		if u.IsDeleted() {
+			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "account deleted", nil)
+		}
+		if u.IsLocked(now) {
+			return tx.refuse(ctx, s.audit(now, c, EventMFAChallengeFailed, ResultFailure, u.ID, "account locked", nil),
+				s.lockedError(u.AccountLockedUntil.Sub(now)))
+		}
+		factors, err := tx.Factors(ctx, u.ID)
+		if err != nil {
+			return err
+		}
+		f := factorOf(factors, FactorTOTP)
+		if f == nil || !f.Confirmed {
+			// Disabled since the password was checked: the login starts over.
+			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "no second factor enabled", nil)
+		}
+		ok, err := s.checkCode(ctx, tx, c, u, f, method, code, now)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			ch.Failures++
+			if err := tx.UpdateMFAChallenge(ctx, ch); err != nil {
+				return err
+			}
+			return s.failedCheck(ctx, tx, c, u, now, EventMFAChallengeFailed, "invalid code",
+				"too many failed second-factor checks", errWrongCode)
+		}
+		ch.UsedAt = now
+		if err := tx.UpdateMFAChallenge(ctx, ch); err != nil {
+			return err
+		}
+		if err := tx.CreateSecurityLog(ctx, s.audit(now, c, EventMFAChallengePassed, ResultSuccess, u.ID, "",
+			map[string]any{"method": method})); err != nil {
+			return err
+		}
+		pair, err = s.startSession(ctx, tx, c, u, ch.DeviceInfo, []string{AMRPassword, AMROTP, AMRMFA}, "", now)
+		return err
+	})
+	return pair, err
+}
+
+// challenge answers a right password for an account with an enabled second
+// factor: a challenge whose mfa_token the client gets in MFARequired, and
+// no session. The transaction commits (the challenge must be stored) while
+// the login fails with MFARequired.
+func (s *Service) challenge(ctx context.Context, tx *txn, c Client, u *User, deviceInfo string, now time.Time) error {
+	raw, digest := newOpaqueToken()
+	ch := &MFAChallenge{ID: NewID(), Token: digest, UserID: u.ID, DeviceInfo: deviceInfo, CreatedAt: now,
+		ExpiresAt: now.Add(MFAChallengeTTL)}
+	if err := tx.CreateMFAChallenge(ctx, ch); err != nil {
+		return err
+	}
+	methods := []string{MethodTOTP, MethodRecoveryCode}
+	return tx.refuse(ctx, s.audit(now, c, EventMFAChallengeIssued, ResultSuccess, u.ID, "",
+		map[string]any{"challenge_id": ch.ID.String(), "methods": methods}), &MFARequired{Token: raw, Methods: methods})
+}
+
+// checkCode checks a code of method for u's factor f: a TOTP code is
+// accepted once (f remembers its step), a recovery code is spent and its
+// use logged.
+func (s *Service) checkCode(ctx context.Context, tx *txn, c Client, u *User, f *Factor, method, code string,
+	now time.Time) (bool, error) {
+	if method == MethodTOTP {
+		return s.checkTOTP(ctx, tx, f, code, now)
+	}
+	err := tx.UseRecoveryCode(ctx, u.ID, s.recoveryDigest(code), now)
+	if ErrorCode(err) == ENotFound {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	left, err := tx.RecoveryCodesLeft(ctx, u.ID)
+	if err != nil {
+		return false, err
+	}
+	return true, tx.CreateSecurityLog(ctx, s.audit(now, c, EventRecoveryCodeUsed, ResultSuccess, u.ID, "",
+		map[string]any{"codes_left": left}))
+}
+
+// checkTOTP reports whether code is f's code for a step within totpSkew of
+// now and later than the last one accepted; if so, f (locked by the
+// transaction) records that step, so the code is never accepted again.
+func (s *Service) checkTOTP(ctx context.Context, tx *txn, f *Factor, code string, now time.Time) (bool, error) {
+	secret, err := s.openSecret(f)
+	if err != nil {
+		return false, err
+	}
+	current := now.Unix() / totpPeriod
+	for step := current - totpSkew; step <= current+totpSkew; step++ {
+		if step <= f.LastStep {
+			continue
+		}
+		want, err := totp.GenerateCodeCustom(secret, time.Unix(step*totpPeriod, 0), totpOptions)
+		if err != nil {
+			return false, err
+		}
+		if subtle.ConstantTimeCompare([]byte(want), []byte(code)) == 1 {
+			f.LastStep, f.LastUsedAt = step, now
+			return true, tx.UpdateFactor(ctx, f)
+		}
+	}
+	return false, nil
+}
+
+// replaceRecoveryCodes makes a new set of recovery codes for the user,
+// stores their digests in place of the old set and returns them.
+func (s *Service) replaceRecoveryCodes(ctx context.Context, tx *txn, user uuid.UUID, now time.Time) ([]string, error) {
+	codes := make([]string, RecoveryCodeCount)
+	rows := make([]*RecoveryCode, RecoveryCodeCount)
+	for i := range codes {
+		b := make([]byte, 10)
+		rand.Read(b) // never fails (crypto/rand)
+		// 10 base32 characters: 50 bits, typed as two groups of five.
+		raw := strings.ToLower(base32.StdEncoding.EncodeToString(b))[:10]
+		codes[i] = raw[:5] + "-" + raw[5:]
+		rows[i] = &RecoveryCode{ID: NewID(), UserID: user, Digest: s.recoveryDigest(raw), CreatedAt: now}
+	}
+	return codes, tx.ReplaceRecoveryCodes(ctx, user, rows)
+}
+
+// recoveryDigest is the stored form of a (normalised) recovery code: keyed
+// with the MFA key, since 50 bits would not survive a dictionary of plain
+// hashes if the table leaked.
+func (s *Service) recoveryDigest(code string) string {
+	m := hmac.New(sha256.New, s.mfaKey)
+	m.Write([]byte("authd recovery code v1\x00"))
+	m.Write([]byte(code))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// sealSecret encrypts a TOTP secret for f with AES-256-GCM under the MFA
+// key, bound to the factor and its user, so that a ciphertext copied to
+// another row does not open.
+func (s *Service) sealSecret(f *Factor, secret string) (string, error) {
+	aead, err := s.mfaAEAD()
+	if err != nil {
+		return "", err
+	}
+	nonce := make([]byte, aead.NonceSize())
+	rand.Read(nonce) // never fails (crypto/rand)
+	sealed := aead.Seal(nonce, nonce, []byte(secret), factorAD(f))
+	return base64.StdEncoding.EncodeToString(sealed), nil
+}
+
+// openSecret decrypts f's TOTP secret. A failure is internal and says
+// nothing of the secret: the MFA key changed or the row was altered.
+func (s *Service) openSecret(f *Factor) (string, error) {
+	aead, err := s.mfaAEAD()
+	if err != nil {
+		return "", err
+	}
+	sealed, err := base64.StdEncoding.DecodeString(f.Secret)
+	if err != nil || len(sealed) < aead.NonceSize() {
+		return "", errors.New("mfa: stored TOTP secret is malformed")
+	}
+	plain, err := aead.Open(nil, sealed[:aead.NonceSize()], sealed[aead.NonceSize():], factorAD(f))
+	if err != nil {
+		return "", errors.New("mfa: stored TOTP secret does not open with the MFA key (was mfa.key replaced?)")
+	}
+	return string(plain), nil
+}
+
+func (s *Service) mfaAEAD() (cipher.AEAD, error) {
+	block, err := aes.NewCipher(s.mfaKey)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
+func factorAD(f *Factor) []byte {
+	return append(append([]byte("authd totp v1\x00"), f.ID[:]...), f.UserID[:]...)
+}
+
+// totpIssuer names authd in authenticator apps.
+func (s *Service) totpIssuer() string {
+	if s.cfg.TOTPIssuer != "" {
+		return s.cfg.TOTPIssuer
+	}
+	if u, err := url.Parse(s.cfg.PublicURL); err == nil && u.Hostname() != "" {
+		return u.Hostname()
+	}
+	return "authd"
+}
+
+func factorOf(factors []*Factor, kind FactorKind) *Factor {
+	for _, f := range factors {
+		if f.Kind == kind {
+			return f
+		}
+	}
+	return nil
+}
+
+func hasEnabledFactor(factors []*Factor) bool {
+	for _, f := range factors {
+		if f.Confirmed {
+			return true
+		}
+	}
+	return false
+}
+
+var errCodeFormat = &Error{Code: EInvalid, Message: "invalid request",
+	Fields: []FieldError{{Field: "code", Message: "must be a 6-digit code or a recovery code such as abcde-fghij"}}}
+
+// totpCode returns code, which must be six digits (spaces allowed, as apps
+// show them in groups).
+func totpCode(code string) (string, error) {
+	if len(code) > 64 {
+		return "", errCodeFormat
+	}
+	code = strings.ReplaceAll(code, " ", "")
+	if len(code) != 6 || strings.Trim(code, "0123456789") != "" {
+		return "", errCodeFormat
+	}
+	return code, nil
+}
+
+// recoveryCode returns a recovery code normalised (lower case, without
+// the hyphen or spaces), or EInvalid when it cannot be one.
+func recoveryCode(code string) (string, error) {
+	if len(code) > 64 {
+		return "", errCodeFormat
+	}
+	code = strings.ToLower(strings.NewReplacer("-", "", " ", "").Replace(code))
+	if len(code) != 10 || strings.Trim(code, "abcdefghijklmnopqrstuvwxyz234567") != "" {
+		return "", errCodeFormat
+	}
+	return code, nil
+}
+
+// anyCode tells a TOTP code from a recovery code by its shape.
+func anyCode(code string) (method, normalised string, err error) {
+	if c, err := totpCode(code); err == nil {
+		return MethodTOTP, c, nil
+	}
+	c, err := recoveryCode(code)
+	return MethodRecoveryCode, c, err
+}

@@ -1,0 +1,100 @@
+package token
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// Secret is a 32-byte secret that every instance sharing the keys
+// directory must hold, in a file of its own there. Its name does not end in
+// .pem, so it is never taken for a signing key.
+type Secret struct {
+	File    string // the file name in the keys directory
+	PEMType string // the type of its one PEM block
+	Use     string // what it is for, in errors
+}
+
+// The shared secrets of the keys directory.
+var (
+	// RefreshSecret derives each rotated refresh token from its parent.
+	RefreshSecret = Secret{File: RefreshKeyFile, PEMType: "AUTHD REFRESH TOKEN KEY", Use: "refresh-token"}
+	// MFASecret encrypts TOTP secrets at rest and keys the digests of
+	// recovery codes (AES-256-GCM, HMAC-SHA-256). Losing it disables every
+	// enrolled TOTP factor.
+	MFASecret = Secret{File: MFAKeyFile, PEMType: "AUTHD MFA KEY", Use: "MFA"}
+)
+
+// The names of the shared secrets in the keys directory.
+const (
+	RefreshKeyFile = "refresh-token.key"
+	MFAKeyFile     = "mfa.key"
+)
+
+// RefreshKey returns the secret from which rotated refresh tokens are
+// derived (RefreshSecret.Load).
+func RefreshKey(dir string) ([]byte, error) { return RefreshSecret.Load(dir) }
+
+// MFAKey returns the key that protects second factors (MFASecret.Load).
+func MFAKey(dir string) ([]byte, error) { return MFASecret.Load(dir) }
+
+// Load returns the secret: 32 random bytes in its file in dir, made on first
+// use and shared by every instance using dir. Instances starting at once on
+// an empty directory all end up with the one that was written first. A
+// file that is there but is not such a key is an error naming it.
+func (s Secret) Load(dir string) ([]byte, error) {
+	path := filepath.Join(dir, s.File)
+	key, err := s.read(path)
+	if !errors.Is(err, os.ErrNotExist) {
+		return key, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	key = make([]byte, 32)
+	rand.Read(key)
+	// Written whole under a temporary name, then linked into place: a link
+	// never replaces a file, so of two instances racing, the second finds
+	// the first one's key and uses it, and no reader sees half a file.
+	tmp, err := os.CreateTemp(dir, "."+s.File+"-*.tmp") // mode 0600
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(pem.EncodeToMemory(&pem.Block{Type: s.PEMType, Bytes: key}))
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("write %s: %w", path, err)
+	}
+	switch err := os.Link(tmp.Name(), path); {
+	case err == nil:
+		return key, nil
+	case errors.Is(err, os.ErrExist):
+		return s.read(path)
+	default:
+		return nil, fmt.Errorf("create %s: %w", path, err)
+	}
+}
+
+// read reads the key at path; its errors never quote the file, which holds
+// a secret.
+func (s Secret) read(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	block, rest := pem.Decode(data)
+	if block == nil || block.Type != s.PEMType || len(block.Bytes) != 32 || len(block.Headers) != 0 || len(bytes.TrimSpace(rest)) != 0 {
+		return nil, fmt.Errorf("%s: not an authd %s key (one %q PEM block of 32 bytes)", path, s.Use, s.PEMType)
+	}
+	return block.Bytes, nil
+}
