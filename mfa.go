@@ -332,6 +332,10 @@ func (s *Service) VerifyMFA(ctx context.Context, c Client, mfaToken, method, cod
 		if u.IsDeleted() {
 			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "account deleted", nil)
 		}
+		if ch.CreatedAt.Before(u.LastPasswordChange) {
+			// The password this challenge proved was changed or reset since.
+			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "password changed since the challenge", nil)
+		}
 		if u.IsLocked(now) {
 			return tx.refuse(ctx, s.audit(now, c, EventMFAChallengeFailed, ResultFailure, u.ID, "account locked", nil),
 				s.lockedError(u.AccountLockedUntil.Sub(now)))

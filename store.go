@@ -272,6 +272,7 @@ type PurgeResult struct {
 	SecurityLogs       int  `json:"security_logs"`
 	Tokens             int  `json:"jwt_tokens"`
 	VerificationTokens int  `json:"verification_tokens"`
+	MFAChallenges      int  `json:"mfa_challenges"`
 	Sessions           int  `json:"sessions"`
 	Skipped            bool `json:"skipped,omitempty"` // another instance was purging
 }

@@ -414,3 +414,37 @@ func TestMFAMalformedInput(t *testing.T) {
 		}
 	})
 }
+
+// TestMFAChallengeDiesWithItsPassword: a challenge proves a password; once
+// that password is reset, the challenge no longer lets anyone in.
+func TestMFAChallengeDiesWithItsPassword(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		_, secret, _ := e.mfaUser("reset@example.org")
+		token := e.mfaLogin("reset@example.org")
+		e.clock.Advance(time.Second)
+		want(t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": "reset@example.org"}), 202, "")
+		reset := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, "reset@example.org"))
+		want(t, "reset", e.do("POST", "/v1/auth/password/reset",
+			map[string]string{"token": reset, "new_password": "the owner's new passphrase"}), 204, "")
+		want(t, "the old password's challenge", e.verify(token, "totp", totpAt(t, secret, e.clock.Now())), 400, "invalid_token")
+	})
+}
+
+// TestRetentionPurgesMFAChallenges: login challenges go a day after they
+// expired, like verification tokens.
+func TestRetentionPurgesMFAChallenges(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.mfaUser("old@example.org")
+		e.mfaLogin("old@example.org")
+		e.mfaLogin("old@example.org")
+		if res, err := e.svc.Purge(t.Context(), 90*24*time.Hour, false); err != nil || res.MFAChallenges != 0 {
+			t.Fatalf("purge of live challenges: %+v, %v", res, err)
+		}
+		e.clock.Advance(24*time.Hour + 6*time.Minute)
+		if res, err := e.svc.Purge(t.Context(), 90*24*time.Hour, false); err != nil || res.MFAChallenges != 2 {
+			t.Errorf("purge a day after the challenges expired: %+v, %v; want both challenges", res, err)
+		}
+	})
+}

@@ -213,6 +213,7 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 	}{
 		{&res.SecurityLogs, "security_logs", `"timestamp" < $1`, r.LogsBefore},
 		{&res.VerificationTokens, "verification_tokens", "expires_at < $1", r.ExpiredBefore},
+		{&res.MFAChallenges, "mfa_challenges", "expires_at < $1", r.ExpiredBefore},
 		// Tokens of a session go with it (ON DELETE CASCADE): count them first.
 		{&res.Tokens, "jwt_tokens", "expires_at < $1", r.ExpiredBefore},
 		{&res.Sessions, "sessions", "(expires_at < $1 OR revoked_at < $1) AND NOT EXISTS " +

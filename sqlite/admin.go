@@ -202,6 +202,7 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 	}{
 		{&res.SecurityLogs, "security_logs", `"timestamp" < ?1`, timeText(r.LogsBefore)},
 		{&res.VerificationTokens, "verification_tokens", "expires_at < ?1", timeText(r.ExpiredBefore)},
+		{&res.MFAChallenges, "mfa_challenges", "expires_at < ?1", timeText(r.ExpiredBefore)},
 		{&res.Tokens, "jwt_tokens", "expires_at < ?1", timeText(r.ExpiredBefore)},
 		{&res.Sessions, "sessions", "(expires_at < ?1 OR revoked_at < ?1) AND NOT EXISTS " +
 			"(SELECT 1 FROM jwt_tokens t WHERE t.session_id = sessions.id AND t.expires_at >= ?1)", timeText(r.ExpiredBefore)},
