@@ -104,8 +104,18 @@ func (s *Service) EnrollTOTP(ctx context.Context, c Client, a *AccessClaims, pas
 	if err != nil {
 		return nil, err
 	}
+	checked := u.PasswordHash
 	err = s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
+		// The password was checked before the transaction: the account
+		// must not have locked (or its password changed) since.
+		u, err := tx.User(ctx, u.ID)
+		if err != nil {
+			return err
+		}
+		if err := s.stillChecked(ctx, tx, c, u, checked, EventMFAEnrolled, now); err != nil {
+			return err
+		}
 		factors, err := tx.Factors(ctx, u.ID)
 		if err != nil {
 			return err
@@ -151,6 +161,14 @@ func (s *Service) ConfirmTOTP(ctx context.Context, c Client, a *AccessClaims, co
 	var codes []string
 	err = s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
+		u, err := tx.User(ctx, u.ID)
+		if err != nil {
+			return err
+		}
+		if u.IsLocked(now) {
+			return tx.refuse(ctx, s.audit(now, c, EventMFAEnabled, ResultFailure, u.ID, "account locked", nil),
+				s.lockedError(u.AccountLockedUntil.Sub(now)))
+		}
 		factors, err := tx.Factors(ctx, u.ID)
 		if err != nil {
 			return err
@@ -176,8 +194,14 @@ func (s *Service) ConfirmTOTP(ctx context.Context, c Client, a *AccessClaims, co
 		if codes, err = s.replaceRecoveryCodes(ctx, tx, u.ID, now); err != nil {
 			return err
 		}
+		// Sessions that passed the password alone (an intruder's among them)
+		// end: from now on every other session has passed the factor.
+		ended, err := s.endUserSessions(ctx, tx, u.ID, a.SessionID, now)
+		if err != nil {
+			return err
+		}
 		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventMFAEnabled, ResultSuccess, u.ID, "",
-			map[string]any{"kind": string(FactorTOTP)}))
+			map[string]any{"kind": string(FactorTOTP), "sessions_revoked": len(ended)}))
 	})
 	return codes, err
 }

@@ -448,3 +448,50 @@ func TestRetentionPurgesMFAChallenges(t *testing.T) {
 		}
 	})
 }
+
+// TestEnrolmentAcrossALock: a right password whose check was under way when
+// the account locked gets no TOTP secret, and confirming is refused while
+// the account is locked.
+func TestEnrolmentAcrossALock(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		var hold *holdOnce
+		e := newEnv(t, open(t), withPasswords(func(p authd.Passwords) authd.Passwords { hold = newHoldOnce(p); return hold }))
+		e.registerVerified("held@example.org", goodPassword)
+		tok, _ := e.login("held@example.org", goodPassword)
+		enrol := func(pw string) response {
+			return e.do("POST", "/v1/users/me/mfa/totp", map[string]string{"password": pw}, bearer(tok)...)
+		}
+		hold.arm()
+		done := make(chan response)
+		go func() { done <- enrol(goodPassword) }()
+		<-hold.entered
+		for range 5 {
+			want(t, "wrong password", enrol("a wrong guess"), 401, "invalid_credentials")
+		}
+		close(hold.release)
+		want(t, "the right password that hashed across the lock", <-done, 423, "account_locked")
+		want(t, "confirm while locked", e.do("POST", "/v1/users/me/mfa/totp/confirm", map[string]string{"code": "123456"},
+			bearer(tok)...), 423, "account_locked")
+	})
+}
+
+// TestEnablingTOTPEndsOtherSessions: sessions that passed the password
+// alone end when a second factor is enabled; the enrolling one stays.
+func TestEnablingTOTPEndsOtherSessions(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("two@example.org", goodPassword)
+		other, otherRefresh := e.login("two@example.org", goodPassword)
+		access, _ := e.login("two@example.org", goodPassword)
+		r := e.do("POST", "/v1/users/me/mfa/totp", map[string]string{"password": goodPassword}, bearer(access)...)
+		want(t, "enrol", r, 200, "")
+		want(t, "confirm", e.do("POST", "/v1/users/me/mfa/totp/confirm",
+			map[string]string{"code": totpAt(t, r.str("secret"), e.clock.Now())}, bearer(access)...), 200, "")
+		if e.active(other) || !e.active(access) {
+			t.Errorf("after enabling TOTP: other session active %v, enrolling session active %v; want false, true",
+				e.active(other), e.active(access))
+		}
+		want(t, "refresh of the password-only session", e.do("POST", "/v1/auth/refresh",
+			map[string]string{"refresh_token": otherRefresh}), 401, "invalid_token")
+	})
+}
