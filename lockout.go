@@ -117,6 +117,17 @@ func (s *Service) unlock(ctx context.Context, tx *txn, c Client, u *User, now ti
 	return tx.CreateSecurityLog(ctx, s.audit(now, c, EventAccountUnlocked, ResultSuccess, u.ID, reason, nil))
 }
 
+// refuseIfLocked refuses, logged as a failure of event, a password or code
+// check for u while its account is locked at now (without checking
+// anything: a lock must not confirm a guess); nil when it is not locked.
+func (s *Service) refuseIfLocked(ctx context.Context, tx *txn, c Client, u *User, event EventType, now time.Time) error {
+	if !u.IsLocked(now) {
+		return nil
+	}
+	return tx.refuse(ctx, s.audit(now, c, event, ResultFailure, u.ID, "account locked", nil),
+		s.lockedError(u.AccountLockedUntil.Sub(now)))
+}
+
 // lockedError is EAccountLocked with RetryAfter: wait, the rest of the lock,
 // or the lockout duration for a lock without an end (an administrator's),
 // as a hint of when to try again.

@@ -165,9 +165,8 @@ func (s *Service) ConfirmTOTP(ctx context.Context, c Client, a *AccessClaims, co
 		if err != nil {
 			return err
 		}
-		if u.IsLocked(now) {
-			return tx.refuse(ctx, s.audit(now, c, EventMFAEnabled, ResultFailure, u.ID, "account locked", nil),
-				s.lockedError(u.AccountLockedUntil.Sub(now)))
+		if err := s.refuseIfLocked(ctx, tx, c, u, EventMFAEnabled, now); err != nil {
+			return err
 		}
 		factors, err := tx.Factors(ctx, u.ID)
 		if err != nil {
@@ -274,9 +273,8 @@ func (s *Service) withSecondFactor(ctx context.Context, c Client, a *AccessClaim
 				return err
 			}
 		}
-		if u.IsLocked(now) {
-			return tx.refuse(ctx, s.audit(now, c, event, ResultFailure, u.ID, "account locked", nil),
-				s.lockedError(u.AccountLockedUntil.Sub(now)))
+		if err := s.refuseIfLocked(ctx, tx, c, u, event, now); err != nil {
+			return err
 		}
 		factors, err := tx.Factors(ctx, u.ID)
 		if err != nil {
@@ -360,9 +358,8 @@ func (s *Service) VerifyMFA(ctx context.Context, c Client, mfaToken, method, cod
 			// The password this challenge proved was changed or reset since.
 			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "password changed since the challenge", nil)
 		}
-		if u.IsLocked(now) {
-			return tx.refuse(ctx, s.audit(now, c, EventMFAChallengeFailed, ResultFailure, u.ID, "account locked", nil),
-				s.lockedError(u.AccountLockedUntil.Sub(now)))
+		if err := s.refuseIfLocked(ctx, tx, c, u, EventMFAChallengeFailed, now); err != nil {
+			return err
 		}
 		factors, err := tx.Factors(ctx, u.ID)
 		if err != nil {

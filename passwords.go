@@ -167,9 +167,8 @@ func (s *Service) reauthenticate(ctx context.Context, c Client, a *AccessClaims,
 		if err != nil {
 			return err
 		}
-		if u.IsLocked(now) {
-			return tx.refuse(ctx, s.audit(now, c, event, ResultFailure, u.ID, "account locked", nil),
-				s.lockedError(u.AccountLockedUntil.Sub(now)))
+		if err := s.refuseIfLocked(ctx, tx, c, u, event, now); err != nil {
+			return err
 		}
 		return s.failedPassword(ctx, tx, c, u, now, event, wrong)
 	})
@@ -181,9 +180,8 @@ func (s *Service) reauthenticate(ctx context.Context, c Client, a *AccessClaims,
 // the lock, nor be told apart from them), or its password changed.
 func (s *Service) stillChecked(ctx context.Context, tx *txn, c Client, u *User, checkedHash string,
 	event EventType, now time.Time) error {
-	if u.IsLocked(now) {
-		return tx.refuse(ctx, s.audit(now, c, event, ResultFailure, u.ID, "account locked", nil),
-			s.lockedError(u.AccountLockedUntil.Sub(now)))
+	if err := s.refuseIfLocked(ctx, tx, c, u, event, now); err != nil {
+		return err
 	}
 	if u.PasswordHash != checkedHash {
 		return errPasswordChanged
