@@ -119,6 +119,11 @@ const (
 	EventMFAChallengeFailed     EventType = "mfa_challenge_failed"    // a wrong code or a dead mfa_token
 	EventRecoveryCodeUsed       EventType = "recovery_code_used"      // one code spent
 	EventRecoveryCodesReplaced  EventType = "recovery_codes_replaced" // a new set of ten
+	EventOIDCAuthorized         EventType = "oidc_authorized"         // a code issued to a client
+	EventOIDCCodeRedeemed       EventType = "oidc_code_redeemed"      // a code exchanged for tokens
+	EventOIDCCodeReuse          EventType = "oidc_code_reuse"         // a code presented again: its tokens revoked
+	EventOIDCConsentGranted     EventType = "oidc_consent_granted"    // a user let a client in
+	EventOIDCConsentRevoked     EventType = "oidc_consent_revoked"    // a user withdrew that
 )
 
 // EventTypes lists every event type, in schema order.
@@ -131,7 +136,8 @@ func EventTypes() []EventType {
 		EventPasswordChanged, EventConsentUpdated, EventDataExported, EventAccountDeleted,
 		EventAdminAction, EventMFAEnrolled, EventMFAEnabled, EventMFADisabled,
 		EventMFAChallengeIssued, EventMFAChallengePassed, EventMFAChallengeFailed,
-		EventRecoveryCodeUsed, EventRecoveryCodesReplaced,
+		EventRecoveryCodeUsed, EventRecoveryCodesReplaced, EventOIDCAuthorized, EventOIDCCodeRedeemed,
+		EventOIDCCodeReuse, EventOIDCConsentGranted, EventOIDCConsentRevoked,
 	}
 }
 

@@ -185,6 +185,46 @@ type Queries interface {
 	// does not exist.
 	UpdateMFAChallenge(ctx context.Context, c *MFAChallenge) error
 
+	// CreateClient inserts c. EConflict when its id is taken.
+	CreateClient(ctx context.Context, c *OAuthClient) error
+	// OAuthClient returns the client with the id. ENotFound when there is none.
+	OAuthClient(ctx context.Context, id string) (*OAuthClient, error)
+	// OAuthClients returns every client, oldest first.
+	OAuthClients(ctx context.Context) ([]*OAuthClient, error)
+	// UpdateClient writes every field of c but ID and CreatedAt. ENotFound
+	// when it does not exist.
+	UpdateClient(ctx context.Context, c *OAuthClient) error
+	// DeleteClient deletes a client with its consents, pending requests and
+	// codes. ENotFound when it does not exist.
+	DeleteClient(ctx context.Context, id string) error
+
+	// SaveConsent inserts c, or replaces the scopes and time of the user's
+	// consent to its client. ENotFound when the user or client does not exist.
+	SaveConsent(ctx context.Context, c *Consent) error
+	// Consent returns the user's consent to the client. ENotFound when there is none.
+	Consent(ctx context.Context, userID uuid.UUID, clientID string) (*Consent, error)
+	// DeleteConsent withdraws the user's consent to the client. ENotFound
+	// when there is none.
+	DeleteConsent(ctx context.Context, userID uuid.UUID, clientID string) error
+
+	// CreateAuthRequest inserts r. ENotFound when its client does not exist.
+	CreateAuthRequest(ctx context.Context, r *AuthRequest) error
+	// AuthRequest returns the request with the id. ENotFound when there is none.
+	AuthRequest(ctx context.Context, id uuid.UUID) (*AuthRequest, error)
+	// DeleteAuthRequest deletes a finished request. ENotFound when it does not exist.
+	DeleteAuthRequest(ctx context.Context, id uuid.UUID) error
+
+	// CreateAuthCode inserts c. EConflict when its digest is taken,
+	// ENotFound when its client, user or session does not exist.
+	CreateAuthCode(ctx context.Context, c *AuthCode) error
+	// AuthCode returns the code whose digest is given, locked inside InTx
+	// so that two redemptions never both see it unused. ENotFound when
+	// there is none.
+	AuthCode(ctx context.Context, digest string) (*AuthCode, error)
+	// UpdateAuthCode writes UsedAt and IssuedSessionID of c. ENotFound when
+	// it does not exist.
+	UpdateAuthCode(ctx context.Context, c *AuthCode) error
+
 	// PublishRevocation tells every instance of rev when the transaction
 	// commits (PostgreSQL NOTIFY); stores with a single instance do nothing.
 	PublishRevocation(ctx context.Context, rev Revocation) error
@@ -257,6 +297,9 @@ type UserRows struct {
 	Factors       func(*Factor) error
 	RecoveryCodes func(*RecoveryCode) error
 	MFAChallenges func(*MFAChallenge) error
+	Consents      func(*Consent) error
+	// AuthCodes come with their Digest; the export leaves it out.
+	AuthCodes func(*AuthCode) error
 }
 
 // PurgeRequest says what retention deletes.
@@ -273,6 +316,8 @@ type PurgeResult struct {
 	Tokens             int  `json:"jwt_tokens"`
 	VerificationTokens int  `json:"verification_tokens"`
 	MFAChallenges      int  `json:"mfa_challenges"`
+	AuthRequests       int  `json:"oauth_auth_requests"`
+	AuthCodes          int  `json:"oauth_codes"`
 	Sessions           int  `json:"sessions"`
 	Skipped            bool `json:"skipped,omitempty"` // another instance was purging
 }

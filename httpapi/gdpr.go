@@ -27,6 +27,7 @@ var ExcludedColumns = map[string]string{
 	"mfa_factors.secret":             "your authenticator's secret, encrypted: a security secret (re-enrol to see a new one)",
 	"mfa_recovery_codes.code_digest": "a digest of a recovery code: a security secret",
 	"mfa_challenges.token":           "a digest of a sign-in's mfa_token: a security secret",
+	"oauth_codes.code_digest":        "a digest of an authorization code: a security secret",
 }
 
 type exportUser struct {
@@ -84,6 +85,32 @@ type exportChallenge struct {
 	ExpiresAt  time.Time  `json:"expires_at"`
 	Failures   int        `json:"failures"`
 	UsedAt     *time.Time `json:"used_at"`
+}
+
+type exportConsent struct {
+	ID        uuid.UUID `json:"id"`
+	UserID    uuid.UUID `json:"user_id"`
+	ClientID  string    `json:"client_id"`
+	Scopes    string    `json:"scopes"`
+	GrantedAt time.Time `json:"granted_at"`
+}
+
+type exportAuthCode struct {
+	ID                  uuid.UUID  `json:"id"`
+	ClientID            string     `json:"client_id"`
+	UserID              uuid.UUID  `json:"user_id"`
+	SessionID           uuid.UUID  `json:"session_id"`
+	RedirectURI         string     `json:"redirect_uri"`
+	CodeChallenge       string     `json:"code_challenge"`
+	CodeChallengeMethod string     `json:"code_challenge_method"`
+	Nonce               string     `json:"nonce"`
+	Scopes              string     `json:"scopes"`
+	AuthTime            time.Time  `json:"auth_time"`
+	AMR                 string     `json:"amr"`
+	CreatedAt           time.Time  `json:"created_at"`
+	ExpiresAt           time.Time  `json:"expires_at"`
+	UsedAt              *time.Time `json:"used_at"`
+	IssuedSessionID     *uuid.UUID `json:"issued_session_id"`
 }
 
 type exportToken struct {
@@ -156,7 +183,8 @@ func optID(id uuid.UUID) *uuid.UUID {
 // exportSections are the document's arrays, in the order Store.UserData
 // reads them (authd.UserRows), then excluded_columns closes it.
 var exportSections = []string{"users", "consent_history", "sessions", "jwt_tokens", "verification_tokens",
-	"security_logs", "mail_outbox", "mfa_factors", "mfa_recovery_codes", "mfa_challenges"}
+	"security_logs", "mail_outbox", "mfa_factors", "mfa_recovery_codes", "mfa_challenges",
+	"oauth_consents", "oauth_codes"}
 
 // exportWriter spools the export document to a temporary file while the
 // store reads the rows, holding one row and a buffer in memory however many
@@ -294,6 +322,17 @@ func (x *exportWriter) userRows() authd.UserRows {
 		MFAChallenges: func(c *authd.MFAChallenge) error {
 			return x.row(9, exportChallenge{ID: c.ID, UserID: c.UserID, DeviceInfo: c.DeviceInfo, CreatedAt: c.CreatedAt,
 				ExpiresAt: c.ExpiresAt, Failures: c.Failures, UsedAt: optTime(c.UsedAt)})
+		},
+		Consents: func(c *authd.Consent) error {
+			return x.row(10, exportConsent{ID: c.ID, UserID: c.UserID, ClientID: c.ClientID,
+				Scopes: authd.FormatScopes(c.Scopes), GrantedAt: c.GrantedAt})
+		},
+		AuthCodes: func(c *authd.AuthCode) error {
+			return x.row(11, exportAuthCode{ID: c.ID, ClientID: c.ClientID, UserID: c.UserID, SessionID: c.SessionID,
+				RedirectURI: c.RedirectURI, CodeChallenge: c.CodeChallenge, CodeChallengeMethod: c.CodeChallengeMethod,
+				Nonce: c.Nonce, Scopes: authd.FormatScopes(c.Scopes), AuthTime: c.AuthTime, AMR: authd.FormatAMR(c.AMR),
+				CreatedAt: c.CreatedAt, ExpiresAt: c.ExpiresAt, UsedAt: optTime(c.UsedAt),
+				IssuedSessionID: optID(c.IssuedSessionID)})
 		},
 	}
 }

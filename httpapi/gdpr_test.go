@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -59,6 +60,8 @@ func TestExportIsComplete(t *testing.T) {
 		secret := r.str("secret")
 		want(t, "confirm", e.do("POST", "/v1/users/me/mfa/totp/confirm", map[string]string{"code": totpAt(t, secret, e.clock.Now())}, bearer(access)...), 200, "")
 		e.mfaLogin("exp@example.org")
+		// What signing in to a relying party leaves: a consent and a code.
+		oidcRows(t, e.store, e.user("exp@example.org"), e.clock.Now())
 
 		r = e.do("GET", "/v1/users/me/export", nil, bearer(access)...)
 		want(t, "export", r, 200, "")
@@ -98,6 +101,29 @@ func TestExportIsComplete(t *testing.T) {
 			t.Errorf("data_exported not logged or not exported: %v", evs)
 		}
 	})
+}
+
+// oidcRows stores a client, the user's consent to it and a code issued to
+// it, as signing in to a relying party does.
+func oidcRows(t *testing.T, store authd.Store, u *authd.User, now time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	now = now.UTC().Truncate(time.Microsecond)
+	sessions, err := store.Sessions(ctx, u.ID, now)
+	if err != nil || len(sessions) == 0 {
+		t.Fatalf("sessions of %s: %v, %v", u.Email, sessions, err)
+	}
+	c := &authd.OAuthClient{ID: "gdpr-app", Name: "App", Type: authd.ClientPublic,
+		RedirectURIs: []string{"https://app.example.org/cb"}, CreatedAt: now, UpdatedAt: now}
+	err = errors.Join(store.CreateClient(ctx, c),
+		store.SaveConsent(ctx, &authd.Consent{ID: authd.NewID(), UserID: u.ID, ClientID: c.ID,
+			Scopes: []string{"openid"}, GrantedAt: now}),
+		store.CreateAuthCode(ctx, &authd.AuthCode{ID: authd.NewID(), Digest: authd.Digest("gdpr-code"), ClientID: c.ID,
+			UserID: u.ID, SessionID: sessions[0].ID, RedirectURI: c.RedirectURIs[0], Scopes: []string{"openid"},
+			AuthTime: now, AMR: []string{authd.AMRPassword}, CreatedAt: now, ExpiresAt: now.Add(time.Minute)}))
+	if err != nil {
+		t.Fatalf("OpenID rows: %v", err)
+	}
 }
 
 // scanText searches every text column of the database for each needle and

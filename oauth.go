@@ -1,0 +1,122 @@
+package authd
+
+import (
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// The rows of authd as an OpenID provider (migration 00007). The protocol
+// itself lives in the oidc adapter; these are the domain's records of it.
+
+// ClientType is oauth_clients.type: whether a relying party can keep a
+// secret (RFC 6749 §2.1).
+type ClientType string
+
+// Client types.
+const (
+	ClientPublic       ClientType = "public"       // a browser or native app: no secret, PKCE required
+	ClientConfidential ClientType = "confidential" // a server: authenticates with its secret
+)
+
+// ClientTypes lists every client type, in schema order.
+func ClientTypes() []ClientType { return []ClientType{ClientPublic, ClientConfidential} }
+
+// ParseClientType rejects anything but the labels of ClientTypes.
+func ParseClientType(s string) (ClientType, error) {
+	return parseEnum("client type", s, ClientTypes())
+}
+
+// OAuthClient is a registered relying party (table oauth_clients). ID is
+// its client_id. SecretDigest is the keyed digest of its secret, empty
+// (NULL) for a public client; the secret itself is shown once and never
+// stored.
+type OAuthClient struct {
+	ID                     string
+	Name                   string
+	Type                   ClientType
+	SecretDigest           string
+	RedirectURIs           []string
+	PostLogoutRedirectURIs []string
+	FirstParty             bool // trusted: its users are never asked to consent
+	CreatedAt              time.Time
+	UpdatedAt              time.Time
+}
+
+// Consent is what a user granted a client that is not first-party (table
+// oauth_consents), remembered so that the consent screen shows once.
+type Consent struct {
+	ID        uuid.UUID
+	UserID    uuid.UUID
+	ClientID  string
+	Scopes    []string
+	GrantedAt time.Time
+}
+
+// Covers reports whether the consent includes every scope of scopes.
+func (c *Consent) Covers(scopes []string) bool {
+	for _, s := range scopes {
+		if !containsString(c.Scopes, s) {
+			return false
+		}
+	}
+	return true
+}
+
+// AuthRequest is a validated authorization request waiting for its browser
+// to sign in and consent (table oauth_auth_requests), so that any instance
+// can finish it.
+type AuthRequest struct {
+	ID                  uuid.UUID
+	ClientID            string
+	RedirectURI         string
+	Scopes              []string
+	State               string
+	Nonce               string
+	CodeChallenge       string
+	CodeChallengeMethod string
+	// MinAuthTime, when not zero, is the earliest sign-in that satisfies
+	// the request (prompt=login: its own creation; max_age: now - max_age).
+	MinAuthTime time.Time
+	CreatedAt   time.Time
+	ExpiresAt   time.Time
+}
+
+// AuthCode is an authorization code (table oauth_codes), stored as its
+// digest: single use, bound to its client, redirect URI, PKCE challenge and
+// the browser session that signed in. IssuedSessionID is the session its
+// redemption started, which a second redemption revokes.
+type AuthCode struct {
+	ID                  uuid.UUID
+	Digest              string
+	ClientID            string
+	UserID              uuid.UUID
+	SessionID           uuid.UUID
+	RedirectURI         string
+	CodeChallenge       string
+	CodeChallengeMethod string
+	Nonce               string
+	Scopes              []string
+	AuthTime            time.Time
+	AMR                 []string
+	CreatedAt           time.Time
+	ExpiresAt           time.Time
+	UsedAt              time.Time // zero: not redeemed
+	IssuedSessionID     uuid.UUID // Nil: not redeemed, or its session is gone
+}
+
+// FormatScopes is how scopes are stored: space-separated, as OAuth writes them.
+func FormatScopes(scopes []string) string { return strings.Join(scopes, " ") }
+
+// ParseScopes reads a stored or requested scope string.
+func ParseScopes(s string) []string { return strings.Fields(s) }
+
+func containsString(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
