@@ -41,6 +41,11 @@ func NewAdmin(opts Options, token string) *Server {
 	s.handle("GET /v1/admin/security-logs", auth(s.adminSecurityLogs))
 	s.handle("GET /v1/admin/mail", auth(s.adminMail))
 	s.handle("POST /v1/admin/mail/{id}/retry", auth(s.adminRetryMail))
+	s.handle("GET /v1/admin/clients", auth(s.adminClients))
+	s.handle("POST /v1/admin/clients", auth(s.adminCreateClient))
+	s.handle("GET /v1/admin/clients/{id}", auth(s.adminClient))
+	s.handle("DELETE /v1/admin/clients/{id}", auth(s.adminDeleteClient))
+	s.handle("POST /v1/admin/clients/{id}/rotate-secret", auth(s.adminRotateClientSecret))
 	s.handler = s.middleware(http.HandlerFunc(s.route))
 	return s
 }

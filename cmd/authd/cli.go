@@ -41,6 +41,7 @@ func commands() []command {
 		{"keys", "generate, list and rotate the token signing keys", keysCmd},
 		{"purge", "apply the retention policy now", purgeCmd},
 		{"admin", "manage users and read the security log, straight on the database", adminCmd},
+		{"clients", "register and manage OpenID Connect clients, straight on the database", clientsCmd},
 		{"version", "print the version", versionCmd},
 	}
 }

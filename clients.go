@@ -1,0 +1,295 @@
+package authd
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+)
+
+// The administrator's registry of OpenID Connect relying parties (issue
+// 10): `authd clients …` and /v1/admin/clients. Every change writes an
+// admin_action row; a client's secret is shown once, when it is made, and
+// only its keyed digest is stored.
+
+// Limits on what a client registration may hold.
+const (
+	MaxClientIDLength    = 64
+	MaxClientNameLength  = 255
+	MaxRedirectURIs      = 20
+	MaxRedirectURILength = 2048
+)
+
+// ClientSpec is what an administrator registers. An empty ID gets a random
+// one.
+type ClientSpec struct {
+	ID                     string
+	Name                   string
+	Type                   ClientType
+	RedirectURIs           []string
+	PostLogoutRedirectURIs []string
+	FirstParty             bool
+}
+
+// CreateClient registers a relying party and returns it with its secret
+// (empty for a public client), which is never shown again. EInvalid (each
+// field checked, see ValidRedirectURI), EConflict (the id is taken).
+func (s *Service) CreateClient(ctx context.Context, c Client, spec ClientSpec) (*OAuthClient, string, error) {
+	if spec.ID == "" {
+		b := make([]byte, 16)
+		rand.Read(b) // never fails (crypto/rand)
+		spec.ID = base64.RawURLEncoding.EncodeToString(b)
+	}
+	if err := validClientSpec(spec); err != nil {
+		return nil, "", err
+	}
+	now := s.now()
+	oc := &OAuthClient{ID: spec.ID, Name: spec.Name, Type: spec.Type, RedirectURIs: spec.RedirectURIs,
+		PostLogoutRedirectURIs: spec.PostLogoutRedirectURIs, FirstParty: spec.FirstParty, CreatedAt: now, UpdatedAt: now}
+	if oc.PostLogoutRedirectURIs == nil {
+		oc.PostLogoutRedirectURIs = []string{}
+	}
+	var secret string
+	if oc.Type == ClientConfidential {
+		secret, _ = newOpaqueToken()
+		oc.SecretDigest = s.clientSecretDigest(oc.ID, secret)
+	}
+	err := s.inTx(ctx, func(tx *txn) error {
+		if err := tx.CreateClient(ctx, oc); err != nil {
+			if ErrorCode(err) == EConflict {
+				return &Error{Code: EConflict, Message: "A client with this id exists.", Err: err}
+			}
+			return err
+		}
+		return s.logAdmin(ctx, tx, now, c, uuid.Nil, map[string]any{"action": "create_client", "client_id": oc.ID,
+			"name": oc.Name, "type": string(oc.Type), "redirect_uris": oc.RedirectURIs,
+			"post_logout_redirect_uris": oc.PostLogoutRedirectURIs, "first_party": oc.FirstParty})
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return oc, secret, nil
+}
+
+// OAuthClients returns every registered client, oldest first. EUnavailable.
+func (s *Service) OAuthClients(ctx context.Context) ([]*OAuthClient, error) {
+	return s.store.OAuthClients(ctx)
+}
+
+// OAuthClient returns the client with the id. ENotFound, EUnavailable.
+func (s *Service) OAuthClient(ctx context.Context, id string) (*OAuthClient, error) {
+	if !validClientID(id) {
+		return nil, errNoClient
+	}
+	oc, err := s.store.OAuthClient(ctx, id)
+	if ErrorCode(err) == ENotFound {
+		return nil, errNoClient
+	}
+	return oc, err
+}
+
+var errNoClient = Errorf(ENotFound, "No such client.")
+
+// DeleteClient removes a client with its consents, pending requests and
+// unredeemed codes. The sessions it started stay (their users end them as
+// any other). ENotFound.
+func (s *Service) DeleteClient(ctx context.Context, c Client, id string) error {
+	return s.clientAction(ctx, c, id, "delete_client", func(tx *txn, oc *OAuthClient, now time.Time) error {
+		return tx.DeleteClient(ctx, oc.ID)
+	})
+}
+
+// RotateClientSecret gives a confidential client a new secret, which is
+// returned once; the old one stops working at once. EInvalid for a public
+// client (it has none), ENotFound.
+func (s *Service) RotateClientSecret(ctx context.Context, c Client, id string) (string, error) {
+	var secret string
+	err := s.clientAction(ctx, c, id, "rotate_client_secret", func(tx *txn, oc *OAuthClient, now time.Time) error {
+		if oc.Type != ClientConfidential {
+			return &Error{Code: EInvalid, Message: "A public client has no secret to rotate."}
+		}
+		secret, _ = newOpaqueToken()
+		oc.SecretDigest, oc.UpdatedAt = s.clientSecretDigest(oc.ID, secret), now
+		return tx.UpdateClient(ctx, oc)
+	})
+	if err != nil {
+		return "", err
+	}
+	return secret, nil
+}
+
+// clientAction runs fn on the (locked) client and logs it as action.
+func (s *Service) clientAction(ctx context.Context, c Client, id, action string,
+	fn func(tx *txn, oc *OAuthClient, now time.Time) error) error {
+	if !validClientID(id) {
+		return errNoClient
+	}
+	return s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		oc, err := tx.OAuthClient(ctx, id)
+		if ErrorCode(err) == ENotFound {
+			return errNoClient
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(tx, oc, now); err != nil {
+			return err
+		}
+		return s.logAdmin(ctx, tx, now, c, uuid.Nil, map[string]any{"action": action, "client_id": oc.ID})
+	})
+}
+
+var errInvalidClient = &Error{Code: EInvalidCredentials, Message: "The client is unknown or its secret is wrong."}
+
+// AuthenticateClient checks a client's credentials at the token endpoint:
+// a confidential client must present its secret, a public one none.
+// EInvalidCredentials for an unknown client or a wrong, missing or
+// unexpected secret (one answer for all), EUnavailable.
+func (s *Service) AuthenticateClient(ctx context.Context, id, secret string) (*OAuthClient, error) {
+	if !validClientID(id) || len(secret) > 512 {
+		return nil, errInvalidClient
+	}
+	oc, err := s.store.OAuthClient(ctx, id)
+	if ErrorCode(err) == ENotFound {
+		return nil, errInvalidClient
+	}
+	if err != nil {
+		return nil, err
+	}
+	switch oc.Type {
+	case ClientPublic:
+		if secret != "" {
+			return nil, errInvalidClient
+		}
+	default:
+		got := s.clientSecretDigest(oc.ID, secret)
+		if secret == "" || subtle.ConstantTimeCompare([]byte(got), []byte(oc.SecretDigest)) != 1 {
+			return nil, errInvalidClient
+		}
+	}
+	return oc, nil
+}
+
+// clientSecretDigest is the stored form of a client secret:
+// HMAC-SHA-256 under the shared refresh key, labelled and bound to the
+// client. The secrets are 256-bit random strings, so a fast digest is as
+// strong as a slow hash, and without the key a copy of the database cannot
+// even test a guess.
+func (s *Service) clientSecretDigest(clientID, secret string) string {
+	m := hmac.New(sha256.New, s.refreshKey)
+	m.Write([]byte("authd client secret v1\x00"))
+	m.Write([]byte(clientID))
+	m.Write([]byte{0})
+	m.Write([]byte(secret))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// validClientID reports whether id can name a client: 1 to 64 characters
+// of letters, digits, '.', '_' and '-'.
+func validClientID(id string) bool {
+	if id == "" || len(id) > MaxClientIDLength {
+		return false
+	}
+	for _, r := range id {
+		if !(r < utf8.RuneSelf && (unicode.IsLetter(r) || unicode.IsDigit(r) || strings.ContainsRune("._-", r))) {
+			return false
+		}
+	}
+	return true
+}
+
+func validClientSpec(spec ClientSpec) error {
+	var fields []FieldError
+	bad := func(field, msg string) { fields = append(fields, FieldError{Field: field, Message: msg}) }
+	if !validClientID(spec.ID) {
+		bad("id", "must be 1 to 64 letters, digits, '.', '_' or '-'")
+	}
+	name := strings.TrimSpace(spec.Name)
+	if name == "" || name != spec.Name || utf8.RuneCountInString(spec.Name) > MaxClientNameLength ||
+		!utf8.ValidString(spec.Name) || strings.IndexFunc(spec.Name, unicode.IsControl) >= 0 {
+		bad("name", "must be 1 to 255 printable characters, without leading or trailing spaces")
+	}
+	if _, err := ParseClientType(string(spec.Type)); err != nil {
+		bad("type", "must be public or confidential")
+	}
+	if len(spec.RedirectURIs) == 0 || len(spec.RedirectURIs) > MaxRedirectURIs {
+		bad("redirect_uris", fmt.Sprintf("must list 1 to %d URIs", MaxRedirectURIs))
+	}
+	if len(spec.PostLogoutRedirectURIs) > MaxRedirectURIs {
+		bad("post_logout_redirect_uris", fmt.Sprintf("must list at most %d URIs", MaxRedirectURIs))
+	}
+	for field, uris := range map[string][]string{"redirect_uris": spec.RedirectURIs,
+		"post_logout_redirect_uris": spec.PostLogoutRedirectURIs} {
+		seen := map[string]bool{}
+		for _, u := range uris {
+			if err := ValidRedirectURI(u); err != nil {
+				bad(field, fmt.Sprintf("%q: %v", truncate(u, 100), err))
+			} else if seen[u] {
+				bad(field, fmt.Sprintf("%q is listed twice", u))
+			}
+			seen[u] = true
+		}
+	}
+	if len(fields) > 0 {
+		return &Error{Code: EInvalid, Message: "invalid request", Fields: fields}
+	}
+	return nil
+}
+
+// ValidRedirectURI checks a redirect or post-logout URI for registration
+// (RFC 6749 §3.1.2, RFC 8252, OAuth 2.1): absolute, no fragment, no
+// credentials, no wildcard; https, or http only to a loopback address, or a
+// private-use scheme of a native app (one with a dot, such as
+// com.example.app:/callback). They are matched exactly when used.
+func ValidRedirectURI(raw string) error {
+	if raw == "" || len(raw) > MaxRedirectURILength || strings.ContainsAny(raw, " \t\r\n*\\") ||
+		strings.IndexFunc(raw, unicode.IsControl) >= 0 {
+		return fmt.Errorf("must be an absolute URI of at most %d characters, without spaces or wildcards", MaxRedirectURILength)
+	}
+	u, err := url.Parse(raw)
+	if err != nil || !u.IsAbs() {
+		return fmt.Errorf("must be an absolute URI")
+	}
+	if u.Fragment != "" || strings.Contains(raw, "#") {
+		return fmt.Errorf("must not have a fragment")
+	}
+	if u.User != nil {
+		return fmt.Errorf("must not carry credentials")
+	}
+	switch u.Scheme {
+	case "https":
+		if u.Host == "" {
+			return fmt.Errorf("must name a host")
+		}
+	case "http":
+		if !loopbackHost(u.Hostname()) {
+			return fmt.Errorf("http is allowed only to a loopback address (127.0.0.1, [::1], localhost); use https")
+		}
+	default:
+		if !strings.Contains(u.Scheme, ".") {
+			return fmt.Errorf("must be https, http to a loopback address, or a reverse-domain private-use scheme")
+		}
+	}
+	return nil
+}
+
+func loopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}

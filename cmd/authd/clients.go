@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/httpapi"
+	"github.com/authd/authd/token"
+)
+
+const clientsSynopsis = `authd clients [flags] ACTION
+
+The OpenID Connect relying parties authd signs users in to (issue 10),
+straight on the database (DATABASE_URL):
+
+  authd clients create --name NAME --type public|confidential --redirect-uri URI [--redirect-uri URI …]
+                       [--post-logout-uri URI …] [--first-party] [--id CLIENT_ID]
+  authd clients list
+  authd clients show CLIENT_ID
+  authd clients rotate-secret CLIENT_ID
+  authd clients delete CLIENT_ID --yes
+
+A confidential client's secret is printed once, by create and rotate-secret;
+only its keyed digest is stored (under refresh-token.key in AUTHD_KEYS_DIR,
+so run this with the keys directory the servers use). Redirect URIs match
+exactly: https, http to a loopback address, or a private-use scheme such as
+com.example.app:/callback. A first-party client's users are never asked to
+consent. Every change is logged as admin_action.`
+
+// stringList is a flag that may be given many times.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, " ") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
+func clientsCmd(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "clients", clientsSynopsis)
+	flags := configFlags(fs, "DATABASE_URL", "AUTHD_DATA_DIR", "AUTHD_KEYS_DIR")
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	name := fs.String("name", "", "create: the name users see on the consent screen")
+	typ := fs.String("type", "", "create: public (a browser or native app, PKCE) or confidential (a server with a secret)")
+	id := fs.String("id", "", "create: the client_id (default: a random one)")
+	firstParty := fs.Bool("first-party", false, "create: trusted, its users are never asked to consent")
+	yes := fs.Bool("yes", false, "delete: confirm")
+	var redirects, logouts stringList
+	fs.Var(&redirects, "redirect-uri", "create: a redirect URI (repeat for more)")
+	fs.Var(&logouts, "post-logout-uri", "create: a post-logout redirect URI (repeat for more)")
+	rest, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(rest) == 1 && (rest[0] == "create" || rest[0] == "list"):
+	case len(rest) == 2 && (rest[0] == "show" || rest[0] == "rotate-secret" || rest[0] == "delete"):
+		if rest[0] == "delete" && !*yes {
+			return usagef("clients delete removes the client, its consents and codes; add --yes to confirm")
+		}
+	case len(rest) == 0:
+		return usagef("missing create, list, show, rotate-secret or delete")
+	default:
+		return usagef("unknown clients command %q", strings.Join(rest, " "))
+	}
+	if rest[0] == "create" && (*name == "" || *typ == "" || len(redirects) == 0) {
+		return usagef("clients create needs --name, --type and at least one --redirect-uri")
+	}
+
+	cfg, db, err := openConfigured(ctx, e, flags)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	svcCfg := cfg.service()
+	if svcCfg.RefreshKey, err = token.RefreshKey(cfg.KeysDir); err != nil {
+		return &cliError{msg: "refresh-token key: " + err.Error(),
+			hint: "run with the AUTHD_KEYS_DIR the servers use: client secrets are digested under its refresh-token.key"}
+	}
+	svc := authd.NewService(svcCfg, authd.Deps{Store: db, Logger: slog.New(slog.DiscardHandler)})
+	c := adminClient(e)
+
+	switch rest[0] {
+	case "create":
+		oc, secret, err := svc.CreateClient(ctx, c, authd.ClientSpec{ID: *id, Name: *name, Type: authd.ClientType(*typ),
+			RedirectURIs: redirects, PostLogoutRedirectURIs: logouts, FirstParty: *firstParty})
+		if err != nil {
+			return fieldErrors(err)
+		}
+		if *asJSON {
+			return printJSON(e.stdout, httpapi.ClientSecretView(oc, secret))
+		}
+		printClients(e.stdout, []*authd.OAuthClient{oc})
+		printSecret(e.stdout, oc.ID, secret)
+		return nil
+	case "list":
+		cs, err := svc.OAuthClients(ctx)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			views := make([]any, 0, len(cs))
+			for _, oc := range cs {
+				views = append(views, httpapi.ClientView(oc))
+			}
+			return printJSON(e.stdout, views)
+		}
+		printClients(e.stdout, cs)
+		return nil
+	case "show":
+		oc, err := svc.OAuthClient(ctx, rest[1])
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(e.stdout, httpapi.ClientView(oc))
+		}
+		printClients(e.stdout, []*authd.OAuthClient{oc})
+		fmt.Fprintf(e.stdout, "redirect URIs:    %s\npost-logout URIs: %s\n", strings.Join(oc.RedirectURIs, " "),
+			dash(strings.Join(oc.PostLogoutRedirectURIs, " ")))
+		return nil
+	case "rotate-secret":
+		secret, err := svc.RotateClientSecret(ctx, c, rest[1])
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(e.stdout, map[string]string{"client_id": rest[1], "client_secret": secret})
+		}
+		printSecret(e.stdout, rest[1], secret)
+		return nil
+	default: // delete
+		return done(e, svc.DeleteClient(ctx, c, rest[1]), "deleted client %s", rest[1])
+	}
+}
+
+// fieldErrors spells out which flags a validation error refused, and why.
+func fieldErrors(err error) error {
+	var e *authd.Error
+	if !errors.As(err, &e) || len(e.Fields) == 0 {
+		return err
+	}
+	var msgs []string
+	for _, f := range e.Fields {
+		msgs = append(msgs, f.Field+" "+f.Message)
+	}
+	return &cliError{msg: "invalid client: " + strings.Join(msgs, "; "), hint: "see `authd clients --help`"}
+}
+
+func printClients(w io.Writer, cs []*authd.OAuthClient) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CLIENT_ID\tNAME\tTYPE\tFIRST_PARTY\tREDIRECT_URIS\tCREATED")
+	for _, c := range cs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\t%s\n", c.ID, c.Name, c.Type, c.FirstParty, len(c.RedirectURIs),
+			c.CreatedAt.Format(time.RFC3339))
+	}
+	tw.Flush()
+}
+
+// printSecret shows a client secret the one time it is known.
+func printSecret(w io.Writer, id, secret string) {
+	if secret == "" {
+		return
+	}
+	fmt.Fprintf(w, "\nclient_id:     %s\nclient_secret: %s\n\nThe secret is shown only now; store it in the relying party's configuration.\n", id, secret)
+}

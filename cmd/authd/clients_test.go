@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/token"
+)
+
+// TestClientsCLI registers, lists, shows, rotates and deletes clients with
+// the CLI on both stores, and checks that the secret it prints is the one a
+// server (the same keys directory) accepts.
+func TestClientsCLI(t *testing.T) {
+	t.Parallel()
+	for name, env := range map[string]map[string]string{"sqlite": sqliteEnv(t), "postgres": postgresEnv(t)} {
+		t.Run(name, func(t *testing.T) {
+			if code, _, stderr := runCLI(t, env, "migrate", "up"); code != exitOK {
+				t.Fatalf("migrate up: %s", stderr)
+			}
+			cli := func(wantCode int, args ...string) string {
+				t.Helper()
+				code, stdout, stderr := runCLI(t, env, args...)
+				if code != wantCode {
+					t.Fatalf("authd %s: exit %d (%s%s), want %d", strings.Join(args, " "), code, stdout, stderr, wantCode)
+				}
+				return stdout + stderr
+			}
+			out := cli(exitOK, "clients", "create", "--json", "--id", "proxy", "--name", "oauth2-proxy", "--type", "confidential",
+				"--redirect-uri", "https://app.example.org/oauth2/callback", "--redirect-uri", "http://127.0.0.1:4180/oauth2/callback",
+				"--post-logout-uri", "https://app.example.org/")
+			var created struct {
+				ClientID     string   `json:"client_id"`
+				ClientSecret string   `json:"client_secret"`
+				RedirectURIs []string `json:"redirect_uris"`
+			}
+			if err := json.Unmarshal([]byte(out), &created); err != nil || created.ClientID != "proxy" ||
+				created.ClientSecret == "" || len(created.RedirectURIs) != 2 {
+				t.Fatalf("create --json: %s (%v)", out, err)
+			}
+			out = cli(exitOK, "clients", "create", "--name", "SPA", "--type", "public", "--redirect-uri", "http://localhost:5173/cb", "--first-party")
+			if !strings.Contains(out, "SPA") || strings.Contains(out, "client_secret") {
+				t.Errorf("create public: %s; want no secret", out)
+			}
+			if out := cli(exitOK, "clients", "list"); !strings.Contains(out, "proxy") || !strings.Contains(out, "SPA") {
+				t.Errorf("list: %s", out)
+			}
+			if out := cli(exitOK, "clients", "show", "proxy"); !strings.Contains(out, "http://127.0.0.1:4180/oauth2/callback") ||
+				strings.Contains(out, created.ClientSecret) {
+				t.Errorf("show: %s", out)
+			}
+			out = cli(exitOK, "clients", "rotate-secret", "proxy")
+			fresh := strings.TrimSpace(strings.SplitN(strings.SplitN(out, "client_secret:", 2)[1], "\n", 2)[0])
+			if fresh == "" || fresh == created.ClientSecret {
+				t.Fatalf("rotate-secret: %s", out)
+			}
+
+			// A service on the same database and keys directory accepts the new secret only.
+			ctx := context.Background()
+			cfg := configOf(t, env)
+			db, err := openDatabase(ctx, cfg, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			svcCfg := cfg.service()
+			if svcCfg.RefreshKey, err = token.RefreshKey(cfg.KeysDir); err != nil {
+				t.Fatal(err)
+			}
+			svc := authd.NewService(svcCfg, authd.Deps{Store: db, Logger: slog.New(slog.DiscardHandler)})
+			if _, err := svc.AuthenticateClient(ctx, "proxy", fresh); err != nil {
+				t.Errorf("the rotated secret: %v", err)
+			}
+			if _, err := svc.AuthenticateClient(ctx, "proxy", created.ClientSecret); err == nil {
+				t.Error("the first secret still works after rotate-secret")
+			}
+
+			cli(exitUsage, "clients", "delete", "proxy")
+			cli(exitOK, "clients", "delete", "proxy", "--yes")
+			if out := cli(exitFailure, "clients", "show", "proxy"); !strings.Contains(out, "No such client") {
+				t.Errorf("show after delete: %s", out)
+			}
+			if out := cli(exitFailure, "clients", "create", "--name", "X", "--type", "public", "--redirect-uri", "http://example.org/cb"); !strings.Contains(out, "loopback") {
+				t.Errorf("create with plain http: %s; want the reason", out)
+			}
+			cli(exitUsage, "clients", "create", "--name", "X")
+			cli(exitUsage, "clients", "frobnicate")
+			cli(exitUsage, "clients")
+
+			logs, err := db.SecurityLogs(ctx, authd.SecurityLogFilter{EventType: authd.EventAdminAction, Limit: 50})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var actions []string
+			for i := len(logs) - 1; i >= 0; i-- {
+				actions = append(actions, logs[i].AdditionalContext["action"].(string))
+			}
+			if got, want := strings.Join(actions, " "), "create_client create_client rotate_client_secret delete_client"; got != want {
+				t.Errorf("admin_action rows: %s; want %s", got, want)
+			}
+		})
+	}
+}

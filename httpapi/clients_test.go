@@ -1,0 +1,132 @@
+package httpapi_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+)
+
+// adminActions returns the actions of the admin_action rows, oldest first.
+func adminActions(t *testing.T, s authd.Store) []string {
+	t.Helper()
+	logs, err := s.SecurityLogs(context.Background(), authd.SecurityLogFilter{EventType: authd.EventAdminAction, Limit: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for i := len(logs) - 1; i >= 0; i-- {
+		if a, _ := logs[i].AdditionalContext["action"].(string); strings.Contains(a, "client") {
+			out = append(out, a+" "+logs[i].AdditionalContext["client_id"].(string))
+		}
+	}
+	return out
+}
+
+func TestAdminClients(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		ctx := context.Background()
+		want(t, "no token", e.send(e.adminSrv.URL, "GET", "/v1/admin/clients", nil), 401, "invalid_token")
+		want(t, "public listener", e.do("GET", "/v1/admin/clients", nil, "Authorization", "Bearer "+adminToken), 404, "not_found")
+
+		r := e.admin("POST", "/v1/admin/clients", map[string]any{"client_id": "grafana", "name": "Grafana",
+			"type": "confidential", "redirect_uris": []string{"https://grafana.example.org/login/generic_oauth"},
+			"post_logout_redirect_uris": []string{"https://grafana.example.org/"}, "first_party": true})
+		want(t, "create confidential", r, 201, "")
+		secret := r.str("client_secret")
+		if len(secret) < 43 || r.header.Get("Location") != "/v1/admin/clients/grafana" || r.body["first_party"] != true {
+			t.Fatalf("create: %s (Location %q)", r.raw, r.header.Get("Location"))
+		}
+		e.clock.Advance(time.Second)
+		r = e.admin("POST", "/v1/admin/clients", map[string]any{"name": "SPA", "type": "public",
+			"redirect_uris": []string{"http://127.0.0.1:5173/cb", "com.example.app:/oauth"}})
+		want(t, "create public", r, 201, "")
+		spa := r.str("client_id")
+		if spa == "" || strings.Contains(r.raw, "client_secret") {
+			t.Errorf("public client: %s; want a random id and no secret", r.raw)
+		}
+		want(t, "taken id", e.admin("POST", "/v1/admin/clients", map[string]any{"client_id": "grafana", "name": "Again",
+			"type": "public", "redirect_uris": []string{"https://x.example.org/cb"}}), 409, "conflict")
+
+		for name, body := range map[string]map[string]any{
+			"no redirect":      {"name": "A", "type": "public", "redirect_uris": []string{}},
+			"wildcard":         {"name": "A", "type": "public", "redirect_uris": []string{"https://*.example.org/cb"}},
+			"fragment":         {"name": "A", "type": "public", "redirect_uris": []string{"https://a.example.org/cb#x"}},
+			"plain http":       {"name": "A", "type": "public", "redirect_uris": []string{"http://a.example.org/cb"}},
+			"relative":         {"name": "A", "type": "public", "redirect_uris": []string{"/cb"}},
+			"credentials":      {"name": "A", "type": "public", "redirect_uris": []string{"https://u:p@a.example.org/cb"}},
+			"javascript":       {"name": "A", "type": "public", "redirect_uris": []string{"javascript:alert(1)"}},
+			"twice":            {"name": "A", "type": "public", "redirect_uris": []string{"https://a.example.org/cb", "https://a.example.org/cb"}},
+			"bad type":         {"name": "A", "type": "native", "redirect_uris": []string{"https://a.example.org/cb"}},
+			"no name":          {"name": "", "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}},
+			"bad id":           {"client_id": "a b", "name": "A", "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}},
+			"bad logout uri":   {"name": "A", "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}, "post_logout_redirect_uris": []string{"ftp://x"}},
+			"unknown field":    {"name": "A", "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}, "secret": "mine"},
+			"string for array": {"name": "A", "type": "public", "redirect_uris": "https://a.example.org/cb"},
+		} {
+			want(t, name, e.admin("POST", "/v1/admin/clients", body), 400, "validation_failed")
+		}
+
+		r = e.admin("GET", "/v1/admin/clients", nil)
+		want(t, "list", r, 200, "")
+		items, _ := r.body["items"].([]any)
+		if len(items) != 2 || items[0].(map[string]any)["client_id"] != "grafana" || r.body["next_cursor"] != nil {
+			t.Errorf("list: %s", r.raw)
+		}
+		if strings.Contains(r.raw, "secret") || strings.Contains(r.raw, "digest") {
+			t.Errorf("the list shows a secret or its digest: %s", r.raw)
+		}
+		r = e.admin("GET", "/v1/admin/clients/grafana", nil)
+		if r.status != 200 || r.str("name") != "Grafana" || strings.Contains(r.raw, "secret") {
+			t.Errorf("show: %d %s", r.status, r.raw)
+		}
+		want(t, "show unknown", e.admin("GET", "/v1/admin/clients/nobody", nil), 404, "not_found")
+		want(t, "show malformed", e.admin("GET", "/v1/admin/clients/%20", nil), 404, "not_found")
+
+		// The secret authenticates the client, and only it.
+		if _, err := e.svc.AuthenticateClient(ctx, "grafana", secret); err != nil {
+			t.Errorf("AuthenticateClient with the secret: %v", err)
+		}
+		for name, c := range map[string][2]string{"wrong secret": {"grafana", secret + "x"}, "no secret": {"grafana", ""},
+			"unknown client": {"nobody", secret}, "secret for a public client": {spa, secret}} {
+			if _, err := e.svc.AuthenticateClient(ctx, c[0], c[1]); authd.ErrorCode(err) != authd.EInvalidCredentials {
+				t.Errorf("AuthenticateClient, %s: %v; want invalid_credentials", name, err)
+			}
+		}
+		if _, err := e.svc.AuthenticateClient(ctx, spa, ""); err != nil {
+			t.Errorf("AuthenticateClient of a public client without a secret: %v", err)
+		}
+
+		r = e.admin("POST", "/v1/admin/clients/grafana/rotate-secret", nil)
+		want(t, "rotate", r, 200, "")
+		fresh := r.str("client_secret")
+		if fresh == "" || fresh == secret {
+			t.Fatalf("rotate: %s", r.raw)
+		}
+		if _, err := e.svc.AuthenticateClient(ctx, "grafana", secret); err == nil {
+			t.Error("the old secret still works after a rotation")
+		}
+		if _, err := e.svc.AuthenticateClient(ctx, "grafana", fresh); err != nil {
+			t.Errorf("the new secret: %v", err)
+		}
+		want(t, "rotate a public client", e.admin("POST", "/v1/admin/clients/"+spa+"/rotate-secret", nil), 400, "validation_failed")
+		want(t, "rotate unknown", e.admin("POST", "/v1/admin/clients/nobody/rotate-secret", nil), 404, "not_found")
+
+		want(t, "delete", e.admin("DELETE", "/v1/admin/clients/grafana", nil), 204, "")
+		want(t, "delete again", e.admin("DELETE", "/v1/admin/clients/grafana", nil), 404, "not_found")
+		if _, err := e.svc.AuthenticateClient(ctx, "grafana", fresh); err == nil {
+			t.Error("a deleted client still authenticates")
+		}
+
+		got := strings.Join(adminActions(t, e.store), ", ")
+		if want := "create_client grafana, create_client " + spa + ", rotate_client_secret grafana, delete_client grafana"; got != want {
+			t.Errorf("admin_action rows: %s; want %s", got, want)
+		}
+		if logs := e.logs.String(); strings.Contains(logs, secret) || strings.Contains(logs, fresh) {
+			t.Error("a client secret reached the log")
+		}
+	})
+}
