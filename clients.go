@@ -103,10 +103,19 @@ func (s *Service) OAuthClient(ctx context.Context, id string) (*OAuthClient, err
 var errNoClient = Errorf(ENotFound, "No such client.")
 
 // DeleteClient removes a client with its consents, pending requests and
-// unredeemed codes. The sessions it started stay (their users end them as
-// any other). ENotFound.
+// codes, and ends every session it started (its tokens stop working
+// everywhere). ENotFound.
 func (s *Service) DeleteClient(ctx context.Context, c Client, id string) error {
 	return s.clientAction(ctx, c, id, "delete_client", func(tx *txn, oc *OAuthClient, now time.Time) error {
+		ids, err := tx.RevokeClientSessions(ctx, oc.ID, now)
+		if err != nil {
+			return err
+		}
+		if len(ids) > 0 {
+			if err := tx.revoke(ctx, Revocation{At: now, SessionIDs: ids}); err != nil {
+				return err
+			}
+		}
 		return tx.DeleteClient(ctx, oc.ID)
 	})
 }

@@ -21,7 +21,27 @@ const refreshPerSession = 60
 // same session): every tab ends up on one chain and a session never forks.
 // Any other use of a revoked refresh token is reuse: the whole session is
 // revoked and logged. Returns EInvalidToken, ERateLimited, EUnavailable.
+//
+// The refresh tokens of a session an OpenID Connect client started work
+// only through RefreshForClient, for that client.
 func (s *Service) Refresh(ctx context.Context, c Client, refreshToken string) (*TokenPair, error) {
+	return s.refresh(ctx, c, refreshToken, "")
+}
+
+// RefreshForClient is Refresh at the OpenID Connect token endpoint: the
+// same rotation, grace and reuse rules, for a refresh token of a session
+// that client (authenticated by the caller) started. Returns EInvalidToken
+// for any other refresh token, ERateLimited, EUnavailable.
+func (s *Service) RefreshForClient(ctx context.Context, c Client, clientID, refreshToken string) (*TokenPair, error) {
+	if clientID == "" {
+		return nil, errInvalidToken
+	}
+	return s.refresh(ctx, c, refreshToken, clientID)
+}
+
+// refresh is the one rotation of SPEC 6.4, for the sessions of clientID
+// ("" for the JSON API's own sessions).
+func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID string) (*TokenPair, error) {
 	digest, err := opaqueDigest(refreshToken)
 	if err != nil {
 		return nil, s.refuseToken(ctx, nil, c, EventTokenRefreshed, uuid.Nil, "malformed refresh token", nil)
@@ -39,6 +59,10 @@ func (s *Service) Refresh(ctx context.Context, c Client, refreshToken string) (*
 		}
 		ctxt := map[string]any{"session_id": sess.ID.String()}
 		switch {
+		case sess.ClientID != clientID:
+			// Another client's token, or a client's at the JSON API: not
+			// a refresh token here, and no reuse of anyone's chain.
+			return s.refuseToken(ctx, tx, c, EventTokenRefreshed, u.ID, "refresh token of another client", ctxt)
 		case !sess.RevokedAt.IsZero():
 			return s.refuseToken(ctx, tx, c, EventTokenRefreshed, u.ID, "session ended", ctxt)
 		case t.Expired(now) || !sess.Active(now):

@@ -225,6 +225,17 @@ type Queries interface {
 	// it does not exist.
 	UpdateAuthCode(ctx context.Context, c *AuthCode) error
 
+	// BrowserSession returns the session whose browser cookie has the
+	// digest. ENotFound when there is none.
+	BrowserSession(ctx context.Context, digest string) (*Session, error)
+	// SetBrowserDigest makes a session a browser sign-in whose cookie has
+	// the digest. ENotFound when the session does not exist, EConflict when
+	// the digest is taken.
+	SetBrowserDigest(ctx context.Context, id uuid.UUID, digest string) error
+	// RevokeClientSessions ends, at at, every unrevoked session the client
+	// started and returns their ids.
+	RevokeClientSessions(ctx context.Context, clientID string, at time.Time) ([]uuid.UUID, error)
+
 	// PublishRevocation tells every instance of rev when the transaction
 	// commits (PostgreSQL NOTIFY); stores with a single instance do nothing.
 	PublishRevocation(ctx context.Context, rev Revocation) error

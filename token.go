@@ -20,6 +20,13 @@ type Session struct {
 	// AMR says how the login was authenticated (RFC 8176), for the amr
 	// claim of every access token of the session.
 	AMR []string
+	// ClientID is the OpenID Connect client whose authorization code
+	// started the session; its refresh tokens work for that client only.
+	// Empty: a JSON login or a browser sign-in.
+	ClientID string
+	// BrowserDigest is the digest of the hosted pages' cookie of a browser
+	// sign-in; empty for any other session.
+	BrowserDigest string
 }
 
 // Active reports whether the session can still be used at now.

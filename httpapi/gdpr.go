@@ -28,6 +28,7 @@ var ExcludedColumns = map[string]string{
 	"mfa_recovery_codes.code_digest": "a digest of a recovery code: a security secret",
 	"mfa_challenges.token":           "a digest of a sign-in's mfa_token: a security secret",
 	"oauth_codes.code_digest":        "a digest of an authorization code: a security secret",
+	"sessions.browser_digest":        "a digest of the sign-in pages' cookie: a security secret",
 }
 
 type exportUser struct {
@@ -57,6 +58,7 @@ type exportSession struct {
 	ExpiresAt  time.Time  `json:"expires_at"`
 	RevokedAt  *time.Time `json:"revoked_at"`
 	AMR        string     `json:"amr"`
+	ClientID   *string    `json:"client_id"`
 }
 
 type exportFactor struct {
@@ -289,7 +291,7 @@ func (x *exportWriter) userRows() authd.UserRows {
 		Sessions: func(s *authd.Session) error {
 			return x.row(2, exportSession{ID: s.ID, UserID: s.UserID, DeviceInfo: s.DeviceInfo, CreatedAt: s.CreatedAt,
 				LastUsedAt: s.LastUsedAt, ExpiresAt: s.ExpiresAt, RevokedAt: optTime(s.RevokedAt),
-				AMR: authd.FormatAMR(s.AMR)})
+				AMR: authd.FormatAMR(s.AMR), ClientID: optString(s.ClientID)})
 		},
 		Tokens: func(t *authd.Token) error {
 			return x.row(3, exportToken{ID: t.ID, JTI: t.JTI, UserID: t.UserID, SessionID: t.SessionID,

@@ -173,3 +173,22 @@ func (q *queries) UpdateAuthCode(ctx context.Context, c *authd.AuthCode) error {
 	return q.write(ctx, mustAffect("authorization code"), `UPDATE oauth_codes SET used_at = $2, issued_session_id = $3
 		WHERE id = $1`, c.ID, nullTime(c.UsedAt), nullUUID(c.IssuedSessionID))
 }
+
+// BrowserSession implements authd.Queries.
+func (q *queries) BrowserSession(ctx context.Context, digest string) (*authd.Session, error) {
+	return scanSession(q.row(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE browser_digest = $1`+q.forUpdate(), digest))
+}
+
+// SetBrowserDigest implements authd.Queries. It runs at once so that a
+// taken digest is reported to the caller.
+func (q *queries) SetBrowserDigest(ctx context.Context, id uuid.UUID, digest string) error {
+	tag, err := q.exec(ctx, `UPDATE sessions SET browser_digest = $2 WHERE id = $1`, id, digest)
+	return affected(tag, err, "session")
+}
+
+// RevokeClientSessions implements authd.Queries.
+func (q *queries) RevokeClientSessions(ctx context.Context, clientID string, at time.Time) ([]uuid.UUID, error) {
+	return q.revokeSessions(ctx, at, `UPDATE sessions SET revoked_at = $1
+		WHERE client_id = $2 AND revoked_at IS NULL AND expires_at > $1
+		RETURNING id`, at, clientID)
+}

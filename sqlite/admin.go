@@ -143,13 +143,13 @@ func each[T any](ctx context.Context, tx *sql.Tx, yield func(T) error, scan func
 // scanSession reads one sessions row of sessionColumns.
 func scanSession(row scanner) (*authd.Session, error) {
 	var s authd.Session
-	var device sql.NullString
+	var device, client, browser sql.NullString
 	var amr string
 	if err := row.Scan(&s.ID, &s.UserID, &device, timeCol{&s.CreatedAt}, timeCol{&s.LastUsedAt},
-		timeCol{&s.ExpiresAt}, timeCol{&s.RevokedAt}, &amr); err != nil {
+		timeCol{&s.ExpiresAt}, timeCol{&s.RevokedAt}, &amr, &client, &browser); err != nil {
 		return nil, translate(err)
 	}
-	s.DeviceInfo, s.AMR = device.String, authd.ParseAMR(amr)
+	s.DeviceInfo, s.AMR, s.ClientID, s.BrowserDigest = device.String, authd.ParseAMR(amr), client.String, browser.String
 	return &s, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/authd/authd"
 	"github.com/google/uuid"
@@ -193,4 +194,22 @@ func (q *queries) UpdateAuthCode(ctx context.Context, c *authd.AuthCode) error {
 	res, err := q.db.ExecContext(ctx, `UPDATE oauth_codes SET used_at = ?, issued_session_id = ? WHERE id = ?`,
 		timeArg(c.UsedAt), nullUUID(c.IssuedSessionID), c.ID)
 	return affected(res, err, "authorization code")
+}
+
+// BrowserSession implements authd.Queries.
+func (q *queries) BrowserSession(ctx context.Context, digest string) (*authd.Session, error) {
+	return scanSession(q.db.QueryRowContext(ctx, `SELECT `+sessionColumns+` FROM sessions WHERE browser_digest = ?`, digest))
+}
+
+// SetBrowserDigest implements authd.Queries.
+func (q *queries) SetBrowserDigest(ctx context.Context, id uuid.UUID, digest string) error {
+	res, err := q.db.ExecContext(ctx, `UPDATE sessions SET browser_digest = ? WHERE id = ?`, digest, id)
+	return affected(res, err, "session")
+}
+
+// RevokeClientSessions implements authd.Queries.
+func (q *queries) RevokeClientSessions(ctx context.Context, clientID string, at time.Time) ([]uuid.UUID, error) {
+	return q.revokeSessions(ctx, at, `UPDATE sessions SET revoked_at = ?1
+		WHERE client_id = ?2 AND revoked_at IS NULL AND expires_at > ?1
+		RETURNING id`, timeArg(at), clientID)
 }

@@ -62,6 +62,7 @@ func Run(t *testing.T, open func(t *testing.T) authd.Store) {
 		{"Consents", testConsents},
 		{"AuthRequests", testAuthRequests},
 		{"AuthCodes", testAuthCodes},
+		{"ClientAndBrowserSessions", testClientAndBrowserSessions},
 		{"TxRollsBack", testTxRollsBack},
 		{"TxReadsItsWritesAndFailsWhole", testTxWrites},
 		{"TxSerialisesReadModifyWrite", testTxSerialises},

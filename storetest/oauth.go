@@ -8,6 +8,7 @@ import (
 
 	"github.com/authd/authd"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/uuid"
 )
 
 func newClient(id string, typ authd.ClientType) *authd.OAuthClient {
@@ -264,4 +265,55 @@ func testAuthCodes(t *testing.T, s authd.Store) {
 	wantCode(t, "AuthCode after erasure", err, authd.ENotFound)
 	_, err = s.Consent(ctx, u.ID, "app")
 	wantCode(t, "Consent after erasure", err, authd.ENotFound)
+}
+
+func testClientAndBrowserSessions(t *testing.T, s authd.Store) {
+	ctx := context.Background()
+	u := mustCreateUser(t, s, "bess@example.org")
+	mustCreateClient(t, s, newClient("app", authd.ClientPublic))
+	browser, forApp, forApp2, other := newSession(u), newSession(u), newSession(u), newSession(u)
+	forApp.ClientID, forApp2.ClientID = "app", "app"
+	forApp2.RevokedAt = Epoch // already ended: not revoked again
+	for _, sess := range []*authd.Session{browser, forApp, forApp2, other} {
+		if err := s.CreateSession(ctx, sess); err != nil {
+			t.Fatalf("CreateSession: %v", err)
+		}
+	}
+	got, err := s.Session(ctx, forApp.ID)
+	if err != nil || !cmp.Equal(forApp, got) {
+		t.Errorf("session with a client round trip: %v\n%s", err, cmp.Diff(forApp, got))
+	}
+
+	_, err = s.BrowserSession(ctx, "cookie-digest")
+	wantCode(t, "BrowserSession before any", err, authd.ENotFound)
+	if err := s.SetBrowserDigest(ctx, browser.ID, "cookie-digest"); err != nil {
+		t.Fatalf("SetBrowserDigest: %v", err)
+	}
+	wantCode(t, "SetBrowserDigest with a taken digest", s.SetBrowserDigest(ctx, other.ID, "cookie-digest"), authd.EConflict)
+	wantCode(t, "SetBrowserDigest of an unknown session", s.SetBrowserDigest(ctx, authd.NewID(), "other"), authd.ENotFound)
+	err = s.InTx(ctx, func(tx authd.Queries) error {
+		got, err = tx.BrowserSession(ctx, "cookie-digest") // locks it
+		return err
+	})
+	browser.BrowserDigest = "cookie-digest"
+	if err != nil || !cmp.Equal(browser, got) {
+		t.Errorf("BrowserSession: %v\n%s", err, cmp.Diff(browser, got))
+	}
+
+	var ids []uuid.UUID
+	err = s.InTx(ctx, func(tx authd.Queries) (err error) {
+		ids, err = tx.RevokeClientSessions(ctx, "app", Epoch.Add(time.Minute))
+		return err
+	})
+	if err != nil || !cmp.Equal(ids, []uuid.UUID{forApp.ID}) {
+		t.Errorf("RevokeClientSessions = %v, %v; want only the client's live session %v", ids, err, forApp.ID)
+	}
+	for _, sess := range []*authd.Session{browser, other} {
+		if got, _ := s.Session(ctx, sess.ID); !got.RevokedAt.IsZero() {
+			t.Errorf("RevokeClientSessions ended session %v of no client", sess.ID)
+		}
+	}
+	if got, _ := s.Session(ctx, forApp.ID); !got.RevokedAt.Equal(Epoch.Add(time.Minute)) {
+		t.Errorf("client session revoked at %v, want %v", got.RevokedAt, Epoch.Add(time.Minute))
+	}
 }

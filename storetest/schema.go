@@ -96,6 +96,8 @@ var SeedSchema = Schema{
 		{Table: "sessions", Name: "expires_at", Kind: "timestamp", Extra: true},
 		{Table: "sessions", Name: "revoked_at", Kind: "timestamp", Nullable: true, Extra: true},
 		{Table: "sessions", Name: "amr", Kind: "varchar", Extra: true},
+		{Table: "sessions", Name: "client_id", Kind: "varchar", Nullable: true, Extra: true},
+		{Table: "sessions", Name: "browser_digest", Kind: "varchar", Nullable: true, Extra: true},
 
 		{Table: "mfa_factors", Name: "id", Kind: "uuid", PK: true, Extra: true},
 		{Table: "mfa_factors", Name: "user_id", Kind: "uuid", Extra: true},
@@ -198,6 +200,8 @@ var SeedSchema = Schema{
 		{Table: "sessions", Name: "ix_sessions_user_id", Columns: "user_id"},
 		{Table: "sessions", Name: "ix_sessions_expires_at", Columns: "expires_at"},
 		{Table: "sessions", Name: "ix_sessions_revoked_at", Columns: "revoked_at"},
+		{Table: "sessions", Name: "ix_sessions_client_id", Columns: "client_id"},
+		{Table: "sessions", Name: "ix_sessions_browser_digest", Columns: "browser_digest", Unique: true},
 		{Table: "mail_outbox", Name: "ix_mail_outbox_due", Columns: "next_attempt_at"},
 		{Table: "mail_outbox", Name: "ix_mail_outbox_user_id", Columns: "user_id"},
 		{Table: "mfa_factors", Name: "ix_mfa_factors_user_id_kind", Columns: "user_id,kind", Unique: true},

@@ -1,0 +1,365 @@
+package authd
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// The flows of authd as an OpenID provider (issue 10), in the domain's
+// words: a browser signs in (with the same Login and VerifyMFA as the JSON
+// API) and holds a cookie that is a session like any other; an
+// authorization request waits for it; the user consents once per client
+// that is not first-party; a single-use code, bound to client, redirect URI
+// and PKCE, starts a session of the client, whose tokens are the JSON API's
+// (RFC 9068 access tokens, rotating refresh tokens). The oidc adapter speaks
+// the protocol.
+
+// Lifetimes of the OpenID Connect rows.
+const (
+	AuthRequestTTL = 10 * time.Minute // from /authorize to the code, sign-in and consent included
+	AuthCodeTTL    = 60 * time.Second
+)
+
+// The scopes authd grants.
+const (
+	ScopeOpenID        = "openid"
+	ScopeEmail         = "email"
+	ScopeOfflineAccess = "offline_access"
+)
+
+// Scopes are the scopes authd knows, in the order they are shown.
+func Scopes() []string { return []string{ScopeOpenID, ScopeEmail, ScopeOfflineAccess} }
+
+// SignIn is the hosted pages' password step: Login exactly (rate limits,
+// lockout, enumeration safety, audit), whose new session becomes a browser
+// session. It returns the cookie value, a secret whose digest names the
+// session. For an account with a second factor the error is *MFARequired,
+// and SignInMFA finishes. Errors as Login.
+func (s *Service) SignIn(ctx context.Context, c Client, email, password string) (string, error) {
+	pair, err := s.Login(ctx, c, email, password, browserDevice(c))
+	if err != nil {
+		return "", err
+	}
+	return s.browserCookie(ctx, pair.SessionID)
+}
+
+// SignInMFA is the hosted pages' second step: VerifyMFA exactly, whose new
+// session becomes a browser session. Errors as VerifyMFA.
+func (s *Service) SignInMFA(ctx context.Context, c Client, mfaToken, method, code string) (string, error) {
+	pair, err := s.VerifyMFA(ctx, c, mfaToken, method, code)
+	if err != nil {
+		return "", err
+	}
+	return s.browserCookie(ctx, pair.SessionID)
+}
+
+// browserDevice describes a browser sign-in in the user's session list.
+func browserDevice(c Client) string {
+	return truncate("Browser sign-in: "+c.UserAgent, MaxDeviceInfoLength)
+}
+
+// browserCookie gives the session a new browser cookie and returns it.
+func (s *Service) browserCookie(ctx context.Context, session uuid.UUID) (string, error) {
+	raw, digest := newOpaqueToken()
+	if err := s.store.SetBrowserDigest(ctx, session, digest); err != nil {
+		return "", err
+	}
+	return raw, nil
+}
+
+// BrowserSession returns the live session of a browser cookie and its
+// user. Every way a session ends applies: logout, logout-all, password
+// change or reset, an administrator's revoke or lock, erasure, expiry; a
+// revocation on another instance counts as soon as it arrives.
+// EInvalidToken otherwise, EUnavailable.
+func (s *Service) BrowserSession(ctx context.Context, cookie string) (*Session, *User, error) {
+	digest, err := opaqueDigest(cookie)
+	if err != nil {
+		return nil, nil, errInvalidToken
+	}
+	sess, err := s.store.BrowserSession(ctx, digest)
+	if ErrorCode(err) == ENotFound {
+		return nil, nil, errInvalidToken
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	now := s.now()
+	if !sess.Active(now) || s.revocations.Revoked(sess.ID) {
+		return nil, nil, errInvalidToken
+	}
+	u, err := s.store.User(ctx, sess.UserID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if u.IsDeleted() || u.LockedByAdmin(now) {
+		return nil, nil, errInvalidToken
+	}
+	return sess, u, nil
+}
+
+// EndSession ends a session at the user's request (the sign-out page,
+// RP-initiated logout): the session and its tokens, everywhere, logged as
+// logout. A session already ended is no error. ENotFound, EUnavailable.
+func (s *Service) EndSession(ctx context.Context, c Client, id uuid.UUID) error {
+	return s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		sess, err := tx.Session(ctx, id)
+		if err != nil {
+			return err
+		}
+		if !sess.RevokedAt.IsZero() {
+			return nil
+		}
+		if err := s.endSession(ctx, tx, sess, now); err != nil {
+			return err
+		}
+		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventLogout, ResultSuccess, sess.UserID, "",
+			map[string]any{"session_id": sess.ID.String(), "client_id": sess.ClientID}))
+	})
+}
+
+// SaveAuthRequest keeps a validated authorization request for
+// AuthRequestTTL, giving it its id and times. ENotFound (no such client),
+// EUnavailable.
+func (s *Service) SaveAuthRequest(ctx context.Context, r *AuthRequest) error {
+	now := s.now()
+	r.ID, r.CreatedAt, r.ExpiresAt = NewID(), now, now.Add(AuthRequestTTL)
+	return s.store.CreateAuthRequest(ctx, r)
+}
+
+var errNoAuthRequest = Errorf(ENotFound, "This sign-in request has expired or was already used; start again from the application.")
+
+// AuthRequest returns a pending authorization request and its client.
+// ENotFound when it is unknown, used or expired; EUnavailable.
+func (s *Service) AuthRequest(ctx context.Context, id uuid.UUID) (*AuthRequest, *OAuthClient, error) {
+	r, err := s.store.AuthRequest(ctx, id)
+	if ErrorCode(err) == ENotFound {
+		return nil, nil, errNoAuthRequest
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if !s.now().Before(r.ExpiresAt) {
+		return nil, nil, errNoAuthRequest
+	}
+	oc, err := s.store.OAuthClient(ctx, r.ClientID)
+	if ErrorCode(err) == ENotFound {
+		return nil, nil, errNoAuthRequest
+	}
+	return r, oc, err
+}
+
+// NeedsConsent reports whether the user must still consent to give the
+// client the scopes: never for a first-party client, else unless an earlier
+// consent covers them. EUnavailable.
+func (s *Service) NeedsConsent(ctx context.Context, oc *OAuthClient, user uuid.UUID, scopes []string) (bool, error) {
+	if oc.FirstParty {
+		return false, nil
+	}
+	consent, err := s.store.Consent(ctx, user, oc.ID)
+	if ErrorCode(err) == ENotFound {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return !consent.Covers(scopes), nil
+}
+
+// GrantConsent remembers that the user lets the client have the scopes
+// (with any granted before), logged as oidc_consent_granted. ENotFound,
+// EUnavailable.
+func (s *Service) GrantConsent(ctx context.Context, c Client, user uuid.UUID, clientID string, scopes []string) error {
+	return s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		granted := scopes
+		old, err := tx.Consent(ctx, user, clientID)
+		switch ErrorCode(err) {
+		case "":
+			granted = append([]string{}, old.Scopes...)
+			for _, sc := range scopes {
+				if !containsString(granted, sc) {
+					granted = append(granted, sc)
+				}
+			}
+		case ENotFound:
+		default:
+			return err
+		}
+		if err := tx.SaveConsent(ctx, &Consent{ID: NewID(), UserID: user, ClientID: clientID, Scopes: granted,
+			GrantedAt: now}); err != nil {
+			return err
+		}
+		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventOIDCConsentGranted, ResultSuccess, user, "",
+			map[string]any{"client_id": clientID, "scopes": FormatScopes(granted)}))
+	})
+}
+
+// IssueCode finishes an authorization request for a signed-in browser
+// session: the request is used up and a code valid for AuthCodeTTL is
+// returned (the raw value; only its digest is kept), logged as
+// oidc_authorized. The caller has checked consent and the request's
+// MinAuthTime. ENotFound (the request is gone), EUnavailable.
+func (s *Service) IssueCode(ctx context.Context, c Client, requestID uuid.UUID, sess *Session) (string, *AuthRequest, error) {
+	raw, digest := newOpaqueToken()
+	var req *AuthRequest
+	err := s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		var err error
+		req, err = tx.AuthRequest(ctx, requestID)
+		if ErrorCode(err) == ENotFound || err == nil && !now.Before(req.ExpiresAt) {
+			return errNoAuthRequest
+		}
+		if err != nil {
+			return err
+		}
+		if err := tx.DeleteAuthRequest(ctx, req.ID); err != nil {
+			return err
+		}
+		if err := tx.CreateAuthCode(ctx, &AuthCode{ID: NewID(), Digest: digest, ClientID: req.ClientID,
+			UserID: sess.UserID, SessionID: sess.ID, RedirectURI: req.RedirectURI, CodeChallenge: req.CodeChallenge,
+			CodeChallengeMethod: req.CodeChallengeMethod, Nonce: req.Nonce, Scopes: req.Scopes,
+			AuthTime: sess.CreatedAt, AMR: sess.AMR, CreatedAt: now, ExpiresAt: now.Add(AuthCodeTTL)}); err != nil {
+			return err
+		}
+		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventOIDCAuthorized, ResultSuccess, sess.UserID, "",
+			map[string]any{"client_id": req.ClientID, "scopes": FormatScopes(req.Scopes), "session_id": sess.ID.String()}))
+	})
+	if err != nil {
+		return "", nil, err
+	}
+	return raw, req, nil
+}
+
+// CodeGrant is what redeeming a code yields: the session's token pair, the
+// code (nonce, scopes, auth_time, amr for the ID token) and the user.
+type CodeGrant struct {
+	Pair *TokenPair
+	Code *AuthCode
+	User *User
+}
+
+// RedeemCode exchanges an authorization code of the (authenticated) client
+// for a new session of that client and its first token pair (RFC 6749
+// §4.1.3, RFC 7636). The code must be unused, unexpired, the client's,
+// issued for redirectURI, and match the PKCE verifier when it has a
+// challenge; the browser session it came from must still be live. A code
+// presented a second time ends the session its first redemption started
+// (RFC 6749 §4.1.2) and is logged as oidc_code_reuse. Every refusal is
+// EInvalidToken and logged; ERateLimited, EUnavailable.
+func (s *Service) RedeemCode(ctx context.Context, c Client, oc *OAuthClient, code, redirectURI, verifier string) (*CodeGrant, error) {
+	digest, err := opaqueDigest(code)
+	if err != nil {
+		return nil, s.refuseToken(ctx, nil, c, EventOIDCCodeRedeemed, uuid.Nil, "malformed code",
+			map[string]any{"client_id": oc.ID})
+	}
+	var grant *CodeGrant
+	err = s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		ac, err := tx.AuthCode(ctx, digest) // locked: one redemption wins
+		if ErrorCode(err) == ENotFound {
+			return s.refuseToken(ctx, tx, c, EventOIDCCodeRedeemed, uuid.Nil, "unknown code", map[string]any{"client_id": oc.ID})
+		}
+		if err != nil {
+			return err
+		}
+		ctxt := map[string]any{"client_id": oc.ID}
+		refuse := func(reason string) error {
+			return s.refuseToken(ctx, tx, c, EventOIDCCodeRedeemed, ac.UserID, reason, ctxt)
+		}
+		switch {
+		case ac.ClientID != oc.ID:
+			return refuse("code of another client")
+		case !ac.UsedAt.IsZero():
+			return s.codeReuse(ctx, tx, c, ac, now)
+		case !now.Before(ac.ExpiresAt):
+			return refuse("code expired")
+		case ac.RedirectURI != redirectURI:
+			return refuse("redirect_uri differs from the authorization request's")
+		case !pkceMatches(ac.CodeChallenge, ac.CodeChallengeMethod, verifier):
+			return refuse("PKCE verifier does not match")
+		}
+		browser, err := tx.Session(ctx, ac.SessionID)
+		if err != nil {
+			return err
+		}
+		u, err := tx.User(ctx, ac.UserID)
+		if err != nil {
+			return err
+		}
+		if !browser.Active(now) || u.IsDeleted() || u.LockedByAdmin(now) {
+			return refuse("the sign-in ended before the code was redeemed")
+		}
+		sess := &Session{ID: NewID(), UserID: u.ID, DeviceInfo: truncate("OpenID client: "+oc.Name, MaxDeviceInfoLength),
+			CreatedAt: now, LastUsedAt: now, ExpiresAt: browser.ExpiresAt, AMR: ac.AMR, ClientID: oc.ID}
+		if err := s.evictSessions(ctx, tx, c, u.ID, now); err != nil {
+			return err
+		}
+		if err := tx.CreateSession(ctx, sess); err != nil {
+			return err
+		}
+		raw, _ := newOpaqueToken()
+		pair, err := s.issuePair(ctx, tx, sess, raw, uuid.Nil, now)
+		if err != nil {
+			return err
+		}
+		ac.UsedAt, ac.IssuedSessionID = now, sess.ID
+		if err := tx.UpdateAuthCode(ctx, ac); err != nil {
+			return err
+		}
+		grant = &CodeGrant{Pair: pair, Code: ac, User: u}
+		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventOIDCCodeRedeemed, ResultSuccess, u.ID, "",
+			map[string]any{"client_id": oc.ID, "session_id": sess.ID.String(), "scopes": FormatScopes(ac.Scopes)}))
+	})
+	if err != nil {
+		return nil, err // a pair made before a failed commit is no pair
+	}
+	return grant, nil
+}
+
+// codeReuse answers a code presented again: whatever its first redemption
+// issued stops working everywhere.
+func (s *Service) codeReuse(ctx context.Context, tx *txn, c Client, ac *AuthCode, now time.Time) error {
+	ctxt := map[string]any{"client_id": ac.ClientID, "code_id": ac.ID.String()}
+	if ac.IssuedSessionID != uuid.Nil {
+		sess, err := tx.Session(ctx, ac.IssuedSessionID)
+		switch {
+		case err == nil && sess.RevokedAt.IsZero():
+			if err := s.endSession(ctx, tx, sess, now); err != nil {
+				return err
+			}
+		case err != nil && ErrorCode(err) != ENotFound:
+			return err
+		}
+		ctxt["session_id"] = ac.IssuedSessionID.String()
+	}
+	return tx.refuse(ctx, s.audit(now, c, EventOIDCCodeReuse, ResultFailure, ac.UserID,
+		"authorization code presented again", ctxt), errInvalidToken)
+}
+
+// pkceMatches checks a PKCE verifier against the code's challenge (RFC
+// 7636 §4.6): S256 only. A code without a challenge takes no verifier.
+func pkceMatches(challenge, method, verifier string) bool {
+	if challenge == "" {
+		return verifier == ""
+	}
+	if method != "S256" || len(verifier) < 43 || len(verifier) > 128 {
+		return false
+	}
+	sum := sha256.Sum256([]byte(verifier))
+	got := base64.RawURLEncoding.EncodeToString(sum[:])
+	return subtle.ConstantTimeCompare([]byte(got), []byte(challenge)) == 1
+}
+
+// IsMFARequired returns the second-factor challenge of a sign-in, if that is
+// what err is.
+func IsMFARequired(err error) (*MFARequired, bool) {
+	return errors.AsType[*MFARequired](err)
+}
