@@ -108,13 +108,20 @@ func (s *Service) BrowserSession(ctx context.Context, cookie string) (*Session, 
 // RP-initiated logout): the session and its tokens, everywhere, logged as
 // logout. A session already ended is no error. ENotFound, EUnavailable.
 func (s *Service) EndSession(ctx context.Context, c Client, id uuid.UUID) error {
+	return s.EndUserSession(ctx, c, id, uuid.Nil)
+}
+
+// EndUserSession is EndSession for a session named by a relying party (an
+// id_token_hint's sid): it ends it only when it is user's (uuid.Nil: any
+// user's, when no one is signed in on this browser). ENotFound, EUnavailable.
+func (s *Service) EndUserSession(ctx context.Context, c Client, id, user uuid.UUID) error {
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
 		sess, err := tx.Session(ctx, id)
 		if err != nil {
 			return err
 		}
-		if !sess.RevokedAt.IsZero() {
+		if !sess.RevokedAt.IsZero() || user != uuid.Nil && sess.UserID != user {
 			return nil
 		}
 		if err := s.endSession(ctx, tx, sess, now); err != nil {

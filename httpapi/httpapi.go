@@ -43,7 +43,21 @@ type Options struct {
 	Metrics http.Handler
 	// Observe, when set, is told of every request (for metrics).
 	Observe func(route string, status int, elapsed time.Duration)
+	// Mounts are other adapters' handlers on the public listener (the
+	// OpenID provider), behind the same middleware: request id, client IP,
+	// security headers, log line, metrics.
+	Mounts []Mount
 }
+
+// Mount is a handler served at its patterns (http.ServeMux syntax).
+type Mount struct {
+	Patterns []string
+	Handler  http.Handler
+}
+
+// RequestClient is who made a request, as the middleware worked it out
+// (trusted proxies included), for mounted handlers.
+func RequestClient(r *http.Request) authd.Client { return client(r) }
 
 // Server is the public listener's handler.
 type Server struct {
@@ -103,6 +117,12 @@ func New(opts Options) *Server {
 	s.handle("POST /reset-password/new-link", s.newLink("/reset-password/new-link", func(r *http.Request, email string) error {
 		return s.svc.ForgotPassword(r.Context(), client(r), email)
 	}))
+
+	for _, m := range opts.Mounts {
+		for _, pattern := range m.Patterns {
+			s.mux.Handle(pattern, m.Handler)
+		}
+	}
 
 	s.handler = s.middleware(http.HandlerFunc(s.route))
 	return s

@@ -14,7 +14,9 @@ const keysSynopsis = `authd keys [flags] ACTION
 Actions:
   generate    add a key of AUTHD_SIGNING_ALG (as rotate, without deleting)
   list        every key in AUTHD_KEYS_DIR with its state and when it changes
-  rotate      add a new key, and delete the keys retired for every lifetime
+  rotate      add a new key (and a new RS256 key for OpenID Connect ID
+              tokens, unless AUTHD_SIGNING_ALG is RS256 already, when one
+              key serves both), and delete the keys retired for every lifetime
               AUTHD_ACCESS_TOKEN_TTL may have (up to 24h): every token they
               signed has expired, whatever the servers' setting
 
@@ -56,7 +58,7 @@ func keysCmd(_ context.Context, e *env, args []string) error {
 	}
 	// added says when a key just made starts signing.
 	added := func(k *token.Key) error {
-		keys, err := token.LoadAlg(cfg.KeysDir, cfg.SigningAlg)
+		keys, err := token.LoadAlg(cfg.KeysDir, k.Alg)
 		if err != nil {
 			return fail(err)
 		}
@@ -80,15 +82,21 @@ func keysCmd(_ context.Context, e *env, args []string) error {
 		}
 		return added(k)
 	case "rotate":
-		k, deleted, err := token.Rotate(cfg.KeysDir, cfg.SigningAlg, now)
-		if err != nil {
-			return fail(err)
+		algs := []string{cfg.SigningAlg}
+		if cfg.SigningAlg != token.IDTokenAlg {
+			algs = append(algs, token.IDTokenAlg) // the OpenID Connect ID-token keys rotate with them
 		}
-		if err := added(k); err != nil {
-			return err
-		}
-		for _, id := range deleted {
-			fmt.Fprintf(e.stdout, "deleted retired key %s\n", id)
+		for _, alg := range algs {
+			k, deleted, err := token.Rotate(cfg.KeysDir, alg, now)
+			if err != nil {
+				return fail(err)
+			}
+			if err := added(k); err != nil {
+				return err
+			}
+			for _, id := range deleted {
+				fmt.Fprintf(e.stdout, "deleted retired key %s\n", id)
+			}
 		}
 	case "list":
 		keys, err := token.Load(cfg.KeysDir)
@@ -100,15 +108,18 @@ func keysCmd(_ context.Context, e *env, args []string) error {
 			return nil
 		}
 		states := map[*token.Key]token.Status{}
-		for _, s := range token.States(filterAlg(keys, cfg.SigningAlg), now, cfg.AccessTokenTTL) {
-			states[s.Key] = s
-		}
 		// When rotate deletes a key depends on the longest lifetime allowed,
 		// not on the one configured here.
 		deletable := map[*token.Key]time.Time{}
-		for _, s := range token.States(filterAlg(keys, cfg.SigningAlg), now, token.MaxAccessTokenTTL) {
-			if s.State == token.Retiring {
-				deletable[s.Key] = s.Until
+		// The access-token keys, and the ID-token keys of OpenID Connect.
+		for _, alg := range []string{cfg.SigningAlg, token.IDTokenAlg} {
+			for _, s := range token.States(filterAlg(keys, alg), now, cfg.AccessTokenTTL) {
+				states[s.Key] = s
+			}
+			for _, s := range token.States(filterAlg(keys, alg), now, token.MaxAccessTokenTTL) {
+				if s.State == token.Retiring {
+					deletable[s.Key] = s.Until
+				}
 			}
 		}
 		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)

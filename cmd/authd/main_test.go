@@ -599,10 +599,21 @@ func TestKeysCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, stdout, _ = runCLI(t, env, "keys", "list")
-	lines := strings.Split(strings.TrimSpace(stdout), "\n")
+	var lines, idLines []string // the EdDSA keys; the RS256 ID-token key rotate made beside them
+	for _, l := range strings.Split(strings.TrimSpace(stdout), "\n") {
+		switch {
+		case strings.Contains(l, "RS256"):
+			idLines = append(idLines, l)
+		default:
+			lines = append(lines, l)
+		}
+	}
 	if code != exitOK || len(lines) != 3 || !strings.Contains(lines[1], " published ") || !strings.Contains(lines[1], "signing from ") ||
 		!strings.Contains(lines[2], " signing ") || !strings.Contains(lines[2], "retiring from ") {
 		t.Errorf("list after rotate (newest first: published, then signing): %d\n%s", code, stdout)
+	}
+	if len(idLines) != 1 || !strings.Contains(idLines[0], " signing ") {
+		t.Errorf("list after rotate: the ID-token key %q; want one RS256 key, signing", idLines)
 	}
 	env["AUTHD_SIGNING_ALG"] = "ES256"
 	runCLI(t, env, "keys", "generate")

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +20,7 @@ import (
 	"github.com/authd/authd/httpapi"
 	"github.com/authd/authd/mail"
 	"github.com/authd/authd/metrics"
+	"github.com/authd/authd/oidc"
 	"github.com/authd/authd/password"
 	"github.com/authd/authd/postgres"
 	"github.com/authd/authd/ratelimit"
@@ -88,6 +91,7 @@ type App struct {
 	clock    authd.Clock
 	db       database
 	keys     *token.Keyring
+	idKeys   *token.Keyring // RS256, for OpenID Connect ID tokens; keys when that is RS256 too
 	service  *authd.Service
 	listener net.Listener
 	server   *http.Server
@@ -133,6 +137,13 @@ func (a *App) Open(ctx context.Context) (err error) {
 	if a.keys, err = token.OpenKeyring(a.cfg.KeysDir, a.cfg.SigningAlg, a.clock.Now()); err != nil {
 		return &cliError{msg: "signing keys: " + err.Error(),
 			hint: "AUTHD_KEYS_DIR must be a writable directory of PKCS#8 PEM private keys; see `authd keys --help`"}
+	}
+	a.idKeys = a.keys
+	if a.keys.Alg() != token.IDTokenAlg {
+		if a.idKeys, err = token.OpenKeyring(a.cfg.KeysDir, token.IDTokenAlg, a.clock.Now()); err != nil {
+			return &cliError{msg: "ID-token signing keys: " + err.Error(),
+				hint: "AUTHD_KEYS_DIR must be a writable directory of PKCS#8 PEM private keys; see `authd keys --help`"}
+		}
 	}
 	svcCfg := a.cfg.service()
 	if svcCfg.RefreshKey, err = token.RefreshKey(a.cfg.KeysDir); err != nil {
@@ -182,7 +193,7 @@ func (a *App) Open(ctx context.Context) (err error) {
 	}
 	opts := httpapi.Options{
 		Service:    a.service,
-		JWKS:       func() ([]byte, error) { return a.keys.JWKS(a.clock.Now(), a.cfg.AccessTokenTTL) },
+		JWKS:       a.jwks,
 		JWKSMaxAge: token.JWKSMaxAge,
 		Ready:      a.db.Ready,
 		Logger:     a.logger, ServiceTokens: a.cfg.ServiceTokens,
@@ -191,6 +202,14 @@ func (a *App) Open(ctx context.Context) (err error) {
 		HSTS:              strings.HasPrefix(a.cfg.PublicURL, "https://"),
 		Observe:           m.Request,
 	}
+	// zitadel/oidc logs through the default logger (its route list, the
+	// token endpoint's refusals): make that serve's, so that with
+	// AUTHD_LOG_FORMAT=json every line is still one JSON object.
+	slog.SetDefault(a.logger)
+	provider := oidc.New(oidc.Options{Service: a.service, Issuer: a.cfg.Issuer, PublicURL: a.cfg.PublicURL,
+		IDKeys: a.idKeys, IDTokenTTL: a.cfg.AccessTokenTTL, FormKey: formKey(svcCfg.RefreshKey),
+		Client: httpapi.RequestClient, Clock: a.clock.Now, Logger: a.logger})
+	opts.Mounts = []httpapi.Mount{{Patterns: provider.Patterns(), Handler: provider}}
 	if a.listener, err = listen(a.cfg.HTTPAddr, "AUTHD_HTTP_ADDR"); err != nil {
 		return err
 	}
@@ -362,6 +381,11 @@ func (a *App) maintain(ctx context.Context) {
 			if err := a.keys.Reload(); err != nil {
 				a.logger.Error("reloading signing keys", "err", err)
 			}
+			if a.idKeys != a.keys {
+				if err := a.idKeys.Reload(); err != nil {
+					a.logger.Error("reloading ID-token signing keys", "err", err)
+				}
+			}
 		}
 	}
 }
@@ -401,4 +425,24 @@ func (a *App) Close() error {
 		return a.db.Close()
 	}
 	return nil
+}
+
+// formKey derives the key of the hosted pages' CSRF tokens from the shared
+// refresh key, under its own label, so every instance agrees on it.
+func formKey(refreshKey []byte) []byte {
+	m := hmac.New(sha256.New, refreshKey)
+	m.Write([]byte("authd form key v1"))
+	return m.Sum(nil)
+}
+
+// jwks publishes the access-token keys and the ID-token keys. Both live in
+// AUTHD_KEYS_DIR: once the access-token keyring finds it emptied (how an
+// operator withdraws compromised keys), nothing is published until keys are
+// back, without waiting for the ID-token keyring's next reload.
+func (a *App) jwks() ([]byte, error) {
+	now := a.clock.Now()
+	if a.keys.Signing(now) == nil {
+		return a.keys.JWKS(now, a.cfg.AccessTokenTTL)
+	}
+	return token.JWKS(now, a.cfg.AccessTokenTTL, a.keys, a.idKeys)
 }

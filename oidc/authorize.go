@@ -1,0 +1,273 @@
+package oidc
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/google/uuid"
+)
+
+// Bounds on what an authorization request may carry.
+const (
+	maxState = 1024
+	maxNonce = 255
+)
+
+// authError is a refusal sent back to the client's (registered) redirect
+// URI (RFC 6749 §4.1.2.1).
+type authError struct{ code, description string }
+
+// authorize is the authorization endpoint (GET or POST, OpenID Connect Core
+// §3.1.2.1). The client and its redirect URI are checked first: either
+// wrong gets an error page and never a redirect. Any later problem goes back
+// to the client with its state and iss (RFC 9207).
+func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if r.Method == http.MethodPost {
+		form, ok := readForm(w, r)
+		if !ok {
+			p.errorPage(w, http.StatusBadRequest, "Invalid request", "The sign-in request could not be read.")
+			return
+		}
+		q = form
+	}
+	for _, vs := range q {
+		if len(vs) > 1 {
+			p.errorPage(w, http.StatusBadRequest, "Invalid request", "A parameter of the sign-in request is repeated.")
+			return
+		}
+	}
+	oc, err := p.svc.OAuthClient(r.Context(), q.Get("client_id"))
+	if err != nil {
+		if authd.ErrorCode(err) == authd.ENotFound {
+			p.errorPage(w, http.StatusBadRequest, "Unknown application", "The application that sent you here is not registered.")
+			return
+		}
+		p.unavailable(w, err)
+		return
+	}
+	redirect := q.Get("redirect_uri")
+	if !slices.Contains(oc.RedirectURIs, redirect) {
+		p.errorPage(w, http.StatusBadRequest, "Invalid redirect",
+			"The application asked to send you back to an address it has not registered.")
+		return
+	}
+	state := q.Get("state")
+	if len(state) > maxState {
+		state = ""
+		p.redirectError(w, r, redirect, state, authError{"invalid_request", "state is too long"})
+		return
+	}
+	req, aerr := p.parseAuthRequest(q, oc)
+	if aerr != nil {
+		p.redirectError(w, r, redirect, state, *aerr)
+		return
+	}
+	req.State = state
+	if strings.Contains(" "+q.Get("prompt")+" ", " none ") {
+		p.authorizeSilently(w, r, req, oc)
+		return
+	}
+	if err := p.svc.SaveAuthRequest(r.Context(), req); err != nil {
+		p.unavailable(w, err)
+		return
+	}
+	p.continueRequest(w, r, req, oc)
+}
+
+// parseAuthRequest checks the parameters of an authorization request
+// whose client and redirect URI are known to be right.
+func (p *Provider) parseAuthRequest(q url.Values, oc *authd.OAuthClient) (*authd.AuthRequest, *authError) {
+	if q.Get("request") != "" || q.Get("request_uri") != "" {
+		return nil, &authError{"request_not_supported", "request objects are not supported"}
+	}
+	if q.Get("response_type") != "code" {
+		return nil, &authError{"unsupported_response_type", "only the authorization code flow (response_type=code) is supported"}
+	}
+	if m := q.Get("response_mode"); m != "" && m != "query" {
+		return nil, &authError{"invalid_request", "only response_mode=query is supported"}
+	}
+	requested := strings.Fields(q.Get("scope"))
+	if !slices.Contains(requested, authd.ScopeOpenID) {
+		return nil, &authError{"invalid_scope", "the openid scope is required"}
+	}
+	var scopes []string
+	for _, s := range authd.Scopes() { // known scopes only, in a fixed order
+		if slices.Contains(requested, s) {
+			scopes = append(scopes, s)
+		}
+	}
+	req := &authd.AuthRequest{ClientID: oc.ID, RedirectURI: q.Get("redirect_uri"), Scopes: scopes,
+		Nonce: q.Get("nonce"), CodeChallenge: q.Get("code_challenge"), CodeChallengeMethod: q.Get("code_challenge_method")}
+	if len(req.Nonce) > maxNonce {
+		return nil, &authError{"invalid_request", "nonce is too long"}
+	}
+	switch {
+	case req.CodeChallenge == "" && oc.Type == authd.ClientPublic:
+		return nil, &authError{"invalid_request", "PKCE (code_challenge with S256) is required for this client"}
+	case req.CodeChallenge == "" && req.CodeChallengeMethod != "":
+		return nil, &authError{"invalid_request", "code_challenge_method without code_challenge"}
+	case req.CodeChallenge != "" && req.CodeChallengeMethod != "S256":
+		return nil, &authError{"invalid_request", "code_challenge_method must be S256"}
+	case req.CodeChallenge != "" && !validChallenge(req.CodeChallenge):
+		return nil, &authError{"invalid_request", "code_challenge must be 43 base64url characters"}
+	}
+	now := p.now()
+	prompt := strings.Fields(q.Get("prompt"))
+	if slices.Contains(prompt, "none") && len(prompt) > 1 {
+		return nil, &authError{"invalid_request", "prompt=none cannot be combined"}
+	}
+	if slices.Contains(prompt, "login") {
+		req.MinAuthTime = now
+	}
+	if v := q.Get("max_age"); v != "" {
+		age, err := strconv.Atoi(v)
+		if err != nil || age < 0 {
+			return nil, &authError{"invalid_request", "max_age must be a number of seconds"}
+		}
+		if t := now.Add(-time.Duration(age) * time.Second).Truncate(time.Second); t.After(req.MinAuthTime) {
+			req.MinAuthTime = t
+		}
+	}
+	return req, nil
+}
+
+func validChallenge(s string) bool {
+	if len(s) != 43 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// authorizeSilently answers prompt=none: a code at once, or an error,
+// never a page.
+func (p *Provider) authorizeSilently(w http.ResponseWriter, r *http.Request, req *authd.AuthRequest, oc *authd.OAuthClient) {
+	sess, _, err := p.browserSession(r)
+	if err != nil || sess.CreatedAt.Before(req.MinAuthTime) {
+		p.redirectError(w, r, req.RedirectURI, req.State, authError{"login_required", "no signed-in session"})
+		return
+	}
+	need, err := p.svc.NeedsConsent(r.Context(), oc, sess.UserID, req.Scopes)
+	if err != nil {
+		p.unavailable(w, err)
+		return
+	}
+	if need {
+		p.redirectError(w, r, req.RedirectURI, req.State, authError{"consent_required", "the user has not consented"})
+		return
+	}
+	if err := p.svc.SaveAuthRequest(r.Context(), req); err != nil {
+		p.unavailable(w, err)
+		return
+	}
+	p.issueCode(w, r, req, sess)
+}
+
+// resume continues a saved request after sign-in or consent.
+func (p *Provider) resume(w http.ResponseWriter, r *http.Request) {
+	req, oc, ok := p.savedRequest(w, r, r.URL.Query().Get("request"))
+	if !ok {
+		return
+	}
+	p.continueRequest(w, r, req, oc)
+}
+
+// continueRequest takes a saved request one step on: sign in, consent, or
+// the code.
+func (p *Provider) continueRequest(w http.ResponseWriter, r *http.Request, req *authd.AuthRequest, oc *authd.OAuthClient) {
+	sess, u, err := p.browserSession(r)
+	if err != nil || sess.CreatedAt.Before(req.MinAuthTime) {
+		http.Redirect(w, r, SignInPath+"?request="+req.ID.String(), http.StatusSeeOther)
+		return
+	}
+	need, err := p.svc.NeedsConsent(r.Context(), oc, sess.UserID, req.Scopes)
+	if err != nil {
+		p.unavailable(w, err)
+		return
+	}
+	if need {
+		p.render(w, http.StatusOK, page{Title: "Allow access?", Client: oc.Name, Email: u.Email, Scopes: req.Scopes,
+			Request: req.ID.String(), CSRF: p.csrfToken(w, r, "consent", req.ID.String()), content: "consent-content",
+			formTo: []string{origin(req.RedirectURI)}})
+		return
+	}
+	p.issueCode(w, r, req, sess)
+}
+
+func (p *Provider) issueCode(w http.ResponseWriter, r *http.Request, req *authd.AuthRequest, sess *authd.Session) {
+	code, req, err := p.svc.IssueCode(r.Context(), client(r.Context()), req.ID, sess)
+	if err != nil {
+		if authd.ErrorCode(err) == authd.ENotFound {
+			p.errorPage(w, http.StatusBadRequest, "Request expired", authd.ErrorMessage(err))
+			return
+		}
+		p.unavailable(w, err)
+		return
+	}
+	p.redirectTo(w, r, req.RedirectURI, url.Values{"code": {code}}, req.State)
+}
+
+// savedRequest loads the request a page form or link names; an error page
+// answers when there is none.
+func (p *Provider) savedRequest(w http.ResponseWriter, r *http.Request, id string) (*authd.AuthRequest, *authd.OAuthClient, bool) {
+	rid, err := uuid.Parse(id)
+	if err != nil {
+		p.errorPage(w, http.StatusBadRequest, "Request expired", "This sign-in request is not known; start again from the application.")
+		return nil, nil, false
+	}
+	req, oc, err := p.svc.AuthRequest(r.Context(), rid)
+	if err != nil {
+		if authd.ErrorCode(err) == authd.ENotFound {
+			p.errorPage(w, http.StatusBadRequest, "Request expired", authd.ErrorMessage(err))
+			return nil, nil, false
+		}
+		p.unavailable(w, err)
+		return nil, nil, false
+	}
+	return req, oc, true
+}
+
+// redirectError sends an error back to the client (RFC 6749 §4.1.2.1).
+func (p *Provider) redirectError(w http.ResponseWriter, r *http.Request, redirect, state string, e authError) {
+	p.redirectTo(w, r, redirect, url.Values{"error": {e.code}, "error_description": {e.description}}, state)
+}
+
+// redirectTo sends the browser to the client's redirect URI with params,
+// state and iss (RFC 9207).
+func (p *Provider) redirectTo(w http.ResponseWriter, r *http.Request, redirect string, params url.Values, state string) {
+	if state != "" {
+		params.Set("state", state)
+	}
+	params.Set("iss", p.opts.Issuer)
+	sep := "?"
+	if strings.Contains(redirect, "?") {
+		sep = "&"
+	}
+	http.Redirect(w, r, redirect+sep+params.Encode(), http.StatusFound)
+}
+
+// browserSession is the live session of this browser's cookie.
+func (p *Provider) browserSession(r *http.Request) (*authd.Session, *authd.User, error) {
+	cookie := p.cookie(r, sessionCookie)
+	if cookie == "" {
+		return nil, nil, errors.New("no session cookie")
+	}
+	return p.svc.BrowserSession(r.Context(), cookie)
+}
+
+func (p *Provider) unavailable(w http.ResponseWriter, err error) {
+	p.opts.Logger.Error("openid provider", "err", err)
+	w.Header().Set("Retry-After", "1")
+	p.errorPage(w, http.StatusServiceUnavailable, "Try again", "The service is busy or unavailable; try again in a moment.")
+}

@@ -1,0 +1,477 @@
+package oidc_test
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/oidc"
+	gooidc "github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
+)
+
+const rpCallback = "https://rp.example.org/callback"
+
+// rp is a relying party built from go-oidc and x/oauth2, as an application
+// would configure it: discovery, then the code flow with PKCE.
+type rp struct {
+	cfg      oauth2.Config
+	provider *gooidc.Provider
+	verifier *gooidc.IDTokenVerifier
+	ctx      context.Context
+}
+
+func (e *env) rp(c *authd.OAuthClient, secret string, scopes ...string) *rp {
+	e.t.Helper()
+	ctx := gooidc.ClientContext(context.Background(), e.srv.Client())
+	p, err := gooidc.NewProvider(ctx, e.srv.URL)
+	if err != nil {
+		e.t.Fatalf("discovery: %v", err)
+	}
+	return &rp{ctx: ctx, provider: p, verifier: p.Verifier(&gooidc.Config{ClientID: c.ID, Now: e.clock.Now}),
+		cfg: oauth2.Config{ClientID: c.ID, ClientSecret: secret, Endpoint: p.Endpoint(), RedirectURL: rpCallback,
+			Scopes: append([]string{gooidc.ScopeOpenID}, scopes...)}}
+}
+
+func (e *env) client(name string, typ authd.ClientType, firstParty bool) (*authd.OAuthClient, string) {
+	e.t.Helper()
+	c, secret, err := e.svc.CreateClient(context.Background(), authd.Client{}, authd.ClientSpec{ID: name, Name: name,
+		Type: typ, RedirectURIs: []string{rpCallback}, PostLogoutRedirectURIs: []string{"https://rp.example.org/bye"},
+		FirstParty: firstParty})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return c, secret
+}
+
+// login runs the browser through the flow up to the callback and returns
+// the code; the state must come back as sent.
+func (r *rp) login(t *testing.T, b *browser, email, state, nonce, verifier string) string {
+	t.Helper()
+	b.get(r.cfg.AuthCodeURL(state, oauth2.S256ChallengeOption(verifier), gooidc.Nonce(nonce)))
+	if cb := b.callback(); cb == nil {
+		b.signIn(email, goodPassword)
+	}
+	cb := b.callback()
+	if cb == nil {
+		t.Fatalf("no redirect to the relying party: %d %s", b.last.StatusCode, b.body)
+	}
+	if cb.Get("state") != state || cb.Get("iss") != b.e.srv.URL || cb.Get("code") == "" {
+		t.Fatalf("callback %v; want the code, state %q and iss %q", cb, state, b.e.srv.URL)
+	}
+	return cb.Get("code")
+}
+
+func TestCodeFlowWithGoOIDC(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		u := e.user("olive@example.org")
+		c, secret := e.client("app", authd.ClientConfidential, true)
+		r := e.rp(c, secret, gooidc.ScopeOfflineAccess, "email")
+
+		// Discovery says what the README promises.
+		var meta struct {
+			Issuer  string   `json:"issuer"`
+			Algs    []string `json:"id_token_signing_alg_values_supported"`
+			PKCE    []string `json:"code_challenge_methods_supported"`
+			EndSess string   `json:"end_session_endpoint"`
+			Iss     bool     `json:"authorization_response_iss_parameter_supported"`
+			JWKS    string   `json:"jwks_uri"`
+		}
+		if err := r.provider.Claims(&meta); err != nil || meta.Issuer != e.srv.URL || !slices.Equal(meta.Algs, []string{"RS256"}) ||
+			!slices.Equal(meta.PKCE, []string{"S256"}) || !meta.Iss || meta.EndSess != e.srv.URL+oidc.LogoutPath ||
+			meta.JWKS != e.srv.URL+"/.well-known/jwks.json" {
+			t.Errorf("discovery %+v, %v", meta, err)
+		}
+
+		b := e.browser()
+		verifier := oauth2.GenerateVerifier()
+		code := r.login(t, b, "olive@example.org", "st-123", "n-456", verifier)
+		tok, err := r.cfg.Exchange(r.ctx, code, oauth2.VerifierOption(verifier))
+		if err != nil {
+			t.Fatalf("exchange: %v", err)
+		}
+		raw, _ := tok.Extra("id_token").(string)
+		idt, err := r.verifier.Verify(r.ctx, raw)
+		if err != nil {
+			t.Fatalf("go-oidc refused the ID token: %v", err)
+		}
+		var claims struct {
+			Email    string   `json:"email"`
+			Verified bool     `json:"email_verified"`
+			AuthTime int64    `json:"auth_time"`
+			AMR      []string `json:"amr"`
+			SID      string   `json:"sid"`
+		}
+		if err := idt.Claims(&claims); err != nil {
+			t.Fatal(err)
+		}
+		if idt.Subject != u.ID.String() || idt.Nonce != "n-456" || claims.Email != "olive@example.org" || !claims.Verified ||
+			claims.AuthTime != e.clock.Now().Unix() || !slices.Equal(claims.AMR, []string{"pwd"}) || claims.SID == "" {
+			t.Errorf("ID token: sub %s nonce %s claims %+v", idt.Subject, idt.Nonce, claims)
+		}
+		if err := idt.VerifyAccessToken(tok.AccessToken); err != nil {
+			t.Errorf("at_hash: %v", err)
+		}
+		// The access token is authd's own: /v1/users/me takes it.
+		if got := e.me(tok.AccessToken); got != http.StatusOK {
+			t.Errorf("/v1/users/me with the OpenID access token: %d", got)
+		}
+		a, err := e.svc.Authenticate(context.Background(), tok.AccessToken)
+		if err != nil || a.SessionID.String() != claims.SID {
+			t.Errorf("access token claims %+v, %v; want the ID token's sid", a, err)
+		}
+		info, err := r.provider.UserInfo(r.ctx, oauth2.StaticTokenSource(tok))
+		if err != nil || info.Subject != u.ID.String() || info.Email != "olive@example.org" || !info.EmailVerified {
+			t.Errorf("userinfo %+v, %v", info, err)
+		}
+
+		// Refresh rotates with the JSON API's rules.
+		e.clock.Advance(time.Minute)
+		tok2, err := r.cfg.TokenSource(r.ctx, &oauth2.Token{RefreshToken: tok.RefreshToken}).Token()
+		if err != nil || tok2.RefreshToken == "" || tok2.RefreshToken == tok.RefreshToken {
+			t.Fatalf("refresh: %+v, %v", tok2, err)
+		}
+		if got := e.jsonRefresh(tok2.RefreshToken); got != http.StatusUnauthorized {
+			t.Errorf("/v1/auth/refresh with a client's refresh token: %d, want 401", got)
+		}
+		e.clock.Advance(time.Minute) // past the grace window
+		if _, err := r.cfg.TokenSource(r.ctx, &oauth2.Token{RefreshToken: tok.RefreshToken}).Token(); err == nil {
+			t.Fatal("the rotated refresh token worked again")
+		}
+		if got := e.me(tok2.AccessToken); got != http.StatusUnauthorized {
+			t.Errorf("after reuse, the session's access token answers %d; want 401", got)
+		}
+		if _, err := r.cfg.TokenSource(r.ctx, &oauth2.Token{RefreshToken: tok2.RefreshToken}).Token(); err == nil {
+			t.Error("after reuse, the session's newest refresh token still works")
+		}
+
+		// The browser session lives on: a second sign-in needs no password.
+		verifier = oauth2.GenerateVerifier()
+		b.get(r.cfg.AuthCodeURL("again", oauth2.S256ChallengeOption(verifier)))
+		if b.callback() == nil {
+			t.Fatalf("a signed-in browser was asked to sign in again: %d %s", b.last.StatusCode, b.body)
+		}
+		events := e.events(u)
+		for _, want := range []string{"login_success", "oidc_authorized", "oidc_code_redeemed", "token_refreshed", "refresh_token_reuse"} {
+			if !slices.Contains(events, want) {
+				t.Errorf("security log %v lacks %s", events, want)
+			}
+		}
+		if strings.Contains(e.logText(), secret) || strings.Contains(e.logText(), code) {
+			t.Error("a client secret or code reached the log")
+		}
+	})
+}
+
+func TestCodeReuseRevokesItsTokens(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("remy@example.org")
+		c, secret := e.client("app", authd.ClientConfidential, true)
+		r := e.rp(c, secret, gooidc.ScopeOfflineAccess)
+		verifier := oauth2.GenerateVerifier()
+		code := r.login(t, e.browser(), "remy@example.org", "s", "n", verifier)
+		tok, err := r.cfg.Exchange(r.ctx, code, oauth2.VerifierOption(verifier))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.cfg.Exchange(r.ctx, code, oauth2.VerifierOption(verifier)); err == nil || !strings.Contains(err.Error(), "invalid_grant") {
+			t.Fatalf("second exchange of a code: %v; want invalid_grant", err)
+		}
+		if got := e.me(tok.AccessToken); got != http.StatusUnauthorized {
+			t.Errorf("the first exchange's access token answers %d after the code's reuse; want 401", got)
+		}
+		if _, err := r.cfg.TokenSource(r.ctx, &oauth2.Token{RefreshToken: tok.RefreshToken}).Token(); err == nil {
+			t.Error("the first exchange's refresh token still works after the code's reuse")
+		}
+		if ev := e.events(e.userByEmail("remy@example.org")); !slices.Contains(ev, "oidc_code_reuse") {
+			t.Errorf("no oidc_code_reuse event: %v", ev)
+		}
+	})
+}
+
+func TestCodeChecks(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("cora@example.org")
+		c, secret := e.client("app", authd.ClientConfidential, true)
+		r := e.rp(c, secret)
+		b := e.browser()
+		for name, try := range map[string]func(code, verifier string) error{
+			"wrong verifier": func(code, _ string) error {
+				_, err := r.cfg.Exchange(r.ctx, code, oauth2.VerifierOption(oauth2.GenerateVerifier()))
+				return err
+			},
+			"no verifier": func(code, _ string) error { _, err := r.cfg.Exchange(r.ctx, code); return err },
+			"other redirect_uri": func(code, v string) error {
+				other := r.cfg
+				other.RedirectURL = "https://rp.example.org/other"
+				_, err := other.Exchange(r.ctx, code, oauth2.VerifierOption(v))
+				return err
+			},
+			"wrong secret": func(code, v string) error {
+				other := r.cfg
+				other.ClientSecret = secret + "x"
+				_, err := other.Exchange(r.ctx, code, oauth2.VerifierOption(v))
+				return err
+			},
+			"expired": func(code, v string) error {
+				e.clock.Advance(61 * time.Second)
+				_, err := r.cfg.Exchange(r.ctx, code, oauth2.VerifierOption(v))
+				return err
+			},
+			"junk": func(_, v string) error { _, err := r.cfg.Exchange(r.ctx, "junk", oauth2.VerifierOption(v)); return err },
+		} {
+			verifier := oauth2.GenerateVerifier()
+			code := r.login(t, b, "cora@example.org", "s", "n", verifier)
+			if err := try(code, verifier); err == nil {
+				t.Errorf("%s: the code was exchanged", name)
+			}
+		}
+	})
+}
+
+func TestAuthorizeRefusals(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("rita@example.org")
+		pub, _ := e.client("spa", authd.ClientPublic, true)
+		b := e.browser()
+		authorize := func(q url.Values) *browser {
+			return b.get(e.srv.URL + oidc.AuthorizePath + "?" + q.Encode())
+		}
+		base := url.Values{"client_id": {"spa"}, "redirect_uri": {rpCallback}, "response_type": {"code"},
+			"scope": {"openid"}, "state": {"xyz"}, "code_challenge": {strings.Repeat("a", 43)}, "code_challenge_method": {"S256"}}
+		with := func(k, v string) url.Values {
+			q := url.Values{}
+			for kk, vv := range base {
+				q[kk] = vv
+			}
+			if v == "" {
+				q.Del(k)
+			} else {
+				q.Set(k, v)
+			}
+			return q
+		}
+		// Never a redirect: unknown client, unregistered redirect URI.
+		for name, q := range map[string]url.Values{
+			"unknown client":       with("client_id", "nobody"),
+			"wrong redirect_uri":   with("redirect_uri", "https://evil.example.org/callback"),
+			"redirect_uri prefix":  with("redirect_uri", rpCallback+"/more"),
+			"missing redirect_uri": with("redirect_uri", ""),
+		} {
+			authorize(q)
+			if b.last.StatusCode != http.StatusBadRequest || b.last.Header.Get("Location") != "" ||
+				!strings.Contains(b.last.Header.Get("Content-Type"), "text/html") {
+				t.Errorf("%s: %d, Location %q; want an error page", name, b.last.StatusCode, b.last.Header.Get("Location"))
+			}
+		}
+		// Back to the client with an error, the state and iss.
+		for name, tt := range map[string]struct {
+			q    url.Values
+			code string
+		}{
+			"public client without PKCE": {with("code_challenge", ""), "invalid_request"},
+			"plain PKCE":                 {with("code_challenge_method", "plain"), "invalid_request"},
+			"no openid scope":            {with("scope", "email"), "invalid_scope"},
+			"implicit flow":              {with("response_type", "token"), "unsupported_response_type"},
+			"prompt=none, signed out":    {with("prompt", "none"), "login_required"},
+		} {
+			authorize(tt.q)
+			cb := b.callback()
+			if cb == nil || cb.Get("error") != tt.code || cb.Get("state") != "xyz" || cb.Get("iss") != e.srv.URL {
+				t.Errorf("%s: %d %v; want error %s with state and iss", name, b.last.StatusCode, cb, tt.code)
+			}
+		}
+		_ = pub
+	})
+}
+
+func TestSignInWithSecondFactor(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		secret := e.mfaUser("mia@example.org")
+		c, cs := e.client("app", authd.ClientConfidential, true)
+		r := e.rp(c, cs)
+		b := e.browser()
+		verifier := oauth2.GenerateVerifier()
+		b.get(r.cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(verifier))).signIn("mia@example.org", goodPassword)
+		if !strings.Contains(b.body, `name="mfa_token"`) {
+			t.Fatalf("no second-factor step: %d %s", b.last.StatusCode, b.body)
+		}
+		f := b.form()
+		f.Set("code", "000000")
+		b.post(oidc.MFAPath, f)
+		if b.last.StatusCode != http.StatusUnauthorized || !strings.Contains(b.body, `name="mfa_token"`) {
+			t.Fatalf("a wrong code: %d; want the form again: %s", b.last.StatusCode, b.body)
+		}
+		f = b.form()
+		f.Set("code", totpAt(t, secret, e.clock.Now()))
+		b.post(oidc.MFAPath, f)
+		cb := b.callback()
+		if cb == nil || cb.Get("code") == "" {
+			t.Fatalf("after the right code: %d %s", b.last.StatusCode, b.body)
+		}
+		tok, err := r.cfg.Exchange(r.ctx, cb.Get("code"), oauth2.VerifierOption(verifier))
+		if err != nil {
+			t.Fatal(err)
+		}
+		idt, err := r.verifier.Verify(r.ctx, tok.Extra("id_token").(string))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var claims struct {
+			AMR []string `json:"amr"`
+		}
+		idt.Claims(&claims)
+		if !slices.Equal(claims.AMR, []string{"pwd", "otp", "mfa"}) {
+			t.Errorf("amr %v; want pwd otp mfa", claims.AMR)
+		}
+	})
+}
+
+func TestConsentAndCSRF(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("cleo@example.org")
+		c, cs := e.client("third", authd.ClientConfidential, false)
+		r := e.rp(c, cs, "email")
+		b := e.browser()
+		b.get(r.cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+		// A sign-in form posted without this browser's CSRF token is refused.
+		f := b.form()
+		f.Set("csrf", "forged")
+		f.Set("email", "cleo@example.org")
+		f.Set("password", goodPassword)
+		if b.post(oidc.SignInPath, f); b.last.StatusCode != http.StatusForbidden {
+			t.Errorf("sign-in with a forged CSRF token: %d; want 403", b.last.StatusCode)
+		}
+		b.get(r.cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))).signIn("cleo@example.org", goodPassword)
+		if !strings.Contains(b.body, `name="decision"`) || !strings.Contains(b.body, "see your email address") {
+			t.Fatalf("no consent page: %d %s", b.last.StatusCode, b.body)
+		}
+		csp := b.last.Header.Get("Content-Security-Policy")
+		if !strings.Contains(csp, "form-action 'self' https://rp.example.org") || strings.Contains(csp, "script-src") {
+			t.Errorf("consent page CSP %q", csp)
+		}
+		f = b.form()
+		f.Set("decision", "deny")
+		if cb := b.post(oidc.ConsentPath, f).callback(); cb == nil || cb.Get("error") != "access_denied" {
+			t.Errorf("deny: %v", cb)
+		}
+		b.get(r.cfg.AuthCodeURL("s2", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+		f = b.form()
+		f.Set("decision", "allow")
+		if cb := b.post(oidc.ConsentPath, f).callback(); cb == nil || cb.Get("code") == "" || cb.Get("state") != "s2" {
+			t.Fatalf("allow: %d %v", b.last.StatusCode, b.body)
+		}
+		// Remembered: no consent page the next time.
+		if cb := b.get(r.cfg.AuthCodeURL("s3", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))).callback(); cb == nil {
+			t.Errorf("consent asked again: %d", b.last.StatusCode)
+		}
+	})
+}
+
+func TestLogoutEndsSessions(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("lou@example.org")
+		c, cs := e.client("app", authd.ClientConfidential, true)
+		r := e.rp(c, cs)
+		b := e.browser()
+		verifier := oauth2.GenerateVerifier()
+		tok, err := r.cfg.Exchange(r.ctx, r.login(t, b, "lou@example.org", "s", "n", verifier), oauth2.VerifierOption(verifier))
+		if err != nil {
+			t.Fatal(err)
+		}
+		idToken := tok.Extra("id_token").(string)
+		q := url.Values{"id_token_hint": {idToken}, "post_logout_redirect_uri": {"https://evil.example.org/"}}
+		if b.get(e.srv.URL + oidc.LogoutPath + "?" + q.Encode()); b.last.StatusCode != http.StatusBadRequest {
+			t.Errorf("logout to an unregistered address: %d; want an error page", b.last.StatusCode)
+		}
+		q.Set("post_logout_redirect_uri", "https://rp.example.org/bye")
+		q.Set("state", "bye-state")
+		b.get(e.srv.URL + oidc.LogoutPath + "?" + q.Encode())
+		if b.last.StatusCode != http.StatusOK || e.me(tok.AccessToken) != http.StatusOK {
+			t.Fatalf("a GET signed out (or failed): %d", b.last.StatusCode)
+		}
+		b.post(oidc.LogoutPath, b.form())
+		if loc := b.last.Header.Get("Location"); b.last.StatusCode != http.StatusSeeOther || loc != "https://rp.example.org/bye?state=bye-state" {
+			t.Errorf("after logout: %d to %q", b.last.StatusCode, loc)
+		}
+		if got := e.me(tok.AccessToken); got != http.StatusUnauthorized {
+			t.Errorf("the relying party's access token answers %d after logout; want 401", got)
+		}
+		b.get(r.cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+		if b.callback() != nil || !strings.Contains(b.body, `name="password"`) {
+			t.Errorf("after logout the browser was not asked to sign in: %d", b.last.StatusCode)
+		}
+	})
+}
+
+// TestBrowserSessionEndsWithTheAccount: logout-all through the JSON API ends
+// the browser's session too.
+func TestBrowserSessionEndsWithLogoutAll(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("liv@example.org")
+		c, cs := e.client("app", authd.ClientConfidential, true)
+		r := e.rp(c, cs)
+		b := e.browser()
+		r.login(t, b, "liv@example.org", "s", "n", oauth2.GenerateVerifier())
+		pair, err := e.svc.Login(context.Background(), authd.Client{}, "liv@example.org", goodPassword, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, _ := http.NewRequest("POST", e.srv.URL+"/v1/auth/logout-all", nil)
+		req.Header.Set("Authorization", "Bearer "+pair.AccessToken)
+		if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("logout-all: %v %v", resp, err)
+		}
+		b.get(r.cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+		if b.callback() != nil {
+			t.Error("the browser session survived logout-all")
+		}
+	})
+}
+
+func (e *env) me(access string) int {
+	req, _ := http.NewRequest("GET", e.srv.URL+"/v1/users/me", nil)
+	req.Header.Set("Authorization", "Bearer "+access)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func (e *env) jsonRefresh(refresh string) int {
+	resp, err := http.Post(e.srv.URL+"/v1/auth/refresh", "application/json",
+		strings.NewReader(`{"refresh_token":"`+refresh+`"}`))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func (e *env) userByEmail(email string) *authd.User {
+	u, err := e.store.UserByEmail(context.Background(), email)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return u
+}
+
+// events are the user's security events, oldest first.
+func (e *env) events(u *authd.User) []string {
+	logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: u.ID, Limit: 200})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []string
+	for i := len(logs) - 1; i >= 0; i-- {
+		out = append(out, string(logs[i].EventType))
+	}
+	return out
+}

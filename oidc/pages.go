@@ -1,0 +1,189 @@
+package oidc
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"embed"
+	"encoding/base64"
+	"html/template"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// The hosted pages: server-rendered, no script, no external asset, a strict
+// CSP with a per-response nonce for the one inline style. Every form
+// carries a CSRF token: an HMAC, under the shared form key, of a random
+// cookie of this browser, the form's purpose and what it acts on, so a
+// page of another site can neither read nor forge it.
+
+//go:embed pages/pages.html
+var pageFiles embed.FS
+
+var pageTemplates = func() map[string]*template.Template {
+	base := template.Must(template.ParseFS(pageFiles, "pages/pages.html"))
+	out := map[string]*template.Template{}
+	for _, t := range base.Templates() {
+		if name := t.Name(); strings.HasSuffix(name, "-content") {
+			page := template.Must(base.Clone())
+			template.Must(page.New("content").Parse(`{{template "` + name + `" .}}`))
+			out[name] = page
+		}
+	}
+	return out
+}()
+
+// page is the data of every page.
+type page struct {
+	AppName   string
+	Title     string
+	Nonce     string
+	CSRF      string
+	Error     string
+	Request   string // the authorization request id
+	Client    string // the client's name
+	Email     string
+	MFAToken  string
+	Method    string
+	Scopes    []string
+	Logout    logoutForm
+	content   string
+	formTo    []string // origins the page's forms may lead to, besides 'self'
+	lockedFor int      // Retry-After seconds, when the account is locked
+}
+
+type logoutForm struct {
+	ClientID, PostLogoutRedirectURI, State, IDTokenHint string
+}
+
+func (p *Provider) render(w http.ResponseWriter, status int, pg page) {
+	nonce := make([]byte, 16)
+	rand.Read(nonce)
+	pg.Nonce = base64.StdEncoding.EncodeToString(nonce)
+	pg.AppName = p.opts.AppName
+	t, ok := pageTemplates[pg.content]
+	if !ok {
+		t, pg = pageTemplates["error-content"], page{AppName: p.opts.AppName, Nonce: pg.Nonce, Title: "Something went wrong",
+			Error: "This page could not be shown.", content: "error-content"}
+		status = http.StatusInternalServerError
+	}
+	var buf bytes.Buffer
+	if err := t.ExecuteTemplate(&buf, "layout", pg); err != nil {
+		p.opts.Logger.Error("render page", "page", pg.content, "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	// Chrome applies form-action to the redirects a form submission leads
+	// to: the client's redirect URI must be allowed, and nothing else.
+	formAction := "'self'"
+	for _, o := range pg.formTo {
+		formAction += " " + o
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+pg.Nonce+"'; img-src 'self'; form-action "+
+		formAction+"; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("Cache-Control", "no-store")
+	if pg.lockedFor > 0 {
+		h.Set("Retry-After", strconv.Itoa(pg.lockedFor))
+	}
+	w.WriteHeader(status)
+	w.Write(buf.Bytes())
+}
+
+// errorPage answers a request that cannot be sent back to a client: an
+// unknown client, a redirect URI it did not register, an expired request.
+func (p *Provider) errorPage(w http.ResponseWriter, status int, title, msg string) {
+	p.render(w, status, page{Title: title, Error: msg, content: "error-content"})
+}
+
+// origin is what form-action must allow for a redirect to uri: its origin,
+// or its scheme for a native app's private-use scheme.
+func origin(uri string) string {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return ""
+	}
+	if u.Scheme == "http" || u.Scheme == "https" {
+		return u.Scheme + "://" + u.Host
+	}
+	return u.Scheme + ":"
+}
+
+// cookie names: __Host- (Secure, Path=/, no Domain) when the public URL is
+// https; a plain name on http, where browsers refuse __Host- cookies.
+func (p *Provider) cookieName(name string) string {
+	if p.secure {
+		return "__Host-" + name
+	}
+	return name
+}
+
+const (
+	sessionCookie = "authd_session"
+	csrfCookie    = "authd_csrf"
+)
+
+func (p *Provider) setCookie(w http.ResponseWriter, name, value string, maxAge int) {
+	http.SetCookie(w, &http.Cookie{Name: p.cookieName(name), Value: value, Path: "/", MaxAge: maxAge,
+		HttpOnly: true, Secure: p.secure, SameSite: http.SameSiteLaxMode})
+}
+
+func (p *Provider) cookie(r *http.Request, name string) string {
+	c, err := r.Cookie(p.cookieName(name))
+	if err != nil || len(c.Value) > 128 {
+		return ""
+	}
+	return c.Value
+}
+
+// csrfToken returns the form token for purpose and binding, setting this
+// browser's CSRF cookie first when it has none.
+func (p *Provider) csrfToken(w http.ResponseWriter, r *http.Request, purpose, binding string) string {
+	seed := p.cookie(r, csrfCookie)
+	if seed == "" {
+		b := make([]byte, 32)
+		rand.Read(b)
+		seed = base64.RawURLEncoding.EncodeToString(b)
+		p.setCookie(w, csrfCookie, seed, 0)
+		r.AddCookie(&http.Cookie{Name: p.cookieName(csrfCookie), Value: seed})
+	}
+	return p.formMAC(seed, purpose, binding)
+}
+
+func (p *Provider) formMAC(seed, purpose, binding string) string {
+	m := hmac.New(sha256.New, p.opts.FormKey)
+	m.Write([]byte("authd form v1\x00" + seed + "\x00" + purpose + "\x00" + binding))
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+// checkCSRF reports whether the form's token is this browser's for purpose
+// and binding.
+func (p *Provider) checkCSRF(r *http.Request, form url.Values, purpose, binding string) bool {
+	seed := p.cookie(r, csrfCookie)
+	got := form.Get("csrf")
+	if seed == "" || got == "" {
+		return false
+	}
+	return hmac.Equal([]byte(got), []byte(p.formMAC(seed, purpose, binding)))
+}
+
+// readForm reads a bounded urlencoded form body (never the query string).
+func readForm(w http.ResponseWriter, r *http.Request) (url.Values, bool) {
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
+		return nil, false
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+	if err := r.ParseForm(); err != nil {
+		return nil, false
+	}
+	for _, vs := range r.PostForm {
+		if len(vs) > 1 {
+			return nil, false // a parameter given twice is refused (RFC 6749 §3.1)
+		}
+	}
+	return r.PostForm, true
+}

@@ -1,0 +1,147 @@
+// Package oidc makes authd an OpenID Connect provider (issue 10): discovery,
+// the authorization endpoint with its hosted sign-in, second-factor, consent
+// and sign-out pages, the token and UserInfo endpoints, and RP-initiated
+// logout. It translates the protocol to the domain's flows (authd.Service)
+// and adds no second login, rotation or revocation of its own: sign-in is
+// Login and VerifyMFA, the tokens are the JSON API's (RFC 9068 access
+// tokens, rotating refresh tokens), logout ends sessions as the JSON API
+// does.
+//
+// The token and UserInfo endpoints run on zitadel/oidc's op.Server
+// (request parsing, client authentication by client_secret_basic,
+// client_secret_post or none, grant dispatch, RFC 6749 error answers); this
+// package implements that interface on the domain, so the library never
+// mints a token of its own. The authorization and end-session endpoints are
+// this package's, because they render pages: an unknown client or a
+// redirect URI that is not registered gets an error page, never a redirect.
+package oidc
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/token"
+	"github.com/zitadel/oidc/v3/pkg/op"
+)
+
+// The endpoints, under the public URL.
+const (
+	DiscoveryPath = "/.well-known/openid-configuration"
+	JWKSPath      = "/.well-known/jwks.json" // served by httpapi
+	AuthorizePath = "/oauth2/authorize"
+	ResumePath    = "/oauth2/authorize/resume"
+	TokenPath     = "/oauth2/token"
+	UserInfoPath  = "/oauth2/userinfo"
+	LogoutPath    = "/oauth2/logout"
+	SignInPath    = "/signin"
+	MFAPath       = "/signin/mfa"
+	ConsentPath   = "/consent"
+)
+
+// maxForm bounds a form body, as the JSON API bounds its bodies.
+const maxForm = 64 << 10
+
+// Options configure the provider.
+type Options struct {
+	Service *authd.Service
+	// Issuer is the iss of ID tokens and of discovery (AUTHD_ISSUER); the
+	// endpoints are under PublicURL.
+	Issuer    string
+	PublicURL string
+	// IDKeys sign ID tokens (token.IDTokenAlg).
+	IDKeys *token.Keyring
+	// IDTokenTTL is the lifetime of ID tokens (the access-token lifetime,
+	// so that JWKS keeps their keys as long).
+	IDTokenTTL time.Duration
+	// FormKey keys the forms' CSRF tokens; every instance must share it.
+	FormKey []byte
+	// Client tells who made a request (the JSON API's client-IP rules).
+	Client func(*http.Request) authd.Client
+	Clock  func() time.Time
+	Logger *slog.Logger
+	// AppName names the service on the pages.
+	AppName string
+}
+
+// Provider is the OpenID provider's handler.
+type Provider struct {
+	opts   Options
+	svc    *authd.Service
+	secure bool // the public URL is https: __Host- cookies, Secure
+	mux    *http.ServeMux
+}
+
+// New returns the provider.
+func New(opts Options) *Provider {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	if opts.Client == nil {
+		opts.Client = func(r *http.Request) authd.Client { return authd.Client{UserAgent: r.UserAgent()} }
+	}
+	if opts.AppName == "" {
+		opts.AppName = "authd"
+	}
+	opts.PublicURL = strings.TrimRight(opts.PublicURL, "/")
+	p := &Provider{opts: opts, svc: opts.Service, secure: strings.HasPrefix(opts.PublicURL, "https://"),
+		mux: http.NewServeMux()}
+
+	lib := op.RegisterServer(&server{p: p}, op.Endpoints{
+		Token:    op.NewEndpoint(TokenPath),
+		Userinfo: op.NewEndpoint(UserInfoPath),
+	}, op.WithServerCORSOptions(nil))
+	p.mux.HandleFunc("GET "+DiscoveryPath, p.discovery)
+	p.mux.Handle("POST "+TokenPath, bounded(lib))
+	p.mux.Handle("GET "+UserInfoPath, lib)
+	p.mux.Handle("POST "+UserInfoPath, bounded(lib))
+	p.mux.HandleFunc("GET "+AuthorizePath, p.authorize)
+	p.mux.HandleFunc("POST "+AuthorizePath, p.authorize)
+	p.mux.HandleFunc("GET "+ResumePath, p.resume)
+	p.mux.HandleFunc("GET "+SignInPath, p.signInPage)
+	p.mux.HandleFunc("POST "+SignInPath, p.signIn)
+	p.mux.HandleFunc("POST "+MFAPath, p.signInMFA)
+	p.mux.HandleFunc("POST "+ConsentPath, p.consent)
+	p.mux.HandleFunc("GET "+LogoutPath, p.logoutPage)
+	p.mux.HandleFunc("POST "+LogoutPath, p.logout)
+	return p
+}
+
+// Patterns are the routes the provider serves, for the public listener's
+// mux (method and path, as http.ServeMux takes them).
+func (p *Provider) Patterns() []string {
+	return []string{"GET " + DiscoveryPath, "POST " + TokenPath, "GET " + UserInfoPath, "POST " + UserInfoPath,
+		"GET " + AuthorizePath, "POST " + AuthorizePath, "GET " + ResumePath, "GET " + SignInPath,
+		"POST " + SignInPath, "POST " + MFAPath, "POST " + ConsentPath, "GET " + LogoutPath, "POST " + LogoutPath}
+}
+
+func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx := context.WithValue(r.Context(), clientKey{}, p.opts.Client(r))
+	p.mux.ServeHTTP(w, r.WithContext(ctx))
+}
+
+type clientKey struct{}
+
+// client is who made the request, for the audit log and the rate limits.
+func client(ctx context.Context) authd.Client {
+	c, _ := ctx.Value(clientKey{}).(authd.Client)
+	return c
+}
+
+// bounded limits a request body to maxForm.
+func bounded(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (p *Provider) now() time.Time { return p.opts.Clock().UTC() }
+
+func (p *Provider) url(path string) string { return p.opts.PublicURL + path }

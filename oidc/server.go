@@ -1,0 +1,193 @@
+package oidc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/token"
+	"github.com/zitadel/oidc/v3/pkg/oidc"
+	"github.com/zitadel/oidc/v3/pkg/op"
+)
+
+// server implements the token and UserInfo endpoints of op.Server on the
+// domain. Every other method stays unimplemented (the library answers 404),
+// and only these two endpoints are routed to it.
+type server struct {
+	op.UnimplementedServer
+	p *Provider
+}
+
+var _ op.Server = (*server)(nil)
+
+// discoveryDocument is OpenID Connect Discovery 1.0 plus RFC 9207's flag.
+type discoveryDocument struct {
+	*oidc.DiscoveryConfiguration
+	AuthorizationResponseIssParameterSupported bool `json:"authorization_response_iss_parameter_supported"`
+}
+
+func (p *Provider) discovery(w http.ResponseWriter, r *http.Request) {
+	doc := discoveryDocument{DiscoveryConfiguration: &oidc.DiscoveryConfiguration{
+		Issuer:                            p.opts.Issuer,
+		AuthorizationEndpoint:             p.url(AuthorizePath),
+		TokenEndpoint:                     p.url(TokenPath),
+		UserinfoEndpoint:                  p.url(UserInfoPath),
+		EndSessionEndpoint:                p.url(LogoutPath),
+		JwksURI:                           p.url(JWKSPath),
+		ScopesSupported:                   authd.Scopes(),
+		ResponseTypesSupported:            []string{string(oidc.ResponseTypeCode)},
+		ResponseModesSupported:            []string{"query"},
+		GrantTypesSupported:               []oidc.GrantType{oidc.GrantTypeCode, oidc.GrantTypeRefreshToken},
+		SubjectTypesSupported:             []string{"public"},
+		IDTokenSigningAlgValuesSupported:  []string{token.IDTokenAlg},
+		TokenEndpointAuthMethodsSupported: []oidc.AuthMethod{oidc.AuthMethodBasic, oidc.AuthMethodPost, oidc.AuthMethodNone},
+		CodeChallengeMethodsSupported:     []oidc.CodeChallengeMethod{oidc.CodeChallengeMethodS256},
+		ClaimsSupported: []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "amr", "sid", "azp",
+			"at_hash", "email", "email_verified"},
+		RequestURIParameterSupported: false,
+	}, AuthorizationResponseIssParameterSupported: true}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	json.NewEncoder(w).Encode(doc)
+}
+
+// opClient is a registered client as op sees it: what it may ask for.
+type opClient struct{ c *authd.OAuthClient }
+
+func (c opClient) GetID() string                    { return c.c.ID }
+func (c opClient) RedirectURIs() []string           { return c.c.RedirectURIs }
+func (c opClient) PostLogoutRedirectURIs() []string { return c.c.PostLogoutRedirectURIs }
+func (c opClient) ApplicationType() op.ApplicationType {
+	if c.c.Type == authd.ClientPublic {
+		return op.ApplicationTypeUserAgent
+	}
+	return op.ApplicationTypeWeb
+}
+func (c opClient) AuthMethod() oidc.AuthMethod {
+	if c.c.Type == authd.ClientPublic {
+		return oidc.AuthMethodNone
+	}
+	return oidc.AuthMethodBasic
+}
+func (c opClient) ResponseTypes() []oidc.ResponseType {
+	return []oidc.ResponseType{oidc.ResponseTypeCode}
+}
+func (c opClient) GrantTypes() []oidc.GrantType {
+	return []oidc.GrantType{oidc.GrantTypeCode, oidc.GrantTypeRefreshToken}
+}
+func (c opClient) LoginURL(string) string               { return SignInPath }
+func (c opClient) AccessTokenType() op.AccessTokenType  { return op.AccessTokenTypeJWT }
+func (c opClient) IDTokenLifetime() time.Duration       { return 0 }
+func (c opClient) DevMode() bool                        { return false }
+func (c opClient) IsScopeAllowed(scope string) bool     { return slices.Contains(authd.Scopes(), scope) }
+func (c opClient) IDTokenUserinfoClaimsAssertion() bool { return false }
+func (c opClient) ClockSkew() time.Duration             { return 0 }
+func (c opClient) RestrictAdditionalIdTokenScopes() func([]string) []string {
+	return func(s []string) []string { return s }
+}
+func (c opClient) RestrictAdditionalAccessTokenScopes() func([]string) []string {
+	return func(s []string) []string { return s }
+}
+
+// VerifyClient authenticates the client at the token endpoint: its secret
+// (basic or post) for a confidential client, none for a public one.
+func (s *server) VerifyClient(ctx context.Context, r *op.Request[op.ClientCredentials]) (op.Client, error) {
+	cc := r.Data
+	if cc.ClientAssertion != "" {
+		return nil, op.NewStatusError(oidc.ErrInvalidClient().WithDescription("client assertions are not supported"), http.StatusUnauthorized)
+	}
+	c, err := s.p.svc.AuthenticateClient(ctx, cc.ClientID, cc.ClientSecret)
+	if err != nil {
+		return nil, tokenError(err)
+	}
+	return opClient{c}, nil
+}
+
+// CodeExchange redeems an authorization code (RedeemCode) and answers with
+// the session's access token, an ID token, and the refresh token when
+// offline_access was granted.
+func (s *server) CodeExchange(ctx context.Context, r *op.ClientRequest[oidc.AccessTokenRequest]) (*op.Response, error) {
+	oc := r.Client.(opClient).c
+	grant, err := s.p.svc.RedeemCode(ctx, client(ctx), oc, r.Data.Code, r.Data.RedirectURI, r.Data.CodeVerifier)
+	if err != nil {
+		return nil, tokenError(err)
+	}
+	now := s.p.now()
+	claims := token.IDClaims{Issuer: s.p.opts.Issuer, Subject: grant.User.ID.String(), Audience: oc.ID,
+		IssuedAt: now, ExpiresAt: now.Add(s.p.opts.IDTokenTTL), AuthTime: grant.Code.AuthTime, Nonce: grant.Code.Nonce,
+		AMR: grant.Code.AMR, SessionID: grant.Pair.SessionID.String(), AccessToken: grant.Pair.AccessToken}
+	if slices.Contains(grant.Code.Scopes, authd.ScopeEmail) {
+		claims.Email, claims.EmailVerified = grant.User.Email, grant.User.EmailVerified
+	}
+	id, err := s.p.opts.IDKeys.SignID(claims, now)
+	if err != nil {
+		return nil, tokenError(err)
+	}
+	resp := &oidc.AccessTokenResponse{AccessToken: grant.Pair.AccessToken, TokenType: oidc.BearerToken,
+		ExpiresIn: uint64(grant.Pair.ExpiresIn / time.Second), IDToken: id, Scope: grant.Code.Scopes}
+	if slices.Contains(grant.Code.Scopes, authd.ScopeOfflineAccess) {
+		resp.RefreshToken = grant.Pair.RefreshToken
+	}
+	return op.NewResponse(resp), nil
+}
+
+// RefreshToken rotates a refresh token of a session the client started,
+// with the JSON API's one rotation (RefreshForClient: reuse and grace as
+// SPEC 6.4).
+func (s *server) RefreshToken(ctx context.Context, r *op.ClientRequest[oidc.RefreshTokenRequest]) (*op.Response, error) {
+	pair, err := s.p.svc.RefreshForClient(ctx, client(ctx), r.Client.GetID(), r.Data.RefreshToken)
+	if err != nil {
+		return nil, tokenError(err)
+	}
+	return op.NewResponse(&oidc.AccessTokenResponse{AccessToken: pair.AccessToken, TokenType: oidc.BearerToken,
+		ExpiresIn: uint64(pair.ExpiresIn / time.Second), RefreshToken: pair.RefreshToken}), nil
+}
+
+// UserInfo answers for a valid access token (Authenticate: signature,
+// claims, revocation set): the subject, its email and whether it is
+// verified.
+func (s *server) UserInfo(ctx context.Context, r *op.Request[oidc.UserInfoRequest]) (*op.Response, error) {
+	claims, err := s.p.svc.Authenticate(ctx, r.Data.AccessToken)
+	if err != nil {
+		return nil, op.NewStatusError(oidc.ErrInvalidRequest().WithDescription("the access token is invalid, expired or revoked"),
+			http.StatusUnauthorized)
+	}
+	u, err := s.p.svc.Me(ctx, claims)
+	if err != nil {
+		if authd.ErrorCode(err) == authd.EInvalidToken || authd.ErrorCode(err) == authd.ENotFound {
+			return nil, op.NewStatusError(oidc.ErrInvalidRequest().WithDescription("the access token is invalid, expired or revoked"),
+				http.StatusUnauthorized)
+		}
+		return nil, tokenError(err)
+	}
+	info := &oidc.UserInfo{Subject: u.ID.String()}
+	info.Email, info.EmailVerified = u.Email, oidc.Bool(u.EmailVerified)
+	return op.NewResponse(info), nil
+}
+
+// tokenError turns a domain error into the token endpoint's answer (RFC
+// 6749 §5.2). Internal causes are not shown.
+func tokenError(err error) error {
+	var rl *authd.Error
+	switch authd.ErrorCode(err) {
+	case authd.EInvalidToken:
+		return oidc.ErrInvalidGrant().WithDescription("the code or refresh token is invalid, expired or revoked")
+	case authd.EInvalidCredentials:
+		return op.NewStatusError(oidc.ErrInvalidClient().WithDescription("the client is unknown or its credentials are wrong"),
+			http.StatusUnauthorized)
+	case authd.ERateLimited:
+		return op.NewStatusError(oidc.ErrServerError().WithDescription("too many requests; try again later"),
+			http.StatusTooManyRequests)
+	case authd.EUnavailable:
+		return op.NewStatusError(oidc.ErrServerError().WithDescription("temporarily unavailable; try again later"),
+			http.StatusServiceUnavailable)
+	}
+	if errors.As(err, &rl) && rl.Code == authd.EInvalid {
+		return oidc.ErrInvalidRequest().WithDescription("%s", rl.Message)
+	}
+	return op.NewStatusError(oidc.ErrServerError().WithDescription("internal error").WithParent(err), http.StatusInternalServerError)
+}

@@ -1,0 +1,288 @@
+package oidc
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"slices"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/google/uuid"
+)
+
+// The hosted sign-in, second-factor, consent and sign-out pages. They call
+// the same domain methods as the JSON API, so lockout, rate limits,
+// enumeration safety and audit are the same; only the answers are pages.
+
+func (p *Provider) signInPage(w http.ResponseWriter, r *http.Request) {
+	req, oc, ok := p.savedRequest(w, r, r.URL.Query().Get("request"))
+	if !ok {
+		return
+	}
+	p.render(w, http.StatusOK, page{Title: "Sign in", Client: oc.Name, Request: req.ID.String(),
+		CSRF: p.csrfToken(w, r, "signin", req.ID.String()), content: "signin-content", formTo: []string{origin(req.RedirectURI)}})
+}
+
+func (p *Provider) signIn(w http.ResponseWriter, r *http.Request) {
+	form, req, oc, ok := p.requestForm(w, r, "signin")
+	if !ok {
+		return
+	}
+	email := form.Get("email")
+	again := page{Title: "Sign in", Client: oc.Name, Request: req.ID.String(), Email: email,
+		CSRF: p.csrfToken(w, r, "signin", req.ID.String()), content: "signin-content", formTo: []string{origin(req.RedirectURI)}}
+	cookie, err := p.svc.SignIn(r.Context(), client(r.Context()), email, form.Get("password"))
+	if mfa, ok := authd.IsMFARequired(err); ok {
+		p.render(w, http.StatusOK, page{Title: "Two-step verification", Request: req.ID.String(), MFAToken: mfa.Token,
+			Method: authd.MethodTOTP, CSRF: p.csrfToken(w, r, "mfa", req.ID.String()), content: "mfa-content",
+			formTo: []string{origin(req.RedirectURI)}})
+		return
+	}
+	if err != nil {
+		p.signInFailed(w, again, err)
+		return
+	}
+	p.signedIn(w, r, req, cookie)
+}
+
+func (p *Provider) signInMFA(w http.ResponseWriter, r *http.Request) {
+	form, req, _, ok := p.requestForm(w, r, "mfa")
+	if !ok {
+		return
+	}
+	method := form.Get("method")
+	if method != authd.MethodRecoveryCode {
+		method = authd.MethodTOTP
+	}
+	again := page{Title: "Two-step verification", Request: req.ID.String(), MFAToken: form.Get("mfa_token"), Method: method,
+		CSRF: p.csrfToken(w, r, "mfa", req.ID.String()), content: "mfa-content", formTo: []string{origin(req.RedirectURI)}}
+	if form.Get("switch") != "" { // "use a recovery code instead": the form, not an attempt
+		p.render(w, http.StatusOK, again)
+		return
+	}
+	cookie, err := p.svc.SignInMFA(r.Context(), client(r.Context()), form.Get("mfa_token"), method, form.Get("code"))
+	if err != nil {
+		if authd.ErrorCode(err) == authd.EInvalidToken {
+			// The challenge is spent (too many wrong codes, expired): sign in again.
+			again = page{Title: "Sign in", Request: req.ID.String(), CSRF: p.csrfToken(w, r, "signin", req.ID.String()),
+				Error: "The sign-in took too long or had too many wrong codes; sign in again.", content: "signin-content",
+				formTo: []string{origin(req.RedirectURI)}}
+			p.render(w, http.StatusUnauthorized, again)
+			return
+		}
+		p.signInFailed(w, again, err)
+		return
+	}
+	p.signedIn(w, r, req, cookie)
+}
+
+// requestForm reads a page's form that acts on an authorization request:
+// the request must be pending and the CSRF token this browser's for
+// purpose; an error page answers otherwise.
+func (p *Provider) requestForm(w http.ResponseWriter, r *http.Request, purpose string) (url.Values, *authd.AuthRequest,
+	*authd.OAuthClient, bool) {
+	form, ok := readForm(w, r)
+	if !ok {
+		p.errorPage(w, http.StatusBadRequest, "Invalid request", "The form could not be read.")
+		return nil, nil, nil, false
+	}
+	req, oc, ok := p.savedRequest(w, r, form.Get("request"))
+	if !ok {
+		return nil, nil, nil, false
+	}
+	if !p.checkCSRF(r, form, purpose, req.ID.String()) {
+		p.formExpired(w)
+		return nil, nil, nil, false
+	}
+	return form, req, oc, true
+}
+
+func (p *Provider) formExpired(w http.ResponseWriter) {
+	p.errorPage(w, http.StatusForbidden, "Form expired", "This form has expired or was not sent by this browser; go back and try again.")
+}
+
+// signInFailed shows the form again with what went wrong, as the JSON API
+// would say it: the same words whether or not the email has an account.
+func (p *Provider) signInFailed(w http.ResponseWriter, again page, err error) {
+	status := http.StatusUnauthorized
+	switch authd.ErrorCode(err) {
+	case authd.EInvalidCredentials, authd.EEmailNotVerified, authd.EInvalid:
+		again.Error = authd.ErrorMessage(err)
+		if authd.ErrorCode(err) == authd.EInvalid {
+			status, again.Error = http.StatusBadRequest, "Enter an email address and a password."
+			if again.content == "mfa-content" {
+				again.Error = "Enter the code."
+			}
+		}
+		if authd.ErrorCode(err) == authd.EEmailNotVerified {
+			status = http.StatusForbidden
+		}
+	case authd.EAccountLocked, authd.ERateLimited:
+		status = http.StatusTooManyRequests
+		if authd.ErrorCode(err) == authd.EAccountLocked {
+			status = http.StatusLocked
+		}
+		again.Error = authd.ErrorMessage(err)
+		again.lockedFor = retryAfter(err)
+	default:
+		p.unavailable(w, err)
+		return
+	}
+	p.render(w, status, again)
+}
+
+func retryAfter(err error) int {
+	var e *authd.Error
+	if errors.As(err, &e) && e.RetryAfter > 0 {
+		return int((e.RetryAfter + time.Second - 1) / time.Second)
+	}
+	return 0
+}
+
+// signedIn sets the session cookie and goes on with the request.
+func (p *Provider) signedIn(w http.ResponseWriter, r *http.Request, req *authd.AuthRequest, cookie string) {
+	p.setCookie(w, sessionCookie, cookie, 0)
+	http.Redirect(w, r, ResumePath+"?request="+req.ID.String(), http.StatusSeeOther)
+}
+
+func (p *Provider) consent(w http.ResponseWriter, r *http.Request) {
+	form, req, oc, ok := p.requestForm(w, r, "consent")
+	if !ok {
+		return
+	}
+	sess, _, err := p.browserSession(r)
+	if err != nil {
+		http.Redirect(w, r, SignInPath+"?request="+req.ID.String(), http.StatusSeeOther)
+		return
+	}
+	if form.Get("decision") != "allow" {
+		p.redirectError(w, r, req.RedirectURI, req.State, authError{"access_denied", "the user denied the request"})
+		return
+	}
+	if err := p.svc.GrantConsent(r.Context(), client(r.Context()), sess.UserID, oc.ID, req.Scopes); err != nil {
+		p.unavailable(w, err)
+		return
+	}
+	p.continueRequest(w, r, req, oc)
+}
+
+// logoutParams are RP-initiated logout's parameters (GET query or POST form).
+func (p *Provider) logoutParams(w http.ResponseWriter, r *http.Request, q url.Values) (logoutForm, *authd.OAuthClient, *uuid.UUID, bool) {
+	f := logoutForm{ClientID: q.Get("client_id"), PostLogoutRedirectURI: q.Get("post_logout_redirect_uri"),
+		State: q.Get("state"), IDTokenHint: q.Get("id_token_hint")}
+	var hinted *uuid.UUID
+	if f.IDTokenHint != "" {
+		hint, err := p.opts.IDKeys.ParseIDHint(f.IDTokenHint, p.opts.Issuer)
+		if err != nil || (f.ClientID != "" && hint.Audience != f.ClientID) {
+			p.errorPage(w, http.StatusBadRequest, "Invalid sign-out request", "The sign-out request carries an ID token this service did not issue.")
+			return f, nil, nil, false
+		}
+		f.ClientID = hint.Audience
+		if id, err := uuid.Parse(hint.SessionID); err == nil {
+			hinted = &id
+		}
+	}
+	var oc *authd.OAuthClient
+	if f.ClientID != "" {
+		c, err := p.svc.OAuthClient(r.Context(), f.ClientID)
+		if err != nil && authd.ErrorCode(err) != authd.ENotFound {
+			p.unavailable(w, err)
+			return f, nil, nil, false
+		}
+		oc = c
+	}
+	if f.PostLogoutRedirectURI != "" && (oc == nil || !slices.Contains(oc.PostLogoutRedirectURIs, f.PostLogoutRedirectURI)) {
+		p.errorPage(w, http.StatusBadRequest, "Invalid sign-out request",
+			"The application asked to send you back to an address it has not registered.")
+		return f, nil, nil, false
+	}
+	if len(f.State) > maxState {
+		p.errorPage(w, http.StatusBadRequest, "Invalid sign-out request", "The sign-out request's state is too long.")
+		return f, nil, nil, false
+	}
+	return f, oc, hinted, true
+}
+
+// logoutPage is the end-session endpoint's GET: a confirmation page (a GET
+// never signs out, so that no link or image can).
+func (p *Provider) logoutPage(w http.ResponseWriter, r *http.Request) {
+	f, oc, _, ok := p.logoutParams(w, r, r.URL.Query())
+	if !ok {
+		return
+	}
+	pg := page{Title: "Sign out", Logout: f, CSRF: p.csrfToken(w, r, "logout", ""), content: "logout-content"}
+	if oc != nil {
+		pg.Client = oc.Name
+	}
+	if f.PostLogoutRedirectURI != "" {
+		pg.formTo = []string{origin(f.PostLogoutRedirectURI)}
+	}
+	if _, u, err := p.browserSession(r); err == nil {
+		pg.Email = u.Email
+	}
+	p.render(w, http.StatusOK, pg)
+}
+
+// logout ends this browser's session and the session the id_token_hint
+// names (when it is the same user's, or there is no browser session),
+// everywhere (SPEC 6.5), then returns to the client or shows that it is done.
+func (p *Provider) logout(w http.ResponseWriter, r *http.Request) {
+	form, ok := readForm(w, r)
+	if !ok {
+		p.errorPage(w, http.StatusBadRequest, "Invalid request", "The form could not be read.")
+		return
+	}
+	f, _, hinted, ok := p.logoutParams(w, r, form)
+	if !ok {
+		return
+	}
+	if !p.checkCSRF(r, form, "logout", "") {
+		p.formExpired(w)
+		return
+	}
+	ctx, c := r.Context(), client(r.Context())
+	sess, _, err := p.browserSession(r)
+	if err == nil {
+		if err := p.svc.EndSession(ctx, c, sess.ID); err != nil {
+			p.unavailable(w, err)
+			return
+		}
+	}
+	if hinted != nil {
+		if err := p.svc.EndUserSession(ctx, c, *hinted, sessUser(sess)); err != nil && authd.ErrorCode(err) != authd.ENotFound {
+			p.unavailable(w, err)
+			return
+		}
+	}
+	p.setCookie(w, sessionCookie, "", -1)
+	if f.PostLogoutRedirectURI != "" {
+		target := f.PostLogoutRedirectURI
+		if f.State != "" {
+			sep := "?"
+			if containsQuery(target) {
+				sep = "&"
+			}
+			target += sep + url.Values{"state": {f.State}}.Encode()
+		}
+		http.Redirect(w, r, target, http.StatusSeeOther)
+		return
+	}
+	p.render(w, http.StatusOK, page{Title: "Signed out", content: "signed-out-content"})
+}
+
+func sessUser(s *authd.Session) uuid.UUID {
+	if s == nil {
+		return uuid.Nil
+	}
+	return s.UserID
+}
+
+func containsQuery(u string) bool {
+	for i := 0; i < len(u); i++ {
+		if u[i] == '?' {
+			return true
+		}
+	}
+	return false
+}
