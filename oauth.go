@@ -109,8 +109,13 @@ type AuthCode struct {
 // FormatScopes is how scopes are stored: space-separated, as OAuth writes them.
 func FormatScopes(scopes []string) string { return strings.Join(scopes, " ") }
 
-// ParseScopes reads a stored or requested scope string.
-func ParseScopes(s string) []string { return strings.Fields(s) }
+// ParseScopes reads a stored or requested scope string; nil when empty.
+func ParseScopes(s string) []string {
+	if f := strings.Fields(s); len(f) > 0 {
+		return f
+	}
+	return nil
+}
 
 func containsString(list []string, s string) bool {
 	for _, v := range list {

@@ -133,9 +133,13 @@ func (s *Service) EndUserSession(ctx context.Context, c Client, id, user uuid.UU
 }
 
 // SaveAuthRequest keeps a validated authorization request for
-// AuthRequestTTL, giving it its id and times. ENotFound (no such client),
-// EUnavailable.
-func (s *Service) SaveAuthRequest(ctx context.Context, r *AuthRequest) error {
+// AuthRequestTTL, giving it its id and times. Each costs a row, so the
+// client IP's rate limit applies (SPEC 6.7). ENotFound (no such client),
+// ERateLimited, EUnavailable.
+func (s *Service) SaveAuthRequest(ctx context.Context, c Client, r *AuthRequest) error {
+	if err := s.limitIP(ctx, "authorize", c); err != nil {
+		return err
+	}
 	now := s.now()
 	r.ID, r.CreatedAt, r.ExpiresAt = NewID(), now, now.Add(AuthRequestTTL)
 	return s.store.CreateAuthRequest(ctx, r)
@@ -305,7 +309,7 @@ func (s *Service) RedeemCode(ctx context.Context, c Client, oc *OAuthClient, cod
 			return refuse("the sign-in ended before the code was redeemed")
 		}
 		sess := &Session{ID: NewID(), UserID: u.ID, DeviceInfo: truncate("OpenID client: "+oc.Name, MaxDeviceInfoLength),
-			CreatedAt: now, LastUsedAt: now, ExpiresAt: browser.ExpiresAt, AMR: ac.AMR, ClientID: oc.ID}
+			CreatedAt: now, LastUsedAt: now, ExpiresAt: browser.ExpiresAt, AMR: ac.AMR, ClientID: oc.ID, Scopes: ac.Scopes}
 		if err := s.evictSessions(ctx, tx, c, u.ID, now); err != nil {
 			return err
 		}
@@ -363,6 +367,25 @@ func pkceMatches(challenge, method, verifier string) bool {
 	sum := sha256.Sum256([]byte(verifier))
 	got := base64.RawURLEncoding.EncodeToString(sum[:])
 	return subtle.ConstantTimeCompare([]byte(got), []byte(challenge)) == 1
+}
+
+// UserInfo returns the user of an access token (checked by Authenticate)
+// and the scopes its session was granted: none for a session that no
+// OpenID Connect client started. EInvalidToken (the user or session is
+// gone, deleted or locked by an administrator), EUnavailable.
+func (s *Service) UserInfo(ctx context.Context, a *AccessClaims) (*User, []string, error) {
+	u, err := s.Me(ctx, a)
+	if err != nil {
+		return nil, nil, err
+	}
+	sess, err := s.store.Session(ctx, a.SessionID)
+	if ErrorCode(err) == ENotFound {
+		return nil, nil, errInvalidToken
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return u, sess.Scopes, nil
 }
 
 // IsMFARequired returns the second-factor challenge of a sign-in, if that is

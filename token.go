@@ -24,6 +24,8 @@ type Session struct {
 	// started the session; its refresh tokens work for that client only.
 	// Empty: a JSON login or a browser sign-in.
 	ClientID string
+	// Scopes are what the client was granted (OpenID Connect sessions only).
+	Scopes []string
 	// BrowserDigest is the digest of the hosted pages' cookie of a browser
 	// sign-in; empty for any other session.
 	BrowserDigest string

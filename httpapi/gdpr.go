@@ -59,6 +59,7 @@ type exportSession struct {
 	RevokedAt  *time.Time `json:"revoked_at"`
 	AMR        string     `json:"amr"`
 	ClientID   *string    `json:"client_id"`
+	Scopes     *string    `json:"scopes"`
 }
 
 type exportFactor struct {
@@ -291,7 +292,8 @@ func (x *exportWriter) userRows() authd.UserRows {
 		Sessions: func(s *authd.Session) error {
 			return x.row(2, exportSession{ID: s.ID, UserID: s.UserID, DeviceInfo: s.DeviceInfo, CreatedAt: s.CreatedAt,
 				LastUsedAt: s.LastUsedAt, ExpiresAt: s.ExpiresAt, RevokedAt: optTime(s.RevokedAt),
-				AMR: authd.FormatAMR(s.AMR), ClientID: optString(s.ClientID)})
+				AMR: authd.FormatAMR(s.AMR), ClientID: optString(s.ClientID),
+				Scopes: optString(authd.FormatScopes(s.Scopes))})
 		},
 		Tokens: func(t *authd.Token) error {
 			return x.row(3, exportToken{ID: t.ID, JTI: t.JTI, UserID: t.UserID, SessionID: t.SessionID,

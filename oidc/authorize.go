@@ -74,8 +74,8 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 		p.authorizeSilently(w, r, req, oc)
 		return
 	}
-	if err := p.svc.SaveAuthRequest(r.Context(), req); err != nil {
-		p.unavailable(w, err)
+	if err := p.svc.SaveAuthRequest(r.Context(), client(r.Context()), req); err != nil {
+		p.saveFailed(w, r, req, err)
 		return
 	}
 	p.continueRequest(w, r, req, oc)
@@ -167,8 +167,8 @@ func (p *Provider) authorizeSilently(w http.ResponseWriter, r *http.Request, req
 		p.redirectError(w, r, req.RedirectURI, req.State, authError{"consent_required", "the user has not consented"})
 		return
 	}
-	if err := p.svc.SaveAuthRequest(r.Context(), req); err != nil {
-		p.unavailable(w, err)
+	if err := p.svc.SaveAuthRequest(r.Context(), client(r.Context()), req); err != nil {
+		p.saveFailed(w, r, req, err)
 		return
 	}
 	p.issueCode(w, r, req, sess)
@@ -264,6 +264,16 @@ func (p *Provider) browserSession(r *http.Request) (*authd.Session, *authd.User,
 		return nil, nil, errors.New("no session cookie")
 	}
 	return p.svc.BrowserSession(r.Context(), cookie)
+}
+
+// saveFailed answers a request that could not be kept: too many from this
+// client go back as temporarily_unavailable, anything else is an outage.
+func (p *Provider) saveFailed(w http.ResponseWriter, r *http.Request, req *authd.AuthRequest, err error) {
+	if authd.ErrorCode(err) == authd.ERateLimited {
+		p.redirectError(w, r, req.RedirectURI, req.State, authError{"temporarily_unavailable", "too many requests; try again later"})
+		return
+	}
+	p.unavailable(w, err)
 }
 
 func (p *Provider) unavailable(w http.ResponseWriter, err error) {

@@ -287,6 +287,51 @@ func TestAuthorizeRefusals(t *testing.T) {
 			}
 		}
 		_ = pub
+
+		// Each saved request costs a row: a client IP gets 30 a minute.
+		var cb url.Values
+		for range 31 {
+			cb = authorize(with("prompt", "")).callback()
+		}
+		if cb == nil || cb.Get("error") != "temporarily_unavailable" || cb.Get("state") != "xyz" {
+			t.Errorf("the 31st request in a minute: %d %v; want temporarily_unavailable", b.last.StatusCode, cb)
+		}
+	})
+}
+
+// TestUserInfoFollowsScopes: without the email scope, neither the ID token
+// nor UserInfo shows the email.
+func TestUserInfoFollowsScopes(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		u := e.user("uma@example.org")
+		c, secret := e.client("app", authd.ClientConfidential, true)
+		r := e.rp(c, secret) // openid only
+		verifier := oauth2.GenerateVerifier()
+		tok, err := r.cfg.Exchange(r.ctx, r.login(t, e.browser(), "uma@example.org", "s", "n", verifier), oauth2.VerifierOption(verifier))
+		if err != nil {
+			t.Fatal(err)
+		}
+		idt, err := r.verifier.Verify(r.ctx, tok.Extra("id_token").(string))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var claims map[string]any
+		idt.Claims(&claims)
+		if _, ok := claims["email"]; ok {
+			t.Errorf("ID token without the email scope: %v", claims)
+		}
+		info, err := r.provider.UserInfo(r.ctx, oauth2.StaticTokenSource(tok))
+		if err != nil || info.Subject != u.ID.String() || info.Email != "" {
+			t.Errorf("userinfo without the email scope: %+v, %v", info, err)
+		}
+		if tok.RefreshToken != "" {
+			t.Error("a refresh token without offline_access")
+		}
+		req, _ := http.NewRequest("GET", e.srv.URL+oidc.UserInfoPath, nil)
+		req.Header.Set("Authorization", "Bearer junk")
+		if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("userinfo with a junk token: %v %v; want 401", resp, err)
+		}
 	})
 }
 

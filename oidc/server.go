@@ -148,15 +148,15 @@ func (s *server) RefreshToken(ctx context.Context, r *op.ClientRequest[oidc.Refr
 }
 
 // UserInfo answers for a valid access token (Authenticate: signature,
-// claims, revocation set): the subject, its email and whether it is
-// verified.
+// claims, revocation set): the subject, and its email and whether it is
+// verified when the client was granted the email scope.
 func (s *server) UserInfo(ctx context.Context, r *op.Request[oidc.UserInfoRequest]) (*op.Response, error) {
 	claims, err := s.p.svc.Authenticate(ctx, r.Data.AccessToken)
 	if err != nil {
 		return nil, op.NewStatusError(oidc.ErrInvalidRequest().WithDescription("the access token is invalid, expired or revoked"),
 			http.StatusUnauthorized)
 	}
-	u, err := s.p.svc.Me(ctx, claims)
+	u, scopes, err := s.p.svc.UserInfo(ctx, claims)
 	if err != nil {
 		if authd.ErrorCode(err) == authd.EInvalidToken || authd.ErrorCode(err) == authd.ENotFound {
 			return nil, op.NewStatusError(oidc.ErrInvalidRequest().WithDescription("the access token is invalid, expired or revoked"),
@@ -165,7 +165,9 @@ func (s *server) UserInfo(ctx context.Context, r *op.Request[oidc.UserInfoReques
 		return nil, tokenError(err)
 	}
 	info := &oidc.UserInfo{Subject: u.ID.String()}
-	info.Email, info.EmailVerified = u.Email, oidc.Bool(u.EmailVerified)
+	if slices.Contains(scopes, authd.ScopeEmail) {
+		info.Email, info.EmailVerified = u.Email, oidc.Bool(u.EmailVerified)
+	}
 	return op.NewResponse(info), nil
 }
 

@@ -204,12 +204,13 @@ func scanUser(row pgx.Row) (*authd.User, error) {
 }
 
 const sessionColumns = `id, user_id, device_info, created_at, last_used_at, expires_at, revoked_at, amr, client_id,
-	browser_digest`
+	scopes, browser_digest`
 
 func (q *queries) CreateSession(ctx context.Context, s *authd.Session) error {
-	return q.write(ctx, nil, `INSERT INTO sessions (`+sessionColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+	return q.write(ctx, nil, `INSERT INTO sessions (`+sessionColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
 		s.ID, s.UserID, nullString(s.DeviceInfo), s.CreatedAt, s.LastUsedAt, s.ExpiresAt, nullTime(s.RevokedAt),
-		authd.FormatAMR(s.AMR), nullString(s.ClientID), nullString(s.BrowserDigest))
+		authd.FormatAMR(s.AMR), nullString(s.ClientID), nullString(authd.FormatScopes(s.Scopes)),
+		nullString(s.BrowserDigest))
 }
 
 func (q *queries) Session(ctx context.Context, id uuid.UUID) (*authd.Session, error) {
@@ -223,17 +224,19 @@ type sessionScan struct {
 	revokedAt *time.Time
 	amr       string
 	client    *string
+	scopes    *string
 	browser   *string
 }
 
 func (s *sessionScan) dest() []any {
 	return []any{&s.s.ID, &s.s.UserID, &s.device, &s.s.CreatedAt, &s.s.LastUsedAt, &s.s.ExpiresAt, &s.revokedAt, &s.amr,
-		&s.client, &s.browser}
+		&s.client, &s.scopes, &s.browser}
 }
 
 func (s *sessionScan) session() *authd.Session {
 	s.s.DeviceInfo, s.s.RevokedAt, s.s.AMR = value(s.device), value(s.revokedAt), authd.ParseAMR(s.amr)
 	s.s.ClientID, s.s.BrowserDigest = value(s.client), value(s.browser)
+	s.s.Scopes = authd.ParseScopes(value(s.scopes))
 	return &s.s
 }
 

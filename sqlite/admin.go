@@ -143,13 +143,14 @@ func each[T any](ctx context.Context, tx *sql.Tx, yield func(T) error, scan func
 // scanSession reads one sessions row of sessionColumns.
 func scanSession(row scanner) (*authd.Session, error) {
 	var s authd.Session
-	var device, client, browser sql.NullString
+	var device, client, scopes, browser sql.NullString
 	var amr string
 	if err := row.Scan(&s.ID, &s.UserID, &device, timeCol{&s.CreatedAt}, timeCol{&s.LastUsedAt},
-		timeCol{&s.ExpiresAt}, timeCol{&s.RevokedAt}, &amr, &client, &browser); err != nil {
+		timeCol{&s.ExpiresAt}, timeCol{&s.RevokedAt}, &amr, &client, &scopes, &browser); err != nil {
 		return nil, translate(err)
 	}
 	s.DeviceInfo, s.AMR, s.ClientID, s.BrowserDigest = device.String, authd.ParseAMR(amr), client.String, browser.String
+	s.Scopes = authd.ParseScopes(scopes.String)
 	return &s, nil
 }
 

@@ -91,13 +91,13 @@ func scanUser(row scanner) (*authd.User, error) {
 }
 
 const sessionColumns = `id, user_id, device_info, created_at, last_used_at, expires_at, revoked_at, amr, client_id,
-	browser_digest`
+	scopes, browser_digest`
 
 func (q *queries) CreateSession(ctx context.Context, s *authd.Session) error {
-	_, err := q.db.ExecContext(ctx, `INSERT INTO sessions (`+sessionColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := q.db.ExecContext(ctx, `INSERT INTO sessions (`+sessionColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		s.ID, s.UserID, nullString(s.DeviceInfo), timeArg(s.CreatedAt), timeArg(s.LastUsedAt),
 		timeArg(s.ExpiresAt), timeArg(s.RevokedAt), authd.FormatAMR(s.AMR), nullString(s.ClientID),
-		nullString(s.BrowserDigest))
+		nullString(authd.FormatScopes(s.Scopes)), nullString(s.BrowserDigest))
 	return translate(err)
 }
 

@@ -273,6 +273,7 @@ func testClientAndBrowserSessions(t *testing.T, s authd.Store) {
 	mustCreateClient(t, s, newClient("app", authd.ClientPublic))
 	browser, forApp, forApp2, other := newSession(u), newSession(u), newSession(u), newSession(u)
 	forApp.ClientID, forApp2.ClientID = "app", "app"
+	forApp.Scopes = []string{"openid", "email"}
 	forApp2.RevokedAt = Epoch // already ended: not revoked again
 	for _, sess := range []*authd.Session{browser, forApp, forApp2, other} {
 		if err := s.CreateSession(ctx, sess); err != nil {

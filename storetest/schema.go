@@ -97,6 +97,7 @@ var SeedSchema = Schema{
 		{Table: "sessions", Name: "revoked_at", Kind: "timestamp", Nullable: true, Extra: true},
 		{Table: "sessions", Name: "amr", Kind: "varchar", Extra: true},
 		{Table: "sessions", Name: "client_id", Kind: "varchar", Nullable: true, Extra: true},
+		{Table: "sessions", Name: "scopes", Kind: "varchar", Nullable: true, Extra: true},
 		{Table: "sessions", Name: "browser_digest", Kind: "varchar", Nullable: true, Extra: true},
 
 		{Table: "mfa_factors", Name: "id", Kind: "uuid", PK: true, Extra: true},

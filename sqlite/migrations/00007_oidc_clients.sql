@@ -128,10 +128,13 @@ CREATE INDEX ix_oauth_codes_expires_at ON oauth_codes (expires_at);
 -- tokens work only for that client and never at /v1/auth/refresh; no
 -- foreign key: deleting a client revokes its sessions first, and the
 -- revoked rows keep the label until retention takes them.
+-- sessions.scopes are the scopes the client was granted (NULL for other
+-- sessions): UserInfo shows the email only with the email scope.
 -- sessions.browser_digest is the SHA-256 of the hosted pages' session
 -- cookie (NULL: not a browser sign-in), so the cookie is a session like any
 -- other: logout-all, password change, an administrator's revoke or lock end it.
 ALTER TABLE sessions ADD COLUMN client_id VARCHAR(64);
+ALTER TABLE sessions ADD COLUMN scopes VARCHAR(255);
 ALTER TABLE sessions ADD COLUMN browser_digest VARCHAR(128);
 CREATE INDEX ix_sessions_client_id ON sessions (client_id);
 CREATE UNIQUE INDEX ix_sessions_browser_digest ON sessions (browser_digest);
@@ -140,6 +143,7 @@ CREATE UNIQUE INDEX ix_sessions_browser_digest ON sessions (browser_digest);
 DROP INDEX ix_sessions_browser_digest;
 DROP INDEX ix_sessions_client_id;
 ALTER TABLE sessions DROP COLUMN browser_digest;
+ALTER TABLE sessions DROP COLUMN scopes;
 ALTER TABLE sessions DROP COLUMN client_id;
 DROP TABLE oauth_codes;
 DROP TABLE oauth_auth_requests;
