@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -16,6 +17,9 @@ import (
 )
 
 const rpCallback = "https://rp.example.org/callback"
+
+// nonceRE matches a page's CSP nonce, which differs in every answer.
+var nonceRE = regexp.MustCompile(`nonce="[^"]*"`)
 
 // rp is a relying party built from go-oidc and x/oauth2, as an application
 // would configure it: discovery, then the code flow with PKCE.
@@ -519,4 +523,89 @@ func (e *env) events(u *authd.User) []string {
 		out = append(out, string(logs[i].EventType))
 	}
 	return out
+}
+
+// TestSignUpAndForgotLinks: the sign-in page's links reach Register and
+// ForgotPassword and answer alike whether or not the address has an account.
+func TestSignUpAndForgotLinks(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("old@example.org")
+		c, cs := e.client("app", authd.ClientConfidential, true)
+		r := e.rp(c, cs)
+		b := e.browser()
+		b.get(r.cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+		request := b.form().Get("request")
+		if !strings.Contains(b.body, `href="/signup?request=`+request+`"`) || !strings.Contains(b.body, `href="/signin/forgot?request=`+request+`"`) {
+			t.Fatalf("the sign-in page lacks its links: %s", b.body)
+		}
+		b.get(e.srv.URL + oidc.SignUpPath + "?request=" + request)
+		f := b.form()
+		f.Set("email", "new@example.org")
+		f.Set("password", "short")
+		f.Set("consent", "yes")
+		if b.post(oidc.SignUpPath, f); b.last.StatusCode != http.StatusBadRequest || !strings.Contains(b.body, "The password") {
+			t.Errorf("a weak password: %d; want the form with the reason", b.last.StatusCode)
+		}
+		var answers []string
+		for _, email := range []string{"new@example.org", "old@example.org"} {
+			b.get(e.srv.URL + oidc.SignUpPath + "?request=" + request)
+			f := b.form()
+			f.Set("email", email)
+			f.Set("password", goodPassword)
+			f.Set("consent", "yes")
+			b.post(oidc.SignUpPath, f)
+			answers = append(answers, b.last.Status+nonceRE.ReplaceAllString(b.body, ""))
+		}
+		if answers[0] != answers[1] || !strings.Contains(answers[0], "Check your email") {
+			t.Errorf("sign-up answers differ for a new and a taken address, or say nothing:\n%s\n%s", answers[0], answers[1])
+		}
+		if u := e.userByEmail("new@example.org"); u.AccountStatus != authd.StatusInactive {
+			t.Errorf("the new account is %s; want inactive until verified", u.AccountStatus)
+		}
+		answers = nil
+		for _, email := range []string{"old@example.org", "nobody@example.org"} {
+			b.get(e.srv.URL + oidc.ForgotPath + "?request=" + request)
+			f := b.form()
+			f.Set("email", email)
+			b.post(oidc.ForgotPath, f)
+			answers = append(answers, b.last.Status+nonceRE.ReplaceAllString(b.body, ""))
+		}
+		if answers[0] != answers[1] || !strings.Contains(answers[0], "Check your email") {
+			t.Errorf("forgot-password answers differ:\n%s\n%s", answers[0], answers[1])
+		}
+	})
+}
+
+// TestSignInAgainEndsTheOldBrowserSession: prompt=login signs in anew and
+// the session the old cookie named ends.
+func TestSignInAgainEndsTheOldBrowserSession(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		u := e.user("sam@example.org")
+		c, cs := e.client("app", authd.ClientConfidential, true)
+		r := e.rp(c, cs)
+		b := e.browser()
+		r.login(t, b, "sam@example.org", "s", "n", oauth2.GenerateVerifier())
+		e.clock.Advance(time.Second)
+		b.get(r.cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()), oauth2.SetAuthURLParam("prompt", "login")))
+		if b.callback() != nil {
+			t.Fatal("prompt=login did not ask to sign in")
+		}
+		b.signIn("sam@example.org", goodPassword)
+		if b.callback() == nil {
+			t.Fatalf("second sign-in: %d", b.last.StatusCode)
+		}
+		sessions, err := e.store.Sessions(context.Background(), u.ID, e.clock.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var browsers int
+		for _, s := range sessions {
+			if s.BrowserDigest != "" {
+				browsers++
+			}
+		}
+		if browsers != 1 {
+			t.Errorf("%d live browser sessions after signing in again; want 1", browsers)
+		}
+	})
 }

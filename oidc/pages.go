@@ -43,6 +43,7 @@ type page struct {
 	Nonce     string
 	CSRF      string
 	Error     string
+	Notice    string
 	Request   string // the authorization request id
 	Client    string // the client's name
 	Email     string

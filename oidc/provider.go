@@ -40,6 +40,8 @@ const (
 	SignInPath    = "/signin"
 	MFAPath       = "/signin/mfa"
 	ConsentPath   = "/consent"
+	SignUpPath    = "/signup"
+	ForgotPath    = "/signin/forgot"
 )
 
 // maxForm bounds a form body, as the JSON API bounds its bodies.
@@ -108,6 +110,10 @@ func New(opts Options) *Provider {
 	p.mux.HandleFunc("POST "+SignInPath, p.signIn)
 	p.mux.HandleFunc("POST "+MFAPath, p.signInMFA)
 	p.mux.HandleFunc("POST "+ConsentPath, p.consent)
+	p.mux.HandleFunc("GET "+SignUpPath, p.signUpPage)
+	p.mux.HandleFunc("POST "+SignUpPath, p.signUp)
+	p.mux.HandleFunc("GET "+ForgotPath, p.forgotPage)
+	p.mux.HandleFunc("POST "+ForgotPath, p.forgot)
 	p.mux.HandleFunc("GET "+LogoutPath, p.logoutPage)
 	p.mux.HandleFunc("POST "+LogoutPath, p.logout)
 	return p
@@ -118,7 +124,8 @@ func New(opts Options) *Provider {
 func (p *Provider) Patterns() []string {
 	return []string{"GET " + DiscoveryPath, "POST " + TokenPath, "GET " + UserInfoPath, "POST " + UserInfoPath,
 		"GET " + AuthorizePath, "POST " + AuthorizePath, "GET " + ResumePath, "GET " + SignInPath,
-		"POST " + SignInPath, "POST " + MFAPath, "POST " + ConsentPath, "GET " + LogoutPath, "POST " + LogoutPath}
+		"POST " + SignInPath, "POST " + MFAPath, "POST " + ConsentPath, "GET " + SignUpPath, "POST " + SignUpPath,
+		"GET " + ForgotPath, "POST " + ForgotPath, "GET " + LogoutPath, "POST " + LogoutPath}
 }
 
 func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -140,8 +140,16 @@ func retryAfter(err error) int {
 	return 0
 }
 
-// signedIn sets the session cookie and goes on with the request.
+// signedIn sets the session cookie and goes on with the request. A
+// session the browser held before (another account, prompt=login) ends: a
+// cookie that is replaced must not leave a live session behind.
 func (p *Provider) signedIn(w http.ResponseWriter, r *http.Request, req *authd.AuthRequest, cookie string) {
+	if old, _, err := p.browserSession(r); err == nil {
+		if err := p.svc.EndSession(r.Context(), client(r.Context()), old.ID); err != nil {
+			p.unavailable(w, err)
+			return
+		}
+	}
 	p.setCookie(w, sessionCookie, cookie, 0)
 	http.Redirect(w, r, ResumePath+"?request="+req.ID.String(), http.StatusSeeOther)
 }
