@@ -60,7 +60,7 @@ type env struct {
 	mu    sync.Mutex
 }
 
-func newEnv(t *testing.T, store authd.Store) *env {
+func newEnv(t *testing.T, store authd.Store, options ...func(*oidc.Options)) *env {
 	t.Helper()
 	e := &env{t: t, store: store, clock: &clock{now: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)}, logs: &strings.Builder{}}
 	keysDir := t.TempDir()
@@ -86,9 +86,13 @@ func newEnv(t *testing.T, store authd.Store) *env {
 	if err := e.svc.LoadRevocations(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	provider := oidc.New(oidc.Options{Service: e.svc, Issuer: base, PublicURL: base, IDKeys: idKeys,
+	opts := oidc.Options{Service: e.svc, Issuer: base, PublicURL: base, IDKeys: idKeys,
 		IDTokenTTL: cfg.AccessTokenTTL, FormKey: []byte("form key for tests, 32 bytes...."),
-		Client: httpapi.RequestClient, Clock: e.clock.Now, Logger: logger, AppName: "Example Co"})
+		Client: httpapi.RequestClient, Clock: e.clock.Now, Logger: logger, AppName: "Example Co"}
+	for _, o := range options {
+		o(&opts)
+	}
+	provider := oidc.New(opts)
 	e.srv.Config.Handler = httpapi.New(httpapi.Options{Service: e.svc, Logger: logger, Ready: store.Ready,
 		JWKS:       func() ([]byte, error) { return token.JWKS(e.clock.Now(), cfg.AccessTokenTTL, keys, idKeys) },
 		JWKSMaxAge: token.JWKSMaxAge, PasswordMinLength: 12,

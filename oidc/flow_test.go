@@ -609,3 +609,20 @@ func TestSignInAgainEndsTheOldBrowserSession(t *testing.T) {
 		}
 	})
 }
+
+// TestBranding: the pages carry the operator's name, colour and logo, and
+// the CSP lets the logo in and nothing else.
+func TestBranding(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t), func(o *oidc.Options) {
+		o.AppName, o.BrandColor, o.LogoURL = "Acme <Login>", "#12ab34", "https://cdn.example.org/logo.svg"
+	})
+	c, cs := e.client("app", authd.ClientConfidential, true)
+	b := e.browser()
+	b.get(e.rp(c, cs).cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+	csp := b.last.Header.Get("Content-Security-Policy")
+	if !strings.Contains(b.body, "background: #12ab34") || !strings.Contains(b.body, `<img class="logo" src="https://cdn.example.org/logo.svg" alt="Acme &lt;Login&gt;">`) ||
+		!strings.Contains(csp, "img-src https://cdn.example.org;") || strings.Contains(csp, "script-src") {
+		t.Errorf("branding: CSP %q, page:\n%s", csp, b.body)
+	}
+}

@@ -39,6 +39,8 @@ var pageTemplates = func() map[string]*template.Template {
 // page is the data of every page.
 type page struct {
 	AppName   string
+	Color     template.CSS // validated #RRGGBB
+	Logo      string
 	Title     string
 	Nonce     string
 	CSRF      string
@@ -64,7 +66,7 @@ func (p *Provider) render(w http.ResponseWriter, status int, pg page) {
 	nonce := make([]byte, 16)
 	rand.Read(nonce)
 	pg.Nonce = base64.StdEncoding.EncodeToString(nonce)
-	pg.AppName = p.opts.AppName
+	pg.AppName, pg.Color, pg.Logo = p.opts.AppName, template.CSS(p.opts.BrandColor), p.opts.LogoURL
 	t, ok := pageTemplates[pg.content]
 	if !ok {
 		t, pg = pageTemplates["error-content"], page{AppName: p.opts.AppName, Nonce: pg.Nonce, Title: "Something went wrong",
@@ -85,7 +87,7 @@ func (p *Provider) render(w http.ResponseWriter, status int, pg page) {
 	}
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+pg.Nonce+"'; img-src 'self'; form-action "+
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+pg.Nonce+"'; img-src "+p.imgSrc()+"; form-action "+
 		formAction+"; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("Cache-Control", "no-store")
 	if pg.lockedFor > 0 {
@@ -93,6 +95,19 @@ func (p *Provider) render(w http.ResponseWriter, status int, pg page) {
 	}
 	w.WriteHeader(status)
 	w.Write(buf.Bytes())
+}
+
+// imgSrc is the CSP source list of the pages' images: the logo's origin.
+func (p *Provider) imgSrc() string {
+	if p.opts.LogoURL == "" {
+		return "'none'"
+	}
+	return origin(p.opts.LogoURL)
+}
+
+// validColor reports whether c is a #RRGGBB colour, safe in the style sheet.
+func validColor(c string) bool {
+	return len(c) == 7 && c[0] == '#' && strings.Trim(c[1:], "0123456789abcdefABCDEF") == ""
 }
 
 // errorPage answers a request that cannot be sent back to a client: an

@@ -65,8 +65,11 @@ type Options struct {
 	Client func(*http.Request) authd.Client
 	Clock  func() time.Time
 	Logger *slog.Logger
-	// AppName names the service on the pages.
-	AppName string
+	// AppName names the service on the pages; BrandColor (#RRGGBB) colours
+	// their buttons; LogoURL (https), when set, is shown above the title.
+	AppName    string
+	BrandColor string
+	LogoURL    string
 }
 
 // Provider is the OpenID provider's handler.
@@ -90,6 +93,9 @@ func New(opts Options) *Provider {
 	}
 	if opts.AppName == "" {
 		opts.AppName = "authd"
+	}
+	if !validColor(opts.BrandColor) {
+		opts.BrandColor = "#0b57d0"
 	}
 	opts.PublicURL = strings.TrimRight(opts.PublicURL, "/")
 	p := &Provider{opts: opts, svc: opts.Service, secure: strings.HasPrefix(opts.PublicURL, "https://"),

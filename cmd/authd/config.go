@@ -44,6 +44,9 @@ type Config struct {
 	DevMailer            bool // the dev mailer may stand in for SMTP with a public AUTHD_PUBLIC_URL
 	MailFrom             string
 	TemplatesDir         string
+	AppName              string // the hosted sign-in pages' branding
+	BrandColor           string
+	LogoURL              string
 	RequireVerifiedEmail bool
 	PasswordMinLength    int
 	Argon2               password.Params
@@ -167,6 +170,32 @@ var settings = []setting{
 		}},
 	{"AUTHD_TEMPLATES_DIR", "", "directory whose mail templates override the embedded ones", false,
 		func(c *Config, v string) error { c.TemplatesDir = v; return nil }},
+	{"AUTHD_APP_NAME", "authd", "name shown on the hosted sign-in pages (OpenID Connect)", false,
+		func(c *Config, v string) error {
+			if len(v) > 64 || strings.ContainsAny(v, "\r\n<>") {
+				return errors.New("must be at most 64 characters, without line breaks or angle brackets")
+			}
+			return nonEmpty(&c.AppName, v)
+		}},
+	{"AUTHD_BRAND_COLOR", "#0b57d0", "colour of the hosted pages' buttons, #RRGGBB", false,
+		func(c *Config, v string) error {
+			if len(v) != 7 || v[0] != '#' || strings.Trim(v[1:], "0123456789abcdefABCDEF") != "" {
+				return errors.New("must be a colour such as #0b57d0")
+			}
+			c.BrandColor = v
+			return nil
+		}},
+	{"AUTHD_LOGO_URL", "", "https URL of a logo for the hosted pages; empty: none", false,
+		func(c *Config, v string) error {
+			if v != "" {
+				u, err := url.Parse(v)
+				if err != nil || u.Scheme != "https" || u.Host == "" || strings.ContainsAny(v, " \"'") {
+					return errors.New("must be an https:// URL")
+				}
+			}
+			c.LogoURL = v
+			return nil
+		}},
 	{"AUTHD_REQUIRE_VERIFIED_EMAIL", "true", "false: new accounts may log in before verifying", false,
 		func(c *Config, v string) error { return boolean(&c.RequireVerifiedEmail, v) }},
 	{"AUTHD_PASSWORD_MIN_LENGTH", "12", "minimum password length in code points (8 to 128)", false,

@@ -208,7 +208,8 @@ func (a *App) Open(ctx context.Context) (err error) {
 	slog.SetDefault(a.logger)
 	provider := oidc.New(oidc.Options{Service: a.service, Issuer: a.cfg.Issuer, PublicURL: a.cfg.PublicURL,
 		IDKeys: a.idKeys, IDTokenTTL: a.cfg.AccessTokenTTL, FormKey: formKey(svcCfg.RefreshKey),
-		Client: httpapi.RequestClient, Clock: a.clock.Now, Logger: a.logger})
+		Client: httpapi.RequestClient, Clock: a.clock.Now, Logger: a.logger,
+		AppName: a.cfg.AppName, BrandColor: a.cfg.BrandColor, LogoURL: a.cfg.LogoURL})
 	opts.Mounts = []httpapi.Mount{{Patterns: provider.Patterns(), Handler: provider}}
 	if a.listener, err = listen(a.cfg.HTTPAddr, "AUTHD_HTTP_ADDR"); err != nil {
 		return err
