@@ -1,0 +1,117 @@
+package oidc_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/chromedp"
+	"golang.org/x/oauth2"
+)
+
+// headless starts Chromium with JavaScript off, or skips the test (fails
+// it under CI) when Chromium is not installed.
+func headless(t *testing.T) context.Context {
+	t.Helper()
+	var path string
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			path = p
+			break
+		}
+	}
+	if path == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("Chromium is not installed: CI must run the browser tests (.ci/run installs it)")
+		}
+		t.Skip("Chromium is not installed: skipping the browser test (apt-get install chromium)")
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.Headless, chromedp.DisableGPU,
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true), chromedp.Flag("no-first-run", true),
+	)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	t.Cleanup(cancel)
+	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
+	t.Cleanup(cancelAlloc)
+	bctx, cancelBrowser := chromedp.NewContext(alloc)
+	t.Cleanup(cancelBrowser)
+	noScript := chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := cdp.Call(ctx, t, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true})
+		return err
+	})
+	if err := chromedp.Do(bctx, noScript); err != nil {
+		t.Fatalf("start Chromium: %v", err)
+	}
+	return bctx
+}
+
+// TestBrowserSignInJavaScriptOff signs in through the real pages in
+// Chromium with JavaScript off: sign-in, the TOTP step, consent, then the
+// redirect to a relying party on another origin, which the pages' CSP
+// (form-action) must let through.
+func TestBrowserSignInJavaScriptOff(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	ctx := headless(t)
+
+	var mu sync.Mutex
+	var got url.Values
+	rp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/cb" {
+			http.NotFound(w, r) // the favicon
+			return
+		}
+		mu.Lock()
+		got = r.URL.Query()
+		mu.Unlock()
+		w.Header().Set("Content-Type", "text/html")
+		w.Write([]byte(`<!DOCTYPE html><p id="done">signed in</p>`))
+	}))
+	t.Cleanup(rp.Close)
+	c, _, err := e.svc.CreateClient(context.Background(), authd.Client{}, authd.ClientSpec{ID: "web", Name: "Web App",
+		Type: authd.ClientPublic, RedirectURIs: []string{rp.URL + "/cb"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := e.mfaUser("web@example.org")
+	cfg := oauth2.Config{ClientID: c.ID, RedirectURL: rp.URL + "/cb", Scopes: []string{"openid", "email"},
+		Endpoint: oauth2.Endpoint{AuthURL: e.srv.URL + "/oauth2/authorize", TokenURL: e.srv.URL + "/oauth2/token"}}
+
+	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, steps...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	do("sign in",
+		chromedp.Navigate(cfg.AuthCodeURL("browser-state", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))),
+		chromedp.WaitVisible(chromedp.CSS(`#email`)),
+		chromedp.SendKeys(chromedp.CSS(`#email`), "web@example.org"),
+		chromedp.SendKeys(chromedp.CSS(`#password`), goodPassword),
+		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#code`)),
+	)
+	do("the second factor",
+		chromedp.SendKeys(chromedp.CSS(`#code`), totpAt(t, secret, e.clock.Now())),
+		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.CSS(`button[value=allow]`)),
+	)
+	do("consent", chromedp.Click(chromedp.CSS(`button[value=allow]`)), chromedp.WaitVisible(chromedp.CSS(`#done`)))
+	mu.Lock()
+	defer mu.Unlock()
+	if got.Get("code") == "" || got.Get("state") != "browser-state" || got.Get("iss") != e.srv.URL {
+		t.Errorf("the relying party got %v; want a code, the state and iss", got)
+	}
+}
