@@ -107,7 +107,7 @@ var errNoClient = Errorf(ENotFound, "No such client.")
 // everywhere). ENotFound.
 func (s *Service) DeleteClient(ctx context.Context, c Client, id string) error {
 	return s.clientAction(ctx, c, id, "delete_client", func(tx *txn, oc *OAuthClient, now time.Time) error {
-		ids, err := tx.RevokeClientSessions(ctx, oc.ID, now)
+		ids, err := tx.RevokeClientSessions(ctx, oc.ID, uuid.Nil, now)
 		if err != nil {
 			return err
 		}

@@ -213,6 +213,54 @@ func (s *Service) GrantConsent(ctx context.Context, c Client, user uuid.UUID, cl
 	})
 }
 
+// Consents lists the clients the user has let in, newest first, with
+// their names. EUnavailable.
+func (s *Service) Consents(ctx context.Context, a *AccessClaims) ([]*Consent, map[string]*OAuthClient, error) {
+	list, err := s.store.Consents(ctx, a.UserID)
+	if err != nil {
+		return nil, nil, err
+	}
+	clients := map[string]*OAuthClient{}
+	for _, c := range list {
+		if _, ok := clients[c.ClientID]; ok {
+			continue
+		}
+		oc, err := s.store.OAuthClient(ctx, c.ClientID)
+		if err != nil {
+			return nil, nil, err
+		}
+		clients[c.ClientID] = oc
+	}
+	return list, clients, nil
+}
+
+// RevokeConsent withdraws the user's consent to a client and ends every
+// session the client holds for the user (its tokens stop working
+// everywhere); the next sign-in asks again. Logged as oidc_consent_revoked.
+// ENotFound (no such consent), EUnavailable.
+func (s *Service) RevokeConsent(ctx context.Context, c Client, a *AccessClaims, clientID string) error {
+	return s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		if err := tx.DeleteConsent(ctx, a.UserID, clientID); err != nil {
+			if ErrorCode(err) == ENotFound {
+				return Errorf(ENotFound, "No consent to this client.")
+			}
+			return err
+		}
+		ids, err := tx.RevokeClientSessions(ctx, clientID, a.UserID, now)
+		if err != nil {
+			return err
+		}
+		if len(ids) > 0 {
+			if err := tx.revoke(ctx, Revocation{At: now, SessionIDs: ids}); err != nil {
+				return err
+			}
+		}
+		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventOIDCConsentRevoked, ResultSuccess, a.UserID, "",
+			map[string]any{"client_id": clientID, "sessions_revoked": len(ids)}))
+	})
+}
+
 // IssueCode finishes an authorization request for a signed-in browser
 // session: the request is used up and a code valid for AuthCodeTTL is
 // returned (the raw value; only its digest is kept), logged as

@@ -233,8 +233,10 @@ type Queries interface {
 	// the digest is taken.
 	SetBrowserDigest(ctx context.Context, id uuid.UUID, digest string) error
 	// RevokeClientSessions ends, at at, every unrevoked session the client
-	// started and returns their ids.
-	RevokeClientSessions(ctx context.Context, clientID string, at time.Time) ([]uuid.UUID, error)
+	// started for the user (uuid.Nil: for every user) and returns their ids.
+	RevokeClientSessions(ctx context.Context, clientID string, userID uuid.UUID, at time.Time) ([]uuid.UUID, error)
+	// Consents returns the user's consents, newest first.
+	Consents(ctx context.Context, userID uuid.UUID) ([]*Consent, error)
 
 	// PublishRevocation tells every instance of rev when the transaction
 	// commits (PostgreSQL NOTIFY); stores with a single instance do nothing.

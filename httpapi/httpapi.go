@@ -98,6 +98,8 @@ func New(opts Options) *Server {
 	s.handle("GET /v1/users/me/sessions", s.authenticated(s.sessions))
 	s.handle("DELETE /v1/users/me/sessions/{id}", s.authenticated(s.deleteSession))
 	s.handle("PUT /v1/users/me/consent", s.authenticated(s.updateConsent))
+	s.handle("GET /v1/users/me/consents", s.authenticated(s.consents))
+	s.handle("DELETE /v1/users/me/consents/{client_id}", s.authenticated(s.revokeConsent))
 	s.handle("GET /v1/users/me/security-log", s.authenticated(s.mySecurityLog))
 	s.handle("GET /v1/users/me/export", s.authenticated(s.export))
 	s.handle("DELETE /v1/users/me", s.authenticated(s.deleteMe))

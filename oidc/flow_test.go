@@ -2,6 +2,7 @@ package oidc_test
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -416,8 +417,43 @@ func TestConsentAndCSRF(t *testing.T) {
 			t.Fatalf("allow: %d %v", b.last.StatusCode, b.body)
 		}
 		// Remembered: no consent page the next time.
-		if cb := b.get(r.cfg.AuthCodeURL("s3", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))).callback(); cb == nil {
-			t.Errorf("consent asked again: %d", b.last.StatusCode)
+		verifier := oauth2.GenerateVerifier()
+		cb := b.get(r.cfg.AuthCodeURL("s3", oauth2.S256ChallengeOption(verifier))).callback()
+		if cb == nil {
+			t.Fatalf("consent asked again: %d", b.last.StatusCode)
+		}
+		tok, err := r.cfg.Exchange(r.ctx, cb.Get("code"), oauth2.VerifierOption(verifier))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Revocable: the user lists and withdraws it through the JSON API;
+		// the client's tokens stop working and the next sign-in asks again.
+		pair, err := e.svc.Login(context.Background(), authd.Client{}, "cleo@example.org", goodPassword, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		status, body := e.call("GET", "/v1/users/me/consents", pair.AccessToken)
+		if status != http.StatusOK || !strings.Contains(body, `"client_id":"third"`) || !strings.Contains(body, `"scopes":["openid","email"]`) {
+			t.Errorf("consents: %d %s", status, body)
+		}
+		if status, _ := e.call("DELETE", "/v1/users/me/consents/third", pair.AccessToken); status != http.StatusNoContent {
+			t.Errorf("withdraw: %d", status)
+		}
+		if status, _ := e.call("DELETE", "/v1/users/me/consents/third", pair.AccessToken); status != http.StatusNotFound {
+			t.Errorf("withdraw again: %d, want 404", status)
+		}
+		if got := e.me(tok.AccessToken); got != http.StatusUnauthorized {
+			t.Errorf("the client's access token answers %d after the consent was withdrawn; want 401", got)
+		}
+		if e.me(pair.AccessToken) != http.StatusOK {
+			t.Error("withdrawing a consent ended the user's own session")
+		}
+		b.get(r.cfg.AuthCodeURL("s4", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+		if !strings.Contains(b.body, `name="decision"`) {
+			t.Errorf("no consent page after withdrawing: %d", b.last.StatusCode)
+		}
+		if ev := e.events(e.userByEmail("cleo@example.org")); !slices.Contains(ev, "oidc_consent_revoked") {
+			t.Errorf("no oidc_consent_revoked event: %v", ev)
 		}
 	})
 }
@@ -492,6 +528,18 @@ func (e *env) me(access string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+func (e *env) call(method, path, access string) (int, string) {
+	req, _ := http.NewRequest(method, e.srv.URL+path, nil)
+	req.Header.Set("Authorization", "Bearer "+access)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 func (e *env) jsonRefresh(refresh string) int {

@@ -187,8 +187,19 @@ func (q *queries) SetBrowserDigest(ctx context.Context, id uuid.UUID, digest str
 }
 
 // RevokeClientSessions implements authd.Queries.
-func (q *queries) RevokeClientSessions(ctx context.Context, clientID string, at time.Time) ([]uuid.UUID, error) {
+func (q *queries) RevokeClientSessions(ctx context.Context, clientID string, userID uuid.UUID, at time.Time) ([]uuid.UUID, error) {
 	return q.revokeSessions(ctx, at, `UPDATE sessions SET revoked_at = $1
-		WHERE client_id = $2 AND revoked_at IS NULL AND expires_at > $1
-		RETURNING id`, at, clientID)
+		WHERE client_id = $2 AND ($3::uuid IS NULL OR user_id = $3) AND revoked_at IS NULL AND expires_at > $1
+		RETURNING id`, at, clientID, nullUUID(userID))
+}
+
+// Consents implements authd.Queries.
+func (q *queries) Consents(ctx context.Context, userID uuid.UUID) ([]*authd.Consent, error) {
+	rows, err := q.rows(ctx, `SELECT `+consentColumns+` FROM oauth_consents WHERE user_id = $1
+		ORDER BY granted_at DESC, id DESC`, userID)
+	if err != nil {
+		return nil, translate(err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*authd.Consent, error) { return scanConsent(row) })
+	return out, translate(err)
 }

@@ -208,8 +208,27 @@ func (q *queries) SetBrowserDigest(ctx context.Context, id uuid.UUID, digest str
 }
 
 // RevokeClientSessions implements authd.Queries.
-func (q *queries) RevokeClientSessions(ctx context.Context, clientID string, at time.Time) ([]uuid.UUID, error) {
+func (q *queries) RevokeClientSessions(ctx context.Context, clientID string, userID uuid.UUID, at time.Time) ([]uuid.UUID, error) {
 	return q.revokeSessions(ctx, at, `UPDATE sessions SET revoked_at = ?1
-		WHERE client_id = ?2 AND revoked_at IS NULL AND expires_at > ?1
-		RETURNING id`, timeArg(at), clientID)
+		WHERE client_id = ?2 AND (?3 IS NULL OR user_id = ?3) AND revoked_at IS NULL AND expires_at > ?1
+		RETURNING id`, timeArg(at), clientID, nullUUID(userID))
+}
+
+// Consents implements authd.Queries.
+func (q *queries) Consents(ctx context.Context, userID uuid.UUID) ([]*authd.Consent, error) {
+	rows, err := q.db.QueryContext(ctx, `SELECT `+consentColumns+` FROM oauth_consents WHERE user_id = ?
+		ORDER BY granted_at DESC, id DESC`, userID)
+	if err != nil {
+		return nil, translate(err)
+	}
+	defer rows.Close()
+	var out []*authd.Consent
+	for rows.Next() {
+		c, err := scanConsent(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, translate(rows.Err())
 }

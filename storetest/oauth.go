@@ -110,6 +110,9 @@ func testConsents(t *testing.T, s authd.Store) {
 	}
 	want := *again
 	want.ID = c.ID
+	if list, err := s.Consents(ctx, u.ID); err != nil || len(list) != 1 || !cmp.Equal(&want, list[0]) {
+		t.Errorf("Consents = %v, %v; want the one consent", list, err)
+	}
 	if diff := cmp.Diff(&want, got); diff != "" {
 		t.Errorf("consent after a second grant (-want +got):\n%s", diff)
 	}
@@ -303,7 +306,11 @@ func testClientAndBrowserSessions(t *testing.T, s authd.Store) {
 
 	var ids []uuid.UUID
 	err = s.InTx(ctx, func(tx authd.Queries) (err error) {
-		ids, err = tx.RevokeClientSessions(ctx, "app", Epoch.Add(time.Minute))
+		ids, err = tx.RevokeClientSessions(ctx, "app", authd.NewID(), Epoch.Add(time.Minute))
+		if err != nil || len(ids) != 0 {
+			t.Errorf("RevokeClientSessions for another user = %v, %v; want none", ids, err)
+		}
+		ids, err = tx.RevokeClientSessions(ctx, "app", u.ID, Epoch.Add(time.Minute))
 		return err
 	})
 	if err != nil || !cmp.Equal(ids, []uuid.UUID{forApp.ID}) {
