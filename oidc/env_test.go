@@ -92,7 +92,10 @@ func newEnv(t *testing.T, store authd.Store, options ...func(*oidc.Options)) *en
 	for _, o := range options {
 		o(&opts)
 	}
-	provider := oidc.New(opts)
+	provider, err := oidc.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
 	e.srv.Config.Handler = httpapi.New(httpapi.Options{Service: e.svc, Logger: logger, Ready: store.Ready,
 		JWKS:       func() ([]byte, error) { return token.JWKS(e.clock.Now(), cfg.AccessTokenTTL, keys, idKeys) },
 		JWKSMaxAge: token.JWKSMaxAge, PasswordMinLength: 12,

@@ -5,6 +5,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -672,5 +674,39 @@ func TestBranding(t *testing.T) {
 	if !strings.Contains(b.body, "background: #12ab34") || !strings.Contains(b.body, `<img class="logo" src="https://cdn.example.org/logo.svg" alt="Acme &lt;Login&gt;">`) ||
 		!strings.Contains(csp, "img-src https://cdn.example.org;") || strings.Contains(csp, "script-src") {
 		t.Errorf("branding: CSP %q, page:\n%s", csp, b.body)
+	}
+}
+
+// TestPageTemplatesOverride: a file in the templates directory replaces
+// its embedded page; a broken one stops start-up naming the file.
+func TestPageTemplatesOverride(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	custom := `{{define "signin-content"}}<p id="custom">Welcome to {{.AppName}}</p>
+<form method="post" action="/signin"><input type="hidden" name="request" value="{{.Request}}"><input type="hidden" name="csrf" value="{{.CSRF}}"></form>{{end}}`
+	if err := os.WriteFile(filepath.Join(dir, "signin.html"), []byte(custom), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, openSQLite(t), func(o *oidc.Options) { o.TemplatesDir = dir })
+	c, cs := e.client("app", authd.ClientConfidential, true)
+	b := e.browser()
+	b.get(e.rp(c, cs).cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+	if !strings.Contains(b.body, `<p id="custom">Welcome to Example Co</p>`) || !strings.Contains(b.body, "<!DOCTYPE html>") {
+		t.Errorf("the overriding sign-in page was not used (in the embedded layout):\n%s", b.body)
+	}
+
+	for name, text := range map[string]string{
+		"consent.html": `{{define "consent-content"}}{{.NoSuchField}}{{end}}`,
+		"layout.html":  `{{define "layout"}}{{template "content" .}}`,
+		"mfa.html":     `{{define "something-else"}}{{end}}`,
+	} {
+		bad := t.TempDir()
+		if err := os.WriteFile(filepath.Join(bad, name), []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := oidc.New(oidc.Options{TemplatesDir: bad})
+		if err == nil || !strings.Contains(err.Error(), ".html") {
+			t.Errorf("a broken %s: %v; want an error naming the file", name, err)
+		}
 	}
 }

@@ -7,9 +7,15 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/base64"
+	"errors"
+	"fmt"
 	"html/template"
+	"io"
+	"io/fs"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -20,21 +26,65 @@ import (
 // cookie of this browser, the form's purpose and what it acts on, so a
 // page of another site can neither read nor forge it.
 
-//go:embed pages/pages.html
+//go:embed pages/*.html
 var pageFiles embed.FS
 
-var pageTemplates = func() map[string]*template.Template {
-	base := template.Must(template.ParseFS(pageFiles, "pages/pages.html"))
-	out := map[string]*template.Template{}
-	for _, t := range base.Templates() {
-		if name := t.Name(); strings.HasSuffix(name, "-content") {
-			page := template.Must(base.Clone())
-			template.Must(page.New("content").Parse(`{{template "` + name + `" .}}`))
-			out[name] = page
+// pageNames are the page templates, one file each: NAME.html defines
+// "NAME-content", and layout.html defines "layout" around it.
+var pageNames = []string{"signin", "mfa", "consent", "logout", "signed-out", "error", "signup", "forgot", "notice"}
+
+// loadPages parses the page templates: the embedded ones, each replaced by
+// dir/NAME.html when that file exists (dir empty: none). Every page is
+// executed once with sample data, so that a broken override stops start-up
+// with the file's name instead of failing a user later.
+func loadPages(dir string) (map[string]*template.Template, error) {
+	read := func(name string) (string, error) {
+		if dir != "" {
+			b, err := os.ReadFile(filepath.Join(dir, name))
+			if err == nil {
+				return string(b), nil
+			}
+			if !errors.Is(err, fs.ErrNotExist) {
+				return "", fmt.Errorf("page template %s: %w", name, err)
+			}
 		}
+		b, err := pageFiles.ReadFile("pages/" + name)
+		return string(b), err
 	}
-	return out
-}()
+	layout, err := read("layout.html")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := template.New("layout.html").Parse(layout); err != nil {
+		return nil, fmt.Errorf("page template layout.html: %w", err)
+	}
+	out := map[string]*template.Template{}
+	for _, name := range pageNames {
+		content, err := read(name + ".html")
+		if err != nil {
+			return nil, err
+		}
+		t, err := template.New(name).Parse(layout)
+		if err == nil {
+			_, err = t.Parse(content)
+		}
+		if err == nil {
+			_, err = t.New("content").Parse(`{{template "` + name + `-content" .}}`)
+		}
+		if err == nil && (t.Lookup("layout") == nil || t.Lookup(name+"-content") == nil) {
+			err = fmt.Errorf("layout.html must {{define \"layout\"}} and %s.html {{define \"%s-content\"}}", name, name)
+		}
+		if err == nil {
+			err = t.ExecuteTemplate(io.Discard, "layout", page{AppName: "authd", Title: "Sample", Client: "App",
+				Request: "r", Email: "user@example.org", Method: "totp", Scopes: []string{"openid"}, Error: "e", Notice: "n"})
+		}
+		if err != nil {
+			return nil, fmt.Errorf("page template %s.html: %w", name, err)
+		}
+		out[name+"-content"] = t
+	}
+	return out, nil
+}
 
 // page is the data of every page.
 type page struct {
@@ -67,9 +117,9 @@ func (p *Provider) render(w http.ResponseWriter, status int, pg page) {
 	rand.Read(nonce)
 	pg.Nonce = base64.StdEncoding.EncodeToString(nonce)
 	pg.AppName, pg.Color, pg.Logo = p.opts.AppName, template.CSS(p.opts.BrandColor), p.opts.LogoURL
-	t, ok := pageTemplates[pg.content]
+	t, ok := p.pages[pg.content]
 	if !ok {
-		t, pg = pageTemplates["error-content"], page{AppName: p.opts.AppName, Nonce: pg.Nonce, Title: "Something went wrong",
+		t, pg = p.pages["error-content"], page{AppName: p.opts.AppName, Nonce: pg.Nonce, Title: "Something went wrong",
 			Error: "This page could not be shown.", content: "error-content"}
 		status = http.StatusInternalServerError
 	}

@@ -18,6 +18,7 @@ package oidc
 
 import (
 	"context"
+	"html/template"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -70,6 +71,9 @@ type Options struct {
 	AppName    string
 	BrandColor string
 	LogoURL    string
+	// TemplatesDir, when set, holds page templates that replace the
+	// embedded ones file by file (AUTHD_TEMPLATES_DIR/oidc).
+	TemplatesDir string
 }
 
 // Provider is the OpenID provider's handler.
@@ -78,10 +82,12 @@ type Provider struct {
 	svc    *authd.Service
 	secure bool // the public URL is https: __Host- cookies, Secure
 	mux    *http.ServeMux
+	pages  map[string]*template.Template
 }
 
-// New returns the provider.
-func New(opts Options) *Provider {
+// New returns the provider. An override template that does not parse or
+// render is an error naming its file.
+func New(opts Options) (*Provider, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -98,8 +104,12 @@ func New(opts Options) *Provider {
 		opts.BrandColor = "#0b57d0"
 	}
 	opts.PublicURL = strings.TrimRight(opts.PublicURL, "/")
+	pages, err := loadPages(opts.TemplatesDir)
+	if err != nil {
+		return nil, err
+	}
 	p := &Provider{opts: opts, svc: opts.Service, secure: strings.HasPrefix(opts.PublicURL, "https://"),
-		mux: http.NewServeMux()}
+		mux: http.NewServeMux(), pages: pages}
 
 	lib := op.RegisterServer(&server{p: p}, op.Endpoints{
 		Token:    op.NewEndpoint(TokenPath),
@@ -122,7 +132,7 @@ func New(opts Options) *Provider {
 	p.mux.HandleFunc("POST "+ForgotPath, p.forgot)
 	p.mux.HandleFunc("GET "+LogoutPath, p.logoutPage)
 	p.mux.HandleFunc("POST "+LogoutPath, p.logout)
-	return p
+	return p, nil
 }
 
 // Patterns are the routes the provider serves, for the public listener's

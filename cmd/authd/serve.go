@@ -206,10 +206,13 @@ func (a *App) Open(ctx context.Context) (err error) {
 	// token endpoint's refusals): make that serve's, so that with
 	// AUTHD_LOG_FORMAT=json every line is still one JSON object.
 	slog.SetDefault(a.logger)
-	provider := oidc.New(oidc.Options{Service: a.service, Issuer: a.cfg.Issuer, PublicURL: a.cfg.PublicURL,
+	provider, err := oidc.New(oidc.Options{Service: a.service, Issuer: a.cfg.Issuer, PublicURL: a.cfg.PublicURL,
 		IDKeys: a.idKeys, IDTokenTTL: a.cfg.AccessTokenTTL, FormKey: formKey(svcCfg.RefreshKey),
 		Client: httpapi.RequestClient, Clock: a.clock.Now, Logger: a.logger,
-		AppName: a.cfg.AppName, BrandColor: a.cfg.BrandColor, LogoURL: a.cfg.LogoURL})
+		AppName: a.cfg.AppName, BrandColor: a.cfg.BrandColor, LogoURL: a.cfg.LogoURL, TemplatesDir: pagesDir(a.cfg.TemplatesDir)})
+	if err != nil {
+		return &cliError{msg: err.Error(), hint: "fix or remove the file in $AUTHD_TEMPLATES_DIR/oidc; the embedded pages are in oidc/pages"}
+	}
 	opts.Mounts = []httpapi.Mount{{Patterns: provider.Patterns(), Handler: provider}}
 	if a.listener, err = listen(a.cfg.HTTPAddr, "AUTHD_HTTP_ADDR"); err != nil {
 		return err
@@ -446,4 +449,13 @@ func (a *App) jwks() ([]byte, error) {
 		return a.keys.JWKS(now, a.cfg.AccessTokenTTL)
 	}
 	return token.JWKS(now, a.cfg.AccessTokenTTL, a.keys, a.idKeys)
+}
+
+// pagesDir is where the hosted pages' overrides live: the oidc directory of
+// AUTHD_TEMPLATES_DIR, beside the mail templates.
+func pagesDir(templates string) string {
+	if templates == "" {
+		return ""
+	}
+	return filepath.Join(templates, "oidc")
 }
