@@ -295,6 +295,20 @@ func TestAuthorizeRefusals(t *testing.T) {
 		}
 		_ = pub
 
+		// Secrets and tokens never in a query string (SPEC 6.11).
+		for _, path := range []string{oidc.TokenPath + "?client_secret=x", oidc.UserInfoPath + "?access_token=x"} {
+			method := "POST"
+			if strings.HasPrefix(path, oidc.UserInfoPath) {
+				method = "GET"
+			}
+			req, _ := http.NewRequest(method, e.srv.URL+path, strings.NewReader("grant_type=authorization_code"))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil || resp.StatusCode != http.StatusBadRequest {
+				t.Errorf("%s %s: %v %v; want 400", method, path, resp, err)
+			}
+		}
+
 		// Each saved request costs a row: a client IP gets 30 a minute.
 		var cb url.Values
 		for range 31 {

@@ -116,9 +116,9 @@ func New(opts Options) (*Provider, error) {
 		Userinfo: op.NewEndpoint(UserInfoPath),
 	}, op.WithServerCORSOptions(nil))
 	p.mux.HandleFunc("GET "+DiscoveryPath, p.discovery)
-	p.mux.Handle("POST "+TokenPath, bounded(lib))
-	p.mux.Handle("GET "+UserInfoPath, lib)
-	p.mux.Handle("POST "+UserInfoPath, bounded(lib))
+	p.mux.Handle("POST "+TokenPath, noQuery(bounded(lib)))
+	p.mux.Handle("GET "+UserInfoPath, noQuery(lib))
+	p.mux.Handle("POST "+UserInfoPath, noQuery(bounded(lib)))
 	p.mux.HandleFunc("GET "+AuthorizePath, p.authorize)
 	p.mux.HandleFunc("POST "+AuthorizePath, p.authorize)
 	p.mux.HandleFunc("GET "+ResumePath, p.resume)
@@ -155,6 +155,21 @@ type clientKey struct{}
 func client(ctx context.Context) authd.Client {
 	c, _ := ctx.Value(clientKey{}).(authd.Client)
 	return c
+}
+
+// noQuery refuses a request with a query string: codes, secrets and tokens
+// travel in the body or the Authorization header, never in a URL that logs
+// and proxies keep (SPEC 6.11). The library would read them from either.
+func noQuery(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.RawQuery != "" {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			w.Write([]byte(`{"error":"invalid_request","error_description":"parameters go in the body or the Authorization header, not the query string"}`))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // bounded limits a request body to maxForm.
