@@ -43,6 +43,9 @@ type Options struct {
 	Metrics http.Handler
 	// Observe, when set, is told of every request (for metrics).
 	Observe func(route string, status int, elapsed time.Duration)
+	// Pages replace the embedded templates of the mail links' pages
+	// (LoadPages); nil: the embedded ones.
+	Pages Pages
 	// Mounts are other adapters' handlers on the public listener (the
 	// OpenID provider), behind the same middleware: request id, client IP,
 	// security headers, log line, metrics.

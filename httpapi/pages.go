@@ -7,11 +7,12 @@ import (
 	"encoding/base64"
 	"fmt"
 	"html/template"
+	"io/fs"
 	"net/http"
 	"net/url"
-	"strings"
 
 	"github.com/authd/authd"
+	"github.com/authd/authd/templates"
 )
 
 // The pages that mail links open (SPEC §7): server-rendered, no script, no
@@ -19,23 +20,38 @@ import (
 // style. A GET never consumes a token, because mail scanners follow links:
 // the user presses a button (verify) or submits the form (reset).
 
-//go:embed pages/pages.html
+//go:embed pages/*.html
 var pageFiles embed.FS
 
-// pageTemplates holds, for each "*-content" template, the layout with that
-// content, parsed once at start.
-var pageTemplates = func() map[string]*template.Template {
-	base := template.Must(template.ParseFS(pageFiles, "pages/pages.html"))
-	out := map[string]*template.Template{}
-	for _, t := range base.Templates() {
-		if name := t.Name(); strings.HasSuffix(name, "-content") {
-			page := template.Must(base.Clone())
-			template.Must(page.New("content").Parse(`{{template "` + name + `" .}}`))
-			out[name] = page
-		}
+// pageNames are the pages, one template file each: NAME.html defines
+// "NAME-content", and layout.html defines "layout" around it.
+var pageNames = []string{"verify", "verified", "reset", "reset-done", "expired", "new-link", "problem"}
+
+// Pages are the parsed page templates, by content name ("reset-content").
+type Pages map[string]*template.Template
+
+// pageTemplates are the embedded pages.
+var pageTemplates = func() Pages {
+	p, err := LoadPages("")
+	if err != nil {
+		panic(err) // the embedded templates are tested
 	}
-	return out
+	return p
 }()
+
+// LoadPages parses the pages that mail links open: the embedded templates,
+// each replaced by dir/NAME.html (or dir/layout.html) when that file exists
+// (dir empty: none), as the mail templates are. Every page is rendered once
+// with sample data, so that a broken override is an error at start naming
+// its file, never a failure in front of a user.
+func LoadPages(dir string) (Pages, error) {
+	embedded, err := fs.Sub(pageFiles, "pages")
+	if err != nil {
+		return nil, err
+	}
+	return templates.Pages(embedded, dir, pageNames, page{Title: "Sample", Nonce: "n", Token: "t", Error: "e",
+		MinLength: 12, NewLinkAction: "/reset-password/new-link"})
+}
 
 // page is the data of every page.
 type page struct {
@@ -48,12 +64,20 @@ type page struct {
 	content       string
 }
 
+// pages are the operator's page templates (Options.Pages), or the embedded ones.
+func (s *Server) pages() Pages {
+	if s.opts.Pages != nil {
+		return s.opts.Pages
+	}
+	return pageTemplates
+}
+
 // renderPage writes an HTML page; the content template is chosen by name.
 func (s *Server) renderPage(w http.ResponseWriter, status int, p page) error {
 	nonce := make([]byte, 16)
 	rand.Read(nonce)
 	p.Nonce = base64.StdEncoding.EncodeToString(nonce)
-	t, ok := pageTemplates[p.content]
+	t, ok := s.pages()[p.content]
 	if !ok {
 		return fmt.Errorf("no page content %q", p.content)
 	}

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/authd/authd"
+	"github.com/authd/authd/templates"
 	gomail "github.com/wneessen/go-mail"
 	mailsmtp "github.com/wneessen/go-mail/smtp"
 )
@@ -52,19 +53,11 @@ type Renderer struct {
 func NewRenderer(publicURL, dir string) (*Renderer, error) {
 	r := &Renderer{product: "authd", publicURL: publicURL,
 		text: map[authd.MailKind]*texttemplate.Template{}, html: map[authd.MailKind]*htmltemplate.Template{}}
-	read := func(name string) (string, error) {
-		if dir != "" {
-			b, err := os.ReadFile(filepath.Join(dir, name))
-			if err == nil {
-				return string(b), nil
-			}
-			if !errors.Is(err, fs.ErrNotExist) {
-				return "", err
-			}
-		}
-		b, err := templateFiles.ReadFile("templates/" + name)
-		return string(b), err
+	embedded, err := fs.Sub(templateFiles, "templates")
+	if err != nil {
+		return nil, err
 	}
+	read := func(name string) (string, error) { return templates.Read(embedded, dir, name) }
 	layout, err := read("layout.html")
 	if err != nil {
 		return nil, err

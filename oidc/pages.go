@@ -7,15 +7,11 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/base64"
-	"errors"
-	"fmt"
+	"github.com/authd/authd/templates"
 	"html/template"
-	"io"
 	"io/fs"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -34,56 +30,15 @@ var pageFiles embed.FS
 var pageNames = []string{"signin", "mfa", "consent", "logout", "signed-out", "error", "signup", "forgot", "notice"}
 
 // loadPages parses the page templates: the embedded ones, each replaced by
-// dir/NAME.html when that file exists (dir empty: none). Every page is
-// executed once with sample data, so that a broken override stops start-up
-// with the file's name instead of failing a user later.
+// dir/NAME.html when that file exists (dir empty: none), rendered once with
+// sample data so that a broken override stops start-up naming its file.
 func loadPages(dir string) (map[string]*template.Template, error) {
-	read := func(name string) (string, error) {
-		if dir != "" {
-			b, err := os.ReadFile(filepath.Join(dir, name))
-			if err == nil {
-				return string(b), nil
-			}
-			if !errors.Is(err, fs.ErrNotExist) {
-				return "", fmt.Errorf("page template %s: %w", name, err)
-			}
-		}
-		b, err := pageFiles.ReadFile("pages/" + name)
-		return string(b), err
-	}
-	layout, err := read("layout.html")
+	embedded, err := fs.Sub(pageFiles, "pages")
 	if err != nil {
 		return nil, err
 	}
-	if _, err := template.New("layout.html").Parse(layout); err != nil {
-		return nil, fmt.Errorf("page template layout.html: %w", err)
-	}
-	out := map[string]*template.Template{}
-	for _, name := range pageNames {
-		content, err := read(name + ".html")
-		if err != nil {
-			return nil, err
-		}
-		t, err := template.New(name).Parse(layout)
-		if err == nil {
-			_, err = t.Parse(content)
-		}
-		if err == nil {
-			_, err = t.New("content").Parse(`{{template "` + name + `-content" .}}`)
-		}
-		if err == nil && (t.Lookup("layout") == nil || t.Lookup(name+"-content") == nil) {
-			err = fmt.Errorf("layout.html must {{define \"layout\"}} and %s.html {{define \"%s-content\"}}", name, name)
-		}
-		if err == nil {
-			err = t.ExecuteTemplate(io.Discard, "layout", page{AppName: "authd", Title: "Sample", Client: "App",
-				Request: "r", Email: "user@example.org", Method: "totp", Scopes: []string{"openid"}, Error: "e", Notice: "n"})
-		}
-		if err != nil {
-			return nil, fmt.Errorf("page template %s.html: %w", name, err)
-		}
-		out[name+"-content"] = t
-	}
-	return out, nil
+	return templates.Pages(embedded, dir, pageNames, page{AppName: "authd", Title: "Sample", Client: "App",
+		Request: "r", Email: "user@example.org", Method: "totp", Scopes: []string{"openid"}, Error: "e", Notice: "n"})
 }
 
 // page is the data of every page.

@@ -206,6 +206,11 @@ func (a *App) Open(ctx context.Context) (err error) {
 	// token endpoint's refusals): make that serve's, so that with
 	// AUTHD_LOG_FORMAT=json every line is still one JSON object.
 	slog.SetDefault(a.logger)
+	if a.cfg.TemplatesDir != "" {
+		if opts.Pages, err = httpapi.LoadPages(filepath.Join(a.cfg.TemplatesDir, "pages")); err != nil {
+			return &cliError{msg: err.Error(), hint: "fix or remove the file in $AUTHD_TEMPLATES_DIR/pages; the embedded pages are in httpapi/pages"}
+		}
+	}
 	provider, err := oidc.New(oidc.Options{Service: a.service, Issuer: a.cfg.Issuer, PublicURL: a.cfg.PublicURL,
 		IDKeys: a.idKeys, IDTokenTTL: a.cfg.AccessTokenTTL, FormKey: formKey(svcCfg.RefreshKey),
 		Client: httpapi.RequestClient, Clock: a.clock.Now, Logger: a.logger,
