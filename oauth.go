@@ -79,8 +79,11 @@ type AuthRequest struct {
 	// MinAuthTime, when not zero, is the earliest sign-in that satisfies
 	// the request (prompt=login: its own creation; max_age: now - max_age).
 	MinAuthTime time.Time
-	CreatedAt   time.Time
-	ExpiresAt   time.Time
+	// ForceConsent (prompt=consent) shows the consent screen even when an
+	// earlier consent covers the scopes.
+	ForceConsent bool
+	CreatedAt    time.Time
+	ExpiresAt    time.Time
 }
 
 // AuthCode is an authorization code (table oauth_codes), stored as its

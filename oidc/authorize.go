@@ -126,6 +126,7 @@ func (p *Provider) parseAuthRequest(q url.Values, oc *authd.OAuthClient) (*authd
 	if slices.Contains(prompt, "login") {
 		req.MinAuthTime = now
 	}
+	req.ForceConsent = slices.Contains(prompt, "consent")
 	if v := q.Get("max_age"); v != "" {
 		age, err := strconv.Atoi(v)
 		if err != nil || age < 0 {
@@ -196,7 +197,7 @@ func (p *Provider) continueRequest(w http.ResponseWriter, r *http.Request, req *
 		p.unavailable(w, err)
 		return
 	}
-	if need {
+	if need || req.ForceConsent {
 		p.render(w, http.StatusOK, page{Title: "Allow access?", Client: oc.Name, Email: u.Email, Scopes: req.Scopes,
 			Request: req.ID.String(), CSRF: p.csrfToken(w, r, "consent", req.ID.String()), content: "consent-content",
 			formTo: []string{origin(req.RedirectURI)}})

@@ -468,6 +468,21 @@ func TestConsentAndCSRF(t *testing.T) {
 		if !strings.Contains(b.body, `name="decision"`) {
 			t.Errorf("no consent page after withdrawing: %d", b.last.StatusCode)
 		}
+		f = b.form()
+		f.Set("decision", "allow")
+		if cb := b.post(oidc.ConsentPath, f).callback(); cb == nil || cb.Get("code") == "" {
+			t.Fatalf("allow again: %d", b.last.StatusCode)
+		}
+		// prompt=consent asks although a consent covers the scopes, once.
+		b.get(r.cfg.AuthCodeURL("s5", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()), oauth2.SetAuthURLParam("prompt", "consent")))
+		if !strings.Contains(b.body, `name="decision"`) {
+			t.Fatalf("prompt=consent showed no consent page: %d", b.last.StatusCode)
+		}
+		f = b.form()
+		f.Set("decision", "allow")
+		if cb := b.post(oidc.ConsentPath, f).callback(); cb == nil || cb.Get("code") == "" || cb.Get("state") != "s5" {
+			t.Errorf("prompt=consent, allowed: %d %v", b.last.StatusCode, cb)
+		}
 		if ev := e.events(e.userByEmail("cleo@example.org")); !slices.Contains(ev, "oidc_consent_revoked") {
 			t.Errorf("no oidc_consent_revoked event: %v", ev)
 		}
@@ -721,6 +736,50 @@ func TestPageTemplatesOverride(t *testing.T) {
 		_, err := oidc.New(oidc.Options{TemplatesDir: bad})
 		if err == nil || !strings.Contains(err.Error(), ".html") {
 			t.Errorf("a broken %s: %v; want an error naming the file", name, err)
+		}
+	}
+}
+
+var noRedirects = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+// TestHostileInput sends junk to every route of the provider: never a 5xx.
+func TestHostileInput(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	e.client("app", authd.ClientConfidential, true)
+	junk := []string{"", "request=not-a-uuid", "request=" + strings.Repeat("0", 36), "client_id=app&client_id=app",
+		"client_id=app&redirect_uri=" + url.QueryEscape(rpCallback) + "&response_type=code&scope=openid&state=" + strings.Repeat("s", 5000),
+		"client_id=%00&redirect_uri=%ff", "grant_type=authorization_code&client_id=app&client_secret=x&code=y&redirect_uri=z",
+		"grant_type=refresh_token&client_id=app&refresh_token=" + strings.Repeat("r", 43), "grant_type=password",
+		"id_token_hint=a.b.c", "id_token_hint=" + strings.Repeat("x", 3000), "post_logout_redirect_uri=javascript:alert(1)",
+		"max_age=-1&client_id=app&redirect_uri=" + url.QueryEscape(rpCallback) + "&response_type=code&scope=openid&code_challenge=" + strings.Repeat("a", 43) + "&code_challenge_method=S256",
+		strings.Repeat("a=b&", 20000)}
+	paths := []string{oidc.DiscoveryPath, oidc.AuthorizePath, oidc.ResumePath, oidc.TokenPath, oidc.UserInfoPath,
+		oidc.LogoutPath, oidc.SignInPath, oidc.MFAPath, oidc.ConsentPath, oidc.SignUpPath, oidc.ForgotPath}
+	for _, path := range paths {
+		for _, q := range junk {
+			for _, method := range []string{"GET", "POST"} {
+				for _, ctype := range []string{"application/x-www-form-urlencoded", "application/json"} {
+					target := e.srv.URL + path
+					var body io.Reader
+					if method == "GET" {
+						target += "?" + q
+					} else {
+						body = strings.NewReader(q)
+					}
+					req, _ := http.NewRequest(method, target, body)
+					req.Header.Set("Content-Type", ctype)
+					req.Header.Set("Authorization", "Basic "+strings.Repeat("%", 10))
+					resp, err := noRedirects.Do(req)
+					if err != nil {
+						t.Fatal(err)
+					}
+					resp.Body.Close()
+					if resp.StatusCode >= 500 {
+						t.Errorf("%s %s (%s, %.40q): %d", method, path, ctype, q, resp.StatusCode)
+					}
+				}
+			}
 		}
 	}
 }

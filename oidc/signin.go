@@ -172,7 +172,11 @@ func (p *Provider) consent(w http.ResponseWriter, r *http.Request) {
 		p.unavailable(w, err)
 		return
 	}
-	p.continueRequest(w, r, req, oc)
+	if sess.CreatedAt.Before(req.MinAuthTime) {
+		http.Redirect(w, r, SignInPath+"?request="+req.ID.String(), http.StatusSeeOther)
+		return
+	}
+	p.issueCode(w, r, req, sess) // answered: prompt=consent must not ask again
 }
 
 // logoutParams are RP-initiated logout's parameters (GET query or POST form).

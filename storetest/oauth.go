@@ -142,7 +142,7 @@ func testAuthRequests(t *testing.T, s authd.Store) {
 	full := &authd.AuthRequest{ID: authd.NewID(), ClientID: "app", RedirectURI: "https://app.example.org/callback",
 		Scopes: []string{"openid", "email", "offline_access"}, State: "st", Nonce: "n-0S6_WzA2Mj",
 		CodeChallenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", CodeChallengeMethod: "S256",
-		MinAuthTime: Epoch, CreatedAt: Epoch, ExpiresAt: Epoch.Add(10 * time.Minute)}
+		MinAuthTime: Epoch, ForceConsent: true, CreatedAt: Epoch, ExpiresAt: Epoch.Add(10 * time.Minute)}
 	bare := &authd.AuthRequest{ID: authd.NewID(), ClientID: "app", RedirectURI: "https://app.example.org/callback",
 		Scopes: []string{"openid"}, CreatedAt: Epoch, ExpiresAt: Epoch.Add(10 * time.Minute)}
 	for _, r := range []*authd.AuthRequest{full, bare} {

@@ -15,7 +15,7 @@
 -- oauth_auth_requests hold a validated authorization request while the
 -- browser signs in and consents, so that any instance can finish it.
 -- min_auth_time, when set, is the earliest sign-in that satisfies it
--- (prompt=login, max_age).
+-- (prompt=login, max_age); force_consent is prompt=consent.
 --
 -- oauth_codes are authorization codes, stored as their SHA-256 digest,
 -- single use and short-lived, bound to the client, redirect URI, PKCE
@@ -66,6 +66,7 @@ CREATE TABLE oauth_auth_requests (
     code_challenge        varchar(128),
     code_challenge_method varchar(8),
     min_auth_time         timestamptz,
+    force_consent         boolean NOT NULL DEFAULT false,
     created_at            timestamptz NOT NULL,
     expires_at            timestamptz NOT NULL
 );

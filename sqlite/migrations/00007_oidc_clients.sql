@@ -15,7 +15,7 @@
 -- oauth_auth_requests hold a validated authorization request while the
 -- browser signs in and consents, so that any instance can finish it.
 -- min_auth_time, when set, is the earliest sign-in that satisfies it
--- (prompt=login, max_age).
+-- (prompt=login, max_age); force_consent is prompt=consent.
 --
 -- oauth_codes are authorization codes, stored as their SHA-256 digest,
 -- single use and short-lived, bound to the client, redirect URI, PKCE
@@ -92,6 +92,7 @@ CREATE TABLE oauth_auth_requests (
     code_challenge        VARCHAR(128),
     code_challenge_method VARCHAR(8),
     min_auth_time         TIMESTAMP,
+    force_consent         BOOLEAN NOT NULL DEFAULT 0 CHECK (force_consent IN (0, 1)),
     created_at            TIMESTAMP NOT NULL,
     expires_at            TIMESTAMP NOT NULL
 );
