@@ -41,7 +41,8 @@ const (
 // MFARequired is the answer to a right password for an account with a
 // second factor: no session exists yet; Token (single use, MFAChallengeTTL)
 // and a code by one of Methods finish the login (VerifyMFA). Its code is
-// EMFARequired. Token is a secret: Error never shows it.
+// EMFARequired. Token is a secret: Error never shows it. Without a Token it
+// answers a sensitive change that lacks its step-up (StepUp).
 type MFARequired struct {
 	Token   string
 	Methods []string
@@ -50,6 +51,9 @@ type MFARequired struct {
 func (e *MFARequired) Error() string { return string(EMFARequired) + ": a second factor is required" }
 
 func (e *MFARequired) Unwrap() error {
+	if e.Token == "" {
+		return &Error{Code: EMFARequired, Message: "This change needs your second factor: send a current TOTP or recovery code as code."}
+	}
 	return &Error{Code: EMFARequired, Message: "A second factor is required: send a code with mfa_token to /v1/auth/mfa/verify."}
 }
 
@@ -254,8 +258,7 @@ func (s *Service) codeChecked(ctx context.Context, a *AccessClaims) (*User, erro
 // code is checked.
 func (s *Service) withSecondFactor(ctx context.Context, c Client, a *AccessClaims, code string, event EventType,
 	fn func(tx *txn, u *User, f *Factor, now time.Time) error) error {
-	method, code, err := anyCode(code)
-	if err != nil {
+	if _, _, err := anyCode(code); err != nil {
 		return err
 	}
 	u, err := s.codeChecked(ctx, a)
@@ -284,12 +287,8 @@ func (s *Service) withSecondFactor(ctx context.Context, c Client, a *AccessClaim
 		if f == nil || !f.Confirmed {
 			return Errorf(ENotFound, "No second factor is enabled.")
 		}
-		ok, err := s.checkCode(ctx, tx, c, u, f, method, code, now)
-		if err != nil {
+		if err := s.checkProof(ctx, tx, c, u, factors, StepUp{Code: code}, event, now); err != nil {
 			return err
-		}
-		if !ok {
-			return s.failedCheck(ctx, tx, c, u, now, event, "invalid code", "too many failed second-factor checks", errWrongCode)
 		}
 		return fn(tx, u, f, now)
 	})
@@ -407,17 +406,24 @@ func (s *Service) challenge(ctx context.Context, tx *txn, c Client, u *User, dev
 	if err := tx.CreateMFAChallenge(ctx, ch); err != nil {
 		return err
 	}
-	methods := []string{MethodTOTP, MethodRecoveryCode}
+	factors, err := tx.Factors(ctx, u.ID)
+	if err != nil {
+		return err
+	}
+	methods := methodsOf(factors)
 	return tx.refuse(ctx, s.audit(now, c, EventMFAChallengeIssued, ResultSuccess, u.ID, "",
 		map[string]any{"challenge_id": ch.ID.String(), "methods": methods}), &MFARequired{Token: raw, Methods: methods})
 }
 
-// checkCode checks a code of method for u's factor f: a TOTP code is
-// accepted once (f remembers its step), a recovery code is spent and its
-// use logged.
+// checkCode checks a code of method for u's TOTP factor f (nil: none): a
+// TOTP code is accepted once (f remembers its step), a recovery code is
+// spent and its use logged.
 func (s *Service) checkCode(ctx context.Context, tx *txn, c Client, u *User, f *Factor, method, code string,
 	now time.Time) (bool, error) {
 	if method == MethodTOTP {
+		if f == nil || !f.Confirmed {
+			return false, nil // no TOTP enabled: no TOTP code is right
+		}
 		return s.checkTOTP(ctx, tx, f, code, now)
 	}
 	err := tx.UseRecoveryCode(ctx, u.ID, s.recoveryDigest(code), now)

@@ -331,6 +331,7 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request, a *authd.AccessC
 func (s *Server) deleteMe(w http.ResponseWriter, r *http.Request, a *authd.AccessClaims) error {
 	var in struct {
 		Password string `json:"password"`
+		Code     string `json:"code"` // the second factor, when the user has one
 	}
 	if err := decodeJSON(w, r, &in); err != nil {
 		return err
@@ -338,7 +339,7 @@ func (s *Server) deleteMe(w http.ResponseWriter, r *http.Request, a *authd.Acces
 	if err := required("password", in.Password); err != nil {
 		return err
 	}
-	if err := s.svc.DeleteMe(r.Context(), client(r), a, in.Password); err != nil {
+	if err := s.svc.DeleteMe(r.Context(), client(r), a, in.Password, authd.StepUp{Code: in.Code}); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

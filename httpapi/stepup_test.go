@@ -1,0 +1,94 @@
+package httpapi_test
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+)
+
+// TestStepUp: for a user with a second factor, a password change and an
+// erasure need a current code on top of the password (SPEC issue 9): none
+// answers 403 mfa_required with the methods and before any password is
+// checked; a wrong one counts toward the lock; a right TOTP or recovery code
+// lets the change through. A user without a factor needs none.
+func TestStepUp(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		access, secret, codes := e.mfaUser("up@example.org")
+		change := func(code string) response {
+			body := map[string]string{"current_password": goodPassword, "new_password": "another long passphrase 7"}
+			if code != "" {
+				body["code"] = code
+			}
+			return e.do("POST", "/v1/auth/password/change", body, bearer(access)...)
+		}
+
+		r := change("")
+		want(t, "change without a code", r, 403, "mfa_required")
+		if got := r.body["methods"]; fmt.Sprint(got) != "[totp recovery_code]" {
+			t.Errorf("methods %v, want [totp recovery_code]", got)
+		}
+		if r.str("mfa_token") != "" {
+			t.Errorf("a step-up refusal carries an mfa_token: %s", r.raw)
+		}
+		want(t, "change with a code of no shape", change("12345"), 400, "validation_failed")
+		want(t, "change with a wrong code", change(totpAt(t, secret, e.clock.Now().Add(-time.Hour))), 401, "invalid_credentials")
+		if n := e.user("up@example.org").FailedLoginAttempts; n != 1 {
+			t.Errorf("failures after a wrong step-up code: %d, want 1", n)
+		}
+		wrongPassword := e.do("POST", "/v1/auth/password/change", map[string]string{"current_password": "not it at all",
+			"new_password": "another long passphrase 7", "code": totpAt(t, secret, e.clock.Now())}, bearer(access)...)
+		want(t, "change with a right code and a wrong password", wrongPassword, 401, "invalid_credentials")
+		want(t, "change with a recovery code", change(codes[0]), 204, "")
+		want(t, "the recovery code again", e.do("POST", "/v1/auth/password/change", map[string]string{
+			"current_password": "another long passphrase 7", "new_password": goodPassword, "code": codes[0]}, bearer(access)...),
+			401, "invalid_credentials")
+
+		e.clock.Advance(time.Minute)
+		erase := func(body map[string]string) response { return e.do("DELETE", "/v1/users/me", body, bearer(access)...) }
+		want(t, "erasure without a code", erase(map[string]string{"password": "another long passphrase 7"}), 403, "mfa_required")
+		want(t, "erasure with a wrong code", erase(map[string]string{"password": "another long passphrase 7", "code": "abcde-fghij"}),
+			401, "invalid_credentials")
+		events := e.events("up@example.org") // the account is still there
+		for _, ev := range []string{"password_changed/failure", "password_changed/success", "account_deleted/failure",
+			"recovery_code_used/success"} {
+			if !slices.Contains(events, ev) {
+				t.Errorf("events %v lack %s", events, ev)
+			}
+		}
+		want(t, "erasure with a TOTP code", erase(map[string]string{"password": "another long passphrase 7",
+			"code": totpAt(t, secret, e.clock.Now())}), 204, "")
+		if _, err := e.store.UserByEmail(t.Context(), "up@example.org"); authd.ErrorCode(err) != authd.ENotFound {
+			t.Errorf("after erasure, the address still finds an account: %v", err)
+		}
+
+		// Without a factor, nothing more than the password is asked.
+		e.registerVerified("plain@example.org", goodPassword)
+		plain, _ := e.login("plain@example.org", goodPassword)
+		want(t, "change without a factor", e.do("POST", "/v1/auth/password/change", map[string]string{
+			"current_password": goodPassword, "new_password": "another long passphrase 7"}, bearer(plain)...), 204, "")
+	})
+}
+
+// TestStepUpCodesLock: wrong step-up codes lock the account like wrong
+// passwords, and a locked account changes nothing even with a right code.
+func TestStepUpCodesLock(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		access, secret, _ := e.mfaUser("lk@example.org")
+		for i := range 5 {
+			r := e.do("POST", "/v1/auth/password/change", map[string]string{"current_password": goodPassword,
+				"new_password": "another long passphrase 7", "code": totpAt(t, secret, e.clock.Now().Add(-time.Hour))}, bearer(access)...)
+			want(t, fmt.Sprintf("wrong code %d", i+1), r, 401, "invalid_credentials")
+		}
+		if u := e.user("lk@example.org"); u.AccountStatus != authd.StatusLocked {
+			t.Fatalf("after 5 wrong step-up codes: %s, want locked", u.AccountStatus)
+		}
+		r := e.do("POST", "/v1/auth/password/change", map[string]string{"current_password": goodPassword,
+			"new_password": "another long passphrase 7", "code": totpAt(t, secret, e.clock.Now())}, bearer(access)...)
+		want(t, "a right code while locked", r, 423, "account_locked")
+	})
+}
