@@ -79,11 +79,15 @@ func (s *Service) MFA(ctx context.Context, a *AccessClaims) (*MFAStatus, error) 
 	if err != nil {
 		return nil, err
 	}
-	factors, err := s.store.Factors(ctx, u.ID)
+	return s.mfaStatus(ctx, u.ID)
+}
+
+func (s *Service) mfaStatus(ctx context.Context, user uuid.UUID) (*MFAStatus, error) {
+	factors, err := s.store.Factors(ctx, user)
 	if err != nil {
 		return nil, err
 	}
-	left, err := s.store.RecoveryCodesLeft(ctx, u.ID)
+	left, err := s.store.RecoveryCodesLeft(ctx, user)
 	if err != nil {
 		return nil, err
 	}

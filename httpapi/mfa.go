@@ -36,17 +36,19 @@ func (s *Server) mfa(w http.ResponseWriter, r *http.Request, a *authd.AccessClai
 	if err != nil {
 		return err
 	}
+	writeJSON(w, http.StatusOK, MFAView(st))
+	return nil
+}
+
+// MFAView is a user's second factors as the API (and `authd admin users
+// mfa --json`) shows them: kinds and dates, never secrets.
+func MFAView(st *authd.MFAStatus) any {
 	items := make([]factorOut, 0, len(st.Factors))
 	for _, f := range st.Factors {
-		out := factorOut{Kind: string(f.Kind), Enabled: f.Confirmed, CreatedAt: f.CreatedAt}
-		if !f.LastUsedAt.IsZero() {
-			t := f.LastUsedAt
-			out.LastUsedAt = &t
-		}
-		items = append(items, out)
+		items = append(items, factorOut{Kind: string(f.Kind), Enabled: f.Confirmed, CreatedAt: f.CreatedAt,
+			LastUsedAt: optTime(f.LastUsedAt)})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"items": items, "recovery_codes_left": st.RecoveryCodesLeft})
-	return nil
+	return map[string]any{"items": items, "recovery_codes_left": st.RecoveryCodesLeft}
 }
 
 // qrSize is the side of the enrolment QR image in pixels: large enough for

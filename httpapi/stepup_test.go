@@ -3,10 +3,12 @@ package httpapi_test
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/authd/authd"
+	"github.com/google/uuid"
 )
 
 // TestStepUp: for a user with a second factor, a password change and an
@@ -90,5 +92,52 @@ func TestStepUpCodesLock(t *testing.T) {
 		r := e.do("POST", "/v1/auth/password/change", map[string]string{"current_password": goodPassword,
 			"new_password": "another long passphrase 7", "code": totpAt(t, secret, e.clock.Now())}, bearer(access)...)
 		want(t, "a right code while locked", r, 423, "account_locked")
+	})
+}
+
+// TestAdminResetMFA: an administrator sees a user's factors (no secrets)
+// and resets them; the password alone then signs in, a login that was
+// waiting for a code cannot finish, and both the read and the reset are
+// admin_action rows.
+func TestAdminResetMFA(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		_, secret, _ := e.mfaUser("lost@example.org")
+		id := e.user("lost@example.org").ID.String()
+		waiting := e.mfaLogin("lost@example.org")
+
+		r := e.admin("GET", "/v1/admin/users/"+id+"/mfa", nil)
+		want(t, "admin lists factors", r, 200, "")
+		items := r.body["items"].([]any)
+		if len(items) != 1 || items[0].(map[string]any)["kind"] != "totp" || r.body["recovery_codes_left"] != float64(10) {
+			t.Errorf("admin factors: %s", r.raw)
+		}
+		if strings.Contains(string(r.raw), secret) || strings.Contains(string(r.raw), "secret") {
+			t.Errorf("admin factors show the secret: %s", r.raw)
+		}
+		want(t, "unknown user", e.admin("GET", "/v1/admin/users/"+uuid.NewString()+"/mfa", nil), 404, "not_found")
+		want(t, "reset unknown user", e.admin("POST", "/v1/admin/users/"+uuid.NewString()+"/reset-mfa", nil), 404, "not_found")
+		want(t, "reset", e.admin("POST", "/v1/admin/users/"+id+"/reset-mfa", nil), 204, "")
+
+		if r := e.admin("GET", "/v1/admin/users/"+id+"/mfa", nil); len(r.body["items"].([]any)) != 0 || r.body["recovery_codes_left"] != float64(0) {
+			t.Errorf("factors after reset: %s", r.raw)
+		}
+		want(t, "the waiting login", e.verify(waiting, "totp", totpAt(t, secret, e.clock.Now())), 400, "invalid_token")
+		e.login("lost@example.org", goodPassword) // 200: the password alone
+		var actions []string
+		logs, err := e.store.SecurityLogs(t.Context(), authd.SecurityLogFilter{EventType: authd.EventAdminAction, Limit: authd.MaxListLimit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range logs {
+			if l.UserID == uuid.Nil { // the administrator's own rows
+				actions = append(actions, fmt.Sprint(l.AdditionalContext["action"]))
+			}
+		}
+		for _, a := range []string{"show_mfa", "reset_mfa"} {
+			if !slices.Contains(actions, a) {
+				t.Errorf("admin actions %v lack %s", actions, a)
+			}
+		}
 	})
 }
