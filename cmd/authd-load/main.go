@@ -127,14 +127,15 @@ type result struct {
 	ok, fails int64
 	elapsed   time.Duration
 	p50, p99  time.Duration
+	max       time.Duration // the slowest answered request
 	statuses  map[int]int64
 }
 
 func (r result) rate() float64 { return float64(r.ok) / r.elapsed.Seconds() }
 
 func (r result) String() string {
-	return fmt.Sprintf("%-10s %4d clients  %9.0f req/s  p50 %6.1f ms  p99 %6.1f ms  errors %d %v",
-		r.name, r.clients, r.rate(), ms(r.p50), ms(r.p99), r.fails, r.statuses)
+	return fmt.Sprintf("%-10s %4d clients  %9.0f req/s  p50 %6.1f ms  p99 %6.1f ms  max %6.1f ms  errors %d %v",
+		r.name, r.clients, r.rate(), ms(r.p50), ms(r.p99), ms(r.max), r.fails, r.statuses)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -178,7 +179,7 @@ func drive(ctx context.Context, name string, n int, d time.Duration, fn func(ctx
 	r := result{name: name, clients: n, ok: ok.Load(), fails: fails.Load(), elapsed: time.Since(start), statuses: statuses}
 	slices.Sort(latencies)
 	if len(latencies) > 0 {
-		r.p50, r.p99 = latencies[len(latencies)/2], latencies[len(latencies)*99/100]
+		r.p50, r.p99, r.max = latencies[len(latencies)/2], latencies[len(latencies)*99/100], latencies[len(latencies)-1]
 	}
 	return r
 }
