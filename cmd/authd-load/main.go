@@ -58,7 +58,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.serviceToken, "service-token", os.Getenv("AUTHD_LOAD_SERVICE_TOKEN"),
 		"one of the server's AUTHD_SERVICE_TOKENS, for introspection (env AUTHD_LOAD_SERVICE_TOKEN)")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long each scenario runs")
-	scenarios := fs.String("scenarios", "introspect,me,refresh,login,burst", "comma-separated: introspect, me, refresh, login, burst")
+	scenarios := fs.String("scenarios", "introspect,me,refresh,login,burst", "comma-separated: introspect, me, refresh, login, register, burst")
 	memory := fs.Uint("argon2-memory-kib", uint(password.DefaultParams.MemoryKiB), "the server's AUTHD_ARGON2_MEMORY_KIB, for the hashing limit")
 	iterations := fs.Uint("argon2-iterations", uint(password.DefaultParams.Iterations), "the server's AUTHD_ARGON2_ITERATIONS")
 	if err := fs.Parse(args); err != nil {
@@ -234,6 +234,20 @@ func loadTest(ctx context.Context, o options, out io.Writer) error {
 			body, _ := json.Marshal(map[string]string{"email": o.email, "password": o.password})
 			r := drive(ctx, "login", 16, o.duration, func(ctx context.Context, _ int) (int, error) {
 				code, _, err := call(ctx, "POST", o.url+"/v1/auth/login", string(body))
+				return code, err
+			})
+			report(out, r, fmt.Sprintf("≥ 90 %% of the hashing limit %.1f/s: %.0f %%", limit, r.rate()/limit*100),
+				r.rate() >= 0.9*limit)
+		case "register":
+			limit := hashingLimit(o.argon2)
+			var n atomic.Int64
+			run := time.Now().UnixNano()
+			r := drive(ctx, "register", 16, o.duration, func(ctx context.Context, _ int) (int, error) {
+				body := fmt.Sprintf(`{"email":"load-%d-%d@example.org","password":"correct horse battery staple 9","consent":true}`, run, n.Add(1))
+				code, _, err := call(ctx, "POST", o.url+"/v1/auth/register", body)
+				if code == http.StatusAccepted || code == http.StatusCreated {
+					code = http.StatusOK
+				}
 				return code, err
 			})
 			report(out, r, fmt.Sprintf("≥ 90 %% of the hashing limit %.1f/s: %.0f %%", limit, r.rate()/limit*100),
