@@ -275,11 +275,6 @@ func (s *Service) withSecondFactor(ctx context.Context, c Client, a *AccessClaim
 		if err != nil {
 			return err
 		}
-		if u.LockExpired(now) {
-			if err := s.unlock(ctx, tx, c, u, now, "lock expired"); err != nil {
-				return err
-			}
-		}
 		if err := s.refuseIfLocked(ctx, tx, c, u, event, now); err != nil {
 			return err
 		}
@@ -349,11 +344,6 @@ func (s *Service) VerifyMFA(ctx context.Context, c Client, mfaToken, method, cod
 		if err != nil {
 			return err
 		}
-		if u.LockExpired(now) {
-			if err := s.unlock(ctx, tx, c, u, now, "lock expired"); err != nil {
-				return err
-			}
-		}
 		if u.IsDeleted() {
 			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "account deleted", nil)
 		}
@@ -372,6 +362,11 @@ func (s *Service) VerifyMFA(ctx context.Context, c Client, mfaToken, method, cod
 		if f == nil || !f.Confirmed {
 			// Disabled since the password was checked: the login starts over.
 			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "no second factor enabled", nil)
+		}
+		if ch.CreatedAt.Before(f.ConfirmedAt) {
+			// Issued for factors since reset or replaced: a login that waited
+			// through an administrator's reset must not finish with the new one.
+			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "second factor changed since the challenge", nil)
 		}
 		ok, err := s.checkCode(ctx, tx, c, u, f, method, code, now)
 		if err != nil {

@@ -28,7 +28,13 @@ func TestStepUp(t *testing.T) {
 			return e.do("POST", "/v1/auth/password/change", body, bearer(access)...)
 		}
 
-		r := change("")
+		r := e.do("POST", "/v1/auth/password/change", map[string]string{"current_password": "not the password",
+			"new_password": "another long passphrase 7"}, bearer(access)...)
+		want(t, "change without a code, with a wrong password", r, 403, "mfa_required")
+		if n := e.user("up@example.org").FailedLoginAttempts; n != 0 {
+			t.Errorf("failures after a refusal for the missing code: %d, want 0 (no password checked)", n)
+		}
+		r = change("")
 		want(t, "change without a code", r, 403, "mfa_required")
 		if got := r.body["methods"]; fmt.Sprint(got) != "[totp recovery_code]" {
 			t.Errorf("methods %v, want [totp recovery_code]", got)
@@ -139,5 +145,61 @@ func TestAdminResetMFA(t *testing.T) {
 				t.Errorf("admin actions %v lack %s", actions, a)
 			}
 		}
+	})
+}
+
+// TestStepUpAfterALockExpires: once a lock has run out, the next wrong
+// step-up code starts a new count (the lock is lifted and logged first)
+// instead of locking the account again at once.
+func TestStepUpAfterALockExpires(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		// A short lock, so that the access token outlives it.
+		e := newEnv(t, open(t), withConfig(func(c *authd.Config) { c.LockoutDuration = 5 * time.Minute }))
+		access, secret, _ := e.mfaUser("exp@example.org")
+		wrong := func() response {
+			return e.do("POST", "/v1/auth/password/change", map[string]string{"current_password": goodPassword,
+				"new_password": "another long passphrase 7", "code": totpAt(t, secret, e.clock.Now().Add(-time.Hour))}, bearer(access)...)
+		}
+		for range 5 {
+			wrong()
+		}
+		if u := e.user("exp@example.org"); u.AccountStatus != authd.StatusLocked {
+			t.Fatalf("after 5 wrong codes: %s, want locked", u.AccountStatus)
+		}
+		e.clock.Advance(6 * time.Minute)
+		want(t, "a wrong code after the lock", wrong(), 401, "invalid_credentials")
+		u := e.user("exp@example.org")
+		if u.AccountStatus == authd.StatusLocked || u.FailedLoginAttempts != 1 {
+			t.Errorf("after the lock and one wrong code: %s with %d failures, want unlocked with 1", u.AccountStatus, u.FailedLoginAttempts)
+		}
+		if events := e.events("exp@example.org"); !slices.Contains(events, "account_unlocked/success") {
+			t.Errorf("events %v lack account_unlocked", events)
+		}
+		want(t, "a right code", e.do("POST", "/v1/auth/password/change", map[string]string{"current_password": goodPassword,
+			"new_password": "another long passphrase 7", "code": totpAt(t, secret, e.clock.Now())}, bearer(access)...), 204, "")
+	})
+}
+
+// TestChallengeDiesWithItsFactors: a login that waited for its code while an
+// administrator reset the factors cannot finish with a factor enrolled
+// after the reset.
+func TestChallengeDiesWithItsFactors(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		access, _, _ := e.mfaUser("re@example.org")
+		waiting := e.mfaLogin("re@example.org")
+		want(t, "reset", e.admin("POST", "/v1/admin/users/"+e.user("re@example.org").ID.String()+"/reset-mfa", nil), 204, "")
+		e.clock.Advance(time.Second)
+		r := e.do("POST", "/v1/users/me/mfa/totp", map[string]string{"password": goodPassword}, bearer(access)...)
+		want(t, "re-enrol", r, 200, "")
+		secret := r.str("secret")
+		r = e.do("POST", "/v1/users/me/mfa/totp/confirm", map[string]string{"code": totpAt(t, secret, e.clock.Now())}, bearer(access)...)
+		want(t, "confirm", r, 200, "")
+		e.clock.Advance(30 * time.Second)
+		want(t, "the waiting login with the new factor", e.verify(waiting, "totp", totpAt(t, secret, e.clock.Now())), 400, "invalid_token")
+		recovery := r.body["recovery_codes"].([]any)[0].(string)
+		want(t, "the waiting login with a new recovery code", e.verify(waiting, "recovery_code", recovery), 400, "invalid_token")
+		token := e.mfaLogin("re@example.org")
+		want(t, "a new login", e.verify(token, "totp", totpAt(t, secret, e.clock.Now())), 200, "")
 	})
 }

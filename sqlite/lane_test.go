@@ -33,7 +33,7 @@ func TestWritersQueueInTheLane(t *testing.T) {
 
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	var wg sync.WaitGroup
-	errs := make(chan error, 128)
+	errs := make(chan error, 192)
 	for i := range 64 {
 		wg.Go(func() {
 			errs <- s.InTx(ctx, func(q authd.Queries) error {
@@ -48,6 +48,10 @@ func TestWritersQueueInTheLane(t *testing.T) {
 		})
 		wg.Go(func() {
 			errs <- s.CreateSecurityLog(ctx, authd.NewSecurityLog(now, authd.EventLoginFailure, authd.ResultFailure, uuid.Nil, "", "", "", nil))
+		})
+		wg.Go(func() { // an UPDATE … RETURNING outside a transaction
+			_, err := s.RevokeUserSessions(ctx, uuid.New(), uuid.Nil, now)
+			errs <- err
 		})
 	}
 	wg.Wait()
