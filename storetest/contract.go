@@ -54,6 +54,8 @@ func Run(t *testing.T, open func(t *testing.T) authd.Store) {
 		{"OutboxConcurrentClaims", testOutboxConcurrentClaims},
 		{"OutboxExtendClaim", testOutboxExtendClaim},
 		{"SessionRevocation", testSessionRevocation},
+		{"RevocationEvents", testRevocationEvents},
+		{"RevocationEventsNeverSkipped", testRevocationEventsNeverSkipped},
 		{"Factors", testFactors},
 		{"RecoveryCodes", testRecoveryCodes},
 		{"MFAChallenges", testMFAChallenges},
