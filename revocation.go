@@ -171,15 +171,16 @@ func (s *Service) LoadRevocations(ctx context.Context) error {
 // tolerate (SPEC 6.3): a token may outlive its revocation's lifetime by it.
 const tokenLeeway = 30 * time.Second
 
-// revocationEventsPage bounds one read of the revocation feed.
-const revocationEventsPage = 500
+// RevocationEventsPage bounds one read of the revocation feed: a read
+// that returns this many may have more after it.
+const RevocationEventsPage = 500
 
-// RevocationEvents returns, oldest first, at most limit (at most 500)
-// revocation events after the event after whose tokens may still be valid
-// now. Returns EUnavailable.
+// RevocationEvents returns, oldest first, at most limit (0: and at most
+// RevocationEventsPage) revocation events after the event after whose
+// tokens may still be valid now. Returns EUnavailable.
 func (s *Service) RevocationEvents(ctx context.Context, after int64, limit int) ([]RevocationEvent, error) {
-	if limit <= 0 || limit > revocationEventsPage {
-		limit = revocationEventsPage
+	if limit <= 0 || limit > RevocationEventsPage {
+		limit = RevocationEventsPage
 	}
 	return s.store.RevocationEvents(ctx, after, s.now(), limit)
 }

@@ -43,6 +43,9 @@ type Options struct {
 	Metrics http.Handler
 	// Observe, when set, is told of every request (for metrics).
 	Observe func(route string, status int, elapsed time.Duration)
+	// MaxRevocationStreams bounds the concurrent revocation-feed streams
+	// (GET /v1/auth/revocations); 0 means DefaultRevocationStreams.
+	MaxRevocationStreams int
 }
 
 // Server is the public listener's handler.
@@ -53,6 +56,7 @@ type Server struct {
 	mux     *http.ServeMux
 	routes  []Route
 	handler http.Handler
+	streams chan struct{} // one token per open revocation stream
 }
 
 // Route is one registered method and path pattern.
@@ -78,6 +82,7 @@ func New(opts Options) *Server {
 	s.handle("POST /v1/auth/password/reset", s.resetPassword)
 	s.handle("POST /v1/auth/password/change", s.authenticated(s.changePassword))
 	s.handle("POST /v1/auth/introspect", s.introspect)
+	s.handle("GET /v1/auth/revocations", s.revocations)
 	s.handle("POST /v1/auth/mfa/verify", s.verifyMFA)
 
 	s.handle("GET /v1/users/me", s.authenticated(s.me))
@@ -112,7 +117,11 @@ func newServer(opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{opts: opts, svc: opts.Service, logger: opts.Logger, mux: http.NewServeMux()}
+	if opts.MaxRevocationStreams <= 0 {
+		opts.MaxRevocationStreams = DefaultRevocationStreams
+	}
+	return &Server{opts: opts, svc: opts.Service, logger: opts.Logger, mux: http.NewServeMux(),
+		streams: make(chan struct{}, opts.MaxRevocationStreams)}
 }
 
 // handlerFunc is a handler that returns its error for writeError.
