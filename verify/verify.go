@@ -26,9 +26,12 @@ package verify
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -344,88 +347,132 @@ func (v *Verifier) checkRevoked(ctx context.Context, token string, c *Claims, no
 	return nil
 }
 
-// verifySignature parses and fully checks a token not in the cache.
+// verifySignature parses and fully checks a token not in the cache. It
+// parses by hand (two small structs, no maps) and lets golang-jwt's signing
+// methods check the signature, so that a first-seen token costs little
+// more than its signature.
 func (v *Verifier) verifySignature(ctx context.Context, token string, now time.Time) (*Claims, *publicKey, error) {
-	if len(token) > maxTokenLength || strings.Count(token, ".") != 2 {
+	if len(token) > maxTokenLength {
 		return nil, nil, ErrMalformed
 	}
-	var key *publicKey
-	var rc rawClaims
-	parser := jwt.NewParser(
-		jwt.WithValidMethods(v.keys.algs()),
-		jwt.WithIssuer(v.opts.Issuer),
-		jwt.WithAudience(v.opts.Audience),
-		jwt.WithExpirationRequired(),
-		jwt.WithIssuedAt(),
-		jwt.WithLeeway(Leeway),
-		jwt.WithTimeFunc(func() time.Time { return now }),
-	)
-	_, err := parser.ParseWithClaims(token, &rc, func(t *jwt.Token) (any, error) {
-		if typ, _ := t.Header["typ"].(string); !strings.EqualFold(typ, "at+jwt") && !strings.EqualFold(typ, "application/at+jwt") {
-			return nil, ErrType
-		}
-		kid, _ := t.Header["kid"].(string)
-		k, err := v.keys.lookup(ctx, kid)
-		if err != nil {
-			return nil, err
-		}
-		if t.Method.Alg() != k.alg { // a key verifies only under the algorithm it declares
-			return nil, fmt.Errorf("%w: key %q is for %s, not %s", ErrAlgorithm, kid, k.alg, t.Method.Alg())
-		}
-		key = k
-		return k.key, nil
-	})
+	h64, rest, ok1 := strings.Cut(token, ".")
+	p64, s64, ok2 := strings.Cut(rest, ".")
+	if !ok1 || !ok2 || strings.IndexByte(s64, '.') >= 0 {
+		return nil, nil, ErrMalformed
+	}
+	var h header
+	if err := decodeSegment(h64, &h); err != nil {
+		return nil, nil, fmt.Errorf("%w: header: %v", ErrMalformed, err)
+	}
+	if h.Alg == "" || strings.EqualFold(h.Alg, "none") {
+		return nil, nil, fmt.Errorf("%w: %q", ErrAlgorithm, h.Alg)
+	}
+	if !strings.EqualFold(h.Typ, "at+jwt") && !strings.EqualFold(h.Typ, "application/at+jwt") {
+		return nil, nil, fmt.Errorf("%w: %q", ErrType, h.Typ)
+	}
+	if len(h.Crit) > 0 { // RFC 7515 4.1.11: extensions this package does not know
+		return nil, nil, fmt.Errorf("%w: critical header parameters %q", ErrMalformed, h.Crit)
+	}
+	key, err := v.keys.lookup(ctx, h.Kid)
 	if err != nil {
-		return nil, nil, jwtError(err)
+		return nil, nil, err
 	}
-	c := &Claims{Subject: rc.Subject, SessionID: rc.SessionID, ID: rc.ID, Issuer: rc.Issuer,
-		Audience: rc.Audience, AMR: rc.AMR, Scopes: strings.Fields(rc.Scope), KeyID: key.kid,
-		ExpiresAt: rc.ExpiresAt.Time, IssuedAt: rc.IssuedAt.Time}
-	if rc.NotBefore != nil {
-		c.NotBefore = rc.NotBefore.Time
+	method := jwt.GetSigningMethod(h.Alg)
+	if h.Alg != key.alg || method == nil { // a key verifies only under the algorithm it declares
+		return nil, nil, fmt.Errorf("%w: key %q is for %s, not %s", ErrAlgorithm, key.kid, key.alg, h.Alg)
 	}
-	if rc.Subject == "" || rc.SessionID == "" || rc.ID == "" {
+	sig, err := base64.RawURLEncoding.DecodeString(s64)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: signature: %v", ErrMalformed, err)
+	}
+	if err := method.Verify(token[:len(h64)+1+len(p64)], sig, key.key); err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrSignature, err)
+	}
+	var p payload
+	if err := decodeSegment(p64, &p); err != nil {
+		return nil, nil, fmt.Errorf("%w: claims: %v", ErrMalformed, err)
+	}
+	c := &Claims{Subject: p.Sub, SessionID: p.Sid, ID: p.Jti, Issuer: p.Iss, Audience: p.Aud, AMR: p.AMR,
+		Scopes: strings.Fields(p.Scope), KeyID: key.kid}
+	var ok bool
+	if c.ExpiresAt, ok = numericDate(p.Exp); !ok || p.Exp == nil {
+		return nil, nil, fmt.Errorf("%w: exp is required", ErrClaims)
+	}
+	if c.IssuedAt, ok = numericDate(p.Iat); !ok || p.Iat == nil {
+		return nil, nil, fmt.Errorf("%w: iat is required", ErrClaims)
+	}
+	if c.NotBefore, ok = numericDate(p.Nbf); !ok {
+		return nil, nil, fmt.Errorf("%w: bad nbf", ErrClaims)
+	}
+	switch {
+	case p.Iss != v.opts.Issuer:
+		return nil, nil, fmt.Errorf("%w: %q", ErrIssuer, p.Iss)
+	case !slices.Contains(p.Aud, v.opts.Audience):
+		return nil, nil, fmt.Errorf("%w: %q", ErrAudience, []string(p.Aud))
+	case p.Sub == "" || p.Sid == "" || p.Jti == "":
 		return nil, nil, fmt.Errorf("%w: sub, sid and jti are required", ErrClaims)
 	}
-	if err := checkTimes(c, now); err != nil { // exp exactly, which the parser's leeway does not
+	if err := checkTimes(c, now); err != nil {
 		return nil, nil, err
 	}
 	return c, key, nil
 }
 
-// rawClaims are the JWT claims as authd writes them.
-type rawClaims struct {
-	jwt.RegisteredClaims
-	SessionID string   `json:"sid"`
-	AMR       []string `json:"amr,omitempty"`
-	Scope     string   `json:"scope,omitempty"`
+// header is the JOSE header, as far as Verify reads it.
+type header struct {
+	Alg  string   `json:"alg"`
+	Kid  string   `json:"kid"`
+	Typ  string   `json:"typ"`
+	Crit []string `json:"crit"`
 }
 
-// jwtError maps golang-jwt's errors onto this package's.
-func jwtError(err error) error {
-	for _, own := range []error{ErrType, ErrUnknownKey, ErrAlgorithm, ErrUnavailable} {
-		if errors.Is(err, own) {
+// payload is the JWT claims as authd writes them.
+type payload struct {
+	Iss   string   `json:"iss"`
+	Sub   string   `json:"sub"`
+	Aud   audience `json:"aud"`
+	Exp   *float64 `json:"exp"`
+	Nbf   *float64 `json:"nbf"`
+	Iat   *float64 `json:"iat"`
+	Jti   string   `json:"jti"`
+	Sid   string   `json:"sid"`
+	AMR   []string `json:"amr"`
+	Scope string   `json:"scope"`
+}
+
+// audience is "aud": one string or an array of them (RFC 7519 4.1.3).
+type audience []string
+
+func (a *audience) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
 			return err
 		}
+		*a = audience{s}
+		return nil
 	}
-	switch {
-	case errors.Is(err, jwt.ErrTokenMalformed):
-		return fmt.Errorf("%w: %v", ErrMalformed, err)
-	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
-		if strings.Contains(err.Error(), "signing method") {
-			return fmt.Errorf("%w: %v", ErrAlgorithm, err)
-		}
-		return fmt.Errorf("%w: %v", ErrSignature, err)
-	case errors.Is(err, jwt.ErrTokenExpired):
-		return ErrExpired
-	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
-		return ErrNotYetValid
-	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
-		return ErrIssuer
-	case errors.Is(err, jwt.ErrTokenInvalidAudience):
-		return ErrAudience
-	case errors.Is(err, jwt.ErrTokenUnverifiable):
-		return fmt.Errorf("%w: %v", ErrAlgorithm, err)
+	return json.Unmarshal(b, (*[]string)(a))
+}
+
+// decodeSegment decodes one base64url (unpadded) JSON segment into v.
+func decodeSegment(seg string, v any) error {
+	b, err := base64.RawURLEncoding.DecodeString(seg)
+	if err != nil {
+		return err
 	}
-	return fmt.Errorf("%w: %v", ErrClaims, err)
+	return json.Unmarshal(b, v)
+}
+
+// numericDate converts a NumericDate (seconds, possibly fractional); nil
+// is the zero time. False for values no clock will reach or before 1970.
+func numericDate(f *float64) (time.Time, bool) {
+	if f == nil {
+		return time.Time{}, true
+	}
+	if *f < 0 || *f > 1e13 {
+		return time.Time{}, false
+	}
+	sec := math.Floor(*f)
+	return time.Unix(int64(sec), int64((*f-sec)*1e9)), true
 }
