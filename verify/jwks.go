@@ -51,20 +51,12 @@ type keySet struct {
 
 	mu        sync.RWMutex
 	keys      map[string]*publicKey
-	allowed   []string  // the algorithms the keys declare
 	fresh     time.Time // until when the set may be used without refetching (Options.Now)
 	lastFetch time.Time // for refetchInterval (wall clock: it paces requests)
 	fetching  sync.Mutex
 }
 
 func newKeySet(v *Verifier) *keySet { return &keySet{v: v, keys: map[string]*publicKey{}} }
-
-// algs returns the algorithms the current keys declare.
-func (ks *keySet) algs() []string {
-	ks.mu.RLock()
-	defer ks.mu.RUnlock()
-	return ks.allowed
-}
 
 // has reports whether k is still in the set (for cached tokens), and
 // refreshes a stale set in the background.
@@ -185,7 +177,6 @@ func (ks *keySet) fetchLocked(ctx context.Context) error {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	keys := map[string]*publicKey{}
-	var algs []string
 	for _, raw := range doc.Keys {
 		k, err := parseJWK(raw)
 		if err != nil {
@@ -196,14 +187,11 @@ func (ks *keySet) fetchLocked(ctx context.Context) error {
 			k = old // same key: cached tokens it verified stay valid
 		}
 		keys[k.kid] = k
-		if !slices.Contains(algs, k.alg) {
-			algs = append(algs, k.alg)
-		}
 	}
 	if len(keys) == 0 {
 		return fmt.Errorf("verify: the JWKS has no usable key")
 	}
-	ks.keys, ks.allowed = keys, algs
+	ks.keys = keys
 	ks.fresh = ks.v.now().Add(maxAge(resp.Header.Get("Cache-Control")))
 	return nil
 }
