@@ -159,9 +159,10 @@ type Verifier struct {
 	now    func() time.Time
 	logger *slog.Logger
 
-	keys  *keySet
-	revs  *revocations
-	cache *tokenCache
+	keys    *keySet
+	revs    *revocations
+	cache   *tokenCache
+	headers headers
 
 	hits, misses, introspections atomic.Int64
 
@@ -360,8 +361,8 @@ func (v *Verifier) verifySignature(ctx context.Context, token string, now time.T
 	if !ok1 || !ok2 || strings.IndexByte(s64, '.') >= 0 {
 		return nil, nil, ErrMalformed
 	}
-	var h header
-	if err := decodeSegment(h64, &h); err != nil {
+	h, err := v.headers.parse(h64)
+	if err != nil {
 		return nil, nil, fmt.Errorf("%w: header: %v", ErrMalformed, err)
 	}
 	if h.Alg == "" || strings.EqualFold(h.Alg, "none") {
@@ -388,17 +389,17 @@ func (v *Verifier) verifySignature(ctx context.Context, token string, now time.T
 	if err := method.Verify(token[:len(h64)+1+len(p64)], sig, key.key); err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", ErrSignature, err)
 	}
-	var p payload
+	p := payload{Exp: absent, Nbf: absent, Iat: absent}
 	if err := decodeSegment(p64, &p); err != nil {
 		return nil, nil, fmt.Errorf("%w: claims: %v", ErrMalformed, err)
 	}
 	c := &Claims{Subject: p.Sub, SessionID: p.Sid, ID: p.Jti, Issuer: p.Iss, Audience: p.Aud, AMR: p.AMR,
 		Scopes: strings.Fields(p.Scope), KeyID: key.kid}
 	var ok bool
-	if c.ExpiresAt, ok = numericDate(p.Exp); !ok || p.Exp == nil {
+	if c.ExpiresAt, ok = numericDate(p.Exp); !ok || p.Exp == absent {
 		return nil, nil, fmt.Errorf("%w: exp is required", ErrClaims)
 	}
-	if c.IssuedAt, ok = numericDate(p.Iat); !ok || p.Iat == nil {
+	if c.IssuedAt, ok = numericDate(p.Iat); !ok || p.Iat == absent {
 		return nil, nil, fmt.Errorf("%w: iat is required", ErrClaims)
 	}
 	if c.NotBefore, ok = numericDate(p.Nbf); !ok {
@@ -418,6 +419,42 @@ func (v *Verifier) verifySignature(ctx context.Context, token string, now time.T
 	return c, key, nil
 }
 
+// headers remembers parsed JOSE headers by their encoding: every token a
+// key signs has the same header, so a first-seen token usually parses only
+// its claims. Bounded; junk headers evict at random.
+type headers struct {
+	mu sync.RWMutex
+	m  map[string]header
+}
+
+// maxHeaders bounds the parsed-header cache.
+const maxHeaders = 64
+
+func (hs *headers) parse(h64 string) (header, error) {
+	hs.mu.RLock()
+	h, ok := hs.m[h64]
+	hs.mu.RUnlock()
+	if ok {
+		return h, nil
+	}
+	if err := decodeSegment(h64, &h); err != nil {
+		return h, err
+	}
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	if hs.m == nil {
+		hs.m = map[string]header{}
+	}
+	if len(hs.m) >= maxHeaders {
+		for k := range hs.m {
+			delete(hs.m, k)
+			break
+		}
+	}
+	hs.m[h64] = h
+	return h, nil
+}
+
 // header is the JOSE header, as far as Verify reads it.
 type header struct {
 	Alg  string   `json:"alg"`
@@ -431,9 +468,9 @@ type payload struct {
 	Iss   string   `json:"iss"`
 	Sub   string   `json:"sub"`
 	Aud   audience `json:"aud"`
-	Exp   *float64 `json:"exp"`
-	Nbf   *float64 `json:"nbf"`
-	Iat   *float64 `json:"iat"`
+	Exp   float64  `json:"exp"` // absent when missing
+	Nbf   float64  `json:"nbf"`
+	Iat   float64  `json:"iat"`
 	Jti   string   `json:"jti"`
 	Sid   string   `json:"sid"`
 	AMR   []string `json:"amr"`
@@ -464,15 +501,19 @@ func decodeSegment(seg string, v any) error {
 	return json.Unmarshal(b, v)
 }
 
-// numericDate converts a NumericDate (seconds, possibly fractional); nil
+// absent marks a NumericDate claim the token does not have (no valid one
+// is negative).
+const absent = -1
+
+// numericDate converts a NumericDate (seconds, possibly fractional); absent
 // is the zero time. False for values no clock will reach or before 1970.
-func numericDate(f *float64) (time.Time, bool) {
-	if f == nil {
+func numericDate(f float64) (time.Time, bool) {
+	if f == absent {
 		return time.Time{}, true
 	}
-	if *f < 0 || *f > 1e13 {
+	if f < 0 || f > 1e13 {
 		return time.Time{}, false
 	}
-	sec := math.Floor(*f)
-	return time.Unix(int64(sec), int64((*f-sec)*1e9)), true
+	sec := math.Floor(f)
+	return time.Unix(int64(sec), int64((f-sec)*1e9)), true
 }
