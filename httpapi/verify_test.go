@@ -420,3 +420,33 @@ func noneToken(t testing.TB, tok string) string {
 	b, _ := json.Marshal(h)
 	return base64.RawURLEncoding.EncodeToString(b) + "." + strings.Split(tok, ".")[1] + "."
 }
+
+// TestFeedServedByAnyInstance: a resource server following instance B's
+// feed learns of a logout at instance A (PostgreSQL LISTEN/NOTIFY wakes B's
+// stream), with no introspection call.
+func TestFeedServedByAnyInstance(t *testing.T) {
+	t.Parallel()
+	pg := instances(t, 2)
+	keys := t.TempDir()
+	a := newEnv(t, pg[0], withKeysDir(keys))
+	b := newEnv(t, pg[1], withKeysDir(keys))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	listening := make(chan struct{}, 10)
+	go pg[1].Listen(ctx, b.svc.Revocations().Apply, func(ctx context.Context) {
+		b.svc.LoadRevocations(ctx)
+		listening <- struct{}{}
+	})
+	<-listening
+	rs := newResourceServer(t, b)
+	a.registerVerified("any@example.org", goodPassword)
+	access, _ := a.login("any@example.org", goodPassword)
+	if got := rs.status(t, access); got != 200 {
+		t.Fatalf("a fresh token of A answers %d at the resource server", got)
+	}
+	want(t, "logout at A", a.do("POST", "/v1/auth/logout", nil, bearer(access)...), 204, "")
+	rs.refusedWithin(t, "logout at A, feed from B", access)
+	if n := rs.transport.introspections.Load(); n != 0 {
+		t.Errorf("%d introspection calls, want none", n)
+	}
+}

@@ -1,0 +1,61 @@
+package verify
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// FuzzParseJWK: no JWKS entry makes the parser panic, and what it accepts
+// is a key of a supported kind under an algorithm that fits it.
+func FuzzParseJWK(f *testing.F) {
+	for _, s := range []string{
+		`{"kty":"OKP","crv":"Ed25519","kid":"k","alg":"EdDSA","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}`,
+		`{"kty":"EC","crv":"P-256","kid":"k","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}`,
+		`{"kty":"RSA","kid":"k","n":"AQAB","e":"AQAB"}`,
+		`{"kty":"oct","kid":"k","k":"c2VjcmV0"}`,
+		`{"kty":"OKP","crv":"Ed25519","kid":"k","alg":"HS256","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}`,
+		`null`, `[]`, `{}`,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		k, err := parseJWK([]byte(s))
+		if err != nil {
+			return
+		}
+		if k.kid == "" || k.key == nil || strings.HasPrefix(k.alg, "HS") || k.alg == "none" {
+			t.Fatalf("accepted %s as %+v", s, k)
+		}
+	})
+}
+
+func TestParseJWKRefusesConfusion(t *testing.T) {
+	for _, s := range []string{
+		`{"kty":"OKP","crv":"Ed25519","kid":"k","alg":"HS256","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}`,
+		`{"kty":"OKP","crv":"Ed25519","kid":"k","alg":"none","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}`,
+		`{"kty":"oct","kid":"k","k":"c2VjcmV0","alg":"HS256"}`,
+		`{"kty":"OKP","crv":"Ed25519","kid":"k","use":"enc","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}`,
+		`{"kty":"OKP","crv":"Ed25519","alg":"EdDSA","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}`,
+		`{"kty":"RSA","kid":"k","n":"AQAB","e":"AQAB"}`,
+	} {
+		if k, err := parseJWK([]byte(s)); err == nil {
+			t.Errorf("accepted %s as %+v", s, k)
+		}
+	}
+}
+
+// FuzzFeedEvent: no event data from the feed makes the verifier panic, and
+// a malformed one is refused (the connection is then dropped and resumed).
+func FuzzFeedEvent(f *testing.F) {
+	for _, s := range []string{`{"id":1,"sid":"s","exp":1}`, `{"id":2,"sub":"u","before":5,"exp":9}`,
+		`{"id":0,"sid":"s"}`, `{"id":3,"sid":"s","sub":"u"}`, `{"id":1e400}`, `[]`, ``} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data string) {
+		v := &Verifier{revs: newRevocations(), now: time.Now}
+		if err := v.dispatch("", data, func() {}); err == nil && data != "" && v.revs.lastID <= 0 {
+			t.Fatalf("accepted %q without an id", data)
+		}
+	})
+}
