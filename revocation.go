@@ -175,6 +175,22 @@ const tokenLeeway = 30 * time.Second
 // that returns this many may have more after it.
 const RevocationEventsPage = 500
 
+// RevocationFeedStart returns the id after which a client that has seen
+// the events up to after should be served: after itself, or 0 (everything
+// still live) when after is beyond every event this database has written —
+// a client of a database since restored or recreated, which would
+// otherwise wait for ids that will never come. Returns EUnavailable.
+func (s *Service) RevocationFeedStart(ctx context.Context, after int64) (int64, error) {
+	if after == 0 {
+		return 0, nil
+	}
+	last, err := s.store.LastRevocationEventID(ctx)
+	if err != nil || after <= last {
+		return after, err
+	}
+	return 0, nil
+}
+
 // RevocationEvents returns, oldest first, at most limit (0: and at most
 // RevocationEventsPage) revocation events after the event after whose
 // tokens may still be valid now. Returns EUnavailable.

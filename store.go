@@ -29,6 +29,9 @@ type Store interface {
 	// RevocationEvents returns, by id, at most limit revocation events with
 	// an id above after that have not expired at now.
 	RevocationEvents(ctx context.Context, after int64, now time.Time, limit int) ([]RevocationEvent, error)
+	// LastRevocationEventID returns the highest revocation event id in the
+	// table (0 when empty).
+	LastRevocationEventID(ctx context.Context) (int64, error)
 
 	// Users lists users matching f, newest first.
 	Users(ctx context.Context, f UserFilter) ([]*User, error)

@@ -66,6 +66,9 @@ func (s *Server) revocations(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if after, err = s.svc.RevocationFeedStart(r.Context(), after); err != nil {
+		return err
+	}
 	switch format := r.URL.Query().Get("format"); {
 	case format == "sse", format == "" && strings.Contains(r.Header.Get("Accept"), "text/event-stream"):
 		return s.revocationStream(w, r, after)

@@ -68,6 +68,12 @@ func TestRevocationFeedJSON(t *testing.T) {
 			t.Errorf("since the first: %s, want the other two", since.raw)
 		}
 
+		// A position beyond every event (a database since recreated) starts over.
+		beyond := e.do("GET", "/v1/auth/revocations?since=999999", nil, svc...)
+		if got, _ := beyond.body["events"].([]any); len(got) != 3 {
+			t.Errorf("since beyond the last event: %s, want all three again", beyond.raw)
+		}
+
 		// Once their tokens have expired, events are no longer served.
 		e.clock.Advance(e.cfg.AccessTokenTTL + time.Minute)
 		if r := e.do("GET", "/v1/auth/revocations?since=0", nil, svc...); !strings.Contains(r.raw, `"events":[]`) {

@@ -31,6 +31,13 @@ func (s *Store) RevocationEvents(ctx context.Context, after int64, now time.Time
 	return out, translate(rows.Err())
 }
 
+// LastRevocationEventID implements authd.Store.
+func (s *Store) LastRevocationEventID(ctx context.Context) (int64, error) {
+	var id int64
+	err := s.pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM revocation_events`).Scan(&id)
+	return id, translate(err)
+}
+
 // revocationEventsLock is the transaction-level advisory lock under which
 // a transaction inserts its revocation events and commits. A sequence hands
 // out ids when asked, not when their transactions commit: without the lock,

@@ -45,3 +45,10 @@ func (s *Store) RevocationEvents(ctx context.Context, after int64, now time.Time
 	}
 	return out, translate(rows.Err())
 }
+
+// LastRevocationEventID implements authd.Store.
+func (s *Store) LastRevocationEventID(ctx context.Context) (int64, error) {
+	var id int64
+	err := s.db.QueryRowContext(ctx, `SELECT coalesce(max(id), 0) FROM revocation_events`).Scan(&id)
+	return id, translate(err)
+}

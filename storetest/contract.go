@@ -56,6 +56,7 @@ func Run(t *testing.T, open func(t *testing.T) authd.Store) {
 		{"SessionRevocation", testSessionRevocation},
 		{"RevocationEvents", testRevocationEvents},
 		{"RevocationEventsNeverSkipped", testRevocationEventsNeverSkipped},
+		{"LastRevocationEventID", testLastRevocationEventID},
 		{"Factors", testFactors},
 		{"RecoveryCodes", testRecoveryCodes},
 		{"MFAChallenges", testMFAChallenges},

@@ -151,3 +151,21 @@ func testRevocationEventsNeverSkipped(t *testing.T, s authd.Store) {
 		}
 	}
 }
+
+// testLastRevocationEventID: the highest id written, expired or not.
+func testLastRevocationEventID(t *testing.T, s authd.Store) {
+	ctx := context.Background()
+	if id, err := s.LastRevocationEventID(ctx); err != nil || id != 0 {
+		t.Errorf("empty table: %d, %v; want 0", id, err)
+	}
+	at := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	if err := s.InTx(ctx, func(tx authd.Queries) error {
+		return tx.PublishRevocation(ctx, authd.Revocation{At: at, Until: at, SessionIDs: []uuid.UUID{uuid.New(), uuid.New()}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	evs, _ := s.RevocationEvents(ctx, 0, at.Add(-time.Hour), 10)
+	if id, err := s.LastRevocationEventID(ctx); err != nil || len(evs) != 2 || id != evs[1].ID {
+		t.Errorf("LastRevocationEventID = %d, %v; want %v's last", id, err, evs)
+	}
+}

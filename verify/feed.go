@@ -110,9 +110,7 @@ func (r *revocations) apply(e feedEvent, now time.Time) {
 		u.forget = later(u.forget, forget)
 		r.users[e.Sub] = u
 	}
-	if e.ID > r.lastID {
-		r.lastID = e.ID
-	}
+	r.lastID = e.ID // in order within a stream; after a database reset authd starts over
 }
 
 func later(a, b time.Time) time.Time {
