@@ -46,6 +46,9 @@ type Options struct {
 	// MaxRevocationStreams bounds the concurrent revocation-feed streams
 	// (GET /v1/auth/revocations); 0 means DefaultRevocationStreams.
 	MaxRevocationStreams int
+	// RevocationHeartbeat is how often an idle stream sends a comment; 0
+	// means DefaultRevocationHeartbeat.
+	RevocationHeartbeat time.Duration
 }
 
 // Server is the public listener's handler.
@@ -119,6 +122,9 @@ func newServer(opts Options) *Server {
 	}
 	if opts.MaxRevocationStreams <= 0 {
 		opts.MaxRevocationStreams = DefaultRevocationStreams
+	}
+	if opts.RevocationHeartbeat <= 0 {
+		opts.RevocationHeartbeat = DefaultRevocationHeartbeat
 	}
 	return &Server{opts: opts, svc: opts.Service, logger: opts.Logger, mux: http.NewServeMux(),
 		streams: make(chan struct{}, opts.MaxRevocationStreams)}

@@ -17,10 +17,11 @@ import (
 // introspection. Streams are bounded in number and lifetime, and every write
 // has a deadline, so that stuck or idle clients cannot pin the server.
 const (
-	// revocationHeartbeat is how often an idle stream sends a comment, so
-	// that proxies keep it open and clients can tell a dead one. Each
-	// heartbeat also rereads the table, a backstop to the wake-ups.
-	revocationHeartbeat = 15 * time.Second
+	// DefaultRevocationHeartbeat is how often an idle stream sends a
+	// comment, so that proxies keep it open and clients can tell a dead
+	// one. Each heartbeat also rereads the table, a backstop to the
+	// wake-ups.
+	DefaultRevocationHeartbeat = 15 * time.Second
 	// revocationWriteTimeout bounds one write to a stream's client.
 	revocationWriteTimeout = 10 * time.Second
 	// revocationStreamMaxAge ends a stream; the client reconnects with
@@ -165,7 +166,7 @@ func (s *Server) revocationStream(w http.ResponseWriter, r *http.Request, after 
 	}
 	maxAge := time.NewTimer(revocationStreamMaxAge)
 	defer maxAge.Stop()
-	beat := time.NewTicker(revocationHeartbeat)
+	beat := time.NewTicker(s.opts.RevocationHeartbeat)
 	defer beat.Stop()
 	synced := false
 	for {

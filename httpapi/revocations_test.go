@@ -174,11 +174,17 @@ func TestRevocationFeedStream(t *testing.T) {
 			t.Errorf("resumed after %s: %v, want only event %s", backlog["id"], ev, live["id"])
 		}
 
-		// One stream allowed: a second one is 503 with Retry-After.
+		// One stream allowed: a second one is 503 with Retry-After. An idle
+		// stream sends heartbeats.
 		one := httptest.NewServer(httpapi.New(httpapi.Options{Service: e.svc, ServiceTokens: []string{serviceToken},
-			MaxRevocationStreams: 1}))
+			MaxRevocationStreams: 1, RevocationHeartbeat: time.Millisecond}))
 		t.Cleanup(one.Close) // after the streams' cleanups, which run first
-		openStream(t, one.URL).next()
+		first := openStream(t, one.URL)
+		for first.lines.Scan() && first.lines.Text() != ": heartbeat" {
+		}
+		if first.lines.Text() != ": heartbeat" {
+			t.Errorf("an idle stream ended without a heartbeat: %v", first.lines.Err())
+		}
 		extra := openStream(t, one.URL)
 		if extra.resp.StatusCode != 503 || extra.resp.Header.Get("Retry-After") == "" {
 			t.Errorf("a stream beyond the bound: %d, Retry-After %q; want 503 with Retry-After",

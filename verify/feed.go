@@ -16,10 +16,12 @@ import (
 	"time"
 )
 
+// feedSilence is how long the feed may say nothing (authd sends a
+// heartbeat every 15 s) before the connection is taken for dead. A
+// variable for the test of it only.
+var feedSilence = 45 * time.Second
+
 const (
-	// feedSilence is how long the feed may say nothing (authd sends a
-	// heartbeat every 15 s) before the connection is taken for dead.
-	feedSilence = 45 * time.Second
 	// Reconnection backoff: from minBackoff doubling to maxBackoff, with
 	// jitter, reset once a connection has caught up.
 	minBackoff = 100 * time.Millisecond

@@ -23,8 +23,9 @@ func ClaimsFrom(ctx context.Context) (*Claims, bool) {
 // revocation state cannot be known (ErrUnavailable).
 func (v *Verifier) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || token == "" {
+		auth := r.Header.Get("Authorization")
+		scheme, token, _ := strings.Cut(auth, " ")
+		if !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
 			writeProblem(w, http.StatusUnauthorized, "invalid_token", `Bearer`, "A bearer access token is required.")
 			return
 		}

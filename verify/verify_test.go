@@ -462,6 +462,7 @@ func TestMiddleware(t *testing.T) {
 	}{
 		{"no token", "", 401, "Bearer"},
 		{"not bearer", "Basic eDp5", 401, "Bearer"},
+		{"lower-case scheme", "bearer " + mfa, 200, ""},
 		{"bad token", "Bearer x.y.z", 401, `error="invalid_token"`},
 		{"password only", "Bearer " + pwd, 401, `error="insufficient_user_authentication"`},
 		{"second factor", "Bearer " + mfa, 200, ""},
