@@ -49,6 +49,9 @@ type Options struct {
 	// RevocationHeartbeat is how often an idle stream sends a comment; 0
 	// means DefaultRevocationHeartbeat.
 	RevocationHeartbeat time.Duration
+	// RevocationStreamMaxAge ends a stream (the client resumes); 0 means
+	// DefaultRevocationStreamMaxAge.
+	RevocationStreamMaxAge time.Duration
 }
 
 // Server is the public listener's handler.
@@ -125,6 +128,9 @@ func newServer(opts Options) *Server {
 	}
 	if opts.RevocationHeartbeat <= 0 {
 		opts.RevocationHeartbeat = DefaultRevocationHeartbeat
+	}
+	if opts.RevocationStreamMaxAge <= 0 {
+		opts.RevocationStreamMaxAge = DefaultRevocationStreamMaxAge
 	}
 	return &Server{opts: opts, svc: opts.Service, logger: opts.Logger, mux: http.NewServeMux(),
 		streams: make(chan struct{}, opts.MaxRevocationStreams)}

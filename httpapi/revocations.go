@@ -24,9 +24,10 @@ const (
 	DefaultRevocationHeartbeat = 15 * time.Second
 	// revocationWriteTimeout bounds one write to a stream's client.
 	revocationWriteTimeout = 10 * time.Second
-	// revocationStreamMaxAge ends a stream; the client reconnects with
-	// Last-Event-ID and loses nothing.
-	revocationStreamMaxAge = time.Hour
+	// DefaultRevocationStreamMaxAge ends a stream, so that none pins an
+	// instance for ever; the client resumes with Last-Event-ID and loses
+	// nothing.
+	DefaultRevocationStreamMaxAge = time.Hour
 	// DefaultRevocationStreams is the default of Options.MaxRevocationStreams.
 	DefaultRevocationStreams = 100
 	// revocationRetry is the reconnection delay suggested to EventSource
@@ -164,7 +165,7 @@ func (s *Server) revocationStream(w http.ResponseWriter, r *http.Request, after 
 	if !send(fmt.Sprintf("retry: %d\n: authd revocations\n\n", revocationRetry)) {
 		return nil
 	}
-	maxAge := time.NewTimer(revocationStreamMaxAge)
+	maxAge := time.NewTimer(s.opts.RevocationStreamMaxAge)
 	defer maxAge.Stop()
 	beat := time.NewTicker(s.opts.RevocationHeartbeat)
 	defer beat.Stop()

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/authd/authd"
+	"github.com/authd/authd/httpapi"
 	"github.com/authd/authd/token"
 	"github.com/authd/authd/verify"
 )
@@ -449,4 +450,30 @@ func TestFeedServedByAnyInstance(t *testing.T) {
 	if n := rs.transport.introspections.Load(); n != 0 {
 		t.Errorf("%d introspection calls, want none", n)
 	}
+}
+
+// TestStreamLifetimeIsNoGap: authd ends each stream after its lifetime; the
+// verifier resumes at once, and even FailClosed never refuses a token for
+// it, while revocations still arrive.
+func TestStreamLifetimeIsNoGap(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	short := httptest.NewServer(httpapi.New(httpapi.Options{Service: e.svc, ServiceTokens: []string{serviceToken},
+		JWKS:                   func() ([]byte, error) { return e.keys.JWKS(e.clock.Now(), e.cfg.AccessTokenTTL) },
+		RevocationStreamMaxAge: 20 * time.Millisecond}))
+	t.Cleanup(short.Close)
+	rs := newResourceServer(t, e, func(o *verify.Options) {
+		o.Policy = verify.FailClosed
+		o.JWKSURL, o.RevocationsURL = short.URL+"/.well-known/jwks.json", short.URL+"/v1/auth/revocations"
+	})
+	e.registerVerified("life@example.org", goodPassword)
+	old, _ := e.login("life@example.org", goodPassword)
+	e.clock.Advance(time.Minute) // past the loss leeway, were a stream's end taken for a loss
+	for rs.v.Stats().Reconnects < 5 {
+		if got := rs.status(t, old); got != 200 {
+			t.Fatalf("after %d stream ends, a valid token answers %d, want 200", rs.v.Stats().Reconnects, got)
+		}
+	}
+	want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(old)...), 204, "")
+	rs.refusedWithin(t, "logout across stream ends", old)
 }

@@ -30,7 +30,13 @@ const (
 	maxFeedLine = 64 << 10
 	// forgetAfter keeps an event past its exp, for clock skew with authd.
 	forgetAfter = time.Minute
+	// resumeGrace is how long the state stays current while the verifier
+	// resumes a stream authd ended on purpose.
+	resumeGrace = time.Second
 )
+
+// errStreamEnded is a stream that authd closed cleanly, between events.
+var errStreamEnded = errors.New("verify: authd ended the revocation stream")
 
 // revocations is what the feed has said: revoked sessions and users.
 type revocations struct {
@@ -42,6 +48,7 @@ type revocations struct {
 	lostAt      time.Time // with !healthy: since when the feed may have missed events
 	lastMessage time.Time // anything from the feed, heartbeats included
 	reconnects  int64
+	syncs       int64 // catch-ups so far, for keepHealthyFor
 }
 
 type userRevocation struct {
@@ -146,7 +153,25 @@ func (r *revocations) setHealthy(ok bool) {
 		// Events may have been missed since the feed last spoke.
 		r.lostAt = r.lastMessage
 	}
+	if ok {
+		r.syncs++
+	}
 	r.healthy = ok
+}
+
+// keepHealthyFor leaves the state healthy for d while a stream resumes:
+// unless it has caught up again by then, it becomes lost from now.
+func (r *revocations) keepHealthyFor(d time.Duration) {
+	r.mu.RLock()
+	syncs := r.syncs
+	r.mu.RUnlock()
+	time.AfterFunc(d, func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.syncs == syncs && r.healthy {
+			r.healthy, r.lostAt = false, r.lastMessage
+		}
+	})
 }
 
 func (r *revocations) heard(now time.Time) {
@@ -178,10 +203,24 @@ func (v *Verifier) follow(ctx context.Context, first chan<- error) {
 				first = nil
 			}
 		})
-		v.revs.setHealthy(false)
 		if ctx.Err() != nil {
+			v.revs.setHealthy(false)
 			return
 		}
+		if caughtUp && errors.Is(err, errStreamEnded) {
+			// authd ended the stream on purpose (its lifetime): resume at
+			// once. The state counts as current for resumeGrace, as long as
+			// an event takes to arrive anyway, so that the hourly
+			// reconnection is no gap; if the resumption has not caught up
+			// by then, it is one, from the end.
+			v.revs.keepHealthyFor(resumeGrace)
+			v.revs.mu.Lock()
+			v.revs.reconnects++
+			v.revs.mu.Unlock()
+			backoff = minBackoff
+			continue
+		}
+		v.revs.setHealthy(false)
 		if first != nil && (attempt > 0 || errors.As(err, new(errRefused))) {
 			// The first connection failed twice, or for good: New reports it.
 			first <- err
@@ -244,6 +283,9 @@ func (v *Verifier) stream(ctx context.Context, caughtUp func()) error {
 	var event, data string
 	for {
 		line, err := readLine(body)
+		if err == io.EOF && event == "" && data == "" {
+			return errStreamEnded
+		}
 		if err != nil {
 			if ctx.Err() != nil && !silence.Stop() {
 				return fmt.Errorf("verify: the revocation feed was silent for %s", feedSilence)
@@ -315,7 +357,7 @@ func readLine(r *bufio.Reader) (string, error) {
 			continue
 		}
 		if err != nil {
-			if err == io.EOF {
+			if err == io.EOF && b.Len() > 0 {
 				err = io.ErrUnexpectedEOF
 			}
 			return "", err
