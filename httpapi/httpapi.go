@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/authd/authd"
@@ -63,7 +64,15 @@ type Server struct {
 	routes  []Route
 	handler http.Handler
 	streams chan struct{} // one token per open revocation stream
+	ending  chan struct{} // closed by EndStreams
+	endOnce sync.Once
 }
+
+// EndStreams ends every open revocation stream (their clients resume
+// elsewhere or later), for a graceful shutdown: http.Server.Shutdown waits
+// for handlers, and a stream's handler would otherwise run for an hour.
+// Register it with http.Server.RegisterOnShutdown.
+func (s *Server) EndStreams() { s.endOnce.Do(func() { close(s.ending) }) }
 
 // Route is one registered method and path pattern.
 type Route struct{ Method, Path string }
@@ -133,7 +142,7 @@ func newServer(opts Options) *Server {
 		opts.RevocationStreamMaxAge = DefaultRevocationStreamMaxAge
 	}
 	return &Server{opts: opts, svc: opts.Service, logger: opts.Logger, mux: http.NewServeMux(),
-		streams: make(chan struct{}, opts.MaxRevocationStreams)}
+		streams: make(chan struct{}, opts.MaxRevocationStreams), ending: make(chan struct{})}
 }
 
 // handlerFunc is a handler that returns its error for writeError.

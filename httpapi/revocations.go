@@ -192,6 +192,8 @@ func (s *Server) revocationStream(w http.ResponseWriter, r *http.Request, after 
 				return nil
 			case <-maxAge.C:
 				return nil
+			case <-s.ending:
+				return nil
 			case <-changed:
 			case <-beat.C:
 				if !send(": heartbeat\n\n") {
