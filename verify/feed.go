@@ -33,6 +33,9 @@ const (
 	// resumeGrace is how long the state stays current while the verifier
 	// resumes a stream authd ended on purpose.
 	resumeGrace = time.Second
+	// minStreamLife is how long a stream must have lasted for its clean end
+	// to be resumed at once.
+	minStreamLife = time.Second
 )
 
 // errStreamEnded is a stream that authd closed cleanly, between events.
@@ -195,7 +198,7 @@ func (v *Verifier) follow(ctx context.Context, first chan<- error) {
 	v.revs.mu.Unlock()
 	backoff := minBackoff
 	for attempt := 0; ; attempt++ {
-		caughtUp := false
+		caughtUp, started := false, time.Now()
 		err := v.stream(ctx, func() {
 			caughtUp = true
 			if first != nil {
@@ -207,12 +210,14 @@ func (v *Verifier) follow(ctx context.Context, first chan<- error) {
 			v.revs.setHealthy(false)
 			return
 		}
-		if caughtUp && errors.Is(err, errStreamEnded) {
+		if caughtUp && errors.Is(err, errStreamEnded) && time.Since(started) >= minStreamLife {
 			// authd ended the stream on purpose (its lifetime): resume at
 			// once. The state counts as current for resumeGrace, as long as
 			// an event takes to arrive anyway, so that the hourly
 			// reconnection is no gap; if the resumption has not caught up
-			// by then, it is one, from the end.
+			// by then, it is one, from the end. A stream that ended
+			// sooner than minStreamLife goes through the backoff, so that
+			// a misbehaving server cannot make this loop spin.
 			v.revs.keepHealthyFor(resumeGrace)
 			v.revs.mu.Lock()
 			v.revs.reconnects++
