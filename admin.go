@@ -168,7 +168,7 @@ func (s *Service) LockUser(ctx context.Context, c Client, id uuid.UUID, until ti
 		if err := tx.UpdateUser(ctx, u); err != nil {
 			return nil, err
 		}
-		ids, err := s.endUserSessions(ctx, tx, u.ID, uuid.Nil, now)
+		ids, err := s.endUserSessions(ctx, tx, u.ID, uuid.Nil, now, "admin_lock")
 		if err != nil {
 			return nil, err
 		}
@@ -195,7 +195,7 @@ func (s *Service) UnlockUser(ctx context.Context, c Client, id uuid.UUID) error 
 // RevokeUserSessions ends every session of a user. ENotFound.
 func (s *Service) RevokeUserSessions(ctx context.Context, c Client, id uuid.UUID) error {
 	return s.adminAction(ctx, c, id, "revoke_sessions", func(tx *txn, u *User, now time.Time) (map[string]any, error) {
-		ids, err := s.endUserSessions(ctx, tx, u.ID, uuid.Nil, now)
+		ids, err := s.endUserSessions(ctx, tx, u.ID, uuid.Nil, now, "admin_revoke")
 		return map[string]any{"sessions_revoked": len(ids)}, err
 	})
 }

@@ -76,7 +76,7 @@ func (s *Service) erase(ctx context.Context, tx *txn, u *User, now time.Time, by
 	if u.IsDeleted() {
 		return Errorf(ENotFound, "No such user.")
 	}
-	if _, err := s.endUserSessions(ctx, tx, u.ID, uuid.Nil, now); err != nil {
+	if _, err := s.endUserSessions(ctx, tx, u.ID, uuid.Nil, now, string(EventAccountDeleted)); err != nil {
 		return err
 	}
 	if err := tx.ErasePersonalData(ctx, u.ID); err != nil {

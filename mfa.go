@@ -203,7 +203,7 @@ func (s *Service) ConfirmTOTP(ctx context.Context, c Client, a *AccessClaims, co
 		}
 		// Sessions that passed the password alone (an intruder's among them)
 		// end: from now on every other session has passed the factor.
-		ended, err := s.endUserSessions(ctx, tx, u.ID, a.SessionID, now)
+		ended, err := s.endUserSessions(ctx, tx, u.ID, a.SessionID, now, string(EventMFAEnabled))
 		if err != nil {
 			return err
 		}

@@ -219,7 +219,7 @@ func (s *Service) setPassword(ctx context.Context, tx *txn, c Client, u *User, h
 	if err := tx.UpdateUser(ctx, u); err != nil {
 		return err
 	}
-	ids, err := s.endUserSessions(ctx, tx, u.ID, keep, now)
+	ids, err := s.endUserSessions(ctx, tx, u.ID, keep, now, string(event))
 	if err != nil {
 		return err
 	}

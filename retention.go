@@ -21,7 +21,7 @@ const expiredGrace = 24 * time.Hour
 func (s *Service) Purge(ctx context.Context, retention time.Duration, dryRun bool) (PurgeResult, error) {
 	now := s.now()
 	res, err := s.store.Purge(ctx, PurgeRequest{LogsBefore: now.Add(-retention), ExpiredBefore: now.Add(-expiredGrace),
-		Batch: purgeBatch, DryRun: dryRun})
+		Now: now, Batch: purgeBatch, DryRun: dryRun})
 	if err != nil || dryRun {
 		return res, err
 	}
@@ -48,7 +48,8 @@ func (s *Service) RunRetention(ctx context.Context, retention, interval time.Dur
 			s.logger.Debug("retention purge skipped: another instance is purging")
 		case err == nil:
 			s.logger.Info("retention purge", "security_logs", res.SecurityLogs, "jwt_tokens", res.Tokens,
-				"verification_tokens", res.VerificationTokens, "mfa_challenges", res.MFAChallenges, "sessions", res.Sessions)
+				"verification_tokens", res.VerificationTokens, "mfa_challenges", res.MFAChallenges, "sessions", res.Sessions,
+				"revocation_events", res.RevocationEvents)
 		}
 		select {
 		case <-ctx.Done():

@@ -26,6 +26,12 @@ type Store interface {
 	// RevokedSessions returns the sessions revoked at or after since, for
 	// the revocation set.
 	RevokedSessions(ctx context.Context, since time.Time) ([]Revocation, error)
+	// RevocationEvents returns, by id, at most limit revocation events with
+	// an id above after that have not expired at now.
+	RevocationEvents(ctx context.Context, after int64, now time.Time, limit int) ([]RevocationEvent, error)
+	// LastRevocationEventID returns the highest revocation event id in the
+	// table (0 when empty).
+	LastRevocationEventID(ctx context.Context) (int64, error)
 
 	// Users lists users matching f, newest first.
 	Users(ctx context.Context, f UserFilter) ([]*User, error)
@@ -185,8 +191,9 @@ type Queries interface {
 	// does not exist.
 	UpdateMFAChallenge(ctx context.Context, c *MFAChallenge) error
 
-	// PublishRevocation tells every instance of rev when the transaction
-	// commits (PostgreSQL NOTIFY); stores with a single instance do nothing.
+	// PublishRevocation records rev's feed events (rev.Events) and tells
+	// every instance of rev when the transaction commits (PostgreSQL
+	// NOTIFY). Inside InTx the events get their ids in commit order.
 	PublishRevocation(ctx context.Context, rev Revocation) error
 }
 
@@ -263,6 +270,7 @@ type UserRows struct {
 type PurgeRequest struct {
 	LogsBefore    time.Time // security logs older than this
 	ExpiredBefore time.Time // tokens, verification tokens and sessions that ended before this
+	Now           time.Time // revocation events expired by now
 	Batch         int       // rows per statement, so that no lock is held long
 	DryRun        bool      // count only
 }
@@ -274,6 +282,7 @@ type PurgeResult struct {
 	VerificationTokens int  `json:"verification_tokens"`
 	MFAChallenges      int  `json:"mfa_challenges"`
 	Sessions           int  `json:"sessions"`
+	RevocationEvents   int  `json:"revocation_events"`
 	Skipped            bool `json:"skipped,omitempty"` // another instance was purging
 }
 

@@ -381,13 +381,19 @@ func (e *env) user(email string) *authd.User {
 }
 
 // jwtClaims decodes (without verifying) the claims of a JWT.
-func jwtClaims(t testing.TB, tok string) map[string]any {
+func jwtClaims(t testing.TB, tok string) map[string]any { t.Helper(); return jwtPart(t, tok, 1) }
+
+// jwtHeader decodes (without verifying) the header of a JWT.
+func jwtHeader(t testing.TB, tok string) map[string]any { t.Helper(); return jwtPart(t, tok, 0) }
+
+// jwtPart decodes part i (0 header, 1 claims) of a JWT.
+func jwtPart(t testing.TB, tok string, i int) map[string]any {
 	t.Helper()
 	parts := strings.Split(tok, ".")
 	if len(parts) != 3 {
 		t.Fatalf("not a JWT: %q", tok)
 	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	b, err := base64.RawURLEncoding.DecodeString(parts[i])
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/authd/authd"
@@ -43,6 +44,15 @@ type Options struct {
 	Metrics http.Handler
 	// Observe, when set, is told of every request (for metrics).
 	Observe func(route string, status int, elapsed time.Duration)
+	// MaxRevocationStreams bounds the concurrent revocation-feed streams
+	// (GET /v1/auth/revocations); 0 means DefaultRevocationStreams.
+	MaxRevocationStreams int
+	// RevocationHeartbeat is how often an idle stream sends a comment; 0
+	// means DefaultRevocationHeartbeat.
+	RevocationHeartbeat time.Duration
+	// RevocationStreamMaxAge ends a stream (the client resumes); 0 means
+	// DefaultRevocationStreamMaxAge.
+	RevocationStreamMaxAge time.Duration
 }
 
 // Server is the public listener's handler.
@@ -53,7 +63,16 @@ type Server struct {
 	mux     *http.ServeMux
 	routes  []Route
 	handler http.Handler
+	streams chan struct{} // one token per open revocation stream
+	ending  chan struct{} // closed by EndStreams
+	endOnce sync.Once
 }
+
+// EndStreams ends every open revocation stream (their clients resume
+// elsewhere or later), for a graceful shutdown: http.Server.Shutdown waits
+// for handlers, and a stream's handler would otherwise run for an hour.
+// Register it with http.Server.RegisterOnShutdown.
+func (s *Server) EndStreams() { s.endOnce.Do(func() { close(s.ending) }) }
 
 // Route is one registered method and path pattern.
 type Route struct{ Method, Path string }
@@ -78,6 +97,7 @@ func New(opts Options) *Server {
 	s.handle("POST /v1/auth/password/reset", s.resetPassword)
 	s.handle("POST /v1/auth/password/change", s.authenticated(s.changePassword))
 	s.handle("POST /v1/auth/introspect", s.introspect)
+	s.handle("GET /v1/auth/revocations", s.revocations)
 	s.handle("POST /v1/auth/mfa/verify", s.verifyMFA)
 
 	s.handle("GET /v1/users/me", s.authenticated(s.me))
@@ -112,7 +132,17 @@ func newServer(opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{opts: opts, svc: opts.Service, logger: opts.Logger, mux: http.NewServeMux()}
+	if opts.MaxRevocationStreams <= 0 {
+		opts.MaxRevocationStreams = DefaultRevocationStreams
+	}
+	if opts.RevocationHeartbeat <= 0 {
+		opts.RevocationHeartbeat = DefaultRevocationHeartbeat
+	}
+	if opts.RevocationStreamMaxAge <= 0 {
+		opts.RevocationStreamMaxAge = DefaultRevocationStreamMaxAge
+	}
+	return &Server{opts: opts, svc: opts.Service, logger: opts.Logger, mux: http.NewServeMux(),
+		streams: make(chan struct{}, opts.MaxRevocationStreams), ending: make(chan struct{})}
 }
 
 // handlerFunc is a handler that returns its error for writeError.

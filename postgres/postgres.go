@@ -139,6 +139,9 @@ func (s *Store) InTx(ctx context.Context, fn func(authd.Queries) error) error {
 	if err := fn(q); err != nil {
 		return err
 	}
+	if err := q.insertRevocationEvents(ctx); err != nil {
+		return err
+	}
 	q.write(ctx, nil, "COMMIT")
 	return q.flush(ctx)
 }

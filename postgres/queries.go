@@ -33,6 +33,9 @@ type queries struct {
 	locking bool
 	pending pgx.Batch
 	checks  []func(pgconn.CommandTag) error
+	// revocations published in the transaction, whose feed events are
+	// inserted just before it commits (insertRevocationEvents).
+	revocations []authd.Revocation
 }
 
 // write runs a statement whose result the caller does not read: at once
@@ -598,7 +601,16 @@ const maxNotifySessions = 100
 
 // PublishRevocation sends rev on revocationChannel; PostgreSQL delivers it
 // to every listener when the transaction commits, and never if it rolls back.
+//
+// Its feed events are inserted just before the transaction commits
+// (insertRevocationEvents); outside a transaction at once.
 func (q *queries) PublishRevocation(ctx context.Context, rev authd.Revocation) error {
+	q.revocations = append(q.revocations, rev)
+	if !q.locking {
+		if err := q.insertRevocationEvents(ctx); err != nil {
+			return err
+		}
+	}
 	for {
 		part := rev
 		if len(rev.SessionIDs) > maxNotifySessions {

@@ -450,9 +450,18 @@ func (q *queries) DeleteVerificationTokens(ctx context.Context, userID uuid.UUID
 	return translate(err)
 }
 
-// PublishRevocation does nothing: an SQLite database serves one instance,
-// which applies its own revocations.
-func (q *queries) PublishRevocation(context.Context, authd.Revocation) error { return nil }
+// PublishRevocation records rev's feed events; other than that there is no
+// one to tell: an SQLite database serves one instance, which applies its own
+// revocations. One writer at a time means ids commit in order.
+func (q *queries) PublishRevocation(ctx context.Context, rev authd.Revocation) error {
+	for _, e := range rev.Events() {
+		if _, err := q.db.ExecContext(ctx, `INSERT INTO revocation_events (kind, subject_id, reason, expires_at, created_at)
+			VALUES (?, ?, ?, ?, ?)`, string(e.Kind), e.Subject, e.Reason, timeArg(e.ExpiresAt), timeArg(e.CreatedAt)); err != nil {
+			return translate(err)
+		}
+	}
+	return nil
+}
 
 func affected(res sql.Result, err error, what string) error {
 	if err != nil {

@@ -1,7 +1,7 @@
 package storetest
 
 // Column is one column as the catalog tests compare it. Kind is a
-// dialect-neutral type: uuid, varchar, boolean, integer, timestamp, json, or
+// dialect-neutral type: uuid, varchar, boolean, integer, bigint, timestamp, json, or
 // enum:NAME (a native enum on PostgreSQL, TEXT with a CHECK on SQLite).
 type Column struct {
 	Table    string
@@ -134,6 +134,13 @@ var SeedSchema = Schema{
 		{Table: "mail_outbox", Name: "last_error", Kind: "varchar", Nullable: true, Extra: true},
 		{Table: "mail_outbox", Name: "dead_at", Kind: "timestamp", Nullable: true, Extra: true},
 		{Table: "mail_outbox", Name: "claim", Kind: "uuid", Nullable: true, Extra: true},
+
+		{Table: "revocation_events", Name: "id", Kind: "bigint", PK: true, Extra: true},
+		{Table: "revocation_events", Name: "kind", Kind: "varchar", Extra: true},
+		{Table: "revocation_events", Name: "subject_id", Kind: "uuid", Extra: true},
+		{Table: "revocation_events", Name: "reason", Kind: "varchar", Extra: true},
+		{Table: "revocation_events", Name: "expires_at", Kind: "timestamp", Extra: true},
+		{Table: "revocation_events", Name: "created_at", Kind: "timestamp", Extra: true},
 	},
 	Indexes: []Index{
 		{Table: "users", Name: "ix_users_email", Columns: "email", Unique: true},
@@ -161,6 +168,7 @@ var SeedSchema = Schema{
 		{Table: "mfa_challenges", Name: "ix_mfa_challenges_token", Columns: "token", Unique: true},
 		{Table: "mfa_challenges", Name: "ix_mfa_challenges_user_id", Columns: "user_id"},
 		{Table: "mfa_challenges", Name: "ix_mfa_challenges_expires_at", Columns: "expires_at"},
+		{Table: "revocation_events", Name: "ix_revocation_events_expires_at", Columns: "expires_at"},
 	},
 	ForeignKeys: []ForeignKey{
 		{Table: "jwt_tokens", Column: "user_id", RefTable: "users", RefColumn: "id", OnDelete: "CASCADE"},

@@ -271,6 +271,7 @@ func TestServe(t *testing.T) {
 	t.Parallel()
 	env := sqliteEnv(t)
 	env["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
+	env["AUTHD_SERVICE_TOKENS"] = "service-token-0123456789abcdef0123456789"
 	ctx, cancel := context.WithCancel(context.Background())
 	var stdout, stderr syncBuffer
 	done := make(chan int)
@@ -278,6 +279,15 @@ func TestServe(t *testing.T) {
 		done <- run(ctx, []string{"serve"}, &stdout, &stderr, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	}()
 	url := waitForURL(t, &stdout, &stderr)
+	// An open revocation stream must not hold the shutdown up.
+	req, _ := http.NewRequest("GET", url+"/v1/auth/revocations", nil)
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+env["AUTHD_SERVICE_TOKENS"])
+	stream, err := http.DefaultClient.Do(req)
+	if err != nil || stream.StatusCode != http.StatusOK {
+		t.Fatalf("revocation stream: %v %v", stream, err)
+	}
+	defer stream.Body.Close()
 	for _, path := range []string{"/healthz", "/readyz"} {
 		resp, err := http.Get(url + path)
 		if err != nil {

@@ -194,7 +194,10 @@ func (a *App) Open(ctx context.Context) (err error) {
 	if a.listener, err = listen(a.cfg.HTTPAddr, "AUTHD_HTTP_ADDR"); err != nil {
 		return err
 	}
-	a.server = a.httpServer(httpapi.New(opts))
+	api := httpapi.New(opts)
+	a.server = a.httpServer(api)
+	// Or the revocation feed's streams would hold a graceful shutdown up.
+	a.server.RegisterOnShutdown(api.EndStreams)
 	opts.Metrics = m.Handler() // the admin listener's only
 	if a.cfg.AdminAddr == "" {
 		a.logger.Info("admin listener disabled (metrics and admin API): AUTHD_ADMIN_ADDR is empty")
