@@ -82,7 +82,7 @@ func catalog(t *testing.T, s *postgres.Store) storetest.Schema {
 			t.Fatal(err)
 		}
 		c.Kind = map[string]string{
-			"uuid": "uuid", "character varying": "varchar", "boolean": "boolean", "integer": "integer",
+			"uuid": "uuid", "character varying": "varchar", "boolean": "boolean", "integer": "integer", "bigint": "bigint",
 			"timestamp with time zone": "timestamp", "jsonb": "json", "USER-DEFINED": "enum:" + udt,
 		}[dataType]
 		if c.Kind == "" {
