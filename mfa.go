@@ -211,10 +211,13 @@ func (s *Service) ConfirmTOTP(ctx context.Context, c Client, a *AccessClaims, co
 // factor enabled), EAccountLocked, ERateLimited, EInvalidToken, EUnavailable.
 func (s *Service) DisableTOTP(ctx context.Context, c Client, a *AccessClaims, code string) error {
 	return s.withSecondFactor(ctx, c, a, code, EventMFADisabled, func(tx *txn, u *User, f *Factor, now time.Time) error {
+		if f == nil {
+			return Errorf(ENotFound, "TOTP is not enabled.")
+		}
 		if err := tx.DeleteFactor(ctx, f.ID); err != nil {
 			return err
 		}
-		if err := tx.ReplaceRecoveryCodes(ctx, u.ID, nil); err != nil {
+		if err := s.dropOrphanRecoveryCodes(ctx, tx, u.ID); err != nil {
 			return err
 		}
 		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventMFADisabled, ResultSuccess, u.ID, "",
@@ -249,7 +252,8 @@ func (s *Service) codeChecked(ctx context.Context, a *AccessClaims) (*User, erro
 }
 
 // withSecondFactor runs fn in a transaction once code (TOTP or recovery)
-// checks out for the user's enabled factor. A wrong code counts toward the
+// checks out for the user's second factor (f is the TOTP factor, nil when
+// only passkeys are enrolled). A wrong code counts toward the
 // lock and is logged as a failure of event; while the account is locked no
 // code is checked.
 func (s *Service) withSecondFactor(ctx context.Context, c Client, a *AccessClaims, code string, event EventType,
@@ -280,8 +284,15 @@ func (s *Service) withSecondFactor(ctx context.Context, c Client, a *AccessClaim
 		if err != nil {
 			return err
 		}
+		keys, err := tx.Passkeys(ctx, u.ID)
+		if err != nil {
+			return err
+		}
 		f := factorOf(factors, FactorTOTP)
-		if f == nil || !f.Confirmed {
+		if f != nil && !f.Confirmed {
+			f = nil
+		}
+		if (method == MethodTOTP && f == nil) || (f == nil && len(keys) == 0) {
 			return Errorf(ENotFound, "No second factor is enabled.")
 		}
 		ok, err := s.checkCode(ctx, tx, c, u, f, method, code, now)
@@ -312,61 +323,26 @@ func (s *Service) VerifyMFA(ctx context.Context, c Client, mfaToken, method, cod
 		code, err = recoveryCode(code)
 	default:
 		err = &Error{Code: EInvalid, Message: "invalid request",
-			Fields: []FieldError{{Field: "method", Message: "must be totp or recovery_code"}}}
+			Fields: []FieldError{{Field: "method", Message: "must be totp, recovery_code or passkey"}}}
 	}
 	if err != nil {
 		return nil, err
-	}
-	if err := s.limitIP(ctx, "mfa", c); err != nil {
-		return nil, err
-	}
-	digest, err := opaqueDigest(mfaToken)
-	if err != nil {
-		return nil, s.refuseToken(ctx, nil, c, EventMFAChallengeFailed, uuid.Nil, "malformed mfa token", nil)
 	}
 	var pair *TokenPair
-	err = s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
-		ch, err := tx.MFAChallenge(ctx, digest)
-		if ErrorCode(err) == ENotFound {
-			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, uuid.Nil, "unknown mfa token", nil)
-		}
-		if err != nil {
-			return err
-		}
-		switch {
-		case !ch.UsedAt.IsZero():
-			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "mfa token used", nil)
-		case !now.Before(ch.ExpiresAt):
-			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "mfa token expired", nil)
-		case ch.Failures >= MaxMFAFailures:
-			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "too many wrong codes", nil)
-		}
-		u, err := tx.User(ctx, ch.UserID)
-		if err != nil {
-			return err
-		}
-		if u.LockExpired(now) {
-			if err := s.unlock(ctx, tx, c, u, now, "lock expired"); err != nil {
-				return err
-			}
-		}
-		if u.IsDeleted() {
-			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "account deleted", nil)
-		}
-		if ch.CreatedAt.Before(u.LastPasswordChange) {
-			// The password this challenge proved was changed or reset since.
-			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "password changed since the challenge", nil)
-		}
-		if err := s.refuseIfLocked(ctx, tx, c, u, EventMFAChallengeFailed, now); err != nil {
-			return err
-		}
+	err = s.withMFAToken(ctx, c, mfaToken, func(tx *txn, ch *MFAChallenge, u *User, now time.Time) error {
 		factors, err := tx.Factors(ctx, u.ID)
 		if err != nil {
 			return err
 		}
+		keys, err := tx.Passkeys(ctx, u.ID)
+		if err != nil {
+			return err
+		}
 		f := factorOf(factors, FactorTOTP)
-		if f == nil || !f.Confirmed {
+		if f != nil && !f.Confirmed {
+			f = nil
+		}
+		if (method == MethodTOTP && f == nil) || (f == nil && len(keys) == 0) {
 			// Disabled since the password was checked: the login starts over.
 			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "no second factor enabled", nil)
 		}
@@ -396,18 +372,92 @@ func (s *Service) VerifyMFA(ctx context.Context, c Client, mfaToken, method, cod
 	return pair, err
 }
 
+// withMFAToken runs fn in a transaction with the login challenge of
+// mfaToken and its user (locked), once redeemable says it can still be
+// redeemed.
+func (s *Service) withMFAToken(ctx context.Context, c Client, mfaToken string,
+	fn func(tx *txn, ch *MFAChallenge, u *User, now time.Time) error) error {
+	digest, err := s.mfaTokenDigest(ctx, c, mfaToken)
+	if err != nil {
+		return err
+	}
+	return s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		ch, u, err := s.redeemable(ctx, tx, c, digest, now)
+		if err != nil {
+			return err
+		}
+		return fn(tx, ch, u, now)
+	})
+}
+
+// mfaTokenDigest counts a use of an mfa_token against the client's limit
+// and returns its digest; a token that cannot be one of ours is refused
+// (EInvalidToken), logged.
+func (s *Service) mfaTokenDigest(ctx context.Context, c Client, mfaToken string) (string, error) {
+	if err := s.limitIP(ctx, "mfa", c); err != nil {
+		return "", err
+	}
+	digest, err := opaqueDigest(mfaToken)
+	if err != nil {
+		return "", s.refuseToken(ctx, nil, c, EventMFAChallengeFailed, uuid.Nil, "malformed mfa token", nil)
+	}
+	return digest, nil
+}
+
+// redeemable returns the login challenge whose mfa_token has the digest,
+// and its user (locked), when it can still be redeemed at now; otherwise
+// the flow fails with EInvalidToken (or EAccountLocked), logged.
+func (s *Service) redeemable(ctx context.Context, tx *txn, c Client, digest string, now time.Time) (*MFAChallenge, *User, error) {
+	ch, err := tx.MFAChallenge(ctx, digest)
+	if ErrorCode(err) == ENotFound {
+		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, uuid.Nil, "unknown mfa token", nil)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	switch {
+	case !ch.UsedAt.IsZero():
+		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "mfa token used", nil)
+	case !now.Before(ch.ExpiresAt):
+		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "mfa token expired", nil)
+	case ch.Failures >= MaxMFAFailures:
+		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "too many wrong codes", nil)
+	}
+	u, err := tx.User(ctx, ch.UserID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if u.LockExpired(now) {
+		if err := s.unlock(ctx, tx, c, u, now, "lock expired"); err != nil {
+			return nil, nil, err
+		}
+	}
+	if u.IsDeleted() {
+		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "account deleted", nil)
+	}
+	if ch.CreatedAt.Before(u.LastPasswordChange) {
+		// The password this challenge proved was changed or reset since.
+		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "password changed since the challenge", nil)
+	}
+	if err := s.refuseIfLocked(ctx, tx, c, u, EventMFAChallengeFailed, now); err != nil {
+		return nil, nil, err
+	}
+	return ch, u, nil
+}
+
 // challenge answers a right password for an account with an enabled second
 // factor: a challenge whose mfa_token the client gets in MFARequired, and
 // no session. The transaction commits (the challenge must be stored) while
 // the login fails with MFARequired.
-func (s *Service) challenge(ctx context.Context, tx *txn, c Client, u *User, deviceInfo string, now time.Time) error {
+func (s *Service) challenge(ctx context.Context, tx *txn, c Client, u *User, deviceInfo string, methods []string,
+	now time.Time) error {
 	raw, digest := newOpaqueToken()
 	ch := &MFAChallenge{ID: NewID(), Token: digest, UserID: u.ID, DeviceInfo: deviceInfo, CreatedAt: now,
 		ExpiresAt: now.Add(MFAChallengeTTL)}
 	if err := tx.CreateMFAChallenge(ctx, ch); err != nil {
 		return err
 	}
-	methods := []string{MethodTOTP, MethodRecoveryCode}
 	return tx.refuse(ctx, s.audit(now, c, EventMFAChallengeIssued, ResultSuccess, u.ID, "",
 		map[string]any{"challenge_id": ch.ID.String(), "methods": methods}), &MFARequired{Token: raw, Methods: methods})
 }
@@ -541,6 +591,16 @@ func (s *Service) totpIssuer() string {
 	return "authd"
 }
 
+// dropOrphanRecoveryCodes deletes the user's recovery codes once no second
+// factor is left for them to stand in for.
+func (s *Service) dropOrphanRecoveryCodes(ctx context.Context, tx *txn, user uuid.UUID) error {
+	methods, err := s.mfaMethods(ctx, tx, user)
+	if err != nil || len(methods) > 0 {
+		return err
+	}
+	return tx.ReplaceRecoveryCodes(ctx, user, nil)
+}
+
 func factorOf(factors []*Factor, kind FactorKind) *Factor {
 	for _, f := range factors {
 		if f.Kind == kind {
@@ -557,6 +617,31 @@ func hasEnabledFactor(factors []*Factor) bool {
 		}
 	}
 	return false
+}
+
+// mfaMethods lists how the user can pass the second factor: totp when TOTP
+// is enabled, passkey when they have one, recovery_code when either is;
+// none when they have no second factor.
+func (s *Service) mfaMethods(ctx context.Context, tx *txn, user uuid.UUID) ([]string, error) {
+	factors, err := tx.Factors(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := tx.Passkeys(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	var methods []string
+	if hasEnabledFactor(factors) {
+		methods = append(methods, MethodTOTP)
+	}
+	if len(keys) > 0 && s.webauthn != nil {
+		methods = append(methods, MethodPasskey)
+	}
+	if hasEnabledFactor(factors) || len(keys) > 0 {
+		methods = append(methods, MethodRecoveryCode)
+	}
+	return methods, nil
 }
 
 var errCodeFormat = &Error{Code: EInvalid, Message: "invalid request",

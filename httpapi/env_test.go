@@ -160,6 +160,7 @@ func newEnv(t testing.TB, store authd.Store, opts ...option) *env {
 		PublicURL: "https://auth.example.org", AccessTokenTTL: 15 * time.Minute, RefreshTokenTTL: 168 * time.Hour,
 		SessionMaxAge: 720 * time.Hour, RefreshReuseGrace: 10 * time.Second, RequireVerifiedEmail: true,
 		LockoutThreshold: 5, LockoutDuration: 15 * time.Minute, MaxSessions: 100,
+		WebAuthnRPID: "auth.example.org", WebAuthnOrigins: []string{"https://auth.example.org"},
 	}
 	var o envOptions
 	for _, opt := range opts {

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"image/png"
 	"net/http"
 	"time"
@@ -128,17 +129,30 @@ func (s *Server) replaceRecoveryCodes(w http.ResponseWriter, r *http.Request, a 
 
 func (s *Server) verifyMFA(w http.ResponseWriter, r *http.Request) error {
 	var in struct {
-		MFAToken string `json:"mfa_token"`
-		Method   string `json:"method"`
-		Code     string `json:"code"`
+		MFAToken   string          `json:"mfa_token"`
+		Method     string          `json:"method"`
+		Code       string          `json:"code"`
+		Credential json.RawMessage `json:"credential"`
 	}
 	if err := decodeJSON(w, r, &in); err != nil {
 		return err
 	}
-	if err := required("mfa_token", in.MFAToken, "method", in.Method, "code", in.Code); err != nil {
-		return err
+	var pair *authd.TokenPair
+	var err error
+	if in.Method == authd.MethodPasskey {
+		if len(in.Credential) == 0 {
+			return required("mfa_token", in.MFAToken, "credential", "")
+		}
+		if err := required("mfa_token", in.MFAToken); err != nil {
+			return err
+		}
+		pair, err = s.svc.VerifyMFAPasskey(r.Context(), client(r), in.MFAToken, in.Credential)
+	} else {
+		if err := required("mfa_token", in.MFAToken, "method", in.Method, "code", in.Code); err != nil {
+			return err
+		}
+		pair, err = s.svc.VerifyMFA(r.Context(), client(r), in.MFAToken, in.Method, in.Code)
 	}
-	pair, err := s.svc.VerifyMFA(r.Context(), client(r), in.MFAToken, in.Method, in.Code)
 	if authd.ErrorCode(err) == authd.EInvalidToken {
 		// A dead mfa_token is a wrong request body, not a missing bearer.
 		return badRequest{err}
