@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"html"
 	"slices"
 	"strings"
 	"sync"
@@ -587,5 +588,33 @@ func exactlyOneWins(t testing.TB, what string, statuses []int) {
 	}
 	if wins != 1 {
 		t.Errorf("%s: %d of %d won, want exactly 1 (statuses %v)", what, wins, len(statuses), statuses)
+	}
+}
+
+// TestPasskeyPagesCSP: the passkey pages run their inline scripts under the
+// response's nonce and may call this origin only; the mail pages run none.
+func TestPasskeyPagesCSP(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	for _, path := range []string{"/passkeys", "/sign-in/passkey"} {
+		r := e.do("GET", path, nil)
+		want(t, path, r, 200, "")
+		csp := r.header.Get("Content-Security-Policy")
+		_, nonce, _ := strings.Cut(csp, "script-src 'nonce-")
+		nonce, _, _ = strings.Cut(nonce, "'")
+		if nonce == "" || !strings.Contains(csp, "connect-src 'self'") || !strings.Contains(csp, "default-src 'none'") {
+			t.Errorf("%s: CSP %q", path, csp)
+		}
+		page := html.UnescapeString(r.raw) // the template writes a + of the nonce as &#43;
+		if n := strings.Count(page, "<script"); n == 0 || n != strings.Count(page, `<script nonce="`+nonce+`"`) {
+			t.Errorf("%s: %d scripts, not all under the nonce", path, n)
+		}
+		if strings.Contains(r.raw, "onclick") || strings.Contains(r.raw, "localStorage") {
+			t.Errorf("%s: inline handlers or localStorage", path)
+		}
+	}
+	r := e.do("GET", "/reset-password?token=x", nil)
+	if csp := r.header.Get("Content-Security-Policy"); strings.Contains(csp, "script-src") || strings.Contains(r.raw, "<script") {
+		t.Errorf("a mail page runs script: CSP %q", csp)
 	}
 }
