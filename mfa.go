@@ -41,7 +41,8 @@ const (
 // MFARequired is the answer to a right password for an account with a
 // second factor: no session exists yet; Token (single use, MFAChallengeTTL)
 // and a code by one of Methods finish the login (VerifyMFA). Its code is
-// EMFARequired. Token is a secret: Error never shows it.
+// EMFARequired. Token is a secret: Error never shows it. Without a Token it
+// answers a sensitive change that lacks its step-up (StepUp).
 type MFARequired struct {
 	Token   string
 	Methods []string
@@ -50,6 +51,9 @@ type MFARequired struct {
 func (e *MFARequired) Error() string { return string(EMFARequired) + ": a second factor is required" }
 
 func (e *MFARequired) Unwrap() error {
+	if e.Token == "" {
+		return &Error{Code: EMFARequired, Message: "This change needs your second factor: send a current TOTP or recovery code as code, or a passkey assertion answering POST /v1/users/me/mfa/challenge as passkey."}
+	}
 	return &Error{Code: EMFARequired, Message: "A second factor is required: send a code with mfa_token to /v1/auth/mfa/verify."}
 }
 
@@ -65,6 +69,7 @@ type TOTPEnrolment struct {
 // MFAStatus is what a user may see of their second factors: never secrets.
 type MFAStatus struct {
 	Factors           []*Factor
+	Passkeys          []*Passkey
 	RecoveryCodesLeft int
 }
 
@@ -75,18 +80,26 @@ func (s *Service) MFA(ctx context.Context, a *AccessClaims) (*MFAStatus, error) 
 	if err != nil {
 		return nil, err
 	}
-	factors, err := s.store.Factors(ctx, u.ID)
+	return s.mfaStatus(ctx, u.ID)
+}
+
+func (s *Service) mfaStatus(ctx context.Context, user uuid.UUID) (*MFAStatus, error) {
+	factors, err := s.store.Factors(ctx, user)
 	if err != nil {
 		return nil, err
 	}
-	left, err := s.store.RecoveryCodesLeft(ctx, u.ID)
+	left, err := s.store.RecoveryCodesLeft(ctx, user)
 	if err != nil {
 		return nil, err
 	}
 	for _, f := range factors {
 		f.Secret = "" // never leaves the domain, even encrypted
 	}
-	return &MFAStatus{Factors: factors, RecoveryCodesLeft: left}, nil
+	keys, err := s.store.Passkeys(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	return &MFAStatus{Factors: factors, Passkeys: keys, RecoveryCodesLeft: left}, nil
 }
 
 // EnrollTOTP starts a TOTP enrolment after checking the user's password
@@ -209,8 +222,8 @@ func (s *Service) ConfirmTOTP(ctx context.Context, c Client, a *AccessClaims, co
 // current TOTP or recovery code. A wrong code counts toward the lock, as a
 // wrong password does. Returns EInvalid, EInvalidCredentials, ENotFound (no
 // factor enabled), EAccountLocked, ERateLimited, EInvalidToken, EUnavailable.
-func (s *Service) DisableTOTP(ctx context.Context, c Client, a *AccessClaims, code string) error {
-	return s.withSecondFactor(ctx, c, a, code, EventMFADisabled, func(tx *txn, u *User, f *Factor, now time.Time) error {
+func (s *Service) DisableTOTP(ctx context.Context, c Client, a *AccessClaims, proof StepUp) error {
+	return s.withSecondFactor(ctx, c, a, proof, EventMFADisabled, func(tx *txn, u *User, f *Factor, now time.Time) error {
 		if f == nil {
 			return Errorf(ENotFound, "TOTP is not enabled.")
 		}
@@ -228,9 +241,9 @@ func (s *Service) DisableTOTP(ctx context.Context, c Client, a *AccessClaims, co
 // ReplaceRecoveryCodes replaces the user's recovery codes with a new set,
 // given a current TOTP or recovery code, and returns them (shown once).
 // Returns as DisableTOTP.
-func (s *Service) ReplaceRecoveryCodes(ctx context.Context, c Client, a *AccessClaims, code string) ([]string, error) {
+func (s *Service) ReplaceRecoveryCodes(ctx context.Context, c Client, a *AccessClaims, proof StepUp) ([]string, error) {
 	var codes []string
-	err := s.withSecondFactor(ctx, c, a, code, EventRecoveryCodesReplaced, func(tx *txn, u *User, _ *Factor, now time.Time) error {
+	err := s.withSecondFactor(ctx, c, a, proof, EventRecoveryCodesReplaced, func(tx *txn, u *User, _ *Factor, now time.Time) error {
 		var err error
 		if codes, err = s.replaceRecoveryCodes(ctx, tx, u.ID, now); err != nil {
 			return err
@@ -251,15 +264,18 @@ func (s *Service) codeChecked(ctx context.Context, a *AccessClaims) (*User, erro
 	return s.Me(ctx, a)
 }
 
-// withSecondFactor runs fn in a transaction once code (TOTP or recovery)
-// checks out for the user's second factor (f is the TOTP factor, nil when
-// only passkeys are enrolled). A wrong code counts toward the
-// lock and is logged as a failure of event; while the account is locked no
-// code is checked.
-func (s *Service) withSecondFactor(ctx context.Context, c Client, a *AccessClaims, code string, event EventType,
+// withSecondFactor runs fn in a transaction once proof (a TOTP or
+// recovery code, or a passkey assertion of a step-up ceremony) checks out
+// for the user's second factor; f is the TOTP factor, nil when it is not
+// enabled. A wrong code counts toward the lock and is logged as a failure
+// of event; while the account is locked nothing is checked.
+func (s *Service) withSecondFactor(ctx context.Context, c Client, a *AccessClaims, proof StepUp, event EventType,
 	fn func(tx *txn, u *User, f *Factor, now time.Time) error) error {
-	method, code, err := anyCode(code)
-	if err != nil {
+	if proof.empty() {
+		return &Error{Code: EInvalid, Message: "invalid request",
+			Fields: []FieldError{{Field: "code", Message: "is required: a TOTP or recovery code (or a passkey assertion as passkey)"}}}
+	}
+	if err := s.shape(proof); err != nil {
 		return err
 	}
 	u, err := s.codeChecked(ctx, a)
@@ -272,35 +288,22 @@ func (s *Service) withSecondFactor(ctx context.Context, c Client, a *AccessClaim
 		if err != nil {
 			return err
 		}
-		if u.LockExpired(now) {
-			if err := s.unlock(ctx, tx, c, u, now, "lock expired"); err != nil {
-				return err
-			}
-		}
 		if err := s.refuseIfLocked(ctx, tx, c, u, event, now); err != nil {
 			return err
 		}
-		factors, err := tx.Factors(ctx, u.ID)
+		factors, keys, err := secondFactors(ctx, tx, u.ID)
 		if err != nil {
 			return err
 		}
-		keys, err := tx.Passkeys(ctx, u.ID)
-		if err != nil {
+		if !hasSecondFactor(factors, keys) {
+			return Errorf(ENotFound, "No second factor is enabled.")
+		}
+		if err := s.checkProof(ctx, tx, c, u, factors, keys, proof, event, now); err != nil {
 			return err
 		}
 		f := factorOf(factors, FactorTOTP)
 		if f != nil && !f.Confirmed {
 			f = nil
-		}
-		if (method == MethodTOTP && f == nil) || (f == nil && len(keys) == 0) {
-			return Errorf(ENotFound, "No second factor is enabled.")
-		}
-		ok, err := s.checkCode(ctx, tx, c, u, f, method, code, now)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return s.failedCheck(ctx, tx, c, u, now, event, "invalid code", "too many failed second-factor checks", errWrongCode)
 		}
 		return fn(tx, u, f, now)
 	})
@@ -330,11 +333,7 @@ func (s *Service) VerifyMFA(ctx context.Context, c Client, mfaToken, method, cod
 	}
 	var pair *TokenPair
 	err = s.withMFAToken(ctx, c, mfaToken, func(tx *txn, ch *MFAChallenge, u *User, now time.Time) error {
-		factors, err := tx.Factors(ctx, u.ID)
-		if err != nil {
-			return err
-		}
-		keys, err := tx.Passkeys(ctx, u.ID)
+		factors, keys, err := secondFactors(ctx, tx, u.ID)
 		if err != nil {
 			return err
 		}
@@ -342,9 +341,14 @@ func (s *Service) VerifyMFA(ctx context.Context, c Client, mfaToken, method, cod
 		if f != nil && !f.Confirmed {
 			f = nil
 		}
-		if (method == MethodTOTP && f == nil) || (f == nil && len(keys) == 0) {
+		if (method == MethodTOTP && f == nil) || !hasSecondFactor(factors, keys) {
 			// Disabled since the password was checked: the login starts over.
 			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "no second factor enabled", nil)
+		}
+		if !factorsPredate(ch, f, keys, method) {
+			// Issued for factors since reset or replaced: a login that waited
+			// through an administrator's reset must not finish with the new one.
+			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "second factor changed since the challenge", nil)
 		}
 		ok, err := s.checkCode(ctx, tx, c, u, f, method, code, now)
 		if err != nil {
@@ -428,11 +432,6 @@ func (s *Service) redeemable(ctx context.Context, tx *txn, c Client, digest stri
 	if err != nil {
 		return nil, nil, err
 	}
-	if u.LockExpired(now) {
-		if err := s.unlock(ctx, tx, c, u, now, "lock expired"); err != nil {
-			return nil, nil, err
-		}
-	}
 	if u.IsDeleted() {
 		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "account deleted", nil)
 	}
@@ -462,12 +461,15 @@ func (s *Service) challenge(ctx context.Context, tx *txn, c Client, u *User, dev
 		map[string]any{"challenge_id": ch.ID.String(), "methods": methods}), &MFARequired{Token: raw, Methods: methods})
 }
 
-// checkCode checks a code of method for u's factor f: a TOTP code is
-// accepted once (f remembers its step), a recovery code is spent and its
-// use logged.
+// checkCode checks a code of method for u's TOTP factor f (nil: none): a
+// TOTP code is accepted once (f remembers its step), a recovery code is
+// spent and its use logged.
 func (s *Service) checkCode(ctx context.Context, tx *txn, c Client, u *User, f *Factor, method, code string,
 	now time.Time) (bool, error) {
 	if method == MethodTOTP {
+		if f == nil || !f.Confirmed {
+			return false, nil // no TOTP enabled: no TOTP code is right
+		}
 		return s.checkTOTP(ctx, tx, f, code, now)
 	}
 	err := tx.UseRecoveryCode(ctx, u.ID, s.recoveryDigest(code), now)
@@ -619,29 +621,33 @@ func hasEnabledFactor(factors []*Factor) bool {
 	return false
 }
 
-// mfaMethods lists how the user can pass the second factor: totp when TOTP
-// is enabled, passkey when they have one, recovery_code when either is;
+// factorsPredate reports whether the second factor that method checks was
+// there when the login challenge ch was issued: TOTP confirmed before it,
+// or (for a recovery code, which stands in for any factor) TOTP or a
+// passkey that old.
+func factorsPredate(ch *MFAChallenge, totp *Factor, keys []*Passkey, method string) bool {
+	if totp != nil && !ch.CreatedAt.Before(totp.ConfirmedAt) {
+		return true
+	}
+	if method == MethodTOTP {
+		return false
+	}
+	for _, p := range keys {
+		if !ch.CreatedAt.Before(p.CreatedAt) {
+			return true
+		}
+	}
+	return false
+}
+
+// mfaMethods lists how the user can pass the second factor (methodsOf);
 // none when they have no second factor.
 func (s *Service) mfaMethods(ctx context.Context, tx *txn, user uuid.UUID) ([]string, error) {
-	factors, err := tx.Factors(ctx, user)
+	factors, keys, err := secondFactors(ctx, tx, user)
 	if err != nil {
 		return nil, err
 	}
-	keys, err := tx.Passkeys(ctx, user)
-	if err != nil {
-		return nil, err
-	}
-	var methods []string
-	if hasEnabledFactor(factors) {
-		methods = append(methods, MethodTOTP)
-	}
-	if len(keys) > 0 && s.webauthn != nil {
-		methods = append(methods, MethodPasskey)
-	}
-	if hasEnabledFactor(factors) || len(keys) > 0 {
-		methods = append(methods, MethodRecoveryCode)
-	}
-	return methods, nil
+	return methodsOf(factors, keys), nil
 }
 
 var errCodeFormat = &Error{Code: EInvalid, Message: "invalid request",

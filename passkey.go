@@ -723,6 +723,11 @@ func (s *Service) VerifyMFAPasskey(ctx context.Context, c Client, mfaToken strin
 			}
 			return err
 		}
+		if ch.CreatedAt.Before(key.CreatedAt) {
+			// Added since the password was checked (after an
+			// administrator's reset, say): the login starts over.
+			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "second factor changed since the challenge", nil)
+		}
 		ch.UsedAt = now
 		if err := tx.UpdateMFAChallenge(ctx, ch); err != nil {
 			return err
@@ -735,14 +740,6 @@ func (s *Service) VerifyMFAPasskey(ctx context.Context, c Client, mfaToken strin
 		return err
 	})
 	return pair, err
-}
-
-// StepUp is the proof of a second factor that a sensitive change asks of
-// a user who has one: a current TOTP or recovery code, or a passkey
-// assertion answering a step-up ceremony (BeginStepUp).
-type StepUp struct {
-	Code    string
-	Passkey []byte // the assertion JSON
 }
 
 // BeginStepUp starts a step-up ceremony for the token's user: request
@@ -766,51 +763,25 @@ func (s *Service) BeginStepUp(ctx context.Context, a *AccessClaims) (json.RawMes
 	return json.Marshal(assertion)
 }
 
-// withStepUp runs fn in a transaction once proof checks out for the
-// token's user: a code as withSecondFactor checks it (counting toward the
-// lock), or a passkey assertion of a step-up ceremony of this user (which
-// no lock refuses and no failure counts toward, as at sign-in).
-func (s *Service) withStepUp(ctx context.Context, c Client, a *AccessClaims, proof StepUp, event EventType,
-	fn func(tx *txn, u *User, now time.Time) error) error {
-	if len(proof.Passkey) == 0 {
-		if proof.Code == "" {
-			return &Error{Code: EInvalid, Message: "invalid request",
-				Fields: []FieldError{{Field: "code", Message: "is required: a TOTP or recovery code, or a passkey assertion"}}}
-		}
-		return s.withSecondFactor(ctx, c, a, proof.Code, event, func(tx *txn, u *User, _ *Factor, now time.Time) error {
-			return fn(tx, u, now)
-		})
-	}
-	if _, err := s.relyingParty(); err != nil {
-		return err
-	}
-	parsed, err := parseAssertion(proof.Passkey)
+// checkPasskeyProof checks a passkey assertion given as step-up proof: it
+// must answer a step-up ceremony of u (EInvalidToken otherwise) and verify
+// (errPasskeyRefused otherwise, logged, counting toward no lock).
+func (s *Service) checkPasskeyProof(ctx context.Context, tx *txn, c Client, u *User, assertion []byte, event EventType,
+	now time.Time) error {
+	parsed, err := parseAssertion(assertion)
 	if err != nil {
 		return err
 	}
-	u, err := s.codeChecked(ctx, a)
+	ch, session, err := s.takeChallenge(ctx, tx, c, parsed.Response.CollectedClientData.Challenge, PurposeStepUp,
+		event, now)
 	if err != nil {
 		return err
 	}
-	return s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
-		ch, session, err := s.takeChallenge(ctx, tx, c, parsed.Response.CollectedClientData.Challenge, PurposeStepUp,
-			event, now)
-		if err != nil {
-			return err
-		}
-		if ch.UserID != u.ID {
-			return s.refuseToken(ctx, tx, c, event, u.ID, "passkey challenge of another user", nil)
-		}
-		u, err := tx.User(ctx, u.ID)
-		if err != nil {
-			return err
-		}
-		if _, err := s.verifyAssertion(ctx, tx, c, u, session, parsed, PurposeStepUp, now); err != nil {
-			return err
-		}
-		return fn(tx, u, now)
-	})
+	if ch.UserID != u.ID {
+		return s.refuseToken(ctx, tx, c, event, u.ID, "passkey challenge of another user", nil)
+	}
+	_, err = s.verifyAssertion(ctx, tx, c, u, session, parsed, PurposeStepUp, now)
+	return err
 }
 
 // DeletePasskey removes one of the token's user's passkeys, given the
@@ -819,7 +790,7 @@ func (s *Service) withStepUp(ctx context.Context, c Client, a *AccessClaims, pro
 // EInvalidCredentials, EInvalidToken, ENotFound, EAccountLocked,
 // ERateLimited, EUnavailable.
 func (s *Service) DeletePasskey(ctx context.Context, c Client, a *AccessClaims, id uuid.UUID, proof StepUp) error {
-	return s.withStepUp(ctx, c, a, proof, EventPasskeyRemoved, func(tx *txn, u *User, now time.Time) error {
+	return s.withSecondFactor(ctx, c, a, proof, EventPasskeyRemoved, func(tx *txn, u *User, _ *Factor, now time.Time) error {
 		keys, err := tx.Passkeys(ctx, u.ID)
 		if err != nil {
 			return err
@@ -836,18 +807,5 @@ func (s *Service) DeletePasskey(ctx context.Context, c Client, a *AccessClaims, 
 		}
 		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventPasskeyRemoved, ResultSuccess, u.ID, "",
 			map[string]any{"passkey_id": p.ID.String()}))
-	})
-}
-
-// ResetPasskeys deletes every passkey of a user, for an administrator
-// (logged as admin_action, and passkey_removed for the user). Returns
-// ENotFound.
-func (s *Service) ResetPasskeys(ctx context.Context, c Client, id uuid.UUID) error {
-	return s.adminAction(ctx, c, id, "reset_passkeys", func(tx *txn, u *User, now time.Time) (map[string]any, error) {
-		n, err := s.deleteUserPasskeys(ctx, tx, Client{}, u.ID, "admin", now)
-		if err != nil {
-			return nil, err
-		}
-		return map[string]any{"passkeys_removed": n}, s.dropOrphanRecoveryCodes(ctx, tx, u.ID)
 	})
 }

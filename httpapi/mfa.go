@@ -27,6 +27,7 @@ func readCode(w http.ResponseWriter, r *http.Request) (string, error) {
 
 type factorOut struct {
 	Kind       string     `json:"kind"`
+	Name       string     `json:"name,omitempty"` // of a passkey
 	Enabled    bool       `json:"enabled"`
 	CreatedAt  time.Time  `json:"created_at"`
 	LastUsedAt *time.Time `json:"last_used_at"`
@@ -37,17 +38,24 @@ func (s *Server) mfa(w http.ResponseWriter, r *http.Request, a *authd.AccessClai
 	if err != nil {
 		return err
 	}
+	writeJSON(w, http.StatusOK, MFAView(st))
+	return nil
+}
+
+// MFAView is a user's second factors as the API (and `authd admin users
+// mfa --json`) shows them: kinds (totp, passkey), names of passkeys and
+// dates, never secrets.
+func MFAView(st *authd.MFAStatus) any {
 	items := make([]factorOut, 0, len(st.Factors))
 	for _, f := range st.Factors {
-		out := factorOut{Kind: string(f.Kind), Enabled: f.Confirmed, CreatedAt: f.CreatedAt}
-		if !f.LastUsedAt.IsZero() {
-			t := f.LastUsedAt
-			out.LastUsedAt = &t
-		}
-		items = append(items, out)
+		items = append(items, factorOut{Kind: string(f.Kind), Enabled: f.Confirmed, CreatedAt: f.CreatedAt,
+			LastUsedAt: optTime(f.LastUsedAt)})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"items": items, "recovery_codes_left": st.RecoveryCodesLeft})
-	return nil
+	for _, p := range st.Passkeys {
+		items = append(items, factorOut{Kind: authd.MethodPasskey, Name: p.Name, Enabled: true, CreatedAt: p.CreatedAt,
+			LastUsedAt: optTime(p.LastUsedAt)})
+	}
+	return map[string]any{"items": items, "recovery_codes_left": st.RecoveryCodesLeft}
 }
 
 // qrSize is the side of the enrolment QR image in pixels: large enough for
@@ -102,11 +110,11 @@ func (s *Server) confirmTOTP(w http.ResponseWriter, r *http.Request, a *authd.Ac
 }
 
 func (s *Server) disableTOTP(w http.ResponseWriter, r *http.Request, a *authd.AccessClaims) error {
-	code, err := readCode(w, r)
-	if err != nil {
+	var in stepUpIn
+	if err := decodeJSON(w, r, &in); err != nil {
 		return err
 	}
-	if err := s.svc.DisableTOTP(r.Context(), client(r), a, code); err != nil {
+	if err := s.svc.DisableTOTP(r.Context(), client(r), a, in.proof()); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -114,11 +122,11 @@ func (s *Server) disableTOTP(w http.ResponseWriter, r *http.Request, a *authd.Ac
 }
 
 func (s *Server) replaceRecoveryCodes(w http.ResponseWriter, r *http.Request, a *authd.AccessClaims) error {
-	code, err := readCode(w, r)
-	if err != nil {
+	var in stepUpIn
+	if err := decodeJSON(w, r, &in); err != nil {
 		return err
 	}
-	codes, err := s.svc.ReplaceRecoveryCodes(r.Context(), client(r), a, code)
+	codes, err := s.svc.ReplaceRecoveryCodes(r.Context(), client(r), a, in.proof())
 	if err != nil {
 		return err
 	}

@@ -63,6 +63,14 @@ func (e *env) signIn(k *softKey) response {
 	return e.do("POST", "/v1/auth/passkey/finish", map[string]any{"credential": k.get(e.beginSignIn())})
 }
 
+// stepUp answers a step-up ceremony of the token's user with k.
+func (e *env) stepUp(access string, k *softKey) map[string]any {
+	e.t.Helper()
+	r := e.do("POST", "/v1/users/me/mfa/challenge", map[string]any{}, bearer(access)...)
+	want(e.t, "step-up challenge", r, 200, "")
+	return k.get(publicKey(e.t, r))
+}
+
 func hasEvent(events []string, event string) bool { return slices.Contains(events, event) }
 
 func TestPasskeyRegistration(t *testing.T) {
@@ -446,9 +454,7 @@ func TestPasskeyAdminResetAndErasure(t *testing.T) {
 		e := newEnv(t, open(t))
 		access, _, _ := e.passkeyUser("cid@example.org")
 		u := e.user("cid@example.org")
-		if err := e.svc.ResetPasskeys(context.Background(), authd.Client{IP: "10.0.0.1"}, u.ID); err != nil {
-			t.Fatal(err)
-		}
+		want(t, "admin reset", e.admin("POST", "/v1/admin/users/"+u.ID.String()+"/reset-mfa", nil), 204, "")
 		if keys, _ := e.store.Passkeys(context.Background(), u.ID); len(keys) != 0 {
 			t.Errorf("%d passkeys after the reset", len(keys))
 		}
@@ -463,7 +469,10 @@ func TestPasskeyAdminResetAndErasure(t *testing.T) {
 		k := newSoftKey(t, rpID, rpOrigin)
 		want(t, "add again", e.addPasskey(access, k, "Laptop"), 201, "")
 		e.beginRegistration(access) // a ceremony in flight
-		want(t, "erase", e.do("DELETE", "/v1/users/me", map[string]string{"password": goodPassword}, bearer(access)...), 204, "")
+		want(t, "erase without the second factor", e.do("DELETE", "/v1/users/me",
+			map[string]string{"password": goodPassword}, bearer(access)...), 403, "mfa_required")
+		want(t, "erase with the passkey", e.do("DELETE", "/v1/users/me", map[string]any{"password": goodPassword,
+			"passkey": e.stepUp(access, k)}, bearer(access)...), 204, "")
 		if keys, _ := e.store.Passkeys(context.Background(), u.ID); len(keys) != 0 {
 			t.Errorf("%d passkeys after erasure", len(keys))
 		}
@@ -617,4 +626,65 @@ func TestPasskeyPagesCSP(t *testing.T) {
 	if csp := r.header.Get("Content-Security-Policy"); strings.Contains(csp, "script-src") || strings.Contains(r.raw, "<script") {
 		t.Errorf("a mail page runs script: CSP %q", csp)
 	}
+}
+
+// TestPasskeyStepUp: a user whose second factor is a passkey proves it for
+// a password change, and a TOTP user with a passkey may use either.
+func TestPasskeyStepUp(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		access, k, codes := e.passkeyUser("fay@example.org")
+		change := func(proof map[string]any) response {
+			body := map[string]any{"current_password": goodPassword, "new_password": "another long passphrase 7"}
+			for k, v := range proof {
+				body[k] = v
+			}
+			return e.do("POST", "/v1/auth/password/change", body, bearer(access)...)
+		}
+		r := change(nil)
+		want(t, "change without the second factor", r, 403, "mfa_required")
+		if got := fmt.Sprint(r.body["methods"]); got != "[passkey recovery_code]" || r.str("mfa_token") != "" {
+			t.Errorf("step-up answer %s", r.raw)
+		}
+		bad := e.stepUp(access, k)
+		bad["response"].(map[string]any)["signature"] = b64.EncodeToString([]byte("junk"))
+		want(t, "a refused assertion", change(map[string]any{"passkey": bad}), 401, "invalid_credentials")
+		if n := e.user("fay@example.org").FailedLoginAttempts; n != 0 {
+			t.Errorf("failed_login_attempts %d after a refused assertion, want 0", n)
+		}
+		want(t, "a sign-in ceremony as proof", change(map[string]any{"passkey": k.get(e.beginSignIn())}), 401, "invalid_token")
+		want(t, "malformed proof", change(map[string]any{"passkey": map[string]any{"id": 1}}), 400, "validation_failed")
+		want(t, "change with the passkey", change(map[string]any{"passkey": e.stepUp(access, k)}), 204, "")
+		access, _ = e.login2("fay@example.org", "another long passphrase 7", k)
+		goodBody := map[string]any{"current_password": "another long passphrase 7", "new_password": goodPassword,
+			"code": codes[0]}
+		want(t, "change with a recovery code", e.do("POST", "/v1/auth/password/change", goodBody, bearer(access)...), 204, "")
+
+		// TOTP and a passkey: the passkey removes TOTP.
+		access, _, _ = e.mfaUser("gil@example.org")
+		k2 := newSoftKey(t, rpID, rpOrigin)
+		want(t, "add passkey", e.addPasskey(access, k2, ""), 201, "")
+		want(t, "disable TOTP with the passkey", e.do("DELETE", "/v1/users/me/mfa/totp",
+			map[string]any{"passkey": e.stepUp(access, k2)}, bearer(access)...), 204, "")
+		r = e.do("GET", "/v1/users/me/mfa", nil, bearer(access)...)
+		want(t, "factors", r, 200, "")
+		if items := r.body["items"].([]any); len(items) != 1 || items[0].(map[string]any)["kind"] != "passkey" ||
+			r.body["recovery_codes_left"] != float64(authd.RecoveryCodeCount) {
+			t.Errorf("factors after disabling TOTP with a passkey left: %s", r.raw)
+		}
+	})
+}
+
+// login2 signs in with a password and the passkey k as second factor.
+func (e *env) login2(email, password string, k *softKey) (access, refresh string) {
+	e.t.Helper()
+	r := e.do("POST", "/v1/auth/login", map[string]string{"email": email, "password": password})
+	want(e.t, "password", r, 403, "mfa_required")
+	token := r.str("mfa_token")
+	r = e.do("POST", "/v1/auth/passkey/begin", map[string]string{"mfa_token": token})
+	want(e.t, "begin second factor", r, 200, "")
+	r = e.do("POST", "/v1/auth/mfa/verify", map[string]any{"mfa_token": token, "method": "passkey",
+		"credential": k.get(publicKey(e.t, r))})
+	want(e.t, "verify with the passkey", r, 200, "")
+	return r.str("access_token"), r.str("refresh_token")
 }

@@ -121,19 +121,26 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // InTx implements authd.Store.
 func (s *Store) InTx(ctx context.Context, fn func(authd.Queries) error) error {
-	tx, err := s.pool.Begin(ctx)
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return translate(err)
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after commit
-	q := &queries{db: tx, locking: true}
+	// A connection left inside a transaction (one whose COMMIT never ran) is
+	// closed by the pool on release, never reused; the ROLLBACK is manners.
+	defer conn.Release()
+	// BEGIN and COMMIT travel with the statements next to them (queries.send).
+	q := &queries{db: conn, locking: true}
+	q.write(ctx, nil, "BEGIN")
+	defer func() {
+		if conn.Conn().PgConn().TxStatus() != 'I' && !conn.Conn().IsClosed() {
+			conn.Exec(context.WithoutCancel(ctx), "ROLLBACK") //nolint:errcheck // the pool drops a broken conn
+		}
+	}()
 	if err := fn(q); err != nil {
 		return err
 	}
-	if err := q.flush(ctx); err != nil {
-		return err
-	}
-	return translate(tx.Commit(ctx))
+	q.write(ctx, nil, "COMMIT")
+	return q.flush(ctx)
 }
 
 // Ready implements authd.Store.

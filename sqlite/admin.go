@@ -226,7 +226,7 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 			continue
 		}
 		for {
-			out, err := s.db.ExecContext(ctx, `DELETE FROM `+st.table+` WHERE id IN (SELECT id FROM `+st.table+
+			out, err := s.queries.db.ExecContext(ctx, `DELETE FROM `+st.table+` WHERE id IN (SELECT id FROM `+st.table+
 				` WHERE `+st.where+` LIMIT ?2)`, st.at, r.Batch)
 			if err != nil {
 				return res, translate(err)

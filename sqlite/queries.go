@@ -367,7 +367,18 @@ func (q *queries) RevokeExcessSessions(ctx context.Context, userID uuid.UUID, ke
 // revokeSessions runs update, which revokes sessions at at and returns their
 // ids, and revokes those sessions' tokens.
 func (q *queries) revokeSessions(ctx context.Context, at time.Time, update string, args ...any) ([]uuid.UUID, error) {
-	rows, err := q.db.QueryContext(ctx, update, args...)
+	db := q.db
+	if l, ok := q.db.(laneDB); ok {
+		// Outside a transaction: hold the lane while the rows step the
+		// UPDATE and the tokens' UPDATEs run (on the handle itself, since
+		// the lane is taken).
+		if err := l.lane.enter(ctx); err != nil {
+			return nil, err
+		}
+		defer l.lane.leave()
+		db = l.db
+	}
+	rows, err := db.QueryContext(ctx, update, args...)
 	if err != nil {
 		return nil, translate(err)
 	}
@@ -385,7 +396,7 @@ func (q *queries) revokeSessions(ctx context.Context, at time.Time, update strin
 		return nil, translate(err)
 	}
 	for _, id := range ids {
-		if _, err := q.db.ExecContext(ctx, `UPDATE jwt_tokens SET revoked = 1, revoked_at = ?
+		if _, err := db.ExecContext(ctx, `UPDATE jwt_tokens SET revoked = 1, revoked_at = ?
 			WHERE session_id = ? AND NOT revoked`, timeArg(at), id); err != nil {
 			return nil, translate(err)
 		}

@@ -26,6 +26,8 @@ The admin API's operations, straight on the database (DATABASE_URL):
   authd admin users lock   USER [--until 2026-12-01T00:00:00Z]   (no --until: until unlocked)
   authd admin users unlock USER
   authd admin users revoke-sessions USER
+  authd admin users mfa    USER                                  the second factors (no secrets)
+  authd admin users reset-mfa USER                               remove them: the password alone signs in
   authd admin users delete USER --yes                            (GDPR erasure)
   authd admin logs [--user USER] [--event E] [--result R] [--since T] [--until T] [--limit N] [--cursor C]
   authd admin mail list [--dead] [--limit N] [--cursor C]           the outbox
@@ -83,7 +85,7 @@ func adminCmd(ctx context.Context, e *env, args []string) error {
 	case rest[0] == "users" && len(rest) == 2 && rest[1] == "list":
 	case rest[0] == "users" && len(rest) == 3:
 		switch rest[1] {
-		case "show", "lock", "unlock", "revoke-sessions", "delete":
+		case "show", "lock", "unlock", "revoke-sessions", "mfa", "reset-mfa", "delete":
 		default:
 			return usagef("unknown users action %q", rest[1])
 		}
@@ -194,9 +196,36 @@ func adminCmd(ctx context.Context, e *env, args []string) error {
 		return done(e, svc.UnlockUser(ctx, c, u.ID), "unlocked %s", u.Email)
 	case "revoke-sessions":
 		return done(e, svc.RevokeUserSessions(ctx, c, u.ID), "ended every session of %s", u.Email)
+	case "mfa":
+		st, err := svc.UserMFA(ctx, c, u.ID)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(e.stdout, httpapi.MFAView(st))
+		}
+		printFactors(e.stdout, st)
+		return nil
+	case "reset-mfa":
+		return done(e, svc.ResetMFA(ctx, c, u.ID), "removed every second factor of %s; the password alone signs in", u.Email)
 	default: // delete
 		return done(e, svc.DeleteUser(ctx, c, u.ID), "erased %s (now %s)", u.Email, authd.Tombstone(u.ID))
 	}
+}
+
+// printFactors prints a user's second factors as a table.
+func printFactors(w io.Writer, st *authd.MFAStatus) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KIND\tENABLED\tCREATED\tLAST USED")
+	for _, f := range st.Factors {
+		last := "never"
+		if !f.LastUsedAt.IsZero() {
+			last = f.LastUsedAt.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%t\t%s\t%s\n", f.Kind, f.Confirmed, f.CreatedAt.UTC().Format(time.RFC3339), last)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "recovery codes left: %d\n", st.RecoveryCodesLeft)
 }
 
 func done(e *env, err error, format string, args ...any) error {
