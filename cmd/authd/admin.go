@@ -352,8 +352,9 @@ func purgeCmd(ctx context.Context, e *env, args []string) error {
 	if *dryRun {
 		verb = "would delete"
 	}
-	fmt.Fprintf(e.stdout, "%s %d security logs (older than %s), %d tokens, %d verification tokens, %d MFA challenges and %d sessions (ended over a day ago)\n",
-		verb, res.SecurityLogs, cfg.SecurityLogRetention, res.Tokens, res.VerificationTokens, res.MFAChallenges, res.Sessions)
+	fmt.Fprintf(e.stdout, "%s %d security logs (older than %s), %d tokens, %d verification tokens, %d MFA challenges, %d passkey ceremonies and %d sessions (ended over a day ago)\n",
+		verb, res.SecurityLogs, cfg.SecurityLogRetention, res.Tokens, res.VerificationTokens, res.MFAChallenges,
+		res.WebAuthnChallenges, res.Sessions)
 	return nil
 }
 
