@@ -492,7 +492,7 @@ func (s *Service) BeginPasskeyLogin(ctx context.Context, c Client, mfaToken stri
 		return nil, err
 	}
 	if mfaToken == "" {
-		if err := s.limitIP(ctx, "passkey", c); err != nil {
+		if err := s.limitIP(ctx, "passkey-begin", c); err != nil {
 			return nil, err
 		}
 		assertion, session, err := rp.BeginDiscoverableLogin()

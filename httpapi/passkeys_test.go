@@ -688,3 +688,30 @@ func (e *env) login2(email, password string, k *softKey) (access, refresh string
 	want(e.t, "verify with the passkey", r, 200, "")
 	return r.str("access_token"), r.str("refresh_token")
 }
+
+// TestPasskeySignInRateLimited: refused passwordless sign-ins are limited
+// per client like logins, and lock no account.
+func TestPasskeySignInRateLimited(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t), withRateLimit())
+	_, k, _ := e.passkeyUser("hal@example.org")
+	var cred map[string]any
+	for i := range 30 {
+		cred = k.get(e.beginSignIn())
+		cred["response"].(map[string]any)["signature"] = b64.EncodeToString([]byte{byte(i)})
+		want(t, "a refused sign-in", e.do("POST", "/v1/auth/passkey/finish", map[string]any{"credential": cred}),
+			401, "invalid_credentials")
+	}
+	want(t, "a 31st begin", e.do("POST", "/v1/auth/passkey/begin", map[string]any{}), 429, "rate_limited")
+	last := e.do("POST", "/v1/auth/passkey/finish", map[string]any{"credential": cred})
+	want(t, "the 31st finish from one client", last, 429, "rate_limited")
+	if last.header.Get("Retry-After") == "" {
+		t.Error("429 without Retry-After")
+	}
+	if u := e.user("hal@example.org"); u.FailedLoginAttempts != 0 || u.IsLocked(e.clock.Now()) {
+		t.Errorf("refused assertions counted toward the lock: %d failures, locked %v", u.FailedLoginAttempts, u.IsLocked(e.clock.Now()))
+	}
+	want(t, "another client signs in", e.do("POST", "/v1/auth/passkey/finish",
+		map[string]any{"credential": k.get(publicKey(t, e.do("POST", "/v1/auth/passkey/begin", map[string]any{}, from("10.9.8.7")...)))},
+		from("10.9.8.7")...), 200, "")
+}
