@@ -1,9 +1,13 @@
 package main
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/storetest"
 )
 
 // TestWebAuthnRelyingParty: the relying party follows AUTHD_PUBLIC_URL
@@ -46,5 +50,40 @@ func TestWebAuthnRelyingParty(t *testing.T) {
 		if s := cfg.service(); s.WebAuthnRPID != tt.rpID {
 			t.Errorf("%v: the service gets RP ID %q", tt.env, s.WebAuthnRPID)
 		}
+	}
+}
+
+// TestAdminCLIPasskeys: `authd admin users mfa` lists passkeys and
+// `reset-mfa` removes them.
+func TestAdminCLIPasskeys(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	if code, _, stderr := runCLI(t, env, "migrate", "up"); code != exitOK {
+		t.Fatalf("migrate up: %s", stderr)
+	}
+	ctx := context.Background()
+	db, err := openDatabase(ctx, configOf(t, env), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	u := storetest.NewUser("keyed@example.org")
+	if err := db.CreateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.CreatePasskey(ctx, &authd.Passkey{ID: authd.NewID(), UserID: u.ID, Name: "Desk key",
+		CredentialID: []byte("cli-credential"), PublicKey: []byte{1}, AttestationType: "none",
+		CreatedAt: storetest.Epoch}); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runCLI(t, env, "admin", "users", "mfa", "keyed@example.org")
+	if code != exitOK || !strings.Contains(stdout, "passkey") || !strings.Contains(stdout, "Desk key") {
+		t.Errorf("admin users mfa: exit %d, %q %q; want the passkey listed", code, stdout, stderr)
+	}
+	if code, _, stderr := runCLI(t, env, "admin", "users", "reset-mfa", "keyed@example.org"); code != exitOK {
+		t.Fatalf("reset-mfa: %s", stderr)
+	}
+	if keys, err := db.Passkeys(ctx, u.ID); err != nil || len(keys) != 0 {
+		t.Errorf("passkeys after reset-mfa: %v, %v", keys, err)
 	}
 }
