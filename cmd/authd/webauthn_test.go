@@ -58,19 +58,8 @@ func TestWebAuthnRelyingParty(t *testing.T) {
 func TestAdminCLIPasskeys(t *testing.T) {
 	t.Parallel()
 	env := sqliteEnv(t)
-	if code, _, stderr := runCLI(t, env, "migrate", "up"); code != exitOK {
-		t.Fatalf("migrate up: %s", stderr)
-	}
 	ctx := context.Background()
-	db, err := openDatabase(ctx, configOf(t, env), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	u := storetest.NewUser("keyed@example.org")
-	if err := db.CreateUser(ctx, u); err != nil {
-		t.Fatal(err)
-	}
+	db, u := migratedWithUser(t, env, "keyed@example.org")
 	if err := db.CreatePasskey(ctx, &authd.Passkey{ID: authd.NewID(), UserID: u.ID, Name: "Desk key",
 		CredentialID: []byte("cli-credential"), PublicKey: []byte{1}, AttestationType: "none",
 		CreatedAt: storetest.Epoch}); err != nil {
