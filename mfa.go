@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -647,7 +648,16 @@ func (s *Service) mfaMethods(ctx context.Context, tx *txn, user uuid.UUID) ([]st
 	if err != nil {
 		return nil, err
 	}
-	return methodsOf(factors, keys), nil
+	return s.usable(methodsOf(factors, keys)), nil
+}
+
+// usable drops passkey from methods while passkeys are off (no relying
+// party configured): a client offered it could not begin one.
+func (s *Service) usable(methods []string) []string {
+	if s.webauthn != nil {
+		return methods
+	}
+	return slices.DeleteFunc(methods, func(m string) bool { return m == MethodPasskey })
 }
 
 var errCodeFormat = &Error{Code: EInvalid, Message: "invalid request",

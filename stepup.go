@@ -63,7 +63,7 @@ func (s *Service) needStepUp(ctx context.Context, user uuid.UUID, proof StepUp) 
 		return nil
 	}
 	if proof.empty() {
-		return &MFARequired{Methods: methodsOf(factors, keys)}
+		return &MFARequired{Methods: s.usable(methodsOf(factors, keys))}
 	}
 	return s.shape(proof)
 }
@@ -90,7 +90,7 @@ func (s *Service) checkProof(ctx context.Context, tx *txn, c Client, u *User, fa
 		return nil
 	}
 	if proof.empty() {
-		return &MFARequired{Methods: methodsOf(factors, keys)}
+		return &MFARequired{Methods: s.usable(methodsOf(factors, keys))}
 	}
 	if len(proof.Passkey) > 0 {
 		return s.checkPasskeyProof(ctx, tx, c, u, proof.Passkey, event, now)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/authd/authd"
 )
@@ -714,4 +715,70 @@ func TestPasskeySignInRateLimited(t *testing.T) {
 	want(t, "another client signs in", e.do("POST", "/v1/auth/passkey/finish",
 		map[string]any{"credential": k.get(publicKey(t, e.do("POST", "/v1/auth/passkey/begin", map[string]any{}, from("10.9.8.7")...)))},
 		from("10.9.8.7")...), 200, "")
+}
+
+// TestPasskeyEdgeCases covers the refusals the main flows do not reach.
+func TestPasskeyEdgeCases(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		ctx := context.Background()
+		access, k, _ := e.passkeyUser("ida@example.org")
+		u := e.user("ida@example.org")
+
+		// An unverified email refuses a passwordless sign-in, as it refuses a login.
+		u.EmailVerified = false
+		if err := e.store.UpdateUser(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		want(t, "unverified email", e.signIn(k), 403, "email_not_verified")
+		u.EmailVerified = true
+		if err := e.store.UpdateUser(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+
+		// A passkey added after the password was checked cannot finish that login.
+		token := e.mfaLogin("ida@example.org")
+		e.clock.Advance(time.Second)
+		late := newSoftKey(t, rpID, rpOrigin)
+		want(t, "add a second passkey", e.addPasskey(access, late, "Late"), 201, "")
+		r := e.do("POST", "/v1/auth/passkey/begin", map[string]string{"mfa_token": token})
+		want(t, "begin", r, 200, "")
+		want(t, "a passkey newer than the login", e.do("POST", "/v1/auth/mfa/verify", map[string]any{
+			"mfa_token": token, "method": "passkey", "credential": late.get(publicKey(t, r))}), 400, "invalid_token")
+
+		// An expired mfa_token cannot begin one.
+		token = e.mfaLogin("ida@example.org")
+		e.clock.Advance(authd.MFAChallengeTTL)
+		want(t, "an expired mfa_token", e.do("POST", "/v1/auth/passkey/begin", map[string]string{"mfa_token": token}),
+			400, "invalid_token")
+
+		// At most MaxPasskeys.
+		for i := range authd.MaxPasskeys - 2 {
+			if err := e.store.CreatePasskey(ctx, &authd.Passkey{ID: authd.NewID(), UserID: u.ID, Name: "Filler",
+				CredentialID: []byte(fmt.Sprintf("filler-%d", i)), PublicKey: []byte{1}, AttestationType: "none",
+				CreatedAt: e.clock.Now()}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want(t, "begin past the limit", e.do("POST", "/v1/users/me/passkeys/begin", nil, bearer(access)...), 409, "conflict")
+		want(t, "a name too long", e.do("POST", "/v1/users/me/passkeys/finish", map[string]any{
+			"name": strings.Repeat("x", 65), "credential": map[string]any{}}, bearer(access)...), 400, "validation_failed")
+	})
+}
+
+// TestPasskeysOffHidesTheMethod: with passkeys off, a user's passkeys are
+// not offered as a method (recovery codes still are).
+func TestPasskeysOffHidesTheMethod(t *testing.T) {
+	t.Parallel()
+	store := openSQLite(t)
+	on := newEnv(t, store)
+	on.passkeyUser("jon@example.org")
+	off := newEnv(t, store, withConfig(func(c *authd.Config) { c.WebAuthnRPID = "" }))
+	r := off.do("POST", "/v1/auth/login", map[string]string{"email": "jon@example.org", "password": goodPassword})
+	want(t, "login", r, 403, "mfa_required")
+	if got := fmt.Sprint(r.body["methods"]); got != "[recovery_code]" {
+		t.Errorf("methods %s with passkeys off, want [recovery_code]", got)
+	}
+	want(t, "verify with a passkey while off", off.do("POST", "/v1/auth/mfa/verify", map[string]any{
+		"mfa_token": r.str("mfa_token"), "method": "passkey", "credential": map[string]any{}}), 404, "not_found")
 }
