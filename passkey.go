@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -33,6 +34,13 @@ const MethodPasskey = "passkey"
 // MaxPasskeys bounds the passkeys of one user: each is listed in every
 // assertion's allowCredentials.
 const MaxPasskeys = 20
+
+// The longest credential id (WebAuthn §5.1: 1023 bytes) and COSE public
+// key (an RSA-4096 key is about 550 bytes) the passkeys table holds.
+const (
+	maxCredentialID = 1023
+	maxPublicKey    = 2048
+)
 
 // DefaultPasskeyName names a passkey its user did not name.
 const DefaultPasskeyName = "Passkey"
@@ -356,6 +364,11 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, c Client, a *Ac
 		if len(keys) >= MaxPasskeys {
 			return Errorf(EConflict, "You have %d passkeys, the most allowed; remove one first.", MaxPasskeys)
 		}
+		if len(cred.ID) > maxCredentialID || len(cred.PublicKey) > maxPublicKey || len(cred.AttestationType) > 32 {
+			// WebAuthn allows credential ids of 1023 bytes; the columns hold that much.
+			return tx.refuse(ctx, s.audit(now, c, EventPasskeyAdded, ResultFailure, u.ID, "registration refused",
+				map[string]any{"detail": "credential id, key or attestation type too long"}), errCredential(nil))
+		}
 		p := &Passkey{ID: NewID(), UserID: u.ID, Name: name, CredentialID: cred.ID, PublicKey: cred.PublicKey,
 			AttestationType: cred.AttestationType, SignCount: cred.Authenticator.SignCount,
 			BackupEligible: cred.Flags.BackupEligible, BackupState: cred.Flags.BackupState, CreatedAt: now}
@@ -408,7 +421,7 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, c Client, a *Ac
 // protocolDetail is what the library says of a refused response, for the
 // security log: its fixed description, never the response itself.
 func protocolDetail(err error) string {
-	if e, ok := err.(*protocol.Error); ok {
+	if e, ok := errors.AsType[*protocol.Error](err); ok {
 		d := e.Details
 		if len(d) > 200 {
 			d = d[:200]

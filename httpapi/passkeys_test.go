@@ -191,12 +191,10 @@ func TestPasskeyRegistrationFailures(t *testing.T) {
 
 		// The checks of the attestation: origin, RP id, user verification.
 		for name, spoil := range map[string]func(*softKey){
-			"another origin": func(k *softKey) { k.origin = "https://evil.example" },
-			"another RP id":  func(k *softKey) { k.rpID = "example.org" },
-			"no user verification": func(k *softKey) {
-				k.backup = false
-				k.rpID = rpID + "\x00" // a hash of another RP id
-			},
+			"another origin":                  func(k *softKey) { k.origin = "https://evil.example" },
+			"another RP id":                   func(k *softKey) { k.rpID = "example.org" },
+			"a credential id over 1023 bytes": func(k *softKey) { k.id = make([]byte, 1100) },
+			"no user verification":            func(k *softKey) { k.noUV = true },
 		} {
 			bad := newSoftKey(t, rpID, rpOrigin)
 			spoil(bad)
@@ -781,4 +779,18 @@ func TestPasskeysOffHidesTheMethod(t *testing.T) {
 	}
 	want(t, "verify with a passkey while off", off.do("POST", "/v1/auth/mfa/verify", map[string]any{
 		"mfa_token": r.str("mfa_token"), "method": "passkey", "credential": map[string]any{}}), 404, "not_found")
+}
+
+// TestPasskeyAssertionWithoutUV: an assertion without user verification is
+// refused everywhere, since user verification makes a passkey two factors.
+func TestPasskeyAssertionWithoutUV(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	_, k, _ := e.passkeyUser("kim@example.org")
+	k.noUV = true
+	want(t, "sign in without UV", e.signIn(k), 401, "invalid_credentials")
+	token := e.mfaLogin("kim@example.org")
+	r := e.do("POST", "/v1/auth/passkey/begin", map[string]string{"mfa_token": token})
+	want(t, "second factor without UV", e.do("POST", "/v1/auth/mfa/verify", map[string]any{"mfa_token": token,
+		"method": "passkey", "credential": k.get(publicKey(t, r))}), 401, "invalid_credentials")
 }

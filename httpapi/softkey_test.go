@@ -26,6 +26,7 @@ type softKey struct {
 	step       uint32
 	backup     bool // backup eligible and backed up: a synced passkey
 	packed     bool // packed self-attestation instead of none
+	noUV       bool // the user was not verified
 }
 
 func newSoftKey(t testing.TB, rpID, origin string) *softKey {
@@ -52,6 +53,9 @@ const (
 
 func (k *softKey) flags() byte {
 	f := byte(flagUP | flagUV)
+	if k.noUV {
+		f = flagUP
+	}
 	if k.backup {
 		f |= flagBE | flagBS
 	}
