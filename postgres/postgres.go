@@ -231,8 +231,11 @@ func translate(err error) error {
 	}
 	var netErr net.Error
 	var connErr *pgconn.ConnectError
+	// ErrConnClosed: a connection lost earlier in the transaction, used
+	// again (the next statement, the commit).
 	if errors.As(err, &netErr) || errors.As(err, &connErr) || pgconn.Timeout(err) ||
-		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		errors.Is(err, pgconn.ErrConnClosed) {
 		return &authd.Error{Code: authd.EUnavailable, Message: "the database is unavailable",
 			RetryAfter: time.Second, Err: err}
 	}

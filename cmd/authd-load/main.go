@@ -8,6 +8,10 @@
 //	AUTHD_RATE_LIMIT=off AUTHD_SERVICE_TOKENS=$TOKEN authd serve
 //	authd seed
 //	authd-load -service-token $TOKEN
+//
+// With -fault it runs the fault run instead (fault.go): it starts two
+// authd instances itself, loads them while it kills one, restarts
+// PostgreSQL and stops Redis, and checks that nothing acknowledged was lost.
 package main
 
 import (
@@ -48,6 +52,9 @@ type options struct {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if fault, rest := isFaultRun(args); fault {
+		return runFault(ctx, rest, stdout, stderr)
+	}
 	fs := flag.NewFlagSet("authd-load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o options
@@ -58,6 +65,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.serviceToken, "service-token", os.Getenv("AUTHD_LOAD_SERVICE_TOKEN"),
 		"one of the server's AUTHD_SERVICE_TOKENS, for introspection (env AUTHD_LOAD_SERVICE_TOKEN)")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long each scenario runs")
+	fs.Bool("fault", false, "run the fault run instead of the scenarios: two instances, SIGKILL, PostgreSQL and Redis outages, a ledger (authd-load -fault -help)")
 	scenarios := fs.String("scenarios", "introspect,me,refresh,login,burst", "comma-separated: introspect, me, refresh, login, register, burst")
 	memory := fs.Uint("argon2-memory-kib", uint(password.DefaultParams.MemoryKiB), "the server's AUTHD_ARGON2_MEMORY_KIB, for the hashing limit")
 	iterations := fs.Uint("argon2-iterations", uint(password.DefaultParams.Iterations), "the server's AUTHD_ARGON2_ITERATIONS")
