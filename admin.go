@@ -231,7 +231,8 @@ func (s *Service) UserMFA(ctx context.Context, c Client, id uuid.UUID) (*MFAStat
 	return st, nil
 }
 
-// ResetMFA removes every second factor of a user, with their recovery codes,
+// ResetMFA removes every second factor of a user (TOTP and passkeys), with
+// their recovery codes,
 // so that the password alone signs in again: the way back for a user who
 // lost their authenticator and their codes. Logins waiting for a code can
 // no longer finish (VerifyMFA finds no factor). The user's sessions stay;
@@ -256,6 +257,10 @@ func (s *Service) ResetMFA(ctx context.Context, c Client, id uuid.UUID) error {
 		if err := tx.ReplaceRecoveryCodes(ctx, u.ID, nil); err != nil {
 			return nil, err
 		}
-		return map[string]any{"factors_removed": kinds, "recovery_codes_removed": left}, nil
+		keys, err := s.deleteUserPasskeys(ctx, tx, Client{}, u.ID, "admin", now)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]any{"factors_removed": kinds, "recovery_codes_removed": left, "passkeys_removed": keys}, nil
 	})
 }

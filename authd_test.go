@@ -60,8 +60,8 @@ func TestParseEnums(t *testing.T) {
 		}
 	}
 	// SPEC §4's 19 labels come first, in order; features only append.
-	if n := len(authd.EventTypes()); n != 19+8 || authd.EventTypes()[18] != authd.EventAdminAction {
-		t.Errorf("%d event types, want the 19 of SPEC §4 and the 8 of issue 9 (MFA)", n)
+	if n := len(authd.EventTypes()); n != 19+8+5 || authd.EventTypes()[18] != authd.EventAdminAction {
+		t.Errorf("%d event types, want the 19 of SPEC §4, the 8 of issue 9 (MFA) and its 5 of passkeys", n)
 	}
 	bad := []func() error{
 		func() error { _, err := authd.ParseAccountStatus("Active"); return err },

@@ -48,8 +48,8 @@ func (s *Service) RunRetention(ctx context.Context, retention, interval time.Dur
 			s.logger.Debug("retention purge skipped: another instance is purging")
 		case err == nil:
 			s.logger.Info("retention purge", "security_logs", res.SecurityLogs, "jwt_tokens", res.Tokens,
-				"verification_tokens", res.VerificationTokens, "mfa_challenges", res.MFAChallenges, "sessions", res.Sessions,
-				"revocation_events", res.RevocationEvents)
+				"verification_tokens", res.VerificationTokens, "mfa_challenges", res.MFAChallenges,
+				"webauthn_challenges", res.WebAuthnChallenges, "sessions", res.Sessions, "revocation_events", res.RevocationEvents)
 		}
 		select {
 		case <-ctx.Done():

@@ -143,8 +143,8 @@ type Queries interface {
 	SecurityLogs(ctx context.Context, f SecurityLogFilter) ([]*SecurityLog, error)
 
 	// ErasePersonalData removes what an erased account leaves behind: its
-	// verification tokens, unsent mail, second factors, recovery codes and
-	// login challenges are deleted; the IP address, user
+	// verification tokens, unsent mail, second factors, passkeys, recovery
+	// codes and login and WebAuthn challenges are deleted; the IP address, user
 	// agent and device description are cleared from its security-log rows,
 	// sessions and tokens.
 	ErasePersonalData(ctx context.Context, userID uuid.UUID) error
@@ -190,6 +190,34 @@ type Queries interface {
 	// UpdateMFAChallenge writes Failures and UsedAt of c. ENotFound when it
 	// does not exist.
 	UpdateMFAChallenge(ctx context.Context, c *MFAChallenge) error
+
+	// CreatePasskey inserts p. EConflict when its credential id is taken,
+	// ENotFound when its user does not exist.
+	CreatePasskey(ctx context.Context, p *Passkey) error
+	// Passkeys returns the user's passkeys, oldest first. Inside InTx they
+	// stay locked against other writers until it ends.
+	Passkeys(ctx context.Context, userID uuid.UUID) ([]*Passkey, error)
+	// PasskeyByCredentialID returns the passkey with the credential id,
+	// locked inside InTx. ENotFound when there is none.
+	PasskeyByCredentialID(ctx context.Context, credentialID []byte) (*Passkey, error)
+	// UpdatePasskey writes Name, SignCount, BackupState and LastUsedAt of p.
+	// ENotFound when it does not exist.
+	UpdatePasskey(ctx context.Context, p *Passkey) error
+	// DeletePasskey deletes a passkey. ENotFound when it does not exist.
+	DeletePasskey(ctx context.Context, id uuid.UUID) error
+	// DeleteUserPasskeys deletes every passkey of the user and returns how
+	// many there were.
+	DeleteUserPasskeys(ctx context.Context, userID uuid.UUID) (int, error)
+
+	// CreateWebAuthnChallenge inserts c. EConflict when its digest is taken,
+	// ENotFound when its user or login challenge does not exist.
+	CreateWebAuthnChallenge(ctx context.Context, c *WebAuthnChallenge) error
+	// WebAuthnChallenge returns the ceremony whose challenge digest is
+	// given, locked inside InTx. ENotFound when there is none.
+	WebAuthnChallenge(ctx context.Context, digest string) (*WebAuthnChallenge, error)
+	// UseWebAuthnChallenge writes UsedAt of c. ENotFound when it does not
+	// exist.
+	UseWebAuthnChallenge(ctx context.Context, c *WebAuthnChallenge) error
 
 	// PublishRevocation records rev's feed events (rev.Events) and tells
 	// every instance of rev when the transaction commits (PostgreSQL
@@ -264,6 +292,10 @@ type UserRows struct {
 	Factors       func(*Factor) error
 	RecoveryCodes func(*RecoveryCode) error
 	MFAChallenges func(*MFAChallenge) error
+	// Passkeys come with their public keys and credential ids, which the
+	// export leaves out.
+	Passkeys           func(*Passkey) error
+	WebAuthnChallenges func(*WebAuthnChallenge) error
 }
 
 // PurgeRequest says what retention deletes.
@@ -281,6 +313,7 @@ type PurgeResult struct {
 	Tokens             int  `json:"jwt_tokens"`
 	VerificationTokens int  `json:"verification_tokens"`
 	MFAChallenges      int  `json:"mfa_challenges"`
+	WebAuthnChallenges int  `json:"webauthn_challenges"`
 	Sessions           int  `json:"sessions"`
 	RevocationEvents   int  `json:"revocation_events"`
 	Skipped            bool `json:"skipped,omitempty"` // another instance was purging

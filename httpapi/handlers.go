@@ -209,7 +209,7 @@ func (s *Server) changePassword(w http.ResponseWriter, r *http.Request, a *authd
 	var in struct {
 		CurrentPassword string `json:"current_password"`
 		NewPassword     string `json:"new_password"`
-		Code            string `json:"code"` // the second factor, when the user has one
+		stepUpIn               // the second factor, when the user has one
 	}
 	if err := decodeJSON(w, r, &in); err != nil {
 		return err
@@ -218,7 +218,7 @@ func (s *Server) changePassword(w http.ResponseWriter, r *http.Request, a *authd
 		return err
 	}
 	if err := s.svc.ChangePassword(r.Context(), client(r), a, in.CurrentPassword, in.NewPassword,
-		authd.StepUp{Code: in.Code}); err != nil {
+		in.proof()); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -99,6 +99,8 @@ func New(opts Options) *Server {
 	s.handle("POST /v1/auth/introspect", s.introspect)
 	s.handle("GET /v1/auth/revocations", s.revocations)
 	s.handle("POST /v1/auth/mfa/verify", s.verifyMFA)
+	s.handle("POST /v1/auth/passkey/begin", s.beginPasskeyLogin)
+	s.handle("POST /v1/auth/passkey/finish", s.finishPasskeyLogin)
 
 	s.handle("GET /v1/users/me", s.authenticated(s.me))
 	s.handle("GET /v1/users/me/sessions", s.authenticated(s.sessions))
@@ -112,12 +114,20 @@ func New(opts Options) *Server {
 	s.handle("POST /v1/users/me/mfa/totp/confirm", s.authenticated(s.confirmTOTP))
 	s.handle("DELETE /v1/users/me/mfa/totp", s.authenticated(s.disableTOTP))
 	s.handle("POST /v1/users/me/mfa/recovery-codes", s.authenticated(s.replaceRecoveryCodes))
+	s.handle("POST /v1/users/me/mfa/challenge", s.authenticated(s.beginStepUp))
+	s.handle("GET /v1/users/me/passkeys", s.authenticated(s.passkeys))
+	s.handle("POST /v1/users/me/passkeys/begin", s.authenticated(s.beginPasskeyRegistration))
+	s.handle("POST /v1/users/me/passkeys/finish", s.authenticated(s.finishPasskeyRegistration))
+	s.handle("PATCH /v1/users/me/passkeys/{id}", s.authenticated(s.renamePasskey))
+	s.handle("DELETE /v1/users/me/passkeys/{id}", s.authenticated(s.deletePasskey))
 
 	s.handle("GET /verify-email", s.verifyPage)
 	s.handle("POST /verify-email", s.verifySubmit)
 	s.handle("POST /verify-email/new-link", s.newLink("/verify-email/new-link", func(r *http.Request, email string) error {
 		return s.svc.ResendVerification(r.Context(), client(r), email)
 	}))
+	s.handle("GET /passkeys", s.passkeysPage)
+	s.handle("GET /sign-in/passkey", s.passkeySignInPage)
 	s.handle("GET /reset-password", s.resetPage)
 	s.handle("POST /reset-password", s.resetSubmit)
 	s.handle("POST /reset-password/new-link", s.newLink("/reset-password/new-link", func(r *http.Request, email string) error {
@@ -173,7 +183,7 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	}
 	// Which methods would this path take? Then it is 405, not 404.
 	var allowed []string
-	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
 		probe := r.Clone(r.Context())
 		probe.Method = m
 		if _, pattern := s.mux.Handler(probe); pattern != "" {

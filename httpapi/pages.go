@@ -45,7 +45,10 @@ type page struct {
 	Error         string
 	MinLength     int
 	NewLinkAction string
-	content       string
+	// Script: the page runs its inline scripts (under the nonce) and calls
+	// this origin's API; the other pages have no script at all.
+	Script  bool
+	content string
 }
 
 // renderPage writes an HTML page; the content template is chosen by name.
@@ -63,7 +66,11 @@ func (s *Server) renderPage(w http.ResponseWriter, status int, p page) error {
 	}
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+p.Nonce+"'; form-action 'self'; "+
+	script := ""
+	if p.Script {
+		script = "script-src 'nonce-" + p.Nonce + "'; connect-src 'self'; "
+	}
+	h.Set("Content-Security-Policy", "default-src 'none'; "+script+"style-src 'nonce-"+p.Nonce+"'; form-action 'self'; "+
 		"frame-ancestors 'none'; base-uri 'none'")
 	w.WriteHeader(status)
 	w.Write(buf.Bytes())
@@ -182,4 +189,15 @@ func (s *Server) newLink(action string, send func(*http.Request, string) error) 
 		}
 		return s.pageError(w, r, err, p)
 	}
+}
+
+// passkeysPage is where a signed-in user adds passkeys, and
+// passkeySignInPage where anyone signs in with one (WebAuthn needs a page
+// on the relying party's origin and a little script).
+func (s *Server) passkeysPage(w http.ResponseWriter, _ *http.Request) error {
+	return s.renderPage(w, http.StatusOK, page{Title: "Passkeys", Script: true, content: "passkeys-content"})
+}
+
+func (s *Server) passkeySignInPage(w http.ResponseWriter, _ *http.Request) error {
+	return s.renderPage(w, http.StatusOK, page{Title: "Sign in", Script: true, content: "passkey-sign-in-content"})
 }

@@ -102,8 +102,16 @@ func (s *Store) UserData(ctx context.Context, userID uuid.UUID, out authd.UserRo
 			`SELECT `+recoveryCodeColumns+` FROM mfa_recovery_codes WHERE user_id = $1 ORDER BY created_at, id`, userID); err != nil {
 			return err
 		}
-		return each(ctx, tx, out.MFAChallenges, scanChallenge,
-			`SELECT `+challengeColumns+` FROM mfa_challenges WHERE user_id = $1 ORDER BY created_at, id`, userID)
+		if err := each(ctx, tx, out.MFAChallenges, scanChallenge,
+			`SELECT `+challengeColumns+` FROM mfa_challenges WHERE user_id = $1 ORDER BY created_at, id`, userID); err != nil {
+			return err
+		}
+		if err := each(ctx, tx, out.Passkeys, scanPasskey,
+			`SELECT `+passkeyColumns+` FROM passkeys WHERE user_id = $1 ORDER BY created_at, id`, userID); err != nil {
+			return err
+		}
+		return each(ctx, tx, out.WebAuthnChallenges, scanWebAuthnChallenge,
+			`SELECT `+webauthnChallengeColumns+` FROM webauthn_challenges WHERE user_id = $1 ORDER BY created_at, id`, userID)
 	})
 	var y yielded
 	if errors.As(err, &y) {
@@ -170,6 +178,8 @@ func (q *queries) ErasePersonalData(ctx context.Context, userID uuid.UUID) error
 		`DELETE FROM mfa_factors WHERE user_id = $1`,
 		`DELETE FROM mfa_recovery_codes WHERE user_id = $1`,
 		`DELETE FROM mfa_challenges WHERE user_id = $1`,
+		`DELETE FROM passkeys WHERE user_id = $1`,
+		`DELETE FROM webauthn_challenges WHERE user_id = $1`,
 		`UPDATE security_logs SET ip_address = NULL, user_agent = NULL,
 			additional_context = additional_context - 'device_info' WHERE user_id = $1`,
 		`UPDATE sessions SET device_info = NULL WHERE user_id = $1`,
@@ -214,6 +224,7 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 		{&res.SecurityLogs, "security_logs", `"timestamp" < $1`, r.LogsBefore},
 		{&res.VerificationTokens, "verification_tokens", "expires_at < $1", r.ExpiredBefore},
 		{&res.MFAChallenges, "mfa_challenges", "expires_at < $1", r.ExpiredBefore},
+		{&res.WebAuthnChallenges, "webauthn_challenges", "expires_at < $1", r.ExpiredBefore},
 		// Tokens of a session go with it (ON DELETE CASCADE): count them first.
 		{&res.Tokens, "jwt_tokens", "expires_at < $1", r.ExpiredBefore},
 		{&res.Sessions, "sessions", "(expires_at < $1 OR revoked_at < $1) AND NOT EXISTS " +

@@ -104,8 +104,16 @@ func (s *Store) UserData(ctx context.Context, userID uuid.UUID, out authd.UserRo
 		`SELECT `+recoveryCodeColumns+` FROM mfa_recovery_codes WHERE user_id = ? ORDER BY created_at, id`, userID); err != nil {
 		return err
 	}
-	return each(ctx, tx, out.MFAChallenges, scanChallenge,
-		`SELECT `+challengeColumns+` FROM mfa_challenges WHERE user_id = ? ORDER BY created_at, id`, userID)
+	if err := each(ctx, tx, out.MFAChallenges, scanChallenge,
+		`SELECT `+challengeColumns+` FROM mfa_challenges WHERE user_id = ? ORDER BY created_at, id`, userID); err != nil {
+		return err
+	}
+	if err := each(ctx, tx, out.Passkeys, scanPasskey,
+		`SELECT `+passkeyColumns+` FROM passkeys WHERE user_id = ? ORDER BY created_at, id`, userID); err != nil {
+		return err
+	}
+	return each(ctx, tx, out.WebAuthnChallenges, scanWebAuthnChallenge,
+		`SELECT `+webauthnChallengeColumns+` FROM webauthn_challenges WHERE user_id = ? ORDER BY created_at, id`, userID)
 }
 
 // each hands yield every row of one query, scanned, as it is stepped to,
@@ -178,6 +186,8 @@ func (q *queries) ErasePersonalData(ctx context.Context, userID uuid.UUID) error
 		`DELETE FROM mfa_factors WHERE user_id = ?`,
 		`DELETE FROM mfa_recovery_codes WHERE user_id = ?`,
 		`DELETE FROM mfa_challenges WHERE user_id = ?`,
+		`DELETE FROM passkeys WHERE user_id = ?`,
+		`DELETE FROM webauthn_challenges WHERE user_id = ?`,
 		`UPDATE security_logs SET ip_address = NULL, user_agent = NULL,
 			additional_context = json_remove(additional_context, '$.device_info') WHERE user_id = ?`,
 		`UPDATE sessions SET device_info = NULL WHERE user_id = ?`,
@@ -203,6 +213,7 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 		{&res.SecurityLogs, "security_logs", `"timestamp" < ?1`, timeText(r.LogsBefore)},
 		{&res.VerificationTokens, "verification_tokens", "expires_at < ?1", timeText(r.ExpiredBefore)},
 		{&res.MFAChallenges, "mfa_challenges", "expires_at < ?1", timeText(r.ExpiredBefore)},
+		{&res.WebAuthnChallenges, "webauthn_challenges", "expires_at < ?1", timeText(r.ExpiredBefore)},
 		{&res.Tokens, "jwt_tokens", "expires_at < ?1", timeText(r.ExpiredBefore)},
 		{&res.Sessions, "sessions", "(expires_at < ?1 OR revoked_at < ?1) AND NOT EXISTS " +
 			"(SELECT 1 FROM jwt_tokens t WHERE t.session_id = sessions.id AND t.expires_at >= ?1)", timeText(r.ExpiredBefore)},

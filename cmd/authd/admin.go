@@ -216,13 +216,18 @@ func adminCmd(ctx context.Context, e *env, args []string) error {
 // printFactors prints a user's second factors as a table.
 func printFactors(w io.Writer, st *authd.MFAStatus) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "KIND\tENABLED\tCREATED\tLAST USED")
-	for _, f := range st.Factors {
-		last := "never"
-		if !f.LastUsedAt.IsZero() {
-			last = f.LastUsedAt.UTC().Format(time.RFC3339)
+	fmt.Fprintln(tw, "KIND\tENABLED\tCREATED\tLAST USED\tNAME")
+	when := func(t time.Time) string {
+		if t.IsZero() {
+			return "never"
 		}
-		fmt.Fprintf(tw, "%s\t%t\t%s\t%s\n", f.Kind, f.Confirmed, f.CreatedAt.UTC().Format(time.RFC3339), last)
+		return t.UTC().Format(time.RFC3339)
+	}
+	for _, f := range st.Factors {
+		fmt.Fprintf(tw, "%s\t%t\t%s\t%s\t\n", f.Kind, f.Confirmed, when(f.CreatedAt), when(f.LastUsedAt))
+	}
+	for _, p := range st.Passkeys {
+		fmt.Fprintf(tw, "%s\t%t\t%s\t%s\t%s\n", authd.MethodPasskey, true, when(p.CreatedAt), when(p.LastUsedAt), p.Name)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "recovery codes left: %d\n", st.RecoveryCodesLeft)
@@ -352,9 +357,9 @@ func purgeCmd(ctx context.Context, e *env, args []string) error {
 	if *dryRun {
 		verb = "would delete"
 	}
-	fmt.Fprintf(e.stdout, "%s %d security logs (older than %s), %d tokens, %d verification tokens, %d MFA challenges and %d sessions (ended over a day ago), %d revocation events (their tokens expired)\n",
-		verb, res.SecurityLogs, cfg.SecurityLogRetention, res.Tokens, res.VerificationTokens, res.MFAChallenges, res.Sessions,
-		res.RevocationEvents)
+	fmt.Fprintf(e.stdout, "%s %d security logs (older than %s), %d tokens, %d verification tokens, %d MFA challenges, %d passkey ceremonies and %d sessions (ended over a day ago), %d revocation events (their tokens expired)\n",
+		verb, res.SecurityLogs, cfg.SecurityLogRetention, res.Tokens, res.VerificationTokens, res.MFAChallenges,
+		res.WebAuthnChallenges, res.Sessions, res.RevocationEvents)
 	return nil
 }
 

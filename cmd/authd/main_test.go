@@ -131,6 +131,9 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"AUTHD_SMTP_URL", "smtp://mail.example.org?starttls=never"},
 		{"AUTHD_SMTP_URL", "smtp://mail.example.org?tls=off"},
 		{"AUTHD_REQUIRE_VERIFIED_EMAIL", "yes please"},
+		{"AUTHD_WEBAUTHN_RP_ID", "evil.example"}, // not the host of AUTHD_PUBLIC_URL
+		{"AUTHD_WEBAUTHN_RP_ID", "10.0.0.1"},
+		{"AUTHD_WEBAUTHN_ORIGINS", "ftp://auth.example.org"},
 	}
 	for _, tt := range tests {
 		env := sqliteEnv(t)

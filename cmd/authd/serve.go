@@ -312,6 +312,10 @@ func (a *App) Run(ctx context.Context) error {
 		a.logger.Info("admin listener (metrics, admin API) listening", "addr", a.adminListener.Addr().String(),
 			"admin_api", api)
 	}
+	if a.cfg.WebAuthnRPID == "" {
+		a.logger.Info("passkeys are off: AUTHD_PUBLIC_URL is on an IP address, which cannot be a WebAuthn relying party " +
+			"(set AUTHD_PUBLIC_URL to http://localhost:PORT, or AUTHD_WEBAUTHN_RP_ID)")
+	}
 	a.logger.Info("authd started", "addr", a.listener.Addr().String(), "database", a.databaseKind(),
 		"signing_key", a.keys.Signing(a.clock.Now()).ID, "alg", a.keys.Alg())
 	select {
