@@ -168,7 +168,7 @@ func (s *Service) LockUser(ctx context.Context, c Client, id uuid.UUID, until ti
 		if err := tx.UpdateUser(ctx, u); err != nil {
 			return nil, err
 		}
-		ids, err := s.endUserSessions(ctx, tx, u.ID, uuid.Nil, now)
+		ids, err := s.endUserSessions(ctx, tx, u.ID, uuid.Nil, now, "admin_lock")
 		if err != nil {
 			return nil, err
 		}
@@ -195,7 +195,7 @@ func (s *Service) UnlockUser(ctx context.Context, c Client, id uuid.UUID) error 
 // RevokeUserSessions ends every session of a user. ENotFound.
 func (s *Service) RevokeUserSessions(ctx context.Context, c Client, id uuid.UUID) error {
 	return s.adminAction(ctx, c, id, "revoke_sessions", func(tx *txn, u *User, now time.Time) (map[string]any, error) {
-		ids, err := s.endUserSessions(ctx, tx, u.ID, uuid.Nil, now)
+		ids, err := s.endUserSessions(ctx, tx, u.ID, uuid.Nil, now, "admin_revoke")
 		return map[string]any{"sessions_revoked": len(ids)}, err
 	})
 }
@@ -208,4 +208,59 @@ func (s *Service) DeleteUser(ctx context.Context, c Client, id uuid.UUID) error 
 		return nil, s.erase(ctx, tx, u, now, "admin")
 	})
 	return s.forgetErased(ctx, address, err)
+}
+
+// UserMFA shows an administrator a user's second factors (never their
+// secrets) and how many recovery codes are left; the read is logged.
+// ENotFound.
+func (s *Service) UserMFA(ctx context.Context, c Client, id uuid.UUID) (*MFAStatus, error) {
+	u, err := s.store.User(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if u.IsDeleted() {
+		return nil, Errorf(ENotFound, "No such user.")
+	}
+	st, err := s.mfaStatus(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.auditRead(ctx, c, id, map[string]any{"action": "show_mfa", "count": len(st.Factors)}); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// ResetMFA removes every second factor of a user (TOTP and passkeys), with
+// their recovery codes,
+// so that the password alone signs in again: the way back for a user who
+// lost their authenticator and their codes. Logins waiting for a code can
+// no longer finish (VerifyMFA finds no factor). The user's sessions stay;
+// revoke them too when the reset answers a compromise. ENotFound.
+func (s *Service) ResetMFA(ctx context.Context, c Client, id uuid.UUID) error {
+	return s.adminAction(ctx, c, id, "reset_mfa", func(tx *txn, u *User, now time.Time) (map[string]any, error) {
+		factors, err := tx.Factors(ctx, u.ID)
+		if err != nil {
+			return nil, err
+		}
+		kinds := []string{}
+		for _, f := range factors {
+			if err := tx.DeleteFactor(ctx, f.ID); err != nil {
+				return nil, err
+			}
+			kinds = append(kinds, string(f.Kind))
+		}
+		left, err := tx.RecoveryCodesLeft(ctx, u.ID)
+		if err != nil {
+			return nil, err
+		}
+		if err := tx.ReplaceRecoveryCodes(ctx, u.ID, nil); err != nil {
+			return nil, err
+		}
+		keys, err := s.deleteUserPasskeys(ctx, tx, Client{}, u.ID, "admin", now)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]any{"factors_removed": kinds, "recovery_codes_removed": left, "passkeys_removed": keys}, nil
+	})
 }

@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/authd/authd"
+	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
 )
 
@@ -59,8 +60,8 @@ func TestParseEnums(t *testing.T) {
 		}
 	}
 	// SPEC §4's 19 labels come first, in order; features only append.
-	if n := len(authd.EventTypes()); n != 19+8+5 || authd.EventTypes()[18] != authd.EventAdminAction {
-		t.Errorf("%d event types, want the 19 of SPEC §4, the 8 of issue 9 (MFA) and the 5 of issue 10 (OpenID Connect)", n)
+	if n := len(authd.EventTypes()); n != 19+8+5+5 || authd.EventTypes()[18] != authd.EventAdminAction {
+		t.Errorf("%d event types, want the 19 of SPEC §4, the 8 of issue 9 (MFA), its 5 of passkeys and the 5 of issue 10 (OpenID Connect)", n)
 	}
 	bad := []func() error{
 		func() error { _, err := authd.ParseAccountStatus("Active"); return err },
@@ -164,5 +165,46 @@ func TestRevocationSetPrune(t *testing.T) {
 	set.Prune(now)
 	if set.Revoked(old) || !set.Revoked(recent) || set.Len() != 1 {
 		t.Errorf("after Prune: old %v, recent %v, len %d; want only the recent session", set.Revoked(old), set.Revoked(recent), set.Len())
+	}
+}
+
+// TestRevocationSetChanged: the feed's wake-up fires when a session is
+// newly revoked, and not when a reload merely repeats one.
+func TestRevocationSetChanged(t *testing.T) {
+	set := authd.NewRevocationSet(15 * time.Minute)
+	sid := uuid.New()
+	changed := set.Changed()
+	set.Apply(authd.Revocation{At: now, SessionIDs: []uuid.UUID{sid}})
+	select {
+	case <-changed:
+	default:
+		t.Fatal("Changed did not fire for a new revocation")
+	}
+	again := set.Changed()
+	set.Apply(authd.Revocation{At: now, SessionIDs: []uuid.UUID{sid}}) // a reload reading it again
+	set.Apply(authd.Revocation{At: now.Add(time.Minute), SessionIDs: []uuid.UUID{sid}})
+	select {
+	case <-again:
+		t.Error("Changed fired for a session already revoked")
+	default:
+	}
+}
+
+// TestRevocationEvents: a revocation's feed rows — one per session, and one
+// for the user when every session of the user ended.
+func TestRevocationEvents(t *testing.T) {
+	s1, s2, user := uuid.New(), uuid.New(), uuid.New()
+	until := now.Add(15 * time.Minute)
+	evs := authd.Revocation{At: now, Until: until, SessionIDs: []uuid.UUID{s1, s2}, UserID: user, Reason: "logout_all"}.Events()
+	want := []authd.RevocationEvent{
+		{Kind: authd.RevokedSession, Subject: s1, Reason: "logout_all", ExpiresAt: until, CreatedAt: now},
+		{Kind: authd.RevokedSession, Subject: s2, Reason: "logout_all", ExpiresAt: until, CreatedAt: now},
+		{Kind: authd.RevokedUser, Subject: user, Reason: "logout_all", ExpiresAt: until, CreatedAt: now},
+	}
+	if diff := cmp.Diff(want, evs); diff != "" {
+		t.Errorf("Events (-want +got):\n%s", diff)
+	}
+	if evs := (authd.Revocation{At: now, Until: until, SessionIDs: []uuid.UUID{s1}}).Events(); len(evs) != 1 {
+		t.Errorf("a session's revocation: %v, want one session event", evs)
 	}
 }

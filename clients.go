@@ -112,7 +112,7 @@ func (s *Service) DeleteClient(ctx context.Context, c Client, id string) error {
 			return err
 		}
 		if len(ids) > 0 {
-			if err := tx.revoke(ctx, Revocation{At: now, SessionIDs: ids}); err != nil {
+			if err := tx.revoke(ctx, Revocation{At: now, SessionIDs: ids, Reason: "client_deleted"}); err != nil {
 				return err
 			}
 		}

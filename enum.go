@@ -111,19 +111,24 @@ const (
 	EventDataExported           EventType = "data_exported"
 	EventAccountDeleted         EventType = "account_deleted"
 	EventAdminAction            EventType = "admin_action"
-	EventMFAEnrolled            EventType = "mfa_enrolled"            // a TOTP enrolment started
-	EventMFAEnabled             EventType = "mfa_enabled"             // confirmed with a first code
-	EventMFADisabled            EventType = "mfa_disabled"            // removed by its user
-	EventMFAChallengeIssued     EventType = "mfa_challenge_issued"    // a right password; a code is asked for
-	EventMFAChallengePassed     EventType = "mfa_challenge_passed"    // a right second factor at login
-	EventMFAChallengeFailed     EventType = "mfa_challenge_failed"    // a wrong code or a dead mfa_token
-	EventRecoveryCodeUsed       EventType = "recovery_code_used"      // one code spent
-	EventRecoveryCodesReplaced  EventType = "recovery_codes_replaced" // a new set of ten
-	EventOIDCAuthorized         EventType = "oidc_authorized"         // a code issued to a client
-	EventOIDCCodeRedeemed       EventType = "oidc_code_redeemed"      // a code exchanged for tokens
-	EventOIDCCodeReuse          EventType = "oidc_code_reuse"         // a code presented again: its tokens revoked
-	EventOIDCConsentGranted     EventType = "oidc_consent_granted"    // a user let a client in
-	EventOIDCConsentRevoked     EventType = "oidc_consent_revoked"    // a user withdrew that
+	EventMFAEnrolled            EventType = "mfa_enrolled"               // a TOTP enrolment started
+	EventMFAEnabled             EventType = "mfa_enabled"                // confirmed with a first code
+	EventMFADisabled            EventType = "mfa_disabled"               // removed by its user
+	EventMFAChallengeIssued     EventType = "mfa_challenge_issued"       // a right password; a code is asked for
+	EventMFAChallengePassed     EventType = "mfa_challenge_passed"       // a right second factor at login
+	EventMFAChallengeFailed     EventType = "mfa_challenge_failed"       // a wrong code or a dead mfa_token
+	EventRecoveryCodeUsed       EventType = "recovery_code_used"         // one code spent
+	EventRecoveryCodesReplaced  EventType = "recovery_codes_replaced"    // a new set of ten
+	EventPasskeyAdded           EventType = "passkey_added"              // a passkey registered (or refused)
+	EventPasskeyRemoved         EventType = "passkey_removed"            // deleted by its user or an administrator
+	EventPasskeyUsed            EventType = "passkey_used"               // an assertion verified
+	EventPasskeyCounterRegress  EventType = "passkey_counter_regression" // a sign counter went back: a clone?
+	EventPasskeyLoginFailed     EventType = "passkey_login_failed"       // an assertion refused
+	EventOIDCAuthorized         EventType = "oidc_authorized"            // a code issued to a client
+	EventOIDCCodeRedeemed       EventType = "oidc_code_redeemed"         // a code exchanged for tokens
+	EventOIDCCodeReuse          EventType = "oidc_code_reuse"            // a code presented again: its tokens revoked
+	EventOIDCConsentGranted     EventType = "oidc_consent_granted"       // a user let a client in
+	EventOIDCConsentRevoked     EventType = "oidc_consent_revoked"       // a user withdrew that
 )
 
 // EventTypes lists every event type, in schema order.
@@ -136,8 +141,10 @@ func EventTypes() []EventType {
 		EventPasswordChanged, EventConsentUpdated, EventDataExported, EventAccountDeleted,
 		EventAdminAction, EventMFAEnrolled, EventMFAEnabled, EventMFADisabled,
 		EventMFAChallengeIssued, EventMFAChallengePassed, EventMFAChallengeFailed,
-		EventRecoveryCodeUsed, EventRecoveryCodesReplaced, EventOIDCAuthorized, EventOIDCCodeRedeemed,
-		EventOIDCCodeReuse, EventOIDCConsentGranted, EventOIDCConsentRevoked,
+		EventRecoveryCodeUsed, EventRecoveryCodesReplaced, EventPasskeyAdded, EventPasskeyRemoved,
+		EventPasskeyUsed, EventPasskeyCounterRegress, EventPasskeyLoginFailed,
+		EventOIDCAuthorized, EventOIDCCodeRedeemed, EventOIDCCodeReuse, EventOIDCConsentGranted,
+		EventOIDCConsentRevoked,
 	}
 }
 

@@ -68,6 +68,8 @@ const (
 	AMRPassword = "pwd"
 	AMROTP      = "otp"
 	AMRMFA      = "mfa"
+	AMRHardware = "hwk" // a device-bound passkey: its key cannot leave the authenticator
+	AMRSoftware = "swk" // a synced (backup-eligible) passkey: its key can leave the device
 )
 
 // FormatAMR is how a session's amr is stored: the methods separated by
@@ -81,3 +83,53 @@ func FormatAMR(amr []string) string {
 
 // ParseAMR reads a stored amr.
 func ParseAMR(s string) []string { return strings.Fields(s) }
+
+// Passkey is a WebAuthn credential of a user (table passkeys). Neither the
+// credential id nor the public key is secret, but neither is shown to
+// anyone: the user sees the name, dates and whether it is synced.
+type Passkey struct {
+	ID              uuid.UUID
+	UserID          uuid.UUID
+	Name            string
+	CredentialID    []byte
+	PublicKey       []byte // COSE_Key
+	AttestationType string
+	AAGUID          uuid.UUID
+	SignCount       uint32
+	BackupEligible  bool     // a synced passkey, whose key can leave the device
+	BackupState     bool     // backed up now
+	Transports      []string // usb, nfc, ble, internal, hybrid …
+	CreatedAt       time.Time
+	LastUsedAt      time.Time // zero: never used
+}
+
+// ChallengePurpose is webauthn_challenges.purpose: which ceremony a
+// challenge belongs to.
+type ChallengePurpose string
+
+// The WebAuthn ceremonies.
+const (
+	PurposeRegister ChallengePurpose = "register" // adding a passkey (bearer)
+	PurposeLogin    ChallengePurpose = "login"    // passwordless sign-in
+	PurposeMFA      ChallengePurpose = "mfa"      // the second factor after a password
+	PurposeStepUp   ChallengePurpose = "step_up"  // proving the factor again (bearer)
+)
+
+// WebAuthnChallenge is a WebAuthn ceremony in flight (table
+// webauthn_challenges), so that any instance can finish it. Challenge is
+// the SHA-256 hex of the raw challenge; SessionData is the library's
+// session, stored as it was returned.
+type WebAuthnChallenge struct {
+	ID             uuid.UUID
+	Challenge      string
+	UserID         uuid.UUID // Nil: a passwordless sign-in, whose user the credential names
+	Purpose        ChallengePurpose
+	MFAChallengeID uuid.UUID // with PurposeMFA: the login challenge it finishes
+	SessionData    string
+	CreatedAt      time.Time
+	ExpiresAt      time.Time
+	UsedAt         time.Time // zero: not used
+}
+
+// WebAuthnChallengeTTL is how long a WebAuthn ceremony can be finished.
+const WebAuthnChallengeTTL = 5 * time.Minute

@@ -31,9 +31,15 @@ func (s *Service) Export(ctx context.Context, c Client, a *AccessClaims, rows Us
 // row the user has.
 const exportsPerUser = 10
 
-// DeleteMe erases the token's account after checking its password. Returns
-// EInvalidCredentials (wrong password), EInvalidToken, EUnavailable.
-func (s *Service) DeleteMe(ctx context.Context, c Client, a *AccessClaims, password string) error {
+// DeleteMe erases the token's account after checking its password and,
+// when the user has a second factor, proof. Returns EInvalidCredentials
+// (wrong password or code), EMFARequired (no code for a user with a second
+// factor), EInvalid, EAccountLocked, ERateLimited, EInvalidToken,
+// EUnavailable.
+func (s *Service) DeleteMe(ctx context.Context, c Client, a *AccessClaims, password string, proof StepUp) error {
+	if err := s.needStepUp(ctx, a.UserID, proof); err != nil {
+		return err
+	}
 	checked, err := s.reauthenticate(ctx, c, a, password, "password", EventAccountDeleted)
 	if err != nil {
 		return err
@@ -46,6 +52,9 @@ func (s *Service) DeleteMe(ctx context.Context, c Client, a *AccessClaims, passw
 		}
 		now := s.now()
 		if err := s.stillChecked(ctx, tx, c, u, checked.PasswordHash, EventAccountDeleted, now); err != nil {
+			return err
+		}
+		if err := s.checkStepUp(ctx, tx, c, u, proof, EventAccountDeleted, now); err != nil {
 			return err
 		}
 		address = u.Email
@@ -67,7 +76,7 @@ func (s *Service) erase(ctx context.Context, tx *txn, u *User, now time.Time, by
 	if u.IsDeleted() {
 		return Errorf(ENotFound, "No such user.")
 	}
-	if _, err := s.endUserSessions(ctx, tx, u.ID, uuid.Nil, now); err != nil {
+	if _, err := s.endUserSessions(ctx, tx, u.ID, uuid.Nil, now, string(EventAccountDeleted)); err != nil {
 		return err
 	}
 	if err := tx.ErasePersonalData(ctx, u.ID); err != nil {

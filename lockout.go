@@ -119,8 +119,16 @@ func (s *Service) unlock(ctx context.Context, tx *txn, c Client, u *User, now ti
 
 // refuseIfLocked refuses, logged as a failure of event, a password or code
 // check for u while its account is locked at now (without checking
-// anything: a lock must not confirm a guess); nil when it is not locked.
+// anything: a lock must not confirm a guess); nil when it is not locked. A
+// lock that has expired is lifted first (account_unlocked, the failure count
+// back to zero), so the next failure starts a new count rather than locking
+// again at once.
 func (s *Service) refuseIfLocked(ctx context.Context, tx *txn, c Client, u *User, event EventType, now time.Time) error {
+	if u.LockExpired(now) {
+		if err := s.unlock(ctx, tx, c, u, now, "lock expired"); err != nil {
+			return err
+		}
+	}
 	if !u.IsLocked(now) {
 		return nil
 	}

@@ -91,18 +91,18 @@ func (s *Service) Login(ctx context.Context, c Client, email, password, deviceIn
 			return refuse("email not verified", &Error{Code: EEmailNotVerified,
 				Message: "Verify your email address first; we can send the link again."})
 		}
-		factors, err := tx.Factors(ctx, u.ID)
+		methods, err := s.mfaMethods(ctx, tx, u.ID)
 		if err != nil {
 			return err
 		}
-		if hasEnabledFactor(factors) {
+		if len(methods) > 0 {
 			if newHash != "" {
 				u.PasswordHash, u.UpdatedAt = newHash, now
 				if err := tx.UpdateUser(ctx, u); err != nil {
 					return err
 				}
 			}
-			return s.challenge(ctx, tx, c, u, deviceInfo, now)
+			return s.challenge(ctx, tx, c, u, deviceInfo, methods, now)
 		}
 		pair, err = s.startSession(ctx, tx, c, u, deviceInfo, []string{AMRPassword}, newHash, now)
 		return err

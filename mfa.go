@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -41,7 +42,8 @@ const (
 // MFARequired is the answer to a right password for an account with a
 // second factor: no session exists yet; Token (single use, MFAChallengeTTL)
 // and a code by one of Methods finish the login (VerifyMFA). Its code is
-// EMFARequired. Token is a secret: Error never shows it.
+// EMFARequired. Token is a secret: Error never shows it. Without a Token it
+// answers a sensitive change that lacks its step-up (StepUp).
 type MFARequired struct {
 	Token   string
 	Methods []string
@@ -50,6 +52,9 @@ type MFARequired struct {
 func (e *MFARequired) Error() string { return string(EMFARequired) + ": a second factor is required" }
 
 func (e *MFARequired) Unwrap() error {
+	if e.Token == "" {
+		return &Error{Code: EMFARequired, Message: "This change needs your second factor: send a current TOTP or recovery code as code, or a passkey assertion answering POST /v1/users/me/mfa/challenge as passkey."}
+	}
 	return &Error{Code: EMFARequired, Message: "A second factor is required: send a code with mfa_token to /v1/auth/mfa/verify."}
 }
 
@@ -65,6 +70,7 @@ type TOTPEnrolment struct {
 // MFAStatus is what a user may see of their second factors: never secrets.
 type MFAStatus struct {
 	Factors           []*Factor
+	Passkeys          []*Passkey
 	RecoveryCodesLeft int
 }
 
@@ -75,18 +81,26 @@ func (s *Service) MFA(ctx context.Context, a *AccessClaims) (*MFAStatus, error) 
 	if err != nil {
 		return nil, err
 	}
-	factors, err := s.store.Factors(ctx, u.ID)
+	return s.mfaStatus(ctx, u.ID)
+}
+
+func (s *Service) mfaStatus(ctx context.Context, user uuid.UUID) (*MFAStatus, error) {
+	factors, err := s.store.Factors(ctx, user)
 	if err != nil {
 		return nil, err
 	}
-	left, err := s.store.RecoveryCodesLeft(ctx, u.ID)
+	left, err := s.store.RecoveryCodesLeft(ctx, user)
 	if err != nil {
 		return nil, err
 	}
 	for _, f := range factors {
 		f.Secret = "" // never leaves the domain, even encrypted
 	}
-	return &MFAStatus{Factors: factors, RecoveryCodesLeft: left}, nil
+	keys, err := s.store.Passkeys(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	return &MFAStatus{Factors: factors, Passkeys: keys, RecoveryCodesLeft: left}, nil
 }
 
 // EnrollTOTP starts a TOTP enrolment after checking the user's password
@@ -195,7 +209,7 @@ func (s *Service) ConfirmTOTP(ctx context.Context, c Client, a *AccessClaims, co
 		}
 		// Sessions that passed the password alone (an intruder's among them)
 		// end: from now on every other session has passed the factor.
-		ended, err := s.endUserSessions(ctx, tx, u.ID, a.SessionID, now)
+		ended, err := s.endUserSessions(ctx, tx, u.ID, a.SessionID, now, string(EventMFAEnabled))
 		if err != nil {
 			return err
 		}
@@ -209,12 +223,15 @@ func (s *Service) ConfirmTOTP(ctx context.Context, c Client, a *AccessClaims, co
 // current TOTP or recovery code. A wrong code counts toward the lock, as a
 // wrong password does. Returns EInvalid, EInvalidCredentials, ENotFound (no
 // factor enabled), EAccountLocked, ERateLimited, EInvalidToken, EUnavailable.
-func (s *Service) DisableTOTP(ctx context.Context, c Client, a *AccessClaims, code string) error {
-	return s.withSecondFactor(ctx, c, a, code, EventMFADisabled, func(tx *txn, u *User, f *Factor, now time.Time) error {
+func (s *Service) DisableTOTP(ctx context.Context, c Client, a *AccessClaims, proof StepUp) error {
+	return s.withSecondFactor(ctx, c, a, proof, EventMFADisabled, func(tx *txn, u *User, f *Factor, now time.Time) error {
+		if f == nil {
+			return Errorf(ENotFound, "TOTP is not enabled.")
+		}
 		if err := tx.DeleteFactor(ctx, f.ID); err != nil {
 			return err
 		}
-		if err := tx.ReplaceRecoveryCodes(ctx, u.ID, nil); err != nil {
+		if err := s.dropOrphanRecoveryCodes(ctx, tx, u.ID); err != nil {
 			return err
 		}
 		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventMFADisabled, ResultSuccess, u.ID, "",
@@ -225,9 +242,9 @@ func (s *Service) DisableTOTP(ctx context.Context, c Client, a *AccessClaims, co
 // ReplaceRecoveryCodes replaces the user's recovery codes with a new set,
 // given a current TOTP or recovery code, and returns them (shown once).
 // Returns as DisableTOTP.
-func (s *Service) ReplaceRecoveryCodes(ctx context.Context, c Client, a *AccessClaims, code string) ([]string, error) {
+func (s *Service) ReplaceRecoveryCodes(ctx context.Context, c Client, a *AccessClaims, proof StepUp) ([]string, error) {
 	var codes []string
-	err := s.withSecondFactor(ctx, c, a, code, EventRecoveryCodesReplaced, func(tx *txn, u *User, _ *Factor, now time.Time) error {
+	err := s.withSecondFactor(ctx, c, a, proof, EventRecoveryCodesReplaced, func(tx *txn, u *User, _ *Factor, now time.Time) error {
 		var err error
 		if codes, err = s.replaceRecoveryCodes(ctx, tx, u.ID, now); err != nil {
 			return err
@@ -248,14 +265,18 @@ func (s *Service) codeChecked(ctx context.Context, a *AccessClaims) (*User, erro
 	return s.Me(ctx, a)
 }
 
-// withSecondFactor runs fn in a transaction once code (TOTP or recovery)
-// checks out for the user's enabled factor. A wrong code counts toward the
-// lock and is logged as a failure of event; while the account is locked no
-// code is checked.
-func (s *Service) withSecondFactor(ctx context.Context, c Client, a *AccessClaims, code string, event EventType,
+// withSecondFactor runs fn in a transaction once proof (a TOTP or
+// recovery code, or a passkey assertion of a step-up ceremony) checks out
+// for the user's second factor; f is the TOTP factor, nil when it is not
+// enabled. A wrong code counts toward the lock and is logged as a failure
+// of event; while the account is locked nothing is checked.
+func (s *Service) withSecondFactor(ctx context.Context, c Client, a *AccessClaims, proof StepUp, event EventType,
 	fn func(tx *txn, u *User, f *Factor, now time.Time) error) error {
-	method, code, err := anyCode(code)
-	if err != nil {
+	if proof.empty() {
+		return &Error{Code: EInvalid, Message: "invalid request",
+			Fields: []FieldError{{Field: "code", Message: "is required: a TOTP or recovery code (or a passkey assertion as passkey)"}}}
+	}
+	if err := s.shape(proof); err != nil {
 		return err
 	}
 	u, err := s.codeChecked(ctx, a)
@@ -268,28 +289,22 @@ func (s *Service) withSecondFactor(ctx context.Context, c Client, a *AccessClaim
 		if err != nil {
 			return err
 		}
-		if u.LockExpired(now) {
-			if err := s.unlock(ctx, tx, c, u, now, "lock expired"); err != nil {
-				return err
-			}
-		}
 		if err := s.refuseIfLocked(ctx, tx, c, u, event, now); err != nil {
 			return err
 		}
-		factors, err := tx.Factors(ctx, u.ID)
+		factors, keys, err := secondFactors(ctx, tx, u.ID)
 		if err != nil {
+			return err
+		}
+		if !hasSecondFactor(factors, keys) {
+			return Errorf(ENotFound, "No second factor is enabled.")
+		}
+		if err := s.checkProof(ctx, tx, c, u, factors, keys, proof, event, now); err != nil {
 			return err
 		}
 		f := factorOf(factors, FactorTOTP)
-		if f == nil || !f.Confirmed {
-			return Errorf(ENotFound, "No second factor is enabled.")
-		}
-		ok, err := s.checkCode(ctx, tx, c, u, f, method, code, now)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return s.failedCheck(ctx, tx, c, u, now, event, "invalid code", "too many failed second-factor checks", errWrongCode)
+		if f != nil && !f.Confirmed {
+			f = nil
 		}
 		return fn(tx, u, f, now)
 	})
@@ -312,63 +327,29 @@ func (s *Service) VerifyMFA(ctx context.Context, c Client, mfaToken, method, cod
 		code, err = recoveryCode(code)
 	default:
 		err = &Error{Code: EInvalid, Message: "invalid request",
-			Fields: []FieldError{{Field: "method", Message: "must be totp or recovery_code"}}}
+			Fields: []FieldError{{Field: "method", Message: "must be totp, recovery_code or passkey"}}}
 	}
 	if err != nil {
 		return nil, err
-	}
-	if err := s.limitIP(ctx, "mfa", c); err != nil {
-		return nil, err
-	}
-	digest, err := opaqueDigest(mfaToken)
-	if err != nil {
-		return nil, s.refuseToken(ctx, nil, c, EventMFAChallengeFailed, uuid.Nil, "malformed mfa token", nil)
 	}
 	var pair *TokenPair
-	err = s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
-		ch, err := tx.MFAChallenge(ctx, digest)
-		if ErrorCode(err) == ENotFound {
-			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, uuid.Nil, "unknown mfa token", nil)
-		}
-		if err != nil {
-			return err
-		}
-		switch {
-		case !ch.UsedAt.IsZero():
-			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "mfa token used", nil)
-		case !now.Before(ch.ExpiresAt):
-			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "mfa token expired", nil)
-		case ch.Failures >= MaxMFAFailures:
-			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "too many wrong codes", nil)
-		}
-		u, err := tx.User(ctx, ch.UserID)
-		if err != nil {
-			return err
-		}
-		if u.LockExpired(now) {
-			if err := s.unlock(ctx, tx, c, u, now, "lock expired"); err != nil {
-				return err
-			}
-		}
-		if u.IsDeleted() {
-			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "account deleted", nil)
-		}
-		if ch.CreatedAt.Before(u.LastPasswordChange) {
-			// The password this challenge proved was changed or reset since.
-			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "password changed since the challenge", nil)
-		}
-		if err := s.refuseIfLocked(ctx, tx, c, u, EventMFAChallengeFailed, now); err != nil {
-			return err
-		}
-		factors, err := tx.Factors(ctx, u.ID)
+	err = s.withMFAToken(ctx, c, mfaToken, func(tx *txn, ch *MFAChallenge, u *User, now time.Time) error {
+		factors, keys, err := secondFactors(ctx, tx, u.ID)
 		if err != nil {
 			return err
 		}
 		f := factorOf(factors, FactorTOTP)
-		if f == nil || !f.Confirmed {
+		if f != nil && !f.Confirmed {
+			f = nil
+		}
+		if (method == MethodTOTP && f == nil) || !hasSecondFactor(factors, keys) {
 			// Disabled since the password was checked: the login starts over.
 			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "no second factor enabled", nil)
+		}
+		if !factorsPredate(ch, f, keys, method) {
+			// Issued for factors since reset or replaced: a login that waited
+			// through an administrator's reset must not finish with the new one.
+			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "second factor changed since the challenge", nil)
 		}
 		ok, err := s.checkCode(ctx, tx, c, u, f, method, code, now)
 		if err != nil {
@@ -396,28 +377,100 @@ func (s *Service) VerifyMFA(ctx context.Context, c Client, mfaToken, method, cod
 	return pair, err
 }
 
+// withMFAToken runs fn in a transaction with the login challenge of
+// mfaToken and its user (locked), once redeemable says it can still be
+// redeemed.
+func (s *Service) withMFAToken(ctx context.Context, c Client, mfaToken string,
+	fn func(tx *txn, ch *MFAChallenge, u *User, now time.Time) error) error {
+	digest, err := s.mfaTokenDigest(ctx, c, mfaToken)
+	if err != nil {
+		return err
+	}
+	return s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		ch, u, err := s.redeemable(ctx, tx, c, digest, now)
+		if err != nil {
+			return err
+		}
+		return fn(tx, ch, u, now)
+	})
+}
+
+// mfaTokenDigest counts a use of an mfa_token against the client's limit
+// and returns its digest; a token that cannot be one of ours is refused
+// (EInvalidToken), logged.
+func (s *Service) mfaTokenDigest(ctx context.Context, c Client, mfaToken string) (string, error) {
+	if err := s.limitIP(ctx, "mfa", c); err != nil {
+		return "", err
+	}
+	digest, err := opaqueDigest(mfaToken)
+	if err != nil {
+		return "", s.refuseToken(ctx, nil, c, EventMFAChallengeFailed, uuid.Nil, "malformed mfa token", nil)
+	}
+	return digest, nil
+}
+
+// redeemable returns the login challenge whose mfa_token has the digest,
+// and its user (locked), when it can still be redeemed at now; otherwise
+// the flow fails with EInvalidToken (or EAccountLocked), logged.
+func (s *Service) redeemable(ctx context.Context, tx *txn, c Client, digest string, now time.Time) (*MFAChallenge, *User, error) {
+	ch, err := tx.MFAChallenge(ctx, digest)
+	if ErrorCode(err) == ENotFound {
+		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, uuid.Nil, "unknown mfa token", nil)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	switch {
+	case !ch.UsedAt.IsZero():
+		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "mfa token used", nil)
+	case !now.Before(ch.ExpiresAt):
+		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "mfa token expired", nil)
+	case ch.Failures >= MaxMFAFailures:
+		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "too many wrong codes", nil)
+	}
+	u, err := tx.User(ctx, ch.UserID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if u.IsDeleted() {
+		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "account deleted", nil)
+	}
+	if ch.CreatedAt.Before(u.LastPasswordChange) {
+		// The password this challenge proved was changed or reset since.
+		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "password changed since the challenge", nil)
+	}
+	if err := s.refuseIfLocked(ctx, tx, c, u, EventMFAChallengeFailed, now); err != nil {
+		return nil, nil, err
+	}
+	return ch, u, nil
+}
+
 // challenge answers a right password for an account with an enabled second
 // factor: a challenge whose mfa_token the client gets in MFARequired, and
 // no session. The transaction commits (the challenge must be stored) while
 // the login fails with MFARequired.
-func (s *Service) challenge(ctx context.Context, tx *txn, c Client, u *User, deviceInfo string, now time.Time) error {
+func (s *Service) challenge(ctx context.Context, tx *txn, c Client, u *User, deviceInfo string, methods []string,
+	now time.Time) error {
 	raw, digest := newOpaqueToken()
 	ch := &MFAChallenge{ID: NewID(), Token: digest, UserID: u.ID, DeviceInfo: deviceInfo, CreatedAt: now,
 		ExpiresAt: now.Add(MFAChallengeTTL)}
 	if err := tx.CreateMFAChallenge(ctx, ch); err != nil {
 		return err
 	}
-	methods := []string{MethodTOTP, MethodRecoveryCode}
 	return tx.refuse(ctx, s.audit(now, c, EventMFAChallengeIssued, ResultSuccess, u.ID, "",
 		map[string]any{"challenge_id": ch.ID.String(), "methods": methods}), &MFARequired{Token: raw, Methods: methods})
 }
 
-// checkCode checks a code of method for u's factor f: a TOTP code is
-// accepted once (f remembers its step), a recovery code is spent and its
-// use logged.
+// checkCode checks a code of method for u's TOTP factor f (nil: none): a
+// TOTP code is accepted once (f remembers its step), a recovery code is
+// spent and its use logged.
 func (s *Service) checkCode(ctx context.Context, tx *txn, c Client, u *User, f *Factor, method, code string,
 	now time.Time) (bool, error) {
 	if method == MethodTOTP {
+		if f == nil || !f.Confirmed {
+			return false, nil // no TOTP enabled: no TOTP code is right
+		}
 		return s.checkTOTP(ctx, tx, f, code, now)
 	}
 	err := tx.UseRecoveryCode(ctx, u.ID, s.recoveryDigest(code), now)
@@ -541,6 +594,16 @@ func (s *Service) totpIssuer() string {
 	return "authd"
 }
 
+// dropOrphanRecoveryCodes deletes the user's recovery codes once no second
+// factor is left for them to stand in for.
+func (s *Service) dropOrphanRecoveryCodes(ctx context.Context, tx *txn, user uuid.UUID) error {
+	methods, err := s.mfaMethods(ctx, tx, user)
+	if err != nil || len(methods) > 0 {
+		return err
+	}
+	return tx.ReplaceRecoveryCodes(ctx, user, nil)
+}
+
 func factorOf(factors []*Factor, kind FactorKind) *Factor {
 	for _, f := range factors {
 		if f.Kind == kind {
@@ -557,6 +620,44 @@ func hasEnabledFactor(factors []*Factor) bool {
 		}
 	}
 	return false
+}
+
+// factorsPredate reports whether the second factor that method checks was
+// there when the login challenge ch was issued: TOTP confirmed before it,
+// or (for a recovery code, which stands in for any factor) TOTP or a
+// passkey that old.
+func factorsPredate(ch *MFAChallenge, totp *Factor, keys []*Passkey, method string) bool {
+	if totp != nil && !ch.CreatedAt.Before(totp.ConfirmedAt) {
+		return true
+	}
+	if method == MethodTOTP {
+		return false
+	}
+	for _, p := range keys {
+		if !ch.CreatedAt.Before(p.CreatedAt) {
+			return true
+		}
+	}
+	return false
+}
+
+// mfaMethods lists how the user can pass the second factor (methodsOf);
+// none when they have no second factor.
+func (s *Service) mfaMethods(ctx context.Context, tx *txn, user uuid.UUID) ([]string, error) {
+	factors, keys, err := secondFactors(ctx, tx, user)
+	if err != nil {
+		return nil, err
+	}
+	return s.usable(methodsOf(factors, keys)), nil
+}
+
+// usable drops passkey from methods while passkeys are off (no relying
+// party configured): a client offered it could not begin one.
+func (s *Service) usable(methods []string) []string {
+	if s.webauthn != nil {
+		return methods
+	}
+	return slices.DeleteFunc(methods, func(m string) bool { return m == MethodPasskey })
 }
 
 var errCodeFormat = &Error{Code: EInvalid, Message: "invalid request",

@@ -124,7 +124,7 @@ func (s *Service) EndUserSession(ctx context.Context, c Client, id, user uuid.UU
 		if !sess.RevokedAt.IsZero() || user != uuid.Nil && sess.UserID != user {
 			return nil
 		}
-		if err := s.endSession(ctx, tx, sess, now); err != nil {
+		if err := s.endSession(ctx, tx, sess, now, string(EventLogout)); err != nil {
 			return err
 		}
 		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventLogout, ResultSuccess, sess.UserID, "",
@@ -252,7 +252,7 @@ func (s *Service) RevokeConsent(ctx context.Context, c Client, a *AccessClaims, 
 			return err
 		}
 		if len(ids) > 0 {
-			if err := tx.revoke(ctx, Revocation{At: now, SessionIDs: ids}); err != nil {
+			if err := tx.revoke(ctx, Revocation{At: now, SessionIDs: ids, Reason: string(EventOIDCConsentRevoked)}); err != nil {
 				return err
 			}
 		}
@@ -391,7 +391,7 @@ func (s *Service) codeReuse(ctx context.Context, tx *txn, c Client, ac *AuthCode
 		sess, err := tx.Session(ctx, ac.IssuedSessionID)
 		switch {
 		case err == nil && sess.RevokedAt.IsZero():
-			if err := s.endSession(ctx, tx, sess, now); err != nil {
+			if err := s.endSession(ctx, tx, sess, now, string(EventOIDCCodeReuse)); err != nil {
 				return err
 			}
 		case err != nil && ErrorCode(err) != ENotFound:

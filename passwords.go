@@ -104,10 +104,16 @@ func (s *Service) ResetPassword(ctx context.Context, c Client, token, newPasswor
 }
 
 // ChangePassword replaces the password of the token's user after checking
-// the current one, and ends every other session. Returns
-// EInvalidCredentials (wrong current password), EWeakPassword,
-// EInvalidToken, EUnavailable.
-func (s *Service) ChangePassword(ctx context.Context, c Client, a *AccessClaims, current, newPassword string) error {
+// the current one and, when the user has a second factor, proof, and ends
+// every other session. Returns EInvalidCredentials (wrong current password
+// or code), EMFARequired (no code for a user with a second factor),
+// EWeakPassword, EInvalid, EAccountLocked, ERateLimited, EInvalidToken,
+// EUnavailable.
+func (s *Service) ChangePassword(ctx context.Context, c Client, a *AccessClaims, current, newPassword string,
+	proof StepUp) error {
+	if err := s.needStepUp(ctx, a.UserID, proof); err != nil {
+		return err
+	}
 	u, err := s.reauthenticate(ctx, c, a, current, "current_password", EventPasswordChanged)
 	if err != nil {
 		return err
@@ -124,6 +130,9 @@ func (s *Service) ChangePassword(ctx context.Context, c Client, a *AccessClaims,
 			return err
 		}
 		if err := s.stillChecked(ctx, tx, c, u, checked, EventPasswordChanged, now); err != nil {
+			return err
+		}
+		if err := s.checkStepUp(ctx, tx, c, u, proof, EventPasswordChanged, now); err != nil {
 			return err
 		}
 		return s.setPassword(ctx, tx, c, u, hash, a.SessionID, now, EventPasswordChanged)
@@ -210,7 +219,7 @@ func (s *Service) setPassword(ctx context.Context, tx *txn, c Client, u *User, h
 	if err := tx.UpdateUser(ctx, u); err != nil {
 		return err
 	}
-	ids, err := s.endUserSessions(ctx, tx, u.ID, keep, now)
+	ids, err := s.endUserSessions(ctx, tx, u.ID, keep, now, string(event))
 	if err != nil {
 		return err
 	}

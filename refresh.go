@@ -141,7 +141,7 @@ func (s *Service) graceChild(ctx context.Context, tx *txn, t *Token, childDigest
 // reuse answers a revoked refresh token presented again: the session ends
 // everywhere and the event is logged.
 func (s *Service) reuse(ctx context.Context, tx *txn, c Client, t *Token, sess *Session, user uuid.UUID, now time.Time) error {
-	if err := s.endSession(ctx, tx, sess, now); err != nil {
+	if err := s.endSession(ctx, tx, sess, now, string(EventRefreshTokenReuse)); err != nil {
 		return err
 	}
 	return tx.refuse(ctx, s.audit(now, c, EventRefreshTokenReuse, ResultFailure, user, "revoked refresh token presented",

@@ -21,7 +21,7 @@ const expiredGrace = 24 * time.Hour
 func (s *Service) Purge(ctx context.Context, retention time.Duration, dryRun bool) (PurgeResult, error) {
 	now := s.now()
 	res, err := s.store.Purge(ctx, PurgeRequest{LogsBefore: now.Add(-retention), ExpiredBefore: now.Add(-expiredGrace),
-		Batch: purgeBatch, DryRun: dryRun})
+		Now: now, Batch: purgeBatch, DryRun: dryRun})
 	if err != nil || dryRun {
 		return res, err
 	}
@@ -49,7 +49,8 @@ func (s *Service) RunRetention(ctx context.Context, retention, interval time.Dur
 		case err == nil:
 			s.logger.Info("retention purge", "security_logs", res.SecurityLogs, "jwt_tokens", res.Tokens,
 				"verification_tokens", res.VerificationTokens, "mfa_challenges", res.MFAChallenges,
-				"oauth_auth_requests", res.AuthRequests, "oauth_codes", res.AuthCodes, "sessions", res.Sessions)
+				"webauthn_challenges", res.WebAuthnChallenges, "oauth_auth_requests", res.AuthRequests,
+				"oauth_codes", res.AuthCodes, "sessions", res.Sessions, "revocation_events", res.RevocationEvents)
 		}
 		select {
 		case <-ctx.Done():

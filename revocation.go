@@ -19,6 +19,56 @@ import (
 type Revocation struct {
 	SessionIDs []uuid.UUID `json:"sessions"`
 	At         time.Time   `json:"at"`
+
+	// The rest is for the revocation feed's table (RevocationEvent), not
+	// for other instances.
+
+	// UserID is set when every session of the user ended at once: the feed
+	// then also tells resource servers to refuse the user's tokens issued
+	// before At.
+	UserID uuid.UUID `json:"-"`
+	// Reason names the flow that revoked (for operators).
+	Reason string `json:"-"`
+	// Until is when the last access token the revocation can affect
+	// expires: At + the access-token lifetime + the skew leeway.
+	Until time.Time `json:"-"`
+}
+
+// RevocationKind says what a RevocationEvent revokes.
+type RevocationKind string
+
+// Kinds of revocation event.
+const (
+	RevokedSession RevocationKind = "session" // every token of the session Subject
+	RevokedUser    RevocationKind = "user"    // every token of the user Subject issued before CreatedAt
+)
+
+// RevocationEvent is one row of the revocation feed that resource servers
+// follow (GET /v1/auth/revocations). IDs grow in commit order, so a reader
+// that has seen ID n never later meets a smaller one: resuming after n
+// loses nothing.
+type RevocationEvent struct {
+	ID        int64
+	Kind      RevocationKind
+	Subject   uuid.UUID
+	Reason    string
+	ExpiresAt time.Time // when the last token it can affect expires
+	CreatedAt time.Time
+}
+
+// Events returns the feed's rows for rev: one per session, and one for the
+// user when UserID is set.
+func (rev Revocation) Events() []RevocationEvent {
+	out := make([]RevocationEvent, 0, len(rev.SessionIDs)+1)
+	for _, id := range rev.SessionIDs {
+		out = append(out, RevocationEvent{Kind: RevokedSession, Subject: id, Reason: rev.Reason,
+			ExpiresAt: rev.Until, CreatedAt: rev.At})
+	}
+	if rev.UserID != uuid.Nil {
+		out = append(out, RevocationEvent{Kind: RevokedUser, Subject: rev.UserID, Reason: rev.Reason,
+			ExpiresAt: rev.Until, CreatedAt: rev.At})
+	}
+	return out
 }
 
 // RevocationFeed delivers the revocations committed by every instance.
@@ -38,12 +88,13 @@ type RevocationSet struct {
 
 	mu       sync.RWMutex
 	sessions map[uuid.UUID]time.Time // revoked session → when it may be forgotten
+	changed  chan struct{}           // closed (and replaced) when a session is added
 }
 
 // NewRevocationSet returns an empty set that remembers a revoked session for
 // keep (the access-token lifetime: no token of it is valid after that).
 func NewRevocationSet(keep time.Duration) *RevocationSet {
-	return &RevocationSet{keep: keep, sessions: map[uuid.UUID]time.Time{}}
+	return &RevocationSet{keep: keep, sessions: map[uuid.UUID]time.Time{}, changed: make(chan struct{})}
 }
 
 // Apply records a revocation.
@@ -51,11 +102,29 @@ func (r *RevocationSet) Apply(rev Revocation) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	forget := rev.At.Add(r.keep)
+	added := false
 	for _, id := range rev.SessionIDs {
+		if _, known := r.sessions[id]; !known {
+			added = true
+		}
 		if forget.After(r.sessions[id]) {
 			r.sessions[id] = forget
 		}
 	}
+	if added {
+		close(r.changed)
+		r.changed = make(chan struct{})
+	}
+}
+
+// Changed returns a channel closed once a session not yet in the set is
+// added: by this instance's own commit, another instance's notification or
+// a reload. The revocation feed waits on it; take it before reading the
+// events, so that nothing committed in between goes unnoticed.
+func (r *RevocationSet) Changed() <-chan struct{} {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.changed
 }
 
 // Revoked reports whether tokens of session sid must be refused.
@@ -96,4 +165,38 @@ func (s *Service) LoadRevocations(ctx context.Context) error {
 		s.revocations.Apply(rev)
 	}
 	return nil
+}
+
+// tokenLeeway is the clock skew between instances that token checks
+// tolerate (SPEC 6.3): a token may outlive its revocation's lifetime by it.
+const tokenLeeway = 30 * time.Second
+
+// RevocationEventsPage bounds one read of the revocation feed: a read
+// that returns this many may have more after it.
+const RevocationEventsPage = 500
+
+// RevocationFeedStart returns the id after which a client that has seen
+// the events up to after should be served: after itself, or 0 (everything
+// still live) when after is beyond every event this database has written —
+// a client of a database since restored or recreated, which would
+// otherwise wait for ids that will never come. Returns EUnavailable.
+func (s *Service) RevocationFeedStart(ctx context.Context, after int64) (int64, error) {
+	if after == 0 {
+		return 0, nil
+	}
+	last, err := s.store.LastRevocationEventID(ctx)
+	if err != nil || after <= last {
+		return after, err
+	}
+	return 0, nil
+}
+
+// RevocationEvents returns, oldest first, at most limit (0: and at most
+// RevocationEventsPage) revocation events after the event after whose
+// tokens may still be valid now. Returns EUnavailable.
+func (s *Service) RevocationEvents(ctx context.Context, after int64, limit int) ([]RevocationEvent, error) {
+	if limit <= 0 || limit > RevocationEventsPage {
+		limit = RevocationEventsPage
+	}
+	return s.store.RevocationEvents(ctx, after, s.now(), limit)
 }

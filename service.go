@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-webauthn/webauthn/webauthn"
 	"github.com/google/uuid"
 )
 
@@ -39,6 +40,12 @@ type Config struct {
 	// TOTPIssuer names authd in authenticator apps (the host of
 	// AUTHD_ISSUER); empty: the host of PublicURL.
 	TOTPIssuer string
+	// WebAuthnRPID is the WebAuthn relying party id (a domain, never an IP
+	// address) and WebAuthnOrigins the origins of the pages that use
+	// passkeys; empty RP id: passkeys are off. CheckRelyingParty validates
+	// them.
+	WebAuthnRPID    string
+	WebAuthnOrigins []string
 }
 
 // Passwords checks, hashes and verifies passwords. Hashing is expensive and
@@ -129,6 +136,7 @@ type Service struct {
 	refreshKey  []byte
 	mfaKey      []byte
 	revocations *RevocationSet
+	webauthn    *webauthn.WebAuthn // nil: passkeys off
 	logger      *slog.Logger
 	hooks       Hooks
 	wake        chan struct{} // tells the outbox sender that mail is waiting
@@ -172,8 +180,17 @@ func NewService(cfg Config, d Deps) *Service {
 		mfaKey = make([]byte, 32)
 		rand.Read(mfaKey) // never fails (crypto/rand)
 	}
+	var rp *webauthn.WebAuthn
+	if cfg.WebAuthnRPID != "" {
+		var err error
+		if rp, err = newRelyingParty(cfg.WebAuthnRPID, cfg.WebAuthnOrigins); err != nil {
+			// Configuration checks CheckRelyingParty first; here it can
+			// only be a test's mistake.
+			d.Logger.Error("passkeys are off: invalid WebAuthn relying party", "err", err)
+		}
+	}
 	return &Service{
-		cfg: cfg, store: d.Store, clock: d.Clock, passwords: d.Passwords, tokens: d.Tokens,
+		webauthn: rp, cfg: cfg, store: d.Store, clock: d.Clock, passwords: d.Passwords, tokens: d.Tokens,
 		mailer: d.Mailer, limiter: d.Limiter, lockouts: d.Lockouts, refreshKey: key, mfaKey: mfaKey,
 		logger: d.Logger, hooks: d.Hooks,
 		revocations: NewRevocationSet(cfg.AccessTokenTTL), wake: make(chan struct{}, 1),

@@ -16,22 +16,30 @@ type TokenPair struct {
 	SessionID        uuid.UUID
 }
 
-// endSession revokes a session and its tokens everywhere.
-func (s *Service) endSession(ctx context.Context, tx *txn, sess *Session, now time.Time) error {
+// endSession revokes a session and its tokens everywhere; reason names the
+// flow for the revocation feed's table.
+func (s *Service) endSession(ctx context.Context, tx *txn, sess *Session, now time.Time, reason string) error {
 	if err := tx.RevokeSession(ctx, sess.ID, now); err != nil {
 		return err
 	}
 	sess.RevokedAt = now
-	return tx.revoke(ctx, Revocation{At: now, SessionIDs: []uuid.UUID{sess.ID}})
+	return tx.revoke(ctx, Revocation{At: now, SessionIDs: []uuid.UUID{sess.ID}, Reason: reason})
 }
 
-// endUserSessions revokes every session of the user but except.
-func (s *Service) endUserSessions(ctx context.Context, tx *txn, user, except uuid.UUID, now time.Time) ([]uuid.UUID, error) {
+// endUserSessions revokes every session of the user but except; reason
+// names the flow for the revocation feed's table. With no exception the
+// feed also revokes the user's tokens issued before now.
+func (s *Service) endUserSessions(ctx context.Context, tx *txn, user, except uuid.UUID, now time.Time,
+	reason string) ([]uuid.UUID, error) {
 	ids, err := tx.RevokeUserSessions(ctx, user, except, now)
 	if err != nil || len(ids) == 0 {
 		return ids, err
 	}
-	return ids, tx.revoke(ctx, Revocation{At: now, SessionIDs: ids})
+	rev := Revocation{At: now, SessionIDs: ids, Reason: reason}
+	if except == uuid.Nil {
+		rev.UserID = user
+	}
+	return ids, tx.revoke(ctx, rev)
 }
 
 // evictSessions makes room for a new session: it ends the user's least
@@ -45,7 +53,7 @@ func (s *Service) evictSessions(ctx context.Context, tx *txn, c Client, user uui
 	if err != nil || len(ids) == 0 {
 		return err
 	}
-	if err := tx.revoke(ctx, Revocation{At: now, SessionIDs: ids}); err != nil {
+	if err := tx.revoke(ctx, Revocation{At: now, SessionIDs: ids, Reason: "session_limit"}); err != nil {
 		return err
 	}
 	for _, id := range ids {
@@ -79,7 +87,7 @@ func (s *Service) Logout(ctx context.Context, c Client, a *AccessClaims) error {
 		if err != nil {
 			return err
 		}
-		if err := s.endSession(ctx, tx, sess, now); err != nil {
+		if err := s.endSession(ctx, tx, sess, now, string(EventLogout)); err != nil {
 			return err
 		}
 		if err := tx.CreateToken(ctx, &Token{ID: NewID(), JTI: a.JTI, UserID: a.UserID, SessionID: sess.ID,
@@ -96,7 +104,7 @@ func (s *Service) Logout(ctx context.Context, c Client, a *AccessClaims) error {
 func (s *Service) LogoutAll(ctx context.Context, c Client, a *AccessClaims) error {
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
-		ids, err := s.endUserSessions(ctx, tx, a.UserID, uuid.Nil, now)
+		ids, err := s.endUserSessions(ctx, tx, a.UserID, uuid.Nil, now, string(EventLogoutAll))
 		if err != nil {
 			return err
 		}
@@ -122,7 +130,7 @@ func (s *Service) RevokeSession(ctx context.Context, c Client, a *AccessClaims, 
 		if err != nil {
 			return err
 		}
-		if err := s.endSession(ctx, tx, sess, now); err != nil {
+		if err := s.endSession(ctx, tx, sess, now, string(EventSessionRevoked)); err != nil {
 			return err
 		}
 		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventSessionRevoked, ResultSuccess, a.UserID, "",

@@ -26,6 +26,12 @@ type Store interface {
 	// RevokedSessions returns the sessions revoked at or after since, for
 	// the revocation set.
 	RevokedSessions(ctx context.Context, since time.Time) ([]Revocation, error)
+	// RevocationEvents returns, by id, at most limit revocation events with
+	// an id above after that have not expired at now.
+	RevocationEvents(ctx context.Context, after int64, now time.Time, limit int) ([]RevocationEvent, error)
+	// LastRevocationEventID returns the highest revocation event id in the
+	// table (0 when empty).
+	LastRevocationEventID(ctx context.Context) (int64, error)
 
 	// Users lists users matching f, newest first.
 	Users(ctx context.Context, f UserFilter) ([]*User, error)
@@ -137,8 +143,8 @@ type Queries interface {
 	SecurityLogs(ctx context.Context, f SecurityLogFilter) ([]*SecurityLog, error)
 
 	// ErasePersonalData removes what an erased account leaves behind: its
-	// verification tokens, unsent mail, second factors, recovery codes and
-	// login challenges are deleted; the IP address, user
+	// verification tokens, unsent mail, second factors, passkeys, recovery
+	// codes and login and WebAuthn challenges are deleted; the IP address, user
 	// agent and device description are cleared from its security-log rows,
 	// sessions and tokens.
 	ErasePersonalData(ctx context.Context, userID uuid.UUID) error
@@ -184,6 +190,34 @@ type Queries interface {
 	// UpdateMFAChallenge writes Failures and UsedAt of c. ENotFound when it
 	// does not exist.
 	UpdateMFAChallenge(ctx context.Context, c *MFAChallenge) error
+
+	// CreatePasskey inserts p. EConflict when its credential id is taken,
+	// ENotFound when its user does not exist.
+	CreatePasskey(ctx context.Context, p *Passkey) error
+	// Passkeys returns the user's passkeys, oldest first. Inside InTx they
+	// stay locked against other writers until it ends.
+	Passkeys(ctx context.Context, userID uuid.UUID) ([]*Passkey, error)
+	// PasskeyByCredentialID returns the passkey with the credential id,
+	// locked inside InTx. ENotFound when there is none.
+	PasskeyByCredentialID(ctx context.Context, credentialID []byte) (*Passkey, error)
+	// UpdatePasskey writes Name, SignCount, BackupState and LastUsedAt of p.
+	// ENotFound when it does not exist.
+	UpdatePasskey(ctx context.Context, p *Passkey) error
+	// DeletePasskey deletes a passkey. ENotFound when it does not exist.
+	DeletePasskey(ctx context.Context, id uuid.UUID) error
+	// DeleteUserPasskeys deletes every passkey of the user and returns how
+	// many there were.
+	DeleteUserPasskeys(ctx context.Context, userID uuid.UUID) (int, error)
+
+	// CreateWebAuthnChallenge inserts c. EConflict when its digest is taken,
+	// ENotFound when its user or login challenge does not exist.
+	CreateWebAuthnChallenge(ctx context.Context, c *WebAuthnChallenge) error
+	// WebAuthnChallenge returns the ceremony whose challenge digest is
+	// given, locked inside InTx. ENotFound when there is none.
+	WebAuthnChallenge(ctx context.Context, digest string) (*WebAuthnChallenge, error)
+	// UseWebAuthnChallenge writes UsedAt of c. ENotFound when it does not
+	// exist.
+	UseWebAuthnChallenge(ctx context.Context, c *WebAuthnChallenge) error
 
 	// CreateClient inserts c. EConflict when its id is taken.
 	CreateClient(ctx context.Context, c *OAuthClient) error
@@ -238,8 +272,9 @@ type Queries interface {
 	// Consents returns the user's consents, newest first.
 	Consents(ctx context.Context, userID uuid.UUID) ([]*Consent, error)
 
-	// PublishRevocation tells every instance of rev when the transaction
-	// commits (PostgreSQL NOTIFY); stores with a single instance do nothing.
+	// PublishRevocation records rev's feed events (rev.Events) and tells
+	// every instance of rev when the transaction commits (PostgreSQL
+	// NOTIFY). Inside InTx the events get their ids in commit order.
 	PublishRevocation(ctx context.Context, rev Revocation) error
 }
 
@@ -310,7 +345,11 @@ type UserRows struct {
 	Factors       func(*Factor) error
 	RecoveryCodes func(*RecoveryCode) error
 	MFAChallenges func(*MFAChallenge) error
-	Consents      func(*Consent) error
+	// Passkeys come with their public keys and credential ids, which the
+	// export leaves out.
+	Passkeys           func(*Passkey) error
+	WebAuthnChallenges func(*WebAuthnChallenge) error
+	Consents           func(*Consent) error
 	// AuthCodes come with their Digest; the export leaves it out.
 	AuthCodes func(*AuthCode) error
 }
@@ -319,6 +358,7 @@ type UserRows struct {
 type PurgeRequest struct {
 	LogsBefore    time.Time // security logs older than this
 	ExpiredBefore time.Time // tokens, verification tokens and sessions that ended before this
+	Now           time.Time // revocation events expired by now
 	Batch         int       // rows per statement, so that no lock is held long
 	DryRun        bool      // count only
 }
@@ -329,9 +369,11 @@ type PurgeResult struct {
 	Tokens             int  `json:"jwt_tokens"`
 	VerificationTokens int  `json:"verification_tokens"`
 	MFAChallenges      int  `json:"mfa_challenges"`
+	WebAuthnChallenges int  `json:"webauthn_challenges"`
 	AuthRequests       int  `json:"oauth_auth_requests"`
 	AuthCodes          int  `json:"oauth_codes"`
 	Sessions           int  `json:"sessions"`
+	RevocationEvents   int  `json:"revocation_events"`
 	Skipped            bool `json:"skipped,omitempty"` // another instance was purging
 }
 

@@ -13,6 +13,7 @@ import (
 // fail the request.
 type txn struct {
 	Queries
+	keep        time.Duration // how long a revocation matters: the access-token lifetime and the skew leeway
 	revocations []Revocation
 	events      []*SecurityLog
 	mailed      bool
@@ -21,6 +22,7 @@ type txn struct {
 // revoke publishes rev to every instance with the transaction; this instance
 // applies it once the transaction has committed.
 func (t *txn) revoke(ctx context.Context, rev Revocation) error {
+	rev.Until = rev.At.Add(t.keep)
 	if err := t.PublishRevocation(ctx, rev); err != nil {
 		return err
 	}
@@ -66,7 +68,7 @@ func (s *Service) inTx(ctx context.Context, fn func(tx *txn) error) error {
 	t := &txn{}
 	var failure error
 	err := s.store.InTx(ctx, func(q Queries) error {
-		*t, failure = txn{Queries: q}, nil
+		*t, failure = txn{Queries: q, keep: s.cfg.AccessTokenTTL + tokenLeeway}, nil
 		err := fn(t)
 		if r, ok := errors.AsType[*refusal](err); ok {
 			failure = r.err

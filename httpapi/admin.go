@@ -38,6 +38,8 @@ func NewAdmin(opts Options, token string) *Server {
 	s.handle("POST /v1/admin/users/{id}/unlock", auth(s.adminUnlock))
 	s.handle("POST /v1/admin/users/{id}/revoke-sessions", auth(s.adminRevokeSessions))
 	s.handle("DELETE /v1/admin/users/{id}", auth(s.adminDelete))
+	s.handle("GET /v1/admin/users/{id}/mfa", auth(s.adminMFA))
+	s.handle("POST /v1/admin/users/{id}/reset-mfa", auth(s.adminResetMFA))
 	s.handle("GET /v1/admin/security-logs", auth(s.adminSecurityLogs))
 	s.handle("GET /v1/admin/mail", auth(s.adminMail))
 	s.handle("POST /v1/admin/mail/{id}/retry", auth(s.adminRetryMail))
@@ -134,6 +136,27 @@ func (s *Server) adminLock(w http.ResponseWriter, r *http.Request) error {
 		until = *in.Until
 	}
 	return noContent(w, s.svc.LockUser(r.Context(), client(r), id, until))
+}
+
+func (s *Server) adminMFA(w http.ResponseWriter, r *http.Request) error {
+	id, err := userID(r)
+	if err != nil {
+		return err
+	}
+	st, err := s.svc.UserMFA(r.Context(), client(r), id)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, MFAView(st))
+	return nil
+}
+
+func (s *Server) adminResetMFA(w http.ResponseWriter, r *http.Request) error {
+	id, err := userID(r)
+	if err != nil {
+		return err
+	}
+	return noContent(w, s.svc.ResetMFA(r.Context(), client(r), id))
 }
 
 func (s *Server) adminUnlock(w http.ResponseWriter, r *http.Request) error {

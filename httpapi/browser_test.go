@@ -18,6 +18,21 @@ import (
 // skips the test (fails it under CI) when Chromium is not installed.
 func browser(t *testing.T) context.Context {
 	t.Helper()
+	bctx := chromium(t)
+	disableScripts := chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := cdp.Call(ctx, t, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true})
+		return err
+	})
+	if err := chromedp.Do(bctx, disableScripts); err != nil {
+		t.Fatalf("start Chromium: %v", err)
+	}
+	return bctx
+}
+
+// chromium starts headless Chromium (JavaScript on), or skips the test
+// (fails it under CI) when Chromium is not installed.
+func chromium(t *testing.T) context.Context {
+	t.Helper()
 	var path string
 	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
 		if p, err := exec.LookPath(name); err == nil {
@@ -43,13 +58,6 @@ func browser(t *testing.T) context.Context {
 	t.Cleanup(cancelAlloc)
 	bctx, cancelBrowser := chromedp.NewContext(alloc)
 	t.Cleanup(cancelBrowser)
-	disableScripts := chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
-		_, err := cdp.Call(ctx, t, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true})
-		return err
-	})
-	if err := chromedp.Do(bctx, disableScripts); err != nil {
-		t.Fatalf("start Chromium: %v", err)
-	}
 	return bctx
 }
 

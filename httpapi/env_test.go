@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -137,6 +139,7 @@ type envOptions struct {
 	mailer    authd.Mailer
 	params    *password.Params
 	wrap      func(authd.Passwords) authd.Passwords
+	localhost bool
 }
 
 func withConfig(f func(*authd.Config)) option { return func(c *authd.Config, _ *envOptions) { f(c) } }
@@ -146,6 +149,11 @@ func withMailer(m authd.Mailer) option        { return func(_ *authd.Config, o *
 func withArgon2(p password.Params) option {
 	return func(_ *authd.Config, o *envOptions) { o.params = &p }
 }
+
+// withLocalhost serves the public API at http://localhost:PORT, which is
+// also AUTHD_PUBLIC_URL and the WebAuthn origin (RP ID localhost): a
+// browser refuses WebAuthn on an IP address.
+func withLocalhost() option { return func(_ *authd.Config, o *envOptions) { o.localhost = true } }
 
 func withPasswords(wrap func(authd.Passwords) authd.Passwords) option {
 	return func(_ *authd.Config, o *envOptions) { o.wrap = wrap }
@@ -160,10 +168,17 @@ func newEnv(t testing.TB, store authd.Store, opts ...option) *env {
 		PublicURL: "https://auth.example.org", AccessTokenTTL: 15 * time.Minute, RefreshTokenTTL: 168 * time.Hour,
 		SessionMaxAge: 720 * time.Hour, RefreshReuseGrace: 10 * time.Second, RequireVerifiedEmail: true,
 		LockoutThreshold: 5, LockoutDuration: 15 * time.Minute, MaxSessions: 100,
+		WebAuthnRPID: "auth.example.org", WebAuthnOrigins: []string{"https://auth.example.org"},
 	}
 	var o envOptions
 	for _, opt := range opts {
 		opt(&cfg, &o)
+	}
+	var srv *httptest.Server
+	if o.localhost {
+		srv = httptest.NewUnstartedServer(nil)
+		cfg.PublicURL = fmt.Sprintf("http://localhost:%d", srv.Listener.Addr().(*net.TCPAddr).Port)
+		cfg.WebAuthnRPID, cfg.WebAuthnOrigins = "localhost", []string{cfg.PublicURL}
 	}
 	e := &env{t: t, store: store, clock: &clock{now: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)},
 		mail: &mailbox{}, logs: &syncBuffer{}, cfg: cfg, keysDir: o.keysDir}
@@ -214,7 +229,14 @@ func newEnv(t testing.TB, store authd.Store, opts ...option) *env {
 		Metrics:        metrics.New().Handler(),
 	}
 	e.api = httpapi.New(apiOpts)
-	e.srv = httptest.NewServer(e.api)
+	if srv != nil {
+		srv.Config.Handler = e.api
+		srv.Start()
+		srv.URL = cfg.PublicURL
+		e.srv = srv
+	} else {
+		e.srv = httptest.NewServer(e.api)
+	}
 	t.Cleanup(e.srv.Close)
 	e.adminAPI = httpapi.NewAdmin(apiOpts, adminToken)
 	e.adminSrv = httptest.NewServer(e.adminAPI)
@@ -381,13 +403,19 @@ func (e *env) user(email string) *authd.User {
 }
 
 // jwtClaims decodes (without verifying) the claims of a JWT.
-func jwtClaims(t testing.TB, tok string) map[string]any {
+func jwtClaims(t testing.TB, tok string) map[string]any { t.Helper(); return jwtPart(t, tok, 1) }
+
+// jwtHeader decodes (without verifying) the header of a JWT.
+func jwtHeader(t testing.TB, tok string) map[string]any { t.Helper(); return jwtPart(t, tok, 0) }
+
+// jwtPart decodes part i (0 header, 1 claims) of a JWT.
+func jwtPart(t testing.TB, tok string, i int) map[string]any {
 	t.Helper()
 	parts := strings.Split(tok, ".")
 	if len(parts) != 3 {
 		t.Fatalf("not a JWT: %q", tok)
 	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	b, err := base64.RawURLEncoding.DecodeString(parts[i])
 	if err != nil {
 		t.Fatal(err)
 	}

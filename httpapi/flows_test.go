@@ -341,19 +341,7 @@ func TestRefreshRaceWithoutGrace(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		wins := 0
-		for _, s := range statuses {
-			switch s {
-			case 200:
-				wins++
-			case 401:
-			default:
-				t.Errorf("a concurrent refresh answered %d", s)
-			}
-		}
-		if wins != 1 {
-			t.Errorf("%d of %d concurrent refreshes won, want exactly 1 (statuses %v)", wins, n, statuses)
-		}
+		exactlyOneWins(t, "concurrent refreshes", statuses)
 	})
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/authd/authd"
@@ -20,15 +21,19 @@ import (
 
 // ExcludedColumns are the columns the export leaves out, and why.
 var ExcludedColumns = map[string]string{
-	"users.password_hash":            "a one-way hash of your password: it is a security secret, not information about you",
-	"jwt_tokens.token_value":         "a digest of a refresh token: a security secret",
-	"verification_tokens.token":      "a digest of a one-time link: a security secret",
-	"mail_outbox.claim":              "which mail sender is delivering the mail right now: an internal lock, not information about you",
-	"mfa_factors.secret":             "your authenticator's secret, encrypted: a security secret (re-enrol to see a new one)",
-	"mfa_recovery_codes.code_digest": "a digest of a recovery code: a security secret",
-	"mfa_challenges.token":           "a digest of a sign-in's mfa_token: a security secret",
-	"oauth_codes.code_digest":        "a digest of an authorization code: a security secret",
-	"sessions.browser_digest":        "a digest of the sign-in pages' cookie: a security secret",
+	"users.password_hash":              "a one-way hash of your password: it is a security secret, not information about you",
+	"jwt_tokens.token_value":           "a digest of a refresh token: a security secret",
+	"verification_tokens.token":        "a digest of a one-time link: a security secret",
+	"mail_outbox.claim":                "which mail sender is delivering the mail right now: an internal lock, not information about you",
+	"mfa_factors.secret":               "your authenticator's secret, encrypted: a security secret (re-enrol to see a new one)",
+	"mfa_recovery_codes.code_digest":   "a digest of a recovery code: a security secret",
+	"mfa_challenges.token":             "a digest of a sign-in's mfa_token: a security secret",
+	"passkeys.credential_id":           "your passkey's identifier, which only your device uses: not information about you",
+	"passkeys.public_key":              "your passkey's public key, which only checks its signatures: not information about you",
+	"webauthn_challenges.challenge":    "a digest of a passkey ceremony's random challenge: a security secret",
+	"webauthn_challenges.session_data": "the passkey ceremony's working state (its challenge and your passkeys' identifiers): a security secret",
+	"oauth_codes.code_digest":          "a digest of an authorization code: a security secret",
+	"sessions.browser_digest":          "a digest of the sign-in pages' cookie: a security secret",
 }
 
 type exportUser struct {
@@ -88,6 +93,30 @@ type exportChallenge struct {
 	ExpiresAt  time.Time  `json:"expires_at"`
 	Failures   int        `json:"failures"`
 	UsedAt     *time.Time `json:"used_at"`
+}
+
+type exportPasskey struct {
+	ID              uuid.UUID  `json:"id"`
+	UserID          uuid.UUID  `json:"user_id"`
+	Name            string     `json:"name"`
+	AttestationType string     `json:"attestation_type"`
+	AAGUID          uuid.UUID  `json:"aaguid"`
+	SignCount       uint32     `json:"sign_count"`
+	BackupEligible  bool       `json:"backup_eligible"`
+	BackupState     bool       `json:"backup_state"`
+	Transports      string     `json:"transports"`
+	CreatedAt       time.Time  `json:"created_at"`
+	LastUsedAt      *time.Time `json:"last_used_at"`
+}
+
+type exportWebAuthnChallenge struct {
+	ID             uuid.UUID  `json:"id"`
+	UserID         *uuid.UUID `json:"user_id"`
+	Purpose        string     `json:"purpose"`
+	MFAChallengeID *uuid.UUID `json:"mfa_challenge_id"`
+	CreatedAt      time.Time  `json:"created_at"`
+	ExpiresAt      time.Time  `json:"expires_at"`
+	UsedAt         *time.Time `json:"used_at"`
 }
 
 type exportConsent struct {
@@ -187,7 +216,7 @@ func optID(id uuid.UUID) *uuid.UUID {
 // reads them (authd.UserRows), then excluded_columns closes it.
 var exportSections = []string{"users", "consent_history", "sessions", "jwt_tokens", "verification_tokens",
 	"security_logs", "mail_outbox", "mfa_factors", "mfa_recovery_codes", "mfa_challenges",
-	"oauth_consents", "oauth_codes"}
+	"passkeys", "webauthn_challenges", "oauth_consents", "oauth_codes"}
 
 // exportWriter spools the export document to a temporary file while the
 // store reads the rows, holding one row and a buffer in memory however many
@@ -327,12 +356,22 @@ func (x *exportWriter) userRows() authd.UserRows {
 			return x.row(9, exportChallenge{ID: c.ID, UserID: c.UserID, DeviceInfo: c.DeviceInfo, CreatedAt: c.CreatedAt,
 				ExpiresAt: c.ExpiresAt, Failures: c.Failures, UsedAt: optTime(c.UsedAt)})
 		},
+		Passkeys: func(p *authd.Passkey) error {
+			return x.row(10, exportPasskey{ID: p.ID, UserID: p.UserID, Name: p.Name, AttestationType: p.AttestationType,
+				AAGUID: p.AAGUID, SignCount: p.SignCount, BackupEligible: p.BackupEligible, BackupState: p.BackupState,
+				Transports: strings.Join(p.Transports, ","), CreatedAt: p.CreatedAt, LastUsedAt: optTime(p.LastUsedAt)})
+		},
+		WebAuthnChallenges: func(c *authd.WebAuthnChallenge) error {
+			return x.row(11, exportWebAuthnChallenge{ID: c.ID, UserID: optID(c.UserID), Purpose: string(c.Purpose),
+				MFAChallengeID: optID(c.MFAChallengeID), CreatedAt: c.CreatedAt, ExpiresAt: c.ExpiresAt,
+				UsedAt: optTime(c.UsedAt)})
+		},
 		Consents: func(c *authd.Consent) error {
-			return x.row(10, exportConsent{ID: c.ID, UserID: c.UserID, ClientID: c.ClientID,
+			return x.row(12, exportConsent{ID: c.ID, UserID: c.UserID, ClientID: c.ClientID,
 				Scopes: authd.FormatScopes(c.Scopes), GrantedAt: c.GrantedAt})
 		},
 		AuthCodes: func(c *authd.AuthCode) error {
-			return x.row(11, exportAuthCode{ID: c.ID, ClientID: c.ClientID, UserID: c.UserID, SessionID: c.SessionID,
+			return x.row(13, exportAuthCode{ID: c.ID, ClientID: c.ClientID, UserID: c.UserID, SessionID: c.SessionID,
 				RedirectURI: c.RedirectURI, CodeChallenge: c.CodeChallenge, CodeChallengeMethod: c.CodeChallengeMethod,
 				Nonce: c.Nonce, Scopes: authd.FormatScopes(c.Scopes), AuthTime: c.AuthTime, AMR: authd.FormatAMR(c.AMR),
 				CreatedAt: c.CreatedAt, ExpiresAt: c.ExpiresAt, UsedAt: optTime(c.UsedAt),
@@ -374,6 +413,7 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request, a *authd.AccessC
 func (s *Server) deleteMe(w http.ResponseWriter, r *http.Request, a *authd.AccessClaims) error {
 	var in struct {
 		Password string `json:"password"`
+		stepUpIn        // the second factor, when the user has one
 	}
 	if err := decodeJSON(w, r, &in); err != nil {
 		return err
@@ -381,7 +421,7 @@ func (s *Server) deleteMe(w http.ResponseWriter, r *http.Request, a *authd.Acces
 	if err := required("password", in.Password); err != nil {
 		return err
 	}
-	if err := s.svc.DeleteMe(r.Context(), client(r), a, in.Password); err != nil {
+	if err := s.svc.DeleteMe(r.Context(), client(r), a, in.Password, in.proof()); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

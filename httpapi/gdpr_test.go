@@ -60,8 +60,21 @@ func TestExportIsComplete(t *testing.T) {
 		secret := r.str("secret")
 		want(t, "confirm", e.do("POST", "/v1/users/me/mfa/totp/confirm", map[string]string{"code": totpAt(t, secret, e.clock.Now())}, bearer(access)...), 200, "")
 		e.mfaLogin("exp@example.org")
+		// A passkey and a passkey ceremony in flight.
+		u := e.user("exp@example.org")
+		ctx := context.Background()
+		if err := e.store.CreatePasskey(ctx, &authd.Passkey{ID: authd.NewID(), UserID: u.ID, Name: "Laptop",
+			CredentialID: []byte("exported-credential"), PublicKey: []byte{1, 2, 3}, AttestationType: "none",
+			Transports: []string{"internal"}, CreatedAt: e.clock.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.store.CreateWebAuthnChallenge(ctx, &authd.WebAuthnChallenge{ID: authd.NewID(), Challenge: "exported",
+			UserID: u.ID, Purpose: authd.PurposeRegister, SessionData: "{}", CreatedAt: e.clock.Now(),
+			ExpiresAt: e.clock.Now().Add(authd.WebAuthnChallengeTTL)}); err != nil {
+			t.Fatal(err)
+		}
 		// What signing in to a relying party leaves: a consent and a code.
-		oidcRows(t, e.store, e.user("exp@example.org"), e.clock.Now())
+		oidcRows(t, e.store, u, e.clock.Now())
 
 		r = e.do("GET", "/v1/users/me/export", nil, bearer(access)...)
 		want(t, "export", r, 200, "")

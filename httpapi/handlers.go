@@ -209,6 +209,7 @@ func (s *Server) changePassword(w http.ResponseWriter, r *http.Request, a *authd
 	var in struct {
 		CurrentPassword string `json:"current_password"`
 		NewPassword     string `json:"new_password"`
+		stepUpIn               // the second factor, when the user has one
 	}
 	if err := decodeJSON(w, r, &in); err != nil {
 		return err
@@ -216,7 +217,8 @@ func (s *Server) changePassword(w http.ResponseWriter, r *http.Request, a *authd
 	if err := required("current_password", in.CurrentPassword, "new_password", in.NewPassword); err != nil {
 		return err
 	}
-	if err := s.svc.ChangePassword(r.Context(), client(r), a, in.CurrentPassword, in.NewPassword); err != nil {
+	if err := s.svc.ChangePassword(r.Context(), client(r), a, in.CurrentPassword, in.NewPassword,
+		in.proof()); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/authd/authd"
@@ -43,9 +44,15 @@ type Options struct {
 	Metrics http.Handler
 	// Observe, when set, is told of every request (for metrics).
 	Observe func(route string, status int, elapsed time.Duration)
-	// Pages replace the embedded templates of the mail links' pages
-	// (LoadPages); nil: the embedded ones.
-	Pages Pages
+	// MaxRevocationStreams bounds the concurrent revocation-feed streams
+	// (GET /v1/auth/revocations); 0 means DefaultRevocationStreams.
+	MaxRevocationStreams int
+	// RevocationHeartbeat is how often an idle stream sends a comment; 0
+	// means DefaultRevocationHeartbeat.
+	RevocationHeartbeat time.Duration
+	// RevocationStreamMaxAge ends a stream (the client resumes); 0 means
+	// DefaultRevocationStreamMaxAge.
+	RevocationStreamMaxAge time.Duration
 	// Mounts are other adapters' handlers on the public listener (the
 	// OpenID provider), behind the same middleware: request id, client IP,
 	// security headers, log line, metrics.
@@ -70,7 +77,16 @@ type Server struct {
 	mux     *http.ServeMux
 	routes  []Route
 	handler http.Handler
+	streams chan struct{} // one token per open revocation stream
+	ending  chan struct{} // closed by EndStreams
+	endOnce sync.Once
 }
+
+// EndStreams ends every open revocation stream (their clients resume
+// elsewhere or later), for a graceful shutdown: http.Server.Shutdown waits
+// for handlers, and a stream's handler would otherwise run for an hour.
+// Register it with http.Server.RegisterOnShutdown.
+func (s *Server) EndStreams() { s.endOnce.Do(func() { close(s.ending) }) }
 
 // Route is one registered method and path pattern.
 type Route struct{ Method, Path string }
@@ -95,7 +111,10 @@ func New(opts Options) *Server {
 	s.handle("POST /v1/auth/password/reset", s.resetPassword)
 	s.handle("POST /v1/auth/password/change", s.authenticated(s.changePassword))
 	s.handle("POST /v1/auth/introspect", s.introspect)
+	s.handle("GET /v1/auth/revocations", s.revocations)
 	s.handle("POST /v1/auth/mfa/verify", s.verifyMFA)
+	s.handle("POST /v1/auth/passkey/begin", s.beginPasskeyLogin)
+	s.handle("POST /v1/auth/passkey/finish", s.finishPasskeyLogin)
 
 	s.handle("GET /v1/users/me", s.authenticated(s.me))
 	s.handle("GET /v1/users/me/sessions", s.authenticated(s.sessions))
@@ -111,12 +130,20 @@ func New(opts Options) *Server {
 	s.handle("POST /v1/users/me/mfa/totp/confirm", s.authenticated(s.confirmTOTP))
 	s.handle("DELETE /v1/users/me/mfa/totp", s.authenticated(s.disableTOTP))
 	s.handle("POST /v1/users/me/mfa/recovery-codes", s.authenticated(s.replaceRecoveryCodes))
+	s.handle("POST /v1/users/me/mfa/challenge", s.authenticated(s.beginStepUp))
+	s.handle("GET /v1/users/me/passkeys", s.authenticated(s.passkeys))
+	s.handle("POST /v1/users/me/passkeys/begin", s.authenticated(s.beginPasskeyRegistration))
+	s.handle("POST /v1/users/me/passkeys/finish", s.authenticated(s.finishPasskeyRegistration))
+	s.handle("PATCH /v1/users/me/passkeys/{id}", s.authenticated(s.renamePasskey))
+	s.handle("DELETE /v1/users/me/passkeys/{id}", s.authenticated(s.deletePasskey))
 
 	s.handle("GET /verify-email", s.verifyPage)
 	s.handle("POST /verify-email", s.verifySubmit)
 	s.handle("POST /verify-email/new-link", s.newLink("/verify-email/new-link", func(r *http.Request, email string) error {
 		return s.svc.ResendVerification(r.Context(), client(r), email)
 	}))
+	s.handle("GET /passkeys", s.passkeysPage)
+	s.handle("GET /sign-in/passkey", s.passkeySignInPage)
 	s.handle("GET /reset-password", s.resetPage)
 	s.handle("POST /reset-password", s.resetSubmit)
 	s.handle("POST /reset-password/new-link", s.newLink("/reset-password/new-link", func(r *http.Request, email string) error {
@@ -137,7 +164,17 @@ func newServer(opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{opts: opts, svc: opts.Service, logger: opts.Logger, mux: http.NewServeMux()}
+	if opts.MaxRevocationStreams <= 0 {
+		opts.MaxRevocationStreams = DefaultRevocationStreams
+	}
+	if opts.RevocationHeartbeat <= 0 {
+		opts.RevocationHeartbeat = DefaultRevocationHeartbeat
+	}
+	if opts.RevocationStreamMaxAge <= 0 {
+		opts.RevocationStreamMaxAge = DefaultRevocationStreamMaxAge
+	}
+	return &Server{opts: opts, svc: opts.Service, logger: opts.Logger, mux: http.NewServeMux(),
+		streams: make(chan struct{}, opts.MaxRevocationStreams), ending: make(chan struct{})}
 }
 
 // handlerFunc is a handler that returns its error for writeError.
@@ -168,7 +205,7 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	}
 	// Which methods would this path take? Then it is 405, not 404.
 	var allowed []string
-	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
 		probe := r.Clone(r.Context())
 		probe.Method = m
 		if _, pattern := s.mux.Handler(probe); pattern != "" {

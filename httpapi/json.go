@@ -81,13 +81,13 @@ func jsonType(kind string) string {
 	return kind
 }
 
-// knownFields returns the JSON names of the fields of the struct dst points to.
+// knownFields returns the JSON names of the fields of the struct dst points
+// to, those of embedded structs included (as encoding/json promotes them).
 func knownFields(dst any) map[string]bool {
-	t := reflect.TypeOf(dst).Elem()
 	out := map[string]bool{}
-	for i := range t.NumField() {
-		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
-		if name != "" && name != "-" {
+	for _, f := range reflect.VisibleFields(reflect.TypeOf(dst).Elem()) {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name != "" && name != "-" && !f.Anonymous {
 			out[name] = true
 		}
 	}

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"image/png"
 	"net/http"
 	"time"
@@ -26,6 +27,7 @@ func readCode(w http.ResponseWriter, r *http.Request) (string, error) {
 
 type factorOut struct {
 	Kind       string     `json:"kind"`
+	Name       string     `json:"name,omitempty"` // of a passkey
 	Enabled    bool       `json:"enabled"`
 	CreatedAt  time.Time  `json:"created_at"`
 	LastUsedAt *time.Time `json:"last_used_at"`
@@ -36,17 +38,24 @@ func (s *Server) mfa(w http.ResponseWriter, r *http.Request, a *authd.AccessClai
 	if err != nil {
 		return err
 	}
+	writeJSON(w, http.StatusOK, MFAView(st))
+	return nil
+}
+
+// MFAView is a user's second factors as the API (and `authd admin users
+// mfa --json`) shows them: kinds (totp, passkey), names of passkeys and
+// dates, never secrets.
+func MFAView(st *authd.MFAStatus) any {
 	items := make([]factorOut, 0, len(st.Factors))
 	for _, f := range st.Factors {
-		out := factorOut{Kind: string(f.Kind), Enabled: f.Confirmed, CreatedAt: f.CreatedAt}
-		if !f.LastUsedAt.IsZero() {
-			t := f.LastUsedAt
-			out.LastUsedAt = &t
-		}
-		items = append(items, out)
+		items = append(items, factorOut{Kind: string(f.Kind), Enabled: f.Confirmed, CreatedAt: f.CreatedAt,
+			LastUsedAt: optTime(f.LastUsedAt)})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"items": items, "recovery_codes_left": st.RecoveryCodesLeft})
-	return nil
+	for _, p := range st.Passkeys {
+		items = append(items, factorOut{Kind: authd.MethodPasskey, Name: p.Name, Enabled: true, CreatedAt: p.CreatedAt,
+			LastUsedAt: optTime(p.LastUsedAt)})
+	}
+	return map[string]any{"items": items, "recovery_codes_left": st.RecoveryCodesLeft}
 }
 
 // qrSize is the side of the enrolment QR image in pixels: large enough for
@@ -101,11 +110,11 @@ func (s *Server) confirmTOTP(w http.ResponseWriter, r *http.Request, a *authd.Ac
 }
 
 func (s *Server) disableTOTP(w http.ResponseWriter, r *http.Request, a *authd.AccessClaims) error {
-	code, err := readCode(w, r)
-	if err != nil {
+	var in stepUpIn
+	if err := decodeJSON(w, r, &in); err != nil {
 		return err
 	}
-	if err := s.svc.DisableTOTP(r.Context(), client(r), a, code); err != nil {
+	if err := s.svc.DisableTOTP(r.Context(), client(r), a, in.proof()); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -113,11 +122,11 @@ func (s *Server) disableTOTP(w http.ResponseWriter, r *http.Request, a *authd.Ac
 }
 
 func (s *Server) replaceRecoveryCodes(w http.ResponseWriter, r *http.Request, a *authd.AccessClaims) error {
-	code, err := readCode(w, r)
-	if err != nil {
+	var in stepUpIn
+	if err := decodeJSON(w, r, &in); err != nil {
 		return err
 	}
-	codes, err := s.svc.ReplaceRecoveryCodes(r.Context(), client(r), a, code)
+	codes, err := s.svc.ReplaceRecoveryCodes(r.Context(), client(r), a, in.proof())
 	if err != nil {
 		return err
 	}
@@ -128,17 +137,30 @@ func (s *Server) replaceRecoveryCodes(w http.ResponseWriter, r *http.Request, a 
 
 func (s *Server) verifyMFA(w http.ResponseWriter, r *http.Request) error {
 	var in struct {
-		MFAToken string `json:"mfa_token"`
-		Method   string `json:"method"`
-		Code     string `json:"code"`
+		MFAToken   string          `json:"mfa_token"`
+		Method     string          `json:"method"`
+		Code       string          `json:"code"`
+		Credential json.RawMessage `json:"credential"`
 	}
 	if err := decodeJSON(w, r, &in); err != nil {
 		return err
 	}
-	if err := required("mfa_token", in.MFAToken, "method", in.Method, "code", in.Code); err != nil {
-		return err
+	var pair *authd.TokenPair
+	var err error
+	if in.Method == authd.MethodPasskey {
+		if len(in.Credential) == 0 {
+			return required("mfa_token", in.MFAToken, "credential", "")
+		}
+		if err := required("mfa_token", in.MFAToken); err != nil {
+			return err
+		}
+		pair, err = s.svc.VerifyMFAPasskey(r.Context(), client(r), in.MFAToken, in.Credential)
+	} else {
+		if err := required("mfa_token", in.MFAToken, "method", in.Method, "code", in.Code); err != nil {
+			return err
+		}
+		pair, err = s.svc.VerifyMFA(r.Context(), client(r), in.MFAToken, in.Method, in.Code)
 	}
-	pair, err := s.svc.VerifyMFA(r.Context(), client(r), in.MFAToken, in.Method, in.Code)
 	if authd.ErrorCode(err) == authd.EInvalidToken {
 		// A dead mfa_token is a wrong request body, not a missing bearer.
 		return badRequest{err}

@@ -95,6 +95,15 @@ func TestDatabaseOutage(t *testing.T) {
 		}
 	}
 
+	// The revocation feed too, as JSON and as a stream (whose first read
+	// comes before its answer starts).
+	for _, accept := range []string{"application/json", "text/event-stream"} {
+		r := e.do("GET", "/v1/auth/revocations?since=1", nil, append(bearer(serviceToken), "Accept", accept)...)
+		if r.status != 503 || r.code() != "unavailable" || r.header.Get("Retry-After") == "" {
+			t.Errorf("revocation feed (%s) with the database down: %d %s; want 503 with Retry-After", accept, r.status, r.raw)
+		}
+	}
+
 	p.start(t) // the same address again
 	waitUntil(t, 10*time.Second, "recovery without a restart", func() bool {
 		return e.do("GET", "/readyz", nil).status == 200

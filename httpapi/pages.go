@@ -7,12 +7,11 @@ import (
 	"encoding/base64"
 	"fmt"
 	"html/template"
-	"io/fs"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/authd/authd"
-	"github.com/authd/authd/templates"
 )
 
 // The pages that mail links open (SPEC §7): server-rendered, no script, no
@@ -20,38 +19,23 @@ import (
 // style. A GET never consumes a token, because mail scanners follow links:
 // the user presses a button (verify) or submits the form (reset).
 
-//go:embed pages/*.html
+//go:embed pages/pages.html
 var pageFiles embed.FS
 
-// pageNames are the pages, one template file each: NAME.html defines
-// "NAME-content", and layout.html defines "layout" around it.
-var pageNames = []string{"verify", "verified", "reset", "reset-done", "expired", "new-link", "problem"}
-
-// Pages are the parsed page templates, by content name ("reset-content").
-type Pages map[string]*template.Template
-
-// pageTemplates are the embedded pages.
-var pageTemplates = func() Pages {
-	p, err := LoadPages("")
-	if err != nil {
-		panic(err) // the embedded templates are tested
+// pageTemplates holds, for each "*-content" template, the layout with that
+// content, parsed once at start.
+var pageTemplates = func() map[string]*template.Template {
+	base := template.Must(template.ParseFS(pageFiles, "pages/pages.html"))
+	out := map[string]*template.Template{}
+	for _, t := range base.Templates() {
+		if name := t.Name(); strings.HasSuffix(name, "-content") {
+			page := template.Must(base.Clone())
+			template.Must(page.New("content").Parse(`{{template "` + name + `" .}}`))
+			out[name] = page
+		}
 	}
-	return p
+	return out
 }()
-
-// LoadPages parses the pages that mail links open: the embedded templates,
-// each replaced by dir/NAME.html (or dir/layout.html) when that file exists
-// (dir empty: none), as the mail templates are. Every page is rendered once
-// with sample data, so that a broken override is an error at start naming
-// its file, never a failure in front of a user.
-func LoadPages(dir string) (Pages, error) {
-	embedded, err := fs.Sub(pageFiles, "pages")
-	if err != nil {
-		return nil, err
-	}
-	return templates.Pages(embedded, dir, pageNames, page{Title: "Sample", Nonce: "n", Token: "t", Error: "e",
-		MinLength: 12, NewLinkAction: "/reset-password/new-link"})
-}
 
 // page is the data of every page.
 type page struct {
@@ -61,15 +45,10 @@ type page struct {
 	Error         string
 	MinLength     int
 	NewLinkAction string
-	content       string
-}
-
-// pages are the operator's page templates (Options.Pages), or the embedded ones.
-func (s *Server) pages() Pages {
-	if s.opts.Pages != nil {
-		return s.opts.Pages
-	}
-	return pageTemplates
+	// Script: the page runs its inline scripts (under the nonce) and calls
+	// this origin's API; the other pages have no script at all.
+	Script  bool
+	content string
 }
 
 // renderPage writes an HTML page; the content template is chosen by name.
@@ -77,7 +56,7 @@ func (s *Server) renderPage(w http.ResponseWriter, status int, p page) error {
 	nonce := make([]byte, 16)
 	rand.Read(nonce)
 	p.Nonce = base64.StdEncoding.EncodeToString(nonce)
-	t, ok := s.pages()[p.content]
+	t, ok := pageTemplates[p.content]
 	if !ok {
 		return fmt.Errorf("no page content %q", p.content)
 	}
@@ -87,7 +66,11 @@ func (s *Server) renderPage(w http.ResponseWriter, status int, p page) error {
 	}
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+p.Nonce+"'; form-action 'self'; "+
+	script := ""
+	if p.Script {
+		script = "script-src 'nonce-" + p.Nonce + "'; connect-src 'self'; "
+	}
+	h.Set("Content-Security-Policy", "default-src 'none'; "+script+"style-src 'nonce-"+p.Nonce+"'; form-action 'self'; "+
 		"frame-ancestors 'none'; base-uri 'none'")
 	w.WriteHeader(status)
 	w.Write(buf.Bytes())
@@ -206,4 +189,15 @@ func (s *Server) newLink(action string, send func(*http.Request, string) error) 
 		}
 		return s.pageError(w, r, err, p)
 	}
+}
+
+// passkeysPage is where a signed-in user adds passkeys, and
+// passkeySignInPage where anyone signs in with one (WebAuthn needs a page
+// on the relying party's origin and a little script).
+func (s *Server) passkeysPage(w http.ResponseWriter, _ *http.Request) error {
+	return s.renderPage(w, http.StatusOK, page{Title: "Passkeys", Script: true, content: "passkeys-content"})
+}
+
+func (s *Server) passkeySignInPage(w http.ResponseWriter, _ *http.Request) error {
+	return s.renderPage(w, http.StatusOK, page{Title: "Sign in", Script: true, content: "passkey-sign-in-content"})
 }

@@ -106,6 +106,14 @@ func (s *Store) UserData(ctx context.Context, userID uuid.UUID, out authd.UserRo
 			`SELECT `+challengeColumns+` FROM mfa_challenges WHERE user_id = $1 ORDER BY created_at, id`, userID); err != nil {
 			return err
 		}
+		if err := each(ctx, tx, out.Passkeys, scanPasskey,
+			`SELECT `+passkeyColumns+` FROM passkeys WHERE user_id = $1 ORDER BY created_at, id`, userID); err != nil {
+			return err
+		}
+		if err := each(ctx, tx, out.WebAuthnChallenges, scanWebAuthnChallenge,
+			`SELECT `+webauthnChallengeColumns+` FROM webauthn_challenges WHERE user_id = $1 ORDER BY created_at, id`, userID); err != nil {
+			return err
+		}
 		if err := each(ctx, tx, out.Consents, scanConsent,
 			`SELECT `+consentColumns+` FROM oauth_consents WHERE user_id = $1 ORDER BY granted_at, id`, userID); err != nil {
 			return err
@@ -178,6 +186,8 @@ func (q *queries) ErasePersonalData(ctx context.Context, userID uuid.UUID) error
 		`DELETE FROM mfa_factors WHERE user_id = $1`,
 		`DELETE FROM mfa_recovery_codes WHERE user_id = $1`,
 		`DELETE FROM mfa_challenges WHERE user_id = $1`,
+		`DELETE FROM passkeys WHERE user_id = $1`,
+		`DELETE FROM webauthn_challenges WHERE user_id = $1`,
 		`DELETE FROM oauth_consents WHERE user_id = $1`,
 		`DELETE FROM oauth_codes WHERE user_id = $1`,
 		`UPDATE security_logs SET ip_address = NULL, user_agent = NULL,
@@ -224,12 +234,14 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 		{&res.SecurityLogs, "security_logs", `"timestamp" < $1`, r.LogsBefore},
 		{&res.VerificationTokens, "verification_tokens", "expires_at < $1", r.ExpiredBefore},
 		{&res.MFAChallenges, "mfa_challenges", "expires_at < $1", r.ExpiredBefore},
+		{&res.WebAuthnChallenges, "webauthn_challenges", "expires_at < $1", r.ExpiredBefore},
 		{&res.AuthRequests, "oauth_auth_requests", "expires_at < $1", r.ExpiredBefore},
 		{&res.AuthCodes, "oauth_codes", "expires_at < $1", r.ExpiredBefore},
 		// Tokens of a session go with it (ON DELETE CASCADE): count them first.
 		{&res.Tokens, "jwt_tokens", "expires_at < $1", r.ExpiredBefore},
 		{&res.Sessions, "sessions", "(expires_at < $1 OR revoked_at < $1) AND NOT EXISTS " +
 			"(SELECT 1 FROM jwt_tokens t WHERE t.session_id = sessions.id AND t.expires_at >= $1)", r.ExpiredBefore},
+		{&res.RevocationEvents, "revocation_events", "expires_at < $1", r.Now},
 	}
 	for _, st := range steps {
 		if r.DryRun {

@@ -121,19 +121,29 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // InTx implements authd.Store.
 func (s *Store) InTx(ctx context.Context, fn func(authd.Queries) error) error {
-	tx, err := s.pool.Begin(ctx)
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return translate(err)
 	}
-	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // a no-op after commit
-	q := &queries{db: tx, locking: true}
+	// A connection left inside a transaction (one whose COMMIT never ran) is
+	// closed by the pool on release, never reused; the ROLLBACK is manners.
+	defer conn.Release()
+	// BEGIN and COMMIT travel with the statements next to them (queries.send).
+	q := &queries{db: conn, locking: true}
+	q.write(ctx, nil, "BEGIN")
+	defer func() {
+		if conn.Conn().PgConn().TxStatus() != 'I' && !conn.Conn().IsClosed() {
+			conn.Exec(context.WithoutCancel(ctx), "ROLLBACK") //nolint:errcheck // the pool drops a broken conn
+		}
+	}()
 	if err := fn(q); err != nil {
 		return err
 	}
-	if err := q.flush(ctx); err != nil {
+	if err := q.insertRevocationEvents(ctx); err != nil {
 		return err
 	}
-	return translate(tx.Commit(ctx))
+	q.write(ctx, nil, "COMMIT")
+	return q.flush(ctx)
 }
 
 // Ready implements authd.Store.
@@ -224,8 +234,11 @@ func translate(err error) error {
 	}
 	var netErr net.Error
 	var connErr *pgconn.ConnectError
+	// ErrConnClosed: a connection lost earlier in the transaction, used
+	// again (the next statement, the commit).
 	if errors.As(err, &netErr) || errors.As(err, &connErr) || pgconn.Timeout(err) ||
-		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		errors.Is(err, pgconn.ErrConnClosed) {
 		return &authd.Error{Code: authd.EUnavailable, Message: "the database is unavailable",
 			RetryAfter: time.Second, Err: err}
 	}

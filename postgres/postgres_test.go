@@ -3,9 +3,12 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -82,7 +85,7 @@ func catalog(t *testing.T, s *postgres.Store) storetest.Schema {
 			t.Fatal(err)
 		}
 		c.Kind = map[string]string{
-			"uuid": "uuid", "character varying": "varchar", "boolean": "boolean", "integer": "integer",
+			"uuid": "uuid", "character varying": "varchar", "boolean": "boolean", "integer": "integer", "bigint": "bigint",
 			"timestamp with time zone": "timestamp", "jsonb": "json", "USER-DEFINED": "enum:" + udt,
 		}[dataType]
 		if c.Kind == "" {
@@ -298,4 +301,92 @@ func TestLockReasonBackfill(t *testing.T) {
 	s := open(t)
 	ctx := context.Background()
 	storetest.LockReasonBackfill(t, s, s.Migrator(), func(sql string) error { _, err := s.Pool().Exec(ctx, sql); return err })
+}
+
+// cutProxy forwards TCP to target until cut closes every connection, as a
+// restarting PostgreSQL does to its clients.
+type cutProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	conns  []net.Conn
+}
+
+func newCutProxy(t *testing.T, target string) *cutProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{ln: ln, target: target}
+	t.Cleanup(func() { ln.Close(); p.cut() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, up)
+			p.mu.Unlock()
+			go func() { io.Copy(up, c); up.Close() }()
+			go func() { io.Copy(c, up); c.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *cutProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// TestConnectionLostInTransaction cuts the connection in the middle of a
+// transaction: every later use of it, the commit included, is unavailable
+// (503 with Retry-After), never an internal error (500). The fault run of
+// authd-load found pgx's "conn closed" answered as a 500.
+func TestConnectionLostInTransaction(t *testing.T) {
+	t.Parallel()
+	dbURL, err := url.Parse(storetest.PostgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newCutProxy(t, dbURL.Host)
+	dbURL.Host = p.ln.Addr().String()
+	ctx := context.Background()
+	s, err := postgres.Open(ctx, dbURL.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Migrator().Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var errs []error
+	err = s.InTx(ctx, func(q authd.Queries) error {
+		if _, err := q.User(ctx, authd.NewID()); authd.ErrorCode(err) != authd.ENotFound {
+			t.Fatalf("before the cut: %v", err)
+		}
+		p.cut()
+		for range 2 { // the first use finds the connection gone, the second finds it closed
+			_, err := q.User(ctx, authd.NewID())
+			errs = append(errs, err)
+		}
+		return nil // commit
+	})
+	errs = append(errs, err)
+	for i, err := range errs {
+		if authd.ErrorCode(err) != authd.EUnavailable {
+			t.Errorf("use %d after the connection was lost: %v (code %q), want unavailable", i+1, err, authd.ErrorCode(err))
+		}
+	}
 }

@@ -25,14 +25,17 @@ type dbtx interface {
 // transaction whose reads lock the rows they return.
 //
 // Inside a transaction, writes whose result the flow does not read (the
-// inserts and updates of write) are queued and sent together, in one round
-// trip, before the next read or the commit: a refresh or a login then costs
-// four round trips instead of seven.
+// inserts and updates of write) are queued and sent together with the next
+// statement (a read, an exec, or the COMMIT) in one round trip, as is the
+// BEGIN: a refresh then costs two round trips instead of seven.
 type queries struct {
 	db      dbtx
 	locking bool
 	pending pgx.Batch
 	checks  []func(pgconn.CommandTag) error
+	// revocations published in the transaction, whose feed events are
+	// inserted just before it commits (insertRevocationEvents).
+	revocations []authd.Revocation
 }
 
 // write runs a statement whose result the caller does not read: at once
@@ -57,12 +60,21 @@ func (q *queries) write(ctx context.Context, check func(pgconn.CommandTag) error
 // flush sends the queued writes. A failure there is reported by whatever
 // comes next (a read or the commit); a missing reference is then internal,
 // so that no read mistakes it for "not found".
-func (q *queries) flush(ctx context.Context) error {
-	if q.pending.Len() == 0 {
+func (q *queries) flush(ctx context.Context) error { return q.send(ctx, "", nil, nil) }
+
+// send sends the queued statements and, when sql is not empty, sql after
+// them in the same round trip; last then reads sql's result (BatchResults'
+// next) once the queued statements have succeeded. Its own error is
+// last's to report.
+func (q *queries) send(ctx context.Context, sql string, args []any, last func(pgx.BatchResults)) error {
+	if q.pending.Len() == 0 && sql == "" {
 		return nil
 	}
 	batch, checks := q.pending, q.checks
 	q.pending, q.checks = pgx.Batch{}, nil
+	if sql != "" {
+		batch.Queue(sql, args...)
+	}
 	br := q.db.SendBatch(ctx, &batch)
 	err := func() error {
 		for _, check := range checks {
@@ -78,21 +90,30 @@ func (q *queries) flush(ctx context.Context) error {
 		}
 		return nil
 	}()
-	if cerr := br.Close(); err == nil {
-		err = translate(cerr)
-	}
 	if authd.ErrorCode(err) == authd.ENotFound {
-		return fmt.Errorf("postgres: a queued write failed: %v", err) // internal, not "not found"
+		err = fmt.Errorf("postgres: a queued write failed: %v", err) // internal, not "not found"
+	}
+	if err == nil && last != nil {
+		last(br)
+	}
+	if cerr := br.Close(); err == nil && last == nil {
+		err = translate(cerr)
 	}
 	return err
 }
 
-// exec, rows and row run a statement at once, after the queued writes.
+// exec, rows and row run a statement after the queued writes: exec and
+// row in the same round trip as those, rows after them.
 func (q *queries) exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	if err := q.flush(ctx); err != nil {
-		return pgconn.CommandTag{}, err
+	if q.pending.Len() == 0 {
+		return q.db.Exec(ctx, sql, args...)
 	}
-	return q.db.Exec(ctx, sql, args...)
+	var tag pgconn.CommandTag
+	var execErr error
+	if err := q.send(ctx, sql, args, func(br pgx.BatchResults) { tag, execErr = br.Exec() }); err != nil {
+		return tag, err
+	}
+	return tag, execErr
 }
 
 func (q *queries) rows(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
@@ -103,16 +124,28 @@ func (q *queries) rows(ctx context.Context, sql string, args ...any) (pgx.Rows, 
 }
 
 func (q *queries) row(ctx context.Context, sql string, args ...any) pgx.Row {
-	if err := q.flush(ctx); err != nil {
-		return errRow{err}
+	if q.pending.Len() == 0 {
+		return q.db.QueryRow(ctx, sql, args...)
 	}
-	return q.db.QueryRow(ctx, sql, args...)
+	return &batchRow{q: q, ctx: ctx, sql: sql, args: args}
 }
 
-// errRow is a row whose Scan reports an earlier failure.
-type errRow struct{ err error }
+// batchRow is a read sent, when scanned, in one round trip with the writes
+// queued before it.
+type batchRow struct {
+	q    *queries
+	ctx  context.Context
+	sql  string
+	args []any
+}
 
-func (r errRow) Scan(...any) error { return r.err }
+func (r *batchRow) Scan(dest ...any) error {
+	var scanErr error
+	if err := r.q.send(r.ctx, r.sql, r.args, func(br pgx.BatchResults) { scanErr = br.QueryRow().Scan(dest...) }); err != nil {
+		return err
+	}
+	return scanErr
+}
 
 // mustAffect is a check that the statement changed a row.
 func mustAffect(what string) func(pgconn.CommandTag) error {
@@ -576,7 +609,16 @@ const maxNotifySessions = 100
 
 // PublishRevocation sends rev on revocationChannel; PostgreSQL delivers it
 // to every listener when the transaction commits, and never if it rolls back.
+//
+// Its feed events are inserted just before the transaction commits
+// (insertRevocationEvents); outside a transaction at once.
 func (q *queries) PublishRevocation(ctx context.Context, rev authd.Revocation) error {
+	q.revocations = append(q.revocations, rev)
+	if !q.locking {
+		if err := q.insertRevocationEvents(ctx); err != nil {
+			return err
+		}
+	}
 	for {
 		part := rev
 		if len(rev.SessionIDs) > maxNotifySessions {

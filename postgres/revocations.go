@@ -12,6 +12,69 @@ import (
 
 var _ authd.RevocationFeed = (*Store)(nil)
 
+// RevocationEvents implements authd.Store.
+func (s *Store) RevocationEvents(ctx context.Context, after int64, now time.Time, limit int) ([]authd.RevocationEvent, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id, kind, subject_id, reason, expires_at, created_at
+		FROM revocation_events WHERE id > $1 AND expires_at > $2 ORDER BY id LIMIT $3`, after, now, limit)
+	if err != nil {
+		return nil, translate(err)
+	}
+	defer rows.Close()
+	var out []authd.RevocationEvent
+	for rows.Next() {
+		var e authd.RevocationEvent
+		if err := rows.Scan(&e.ID, &e.Kind, &e.Subject, &e.Reason, &e.ExpiresAt, &e.CreatedAt); err != nil {
+			return nil, translate(err)
+		}
+		out = append(out, e)
+	}
+	return out, translate(rows.Err())
+}
+
+// LastRevocationEventID implements authd.Store.
+func (s *Store) LastRevocationEventID(ctx context.Context) (int64, error) {
+	var id int64
+	err := s.pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM revocation_events`).Scan(&id)
+	return id, translate(err)
+}
+
+// revocationEventsLock is the transaction-level advisory lock under which
+// a transaction inserts its revocation events and commits. A sequence hands
+// out ids when asked, not when their transactions commit: without the lock,
+// a reader could see id 11 committed while 10 is still in flight, move past
+// it and never see 10. With it, the transaction that took id n has
+// committed (and its rows are visible: locks are released after that)
+// before any other can take n+1. The insert comes last in the
+// transaction, just before COMMIT, so the lock is held only that long and
+// nothing is waited for while holding it (no deadlock).
+const revocationEventsLock = 0x61757468645f7276 // "authd_rv"
+
+// insertRevocationEvents queues, at the end of a transaction, the feed
+// events of every revocation it published.
+func (q *queries) insertRevocationEvents(ctx context.Context) error {
+	if len(q.revocations) == 0 {
+		return nil
+	}
+	var kinds []string
+	var subjects []uuid.UUID
+	var reasons []string
+	var expires, created []time.Time
+	for _, rev := range q.revocations {
+		for _, e := range rev.Events() {
+			kinds, subjects, reasons = append(kinds, string(e.Kind)), append(subjects, e.Subject), append(reasons, e.Reason)
+			expires, created = append(expires, e.ExpiresAt), append(created, e.CreatedAt)
+		}
+	}
+	q.revocations = nil
+	if err := q.write(ctx, nil, `SELECT pg_advisory_xact_lock($1)`, int64(revocationEventsLock)); err != nil {
+		return err
+	}
+	return q.write(ctx, nil, `INSERT INTO revocation_events (kind, subject_id, reason, expires_at, created_at)
+		SELECT kind, subject_id, reason, expires_at, created_at FROM unnest($1::text[], $2::uuid[], $3::text[], $4::timestamptz[], $5::timestamptz[])
+		WITH ORDINALITY AS e(kind, subject_id, reason, expires_at, created_at, n) ORDER BY n`,
+		kinds, subjects, reasons, expires, created)
+}
+
 // RevokedSessions implements authd.Store (index ix_sessions_revoked_at).
 func (s *Store) RevokedSessions(ctx context.Context, since time.Time) ([]authd.Revocation, error) {
 	rows, err := s.pool.Query(ctx, `SELECT id, revoked_at FROM sessions WHERE revoked_at >= $1`, since)

@@ -108,6 +108,14 @@ func (s *Store) UserData(ctx context.Context, userID uuid.UUID, out authd.UserRo
 		`SELECT `+challengeColumns+` FROM mfa_challenges WHERE user_id = ? ORDER BY created_at, id`, userID); err != nil {
 		return err
 	}
+	if err := each(ctx, tx, out.Passkeys, scanPasskey,
+		`SELECT `+passkeyColumns+` FROM passkeys WHERE user_id = ? ORDER BY created_at, id`, userID); err != nil {
+		return err
+	}
+	if err := each(ctx, tx, out.WebAuthnChallenges, scanWebAuthnChallenge,
+		`SELECT `+webauthnChallengeColumns+` FROM webauthn_challenges WHERE user_id = ? ORDER BY created_at, id`, userID); err != nil {
+		return err
+	}
 	if err := each(ctx, tx, out.Consents, scanConsent,
 		`SELECT `+consentColumns+` FROM oauth_consents WHERE user_id = ? ORDER BY granted_at, id`, userID); err != nil {
 		return err
@@ -187,6 +195,8 @@ func (q *queries) ErasePersonalData(ctx context.Context, userID uuid.UUID) error
 		`DELETE FROM mfa_factors WHERE user_id = ?`,
 		`DELETE FROM mfa_recovery_codes WHERE user_id = ?`,
 		`DELETE FROM mfa_challenges WHERE user_id = ?`,
+		`DELETE FROM passkeys WHERE user_id = ?`,
+		`DELETE FROM webauthn_challenges WHERE user_id = ?`,
 		`DELETE FROM oauth_consents WHERE user_id = ?`,
 		`DELETE FROM oauth_codes WHERE user_id = ?`,
 		`UPDATE security_logs SET ip_address = NULL, user_agent = NULL,
@@ -214,11 +224,13 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 		{&res.SecurityLogs, "security_logs", `"timestamp" < ?1`, timeText(r.LogsBefore)},
 		{&res.VerificationTokens, "verification_tokens", "expires_at < ?1", timeText(r.ExpiredBefore)},
 		{&res.MFAChallenges, "mfa_challenges", "expires_at < ?1", timeText(r.ExpiredBefore)},
+		{&res.WebAuthnChallenges, "webauthn_challenges", "expires_at < ?1", timeText(r.ExpiredBefore)},
 		{&res.AuthRequests, "oauth_auth_requests", "expires_at < ?1", timeText(r.ExpiredBefore)},
 		{&res.AuthCodes, "oauth_codes", "expires_at < ?1", timeText(r.ExpiredBefore)},
 		{&res.Tokens, "jwt_tokens", "expires_at < ?1", timeText(r.ExpiredBefore)},
 		{&res.Sessions, "sessions", "(expires_at < ?1 OR revoked_at < ?1) AND NOT EXISTS " +
 			"(SELECT 1 FROM jwt_tokens t WHERE t.session_id = sessions.id AND t.expires_at >= ?1)", timeText(r.ExpiredBefore)},
+		{&res.RevocationEvents, "revocation_events", "expires_at < ?1", timeText(r.Now)},
 	}
 	for _, st := range steps {
 		if r.DryRun {
@@ -228,7 +240,7 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 			continue
 		}
 		for {
-			out, err := s.db.ExecContext(ctx, `DELETE FROM `+st.table+` WHERE id IN (SELECT id FROM `+st.table+
+			out, err := s.queries.db.ExecContext(ctx, `DELETE FROM `+st.table+` WHERE id IN (SELECT id FROM `+st.table+
 				` WHERE `+st.where+` LIMIT ?2)`, st.at, r.Batch)
 			if err != nil {
 				return res, translate(err)

@@ -30,6 +30,10 @@ func (q *queries) EnqueueMail(ctx context.Context, m *authd.OutboxMail) error {
 // ClaimMail implements authd.Store. The UPDATE runs alone in SQLite's one
 // writer slot, so two senders never claim the same mail.
 func (s *Store) ClaimMail(ctx context.Context, claim uuid.UUID, now time.Time, lease time.Duration) (*authd.OutboxMail, error) {
+	if err := s.lane.enter(ctx); err != nil {
+		return nil, err
+	}
+	defer s.lane.leave() // collectMail steps the rows, and so the UPDATE, to its end
 	rows, err := s.db.QueryContext(ctx, `UPDATE mail_outbox SET claimed_until = ?2, claim = ?3, attempts = attempts + 1
 		WHERE id = (
 			SELECT id FROM mail_outbox
@@ -87,20 +91,20 @@ func scanMail(row scanner) (*authd.OutboxMail, error) {
 
 // CompleteMail implements authd.Store.
 func (s *Store) CompleteMail(ctx context.Context, id, claim uuid.UUID) error {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM mail_outbox WHERE id = ? AND claim = ?`, id, claim)
+	res, err := s.queries.db.ExecContext(ctx, `DELETE FROM mail_outbox WHERE id = ? AND claim = ?`, id, claim)
 	return affected(res, err, "mail held by this claim")
 }
 
 // RetryMail implements authd.Store.
 func (s *Store) RetryMail(ctx context.Context, id, claim uuid.UUID, next time.Time, lastError string) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE mail_outbox SET next_attempt_at = ?, last_error = ?, claimed_until = NULL,
+	res, err := s.queries.db.ExecContext(ctx, `UPDATE mail_outbox SET next_attempt_at = ?, last_error = ?, claimed_until = NULL,
 		claim = NULL WHERE id = ? AND claim = ?`, timeArg(next), lastError, id, claim)
 	return affected(res, err, "mail held by this claim")
 }
 
 // KillMail implements authd.Store.
 func (s *Store) KillMail(ctx context.Context, id, claim uuid.UUID, at time.Time, lastError string) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE mail_outbox SET dead_at = ?, last_error = ?, claimed_until = NULL,
+	res, err := s.queries.db.ExecContext(ctx, `UPDATE mail_outbox SET dead_at = ?, last_error = ?, claimed_until = NULL,
 		claim = NULL WHERE id = ? AND claim = ?`, timeArg(at), lastError, id, claim)
 	return affected(res, err, "mail held by this claim")
 }

@@ -369,7 +369,18 @@ func (q *queries) RevokeExcessSessions(ctx context.Context, userID uuid.UUID, ke
 // revokeSessions runs update, which revokes sessions at at and returns their
 // ids, and revokes those sessions' tokens.
 func (q *queries) revokeSessions(ctx context.Context, at time.Time, update string, args ...any) ([]uuid.UUID, error) {
-	rows, err := q.db.QueryContext(ctx, update, args...)
+	db := q.db
+	if l, ok := q.db.(laneDB); ok {
+		// Outside a transaction: hold the lane while the rows step the
+		// UPDATE and the tokens' UPDATEs run (on the handle itself, since
+		// the lane is taken).
+		if err := l.lane.enter(ctx); err != nil {
+			return nil, err
+		}
+		defer l.lane.leave()
+		db = l.db
+	}
+	rows, err := db.QueryContext(ctx, update, args...)
 	if err != nil {
 		return nil, translate(err)
 	}
@@ -387,7 +398,7 @@ func (q *queries) revokeSessions(ctx context.Context, at time.Time, update strin
 		return nil, translate(err)
 	}
 	for _, id := range ids {
-		if _, err := q.db.ExecContext(ctx, `UPDATE jwt_tokens SET revoked = 1, revoked_at = ?
+		if _, err := db.ExecContext(ctx, `UPDATE jwt_tokens SET revoked = 1, revoked_at = ?
 			WHERE session_id = ? AND NOT revoked`, timeArg(at), id); err != nil {
 			return nil, translate(err)
 		}
@@ -441,9 +452,18 @@ func (q *queries) DeleteVerificationTokens(ctx context.Context, userID uuid.UUID
 	return translate(err)
 }
 
-// PublishRevocation does nothing: an SQLite database serves one instance,
-// which applies its own revocations.
-func (q *queries) PublishRevocation(context.Context, authd.Revocation) error { return nil }
+// PublishRevocation records rev's feed events; other than that there is no
+// one to tell: an SQLite database serves one instance, which applies its own
+// revocations. One writer at a time means ids commit in order.
+func (q *queries) PublishRevocation(ctx context.Context, rev authd.Revocation) error {
+	for _, e := range rev.Events() {
+		if _, err := q.db.ExecContext(ctx, `INSERT INTO revocation_events (kind, subject_id, reason, expires_at, created_at)
+			VALUES (?, ?, ?, ?, ?)`, string(e.Kind), e.Subject, e.Reason, timeArg(e.ExpiresAt), timeArg(e.CreatedAt)); err != nil {
+			return translate(err)
+		}
+	}
+	return nil
+}
 
 func affected(res sql.Result, err error, what string) error {
 	if err != nil {

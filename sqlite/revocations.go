@@ -26,3 +26,29 @@ func (s *Store) RevokedSessions(ctx context.Context, since time.Time) ([]authd.R
 	}
 	return out, translate(rows.Err())
 }
+
+// RevocationEvents implements authd.Store.
+func (s *Store) RevocationEvents(ctx context.Context, after int64, now time.Time, limit int) ([]authd.RevocationEvent, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, kind, subject_id, reason, expires_at, created_at
+		FROM revocation_events WHERE id > ? AND expires_at > ? ORDER BY id LIMIT ?`, after, timeArg(now), limit)
+	if err != nil {
+		return nil, translate(err)
+	}
+	defer rows.Close()
+	var out []authd.RevocationEvent
+	for rows.Next() {
+		var e authd.RevocationEvent
+		if err := rows.Scan(&e.ID, &e.Kind, &e.Subject, &e.Reason, timeCol{&e.ExpiresAt}, timeCol{&e.CreatedAt}); err != nil {
+			return nil, translate(err)
+		}
+		out = append(out, e)
+	}
+	return out, translate(rows.Err())
+}
+
+// LastRevocationEventID implements authd.Store.
+func (s *Store) LastRevocationEventID(ctx context.Context) (int64, error) {
+	var id int64
+	err := s.db.QueryRowContext(ctx, `SELECT coalesce(max(id), 0) FROM revocation_events`).Scan(&id)
+	return id, translate(err)
+}

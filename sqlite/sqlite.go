@@ -30,13 +30,27 @@ var migrationFiles embed.FS
 const MigrationsDir = "sqlite/migrations"
 
 // Store is an authd.Store on one SQLite database file.
+//
+// SQLite has one writer at a time. Left to SQLite, writers that find the
+// lock taken sleep in its busy handler and poll (1 ms, then longer, up to
+// 100 ms between tries), so under load a write waits for a lucky wake-up
+// rather than its turn: long tails. The store queues its own writers
+// instead (lane): a write transaction or statement waits in Go, in order,
+// and takes the lock when the previous writer lets go, so the busy handler
+// fires only for other processes (the admin CLI, a second server) sharing
+// the file. Reads do not queue: in WAL mode they never wait for the writer.
 type Store struct {
 	queries
 	db       *sql.DB
+	lane     lane
 	migrator *migrate.Migrator
 }
 
 var _ authd.Store = (*Store)(nil)
+
+// busyTimeout is how long SQLite lets a writer wait for another process's
+// write lock (a variable for the lane's test).
+var busyTimeout = 10 * time.Second
 
 // Open opens (creating when missing) the database file at path and its
 // directory. It does not migrate; call Migrator().Up.
@@ -55,7 +69,8 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	// the write lock at BEGIN, which serialises read-modify-write flows the
 	// way row locks do on PostgreSQL and avoids upgrade deadlocks.
 	dsn := "file:" + path + "?_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)" +
-		"&_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+		fmt.Sprintf("&_pragma=busy_timeout(%d)", busyTimeout.Milliseconds()) +
+		"&_pragma=synchronous(NORMAL)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, err
@@ -81,7 +96,8 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	return &Store{queries: queries{db: db}, db: db, migrator: m}, nil
+	l := make(lane, 1)
+	return &Store{queries: queries{db: laneDB{db: db, lane: l}}, db: db, lane: l, migrator: m}, nil
 }
 
 // Migrator returns the store's schema migrator.
@@ -92,6 +108,10 @@ func (s *Store) DB() *sql.DB { return s.db }
 
 // InTx implements authd.Store.
 func (s *Store) InTx(ctx context.Context, fn func(authd.Queries) error) error {
+	if err := s.lane.enter(ctx); err != nil {
+		return err
+	}
+	defer s.lane.leave()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return translate(err)

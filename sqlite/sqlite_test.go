@@ -41,6 +41,8 @@ func declared(kind string) string {
 		return "TEXT"
 	case kind == "varchar":
 		return "VARCHAR"
+	case kind == "bigint":
+		return "INTEGER"
 	}
 	return strings.ToUpper(kind)
 }

@@ -1,7 +1,7 @@
 package storetest
 
 // Column is one column as the catalog tests compare it. Kind is a
-// dialect-neutral type: uuid, varchar, boolean, integer, timestamp, json, or
+// dialect-neutral type: uuid, varchar, boolean, integer, bigint, timestamp, json, or
 // enum:NAME (a native enum on PostgreSQL, TEXT with a CHECK on SQLite).
 type Column struct {
 	Table    string
@@ -125,6 +125,30 @@ var SeedSchema = Schema{
 		{Table: "mfa_challenges", Name: "failures", Kind: "integer", Extra: true},
 		{Table: "mfa_challenges", Name: "used_at", Kind: "timestamp", Nullable: true, Extra: true},
 
+		{Table: "passkeys", Name: "id", Kind: "uuid", PK: true, Extra: true},
+		{Table: "passkeys", Name: "user_id", Kind: "uuid", Extra: true},
+		{Table: "passkeys", Name: "name", Kind: "varchar", Extra: true},
+		{Table: "passkeys", Name: "credential_id", Kind: "varchar", Extra: true},
+		{Table: "passkeys", Name: "public_key", Kind: "varchar", Extra: true},
+		{Table: "passkeys", Name: "attestation_type", Kind: "varchar", Extra: true},
+		{Table: "passkeys", Name: "aaguid", Kind: "uuid", Extra: true},
+		{Table: "passkeys", Name: "sign_count", Kind: "bigint", Extra: true},
+		{Table: "passkeys", Name: "backup_eligible", Kind: "boolean", Extra: true},
+		{Table: "passkeys", Name: "backup_state", Kind: "boolean", Extra: true},
+		{Table: "passkeys", Name: "transports", Kind: "varchar", Extra: true},
+		{Table: "passkeys", Name: "created_at", Kind: "timestamp", Extra: true},
+		{Table: "passkeys", Name: "last_used_at", Kind: "timestamp", Nullable: true, Extra: true},
+
+		{Table: "webauthn_challenges", Name: "id", Kind: "uuid", PK: true, Extra: true},
+		{Table: "webauthn_challenges", Name: "challenge", Kind: "varchar", Extra: true},
+		{Table: "webauthn_challenges", Name: "user_id", Kind: "uuid", Nullable: true, Extra: true},
+		{Table: "webauthn_challenges", Name: "purpose", Kind: "varchar", Extra: true},
+		{Table: "webauthn_challenges", Name: "mfa_challenge_id", Kind: "uuid", Nullable: true, Extra: true},
+		{Table: "webauthn_challenges", Name: "session_data", Kind: "varchar", Extra: true},
+		{Table: "webauthn_challenges", Name: "created_at", Kind: "timestamp", Extra: true},
+		{Table: "webauthn_challenges", Name: "expires_at", Kind: "timestamp", Extra: true},
+		{Table: "webauthn_challenges", Name: "used_at", Kind: "timestamp", Nullable: true, Extra: true},
+
 		{Table: "mail_outbox", Name: "id", Kind: "uuid", PK: true, Extra: true},
 		{Table: "mail_outbox", Name: "kind", Kind: "varchar", Extra: true},
 		{Table: "mail_outbox", Name: "user_id", Kind: "uuid", Nullable: true, Extra: true},
@@ -137,6 +161,13 @@ var SeedSchema = Schema{
 		{Table: "mail_outbox", Name: "last_error", Kind: "varchar", Nullable: true, Extra: true},
 		{Table: "mail_outbox", Name: "dead_at", Kind: "timestamp", Nullable: true, Extra: true},
 		{Table: "mail_outbox", Name: "claim", Kind: "uuid", Nullable: true, Extra: true},
+
+		{Table: "revocation_events", Name: "id", Kind: "bigint", PK: true, Extra: true},
+		{Table: "revocation_events", Name: "kind", Kind: "varchar", Extra: true},
+		{Table: "revocation_events", Name: "subject_id", Kind: "uuid", Extra: true},
+		{Table: "revocation_events", Name: "reason", Kind: "varchar", Extra: true},
+		{Table: "revocation_events", Name: "expires_at", Kind: "timestamp", Extra: true},
+		{Table: "revocation_events", Name: "created_at", Kind: "timestamp", Extra: true},
 		{Table: "oauth_clients", Name: "id", Kind: "varchar", PK: true, Extra: true},
 		{Table: "oauth_clients", Name: "name", Kind: "varchar", Extra: true},
 		{Table: "oauth_clients", Name: "type", Kind: "varchar", Extra: true},
@@ -211,6 +242,13 @@ var SeedSchema = Schema{
 		{Table: "mfa_challenges", Name: "ix_mfa_challenges_token", Columns: "token", Unique: true},
 		{Table: "mfa_challenges", Name: "ix_mfa_challenges_user_id", Columns: "user_id"},
 		{Table: "mfa_challenges", Name: "ix_mfa_challenges_expires_at", Columns: "expires_at"},
+		{Table: "revocation_events", Name: "ix_revocation_events_expires_at", Columns: "expires_at"},
+		{Table: "passkeys", Name: "ix_passkeys_credential_id", Columns: "credential_id", Unique: true},
+		{Table: "passkeys", Name: "ix_passkeys_user_id", Columns: "user_id"},
+		{Table: "webauthn_challenges", Name: "ix_webauthn_challenges_challenge", Columns: "challenge", Unique: true},
+		{Table: "webauthn_challenges", Name: "ix_webauthn_challenges_user_id", Columns: "user_id"},
+		{Table: "webauthn_challenges", Name: "ix_webauthn_challenges_mfa_challenge_id", Columns: "mfa_challenge_id"},
+		{Table: "webauthn_challenges", Name: "ix_webauthn_challenges_expires_at", Columns: "expires_at"},
 		{Table: "oauth_consents", Name: "ix_oauth_consents_user_id_client_id", Columns: "user_id,client_id", Unique: true},
 		{Table: "oauth_consents", Name: "ix_oauth_consents_client_id", Columns: "client_id"},
 		{Table: "oauth_auth_requests", Name: "ix_oauth_auth_requests_client_id", Columns: "client_id"},
@@ -233,6 +271,9 @@ var SeedSchema = Schema{
 		{Table: "mfa_factors", Column: "user_id", RefTable: "users", RefColumn: "id", OnDelete: "CASCADE"},
 		{Table: "mfa_recovery_codes", Column: "user_id", RefTable: "users", RefColumn: "id", OnDelete: "CASCADE"},
 		{Table: "mfa_challenges", Column: "user_id", RefTable: "users", RefColumn: "id", OnDelete: "CASCADE"},
+		{Table: "passkeys", Column: "user_id", RefTable: "users", RefColumn: "id", OnDelete: "CASCADE"},
+		{Table: "webauthn_challenges", Column: "user_id", RefTable: "users", RefColumn: "id", OnDelete: "CASCADE"},
+		{Table: "webauthn_challenges", Column: "mfa_challenge_id", RefTable: "mfa_challenges", RefColumn: "id", OnDelete: "CASCADE"},
 		{Table: "oauth_consents", Column: "user_id", RefTable: "users", RefColumn: "id", OnDelete: "CASCADE"},
 		{Table: "oauth_consents", Column: "client_id", RefTable: "oauth_clients", RefColumn: "id", OnDelete: "CASCADE"},
 		{Table: "oauth_auth_requests", Column: "client_id", RefTable: "oauth_clients", RefColumn: "id", OnDelete: "CASCADE"},

@@ -8,6 +8,10 @@
 //	AUTHD_RATE_LIMIT=off AUTHD_SERVICE_TOKENS=$TOKEN authd serve
 //	authd seed
 //	authd-load -service-token $TOKEN
+//
+// With -fault it runs the fault run instead (fault.go): it starts two
+// authd instances itself, loads them while it kills one, restarts
+// PostgreSQL and stops Redis, and checks that nothing acknowledged was lost.
 package main
 
 import (
@@ -48,6 +52,9 @@ type options struct {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if fault, rest := isFaultRun(args); fault {
+		return runFault(ctx, rest, stdout, stderr)
+	}
 	fs := flag.NewFlagSet("authd-load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o options
@@ -58,7 +65,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.serviceToken, "service-token", os.Getenv("AUTHD_LOAD_SERVICE_TOKEN"),
 		"one of the server's AUTHD_SERVICE_TOKENS, for introspection (env AUTHD_LOAD_SERVICE_TOKEN)")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long each scenario runs")
-	scenarios := fs.String("scenarios", "introspect,me,refresh,login,burst", "comma-separated: introspect, me, refresh, login, burst")
+	fs.Bool("fault", false, "run the fault run instead of the scenarios: two instances, SIGKILL, PostgreSQL and Redis outages, a ledger (authd-load -fault -help)")
+	scenarios := fs.String("scenarios", "introspect,me,refresh,login,burst", "comma-separated: introspect, me, refresh, login, register, burst")
 	memory := fs.Uint("argon2-memory-kib", uint(password.DefaultParams.MemoryKiB), "the server's AUTHD_ARGON2_MEMORY_KIB, for the hashing limit")
 	iterations := fs.Uint("argon2-iterations", uint(password.DefaultParams.Iterations), "the server's AUTHD_ARGON2_ITERATIONS")
 	if err := fs.Parse(args); err != nil {
@@ -127,14 +135,15 @@ type result struct {
 	ok, fails int64
 	elapsed   time.Duration
 	p50, p99  time.Duration
+	max       time.Duration // the slowest answered request
 	statuses  map[int]int64
 }
 
 func (r result) rate() float64 { return float64(r.ok) / r.elapsed.Seconds() }
 
 func (r result) String() string {
-	return fmt.Sprintf("%-10s %4d clients  %9.0f req/s  p50 %6.1f ms  p99 %6.1f ms  errors %d %v",
-		r.name, r.clients, r.rate(), ms(r.p50), ms(r.p99), r.fails, r.statuses)
+	return fmt.Sprintf("%-10s %4d clients  %9.0f req/s  p50 %6.1f ms  p99 %6.1f ms  max %6.1f ms  errors %d %v",
+		r.name, r.clients, r.rate(), ms(r.p50), ms(r.p99), ms(r.max), r.fails, r.statuses)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -178,7 +187,7 @@ func drive(ctx context.Context, name string, n int, d time.Duration, fn func(ctx
 	r := result{name: name, clients: n, ok: ok.Load(), fails: fails.Load(), elapsed: time.Since(start), statuses: statuses}
 	slices.Sort(latencies)
 	if len(latencies) > 0 {
-		r.p50, r.p99 = latencies[len(latencies)/2], latencies[len(latencies)*99/100]
+		r.p50, r.p99, r.max = latencies[len(latencies)/2], latencies[len(latencies)*99/100], latencies[len(latencies)-1]
 	}
 	return r
 }
@@ -233,6 +242,20 @@ func loadTest(ctx context.Context, o options, out io.Writer) error {
 			body, _ := json.Marshal(map[string]string{"email": o.email, "password": o.password})
 			r := drive(ctx, "login", 16, o.duration, func(ctx context.Context, _ int) (int, error) {
 				code, _, err := call(ctx, "POST", o.url+"/v1/auth/login", string(body))
+				return code, err
+			})
+			report(out, r, fmt.Sprintf("≥ 90 %% of the hashing limit %.1f/s: %.0f %%", limit, r.rate()/limit*100),
+				r.rate() >= 0.9*limit)
+		case "register":
+			limit := hashingLimit(o.argon2)
+			var n atomic.Int64
+			run := time.Now().UnixNano()
+			r := drive(ctx, "register", 16, o.duration, func(ctx context.Context, _ int) (int, error) {
+				body := fmt.Sprintf(`{"email":"load-%d-%d@example.org","password":"correct horse battery staple 9","consent":true}`, run, n.Add(1))
+				code, _, err := call(ctx, "POST", o.url+"/v1/auth/register", body)
+				if code == http.StatusAccepted || code == http.StatusCreated {
+					code = http.StatusOK
+				}
 				return code, err
 			})
 			report(out, r, fmt.Sprintf("≥ 90 %% of the hashing limit %.1f/s: %.0f %%", limit, r.rate()/limit*100),

@@ -26,6 +26,8 @@ The admin API's operations, straight on the database (DATABASE_URL):
   authd admin users lock   USER [--until 2026-12-01T00:00:00Z]   (no --until: until unlocked)
   authd admin users unlock USER
   authd admin users revoke-sessions USER
+  authd admin users mfa    USER                                  the second factors (no secrets)
+  authd admin users reset-mfa USER                               remove them: the password alone signs in
   authd admin users delete USER --yes                            (GDPR erasure)
   authd admin logs [--user USER] [--event E] [--result R] [--since T] [--until T] [--limit N] [--cursor C]
   authd admin mail list [--dead] [--limit N] [--cursor C]           the outbox
@@ -83,7 +85,7 @@ func adminCmd(ctx context.Context, e *env, args []string) error {
 	case rest[0] == "users" && len(rest) == 2 && rest[1] == "list":
 	case rest[0] == "users" && len(rest) == 3:
 		switch rest[1] {
-		case "show", "lock", "unlock", "revoke-sessions", "delete":
+		case "show", "lock", "unlock", "revoke-sessions", "mfa", "reset-mfa", "delete":
 		default:
 			return usagef("unknown users action %q", rest[1])
 		}
@@ -194,9 +196,41 @@ func adminCmd(ctx context.Context, e *env, args []string) error {
 		return done(e, svc.UnlockUser(ctx, c, u.ID), "unlocked %s", u.Email)
 	case "revoke-sessions":
 		return done(e, svc.RevokeUserSessions(ctx, c, u.ID), "ended every session of %s", u.Email)
+	case "mfa":
+		st, err := svc.UserMFA(ctx, c, u.ID)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(e.stdout, httpapi.MFAView(st))
+		}
+		printFactors(e.stdout, st)
+		return nil
+	case "reset-mfa":
+		return done(e, svc.ResetMFA(ctx, c, u.ID), "removed every second factor of %s; the password alone signs in", u.Email)
 	default: // delete
 		return done(e, svc.DeleteUser(ctx, c, u.ID), "erased %s (now %s)", u.Email, authd.Tombstone(u.ID))
 	}
+}
+
+// printFactors prints a user's second factors as a table.
+func printFactors(w io.Writer, st *authd.MFAStatus) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KIND\tENABLED\tCREATED\tLAST USED\tNAME")
+	when := func(t time.Time) string {
+		if t.IsZero() {
+			return "never"
+		}
+		return t.UTC().Format(time.RFC3339)
+	}
+	for _, f := range st.Factors {
+		fmt.Fprintf(tw, "%s\t%t\t%s\t%s\t\n", f.Kind, f.Confirmed, when(f.CreatedAt), when(f.LastUsedAt))
+	}
+	for _, p := range st.Passkeys {
+		fmt.Fprintf(tw, "%s\t%t\t%s\t%s\t%s\n", authd.MethodPasskey, true, when(p.CreatedAt), when(p.LastUsedAt), p.Name)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "recovery codes left: %d\n", st.RecoveryCodesLeft)
 }
 
 func done(e *env, err error, format string, args ...any) error {
@@ -324,9 +358,10 @@ func purgeCmd(ctx context.Context, e *env, args []string) error {
 		verb = "would delete"
 	}
 	fmt.Fprintf(e.stdout, "%s %d security logs (older than %s), %d tokens, %d verification tokens, %d MFA challenges, "+
-		"%d OpenID authorization requests, %d authorization codes and %d sessions (ended over a day ago)\n",
+		"%d passkey ceremonies, %d OpenID authorization requests, %d authorization codes and %d sessions (ended over a day ago), "+
+		"%d revocation events (their tokens expired)\n",
 		verb, res.SecurityLogs, cfg.SecurityLogRetention, res.Tokens, res.VerificationTokens, res.MFAChallenges,
-		res.AuthRequests, res.AuthCodes, res.Sessions)
+		res.WebAuthnChallenges, res.AuthRequests, res.AuthCodes, res.Sessions, res.RevocationEvents)
 	return nil
 }
 

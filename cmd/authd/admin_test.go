@@ -19,19 +19,8 @@ func TestAdminCLIReadsAreAudited(t *testing.T) {
 	for name, env := range map[string]map[string]string{"sqlite": sqliteEnv(t), "postgres": postgresEnv(t)} {
 		t.Run(name, func(t *testing.T) {
 			env["USER"] = "auditor"
-			if code, _, stderr := runCLI(t, env, "migrate", "up"); code != exitOK {
-				t.Fatalf("migrate up: %s", stderr)
-			}
 			ctx := context.Background()
-			db, err := openDatabase(ctx, configOf(t, env), true)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
-			u := storetest.NewUser("watched@example.org")
-			if err := db.CreateUser(ctx, u); err != nil {
-				t.Fatal(err)
-			}
+			db, u := migratedWithUser(t, env, "watched@example.org")
 			if err := db.CreateSecurityLog(ctx, authd.NewSecurityLog(storetest.Epoch, authd.EventLoginSuccess,
 				authd.ResultSuccess, u.ID, "", "", "", nil)); err != nil {
 				t.Fatal(err)
@@ -90,4 +79,23 @@ func TestAdminCLIReadsAreAudited(t *testing.T) {
 			}
 		})
 	}
+}
+
+// migratedWithUser migrates the database of env, opens it (closed at the
+// end of the test) and creates a user with the email.
+func migratedWithUser(t *testing.T, env map[string]string, email string) (database, *authd.User) {
+	t.Helper()
+	if code, _, stderr := runCLI(t, env, "migrate", "up"); code != exitOK {
+		t.Fatalf("migrate up: %s", stderr)
+	}
+	db, err := openDatabase(context.Background(), configOf(t, env), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	u := storetest.NewUser(email)
+	if err := db.CreateUser(context.Background(), u); err != nil {
+		t.Fatal(err)
+	}
+	return db, u
 }

@@ -57,6 +57,8 @@ type Config struct {
 	RedisURL             string
 	TrustedProxies       []netip.Prefix
 	CORSOrigins          []string
+	WebAuthnRPID         string   // empty after resolve: passkeys off (AUTHD_PUBLIC_URL on an IP address)
+	WebAuthnOrigins      []string // full origins of the pages that use passkeys
 	SecurityLogRetention time.Duration
 	LogLevel             slog.Level
 	LogFormat            string
@@ -168,7 +170,7 @@ var settings = []setting{
 			c.MailFrom = v
 			return nil
 		}},
-	{"AUTHD_TEMPLATES_DIR", "", "directory whose mail templates (and, in its pages/ and oidc/ subdirectories, page templates) override the embedded ones", false,
+	{"AUTHD_TEMPLATES_DIR", "", "directory whose mail templates (and, in its oidc/ subdirectory, sign-in page templates) override the embedded ones", false,
 		func(c *Config, v string) error { c.TemplatesDir = v; return nil }},
 	{"AUTHD_APP_NAME", "authd", "name shown on the hosted sign-in pages (OpenID Connect)", false,
 		func(c *Config, v string) error {
@@ -261,18 +263,11 @@ var settings = []setting{
 			return nil
 		}},
 	{"AUTHD_CORS_ORIGINS", "", "comma-separated browser origins allowed by CORS", false,
-		func(c *Config, v string) error {
-			c.CORSOrigins = nil
-			for _, s := range splitList(v) {
-				u, err := url.Parse(s)
-				if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
-					(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
-					return fmt.Errorf("%q is not an origin such as https://app.example.org", s)
-				}
-				c.CORSOrigins = append(c.CORSOrigins, u.Scheme+"://"+u.Host)
-			}
-			return nil
-		}},
+		func(c *Config, v string) error { return originList(&c.CORSOrigins, v, "https://app.example.org") }},
+	{"AUTHD_WEBAUTHN_RP_ID", "", "WebAuthn relying party id of passkeys: a domain, never an IP address (default: the host of AUTHD_PUBLIC_URL; passkeys are off when that is an IP address)", false,
+		func(c *Config, v string) error { c.WebAuthnRPID = strings.ToLower(v); return nil }},
+	{"AUTHD_WEBAUTHN_ORIGINS", "", "comma-separated origins of the pages that use passkeys (default: the origin of AUTHD_PUBLIC_URL)", false,
+		func(c *Config, v string) error { return originList(&c.WebAuthnOrigins, v, "https://auth.example.org") }},
 	{"AUTHD_SECURITY_LOG_RETENTION", "2160h", "how long security logs are kept (at least 24h)", false,
 		func(c *Config, v string) error { return duration(&c.SecurityLogRetention, v, 24*time.Hour, 0) }},
 	{"AUTHD_LOG_LEVEL", "info", "debug, info, warn or error", false,
@@ -379,7 +374,36 @@ func (c *Config) resolve() []string {
 	if c.AdminAddr != "" && c.AdminAddr == c.HTTPAddr && !strings.HasSuffix(c.HTTPAddr, ":0") {
 		errs = append(errs, "AUTHD_ADMIN_ADDR must differ from AUTHD_HTTP_ADDR")
 	}
+	if err := c.resolveWebAuthn(); err != nil {
+		errs = append(errs, err.Error())
+	}
 	return errs
+}
+
+// resolveWebAuthn derives the WebAuthn relying party from AUTHD_PUBLIC_URL
+// where it is not set, and checks it. A public URL on an IP address (the
+// default, 127.0.0.1) cannot be a relying party: passkeys are then off
+// unless AUTHD_WEBAUTHN_RP_ID is set (serve says so).
+func (c *Config) resolveWebAuthn() error {
+	public, err := url.Parse(c.PublicURL)
+	if err != nil {
+		return nil // reported by AUTHD_PUBLIC_URL
+	}
+	if len(c.WebAuthnOrigins) == 0 {
+		c.WebAuthnOrigins = []string{public.Scheme + "://" + public.Host}
+	}
+	if c.WebAuthnRPID == "" {
+		host := strings.ToLower(public.Hostname())
+		if net.ParseIP(host) != nil {
+			return nil
+		}
+		c.WebAuthnRPID = host
+	}
+	if err := authd.CheckRelyingParty(c.WebAuthnRPID, c.WebAuthnOrigins); err != nil {
+		return fmt.Errorf("AUTHD_WEBAUTHN_RP_ID=%q with AUTHD_WEBAUTHN_ORIGINS=%q: %v (the RP ID must be the host of every origin or a registrable suffix of it)",
+			c.WebAuthnRPID, strings.Join(c.WebAuthnOrigins, ","), err)
+	}
+	return nil
 }
 
 // jsonLogs reports whether the sources ask for JSON logs, for telling a
@@ -443,6 +467,21 @@ func splitList(v string) []string {
 		}
 	}
 	return out
+}
+
+// originList parses a comma-separated list of browser origins
+// (scheme://host[:port]); example shows one in the error.
+func originList(dst *[]string, v, example string) error {
+	*dst = nil
+	for _, s := range splitList(v) {
+		u, err := url.Parse(s)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
+			return fmt.Errorf("%q is not an origin such as %s", s, example)
+		}
+		*dst = append(*dst, u.Scheme+"://"+u.Host)
+	}
+	return nil
 }
 
 func nonEmpty(dst *string, v string) error {
@@ -519,6 +558,8 @@ func (c *Config) service() authd.Config {
 		LockoutDuration:      c.LockoutDuration,
 		MaxSessions:          c.MaxSessions,
 		TOTPIssuer:           hostOf(c.Issuer),
+		WebAuthnRPID:         c.WebAuthnRPID,
+		WebAuthnOrigins:      c.WebAuthnOrigins,
 	}
 }
 

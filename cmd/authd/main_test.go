@@ -131,6 +131,9 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"AUTHD_SMTP_URL", "smtp://mail.example.org?starttls=never"},
 		{"AUTHD_SMTP_URL", "smtp://mail.example.org?tls=off"},
 		{"AUTHD_REQUIRE_VERIFIED_EMAIL", "yes please"},
+		{"AUTHD_WEBAUTHN_RP_ID", "evil.example"}, // not the host of AUTHD_PUBLIC_URL
+		{"AUTHD_WEBAUTHN_RP_ID", "10.0.0.1"},
+		{"AUTHD_WEBAUTHN_ORIGINS", "ftp://auth.example.org"},
 	}
 	for _, tt := range tests {
 		env := sqliteEnv(t)
@@ -271,6 +274,7 @@ func TestServe(t *testing.T) {
 	t.Parallel()
 	env := sqliteEnv(t)
 	env["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
+	env["AUTHD_SERVICE_TOKENS"] = "service-token-0123456789abcdef0123456789"
 	ctx, cancel := context.WithCancel(context.Background())
 	var stdout, stderr syncBuffer
 	done := make(chan int)
@@ -278,6 +282,15 @@ func TestServe(t *testing.T) {
 		done <- run(ctx, []string{"serve"}, &stdout, &stderr, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	}()
 	url := waitForURL(t, &stdout, &stderr)
+	// An open revocation stream must not hold the shutdown up.
+	req, _ := http.NewRequest("GET", url+"/v1/auth/revocations", nil)
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+env["AUTHD_SERVICE_TOKENS"])
+	stream, err := http.DefaultClient.Do(req)
+	if err != nil || stream.StatusCode != http.StatusOK {
+		t.Fatalf("revocation stream: %v %v", stream, err)
+	}
+	defer stream.Body.Close()
 	for _, path := range []string{"/healthz", "/readyz"} {
 		resp, err := http.Get(url + path)
 		if err != nil {
@@ -887,6 +900,10 @@ func TestAdminAndPurgeCLI(t *testing.T) {
 				{[]string{"admin", "users", "show", "active@demo.authd.dev", "--json"}, 0, `"account_locked_until": "2099-01-01T00:00:00Z"`},
 				{[]string{"admin", "users", "unlock", "active@demo.authd.dev"}, 0, "unlocked"},
 				{[]string{"admin", "users", "revoke-sessions", "active@demo.authd.dev"}, 0, "ended every session"},
+				{[]string{"admin", "users", "mfa", "active@demo.authd.dev"}, 0, "recovery codes left: 0"},
+				{[]string{"admin", "users", "mfa", "active@demo.authd.dev", "--json"}, 0, `"items": []`},
+				{[]string{"admin", "users", "reset-mfa", "active@demo.authd.dev"}, 0, "removed every second factor"},
+				{[]string{"admin", "logs", "--user", "active@demo.authd.dev", "--json"}, 0, `"action": "reset_mfa"`},
 				{[]string{"admin", "users", "delete", "inactive@demo.authd.dev"}, 2, ""},
 				{[]string{"admin", "users", "delete", "inactive@demo.authd.dev", "--yes"}, 0, "erased inactive@demo.authd.dev"},
 				{[]string{"admin", "users", "show", "inactive@demo.authd.dev"}, 1, ""},

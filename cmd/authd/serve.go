@@ -206,11 +206,6 @@ func (a *App) Open(ctx context.Context) (err error) {
 	// token endpoint's refusals): make that serve's, so that with
 	// AUTHD_LOG_FORMAT=json every line is still one JSON object.
 	slog.SetDefault(a.logger)
-	if a.cfg.TemplatesDir != "" {
-		if opts.Pages, err = httpapi.LoadPages(filepath.Join(a.cfg.TemplatesDir, "pages")); err != nil {
-			return &cliError{msg: err.Error(), hint: "fix or remove the file in $AUTHD_TEMPLATES_DIR/pages; the embedded pages are in httpapi/pages"}
-		}
-	}
 	provider, err := oidc.New(oidc.Options{Service: a.service, Issuer: a.cfg.Issuer, PublicURL: a.cfg.PublicURL,
 		IDKeys: a.idKeys, IDTokenTTL: a.cfg.AccessTokenTTL, FormKey: formKey(svcCfg.RefreshKey),
 		Client: httpapi.RequestClient, Clock: a.clock.Now, Logger: a.logger,
@@ -222,7 +217,10 @@ func (a *App) Open(ctx context.Context) (err error) {
 	if a.listener, err = listen(a.cfg.HTTPAddr, "AUTHD_HTTP_ADDR"); err != nil {
 		return err
 	}
-	a.server = a.httpServer(httpapi.New(opts))
+	api := httpapi.New(opts)
+	a.server = a.httpServer(api)
+	// Or the revocation feed's streams would hold a graceful shutdown up.
+	a.server.RegisterOnShutdown(api.EndStreams)
 	opts.Metrics = m.Handler() // the admin listener's only
 	if a.cfg.AdminAddr == "" {
 		a.logger.Info("admin listener disabled (metrics and admin API): AUTHD_ADMIN_ADDR is empty")
@@ -336,6 +334,10 @@ func (a *App) Run(ctx context.Context) error {
 		}
 		a.logger.Info("admin listener (metrics, admin API) listening", "addr", a.adminListener.Addr().String(),
 			"admin_api", api)
+	}
+	if a.cfg.WebAuthnRPID == "" {
+		a.logger.Info("passkeys are off: AUTHD_PUBLIC_URL is on an IP address, which cannot be a WebAuthn relying party " +
+			"(set AUTHD_PUBLIC_URL to http://localhost:PORT, or AUTHD_WEBAUTHN_RP_ID)")
 	}
 	a.logger.Info("authd started", "addr", a.listener.Addr().String(), "database", a.databaseKind(),
 		"signing_key", a.keys.Signing(a.clock.Now()).ID, "alg", a.keys.Alg())

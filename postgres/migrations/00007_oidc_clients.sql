@@ -136,7 +136,8 @@ CREATE TYPE event_type AS ENUM (
     'password_changed', 'consent_updated', 'data_exported', 'account_deleted',
     'admin_action', 'mfa_enrolled', 'mfa_enabled', 'mfa_disabled',
     'mfa_challenge_issued', 'mfa_challenge_passed', 'mfa_challenge_failed',
-    'recovery_code_used', 'recovery_codes_replaced'
+    'recovery_code_used', 'recovery_codes_replaced', 'passkey_added', 'passkey_removed',
+    'passkey_used', 'passkey_counter_regression', 'passkey_login_failed'
 );
 ALTER TABLE security_logs ALTER COLUMN event_type TYPE event_type USING event_type::text::event_type;
 DROP TYPE event_type_oidc;

@@ -39,7 +39,8 @@ CREATE TABLE security_logs_new (
         'password_changed', 'consent_updated', 'data_exported', 'account_deleted',
         'admin_action', 'mfa_enrolled', 'mfa_enabled', 'mfa_disabled',
         'mfa_challenge_issued', 'mfa_challenge_passed', 'mfa_challenge_failed',
-        'recovery_code_used', 'recovery_codes_replaced',
+        'recovery_code_used', 'recovery_codes_replaced', 'passkey_added', 'passkey_removed',
+        'passkey_used', 'passkey_counter_regression', 'passkey_login_failed',
         'oidc_authorized', 'oidc_code_redeemed', 'oidc_code_reuse', 'oidc_consent_granted',
         'oidc_consent_revoked')),
     -- NULL when the user is unknown (a login for an unknown email) or gone.
@@ -160,7 +161,8 @@ CREATE TABLE security_logs_old (
         'password_changed', 'consent_updated', 'data_exported', 'account_deleted',
         'admin_action', 'mfa_enrolled', 'mfa_enabled', 'mfa_disabled',
         'mfa_challenge_issued', 'mfa_challenge_passed', 'mfa_challenge_failed',
-        'recovery_code_used', 'recovery_codes_replaced')),
+        'recovery_code_used', 'recovery_codes_replaced', 'passkey_added', 'passkey_removed',
+        'passkey_used', 'passkey_counter_regression', 'passkey_login_failed')),
     -- NULL when the user is unknown (a login for an unknown email) or gone.
     user_id            TEXT REFERENCES users (id) ON DELETE SET NULL,
     "timestamp"        TIMESTAMP NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),

@@ -1,0 +1,450 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net"
+	"net/mail"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// This file holds what the fault run stands up around authd: the authd
+// processes, the TCP proxies through which they reach PostgreSQL and Redis,
+// and the SMTP sink that receives their mail.
+
+// instance is one authd serve process, restartable on the same ports.
+type instance struct {
+	name, bin string
+	env       []string
+	dir       string // working directory (no stray .env) and data directory
+	base      string // http://host:port of its public listener
+	admin     string // http://host:port of its admin listener (/metrics)
+	logPath   string
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+var listeningRE = regexp.MustCompile(`authd listening on (http://\S+)`)
+
+// start runs the process and waits until it listens.
+func (in *instance) start(ctx context.Context) error {
+	log, err := os.OpenFile(in.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(in.bin, "serve")
+	cmd.Env, cmd.Dir, cmd.Stderr = in.env, in.dir, log
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		log.Close()
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		return fmt.Errorf("start %s: %w", in.name, err)
+	}
+	exited := make(chan struct{})
+	listening := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			fmt.Fprintln(log, sc.Text())
+			if m := listeningRE.FindStringSubmatch(sc.Text()); m != nil {
+				select {
+				case listening <- m[1]:
+				default:
+				}
+			}
+		}
+		cmd.Wait()
+		log.Close()
+		close(exited)
+	}()
+	in.mu.Lock()
+	in.cmd, in.exited = cmd, exited
+	in.mu.Unlock()
+	timer := time.NewTimer(60 * time.Second)
+	defer timer.Stop()
+	select {
+	case u := <-listening:
+		if u != in.base {
+			return fmt.Errorf("%s listens on %s, want %s", in.name, u, in.base)
+		}
+		return nil
+	case <-exited:
+		return fmt.Errorf("%s exited at start; its log %s ends:\n%s", in.name, in.logPath, tail(in.logPath))
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	in.signal(syscall.SIGKILL)
+	<-exited
+	return fmt.Errorf("%s did not start listening; its log %s ends:\n%s", in.name, in.logPath, tail(in.logPath))
+}
+
+func (in *instance) signal(sig os.Signal) (chan struct{}, error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.cmd == nil {
+		return nil, errors.New(in.name + " was never started")
+	}
+	return in.exited, in.cmd.Process.Signal(sig)
+}
+
+// running reports whether the process is up.
+func (in *instance) running() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.exited == nil {
+		return false
+	}
+	select {
+	case <-in.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (in *instance) kill() error {
+	exited, err := in.signal(syscall.SIGKILL)
+	if exited != nil {
+		<-exited
+	}
+	if errors.Is(err, os.ErrProcessDone) {
+		err = nil
+	}
+	return err
+}
+
+// stop shuts the process down gracefully (SIGTERM), or kills it after 30 s.
+func (in *instance) stop() {
+	exited, err := in.signal(syscall.SIGTERM)
+	if exited == nil || err != nil {
+		in.kill()
+		return
+	}
+	select {
+	case <-exited:
+	case <-time.After(30 * time.Second):
+		in.kill()
+	}
+}
+
+// tail returns the end of a log file, for error messages.
+func tail(path string) string {
+	b, _ := os.ReadFile(path)
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
+}
+
+// freeAddr returns a loopback address nothing listens on right now; an
+// instance keeps its address across restarts so clients find it again.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// tcpProxy forwards a loopback port to a server. cut drops every
+// connection and refuses new ones (the port is closed), which is how a
+// restarting PostgreSQL or a stopped Redis looks to its clients; resume
+// listens on the same port again. The real server is never touched, so
+// other users of it (other tests) are unaffected.
+type tcpProxy struct {
+	addr, target string
+
+	mu    sync.Mutex
+	ln    net.Listener
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+func newTCPProxy(target string) (*tcpProxy, error) {
+	p := &tcpProxy{addr: "127.0.0.1:0", target: target, conns: map[net.Conn]struct{}{}}
+	return p, p.resume()
+}
+
+// resume listens again (on the address of the first listen).
+func (p *tcpProxy) resume() error {
+	var ln net.Listener
+	var err error
+	for range 50 { // the port was ours a moment ago; retry briefly if the kernel disagrees
+		if ln, err = net.Listen("tcp", p.addr); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		return fmt.Errorf("proxy for %s: %w", p.target, err)
+	}
+	p.mu.Lock()
+	p.ln, p.addr = ln, ln.Addr().String()
+	p.mu.Unlock()
+	p.wg.Go(func() { p.accept(ln) })
+	return nil
+}
+
+func (p *tcpProxy) accept(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		up, err := net.DialTimeout("tcp", p.target, 5*time.Second)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		if p.ln != ln { // cut meanwhile
+			p.mu.Unlock()
+			c.Close()
+			up.Close()
+			continue
+		}
+		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
+		p.mu.Unlock()
+		pipe := func(dst, src net.Conn) {
+			io.Copy(dst, src)
+			dst.Close()
+			src.Close()
+			p.mu.Lock()
+			delete(p.conns, dst)
+			delete(p.conns, src)
+			p.mu.Unlock()
+		}
+		go pipe(up, c)
+		go pipe(c, up)
+	}
+}
+
+// cut closes the listener and every connection.
+func (p *tcpProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ln != nil {
+		p.ln.Close()
+		p.ln = nil
+	}
+	for c := range p.conns {
+		c.Close()
+	}
+	clear(p.conns)
+}
+
+func (p *tcpProxy) close() { p.cut(); p.wg.Wait() }
+
+// proxiedURL is u with its host:port replaced by the proxy's.
+func proxiedURL(u *url.URL, p *tcpProxy) string {
+	v := *u
+	v.Host = p.addr
+	return v.String()
+}
+
+// sinkMail is one message the SMTP sink accepted.
+type sinkMail struct {
+	To, MessageID, Subject string
+	Token                  string // the token of a verify-email link; "" for other mail
+	At                     time.Time
+}
+
+// smtpSink is an in-process SMTP server that keeps every message, indexed
+// by recipient, so the load can follow verification links and the ledger
+// can count mail.
+type smtpSink struct {
+	srv  *smtp.Server
+	addr string
+
+	mu      sync.Mutex
+	byTo    map[string][]sinkMail
+	total   int
+	bad     []string // messages that did not parse
+	changed chan struct{}
+}
+
+func newSMTPSink() (*smtpSink, error) {
+	s := &smtpSink{byTo: map[string][]sinkMail{}, changed: make(chan struct{})}
+	s.srv = smtp.NewServer(s)
+	s.srv.Domain = "localhost"
+	s.srv.ReadTimeout, s.srv.WriteTimeout = time.Minute, time.Minute
+	s.srv.MaxMessageBytes = 1 << 20
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	s.addr = ln.Addr().String()
+	go s.srv.Serve(ln)
+	return s, nil
+}
+
+func (s *smtpSink) close() { s.srv.Close() }
+
+// NewSession implements smtp.Backend.
+func (s *smtpSink) NewSession(*smtp.Conn) (smtp.Session, error) { return &sinkSession{sink: s}, nil }
+
+type sinkSession struct {
+	sink *smtpSink
+	rcpt []string
+}
+
+func (ss *sinkSession) Mail(string, *smtp.MailOptions) error { return nil }
+func (ss *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	ss.rcpt = append(ss.rcpt, strings.ToLower(to))
+	return nil
+}
+func (ss *sinkSession) Reset()        { ss.rcpt = nil }
+func (ss *sinkSession) Logout() error { return nil }
+func (ss *sinkSession) Data(r io.Reader) error {
+	raw, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	m, err := parseMail(raw)
+	ss.sink.add(ss.rcpt, m, err)
+	return nil
+}
+
+var verifyLinkRE = regexp.MustCompile(`/verify-email\?token=([A-Za-z0-9_\-]+)`)
+
+// parseMail reads the headers and the text part of a message.
+func parseMail(raw []byte) (sinkMail, error) {
+	msg, err := mail.ReadMessage(strings.NewReader(string(raw)))
+	if err != nil {
+		return sinkMail{}, err
+	}
+	m := sinkMail{MessageID: msg.Header.Get("Message-Id"), At: time.Now()}
+	m.Subject, _ = new(mime.WordDecoder).DecodeHeader(msg.Header.Get("Subject"))
+	if to, err := mail.ParseAddress(msg.Header.Get("To")); err == nil {
+		m.To = strings.ToLower(to.Address)
+	}
+	text, err := textPart(msg.Header.Get("Content-Type"), msg.Body)
+	if err != nil {
+		return m, err
+	}
+	if sub := verifyLinkRE.FindStringSubmatch(text); sub != nil {
+		m.Token = sub[1]
+	}
+	return m, nil
+}
+
+// textPart returns the decoded text/plain content of a (multipart) body.
+func textPart(contentType string, body io.Reader) (string, error) {
+	mt, params, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return "", err
+	}
+	if !strings.HasPrefix(mt, "multipart/") {
+		b, err := io.ReadAll(body)
+		return string(b), err
+	}
+	mr := multipart.NewReader(body, params["boundary"])
+	for {
+		p, err := mr.NextPart() // decodes quoted-printable
+		if err != nil {
+			return "", fmt.Errorf("no text/plain part: %w", err)
+		}
+		ct := p.Header.Get("Content-Type")
+		if strings.HasPrefix(ct, "multipart/") {
+			if s, err := textPart(ct, p); err == nil {
+				return s, nil
+			}
+			continue
+		}
+		if strings.HasPrefix(ct, "text/plain") {
+			b, err := io.ReadAll(p)
+			return string(b), err
+		}
+	}
+}
+
+func (s *smtpSink) add(rcpt []string, m sinkMail, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.total++
+	if err != nil {
+		s.bad = append(s.bad, err.Error())
+	}
+	if m.To == "" && len(rcpt) > 0 {
+		m.To = rcpt[0]
+	}
+	s.byTo[m.To] = append(s.byTo[m.To], m)
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// mails returns what arrived for an address.
+func (s *smtpSink) mails(to string) []sinkMail {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]sinkMail(nil), s.byTo[to]...)
+}
+
+// latestToken waits until a verification mail for to has arrived, and
+// returns the token of the newest one ("" when ctx ends first).
+func (s *smtpSink) latestToken(ctx context.Context, to string) string {
+	for {
+		s.mu.Lock()
+		ms, changed := s.byTo[to], s.changed
+		s.mu.Unlock()
+		for i := len(ms) - 1; i >= 0; i-- {
+			if ms[i].Token != "" {
+				return ms[i].Token
+			}
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ""
+		}
+	}
+}
+
+// instanceEnv is the environment of one authd: the fault run's settings
+// over the caller's environment without any AUTHD_* or DATABASE_URL.
+func instanceEnv(settings map[string]string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "AUTHD_") || k == "DATABASE_URL" {
+			continue
+		}
+		env = append(env, kv)
+	}
+	for k, v := range settings {
+		env = append(env, k+"="+v)
+	}
+	return env
+}
+
+// migrateUp brings the database to the schema the binary expects.
+func migrateUp(ctx context.Context, bin, dir, databaseURL string) error {
+	cmd := exec.CommandContext(ctx, bin, "migrate", "up")
+	cmd.Env, cmd.Dir = instanceEnv(map[string]string{"DATABASE_URL": databaseURL, "AUTHD_DATA_DIR": filepath.Join(dir, "migrate")}), dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("authd migrate up: %v\n%s", err, out)
+	}
+	return nil
+}

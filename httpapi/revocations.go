@@ -1,0 +1,214 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/authd/authd"
+)
+
+// The revocation feed (GET /v1/auth/revocations) tells resource servers of
+// every revocation, so that they refuse revoked tokens without asking
+// introspection. Streams are bounded in number and lifetime, and every write
+// has a deadline, so that stuck or idle clients cannot pin the server.
+const (
+	// DefaultRevocationHeartbeat is how often an idle stream sends a
+	// comment, so that proxies keep it open and clients can tell a dead
+	// one. Each heartbeat also rereads the table, a backstop to the
+	// wake-ups.
+	DefaultRevocationHeartbeat = 15 * time.Second
+	// revocationWriteTimeout bounds one write to a stream's client.
+	revocationWriteTimeout = 10 * time.Second
+	// DefaultRevocationStreamMaxAge ends a stream, so that none pins an
+	// instance for ever; the client resumes with Last-Event-ID and loses
+	// nothing.
+	DefaultRevocationStreamMaxAge = time.Hour
+	// DefaultRevocationStreams is the default of Options.MaxRevocationStreams.
+	DefaultRevocationStreams = 100
+	// revocationRetry is the reconnection delay suggested to EventSource
+	// clients (SSE "retry:", milliseconds).
+	revocationRetry = 1000
+)
+
+// feedEvent is one revocation as resource servers see it: a session ("sid")
+// whose every token is revoked, or a user ("sub") whose tokens issued
+// before "before" (Unix seconds, exclusive) are; "exp" is when every token
+// it can affect has expired, after which it may be forgotten.
+type feedEvent struct {
+	ID     int64  `json:"id"`
+	SID    string `json:"sid,omitempty"`
+	Sub    string `json:"sub,omitempty"`
+	Before int64  `json:"before,omitempty"`
+	Exp    int64  `json:"exp"`
+}
+
+func toFeedEvent(e authd.RevocationEvent) feedEvent {
+	f := feedEvent{ID: e.ID, Exp: e.ExpiresAt.Unix()}
+	if e.Kind == authd.RevokedUser {
+		f.Sub, f.Before = e.Subject.String(), e.CreatedAt.Unix()
+	} else {
+		f.SID = e.Subject.String()
+	}
+	return f
+}
+
+// revocations serves the feed to holders of a service token: Server-Sent
+// Events to clients that ask for them (Accept: text/event-stream, as
+// EventSource sends, or format=sse), JSON otherwise (pollers, curl).
+func (s *Server) revocations(w http.ResponseWriter, r *http.Request) error {
+	if !s.serviceToken(r) {
+		return &authd.Error{Code: authd.EInvalidToken, Message: "A service token is required (AUTHD_SERVICE_TOKENS)."}
+	}
+	after, err := feedPosition(r)
+	if err != nil {
+		return err
+	}
+	if after, err = s.svc.RevocationFeedStart(r.Context(), after); err != nil {
+		return err
+	}
+	switch format := r.URL.Query().Get("format"); {
+	case format == "sse", format == "" && strings.Contains(r.Header.Get("Accept"), "text/event-stream"):
+		return s.revocationStream(w, r, after)
+	case format == "" || format == "json":
+		return s.revocationsJSON(w, r, after)
+	}
+	return invalid("format", "must be json or sse")
+}
+
+// feedPosition is the id after which to serve: Last-Event-ID (an
+// EventSource resuming) wins over since; neither means from the start.
+func feedPosition(r *http.Request) (int64, error) {
+	field, v := "Last-Event-ID", r.Header.Get("Last-Event-ID")
+	if v == "" {
+		field, v = "since", r.URL.Query().Get("since")
+	}
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 {
+		return 0, invalid(field, "must be an event id (a non-negative integer)")
+	}
+	return n, nil
+}
+
+// revocationsJSON answers one page of events after after:
+// {"events": [...], "last_id": n, "more": bool}; a poller asks again with
+// since=last_id (at once while more is true).
+func (s *Server) revocationsJSON(w http.ResponseWriter, r *http.Request, after int64) error {
+	evs, err := s.svc.RevocationEvents(r.Context(), after, 0)
+	if err != nil {
+		return err
+	}
+	out := struct {
+		Events []feedEvent `json:"events"`
+		LastID int64       `json:"last_id"`
+		More   bool        `json:"more"`
+	}{Events: []feedEvent{}, LastID: after, More: len(evs) == authd.RevocationEventsPage}
+	for _, e := range evs {
+		out.Events = append(out.Events, toFeedEvent(e))
+		out.LastID = e.ID
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// errTooManyStreams answers a stream beyond Options.MaxRevocationStreams.
+var errTooManyStreams = &authd.Error{Code: authd.EUnavailable, RetryAfter: 5 * time.Second,
+	Message: "Too many revocation streams are open on this instance; retry, or poll with ?since= instead."}
+
+// revocationStream sends the events after after, then a "synced" event
+// (the client is now current; EventSource's onmessage ignores it), then
+// each new one as it commits (woken by the revocation set: this instance's commits, other
+// instances' notifications, reloads), with a heartbeat when idle, until the
+// client leaves, a write fails or the stream's lifetime ends.
+func (s *Server) revocationStream(w http.ResponseWriter, r *http.Request, after int64) error {
+	select {
+	case s.streams <- struct{}{}:
+		defer func() { <-s.streams }()
+	default:
+		return errTooManyStreams
+	}
+	ctx := r.Context()
+	// The first read happens before the answer starts, so that a database
+	// outage is still a 503 and not an empty stream.
+	changed := s.svc.Revocations().Changed()
+	evs, err := s.svc.RevocationEvents(ctx, after, 0)
+	if err != nil {
+		return err
+	}
+	rc := http.NewResponseController(w)
+	// The server's read timeout would cancel a long stream: there is
+	// nothing more to read. Writes get their own deadline below.
+	if err := rc.SetReadDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+	w.WriteHeader(http.StatusOK)
+
+	send := func(text string) bool {
+		if err := rc.SetWriteDeadline(time.Now().Add(revocationWriteTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			return false
+		}
+		if _, err := w.Write([]byte(text)); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	if !send(fmt.Sprintf("retry: %d\n: authd revocations\n\n", revocationRetry)) {
+		return nil
+	}
+	maxAge := time.NewTimer(s.opts.RevocationStreamMaxAge)
+	defer maxAge.Stop()
+	beat := time.NewTicker(s.opts.RevocationHeartbeat)
+	defer beat.Stop()
+	synced := false
+	for {
+		var b strings.Builder
+		for _, e := range evs {
+			data, _ := json.Marshal(toFeedEvent(e))
+			fmt.Fprintf(&b, "id: %d\ndata: %s\n\n", e.ID, data)
+			after = e.ID
+		}
+		caughtUp := len(evs) < authd.RevocationEventsPage
+		if caughtUp && !synced {
+			// The backlog is sent: from here on the client is current.
+			fmt.Fprintf(&b, "event: synced\ndata: {\"last_id\":%d}\n\n", after)
+			synced = true
+		}
+		if b.Len() > 0 && !send(b.String()) {
+			return nil
+		}
+		if caughtUp {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-maxAge.C:
+				return nil
+			case <-s.ending:
+				return nil
+			case <-changed:
+			case <-beat.C:
+				if !send(": heartbeat\n\n") {
+					return nil
+				}
+			}
+			changed = s.svc.Revocations().Changed()
+		}
+		if evs, err = s.svc.RevocationEvents(ctx, after, 0); err != nil {
+			// The answer has started: end the stream; the client resumes.
+			if ctx.Err() == nil {
+				s.logger.WarnContext(ctx, "revocation stream ended: reading events failed",
+					"request_id", requestID(ctx), "err", err)
+			}
+			return nil
+		}
+	}
+}

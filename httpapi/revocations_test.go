@@ -1,0 +1,194 @@
+package httpapi_test
+
+import (
+	"bufio"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/httpapi"
+)
+
+// TestRevocationFeedJSON: the polling form of the feed — who may read it,
+// what it answers for each revocation, paging by since, and bad input.
+func TestRevocationFeedJSON(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		svc := bearer(serviceToken)
+		want(t, "no token", e.do("GET", "/v1/auth/revocations?since=0", nil), 401, "invalid_token")
+		want(t, "a user's token", e.do("GET", "/v1/auth/revocations?since=0", nil, bearer(adminToken)...), 401, "invalid_token")
+		for _, q := range []string{"since=-1", "since=x", "since=99999999999999999999", "format=xml"} {
+			want(t, q, e.do("GET", "/v1/auth/revocations?"+q, nil, svc...), 400, "validation_failed")
+		}
+		want(t, "bad Last-Event-ID", e.do("GET", "/v1/auth/revocations?format=json", nil,
+			append(svc, "Last-Event-ID", "1e3")...), 400, "validation_failed")
+
+		empty := e.do("GET", "/v1/auth/revocations?since=0", nil, svc...)
+		want(t, "empty feed", empty, 200, "")
+		if empty.raw != `{"events":[],"last_id":0,"more":false}`+"\n" {
+			t.Errorf("empty feed: %s", empty.raw)
+		}
+
+		e.registerVerified("feed@example.org", goodPassword)
+		user := e.user("feed@example.org").ID.String()
+		a1, _ := e.login("feed@example.org", goodPassword)
+		a2, _ := e.login("feed@example.org", goodPassword)
+		want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(a1)...), 204, "")
+		loggedOut := e.clock.Now()
+		e.clock.Advance(time.Minute)
+		want(t, "logout-all", e.do("POST", "/v1/auth/logout-all", nil, bearer(a2)...), 204, "")
+
+		r := e.do("GET", "/v1/auth/revocations?format=json", nil, svc...)
+		want(t, "feed", r, 200, "")
+		evs, _ := r.body["events"].([]any)
+		if len(evs) != 3 {
+			t.Fatalf("feed: %s; want 3 events", r.raw)
+		}
+		ev := func(i int) map[string]any { return evs[i].(map[string]any) }
+		exp := loggedOut.Add(e.cfg.AccessTokenTTL + 30*time.Second).Unix()
+		if ev(0)["sid"] != jwtClaims(t, a1)["sid"] || ev(0)["exp"] != float64(exp) || ev(0)["sub"] != nil {
+			t.Errorf("logout event %v, want sid of the session and exp %d", ev(0), exp)
+		}
+		if ev(1)["sid"] != jwtClaims(t, a2)["sid"] {
+			t.Errorf("logout-all session event %v, want the sid of the other session", ev(1))
+		}
+		if ev(2)["sub"] != user || ev(2)["before"] != float64(loggedOut.Add(time.Minute).Unix()) || ev(2)["sid"] != nil {
+			t.Errorf("logout-all user event %v, want sub %s and before the logout-all", ev(2), user)
+		}
+		if r.body["last_id"] != ev(2)["id"] || r.body["more"] != false {
+			t.Errorf("last_id %v more %v, want %v false", r.body["last_id"], r.body["more"], ev(2)["id"])
+		}
+		since := e.do("GET", "/v1/auth/revocations?since="+jsonNumber(ev(0)["id"]), nil, append(svc, "Accept", "application/json")...)
+		if got, _ := since.body["events"].([]any); len(got) != 2 {
+			t.Errorf("since the first: %s, want the other two", since.raw)
+		}
+
+		// A position beyond every event (a database since recreated) starts over.
+		beyond := e.do("GET", "/v1/auth/revocations?since=999999", nil, svc...)
+		if got, _ := beyond.body["events"].([]any); len(got) != 3 {
+			t.Errorf("since beyond the last event: %s, want all three again", beyond.raw)
+		}
+
+		// Once their tokens have expired, events are no longer served.
+		e.clock.Advance(e.cfg.AccessTokenTTL + time.Minute)
+		if r := e.do("GET", "/v1/auth/revocations?since=0", nil, svc...); !strings.Contains(r.raw, `"events":[]`) {
+			t.Errorf("after expiry: %s, want no events", r.raw)
+		}
+	})
+}
+
+func jsonNumber(v any) string { f, _ := v.(float64); return strconv.FormatFloat(f, 'f', -1, 64) }
+
+// sse is a client's view of one event stream.
+type sse struct {
+	t      *testing.T
+	resp   *http.Response
+	lines  *bufio.Scanner
+	cancel context.CancelFunc
+}
+
+// openStream opens the feed as an EventSource would.
+func openStream(t *testing.T, base string, headers ...string) *sse {
+	t.Helper()
+	// Bounded so that a broken stream fails the test instead of hanging it.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	req, _ := http.NewRequestWithContext(ctx, "GET", base+"/v1/auth/revocations", nil)
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+serviceToken)
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	s := &sse{t: t, resp: resp, lines: bufio.NewScanner(resp.Body), cancel: cancel}
+	t.Cleanup(s.close)
+	return s
+}
+
+func (s *sse) close() { s.cancel(); s.resp.Body.Close() }
+
+// next returns the next event's fields (comments skipped).
+func (s *sse) next() map[string]string {
+	s.t.Helper()
+	ev := map[string]string{}
+	for s.lines.Scan() {
+		line := s.lines.Text()
+		if line == "" {
+			if len(ev) > 0 {
+				return ev
+			}
+			continue
+		}
+		if strings.HasPrefix(line, ":") {
+			continue
+		}
+		k, v, _ := strings.Cut(line, ": ")
+		ev[k] = v
+	}
+	s.t.Fatalf("the stream ended: %v", s.lines.Err())
+	return nil
+}
+
+// TestRevocationFeedStream: the stream sends the backlog, "synced", then
+// each revocation as it commits; a reconnection with Last-Event-ID gets
+// only what followed; streams beyond the bound get 503.
+func TestRevocationFeedStream(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("stream@example.org", goodPassword)
+		a1, _ := e.login("stream@example.org", goodPassword)
+		a2, _ := e.login("stream@example.org", goodPassword)
+		want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(a1)...), 204, "")
+
+		s := openStream(t, e.srv.URL)
+		if ct := s.resp.Header.Get("Content-Type"); s.resp.StatusCode != 200 || ct != "text/event-stream" {
+			t.Fatalf("stream: %d %s", s.resp.StatusCode, ct)
+		}
+		if ev := s.next(); ev["retry"] == "" {
+			t.Errorf("first event %v, want a retry delay", ev)
+		}
+		backlog := s.next()
+		if !strings.Contains(backlog["data"], jwtClaims(t, a1)["sid"].(string)) || backlog["id"] == "" {
+			t.Errorf("backlog event %v, want the logout", backlog)
+		}
+		if ev := s.next(); ev["event"] != "synced" || ev["data"] != `{"last_id":`+backlog["id"]+`}` {
+			t.Errorf("after the backlog %v, want synced at %s", ev, backlog["id"])
+		}
+		want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(a2)...), 204, "")
+		live := s.next()
+		if !strings.Contains(live["data"], jwtClaims(t, a2)["sid"].(string)) || live["id"] <= backlog["id"] {
+			t.Errorf("live event %v, want the second logout after %s", live, backlog["id"])
+		}
+
+		resumed := openStream(t, e.srv.URL, "Last-Event-ID", backlog["id"])
+		resumed.next() // retry
+		if ev := resumed.next(); ev["id"] != live["id"] {
+			t.Errorf("resumed after %s: %v, want only event %s", backlog["id"], ev, live["id"])
+		}
+
+		// One stream allowed: a second one is 503 with Retry-After. An idle
+		// stream sends heartbeats.
+		one := httptest.NewServer(httpapi.New(httpapi.Options{Service: e.svc, ServiceTokens: []string{serviceToken},
+			MaxRevocationStreams: 1, RevocationHeartbeat: time.Millisecond}))
+		t.Cleanup(one.Close) // after the streams' cleanups, which run first
+		first := openStream(t, one.URL)
+		for first.lines.Scan() && first.lines.Text() != ": heartbeat" {
+		}
+		if first.lines.Text() != ": heartbeat" {
+			t.Errorf("an idle stream ended without a heartbeat: %v", first.lines.Err())
+		}
+		extra := openStream(t, one.URL)
+		if extra.resp.StatusCode != 503 || extra.resp.Header.Get("Retry-After") == "" {
+			t.Errorf("a stream beyond the bound: %d, Retry-After %q; want 503 with Retry-After",
+				extra.resp.StatusCode, extra.resp.Header.Get("Retry-After"))
+		}
+	})
+}

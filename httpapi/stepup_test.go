@@ -1,0 +1,205 @@
+package httpapi_test
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/google/uuid"
+)
+
+// TestStepUp: for a user with a second factor, a password change and an
+// erasure need a current code on top of the password (SPEC issue 9): none
+// answers 403 mfa_required with the methods and before any password is
+// checked; a wrong one counts toward the lock; a right TOTP or recovery code
+// lets the change through. A user without a factor needs none.
+func TestStepUp(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		access, secret, codes := e.mfaUser("up@example.org")
+		change := func(code string) response {
+			body := map[string]string{"current_password": goodPassword, "new_password": "another long passphrase 7"}
+			if code != "" {
+				body["code"] = code
+			}
+			return e.do("POST", "/v1/auth/password/change", body, bearer(access)...)
+		}
+
+		r := e.do("POST", "/v1/auth/password/change", map[string]string{"current_password": "not the password",
+			"new_password": "another long passphrase 7"}, bearer(access)...)
+		want(t, "change without a code, with a wrong password", r, 403, "mfa_required")
+		if n := e.user("up@example.org").FailedLoginAttempts; n != 0 {
+			t.Errorf("failures after a refusal for the missing code: %d, want 0 (no password checked)", n)
+		}
+		r = change("")
+		want(t, "change without a code", r, 403, "mfa_required")
+		if got := r.body["methods"]; fmt.Sprint(got) != "[totp recovery_code]" {
+			t.Errorf("methods %v, want [totp recovery_code]", got)
+		}
+		if r.str("mfa_token") != "" {
+			t.Errorf("a step-up refusal carries an mfa_token: %s", r.raw)
+		}
+		want(t, "change with a code of no shape", change("12345"), 400, "validation_failed")
+		want(t, "change with a wrong code", change(totpAt(t, secret, e.clock.Now().Add(-time.Hour))), 401, "invalid_credentials")
+		if n := e.user("up@example.org").FailedLoginAttempts; n != 1 {
+			t.Errorf("failures after a wrong step-up code: %d, want 1", n)
+		}
+		wrongPassword := e.do("POST", "/v1/auth/password/change", map[string]string{"current_password": "not it at all",
+			"new_password": "another long passphrase 7", "code": totpAt(t, secret, e.clock.Now())}, bearer(access)...)
+		want(t, "change with a right code and a wrong password", wrongPassword, 401, "invalid_credentials")
+		want(t, "change with a recovery code", change(codes[0]), 204, "")
+		want(t, "the recovery code again", e.do("POST", "/v1/auth/password/change", map[string]string{
+			"current_password": "another long passphrase 7", "new_password": goodPassword, "code": codes[0]}, bearer(access)...),
+			401, "invalid_credentials")
+
+		e.clock.Advance(time.Minute)
+		erase := func(body map[string]string) response { return e.do("DELETE", "/v1/users/me", body, bearer(access)...) }
+		want(t, "erasure without a code", erase(map[string]string{"password": "another long passphrase 7"}), 403, "mfa_required")
+		want(t, "erasure with a wrong code", erase(map[string]string{"password": "another long passphrase 7", "code": "abcde-fghij"}),
+			401, "invalid_credentials")
+		events := e.events("up@example.org") // the account is still there
+		for _, ev := range []string{"password_changed/failure", "password_changed/success", "account_deleted/failure",
+			"recovery_code_used/success"} {
+			if !slices.Contains(events, ev) {
+				t.Errorf("events %v lack %s", events, ev)
+			}
+		}
+		want(t, "erasure with a TOTP code", erase(map[string]string{"password": "another long passphrase 7",
+			"code": totpAt(t, secret, e.clock.Now())}), 204, "")
+		if _, err := e.store.UserByEmail(t.Context(), "up@example.org"); authd.ErrorCode(err) != authd.ENotFound {
+			t.Errorf("after erasure, the address still finds an account: %v", err)
+		}
+
+		// Without a factor, nothing more than the password is asked.
+		e.registerVerified("plain@example.org", goodPassword)
+		plain, _ := e.login("plain@example.org", goodPassword)
+		want(t, "change without a factor", e.do("POST", "/v1/auth/password/change", map[string]string{
+			"current_password": goodPassword, "new_password": "another long passphrase 7"}, bearer(plain)...), 204, "")
+	})
+}
+
+// TestStepUpCodesLock: wrong step-up codes lock the account like wrong
+// passwords, and a locked account changes nothing even with a right code.
+func TestStepUpCodesLock(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		access, secret, _ := e.mfaUser("lk@example.org")
+		for i := range 5 {
+			r := e.do("POST", "/v1/auth/password/change", map[string]string{"current_password": goodPassword,
+				"new_password": "another long passphrase 7", "code": totpAt(t, secret, e.clock.Now().Add(-time.Hour))}, bearer(access)...)
+			want(t, fmt.Sprintf("wrong code %d", i+1), r, 401, "invalid_credentials")
+		}
+		if u := e.user("lk@example.org"); u.AccountStatus != authd.StatusLocked {
+			t.Fatalf("after 5 wrong step-up codes: %s, want locked", u.AccountStatus)
+		}
+		r := e.do("POST", "/v1/auth/password/change", map[string]string{"current_password": goodPassword,
+			"new_password": "another long passphrase 7", "code": totpAt(t, secret, e.clock.Now())}, bearer(access)...)
+		want(t, "a right code while locked", r, 423, "account_locked")
+	})
+}
+
+// TestAdminResetMFA: an administrator sees a user's factors (no secrets)
+// and resets them; the password alone then signs in, a login that was
+// waiting for a code cannot finish, and both the read and the reset are
+// admin_action rows.
+func TestAdminResetMFA(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		_, secret, _ := e.mfaUser("lost@example.org")
+		id := e.user("lost@example.org").ID.String()
+		waiting := e.mfaLogin("lost@example.org")
+
+		r := e.admin("GET", "/v1/admin/users/"+id+"/mfa", nil)
+		want(t, "admin lists factors", r, 200, "")
+		items := r.body["items"].([]any)
+		if len(items) != 1 || items[0].(map[string]any)["kind"] != "totp" || r.body["recovery_codes_left"] != float64(10) {
+			t.Errorf("admin factors: %s", r.raw)
+		}
+		if strings.Contains(string(r.raw), secret) || strings.Contains(string(r.raw), "secret") {
+			t.Errorf("admin factors show the secret: %s", r.raw)
+		}
+		want(t, "unknown user", e.admin("GET", "/v1/admin/users/"+uuid.NewString()+"/mfa", nil), 404, "not_found")
+		want(t, "reset unknown user", e.admin("POST", "/v1/admin/users/"+uuid.NewString()+"/reset-mfa", nil), 404, "not_found")
+		want(t, "reset", e.admin("POST", "/v1/admin/users/"+id+"/reset-mfa", nil), 204, "")
+
+		if r := e.admin("GET", "/v1/admin/users/"+id+"/mfa", nil); len(r.body["items"].([]any)) != 0 || r.body["recovery_codes_left"] != float64(0) {
+			t.Errorf("factors after reset: %s", r.raw)
+		}
+		want(t, "the waiting login", e.verify(waiting, "totp", totpAt(t, secret, e.clock.Now())), 400, "invalid_token")
+		e.login("lost@example.org", goodPassword) // 200: the password alone
+		var actions []string
+		logs, err := e.store.SecurityLogs(t.Context(), authd.SecurityLogFilter{EventType: authd.EventAdminAction, Limit: authd.MaxListLimit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range logs {
+			if l.UserID == uuid.Nil { // the administrator's own rows
+				actions = append(actions, fmt.Sprint(l.AdditionalContext["action"]))
+			}
+		}
+		for _, a := range []string{"show_mfa", "reset_mfa"} {
+			if !slices.Contains(actions, a) {
+				t.Errorf("admin actions %v lack %s", actions, a)
+			}
+		}
+	})
+}
+
+// TestStepUpAfterALockExpires: once a lock has run out, the next wrong
+// step-up code starts a new count (the lock is lifted and logged first)
+// instead of locking the account again at once.
+func TestStepUpAfterALockExpires(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		// A short lock, so that the access token outlives it.
+		e := newEnv(t, open(t), withConfig(func(c *authd.Config) { c.LockoutDuration = 5 * time.Minute }))
+		access, secret, _ := e.mfaUser("exp@example.org")
+		wrong := func() response {
+			return e.do("POST", "/v1/auth/password/change", map[string]string{"current_password": goodPassword,
+				"new_password": "another long passphrase 7", "code": totpAt(t, secret, e.clock.Now().Add(-time.Hour))}, bearer(access)...)
+		}
+		for range 5 {
+			wrong()
+		}
+		if u := e.user("exp@example.org"); u.AccountStatus != authd.StatusLocked {
+			t.Fatalf("after 5 wrong codes: %s, want locked", u.AccountStatus)
+		}
+		e.clock.Advance(6 * time.Minute)
+		want(t, "a wrong code after the lock", wrong(), 401, "invalid_credentials")
+		u := e.user("exp@example.org")
+		if u.AccountStatus == authd.StatusLocked || u.FailedLoginAttempts != 1 {
+			t.Errorf("after the lock and one wrong code: %s with %d failures, want unlocked with 1", u.AccountStatus, u.FailedLoginAttempts)
+		}
+		if events := e.events("exp@example.org"); !slices.Contains(events, "account_unlocked/success") {
+			t.Errorf("events %v lack account_unlocked", events)
+		}
+		want(t, "a right code", e.do("POST", "/v1/auth/password/change", map[string]string{"current_password": goodPassword,
+			"new_password": "another long passphrase 7", "code": totpAt(t, secret, e.clock.Now())}, bearer(access)...), 204, "")
+	})
+}
+
+// TestChallengeDiesWithItsFactors: a login that waited for its code while an
+// administrator reset the factors cannot finish with a factor enrolled
+// after the reset.
+func TestChallengeDiesWithItsFactors(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		access, _, _ := e.mfaUser("re@example.org")
+		waiting := e.mfaLogin("re@example.org")
+		want(t, "reset", e.admin("POST", "/v1/admin/users/"+e.user("re@example.org").ID.String()+"/reset-mfa", nil), 204, "")
+		e.clock.Advance(time.Second)
+		r := e.do("POST", "/v1/users/me/mfa/totp", map[string]string{"password": goodPassword}, bearer(access)...)
+		want(t, "re-enrol", r, 200, "")
+		secret := r.str("secret")
+		r = e.do("POST", "/v1/users/me/mfa/totp/confirm", map[string]string{"code": totpAt(t, secret, e.clock.Now())}, bearer(access)...)
+		want(t, "confirm", r, 200, "")
+		e.clock.Advance(30 * time.Second)
+		want(t, "the waiting login with the new factor", e.verify(waiting, "totp", totpAt(t, secret, e.clock.Now())), 400, "invalid_token")
+		recovery := r.body["recovery_codes"].([]any)[0].(string)
+		want(t, "the waiting login with a new recovery code", e.verify(waiting, "recovery_code", recovery), 400, "invalid_token")
+		token := e.mfaLogin("re@example.org")
+		want(t, "a new login", e.verify(token, "totp", totpAt(t, secret, e.clock.Now())), 200, "")
+	})
+}

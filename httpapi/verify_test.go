@@ -1,0 +1,480 @@
+package httpapi_test
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/httpapi"
+	"github.com/authd/authd/token"
+	"github.com/authd/authd/verify"
+)
+
+// feedTransport is the resource server's HTTP transport: it counts
+// introspection requests, records the Last-Event-ID of each feed
+// connection, and can hold new feed connections back (a cut).
+type feedTransport struct {
+	base           http.RoundTripper
+	introspections atomic.Int64
+
+	mu       sync.Mutex
+	resumes  []string      // Last-Event-ID of every feed connection, "" for none
+	held     chan struct{} // while not nil, feed connections wait for it to close
+	dialling chan struct{} // told of every feed connection attempt while held
+}
+
+func (f *feedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	switch r.URL.Path {
+	case "/v1/auth/introspect":
+		f.introspections.Add(1)
+	case "/v1/auth/revocations":
+		f.mu.Lock()
+		held, dialling := f.held, f.dialling
+		f.mu.Unlock()
+		if held != nil {
+			select {
+			case dialling <- struct{}{}:
+			default:
+			}
+			select {
+			case <-held:
+			case <-r.Context().Done():
+				return nil, r.Context().Err()
+			}
+		}
+		f.mu.Lock()
+		f.resumes = append(f.resumes, r.Header.Get("Last-Event-ID"))
+		f.mu.Unlock()
+	}
+	return f.base.RoundTrip(r)
+}
+
+// hold makes new feed connections wait until the returned release is
+// called; dialling is told when one is waiting.
+func (f *feedTransport) hold() (dialling <-chan struct{}, release func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	held, d := make(chan struct{}), make(chan struct{}, 1)
+	f.held, f.dialling = held, d
+	return d, func() {
+		f.mu.Lock()
+		f.held = nil
+		f.mu.Unlock()
+		close(held)
+	}
+}
+
+// resourceServer is a service that protects /data with the verify package
+// against e's authd.
+type resourceServer struct {
+	v         *verify.Verifier
+	transport *feedTransport
+	srv       *httptest.Server
+}
+
+func newResourceServer(t *testing.T, e *env, opts ...func(*verify.Options)) *resourceServer {
+	t.Helper()
+	rs := &resourceServer{transport: &feedTransport{base: http.DefaultTransport}}
+	o := verify.Options{
+		Issuer: "https://auth.example.org", Audience: "authd",
+		JWKSURL:        e.srv.URL + "/.well-known/jwks.json",
+		RevocationsURL: e.srv.URL + "/v1/auth/revocations",
+		ServiceToken:   serviceToken,
+		HTTPClient:     &http.Client{Transport: rs.transport, Timeout: 10 * time.Second},
+		Now:            e.clock.Now,
+	}
+	for _, f := range opts {
+		f(&o)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	v, err := verify.New(ctx, o)
+	if err != nil {
+		t.Fatalf("verify.New: %v", err)
+	}
+	t.Cleanup(func() { v.Close() })
+	rs.v = v
+	rs.srv = httptest.NewServer(v.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _ := verify.ClaimsFrom(r.Context())
+		fmt.Fprint(w, c.Subject)
+	})))
+	t.Cleanup(rs.srv.Close)
+	return rs
+}
+
+// status is the resource server's answer to a request with the token.
+func (rs *resourceServer) status(t *testing.T, tok string) int {
+	t.Helper()
+	req, _ := http.NewRequest("GET", rs.srv.URL+"/data", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// refusedWithin polls, for at most a second, until the resource server
+// refuses tok (a bounded wait for the feed, not a measure of its speed).
+func (rs *resourceServer) refusedWithin(t *testing.T, what, tok string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Second)
+	for {
+		status := rs.status(t, tok)
+		if status == http.StatusUnauthorized {
+			return
+		}
+		if status != http.StatusOK || time.Now().After(deadline) {
+			t.Errorf("%s: the resource server answers %d, want 401 within a second", what, status)
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// healthy polls until the verifier has caught up with the feed again.
+func (rs *resourceServer) healthy(t *testing.T) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !rs.v.Stats().FeedConnected; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the verifier did not catch up with the feed: %+v", rs.v.Stats())
+		}
+	}
+}
+
+// TestResourceServerRefusesRevokedTokens: every way authd revokes reaches a
+// resource server through the feed, with no introspection call.
+func TestResourceServerRefusesRevokedTokens(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		rs := newResourceServer(t, e)
+		const email = "rs@example.org"
+		e.registerVerified(email, goodPassword)
+		pw := goodPassword
+
+		cases := []struct {
+			name   string
+			revoke func(access string)
+			// relogin: the revocation leaves the account usable
+			relogin bool
+		}{
+			{"logout", func(a string) { want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(a)...), 204, "") }, true},
+			{"logout-all", func(a string) {
+				want(t, "logout-all", e.do("POST", "/v1/auth/logout-all", nil, bearer(a)...), 204, "")
+			}, true},
+			{"password reset", func(string) {
+				want(t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": email}), 202, "")
+				reset := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, email))
+				want(t, "reset", e.do("POST", "/v1/auth/password/reset",
+					map[string]string{"token": reset, "new_password": "a reset passphrase"}), 204, "")
+				pw = "a reset passphrase"
+			}, true},
+			{"admin lock", func(string) {
+				want(t, "lock", e.admin("POST", "/v1/admin/users/"+e.user(email).ID.String()+"/lock", map[string]any{}), 204, "")
+			}, false},
+		}
+		for _, c := range cases {
+			a, _ := e.login(email, pw)
+			other, _ := e.login(email, pw)
+			if got := rs.status(t, a); got != 200 {
+				t.Fatalf("%s: a fresh token answers %d, want 200", c.name, got)
+			}
+			c.revoke(a)
+			rs.refusedWithin(t, c.name, a)
+			if c.name != "logout" {
+				rs.refusedWithin(t, c.name+", the other session", other)
+			} else if got := rs.status(t, other); got != 200 {
+				t.Errorf("logout: the other session answers %d, want 200", got)
+			}
+			if c.relogin {
+				a, _ := e.login(email, pw)
+				if got := rs.status(t, a); got != 200 {
+					t.Errorf("after %s, a new login answers %d, want 200", c.name, got)
+				}
+			}
+		}
+
+		// Erasure, of another account.
+		e.registerVerified("erase@example.org", goodPassword)
+		a, _ := e.login("erase@example.org", goodPassword)
+		if got := rs.status(t, a); got != 200 {
+			t.Fatalf("erasure: a fresh token answers %d", got)
+		}
+		want(t, "erase", e.do("DELETE", "/v1/users/me", map[string]string{"password": goodPassword}, bearer(a)...), 204, "")
+		rs.refusedWithin(t, "erasure", a)
+
+		if n := rs.transport.introspections.Load(); n != 0 {
+			t.Errorf("%d introspection calls, want none: the feed alone must tell", n)
+		}
+		if st := rs.v.Stats(); !st.FeedConnected || st.LastEventID == 0 || st.Reconnects != 0 {
+			t.Errorf("stats %+v: want connected, events seen, no reconnection", st)
+		}
+	})
+}
+
+// TestFeedCutLosesNothing: revocations made while the feed is cut (server
+// side, then held off) reach the resource server when it resumes with
+// Last-Event-ID; during the cut the default policy asks introspection.
+func TestFeedCutLosesNothing(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		rs := newResourceServer(t, e)
+		e.registerVerified("cut@example.org", goodPassword)
+		before, _ := e.login("cut@example.org", goodPassword)
+		want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(before)...), 204, "")
+		rs.refusedWithin(t, "before the cut", before)
+		seen := rs.v.Stats().LastEventID
+
+		a1, _ := e.login("cut@example.org", goodPassword)
+		a2, _ := e.login("cut@example.org", goodPassword)
+		a3, _ := e.login("cut@example.org", goodPassword)
+		dialling, release := rs.transport.hold()
+		e.srv.CloseClientConnections() // the cut
+		<-dialling                     // the verifier noticed and tries to reconnect
+		want(t, "logout during the cut", e.do("POST", "/v1/auth/logout", nil, bearer(a1)...), 204, "")
+		want(t, "revoke during the cut", e.do("DELETE", "/v1/users/me/sessions/"+jwtClaims(t, a2)["sid"].(string), nil,
+			bearer(a3)...), 204, "")
+		if st := rs.v.Stats(); st.FeedConnected {
+			t.Errorf("during the cut: stats %+v, want not connected", st)
+		}
+		// Meanwhile the default policy falls back to introspection.
+		if got := rs.status(t, a1); got != 401 {
+			t.Errorf("during the cut, a token revoked in it answers %d, want 401 (introspection)", got)
+		}
+		if got := rs.status(t, a3); got != 200 {
+			t.Errorf("during the cut, a valid token answers %d, want 200 (introspection)", got)
+		}
+		during := rs.transport.introspections.Load()
+		if during == 0 {
+			t.Error("no introspection during the cut")
+		}
+
+		release()
+		rs.healthy(t)
+		rs.transport.mu.Lock()
+		resumes := append([]string(nil), rs.transport.resumes...)
+		rs.transport.mu.Unlock()
+		if last, err := strconv.ParseInt(resumes[len(resumes)-1], 10, 64); err != nil || last < seen {
+			t.Errorf("resumed with Last-Event-ID %q, want at least %d", resumes[len(resumes)-1], seen)
+		}
+		for _, tok := range []string{a1, a2} {
+			if got := rs.status(t, tok); got != 401 {
+				t.Errorf("after resuming, a token revoked during the cut answers %d, want 401", got)
+			}
+		}
+		if got := rs.status(t, a3); got != 200 {
+			t.Errorf("after resuming, a valid token answers %d, want 200", got)
+		}
+		if n := rs.transport.introspections.Load(); n != during {
+			t.Errorf("%d introspection calls after resuming, want none", n-during)
+		}
+		if st := rs.v.Stats(); st.Reconnects == 0 {
+			t.Errorf("stats %+v: want a reconnection counted", st)
+		}
+	})
+}
+
+// TestFeedCutFailClosed: with FailClosed, while the feed is cut, tokens
+// issued before the cut are refused with 503 and newer ones accepted; no
+// introspection is asked.
+func TestFeedCutFailClosed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	rs := newResourceServer(t, e, func(o *verify.Options) { o.Policy = verify.FailClosed })
+	e.registerVerified("closed@example.org", goodPassword)
+	old, _ := e.login("closed@example.org", goodPassword)
+	if got := rs.status(t, old); got != 200 {
+		t.Fatalf("before the cut: %d", got)
+	}
+	dialling, release := rs.transport.hold()
+	e.srv.CloseClientConnections()
+	<-dialling
+	if got := rs.status(t, old); got != http.StatusServiceUnavailable {
+		t.Errorf("during the cut, a token issued before it answers %d, want 503", got)
+	}
+	_, err := rs.v.Verify(context.Background(), old)
+	if !errors.Is(err, verify.ErrUnavailable) {
+		t.Errorf("Verify during the cut: %v, want ErrUnavailable", err)
+	}
+	e.clock.Advance(verify.Leeway + 2*time.Second) // past the skew allowed between authd and the verifier
+	fresh, _ := e.login("closed@example.org", goodPassword)
+	if got := rs.status(t, fresh); got != 200 {
+		t.Errorf("during the cut, a token issued after it answers %d, want 200", got)
+	}
+	release()
+	rs.healthy(t)
+	if got := rs.status(t, old); got != 200 {
+		t.Errorf("after the cut, the old token answers %d, want 200", got)
+	}
+	if n := rs.transport.introspections.Load(); n != 0 {
+		t.Errorf("FailClosed made %d introspection calls, want none", n)
+	}
+}
+
+// TestResourceServerKeyRotation: after `keys rotate`, tokens signed by the
+// new key never meet an unknown kid, and tokens of the old key still pass.
+func TestResourceServerKeyRotation(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	rs := newResourceServer(t, e)
+	e.registerVerified("rot@example.org", goodPassword)
+	old, _ := e.login("rot@example.org", goodPassword)
+	if _, err := rs.v.Verify(context.Background(), old); err != nil {
+		t.Fatalf("old key: %v", err)
+	}
+	k, _, err := token.Rotate(e.keysDir, "EdDSA", e.clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.keys.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 { // through the signing delay, past it
+		e.clock.Advance(token.SigningDelay / 2)
+		fresh, _ := e.login("rot@example.org", goodPassword)
+		if _, err := rs.v.Verify(context.Background(), fresh); err != nil {
+			t.Errorf("token of kid %v: %v", jwtHeader(t, fresh)["kid"], err)
+		}
+		if _, err := rs.v.Verify(context.Background(), old); err != nil && !errors.Is(err, verify.ErrExpired) {
+			t.Errorf("old token: %v", err)
+		}
+	}
+	fresh, _ := e.login("rot@example.org", goodPassword)
+	if kid := jwtHeader(t, fresh)["kid"]; kid != k.ID {
+		t.Fatalf("after the signing delay tokens are signed by %v, want the new key %s", kid, k.ID)
+	}
+}
+
+// TestResourceServerRefusesBadTokens: a real authd's tokens for another
+// audience, expired ones, and tampered ones are refused with the right
+// error.
+func TestResourceServerRefusesBadTokens(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	rs := newResourceServer(t, e)
+	e.registerVerified("bad@example.org", goodPassword)
+	a, _ := e.login("bad@example.org", goodPassword)
+	claims := authd.AccessClaims{JTI: "j", UserID: e.user("bad@example.org").ID, SessionID: authd.NewID(),
+		IssuedAt: e.clock.Now(), ExpiresAt: e.clock.Now().Add(time.Minute)}
+	otherAud, err := token.NewIssuer(e.keys, "https://auth.example.org", "billing").Issue(claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherIss, err := token.NewIssuer(e.keys, "https://evil.example.org", "authd").Issue(claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := strings.Split(a, ".")
+	tampered := parts[0] + "." + parts[1] + "." + strings.Map(func(r rune) rune {
+		if r == 'A' {
+			return 'B'
+		}
+		return 'A'
+	}, parts[2][:1]) + parts[2][1:]
+	for _, c := range []struct {
+		name, tok string
+		want      error
+	}{
+		{"another audience", otherAud, verify.ErrAudience},
+		{"another issuer", otherIss, verify.ErrIssuer},
+		{"tampered signature", tampered, verify.ErrSignature},
+		{"alg none", noneToken(t, a), verify.ErrAlgorithm},
+		{"garbage", "not.a.token", verify.ErrMalformed},
+	} {
+		if _, err := rs.v.Verify(context.Background(), c.tok); !errors.Is(err, c.want) {
+			t.Errorf("%s: %v, want %v", c.name, err, c.want)
+		}
+		if got := rs.status(t, c.tok); got != 401 {
+			t.Errorf("%s: resource server answers %d, want 401", c.name, got)
+		}
+	}
+	if _, err := rs.v.Verify(context.Background(), a); err != nil {
+		t.Fatalf("the good token: %v", err)
+	}
+	e.clock.Advance(e.cfg.AccessTokenTTL) // exactly at exp: expired (from the cache too)
+	if _, err := rs.v.Verify(context.Background(), a); !errors.Is(err, verify.ErrExpired) {
+		t.Errorf("at exp: %v, want ErrExpired", err)
+	}
+	if n := rs.transport.introspections.Load(); n != 0 {
+		t.Errorf("%d introspection calls, want none", n)
+	}
+}
+
+// noneToken is tok's claims under an unsigned "alg: none" header.
+func noneToken(t testing.TB, tok string) string {
+	h := jwtHeader(t, tok)
+	h["alg"] = "none"
+	b, _ := json.Marshal(h)
+	return base64.RawURLEncoding.EncodeToString(b) + "." + strings.Split(tok, ".")[1] + "."
+}
+
+// TestFeedServedByAnyInstance: a resource server following instance B's
+// feed learns of a logout at instance A (PostgreSQL LISTEN/NOTIFY wakes B's
+// stream), with no introspection call.
+func TestFeedServedByAnyInstance(t *testing.T) {
+	t.Parallel()
+	pg := instances(t, 2)
+	keys := t.TempDir()
+	a := newEnv(t, pg[0], withKeysDir(keys))
+	b := newEnv(t, pg[1], withKeysDir(keys))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	listening := make(chan struct{}, 10)
+	go pg[1].Listen(ctx, b.svc.Revocations().Apply, func(ctx context.Context) {
+		b.svc.LoadRevocations(ctx)
+		listening <- struct{}{}
+	})
+	<-listening
+	rs := newResourceServer(t, b)
+	a.registerVerified("any@example.org", goodPassword)
+	access, _ := a.login("any@example.org", goodPassword)
+	if got := rs.status(t, access); got != 200 {
+		t.Fatalf("a fresh token of A answers %d at the resource server", got)
+	}
+	want(t, "logout at A", a.do("POST", "/v1/auth/logout", nil, bearer(access)...), 204, "")
+	rs.refusedWithin(t, "logout at A, feed from B", access)
+	if n := rs.transport.introspections.Load(); n != 0 {
+		t.Errorf("%d introspection calls, want none", n)
+	}
+}
+
+// TestStreamLifetimeIsNoGap: authd ends each stream after its lifetime; the
+// verifier resumes at once, and even FailClosed never refuses a token for
+// it, while revocations still arrive.
+func TestStreamLifetimeIsNoGap(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	short := httptest.NewServer(httpapi.New(httpapi.Options{Service: e.svc, ServiceTokens: []string{serviceToken},
+		JWKS:                   func() ([]byte, error) { return e.keys.JWKS(e.clock.Now(), e.cfg.AccessTokenTTL) },
+		RevocationStreamMaxAge: 1100 * time.Millisecond})) // the verifier resumes at once after a second
+	t.Cleanup(short.Close)
+	rs := newResourceServer(t, e, func(o *verify.Options) {
+		o.Policy = verify.FailClosed
+		o.JWKSURL, o.RevocationsURL = short.URL+"/.well-known/jwks.json", short.URL+"/v1/auth/revocations"
+	})
+	e.registerVerified("life@example.org", goodPassword)
+	old, _ := e.login("life@example.org", goodPassword)
+	e.clock.Advance(time.Minute) // past the loss leeway, were a stream's end taken for a loss
+	for rs.v.Stats().Reconnects < 2 {
+		if got := rs.status(t, old); got != 200 {
+			t.Fatalf("after %d stream ends, a valid token answers %d, want 200", rs.v.Stats().Reconnects, got)
+		}
+		time.Sleep(2 * time.Millisecond) // polling, not waiting for a state
+	}
+	want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(old)...), 204, "")
+	rs.refusedWithin(t, "logout across stream ends", old)
+}

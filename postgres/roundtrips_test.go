@@ -1,0 +1,126 @@
+package postgres
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/storetest"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// roundTrips counts what a connection sends: each batch, and each query
+// sent alone, is one round trip to the server.
+type roundTrips struct{ n atomic.Int64 }
+
+func (r *roundTrips) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	r.n.Add(1)
+	return ctx
+}
+func (r *roundTrips) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (r *roundTrips) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	r.n.Add(1)
+	return ctx
+}
+func (r *roundTrips) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+func (r *roundTrips) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
+
+// TestRefreshInTwoRoundTrips: a refresh's transaction — BEGIN, the locking
+// read, the rotation, the new token, the audit row and COMMIT — reaches the
+// server in two round trips: BEGIN with the read, the writes with COMMIT.
+func TestRefreshInTwoRoundTrips(t *testing.T) {
+	ctx := context.Background()
+	url := storetest.PostgresURL(t)
+	s, err := Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Migrator().Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trips := &roundTrips{}
+	cfg.ConnConfig.Tracer = trips
+	cfg.MaxConns = 1 // one connection: its statement cache warms up below
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	traced := &Store{queries: queries{db: pool}, pool: pool}
+
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	u := storetest.NewUser("trips@example.org")
+	sess := &authd.Session{ID: authd.NewID(), UserID: u.ID, CreatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(time.Hour)}
+	token := func(digest string) *authd.Token {
+		return &authd.Token{ID: authd.NewID(), JTI: uuid.NewString(), UserID: u.ID, SessionID: sess.ID,
+			TokenType: authd.TokenRefresh, TokenValue: digest, IssuedAt: now, ExpiresAt: now.Add(time.Hour), CreatedAt: now}
+	}
+	if err := s.CreateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateSession(ctx, sess); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateToken(ctx, token("trip-0")); err != nil {
+		t.Fatal(err)
+	}
+	refresh := func(from, to string) error {
+		return traced.InTx(ctx, func(q authd.Queries) error {
+			tok, sess, _, err := q.RefreshSession(ctx, from)
+			if err != nil {
+				return err
+			}
+			tok.Revoked, tok.RevokedAt, tok.RotatedAt, sess.LastUsedAt = true, now, now, now
+			if err := q.SaveRotation(ctx, tok, sess); err != nil {
+				return err
+			}
+			if err := q.CreateToken(ctx, token(to)); err != nil {
+				return err
+			}
+			return q.CreateSecurityLog(ctx, authd.NewSecurityLog(now, authd.EventTokenRefreshed, authd.ResultSuccess, u.ID, "", "", "", nil))
+		})
+	}
+	if err := refresh("trip-0", "trip-1"); err != nil { // warms the statement cache
+		t.Fatal(err)
+	}
+	trips.n.Store(0)
+	if err := refresh("trip-1", "trip-2"); err != nil {
+		t.Fatal(err)
+	}
+	if n := trips.n.Load(); n != 2 {
+		t.Errorf("a refresh transaction took %d round trips, want 2", n)
+	}
+	if rotated, err := s.RefreshToken(ctx, "trip-1"); err != nil || !rotated.Revoked {
+		t.Errorf("after the refresh: %+v, %v; want trip-1 rotated (committed)", rotated, err)
+	}
+
+	// A failure among the queued writes rolls the whole transaction back.
+	trips.n.Store(0)
+	err = traced.InTx(ctx, func(q authd.Queries) error {
+		if _, _, _, err := q.RefreshSession(ctx, "trip-2"); err != nil {
+			return err
+		}
+		return q.CreateToken(ctx, token("trip-1")) // a digest taken: unique violation at COMMIT's round trip
+	})
+	if err == nil {
+		t.Fatal("a transaction whose queued write fails committed")
+	}
+	if tok, err := s.RefreshToken(ctx, "trip-2"); err != nil || tok.Revoked {
+		t.Errorf("trip-2 after the failed transaction: %+v, %v", tok, err)
+	}
+	if stat := pool.Stat(); stat.AcquiredConns() != 0 {
+		t.Errorf("%d connections still acquired after the failed transaction", stat.AcquiredConns())
+	}
+	if err := refresh("trip-2", "trip-3"); err != nil {
+		t.Errorf("the pool after a failed transaction: %v", err)
+	}
+}

@@ -1,0 +1,67 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"time"
+
+	"github.com/authd/authd"
+)
+
+// lane is the queue of the store's writers: one at a time, in the order
+// they came (goroutines blocked on a channel are woken first in, first
+// out).
+type lane chan struct{}
+
+// laneWait bounds a writer's wait for the lane, as busy_timeout bounds
+// its wait for the lock: past it the database is busy (503, Retry-After).
+const laneWait = 10 * time.Second
+
+// enter waits for the lane, for laneWait at most, or until ctx ends.
+func (l lane) enter(ctx context.Context) error {
+	select {
+	case l <- struct{}{}: // free: no timer
+		return nil
+	default:
+	}
+	t := time.NewTimer(laneWait)
+	defer t.Stop()
+	select {
+	case l <- struct{}{}:
+		return nil
+	case <-t.C:
+		return &authd.Error{Code: authd.EUnavailable, Message: "the database is busy", RetryAfter: time.Second}
+	case <-ctx.Done():
+		return &authd.Error{Code: authd.EUnavailable, Message: "the database is busy", Err: ctx.Err()}
+	}
+}
+
+func (l lane) leave() { <-l }
+
+// laneDB is the database outside transactions: statements that write take
+// the lane, reads run at once.
+type laneDB struct {
+	db   *sql.DB
+	lane lane
+}
+
+func (d laneDB) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if err := d.lane.enter(ctx); err != nil {
+		return nil, err
+	}
+	defer d.lane.leave()
+	return d.db.ExecContext(ctx, query, args...)
+}
+
+// QueryContext and QueryRowContext run reads at once. A statement that
+// writes and returns rows (UPDATE … RETURNING) writes as its rows are
+// stepped, after these return, so the lane cannot cover it: the flows run
+// such statements in transactions (InTx), and the store's own (ClaimMail)
+// hold the lane while they read the rows.
+func (d laneDB) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return d.db.QueryContext(ctx, query, args...)
+}
+
+func (d laneDB) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	return d.db.QueryRowContext(ctx, query, args...)
+}

@@ -1,0 +1,82 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/google/uuid"
+)
+
+// TestWritersQueueInTheLane: with SQLite's busy handler off (a writer that
+// finds the lock taken fails at once), many concurrent writers — flows'
+// transactions and lone statements alike — all succeed: they queue in the
+// store's lane, never in SQLite.
+func TestWritersQueueInTheLane(t *testing.T) {
+	old := busyTimeout
+	busyTimeout = 0
+	t.Cleanup(func() { busyTimeout = old })
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "authd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Migrator().Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.db.SetMaxOpenConns(64) // room for every writer to hold a connection at once
+
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	var wg sync.WaitGroup
+	errs := make(chan error, 192)
+	for i := range 64 {
+		wg.Go(func() {
+			errs <- s.InTx(ctx, func(q authd.Queries) error {
+				u := &authd.User{ID: uuid.New(), Email: fmt.Sprintf("w%d@example.org", i), PasswordHash: "x",
+					AccountStatus: authd.StatusActive, RegistrationTimestamp: now, LastPasswordChange: now, ConsentTimestamp: now, CreatedAt: now, UpdatedAt: now}
+				if err := q.CreateUser(ctx, u); err != nil {
+					return err
+				}
+				time.Sleep(time.Millisecond) // hold the lock a while, as a flow does
+				return q.CreateSecurityLog(ctx, authd.NewSecurityLog(now, authd.EventRegistration, authd.ResultSuccess, u.ID, "", "", "", nil))
+			})
+		})
+		wg.Go(func() {
+			errs <- s.CreateSecurityLog(ctx, authd.NewSecurityLog(now, authd.EventLoginFailure, authd.ResultFailure, uuid.Nil, "", "", "", nil))
+		})
+		wg.Go(func() { // an UPDATE … RETURNING outside a transaction
+			_, err := s.RevokeUserSessions(ctx, uuid.New(), uuid.Nil, now)
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("a writer failed: %v", err)
+		}
+	}
+}
+
+// TestLaneWaitEnds: a writer waiting for the lane gives up when its
+// context ends, as database busy (503), not an internal error.
+func TestLaneWaitEnds(t *testing.T) {
+	l := make(lane, 1)
+	if err := l.enter(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := l.enter(ctx); authd.ErrorCode(err) != authd.EUnavailable {
+		t.Errorf("enter a held lane with an ended context = %v, want %s", err, authd.EUnavailable)
+	}
+	l.leave()
+	if err := l.enter(ctx); err != nil {
+		t.Errorf("enter a free lane = %v, want nil", err)
+	}
+}

@@ -1,0 +1,398 @@
+package verify
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// feedSilence is how long the feed may say nothing (authd sends a
+// heartbeat every 15 s) before the connection is taken for dead. A
+// variable for the test of it only.
+var feedSilence = 45 * time.Second
+
+const (
+	// Reconnection backoff: from minBackoff doubling to maxBackoff, with
+	// jitter, reset once a connection has caught up.
+	minBackoff = 100 * time.Millisecond
+	maxBackoff = 10 * time.Second
+	// maxFeedLine bounds one line of the event stream.
+	maxFeedLine = 64 << 10
+	// forgetAfter keeps an event past its exp, for clock skew with authd.
+	forgetAfter = time.Minute
+	// resumeGrace is how long the state stays current while the verifier
+	// resumes a stream authd ended on purpose.
+	resumeGrace = time.Second
+	// minStreamLife is how long a stream must have lasted for its clean end
+	// to be resumed at once.
+	minStreamLife = time.Second
+)
+
+// errStreamEnded is a stream that authd closed cleanly, between events.
+var errStreamEnded = errors.New("verify: authd ended the revocation stream")
+
+// revocations is what the feed has said: revoked sessions and users.
+type revocations struct {
+	mu          sync.RWMutex
+	sessions    map[string]time.Time // sid → when it may be forgotten
+	users       map[string]userRevocation
+	lastID      int64
+	healthy     bool      // connected and caught up
+	lostAt      time.Time // with !healthy: since when the feed may have missed events
+	lastMessage time.Time // anything from the feed, heartbeats included
+	reconnects  int64
+	syncs       int64 // catch-ups so far, for keepHealthyFor
+}
+
+type userRevocation struct {
+	before time.Time // tokens issued before it are revoked
+	forget time.Time
+}
+
+func newRevocations() *revocations {
+	return &revocations{sessions: map[string]time.Time{}, users: map[string]userRevocation{}}
+}
+
+// revoked reports whether the feed revoked c's session or its user's tokens
+// of that age. A user event's before is in whole seconds, like iat: a token
+// with iat in the second of the revocation is caught by its session's event.
+func (r *revocations) revoked(c *Claims) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if _, ok := r.sessions[c.SessionID]; ok {
+		return true
+	}
+	u, ok := r.users[c.Subject]
+	return ok && c.IssuedAt.Before(u.before)
+}
+
+func (r *revocations) state() (healthy bool, lostAt time.Time) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.healthy, r.lostAt
+}
+
+func (r *revocations) stats(now time.Time) Stats {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	st := Stats{FeedConnected: r.healthy, LastEventID: r.lastID, Reconnects: r.reconnects,
+		Revoked: len(r.sessions) + len(r.users)}
+	if !r.lastMessage.IsZero() {
+		st.FeedLag = now.Sub(r.lastMessage)
+	}
+	return st
+}
+
+// feedEvent is one event of authd's feed.
+type feedEvent struct {
+	ID     int64  `json:"id"`
+	SID    string `json:"sid"`
+	Sub    string `json:"sub"`
+	Before int64  `json:"before"`
+	Exp    int64  `json:"exp"`
+}
+
+func (r *revocations) apply(e feedEvent, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	forget := time.Unix(e.Exp, 0).Add(forgetAfter)
+	if e.Exp == 0 {
+		forget = now.Add(24 * time.Hour) // no exp given: longer than any access token
+	}
+	switch {
+	case e.SID != "":
+		if forget.After(r.sessions[e.SID]) {
+			r.sessions[e.SID] = forget
+		}
+	case e.Sub != "":
+		u := r.users[e.Sub]
+		if before := time.Unix(e.Before, 0); before.After(u.before) {
+			u.before = before
+		}
+		u.forget = later(u.forget, forget)
+		r.users[e.Sub] = u
+	}
+	r.lastID = e.ID // in order within a stream; after a database reset authd starts over
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// prune forgets what can no longer affect an unexpired token.
+func (r *revocations) prune(now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, forget := range r.sessions {
+		if now.After(forget) {
+			delete(r.sessions, id)
+		}
+	}
+	for id, u := range r.users {
+		if now.After(u.forget) {
+			delete(r.users, id)
+		}
+	}
+}
+
+// connected records that the stream caught up (healthy) or was lost.
+func (r *revocations) setHealthy(ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.healthy && !ok {
+		// Events may have been missed since the feed last spoke.
+		r.lostAt = r.lastMessage
+	}
+	if ok {
+		r.syncs++
+	}
+	r.healthy = ok
+}
+
+// keepHealthyFor leaves the state healthy for d while a stream resumes:
+// unless it has caught up again by then, it becomes lost from now.
+func (r *revocations) keepHealthyFor(d time.Duration) {
+	r.mu.RLock()
+	syncs := r.syncs
+	r.mu.RUnlock()
+	time.AfterFunc(d, func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.syncs == syncs && r.healthy {
+			r.healthy, r.lostAt = false, r.lastMessage
+		}
+	})
+}
+
+func (r *revocations) heard(now time.Time) {
+	r.mu.Lock()
+	r.lastMessage = now
+	r.mu.Unlock()
+}
+
+// errRefused marks a feed answer that retrying will not change (a wrong
+// service token or URL), which New reports at once.
+type errRefused struct{ status string }
+
+func (e errRefused) Error() string { return "verify: the revocation feed answered " + e.status }
+
+// follow reads the feed until ctx ends, reconnecting with backoff and
+// jitter and resuming after the last event seen. The first connection's
+// outcome goes to first: nil once it has caught up, or its error.
+func (v *Verifier) follow(ctx context.Context, first chan<- error) {
+	v.revs.mu.Lock()
+	v.revs.lostAt = v.now() // until the first catch-up: everything before now is unknown
+	v.revs.mu.Unlock()
+	backoff := minBackoff
+	for attempt := 0; ; attempt++ {
+		caughtUp, started := false, time.Now()
+		err := v.stream(ctx, func() {
+			caughtUp = true
+			if first != nil {
+				first <- nil
+				first = nil
+			}
+		})
+		if ctx.Err() != nil {
+			v.revs.setHealthy(false)
+			return
+		}
+		if caughtUp && errors.Is(err, errStreamEnded) && time.Since(started) >= minStreamLife {
+			// authd ended the stream on purpose (its lifetime): resume at
+			// once. The state counts as current for resumeGrace, as long as
+			// an event takes to arrive anyway, so that the hourly
+			// reconnection is no gap; if the resumption has not caught up
+			// by then, it is one, from the end. A stream that ended
+			// sooner than minStreamLife goes through the backoff, so that
+			// a misbehaving server cannot make this loop spin.
+			v.revs.keepHealthyFor(resumeGrace)
+			v.revs.mu.Lock()
+			v.revs.reconnects++
+			v.revs.mu.Unlock()
+			backoff = minBackoff
+			continue
+		}
+		v.revs.setHealthy(false)
+		if first != nil && (attempt > 0 || errors.As(err, new(errRefused))) {
+			// The first connection failed twice, or for good: New reports it.
+			first <- err
+			return
+		}
+		v.logger.Warn("verify: revocation feed lost; reconnecting", "err", err, "in", backoff)
+		if caughtUp {
+			backoff = minBackoff
+		}
+		jittered := backoff/2 + rand.N(backoff/2+1)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(jittered):
+		}
+		backoff = min(2*backoff, maxBackoff)
+		v.revs.mu.Lock()
+		v.revs.reconnects++
+		v.revs.mu.Unlock()
+	}
+}
+
+// stream follows one connection to the feed, resuming after the last event
+// seen; caughtUp is called when authd says the backlog is sent.
+func (v *Verifier) stream(ctx context.Context, caughtUp func()) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, v.opts.RevocationsURL, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+v.opts.ServiceToken)
+	v.revs.mu.RLock()
+	last := v.revs.lastID
+	v.revs.mu.RUnlock()
+	if last > 0 {
+		req.Header.Set("Last-Event-ID", strconv.FormatInt(last, 10))
+	}
+	// The stream lives long: the client's overall timeout must not apply.
+	client := &http.Client{Transport: v.client.Transport}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden ||
+		resp.StatusCode == http.StatusNotFound:
+		return errRefused{resp.Status}
+	case resp.StatusCode != http.StatusOK:
+		return fmt.Errorf("verify: the revocation feed answered %s", resp.Status)
+	case !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream"):
+		return errRefused{"a " + resp.Header.Get("Content-Type") + " body, not an event stream"}
+	}
+	// A connection that goes silent is dead: cancel it.
+	silence := time.AfterFunc(feedSilence, cancel)
+	defer silence.Stop()
+	body := bufio.NewReaderSize(resp.Body, 4096)
+	var event, data string
+	for {
+		line, err := readLine(body)
+		if err == io.EOF && event == "" && data == "" {
+			return errStreamEnded
+		}
+		if err != nil {
+			if ctx.Err() != nil && !silence.Stop() {
+				return fmt.Errorf("verify: the revocation feed was silent for %s", feedSilence)
+			}
+			return err
+		}
+		silence.Reset(feedSilence)
+		v.revs.heard(v.now())
+		switch {
+		case line == "":
+			if err := v.dispatch(event, data, caughtUp); err != nil {
+				return err
+			}
+			event, data = "", ""
+		case strings.HasPrefix(line, ":"): // a comment: heartbeat
+		default:
+			field, value, _ := strings.Cut(line, ":")
+			value = strings.TrimPrefix(value, " ")
+			switch field {
+			case "event":
+				event = value
+			case "data":
+				if data != "" {
+					data += "\n"
+				}
+				data += value
+				if len(data) > maxFeedLine {
+					return fmt.Errorf("verify: a revocation event over %d bytes", maxFeedLine)
+				}
+			}
+		}
+	}
+}
+
+// dispatch applies one complete event.
+func (v *Verifier) dispatch(event, data string, caughtUp func()) error {
+	switch event {
+	case "", "message":
+		if data == "" {
+			return nil
+		}
+		var e feedEvent
+		if err := json.Unmarshal([]byte(data), &e); err != nil || e.ID <= 0 || (e.SID == "") == (e.Sub == "") {
+			return fmt.Errorf("verify: a malformed revocation event")
+		}
+		now := v.now()
+		v.revs.apply(e, now)
+		if e.ID%256 == 0 {
+			v.revs.prune(now)
+		}
+	case "synced":
+		v.revs.prune(v.now())
+		v.revs.setHealthy(true)
+		caughtUp()
+	}
+	return nil
+}
+
+// readLine reads one line (LF or CRLF endings), at most maxFeedLine.
+func readLine(r *bufio.Reader) (string, error) {
+	var b strings.Builder
+	for {
+		frag, err := r.ReadSlice('\n')
+		b.Write(frag)
+		if b.Len() > maxFeedLine {
+			return "", fmt.Errorf("verify: a revocation feed line over %d bytes", maxFeedLine)
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err != nil {
+			if err == io.EOF && b.Len() > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return "", err
+		}
+		return strings.TrimRight(b.String(), "\r\n"), nil
+	}
+}
+
+// introspect asks authd whether token is active (RFC 7662).
+func (v *Verifier) introspect(ctx context.Context, token string) (bool, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, v.opts.IntrospectionURL,
+		strings.NewReader(url.Values{"token": {token}}.Encode()))
+	if err != nil {
+		return false, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", "Bearer "+v.opts.ServiceToken)
+	resp, err := v.client.Do(req)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return false, fmt.Errorf("introspection answered %s", resp.Status)
+	}
+	var out struct {
+		Active bool `json:"active"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&out); err != nil {
+		return false, err
+	}
+	return out.Active, nil
+}

@@ -1,0 +1,270 @@
+package verify
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/big"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+const (
+	// defaultJWKSMaxAge applies when the JWKS answer has no max-age.
+	defaultJWKSMaxAge = 5 * time.Minute
+	// maxJWKSMaxAge caps what a JWKS answer may ask for.
+	maxJWKSMaxAge = 24 * time.Hour
+	// refetchInterval is the least time between two JWKS fetches that an
+	// unknown kid or a stale set triggers.
+	refetchInterval = time.Second
+	// maxJWKSBytes bounds a JWKS document.
+	maxJWKSBytes = 1 << 20
+)
+
+// publicKey is one key of the JWKS. A key keeps its identity (pointer)
+// across refetches while its kid and material are unchanged, which the
+// verified-token cache relies on.
+type publicKey struct {
+	kid, alg string
+	key      crypto.PublicKey
+	raw      string // the JWK's material, to compare across fetches
+}
+
+// keySet is the cached JWKS.
+type keySet struct {
+	v          *Verifier
+	fetches    atomic.Int64
+	refreshing atomic.Bool // a background refresh is under way
+
+	mu        sync.RWMutex
+	keys      map[string]*publicKey
+	fresh     time.Time // until when the set may be used without refetching (Options.Now)
+	lastFetch time.Time // for refetchInterval (wall clock: it paces requests)
+	fetching  sync.Mutex
+}
+
+func newKeySet(v *Verifier) *keySet { return &keySet{v: v, keys: map[string]*publicKey{}} }
+
+// has reports whether k is still in the set (for cached tokens), and
+// refreshes a stale set in the background.
+func (ks *keySet) has(k *publicKey) bool {
+	ks.mu.RLock()
+	present, stale := ks.keys[k.kid] == k, ks.v.now().After(ks.fresh)
+	ks.mu.RUnlock()
+	if stale {
+		ks.refreshInBackground()
+	}
+	return present
+}
+
+// refreshInBackground refetches a stale set without making the caller
+// wait; the cached keys serve meanwhile (and if it fails).
+func (ks *keySet) refreshInBackground() {
+	if !ks.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	started := ks.v.background(func(ctx context.Context) {
+		defer ks.refreshing.Store(false)
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if err := ks.refetch(ctx); err != nil {
+			ks.v.logger.Warn("verify: refreshing the JWKS failed; keeping the cached keys", "err", err)
+		}
+	})
+	if !started {
+		ks.refreshing.Store(false)
+	}
+}
+
+// lookup returns the key kid. A stale set is refreshed in the background;
+// an unknown kid refetches at once, at most once per refetchInterval.
+func (ks *keySet) lookup(ctx context.Context, kid string) (*publicKey, error) {
+	ks.mu.RLock()
+	k, stale := ks.keys[kid], ks.v.now().After(ks.fresh)
+	ks.mu.RUnlock()
+	if k != nil {
+		if stale {
+			ks.refreshInBackground()
+		}
+		return k, nil
+	}
+	if kid == "" || len(kid) > 200 {
+		return nil, fmt.Errorf("%w: missing or bad kid", ErrUnknownKey)
+	}
+	// A stale set is refetched at once: authd publishes a new key a JWKS
+	// lifetime before it signs with it, so an unknown kid in a fresh set is
+	// suspect (paced), in a stale one expected.
+	fetch := ks.refetch
+	if stale {
+		fetch = ks.fetch
+	}
+	if err := fetch(ctx); err != nil {
+		ks.v.logger.Warn("verify: fetching the JWKS for an unknown kid failed", "err", err)
+	}
+	ks.mu.RLock()
+	k = ks.keys[kid]
+	ks.mu.RUnlock()
+	if k == nil {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownKey, kid)
+	}
+	return k, nil
+}
+
+// refetch fetches the set unless another fetch happened within
+// refetchInterval (then it waits for that one).
+func (ks *keySet) refetch(ctx context.Context) error {
+	ks.fetching.Lock()
+	defer ks.fetching.Unlock()
+	ks.mu.RLock()
+	recent := time.Since(ks.lastFetch) < refetchInterval
+	ks.mu.RUnlock()
+	if recent {
+		return nil
+	}
+	return ks.fetchLocked(ctx)
+}
+
+func (ks *keySet) fetch(ctx context.Context) error {
+	ks.fetching.Lock()
+	defer ks.fetching.Unlock()
+	return ks.fetchLocked(ctx)
+}
+
+func (ks *keySet) fetchLocked(ctx context.Context) error {
+	ks.fetches.Add(1)
+	ks.mu.Lock()
+	ks.lastFetch = time.Now()
+	ks.mu.Unlock()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ks.v.opts.JWKSURL, nil)
+	if err != nil {
+		return fmt.Errorf("verify: JWKS request: %w", err)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := ks.v.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("verify: fetching the JWKS: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("verify: fetching the JWKS: %s", resp.Status)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes+1))
+	if err != nil {
+		return fmt.Errorf("verify: reading the JWKS: %w", err)
+	}
+	if len(body) > maxJWKSBytes {
+		return fmt.Errorf("verify: the JWKS is over %d bytes", maxJWKSBytes)
+	}
+	var doc struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return fmt.Errorf("verify: the JWKS is not JSON: %w", err)
+	}
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	keys := map[string]*publicKey{}
+	for _, raw := range doc.Keys {
+		k, err := parseJWK(raw)
+		if err != nil {
+			ks.v.logger.Warn("verify: skipping a JWKS key", "err", err)
+			continue
+		}
+		if old := ks.keys[k.kid]; old != nil && old.raw == k.raw && old.alg == k.alg {
+			k = old // same key: cached tokens it verified stay valid
+		}
+		keys[k.kid] = k
+	}
+	if len(keys) == 0 {
+		return fmt.Errorf("verify: the JWKS has no usable key")
+	}
+	ks.keys = keys
+	ks.fresh = ks.v.now().Add(maxAge(resp.Header.Get("Cache-Control")))
+	return nil
+}
+
+// maxAge reads Cache-Control's max-age (no-store/no-cache: refetch after
+// refetchInterval).
+func maxAge(cc string) time.Duration {
+	for part := range strings.SplitSeq(cc, ",") {
+		part = strings.TrimSpace(strings.ToLower(part))
+		if part == "no-store" || part == "no-cache" {
+			return refetchInterval
+		}
+		if v, ok := strings.CutPrefix(part, "max-age="); ok {
+			if n, err := strconv.Atoi(v); err == nil && n >= 0 {
+				return min(time.Duration(n)*time.Second, maxJWKSMaxAge)
+			}
+		}
+	}
+	return defaultJWKSMaxAge
+}
+
+// parseJWK reads one signature key of the kinds authd publishes (Ed25519,
+// P-256, RSA). A key without "alg" gets the one its type implies.
+func parseJWK(raw json.RawMessage) (*publicKey, error) {
+	var j struct {
+		Kty, Crv, X, Y, N, E, Kid, Alg, Use string
+	}
+	if err := json.Unmarshal(raw, &j); err != nil {
+		return nil, err
+	}
+	if j.Use != "" && j.Use != "sig" {
+		return nil, fmt.Errorf("key %q: use %q", j.Kid, j.Use)
+	}
+	if j.Kid == "" {
+		return nil, fmt.Errorf("a key without kid")
+	}
+	b64 := base64.RawURLEncoding
+	k := &publicKey{kid: j.Kid, raw: strings.Join([]string{j.Kty, j.Crv, j.X, j.Y, j.N, j.E}, ".")}
+	switch {
+	case j.Kty == "OKP" && j.Crv == "Ed25519":
+		x, err := b64.DecodeString(j.X)
+		if err != nil || len(x) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("key %q: bad Ed25519 x", j.Kid)
+		}
+		k.key, k.alg = ed25519.PublicKey(x), "EdDSA"
+	case j.Kty == "EC" && j.Crv == "P-256":
+		x, err1 := b64.DecodeString(j.X)
+		y, err2 := b64.DecodeString(j.Y)
+		if err1 != nil || err2 != nil || len(x) != 32 || len(y) != 32 {
+			return nil, fmt.Errorf("key %q: bad P-256 point", j.Kid)
+		}
+		pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), bytes.Join([][]byte{{4}, x, y}, nil))
+		if err != nil {
+			return nil, fmt.Errorf("key %q: %w", j.Kid, err)
+		}
+		k.key, k.alg = pub, "ES256"
+	case j.Kty == "RSA":
+		n, err1 := b64.DecodeString(j.N)
+		e, err2 := b64.DecodeString(j.E)
+		if err1 != nil || err2 != nil || len(n) < 256 || len(e) == 0 || len(e) > 4 {
+			return nil, fmt.Errorf("key %q: bad or short RSA key", j.Kid)
+		}
+		k.key, k.alg = &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}, "RS256"
+	default:
+		return nil, fmt.Errorf("key %q: unsupported kty %q crv %q", j.Kid, j.Kty, j.Crv)
+	}
+	if j.Alg != "" && j.Alg != k.alg {
+		// The alg a key declares must be the one its type is used with here:
+		// anything else (HS256 on a public key, say) is algorithm confusion.
+		if !(k.alg == "RS256" && slices.Contains([]string{"RS384", "RS512", "PS256", "PS384", "PS512"}, j.Alg)) {
+			return nil, fmt.Errorf("key %q: alg %q does not fit kty %q", j.Kid, j.Alg, j.Kty)
+		}
+		k.alg = j.Alg
+	}
+	return k, nil
+}

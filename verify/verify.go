@@ -1,0 +1,519 @@
+// Package verify checks authd's access tokens in a resource server and
+// learns revocations within a second, without asking authd per request.
+//
+// A Verifier checks a token's signature against authd's JWKS (cached as its
+// Cache-Control allows; an unknown kid refetches it, at most once a second),
+// its header (typ at+jwt, only the algorithms the JWKS keys declare) and
+// claims (iss, aud, exp exactly; nbf and iat with 30 s of leeway), and then
+// the revocations it follows on authd's revocation feed
+// (GET /v1/auth/revocations, Server-Sent Events). When the feed is lost it
+// reconnects with backoff and resumes where it stopped; until it has caught
+// up, Policy decides: ask introspection (the default), or refuse the tokens
+// issued before the feed was lost (FailClosed).
+//
+//	v, err := verify.New(ctx, verify.Options{
+//		Issuer:         "https://auth.example.org",
+//		Audience:       "authd",
+//		JWKSURL:        "https://auth.example.org/.well-known/jwks.json",
+//		RevocationsURL: "https://auth.example.org/v1/auth/revocations",
+//		ServiceToken:   os.Getenv("AUTHD_SERVICE_TOKEN"),
+//	})
+//	...
+//	http.Handle("/api/", v.Middleware(api))
+//
+// The package imports only the standard library and golang-jwt.
+package verify
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Policy says what Verify does while the revocation feed is lost (and
+// until it has caught up after a reconnection).
+type Policy int
+
+const (
+	// FallBackToIntrospection asks authd's introspection about every token
+	// until the feed is back. If introspection cannot be reached either,
+	// Verify returns ErrUnavailable.
+	FallBackToIntrospection Policy = iota
+	// FailClosed refuses (ErrUnavailable) every token issued before the
+	// feed was lost (give or take Leeway of clock skew), since one of them
+	// may have been revoked meanwhile; tokens issued later are accepted on
+	// their signature and claims.
+	FailClosed
+)
+
+// Options configure a Verifier. Issuer, Audience, JWKSURL, RevocationsURL
+// and ServiceToken are required.
+type Options struct {
+	Issuer   string // the exact "iss" (authd's AUTHD_ISSUER)
+	Audience string // an "aud" the token must carry (AUTHD_AUDIENCE)
+	JWKSURL  string // authd's /.well-known/jwks.json
+	// RevocationsURL is authd's /v1/auth/revocations.
+	RevocationsURL string
+	// ServiceToken is one of authd's AUTHD_SERVICE_TOKENS, for the feed and
+	// introspection.
+	ServiceToken string
+	// HTTPClient makes every request (default: a client with a 10-second
+	// timeout for JWKS and introspection; the feed uses its transport only).
+	HTTPClient *http.Client
+	// Policy while the feed is lost; FallBackToIntrospection by default.
+	Policy Policy
+	// IntrospectionURL is authd's /v1/auth/introspect; by default
+	// RevocationsURL with its last segment replaced by "introspect".
+	IntrospectionURL string
+	// RequireMFA refuses tokens whose login did not pass a second factor
+	// (no "mfa" in amr) with ErrMFARequired.
+	RequireMFA bool
+	// RequireAMR refuses tokens whose amr lacks any of these methods.
+	RequireAMR []string
+	// CacheSize bounds the verified-token cache (default 10,000 tokens;
+	// negative: no cache).
+	CacheSize int
+	// Now is the clock (default time.Now); tests set it.
+	Now func() time.Time
+	// Logger receives feed disconnections and JWKS failures (default:
+	// discarded). Tokens are never logged.
+	Logger *slog.Logger
+}
+
+// Errors Verify returns, wrapped with detail; compare with errors.Is.
+var (
+	ErrMalformed   = errors.New("verify: malformed token")
+	ErrAlgorithm   = errors.New("verify: algorithm not allowed")
+	ErrType        = errors.New("verify: not an access token (typ)")
+	ErrUnknownKey  = errors.New("verify: unknown signing key")
+	ErrSignature   = errors.New("verify: bad signature")
+	ErrIssuer      = errors.New("verify: wrong issuer")
+	ErrAudience    = errors.New("verify: wrong audience")
+	ErrExpired     = errors.New("verify: token expired")
+	ErrNotYetValid = errors.New("verify: token not valid yet")
+	ErrRevoked     = errors.New("verify: token revoked")
+	ErrMFARequired = errors.New("verify: a second factor is required")
+	ErrUnavailable = errors.New("verify: revocation state unknown (feed lost)")
+	ErrClosed      = errors.New("verify: verifier closed")
+	ErrClaims      = errors.New("verify: invalid claims")
+)
+
+// Leeway is the clock skew tolerated on nbf and iat (SPEC 6.3); exp is
+// checked exactly.
+const Leeway = 30 * time.Second
+
+// maxTokenLength refuses absurd inputs before any parsing.
+const maxTokenLength = 8192
+
+// defaultCacheSize is the verified-token cache's default bound.
+const defaultCacheSize = 10000
+
+// Claims are a verified access token's claims. Treat them as read-only.
+type Claims struct {
+	Subject   string // the user id (sub)
+	SessionID string // sid
+	ID        string // jti
+	Issuer    string
+	Audience  []string
+	AMR       []string // how the login was authenticated (RFC 8176): pwd, otp, mfa
+	Scopes    []string // from a space-separated "scope" claim, when present
+	IssuedAt  time.Time
+	NotBefore time.Time
+	ExpiresAt time.Time
+	KeyID     string
+}
+
+// HasAMR reports whether the login used method m.
+func (c *Claims) HasAMR(m string) bool { return slices.Contains(c.AMR, m) }
+
+// Stats are a Verifier's counters, for metrics.
+type Stats struct {
+	FeedConnected  bool          // following the feed and caught up
+	FeedLag        time.Duration // since the feed last said anything (heartbeats every 15 s)
+	LastEventID    int64
+	Reconnects     int64
+	CacheHits      int64
+	CacheMisses    int64
+	Introspections int64 // calls made while the feed was lost
+	JWKSFetches    int64
+	Revoked        int // sessions and users currently remembered as revoked
+}
+
+// Verifier checks access tokens. Safe for concurrent use; Close it.
+type Verifier struct {
+	opts   Options
+	client *http.Client
+	now    func() time.Time
+	logger *slog.Logger
+
+	keys    *keySet
+	revs    *revocations
+	cache   *tokenCache
+	headers headers
+
+	hits, misses, introspections atomic.Int64
+
+	ctx    context.Context // ends at Close
+	cancel context.CancelFunc
+	mu     sync.Mutex // orders background starts before Close's wait
+	wg     sync.WaitGroup
+	closed atomic.Bool
+}
+
+// background runs fn in a goroutine that Close waits for; false once
+// closed.
+func (v *Verifier) background(fn func(ctx context.Context)) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed.Load() {
+		return false
+	}
+	v.wg.Go(func() { fn(v.ctx) })
+	return true
+}
+
+// New returns a Verifier once it has fetched the JWKS and caught up with
+// the revocation feed; it keeps following the feed until Close. It fails
+// when either cannot be read before ctx ends, or at once when authd refuses
+// (a wrong service token or URL).
+func New(ctx context.Context, opts Options) (*Verifier, error) {
+	for name, v := range map[string]string{"Issuer": opts.Issuer, "Audience": opts.Audience, "JWKSURL": opts.JWKSURL,
+		"RevocationsURL": opts.RevocationsURL, "ServiceToken": opts.ServiceToken} {
+		if v == "" {
+			return nil, fmt.Errorf("verify: Options.%s is required", name)
+		}
+	}
+	if opts.IntrospectionURL == "" {
+		u, err := url.Parse(opts.RevocationsURL)
+		if err != nil {
+			return nil, fmt.Errorf("verify: Options.RevocationsURL: %w", err)
+		}
+		u.Path = u.Path[:strings.LastIndex(u.Path, "/")+1] + "introspect"
+		u.RawQuery = ""
+		opts.IntrospectionURL = u.String()
+	}
+	v := &Verifier{opts: opts, client: opts.HTTPClient, now: opts.Now, logger: opts.Logger}
+	if v.client == nil {
+		v.client = &http.Client{Timeout: 10 * time.Second}
+	}
+	if v.now == nil {
+		v.now = time.Now
+	}
+	if v.logger == nil {
+		v.logger = slog.New(slog.DiscardHandler)
+	}
+	size := opts.CacheSize
+	if size == 0 {
+		size = defaultCacheSize
+	}
+	v.cache = newTokenCache(size)
+	v.keys = newKeySet(v)
+	v.revs = newRevocations()
+	if err := v.keys.fetch(ctx); err != nil {
+		return nil, err
+	}
+	v.ctx, v.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	first := make(chan error, 1)
+	v.background(func(ctx context.Context) { v.follow(ctx, first) })
+	select {
+	case err := <-first:
+		if err != nil {
+			v.Close()
+			return nil, err
+		}
+	case <-ctx.Done():
+		v.Close()
+		return nil, fmt.Errorf("verify: waiting for the revocation feed: %w", ctx.Err())
+	}
+	return v, nil
+}
+
+// Close stops following the feed. Verify then returns ErrClosed.
+func (v *Verifier) Close() error {
+	v.mu.Lock()
+	already := v.closed.Swap(true)
+	v.mu.Unlock()
+	if already {
+		return nil
+	}
+	v.cancel()
+	v.wg.Wait()
+	return nil
+}
+
+// Stats returns the current counters.
+func (v *Verifier) Stats() Stats {
+	st := v.revs.stats(v.now())
+	st.CacheHits, st.CacheMisses = v.hits.Load(), v.misses.Load()
+	st.Introspections = v.introspections.Load()
+	st.JWKSFetches = v.keys.fetches.Load()
+	return st
+}
+
+// Verify checks token (the bearer token, without "Bearer ") and returns
+// its claims, or an error wrapping one of the Err values.
+func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
+	if v.closed.Load() {
+		return nil, ErrClosed
+	}
+	now := v.now()
+	c, ok := v.cache.get(token, v.keys)
+	if ok {
+		v.hits.Add(1)
+		if err := checkTimes(c, now); err != nil {
+			return nil, err
+		}
+	} else {
+		v.misses.Add(1)
+		var key *publicKey
+		var err error
+		if c, key, err = v.verifySignature(ctx, token, now); err != nil {
+			return nil, err
+		}
+		v.cache.put(token, c, key)
+	}
+	if err := v.checkAMR(c); err != nil {
+		return nil, err
+	}
+	if err := v.checkRevoked(ctx, token, c, now); err != nil {
+		return nil, err
+	}
+	out := *c
+	out.Audience, out.AMR, out.Scopes = slices.Clone(c.Audience), slices.Clone(c.AMR), slices.Clone(c.Scopes)
+	return &out, nil
+}
+
+func (v *Verifier) checkAMR(c *Claims) error {
+	if v.opts.RequireMFA && !c.HasAMR("mfa") {
+		return ErrMFARequired
+	}
+	for _, m := range v.opts.RequireAMR {
+		if !c.HasAMR(m) {
+			return fmt.Errorf("%w: amr lacks %q", ErrMFARequired, m)
+		}
+	}
+	return nil
+}
+
+// checkTimes checks exp exactly and nbf/iat with Leeway.
+func checkTimes(c *Claims, now time.Time) error {
+	if !now.Before(c.ExpiresAt) {
+		return ErrExpired
+	}
+	if now.Add(Leeway).Before(c.NotBefore) || now.Add(Leeway).Before(c.IssuedAt) {
+		return ErrNotYetValid
+	}
+	return nil
+}
+
+// checkRevoked consults the revocations followed from the feed, or, while
+// the feed is lost, the Policy.
+func (v *Verifier) checkRevoked(ctx context.Context, token string, c *Claims, now time.Time) error {
+	healthy, lostAt := v.revs.state()
+	if v.revs.revoked(c) {
+		return ErrRevoked
+	}
+	if healthy {
+		return nil
+	}
+	if v.opts.Policy == FailClosed {
+		// iat has whole seconds and authd's clock may be Leeway apart:
+		// a token within that of the loss counts as issued before it.
+		if c.IssuedAt.Before(lostAt.Add(Leeway + time.Second)) {
+			return fmt.Errorf("%w: token issued before the feed was lost", ErrUnavailable)
+		}
+		return nil
+	}
+	v.introspections.Add(1)
+	active, err := v.introspect(ctx, token)
+	if err != nil {
+		return fmt.Errorf("%w: introspection failed: %v", ErrUnavailable, err)
+	}
+	if !active {
+		return ErrRevoked
+	}
+	return nil
+}
+
+// verifySignature parses and fully checks a token not in the cache. It
+// parses by hand (two small structs, no maps) and lets golang-jwt's signing
+// methods check the signature, so that a first-seen token costs little
+// more than its signature.
+func (v *Verifier) verifySignature(ctx context.Context, token string, now time.Time) (*Claims, *publicKey, error) {
+	if len(token) > maxTokenLength {
+		return nil, nil, ErrMalformed
+	}
+	h64, rest, ok1 := strings.Cut(token, ".")
+	p64, s64, ok2 := strings.Cut(rest, ".")
+	if !ok1 || !ok2 || strings.IndexByte(s64, '.') >= 0 {
+		return nil, nil, ErrMalformed
+	}
+	h, err := v.headers.parse(h64)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: header: %v", ErrMalformed, err)
+	}
+	if h.Alg == "" || strings.EqualFold(h.Alg, "none") {
+		return nil, nil, fmt.Errorf("%w: %q", ErrAlgorithm, h.Alg)
+	}
+	if !strings.EqualFold(h.Typ, "at+jwt") && !strings.EqualFold(h.Typ, "application/at+jwt") {
+		return nil, nil, fmt.Errorf("%w: %q", ErrType, h.Typ)
+	}
+	if len(h.Crit) > 0 { // RFC 7515 4.1.11: extensions this package does not know
+		return nil, nil, fmt.Errorf("%w: critical header parameters %q", ErrMalformed, h.Crit)
+	}
+	key, err := v.keys.lookup(ctx, h.Kid)
+	if err != nil {
+		return nil, nil, err
+	}
+	method := jwt.GetSigningMethod(h.Alg)
+	if h.Alg != key.alg || method == nil { // a key verifies only under the algorithm it declares
+		return nil, nil, fmt.Errorf("%w: key %q is for %s, not %s", ErrAlgorithm, key.kid, key.alg, h.Alg)
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(s64)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: signature: %v", ErrMalformed, err)
+	}
+	if err := method.Verify(token[:len(h64)+1+len(p64)], sig, key.key); err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrSignature, err)
+	}
+	p := payload{Exp: absent, Nbf: absent, Iat: absent}
+	if err := decodeSegment(p64, &p); err != nil {
+		return nil, nil, fmt.Errorf("%w: claims: %v", ErrMalformed, err)
+	}
+	c := &Claims{Subject: p.Sub, SessionID: p.Sid, ID: p.Jti, Issuer: p.Iss, Audience: p.Aud, AMR: p.AMR,
+		Scopes: strings.Fields(p.Scope), KeyID: key.kid}
+	var ok bool
+	if c.ExpiresAt, ok = numericDate(p.Exp); !ok || p.Exp == absent {
+		return nil, nil, fmt.Errorf("%w: exp is required", ErrClaims)
+	}
+	if c.IssuedAt, ok = numericDate(p.Iat); !ok || p.Iat == absent {
+		return nil, nil, fmt.Errorf("%w: iat is required", ErrClaims)
+	}
+	if c.NotBefore, ok = numericDate(p.Nbf); !ok {
+		return nil, nil, fmt.Errorf("%w: bad nbf", ErrClaims)
+	}
+	switch {
+	case p.Iss != v.opts.Issuer:
+		return nil, nil, fmt.Errorf("%w: %q", ErrIssuer, p.Iss)
+	case !slices.Contains(p.Aud, v.opts.Audience):
+		return nil, nil, fmt.Errorf("%w: %q", ErrAudience, []string(p.Aud))
+	case p.Sub == "" || p.Sid == "" || p.Jti == "":
+		return nil, nil, fmt.Errorf("%w: sub, sid and jti are required", ErrClaims)
+	}
+	if err := checkTimes(c, now); err != nil {
+		return nil, nil, err
+	}
+	return c, key, nil
+}
+
+// headers remembers parsed JOSE headers by their encoding: every token a
+// key signs has the same header, so a first-seen token usually parses only
+// its claims. Bounded; junk headers evict at random.
+type headers struct {
+	mu sync.RWMutex
+	m  map[string]header
+}
+
+// maxHeaders bounds the parsed-header cache.
+const maxHeaders = 64
+
+func (hs *headers) parse(h64 string) (header, error) {
+	hs.mu.RLock()
+	h, ok := hs.m[h64]
+	hs.mu.RUnlock()
+	if ok {
+		return h, nil
+	}
+	if err := decodeSegment(h64, &h); err != nil {
+		return h, err
+	}
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	if hs.m == nil {
+		hs.m = map[string]header{}
+	}
+	if len(hs.m) >= maxHeaders {
+		for k := range hs.m {
+			delete(hs.m, k)
+			break
+		}
+	}
+	hs.m[h64] = h
+	return h, nil
+}
+
+// header is the JOSE header, as far as Verify reads it.
+type header struct {
+	Alg  string   `json:"alg"`
+	Kid  string   `json:"kid"`
+	Typ  string   `json:"typ"`
+	Crit []string `json:"crit"`
+}
+
+// payload is the JWT claims as authd writes them.
+type payload struct {
+	Iss   string   `json:"iss"`
+	Sub   string   `json:"sub"`
+	Aud   audience `json:"aud"`
+	Exp   float64  `json:"exp"` // absent when missing
+	Nbf   float64  `json:"nbf"`
+	Iat   float64  `json:"iat"`
+	Jti   string   `json:"jti"`
+	Sid   string   `json:"sid"`
+	AMR   []string `json:"amr"`
+	Scope string   `json:"scope"`
+}
+
+// audience is "aud": one string or an array of them (RFC 7519 4.1.3).
+type audience []string
+
+func (a *audience) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*a = audience{s}
+		return nil
+	}
+	return json.Unmarshal(b, (*[]string)(a))
+}
+
+// decodeSegment decodes one base64url (unpadded) JSON segment into v.
+func decodeSegment(seg string, v any) error {
+	b, err := base64.RawURLEncoding.DecodeString(seg)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+// absent marks a NumericDate claim the token does not have (no valid one
+// is negative).
+const absent = -1
+
+// numericDate converts a NumericDate (seconds, possibly fractional); absent
+// is the zero time. False for values no clock will reach or before 1970.
+func numericDate(f float64) (time.Time, bool) {
+	if f == absent {
+		return time.Time{}, true
+	}
+	if f < 0 || f > 1e13 {
+		return time.Time{}, false
+	}
+	sec := math.Floor(f)
+	return time.Unix(int64(sec), int64((f-sec)*1e9)), true
+}

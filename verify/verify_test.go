@@ -1,0 +1,541 @@
+package verify_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/authd/authd/verify"
+	"github.com/golang-jwt/jwt/v5"
+)
+
+const (
+	issuer   = "https://auth.example.org"
+	audience = "authd"
+	service  = "service-token-0123456789abcdef0123456789"
+)
+
+// clock is a settable clock.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// fakeAuthd serves a JWKS, the revocation feed and introspection, as authd
+// does, from what the test sets.
+type fakeAuthd struct {
+	t     testing.TB
+	srv   *httptest.Server
+	clock *clock
+
+	mu         sync.Mutex
+	keys       map[string]ed25519.PrivateKey // kid → key published
+	maxAge     int
+	events     []string      // the feed's event data, id = index+1
+	pushed     chan struct{} // closed and replaced when an event is added
+	feedStatus int           // answer the feed with this status when set
+	jwksCalls  int
+
+	introspections atomic.Int64
+	active         atomic.Bool
+}
+
+func newFakeAuthd(t testing.TB) *fakeAuthd {
+	f := &fakeAuthd{t: t, clock: &clock{now: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)},
+		keys: map[string]ed25519.PrivateKey{}, maxAge: 300, pushed: make(chan struct{})}
+	f.addKey("k1")
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /jwks", f.jwks)
+	mux.HandleFunc("GET /v1/auth/revocations", f.feed)
+	mux.HandleFunc("POST /v1/auth/introspect", func(w http.ResponseWriter, r *http.Request) {
+		f.introspections.Add(1)
+		fmt.Fprintf(w, `{"active":%v}`, f.active.Load())
+	})
+	f.srv = httptest.NewServer(mux)
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func (f *fakeAuthd) addKey(kid string) ed25519.PrivateKey {
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.keys[kid] = priv
+	return priv
+}
+
+func (f *fakeAuthd) removeKey(kid string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.keys, kid)
+}
+
+func (f *fakeAuthd) key(kid string) ed25519.PrivateKey {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.keys[kid]
+}
+
+func (f *fakeAuthd) jwks(w http.ResponseWriter, _ *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.jwksCalls++
+	var keys []map[string]string
+	for kid, k := range f.keys {
+		keys = append(keys, map[string]string{"kty": "OKP", "crv": "Ed25519", "kid": kid, "alg": "EdDSA", "use": "sig",
+			"x": base64.RawURLEncoding.EncodeToString(k.Public().(ed25519.PublicKey))})
+	}
+	w.Header().Set("Cache-Control", "public, max-age="+strconv.Itoa(f.maxAge))
+	json.NewEncoder(w).Encode(map[string]any{"keys": keys})
+}
+
+// push adds an event to the feed and returns its id.
+func (f *fakeAuthd) push(data string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.events = append(f.events, data)
+	close(f.pushed)
+	f.pushed = make(chan struct{})
+	return len(f.events)
+}
+
+func (f *fakeAuthd) feed(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	status := f.feedStatus
+	f.mu.Unlock()
+	if r.Header.Get("Authorization") != "Bearer "+service {
+		status = http.StatusUnauthorized
+	}
+	if status != 0 {
+		w.WriteHeader(status)
+		return
+	}
+	last, _ := strconv.Atoi(r.Header.Get("Last-Event-ID"))
+	w.Header().Set("Content-Type", "text/event-stream")
+	synced := false
+	for {
+		f.mu.Lock()
+		evs, pushed := f.events[last:], f.pushed
+		f.mu.Unlock()
+		for _, data := range evs {
+			last++
+			fmt.Fprintf(w, "id: %d\ndata: %s\n\n", last, strings.ReplaceAll(data, "ID", strconv.Itoa(last)))
+		}
+		if !synced {
+			fmt.Fprintf(w, "event: synced\ndata: {\"last_id\":%d}\n\n", last)
+			synced = true
+		}
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+			return
+		case <-pushed:
+		}
+	}
+}
+
+// options are a Verifier's options against f.
+func (f *fakeAuthd) options() verify.Options {
+	return verify.Options{Issuer: issuer, Audience: audience, JWKSURL: f.srv.URL + "/jwks",
+		RevocationsURL: f.srv.URL + "/v1/auth/revocations", ServiceToken: service, Now: f.clock.Now}
+}
+
+func (f *fakeAuthd) verifier(t testing.TB, change ...func(*verify.Options)) *verify.Verifier {
+	t.Helper()
+	o := f.options()
+	for _, c := range change {
+		c(&o)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	v, err := verify.New(ctx, o)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { v.Close() })
+	return v
+}
+
+// claims are an access token's claims as authd issues them at now.
+func (f *fakeAuthd) claims() jwt.MapClaims {
+	now := f.clock.Now()
+	return jwt.MapClaims{"iss": issuer, "sub": "user-1", "aud": []string{audience}, "exp": now.Add(15 * time.Minute).Unix(),
+		"iat": now.Unix(), "nbf": now.Unix(), "jti": "jti-1", "sid": "session-1", "amr": []string{"pwd"}}
+}
+
+// sign signs claims with kid's key (or key, when given), with header
+// changes.
+func (f *fakeAuthd) sign(t testing.TB, kid string, c jwt.MapClaims, header map[string]any) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, c)
+	tok.Header["kid"], tok.Header["typ"] = kid, "at+jwt"
+	for k, v := range header {
+		if v == nil {
+			delete(tok.Header, k)
+		} else {
+			tok.Header[k] = v
+		}
+	}
+	key := f.key(kid)
+	if key == nil {
+		_, key, _ = ed25519.GenerateKey(rand.Reader)
+	}
+	s, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func with(c jwt.MapClaims, k string, v any) jwt.MapClaims {
+	out := jwt.MapClaims{}
+	for key, val := range c {
+		out[key] = val
+	}
+	if v == nil {
+		delete(out, k)
+	} else {
+		out[k] = v
+	}
+	return out
+}
+
+func TestVerifyChecks(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	v := f.verifier(t)
+	now := f.clock.Now()
+	c := f.claims()
+	good := f.sign(t, "k1", c, nil)
+
+	_, forgedKey, _ := ed25519.GenerateKey(rand.Reader)
+	forged, _ := func() (string, error) {
+		tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, c)
+		tok.Header["kid"], tok.Header["typ"] = "k1", "at+jwt"
+		return tok.SignedString(forgedKey)
+	}()
+	hs := jwt.NewWithClaims(jwt.SigningMethodHS256, c) // the public key as an HMAC secret
+	hs.Header["kid"], hs.Header["typ"] = "k1", "at+jwt"
+	confused, _ := hs.SignedString([]byte(f.key("k1").Public().(ed25519.PublicKey)))
+	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	es := jwt.NewWithClaims(jwt.SigningMethodES256, c)
+	es.Header["kid"], es.Header["typ"] = "k1", "at+jwt"
+	es256, _ := es.SignedString(ecKey)
+	parts := strings.Split(good, ".")
+	none := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","kid":"k1","typ":"at+jwt"}`)) + "." + parts[1] + "."
+
+	for _, tc := range []struct {
+		name, tok string
+		want      error
+	}{
+		{"good", good, nil},
+		{"typ application/at+jwt", f.sign(t, "k1", c, map[string]any{"typ": "application/at+jwt"}), nil},
+		{"nbf within the leeway", f.sign(t, "k1", with(c, "nbf", now.Add(29*time.Second).Unix()), nil), nil},
+		{"forged", forged, verify.ErrSignature},
+		{"alg none", none, verify.ErrAlgorithm},
+		{"HS256 with the public key", confused, verify.ErrAlgorithm},
+		{"ES256, not in the JWKS", es256, verify.ErrAlgorithm},
+		{"no typ", f.sign(t, "k1", c, map[string]any{"typ": nil}), verify.ErrType},
+		{"typ JWT (an ID token)", f.sign(t, "k1", c, map[string]any{"typ": "JWT"}), verify.ErrType},
+		{"no kid", f.sign(t, "k1", c, map[string]any{"kid": nil}), verify.ErrUnknownKey},
+		{"wrong issuer", f.sign(t, "k1", with(c, "iss", "https://evil.example.org"), nil), verify.ErrIssuer},
+		{"wrong audience", f.sign(t, "k1", with(c, "aud", []string{"billing"}), nil), verify.ErrAudience},
+		{"no audience", f.sign(t, "k1", with(c, "aud", nil), nil), verify.ErrAudience},
+		{"audience as a string", f.sign(t, "k1", with(c, "aud", audience), nil), nil},
+		{"no iat", f.sign(t, "k1", with(c, "iat", nil), nil), verify.ErrClaims},
+		{"crit header", f.sign(t, "k1", c, map[string]any{"crit": []string{"exp"}}), verify.ErrMalformed},
+		{"bad signature encoding", good + "=", verify.ErrMalformed},
+		{"expired", f.sign(t, "k1", with(c, "exp", now.Unix()), nil), verify.ErrExpired},
+		{"no exp", f.sign(t, "k1", with(c, "exp", nil), nil), verify.ErrClaims},
+		{"nbf past the leeway", f.sign(t, "k1", with(c, "nbf", now.Add(31*time.Second).Unix()), nil), verify.ErrNotYetValid},
+		{"iat past the leeway", f.sign(t, "k1", with(c, "iat", now.Add(31*time.Second).Unix()), nil), verify.ErrNotYetValid},
+		{"no sid", f.sign(t, "k1", with(c, "sid", nil), nil), verify.ErrClaims},
+		{"garbage", "a.b.c", verify.ErrMalformed},
+		{"two parts", "a.b", verify.ErrMalformed},
+		{"huge", strings.Repeat("a", 9000), verify.ErrMalformed},
+		{"empty", "", verify.ErrMalformed},
+	} {
+		got, err := v.Verify(context.Background(), tc.tok)
+		if !errors.Is(err, tc.want) || (tc.want == nil && err != nil) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+		if tc.want == nil && err == nil && (got.Subject != "user-1" || got.SessionID != "session-1" || got.ID != "jti-1" ||
+			!got.HasAMR("pwd") || got.KeyID != "k1") {
+			t.Errorf("%s: claims %+v", tc.name, got)
+		}
+	}
+	// Exactly at exp, a token seen before (cached) is expired too.
+	f.clock.Advance(15 * time.Minute)
+	if _, err := v.Verify(context.Background(), good); !errors.Is(err, verify.ErrExpired) {
+		t.Errorf("cached token at exp: %v, want ErrExpired", err)
+	}
+}
+
+// TestUnknownKidPaced: tokens with unknown kids refetch the JWKS at most
+// once a second, so junk cannot make the verifier hammer authd.
+func TestUnknownKidPaced(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	v := f.verifier(t)
+	start := time.Now()
+	for i := range 20 {
+		if _, err := v.Verify(context.Background(), f.sign(t, fmt.Sprint("junk", i), f.claims(), nil)); !errors.Is(err, verify.ErrUnknownKey) {
+			t.Fatalf("unknown kid: %v", err)
+		}
+	}
+	f.mu.Lock()
+	calls := f.jwksCalls
+	f.mu.Unlock()
+	if limit := 2 + int(time.Since(start)/time.Second); calls > limit {
+		t.Errorf("%d JWKS fetches for 20 unknown kids, want at most %d (one a second)", calls, limit)
+	}
+}
+
+// TestNewKeyOnceStale: a key published after the verifier fetched the JWKS
+// is found as soon as the cached set is stale (authd signs with a new key
+// only a JWKS lifetime after publishing it), without waiting on the pace.
+func TestNewKeyOnceStale(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	v := f.verifier(t)
+	f.addKey("k2")
+	f.clock.Advance(301 * time.Second)
+	if _, err := v.Verify(context.Background(), f.sign(t, "k2", f.claims(), nil)); err != nil {
+		t.Errorf("the new key once the set is stale: %v", err)
+	}
+}
+
+// TestCacheNeverOutlivesKey: a cached token stops verifying once its key
+// has left the JWKS.
+func TestCacheNeverOutlivesKey(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	v := f.verifier(t)
+	tok := f.sign(t, "k1", f.claims(), nil)
+	for range 2 {
+		if _, err := v.Verify(context.Background(), tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := v.Stats(); st.CacheHits != 1 || st.CacheMisses != 1 {
+		t.Errorf("stats %+v, want one miss then one hit", st)
+	}
+	f.addKey("k2")
+	f.removeKey("k1")
+	f.clock.Advance(301 * time.Second) // the cached JWKS is stale: the next use refreshes it
+	v.Verify(context.Background(), tok)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := v.Verify(context.Background(), tok); errors.Is(err, verify.ErrUnknownKey) {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("a cached token of a key gone from the JWKS: %v, want ErrUnknownKey", err)
+		}
+	}
+}
+
+// TestFeedRevocations: session and user events refuse the tokens they name,
+// and only those.
+func TestFeedRevocations(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	v := f.verifier(t)
+	exp := f.clock.Now().Add(16 * time.Minute).Unix()
+	c := f.claims()
+	tok := f.sign(t, "k1", c, nil)
+	other := f.sign(t, "k1", with(c, "sid", "session-2"), nil)
+	if _, err := v.Verify(context.Background(), tok); err != nil {
+		t.Fatal(err)
+	}
+	f.push(fmt.Sprintf(`{"id":ID,"sid":"session-1","exp":%d}`, exp))
+	waitFor(t, func() bool { _, err := v.Verify(context.Background(), tok); return errors.Is(err, verify.ErrRevoked) })
+	if _, err := v.Verify(context.Background(), other); err != nil {
+		t.Errorf("another session: %v", err)
+	}
+
+	// A user event revokes the tokens issued before it, not those after.
+	f.clock.Advance(time.Minute)
+	before := f.clock.Now().Unix()
+	f.push(fmt.Sprintf(`{"id":ID,"sub":"user-1","before":%d,"exp":%d}`, before, exp))
+	waitFor(t, func() bool { _, err := v.Verify(context.Background(), other); return errors.Is(err, verify.ErrRevoked) })
+	later := f.sign(t, "k1", with(with(f.claims(), "sid", "session-3"), "iat", before), nil)
+	if _, err := v.Verify(context.Background(), later); err != nil {
+		t.Errorf("a token issued at the user event's time: %v", err)
+	}
+	if n := f.introspections.Load(); n != 0 {
+		t.Errorf("%d introspections, want none", n)
+	}
+	if st := v.Stats(); st.LastEventID != 2 || !st.FeedConnected || st.Revoked != 2 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestFeedLostFallsBackToIntrospection: by default, while the feed is down
+// every token is introspected; introspection's answer decides.
+func TestFeedLostFallsBackToIntrospection(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	v := f.verifier(t)
+	tok := f.sign(t, "k1", f.claims(), nil)
+	f.mu.Lock()
+	f.feedStatus = http.StatusServiceUnavailable
+	f.mu.Unlock()
+	f.srv.CloseClientConnections()
+	waitFor(t, func() bool { return !v.Stats().FeedConnected })
+	f.active.Store(true)
+	if _, err := v.Verify(context.Background(), tok); err != nil {
+		t.Errorf("feed lost, introspection active: %v", err)
+	}
+	f.active.Store(false)
+	if _, err := v.Verify(context.Background(), tok); !errors.Is(err, verify.ErrRevoked) {
+		t.Errorf("feed lost, introspection inactive: %v, want ErrRevoked", err)
+	}
+	if n := f.introspections.Load(); n != 2 {
+		t.Errorf("%d introspections, want 2", n)
+	}
+	f.mu.Lock()
+	f.feedStatus = 0
+	f.mu.Unlock()
+	waitFor(t, func() bool { return v.Stats().FeedConnected })
+	if _, err := v.Verify(context.Background(), tok); err != nil {
+		t.Errorf("feed back: %v", err)
+	}
+	if st := v.Stats(); f.introspections.Load() != 2 || st.Reconnects == 0 {
+		t.Errorf("feed back: %d introspections, stats %+v; want no more, reconnections counted", f.introspections.Load(), st)
+	}
+}
+
+// TestNewRefused: a wrong service token fails New at once.
+func TestNewRefused(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	o := f.options()
+	o.ServiceToken = "wrong"
+	if _, err := verify.New(context.Background(), o); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("New with a wrong service token: %v, want the 401", err)
+	}
+	o = f.options()
+	o.Audience = ""
+	if _, err := verify.New(context.Background(), o); err == nil {
+		t.Error("New without an audience succeeded")
+	}
+}
+
+// TestMiddleware: the answers a resource server gives.
+func TestMiddleware(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	v := f.verifier(t, func(o *verify.Options) { o.RequireMFA = true })
+	h := v.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, ok := verify.ClaimsFrom(r.Context())
+		if !ok {
+			t.Error("no claims in the context")
+		}
+		fmt.Fprint(w, c.Subject)
+	}))
+	mfa := f.sign(t, "k1", with(f.claims(), "amr", []string{"pwd", "otp", "mfa"}), nil)
+	pwd := f.sign(t, "k1", f.claims(), nil)
+	for _, tc := range []struct {
+		name, auth string
+		status     int
+		challenge  string
+	}{
+		{"no token", "", 401, "Bearer"},
+		{"not bearer", "Basic eDp5", 401, "Bearer"},
+		{"lower-case scheme", "bearer " + mfa, 200, ""},
+		{"bad token", "Bearer x.y.z", 401, `error="invalid_token"`},
+		{"password only", "Bearer " + pwd, 401, `error="insufficient_user_authentication"`},
+		{"second factor", "Bearer " + mfa, 200, ""},
+	} {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("GET", "/", nil)
+		if tc.auth != "" {
+			req.Header.Set("Authorization", tc.auth)
+		}
+		h.ServeHTTP(rec, req)
+		if rec.Code != tc.status || !strings.Contains(rec.Header().Get("WWW-Authenticate"), tc.challenge) {
+			t.Errorf("%s: %d %q, want %d with %q", tc.name, rec.Code, rec.Header().Get("WWW-Authenticate"), tc.status, tc.challenge)
+		}
+		if tc.status != 200 && rec.Header().Get("Content-Type") != "application/problem+json" {
+			t.Errorf("%s: Content-Type %q", tc.name, rec.Header().Get("Content-Type"))
+		}
+	}
+	v.Close()
+	if _, err := v.Verify(context.Background(), mfa); !errors.Is(err, verify.ErrClosed) {
+		t.Errorf("after Close: %v, want ErrClosed", err)
+	}
+}
+
+// waitFor polls cond for at most five seconds (the feed is asynchronous).
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(2 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached")
+		}
+	}
+}
+
+// BenchmarkRawSignature is one Ed25519 signature check of a token: the
+// floor of what verifying a token seen for the first time can cost.
+func BenchmarkRawSignature(b *testing.B) {
+	f := newFakeAuthd(b)
+	tok := f.sign(b, "k1", f.claims(), nil)
+	i := strings.LastIndex(tok, ".")
+	sig, _ := base64.RawURLEncoding.DecodeString(tok[i+1:])
+	pub := f.key("k1").Public().(ed25519.PublicKey)
+	msg := []byte(tok[:i])
+	for b.Loop() {
+		if !ed25519.Verify(pub, msg, sig) {
+			b.Fatal("bad signature")
+		}
+	}
+}
+
+// BenchmarkVerifyFirstSeen verifies a token never seen before (no cache):
+// parsing, signature, claims and revocations.
+func BenchmarkVerifyFirstSeen(b *testing.B) {
+	f := newFakeAuthd(b)
+	v := f.verifier(b, func(o *verify.Options) { o.CacheSize = -1 })
+	tok := f.sign(b, "k1", f.claims(), nil)
+	ctx := context.Background()
+	for b.Loop() {
+		if _, err := v.Verify(ctx, tok); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkVerifyCached verifies a token seen before: a cache hit, its
+// times, its key's presence and the revocations.
+func BenchmarkVerifyCached(b *testing.B) {
+	f := newFakeAuthd(b)
+	v := f.verifier(b)
+	tok := f.sign(b, "k1", f.claims(), nil)
+	ctx := context.Background()
+	for b.Loop() {
+		if _, err := v.Verify(ctx, tok); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
