@@ -2,8 +2,12 @@ package httpapi
 
 import (
 	"context"
+	"io/fs"
 	"net/http/httptest"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -58,10 +62,49 @@ func TestHSTSOnlyWhenAsked(t *testing.T) {
 
 // TestEveryPageContentParses: each content a handler names has its page.
 func TestEveryPageContentParses(t *testing.T) {
-	for _, name := range []string{"verify-content", "verified-content", "reset-content", "reset-done-content",
-		"expired-content", "new-link-content", "problem-content"} {
-		if _, ok := pageTemplates[name]; !ok {
+	for _, name := range pageNames {
+		if _, ok := embeddedPages[name]; !ok {
 			t.Errorf("no page for %q", name)
+		}
+	}
+}
+
+// TestPageOverrides: an operator's pages.html replaces the embedded one;
+// one that does not parse, lacks a page or names a field pages do not
+// have is refused naming the file; a directory without one keeps the
+// embedded pages.
+func TestPageOverrides(t *testing.T) {
+	embedded, err := fs.ReadFile(pageFiles, PagesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if p, err := LoadPages(dir); err != nil || len(p) != len(pageNames) {
+		t.Fatalf("LoadPages of a directory without pages.html = %d pages, %v; want the embedded ones", len(p), err)
+	}
+	branded := strings.Replace(string(embedded), "<body>", "<body><p>Acme Corp</p>", 1)
+	if branded == string(embedded) {
+		t.Fatal("the embedded layout has no <body> to brand")
+	}
+	os.WriteFile(filepath.Join(dir, PagesFile), []byte(branded), 0o600)
+	pages, err := LoadPages(dir)
+	if err != nil {
+		t.Fatalf("LoadPages of a good override: %v", err)
+	}
+	s := newServer(Options{Pages: pages})
+	rec := httptest.NewRecorder()
+	if err := s.renderPage(rec, 200, page{Title: "Confirm", content: "verify-content"}); err != nil || !strings.Contains(rec.Body.String(), "Acme Corp") {
+		t.Errorf("a page with the override: %v, %q", err, rec.Body.String())
+	}
+
+	for name, text := range map[string]string{
+		"does not parse": strings.Replace(string(embedded), "{{end}}", "{{end", 1),
+		"lacks a page":   strings.Replace(string(embedded), `{{define "expired-content"}}`, `{{define "gone-content"}}`, 1),
+		"unknown field":  strings.Replace(string(embedded), "<body>", "<body>{{.NoSuchField}}", 1),
+	} {
+		os.WriteFile(filepath.Join(dir, PagesFile), []byte(text), 0o600)
+		if _, err := LoadPages(dir); err == nil || !strings.Contains(err.Error(), filepath.Join(dir, PagesFile)) {
+			t.Errorf("LoadPages of an override that %s = %v, want an error naming the file", name, err)
 		}
 	}
 }

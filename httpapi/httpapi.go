@@ -36,6 +36,8 @@ type Options struct {
 	CORSOrigins    []string
 	// PasswordMinLength is shown on the reset page.
 	PasswordMinLength int
+	// Pages are the page templates (LoadPages); nil means the embedded ones.
+	Pages Pages
 	// HSTS adds Strict-Transport-Security (when AUTHD_PUBLIC_URL is https).
 	HSTS bool
 	// Metrics serves GET /metrics, on the admin listener only: its counters

@@ -5,13 +5,17 @@ import (
 	"crypto/rand"
 	"embed"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"html/template"
+	"io"
+	"io/fs"
 	"net/http"
 	"net/url"
-	"strings"
+	"path/filepath"
 
 	"github.com/authd/authd"
+	"github.com/authd/authd/templates"
 )
 
 // The pages that mail links open (SPEC §7): server-rendered, no script, no
@@ -20,22 +24,83 @@ import (
 // the user presses a button (verify) or submits the form (reset).
 
 //go:embed pages/pages.html
-var pageFiles embed.FS
+var pageDir embed.FS
 
-// pageTemplates holds, for each "*-content" template, the layout with that
-// content, parsed once at start.
-var pageTemplates = func() map[string]*template.Template {
-	base := template.Must(template.ParseFS(pageFiles, "pages/pages.html"))
-	out := map[string]*template.Template{}
-	for _, t := range base.Templates() {
-		if name := t.Name(); strings.HasSuffix(name, "-content") {
-			page := template.Must(base.Clone())
-			template.Must(page.New("content").Parse(`{{template "` + name + `" .}}`))
-			out[name] = page
-		}
+// pageFiles holds the embedded pages.html at its root.
+var pageFiles = func() fs.FS {
+	sub, err := fs.Sub(pageDir, "pages")
+	if err != nil {
+		panic(err)
 	}
-	return out
+	return sub
 }()
+
+// Pages are the parsed page templates: for each "*-content" template, the
+// layout with that content.
+type Pages map[string]*template.Template
+
+// embeddedPages are the pages built in, parsed once at start.
+var embeddedPages = func() Pages {
+	p, err := LoadPages("")
+	if err != nil {
+		panic(err) // the embedded file is ours: a test renders every page
+	}
+	return p
+}()
+
+// PagesFile is the file of page templates; an operator's copy in the
+// directory given to LoadPages replaces the embedded one.
+const PagesFile = "pages.html"
+
+// LoadPages parses the page templates: dir/pages.html when dir is not
+// empty and has one (an operator's override, as AUTHD_TEMPLATES_DIR/pages/),
+// else the embedded file. An override must define the layout and every
+// page the embedded file defines, and each page is rendered once with
+// sample data, so that a broken override stops start-up naming the file
+// rather than failing in front of a user.
+func LoadPages(dir string) (Pages, error) {
+	text, err := templates.Read(pageFiles, dir, PagesFile)
+	if err != nil {
+		return nil, err
+	}
+	source := "the embedded " + PagesFile
+	if dir != "" {
+		source = filepath.Join(dir, PagesFile)
+	}
+	base, err := template.New(PagesFile).Parse(text)
+	if err != nil {
+		return nil, fmt.Errorf("page templates %s: %w", source, err)
+	}
+	out := Pages{}
+	for _, name := range pageNames {
+		if base.Lookup(name) == nil {
+			return nil, fmt.Errorf("page templates %s: no {{define %q}}", source, name)
+		}
+		page, err := base.Clone()
+		if err == nil {
+			_, err = page.New("content").Parse(`{{template "` + name + `" .}}`)
+		}
+		if err == nil && page.Lookup("layout") == nil {
+			err = errors.New(`no {{define "layout"}}`)
+		}
+		if err == nil {
+			err = page.ExecuteTemplate(io.Discard, "layout", samplePage)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("page templates %s, page %s: %w", source, name, err)
+		}
+		out[name] = page
+	}
+	return out, nil
+}
+
+// pageNames are the pages authd renders.
+var pageNames = []string{"verify-content", "verified-content", "reset-content", "reset-done-content",
+	"expired-content", "new-link-content", "problem-content", "passkeys-content", "passkey-sign-in-content"}
+
+// samplePage is what LoadPages renders each page with.
+var samplePage = page{Title: "Sample", Nonce: "bm9uY2U=", Token: "token", Error: "An error.", MinLength: 12,
+	NewLinkAction: "/verify-email/new-link", Script: true}
 
 // page is the data of every page.
 type page struct {
@@ -56,7 +121,11 @@ func (s *Server) renderPage(w http.ResponseWriter, status int, p page) error {
 	nonce := make([]byte, 16)
 	rand.Read(nonce)
 	p.Nonce = base64.StdEncoding.EncodeToString(nonce)
-	t, ok := pageTemplates[p.content]
+	pages := s.opts.Pages
+	if pages == nil {
+		pages = embeddedPages
+	}
+	t, ok := pages[p.content]
 	if !ok {
 		return fmt.Errorf("no page content %q", p.content)
 	}

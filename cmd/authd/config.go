@@ -170,7 +170,7 @@ var settings = []setting{
 			c.MailFrom = v
 			return nil
 		}},
-	{"AUTHD_TEMPLATES_DIR", "", "directory whose mail templates (and, in its oidc/ subdirectory, sign-in page templates) override the embedded ones", false,
+	{"AUTHD_TEMPLATES_DIR", "", "directory whose mail templates (and, in its pages/ and oidc/ subdirectories, page templates) override the embedded ones", false,
 		func(c *Config, v string) error { c.TemplatesDir = v; return nil }},
 	{"AUTHD_APP_NAME", "authd", "name shown on the hosted sign-in pages (OpenID Connect)", false,
 		func(c *Config, v string) error {

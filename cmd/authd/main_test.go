@@ -1032,3 +1032,19 @@ func TestSeedRefusesAnotherSQLiteDatabase(t *testing.T) {
 		t.Errorf("seed of the data directory's database: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 }
+
+// TestServeRefusesBrokenPageTemplates: an override of the mail-link pages
+// that does not parse stops serve before it listens, naming the file.
+func TestServeRefusesBrokenPageTemplates(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	env["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "pages"), 0o700)
+	os.WriteFile(filepath.Join(dir, "pages", "pages.html"), []byte(`{{define "layout"}}{{end`), 0o600)
+	env["AUTHD_TEMPLATES_DIR"] = dir
+	code, _, stderr := runCLI(t, env, "serve")
+	if code != exitFailure || !strings.Contains(stderr, filepath.Join(dir, "pages", "pages.html")) || !strings.Contains(stderr, "hint:") {
+		t.Errorf("serve with a broken pages.html: exit %d, stderr %q; want 1 naming the file, with a hint", code, stderr)
+	}
+}

@@ -214,6 +214,11 @@ func (a *App) Open(ctx context.Context) (err error) {
 		return &cliError{msg: err.Error(), hint: "fix or remove the file in $AUTHD_TEMPLATES_DIR/oidc; the embedded pages are in oidc/pages"}
 	}
 	opts.Mounts = []httpapi.Mount{{Patterns: provider.Patterns(), Handler: provider}}
+	if a.cfg.TemplatesDir != "" {
+		if opts.Pages, err = httpapi.LoadPages(filepath.Join(a.cfg.TemplatesDir, "pages")); err != nil {
+			return &cliError{msg: err.Error(), hint: "fix or remove $AUTHD_TEMPLATES_DIR/pages/pages.html; the embedded one is httpapi/pages/pages.html"}
+		}
+	}
 	if a.listener, err = listen(a.cfg.HTTPAddr, "AUTHD_HTTP_ADDR"); err != nil {
 		return err
 	}
