@@ -183,7 +183,7 @@ func (e *env) mfaUser(email string) string {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	enrol, err := e.svc.EnrollTOTP(ctx, authd.Client{}, claims, goodPassword)
+	enrol, err := e.svc.EnrollTOTP(ctx, authd.Client{}, claims, goodPassword, authd.StepUp{})
 	if err != nil {
 		e.t.Fatal(err)
 	}
