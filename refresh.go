@@ -170,7 +170,7 @@ type signedAccess struct {
 func (s *Service) issueAccess(sess *Session, now time.Time) (signedAccess, error) {
 	exp := minTime(now.Add(s.cfg.AccessTokenTTL), sess.ExpiresAt)
 	token, err := s.tokens.Issue(AccessClaims{JTI: NewID().String(), UserID: sess.UserID, SessionID: sess.ID,
-		IssuedAt: now, ExpiresAt: exp, AMR: sess.AMR})
+		IssuedAt: now, ExpiresAt: exp, AMR: sess.AMR, ClientID: sess.ClientID, Scope: sess.Scopes})
 	return signedAccess{token: token, expires: exp}, err
 }
 

@@ -72,7 +72,17 @@ type AccessClaims struct {
 	Issuer    string
 	Audience  string
 	AMR       []string // RFC 8176: pwd, otp, mfa
+	// ClientID and Scope: the OpenID Connect client the token was issued to
+	// and what it was granted (RFC 9068 client_id and scope); empty for
+	// authd's own logins. Such a token is the client's, for resource servers
+	// and UserInfo: the account API refuses it (ClientToken).
+	ClientID string
+	Scope    []string
 }
+
+// ClientToken reports whether the token was issued to an OpenID Connect
+// client rather than by authd's own login.
+func (a *AccessClaims) ClientToken() bool { return a.ClientID != "" }
 
 // AccessTokens issues and checks signed access tokens (JWTs).
 type AccessTokens interface {

@@ -37,9 +37,18 @@ func (s *Server) authenticated(h authedFunc) handlerFunc {
 		if err != nil {
 			return err
 		}
+		if a.ClientToken() && r.URL.Path != "/v1/auth/logout" {
+			// An OpenID Connect client's token is for resource servers and
+			// UserInfo: a third party the user let "know who you are" must not
+			// read the export, list or end sessions, or withdraw consents.
+			return errClientToken
+		}
 		return h(w, r, a)
 	}
 }
+
+var errClientToken = &authd.Error{Code: authd.EInvalidToken,
+	Message: "This token was issued to an OpenID Connect client; the account API takes tokens of authd's own login."}
 
 type accepted struct {
 	Status string `json:"status"`
@@ -336,10 +345,14 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) error {
 	if len(amr) == 0 {
 		amr = []string{authd.AMRPassword} // a token from before amr was issued: a password login
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
+	out := map[string]any{
 		"active": true, "sub": a.UserID, "exp": a.ExpiresAt.Unix(), "iat": a.IssuedAt.Unix(), "nbf": a.IssuedAt.Unix(),
 		"jti": a.JTI, "sid": a.SessionID, "iss": a.Issuer, "aud": a.Audience, "token_type": "Bearer", "amr": amr,
-	})
+	}
+	if a.ClientToken() { // RFC 7662: whose token it is, and what it may do
+		out["client_id"], out["scope"] = a.ClientID, strings.Join(a.Scope, " ")
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 

@@ -2,6 +2,8 @@ package oidc_test
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"html"
 	"io"
 	"log/slog"
@@ -98,7 +100,7 @@ func newEnv(t *testing.T, store authd.Store, options ...func(*oidc.Options)) *en
 	}
 	e.srv.Config.Handler = httpapi.New(httpapi.Options{Service: e.svc, Logger: logger, Ready: store.Ready,
 		JWKS:       func() ([]byte, error) { return token.JWKS(e.clock.Now(), cfg.AccessTokenTTL, keys, idKeys) },
-		JWKSMaxAge: token.JWKSMaxAge, PasswordMinLength: 12,
+		JWKSMaxAge: token.JWKSMaxAge, PasswordMinLength: 12, ServiceTokens: []string{serviceToken},
 		Mounts: []httpapi.Mount{{Patterns: provider.Patterns(), Handler: provider}}})
 	e.srv.Start()
 	t.Cleanup(e.srv.Close)
@@ -289,4 +291,25 @@ func (b *browser) signIn(email, pw string) *browser {
 	f.Set("email", email)
 	f.Set("password", pw)
 	return b.post(oidc.SignInPath, f)
+}
+
+// serviceToken lets the tests introspect tokens as a resource server would.
+const serviceToken = "service-token-0123456789abcdef0123456789"
+
+// jwtPayload decodes (without verifying) the claims of a JWT.
+func jwtPayload(t *testing.T, tok string) map[string]any {
+	t.Helper()
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a JWT: %q", tok)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c map[string]any
+	if err := json.Unmarshal(b, &c); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

@@ -2,6 +2,7 @@ package oidc_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/url"
@@ -124,9 +125,25 @@ func TestCodeFlowWithGoOIDC(t *testing.T) {
 		if err := idt.VerifyAccessToken(tok.AccessToken); err != nil {
 			t.Errorf("at_hash: %v", err)
 		}
-		// The access token is authd's own: /v1/users/me takes it.
+		// The access token is authd's own kind, live for resource servers,
+		// and says whose it is; the account API refuses it (a client the
+		// user let "know who you are" must not manage the account).
 		if got := e.me(tok.AccessToken); got != http.StatusOK {
-			t.Errorf("/v1/users/me with the OpenID access token: %d", got)
+			t.Errorf("introspection of the OpenID access token: %d", got)
+		}
+		if got := e.accountAPI(tok.AccessToken); got != http.StatusUnauthorized {
+			t.Errorf("/v1/users/me with a client's access token: %d, want 401", got)
+		}
+		for _, path := range []string{"/v1/users/me/export", "/v1/users/me/sessions", "/v1/users/me/consents"} {
+			if got, _ := e.call("GET", path, tok.AccessToken); got != http.StatusUnauthorized {
+				t.Errorf("GET %s with a client's access token: %d, want 401", path, got)
+			}
+		}
+		if got, _ := e.call("POST", "/v1/auth/logout-all", tok.AccessToken); got != http.StatusUnauthorized {
+			t.Errorf("logout-all with a client's access token: %d, want 401", got)
+		}
+		if at := jwtPayload(t, tok.AccessToken); at["client_id"] != c.ID || at["scope"] != "openid email offline_access" {
+			t.Errorf("access token claims client_id %v scope %v; want %s and the granted scopes", at["client_id"], at["scope"], c.ID)
 		}
 		a, err := e.svc.Authenticate(context.Background(), tok.AccessToken)
 		if err != nil || a.SessionID.String() != claims.SID {
@@ -550,7 +567,30 @@ func TestBrowserSessionEndsWithLogoutAll(t *testing.T) {
 	})
 }
 
+// me answers as a resource server asking introspection would: 200 while
+// the token is live (signature, times, session not revoked), else 401.
+// (GET /v1/users/me itself refuses every client's token: accountAPI.)
 func (e *env) me(access string) int {
+	req, _ := http.NewRequest("POST", e.srv.URL+"/v1/auth/introspect", strings.NewReader(url.Values{"token": {access}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", "Bearer "+serviceToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Active bool `json:"active"`
+	}
+	json.NewDecoder(resp.Body).Decode(&out)
+	if out.Active {
+		return http.StatusOK
+	}
+	return http.StatusUnauthorized
+}
+
+// accountAPI calls GET /v1/users/me with the token and returns the status.
+func (e *env) accountAPI(access string) int {
 	req, _ := http.NewRequest("GET", e.srv.URL+"/v1/users/me", nil)
 	req.Header.Set("Authorization", "Bearer "+access)
 	resp, err := http.DefaultClient.Do(req)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,6 +57,11 @@ type claims struct {
 	// AMR says how the login was authenticated (RFC 8176), so that resource
 	// servers can demand a second factor.
 	AMR []string `json:"amr,omitempty"`
+	// ClientID and Scope (RFC 9068): the OpenID Connect client the token
+	// was issued to and its scopes, space-separated; absent for authd's own
+	// logins.
+	ClientID string `json:"client_id,omitempty"`
+	Scope    string `json:"scope,omitempty"`
 }
 
 // accessTokenType is the typ header of RFC 9068 access tokens; checking it
@@ -80,6 +86,8 @@ func (i *Issuer) Issue(c authd.AccessClaims) (string, error) {
 		},
 		SessionID: c.SessionID.String(),
 		AMR:       c.AMR,
+		ClientID:  c.ClientID,
+		Scope:     strings.Join(c.Scope, " "),
 	})
 	t.Header["kid"] = key.ID
 	t.Header["typ"] = accessTokenType
@@ -170,7 +178,8 @@ func (i *Issuer) verify(token string, now time.Time) (*authd.AccessClaims, *Key,
 		return nil, nil, errInvalid
 	}
 	return &authd.AccessClaims{JTI: c.ID, UserID: user, SessionID: session, IssuedAt: c.IssuedAt.Time,
-		ExpiresAt: c.ExpiresAt.Time, Issuer: c.Issuer, Audience: i.audience, AMR: c.AMR}, key, nil
+		ExpiresAt: c.ExpiresAt.Time, Issuer: c.Issuer, Audience: i.audience, AMR: c.AMR,
+		ClientID: c.ClientID, Scope: strings.Fields(c.Scope)}, key, nil
 }
 
 // JWK is one public key of a JWKS (RFC 7517, 7518, 8037).
