@@ -16,8 +16,9 @@ import (
 	"strings"
 )
 
-// The hosted pages: server-rendered, no script, no external asset, a strict
-// CSP with a per-response nonce for the one inline style. Every form
+// The hosted pages: server-rendered, no external asset, a strict CSP with a
+// per-response nonce for the one inline style, and no script but the
+// passkey button's (the pages work without it). Every form
 // carries a CSRF token: an HMAC, under the shared form key, of a random
 // cookie of this browser, the form's purpose and what it acts on, so a
 // page of another site can neither read nor forge it.
@@ -43,24 +44,27 @@ func loadPages(dir string) (map[string]*template.Template, error) {
 
 // page is the data of every page.
 type page struct {
-	AppName   string
-	Color     template.CSS // validated #RRGGBB
-	Logo      string
-	Title     string
-	Nonce     string
-	CSRF      string
-	Error     string
-	Notice    string
-	Request   string // the authorization request id
-	Client    string // the client's name
-	Email     string
-	MFAToken  string
-	Method    string
-	Scopes    []string
-	Logout    logoutForm
-	content   string
-	formTo    []string // origins the page's forms may lead to, besides 'self'
-	lockedFor int      // Retry-After seconds, when the account is locked
+	AppName  string
+	Color    template.CSS // validated #RRGGBB
+	Logo     string
+	Title    string
+	Nonce    string
+	CSRF     string
+	Error    string
+	Notice   string
+	Request  string // the authorization request id
+	Client   string // the client's name
+	Email    string
+	MFAToken string
+	// PasskeyCSRF is the passkey form's token; set, the page shows the
+	// passkey button and may run its script.
+	PasskeyCSRF string
+	Method      string
+	Scopes      []string
+	Logout      logoutForm
+	content     string
+	formTo      []string // origins the page's forms may lead to, besides 'self'
+	lockedFor   int      // Retry-After seconds, when the account is locked
 }
 
 type logoutForm struct {
@@ -92,8 +96,12 @@ func (p *Provider) render(w http.ResponseWriter, status int, pg page) {
 	}
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+pg.Nonce+"'; img-src "+p.imgSrc()+"; form-action "+
-		formAction+"; frame-ancestors 'none'; base-uri 'none'")
+	script := ""
+	if pg.PasskeyCSRF != "" { // the passkey button's inline script, and its fetch of the request options
+		script = "; script-src 'nonce-" + pg.Nonce + "'; connect-src 'self'"
+	}
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+pg.Nonce+"'"+script+"; img-src "+p.imgSrc()+
+		"; form-action "+formAction+"; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("Cache-Control", "no-store")
 	if pg.lockedFor > 0 {
 		h.Set("Retry-After", strconv.Itoa(pg.lockedFor))
