@@ -37,8 +37,19 @@ func newPasskeyEnv(t *testing.T, store authd.Store) *env {
 // passkey (amr swk rather than hwk).
 func (e *env) passkeyUser(email string, backup bool) (*authd.User, *softkey.Key) {
 	e.t.Helper()
-	ctx := context.Background()
 	u := e.user(email)
+	k := softkey.New(e.t, rpID, rpOrigin)
+	k.Backup = backup
+	e.addPasskey(email, k)
+	return u, k
+}
+
+// addPasskey registers k as a passkey of the user of email, in a session
+// of the JSON API that then ends: the sessions a test counts are the
+// pages'.
+func (e *env) addPasskey(email string, k *softkey.Key) {
+	e.t.Helper()
+	ctx := context.Background()
 	pair, claims := e.login(email)
 	raw, err := e.svc.BeginPasskeyRegistration(ctx, claims)
 	if err != nil {
@@ -48,17 +59,13 @@ func (e *env) passkeyUser(email string, backup bool) (*authd.User, *softkey.Key)
 	if err := json.Unmarshal(raw, &options); err != nil {
 		e.t.Fatal(err)
 	}
-	k := softkey.New(e.t, rpID, rpOrigin)
-	k.Backup = backup
 	cred, _ := json.Marshal(k.Create(options.PublicKey))
 	if _, err := e.svc.FinishPasskeyRegistration(ctx, authd.Client{}, claims, "laptop", cred); err != nil {
 		e.t.Fatal(err)
 	}
-	// That login's session ends: the sessions a test counts are the pages'.
 	if err := e.svc.EndSession(ctx, authd.Client{}, pair.SessionID); err != nil {
 		e.t.Fatal(err)
 	}
-	return u, k
 }
 
 var passkeyFormRE = regexp.MustCompile(`(?s)<form method="post" action="/signin/passkey" id="passkey-form" hidden>(.*?)</form>`)

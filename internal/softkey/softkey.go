@@ -9,6 +9,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
@@ -41,6 +42,16 @@ func New(t testing.TB, rpID, origin string) *Key {
 	id := make([]byte, 16)
 	rand.Read(id)
 	return &Key{t: t, ID: id, key: key, RPID: rpID, Origin: origin, Step: 1}
+}
+
+// PKCS8 is the private key in PKCS #8, as the DevTools virtual
+// authenticator takes a credential (WebAuthn.addCredential).
+func (k *Key) PKCS8() []byte {
+	der, err := x509.MarshalPKCS8PrivateKey(k.key)
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	return der
 }
 
 var b64 = base64.RawURLEncoding
