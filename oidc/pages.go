@@ -39,7 +39,8 @@ func loadPages(dir string) (map[string]*template.Template, error) {
 		return nil, err
 	}
 	return templates.Pages(embedded, dir, pageNames, page{AppName: "authd", Title: "Sample", Client: "App",
-		Request: "r", Email: "user@example.org", Method: "totp", Scopes: []string{"openid"}, Error: "e", Notice: "n"})
+		Request: "r", Email: "user@example.org", Method: "totp", Scopes: []string{"openid"}, Error: "e", Notice: "n",
+		PasskeyCSRF: "p"})
 }
 
 // page is the data of every page.

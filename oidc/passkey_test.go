@@ -165,13 +165,13 @@ type passkeyFlow struct {
 }
 
 // passkeyFlow registers a user with a passkey (passkeyUser) and a
-// first-party client, and opens the client's authorization request in a
+// first-party client of their own, and opens the client's authorization request in a
 // new browser.
 func (e *env) passkeyFlow(email string, backup bool) *passkeyFlow {
 	e.t.Helper()
 	f := &passkeyFlow{b: e.browser(), verifier: oauth2.GenerateVerifier()}
 	f.u, f.k = e.passkeyUser(email, backup)
-	c, secret := e.client("app", authd.ClientConfidential, true)
+	c, secret := e.client("app-"+f.u.ID.String(), authd.ClientConfidential, true) // a client per flow
 	f.r = e.rp(c, secret)
 	f.authorize()
 	return f
@@ -325,6 +325,36 @@ func TestPasskeyCeremonySpent(t *testing.T) {
 		if b.last.StatusCode != http.StatusUnauthorized || !strings.Contains(b.body, "sign in again") ||
 			!strings.Contains(b.body, `action="/signin"`) || b.hasSessionCookie() {
 			t.Fatalf("a spent mfa_token: %d\n%s", b.last.StatusCode, b.body)
+		}
+	})
+}
+
+// TestPasskeySignInRefusedAccounts: a passkey does not get around an
+// unverified email or an administrator's lock; the page says so and no
+// session starts.
+func TestPasskeySignInRefusedAccounts(t *testing.T) {
+	onBothStoresEnv(t, newPasskeyEnv, func(t *testing.T, e *env) {
+		for _, c := range []struct {
+			name   string
+			spoil  func(*authd.User)
+			status int
+			says   string
+		}{
+			{"unverified", func(u *authd.User) { u.EmailVerified = false }, http.StatusForbidden, "Verify your email address"},
+			{"locked", func(u *authd.User) { u.AccountStatus, u.LockReason = authd.StatusLocked, authd.LockAdmin },
+				http.StatusLocked, "locked"},
+		} {
+			f := e.passkeyFlow(c.name+"@example.org", false)
+			c.spoil(f.u)
+			if err := e.store.UpdateUser(context.Background(), f.u); err != nil {
+				t.Fatal(err)
+			}
+			f.b.passkeySignIn(f.k, nil)
+			if f.b.last.StatusCode != c.status || !strings.Contains(f.b.body, c.says) || f.b.hasSessionCookie() ||
+				e.sessions(f.u) != 0 {
+				t.Errorf("%s: %d, cookie %v, %d sessions; want %d saying %q\n%s", c.name, f.b.last.StatusCode,
+					f.b.hasSessionCookie(), e.sessions(f.u), c.status, c.says, f.b.body)
+			}
 		}
 	})
 }
