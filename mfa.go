@@ -104,11 +104,15 @@ func (s *Service) mfaStatus(ctx context.Context, user uuid.UUID) (*MFAStatus, er
 }
 
 // EnrollTOTP starts a TOTP enrolment after checking the user's password
-// (reauthenticate): a new secret, stored encrypted and not yet enabled;
+// (reauthenticate) and, when the user has a second factor already (a
+// passkey), proof: a new secret, stored encrypted and not yet enabled;
 // ConfirmTOTP enables it. An enrolment not yet confirmed is replaced.
 // Returns EConflict (TOTP is already enabled), EInvalidCredentials,
-// EAccountLocked, ERateLimited, EInvalidToken, EUnavailable.
-func (s *Service) EnrollTOTP(ctx context.Context, c Client, a *AccessClaims, password string) (*TOTPEnrolment, error) {
+// EMFARequired, EAccountLocked, ERateLimited, EInvalidToken, EUnavailable.
+func (s *Service) EnrollTOTP(ctx context.Context, c Client, a *AccessClaims, password string, proof StepUp) (*TOTPEnrolment, error) {
+	if err := s.needStepUp(ctx, a.UserID, proof); err != nil {
+		return nil, err
+	}
 	u, err := s.reauthenticate(ctx, c, a, password, "password", EventMFAEnrolled)
 	if err != nil {
 		return nil, err
@@ -128,6 +132,9 @@ func (s *Service) EnrollTOTP(ctx context.Context, c Client, a *AccessClaims, pas
 			return err
 		}
 		if err := s.stillChecked(ctx, tx, c, u, checked, EventMFAEnrolled, now); err != nil {
+			return err
+		}
+		if err := s.checkStepUp(ctx, tx, c, u, proof, EventMFAEnrolled, now); err != nil {
 			return err
 		}
 		factors, err := tx.Factors(ctx, u.ID)

@@ -260,18 +260,30 @@ func (s *Service) takeChallenge(ctx context.Context, tx *txn, c Client, challeng
 	return ch, &session, nil
 }
 
-// BeginPasskeyRegistration starts adding a passkey for the token's user:
-// the creation options (JSON {publicKey: …}) for
-// navigator.credentials.create, excluding the passkeys the user has.
-// Returns ENotFound (passkeys off), EConflict (MaxPasskeys reached),
+// BeginPasskeyRegistration starts adding a passkey for the token's user,
+// after checking their password (reauthenticate) and, when they have a
+// second factor already, proof (step-up): a stolen access token alone must
+// not be able to plant a factor that signs in without the password and
+// passes every later step-up. Answers the creation options (JSON
+// {publicKey: …}) for navigator.credentials.create, excluding the passkeys
+// the user has. Returns ENotFound (passkeys off), EConflict (MaxPasskeys
+// reached), EInvalidCredentials, EMFARequired, EAccountLocked,
 // ERateLimited, EInvalidToken, EUnavailable.
-func (s *Service) BeginPasskeyRegistration(ctx context.Context, a *AccessClaims) (json.RawMessage, error) {
+func (s *Service) BeginPasskeyRegistration(ctx context.Context, c Client, a *AccessClaims, password string,
+	proof StepUp) (json.RawMessage, error) {
 	rp, u, keys, err := s.passkeyOwner(ctx, a)
 	if err != nil {
 		return nil, err
 	}
 	if len(keys) >= MaxPasskeys {
 		return nil, Errorf(EConflict, "You have %d passkeys, the most allowed; remove one first.", MaxPasskeys)
+	}
+	if err := s.needStepUp(ctx, u.ID, proof); err != nil {
+		return nil, err
+	}
+	checked, err := s.reauthenticate(ctx, c, a, password, "password", EventPasskeyAdded)
+	if err != nil {
+		return nil, err
 	}
 	user := webauthnUser{u: u, keys: keys}
 	creation, session, err := rp.BeginRegistration(user,
@@ -280,7 +292,21 @@ func (s *Service) BeginPasskeyRegistration(ctx context.Context, a *AccessClaims)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.saveChallenge(ctx, s.store, session, PurposeRegister, u.ID, uuid.Nil, s.now()); err != nil {
+	err = s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		u, err := tx.User(ctx, u.ID)
+		if err != nil {
+			return err
+		}
+		if err := s.stillChecked(ctx, tx, c, u, checked.PasswordHash, EventPasskeyAdded, now); err != nil {
+			return err
+		}
+		if err := s.checkStepUp(ctx, tx, c, u, proof, EventPasskeyAdded, now); err != nil {
+			return err
+		}
+		return s.saveChallenge(ctx, tx, session, PurposeRegister, u.ID, uuid.Nil, now)
+	})
+	if err != nil {
 		return nil, err
 	}
 	return json.Marshal(creation)
@@ -603,14 +629,13 @@ func (s *Service) FinishPasskeyLogin(ctx context.Context, c Client, credential [
 			return tx.refuse(ctx, s.audit(now, c, EventPasskeyLoginFailed, ResultFailure, user, "assertion refused",
 				map[string]any{"purpose": string(PurposeLogin), "detail": protocolDetail(err)}), errPasskeyRefused)
 		}
-		if err := s.usePasskey(ctx, tx, c, u, key, cred, parsed, PurposeLogin, now); err != nil {
-			return err
-		}
 		if u.LockExpired(now) {
 			if err := s.unlock(ctx, tx, c, u, now, "lock expired"); err != nil {
 				return err
 			}
 		}
+		// The account's state refuses before the key is used: a refused
+		// sign-in leaves no passkey_used row and no new last use.
 		refuse := func(reason string, err error) error {
 			return tx.refuse(ctx, s.audit(now, c, EventLoginFailure, ResultFailure, u.ID, reason,
 				map[string]any{"method": MethodPasskey}), err)
@@ -623,6 +648,9 @@ func (s *Service) FinishPasskeyLogin(ctx context.Context, c Client, credential [
 		case !u.EmailVerified && s.cfg.RequireVerifiedEmail:
 			return refuse("email not verified", &Error{Code: EEmailNotVerified,
 				Message: "Verify your email address first; we can send the link again."})
+		}
+		if err := s.usePasskey(ctx, tx, c, u, key, cred, parsed, PurposeLogin, now); err != nil {
+			return err
 		}
 		pair, err = s.startPasskeySession(ctx, tx, c, u, deviceInfo, []string{passkeyAMR(key), AMRMFA}, now)
 		return err

@@ -78,6 +78,7 @@ func TestBrowserPasskeys(t *testing.T) {
 		chromedp.Navigate(e.srv.URL+"/passkeys"),
 		chromedp.WaitVisible(chromedp.CSS(`#add`)),
 		chromedp.SendKeys(chromedp.CSS(`#name`), "Browser key"),
+		chromedp.SendKeys(chromedp.CSS(`#password`), goodPassword),
 		chromedp.Click(chromedp.CSS(`#add`)))
 	status("Passkey added: Browser key.")
 	do("recovery codes shown", chromedp.WaitVisible(chromedp.CSS(`#codes`)))

@@ -127,6 +127,11 @@ type env struct {
 
 	adminAPI *httpapi.Server
 	adminSrv *httptest.Server
+
+	// The second factors the helpers enrolled, by access token, so that
+	// adding another factor can step up with one (beginRegistration).
+	passkeyOf map[string]*softKey
+	totpOf    map[string]string
 }
 
 const adminToken = "admin-token-0123456789abcdef0123456789ab"

@@ -65,6 +65,7 @@ const qrSize = 256
 func (s *Server) enrollTOTP(w http.ResponseWriter, r *http.Request, a *authd.AccessClaims) error {
 	var in struct {
 		Password string `json:"password"`
+		stepUpIn
 	}
 	if err := decodeJSON(w, r, &in); err != nil {
 		return err
@@ -72,7 +73,7 @@ func (s *Server) enrollTOTP(w http.ResponseWriter, r *http.Request, a *authd.Acc
 	if err := required("password", in.Password); err != nil {
 		return err
 	}
-	e, err := s.svc.EnrollTOTP(r.Context(), client(r), a, in.Password)
+	e, err := s.svc.EnrollTOTP(r.Context(), client(r), a, in.Password, in.proof())
 	if err != nil {
 		return err
 	}

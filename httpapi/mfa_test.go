@@ -44,6 +44,10 @@ func (e *env) mfaUser(email string) (access, secret string, codes []string) {
 		codes = append(codes, c.(string))
 	}
 	e.clock.Advance(30 * time.Second)
+	if e.totpOf == nil {
+		e.totpOf = map[string]string{}
+	}
+	e.totpOf[access] = secret
 	return access, secret, codes
 }
 
@@ -122,7 +126,9 @@ func TestTOTPEnrolment(t *testing.T) {
 			t.Fatalf("%d recovery codes, want 10", len(codes))
 		}
 		want(t, "confirm again", e.do("POST", path+"/confirm", map[string]string{"code": totpAt(t, secret, now)}, bearer(access)...), 409, "conflict")
-		want(t, "enrol again while enabled", e.do("POST", path, map[string]string{"password": goodPassword}, bearer(access)...), 409, "conflict")
+		want(t, "enrol again without the second factor", e.do("POST", path, map[string]string{"password": goodPassword}, bearer(access)...), 403, "mfa_required")
+		want(t, "enrol again while enabled", e.do("POST", path, map[string]string{"password": goodPassword,
+			"code": codes[0].(string)}, bearer(access)...), 409, "conflict")
 		r = e.do("GET", "/v1/users/me/mfa", nil, bearer(access)...)
 		item := r.body["items"].([]any)[0].(map[string]any)
 		if item["kind"] != "totp" || item["enabled"] != true || item["last_used_at"] == nil || r.body["recovery_codes_left"] != float64(10) {

@@ -46,10 +46,17 @@ func writeOptions(w http.ResponseWriter, options json.RawMessage) {
 }
 
 func (s *Server) beginPasskeyRegistration(w http.ResponseWriter, r *http.Request, a *authd.AccessClaims) error {
-	if err := decodeOptional(w, r, &struct{}{}); err != nil {
+	var in struct {
+		Password string `json:"password"`
+		stepUpIn
+	}
+	if err := decodeJSON(w, r, &in); err != nil {
 		return err
 	}
-	options, err := s.svc.BeginPasskeyRegistration(r.Context(), a)
+	if err := required("password", in.Password); err != nil {
+		return err
+	}
+	options, err := s.svc.BeginPasskeyRegistration(r.Context(), client(r), a, in.Password, in.proof())
 	if err != nil {
 		return err
 	}

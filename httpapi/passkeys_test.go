@@ -19,10 +19,21 @@ const (
 	rpOrigin = "https://auth.example.org"
 )
 
-// beginRegistration begins adding a passkey and returns the options.
+// beginRegistration begins adding a passkey and returns the options: with
+// the password and, when the helpers gave the token's user a second factor,
+// a step-up with it (a passkey, else a TOTP code).
 func (e *env) beginRegistration(access string) map[string]any {
 	e.t.Helper()
-	r := e.do("POST", "/v1/users/me/passkeys/begin", map[string]any{}, bearer(access)...)
+	body := map[string]any{"password": goodPassword}
+	r := e.do("POST", "/v1/users/me/passkeys/begin", body, bearer(access)...)
+	if r.status == 403 && r.str("code") == "mfa_required" {
+		if k := e.passkeyOf[access]; k != nil {
+			body["passkey"] = e.stepUp(access, k)
+		} else if secret := e.totpOf[access]; secret != "" {
+			body["code"] = totpAt(e.t, secret, e.clock.Now())
+		}
+		r = e.do("POST", "/v1/users/me/passkeys/begin", body, bearer(access)...)
+	}
 	want(e.t, "begin passkey registration", r, 200, "")
 	return publicKey(e.t, r)
 }
@@ -30,8 +41,20 @@ func (e *env) beginRegistration(access string) map[string]any {
 // addPasskey registers k for the token's user under name.
 func (e *env) addPasskey(access string, k *softKey, name string) response {
 	e.t.Helper()
-	return e.do("POST", "/v1/users/me/passkeys/finish", map[string]any{"name": name,
+	r := e.do("POST", "/v1/users/me/passkeys/finish", map[string]any{"name": name,
 		"credential": k.Create(e.beginRegistration(access))}, bearer(access)...)
+	if r.status == 201 {
+		e.rememberPasskey(access, k)
+	}
+	return r
+}
+
+// rememberPasskey notes that the token's user has k, for later step-ups.
+func (e *env) rememberPasskey(access string, k *softKey) {
+	if e.passkeyOf == nil {
+		e.passkeyOf = map[string]*softKey{}
+	}
+	e.passkeyOf[access] = k
 }
 
 // passkeyUser registers email, logs in and adds a passkey; it returns the
@@ -102,6 +125,7 @@ func TestPasskeyRegistration(t *testing.T) {
 		r := e.do("POST", "/v1/users/me/passkeys/finish", map[string]any{"name": "  Laptop  ",
 			"credential": k.Create(options)}, bearer(access)...)
 		want(t, "finish", r, 201, "")
+		e.rememberPasskey(access, k)
 		if r.str("name") != "Laptop" || r.body["backup_eligible"] != false || r.body["last_used_at"] != nil {
 			t.Errorf("passkey %s", r.raw)
 		}
@@ -181,6 +205,7 @@ func TestPasskeyRegistrationFailures(t *testing.T) {
 		want(t, "finish another user's ceremony", finish(stranger, cred), 401, "invalid_token")
 		cred = k.Create(e.beginRegistration(access))
 		want(t, "finish", finish(access, cred), 201, "")
+		e.rememberPasskey(access, k)
 		want(t, "finish the same ceremony again", finish(access, cred), 401, "invalid_token")
 
 		// Expired: five minutes.
@@ -485,7 +510,7 @@ func TestPasskeysOff(t *testing.T) {
 	e := newEnv(t, openSQLite(t), withConfig(func(c *authd.Config) { c.WebAuthnRPID, c.WebAuthnOrigins = "", nil }))
 	e.registerVerified("dee@example.org", goodPassword)
 	access, _ := e.login("dee@example.org", goodPassword)
-	want(t, "begin registration", e.do("POST", "/v1/users/me/passkeys/begin", nil, bearer(access)...), 404, "not_found")
+	want(t, "begin registration", e.do("POST", "/v1/users/me/passkeys/begin", map[string]any{"password": goodPassword}, bearer(access)...), 404, "not_found")
 	want(t, "begin sign-in", e.do("POST", "/v1/auth/passkey/begin", nil), 404, "not_found")
 	want(t, "finish sign-in", e.do("POST", "/v1/auth/passkey/finish",
 		map[string]any{"credential": map[string]any{}}), 404, "not_found")
@@ -758,7 +783,7 @@ func TestPasskeyEdgeCases(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		want(t, "begin past the limit", e.do("POST", "/v1/users/me/passkeys/begin", nil, bearer(access)...), 409, "conflict")
+		want(t, "begin past the limit", e.do("POST", "/v1/users/me/passkeys/begin", map[string]any{"password": goodPassword}, bearer(access)...), 409, "conflict")
 		want(t, "a name too long", e.do("POST", "/v1/users/me/passkeys/finish", map[string]any{
 			"name": strings.Repeat("x", 65), "credential": map[string]any{}}, bearer(access)...), 400, "validation_failed")
 	})

@@ -203,3 +203,42 @@ func TestChallengeDiesWithItsFactors(t *testing.T) {
 		want(t, "a new login", e.verify(token, "totp", totpAt(t, secret, e.clock.Now())), 200, "")
 	})
 }
+
+// TestAddingAFactorNeedsPasswordAndStepUp: a stolen access token alone
+// cannot plant a second factor: adding a passkey needs the password, and
+// adding a passkey or TOTP to an account that has a second factor needs
+// that factor too (a passkey signs in without the password and passes
+// every later step-up).
+func TestAddingAFactorNeedsPasswordAndStepUp(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("plain@example.org", goodPassword)
+		plain, _ := e.login("plain@example.org", goodPassword)
+		begin := func(access string, body map[string]any) response {
+			return e.do("POST", "/v1/users/me/passkeys/begin", body, bearer(access)...)
+		}
+		want(t, "begin without the password", begin(plain, map[string]any{}), 400, "validation_failed")
+		want(t, "begin with a wrong password", begin(plain, map[string]any{"password": "not the password"}), 401, "invalid_credentials")
+		if n := e.user("plain@example.org").FailedLoginAttempts; n != 1 {
+			t.Errorf("failures after a wrong password at passkey registration: %d, want 1", n)
+		}
+		want(t, "begin with the password", begin(plain, map[string]any{"password": goodPassword}), 200, "")
+
+		access, secret, _ := e.mfaUser("totp@example.org")
+		r := begin(access, map[string]any{"password": goodPassword})
+		want(t, "a TOTP user adds a passkey without a code", r, 403, "mfa_required")
+		if r.str("mfa_token") != "" {
+			t.Errorf("a step-up refusal carries an mfa_token: %s", r.raw)
+		}
+		want(t, "with a wrong code", begin(access, map[string]any{"password": goodPassword,
+			"code": totpAt(t, secret, e.clock.Now().Add(-time.Hour))}), 401, "invalid_credentials")
+		want(t, "with a right code", begin(access, map[string]any{"password": goodPassword,
+			"code": totpAt(t, secret, e.clock.Now())}), 200, "")
+
+		keyed, k, _ := e.passkeyUser("key@example.org")
+		want(t, "a passkey user enrols TOTP without the passkey", e.do("POST", "/v1/users/me/mfa/totp",
+			map[string]any{"password": goodPassword}, bearer(keyed)...), 403, "mfa_required")
+		want(t, "with the passkey", e.do("POST", "/v1/users/me/mfa/totp",
+			map[string]any{"password": goodPassword, "passkey": e.stepUp(keyed, k)}, bearer(keyed)...), 200, "")
+	})
+}

@@ -202,7 +202,7 @@ func (e *env) mfaUser(email string) string {
 	ctx := context.Background()
 	e.user(email)
 	_, claims := e.login(email)
-	enrol, err := e.svc.EnrollTOTP(ctx, authd.Client{}, claims, goodPassword)
+	enrol, err := e.svc.EnrollTOTP(ctx, authd.Client{}, claims, goodPassword, authd.StepUp{})
 	if err != nil {
 		e.t.Fatal(err)
 	}

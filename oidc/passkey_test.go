@@ -51,7 +51,7 @@ func (e *env) addPasskey(email string, k *softkey.Key) {
 	e.t.Helper()
 	ctx := context.Background()
 	pair, claims := e.login(email)
-	raw, err := e.svc.BeginPasskeyRegistration(ctx, claims)
+	raw, err := e.svc.BeginPasskeyRegistration(ctx, authd.Client{}, claims, goodPassword, authd.StepUp{})
 	if err != nil {
 		e.t.Fatal(err)
 	}
