@@ -53,8 +53,9 @@ func TestBrowserPasskeyButton(t *testing.T) {
 	// The passkey is registered with the software key, whose private key
 	// then goes into the virtual authenticator.
 	e.user("vera@example.org")
+	pair, _ := e.login("vera@example.org")
 	k := softkey.New(t, "localhost", local)
-	e.addPasskey("vera@example.org", k)
+	e.addPasskey(pair, k, authd.StepUp{})
 
 	cb := newCallback(t)
 	c, secret, err := e.svc.CreateClient(context.Background(), authd.Client{}, authd.ClientSpec{ID: "web", Name: "Web App",

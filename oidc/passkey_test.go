@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/internal/softkey"
@@ -40,18 +41,22 @@ func (e *env) passkeyUser(email string, backup bool) (*authd.User, *softkey.Key)
 	u := e.user(email)
 	k := softkey.New(e.t, rpID, rpOrigin)
 	k.Backup = backup
-	e.addPasskey(email, k)
+	pair, _ := e.login(email)
+	e.addPasskey(pair, k, authd.StepUp{})
 	return u, k
 }
 
-// addPasskey registers k as a passkey of the user of email, in a session
-// of the JSON API that then ends: the sessions a test counts are the
-// pages'.
-func (e *env) addPasskey(email string, k *softkey.Key) {
+// addPasskey registers k as a passkey of the user of pair (proof: the
+// step-up when they have a second factor), then ends pair's session: the
+// sessions a test counts are the pages'.
+func (e *env) addPasskey(pair *authd.TokenPair, k *softkey.Key, proof authd.StepUp) {
 	e.t.Helper()
 	ctx := context.Background()
-	pair, claims := e.login(email)
-	raw, err := e.svc.BeginPasskeyRegistration(ctx, authd.Client{}, claims, goodPassword, authd.StepUp{})
+	claims, err := e.svc.Authenticate(ctx, pair.AccessToken)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	raw, err := e.svc.BeginPasskeyRegistration(ctx, authd.Client{}, claims, goodPassword, proof)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -355,6 +360,56 @@ func TestPasskeySignInRefusedAccounts(t *testing.T) {
 				t.Errorf("%s: %d, cookie %v, %d sessions; want %d saying %q\n%s", c.name, f.b.last.StatusCode,
 					f.b.hasSessionCookie(), e.sessions(f.u), c.status, c.says, f.b.body)
 			}
+		}
+	})
+}
+
+// TestPasskeyBesideTOTP: the second-factor page of a user with TOTP and a
+// passkey asks for the code and offers the passkey, still after a wrong
+// code; a TOTP-only user's page has no passkey button and no script.
+func TestPasskeyBesideTOTP(t *testing.T) {
+	onBothStoresEnv(t, newPasskeyEnv, func(t *testing.T, e *env) {
+		secret := e.mfaUser("tess@example.org")
+		e.mfaUser("otto@example.org")
+		// A login with the TOTP, and a step later the passkey with another code.
+		_, err := e.svc.Login(context.Background(), authd.Client{}, "tess@example.org", goodPassword, "")
+		mfa, ok := authd.IsMFARequired(err)
+		if !ok {
+			t.Fatalf("login: %v; want mfa_required", err)
+		}
+		pair, err := e.svc.VerifyMFA(context.Background(), authd.Client{}, mfa.Token, authd.MethodTOTP, totpAt(t, secret, e.clock.Now()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.clock.Advance(30 * time.Second)
+		k := softkey.New(t, rpID, rpOrigin)
+		e.addPasskey(pair, k, authd.StepUp{Code: totpAt(t, secret, e.clock.Now())})
+		c, cs := e.client("app", authd.ClientConfidential, true)
+		r := e.rp(c, cs)
+		verifier := oauth2.GenerateVerifier()
+
+		b := e.browser()
+		b.get(r.cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(verifier))).signIn("otto@example.org", goodPassword)
+		if !strings.Contains(b.body, `name="mfa_token"`) || strings.Contains(b.body, "passkey-form") ||
+			strings.Contains(b.last.Header.Get("Content-Security-Policy"), "script-src") {
+			t.Fatalf("a TOTP-only user's second step: %d CSP %q\n%s", b.last.StatusCode,
+				b.last.Header.Get("Content-Security-Policy"), b.body)
+		}
+
+		b = e.browser()
+		b.get(r.cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(verifier))).signIn("tess@example.org", goodPassword)
+		if !strings.Contains(b.body, "authenticator app") || !strings.Contains(b.body, "Use a passkey") {
+			t.Fatalf("second step with TOTP and a passkey: %d %s", b.last.StatusCode, b.body)
+		}
+		f := b.form()
+		f.Set("code", "000000")
+		b.post(oidc.MFAPath, f)
+		if b.last.StatusCode != http.StatusUnauthorized || !strings.Contains(b.body, "Use a passkey") {
+			t.Fatalf("after a wrong code: %d; want the page with the passkey button: %s", b.last.StatusCode, b.body)
+		}
+		b.passkeySignIn(k, nil)
+		if got := r.amr(t, b, verifier); !slices.Equal(got, []string{"pwd", "hwk", "mfa"}) {
+			t.Errorf("amr %v; want pwd hwk mfa", got)
 		}
 	})
 }
