@@ -45,27 +45,28 @@ func loadPages(dir string) (map[string]*template.Template, error) {
 
 // page is the data of every page.
 type page struct {
-	AppName  string
-	Color    template.CSS // validated #RRGGBB
-	Logo     string
-	Title    string
-	Nonce    string
-	CSRF     string
-	Error    string
-	Notice   string
-	Request  string // the authorization request id
-	Client   string // the client's name
-	Email    string
-	MFAToken string
+	AppName   string
+	Color     template.CSS // validated #RRGGBB
+	Logo      string
+	Title     string
+	Nonce     string
+	CSRF      string
+	Error     string
+	Notice    string
+	Request   string // the authorization request id
+	Client    string // the client's name
+	Email     string
+	MFAToken  string
+	Method    string
+	Scopes    []string
+	Logout    logoutForm
+	content   string
+	formTo    []string // origins the page's forms may lead to, besides 'self'
+	lockedFor int      // Retry-After seconds, when the account is locked
+
 	// PasskeyCSRF is the passkey form's token; set, the page shows the
 	// passkey button and may run its script.
 	PasskeyCSRF string
-	Method      string
-	Scopes      []string
-	Logout      logoutForm
-	content     string
-	formTo      []string // origins the page's forms may lead to, besides 'self'
-	lockedFor   int      // Retry-After seconds, when the account is locked
 }
 
 type logoutForm struct {

@@ -117,9 +117,10 @@ func (p *Provider) signInPasskey(w http.ResponseWriter, r *http.Request) {
 	mfaToken, credential := form.Get("mfa_token"), []byte(form.Get("credential"))
 	var cookie string
 	var err error
-	again := p.signInForm(w, r, req, oc.Name)
+	var again page
 	if mfaToken == "" {
 		cookie, err = p.svc.SignInPasskey(ctx, c, credential)
+		again = p.signInForm(w, r, req, oc.Name)
 	} else {
 		cookie, err = p.svc.SignInMFAPasskey(ctx, c, mfaToken, credential)
 		again = p.mfaForm(w, r, req, mfaToken, form.Get("method"), true)
