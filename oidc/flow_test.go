@@ -763,7 +763,7 @@ func TestHostileInput(t *testing.T) {
 		"max_age=-1&client_id=app&redirect_uri=" + url.QueryEscape(rpCallback) + "&response_type=code&scope=openid&code_challenge=" + strings.Repeat("a", 43) + "&code_challenge_method=S256",
 		strings.Repeat("a=b&", 20000)}
 	paths := []string{oidc.DiscoveryPath, oidc.AuthorizePath, oidc.ResumePath, oidc.TokenPath, oidc.UserInfoPath,
-		oidc.LogoutPath, oidc.SignInPath, oidc.MFAPath, oidc.ConsentPath, oidc.SignUpPath, oidc.ForgotPath}
+		oidc.LogoutPath, oidc.SignInPath, oidc.MFAPath, oidc.PasskeyPath, oidc.ConsentPath, oidc.SignUpPath, oidc.ForgotPath}
 	for _, path := range paths {
 		for _, q := range junk {
 			for _, method := range []string{"GET", "POST"} {
