@@ -40,19 +40,38 @@ func Scopes() []string { return []string{ScopeOpenID, ScopeEmail, ScopeOfflineAc
 // lockout, enumeration safety, audit), whose new session becomes a browser
 // session. It returns the cookie value, a secret whose digest names the
 // session. For an account with a second factor the error is *MFARequired,
-// and SignInMFA finishes. Errors as Login.
+// and SignInMFA or SignInMFAPasskey finishes. Errors as Login.
 func (s *Service) SignIn(ctx context.Context, c Client, email, password string) (string, error) {
 	pair, err := s.Login(ctx, c, email, password, browserDevice(c))
-	if err != nil {
-		return "", err
-	}
-	return s.browserCookie(ctx, pair.SessionID)
+	return s.asBrowser(ctx, pair, err)
 }
 
 // SignInMFA is the hosted pages' second step: VerifyMFA exactly, whose new
 // session becomes a browser session. Errors as VerifyMFA.
 func (s *Service) SignInMFA(ctx context.Context, c Client, mfaToken, method, code string) (string, error) {
 	pair, err := s.VerifyMFA(ctx, c, mfaToken, method, code)
+	return s.asBrowser(ctx, pair, err)
+}
+
+// SignInPasskey is the hosted pages' passwordless sign-in:
+// FinishPasskeyLogin exactly (amr hwk or swk, and mfa), whose new session
+// becomes a browser session. Errors as FinishPasskeyLogin.
+func (s *Service) SignInPasskey(ctx context.Context, c Client, credential []byte) (string, error) {
+	pair, err := s.FinishPasskeyLogin(ctx, c, credential, browserDevice(c))
+	return s.asBrowser(ctx, pair, err)
+}
+
+// SignInMFAPasskey is the hosted pages' second step with a passkey:
+// VerifyMFAPasskey exactly (amr pwd, hwk or swk, mfa), whose new session
+// becomes a browser session. Errors as VerifyMFAPasskey.
+func (s *Service) SignInMFAPasskey(ctx context.Context, c Client, mfaToken string, credential []byte) (string, error) {
+	pair, err := s.VerifyMFAPasskey(ctx, c, mfaToken, credential)
+	return s.asBrowser(ctx, pair, err)
+}
+
+// asBrowser turns the result of a sign-in flow into its session's browser
+// cookie (browserCookie), or passes its error on.
+func (s *Service) asBrowser(ctx context.Context, pair *TokenPair, err error) (string, error) {
 	if err != nil {
 		return "", err
 	}

@@ -15,8 +15,8 @@ func FuzzPasskeyFinish(f *testing.F) {
 	access, k, _ := e.passkeyUser("fuzz@example.org")
 	token := e.mfaLogin("fuzz@example.org")
 	for _, seed := range []any{
-		k.get(e.beginSignIn()),
-		newSoftKey(f, rpID, rpOrigin).create(e.beginRegistration(access)),
+		k.Get(e.beginSignIn()),
+		newSoftKey(f, rpID, rpOrigin).Create(e.beginRegistration(access)),
 		map[string]any{"id": "AA", "rawId": "AA", "type": "public-key", "response": map[string]any{}},
 		"x", 1, nil,
 	} {

@@ -42,7 +42,7 @@ func (e *env) beginRegistration(access string) map[string]any {
 func (e *env) addPasskey(access string, k *softKey, name string) response {
 	e.t.Helper()
 	r := e.do("POST", "/v1/users/me/passkeys/finish", map[string]any{"name": name,
-		"credential": k.create(e.beginRegistration(access))}, bearer(access)...)
+		"credential": k.Create(e.beginRegistration(access))}, bearer(access)...)
 	if r.status == 201 {
 		e.rememberPasskey(access, k)
 	}
@@ -84,7 +84,7 @@ func (e *env) beginSignIn() map[string]any {
 // signIn signs in with k, passwordless.
 func (e *env) signIn(k *softKey) response {
 	e.t.Helper()
-	return e.do("POST", "/v1/auth/passkey/finish", map[string]any{"credential": k.get(e.beginSignIn())})
+	return e.do("POST", "/v1/auth/passkey/finish", map[string]any{"credential": k.Get(e.beginSignIn())})
 }
 
 // stepUp answers a step-up ceremony of the token's user with k.
@@ -92,7 +92,7 @@ func (e *env) stepUp(access string, k *softKey) map[string]any {
 	e.t.Helper()
 	r := e.do("POST", "/v1/users/me/mfa/challenge", map[string]any{}, bearer(access)...)
 	want(e.t, "step-up challenge", r, 200, "")
-	return k.get(publicKey(e.t, r))
+	return k.Get(publicKey(e.t, r))
 }
 
 func hasEvent(events []string, event string) bool { return slices.Contains(events, event) }
@@ -123,7 +123,7 @@ func TestPasskeyRegistration(t *testing.T) {
 		// The first second factor: recovery codes, and the other session ends.
 		k := newSoftKey(t, rpID, rpOrigin)
 		r := e.do("POST", "/v1/users/me/passkeys/finish", map[string]any{"name": "  Laptop  ",
-			"credential": k.create(options)}, bearer(access)...)
+			"credential": k.Create(options)}, bearer(access)...)
 		want(t, "finish", r, 201, "")
 		e.rememberPasskey(access, k)
 		if r.str("name") != "Laptop" || r.body["backup_eligible"] != false || r.body["last_used_at"] != nil {
@@ -132,7 +132,7 @@ func TestPasskeyRegistration(t *testing.T) {
 		if codes, _ := r.body["recovery_codes"].([]any); len(codes) != authd.RecoveryCodeCount {
 			t.Errorf("recovery codes %v, want %d", r.body["recovery_codes"], authd.RecoveryCodeCount)
 		}
-		if strings.Contains(r.raw, b64.EncodeToString(k.id)) {
+		if strings.Contains(r.raw, b64.EncodeToString(k.ID)) {
 			t.Error("the answer shows the credential id")
 		}
 		if e.active(other) || !e.active(access) {
@@ -149,8 +149,8 @@ func TestPasskeyRegistration(t *testing.T) {
 			t.Errorf("excludeCredentials %v, want the first passkey", ex)
 		}
 		k2 := newSoftKey(t, rpID, rpOrigin)
-		k2.backup, k2.packed = true, true
-		r = e.do("POST", "/v1/users/me/passkeys/finish", map[string]any{"credential": k2.create(options)}, bearer(access)...)
+		k2.Backup, k2.Packed = true, true
+		r = e.do("POST", "/v1/users/me/passkeys/finish", map[string]any{"credential": k2.Create(options)}, bearer(access)...)
 		want(t, "finish a second", r, 201, "")
 		if r.str("name") != authd.DefaultPasskeyName || r.body["backup_eligible"] != true || r.body["recovery_codes"] != nil {
 			t.Errorf("second passkey %s", r.raw)
@@ -201,9 +201,9 @@ func TestPasskeyRegistrationFailures(t *testing.T) {
 
 		// A ceremony is single use, and one user's is no one else's.
 		k := newSoftKey(t, rpID, rpOrigin)
-		cred := k.create(e.beginRegistration(access))
+		cred := k.Create(e.beginRegistration(access))
 		want(t, "finish another user's ceremony", finish(stranger, cred), 401, "invalid_token")
-		cred = k.create(e.beginRegistration(access))
+		cred = k.Create(e.beginRegistration(access))
 		want(t, "finish", finish(access, cred), 201, "")
 		e.rememberPasskey(access, k)
 		want(t, "finish the same ceremony again", finish(access, cred), 401, "invalid_token")
@@ -212,18 +212,18 @@ func TestPasskeyRegistrationFailures(t *testing.T) {
 		k2 := newSoftKey(t, rpID, rpOrigin)
 		options := e.beginRegistration(access)
 		e.clock.Advance(authd.WebAuthnChallengeTTL)
-		want(t, "finish after five minutes", finish(access, k2.create(options)), 401, "invalid_token")
+		want(t, "finish after five minutes", finish(access, k2.Create(options)), 401, "invalid_token")
 
 		// The checks of the attestation: origin, RP id, user verification.
 		for name, spoil := range map[string]func(*softKey){
-			"another origin":                  func(k *softKey) { k.origin = "https://evil.example" },
-			"another RP id":                   func(k *softKey) { k.rpID = "example.org" },
-			"a credential id over 1023 bytes": func(k *softKey) { k.id = make([]byte, 1100) },
-			"no user verification":            func(k *softKey) { k.noUV = true },
+			"another origin":                  func(k *softKey) { k.Origin = "https://evil.example" },
+			"another RP id":                   func(k *softKey) { k.RPID = "example.org" },
+			"a credential id over 1023 bytes": func(k *softKey) { k.ID = make([]byte, 1100) },
+			"no user verification":            func(k *softKey) { k.NoUV = true },
 		} {
 			bad := newSoftKey(t, rpID, rpOrigin)
 			spoil(bad)
-			r := finish(access, bad.create(e.beginRegistration(access)))
+			r := finish(access, bad.Create(e.beginRegistration(access)))
 			want(t, name, r, 400, "validation_failed")
 		}
 		if !hasEvent(e.events("ray@example.org"), "passkey_added/failure") {
@@ -244,7 +244,7 @@ func TestPasskeySignIn(t *testing.T) {
 		if options["userVerification"] != "required" {
 			t.Errorf("userVerification %v, want required", options["userVerification"])
 		}
-		cred := k.get(options)
+		cred := k.Get(options)
 		r := e.do("POST", "/v1/auth/passkey/finish", map[string]any{"credential": cred, "device_info": "laptop"})
 		want(t, "passwordless sign-in", r, 200, "")
 		if got := amrOf(t, r.str("access_token")); !slices.Equal(got, []string{"hwk", "mfa"}) {
@@ -265,7 +265,7 @@ func TestPasskeySignIn(t *testing.T) {
 		e.registerVerified("vic@example.org", goodPassword)
 		access, _ := e.login("vic@example.org", goodPassword)
 		synced := newSoftKey(t, rpID, rpOrigin)
-		synced.backup, synced.step = true, 0 // synced passkeys send 0
+		synced.Backup, synced.Step = true, 0 // synced passkeys send 0
 		want(t, "add synced", e.addPasskey(access, synced, "Phone"), 201, "")
 		for range 2 { // a counter of 0 twice is no regression
 			r = e.signIn(synced)
@@ -277,15 +277,15 @@ func TestPasskeySignIn(t *testing.T) {
 
 		// Unknown, expired, and a ceremony of another kind.
 		want(t, "unknown challenge", e.do("POST", "/v1/auth/passkey/finish",
-			map[string]any{"credential": k.get(map[string]any{"challenge": b64.EncodeToString(make([]byte, 32))})}),
+			map[string]any{"credential": k.Get(map[string]any{"challenge": b64.EncodeToString(make([]byte, 32))})}),
 			401, "invalid_token")
 		options = e.beginSignIn()
 		e.clock.Advance(authd.WebAuthnChallengeTTL)
-		want(t, "expired challenge", e.do("POST", "/v1/auth/passkey/finish", map[string]any{"credential": k.get(options)}),
+		want(t, "expired challenge", e.do("POST", "/v1/auth/passkey/finish", map[string]any{"credential": k.Get(options)}),
 			401, "invalid_token")
 		options = e.beginRegistration(access)
 		want(t, "a registration challenge", e.do("POST", "/v1/auth/passkey/finish",
-			map[string]any{"credential": k.get(options)}), 401, "invalid_token")
+			map[string]any{"credential": k.Get(options)}), 401, "invalid_token")
 	})
 }
 
@@ -297,16 +297,16 @@ func TestPasskeySignInRefusals(t *testing.T) {
 
 		// A bad signature, a credential no one has, another origin: logged,
 		// not counted toward the lock.
-		bad := k.get(e.beginSignIn())
+		bad := k.Get(e.beginSignIn())
 		bad["response"].(map[string]any)["signature"] = b64.EncodeToString([]byte("0 not a signature"))
 		want(t, "bad signature", e.do("POST", "/v1/auth/passkey/finish", map[string]any{"credential": bad}),
 			401, "invalid_credentials")
 		stranger := newSoftKey(t, rpID, rpOrigin)
-		stranger.userHandle = e.user("wes@example.org").ID[:]
+		stranger.UserHandle = e.user("wes@example.org").ID[:]
 		want(t, "unknown credential", e.signIn(stranger), 401, "invalid_credentials")
-		k.origin = "https://evil.example"
+		k.Origin = "https://evil.example"
 		want(t, "another origin", e.signIn(k), 401, "invalid_credentials")
-		k.origin = rpOrigin
+		k.Origin = rpOrigin
 		if got := e.user("wes@example.org").FailedLoginAttempts; got != before {
 			t.Errorf("failed_login_attempts %d after refused assertions, want %d", got, before)
 		}
@@ -316,12 +316,12 @@ func TestPasskeySignInRefusals(t *testing.T) {
 
 		// A counter that goes back: refused, logged, committed.
 		want(t, "sign in", e.signIn(k), 200, "")
-		k.count -= 2
+		k.Count -= 2
 		want(t, "counter regression", e.signIn(k), 401, "invalid_credentials")
 		if evs := e.events("wes@example.org"); evs[len(evs)-1] != "passkey_counter_regression/failure" {
 			t.Errorf("events %v, want passkey_counter_regression last", evs)
 		}
-		k.count += 10
+		k.Count += 10
 		want(t, "a counter past the stored one", e.signIn(k), 200, "")
 
 		// A brute-force lock stops passwords only.
@@ -370,13 +370,13 @@ func TestPasskeySecondFactor(t *testing.T) {
 			t.Errorf("allowCredentials %v, want the user's passkey", allow)
 		}
 		// A refused assertion counts toward the mfa_token, not the lock.
-		bad := k.get(options)
+		bad := k.Get(options)
 		bad["response"].(map[string]any)["signature"] = b64.EncodeToString([]byte("junk"))
 		want(t, "bad assertion", verify(token, bad), 401, "invalid_credentials")
 		if n := e.user("xia@example.org").FailedLoginAttempts; n != 0 {
 			t.Errorf("failed_login_attempts %d after a refused assertion, want 0", n)
 		}
-		r = verify(token, k.get(publicKey(t, begin(token))))
+		r = verify(token, k.Get(publicKey(t, begin(token))))
 		want(t, "verify with a passkey", r, 200, "")
 		if got := amrOf(t, r.str("access_token")); !slices.Equal(got, []string{"pwd", "hwk", "mfa"}) {
 			t.Errorf("amr %v, want [pwd hwk mfa]", got)
@@ -385,9 +385,9 @@ func TestPasskeySecondFactor(t *testing.T) {
 
 		// A ceremony of one login is not another's.
 		t1, t2 := e.mfaLogin("xia@example.org"), e.mfaLogin("xia@example.org")
-		want(t, "another login's ceremony", verify(t2, k.get(publicKey(t, begin(t1)))), 400, "invalid_token")
+		want(t, "another login's ceremony", verify(t2, k.Get(publicKey(t, begin(t1)))), 400, "invalid_token")
 		// Passwordless ceremonies are not second-factor ones.
-		want(t, "a passwordless ceremony", verify(t2, k.get(e.beginSignIn())), 400, "invalid_token")
+		want(t, "a passwordless ceremony", verify(t2, k.Get(e.beginSignIn())), 400, "invalid_token")
 		want(t, "missing credential", e.do("POST", "/v1/auth/mfa/verify",
 			map[string]any{"mfa_token": t2, "method": "passkey"}), 400, "validation_failed")
 		want(t, "a dead mfa_token", begin("x"), 400, "invalid_token")
@@ -415,7 +415,7 @@ func TestPasskeyChallengeSingleUse(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		e := newEnv(t, open(t))
 		_, k, _ := e.passkeyUser("abe@example.org")
-		body, _ := json.Marshal(map[string]any{"credential": k.get(e.beginSignIn())})
+		body, _ := json.Marshal(map[string]any{"credential": k.Get(e.beginSignIn())})
 		const n = 8
 		statuses := make([]int, n)
 		var wg sync.WaitGroup
@@ -448,9 +448,9 @@ func TestPasskeyRemovalNeedsStepUp(t *testing.T) {
 		if allow, _ := publicKey(t, r)["allowCredentials"].([]any); len(allow) != 2 {
 			t.Errorf("allowCredentials %v, want both passkeys", allow)
 		}
-		proof := k2.get(publicKey(t, r))
+		proof := k2.Get(publicKey(t, r))
 		want(t, "a passwordless ceremony as proof", e.do("DELETE", "/v1/users/me/passkeys/"+first,
-			map[string]any{"passkey": k.get(e.beginSignIn())}, bearer(access)...), 401, "invalid_token")
+			map[string]any{"passkey": k.Get(e.beginSignIn())}, bearer(access)...), 401, "invalid_token")
 		want(t, "delete with a passkey", e.do("DELETE", "/v1/users/me/passkeys/"+first,
 			map[string]any{"passkey": proof}, bearer(access)...), 204, "")
 		want(t, "the proof again", e.do("DELETE", "/v1/users/me/passkeys/"+second,
@@ -500,7 +500,7 @@ func TestPasskeyAdminResetAndErasure(t *testing.T) {
 		if keys, _ := e.store.Passkeys(context.Background(), u.ID); len(keys) != 0 {
 			t.Errorf("%d passkeys after erasure", len(keys))
 		}
-		if n := len(scanText(t, e.store, b64.EncodeToString(k.id))); n != 0 {
+		if n := len(scanText(t, e.store, b64.EncodeToString(k.ID))); n != 0 {
 			t.Errorf("the credential id survives erasure in %d places", n)
 		}
 	})
@@ -572,18 +572,18 @@ func TestPasskeyMalformedPayloads(t *testing.T) {
 			}
 		}
 		fresh := newSoftKey(t, rpID, rpOrigin)
-		for name, cred := range malformedCredentials(func() map[string]any { return fresh.create(e.beginRegistration(access)) }, true) {
+		for name, cred := range malformedCredentials(func() map[string]any { return fresh.Create(e.beginRegistration(access)) }, true) {
 			check("registration, "+name, e.do("POST", "/v1/users/me/passkeys/finish",
 				map[string]any{"credential": cred}, bearer(access)...))
 		}
-		signIn := func() map[string]any { return k.get(e.beginSignIn()) }
+		signIn := func() map[string]any { return k.Get(e.beginSignIn()) }
 		for name, cred := range malformedCredentials(signIn, false) {
 			check("sign-in, "+name, e.do("POST", "/v1/auth/passkey/finish", map[string]any{"credential": cred}))
 		}
 		token := e.mfaLogin("eve@example.org")
 		second := func() map[string]any {
 			r := e.do("POST", "/v1/auth/passkey/begin", map[string]string{"mfa_token": token})
-			return k.get(publicKey(t, r))
+			return k.Get(publicKey(t, r))
 		}
 		for name, cred := range malformedCredentials(second, false) {
 			check("second factor, "+name, e.do("POST", "/v1/auth/mfa/verify",
@@ -676,7 +676,7 @@ func TestPasskeyStepUp(t *testing.T) {
 		if n := e.user("fay@example.org").FailedLoginAttempts; n != 0 {
 			t.Errorf("failed_login_attempts %d after a refused assertion, want 0", n)
 		}
-		want(t, "a sign-in ceremony as proof", change(map[string]any{"passkey": k.get(e.beginSignIn())}), 401, "invalid_token")
+		want(t, "a sign-in ceremony as proof", change(map[string]any{"passkey": k.Get(e.beginSignIn())}), 401, "invalid_token")
 		want(t, "malformed proof", change(map[string]any{"passkey": map[string]any{"id": 1}}), 400, "validation_failed")
 		want(t, "change with the passkey", change(map[string]any{"passkey": e.stepUp(access, k)}), 204, "")
 		access, _ = e.login2("fay@example.org", "another long passphrase 7", k)
@@ -708,7 +708,7 @@ func (e *env) login2(email, password string, k *softKey) (access, refresh string
 	r = e.do("POST", "/v1/auth/passkey/begin", map[string]string{"mfa_token": token})
 	want(e.t, "begin second factor", r, 200, "")
 	r = e.do("POST", "/v1/auth/mfa/verify", map[string]any{"mfa_token": token, "method": "passkey",
-		"credential": k.get(publicKey(e.t, r))})
+		"credential": k.Get(publicKey(e.t, r))})
 	want(e.t, "verify with the passkey", r, 200, "")
 	return r.str("access_token"), r.str("refresh_token")
 }
@@ -721,7 +721,7 @@ func TestPasskeySignInRateLimited(t *testing.T) {
 	_, k, _ := e.passkeyUser("hal@example.org")
 	var cred map[string]any
 	for i := range 30 {
-		cred = k.get(e.beginSignIn())
+		cred = k.Get(e.beginSignIn())
 		cred["response"].(map[string]any)["signature"] = b64.EncodeToString([]byte{byte(i)})
 		want(t, "a refused sign-in", e.do("POST", "/v1/auth/passkey/finish", map[string]any{"credential": cred}),
 			401, "invalid_credentials")
@@ -736,7 +736,7 @@ func TestPasskeySignInRateLimited(t *testing.T) {
 		t.Errorf("refused assertions counted toward the lock: %d failures, locked %v", u.FailedLoginAttempts, u.IsLocked(e.clock.Now()))
 	}
 	want(t, "another client signs in", e.do("POST", "/v1/auth/passkey/finish",
-		map[string]any{"credential": k.get(publicKey(t, e.do("POST", "/v1/auth/passkey/begin", map[string]any{}, from("10.9.8.7")...)))},
+		map[string]any{"credential": k.Get(publicKey(t, e.do("POST", "/v1/auth/passkey/begin", map[string]any{}, from("10.9.8.7")...)))},
 		from("10.9.8.7")...), 200, "")
 }
 
@@ -767,7 +767,7 @@ func TestPasskeyEdgeCases(t *testing.T) {
 		r := e.do("POST", "/v1/auth/passkey/begin", map[string]string{"mfa_token": token})
 		want(t, "begin", r, 200, "")
 		want(t, "a passkey newer than the login", e.do("POST", "/v1/auth/mfa/verify", map[string]any{
-			"mfa_token": token, "method": "passkey", "credential": late.get(publicKey(t, r))}), 400, "invalid_token")
+			"mfa_token": token, "method": "passkey", "credential": late.Get(publicKey(t, r))}), 400, "invalid_token")
 
 		// An expired mfa_token cannot begin one.
 		token = e.mfaLogin("ida@example.org")
@@ -812,10 +812,10 @@ func TestPasskeyAssertionWithoutUV(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, openSQLite(t))
 	_, k, _ := e.passkeyUser("kim@example.org")
-	k.noUV = true
+	k.NoUV = true
 	want(t, "sign in without UV", e.signIn(k), 401, "invalid_credentials")
 	token := e.mfaLogin("kim@example.org")
 	r := e.do("POST", "/v1/auth/passkey/begin", map[string]string{"mfa_token": token})
 	want(t, "second factor without UV", e.do("POST", "/v1/auth/mfa/verify", map[string]any{"mfa_token": token,
-		"method": "passkey", "credential": k.get(publicKey(t, r))}), 401, "invalid_credentials")
+		"method": "passkey", "credential": k.Get(publicKey(t, r))}), 401, "invalid_credentials")
 }

@@ -22,6 +22,13 @@ import (
 // it under CI) when Chromium is not installed.
 func headless(t *testing.T) context.Context {
 	t.Helper()
+	return chromium(t, false)
+}
+
+// chromium starts headless Chromium, with JavaScript on when script is
+// true; headless says when Chromium is not installed.
+func chromium(t *testing.T, script bool) context.Context {
+	t.Helper()
 	var path string
 	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
 		if p, err := exec.LookPath(name); err == nil {
@@ -47,14 +54,53 @@ func headless(t *testing.T) context.Context {
 	t.Cleanup(cancelAlloc)
 	bctx, cancelBrowser := chromedp.NewContext(alloc)
 	t.Cleanup(cancelBrowser)
-	noScript := chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
-		_, err := cdp.Call(ctx, t, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true})
-		return err
-	})
-	if err := chromedp.Do(bctx, noScript); err != nil {
+	start := chromedp.Func(func(context.Context, *chromedp.Target) error { return nil })
+	if !script {
+		start = chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+			_, err := cdp.Call(ctx, t, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true})
+			return err
+		})
+	}
+	if err := chromedp.Do(bctx, start); err != nil {
 		t.Fatalf("start Chromium: %v", err)
 	}
 	return bctx
+}
+
+// callback is a relying party's redirect URI on its own origin, for the
+// browser tests: it keeps the query of the last redirect to URL+"/cb" and
+// shows a page with #done.
+type callback struct {
+	URL string
+	mu  sync.Mutex
+	got url.Values
+}
+
+func newCallback(t *testing.T) *callback {
+	c := &callback{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/cb" {
+			http.NotFound(w, r) // the favicon
+			return
+		}
+		c.mu.Lock()
+		c.got = r.URL.Query()
+		c.mu.Unlock()
+		w.Header().Set("Content-Type", "text/html")
+		w.Write([]byte(`<!DOCTYPE html><p id="done">signed in</p>`))
+	}))
+	t.Cleanup(srv.Close)
+	c.URL = srv.URL
+	return c
+}
+
+// query returns the last redirect's query, and forgets it.
+func (c *callback) query() url.Values {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	got := c.got
+	c.got = nil
+	return got
 }
 
 // TestBrowserSignInJavaScriptOff signs in through the real pages in
@@ -66,20 +112,7 @@ func TestBrowserSignInJavaScriptOff(t *testing.T) {
 	e := newEnv(t, openSQLite(t))
 	ctx := headless(t)
 
-	var mu sync.Mutex
-	var got url.Values
-	rp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/cb" {
-			http.NotFound(w, r) // the favicon
-			return
-		}
-		mu.Lock()
-		got = r.URL.Query()
-		mu.Unlock()
-		w.Header().Set("Content-Type", "text/html")
-		w.Write([]byte(`<!DOCTYPE html><p id="done">signed in</p>`))
-	}))
-	t.Cleanup(rp.Close)
+	rp := newCallback(t)
 	c, _, err := e.svc.CreateClient(context.Background(), authd.Client{}, authd.ClientSpec{ID: "web", Name: "Web App",
 		Type: authd.ClientPublic, RedirectURIs: []string{rp.URL + "/cb"}})
 	if err != nil {
@@ -109,9 +142,7 @@ func TestBrowserSignInJavaScriptOff(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`button[value=allow]`)),
 	)
 	do("consent", chromedp.Click(chromedp.CSS(`button[value=allow]`)), chromedp.WaitVisible(chromedp.CSS(`#done`)))
-	mu.Lock()
-	defer mu.Unlock()
-	if got.Get("code") == "" || got.Get("state") != "browser-state" || got.Get("iss") != e.srv.URL {
+	if got := rp.query(); got.Get("code") == "" || got.Get("state") != "browser-state" || got.Get("iss") != e.srv.URL {
 		t.Errorf("the relying party got %v; want a code, the state and iss", got)
 	}
 }

@@ -64,6 +64,12 @@ type env struct {
 
 func newEnv(t *testing.T, store authd.Store, options ...func(*oidc.Options)) *env {
 	t.Helper()
+	return newEnvConfig(t, store, func(*authd.Config) {}, options...)
+}
+
+// newEnvConfig is newEnv with a change to the service's configuration.
+func newEnvConfig(t *testing.T, store authd.Store, config func(*authd.Config), options ...func(*oidc.Options)) *env {
+	t.Helper()
 	e := &env{t: t, store: store, clock: &clock{now: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)}, logs: &strings.Builder{}}
 	keysDir := t.TempDir()
 	keys, err := token.OpenKeyring(keysDir, "EdDSA", e.clock.Now())
@@ -80,6 +86,7 @@ func newEnv(t *testing.T, store authd.Store, options ...func(*oidc.Options)) *en
 	cfg := authd.Config{PublicURL: base, AccessTokenTTL: 15 * time.Minute, RefreshTokenTTL: 168 * time.Hour,
 		SessionMaxAge: 720 * time.Hour, RefreshReuseGrace: 10 * time.Second, RequireVerifiedEmail: true,
 		LockoutThreshold: 5, LockoutDuration: 15 * time.Minute, MaxSessions: 100}
+	config(&cfg)
 	logger := slog.New(slog.NewTextHandler(&lockedWriter{e: e}, nil))
 	e.svc = authd.NewService(cfg, authd.Deps{Store: store, Clock: e.clock,
 		Passwords: password.NewHasher(password.Params{MemoryKiB: 64, Iterations: 1, Parallelism: 1}, password.Policy{MinLength: 12}),
@@ -145,6 +152,11 @@ func openPostgres(t *testing.T) authd.Store {
 
 // onBothStores runs test as a subtest on SQLite and on PostgreSQL.
 func onBothStores(t *testing.T, test func(t *testing.T, e *env)) {
+	onBothStoresEnv(t, func(t *testing.T, s authd.Store) *env { return newEnv(t, s) }, test)
+}
+
+// onBothStoresEnv is onBothStores with the env that newEnv builds.
+func onBothStoresEnv(t *testing.T, newEnv func(*testing.T, authd.Store) *env, test func(t *testing.T, e *env)) {
 	t.Parallel()
 	for name, open := range map[string]func(*testing.T) authd.Store{"sqlite": openSQLite, "postgres": openPostgres} {
 		t.Run(name, func(t *testing.T) {
@@ -171,20 +183,27 @@ func (e *env) user(email string) *authd.User {
 	return u
 }
 
+// login signs in with goodPassword through the JSON API's Login.
+func (e *env) login(email string) (*authd.TokenPair, *authd.AccessClaims) {
+	e.t.Helper()
+	pair, err := e.svc.Login(context.Background(), authd.Client{}, email, goodPassword, "")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	claims, err := e.svc.Authenticate(context.Background(), pair.AccessToken)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return pair, claims
+}
+
 // mfaUser is user with a confirmed TOTP factor; it returns its secret. The
 // clock then moves a step on, so that the confirmation's code is behind.
 func (e *env) mfaUser(email string) string {
 	e.t.Helper()
 	ctx := context.Background()
 	e.user(email)
-	pair, err := e.svc.Login(ctx, authd.Client{}, email, goodPassword, "")
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	claims, err := e.svc.Authenticate(ctx, pair.AccessToken)
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	_, claims := e.login(email)
 	enrol, err := e.svc.EnrollTOTP(ctx, authd.Client{}, claims, goodPassword, authd.StepUp{})
 	if err != nil {
 		e.t.Fatal(err)

@@ -57,6 +57,22 @@ func (e *env) client(name string, typ authd.ClientType, firstParty bool) (*authd
 	return c, secret
 }
 
+// exchange redeems code and returns the tokens and the ID token, which
+// go-oidc verified.
+func (r *rp) exchange(t *testing.T, code, verifier string) (*oauth2.Token, *gooidc.IDToken) {
+	t.Helper()
+	tok, err := r.cfg.Exchange(r.ctx, code, oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatalf("exchange: %v", err)
+	}
+	raw, _ := tok.Extra("id_token").(string)
+	idt, err := r.verifier.Verify(r.ctx, raw)
+	if err != nil {
+		t.Fatalf("go-oidc refused the ID token: %v", err)
+	}
+	return tok, idt
+}
+
 // login runs the browser through the flow up to the callback and returns
 // the code; the state must come back as sent.
 func (r *rp) login(t *testing.T, b *browser, email, state, nonce, verifier string) string {
@@ -99,15 +115,7 @@ func TestCodeFlowWithGoOIDC(t *testing.T) {
 		b := e.browser()
 		verifier := oauth2.GenerateVerifier()
 		code := r.login(t, b, "olive@example.org", "st-123", "n-456", verifier)
-		tok, err := r.cfg.Exchange(r.ctx, code, oauth2.VerifierOption(verifier))
-		if err != nil {
-			t.Fatalf("exchange: %v", err)
-		}
-		raw, _ := tok.Extra("id_token").(string)
-		idt, err := r.verifier.Verify(r.ctx, raw)
-		if err != nil {
-			t.Fatalf("go-oidc refused the ID token: %v", err)
-		}
+		tok, idt := r.exchange(t, code, verifier)
 		var claims struct {
 			Email    string   `json:"email"`
 			Verified bool     `json:"email_verified"`
@@ -795,7 +803,7 @@ func TestHostileInput(t *testing.T) {
 		"max_age=-1&client_id=app&redirect_uri=" + url.QueryEscape(rpCallback) + "&response_type=code&scope=openid&code_challenge=" + strings.Repeat("a", 43) + "&code_challenge_method=S256",
 		strings.Repeat("a=b&", 20000)}
 	paths := []string{oidc.DiscoveryPath, oidc.AuthorizePath, oidc.ResumePath, oidc.TokenPath, oidc.UserInfoPath,
-		oidc.LogoutPath, oidc.SignInPath, oidc.MFAPath, oidc.ConsentPath, oidc.SignUpPath, oidc.ForgotPath}
+		oidc.LogoutPath, oidc.SignInPath, oidc.MFAPath, oidc.PasskeyPath, oidc.ConsentPath, oidc.SignUpPath, oidc.ForgotPath}
 	for _, path := range paths {
 		for _, q := range junk {
 			for _, method := range []string{"GET", "POST"} {

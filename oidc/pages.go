@@ -16,8 +16,9 @@ import (
 	"strings"
 )
 
-// The hosted pages: server-rendered, no script, no external asset, a strict
-// CSP with a per-response nonce for the one inline style. Every form
+// The hosted pages: server-rendered, no external asset, a strict CSP with a
+// per-response nonce for the one inline style, and no script but the
+// passkey button's (the pages work without it). Every form
 // carries a CSRF token: an HMAC, under the shared form key, of a random
 // cookie of this browser, the form's purpose and what it acts on, so a
 // page of another site can neither read nor forge it.
@@ -38,7 +39,8 @@ func loadPages(dir string) (map[string]*template.Template, error) {
 		return nil, err
 	}
 	return templates.Pages(embedded, dir, pageNames, page{AppName: "authd", Title: "Sample", Client: "App",
-		Request: "r", Email: "user@example.org", Method: "totp", Scopes: []string{"openid"}, Error: "e", Notice: "n"})
+		Request: "r", Email: "user@example.org", Method: "totp", Scopes: []string{"openid"}, Error: "e", Notice: "n",
+		PasskeyCSRF: "p"})
 }
 
 // page is the data of every page.
@@ -61,6 +63,10 @@ type page struct {
 	content   string
 	formTo    []string // origins the page's forms may lead to, besides 'self'
 	lockedFor int      // Retry-After seconds, when the account is locked
+
+	// PasskeyCSRF is the passkey form's token; set, the page shows the
+	// passkey button and may run its script.
+	PasskeyCSRF string
 }
 
 type logoutForm struct {
@@ -92,8 +98,12 @@ func (p *Provider) render(w http.ResponseWriter, status int, pg page) {
 	}
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+pg.Nonce+"'; img-src "+p.imgSrc()+"; form-action "+
-		formAction+"; frame-ancestors 'none'; base-uri 'none'")
+	script := ""
+	if pg.PasskeyCSRF != "" { // the passkey button's inline script, and its fetch of the request options
+		script = "; script-src 'nonce-" + pg.Nonce + "'; connect-src 'self'"
+	}
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+pg.Nonce+"'"+script+"; img-src "+p.imgSrc()+
+		"; form-action "+formAction+"; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("Cache-Control", "no-store")
 	if pg.lockedFor > 0 {
 		h.Set("Retry-After", strconv.Itoa(pg.lockedFor))

@@ -40,6 +40,7 @@ const (
 	LogoutPath    = "/oauth2/logout"
 	SignInPath    = "/signin"
 	MFAPath       = "/signin/mfa"
+	PasskeyPath   = "/signin/passkey"
 	ConsentPath   = "/consent"
 	SignUpPath    = "/signup"
 	ForgotPath    = "/signin/forgot"
@@ -125,6 +126,7 @@ func New(opts Options) (*Provider, error) {
 	p.mux.HandleFunc("GET "+SignInPath, p.signInPage)
 	p.mux.HandleFunc("POST "+SignInPath, p.signIn)
 	p.mux.HandleFunc("POST "+MFAPath, p.signInMFA)
+	p.mux.HandleFunc("POST "+PasskeyPath, p.signInPasskey)
 	p.mux.HandleFunc("POST "+ConsentPath, p.consent)
 	p.mux.HandleFunc("GET "+SignUpPath, p.signUpPage)
 	p.mux.HandleFunc("POST "+SignUpPath, p.signUp)
@@ -140,7 +142,7 @@ func New(opts Options) (*Provider, error) {
 func (p *Provider) Patterns() []string {
 	return []string{"GET " + DiscoveryPath, "POST " + TokenPath, "GET " + UserInfoPath, "POST " + UserInfoPath,
 		"GET " + AuthorizePath, "POST " + AuthorizePath, "GET " + ResumePath, "GET " + SignInPath,
-		"POST " + SignInPath, "POST " + MFAPath, "POST " + ConsentPath, "GET " + SignUpPath, "POST " + SignUpPath,
+		"POST " + SignInPath, "POST " + MFAPath, "POST " + PasskeyPath, "POST " + ConsentPath, "GET " + SignUpPath, "POST " + SignUpPath,
 		"GET " + ForgotPath, "POST " + ForgotPath, "GET " + LogoutPath, "POST " + LogoutPath}
 }
 

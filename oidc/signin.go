@@ -20,8 +20,41 @@ func (p *Provider) signInPage(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	p.render(w, http.StatusOK, page{Title: "Sign in", Client: oc.Name, Request: req.ID.String(),
-		CSRF: p.csrfToken(w, r, "signin", req.ID.String()), content: "signin-content", formTo: []string{origin(req.RedirectURI)}})
+	p.render(w, http.StatusOK, p.signInForm(w, r, req, oc.Name))
+}
+
+// signInForm is the sign-in page of req, with the passkey button when
+// passkeys are on.
+func (p *Provider) signInForm(w http.ResponseWriter, r *http.Request, req *authd.AuthRequest, clientName string) page {
+	pg := page{Title: "Sign in", Client: clientName, Request: req.ID.String(),
+		CSRF: p.csrfToken(w, r, "signin", req.ID.String()), content: "signin-content", formTo: []string{origin(req.RedirectURI)}}
+	if p.svc.PasskeysEnabled() {
+		pg.PasskeyCSRF = p.csrfToken(w, r, "passkey", req.ID.String())
+	}
+	return pg
+}
+
+// mfaForm is the second-factor page of req for mfaToken, asking for
+// method's code, with the passkey button when the user has a passkey.
+func (p *Provider) mfaForm(w http.ResponseWriter, r *http.Request, req *authd.AuthRequest, mfaToken, method string,
+	passkey bool) page {
+	if method != authd.MethodRecoveryCode {
+		method = authd.MethodTOTP
+	}
+	pg := page{Title: "Two-step verification", Request: req.ID.String(), MFAToken: mfaToken, Method: method,
+		CSRF: p.csrfToken(w, r, "mfa", req.ID.String()), content: "mfa-content", formTo: []string{origin(req.RedirectURI)}}
+	if passkey && p.svc.PasskeysEnabled() {
+		pg.PasskeyCSRF = p.csrfToken(w, r, "passkey", req.ID.String())
+	}
+	return pg
+}
+
+// expiredSignIn is the sign-in page again after a second-factor challenge
+// that is spent (too many wrong codes, expired).
+func (p *Provider) expiredSignIn(w http.ResponseWriter, r *http.Request, req *authd.AuthRequest) {
+	again := p.signInForm(w, r, req, "")
+	again.Error = "The sign-in took too long or had too many wrong codes; sign in again."
+	p.render(w, http.StatusUnauthorized, again)
 }
 
 func (p *Provider) signIn(w http.ResponseWriter, r *http.Request) {
@@ -30,13 +63,16 @@ func (p *Provider) signIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	email := form.Get("email")
-	again := page{Title: "Sign in", Client: oc.Name, Request: req.ID.String(), Email: email,
-		CSRF: p.csrfToken(w, r, "signin", req.ID.String()), content: "signin-content", formTo: []string{origin(req.RedirectURI)}}
+	again := p.signInForm(w, r, req, oc.Name)
+	again.Email = email
 	cookie, err := p.svc.SignIn(r.Context(), client(r.Context()), email, form.Get("password"))
 	if mfa, ok := authd.IsMFARequired(err); ok {
-		p.render(w, http.StatusOK, page{Title: "Two-step verification", Request: req.ID.String(), MFAToken: mfa.Token,
-			Method: authd.MethodTOTP, CSRF: p.csrfToken(w, r, "mfa", req.ID.String()), content: "mfa-content",
-			formTo: []string{origin(req.RedirectURI)}})
+		// Without TOTP (a passkey only), the code asked for is a recovery code.
+		method := authd.MethodTOTP
+		if !slices.Contains(mfa.Methods, authd.MethodTOTP) {
+			method = authd.MethodRecoveryCode
+		}
+		p.render(w, http.StatusOK, p.mfaForm(w, r, req, mfa.Token, method, slices.Contains(mfa.Methods, authd.MethodPasskey)))
 		return
 	}
 	if err != nil {
@@ -51,30 +87,65 @@ func (p *Provider) signInMFA(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	method := form.Get("method")
-	if method != authd.MethodRecoveryCode {
-		method = authd.MethodTOTP
-	}
-	again := page{Title: "Two-step verification", Request: req.ID.String(), MFAToken: form.Get("mfa_token"), Method: method,
-		CSRF: p.csrfToken(w, r, "mfa", req.ID.String()), content: "mfa-content", formTo: []string{origin(req.RedirectURI)}}
+	again := p.mfaForm(w, r, req, form.Get("mfa_token"), form.Get("method"), form.Get("passkey") != "")
 	if form.Get("switch") != "" { // "use a recovery code instead": the form, not an attempt
 		p.render(w, http.StatusOK, again)
 		return
 	}
-	cookie, err := p.svc.SignInMFA(r.Context(), client(r.Context()), form.Get("mfa_token"), method, form.Get("code"))
+	cookie, err := p.svc.SignInMFA(r.Context(), client(r.Context()), form.Get("mfa_token"), again.Method, form.Get("code"))
 	if err != nil {
 		if authd.ErrorCode(err) == authd.EInvalidToken {
-			// The challenge is spent (too many wrong codes, expired): sign in again.
-			again = page{Title: "Sign in", Request: req.ID.String(), CSRF: p.csrfToken(w, r, "signin", req.ID.String()),
-				Error: "The sign-in took too long or had too many wrong codes; sign in again.", content: "signin-content",
-				formTo: []string{origin(req.RedirectURI)}}
-			p.render(w, http.StatusUnauthorized, again)
+			p.expiredSignIn(w, r, req)
 			return
 		}
 		p.signInFailed(w, again, err)
 		return
 	}
 	p.signedIn(w, r, req, cookie)
+}
+
+// signInPasskey finishes a passkey ceremony the page's script began
+// (POST /v1/auth/passkey/begin) and sends here as the form's credential:
+// a passwordless sign-in, or with mfa_token the second factor after the
+// password. A refused passkey shows the page it came from again.
+func (p *Provider) signInPasskey(w http.ResponseWriter, r *http.Request) {
+	form, req, oc, ok := p.requestForm(w, r, "passkey")
+	if !ok {
+		return
+	}
+	ctx, c := r.Context(), client(r.Context())
+	mfaToken, credential := form.Get("mfa_token"), []byte(form.Get("credential"))
+	var cookie string
+	var err error
+	var again page
+	if mfaToken == "" {
+		cookie, err = p.svc.SignInPasskey(ctx, c, credential)
+		again = p.signInForm(w, r, req, oc.Name)
+	} else {
+		cookie, err = p.svc.SignInMFAPasskey(ctx, c, mfaToken, credential)
+		again = p.mfaForm(w, r, req, mfaToken, form.Get("method"), true)
+	}
+	if err == nil {
+		p.signedIn(w, r, req, cookie)
+		return
+	}
+	switch authd.ErrorCode(err) {
+	case authd.EInvalidToken:
+		if mfaToken != "" {
+			p.expiredSignIn(w, r, req)
+			return
+		}
+		again.Error = "The passkey sign-in took too long; try again."
+		p.render(w, http.StatusUnauthorized, again)
+	case authd.EInvalid, authd.EInvalidCredentials:
+		again.Error = "The passkey could not be verified; try again or use another way to sign in."
+		p.render(w, http.StatusUnauthorized, again)
+	case authd.ENotFound:
+		again.Error, again.PasskeyCSRF = "Passkeys are not enabled here; use another way to sign in.", ""
+		p.render(w, http.StatusNotFound, again)
+	default:
+		p.signInFailed(w, again, err)
+	}
 }
 
 // requestForm reads a page's form that acts on an authorization request:
