@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -375,6 +376,16 @@ func (s *Service) RedeemCode(ctx context.Context, c Client, oc *OAuthClient, cod
 		if !browser.Active(now) || u.IsDeleted() || u.LockedByAdmin(now) {
 			return refuse("the sign-in ended before the code was redeemed")
 		}
+		if !oc.FirstParty {
+			// A consent withdrawn after the code was issued takes it back.
+			consent, err := tx.Consent(ctx, u.ID, oc.ID)
+			if err != nil && ErrorCode(err) != ENotFound {
+				return err
+			}
+			if consent == nil || !consent.Covers(ac.Scopes) {
+				return refuse("consent withdrawn before the code was redeemed")
+			}
+		}
 		sess := &Session{ID: NewID(), UserID: u.ID, DeviceInfo: truncate("OpenID client: "+oc.Name, MaxDeviceInfoLength),
 			CreatedAt: now, LastUsedAt: now, ExpiresAt: browser.ExpiresAt, AMR: ac.AMR, ClientID: oc.ID, Scopes: ac.Scopes}
 		if err := s.evictSessions(ctx, tx, c, u.ID, now); err != nil {
@@ -428,8 +439,9 @@ func pkceMatches(challenge, method, verifier string) bool {
 	if challenge == "" {
 		return verifier == ""
 	}
-	if method != "S256" || len(verifier) < 43 || len(verifier) > 128 {
-		return false
+	if method != "S256" || len(verifier) < 43 || len(verifier) > 128 ||
+		strings.Trim(verifier, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~") != "" {
+		return false // RFC 7636 §4.1: 43-128 unreserved characters
 	}
 	sum := sha256.Sum256([]byte(verifier))
 	got := base64.RawURLEncoding.EncodeToString(sum[:])

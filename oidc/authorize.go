@@ -70,7 +70,7 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.State = state
-	if strings.Contains(" "+q.Get("prompt")+" ", " none ") {
+	if slices.Contains(strings.Fields(q.Get("prompt")), "none") {
 		p.authorizeSilently(w, r, req, oc)
 		return
 	}
@@ -80,6 +80,9 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	p.continueRequest(w, r, req, oc)
 }
+
+// maxMaxAge caps max_age (seconds): ten years is "any sign-in".
+const maxMaxAge = 10 * 365 * 24 * 60 * 60
 
 // parseAuthRequest checks the parameters of an authorization request
 // whose client and redirect URI are known to be right.
@@ -132,6 +135,7 @@ func (p *Provider) parseAuthRequest(q url.Values, oc *authd.OAuthClient) (*authd
 		if err != nil || age < 0 {
 			return nil, &authError{"invalid_request", "max_age must be a number of seconds"}
 		}
+		age = min(age, maxMaxAge) // a larger one would overflow a Duration and ask for a sign-in from the future
 		if t := now.Add(-time.Duration(age) * time.Second).Truncate(time.Second); t.After(req.MinAuthTime) {
 			req.MinAuthTime = t
 		}
@@ -164,7 +168,7 @@ func (p *Provider) authorizeSilently(w http.ResponseWriter, r *http.Request, req
 		p.unavailable(w, err)
 		return
 	}
-	if need {
+	if need || mustConfirm(oc, req) {
 		p.redirectError(w, r, req.RedirectURI, req.State, authError{"consent_required", "the user has not consented"})
 		return
 	}
@@ -173,6 +177,16 @@ func (p *Provider) authorizeSilently(w http.ResponseWriter, r *http.Request, req
 		return
 	}
 	p.issueCode(w, r, req, sess)
+}
+
+// mustConfirm reports whether the user must confirm a request by hand even
+// when the client is first-party or already allowed: a public client whose
+// redirect URI is not https (a private-use scheme or loopback, RFC 8252)
+// cannot prove it is the app it names, since any app on the device can
+// claim the same scheme or port; without a click the signed-in browser would
+// hand it a code (RFC 8252 §8.6).
+func mustConfirm(oc *authd.OAuthClient, req *authd.AuthRequest) bool {
+	return oc.Type == authd.ClientPublic && !strings.HasPrefix(req.RedirectURI, "https://")
 }
 
 // resume continues a saved request after sign-in or consent.
@@ -197,7 +211,7 @@ func (p *Provider) continueRequest(w http.ResponseWriter, r *http.Request, req *
 		p.unavailable(w, err)
 		return
 	}
-	if need || req.ForceConsent {
+	if need || req.ForceConsent || mustConfirm(oc, req) {
 		p.render(w, http.StatusOK, page{Title: "Allow access?", Client: oc.Name, Email: u.Email, Scopes: req.Scopes,
 			Request: req.ID.String(), CSRF: p.csrfToken(w, r, "consent", req.ID.String()), content: "consent-content",
 			formTo: []string{origin(req.RedirectURI)}})

@@ -332,8 +332,12 @@ func (p *Provider) logout(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if hinted != nil {
-		if err := p.svc.EndUserSession(ctx, c, *hinted, sessUser(sess)); err != nil && authd.ErrorCode(err) != authd.ENotFound {
+	// The hinted session ends only for the user signed in on this browser:
+	// an ID token leaks easily (it travels in URLs), and must not let anyone
+	// end its session from anywhere. (The client can end its own session
+	// with POST /v1/auth/logout and its access token.)
+	if hinted != nil && err == nil {
+		if err := p.svc.EndUserSession(ctx, c, *hinted, sess.UserID); err != nil && authd.ErrorCode(err) != authd.ENotFound {
 			p.unavailable(w, err)
 			return
 		}
@@ -352,13 +356,6 @@ func (p *Provider) logout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.render(w, http.StatusOK, page{Title: "Signed out", content: "signed-out-content"})
-}
-
-func sessUser(s *authd.Session) uuid.UUID {
-	if s == nil {
-		return uuid.Nil
-	}
-	return s.UserID
 }
 
 func containsQuery(u string) bool {

@@ -1,0 +1,129 @@
+package oidc_test
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/oidc"
+	"golang.org/x/oauth2"
+)
+
+// TestNativeClientsConfirmByHand: a public client whose redirect URI is not
+// https (a private-use scheme, loopback) gets no code without a click, even
+// first-party: another app on the device could claim its scheme or port
+// (RFC 8252 §8.6). prompt=none answers consent_required.
+func TestNativeClientsConfirmByHand(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("nat@example.org")
+		const callback = "com.example.app:/cb"
+		c, _, err := e.svc.CreateClient(context.Background(), authd.Client{}, authd.ClientSpec{ID: "native", Name: "Native",
+			Type: authd.ClientPublic, RedirectURIs: []string{callback}, FirstParty: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := oauth2.Config{ClientID: c.ID, RedirectURL: callback, Scopes: []string{"openid"},
+			Endpoint: oauth2.Endpoint{AuthURL: e.srv.URL + "/oauth2/authorize", TokenURL: e.srv.URL + "/oauth2/token"}}
+		b := e.browser()
+		b.get(cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))).signIn("nat@example.org", goodPassword)
+		if !strings.Contains(b.body, `name="decision"`) {
+			t.Fatalf("a native client got no confirmation page after sign-in: %d %s", b.last.StatusCode, b.last.Header.Get("Location"))
+		}
+		f := b.form()
+		f.Set("decision", "allow")
+		if loc := b.post(oidc.ConsentPath, f).last.Header.Get("Location"); !strings.HasPrefix(loc, callback+"?code=") &&
+			!strings.Contains(loc, "code=") {
+			t.Fatalf("allow: %d %q", b.last.StatusCode, loc)
+		}
+		// Signed in and allowed before: still a page, never a silent code.
+		b.get(cfg.AuthCodeURL("s2", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+		if !strings.Contains(b.body, `name="decision"`) {
+			t.Errorf("a native client got a code without a click: %d %q", b.last.StatusCode, b.last.Header.Get("Location"))
+		}
+		b.get(cfg.AuthCodeURL("s3", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()), oauth2.SetAuthURLParam("prompt", "none")))
+		if loc := b.last.Header.Get("Location"); !strings.Contains(loc, "error=consent_required") {
+			t.Errorf("prompt=none for a native client: %d %q; want consent_required", b.last.StatusCode, loc)
+		}
+	})
+}
+
+// TestHugeMaxAge: a max_age too large for a duration means "any sign-in",
+// not a sign-in from the future that no session meets.
+func TestHugeMaxAge(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("max@example.org")
+		c, cs := e.client("app", authd.ClientConfidential, true)
+		r := e.rp(c, cs)
+		b := e.browser()
+		b.get(r.cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()),
+			oauth2.SetAuthURLParam("max_age", "9300000000"))).signIn("max@example.org", goodPassword)
+		if cb := b.callback(); cb == nil || cb.Get("code") == "" {
+			t.Errorf("max_age=9300000000: %d %q; want a code", b.last.StatusCode, b.last.Header.Get("Location"))
+		}
+	})
+}
+
+// TestConsentWithdrawnTakesTheCodeBack: a code issued before the user
+// withdrew their consent is refused.
+func TestConsentWithdrawnTakesTheCodeBack(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("wd@example.org")
+		c, cs := e.client("third", authd.ClientConfidential, false)
+		r := e.rp(c, cs)
+		b := e.browser()
+		verifier := oauth2.GenerateVerifier()
+		b.get(r.cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(verifier))).signIn("wd@example.org", goodPassword)
+		f := b.form()
+		f.Set("decision", "allow")
+		cb := b.post(oidc.ConsentPath, f).callback()
+		if cb == nil || cb.Get("code") == "" {
+			t.Fatalf("allow: %d %s", b.last.StatusCode, b.body)
+		}
+		_, claims := e.login("wd@example.org")
+		if err := e.svc.RevokeConsent(context.Background(), authd.Client{}, claims, c.ID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.cfg.Exchange(r.ctx, cb.Get("code"), oauth2.VerifierOption(verifier)); err == nil {
+			t.Error("a code issued before the consent was withdrawn was redeemed")
+		}
+	})
+}
+
+// TestLogoutHintNeedsTheSameUser: an ID token alone (leaked from a URL)
+// does not end its session from another browser.
+func TestLogoutHintNeedsTheSameUser(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("hint@example.org")
+		c, cs := e.client("app", authd.ClientConfidential, true)
+		r := e.rp(c, cs)
+		verifier := oauth2.GenerateVerifier()
+		tok, err := r.cfg.Exchange(r.ctx, r.login(t, e.browser(), "hint@example.org", "s", "n", verifier), oauth2.VerifierOption(verifier))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stranger := e.browser()
+		stranger.get(e.srv.URL + oidc.LogoutPath + "?" + url.Values{"id_token_hint": {tok.Extra("id_token").(string)}}.Encode())
+		stranger.post(oidc.LogoutPath, stranger.form())
+		if got := e.me(tok.AccessToken); got != http.StatusOK {
+			t.Errorf("another browser's logout with the ID token ended the session: %d", got)
+		}
+	})
+}
+
+// TestPKCEVerifierCharset: a verifier outside RFC 7636's characters is
+// refused even when its digest matches.
+func TestPKCEVerifierCharset(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("pk@example.org")
+		c, cs := e.client("app", authd.ClientConfidential, true)
+		r := e.rp(c, cs)
+		verifier := strings.Repeat("a", 42) + "!"
+		code := r.login(t, e.browser(), "pk@example.org", "s", "n", verifier)
+		if _, err := r.cfg.Exchange(r.ctx, code, oauth2.VerifierOption(verifier)); err == nil {
+			t.Error("a verifier with '!' was accepted")
+		}
+	})
+}
