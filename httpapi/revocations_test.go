@@ -12,6 +12,7 @@ import (
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/httpapi"
+	"github.com/authd/authd/token"
 )
 
 // TestRevocationFeedJSON: the polling form of the feed — who may read it,
@@ -50,7 +51,9 @@ func TestRevocationFeedJSON(t *testing.T) {
 			t.Fatalf("feed: %s; want 3 events", r.raw)
 		}
 		ev := func(i int) map[string]any { return evs[i].(map[string]any) }
-		exp := loggedOut.Add(e.cfg.AccessTokenTTL + 30*time.Second).Unix()
+		// exp assumes the longest access-token lifetime (24 h), not the
+		// configured one, which may have been longer for tokens still valid.
+		exp := loggedOut.Add(token.MaxAccessTokenTTL + 30*time.Second).Unix()
 		if ev(0)["sid"] != jwtClaims(t, a1)["sid"] || ev(0)["exp"] != float64(exp) || ev(0)["sub"] != nil {
 			t.Errorf("logout event %v, want sid of the session and exp %d", ev(0), exp)
 		}
@@ -74,8 +77,14 @@ func TestRevocationFeedJSON(t *testing.T) {
 			t.Errorf("since beyond the last event: %s, want all three again", beyond.raw)
 		}
 
-		// Once their tokens have expired, events are no longer served.
+		// Past the configured lifetime, events are still served: a token
+		// issued under an earlier, longer one may still be valid.
 		e.clock.Advance(e.cfg.AccessTokenTTL + time.Minute)
+		if r := e.do("GET", "/v1/auth/revocations?since=0", nil, svc...); strings.Contains(r.raw, `"events":[]`) {
+			t.Errorf("past the configured access-token lifetime: %s, want the events still served", r.raw)
+		}
+		// Once every token they can affect has expired, they are not.
+		e.clock.Advance(token.MaxAccessTokenTTL)
 		if r := e.do("GET", "/v1/auth/revocations?since=0", nil, svc...); !strings.Contains(r.raw, `"events":[]`) {
 			t.Errorf("after expiry: %s, want no events", r.raw)
 		}
