@@ -209,12 +209,15 @@ func TestRevocationFeedHead(t *testing.T) {
 	e := newEnv(t, openSQLite(t))
 	one := httptest.NewServer(httpapi.New(httpapi.Options{Service: e.svc, ServiceTokens: []string{serviceToken},
 		MaxRevocationStreams: 1}))
-	t.Cleanup(one.Close)
+	// A streaming HEAD would hold its connection and never end by itself:
+	// bound the client, and cut the connections before closing.
+	t.Cleanup(func() { one.CloseClientConnections(); one.Close() })
+	client := &http.Client{Timeout: 10 * time.Second}
 	for _, accept := range []string{"text/event-stream", "application/json"} {
 		req, _ := http.NewRequest("HEAD", one.URL+"/v1/auth/revocations", nil)
 		req.Header.Set("Accept", accept)
 		req.Header.Set("Authorization", "Bearer "+serviceToken)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
