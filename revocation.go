@@ -30,7 +30,8 @@ type Revocation struct {
 	// Reason names the flow that revoked (for operators).
 	Reason string `json:"-"`
 	// Until is when the last access token the revocation can affect
-	// expires: At + the access-token lifetime + the skew leeway.
+	// expires: At + the longest access-token lifetime + the skew leeway
+	// (revocationLifetime).
 	Until time.Time `json:"-"`
 }
 
@@ -170,6 +171,23 @@ func (s *Service) LoadRevocations(ctx context.Context) error {
 // tokenLeeway is the clock skew between instances that token checks
 // tolerate (SPEC 6.3): a token may outlive its revocation's lifetime by it.
 const tokenLeeway = 30 * time.Second
+
+// maxAccessTokenTTL is the longest access-token lifetime the configuration
+// accepts (token.MaxAccessTokenTTL, which key rotation also assumes).
+const maxAccessTokenTTL = 24 * time.Hour
+
+// revocationLifetime is how long a revocation's feed events are served
+// (Revocation.Until - At): the longest lifetime any access token can have,
+// not the configured one. Resource servers forget an event at its expiry,
+// so an event based on the configured lifetime would expire before the
+// tokens it revokes when that lifetime is lowered while tokens issued
+// under the old one (or by instances not yet restarted) are still valid.
+// The price is a day of events in the feed's first snapshot. Clocks must
+// agree within tokenLeeway (NTP): a resource server whose clock runs ahead
+// forgets events early.
+func revocationLifetime(configured time.Duration) time.Duration {
+	return max(configured, maxAccessTokenTTL) + tokenLeeway
+}
 
 // RevocationEventsPage bounds one read of the revocation feed: a read
 // that returns this many may have more after it.

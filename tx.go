@@ -13,7 +13,7 @@ import (
 // fail the request.
 type txn struct {
 	Queries
-	keep        time.Duration // how long a revocation matters: the access-token lifetime and the skew leeway
+	keep        time.Duration // how long a revocation matters (revocationLifetime)
 	revocations []Revocation
 	events      []*SecurityLog
 	mailed      bool
@@ -68,7 +68,7 @@ func (s *Service) inTx(ctx context.Context, fn func(tx *txn) error) error {
 	t := &txn{}
 	var failure error
 	err := s.store.InTx(ctx, func(q Queries) error {
-		*t, failure = txn{Queries: q, keep: s.cfg.AccessTokenTTL + tokenLeeway}, nil
+		*t, failure = txn{Queries: q, keep: revocationLifetime(s.cfg.AccessTokenTTL)}, nil
 		err := fn(t)
 		if r, ok := errors.AsType[*refusal](err); ok {
 			failure = r.err

@@ -55,6 +55,10 @@ type Options struct {
 	// RevocationStreamMaxAge ends a stream (the client resumes); 0 means
 	// DefaultRevocationStreamMaxAge.
 	RevocationStreamMaxAge time.Duration
+	// RevocationReadTimeout bounds the feed's first database read, before
+	// the answer starts, so that a stuck database is a 503 and not a hang;
+	// 0 means DefaultRevocationReadTimeout.
+	RevocationReadTimeout time.Duration
 	// Mounts are other adapters' handlers on the public listener (the
 	// OpenID provider), behind the same middleware: request id, client IP,
 	// security headers, log line, metrics.
@@ -174,6 +178,9 @@ func newServer(opts Options) *Server {
 	}
 	if opts.RevocationStreamMaxAge <= 0 {
 		opts.RevocationStreamMaxAge = DefaultRevocationStreamMaxAge
+	}
+	if opts.RevocationReadTimeout <= 0 {
+		opts.RevocationReadTimeout = DefaultRevocationReadTimeout
 	}
 	return &Server{opts: opts, svc: opts.Service, logger: opts.Logger, mux: http.NewServeMux(),
 		streams: make(chan struct{}, opts.MaxRevocationStreams), ending: make(chan struct{})}

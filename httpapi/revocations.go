@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +29,9 @@ const (
 	// instance for ever; the client resumes with Last-Event-ID and loses
 	// nothing.
 	DefaultRevocationStreamMaxAge = time.Hour
+	// DefaultRevocationReadTimeout is the default of
+	// Options.RevocationReadTimeout.
+	DefaultRevocationReadTimeout = 5 * time.Second
 	// DefaultRevocationStreams is the default of Options.MaxRevocationStreams.
 	DefaultRevocationStreams = 100
 	// revocationRetry is the reconnection delay suggested to EventSource
@@ -59,7 +63,9 @@ func toFeedEvent(e authd.RevocationEvent) feedEvent {
 
 // revocations serves the feed to holders of a service token: Server-Sent
 // Events to clients that ask for them (Accept: text/event-stream, as
-// EventSource sends, or format=sse), JSON otherwise (pollers, curl).
+// EventSource sends, or format=sse), JSON otherwise (pollers, curl). HEAD
+// answers the headers alone, without reading the database or holding a
+// stream.
 func (s *Server) revocations(w http.ResponseWriter, r *http.Request) error {
 	if !s.serviceToken(r) {
 		return &authd.Error{Code: authd.EInvalidToken, Message: "A service token is required (AUTHD_SERVICE_TOKENS)."}
@@ -68,16 +74,45 @@ func (s *Server) revocations(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if after, err = s.svc.RevocationFeedStart(r.Context(), after); err != nil {
-		return err
-	}
+	var sse bool
 	switch format := r.URL.Query().Get("format"); {
 	case format == "sse", format == "" && strings.Contains(r.Header.Get("Accept"), "text/event-stream"):
-		return s.revocationStream(w, r, after)
-	case format == "" || format == "json":
-		return s.revocationsJSON(w, r, after)
+		sse = true
+	case format != "" && format != "json":
+		return invalid("format", "must be json or sse")
 	}
-	return invalid("format", "must be json or sse")
+	if r.Method == http.MethodHead {
+		ct := "application/json"
+		if sse {
+			ct = "text/event-stream"
+		}
+		w.Header().Set("Content-Type", ct)
+		w.WriteHeader(http.StatusOK)
+		return nil
+	}
+	if sse {
+		return s.revocationStream(w, r, after)
+	}
+	return s.revocationsJSON(w, r, after)
+}
+
+// firstRevocationRead runs the feed's reads that come before the answer
+// starts — where to start, and the first page — with
+// Options.RevocationReadTimeout: a database that does not answer is a 503,
+// not a request that hangs (and, for a stream, holds a slot).
+func (s *Server) firstRevocationRead(ctx context.Context, after int64) (int64, []authd.RevocationEvent, error) {
+	readCtx, cancel := context.WithTimeout(ctx, s.opts.RevocationReadTimeout)
+	defer cancel()
+	after, err := s.svc.RevocationFeedStart(readCtx, after)
+	var evs []authd.RevocationEvent
+	if err == nil {
+		evs, err = s.svc.RevocationEvents(readCtx, after, 0)
+	}
+	if err != nil && readCtx.Err() != nil && ctx.Err() == nil {
+		return 0, nil, &authd.Error{Code: authd.EUnavailable, RetryAfter: 5 * time.Second, Err: err,
+			Message: "The revocation feed could not read the database in time; retry."}
+	}
+	return after, evs, err
 }
 
 // feedPosition is the id after which to serve: Last-Event-ID (an
@@ -101,7 +136,7 @@ func feedPosition(r *http.Request) (int64, error) {
 // {"events": [...], "last_id": n, "more": bool}; a poller asks again with
 // since=last_id (at once while more is true).
 func (s *Server) revocationsJSON(w http.ResponseWriter, r *http.Request, after int64) error {
-	evs, err := s.svc.RevocationEvents(r.Context(), after, 0)
+	after, evs, err := s.firstRevocationRead(r.Context(), after)
 	if err != nil {
 		return err
 	}
@@ -138,7 +173,7 @@ func (s *Server) revocationStream(w http.ResponseWriter, r *http.Request, after 
 	// The first read happens before the answer starts, so that a database
 	// outage is still a 503 and not an empty stream.
 	changed := s.svc.Revocations().Changed()
-	evs, err := s.svc.RevocationEvents(ctx, after, 0)
+	after, evs, err := s.firstRevocationRead(ctx, after)
 	if err != nil {
 		return err
 	}
@@ -179,8 +214,11 @@ func (s *Server) revocationStream(w http.ResponseWriter, r *http.Request, after 
 		}
 		caughtUp := len(evs) < authd.RevocationEventsPage
 		if caughtUp && !synced {
-			// The backlog is sent: from here on the client is current.
-			fmt.Fprintf(&b, "event: synced\ndata: {\"last_id\":%d}\n\n", after)
+			// The backlog is sent: from here on the client is current. The
+			// heartbeat interval tells the client how long a silence means
+			// a dead connection.
+			fmt.Fprintf(&b, "event: synced\ndata: {\"last_id\":%d,\"heartbeat_ms\":%d}\n\n", after,
+				s.opts.RevocationHeartbeat.Milliseconds())
 			synced = true
 		}
 		if b.Len() > 0 && !send(b.String()) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/httpapi"
+	"github.com/authd/authd/token"
 )
 
 // TestRevocationFeedJSON: the polling form of the feed — who may read it,
@@ -50,7 +51,9 @@ func TestRevocationFeedJSON(t *testing.T) {
 			t.Fatalf("feed: %s; want 3 events", r.raw)
 		}
 		ev := func(i int) map[string]any { return evs[i].(map[string]any) }
-		exp := loggedOut.Add(e.cfg.AccessTokenTTL + 30*time.Second).Unix()
+		// exp assumes the longest access-token lifetime (24 h), not the
+		// configured one, which may have been longer for tokens still valid.
+		exp := loggedOut.Add(token.MaxAccessTokenTTL + 30*time.Second).Unix()
 		if ev(0)["sid"] != jwtClaims(t, a1)["sid"] || ev(0)["exp"] != float64(exp) || ev(0)["sub"] != nil {
 			t.Errorf("logout event %v, want sid of the session and exp %d", ev(0), exp)
 		}
@@ -74,8 +77,14 @@ func TestRevocationFeedJSON(t *testing.T) {
 			t.Errorf("since beyond the last event: %s, want all three again", beyond.raw)
 		}
 
-		// Once their tokens have expired, events are no longer served.
+		// Past the configured lifetime, events are still served: a token
+		// issued under an earlier, longer one may still be valid.
 		e.clock.Advance(e.cfg.AccessTokenTTL + time.Minute)
+		if r := e.do("GET", "/v1/auth/revocations?since=0", nil, svc...); strings.Contains(r.raw, `"events":[]`) {
+			t.Errorf("past the configured access-token lifetime: %s, want the events still served", r.raw)
+		}
+		// Once every token they can affect has expired, they are not.
+		e.clock.Advance(token.MaxAccessTokenTTL)
 		if r := e.do("GET", "/v1/auth/revocations?since=0", nil, svc...); !strings.Contains(r.raw, `"events":[]`) {
 			t.Errorf("after expiry: %s, want no events", r.raw)
 		}
@@ -159,7 +168,7 @@ func TestRevocationFeedStream(t *testing.T) {
 		if !strings.Contains(backlog["data"], jwtClaims(t, a1)["sid"].(string)) || backlog["id"] == "" {
 			t.Errorf("backlog event %v, want the logout", backlog)
 		}
-		if ev := s.next(); ev["event"] != "synced" || ev["data"] != `{"last_id":`+backlog["id"]+`}` {
+		if ev := s.next(); ev["event"] != "synced" || ev["data"] != `{"last_id":`+backlog["id"]+`,"heartbeat_ms":15000}` {
 			t.Errorf("after the backlog %v, want synced at %s", ev, backlog["id"])
 		}
 		want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(a2)...), 204, "")
@@ -189,6 +198,81 @@ func TestRevocationFeedStream(t *testing.T) {
 		if extra.resp.StatusCode != 503 || extra.resp.Header.Get("Retry-After") == "" {
 			t.Errorf("a stream beyond the bound: %d, Retry-After %q; want 503 with Retry-After",
 				extra.resp.StatusCode, extra.resp.Header.Get("Retry-After"))
+		}
+	})
+}
+
+// TestRevocationFeedHead: HEAD answers the headers without streaming, so
+// it holds no stream slot (one allowed here: a stream still opens after).
+func TestRevocationFeedHead(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	one := httptest.NewServer(httpapi.New(httpapi.Options{Service: e.svc, ServiceTokens: []string{serviceToken},
+		MaxRevocationStreams: 1}))
+	// A streaming HEAD would hold its connection and never end by itself:
+	// bound the client, and cut the connections before closing.
+	t.Cleanup(func() { one.CloseClientConnections(); one.Close() })
+	client := &http.Client{Timeout: 10 * time.Second}
+	for _, accept := range []string{"text/event-stream", "application/json"} {
+		req, _ := http.NewRequest("HEAD", one.URL+"/v1/auth/revocations", nil)
+		req.Header.Set("Accept", accept)
+		req.Header.Set("Authorization", "Bearer "+serviceToken)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), accept) {
+			t.Errorf("HEAD with Accept %s: %d %s", accept, resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+	}
+	if s := openStream(t, one.URL); s.resp.StatusCode != 200 {
+		t.Errorf("a stream after HEAD requests: %d, want 200 (HEAD must not hold the only slot)", s.resp.StatusCode)
+	}
+}
+
+// stuckStore is a store whose revocation-feed reads never answer.
+type stuckStore struct{ authd.Store }
+
+func (stuckStore) RevocationEvents(ctx context.Context, _ int64, _ time.Time, _ int) ([]authd.RevocationEvent, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (stuckStore) LastRevocationEventID(ctx context.Context) (int64, error) {
+	<-ctx.Done()
+	return 0, ctx.Err()
+}
+
+// TestRevocationFeedStuckDatabase: when the database does not answer the
+// feed's first read, the stream and the poll both answer 503 with
+// Retry-After (the stream holds its slot no longer), instead of hanging.
+func TestRevocationFeedStuckDatabase(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, stuckStore{open(t)})
+		srv := httptest.NewServer(httpapi.New(httpapi.Options{Service: e.svc, ServiceTokens: []string{serviceToken},
+			MaxRevocationStreams: 1, RevocationReadTimeout: 20 * time.Millisecond}))
+		t.Cleanup(srv.Close)
+		for _, h := range [][]string{nil, {"Last-Event-ID", "7"}} {
+			s := openStream(t, srv.URL, h...)
+			if s.resp.StatusCode != 503 || s.resp.Header.Get("Retry-After") == "" ||
+				s.resp.Header.Get("Content-Type") != "application/problem+json" {
+				t.Errorf("stream %v on a stuck database: %d %q Retry-After %q, want a 503 problem with Retry-After",
+					h, s.resp.StatusCode, s.resp.Header.Get("Content-Type"), s.resp.Header.Get("Retry-After"))
+			}
+			s.close()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/v1/auth/revocations?since=3", nil)
+		req.Header.Set("Authorization", "Bearer "+serviceToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 503 {
+			t.Errorf("poll on a stuck database: %d, want 503", resp.StatusCode)
 		}
 	})
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/authd/authd/storetest"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/google/uuid"
 )
 
 // open returns a store on a fresh, migrated database.
@@ -388,5 +389,25 @@ func TestConnectionLostInTransaction(t *testing.T) {
 		if authd.ErrorCode(err) != authd.EUnavailable {
 			t.Errorf("use %d after the connection was lost: %v (code %q), want unavailable", i+1, err, authd.ErrorCode(err))
 		}
+	}
+}
+
+// TestPublishRevocationOutsideTx: outside a transaction PublishRevocation
+// is an error and writes no feed event, since only a transaction's
+// advisory lock makes event ids commit in order.
+func TestPublishRevocationOutsideTx(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	ctx := context.Background()
+	at := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	rev := authd.Revocation{At: at, Until: at.Add(time.Hour), SessionIDs: []uuid.UUID{uuid.New()}}
+	if err := s.PublishRevocation(ctx, rev); err == nil {
+		t.Fatal("PublishRevocation outside a transaction succeeded, want an error")
+	}
+	if evs, err := s.RevocationEvents(ctx, 0, at, 10); err != nil || len(evs) != 0 {
+		t.Errorf("events after the refused publication: %v, %v; want none", evs, err)
+	}
+	if err := s.InTx(ctx, func(tx authd.Queries) error { return tx.PublishRevocation(ctx, rev) }); err != nil {
+		t.Errorf("PublishRevocation in a transaction: %v", err)
 	}
 }

@@ -601,6 +601,11 @@ func (q *queries) DeleteVerificationTokens(ctx context.Context, userID uuid.UUID
 		userID, string(typ))
 }
 
+// errPublishOutsideTx is PublishRevocation called on the store, not in
+// InTx.
+var errPublishOutsideTx = &authd.Error{Code: authd.EInternal,
+	Message: "postgres: PublishRevocation must run in a transaction (InTx), which orders the feed's event ids"}
+
 // revocationChannel is the NOTIFY channel revocations travel on.
 const revocationChannel = "authd_revocations"
 
@@ -611,14 +616,14 @@ const maxNotifySessions = 100
 // to every listener when the transaction commits, and never if it rolls back.
 //
 // Its feed events are inserted just before the transaction commits
-// (insertRevocationEvents); outside a transaction at once.
+// (insertRevocationEvents). Outside a transaction it is an error: the
+// advisory lock that makes event ids commit in order lasts a transaction,
+// and a revocation must commit with the change it announces.
 func (q *queries) PublishRevocation(ctx context.Context, rev authd.Revocation) error {
-	q.revocations = append(q.revocations, rev)
 	if !q.locking {
-		if err := q.insertRevocationEvents(ctx); err != nil {
-			return err
-		}
+		return errPublishOutsideTx
 	}
+	q.revocations = append(q.revocations, rev)
 	for {
 		part := rev
 		if len(rev.SessionIDs) > maxNotifySessions {

@@ -9,17 +9,33 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 )
 
-// feedSilence is how long the feed may say nothing (authd sends a
-// heartbeat every 15 s) before the connection is taken for dead. A
-// variable for the test of it only.
-var feedSilence = 45 * time.Second
+// feedSilence is how long the feed may say nothing before the connection
+// is taken for dead, until authd has announced its heartbeat interval (in
+// the "synced" event; then silenceBeats of them). It also bounds the wait
+// for a connection's response headers. Variables for the tests of them
+// only.
+var (
+	feedSilence = 45 * time.Second
+	// failClosedGrace is how long FailClosed still accepts tokens after
+	// the feed is lost, for a reconnection to catch up.
+	failClosedGrace = 2 * time.Second
+)
+
+const (
+	// silenceBeats is how many announced heartbeat intervals may pass
+	// without a word from the feed.
+	silenceBeats = 3
+	// minSilence and maxSilence bound the silence limit an announced
+	// heartbeat sets.
+	minSilence = 10 * time.Millisecond
+	maxSilence = 10 * time.Minute
+)
 
 const (
 	// Reconnection backoff: from minBackoff doubling to maxBackoff, with
@@ -47,9 +63,10 @@ type revocations struct {
 	sessions    map[string]time.Time // sid → when it may be forgotten
 	users       map[string]userRevocation
 	lastID      int64
-	healthy     bool      // connected and caught up
-	lostAt      time.Time // with !healthy: since when the feed may have missed events
-	lastMessage time.Time // anything from the feed, heartbeats included
+	healthy     bool          // connected and caught up
+	downSince   time.Time     // with !healthy: when the feed was lost (wall clock; zero: never caught up)
+	silence     time.Duration // how long the feed may say nothing before it is taken for dead
+	lastMessage time.Time     // anything from the feed, heartbeats included
 	reconnects  int64
 	syncs       int64 // catch-ups so far, for keepHealthyFor
 }
@@ -60,7 +77,7 @@ type userRevocation struct {
 }
 
 func newRevocations() *revocations {
-	return &revocations{sessions: map[string]time.Time{}, users: map[string]userRevocation{}}
+	return &revocations{sessions: map[string]time.Time{}, users: map[string]userRevocation{}, silence: feedSilence}
 }
 
 // revoked reports whether the feed revoked c's session or its user's tokens
@@ -76,10 +93,29 @@ func (r *revocations) revoked(c *Claims) bool {
 	return ok && c.IssuedAt.Before(u.before)
 }
 
-func (r *revocations) state() (healthy bool, lostAt time.Time) {
+func (r *revocations) state() (healthy bool, downSince time.Time) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.healthy, r.lostAt
+	return r.healthy, r.downSince
+}
+
+// silenceLimit is how long the feed may say nothing, response headers
+// included, before the connection is dropped.
+func (r *revocations) silenceLimit() time.Duration {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.silence
+}
+
+// announced takes the heartbeat interval authd announced (0: none, keep
+// the default).
+func (r *revocations) announced(heartbeat time.Duration) {
+	if heartbeat <= 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.silence = min(max(silenceBeats*heartbeat, minSilence), maxSilence)
 }
 
 func (r *revocations) stats(now time.Time) Stats {
@@ -153,8 +189,7 @@ func (r *revocations) setHealthy(ok bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.healthy && !ok {
-		// Events may have been missed since the feed last spoke.
-		r.lostAt = r.lastMessage
+		r.downSince = time.Now()
 	}
 	if ok {
 		r.syncs++
@@ -172,7 +207,7 @@ func (r *revocations) keepHealthyFor(d time.Duration) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		if r.syncs == syncs && r.healthy {
-			r.healthy, r.lostAt = false, r.lastMessage
+			r.healthy, r.downSince = false, time.Now()
 		}
 	})
 }
@@ -193,9 +228,6 @@ func (e errRefused) Error() string { return "verify: the revocation feed answere
 // jitter and resuming after the last event seen. The first connection's
 // outcome goes to first: nil once it has caught up, or its error.
 func (v *Verifier) follow(ctx context.Context, first chan<- error) {
-	v.revs.mu.Lock()
-	v.revs.lostAt = v.now() // until the first catch-up: everything before now is unknown
-	v.revs.mu.Unlock()
 	backoff := minBackoff
 	for attempt := 0; ; attempt++ {
 		caughtUp, started := false, time.Now()
@@ -266,10 +298,21 @@ func (v *Verifier) stream(ctx context.Context, caughtUp func()) error {
 		req.Header.Set("Last-Event-ID", strconv.FormatInt(last, 10))
 	}
 	// The stream lives long: the client's overall timeout must not apply.
+	// A connection that goes silent is dead, from the request on: one whose
+	// response headers never come is cancelled as well.
+	limit := v.revs.silenceLimit()
+	silence := time.AfterFunc(limit, cancel)
+	defer silence.Stop()
+	silent := func(err error) error {
+		if ctx.Err() != nil && !silence.Stop() {
+			return fmt.Errorf("verify: the revocation feed was silent for %s", limit)
+		}
+		return err
+	}
 	client := &http.Client{Transport: v.client.Transport}
 	resp, err := client.Do(req)
 	if err != nil {
-		return err
+		return silent(err)
 	}
 	defer resp.Body.Close()
 	switch {
@@ -281,9 +324,6 @@ func (v *Verifier) stream(ctx context.Context, caughtUp func()) error {
 	case !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream"):
 		return errRefused{"a " + resp.Header.Get("Content-Type") + " body, not an event stream"}
 	}
-	// A connection that goes silent is dead: cancel it.
-	silence := time.AfterFunc(feedSilence, cancel)
-	defer silence.Stop()
 	body := bufio.NewReaderSize(resp.Body, 4096)
 	var event, data string
 	for {
@@ -292,12 +332,8 @@ func (v *Verifier) stream(ctx context.Context, caughtUp func()) error {
 			return errStreamEnded
 		}
 		if err != nil {
-			if ctx.Err() != nil && !silence.Stop() {
-				return fmt.Errorf("verify: the revocation feed was silent for %s", feedSilence)
-			}
-			return err
+			return silent(err)
 		}
-		silence.Reset(feedSilence)
 		v.revs.heard(v.now())
 		switch {
 		case line == "":
@@ -322,6 +358,8 @@ func (v *Verifier) stream(ctx context.Context, caughtUp func()) error {
 				}
 			}
 		}
+		limit = v.revs.silenceLimit() // "synced" may have announced the heartbeat
+		silence.Reset(limit)
 	}
 }
 
@@ -342,6 +380,12 @@ func (v *Verifier) dispatch(event, data string, caughtUp func()) error {
 			v.revs.prune(now)
 		}
 	case "synced":
+		var s struct {
+			HeartbeatMS int64 `json:"heartbeat_ms"`
+		}
+		if json.Unmarshal([]byte(data), &s) == nil && s.HeartbeatMS > 0 && s.HeartbeatMS < int64(maxSilence/time.Millisecond) {
+			v.revs.announced(time.Duration(s.HeartbeatMS) * time.Millisecond)
+		}
 		v.revs.prune(v.now())
 		v.revs.setHealthy(true)
 		caughtUp()
@@ -369,30 +413,4 @@ func readLine(r *bufio.Reader) (string, error) {
 		}
 		return strings.TrimRight(b.String(), "\r\n"), nil
 	}
-}
-
-// introspect asks authd whether token is active (RFC 7662).
-func (v *Verifier) introspect(ctx context.Context, token string) (bool, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, v.opts.IntrospectionURL,
-		strings.NewReader(url.Values{"token": {token}}.Encode()))
-	if err != nil {
-		return false, err
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Authorization", "Bearer "+v.opts.ServiceToken)
-	resp, err := v.client.Do(req)
-	if err != nil {
-		return false, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return false, fmt.Errorf("introspection answered %s", resp.Status)
-	}
-	var out struct {
-		Active bool `json:"active"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&out); err != nil {
-		return false, err
-	}
-	return out.Active, nil
 }

@@ -1,12 +1,7 @@
 package verify
 
 import (
-	"context"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -63,40 +58,4 @@ func FuzzFeedEvent(f *testing.F) {
 			t.Fatalf("accepted %q without an id", data)
 		}
 	})
-}
-
-// TestSilentFeedIsDead: a feed connection that says nothing for
-// feedSilence (no heartbeat) is dropped and resumed. Not parallel: it
-// shortens feedSilence, and parallel tests start only after it.
-func TestSilentFeedIsDead(t *testing.T) {
-	defer func(d time.Duration) { feedSilence = d }(feedSilence)
-	feedSilence = 50 * time.Millisecond
-	var connections atomic.Int64
-	jwks := `{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k","alg":"EdDSA","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}`
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/jwks" {
-			io.WriteString(w, jwks)
-			return
-		}
-		connections.Add(1)
-		w.Header().Set("Content-Type", "text/event-stream")
-		io.WriteString(w, "event: synced\ndata: {}\n\n")
-		w.(http.Flusher).Flush()
-		<-r.Context().Done() // then silence
-	}))
-	defer srv.Close()
-	v, err := New(context.Background(), Options{Issuer: "i", Audience: "a", JWKSURL: srv.URL + "/jwks",
-		RevocationsURL: srv.URL + "/feed", ServiceToken: "s"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close()
-	for deadline := time.Now().Add(5 * time.Second); connections.Load() < 3; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d connections: a silent feed was not dropped and resumed", connections.Load())
-		}
-	}
-	if st := v.Stats(); st.Reconnects < 2 {
-		t.Errorf("stats %+v, want reconnections counted", st)
-	}
 }

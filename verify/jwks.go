@@ -10,6 +10,7 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -27,9 +28,13 @@ const (
 	defaultJWKSMaxAge = 5 * time.Minute
 	// maxJWKSMaxAge caps what a JWKS answer may ask for.
 	maxJWKSMaxAge = 24 * time.Hour
-	// refetchInterval is the least time between two JWKS fetches that an
-	// unknown kid or a stale set triggers.
+	// refetchInterval is the least time between two JWKS fetches.
 	refetchInterval = time.Second
+	// maxJWKSBackoff caps the wait after failed fetches (doubling from
+	// 2 × refetchInterval).
+	maxJWKSBackoff = time.Minute
+	// jwksTimeout bounds one fetch, whatever the HTTP client's timeout.
+	jwksTimeout = 10 * time.Second
 	// maxJWKSBytes bounds a JWKS document.
 	maxJWKSBytes = 1 << 20
 )
@@ -43,28 +48,45 @@ type publicKey struct {
 	raw      string // the JWK's material, to compare across fetches
 }
 
-// keySet is the cached JWKS.
+// keySet is the cached JWKS. Every fetch is paced (refetchInterval apart,
+// longer after failures), whatever asks for it, so that neither junk kids
+// nor a failing JWKS endpoint make the verifier hammer authd.
 type keySet struct {
 	v          *Verifier
 	fetches    atomic.Int64
-	refreshing atomic.Bool // a background refresh is under way
+	refreshing atomic.Bool   // a background refresh is under way
+	fetching   chan struct{} // held by the one fetch at a time; waiters honour their context
 
-	mu        sync.RWMutex
-	keys      map[string]*publicKey
-	fresh     time.Time // until when the set may be used without refetching (Options.Now)
-	lastFetch time.Time // for refetchInterval (wall clock: it paces requests)
-	fetching  sync.Mutex
+	mu       sync.RWMutex
+	keys     map[string]*publicKey
+	fresh    time.Time // until when the set may be used without refetching (Options.Now)
+	next     time.Time // no fetch before it (wall clock: it paces requests)
+	failures int       // consecutive failed fetches, for the backoff
+	done     uint64    // fetches finished, so that a waiter can tell one happened
+	lastErr  error     // the last fetch's outcome
 }
 
-func newKeySet(v *Verifier) *keySet { return &keySet{v: v, keys: map[string]*publicKey{}} }
+// errPaced is a fetch not made: the last one was too recent.
+var errPaced = errors.New("verify: JWKS fetch paced")
+
+func newKeySet(v *Verifier) *keySet {
+	return &keySet{v: v, keys: map[string]*publicKey{}, fetching: make(chan struct{}, 1)}
+}
+
+// due reports whether the set is stale and the pace allows a fetch.
+func (ks *keySet) due() bool {
+	ks.mu.RLock()
+	defer ks.mu.RUnlock()
+	return ks.v.now().After(ks.fresh) && time.Now().After(ks.next)
+}
 
 // has reports whether k is still in the set (for cached tokens), and
 // refreshes a stale set in the background.
 func (ks *keySet) has(k *publicKey) bool {
 	ks.mu.RLock()
-	present, stale := ks.keys[k.kid] == k, ks.v.now().After(ks.fresh)
+	present := ks.keys[k.kid] == k
 	ks.mu.RUnlock()
-	if stale {
+	if ks.due() {
 		ks.refreshInBackground()
 	}
 	return present
@@ -78,9 +100,7 @@ func (ks *keySet) refreshInBackground() {
 	}
 	started := ks.v.background(func(ctx context.Context) {
 		defer ks.refreshing.Store(false)
-		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		if err := ks.refetch(ctx); err != nil {
+		if err := ks.refetch(ctx, false); err != nil && !errors.Is(err, errPaced) {
 			ks.v.logger.Warn("verify: refreshing the JWKS failed; keeping the cached keys", "err", err)
 		}
 	})
@@ -90,13 +110,13 @@ func (ks *keySet) refreshInBackground() {
 }
 
 // lookup returns the key kid. A stale set is refreshed in the background;
-// an unknown kid refetches at once, at most once per refetchInterval.
+// an unknown kid refetches, paced.
 func (ks *keySet) lookup(ctx context.Context, kid string) (*publicKey, error) {
 	ks.mu.RLock()
 	k, stale := ks.keys[kid], ks.v.now().After(ks.fresh)
 	ks.mu.RUnlock()
 	if k != nil {
-		if stale {
+		if stale && ks.due() {
 			ks.refreshInBackground()
 		}
 		return k, nil
@@ -104,50 +124,82 @@ func (ks *keySet) lookup(ctx context.Context, kid string) (*publicKey, error) {
 	if kid == "" || len(kid) > 200 {
 		return nil, fmt.Errorf("%w: missing or bad kid", ErrUnknownKey)
 	}
-	// A stale set is refetched at once: authd publishes a new key a JWKS
-	// lifetime before it signs with it, so an unknown kid in a fresh set is
-	// suspect (paced), in a stale one expected.
-	fetch := ks.refetch
-	if stale {
-		fetch = ks.fetch
-	}
-	if err := fetch(ctx); err != nil {
+	// authd publishes a new key a JWKS lifetime before it signs with it,
+	// so an unknown kid in a stale set is expected (the caller waits for
+	// the pace, at most refetchInterval), in a fresh one suspect (no wait).
+	err := ks.refetch(ctx, stale)
+	if err != nil && !errors.Is(err, errPaced) && ctx.Err() == nil {
 		ks.v.logger.Warn("verify: fetching the JWKS for an unknown kid failed", "err", err)
 	}
 	ks.mu.RLock()
 	k = ks.keys[kid]
 	ks.mu.RUnlock()
 	if k == nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%w: %q: %w", ErrUnknownKey, kid, ctx.Err())
+		}
 		return nil, fmt.Errorf("%w: %q", ErrUnknownKey, kid)
 	}
 	return k, nil
 }
 
-// refetch fetches the set unless another fetch happened within
-// refetchInterval (then it waits for that one).
-func (ks *keySet) refetch(ctx context.Context) error {
-	ks.fetching.Lock()
-	defer ks.fetching.Unlock()
+// refetch fetches the set, one fetch at a time. A caller that waited while
+// another fetch ran takes that one's outcome. When the pace forbids a
+// fetch yet, it returns errPaced, or with wait, waits for the pace if that
+// takes at most refetchInterval (a backoff after failures is never waited
+// for). Waits end with ctx.
+func (ks *keySet) refetch(ctx context.Context, wait bool) error {
 	ks.mu.RLock()
-	recent := time.Since(ks.lastFetch) < refetchInterval
+	done := ks.done
 	ks.mu.RUnlock()
-	if recent {
-		return nil
+	select {
+	case ks.fetching <- struct{}{}:
+		defer func() { <-ks.fetching }()
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	return ks.fetchLocked(ctx)
-}
-
-func (ks *keySet) fetch(ctx context.Context) error {
-	ks.fetching.Lock()
-	defer ks.fetching.Unlock()
-	return ks.fetchLocked(ctx)
-}
-
-func (ks *keySet) fetchLocked(ctx context.Context) error {
-	ks.fetches.Add(1)
+	ks.mu.RLock()
+	fetched, lastErr, next := ks.done != done, ks.lastErr, ks.next
+	ks.mu.RUnlock()
+	if fetched {
+		return lastErr
+	}
+	if d := time.Until(next); d > 0 {
+		if !wait || d > refetchInterval {
+			return errPaced
+		}
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	started := time.Now()
+	err := ks.fetch(ctx)
 	ks.mu.Lock()
-	ks.lastFetch = time.Now()
-	ks.mu.Unlock()
+	defer ks.mu.Unlock()
+	ks.done++
+	ks.lastErr = err
+	switch {
+	case err == nil:
+		ks.failures = 0
+		ks.next = started.Add(refetchInterval)
+	case ctx.Err() != nil: // the caller gave up: no verdict on authd
+		ks.next = started.Add(refetchInterval)
+	default:
+		ks.failures++
+		ks.next = time.Now().Add(min(refetchInterval<<min(ks.failures, 10), maxJWKSBackoff))
+	}
+	return err
+}
+
+// fetch fetches the set once; only refetch calls it.
+func (ks *keySet) fetch(ctx context.Context) error {
+	ks.fetches.Add(1)
+	ctx, cancel := context.WithTimeout(ctx, jwksTimeout)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ks.v.opts.JWKSURL, nil)
 	if err != nil {
 		return fmt.Errorf("verify: JWKS request: %w", err)

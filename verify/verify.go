@@ -8,8 +8,8 @@
 // the revocations it follows on authd's revocation feed
 // (GET /v1/auth/revocations, Server-Sent Events). When the feed is lost it
 // reconnects with backoff and resumes where it stopped; until it has caught
-// up, Policy decides: ask introspection (the default), or refuse the tokens
-// issued before the feed was lost (FailClosed).
+// up, Policy decides: ask introspection (the default), or refuse every
+// token (FailClosed).
 //
 //	v, err := verify.New(ctx, verify.Options{
 //		Issuer:         "https://auth.example.org",
@@ -33,6 +33,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -52,10 +53,13 @@ const (
 	// until the feed is back. If introspection cannot be reached either,
 	// Verify returns ErrUnavailable.
 	FallBackToIntrospection Policy = iota
-	// FailClosed refuses (ErrUnavailable) every token issued before the
-	// feed was lost (give or take Leeway of clock skew), since one of them
-	// may have been revoked meanwhile; tokens issued later are accepted on
-	// their signature and claims.
+	// FailClosed refuses (ErrUnavailable) every token while the feed is
+	// lost, once a short grace (about two seconds, for a reconnection to
+	// catch up) has passed: any token may have been revoked meanwhile,
+	// including one issued after the loss (its session can be ended at
+	// once). During the grace, and for the second it takes to resume a
+	// stream authd ended on purpose, tokens are checked against the
+	// revocations known so far. Nothing is introspected.
 	FailClosed
 )
 
@@ -91,6 +95,10 @@ type Options struct {
 	// Logger receives feed disconnections and JWKS failures (default:
 	// discarded). Tokens are never logged.
 	Logger *slog.Logger
+	// AllowInsecureHTTP accepts http:// URLs for hosts other than loopback
+	// ones (localhost, 127.0.0.0/8, ::1). Without it New refuses them: the
+	// service token and the JWKS would travel in clear.
+	AllowInsecureHTTP bool
 }
 
 // Errors Verify returns, wrapped with detail; compare with errors.Is.
@@ -161,6 +169,7 @@ type Verifier struct {
 
 	keys    *keySet
 	revs    *revocations
+	intro   *introspections
 	cache   *tokenCache
 	headers headers
 
@@ -205,6 +214,12 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 		u.RawQuery = ""
 		opts.IntrospectionURL = u.String()
 	}
+	for name, raw := range map[string]string{"JWKSURL": opts.JWKSURL, "RevocationsURL": opts.RevocationsURL,
+		"IntrospectionURL": opts.IntrospectionURL} {
+		if err := checkURL(raw, opts.AllowInsecureHTTP); err != nil {
+			return nil, fmt.Errorf("verify: Options.%s: %w", name, err)
+		}
+	}
 	v := &Verifier{opts: opts, client: opts.HTTPClient, now: opts.Now, logger: opts.Logger}
 	if v.client == nil {
 		v.client = &http.Client{Timeout: 10 * time.Second}
@@ -222,7 +237,8 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 	v.cache = newTokenCache(size)
 	v.keys = newKeySet(v)
 	v.revs = newRevocations()
-	if err := v.keys.fetch(ctx); err != nil {
+	v.intro = newIntrospections()
+	if err := v.keys.refetch(ctx, true); err != nil {
 		return nil, err
 	}
 	v.ctx, v.cancel = context.WithCancel(context.WithoutCancel(ctx))
@@ -239,6 +255,29 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 		return nil, fmt.Errorf("verify: waiting for the revocation feed: %w", ctx.Err())
 	}
 	return v, nil
+}
+
+// checkURL accepts https URLs, and http ones to a loopback host or with
+// insecure set.
+func checkURL(raw string, insecure bool) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return err
+	}
+	switch {
+	case u.Host == "":
+		return fmt.Errorf("%q is not an absolute URL", raw)
+	case u.Scheme == "https":
+		return nil
+	case u.Scheme != "http":
+		return fmt.Errorf("%q: the scheme must be https (or http)", raw)
+	case insecure || u.Hostname() == "localhost":
+		return nil
+	}
+	if ip, err := netip.ParseAddr(u.Hostname()); err == nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("%q is plain http to a host that is not loopback: use https, or set AllowInsecureHTTP", raw)
 }
 
 // Close stops following the feed. Verify then returns ErrClosed.
@@ -322,7 +361,7 @@ func checkTimes(c *Claims, now time.Time) error {
 // checkRevoked consults the revocations followed from the feed, or, while
 // the feed is lost, the Policy.
 func (v *Verifier) checkRevoked(ctx context.Context, token string, c *Claims, now time.Time) error {
-	healthy, lostAt := v.revs.state()
+	healthy, downSince := v.revs.state()
 	if v.revs.revoked(c) {
 		return ErrRevoked
 	}
@@ -330,15 +369,12 @@ func (v *Verifier) checkRevoked(ctx context.Context, token string, c *Claims, no
 		return nil
 	}
 	if v.opts.Policy == FailClosed {
-		// iat has whole seconds and authd's clock may be Leeway apart:
-		// a token within that of the loss counts as issued before it.
-		if c.IssuedAt.Before(lostAt.Add(Leeway + time.Second)) {
-			return fmt.Errorf("%w: token issued before the feed was lost", ErrUnavailable)
+		if !downSince.IsZero() && time.Since(downSince) < failClosedGrace {
+			return nil // a reconnection may be catching up
 		}
-		return nil
+		return fmt.Errorf("%w: the revocation feed is lost", ErrUnavailable)
 	}
-	v.introspections.Add(1)
-	active, err := v.introspect(ctx, token)
+	active, err := v.introspectShared(ctx, token)
 	if err != nil {
 		return fmt.Errorf("%w: introspection failed: %v", ErrUnavailable, err)
 	}

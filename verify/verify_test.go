@@ -56,8 +56,13 @@ type fakeAuthd struct {
 	pushed     chan struct{} // closed and replaced when an event is added
 	feedStatus int           // answer the feed with this status when set
 	jwksCalls  int
+	jwksStatus int           // answer the JWKS with this status when set
+	jwksGate   chan struct{} // while not nil, JWKS requests wait for it to close
+	introGate  chan struct{} // while not nil, introspection requests wait for it to close
 
 	introspections atomic.Int64
+	introInFlight  atomic.Int64
+	introMax       atomic.Int64 // the most introspections in flight at once
 	active         atomic.Bool
 }
 
@@ -70,6 +75,20 @@ func newFakeAuthd(t testing.TB) *fakeAuthd {
 	mux.HandleFunc("GET /v1/auth/revocations", f.feed)
 	mux.HandleFunc("POST /v1/auth/introspect", func(w http.ResponseWriter, r *http.Request) {
 		f.introspections.Add(1)
+		n := f.introInFlight.Add(1)
+		defer f.introInFlight.Add(-1)
+		for m := f.introMax.Load(); n > m && !f.introMax.CompareAndSwap(m, n); m = f.introMax.Load() {
+		}
+		f.mu.Lock()
+		gate := f.introGate
+		f.mu.Unlock()
+		if gate != nil {
+			select {
+			case <-gate:
+			case <-r.Context().Done():
+				return
+			}
+		}
 		fmt.Fprintf(w, `{"active":%v}`, f.active.Load())
 	})
 	f.srv = httptest.NewServer(mux)
@@ -97,10 +116,24 @@ func (f *fakeAuthd) key(kid string) ed25519.PrivateKey {
 	return f.keys[kid]
 }
 
-func (f *fakeAuthd) jwks(w http.ResponseWriter, _ *http.Request) {
+func (f *fakeAuthd) jwks(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	f.jwksCalls++
+	gate := f.jwksGate
+	f.mu.Unlock()
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-r.Context().Done():
+			return
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.jwksCalls++
+	if f.jwksStatus != 0 {
+		w.WriteHeader(f.jwksStatus)
+		return
+	}
 	var keys []map[string]string
 	for kid, k := range f.keys {
 		keys = append(keys, map[string]string{"kty": "OKP", "crv": "Ed25519", "kid": kid, "alg": "EdDSA", "use": "sig",
@@ -298,18 +331,22 @@ func TestUnknownKidPaced(t *testing.T) {
 	t.Parallel()
 	f := newFakeAuthd(t)
 	v := f.verifier(t)
-	start := time.Now()
+	if calls, limit := f.unknownKids(t, v); calls > limit {
+		t.Errorf("%d JWKS fetches for 20 unknown kids, want at most %d (one a second)", calls, limit)
+	}
+}
+
+// unknownKids verifies 20 tokens of unknown kids and returns the JWKS
+// fetches they made and the most that one a second allows.
+func (f *fakeAuthd) unknownKids(t *testing.T, v *verify.Verifier) (calls, limit int) {
+	t.Helper()
+	start, before := time.Now(), f.calls()
 	for i := range 20 {
 		if _, err := v.Verify(context.Background(), f.sign(t, fmt.Sprint("junk", i), f.claims(), nil)); !errors.Is(err, verify.ErrUnknownKey) {
 			t.Fatalf("unknown kid: %v", err)
 		}
 	}
-	f.mu.Lock()
-	calls := f.jwksCalls
-	f.mu.Unlock()
-	if limit := 2 + int(time.Since(start)/time.Second); calls > limit {
-		t.Errorf("%d JWKS fetches for 20 unknown kids, want at most %d (one a second)", calls, limit)
-	}
+	return f.calls() - before, 1 + int(time.Since(start)/time.Second)
 }
 
 // TestNewKeyOnceStale: a key published after the verifier fetched the JWKS
@@ -407,6 +444,10 @@ func TestFeedLostFallsBackToIntrospection(t *testing.T) {
 		t.Errorf("feed lost, introspection active: %v", err)
 	}
 	f.active.Store(false)
+	if _, err := v.Verify(context.Background(), tok); err != nil {
+		t.Errorf("feed lost, the answer of a second ago reused: %v", err)
+	}
+	f.clock.Advance(1100 * time.Millisecond) // past the answer's reuse
 	if _, err := v.Verify(context.Background(), tok); !errors.Is(err, verify.ErrRevoked) {
 		t.Errorf("feed lost, introspection inactive: %v, want ErrRevoked", err)
 	}
@@ -536,6 +577,198 @@ func BenchmarkVerifyCached(b *testing.B) {
 	for b.Loop() {
 		if _, err := v.Verify(ctx, tok); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// calls is how many JWKS requests f has had.
+func (f *fakeAuthd) calls() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.jwksCalls
+}
+
+// loseFeed makes the feed answer 503 and cuts the current stream.
+func (f *fakeAuthd) loseFeed() {
+	f.mu.Lock()
+	f.feedStatus = http.StatusServiceUnavailable
+	f.mu.Unlock()
+	f.srv.CloseClientConnections()
+}
+
+// TestJWKSPacedWhileFailing: a stale set, unknown kids and a failing JWKS
+// endpoint make at most one fetch a second (fewer: failures back off), not
+// one per request.
+func TestJWKSPacedWhileFailing(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	v := f.verifier(t)
+	f.mu.Lock()
+	f.jwksStatus = http.StatusInternalServerError
+	f.mu.Unlock()
+	f.clock.Advance(301 * time.Second) // the cached set is stale
+	if calls, limit := f.unknownKids(t, v); calls > limit {
+		t.Errorf("%d JWKS fetches for 20 unknown kids while the JWKS fails, want at most %d (one a second)", calls, limit)
+	}
+	// Known keys keep working from the cache meanwhile.
+	if _, err := v.Verify(context.Background(), f.sign(t, "k1", f.claims(), nil)); err != nil {
+		t.Errorf("a token of a cached key while the JWKS fails: %v", err)
+	}
+}
+
+// TestJWKSWaitHonoursContext: a caller waiting for another's JWKS fetch
+// gives up when its context ends.
+func TestJWKSWaitHonoursContext(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	v := f.verifier(t)
+	gate := make(chan struct{})
+	f.mu.Lock()
+	f.jwksGate = gate
+	f.mu.Unlock()
+	defer close(gate)
+	f.clock.Advance(301 * time.Second) // stale: an unknown kid fetches, waiting for the pace
+	before := f.calls()
+	go v.Verify(context.Background(), f.sign(t, "new-1", f.claims(), nil))
+	waitFor(t, func() bool { return f.calls() > before }) // that fetch hangs
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := v.Verify(ctx, f.sign(t, "new-2", f.claims(), nil))
+		done <- err
+	}()
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, verify.ErrUnknownKey) || !errors.Is(err, context.Canceled) {
+			t.Errorf("Verify with its context ended: %v, want ErrUnknownKey and context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Verify still waits for another's JWKS fetch after its context ended")
+	}
+}
+
+// TestIntrospectionShared: while the feed is lost, concurrent requests
+// with one token make one introspection call, whose answer is reused for a
+// second; calls in flight at once are bounded.
+func TestIntrospectionShared(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	v := f.verifier(t)
+	f.active.Store(true)
+	f.loseFeed()
+	waitFor(t, func() bool { return !v.Stats().FeedConnected })
+	gate := make(chan struct{})
+	f.mu.Lock()
+	f.introGate = gate
+	f.mu.Unlock()
+	tok := f.sign(t, "k1", f.claims(), nil)
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for range 20 {
+		wg.Go(func() {
+			_, err := v.Verify(context.Background(), tok)
+			errs <- err
+		})
+	}
+	waitFor(t, func() bool { return f.introspections.Load() >= 1 })
+	close(gate)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("Verify during the shared introspection: %v", err)
+		}
+	}
+	if _, err := v.Verify(context.Background(), tok); err != nil {
+		t.Error(err)
+	}
+	if n := f.introspections.Load(); n != 1 {
+		t.Errorf("%d introspections for 21 requests with one token, want 1", n)
+	}
+
+	// Many tokens at once: at most 8 calls in flight.
+	gate = make(chan struct{})
+	f.mu.Lock()
+	f.introGate = gate
+	f.mu.Unlock()
+	for i := range 20 {
+		wg.Go(func() {
+			v.Verify(context.Background(), f.sign(t, "k1", with(f.claims(), "jti", fmt.Sprint("j", i)), nil))
+		})
+	}
+	waitFor(t, func() bool { return f.introInFlight.Load() >= 8 })
+	close(gate)
+	wg.Wait()
+	if m := f.introMax.Load(); m > 8 {
+		t.Errorf("%d introspections in flight at once, want at most 8", m)
+	}
+	if n := f.introspections.Load(); n != 21 {
+		t.Errorf("%d introspections, want 21 (one per token)", n)
+	}
+}
+
+// TestFailClosedRefusesEveryToken: with FailClosed, once the feed has
+// been lost for more than the grace, every token is refused, those issued
+// after the loss too; none is introspected; the feed back, they pass.
+func TestFailClosedRefusesEveryToken(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	v := f.verifier(t, func(o *verify.Options) { o.Policy = verify.FailClosed })
+	old := f.sign(t, "k1", f.claims(), nil)
+	f.loseFeed()
+	waitFor(t, func() bool { return !v.Stats().FeedConnected })
+	f.clock.Advance(verify.Leeway + time.Minute)
+	fresh := f.sign(t, "k1", with(f.claims(), "jti", "after-the-loss"), nil)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		_, err := v.Verify(context.Background(), fresh)
+		if errors.Is(err, verify.ErrUnavailable) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a token issued after the loss, long after it: %v, want ErrUnavailable", err)
+		}
+	}
+	if _, err := v.Verify(context.Background(), old); !errors.Is(err, verify.ErrUnavailable) {
+		t.Errorf("a token issued before the loss: %v, want ErrUnavailable", err)
+	}
+	f.mu.Lock()
+	f.feedStatus = 0
+	f.mu.Unlock()
+	waitFor(t, func() bool { return v.Stats().FeedConnected })
+	for _, tok := range []string{old, fresh} {
+		if _, err := v.Verify(context.Background(), tok); err != nil {
+			t.Errorf("feed back: %v", err)
+		}
+	}
+	if n := f.introspections.Load(); n != 0 {
+		t.Errorf("FailClosed made %d introspections, want none", n)
+	}
+}
+
+// TestNewRefusesPlainHTTP: http:// URLs are refused unless they name a
+// loopback host or AllowInsecureHTTP is set.
+func TestNewRefusesPlainHTTP(t *testing.T) {
+	t.Parallel()
+	o := verify.Options{Issuer: issuer, Audience: audience, JWKSURL: "http://auth.example.org/.well-known/jwks.json",
+		RevocationsURL: "https://auth.example.org/v1/auth/revocations", ServiceToken: service}
+	if _, err := verify.New(context.Background(), o); err == nil || !strings.Contains(err.Error(), "AllowInsecureHTTP") {
+		t.Errorf("New with a plain-http JWKS URL: %v, want it refused", err)
+	}
+	o.JWKSURL = "ftp://auth.example.org/jwks"
+	if _, err := verify.New(context.Background(), o); err == nil || !strings.Contains(err.Error(), "JWKSURL") {
+		t.Errorf("New with an ftp JWKS URL: %v, want it refused", err)
+	}
+	o.JWKSURL, o.AllowInsecureHTTP = "http://auth.example.org/.well-known/jwks.json", true
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // no request leaves: only the URL check is under test
+	if _, err := verify.New(ctx, o); err == nil || strings.Contains(err.Error(), "AllowInsecureHTTP") {
+		t.Errorf("New with AllowInsecureHTTP: %v, want only the cancelled context to fail it", err)
+	}
+	for _, u := range []string{"http://localhost:1/jwks", "http://127.0.0.2:1/jwks", "http://[::1]:1/jwks"} {
+		o.JWKSURL, o.AllowInsecureHTTP = u, false
+		if _, err := verify.New(ctx, o); err == nil || strings.Contains(err.Error(), "AllowInsecureHTTP") {
+			t.Errorf("New with %s: %v, want loopback accepted", u, err)
 		}
 	}
 }
