@@ -87,6 +87,11 @@ func (s *Service) Logout(ctx context.Context, c Client, a *AccessClaims) error {
 		if err != nil {
 			return err
 		}
+		if !sess.RevokedAt.IsZero() {
+			// Ended already (a repeat whose first answer was lost, on an
+			// instance the revocation has not reached yet): the token is dead.
+			return errInvalidToken
+		}
 		if err := s.endSession(ctx, tx, sess, now, string(EventLogout)); err != nil {
 			return err
 		}

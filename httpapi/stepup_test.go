@@ -242,3 +242,24 @@ func TestAddingAFactorNeedsPasswordAndStepUp(t *testing.T) {
 			map[string]any{"password": goodPassword, "passkey": e.stepUp(keyed, k)}, bearer(keyed)...), 200, "")
 	})
 }
+
+// TestLogoutRepeatedBeforeItsRevocationArrives: a logout repeated on an
+// instance whose revocation set has not heard of the first yet (its answer
+// was lost) is 401 invalid_token, not a 409 from the token row.
+func TestLogoutRepeatedBeforeItsRevocationArrives(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("twice@example.org", goodPassword)
+		access, _ := e.login("twice@example.org", goodPassword)
+		claims, err := e.svc.Authenticate(t.Context(), access) // checked before the first logout
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.svc.Logout(t.Context(), authd.Client{}, claims); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.svc.Logout(t.Context(), authd.Client{}, claims); authd.ErrorCode(err) != authd.EInvalidToken {
+			t.Errorf("a repeated logout = %v, want %s", err, authd.EInvalidToken)
+		}
+	})
+}

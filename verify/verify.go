@@ -138,6 +138,10 @@ type Claims struct {
 	Audience  []string
 	AMR       []string // how the login was authenticated (RFC 8176): pwd, otp, mfa
 	Scopes    []string // from a space-separated "scope" claim, when present
+	// ClientID is the OpenID Connect client the token was issued to (RFC
+	// 9068 client_id); empty for authd's own logins. A service that serves
+	// third-party clients checks it, with Scopes.
+	ClientID  string
 	IssuedAt  time.Time
 	NotBefore time.Time
 	ExpiresAt time.Time
@@ -430,7 +434,7 @@ func (v *Verifier) verifySignature(ctx context.Context, token string, now time.T
 		return nil, nil, fmt.Errorf("%w: claims: %v", ErrMalformed, err)
 	}
 	c := &Claims{Subject: p.Sub, SessionID: p.Sid, ID: p.Jti, Issuer: p.Iss, Audience: p.Aud, AMR: p.AMR,
-		Scopes: strings.Fields(p.Scope), KeyID: key.kid}
+		Scopes: strings.Fields(p.Scope), ClientID: p.CID, KeyID: key.kid}
 	var ok bool
 	if c.ExpiresAt, ok = numericDate(p.Exp); !ok || p.Exp == absent {
 		return nil, nil, fmt.Errorf("%w: exp is required", ErrClaims)
@@ -511,6 +515,7 @@ type payload struct {
 	Sid   string   `json:"sid"`
 	AMR   []string `json:"amr"`
 	Scope string   `json:"scope"`
+	CID   string   `json:"client_id"`
 }
 
 // audience is "aud": one string or an array of them (RFC 7519 4.1.3).

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -770,5 +771,22 @@ func TestNewRefusesPlainHTTP(t *testing.T) {
 		if _, err := verify.New(ctx, o); err == nil || strings.Contains(err.Error(), "AllowInsecureHTTP") {
 			t.Errorf("New with %s: %v, want loopback accepted", u, err)
 		}
+	}
+}
+
+// TestClientClaims: a token an OpenID Connect client got carries its
+// client_id and scope; authd's own tokens carry neither.
+func TestClientClaims(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	v := f.verifier(t)
+	own, err := v.Verify(context.Background(), f.sign(t, "k1", f.claims(), nil))
+	if err != nil || own.ClientID != "" || len(own.Scopes) != 0 {
+		t.Errorf("authd's own token: %+v, %v; want no client_id or scopes", own, err)
+	}
+	c := with(with(f.claims(), "client_id", "grafana"), "scope", "openid email")
+	got, err := v.Verify(context.Background(), f.sign(t, "k1", c, nil))
+	if err != nil || got.ClientID != "grafana" || !slices.Equal(got.Scopes, []string{"openid", "email"}) {
+		t.Errorf("a client's token: %+v, %v; want client_id grafana, scopes openid email", got, err)
 	}
 }
