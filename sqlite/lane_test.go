@@ -80,3 +80,32 @@ func TestLaneWaitEnds(t *testing.T) {
 		t.Errorf("enter a free lane = %v, want nil", err)
 	}
 }
+
+// TestReadsReuseConnections: concurrent reads reuse idle connections
+// instead of opening a SQLite connection per request and closing it after
+// (database/sql keeps two idle ones unless told otherwise).
+func TestReadsReuseConnections(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "authd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Migrator().Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		var wg sync.WaitGroup
+		for range 32 {
+			wg.Go(func() {
+				if _, err := s.User(ctx, uuid.New()); authd.ErrorCode(err) != authd.ENotFound {
+					t.Errorf("User = %v", err)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	if closed := s.db.Stats().MaxIdleClosed; closed != 0 {
+		t.Errorf("%d connections closed for want of idle room after concurrent reads, want 0", closed)
+	}
+}

@@ -48,6 +48,9 @@ type Store struct {
 
 var _ authd.Store = (*Store)(nil)
 
+// maxIdleConns is how many idle connections the store keeps for reads.
+const maxIdleConns = 64
+
 // busyTimeout is how long SQLite lets a writer wait for another process's
 // write lock (a variable for the lane's test).
 var busyTimeout = 10 * time.Second
@@ -75,6 +78,12 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	// database/sql keeps two idle connections by default: under concurrent
+	// reads it would open and close SQLite connections (file open, pragmas,
+	// WAL index mapping) per request. Keep enough for the request
+	// concurrency; idle ones close after a while.
+	db.SetMaxIdleConns(maxIdleConns)
+	db.SetConnMaxIdleTime(5 * time.Minute)
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
 		return nil, &authd.Error{Code: authd.EUnavailable, Err: err,
