@@ -41,8 +41,9 @@ func (l lane) leave() { <-l }
 // laneDB is the database outside transactions: statements that write take
 // the lane, reads run at once.
 type laneDB struct {
-	db   *sql.DB
-	lane lane
+	db    *sql.DB
+	lane  lane
+	stmts *stmts
 }
 
 func (d laneDB) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
@@ -50,6 +51,9 @@ func (d laneDB) ExecContext(ctx context.Context, query string, args ...any) (sql
 		return nil, err
 	}
 	defer d.lane.leave()
+	if st := d.stmts.get(ctx, query); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
 	return d.db.ExecContext(ctx, query, args...)
 }
 
@@ -59,9 +63,15 @@ func (d laneDB) ExecContext(ctx context.Context, query string, args ...any) (sql
 // such statements in transactions (InTx), and the store's own (ClaimMail)
 // hold the lane while they read the rows.
 func (d laneDB) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if st := d.stmts.get(ctx, query); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
 	return d.db.QueryContext(ctx, query, args...)
 }
 
 func (d laneDB) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if st := d.stmts.get(ctx, query); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
 	return d.db.QueryRowContext(ctx, query, args...)
 }

@@ -109,3 +109,37 @@ func TestReadsReuseConnections(t *testing.T) {
 		t.Errorf("%d connections closed for want of idle room after concurrent reads, want 0", closed)
 	}
 }
+
+// TestStatementsPreparedOnce: a statement text is compiled once and reused
+// (in and out of transactions); past maxStmts texts, statements still run,
+// unprepared.
+func TestStatementsPreparedOnce(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "authd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Migrator().Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		s.User(ctx, uuid.New())
+		s.InTx(ctx, func(q authd.Queries) error { _, err := q.User(ctx, uuid.New()); return err })
+	}
+	s.stmts.mu.Lock()
+	n := len(s.stmts.m)
+	s.stmts.mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d statements prepared for one text run six times, want 1", n)
+	}
+	for i := range maxStmts + 10 {
+		var got int
+		if err := s.queries.db.QueryRowContext(ctx, fmt.Sprintf("SELECT %d", i)).Scan(&got); err != nil || got != i {
+			t.Fatalf("statement %d: %d, %v", i, got, err)
+		}
+	}
+	if len(s.stmts.m) != maxStmts {
+		t.Errorf("%d statements cached, want the bound %d", len(s.stmts.m), maxStmts)
+	}
+}

@@ -43,6 +43,7 @@ type Store struct {
 	queries
 	db       *sql.DB
 	lane     lane
+	stmts    *stmts
 	migrator *migrate.Migrator
 }
 
@@ -105,8 +106,8 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	l := make(lane, 1)
-	return &Store{queries: queries{db: laneDB{db: db, lane: l}}, db: db, lane: l, migrator: m}, nil
+	l, st := make(lane, 1), &stmts{db: db}
+	return &Store{queries: queries{db: laneDB{db: db, lane: l, stmts: st}}, db: db, lane: l, stmts: st, migrator: m}, nil
 }
 
 // Migrator returns the store's schema migrator.
@@ -126,7 +127,7 @@ func (s *Store) InTx(ctx context.Context, fn func(authd.Queries) error) error {
 		return translate(err)
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after commit
-	if err := fn(&queries{db: tx}); err != nil {
+	if err := fn(&queries{db: txDB{tx: tx, c: s.stmts}}); err != nil {
 		return err
 	}
 	return translate(tx.Commit())
@@ -141,7 +142,10 @@ func (s *Store) Ready(ctx context.Context) error {
 }
 
 // Close implements authd.Store.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.stmts.close()
+	return s.db.Close()
+}
 
 // translate turns driver errors into domain errors where they meet the
 // database; anything unexpected stays an internal error with its cause.
