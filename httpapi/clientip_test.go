@@ -69,10 +69,10 @@ func TestEveryPageContentParses(t *testing.T) {
 	}
 }
 
-// TestPageOverrides: an operator's pages.html replaces the embedded one;
-// one that does not parse, lacks a page or names a field pages do not
-// have is refused naming the file; a directory without one keeps the
-// embedded pages.
+// TestPageOverrides: an operator's pages.html replaces what it defines of
+// the embedded one and keeps the rest; one that does not parse or names a
+// field pages do not have is refused naming the file; a directory without
+// one keeps the embedded pages.
 func TestPageOverrides(t *testing.T) {
 	embedded, err := fs.ReadFile(pageFiles, PagesFile)
 	if err != nil {
@@ -97,9 +97,23 @@ func TestPageOverrides(t *testing.T) {
 		t.Errorf("a page with the override: %v, %q", err, rec.Body.String())
 	}
 
+	// An override of the layout alone (or of a version without the newer
+	// pages) keeps the embedded pages it does not define.
+	layoutOnly := string(embedded)[:strings.Index(string(embedded), "{{end}}")+len("{{end}}")]
+	layoutOnly = strings.Replace(layoutOnly, "<body>", "<body><p>Layout only</p>", 1)
+	os.WriteFile(filepath.Join(dir, PagesFile), []byte(layoutOnly), 0o600)
+	pages, err = LoadPages(dir)
+	if err != nil {
+		t.Fatalf("LoadPages of a layout-only override: %v", err)
+	}
+	rec = httptest.NewRecorder()
+	if err := newServer(Options{Pages: pages}).renderPage(rec, 200, page{Title: "Keys", content: "passkeys-content"}); err != nil ||
+		!strings.Contains(rec.Body.String(), "Layout only") || !strings.Contains(rec.Body.String(), `id="add"`) {
+		t.Errorf("a page the override lacks: %v, %q", err, rec.Body.String())
+	}
+
 	for name, text := range map[string]string{
 		"does not parse": strings.Replace(string(embedded), "{{end}}", "{{end", 1),
-		"lacks a page":   strings.Replace(string(embedded), `{{define "expired-content"}}`, `{{define "gone-content"}}`, 1),
 		"unknown field":  strings.Replace(string(embedded), "<body>", "<body>{{.NoSuchField}}", 1),
 	} {
 		os.WriteFile(filepath.Join(dir, PagesFile), []byte(text), 0o600)

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"embed"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"html/template"
 	"io"
@@ -52,36 +51,39 @@ var embeddedPages = func() Pages {
 // directory given to LoadPages replaces the embedded one.
 const PagesFile = "pages.html"
 
-// LoadPages parses the page templates: dir/pages.html when dir is not
-// empty and has one (an operator's override, as AUTHD_TEMPLATES_DIR/pages/),
-// else the embedded file. An override must define the layout and every
-// page the embedded file defines, and each page is rendered once with
-// sample data, so that a broken override stops start-up naming the file
+// LoadPages parses the page templates: the embedded file, then
+// dir/pages.html when dir is not empty and has one (an operator's override,
+// as AUTHD_TEMPLATES_DIR/pages/). The override's {{define}}s replace the
+// embedded ones of the same name, and what it does not define (a page added
+// by a later version, such as the passkey pages) stays the embedded one, so
+// an upgrade never breaks an operator's copy. Each page is rendered once
+// with sample data, so a broken override stops start-up naming the file
 // rather than failing in front of a user.
 func LoadPages(dir string) (Pages, error) {
-	text, err := templates.Read(pageFiles, dir, PagesFile)
+	embedded, err := fs.ReadFile(pageFiles, PagesFile)
 	if err != nil {
 		return nil, err
 	}
+	base, err := template.New(PagesFile).Parse(string(embedded))
+	if err != nil {
+		return nil, fmt.Errorf("page templates: the embedded %s: %w", PagesFile, err)
+	}
 	source := "the embedded " + PagesFile
 	if dir != "" {
+		text, err := templates.Read(pageFiles, dir, PagesFile)
+		if err != nil {
+			return nil, err
+		}
 		source = filepath.Join(dir, PagesFile)
-	}
-	base, err := template.New(PagesFile).Parse(text)
-	if err != nil {
-		return nil, fmt.Errorf("page templates %s: %w", source, err)
+		if _, err := base.Parse(text); err != nil {
+			return nil, fmt.Errorf("page templates %s: %w", source, err)
+		}
 	}
 	out := Pages{}
 	for _, name := range pageNames {
-		if base.Lookup(name) == nil {
-			return nil, fmt.Errorf("page templates %s: no {{define %q}}", source, name)
-		}
 		page, err := base.Clone()
 		if err == nil {
 			_, err = page.New("content").Parse(`{{template "` + name + `" .}}`)
-		}
-		if err == nil && page.Lookup("layout") == nil {
-			err = errors.New(`no {{define "layout"}}`)
 		}
 		if err == nil {
 			err = page.ExecuteTemplate(io.Discard, "layout", samplePage)
