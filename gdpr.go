@@ -37,24 +37,15 @@ const exportsPerUser = 10
 // factor), EInvalid, EAccountLocked, ERateLimited, EInvalidToken,
 // EUnavailable.
 func (s *Service) DeleteMe(ctx context.Context, c Client, a *AccessClaims, password string, proof StepUp) error {
-	if err := s.needStepUp(ctx, a.UserID, proof); err != nil {
-		return err
-	}
-	checked, err := s.reauthenticate(ctx, c, a, password, "password", EventAccountDeleted)
+	checked, err := s.reauthenticateStepUp(ctx, c, a, password, "password", proof, EventAccountDeleted)
 	if err != nil {
 		return err
 	}
 	var address string
 	err = s.inTx(ctx, func(tx *txn) error {
-		u, err := tx.User(ctx, a.UserID)
-		if err != nil {
-			return err
-		}
 		now := s.now()
-		if err := s.stillChecked(ctx, tx, c, u, checked.PasswordHash, EventAccountDeleted, now); err != nil {
-			return err
-		}
-		if err := s.checkStepUp(ctx, tx, c, u, proof, EventAccountDeleted, now); err != nil {
+		u, err := s.recheck(ctx, tx, c, checked, proof, EventAccountDeleted, now)
+		if err != nil {
 			return err
 		}
 		address = u.Email

@@ -110,31 +110,19 @@ func (s *Service) mfaStatus(ctx context.Context, user uuid.UUID) (*MFAStatus, er
 // Returns EConflict (TOTP is already enabled), EInvalidCredentials,
 // EMFARequired, EAccountLocked, ERateLimited, EInvalidToken, EUnavailable.
 func (s *Service) EnrollTOTP(ctx context.Context, c Client, a *AccessClaims, password string, proof StepUp) (*TOTPEnrolment, error) {
-	if err := s.needStepUp(ctx, a.UserID, proof); err != nil {
-		return nil, err
-	}
-	u, err := s.reauthenticate(ctx, c, a, password, "password", EventMFAEnrolled)
+	checked, err := s.reauthenticateStepUp(ctx, c, a, password, "password", proof, EventMFAEnrolled)
 	if err != nil {
 		return nil, err
 	}
-	key, err := totp.Generate(totp.GenerateOpts{Issuer: s.totpIssuer(), AccountName: u.Email,
+	key, err := totp.Generate(totp.GenerateOpts{Issuer: s.totpIssuer(), AccountName: checked.Email,
 		Period: totpPeriod, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
 	if err != nil {
 		return nil, err
 	}
-	checked := u.PasswordHash
 	err = s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
-		// The password was checked before the transaction: the account
-		// must not have locked (or its password changed) since.
-		u, err := tx.User(ctx, u.ID)
+		u, err := s.recheck(ctx, tx, c, checked, proof, EventMFAEnrolled, now)
 		if err != nil {
-			return err
-		}
-		if err := s.stillChecked(ctx, tx, c, u, checked, EventMFAEnrolled, now); err != nil {
-			return err
-		}
-		if err := s.checkStepUp(ctx, tx, c, u, proof, EventMFAEnrolled, now); err != nil {
 			return err
 		}
 		factors, err := tx.Factors(ctx, u.ID)

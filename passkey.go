@@ -278,10 +278,7 @@ func (s *Service) BeginPasskeyRegistration(ctx context.Context, c Client, a *Acc
 	if len(keys) >= MaxPasskeys {
 		return nil, Errorf(EConflict, "You have %d passkeys, the most allowed; remove one first.", MaxPasskeys)
 	}
-	if err := s.needStepUp(ctx, u.ID, proof); err != nil {
-		return nil, err
-	}
-	checked, err := s.reauthenticate(ctx, c, a, password, "password", EventPasskeyAdded)
+	checked, err := s.reauthenticateStepUp(ctx, c, a, password, "password", proof, EventPasskeyAdded)
 	if err != nil {
 		return nil, err
 	}
@@ -294,14 +291,8 @@ func (s *Service) BeginPasskeyRegistration(ctx context.Context, c Client, a *Acc
 	}
 	err = s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
-		u, err := tx.User(ctx, u.ID)
+		u, err := s.recheck(ctx, tx, c, checked, proof, EventPasskeyAdded, now)
 		if err != nil {
-			return err
-		}
-		if err := s.stillChecked(ctx, tx, c, u, checked.PasswordHash, EventPasskeyAdded, now); err != nil {
-			return err
-		}
-		if err := s.checkStepUp(ctx, tx, c, u, proof, EventPasskeyAdded, now); err != nil {
 			return err
 		}
 		return s.saveChallenge(ctx, tx, session, PurposeRegister, u.ID, uuid.Nil, now)

@@ -111,28 +111,18 @@ func (s *Service) ResetPassword(ctx context.Context, c Client, token, newPasswor
 // EUnavailable.
 func (s *Service) ChangePassword(ctx context.Context, c Client, a *AccessClaims, current, newPassword string,
 	proof StepUp) error {
-	if err := s.needStepUp(ctx, a.UserID, proof); err != nil {
-		return err
-	}
-	u, err := s.reauthenticate(ctx, c, a, current, "current_password", EventPasswordChanged)
+	checked, err := s.reauthenticateStepUp(ctx, c, a, current, "current_password", proof, EventPasswordChanged)
 	if err != nil {
 		return err
 	}
-	hash, err := s.newHash(ctx, newPassword, u.Email)
+	hash, err := s.newHash(ctx, newPassword, checked.Email)
 	if err != nil {
 		return err
 	}
-	checked := u.PasswordHash
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
-		u, err := tx.User(ctx, a.UserID)
+		u, err := s.recheck(ctx, tx, c, checked, proof, EventPasswordChanged, now)
 		if err != nil {
-			return err
-		}
-		if err := s.stillChecked(ctx, tx, c, u, checked, EventPasswordChanged, now); err != nil {
-			return err
-		}
-		if err := s.checkStepUp(ctx, tx, c, u, proof, EventPasswordChanged, now); err != nil {
 			return err
 		}
 		return s.setPassword(ctx, tx, c, u, hash, a.SessionID, now, EventPasswordChanged)

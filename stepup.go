@@ -68,6 +68,34 @@ func (s *Service) needStepUp(ctx context.Context, user uuid.UUID, proof StepUp) 
 	return s.shape(proof)
 }
 
+// reauthenticateStepUp begins a sensitive change: a missing step-up is
+// answered before any hashing (needStepUp), then the password is checked
+// (reauthenticate). The change then calls recheck in its transaction.
+func (s *Service) reauthenticateStepUp(ctx context.Context, c Client, a *AccessClaims, password, field string,
+	proof StepUp, event EventType) (*User, error) {
+	if err := s.needStepUp(ctx, a.UserID, proof); err != nil {
+		return nil, err
+	}
+	return s.reauthenticate(ctx, c, a, password, field, event)
+}
+
+// recheck reloads and locks, in a sensitive change's transaction, the user
+// whose password was checked (checked) and refuses the change when the
+// account has locked or its password changed since (stillChecked), or
+// when proof does not pass the second factor (checkStepUp). It returns the
+// user as the transaction sees it.
+func (s *Service) recheck(ctx context.Context, tx *txn, c Client, checked *User, proof StepUp, event EventType,
+	now time.Time) (*User, error) {
+	u, err := tx.User(ctx, checked.ID)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.stillChecked(ctx, tx, c, u, checked.PasswordHash, event, now); err != nil {
+		return nil, err
+	}
+	return u, s.checkStepUp(ctx, tx, c, u, proof, event, now)
+}
+
 // checkStepUp checks proof in the change's transaction, after the lock and
 // password checks: the factor may have been enabled since needStepUp. A
 // wrong code counts toward the lock and is logged as a failure of event.

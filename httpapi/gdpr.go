@@ -411,17 +411,11 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request, a *authd.AccessC
 }
 
 func (s *Server) deleteMe(w http.ResponseWriter, r *http.Request, a *authd.AccessClaims) error {
-	var in struct {
-		Password string `json:"password"`
-		stepUpIn        // the second factor, when the user has one
-	}
-	if err := decodeJSON(w, r, &in); err != nil {
+	password, proof, err := readReauth(w, r)
+	if err != nil {
 		return err
 	}
-	if err := required("password", in.Password); err != nil {
-		return err
-	}
-	if err := s.svc.DeleteMe(r.Context(), client(r), a, in.Password, in.proof()); err != nil {
+	if err := s.svc.DeleteMe(r.Context(), client(r), a, password, proof); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

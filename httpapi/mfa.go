@@ -63,17 +63,11 @@ func MFAView(st *authd.MFAStatus) any {
 const qrSize = 256
 
 func (s *Server) enrollTOTP(w http.ResponseWriter, r *http.Request, a *authd.AccessClaims) error {
-	var in struct {
-		Password string `json:"password"`
-		stepUpIn
-	}
-	if err := decodeJSON(w, r, &in); err != nil {
+	password, proof, err := readReauth(w, r)
+	if err != nil {
 		return err
 	}
-	if err := required("password", in.Password); err != nil {
-		return err
-	}
-	e, err := s.svc.EnrollTOTP(r.Context(), client(r), a, in.Password, in.proof())
+	e, err := s.svc.EnrollTOTP(r.Context(), client(r), a, password, proof)
 	if err != nil {
 		return err
 	}

@@ -46,17 +46,11 @@ func writeOptions(w http.ResponseWriter, options json.RawMessage) {
 }
 
 func (s *Server) beginPasskeyRegistration(w http.ResponseWriter, r *http.Request, a *authd.AccessClaims) error {
-	var in struct {
-		Password string `json:"password"`
-		stepUpIn
-	}
-	if err := decodeJSON(w, r, &in); err != nil {
+	password, proof, err := readReauth(w, r)
+	if err != nil {
 		return err
 	}
-	if err := required("password", in.Password); err != nil {
-		return err
-	}
-	options, err := s.svc.BeginPasskeyRegistration(r.Context(), client(r), a, in.Password, in.proof())
+	options, err := s.svc.BeginPasskeyRegistration(r.Context(), client(r), a, password, proof)
 	if err != nil {
 		return err
 	}
@@ -139,6 +133,22 @@ type stepUpIn struct {
 }
 
 func (in stepUpIn) proof() authd.StepUp { return authd.StepUp{Code: in.Code, Passkey: in.Passkey} }
+
+// readReauth reads the body of a change that re-authenticates: the
+// password (required) and, for a user with a second factor, its proof.
+func readReauth(w http.ResponseWriter, r *http.Request) (password string, proof authd.StepUp, err error) {
+	var in struct {
+		Password string `json:"password"`
+		stepUpIn
+	}
+	if err := decodeJSON(w, r, &in); err != nil {
+		return "", authd.StepUp{}, err
+	}
+	if err := required("password", in.Password); err != nil {
+		return "", authd.StepUp{}, err
+	}
+	return in.Password, in.proof(), nil
+}
 
 func (s *Server) deletePasskey(w http.ResponseWriter, r *http.Request, a *authd.AccessClaims) error {
 	id, err := passkeyID(r)
