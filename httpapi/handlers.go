@@ -26,8 +26,23 @@ func bearer(r *http.Request) (string, bool) {
 type authedFunc func(w http.ResponseWriter, r *http.Request, a *authd.AccessClaims) error
 
 // authenticated checks the bearer access token (signature, claims and
-// revocation, without a database round trip) before h.
+// revocation, without a database round trip) before h, and refuses an
+// OpenID Connect client's token: it is for resource servers and UserInfo,
+// and a third party the user let "know who you are" must not read the
+// export, list or end sessions, or withdraw consents.
 func (s *Server) authenticated(h authedFunc) handlerFunc {
+	return s.bearerToken(func(w http.ResponseWriter, r *http.Request, a *authd.AccessClaims) error {
+		if a.ClientToken() {
+			return errClientToken
+		}
+		return h(w, r, a)
+	})
+}
+
+// bearerToken checks the bearer access token, whoever it was issued to,
+// before h: only for what a client may do with its own token (end its
+// session).
+func (s *Server) bearerToken(h authedFunc) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		token, ok := bearer(r)
 		if !ok {
@@ -36,12 +51,6 @@ func (s *Server) authenticated(h authedFunc) handlerFunc {
 		a, err := s.svc.Authenticate(r.Context(), token)
 		if err != nil {
 			return err
-		}
-		if a.ClientToken() && r.URL.Path != "/v1/auth/logout" {
-			// An OpenID Connect client's token is for resource servers and
-			// UserInfo: a third party the user let "know who you are" must not
-			// read the export, list or end sessions, or withdraw consents.
-			return errClientToken
 		}
 		return h(w, r, a)
 	}

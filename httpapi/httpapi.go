@@ -111,7 +111,7 @@ func New(opts Options) *Server {
 	s.handle("POST /v1/auth/verify-email/resend", s.resendVerification)
 	s.handle("POST /v1/auth/login", s.login)
 	s.handle("POST /v1/auth/refresh", s.refresh)
-	s.handle("POST /v1/auth/logout", s.authenticated(s.logout))
+	s.handle("POST /v1/auth/logout", s.bearerToken(s.logout)) // a client ends its own session too
 	s.handle("POST /v1/auth/logout-all", s.authenticated(s.logoutAll))
 	s.handle("POST /v1/auth/password/forgot", s.forgotPassword)
 	s.handle("POST /v1/auth/password/reset", s.resetPassword)

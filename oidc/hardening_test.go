@@ -127,3 +127,24 @@ func TestPKCEVerifierCharset(t *testing.T) {
 		}
 	})
 }
+
+// TestClientEndsItsOwnSession: the account API refuses a client's access
+// token, but the client may end its own session with it.
+func TestClientEndsItsOwnSession(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("own@example.org")
+		c, cs := e.client("app", authd.ClientConfidential, true)
+		r := e.rp(c, cs)
+		verifier := oauth2.GenerateVerifier()
+		tok, err := r.cfg.Exchange(r.ctx, r.login(t, e.browser(), "own@example.org", "s", "n", verifier), oauth2.VerifierOption(verifier))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, body := e.call("POST", "/v1/auth/logout", tok.AccessToken); got != http.StatusNoContent {
+			t.Fatalf("logout with the client's token: %d %s", got, body)
+		}
+		if got := e.me(tok.AccessToken); got != http.StatusUnauthorized {
+			t.Errorf("the token after its logout: %d, want 401", got)
+		}
+	})
+}
