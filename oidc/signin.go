@@ -308,8 +308,9 @@ func (p *Provider) logoutPage(w http.ResponseWriter, r *http.Request) {
 }
 
 // logout ends this browser's session and the session the id_token_hint
-// names (when it is the same user's, or there is no browser session),
-// everywhere (SPEC 6.5), then returns to the client or shows that it is done.
+// names (when it is the same user's), everywhere (SPEC 6.5), then returns to
+// the client or shows that it is done. An outage is answered as one, never
+// as "signed out" with the sessions still alive.
 func (p *Provider) logout(w http.ResponseWriter, r *http.Request) {
 	form, ok := readForm(w, r)
 	if !ok {
@@ -326,6 +327,10 @@ func (p *Provider) logout(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, c := r.Context(), client(r.Context())
 	sess, _, err := p.browserSession(r)
+	if err != nil && p.cookie(r, sessionCookie) != "" && authd.ErrorCode(err) != authd.EInvalidToken {
+		p.unavailable(w, err)
+		return
+	}
 	if err == nil {
 		if err := p.svc.EndSession(ctx, c, sess.ID); err != nil {
 			p.unavailable(w, err)

@@ -133,7 +133,9 @@ func (s *Store) InTx(ctx context.Context, fn func(authd.Queries) error) error {
 	q.write(ctx, nil, "BEGIN")
 	defer func() {
 		if conn.Conn().PgConn().TxStatus() != 'I' && !conn.Conn().IsClosed() {
-			conn.Exec(context.WithoutCancel(ctx), "ROLLBACK") //nolint:errcheck // the pool drops a broken conn
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+			defer cancel()
+			conn.Exec(ctx, "ROLLBACK") //nolint:errcheck // the pool drops a broken conn
 		}
 	}()
 	if err := fn(q); err != nil {
@@ -142,8 +144,21 @@ func (s *Store) InTx(ctx context.Context, fn func(authd.Queries) error) error {
 	if err := q.insertRevocationEvents(ctx); err != nil {
 		return err
 	}
-	q.write(ctx, nil, "COMMIT")
+	q.write(ctx, committed, "COMMIT")
 	return q.flush(ctx)
+}
+
+// rollbackTimeout bounds the ROLLBACK of a failed transaction: a stalled
+// server must not hold the request.
+const rollbackTimeout = 5 * time.Second
+
+// committed checks COMMIT's answer: on a transaction a swallowed error had
+// aborted, PostgreSQL answers ROLLBACK, without an error.
+func committed(tag pgconn.CommandTag) error {
+	if tag.String() != "COMMIT" {
+		return pgx.ErrTxCommitRollback
+	}
+	return nil
 }
 
 // Ready implements authd.Store.

@@ -124,3 +124,32 @@ func TestRefreshInTwoRoundTrips(t *testing.T) {
 		t.Errorf("the pool after a failed transaction: %v", err)
 	}
 }
+
+// TestSwallowedErrorNeverCommits: a flow that swallows a statement's error
+// and returns nil does not report a commit the server turned into a
+// rollback.
+func TestSwallowedErrorNeverCommits(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, storetest.PostgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Migrator().Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	good := storetest.NewUser("kept@example.org")
+	err = s.InTx(ctx, func(q authd.Queries) error {
+		if err := q.CreateUser(ctx, good); err != nil {
+			return err
+		}
+		q.CreateUser(ctx, storetest.NewUser("Upper@Example.org")) // a CHECK violation, swallowed: the transaction is aborted
+		return nil
+	})
+	if err == nil {
+		t.Fatal("InTx reported success for a transaction the server rolled back")
+	}
+	if _, err := s.User(ctx, good.ID); authd.ErrorCode(err) != authd.ENotFound {
+		t.Errorf("a write of the rolled-back transaction is there: %v", err)
+	}
+}
