@@ -48,8 +48,14 @@ type options struct {
 	url, metricsURL, email, password, serviceToken string
 	duration                                       time.Duration
 	scenarios                                      []string
+	clients                                        []int // each throughput scenario runs once per count; nil: its own (defaultClients)
+	label                                          string
 	argon2                                         password.Params
 }
+
+// defaultClients is each throughput scenario's client count without
+// -clients: the count its bar (SPEC §10) is stated at.
+var defaultClients = map[string]int{"introspect": 32, "me": 32, "refresh": 32, "login": 16, "register": 16}
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if fault, rest := isFaultRun(args); fault {
@@ -67,6 +73,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long each scenario runs")
 	fs.Bool("fault", false, "run the fault run instead of the scenarios: two instances, SIGKILL, PostgreSQL and Redis outages, a ledger (authd-load -fault -help)")
 	scenarios := fs.String("scenarios", "introspect,me,refresh,login,burst", "comma-separated: introspect, me, refresh, login, register, burst")
+	clients := fs.String("clients", "", "comma-separated client counts, e.g. 1,8,32,64: each scenario but burst runs once per count (default: each scenario's own, 32 or 16)")
+	jsonPath := fs.String("json", "", "also write every result to this file as JSON")
+	fs.StringVar(&o.label, "label", "", `a name for this run in the JSON and the chart, e.g. "postgres" or "sqlite"`)
 	memory := fs.Uint("argon2-memory-kib", uint(password.DefaultParams.MemoryKiB), "the server's AUTHD_ARGON2_MEMORY_KIB, for the hashing limit")
 	iterations := fs.Uint("argon2-iterations", uint(password.DefaultParams.Iterations), "the server's AUTHD_ARGON2_ITERATIONS")
 	if err := fs.Parse(args); err != nil {
@@ -79,11 +88,61 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	o.url = strings.TrimRight(o.url, "/")
 	o.metricsURL = strings.TrimRight(o.metricsURL, "/")
 	o.scenarios = strings.Split(*scenarios, ",")
-	if err := loadTest(ctx, o, stdout); err != nil {
+	var err error
+	if o.clients, err = parseClients(*clients); err != nil {
+		fmt.Fprintf(stderr, "authd-load: -clients: %v\nhint: give positive whole numbers separated by commas, e.g. -clients 1,8,32,64\n", err)
+		return 2
+	}
+	var jsonFile *os.File
+	if *jsonPath != "" {
+		// Created before the run, so that a bad path fails now rather
+		// than after a long sweep.
+		if jsonFile, err = os.Create(*jsonPath); err != nil {
+			fmt.Fprintf(stderr, "authd-load: %v\nhint: -json needs a file in a directory that exists and is writable\n", err)
+			return 1
+		}
+		defer jsonFile.Close()
+	}
+	rep := loadReport{URL: o.url, Label: o.label, Started: time.Now().UTC().Format(time.RFC3339),
+		DurationS: o.duration.Seconds(), Cores: runtime.NumCPU(), GoVersion: runtime.Version(), Results: []result{}}
+	err = loadTest(ctx, o, stdout, &rep)
+	if jsonFile != nil {
+		// Written even after a failure: the runs that finished are kept.
+		if werr := writeJSON(jsonFile, rep); werr != nil && err == nil {
+			fmt.Fprintf(stderr, "authd-load: writing %s: %v\nhint: check the disk and the file's permissions\n", *jsonPath, werr)
+			return 1
+		}
+	}
+	if err != nil {
 		fmt.Fprintf(stderr, "authd-load: %v\nhint: start the server with AUTHD_RATE_LIMIT=off and AUTHD_SERVICE_TOKENS, and run authd seed\n", err)
 		return 1
 	}
 	return 0
+}
+
+// parseClients reads -clients: "" is nil (each scenario's own count).
+func parseClients(s string) ([]int, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var counts []int
+	for f := range strings.SplitSeq(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%q is not a positive client count", strings.TrimSpace(f))
+		}
+		counts = append(counts, n)
+	}
+	return counts, nil
+}
+
+func writeJSON(f *os.File, rep loadReport) error {
+	enc := json.NewEncoder(f)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(rep); err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 var client = &http.Client{Timeout: 30 * time.Second,
@@ -128,29 +187,64 @@ func (o options) login(ctx context.Context) (pair, error) {
 	return p, json.Unmarshal(out, &p)
 }
 
-// result is one scenario's outcome.
-type result struct {
-	name      string
-	clients   int
-	ok, fails int64
-	elapsed   time.Duration
-	p50, p99  time.Duration
-	max       time.Duration // the slowest answered request
-	statuses  map[int]int64
+// loadReport is what -json writes . Its field
+// names are stable; add fields, never rename them:
+//
+//	url         the base URL under load
+//	label       the -label flag, free text ("postgres", "sqlite"); the chart's legend
+//	started     when the run started, RFC 3339 in UTC
+//	duration_s  how long each scenario ran at each client count (-duration), seconds
+//	cores       the load machine's cores (runtime.NumCPU)
+//	go_version  the Go that built authd-load
+//	results     one entry per scenario and client count, in the order they ran;
+//	            burst is not among them (it reports memory, not throughput)
+type loadReport struct {
+	URL       string   `json:"url"`
+	Label     string   `json:"label"`
+	Started   string   `json:"started"`
+	DurationS float64  `json:"duration_s"`
+	Cores     int      `json:"cores"`
+	GoVersion string   `json:"go_version"`
+	Results   []result `json:"results"`
 }
 
-func (r result) rate() float64 { return float64(r.ok) / r.elapsed.Seconds() }
+// result is one scenario's outcome at one client count. In JSON:
+//
+//	scenario   introspect, me, refresh, login or register
+//	clients    concurrent clients, each sending one request at a time
+//	ok         requests answered 200 or 204 (register: 201 or 202)
+//	errors     every other answer or transport error
+//	statuses   errors by HTTP status, as strings ("0": no answer)
+//	elapsed_s  wall time of the run, seconds
+//	rate       ok ÷ elapsed_s, requests per second
+//	p50_ms, p90_ms, p99_ms, max_ms   latency of the ok requests, milliseconds (0 when none)
+type result struct {
+	Scenario string        `json:"scenario"`
+	Clients  int           `json:"clients"`
+	OK       int64         `json:"ok"`
+	Errors   int64         `json:"errors"`
+	Statuses map[int]int64 `json:"statuses"`
+	ElapsedS float64       `json:"elapsed_s"`
+	Rate     float64       `json:"rate"`
+	P50Ms    float64       `json:"p50_ms"`
+	P90Ms    float64       `json:"p90_ms"`
+	P99Ms    float64       `json:"p99_ms"`
+	MaxMs    float64       `json:"max_ms"`
+}
 
 func (r result) String() string {
-	return fmt.Sprintf("%-10s %4d clients  %9.0f req/s  p50 %6.1f ms  p99 %6.1f ms  max %6.1f ms  errors %d %v",
-		r.name, r.clients, r.rate(), ms(r.p50), ms(r.p99), ms(r.max), r.fails, r.statuses)
+	return fmt.Sprintf("%-10s %4d clients  %9.0f req/s  p50 %6.1f ms  p90 %6.1f ms  p99 %6.1f ms  max %6.1f ms  errors %d %v",
+		r.Scenario, r.Clients, r.Rate, r.P50Ms, r.P90Ms, r.P99Ms, r.MaxMs, r.Errors, r.Statuses)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
+// sender sends one request as client worker and returns the HTTP status.
+type sender func(ctx context.Context, worker int) (int, error)
+
 // drive runs fn on n clients for d and measures each call. fn returns the
 // HTTP status; 200 and 204 count as successes.
-func drive(ctx context.Context, name string, n int, d time.Duration, fn func(ctx context.Context, worker int) (int, error)) result {
+func drive(ctx context.Context, name string, n int, d time.Duration, fn sender) result {
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var ok, fails atomic.Int64
@@ -184,99 +278,143 @@ func drive(ctx context.Context, name string, n int, d time.Duration, fn func(ctx
 		})
 	}
 	wg.Wait()
-	r := result{name: name, clients: n, ok: ok.Load(), fails: fails.Load(), elapsed: time.Since(start), statuses: statuses}
+	elapsed := time.Since(start)
+	r := result{Scenario: name, Clients: n, OK: ok.Load(), Errors: fails.Load(), Statuses: statuses,
+		ElapsedS: elapsed.Seconds(), Rate: float64(ok.Load()) / elapsed.Seconds()}
 	slices.Sort(latencies)
-	if len(latencies) > 0 {
-		r.p50, r.p99, r.max = latencies[len(latencies)/2], latencies[len(latencies)*99/100], latencies[len(latencies)-1]
+	if k := len(latencies); k > 0 {
+		r.P50Ms, r.P90Ms, r.P99Ms, r.MaxMs = ms(latencies[k/2]), ms(latencies[k*90/100]), ms(latencies[k*99/100]), ms(latencies[k-1])
 	}
 	return r
 }
 
-func loadTest(ctx context.Context, o options, out io.Writer) error {
-	p, err := o.login(ctx)
-	if err != nil {
+func loadTest(ctx context.Context, o options, out io.Writer, rep *loadReport) error {
+	if _, err := o.login(ctx); err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "authd-load against %s, %s per scenario, %d local cores\n\n", o.url, o.duration, runtime.NumCPU())
 	for _, sc := range o.scenarios {
-		switch strings.TrimSpace(sc) {
-		case "introspect":
-			if o.serviceToken == "" {
-				return errors.New("introspect needs -service-token")
+		sc = strings.TrimSpace(sc)
+		if sc == "burst" {
+			if err := burst(ctx, o, out); err != nil {
+				return err
 			}
-			body := `{"token":"` + p.AccessToken + `"}`
-			r := drive(ctx, "introspect", 32, o.duration, func(ctx context.Context, _ int) (int, error) {
-				code, b, err := call(ctx, "POST", o.url+"/v1/auth/introspect", body, "Authorization", "Bearer "+o.serviceToken)
-				if err == nil && code == 200 && !bytes.Contains(b, []byte(`"active":true`)) {
-					code = 0 // answered, but the token is not active: revocation or a bug
-				}
-				return code, err
-			})
-			report(out, r, "≥ 10,000 req/s", r.rate() >= 10000)
-		case "me":
-			r := drive(ctx, "me", 32, o.duration, func(ctx context.Context, _ int) (int, error) {
-				code, _, err := call(ctx, "GET", o.url+"/v1/users/me", "", "Authorization", "Bearer "+p.AccessToken)
-				return code, err
-			})
-			report(out, r, "≥ 5,000 req/s", r.rate() >= 5000)
-		case "refresh":
-			tokens := make([]string, 32)
+			continue
+		}
+		own, ok := defaultClients[sc]
+		if !ok {
+			return fmt.Errorf("unknown scenario %q", sc)
+		}
+		counts := o.clients
+		if counts == nil {
+			counts = []int{own}
+		}
+		w, err := o.workload(ctx, sc)
+		if err != nil {
+			return err
+		}
+		for _, n := range counts {
+			fn, err := w.prepare(ctx, n)
+			if err != nil {
+				return err
+			}
+			r := drive(ctx, sc, n, o.duration, fn)
+			rep.Results = append(rep.Results, r)
+			if n != own {
+				fmt.Fprintf(out, "%s\n\n", r) // the bar is stated at the scenario's own count
+				continue
+			}
+			bar, met := w.bar(r)
+			verdict := map[bool]string{true: "meets", false: "below"}[met]
+			fmt.Fprintf(out, "%s\n           bar: %s — %s\n\n", r, bar, verdict)
+		}
+	}
+	return nil
+}
+
+// workload is one throughput scenario: prepare readies n clients (the
+// refresh scenario logs in a session for each) and returns what each one
+// sends; bar judges a result at the scenario's own client count.
+type workload struct {
+	prepare func(ctx context.Context, n int) (sender, error)
+	bar     func(r result) (string, bool)
+}
+
+func (o options) workload(ctx context.Context, scenario string) (workload, error) {
+	// Each scenario logs in afresh: a scenario before it may have logged
+	// in past the server's session limit and so ended older sessions.
+	p, err := o.login(ctx)
+	if err != nil {
+		return workload{}, err
+	}
+	same := func(fn sender) func(context.Context, int) (sender, error) {
+		return func(context.Context, int) (sender, error) { return fn, nil }
+	}
+	hashing := func(r result) (string, bool) {
+		limit := hashingLimit(o.argon2)
+		return fmt.Sprintf("≥ 90 %% of the hashing limit %.1f/s: %.0f %%", limit, r.Rate/limit*100), r.Rate >= 0.9*limit
+	}
+	switch scenario {
+	case "introspect":
+		if o.serviceToken == "" {
+			return workload{}, errors.New("introspect needs -service-token")
+		}
+		body := `{"token":"` + p.AccessToken + `"}`
+		return workload{prepare: same(func(ctx context.Context, _ int) (int, error) {
+			code, b, err := call(ctx, "POST", o.url+"/v1/auth/introspect", body, "Authorization", "Bearer "+o.serviceToken)
+			if err == nil && code == 200 && !bytes.Contains(b, []byte(`"active":true`)) {
+				code = 0 // answered, but the token is not active: revocation or a bug
+			}
+			return code, err
+		}), bar: func(r result) (string, bool) { return "≥ 10,000 req/s", r.Rate >= 10000 }}, nil
+	case "me":
+		return workload{prepare: same(func(ctx context.Context, _ int) (int, error) {
+			code, _, err := call(ctx, "GET", o.url+"/v1/users/me", "", "Authorization", "Bearer "+p.AccessToken)
+			return code, err
+		}), bar: func(r result) (string, bool) { return "≥ 5,000 req/s", r.Rate >= 5000 }}, nil
+	case "refresh":
+		// Fresh sessions for every run: a rotation cut off when the
+		// previous run ended may have gone through on the server, and its
+		// token must not be presented again as reuse.
+		prepare := func(ctx context.Context, n int) (sender, error) {
+			tokens := make([]string, n)
 			for i := range tokens {
 				s, err := o.login(ctx)
 				if err != nil {
-					return err
+					return nil, err
 				}
 				tokens[i] = s.RefreshToken
 			}
-			r := drive(ctx, "refresh", 32, o.duration, func(ctx context.Context, w int) (int, error) {
+			return func(ctx context.Context, w int) (int, error) {
 				code, b, err := call(ctx, "POST", o.url+"/v1/auth/refresh", `{"refresh_token":"`+tokens[w]+`"}`)
 				var next pair
 				if err == nil && code == 200 && json.Unmarshal(b, &next) == nil {
 					tokens[w] = next.RefreshToken
 				}
 				return code, err
-			})
-			report(out, r, "≥ 2,000 req/s, p99 < 50 ms (PostgreSQL)", r.rate() >= 2000 && r.p99 < 50*time.Millisecond)
-		case "login":
-			limit := hashingLimit(o.argon2)
-			body, _ := json.Marshal(map[string]string{"email": o.email, "password": o.password})
-			r := drive(ctx, "login", 16, o.duration, func(ctx context.Context, _ int) (int, error) {
-				code, _, err := call(ctx, "POST", o.url+"/v1/auth/login", string(body))
-				return code, err
-			})
-			report(out, r, fmt.Sprintf("≥ 90 %% of the hashing limit %.1f/s: %.0f %%", limit, r.rate()/limit*100),
-				r.rate() >= 0.9*limit)
-		case "register":
-			limit := hashingLimit(o.argon2)
-			var n atomic.Int64
-			run := time.Now().UnixNano()
-			r := drive(ctx, "register", 16, o.duration, func(ctx context.Context, _ int) (int, error) {
-				body := fmt.Sprintf(`{"email":"load-%d-%d@example.org","password":"correct horse battery staple 9","consent":true}`, run, n.Add(1))
-				code, _, err := call(ctx, "POST", o.url+"/v1/auth/register", body)
-				if code == http.StatusAccepted || code == http.StatusCreated {
-					code = http.StatusOK
-				}
-				return code, err
-			})
-			report(out, r, fmt.Sprintf("≥ 90 %% of the hashing limit %.1f/s: %.0f %%", limit, r.rate()/limit*100),
-				r.rate() >= 0.9*limit)
-		case "burst":
-			if err := burst(ctx, o, out); err != nil {
-				return err
-			}
-		default:
-			return fmt.Errorf("unknown scenario %q", sc)
+			}, nil
 		}
+		return workload{prepare: prepare, bar: func(r result) (string, bool) {
+			return "≥ 2,000 req/s, p99 < 50 ms (PostgreSQL)", r.Rate >= 2000 && r.P99Ms < 50
+		}}, nil
+	case "login":
+		body, _ := json.Marshal(map[string]string{"email": o.email, "password": o.password})
+		return workload{prepare: same(func(ctx context.Context, _ int) (int, error) {
+			code, _, err := call(ctx, "POST", o.url+"/v1/auth/login", string(body))
+			return code, err
+		}), bar: hashing}, nil
+	default: // register
+		var n atomic.Int64
+		run := time.Now().UnixNano()
+		return workload{prepare: same(func(ctx context.Context, _ int) (int, error) {
+			body := fmt.Sprintf(`{"email":"load-%d-%d@example.org","password":"correct horse battery staple 9","consent":true}`, run, n.Add(1))
+			code, _, err := call(ctx, "POST", o.url+"/v1/auth/register", body)
+			if code == http.StatusAccepted || code == http.StatusCreated {
+				code = http.StatusOK
+			}
+			return code, err
+		}), bar: hashing}, nil
 	}
-	return nil
-}
-
-func report(out io.Writer, r result, bar string, met bool) {
-	verdict := "below"
-	if met {
-		verdict = "meets"
-	}
-	fmt.Fprintf(out, "%s\n           bar: %s — %s\n\n", r, bar, verdict)
 }
 
 // hashingLimit is cores ÷ one argon2id hash time, measured here (run the

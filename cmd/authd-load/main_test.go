@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -90,5 +91,17 @@ func TestFailures(t *testing.T) {
 	}
 	if code := run(context.Background(), []string{"-no-such-flag"}, &out, &errOut); code != 2 {
 		t.Errorf("bad flag: exit %d", code)
+	}
+	for _, list := range []string{"1,x", "0", "8,,32", "-4"} {
+		errOut.Reset()
+		code := run(context.Background(), []string{"-url", srv.URL, "-clients", list}, &out, &errOut)
+		if lines := strings.Split(strings.TrimSpace(errOut.String()), "\n"); code != 2 || len(lines) != 2 || !strings.HasPrefix(lines[1], "hint: ") {
+			t.Errorf("-clients %q: exit %d, %q; want 2, one line and a hint", list, code, errOut.String())
+		}
+	}
+	errOut.Reset()
+	code = run(context.Background(), []string{"-url", srv.URL, "-scenarios", "me", "-json", filepath.Join(t.TempDir(), "no-such-dir", "run.json")}, &out, &errOut)
+	if code != 1 || !strings.Contains(errOut.String(), "hint: -json") {
+		t.Errorf("-json into a missing directory: exit %d, %q", code, errOut.String())
 	}
 }
