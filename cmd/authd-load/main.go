@@ -9,6 +9,10 @@
 //	authd seed
 //	authd-load -service-token $TOKEN
 //
+// -clients 1,8,32,64 runs each throughput scenario once per count, and
+// -json FILE writes every result (loadReport); `authd-load chart -out
+// FILE.svg IN.json …` draws such files as one SVG (chart.go).
+//
 // With -fault it runs the fault run instead (fault.go): it starts two
 // authd instances itself, loads them while it kills one, restarts
 // PostgreSQL and stops Redis, and checks that nothing acknowledged was lost.
@@ -61,6 +65,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if fault, rest := isFaultRun(args); fault {
 		return runFault(ctx, rest, stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "chart" {
+		return runChart(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("authd-load", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o options
@@ -74,7 +81,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Bool("fault", false, "run the fault run instead of the scenarios: two instances, SIGKILL, PostgreSQL and Redis outages, a ledger (authd-load -fault -help)")
 	scenarios := fs.String("scenarios", "introspect,me,refresh,login,burst", "comma-separated: introspect, me, refresh, login, register, burst")
 	clients := fs.String("clients", "", "comma-separated client counts, e.g. 1,8,32,64: each scenario but burst runs once per count (default: each scenario's own, 32 or 16)")
-	jsonPath := fs.String("json", "", "also write every result to this file as JSON")
+	jsonPath := fs.String("json", "", "also write every result to this file as JSON (authd-load chart draws it)")
 	fs.StringVar(&o.label, "label", "", `a name for this run in the JSON and the chart, e.g. "postgres" or "sqlite"`)
 	memory := fs.Uint("argon2-memory-kib", uint(password.DefaultParams.MemoryKiB), "the server's AUTHD_ARGON2_MEMORY_KIB, for the hashing limit")
 	iterations := fs.Uint("argon2-iterations", uint(password.DefaultParams.Iterations), "the server's AUTHD_ARGON2_ITERATIONS")
@@ -187,7 +194,7 @@ func (o options) login(ctx context.Context) (pair, error) {
 	return p, json.Unmarshal(out, &p)
 }
 
-// loadReport is what -json writes . Its field
+// loadReport is what -json writes and `authd-load chart` reads. Its field
 // names are stable; add fields, never rename them:
 //
 //	url         the base URL under load
