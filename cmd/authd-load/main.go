@@ -120,7 +120,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	if err != nil {
+	switch {
+	case ctx.Err() != nil:
+		fmt.Fprintf(stderr, "authd-load: interrupted\nhint: the runs that finished are in the -json file, if one was given\n")
+		return 1
+	case err != nil:
 		fmt.Fprintf(stderr, "authd-load: %v\nhint: start the server with AUTHD_RATE_LIMIT=off and AUTHD_SERVICE_TOKENS, and run authd seed\n", err)
 		return 1
 	}
@@ -326,6 +330,9 @@ func loadTest(ctx context.Context, o options, out io.Writer, rep *loadReport) er
 				return err
 			}
 			r := drive(ctx, sc, n, o.duration, fn)
+			if err := ctx.Err(); err != nil {
+				return err // a run cut short is no measurement
+			}
 			rep.Results = append(rep.Results, r)
 			if n != own {
 				fmt.Fprintf(out, "%s\n\n", r) // the bar is stated at the scenario's own count

@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // fakeAuthd answers the endpoints the harness uses, counting calls.
@@ -104,4 +107,37 @@ func TestFailures(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut.String(), "hint: -json") {
 		t.Errorf("-json into a missing directory: exit %d, %q", code, errOut.String())
 	}
+}
+
+// TestInterrupted stops a sweep while it runs: the exit is 1, and the JSON
+// keeps the runs that finished but not the one cut short.
+func TestInterrupted(t *testing.T) {
+	srv, _ := fakeAuthd(t)
+	file := filepath.Join(t.TempDir(), "run.json")
+	ctx, cancel := context.WithTimeout(context.Background(), 450*time.Millisecond) // during the second run
+	defer cancel()
+	var out, errOut bytes.Buffer
+	code := run(ctx, []string{"-url", srv.URL, "-scenarios", "me", "-clients", "1,4", "-duration", "300ms", "-json", file}, &out, &errOut)
+	if code != 1 || !strings.HasPrefix(errOut.String(), "authd-load: interrupted\nhint: ") {
+		t.Errorf("exit %d, %q; want 1 and interrupted", code, errOut.String())
+	}
+	for _, r := range readReport(t, file).Results {
+		if r.Clients != 1 || r.Rate <= 0 {
+			t.Errorf("kept a run cut short: %+v", r)
+		}
+	}
+}
+
+// readReport reads what -json wrote, or fails.
+func readReport(t *testing.T, file string) loadReport {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep loadReport
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatalf("-json wrote no report: %v\n%s", err, b)
+	}
+	return rep
 }

@@ -3,9 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -77,14 +75,7 @@ func TestSweep(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
-	b, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rep loadReport
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatalf("-json wrote no report: %v\n%s", err, b)
-	}
+	rep := readReport(t, file)
 	if rep.Label != label || rep.URL != url || rep.DurationS != 0.3 || rep.Cores < 1 || !strings.HasPrefix(rep.GoVersion, "go") {
 		t.Errorf("metadata: %+v", rep)
 	}
@@ -96,7 +87,7 @@ func TestSweep(t *testing.T) {
 		clients  int
 	}{{"me", 1}, {"me", 4}, {"refresh", 1}, {"refresh", 4}}
 	if len(rep.Results) != len(want) {
-		t.Fatalf("%d results, want %d:\n%s", len(rep.Results), len(want), b)
+		t.Fatalf("%d results, want %d: %+v", len(rep.Results), len(want), rep.Results)
 	}
 	for i, w := range want {
 		r := rep.Results[i]
