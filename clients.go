@@ -163,33 +163,64 @@ func (s *Service) clientAction(ctx context.Context, c Client, id, action string,
 
 var errInvalidClient = &Error{Code: EInvalidCredentials, Message: "The client is unknown or its secret is wrong."}
 
+// badClientAuthsPerMinute bounds the refused client authentications logged
+// a minute per client and client IP; unknown client_ids share one count per
+// IP, so that inventing ids cannot flood the security log either.
+const badClientAuthsPerMinute = 10
+
 // AuthenticateClient checks a client's credentials at the token endpoint:
-// a confidential client must present its secret, a public one none.
-// EInvalidCredentials for an unknown client or a wrong, missing or
-// unexpected secret (one answer for all), EUnavailable.
-func (s *Service) AuthenticateClient(ctx context.Context, id, secret string) (*OAuthClient, error) {
-	if !validClientID(id) || len(secret) > 512 {
-		return nil, errInvalidClient
+// a confidential client must present its secret, a public one none. method
+// is how they came (client_secret_basic, client_secret_post, none), for the
+// audit row. A refusal is logged as oidc_client_auth_failed with the
+// client_id as presented and the method, never the secret; past
+// badClientAuthsPerMinute a minute for the client from one IP it is
+// ERateLimited, unlogged. EInvalidCredentials for an unknown client or a
+// wrong, missing or unexpected secret (one answer for all), ERateLimited,
+// EUnavailable.
+func (s *Service) AuthenticateClient(ctx context.Context, c Client, id, secret, method string) (*OAuthClient, error) {
+	refuse := func(known *OAuthClient, reason string) error {
+		return s.refuseClient(ctx, c, known, id, method, reason)
+	}
+	if !validClientID(id) {
+		return nil, refuse(nil, "unknown client")
 	}
 	oc, err := s.store.OAuthClient(ctx, id)
 	if ErrorCode(err) == ENotFound {
-		return nil, errInvalidClient
+		return nil, refuse(nil, "unknown client")
 	}
 	if err != nil {
 		return nil, err
 	}
-	switch oc.Type {
-	case ClientPublic:
-		if secret != "" {
-			return nil, errInvalidClient
-		}
-	default:
-		got := s.clientSecretDigest(oc.ID, secret)
-		if secret == "" || subtle.ConstantTimeCompare([]byte(got), []byte(oc.SecretDigest)) != 1 {
-			return nil, errInvalidClient
-		}
+	switch {
+	case oc.Type == ClientPublic && secret != "":
+		return nil, refuse(oc, "secret from a public client")
+	case oc.Type == ClientPublic:
+	case secret == "":
+		return nil, refuse(oc, "no secret from a confidential client")
+	case len(secret) > 512 ||
+		subtle.ConstantTimeCompare([]byte(s.clientSecretDigest(oc.ID, secret)), []byte(oc.SecretDigest)) != 1:
+		return nil, refuse(oc, "wrong secret")
 	}
 	return oc, nil
+}
+
+// refuseClient logs a refused client authentication and returns
+// errInvalidClient, or ERateLimited (unlogged) past the bound. known is
+// the registered client, nil when id names none.
+func (s *Service) refuseClient(ctx context.Context, c Client, known *OAuthClient, id, method, reason string) error {
+	counted := "?"
+	if known != nil {
+		counted = known.ID
+	}
+	if err := s.limit(ctx, "bad-client:"+counted+":"+clientKey(c), badClientAuthsPerMinute, time.Minute); err != nil {
+		return err
+	}
+	l := s.audit(s.now(), c, EventOIDCClientAuthFailed, ResultFailure, uuid.Nil, reason,
+		map[string]any{"client_id": truncate(id, MaxClientIDLength), "auth_method": truncate(method, 32)})
+	if err := s.logEvent(ctx, l); err != nil {
+		return err
+	}
+	return errInvalidClient
 }
 
 // clientSecretDigest is the stored form of a client secret:

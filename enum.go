@@ -129,6 +129,7 @@ const (
 	EventOIDCCodeReuse          EventType = "oidc_code_reuse"            // a code presented again: its tokens revoked
 	EventOIDCConsentGranted     EventType = "oidc_consent_granted"       // a user let a client in
 	EventOIDCConsentRevoked     EventType = "oidc_consent_revoked"       // a user withdrew that
+	EventOIDCClientAuthFailed   EventType = "oidc_client_auth_failed"    // a client's credentials refused at the token endpoint
 )
 
 // EventTypes lists every event type, in schema order.
@@ -144,7 +145,7 @@ func EventTypes() []EventType {
 		EventRecoveryCodeUsed, EventRecoveryCodesReplaced, EventPasskeyAdded, EventPasskeyRemoved,
 		EventPasskeyUsed, EventPasskeyCounterRegress, EventPasskeyLoginFailed,
 		EventOIDCAuthorized, EventOIDCCodeRedeemed, EventOIDCCodeReuse, EventOIDCConsentGranted,
-		EventOIDCConsentRevoked,
+		EventOIDCConsentRevoked, EventOIDCClientAuthFailed,
 	}
 }
 

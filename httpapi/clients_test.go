@@ -87,16 +87,16 @@ func TestAdminClients(t *testing.T) {
 		want(t, "show malformed", e.admin("GET", "/v1/admin/clients/%20", nil), 404, "not_found")
 
 		// The secret authenticates the client, and only it.
-		if _, err := e.svc.AuthenticateClient(ctx, "grafana", secret); err != nil {
+		if _, err := e.svc.AuthenticateClient(ctx, authd.Client{}, "grafana", secret, "client_secret_post"); err != nil {
 			t.Errorf("AuthenticateClient with the secret: %v", err)
 		}
 		for name, c := range map[string][2]string{"wrong secret": {"grafana", secret + "x"}, "no secret": {"grafana", ""},
 			"unknown client": {"nobody", secret}, "secret for a public client": {spa, secret}} {
-			if _, err := e.svc.AuthenticateClient(ctx, c[0], c[1]); authd.ErrorCode(err) != authd.EInvalidCredentials {
+			if _, err := e.svc.AuthenticateClient(ctx, authd.Client{}, c[0], c[1], "client_secret_post"); authd.ErrorCode(err) != authd.EInvalidCredentials {
 				t.Errorf("AuthenticateClient, %s: %v; want invalid_credentials", name, err)
 			}
 		}
-		if _, err := e.svc.AuthenticateClient(ctx, spa, ""); err != nil {
+		if _, err := e.svc.AuthenticateClient(ctx, authd.Client{}, spa, "", "client_secret_post"); err != nil {
 			t.Errorf("AuthenticateClient of a public client without a secret: %v", err)
 		}
 
@@ -106,10 +106,10 @@ func TestAdminClients(t *testing.T) {
 		if fresh == "" || fresh == secret {
 			t.Fatalf("rotate: %s", r.raw)
 		}
-		if _, err := e.svc.AuthenticateClient(ctx, "grafana", secret); err == nil {
+		if _, err := e.svc.AuthenticateClient(ctx, authd.Client{}, "grafana", secret, "client_secret_post"); err == nil {
 			t.Error("the old secret still works after a rotation")
 		}
-		if _, err := e.svc.AuthenticateClient(ctx, "grafana", fresh); err != nil {
+		if _, err := e.svc.AuthenticateClient(ctx, authd.Client{}, "grafana", fresh, "client_secret_post"); err != nil {
 			t.Errorf("the new secret: %v", err)
 		}
 		want(t, "rotate a public client", e.admin("POST", "/v1/admin/clients/"+spa+"/rotate-secret", nil), 400, "validation_failed")
@@ -117,7 +117,7 @@ func TestAdminClients(t *testing.T) {
 
 		want(t, "delete", e.admin("DELETE", "/v1/admin/clients/grafana", nil), 204, "")
 		want(t, "delete again", e.admin("DELETE", "/v1/admin/clients/grafana", nil), 404, "not_found")
-		if _, err := e.svc.AuthenticateClient(ctx, "grafana", fresh); err == nil {
+		if _, err := e.svc.AuthenticateClient(ctx, authd.Client{}, "grafana", fresh, "client_secret_post"); err == nil {
 			t.Error("a deleted client still authenticates")
 		}
 

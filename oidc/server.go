@@ -94,17 +94,31 @@ func (c opClient) RestrictAdditionalAccessTokenScopes() func([]string) []string 
 }
 
 // VerifyClient authenticates the client at the token endpoint: its secret
-// (basic or post) for a confidential client, none for a public one.
+// (basic or post) for a confidential client, none for a public one. The
+// domain logs a refusal with the method the client used.
 func (s *server) VerifyClient(ctx context.Context, r *op.Request[op.ClientCredentials]) (op.Client, error) {
 	cc := r.Data
 	if cc.ClientAssertion != "" {
 		return nil, op.NewStatusError(oidc.ErrInvalidClient().WithDescription("client assertions are not supported"), http.StatusUnauthorized)
 	}
-	c, err := s.p.svc.AuthenticateClient(ctx, cc.ClientID, cc.ClientSecret)
+	c, err := s.p.svc.AuthenticateClient(ctx, client(ctx), cc.ClientID, cc.ClientSecret, string(authMethod(r)))
 	if err != nil {
 		return nil, tokenError(err)
 	}
 	return opClient{c}, nil
+}
+
+// authMethod names how the request presented its client's credentials
+// (RFC 7591 §2's token_endpoint_auth_method values); the library has
+// already let the Authorization header's Basic credentials win.
+func authMethod(r *op.Request[op.ClientCredentials]) oidc.AuthMethod {
+	if _, _, ok := (&http.Request{Header: r.Header}).BasicAuth(); ok {
+		return oidc.AuthMethodBasic
+	}
+	if r.Data.ClientSecret != "" {
+		return oidc.AuthMethodPost
+	}
+	return oidc.AuthMethodNone
 }
 
 // CodeExchange redeems an authorization code (RedeemCode) and answers with

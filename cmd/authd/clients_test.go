@@ -71,10 +71,10 @@ func TestClientsCLI(t *testing.T) {
 				t.Fatal(err)
 			}
 			svc := authd.NewService(svcCfg, authd.Deps{Store: db, Logger: slog.New(slog.DiscardHandler)})
-			if _, err := svc.AuthenticateClient(ctx, "proxy", fresh); err != nil {
+			if _, err := svc.AuthenticateClient(ctx, authd.Client{}, "proxy", fresh, "client_secret_post"); err != nil {
 				t.Errorf("the rotated secret: %v", err)
 			}
-			if _, err := svc.AuthenticateClient(ctx, "proxy", created.ClientSecret); err == nil {
+			if _, err := svc.AuthenticateClient(ctx, authd.Client{}, "proxy", created.ClientSecret, "client_secret_post"); err == nil {
 				t.Error("the first secret still works after rotate-secret")
 			}
 

@@ -1,0 +1,194 @@
+package oidc_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/httpapi"
+	"github.com/authd/authd/oidc"
+)
+
+const clientAuthUA = "client-auth-test/1.0"
+
+// tokenRequest posts a code exchange to the token endpoint, with the
+// client's credentials in the Authorization header when basic, else in the
+// form, and returns the status and the OAuth error code.
+func (e *env) tokenRequest(clientID, secret string, basic bool) (int, string) {
+	e.t.Helper()
+	form := url.Values{"grant_type": {"authorization_code"}, "code": {"no-such-code"}, "redirect_uri": {rpCallback},
+		"code_verifier": {strings.Repeat("v", 43)}}
+	if !basic {
+		form.Set("client_id", clientID)
+		if secret != "" {
+			form.Set("client_secret", secret)
+		}
+	}
+	req, _ := http.NewRequest("POST", e.srv.URL+oidc.TokenPath, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("User-Agent", clientAuthUA)
+	if basic {
+		req.SetBasicAuth(url.QueryEscape(clientID), url.QueryEscape(secret))
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Error string `json:"error"`
+	}
+	json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out.Error
+}
+
+// clientAuthFailures are the oidc_client_auth_failed rows, newest first.
+func (e *env) clientAuthFailures() []*authd.SecurityLog {
+	e.t.Helper()
+	logs, err := e.store.SecurityLogs(context.Background(),
+		authd.SecurityLogFilter{EventType: authd.EventOIDCClientAuthFailed, Limit: 200})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return logs
+}
+
+// TestFailedClientAuthIsLogged: each way a client can fail to authenticate
+// at the token endpoint answers 401 invalid_client and writes exactly one
+// row, with the client_id as presented and the method, and no part of any
+// secret; a client that authenticates writes none. The admin API's filter
+// finds the rows.
+func TestFailedClientAuthIsLogged(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		app, secret := e.client("app", authd.ClientConfidential, true)
+		spa, _ := e.client("spa", authd.ClientPublic, true)
+		wrong := "wrong-" + secret[:20]
+		tests := []struct {
+			name, clientID, secret string
+			basic                  bool
+			method, reason         string
+		}{
+			{"wrong secret", app.ID, wrong, true, "client_secret_basic", "wrong secret"},
+			{"wrong secret in the form", app.ID, wrong, false, "client_secret_post", "wrong secret"},
+			{"unknown client", "no-such-client", wrong, false, "client_secret_post", "unknown client"},
+			{"malformed client_id", "bad id\x01" + strings.Repeat("x", 300), "", false, "none", "unknown client"},
+			{"public client with a secret", spa.ID, wrong, true, "client_secret_basic", "secret from a public client"},
+			{"confidential client without", app.ID, "", false, "none", "no secret from a confidential client"},
+		}
+		for _, tt := range tests {
+			before := len(e.clientAuthFailures())
+			status, code := e.tokenRequest(tt.clientID, tt.secret, tt.basic)
+			if status != http.StatusUnauthorized || code != "invalid_client" {
+				t.Errorf("%s: %d %q, want 401 invalid_client", tt.name, status, code)
+			}
+			rows := e.clientAuthFailures()
+			if len(rows) != before+1 {
+				t.Errorf("%s: %d new rows, want 1", tt.name, len(rows)-before)
+				continue
+			}
+			l := rows[0]
+			wantID := tt.clientID
+			if len(wantID) > authd.MaxClientIDLength {
+				wantID = wantID[:authd.MaxClientIDLength]
+			}
+			if l.Result != authd.ResultFailure || l.UserID != [16]byte{} || l.IPAddress != "127.0.0.1" ||
+				l.UserAgent != clientAuthUA || l.FailureReason != tt.reason ||
+				l.AdditionalContext["client_id"] != wantID || l.AdditionalContext["auth_method"] != tt.method ||
+				len(l.AdditionalContext) != 2 {
+				t.Errorf("%s: row %+v; want a failure without user, from 127.0.0.1 and %q, reason %q, context client_id %q and auth_method %q",
+					tt.name, l, clientAuthUA, tt.reason, wantID, tt.method)
+			}
+			raw, _ := json.Marshal(l)
+			for _, s := range []string{secret, secret[:8], secret[len(secret)-8:], wrong, wrong[6:14]} {
+				if strings.Contains(string(raw), s) {
+					t.Errorf("%s: the row holds secret text %q: %s", tt.name, s, raw)
+				}
+			}
+		}
+
+		// A client that authenticates adds no row of its own (the unknown
+		// code is logged as such).
+		before := len(e.clientAuthFailures())
+		if status, code := e.tokenRequest(app.ID, secret, true); status != http.StatusBadRequest || code != "invalid_grant" {
+			t.Errorf("the right secret with an unknown code: %d %q, want 400 invalid_grant", status, code)
+		}
+		if status, code := e.tokenRequest(spa.ID, "", false); status != http.StatusBadRequest || code != "invalid_grant" {
+			t.Errorf("a public client without a secret, an unknown code: %d %q, want 400 invalid_grant", status, code)
+		}
+		if n := len(e.clientAuthFailures()) - before; n != 0 {
+			t.Errorf("authenticated clients wrote %d oidc_client_auth_failed rows", n)
+		}
+
+		admin := httptest.NewServer(httpapi.NewAdmin(httpapi.Options{Service: e.svc}, "admin-token-for-tests-0123456789"))
+		defer admin.Close()
+		req, _ := http.NewRequest("GET", admin.URL+"/v1/admin/security-logs?event_type=oidc_client_auth_failed", nil)
+		req.Header.Set("Authorization", "Bearer admin-token-for-tests-0123456789")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var page struct {
+			Items []struct {
+				EventType         string         `json:"event_type"`
+				AdditionalContext map[string]any `json:"additional_context"`
+			} `json:"items"`
+		}
+		if err := json.Unmarshal(body, &page); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("admin security-logs: %d %s", resp.StatusCode, body)
+		}
+		if len(page.Items) != len(tests) {
+			t.Errorf("the admin filter found %d oidc_client_auth_failed rows, want %d: %s", len(page.Items), len(tests), body)
+		}
+		for _, it := range page.Items {
+			if it.EventType != "oidc_client_auth_failed" || it.AdditionalContext["auth_method"] == nil {
+				t.Errorf("admin filter item %+v", it)
+			}
+		}
+	})
+}
+
+// TestFailedClientAuthIsBounded: a flood of failures logs at most 10 a
+// minute per client and IP (and 10 for all unknown client_ids together),
+// then answers 429 unlogged; the right secret still authenticates.
+func TestFailedClientAuthIsBounded(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		app, secret := e.client("app", authd.ClientConfidential, true)
+		const bound, extra = 10, 5
+		statuses := map[int]int{}
+		for range bound + extra {
+			status, _ := e.tokenRequest(app.ID, "wrong", true)
+			statuses[status]++
+		}
+		for i := range bound + extra {
+			status, _ := e.tokenRequest(fmt.Sprintf("invented-%d", i), "wrong", false)
+			statuses[status]++
+		}
+		if statuses[http.StatusUnauthorized] != 2*bound || statuses[http.StatusTooManyRequests] != 2*extra {
+			t.Errorf("statuses %v; want %d refused and %d limited", statuses, 2*bound, 2*extra)
+		}
+		rows := e.clientAuthFailures()
+		perClient := map[string]int{}
+		for _, l := range rows {
+			id, _ := l.AdditionalContext["client_id"].(string)
+			if id != app.ID {
+				id = "unknown"
+			}
+			perClient[id]++
+		}
+		if perClient[app.ID] != bound || perClient["unknown"] != bound {
+			t.Errorf("rows per client %v; want %d for %s and %d for the invented ids", perClient, bound, app.ID, bound)
+		}
+		if status, code := e.tokenRequest(app.ID, secret, true); status != http.StatusBadRequest || code != "invalid_grant" {
+			t.Errorf("the right secret after the flood: %d %q, want 400 invalid_grant (authenticated)", status, code)
+		}
+	})
+}
