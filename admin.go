@@ -236,31 +236,43 @@ func (s *Service) UserMFA(ctx context.Context, c Client, id uuid.UUID) (*MFAStat
 // so that the password alone signs in again: the way back for a user who
 // lost their authenticator and their codes. Logins waiting for a code can
 // no longer finish (VerifyMFA finds no factor). The user's sessions stay;
-// revoke them too when the reset answers a compromise. ENotFound.
+// revoke them too when the reset answers a compromise. When it removed
+// something, the user is told by mail (mfa_reset, within the address's mail
+// budget) in the same transaction. ENotFound.
 func (s *Service) ResetMFA(ctx context.Context, c Client, id uuid.UUID) error {
 	return s.adminAction(ctx, c, id, "reset_mfa", func(tx *txn, u *User, now time.Time) (map[string]any, error) {
 		factors, err := tx.Factors(ctx, u.ID)
 		if err != nil {
 			return nil, err
 		}
+		var removed MFARemoval
 		kinds := []string{}
 		for _, f := range factors {
 			if err := tx.DeleteFactor(ctx, f.ID); err != nil {
 				return nil, err
 			}
 			kinds = append(kinds, string(f.Kind))
+			// An enrolment never confirmed protected nothing.
+			removed.TOTP = removed.TOTP || (f.Kind == FactorTOTP && f.Confirmed)
 		}
-		left, err := tx.RecoveryCodesLeft(ctx, u.ID)
+		removed.RecoveryCodes, err = tx.RecoveryCodesLeft(ctx, u.ID)
 		if err != nil {
 			return nil, err
 		}
 		if err := tx.ReplaceRecoveryCodes(ctx, u.ID, nil); err != nil {
 			return nil, err
 		}
-		keys, err := s.deleteUserPasskeys(ctx, tx, Client{}, u.ID, "admin", now)
+		removed.Passkeys, err = s.deleteUserPasskeys(ctx, tx, Client{}, u.ID, "admin", now)
 		if err != nil {
 			return nil, err
 		}
-		return map[string]any{"factors_removed": kinds, "recovery_codes_removed": left, "passkeys_removed": keys}, nil
+		mailed := !removed.IsZero() && s.mailAllowed(ctx, u.Email)
+		if mailed {
+			if err := tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailMFAReset, Removed: removed}); err != nil {
+				return nil, err
+			}
+		}
+		return map[string]any{"factors_removed": kinds, "recovery_codes_removed": removed.RecoveryCodes,
+			"passkeys_removed": removed.Passkeys, "notice_mailed": mailed}, nil
 	})
 }

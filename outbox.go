@@ -16,7 +16,7 @@ const MailAccountDeleted MailKind = "account_deleted"
 // MailKinds lists every kind of mail, in schema order.
 func MailKinds() []MailKind {
 	return []MailKind{MailVerifyEmail, MailPasswordReset, MailRegisterNotice, MailAccountLocked,
-		MailPasswordChanged, MailAccountDeleted}
+		MailPasswordChanged, MailAccountDeleted, MailMFAReset}
 }
 
 // ParseMailKind rejects anything but the labels of MailKinds.
@@ -30,7 +30,8 @@ type OutboxMail struct {
 	Kind          MailKind
 	UserID        uuid.UUID // Nil once the account is gone
 	To            string
-	Until         time.Time // with MailAccountLocked
+	Until         time.Time  // with MailAccountLocked
+	Removed       MFARemoval // with MailMFAReset
 	CreatedAt     time.Time
 	NextAttemptAt time.Time
 	Attempts      int
@@ -117,13 +118,50 @@ const (
 
 // enqueue adds a mail to the outbox in the flow's transaction.
 func (t *txn) enqueue(ctx context.Context, now time.Time, kind MailKind, user *User, until time.Time) error {
-	m := &OutboxMail{ID: NewID(), Kind: kind, UserID: user.ID, To: user.Email, Until: until,
-		CreatedAt: now, NextAttemptAt: now}
+	return t.enqueueMail(ctx, now, user, &OutboxMail{Kind: kind, Until: until})
+}
+
+// enqueueMail adds m, a mail of kind with its template data, to user's
+// address in the flow's transaction.
+func (t *txn) enqueueMail(ctx context.Context, now time.Time, user *User, m *OutboxMail) error {
+	m.ID, m.UserID, m.To, m.CreatedAt, m.NextAttemptAt = NewID(), user.ID, user.Email, now, now
 	if err := t.EnqueueMail(ctx, m); err != nil {
 		return err
 	}
 	t.mailed = true
 	return nil
+}
+
+// MailData is m's template data as the outbox stores it (the data column,
+// a JSON object), nil when it has none; SetData reads it back. Both stores
+// use it, so that the two keep the same shape.
+func MailData(m *OutboxMail) map[string]any {
+	d := map[string]any{}
+	if !m.Until.IsZero() {
+		d["until"] = m.Until.UTC().Format(time.RFC3339Nano)
+	}
+	if !m.Removed.IsZero() {
+		d["removed"] = map[string]any{"totp": m.Removed.TOTP, "passkeys": m.Removed.Passkeys,
+			"recovery_codes": m.Removed.RecoveryCodes}
+	}
+	if len(d) == 0 {
+		return nil
+	}
+	return d
+}
+
+// SetData fills m's template data from what MailData stored; what it does
+// not know is ignored.
+func (m *OutboxMail) SetData(d map[string]any) {
+	if until, ok := d["until"].(string); ok {
+		m.Until, _ = time.Parse(time.RFC3339Nano, until)
+	}
+	if r, ok := d["removed"].(map[string]any); ok {
+		m.Removed.TOTP, _ = r["totp"].(bool)
+		passkeys, _ := r["passkeys"].(float64)
+		codes, _ := r["recovery_codes"].(float64)
+		m.Removed.Passkeys, m.Removed.RecoveryCodes = int(passkeys), int(codes)
+	}
 }
 
 // wakeSender tells this instance's sender that mail is waiting.
@@ -187,7 +225,7 @@ func (s *Service) DeliverMail(ctx context.Context) (int, error) {
 // deliver sends one claimed mail. Only errors of the store are returned;
 // a failed send is recorded for a retry.
 func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
-	mail := Mail{Kind: m.Kind, To: m.To, Until: m.Until}
+	mail := Mail{Kind: m.Kind, To: m.To, Until: m.Until, At: m.CreatedAt, Removed: m.Removed}
 	if m.Kind == MailVerifyEmail || m.Kind == MailPasswordReset {
 		mintCtx, cancel := context.WithTimeout(ctx, mailMintTimeout)
 		link, err := s.mintLink(mintCtx, m)

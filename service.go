@@ -102,6 +102,7 @@ const (
 	MailRegisterNotice  MailKind = "register_notice" // someone tried to register with this address
 	MailAccountLocked   MailKind = "account_locked"
 	MailPasswordChanged MailKind = "password_changed"
+	MailMFAReset        MailKind = "mfa_reset" // an administrator removed the second factors
 )
 
 // Mail is one message to one address. Link carries the one-time link of
@@ -112,7 +113,22 @@ type Mail struct {
 	To    string
 	Link  string
 	Until time.Time // with MailAccountLocked: when the lock ends
+	// At is when what the mail tells of happened (when it was queued).
+	At time.Time
+	// Removed is what an administrator's reset took (with MailMFAReset).
+	Removed MFARemoval
 }
+
+// MFARemoval is what an administrator's MFA reset removed, for the notice:
+// counts only, never a secret or a factor's name.
+type MFARemoval struct {
+	TOTP          bool // a confirmed authenticator app
+	Passkeys      int
+	RecoveryCodes int // unused ones
+}
+
+// IsZero reports whether nothing was removed.
+func (r MFARemoval) IsZero() bool { return r == MFARemoval{} }
 
 // Mailer delivers mail; the outbox sender calls it.
 type Mailer interface {

@@ -109,9 +109,13 @@ func (r *Renderer) Render(m authd.Mail) (*Rendered, error) {
 	if !ok {
 		return nil, fmt.Errorf("no template for mail kind %q", m.Kind)
 	}
-	data := map[string]any{"Product": r.product, "PublicURL": r.publicURL, "Link": m.Link, "To": m.To, "Until": ""}
+	data := map[string]any{"Product": r.product, "PublicURL": r.publicURL, "Link": m.Link, "To": m.To, "Until": "",
+		"At": "", "Removed": removedText(m.Removed)}
 	if !m.Until.IsZero() {
-		data["Until"] = m.Until.UTC().Format("2006-01-02 15:04 UTC")
+		data["Until"] = m.Until.UTC().Format(timeLayout)
+	}
+	if !m.At.IsZero() {
+		data["At"] = m.At.UTC().Format(timeLayout)
 	}
 	var subject, text, html bytes.Buffer
 	if err := t.ExecuteTemplate(&subject, "subject", data); err != nil {
@@ -124,6 +128,31 @@ func (r *Renderer) Render(m authd.Mail) (*Rendered, error) {
 		return nil, err
 	}
 	return &Rendered{Subject: strings.TrimSpace(subject.String()), Text: text.String(), HTML: html.String()}, nil
+}
+
+// timeLayout is how a mail shows a time.
+const timeLayout = "2006-01-02 15:04 UTC"
+
+// removedText names what an MFA reset removed, one line each.
+func removedText(r authd.MFARemoval) []string {
+	out := []string{}
+	if r.TOTP {
+		out = append(out, "your authenticator app (its six-digit codes no longer work)")
+	}
+	if r.Passkeys > 0 {
+		out = append(out, plural(r.Passkeys, "passkey", "passkeys"))
+	}
+	if r.RecoveryCodes > 0 {
+		out = append(out, plural(r.RecoveryCodes, "unused recovery code", "unused recovery codes"))
+	}
+	return out
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return strconv.Itoa(n) + " " + many
 }
 
 // message builds the MIME message: multipart text and HTML, with Date and

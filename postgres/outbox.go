@@ -16,16 +16,8 @@ const outboxColumns = `id, kind, user_id, recipient, data, created_at, next_atte
 func (q *queries) EnqueueMail(ctx context.Context, m *authd.OutboxMail) error {
 	return q.write(ctx, nil, `INSERT INTO mail_outbox (`+outboxColumns+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-		m.ID, string(m.Kind), nullUUID(m.UserID), m.To, mailData(m), m.CreatedAt, m.NextAttemptAt, m.Attempts,
+		m.ID, string(m.Kind), nullUUID(m.UserID), m.To, authd.MailData(m), m.CreatedAt, m.NextAttemptAt, m.Attempts,
 		nullTime(m.ClaimedUntil), nullString(m.LastError), nullTime(m.DeadAt))
-}
-
-// mailData is the template data of a mail, as stored.
-func mailData(m *authd.OutboxMail) map[string]any {
-	if m.Until.IsZero() {
-		return nil
-	}
-	return map[string]any{"until": m.Until.UTC().Format(time.RFC3339Nano)}
 }
 
 // ClaimMail implements authd.Store with FOR UPDATE SKIP LOCKED, so that
@@ -79,9 +71,7 @@ func scanMail(row pgx.Row) (*authd.OutboxMail, error) {
 	if m.Kind, err = authd.ParseMailKind(kind); err != nil {
 		return nil, fmt.Errorf("postgres: mail %s: %w", m.ID, err)
 	}
-	if until, ok := data["until"].(string); ok {
-		m.Until, _ = time.Parse(time.RFC3339Nano, until)
-	}
+	m.SetData(data)
 	m.UserID, m.ClaimedUntil, m.LastError, m.DeadAt = value(user), value(claimed), value(lastErr), value(dead)
 	return &m, nil
 }

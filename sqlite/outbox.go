@@ -16,8 +16,8 @@ const outboxColumns = `id, kind, user_id, recipient, data, created_at, next_atte
 
 func (q *queries) EnqueueMail(ctx context.Context, m *authd.OutboxMail) error {
 	var data any
-	if !m.Until.IsZero() {
-		b, _ := json.Marshal(map[string]string{"until": m.Until.UTC().Format(time.RFC3339Nano)})
+	if d := authd.MailData(m); d != nil {
+		b, _ := json.Marshal(d)
 		data = string(b)
 	}
 	_, err := q.db.ExecContext(ctx, `INSERT INTO mail_outbox (`+outboxColumns+`)
@@ -80,9 +80,9 @@ func scanMail(row scanner) (*authd.OutboxMail, error) {
 		return nil, fmt.Errorf("sqlite: mail %s: %w", m.ID, err)
 	}
 	if data.Valid {
-		var d struct{ Until string }
-		if json.Unmarshal([]byte(data.String), &d) == nil && d.Until != "" {
-			m.Until, _ = time.Parse(time.RFC3339Nano, d.Until)
+		var d map[string]any
+		if json.Unmarshal([]byte(data.String), &d) == nil {
+			m.SetData(d)
 		}
 	}
 	m.UserID, m.LastError = user.UUID, lastErr.String

@@ -464,6 +464,35 @@ func testEnumLabels(t *testing.T, s authd.Store) {
 		}
 	}
 	// Both token types are stored by testSessionsAndTokens.
+
+	// Every mail kind, the MFA reset's with its template data, which comes
+	// back as stored.
+	removed := authd.MFARemoval{TOTP: true, Passkeys: 2, RecoveryCodes: 7}
+	for _, kind := range authd.MailKinds() {
+		m := &authd.OutboxMail{ID: authd.NewID(), Kind: kind, UserID: u.ID, To: u.Email, CreatedAt: Epoch, NextAttemptAt: Epoch}
+		if kind == authd.MailMFAReset {
+			m.Removed = removed
+		}
+		if err := s.EnqueueMail(ctx, m); err != nil {
+			t.Errorf("mail %s: %v", kind, err)
+		}
+	}
+	mails, err := s.Mails(ctx, authd.MailFilter{Limit: authd.MaxListLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range mails {
+		want := authd.MFARemoval{}
+		if m.Kind == authd.MailMFAReset {
+			want = removed
+		}
+		if m.Removed != want {
+			t.Errorf("mail %s came back removing %+v, want %+v", m.Kind, m.Removed, want)
+		}
+	}
+	if len(mails) != len(authd.MailKinds()) {
+		t.Errorf("%d mails stored, want one of each of %d kinds", len(mails), len(authd.MailKinds()))
+	}
 }
 
 // testOutbox checks claiming: due mails only, oldest first, one claimant

@@ -60,11 +60,7 @@ func TestAdminCLIPasskeys(t *testing.T) {
 	env := sqliteEnv(t)
 	ctx := context.Background()
 	db, u := migratedWithUser(t, env, "keyed@example.org")
-	if err := db.CreatePasskey(ctx, &authd.Passkey{ID: authd.NewID(), UserID: u.ID, Name: "Desk key",
-		CredentialID: []byte("cli-credential"), PublicKey: []byte{1}, AttestationType: "none",
-		CreatedAt: storetest.Epoch}); err != nil {
-		t.Fatal(err)
-	}
+	addPasskey(t, db, u, "cli-credential")
 	code, stdout, stderr := runCLI(t, env, "admin", "users", "mfa", "keyed@example.org")
 	if code != exitOK || !strings.Contains(stdout, "passkey") || !strings.Contains(stdout, "Desk key") {
 		t.Errorf("admin users mfa: exit %d, %q %q; want the passkey listed", code, stdout, stderr)
@@ -74,5 +70,15 @@ func TestAdminCLIPasskeys(t *testing.T) {
 	}
 	if keys, err := db.Passkeys(ctx, u.ID); err != nil || len(keys) != 0 {
 		t.Errorf("passkeys after reset-mfa: %v, %v", keys, err)
+	}
+}
+
+// addPasskey gives u a passkey named "Desk key" with the credential id.
+func addPasskey(t *testing.T, db database, u *authd.User, credentialID string) {
+	t.Helper()
+	if err := db.CreatePasskey(context.Background(), &authd.Passkey{ID: authd.NewID(), UserID: u.ID, Name: "Desk key",
+		CredentialID: []byte(credentialID), PublicKey: []byte{1}, AttestationType: "none",
+		CreatedAt: storetest.Epoch}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -1,0 +1,117 @@
+package httpapi_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/mail"
+	"github.com/google/uuid"
+)
+
+// pendingMails are the outbox's mails waiting to go out, of any kind.
+func (e *env) pendingMails() []*authd.OutboxMail {
+	e.t.Helper()
+	mails, err := e.store.Mails(context.Background(), authd.MailFilter{Limit: authd.MaxListLimit})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return mails
+}
+
+// TestAdminResetMFANotifiesTheUser: a reset that removes factors queues
+// exactly one mfa_reset mail to the account's address, in the reset's
+// transaction, naming what went and when, with no factor material; a reset
+// of a user without factors, or of a deleted account, queues none.
+func TestAdminResetMFANotifiesTheUser(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		_, secret, codes := e.mfaUser("notice@example.org")
+		u := e.user("notice@example.org")
+		e.mail.flush() // what enrolment queued goes out first
+		if n := len(e.pendingMails()); n != 0 {
+			t.Fatalf("%d mails pending before the reset", n)
+		}
+
+		want(t, "reset", e.admin("POST", "/v1/admin/users/"+u.ID.String()+"/reset-mfa", nil), 204, "")
+		pending := e.pendingMails()
+		if len(pending) != 1 || pending[0].Kind != authd.MailMFAReset || pending[0].To != u.Email ||
+			pending[0].UserID != u.ID {
+			t.Fatalf("outbox after the reset: %+v; want one mfa_reset mail to %s", pending, u.Email)
+		}
+		wantRemoved := authd.MFARemoval{TOTP: true, RecoveryCodes: len(codes)}
+		if pending[0].Removed != wantRemoved || !pending[0].CreatedAt.Equal(e.clock.Now()) {
+			t.Errorf("queued %+v at %s; want removed %+v at %s", pending[0].Removed, pending[0].CreatedAt, wantRemoved, e.clock.Now())
+		}
+
+		sent := e.mail.last(t, authd.MailMFAReset, u.Email)
+		renderer, err := mail.NewRenderer("https://auth.example.org", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := renderer.Render(sent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, part := range []string{r.Subject, r.Text, r.HTML} {
+			for _, s := range append([]string{secret, secret[:8]}, codes...) {
+				if strings.Contains(part, s) {
+					t.Errorf("the notice holds factor material %q:\n%s", s, part)
+				}
+			}
+		}
+		for _, s := range []string{"authenticator app", "10 unused recovery codes", e.clock.Now().UTC().Format("2006-01-02 15:04 UTC"),
+			"did not ask"} {
+			if !strings.Contains(r.Text, s) || !strings.Contains(r.HTML, s) {
+				t.Errorf("the notice does not say %q:\n%s", s, r.Text)
+			}
+		}
+
+		// Nothing left to remove: nothing to tell.
+		want(t, "second reset", e.admin("POST", "/v1/admin/users/"+u.ID.String()+"/reset-mfa", nil), 204, "")
+		e.registerVerified("plain@example.org", goodPassword)
+		plain := e.user("plain@example.org")
+		e.mail.flush()
+		want(t, "reset without factors", e.admin("POST", "/v1/admin/users/"+plain.ID.String()+"/reset-mfa", nil), 204, "")
+		if n := len(e.pendingMails()); n != 0 {
+			t.Errorf("%d mails queued by resets that removed nothing", n)
+		}
+
+		// A deleted account gets no reset and no mail.
+		_, _, _ = e.mfaUser("gone@example.org")
+		gone := e.user("gone@example.org")
+		want(t, "delete", e.admin("DELETE", "/v1/admin/users/"+gone.ID.String(), nil), 204, "")
+		e.mail.flush()
+		want(t, "reset of a deleted account", e.admin("POST", "/v1/admin/users/"+gone.ID.String()+"/reset-mfa", nil), 404, "not_found")
+		want(t, "reset of an unknown user", e.admin("POST", "/v1/admin/users/"+uuid.NewString()+"/reset-mfa", nil), 404, "not_found")
+		if n := len(e.pendingMails()); n != 0 {
+			t.Errorf("%d mails queued by refused resets", n)
+		}
+	})
+}
+
+// TestAdminResetMFANoticeHasAMailBudget: the notice counts against the
+// address's mail limit like every other; past it the reset still happens,
+// unmailed, and says so in its audit row.
+func TestAdminResetMFANoticeHasAMailBudget(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withRateLimit())
+		access, _, _ := e.mfaUser("budget@example.org")
+		u := e.user("budget@example.org")
+		e.mail.flush()
+		for i := range 4 {
+			if i > 0 { // enrol again, so that each reset has a factor to remove
+				r := e.do("POST", "/v1/users/me/mfa/totp", map[string]string{"password": goodPassword}, bearer(access)...)
+				want(t, "enrol again", r, 200, "")
+				r = e.do("POST", "/v1/users/me/mfa/totp/confirm", map[string]string{"code": totpAt(t, r.str("secret"), e.clock.Now())}, bearer(access)...)
+				want(t, "confirm again", r, 200, "")
+			}
+			want(t, "reset", e.admin("POST", "/v1/admin/users/"+u.ID.String()+"/reset-mfa", nil), 204, "")
+		}
+		// The registration's verification mail was the first of the hour.
+		if n := e.mail.count(authd.MailMFAReset, u.Email); n != 2 {
+			t.Errorf("%d mfa_reset mails in an hour, want 2 (the budget of 3, one spent on verification)", n)
+		}
+	})
+}
