@@ -78,11 +78,21 @@ func TestAdminResetMFANotifiesTheUser(t *testing.T) {
 			t.Errorf("%d mails queued by resets that removed nothing", n)
 		}
 
-		// A deleted account gets no reset and no mail.
-		_, _, _ = e.mfaUser("gone@example.org")
+		// A notice not yet sent goes with an erasure; a deleted account gets
+		// no reset and no mail.
+		e.mfaUser("gone@example.org")
 		gone := e.user("gone@example.org")
-		want(t, "delete", e.admin("DELETE", "/v1/admin/users/"+gone.ID.String(), nil), 204, "")
 		e.mail.flush()
+		want(t, "reset before the erasure", e.admin("POST", "/v1/admin/users/"+gone.ID.String()+"/reset-mfa", nil), 204, "")
+		want(t, "delete", e.admin("DELETE", "/v1/admin/users/"+gone.ID.String(), nil), 204, "")
+		for _, m := range e.pendingMails() {
+			if m.Kind != authd.MailAccountDeleted {
+				t.Errorf("a %s mail to %s outlived the erasure", m.Kind, m.To)
+			}
+		}
+		if n := e.mail.count(authd.MailMFAReset, "gone@example.org"); n != 0 {
+			t.Errorf("%d mfa_reset mails sent to an erased account", n)
+		}
 		want(t, "reset of a deleted account", e.admin("POST", "/v1/admin/users/"+gone.ID.String()+"/reset-mfa", nil), 404, "not_found")
 		want(t, "reset of an unknown user", e.admin("POST", "/v1/admin/users/"+uuid.NewString()+"/reset-mfa", nil), 404, "not_found")
 		if n := len(e.pendingMails()); n != 0 {
