@@ -27,7 +27,7 @@ The admin API's operations, straight on the database (DATABASE_URL):
   authd admin users unlock USER
   authd admin users revoke-sessions USER
   authd admin users mfa    USER                                  the second factors (no secrets)
-  authd admin users reset-mfa USER                               remove them: the password alone signs in
+  authd admin users reset-mfa USER                               remove them (the user is mailed): the password alone signs in
   authd admin users delete USER --yes                            (GDPR erasure)
   authd admin logs [--user USER] [--event E] [--result R] [--since T] [--until T] [--limit N] [--cursor C]
   authd admin mail list [--dead] [--limit N] [--cursor C]           the outbox
