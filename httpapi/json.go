@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+	"sync"
 
 	"github.com/authd/authd"
 )
@@ -84,15 +85,25 @@ func jsonType(kind string) string {
 // knownFields returns the JSON names of the fields of the struct dst points
 // to, those of embedded structs included (as encoding/json promotes them).
 func knownFields(dst any) map[string]bool {
+	typ := reflect.TypeOf(dst).Elem()
+	if known, ok := fieldsOf.Load(typ); ok {
+		return known.(map[string]bool)
+	}
 	out := map[string]bool{}
-	for _, f := range reflect.VisibleFields(reflect.TypeOf(dst).Elem()) {
+	for _, f := range reflect.VisibleFields(typ) {
 		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
 		if name != "" && name != "-" && !f.Anonymous {
 			out[name] = true
 		}
 	}
+	fieldsOf.Store(typ, out)
 	return out
 }
+
+// fieldsOf remembers knownFields per request type (a handful, fixed at
+// build time): every request body is checked against them. The maps are
+// only read once stored.
+var fieldsOf sync.Map // reflect.Type → map[string]bool
 
 // checkJSON walks body's tokens: exactly one object with only known keys,
 // keys unique at every level, no string holding NUL, nesting bounded,

@@ -352,6 +352,15 @@ func qualify(alias, columns string) string {
 	return strings.Join(parts, ", ")
 }
 
+// refreshSessionQuery is RefreshSession's read, built once: every refresh
+// runs it.
+var refreshSessionQuery = `SELECT ` + qualify("t", tokenColumns) + `, ` + qualify("s", sessionColumns) + `, ` +
+	qualify("u", userColumns) + `
+	FROM jwt_tokens t JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = t.user_id
+	WHERE t.token_value = $1 AND t.token_type = 'refresh'`
+
+var refreshSessionLockingQuery = refreshSessionQuery + " FOR UPDATE OF t, s"
+
 // RefreshSession reads a refresh token with its session and user in one
 // round trip; inside a transaction it locks the token and the session. The
 // user is not locked: every flow that must stop a refresh (logout, an
@@ -359,18 +368,15 @@ func qualify(alias, columns string) string {
 // them, and locking the user after the session would invert the order of
 // the flows that lock the user first and deadlock with them.
 func (q *queries) RefreshSession(ctx context.Context, digest string) (*authd.Token, *authd.Session, *authd.User, error) {
-	lock := ""
+	query := refreshSessionQuery
 	if q.locking {
-		lock = " FOR UPDATE OF t, s"
+		query = refreshSessionLockingQuery
 	}
 	var ts tokenScan
 	var ss sessionScan
 	var us userScan
 	dest := append(append(ts.dest(), ss.dest()...), us.dest()...)
-	err := q.row(ctx, `SELECT `+qualify("t", tokenColumns)+`, `+qualify("s", sessionColumns)+`, `+
-		qualify("u", userColumns)+`
-		FROM jwt_tokens t JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = t.user_id
-		WHERE t.token_value = $1 AND t.token_type = 'refresh'`+lock, digest).Scan(dest...)
+	err := q.row(ctx, query, digest).Scan(dest...)
 	if err != nil {
 		return nil, nil, nil, translate(err)
 	}
