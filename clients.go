@@ -164,8 +164,10 @@ func (s *Service) clientAction(ctx context.Context, c Client, id, action string,
 var errInvalidClient = &Error{Code: EInvalidCredentials, Message: "The client is unknown or its secret is wrong."}
 
 // badClientAuthsPerMinute bounds the refused client authentications logged
-// a minute per client and client IP; unknown client_ids share one count per
-// IP, so that inventing ids cannot flood the security log either.
+// a minute per client IP, whatever client_id they named: one count for all,
+// so that inventing ids cannot flood the security log, and so that the 429
+// does not tell a registered client_id (its own count) from an invented one
+// (a shared count). Only refusals count: the right secret is never limited.
 const badClientAuthsPerMinute = 10
 
 // AuthenticateClient checks a client's credentials at the token endpoint:
@@ -173,7 +175,7 @@ const badClientAuthsPerMinute = 10
 // is how they came (client_secret_basic, client_secret_post, none), for the
 // audit row. A refusal is logged as oidc_client_auth_failed with the
 // client_id as presented and the method, never the secret; past
-// badClientAuthsPerMinute a minute for the client from one IP it is
+// badClientAuthsPerMinute refusals a minute from one IP it is
 // ERateLimited, unlogged. EInvalidCredentials for an unknown client or a
 // wrong, missing or unexpected secret (one answer for all), ERateLimited,
 // EUnavailable.
@@ -208,11 +210,7 @@ func (s *Service) AuthenticateClient(ctx context.Context, c Client, id, secret, 
 // errInvalidClient, or ERateLimited (unlogged) past the bound. known is
 // the registered client, nil when id names none.
 func (s *Service) refuseClient(ctx context.Context, c Client, known *OAuthClient, id, method, reason string) error {
-	counted := "?"
-	if known != nil {
-		counted = known.ID
-	}
-	if err := s.limit(ctx, "bad-client:"+counted+":"+clientKey(c), badClientAuthsPerMinute, time.Minute); err != nil {
+	if err := s.limit(ctx, "bad-client:"+clientKey(c), badClientAuthsPerMinute, time.Minute); err != nil {
 		return err
 	}
 	l := s.audit(s.now(), c, EventOIDCClientAuthFailed, ResultFailure, uuid.Nil, reason,
