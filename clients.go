@@ -208,17 +208,37 @@ func (s *Service) AuthenticateClient(ctx context.Context, c Client, id, secret, 
 
 // refuseClient logs a refused client authentication and returns
 // errInvalidClient, or ERateLimited (unlogged) past the bound. known is
-// the registered client, nil when id names none.
+// the registered client, nil when id names none. A registered client_id is
+// a public identifier and is logged as it is; any other text is logged as
+// its digest and length only, since what comes in the client_id field may
+// be a secret pasted into the wrong one.
 func (s *Service) refuseClient(ctx context.Context, c Client, known *OAuthClient, id, method, reason string) error {
 	if err := s.limit(ctx, "bad-client:"+clientKey(c), badClientAuthsPerMinute, time.Minute); err != nil {
 		return err
 	}
-	l := s.audit(s.now(), c, EventOIDCClientAuthFailed, ResultFailure, uuid.Nil, reason,
-		map[string]any{"client_id": truncate(id, MaxClientIDLength), "auth_method": truncate(method, 32)})
+	details := map[string]any{"auth_method": truncate(method, 32)}
+	if known != nil {
+		details["client_id"] = known.ID
+	} else {
+		details["client_id_digest"], details["client_id_length"] = s.clientIDDigest(id), len(id)
+	}
+	l := s.audit(s.now(), c, EventOIDCClientAuthFailed, ResultFailure, uuid.Nil, reason, details)
 	if err := s.logEvent(ctx, l); err != nil {
 		return err
 	}
 	return errInvalidClient
+}
+
+// clientIDDigest names a client_id that matches no client in the security
+// log: HMAC-SHA-256 under the shared refresh key with its own label, cut to
+// 12 hex characters. Repeats of one text can be grouped; without the key
+// no one can test a guess against the log, and 48 bits of a secret's
+// digest give nothing of the secret.
+func (s *Service) clientIDDigest(id string) string {
+	m := hmac.New(sha256.New, s.refreshKey)
+	m.Write([]byte("authd unknown client id v1\x00"))
+	m.Write([]byte(id))
+	return hex.EncodeToString(m.Sum(nil)[:6])
 }
 
 // clientSecretDigest is the stored form of a client secret:

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -60,10 +62,29 @@ func (e *env) clientAuthFailures() []*authd.SecurityLog {
 	return logs
 }
 
+// clientIDContext is how a row's context names the client: every key but
+// auth_method, in order.
+func clientIDContext(l *authd.SecurityLog) string {
+	ctx := maps.Clone(l.AdditionalContext)
+	delete(ctx, "auth_method")
+	return fmt.Sprint(ctx)
+}
+
+// knownClientIDContext is clientIDContext for a registered client.
+func knownClientIDContext(id string) string {
+	return fmt.Sprint(map[string]any{"client_id": id})
+}
+
+// unknownClientIDContext matches clientIDContext for any other client_id:
+// a 12-hex digest and the length, not the text.
+func unknownClientIDContext(id string) *regexp.Regexp {
+	return regexp.MustCompile(fmt.Sprintf(`^map\[client_id_digest:[0-9a-f]{12} client_id_length:%d\]$`, len(id)))
+}
+
 // TestFailedClientAuthIsLogged: each way a client can fail to authenticate
 // at the token endpoint answers 401 invalid_client and writes exactly one
-// row, with the client_id as presented and the method, and no part of any
-// secret; a client that authenticates writes none. The admin API's filter
+// row, with the registered client_id (or an unknown one's digest and
+// length) and the method, and no part of any secret; a client that authenticates writes none. The admin API's filter
 // finds the rows.
 func TestFailedClientAuthIsLogged(t *testing.T) {
 	onBothStores(t, func(t *testing.T, e *env) {
@@ -94,16 +115,16 @@ func TestFailedClientAuthIsLogged(t *testing.T) {
 				continue
 			}
 			l := rows[0]
-			wantID := tt.clientID
-			if len(wantID) > authd.MaxClientIDLength {
-				wantID = wantID[:authd.MaxClientIDLength]
-			}
 			if l.Result != authd.ResultFailure || l.UserID != [16]byte{} || l.IPAddress != "127.0.0.1" ||
-				l.UserAgent != clientAuthUA || l.FailureReason != tt.reason ||
-				l.AdditionalContext["client_id"] != wantID || l.AdditionalContext["auth_method"] != tt.method ||
-				len(l.AdditionalContext) != 2 {
-				t.Errorf("%s: row %+v; want a failure without user, from 127.0.0.1 and %q, reason %q, context client_id %q and auth_method %q",
-					tt.name, l, clientAuthUA, tt.reason, wantID, tt.method)
+				l.UserAgent != clientAuthUA || l.FailureReason != tt.reason || l.AdditionalContext["auth_method"] != tt.method {
+				t.Errorf("%s: row %+v; want a failure without user, from 127.0.0.1 and %q, reason %q, auth_method %q",
+					tt.name, l, clientAuthUA, tt.reason, tt.method)
+			}
+			if got, want := clientIDContext(l), knownClientIDContext(tt.clientID); tt.reason != "unknown client" && got != want {
+				t.Errorf("%s: context names the client as %s, want %s", tt.name, got, want)
+			}
+			if got, want := clientIDContext(l), unknownClientIDContext(tt.clientID); tt.reason == "unknown client" && !want.MatchString(got) {
+				t.Errorf("%s: context names the unknown client as %s, want %s", tt.name, got, want)
 			}
 			raw, _ := json.Marshal(l)
 			for _, s := range []string{secret, secret[:8], secret[len(secret)-8:], wrong, wrong[6:14]} {
@@ -151,6 +172,38 @@ func TestFailedClientAuthIsLogged(t *testing.T) {
 		for _, it := range page.Items {
 			if it.EventType != "oidc_client_auth_failed" || it.AdditionalContext["auth_method"] == nil {
 				t.Errorf("admin filter item %+v", it)
+			}
+		}
+	})
+}
+
+// TestSecretAsClientIDIsNotLogged: a client's secret typed into the
+// client_id field (in the form or in Basic credentials) is an unknown
+// client_id; no security log row holds any part of it, in any column or
+// context value, and the two rows share one digest.
+func TestSecretAsClientIDIsNotLogged(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		_, secret := e.client("app", authd.ClientConfidential, true)
+		for _, basic := range []bool{false, true} {
+			if status, code := e.tokenRequest(secret, "", basic); status != http.StatusUnauthorized || code != "invalid_client" {
+				t.Errorf("the secret as client_id (basic %v): %d %q, want 401 invalid_client", basic, status, code)
+			}
+		}
+		failures := e.clientAuthFailures()
+		if len(failures) != 2 || clientIDContext(failures[0]) != clientIDContext(failures[1]) ||
+			!unknownClientIDContext(secret).MatchString(clientIDContext(failures[0])) {
+			t.Errorf("%d oidc_client_auth_failed rows; want 2 naming the text by one digest and its length", len(failures))
+		}
+		logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{Limit: authd.MaxListLimit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range logs {
+			raw, _ := json.Marshal(l)
+			for _, s := range []string{secret, secret[:12], secret[len(secret)-12:]} {
+				if strings.Contains(string(raw), s) {
+					t.Errorf("a %s row holds secret text %q: %s", l.EventType, s, raw)
+				}
 			}
 		}
 	})
