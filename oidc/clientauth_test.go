@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/authd/authd"
@@ -24,6 +27,14 @@ const clientAuthUA = "client-auth-test/1.0"
 // client's credentials in the Authorization header when basic, else in the
 // form, and returns the status and the OAuth error code.
 func (e *env) tokenRequest(clientID, secret string, basic bool) (int, string) {
+	e.t.Helper()
+	resp, code := e.tokenResponse(clientID, secret, basic)
+	return resp.StatusCode, code
+}
+
+// tokenResponse is tokenRequest's answer, its body read: the response (for
+// its status and headers) and the OAuth error code.
+func (e *env) tokenResponse(clientID, secret string, basic bool) (*http.Response, string) {
 	e.t.Helper()
 	form := url.Values{"grant_type": {"authorization_code"}, "code": {"no-such-code"}, "redirect_uri": {rpCallback},
 		"code_verifier": {strings.Repeat("v", 43)}}
@@ -48,7 +59,7 @@ func (e *env) tokenRequest(clientID, secret string, basic bool) (int, string) {
 		Error string `json:"error"`
 	}
 	json.NewDecoder(resp.Body).Decode(&out)
-	return resp.StatusCode, out.Error
+	return resp, out.Error
 }
 
 // clientAuthFailures are the oidc_client_auth_failed rows, newest first.
@@ -253,4 +264,61 @@ func TestFailedClientAuthBoundHidesClientIDs(t *testing.T) {
 				known, knownCode, unknown, unknownCode)
 		}
 	})
+}
+
+// levels is a slog handler that keeps every record, for their levels.
+type levels struct {
+	mu      sync.Mutex
+	records []slog.Record
+}
+
+func (*levels) Enabled(context.Context, slog.Level) bool { return true }
+func (h *levels) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.records = append(h.records, r)
+	return nil
+}
+func (h *levels) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *levels) WithGroup(string) slog.Handler      { return h }
+
+// TestRateLimitedClientAuthIsNoError: 20 wrong secrets from one IP are
+// refused (401), then limited (429) with Retry-After and invalid_request,
+// not server_error, and nothing is logged at ERROR: a client's flood
+// is not the server's fault. The OpenID library logs through slog's
+// default logger, so the test swaps it and runs alone (not in parallel).
+func TestRateLimitedClientAuthIsNoError(t *testing.T) {
+	captured := &levels{}
+	saved := slog.Default()
+	slog.SetDefault(slog.New(captured))
+	t.Cleanup(func() { slog.SetDefault(saved) })
+	for name, open := range map[string]func(*testing.T) authd.Store{"sqlite": openSQLite, "postgres": openPostgres} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, open(t))
+			app, _ := e.client("app", authd.ClientConfidential, true)
+			captured.mu.Lock()
+			captured.records = nil
+			captured.mu.Unlock()
+			var last *http.Response
+			var code string
+			for range 20 {
+				last, code = e.tokenResponse(app.ID, "wrong", true)
+			}
+			if seconds, err := strconv.Atoi(last.Header.Get("Retry-After")); last.StatusCode != http.StatusTooManyRequests ||
+				code != "invalid_request" || err != nil || seconds < 1 {
+				t.Errorf("20th wrong secret: %d %q, Retry-After %q; want 429 invalid_request (not server_error) with Retry-After in seconds",
+					last.StatusCode, code, last.Header.Get("Retry-After"))
+			}
+			captured.mu.Lock()
+			defer captured.mu.Unlock()
+			if len(captured.records) == 0 {
+				t.Fatal("nothing logged through slog's default logger: the capture sees nothing of the library")
+			}
+			for _, r := range captured.records {
+				if r.Level >= slog.LevelError {
+					t.Errorf("logged at %s: %q", r.Level, r.Message)
+				}
+			}
+		})
+	}
 }

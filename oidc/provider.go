@@ -112,10 +112,10 @@ func New(opts Options) (*Provider, error) {
 	p := &Provider{opts: opts, svc: opts.Service, secure: strings.HasPrefix(opts.PublicURL, "https://"),
 		mux: http.NewServeMux(), pages: pages}
 
-	lib := op.RegisterServer(&server{p: p}, op.Endpoints{
+	lib := withHeader(op.RegisterServer(&server{p: p}, op.Endpoints{
 		Token:    op.NewEndpoint(TokenPath),
 		Userinfo: op.NewEndpoint(UserInfoPath),
-	}, op.WithServerCORSOptions(nil))
+	}, op.WithServerCORSOptions(nil)))
 	p.mux.HandleFunc("GET "+DiscoveryPath, p.discovery)
 	p.mux.Handle("POST "+TokenPath, noQuery(bounded(lib)))
 	p.mux.Handle("GET "+UserInfoPath, noQuery(lib))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/authd/authd"
@@ -103,7 +104,7 @@ func (s *server) VerifyClient(ctx context.Context, r *op.Request[op.ClientCreden
 	}
 	c, err := s.p.svc.AuthenticateClient(ctx, client(ctx), cc.ClientID, cc.ClientSecret, string(authMethod(r)))
 	if err != nil {
-		return nil, tokenError(err)
+		return nil, tokenError(ctx, err)
 	}
 	return opClient{c}, nil
 }
@@ -128,7 +129,7 @@ func (s *server) CodeExchange(ctx context.Context, r *op.ClientRequest[oidc.Acce
 	oc := r.Client.(opClient).c
 	grant, err := s.p.svc.RedeemCode(ctx, client(ctx), oc, r.Data.Code, r.Data.RedirectURI, r.Data.CodeVerifier)
 	if err != nil {
-		return nil, tokenError(err)
+		return nil, tokenError(ctx, err)
 	}
 	now := s.p.now()
 	claims := token.IDClaims{Issuer: s.p.opts.Issuer, Subject: grant.User.ID.String(), Audience: oc.ID,
@@ -139,7 +140,7 @@ func (s *server) CodeExchange(ctx context.Context, r *op.ClientRequest[oidc.Acce
 	}
 	id, err := s.p.opts.IDKeys.SignID(claims, now)
 	if err != nil {
-		return nil, tokenError(err)
+		return nil, tokenError(ctx, err)
 	}
 	resp := &oidc.AccessTokenResponse{AccessToken: grant.Pair.AccessToken, TokenType: oidc.BearerToken,
 		ExpiresIn: uint64(grant.Pair.ExpiresIn / time.Second), IDToken: id, Scope: grant.Code.Scopes}
@@ -155,7 +156,7 @@ func (s *server) CodeExchange(ctx context.Context, r *op.ClientRequest[oidc.Acce
 func (s *server) RefreshToken(ctx context.Context, r *op.ClientRequest[oidc.RefreshTokenRequest]) (*op.Response, error) {
 	pair, err := s.p.svc.RefreshForClient(ctx, client(ctx), r.Client.GetID(), r.Data.RefreshToken)
 	if err != nil {
-		return nil, tokenError(err)
+		return nil, tokenError(ctx, err)
 	}
 	return op.NewResponse(&oidc.AccessTokenResponse{AccessToken: pair.AccessToken, TokenType: oidc.BearerToken,
 		ExpiresIn: uint64(pair.ExpiresIn / time.Second), RefreshToken: pair.RefreshToken}), nil
@@ -176,7 +177,7 @@ func (s *server) UserInfo(ctx context.Context, r *op.Request[oidc.UserInfoReques
 			return nil, op.NewStatusError(oidc.ErrInvalidRequest().WithDescription("the access token is invalid, expired or revoked"),
 				http.StatusUnauthorized)
 		}
-		return nil, tokenError(err)
+		return nil, tokenError(ctx, err)
 	}
 	info := &oidc.UserInfo{Subject: u.ID.String()}
 	if slices.Contains(scopes, authd.ScopeEmail) {
@@ -187,7 +188,14 @@ func (s *server) UserInfo(ctx context.Context, r *op.Request[oidc.UserInfoReques
 
 // tokenError turns a domain error into the token endpoint's answer (RFC
 // 6749 §5.2). Internal causes are not shown.
-func tokenError(err error) error {
+//
+// A rate limit is 429 with Retry-After and invalid_request: §5.2 gives the
+// token endpoint no code for it (temporarily_unavailable is the
+// authorization endpoint's, §4.1.2.1), invalid_request is its catch-all for
+// a request it will not take, and the status and Retry-After tell the
+// client to wait. Not server_error: the library logs that at ERROR, and a
+// client's flood is no fault of ours.
+func tokenError(ctx context.Context, err error) error {
 	var rl *authd.Error
 	switch authd.ErrorCode(err) {
 	case authd.EInvalidToken:
@@ -196,7 +204,10 @@ func tokenError(err error) error {
 		return op.NewStatusError(oidc.ErrInvalidClient().WithDescription("the client is unknown or its credentials are wrong"),
 			http.StatusUnauthorized)
 	case authd.ERateLimited:
-		return op.NewStatusError(oidc.ErrServerError().WithDescription("too many requests; try again later"),
+		if h, ok := ctx.Value(headerKey{}).(http.Header); ok {
+			h.Set("Retry-After", strconv.Itoa(max(retryAfter(err), 1)))
+		}
+		return op.NewStatusError(oidc.ErrInvalidRequest().WithDescription("too many requests; try again later"),
 			http.StatusTooManyRequests)
 	case authd.EUnavailable:
 		return op.NewStatusError(oidc.ErrServerError().WithDescription("temporarily unavailable; try again later"),
@@ -206,4 +217,16 @@ func tokenError(err error) error {
 		return oidc.ErrInvalidRequest().WithDescription("%s", rl.Message)
 	}
 	return op.NewStatusError(oidc.ErrServerError().WithDescription("internal error").WithParent(err), http.StatusInternalServerError)
+}
+
+// headerKey carries the response's header to the library's callbacks,
+// which get a context but no ResponseWriter, so that tokenError can set
+// Retry-After before the library writes the error.
+type headerKey struct{}
+
+// withHeader puts w's header in the request's context (headerKey).
+func withHeader(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), headerKey{}, w.Header())))
+	})
 }
