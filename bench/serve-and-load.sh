@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Starts an authd on a fresh database (PostgreSQL or the embedded SQLite),
+# seeds the demo account, runs authd-load against it and stops it again:
+# the figures of docs/performance.md come from this script.
+#
+#   bench/serve-and-load.sh postgres|sqlite [authd-load flags…]
+#   bench/serve-and-load.sh postgres -label postgres -clients 1,8,32,64 -scenarios me,refresh -json pg.json
+#
+# Environment: AUTHD (the authd binary, default: built from this checkout),
+# AUTHD_LOAD (likewise), BENCH_DATABASE (PostgreSQL database to recreate,
+# default authd_bench), PGHOST/PGPORT/PGUSER as for psql (default
+# 127.0.0.1:5432, postgres). Rate limits are off and the log level is warn,
+# as in every figure; nothing else differs from the defaults.
+set -euo pipefail
+store=${1:?usage: bench/serve-and-load.sh postgres|sqlite [authd-load flags…]}
+shift
+root=$(cd "$(dirname "$0")/.." && pwd)
+export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres} PGOPTIONS="-c client_min_messages=warning"
+work=$(mktemp -d)
+server=
+trap '[ -z "$server" ] || { kill "$server"; wait "$server"; } 2>/dev/null; rm -rf "$work"' EXIT
+if [ -z "${AUTHD:-}" ]; then AUTHD=$work/authd; (cd "$root" && go build -o "$AUTHD" ./cmd/authd); fi
+if [ -z "${AUTHD_LOAD:-}" ]; then AUTHD_LOAD=$work/authd-load; (cd "$root" && go build -o "$AUTHD_LOAD" ./cmd/authd-load); fi
+
+token=bench-service-token-0123456789abcdef
+case $store in
+postgres)
+  db=${BENCH_DATABASE:-authd_bench}
+  psql -d postgres -qc "DROP DATABASE IF EXISTS $db" -qc "CREATE DATABASE $db" >/dev/null
+  export DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$db?sslmode=disable"
+  force=--force ;;
+sqlite)
+  export DATABASE_URL="sqlite://$work/authd.db"
+  force= ;;
+*) echo "bench/serve-and-load.sh: unknown store $store" >&2; echo "hint: postgres or sqlite" >&2; exit 2 ;;
+esac
+export AUTHD_DATA_DIR=$work AUTHD_HTTP_ADDR=127.0.0.1:18080 AUTHD_ADMIN_ADDR=127.0.0.1:18081 \
+  AUTHD_PUBLIC_URL=http://127.0.0.1:18080 AUTHD_RATE_LIMIT=off AUTHD_SERVICE_TOKENS=$token \
+  AUTHD_LOG_LEVEL=${AUTHD_LOG_LEVEL:-warn}
+"$AUTHD" migrate up >/dev/null
+"$AUTHD" serve >"$work/serve.log" 2>&1 &
+server=$!
+for _ in $(seq 100); do curl -sf http://127.0.0.1:18081/healthz >/dev/null && break; sleep 0.1; done
+"$AUTHD" seed $force >/dev/null
+"$AUTHD_LOAD" -url http://127.0.0.1:18080 -metrics-url http://127.0.0.1:18081 -service-token "$token" "$@"
