@@ -411,10 +411,3 @@ func TestPublishRevocationOutsideTx(t *testing.T) {
 		t.Errorf("PublishRevocation in a transaction: %v", err)
 	}
 }
-
-// TestTokenLineage: migration 10 drops the parent_id key and its index and
-// puts them back without losing a lineage that still holds.
-func TestTokenLineage(t *testing.T) {
-	s := open(t)
-	storetest.TokenLineage(t, s, s.Migrator())
-}

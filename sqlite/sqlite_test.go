@@ -227,11 +227,3 @@ func TestLockReasonBackfill(t *testing.T) {
 	ctx := context.Background()
 	storetest.LockReasonBackfill(t, s, s.Migrator(), func(sql string) error { _, err := s.DB().ExecContext(ctx, sql); return err })
 }
-
-// TestTokenLineage: migration 10 rebuilds jwt_tokens without the parent_id
-// key and back without losing a row or a lineage that still holds.
-func TestTokenLineage(t *testing.T) {
-	t.Parallel()
-	s := open(t)
-	storetest.TokenLineage(t, s, s.Migrator())
-}

@@ -223,6 +223,7 @@ var SeedSchema = Schema{
 		{Table: "jwt_tokens", Name: "ix_jwt_tokens_revoked", Columns: "revoked"},
 		{Table: "jwt_tokens", Name: "ix_jwt_tokens_token_value", Columns: "token_value", Unique: true},
 		{Table: "jwt_tokens", Name: "ix_jwt_tokens_session_id", Columns: "session_id"},
+		{Table: "jwt_tokens", Name: "ix_jwt_tokens_parent_id", Columns: "parent_id"},
 		{Table: "verification_tokens", Name: "ix_verification_tokens_token", Columns: "token", Unique: true},
 		{Table: "verification_tokens", Name: "ix_verification_tokens_user_id", Columns: "user_id"},
 		{Table: "verification_tokens", Name: "ix_verification_tokens_expires_at", Columns: "expires_at"},
@@ -262,6 +263,7 @@ var SeedSchema = Schema{
 	ForeignKeys: []ForeignKey{
 		{Table: "jwt_tokens", Column: "user_id", RefTable: "users", RefColumn: "id", OnDelete: "CASCADE"},
 		{Table: "jwt_tokens", Column: "session_id", RefTable: "sessions", RefColumn: "id", OnDelete: "CASCADE"},
+		{Table: "jwt_tokens", Column: "parent_id", RefTable: "jwt_tokens", RefColumn: "id", OnDelete: "SET NULL"},
 		{Table: "verification_tokens", Column: "user_id", RefTable: "users", RefColumn: "id", OnDelete: "CASCADE"},
 		{Table: "security_logs", Column: "user_id", RefTable: "users", RefColumn: "id", OnDelete: "SET NULL"},
 		{Table: "sessions", Column: "user_id", RefTable: "users", RefColumn: "id", OnDelete: "CASCADE"},
