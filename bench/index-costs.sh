@@ -4,11 +4,12 @@
 # backend, once with the schema as migrated and once with each index dropped
 # in turn, R rounds. Prints server time and WAL bytes per refresh.
 #
-#   bench/index-costs.sh            # N=4000 R=3, database authd_indexcost (recreated, then dropped)
+#   bench/index-costs.sh            # N=4000 R=3, INDEXCOST_DATABASE=authd_indexcost (recreated, then dropped)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 export PGHOST=${PGHOST:-127.0.0.1} PGPORT=${PGPORT:-5432} PGUSER=${PGUSER:-postgres} PGOPTIONS="-c client_min_messages=warning"
-db=${BENCH_DATABASE:-authd_indexcost} n=${N:-4000} rounds=${R:-3}
+db=${INDEXCOST_DATABASE:-authd_indexcost} n=${N:-4000} rounds=${R:-3}
+[[ $db =~ ^[a-z_][a-z0-9_]*$ ]] || { echo "bench/index-costs.sh: INDEXCOST_DATABASE=$db is not a plain database name" >&2; exit 2; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"; psql -d postgres -qc "DROP DATABASE IF EXISTS $db" >/dev/null' EXIT
 authd=${AUTHD:-$work/authd}
@@ -20,8 +21,9 @@ export DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$db?sslmode=disable" AUT
 
 q() { psql -d "$db" -qAtc "$1" >/dev/null; }
 run() {
-  psql -d "$db" -v n="$n" -f "$root/bench/refresh-writes.sql" 2>&1 |
-    awk -v n="$n" '/^Time:/ {t = $2} /bytes/ {b = $1} END {printf "%6.0f µs %6.0f B", t * 1000 / n, b}'
+  local out
+  out=$(psql -d "$db" -v n="$n" -f "$root/bench/refresh-writes.sql") || return 1
+  awk -v n="$n" '/^Time:/ {t = $2} /bytes/ {b = $1} END {printf "%6.0f µs %6.0f B", t * 1000 / n, b}' <<<"$out"
 }
 # name | what to drop | how to put it back
 variants=(
@@ -37,6 +39,9 @@ printf "%-32s %s\n" "without" "per refresh: server time, WAL"
 for _ in $(seq "$rounds"); do
   for v in "${variants[@]}"; do
     IFS='|' read -r name drop undo <<<"$v"
-    q "$drop"; printf "%-32s %s\n" "$name" "$(run)"; q "$undo"
+    q "$drop"
+    result=$(run) || { echo "bench/index-costs.sh: the refresh loop failed without $name" >&2; exit 1; }
+    printf "%-32s %s\n" "$name" "$result"
+    q "$undo"
   done
 done
