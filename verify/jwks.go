@@ -221,15 +221,21 @@ func (ks *keySet) fetch(ctx context.Context) error {
 		return fmt.Errorf("verify: the JWKS is over %d bytes", maxJWKSBytes)
 	}
 	var doc struct {
-		Keys []json.RawMessage `json:"keys"`
+		Keys *[]json.RawMessage `json:"keys"`
 	}
 	if err := json.Unmarshal(body, &doc); err != nil {
 		return fmt.Errorf("verify: the JWKS is not JSON: %w", err)
 	}
+	if doc.Keys == nil {
+		return fmt.Errorf("verify: the JWKS has no \"keys\" member")
+	}
+	// A well-formed answer is authoritative, even with no usable key in
+	// it: a key it leaves out is withdrawn, and tokens it signed (cached
+	// ones too) are refused from now on.
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	keys := map[string]*publicKey{}
-	for _, raw := range doc.Keys {
+	for _, raw := range *doc.Keys {
 		k, err := parseJWK(raw)
 		if err != nil {
 			ks.v.logger.Warn("verify: skipping a JWKS key", "err", err)
@@ -241,7 +247,7 @@ func (ks *keySet) fetch(ctx context.Context) error {
 		keys[k.kid] = k
 	}
 	if len(keys) == 0 {
-		return fmt.Errorf("verify: the JWKS has no usable key")
+		ks.v.logger.Warn("verify: the JWKS has no usable key; every token is refused until it has one")
 	}
 	ks.keys = keys
 	ks.fresh = ks.v.now().Add(maxAge(resp.Header.Get("Cache-Control")))

@@ -245,6 +245,9 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 	if err := v.keys.refetch(ctx, true); err != nil {
 		return nil, err
 	}
+	if len(v.keys.keys) == 0 {
+		return nil, fmt.Errorf("verify: the JWKS at %s has no usable key", opts.JWKSURL)
+	}
 	v.ctx, v.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	first := make(chan error, 1)
 	v.background(func(ctx context.Context) { v.follow(ctx, first) })

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -58,6 +59,7 @@ type fakeAuthd struct {
 	feedStatus int           // answer the feed with this status when set
 	jwksCalls  int
 	jwksStatus int           // answer the JWKS with this status when set
+	jwksBody   string        // answer the JWKS with this body when set
 	jwksGate   chan struct{} // while not nil, JWKS requests wait for it to close
 	introGate  chan struct{} // while not nil, introspection requests wait for it to close
 
@@ -133,6 +135,11 @@ func (f *fakeAuthd) jwks(w http.ResponseWriter, r *http.Request) {
 	defer f.mu.Unlock()
 	if f.jwksStatus != 0 {
 		w.WriteHeader(f.jwksStatus)
+		return
+	}
+	if f.jwksBody != "" {
+		w.Header().Set("Cache-Control", "public, max-age="+strconv.Itoa(f.maxAge))
+		io.WriteString(w, f.jwksBody)
 		return
 	}
 	var keys []map[string]string
@@ -389,6 +396,53 @@ func TestCacheNeverOutlivesKey(t *testing.T) {
 		} else if time.Now().After(deadline) {
 			t.Fatalf("a cached token of a key gone from the JWKS: %v, want ErrUnknownKey", err)
 		}
+	}
+}
+
+// TestEveryKeyWithdrawn: a JWKS answer with no key in it withdraws every
+// key, cached tokens' too; an answer that is not a JWKS changes nothing.
+func TestEveryKeyWithdrawn(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	v := f.verifier(t)
+	tok := f.sign(t, "k1", f.claims(), nil)
+	for range 2 { // the second is a cache hit
+		if _, err := v.Verify(context.Background(), tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setBody := func(body string) {
+		f.mu.Lock()
+		f.jwksBody = body
+		f.mu.Unlock()
+		f.clock.Advance(301 * time.Second) // stale: the next use refreshes the set
+	}
+	setBody(`{"not":"a JWKS"}`)
+	before := v.Stats().JWKSFetches
+	// An unknown kid in a stale set fetches before it answers.
+	if _, err := v.Verify(context.Background(), f.sign(t, "k9", f.claims(), nil)); !errors.Is(err, verify.ErrUnknownKey) {
+		t.Fatalf("an unknown kid: %v, want ErrUnknownKey", err)
+	}
+	if v.Stats().JWKSFetches == before {
+		t.Fatal("the unknown kid made no JWKS fetch")
+	}
+	if _, err := v.Verify(context.Background(), tok); err != nil {
+		t.Fatalf("after an answer that is not a JWKS: %v, want the cached key kept", err)
+	}
+	setBody(`{"keys":[]}`)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := v.Verify(context.Background(), tok); errors.Is(err, verify.ErrUnknownKey) {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("a cached token once the JWKS is empty: %v, want ErrUnknownKey", err)
+		}
+	}
+	if _, err := v.Verify(context.Background(), f.sign(t, "k1", with(f.claims(), "jti", "jti-2"), nil)); !errors.Is(err, verify.ErrUnknownKey) {
+		t.Errorf("a new token of the withdrawn key: %v, want ErrUnknownKey", err)
+	}
+	o := f.options()
+	if _, err := verify.New(context.Background(), o); err == nil || !strings.Contains(err.Error(), "no usable key") {
+		t.Errorf("New against an empty JWKS: %v, want refused", err)
 	}
 }
 
