@@ -4,7 +4,8 @@
 // A Verifier checks a token's signature against authd's JWKS (cached as its
 // Cache-Control allows; an unknown kid refetches it, at most once a second),
 // its header (typ at+jwt, only the algorithms the JWKS keys declare) and
-// claims (iss, aud, exp exactly; nbf and iat with 30 s of leeway), and then
+// claims (iss, aud, exp exactly; nbf and iat with 30 s of leeway; an OpenID
+// Connect client's token only for the Options.Clients named), and then
 // the revocations it follows on authd's revocation feed
 // (GET /v1/auth/revocations, Server-Sent Events). When the feed is lost it
 // reconnects with backoff and resumes where it stopped; until it has caught
@@ -87,6 +88,13 @@ type Options struct {
 	RequireMFA bool
 	// RequireAMR refuses tokens whose amr lacks any of these methods.
 	RequireAMR []string
+	// Clients are the OpenID Connect clients (client_id) whose tokens this
+	// service accepts, besides the tokens of authd's own logins (which
+	// carry no client_id). A token authd issued to any other client is
+	// refused with ErrClient: it is that client's, for the scopes the user
+	// granted it, not the user's own. A service that accepts clients'
+	// tokens checks Claims.Scopes itself.
+	Clients []string
 	// CacheSize bounds the verified-token cache (default 10,000 tokens;
 	// negative: no cache).
 	CacheSize int
@@ -117,6 +125,7 @@ var (
 	ErrUnavailable = errors.New("verify: revocation state unknown (feed lost)")
 	ErrClosed      = errors.New("verify: verifier closed")
 	ErrClaims      = errors.New("verify: invalid claims")
+	ErrClient      = errors.New("verify: a token of an OpenID Connect client this service does not accept")
 )
 
 // Leeway is the clock skew tolerated on nbf and iat (SPEC 6.3); exp is
@@ -139,8 +148,8 @@ type Claims struct {
 	AMR       []string // how the login was authenticated (RFC 8176): pwd, otp, mfa
 	Scopes    []string // from a space-separated "scope" claim, when present
 	// ClientID is the OpenID Connect client the token was issued to (RFC
-	// 9068 client_id); empty for authd's own logins. A service that serves
-	// third-party clients checks it, with Scopes.
+	// 9068 client_id), one of Options.Clients; empty for authd's own
+	// logins.
 	ClientID  string
 	IssuedAt  time.Time
 	NotBefore time.Time
@@ -330,6 +339,9 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 			return nil, err
 		}
 		v.cache.put(token, c, key)
+	}
+	if c.ClientID != "" && !slices.Contains(v.opts.Clients, c.ClientID) {
+		return nil, fmt.Errorf("%w: %q", ErrClient, c.ClientID)
 	}
 	if err := v.checkAMR(c); err != nil {
 		return nil, err

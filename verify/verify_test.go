@@ -829,18 +829,36 @@ func TestNewRefusesPlainHTTP(t *testing.T) {
 }
 
 // TestClientClaims: a token an OpenID Connect client got carries its
-// client_id and scope; authd's own tokens carry neither.
+// client_id and scope, and is refused unless Options.Clients names the
+// client; authd's own tokens carry neither and are accepted.
 func TestClientClaims(t *testing.T) {
 	t.Parallel()
 	f := newFakeAuthd(t)
-	v := f.verifier(t)
-	own, err := v.Verify(context.Background(), f.sign(t, "k1", f.claims(), nil))
-	if err != nil || own.ClientID != "" || len(own.Scopes) != 0 {
-		t.Errorf("authd's own token: %+v, %v; want no client_id or scopes", own, err)
-	}
 	c := with(with(f.claims(), "client_id", "grafana"), "scope", "openid email")
-	got, err := v.Verify(context.Background(), f.sign(t, "k1", c, nil))
+	grafana := f.sign(t, "k1", c, nil)
+	other := f.sign(t, "k1", with(c, "client_id", "wiki"), nil)
+	own := f.sign(t, "k1", f.claims(), nil)
+
+	v := f.verifier(t)
+	got, err := v.Verify(context.Background(), own)
+	if err != nil || got.ClientID != "" || len(got.Scopes) != 0 {
+		t.Errorf("authd's own token: %+v, %v; want no client_id or scopes", got, err)
+	}
+	for range 2 { // the second from the cache
+		if _, err := v.Verify(context.Background(), grafana); !errors.Is(err, verify.ErrClient) {
+			t.Errorf("a client's token without Options.Clients: %v, want ErrClient", err)
+		}
+	}
+
+	v = f.verifier(t, func(o *verify.Options) { o.Clients = []string{"grafana"} })
+	got, err = v.Verify(context.Background(), grafana)
 	if err != nil || got.ClientID != "grafana" || !slices.Equal(got.Scopes, []string{"openid", "email"}) {
-		t.Errorf("a client's token: %+v, %v; want client_id grafana, scopes openid email", got, err)
+		t.Errorf("an accepted client's token: %+v, %v; want client_id grafana, scopes openid email", got, err)
+	}
+	if _, err := v.Verify(context.Background(), other); !errors.Is(err, verify.ErrClient) {
+		t.Errorf("another client's token: %v, want ErrClient", err)
+	}
+	if _, err := v.Verify(context.Background(), own); err != nil {
+		t.Errorf("authd's own token with Options.Clients: %v", err)
 	}
 }
