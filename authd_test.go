@@ -157,6 +157,36 @@ func TestReloadNeverUndoesARevocation(t *testing.T) {
 	}
 }
 
+// sinceStore records what each revocation reload asked for.
+type sinceStore struct {
+	authd.Store
+	since []time.Time
+}
+
+func (s *sinceStore) RevokedSessions(_ context.Context, since time.Time) ([]authd.Revocation, error) {
+	s.since = append(s.since, since)
+	return nil, nil
+}
+
+type fixedClock time.Time
+
+func (c *fixedClock) Now() time.Time { return time.Time(*c) }
+
+// TestReloadWindow: the first reload reads back the longest token lifetime
+// any instance may use (a day, plus the leeway), whatever this one's; later
+// ones read from two minutes before the previous one began.
+func TestReloadWindow(t *testing.T) {
+	store, clock := &sinceStore{}, fixedClock(now)
+	svc := authd.NewService(authd.Config{AccessTokenTTL: 5 * time.Minute}, authd.Deps{Store: store, Clock: &clock})
+	svc.LoadRevocations(context.Background())
+	clock = fixedClock(now.Add(2 * time.Second))
+	svc.LoadRevocations(context.Background())
+	want := []time.Time{now.Add(-24*time.Hour - 30*time.Second), now.Add(-2 * time.Minute)}
+	if !cmp.Equal(store.since, want) {
+		t.Errorf("reloads read since %v, want %v", store.since, want)
+	}
+}
+
 func TestRevocationSetPrune(t *testing.T) {
 	set := authd.NewRevocationSet(15 * time.Minute)
 	old, recent := uuid.New(), uuid.New()

@@ -85,7 +85,7 @@ type RevocationFeed interface {
 // merges what the table says into it and can never undo a revocation that
 // arrived while the reload was reading. Safe for concurrent use.
 type RevocationSet struct {
-	keep time.Duration // how long a revoked session must be remembered: the access-token lifetime
+	keep time.Duration // how long a revoked session must be remembered: the longest access-token lifetime
 
 	mu       sync.RWMutex
 	sessions map[uuid.UUID]time.Time // revoked session → when it may be forgotten
@@ -93,7 +93,9 @@ type RevocationSet struct {
 }
 
 // NewRevocationSet returns an empty set that remembers a revoked session for
-// keep (the access-token lifetime: no token of it is valid after that).
+// keep: the longest lifetime any instance may have given its tokens
+// (revocationLifetime), not this instance's, since instances configured
+// with a longer one (or this one before a restart) may have issued them.
 func NewRevocationSet(keep time.Duration) *RevocationSet {
 	return &RevocationSet{keep: keep, sessions: map[uuid.UUID]time.Time{}, changed: make(chan struct{})}
 }
@@ -155,16 +157,37 @@ func (r *RevocationSet) Len() int {
 	return len(r.sessions)
 }
 
+// reloadOverlap is how far before the previous reload's start a reload
+// reads again: a revocation stamped before that start but committed after
+// it (a slow transaction, another instance's clock within tokenLeeway) is
+// not missed.
+const reloadOverlap = 2 * time.Minute
+
 // LoadRevocations merges into the revocation set the sessions revoked
-// within the access-token lifetime, as the store has them.
+// within revocationLifetime, as the store has them: all of them the first
+// time, then those stamped since the previous load's start (less
+// reloadOverlap), so that the two-second reload of a store without a
+// revocation feed stays cheap.
 func (s *Service) LoadRevocations(ctx context.Context) error {
-	revs, err := s.store.RevokedSessions(ctx, s.now().Add(-s.cfg.AccessTokenTTL))
+	started := s.now()
+	since := started.Add(-revocationLifetime(s.cfg.AccessTokenTTL))
+	s.revLoadMu.Lock()
+	if t := s.revLoaded.Add(-reloadOverlap); t.After(since) {
+		since = t
+	}
+	s.revLoadMu.Unlock()
+	revs, err := s.store.RevokedSessions(ctx, since)
 	if err != nil {
 		return err
 	}
 	for _, rev := range revs {
 		s.revocations.Apply(rev)
 	}
+	s.revLoadMu.Lock()
+	if started.After(s.revLoaded) {
+		s.revLoaded = started
+	}
+	s.revLoadMu.Unlock()
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"net/mail"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-webauthn/webauthn/webauthn"
@@ -162,6 +163,8 @@ type Service struct {
 	refreshKey  []byte
 	mfaKey      []byte
 	revocations *RevocationSet
+	revLoadMu   sync.Mutex
+	revLoaded   time.Time          // when the last complete LoadRevocations read began
 	webauthn    *webauthn.WebAuthn // nil: passkeys off
 	logger      *slog.Logger
 	hooks       Hooks
@@ -219,7 +222,7 @@ func NewService(cfg Config, d Deps) *Service {
 		webauthn: rp, cfg: cfg, store: d.Store, clock: d.Clock, passwords: d.Passwords, tokens: d.Tokens,
 		mailer: d.Mailer, limiter: d.Limiter, lockouts: d.Lockouts, refreshKey: key, mfaKey: mfaKey,
 		logger: d.Logger, hooks: d.Hooks,
-		revocations: NewRevocationSet(cfg.AccessTokenTTL), wake: make(chan struct{}, 1),
+		revocations: NewRevocationSet(revocationLifetime(cfg.AccessTokenTTL)), wake: make(chan struct{}, 1),
 	}
 }
 

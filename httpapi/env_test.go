@@ -145,12 +145,16 @@ type envOptions struct {
 	params    *password.Params
 	wrap      func(authd.Passwords) authd.Passwords
 	localhost bool
+	after     time.Duration // the clock starts this long after the usual start
 }
 
 func withConfig(f func(*authd.Config)) option { return func(c *authd.Config, _ *envOptions) { f(c) } }
 func withRateLimit() option                   { return func(_ *authd.Config, o *envOptions) { o.rateLimit = true } }
 func withKeysDir(dir string) option           { return func(_ *authd.Config, o *envOptions) { o.keysDir = dir } }
-func withMailer(m authd.Mailer) option        { return func(_ *authd.Config, o *envOptions) { o.mailer = m } }
+func startingAfter(d time.Duration) option {
+	return func(_ *authd.Config, o *envOptions) { o.after = d }
+}
+func withMailer(m authd.Mailer) option { return func(_ *authd.Config, o *envOptions) { o.mailer = m } }
 func withArgon2(p password.Params) option {
 	return func(_ *authd.Config, o *envOptions) { o.params = &p }
 }
@@ -185,7 +189,7 @@ func newEnv(t testing.TB, store authd.Store, opts ...option) *env {
 		cfg.PublicURL = fmt.Sprintf("http://localhost:%d", srv.Listener.Addr().(*net.TCPAddr).Port)
 		cfg.WebAuthnRPID, cfg.WebAuthnOrigins = "localhost", []string{cfg.PublicURL}
 	}
-	e := &env{t: t, store: store, clock: &clock{now: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)},
+	e := &env{t: t, store: store, clock: &clock{now: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC).Add(o.after)},
 		mail: &mailbox{}, logs: &syncBuffer{}, cfg: cfg, keysDir: o.keysDir}
 	if e.keysDir == "" {
 		e.keysDir = t.TempDir()

@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/authd/authd"
 )
 
 // TestRevocationReachesOtherInstances runs two instances on one PostgreSQL
@@ -60,6 +62,39 @@ func TestRevocationReachesOtherInstances(t *testing.T) {
 	}
 	if n := c.svc.Revocations().Len(); n != 2 {
 		t.Errorf("new instance loaded %d revoked sessions, want 2", n)
+	}
+}
+
+// TestRevocationOutlivesAShorterLifetime: an instance configured with a
+// shorter access-token lifetime than the one that issued a token (a
+// lowered AUTHD_ACCESS_TOKEN_TTL during a rolling restart) still refuses
+// the token of a revoked session until the token expires: from the set it
+// holds, and after a restart, from the tables.
+func TestRevocationOutlivesAShorterLifetime(t *testing.T) {
+	t.Parallel()
+	pg := instances(t, 3)
+	keys := t.TempDir()
+	long := withConfig(func(c *authd.Config) { c.AccessTokenTTL = time.Hour })
+	short := withConfig(func(c *authd.Config) { c.AccessTokenTTL = 5 * time.Minute })
+	a := newEnv(t, pg[0], withKeysDir(keys), long)
+	b := newEnv(t, pg[1], withKeysDir(keys), short)
+	a.registerVerified("long@example.org", goodPassword)
+	access, _ := a.login("long@example.org", goodPassword)
+	want(t, "logout at A", a.do("POST", "/v1/auth/logout", nil, bearer(access)...), 204, "")
+	if err := b.svc.LoadRevocations(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if b.active(access) {
+		t.Fatal("B accepts the logged-out token")
+	}
+	b.clock.Advance(10 * time.Minute) // past B's lifetime, not the token's
+	b.svc.Revocations().Prune(b.clock.Now())
+	if b.active(access) {
+		t.Error("B forgot the revocation after its own token lifetime, with the token still valid")
+	}
+	c := newEnv(t, pg[2], withKeysDir(keys), short, startingAfter(10*time.Minute))
+	if c.active(access) {
+		t.Error("an instance started after its own token lifetime accepts the logged-out token")
 	}
 }
 
