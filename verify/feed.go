@@ -309,7 +309,7 @@ func (v *Verifier) stream(ctx context.Context, caughtUp func()) error {
 		}
 		return err
 	}
-	client := &http.Client{Transport: v.client.Transport}
+	client := &http.Client{Transport: v.client.Transport, CheckRedirect: refuseRedirect}
 	resp, err := client.Do(req)
 	if err != nil {
 		return silent(err)

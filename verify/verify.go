@@ -76,7 +76,8 @@ type Options struct {
 	// introspection.
 	ServiceToken string
 	// HTTPClient makes every request (default: a client with a 10-second
-	// timeout for JWKS and introspection; the feed uses its transport only).
+	// timeout for JWKS and introspection; the feed uses its transport
+	// only). Redirects are never followed, whatever its CheckRedirect.
 	HTTPClient *http.Client
 	// Policy while the feed is lost; FallBackToIntrospection by default.
 	Policy Policy
@@ -233,10 +234,12 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 			return nil, fmt.Errorf("verify: Options.%s: %w", name, err)
 		}
 	}
-	v := &Verifier{opts: opts, client: opts.HTTPClient, now: opts.Now, logger: opts.Logger}
-	if v.client == nil {
-		v.client = &http.Client{Timeout: 10 * time.Second}
+	client := http.Client{Timeout: 10 * time.Second}
+	if opts.HTTPClient != nil {
+		client = *opts.HTTPClient
 	}
+	client.CheckRedirect = refuseRedirect
+	v := &Verifier{opts: opts, client: &client, now: opts.Now, logger: opts.Logger}
 	if v.now == nil {
 		v.now = time.Now
 	}
@@ -272,6 +275,12 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 	}
 	return v, nil
 }
+
+// refuseRedirect keeps every request where Options sent it: a redirected
+// JWKS fetch could land on plain HTTP, and a redirected introspection
+// would carry the service token and the token itself (a 307 resends the
+// body) wherever it points. The 3xx answer is the request's failure.
+func refuseRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // checkURL accepts https URLs, and http ones to a loopback host or with
 // insecure set.

@@ -521,6 +521,50 @@ func TestFeedLostFallsBackToIntrospection(t *testing.T) {
 	}
 }
 
+// TestRedirectsNotFollowed: no request follows a redirect — not the JWKS
+// (it could land on plain HTTP), not introspection (it would carry the
+// service token and the token elsewhere), not even with a client of the
+// caller's that would.
+func TestRedirectsNotFollowed(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	var elsewhere atomic.Int64
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		elsewhere.Add(1)
+		fmt.Fprint(w, `{"active":true}`)
+	}))
+	t.Cleanup(other.Close)
+	redirect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		target := f.srv.URL + r.URL.Path
+		if r.URL.Path == "/v1/auth/introspect" {
+			target = other.URL + r.URL.Path
+		}
+		http.Redirect(w, r, target, http.StatusTemporaryRedirect)
+	}))
+	t.Cleanup(redirect.Close)
+	following := func(o *verify.Options) { o.HTTPClient = &http.Client{Timeout: 5 * time.Second} }
+
+	o := f.options()
+	following(&o)
+	o.JWKSURL = redirect.URL + "/jwks"
+	if _, err := verify.New(context.Background(), o); err == nil || !strings.Contains(err.Error(), "307") {
+		t.Errorf("New with a redirected JWKS: %v, want the 307 refused", err)
+	}
+
+	v := f.verifier(t, following, func(o *verify.Options) { o.IntrospectionURL = redirect.URL + "/v1/auth/introspect" })
+	f.mu.Lock()
+	f.feedStatus = http.StatusServiceUnavailable
+	f.mu.Unlock()
+	f.srv.CloseClientConnections()
+	waitFor(t, func() bool { return !v.Stats().FeedConnected })
+	if _, err := v.Verify(context.Background(), f.sign(t, "k1", f.claims(), nil)); !errors.Is(err, verify.ErrUnavailable) {
+		t.Errorf("a redirected introspection: %v, want ErrUnavailable", err)
+	}
+	if n := elsewhere.Load(); n != 0 {
+		t.Errorf("%d requests reached the redirect's target, want none", n)
+	}
+}
+
 // TestNewRefused: a wrong service token fails New at once.
 func TestNewRefused(t *testing.T) {
 	t.Parallel()
