@@ -115,6 +115,16 @@ func (s *Server) firstRevocationRead(ctx context.Context, after int64) (int64, [
 	return after, evs, err
 }
 
+// nextRevocationRead reads the events after after for a stream already
+// answering, bounded like the first read: a database that stops answering
+// ends the stream (the client resumes elsewhere or later) rather than
+// holding it, its slot and the server's shutdown.
+func (s *Server) nextRevocationRead(ctx context.Context, after int64) ([]authd.RevocationEvent, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.RevocationReadTimeout)
+	defer cancel()
+	return s.svc.RevocationEvents(ctx, after, 0)
+}
+
 // feedPosition is the id after which to serve: Last-Event-ID (an
 // EventSource resuming) wins over since; neither means from the start.
 func feedPosition(r *http.Request) (int64, error) {
@@ -239,8 +249,14 @@ func (s *Server) revocationStream(w http.ResponseWriter, r *http.Request, after 
 				}
 			}
 			changed = s.svc.Revocations().Changed()
+		} else {
+			select { // a long backlog still ends with the server
+			case <-s.ending:
+				return nil
+			default:
+			}
 		}
-		if evs, err = s.svc.RevocationEvents(ctx, after, 0); err != nil {
+		if evs, err = s.nextRevocationRead(ctx, after); err != nil {
 			// The answer has started: end the stream; the client resumes.
 			if ctx.Err() == nil {
 				s.logger.WarnContext(ctx, "revocation stream ended: reading events failed",

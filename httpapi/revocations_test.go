@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -275,4 +276,46 @@ func TestRevocationFeedStuckDatabase(t *testing.T) {
 			t.Errorf("poll on a stuck database: %d, want 503", resp.StatusCode)
 		}
 	})
+}
+
+// stuckLaterStore answers the feed's first read and then never again.
+type stuckLaterStore struct {
+	authd.Store
+	reads atomic.Int64
+}
+
+func (s *stuckLaterStore) RevocationEvents(ctx context.Context, after int64, now time.Time, limit int) ([]authd.RevocationEvent, error) {
+	if s.reads.Add(1) == 1 {
+		return s.Store.RevocationEvents(ctx, after, now, limit)
+	}
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestRevocationStreamStuckLater: a stream whose database stops answering
+// after it began ends (the client resumes) instead of hanging on to its
+// slot.
+func TestRevocationStreamStuckLater(t *testing.T) {
+	t.Parallel()
+	store := &stuckLaterStore{Store: openSQLite(t)}
+	e := newEnv(t, store)
+	srv := httptest.NewServer(httpapi.New(httpapi.Options{Service: e.svc, ServiceTokens: []string{serviceToken},
+		MaxRevocationStreams: 1, RevocationReadTimeout: 20 * time.Millisecond}))
+	t.Cleanup(srv.Close)
+	s := openStream(t, srv.URL)
+	s.next() // retry
+	if ev := s.next(); ev["event"] != "synced" {
+		t.Fatalf("%v, want synced", ev)
+	}
+	e.registerVerified("stuck@example.org", goodPassword)
+	access, _ := e.login("stuck@example.org", goodPassword)
+	want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(access)...), 204, "")
+	for s.lines.Scan() {
+	}
+	if err := s.lines.Err(); err != nil {
+		t.Errorf("the stream on a database that stopped answering: %v, want it ended by the server", err)
+	}
+	if next := openStream(t, srv.URL); next.resp.StatusCode != 503 {
+		t.Errorf("a new stream: %d, want 503 from the stuck first read (the slot was freed)", next.resp.StatusCode)
+	}
 }
