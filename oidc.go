@@ -451,14 +451,15 @@ func pkceMatches(challenge, method, verifier string) bool {
 // UserInfo returns the user of an access token (checked by Authenticate)
 // and the scopes its session was granted: none for a session that no
 // OpenID Connect client started. EInvalidToken (the user or session is
-// gone, deleted or locked by an administrator), EUnavailable.
+// gone, ended — by another instance too, before its notification arrives
+// — deleted or locked by an administrator), EUnavailable.
 func (s *Service) UserInfo(ctx context.Context, a *AccessClaims) (*User, []string, error) {
 	u, err := s.Me(ctx, a)
 	if err != nil {
 		return nil, nil, err
 	}
 	sess, err := s.store.Session(ctx, a.SessionID)
-	if ErrorCode(err) == ENotFound {
+	if ErrorCode(err) == ENotFound || err == nil && !sess.Active(s.now()) {
 		return nil, nil, errInvalidToken
 	}
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/authd/authd"
 	"github.com/authd/authd/oidc"
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
+	"github.com/google/uuid"
 	"golang.org/x/oauth2"
 )
 
@@ -377,6 +378,16 @@ func TestUserInfoFollowsScopes(t *testing.T) {
 		req.Header.Set("Authorization", "Bearer junk")
 		if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusUnauthorized {
 			t.Errorf("userinfo with a junk token: %v %v; want 401", resp, err)
+		}
+		// The session ended where this instance's revocation set cannot
+		// know yet (another instance's commit, its notification on the way):
+		// UserInfo reads the session row, so it refuses.
+		sid, _ := uuid.Parse(jwtPayload(t, tok.AccessToken)["sid"].(string))
+		if err := e.store.RevokeSession(context.Background(), sid, e.clock.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if info, err := r.provider.UserInfo(r.ctx, oauth2.StaticTokenSource(tok)); err == nil {
+			t.Errorf("userinfo of an ended session: %+v, want refused", info)
 		}
 	})
 }
