@@ -689,12 +689,18 @@ func (s *Service) usePasskey(ctx context.Context, tx *txn, c Client, u *User, ke
 		map[string]any{"passkey_id": key.ID.String(), "purpose": string(purpose)}))
 }
 
+// errAddedSince is an assertion of a passkey added after the moment a
+// ceremony allowed keys from.
+var errAddedSince = errors.New("passkey added since")
+
 // verifyAssertion checks an assertion of u's passkeys for a ceremony bound
 // to u (second factor, step-up). A refused assertion is logged as
 // passkey_login_failed and fails with errPasskeyRefused (counting toward
-// no lock); a counter that went back likewise (usePasskey).
+// no lock); a counter that went back likewise (usePasskey). With addedBy
+// set, a passkey added after it fails with errAddedSince, before anything
+// records it as used.
 func (s *Service) verifyAssertion(ctx context.Context, tx *txn, c Client, u *User, session *webauthn.SessionData,
-	parsed *protocol.ParsedCredentialAssertionData, purpose ChallengePurpose, now time.Time) (*Passkey, error) {
+	parsed *protocol.ParsedCredentialAssertionData, purpose ChallengePurpose, addedBy, now time.Time) (*Passkey, error) {
 	rp, err := s.relyingParty()
 	if err != nil {
 		return nil, err
@@ -715,6 +721,9 @@ func (s *Service) verifyAssertion(ctx context.Context, tx *txn, c Client, u *Use
 	if err != nil || key == nil {
 		return nil, tx.refuse(ctx, s.audit(now, c, EventPasskeyLoginFailed, ResultFailure, u.ID, "assertion refused",
 			map[string]any{"purpose": string(purpose), "detail": protocolDetail(err)}), errPasskeyRefused)
+	}
+	if !addedBy.IsZero() && addedBy.Before(key.CreatedAt) {
+		return nil, errAddedSince
 	}
 	return key, s.usePasskey(ctx, tx, c, u, key, cred, parsed, purpose, now)
 }
@@ -745,7 +754,12 @@ func (s *Service) VerifyMFAPasskey(ctx context.Context, c Client, mfaToken strin
 		if wch.MFAChallengeID != ch.ID || wch.UserID != u.ID {
 			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "passkey challenge of another login", nil)
 		}
-		key, err := s.verifyAssertion(ctx, tx, c, u, session, parsed, PurposeMFA, now)
+		key, err := s.verifyAssertion(ctx, tx, c, u, session, parsed, PurposeMFA, ch.CreatedAt, now)
+		if errors.Is(err, errAddedSince) {
+			// Added since the password was checked (after an
+			// administrator's reset, say): the login starts over.
+			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "second factor changed since the challenge", nil)
+		}
 		if err != nil {
 			if ErrorCode(err) == EInvalidCredentials {
 				ch.Failures++
@@ -754,11 +768,6 @@ func (s *Service) VerifyMFAPasskey(ctx context.Context, c Client, mfaToken strin
 				}
 			}
 			return err
-		}
-		if ch.CreatedAt.Before(key.CreatedAt) {
-			// Added since the password was checked (after an
-			// administrator's reset, say): the login starts over.
-			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "second factor changed since the challenge", nil)
 		}
 		ch.UsedAt = now
 		if err := tx.UpdateMFAChallenge(ctx, ch); err != nil {
@@ -812,7 +821,7 @@ func (s *Service) checkPasskeyProof(ctx context.Context, tx *txn, c Client, u *U
 	if ch.UserID != u.ID {
 		return s.refuseToken(ctx, tx, c, event, u.ID, "passkey challenge of another user", nil)
 	}
-	_, err = s.verifyAssertion(ctx, tx, c, u, session, parsed, PurposeStepUp, now)
+	_, err = s.verifyAssertion(ctx, tx, c, u, session, parsed, PurposeStepUp, time.Time{}, now)
 	return err
 }
 

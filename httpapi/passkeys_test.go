@@ -766,8 +766,19 @@ func TestPasskeyEdgeCases(t *testing.T) {
 		want(t, "add a second passkey", e.addPasskey(access, late, "Late"), 201, "")
 		r := e.do("POST", "/v1/auth/passkey/begin", map[string]string{"mfa_token": token})
 		want(t, "begin", r, 200, "")
+		used := func() int { return strings.Count(strings.Join(e.events("ida@example.org"), " "), "passkey_used") }
+		before := used()
 		want(t, "a passkey newer than the login", e.do("POST", "/v1/auth/mfa/verify", map[string]any{
 			"mfa_token": token, "method": "passkey", "credential": late.Get(publicKey(t, r))}), 400, "invalid_token")
+		keys, err := e.store.Passkeys(ctx, u.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range keys {
+			if p.Name == "Late" && !p.LastUsedAt.IsZero() || used() != before {
+				t.Errorf("the refused passkey was recorded as used: last used %v, %d passkey_used rows, want %d", p.LastUsedAt, used(), before)
+			}
+		}
 
 		// An expired mfa_token cannot begin one.
 		token = e.mfaLogin("ida@example.org")
