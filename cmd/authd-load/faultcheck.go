@@ -119,10 +119,8 @@ func (l *ledger) check(ctx context.Context, o faultOptions, faults []fault, samp
 			rep.DrainS = time.Since(drainStart).Seconds()
 			break
 		}
-		select {
-		case <-ctx.Done():
+		if !sleep(ctx, 500*time.Millisecond) {
 			return nil, ctx.Err()
-		case <-time.After(500 * time.Millisecond):
 		}
 	}
 
@@ -372,10 +370,8 @@ func (l *ledger) refused(ctx context.Context, in *instance, access string) int {
 		if code == http.StatusUnauthorized || time.Now().After(deadline) {
 			return code
 		}
-		select {
-		case <-ctx.Done():
+		if !sleep(ctx, 100*time.Millisecond) {
 			return code
-		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }

@@ -374,10 +374,7 @@ func (o options) workload(ctx context.Context, scenario string) (workload, error
 	// share the cores and understate it.
 	var limit float64
 	measureLimit := func(ctx context.Context) {
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
+		sleep(ctx, time.Second)
 		limit = hashingLimit(o.argon2)
 	}
 	hashing := func(r result) (string, bool) {
