@@ -82,34 +82,23 @@ func (kr *Keyring) SignID(c IDClaims, now time.Time) (string, error) {
 // a key in two keyrings is listed once.
 func JWKS(now time.Time, ttl time.Duration, rings ...*Keyring) ([]byte, error) {
 	var set struct {
-		Keys []json.RawMessage `json:"keys"`
+		Keys []JWK `json:"keys"`
 	}
-	set.Keys = []json.RawMessage{}
+	set.Keys = []JWK{}
 	seen := map[string]bool{}
 	for _, kr := range rings {
 		if kr == nil {
 			continue
 		}
-		one, err := kr.JWKS(now, ttl)
+		keys, err := kr.jwks(now, ttl)
 		if err != nil {
 			return nil, err
 		}
-		var part struct {
-			Keys []JWK `json:"keys"`
-		}
-		if err := json.Unmarshal(one, &part); err != nil {
-			return nil, err
-		}
-		for _, k := range part.Keys {
-			if seen[k.Kid] {
-				continue
+		for _, k := range keys {
+			if !seen[k.Kid] {
+				seen[k.Kid] = true
+				set.Keys = append(set.Keys, k)
 			}
-			seen[k.Kid] = true
-			b, err := json.Marshal(k)
-			if err != nil {
-				return nil, err
-			}
-			set.Keys = append(set.Keys, b)
 		}
 	}
 	return json.Marshal(set)

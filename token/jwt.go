@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rsa"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/big"
@@ -199,10 +198,12 @@ type JWK struct {
 // tokens living ttl: the keys about to sign and those still able to verify
 // unexpired tokens. Serve it with Cache-Control max-age JWKSMaxAge.
 func (kr *Keyring) JWKS(now time.Time, ttl time.Duration) ([]byte, error) {
-	var set struct {
-		Keys []JWK `json:"keys"`
-	}
-	set.Keys = []JWK{}
+	return JWKS(now, ttl, kr)
+}
+
+// jwks returns the keys kr publishes at now for tokens living ttl.
+func (kr *Keyring) jwks(now time.Time, ttl time.Duration) ([]JWK, error) {
+	var keys []JWK
 	b64 := base64.RawURLEncoding
 	for _, k := range kr.Published(now, ttl) {
 		j := JWK{Kid: k.ID, Alg: k.Alg, Use: "sig"}
@@ -223,7 +224,7 @@ func (kr *Keyring) JWKS(now time.Time, ttl time.Duration) ([]byte, error) {
 		default:
 			return nil, fmt.Errorf("key %s: unsupported type %T", k.ID, pub)
 		}
-		set.Keys = append(set.Keys, j)
+		keys = append(keys, j)
 	}
-	return json.Marshal(set)
+	return keys, nil
 }
