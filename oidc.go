@@ -234,24 +234,29 @@ func (s *Service) GrantConsent(ctx context.Context, c Client, user uuid.UUID, cl
 }
 
 // Consents lists the clients the user has let in, newest first, with
-// their names. EUnavailable.
+// their names. A client deleted meanwhile (its consents go with it) is
+// left out. EUnavailable.
 func (s *Service) Consents(ctx context.Context, a *AccessClaims) ([]*Consent, map[string]*OAuthClient, error) {
 	list, err := s.store.Consents(ctx, a.UserID)
 	if err != nil {
 		return nil, nil, err
 	}
 	clients := map[string]*OAuthClient{}
+	kept := list[:0]
 	for _, c := range list {
-		if _, ok := clients[c.ClientID]; ok {
-			continue
+		if _, ok := clients[c.ClientID]; !ok {
+			oc, err := s.store.OAuthClient(ctx, c.ClientID)
+			if ErrorCode(err) == ENotFound {
+				continue
+			}
+			if err != nil {
+				return nil, nil, err
+			}
+			clients[c.ClientID] = oc
 		}
-		oc, err := s.store.OAuthClient(ctx, c.ClientID)
-		if err != nil {
-			return nil, nil, err
-		}
-		clients[c.ClientID] = oc
+		kept = append(kept, c)
 	}
-	return list, clients, nil
+	return kept, clients, nil
 }
 
 // RevokeConsent withdraws the user's consent to a client and ends every
