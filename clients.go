@@ -2,9 +2,7 @@ package authd
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
@@ -235,10 +233,7 @@ func (s *Service) refuseClient(ctx context.Context, c Client, known *OAuthClient
 // no one can test a guess against the log, and 48 bits of a secret's
 // digest give nothing of the secret.
 func (s *Service) clientIDDigest(id string) string {
-	m := hmac.New(sha256.New, s.refreshKey)
-	m.Write([]byte("authd unknown client id v1\x00"))
-	m.Write([]byte(id))
-	return hex.EncodeToString(m.Sum(nil)[:6])
+	return hex.EncodeToString(labelledMAC(s.refreshKey, "authd unknown client id v1", id)[:6])
 }
 
 // clientSecretDigest is the stored form of a client secret:
@@ -247,12 +242,7 @@ func (s *Service) clientIDDigest(id string) string {
 // strong as a slow hash, and without the key a copy of the database cannot
 // even test a guess.
 func (s *Service) clientSecretDigest(clientID, secret string) string {
-	m := hmac.New(sha256.New, s.refreshKey)
-	m.Write([]byte("authd client secret v1\x00"))
-	m.Write([]byte(clientID))
-	m.Write([]byte{0})
-	m.Write([]byte(secret))
-	return hex.EncodeToString(m.Sum(nil))
+	return hex.EncodeToString(labelledMAC(s.refreshKey, "authd client secret v1", clientID, secret))
 }
 
 // validClientID reports whether id can name a client: 1 to 64 characters

@@ -4,9 +4,7 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base32"
 	"encoding/base64"
@@ -528,10 +526,7 @@ func (s *Service) replaceRecoveryCodes(ctx context.Context, tx *txn, user uuid.U
 // with the MFA key, since 50 bits would not survive a dictionary of plain
 // hashes if the table leaked.
 func (s *Service) recoveryDigest(code string) string {
-	m := hmac.New(sha256.New, s.mfaKey)
-	m.Write([]byte("authd recovery code v1\x00"))
-	m.Write([]byte(code))
-	return hex.EncodeToString(m.Sum(nil))
+	return hex.EncodeToString(labelledMAC(s.mfaKey, "authd recovery code v1", code))
 }
 
 // sealSecret encrypts a TOTP secret for f with AES-256-GCM under the MFA

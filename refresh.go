@@ -2,8 +2,6 @@ package authd
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/base64"
 	"time"
 
@@ -152,10 +150,7 @@ func (s *Service) reuse(ctx context.Context, tx *txn, c Client, t *Token, sess *
 // digest: HMAC-SHA-256 under the refresh key, which every instance shares, so
 // a repeat of parent finds the same child without any secret being stored.
 func (s *Service) childToken(parent string) (raw, digest string) {
-	m := hmac.New(sha256.New, s.refreshKey)
-	m.Write([]byte("authd refresh rotation v1\x00"))
-	m.Write([]byte(parent))
-	raw = base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+	raw = base64.RawURLEncoding.EncodeToString(labelledMAC(s.refreshKey, "authd refresh rotation v1", parent))
 	return raw, Digest(raw)
 }
 

@@ -312,15 +312,26 @@ const (
 	mailLimitRange = time.Hour
 )
 
+// labelledMAC is HMAC-SHA-256 under key of label and parts, each part after
+// a NUL: every use has its own label, so that no digest of one kind stands
+// for another, and the NULs keep parts from running into each other. These
+// are the bytes the digests stored since v1 were made of.
+func labelledMAC(key []byte, label string, parts ...string) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(label))
+	for _, p := range parts {
+		m.Write([]byte{0})
+		m.Write([]byte(p))
+	}
+	return m.Sum(nil)
+}
+
 // emailKey names an address in the rate-limit store by a keyed digest
 // (HMAC-SHA-256 under the shared refresh key, with its own label), so that a
 // shared store (Redis) never holds addresses, nor digests that a dictionary
 // of addresses could reverse.
 func (s *Service) emailKey(email string) string {
-	m := hmac.New(sha256.New, s.refreshKey)
-	m.Write([]byte("authd rate-limit email v1\x00"))
-	m.Write([]byte(email))
-	return hex.EncodeToString(m.Sum(nil)[:16])
+	return hex.EncodeToString(labelledMAC(s.refreshKey, "authd rate-limit email v1", email)[:16])
 }
 
 // limitEmail applies a per-email limit.
