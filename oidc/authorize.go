@@ -70,6 +70,8 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.State = state
+	// Bound before it is saved, on every path: see savedRequest.
+	req.BrowserBinding = p.formMAC(p.ensureSeed(w, r), requestBinding, "")
 	if slices.Contains(strings.Fields(q.Get("prompt")), "none") {
 		p.authorizeSilently(w, r, req, oc)
 		return
@@ -224,7 +226,7 @@ func (p *Provider) issueCode(w http.ResponseWriter, r *http.Request, req *authd.
 	code, req, err := p.svc.IssueCode(r.Context(), client(r.Context()), req.ID, sess)
 	if err != nil {
 		if authd.ErrorCode(err) == authd.ENotFound {
-			p.errorPage(w, http.StatusBadRequest, "Request expired", authd.ErrorMessage(err))
+			p.requestGone(w)
 			return
 		}
 		p.unavailable(w, err)
@@ -233,8 +235,18 @@ func (p *Provider) issueCode(w http.ResponseWriter, r *http.Request, req *authd.
 	p.redirectTo(w, r, req.RedirectURI, url.Values{"code": {code}}, req.State)
 }
 
+// requestBinding is the formMAC purpose of a saved request's
+// BrowserBinding. No form token is made for it, so a binding is no form's
+// token and no token is a binding.
+const requestBinding = "request binding"
+
 // savedRequest loads the request a page form or link names; an error page
-// answers when there is none.
+// answers when there is none. A request saved by another browser is
+// refused as if unknown: its id travels in URLs and leaks (history, logs,
+// Referer), and another browser, signed in as someone else, must not finish
+// it and plant the code, which carries this request's state and PKCE
+// challenge, in the browser that started it (login CSRF). The same answer
+// as an unknown id, so that nobody learns that an id exists.
 func (p *Provider) savedRequest(w http.ResponseWriter, r *http.Request, id string) (*authd.AuthRequest, *authd.OAuthClient, bool) {
 	rid, err := uuid.Parse(id)
 	if err != nil {
@@ -242,15 +254,22 @@ func (p *Provider) savedRequest(w http.ResponseWriter, r *http.Request, id strin
 		return nil, nil, false
 	}
 	req, oc, err := p.svc.AuthRequest(r.Context(), rid)
+	if authd.ErrorCode(err) == authd.ENotFound || err == nil && !p.thisBrowsers(r, req.BrowserBinding, requestBinding, "") {
+		p.requestGone(w)
+		return nil, nil, false
+	}
 	if err != nil {
-		if authd.ErrorCode(err) == authd.ENotFound {
-			p.errorPage(w, http.StatusBadRequest, "Request expired", authd.ErrorMessage(err))
-			return nil, nil, false
-		}
 		p.unavailable(w, err)
 		return nil, nil, false
 	}
 	return req, oc, true
+}
+
+// requestGone answers a request id this browser cannot use: expired, used,
+// or another browser's, all alike.
+func (p *Provider) requestGone(w http.ResponseWriter) {
+	p.errorPage(w, http.StatusBadRequest, "Request expired",
+		"This sign-in request has expired or was already used; start again from the application.")
 }
 
 // redirectError sends an error back to the client (RFC 6749 §4.1.2.1).
