@@ -1,7 +1,6 @@
 package oidc
 
 import (
-	"errors"
 	"net/http"
 	"net/url"
 	"slices"
@@ -161,7 +160,11 @@ func validChallenge(s string) bool {
 // never a page.
 func (p *Provider) authorizeSilently(w http.ResponseWriter, r *http.Request, req *authd.AuthRequest, oc *authd.OAuthClient) {
 	sess, _, err := p.browserSession(r)
-	if err != nil || sess.CreatedAt.Before(req.MinAuthTime) {
+	if err != nil {
+		p.unavailable(w, err)
+		return
+	}
+	if sess == nil || sess.CreatedAt.Before(req.MinAuthTime) {
 		p.redirectError(w, r, req.RedirectURI, req.State, authError{"login_required", "no signed-in session"})
 		return
 	}
@@ -204,7 +207,11 @@ func (p *Provider) resume(w http.ResponseWriter, r *http.Request) {
 // the code.
 func (p *Provider) continueRequest(w http.ResponseWriter, r *http.Request, req *authd.AuthRequest, oc *authd.OAuthClient) {
 	sess, u, err := p.browserSession(r)
-	if err != nil || sess.CreatedAt.Before(req.MinAuthTime) {
+	if err != nil {
+		p.unavailable(w, err)
+		return
+	}
+	if sess == nil || sess.CreatedAt.Before(req.MinAuthTime) {
 		http.Redirect(w, r, SignInPath+"?request="+req.ID.String(), http.StatusSeeOther)
 		return
 	}
@@ -291,13 +298,22 @@ func (p *Provider) redirectTo(w http.ResponseWriter, r *http.Request, redirect s
 	http.Redirect(w, r, redirect+sep+params.Encode(), http.StatusFound)
 }
 
-// browserSession is the live session of this browser's cookie.
+// browserSession is the live session of this browser's cookie, or nil
+// (and no error) when the browser is not signed in: no cookie, or one of an
+// unknown, expired or revoked session. An error is an outage and must be
+// answered as one: taken for "not signed in", it would send prompt=none
+// back with login_required and show the sign-in page while the database is
+// down.
 func (p *Provider) browserSession(r *http.Request) (*authd.Session, *authd.User, error) {
 	cookie := p.cookie(r, sessionCookie)
 	if cookie == "" {
-		return nil, nil, errors.New("no session cookie")
+		return nil, nil, nil
 	}
-	return p.svc.BrowserSession(r.Context(), cookie)
+	sess, u, err := p.svc.BrowserSession(r.Context(), cookie)
+	if authd.ErrorCode(err) == authd.EInvalidToken {
+		return nil, nil, nil
+	}
+	return sess, u, err
 }
 
 // saveFailed answers a request that could not be kept: too many from this

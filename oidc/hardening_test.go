@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/authd/authd"
@@ -203,4 +204,63 @@ func TestRequestBoundToItsBrowser(t *testing.T) {
 			t.Errorf("a request without a binding: %d %q; want 400", victim.last.StatusCode, victim.last.Header.Get("Location"))
 		}
 	})
+}
+
+// outageStore is a store whose browser-session reads fail as in a database
+// outage while down is set.
+type outageStore struct {
+	authd.Store
+	down atomic.Bool
+}
+
+func (s *outageStore) BrowserSession(ctx context.Context, digest string) (*authd.Session, error) {
+	if s.down.Load() {
+		return nil, authd.Errorf(authd.EUnavailable, "the database is down")
+	}
+	return s.Store.BrowserSession(ctx, digest)
+}
+
+// TestOutageIsNotSignedOut: a browser session that cannot be read because
+// the database is down is an outage (503, Retry-After), not "not signed
+// in": prompt=none must not answer login_required, the sign-in page must
+// not be shown, and a sign-in must not set its cookie while the old session
+// it replaces cannot be ended.
+func TestOutageIsNotSignedOut(t *testing.T) {
+	t.Parallel()
+	s := &outageStore{Store: openSQLite(t)}
+	e := newEnv(t, s)
+	e.user("out@example.org")
+	r, b := e.signInAgainPage("out@example.org")
+	signIn := b.form()
+	signIn.Set("email", "out@example.org")
+	signIn.Set("password", goodPassword)
+
+	s.down.Store(true)
+	unavailable := func(what string) {
+		t.Helper()
+		if b.last.StatusCode != http.StatusServiceUnavailable || b.last.Header.Get("Retry-After") == "" {
+			t.Errorf("%s during an outage: %d %q; want 503 with Retry-After", what, b.last.StatusCode, b.last.Header.Get("Location"))
+		}
+	}
+	b.get(r.cfg.AuthCodeURL("silent", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()), oauth2.SetAuthURLParam("prompt", "none")))
+	unavailable("prompt=none")
+	b.get(r.cfg.AuthCodeURL("page", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+	unavailable("authorize")
+	before := b.sessionCookie()
+	b.post(oidc.SignInPath, signIn)
+	unavailable("sign-in")
+	if b.sessionCookie() != before {
+		t.Errorf("a sign-in during an outage replaced the session cookie")
+	}
+}
+
+// sessionCookie is the browser's session cookie for the server.
+func (b *browser) sessionCookie() string {
+	u, _ := url.Parse(b.e.srv.URL)
+	for _, c := range b.http.Jar.Cookies(u) {
+		if c.Name == "authd_session" {
+			return c.Value
+		}
+	}
+	return ""
 }
