@@ -82,8 +82,14 @@ type AuthRequest struct {
 	// ForceConsent (prompt=consent) shows the consent screen even when an
 	// earlier consent covers the scopes.
 	ForceConsent bool
-	CreatedAt    time.Time
-	ExpiresAt    time.Time
+	// BrowserBinding ties the request to the browser that started it (an
+	// HMAC of that browser's cookie, computed by the OpenID provider): the
+	// request's id alone, which leaks through history, logs and Referer,
+	// must not let another browser finish it. Empty on rows saved before
+	// it existed, which no browser matches.
+	BrowserBinding string
+	CreatedAt      time.Time
+	ExpiresAt      time.Time
 }
 
 // AuthCode is an authorization code (table oauth_codes), stored as its

@@ -1,7 +1,6 @@
 package oidc
 
 import (
-	"errors"
 	"net/http"
 	"net/url"
 	"slices"
@@ -70,6 +69,8 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.State = state
+	// Bound before it is saved, on every path: see savedRequest.
+	req.BrowserBinding = p.formMAC(p.ensureSeed(w, r), requestBinding, "")
 	if slices.Contains(strings.Fields(q.Get("prompt")), "none") {
 		p.authorizeSilently(w, r, req, oc)
 		return
@@ -159,7 +160,11 @@ func validChallenge(s string) bool {
 // never a page.
 func (p *Provider) authorizeSilently(w http.ResponseWriter, r *http.Request, req *authd.AuthRequest, oc *authd.OAuthClient) {
 	sess, _, err := p.browserSession(r)
-	if err != nil || sess.CreatedAt.Before(req.MinAuthTime) {
+	if err != nil {
+		p.unavailable(w, err)
+		return
+	}
+	if sess == nil || sess.CreatedAt.Before(req.MinAuthTime) {
 		p.redirectError(w, r, req.RedirectURI, req.State, authError{"login_required", "no signed-in session"})
 		return
 	}
@@ -202,7 +207,11 @@ func (p *Provider) resume(w http.ResponseWriter, r *http.Request) {
 // the code.
 func (p *Provider) continueRequest(w http.ResponseWriter, r *http.Request, req *authd.AuthRequest, oc *authd.OAuthClient) {
 	sess, u, err := p.browserSession(r)
-	if err != nil || sess.CreatedAt.Before(req.MinAuthTime) {
+	if err != nil {
+		p.unavailable(w, err)
+		return
+	}
+	if sess == nil || sess.CreatedAt.Before(req.MinAuthTime) {
 		http.Redirect(w, r, SignInPath+"?request="+req.ID.String(), http.StatusSeeOther)
 		return
 	}
@@ -224,7 +233,7 @@ func (p *Provider) issueCode(w http.ResponseWriter, r *http.Request, req *authd.
 	code, req, err := p.svc.IssueCode(r.Context(), client(r.Context()), req.ID, sess)
 	if err != nil {
 		if authd.ErrorCode(err) == authd.ENotFound {
-			p.errorPage(w, http.StatusBadRequest, "Request expired", authd.ErrorMessage(err))
+			p.requestGone(w)
 			return
 		}
 		p.unavailable(w, err)
@@ -233,8 +242,18 @@ func (p *Provider) issueCode(w http.ResponseWriter, r *http.Request, req *authd.
 	p.redirectTo(w, r, req.RedirectURI, url.Values{"code": {code}}, req.State)
 }
 
+// requestBinding is the formMAC purpose of a saved request's
+// BrowserBinding. No form token is made for it, so a binding is no form's
+// token and no token is a binding.
+const requestBinding = "request binding"
+
 // savedRequest loads the request a page form or link names; an error page
-// answers when there is none.
+// answers when there is none. A request saved by another browser is
+// refused as if unknown: its id travels in URLs and leaks (history, logs,
+// Referer), and another browser, signed in as someone else, must not finish
+// it and plant the code, which carries this request's state and PKCE
+// challenge, in the browser that started it (login CSRF). The same answer
+// as an unknown id, so that nobody learns that an id exists.
 func (p *Provider) savedRequest(w http.ResponseWriter, r *http.Request, id string) (*authd.AuthRequest, *authd.OAuthClient, bool) {
 	rid, err := uuid.Parse(id)
 	if err != nil {
@@ -242,15 +261,22 @@ func (p *Provider) savedRequest(w http.ResponseWriter, r *http.Request, id strin
 		return nil, nil, false
 	}
 	req, oc, err := p.svc.AuthRequest(r.Context(), rid)
+	if authd.ErrorCode(err) == authd.ENotFound || err == nil && !p.thisBrowsers(r, req.BrowserBinding, requestBinding, "") {
+		p.requestGone(w)
+		return nil, nil, false
+	}
 	if err != nil {
-		if authd.ErrorCode(err) == authd.ENotFound {
-			p.errorPage(w, http.StatusBadRequest, "Request expired", authd.ErrorMessage(err))
-			return nil, nil, false
-		}
 		p.unavailable(w, err)
 		return nil, nil, false
 	}
 	return req, oc, true
+}
+
+// requestGone answers a request id this browser cannot use: expired, used,
+// or another browser's, all alike.
+func (p *Provider) requestGone(w http.ResponseWriter) {
+	p.errorPage(w, http.StatusBadRequest, "Request expired",
+		"This sign-in request has expired or was already used; start again from the application.")
 }
 
 // redirectError sends an error back to the client (RFC 6749 §4.1.2.1).
@@ -272,13 +298,22 @@ func (p *Provider) redirectTo(w http.ResponseWriter, r *http.Request, redirect s
 	http.Redirect(w, r, redirect+sep+params.Encode(), http.StatusFound)
 }
 
-// browserSession is the live session of this browser's cookie.
+// browserSession is the live session of this browser's cookie, or nil
+// (and no error) when the browser is not signed in: no cookie, or one of an
+// unknown, expired or revoked session. An error is an outage and must be
+// answered as one: taken for "not signed in", it would send prompt=none
+// back with login_required and show the sign-in page while the database is
+// down.
 func (p *Provider) browserSession(r *http.Request) (*authd.Session, *authd.User, error) {
 	cookie := p.cookie(r, sessionCookie)
 	if cookie == "" {
-		return nil, nil, errors.New("no session cookie")
+		return nil, nil, nil
 	}
-	return p.svc.BrowserSession(r.Context(), cookie)
+	sess, u, err := p.svc.BrowserSession(r.Context(), cookie)
+	if authd.ErrorCode(err) == authd.EInvalidToken {
+		return nil, nil, nil
+	}
+	return sess, u, err
 }
 
 // saveFailed answers a request that could not be kept: too many from this

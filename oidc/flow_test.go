@@ -714,20 +714,29 @@ func TestSignUpAndForgotLinks(t *testing.T) {
 	})
 }
 
+// signInAgainPage signs a new browser in to a first-party client as email
+// (an account already there), then a second later starts a prompt=login
+// request: the browser is on the sign-in page, its old session still live.
+func (e *env) signInAgainPage(email string) (*rp, *browser) {
+	e.t.Helper()
+	c, cs := e.client("app", authd.ClientConfidential, true)
+	r := e.rp(c, cs)
+	b := e.browser()
+	r.login(e.t, b, email, "s", "n", oauth2.GenerateVerifier())
+	e.clock.Advance(time.Second)
+	b.get(r.cfg.AuthCodeURL("again", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()), oauth2.SetAuthURLParam("prompt", "login")))
+	if b.callback() != nil || b.form().Get("csrf") == "" {
+		e.t.Fatalf("prompt=login did not ask to sign in: %d", b.last.StatusCode)
+	}
+	return r, b
+}
+
 // TestSignInAgainEndsTheOldBrowserSession: prompt=login signs in anew and
 // the session the old cookie named ends.
 func TestSignInAgainEndsTheOldBrowserSession(t *testing.T) {
 	onBothStores(t, func(t *testing.T, e *env) {
 		u := e.user("sam@example.org")
-		c, cs := e.client("app", authd.ClientConfidential, true)
-		r := e.rp(c, cs)
-		b := e.browser()
-		r.login(t, b, "sam@example.org", "s", "n", oauth2.GenerateVerifier())
-		e.clock.Advance(time.Second)
-		b.get(r.cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()), oauth2.SetAuthURLParam("prompt", "login")))
-		if b.callback() != nil {
-			t.Fatal("prompt=login did not ask to sign in")
-		}
+		_, b := e.signInAgainPage("sam@example.org")
 		b.signIn("sam@example.org", goodPassword)
 		if b.callback() == nil {
 			t.Fatalf("second sign-in: %d", b.last.StatusCode)

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/authd/authd"
@@ -147,4 +148,119 @@ func TestClientEndsItsOwnSession(t *testing.T) {
 			t.Errorf("the token after its logout: %d, want 401", got)
 		}
 	})
+}
+
+// TestRequestBoundToItsBrowser: a request's id (which leaks through
+// history, logs, Referer) does not let another browser finish it. Else a
+// browser signed in as someone else gets a code for its own account that
+// carries the first browser's state and PKCE challenge, and plants it at
+// the client's callback in the first browser: a login CSRF that state and
+// PKCE do not stop. The refusal is the page of an unknown id.
+func TestRequestBoundToItsBrowser(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("victim@example.org")
+		e.user("attacker@example.org")
+		c, cs := e.client("app", authd.ClientConfidential, true)
+		r := e.rp(c, cs)
+		attacker := e.browser()
+		r.login(t, attacker, "attacker@example.org", "a", "n", oauth2.GenerateVerifier())
+
+		victim := e.browser()
+		verifier := oauth2.GenerateVerifier()
+		victim.get(r.cfg.AuthCodeURL("victim-state", oauth2.S256ChallengeOption(verifier)))
+		id := victim.form().Get("request")
+		if id == "" {
+			t.Fatalf("no sign-in page for the victim: %d %s", victim.last.StatusCode, victim.body)
+		}
+		unknown := nonceRE.ReplaceAllString(attacker.get(e.srv.URL+oidc.ResumePath+"?request="+authd.NewID().String()).body, "")
+		for _, b := range map[string]*browser{"signed in as another user": attacker, "without cookies": e.browser()} {
+			for _, path := range []string{oidc.ResumePath, oidc.SignInPath, oidc.SignUpPath, oidc.ForgotPath} {
+				b.get(e.srv.URL + path + "?request=" + id)
+				if cb := b.callback(); cb != nil {
+					t.Fatalf("another browser finished the request at %s: %v", path, cb)
+				}
+				if b.last.StatusCode != http.StatusBadRequest || nonceRE.ReplaceAllString(b.body, "") != unknown {
+					t.Errorf("another browser at %s: %d; want the page of an unknown request\n%s", path, b.last.StatusCode, b.body)
+				}
+			}
+		}
+
+		victim.signIn("victim@example.org", goodPassword)
+		cb := victim.callback()
+		if cb == nil || cb.Get("code") == "" || cb.Get("state") != "victim-state" {
+			t.Fatalf("the browser that started the request: %d %v", victim.last.StatusCode, cb)
+		}
+		if _, idt := r.exchange(t, cb.Get("code"), verifier); idt.Subject != e.userByEmail("victim@example.org").ID.String() {
+			t.Errorf("the code is %s's; want the victim's", idt.Subject)
+		}
+
+		// A request saved without a binding (before the column existed) is
+		// no browser's.
+		old := &authd.AuthRequest{ClientID: c.ID, RedirectURI: rpCallback, Scopes: []string{"openid"}, State: "old"}
+		if err := e.svc.SaveAuthRequest(context.Background(), authd.Client{}, old); err != nil {
+			t.Fatal(err)
+		}
+		if victim.get(e.srv.URL + oidc.ResumePath + "?request=" + old.ID.String()); victim.last.StatusCode != http.StatusBadRequest {
+			t.Errorf("a request without a binding: %d %q; want 400", victim.last.StatusCode, victim.last.Header.Get("Location"))
+		}
+	})
+}
+
+// outageStore is a store whose browser-session reads fail as in a database
+// outage while down is set.
+type outageStore struct {
+	authd.Store
+	down atomic.Bool
+}
+
+func (s *outageStore) BrowserSession(ctx context.Context, digest string) (*authd.Session, error) {
+	if s.down.Load() {
+		return nil, authd.Errorf(authd.EUnavailable, "the database is down")
+	}
+	return s.Store.BrowserSession(ctx, digest)
+}
+
+// TestOutageIsNotSignedOut: a browser session that cannot be read because
+// the database is down is an outage (503, Retry-After), not "not signed
+// in": prompt=none must not answer login_required, the sign-in page must
+// not be shown, and a sign-in must not set its cookie while the old session
+// it replaces cannot be ended.
+func TestOutageIsNotSignedOut(t *testing.T) {
+	t.Parallel()
+	s := &outageStore{Store: openSQLite(t)}
+	e := newEnv(t, s)
+	e.user("out@example.org")
+	r, b := e.signInAgainPage("out@example.org")
+	signIn := b.form()
+	signIn.Set("email", "out@example.org")
+	signIn.Set("password", goodPassword)
+
+	s.down.Store(true)
+	unavailable := func(what string) {
+		t.Helper()
+		if b.last.StatusCode != http.StatusServiceUnavailable || b.last.Header.Get("Retry-After") == "" {
+			t.Errorf("%s during an outage: %d %q; want 503 with Retry-After", what, b.last.StatusCode, b.last.Header.Get("Location"))
+		}
+	}
+	b.get(r.cfg.AuthCodeURL("silent", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()), oauth2.SetAuthURLParam("prompt", "none")))
+	unavailable("prompt=none")
+	b.get(r.cfg.AuthCodeURL("page", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+	unavailable("authorize")
+	before := b.sessionCookie()
+	b.post(oidc.SignInPath, signIn)
+	unavailable("sign-in")
+	if b.sessionCookie() != before {
+		t.Errorf("a sign-in during an outage replaced the session cookie")
+	}
+}
+
+// sessionCookie is the browser's session cookie for the server.
+func (b *browser) sessionCookie() string {
+	u, _ := url.Parse(b.e.srv.URL)
+	for _, c := range b.http.Jar.Cookies(u) {
+		if c.Name == "authd_session" {
+			return c.Value
+		}
+	}
+	return ""
 }

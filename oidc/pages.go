@@ -174,15 +174,22 @@ func (p *Provider) cookie(r *http.Request, name string) string {
 // csrfToken returns the form token for purpose and binding, setting this
 // browser's CSRF cookie first when it has none.
 func (p *Provider) csrfToken(w http.ResponseWriter, r *http.Request, purpose, binding string) string {
-	seed := p.cookie(r, csrfCookie)
-	if seed == "" {
-		b := make([]byte, 32)
-		rand.Read(b)
-		seed = base64.RawURLEncoding.EncodeToString(b)
-		p.setCookie(w, csrfCookie, seed, 0)
-		r.AddCookie(&http.Cookie{Name: p.cookieName(csrfCookie), Value: seed})
+	return p.formMAC(p.ensureSeed(w, r), purpose, binding)
+}
+
+// ensureSeed returns this browser's CSRF cookie (its seed), setting a new
+// one when it has none. The new seed is added to r as well, so that every
+// token and binding of the same answer uses it.
+func (p *Provider) ensureSeed(w http.ResponseWriter, r *http.Request) string {
+	if seed := p.cookie(r, csrfCookie); seed != "" {
+		return seed
 	}
-	return p.formMAC(seed, purpose, binding)
+	b := make([]byte, 32)
+	rand.Read(b)
+	seed := base64.RawURLEncoding.EncodeToString(b)
+	p.setCookie(w, csrfCookie, seed, 0)
+	r.AddCookie(&http.Cookie{Name: p.cookieName(csrfCookie), Value: seed})
+	return seed
 }
 
 func (p *Provider) formMAC(seed, purpose, binding string) string {
@@ -194,12 +201,17 @@ func (p *Provider) formMAC(seed, purpose, binding string) string {
 // checkCSRF reports whether the form's token is this browser's for purpose
 // and binding.
 func (p *Provider) checkCSRF(r *http.Request, form url.Values, purpose, binding string) bool {
+	return p.thisBrowsers(r, form.Get("csrf"), purpose, binding)
+}
+
+// thisBrowsers reports whether mac is formMAC of this browser's seed for
+// purpose and binding; never for a browser without a seed or an empty mac.
+func (p *Provider) thisBrowsers(r *http.Request, mac, purpose, binding string) bool {
 	seed := p.cookie(r, csrfCookie)
-	got := form.Get("csrf")
-	if seed == "" || got == "" {
+	if seed == "" || mac == "" {
 		return false
 	}
-	return hmac.Equal([]byte(got), []byte(p.formMAC(seed, purpose, binding)))
+	return hmac.Equal([]byte(mac), []byte(p.formMAC(seed, purpose, binding)))
 }
 
 // readForm reads a bounded urlencoded form body (never the query string).

@@ -213,13 +213,16 @@ func retryAfter(err error) int {
 
 // signedIn sets the session cookie and goes on with the request. A
 // session the browser held before (another account, prompt=login) ends: a
-// cookie that is replaced must not leave a live session behind.
+// cookie that is replaced must not leave a live session behind, so an
+// outage while finding or ending it sets no cookie.
 func (p *Provider) signedIn(w http.ResponseWriter, r *http.Request, req *authd.AuthRequest, cookie string) {
-	if old, _, err := p.browserSession(r); err == nil {
-		if err := p.svc.EndSession(r.Context(), client(r.Context()), old.ID); err != nil {
-			p.unavailable(w, err)
-			return
-		}
+	old, _, err := p.browserSession(r)
+	if err == nil && old != nil {
+		err = p.svc.EndSession(r.Context(), client(r.Context()), old.ID)
+	}
+	if err != nil {
+		p.unavailable(w, err)
+		return
 	}
 	p.setCookie(w, sessionCookie, cookie, 0)
 	http.Redirect(w, r, ResumePath+"?request="+req.ID.String(), http.StatusSeeOther)
@@ -232,6 +235,10 @@ func (p *Provider) consent(w http.ResponseWriter, r *http.Request) {
 	}
 	sess, _, err := p.browserSession(r)
 	if err != nil {
+		p.unavailable(w, err)
+		return
+	}
+	if sess == nil {
 		http.Redirect(w, r, SignInPath+"?request="+req.ID.String(), http.StatusSeeOther)
 		return
 	}
@@ -301,7 +308,12 @@ func (p *Provider) logoutPage(w http.ResponseWriter, r *http.Request) {
 	if f.PostLogoutRedirectURI != "" {
 		pg.formTo = []string{origin(f.PostLogoutRedirectURI)}
 	}
-	if _, u, err := p.browserSession(r); err == nil {
+	_, u, err := p.browserSession(r)
+	if err != nil {
+		p.unavailable(w, err)
+		return
+	}
+	if u != nil {
 		pg.Email = u.Email
 	}
 	p.render(w, http.StatusOK, pg)
@@ -327,11 +339,11 @@ func (p *Provider) logout(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, c := r.Context(), client(r.Context())
 	sess, _, err := p.browserSession(r)
-	if err != nil && p.cookie(r, sessionCookie) != "" && authd.ErrorCode(err) != authd.EInvalidToken {
+	if err != nil {
 		p.unavailable(w, err)
 		return
 	}
-	if err == nil {
+	if sess != nil {
 		if err := p.svc.EndSession(ctx, c, sess.ID); err != nil {
 			p.unavailable(w, err)
 			return
@@ -341,7 +353,7 @@ func (p *Provider) logout(w http.ResponseWriter, r *http.Request) {
 	// an ID token leaks easily (it travels in URLs), and must not let anyone
 	// end its session from anywhere. (The client can end its own session
 	// with POST /v1/auth/logout and its access token.)
-	if hinted != nil && err == nil {
+	if hinted != nil && sess != nil {
 		if err := p.svc.EndUserSession(ctx, c, *hinted, sess.UserID); err != nil && authd.ErrorCode(err) != authd.ENotFound {
 			p.unavailable(w, err)
 			return

@@ -102,15 +102,15 @@ func (q *queries) DeleteConsent(ctx context.Context, userID uuid.UUID, clientID 
 }
 
 const authRequestColumns = `id, client_id, redirect_uri, scopes, state, nonce, code_challenge,
-	code_challenge_method, min_auth_time, force_consent, created_at, expires_at`
+	code_challenge_method, min_auth_time, force_consent, browser_binding, created_at, expires_at`
 
 // CreateAuthRequest implements authd.Queries.
 func (q *queries) CreateAuthRequest(ctx context.Context, r *authd.AuthRequest) error {
 	return q.write(ctx, nil, `INSERT INTO oauth_auth_requests (`+authRequestColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
 		r.ID, r.ClientID, r.RedirectURI, authd.FormatScopes(r.Scopes), nullString(r.State), nullString(r.Nonce),
 		nullString(r.CodeChallenge), nullString(r.CodeChallengeMethod), nullTime(r.MinAuthTime), r.ForceConsent,
-		r.CreatedAt, r.ExpiresAt)
+		r.BrowserBinding, r.CreatedAt, r.ExpiresAt)
 }
 
 // AuthRequest implements authd.Queries.
@@ -121,7 +121,7 @@ func (q *queries) AuthRequest(ctx context.Context, id uuid.UUID) (*authd.AuthReq
 	var minAuth *time.Time
 	err := q.row(ctx, `SELECT `+authRequestColumns+` FROM oauth_auth_requests WHERE id = $1`+q.forUpdate(), id).Scan(
 		&r.ID, &r.ClientID, &r.RedirectURI, &scopes, &state, &nonce, &challenge, &method, &minAuth,
-		&r.ForceConsent, &r.CreatedAt, &r.ExpiresAt)
+		&r.ForceConsent, &r.BrowserBinding, &r.CreatedAt, &r.ExpiresAt)
 	if err != nil {
 		return nil, translate(err)
 	}

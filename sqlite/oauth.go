@@ -120,15 +120,15 @@ func (q *queries) DeleteConsent(ctx context.Context, userID uuid.UUID, clientID 
 }
 
 const authRequestColumns = `id, client_id, redirect_uri, scopes, state, nonce, code_challenge,
-	code_challenge_method, min_auth_time, force_consent, created_at, expires_at`
+	code_challenge_method, min_auth_time, force_consent, browser_binding, created_at, expires_at`
 
 // CreateAuthRequest implements authd.Queries.
 func (q *queries) CreateAuthRequest(ctx context.Context, r *authd.AuthRequest) error {
 	_, err := q.db.ExecContext(ctx, `INSERT INTO oauth_auth_requests (`+authRequestColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		r.ID, r.ClientID, r.RedirectURI, authd.FormatScopes(r.Scopes), nullString(r.State), nullString(r.Nonce),
 		nullString(r.CodeChallenge), nullString(r.CodeChallengeMethod), timeArg(r.MinAuthTime), r.ForceConsent,
-		timeArg(r.CreatedAt), timeArg(r.ExpiresAt))
+		r.BrowserBinding, timeArg(r.CreatedAt), timeArg(r.ExpiresAt))
 	return translate(err)
 }
 
@@ -139,7 +139,7 @@ func (q *queries) AuthRequest(ctx context.Context, id uuid.UUID) (*authd.AuthReq
 	var state, nonce, challenge, method sql.NullString
 	err := q.db.QueryRowContext(ctx, `SELECT `+authRequestColumns+` FROM oauth_auth_requests WHERE id = ?`, id).Scan(
 		&r.ID, &r.ClientID, &r.RedirectURI, &scopes, &state, &nonce, &challenge, &method, timeCol{&r.MinAuthTime},
-		&r.ForceConsent, timeCol{&r.CreatedAt}, timeCol{&r.ExpiresAt})
+		&r.ForceConsent, &r.BrowserBinding, timeCol{&r.CreatedAt}, timeCol{&r.ExpiresAt})
 	if err != nil {
 		return nil, translate(err)
 	}

@@ -194,6 +194,7 @@ var SeedSchema = Schema{
 		{Table: "oauth_auth_requests", Name: "code_challenge_method", Kind: "varchar", Nullable: true, Extra: true},
 		{Table: "oauth_auth_requests", Name: "min_auth_time", Kind: "timestamp", Nullable: true, Extra: true},
 		{Table: "oauth_auth_requests", Name: "force_consent", Kind: "boolean", Extra: true},
+		{Table: "oauth_auth_requests", Name: "browser_binding", Kind: "varchar", Extra: true},
 		{Table: "oauth_auth_requests", Name: "created_at", Kind: "timestamp", Extra: true},
 		{Table: "oauth_auth_requests", Name: "expires_at", Kind: "timestamp", Extra: true},
 
