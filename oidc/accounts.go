@@ -3,6 +3,7 @@ package oidc
 import (
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/authd/authd"
@@ -13,55 +14,62 @@ import (
 // safety are the JSON API's; the mails' links open the existing verify and
 // reset pages, after which the user comes back to sign in.
 
-func (p *Provider) signUpPage(w http.ResponseWriter, r *http.Request) {
-	req, oc, ok := p.savedRequest(w, r, r.URL.Query().Get("request"))
-	if !ok {
-		return
-	}
-	p.render(w, http.StatusOK, page{Title: "Create an account", Client: oc.Name, Request: req.ID.String(),
-		CSRF: p.csrfToken(w, r, "signup", req.ID.String()), content: "signup-content"})
+// accountForm is one of those two pages: a form for a saved request that
+// calls the service and then says to check the mail, whatever the address
+// (SPEC 6.6).
+type accountForm struct {
+	name   string // the CSRF purpose and the template's "<name>-content"
+	title  string
+	notice string // shown once the form is accepted
+	submit func(p *Provider, r *http.Request, form url.Values) error
 }
 
-func (p *Provider) signUp(w http.ResponseWriter, r *http.Request) {
-	form, req, oc, ok := p.requestForm(w, r, "signup")
-	if !ok {
-		return
-	}
-	again := page{Title: "Create an account", Client: oc.Name, Request: req.ID.String(), Email: form.Get("email"),
-		CSRF: p.csrfToken(w, r, "signup", req.ID.String()), content: "signup-content"}
-	err := p.svc.Register(r.Context(), client(r.Context()), form.Get("email"), form.Get("password"), form.Get("consent") == "yes")
-	if err != nil {
-		p.formFailed(w, again, err)
-		return
-	}
-	// The same answer whether or not the address had an account (SPEC 6.6).
-	p.render(w, http.StatusOK, page{Title: "Check your email", Request: req.ID.String(),
-		Notice: "We sent a link to confirm the address. Open it, then come back here to sign in.", content: "notice-content"})
+var (
+	signUpForm = accountForm{name: "signup", title: "Create an account",
+		notice: "We sent a link to confirm the address. Open it, then come back here to sign in.",
+		submit: func(p *Provider, r *http.Request, form url.Values) error {
+			return p.svc.Register(r.Context(), client(r.Context()), form.Get("email"), form.Get("password"),
+				form.Get("consent") == "yes")
+		}}
+	forgotForm = accountForm{name: "forgot", title: "Reset your password",
+		notice: "If an account has this address, we sent it a link to choose a new password. Then come back here to sign in.",
+		submit: func(p *Provider, r *http.Request, form url.Values) error {
+			return p.svc.ForgotPassword(r.Context(), client(r.Context()), form.Get("email"))
+		}}
+)
+
+// filled is the form for req, with email filled in.
+func (f accountForm) filled(p *Provider, w http.ResponseWriter, r *http.Request, req *authd.AuthRequest, oc *authd.OAuthClient, email string) page {
+	return page{Title: f.title, Client: oc.Name, Request: req.ID.String(), Email: email,
+		CSRF: p.csrfToken(w, r, f.name, req.ID.String()), content: f.name + "-content"}
 }
 
-func (p *Provider) forgotPage(w http.ResponseWriter, r *http.Request) {
-	req, oc, ok := p.savedRequest(w, r, r.URL.Query().Get("request"))
-	if !ok {
-		return
+// show answers the GET: the empty form.
+func (f accountForm) show(p *Provider) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		req, oc, ok := p.savedRequest(w, r, r.URL.Query().Get("request"))
+		if !ok {
+			return
+		}
+		p.render(w, http.StatusOK, f.filled(p, w, r, req, oc, ""))
 	}
-	p.render(w, http.StatusOK, page{Title: "Reset your password", Client: oc.Name, Request: req.ID.String(),
-		CSRF: p.csrfToken(w, r, "forgot", req.ID.String()), content: "forgot-content"})
 }
 
-func (p *Provider) forgot(w http.ResponseWriter, r *http.Request) {
-	form, req, oc, ok := p.requestForm(w, r, "forgot")
-	if !ok {
-		return
+// post answers the POST: the notice, or the form again with what was
+// wrong.
+func (f accountForm) post(p *Provider) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		form, req, oc, ok := p.requestForm(w, r, f.name)
+		if !ok {
+			return
+		}
+		if err := f.submit(p, r, form); err != nil {
+			p.formFailed(w, f.filled(p, w, r, req, oc, form.Get("email")), err)
+			return
+		}
+		p.render(w, http.StatusOK, page{Title: "Check your email", Request: req.ID.String(), Notice: f.notice,
+			content: "notice-content"})
 	}
-	again := page{Title: "Reset your password", Client: oc.Name, Request: req.ID.String(), Email: form.Get("email"),
-		CSRF: p.csrfToken(w, r, "forgot", req.ID.String()), content: "forgot-content"}
-	if err := p.svc.ForgotPassword(r.Context(), client(r.Context()), form.Get("email")); err != nil {
-		p.formFailed(w, again, err)
-		return
-	}
-	p.render(w, http.StatusOK, page{Title: "Check your email", Request: req.ID.String(),
-		Notice:  "If an account has this address, we sent it a link to choose a new password. Then come back here to sign in.",
-		content: "notice-content"})
 }
 
 // formFailed shows a form again with what was wrong with it.
