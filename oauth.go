@@ -1,6 +1,7 @@
 package authd
 
 import (
+	"slices"
 	"strings"
 	"time"
 
@@ -57,7 +58,7 @@ type Consent struct {
 // Covers reports whether the consent includes every scope of scopes.
 func (c *Consent) Covers(scopes []string) bool {
 	for _, s := range scopes {
-		if !containsString(c.Scopes, s) {
+		if !slices.Contains(c.Scopes, s) {
 			return false
 		}
 	}
@@ -124,13 +125,4 @@ func ParseScopes(s string) []string {
 		return f
 	}
 	return nil
-}
-
-func containsString(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

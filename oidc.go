@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 
@@ -216,7 +217,7 @@ func (s *Service) GrantConsent(ctx context.Context, c Client, user uuid.UUID, cl
 		case "":
 			granted = append([]string{}, old.Scopes...)
 			for _, sc := range scopes {
-				if !containsString(granted, sc) {
+				if !slices.Contains(granted, sc) {
 					granted = append(granted, sc)
 				}
 			}
