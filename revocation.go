@@ -216,20 +216,23 @@ func revocationLifetime(configured time.Duration) time.Duration {
 // that returns this many may have more after it.
 const RevocationEventsPage = 500
 
-// RevocationFeedStart returns the id after which a client that has seen
-// the events up to after should be served: after itself, or 0 (everything
-// still live) when after is beyond every event this database has written —
-// a client of a database since restored or recreated, which would
-// otherwise wait for ids that will never come. Returns EUnavailable.
-func (s *Service) RevocationFeedStart(ctx context.Context, after int64) (int64, error) {
-	if after == 0 {
-		return 0, nil
+// FirstRevocationEvents is RevocationEvents for a client that has seen the
+// events up to after, and the position it served from: after itself, or 0
+// (everything still live) when after is beyond every event this database
+// has written — a client of a database since restored or recreated, which
+// would otherwise wait for ids that will never come. Only an empty first
+// page asks which ids exist. Returns EUnavailable.
+func (s *Service) FirstRevocationEvents(ctx context.Context, after int64) (int64, []RevocationEvent, error) {
+	evs, err := s.RevocationEvents(ctx, after, 0)
+	if err != nil || len(evs) > 0 || after == 0 {
+		return after, evs, err
 	}
 	last, err := s.store.LastRevocationEventID(ctx)
 	if err != nil || after <= last {
-		return after, err
+		return after, nil, err
 	}
-	return 0, nil
+	evs, err = s.RevocationEvents(ctx, 0, 0)
+	return 0, evs, err
 }
 
 // RevocationEvents returns, oldest first, at most limit (0: and at most

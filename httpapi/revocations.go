@@ -103,11 +103,7 @@ func (s *Server) revocations(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) firstRevocationRead(ctx context.Context, after int64) (int64, []authd.RevocationEvent, error) {
 	readCtx, cancel := context.WithTimeout(ctx, s.opts.RevocationReadTimeout)
 	defer cancel()
-	after, err := s.svc.RevocationFeedStart(readCtx, after)
-	var evs []authd.RevocationEvent
-	if err == nil {
-		evs, err = s.svc.RevocationEvents(readCtx, after, 0)
-	}
+	after, evs, err := s.svc.FirstRevocationEvents(readCtx, after)
 	if err != nil && readCtx.Err() != nil && ctx.Err() == nil {
 		return 0, nil, &authd.Error{Code: authd.EUnavailable, RetryAfter: 5 * time.Second, Err: err,
 			Message: "The revocation feed could not read the database in time; retry."}
