@@ -143,6 +143,8 @@ func (staleStore) RevokedSessions(context.Context, time.Time) ([]authd.Revocatio
 	return nil, nil
 }
 
+func (staleStore) LastRevocationEventID(context.Context) (int64, error) { return 0, nil }
+
 // TestReloadNeverUndoesARevocation: a reload merges what the table says into
 // the set; it never drops a revocation that arrived while it was reading.
 func TestReloadNeverUndoesARevocation(t *testing.T) {
@@ -157,33 +159,60 @@ func TestReloadNeverUndoesARevocation(t *testing.T) {
 	}
 }
 
-// sinceStore records what each revocation reload asked for.
-type sinceStore struct {
+// readStore records what the revocation set's loads read.
+type readStore struct {
 	authd.Store
-	since []time.Time
+	since []time.Time // RevokedSessions
+	after []int64     // RevocationEvents
+	last  int64
+	page  []authd.RevocationEvent
 }
 
-func (s *sinceStore) RevokedSessions(_ context.Context, since time.Time) ([]authd.Revocation, error) {
+func (s *readStore) RevokedSessions(_ context.Context, since time.Time) ([]authd.Revocation, error) {
 	s.since = append(s.since, since)
 	return nil, nil
+}
+
+func (s *readStore) LastRevocationEventID(context.Context) (int64, error) { return s.last, nil }
+
+func (s *readStore) RevocationEvents(_ context.Context, after int64, _ time.Time, _ int) ([]authd.RevocationEvent, error) {
+	s.after = append(s.after, after)
+	page := s.page
+	s.page = nil
+	return page, nil
 }
 
 type fixedClock time.Time
 
 func (c *fixedClock) Now() time.Time { return time.Time(*c) }
 
-// TestReloadWindow: the first reload reads back the longest token lifetime
-// any instance may use (a day, plus the leeway), whatever this one's; later
-// ones read from two minutes before the previous one began.
-func TestReloadWindow(t *testing.T) {
-	store, clock := &sinceStore{}, fixedClock(now)
+// TestRevocationLoads: a load reads back the longest token lifetime any
+// instance may use (a day, plus the leeway), whatever this one's; a
+// catch-up reads the feed's table from the last event it merged, never by
+// time, and merges its session events.
+func TestRevocationLoads(t *testing.T) {
+	store, clock := &readStore{last: 7}, fixedClock(now)
 	svc := authd.NewService(authd.Config{AccessTokenTTL: 5 * time.Minute}, authd.Deps{Store: store, Clock: &clock})
-	svc.LoadRevocations(context.Background())
-	clock = fixedClock(now.Add(2 * time.Second))
-	svc.LoadRevocations(context.Background())
-	want := []time.Time{now.Add(-24*time.Hour - 30*time.Second), now.Add(-2 * time.Minute)}
-	if !cmp.Equal(store.since, want) {
-		t.Errorf("reloads read since %v, want %v", store.since, want)
+	ctx := context.Background()
+	if err := svc.CatchUpRevocations(ctx); err != nil { // the first is a load
+		t.Fatal(err)
+	}
+	sid := uuid.New()
+	store.page = []authd.RevocationEvent{{ID: 8, Kind: authd.RevokedSession, Subject: sid, CreatedAt: now},
+		{ID: 9, Kind: authd.RevokedUser, Subject: uuid.New(), CreatedAt: now}}
+	for range 2 {
+		if err := svc.CatchUpRevocations(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := []time.Time{now.Add(-24*time.Hour - 30*time.Second)}; !cmp.Equal(store.since, want) {
+		t.Errorf("loads read since %v, want %v", store.since, want)
+	}
+	if want := []int64{7, 9}; !cmp.Equal(store.after, want) {
+		t.Errorf("catch-ups read after %v, want %v", store.after, want)
+	}
+	if !svc.Revocations().Revoked(sid) || svc.Revocations().Len() != 1 {
+		t.Errorf("after the catch-up: %d revoked, want the one session", svc.Revocations().Len())
 	}
 }
 

@@ -157,38 +157,64 @@ func (r *RevocationSet) Len() int {
 	return len(r.sessions)
 }
 
-// reloadOverlap is how far before the previous reload's start a reload
-// reads again: a revocation stamped before that start but committed after
-// it (a slow transaction, another instance's clock within tokenLeeway) is
-// not missed.
-const reloadOverlap = 2 * time.Minute
-
-// LoadRevocations merges into the revocation set the sessions revoked
-// within revocationLifetime, as the store has them: all of them the first
-// time, then those stamped since the previous load's start (less
-// reloadOverlap), so that the two-second reload of a store without a
-// revocation feed stays cheap.
+// LoadRevocations merges into the revocation set every session revoked
+// within revocationLifetime, as the sessions table has them, and notes
+// where the revocation feed's table stands, for CatchUpRevocations. Start
+// and every resynchronisation (a reconnected notification listener) call
+// it.
 func (s *Service) LoadRevocations(ctx context.Context) error {
-	started := s.now()
-	since := started.Add(-revocationLifetime(s.cfg.AccessTokenTTL))
 	s.revLoadMu.Lock()
-	if t := s.revLoaded.Add(-reloadOverlap); t.After(since) {
-		since = t
+	defer s.revLoadMu.Unlock()
+	return s.loadRevocations(ctx)
+}
+
+// loadRevocations is LoadRevocations with revLoadMu held.
+func (s *Service) loadRevocations(ctx context.Context) error {
+	// The feed's position first: a revocation committed after it is read
+	// is caught up from the feed, one committed before it is in the table.
+	last, err := s.store.LastRevocationEventID(ctx)
+	if err != nil {
+		return err
 	}
-	s.revLoadMu.Unlock()
-	revs, err := s.store.RevokedSessions(ctx, since)
+	revs, err := s.store.RevokedSessions(ctx, s.now().Add(-revocationLifetime(s.cfg.AccessTokenTTL)))
 	if err != nil {
 		return err
 	}
 	for _, rev := range revs {
 		s.revocations.Apply(rev)
 	}
-	s.revLoadMu.Lock()
-	if started.After(s.revLoaded) {
-		s.revLoaded = started
-	}
-	s.revLoadMu.Unlock()
+	s.revCursor, s.revLoaded = last, true
 	return nil
+}
+
+// CatchUpRevocations merges into the revocation set the sessions revoked
+// since the last load or catch-up, read from the revocation feed's table
+// by id: ids grow in commit order, so nothing committed meanwhile is
+// missed, whatever the instances' clocks say or however long a
+// transaction took between stamping and committing. The two-second reload
+// of a store without notifications (SQLite: the CLI's revocations) calls
+// it; it loads in full the first time.
+func (s *Service) CatchUpRevocations(ctx context.Context) error {
+	s.revLoadMu.Lock()
+	defer s.revLoadMu.Unlock()
+	if !s.revLoaded {
+		return s.loadRevocations(ctx)
+	}
+	for {
+		evs, err := s.store.RevocationEvents(ctx, s.revCursor, s.now(), RevocationEventsPage)
+		if err != nil {
+			return err
+		}
+		for _, e := range evs {
+			if e.Kind == RevokedSession {
+				s.revocations.Apply(Revocation{At: e.CreatedAt, SessionIDs: []uuid.UUID{e.Subject}})
+			}
+			s.revCursor = e.ID
+		}
+		if len(evs) < RevocationEventsPage {
+			return nil
+		}
+	}
 }
 
 // tokenLeeway is the clock skew between instances that token checks

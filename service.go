@@ -163,8 +163,9 @@ type Service struct {
 	refreshKey  []byte
 	mfaKey      []byte
 	revocations *RevocationSet
-	revLoadMu   sync.Mutex
-	revLoaded   time.Time          // when the last complete LoadRevocations read began
+	revLoadMu   sync.Mutex         // serialises loads and catch-ups of the revocation set
+	revLoaded   bool               // LoadRevocations has run
+	revCursor   int64              // the last revocation event merged into the set
 	webauthn    *webauthn.WebAuthn // nil: passkeys off
 	logger      *slog.Logger
 	hooks       Hooks

@@ -232,15 +232,25 @@ func TestRevocationFeedHead(t *testing.T) {
 	}
 }
 
-// stuckStore is a store whose revocation-feed reads never answer.
-type stuckStore struct{ authd.Store }
+// stuckStore is a store whose revocation-feed reads never answer once
+// stuck (the service's start-up load reads them too).
+type stuckStore struct {
+	authd.Store
+	stuck atomic.Bool
+}
 
-func (stuckStore) RevocationEvents(ctx context.Context, _ int64, _ time.Time, _ int) ([]authd.RevocationEvent, error) {
+func (s *stuckStore) RevocationEvents(ctx context.Context, after int64, now time.Time, limit int) ([]authd.RevocationEvent, error) {
+	if !s.stuck.Load() {
+		return s.Store.RevocationEvents(ctx, after, now, limit)
+	}
 	<-ctx.Done()
 	return nil, ctx.Err()
 }
 
-func (stuckStore) LastRevocationEventID(ctx context.Context) (int64, error) {
+func (s *stuckStore) LastRevocationEventID(ctx context.Context) (int64, error) {
+	if !s.stuck.Load() {
+		return s.Store.LastRevocationEventID(ctx)
+	}
 	<-ctx.Done()
 	return 0, ctx.Err()
 }
@@ -250,7 +260,9 @@ func (stuckStore) LastRevocationEventID(ctx context.Context) (int64, error) {
 // Retry-After (the stream holds its slot no longer), instead of hanging.
 func TestRevocationFeedStuckDatabase(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
-		e := newEnv(t, stuckStore{open(t)})
+		store := &stuckStore{Store: open(t)}
+		e := newEnv(t, store)
+		store.stuck.Store(true)
 		srv := httptest.NewServer(httpapi.New(httpapi.Options{Service: e.svc, ServiceTokens: []string{serviceToken},
 			MaxRevocationStreams: 1, RevocationReadTimeout: 20 * time.Millisecond}))
 		t.Cleanup(srv.Close)

@@ -98,6 +98,30 @@ func TestRevocationOutlivesAShorterLifetime(t *testing.T) {
 	}
 }
 
+// TestCatchUpIgnoresClocks: an instance catching up with revocations (as
+// SQLite's two-second reload does) learns one another process committed,
+// even when its clock ran ten minutes ahead when it loaded: the catch-up
+// reads the feed's table by id, not by time.
+func TestCatchUpIgnoresClocks(t *testing.T) {
+	t.Parallel()
+	pg := instances(t, 2)
+	keys := t.TempDir()
+	a := newEnv(t, pg[0], withKeysDir(keys))
+	b := newEnv(t, pg[1], withKeysDir(keys), startingAfter(10*time.Minute)) // ahead, within the token's lifetime
+	a.registerVerified("clock@example.org", goodPassword)
+	access, _ := a.login("clock@example.org", goodPassword)
+	if !b.active(access) {
+		t.Fatal("B does not accept A's token")
+	}
+	want(t, "logout at A", a.do("POST", "/v1/auth/logout", nil, bearer(access)...), 204, "")
+	if err := b.svc.CatchUpRevocations(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if b.active(access) {
+		t.Error("after catching up, B accepts a token of the session A ended")
+	}
+}
+
 func waitUntil(t *testing.T, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(limit)

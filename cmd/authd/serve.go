@@ -373,9 +373,10 @@ func (a *App) Run(ctx context.Context) error {
 
 // maintain runs the periodic upkeep until ctx ends: pruning the revocation
 // set and rereading the keys directory, which other instances and `authd
-// keys rotate` write to. A store without a revocation feed (SQLite) has its
-// revocation set reread every two seconds instead, so that `authd admin`
-// commands run beside the server take effect.
+// keys rotate` write to. A store without notifications (SQLite) has its
+// revocation set catch up with the revocation feed's table every two
+// seconds instead, so that `authd admin` commands run beside the server
+// take effect.
 func (a *App) maintain(ctx context.Context) {
 	slow := time.NewTicker(token.ReloadInterval)
 	defer slow.Stop()
@@ -388,8 +389,8 @@ func (a *App) maintain(ctx context.Context) {
 			return
 		case <-fast.C:
 			if !hasFeed {
-				if err := a.service.LoadRevocations(ctx); err != nil && ctx.Err() == nil {
-					a.logger.Error("reloading revocations", "err", err)
+				if err := a.service.CatchUpRevocations(ctx); err != nil && ctx.Err() == nil {
+					a.logger.Error("catching up with revocations", "err", err)
 				}
 			}
 		case <-slow.C:
