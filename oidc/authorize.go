@@ -25,17 +25,22 @@ type authError struct{ code, description string }
 // authorize is the authorization endpoint (GET or POST, OpenID Connect Core
 // §3.1.2.1). The client and its redirect URI are checked first: either
 // wrong gets an error page and never a redirect. Any later problem goes back
-// to the client with its state and iss (RFC 9207).
+// to the client with its state and iss (RFC 9207). A POST is answered
+// with its GET twin: a cross-site POST carries none of authd's (Lax)
+// cookies, so it could see neither the browser's session nor the seed its
+// request must be bound to, and would set a new seed over the one the
+// browser's open pages use.
 func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
 	if r.Method == http.MethodPost {
 		form, ok := readForm(w, r)
 		if !ok {
 			p.errorPage(w, http.StatusBadRequest, "Invalid request", "The sign-in request could not be read.")
 			return
 		}
-		q = form
+		http.Redirect(w, r, AuthorizePath+"?"+form.Encode(), http.StatusSeeOther)
+		return
 	}
+	q := r.URL.Query()
 	for _, vs := range q {
 		if len(vs) > 1 {
 			p.errorPage(w, http.StatusBadRequest, "Invalid request", "A parameter of the sign-in request is repeated.")

@@ -264,3 +264,62 @@ func (b *browser) sessionCookie() string {
 	}
 	return ""
 }
+
+// TestAuthorizePostBecomesGet: a POST to the authorization endpoint (a
+// relying party's cross-site form, which carries none of authd's Lax
+// cookies) is answered with a 303 to the same request as a GET, setting no
+// cookie; the GET, with the browser's cookies, goes on as usual.
+func TestAuthorizePostBecomesGet(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	e.user("pia@example.org")
+	c, secret := e.client("app", authd.ClientConfidential, true)
+	r := e.rp(c, secret)
+	verifier := oauth2.GenerateVerifier()
+	authURL, _ := url.Parse(r.cfg.AuthCodeURL("post-state", oauth2.S256ChallengeOption(verifier)))
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.PostForm(e.srv.URL+oidc.AuthorizePath, authURL.Query())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	if resp.StatusCode != http.StatusSeeOther || loc == nil || loc.Path != oidc.AuthorizePath ||
+		loc.Query().Encode() != authURL.Query().Encode() || len(resp.Cookies()) != 0 {
+		t.Fatalf("POST authorize: %d Location %q cookies %v; want a 303 to the same GET and no cookie",
+			resp.StatusCode, resp.Header.Get("Location"), resp.Cookies())
+	}
+	b := e.browser()
+	b.get(e.srv.URL+loc.String()).signIn("pia@example.org", goodPassword)
+	if cb := b.callback(); cb == nil || cb.Get("state") != "post-state" || cb.Get("code") == "" {
+		t.Fatalf("the GET twin: %d %v; want the code with the state", b.last.StatusCode, cb)
+	}
+}
+
+// TestJunkSeedCookie: a CSRF cookie too long to be a seed (planted, or
+// corrupted) is passed over, and every token and binding of one answer use
+// the one seed set in its place: the consent page that authorize renders
+// at once still works.
+func TestJunkSeedCookie(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	e.user("jun@example.org")
+	c, secret := e.client("third", authd.ClientConfidential, false)
+	r := e.rp(c, secret)
+	b := e.browser()
+	b.get(r.cfg.AuthCodeURL("first", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))).signIn("jun@example.org", goodPassword)
+	if !strings.Contains(b.body, `name="decision"`) {
+		t.Fatalf("no consent page: %d", b.last.StatusCode)
+	}
+	u, _ := url.Parse(e.srv.URL)
+	b.http.Jar.SetCookies(u, []*http.Cookie{{Name: "authd_csrf", Value: strings.Repeat("j", 200), Path: "/"}})
+	b.get(r.cfg.AuthCodeURL("second", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+	if !strings.Contains(b.body, `name="decision"`) {
+		t.Fatalf("no consent page with a junk seed cookie: %d", b.last.StatusCode)
+	}
+	f := b.form()
+	f.Set("decision", "allow")
+	if cb := b.post(oidc.ConsentPath, f).callback(); cb == nil || cb.Get("state") != "second" || cb.Get("code") == "" {
+		t.Errorf("consent after a junk seed cookie: %d %s; want the code", b.last.StatusCode, b.body)
+	}
+}

@@ -163,12 +163,16 @@ func (p *Provider) setCookie(w http.ResponseWriter, name, value string, maxAge i
 		HttpOnly: true, Secure: p.secure, SameSite: http.SameSiteLaxMode})
 }
 
+// cookie returns the first usable value of the cookie name: a junk one
+// (too long) before it is passed over, so that a seed ensureSeed added to
+// r is found again in the same answer.
 func (p *Provider) cookie(r *http.Request, name string) string {
-	c, err := r.Cookie(p.cookieName(name))
-	if err != nil || len(c.Value) > 128 {
-		return ""
+	for _, c := range r.CookiesNamed(p.cookieName(name)) {
+		if c.Value != "" && len(c.Value) <= 128 {
+			return c.Value
+		}
 	}
-	return c.Value
+	return ""
 }
 
 // csrfToken returns the form token for purpose and binding, setting this
