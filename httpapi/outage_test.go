@@ -2,78 +2,27 @@ package httpapi_test
 
 import (
 	"context"
-	"io"
-	"net"
-	"net/url"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/authd/authd/internal/faultnet"
 	"github.com/authd/authd/postgres"
 	"github.com/authd/authd/storetest"
 )
-
-// proxy forwards TCP to a target until cut, which closes the listener and
-// every connection, as a stopped database server would.
-type proxy struct {
-	addr, target string
-	mu           sync.Mutex
-	ln           net.Listener
-	conns        []net.Conn
-}
-
-func (p *proxy) start(t *testing.T) {
-	ln, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.mu.Lock()
-	p.ln, p.addr = ln, ln.Addr().String()
-	p.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", p.target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, up)
-			p.mu.Unlock()
-			go func() { io.Copy(up, c); up.Close() }()
-			go func() { io.Copy(c, up); c.Close() }()
-		}
-	}()
-}
-
-func (p *proxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.ln.Close()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
 
 // TestDatabaseOutage stops "PostgreSQL" under a running instance: requests
 // answer 503 with Retry-After within two seconds, and the instance recovers
 // by itself when the database is back.
 func TestDatabaseOutage(t *testing.T) {
 	t.Parallel()
-	dbURL, err := url.Parse(storetest.PostgresURL(t))
+	// Closing the proxy stops it listening and closes every connection,
+	// as a stopped database server does.
+	p, dbURL, err := faultnet.ListenURL(storetest.PostgresURL(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{addr: "127.0.0.1:0", target: dbURL.Host}
-	p.start(t)
-	defer p.cut()
-	dbURL.Host = p.addr
-	s, err := postgres.Open(context.Background(), dbURL.String())
+	defer p.Close()
+	s, err := postgres.Open(context.Background(), dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +34,7 @@ func TestDatabaseOutage(t *testing.T) {
 	e.registerVerified("up@example.org", goodPassword)
 	e.login("up@example.org", goodPassword)
 
-	p.cut()
+	p.Close()
 	for _, req := range []struct{ method, path string }{{"GET", "/readyz"}, {"POST", "/v1/auth/login"}} {
 		start := time.Now()
 		r := e.do(req.method, req.path, map[string]string{"email": "up@example.org", "password": goodPassword})
@@ -104,7 +53,9 @@ func TestDatabaseOutage(t *testing.T) {
 		}
 	}
 
-	p.start(t) // the same address again
+	if err := p.Reopen(); err != nil { // the same address again
+		t.Fatal(err)
+	}
 	waitUntil(t, 10*time.Second, "recovery without a restart", func() bool {
 		return e.do("GET", "/readyz", nil).status == 200
 	})

@@ -3,16 +3,14 @@ package postgres_test
 import (
 	"context"
 	"errors"
-	"io"
-	"net"
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/authd/authd"
+	"github.com/authd/authd/internal/faultnet"
 	"github.com/authd/authd/postgres"
 	"github.com/authd/authd/storetest"
 	"github.com/google/go-cmp/cmp"
@@ -304,67 +302,19 @@ func TestLockReasonBackfill(t *testing.T) {
 	storetest.LockReasonBackfill(t, s, s.Migrator(), func(sql string) error { _, err := s.Pool().Exec(ctx, sql); return err })
 }
 
-// cutProxy forwards TCP to target until cut closes every connection, as a
-// restarting PostgreSQL does to its clients.
-type cutProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	conns  []net.Conn
-}
-
-func newCutProxy(t *testing.T, target string) *cutProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln, target: target}
-	t.Cleanup(func() { ln.Close(); p.cut() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, up)
-			p.mu.Unlock()
-			go func() { io.Copy(up, c); up.Close() }()
-			go func() { io.Copy(c, up); c.Close() }()
-		}
-	}()
-	return p
-}
-
-func (p *cutProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
-
 // TestConnectionLostInTransaction cuts the connection in the middle of a
 // transaction: every later use of it, the commit included, is unavailable
 // (503 with Retry-After), never an internal error (500). The fault run of
 // authd-load found pgx's "conn closed" answered as a 500.
 func TestConnectionLostInTransaction(t *testing.T) {
 	t.Parallel()
-	dbURL, err := url.Parse(storetest.PostgresURL(t))
+	p, dbURL, err := faultnet.ListenURL(storetest.PostgresURL(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := newCutProxy(t, dbURL.Host)
-	dbURL.Host = p.ln.Addr().String()
+	t.Cleanup(p.Close)
 	ctx := context.Background()
-	s, err := postgres.Open(ctx, dbURL.String())
+	s, err := postgres.Open(ctx, dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -377,7 +327,7 @@ func TestConnectionLostInTransaction(t *testing.T) {
 		if _, err := q.User(ctx, authd.NewID()); authd.ErrorCode(err) != authd.ENotFound {
 			t.Fatalf("before the cut: %v", err)
 		}
-		p.cut()
+		p.Cut()
 		for range 2 { // the first use finds the connection gone, the second finds it closed
 			_, err := q.User(ctx, authd.NewID())
 			errs = append(errs, err)

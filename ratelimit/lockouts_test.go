@@ -76,9 +76,9 @@ func TestRedisLockoutsFallBack(t *testing.T) {
 	if direct == "" {
 		t.Skip("TEST_REDIS_URL is not set")
 	}
-	p := newProxy(t, direct)
-	r := redisLimiter(t, p.url, testPrefix(), nil, nil)
-	p.set(false)
+	p, proxied := newProxy(t, direct)
+	r := redisLimiter(t, proxied, testPrefix(), nil, nil)
+	p.SetDown(true)
 	ctx := context.Background()
 	r.Fail(ctx, "k", 2, time.Hour, time.Hour)
 	if locked, err := r.Fail(ctx, "k", 2, time.Hour, time.Hour); !locked || err != nil {

@@ -3,16 +3,14 @@ package ratelimit
 import (
 	"bytes"
 	"context"
-	"io"
 	"log/slog"
-	"net"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/authd/authd"
+	"github.com/authd/authd/internal/faultnet"
 )
 
 // redisLimiter connects to url with prefix as its key prefix, on clock (the
@@ -79,15 +77,15 @@ func TestRedisDownFallsBackToMemory(t *testing.T) {
 	if direct == "" {
 		t.Skip("TEST_REDIS_URL is not set")
 	}
-	p := newProxy(t, direct)
+	p, proxied := newProxy(t, direct)
 	var logs syncBuffer
 	prefix := testPrefix()
-	a := redisLimiter(t, p.url, prefix, nil, slog.New(slog.NewTextHandler(&logs, nil)))
+	a := redisLimiter(t, proxied, prefix, nil, slog.New(slog.NewTextHandler(&logs, nil)))
 	b := redisLimiter(t, direct, prefix, nil, nil) // another instance, which still reaches Redis
 	a.retry = time.Hour
 	ctx := context.Background()
 
-	p.set(false)
+	p.SetDown(true)
 	for i := range 3 {
 		if wait, err := a.Allow(ctx, "k", 3, time.Hour); err != nil || wait != 0 {
 			t.Fatalf("event %d with Redis down: wait %s, err %v; want allowed", i+1, wait, err)
@@ -99,15 +97,15 @@ func TestRedisDownFallsBackToMemory(t *testing.T) {
 	if !a.Fallback() {
 		t.Error("Fallback() is false with Redis down")
 	}
-	tries := p.triesWhileDown()
+	tries := p.Refused()
 	for range 20 {
 		a.Allow(ctx, "other", 100, time.Hour)
 	}
-	if n := p.triesWhileDown() - tries; n != 0 {
+	if n := p.Refused() - tries; n != 0 {
 		t.Errorf("%d connections to a Redis known to be down within its retry period; want none", n)
 	}
 
-	p.set(true)
+	p.SetDown(false)
 	a.mu.Lock()
 	a.retry, a.probeAt = 0, time.Time{}
 	a.mu.Unlock()
@@ -141,77 +139,18 @@ func TestRedisUnreachable(t *testing.T) {
 	}
 }
 
-// proxy stands between a limiter and Redis, so that a test can cut the
-// network as an outage would, without stopping the Redis other tests use.
-type proxy struct {
-	url    string // the Redis URL through the proxy
-	ln     net.Listener
-	target string
-
-	mu    sync.Mutex
-	up    bool
-	conns []net.Conn
-	tries int // connections refused while cut
-}
-
-func newProxy(t *testing.T, redisURL string) *proxy {
+// newProxy stands a proxy between a limiter and Redis, so that a test can
+// cut the network as an outage would, without stopping the Redis other
+// tests use. It returns the proxy and the Redis URL through it.
+func newProxy(t *testing.T, redisURL string) (*faultnet.Proxy, string) {
 	t.Helper()
-	u, err := url.Parse(redisURL)
+	p, proxied, err := faultnet.ListenURL(redisURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{ln: ln, target: u.Host, up: true}
-	u.Host = ln.Addr().String()
-	p.url = u.String()
-	go p.serve()
-	t.Cleanup(func() { ln.Close(); p.set(false) })
-	return p
+	t.Cleanup(p.Close)
+	return p, proxied
 }
-
-func (p *proxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		if !p.up {
-			p.tries++
-			p.mu.Unlock()
-			c.Close()
-			continue
-		}
-		s, err := net.Dial("tcp", p.target)
-		if err != nil {
-			p.mu.Unlock()
-			c.Close()
-			continue
-		}
-		p.conns = append(p.conns, c, s)
-		p.mu.Unlock()
-		go func() { io.Copy(s, c); s.Close() }()
-		go func() { io.Copy(c, s); c.Close() }()
-	}
-}
-
-// set restores the network (true) or cuts it, closing every connection.
-func (p *proxy) set(up bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.up = up
-	if !up {
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.conns = nil
-	}
-}
-
-func (p *proxy) triesWhileDown() int { p.mu.Lock(); defer p.mu.Unlock(); return p.tries }
 
 // syncBuffer is a log destination safe for concurrent writers.
 type syncBuffer struct {

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/authd/authd/internal/faultnet"
 	"github.com/authd/authd/password"
 )
 
@@ -146,16 +147,16 @@ func faultRun(ctx context.Context, o faultOptions, progress io.Writer) (*faultRe
 		return nil, err
 	}
 	defer sink.close()
-	pg, err := newTCPProxy(hostPort(dbURL, "5432"))
+	pg, err := faultnet.Listen("127.0.0.1:0", hostPort(dbURL, "5432"))
 	if err != nil {
 		return nil, err
 	}
-	defer pg.close()
-	redis, err := newTCPProxy(hostPort(redisURL, "6379"))
+	defer pg.Close()
+	redis, err := faultnet.Listen("127.0.0.1:0", hostPort(redisURL, "6379"))
 	if err != nil {
 		return nil, err
 	}
-	defer redis.close()
+	defer redis.Close()
 
 	// The access tokens must outlive the run, so that the final checks
 	// test revocation and not expiry.
@@ -255,7 +256,7 @@ func hostPort(u *url.URL, port string) string {
 // after each, so that every recovery is measured). A fault still under way
 // when the load ends is ended then.
 func injectFaults(ctx context.Context, o faultOptions, start time.Time, insts []*instance,
-	pg, redis *tcpProxy, progress io.Writer) ([]fault, error) {
+	pg, redis *faultnet.Proxy, progress io.Writer) ([]fault, error) {
 	var faults []fault
 	at := func(frac float64) bool {
 		return sleep(ctx, time.Until(start.Add(time.Duration(frac*float64(o.duration)))))
@@ -264,7 +265,7 @@ func injectFaults(ctx context.Context, o faultOptions, start time.Time, insts []
 		fmt.Fprintf(progress, "%5.1fs  %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
 	}
 	// outage cuts a proxy for d, or runs cmd when one is given.
-	outage := func(kind string, p *tcpProxy, d time.Duration, cmd string) error {
+	outage := func(kind string, p *faultnet.Proxy, d time.Duration, cmd string) error {
 		f := fault{Kind: kind, Target: -1, Start: time.Now()}
 		if cmd != "" {
 			say("%s: %s", kind, cmd)
@@ -275,9 +276,9 @@ func injectFaults(ctx context.Context, o faultOptions, start time.Time, insts []
 			}
 		} else {
 			say("%s: connections cut and refused for %s", kind, d)
-			p.cut()
+			p.Close() // the port refused, as a restarting PostgreSQL or a stopped Redis
 			sleep(ctx, d)
-			if err := p.resume(); err != nil {
+			if err := p.Reopen(); err != nil {
 				return err
 			}
 		}

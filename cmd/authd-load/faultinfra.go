@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/authd/authd/internal/faultnet"
 	"github.com/emersion/go-smtp"
 )
 
@@ -168,99 +169,10 @@ func freeAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-// tcpProxy forwards a loopback port to a server. cut drops every
-// connection and refuses new ones (the port is closed), which is how a
-// restarting PostgreSQL or a stopped Redis looks to its clients; resume
-// listens on the same port again. The real server is never touched, so
-// other users of it (other tests) are unaffected.
-type tcpProxy struct {
-	addr, target string
-
-	mu    sync.Mutex
-	ln    net.Listener
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
-}
-
-func newTCPProxy(target string) (*tcpProxy, error) {
-	p := &tcpProxy{addr: "127.0.0.1:0", target: target, conns: map[net.Conn]struct{}{}}
-	return p, p.resume()
-}
-
-// resume listens again (on the address of the first listen).
-func (p *tcpProxy) resume() error {
-	var ln net.Listener
-	var err error
-	for range 50 { // the port was ours a moment ago; retry briefly if the kernel disagrees
-		if ln, err = net.Listen("tcp", p.addr); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		return fmt.Errorf("proxy for %s: %w", p.target, err)
-	}
-	p.mu.Lock()
-	p.ln, p.addr = ln, ln.Addr().String()
-	p.mu.Unlock()
-	p.wg.Go(func() { p.accept(ln) })
-	return nil
-}
-
-func (p *tcpProxy) accept(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		up, err := net.DialTimeout("tcp", p.target, 5*time.Second)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.mu.Lock()
-		if p.ln != ln { // cut meanwhile
-			p.mu.Unlock()
-			c.Close()
-			up.Close()
-			continue
-		}
-		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
-		p.mu.Unlock()
-		pipe := func(dst, src net.Conn) {
-			io.Copy(dst, src)
-			dst.Close()
-			src.Close()
-			p.mu.Lock()
-			delete(p.conns, dst)
-			delete(p.conns, src)
-			p.mu.Unlock()
-		}
-		go pipe(up, c)
-		go pipe(c, up)
-	}
-}
-
-// cut closes the listener and every connection.
-func (p *tcpProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for c := range p.conns {
-		c.Close()
-	}
-	clear(p.conns)
-}
-
-func (p *tcpProxy) close() { p.cut(); p.wg.Wait() }
-
 // proxiedURL is u with its host:port replaced by the proxy's.
-func proxiedURL(u *url.URL, p *tcpProxy) string {
+func proxiedURL(u *url.URL, p *faultnet.Proxy) string {
 	v := *u
-	v.Host = p.addr
+	v.Host = p.Addr()
 	return v.String()
 }
 

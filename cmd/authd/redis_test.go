@@ -4,13 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/authd/authd/internal/faultnet"
 )
 
 // TestServeRedisDown cuts the network between a running authd and its Redis:
@@ -25,9 +24,15 @@ func TestServeRedisDown(t *testing.T) {
 		}
 		t.Skip("TEST_REDIS_URL is not set: skipping a Redis-backed test")
 	}
-	p := newRedisProxy(t, redisURL)
+	// A proxy between authd and Redis cuts the network as an outage would,
+	// without stopping the Redis other tests use.
+	p, proxied, err := faultnet.ListenURL(redisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
 	env := sqliteEnv(t)
-	env["AUTHD_HTTP_ADDR"], env["AUTHD_REDIS_URL"] = "127.0.0.1:0", p.url
+	env["AUTHD_HTTP_ADDR"], env["AUTHD_REDIS_URL"] = "127.0.0.1:0", proxied
 	cfg := configOf(t, env)
 	var logs syncBuffer
 	app := NewApp(cfg, newLogger(cfg, &logs))
@@ -40,7 +45,7 @@ func TestServeRedisDown(t *testing.T) {
 	defer func() { cancel(); <-done; app.Close() }()
 	base := "http://" + app.Addr().String()
 
-	p.cut()
+	p.SetDown(true)
 	resend := func(i int) *http.Response {
 		resp, err := http.Post(base+"/v1/auth/verify-email/resend", "application/json",
 			strings.NewReader(fmt.Sprintf(`{"email":"nobody%d@example.org"}`, i)))
@@ -79,70 +84,4 @@ func get(t *testing.T, url string) string {
 		t.Errorf("GET %s: %d %s", url, resp.StatusCode, body)
 	}
 	return string(body)
-}
-
-// redisProxy forwards to Redis until cut, as a network outage would, without
-// stopping the Redis other tests use.
-type redisProxy struct {
-	url    string // the Redis URL through the proxy
-	ln     net.Listener
-	target string
-
-	mu    sync.Mutex
-	down  bool
-	conns []net.Conn
-}
-
-func newRedisProxy(t *testing.T, redisURL string) *redisProxy {
-	t.Helper()
-	u, err := url.Parse(redisURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &redisProxy{ln: ln, target: u.Host}
-	u.Host = ln.Addr().String()
-	p.url = u.String()
-	go p.serve()
-	t.Cleanup(func() { ln.Close(); p.cut() })
-	return p
-}
-
-func (p *redisProxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		if p.down {
-			p.mu.Unlock()
-			c.Close()
-			continue
-		}
-		s, err := net.Dial("tcp", p.target)
-		if err != nil {
-			p.mu.Unlock()
-			c.Close()
-			continue
-		}
-		p.conns = append(p.conns, c, s)
-		p.mu.Unlock()
-		go func() { io.Copy(s, c); s.Close() }()
-		go func() { io.Copy(c, s); c.Close() }()
-	}
-}
-
-// cut closes every connection and refuses new ones.
-func (p *redisProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = true
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
 }
