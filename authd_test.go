@@ -200,6 +200,7 @@ func TestRevocationLoads(t *testing.T) {
 	sid := uuid.New()
 	store.page = []authd.RevocationEvent{{ID: 8, Kind: authd.RevokedSession, Subject: sid, CreatedAt: now},
 		{ID: 9, Kind: authd.RevokedUser, Subject: uuid.New(), CreatedAt: now}}
+	store.last = 9
 	for range 2 {
 		if err := svc.CatchUpRevocations(ctx); err != nil {
 			t.Fatal(err)
@@ -213,6 +214,19 @@ func TestRevocationLoads(t *testing.T) {
 	}
 	if !svc.Revocations().Revoked(sid) || svc.Revocations().Len() != 1 {
 		t.Errorf("after the catch-up: %d revoked, want the one session", svc.Revocations().Len())
+	}
+	// The table's head behind the cursor (a database restored under the
+	// server): ids from there on would be skipped, so it loads in full.
+	store.last = 3
+	if err := svc.CatchUpRevocations(ctx); err != nil {
+		t.Fatal(err)
+	}
+	store.last = 5
+	if err := svc.CatchUpRevocations(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(store.since) != 2 || !cmp.Equal(store.after, []int64{7, 9, 9, 3}) {
+		t.Errorf("after a restore: %d loads, catch-ups after %v; want a second load, then from its head 3", len(store.since), store.after)
 	}
 }
 

@@ -159,9 +159,8 @@ func (r *RevocationSet) Len() int {
 
 // LoadRevocations merges into the revocation set every session revoked
 // within revocationLifetime, as the sessions table has them, and notes
-// where the revocation feed's table stands, for CatchUpRevocations. Start
-// and every resynchronisation (a reconnected notification listener) call
-// it.
+// where the revocation feed's table stands, for CatchUpRevocations.
+// Start-up calls it.
 func (s *Service) LoadRevocations(ctx context.Context) error {
 	s.revLoadMu.Lock()
 	defer s.revLoadMu.Unlock()
@@ -192,18 +191,30 @@ func (s *Service) loadRevocations(ctx context.Context) error {
 // by id: ids grow in commit order, so nothing committed meanwhile is
 // missed, whatever the instances' clocks say or however long a
 // transaction took between stamping and committing. The two-second reload
-// of a store without notifications (SQLite: the CLI's revocations) calls
-// it; it loads in full the first time.
+// of a store without notifications (SQLite: the CLI's revocations) and the
+// resynchronisation of a reconnected listener call it. It loads in full
+// the first time, and when the table's head is behind the last event
+// merged (a database restored under the running server), since the ids
+// to come would otherwise be skipped.
 func (s *Service) CatchUpRevocations(ctx context.Context) error {
 	s.revLoadMu.Lock()
 	defer s.revLoadMu.Unlock()
 	if !s.revLoaded {
 		return s.loadRevocations(ctx)
 	}
-	for {
+	for first := true; ; first = false {
 		evs, err := s.store.RevocationEvents(ctx, s.revCursor, s.now(), RevocationEventsPage)
 		if err != nil {
 			return err
+		}
+		if first && len(evs) == 0 {
+			last, err := s.store.LastRevocationEventID(ctx)
+			if err != nil {
+				return err
+			}
+			if last < s.revCursor {
+				return s.loadRevocations(ctx)
+			}
 		}
 		for _, e := range evs {
 			if e.Kind == RevokedSession {

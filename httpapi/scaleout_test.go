@@ -22,7 +22,7 @@ func TestRevocationReachesOtherInstances(t *testing.T) {
 	defer cancel()
 	resynced := make(chan struct{}, 10)
 	go storeB.Listen(ctx, b.svc.Revocations().Apply, func(ctx context.Context) {
-		b.svc.LoadRevocations(ctx)
+		b.svc.CatchUpRevocations(ctx)
 		resynced <- struct{}{}
 	})
 	select {

@@ -440,7 +440,7 @@ func TestFeedServedByAnyInstance(t *testing.T) {
 	defer cancel()
 	listening := make(chan struct{}, 10)
 	go pg[1].Listen(ctx, b.svc.Revocations().Apply, func(ctx context.Context) {
-		b.svc.LoadRevocations(ctx)
+		b.svc.CatchUpRevocations(ctx)
 		listening <- struct{}{}
 	})
 	<-listening

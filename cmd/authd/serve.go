@@ -318,8 +318,10 @@ func (a *App) Run(ctx context.Context) error {
 	if feed, ok := a.db.(authd.RevocationFeed); ok {
 		wg.Go(func() {
 			feed.Listen(jobs, a.service.Revocations().Apply, func(ctx context.Context) {
-				if err := a.service.LoadRevocations(ctx); err != nil {
-					a.logger.Error("reloading revocations", "err", err)
+				// Notifications sent while the listener was away are lost;
+				// the feed's table has them all, in commit order.
+				if err := a.service.CatchUpRevocations(ctx); err != nil {
+					a.logger.Error("catching up with revocations", "err", err)
 				}
 			})
 		})
