@@ -12,10 +12,12 @@ import (
 	"github.com/google/uuid"
 )
 
-// Bounds on what an authorization request may carry.
+// Bounds on what an authorization request may carry. maxAuthorizeQuery
+// keeps a POSTed request's GET twin well under the server's header limit.
 const (
-	maxState = 1024
-	maxNonce = 255
+	maxState          = 1024
+	maxNonce          = 255
+	maxAuthorizeQuery = 8 << 10
 )
 
 // authError is a refusal sent back to the client's (registered) redirect
@@ -37,7 +39,13 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 			p.errorPage(w, http.StatusBadRequest, "Invalid request", "The sign-in request could not be read.")
 			return
 		}
-		http.Redirect(w, r, AuthorizePath+"?"+form.Encode(), http.StatusSeeOther)
+		query := form.Encode()
+		if len(query) > maxAuthorizeQuery {
+			p.errorPage(w, http.StatusBadRequest, "Invalid request", "The sign-in request is too large.")
+			return
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		http.Redirect(w, r, AuthorizePath+"?"+query, http.StatusSeeOther)
 		return
 	}
 	q := r.URL.Query()

@@ -289,10 +289,25 @@ func TestAuthorizePostBecomesGet(t *testing.T) {
 		t.Fatalf("POST authorize: %d Location %q cookies %v; want a 303 to the same GET and no cookie",
 			resp.StatusCode, resp.Header.Get("Location"), resp.Cookies())
 	}
+	if resp.Header.Get("Cache-Control") != "no-store" {
+		t.Errorf("POST authorize's 303: Cache-Control %q, want no-store", resp.Header.Get("Cache-Control"))
+	}
 	b := e.browser()
 	b.get(e.srv.URL+loc.String()).signIn("pia@example.org", goodPassword)
 	if cb := b.callback(); cb == nil || cb.Get("state") != "post-state" || cb.Get("code") == "" {
 		t.Fatalf("the GET twin: %d %v; want the code with the state", b.last.StatusCode, cb)
+	}
+	// A request too large for a URL is an error page, not a 303 the
+	// server would then refuse (431).
+	big := authURL.Query()
+	big.Set("padding", strings.Repeat("x", 9<<10))
+	resp, err = noFollow.PostForm(e.srv.URL+oidc.AuthorizePath, big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("a POST authorize too large for a URL: %d, want the 400 error page", resp.StatusCode)
 	}
 }
 
