@@ -25,6 +25,7 @@ type Proxy struct {
 	ln      net.Listener // nil while closed
 	down    bool
 	refused int
+	cuts    int // cutLocked calls, so that a connection dialling through a cut is cut too
 	conns   map[net.Conn]struct{}
 
 	wg      sync.WaitGroup
@@ -128,6 +129,7 @@ func (p *Proxy) Reopen() error {
 }
 
 func (p *Proxy) cutLocked() {
+	p.cuts++
 	for c := range p.conns {
 		c.Close()
 	}
@@ -149,7 +151,7 @@ func (p *Proxy) accept(ln net.Listener) {
 			return
 		}
 		p.mu.Lock()
-		down := p.down
+		down, cuts := p.down, p.cuts
 		if down {
 			p.refused++
 		}
@@ -164,7 +166,7 @@ func (p *Proxy) accept(ln net.Listener) {
 			continue
 		}
 		p.mu.Lock()
-		if p.ln != ln || p.down { // closed or down while dialling
+		if p.ln != ln || p.down || p.cuts != cuts { // closed, down or cut while dialling
 			p.mu.Unlock()
 			c.Close()
 			up.Close()
