@@ -11,11 +11,12 @@ import (
 type Lockouts interface {
 	// LockedFor returns how long key stays locked; 0 when it is not.
 	LockedFor(ctx context.Context, key string) (time.Duration, error)
-	// Fail counts a failure for key. The threshold-th failure locks key for
-	// lock, starts the count afresh and reports true. A failure while key is
-	// locked does not count. A count with no new failure for forget is
-	// dropped.
-	Fail(ctx context.Context, key string, threshold int, lock, forget time.Duration) (locked bool, err error)
+	// Fail counts a failure for key, in one step with reading its lock: a
+	// failure while key is locked does not count and returns how long the
+	// lock lasts (lockedFor > 0). The threshold-th failure locks key for
+	// lock, starts the count afresh and reports locked. A count with no new
+	// failure for forget is dropped.
+	Fail(ctx context.Context, key string, threshold int, lock, forget time.Duration) (lockedFor time.Duration, locked bool, err error)
 }
 
 // failureMemory is how long failed password checks are remembered after the
@@ -38,17 +39,18 @@ func (s *Service) ghostLocked(ctx context.Context, key string) time.Duration {
 	return wait
 }
 
-// ghostFailed counts a failed login for the email key without an account
-// and reports whether it locked.
-func (s *Service) ghostFailed(ctx context.Context, key string) bool {
+// ghostFailed counts a failed login for the email key without an account:
+// it returns how long the email was already locked (the failure did not
+// count), or whether this failure locked it.
+func (s *Service) ghostFailed(ctx context.Context, key string) (lockedFor time.Duration, locked bool) {
 	if s.lockouts == nil {
-		return false
+		return 0, false
 	}
-	locked, err := s.lockouts.Fail(ctx, key, s.cfg.LockoutThreshold, s.cfg.LockoutDuration, failureMemory)
+	lockedFor, locked, err := s.lockouts.Fail(ctx, key, s.cfg.LockoutThreshold, s.cfg.LockoutDuration, failureMemory)
 	if err != nil {
 		s.logger.WarnContext(ctx, "lockout store failed", "err", err)
 	}
-	return locked
+	return lockedFor, locked
 }
 
 // failedPassword records a wrong password for u, given at login or when

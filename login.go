@@ -157,11 +157,13 @@ func (s *Service) loginUnknown(ctx context.Context, c Client, email, password st
 		return err
 	}
 	// Locked while we hashed, as an account's login finds in its
-	// transaction: parallel guesses get the same answers either way.
-	if wait := s.ghostLocked(ctx, key); wait > 0 {
+	// transaction: the lock is read and the failure counted in one step,
+	// so that parallel guesses get the same answers either way.
+	wait, locked := s.ghostFailed(ctx, key)
+	if wait > 0 {
 		return s.refuseLocked(ctx, c, uuid.Nil, s.lockedError(wait))
 	}
-	if s.ghostFailed(ctx, key) {
+	if locked {
 		// The lock notice a real account would be mailed uses up a mail.
 		s.mailAllowed(ctx, email)
 	}

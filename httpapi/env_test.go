@@ -146,11 +146,15 @@ type envOptions struct {
 	wrap      func(authd.Passwords) authd.Passwords
 	localhost bool
 	after     time.Duration // the clock starts this long after the usual start
+	lockouts  authd.Lockouts
 }
 
 func withConfig(f func(*authd.Config)) option { return func(c *authd.Config, _ *envOptions) { f(c) } }
 func withRateLimit() option                   { return func(_ *authd.Config, o *envOptions) { o.rateLimit = true } }
 func withKeysDir(dir string) option           { return func(_ *authd.Config, o *envOptions) { o.keysDir = dir } }
+func withLockouts(l authd.Lockouts) option {
+	return func(_ *authd.Config, o *envOptions) { o.lockouts = l }
+}
 func startingAfter(d time.Duration) option {
 	return func(_ *authd.Config, o *envOptions) { o.after = d }
 }
@@ -216,10 +220,14 @@ func newEnv(t testing.TB, store authd.Store, opts ...option) *env {
 	if o.mailer != nil {
 		mailer = o.mailer
 	}
+	var lockouts authd.Lockouts = ratelimit.NewMemoryLockouts(e.clock)
+	if o.lockouts != nil {
+		lockouts = o.lockouts
+	}
 	e.svc = authd.NewService(cfg, authd.Deps{
 		Store: store, Clock: e.clock, Passwords: hasher,
 		Tokens: token.NewIssuer(keys, "https://auth.example.org", "authd"),
-		Mailer: mailer, Limiter: limiter, Lockouts: ratelimit.NewMemoryLockouts(e.clock), Logger: logger,
+		Mailer: mailer, Limiter: limiter, Lockouts: lockouts, Logger: logger,
 	})
 	if err := e.svc.LoadRevocations(context.Background()); err != nil {
 		t.Fatal(err)

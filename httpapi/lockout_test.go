@@ -309,6 +309,30 @@ func TestLockDuringHashingAnswersAlike(t *testing.T) {
 	})
 }
 
+// lockedBetween is a lockout store in which another guess locks every key
+// right after the login has looked: LockedFor says unlocked, Fail finds it
+// locked.
+type lockedBetween struct{}
+
+func (lockedBetween) LockedFor(context.Context, string) (time.Duration, error) { return 0, nil }
+func (lockedBetween) Fail(context.Context, string, int, time.Duration, time.Duration) (time.Duration, bool, error) {
+	return 10 * time.Minute, false, nil
+}
+
+// TestGhostLockReadWithTheFailure: for an email without an account, the
+// failure is counted and the lock read in one step: a lock another guess set
+// after this login last looked answers 423, as an account's transaction
+// would, never a 401 a real account could not give.
+func TestGhostLockReadWithTheFailure(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t), withLockouts(lockedBetween{}))
+	r := e.do("POST", "/v1/auth/login", map[string]string{"email": "ghost@example.org", "password": "a wrong guess"})
+	want(t, "a guess counted while another locked the email", r, 423, "account_locked")
+	if r.header.Get("Retry-After") != "600" {
+		t.Errorf("Retry-After %q, want the lock's 600 s", r.header.Get("Retry-After"))
+	}
+}
+
 // TestReauthenticationAcrossALock: a right current password whose check
 // was under way when the account locked does not change the password.
 func TestReauthenticationAcrossALock(t *testing.T) {

@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"container/list"
 	"context"
 	"sync"
 	"time"
@@ -12,14 +13,17 @@ import (
 // MemoryLockouts is an in-memory authd.Lockouts, for one instance.
 type MemoryLockouts struct {
 	clock authd.Clock
+	max   int // keys remembered at most
 
-	mu    sync.Mutex
-	keys  map[string]*lockout
-	sweep time.Time
+	mu     sync.Mutex
+	keys   map[string]*list.Element // of *lockout
+	recent list.List                // *lockout, least recently failed first
+	sweep  time.Time
 }
 
 // lockout is the failure count and lock of one key.
 type lockout struct {
+	key         string
 	failures    int
 	lastFailure time.Time
 	forget      time.Duration
@@ -30,7 +34,7 @@ var _ authd.Lockouts = (*MemoryLockouts)(nil)
 
 // NewMemoryLockouts returns empty lockouts on clock.
 func NewMemoryLockouts(clock authd.Clock) *MemoryLockouts {
-	return &MemoryLockouts{clock: clock, keys: map[string]*lockout{}}
+	return &MemoryLockouts{clock: clock, max: maxLockoutKeys, keys: map[string]*list.Element{}}
 }
 
 // LockedFor implements authd.Lockouts.
@@ -38,48 +42,52 @@ func (m *MemoryLockouts) LockedFor(_ context.Context, key string) (time.Duration
 	now := m.clock.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if l, ok := m.keys[key]; ok && now.Before(l.until) {
-		return l.until.Sub(now), nil
+	if e, ok := m.keys[key]; ok && now.Before(e.Value.(*lockout).until) {
+		return e.Value.(*lockout).until.Sub(now), nil
 	}
 	return 0, nil
 }
 
 // Fail implements authd.Lockouts.
-func (m *MemoryLockouts) Fail(_ context.Context, key string, threshold int, lock, forget time.Duration) (bool, error) {
+func (m *MemoryLockouts) Fail(_ context.Context, key string, threshold int, lock, forget time.Duration) (time.Duration, bool, error) {
 	now := m.clock.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.prune(now, false)
-	l, ok := m.keys[key]
+	e, ok := m.keys[key]
 	if !ok {
-		if len(m.keys) >= maxLockoutKeys {
+		if len(m.keys) >= m.max {
 			m.prune(now, true)
 		}
-		if len(m.keys) >= maxLockoutKeys {
-			// Full of recent failures: memory stays bounded, at the cost of
-			// not counting this email until room frees up.
-			return false, nil
+		if len(m.keys) >= m.max {
+			// Full of recent failures: the least recently failed key makes
+			// room. Skipping the new key instead would leave every email
+			// not yet seen uncounted, never locking, unlike an account:
+			// filling the store would tell them apart.
+			m.remove(m.recent.Front())
 		}
-		l = &lockout{}
-		m.keys[key] = l
+		e = m.recent.PushBack(&lockout{key: key})
+		m.keys[key] = e
 	}
+	l := e.Value.(*lockout)
 	if now.Before(l.until) {
-		return false, nil // locked: failures count again once the lock ends
+		return l.until.Sub(now), false, nil // locked: failures count again once the lock ends
 	}
+	m.recent.MoveToBack(e)
 	if !now.Before(l.lastFailure.Add(l.forget)) {
 		l.failures = 0
 	}
 	l.failures++
 	l.lastFailure, l.forget = now, forget
 	if l.failures < threshold {
-		return false, nil
+		return 0, false, nil
 	}
 	l.failures = 0
 	l.until = now.Add(lock)
-	return true, nil
+	return 0, true, nil
 }
 
-// maxLockoutKeys bounds the emails MemoryLockouts remembers (about 200
+// maxLockoutKeys bounds the emails MemoryLockouts remembers (about 250
 // bytes each).
 const maxLockoutKeys = 200_000
 
@@ -90,26 +98,33 @@ func (m *MemoryLockouts) prune(now time.Time, force bool) {
 		return
 	}
 	m.sweep = now.Add(time.Minute)
-	for k, l := range m.keys {
-		if !now.Before(l.until) && !now.Before(l.lastFailure.Add(l.forget)) {
-			delete(m.keys, k)
+	for _, e := range m.keys {
+		if l := e.Value.(*lockout); !now.Before(l.until) && !now.Before(l.lastFailure.Add(l.forget)) {
+			m.remove(e)
 		}
 	}
+}
+
+func (m *MemoryLockouts) remove(e *list.Element) {
+	delete(m.keys, m.recent.Remove(e).(*lockout).key)
 }
 
 var _ authd.Lockouts = (*Redis)(nil)
 
 // fail counts a failure (KEYS[1], forgotten after ARGV[3] ms without one)
-// unless KEYS[2] is locked (2), and at the threshold ARGV[1] sets the lock
-// KEYS[2] for ARGV[2] ms and starts the count afresh (1). Expiries are relative: Redis's clock decides.
+// unless KEYS[2] is locked (its milliseconds left, > 0), and at the
+// threshold ARGV[1] sets the lock KEYS[2] for ARGV[2] ms and starts the
+// count afresh (-1); otherwise 0. Expiries are relative: Redis's clock
+// decides.
 var fail = redis.NewScript(`
-if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
+local left = redis.call('PTTL', KEYS[2])
+if left > 0 then return left end
 local n = redis.call('INCR', KEYS[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 if n >= tonumber(ARGV[1]) then
   redis.call('DEL', KEYS[1])
   redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
-  return 1
+  return -1
 end
 return 0`)
 
@@ -133,15 +148,14 @@ func (r *Redis) LockedFor(ctx context.Context, key string) (time.Duration, error
 }
 
 // Fail implements authd.Lockouts, in memory while Redis cannot be used.
-func (r *Redis) Fail(ctx context.Context, key string, threshold int, lock, forget time.Duration) (bool, error) {
-	var locked bool
-	if !r.try(ctx, func(ctx context.Context) error {
-		n, err := fail.Run(ctx, r.client, r.lockoutKeys(key), threshold,
-			max(lock.Milliseconds(), 1), max(forget.Milliseconds(), 1)).Int()
-		locked = n == 1
+func (r *Redis) Fail(ctx context.Context, key string, threshold int, lock, forget time.Duration) (time.Duration, bool, error) {
+	var n int64
+	if !r.try(ctx, func(ctx context.Context) (err error) {
+		n, err = fail.Run(ctx, r.client, r.lockoutKeys(key), threshold,
+			max(lock.Milliseconds(), 1), max(forget.Milliseconds(), 1)).Int64()
 		return err
 	}) {
 		return r.lockouts.Fail(ctx, key, threshold, lock, forget)
 	}
-	return locked, nil
+	return time.Duration(max(n, 0)) * time.Millisecond, n == -1, nil
 }

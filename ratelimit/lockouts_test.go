@@ -22,16 +22,16 @@ func TestLockouts(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
 			for i := range 2 {
-				if locked, err := l.Fail(ctx, "a", 3, time.Hour, time.Hour); locked || err != nil {
-					t.Fatalf("failure %d: locked %v, %v; want not yet", i+1, locked, err)
+				if wait, locked, err := l.Fail(ctx, "a", 3, time.Hour, time.Hour); wait != 0 || locked || err != nil {
+					t.Fatalf("failure %d: locked for %s, locked %v, %v; want not yet", i+1, wait, locked, err)
 				}
 			}
 			if wait, err := l.LockedFor(ctx, "a"); wait != 0 || err != nil {
 				t.Fatalf("before the threshold: locked for %s, %v", wait, err)
 			}
 			l.Fail(ctx, "b", 3, time.Hour, time.Hour) // another key's failure does not count for a
-			if locked, err := l.Fail(ctx, "a", 3, time.Hour, time.Hour); !locked || err != nil {
-				t.Fatalf("3rd failure: locked %v, %v; want locked", locked, err)
+			if wait, locked, err := l.Fail(ctx, "a", 3, time.Hour, time.Hour); wait != 0 || !locked || err != nil {
+				t.Fatalf("3rd failure: locked for %s, locked %v, %v; want this failure to lock", wait, locked, err)
 			}
 			if wait, _ := l.LockedFor(ctx, "a"); wait <= 59*time.Minute || wait > time.Hour {
 				t.Errorf("locked for %s, want about an hour", wait)
@@ -39,8 +39,10 @@ func TestLockouts(t *testing.T) {
 			if wait, _ := l.LockedFor(ctx, "b"); wait != 0 {
 				t.Errorf("key b locked for %s after one failure", wait)
 			}
-			if locked, _ := l.Fail(ctx, "a", 3, time.Hour, time.Hour); locked {
-				t.Error("the failure after a lock locked again: the count did not start afresh")
+			// A failure during the lock is not counted and says how long
+			// the lock lasts, in the same step.
+			if wait, locked, _ := l.Fail(ctx, "a", 3, time.Hour, time.Hour); locked || wait <= 59*time.Minute || wait > time.Hour {
+				t.Errorf("a failure during the lock: locked for %s, locked %v; want about an hour, not locked again", wait, locked)
 			}
 		})
 	}
@@ -54,8 +56,8 @@ func TestMemoryLockoutsExpire(t *testing.T) {
 	ctx := context.Background()
 	l.Fail(ctx, "k", 2, time.Minute, time.Hour)
 	l.Fail(ctx, "k", 2, time.Minute, time.Hour)
-	if locked, _ := l.Fail(ctx, "k", 2, time.Minute, time.Hour); locked {
-		t.Error("a failure during the lock counted and locked again")
+	if wait, locked, _ := l.Fail(ctx, "k", 2, time.Minute, time.Hour); locked || wait != time.Minute {
+		t.Errorf("a failure during the lock: locked for %s, locked %v; want the minute, not counted", wait, locked)
 	}
 	c.Advance(time.Minute)
 	if wait, _ := l.LockedFor(ctx, "k"); wait != 0 {
@@ -63,7 +65,7 @@ func TestMemoryLockoutsExpire(t *testing.T) {
 	}
 	l.Fail(ctx, "k", 2, time.Minute, time.Hour)
 	c.Advance(time.Hour)
-	if locked, _ := l.Fail(ctx, "k", 2, time.Minute, time.Hour); locked {
+	if _, locked, _ := l.Fail(ctx, "k", 2, time.Minute, time.Hour); locked {
 		t.Error("a failure an hour after the last one locked: the count was not forgotten")
 	}
 }
@@ -81,10 +83,33 @@ func TestRedisLockoutsFallBack(t *testing.T) {
 	p.SetDown(true)
 	ctx := context.Background()
 	r.Fail(ctx, "k", 2, time.Hour, time.Hour)
-	if locked, err := r.Fail(ctx, "k", 2, time.Hour, time.Hour); !locked || err != nil {
+	if _, locked, err := r.Fail(ctx, "k", 2, time.Hour, time.Hour); !locked || err != nil {
 		t.Fatalf("with Redis down: locked %v, %v; want locked in memory", locked, err)
 	}
 	if wait, err := r.LockedFor(ctx, "k"); wait <= 0 || err != nil {
 		t.Errorf("with Redis down: locked for %s, %v", wait, err)
+	}
+}
+
+// TestMemoryLockoutsFull: a full store makes room by forgetting the least
+// recently failed key, so that a new key still counts and locks as an
+// account would (skipping it would tell emails without an account apart).
+func TestMemoryLockoutsFull(t *testing.T) {
+	c := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	l := NewMemoryLockouts(c)
+	l.max = 3
+	ctx := context.Background()
+	for _, k := range []string{"old", "mid", "new"} {
+		l.Fail(ctx, k, 2, time.Hour, 24*time.Hour)
+		c.Advance(time.Second)
+	}
+	l.Fail(ctx, "old", 9, time.Hour, 24*time.Hour) // old failed again: mid is now the least recent
+	l.Fail(ctx, "target", 2, time.Hour, 24*time.Hour)
+	if _, locked, _ := l.Fail(ctx, "target", 2, time.Hour, 24*time.Hour); !locked {
+		t.Error("a key first seen while the store is full did not lock at the threshold")
+	}
+	if len(l.keys) != 3 || l.keys["mid"] != nil || l.keys["old"] == nil {
+		t.Errorf("kept %d keys (mid kept %v, old kept %v); want 3, the least recently failed (mid) gone",
+			len(l.keys), l.keys["mid"] != nil, l.keys["old"] != nil)
 	}
 }
