@@ -169,17 +169,22 @@ func (s *Service) ResendVerification(ctx context.Context, c Client, email string
 		return err
 	}
 	return s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		// Every answer writes its row (SPEC 6.10), which also keeps the
+		// mail-less answers from being the only ones that write nothing.
 		u, err := tx.UserByEmail(ctx, email)
-		if ErrorCode(err) == ENotFound {
-			return nil
+		if ErrorCode(err) == ENotFound || err == nil && u.IsDeleted() {
+			return tx.CreateSecurityLog(ctx, s.audit(now, c, EventEmailVerificationSent, ResultFailure, uuid.Nil,
+				"unknown email", nil))
 		}
 		if err != nil {
 			return err
 		}
-		if u.EmailVerified || u.IsDeleted() {
-			return nil
+		if u.EmailVerified {
+			return tx.CreateSecurityLog(ctx, s.audit(now, c, EventEmailVerificationSent, ResultFailure, u.ID,
+				"already verified", nil))
 		}
-		return s.mailVerification(ctx, tx, c, u, s.now())
+		return s.mailVerification(ctx, tx, c, u, now)
 	})
 }
 

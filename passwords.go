@@ -24,15 +24,12 @@ func (s *Service) ForgotPassword(ctx context.Context, c Client, email string) er
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
 		u, err := tx.UserByEmail(ctx, email)
-		if ErrorCode(err) == ENotFound {
+		if ErrorCode(err) == ENotFound || err == nil && u.IsDeleted() {
 			return tx.CreateSecurityLog(ctx, s.audit(now, c, EventPasswordResetRequested, ResultFailure, uuid.Nil,
 				"unknown email", nil))
 		}
 		if err != nil {
 			return err
-		}
-		if u.IsDeleted() {
-			return nil
 		}
 		if u.LockedByAdmin(now) {
 			// Only an administrator lifts this lock; a reset must not.

@@ -175,6 +175,20 @@ func TestNoEnumeration(t *testing.T) {
 		if e.mail.count(authd.MailPasswordReset, "known@example.org") != 1 || e.mail.count(authd.MailPasswordReset, "nobody@example.org") != 0 {
 			t.Error("forgot: want one reset mail to the known address and none to the unknown")
 		}
+		// Resend writes a row whatever the address (SPEC 6.10).
+		logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{EventType: authd.EventEmailVerificationSent,
+			Result: authd.ResultFailure, Limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var reasons []string
+		for _, l := range logs {
+			reasons = append(reasons, l.FailureReason)
+		}
+		slices.Sort(reasons)
+		if !slices.Equal(reasons, []string{"already verified", "unknown email"}) {
+			t.Errorf("resend's failure rows %q, want one for the verified address and one for the unknown", reasons)
+		}
 	})
 }
 
