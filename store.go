@@ -35,6 +35,9 @@ type Store interface {
 
 	// Users lists users matching f, newest first.
 	Users(ctx context.Context, f UserFilter) ([]*User, error)
+	// ExpiredLocks returns the ids of at most limit users still marked
+	// locked whose timed lock ran out at or before now.
+	ExpiredLocks(ctx context.Context, now time.Time, limit int) ([]uuid.UUID, error)
 	// UserData reads every row that refers to the user from one read-only
 	// snapshot, so that the parts agree, and hands each row to rows as it
 	// reads it, so that no caller ever holds them all (an export can run to

@@ -309,6 +309,41 @@ func TestLockDuringHashingAnswersAlike(t *testing.T) {
 	})
 }
 
+// TestExpiredLocksLiftedOnTheirOwn: a timed lock that has run out is lifted
+// by the sweep (SPEC 6.7, "unlocks on its own"), not only at the owner's
+// next attempt; an administrator's lock and a running one stay.
+func TestExpiredLocksLiftedOnTheirOwn(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		for _, email := range []string{"timed@example.org", "admin@example.org"} {
+			e.registerVerified(email, goodPassword)
+		}
+		for range 5 {
+			e.do("POST", "/v1/auth/login", map[string]string{"email": "timed@example.org", "password": "not the password"})
+		}
+		want(t, "admin lock", e.admin("POST", "/v1/admin/users/"+e.user("admin@example.org").ID.String()+"/lock", map[string]any{}), 204, "")
+		ctx := context.Background()
+		if n, err := e.svc.UnlockExpired(ctx); n != 0 || err != nil {
+			t.Errorf("a sweep while the lock runs: lifted %d, %v; want none", n, err)
+		}
+		e.clock.Advance(15*time.Minute + time.Second)
+		if n, err := e.svc.UnlockExpired(ctx); n != 1 || err != nil {
+			t.Errorf("a sweep after the lock ran out: lifted %d, %v; want the timed one", n, err)
+		}
+		if u := e.user("timed@example.org"); u.AccountStatus != authd.StatusActive || u.FailedLoginAttempts != 0 ||
+			!slices.Contains(e.events("timed@example.org"), "account_unlocked/success") {
+			t.Errorf("after the sweep: status %s, %d failures, events %v; want active, 0, account_unlocked",
+				u.AccountStatus, u.FailedLoginAttempts, e.events("timed@example.org"))
+		}
+		if u := e.user("admin@example.org"); u.AccountStatus != authd.StatusLocked {
+			t.Errorf("an administrator's lock after the sweep: %s, want locked", u.AccountStatus)
+		}
+		if n, _ := e.svc.UnlockExpired(ctx); n != 0 {
+			t.Errorf("a second sweep lifted %d, want none", n)
+		}
+	})
+}
+
 // lockedBetween is a lockout store in which another guess locks every key
 // right after the login has looked: LockedFor says unlocked, Fail finds it
 // locked.

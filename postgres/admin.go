@@ -12,6 +12,17 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// ExpiredLocks implements authd.Store (index ix_users_account_status).
+func (s *Store) ExpiredLocks(ctx context.Context, now time.Time, limit int) ([]uuid.UUID, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id FROM users
+		WHERE account_status = 'locked' AND account_locked_until <= $1 LIMIT $2`, now, limit)
+	if err != nil {
+		return nil, translate(err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	return ids, translate(err)
+}
+
 // Users implements authd.Store.
 func (s *Store) Users(ctx context.Context, f authd.UserFilter) ([]*authd.User, error) {
 	var where []string

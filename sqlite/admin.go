@@ -6,10 +6,30 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/authd/authd"
 	"github.com/google/uuid"
 )
+
+// ExpiredLocks implements authd.Store (index ix_users_account_status).
+func (s *Store) ExpiredLocks(ctx context.Context, now time.Time, limit int) ([]uuid.UUID, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id FROM users
+		WHERE account_status = 'locked' AND account_locked_until <= ? LIMIT ?`, timeArg(now), limit)
+	if err != nil {
+		return nil, translate(err)
+	}
+	defer rows.Close()
+	var ids []uuid.UUID
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, translate(err)
+		}
+		ids = append(ids, id)
+	}
+	return ids, translate(rows.Err())
+}
 
 // Users implements authd.Store.
 func (s *Store) Users(ctx context.Context, f authd.UserFilter) ([]*authd.User, error) {

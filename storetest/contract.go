@@ -44,6 +44,7 @@ func Run(t *testing.T, open func(t *testing.T) authd.Store) {
 	}{
 		{"Users", testUsers},
 		{"UserErrors", testUserErrors},
+		{"ExpiredLocks", testExpiredLocks},
 		{"SessionsAndTokens", testSessionsAndTokens},
 		{"TokenErrors", testTokenErrors},
 		{"VerificationTokens", testVerificationTokens},
@@ -94,6 +95,38 @@ func wantCode(t *testing.T, what string, err error, want authd.Code) {
 	t.Helper()
 	if got := authd.ErrorCode(err); got != want {
 		t.Errorf("%s: error code %q (%v), want %q", what, got, err, want)
+	}
+}
+
+// testExpiredLocks: only accounts still marked locked whose timed lock has
+// run out, never an administrator's lock (no end) or a running one.
+func testExpiredLocks(t *testing.T, s authd.Store) {
+	ctx := context.Background()
+	users := map[string]func(u *authd.User){
+		"ran-out@example.org": func(u *authd.User) { u.AccountStatus, u.AccountLockedUntil = authd.StatusLocked, Epoch },
+		"running@example.org": func(u *authd.User) {
+			u.AccountStatus, u.AccountLockedUntil = authd.StatusLocked, Epoch.Add(time.Second)
+		},
+		"admin@example.org":  func(u *authd.User) { u.AccountStatus = authd.StatusLocked },
+		"active@example.org": func(u *authd.User) { u.AccountLockedUntil = Epoch.Add(-time.Hour) },
+	}
+	var want uuid.UUID
+	for email, set := range users {
+		u := NewUser(email)
+		set(u)
+		if err := s.CreateUser(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		if email == "ran-out@example.org" {
+			want = u.ID
+		}
+	}
+	ids, err := s.ExpiredLocks(ctx, Epoch, 10)
+	if err != nil || len(ids) != 1 || ids[0] != want {
+		t.Errorf("ExpiredLocks = %v, %v; want only the lock that ran out (%s)", ids, err, want)
+	}
+	if ids, err := s.ExpiredLocks(ctx, Epoch.Add(-time.Second), 10); err != nil || len(ids) != 0 {
+		t.Errorf("ExpiredLocks a second earlier = %v, %v; want none", ids, err)
 	}
 }
 

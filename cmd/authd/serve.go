@@ -374,11 +374,11 @@ func (a *App) Run(ctx context.Context) error {
 }
 
 // maintain runs the periodic upkeep until ctx ends: pruning the revocation
-// set and rereading the keys directory, which other instances and `authd
-// keys rotate` write to. A store without notifications (SQLite) has its
-// revocation set catch up with the revocation feed's table every two
-// seconds instead, so that `authd admin` commands run beside the server
-// take effect.
+// set, lifting the timed locks that ran out and rereading the keys
+// directory, which other instances and `authd keys rotate` write to. A
+// store without notifications (SQLite) has its revocation set catch up
+// with the revocation feed's table every two seconds instead, so that
+// `authd admin` commands run beside the server take effect.
 func (a *App) maintain(ctx context.Context) {
 	slow := time.NewTicker(token.ReloadInterval)
 	defer slow.Stop()
@@ -397,6 +397,11 @@ func (a *App) maintain(ctx context.Context) {
 			}
 		case <-slow.C:
 			a.service.Revocations().Prune(a.clock.Now())
+			if n, err := a.service.UnlockExpired(ctx); err != nil && ctx.Err() == nil {
+				a.logger.Error("lifting expired locks", "err", err)
+			} else if n > 0 {
+				a.logger.Info("lifted expired locks", "accounts", n)
+			}
 			if err := a.keys.Reload(); err != nil {
 				a.logger.Error("reloading signing keys", "err", err)
 			}
