@@ -36,7 +36,8 @@ type Store interface {
 	// Users lists users matching f, newest first.
 	Users(ctx context.Context, f UserFilter) ([]*User, error)
 	// ExpiredLocks returns the ids of at most limit users still marked
-	// locked whose timed lock ran out at or before now.
+	// locked whose timed lock ran out at or before now, the longest run out
+	// first.
 	ExpiredLocks(ctx context.Context, now time.Time, limit int) ([]uuid.UUID, error)
 	// UserData reads every row that refers to the user from one read-only
 	// snapshot, so that the parts agree, and hands each row to rows as it

@@ -15,7 +15,7 @@ import (
 // ExpiredLocks implements authd.Store (index ix_users_account_status).
 func (s *Store) ExpiredLocks(ctx context.Context, now time.Time, limit int) ([]uuid.UUID, error) {
 	rows, err := s.pool.Query(ctx, `SELECT id FROM users
-		WHERE account_status = 'locked' AND account_locked_until <= $1 LIMIT $2`, now, limit)
+		WHERE account_status = 'locked' AND account_locked_until <= $1 ORDER BY account_locked_until LIMIT $2`, now, limit)
 	if err != nil {
 		return nil, translate(err)
 	}

@@ -18,7 +18,6 @@ type MemoryLockouts struct {
 	mu     sync.Mutex
 	keys   map[string]*list.Element // of *lockout
 	recent list.List                // *lockout, least recently failed first
-	sweep  time.Time
 }
 
 // lockout is the failure count and lock of one key.
@@ -28,6 +27,11 @@ type lockout struct {
 	lastFailure time.Time
 	forget      time.Duration
 	until       time.Time
+}
+
+// live reports whether l still holds a lock or a count at now.
+func (l *lockout) live(now time.Time) bool {
+	return now.Before(l.until) || now.Before(l.lastFailure.Add(l.forget))
 }
 
 var _ authd.Lockouts = (*MemoryLockouts)(nil)
@@ -53,18 +57,11 @@ func (m *MemoryLockouts) Fail(_ context.Context, key string, threshold int, lock
 	now := m.clock.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.prune(now, false)
+	m.prune(now)
 	e, ok := m.keys[key]
 	if !ok {
 		if len(m.keys) >= m.max {
-			m.prune(now, true)
-		}
-		if len(m.keys) >= m.max {
-			// Full of recent failures: the least recently failed key makes
-			// room. Skipping the new key instead would leave every email
-			// not yet seen uncounted, never locking, unlike an account:
-			// filling the store would tell them apart.
-			m.remove(m.recent.Front())
+			m.evict(now)
 		}
 		e = m.recent.PushBack(&lockout{key: key})
 		m.keys[key] = e
@@ -91,16 +88,30 @@ func (m *MemoryLockouts) Fail(_ context.Context, key string, threshold int, lock
 // bytes each).
 const maxLockoutKeys = 200_000
 
-// prune drops keys neither locked nor remembering failures, at most once a
-// minute unless forced, so that memory follows the recent failures only.
-func (m *MemoryLockouts) prune(now time.Time, force bool) {
-	if !force && now.Before(m.sweep) {
-		return
+// prune drops, from the least recently failed on, the keys that hold
+// neither a lock nor a count any more. The list is in order of last
+// failure and every count is forgotten after the same time (the lock being
+// shorter), so the first live key ends the walk: each key is dropped once,
+// and a call costs nothing more.
+func (m *MemoryLockouts) prune(now time.Time) {
+	for e := m.recent.Front(); e != nil && !e.Value.(*lockout).live(now); e = m.recent.Front() {
+		m.remove(e)
 	}
-	m.sweep = now.Add(time.Minute)
-	for _, e := range m.keys {
-		if l := e.Value.(*lockout); !now.Before(l.until) && !now.Before(l.lastFailure.Add(l.forget)) {
+}
+
+// evict makes room in a store full of live keys by forgetting the least
+// recently failed key that is not locked (a lock is never lifted early).
+// Skipping the new key instead would leave every email not yet seen
+// uncounted, never locking, unlike an account: filling the store would tell
+// them apart. Forgetting a count can still do that for whoever makes
+// maxLockoutKeys failures between two guesses (README: memory mode's
+// limit); Redis keeps every count. A store of locked keys only grows past
+// max, by what the guessing rate can lock within a lock's duration.
+func (m *MemoryLockouts) evict(now time.Time) {
+	for e := m.recent.Front(); e != nil; e = e.Next() {
+		if !now.Before(e.Value.(*lockout).until) {
 			m.remove(e)
+			return
 		}
 	}
 }

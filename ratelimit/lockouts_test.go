@@ -92,24 +92,47 @@ func TestRedisLockoutsFallBack(t *testing.T) {
 }
 
 // TestMemoryLockoutsFull: a full store makes room by forgetting the least
-// recently failed key, so that a new key still counts and locks as an
-// account would (skipping it would tell emails without an account apart).
+// recently failed key that is not locked, so that a new key still counts
+// and locks as an account would (skipping it would tell emails without an
+// account apart), and no lock is lifted early.
 func TestMemoryLockoutsFull(t *testing.T) {
 	c := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	l := NewMemoryLockouts(c)
 	l.max = 3
 	ctx := context.Background()
-	for _, k := range []string{"old", "mid", "new"} {
-		l.Fail(ctx, k, 2, time.Hour, 24*time.Hour)
+	l.Fail(ctx, "locked", 1, time.Hour, 24*time.Hour) // the oldest, but locked
+	for _, k := range []string{"old", "mid"} {
 		c.Advance(time.Second)
+		l.Fail(ctx, k, 9, time.Hour, 24*time.Hour)
 	}
-	l.Fail(ctx, "old", 9, time.Hour, 24*time.Hour) // old failed again: mid is now the least recent
+	c.Advance(time.Second)
+	l.Fail(ctx, "old", 9, time.Hour, 24*time.Hour) // old failed again: mid is now the least recent unlocked
 	l.Fail(ctx, "target", 2, time.Hour, 24*time.Hour)
 	if _, locked, _ := l.Fail(ctx, "target", 2, time.Hour, 24*time.Hour); !locked {
 		t.Error("a key first seen while the store is full did not lock at the threshold")
 	}
 	if len(l.keys) != 3 || l.keys["mid"] != nil || l.keys["old"] == nil {
-		t.Errorf("kept %d keys (mid kept %v, old kept %v); want 3, the least recently failed (mid) gone",
+		t.Errorf("kept %d keys (mid kept %v, old kept %v); want 3, mid (least recently failed, unlocked) gone",
 			len(l.keys), l.keys["mid"] != nil, l.keys["old"] != nil)
+	}
+	if wait, _ := l.LockedFor(ctx, "locked"); wait <= 0 {
+		t.Error("making room lifted a lock")
+	}
+}
+
+// TestMemoryLockoutsPrune: keys whose count and lock are both over are
+// dropped, oldest first, and live ones kept.
+func TestMemoryLockoutsPrune(t *testing.T) {
+	c := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	l := NewMemoryLockouts(c)
+	ctx := context.Background()
+	l.Fail(ctx, "a", 9, time.Hour, time.Hour)
+	c.Advance(30 * time.Minute)
+	l.Fail(ctx, "b", 9, time.Hour, time.Hour)
+	c.Advance(31 * time.Minute) // a's count is over, b's is not
+	l.Fail(ctx, "c", 9, time.Hour, time.Hour)
+	if l.keys["a"] != nil || l.keys["b"] == nil || l.keys["c"] == nil || l.recent.Len() != len(l.keys) {
+		t.Errorf("after a's count ran out: a kept %v, b kept %v, c kept %v, list %d map %d; want only a gone",
+			l.keys["a"] != nil, l.keys["b"] != nil, l.keys["c"] != nil, l.recent.Len(), len(l.keys))
 	}
 }

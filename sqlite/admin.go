@@ -15,7 +15,7 @@ import (
 // ExpiredLocks implements authd.Store (index ix_users_account_status).
 func (s *Store) ExpiredLocks(ctx context.Context, now time.Time, limit int) ([]uuid.UUID, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT id FROM users
-		WHERE account_status = 'locked' AND account_locked_until <= ? LIMIT ?`, timeArg(now), limit)
+		WHERE account_status = 'locked' AND account_locked_until <= ? ORDER BY account_locked_until LIMIT ?`, timeArg(now), limit)
 	if err != nil {
 		return nil, translate(err)
 	}
