@@ -158,28 +158,7 @@ func (s *Service) VerifyEmail(ctx context.Context, c Client, token string) error
 // (SPEC §6.6); the per-email limit counts unknown addresses too. Returns
 // EInvalid, ERateLimited, EUnavailable.
 func (s *Service) ResendVerification(ctx context.Context, c Client, email string) error {
-	email, err := NormalizeEmail(email)
-	if err != nil {
-		return err
-	}
-	if err := s.limitIP(ctx, "resend", c); err != nil {
-		return err
-	}
-	if err := s.limitEmail(ctx, "mail", email, mailsPerEmail, mailLimitRange); err != nil {
-		return err
-	}
-	return s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
-		// Every answer writes its row (SPEC 6.10), which also keeps the
-		// mail-less answers from being the only ones that write nothing.
-		u, err := tx.UserByEmail(ctx, email)
-		if ErrorCode(err) == ENotFound || err == nil && u.IsDeleted() {
-			return tx.CreateSecurityLog(ctx, s.audit(now, c, EventEmailVerificationSent, ResultFailure, uuid.Nil,
-				"unknown email", nil))
-		}
-		if err != nil {
-			return err
-		}
+	return s.mailRequest(ctx, c, "resend", email, EventEmailVerificationSent, func(tx *txn, u *User, now time.Time) error {
 		if u.EmailVerified {
 			return tx.CreateSecurityLog(ctx, s.audit(now, c, EventEmailVerificationSent, ResultFailure, u.ID,
 				"already verified", nil))

@@ -11,26 +11,7 @@ import (
 // email, voiding any older one. It answers alike for every address (SPEC
 // §6.6). Returns EInvalid, ERateLimited, EUnavailable.
 func (s *Service) ForgotPassword(ctx context.Context, c Client, email string) error {
-	email, err := NormalizeEmail(email)
-	if err != nil {
-		return err
-	}
-	if err := s.limitIP(ctx, "forgot", c); err != nil {
-		return err
-	}
-	if err := s.limitEmail(ctx, "mail", email, mailsPerEmail, mailLimitRange); err != nil {
-		return err
-	}
-	return s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
-		u, err := tx.UserByEmail(ctx, email)
-		if ErrorCode(err) == ENotFound || err == nil && u.IsDeleted() {
-			return tx.CreateSecurityLog(ctx, s.audit(now, c, EventPasswordResetRequested, ResultFailure, uuid.Nil,
-				"unknown email", nil))
-		}
-		if err != nil {
-			return err
-		}
+	return s.mailRequest(ctx, c, "forgot", email, EventPasswordResetRequested, func(tx *txn, u *User, now time.Time) error {
 		if u.LockedByAdmin(now) {
 			// Only an administrator lifts this lock; a reset must not.
 			return tx.CreateSecurityLog(ctx, s.audit(now, c, EventPasswordResetRequested, ResultFailure, u.ID,
@@ -43,6 +24,37 @@ func (s *Service) ForgotPassword(ctx context.Context, c Client, email string) er
 			return err
 		}
 		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventPasswordResetRequested, ResultSuccess, u.ID, "", nil))
+	})
+}
+
+// mailRequest is the shape of the flows that mail a link to an address
+// on request (resend verification, forgot password): limited per client IP
+// (kind) and per address, whether or not it has an account (every mail
+// counts), the same answer for every address (SPEC §6.6), and a row for
+// every answer (SPEC 6.10): an unknown or erased address gets event's
+// failure row, an account is send's to handle.
+func (s *Service) mailRequest(ctx context.Context, c Client, kind, email string, event EventType,
+	send func(tx *txn, u *User, now time.Time) error) error {
+	email, err := NormalizeEmail(email)
+	if err != nil {
+		return err
+	}
+	if err := s.limitIP(ctx, kind, c); err != nil {
+		return err
+	}
+	if err := s.limitEmail(ctx, "mail", email, mailsPerEmail, mailLimitRange); err != nil {
+		return err
+	}
+	return s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		u, err := tx.UserByEmail(ctx, email)
+		if ErrorCode(err) == ENotFound || err == nil && u.IsDeleted() {
+			return tx.CreateSecurityLog(ctx, s.audit(now, c, event, ResultFailure, uuid.Nil, "unknown email", nil))
+		}
+		if err != nil {
+			return err
+		}
+		return send(tx, u, now)
 	})
 }
 
