@@ -55,6 +55,41 @@ func TestHasherDummy(t *testing.T) {
 	}
 }
 
+// TestCheaperHashPadded: a wrong password against a hash cheaper than the
+// configured cost (made before it was raised) is padded up to what a check
+// at the configured cost takes, as an unknown email's is; a right one, a
+// check at the configured cost and the dummy are not padded, and the
+// configured cost's checks keep the average current.
+func TestCheaperHashPadded(t *testing.T) {
+	current := Params{MemoryKiB: 64, Iterations: 2, Parallelism: 1}
+	h := (&Hasher{Params: current, Workers: 1, MaxQueue: 10, MaxWait: time.Second})
+	var slept []time.Duration
+	h.sleep = func(_ context.Context, d time.Duration) { slept = append(slept, d) }
+	h.init()
+	if h.current != "$argon2id$v=19$m=64,t=2,p=1$" {
+		t.Fatalf("the configured cost's head %q", h.current)
+	}
+	older, _ := Hash("the right password", Params{MemoryKiB: 64, Iterations: 1, Parallelism: 1})
+	now, _ := Hash("the right password", current)
+	ctx := context.Background()
+	h.typical.Store(int64(time.Hour)) // a check at the configured cost: far longer than any here
+	if ok, _, _ := h.Verify(ctx, "a wrong guess", older); ok || len(slept) != 1 || slept[0] < 59*time.Minute {
+		t.Fatalf("a wrong guess against an older, cheaper hash: ok %v, padded %v; want about an hour", ok, slept)
+	}
+	slept = nil
+	if ok, _, _ := h.Verify(ctx, "the right password", older); !ok || len(slept) != 0 {
+		t.Errorf("the right password against the older hash: ok %v, padded %v; want no padding", ok, slept)
+	}
+	h.Verify(ctx, "a wrong guess", now)
+	h.VerifyDummy(ctx, "a wrong guess")
+	if len(slept) != 0 {
+		t.Errorf("checks at the configured cost padded %v; want none", slept)
+	}
+	if got := time.Duration(h.typical.Load()); got >= time.Hour*7/8*7/8+time.Second || got <= 0 {
+		t.Errorf("the average after two checks at the configured cost: %s, want it moved toward them (< %s)", got, time.Hour*7/8*7/8)
+	}
+}
+
 func TestPolicy(t *testing.T) {
 	p := Policy{MinLength: 12}
 	tests := []struct {
