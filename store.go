@@ -35,6 +35,9 @@ type Store interface {
 
 	// Users lists users matching f, newest first.
 	Users(ctx context.Context, f UserFilter) ([]*User, error)
+	// BcryptCosts returns the costs of the bcrypt password hashes stored
+	// (imported accounts not upgraded yet), each once.
+	BcryptCosts(ctx context.Context) ([]int, error)
 	// ExpiredLocks returns the ids of at most limit users still marked
 	// locked whose timed lock ran out at or before now, the longest run out
 	// first.

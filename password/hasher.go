@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"fmt"
 	"runtime"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/authd/authd"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // Hasher implements authd.Passwords: the policy, and hashing on a bounded
@@ -33,6 +35,7 @@ type Hasher struct {
 	dummy   string
 	current string       // the head of a hash made at Params ("$argon2id$v=19$m=…,t=…,p=…$")
 	typical atomic.Int64 // how long a check at Params takes, in ns (a moving average)
+	floor   atomic.Int64 // the least time a failed check answers in, in ns (CoverBcrypt)
 	// sleep pads a failed check of a cheaper hash (see Verify); tests
 	// record it instead.
 	sleep func(ctx context.Context, d time.Duration)
@@ -123,9 +126,9 @@ func (h *Hasher) Hash(ctx context.Context, pw string) (hash string, err error) {
 //
 // A wrong password checked against a hash cheaper than Params (made before
 // the cost was raised) answers no sooner than a check at Params, as an
-// unknown email's check against the dummy does (SPEC 6.6): the time left is
-// slept, after the worker is freed. (A costlier hash, bcrypt imported at a
-// high cost, still takes longer.)
+// unknown email's check against the dummy does (SPEC 6.6), and every failed
+// check no sooner than the floor CoverBcrypt set: the time left is slept,
+// after the worker is freed.
 func (h *Hasher) Verify(ctx context.Context, pw, hash string) (ok, rehash bool, err error) {
 	var took time.Duration
 	if err := h.run(ctx, func() {
@@ -138,13 +141,39 @@ func (h *Hasher) Verify(ctx context.Context, pw, hash string) (ok, rehash bool, 
 	if err != nil {
 		return false, false, err
 	}
-	switch typical := time.Duration(h.typical.Load()); {
-	case strings.HasPrefix(hash, h.current):
+	typical, floor := time.Duration(h.typical.Load()), time.Duration(h.floor.Load())
+	target := max(typical, floor)
+	if strings.HasPrefix(hash, h.current) {
 		h.typical.Store(int64(typical + (took-typical)/8))
-	case !ok && took < typical:
-		h.sleep(ctx, typical-took)
+		target = floor
+	}
+	if !ok && took < target {
+		h.sleep(ctx, target-took)
 	}
 	return ok, rehash, nil
+}
+
+// MaxCoveredBcryptCost bounds CoverBcrypt: a cost-15 check takes about a
+// second and a half already, and each step doubles it.
+const MaxCoveredBcryptCost = 15
+
+// CoverBcrypt makes every failed check, an unknown email's included,
+// answer no sooner than a check of a bcrypt hash of cost takes: accounts
+// imported with such hashes (SPEC §4), costlier than argon2id at Params,
+// would otherwise be told apart by one wrong guess until their owners next
+// log in (and the hash is upgraded). It times one bcrypt hash of that cost
+// (at most MaxCoveredBcryptCost) and returns how long it took.
+func (h *Hasher) CoverBcrypt(cost int) (time.Duration, error) {
+	if cost < bcrypt.MinCost || cost > MaxCoveredBcryptCost {
+		return 0, fmt.Errorf("password: bcrypt cost %d is outside %d-%d", cost, bcrypt.MinCost, MaxCoveredBcryptCost)
+	}
+	start := time.Now()
+	if _, err := bcrypt.GenerateFromPassword([]byte("authd timing probe"), cost); err != nil {
+		return 0, err
+	}
+	took := time.Since(start)
+	h.floor.Store(max(h.floor.Load(), int64(took)))
+	return took, nil
 }
 
 // VerifyDummy implements authd.Passwords.

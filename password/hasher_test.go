@@ -90,6 +90,32 @@ func TestCheaperHashPadded(t *testing.T) {
 	}
 }
 
+// TestBcryptFloor: once CoverBcrypt has timed the costliest imported bcrypt
+// cost, every failed check, an unknown email's dummy included, answers no
+// sooner; a right password is never padded.
+func TestBcryptFloor(t *testing.T) {
+	h := (&Hasher{Params: cheap, Workers: 1, MaxQueue: 10, MaxWait: time.Second})
+	var slept []time.Duration
+	h.sleep = func(_ context.Context, d time.Duration) { slept = append(slept, d) }
+	h.init()
+	for _, cost := range []int{3, MaxCoveredBcryptCost + 1} {
+		if _, err := h.CoverBcrypt(cost); err == nil {
+			t.Errorf("CoverBcrypt(%d) accepted", cost)
+		}
+	}
+	if took, err := h.CoverBcrypt(4); err != nil || took <= 0 || h.floor.Load() != int64(took) {
+		t.Fatalf("CoverBcrypt(4) = %s, %v; floor %d", took, err, h.floor.Load())
+	}
+	h.floor.Store(int64(time.Hour)) // a bcrypt check far longer than any here
+	ctx := context.Background()
+	h.VerifyDummy(ctx, "a wrong guess")
+	right, _ := Hash("the right password", cheap)
+	h.Verify(ctx, "the right password", right)
+	if len(slept) != 1 || slept[0] < 59*time.Minute {
+		t.Errorf("padded %v; want the dummy's failure padded to about an hour, the right password not at all", slept)
+	}
+}
+
 func TestPolicy(t *testing.T) {
 	p := Policy{MinLength: 12}
 	tests := []struct {

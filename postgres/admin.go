@@ -12,6 +12,17 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
+// BcryptCosts implements authd.Store (a scan of users, made once at start).
+func (s *Store) BcryptCosts(ctx context.Context) ([]int, error) {
+	rows, err := s.pool.Query(ctx, `SELECT DISTINCT substr(password_hash, 5, 2)::int FROM users
+		WHERE password_hash ~ '^\$2[aby]\$[0-9]{2}\$'`)
+	if err != nil {
+		return nil, translate(err)
+	}
+	costs, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	return costs, translate(err)
+}
+
 // ExpiredLocks implements authd.Store (index ix_users_account_status).
 func (s *Store) ExpiredLocks(ctx context.Context, now time.Time, limit int) ([]uuid.UUID, error) {
 	rows, err := s.pool.Query(ctx, `SELECT id FROM users

@@ -12,6 +12,25 @@ import (
 	"github.com/google/uuid"
 )
 
+// BcryptCosts implements authd.Store (a scan of users, made once at start).
+func (s *Store) BcryptCosts(ctx context.Context) ([]int, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT CAST(substr(password_hash, 5, 2) AS INTEGER) FROM users
+		WHERE password_hash GLOB '$2[aby]$[0-9][0-9]$*'`)
+	if err != nil {
+		return nil, translate(err)
+	}
+	defer rows.Close()
+	var costs []int
+	for rows.Next() {
+		var c int
+		if err := rows.Scan(&c); err != nil {
+			return nil, translate(err)
+		}
+		costs = append(costs, c)
+	}
+	return costs, translate(rows.Err())
+}
+
 // ExpiredLocks implements authd.Store (index ix_users_account_status).
 func (s *Store) ExpiredLocks(ctx context.Context, now time.Time, limit int) ([]uuid.UUID, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT id FROM users

@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -45,6 +46,7 @@ func Run(t *testing.T, open func(t *testing.T) authd.Store) {
 		{"Users", testUsers},
 		{"UserErrors", testUserErrors},
 		{"ExpiredLocks", testExpiredLocks},
+		{"BcryptCosts", testBcryptCosts},
 		{"SessionsAndTokens", testSessionsAndTokens},
 		{"TokenErrors", testTokenErrors},
 		{"VerificationTokens", testVerificationTokens},
@@ -95,6 +97,27 @@ func wantCode(t *testing.T, what string, err error, want authd.Code) {
 	t.Helper()
 	if got := authd.ErrorCode(err); got != want {
 		t.Errorf("%s: error code %q (%v), want %q", what, got, err, want)
+	}
+}
+
+// testBcryptCosts: each cost of the well-formed bcrypt hashes once;
+// argon2id and malformed hashes are not bcrypt.
+func testBcryptCosts(t *testing.T, s authd.Store) {
+	ctx := context.Background()
+	const tail = "$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy"
+	for i, hash := range []string{"$2b$12" + tail, "$2a$10" + tail, "$2y$12" + tail, "$2b$x1" + tail, ""} {
+		u := NewUser(fmt.Sprintf("bcrypt%d@example.org", i))
+		if hash != "" {
+			u.PasswordHash = hash
+		}
+		if err := s.CreateUser(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	costs, err := s.BcryptCosts(ctx)
+	slices.Sort(costs)
+	if err != nil || !slices.Equal(costs, []int{10, 12}) {
+		t.Errorf("BcryptCosts = %v, %v; want [10 12]", costs, err)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -158,6 +159,9 @@ func (a *App) Open(ctx context.Context) (err error) {
 	m.Pool(a.poolStats)
 	hasher := password.NewHasher(a.cfg.Argon2, password.Policy{MinLength: a.cfg.PasswordMinLength})
 	hasher.Observe = m.Hash
+	if err := a.coverBcrypt(ctx, hasher); err != nil {
+		return err
+	}
 	var limiter authd.RateLimiter
 	var lockouts authd.Lockouts = ratelimit.NewMemoryLockouts(a.clock)
 	fallback := func() bool { return false }
@@ -370,6 +374,34 @@ func (a *App) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// coverBcrypt makes failed logins answer no sooner than a check of the
+// costliest bcrypt hash imported and not yet upgraded takes
+// (password.Hasher.CoverBcrypt), so that one wrong guess cannot tell those
+// accounts apart from unknown emails. Costs beyond what can be covered are
+// logged.
+func (a *App) coverBcrypt(ctx context.Context, h *password.Hasher) error {
+	costs, err := a.db.BcryptCosts(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the bcrypt costs of imported passwords: %w", err)
+	}
+	costs = slices.DeleteFunc(costs, func(c int) bool { return c < 4 }) // bcrypt's least cost
+	if len(costs) == 0 {
+		return nil
+	}
+	cost := slices.Max(costs)
+	if cost > password.MaxCoveredBcryptCost {
+		a.logger.Warn("bcrypt hashes too costly to cover: a wrong guess takes longer for their accounts until their owners log in",
+			"cost", cost, "covered", password.MaxCoveredBcryptCost)
+		cost = password.MaxCoveredBcryptCost
+	}
+	took, err := h.CoverBcrypt(cost)
+	if err != nil {
+		return err
+	}
+	a.logger.Info("failed logins answer no sooner than a check of the imported bcrypt hashes", "cost", cost, "floor", took)
 	return nil
 }
 
