@@ -36,6 +36,8 @@ func (s *Service) Login(ctx context.Context, c Client, email, password, deviceIn
 	if err := s.limitEmail(ctx, "login", email, loginPerEmail, time.Minute); err != nil {
 		return nil, err
 	}
+	ctx, cancel := detach(ctx)
+	defer cancel()
 
 	u, err := s.store.UserByEmail(ctx, email)
 	if err != nil && ErrorCode(err) != ENotFound {

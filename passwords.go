@@ -150,6 +150,8 @@ func (s *Service) reauthenticate(ctx context.Context, c Client, a *AccessClaims,
 	if err := s.limit(ctx, "reauth:"+a.UserID.String(), reauthPerUser, time.Minute); err != nil {
 		return nil, err
 	}
+	ctx, cancel := detach(ctx)
+	defer cancel()
 	u, err := s.Me(ctx, a)
 	if err != nil {
 		return nil, err

@@ -230,6 +230,20 @@ func NewService(cfg Config, d Deps) *Service {
 // Revocations is the in-memory revocation set the service checks tokens against.
 func (s *Service) Revocations() *RevocationSet { return s.revocations }
 
+// detachedFlowTimeout bounds a flow detach has freed from its client.
+const detachedFlowTimeout = 30 * time.Second
+
+// detach frees ctx from the client's cancellation (keeping its values),
+// within detachedFlowTimeout. A flow that checks a password must finish
+// what the check decides — count and log a failure, pad the answer, rehash
+// — even when the client hangs up: an HTTP server cancels a request's
+// context when the client half-closes its connection, while the answer can
+// still be read, so a flow that gave up then would skip the count (no
+// lockout) and answer sooner or later by outcome (a timing oracle).
+func detach(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), detachedFlowTimeout)
+}
+
 func (s *Service) now() time.Time { return s.clock.Now().UTC().Truncate(time.Microsecond) }
 
 // NormalizeEmail validates an address (RFC 5322 addr-spec, at most 254

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -236,17 +237,36 @@ func TestReauthenticationIsLimited(t *testing.T) {
 	})
 }
 
-// holdOnce holds the next password check (Verify or VerifyDummy) once armed,
-// until released, so that a test can lock an account while a request hashes.
-type holdOnce struct {
+// beforeCheck runs before each password check (Verify or VerifyDummy).
+type beforeCheck struct {
 	authd.Passwords
+	before func()
+}
+
+func (p beforeCheck) Verify(ctx context.Context, pw, hash string) (bool, bool, error) {
+	p.before()
+	return p.Passwords.Verify(ctx, pw, hash)
+}
+
+func (p beforeCheck) VerifyDummy(ctx context.Context, pw string) error {
+	p.before()
+	return p.Passwords.VerifyDummy(ctx, pw)
+}
+
+// holdOnce holds the next password check once armed, until released, so
+// that a test can lock an account while a request hashes.
+type holdOnce struct {
 	mu               sync.Mutex
 	armed            bool
 	entered, release chan struct{}
 }
 
-func newHoldOnce(p authd.Passwords) *holdOnce {
-	return &holdOnce{Passwords: p, entered: make(chan struct{}), release: make(chan struct{})}
+// holdingOnce wraps p with a holdOnce, which *hold is set to.
+func holdingOnce(hold **holdOnce) option {
+	return withPasswords(func(p authd.Passwords) authd.Passwords {
+		*hold = &holdOnce{entered: make(chan struct{}), release: make(chan struct{})}
+		return beforeCheck{p, (*hold).wait}
+	})
 }
 
 func (h *holdOnce) arm() { h.mu.Lock(); h.armed = true; h.mu.Unlock() }
@@ -262,23 +282,13 @@ func (h *holdOnce) wait() {
 	}
 }
 
-func (h *holdOnce) Verify(ctx context.Context, pw, hash string) (bool, bool, error) {
-	h.wait()
-	return h.Passwords.Verify(ctx, pw, hash)
-}
-
-func (h *holdOnce) VerifyDummy(ctx context.Context, pw string) error {
-	h.wait()
-	return h.Passwords.VerifyDummy(ctx, pw)
-}
-
 // TestLockDuringHashingAnswersAlike: a login that was hashing when another
 // request locked the account answers 423, right or wrong, with an account or
 // without one, so parallel guesses learn nothing.
 func TestLockDuringHashingAnswersAlike(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		var hold *holdOnce
-		e := newEnv(t, open(t), withPasswords(func(p authd.Passwords) authd.Passwords { hold = newHoldOnce(p); return hold }))
+		e := newEnv(t, open(t), holdingOnce(&hold))
 		e.registerVerified("real@example.org", goodPassword)
 		for _, tc := range []struct{ email, password string }{
 			{"real@example.org", goodPassword}, {"real@example.org", "a wrong guess"}, {"ghost@example.org", "a wrong guess"},
@@ -344,6 +354,56 @@ func TestExpiredLocksLiftedOnTheirOwn(t *testing.T) {
 	})
 }
 
+// TestHangingUpCountsAlike: a client that hangs up while its password is
+// checked still has the failure counted and logged, so that hanging up can
+// neither dodge the lockout nor make an account answer unlike an unknown
+// email; the same for the current password of a password change.
+func TestHangingUpCountsAlike(t *testing.T) {
+	t.Parallel()
+	var hangUp atomic.Pointer[context.CancelFunc] // the client hangs up (its request's context cancelled) during the check
+	e := newEnv(t, openSQLite(t), withPasswords(func(p authd.Passwords) authd.Passwords {
+		return beforeCheck{p, func() {
+			if cancel := hangUp.Load(); cancel != nil {
+				(*cancel)()
+			}
+		}}
+	}))
+	e.registerVerified("hang@example.org", goodPassword)
+	access, _ := e.login("hang@example.org", goodPassword)
+	a, err := e.svc.Authenticate(context.Background(), access)
+	if err != nil {
+		t.Fatal(err)
+	}
+	guess := func(email string) error {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		hangUp.Store(&cancel)
+		_, err := e.svc.Login(ctx, authd.Client{IP: "192.0.2.7"}, email, "a wrong guess", "")
+		return err
+	}
+	for i := range 5 {
+		for _, email := range []string{"hang@example.org", "nobody@example.org"} {
+			if err := guess(email); authd.ErrorCode(err) != authd.EInvalidCredentials {
+				t.Fatalf("%s, guess %d with the client gone: %v, want invalid credentials", email, i+1, err)
+			}
+		}
+	}
+	for _, email := range []string{"hang@example.org", "nobody@example.org"} {
+		if err := guess(email); authd.ErrorCode(err) != authd.EAccountLocked {
+			t.Errorf("%s after five guesses whose clients hung up: %v, want locked", email, err)
+		}
+	}
+	e.clock.Advance(15*time.Minute + time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hangUp.Store(&cancel)
+	err = e.svc.ChangePassword(ctx, authd.Client{}, a, "a wrong guess", "another good passphrase 1", authd.StepUp{})
+	if authd.ErrorCode(err) != authd.EInvalidCredentials || e.user("hang@example.org").FailedLoginAttempts != 1 {
+		t.Errorf("a wrong current password with the client gone: %v, %d failures; want invalid credentials, counted",
+			err, e.user("hang@example.org").FailedLoginAttempts)
+	}
+}
+
 // lockedBetween is a lockout store in which another guess locks every key
 // right after the login has looked: LockedFor says unlocked, Fail finds it
 // locked.
@@ -373,7 +433,7 @@ func TestGhostLockReadWithTheFailure(t *testing.T) {
 func TestReauthenticationAcrossALock(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		var hold *holdOnce
-		e := newEnv(t, open(t), withPasswords(func(p authd.Passwords) authd.Passwords { hold = newHoldOnce(p); return hold }))
+		e := newEnv(t, open(t), holdingOnce(&hold))
 		e.registerVerified("held@example.org", goodPassword)
 		tok, _ := e.login("held@example.org", goodPassword)
 		change := func(current string) response {

@@ -461,7 +461,7 @@ func TestRetentionPurgesMFAChallenges(t *testing.T) {
 func TestEnrolmentAcrossALock(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		var hold *holdOnce
-		e := newEnv(t, open(t), withPasswords(func(p authd.Passwords) authd.Passwords { hold = newHoldOnce(p); return hold }))
+		e := newEnv(t, open(t), holdingOnce(&hold))
 		e.registerVerified("held@example.org", goodPassword)
 		tok, _ := e.login("held@example.org", goodPassword)
 		enrol := func(pw string) response {

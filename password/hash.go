@@ -72,6 +72,9 @@ func Verify(pw, hash string, p Params) (ok, rehash bool, err error) {
 		ok := subtle.ConstantTimeCompare(got, key) == 1
 		return ok, ok && hp != p, nil
 	case strings.HasPrefix(hash, "$2a$"), strings.HasPrefix(hash, "$2b$"), strings.HasPrefix(hash, "$2y$"):
+		if cost, err := bcrypt.Cost([]byte(hash)); err == nil && cost > MaxBcryptCost {
+			return false, false, nil // see MaxBcryptCost
+		}
 		// Imported bcrypt hashes were made from the password as typed.
 		// bcrypt reads only the first 72 bytes, so a longer password would
 		// match a hash of its prefix: it never matches (SPEC §4). It is
@@ -90,6 +93,13 @@ func Verify(pw, hash string, p Params) (ok, rehash bool, err error) {
 	}
 	return false, false, ErrMalformedHash
 }
+
+// MaxBcryptCost is the costliest bcrypt hash checked. A cost-15 check takes
+// about a second and a half and each step doubles it, so that one stored
+// row could hold the hashing workers for minutes (cost 20) or days (31): a
+// costlier hash never matches, answering as a wrong password does, and its
+// owner resets the password (serve logs how many there are).
+const MaxBcryptCost = 15
 
 // bcryptMaxBytes is the longest password bcrypt reads in full.
 const bcryptMaxBytes = 72

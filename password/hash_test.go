@@ -3,6 +3,7 @@ package password
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -78,6 +79,34 @@ func TestBcrypt(t *testing.T) {
 	}
 	if ok, _, err := Verify("other password", string(b), cheap); ok || err != nil {
 		t.Errorf("bcrypt Verify of a wrong password = %v, %v", ok, err)
+	}
+}
+
+// TestBcryptTooCostly: a stored bcrypt hash above MaxBcryptCost never
+// matches and is never computed (cost 31 would take days): it answers as a
+// wrong password, not as an error.
+func TestBcryptTooCostly(t *testing.T) {
+	b, err := bcrypt.GenerateFromPassword([]byte("imported password"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	costly := "$2a$31$" + string(b[len("$2a$04$"):])
+	type result struct {
+		ok  bool
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ok, _, err := Verify("imported password", costly, cheap)
+		done <- result{ok, err}
+	}()
+	select {
+	case r := <-done:
+		if r.ok || r.err != nil {
+			t.Errorf("a cost-31 bcrypt hash: %v, %v; want no match and no error", r.ok, r.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a cost-31 bcrypt hash was being computed")
 	}
 }
 

@@ -148,24 +148,23 @@ func (h *Hasher) Verify(ctx context.Context, pw, hash string) (ok, rehash bool, 
 		target = floor
 	}
 	if !ok && took < target {
-		h.sleep(ctx, target-took)
+		// Whatever the client does: a half-closed connection cancels
+		// ctx while the answer can still be read.
+		h.sleep(context.WithoutCancel(ctx), target-took)
 	}
 	return ok, rehash, nil
 }
-
-// MaxCoveredBcryptCost bounds CoverBcrypt: a cost-15 check takes about a
-// second and a half already, and each step doubles it.
-const MaxCoveredBcryptCost = 15
 
 // CoverBcrypt makes every failed check, an unknown email's included,
 // answer no sooner than a check of a bcrypt hash of cost takes: accounts
 // imported with such hashes (SPEC §4), costlier than argon2id at Params,
 // would otherwise be told apart by one wrong guess until their owners next
 // log in (and the hash is upgraded). It times one bcrypt hash of that cost
-// (at most MaxCoveredBcryptCost) and returns how long it took.
+// (at most MaxBcryptCost: costlier hashes never match) and returns how
+// long it took.
 func (h *Hasher) CoverBcrypt(cost int) (time.Duration, error) {
-	if cost < bcrypt.MinCost || cost > MaxCoveredBcryptCost {
-		return 0, fmt.Errorf("password: bcrypt cost %d is outside %d-%d", cost, bcrypt.MinCost, MaxCoveredBcryptCost)
+	if cost < bcrypt.MinCost || cost > MaxBcryptCost {
+		return 0, fmt.Errorf("password: bcrypt cost %d is outside %d-%d", cost, bcrypt.MinCost, MaxBcryptCost)
 	}
 	start := time.Now()
 	if _, err := bcrypt.GenerateFromPassword([]byte("authd timing probe"), cost); err != nil {

@@ -64,7 +64,8 @@ func TestCheaperHashPadded(t *testing.T) {
 	current := Params{MemoryKiB: 64, Iterations: 2, Parallelism: 1}
 	h := (&Hasher{Params: current, Workers: 1, MaxQueue: 10, MaxWait: time.Second})
 	var slept []time.Duration
-	h.sleep = func(_ context.Context, d time.Duration) { slept = append(slept, d) }
+	var sleptCtx context.Context
+	h.sleep = func(ctx context.Context, d time.Duration) { slept, sleptCtx = append(slept, d), ctx }
 	h.init()
 	if h.current != "$argon2id$v=19$m=64,t=2,p=1$" {
 		t.Fatalf("the configured cost's head %q", h.current)
@@ -76,6 +77,15 @@ func TestCheaperHashPadded(t *testing.T) {
 	if ok, _, _ := h.Verify(ctx, "a wrong guess", older); ok || len(slept) != 1 || slept[0] < 59*time.Minute {
 		t.Fatalf("a wrong guess against an older, cheaper hash: ok %v, padded %v; want about an hour", ok, slept)
 	}
+	// A client that hangs up (its request's context cancelled, as a
+	// half-closed connection does) still waits the padding out.
+	gone, hangUp := context.WithCancel(ctx)
+	h.sleep = func(ctx context.Context, d time.Duration) { hangUp(); slept, sleptCtx = append(slept, d), ctx }
+	h.Verify(gone, "a wrong guess", older)
+	if len(slept) != 2 || sleptCtx.Err() != nil {
+		t.Errorf("padding for a client that hung up: %v, its wait cut by %v; want it whole", slept, sleptCtx.Err())
+	}
+	h.sleep = func(ctx context.Context, d time.Duration) { slept, sleptCtx = append(slept, d), ctx }
 	slept = nil
 	if ok, _, _ := h.Verify(ctx, "the right password", older); !ok || len(slept) != 0 {
 		t.Errorf("the right password against the older hash: ok %v, padded %v; want no padding", ok, slept)
@@ -98,7 +108,7 @@ func TestBcryptFloor(t *testing.T) {
 	var slept []time.Duration
 	h.sleep = func(_ context.Context, d time.Duration) { slept = append(slept, d) }
 	h.init()
-	for _, cost := range []int{3, MaxCoveredBcryptCost + 1} {
+	for _, cost := range []int{3, MaxBcryptCost + 1} {
 		if _, err := h.CoverBcrypt(cost); err == nil {
 			t.Errorf("CoverBcrypt(%d) accepted", cost)
 		}

@@ -380,23 +380,22 @@ func (a *App) Run(ctx context.Context) error {
 // coverBcrypt makes failed logins answer no sooner than a check of the
 // costliest bcrypt hash imported and not yet upgraded takes
 // (password.Hasher.CoverBcrypt), so that one wrong guess cannot tell those
-// accounts apart from unknown emails. Costs beyond what can be covered are
-// logged.
+// accounts apart from unknown emails. Hashes above password.MaxBcryptCost
+// never match (and are not covered): they are logged.
 func (a *App) coverBcrypt(ctx context.Context, h *password.Hasher) error {
 	costs, err := a.db.BcryptCosts(ctx)
 	if err != nil {
 		return fmt.Errorf("reading the bcrypt costs of imported passwords: %w", err)
 	}
-	costs = slices.DeleteFunc(costs, func(c int) bool { return c < 4 }) // bcrypt's least cost
+	if slices.ContainsFunc(costs, func(c int) bool { return c > password.MaxBcryptCost }) {
+		a.logger.Warn("bcrypt hashes above the costliest checked never match: their owners must reset their passwords",
+			"max_cost", password.MaxBcryptCost)
+	}
+	costs = slices.DeleteFunc(costs, func(c int) bool { return c < 4 || c > password.MaxBcryptCost }) // 4: bcrypt's least
 	if len(costs) == 0 {
 		return nil
 	}
 	cost := slices.Max(costs)
-	if cost > password.MaxCoveredBcryptCost {
-		a.logger.Warn("bcrypt hashes too costly to cover: a wrong guess takes longer for their accounts until their owners log in",
-			"cost", cost, "covered", password.MaxCoveredBcryptCost)
-		cost = password.MaxCoveredBcryptCost
-	}
 	took, err := h.CoverBcrypt(cost)
 	if err != nil {
 		return err
