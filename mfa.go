@@ -272,6 +272,8 @@ func (s *Service) withSecondFactor(ctx context.Context, c Client, a *AccessClaim
 	if err := s.shape(proof); err != nil {
 		return err
 	}
+	ctx, cancel := detach(ctx) // a wrong code is counted whatever the client does
+	defer cancel()
 	u, err := s.codeChecked(ctx, a)
 	if err != nil {
 		return err
@@ -312,6 +314,8 @@ func (s *Service) withSecondFactor(ctx context.Context, c Client, a *AccessClaim
 // redeemed), EInvalidCredentials (a wrong code), EAccountLocked,
 // ERateLimited, EUnavailable.
 func (s *Service) VerifyMFA(ctx context.Context, c Client, mfaToken, method, code string) (*TokenPair, error) {
+	ctx, cancel := detach(ctx) // a wrong code is counted whatever the client does
+	defer cancel()
 	var err error
 	switch method {
 	case MethodTOTP:

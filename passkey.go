@@ -737,6 +737,8 @@ func (s *Service) verifyAssertion(ctx context.Context, tx *txn, c Client, u *Use
 // or not this mfa_token's), EInvalidCredentials, EAccountLocked,
 // ENotFound (passkeys off), ERateLimited, EUnavailable.
 func (s *Service) VerifyMFAPasskey(ctx context.Context, c Client, mfaToken string, credential []byte) (*TokenPair, error) {
+	ctx, cancel := detach(ctx) // a refused assertion is counted whatever the client does
+	defer cancel()
 	if _, err := s.relyingParty(); err != nil {
 		return nil, err
 	}

@@ -501,3 +501,31 @@ func TestEnablingTOTPEndsOtherSessions(t *testing.T) {
 			map[string]string{"refresh_token": otherRefresh}), 401, "invalid_token")
 	})
 }
+
+// TestHangingUpCountsCodes: a wrong second-factor code whose client has
+// hung up (its request's context cancelled) is still counted against the
+// account (and the mfa_token), at login and at a step-up, so that hanging
+// up cannot buy unlimited guesses.
+func TestHangingUpCountsCodes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	access, _, _ := e.mfaUser("gone@example.org")
+	a, err := e.svc.Authenticate(context.Background(), access)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone, hangUp := context.WithCancel(context.Background())
+	hangUp()
+	failures := func() int { return e.user("gone@example.org").FailedLoginAttempts }
+	err = e.svc.DisableTOTP(gone, authd.Client{IP: "192.0.2.8"}, a, authd.StepUp{Code: "000000"})
+	if authd.ErrorCode(err) != authd.EInvalidCredentials || failures() != 1 {
+		t.Errorf("a step-up's wrong code with the client gone: %v, %d failures; want counted", err, failures())
+	}
+	token := e.mfaLogin("gone@example.org")
+	for i := range 3 {
+		_, err := e.svc.VerifyMFA(gone, authd.Client{IP: "192.0.2.8"}, token, authd.MethodTOTP, "000000")
+		if authd.ErrorCode(err) != authd.EInvalidCredentials || failures() != 2+i {
+			t.Fatalf("wrong login code %d with the client gone: %v, %d failures; want counted", i+1, err, failures())
+		}
+	}
+}
