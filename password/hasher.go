@@ -124,11 +124,11 @@ func (h *Hasher) Hash(ctx context.Context, pw string) (hash string, err error) {
 // Verify implements authd.Passwords. A malformed stored hash fails the
 // login (and is logged by the caller) rather than crashing it.
 //
-// A wrong password checked against a hash cheaper than Params (made before
-// the cost was raised) answers no sooner than a check at Params, as an
-// unknown email's check against the dummy does (SPEC 6.6), and every failed
-// check no sooner than the floor CoverBcrypt set: the time left is slept,
-// after the worker is freed.
+// A failed check answers no sooner than a check at Params takes on average
+// (so that one against a hash cheaper than Params, made before the cost
+// was raised, answers as an unknown email's against the dummy does: SPEC
+// 6.6) and than the floor CoverBcrypt set: the time left is slept, after
+// the worker is freed.
 func (h *Hasher) Verify(ctx context.Context, pw, hash string) (ok, rehash bool, err error) {
 	var took time.Duration
 	if err := h.run(ctx, func() {
@@ -142,12 +142,13 @@ func (h *Hasher) Verify(ctx context.Context, pw, hash string) (ok, rehash bool, 
 		return false, false, err
 	}
 	typical, floor := time.Duration(h.typical.Load()), time.Duration(h.floor.Load())
-	target := max(typical, floor)
 	if strings.HasPrefix(hash, h.current) {
 		h.typical.Store(int64(typical + (took-typical)/8))
-		target = floor
 	}
-	if !ok && took < target {
+	// Every failure, at the current cost too, answers no sooner than the
+	// average: a padded cheaper hash must not stand out as the one failure
+	// never faster than it.
+	if target := max(typical, floor); !ok && took < target {
 		// Whatever the client does: a half-closed connection cancels
 		// ctx while the answer can still be read.
 		h.sleep(context.WithoutCancel(ctx), target-took)
