@@ -19,16 +19,7 @@ func (s *Store) BcryptCosts(ctx context.Context) ([]int, error) {
 	if err != nil {
 		return nil, translate(err)
 	}
-	defer rows.Close()
-	var costs []int
-	for rows.Next() {
-		var c int
-		if err := rows.Scan(&c); err != nil {
-			return nil, translate(err)
-		}
-		costs = append(costs, c)
-	}
-	return costs, translate(rows.Err())
+	return collect(rows, scanInt)
 }
 
 // ExpiredLocks implements authd.Store (index ix_users_account_status).
@@ -38,16 +29,7 @@ func (s *Store) ExpiredLocks(ctx context.Context, now time.Time, limit int) ([]u
 	if err != nil {
 		return nil, translate(err)
 	}
-	defer rows.Close()
-	var ids []uuid.UUID
-	for rows.Next() {
-		var id uuid.UUID
-		if err := rows.Scan(&id); err != nil {
-			return nil, translate(err)
-		}
-		ids = append(ids, id)
-	}
-	return ids, translate(rows.Err())
+	return collect(rows, scanID)
 }
 
 // Users implements authd.Store.

@@ -27,16 +27,7 @@ func (q *queries) Factors(ctx context.Context, userID uuid.UUID) ([]*authd.Facto
 	if err != nil {
 		return nil, translate(err)
 	}
-	defer rows.Close()
-	var out []*authd.Factor
-	for rows.Next() {
-		f, err := scanFactor(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, f)
-	}
-	return out, translate(rows.Err())
+	return collect(rows, scanFactor)
 }
 
 func scanFactor(row scanner) (*authd.Factor, error) {

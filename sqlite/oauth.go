@@ -42,16 +42,7 @@ func (q *queries) OAuthClients(ctx context.Context) ([]*authd.OAuthClient, error
 	if err != nil {
 		return nil, translate(err)
 	}
-	defer rows.Close()
-	var out []*authd.OAuthClient
-	for rows.Next() {
-		c, err := scanClient(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	return out, translate(rows.Err())
+	return collect(rows, scanClient)
 }
 
 func scanClient(row scanner) (*authd.OAuthClient, error) {
@@ -221,14 +212,5 @@ func (q *queries) Consents(ctx context.Context, userID uuid.UUID) ([]*authd.Cons
 	if err != nil {
 		return nil, translate(err)
 	}
-	defer rows.Close()
-	var out []*authd.Consent
-	for rows.Next() {
-		c, err := scanConsent(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	return out, translate(rows.Err())
+	return collect(rows, scanConsent)
 }

@@ -44,25 +44,12 @@ func (s *Store) ClaimMail(ctx context.Context, claim uuid.UUID, now time.Time, l
 	if err != nil {
 		return nil, translate(err)
 	}
-	mails, err := collectMail(rows)
+	mails, err := collect(rows, scanMail)
 	if err != nil || len(mails) == 0 {
 		return nil, err
 	}
 	mails[0].Claim = claim
 	return mails[0], nil
-}
-
-func collectMail(rows *sql.Rows) ([]*authd.OutboxMail, error) {
-	defer rows.Close()
-	var out []*authd.OutboxMail
-	for rows.Next() {
-		m, err := scanMail(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, m)
-	}
-	return out, translate(rows.Err())
 }
 
 // scanMail reads one mail_outbox row of outboxColumns.
@@ -135,7 +122,7 @@ func (s *Store) Mails(ctx context.Context, f authd.MailFilter) ([]*authd.OutboxM
 	if err != nil {
 		return nil, translate(err)
 	}
-	return collectMail(rows)
+	return collect(rows, scanMail)
 }
 
 func (q *queries) ReviveMail(ctx context.Context, id uuid.UUID, now time.Time) error {

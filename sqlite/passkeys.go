@@ -34,16 +34,7 @@ func (q *queries) Passkeys(ctx context.Context, userID uuid.UUID) ([]*authd.Pass
 	if err != nil {
 		return nil, translate(err)
 	}
-	defer rows.Close()
-	var out []*authd.Passkey
-	for rows.Next() {
-		p, err := scanPasskey(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, p)
-	}
-	return out, translate(rows.Err())
+	return collect(rows, scanPasskey)
 }
 
 // PasskeyByCredentialID implements authd.Queries.

@@ -169,6 +169,24 @@ func (q *queries) VerificationToken(ctx context.Context, digest string) (*authd.
 // scanner is a *sql.Row or *sql.Rows.
 type scanner interface{ Scan(dest ...any) error }
 
+// collect scans every row of rows, which it closes.
+func collect[T any](rows *sql.Rows, scan func(scanner) (T, error)) ([]T, error) {
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, translate(rows.Err())
+}
+
+// scanInt and scanID read a row of one column.
+func scanInt(row scanner) (n int, err error)       { return n, translate(row.Scan(&n)) }
+func scanID(row scanner) (id uuid.UUID, err error) { return id, translate(row.Scan(&id)) }
+
 func scanVerification(row scanner) (*authd.VerificationToken, error) {
 	var v authd.VerificationToken
 	var typ string
@@ -233,20 +251,7 @@ func (q *queries) SecurityLogs(ctx context.Context, f authd.SecurityLogFilter) (
 	if err != nil {
 		return nil, translate(err)
 	}
-	return collectSecurityLogs(rows)
-}
-
-func collectSecurityLogs(rows *sql.Rows) ([]*authd.SecurityLog, error) {
-	defer rows.Close()
-	var out []*authd.SecurityLog
-	for rows.Next() {
-		l, err := scanSecurityLog(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, l)
-	}
-	return out, translate(rows.Err())
+	return collect(rows, scanSecurityLog)
 }
 
 // listLimit bounds a page size to (0, MaxListLimit+1]: the service asks
