@@ -54,8 +54,12 @@ func Hash(pw string, p Params) (string, error) {
 		return "", err
 	}
 	key := argon2.IDKey([]byte(Normalize(pw)), salt, p.Iterations, p.MemoryKiB, p.Parallelism, keyLen)
-	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s",
-		argon2.Version, p.MemoryKiB, p.Iterations, p.Parallelism, b64.EncodeToString(salt), b64.EncodeToString(key)), nil
+	return head(p) + b64.EncodeToString(salt) + "$" + b64.EncodeToString(key), nil
+}
+
+// head is the start of every hash Hash makes at p, up to the salt.
+func head(p Params) string {
+	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$", argon2.Version, p.MemoryKiB, p.Iterations, p.Parallelism)
 }
 
 // Verify reports whether pw matches hash, and whether hash should be

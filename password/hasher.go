@@ -36,8 +36,9 @@ type Hasher struct {
 	current string       // the head of a hash made at Params ("$argon2id$v=19$m=…,t=…,p=…$")
 	typical atomic.Int64 // how long a check at Params takes, in ns (a moving average)
 	floor   atomic.Int64 // the least time a failed check answers in, in ns (CoverBcrypt)
-	// sleep pads a failed check of a cheaper hash (see Verify); tests
-	// record it instead.
+	// sleep pads a failed check (see Verify) by d, whatever ctx (the
+	// check's, freed from the client's cancellation) says; tests record
+	// both instead.
 	sleep func(ctx context.Context, d time.Duration)
 }
 
@@ -63,21 +64,11 @@ func (h *Hasher) init() *Hasher {
 	}
 	h.typical.Store(int64(time.Since(start)))
 	h.dummy = dummy
-	h.current = dummy[:strings.LastIndexByte(dummy[:strings.LastIndexByte(dummy, '$')], '$')+1]
+	h.current = head(h.Params)
 	if h.sleep == nil {
-		h.sleep = sleep
+		h.sleep = func(_ context.Context, d time.Duration) { time.Sleep(d) }
 	}
 	return h
-}
-
-// sleep waits d, or less if ctx ends.
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
 }
 
 var errBusy = &authd.Error{Code: authd.EUnavailable, Message: "The server is busy; try again shortly.",
