@@ -35,7 +35,9 @@ type Hasher struct {
 	dummy   string
 	current string       // the head of a hash made at Params ("$argon2id$v=19$m=…,t=…,p=…$")
 	typical atomic.Int64 // how long a check at Params takes, in ns (a moving average)
-	floor   atomic.Int64 // the least time a failed check answers in, in ns (CoverBcrypt)
+	spread  atomic.Int64 // how far one strays from typical, in ns (a moving mean deviation)
+	floor   atomic.Int64 // a check of the costliest stored bcrypt hash, in ns (CoverBcrypt)
+	floorAt atomic.Int64 // typical when floor was timed
 	// sleep pads a failed check (see Verify) by d, whatever ctx (the
 	// check's, freed from the client's cancellation) says; tests record
 	// both instead.
@@ -62,7 +64,9 @@ func (h *Hasher) init() *Hasher {
 	if err != nil {
 		panic(err) // only crypto/rand can fail, and it does not
 	}
-	h.typical.Store(int64(time.Since(start)))
+	took := time.Since(start)
+	h.typical.Store(int64(took))
+	h.spread.Store(int64(took / 8))
 	h.dummy = dummy
 	h.current = head(h.Params)
 	if h.sleep == nil {
@@ -115,11 +119,11 @@ func (h *Hasher) Hash(ctx context.Context, pw string) (hash string, err error) {
 // Verify implements authd.Passwords. A malformed stored hash fails the
 // login (and is logged by the caller) rather than crashing it.
 //
-// A failed check answers no sooner than a check at Params takes on average
-// (so that one against a hash cheaper than Params, made before the cost
-// was raised, answers as an unknown email's against the dummy does: SPEC
-// 6.6) and than the floor CoverBcrypt set: the time left is slept, after
-// the worker is freed.
+// A failed check answers no sooner than its deadline (see deadline), so
+// that one against a hash cheaper than Params, made before the cost was
+// raised, or against the dummy of an unknown email, answers as one against
+// an account's hash does (SPEC 6.6): the time left is slept, after the
+// worker is freed.
 func (h *Hasher) Verify(ctx context.Context, pw, hash string) (ok, rehash bool, err error) {
 	var took time.Duration
 	if err := h.run(ctx, func() {
@@ -132,20 +136,43 @@ func (h *Hasher) Verify(ctx context.Context, pw, hash string) (ok, rehash bool, 
 	if err != nil {
 		return false, false, err
 	}
-	typical, floor := time.Duration(h.typical.Load()), time.Duration(h.floor.Load())
+	deadline := h.deadline()
 	if strings.HasPrefix(hash, h.current) {
-		h.typical.Store(int64(typical + (took-typical)/8))
+		h.learn(took)
 	}
-	// Every failure, at the current cost too, answers no sooner than the
-	// average: a padded cheaper hash must not stand out as the one failure
-	// never faster than it.
-	if target := max(typical, floor); !ok && took < target {
+	if !ok && took < deadline {
 		// Whatever the client does: a half-closed connection cancels
 		// ctx while the answer can still be read.
-		h.sleep(context.WithoutCancel(ctx), target-took)
+		h.sleep(context.WithoutCancel(ctx), deadline-took)
 	}
 	return ok, rehash, nil
 }
+
+// deadline is how long after its start a failed check answers: past
+// nearly every check at Params (the average and four mean deviations, as
+// TCP estimates a round trip's timeout), so that failures of every hash,
+// the dummy's and a cheaper one's alike, end at the same moment rather
+// than some at the average and others spread around it; and past a check
+// of the costliest stored bcrypt hash, scaled by how much slower than
+// when it was timed checks at Params now run (both slow down with load).
+func (h *Hasher) deadline() time.Duration {
+	typical, spread := time.Duration(h.typical.Load()), time.Duration(h.spread.Load())
+	d := typical + 4*spread
+	if floor, at := time.Duration(h.floor.Load()), time.Duration(h.floorAt.Load()); floor > 0 && at > 0 {
+		d = max(d, time.Duration(float64(floor)*float64(typical)/float64(at)))
+	}
+	return d
+}
+
+// learn folds a check at Params that took took into the moving average
+// and mean deviation.
+func (h *Hasher) learn(took time.Duration) {
+	typical, spread := time.Duration(h.typical.Load()), time.Duration(h.spread.Load())
+	h.typical.Store(int64(typical + (took-typical)/8))
+	h.spread.Store(int64(spread + (abs(took-typical)-spread)/4))
+}
+
+func abs(d time.Duration) time.Duration { return max(d, -d) }
 
 // CoverBcrypt makes every failed check, an unknown email's included,
 // answer no sooner than a check of a bcrypt hash of cost takes: accounts
@@ -163,7 +190,10 @@ func (h *Hasher) CoverBcrypt(cost int) (time.Duration, error) {
 		return 0, err
 	}
 	took := time.Since(start)
-	h.floor.Store(max(h.floor.Load(), int64(took)))
+	if int64(took) > h.floor.Load() {
+		h.floor.Store(int64(took))
+		h.floorAt.Store(h.typical.Load())
+	}
 	return took, nil
 }
 

@@ -126,6 +126,33 @@ func TestBcryptFloor(t *testing.T) {
 	}
 }
 
+// TestPaddingDeadline: failures are padded to a deadline past nearly every
+// check at the configured cost (the average and four mean deviations), not
+// to the average, which half the checks overrun; and the bcrypt floor
+// grows as checks at the configured cost slow down (load slows both).
+func TestPaddingDeadline(t *testing.T) {
+	h := (&Hasher{Params: cheap, Workers: 1, MaxQueue: 10, MaxWait: time.Second})
+	var slept []time.Duration
+	h.sleep = func(_ context.Context, d time.Duration) { slept = append(slept, d) }
+	h.init()
+	ctx := context.Background()
+	h.typical.Store(int64(time.Hour))
+	h.spread.Store(int64(10 * time.Minute))
+	h.VerifyDummy(ctx, "a wrong guess")
+	if len(slept) != 1 || slept[0] < 99*time.Minute {
+		t.Fatalf("a failure with checks averaging an hour ± 10 minutes padded %v; want to about 1 h 40", slept)
+	}
+	h.typical.Store(int64(time.Second))
+	h.spread.Store(0)
+	h.floor.Store(int64(time.Hour))
+	h.floorAt.Store(int64(time.Second / 2)) // timed when checks took half as long as now
+	slept = nil
+	h.VerifyDummy(ctx, "a wrong guess")
+	if len(slept) != 1 || slept[0] < 119*time.Minute {
+		t.Errorf("a failure with checks twice as slow as when the bcrypt floor of an hour was timed padded %v; want about two hours", slept)
+	}
+}
+
 func TestPolicy(t *testing.T) {
 	p := Policy{MinLength: 12}
 	tests := []struct {
