@@ -108,6 +108,8 @@ func (s *Service) mfaStatus(ctx context.Context, user uuid.UUID) (*MFAStatus, er
 // Returns EConflict (TOTP is already enabled), EInvalidCredentials,
 // EMFARequired, EAccountLocked, ERateLimited, EInvalidToken, EUnavailable.
 func (s *Service) EnrollTOTP(ctx context.Context, c Client, a *AccessClaims, password string, proof StepUp) (*TOTPEnrolment, error) {
+	ctx, cancel := detach(ctx) // the checks finish whatever the client does
+	defer cancel()
 	checked, err := s.reauthenticateStepUp(ctx, c, a, password, "password", proof, EventMFAEnrolled)
 	if err != nil {
 		return nil, err

@@ -271,6 +271,8 @@ func (s *Service) takeChallenge(ctx context.Context, tx *txn, c Client, challeng
 // ERateLimited, EInvalidToken, EUnavailable.
 func (s *Service) BeginPasskeyRegistration(ctx context.Context, c Client, a *AccessClaims, password string,
 	proof StepUp) (json.RawMessage, error) {
+	ctx, cancel := detach(ctx) // the checks finish whatever the client does
+	defer cancel()
 	rp, u, keys, err := s.passkeyOwner(ctx, a)
 	if err != nil {
 		return nil, err

@@ -120,6 +120,8 @@ func (s *Service) ResetPassword(ctx context.Context, c Client, token, newPasswor
 // EUnavailable.
 func (s *Service) ChangePassword(ctx context.Context, c Client, a *AccessClaims, current, newPassword string,
 	proof StepUp) error {
+	ctx, cancel := detach(ctx) // the checks finish whatever the client does
+	defer cancel()
 	checked, err := s.reauthenticateStepUp(ctx, c, a, current, "current_password", proof, EventPasswordChanged)
 	if err != nil {
 		return err
@@ -143,15 +145,14 @@ func (s *Service) ChangePassword(ctx context.Context, c Client, a *AccessClaims,
 // a stolen access token cannot guess at the login's rate nor one account
 // hold the hashing workers; a wrong password counts toward the lock like a
 // failed login and is logged as a failure of event, and while the account
-// is locked no password is checked. Returns EInvalidCredentials naming
+// is locked no password is checked. Its callers have detached ctx (see
+// detach). Returns EInvalidCredentials naming
 // field, EAccountLocked, ERateLimited, EInvalidToken, EUnavailable.
 func (s *Service) reauthenticate(ctx context.Context, c Client, a *AccessClaims, password, field string,
 	event EventType) (*User, error) {
 	if err := s.limit(ctx, "reauth:"+a.UserID.String(), reauthPerUser, time.Minute); err != nil {
 		return nil, err
 	}
-	ctx, cancel := detach(ctx)
-	defer cancel()
 	u, err := s.Me(ctx, a)
 	if err != nil {
 		return nil, err

@@ -529,3 +529,23 @@ func TestHangingUpCountsCodes(t *testing.T) {
 		}
 	}
 }
+
+// TestHangingUpCountsStepUpRecheck: the second factor of a sensitive
+// change (here a password change), checked again in the change's own
+// transaction, is counted when wrong even after its client has hung up.
+func TestHangingUpCountsStepUpRecheck(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	access, _, _ := e.mfaUser("recheck@example.org")
+	a, err := e.svc.Authenticate(context.Background(), access)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone, hangUp := context.WithCancel(context.Background())
+	hangUp()
+	err = e.svc.ChangePassword(gone, authd.Client{IP: "192.0.2.9"}, a, goodPassword, "another good passphrase 2",
+		authd.StepUp{Code: "000000"})
+	if n := e.user("recheck@example.org").FailedLoginAttempts; authd.ErrorCode(err) != authd.EInvalidCredentials || n != 1 {
+		t.Errorf("a password change's wrong code with the client gone: %v, %d failures; want counted", err, n)
+	}
+}
