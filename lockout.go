@@ -2,6 +2,8 @@ package authd
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 )
 
@@ -128,14 +130,16 @@ const unlockBatch = 100
 // so that the account's status and the trail say so without waiting for
 // that attempt (SPEC 6.7: a lock "unlocks on its own"). Each account is
 // re-read and locked in its own transaction, so instances sweeping at once
-// or a login lifting the same lock write one row. Returns how many it
-// lifted; EUnavailable.
+// or a login lifting the same lock write one row. An account that cannot
+// be unlocked does not hold up the others. Returns how many it lifted, and
+// the failures joined; EUnavailable.
 func (s *Service) UnlockExpired(ctx context.Context) (int, error) {
 	ids, err := s.store.ExpiredLocks(ctx, s.now(), unlockBatch)
 	if err != nil {
 		return 0, err
 	}
 	lifted := 0
+	var failed []error
 	for _, id := range ids {
 		done := false
 		err := s.inTx(ctx, func(tx *txn) error {
@@ -151,13 +155,14 @@ func (s *Service) UnlockExpired(ctx context.Context) (int, error) {
 			return s.unlock(ctx, tx, Client{}, u, now, "lock expired")
 		})
 		if err != nil {
-			return lifted, err
+			failed = append(failed, fmt.Errorf("unlocking %s: %w", id, err))
+			continue
 		}
 		if done {
 			lifted++
 		}
 	}
-	return lifted, nil
+	return lifted, errors.Join(failed...)
 }
 
 // refuseIfLocked refuses, logged as a failure of event, a password or code

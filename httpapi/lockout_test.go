@@ -404,6 +404,41 @@ func TestHangingUpCountsAlike(t *testing.T) {
 	}
 }
 
+// failingOnce is a store whose first transaction fails.
+type failingOnce struct {
+	authd.Store
+	failed atomic.Bool
+}
+
+func (s *failingOnce) InTx(ctx context.Context, fn func(tx authd.Queries) error) error {
+	if s.failed.CompareAndSwap(false, true) {
+		return authd.Errorf(authd.EUnavailable, "the database is unavailable")
+	}
+	return s.Store.InTx(ctx, fn)
+}
+
+// TestUnlockSweepGoesOn: an account the sweep cannot unlock does not hold
+// up the others (nor, being the oldest, every later sweep).
+func TestUnlockSweepGoesOn(t *testing.T) {
+	t.Parallel()
+	store := &failingOnce{Store: openSQLite(t)}
+	store.failed.Store(true) // set-up first
+	e := newEnv(t, store)
+	for _, email := range []string{"first@example.org", "second@example.org"} {
+		e.registerVerified(email, goodPassword)
+		for range 5 {
+			e.do("POST", "/v1/auth/login", map[string]string{"email": email, "password": "not the password"})
+		}
+		e.clock.Advance(time.Second)
+	}
+	e.clock.Advance(15 * time.Minute)
+	store.failed.Store(false) // the sweep's first unlock fails
+	n, err := e.svc.UnlockExpired(context.Background())
+	if n != 1 || authd.ErrorCode(err) != authd.EUnavailable {
+		t.Errorf("a sweep whose first unlock fails: lifted %d, %v; want the other lifted and the failure returned", n, err)
+	}
+}
+
 // lockedBetween is a lockout store in which another guess locks every key
 // right after the login has looked: LockedFor says unlocked, Fail finds it
 // locked.

@@ -428,10 +428,12 @@ func (a *App) maintain(ctx context.Context) {
 			}
 		case <-slow.C:
 			a.service.Revocations().Prune(a.clock.Now())
-			if n, err := a.service.UnlockExpired(ctx); err != nil && ctx.Err() == nil {
-				a.logger.Error("lifting expired locks", "err", err)
-			} else if n > 0 {
+			n, err := a.service.UnlockExpired(ctx)
+			if n > 0 {
 				a.logger.Info("lifted expired locks", "accounts", n)
+			}
+			if err != nil && ctx.Err() == nil {
+				a.logger.Error("lifting expired locks", "err", err)
 			}
 			if err := a.keys.Reload(); err != nil {
 				a.logger.Error("reloading signing keys", "err", err)
