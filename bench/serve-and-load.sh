@@ -9,7 +9,8 @@
 # Environment: AUTHD (the authd binary, default: built from this checkout),
 # AUTHD_LOAD (likewise), BENCH_DATABASE (PostgreSQL database to recreate,
 # default authd_bench), BENCH_HTTP_PORT and BENCH_ADMIN_PORT (default 18080,
-# 18081), PGHOST/PGPORT/PGUSER as for psql (default 127.0.0.1:5432, postgres). Rate limits are off and the log level is warn,
+# 18081), PGHOST/PGPORT/PGUSER as for psql (default 127.0.0.1:5432, postgres; a PGHOST
+# starting with / is a socket directory, as for psql). Rate limits are off and the log level is warn,
 # as in every figure; nothing else differs from the defaults.
 set -euo pipefail
 store=${1:?usage: bench/serve-and-load.sh postgres|sqlite [authd-load flags…]}
@@ -29,7 +30,11 @@ postgres)
   db=${BENCH_DATABASE:-authd_bench}
   [[ $db =~ ^[a-z_][a-z0-9_]*$ ]] || { echo "bench/serve-and-load.sh: BENCH_DATABASE=$db is not a plain database name" >&2; exit 2; }
   psql -d postgres -qc "DROP DATABASE IF EXISTS $db" -qc "CREATE DATABASE $db" >/dev/null
-  export DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$db?sslmode=disable"
+  if [[ $PGHOST == /* ]]; then # a socket directory, as psql and pgbench take it
+    export DATABASE_URL="postgres://$PGUSER@/$db?host=$PGHOST&port=$PGPORT&sslmode=disable"
+  else
+    export DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/$db?sslmode=disable"
+  fi
   force=--force ;;
 sqlite)
   export DATABASE_URL="sqlite://$work/authd.db"
