@@ -52,10 +52,12 @@ type MFAChallenge struct {
 }
 
 // MFAChallengeTTL is how long an mfa_token can be redeemed, and
-// MaxMFAFailures how many wrong codes it survives.
+// MaxMFAFailures how many wrong codes it survives. TOTPEnrolmentTTL is how
+// long a TOTP enrolment waits for its first code.
 const (
-	MFAChallengeTTL = 5 * time.Minute
-	MaxMFAFailures  = 5
+	MFAChallengeTTL  = 5 * time.Minute
+	MaxMFAFailures   = 5
+	TOTPEnrolmentTTL = 10 * time.Minute
 )
 
 // Usable reports whether the challenge can still be redeemed at now.

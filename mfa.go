@@ -155,14 +155,18 @@ func (s *Service) EnrollTOTP(ctx context.Context, c Client, a *AccessClaims, pas
 
 // ConfirmTOTP enables the enrolment with a first code from the app and
 // returns RecoveryCodeCount recovery codes, shown this once: only their
-// digests are kept. Returns EInvalid (not a 6-digit code),
-// EInvalidCredentials (a wrong code), ENotFound (no enrolment), EConflict
-// (already enabled), ERateLimited, EInvalidToken, EUnavailable.
+// digests are kept. A wrong code counts toward the lock, as at login. An
+// enrolment confirms only while it is live (enrolmentLive); a dead one is
+// deleted. Returns EInvalid (not a 6-digit code), EInvalidCredentials (a
+// wrong code), ENotFound (no live enrolment), EConflict (already enabled),
+// EAccountLocked, ERateLimited, EInvalidToken, EUnavailable.
 func (s *Service) ConfirmTOTP(ctx context.Context, c Client, a *AccessClaims, code string) ([]string, error) {
 	code, err := totpCode(code)
 	if err != nil {
 		return nil, err
 	}
+	ctx, cancel := detach(ctx) // a wrong code is counted whatever the client does
+	defer cancel()
 	u, err := s.codeChecked(ctx, a)
 	if err != nil {
 		return nil, err
@@ -177,23 +181,30 @@ func (s *Service) ConfirmTOTP(ctx context.Context, c Client, a *AccessClaims, co
 		if err := s.refuseIfLocked(ctx, tx, c, u, EventMFAEnabled, now); err != nil {
 			return err
 		}
-		factors, err := tx.Factors(ctx, u.ID)
+		factors, keys, err := secondFactors(ctx, tx, u.ID)
 		if err != nil {
 			return err
 		}
 		f := factorOf(factors, FactorTOTP)
 		switch {
 		case f == nil:
-			return Errorf(ENotFound, "No TOTP enrolment to confirm; start one with POST /v1/users/me/mfa/totp.")
+			return errNoEnrolment
 		case f.Confirmed:
 			return Errorf(EConflict, "TOTP is already enabled.")
+		case !enrolmentLive(f, u, keys, now):
+			if err := tx.DeleteFactor(ctx, f.ID); err != nil {
+				return err
+			}
+			return tx.refuse(ctx, s.audit(now, c, EventMFAEnabled, ResultFailure, u.ID, "enrolment expired", nil),
+				errNoEnrolment)
 		}
 		ok, err := s.checkTOTP(ctx, tx, f, code, now)
 		if err != nil {
 			return err
 		}
 		if !ok {
-			return tx.refuse(ctx, s.audit(now, c, EventMFAEnabled, ResultFailure, u.ID, "invalid code", nil), errWrongCode)
+			return s.failedCheck(ctx, tx, c, u, now, EventMFAEnabled, "invalid code",
+				"too many failed second-factor checks", errWrongCode)
 		}
 		f.Confirmed, f.ConfirmedAt = true, now
 		if err := tx.UpdateFactor(ctx, f); err != nil {
@@ -212,6 +223,27 @@ func (s *Service) ConfirmTOTP(ctx context.Context, c Client, a *AccessClaims, co
 			map[string]any{"kind": string(FactorTOTP), "sessions_revoked": len(ended)}))
 	})
 	return codes, err
+}
+
+var errNoEnrolment = Errorf(ENotFound, "No TOTP enrolment to confirm; start one with POST /v1/users/me/mfa/totp.")
+
+// enrolmentLive reports whether the TOTP enrolment f, not yet confirmed,
+// can still be: it began less than TOTPEnrolmentTTL ago, and neither the
+// password changed nor a passkey was added since. Whoever began it knew the
+// password then; without these bounds an intruder who began one before
+// being shut out (a new password, a passkey added) could finish it weeks
+// later with any access token of the owner's, or guess its code for as long
+// as a session lives, and hold recovery codes that pass every step-up.
+func enrolmentLive(f *Factor, u *User, keys []*Passkey, now time.Time) bool {
+	if now.Sub(f.CreatedAt) >= TOTPEnrolmentTTL || f.CreatedAt.Before(u.LastPasswordChange) {
+		return false
+	}
+	for _, p := range keys {
+		if p.CreatedAt.After(f.CreatedAt) {
+			return false
+		}
+	}
+	return true
 }
 
 // DisableTOTP removes the user's TOTP factor and recovery codes, given a

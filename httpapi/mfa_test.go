@@ -549,3 +549,116 @@ func TestHangingUpCountsStepUpRecheck(t *testing.T) {
 		t.Errorf("a password change's wrong code with the client gone: %v, %d failures; want counted", err, n)
 	}
 }
+
+// wrongCodes returns n six-digit codes that are none of secret's codes
+// within two steps of at.
+func wrongCodes(t testing.TB, secret string, at time.Time, n int) []string {
+	t.Helper()
+	right := map[string]bool{}
+	for d := -2; d <= 2; d++ {
+		right[totpAt(t, secret, at.Add(time.Duration(d)*30*time.Second))] = true
+	}
+	var out []string
+	for i := 0; len(out) < n; i++ {
+		if c := fmt.Sprintf("%06d", (i*7919+13)%1000000); !right[c] {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// TestStaleEnrolmentDies: an enrolment not confirmed within
+// TOTPEnrolmentTTL, or begun before the password changed or a passkey was
+// added, cannot be confirmed by anyone later (an intruder who began one
+// knows its secret), and is gone; a fresh one confirms.
+func TestStaleEnrolmentDies(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "stale@example.org"
+		e.registerVerified(email, goodPassword)
+		enrol := func(tok, password string) string {
+			t.Helper()
+			r := e.do("POST", "/v1/users/me/mfa/totp", map[string]string{"password": password}, bearer(tok)...)
+			want(t, "enrol", r, 200, "")
+			return r.str("secret")
+		}
+		confirm := func(tok, secret string) response {
+			return e.do("POST", "/v1/users/me/mfa/totp/confirm", map[string]string{"code": totpAt(t, secret, e.clock.Now())}, bearer(tok)...)
+		}
+		pending := func() int {
+			t.Helper()
+			factors, err := e.store.Factors(context.Background(), e.user(email).ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return len(factors)
+		}
+
+		intruder, _ := e.login(email, goodPassword)
+		secret := enrol(intruder, goodPassword)
+		e.clock.Advance(authd.TOTPEnrolmentTTL)
+		want(t, "confirm once the enrolment has expired", confirm(intruder, secret), 404, "not_found")
+		if n := pending(); n != 0 {
+			t.Errorf("an expired enrolment was kept: %d factors", n)
+		}
+
+		secret = enrol(intruder, goodPassword)
+		e.clock.Advance(time.Second)
+		owner, _ := e.login(email, goodPassword)
+		const newPassword = "a brand new passphrase 42"
+		want(t, "change password", e.do("POST", "/v1/auth/password/change", map[string]string{
+			"current_password": goodPassword, "new_password": newPassword}, bearer(owner)...), 204, "")
+		want(t, "confirm an enrolment begun before the password changed", confirm(owner, secret), 404, "not_found")
+
+		secret = enrol(owner, newPassword)
+		e.clock.Advance(time.Second)
+		k := newSoftKey(t, rpID, rpOrigin)
+		r := e.do("POST", "/v1/users/me/passkeys/begin", map[string]any{"password": newPassword}, bearer(owner)...)
+		want(t, "begin passkey", r, 200, "")
+		want(t, "add passkey", e.do("POST", "/v1/users/me/passkeys/finish", map[string]any{"name": "Laptop",
+			"credential": k.Create(publicKey(t, r))}, bearer(owner)...), 201, "")
+		want(t, "confirm an enrolment begun before a passkey was added", confirm(owner, secret), 404, "not_found")
+		if got := e.events(email); !slices.Contains(got, "mfa_enabled/failure") {
+			t.Errorf("events %v lack the refused confirmation", got)
+		}
+
+		r = e.do("POST", "/v1/users/me/mfa/totp", map[string]any{"password": newPassword, "passkey": e.stepUp(owner, k)}, bearer(owner)...)
+		want(t, "enrol beside the passkey", r, 200, "")
+		e.clock.Advance(authd.TOTPEnrolmentTTL - time.Second)
+		want(t, "confirm a live enrolment", confirm(owner, r.str("secret")), 200, "")
+	})
+}
+
+// TestWrongConfirmCodesLock: wrong codes at confirm count toward the lock
+// (SPEC 6.7) as at login, so a stolen session cannot guess a pending
+// enrolment's code; a client that hangs up is counted too.
+func TestWrongConfirmCodesLock(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "guess@example.org"
+		e.registerVerified(email, goodPassword)
+		access, _ := e.login(email, goodPassword)
+		r := e.do("POST", "/v1/users/me/mfa/totp", map[string]string{"password": goodPassword}, bearer(access)...)
+		want(t, "enrol", r, 200, "")
+		secret := r.str("secret")
+		codes := wrongCodes(t, secret, e.clock.Now(), e.cfg.LockoutThreshold)
+		a, err := e.svc.Authenticate(context.Background(), access)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gone, hangUp := context.WithCancel(context.Background())
+		hangUp()
+		if _, err := e.svc.ConfirmTOTP(gone, authd.Client{IP: "192.0.2.9"}, a, codes[0]); authd.ErrorCode(err) != authd.EInvalidCredentials {
+			t.Fatalf("a wrong code with the client gone: %v", err)
+		}
+		for i, c := range codes[1:] {
+			want(t, fmt.Sprintf("wrong code %d", i+2), e.do("POST", "/v1/users/me/mfa/totp/confirm", map[string]string{"code": c},
+				bearer(access)...), 401, "invalid_credentials")
+		}
+		if u := e.user(email); u.AccountStatus != authd.StatusLocked || u.FailedLoginAttempts != e.cfg.LockoutThreshold {
+			t.Errorf("after %d wrong confirm codes: status %s, %d failures; want locked", len(codes), u.AccountStatus, u.FailedLoginAttempts)
+		}
+		want(t, "the right code while locked", e.do("POST", "/v1/users/me/mfa/totp/confirm",
+			map[string]string{"code": totpAt(t, secret, e.clock.Now())}, bearer(access)...), 423, "account_locked")
+	})
+}
