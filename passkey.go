@@ -380,8 +380,18 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, c Client, a *Ac
 			return tx.refuse(ctx, s.audit(now, c, EventPasskeyAdded, ResultFailure, u.ID, "registration refused",
 				map[string]any{"detail": protocolDetail(err)}), errCredential(err))
 		}
+		// Refusals from here on commit, like the ones above: the ceremony
+		// stays used and the refusal is logged.
 		if len(keys) >= MaxPasskeys {
-			return Errorf(EConflict, "You have %d passkeys, the most allowed; remove one first.", MaxPasskeys)
+			return tx.refuse(ctx, s.audit(now, c, EventPasskeyAdded, ResultFailure, u.ID, "too many passkeys", nil),
+				Errorf(EConflict, "You have %d passkeys, the most allowed; remove one first.", MaxPasskeys))
+		}
+		switch _, err := tx.PasskeyByCredentialID(ctx, cred.ID); {
+		case err == nil:
+			return tx.refuse(ctx, s.audit(now, c, EventPasskeyAdded, ResultFailure, u.ID, "already registered", nil),
+				errRegistered)
+		case ErrorCode(err) != ENotFound:
+			return err
 		}
 		if len(cred.ID) > maxCredentialID || len(cred.PublicKey) > maxPublicKey || len(cred.AttestationType) > 32 {
 			// WebAuthn allows credential ids of 1023 bytes; the columns hold that much.
@@ -408,8 +418,8 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, c Client, a *Ac
 		}
 		first := len(keys) == 0 && !hasEnabledFactor(factors)
 		if err := tx.CreatePasskey(ctx, p); err != nil {
-			if ErrorCode(err) == EConflict {
-				return Errorf(EConflict, "This passkey is already registered.")
+			if ErrorCode(err) == EConflict { // registered meanwhile: the failed insert ended the transaction
+				return errRegistered
 			}
 			return err
 		}
@@ -436,6 +446,8 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, c Client, a *Ac
 	}
 	return out, nil
 }
+
+var errRegistered = Errorf(EConflict, "This passkey is already registered.")
 
 // protocolDetail is what the library says of a refused response, for the
 // security log: its fixed description, never the response itself.

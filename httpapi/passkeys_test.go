@@ -830,3 +830,50 @@ func TestPasskeyAssertionWithoutUV(t *testing.T) {
 	want(t, "second factor without UV", e.do("POST", "/v1/auth/mfa/verify", map[string]any{"mfa_token": token,
 		"method": "passkey", "credential": k.Get(publicKey(t, r))}), 401, "invalid_credentials")
 }
+
+// TestRegistrationConflictSpendsTheCeremony: a registration refused with a
+// conflict (the passkey is registered already, or the user has the most
+// allowed) is logged, and its ceremony is spent like any other: the same
+// options cannot then register another authenticator.
+func TestRegistrationConflictSpendsTheCeremony(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "twice@example.org"
+		access, k, _ := e.passkeyUser(email)
+		options := e.beginRegistration(access)
+		want(t, "the same passkey again", e.do("POST", "/v1/users/me/passkeys/finish", map[string]any{"name": "dup",
+			"credential": k.Create(options)}, bearer(access)...), 409, "conflict")
+		want(t, "the spent ceremony with another passkey", e.do("POST", "/v1/users/me/passkeys/finish", map[string]any{
+			"name": "second", "credential": newSoftKey(t, rpID, rpOrigin).Create(options)}, bearer(access)...), 401, "invalid_token")
+
+		u := e.user(email)
+		for i := range authd.MaxPasskeys - 2 {
+			if err := e.store.CreatePasskey(context.Background(), &authd.Passkey{ID: authd.NewID(), UserID: u.ID, Name: "Filler",
+				CredentialID: []byte(fmt.Sprintf("filler-%d", i)), PublicKey: []byte{1}, AttestationType: "none",
+				CreatedAt: e.clock.Now()}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		options = e.beginRegistration(access) // begun below the limit, finished past it
+		if err := e.store.CreatePasskey(context.Background(), &authd.Passkey{ID: authd.NewID(), UserID: u.ID, Name: "Filler",
+			CredentialID: []byte("filler-last"), PublicKey: []byte{1}, AttestationType: "none", CreatedAt: e.clock.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		want(t, "past the limit", e.do("POST", "/v1/users/me/passkeys/finish", map[string]any{"name": "many",
+			"credential": newSoftKey(t, rpID, rpOrigin).Create(options)}, bearer(access)...), 409, "conflict")
+		var reasons []string
+		logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: u.ID, EventType: authd.EventPasskeyAdded,
+			Result: authd.ResultFailure})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range logs {
+			reasons = append(reasons, l.FailureReason)
+		}
+		for _, r := range []string{"already registered", "passkey challenge used", "too many passkeys"} {
+			if !slices.Contains(reasons, r) {
+				t.Errorf("passkey_added failures %q lack %q", reasons, r)
+			}
+		}
+	})
+}
