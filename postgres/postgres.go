@@ -229,6 +229,14 @@ func translate(err error) error {
 	if errors.Is(err, pgx.ErrNoRows) {
 		return authd.WrapError(authd.ENotFound, err, "not found")
 	}
+	var connErr *pgconn.ConnectError
+	if errors.As(err, &connErr) {
+		// No connection could be made, whatever the server said (it does
+		// not accept connections, is starting up or shutting down, has too
+		// many clients): the database is unavailable, not the request wrong.
+		return &authd.Error{Code: authd.EUnavailable, Message: "the database is unavailable",
+			RetryAfter: time.Second, Err: err}
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch {
@@ -240,19 +248,20 @@ func translate(err error) error {
 			// data exception, not_null_violation, check_violation
 			return authd.WrapError(authd.EInvalid, err, "invalid value")
 		case strings.HasPrefix(pgErr.Code, "08"), strings.HasPrefix(pgErr.Code, "53"),
-			strings.HasPrefix(pgErr.Code, "57P"), pgErr.Code == "40001", pgErr.Code == "40P01":
+			strings.HasPrefix(pgErr.Code, "57P"), pgErr.Code == "40001", pgErr.Code == "40P01",
+			pgErr.Code == "25006":
 			// connection exception, insufficient resources, operator
-			// intervention, serialization failure, deadlock: try again.
+			// intervention, serialization failure, deadlock, a read-only
+			// transaction (a standby, mid failover): try again.
 			return &authd.Error{Code: authd.EUnavailable, Message: "the database is unavailable",
 				RetryAfter: time.Second, Err: err}
 		}
 		return fmt.Errorf("postgres: %w", err)
 	}
 	var netErr net.Error
-	var connErr *pgconn.ConnectError
 	// ErrConnClosed: a connection lost earlier in the transaction, used
 	// again (the next statement, the commit).
-	if errors.As(err, &netErr) || errors.As(err, &connErr) || pgconn.Timeout(err) ||
+	if errors.As(err, &netErr) || pgconn.Timeout(err) ||
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
 		errors.Is(err, pgconn.ErrConnClosed) {
 		return &authd.Error{Code: authd.EUnavailable, Message: "the database is unavailable",

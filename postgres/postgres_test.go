@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 )
 
 // open returns a store on a fresh, migrated database.
@@ -339,6 +341,53 @@ func TestConnectionLostInTransaction(t *testing.T) {
 		if authd.ErrorCode(err) != authd.EUnavailable {
 			t.Errorf("use %d after the connection was lost: %v (code %q), want unavailable", i+1, err, authd.ErrorCode(err))
 		}
+	}
+}
+
+// TestRefusedConnectionIsUnavailable: a server that refuses new
+// connections with an error of its own (here "database is not currently
+// accepting connections", SQLSTATE 55000, which no class of the switch
+// covers) is an outage (503 with Retry-After), never an internal error: a
+// black-box run found logins answered 500 this way.
+func TestRefusedConnectionIsUnavailable(t *testing.T) {
+	t.Parallel()
+	dbURL := storetest.PostgresURL(t)
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := strings.TrimPrefix(u.Path, "/")
+	ctx := context.Background()
+	s, err := postgres.Open(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Migrator().Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	admin, err := pgx.Connect(ctx, os.Getenv("TEST_DATABASE_URL"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "ALTER DATABASE "+name+" ALLOW_CONNECTIONS false"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name); err != nil {
+		t.Fatal(err)
+	}
+	for attempt := range 2 { // the pool may first find a terminated connection; then it must dial
+		_, err := s.User(ctx, authd.NewID())
+		var e *authd.Error
+		if !errors.As(err, &e) || e.Code != authd.EUnavailable || e.RetryAfter <= 0 {
+			t.Errorf("attempt %d on a database refusing connections: %v (code %q), want unavailable with Retry-After",
+				attempt+1, err, authd.ErrorCode(err))
+		}
+	}
+	err = s.InTx(ctx, func(authd.Queries) error { return nil })
+	if authd.ErrorCode(err) != authd.EUnavailable {
+		t.Errorf("a transaction on a database refusing connections: %v, want unavailable", err)
 	}
 }
 
