@@ -123,6 +123,8 @@ func TestRegisterValidation(t *testing.T) {
 			{"trailing data", `{"email":"a@example.org","password":"` + goodPassword + `","consent":true} {}`, 400, "validation_failed", ""},
 			{"escaped NUL", `{"email":"a@example.org","password":"abc\u0000defghijklmn","consent":true}`, 400, "validation_failed", "password"},
 			{"raw NUL", "{\"email\":\"a@example.org\x00\"}", 400, "validation_failed", ""},
+			{"not UTF-8", "{\"email\":\"b\xffob@example.org\",\"password\":\"" + goodPassword + "\",\"consent\":true}", 400, "validation_failed", "email"},
+			{"lone surrogate", `{"email":"a\ud800b@example.org","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
 			{"array body", `[]`, 400, "validation_failed", ""},
 			{"empty body", ``, 400, "validation_failed", ""},
 			{"not JSON", `email=a@example.org`, 400, "validation_failed", ""},

@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/authd/authd"
 )
@@ -49,7 +50,7 @@ func readBody(w http.ResponseWriter, r *http.Request, mediaType string) ([]byte,
 
 // decodeJSON reads a request body that must be one JSON object whose fields
 // are known to dst and of the right types: no duplicate key, no trailing
-// data, no NUL character.
+// data, no NUL character, nothing that is not UTF-8.
 func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 	body, err := readBody(w, r, "application/json")
 	if err != nil {
@@ -165,6 +166,11 @@ func checkValue(dec *json.Decoder, field string, depth int) error {
 	case string:
 		if strings.ContainsRune(t, 0) {
 			return invalid(field, "must not contain NUL characters")
+		}
+		// The decoder turns bytes that are not UTF-8, and escaped lone
+		// surrogates, into U+FFFD: refused rather than stored as such.
+		if strings.ContainsRune(t, utf8.RuneError) {
+			return invalid(field, "must be valid UTF-8")
 		}
 	case json.Delim:
 		switch t {
