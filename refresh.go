@@ -55,6 +55,9 @@ func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID 
 		if err != nil {
 			return err
 		}
+		if u.IsDeleted() {
+			return s.refuseErased(ctx, tx, c, EventTokenRefreshed, u.ID)
+		}
 		ctxt := map[string]any{"session_id": sess.ID.String()}
 		switch {
 		case sess.ClientID != clientID:
@@ -65,8 +68,8 @@ func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID 
 			return s.refuseToken(ctx, tx, c, EventTokenRefreshed, u.ID, "session ended", ctxt)
 		case t.Expired(now) || !sess.Active(now):
 			return s.refuseToken(ctx, tx, c, EventTokenRefreshed, u.ID, "refresh token expired", ctxt)
-		case u.IsDeleted() || u.LockedByAdmin(now):
-			return s.refuseToken(ctx, tx, c, EventTokenRefreshed, u.ID, "account locked or deleted", ctxt)
+		case u.LockedByAdmin(now):
+			return s.refuseToken(ctx, tx, c, EventTokenRefreshed, u.ID, "account locked", ctxt)
 		}
 		if err := s.limit(ctx, "refresh:"+sess.ID.String(), refreshPerSession, time.Minute); err != nil {
 			return err

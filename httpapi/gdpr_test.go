@@ -228,7 +228,7 @@ func TestErasure(t *testing.T) {
 		want(t, "wrong password", e.do("DELETE", "/v1/users/me", map[string]string{"password": "not my password"}, bearer(access)...), 401, "invalid_credentials")
 		want(t, "erase", e.do("DELETE", "/v1/users/me", map[string]string{"password": goodPassword}, append(bearer(access), person()...)...), 204, "")
 		want(t, "access token after erasure", e.do("GET", "/v1/users/me", nil, bearer(access)...), 401, "invalid_token")
-		want(t, "refresh after erasure", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh}), 401, "invalid_token")
+		want(t, "refresh after erasure", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh}, person()...), 401, "invalid_token")
 		want(t, "login after erasure", e.do("POST", "/v1/auth/login", map[string]string{"email": email, "password": goodPassword}), 401, "invalid_credentials")
 		if e.mail.count(authd.MailAccountDeleted, email) != 1 { // delivers the notice, which then leaves the outbox
 			t.Error("no deletion notice to the old address")
