@@ -132,3 +132,66 @@ func TestLogoutWithAHintWhoseKeyWasRotatedAway(t *testing.T) {
 		}
 	})
 }
+
+// authorizeWith sends the browser to the client's authorization endpoint
+// with extra parameters.
+func (b *browser) authorizeWith(r *rp, params ...string) *browser {
+	b.t.Helper()
+	opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(oauth2.GenerateVerifier())}
+	for i := 0; i+1 < len(params); i += 2 {
+		opts = append(opts, oauth2.SetAuthURLParam(params[i], params[i+1]))
+	}
+	return b.get(r.cfg.AuthCodeURL("s2", opts...))
+}
+
+// onSignInPage reports whether the last answer is the sign-in page.
+func (b *browser) onSignInPage() bool {
+	return b.callback() == nil && strings.Contains(b.body, `name="password"`)
+}
+
+// TestAuthorizeHonoursIDTokenHint: an id_token_hint names the user the
+// relying party expects (OIDC Core §3.1.2.1). A browser signed in as Bob
+// answers Alice's hint with login_required for prompt=none and with the
+// sign-in page otherwise, never with a code for Bob; a hint that does not
+// verify names no one; Alice's own hint, expired too, gets her code as
+// before; a hint issued to another client is invalid_request.
+func TestAuthorizeHonoursIDTokenHint(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("alice@example.org")
+		e.user("bob@example.org")
+		c, cs := e.client("app", authd.ClientConfidential, true)
+		r := e.rp(c, cs)
+		alice, tok := e.signedInWithIDToken(r, "alice@example.org")
+		hint := tok.Extra("id_token").(string)
+		bob, _ := e.signedInWithIDToken(r, "bob@example.org")
+		e.clock.Advance(time.Second)
+
+		if cb := bob.authorizeWith(r, "prompt", "none", "id_token_hint", hint).callback(); cb == nil || cb.Get("error") != "login_required" {
+			t.Errorf("prompt=none with Alice's hint in Bob's browser: %d %v; want error=login_required", bob.last.StatusCode, cb)
+		}
+		if !bob.authorizeWith(r, "id_token_hint", hint).onSignInPage() {
+			t.Errorf("Alice's hint in Bob's browser: %d %v; want the sign-in page", bob.last.StatusCode, bob.callback())
+		}
+
+		forged := hint[:len(hint)-4] + "AAAA"
+		if cb := alice.authorizeWith(r, "prompt", "none", "id_token_hint", forged).callback(); cb == nil || cb.Get("error") != "login_required" {
+			t.Errorf("prompt=none with a hint that does not verify: %v; want error=login_required", cb)
+		}
+		if !alice.authorizeWith(r, "id_token_hint", forged).onSignInPage() {
+			t.Errorf("a hint that does not verify: %d %v; want the sign-in page", alice.last.StatusCode, alice.callback())
+		}
+
+		e.clock.Advance(time.Hour) // the hint has expired: it still names Alice
+		if cb := alice.authorizeWith(r, "prompt", "none", "id_token_hint", hint).callback(); cb == nil || cb.Get("code") == "" {
+			t.Errorf("prompt=none with Alice's own (expired) hint: %v; want a code", cb)
+		}
+		if cb := alice.authorizeWith(r, "id_token_hint", hint).callback(); cb == nil || cb.Get("code") == "" {
+			t.Errorf("Alice's own hint: %d %v; want a code", alice.last.StatusCode, cb)
+		}
+
+		oc, ocs := e.client("other", authd.ClientConfidential, true)
+		if cb := alice.authorizeWith(e.rp(oc, ocs), "id_token_hint", hint).callback(); cb == nil || cb.Get("error") != "invalid_request" {
+			t.Errorf("a hint issued to another client: %v; want error=invalid_request", cb)
+		}
+	})
+}
