@@ -155,7 +155,8 @@ func (p *Provider) parseAuthRequest(q url.Values, oc *authd.OAuthClient) (*authd
 	if slices.Contains(prompt, "none") && len(prompt) > 1 {
 		return nil, &authError{"invalid_request", "prompt=none cannot be combined"}
 	}
-	if slices.Contains(prompt, "login") {
+	// select_account: the sign-in page is where the user picks the account.
+	if slices.Contains(prompt, "login") || slices.Contains(prompt, "select_account") {
 		req.MinAuthTime = now
 	}
 	req.ForceConsent = slices.Contains(prompt, "consent")
