@@ -166,7 +166,9 @@ func (p *Provider) parseAuthRequest(q url.Values, oc *authd.OAuthClient) (*authd
 			return nil, &authError{"invalid_request", "max_age must be a number of seconds"}
 		}
 		age = min(age, maxMaxAge) // a larger one would overflow a Duration and ask for a sign-in from the future
-		if t := now.Add(-time.Duration(age) * time.Second).Truncate(time.Second); t.After(req.MinAuthTime) {
+		// Not rounded to the second: a sign-in 0.9 s old does not meet
+		// max_age=0. The stores keep sessions' times to the microsecond.
+		if t := now.Add(-time.Duration(age) * time.Second); t.After(req.MinAuthTime) {
 			req.MinAuthTime = t
 		}
 	}

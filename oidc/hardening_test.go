@@ -359,3 +359,28 @@ func TestSelectAccountShowsTheSignInPage(t *testing.T) {
 		}
 	})
 }
+
+// TestMaxAgeIsNotRoundedToTheSecond: max_age counts from the sign-in's
+// exact time (OIDC Core §3.1.2.1: older than max_age seconds, sign in
+// again): 0.9 s after it, max_age=1 is met and max_age=0 is not.
+func TestMaxAgeIsNotRoundedToTheSecond(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("ma@example.org")
+		c, cs := e.client("app", authd.ClientConfidential, true)
+		r := e.rp(c, cs)
+		b, _ := e.signedInWithIDToken(r, "ma@example.org")
+		e.clock.Advance(900 * time.Millisecond)
+		if cb := b.authorizeWith(r, "max_age", "1").callback(); cb == nil || cb.Get("code") == "" {
+			t.Errorf("max_age=1, 0.9 s after the sign-in: %d %v; want a code", b.last.StatusCode, cb)
+		}
+		if cb := b.authorizeWith(r, "max_age", "0", "prompt", "none").callback(); cb == nil || cb.Get("error") != "login_required" {
+			t.Errorf("max_age=0 with prompt=none, 0.9 s after the sign-in: %v; want error=login_required", cb)
+		}
+		if !b.authorizeWith(r, "max_age", "0").onSignInPage() {
+			t.Fatalf("max_age=0, 0.9 s after the sign-in: %d %v; want the sign-in page", b.last.StatusCode, b.callback())
+		}
+		if cb := b.signIn("ma@example.org", goodPassword).callback(); cb == nil || cb.Get("code") == "" {
+			t.Errorf("max_age=0 after signing in again: %d %v; want a code", b.last.StatusCode, cb)
+		}
+	})
+}
