@@ -234,6 +234,16 @@ func (s *Service) GrantConsent(ctx context.Context, c Client, user uuid.UUID, cl
 	})
 }
 
+// DenyConsent records that the user refused the client the scopes on the
+// consent page: an oidc_consent_granted row with result failure and reason
+// "consent denied" (SPEC 6.10: every step logged), written before the
+// client hears access_denied. Nothing else changes: a consent given before
+// stays. EUnavailable.
+func (s *Service) DenyConsent(ctx context.Context, c Client, user uuid.UUID, clientID string, scopes []string) error {
+	return s.logEvent(ctx, s.audit(s.now(), c, EventOIDCConsentGranted, ResultFailure, user, "consent denied",
+		map[string]any{"client_id": clientID, "scopes": FormatScopes(scopes)}))
+}
+
 // Consents lists the clients the user has let in, newest first, with
 // their names. A client deleted meanwhile (its consents go with it) is
 // left out. EUnavailable.

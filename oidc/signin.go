@@ -243,6 +243,12 @@ func (p *Provider) consent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if form.Get("decision") != "allow" {
+		// Logged first: an outage is answered as one, not as a denial the
+		// log never saw.
+		if err := p.svc.DenyConsent(r.Context(), client(r.Context()), sess.UserID, oc.ID, req.Scopes); err != nil {
+			p.unavailable(w, err)
+			return
+		}
 		p.redirectError(w, r, req.RedirectURI, req.State, authError{"access_denied", "the user denied the request"})
 		return
 	}
