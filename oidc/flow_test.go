@@ -857,8 +857,20 @@ func TestHostileInput(t *testing.T) {
 // status.
 func (e *env) userInfoStatus(access string) int {
 	e.t.Helper()
-	code, _ := e.call("GET", oidc.UserInfoPath, access)
-	return code
+	resp, _ := e.userInfoResponse("Bearer " + access)
+	return resp.StatusCode
+}
+
+// userInfoResponse calls UserInfo with the Authorization header (none when
+// empty) and returns the response (for its status and headers) and the
+// OAuth error code of its body.
+func (e *env) userInfoResponse(authorization string) (*http.Response, string) {
+	e.t.Helper()
+	req, _ := http.NewRequest("GET", e.srv.URL+oidc.UserInfoPath, nil)
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
+	}
+	return e.oauthCall(req)
 }
 
 // TestUserInfoTakesOnlyOpenIDClientTokens: UserInfo answers for the access
