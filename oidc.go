@@ -234,6 +234,16 @@ func (s *Service) GrantConsent(ctx context.Context, c Client, user uuid.UUID, cl
 	})
 }
 
+// DenyConsent records that the user refused the client the scopes on the
+// consent page: an oidc_consent_granted row with result failure and reason
+// "consent denied" (SPEC 6.10: every step logged), written before the
+// client hears access_denied. Nothing else changes: a consent given before
+// stays. EUnavailable.
+func (s *Service) DenyConsent(ctx context.Context, c Client, user uuid.UUID, clientID string, scopes []string) error {
+	return s.logEvent(ctx, s.audit(s.now(), c, EventOIDCConsentGranted, ResultFailure, user, "consent denied",
+		map[string]any{"client_id": clientID, "scopes": FormatScopes(scopes)}))
+}
+
 // Consents lists the clients the user has let in, newest first, with
 // their names. A client deleted meanwhile (its consents go with it) is
 // left out. EUnavailable.
@@ -455,11 +465,16 @@ func pkceMatches(challenge, method, verifier string) bool {
 }
 
 // UserInfo returns the user of an access token (checked by Authenticate)
-// and the scopes its session was granted: none for a session that no
-// OpenID Connect client started. EInvalidToken (the user or session is
-// gone, ended — by another instance too, before its notification arrives
-// — deleted or locked by an administrator), EUnavailable.
+// and the scopes its session was granted. Only a token an OpenID Connect
+// client was issued with the openid scope is taken (OIDC Core §5.3: the
+// token of an OpenID Connect authentication); authd's own logins' tokens
+// are not. EInvalidToken (not such a token; the user or session is gone,
+// ended — by another instance too, before its notification arrives —
+// deleted or locked by an administrator), EUnavailable.
 func (s *Service) UserInfo(ctx context.Context, a *AccessClaims) (*User, []string, error) {
+	if !a.ClientToken() || !slices.Contains(a.Scope, ScopeOpenID) {
+		return nil, nil, errInvalidToken
+	}
 	u, err := s.Me(ctx, a)
 	if err != nil {
 		return nil, nil, err

@@ -81,12 +81,27 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 		p.redirectError(w, r, redirect, state, *aerr)
 		return
 	}
+	hint, aerr := p.parseIDTokenHint(q.Get("id_token_hint"), oc)
+	if aerr != nil {
+		p.redirectError(w, r, redirect, state, *aerr)
+		return
+	}
 	req.State = state
 	// Bound before it is saved, on every path: see savedRequest.
 	req.BrowserBinding = p.formMAC(p.ensureSeed(w, r), requestBinding, "")
 	if slices.Contains(strings.Fields(q.Get("prompt")), "none") {
-		p.authorizeSilently(w, r, req, oc)
+		p.authorizeSilently(w, r, req, oc, hint)
 		return
+	}
+	if hint.given {
+		sess, _, err := p.browserSession(r)
+		if err != nil {
+			p.unavailable(w, err)
+			return
+		}
+		if !hint.admits(sess) { // the sign-in page, where the user picks the account
+			req.MinAuthTime = p.now()
+		}
 	}
 	if err := p.svc.SaveAuthRequest(r.Context(), client(r.Context()), req); err != nil {
 		p.saveFailed(w, r, req, err)
@@ -140,7 +155,8 @@ func (p *Provider) parseAuthRequest(q url.Values, oc *authd.OAuthClient) (*authd
 	if slices.Contains(prompt, "none") && len(prompt) > 1 {
 		return nil, &authError{"invalid_request", "prompt=none cannot be combined"}
 	}
-	if slices.Contains(prompt, "login") {
+	// select_account: the sign-in page is where the user picks the account.
+	if slices.Contains(prompt, "login") || slices.Contains(prompt, "select_account") {
 		req.MinAuthTime = now
 	}
 	req.ForceConsent = slices.Contains(prompt, "consent")
@@ -150,11 +166,47 @@ func (p *Provider) parseAuthRequest(q url.Values, oc *authd.OAuthClient) (*authd
 			return nil, &authError{"invalid_request", "max_age must be a number of seconds"}
 		}
 		age = min(age, maxMaxAge) // a larger one would overflow a Duration and ask for a sign-in from the future
-		if t := now.Add(-time.Duration(age) * time.Second).Truncate(time.Second); t.After(req.MinAuthTime) {
+		// Not rounded to the second: a sign-in 0.9 s old does not meet
+		// max_age=0. The stores keep sessions' times to the microsecond.
+		if t := now.Add(-time.Duration(age) * time.Second); t.After(req.MinAuthTime) {
 			req.MinAuthTime = t
 		}
 	}
 	return req, nil
+}
+
+// idTokenHint is what an authorization request's id_token_hint (OpenID
+// Connect Core §3.1.2.1) asks for: the user the relying party believes is
+// signed in. A browser signed in as someone else must not answer for it.
+type idTokenHint struct {
+	given   bool
+	subject string // "" when given but not verifiable
+}
+
+// admits reports whether the browser's session may answer the request
+// without a sign-in: there is no hint, or it names the session's user. A
+// hint authd cannot verify names no one.
+func (h idTokenHint) admits(sess *authd.Session) bool {
+	return !h.given || sess != nil && h.subject != "" && sess.UserID.String() == h.subject
+}
+
+// parseIDTokenHint checks an authorization request's id_token_hint. An
+// expired one counts (ParseIDHint does not look at exp: the relying party
+// sends the ID token it kept); one that does not verify (a key rotation has
+// deleted, another issuer's) names no one. A hint issued to another client
+// is refused.
+func (p *Provider) parseIDTokenHint(raw string, oc *authd.OAuthClient) (idTokenHint, *authError) {
+	if raw == "" {
+		return idTokenHint{}, nil
+	}
+	hint, err := p.opts.IDKeys.ParseIDHint(raw, p.opts.Issuer)
+	if err != nil {
+		return idTokenHint{given: true}, nil
+	}
+	if hint.Audience != oc.ID {
+		return idTokenHint{}, &authError{"invalid_request", "id_token_hint was issued to another client"}
+	}
+	return idTokenHint{given: true, subject: hint.Subject}, nil
 }
 
 func validChallenge(s string) bool {
@@ -170,14 +222,16 @@ func validChallenge(s string) bool {
 }
 
 // authorizeSilently answers prompt=none: a code at once, or an error,
-// never a page.
-func (p *Provider) authorizeSilently(w http.ResponseWriter, r *http.Request, req *authd.AuthRequest, oc *authd.OAuthClient) {
+// never a page. A browser signed in as another user than the hint's is
+// not signed in for this request.
+func (p *Provider) authorizeSilently(w http.ResponseWriter, r *http.Request, req *authd.AuthRequest, oc *authd.OAuthClient,
+	hint idTokenHint) {
 	sess, _, err := p.browserSession(r)
 	if err != nil {
 		p.unavailable(w, err)
 		return
 	}
-	if sess == nil || sess.CreatedAt.Before(req.MinAuthTime) {
+	if sess == nil || sess.CreatedAt.Before(req.MinAuthTime) || !hint.admits(sess) {
 		p.redirectError(w, r, req.RedirectURI, req.State, authError{"login_required", "no signed-in session"})
 		return
 	}

@@ -50,6 +50,13 @@ func (e *env) tokenResponse(clientID, secret string, basic bool) (*http.Response
 	if basic {
 		req.SetBasicAuth(url.QueryEscape(clientID), url.QueryEscape(secret))
 	}
+	return e.oauthCall(req)
+}
+
+// oauthCall sends req and returns the response (for its status and
+// headers) and the OAuth error code of its JSON body.
+func (e *env) oauthCall(req *http.Request) (*http.Response, string) {
+	e.t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		e.t.Fatal(err)
@@ -321,4 +328,39 @@ func TestRateLimitedClientAuthIsNoError(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestUnauthorizedAnswersCarryAChallenge: every 401 of the token and
+// UserInfo endpoints says how to authenticate (RFC 7235 §3.1). A client
+// that fails to authenticate is asked for Basic (RFC 6749 §5.2: MUST when
+// it used the Authorization header); UserInfo refuses a token it does not
+// take with invalid_token in the body and the Bearer challenge (RFC 6750
+// §3.1, OIDC Core §5.3.3), and a request without any token with the bare
+// Bearer challenge, no error code.
+func TestUnauthorizedAnswersCarryAChallenge(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("ch@example.org")
+		e.client("app", authd.ClientConfidential, true)
+		for _, basic := range []bool{true, false} {
+			resp, code := e.tokenResponse("app", "wrong", basic)
+			if got := resp.Header.Get("WWW-Authenticate"); resp.StatusCode != http.StatusUnauthorized || code != "invalid_client" ||
+				got != `Basic realm="authd"` {
+				t.Errorf("wrong secret (basic %v): %d %s, WWW-Authenticate %q; want 401 invalid_client, Basic realm=\"authd\"",
+					basic, resp.StatusCode, code, got)
+			}
+		}
+		pair, _ := e.login("ch@example.org")
+		for name, authorization := range map[string]string{"junk": "Bearer junk", "a /v1/auth/login token": "Bearer " + pair.AccessToken} {
+			resp, code := e.userInfoResponse(authorization)
+			if got := resp.Header.Get("WWW-Authenticate"); resp.StatusCode != http.StatusUnauthorized || code != "invalid_token" ||
+				got != `Bearer realm="authd", error="invalid_token"` {
+				t.Errorf("UserInfo with %s: %d %s, WWW-Authenticate %q; want 401 invalid_token with its Bearer challenge",
+					name, resp.StatusCode, code, got)
+			}
+		}
+		resp, _ := e.userInfoResponse("")
+		if got := resp.Header.Get("WWW-Authenticate"); resp.StatusCode != http.StatusUnauthorized || got != `Bearer realm="authd"` {
+			t.Errorf("UserInfo without a token: %d, WWW-Authenticate %q; want 401, Bearer realm=\"authd\"", resp.StatusCode, got)
+		}
+	})
 }

@@ -3,11 +3,15 @@ package oidc_test
 import (
 	"context"
 	"net/http"
+	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/authd/authd"
+	"github.com/authd/authd/oidc"
+	"golang.org/x/oauth2"
 )
 
 // goneClientStore answers that the client gone does not exist once told
@@ -47,5 +51,78 @@ func TestConsentsOfADeletedClient(t *testing.T) {
 	status, body := e.call("GET", "/v1/users/me/consents", pair.AccessToken)
 	if status != http.StatusOK || strings.Contains(body, `"client_id":"gone"`) || !strings.Contains(body, `"client_id":"kept"`) {
 		t.Errorf("consents with a client deleted meanwhile: %d %s; want only kept's", status, body)
+	}
+}
+
+// logOutageStore fails security-log writes outside a transaction while
+// down is set, as in a database outage.
+type logOutageStore struct {
+	authd.Store
+	down atomic.Bool
+}
+
+func (s *logOutageStore) CreateSecurityLog(ctx context.Context, l *authd.SecurityLog) error {
+	if s.down.Load() {
+		return authd.Errorf(authd.EUnavailable, "the database is down")
+	}
+	return s.Store.CreateSecurityLog(ctx, l)
+}
+
+// consentPage runs a new browser through sign-in to the consent page of a
+// client that is not first-party and returns it with the page's form.
+func (e *env) consentPage(email string) (*browser, url.Values) {
+	e.t.Helper()
+	e.user(email)
+	c, cs := e.client("third", authd.ClientConfidential, false)
+	r := e.rp(c, cs, "email")
+	b := e.browser()
+	b.get(r.cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))).signIn(email, goodPassword)
+	if !strings.Contains(b.body, `name="decision"`) {
+		e.t.Fatalf("no consent page: %d %s", b.last.StatusCode, b.last.Header.Get("Location"))
+	}
+	f := b.form()
+	f.Set("decision", "deny")
+	return b, f
+}
+
+// TestDeniedConsentIsLogged: a user who denies a client on the consent page
+// leaves an oidc_consent_granted row with result failure, reason "consent
+// denied", the client and the scopes (SPEC 6.10), and the client gets
+// access_denied.
+func TestDeniedConsentIsLogged(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		b, f := e.consentPage("deny@example.org")
+		if cb := b.post(oidc.ConsentPath, f).callback(); cb == nil || cb.Get("error") != "access_denied" || cb.Get("state") != "s" {
+			t.Fatalf("deny: %d %v; want error=access_denied with the state", b.last.StatusCode, cb)
+		}
+		logs, err := e.store.SecurityLogs(context.Background(),
+			authd.SecurityLogFilter{UserID: e.userByEmail("deny@example.org").ID, Limit: 200})
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := slices.IndexFunc(logs, func(l *authd.SecurityLog) bool { return l.EventType == authd.EventOIDCConsentGranted })
+		if i < 0 {
+			t.Fatalf("a denied consent left no oidc_consent_granted row: %v", e.events(e.userByEmail("deny@example.org")))
+		}
+		l := logs[i]
+		if l.Result != authd.ResultFailure || l.FailureReason != "consent denied" ||
+			l.AdditionalContext["client_id"] != "third" || l.AdditionalContext["scopes"] != "openid email" {
+			t.Errorf("the denial's row: %s %q %v; want failure, \"consent denied\", client_id third, scopes \"openid email\"",
+				l.Result, l.FailureReason, l.AdditionalContext)
+		}
+	})
+}
+
+// TestDeniedConsentDuringAnOutage: a denial that cannot be logged is an
+// outage (503, Retry-After), not access_denied sent to the client.
+func TestDeniedConsentDuringAnOutage(t *testing.T) {
+	t.Parallel()
+	s := &logOutageStore{Store: openSQLite(t)}
+	e := newEnv(t, s)
+	b, f := e.consentPage("down@example.org")
+	s.down.Store(true)
+	b.post(oidc.ConsentPath, f)
+	if b.last.StatusCode != http.StatusServiceUnavailable || b.last.Header.Get("Retry-After") == "" {
+		t.Errorf("a denial that could not be logged: %d %q; want 503 with Retry-After", b.last.StatusCode, b.last.Header.Get("Location"))
 	}
 }

@@ -58,8 +58,11 @@ type env struct {
 	svc   *authd.Service
 	srv   *httptest.Server
 	keys  *token.Keyring
-	logs  *strings.Builder
-	mu    sync.Mutex
+	// idKeys sign the ID tokens; keysDir holds both keyrings' keys.
+	idKeys  *token.Keyring
+	keysDir string
+	logs    *strings.Builder
+	mu      sync.Mutex
 }
 
 func newEnv(t *testing.T, store authd.Store, options ...func(*oidc.Options)) *env {
@@ -80,7 +83,7 @@ func newEnvConfig(t *testing.T, store authd.Store, config func(*authd.Config), o
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.keys = keys
+	e.keys, e.idKeys, e.keysDir = keys, idKeys, keysDir
 	e.srv = httptest.NewUnstartedServer(nil)
 	base := "http://" + e.srv.Listener.Addr().String()
 	cfg := authd.Config{PublicURL: base, AccessTokenTTL: 15 * time.Minute, RefreshTokenTTL: 168 * time.Hour,

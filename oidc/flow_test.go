@@ -16,6 +16,7 @@ import (
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/oidc"
+	"github.com/authd/authd/token"
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
 	"github.com/google/uuid"
 	"golang.org/x/oauth2"
@@ -850,4 +851,53 @@ func TestHostileInput(t *testing.T) {
 			}
 		}
 	}
+}
+
+// userInfoStatus calls UserInfo with the access token and returns the
+// status.
+func (e *env) userInfoStatus(access string) int {
+	e.t.Helper()
+	resp, _ := e.userInfoResponse("Bearer " + access)
+	return resp.StatusCode
+}
+
+// userInfoResponse calls UserInfo with the Authorization header (none when
+// empty) and returns the response (for its status and headers) and the
+// OAuth error code of its body.
+func (e *env) userInfoResponse(authorization string) (*http.Response, string) {
+	e.t.Helper()
+	req, _ := http.NewRequest("GET", e.srv.URL+oidc.UserInfoPath, nil)
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
+	}
+	return e.oauthCall(req)
+}
+
+// TestUserInfoTakesOnlyOpenIDClientTokens: UserInfo answers for the access
+// token of an OpenID Connect authentication (OIDC Core §5.3): a client's
+// token with the openid scope. The JSON API's own login token (no client,
+// no scope) and a client's token without openid are refused with 401.
+func TestUserInfoTakesOnlyOpenIDClientTokens(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("uio@example.org")
+		c, cs := e.client("app", authd.ClientConfidential, true)
+		r := e.rp(c, cs)
+		_, tok := e.signedInWithIDToken(r, "uio@example.org")
+		if got := e.userInfoStatus(tok.AccessToken); got != http.StatusOK {
+			t.Errorf("UserInfo with the client's token: %d, want 200", got)
+		}
+		pair, claims := e.login("uio@example.org")
+		if got := e.userInfoStatus(pair.AccessToken); got != http.StatusUnauthorized {
+			t.Errorf("UserInfo with a /v1/auth/login token: %d, want 401", got)
+		}
+		noOpenID := *claims
+		noOpenID.JTI, noOpenID.ClientID, noOpenID.Scope = uuid.NewString(), "app", []string{authd.ScopeEmail}
+		access, err := token.NewIssuer(e.keys, e.srv.URL, "authd").Issue(noOpenID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := e.userInfoStatus(access); got != http.StatusUnauthorized {
+			t.Errorf("UserInfo with a client's token without the openid scope: %d, want 401", got)
+		}
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/oidc"
@@ -337,4 +338,49 @@ func TestJunkSeedCookie(t *testing.T) {
 	if cb := b.post(oidc.ConsentPath, f).callback(); cb == nil || cb.Get("state") != "second" || cb.Get("code") == "" {
 		t.Errorf("consent after a junk seed cookie: %d %s; want the code", b.last.StatusCode, b.body)
 	}
+}
+
+// TestSelectAccountShowsTheSignInPage: prompt=select_account (OIDC Core
+// §3.1.2.1) gets the sign-in page, where the user picks the account, as
+// prompt=login does; never a silent code for the account signed in.
+func TestSelectAccountShowsTheSignInPage(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("sel@example.org")
+		e.user("other@example.org")
+		c, cs := e.client("app", authd.ClientConfidential, true)
+		r := e.rp(c, cs)
+		b, _ := e.signedInWithIDToken(r, "sel@example.org")
+		e.clock.Advance(time.Second)
+		if !b.authorizeWith(r, "prompt", "select_account").onSignInPage() {
+			t.Fatalf("prompt=select_account: %d %v; want the sign-in page", b.last.StatusCode, b.callback())
+		}
+		if cb := b.signIn("other@example.org", goodPassword).callback(); cb == nil || cb.Get("code") == "" {
+			t.Errorf("the account picked on the page: %d %v; want a code", b.last.StatusCode, cb)
+		}
+	})
+}
+
+// TestMaxAgeIsNotRoundedToTheSecond: max_age counts from the sign-in's
+// exact time (OIDC Core §3.1.2.1: older than max_age seconds, sign in
+// again): 0.9 s after it, max_age=1 is met and max_age=0 is not.
+func TestMaxAgeIsNotRoundedToTheSecond(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("ma@example.org")
+		c, cs := e.client("app", authd.ClientConfidential, true)
+		r := e.rp(c, cs)
+		b, _ := e.signedInWithIDToken(r, "ma@example.org")
+		e.clock.Advance(900 * time.Millisecond)
+		if cb := b.authorizeWith(r, "max_age", "1").callback(); cb == nil || cb.Get("code") == "" {
+			t.Errorf("max_age=1, 0.9 s after the sign-in: %d %v; want a code", b.last.StatusCode, cb)
+		}
+		if cb := b.authorizeWith(r, "max_age", "0", "prompt", "none").callback(); cb == nil || cb.Get("error") != "login_required" {
+			t.Errorf("max_age=0 with prompt=none, 0.9 s after the sign-in: %v; want error=login_required", cb)
+		}
+		if !b.authorizeWith(r, "max_age", "0").onSignInPage() {
+			t.Fatalf("max_age=0, 0.9 s after the sign-in: %d %v; want the sign-in page", b.last.StatusCode, b.callback())
+		}
+		if cb := b.signIn("ma@example.org", goodPassword).callback(); cb == nil || cb.Get("code") == "" {
+			t.Errorf("max_age=0 after signing in again: %d %v; want a code", b.last.StatusCode, cb)
+		}
+	})
 }

@@ -100,7 +100,7 @@ func (c opClient) RestrictAdditionalAccessTokenScopes() func([]string) []string 
 func (s *server) VerifyClient(ctx context.Context, r *op.Request[op.ClientCredentials]) (op.Client, error) {
 	cc := r.Data
 	if cc.ClientAssertion != "" {
-		return nil, op.NewStatusError(oidc.ErrInvalidClient().WithDescription("client assertions are not supported"), http.StatusUnauthorized)
+		return nil, invalidClient(ctx, "client assertions are not supported")
 	}
 	c, err := s.p.svc.AuthenticateClient(ctx, client(ctx), cc.ClientID, cc.ClientSecret, string(authMethod(r)))
 	if err != nil {
@@ -162,20 +162,19 @@ func (s *server) RefreshToken(ctx context.Context, r *op.ClientRequest[oidc.Refr
 		ExpiresIn: uint64(pair.ExpiresIn / time.Second), RefreshToken: pair.RefreshToken}), nil
 }
 
-// UserInfo answers for a valid access token (Authenticate: signature,
-// claims, revocation set): the subject, and its email and whether it is
+// UserInfo answers for a valid access token of an OpenID client
+// (Authenticate: signature, claims, revocation set; Service.UserInfo: a
+// client's, with openid): the subject, and its email and whether it is
 // verified when the client was granted the email scope.
 func (s *server) UserInfo(ctx context.Context, r *op.Request[oidc.UserInfoRequest]) (*op.Response, error) {
 	claims, err := s.p.svc.Authenticate(ctx, r.Data.AccessToken)
 	if err != nil {
-		return nil, op.NewStatusError(oidc.ErrInvalidRequest().WithDescription("the access token is invalid, expired or revoked"),
-			http.StatusUnauthorized)
+		return nil, invalidToken(ctx)
 	}
 	u, scopes, err := s.p.svc.UserInfo(ctx, claims)
 	if err != nil {
 		if authd.ErrorCode(err) == authd.EInvalidToken || authd.ErrorCode(err) == authd.ENotFound {
-			return nil, op.NewStatusError(oidc.ErrInvalidRequest().WithDescription("the access token is invalid, expired or revoked"),
-				http.StatusUnauthorized)
+			return nil, invalidToken(ctx)
 		}
 		return nil, tokenError(ctx, err)
 	}
@@ -201,12 +200,9 @@ func tokenError(ctx context.Context, err error) error {
 	case authd.EInvalidToken:
 		return oidc.ErrInvalidGrant().WithDescription("the code or refresh token is invalid, expired or revoked")
 	case authd.EInvalidCredentials:
-		return op.NewStatusError(oidc.ErrInvalidClient().WithDescription("the client is unknown or its credentials are wrong"),
-			http.StatusUnauthorized)
+		return invalidClient(ctx, "the client is unknown or its credentials are wrong")
 	case authd.ERateLimited:
-		if h, ok := ctx.Value(headerKey{}).(http.Header); ok {
-			h.Set("Retry-After", strconv.Itoa(max(retryAfter(err), 1)))
-		}
+		setHeader(ctx, "Retry-After", strconv.Itoa(max(retryAfter(err), 1)))
 		return op.NewStatusError(oidc.ErrInvalidRequest().WithDescription("too many requests; try again later"),
 			http.StatusTooManyRequests)
 	case authd.EUnavailable:
@@ -219,10 +215,65 @@ func tokenError(ctx context.Context, err error) error {
 	return op.NewStatusError(oidc.ErrServerError().WithDescription("internal error").WithParent(err), http.StatusInternalServerError)
 }
 
+// The challenges of the 401s (RFC 7235 §3.1: a 401 carries one; the
+// library sets none). A client that fails to authenticate is asked for
+// Basic, the scheme of client_secret_basic (RFC 6749 §5.2); UserInfo asks
+// for a bearer token, with invalid_token when the request had one (RFC 6750
+// §3, OIDC Core §5.3.3) and no error code when it had none (§3.1).
+const (
+	clientChallenge       = `Basic realm="authd"`
+	bearerChallenge       = `Bearer realm="authd"`
+	invalidTokenChallenge = `Bearer realm="authd", error="invalid_token"`
+)
+
+// invalidClient is the token endpoint's 401 invalid_client, with its
+// challenge.
+func invalidClient(ctx context.Context, description string) error {
+	setHeader(ctx, "WWW-Authenticate", clientChallenge)
+	return op.NewStatusError(oidc.ErrInvalidClient().WithDescription("%s", description), http.StatusUnauthorized)
+}
+
+// invalidToken is UserInfo's 401 invalid_token for an access token it does
+// not take, with its challenge. The library has no constructor for the
+// code (it is RFC 6750's, not RFC 6749's).
+func invalidToken(ctx context.Context) error {
+	setHeader(ctx, "WWW-Authenticate", invalidTokenChallenge)
+	return op.NewStatusError(&oidc.Error{ErrorType: "invalid_token", Description: "the access token is invalid, expired or revoked"},
+		http.StatusUnauthorized)
+}
+
 // headerKey carries the response's header to the library's callbacks,
-// which get a context but no ResponseWriter, so that tokenError can set
-// Retry-After before the library writes the error.
+// which get a context but no ResponseWriter, so that they can set
+// Retry-After or WWW-Authenticate before the library writes the error.
 type headerKey struct{}
+
+// setHeader sets a header of the response the library is about to write.
+func setHeader(ctx context.Context, name, value string) {
+	if h, ok := ctx.Value(headerKey{}).(http.Header); ok {
+		h.Set(name, value)
+	}
+}
+
+// challenged gives each 401 of h that has no WWW-Authenticate the
+// challenge: the library answers some itself (UserInfo without any access
+// token) before a callback could set one.
+func challenged(h http.Handler, challenge string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(challengeWriter{w, challenge}, r)
+	})
+}
+
+type challengeWriter struct {
+	http.ResponseWriter
+	challenge string
+}
+
+func (w challengeWriter) WriteHeader(status int) {
+	if status == http.StatusUnauthorized && w.Header().Get("WWW-Authenticate") == "" {
+		w.Header().Set("WWW-Authenticate", w.challenge)
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
 
 // withHeader puts w's header in the request's context (headerKey).
 func withHeader(h http.Handler) http.Handler {

@@ -243,6 +243,12 @@ func (p *Provider) consent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if form.Get("decision") != "allow" {
+		// Logged first: an outage is answered as one, not as a denial the
+		// log never saw.
+		if err := p.svc.DenyConsent(r.Context(), client(r.Context()), sess.UserID, oc.ID, req.Scopes); err != nil {
+			p.unavailable(w, err)
+			return
+		}
 		p.redirectError(w, r, req.RedirectURI, req.State, authError{"access_denied", "the user denied the request"})
 		return
 	}
@@ -258,20 +264,37 @@ func (p *Provider) consent(w http.ResponseWriter, r *http.Request) {
 }
 
 // logoutParams are RP-initiated logout's parameters (GET query or POST form).
+//
+// An id_token_hint that cannot be verified (a key that rotation has since
+// deleted, another issuer's, a forgery) is ignored as if absent: it cannot
+// name a session or a client, but this browser's own session must still
+// be able to sign out. Without a verified hint or a client_id no
+// post_logout_redirect_uri can be checked, so it is dropped with its state
+// and the sign-out ends on authd's own page (RP-Initiated Logout 1.0 §3:
+// never a redirect to an address that was not validated). A hint that
+// verifies for another client than client_id, and an address that the
+// named client has not registered, get the error page.
 func (p *Provider) logoutParams(w http.ResponseWriter, r *http.Request, q url.Values) (logoutForm, *authd.OAuthClient, *uuid.UUID, bool) {
 	f := logoutForm{ClientID: q.Get("client_id"), PostLogoutRedirectURI: q.Get("post_logout_redirect_uri"),
 		State: q.Get("state"), IDTokenHint: q.Get("id_token_hint")}
 	var hinted *uuid.UUID
 	if f.IDTokenHint != "" {
 		hint, err := p.opts.IDKeys.ParseIDHint(f.IDTokenHint, p.opts.Issuer)
-		if err != nil || (f.ClientID != "" && hint.Audience != f.ClientID) {
-			p.errorPage(w, http.StatusBadRequest, "Invalid sign-out request", "The sign-out request carries an ID token this service did not issue.")
+		switch {
+		case err != nil:
+			f.IDTokenHint = ""
+		case f.ClientID != "" && hint.Audience != f.ClientID:
+			p.errorPage(w, http.StatusBadRequest, "Invalid sign-out request", "The sign-out request's ID token was issued to another application.")
 			return f, nil, nil, false
+		default:
+			f.ClientID = hint.Audience
+			if id, err := uuid.Parse(hint.SessionID); err == nil {
+				hinted = &id
+			}
 		}
-		f.ClientID = hint.Audience
-		if id, err := uuid.Parse(hint.SessionID); err == nil {
-			hinted = &id
-		}
+	}
+	if f.ClientID == "" {
+		f.PostLogoutRedirectURI, f.State = "", ""
 	}
 	var oc *authd.OAuthClient
 	if f.ClientID != "" {
