@@ -33,6 +33,10 @@ func (s *Service) ForgotPassword(ctx context.Context, c Client, email string) er
 // counts), the same answer for every address (SPEC §6.6), and a row for
 // every answer (SPEC 6.10): an unknown or erased address gets event's
 // failure row, an account is send's to handle.
+//
+// The same answer in the same time: a request that mails writes more
+// than one that does not, so every answer is given at the deadline of
+// those that mail (mailPace), the time left slept after the commit.
 func (s *Service) mailRequest(ctx context.Context, c Client, kind, email string, event EventType,
 	send func(tx *txn, u *User, now time.Time) error) error {
 	email, err := NormalizeEmail(email)
@@ -45,7 +49,8 @@ func (s *Service) mailRequest(ctx context.Context, c Client, kind, email string,
 	if err := s.limitEmail(ctx, "mail", email, mailsPerEmail, mailLimitRange); err != nil {
 		return err
 	}
-	return s.inTx(ctx, func(tx *txn) error {
+	start, mailed := time.Now(), false
+	err = s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
 		u, err := tx.UserByEmail(ctx, email)
 		if ErrorCode(err) == ENotFound || err == nil && u.IsDeleted() {
@@ -54,8 +59,21 @@ func (s *Service) mailRequest(ctx context.Context, c Client, kind, email string,
 		if err != nil {
 			return err
 		}
-		return send(tx, u, now)
+		err = send(tx, u, now)
+		mailed = tx.mailed
+		return err
 	})
+	if err != nil {
+		return err
+	}
+	took := time.Since(start)
+	if mailed {
+		s.mailPace.Learn(took)
+	}
+	if d := s.mailPace.Deadline() - took; d > 0 {
+		s.sleep(d)
+	}
+	return nil
 }
 
 // ResetPassword sets a new password with a reset token: it ends every

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/authd/authd/internal/pace"
 	"github.com/go-webauthn/webauthn/webauthn"
 	"github.com/google/uuid"
 )
@@ -170,6 +171,8 @@ type Service struct {
 	logger      *slog.Logger
 	hooks       Hooks
 	wake        chan struct{} // tells the outbox sender that mail is waiting
+	mailPace    pace.Pace     // how long a mail request that mails takes (mailRequest)
+	sleep       func(time.Duration)
 }
 
 // Hooks are told what the service does, for metrics. Either may be nil.
@@ -190,6 +193,9 @@ type Deps struct {
 	Lockouts  Lockouts
 	Logger    *slog.Logger
 	Hooks     Hooks
+	// Sleep pads answers that must not be told apart by their timing; nil
+	// is time.Sleep (tests record instead).
+	Sleep func(time.Duration)
 }
 
 // NewService returns a Service. Call LoadRevocations before serving.
@@ -199,6 +205,9 @@ func NewService(cfg Config, d Deps) *Service {
 	}
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Sleep == nil {
+		d.Sleep = time.Sleep
 	}
 	key := cfg.RefreshKey
 	if len(key) == 0 {
@@ -222,7 +231,7 @@ func NewService(cfg Config, d Deps) *Service {
 	return &Service{
 		webauthn: rp, cfg: cfg, store: d.Store, clock: d.Clock, passwords: d.Passwords, tokens: d.Tokens,
 		mailer: d.Mailer, limiter: d.Limiter, lockouts: d.Lockouts, refreshKey: key, mfaKey: mfaKey,
-		logger: d.Logger, hooks: d.Hooks,
+		logger: d.Logger, hooks: d.Hooks, sleep: d.Sleep,
 		revocations: NewRevocationSet(revocationLifetime(cfg.AccessTokenTTL)), wake: make(chan struct{}, 1),
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/authd/authd"
+	"github.com/authd/authd/internal/pace"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -34,10 +35,9 @@ type Hasher struct {
 	waiting atomic.Int64
 	dummy   string
 	current string       // the head of a hash made at Params ("$argon2id$v=19$m=…,t=…,p=…$")
-	typical atomic.Int64 // how long a check at Params takes, in ns (a moving average)
-	spread  atomic.Int64 // how far one strays from typical, in ns (a moving mean deviation)
+	pace    pace.Pace    // how long a check at Params takes
 	floor   atomic.Int64 // a check of the costliest stored bcrypt hash, in ns (CoverBcrypt)
-	floorAt atomic.Int64 // typical when floor was timed
+	floorAt atomic.Int64 // pace's typical check when floor was timed, in ns
 	// sleep pads a failed check (see Verify) by d, whatever ctx (the
 	// check's, freed from the client's cancellation) says; tests record
 	// both instead.
@@ -64,9 +64,7 @@ func (h *Hasher) init() *Hasher {
 	if err != nil {
 		panic(err) // only crypto/rand can fail, and it does not
 	}
-	took := time.Since(start)
-	h.typical.Store(int64(took))
-	h.spread.Store(int64(took / 8))
+	h.pace.Learn(time.Since(start)) // the first timing; checks at Params move it
 	h.dummy = dummy
 	h.current = head(h.Params)
 	if h.sleep == nil {
@@ -138,7 +136,7 @@ func (h *Hasher) Verify(ctx context.Context, pw, hash string) (ok, rehash bool, 
 	}
 	deadline := h.deadline()
 	if strings.HasPrefix(hash, h.current) {
-		h.learn(took)
+		h.pace.Learn(took)
 	}
 	if !ok && took < deadline {
 		// Whatever the client does: a half-closed connection cancels
@@ -156,23 +154,12 @@ func (h *Hasher) Verify(ctx context.Context, pw, hash string) (ok, rehash bool, 
 // of the costliest stored bcrypt hash, scaled by how much slower than
 // when it was timed checks at Params now run (both slow down with load).
 func (h *Hasher) deadline() time.Duration {
-	typical, spread := time.Duration(h.typical.Load()), time.Duration(h.spread.Load())
-	d := typical + 4*spread
+	d := h.pace.Deadline()
 	if floor, at := time.Duration(h.floor.Load()), time.Duration(h.floorAt.Load()); floor > 0 && at > 0 {
-		d = max(d, time.Duration(float64(floor)*float64(typical)/float64(at)))
+		d = max(d, time.Duration(float64(floor)*float64(h.pace.Typical())/float64(at)))
 	}
 	return d
 }
-
-// learn folds a check at Params that took took into the moving average
-// and mean deviation.
-func (h *Hasher) learn(took time.Duration) {
-	typical, spread := time.Duration(h.typical.Load()), time.Duration(h.spread.Load())
-	h.typical.Store(int64(typical + (took-typical)/8))
-	h.spread.Store(int64(spread + (abs(took-typical)-spread)/4))
-}
-
-func abs(d time.Duration) time.Duration { return max(d, -d) }
 
 // CoverBcrypt makes every failed check, an unknown email's included,
 // answer no sooner than a check of a bcrypt hash of cost takes: accounts
@@ -192,7 +179,7 @@ func (h *Hasher) CoverBcrypt(cost int) (time.Duration, error) {
 	took := time.Since(start)
 	if int64(took) > h.floor.Load() {
 		h.floor.Store(int64(took))
-		h.floorAt.Store(h.typical.Load())
+		h.floorAt.Store(int64(h.pace.Typical()))
 	}
 	return took, nil
 }

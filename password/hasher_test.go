@@ -73,7 +73,7 @@ func TestCheaperHashPadded(t *testing.T) {
 	older, _ := Hash("the right password", Params{MemoryKiB: 64, Iterations: 1, Parallelism: 1})
 	now, _ := Hash("the right password", current)
 	ctx := context.Background()
-	h.typical.Store(int64(time.Hour)) // a check at the configured cost: far longer than any here
+	h.pace.Set(time.Hour, 0) // a check at the configured cost: far longer than any here
 	if ok, _, _ := h.Verify(ctx, "a wrong guess", older); ok || len(slept) != 1 || slept[0] < 59*time.Minute {
 		t.Fatalf("a wrong guess against an older, cheaper hash: ok %v, padded %v; want about an hour", ok, slept)
 	}
@@ -95,7 +95,7 @@ func TestCheaperHashPadded(t *testing.T) {
 	if len(slept) != 2 || slept[0] < 50*time.Minute || slept[1] < 50*time.Minute {
 		t.Errorf("failed checks at the configured cost padded %v; want both to the average, like any failure", slept)
 	}
-	if got := time.Duration(h.typical.Load()); got >= time.Hour*7/8*7/8+time.Second || got <= 0 {
+	if got := h.pace.Typical(); got >= time.Hour*7/8*7/8+time.Second || got <= 0 {
 		t.Errorf("the average after two checks at the configured cost: %s, want it moved toward them (< %s)", got, time.Hour*7/8*7/8)
 	}
 }
@@ -136,14 +136,12 @@ func TestPaddingDeadline(t *testing.T) {
 	h.sleep = func(_ context.Context, d time.Duration) { slept = append(slept, d) }
 	h.init()
 	ctx := context.Background()
-	h.typical.Store(int64(time.Hour))
-	h.spread.Store(int64(10 * time.Minute))
+	h.pace.Set(time.Hour, 10*time.Minute)
 	h.VerifyDummy(ctx, "a wrong guess")
 	if len(slept) != 1 || slept[0] < 99*time.Minute {
 		t.Fatalf("a failure with checks averaging an hour ± 10 minutes padded %v; want to about 1 h 40", slept)
 	}
-	h.typical.Store(int64(time.Second))
-	h.spread.Store(0)
+	h.pace.Set(time.Second, 0)
 	h.floor.Store(int64(time.Hour))
 	h.floorAt.Store(int64(time.Second / 2)) // timed when checks took half as long as now
 	slept = nil

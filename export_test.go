@@ -1,0 +1,7 @@
+package authd
+
+import "time"
+
+// SetMailPace sets what s believes a mail request that mails takes, for
+// tests of the padding.
+func SetMailPace(s *Service, typical, spread time.Duration) { s.mailPace.Set(typical, spread) }
