@@ -73,6 +73,9 @@ func (s *Service) failedPassword(ctx context.Context, tx *txn, c Client, u *User
 // other; only a whole successful login resets it.
 func (s *Service) failedCheck(ctx context.Context, tx *txn, c Client, u *User, now time.Time,
 	event EventType, reason, lockReason string, err error) error {
+	if u.IsDeleted() {
+		return errInvalidToken // erased meanwhile: nothing left to count or lock (refuseIfBarred)
+	}
 	if now.Sub(u.LastFailedLogin) >= failureMemory {
 		u.FailedLoginAttempts = 0 // the earlier failures are forgotten
 	}
@@ -165,13 +168,18 @@ func (s *Service) UnlockExpired(ctx context.Context) (int, error) {
 	return lifted, errors.Join(failed...)
 }
 
-// refuseIfLocked refuses, logged as a failure of event, a password or code
+// refuseIfBarred refuses, logged as a failure of event, a password or code
 // check for u while its account is locked at now (without checking
 // anything: a lock must not confirm a guess); nil when it is not locked. A
 // lock that has expired is lifted first (account_unlocked, the failure count
 // back to zero), so the next failure starts a new count rather than locking
-// again at once.
-func (s *Service) refuseIfLocked(ctx context.Context, tx *txn, c Client, u *User, event EventType, now time.Time) error {
+// again at once. An account erased since the flow first read it is refused
+// as its token is (EInvalidToken), and nothing is written: a failure
+// counted on it would lock it, and the lock's end would bring it back.
+func (s *Service) refuseIfBarred(ctx context.Context, tx *txn, c Client, u *User, event EventType, now time.Time) error {
+	if u.IsDeleted() {
+		return errInvalidToken
+	}
 	if u.LockExpired(now) {
 		if err := s.unlock(ctx, tx, c, u, now, "lock expired"); err != nil {
 			return err

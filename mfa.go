@@ -178,7 +178,7 @@ func (s *Service) ConfirmTOTP(ctx context.Context, c Client, a *AccessClaims, co
 		if err != nil {
 			return err
 		}
-		if err := s.refuseIfLocked(ctx, tx, c, u, EventMFAEnabled, now); err != nil {
+		if err := s.refuseIfBarred(ctx, tx, c, u, EventMFAEnabled, now); err != nil {
 			return err
 		}
 		factors, keys, err := secondFactors(ctx, tx, u.ID)
@@ -318,7 +318,7 @@ func (s *Service) withSecondFactor(ctx context.Context, c Client, a *AccessClaim
 		if err != nil {
 			return err
 		}
-		if err := s.refuseIfLocked(ctx, tx, c, u, event, now); err != nil {
+		if err := s.refuseIfBarred(ctx, tx, c, u, event, now); err != nil {
 			return err
 		}
 		factors, keys, err := secondFactors(ctx, tx, u.ID)
@@ -471,7 +471,7 @@ func (s *Service) redeemable(ctx context.Context, tx *txn, c Client, digest stri
 		// The password this challenge proved was changed or reset since.
 		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "password changed since the challenge", nil)
 	}
-	if err := s.refuseIfLocked(ctx, tx, c, u, EventMFAChallengeFailed, now); err != nil {
+	if err := s.refuseIfBarred(ctx, tx, c, u, EventMFAChallengeFailed, now); err != nil {
 		return nil, nil, err
 	}
 	return ch, u, nil

@@ -196,7 +196,7 @@ func (s *Service) reauthenticate(ctx context.Context, c Client, a *AccessClaims,
 		if err != nil {
 			return err
 		}
-		if err := s.refuseIfLocked(ctx, tx, c, u, event, now); err != nil {
+		if err := s.refuseIfBarred(ctx, tx, c, u, event, now); err != nil {
 			return err
 		}
 		return s.failedPassword(ctx, tx, c, u, now, event, wrong)
@@ -209,7 +209,7 @@ func (s *Service) reauthenticate(ctx context.Context, c Client, a *AccessClaims,
 // the lock, nor be told apart from them), or its password changed.
 func (s *Service) stillChecked(ctx context.Context, tx *txn, c Client, u *User, checkedHash string,
 	event EventType, now time.Time) error {
-	if err := s.refuseIfLocked(ctx, tx, c, u, event, now); err != nil {
+	if err := s.refuseIfBarred(ctx, tx, c, u, event, now); err != nil {
 		return err
 	}
 	if u.PasswordHash != checkedHash {

@@ -55,8 +55,8 @@ func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID 
 		if err != nil {
 			return err
 		}
-		if u.IsDeleted() {
-			return s.refuseErased(ctx, tx, c, EventTokenRefreshed, u.ID)
+		if u.IsDeleted() { // its row keeps no client (the store's CreateSecurityLog)
+			return s.refuseToken(ctx, tx, c, EventTokenRefreshed, u.ID, "account deleted", nil)
 		}
 		ctxt := map[string]any{"session_id": sess.ID.String()}
 		switch {

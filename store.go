@@ -143,8 +143,12 @@ type Queries interface {
 	// voiding them when a new one is mailed.
 	DeleteVerificationTokens(ctx context.Context, userID uuid.UUID, typ VerificationType) error
 
-	// CreateSecurityLog appends an audit event. ENotFound when its user does
-	// not exist.
+	// CreateSecurityLog appends an audit event. An event about an erased
+	// (deleted) user keeps no client — IP address, user agent, the
+	// context's device_info — whatever l holds, the user read as an erasure
+	// in progress leaves it (SPEC 6.8: a flow that read the user before the
+	// erasure committed must not add a row the erasure could not clear).
+	// ENotFound when its user does not exist.
 	CreateSecurityLog(ctx context.Context, l *SecurityLog) error
 	// SecurityLogs returns the events matching f, newest first.
 	SecurityLogs(ctx context.Context, f SecurityLogFilter) ([]*SecurityLog, error)

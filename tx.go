@@ -112,16 +112,6 @@ func (s *Service) observeEvent(l *SecurityLog) {
 // able to flood the security log.
 const badTokensPerIP = 30
 
-// refuseErased is refuseToken for a token of an erased account: counted
-// against c, but logged without it, since an erased user's rows hold no IP
-// address or user agent (SPEC 6.8), those written after the erasure too.
-func (s *Service) refuseErased(ctx context.Context, tx *txn, c Client, event EventType, user uuid.UUID) error {
-	if err := s.limit(ctx, "bad-token:"+clientKey(c), badTokensPerIP, time.Minute); err != nil {
-		return err
-	}
-	return tx.refuse(ctx, s.audit(s.now(), Client{}, event, ResultFailure, user, "account deleted", nil), errInvalidToken)
-}
-
 // refuseToken fails a verification, reset or refresh whose token cannot be
 // redeemed with EInvalidToken, logging it as a failure of event for user
 // (Nil when the token matches nothing, SPEC 6.10); in tx when there is one.

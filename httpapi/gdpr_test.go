@@ -300,3 +300,51 @@ func TestOwnSecurityLogPagination(t *testing.T) {
 		}
 	})
 }
+
+// TestErasureRacingChecks: password checks that were hashing while the
+// account was erased neither count a failure on it (five would lock it,
+// and the lock's end would make it an account again) nor leave a row
+// holding the person's IP address or user agent, for a wrong password at a
+// re-authentication or a right one at login.
+func TestErasureRacingChecks(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		var hold *holdOnce
+		e := newEnv(t, open(t), holdingOnce(&hold))
+		const email = "racing@example.org"
+		e.registerVerified(email, goodPassword)
+		access, _ := e.login(email, goodPassword)
+		id := e.user(email).ID
+		const n = 5
+		done := make(chan response, n+1)
+		for range n {
+			hold.arm()
+			go func() {
+				done <- e.do("DELETE", "/v1/users/me", map[string]string{"password": "not the password at all"},
+					append(bearer(access), person()...)...)
+			}()
+			<-hold.entered
+		}
+		hold.arm()
+		go func() {
+			done <- e.do("POST", "/v1/auth/login", map[string]string{"email": email, "password": goodPassword}, person()...)
+		}()
+		<-hold.entered
+		want(t, "erase", e.admin("DELETE", "/v1/admin/users/"+id.String(), nil), 204, "")
+		close(hold.release)
+		for range n + 1 {
+			if r := <-done; r.status != 401 {
+				t.Errorf("a check that straddled the erasure: %d %s; want 401", r.status, r.raw)
+			}
+		}
+		if found := scanText(t, e.store, personIP, personUA); len(found) > 0 {
+			t.Errorf("rows written after the erasure hold the person's client:\n%s", strings.Join(found, "\n"))
+		}
+		e.clock.Advance(e.cfg.LockoutDuration + time.Minute)
+		if _, err := e.svc.UnlockExpired(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if u, err := e.store.User(context.Background(), id); err != nil || u.AccountStatus != authd.StatusDeleted || u.FailedLoginAttempts != 0 {
+			t.Errorf("the erased account after the checks and the unlock sweep: %+v, %v; want deleted, no failures", u, err)
+		}
+	})
+}

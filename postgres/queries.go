@@ -431,11 +431,29 @@ func scanVerification(row pgx.Row) (*authd.VerificationToken, error) {
 const securityLogColumns = `id, event_type, user_id, "timestamp", ip_address, user_agent, result,
 	failure_reason, additional_context`
 
+// userLogQuery writes a security-log row about a user, keeping no client
+// (IP address, user agent, device) when the user is erased: the erasure
+// clears the rows it finds, and a flow that read the user before it
+// committed must not add one after (SPEC 6.8). The key-share lock, which
+// the row's foreign key takes anyway, waits for an erasure in progress and
+// then reads the user as it left it.
+const userLogQuery = `INSERT INTO security_logs (` + securityLogColumns + `)
+	SELECT $1, $2::event_type, u.id, $4,
+		CASE WHEN u.account_status = 'deleted' THEN NULL ELSE $5::varchar END,
+		CASE WHEN u.account_status = 'deleted' THEN NULL ELSE $6::varchar END,
+		$7::event_result, $8,
+		CASE WHEN u.account_status = 'deleted' THEN $9::jsonb - 'device_info' ELSE $9::jsonb END
+	FROM users u WHERE u.id = $3 FOR KEY SHARE`
+
+// CreateSecurityLog implements authd.Queries: see userLogQuery.
 func (q *queries) CreateSecurityLog(ctx context.Context, l *authd.SecurityLog) error {
-	return q.write(ctx, nil, `INSERT INTO security_logs (`+securityLogColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-		l.ID, string(l.EventType), nullUUID(l.UserID), l.Timestamp, nullString(l.IPAddress),
-		nullString(l.UserAgent), string(l.Result), nullString(l.FailureReason), l.AdditionalContext)
+	args := []any{l.ID, string(l.EventType), nullUUID(l.UserID), l.Timestamp, nullString(l.IPAddress),
+		nullString(l.UserAgent), string(l.Result), nullString(l.FailureReason), l.AdditionalContext}
+	if l.UserID == uuid.Nil {
+		return q.write(ctx, nil, `INSERT INTO security_logs (`+securityLogColumns+`)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`, args...)
+	}
+	return q.write(ctx, mustAffect("user"), userLogQuery, args...)
 }
 
 func (q *queries) SecurityLogs(ctx context.Context, f authd.SecurityLogFilter) ([]*authd.SecurityLog, error) {

@@ -213,8 +213,13 @@ func (q *queries) CreateSecurityLog(ctx context.Context, l *authd.SecurityLog) e
 		}
 		context = string(b)
 	}
+	// A row about an erased user keeps no client (IP address, user agent,
+	// device), as the erasure left its older rows (SPEC 6.8); writes are
+	// serialised, so the user is read as the last commit left it.
 	_, err := q.db.ExecContext(ctx, `INSERT INTO security_logs (`+securityLogColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		SELECT ?1, ?2, ?3, ?4, CASE WHEN gone.id IS NULL THEN ?5 END, CASE WHEN gone.id IS NULL THEN ?6 END, ?7, ?8,
+			CASE WHEN gone.id IS NULL THEN ?9 ELSE json_remove(?9, '$.device_info') END
+		FROM (SELECT 1) LEFT JOIN users gone ON gone.id = ?3 AND gone.account_status = 'deleted'`,
 		l.ID, string(l.EventType), nullUUID(l.UserID), timeArg(l.Timestamp), nullString(l.IPAddress),
 		nullString(l.UserAgent), string(l.Result), nullString(l.FailureReason), context)
 	return translate(err)

@@ -51,6 +51,7 @@ func Run(t *testing.T, open func(t *testing.T) authd.Store) {
 		{"TokenErrors", testTokenErrors},
 		{"VerificationTokens", testVerificationTokens},
 		{"SecurityLogs", testSecurityLogs},
+		{"SecurityLogsOfErasedUsers", testSecurityLogsOfErasedUsers},
 		{"UserData", testUserData},
 		{"EveryEnumLabelStored", testEnumLabels},
 		{"Outbox", testOutbox},
@@ -386,6 +387,41 @@ func testVerificationTokens(t *testing.T, s authd.Store) {
 	wantCode(t, "token of a missing user", s.CreateVerificationToken(ctx, &orphan), authd.ENotFound)
 	_, err = s.VerificationToken(ctx, "nope")
 	wantCode(t, "unknown digest", err, authd.ENotFound)
+}
+
+// testSecurityLogsOfErasedUsers: a row about an erased (deleted) user
+// keeps no client — IP address, user agent, the context's device_info —
+// whatever it was given: a flow that read the user before the erasure
+// committed must not add one after the erasure cleared the others.
+func testSecurityLogsOfErasedUsers(t *testing.T, s authd.Store) {
+	ctx := context.Background()
+	live := mustCreateUser(t, s, "ivan@example.org")
+	gone := mustCreateUser(t, s, "judy@example.org")
+	gone.AccountStatus = authd.StatusDeleted
+	if err := s.UpdateUser(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	context := map[string]any{"device_info": "Judy's phone", "session_id": "s1"}
+	for _, u := range []*authd.User{live, gone} {
+		if err := s.CreateSecurityLog(ctx, authd.NewSecurityLog(Epoch, authd.EventTokenRefreshed, authd.ResultFailure,
+			u.ID, "192.0.2.7", "curl/8", "session ended", context)); err != nil {
+			t.Fatalf("CreateSecurityLog(%s): %v", u.Email, err)
+		}
+	}
+	for _, u := range []*authd.User{live, gone} {
+		logs, err := s.SecurityLogs(ctx, authd.SecurityLogFilter{UserID: u.ID})
+		if err != nil || len(logs) != 1 {
+			t.Fatalf("SecurityLogs(%s) = %v, %v", u.Email, logs, err)
+		}
+		l, erased := logs[0], u == gone
+		if kept := l.IPAddress != "" || l.UserAgent != "" || l.AdditionalContext["device_info"] != nil; kept == erased {
+			t.Errorf("row about %s (erased %v): ip %q, user agent %q, context %v", u.Email, erased, l.IPAddress, l.UserAgent,
+				l.AdditionalContext)
+		}
+		if l.AdditionalContext["session_id"] != "s1" || l.FailureReason != "session ended" {
+			t.Errorf("row about %s lost more than the client: %+v", u.Email, l)
+		}
+	}
 }
 
 func testSecurityLogs(t *testing.T, s authd.Store) {
