@@ -101,6 +101,29 @@ func TestUsage(t *testing.T) {
 	}
 }
 
+// TestFlagErrorsAreOneLine checks that a bad flag is told as one line and a
+// hint, as every other usage error, not followed by the whole usage.
+func TestFlagErrorsAreOneLine(t *testing.T) {
+	t.Parallel()
+	args := [][]string{
+		{"admin", "users", "list", "--limit", "abc"},
+		{"keys", "generate", "--alg", "x"},
+		{"migrate", "down", "-1"},
+	}
+	for _, c := range commands() {
+		args = append(args, []string{c.name, "--no-such-flag"})
+	}
+	for _, a := range args {
+		code, stdout, stderr := runCLI(t, nil, a...)
+		lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+		if code != exitUsage || stdout != "" || len(lines) != 2 ||
+			!strings.HasPrefix(lines[0], "authd "+a[0]+": ") || lines[1] != "hint: `authd "+a[0]+" --help` lists its flags" {
+			t.Errorf("authd %s: exit %d, stdout %q, stderr %q; want 2, and one line naming the problem plus a hint",
+				strings.Join(a, " "), code, stdout, stderr)
+		}
+	}
+}
+
 func TestVersion(t *testing.T) {
 	t.Parallel()
 	code, stdout, _ := runCLI(t, nil, "version")
