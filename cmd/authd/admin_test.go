@@ -99,3 +99,34 @@ func migratedWithUser(t *testing.T, env map[string]string, email string) (databa
 	}
 	return db, u
 }
+
+// TestAdminCLIMissingWords checks that a missing or extra word is named as
+// such, not reported as an unknown command.
+func TestAdminCLIMissingWords(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"admin"}, "authd admin: missing users, logs or mail"},
+		{[]string{"admin", "users"}, "authd admin users: missing ACTION (delete, list, lock, mfa, reset-mfa, revoke-sessions, show or unlock)"},
+		{[]string{"admin", "users", "show"}, "authd admin users show: missing USER (an id or email)"},
+		{[]string{"admin", "users", "lock", "--until", "2030-01-01T00:00:00Z"}, "authd admin users lock: missing USER (an id or email)"},
+		{[]string{"admin", "users", "delete", "--yes"}, "authd admin users delete: missing USER (an id or email)"},
+		{[]string{"admin", "users", "show", "a@b.org", "c@d.org"}, `authd admin users show: takes one USER; unexpected "c@d.org"`},
+		{[]string{"admin", "users", "list", "a@b.org"}, `authd admin users list: takes no arguments; unexpected "a@b.org"`},
+		{[]string{"admin", "users", "frobnicate", "a@b.org"}, `authd admin users: unknown action "frobnicate"`},
+		{[]string{"admin", "users", "delete", "a@b.org"}, "authd admin users delete: erases the account for good; add --yes to confirm"},
+		{[]string{"admin", "mail"}, "authd admin mail: missing ACTION (list or retry)"},
+		{[]string{"admin", "mail", "retry"}, "authd admin mail retry: missing MAIL_ID (from `authd admin mail list --dead`)"},
+		{[]string{"admin", "logs", "a@b.org"}, "authd admin logs: takes no arguments; filter with --user, --event, --result, --since and --until"},
+		{[]string{"admin", "frobnicate"}, `authd admin: unknown admin command "frobnicate"`},
+		{[]string{"clients", "show"}, "authd clients show: missing CLIENT_ID (from `authd clients list`)"},
+	}
+	for _, tt := range tests {
+		code, _, stderr := runCLI(t, nil, tt.args...)
+		if want := tt.want + "\nhint: run `authd " + tt.args[0] + " --help`\n"; code != exitUsage || stderr != want {
+			t.Errorf("authd %s: exit %d, stderr %q; want 2 and %q", strings.Join(tt.args, " "), code, stderr, want)
+		}
+	}
+}

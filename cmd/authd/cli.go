@@ -61,13 +61,20 @@ type reportedError struct{ err error }
 func (e *reportedError) Error() string { return e.err.Error() }
 func (e *reportedError) Unwrap() error { return e.err }
 
-// usageError is a command line that does not parse; it exits with 2. The
-// hint defaults to the command's --help.
-type usageError struct{ msg, hint string }
+// usageError is a command line that does not parse; it exits with 2. It
+// names the command, or the action within it (cmd, such as "admin users
+// show"), that was misused; the hint defaults to the command's --help.
+type usageError struct{ cmd, msg, hint string }
 
 func (e *usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return &usageError{msg: fmt.Sprintf(format, args...)} }
+
+// usageOf is a usage error of an action within a command, cmd being its
+// words after authd.
+func usageOf(cmd, format string, args ...any) error {
+	return &usageError{cmd: cmd, msg: fmt.Sprintf(format, args...)}
+}
 
 // run dispatches args to a command and returns the exit status. Errors go to
 // stderr as one line plus a hint.
@@ -108,7 +115,11 @@ func report(e *env, name string, err error) int {
 		if hint == "" {
 			hint = "run `authd " + name + " --help`"
 		}
-		fmt.Fprintf(e.stderr, "authd %s: %s\nhint: %s\n", name, usage.msg, hint)
+		cmd := usage.cmd
+		if cmd == "" {
+			cmd = name
+		}
+		fmt.Fprintf(e.stderr, "authd %s: %s\nhint: %s\n", cmd, usage.msg, hint)
 		return exitUsage
 	}
 	var told *reportedError
