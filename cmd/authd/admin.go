@@ -55,7 +55,8 @@ func adminCmd(ctx context.Context, e *env, args []string) error {
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	email := fs.String("email", "", "users list: a part of the email address")
 	status := fs.String("status", "", "users list: active, inactive, locked or deleted")
-	limit := fs.Int("limit", 0, "lists: rows per page (1–200, default 50)")
+	// As the admin API's limit: absent means 50, and 0 is out of range.
+	limit := fs.Int("limit", authd.DefaultListLimit, fmt.Sprintf("lists: rows per page, 1–%d", authd.MaxListLimit))
 	cursor := fs.String("cursor", "", "lists: continue after the page that printed this cursor")
 	until := fs.String("until", "", "users lock: RFC 3339 end of the lock; logs: events before this time")
 	since := fs.String("since", "", "logs: events at or after this RFC 3339 time")
@@ -71,7 +72,7 @@ func adminCmd(ctx context.Context, e *env, args []string) error {
 	if err := checkAdminWords(rest, *yes); err != nil {
 		return err
 	}
-	if *limit < 0 || *limit > authd.MaxListLimit {
+	if *limit < 1 || *limit > authd.MaxListLimit {
 		return usagef("--limit must be from 1 to %d", authd.MaxListLimit)
 	}
 	var after *authd.Cursor

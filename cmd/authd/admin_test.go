@@ -100,9 +100,10 @@ func migratedWithUser(t *testing.T, env map[string]string, email string) (databa
 	return db, u
 }
 
-// TestAdminCLIMissingWords checks that a missing or extra word is named as
-// such, not reported as an unknown command.
-func TestAdminCLIMissingWords(t *testing.T) {
+// TestAdminCLIUsage checks that a missing or extra word is named as such,
+// not reported as an unknown command, and that --limit takes what the admin
+// API takes.
+func TestAdminCLIUsage(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		args []string
@@ -122,9 +123,14 @@ func TestAdminCLIMissingWords(t *testing.T) {
 		{[]string{"admin", "logs", "a@b.org"}, "authd admin logs: takes no arguments; filter with --user, --event, --result, --since and --until"},
 		{[]string{"admin", "frobnicate"}, `authd admin: unknown admin command "frobnicate"`},
 		{[]string{"clients", "show"}, "authd clients show: missing CLIENT_ID (from `authd clients list`)"},
+		// The admin API answers 400 to limit=0 and limit=201 alike.
+		{[]string{"admin", "users", "list", "--limit", "0"}, "authd admin: --limit must be from 1 to 200"},
+		{[]string{"admin", "logs", "--limit", "-1"}, "authd admin: --limit must be from 1 to 200"},
+		{[]string{"admin", "mail", "list", "--limit", "201"}, "authd admin: --limit must be from 1 to 200"},
 	}
+	env := sqliteEnv(t) // where a command that wrongly runs would write
 	for _, tt := range tests {
-		code, _, stderr := runCLI(t, nil, tt.args...)
+		code, _, stderr := runCLI(t, env, tt.args...)
 		if want := tt.want + "\nhint: run `authd " + tt.args[0] + " --help`\n"; code != exitUsage || stderr != want {
 			t.Errorf("authd %s: exit %d, stderr %q; want 2 and %q", strings.Join(tt.args, " "), code, stderr, want)
 		}

@@ -113,8 +113,9 @@ func TestFlagErrorsAreOneLine(t *testing.T) {
 	for _, c := range commands() {
 		args = append(args, []string{c.name, "--no-such-flag"})
 	}
+	env := sqliteEnv(t) // where a command that wrongly runs would write
 	for _, a := range args {
-		code, stdout, stderr := runCLI(t, nil, a...)
+		code, stdout, stderr := runCLI(t, env, a...)
 		lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
 		if code != exitUsage || stdout != "" || len(lines) != 2 ||
 			!strings.HasPrefix(lines[0], "authd "+a[0]+": ") || lines[1] != "hint: `authd "+a[0]+" --help` lists its flags" {
