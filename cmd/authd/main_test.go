@@ -36,9 +36,16 @@ var cheapArgon2 = map[string]string{
 // runCLI runs authd in-process with only the given environment.
 func runCLI(t *testing.T, environ map[string]string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
+	return runCLIContext(context.Background(), t, environ, args...)
+}
+
+// runCLIContext is runCLI until ctx ends, for a serve that should fail
+// before it listens and, wrongly started, would run for ever.
+func runCLIContext(ctx context.Context, t *testing.T, environ map[string]string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
 	var out, errOut bytes.Buffer
 	getenv := func(k string) (string, bool) { v, ok := environ[k]; return v, ok }
-	code = run(context.Background(), args, &out, &errOut, getenv)
+	code = run(ctx, args, &out, &errOut, getenv)
 	return code, out.String(), errOut.String()
 }
 
@@ -565,7 +572,7 @@ func TestSeedRefusesPostgreSQL(t *testing.T) {
 		!strings.Contains(stderr, "hint:") || !strings.Contains(stderr, "--force") {
 		t.Errorf("seed on PostgreSQL: exit %d, stdout %q, stderr %q; want 1, one line and a hint naming --force", code, stdout, stderr)
 	}
-	db, err := openDatabase(context.Background(), configOf(t, env), true)
+	db, err := openDatabase(context.Background(), configOf(t, env), atHead)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -585,7 +592,7 @@ func snapshot(t *testing.T, env map[string]string) string {
 	t.Helper()
 	ctx := context.Background()
 	cfg := configOf(t, env)
-	db, err := openDatabase(ctx, cfg, true)
+	db, err := openDatabase(ctx, cfg, atHead)
 	if err != nil {
 		t.Fatal(err)
 	}
