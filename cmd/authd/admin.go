@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -53,7 +55,8 @@ func adminCmd(ctx context.Context, e *env, args []string) error {
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	email := fs.String("email", "", "users list: a part of the email address")
 	status := fs.String("status", "", "users list: active, inactive, locked or deleted")
-	limit := fs.Int("limit", 0, "lists: rows per page (1–200, default 50)")
+	// As the admin API's limit: absent means 50, and 0 is out of range.
+	limit := fs.Int("limit", authd.DefaultListLimit, fmt.Sprintf("lists: rows per page, 1–%d", authd.MaxListLimit))
 	cursor := fs.String("cursor", "", "lists: continue after the page that printed this cursor")
 	until := fs.String("until", "", "users lock: RFC 3339 end of the lock; logs: events before this time")
 	since := fs.String("since", "", "logs: events at or after this RFC 3339 time")
@@ -66,10 +69,10 @@ func adminCmd(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(rest) == 0 {
-		return usagef("missing users or logs")
+	if err := checkAdminWords(rest, *yes); err != nil {
+		return err
 	}
-	if *limit < 0 || *limit > authd.MaxListLimit {
+	if *limit < 1 || *limit > authd.MaxListLimit {
 		return usagef("--limit must be from 1 to %d", authd.MaxListLimit)
 	}
 	var after *authd.Cursor
@@ -77,23 +80,6 @@ func adminCmd(ctx context.Context, e *env, args []string) error {
 		if after, err = authd.ParseCursor(*cursor); err != nil {
 			return usagef("--cursor %q is not a cursor a list printed", *cursor)
 		}
-	}
-	switch {
-	case rest[0] == "logs" && len(rest) == 1:
-	case rest[0] == "mail" && len(rest) == 2 && rest[1] == "list":
-	case rest[0] == "mail" && len(rest) == 3 && rest[1] == "retry":
-	case rest[0] == "users" && len(rest) == 2 && rest[1] == "list":
-	case rest[0] == "users" && len(rest) == 3:
-		switch rest[1] {
-		case "show", "lock", "unlock", "revoke-sessions", "mfa", "reset-mfa", "delete":
-		default:
-			return usagef("unknown users action %q", rest[1])
-		}
-		if rest[1] == "delete" && !*yes {
-			return usagef("users delete erases the account for good; add --yes to confirm")
-		}
-	default:
-		return usagef("unknown admin command %q", strings.Join(rest, " "))
 	}
 
 	cfg, db, err := openConfigured(ctx, e, flags)
@@ -211,6 +197,58 @@ func adminCmd(ctx context.Context, e *env, args []string) error {
 	default: // delete
 		return done(e, svc.DeleteUser(ctx, c, u.ID), "erased %s (now %s)", u.Email, authd.Tombstone(u.ID))
 	}
+}
+
+// checkAdminWords checks the words after the flags (users show USER, logs,
+// mail list …) and says which is missing, unknown or too many.
+func checkAdminWords(rest []string, yes bool) error {
+	if len(rest) == 0 {
+		return usagef("missing users, logs or mail")
+	}
+	// args is how many words an action takes, and what they are called.
+	type action struct {
+		args int
+		what string
+	}
+	var actions map[string]action
+	switch rest[0] {
+	case "logs":
+		if len(rest) > 1 {
+			return usageOf("admin logs", "takes no arguments; filter with --user, --event, --result, --since and --until")
+		}
+		return nil
+	case "users":
+		user := action{1, "USER (an id or email)"}
+		actions = map[string]action{"list": {}, "show": user, "lock": user, "unlock": user, "revoke-sessions": user,
+			"mfa": user, "reset-mfa": user, "delete": user}
+	case "mail":
+		actions = map[string]action{"list": {}, "retry": {1, "MAIL_ID (from `authd admin mail list --dead`)"}}
+	default:
+		return usagef("unknown admin command %q", strings.Join(rest, " "))
+	}
+	cmd := "admin " + rest[0]
+	if len(rest) == 1 {
+		names := slices.Sorted(maps.Keys(actions))
+		return usageOf(cmd, "missing ACTION (%s or %s)", strings.Join(names[:len(names)-1], ", "), names[len(names)-1])
+	}
+	a, ok := actions[rest[1]]
+	if !ok {
+		return usageOf(cmd, "unknown action %q", rest[1])
+	}
+	cmd += " " + rest[1]
+	switch {
+	case len(rest) == 2 && a.args == 1:
+		return usageOf(cmd, "missing %s", a.what)
+	case len(rest) > 2+a.args:
+		takes := "no arguments"
+		if a.args == 1 {
+			takes = "one " + strings.Fields(a.what)[0]
+		}
+		return usageOf(cmd, "takes %s; unexpected %q", takes, strings.Join(rest[2+a.args:], " "))
+	case cmd == "admin users delete" && !yes:
+		return usageOf(cmd, "erases the account for good; add --yes to confirm")
+	}
+	return nil
 }
 
 // printFactors prints a user's second factors as a table.

@@ -88,7 +88,7 @@ func migratedWithUser(t *testing.T, env map[string]string, email string) (databa
 	if code, _, stderr := runCLI(t, env, "migrate", "up"); code != exitOK {
 		t.Fatalf("migrate up: %s", stderr)
 	}
-	db, err := openDatabase(context.Background(), configOf(t, env), true)
+	db, err := openDatabase(context.Background(), configOf(t, env), atHead)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,4 +98,41 @@ func migratedWithUser(t *testing.T, env map[string]string, email string) (databa
 		t.Fatal(err)
 	}
 	return db, u
+}
+
+// TestAdminCLIUsage checks that a missing or extra word is named as such,
+// not reported as an unknown command, and that --limit takes what the admin
+// API takes.
+func TestAdminCLIUsage(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"admin"}, "authd admin: missing users, logs or mail"},
+		{[]string{"admin", "users"}, "authd admin users: missing ACTION (delete, list, lock, mfa, reset-mfa, revoke-sessions, show or unlock)"},
+		{[]string{"admin", "users", "show"}, "authd admin users show: missing USER (an id or email)"},
+		{[]string{"admin", "users", "lock", "--until", "2030-01-01T00:00:00Z"}, "authd admin users lock: missing USER (an id or email)"},
+		{[]string{"admin", "users", "delete", "--yes"}, "authd admin users delete: missing USER (an id or email)"},
+		{[]string{"admin", "users", "show", "a@b.org", "c@d.org"}, `authd admin users show: takes one USER; unexpected "c@d.org"`},
+		{[]string{"admin", "users", "list", "a@b.org"}, `authd admin users list: takes no arguments; unexpected "a@b.org"`},
+		{[]string{"admin", "users", "frobnicate", "a@b.org"}, `authd admin users: unknown action "frobnicate"`},
+		{[]string{"admin", "users", "delete", "a@b.org"}, "authd admin users delete: erases the account for good; add --yes to confirm"},
+		{[]string{"admin", "mail"}, "authd admin mail: missing ACTION (list or retry)"},
+		{[]string{"admin", "mail", "retry"}, "authd admin mail retry: missing MAIL_ID (from `authd admin mail list --dead`)"},
+		{[]string{"admin", "logs", "a@b.org"}, "authd admin logs: takes no arguments; filter with --user, --event, --result, --since and --until"},
+		{[]string{"admin", "frobnicate"}, `authd admin: unknown admin command "frobnicate"`},
+		{[]string{"clients", "show"}, "authd clients show: missing CLIENT_ID (from `authd clients list`)"},
+		// The admin API answers 400 to limit=0 and limit=201 alike.
+		{[]string{"admin", "users", "list", "--limit", "0"}, "authd admin: --limit must be from 1 to 200"},
+		{[]string{"admin", "logs", "--limit", "-1"}, "authd admin: --limit must be from 1 to 200"},
+		{[]string{"admin", "mail", "list", "--limit", "201"}, "authd admin: --limit must be from 1 to 200"},
+	}
+	env := sqliteEnv(t) // where a command that wrongly runs would write
+	for _, tt := range tests {
+		code, _, stderr := runCLI(t, env, tt.args...)
+		if want := tt.want + "\nhint: run `authd " + tt.args[0] + " --help`\n"; code != exitUsage || stderr != want {
+			t.Errorf("authd %s: exit %d, stderr %q; want 2 and %q", strings.Join(tt.args, " "), code, stderr, want)
+		}
+	}
 }

@@ -61,12 +61,20 @@ type reportedError struct{ err error }
 func (e *reportedError) Error() string { return e.err.Error() }
 func (e *reportedError) Unwrap() error { return e.err }
 
-// usageError is a command line that does not parse; it exits with 2.
-type usageError struct{ msg string }
+// usageError is a command line that does not parse; it exits with 2. It
+// names the command, or the action within it (cmd, such as "admin users
+// show"), that was misused; the hint defaults to the command's --help.
+type usageError struct{ cmd, msg, hint string }
 
 func (e *usageError) Error() string { return e.msg }
 
-func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+func usagef(format string, args ...any) error { return &usageError{msg: fmt.Sprintf(format, args...)} }
+
+// usageOf is a usage error of an action within a command, cmd being its
+// words after authd.
+func usageOf(cmd, format string, args ...any) error {
+	return &usageError{cmd: cmd, msg: fmt.Sprintf(format, args...)}
+}
 
 // run dispatches args to a command and returns the exit status. Errors go to
 // stderr as one line plus a hint.
@@ -103,7 +111,15 @@ func report(e *env, name string, err error) int {
 	}
 	var usage *usageError
 	if errors.As(err, &usage) {
-		fmt.Fprintf(e.stderr, "authd %s: %s\nhint: run `authd %s --help`\n", name, usage.msg, name)
+		hint := usage.hint
+		if hint == "" {
+			hint = "run `authd " + name + " --help`"
+		}
+		cmd := usage.cmd
+		if cmd == "" {
+			cmd = name
+		}
+		fmt.Fprintf(e.stderr, "authd %s: %s\nhint: %s\n", cmd, usage.msg, hint)
 		return exitUsage
 	}
 	var told *reportedError
@@ -167,14 +183,23 @@ func newFlagSet(e *env, name, synopsis string) *flag.FlagSet {
 	return fs
 }
 
-// parseFlags parses args and turns a bad flag into a usage error (the flag
-// package has already printed what was wrong and the usage).
+// parseFlags parses args and turns a bad flag into a usage error, told as
+// one line plus a hint like any other. The flag package would print the
+// error and the whole usage: it prints nothing while parsing, and the usage
+// only for --help.
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usagef("%v", err)
+	out, usage := fs.Output(), fs.Usage
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	fs.Usage = usage
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.Usage()
+		return err
+	case err != nil:
+		return &usageError{msg: err.Error(), hint: "`authd " + fs.Name() + " --help` lists its flags"}
 	}
 	return nil
 }

@@ -64,6 +64,8 @@ func clientsCmd(ctx context.Context, e *env, args []string) error {
 		}
 	case len(rest) == 0:
 		return usagef("missing create, list, show, rotate-secret or delete")
+	case len(rest) == 1 && (rest[0] == "show" || rest[0] == "rotate-secret" || rest[0] == "delete"):
+		return usageOf("clients "+rest[0], "missing CLIENT_ID (from `authd clients list`)")
 	default:
 		return usagef("unknown clients command %q", strings.Join(rest, " "))
 	}

@@ -61,7 +61,7 @@ func TestClientsCLI(t *testing.T) {
 			// A service on the same database and keys directory accepts the new secret only.
 			ctx := context.Background()
 			cfg := configOf(t, env)
-			db, err := openDatabase(ctx, cfg, true)
+			db, err := openDatabase(ctx, cfg, atHead)
 			if err != nil {
 				t.Fatal(err)
 			}

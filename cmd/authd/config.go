@@ -283,6 +283,16 @@ var settings = []setting{
 
 const minSecretLength = 32
 
+// settingDefault is the default of the setting env, as the table gives it.
+func settingDefault(env string) string {
+	for _, s := range settings {
+		if s.env == env {
+			return s.def
+		}
+	}
+	panic("no setting " + env)
+}
+
 // flagName is the command-line flag of a setting: AUTHD_HTTP_ADDR → http-addr.
 func flagName(env string) string {
 	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(env, "AUTHD_")), "_", "-")

@@ -36,9 +36,16 @@ var cheapArgon2 = map[string]string{
 // runCLI runs authd in-process with only the given environment.
 func runCLI(t *testing.T, environ map[string]string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
+	return runCLIContext(context.Background(), t, environ, args...)
+}
+
+// runCLIContext is runCLI until ctx ends, for a serve that should fail
+// before it listens and, wrongly started, would run for ever.
+func runCLIContext(ctx context.Context, t *testing.T, environ map[string]string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
 	var out, errOut bytes.Buffer
 	getenv := func(k string) (string, bool) { v, ok := environ[k]; return v, ok }
-	code = run(context.Background(), args, &out, &errOut, getenv)
+	code = run(ctx, args, &out, &errOut, getenv)
 	return code, out.String(), errOut.String()
 }
 
@@ -97,6 +104,30 @@ func TestUsage(t *testing.T) {
 		code, _, stderr := runCLI(t, nil, u.args...)
 		if code != exitUsage || !strings.Contains(stderr, "hint:") {
 			t.Errorf("authd %s: exit %d, stderr %q; want 2 with a hint", strings.Join(u.args, " "), code, stderr)
+		}
+	}
+}
+
+// TestFlagErrorsAreOneLine checks that a bad flag is told as one line and a
+// hint, as every other usage error, not followed by the whole usage.
+func TestFlagErrorsAreOneLine(t *testing.T) {
+	t.Parallel()
+	args := [][]string{
+		{"admin", "users", "list", "--limit", "abc"},
+		{"keys", "generate", "--alg", "x"},
+		{"migrate", "down", "-1"},
+	}
+	for _, c := range commands() {
+		args = append(args, []string{c.name, "--no-such-flag"})
+	}
+	env := sqliteEnv(t) // where a command that wrongly runs would write
+	for _, a := range args {
+		code, stdout, stderr := runCLI(t, env, a...)
+		lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+		if code != exitUsage || stdout != "" || len(lines) != 2 ||
+			!strings.HasPrefix(lines[0], "authd "+a[0]+": ") || lines[1] != "hint: `authd "+a[0]+" --help` lists its flags" {
+			t.Errorf("authd %s: exit %d, stdout %q, stderr %q; want 2, and one line naming the problem plus a hint",
+				strings.Join(a, " "), code, stdout, stderr)
 		}
 	}
 }
@@ -541,7 +572,7 @@ func TestSeedRefusesPostgreSQL(t *testing.T) {
 		!strings.Contains(stderr, "hint:") || !strings.Contains(stderr, "--force") {
 		t.Errorf("seed on PostgreSQL: exit %d, stdout %q, stderr %q; want 1, one line and a hint naming --force", code, stdout, stderr)
 	}
-	db, err := openDatabase(context.Background(), configOf(t, env), true)
+	db, err := openDatabase(context.Background(), configOf(t, env), atHead)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -561,7 +592,7 @@ func snapshot(t *testing.T, env map[string]string) string {
 	t.Helper()
 	ctx := context.Background()
 	cfg := configOf(t, env)
-	db, err := openDatabase(ctx, cfg, true)
+	db, err := openDatabase(ctx, cfg, atHead)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -71,7 +71,11 @@ func migrateCmd(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	db, err := openDatabase(ctx, cfg, false)
+	want := anyVersion
+	if action == "up" {
+		want = creating // the one way to a new database other than the default
+	}
+	db, err := openDatabase(ctx, cfg, want)
 	if err != nil {
 		return err
 	}
