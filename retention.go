@@ -14,8 +14,8 @@ const purgeBatch = 1000
 // sessions are kept (SPEC §6.9: a day), for investigations.
 const expiredGrace = 24 * time.Hour
 
-// Purge applies retention (SPEC §6.9) now: security logs older than
-// retention, and tokens, verification tokens and sessions that ended more
+// Purge applies retention (SPEC §6.9) now: security logs, and outbox mail
+// dead (undeliverable) for longer than retention, and tokens, verification tokens and sessions that ended more
 // than a day ago; and the copies a MailArchive mailer kept longer than
 // retention (SPEC §7). With dryRun it only counts and deletes nothing.
 func (s *Service) Purge(ctx context.Context, retention time.Duration, dryRun bool) (PurgeResult, error) {
@@ -50,7 +50,8 @@ func (s *Service) RunRetention(ctx context.Context, retention, interval time.Dur
 			s.logger.Info("retention purge", "security_logs", res.SecurityLogs, "jwt_tokens", res.Tokens,
 				"verification_tokens", res.VerificationTokens, "mfa_challenges", res.MFAChallenges,
 				"webauthn_challenges", res.WebAuthnChallenges, "oauth_auth_requests", res.AuthRequests,
-				"oauth_codes", res.AuthCodes, "sessions", res.Sessions, "revocation_events", res.RevocationEvents)
+				"oauth_codes", res.AuthCodes, "sessions", res.Sessions, "revocation_events", res.RevocationEvents,
+				"dead_mails", res.DeadMails)
 		}
 		select {
 		case <-ctx.Done():

@@ -385,6 +385,7 @@ type PurgeResult struct {
 	AuthCodes          int  `json:"oauth_codes"`
 	Sessions           int  `json:"sessions"`
 	RevocationEvents   int  `json:"revocation_events"`
+	DeadMails          int  `json:"dead_mails"`
 	Skipped            bool `json:"skipped,omitempty"` // another instance was purging
 }
 

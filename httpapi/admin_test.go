@@ -120,6 +120,19 @@ func TestRetention(t *testing.T) {
 		e.mail.flush()
 		before := len(e.events("old@example.org"))
 		ctx := t.Context()
+		// A mail that could not be delivered: it keeps the address until retention.
+		dead := &authd.OutboxMail{ID: authd.NewID(), Kind: authd.MailPasswordChanged, UserID: e.user("old@example.org").ID,
+			To: "old@example.org", CreatedAt: e.clock.Now(), NextAttemptAt: e.clock.Now()}
+		if err := e.store.EnqueueMail(ctx, dead); err != nil {
+			t.Fatal(err)
+		}
+		claim := authd.NewID()
+		if m, err := e.store.ClaimMail(ctx, claim, e.clock.Now(), time.Minute); err != nil || m == nil || m.ID != dead.ID {
+			t.Fatalf("claim the mail to kill: %+v, %v", m, err)
+		}
+		if err := e.store.KillMail(ctx, dead.ID, claim, e.clock.Now(), "550 no such mailbox"); err != nil {
+			t.Fatal(err)
+		}
 
 		// Nothing is old enough yet.
 		if res, err := e.svc.Purge(ctx, 90*24*time.Hour, false); err != nil || res != (authd.PurgeResult{}) {
@@ -140,8 +153,8 @@ func TestRetention(t *testing.T) {
 		}
 		e.clock.Advance(60 * 24 * time.Hour) // the first events are now 91 days old
 		res, err = e.svc.Purge(ctx, 90*24*time.Hour, false)
-		if err != nil || res.SecurityLogs != before {
-			t.Errorf("purge after 91 days: %+v, %v; want the %d old security logs", res, err, before)
+		if err != nil || res.SecurityLogs != before || res.DeadMails != 1 {
+			t.Errorf("purge after 91 days: %+v, %v; want the %d old security logs and the dead mail", res, err, before)
 		}
 		if n := len(e.events("old@example.org")); n != 1 {
 			t.Errorf("%d security logs left, want the one login of day 31", n)

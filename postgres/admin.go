@@ -264,6 +264,8 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 		{&res.Sessions, "sessions", "(expires_at < $1 OR revoked_at < $1) AND NOT EXISTS " +
 			"(SELECT 1 FROM jwt_tokens t WHERE t.session_id = sessions.id AND t.expires_at >= $1)", r.ExpiredBefore},
 		{&res.RevocationEvents, "revocation_events", "expires_at < $1", r.Now},
+		// Mail that could not be delivered keeps its address until then.
+		{&res.DeadMails, "mail_outbox", "dead_at < $1", r.LogsBefore},
 	}
 	for _, st := range steps {
 		if r.DryRun {
