@@ -131,8 +131,11 @@ func (s *Server) adminLock(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
-	var until time.Time
+	var until time.Time // absent: until an administrator unlocks
 	if in.Until != nil {
+		if in.Until.IsZero() { // the zero time would mean "no end", not a time in the past
+			return invalid("until", "must be in the future")
+		}
 		until = *in.Until
 	}
 	return noContent(w, s.svc.LockUser(r.Context(), client(r), id, until))

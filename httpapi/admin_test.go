@@ -64,6 +64,7 @@ func TestAdminAPI(t *testing.T) {
 		// Lock with an end: sessions end, login answers 423 until then.
 		until := e.clock.Now().Add(time.Hour).Format(time.RFC3339)
 		want(t, "lock in the past", e.admin("POST", "/v1/admin/users/"+target.ID.String()+"/lock", map[string]string{"until": "2020-01-01T00:00:00Z"}), 400, "validation_failed")
+		want(t, "lock until the zero time", e.admin("POST", "/v1/admin/users/"+target.ID.String()+"/lock", map[string]string{"until": "0001-01-01T00:00:00Z"}), 400, "validation_failed")
 		want(t, "lock", e.admin("POST", "/v1/admin/users/"+target.ID.String()+"/lock", map[string]string{"until": until}), 204, "")
 		want(t, "token of the locked user", e.do("GET", "/v1/users/me", nil, bearer(access)...), 401, "invalid_token")
 		r = e.do("POST", "/v1/auth/login", map[string]string{"email": "user1@example.org", "password": goodPassword})

@@ -176,6 +176,9 @@ func adminCmd(ctx context.Context, e *env, args []string) error {
 		if err != nil {
 			return err
 		}
+		if *until != "" && t.IsZero() { // the zero time would mean "no end"
+			return usageOf("admin users lock", "--until must be in the future; leave it out to lock until unlocked")
+		}
 		err = svc.LockUser(ctx, c, u.ID, t)
 		return done(e, err, "locked %s", u.Email)
 	case "unlock":

@@ -136,3 +136,19 @@ func TestAdminCLIUsage(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminLockUntilZero: --until at the zero time is refused, as the admin
+// API refuses it: the service reads the zero time as "no end", so it would
+// lock for good where a time in the past was meant.
+func TestAdminLockUntilZero(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	db, u := migratedWithUser(t, env, "zero@example.org")
+	code, _, stderr := runCLI(t, env, "admin", "users", "lock", u.Email, "--until", "0001-01-01T00:00:00Z")
+	if code != exitUsage || !strings.Contains(stderr, "--until must be in the future") {
+		t.Errorf("lock --until 0001-01-01: exit %d, %q; want a usage error", code, stderr)
+	}
+	if got, err := db.User(context.Background(), u.ID); err != nil || got.AccountStatus != authd.StatusActive {
+		t.Errorf("after the refused lock: %+v, %v; want the account untouched", got, err)
+	}
+}
