@@ -246,7 +246,8 @@ func TestErasure(t *testing.T) {
 			}
 		}
 		u, err := e.store.User(context.Background(), all[0].UserID)
-		if err != nil || u.AccountStatus != authd.StatusDeleted || u.PasswordHash != "" || u.ConsentStatus || u.Email != authd.Tombstone(u.ID) {
+		if err != nil || u.AccountStatus != authd.StatusDeleted || u.PasswordHash != "" || u.ConsentStatus || u.Email != authd.Tombstone(u.ID) ||
+			!u.LastFailedLogin.IsZero() || !u.LastLoginTimestamp.IsZero() || u.LockReason != "" {
 			t.Errorf("erased user %+v, %v", u, err)
 		}
 		// The address can register again, as a new account.
