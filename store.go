@@ -363,6 +363,9 @@ type UserRows struct {
 	Consents           func(*Consent) error
 	// AuthCodes come with their Digest; the export leaves it out.
 	AuthCodes func(*AuthCode) error
+	// RevocationEvents are the feed's notices that the user's sessions, or
+	// one of them, ended (kept until the tokens they affect expire).
+	RevocationEvents func(*RevocationEvent) error
 }
 
 // PurgeRequest says what retention deletes.

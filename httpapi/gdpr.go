@@ -212,11 +212,20 @@ func optID(id uuid.UUID) *uuid.UUID {
 	return &id
 }
 
+type exportRevocationEvent struct {
+	ID        int64     `json:"id"`
+	Kind      string    `json:"kind"`
+	SubjectID uuid.UUID `json:"subject_id"`
+	Reason    string    `json:"reason"`
+	ExpiresAt time.Time `json:"expires_at"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
 // exportSections are the document's arrays, in the order Store.UserData
 // reads them (authd.UserRows), then excluded_columns closes it.
 var exportSections = []string{"users", "consent_history", "sessions", "jwt_tokens", "verification_tokens",
 	"security_logs", "mail_outbox", "mfa_factors", "mfa_recovery_codes", "mfa_challenges",
-	"passkeys", "webauthn_challenges", "oauth_consents", "oauth_codes"}
+	"passkeys", "webauthn_challenges", "oauth_consents", "oauth_codes", "revocation_events"}
 
 // exportWriter spools the export document to a temporary file while the
 // store reads the rows, holding one row and a buffer in memory however many
@@ -376,6 +385,10 @@ func (x *exportWriter) userRows() authd.UserRows {
 				Nonce: c.Nonce, Scopes: authd.FormatScopes(c.Scopes), AuthTime: c.AuthTime, AMR: authd.FormatAMR(c.AMR),
 				CreatedAt: c.CreatedAt, ExpiresAt: c.ExpiresAt, UsedAt: optTime(c.UsedAt),
 				IssuedSessionID: optID(c.IssuedSessionID)})
+		},
+		RevocationEvents: func(e *authd.RevocationEvent) error {
+			return x.row(14, exportRevocationEvent{ID: e.ID, Kind: string(e.Kind), SubjectID: e.Subject, Reason: e.Reason,
+				ExpiresAt: e.ExpiresAt, CreatedAt: e.CreatedAt})
 		},
 	}
 }

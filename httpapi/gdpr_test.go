@@ -26,11 +26,12 @@ const (
 
 func person() []string { return []string{"X-Forwarded-For", personIP, "User-Agent", personUA} }
 
-// userTables are the tables that refer to a user: users and every table
-// with a foreign key to it (the catalog tests prove SeedSchema is live).
+// userTables are the tables that refer to a user: users, every table
+// with a foreign key to it (the catalog tests prove SeedSchema is live), and
+// revocation_events, whose subject_id is a user's or a session's id.
 func userTables() map[string][]string {
 	tables := map[string][]string{}
-	referring := map[string]bool{"users": true}
+	referring := map[string]bool{"users": true, "revocation_events": true}
 	for _, fk := range storetest.SeedSchema.ForeignKeys {
 		if fk.RefTable == "users" {
 			referring[fk.Table] = true
@@ -50,6 +51,8 @@ func TestExportIsComplete(t *testing.T) {
 		e.registerVerified("exp@example.org", goodPassword)
 		access, refresh := e.login("exp@example.org", goodPassword)
 		want(t, "refresh", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh}), 200, "")
+		ended, _ := e.login("exp@example.org", goodPassword) // a session that ends: a revocation event
+		want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(ended)...), 204, "")
 		want(t, "consent", e.do("PUT", "/v1/users/me/consent", map[string]bool{"consent": false}, bearer(access)...), 200, "")
 		e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": "exp@example.org"})
 		e.mail.flush()                                                                                       // mints the reset token

@@ -140,14 +140,27 @@ func (s *Store) UserData(ctx context.Context, userID uuid.UUID, out authd.UserRo
 			`SELECT `+consentColumns+` FROM oauth_consents WHERE user_id = $1 ORDER BY granted_at, id`, userID); err != nil {
 			return err
 		}
-		return each(ctx, tx, out.AuthCodes, scanAuthCode,
-			`SELECT `+authCodeColumns+` FROM oauth_codes WHERE user_id = $1 ORDER BY created_at, id`, userID)
+		if err := each(ctx, tx, out.AuthCodes, scanAuthCode,
+			`SELECT `+authCodeColumns+` FROM oauth_codes WHERE user_id = $1 ORDER BY created_at, id`, userID); err != nil {
+			return err
+		}
+		return each(ctx, tx, out.RevocationEvents, scanRevocationEvent,
+			`SELECT id, kind, subject_id, reason, expires_at, created_at FROM revocation_events
+			WHERE subject_id = $1 OR subject_id IN (SELECT id FROM sessions WHERE user_id = $1) ORDER BY id`, userID)
 	})
 	var y yielded
 	if errors.As(err, &y) {
 		return y.err
 	}
 	return translate(err)
+}
+
+func scanRevocationEvent(row pgx.Row) (*authd.RevocationEvent, error) {
+	var e authd.RevocationEvent
+	if err := row.Scan(&e.ID, &e.Kind, &e.Subject, &e.Reason, &e.ExpiresAt, &e.CreatedAt); err != nil {
+		return nil, translate(err)
+	}
+	return &e, nil
 }
 
 // yielded carries the error of a caller's function through the

@@ -141,8 +141,21 @@ func (s *Store) UserData(ctx context.Context, userID uuid.UUID, out authd.UserRo
 		`SELECT `+consentColumns+` FROM oauth_consents WHERE user_id = ? ORDER BY granted_at, id`, userID); err != nil {
 		return err
 	}
-	return each(ctx, tx, out.AuthCodes, scanAuthCode,
-		`SELECT `+authCodeColumns+` FROM oauth_codes WHERE user_id = ? ORDER BY created_at, id`, userID)
+	if err := each(ctx, tx, out.AuthCodes, scanAuthCode,
+		`SELECT `+authCodeColumns+` FROM oauth_codes WHERE user_id = ? ORDER BY created_at, id`, userID); err != nil {
+		return err
+	}
+	return each(ctx, tx, out.RevocationEvents, scanRevocationEvent,
+		`SELECT id, kind, subject_id, reason, expires_at, created_at FROM revocation_events
+		WHERE subject_id = ?1 OR subject_id IN (SELECT id FROM sessions WHERE user_id = ?1) ORDER BY id`, userID)
+}
+
+func scanRevocationEvent(row scanner) (*authd.RevocationEvent, error) {
+	var e authd.RevocationEvent
+	if err := row.Scan(&e.ID, &e.Kind, &e.Subject, &e.Reason, timeCol{&e.ExpiresAt}, timeCol{&e.CreatedAt}); err != nil {
+		return nil, translate(err)
+	}
+	return &e, nil
 }
 
 // each hands yield every row of one query, scanned, as it is stepped to,
