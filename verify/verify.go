@@ -254,13 +254,15 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 	v.keys = newKeySet(v)
 	v.revs = newRevocations()
 	v.intro = newIntrospections()
+	v.ctx, v.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	if err := v.keys.refetch(ctx, true); err != nil {
+		v.Close()
 		return nil, err
 	}
 	if len(v.keys.keys) == 0 {
+		v.Close()
 		return nil, fmt.Errorf("verify: the JWKS at %s has no usable key", opts.JWKSURL)
 	}
-	v.ctx, v.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	first := make(chan error, 1)
 	v.background(func(ctx context.Context) { v.follow(ctx, first) })
 	select {
