@@ -164,7 +164,7 @@ func (c *Claims) HasAMR(m string) bool { return slices.Contains(c.AMR, m) }
 // Stats are a Verifier's counters, for metrics.
 type Stats struct {
 	FeedConnected  bool          // following the feed and caught up
-	FeedLag        time.Duration // since the feed last said anything (heartbeats every 15 s)
+	FeedLag        time.Duration // since the feed last said anything (authd sends a heartbeat every 5 s)
 	LastEventID    int64
 	Reconnects     int64
 	CacheHits      int64
