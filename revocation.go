@@ -2,6 +2,9 @@ package authd
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"sync"
 	"time"
 
@@ -253,23 +256,68 @@ func revocationLifetime(configured time.Duration) time.Duration {
 // that returns this many may have more after it.
 const RevocationEventsPage = 500
 
-// FirstRevocationEvents is RevocationEvents for a client that has seen the
+// Mark names event e among the events that may ever carry its id: a
+// digest of its row. A client resumes the feed with the id and the mark of
+// the last event it saw, so that authd can tell whether that event is
+// still in its table — it is not after the table was restored from a
+// backup or recreated, where the same ids name other events.
+func (e RevocationEvent) Mark() string {
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%s\x00%d\x00%d",
+		e.Kind, e.Subject, e.Reason, e.ExpiresAt.UnixNano(), e.CreatedAt.UnixNano()))
+	return hex.EncodeToString(sum[:8])
+}
+
+// ResumeRevocationEvents is RevocationEvents for a client that has seen the
 // events up to after, and the position it served from: after itself, or 0
-// (everything still live) when after is beyond every event this database
-// has written — a client of a database since restored or recreated, which
-// would otherwise wait for ids that will never come. Only an empty first
-// page asks which ids exist. Returns EUnavailable.
-func (s *Service) FirstRevocationEvents(ctx context.Context, after int64) (int64, []RevocationEvent, error) {
-	evs, err := s.RevocationEvents(ctx, after, 0)
-	if err != nil || len(evs) > 0 || after == 0 {
-		return after, evs, err
+// (everything still live) when after is not an event of this table — the
+// client followed a database since restored or recreated, whose ids up to
+// after name other events or none yet. Resending is harmless (applying an
+// event twice changes nothing); skipping is not.
+//
+// mark is the Mark of event after as the client received it; with it the
+// answer is exact. Without it (a client that kept only the id), only an
+// empty page asks which ids exist, so a client resuming once the table's
+// new events have passed after misses those up to after.
+//
+// The revocation feed's streams call it for every read, so that a stream
+// open across a restore starts over too. Returns EUnavailable.
+func (s *Service) ResumeRevocationEvents(ctx context.Context, after int64, mark string) (int64, []RevocationEvent, error) {
+	if after == 0 {
+		evs, err := s.RevocationEvents(ctx, 0, 0)
+		return 0, evs, err
 	}
-	last, err := s.store.LastRevocationEventID(ctx)
-	if err != nil || after <= last {
+	if mark == "" {
+		evs, err := s.RevocationEvents(ctx, after, 0)
+		if err != nil || len(evs) > 0 {
+			return after, evs, err
+		}
+		last, err := s.store.LastRevocationEventID(ctx)
+		if err != nil || after <= last {
+			return after, nil, err
+		}
+		return s.ResumeRevocationEvents(ctx, 0, "")
+	}
+	// The page starts with event after itself, when it is still live, so
+	// that the usual read costs no extra query.
+	evs, err := s.store.RevocationEvents(ctx, after-1, s.now(), RevocationEventsPage+1)
+	if err != nil {
 		return after, nil, err
 	}
-	evs, err = s.RevocationEvents(ctx, 0, 0)
-	return 0, evs, err
+	var seen []RevocationEvent
+	if len(evs) > 0 && evs[0].ID == after {
+		seen, evs = evs[:1], evs[1:]
+	} else {
+		// Expired (or deleted by retention), or not this table's: ask
+		// without the expiry filter (any time before every event).
+		if seen, err = s.store.RevocationEvents(ctx, after-1, time.Unix(0, 0), 1); err != nil {
+			return after, nil, err
+		}
+		evs = evs[:min(len(evs), RevocationEventsPage)]
+	}
+	if len(seen) == 0 || seen[0].ID != after || seen[0].Mark() != mark {
+		return s.ResumeRevocationEvents(ctx, 0, "")
+	}
+	return after, evs, nil
 }
 
 // RevocationEvents returns, oldest first, at most limit (0: and at most

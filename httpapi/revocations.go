@@ -21,8 +21,10 @@ const (
 	// DefaultRevocationHeartbeat is how often an idle stream sends a
 	// comment, so that proxies keep it open and clients can tell a dead
 	// one. Each heartbeat also rereads the table, a backstop to the
-	// wake-ups.
-	DefaultRevocationHeartbeat = 15 * time.Second
+	// wake-ups. Clients take three silent intervals for a dead
+	// connection, during which they still accept revoked tokens: 5 s
+	// bounds that at 15 s.
+	DefaultRevocationHeartbeat = 5 * time.Second
 	// revocationWriteTimeout bounds one write to a stream's client.
 	revocationWriteTimeout = 10 * time.Second
 	// DefaultRevocationStreamMaxAge ends a stream, so that none pins an
@@ -70,7 +72,7 @@ func (s *Server) revocations(w http.ResponseWriter, r *http.Request) error {
 	if !s.serviceToken(r) {
 		return &authd.Error{Code: authd.EInvalidToken, Message: "A service token is required (AUTHD_SERVICE_TOKENS)."}
 	}
-	after, err := feedPosition(r)
+	pos, err := feedPosition(r)
 	if err != nil {
 		return err
 	}
@@ -91,70 +93,118 @@ func (s *Server) revocations(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	if sse {
-		return s.revocationStream(w, r, after)
+		return s.revocationStream(w, r, pos)
 	}
-	return s.revocationsJSON(w, r, after)
+	return s.revocationsJSON(w, r, pos)
+}
+
+// feedCursor is a client's position in the feed: the last event it has
+// seen, with that event's mark (authd.RevocationEvent.Mark), so that a
+// position in a table since restored or recreated is recognised and served
+// from the start. Written "<id>.<mark>" as the events' SSE id (which
+// EventSource sends back as Last-Event-ID) and the JSON "cursor"; a plain
+// "<id>" (clients older than marks, and last_id) is accepted too.
+type feedCursor struct {
+	after int64
+	mark  string // "" when the client gave only the id
+}
+
+func cursorOf(e authd.RevocationEvent) feedCursor { return feedCursor{e.ID, e.Mark()} }
+
+func (c feedCursor) String() string {
+	if c.mark == "" {
+		return strconv.FormatInt(c.after, 10)
+	}
+	return strconv.FormatInt(c.after, 10) + "." + c.mark
 }
 
 // firstRevocationRead runs the feed's reads that come before the answer
 // starts — where to start, and the first page — with
 // Options.RevocationReadTimeout: a database that does not answer is a 503,
 // not a request that hangs (and, for a stream, holds a slot).
-func (s *Server) firstRevocationRead(ctx context.Context, after int64) (int64, []authd.RevocationEvent, error) {
+func (s *Server) firstRevocationRead(ctx context.Context, pos feedCursor) (feedCursor, []authd.RevocationEvent, error) {
 	readCtx, cancel := context.WithTimeout(ctx, s.opts.RevocationReadTimeout)
 	defer cancel()
-	after, evs, err := s.svc.FirstRevocationEvents(readCtx, after)
+	pos, evs, err := s.resumeRevocations(readCtx, pos)
 	if err != nil && readCtx.Err() != nil && ctx.Err() == nil {
-		return 0, nil, &authd.Error{Code: authd.EUnavailable, RetryAfter: 5 * time.Second, Err: err,
+		return pos, nil, &authd.Error{Code: authd.EUnavailable, RetryAfter: 5 * time.Second, Err: err,
 			Message: "The revocation feed could not read the database in time; retry."}
 	}
-	return after, evs, err
+	return pos, evs, err
 }
 
-// nextRevocationRead reads the events after after for a stream already
+// nextRevocationRead reads the events after pos for a stream already
 // answering, bounded like the first read: a database that stops answering
 // ends the stream (the client resumes elsewhere or later) rather than
 // holding it, its slot and the server's shutdown.
-func (s *Server) nextRevocationRead(ctx context.Context, after int64) ([]authd.RevocationEvent, error) {
+func (s *Server) nextRevocationRead(ctx context.Context, pos feedCursor) (feedCursor, []authd.RevocationEvent, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.RevocationReadTimeout)
 	defer cancel()
-	return s.svc.RevocationEvents(ctx, after, 0)
+	return s.resumeRevocations(ctx, pos)
 }
 
-// feedPosition is the id after which to serve: Last-Event-ID (an
+// resumeRevocations reads the page after pos, or from the start when pos
+// is not in this database's table (authd.Service.ResumeRevocationEvents).
+func (s *Server) resumeRevocations(ctx context.Context, pos feedCursor) (feedCursor, []authd.RevocationEvent, error) {
+	after, evs, err := s.svc.ResumeRevocationEvents(ctx, pos.after, pos.mark)
+	if err == nil && after != pos.after {
+		pos = feedCursor{}
+	}
+	return pos, evs, err
+}
+
+// feedPosition is the position after which to serve: Last-Event-ID (an
 // EventSource resuming) wins over since; neither means from the start.
-func feedPosition(r *http.Request) (int64, error) {
+func feedPosition(r *http.Request) (feedCursor, error) {
 	field, v := "Last-Event-ID", r.Header.Get("Last-Event-ID")
 	if v == "" {
 		field, v = "since", r.URL.Query().Get("since")
 	}
 	if v == "" {
-		return 0, nil
+		return feedCursor{}, nil
 	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < 0 {
-		return 0, invalid(field, "must be an event id (a non-negative integer)")
+	id, mark, marked := strings.Cut(v, ".")
+	n, err := strconv.ParseInt(id, 10, 64)
+	if err != nil || n < 0 || marked && !validMark(mark) {
+		return feedCursor{}, invalid(field, "must be an event id (a non-negative integer, or an event's SSE id)")
 	}
-	return n, nil
+	return feedCursor{n, mark}, nil
 }
 
-// revocationsJSON answers one page of events after after:
-// {"events": [...], "last_id": n, "more": bool}; a poller asks again with
-// since=last_id (at once while more is true).
-func (s *Server) revocationsJSON(w http.ResponseWriter, r *http.Request, after int64) error {
-	after, evs, err := s.firstRevocationRead(r.Context(), after)
+// validMark accepts what Mark writes: lowercase hex, at most 64 digits.
+func validMark(m string) bool {
+	if m == "" || len(m) > 64 {
+		return false
+	}
+	for _, c := range m {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// revocationsJSON answers one page of events after pos:
+// {"events": [...], "last_id": n, "cursor": "n.mark", "more": bool}; a
+// poller asks again with since=cursor (at once while more is true).
+// since=last_id works as well, but cannot tell a restored database once
+// its new events have passed last_id.
+func (s *Server) revocationsJSON(w http.ResponseWriter, r *http.Request, pos feedCursor) error {
+	pos, evs, err := s.firstRevocationRead(r.Context(), pos)
 	if err != nil {
 		return err
 	}
 	out := struct {
 		Events []feedEvent `json:"events"`
 		LastID int64       `json:"last_id"`
+		Cursor string      `json:"cursor"`
 		More   bool        `json:"more"`
-	}{Events: []feedEvent{}, LastID: after, More: len(evs) == authd.RevocationEventsPage}
+	}{Events: []feedEvent{}, More: len(evs) == authd.RevocationEventsPage}
 	for _, e := range evs {
 		out.Events = append(out.Events, toFeedEvent(e))
-		out.LastID = e.ID
+		pos = cursorOf(e)
 	}
+	out.LastID, out.Cursor = pos.after, pos.String()
 	writeJSON(w, http.StatusOK, out)
 	return nil
 }
@@ -163,12 +213,16 @@ func (s *Server) revocationsJSON(w http.ResponseWriter, r *http.Request, after i
 var errTooManyStreams = &authd.Error{Code: authd.EUnavailable, RetryAfter: 5 * time.Second,
 	Message: "Too many revocation streams are open on this instance; retry, or poll with ?since= instead."}
 
-// revocationStream sends the events after after, then a "synced" event
+// revocationStream sends the events after pos, then a "synced" event
 // (the client is now current; EventSource's onmessage ignores it), then
 // each new one as it commits (woken by the revocation set: this instance's commits, other
 // instances' notifications, reloads), with a heartbeat when idle, until the
-// client leaves, a write fails or the stream's lifetime ends.
-func (s *Server) revocationStream(w http.ResponseWriter, r *http.Request, after int64) error {
+// client leaves, a write fails or the stream's lifetime ends. Every read
+// checks that the position is still in the table: a stream open while the
+// database is restored from a backup (or recreated) starts over, rather
+// than wait, heartbeat after heartbeat, for ids the new table has already
+// given to other events.
+func (s *Server) revocationStream(w http.ResponseWriter, r *http.Request, pos feedCursor) error {
 	select {
 	case s.streams <- struct{}{}:
 		defer func() { <-s.streams }()
@@ -179,7 +233,7 @@ func (s *Server) revocationStream(w http.ResponseWriter, r *http.Request, after 
 	// The first read happens before the answer starts, so that a database
 	// outage is still a 503 and not an empty stream.
 	changed := s.svc.Revocations().Changed()
-	after, evs, err := s.firstRevocationRead(ctx, after)
+	pos, evs, err := s.firstRevocationRead(ctx, pos)
 	if err != nil {
 		return err
 	}
@@ -215,15 +269,15 @@ func (s *Server) revocationStream(w http.ResponseWriter, r *http.Request, after 
 		var b strings.Builder
 		for _, e := range evs {
 			data, _ := json.Marshal(toFeedEvent(e))
-			fmt.Fprintf(&b, "id: %d\ndata: %s\n\n", e.ID, data)
-			after = e.ID
+			pos = cursorOf(e)
+			fmt.Fprintf(&b, "id: %s\ndata: %s\n\n", pos, data)
 		}
 		caughtUp := len(evs) < authd.RevocationEventsPage
 		if caughtUp && !synced {
 			// The backlog is sent: from here on the client is current. The
 			// heartbeat interval tells the client how long a silence means
 			// a dead connection.
-			fmt.Fprintf(&b, "event: synced\ndata: {\"last_id\":%d,\"heartbeat_ms\":%d}\n\n", after,
+			fmt.Fprintf(&b, "event: synced\ndata: {\"last_id\":%d,\"heartbeat_ms\":%d}\n\n", pos.after,
 				s.opts.RevocationHeartbeat.Milliseconds())
 			synced = true
 		}
@@ -252,13 +306,18 @@ func (s *Server) revocationStream(w http.ResponseWriter, r *http.Request, after 
 			default:
 			}
 		}
-		if evs, err = s.nextRevocationRead(ctx, after); err != nil {
+		was := pos
+		if pos, evs, err = s.nextRevocationRead(ctx, pos); err != nil {
 			// The answer has started: end the stream; the client resumes.
 			if ctx.Err() == nil {
 				s.logger.WarnContext(ctx, "revocation stream ended: reading events failed",
 					"request_id", requestID(ctx), "err", err)
 			}
 			return nil
+		}
+		if pos.after != was.after {
+			s.logger.WarnContext(ctx, "revocation stream starts over: its position is not in the events table "+
+				"(restored or recreated?)", "request_id", requestID(ctx), "position", was.String())
 		}
 	}
 }

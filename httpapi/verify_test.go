@@ -18,6 +18,8 @@ import (
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/httpapi"
+	"github.com/authd/authd/postgres"
+	"github.com/authd/authd/sqlite"
 	"github.com/authd/authd/token"
 	"github.com/authd/authd/verify"
 )
@@ -268,7 +270,7 @@ func TestFeedCutLosesNothing(t *testing.T) {
 		rs.transport.mu.Lock()
 		resumes := append([]string(nil), rs.transport.resumes...)
 		rs.transport.mu.Unlock()
-		if last, err := strconv.ParseInt(resumes[len(resumes)-1], 10, 64); err != nil || last < seen {
+		if last, err := strconv.ParseInt(eventNumber(resumes[len(resumes)-1]), 10, 64); err != nil || last < seen {
 			t.Errorf("resumed with Last-Event-ID %q, want at least %d", resumes[len(resumes)-1], seen)
 		}
 		for _, tok := range []string{a1, a2} {
@@ -286,6 +288,131 @@ func TestFeedCutLosesNothing(t *testing.T) {
 			t.Errorf("stats %+v: want a reconnection counted", st)
 		}
 	})
+}
+
+// restoreRevocationEvents makes the feed's table what a backup taken after
+// its first event holds: the later events gone, the ids to come from 2 —
+// ids that resource servers have already seen name other events.
+func restoreRevocationEvents(t *testing.T, st authd.Store) {
+	t.Helper()
+	ctx := context.Background()
+	var err error
+	switch s := st.(type) {
+	case *sqlite.Store:
+		if _, err = s.DB().ExecContext(ctx, `DELETE FROM revocation_events WHERE id > 1`); err == nil {
+			_, err = s.DB().ExecContext(ctx, `UPDATE sqlite_sequence SET seq = 1 WHERE name = 'revocation_events'`)
+		}
+	case *postgres.Store:
+		_, err = s.Pool().Exec(ctx, `DELETE FROM revocation_events WHERE id > 1;
+			SELECT setval('revocation_events_id_seq', 1)`)
+	default:
+		t.Fatalf("no restore for %T", st)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// threeLogouts opens a store, authd on it and a resource server, and logs
+// three of email's sessions out (feed events 1..3), each refused by the
+// resource server.
+func threeLogouts(t *testing.T, open func(*testing.T) authd.Store, email string) (authd.Store, *env, *resourceServer) {
+	t.Helper()
+	st := open(t)
+	e := newEnv(t, st)
+	rs := newResourceServer(t, e)
+	e.registerVerified(email, goodPassword)
+	for range 3 {
+		a, _ := e.login(email, goodPassword)
+		want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(a)...), 204, "")
+		rs.refusedWithin(t, "before the restore", a)
+	}
+	return st, e, rs
+}
+
+// TestLiveStreamAfterRestore: the feed's table is restored from a backup
+// under a running authd, so new events get ids that open streams have
+// already passed. Each stream starts over and sends them — the verifier's,
+// and one opened with a plain numeric Last-Event-ID (an older client) —
+// rather than wait for ids above its position while its heartbeats keep
+// the resource server "healthy".
+func TestLiveStreamAfterRestore(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		const email = "restore@example.org"
+		st, e, rs := threeLogouts(t, open, email)
+		plain := openStream(t, e.srv.URL, "Last-Event-ID", "3")
+		for ev := plain.next(); ev["event"] != "synced"; ev = plain.next() {
+		}
+
+		restoreRevocationEvents(t, st)
+		a, _ := e.login(email, goodPassword)
+		if got := rs.status(t, a); got != 200 {
+			t.Fatalf("a fresh token: %d", got)
+		}
+		want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(a)...), 204, "") // event 2 again
+		rs.refusedWithin(t, "a logout after the restore", a)
+		sid := jwtClaims(t, a)["sid"].(string)
+		for ev := plain.next(); !strings.Contains(ev["data"], sid); ev = plain.next() {
+			if n, _ := strconv.Atoi(eventNumber(ev["id"])); n > 3 {
+				t.Fatalf("the stream after 3 sent %v before the logout", ev)
+			}
+		}
+	})
+}
+
+// TestResumeAfterRestoreLosesNothing: while a resource server is cut off,
+// the feed's table is restored from a backup and new revocations pass the
+// server's old position. Resuming with its Last-Event-ID (the event's id
+// and mark) starts over, since that event is not in the table, so none of
+// them is lost; a poller's since=cursor does the same.
+func TestResumeAfterRestoreLosesNothing(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		const email = "resume@example.org"
+		st, e, rs := threeLogouts(t, open, email)
+		polled := e.do("GET", "/v1/auth/revocations?since=0", nil, bearer(serviceToken)...)
+		cursor, _ := polled.body["cursor"].(string)
+		if eventNumber(cursor) != "3" {
+			t.Errorf("poll: %s, want a cursor at event 3", polled.raw)
+		}
+
+		var toks []string
+		for range 3 {
+			a, _ := e.login(email, goodPassword)
+			toks = append(toks, a)
+		}
+		dialling, release := rs.transport.hold()
+		e.srv.CloseClientConnections() // the cut
+		<-dialling
+		restoreRevocationEvents(t, st)
+		for _, a := range toks { // events 2..4: past the old position 3
+			want(t, "logout during the cut", e.do("POST", "/v1/auth/logout", nil, bearer(a)...), 204, "")
+		}
+		release()
+		rs.healthy(t)
+		during := rs.transport.introspections.Load()
+		for i, a := range toks {
+			if got := rs.status(t, a); got != 401 {
+				t.Errorf("after resuming, token %d, revoked after the restore, answers %d, want 401", i+1, got)
+			}
+		}
+		if n := rs.transport.introspections.Load(); n != during {
+			t.Errorf("%d introspection calls after resuming, want none", n-during)
+		}
+
+		r := e.do("GET", "/v1/auth/revocations?since="+cursor, nil, bearer(serviceToken)...)
+		want(t, "poll since the old cursor", r, 200, "")
+		for i, a := range toks {
+			if sid := jwtClaims(t, a)["sid"].(string); !strings.Contains(r.raw, sid) {
+				t.Errorf("poll since the old cursor %s: %s, want token %d's session (starting over)", cursor, r.raw, i+1)
+			}
+		}
+	})
+}
+
+// eventNumber is the number in a feed event's SSE id ("<id>.<mark>").
+func eventNumber(id string) string {
+	n, _, _ := strings.Cut(id, ".")
+	return n
 }
 
 // TestFeedCutFailClosed: with FailClosed, once the feed has been cut for

@@ -44,6 +44,8 @@ const (
 	maxBackoff = 10 * time.Second
 	// maxFeedLine bounds one line of the event stream.
 	maxFeedLine = 64 << 10
+	// maxEventID bounds an event's SSE id (sent back as Last-Event-ID).
+	maxEventID = 200
 	// forgetAfter keeps an event past its exp, for clock skew with authd.
 	forgetAfter = time.Minute
 	// resumeGrace is how long the state stays current while the verifier
@@ -63,6 +65,7 @@ type revocations struct {
 	sessions    map[string]time.Time // sid → when it may be forgotten
 	users       map[string]userRevocation
 	lastID      int64
+	resumeFrom  string        // the last event's SSE id, sent back as Last-Event-ID
 	healthy     bool          // connected and caught up
 	downSince   time.Time     // with !healthy: when the feed was lost (wall clock; zero: never caught up)
 	silence     time.Duration // how long the feed may say nothing before it is taken for dead
@@ -138,7 +141,10 @@ type feedEvent struct {
 	Exp    int64  `json:"exp"`
 }
 
-func (r *revocations) apply(e feedEvent, now time.Time) {
+// apply records e, whose SSE id was id. Applying an event again changes
+// nothing, so authd may resend (it starts over when it does not know the
+// client's position: a restored database).
+func (r *revocations) apply(e feedEvent, id string, now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	forget := time.Unix(e.Exp, 0).Add(forgetAfter)
@@ -158,7 +164,14 @@ func (r *revocations) apply(e feedEvent, now time.Time) {
 		u.forget = later(u.forget, forget)
 		r.users[e.Sub] = u
 	}
-	r.lastID = e.ID // in order within a stream; after a database reset authd starts over
+	// In order within a stream; after a database reset authd starts over.
+	// The SSE id names the event for authd (its id and a digest of it), so
+	// that authd can tell a position in a restored table; an authd that
+	// sends none gets the number back.
+	r.lastID, r.resumeFrom = e.ID, id
+	if id == "" {
+		r.resumeFrom = strconv.FormatInt(e.ID, 10)
+	}
 }
 
 func later(a, b time.Time) time.Time {
@@ -292,10 +305,10 @@ func (v *Verifier) stream(ctx context.Context, caughtUp func()) error {
 	req.Header.Set("Accept", "text/event-stream")
 	req.Header.Set("Authorization", "Bearer "+v.opts.ServiceToken)
 	v.revs.mu.RLock()
-	last := v.revs.lastID
+	last := v.revs.resumeFrom
 	v.revs.mu.RUnlock()
-	if last > 0 {
-		req.Header.Set("Last-Event-ID", strconv.FormatInt(last, 10))
+	if last != "" {
+		req.Header.Set("Last-Event-ID", last)
 	}
 	// The stream lives long: the client's overall timeout must not apply.
 	// A connection that goes silent is dead, from the request on: one whose
@@ -325,7 +338,7 @@ func (v *Verifier) stream(ctx context.Context, caughtUp func()) error {
 		return errRefused{"a " + resp.Header.Get("Content-Type") + " body, not an event stream"}
 	}
 	body := bufio.NewReaderSize(resp.Body, 4096)
-	var event, data string
+	var event, data, id string
 	for {
 		line, err := readLine(body)
 		if err == io.EOF && event == "" && data == "" {
@@ -337,10 +350,10 @@ func (v *Verifier) stream(ctx context.Context, caughtUp func()) error {
 		v.revs.heard(v.now())
 		switch {
 		case line == "":
-			if err := v.dispatch(event, data, caughtUp); err != nil {
+			if err := v.dispatch(event, data, id, caughtUp); err != nil {
 				return err
 			}
-			event, data = "", ""
+			event, data, id = "", "", ""
 		case strings.HasPrefix(line, ":"): // a comment: heartbeat
 		default:
 			field, value, _ := strings.Cut(line, ":")
@@ -348,6 +361,8 @@ func (v *Verifier) stream(ctx context.Context, caughtUp func()) error {
 			switch field {
 			case "event":
 				event = value
+			case "id":
+				id = value
 			case "data":
 				if data != "" {
 					data += "\n"
@@ -364,18 +379,19 @@ func (v *Verifier) stream(ctx context.Context, caughtUp func()) error {
 }
 
 // dispatch applies one complete event.
-func (v *Verifier) dispatch(event, data string, caughtUp func()) error {
+func (v *Verifier) dispatch(event, data, id string, caughtUp func()) error {
 	switch event {
 	case "", "message":
 		if data == "" {
 			return nil
 		}
 		var e feedEvent
-		if err := json.Unmarshal([]byte(data), &e); err != nil || e.ID <= 0 || (e.SID == "") == (e.Sub == "") {
+		if err := json.Unmarshal([]byte(data), &e); err != nil || e.ID <= 0 || (e.SID == "") == (e.Sub == "") ||
+			len(id) > maxEventID || strings.ContainsAny(id, "\x00\r\n") {
 			return fmt.Errorf("verify: a malformed revocation event")
 		}
 		now := v.now()
-		v.revs.apply(e, now)
+		v.revs.apply(e, id, now)
 		if e.ID%256 == 0 {
 			v.revs.prune(now)
 		}

@@ -2,9 +2,11 @@ package verify
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -143,5 +145,36 @@ func TestSilentFeedIsDead(t *testing.T) {
 	waitConnections(t, connections, 3, "a silent feed was not dropped and resumed")
 	if st := v.Stats(); st.Reconnects < 2 {
 		t.Errorf("stats %+v, want reconnections counted", st)
+	}
+}
+
+// TestApplyingAgainChangesNothing: authd resends events when it starts a
+// stream over (a client's position not in a restored table); applying an
+// event again, or an older one after a newer, leaves the state as it was,
+// and the client resumes from the last event's SSE id.
+func TestApplyingAgainChangesNothing(t *testing.T) {
+	now := time.Unix(1_900_000_000, 0)
+	evs := []feedEvent{
+		{ID: 1, SID: "s1", Exp: now.Unix() + 600},
+		{ID: 2, Sub: "u1", Before: now.Unix() - 10, Exp: now.Unix() + 900},
+		{ID: 3, Sub: "u1", Before: now.Unix() - 5, Exp: now.Unix() + 600},
+	}
+	r := newRevocations()
+	for _, e := range evs {
+		r.apply(e, fmt.Sprintf("%d.ab", e.ID), now)
+	}
+	want := fmt.Sprint(r.sessions, r.users)
+	for _, e := range append(slices.Clone(evs), evs[1], evs[0]) { // the whole feed again, then older ones
+		r.apply(e, fmt.Sprintf("%d.cd", e.ID), now)
+	}
+	if got := fmt.Sprint(r.sessions, r.users); got != want {
+		t.Errorf("after applying the events again: %s, want %s", got, want)
+	}
+	if r.resumeFrom != "1.cd" || r.lastID != 1 {
+		t.Errorf("resumes from %q (last id %d), want the last event applied, 1.cd", r.resumeFrom, r.lastID)
+	}
+	r.apply(feedEvent{ID: 4, SID: "s2", Exp: now.Unix() + 600}, "", now)
+	if r.resumeFrom != "4" {
+		t.Errorf("after an event without an SSE id (an older authd): resumes from %q, want 4", r.resumeFrom)
 	}
 }

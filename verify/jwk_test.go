@@ -50,12 +50,16 @@ func TestParseJWKRefusesConfusion(t *testing.T) {
 func FuzzFeedEvent(f *testing.F) {
 	for _, s := range []string{`{"id":1,"sid":"s","exp":1}`, `{"id":2,"sub":"u","before":5,"exp":9}`,
 		`{"id":0,"sid":"s"}`, `{"id":3,"sid":"s","sub":"u"}`, `{"id":1e400}`, `[]`, ``} {
-		f.Add(s)
+		f.Add(s, "")
+		f.Add(s, "1.0123456789abcdef")
 	}
-	f.Fuzz(func(t *testing.T, data string) {
+	f.Fuzz(func(t *testing.T, data, id string) {
 		v := &Verifier{revs: newRevocations(), now: time.Now}
-		if err := v.dispatch("", data, func() {}); err == nil && data != "" && v.revs.lastID <= 0 {
+		if err := v.dispatch("", data, id, func() {}); err == nil && data != "" && v.revs.lastID <= 0 {
 			t.Fatalf("accepted %q without an id", data)
+		}
+		if r := v.revs.resumeFrom; len(r) > maxEventID || strings.ContainsAny(r, "\x00\r\n") {
+			t.Fatalf("would resume with Last-Event-ID %q", r)
 		}
 	})
 }

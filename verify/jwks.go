@@ -50,27 +50,34 @@ type publicKey struct {
 
 // keySet is the cached JWKS. Every fetch is paced (refetchInterval apart,
 // longer after failures), whatever asks for it, so that neither junk kids
-// nor a failing JWKS endpoint make the verifier hammer authd.
+// nor a failing JWKS endpoint make the verifier hammer authd. A fetch
+// belongs to the Verifier, not to the caller that started it: a caller
+// giving up (its context) leaves it running for the others, so that its
+// outcome is always a verdict on authd's JWKS.
 type keySet struct {
 	v          *Verifier
 	fetches    atomic.Int64
-	refreshing atomic.Bool   // a background refresh is under way
-	fetching   chan struct{} // held by the one fetch at a time; waiters honour their context
+	refreshing atomic.Bool // a background refresh is under way
 
 	mu       sync.RWMutex
 	keys     map[string]*publicKey
-	fresh    time.Time // until when the set may be used without refetching (Options.Now)
-	next     time.Time // no fetch before it (wall clock: it paces requests)
-	failures int       // consecutive failed fetches, for the backoff
-	done     uint64    // fetches finished, so that a waiter can tell one happened
-	lastErr  error     // the last fetch's outcome
+	fresh    time.Time  // until when the set may be used without refetching (Options.Now)
+	next     time.Time  // no fetch before it (wall clock: it paces requests)
+	failures int        // consecutive failed fetches, for the backoff
+	current  *jwksFetch // the fetch under way (waiting for the pace, or fetching), nil when none
+}
+
+// jwksFetch is one fetch; done is closed once err is set.
+type jwksFetch struct {
+	done chan struct{}
+	err  error
 }
 
 // errPaced is a fetch not made: the last one was too recent.
 var errPaced = errors.New("verify: JWKS fetch paced")
 
 func newKeySet(v *Verifier) *keySet {
-	return &keySet{v: v, keys: map[string]*publicKey{}, fetching: make(chan struct{}, 1)}
+	return &keySet{v: v, keys: map[string]*publicKey{}}
 }
 
 // due reports whether the set is stale and the pace allows a fetch.
@@ -143,59 +150,68 @@ func (ks *keySet) lookup(ctx context.Context, kid string) (*publicKey, error) {
 	return k, nil
 }
 
-// refetch fetches the set, one fetch at a time. A caller that waited while
-// another fetch ran takes that one's outcome. When the pace forbids a
-// fetch yet, it returns errPaced, or with wait, waits for the pace if that
-// takes at most refetchInterval (a backoff after failures is never waited
-// for). Waits end with ctx.
+// refetch fetches the set, one fetch at a time: a caller arriving while a
+// fetch is under way takes that one's outcome. When the pace forbids a
+// fetch yet, it returns errPaced, or with wait, has the fetch wait for the
+// pace if that takes at most refetchInterval (a backoff after failures is
+// never waited for). The caller's wait ends with ctx; the fetch does not.
 func (ks *keySet) refetch(ctx context.Context, wait bool) error {
-	ks.mu.RLock()
-	done := ks.done
-	ks.mu.RUnlock()
+	ks.mu.Lock()
+	f := ks.current
+	if f == nil {
+		pace := time.Until(ks.next)
+		if pace > 0 && (!wait || pace > refetchInterval) {
+			ks.mu.Unlock()
+			return errPaced
+		}
+		f = &jwksFetch{done: make(chan struct{})}
+		if !ks.v.background(func(vctx context.Context) { ks.run(vctx, f, pace) }) {
+			ks.mu.Unlock()
+			return ErrClosed
+		}
+		ks.current = f
+	}
+	ks.mu.Unlock()
 	select {
-	case ks.fetching <- struct{}{}:
-		defer func() { <-ks.fetching }()
+	case <-f.done:
+		return f.err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	ks.mu.RLock()
-	fetched, lastErr, next := ks.done != done, ks.lastErr, ks.next
-	ks.mu.RUnlock()
-	if fetched {
-		return lastErr
-	}
-	if d := time.Until(next); d > 0 {
-		if !wait || d > refetchInterval {
-			return errPaced
-		}
-		t := time.NewTimer(d)
+}
+
+// run makes the fetch f under the Verifier's context, after waiting pace,
+// and records its outcome for the pace and for f's waiters.
+func (ks *keySet) run(ctx context.Context, f *jwksFetch, pace time.Duration) {
+	defer close(f.done)
+	if pace > 0 {
+		t := time.NewTimer(pace)
 		defer t.Stop()
 		select {
 		case <-t.C:
 		case <-ctx.Done():
-			return ctx.Err()
 		}
 	}
-	started := time.Now()
-	err := ks.fetch(ctx)
+	started, err := time.Now(), error(ErrClosed)
+	if ctx.Err() == nil {
+		err = ks.fetch(ctx)
+	}
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
-	ks.done++
-	ks.lastErr = err
+	ks.current, f.err = nil, err
 	switch {
 	case err == nil:
 		ks.failures = 0
 		ks.next = started.Add(refetchInterval)
-	case ctx.Err() != nil: // the caller gave up: no verdict on authd
+	case ctx.Err() != nil: // the Verifier closed: no verdict on authd
 		ks.next = started.Add(refetchInterval)
 	default:
 		ks.failures++
 		ks.next = time.Now().Add(min(refetchInterval<<min(ks.failures, 10), maxJWKSBackoff))
 	}
-	return err
 }
 
-// fetch fetches the set once; only refetch calls it.
+// fetch fetches the set once; only run calls it.
 func (ks *keySet) fetch(ctx context.Context) error {
 	ks.fetches.Add(1)
 	ctx, cancel := context.WithTimeout(ctx, jwksTimeout)

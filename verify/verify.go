@@ -164,7 +164,7 @@ func (c *Claims) HasAMR(m string) bool { return slices.Contains(c.AMR, m) }
 // Stats are a Verifier's counters, for metrics.
 type Stats struct {
 	FeedConnected  bool          // following the feed and caught up
-	FeedLag        time.Duration // since the feed last said anything (heartbeats every 15 s)
+	FeedLag        time.Duration // since the feed last said anything (authd sends a heartbeat every 5 s)
 	LastEventID    int64
 	Reconnects     int64
 	CacheHits      int64
@@ -254,13 +254,15 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 	v.keys = newKeySet(v)
 	v.revs = newRevocations()
 	v.intro = newIntrospections()
+	v.ctx, v.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	if err := v.keys.refetch(ctx, true); err != nil {
+		v.Close()
 		return nil, err
 	}
 	if len(v.keys.keys) == 0 {
+		v.Close()
 		return nil, fmt.Errorf("verify: the JWKS at %s has no usable key", opts.JWKSURL)
 	}
-	v.ctx, v.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	first := make(chan error, 1)
 	v.background(func(ctx context.Context) { v.follow(ctx, first) })
 	select {

@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -745,6 +746,73 @@ func TestJWKSWaitHonoursContext(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Verify still waits for another's JWKS fetch after its context ended")
 	}
+}
+
+// TestJWKSFetchOutlivesItsCaller: a JWKS fetch started for one request
+// belongs to the Verifier. When that request's client hangs up, the
+// requests waiting for the same fetch still get its outcome: a token of a
+// newly rotated-in key is accepted, not refused with the first caller's
+// "context canceled".
+func TestJWKSFetchOutlivesItsCaller(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	v := f.verifier(t)
+	f.clock.Advance(301 * time.Second) // an idle resource server: its cached set is stale
+	f.addKey("k2")                     // key rotation: authd publishes k2, then signs with it
+	gate := make(chan struct{})
+	f.mu.Lock()
+	f.jwksGate = gate // the JWKS answers when the test says
+	f.mu.Unlock()
+	before := f.calls()
+
+	// A client sends a token with a kid nobody knows, then hangs up.
+	ctx, cancel := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() {
+		_, err := v.Verify(ctx, f.sign(t, "junk", f.claims(), nil))
+		first <- err
+	}()
+	waitFor(t, func() bool { return f.calls() > before }) // its fetch is under way
+
+	// A token of the new key arrives meanwhile and waits for that fetch.
+	done := make(chan error, 1)
+	go func() {
+		_, err := v.Verify(context.Background(), f.sign(t, "k2", f.claims(), nil))
+		done <- err
+	}()
+	waitFor(t, func() bool { return blockedIn("verify.(*keySet).refetch(") >= 2 })
+	cancel()
+	if err := <-first; !errors.Is(err, context.Canceled) {
+		t.Errorf("the caller that hung up: %v, want context.Canceled", err)
+	}
+	close(gate) // authd answers the fetch, with k2 in it
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("a valid token of the rotated-in key k2: %v, want it accepted (another client's hang-up "+
+				"must not decide its fate)", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no answer")
+	}
+	if n := f.calls() - before; n != 1 {
+		t.Errorf("%d JWKS fetches, want 1 (the waiter shares the fetch)", n)
+	}
+}
+
+// blockedIn counts the goroutines blocked (on a channel or select) with
+// fn in their stack: a deterministic wait for callers to reach a wait.
+func blockedIn(fn string) int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		header, _, _ := strings.Cut(g, "\n")
+		if (strings.Contains(header, "[select") || strings.Contains(header, "[chan ")) && strings.Contains(g, fn) {
+			n++
+		}
+	}
+	return n
 }
 
 // TestIntrospectionShared: while the feed is lost, concurrent requests
