@@ -172,7 +172,17 @@ type Service struct {
 	hooks       Hooks
 	wake        chan struct{} // tells the outbox sender that mail is waiting
 	mailPace    pace.Pace     // how long a mail request that mails takes (mailRequest)
-	sleep       func(time.Duration)
+	sleep       func(ctx context.Context, d time.Duration)
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 // Hooks are told what the service does, for metrics. Either may be nil.
@@ -193,9 +203,10 @@ type Deps struct {
 	Lockouts  Lockouts
 	Logger    *slog.Logger
 	Hooks     Hooks
-	// Sleep pads answers that must not be told apart by their timing; nil
-	// is time.Sleep (tests record instead).
-	Sleep func(time.Duration)
+	// Sleep pads answers that must not be told apart by their timing,
+	// ending early with ctx (nobody waits for the answer then); nil is a
+	// timer (tests record instead).
+	Sleep func(ctx context.Context, d time.Duration)
 }
 
 // NewService returns a Service. Call LoadRevocations before serving.
@@ -207,7 +218,7 @@ func NewService(cfg Config, d Deps) *Service {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
 	if d.Sleep == nil {
-		d.Sleep = time.Sleep
+		d.Sleep = sleep
 	}
 	key := cfg.RefreshKey
 	if len(key) == 0 {

@@ -24,13 +24,17 @@ func (p *Pace) Set(typical, spread time.Duration) {
 	p.spread.Store(int64(spread))
 }
 
-// Learn folds in a run that took took. The first run sets the average.
+// Learn folds in a run that took took. The first run sets the average;
+// a later one counts as at most four times the average, so that one
+// outlier (a run stuck behind a lock) moves the estimate by at most three
+// eighths, while a lasting slow-down still lifts it within a few runs.
 func (p *Pace) Learn(took time.Duration) {
 	typical, spread := p.Typical(), time.Duration(p.spread.Load())
 	if typical == 0 {
 		p.Set(took, took/8)
 		return
 	}
+	took = min(took, 4*typical)
 	p.typical.Store(int64(typical + (took-typical)/8))
 	p.spread.Store(int64(spread + (abs(took-typical)-spread)/4))
 }

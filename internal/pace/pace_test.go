@@ -23,6 +23,11 @@ func TestPace(t *testing.T) {
 	if got := p.Deadline() - p.Typical(); got > time.Millisecond {
 		t.Errorf("runs that no longer stray leave a margin of %s", got)
 	}
+	p.Set(10*time.Millisecond, 0)
+	p.Learn(10 * time.Second) // one run stuck behind a lock
+	if got := p.Typical(); got > 10*time.Millisecond+30*time.Millisecond/8 {
+		t.Errorf("one outlier of 10s moved an average of 10ms to %s; want at most 3/8 of it", got)
+	}
 	p.Set(time.Hour, 10*time.Minute)
 	if p.Deadline() != time.Hour+40*time.Minute {
 		t.Errorf("Set(1h, 10m): deadline %s, want 1h40m", p.Deadline())
