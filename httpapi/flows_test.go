@@ -123,8 +123,11 @@ func TestRegisterValidation(t *testing.T) {
 			{"trailing data", `{"email":"a@example.org","password":"` + goodPassword + `","consent":true} {}`, 400, "validation_failed", ""},
 			{"escaped NUL", `{"email":"a@example.org","password":"abc\u0000defghijklmn","consent":true}`, 400, "validation_failed", "password"},
 			{"raw NUL", "{\"email\":\"a@example.org\x00\"}", 400, "validation_failed", ""},
-			{"not UTF-8", "{\"email\":\"b\xffob@example.org\",\"password\":\"" + goodPassword + "\",\"consent\":true}", 400, "validation_failed", "email"},
-			{"lone surrogate", `{"email":"a\ud800b@example.org","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
+			{"not UTF-8", "{\"email\":\"b\xffob@example.org\",\"password\":\"" + goodPassword + "\",\"consent\":true}", 400, "validation_failed", ""},
+			{"lone high surrogate", `{"email":"a@example.org","password":"abc\ud800defghijklmn","consent":true}`, 400, "validation_failed", ""},
+			{"lone low surrogate", `{"email":"a@example.org","password":"abc\udc00defghijklmn","consent":true}`, 400, "validation_failed", ""},
+			{"surrogates the wrong way round", `{"email":"a@example.org","password":"abc\udc00\ud800defghijklmn","consent":true}`, 400, "validation_failed", ""},
+			{"high surrogate last", `{"email":"a@example.org","consent":true,"password":"abcdefghijklmn\ud83d"}`, 400, "validation_failed", ""},
 			{"array body", `[]`, 400, "validation_failed", ""},
 			{"empty body", ``, 400, "validation_failed", ""},
 			{"not JSON", `email=a@example.org`, 400, "validation_failed", ""},
@@ -141,6 +144,13 @@ func TestRegisterValidation(t *testing.T) {
 		want(t, "text/plain body", r, 415, "unsupported_media_type")
 		if n := len(e.events("")); n != 0 {
 			t.Errorf("%d security-log rows after only invalid requests", n)
+		}
+		// Unicode that only looks odd is accepted: a surrogate pair escaped,
+		// U+FFFD as itself and escaped, and an escaped backslash before "ud800".
+		for i, pw := range []string{`an emoji \ud83d\ude00 here`, "a replacement \ufffd here", `a \uFFFD escaped here`,
+			`a backslash \\ud800 here`} {
+			body := fmt.Sprintf(`{"email":"unicode%d@example.org","password":"%s","consent":true}`, i, pw)
+			want(t, "register with "+pw, e.do("POST", "/v1/auth/register", body), 202, "")
 		}
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -110,6 +111,12 @@ var fieldsOf sync.Map // reflect.Type → map[string]bool
 // keys unique at every level, no string holding NUL, nesting bounded,
 // nothing after it.
 func checkJSON(body []byte, known map[string]bool) error {
+	// The decoder would turn bytes that are not UTF-8, and escaped lone
+	// surrogates, into U+FFFD: refused rather than stored as such (a U+FFFD
+	// sent as itself is a character like any other).
+	if !utf8.Valid(body) || loneSurrogate(body) {
+		return invalid("", "must be valid UTF-8, without escaped lone surrogates")
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	tok, err := dec.Token()
@@ -123,6 +130,49 @@ func checkJSON(body []byte, known map[string]bool) error {
 		return invalid("", "must be one JSON object with nothing after it")
 	}
 	return nil
+}
+
+// loneSurrogate reports whether body escapes half of a UTF-16 surrogate
+// pair without the other half (\ud800 alone, or \udc00 first). Outside
+// strings a backslash is not JSON at all, which the decoder refuses.
+func loneSurrogate(body []byte) bool {
+	high := false // the escape just read was a high surrogate
+	for i := 0; i < len(body); i++ {
+		if body[i] != '\\' || i+1 >= len(body) {
+			if high {
+				return true
+			}
+			continue
+		}
+		if body[i+1] != 'u' || i+6 > len(body) {
+			if high {
+				return true
+			}
+			i++ // an escaped character: \\ must not start an escape
+			continue
+		}
+		r, err := strconv.ParseUint(string(body[i+2:i+6]), 16, 16)
+		i += 5
+		switch {
+		case err != nil:
+			return false // not JSON: the decoder refuses it
+		case r >= 0xD800 && r < 0xDC00:
+			if high {
+				return true
+			}
+			high = true
+		case r >= 0xDC00 && r < 0xE000:
+			if !high {
+				return true
+			}
+			high = false
+		default:
+			if high {
+				return true
+			}
+		}
+	}
+	return high
 }
 
 func checkObject(dec *json.Decoder, path string, depth int, known map[string]bool) error {
@@ -167,11 +217,7 @@ func checkValue(dec *json.Decoder, field string, depth int) error {
 		if strings.ContainsRune(t, 0) {
 			return invalid(field, "must not contain NUL characters")
 		}
-		// The decoder turns bytes that are not UTF-8, and escaped lone
-		// surrogates, into U+FFFD: refused rather than stored as such.
-		if strings.ContainsRune(t, utf8.RuneError) {
-			return invalid(field, "must be valid UTF-8")
-		}
+
 	case json.Delim:
 		switch t {
 		case '{':
