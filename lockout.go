@@ -73,8 +73,8 @@ func (s *Service) failedPassword(ctx context.Context, tx *txn, c Client, u *User
 // other; only a whole successful login resets it.
 func (s *Service) failedCheck(ctx context.Context, tx *txn, c Client, u *User, now time.Time,
 	event EventType, reason, lockReason string, err error) error {
-	if u.IsDeleted() {
-		return errInvalidToken // erased meanwhile: nothing left to count or lock (refuseIfBarred)
+	if u.IsDeleted() { // erased meanwhile: nothing left to count or lock (refuseIfBarred)
+		return s.refuseErased(ctx, tx, c, u, event, now)
 	}
 	if now.Sub(u.LastFailedLogin) >= failureMemory {
 		u.FailedLoginAttempts = 0 // the earlier failures are forgotten
@@ -174,11 +174,10 @@ func (s *Service) UnlockExpired(ctx context.Context) (int, error) {
 // lock that has expired is lifted first (account_unlocked, the failure count
 // back to zero), so the next failure starts a new count rather than locking
 // again at once. An account erased since the flow first read it is refused
-// as its token is (EInvalidToken), and nothing is written: a failure
-// counted on it would lock it, and the lock's end would bring it back.
+// as its token is (refuseErased).
 func (s *Service) refuseIfBarred(ctx context.Context, tx *txn, c Client, u *User, event EventType, now time.Time) error {
 	if u.IsDeleted() {
-		return errInvalidToken
+		return s.refuseErased(ctx, tx, c, u, event, now)
 	}
 	if u.LockExpired(now) {
 		if err := s.unlock(ctx, tx, c, u, now, "lock expired"); err != nil {
@@ -190,6 +189,15 @@ func (s *Service) refuseIfBarred(ctx context.Context, tx *txn, c Client, u *User
 	}
 	return tx.refuse(ctx, s.audit(now, c, event, ResultFailure, u.ID, "account locked", nil),
 		s.lockedError(u.AccountLockedUntil.Sub(now)))
+}
+
+// refuseErased fails a check for an account erased since the flow first
+// read it as its token fails (EInvalidToken), logged as a failure of event
+// (the row keeps no client: CreateSecurityLog) and counting nothing: a
+// failure counted on it would lock it, and the lock's end would make it an
+// account again.
+func (s *Service) refuseErased(ctx context.Context, tx *txn, c Client, u *User, event EventType, now time.Time) error {
+	return tx.refuse(ctx, s.audit(now, c, event, ResultFailure, u.ID, "account deleted", nil), errInvalidToken)
 }
 
 // lockedError is EAccountLocked with RetryAfter: wait, the rest of the lock,

@@ -343,6 +343,19 @@ func TestErasureRacingChecks(t *testing.T) {
 		if found := scanText(t, e.store, personIP, personUA); len(found) > 0 {
 			t.Errorf("rows written after the erasure hold the person's client:\n%s", strings.Join(found, "\n"))
 		}
+		logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: id, Limit: authd.MaxListLimit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		deleted := 0
+		for _, l := range logs {
+			if l.EventType == authd.EventAccountDeleted && l.Result == authd.ResultFailure && l.FailureReason == "account deleted" {
+				deleted++
+			}
+		}
+		if deleted != n {
+			t.Errorf("%d of the %d re-authentications refused for the erasure were logged (SPEC 6.10: every flow writes its row)", deleted, n)
+		}
 		e.clock.Advance(e.cfg.LockoutDuration + time.Minute)
 		if _, err := e.svc.UnlockExpired(context.Background()); err != nil {
 			t.Fatal(err)
