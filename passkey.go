@@ -356,6 +356,15 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, c Client, a *Ac
 	if err != nil {
 		return nil, err
 	}
+	// Read before the transaction, which locks the user: in it, a locking
+	// read of the passkey would take the two locks in the opposite order to
+	// a sign-in with it. Two registrations of one authenticator at once are
+	// left to the unique key (a 409 that rolls back).
+	_, err = s.store.PasskeyByCredentialID(ctx, parsed.Response.AttestationObject.AuthData.AttData.CredentialID)
+	registered := err == nil
+	if err != nil && ErrorCode(err) != ENotFound {
+		return nil, err
+	}
 	var out *PasskeyAdded
 	err = s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
@@ -386,12 +395,9 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, c Client, a *Ac
 			return tx.refuse(ctx, s.audit(now, c, EventPasskeyAdded, ResultFailure, u.ID, "too many passkeys", nil),
 				Errorf(EConflict, "You have %d passkeys, the most allowed; remove one first.", MaxPasskeys))
 		}
-		switch _, err := tx.PasskeyByCredentialID(ctx, cred.ID); {
-		case err == nil:
+		if registered {
 			return tx.refuse(ctx, s.audit(now, c, EventPasskeyAdded, ResultFailure, u.ID, "already registered", nil),
 				errRegistered)
-		case ErrorCode(err) != ENotFound:
-			return err
 		}
 		if len(cred.ID) > maxCredentialID || len(cred.PublicKey) > maxPublicKey || len(cred.AttestationType) > 32 {
 			// WebAuthn allows credential ids of 1023 bytes; the columns hold that much.
