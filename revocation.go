@@ -272,7 +272,9 @@ func (e RevocationEvent) Mark() string {
 // (everything still live) when after is not an event of this table — the
 // client followed a database since restored or recreated, whose ids up to
 // after name other events or none yet. Resending is harmless (applying an
-// event twice changes nothing); skipping is not.
+// event twice changes nothing); skipping is not. An event deleted by
+// retention (the oldest event left is after it) is still a position of
+// this table: served from after.
 //
 // mark is the Mark of event after as the client received it; with it the
 // answer is exact. Without it (a client that kept only the id), only an
@@ -314,10 +316,35 @@ func (s *Service) ResumeRevocationEvents(ctx context.Context, after int64, mark 
 		}
 		evs = evs[:min(len(evs), RevocationEventsPage)]
 	}
+	if len(seen) == 0 || seen[0].ID != after {
+		purged, err := s.revocationEventPurged(ctx, after)
+		if err != nil || purged {
+			return after, evs, err
+		}
+	}
 	if len(seen) == 0 || seen[0].ID != after || seen[0].Mark() != mark {
 		return s.ResumeRevocationEvents(ctx, 0, "")
 	}
 	return after, evs, nil
+}
+
+// revocationEventPurged reports whether event after, not in the table, was
+// deleted by retention rather than never this table's: the oldest event
+// left comes after it. Retention deletes only expired events, so then
+// every event up to after is gone and could revoke no valid token any
+// more: serving after it loses nothing, and starting over (with a warning
+// about a restore) would be wrong. An empty table cannot tell, unless its
+// head is at or beyond after.
+func (s *Service) revocationEventPurged(ctx context.Context, after int64) (bool, error) {
+	oldest, err := s.store.RevocationEvents(ctx, 0, time.Unix(0, 0), 1)
+	if err != nil {
+		return false, err
+	}
+	if len(oldest) > 0 {
+		return oldest[0].ID > after, nil
+	}
+	last, err := s.store.LastRevocationEventID(ctx)
+	return err == nil && last >= after, err
 }
 
 // RevocationEvents returns, oldest first, at most limit (0: and at most

@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -337,4 +338,78 @@ func TestRevocationStreamStuckLater(t *testing.T) {
 	if next.resp.StatusCode != 503 || !strings.Contains(string(body), "could not read the database in time") {
 		t.Errorf("a new stream: %d %s, want the stuck first read's 503 (the slot freed)", next.resp.StatusCode, body)
 	}
+}
+
+// TestResumeAfterRetention: a client's last event has expired and
+// retention has deleted it (common on a quiet deployment, once its tokens
+// have expired). The oldest event left comes after it, so the position is
+// this table's, purged: it is served from there, not started over with a
+// warning about a restore. A position whose event is gone while older
+// events remain (a restore), or in an empty table, still starts over.
+func TestResumeAfterRetention(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		ctx := context.Background()
+		st := open(t)
+		e := newEnv(t, st)
+		const email = "retention@example.org"
+		e.registerVerified(email, goodPassword)
+		// logout revokes a new session: one event, whose id and mark it returns.
+		logout := func() (int64, string) {
+			t.Helper()
+			a, _ := e.login(email, goodPassword)
+			want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(a)...), 204, "")
+			evs, err := e.svc.RevocationEvents(ctx, 0, 0)
+			if err != nil || len(evs) == 0 {
+				t.Fatalf("events after a logout: %v, %v", evs, err)
+			}
+			last := evs[len(evs)-1]
+			return last.ID, last.Mark()
+		}
+		purge := func(want int) {
+			t.Helper()
+			if res, err := e.svc.Purge(ctx, 90*24*time.Hour, false); err != nil || res.RevocationEvents != want {
+				t.Fatalf("purge: %+v, %v; want %d events deleted", res, err, want)
+			}
+		}
+		resume := func(what string, after int64, mark string, wantAfter int64, wantIDs ...int64) {
+			t.Helper()
+			got, evs, err := e.svc.ResumeRevocationEvents(ctx, after, mark)
+			var ids []int64
+			for _, ev := range evs {
+				ids = append(ids, ev.ID)
+			}
+			if err != nil || got != wantAfter || fmt.Sprint(ids) != fmt.Sprint(wantIDs) {
+				t.Errorf("%s: resuming after %d serves from %d events %v (%v), want from %d events %v",
+					what, after, got, ids, err, wantAfter, wantIDs)
+			}
+		}
+
+		gone, goneMark := logout()
+		e.clock.Advance(token.MaxAccessTokenTTL + time.Hour)
+		live, _ := logout()
+		purge(1)
+		resume("a purged position", gone, goneMark, gone, live)
+		s := openStream(t, e.srv.URL, "Last-Event-ID", strconv.FormatInt(gone, 10)+"."+goneMark)
+		s.next() // retry:
+		if ev := s.next(); eventNumber(ev["id"]) != strconv.FormatInt(live, 10) {
+			t.Errorf("stream after a purged position: %v, want event %d", ev, live)
+		}
+		if ev := s.next(); ev["event"] != "synced" || !strings.Contains(ev["data"], fmt.Sprintf(`"last_id":%d,`, live)) {
+			t.Errorf("stream after a purged position: %v, want synced at %d", ev, live)
+		}
+		s.close()
+		if logs := e.logs.String(); strings.Contains(logs, "starts over") {
+			t.Errorf("a purged position was taken for a restore:\n%s", logs)
+		}
+
+		// A restore to a backup that ends before the client's event: older
+		// events remain, so the position is not this table's.
+		seen, seenMark := logout()
+		restoreRevocationEvents(t, st, live)
+		resume("a restored table", seen, seenMark, 0, live)
+		// An empty table (recreated, or every event deleted) cannot tell.
+		e.clock.Advance(token.MaxAccessTokenTTL + time.Hour)
+		purge(1)
+		resume("an empty table", seen, seenMark, 0)
+	})
 }

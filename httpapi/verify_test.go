@@ -291,20 +291,21 @@ func TestFeedCutLosesNothing(t *testing.T) {
 }
 
 // restoreRevocationEvents makes the feed's table what a backup taken after
-// its first event holds: the later events gone, the ids to come from 2 —
-// ids that resource servers have already seen name other events.
-func restoreRevocationEvents(t *testing.T, st authd.Store) {
+// its event last holds: the later events gone, the ids to come from last+1
+// — ids that resource servers have already seen name other events.
+func restoreRevocationEvents(t *testing.T, st authd.Store, last int64) {
 	t.Helper()
 	ctx := context.Background()
 	var err error
 	switch s := st.(type) {
 	case *sqlite.Store:
-		if _, err = s.DB().ExecContext(ctx, `DELETE FROM revocation_events WHERE id > 1`); err == nil {
-			_, err = s.DB().ExecContext(ctx, `UPDATE sqlite_sequence SET seq = 1 WHERE name = 'revocation_events'`)
+		if _, err = s.DB().ExecContext(ctx, `DELETE FROM revocation_events WHERE id > ?`, last); err == nil {
+			_, err = s.DB().ExecContext(ctx, `UPDATE sqlite_sequence SET seq = ? WHERE name = 'revocation_events'`, last)
 		}
 	case *postgres.Store:
-		_, err = s.Pool().Exec(ctx, `DELETE FROM revocation_events WHERE id > 1;
-			SELECT setval('revocation_events_id_seq', 1)`)
+		if _, err = s.Pool().Exec(ctx, `DELETE FROM revocation_events WHERE id > $1`, last); err == nil {
+			_, err = s.Pool().Exec(ctx, `SELECT setval('revocation_events_id_seq', $1)`, last)
+		}
 	default:
 		t.Fatalf("no restore for %T", st)
 	}
@@ -344,7 +345,7 @@ func TestLiveStreamAfterRestore(t *testing.T) {
 		for ev := plain.next(); ev["event"] != "synced"; ev = plain.next() {
 		}
 
-		restoreRevocationEvents(t, st)
+		restoreRevocationEvents(t, st, 1)
 		a, _ := e.login(email, goodPassword)
 		if got := rs.status(t, a); got != 200 {
 			t.Fatalf("a fresh token: %d", got)
@@ -383,7 +384,7 @@ func TestResumeAfterRestoreLosesNothing(t *testing.T) {
 		dialling, release := rs.transport.hold()
 		e.srv.CloseClientConnections() // the cut
 		<-dialling
-		restoreRevocationEvents(t, st)
+		restoreRevocationEvents(t, st, 1)
 		for _, a := range toks { // events 2..4: past the old position 3
 			want(t, "logout during the cut", e.do("POST", "/v1/auth/logout", nil, bearer(a)...), 204, "")
 		}

@@ -324,6 +324,18 @@ func (v *Verifier) stream(ctx context.Context, caughtUp func()) error {
 	}
 	client := &http.Client{Transport: v.client.Transport, CheckRedirect: refuseRedirect}
 	resp, err := client.Do(req)
+	if number, _, marked := strings.Cut(last, "."); err == nil && marked && resp.StatusCode == http.StatusBadRequest {
+		// An authd older than the marks (an instance not yet upgraded, or
+		// all of them after a rollback) refuses an id that is not a plain
+		// number, and would refuse it on every reconnection: ask again
+		// with the number alone, as such an authd wrote it. Its events
+		// carry plain ids, so later reconnections send a number anyway;
+		// the next marked id an upgraded instance sends is tried again.
+		resp.Body.Close()
+		req = req.Clone(ctx)
+		req.Header.Set("Last-Event-ID", number)
+		resp, err = client.Do(req)
+	}
 	if err != nil {
 		return silent(err)
 	}

@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -176,5 +178,64 @@ func TestApplyingAgainChangesNothing(t *testing.T) {
 	r.apply(feedEvent{ID: 4, SID: "s2", Exp: now.Unix() + 600}, "", now)
 	if r.resumeFrom != "4" {
 		t.Errorf("after an event without an SSE id (an older authd): resumes from %q, want 4", r.resumeFrom)
+	}
+}
+
+// TestResumeAgainstAnOlderAuthd: in a rolling upgrade, or after a
+// rollback, the reconnection may reach an authd older than the marks,
+// which answers 400 to a Last-Event-ID that is not a plain number. The
+// verifier asks again at once with the number, rather than send the
+// refused id on every reconnection for as long as it runs.
+func TestResumeAgainstAnOlderAuthd(t *testing.T) {
+	exp := time.Now().Add(time.Hour).Unix()
+	var mu sync.Mutex
+	var resumes []string
+	var refused int
+	srv, _ := feedServer(t, func(w http.ResponseWriter, r *http.Request, n int64) {
+		last := r.Header.Get("Last-Event-ID")
+		mu.Lock()
+		resumes = append(resumes, last)
+		mu.Unlock()
+		if n == 1 { // an upgraded instance: a marked id, then the stream ends
+			w.Header().Set("Content-Type", "text/event-stream")
+			fmt.Fprintf(w, "id: 1.0123456789abcdef\ndata: {\"id\":1,\"sid\":\"s1\",\"exp\":%d}\n\nevent: synced\ndata: {}\n\n", exp)
+			return
+		}
+		// An older instance: strconv.ParseInt or 400.
+		if _, err := strconv.ParseInt(last, 10, 64); last != "" && err != nil {
+			mu.Lock()
+			refused++
+			mu.Unlock()
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(http.StatusBadRequest)
+			io.WriteString(w, `{"code":"validation_failed"}`)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprintf(w, "id: 2\ndata: {\"id\":2,\"sid\":\"s2\",\"exp\":%d}\n\n", exp)
+		synced(w, r, "")
+	})
+	v, err := New(context.Background(), feedOptions(srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	for deadline := time.Now().Add(5 * time.Second); !v.revs.revoked(&Claims{SessionID: "s2"}); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			mu.Lock()
+			defer mu.Unlock()
+			t.Fatalf("the older authd's event never arrived; Last-Event-IDs sent: %q", resumes)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"", "1.0123456789abcdef", "1"}; !slices.Equal(resumes[:min(3, len(resumes))], want) || refused != 1 {
+		t.Errorf("Last-Event-IDs sent %q (%d refused), want %q: the marked id once, then the number", resumes, refused, want)
+	}
+	v.revs.mu.RLock()
+	from := v.revs.resumeFrom
+	v.revs.mu.RUnlock()
+	if st := v.Stats(); !st.FeedConnected || st.LastEventID != 2 || from != "2" {
+		t.Errorf("stats %+v, resuming from %q: want connected at event 2, resuming from 2", st, from)
 	}
 }
