@@ -37,8 +37,8 @@ postgres)
   fi
   force=--force ;;
 sqlite)
-  export DATABASE_URL="sqlite://$work/authd.db"
-  force= ;;
+  export DATABASE_URL="sqlite://$work/authd.db" # chosen, so migrated above and seeded with --force
+  force=--force ;;
 *) echo "bench/serve-and-load.sh: unknown store $store" >&2; echo "hint: postgres or sqlite" >&2; exit 2 ;;
 esac
 export AUTHD_DATA_DIR=$work AUTHD_HTTP_ADDR=$http AUTHD_ADMIN_ADDR=$admin \

@@ -25,7 +25,12 @@ import (
 
 // Config is every setting of SPEC §2, parsed and validated.
 type Config struct {
-	DatabaseURL          string
+	DatabaseURL string
+	// DefaultDatabase: DATABASE_URL was not set, so DatabaseURL is the
+	// zero-set-up SQLite database, $AUTHD_DATA_DIR/authd.db: the only one
+	// that creates and migrates itself, and that seed fills without --force
+	// (SPEC §8). A DATABASE_URL set to the same file is an operator's choice.
+	DefaultDatabase      bool
 	DataDir              string
 	HTTPAddr             string
 	AdminAddr            string // empty: no admin listener (metrics, admin API)
@@ -78,10 +83,11 @@ type setting struct {
 // settings is the table of SPEC §2, defaults included. Defaults that depend
 // on another setting are empty here and derived in resolve.
 var settings = []setting{
-	{"DATABASE_URL", "sqlite://./authd-data/authd.db", "postgres://… or postgresql://…, or sqlite://PATH", false,
+	{"DATABASE_URL", "", "postgres://… or postgresql://…, or sqlite://PATH (default: sqlite://$AUTHD_DATA_DIR/authd.db, the embedded database, the only one that creates and migrates itself)", false,
 		func(c *Config, v string) error {
 			scheme, rest, _ := strings.Cut(v, "://")
 			switch {
+			case v == "": // the default, derived in resolve
 			case (scheme == "postgres" || scheme == "postgresql") && rest != "":
 			case scheme == "sqlite" && rest != "":
 			default:
@@ -283,16 +289,6 @@ var settings = []setting{
 
 const minSecretLength = 32
 
-// settingDefault is the default of the setting env, as the table gives it.
-func settingDefault(env string) string {
-	for _, s := range settings {
-		if s.env == env {
-			return s.def
-		}
-	}
-	panic("no setting " + env)
-}
-
 // flagName is the command-line flag of a setting: AUTHD_HTTP_ADDR → http-addr.
 func flagName(env string) string {
 	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(env, "AUTHD_")), "_", "-")
@@ -372,6 +368,10 @@ func loadConfig(flags map[string]*string, getenv func(string) (string, bool)) (*
 // other.
 func (c *Config) resolve() []string {
 	var errs []string
+	if c.DatabaseURL == "" {
+		c.DatabaseURL = "sqlite://" + filepath.Join(c.DataDir, "authd.db")
+		c.DefaultDatabase = true
+	}
 	if c.Issuer == "" {
 		c.Issuer = c.PublicURL
 	}

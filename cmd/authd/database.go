@@ -30,19 +30,22 @@ const (
 )
 
 // openDatabase opens the store DATABASE_URL names. Only the default SQLite
-// database (see defaultDatabase) is created and migrated by itself, so that
-// `authd serve` works in an empty directory. Any other database must exist,
-// and for atHead be at head; the error otherwise names the command that
-// fixes it. An operator's SQLite path is never created by accident (a typo
-// would otherwise get an empty database), nor are its directories.
+// database (DATABASE_URL unset, see Config.DefaultDatabase) is created and
+// migrated by itself, so that `authd serve` works in an empty directory.
+// Any other database must exist, and for atHead be at head; the error
+// otherwise names the command that fixes it. An operator's SQLite path is
+// never created by accident (a typo would otherwise get an empty database),
+// nor are its directories.
 func openDatabase(ctx context.Context, cfg *Config, want schema) (database, error) {
 	var db database
 	if path, ok := strings.CutPrefix(cfg.DatabaseURL, "sqlite://"); ok {
-		def := cfg.defaultDatabase()
-		if !def {
-			if err := checkSQLitePath(path, want == creating); err != nil {
+		def := cfg.DefaultDatabase
+		if def {
+			if err := checkLeftBehind(path); err != nil {
 				return nil, err
 			}
+		} else if err := checkSQLitePath(path, want == creating); err != nil {
+			return nil, err
 		}
 		s, err := sqlite.Open(ctx, path)
 		if err != nil {
@@ -91,18 +94,26 @@ func checkSQLitePath(path string, create bool) error {
 	return nil
 }
 
-// defaultDatabase reports whether DATABASE_URL names the zero-set-up
-// SQLite database (SPEC §1, §8) rather than one an operator chose: the
-// data directory's authd.db, or DATABASE_URL's default,
-// ./authd-data/authd.db, which is that file unless AUTHD_DATA_DIR moved.
-func (c *Config) defaultDatabase() bool {
-	path, ok := strings.CutPrefix(c.DatabaseURL, "sqlite://")
-	if !ok {
-		return false
+// leftBehind is where the default database was before it followed
+// AUTHD_DATA_DIR: DATABASE_URL's default was ./authd-data/authd.db whatever
+// the data directory.
+var leftBehind = filepath.Join("authd-data", "authd.db")
+
+// checkLeftBehind refuses to start a new default database at path while the
+// one an earlier authd used with the same settings, ./authd-data/authd.db,
+// is there: its accounts would seem gone.
+func checkLeftBehind(path string) error {
+	if filepath.Clean(path) == leftBehind {
+		return nil
 	}
-	path = filepath.Clean(path)
-	defPath, _ := strings.CutPrefix(settingDefault("DATABASE_URL"), "sqlite://")
-	return path == filepath.Join(c.DataDir, "authd.db") || path == filepath.Clean(defPath)
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if _, err := os.Stat(leftBehind); err != nil {
+		return nil
+	}
+	return &cliError{msg: fmt.Sprintf("no SQLite database at %s (DATABASE_URL unset: $AUTHD_DATA_DIR/authd.db), but there is one at ./%s, where earlier versions kept it whatever AUTHD_DATA_DIR said", path, leftBehind),
+		hint: fmt.Sprintf("move ./%s to %s, or set DATABASE_URL=sqlite://./%s (then run `authd migrate up` after each upgrade)", leftBehind, path, leftBehind)}
 }
 
 // openConfigured loads the configuration (flags over environment over .env)

@@ -81,10 +81,13 @@ func TestChosenSQLiteIsNeverCreatedByAccident(t *testing.T) {
 
 // TestServeRefusesChosenSQLiteBehind: SPEC §8 lets only the default SQLite
 // database migrate itself; one an operator chose is refused when behind,
-// as PostgreSQL is, and left as it is. The default one still catches up.
+// as PostgreSQL is, and left as it is, even when DATABASE_URL names the
+// default's own file. The default one (DATABASE_URL unset) still catches up.
 func TestServeRefusesChosenSQLiteBehind(t *testing.T) {
 	t.Parallel()
-	chosen := chosenSQLite(t, filepath.Join(t.TempDir(), "chosen.db"))
+	named := sqliteEnv(t)
+	named["DATABASE_URL"] = "sqlite://" + filepath.Join(named["AUTHD_DATA_DIR"], "authd.db")
+	named["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
 	def := sqliteEnv(t)
 	def["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
 	behind := func(env map[string]string) (head, now string) {
@@ -99,17 +102,22 @@ func TestServeRefusesChosenSQLiteBehind(t *testing.T) {
 		return head, now
 	}
 
-	_, was := behind(chosen)
-	for _, args := range [][]string{{"serve"}, {"admin", "users", "list"}} {
-		code, stderr := runRefused(t, chosen, args...)
-		if code != exitFailure || !strings.Contains(stderr, "database schema is at version") ||
-			!strings.HasSuffix(stderr, "hint: run `authd migrate up` to apply the pending migrations\n") {
-			t.Errorf("authd %s on a chosen SQLite database behind: exit %d, stderr %q; want 1, naming `authd migrate up`",
-				strings.Join(args, " "), code, stderr)
+	for what, chosen := range map[string]map[string]string{
+		"a chosen SQLite database":                 chosenSQLite(t, filepath.Join(t.TempDir(), "chosen.db")),
+		"the default's file named in DATABASE_URL": named,
+	} {
+		_, was := behind(chosen)
+		for _, args := range [][]string{{"serve"}, {"admin", "users", "list"}} {
+			code, stderr := runRefused(t, chosen, args...)
+			if code != exitFailure || !strings.HasPrefix(stderr, "authd "+args[0]+": database schema is at version ") ||
+				!strings.HasSuffix(stderr, "hint: run `authd migrate up` to apply the pending migrations\n") {
+				t.Errorf("authd %s on %s behind: exit %d, stderr %q; want 1, naming `authd migrate up`",
+					strings.Join(args, " "), what, code, stderr)
+			}
 		}
-	}
-	if _, now, _ := runCLI(t, chosen, "migrate", "version"); now != was {
-		t.Errorf("the refused database is at version %s, want it left at %s", now, was)
+		if _, now, _ := runCLI(t, chosen, "migrate", "version"); now != was {
+			t.Errorf("%s, refused, is at version %s, want it left at %s", what, now, was)
+		}
 	}
 
 	head, _ := behind(def)
@@ -121,26 +129,67 @@ func TestServeRefusesChosenSQLiteBehind(t *testing.T) {
 	}
 }
 
-// TestDefaultDatabase: the zero-set-up database is the data directory's
-// authd.db, or DATABASE_URL's default when AUTHD_DATA_DIR alone is set, so
-// that moving the data directory does not make the default a chosen one.
+// TestDefaultDatabase: the zero-set-up database is the one DATABASE_URL
+// unset means, $AUTHD_DATA_DIR/authd.db, wherever the data directory is. A
+// DATABASE_URL that is set is an operator's choice, even naming that file.
 func TestDefaultDatabase(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		env  map[string]string
+		url  string
 		want bool
 	}{
-		{map[string]string{}, true},
-		{map[string]string{"DATABASE_URL": "sqlite://authd-data//authd.db"}, true},
-		{map[string]string{"AUTHD_DATA_DIR": "/srv/authd"}, true},
-		{map[string]string{"AUTHD_DATA_DIR": "/srv/authd", "DATABASE_URL": "sqlite:///srv/authd/authd.db"}, true},
-		{map[string]string{"AUTHD_DATA_DIR": "/srv/authd", "DATABASE_URL": "sqlite:///srv/authd/other.db"}, false},
-		{map[string]string{"DATABASE_URL": "sqlite://./authd-data/other.db"}, false},
-		{map[string]string{"DATABASE_URL": "postgres://localhost/authd"}, false},
+		{map[string]string{}, "sqlite://" + filepath.Join("authd-data", "authd.db"), true},
+		{map[string]string{"DATABASE_URL": ""}, "sqlite://" + filepath.Join("authd-data", "authd.db"), true}, // empty is unset (.env.example)
+		{map[string]string{"AUTHD_DATA_DIR": "/srv/authd"}, "sqlite://" + filepath.Join("/srv/authd", "authd.db"), true},
+		{map[string]string{"DATABASE_URL": "sqlite://./authd-data/authd.db"}, "sqlite://./authd-data/authd.db", false},
+		{map[string]string{"DATABASE_URL": "sqlite://authd-data//authd.db"}, "sqlite://authd-data//authd.db", false},
+		{map[string]string{"AUTHD_DATA_DIR": "/srv/authd", "DATABASE_URL": "sqlite:///srv/authd/authd.db"}, "sqlite:///srv/authd/authd.db", false},
+		{map[string]string{"AUTHD_DATA_DIR": "/srv/authd", "DATABASE_URL": "sqlite://./authd-data/authd.db"}, "sqlite://./authd-data/authd.db", false},
+		{map[string]string{"DATABASE_URL": "postgres://localhost/authd"}, "postgres://localhost/authd", false},
 	}
 	for _, tt := range tests {
-		if got := configOf(t, tt.env).defaultDatabase(); got != tt.want {
-			t.Errorf("defaultDatabase() with %v = %v, want %v", tt.env, got, tt.want)
+		cfg := configOf(t, tt.env)
+		if cfg.DatabaseURL != tt.url || cfg.DefaultDatabase != tt.want {
+			t.Errorf("with %v: DatabaseURL %q, DefaultDatabase %v; want %q, %v", tt.env, cfg.DatabaseURL, cfg.DefaultDatabase, tt.url, tt.want)
 		}
+	}
+}
+
+// TestDefaultDatabaseLeftBehind: DATABASE_URL's default used to be
+// ./authd-data/authd.db whatever AUTHD_DATA_DIR said; now that it follows
+// the data directory, a new, empty default database is not started while
+// the old one is there (its accounts would seem gone). Not parallel: it
+// changes the working directory.
+func TestDefaultDatabaseLeftBehind(t *testing.T) {
+	t.Chdir(t.TempDir())
+	if code, _, stderr := runCLI(t, map[string]string{}, "migrate", "up"); code != exitOK {
+		t.Fatalf("migrate up of ./authd-data/authd.db: exit %d, stderr %q", code, stderr)
+	}
+	moved := sqliteEnv(t)
+	moved["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
+	path := filepath.Join(moved["AUTHD_DATA_DIR"], "authd.db")
+	for _, args := range [][]string{{"serve"}, {"seed"}, {"admin", "users", "list"}} {
+		code, stderr := runRefused(t, moved, args...)
+		if code != exitFailure || !strings.HasPrefix(stderr, "authd "+args[0]+": no SQLite database at "+path+" ") ||
+			!strings.Contains(stderr, "hint: move ./authd-data/authd.db to "+path+", or set DATABASE_URL=sqlite://./authd-data/authd.db") {
+			t.Errorf("authd %s with the old default database left behind: exit %d, stderr %q; want 1, naming both files",
+				strings.Join(args, " "), code, stderr)
+		}
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("a refused command created %s", path)
+	}
+	// Either way out works: the old file named in DATABASE_URL, or the file
+	// moved to the data directory.
+	old := map[string]string{"DATABASE_URL": "sqlite://./authd-data/authd.db", "AUTHD_DATA_DIR": moved["AUTHD_DATA_DIR"]}
+	if code, _, stderr := runCLI(t, old, "admin", "users", "list"); code != exitOK {
+		t.Errorf("admin users list on the old file named in DATABASE_URL: exit %d, stderr %q", code, stderr)
+	}
+	if err := os.Rename(filepath.Join("authd-data", "authd.db"), path); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := runCLI(t, moved, "admin", "users", "list"); code != exitOK {
+		t.Errorf("admin users list once the file is moved: exit %d, stderr %q", code, stderr)
 	}
 }

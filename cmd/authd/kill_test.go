@@ -98,7 +98,7 @@ func TestMailSurvivesSIGKILL(t *testing.T) {
 	}
 	smtpAddr := freePort(t) // nothing listens yet: the SMTP server is down
 	env := append(os.Environ(),
-		"DATABASE_URL=sqlite://"+filepath.Join(dir, "data", "authd.db"), "AUTHD_DATA_DIR="+filepath.Join(dir, "data"),
+		"DATABASE_URL=", "AUTHD_DATA_DIR="+filepath.Join(dir, "data"), // the default database, data/authd.db
 		"AUTHD_HTTP_ADDR=127.0.0.1:0", "AUTHD_ADMIN_ADDR=", "AUTHD_SMTP_URL=smtp://"+smtpAddr,
 		"AUTHD_ARGON2_MEMORY_KIB=1024", "AUTHD_ARGON2_ITERATIONS=1", "AUTHD_LOG_FORMAT=text")
 

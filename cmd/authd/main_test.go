@@ -52,7 +52,7 @@ func runCLIContext(ctx context.Context, t *testing.T, environ map[string]string,
 func sqliteEnv(t *testing.T) map[string]string {
 	dir := t.TempDir()
 	env := map[string]string{
-		"DATABASE_URL":   "sqlite://" + filepath.Join(dir, "authd.db"),
+		// DATABASE_URL unset: the default database, dir/authd.db.
 		"AUTHD_DATA_DIR": dir,
 		// The admin listener runs by default; tests in parallel must not
 		// all want 127.0.0.1:8081.
@@ -229,7 +229,7 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.DatabaseURL != "sqlite://./authd-data/authd.db" || cfg.HTTPAddr != "127.0.0.1:8080" ||
+	if cfg.DatabaseURL != "sqlite://"+filepath.Join("authd-data", "authd.db") || !cfg.DefaultDatabase || cfg.HTTPAddr != "127.0.0.1:8080" ||
 		cfg.Issuer != "http://127.0.0.1:8080" || cfg.KeysDir != filepath.Join("authd-data", "keys") ||
 		cfg.Argon2 != password.DefaultParams || !cfg.RateLimit || !cfg.RequireVerifiedEmail ||
 		cfg.RefreshReuseGrace != 10*time.Second || cfg.SecurityLogRetention != 2160*time.Hour {
@@ -1048,19 +1048,25 @@ func configOf(t *testing.T, env map[string]string) *Config {
 	return cfg
 }
 
-// TestSeedRefusesAnotherSQLiteDatabase: only the zero-set-up database of the
-// data directory is seeded without --force; an SQLite file an operator chose
-// may be serving real users.
+// TestSeedRefusesAnotherSQLiteDatabase: only the zero-set-up database
+// (DATABASE_URL unset) is seeded without --force; an SQLite file an operator
+// chose may be serving real users, even when it is the default's path.
 func TestSeedRefusesAnotherSQLiteDatabase(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	chosen := map[string]string{"DATABASE_URL": "sqlite://" + filepath.Join(dir, "prod.db"), "AUTHD_DATA_DIR": filepath.Join(dir, "data")}
-	if code, _, stderr := runCLI(t, chosen, "seed"); code != exitFailure || !strings.Contains(stderr, "--force") {
-		t.Errorf("seed of a chosen SQLite file: exit %d, stderr %q; want 1 and a hint naming --force", code, stderr)
+	data := filepath.Join(dir, "data")
+	for _, path := range []string{filepath.Join(dir, "prod.db"), filepath.Join(data, "authd.db")} {
+		chosen := map[string]string{"DATABASE_URL": "sqlite://" + path, "AUTHD_DATA_DIR": data}
+		if code, _, stderr := runCLI(t, chosen, "seed"); code != exitFailure || !strings.Contains(stderr, "--force") {
+			t.Errorf("seed of %s named in DATABASE_URL: exit %d, stderr %q; want 1 and a hint naming --force", path, code, stderr)
+		}
 	}
-	def := map[string]string{"DATABASE_URL": "sqlite://" + filepath.Join(dir, "data", "authd.db"), "AUTHD_DATA_DIR": filepath.Join(dir, "data")}
+	if _, err := os.Stat(data); !os.IsNotExist(err) {
+		t.Errorf("a refused seed created %s", data)
+	}
+	def := map[string]string{"AUTHD_DATA_DIR": data}
 	if code, stdout, stderr := runCLI(t, def, "seed"); code != exitOK || !strings.Contains(stdout, "3 demo account(s) created") {
-		t.Errorf("seed of the data directory's database: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+		t.Errorf("seed of the default database: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 }
 

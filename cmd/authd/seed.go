@@ -47,10 +47,10 @@ func seedCmd(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	// An active, verified account with a published password is a way in
-	// for anyone: only the zero-set-up database of the data directory gets
-	// one without being asked.
-	if !cfg.defaultDatabase() && !*force {
-		return &cliError{msg: "refusing to seed a database other than the embedded default (AUTHD_DATA_DIR/authd.db): the demo accounts are active, verified and share a published password",
+	// for anyone: only the zero-set-up database (DATABASE_URL unset) gets
+	// one without being asked, not even the same file named in DATABASE_URL.
+	if !cfg.DefaultDatabase && !*force {
+		return &cliError{msg: "refusing to seed a database other than the embedded default (DATABASE_URL unset: $AUTHD_DATA_DIR/authd.db): the demo accounts are active, verified and share a published password",
 			hint: "pass --force if this database will never serve real users"}
 	}
 	db, err := openDatabase(ctx, cfg, atHead)
