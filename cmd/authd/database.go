@@ -113,7 +113,8 @@ func checkLeftBehind(path string) error {
 		return nil
 	}
 	return &cliError{msg: fmt.Sprintf("no SQLite database at %s (DATABASE_URL unset: $AUTHD_DATA_DIR/authd.db), but there is one at ./%s, where earlier versions kept it whatever AUTHD_DATA_DIR said", path, leftBehind),
-		hint: fmt.Sprintf("move ./%s to %s, or set DATABASE_URL=sqlite://./%s (then run `authd migrate up` after each upgrade)", leftBehind, path, leftBehind)}
+		hint: fmt.Sprintf("move ./%s to %s, or set DATABASE_URL=sqlite://./%s (then run `authd migrate up` after each upgrade); "+
+			"for a new database at %s instead, set DATABASE_URL=sqlite://%s and run `authd migrate up`", leftBehind, path, leftBehind, path, path)}
 }
 
 // openConfigured loads the configuration (flags over environment over .env)

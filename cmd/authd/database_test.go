@@ -172,8 +172,9 @@ func TestDefaultDatabaseLeftBehind(t *testing.T) {
 	for _, args := range [][]string{{"serve"}, {"seed"}, {"admin", "users", "list"}} {
 		code, stderr := runRefused(t, moved, args...)
 		if code != exitFailure || !strings.HasPrefix(stderr, "authd "+args[0]+": no SQLite database at "+path+" ") ||
-			!strings.Contains(stderr, "hint: move ./authd-data/authd.db to "+path+", or set DATABASE_URL=sqlite://./authd-data/authd.db") {
-			t.Errorf("authd %s with the old default database left behind: exit %d, stderr %q; want 1, naming both files",
+			!strings.Contains(stderr, "hint: move ./authd-data/authd.db to "+path+", or set DATABASE_URL=sqlite://./authd-data/authd.db") ||
+			!strings.Contains(stderr, "for a new database at "+path+" instead, set DATABASE_URL=sqlite://"+path) {
+			t.Errorf("authd %s with the old default database left behind: exit %d, stderr %q; want 1, naming both files and every way out",
 				strings.Join(args, " "), code, stderr)
 		}
 	}
