@@ -256,6 +256,9 @@ func revocationLifetime(configured time.Duration) time.Duration {
 // that returns this many may have more after it.
 const RevocationEventsPage = 500
 
+// MarkDigits is the length of a Mark: lowercase hex digits.
+const MarkDigits = 16
+
 // Mark names event e among the events that may ever carry its id: a
 // digest of its row. A client resumes the feed with the id and the mark of
 // the last event it saw, so that authd can tell whether that event is
@@ -264,7 +267,7 @@ const RevocationEventsPage = 500
 func (e RevocationEvent) Mark() string {
 	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%s\x00%d\x00%d",
 		e.Kind, e.Subject, e.Reason, e.ExpiresAt.UnixNano(), e.CreatedAt.UnixNano()))
-	return hex.EncodeToString(sum[:8])
+	return hex.EncodeToString(sum[:MarkDigits/2])
 }
 
 // ResumeRevocationEvents is RevocationEvents for a client that has seen the

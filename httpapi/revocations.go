@@ -171,9 +171,11 @@ func feedPosition(r *http.Request) (feedCursor, error) {
 	return feedCursor{n, mark}, nil
 }
 
-// validMark accepts what Mark writes: lowercase hex, at most 64 digits.
+// validMark accepts what Mark writes: authd.MarkDigits lowercase hex
+// digits, nothing else (a position authd never gave is junk, not another
+// incarnation of the table).
 func validMark(m string) bool {
-	if m == "" || len(m) > 64 {
+	if len(m) != authd.MarkDigits {
 		return false
 	}
 	for _, c := range m {

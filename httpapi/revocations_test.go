@@ -26,7 +26,8 @@ func TestRevocationFeedJSON(t *testing.T) {
 		svc := bearer(serviceToken)
 		want(t, "no token", e.do("GET", "/v1/auth/revocations?since=0", nil), 401, "invalid_token")
 		want(t, "a user's token", e.do("GET", "/v1/auth/revocations?since=0", nil, bearer(adminToken)...), 401, "invalid_token")
-		for _, q := range []string{"since=-1", "since=x", "since=99999999999999999999", "since=1.", "since=1.XYZ", "since=.ab", "format=xml"} {
+		for _, q := range []string{"since=-1", "since=x", "since=99999999999999999999", "since=1.", "since=1.XYZ", "since=.ab", "since=1.5", "since=1.a", "since=00.0",
+			"since=1.0123456789abcde", "since=1.0123456789abcdef0", "since=1.0123456789ABCDEF", "format=xml"} {
 			want(t, q, e.do("GET", "/v1/auth/revocations?"+q, nil, svc...), 400, "validation_failed")
 		}
 		want(t, "bad Last-Event-ID", e.do("GET", "/v1/auth/revocations?format=json", nil,
