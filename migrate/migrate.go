@@ -91,11 +91,14 @@ func (m *Migrator) Down(ctx context.Context, n int) ([]Result, error) {
 	return out, nil
 }
 
+// ErrNothingApplied is Redo's error on a database at version 0.
+var ErrNothingApplied = errors.New("no migration is applied, so there is nothing to redo")
+
 // Redo rolls back the most recent migration and applies it again.
 func (m *Migrator) Redo(ctx context.Context) ([]Result, error) {
 	down, err := m.provider.Down(ctx)
 	if errors.Is(err, goose.ErrNoNextVersion) {
-		return nil, errors.New("no migration is applied, so there is nothing to redo")
+		return nil, ErrNothingApplied
 	}
 	if err != nil {
 		return nil, err

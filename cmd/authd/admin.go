@@ -49,7 +49,11 @@ func adminClient(e *env) authd.Client {
 	return authd.Client{UserAgent: "authd admin (cli, " + who + ")"}
 }
 
-func adminCmd(ctx context.Context, e *env, args []string) error {
+// adminFieldFlags names the flag that sets a field of the service's requests.
+var adminFieldFlags = map[string]string{"until": "--until", "since": "--since", "limit": "--limit",
+	"cursor": "--cursor", "email": "--email", "status": "--status", "event_type": "--event", "result": "--result"}
+
+func adminCmd(ctx context.Context, e *env, args []string) (err error) {
 	fs := newFlagSet(e, "admin", adminSynopsis)
 	flags := configFlags(fs, "DATABASE_URL", "AUTHD_DATA_DIR")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
@@ -81,6 +85,62 @@ func adminCmd(ctx context.Context, e *env, args []string) error {
 			return usagef("--cursor %q is not a cursor a list printed", *cursor)
 		}
 	}
+	// Every flag and word is checked before the database is opened: a
+	// command line that does not parse creates no database.
+	logs := authd.SecurityLogFilter{After: after, Limit: *limit}
+	users := authd.UserFilter{Email: *email, After: after, Limit: *limit}
+	var lockUntil time.Time
+	var mailID uuid.UUID
+	switch {
+	case rest[0] == "logs":
+		if *user != "" {
+			if err := checkUserRef(*user); err != nil {
+				return err
+			}
+		}
+		if *event != "" {
+			if logs.EventType, err = authd.ParseEventType(*event); err != nil {
+				return usagef("--event: %s", authd.ErrorMessage(err))
+			}
+		}
+		if *result != "" {
+			if logs.Result, err = authd.ParseResult(*result); err != nil {
+				return usagef("--result must be success or failure")
+			}
+		}
+		if logs.Since, err = parseTime("--since", *since); err != nil {
+			return err
+		}
+		if logs.Until, err = parseTime("--until", *until); err != nil {
+			return err
+		}
+	case rest[0] == "mail" && rest[1] == "retry":
+		if mailID, err = uuid.Parse(rest[2]); err != nil {
+			return usagef("MAIL_ID %q is not an id from `authd admin mail list --dead`", rest[2])
+		}
+	case rest[0] == "users" && rest[1] == "list":
+		if *status != "" {
+			if users.Status, err = authd.ParseAccountStatus(*status); err != nil {
+				return usagef("--status must be active, inactive, locked or deleted")
+			}
+		}
+	case rest[0] == "users":
+		if err := checkUserRef(rest[2]); err != nil {
+			return err
+		}
+		if rest[1] == "lock" {
+			if lockUntil, err = parseTime("--until", *until); err != nil {
+				return err
+			}
+			if *until != "" && lockUntil.IsZero() { // the zero time would mean "no end"
+				return usageOf("admin users lock", "--until must be in the future; leave it out to lock until unlocked")
+			}
+		}
+	}
+	// The service's errors, told with the flag that set the field.
+	defer func() {
+		err = fromService("admin "+strings.Join(rest[:min(2, len(rest))], " "), err, adminFieldFlags, "")
+	}()
 
 	cfg, db, err := openConfigured(ctx, e, flags)
 	if err != nil {
@@ -90,35 +150,18 @@ func adminCmd(ctx context.Context, e *env, args []string) error {
 	svc := authd.NewService(cfg.service(), authd.Deps{Store: db, Logger: slog.New(slog.DiscardHandler)})
 	c := adminClient(e)
 	if rest[0] == "mail" {
-		return adminMail(ctx, e, svc, c, rest, *dead, after, *limit, *asJSON)
+		return adminMail(ctx, e, svc, c, mailID, *dead, after, *limit, *asJSON)
 	}
 
 	if rest[0] == "logs" {
-		f := authd.SecurityLogFilter{After: after, Limit: *limit}
 		if *user != "" {
 			u, err := findUser(ctx, db, *user)
 			if err != nil {
 				return err
 			}
-			f.UserID = u.ID
+			logs.UserID = u.ID
 		}
-		if *event != "" {
-			if f.EventType, err = authd.ParseEventType(*event); err != nil {
-				return usagef("--event: %s", authd.ErrorMessage(err))
-			}
-		}
-		if *result != "" {
-			if f.Result, err = authd.ParseResult(*result); err != nil {
-				return usagef("--result must be success or failure")
-			}
-		}
-		if f.Since, err = parseTime("--since", *since); err != nil {
-			return err
-		}
-		if f.Until, err = parseTime("--until", *until); err != nil {
-			return err
-		}
-		p, err := svc.SecurityLogs(ctx, c, f)
+		p, err := svc.SecurityLogs(ctx, c, logs)
 		if err != nil {
 			return err
 		}
@@ -140,13 +183,7 @@ func adminCmd(ctx context.Context, e *env, args []string) error {
 	}
 
 	if rest[1] == "list" {
-		f := authd.UserFilter{Email: *email, After: after, Limit: *limit}
-		if *status != "" {
-			if f.Status, err = authd.ParseAccountStatus(*status); err != nil {
-				return usagef("--status must be active, inactive, locked or deleted")
-			}
-		}
-		p, err := svc.Users(ctx, c, f)
+		p, err := svc.Users(ctx, c, users)
 		if err != nil {
 			return err
 		}
@@ -172,15 +209,7 @@ func adminCmd(ctx context.Context, e *env, args []string) error {
 		printUsers(e.stdout, []*authd.User{u})
 		return nil
 	case "lock":
-		t, err := parseTime("--until", *until)
-		if err != nil {
-			return err
-		}
-		if *until != "" && t.IsZero() { // the zero time would mean "no end"
-			return usageOf("admin users lock", "--until must be in the future; leave it out to lock until unlocked")
-		}
-		err = svc.LockUser(ctx, c, u.ID, t)
-		return done(e, err, "locked %s", u.Email)
+		return done(e, svc.LockUser(ctx, c, u.ID, lockUntil), "locked %s", u.Email)
 	case "unlock":
 		return done(e, svc.UnlockUser(ctx, c, u.ID), "unlocked %s", u.Email)
 	case "revoke-sessions":
@@ -282,17 +311,28 @@ func done(e *env, err error, format string, args ...any) error {
 	return nil
 }
 
+// checkUserRef checks that ref, a USER, is an id or an email address.
+func checkUserRef(ref string) error {
+	if _, err := uuid.Parse(ref); err == nil {
+		return nil
+	}
+	if _, err := authd.NormalizeEmail(ref); err != nil {
+		return usagef("USER %q is neither a user id nor an email address", ref)
+	}
+	return nil
+}
+
 // findUser looks a user up by id or email.
 func findUser(ctx context.Context, db authd.Store, ref string) (*authd.User, error) {
+	if err := checkUserRef(ref); err != nil {
+		return nil, err
+	}
 	var u *authd.User
 	var err error
 	if id, perr := uuid.Parse(ref); perr == nil {
 		u, err = db.User(ctx, id)
 	} else {
-		email, nerr := authd.NormalizeEmail(ref)
-		if nerr != nil {
-			return nil, usagef("USER %q is neither a user id nor an email address", ref)
-		}
+		email, _ := authd.NormalizeEmail(ref)
 		u, err = db.UserByEmail(ctx, email)
 	}
 	if authd.ErrorCode(err) == authd.ENotFound {
@@ -407,13 +447,10 @@ func purgeCmd(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
-func adminMail(ctx context.Context, e *env, svc *authd.Service, c authd.Client, rest []string, dead bool,
+// adminMail runs admin mail list, or retry when id is not nil.
+func adminMail(ctx context.Context, e *env, svc *authd.Service, c authd.Client, id uuid.UUID, dead bool,
 	after *authd.Cursor, limit int, asJSON bool) error {
-	if rest[1] == "retry" {
-		id, err := uuid.Parse(rest[2])
-		if err != nil {
-			return usagef("MAIL_ID %q is not an id from `authd admin mail list --dead`", rest[2])
-		}
+	if id != uuid.Nil {
 		return done(e, svc.RetryMail(ctx, c, id), "mail %s is pending again; a running authd sends it shortly", id)
 	}
 	p, err := svc.Mails(ctx, c, authd.MailFilter{Dead: dead, After: after, Limit: limit})

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 
@@ -150,5 +151,71 @@ func TestAdminLockUntilZero(t *testing.T) {
 	}
 	if got, err := db.User(context.Background(), u.ID); err != nil || got.AccountStatus != authd.StatusActive {
 		t.Errorf("after the refused lock: %+v, %v; want the account untouched", got, err)
+	}
+}
+
+// TestServiceErrorsTold: an error of the service is told as one line that
+// says what is wrong, the field's message under its flag's name, plus a
+// hint; an invalid value is a usage error.
+func TestServiceErrorsTold(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	fresh := sqliteEnv(t)
+	migratedWithUser(t, env, "told@example.org")
+	tests := []struct {
+		env    map[string]string
+		args   []string
+		code   int
+		stderr string
+	}{
+		{env, []string{"admin", "users", "lock", "told@example.org", "--until", "2020-01-01T00:00:00Z"}, exitUsage,
+			"authd admin users lock: --until must be in the future\nhint: run `authd admin --help`\n"},
+		{env, []string{"clients", "delete", "nope", "--yes"}, exitFailure,
+			"authd clients: No such client.\nhint: `authd clients list` shows the clients\n"},
+		{env, []string{"clients", "create", "--name", "App", "--type", "public", "--redirect-uri", "https://app.example/cb",
+			"--id", "no spaces"}, exitUsage,
+			"authd clients create: --id must be 1 to 64 letters, digits, '.', '_' or '-'\nhint: run `authd clients --help`\n"},
+		{fresh, []string{"migrate", "redo"}, exitFailure,
+			"authd migrate: no migration is applied, so there is nothing to redo\nhint: run `authd migrate up` first\n"},
+	}
+	for _, tt := range tests {
+		code, _, stderr := runCLI(t, tt.env, tt.args...)
+		if code != tt.code || stderr != tt.stderr {
+			t.Errorf("authd %s: exit %d, stderr %q; want %d and %q", strings.Join(tt.args, " "), code, stderr, tt.code, tt.stderr)
+		}
+	}
+}
+
+// TestUsageErrorsOpenNoDatabase: a command line that does not parse is
+// refused before the database is opened, so it creates none.
+func TestUsageErrorsOpenNoDatabase(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"admin", "logs", "--result", "maybe"},
+		{"admin", "logs", "--event", "nope"},
+		{"admin", "logs", "--since", "yesterday"},
+		{"admin", "logs", "--until", "tomorrow"},
+		{"admin", "logs", "--user", "not an email"},
+		{"admin", "users", "list", "--status", "bogus"},
+		{"admin", "users", "show", "not an email"},
+		{"admin", "users", "lock", "a@b.org", "--until", "soon"},
+		{"admin", "users", "lock", "a@b.org", "--until", "0001-01-01T00:00:00Z"},
+		{"admin", "mail", "retry", "not-an-id"},
+		{"admin", "mail", "list", "--cursor", "bogus"},
+		{"clients", "create", "--name", "App", "--type", "bogus", "--redirect-uri", "https://app.example/cb"},
+		{"clients", "create", "--name", "App", "--type", "public", "--redirect-uri", "ftp://app.example/cb"},
+		{"clients", "create", "--name", "App", "--type", "public", "--redirect-uri", "https://app.example/cb",
+			"--post-logout-uri", "javascript:alert(1)"},
+		{"purge", "now"},
+		{"migrate", "down", "x"},
+	} {
+		env := sqliteEnv(t)
+		code, _, stderr := runCLI(t, env, args...)
+		if code != exitUsage || strings.Count(stderr, "\n") != 2 || !strings.Contains(stderr, "\nhint: ") {
+			t.Errorf("authd %s: exit %d, stderr %q; want 2, one line and a hint", strings.Join(args, " "), code, stderr)
+		}
+		if entries, err := os.ReadDir(env["AUTHD_DATA_DIR"]); err != nil || len(entries) > 0 {
+			t.Errorf("authd %s: the data directory holds %v (%v); want nothing created", strings.Join(args, " "), entries, err)
+		}
 	}
 }

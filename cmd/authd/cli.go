@@ -80,11 +80,12 @@ func usageOf(cmd, format string, args ...any) error {
 // stderr as one line plus a hint.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) (string, bool)) int {
 	e := &env{stdout: stdout, stderr: stderr, getenv: getenv}
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
+		fmt.Fprintln(e.stderr, "authd: missing command\nhint: authd --help lists the commands")
+		return exitUsage
+	}
+	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		printUsage(e.stderr)
-		if len(args) == 0 {
-			return exitUsage
-		}
 		return exitOK
 	}
 	for _, c := range commands() {
@@ -126,12 +127,60 @@ func report(e *env, name string, err error) int {
 	if errors.As(err, &told) {
 		return exitFailure
 	}
+	var de *authd.Error
+	if errors.As(err, &de) {
+		// Not told by the command: the generic hint.
+		return report(e, name, fromService(name, err, nil, ""))
+	}
 	msg, hint := explain(err)
 	fmt.Fprintf(e.stderr, "authd %s: %s\n", name, msg)
 	if hint != "" {
 		fmt.Fprintf(e.stderr, "hint: %s\n", hint)
 	}
 	return exitFailure
+}
+
+// fromService turns an error of the service (an *authd.Error) into one told
+// for a person: the one place this happens. cmd is the command's words after
+// authd ("clients delete"); flags names the flag that set a service field,
+// where the command knows it ("until": "--until"); hint says what to do when
+// the error carries no hint of its own ("" for the command's --help). An
+// invalid value is a usage error, exit 2, naming each field's problem;
+// anything else fails with exit 1. Other errors are returned as they are.
+func fromService(cmd string, err error, flags map[string]string, hint string) error {
+	var de *authd.Error
+	if !errors.As(err, &de) {
+		return err
+	}
+	msg := de.Message
+	switch {
+	case len(de.Fields) > 0:
+		var msgs []string
+		for _, f := range de.Fields {
+			name := f.Field
+			if flag, ok := flags[f.Field]; ok {
+				name = flag
+			}
+			msgs = append(msgs, name+" "+f.Message)
+		}
+		msg = strings.Join(msgs, "; ")
+	case error(de) != err: // wrapped: the wrapping says where
+		msg = err.Error()
+	case de.Err != nil && msg != "":
+		msg += ": " + de.Err.Error()
+	case msg == "":
+		msg = err.Error()
+	}
+	if de.Hint != "" {
+		hint = de.Hint
+	}
+	if hint == "" {
+		hint = "run `authd " + strings.Fields(cmd)[0] + " --help`"
+	}
+	if de.Code == authd.EInvalid {
+		return &usageError{cmd: cmd, msg: oneLine(msg), hint: hint}
+	}
+	return &cliError{msg: oneLine(msg), hint: hint}
 }
 
 // explain gives err as one line for a person, and the hint saying what to

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -40,7 +39,11 @@ type stringList []string
 func (l *stringList) String() string     { return strings.Join(*l, " ") }
 func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
-func clientsCmd(ctx context.Context, e *env, args []string) error {
+// clientFieldFlags names the flag that sets a field of a client's spec.
+var clientFieldFlags = map[string]string{"id": "--id", "name": "--name", "type": "--type",
+	"redirect_uris": "--redirect-uri", "post_logout_redirect_uris": "--post-logout-uri"}
+
+func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 	fs := newFlagSet(e, "clients", clientsSynopsis)
 	flags := configFlags(fs, "DATABASE_URL", "AUTHD_DATA_DIR", "AUTHD_KEYS_DIR")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
@@ -69,9 +72,30 @@ func clientsCmd(ctx context.Context, e *env, args []string) error {
 	default:
 		return usagef("unknown clients command %q", strings.Join(rest, " "))
 	}
-	if rest[0] == "create" && (*name == "" || *typ == "" || len(redirects) == 0) {
-		return usagef("clients create needs --name, --type and at least one --redirect-uri")
+	if rest[0] == "create" {
+		if *name == "" || *typ == "" || len(redirects) == 0 {
+			return usagef("clients create needs --name, --type and at least one --redirect-uri")
+		}
+		// What the service would refuse, refused before a database is opened.
+		if _, err := authd.ParseClientType(*typ); err != nil {
+			return usageOf("clients create", "--type must be public or confidential")
+		}
+		for flag, uris := range map[string][]string{"--redirect-uri": redirects, "--post-logout-uri": logouts} {
+			for _, u := range uris {
+				if err := authd.ValidRedirectURI(u); err != nil {
+					return usageOf("clients create", "%s %q: %v", flag, u, err)
+				}
+			}
+		}
 	}
+	// The service's errors, told with the flag that set the field.
+	defer func() {
+		hint := ""
+		if authd.ErrorCode(err) == authd.ENotFound {
+			hint = "`authd clients list` shows the clients"
+		}
+		err = fromService("clients "+rest[0], err, clientFieldFlags, hint)
+	}()
 
 	cfg, db, err := openConfigured(ctx, e, flags)
 	if err != nil {
@@ -91,7 +115,7 @@ func clientsCmd(ctx context.Context, e *env, args []string) error {
 		oc, secret, err := svc.CreateClient(ctx, c, authd.ClientSpec{ID: *id, Name: *name, Type: authd.ClientType(*typ),
 			RedirectURIs: redirects, PostLogoutRedirectURIs: logouts, FirstParty: *firstParty})
 		if err != nil {
-			return fieldErrors(err)
+			return err
 		}
 		if *asJSON {
 			return printJSON(e.stdout, httpapi.ClientSecretView(oc, secret))
@@ -138,19 +162,6 @@ func clientsCmd(ctx context.Context, e *env, args []string) error {
 	default: // delete
 		return done(e, svc.DeleteClient(ctx, c, rest[1]), "deleted client %s", rest[1])
 	}
-}
-
-// fieldErrors spells out which flags a validation error refused, and why.
-func fieldErrors(err error) error {
-	var e *authd.Error
-	if !errors.As(err, &e) || len(e.Fields) == 0 {
-		return err
-	}
-	var msgs []string
-	for _, f := range e.Fields {
-		msgs = append(msgs, f.Field+" "+f.Message)
-	}
-	return &cliError{msg: "invalid client: " + strings.Join(msgs, "; "), hint: "see `authd clients --help`"}
 }
 
 func printClients(w io.Writer, cs []*authd.OAuthClient) {

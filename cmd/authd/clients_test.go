@@ -83,8 +83,8 @@ func TestClientsCLI(t *testing.T) {
 			if out := cli(exitFailure, "clients", "show", "proxy"); !strings.Contains(out, "No such client") {
 				t.Errorf("show after delete: %s", out)
 			}
-			if out := cli(exitFailure, "clients", "create", "--name", "X", "--type", "public", "--redirect-uri", "http://example.org/cb"); !strings.Contains(out, "loopback") {
-				t.Errorf("create with plain http: %s; want the reason", out)
+			if out := cli(exitUsage, "clients", "create", "--name", "X", "--type", "public", "--redirect-uri", "http://example.org/cb"); !strings.Contains(out, "loopback") {
+				t.Errorf("create with plain http: %s; want the reason, as a usage error", out)
 			}
 			cli(exitUsage, "clients", "create", "--name", "X")
 			cli(exitUsage, "clients", "frobnicate")

@@ -72,11 +72,15 @@ func postgresEnv(t *testing.T) map[string]string {
 
 func TestUsage(t *testing.T) {
 	t.Parallel()
-	if code, _, stderr := runCLI(t, nil); code != exitUsage || !strings.Contains(stderr, "Commands:") {
-		t.Errorf("no arguments: exit %d, stderr %q; want 2 and the command list", code, stderr)
+	// No command: one line and a hint, not the whole usage.
+	if code, _, stderr := runCLI(t, nil); code != exitUsage ||
+		stderr != "authd: missing command\nhint: authd --help lists the commands\n" {
+		t.Errorf("no arguments: exit %d, stderr %q; want 2, one line and a hint", code, stderr)
 	}
-	if code, _, _ := runCLI(t, nil, "--help"); code != exitOK {
-		t.Errorf("--help: exit %d, want 0", code)
+	for _, help := range []string{"--help", "-h", "help"} {
+		if code, _, stderr := runCLI(t, nil, help); code != exitOK || !strings.Contains(stderr, "Commands:") {
+			t.Errorf("%s: exit %d, stderr %q; want 0 and the command list", help, code, stderr)
+		}
 	}
 	code, _, stderr := runCLI(t, nil, "frobnicate")
 	if code != exitUsage || !strings.Contains(stderr, `unknown command "frobnicate"`) || !strings.Contains(stderr, "hint:") {

@@ -96,6 +96,9 @@ func migrateCmd(ctx context.Context, e *env, args []string) error {
 		}
 	case "redo":
 		results, err = m.Redo(ctx)
+		if errors.Is(err, migrate.ErrNothingApplied) {
+			err = &cliError{msg: err.Error(), hint: "run `authd migrate up` first"}
+		}
 	case "status", "history":
 		return migrateList(ctx, e, m, action == "history")
 	case "version":
