@@ -281,3 +281,25 @@ func withHeader(h http.Handler) http.Handler {
 		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), headerKey{}, w.Header())))
 	})
 }
+
+// tokenEndpoint fronts the library's token handler (inside withHeader) for
+// what the library would answer before VerifyClient runs: a body over
+// maxForm is 413 (SPEC §5), not its 400 "error parsing form". Every answer
+// is no-store (RFC 6749 §5.1).
+func (p *Provider) tokenEndpoint(lib http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+		if err := r.ParseForm(); err != nil {
+			var tooLarge *http.MaxBytesError
+			if errors.As(err, &tooLarge) {
+				op.WriteError(w, r, op.NewStatusError(oidc.ErrInvalidRequest().WithDescription("the body is larger than 64 KiB"),
+					http.StatusRequestEntityTooLarge), nil)
+				return
+			}
+			op.WriteError(w, r, oidc.ErrInvalidRequest().WithDescription("error parsing form"), nil)
+			return
+		}
+		lib.ServeHTTP(w, r)
+	})
+}
