@@ -204,6 +204,27 @@ func (s *Service) AuthenticateClient(ctx context.Context, c Client, id, secret, 
 	return oc, nil
 }
 
+// RefuseClient logs a client authentication the token endpoint refused
+// before AuthenticateClient could check it (Basic credentials that do not
+// decode, no credentials at all) as AuthenticateClient logs its own
+// refusals, under the same bound: id is the client_id as far as it could
+// be read (a registered one is named, any other text digested), method and
+// reason as AuthenticateClient's. EInvalidCredentials, ERateLimited or
+// EUnavailable.
+func (s *Service) RefuseClient(ctx context.Context, c Client, id, method, reason string) error {
+	var known *OAuthClient
+	if validClientID(id) {
+		oc, err := s.store.OAuthClient(ctx, id)
+		switch {
+		case err == nil:
+			known = oc
+		case ErrorCode(err) != ENotFound:
+			return err
+		}
+	}
+	return s.refuseClient(ctx, c, known, id, method, reason)
+}
+
 // refuseClient logs a refused client authentication and returns
 // errInvalidClient, or ERateLimited (unlogged) past the bound. known is
 // the registered client, nil when id names none. A registered client_id is

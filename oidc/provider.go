@@ -112,12 +112,13 @@ func New(opts Options) (*Provider, error) {
 	p := &Provider{opts: opts, svc: opts.Service, secure: strings.HasPrefix(opts.PublicURL, "https://"),
 		mux: http.NewServeMux(), pages: pages}
 
-	lib := withHeader(op.RegisterServer(&server{p: p}, op.Endpoints{
+	opServer := op.RegisterServer(&server{p: p}, op.Endpoints{
 		Token:    op.NewEndpoint(TokenPath),
 		Userinfo: op.NewEndpoint(UserInfoPath),
-	}, op.WithServerCORSOptions(nil)))
+	}, op.WithServerCORSOptions(nil))
+	lib := withHeader(opServer)
 	p.mux.HandleFunc("GET "+DiscoveryPath, p.discovery)
-	p.mux.Handle("POST "+TokenPath, noQuery(bounded(lib)))
+	p.mux.Handle("POST "+TokenPath, noQuery(withHeader(p.tokenEndpoint(opServer))))
 	userInfo := challenged(lib, bearerChallenge)
 	p.mux.Handle("GET "+UserInfoPath, noQuery(userInfo))
 	p.mux.Handle("POST "+UserInfoPath, noQuery(bounded(userInfo)))

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/authd/authd"
@@ -280,4 +282,79 @@ func withHeader(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), headerKey{}, w.Header())))
 	})
+}
+
+// tokenEndpoint fronts the library's token handler (inside withHeader) for
+// what the library would answer before VerifyClient runs:
+//
+//   - a body over maxForm is 413 (SPEC §5), not its 400 "error parsing form";
+//   - an Authorization header of the Basic scheme that does not decode into
+//     a client_id and a secret (RFC 6749 §2.3.1: base64 of the
+//     form-urlencoded id, ":", the form-urlencoded secret; the id not
+//     empty), and a code or refresh grant with no client authentication at
+//     all, are a client that failed to authenticate: 401 invalid_client
+//     with the challenge (§5.2) and the oidc_client_auth_failed row of
+//     every other refusal, under the same bound, not its unchallenged 400.
+//
+// Every answer is no-store (§5.1).
+func (p *Provider) tokenEndpoint(lib http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+		if err := r.ParseForm(); err != nil {
+			var tooLarge *http.MaxBytesError
+			if errors.As(err, &tooLarge) {
+				op.WriteError(w, r, op.NewStatusError(oidc.ErrInvalidRequest().WithDescription("the body is larger than 64 KiB"),
+					http.StatusRequestEntityTooLarge), nil)
+				return
+			}
+			op.WriteError(w, r, oidc.ErrInvalidRequest().WithDescription("error parsing form"), nil)
+			return
+		}
+		if scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " "); strings.EqualFold(scheme, "Basic") {
+			if id, ok := basicClientID(r); !ok {
+				p.refuseClient(w, r, id, oidc.AuthMethodBasic, "malformed basic credentials",
+					"the Authorization header's Basic credentials do not decode into a client_id and a secret")
+				return
+			}
+		} else if grant := oidc.GrantType(r.PostForm.Get("grant_type")); (grant == oidc.GrantTypeCode || grant == oidc.GrantTypeRefreshToken) &&
+			r.PostForm.Get("client_id") == "" && r.PostForm.Get("client_assertion") == "" {
+			p.refuseClient(w, r, "", oidc.AuthMethodNone, "no client authentication",
+				"no client authentication: send client_id, and the secret of a confidential client")
+			return
+		}
+		lib.ServeHTTP(w, r)
+	})
+}
+
+// basicClientID reads the client_id of r's Basic credentials, ok when they
+// decode as RFC 6749 §2.3.1 has them: ok false with the id as far as it
+// could be read ("" when the header is no base64 of text with a colon).
+func basicClientID(r *http.Request) (id string, ok bool) {
+	rawID, rawSecret, ok := r.BasicAuth()
+	if !ok {
+		return "", false
+	}
+	id, err := url.QueryUnescape(rawID)
+	if err != nil {
+		return rawID, false
+	}
+	if _, err := url.QueryUnescape(rawSecret); err != nil {
+		return id, false
+	}
+	return id, id != ""
+}
+
+// refuseClient answers a client authentication refused before the library
+// could check it: the domain logs it (RefuseClient), and the answer is
+// tokenError's, 401 invalid_client with description, or 429.
+func (p *Provider) refuseClient(w http.ResponseWriter, r *http.Request, id string, method oidc.AuthMethod, reason, description string) {
+	ctx := r.Context()
+	err := p.svc.RefuseClient(ctx, client(ctx), id, string(method), reason)
+	if authd.ErrorCode(err) == authd.EInvalidCredentials {
+		err = invalidClient(ctx, description)
+	} else {
+		err = tokenError(ctx, err)
+	}
+	op.WriteError(w, r, err, nil)
 }

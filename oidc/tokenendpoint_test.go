@@ -1,0 +1,168 @@
+package oidc_test
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/oidc"
+)
+
+// rawTokenRequest posts form to the token endpoint with the Authorization
+// header given ("" for none) and returns the response, its body read: the
+// OAuth error code and description.
+func (e *env) rawTokenRequest(form url.Values, authorization string) (*http.Response, string, string) {
+	e.t.Helper()
+	req, _ := http.NewRequest("POST", e.srv.URL+oidc.TokenPath, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("User-Agent", clientAuthUA)
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var out struct {
+		Error       string `json:"error"`
+		Description string `json:"error_description"`
+	}
+	if err := json.Unmarshal(body, &out); err != nil {
+		e.t.Errorf("token endpoint's %d: not the JSON error shape: %q", resp.StatusCode, body)
+	}
+	return resp, out.Error, out.Description
+}
+
+func codeForm() url.Values {
+	return url.Values{"grant_type": {"authorization_code"}, "code": {"no-such-code"}, "redirect_uri": {rpCallback},
+		"code_verifier": {strings.Repeat("v", 43)}}
+}
+
+func basic(credentials string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(credentials))
+}
+
+// TestMalformedBasicIsInvalidClient: Basic credentials that do not decode
+// as RFC 6749 §2.3.1 has them (a percent escape that is none, no base64,
+// no colon, an empty client_id) are a client that tried the Authorization
+// header and failed: 401 invalid_client with the Basic challenge and
+// no-store (§5.2), and one oidc_client_auth_failed row naming the client
+// when it could be read, with no part of the secret; they count toward the
+// bound of refusals like any other (429 past it). Not the library's
+// unchallenged, unlogged 400.
+func TestMalformedBasicIsInvalidClient(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		app, secret := e.client("app", authd.ClientConfidential, true)
+		tests := []struct {
+			name, authorization, context string
+		}{
+			{"a bad percent escape in the secret", basic(app.ID + ":%zz" + secret[:10]), knownClientIDContext(app.ID)},
+			{"no base64", "Basic !!!!", ""},
+			{"no colon", basic(app.ID), ""},
+			{"an empty client_id", basic(":" + secret), ""},
+			{"a bad percent escape in the client_id", basic("%zz:" + secret), ""},
+			{"lower-case scheme", "basic " + base64.StdEncoding.EncodeToString([]byte(":"+secret)), ""},
+		}
+		for _, tt := range tests {
+			before := len(e.clientAuthFailures())
+			resp, code, description := e.rawTokenRequest(codeForm(), tt.authorization)
+			if resp.StatusCode != http.StatusUnauthorized || code != "invalid_client" || description == "" ||
+				resp.Header.Get("WWW-Authenticate") != `Basic realm="authd"` || resp.Header.Get("Cache-Control") != "no-store" {
+				t.Errorf("%s: %d %q %q, WWW-Authenticate %q, Cache-Control %q; want 401 invalid_client with a description, "+
+					`Basic realm="authd", no-store`, tt.name, resp.StatusCode, code, description,
+					resp.Header.Get("WWW-Authenticate"), resp.Header.Get("Cache-Control"))
+			}
+			rows := e.clientAuthFailures()
+			if len(rows) != before+1 {
+				t.Errorf("%s: %d new oidc_client_auth_failed rows, want 1", tt.name, len(rows)-before)
+				continue
+			}
+			l := rows[0]
+			if l.Result != authd.ResultFailure || l.IPAddress != "127.0.0.1" || l.UserAgent != clientAuthUA ||
+				l.FailureReason != "malformed basic credentials" || l.AdditionalContext["auth_method"] != "client_secret_basic" {
+				t.Errorf("%s: row %+v; want a failure from 127.0.0.1, reason malformed basic credentials, client_secret_basic", tt.name, l)
+			}
+			if tt.context != "" && clientIDContext(l) != tt.context {
+				t.Errorf("%s: context names the client as %s, want %s", tt.name, clientIDContext(l), tt.context)
+			}
+			raw, _ := json.Marshal(l)
+			for _, s := range []string{secret, secret[:10], secret[len(secret)-10:]} {
+				if strings.Contains(string(raw), s) {
+					t.Errorf("%s: the row holds secret text %q: %s", tt.name, s, raw)
+				}
+			}
+		}
+		// Well-formed credentials still reach the library: the right secret
+		// authenticates (the unknown code is invalid_grant).
+		form := codeForm()
+		if resp, code, _ := e.rawTokenRequest(form, basic(url.QueryEscape(app.ID)+":"+url.QueryEscape(secret))); resp.StatusCode != http.StatusBadRequest || code != "invalid_grant" {
+			t.Errorf("the right secret: %d %q, want 400 invalid_grant", resp.StatusCode, code)
+		}
+		// The bound: 10 refusals a minute from one IP, these included.
+		for range 10 - len(tests) {
+			e.rawTokenRequest(codeForm(), "Basic !!!!")
+		}
+		resp, code, _ := e.rawTokenRequest(codeForm(), "Basic !!!!")
+		if resp.StatusCode != http.StatusTooManyRequests || code != "invalid_request" || resp.Header.Get("Retry-After") == "" {
+			t.Errorf("the 11th refusal: %d %q, Retry-After %q; want 429 invalid_request with Retry-After",
+				resp.StatusCode, code, resp.Header.Get("Retry-After"))
+		}
+		if n := len(e.clientAuthFailures()); n != 10 {
+			t.Errorf("%d oidc_client_auth_failed rows, want 10", n)
+		}
+	})
+}
+
+// TestNoClientAuthIsInvalidClient: a code or refresh grant with no client
+// authentication at all (no Authorization header, no client_id) is 401
+// invalid_client with the Basic challenge and a row, method none, as a
+// client that fails to authenticate; not the library's 400 invalid_request.
+func TestNoClientAuthIsInvalidClient(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		for _, grant := range []url.Values{codeForm(), {"grant_type": {"refresh_token"}, "refresh_token": {"junk"}}} {
+			before := len(e.clientAuthFailures())
+			resp, code, _ := e.rawTokenRequest(grant, "")
+			if resp.StatusCode != http.StatusUnauthorized || code != "invalid_client" ||
+				resp.Header.Get("WWW-Authenticate") != `Basic realm="authd"` || resp.Header.Get("Cache-Control") != "no-store" {
+				t.Errorf("%s without client authentication: %d %q, WWW-Authenticate %q, Cache-Control %q; want 401 invalid_client, "+
+					`Basic realm="authd", no-store`, grant.Get("grant_type"), resp.StatusCode, code,
+					resp.Header.Get("WWW-Authenticate"), resp.Header.Get("Cache-Control"))
+			}
+			rows := e.clientAuthFailures()
+			if len(rows) != before+1 || rows[0].FailureReason != "no client authentication" || rows[0].AdditionalContext["auth_method"] != "none" {
+				t.Errorf("%s without client authentication: %d new rows; want 1, reason no client authentication, method none",
+					grant.Get("grant_type"), len(rows)-before)
+			}
+		}
+	})
+}
+
+// TestTokenBodyTooLarge: a token request's body over 64 KiB is 413 (SPEC
+// §5) in the OAuth error shape, no-store, not the library's 400 "error
+// parsing form"; one just under the limit is read.
+func TestTokenBodyTooLarge(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		app, _ := e.client("app", authd.ClientConfidential, true)
+		form := codeForm()
+		form.Set("client_id", app.ID)
+		form.Set("client_secret", "wrong")
+		form.Set("padding", strings.Repeat("x", 64<<10))
+		resp, code, description := e.rawTokenRequest(form, "")
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || code != "invalid_request" ||
+			description != "the body is larger than 64 KiB" || resp.Header.Get("Cache-Control") != "no-store" {
+			t.Errorf("a 64 KiB padding: %d %q %q, Cache-Control %q; want 413 invalid_request \"the body is larger than 64 KiB\", no-store",
+				resp.StatusCode, code, description, resp.Header.Get("Cache-Control"))
+		}
+		form.Set("padding", strings.Repeat("x", 60<<10))
+		if resp, code, _ := e.rawTokenRequest(form, ""); resp.StatusCode != http.StatusUnauthorized || code != "invalid_client" {
+			t.Errorf("a 60 KiB padding with a wrong secret: %d %q, want 401 invalid_client (read and refused)", resp.StatusCode, code)
+		}
+	})
+}
