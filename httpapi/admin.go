@@ -78,11 +78,11 @@ func (s *Server) adminUsers(w http.ResponseWriter, r *http.Request) error {
 	f := authd.UserFilter{Email: q.Get("email"), After: after, Limit: limit}
 	if v := q.Get("status"); v != "" {
 		if f.Status, err = authd.ParseAccountStatus(v); err != nil {
-			return invalid("status", "must be active, inactive, locked or deleted")
+			return invalidParam("status", "must be active, inactive, locked or deleted")
 		}
 	}
 	if len(f.Email) > authd.MaxEmailLength {
-		return invalid("email", "is too long")
+		return invalidParam("email", "is too long")
 	}
 	p, err := s.svc.Users(r.Context(), client(r), f)
 	if err != nil {
@@ -203,23 +203,23 @@ func (s *Server) adminSecurityLogs(w http.ResponseWriter, r *http.Request) error
 	f := authd.SecurityLogFilter{After: after, Limit: limit}
 	if v := q.Get("user_id"); v != "" {
 		if f.UserID, err = uuid.Parse(v); err != nil {
-			return invalid("user_id", "must be a UUID")
+			return invalidParam("user_id", "must be a UUID")
 		}
 	}
 	if v := q.Get("event_type"); v != "" {
 		if f.EventType, err = authd.ParseEventType(v); err != nil {
-			return invalid("event_type", "is not a known event type")
+			return invalidParam("event_type", "is not a known event type")
 		}
 	}
 	if v := q.Get("result"); v != "" {
 		if f.Result, err = authd.ParseResult(v); err != nil {
-			return invalid("result", "must be success or failure")
+			return invalidParam("result", "must be success or failure")
 		}
 	}
 	for name, dst := range map[string]*time.Time{"since": &f.Since, "until": &f.Until} {
 		if v := q.Get(name); v != "" {
 			if *dst, err = time.Parse(time.RFC3339Nano, v); err != nil {
-				return invalid(name, "must be an RFC 3339 time such as 2026-11-27T09:00:00Z")
+				return invalidParam(name, "must be an RFC 3339 time such as 2026-11-27T09:00:00Z")
 			}
 		}
 	}
@@ -263,7 +263,7 @@ func (s *Server) adminMail(w http.ResponseWriter, r *http.Request) error {
 	case "dead":
 		f.Dead = true
 	default:
-		return invalid("state", "must be pending or dead")
+		return invalidParam("state", "must be pending or dead")
 	}
 	p, err := s.svc.Mails(r.Context(), client(r), f)
 	if err != nil {

@@ -28,6 +28,12 @@ func invalid(field, message string) error {
 		Fields: []authd.FieldError{{Field: field, Message: message}}}
 }
 
+// invalidParam is invalid for a query parameter or a header.
+func invalidParam(field, message string) error {
+	return &authd.Error{Code: authd.EInvalid, Message: "A query parameter or header is invalid.",
+		Fields: []authd.FieldError{{Field: field, Message: message}}}
+}
+
 // readBody reads a bounded body of the given media type.
 func readBody(w http.ResponseWriter, r *http.Request, mediaType string) ([]byte, error) {
 	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))

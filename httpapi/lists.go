@@ -29,7 +29,7 @@ func encodeCursor(c *authd.Cursor) *string {
 func listParams(q url.Values) (limit int, after *authd.Cursor, err error) {
 	if v := q.Get("limit"); v != "" {
 		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > authd.MaxListLimit {
-			return 0, nil, invalid("limit", "must be a whole number from 1 to 200")
+			return 0, nil, invalidParam("limit", "must be a whole number from 1 to 200")
 		}
 	}
 	if v := q.Get("cursor"); v != "" {

@@ -81,7 +81,7 @@ func (s *Server) revocations(w http.ResponseWriter, r *http.Request) error {
 	case format == "sse", format == "" && strings.Contains(r.Header.Get("Accept"), "text/event-stream"):
 		sse = true
 	case format != "" && format != "json":
-		return invalid("format", "must be json or sse")
+		return invalidParam("format", "must be json or sse")
 	}
 	if r.Method == http.MethodHead {
 		ct := "application/json"
@@ -166,7 +166,7 @@ func feedPosition(r *http.Request) (feedCursor, error) {
 	id, mark, marked := strings.Cut(v, ".")
 	n, err := strconv.ParseInt(id, 10, 64)
 	if err != nil || n < 0 || marked && !validMark(mark) {
-		return feedCursor{}, invalid(field, "must be an event id (a non-negative integer, or an event's SSE id)")
+		return feedCursor{}, invalidParam(field, "must be an event id (a non-negative integer, or an event's SSE id)")
 	}
 	return feedCursor{n, mark}, nil
 }

@@ -30,8 +30,11 @@ func TestRevocationFeedJSON(t *testing.T) {
 			"since=1.0123456789abcde", "since=1.0123456789abcdef0", "since=1.0123456789ABCDEF", "format=xml"} {
 			want(t, q, e.do("GET", "/v1/auth/revocations?"+q, nil, svc...), 400, "validation_failed")
 		}
-		want(t, "bad Last-Event-ID", e.do("GET", "/v1/auth/revocations?format=json", nil,
-			append(svc, "Last-Event-ID", "1e3")...), 400, "validation_failed")
+		bad := e.do("GET", "/v1/auth/revocations?format=json", nil, append(svc, "Last-Event-ID", "1e3")...)
+		want(t, "bad Last-Event-ID", bad, 400, "validation_failed")
+		if strings.Contains(bad.raw, "body") || !strings.Contains(bad.raw, `"field":"Last-Event-ID"`) {
+			t.Errorf("a bad Last-Event-ID: %s; want it named, not the body blamed", bad.raw)
+		}
 
 		empty := e.do("GET", "/v1/auth/revocations?since=0", nil, svc...)
 		want(t, "empty feed", empty, 200, "")
