@@ -464,14 +464,11 @@ func (s *Service) redeemable(ctx context.Context, tx *txn, c Client, digest stri
 	if err != nil {
 		return nil, nil, err
 	}
-	if u.IsDeleted() {
-		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "account deleted", nil)
-	}
 	if ch.CreatedAt.Before(u.LastPasswordChange) {
 		// The password this challenge proved was changed or reset since.
 		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "password changed since the challenge", nil)
 	}
-	if err := s.refuseIfBarred(ctx, tx, c, u, EventMFAChallengeFailed, now); err != nil {
+	if err := s.refuseIfBarred(ctx, tx, c, u, EventMFAChallengeFailed, now); err != nil { // erased or locked
 		return nil, nil, err
 	}
 	return ch, u, nil
