@@ -21,10 +21,14 @@ import (
 )
 
 // open returns a store on a fresh, migrated database.
-func open(t *testing.T) *postgres.Store {
+func open(t *testing.T) *postgres.Store { return openURL(t, storetest.PostgresURL(t)) }
+
+// openURL returns a store on the database at dbURL, migrated; it closes
+// at the end of the test.
+func openURL(t *testing.T, dbURL string) *postgres.Store {
 	t.Helper()
 	ctx := context.Background()
-	s, err := postgres.Open(ctx, storetest.PostgresURL(t))
+	s, err := postgres.Open(ctx, dbURL)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -316,14 +320,7 @@ func TestConnectionLostInTransaction(t *testing.T) {
 	}
 	t.Cleanup(p.Close)
 	ctx := context.Background()
-	s, err := postgres.Open(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if _, err := s.Migrator().Up(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s := openURL(t, dbURL)
 	var errs []error
 	err = s.InTx(ctx, func(q authd.Queries) error {
 		if _, err := q.User(ctx, authd.NewID()); authd.ErrorCode(err) != authd.ENotFound {
@@ -358,14 +355,7 @@ func TestRefusedConnectionIsUnavailable(t *testing.T) {
 	}
 	name := strings.TrimPrefix(u.Path, "/")
 	ctx := context.Background()
-	s, err := postgres.Open(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if _, err := s.Migrator().Up(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s := openURL(t, dbURL)
 	admin, err := pgx.Connect(ctx, os.Getenv("TEST_DATABASE_URL"))
 	if err != nil {
 		t.Fatal(err)
