@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -616,17 +617,31 @@ func (s *Service) FinishPasskeyLogin(ctx context.Context, c Client, credential [
 		var u *User
 		var key *Passkey
 		var lookupErr error
+		// The credential names its user, read without a lock; the user and
+		// then their passkeys are locked, in the order of every other flow
+		// (the other order could deadlock with a step-up on PostgreSQL),
+		// and the key must still be among them.
 		handler := func(rawID, userHandle []byte) (webauthn.User, error) {
-			key, lookupErr = tx.PasskeyByCredentialID(ctx, rawID)
-			if lookupErr != nil {
-				return nil, lookupErr
+			found, err := s.store.PasskeyByCredentialID(ctx, rawID)
+			if err != nil {
+				lookupErr = err
+				return nil, err
 			}
-			if u, lookupErr = tx.User(ctx, key.UserID); lookupErr != nil {
+			if u, lookupErr = tx.User(ctx, found.UserID); lookupErr != nil {
 				return nil, lookupErr
 			}
 			keys, err := tx.Passkeys(ctx, u.ID)
-			lookupErr = err
-			return webauthnUser{u: u, keys: keys}, err
+			if err != nil {
+				lookupErr = err
+				return nil, err
+			}
+			if i := slices.IndexFunc(keys, func(p *Passkey) bool { return p.ID == found.ID }); i >= 0 {
+				key = keys[i]
+			} else {
+				lookupErr = errNoPasskey // removed meanwhile
+				return nil, lookupErr
+			}
+			return webauthnUser{u: u, keys: keys}, nil
 		}
 		_, cred, err := rp.ValidatePasskeyLogin(handler, *session, parsed)
 		if lookupErr != nil && ErrorCode(lookupErr) != ENotFound {
