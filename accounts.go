@@ -158,6 +158,8 @@ func (s *Service) VerifyEmail(ctx context.Context, c Client, token string) error
 // (SPEC §6.6); the per-email limit counts unknown addresses too. Returns
 // EInvalid, ERateLimited, EUnavailable.
 func (s *Service) ResendVerification(ctx context.Context, c Client, email string) error {
+	ctx, cancel := detach(ctx) // see mailRequest
+	defer cancel()
 	return s.mailRequest(ctx, c, "resend", email, EventEmailVerificationSent, func(tx *txn, u *User, now time.Time) error {
 		if u.EmailVerified {
 			return tx.CreateSecurityLog(ctx, s.audit(now, c, EventEmailVerificationSent, ResultFailure, u.ID,

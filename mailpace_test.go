@@ -13,8 +13,8 @@ import (
 
 // mailPaceEnv is a service on a fresh SQLite store with an account at
 // known@example.org and a verified one at verified@example.org, whose
-// padding is recorded, not slept.
-func mailPaceEnv(t *testing.T) (*authd.Service, *[]time.Duration, *[]context.Context) {
+// padding is recorded, not slept (and its context handed to check).
+func mailPaceEnv(t *testing.T, check ...func(context.Context)) (*authd.Service, *[]time.Duration, *[]context.Context) {
 	t.Helper()
 	ctx := context.Background()
 	store, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "authd.db"))
@@ -35,7 +35,12 @@ func mailPaceEnv(t *testing.T) (*authd.Service, *[]time.Duration, *[]context.Con
 	var slept []time.Duration
 	var ctxs []context.Context
 	s := authd.NewService(authd.Config{PublicURL: "https://auth.example.org"}, authd.Deps{Store: store,
-		Sleep: func(ctx context.Context, d time.Duration) { slept, ctxs = append(slept, d), append(ctxs, ctx) }})
+		Sleep: func(ctx context.Context, d time.Duration) {
+			for _, f := range check {
+				f(ctx)
+			}
+			slept, ctxs = append(slept, d), append(ctxs, ctx)
+		}})
 	return s, &slept, &ctxs
 }
 
@@ -101,6 +106,28 @@ func TestMailPaddingFromTheStart(t *testing.T) {
 		}
 		if len(*slept) != 1 || (*slept)[0] <= 0 {
 			t.Errorf("the first forgot-password for %s after start: padded %v; want padded", email, *slept)
+		}
+	}
+}
+
+// TestMailPaddingOutlivesAHangUp: a client that half-closes cancels its
+// request's context while the answer can still be read; the request still
+// completes and waits for the deadline, or its timing would tell again.
+func TestMailPaddingOutlivesAHangUp(t *testing.T) {
+	s, slept, _ := mailPaceEnv(t, func(ctx context.Context) {
+		if ctx.Err() != nil {
+			t.Errorf("padding under a context that has ended (%v): it would be cut short", ctx.Err())
+		}
+	})
+	gone, hangUp := context.WithCancel(context.Background())
+	hangUp()
+	for _, email := range []string{"nobody@example.org", "known@example.org"} {
+		*slept = nil
+		if err := s.ForgotPassword(gone, authd.Client{IP: "192.0.2.1"}, email); err != nil {
+			t.Fatalf("forgot for %s with the client gone: %v", email, err)
+		}
+		if len(*slept) != 1 {
+			t.Errorf("forgot for %s with the client gone: padded %v; want padded", email, *slept)
 		}
 	}
 }

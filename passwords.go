@@ -11,6 +11,8 @@ import (
 // email, voiding any older one. It answers alike for every address (SPEC
 // §6.6). Returns EInvalid, ERateLimited, EUnavailable.
 func (s *Service) ForgotPassword(ctx context.Context, c Client, email string) error {
+	ctx, cancel := detach(ctx) // see mailRequest
+	defer cancel()
 	return s.mailRequest(ctx, c, "forgot", email, EventPasswordResetRequested, func(tx *txn, u *User, now time.Time) error {
 		if u.LockedByAdmin(now) {
 			// Only an administrator lifts this lock; a reset must not.
@@ -33,6 +35,10 @@ func (s *Service) ForgotPassword(ctx context.Context, c Client, email string) er
 // counts), the same answer for every address (SPEC §6.6), and a row for
 // every answer (SPEC 6.10): an unknown or erased address gets event's
 // failure row, an account is send's to handle.
+//
+// Its callers detach at the top (as every flow that checks a credential
+// does): a client that half-closes, its answer still readable, must neither
+// skip the padding nor cut the transaction short.
 //
 // The same answer in the same time: a request that mails writes more
 // than one that does not, so every answer is given at the deadline of
