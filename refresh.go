@@ -44,6 +44,12 @@ func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID 
 	if err != nil {
 		return nil, s.refuseToken(ctx, nil, c, EventTokenRefreshed, uuid.Nil, "malformed refresh token", nil)
 	}
+	if r, ok := s.store.(Rotator); ok {
+		pair, err := s.rotateAtOnce(ctx, r, c, refreshToken, digest, clientID)
+		if ErrorCode(err) != ENotFound {
+			return pair, err
+		}
+	}
 	var pair *TokenPair
 	err = s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
@@ -116,6 +122,40 @@ func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID 
 		return nil, err // a pair made before a failed commit is no pair
 	}
 	return pair, nil
+}
+
+// rotateAtOnce makes refresh's ordinary rotation in one statement, where
+// the store can (Rotator), with the same effect as refresh's own
+// transaction; ENotFound when the case is not ordinary (a revoked,
+// expired or unknown token, an ended session, another client, a locked or
+// erased account), for refresh to decide. The per-session limit is taken
+// before the commit, as refresh takes it.
+func (s *Service) rotateAtOnce(ctx context.Context, r Rotator, c Client, raw, digest, clientID string) (*TokenPair, error) {
+	now := s.now()
+	childRaw, childDigest := s.childToken(raw)
+	rot := &Rotation{Digest: digest, ClientID: clientID, Now: now,
+		Child: &Token{ID: NewID(), JTI: NewID().String(), TokenType: TokenRefresh, TokenValue: childDigest,
+			IssuedAt: now, ExpiresAt: now.Add(s.cfg.RefreshTokenTTL), CreatedAt: now},
+		Log: s.audit(now, c, EventTokenRefreshed, ResultSuccess, uuid.Nil, "", map[string]any{"retry": false})}
+	var admit func(*Session) error
+	if s.limiter != nil {
+		admit = func(sess *Session) error {
+			return s.limit(ctx, "refresh:"+sess.ID.String(), refreshPerSession, time.Minute)
+		}
+	}
+	sess, err := r.Rotate(ctx, rot, admit)
+	if err != nil {
+		return nil, err
+	}
+	s.observeEvent(rot.Log)
+	// Signed after the commit: should signing fail, the client's repeat
+	// within the grace window gets this child (graceChild).
+	access, err := s.issueAccess(sess, now)
+	if err != nil {
+		return nil, err
+	}
+	return &TokenPair{AccessToken: access.token, ExpiresIn: access.expires.Sub(now), RefreshToken: childRaw,
+		RefreshExpiresIn: minTime(rot.Child.ExpiresAt, sess.ExpiresAt).Sub(now), SessionID: sess.ID}, nil
 }
 
 // graceChild returns the child of the revoked refresh token t (its digest

@@ -122,6 +122,10 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // InTx implements authd.Store.
 func (s *Store) InTx(ctx context.Context, fn func(authd.Queries) error) error {
+	return s.inTx(ctx, func(q *queries) error { return fn(q) })
+}
+
+func (s *Store) inTx(ctx context.Context, fn func(*queries) error) error {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return translate(err)

@@ -29,17 +29,17 @@ func (r *roundTrips) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.Tra
 func (r *roundTrips) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
 func (r *roundTrips) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
 
-// TestRefreshInTwoRoundTrips: a refresh's transaction — BEGIN, the locking
-// read, the rotation, the new token, the audit row and COMMIT — reaches the
-// server in two round trips: BEGIN with the read, the writes with COMMIT.
-func TestRefreshInTwoRoundTrips(t *testing.T) {
+// tracedStore opens a fresh, migrated database twice: as s, and as traced,
+// whose one connection counts its round trips in trips.
+func tracedStore(t *testing.T) (s, traced *Store, trips *roundTrips) {
+	t.Helper()
 	ctx := context.Background()
 	url := storetest.PostgresURL(t)
 	s, err := Open(ctx, url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(func() { s.Close() })
 	if _, err := s.Migrator().Up(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -47,15 +47,24 @@ func TestRefreshInTwoRoundTrips(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	trips := &roundTrips{}
+	trips = &roundTrips{}
 	cfg.ConnConfig.Tracer = trips
-	cfg.MaxConns = 1 // one connection: its statement cache warms up below
+	cfg.MaxConns = 1 // one connection: its statement cache warms up
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pool.Close()
-	traced := &Store{queries: queries{db: pool}, pool: pool}
+	t.Cleanup(pool.Close)
+	return s, &Store{queries: queries{db: pool}, pool: pool}, trips
+}
+
+// TestRefreshInTwoRoundTrips: a refresh's transaction — BEGIN, the locking
+// read, the rotation, the new token, the audit row and COMMIT — reaches the
+// server in two round trips: BEGIN with the read, the writes with COMMIT.
+func TestRefreshInTwoRoundTrips(t *testing.T) {
+	ctx := context.Background()
+	s, traced, trips := tracedStore(t)
+	pool := traced.pool
 
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	u := storetest.NewUser("trips@example.org")
@@ -105,7 +114,7 @@ func TestRefreshInTwoRoundTrips(t *testing.T) {
 
 	// A failure among the queued writes rolls the whole transaction back.
 	trips.n.Store(0)
-	err = traced.InTx(ctx, func(q authd.Queries) error {
+	err := traced.InTx(ctx, func(q authd.Queries) error {
 		if _, _, _, err := q.RefreshSession(ctx, "trip-2"); err != nil {
 			return err
 		}

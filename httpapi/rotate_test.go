@@ -1,0 +1,140 @@
+package httpapi_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/postgres"
+	"github.com/google/go-cmp/cmp"
+)
+
+// withoutRotator hides a store's Rotator: the service then decides every
+// refresh in its own transaction.
+type withoutRotator struct{ authd.Store }
+
+// countedRotations counts the rotations its store made at once.
+type countedRotations struct {
+	*postgres.Store
+	made atomic.Int32
+}
+
+func (c *countedRotations) Rotate(ctx context.Context, r *authd.Rotation, admit func(*authd.Session) error) (*authd.Session, error) {
+	sess, err := c.Store.Rotate(ctx, r, admit)
+	if err == nil {
+		c.made.Add(1)
+	}
+	return sess, err
+}
+
+// refreshView is what a refresh answered and wrote, with every id replaced
+// by its role and every time by its distance from the refresh.
+type refreshView struct {
+	Answer               map[string]any
+	Claims               map[string]any
+	Parent, Child        map[string]any
+	SessionLastUsed      time.Duration
+	Event, IP, UserAgent string
+	Context              map[string]any
+}
+
+// refreshOnce logs email in, refreshes after a minute and returns what the
+// refresh answered and wrote.
+func refreshOnce(t *testing.T, e *env, email string) refreshView {
+	t.Helper()
+	ctx := context.Background()
+	e.registerVerified(email, goodPassword)
+	_, refresh := e.login(email, goodPassword)
+	e.clock.Advance(time.Minute)
+	now := e.clock.Now()
+	r := e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh}, "User-Agent", "agent/1")
+	want(t, "refresh", r, 200, "")
+	u := e.user(email)
+	sid := r.str("session_id")
+	role := func(id string) string {
+		switch id {
+		case u.ID.String():
+			return "user"
+		case sid:
+			return "session"
+		}
+		return id
+	}
+	token := func(raw string) (map[string]any, *authd.Token) {
+		tok, err := e.store.RefreshToken(ctx, authd.Digest(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		at := func(x time.Time) any {
+			if x.IsZero() {
+				return nil
+			}
+			return x.Sub(now)
+		}
+		return map[string]any{"user": role(tok.UserID.String()), "session": role(tok.SessionID.String()),
+			"type": tok.TokenType, "issued": at(tok.IssuedAt), "expires": at(tok.ExpiresAt), "revoked": tok.Revoked,
+			"revoked_at": at(tok.RevokedAt), "rotated_at": at(tok.RotatedAt), "device": tok.DeviceInfo,
+			"created": at(tok.CreatedAt)}, tok
+	}
+	parent, parentRow := token(refresh)
+	child, childRow := token(r.str("refresh_token"))
+	if childRow.ParentID != parentRow.ID {
+		t.Errorf("the child's parent is %s, want the rotated token %s", childRow.ParentID, parentRow.ID)
+	}
+	sess, err := e.store.Session(ctx, childRow.SessionID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs, err := e.store.SecurityLogs(ctx, authd.SecurityLogFilter{UserID: u.ID, EventType: authd.EventTokenRefreshed})
+	if err != nil || len(logs) != 1 {
+		t.Fatalf("token_refreshed rows %v, %v; want one", logs, err)
+	}
+	l := logs[0]
+	logContext := map[string]any{}
+	for k, v := range l.AdditionalContext {
+		if s, ok := v.(string); ok {
+			v = role(s)
+		}
+		logContext[k] = v
+	}
+	answer := map[string]any{}
+	for k, v := range r.body {
+		switch k {
+		case "access_token", "refresh_token":
+			v = fmt.Sprintf("%T", v)
+		case "session_id":
+			v = role(v.(string))
+		}
+		answer[k] = v
+	}
+	claims := jwtClaims(t, r.str("access_token"))
+	for _, k := range []string{"jti", "iat", "exp", "nbf"} {
+		if _, ok := claims[k]; ok {
+			claims[k] = "present"
+		}
+	}
+	claims["sub"], claims["sid"] = role(fmt.Sprint(claims["sub"])), role(fmt.Sprint(claims["sid"]))
+	return refreshView{Answer: answer, Claims: claims, Parent: parent, Child: child,
+		SessionLastUsed: sess.LastUsedAt.Sub(now), Event: string(l.EventType) + "/" + string(l.Result),
+		IP: l.IPAddress, UserAgent: l.UserAgent, Context: logContext}
+}
+
+// TestRefreshAtOnceAsInItsTransaction: on PostgreSQL an ordinary refresh is
+// one statement (authd.Rotator); it answers and writes exactly what the
+// service's own transaction answers and writes.
+func TestRefreshAtOnceAsInItsTransaction(t *testing.T) {
+	t.Parallel()
+	stores := instances(t, 2)
+	atOnce := &countedRotations{Store: stores[0]}
+	fast := refreshOnce(t, newEnv(t, atOnce, withRateLimit()), "at-once@example.org")
+	slow := refreshOnce(t, newEnv(t, withoutRotator{stores[1]}, withRateLimit()), "in-tx@example.org")
+	if n := atOnce.made.Load(); n != 1 {
+		t.Fatalf("the store made %d rotations at once, want 1: the refresh did not take the one-statement path", n)
+	}
+	if diff := cmp.Diff(slow, fast); diff != "" {
+		t.Errorf("a refresh at once differs from one in its transaction (-transaction +at once):\n%s", diff)
+	}
+}
