@@ -40,6 +40,12 @@ func (s *Service) RefreshForClient(ctx context.Context, c Client, clientID, refr
 // refresh is the one rotation of SPEC 6.4, for the sessions of clientID
 // ("" for the JSON API's own sessions).
 func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID string) (*TokenPair, error) {
+	// A rotation finishes whatever the client does: on PostgreSQL the
+	// ordinary one is a statement that commits on its own, and a client told
+	// it failed would retry with a token now revoked, which after the grace
+	// window is reuse and ends its session.
+	ctx, cancel := detach(ctx)
+	defer cancel()
 	digest, err := opaqueDigest(refreshToken)
 	if err != nil {
 		return nil, s.refuseToken(ctx, nil, c, EventTokenRefreshed, uuid.Nil, "malformed refresh token", nil)

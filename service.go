@@ -262,8 +262,9 @@ const detachedFlowTimeout = 30 * time.Second
 
 // detach frees ctx from the client's cancellation (keeping its values),
 // within detachedFlowTimeout. Every flow that checks a password, a code or
-// a passkey, and every flow padded to a deadline (resend, forgot), calls it
-// first, at the top of its public method, so that the
+// a passkey, every flow padded to a deadline (resend, forgot) and the
+// refresh (see refresh) calls it first, at the top of its public method, so
+// that the
 // whole flow — the check, the failure's count and row, the padding, a
 // rehash, the step-up's re-check in its transaction — finishes whatever
 // the client does: an HTTP server cancels a request's context when the

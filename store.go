@@ -153,7 +153,8 @@ type Queries interface {
 	// RefreshSession returns the refresh token whose digest is given with
 	// its session and user, in one round trip where the store can. Inside
 	// InTx the token and session are locked against other writers and the
-	// user against writers only. ENotFound when there is no such token.
+	// user against writers only (it stays shared with other refreshes), in
+	// the order user, session, token. ENotFound when there is no such token.
 	RefreshSession(ctx context.Context, digest string) (*Token, *Session, *User, error)
 	// SaveRotation writes the revocation fields of t and the last use and
 	// revocation of s, in one statement where the store can.

@@ -123,18 +123,84 @@ func refreshOnce(t *testing.T, e *env, email string) refreshView {
 }
 
 // TestRefreshAtOnceAsInItsTransaction: on PostgreSQL an ordinary refresh is
-// one statement (authd.Rotator); it answers and writes exactly what the
-// service's own transaction answers and writes.
+// one statement (authd.Rotator), alone or, with rate limits, in a
+// transaction; it answers and writes exactly what the service's own
+// transaction answers and writes.
 func TestRefreshAtOnceAsInItsTransaction(t *testing.T) {
 	t.Parallel()
-	stores := instances(t, 2)
-	atOnce := &countedRotations{Store: stores[0]}
-	fast := refreshOnce(t, newEnv(t, atOnce, withRateLimit()), "at-once@example.org")
-	slow := refreshOnce(t, newEnv(t, withoutRotator{stores[1]}, withRateLimit()), "in-tx@example.org")
-	if n := atOnce.made.Load(); n != 1 {
-		t.Fatalf("the store made %d rotations at once, want 1: the refresh did not take the one-statement path", n)
+	for _, limits := range []bool{false, true} {
+		t.Run(fmt.Sprintf("rate limits %v", limits), func(t *testing.T) {
+			t.Parallel()
+			var opts []option
+			if limits {
+				opts = append(opts, withRateLimit())
+			}
+			stores := instances(t, 2)
+			atOnce := &countedRotations{Store: stores[0]}
+			fast := refreshOnce(t, newEnv(t, atOnce, opts...), "at-once@example.org")
+			slow := refreshOnce(t, newEnv(t, withoutRotator{stores[1]}, opts...), "in-tx@example.org")
+			if n := atOnce.made.Load(); n != 1 {
+				t.Fatalf("the store made %d rotations at once, want 1: the refresh did not take the one-statement path", n)
+			}
+			if diff := cmp.Diff(slow, fast); diff != "" {
+				t.Errorf("a refresh at once differs from one in its transaction (-transaction +at once):\n%s", diff)
+			}
+		})
 	}
-	if diff := cmp.Diff(slow, fast); diff != "" {
-		t.Errorf("a refresh at once differs from one in its transaction (-transaction +at once):\n%s", diff)
+}
+
+// TestRefreshOutlivesItsClient: a refresh whose client hangs up while it
+// waits for a lock still finishes, rotation and answer, rather than
+// failing after a commit the client will never learn of (its retry would be
+// reuse once the grace window passed).
+func TestRefreshOutlivesItsClient(t *testing.T) {
+	t.Parallel()
+	store := instances(t, 1)[0]
+	e := newEnv(t, store)
+	e.registerVerified("hangs-up@example.org", goodPassword)
+	_, refresh := e.login("hangs-up@example.org", goodPassword)
+	ctx := context.Background()
+	rt, err := store.RefreshToken(ctx, authd.Digest(refresh))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := store.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // released below
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE`, rt.SessionID); err != nil {
+		t.Fatal(err)
+	}
+	client, hangUp := context.WithCancel(ctx)
+	type outcome struct {
+		pair *authd.TokenPair
+		err  error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		pair, err := e.svc.Refresh(client, authd.Client{IP: "192.0.2.1"}, refresh)
+		done <- outcome{pair, err}
+	}()
+	for waiting := 0; waiting == 0; time.Sleep(10 * time.Millisecond) {
+		if err := store.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hangUp()
+	time.Sleep(50 * time.Millisecond) // a refresh that followed its client would give up now
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := <-done
+	if got.err != nil {
+		t.Fatalf("the refresh whose client hung up: %v; want it finished", got.err)
+	}
+	if rotated, err := store.RefreshToken(ctx, authd.Digest(refresh)); err != nil || !rotated.Revoked {
+		t.Errorf("the presented token after the refresh: %+v, %v; want it rotated", rotated, err)
+	}
+	if _, err := store.RefreshToken(ctx, authd.Digest(got.pair.RefreshToken)); err != nil {
+		t.Errorf("the child the refresh answered with is not stored: %v", err)
 	}
 }

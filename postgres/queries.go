@@ -359,14 +359,19 @@ var refreshSessionQuery = `SELECT ` + qualify("t", tokenColumns) + `, ` + qualif
 	FROM jwt_tokens t JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = t.user_id
 	WHERE t.token_value = $1 AND t.token_type = 'refresh'`
 
-var refreshSessionLockingQuery = refreshSessionQuery + " FOR UPDATE OF t, s"
+// refreshSessionLockingQuery share-locks the user, then locks the session
+// and the token: the order of the flows that change a user and then end
+// their sessions (a lock, an erasure, a password change, a login evicting
+// a session) and of a logout (session, then its tokens), so a refresh
+// waits for them instead of deadlocking with them
+// (TestRefreshReadWaitsForOtherFlows). The share lock lets the sessions of
+// one user rotate side by side, and makes the user read the one that a
+// writer it waited for left.
+var refreshSessionLockingQuery = refreshSessionQuery + " FOR SHARE OF u FOR UPDATE OF s, t"
 
 // RefreshSession reads a refresh token with its session and user in one
-// round trip; inside a transaction it locks the token and the session. The
-// user is not locked: every flow that must stop a refresh (logout, an
-// administrator's lock, erasure) ends the session, whose lock serialises
-// them, and locking the user after the session would invert the order of
-// the flows that lock the user first and deadlock with them.
+// round trip; inside a transaction it locks them (see
+// refreshSessionLockingQuery).
 func (q *queries) RefreshSession(ctx context.Context, digest string) (*authd.Token, *authd.Session, *authd.User, error) {
 	query := refreshSessionQuery
 	if q.locking {

@@ -6,11 +6,14 @@ import (
 	"github.com/authd/authd"
 )
 
-// rotateQuery is Rotate's one statement. It locks the token and its
-// session, as RefreshSession does, and key-shares the user, as every
-// audit row does (userLogQuery): a lock, an erasure or a logout that
+// rotateQuery is Rotate's one statement. It share-locks the user, then
+// locks the session and the token: the order of every flow that changes a
+// user and then ends their sessions (a lock, an erasure, a password change,
+// a login evicting a session), and of a logout (session, then tokens), so it
+// waits for them instead of deadlocking with them. Any of them that
 // committed while it waited fails the conditions when PostgreSQL re-checks
-// them on the rows' new versions, and the statement changes nothing.
+// them on the rows' new versions, and the statement changes nothing. A
+// foreign-key failure (ENotFound) also leaves nothing: one statement.
 var rotateQuery = `WITH old AS (
 		SELECT t.id, t.session_id, t.user_id
 		FROM jwt_tokens t JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = t.user_id
@@ -18,7 +21,7 @@ var rotateQuery = `WITH old AS (
 			AND s.revoked_at IS NULL AND s.expires_at > $2 AND COALESCE(s.client_id, '') = $3
 			AND u.account_status NOT IN ('locked', 'deleted')
 			AND (u.account_locked_until IS NULL OR u.account_locked_until <= $2)
-		FOR UPDATE OF t, s FOR KEY SHARE OF u
+		FOR SHARE OF u FOR UPDATE OF s, t
 	), rotated AS (
 		UPDATE jwt_tokens SET revoked = true, revoked_at = $2, rotated_at = $2 FROM old WHERE jwt_tokens.id = old.id
 	), session AS (

@@ -205,4 +205,185 @@ func TestRotate(t *testing.T) {
 			f.untouched(t, s, r)
 		})
 	}
+
+	t.Run("concurrent", func(t *testing.T) { testRotateWaits(t, s, now) })
+}
+
+// testRotateWaits: a rotation that meets a writer holding its rows waits,
+// without deadlocking, and then re-checks the rows as that writer left them.
+func testRotateWaits(t *testing.T, s *Store, now time.Time) {
+	ctx := context.Background()
+	// rotating starts r, waits until it waits for a lock and returns its
+	// outcome.
+	rotating := func(t *testing.T, r *authd.Rotation) <-chan error {
+		t.Helper()
+		return waiting(t, s, "WITH old AS", func() error { _, err := s.Rotate(ctx, r, nil); return err })
+	}
+	writer := func(t *testing.T, f *rotateFixture, r *authd.Rotation, first string, rest ...string) error {
+		t.Helper()
+		return writeAround(t, s, f, now, func() <-chan error { return rotating(t, r) }, first, rest...)
+	}
+	const (
+		lockUser    = `SELECT 1 FROM users WHERE id = $1 AND $2::uuid IS NOT NULL AND $3::timestamptz IS NOT NULL FOR UPDATE`
+		markLocked  = `UPDATE users SET account_status = 'locked', lock_reason = 'admin' WHERE id = $1 AND $2::uuid IS NOT NULL AND $3::timestamptz IS NOT NULL`
+		endSession  = `UPDATE sessions SET revoked_at = $3 WHERE id = $2 AND $1::uuid IS NOT NULL`
+		revokeChain = `UPDATE jwt_tokens SET revoked = true, revoked_at = $3 WHERE session_id = $2 AND $1::uuid IS NOT NULL`
+	)
+	// declined fails t unless r, having waited, changed nothing.
+	declined := func(t *testing.T, f *rotateFixture, r *authd.Rotation, err error) {
+		t.Helper()
+		if authd.ErrorCode(err) != authd.ENotFound {
+			t.Errorf("the waiting rotation = %v, want ENotFound", err)
+		}
+		if _, err := s.RefreshToken(ctx, r.Child.TokenValue); authd.ErrorCode(err) != authd.ENotFound {
+			t.Errorf("the declined rotation inserted its child: %v", err)
+		}
+		if logs, err := s.SecurityLogs(ctx, authd.SecurityLogFilter{UserID: f.user.ID}); err != nil || len(logs) != 0 {
+			t.Errorf("the declined rotation logged %d rows (%v)", len(logs), err)
+		}
+	}
+
+	t.Run("a logout", func(t *testing.T) {
+		f := newRotateFixture(t, s, now, nil)
+		r := f.rotation(now, "")
+		declined(t, f, r, writer(t, f, r, endSession, revokeChain))
+	})
+	t.Run("an administrator's lock", func(t *testing.T) {
+		// The user first, then the session: a rotation that held the
+		// session while waiting for the user would deadlock with it.
+		f := newRotateFixture(t, s, now, nil)
+		r := f.rotation(now, "")
+		declined(t, f, r, writer(t, f, r, lockUser, markLocked, endSession))
+	})
+	t.Run("a change of the user alone", func(t *testing.T) {
+		f := newRotateFixture(t, s, now, nil)
+		r := f.rotation(now, "")
+		declined(t, f, r, writer(t, f, r, markLocked))
+	})
+	t.Run("another rotation", func(t *testing.T) {
+		f := newRotateFixture(t, s, now, nil)
+		release, admitted := make(chan struct{}), make(chan struct{})
+		first := make(chan error, 1)
+		go func() {
+			_, err := s.Rotate(ctx, f.rotation(now, ""), func(*authd.Session) error {
+				close(admitted)
+				<-release
+				return nil
+			})
+			first <- err
+		}()
+		<-admitted
+		r := f.rotation(now, "")
+		second := rotating(t, r)
+		close(release)
+		if err := <-first; err != nil {
+			t.Fatalf("the first rotation: %v", err)
+		}
+		if _, err := s.RefreshToken(ctx, r.Child.TokenValue); authd.ErrorCode(<-second) != authd.ENotFound ||
+			authd.ErrorCode(err) != authd.ENotFound {
+			t.Errorf("the second rotation of one token went through (child: %v); want ENotFound, for the grace window to decide", err)
+		}
+	})
+}
+
+// The statements of other flows, about a fixture's user ($1) and session
+// ($2) at a time ($3).
+const (
+	lockUser    = `SELECT 1 FROM users WHERE id = $1 AND $2::uuid IS NOT NULL AND $3::timestamptz IS NOT NULL FOR UPDATE`
+	markLocked  = `UPDATE users SET account_status = 'locked', lock_reason = 'admin' WHERE id = $1 AND $2::uuid IS NOT NULL AND $3::timestamptz IS NOT NULL`
+	endSession  = `UPDATE sessions SET revoked_at = $3 WHERE id = $2 AND $1::uuid IS NOT NULL`
+	revokeChain = `UPDATE jwt_tokens SET revoked = true, revoked_at = $3 WHERE session_id = $2 AND $1::uuid IS NOT NULL`
+)
+
+// writeAround runs statements about f at now in a transaction of its own,
+// start's work waiting between the first and the rest, commits and returns
+// the work's outcome.
+func writeAround(t *testing.T, s *Store, f *rotateFixture, now time.Time, start func() <-chan error, first string, rest ...string) error {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // after Commit: a no-op
+	if _, err := tx.Exec(ctx, first, f.user.ID, f.session.ID, now); err != nil {
+		t.Fatal(err)
+	}
+	done := start()
+	for _, sql := range rest {
+		if _, err := tx.Exec(ctx, sql, f.user.ID, f.session.ID, now); err != nil {
+			t.Fatalf("%s, with another transaction waiting: %v", sql, err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return <-done
+}
+
+// waiting runs work and returns its outcome once a statement of s's
+// database holding marker ("": any) waits for a row lock.
+func waiting(t *testing.T, s *Store, marker string, work func() error) <-chan error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- work() }()
+	for range 1000 {
+		var n int
+		if err := s.pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND strpos(query, $1) > 0`, marker).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			return done
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%q never waited for the other transaction's lock", marker)
+	return nil
+}
+
+// TestRefreshReadWaitsForOtherFlows: refresh's transaction locks the user
+// (shared), the session and the token in the order of the other flows
+// that change them, so each waits for the other instead of deadlocking,
+// and then reads what the other left.
+func TestRefreshReadWaitsForOtherFlows(t *testing.T) {
+	ctx := context.Background()
+	s, _, _ := tracedStore(t)
+	now := storetest.Epoch
+	for _, c := range []struct {
+		name        string
+		first       string
+		rest        []string
+		revoked     bool
+		statusAfter authd.AccountStatus
+	}{
+		{"a logout", endSession, []string{revokeChain}, true, authd.StatusActive},
+		{"an administrator's lock", lockUser, []string{markLocked, endSession}, false, authd.StatusLocked},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newRotateFixture(t, s, now, nil)
+			var tok *authd.Token
+			var u *authd.User
+			err := writeAround(t, s, f, now, func() <-chan error {
+				return waiting(t, s, "", func() error {
+					return s.InTx(ctx, func(q authd.Queries) error {
+						var err error
+						if tok, _, u, err = q.RefreshSession(ctx, f.token.TokenValue); err != nil {
+							return err
+						}
+						// A refresh's audit row: its foreign key key-shares the user.
+						return q.CreateSecurityLog(ctx, authd.NewSecurityLog(now, authd.EventTokenRefreshed,
+							authd.ResultFailure, f.user.ID, "", "", "session ended", nil))
+					})
+				})
+			}, c.first, c.rest...)
+			if err != nil {
+				t.Fatalf("the refresh's transaction, waiting: %v", err)
+			}
+			if tok.Revoked != c.revoked || u.AccountStatus != c.statusAfter {
+				t.Errorf("the refresh read token revoked=%v, user %s; want what the flow it waited for left: %v, %s",
+					tok.Revoked, u.AccountStatus, c.revoked, c.statusAfter)
+			}
+		})
+	}
 }
