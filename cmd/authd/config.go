@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -317,11 +318,48 @@ type sources struct {
 }
 
 func readSources(flags map[string]*string, getenv func(string) (string, bool)) (sources, error) {
-	dotenv, err := godotenv.Read(".env")
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return sources{}, &cliError{msg: fmt.Sprintf("cannot read .env: %v", err), hint: "fix or remove .env in the working directory"}
+	dotenv, err := readDotenv(".env")
+	if err != nil {
+		return sources{}, err
 	}
 	return sources{flags: flags, getenv: getenv, dotenv: dotenv}, nil
+}
+
+// readDotenv reads the .env file at path; a missing file is no settings.
+// A file that does not parse is told by the line where parsing fails, never
+// by the parser's message, which quotes the rest of the file, secrets and
+// all.
+func readDotenv(path string) (map[string]string, error) {
+	src, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, &cliError{msg: fmt.Sprintf("cannot read .env: %v", err), hint: "fix or remove .env in the working directory"}
+	}
+	dotenv, err := godotenv.UnmarshalBytes(src)
+	if err != nil {
+		line := dotenvErrorLine(src)
+		return nil, &cliError{msg: fmt.Sprintf(".env in the working directory does not parse at line %d", line),
+			hint: fmt.Sprintf("make line %d NAME=value (a name of letters, digits, _ and ., no byte order mark, "+
+				"quotes closed), a # comment or blank; or remove .env", line)}
+	}
+	return dotenv, nil
+}
+
+// dotenvErrorLine is the line of src, which does not parse, where parsing
+// fails: the one after the longest run of leading lines that parses. (A
+// quoted value may span lines, so a shorter run can fail where the whole
+// would not.)
+func dotenvErrorLine(src []byte) int {
+	lines := bytes.SplitAfter(src, []byte("\n"))
+	line := 1
+	for n := 1; n < len(lines); n++ {
+		if _, err := godotenv.UnmarshalBytes(bytes.Join(lines[:n], nil)); err == nil {
+			line = n + 1
+		}
+	}
+	return line
 }
 
 // value is the setting's value as given, before parsing.

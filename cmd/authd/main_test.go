@@ -227,6 +227,41 @@ func TestConfigPrecedence(t *testing.T) {
 	}
 }
 
+// TestDotenvErrorsQuoteNothing checks that a .env that does not parse is
+// told by its line, never by the parser's message, which quotes the rest of
+// the file: secrets included.
+func TestDotenvErrorsQuoteNothing(t *testing.T) {
+	secrets := "AUTHD_ADMIN_TOKEN=0123456789abcdef0123456789abcdef-s3cret\n" +
+		"DATABASE_URL=postgres://authd:pa55word@db/authd\n"
+	tests := []struct {
+		name, dotenv string
+		line         int
+	}{
+		{"byte order mark", "\ufeffAUTHD_AUDIENCE=x\n" + secrets, 1},
+		{"dash in a name", "# settings\nAUTHD_AUDIENCE=x\nAUTHD-ISSUER=y\n" + secrets, 3},
+		{"after a quoted value over two lines", "AUTHD_APP_NAME=\"a\nb\"\nBAD NAME!=1\n" + secrets, 3},
+		{"unclosed quote", "AUTHD_AUDIENCE=x\nAUTHD_ISSUER=\"y\n" + secrets, 2},
+	}
+	t.Chdir(t.TempDir())
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := os.WriteFile(".env", []byte(tt.dotenv), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			code, _, stderr := runCLI(t, sqliteEnv(t), "serve")
+			want := fmt.Sprintf("authd serve: .env in the working directory does not parse at line %d\nhint: make line %d ", tt.line, tt.line)
+			if code != exitFailure || !strings.HasPrefix(stderr, want) || strings.Count(stderr, "\n") != 2 {
+				t.Errorf("exit %d, stderr %q; want 1, and one line naming line %d plus a hint", code, stderr, tt.line)
+			}
+			for _, secret := range []string{"s3cret", "0123456789abcdef", "pa55word", "postgres://"} {
+				if strings.Contains(stderr, secret) {
+					t.Errorf("stderr %q quotes the file (%q)", stderr, secret)
+				}
+			}
+		})
+	}
+}
+
 func TestDefaults(t *testing.T) {
 	t.Parallel()
 	cfg, err := loadConfig(nil, func(string) (string, bool) { return "", false })
