@@ -37,7 +37,7 @@ type Config struct {
 	AdminAddr            string // empty: no admin listener (metrics, admin API)
 	AdminToken           string // empty: admin API off, metrics still served
 	ServiceTokens        []string
-	PublicURL            string // no trailing slash
+	PublicURL            string // scheme and host in lower case, no trailing slash
 	Issuer               string
 	Audience             string
 	AccessTokenTTL       time.Duration
@@ -129,7 +129,10 @@ var settings = []setting{
 				u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 				return errors.New("must be an absolute http:// or https:// URL without user, query or fragment")
 			}
-			c.PublicURL = strings.TrimRight(v, "/")
+			// Scheme and host in lower case, as every consumer compares
+			// them: HTTPS://… must still mean Secure cookies and HSTS.
+			u.Host = strings.ToLower(u.Host) // url.Parse lower-cases the scheme
+			c.PublicURL = strings.TrimRight(u.String(), "/")
 			return nil
 		}},
 	{"AUTHD_ISSUER", "", "JWT iss (default: AUTHD_PUBLIC_URL)", false,

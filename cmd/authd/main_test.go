@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -273,6 +274,24 @@ func TestDefaults(t *testing.T) {
 		cfg.Argon2 != password.DefaultParams || !cfg.RateLimit || !cfg.RequireVerifiedEmail ||
 		cfg.RefreshReuseGrace != 10*time.Second || cfg.SecurityLogRetention != 2160*time.Hour {
 		t.Errorf("defaults differ from SPEC §2: %+v", cfg)
+	}
+}
+
+// TestPublicURLNormalised checks that AUTHD_PUBLIC_URL reaches every
+// consumer with its scheme and host in lower case: HTTPS://… is https, for
+// Secure cookies and HSTS as for the issuer and the passkey origin.
+func TestPublicURLNormalised(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"AUTHD_PUBLIC_URL": "HTTPS://Auth.Example.ORG/Base/"}
+	cfg, err := loadConfig(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = "https://auth.example.org/Base"
+	if cfg.PublicURL != want || cfg.Issuer != want || cfg.WebAuthnRPID != "auth.example.org" ||
+		!slices.Equal(cfg.WebAuthnOrigins, []string{"https://auth.example.org"}) {
+		t.Errorf("public URL %q, issuer %q, RP ID %q, origins %q; want %q, the same, auth.example.org and its origin",
+			cfg.PublicURL, cfg.Issuer, cfg.WebAuthnRPID, cfg.WebAuthnOrigins, want)
 	}
 }
 
