@@ -521,7 +521,7 @@ func splitList(v string) []string {
 }
 
 // originList parses a comma-separated list of browser origins
-// (scheme://host[:port]); example shows one in the error.
+// (scheme://host[:port]), in lower case; example shows one in the error.
 func originList(dst *[]string, v, example string) error {
 	*dst = nil
 	for _, s := range splitList(v) {
@@ -530,7 +530,8 @@ func originList(dst *[]string, v, example string) error {
 			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
 			return fmt.Errorf("%q is not an origin such as %s", s, example)
 		}
-		*dst = append(*dst, u.Scheme+"://"+u.Host)
+		// In lower case, as browsers send an Origin and CORS compares it.
+		*dst = append(*dst, u.Scheme+"://"+strings.ToLower(u.Host))
 	}
 	return nil
 }

@@ -279,10 +279,11 @@ func TestDefaults(t *testing.T) {
 
 // TestPublicURLNormalised checks that AUTHD_PUBLIC_URL reaches every
 // consumer with its scheme and host in lower case: HTTPS://… is https, for
-// Secure cookies and HSTS as for the issuer and the passkey origin.
+// Secure cookies and HSTS as for the issuer and the passkey origin; and the
+// CORS origins likewise.
 func TestPublicURLNormalised(t *testing.T) {
 	t.Parallel()
-	env := map[string]string{"AUTHD_PUBLIC_URL": "HTTPS://Auth.Example.ORG/Base/"}
+	env := map[string]string{"AUTHD_PUBLIC_URL": "HTTPS://Auth.Example.ORG/Base/", "AUTHD_CORS_ORIGINS": "HTTPS://App.Example.ORG"}
 	cfg, err := loadConfig(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	if err != nil {
 		t.Fatal(err)
@@ -292,6 +293,10 @@ func TestPublicURLNormalised(t *testing.T) {
 		!slices.Equal(cfg.WebAuthnOrigins, []string{"https://auth.example.org"}) {
 		t.Errorf("public URL %q, issuer %q, RP ID %q, origins %q; want %q, the same, auth.example.org and its origin",
 			cfg.PublicURL, cfg.Issuer, cfg.WebAuthnRPID, cfg.WebAuthnOrigins, want)
+	}
+	// Browsers send an Origin in lower case, which CORS compares.
+	if !slices.Equal(cfg.CORSOrigins, []string{"https://app.example.org"}) {
+		t.Errorf("CORS origins %q; want https://app.example.org", cfg.CORSOrigins)
 	}
 }
 
