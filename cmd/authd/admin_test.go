@@ -175,6 +175,11 @@ func TestServiceErrorsTold(t *testing.T) {
 		{env, []string{"clients", "create", "--name", "App", "--type", "public", "--redirect-uri", "https://app.example/cb",
 			"--id", "no spaces"}, exitUsage,
 			"authd clients create: --id must be 1 to 64 letters, digits, '.', '_' or '-'\nhint: run `authd clients --help`\n"},
+		// The zero id is an unknown mail like any other, not "no id": no list.
+		{env, []string{"admin", "mail", "retry", "00000000-0000-0000-0000-000000000000"}, exitFailure,
+			"authd admin: dead mail not found\nhint: run `authd admin --help`\n"},
+		{env, []string{"admin", "mail", "retry", "6f1c3c1e-8d4b-4f0e-9d7a-2b1f5c3e9a10"}, exitFailure,
+			"authd admin: dead mail not found\nhint: run `authd admin --help`\n"},
 		{fresh, []string{"migrate", "redo"}, exitFailure,
 			"authd migrate: no migration is applied, so there is nothing to redo\nhint: run `authd migrate up` first\n"},
 	}
