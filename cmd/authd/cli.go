@@ -145,8 +145,10 @@ func report(e *env, name string, err error) int {
 // authd ("clients delete"); flags names the flag that set a service field,
 // where the command knows it ("until": "--until"); hint says what to do when
 // the error carries no hint of its own ("" for the command's --help). An
-// invalid value is a usage error, exit 2, naming each field's problem;
-// anything else fails with exit 1. Other errors are returned as they are.
+// invalid value (the service names its field) is a usage error, exit 2,
+// naming each field's problem; anything else, a refusal of a well-formed
+// command included (a public client has no secret to rotate), fails with
+// exit 1. Other errors are returned as they are.
 func fromService(cmd string, err error, flags map[string]string, hint string) error {
 	var de *authd.Error
 	if !errors.As(err, &de) {
@@ -177,7 +179,7 @@ func fromService(cmd string, err error, flags map[string]string, hint string) er
 	if hint == "" {
 		hint = "run `authd " + strings.Fields(cmd)[0] + " --help`"
 	}
-	if de.Code == authd.EInvalid {
+	if de.Code == authd.EInvalid && len(de.Fields) > 0 {
 		return &usageError{cmd: cmd, msg: oneLine(msg), hint: hint}
 	}
 	return &cliError{msg: oneLine(msg), hint: hint}
