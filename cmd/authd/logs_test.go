@@ -91,6 +91,39 @@ func TestServeJSONLogs(t *testing.T) {
 	}
 }
 
+// TestServeLibraryLogs: zitadel/oidc's lines below warn (a "registered
+// route" per endpoint) are told at debug only, its refusals still at warn.
+// Not parallel: the library logs through the process's default logger,
+// which every serve in this process sets.
+func TestServeLibraryLogs(t *testing.T) {
+	for _, level := range []string{"info", "debug"} {
+		t.Run(level, func(t *testing.T) {
+			env := sqliteEnv(t)
+			env["AUTHD_HTTP_ADDR"], env["AUTHD_LOG_LEVEL"] = "127.0.0.1:0", level
+			s := startServe(t, env)
+			stderr := s.stderr
+			resp, err := http.PostForm(s.url+"/oauth2/token", map[string][]string{"grant_type": {"bogus"}, "client_id": {"x"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), `level=WARN msg="request error"`); {
+				if time.Now().After(deadline) {
+					t.Fatalf("the library's refusal of a grant type is not logged at warn:\n%s", stderr.String())
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			s.stop(t)
+			routes := strings.Count(stderr.String(), `msg="registered route"`)
+			debugRoutes := strings.Count(stderr.String(), `level=DEBUG msg="registered route"`)
+			if want := map[string]int{"info": 0, "debug": 2}[level]; routes != want || debugRoutes != want {
+				t.Errorf("AUTHD_LOG_LEVEL=%s: %d route lines, %d at debug; want %d, all at debug:\n%s",
+					level, routes, debugRoutes, want, stderr.String())
+			}
+		})
+	}
+}
+
 // TestServeJSONFailures: a start that fails, on bad configuration or an
 // unreachable database, is told as one JSON line with its hint.
 func TestServeJSONFailures(t *testing.T) {

@@ -369,13 +369,8 @@ func TestServe(t *testing.T) {
 	env := sqliteEnv(t)
 	env["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
 	env["AUTHD_SERVICE_TOKENS"] = "service-token-0123456789abcdef0123456789"
-	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr syncBuffer
-	done := make(chan int)
-	go func() {
-		done <- run(ctx, []string{"serve"}, &stdout, &stderr, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
-	}()
-	url := waitForURL(t, &stdout, &stderr)
+	s := startServe(t, env)
+	url := s.url
 	// An open revocation stream must not hold the shutdown up.
 	req, _ := http.NewRequest("GET", url+"/v1/auth/revocations", nil)
 	req.Header.Set("Accept", "text/event-stream")
@@ -396,18 +391,50 @@ func TestServe(t *testing.T) {
 			t.Errorf("GET %s: %d %s, Cache-Control %q", path, resp.StatusCode, body, resp.Header.Get("Cache-Control"))
 		}
 	}
-	cancel()
-	select {
-	case code := <-done:
-		if code != exitOK {
-			t.Errorf("serve exited %d after shutdown, want 0; stderr %s", code, stderr.String())
+	if code := s.stop(t); code != exitOK {
+		t.Errorf("serve exited %d after shutdown, want 0; stderr %s", code, s.stderr.String())
+	}
+	if !strings.Contains(s.stderr.String(), "shutting down") {
+		t.Errorf("no shutdown in the log: %s", s.stderr.String())
+	}
+}
+
+// serving is `authd serve` running in-process.
+type serving struct {
+	url            string // of the public listener, from the banner
+	stdout, stderr *syncBuffer
+	cancel         context.CancelFunc
+	done           chan int
+	once           sync.Once
+	code           int
+}
+
+// startServe runs `authd serve` with env, until stop or the end of the
+// test, and returns once it has printed its (text) banner.
+func startServe(t *testing.T, env map[string]string) *serving {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &serving{stdout: &syncBuffer{}, stderr: &syncBuffer{}, cancel: cancel, done: make(chan int, 1)}
+	go func() {
+		s.done <- run(ctx, []string{"serve"}, s.stdout, s.stderr, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	}()
+	t.Cleanup(func() { s.stop(t) })
+	s.url = waitForURL(t, s.stdout, s.stderr)
+	return s
+}
+
+// stop shuts serve down as SIGTERM would, and returns its exit status.
+func (s *serving) stop(t *testing.T) int {
+	t.Helper()
+	s.once.Do(func() {
+		s.cancel()
+		select {
+		case s.code = <-s.done:
+		case <-time.After(30 * time.Second):
+			t.Error("serve did not shut down")
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("serve did not shut down")
-	}
-	if !strings.Contains(stderr.String(), "shutting down") {
-		t.Errorf("no shutdown in the log: %s", stderr.String())
-	}
+	})
+	return s.code
 }
 
 var listenRE = regexp.MustCompile(`listening on (http://\S+)`)
@@ -839,15 +866,8 @@ func TestServeStopsOnEmptiedKeysDirectory(t *testing.T) {
 	if code, _, stderr := runCLI(t, env, "seed"); code != exitOK {
 		t.Fatalf("seed: %s", stderr)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var stdout, stderr syncBuffer
-	done := make(chan int)
-	go func() {
-		done <- run(ctx, []string{"serve"}, &stdout, &stderr, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
-	}()
-	defer func() { cancel(); <-done }()
-	url := waitForURL(t, &stdout, &stderr)
+	s := startServe(t, env)
+	url, stderr := s.url, s.stderr
 	call := func(method, path, bearer, body string) (int, string, string) {
 		t.Helper()
 		req, _ := http.NewRequest(method, url+path, strings.NewReader(body))
