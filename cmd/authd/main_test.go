@@ -410,7 +410,8 @@ type serving struct {
 }
 
 // startServe runs `authd serve` with env, until stop or the end of the
-// test, and returns once it has printed its (text) banner.
+// test, and returns once it has printed its banner (the URL "" when it
+// printed none: the test has failed).
 func startServe(t *testing.T, env map[string]string) *serving {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -419,7 +420,11 @@ func startServe(t *testing.T, env map[string]string) *serving {
 		s.done <- run(ctx, []string{"serve"}, s.stdout, s.stderr, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 	}()
 	t.Cleanup(func() { s.stop(t) })
-	s.url = waitForURL(t, s.stdout, s.stderr)
+	if env["AUTHD_LOG_FORMAT"] == "json" {
+		s.url = waitForJSONURL(t, s.stdout, s.stderr)
+	} else {
+		s.url = waitForURL(t, s.stdout, s.stderr)
+	}
 	return s
 }
 

@@ -70,7 +70,8 @@ func serveCmd(ctx context.Context, e *env, args []string) error {
 	defer app.Close()
 	url := "http://" + app.Addr().String()
 	if cfg.LogFormat == "json" {
-		newLogger(cfg, e.stdout).Info("authd listening on "+url, "url", url)
+		// Whatever AUTHD_LOG_LEVEL: the banner is printed as in text.
+		slog.New(slog.NewJSONHandler(e.stdout, nil)).Info("authd listening on "+url, "url", url)
 	} else {
 		fmt.Fprintf(e.stdout, "authd listening on %s\n", url)
 	}
