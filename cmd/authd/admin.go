@@ -141,7 +141,11 @@ func adminCmd(ctx context.Context, e *env, args []string) (err error) {
 	}
 	// The service's errors, told with the flag that set the field.
 	defer func() {
-		err = fromService("admin "+strings.Join(rest[:min(2, len(rest))], " "), err, adminFieldFlags, "")
+		hint := ""
+		if rest[0] == "mail" && authd.ErrorCode(err) == authd.ENotFound {
+			hint = "`authd admin mail list --dead` lists the dead mails"
+		}
+		err = fromService("admin "+strings.Join(rest[:min(2, len(rest))], " "), err, adminFieldFlags, hint)
 	}()
 
 	cfg, db, err := openConfigured(ctx, e, flags)

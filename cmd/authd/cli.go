@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/authd/authd"
 )
@@ -154,7 +156,7 @@ func fromService(cmd string, err error, flags map[string]string, hint string) er
 	if !errors.As(err, &de) {
 		return err
 	}
-	msg := de.Message
+	msg := asLine(de.Message)
 	switch {
 	case len(de.Fields) > 0:
 		var msgs []string
@@ -183,6 +185,22 @@ func fromService(cmd string, err error, flags map[string]string, hint string) er
 		return &usageError{cmd: cmd, msg: oneLine(msg), hint: hint}
 	}
 	return &cliError{msg: oneLine(msg), hint: hint}
+}
+
+// asLine writes a message of the service, a sentence for API clients ("No
+// such client."), as the CLI writes its errors: from a lower-case letter
+// (unless the first word is an acronym, such as TOTP), without the full
+// stop.
+func asLine(msg string) string {
+	msg = strings.TrimSuffix(msg, ".")
+	if msg == "" {
+		return ""
+	}
+	first, size := utf8.DecodeRuneInString(msg)
+	if next, _ := utf8.DecodeRuneInString(msg[size:]); !unicode.IsUpper(next) {
+		msg = string(unicode.ToLower(first)) + msg[size:]
+	}
+	return msg
 }
 
 // explain gives err as one line for a person, and the hint saying what to
