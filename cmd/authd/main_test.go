@@ -339,6 +339,26 @@ func TestEnvExampleListsEverySetting(t *testing.T) {
 	}
 }
 
+// TestREADMEListsEverySetting: the README's configuration table has a row
+// for every setting (the argon2 ones share one, as AUTHD_ARGON2_MEMORY_KIB /
+// _ITERATIONS / _PARALLELISM).
+func TestREADMEListsEverySetting(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, _ := strings.Cut(string(readme), "\n| variable | default | meaning |\n")
+	table, _, _ = strings.Cut(table, "\n\n")
+	for _, s := range settings {
+		short := "`_" + strings.TrimPrefix(s.env, "AUTHD_ARGON2_") + "`"
+		if !strings.Contains(table, "| `"+s.env+"`") && !strings.Contains(table, "`"+s.env+"` /") &&
+			!strings.Contains(table, "/ `"+s.env+"`") && !(strings.HasPrefix(s.env, "AUTHD_ARGON2_") && strings.Contains(table, short)) {
+			t.Errorf("README's configuration table has no row for %s", s.env)
+		}
+	}
+}
+
 func loadConfigFrom(t *testing.T, dotenv []byte) (*Config, error) {
 	env := map[string]string{}
 	for _, line := range strings.Split(string(dotenv), "\n") {
