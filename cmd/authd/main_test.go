@@ -1172,6 +1172,11 @@ func TestSeedRefusesAnotherSQLiteDatabase(t *testing.T) {
 	if _, err := os.Stat(data); !os.IsNotExist(err) {
 		t.Errorf("a refused seed created %s", data)
 	}
+	// Its help says so, not that only PostgreSQL needs --force.
+	if _, _, help := runCLI(t, nil, "seed", "--help"); !strings.Contains(help, "DATABASE_URL unset") ||
+		!strings.Contains(help, "PostgreSQL or SQLite") {
+		t.Errorf("seed --help does not say that --force is needed for any DATABASE_URL:\n%s", help)
+	}
 	def := map[string]string{"AUTHD_DATA_DIR": data}
 	if code, stdout, stderr := runCLI(t, def, "seed"); code != exitOK || !strings.Contains(stdout, "3 demo account(s) created") {
 		t.Errorf("seed of the default database: exit %d, stdout %q, stderr %q", code, stdout, stderr)
