@@ -125,7 +125,8 @@ func (s *Service) RotateClientSecret(ctx context.Context, c Client, id string) (
 	var secret string
 	err := s.clientAction(ctx, c, id, "rotate_client_secret", func(tx *txn, oc *OAuthClient, now time.Time) error {
 		if oc.Type != ClientConfidential {
-			return &Error{Code: EInvalid, Message: "A public client has no secret to rotate."}
+			return &Error{Code: EInvalid, Message: "A public client has no secret to rotate.",
+				Hint: "a public client (a browser or native app) proves itself with PKCE; create a confidential client for a server that keeps a secret"}
 		}
 		secret, _ = newOpaqueToken()
 		oc.SecretDigest, oc.UpdatedAt = s.clientSecretDigest(oc.ID, secret), now

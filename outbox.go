@@ -403,13 +403,19 @@ func (s *Service) Mails(ctx context.Context, c Client, f MailFilter) (Page[*Outb
 		page(rows, limit, func(m *OutboxMail) Cursor { return Cursor{Time: m.CreatedAt, ID: m.ID} }))
 }
 
+var errNoDeadMail = Errorf(ENotFound, "No such dead mail.")
+
 // RetryMail gives a dead mail a new round of attempts, logged as
 // admin_action in the same transaction. ENotFound when there is no such
 // dead mail.
 func (s *Service) RetryMail(ctx context.Context, c Client, id uuid.UUID) error {
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
-		if err := tx.ReviveMail(ctx, id, now); err != nil {
+		err := tx.ReviveMail(ctx, id, now)
+		if ErrorCode(err) == ENotFound {
+			return errNoDeadMail // the store's message, in the API's words
+		}
+		if err != nil {
 			return err
 		}
 		tx.mailed = true

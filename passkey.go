@@ -470,8 +470,11 @@ func protocolDetail(err error) string {
 }
 
 // Passkeys lists the token's user's passkeys, oldest first. Returns
-// EInvalidToken, EUnavailable.
+// ENotFound (passkeys off), EInvalidToken, EUnavailable.
 func (s *Service) Passkeys(ctx context.Context, a *AccessClaims) ([]*Passkey, error) {
+	if _, err := s.relyingParty(); err != nil {
+		return nil, err
+	}
 	u, err := s.Me(ctx, a)
 	if err != nil {
 		return nil, err
@@ -480,8 +483,12 @@ func (s *Service) Passkeys(ctx context.Context, a *AccessClaims) ([]*Passkey, er
 }
 
 // RenamePasskey renames one of the token's user's passkeys. Returns
-// EInvalid, ENotFound, EInvalidToken, EUnavailable.
+// EInvalid, ENotFound (no such passkey, or passkeys off), EInvalidToken,
+// EUnavailable.
 func (s *Service) RenamePasskey(ctx context.Context, a *AccessClaims, id uuid.UUID, name string) (*Passkey, error) {
+	if _, err := s.relyingParty(); err != nil {
+		return nil, err
+	}
 	name, err := PasskeyName(name)
 	if err != nil {
 		return nil, err
@@ -865,9 +872,13 @@ func (s *Service) checkPasskeyProof(ctx context.Context, tx *txn, c Client, u *U
 // DeletePasskey removes one of the token's user's passkeys, given the
 // step-up proof of a second factor (the passkey itself will do). The last
 // second factor gone, the recovery codes go too. Returns EInvalid,
-// EInvalidCredentials, EInvalidToken, ENotFound, EAccountLocked,
-// ERateLimited, EUnavailable.
+// EInvalidCredentials, EInvalidToken, ENotFound (no such passkey, or
+// passkeys off: an administrator's reset-mfa removes them then),
+// EAccountLocked, ERateLimited, EUnavailable.
 func (s *Service) DeletePasskey(ctx context.Context, c Client, a *AccessClaims, id uuid.UUID, proof StepUp) error {
+	if _, err := s.relyingParty(); err != nil {
+		return err
+	}
 	return s.withSecondFactor(ctx, c, a, proof, EventPasskeyRemoved, func(tx *txn, u *User, _ *Factor, now time.Time) error {
 		keys, err := tx.Passkeys(ctx, u.ID)
 		if err != nil {

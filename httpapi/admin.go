@@ -219,7 +219,7 @@ func (s *Server) adminSecurityLogs(w http.ResponseWriter, r *http.Request) error
 	for name, dst := range map[string]*time.Time{"since": &f.Since, "until": &f.Until} {
 		if v := q.Get(name); v != "" {
 			if *dst, err = time.Parse(time.RFC3339Nano, v); err != nil {
-				return invalidParam(name, "must be an RFC 3339 time such as 2026-11-27T09:00:00Z")
+				return invalidParam(name, rfc3339)
 			}
 		}
 	}

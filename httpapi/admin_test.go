@@ -162,3 +162,22 @@ func TestRetention(t *testing.T) {
 		}
 	})
 }
+
+// TestAdminLockUntilMalformed: an until that is no RFC 3339 time is named
+// as the field at fault, as a time in the past is, and locks nobody.
+func TestAdminLockUntilMalformed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	e.registerVerified("when@example.org", goodPassword)
+	lock := "/v1/admin/users/" + e.user("when@example.org").ID.String() + "/lock"
+	for _, until := range []string{`"tomorrow"`, `"2026-13-01T00:00:00Z"`, `"2026-12-01"`, `5`, `true`} {
+		r := e.admin("POST", lock, `{"until":`+until+`}`)
+		want(t, "until "+until, r, 400, "validation_failed")
+		if errs := fmt.Sprint(r.body["errors"]); errs != "[map[field:until message:must be an RFC 3339 time such as 2026-11-27T09:00:00Z]]" {
+			t.Errorf("until %s: errors %s; want the field until and the format", until, errs)
+		}
+	}
+	if u := e.user("when@example.org"); u.AccountStatus != authd.StatusActive {
+		t.Errorf("after the refusals the account is %s, want active", u.AccountStatus)
+	}
+}

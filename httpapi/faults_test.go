@@ -249,7 +249,14 @@ func TestDeadMailVisibleAndRetried(t *testing.T) {
 			t.Errorf("pending mails: %s", r.raw)
 		}
 		want(t, "bad state", e.admin("GET", "/v1/admin/mail?state=lost", nil), 400, "validation_failed")
-		want(t, "retry unknown", e.admin("POST", "/v1/admin/mail/0197c0de-0000-7000-8000-000000000000/retry", nil), 404, "not_found")
+		// Unknown and malformed ids alike: one wording.
+		for _, id := range []string{"0197c0de-0000-7000-8000-000000000000", "not-an-id"} {
+			r := e.admin("POST", "/v1/admin/mail/"+id+"/retry", nil)
+			want(t, "retry unknown", r, 404, "not_found")
+			if r.str("detail") != "No such dead mail." {
+				t.Errorf("retry of %s: detail %q, want No such dead mail.", id, r.str("detail"))
+			}
+		}
 
 		switchable.set(false)
 		want(t, "retry", e.admin("POST", "/v1/admin/mail/"+m["id"].(string)+"/retry", nil), 204, "")

@@ -148,8 +148,8 @@ func New(opts Options) *Server {
 	s.handle("POST /verify-email/new-link", s.newLink("/verify-email/new-link", func(r *http.Request, email string) error {
 		return s.svc.ResendVerification(r.Context(), client(r), email)
 	}))
-	s.handle("GET /passkeys", s.passkeysPage)
-	s.handle("GET /sign-in/passkey", s.passkeySignInPage)
+	s.handle("GET /passkeys", s.passkeyPage("Passkeys", "passkeys-content"))
+	s.handle("GET /sign-in/passkey", s.passkeyPage("Sign in", "passkey-sign-in-content"))
 	s.handle("GET /reset-password", s.resetPage)
 	s.handle("POST /reset-password", s.resetSubmit)
 	s.handle("POST /reset-password/new-link", s.newLink("/reset-password/new-link", func(r *http.Request, email string) error {

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/authd/authd"
@@ -73,10 +74,40 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 		if errors.As(err, &typeErr) {
 			return invalid(typeErr.Field, "must be a "+jsonType(typeErr.Type.Kind().String()))
 		}
+		if err := misfit(body, dst); err != nil {
+			return err
+		}
 		return invalid("", "must be a JSON object of the documented fields")
 	}
 	return nil
 }
+
+// misfit names the field of body that dst's field of the same name cannot
+// take, for a decoding error that names none: a type's own UnmarshalJSON
+// (time.Time's, say) returns its error as it is. Nil when none is found.
+func misfit(body []byte, dst any) error {
+	var raw map[string]json.RawMessage
+	if json.Unmarshal(body, &raw) != nil {
+		return nil
+	}
+	for _, f := range reflect.VisibleFields(reflect.TypeOf(dst).Elem()) {
+		value, ok := raw[jsonName(f)]
+		if !ok || f.Anonymous || jsonName(f) == "" || jsonName(f) == "-" {
+			continue
+		}
+		if json.Unmarshal(value, reflect.New(f.Type).Interface()) == nil {
+			continue
+		}
+		if t := f.Type; t == reflect.TypeFor[time.Time]() || t == reflect.TypeFor[*time.Time]() {
+			return invalid(jsonName(f), rfc3339)
+		}
+		return invalid(jsonName(f), "has the wrong type or format")
+	}
+	return nil
+}
+
+// rfc3339 is the message for a time that does not parse.
+const rfc3339 = "must be an RFC 3339 time such as 2026-11-27T09:00:00Z"
 
 func jsonType(kind string) string {
 	switch kind {
@@ -99,13 +130,19 @@ func knownFields(dst any) map[string]bool {
 	}
 	out := map[string]bool{}
 	for _, f := range reflect.VisibleFields(typ) {
-		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if name != "" && name != "-" && !f.Anonymous {
+		if name := jsonName(f); name != "" && name != "-" && !f.Anonymous {
 			out[name] = true
 		}
 	}
 	fieldsOf.Store(typ, out)
 	return out
+}
+
+// jsonName is the name of f in JSON: its tag's, "-" for none, "" for the
+// Go name (which no request type uses).
+func jsonName(f reflect.StructField) string {
+	name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+	return name
 }
 
 // fieldsOf remembers knownFields per request type (a handful, fixed at

@@ -262,13 +262,18 @@ func (s *Server) newLink(action string, send func(*http.Request, string) error) 
 	}
 }
 
-// passkeysPage is where a signed-in user adds passkeys, and
-// passkeySignInPage where anyone signs in with one (WebAuthn needs a page
-// on the relying party's origin and a little script).
-func (s *Server) passkeysPage(w http.ResponseWriter, _ *http.Request) error {
-	return s.renderPage(w, http.StatusOK, page{Title: "Passkeys", Script: true, content: "passkeys-content"})
+// passkeyPage renders a passkey page: passkeys-content, where a signed-in
+// user adds passkeys, or passkey-sign-in-content, where anyone signs in
+// with one (WebAuthn needs a page on the relying party's origin and a
+// little script). With passkeys off it answers 404, as the passkey routes
+// of the API do.
+func (s *Server) passkeyPage(title, content string) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if !s.svc.PasskeysEnabled() {
+			return s.pageError(w, r, errPasskeyPagesOff, page{})
+		}
+		return s.renderPage(w, http.StatusOK, page{Title: title, Script: true, content: content})
+	}
 }
 
-func (s *Server) passkeySignInPage(w http.ResponseWriter, _ *http.Request) error {
-	return s.renderPage(w, http.StatusOK, page{Title: "Sign in", Script: true, content: "passkey-sign-in-content"})
-}
+var errPasskeyPagesOff = authd.Errorf(authd.ENotFound, "Passkeys are not enabled on this server.")

@@ -516,6 +516,49 @@ func TestPasskeysOff(t *testing.T) {
 		map[string]any{"credential": map[string]any{}}), 404, "not_found")
 }
 
+// TestPasskeysOffEveryRoute: with passkeys off, every passkey route answers
+// 404, even for a user who has a passkey from when they were on, and so do
+// the passkey pages, the only pages that link to each other.
+func TestPasskeysOffEveryRoute(t *testing.T) {
+	t.Parallel()
+	store := openSQLite(t)
+	mfaKey := withConfig(func(c *authd.Config) { c.MFAKey = []byte("one MFA key for both, 32 bytes..") }) // the recovery codes'
+	on := newEnv(t, store, mfaKey)
+	_, _, codes := on.passkeyUser("off@example.org")
+	keys, err := store.Passkeys(context.Background(), on.user("off@example.org").ID)
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("passkeys %v, %v; want one", keys, err)
+	}
+	off := newEnv(t, store, mfaKey, withConfig(func(c *authd.Config) { c.WebAuthnRPID, c.WebAuthnOrigins = "", nil }))
+	r := off.verify(off.mfaLogin("off@example.org"), authd.MethodRecoveryCode, codes[0])
+	want(t, "sign in with a recovery code", r, 200, "")
+	access := bearer(r.str("access_token"))
+	key := "/v1/users/me/passkeys/" + keys[0].ID.String()
+	for _, tt := range []struct {
+		method, path string
+		body         any
+	}{
+		{"GET", "/v1/users/me/passkeys", nil},
+		{"POST", "/v1/users/me/passkeys/begin", map[string]any{"password": goodPassword}},
+		{"POST", "/v1/users/me/passkeys/finish", map[string]any{"credential": map[string]any{}}},
+		{"PATCH", key, map[string]any{"name": "Renamed"}},
+		{"DELETE", key, map[string]any{"code": codes[1]}},
+		{"POST", "/v1/users/me/mfa/challenge", map[string]any{}},
+	} {
+		want(t, tt.method+" "+tt.path, off.do(tt.method, tt.path, tt.body, access...), 404, "not_found")
+	}
+	if keys, _ := store.Passkeys(context.Background(), keys[0].UserID); len(keys) != 1 || keys[0].Name != "Laptop" {
+		t.Errorf("passkeys after the refusals: %+v; want the one, untouched", keys)
+	}
+	for _, path := range []string{"/passkeys", "/sign-in/passkey"} {
+		r := off.do("GET", path, nil)
+		if r.status != 404 || !strings.Contains(r.raw, "Passkeys are not enabled") ||
+			strings.Contains(r.raw, "<script") {
+			t.Errorf("GET %s with passkeys off: %d %s; want 404 saying passkeys are off, no script", path, r.status, r.raw)
+		}
+	}
+}
+
 // malformedCredentials are WebAuthn payloads no parser should accept;
 // valid makes a fresh, valid answer (to a ceremony of its own) to spoil.
 func malformedCredentials(valid func() map[string]any, create bool) map[string]any {

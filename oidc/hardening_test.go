@@ -384,3 +384,35 @@ func TestMaxAgeIsNotRoundedToTheSecond(t *testing.T) {
 		}
 	})
 }
+
+// TestSecureCookiesOnHTTPS: an https public URL, its scheme spelled in any
+// case, gives __Host- cookies marked Secure; an http one plain cookies,
+// which browsers would refuse otherwise.
+func TestSecureCookiesOnHTTPS(t *testing.T) {
+	for publicURL, secure := range map[string]bool{
+		"https://auth.example.org": true, "HTTPS://auth.example.org": true, "Https://auth.example.org/": true,
+		"http://127.0.0.1:8080": false, "HTTP://127.0.0.1:8080": false,
+	} {
+		t.Run(publicURL, func(t *testing.T) {
+			e := newEnv(t, openSQLite(t), func(o *oidc.Options) { o.PublicURL = publicURL })
+			c, _ := e.client("web", authd.ClientConfidential, true)
+			cfg := oauth2.Config{ClientID: c.ID, RedirectURL: rpCallback, Scopes: []string{"openid"},
+				Endpoint: oauth2.Endpoint{AuthURL: e.srv.URL + oidc.AuthorizePath}}
+			noRedirects := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+			resp, err := noRedirects.Get(cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			cookies := resp.Cookies()
+			if len(cookies) == 0 {
+				t.Fatalf("authorize set no cookie: %d", resp.StatusCode)
+			}
+			for _, ck := range cookies {
+				if ck.Secure != secure || strings.HasPrefix(ck.Name, "__Host-") != secure {
+					t.Errorf("cookie %s, Secure %v; want __Host- and Secure: %v", ck.Name, ck.Secure, secure)
+				}
+			}
+		})
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -109,8 +110,10 @@ func New(opts Options) (*Provider, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Provider{opts: opts, svc: opts.Service, secure: strings.HasPrefix(opts.PublicURL, "https://"),
-		mux: http.NewServeMux(), pages: pages}
+	// url.Parse lower-cases the scheme: HTTPS://… is https too.
+	public, err := url.Parse(opts.PublicURL)
+	secure := err == nil && public.Scheme == "https"
+	p := &Provider{opts: opts, svc: opts.Service, secure: secure, mux: http.NewServeMux(), pages: pages}
 
 	opServer := op.RegisterServer(&server{p: p}, op.Endpoints{
 		Token:    op.NewEndpoint(TokenPath),

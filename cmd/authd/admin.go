@@ -90,7 +90,7 @@ func adminCmd(ctx context.Context, e *env, args []string) (err error) {
 	logs := authd.SecurityLogFilter{After: after, Limit: *limit}
 	users := authd.UserFilter{Email: *email, After: after, Limit: *limit}
 	var lockUntil time.Time
-	var mailID uuid.UUID
+	var retry *uuid.UUID // admin mail retry's MAIL_ID; nil: mail list
 	switch {
 	case rest[0] == "logs":
 		if *user != "" {
@@ -115,9 +115,11 @@ func adminCmd(ctx context.Context, e *env, args []string) (err error) {
 			return err
 		}
 	case rest[0] == "mail" && rest[1] == "retry":
-		if mailID, err = uuid.Parse(rest[2]); err != nil {
+		id, err := uuid.Parse(rest[2])
+		if err != nil {
 			return usagef("MAIL_ID %q is not an id from `authd admin mail list --dead`", rest[2])
 		}
+		retry = &id // the zero id too: an unknown mail, not "no id"
 	case rest[0] == "users" && rest[1] == "list":
 		if *status != "" {
 			if users.Status, err = authd.ParseAccountStatus(*status); err != nil {
@@ -139,7 +141,11 @@ func adminCmd(ctx context.Context, e *env, args []string) (err error) {
 	}
 	// The service's errors, told with the flag that set the field.
 	defer func() {
-		err = fromService("admin "+strings.Join(rest[:min(2, len(rest))], " "), err, adminFieldFlags, "")
+		hint := ""
+		if rest[0] == "mail" && authd.ErrorCode(err) == authd.ENotFound {
+			hint = "`authd admin mail list --dead` lists the dead mails"
+		}
+		err = fromService("admin "+strings.Join(rest[:min(2, len(rest))], " "), err, adminFieldFlags, hint)
 	}()
 
 	cfg, db, err := openConfigured(ctx, e, flags)
@@ -150,7 +156,7 @@ func adminCmd(ctx context.Context, e *env, args []string) (err error) {
 	svc := authd.NewService(cfg.service(), authd.Deps{Store: db, Logger: slog.New(slog.DiscardHandler)})
 	c := adminClient(e)
 	if rest[0] == "mail" {
-		return adminMail(ctx, e, svc, c, mailID, *dead, after, *limit, *asJSON)
+		return adminMail(ctx, e, svc, c, retry, *dead, after, *limit, *asJSON)
 	}
 
 	if rest[0] == "logs" {
@@ -447,11 +453,12 @@ func purgeCmd(ctx context.Context, e *env, args []string) error {
 	return nil
 }
 
-// adminMail runs admin mail list, or retry when id is not nil.
-func adminMail(ctx context.Context, e *env, svc *authd.Service, c authd.Client, id uuid.UUID, dead bool,
+// adminMail runs admin mail retry of the mail *retry names, or admin mail
+// list when retry is nil.
+func adminMail(ctx context.Context, e *env, svc *authd.Service, c authd.Client, retry *uuid.UUID, dead bool,
 	after *authd.Cursor, limit int, asJSON bool) error {
-	if id != uuid.Nil {
-		return done(e, svc.RetryMail(ctx, c, id), "mail %s is pending again; a running authd sends it shortly", id)
+	if retry != nil {
+		return done(e, svc.RetryMail(ctx, c, *retry), "mail %s is pending again; a running authd sends it shortly", *retry)
 	}
 	p, err := svc.Mails(ctx, c, authd.MailFilter{Dead: dead, After: after, Limit: limit})
 	if err != nil {

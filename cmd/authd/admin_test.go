@@ -171,10 +171,15 @@ func TestServiceErrorsTold(t *testing.T) {
 		{env, []string{"admin", "users", "lock", "told@example.org", "--until", "2020-01-01T00:00:00Z"}, exitUsage,
 			"authd admin users lock: --until must be in the future\nhint: run `authd admin --help`\n"},
 		{env, []string{"clients", "delete", "nope", "--yes"}, exitFailure,
-			"authd clients: No such client.\nhint: `authd clients list` shows the clients\n"},
+			"authd clients: no such client\nhint: `authd clients list` shows the clients\n"},
 		{env, []string{"clients", "create", "--name", "App", "--type", "public", "--redirect-uri", "https://app.example/cb",
 			"--id", "no spaces"}, exitUsage,
 			"authd clients create: --id must be 1 to 64 letters, digits, '.', '_' or '-'\nhint: run `authd clients --help`\n"},
+		// The zero id is an unknown mail like any other, not "no id": no list.
+		{env, []string{"admin", "mail", "retry", "00000000-0000-0000-0000-000000000000"}, exitFailure,
+			"authd admin: no such dead mail\nhint: `authd admin mail list --dead` lists the dead mails\n"},
+		{env, []string{"admin", "mail", "retry", "6f1c3c1e-8d4b-4f0e-9d7a-2b1f5c3e9a10"}, exitFailure,
+			"authd admin: no such dead mail\nhint: `authd admin mail list --dead` lists the dead mails\n"},
 		{fresh, []string{"migrate", "redo"}, exitFailure,
 			"authd migrate: no migration is applied, so there is nothing to redo\nhint: run `authd migrate up` first\n"},
 	}
@@ -182,6 +187,24 @@ func TestServiceErrorsTold(t *testing.T) {
 		code, _, stderr := runCLI(t, tt.env, tt.args...)
 		if code != tt.code || stderr != tt.stderr {
 			t.Errorf("authd %s: exit %d, stderr %q; want %d and %q", strings.Join(tt.args, " "), code, stderr, tt.code, tt.stderr)
+		}
+	}
+}
+
+// TestAsLine: the service's sentences read as the CLI's other errors.
+func TestAsLine(t *testing.T) {
+	t.Parallel()
+	for msg, want := range map[string]string{
+		"No such client.":                  "no such client",
+		"A public client has no secret.":   "a public client has no secret",
+		"TOTP is already on.":              "TOTP is already on",
+		"Élan. Twice.":                     "élan. Twice",
+		"already lower case, without stop": "already lower case, without stop",
+		"":                                 "",
+		".":                                "",
+	} {
+		if got := asLine(msg); got != want {
+			t.Errorf("asLine(%q) = %q, want %q", msg, got, want)
 		}
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/authd/authd"
 )
@@ -145,14 +147,16 @@ func report(e *env, name string, err error) int {
 // authd ("clients delete"); flags names the flag that set a service field,
 // where the command knows it ("until": "--until"); hint says what to do when
 // the error carries no hint of its own ("" for the command's --help). An
-// invalid value is a usage error, exit 2, naming each field's problem;
-// anything else fails with exit 1. Other errors are returned as they are.
+// invalid value (the service names its field) is a usage error, exit 2,
+// naming each field's problem; anything else, a refusal of a well-formed
+// command included (a public client has no secret to rotate), fails with
+// exit 1. Other errors are returned as they are.
 func fromService(cmd string, err error, flags map[string]string, hint string) error {
 	var de *authd.Error
 	if !errors.As(err, &de) {
 		return err
 	}
-	msg := de.Message
+	msg := asLine(de.Message)
 	switch {
 	case len(de.Fields) > 0:
 		var msgs []string
@@ -177,10 +181,26 @@ func fromService(cmd string, err error, flags map[string]string, hint string) er
 	if hint == "" {
 		hint = "run `authd " + strings.Fields(cmd)[0] + " --help`"
 	}
-	if de.Code == authd.EInvalid {
+	if de.Code == authd.EInvalid && len(de.Fields) > 0 {
 		return &usageError{cmd: cmd, msg: oneLine(msg), hint: hint}
 	}
 	return &cliError{msg: oneLine(msg), hint: hint}
+}
+
+// asLine writes a message of the service, a sentence for API clients ("No
+// such client."), as the CLI writes its errors: from a lower-case letter
+// (unless the first word is an acronym, such as TOTP), without the full
+// stop.
+func asLine(msg string) string {
+	msg = strings.TrimSuffix(msg, ".")
+	if msg == "" {
+		return ""
+	}
+	first, size := utf8.DecodeRuneInString(msg)
+	if next, _ := utf8.DecodeRuneInString(msg[size:]); !unicode.IsUpper(next) {
+		msg = string(unicode.ToLower(first)) + msg[size:]
+	}
+	return msg
 }
 
 // explain gives err as one line for a person, and the hint saying what to

@@ -41,9 +41,13 @@ func TestClientsCLI(t *testing.T) {
 				created.ClientSecret == "" || len(created.RedirectURIs) != 2 {
 				t.Fatalf("create --json: %s (%v)", out, err)
 			}
-			out = cli(exitOK, "clients", "create", "--name", "SPA", "--type", "public", "--redirect-uri", "http://localhost:5173/cb", "--first-party")
+			out = cli(exitOK, "clients", "create", "--id", "spa", "--name", "SPA", "--type", "public", "--redirect-uri", "http://localhost:5173/cb", "--first-party")
 			if !strings.Contains(out, "SPA") || strings.Contains(out, "client_secret") {
 				t.Errorf("create public: %s; want no secret", out)
+			}
+			// A well-formed command the client refuses: a failure, not a usage error.
+			if out := cli(exitFailure, "clients", "rotate-secret", "spa"); !strings.HasPrefix(out, "authd clients: a public client has no secret to rotate\nhint: ") {
+				t.Errorf("rotate-secret of a public client: %s; want why, and a hint", out)
 			}
 			if out := cli(exitOK, "clients", "list"); !strings.Contains(out, "proxy") || !strings.Contains(out, "SPA") {
 				t.Errorf("list: %s", out)
@@ -80,7 +84,7 @@ func TestClientsCLI(t *testing.T) {
 
 			cli(exitUsage, "clients", "delete", "proxy")
 			cli(exitOK, "clients", "delete", "proxy", "--yes")
-			if out := cli(exitFailure, "clients", "show", "proxy"); !strings.Contains(out, "No such client") {
+			if out := cli(exitFailure, "clients", "show", "proxy"); !strings.Contains(out, "no such client") {
 				t.Errorf("show after delete: %s", out)
 			}
 			if out := cli(exitUsage, "clients", "create", "--name", "X", "--type", "public", "--redirect-uri", "http://example.org/cb"); !strings.Contains(out, "loopback") {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -36,7 +37,7 @@ type Config struct {
 	AdminAddr            string // empty: no admin listener (metrics, admin API)
 	AdminToken           string // empty: admin API off, metrics still served
 	ServiceTokens        []string
-	PublicURL            string // no trailing slash
+	PublicURL            string // scheme and host in lower case, no trailing slash
 	Issuer               string
 	Audience             string
 	AccessTokenTTL       time.Duration
@@ -128,7 +129,10 @@ var settings = []setting{
 				u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 				return errors.New("must be an absolute http:// or https:// URL without user, query or fragment")
 			}
-			c.PublicURL = strings.TrimRight(v, "/")
+			// Scheme and host in lower case, as every consumer compares
+			// them: HTTPS://… must still mean Secure cookies and HSTS.
+			u.Host = strings.ToLower(u.Host) // url.Parse lower-cases the scheme
+			c.PublicURL = strings.TrimRight(u.String(), "/")
 			return nil
 		}},
 	{"AUTHD_ISSUER", "", "JWT iss (default: AUTHD_PUBLIC_URL)", false,
@@ -317,11 +321,48 @@ type sources struct {
 }
 
 func readSources(flags map[string]*string, getenv func(string) (string, bool)) (sources, error) {
-	dotenv, err := godotenv.Read(".env")
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return sources{}, &cliError{msg: fmt.Sprintf("cannot read .env: %v", err), hint: "fix or remove .env in the working directory"}
+	dotenv, err := readDotenv(".env")
+	if err != nil {
+		return sources{}, err
 	}
 	return sources{flags: flags, getenv: getenv, dotenv: dotenv}, nil
+}
+
+// readDotenv reads the .env file at path; a missing file is no settings.
+// A file that does not parse is told by the line where parsing fails, never
+// by the parser's message, which quotes the rest of the file, secrets and
+// all.
+func readDotenv(path string) (map[string]string, error) {
+	src, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, &cliError{msg: fmt.Sprintf("cannot read .env: %v", err), hint: "fix or remove .env in the working directory"}
+	}
+	dotenv, err := godotenv.UnmarshalBytes(src)
+	if err != nil {
+		line := dotenvErrorLine(src)
+		return nil, &cliError{msg: fmt.Sprintf(".env in the working directory does not parse at line %d", line),
+			hint: fmt.Sprintf("make line %d NAME=value (a name of letters, digits, _ and ., no byte order mark, "+
+				"quotes closed), a # comment or blank; or remove .env", line)}
+	}
+	return dotenv, nil
+}
+
+// dotenvErrorLine is the line of src, which does not parse, where parsing
+// fails: the one after the longest run of leading lines that parses. (A
+// quoted value may span lines, so a shorter run can fail where the whole
+// would not.)
+func dotenvErrorLine(src []byte) int {
+	lines := bytes.SplitAfter(src, []byte("\n"))
+	line := 1
+	for n := 1; n < len(lines); n++ {
+		if _, err := godotenv.UnmarshalBytes(bytes.Join(lines[:n], nil)); err == nil {
+			line = n + 1
+		}
+	}
+	return line
 }
 
 // value is the setting's value as given, before parsing.
@@ -480,7 +521,7 @@ func splitList(v string) []string {
 }
 
 // originList parses a comma-separated list of browser origins
-// (scheme://host[:port]); example shows one in the error.
+// (scheme://host[:port]), in lower case; example shows one in the error.
 func originList(dst *[]string, v, example string) error {
 	*dst = nil
 	for _, s := range splitList(v) {
@@ -489,7 +530,8 @@ func originList(dst *[]string, v, example string) error {
 			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
 			return fmt.Errorf("%q is not an origin such as %s", s, example)
 		}
-		*dst = append(*dst, u.Scheme+"://"+u.Host)
+		// In lower case, as browsers send an Origin and CORS compares it.
+		*dst = append(*dst, u.Scheme+"://"+strings.ToLower(u.Host))
 	}
 	return nil
 }

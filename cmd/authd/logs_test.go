@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -37,26 +36,10 @@ func TestServeJSONLogs(t *testing.T) {
 	env["AUTHD_HTTP_ADDR"], env["AUTHD_ADMIN_ADDR"] = "127.0.0.1:0", "127.0.0.1:0"
 	env["AUTHD_LOG_FORMAT"] = "json"
 	env["AUTHD_ACCESS_TOKEN_TTL"], env["AUTHD_REFRESH_TOKEN_TTL"], env["AUTHD_SESSION_MAX_AGE"] = "1s", "6s", "30s"
-	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr syncBuffer
-	done := make(chan int)
-	go func() {
-		done <- run(ctx, []string{"serve"}, &stdout, &stderr, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
-	}()
-	var url string
-	for deadline := time.Now().Add(20 * time.Second); url == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		for _, line := range jsonLines(t, "stdout", stdout.String()) {
-			if msg, _ := line["msg"].(string); strings.HasPrefix(msg, "authd listening on http://") {
-				url, _ = line["url"].(string)
-			}
-		}
-		if t.Failed() {
-			break
-		}
-	}
+	s := startServe(t, env)
+	url, stderr := s.url, s.stderr
 	if url == "" {
-		cancel()
-		t.Fatalf("no JSON banner with the URL on stdout %q; stderr %s", stdout.String(), stderr.String())
+		t.FailNow()
 	}
 	resp, err := http.Post(url+"/v1/auth/register", "application/json",
 		strings.NewReader(`{"email":"j@example.org","password":"a sturdy passphrase","consent":true}`))
@@ -70,8 +53,7 @@ func TestServeJSONLogs(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	cancel()
-	if code := <-done; code != exitOK {
+	if code := s.stop(t); code != exitOK {
 		t.Errorf("serve exited %d, want 0", code)
 	}
 	warned := map[string]bool{}
@@ -88,6 +70,72 @@ func TestServeJSONLogs(t *testing.T) {
 	}
 	if warned["AUTHD_LOCKOUT_DURATION"] {
 		t.Error("a warning about AUTHD_LOCKOUT_DURATION, which is 15m")
+	}
+}
+
+// TestServeLibraryLogs: zitadel/oidc's lines below warn (a "registered
+// route" per endpoint) are told at debug only, its refusals still at warn.
+// Not parallel: the library logs through the process's default logger,
+// which every serve in this process sets.
+func TestServeLibraryLogs(t *testing.T) {
+	for _, level := range []string{"info", "debug"} {
+		t.Run(level, func(t *testing.T) {
+			env := sqliteEnv(t)
+			env["AUTHD_HTTP_ADDR"], env["AUTHD_LOG_LEVEL"] = "127.0.0.1:0", level
+			s := startServe(t, env)
+			stderr := s.stderr
+			resp, err := http.PostForm(s.url+"/oauth2/token", map[string][]string{"grant_type": {"bogus"}, "client_id": {"x"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), `level=WARN msg="request error"`); {
+				if time.Now().After(deadline) {
+					t.Fatalf("the library's refusal of a grant type is not logged at warn:\n%s", stderr.String())
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			s.stop(t)
+			routes := strings.Count(stderr.String(), `msg="registered route"`)
+			debugRoutes := strings.Count(stderr.String(), `level=DEBUG msg="registered route"`)
+			if want := map[string]int{"info": 0, "debug": 2}[level]; routes != want || debugRoutes != want {
+				t.Errorf("AUTHD_LOG_LEVEL=%s: %d route lines, %d at debug; want %d, all at debug:\n%s",
+					level, routes, debugRoutes, want, stderr.String())
+			}
+		})
+	}
+}
+
+// waitForJSONURL returns the URL of serve's JSON banner on stdout, or ""
+// having failed the test when there is none.
+func waitForJSONURL(t *testing.T, stdout, stderr *syncBuffer) string {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for _, line := range jsonLines(t, "stdout", stdout.String()) {
+			if msg, _ := line["msg"].(string); strings.HasPrefix(msg, "authd listening on http://") {
+				url, _ := line["url"].(string)
+				return url
+			}
+		}
+		if t.Failed() {
+			return ""
+		}
+	}
+	t.Errorf("no JSON banner with the URL on stdout %q; stderr %s", stdout.String(), stderr.String())
+	return ""
+}
+
+// TestServeJSONBannerAtEveryLevel: the banner is one of the JSON lines
+// whatever AUTHD_LOG_LEVEL, as the text banner is always printed.
+func TestServeJSONBannerAtEveryLevel(t *testing.T) {
+	t.Parallel()
+	for _, level := range []string{"warn", "error"} {
+		env := sqliteEnv(t)
+		env["AUTHD_HTTP_ADDR"], env["AUTHD_LOG_FORMAT"], env["AUTHD_LOG_LEVEL"] = "127.0.0.1:0", "json", level
+		s := startServe(t, env)
+		if code := s.stop(t); code != exitOK || s.url == "" {
+			t.Errorf("AUTHD_LOG_LEVEL=%s: exit %d, banner URL %q; want 0 and the URL", level, code, s.url)
+		}
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -227,6 +228,41 @@ func TestConfigPrecedence(t *testing.T) {
 	}
 }
 
+// TestDotenvErrorsQuoteNothing checks that a .env that does not parse is
+// told by its line, never by the parser's message, which quotes the rest of
+// the file: secrets included.
+func TestDotenvErrorsQuoteNothing(t *testing.T) {
+	secrets := "AUTHD_ADMIN_TOKEN=0123456789abcdef0123456789abcdef-s3cret\n" +
+		"DATABASE_URL=postgres://authd:pa55word@db/authd\n"
+	tests := []struct {
+		name, dotenv string
+		line         int
+	}{
+		{"byte order mark", "\ufeffAUTHD_AUDIENCE=x\n" + secrets, 1},
+		{"dash in a name", "# settings\nAUTHD_AUDIENCE=x\nAUTHD-ISSUER=y\n" + secrets, 3},
+		{"after a quoted value over two lines", "AUTHD_APP_NAME=\"a\nb\"\nBAD NAME!=1\n" + secrets, 3},
+		{"unclosed quote", "AUTHD_AUDIENCE=x\nAUTHD_ISSUER=\"y\n" + secrets, 2},
+	}
+	t.Chdir(t.TempDir())
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := os.WriteFile(".env", []byte(tt.dotenv), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			code, _, stderr := runCLI(t, sqliteEnv(t), "serve")
+			want := fmt.Sprintf("authd serve: .env in the working directory does not parse at line %d\nhint: make line %d ", tt.line, tt.line)
+			if code != exitFailure || !strings.HasPrefix(stderr, want) || strings.Count(stderr, "\n") != 2 {
+				t.Errorf("exit %d, stderr %q; want 1, and one line naming line %d plus a hint", code, stderr, tt.line)
+			}
+			for _, secret := range []string{"s3cret", "0123456789abcdef", "pa55word", "postgres://"} {
+				if strings.Contains(stderr, secret) {
+					t.Errorf("stderr %q quotes the file (%q)", stderr, secret)
+				}
+			}
+		})
+	}
+}
+
 func TestDefaults(t *testing.T) {
 	t.Parallel()
 	cfg, err := loadConfig(nil, func(string) (string, bool) { return "", false })
@@ -238,6 +274,29 @@ func TestDefaults(t *testing.T) {
 		cfg.Argon2 != password.DefaultParams || !cfg.RateLimit || !cfg.RequireVerifiedEmail ||
 		cfg.RefreshReuseGrace != 10*time.Second || cfg.SecurityLogRetention != 2160*time.Hour {
 		t.Errorf("defaults differ from SPEC §2: %+v", cfg)
+	}
+}
+
+// TestPublicURLNormalised checks that AUTHD_PUBLIC_URL reaches every
+// consumer with its scheme and host in lower case: HTTPS://… is https, for
+// Secure cookies and HSTS as for the issuer and the passkey origin; and the
+// CORS origins likewise.
+func TestPublicURLNormalised(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"AUTHD_PUBLIC_URL": "HTTPS://Auth.Example.ORG/Base/", "AUTHD_CORS_ORIGINS": "HTTPS://App.Example.ORG"}
+	cfg, err := loadConfig(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = "https://auth.example.org/Base"
+	if cfg.PublicURL != want || cfg.Issuer != want || cfg.WebAuthnRPID != "auth.example.org" ||
+		!slices.Equal(cfg.WebAuthnOrigins, []string{"https://auth.example.org"}) {
+		t.Errorf("public URL %q, issuer %q, RP ID %q, origins %q; want %q, the same, auth.example.org and its origin",
+			cfg.PublicURL, cfg.Issuer, cfg.WebAuthnRPID, cfg.WebAuthnOrigins, want)
+	}
+	// Browsers send an Origin in lower case, which CORS compares.
+	if !slices.Equal(cfg.CORSOrigins, []string{"https://app.example.org"}) {
+		t.Errorf("CORS origins %q; want https://app.example.org", cfg.CORSOrigins)
 	}
 }
 
@@ -280,6 +339,26 @@ func TestEnvExampleListsEverySetting(t *testing.T) {
 	}
 }
 
+// TestREADMEListsEverySetting: the README's configuration table has a row
+// for every setting (the argon2 ones share one, as AUTHD_ARGON2_MEMORY_KIB /
+// _ITERATIONS / _PARALLELISM).
+func TestREADMEListsEverySetting(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, _ := strings.Cut(string(readme), "\n| variable | default | meaning |\n")
+	table, _, _ = strings.Cut(table, "\n\n")
+	for _, s := range settings {
+		short := "`_" + strings.TrimPrefix(s.env, "AUTHD_ARGON2_") + "`"
+		if !strings.Contains(table, "| `"+s.env+"`") && !strings.Contains(table, "`"+s.env+"` /") &&
+			!strings.Contains(table, "/ `"+s.env+"`") && !(strings.HasPrefix(s.env, "AUTHD_ARGON2_") && strings.Contains(table, short)) {
+			t.Errorf("README's configuration table has no row for %s", s.env)
+		}
+	}
+}
+
 func loadConfigFrom(t *testing.T, dotenv []byte) (*Config, error) {
 	env := map[string]string{}
 	for _, line := range strings.Split(string(dotenv), "\n") {
@@ -310,13 +389,8 @@ func TestServe(t *testing.T) {
 	env := sqliteEnv(t)
 	env["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
 	env["AUTHD_SERVICE_TOKENS"] = "service-token-0123456789abcdef0123456789"
-	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr syncBuffer
-	done := make(chan int)
-	go func() {
-		done <- run(ctx, []string{"serve"}, &stdout, &stderr, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
-	}()
-	url := waitForURL(t, &stdout, &stderr)
+	s := startServe(t, env)
+	url := s.url
 	// An open revocation stream must not hold the shutdown up.
 	req, _ := http.NewRequest("GET", url+"/v1/auth/revocations", nil)
 	req.Header.Set("Accept", "text/event-stream")
@@ -337,18 +411,55 @@ func TestServe(t *testing.T) {
 			t.Errorf("GET %s: %d %s, Cache-Control %q", path, resp.StatusCode, body, resp.Header.Get("Cache-Control"))
 		}
 	}
-	cancel()
-	select {
-	case code := <-done:
-		if code != exitOK {
-			t.Errorf("serve exited %d after shutdown, want 0; stderr %s", code, stderr.String())
+	if code := s.stop(t); code != exitOK {
+		t.Errorf("serve exited %d after shutdown, want 0; stderr %s", code, s.stderr.String())
+	}
+	if !strings.Contains(s.stderr.String(), "shutting down") {
+		t.Errorf("no shutdown in the log: %s", s.stderr.String())
+	}
+}
+
+// serving is `authd serve` running in-process.
+type serving struct {
+	url            string // of the public listener, from the banner
+	stdout, stderr *syncBuffer
+	cancel         context.CancelFunc
+	done           chan int
+	once           sync.Once
+	code           int
+}
+
+// startServe runs `authd serve` with env, until stop or the end of the
+// test, and returns once it has printed its banner (the URL "" when it
+// printed none: the test has failed).
+func startServe(t *testing.T, env map[string]string) *serving {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &serving{stdout: &syncBuffer{}, stderr: &syncBuffer{}, cancel: cancel, done: make(chan int, 1)}
+	go func() {
+		s.done <- run(ctx, []string{"serve"}, s.stdout, s.stderr, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	}()
+	t.Cleanup(func() { s.stop(t) })
+	if env["AUTHD_LOG_FORMAT"] == "json" {
+		s.url = waitForJSONURL(t, s.stdout, s.stderr)
+	} else {
+		s.url = waitForURL(t, s.stdout, s.stderr)
+	}
+	return s
+}
+
+// stop shuts serve down as SIGTERM would, and returns its exit status.
+func (s *serving) stop(t *testing.T) int {
+	t.Helper()
+	s.once.Do(func() {
+		s.cancel()
+		select {
+		case s.code = <-s.done:
+		case <-time.After(30 * time.Second):
+			t.Error("serve did not shut down")
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("serve did not shut down")
-	}
-	if !strings.Contains(stderr.String(), "shutting down") {
-		t.Errorf("no shutdown in the log: %s", stderr.String())
-	}
+	})
+	return s.code
 }
 
 var listenRE = regexp.MustCompile(`listening on (http://\S+)`)
@@ -780,15 +891,8 @@ func TestServeStopsOnEmptiedKeysDirectory(t *testing.T) {
 	if code, _, stderr := runCLI(t, env, "seed"); code != exitOK {
 		t.Fatalf("seed: %s", stderr)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var stdout, stderr syncBuffer
-	done := make(chan int)
-	go func() {
-		done <- run(ctx, []string{"serve"}, &stdout, &stderr, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
-	}()
-	defer func() { cancel(); <-done }()
-	url := waitForURL(t, &stdout, &stderr)
+	s := startServe(t, env)
+	url, stderr := s.url, s.stderr
 	call := func(method, path, bearer, body string) (int, string, string) {
 		t.Helper()
 		req, _ := http.NewRequest(method, url+path, strings.NewReader(body))
@@ -1067,6 +1171,11 @@ func TestSeedRefusesAnotherSQLiteDatabase(t *testing.T) {
 	}
 	if _, err := os.Stat(data); !os.IsNotExist(err) {
 		t.Errorf("a refused seed created %s", data)
+	}
+	// Its help says so, not that only PostgreSQL needs --force.
+	if _, _, help := runCLI(t, nil, "seed", "--help"); !strings.Contains(help, "DATABASE_URL unset") ||
+		!strings.Contains(help, "PostgreSQL or SQLite") {
+		t.Errorf("seed --help does not say that --force is needed for any DATABASE_URL:\n%s", help)
 	}
 	def := map[string]string{"AUTHD_DATA_DIR": data}
 	if code, stdout, stderr := runCLI(t, def, "seed"); code != exitOK || !strings.Contains(stdout, "3 demo account(s) created") {

@@ -33,9 +33,9 @@ var demoAccounts = []demoAccount{
 }
 
 func seedCmd(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "seed", "authd seed [--force] [flags]\n\nInserts demo accounts (active and verified, inactive, locked) and their\nsecurity-log rows, skipping any that exist, and prints their credentials.\nOnly into the embedded SQLite database unless --force: the demo password is\npublic.")
+	fs := newFlagSet(e, "seed", "authd seed [--force] [flags]\n\nInserts demo accounts (active and verified, inactive, locked) and their\nsecurity-log rows, skipping any that exist, and prints their credentials.\nOnly into the default database (DATABASE_URL unset: $AUTHD_DATA_DIR/authd.db)\nunless --force, not even that file named in DATABASE_URL: the demo password\nis public.")
 	flags := configFlags(fs, "DATABASE_URL", "AUTHD_DATA_DIR")
-	force := fs.Bool("force", false, "seed a PostgreSQL database too (never a production one: the demo password is public)")
+	force := fs.Bool("force", false, "seed the database DATABASE_URL names too, PostgreSQL or SQLite (never a production one: the demo password is public)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -69,7 +70,8 @@ func serveCmd(ctx context.Context, e *env, args []string) error {
 	defer app.Close()
 	url := "http://" + app.Addr().String()
 	if cfg.LogFormat == "json" {
-		newLogger(cfg, e.stdout).Info("authd listening on "+url, "url", url)
+		// Whatever AUTHD_LOG_LEVEL: the banner is printed as in text.
+		slog.New(slog.NewJSONHandler(e.stdout, nil)).Info("authd listening on "+url, "url", url)
 	} else {
 		fmt.Fprintf(e.stdout, "authd listening on %s\n", url)
 	}
@@ -208,8 +210,9 @@ func (a *App) Open(ctx context.Context) (err error) {
 	}
 	// zitadel/oidc logs through the default logger (its route list, the
 	// token endpoint's refusals): make that serve's, so that with
-	// AUTHD_LOG_FORMAT=json every line is still one JSON object.
-	slog.SetDefault(a.logger)
+	// AUTHD_LOG_FORMAT=json every line is still one JSON object, less the
+	// library's chatter.
+	slog.SetDefault(slog.New(quietLibrary{a.logger.Handler()}))
 	provider, err := oidc.New(oidc.Options{Service: a.service, Issuer: a.cfg.Issuer, PublicURL: a.cfg.PublicURL,
 		IDKeys: a.idKeys, IDTokenTTL: a.cfg.AccessTokenTTL, FormKey: formKey(svcCfg.RefreshKey),
 		Client: httpapi.RequestClient, Clock: a.clock.Now, Logger: a.logger,
@@ -284,6 +287,35 @@ func listen(addr, setting string) (net.Listener, error) {
 			hint: "stop what uses that address or set " + setting}
 	}
 	return ln, nil
+}
+
+// quietLibrary is the handler of the default logger: serve's, except that
+// zitadel/oidc's lines below warn are told at debug (a "registered route"
+// per endpoint at every start, which says nothing an operator can act on).
+// Its refusals (warn) and failures (error) keep their level, and so does
+// every line of anything else that logs through the default, such as the
+// log package.
+type quietLibrary struct{ slog.Handler }
+
+func (h quietLibrary) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level < slog.LevelWarn && r.Level > slog.LevelDebug {
+		frame, _ := runtime.CallersFrames([]uintptr{r.PC}).Next()
+		if strings.HasPrefix(frame.Function, "github.com/zitadel/oidc/") {
+			if !h.Enabled(ctx, slog.LevelDebug) {
+				return nil
+			}
+			r.Level = slog.LevelDebug
+		}
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h quietLibrary) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return quietLibrary{h.Handler.WithAttrs(attrs)}
+}
+
+func (h quietLibrary) WithGroup(name string) slog.Handler {
+	return quietLibrary{h.Handler.WithGroup(name)}
 }
 
 func (a *App) httpServer(h http.Handler) *http.Server {

@@ -22,7 +22,7 @@ func TestWebAuthnRelyingParty(t *testing.T) {
 	}{
 		{env: map[string]string{}, rpID: "", origins: []string{"http://127.0.0.1:8080"}},
 		{env: map[string]string{"AUTHD_PUBLIC_URL": "https://Auth.Example.org/base"}, rpID: "auth.example.org",
-			origins: []string{"https://Auth.Example.org"}},
+			origins: []string{"https://auth.example.org"}}, // the public URL's host in lower case, as browsers send origins
 		{env: map[string]string{"AUTHD_PUBLIC_URL": "http://localhost:8080"}, rpID: "localhost",
 			origins: []string{"http://localhost:8080"}},
 		{env: map[string]string{"AUTHD_PUBLIC_URL": "https://auth.example.org", "AUTHD_WEBAUTHN_RP_ID": "example.org",
