@@ -182,7 +182,11 @@ func TestRefreshOutlivesItsClient(t *testing.T) {
 		pair, err := e.svc.Refresh(client, authd.Client{IP: "192.0.2.1"}, refresh)
 		done <- outcome{pair, err}
 	}()
-	for waiting := 0; waiting == 0; time.Sleep(10 * time.Millisecond) {
+	for waiting, tries := 0, 0; waiting == 0; tries++ {
+		if tries == 1000 {
+			t.Fatal("the refresh never waited for the session's lock")
+		}
+		time.Sleep(10 * time.Millisecond)
 		if err := store.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
 			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
 			t.Fatal(err)
