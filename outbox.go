@@ -53,6 +53,9 @@ const (
 	mailLease       = 2 * time.Minute  // a claimed mail is re-claimable after this
 	mailMintTimeout = 10 * time.Second // minting a verification or reset link
 	mailSendTimeout = 30 * time.Second
+	// recording a mail's outcome, after the send, whatever the pass's
+	// own deadline
+	mailSettleTimeout = 10 * time.Second
 )
 
 // The lease must outlive the minting and the send with room to spare for
@@ -264,6 +267,12 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 	sendCtx, cancel := context.WithTimeout(ctx, mailSendTimeout)
 	err := s.mailer.Send(sendCtx, mail)
 	cancel()
+	// The outcome is recorded whatever became of the pass meanwhile (a
+	// shutdown's last pass out of time as the relay answered): a sent mail
+	// left claimed is sent again once its lease lapses, and a second
+	// verification or reset mail voids the link of the first.
+	ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), mailSettleTimeout)
+	defer cancel()
 	if m.Kind == MailAccountDeleted {
 		// The erasure may have run where no archive is (authd admin), or
 		// raced a mail that was being sent.

@@ -506,3 +506,43 @@ func TestMailFailuresLogNoAddress(t *testing.T) {
 		t.Errorf("the log holds the address:\n%s", logs)
 	}
 }
+
+// hangUpMailer accepts every mail and, as it does, ends the pass that sent
+// it, as a shutdown's last pass running out of time does.
+type hangUpMailer struct {
+	end  context.CancelFunc
+	sent int
+}
+
+func (m *hangUpMailer) Send(context.Context, authd.Mail) error {
+	m.sent++
+	m.end()
+	return nil
+}
+
+// TestSentMailIsSettledWhateverThePass: a mail the relay accepted is
+// recorded as sent even when the pass that sent it ends right then, so no
+// later pass sends it again (a second verification mail would void the
+// first one's link).
+func TestSentMailIsSettledWhateverThePass(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		m := &hangUpMailer{}
+		e := newEnv(t, open(t), withMailer(m))
+		want(t, "register", e.do("POST", "/v1/auth/register",
+			map[string]any{"email": "once@example.org", "password": goodPassword, "consent": true}), 202, "")
+		pass, end := context.WithCancel(context.Background())
+		m.end = end
+		e.svc.DeliverMail(pass) //nolint:errcheck // the pass ends after the first mail: its error is the cancellation
+		if m.sent != 1 {
+			t.Fatalf("%d mails sent, want 1", m.sent)
+		}
+		if st, err := e.store.OutboxStats(context.Background()); err != nil || st.Pending != 0 || st.Dead != 0 {
+			t.Errorf("outbox after the pass: %+v, %v; want the sent mail settled", st, err)
+		}
+		e.clock.Advance(time.Hour) // past any lease
+		m.end = func() {}
+		if n, err := e.svc.DeliverMail(context.Background()); err != nil || n != 0 || m.sent != 1 {
+			t.Errorf("a later pass sent %d (%v); the relay got %d mails, want 1", n, err, m.sent)
+		}
+	})
+}
