@@ -266,7 +266,8 @@ func translate(err error) error {
 	// ErrConnClosed: a connection lost earlier in the transaction, used
 	// again (the next statement, the commit).
 	if errors.As(err, &netErr) || pgconn.Timeout(err) ||
-		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
 		errors.Is(err, pgconn.ErrConnClosed) {
 		return &authd.Error{Code: authd.EUnavailable, Message: "the database is unavailable",
 			RetryAfter: time.Second, Err: err}

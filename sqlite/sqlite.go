@@ -156,6 +156,12 @@ func translate(err error) error {
 	if errors.Is(err, sql.ErrNoRows) {
 		return authd.WrapError(authd.ENotFound, err, "not found")
 	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		// The request ended (its client left, its time ran out) while it
+		// waited for or used the database: nothing of it was committed.
+		return &authd.Error{Code: authd.EUnavailable, Message: "the database did not answer in time",
+			RetryAfter: time.Second, Err: err}
+	}
 	var e *sqlite.Error
 	if errors.As(err, &e) {
 		switch e.Code() {

@@ -74,6 +74,7 @@ func Run(t *testing.T, open func(t *testing.T) authd.Store) {
 		{"AuthCodes", testAuthCodes},
 		{"ClientAndBrowserSessions", testClientAndBrowserSessions},
 		{"TxRollsBack", testTxRollsBack},
+		{"TxCancelledIsUnavailable", testTxCancelled},
 		{"TxReadsItsWritesAndFailsWhole", testTxWrites},
 		{"TxSerialisesReadModifyWrite", testTxSerialises},
 	}
@@ -488,6 +489,34 @@ func testTxRollsBack(t *testing.T, s authd.Store) {
 	}
 	if _, err := s.UserByEmail(ctx, "judy@example.org"); err != nil {
 		t.Errorf("user of a committed transaction: %v", err)
+	}
+}
+
+// testTxCancelled: a transaction whose context ends, inside its function
+// or before its commit, commits nothing and fails as unavailable (a 503),
+// not as an internal error; so does a read whose context has ended.
+func testTxCancelled(t *testing.T, s authd.Store) {
+	ctx, cancel := context.WithCancel(context.Background())
+	err := s.InTx(ctx, func(tx authd.Queries) error {
+		mustCreateUser(t, tx, "kim@example.org")
+		cancel()
+		_, err := tx.UserByEmail(ctx, "kim@example.org")
+		return err
+	})
+	wantCode(t, "a transaction cancelled inside", err, authd.EUnavailable)
+
+	ctx, cancel = context.WithCancel(context.Background())
+	err = s.InTx(ctx, func(tx authd.Queries) error {
+		mustCreateUser(t, tx, "lee@example.org")
+		cancel()
+		return nil
+	})
+	wantCode(t, "a transaction cancelled before its commit", err, authd.EUnavailable)
+	_, err = s.UserByEmail(ctx, "kim@example.org")
+	wantCode(t, "a read whose request has ended", err, authd.EUnavailable)
+	for _, email := range []string{"kim@example.org", "lee@example.org"} {
+		_, err := s.UserByEmail(context.Background(), email)
+		wantCode(t, "the user of a cancelled transaction", err, authd.ENotFound)
 	}
 }
 
