@@ -264,13 +264,12 @@ const detachedFlowTimeout = 30 * time.Second
 // within detachedFlowTimeout. Every flow that checks a password, a code or
 // a passkey, every flow padded to a deadline (resend, forgot) and the
 // refresh (see refresh) calls it first, at the top of its public method, so
-// that the
-// whole flow — the check, the failure's count and row, the padding, a
-// rehash, the step-up's re-check in its transaction — finishes whatever
-// the client does: an HTTP server cancels a request's context when the
-// client half-closes its connection, while the answer can still be read,
-// so a flow that gave up then would skip the count (no lockout) and answer
-// sooner or later by outcome (a timing oracle).
+// that the whole flow — the check, the failure's count and row, the
+// padding, a rehash, the step-up's re-check in its transaction, a rotation
+// — finishes whatever the client does: an HTTP server cancels a request's
+// context when the client half-closes its connection, while the answer can
+// still be read, so a flow that gave up then would skip the count (no
+// lockout) and answer sooner or later by outcome (a timing oracle).
 func detach(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), detachedFlowTimeout)
 }
