@@ -2,6 +2,7 @@ package authd
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -613,6 +614,16 @@ func (s *Service) FinishPasskeyLogin(ctx context.Context, c Client, credential [
 	if err := s.limitIP(ctx, "passkey", c); err != nil {
 		return nil, err
 	}
+	ctx, cancel := detach(ctx) // a refused assertion is logged whatever the client does
+	defer cancel()
+	// The credential names its user. It is read before the transaction,
+	// unlocked: a read of the store inside it would wait for a second
+	// connection while holding one (a full pool of sign-ins would wait for
+	// ever), and a locking read would take the passkey before its user.
+	found, foundErr := s.store.PasskeyByCredentialID(ctx, parsed.RawID)
+	if foundErr != nil && ErrorCode(foundErr) != ENotFound {
+		return nil, foundErr
+	}
 	var pair *TokenPair
 	err = s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
@@ -624,15 +635,13 @@ func (s *Service) FinishPasskeyLogin(ctx context.Context, c Client, credential [
 		var u *User
 		var key *Passkey
 		var lookupErr error
-		// The credential names its user, read without a lock; the user and
-		// then their passkeys are locked, in the order of every other flow
-		// (the other order could deadlock with a step-up on PostgreSQL),
-		// and the key must still be among them.
+		// The user and then their passkeys are locked, in the order of
+		// every other flow (the other order could deadlock with a step-up on
+		// PostgreSQL), and the key must still be among them.
 		handler := func(rawID, userHandle []byte) (webauthn.User, error) {
-			found, err := s.store.PasskeyByCredentialID(ctx, rawID)
-			if err != nil {
-				lookupErr = err
-				return nil, err
+			if foundErr != nil || !bytes.Equal(rawID, found.CredentialID) {
+				lookupErr = cmp.Or[error](foundErr, errNoPasskey)
+				return nil, lookupErr
 			}
 			if u, lookupErr = tx.User(ctx, found.UserID); lookupErr != nil {
 				return nil, lookupErr
