@@ -21,14 +21,7 @@ func TestWritersQueueInTheLane(t *testing.T) {
 	busyTimeout = 0
 	t.Cleanup(func() { busyTimeout = old })
 	ctx := context.Background()
-	s, err := Open(ctx, filepath.Join(t.TempDir(), "authd.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if _, err := s.Migrator().Up(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s := openMigrated(t)
 	s.db.SetMaxOpenConns(64) // room for every writer to hold a connection at once
 
 	now := time.Now().UTC().Truncate(time.Microsecond)
@@ -86,14 +79,7 @@ func TestLaneWaitEnds(t *testing.T) {
 // (database/sql keeps two idle ones unless told otherwise).
 func TestReadsReuseConnections(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, filepath.Join(t.TempDir(), "authd.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if _, err := s.Migrator().Up(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s := openMigrated(t)
 	for range 10 {
 		var wg sync.WaitGroup
 		for range 32 {
@@ -115,14 +101,7 @@ func TestReadsReuseConnections(t *testing.T) {
 // unprepared.
 func TestStatementsPreparedOnce(t *testing.T) {
 	ctx := context.Background()
-	s, err := Open(ctx, filepath.Join(t.TempDir(), "authd.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if _, err := s.Migrator().Up(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s := openMigrated(t)
 	for range 3 {
 		s.User(ctx, uuid.New())
 		s.InTx(ctx, func(q authd.Queries) error { _, err := q.User(ctx, uuid.New()); return err })
@@ -142,4 +121,20 @@ func TestStatementsPreparedOnce(t *testing.T) {
 	if len(s.stmts.m) != maxStmts {
 		t.Errorf("%d statements cached, want the bound %d", len(s.stmts.m), maxStmts)
 	}
+}
+
+// openMigrated opens a store on a new database file, migrated; it closes at
+// the end of the test.
+func openMigrated(t *testing.T) *Store {
+	t.Helper()
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "authd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if _, err := s.Migrator().Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

@@ -234,6 +234,7 @@ var SeedSchema = Schema{
 		{Table: "sessions", Name: "ix_sessions_user_id", Columns: "user_id"},
 		{Table: "sessions", Name: "ix_sessions_expires_at", Columns: "expires_at"},
 		{Table: "sessions", Name: "ix_sessions_revoked_at", Columns: "revoked_at"},
+		{Table: "sessions", Name: "ix_sessions_user_id_live", Columns: "user_id"},
 		{Table: "sessions", Name: "ix_sessions_client_id", Columns: "client_id"},
 		{Table: "sessions", Name: "ix_sessions_browser_digest", Columns: "browser_digest", Unique: true},
 		{Table: "mail_outbox", Name: "ix_mail_outbox_due", Columns: "next_attempt_at"},
