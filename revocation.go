@@ -302,33 +302,24 @@ func (s *Service) ResumeRevocationEvents(ctx context.Context, after int64, mark 
 		}
 		return s.ResumeRevocationEvents(ctx, 0, "")
 	}
-	// The page starts with event after itself, when it is still live, so
-	// that the usual read costs no extra query.
-	evs, err := s.store.RevocationEvents(ctx, after-1, s.now(), RevocationEventsPage+1)
+	// One read finds the page and whether event after is still there: it
+	// comes first, live or not, when it is.
+	evs, err := s.store.RevocationEventsFrom(ctx, after, s.now(), RevocationEventsPage+1)
 	if err != nil {
 		return after, nil, err
 	}
-	var seen []RevocationEvent
 	if len(evs) > 0 && evs[0].ID == after {
-		seen, evs = evs[:1], evs[1:]
-	} else {
-		// Expired (or deleted by retention), or not this table's: ask
-		// without the expiry filter (any time before every event).
-		if seen, err = s.store.RevocationEvents(ctx, after-1, time.Unix(0, 0), 1); err != nil {
-			return after, nil, err
+		if evs[0].Mark() != mark { // the same id, another event: not this table's position
+			return s.ResumeRevocationEvents(ctx, 0, "")
 		}
-		evs = evs[:min(len(evs), RevocationEventsPage)]
+		return after, evs[1:], nil
 	}
-	if len(seen) == 0 || seen[0].ID != after {
-		purged, err := s.revocationEventPurged(ctx, after)
-		if err != nil || purged {
-			return after, evs, err
-		}
+	evs = evs[:min(len(evs), RevocationEventsPage)]
+	purged, err := s.revocationEventPurged(ctx, after)
+	if err != nil || purged {
+		return after, evs, err
 	}
-	if len(seen) == 0 || seen[0].ID != after || seen[0].Mark() != mark {
-		return s.ResumeRevocationEvents(ctx, 0, "")
-	}
-	return after, evs, nil
+	return s.ResumeRevocationEvents(ctx, 0, "")
 }
 
 // revocationEventPurged reports whether event after, not in the table, was

@@ -29,6 +29,12 @@ type Store interface {
 	// RevocationEvents returns, by id, at most limit revocation events with
 	// an id above after that have not expired at now.
 	RevocationEvents(ctx context.Context, after int64, now time.Time, limit int) ([]RevocationEvent, error)
+	// RevocationEventsFrom is RevocationEvents for a reader that has seen
+	// event seen: by id, at most limit events, the first being event seen
+	// itself, expired or not, when it is still in the table; so that one
+	// read both finds the events after a position and tells whether the
+	// position is still there.
+	RevocationEventsFrom(ctx context.Context, seen int64, now time.Time, limit int) ([]RevocationEvent, error)
 	// LastRevocationEventID returns the highest revocation event id in the
 	// table (0 when empty).
 	LastRevocationEventID(ctx context.Context) (int64, error)

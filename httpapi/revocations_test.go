@@ -417,3 +417,74 @@ func TestResumeAfterRetention(t *testing.T) {
 		resume("an empty table", seen, seenMark, 0)
 	})
 }
+
+// feedReads is a store that counts its reads of revocation events made
+// with a context carrying countedRead.
+type feedReads struct {
+	authd.Store
+	n atomic.Int64
+}
+
+type countedRead struct{}
+
+func (f *feedReads) count(ctx context.Context) {
+	if ctx.Value(countedRead{}) != nil {
+		f.n.Add(1)
+	}
+}
+
+func (f *feedReads) RevocationEvents(ctx context.Context, after int64, now time.Time, limit int) ([]authd.RevocationEvent, error) {
+	f.count(ctx)
+	return f.Store.RevocationEvents(ctx, after, now, limit)
+}
+
+func (f *feedReads) RevocationEventsFrom(ctx context.Context, seen int64, now time.Time, limit int) ([]authd.RevocationEvent, error) {
+	f.count(ctx)
+	return f.Store.RevocationEventsFrom(ctx, seen, now, limit)
+}
+
+func (f *feedReads) LastRevocationEventID(ctx context.Context) (int64, error) {
+	f.count(ctx)
+	return f.Store.LastRevocationEventID(ctx)
+}
+
+// TestCurrentStreamReadsOnce: what every read of a stream that is current
+// costs — each heartbeat's, each wake-up's — is one query, whether the
+// last event it sent is still live or has expired (a quiet day), while
+// still telling whether that event is in the table.
+func TestCurrentStreamReadsOnce(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		st := &feedReads{Store: open(t)}
+		e := newEnv(t, st)
+		const email = "quiet@example.org"
+		e.registerVerified(email, goodPassword)
+		a, _ := e.login(email, goodPassword)
+		want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(a)...), 204, "")
+		evs, err := e.svc.RevocationEvents(context.Background(), 0, 0)
+		if err != nil || len(evs) == 0 {
+			t.Fatalf("events after a logout: %v, %v", evs, err)
+		}
+		last := evs[len(evs)-1]
+		ctx := context.WithValue(context.Background(), countedRead{}, true)
+		for _, c := range []struct {
+			state   string
+			advance time.Duration
+		}{{"live", 0}, {"expired", token.MaxAccessTokenTTL + time.Hour}} {
+			e.clock.Advance(c.advance)
+			st.n.Store(0)
+			after, got, err := e.svc.ResumeRevocationEvents(ctx, last.ID, last.Mark())
+			if err != nil || after != last.ID || len(got) != 0 {
+				t.Errorf("%s: resuming at the last event serves from %d events %v (%v), want from %d none",
+					c.state, after, got, err, last.ID)
+			}
+			if n := st.n.Load(); n != 1 {
+				t.Errorf("%s: a read at the last event took %d queries, want 1", c.state, n)
+			}
+			// Another event under the same id (a restored table) is still told apart.
+			st.n.Store(0)
+			if after, _, err := e.svc.ResumeRevocationEvents(ctx, last.ID, strings.Repeat("0", authd.MarkDigits)); err != nil || after != 0 {
+				t.Errorf("%s: resuming at another event's mark serves from %d (%v), want 0", c.state, after, err)
+			}
+		}
+	})
+}

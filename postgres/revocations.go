@@ -14,8 +14,19 @@ var _ authd.RevocationFeed = (*Store)(nil)
 
 // RevocationEvents implements authd.Store.
 func (s *Store) RevocationEvents(ctx context.Context, after int64, now time.Time, limit int) ([]authd.RevocationEvent, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id, kind, subject_id, reason, expires_at, created_at
+	return s.revocationEvents(ctx, `SELECT id, kind, subject_id, reason, expires_at, created_at
 		FROM revocation_events WHERE id > $1 AND expires_at > $2 ORDER BY id LIMIT $3`, after, now, limit)
+}
+
+// RevocationEventsFrom implements authd.Store.
+func (s *Store) RevocationEventsFrom(ctx context.Context, seen int64, now time.Time, limit int) ([]authd.RevocationEvent, error) {
+	return s.revocationEvents(ctx, `SELECT id, kind, subject_id, reason, expires_at, created_at
+		FROM revocation_events WHERE id >= $1 AND (id = $1 OR expires_at > $2) ORDER BY id LIMIT $3`, seen, now, limit)
+}
+
+// revocationEvents runs query, a read of revocation events.
+func (s *Store) revocationEvents(ctx context.Context, query string, args ...any) ([]authd.RevocationEvent, error) {
+	rows, err := s.pool.Query(ctx, query, args...)
 	if err != nil {
 		return nil, translate(err)
 	}

@@ -3,6 +3,8 @@ package storetest
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -76,6 +78,40 @@ func testRevocationEvents(t *testing.T, s authd.Store) {
 	if err != nil || len(live) != 1 || live[0].ID != got[3].ID {
 		t.Errorf("RevocationEvents at %v = %+v, %v; want only event %d", until, live, err, got[3].ID)
 	}
+	// From a seen event: that event first, expired or not, then the live
+	// ones after it; without it (never written, or deleted), only those.
+	ids := func(evs []authd.RevocationEvent) []int64 {
+		var out []int64
+		for _, e := range evs {
+			out = append(out, e.ID)
+		}
+		return out
+	}
+	for _, c := range []struct {
+		name  string
+		seen  int64
+		now   time.Time
+		limit int
+		want  []int64
+	}{
+		{"a live event", got[1].ID, at, 100, []int64{got[1].ID, got[2].ID, got[3].ID}},
+		{"a live event, limited", got[1].ID, at, 2, []int64{got[1].ID, got[2].ID}},
+		{"an expired event", got[1].ID, until, 100, []int64{got[1].ID, got[3].ID}},
+		{"the last event, expired", got[3].ID, late.Until, 100, []int64{got[3].ID}},
+		{"an id never written", got[3].ID + 1000, at, 100, nil},
+		{"an id before every event", got[0].ID - 1, until, 100, []int64{got[3].ID}},
+	} {
+		from, err := s.RevocationEventsFrom(ctx, c.seen, c.now, c.limit)
+		if err != nil || fmt.Sprint(ids(from)) != fmt.Sprint(c.want) {
+			t.Errorf("RevocationEventsFrom(%s: %d, at %v, limit %d) = %v, %v; want %v", c.name, c.seen, c.now, c.limit,
+				ids(from), err, c.want)
+		}
+		for _, e := range from { // whole events: a reader compares their marks
+			if i := slices.IndexFunc(got, func(g authd.RevocationEvent) bool { return g.ID == e.ID }); i < 0 || e.Mark() != got[i].Mark() {
+				t.Errorf("RevocationEventsFrom(%s) read %+v, not the event written", c.name, e)
+			}
+		}
+	}
 
 	res, err := s.Purge(ctx, authd.PurgeRequest{LogsBefore: at.Add(-time.Hour), ExpiredBefore: at.Add(-time.Hour),
 		Now: until.Add(time.Second), Batch: 2})
@@ -85,6 +121,9 @@ func testRevocationEvents(t *testing.T, s authd.Store) {
 	left, err := s.RevocationEvents(ctx, 0, at, 100)
 	if err != nil || len(left) != 1 || left[0].ID != got[3].ID {
 		t.Errorf("after the purge: %+v, %v; want only event %d", left, err, got[3].ID)
+	}
+	if from, err := s.RevocationEventsFrom(ctx, got[1].ID, at, 100); err != nil || fmt.Sprint(ids(from)) != fmt.Sprint([]int64{got[3].ID}) {
+		t.Errorf("RevocationEventsFrom(a deleted event) = %v, %v; want only event %d", ids(from), err, got[3].ID)
 	}
 }
 
