@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -78,7 +79,7 @@ func (s *Server) revocations(w http.ResponseWriter, r *http.Request) error {
 	}
 	var sse bool
 	switch format := r.URL.Query().Get("format"); {
-	case format == "sse", format == "" && strings.Contains(r.Header.Get("Accept"), "text/event-stream"):
+	case format == "sse", format == "" && acceptsEventStream(r.Header.Values("Accept")):
 		sse = true
 	case format != "" && format != "json":
 		return invalidParam("format", "must be json or sse")
@@ -96,6 +97,27 @@ func (s *Server) revocations(w http.ResponseWriter, r *http.Request) error {
 		return s.revocationStream(w, r, pos)
 	}
 	return s.revocationsJSON(w, r, pos)
+}
+
+// acceptsEventStream reports whether Accept lists text/event-stream with a
+// quality above zero (RFC 9110 §12.5.1: q=0 means "not acceptable").
+func acceptsEventStream(accept []string) bool {
+	for _, field := range accept {
+		for _, item := range strings.Split(field, ",") {
+			typ, params, err := mime.ParseMediaType(strings.TrimSpace(item))
+			if err != nil || typ != "text/event-stream" {
+				continue
+			}
+			q, ok := params["q"]
+			if !ok {
+				return true
+			}
+			if v, err := strconv.ParseFloat(q, 64); err == nil && v > 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // feedCursor is a client's position in the feed: the last event it has

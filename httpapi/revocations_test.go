@@ -222,17 +222,29 @@ func TestRevocationFeedHead(t *testing.T) {
 	// bound the client, and cut the connections before closing.
 	t.Cleanup(func() { one.CloseClientConnections(); one.Close() })
 	client := &http.Client{Timeout: 10 * time.Second}
-	for _, accept := range []string{"text/event-stream", "application/json"} {
+	for accept, want := range map[string]string{
+		"text/event-stream":                "text/event-stream",
+		"application/json":                 "application/json",
+		"":                                 "application/json",
+		"Text/Event-Stream; charset=utf-8": "text/event-stream",
+		"application/json, text/event-stream;q=0.5":   "text/event-stream",
+		"text/event-stream;q=0":                       "application/json", // "not acceptable" (RFC 9110 §12.5.1)
+		"text/event-stream; q=0.0, application/json":  "application/json",
+		"application/x-not-text/event-stream":         "application/json",
+		"text/event-streamer, application/json;q=0.9": "application/json",
+	} {
 		req, _ := http.NewRequest("HEAD", one.URL+"/v1/auth/revocations", nil)
-		req.Header.Set("Accept", accept)
+		if accept != "" {
+			req.Header.Set("Accept", accept)
+		}
 		req.Header.Set("Authorization", "Bearer "+serviceToken)
 		resp, err := client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), accept) {
-			t.Errorf("HEAD with Accept %s: %d %s", accept, resp.StatusCode, resp.Header.Get("Content-Type"))
+		if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), want) {
+			t.Errorf("HEAD with Accept %q: %d %s, want %s", accept, resp.StatusCode, resp.Header.Get("Content-Type"), want)
 		}
 	}
 	if s := openStream(t, one.URL); s.resp.StatusCode != 200 {
@@ -250,6 +262,14 @@ type stuckStore struct {
 func (s *stuckStore) RevocationEvents(ctx context.Context, after int64, now time.Time, limit int) ([]authd.RevocationEvent, error) {
 	if !s.stuck.Load() {
 		return s.Store.RevocationEvents(ctx, after, now, limit)
+	}
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (s *stuckStore) RevocationEventsFrom(ctx context.Context, seen int64, now time.Time, limit int) ([]authd.RevocationEvent, error) {
+	if !s.stuck.Load() {
+		return s.Store.RevocationEventsFrom(ctx, seen, now, limit)
 	}
 	<-ctx.Done()
 	return nil, ctx.Err()
@@ -274,7 +294,7 @@ func TestRevocationFeedStuckDatabase(t *testing.T) {
 		srv := httptest.NewServer(httpapi.New(httpapi.Options{Service: e.svc, ServiceTokens: []string{serviceToken},
 			MaxRevocationStreams: 1, RevocationReadTimeout: 20 * time.Millisecond}))
 		t.Cleanup(srv.Close)
-		for _, h := range [][]string{nil, {"Last-Event-ID", "7"}} {
+		for _, h := range [][]string{nil, {"Last-Event-ID", "7"}, {"Last-Event-ID", "7.0123456789abcdef"}} {
 			s := openStream(t, srv.URL, h...)
 			if s.resp.StatusCode != 503 || s.resp.Header.Get("Retry-After") == "" ||
 				s.resp.Header.Get("Content-Type") != "application/problem+json" {
@@ -307,6 +327,14 @@ type stuckLaterStore struct {
 func (s *stuckLaterStore) RevocationEvents(ctx context.Context, after int64, now time.Time, limit int) ([]authd.RevocationEvent, error) {
 	if s.reads.Add(1) == 1 {
 		return s.Store.RevocationEvents(ctx, after, now, limit)
+	}
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (s *stuckLaterStore) RevocationEventsFrom(ctx context.Context, seen int64, now time.Time, limit int) ([]authd.RevocationEvent, error) {
+	if s.reads.Add(1) == 1 {
+		return s.Store.RevocationEventsFrom(ctx, seen, now, limit)
 	}
 	<-ctx.Done()
 	return nil, ctx.Err()
