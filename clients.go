@@ -267,6 +267,13 @@ func (s *Service) clientSecretDigest(clientID, secret string) string {
 	return hex.EncodeToString(labelledMAC(s.refreshKey, "authd client secret v1", clientID, secret))
 }
 
+// PlainText reports whether s is text a client may hand authd to keep or
+// echo (a name, an OAuth state or nonce): valid UTF-8 without control
+// characters. PostgreSQL refuses invalid UTF-8 and NUL outright.
+func PlainText(s string) bool {
+	return utf8.ValidString(s) && strings.IndexFunc(s, unicode.IsControl) < 0
+}
+
 // validClientID reports whether id can name a client: 1 to 64 characters
 // of letters, digits, '.', '_' and '-'.
 func validClientID(id string) bool {
@@ -288,8 +295,7 @@ func validClientSpec(spec ClientSpec) error {
 		bad("id", "must be 1 to 64 letters, digits, '.', '_' or '-'")
 	}
 	name := strings.TrimSpace(spec.Name)
-	if name == "" || name != spec.Name || utf8.RuneCountInString(spec.Name) > MaxClientNameLength ||
-		!utf8.ValidString(spec.Name) || strings.IndexFunc(spec.Name, unicode.IsControl) >= 0 {
+	if name == "" || name != spec.Name || utf8.RuneCountInString(spec.Name) > MaxClientNameLength || !PlainText(spec.Name) {
 		bad("name", "must be 1 to 255 printable characters, without leading or trailing spaces")
 	}
 	if _, err := ParseClientType(string(spec.Type)); err != nil {

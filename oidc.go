@@ -155,9 +155,16 @@ func (s *Service) EndUserSession(ctx context.Context, c Client, id, user uuid.UU
 
 // SaveAuthRequest keeps a validated authorization request for
 // AuthRequestTTL, giving it its id and times. Each costs a row, so the
-// client IP's rate limit applies (SPEC 6.7). ENotFound (no such client),
-// ERateLimited, EUnavailable.
+// client IP's rate limit applies (SPEC 6.7). EInvalid (a state or nonce
+// that is not PlainText), ENotFound (no such client), ERateLimited,
+// EUnavailable.
 func (s *Service) SaveAuthRequest(ctx context.Context, c Client, r *AuthRequest) error {
+	for _, f := range [...]struct{ name, v string }{{"state", r.State}, {"nonce", r.Nonce}} {
+		if !PlainText(f.v) {
+			return &Error{Code: EInvalid, Message: "invalid authorization request",
+				Fields: []FieldError{{Field: f.name, Message: "must be text without control characters"}}}
+		}
+	}
 	if err := s.limitIP(ctx, "authorize", c); err != nil {
 		return err
 	}

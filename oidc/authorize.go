@@ -71,9 +71,8 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	state := q.Get("state")
-	if len(state) > maxState {
-		state = ""
-		p.redirectError(w, r, redirect, state, authError{"invalid_request", "state is too long"})
+	if len(state) > maxState || !authd.PlainText(state) {
+		p.redirectError(w, r, redirect, "", authError{"invalid_request", "state must be text, at most 1024 bytes"})
 		return
 	}
 	req, aerr := p.parseAuthRequest(q, oc)
@@ -137,8 +136,8 @@ func (p *Provider) parseAuthRequest(q url.Values, oc *authd.OAuthClient) (*authd
 	}
 	req := &authd.AuthRequest{ClientID: oc.ID, RedirectURI: q.Get("redirect_uri"), Scopes: scopes,
 		Nonce: q.Get("nonce"), CodeChallenge: q.Get("code_challenge"), CodeChallengeMethod: q.Get("code_challenge_method")}
-	if len(req.Nonce) > maxNonce {
-		return nil, &authError{"invalid_request", "nonce is too long"}
+	if len(req.Nonce) > maxNonce || !authd.PlainText(req.Nonce) {
+		return nil, &authError{"invalid_request", "nonce must be text, at most 255 bytes"}
 	}
 	switch {
 	case req.CodeChallenge == "" && oc.Type == authd.ClientPublic:
@@ -384,13 +383,17 @@ func (p *Provider) browserSession(r *http.Request) (*authd.Session, *authd.User,
 }
 
 // saveFailed answers a request that could not be kept: too many from this
-// client go back as temporarily_unavailable, anything else is an outage.
+// client go back as temporarily_unavailable, one the service refuses as
+// invalid_request, anything else is an outage.
 func (p *Provider) saveFailed(w http.ResponseWriter, r *http.Request, req *authd.AuthRequest, err error) {
-	if authd.ErrorCode(err) == authd.ERateLimited {
+	switch authd.ErrorCode(err) {
+	case authd.ERateLimited:
 		p.redirectError(w, r, req.RedirectURI, req.State, authError{"temporarily_unavailable", "too many requests; try again later"})
-		return
+	case authd.EInvalid:
+		p.redirectError(w, r, req.RedirectURI, req.State, authError{"invalid_request", authd.ErrorMessage(err)})
+	default:
+		p.unavailable(w, err)
 	}
-	p.unavailable(w, err)
 }
 
 func (p *Provider) unavailable(w http.ResponseWriter, err error) {

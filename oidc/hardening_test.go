@@ -416,3 +416,57 @@ func TestSecureCookiesOnHTTPS(t *testing.T) {
 		})
 	}
 }
+
+// TestStateAndNonceMustBeText: a state or nonce that PostgreSQL cannot keep
+// (a NUL, bytes that are not UTF-8) goes back to the client as
+// invalid_request (RFC 6749 §4.1.2.1) — a state that is not text is not
+// echoed — on both stores, never as an outage (a 503 and an ERROR line
+// anyone could cause); the end-session endpoint's state likewise gets its
+// error page.
+func TestStateAndNonceMustBeText(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.client("app", authd.ClientConfidential, true)
+		for name, c := range map[string]struct{ param, value, wantState string }{
+			"state with NUL":      {"state", "a\x00b", ""},
+			"state not UTF-8":     {"state", "\xff", ""},
+			"state with a tab":    {"state", "a\tb", ""},
+			"nonce with NUL":      {"nonce", "n\x00", "s"},
+			"nonce not UTF-8":     {"nonce", "\xc3", "s"},
+			"nonce with a escape": {"nonce", "\x1b[31m", "s"},
+		} {
+			q := url.Values{"client_id": {"app"}, "redirect_uri": {rpCallback}, "response_type": {"code"},
+				"scope": {"openid"}, "code_challenge": {strings.Repeat("a", 43)}, "code_challenge_method": {"S256"},
+				"state": {"s"}}
+			q.Set(c.param, c.value)
+			resp, err := noRedirects.Get(e.srv.URL + oidc.AuthorizePath + "?" + q.Encode())
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			loc, _ := url.Parse(resp.Header.Get("Location"))
+			if resp.StatusCode != http.StatusFound || loc == nil || !strings.HasPrefix(loc.String(), rpCallback) ||
+				loc.Query().Get("error") != "invalid_request" || loc.Query().Get("state") != c.wantState {
+				t.Errorf("%s: %d to %q; want a redirect to the client with invalid_request and state %q",
+					name, resp.StatusCode, resp.Header.Get("Location"), c.wantState)
+			}
+		}
+		resp, err := http.Get(e.srv.URL + oidc.LogoutPath + "?" + url.Values{"client_id": {"app"}, "state": {"\x00"}}.Encode())
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("end-session with a state that is not text: %d, want 400", resp.StatusCode)
+		}
+		if logs := e.logText(); strings.Contains(logs, "level=ERROR") {
+			t.Errorf("a state or nonce that is not text was logged as an outage:\n%s", logs)
+		}
+		// The service keeps none either, whoever calls it.
+		for _, r := range []*authd.AuthRequest{{State: "\x00"}, {Nonce: "\xff"}} {
+			r.ClientID, r.RedirectURI, r.Scopes = "app", rpCallback, []string{"openid"}
+			if err := e.svc.SaveAuthRequest(context.Background(), authd.Client{}, r); authd.ErrorCode(err) != authd.EInvalid {
+				t.Errorf("SaveAuthRequest(state %q, nonce %q) = %v, want EInvalid", r.State, r.Nonce, err)
+			}
+		}
+	})
+}

@@ -310,8 +310,8 @@ func (p *Provider) logoutParams(w http.ResponseWriter, r *http.Request, q url.Va
 			"The application asked to send you back to an address it has not registered.")
 		return f, nil, nil, false
 	}
-	if len(f.State) > maxState {
-		p.errorPage(w, http.StatusBadRequest, "Invalid sign-out request", "The sign-out request's state is too long.")
+	if len(f.State) > maxState || !authd.PlainText(f.State) {
+		p.errorPage(w, http.StatusBadRequest, "Invalid sign-out request", "The sign-out request's state is not text or is too long.")
 		return f, nil, nil, false
 	}
 	return f, oc, hinted, true
