@@ -288,6 +288,9 @@ func withHeader(h http.Handler) http.Handler {
 // what the library would answer before VerifyClient runs:
 //
 //   - a body over maxForm is 413 (SPEC §5), not its 400 "error parsing form";
+//   - a parameter given more than once (in the body, or in the query and
+//     the body) is 400 invalid_request (RFC 6749 §3.2), where the library
+//     would take the last one;
 //   - an Authorization header of the Basic scheme that does not decode into
 //     a client_id and a secret (RFC 6749 §2.3.1: base64 of the
 //     form-urlencoded id, ":", the form-urlencoded secret; the id not
@@ -310,6 +313,14 @@ func (p *Provider) tokenEndpoint(lib http.Handler) http.Handler {
 			}
 			op.WriteError(w, r, oidc.ErrInvalidRequest().WithDescription("error parsing form"), nil)
 			return
+		}
+		for _, vs := range r.Form { // the query's and the body's
+			if len(vs) > 1 {
+				// The library reads the last, checks here the first: one
+				// request must not be two (RFC 6749 §3.2).
+				op.WriteError(w, r, oidc.ErrInvalidRequest().WithDescription("a parameter is repeated"), nil)
+				return
+			}
 		}
 		if scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " "); strings.EqualFold(scheme, "Basic") {
 			if id, ok := basicClientID(r); !ok {

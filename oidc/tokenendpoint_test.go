@@ -11,6 +11,7 @@ import (
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/oidc"
+	"golang.org/x/oauth2"
 )
 
 // rawTokenRequest posts form to the token endpoint with the Authorization
@@ -163,6 +164,50 @@ func TestTokenBodyTooLarge(t *testing.T) {
 		form.Set("padding", strings.Repeat("x", 60<<10))
 		if resp, code, _ := e.rawTokenRequest(form, ""); resp.StatusCode != http.StatusUnauthorized || code != "invalid_client" {
 			t.Errorf("a 60 KiB padding with a wrong secret: %d %q, want 401 invalid_client (read and refused)", resp.StatusCode, code)
+		}
+	})
+}
+
+// TestTokenEndpointRefusesRepeatedParameters: a parameter given twice —
+// in the body, or in the query and the body — is 400 invalid_request (RFC
+// 6749 §3.2), and the code is not redeemed: the endpoint's own checks read
+// the first value and the library the last, so one request must not carry
+// two.
+func TestTokenEndpointRefusesRepeatedParameters(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("dup@example.org")
+		c, secret := e.client("app", authd.ClientConfidential, true)
+		r := e.rp(c, secret)
+		verifier := oauth2.GenerateVerifier()
+		code := r.login(t, e.browser(), "dup@example.org", "s", "n", verifier)
+		form := url.Values{"grant_type": {"authorization_code"}, "redirect_uri": {rpCallback}, "code_verifier": {verifier}}
+		for name, where := range map[string]struct{ query, body url.Values }{
+			"twice in the body":         {nil, url.Values{"code": {"not-the-code", code}}},
+			"in the query and the body": {url.Values{"code": {"not-the-code"}}, url.Values{"code": {code}}},
+			"grant type twice":          {nil, url.Values{"code": {code}, "grant_type": {"refresh_token"}}},
+		} {
+			body := url.Values{}
+			for k, vs := range form {
+				body[k] = append([]string(nil), vs...)
+			}
+			for k, vs := range where.body {
+				body[k] = append(body[k], vs...)
+			}
+			target := e.srv.URL + oidc.TokenPath
+			if where.query != nil {
+				target += "?" + where.query.Encode()
+			}
+			req, _ := http.NewRequest("POST", target, strings.NewReader(body.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.SetBasicAuth(c.ID, secret)
+			resp, errCode := e.oauthCall(req)
+			if resp.StatusCode != http.StatusBadRequest || errCode != "invalid_request" {
+				t.Errorf("%s: %d %q; want 400 invalid_request", name, resp.StatusCode, errCode)
+			}
+		}
+		// Still unredeemed: the one right request gets its tokens.
+		if tok, idt := r.exchange(t, code, verifier); tok.AccessToken == "" || idt.Subject == "" {
+			t.Errorf("the code after the refused requests: %+v", tok)
 		}
 	})
 }
