@@ -288,7 +288,7 @@ func (p *Provider) continueRequest(w http.ResponseWriter, r *http.Request, req *
 	}
 	if need || req.ForceConsent || mustConfirm(oc, req) {
 		p.render(w, http.StatusOK, page{Title: "Allow access?", Client: oc.Name, Email: u.Email, Scopes: req.Scopes,
-			Request: req.ID.String(), CSRF: p.csrfToken(w, r, "consent", req.ID.String()), content: "consent-content",
+			Request: req.ID.String(), CSRF: p.csrfToken(w, r, "consent", consentBinding(req, sess)), content: "consent-content",
 			formTo: []string{origin(req.RedirectURI)}})
 		return
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/oidc"
@@ -125,4 +126,44 @@ func TestDeniedConsentDuringAnOutage(t *testing.T) {
 	if b.last.StatusCode != http.StatusServiceUnavailable || b.last.Header.Get("Retry-After") == "" {
 		t.Errorf("a denial that could not be logged: %d %q; want 503 with Retry-After", b.last.StatusCode, b.last.Header.Get("Location"))
 	}
+}
+
+// TestConsentIsTheSignedInUsersOwn: a consent page shown to alice, whose
+// Allow is sent after the same browser signed in as bob in another tab,
+// grants nothing: bob never saw it. The form is bound to the session it
+// was shown for, and the decision gets the expired-form page — no consent
+// of bob's, no code.
+func TestConsentIsTheSignedInUsersOwn(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("alice@example.org")
+		bob := e.user("bob@example.org")
+		third, secret := e.client("third", authd.ClientConfidential, false)
+		app, appSecret := e.client("app", authd.ClientConfidential, true)
+		rt, ra := e.rp(third, secret), e.rp(app, appSecret)
+
+		b := e.browser()
+		b.get(rt.cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))).signIn("alice@example.org", goodPassword)
+		if !strings.Contains(b.body, `name="decision"`) || !strings.Contains(b.body, "alice@example.org") {
+			t.Fatalf("no consent page for alice: %d %s", b.last.StatusCode, b.body)
+		}
+		consentForm := b.form()
+
+		// Another tab: bob signs in to a first-party app (no consent page).
+		e.clock.Advance(time.Second)
+		b.get(ra.cfg.AuthCodeURL("x", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()),
+			oauth2.SetAuthURLParam("prompt", "login"))).signIn("bob@example.org", goodPassword)
+		if b.callback() == nil {
+			t.Fatalf("bob's sign-in to app: %d", b.last.StatusCode)
+		}
+
+		consentForm.Set("decision", "allow")
+		b.post(oidc.ConsentPath, consentForm)
+		if b.last.StatusCode != http.StatusForbidden || b.callback() != nil {
+			t.Errorf("alice's Allow sent as bob: %d to %q; want the expired-form page (403), no redirect",
+				b.last.StatusCode, b.last.Header.Get("Location"))
+		}
+		if need, err := e.svc.NeedsConsent(context.Background(), third, bob.ID, []string{authd.ScopeOpenID}); err != nil || !need {
+			t.Errorf("bob never saw third's consent page, yet a consent of his is recorded (need %v, %v)", need, err)
+		}
+	})
 }

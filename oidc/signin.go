@@ -228,8 +228,17 @@ func (p *Provider) signedIn(w http.ResponseWriter, r *http.Request, req *authd.A
 	http.Redirect(w, r, ResumePath+"?request="+req.ID.String(), http.StatusSeeOther)
 }
 
+// consent takes the decision of the consent page. Its form is bound to
+// the browser session it was shown for (consentBinding): a decision sent
+// after the browser signed in as someone else (another tab, another app)
+// is not theirs, and gets the expired-form page.
 func (p *Provider) consent(w http.ResponseWriter, r *http.Request) {
-	form, req, oc, ok := p.requestForm(w, r, "consent")
+	form, ok := readForm(w, r)
+	if !ok {
+		p.errorPage(w, http.StatusBadRequest, "Invalid request", "The form could not be read.")
+		return
+	}
+	req, oc, ok := p.savedRequest(w, r, form.Get("request"))
 	if !ok {
 		return
 	}
@@ -240,6 +249,10 @@ func (p *Provider) consent(w http.ResponseWriter, r *http.Request) {
 	}
 	if sess == nil {
 		http.Redirect(w, r, SignInPath+"?request="+req.ID.String(), http.StatusSeeOther)
+		return
+	}
+	if !p.checkCSRF(r, form, "consent", consentBinding(req, sess)) {
+		p.formExpired(w)
 		return
 	}
 	if form.Get("decision") != "allow" {
@@ -261,6 +274,12 @@ func (p *Provider) consent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.issueCode(w, r, req, sess) // answered: prompt=consent must not ask again
+}
+
+// consentBinding binds a consent form to its request and to the browser
+// session the page was shown for.
+func consentBinding(req *authd.AuthRequest, sess *authd.Session) string {
+	return req.ID.String() + " " + sess.ID.String()
 }
 
 // logoutParams are RP-initiated logout's parameters (GET query or POST form).
