@@ -168,6 +168,7 @@ func TestPolicy(t *testing.T) {
 		{strings.Repeat("é", 128), "x@example.org", true},
 		{strings.Repeat("é", 129), "x@example.org", false},
 		{"bad\xffutf8 password", "x@example.org", false},
+		{"a fine passphrase\x00", "x@example.org", false},
 	}
 	for _, tt := range tests {
 		err := p.Check(tt.pw, tt.email)

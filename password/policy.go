@@ -48,6 +48,11 @@ func (p Policy) Check(pw, email string) error {
 	if !utf8.ValidString(pw) {
 		return weak("must be valid UTF-8 text")
 	}
+	if strings.ContainsRune(pw, 0) {
+		// The JSON API refuses NUL in every string: a password the hosted
+		// forms let through could never be used there.
+		return weak("must not contain NUL characters")
+	}
 	n := utf8.RuneCountInString(Normalize(pw))
 	switch {
 	case n < p.MinLength:
