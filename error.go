@@ -82,6 +82,22 @@ func ErrorCode(err error) Code {
 	return EInternal
 }
 
+// RetryAfterSeconds is the RetryAfter of the first *Error in err's chain in
+// whole seconds, rounded up, as HTTP's Retry-After gives it; 0 for none.
+// It never overflows: a lock until the year 9999 is about 292 years, the
+// longest time.Duration.
+func RetryAfterSeconds(err error) int {
+	var e *Error
+	if !errors.As(err, &e) || e.RetryAfter <= 0 {
+		return 0
+	}
+	s := e.RetryAfter / time.Second
+	if e.RetryAfter%time.Second != 0 {
+		s++
+	}
+	return int(s)
+}
+
 // ErrorMessage returns the client-safe message of err: the message of the
 // first *Error in its chain, or a generic one for anything else.
 func ErrorMessage(err error) string {

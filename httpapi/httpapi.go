@@ -340,7 +340,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	errors.As(err, &e)
 	switch {
 	case e != nil && e.RetryAfter > 0:
-		w.Header().Set("Retry-After", retryAfter(e.RetryAfter))
+		w.Header().Set("Retry-After", strconv.Itoa(authd.RetryAfterSeconds(err)))
 	case status == http.StatusServiceUnavailable:
 		w.Header().Set("Retry-After", "1")
 	}
@@ -368,8 +368,3 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 type badRequest struct{ error }
 
 func (b badRequest) Unwrap() error { return b.error }
-
-// retryAfter is a Retry-After value: whole seconds, rounded up.
-func retryAfter(d time.Duration) string {
-	return strconv.Itoa(int((d + time.Second - 1) / time.Second))
-}

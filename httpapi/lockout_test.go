@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -489,4 +490,22 @@ func TestReauthenticationAcrossALock(t *testing.T) {
 			t.Error("the password changed although the account had locked")
 		}
 	})
+}
+
+// TestLockUntilTheYear9999: an administrator's lock "for ever" (until
+// 9999-12-31, beyond the longest time.Duration) answers logins 423 with a
+// positive Retry-After (authd.RetryAfterSeconds, which the hosted pages
+// use too) — the rounding up to whole seconds overflowed into a negative
+// one.
+func TestLockUntilTheYear9999(t *testing.T) {
+	e := newEnv(t, openSQLite(t))
+	e.registerVerified("forever@example.org", goodPassword)
+	id := e.user("forever@example.org").ID.String()
+	want(t, "admin lock", e.admin("POST", "/v1/admin/users/"+id+"/lock",
+		map[string]any{"until": "9999-12-31T23:59:59Z"}), 204, "")
+	r := e.do("POST", "/v1/auth/login", map[string]string{"email": "forever@example.org", "password": goodPassword})
+	want(t, "login", r, 423, "account_locked")
+	if n, err := strconv.ParseInt(r.header.Get("Retry-After"), 10, 64); err != nil || n < 200*365*24*3600 {
+		t.Errorf("Retry-After %q, want the lock's centuries in seconds", r.header.Get("Retry-After"))
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"strconv"
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/templates"
@@ -177,8 +178,8 @@ func (s *Server) pageError(w http.ResponseWriter, r *http.Request, err error, p 
 	if !ok {
 		status = http.StatusInternalServerError
 	}
-	if e, ok := err.(*authd.Error); ok && e.RetryAfter > 0 {
-		w.Header().Set("Retry-After", retryAfter(e.RetryAfter))
+	if n := authd.RetryAfterSeconds(err); n > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(n))
 	}
 	p.Title, p.Error, p.content = "Something went wrong", authd.ErrorMessage(err), "problem-content"
 	return s.renderPage(w, status, p)

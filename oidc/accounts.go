@@ -89,7 +89,7 @@ func (p *Provider) formFailed(w http.ResponseWriter, again page, err error) {
 		}
 		p.render(w, http.StatusBadRequest, again)
 	case authd.ERateLimited:
-		again.Error, again.lockedFor = authd.ErrorMessage(err), retryAfter(err)
+		again.Error, again.lockedFor = authd.ErrorMessage(err), authd.RetryAfterSeconds(err)
 		p.render(w, http.StatusTooManyRequests, again)
 	default:
 		p.unavailable(w, err)

@@ -204,7 +204,7 @@ func tokenError(ctx context.Context, err error) error {
 	case authd.EInvalidCredentials:
 		return invalidClient(ctx, "the client is unknown or its credentials are wrong")
 	case authd.ERateLimited:
-		setHeader(ctx, "Retry-After", strconv.Itoa(max(retryAfter(err), 1)))
+		setHeader(ctx, "Retry-After", strconv.Itoa(max(authd.RetryAfterSeconds(err), 1)))
 		return op.NewStatusError(oidc.ErrInvalidRequest().WithDescription("too many requests; try again later"),
 			http.StatusTooManyRequests)
 	case authd.EUnavailable:

@@ -1,11 +1,9 @@
 package oidc
 
 import (
-	"errors"
 	"net/http"
 	"net/url"
 	"slices"
-	"time"
 
 	"github.com/authd/authd"
 	"github.com/google/uuid"
@@ -195,20 +193,12 @@ func (p *Provider) signInFailed(w http.ResponseWriter, again page, err error) {
 			status = http.StatusLocked
 		}
 		again.Error = authd.ErrorMessage(err)
-		again.lockedFor = retryAfter(err)
+		again.lockedFor = authd.RetryAfterSeconds(err)
 	default:
 		p.unavailable(w, err)
 		return
 	}
 	p.render(w, status, again)
-}
-
-func retryAfter(err error) int {
-	var e *authd.Error
-	if errors.As(err, &e) && e.RetryAfter > 0 {
-		return int((e.RetryAfter + time.Second - 1) / time.Second)
-	}
-	return 0
 }
 
 // signedIn sets the session cookie and goes on with the request. A
