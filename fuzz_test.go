@@ -1,15 +1,39 @@
 package authd_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"unicode/utf8"
 
 	"github.com/authd/authd"
+	"golang.org/x/text/unicode/norm"
 )
 
+// TestNormalizeEmail: one address, one stored form — whatever its case and
+// however its letters are composed (NFC or NFD) — and too long is said so.
+func TestNormalizeEmail(t *testing.T) {
+	for in, want := range map[string]string{
+		"Alice@Example.ORG":            "alice@example.org",
+		"\u00fcser@ex\u00e4mple.org":   "\u00fcser@ex\u00e4mple.org", // ü, ä precomposed (NFC)
+		"u\u0308ser@exa\u0308mple.org": "\u00fcser@ex\u00e4mple.org", // u, a + combining diaeresis (NFD)
+		"U\u0308SER@EXA\u0308MPLE.ORG": "\u00fcser@ex\u00e4mple.org",
+		"\u212a@example.org":           "k@example.org", // the Kelvin sign
+	} {
+		if got, err := authd.NormalizeEmail(in); err != nil || got != want {
+			t.Errorf("NormalizeEmail(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	long := strings.Repeat("a", authd.MaxEmailLength) + "@example.org"
+	var e *authd.Error
+	if _, err := authd.NormalizeEmail(long); !errors.As(err, &e) || len(e.Fields) != 1 || !strings.Contains(e.Fields[0].Message, "at most 254") {
+		t.Errorf("NormalizeEmail(a long address) = %v, want a field error saying at most 254", err)
+	}
+}
+
 func FuzzNormalizeEmail(f *testing.F) {
-	for _, s := range []string{"alice@example.org", "Al <al@x.org>", "a@b", "@", "a@@b", "\"q\"@x.org", "a@x.org\r\n"} {
+	for _, s := range []string{"alice@example.org", "Al <al@x.org>", "a@b", "@", "a@@b", "\"q\"@x.org", "a@x.org\r\n",
+		"u\u0308ser@exa\u0308mple.org", "\u212a@example.org", "\u0130@example.org"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -20,7 +44,7 @@ func FuzzNormalizeEmail(f *testing.F) {
 			}
 			return
 		}
-		if len(got) > authd.MaxEmailLength || got != strings.ToLower(got) || !utf8.ValidString(got) ||
+		if len(got) > authd.MaxEmailLength || !norm.NFC.IsNormalString(got) || !utf8.ValidString(got) ||
 			strings.ContainsAny(got, " \r\n<>") || strings.Count(got, "@") < 1 {
 			t.Fatalf("NormalizeEmail(%q) = %q: not a stored form", s, got)
 		}

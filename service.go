@@ -8,16 +8,19 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/mail"
 	"net/netip"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/authd/authd/internal/pace"
 	"github.com/go-webauthn/webauthn/webauthn"
 	"github.com/google/uuid"
+	"golang.org/x/text/unicode/norm"
 )
 
 // Config is what the flows need to know of the configuration.
@@ -277,12 +280,20 @@ func detach(ctx context.Context) (context.Context, context.CancelFunc) {
 func (s *Service) now() time.Time { return s.clock.Now().UTC().Truncate(time.Microsecond) }
 
 // NormalizeEmail validates an address (RFC 5322 addr-spec, at most 254
-// characters, no display name) and returns its lower-cased form, under which
-// it is stored and looked up.
+// characters, no display name) and returns its form in Unicode NFC,
+// lower-cased, under which it is stored and looked up: addresses that are
+// the same text (ü written as one character or as u and a combining
+// diaeresis) or differ only in case are one account.
 func NormalizeEmail(s string) (string, error) {
-	invalid := &Error{Code: EInvalid, Message: "invalid request",
-		Fields: []FieldError{{Field: "email", Message: "must be an email address such as name@example.org"}}}
-	if s == "" || len(s) > MaxEmailLength || strings.ContainsAny(s, " \t\r\n<>\"") {
+	field := func(msg string) error {
+		return &Error{Code: EInvalid, Message: "invalid request", Fields: []FieldError{{Field: "email", Message: msg}}}
+	}
+	invalid := field("must be an email address such as name@example.org")
+	if !utf8.ValidString(s) {
+		return "", invalid
+	}
+	s = norm.NFC.String(s)
+	if s == "" || strings.ContainsAny(s, " \t\r\n<>\"") {
 		return "", invalid
 	}
 	a, err := mail.ParseAddress(s)
@@ -293,7 +304,11 @@ func NormalizeEmail(s string) (string, error) {
 	if !ok || local == "" || domain == "" || strings.HasPrefix(domain, ".") || strings.HasSuffix(domain, ".") {
 		return "", invalid
 	}
-	return strings.ToLower(s), nil
+	s = norm.NFC.String(strings.ToLower(s))
+	if len(s) > MaxEmailLength {
+		return "", field(fmt.Sprintf("must be at most %d bytes long", MaxEmailLength))
+	}
+	return s, nil
 }
 
 // opaqueTokenBytes is the randomness of refresh, verification and reset tokens.
