@@ -149,9 +149,24 @@ func (s *Server) renderPage(w http.ResponseWriter, status int, p page) error {
 	return nil
 }
 
+// pageForms refuses page forms that another site's page sent (its
+// Sec-Fetch-Site, or an Origin that is not this host): the verification
+// and reset forms carry their token, but "send me a new link" carries only
+// an address, and another site could otherwise make its visitors' browsers
+// mail any address a new link (voiding the pending one) from their own IPs.
+// Requests without either header (curl, mail clients) are not a browser's
+// cross-site request and pass.
+var pageForms = http.NewCrossOriginProtection()
+
+var errCrossSiteForm = authd.Errorf(authd.EForbidden,
+	"This form was sent from another site. Open the page on this server and send it from there.")
+
 // readForm reads a bounded application/x-www-form-urlencoded body; the
 // query string is never read.
 func readForm(w http.ResponseWriter, r *http.Request) (url.Values, error) {
+	if err := pageForms.Check(r); err != nil {
+		return nil, errCrossSiteForm
+	}
 	body, err := readBody(w, r, "application/x-www-form-urlencoded")
 	if err != nil {
 		return nil, err

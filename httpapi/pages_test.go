@@ -106,3 +106,40 @@ func TestResetPage(t *testing.T) {
 		want(t, "JSON reset with the token in the query only", e.do("POST", "/v1/auth/password/reset?token="+tok, map[string]string{"new_password": "x y z w v u t"}), 400, "validation_failed")
 	})
 }
+
+// TestCrossSitePageForms: a page form that another site's page sends —
+// as its browser says (Sec-Fetch-Site), or by an Origin that is not this
+// host — is refused (403) and does nothing: "send me a new link" would
+// otherwise let any site mail any address a new link from its visitors'
+// browsers. The same form sent from the page itself, or by a client that
+// is no browser, works.
+func TestCrossSitePageForms(t *testing.T) {
+	e := newEnv(t, openSQLite(t))
+	e.registerVerified("x@example.org", goodPassword)
+	before := e.mail.count(authd.MailPasswordReset, "x@example.org")
+	for name, h := range map[string][]string{
+		"Sec-Fetch-Site cross-site": {"Sec-Fetch-Site", "cross-site"},
+		"Sec-Fetch-Site same-site":  {"Sec-Fetch-Site", "same-site"},
+		"another Origin":            {"Origin", "https://evil.example"},
+	} {
+		for _, path := range []string{"/reset-password/new-link", "/verify-email/new-link", "/reset-password", "/verify-email"} {
+			r := e.do("POST", path, form("email", "x@example.org"), append([]string{"Content-Type", "application/x-www-form-urlencoded"}, h...)...)
+			if r.status != 403 || !strings.Contains(r.raw, "sent from another site") {
+				t.Errorf("%s to %s: %d %s, want 403", name, path, r.status, r.raw)
+			}
+		}
+	}
+	if n := e.mail.count(authd.MailPasswordReset, "x@example.org"); n != before {
+		t.Errorf("cross-site forms sent %d reset mails", n-before)
+	}
+	for name, h := range map[string][]string{
+		"from the page":       {"Sec-Fetch-Site", "same-origin"},
+		"typed or bookmarked": {"Sec-Fetch-Site", "none"},
+		"no browser":          nil,
+	} {
+		r := e.do("POST", "/reset-password/new-link", form("email", "x@example.org"), append([]string{"Content-Type", "application/x-www-form-urlencoded"}, h...)...)
+		if r.status != 200 {
+			t.Errorf("new link %s: %d %s, want 200", name, r.status, r.raw)
+		}
+	}
+}
