@@ -13,11 +13,16 @@ import (
 // what was done (logAdmin).
 
 // Users lists users matching f, newest first, one page, and logs the
-// listing as list_users with its filters. EInvalid (limit), EUnavailable.
+// listing as list_users with its filters. EInvalid (limit, an email
+// filter that is not PlainText), EUnavailable.
 func (s *Service) Users(ctx context.Context, c Client, f UserFilter) (Page[*User], error) {
 	limit, err := ListLimit(f.Limit)
 	if err != nil {
 		return Page[*User]{}, err
+	}
+	if !PlainText(f.Email) {
+		return Page[*User]{}, &Error{Code: EInvalid, Message: "invalid request",
+			Fields: []FieldError{{Field: "email", Message: "must be text without control characters"}}}
 	}
 	filters := map[string]any{}
 	if f.Email != "" {

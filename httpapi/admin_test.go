@@ -54,6 +54,11 @@ func TestAdminAPI(t *testing.T) {
 			t.Errorf("a %% in the email filter matched as a wildcard: %s", r.raw)
 		}
 		want(t, "bad status", e.admin("GET", "/v1/admin/users?status=banned", nil), 400, "validation_failed")
+		for _, junk := range []string{"%00", "a%ffb", "%1b"} { // both stores alike, the field named
+			if r := e.admin("GET", "/v1/admin/users?email="+junk, nil); r.status != 400 || !strings.Contains(r.raw, `"field":"email"`) {
+				t.Errorf("email filter %s: %d %s, want 400 naming email", junk, r.status, r.raw)
+			}
+		}
 		r = e.admin("GET", "/v1/admin/users/"+target.ID.String(), nil)
 		if r.status != 200 || r.str("email") != "user1@example.org" || r.body["failed_login_attempts"] != float64(0) {
 			t.Errorf("show: %s", r.raw)
