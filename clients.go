@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -292,7 +293,7 @@ func validClientSpec(spec ClientSpec) error {
 	var fields []FieldError
 	bad := func(field, msg string) { fields = append(fields, FieldError{Field: field, Message: msg}) }
 	if !validClientID(spec.ID) {
-		bad("id", "must be 1 to 64 letters, digits, '.', '_' or '-'")
+		bad("client_id", "must be 1 to 64 letters, digits, '.', '_' or '-'")
 	}
 	name := strings.TrimSpace(spec.Name)
 	if name == "" || name != spec.Name || utf8.RuneCountInString(spec.Name) > MaxClientNameLength || !PlainText(spec.Name) {
@@ -344,6 +345,15 @@ func ValidRedirectURI(raw string) error {
 	}
 	if u.User != nil {
 		return fmt.Errorf("must not carry credentials")
+	}
+	// Matched exactly, and browsers send scheme and host in lower case.
+	if !strings.HasPrefix(raw, u.Scheme+":") || u.Host != strings.ToLower(u.Host) {
+		return fmt.Errorf("must have its scheme and host in lower case")
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("must have a port from 1 to 65535")
+		}
 	}
 	switch u.Scheme {
 	case "https":

@@ -40,7 +40,7 @@ func (l *stringList) String() string     { return strings.Join(*l, " ") }
 func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 // clientFieldFlags names the flag that sets a field of a client's spec.
-var clientFieldFlags = map[string]string{"id": "--id", "name": "--name", "type": "--type",
+var clientFieldFlags = map[string]string{"client_id": "--id", "name": "--name", "type": "--type",
 	"redirect_uris": "--redirect-uri", "post_logout_redirect_uris": "--post-logout-uri"}
 
 func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
