@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"crypto/subtle"
+	"mime"
 	"net/http"
 	"net/url"
 	"strings"
@@ -372,8 +373,15 @@ func introspectionToken(w http.ResponseWriter, r *http.Request) (string, error) 
 		Token         string `json:"token"`
 		TokenTypeHint string `json:"token_type_hint"`
 	}
-	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
-		body, err := readBody(w, r, "application/x-www-form-urlencoded")
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	switch mt {
+	case "application/x-www-form-urlencoded", "application/json":
+	default:
+		return "", &authd.Error{Code: authd.EUnsupportedMedia,
+			Message: "Send the body as application/x-www-form-urlencoded (RFC 7662) or application/json."}
+	}
+	if mt == "application/x-www-form-urlencoded" {
+		body, err := readBody(w, r, mt)
 		if err != nil {
 			return "", err
 		}

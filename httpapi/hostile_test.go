@@ -53,3 +53,26 @@ func TestHostileInputNeverFails(t *testing.T) {
 		}
 	}
 }
+
+// TestUnsupportedBodiesSaySo: a compressed body, or an introspection body
+// of neither of its two types, is a 415 whose message names what to send.
+func TestUnsupportedBodiesSaySo(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	r := e.do("POST", "/v1/auth/login", "\x1f\x8b\x08\x00junk", "Content-Type", "application/json", "Content-Encoding", "gzip")
+	want(t, "a gzipped body", r, 415, "")
+	if !strings.Contains(r.raw, "Content-Encoding") {
+		t.Errorf("a gzipped body: %s, want the message to name Content-Encoding", r.raw)
+	}
+	r = e.do("POST", "/v1/auth/introspect", "token=x", "Content-Type", "text/plain", "Authorization", "Bearer "+serviceToken)
+	want(t, "introspection as text/plain", r, 415, "")
+	if !strings.Contains(r.raw, "x-www-form-urlencoded") || !strings.Contains(r.raw, "application/json") {
+		t.Errorf("introspection as text/plain: %s, want both accepted types named", r.raw)
+	}
+	for _, ct := range []string{"application/x-www-form-urlencoded", "application/x-www-form-urlencoded; charset=utf-8"} {
+		r = e.do("POST", "/v1/auth/introspect", "token=x", "Content-Type", ct, "Authorization", "Bearer "+serviceToken)
+		if r.status != 200 || r.body["active"] != false {
+			t.Errorf("introspection as %s: %d %s", ct, r.status, r.raw)
+		}
+	}
+}

@@ -37,6 +37,10 @@ func invalidParam(field, message string) error {
 
 // readBody reads a bounded body of the given media type.
 func readBody(w http.ResponseWriter, r *http.Request, mediaType string) ([]byte, error) {
+	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		return nil, &authd.Error{Code: authd.EUnsupportedMedia,
+			Message: "Content-Encoding is not supported: send the body uncompressed."}
+	}
 	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != mediaType || (params["charset"] != "" && !strings.EqualFold(params["charset"], "utf-8")) {
 		return nil, &authd.Error{Code: authd.EUnsupportedMedia,
