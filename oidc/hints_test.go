@@ -123,6 +123,14 @@ func TestLogoutWithAHintWhoseKeyWasRotatedAway(t *testing.T) {
 			t.Errorf("stale hint with client_id and an unregistered address: %d; want the error page", third.last.StatusCode)
 		}
 
+		// An unknown client_id with an address: the page says the
+		// application is unknown, not that it did not register the address.
+		unknown := url.Values{"client_id": {"nope"}, "post_logout_redirect_uri": {"https://rp.example.org/bye"}}
+		if third.get(e.logoutURL(unknown)); third.last.StatusCode != http.StatusBadRequest || !strings.Contains(third.body, "not registered") ||
+			strings.Contains(third.body, "has not registered") {
+			t.Errorf("an unknown client_id with an address: %d %s; want the unknown-application page", third.last.StatusCode, third.body)
+		}
+
 		// A hint that verifies but names another client than client_id.
 		e.client("other", authd.ClientConfidential, true)
 		_, fresh := e.signedInWithIDToken(r, "rot@example.org")

@@ -314,7 +314,11 @@ func (p *Provider) logoutParams(w http.ResponseWriter, r *http.Request, q url.Va
 		}
 		oc = c
 	}
-	if f.PostLogoutRedirectURI != "" && (oc == nil || !slices.Contains(oc.PostLogoutRedirectURIs, f.PostLogoutRedirectURI)) {
+	if f.PostLogoutRedirectURI != "" && oc == nil {
+		p.errorPage(w, http.StatusBadRequest, "Unknown application", "The application that sent you here is not registered.")
+		return f, nil, nil, false
+	}
+	if f.PostLogoutRedirectURI != "" && !slices.Contains(oc.PostLogoutRedirectURIs, f.PostLogoutRedirectURI) {
 		p.errorPage(w, http.StatusBadRequest, "Invalid sign-out request",
 			"The application asked to send you back to an address it has not registered.")
 		return f, nil, nil, false
