@@ -76,3 +76,34 @@ func TestUnsupportedBodiesSaySo(t *testing.T) {
 		}
 	}
 }
+
+// TestRepeatedQueryParameters: an API query parameter given twice is a 400
+// naming it, whichever route: the API reads one value, and which one must
+// not be left to chance.
+func TestRepeatedQueryParameters(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	for _, c := range []struct {
+		admin bool
+		path  string
+		field string
+	}{
+		{true, "/v1/admin/users?limit=1&limit=500", "limit"},
+		{true, "/v1/admin/users?status=active&status=locked", "status"},
+		{true, "/v1/admin/mail?state=dead&state=pending", "state"},
+		{false, "/v1/auth/revocations?since=1&since=2", "since"},
+	} {
+		var r response
+		if c.admin {
+			r = e.admin("GET", c.path, nil)
+		} else {
+			r = e.do("GET", c.path, nil, "Authorization", "Bearer "+serviceToken)
+		}
+		if r.status != 400 || !strings.Contains(r.raw, `"field":"`+c.field+`"`) {
+			t.Errorf("%s: %d %s, want 400 naming %s", c.path, r.status, r.raw, c.field)
+		}
+	}
+	if r := e.admin("GET", "/v1/admin/users?limit=1&status=active", nil); r.status != 200 {
+		t.Errorf("distinct parameters: %d %s", r.status, r.raw)
+	}
+}

@@ -192,8 +192,16 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 func (s *Server) handle(pattern string, h handlerFunc) {
 	method, path, _ := strings.Cut(pattern, " ")
 	s.routes = append(s.routes, Route{Method: method, Path: path})
+	api := strings.HasPrefix(path, "/v1/")
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		if err := h(w, r); err != nil {
+		var err error
+		if api {
+			err = queryOnce(r.URL.Query())
+		}
+		if err == nil {
+			err = h(w, r)
+		}
+		if err != nil {
 			s.writeError(w, r, err)
 		}
 	})

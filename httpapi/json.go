@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
 	"reflect"
 	"strconv"
 	"strings"
@@ -33,6 +34,17 @@ func invalid(field, message string) error {
 func invalidParam(field, message string) error {
 	return &authd.Error{Code: authd.EInvalid, Message: "A query parameter or header is invalid.",
 		Fields: []authd.FieldError{{Field: field, Message: message}}}
+}
+
+// queryOnce refuses a query parameter given more than once: the API reads
+// one value of each, and which one must not be left to chance.
+func queryOnce(q url.Values) error {
+	for name, vs := range q {
+		if len(vs) > 1 {
+			return invalidParam(name, "must be given once")
+		}
+	}
+	return nil
 }
 
 // readBody reads a bounded body of the given media type.

@@ -49,11 +49,9 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	for _, vs := range q {
-		if len(vs) > 1 {
-			p.errorPage(w, http.StatusBadRequest, "Invalid request", "A parameter of the sign-in request is repeated.")
-			return
-		}
+	if repeated(q) {
+		p.errorPage(w, http.StatusBadRequest, "Invalid request", "A parameter of the sign-in request is repeated.")
+		return
 	}
 	oc, err := p.svc.OAuthClient(r.Context(), q.Get("client_id"))
 	if err != nil {

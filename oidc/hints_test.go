@@ -131,6 +131,12 @@ func TestLogoutWithAHintWhoseKeyWasRotatedAway(t *testing.T) {
 			t.Errorf("an unknown client_id with an address: %d %s; want the unknown-application page", third.last.StatusCode, third.body)
 		}
 
+		// A parameter given twice: which one is meant cannot be told.
+		if third.get(e.logoutURL(url.Values{"client_id": {"nope", "app"}})); third.last.StatusCode != http.StatusBadRequest ||
+			!strings.Contains(third.body, "repeated") {
+			t.Errorf("client_id given twice: %d; want the error page", third.last.StatusCode)
+		}
+
 		// A hint that verifies but names another client than client_id.
 		e.client("other", authd.ClientConfidential, true)
 		_, fresh := e.signedInWithIDToken(r, "rot@example.org")

@@ -227,10 +227,20 @@ func readForm(w http.ResponseWriter, r *http.Request) (url.Values, bool) {
 	if err := r.ParseForm(); err != nil {
 		return nil, false
 	}
-	for _, vs := range r.PostForm {
-		if len(vs) > 1 {
-			return nil, false // a parameter given twice is refused (RFC 6749 §3.1)
-		}
+	if repeated(r.PostForm) {
+		return nil, false
 	}
 	return r.PostForm, true
+}
+
+// repeated reports whether a parameter is given more than once, which
+// every endpoint and form refuses (RFC 6749 §3.1, §3.2): the checks read
+// one value, and which one must not be left to chance.
+func repeated(q url.Values) bool {
+	for _, vs := range q {
+		if len(vs) > 1 {
+			return true
+		}
+	}
+	return false
 }

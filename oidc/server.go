@@ -314,13 +314,9 @@ func (p *Provider) tokenEndpoint(lib http.Handler) http.Handler {
 			op.WriteError(w, r, oidc.ErrInvalidRequest().WithDescription("error parsing form"), nil)
 			return
 		}
-		for _, vs := range r.Form { // the query's and the body's
-			if len(vs) > 1 {
-				// The library reads the last, checks here the first: one
-				// request must not be two (RFC 6749 §3.2).
-				op.WriteError(w, r, oidc.ErrInvalidRequest().WithDescription("a parameter is repeated"), nil)
-				return
-			}
+		if repeated(r.Form) { // the query's and the body's: the library reads the last, these checks the first
+			op.WriteError(w, r, oidc.ErrInvalidRequest().WithDescription("a parameter is repeated"), nil)
+			return
 		}
 		if scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " "); strings.EqualFold(scheme, "Basic") {
 			if id, ok := basicClientID(r); !ok {

@@ -333,7 +333,12 @@ func (p *Provider) logoutParams(w http.ResponseWriter, r *http.Request, q url.Va
 // logoutPage is the end-session endpoint's GET: a confirmation page (a GET
 // never signs out, so that no link or image can).
 func (p *Provider) logoutPage(w http.ResponseWriter, r *http.Request) {
-	f, oc, _, ok := p.logoutParams(w, r, r.URL.Query())
+	q := r.URL.Query()
+	if repeated(q) {
+		p.errorPage(w, http.StatusBadRequest, "Invalid sign-out request", "A parameter of the sign-out request is repeated.")
+		return
+	}
+	f, oc, _, ok := p.logoutParams(w, r, q)
 	if !ok {
 		return
 	}
