@@ -72,6 +72,7 @@ type revocations struct {
 	lastMessage time.Time     // anything from the feed, heartbeats included
 	reconnects  int64
 	syncs       int64 // catch-ups so far, for keepHealthyFor
+	lastErr     error // why the last connection failed, for New's error
 }
 
 type userRevocation struct {
@@ -271,11 +272,15 @@ func (v *Verifier) follow(ctx context.Context, first chan<- error) {
 			continue
 		}
 		v.revs.setHealthy(false)
-		if first != nil && (attempt > 0 || errors.As(err, new(errRefused))) {
-			// The first connection failed twice, or for good: New reports it.
+		if first != nil && errors.As(err, new(errRefused)) {
+			// The first connection failed for good: New reports it. Any
+			// other failure is retried until New's context ends.
 			first <- err
 			return
 		}
+		v.revs.mu.Lock()
+		v.revs.lastErr = err
+		v.revs.mu.Unlock()
 		v.logger.Warn("verify: revocation feed lost; reconnecting", "err", err, "in", backoff)
 		if caughtUp {
 			backoff = minBackoff
@@ -341,8 +346,7 @@ func (v *Verifier) stream(ctx context.Context, caughtUp func()) error {
 	}
 	defer resp.Body.Close()
 	switch {
-	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden ||
-		resp.StatusCode == http.StatusNotFound:
+	case refusal(resp.StatusCode):
 		return errRefused{resp.Status}
 	case resp.StatusCode != http.StatusOK:
 		return fmt.Errorf("verify: the revocation feed answered %s", resp.Status)

@@ -83,16 +83,18 @@ func TestReconnectionWithoutHeadersAbandoned(t *testing.T) {
 	}
 }
 
-// TestNewWithoutHeadersReturns: New, even with a context that never ends,
-// gives up on a feed that never answers. Not parallel: it shortens
-// feedSilence.
+// TestNewWithoutHeadersReturns: New against a feed that never answers
+// retries until its context ends, then says why: the silence. Not
+// parallel: it shortens feedSilence.
 func TestNewWithoutHeadersReturns(t *testing.T) {
 	defer func(d time.Duration) { feedSilence = d }(feedSilence)
 	feedSilence = 50 * time.Millisecond
 	srv, _ := feedServer(t, func(_ http.ResponseWriter, r *http.Request, _ int64) { <-r.Context().Done() })
 	done := make(chan error, 1)
 	go func() {
-		v, err := New(context.Background(), feedOptions(srv))
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		v, err := New(ctx, feedOptions(srv))
 		if err == nil {
 			v.Close()
 		}

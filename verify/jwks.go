@@ -180,6 +180,38 @@ func (ks *keySet) refetch(ctx context.Context, wait bool) error {
 	}
 }
 
+// firstFetch fetches the set for New: it retries, as the pace allows, a
+// failure that may pass (authd unreachable, 5xx, 429) until ctx ends, and
+// returns at once one that will not (jwksRefused).
+func (ks *keySet) firstFetch(ctx context.Context) error {
+	var last error
+	for {
+		err := ks.refetch(ctx, true)
+		switch {
+		case err == nil, errors.As(err, new(jwksRefused)), errors.Is(err, ErrClosed):
+			return err
+		case ctx.Err() != nil && last != nil:
+			return fmt.Errorf("verify: fetching the JWKS: %w (the last attempt: %v)", ctx.Err(), last)
+		case ctx.Err() != nil:
+			return fmt.Errorf("verify: fetching the JWKS: %w", ctx.Err())
+		case !errors.Is(err, errPaced):
+			last = err
+		}
+		ks.mu.Lock()
+		wait := time.Until(ks.next)
+		ks.mu.Unlock()
+		if !errors.Is(err, errPaced) {
+			ks.v.logger.Warn("verify: fetching the JWKS failed; retrying", "err", err, "in", wait)
+		}
+		t := time.NewTimer(max(wait, 0))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+		}
+	}
+}
+
 // run makes the fetch f under the Verifier's context, after waiting pace,
 // and records its outcome for the pace and for f's waiters.
 func (ks *keySet) run(ctx context.Context, f *jwksFetch, pace time.Duration) {
@@ -211,6 +243,20 @@ func (ks *keySet) run(ctx context.Context, f *jwksFetch, pace time.Duration) {
 	}
 }
 
+// jwksRefused marks a JWKS answer that retrying will not change (a wrong
+// URL: not found, refused, or something that is not a JWKS), which New
+// reports at once.
+type jwksRefused struct{ error }
+
+func (e jwksRefused) Unwrap() error { return e.error }
+
+// refusal reports whether an HTTP status says the request is wrong, not
+// that the server is unwell: a redirect (never followed: refuseRedirect),
+// or 4xx but for a timeout and too many requests.
+func refusal(status int) bool {
+	return status >= 300 && status < 500 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests
+}
+
 // fetch fetches the set once; only run calls it.
 func (ks *keySet) fetch(ctx context.Context) error {
 	ks.fetches.Add(1)
@@ -226,7 +272,10 @@ func (ks *keySet) fetch(ctx context.Context) error {
 		return fmt.Errorf("verify: fetching the JWKS: %w", err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
+	switch {
+	case refusal(resp.StatusCode):
+		return jwksRefused{fmt.Errorf("verify: fetching the JWKS: %s", resp.Status)}
+	case resp.StatusCode != http.StatusOK:
 		return fmt.Errorf("verify: fetching the JWKS: %s", resp.Status)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes+1))
@@ -240,10 +289,10 @@ func (ks *keySet) fetch(ctx context.Context) error {
 		Keys *[]json.RawMessage `json:"keys"`
 	}
 	if err := json.Unmarshal(body, &doc); err != nil {
-		return fmt.Errorf("verify: the JWKS is not JSON: %w", err)
+		return jwksRefused{fmt.Errorf("verify: the JWKS is not JSON: %w", err)}
 	}
 	if doc.Keys == nil {
-		return fmt.Errorf("verify: the JWKS has no \"keys\" member")
+		return jwksRefused{fmt.Errorf("verify: the JWKS has no \"keys\" member")}
 	}
 	// A well-formed answer is authoritative, even with no usable key in
 	// it: a key it leaves out is withdrawn, and tokens it signed (cached

@@ -209,9 +209,12 @@ func (v *Verifier) background(fn func(ctx context.Context)) bool {
 }
 
 // New returns a Verifier once it has fetched the JWKS and caught up with
-// the revocation feed; it keeps following the feed until Close. It fails
-// when either cannot be read before ctx ends, or at once when authd refuses
-// (a wrong service token or URL).
+// the revocation feed; it keeps following the feed until Close. While authd
+// cannot be reached or answers that it is unwell (5xx, 429: starting,
+// restarting, busy), New retries, with backoff, until ctx ends, so that a
+// resource server started beside authd waits for it; it fails at once
+// when authd refuses (401, 403, 404: a wrong service token or URL) or the
+// JWKS URL serves something that is not a JWKS.
 func New(ctx context.Context, opts Options) (*Verifier, error) {
 	for name, v := range map[string]string{"Issuer": opts.Issuer, "Audience": opts.Audience, "JWKSURL": opts.JWKSURL,
 		"RevocationsURL": opts.RevocationsURL, "ServiceToken": opts.ServiceToken} {
@@ -255,7 +258,7 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 	v.revs = newRevocations()
 	v.intro = newIntrospections()
 	v.ctx, v.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	if err := v.keys.refetch(ctx, true); err != nil {
+	if err := v.keys.firstFetch(ctx); err != nil {
 		v.Close()
 		return nil, err
 	}
@@ -273,6 +276,12 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 		}
 	case <-ctx.Done():
 		v.Close()
+		v.revs.mu.RLock()
+		last := v.revs.lastErr
+		v.revs.mu.RUnlock()
+		if last != nil {
+			return nil, fmt.Errorf("verify: waiting for the revocation feed: %w (the last attempt: %v)", ctx.Err(), last)
+		}
 		return nil, fmt.Errorf("verify: waiting for the revocation feed: %w", ctx.Err())
 	}
 	return v, nil

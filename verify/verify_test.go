@@ -582,6 +582,43 @@ func TestNewRefused(t *testing.T) {
 	}
 }
 
+// TestNewWaitsForAuthd: authd starting or restarting (its JWKS or feed
+// answering 503 for a moment) makes New wait and retry while its context
+// lasts, not fail at once: a resource server started beside authd must not
+// crash-loop. A deadline that ends first names the last failure.
+func TestNewWaitsForAuthd(t *testing.T) {
+	t.Parallel()
+	for _, which := range []string{"JWKS", "feed"} {
+		t.Run(which, func(t *testing.T) {
+			t.Parallel()
+			f := newFakeAuthd(t)
+			set := func(status int) {
+				f.mu.Lock()
+				defer f.mu.Unlock()
+				if which == "JWKS" {
+					f.jwksStatus = status
+				} else {
+					f.feedStatus = status
+				}
+			}
+			set(http.StatusServiceUnavailable)
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			if _, err := verify.New(ctx, f.options()); err == nil || !strings.Contains(err.Error(), "503") {
+				t.Errorf("New while the %s answers 503, until its deadline: %v, want the 503 named", which, err)
+			}
+			time.AfterFunc(500*time.Millisecond, func() { set(0) })
+			ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			v, err := verify.New(ctx, f.options())
+			if err != nil {
+				t.Fatalf("New while the %s answered 503 for a moment: %v, want it to wait", which, err)
+			}
+			v.Close()
+		})
+	}
+}
+
 // TestMiddleware: the answers a resource server gives.
 func TestMiddleware(t *testing.T) {
 	t.Parallel()
