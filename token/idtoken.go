@@ -126,7 +126,7 @@ func (kr *Keyring) ParseIDHint(raw, issuer string) (*IDHint, error) {
 			return nil, errInvalid
 		}
 		return k.Public(), nil
-	}, jwt.WithValidMethods([]string{kr.alg}), jwt.WithoutClaimsValidation())
+	}, jwt.WithValidMethods([]string{kr.alg}), jwt.WithStrictDecoding(), jwt.WithoutClaimsValidation())
 	if err != nil || c.Issuer != issuer || len(c.Audience) != 1 || c.Subject == "" {
 		return nil, errInvalid
 	}

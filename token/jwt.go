@@ -157,6 +157,7 @@ func (i *Issuer) verify(token string, now time.Time) (*authd.AccessClaims, *Key,
 		return k.Public(), nil
 	},
 		jwt.WithValidMethods([]string{i.method.Alg()}),
+		jwt.WithStrictDecoding(), // one spelling per token: see verify's segmentEncoding
 		jwt.WithIssuer(i.issuer),
 		jwt.WithAudience(i.audience),
 		jwt.WithExpirationRequired(),

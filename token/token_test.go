@@ -116,6 +116,7 @@ func TestVerifyRejects(t *testing.T) {
 		"not an access token":       sign(jwt.SigningMethodEdDSA, key.Private, map[string]any{"typ": "JWT"}, nil),
 		"bad subject":               sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) { c["sub"] = "admin" }),
 		"no session":                sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) { delete(c, "sid") }),
+		"signature respelled":       respell(sign(jwt.SigningMethodEdDSA, key.Private, nil, nil)),
 		"garbage":                   "not.a.jwt",
 		"empty":                     "",
 		"huge":                      strings.Repeat("a", 10000),
@@ -136,6 +137,14 @@ func TestVerifyRejects(t *testing.T) {
 	if _, err := iss.Verify(ahead, now); err != nil {
 		t.Errorf("a token issued Leeway ahead fails: %v", err)
 	}
+}
+
+// respell changes a token's last character in the bits its base64 leaves
+// unused: the same signature bytes to a lenient decoder, another string.
+func respell(tok string) string {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	last := strings.IndexByte(alphabet, tok[len(tok)-1])
+	return tok[:len(tok)-1] + string(alphabet[last^1])
 }
 
 // TestRotate: a rotated-in key is published at once, signs after

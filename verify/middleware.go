@@ -30,6 +30,12 @@ func (v *Verifier) Middleware(next http.Handler) http.Handler {
 			return
 		}
 		c, err := v.Verify(r.Context(), strings.TrimSpace(token))
+		if err != nil {
+			// Why, for whoever must find out why every token is refused
+			// (an Issuer or Audience that does not match authd's): the
+			// client is told only invalid_token. No token in the line.
+			v.logger.DebugContext(r.Context(), "verify: token refused", "err", err, "path", r.URL.Path)
+		}
 		switch {
 		case err == nil:
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, c)))

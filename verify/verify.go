@@ -101,8 +101,9 @@ type Options struct {
 	CacheSize int
 	// Now is the clock (default time.Now); tests set it.
 	Now func() time.Time
-	// Logger receives feed disconnections and JWKS failures (default:
-	// discarded). Tokens are never logged.
+	// Logger receives feed disconnections and JWKS failures (warn), and
+	// why Middleware refused a token (debug: a wrong Issuer or Audience
+	// shows there); default: discarded. Tokens are never logged.
 	Logger *slog.Logger
 	// AllowInsecureHTTP accepts http:// URLs for hosts other than loopback
 	// ones (localhost, 127.0.0.0/8, ::1). Without it New refuses them: the
@@ -457,7 +458,7 @@ func (v *Verifier) verifySignature(ctx context.Context, token string, now time.T
 	if h.Alg != key.alg || method == nil { // a key verifies only under the algorithm it declares
 		return nil, nil, fmt.Errorf("%w: key %q is for %s, not %s", ErrAlgorithm, key.kid, key.alg, h.Alg)
 	}
-	sig, err := base64.RawURLEncoding.DecodeString(s64)
+	sig, err := segmentEncoding.DecodeString(s64)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: signature: %v", ErrMalformed, err)
 	}
@@ -568,9 +569,16 @@ func (a *audience) UnmarshalJSON(b []byte) error {
 	return json.Unmarshal(b, (*[]string)(a))
 }
 
+// segmentEncoding decodes a token's segments: base64url, unpadded, and
+// strict, so that a segment has one spelling — with the lenient decoding a
+// token's last character could be changed in its unused bits, giving
+// strings authd never issued that verify alike (each its own cache entry,
+// its own introspection).
+var segmentEncoding = base64.RawURLEncoding.Strict()
+
 // decodeSegment decodes one base64url (unpadded) JSON segment into v.
 func decodeSegment(seg string, v any) error {
-	b, err := base64.RawURLEncoding.DecodeString(seg)
+	b, err := segmentEncoding.DecodeString(seg)
 	if err != nil {
 		return err
 	}

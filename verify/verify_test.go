@@ -1,6 +1,7 @@
 package verify_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -11,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -317,6 +319,10 @@ func TestVerifyChecks(t *testing.T) {
 		{"two parts", "a.b", verify.ErrMalformed},
 		{"huge", strings.Repeat("a", 9000), verify.ErrMalformed},
 		{"empty", "", verify.ErrMalformed},
+		// The same signature in another spelling (its unused last bits);
+		// another spelling of the claims is another signed text.
+		{"signature respelled", respell(good), verify.ErrMalformed},
+		{"claims respelled", parts[0] + "." + respell(parts[1]) + "." + parts[2], verify.ErrSignature},
 	} {
 		got, err := v.Verify(context.Background(), tc.tok)
 		if !errors.Is(err, tc.want) || (tc.want == nil && err != nil) {
@@ -332,6 +338,14 @@ func TestVerifyChecks(t *testing.T) {
 	if _, err := v.Verify(context.Background(), good); !errors.Is(err, verify.ErrExpired) {
 		t.Errorf("cached token at exp: %v, want ErrExpired", err)
 	}
+}
+
+// respell changes a segment's last character in the bits its base64 leaves
+// unused: the same bytes to a lenient decoder, another string.
+func respell(seg string) string {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	last := strings.IndexByte(alphabet, seg[len(seg)-1])
+	return seg[:len(seg)-1] + string(alphabet[last^1])
 }
 
 // TestUnknownKidPaced: tokens with unknown kids refetch the JWKS at most
@@ -617,6 +631,44 @@ func TestNewWaitsForAuthd(t *testing.T) {
 			v.Close()
 		})
 	}
+}
+
+// TestMiddlewareSaysWhyAtDebug: a verifier whose Audience is not the
+// tokens' refuses them all; its Logger says why at debug, the token in no
+// line.
+func TestMiddlewareSaysWhyAtDebug(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	v := f.verifier(t, func(o *verify.Options) {
+		o.Audience = "not-authd"
+		o.Logger = slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	tok := f.sign(t, "k1", f.claims(), nil)
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "/api", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	v.Middleware(http.NotFoundHandler()).ServeHTTP(rec, req)
+	mu.Lock()
+	defer mu.Unlock()
+	if rec.Code != 401 || !strings.Contains(logs.String(), "token refused") || !strings.Contains(logs.String(), "audience") {
+		t.Errorf("%d, log:\n%s\nwant 401 and the audience named at debug", rec.Code, logs.String())
+	}
+	if strings.Contains(logs.String(), tok[len(tok)-20:]) {
+		t.Error("the token is in the log")
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // TestMiddleware: the answers a resource server gives.
