@@ -59,10 +59,11 @@ type env struct {
 	srv   *httptest.Server
 	keys  *token.Keyring
 	// idKeys sign the ID tokens; keysDir holds both keyrings' keys.
-	idKeys  *token.Keyring
-	keysDir string
-	logs    *strings.Builder
-	mu      sync.Mutex
+	idKeys   *token.Keyring
+	keysDir  string
+	provider *oidc.Provider
+	logs     *strings.Builder
+	mu       sync.Mutex
 }
 
 func newEnv(t *testing.T, store authd.Store, options ...func(*oidc.Options)) *env {
@@ -108,6 +109,7 @@ func newEnvConfig(t *testing.T, store authd.Store, config func(*authd.Config), o
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.provider = provider
 	e.srv.Config.Handler = httpapi.New(httpapi.Options{Service: e.svc, Logger: logger, Ready: store.Ready,
 		JWKS:       func() ([]byte, error) { return token.JWKS(e.clock.Now(), cfg.AccessTokenTTL, keys, idKeys) },
 		JWKSMaxAge: token.JWKSMaxAge, PasswordMinLength: 12, ServiceTokens: []string{serviceToken},

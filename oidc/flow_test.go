@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/authd/authd"
+	"github.com/authd/authd/httpapi"
 	"github.com/authd/authd/oidc"
 	"github.com/authd/authd/token"
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
@@ -900,4 +901,32 @@ func TestUserInfoTakesOnlyOpenIDClientTokens(t *testing.T) {
 			t.Errorf("UserInfo with a client's token without the openid scope: %d, want 401", got)
 		}
 	})
+}
+
+// TestOpenAPIDocumentsTheProvider: the OpenAPI document (served by
+// httpapi) describes every route of the provider, tagged openid, and no
+// other under that tag.
+func TestOpenAPIDocumentsTheProvider(t *testing.T) {
+	var doc struct {
+		Paths map[string]map[string]struct {
+			Tags []string `json:"tags"`
+		} `json:"paths"`
+	}
+	if err := json.Unmarshal(httpapi.OpenAPI(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	var documented []string
+	for path, ops := range doc.Paths {
+		for method, op := range ops {
+			if slices.Contains(op.Tags, "openid") {
+				documented = append(documented, strings.ToUpper(method)+" "+path)
+			}
+		}
+	}
+	routed := slices.Clone(newEnv(t, openSQLite(t)).provider.Patterns())
+	slices.Sort(documented)
+	slices.Sort(routed)
+	if !slices.Equal(documented, routed) {
+		t.Errorf("openapi.json's openid operations:\n%v\nthe provider's routes:\n%v", documented, routed)
+	}
 }
