@@ -12,14 +12,27 @@ import (
 	"log"
 	"net/http"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/authd/authd/verify"
 )
 
 func main() {
+	if err := run(); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// run serves until SIGINT or SIGTERM, then shuts down: the server drains
+// its requests, and the verifier closes its feed connection.
+func run() error {
+	stop, cancelStop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancelStop()
 	authd := env("AUTHD_URL", "http://127.0.0.1:8080")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// New waits for authd (starting, restarting) as long as this lasts.
+	ctx, cancel := context.WithTimeout(stop, 30*time.Second)
 	defer cancel()
 	v, err := verify.New(ctx, verify.Options{
 		Issuer:         env("AUTHD_ISSUER", authd),
@@ -29,19 +42,29 @@ func main() {
 		ServiceToken:   os.Getenv("AUTHD_SERVICE_TOKEN"),
 	})
 	if err != nil {
-		log.Fatal(err)
+		return err
 	}
 	defer v.Close()
 
-	http.Handle("GET /hello", v.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /hello", v.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		claims, _ := verify.ClaimsFrom(r.Context())
 		fmt.Fprintf(w, "hello %s (session %s)\n", claims.Subject, claims.SessionID)
 	})))
-	http.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "%+v\n", v.Stats()) })
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "%+v\n", v.Stats()) })
 	addr := env("ADDR", "127.0.0.1:9090")
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.ListenAndServe() }()
 	log.Printf("resource server on http://%s, checking tokens of %s", addr, authd)
-	srv := &http.Server{Addr: addr, ReadHeaderTimeout: 5 * time.Second}
-	log.Fatal(srv.ListenAndServe())
+	select {
+	case err := <-served:
+		return err
+	case <-stop.Done():
+	}
+	shutdown, cancelShutdown := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancelShutdown()
+	return srv.Shutdown(shutdown)
 }
 
 func env(name, def string) string {
