@@ -7,9 +7,16 @@
 -- them all: 3.7 ms per login at 50,000 ended sessions, 0.15 ms with this
 -- index. Partial, so its size follows the live sessions; last_used_at is
 -- not in it, so a refresh's update of the session stays a HOT update.
+--
+-- Built CONCURRENTLY, outside a transaction, so that logins and refreshes
+-- go on while it builds on a large table. A build that failed leaves an
+-- invalid index behind and this migration unapplied: the DROP clears it
+-- when the migration runs again.
 
+-- +goose NO TRANSACTION
 -- +goose Up
-CREATE INDEX ix_sessions_user_id_live ON sessions (user_id) WHERE revoked_at IS NULL;
+DROP INDEX CONCURRENTLY IF EXISTS ix_sessions_user_id_live;
+CREATE INDEX CONCURRENTLY ix_sessions_user_id_live ON sessions (user_id) WHERE revoked_at IS NULL;
 
 -- +goose Down
-DROP INDEX ix_sessions_user_id_live;
+DROP INDEX CONCURRENTLY IF EXISTS ix_sessions_user_id_live;
