@@ -241,7 +241,7 @@ func newEnv(t testing.TB, store authd.Store, opts ...option) *env {
 		Service: e.svc, Logger: logger, Ready: store.Ready, ServiceTokens: []string{serviceToken},
 		JWKS:        func() ([]byte, error) { return keys.JWKS(e.clock.Now(), cfg.AccessTokenTTL) },
 		JWKSMaxAge:  token.JWKSMaxAge,
-		CORSOrigins: []string{"https://app.example.org"}, PasswordMinLength: 12,
+		CORSOrigins: []string{"https://app.example.org"}, PasswordMinLength: 12, PublicURL: cfg.PublicURL,
 		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
 		Metrics:        metrics.New().Handler(),
 	}

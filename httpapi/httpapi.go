@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +41,9 @@ type Options struct {
 	Pages Pages
 	// HSTS adds Strict-Transport-Security (when AUTHD_PUBLIC_URL is https).
 	HSTS bool
+	// PublicURL is AUTHD_PUBLIC_URL: its origin is the pages' own, trusted
+	// by their forms' cross-origin check where a proxy rewrote Host.
+	PublicURL string
 	// Metrics serves GET /metrics, on the admin listener only: its counters
 	// (register notices, failed registrations, resets) would tell an
 	// outsider whether an address has an account.
@@ -86,6 +90,8 @@ type Server struct {
 	streams chan struct{} // one token per open revocation stream
 	ending  chan struct{} // closed by EndStreams
 	endOnce sync.Once
+	// pageForms refuses page forms another site sent (readForm).
+	pageForms *http.CrossOriginProtection
 }
 
 // EndStreams ends every open revocation stream (their clients resume
@@ -182,8 +188,17 @@ func newServer(opts Options) *Server {
 	if opts.RevocationReadTimeout <= 0 {
 		opts.RevocationReadTimeout = DefaultRevocationReadTimeout
 	}
-	return &Server{opts: opts, svc: opts.Service, logger: opts.Logger, mux: http.NewServeMux(),
-		streams: make(chan struct{}, opts.MaxRevocationStreams), ending: make(chan struct{})}
+	s := &Server{opts: opts, svc: opts.Service, logger: opts.Logger, mux: http.NewServeMux(),
+		streams: make(chan struct{}, opts.MaxRevocationStreams), ending: make(chan struct{}),
+		pageForms: http.NewCrossOriginProtection()}
+	if u, err := url.Parse(opts.PublicURL); err == nil && u.Scheme != "" && u.Host != "" {
+		// Where a proxy rewrote Host, a browser without Sec-Fetch-Site
+		// still names this origin.
+		if err := s.pageForms.AddTrustedOrigin(u.Scheme + "://" + u.Host); err != nil {
+			opts.Logger.Warn("AUTHD_PUBLIC_URL's origin is not trusted by the pages' forms", "err", err)
+		}
+	}
+	return s
 }
 
 // handlerFunc is a handler that returns its error for writeError.

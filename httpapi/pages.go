@@ -138,6 +138,7 @@ func (s *Server) renderPage(w http.ResponseWriter, status int, p page) error {
 	}
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Referrer-Policy", "same-origin") // see errCrossSiteForm
 	script := ""
 	if p.Script {
 		script = "script-src 'nonce-" + p.Nonce + "'; connect-src 'self'; "
@@ -149,22 +150,23 @@ func (s *Server) renderPage(w http.ResponseWriter, status int, p page) error {
 	return nil
 }
 
-// pageForms refuses page forms that another site's page sent (its
-// Sec-Fetch-Site, or an Origin that is not this host): the verification
-// and reset forms carry their token, but "send me a new link" carries only
-// an address, and another site could otherwise make its visitors' browsers
-// mail any address a new link (voiding the pending one) from their own IPs.
-// Requests without either header (curl, mail clients) are not a browser's
-// cross-site request and pass.
-var pageForms = http.NewCrossOriginProtection()
-
+// Page forms that another site's page sent are refused (Server.pageForms:
+// its Sec-Fetch-Site, or an Origin that is neither this host nor
+// AUTHD_PUBLIC_URL's): the verification and reset forms carry their token,
+// but "send me a new link" carries only an address, and another site could
+// otherwise make its visitors' browsers mail any address a new link
+// (voiding the pending one) from their own IPs. Requests without either
+// header (curl, mail clients) are no browser's cross-site request and pass.
+// The pages are served with Referrer-Policy: same-origin, under which a
+// browser names their origin on the forms' POST (no-referrer makes it
+// "null").
 var errCrossSiteForm = authd.Errorf(authd.EForbidden,
 	"This form was sent from another site. Open the page on this server and send it from there.")
 
 // readForm reads a bounded application/x-www-form-urlencoded body; the
 // query string is never read.
-func readForm(w http.ResponseWriter, r *http.Request) (url.Values, error) {
-	if err := pageForms.Check(r); err != nil {
+func (s *Server) readForm(w http.ResponseWriter, r *http.Request) (url.Values, error) {
+	if err := s.pageForms.Check(r); err != nil {
 		return nil, errCrossSiteForm
 	}
 	body, err := readBody(w, r, "application/x-www-form-urlencoded")
@@ -212,7 +214,7 @@ func (s *Server) verifyPage(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) verifySubmit(w http.ResponseWriter, r *http.Request) error {
 	p := page{Title: "Confirm your email address", NewLinkAction: "/verify-email/new-link"}
-	form, err := readForm(w, r)
+	form, err := s.readForm(w, r)
 	if err != nil {
 		return s.pageError(w, r, err, p)
 	}
@@ -236,7 +238,7 @@ func (s *Server) resetPage(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) resetSubmit(w http.ResponseWriter, r *http.Request) error {
 	p := page{Title: "Choose a new password", MinLength: s.opts.PasswordMinLength, NewLinkAction: "/reset-password/new-link"}
-	form, err := readForm(w, r)
+	form, err := s.readForm(w, r)
 	if err != nil {
 		return s.pageError(w, r, err, p)
 	}
@@ -263,7 +265,7 @@ func (s *Server) resetSubmit(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) newLink(action string, send func(*http.Request, string) error) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		p := page{Title: "Check your mail", NewLinkAction: action, content: "new-link-content"}
-		form, err := readForm(w, r)
+		form, err := s.readForm(w, r)
 		if err == nil {
 			err = send(r, form.Get("email"))
 		}

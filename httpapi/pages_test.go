@@ -136,10 +136,20 @@ func TestCrossSitePageForms(t *testing.T) {
 		"from the page":       {"Sec-Fetch-Site", "same-origin"},
 		"typed or bookmarked": {"Sec-Fetch-Site", "none"},
 		"no browser":          nil,
+		// A browser without Sec-Fetch-Site (Safari before 16.4) names
+		// the page's origin: this host's, or AUTHD_PUBLIC_URL's where a
+		// proxy rewrote Host.
+		"Origin of this host":        {"Origin", e.srv.URL},
+		"Origin of AUTHD_PUBLIC_URL": {"Origin", "https://auth.example.org"},
 	} {
 		r := e.do("POST", "/reset-password/new-link", form("email", "x@example.org"), append([]string{"Content-Type", "application/x-www-form-urlencoded"}, h...)...)
 		if r.status != 200 {
 			t.Errorf("new link %s: %d %s, want 200", name, r.status, r.raw)
 		}
+	}
+	// The pages name their origin on their forms' POST: under
+	// no-referrer a browser sends Origin: null, which is refused.
+	if r := e.do("GET", "/reset-password?token=x", nil); r.header.Get("Referrer-Policy") != "same-origin" {
+		t.Errorf("a page's Referrer-Policy %q, want same-origin", r.header.Get("Referrer-Policy"))
 	}
 }

@@ -206,6 +206,7 @@ func (a *App) Open(ctx context.Context) (err error) {
 		TrustedProxies: a.cfg.TrustedProxies, CORSOrigins: a.cfg.CORSOrigins,
 		PasswordMinLength: a.cfg.PasswordMinLength,
 		HSTS:              strings.HasPrefix(a.cfg.PublicURL, "https://"),
+		PublicURL:         a.cfg.PublicURL,
 		Observe:           m.Request,
 	}
 	// zitadel/oidc logs through the default logger (its route list, the
