@@ -142,6 +142,13 @@ func (i *Issuer) Verify(token string, now time.Time) (*authd.AccessClaims, error
 // verify checks a token the cache does not know, and returns the key that
 // signed it.
 func (i *Issuer) verify(token string, now time.Time) (*authd.AccessClaims, *Key, error) {
+	// Base64url and dots only: the decoder would skip line breaks, giving
+	// a token other spellings (each its own entry in the cache).
+	if strings.ContainsFunc(token, func(r rune) bool {
+		return !('A' <= r && r <= 'Z' || 'a' <= r && r <= 'z' || '0' <= r && r <= '9' || r == '-' || r == '_' || r == '.')
+	}) {
+		return nil, nil, errInvalid
+	}
 	var c claims
 	var key *Key
 	_, err := jwt.ParseWithClaims(token, &c, func(t *jwt.Token) (any, error) {

@@ -117,6 +117,7 @@ func TestVerifyRejects(t *testing.T) {
 		"bad subject":               sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) { c["sub"] = "admin" }),
 		"no session":                sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) { delete(c, "sid") }),
 		"signature respelled":       respell(sign(jwt.SigningMethodEdDSA, key.Private, nil, nil)),
+		"line break in it":          breakLine(sign(jwt.SigningMethodEdDSA, key.Private, nil, nil)),
 		"garbage":                   "not.a.jwt",
 		"empty":                     "",
 		"huge":                      strings.Repeat("a", 10000),
@@ -146,6 +147,10 @@ func respell(tok string) string {
 	last := strings.IndexByte(alphabet, tok[len(tok)-1])
 	return tok[:len(tok)-1] + string(alphabet[last^1])
 }
+
+// breakLine puts a line break into a token's signature, which a lenient
+// base64 decoder skips.
+func breakLine(tok string) string { return tok[:len(tok)-5] + "\r\n" + tok[len(tok)-5:] }
 
 // TestRotate: a rotated-in key is published at once, signs after
 // SigningDelay, and the old key stays in JWKS until its tokens expired; a

@@ -429,7 +429,7 @@ func (v *Verifier) checkRevoked(ctx context.Context, token string, c *Claims, no
 // methods check the signature, so that a first-seen token costs little
 // more than its signature.
 func (v *Verifier) verifySignature(ctx context.Context, token string, now time.Time) (*Claims, *publicKey, error) {
-	if len(token) > maxTokenLength {
+	if len(token) > maxTokenLength || strings.IndexFunc(token, notCompact) >= 0 {
 		return nil, nil, ErrMalformed
 	}
 	h64, rest, ok1 := strings.Cut(token, ".")
@@ -567,6 +567,13 @@ func (a *audience) UnmarshalJSON(b []byte) error {
 		return nil
 	}
 	return json.Unmarshal(b, (*[]string)(a))
+}
+
+// notCompact reports a character that a compact JWS never holds: base64url
+// and the dots only. The decoder would skip line breaks, giving a token
+// other spellings.
+func notCompact(r rune) bool {
+	return !('A' <= r && r <= 'Z' || 'a' <= r && r <= 'z' || '0' <= r && r <= '9' || r == '-' || r == '_' || r == '.')
 }
 
 // segmentEncoding decodes a token's segments: base64url, unpadded, and

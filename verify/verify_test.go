@@ -322,6 +322,8 @@ func TestVerifyChecks(t *testing.T) {
 		// The same signature in another spelling (its unused last bits);
 		// another spelling of the claims is another signed text.
 		{"signature respelled", respell(good), verify.ErrMalformed},
+		{"line break in the signature", good[:len(good)-5] + "\n" + good[len(good)-5:], verify.ErrMalformed},
+		{"CRLF in the claims", parts[0] + "." + parts[1][:10] + "\r\n" + parts[1][10:] + "." + parts[2], verify.ErrMalformed},
 		{"claims respelled", parts[0] + "." + respell(parts[1]) + "." + parts[2], verify.ErrSignature},
 	} {
 		got, err := v.Verify(context.Background(), tc.tok)
