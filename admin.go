@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"golang.org/x/text/unicode/norm"
 )
 
 // The administrator's operations (SPEC §5 admin listener, §3 `authd admin`).
@@ -24,6 +25,7 @@ func (s *Service) Users(ctx context.Context, c Client, f UserFilter) (Page[*User
 		return Page[*User]{}, &Error{Code: EInvalid, Message: "invalid request",
 			Fields: []FieldError{{Field: "email", Message: "must be text without control characters"}}}
 	}
+	f.Email = norm.NFC.String(f.Email) // as addresses are stored
 	filters := map[string]any{}
 	if f.Email != "" {
 		// Not the text: an address searched for must not outlive its

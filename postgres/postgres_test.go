@@ -400,3 +400,10 @@ func TestPublishRevocationOutsideTx(t *testing.T) {
 		t.Errorf("PublishRevocation in a transaction: %v", err)
 	}
 }
+
+// TestEmailNFCBackfill: migration 12 composes the addresses stored before.
+func TestEmailNFCBackfill(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	storetest.EmailNFCBackfill(t, s, s.Migrator())
+}

@@ -6,6 +6,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"embed"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"github.com/authd/authd"
 	"github.com/authd/authd/migrate"
 	"github.com/pressly/goose/v3"
+	"golang.org/x/text/unicode/norm"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -28,6 +30,25 @@ var migrationFiles embed.FS
 // MigrationsDir is where `authd migrate create` writes new migrations,
 // relative to the repository root.
 const MigrationsDir = "sqlite/migrations"
+
+// authd_nfc(text) is Unicode NFC, which SQLite lacks (PostgreSQL's
+// normalize): migration 12 composes the stored addresses with it.
+func init() {
+	err := sqlite.RegisterDeterministicScalarFunction("authd_nfc", 1,
+		func(_ *sqlite.FunctionContext, args []driver.Value) (driver.Value, error) {
+			switch v := args[0].(type) {
+			case string:
+				return norm.NFC.String(v), nil
+			case []byte:
+				return norm.NFC.Bytes(v), nil
+			default: // NULL, numbers: as they are
+				return v, nil
+			}
+		})
+	if err != nil {
+		panic(err) // only a second registration of the name fails
+	}
+}
 
 // Store is an authd.Store on one SQLite database file.
 //

@@ -227,3 +227,9 @@ func TestLockReasonBackfill(t *testing.T) {
 	ctx := context.Background()
 	storetest.LockReasonBackfill(t, s, s.Migrator(), func(sql string) error { _, err := s.DB().ExecContext(ctx, sql); return err })
 }
+
+// TestEmailNFCBackfill: migration 12 composes the addresses stored before.
+func TestEmailNFCBackfill(t *testing.T) {
+	s := open(t)
+	storetest.EmailNFCBackfill(t, s, s.Migrator())
+}

@@ -105,3 +105,45 @@ func migrationsAfter(t *testing.T, m *migrate.Migrator, version int64) int {
 	}
 	return n
 }
+
+// EmailNFCBackfill checks migration 12: addresses stored before emails were
+// composed (NormalizeEmail's NFC) are rewritten in NFC, so that their
+// owners can sign in again; one whose NFC form another account already
+// holds (the duplicate the old normalisation allowed) is left as it is,
+// for an administrator, rather than failing the upgrade.
+func EmailNFCBackfill(t *testing.T, s authd.Store, m *migrate.Migrator) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := m.Down(ctx, migrationsAfter(t, m, 11)); err != nil {
+		t.Fatal(err)
+	}
+	const (
+		nfd     = "u\u0308ser@exa\u0308mple.org"
+		nfc     = "\u00fcser@ex\u00e4mple.org"
+		taken   = "j\u00f6rg@example.org"
+		takenD  = "jo\u0308rg@example.org"
+		ascii   = "plain@example.org"
+		partial = "\u00fcser-a\u0308@example.org" // one letter composed, one not
+	)
+	users := map[string]*authd.User{}
+	for _, email := range []string{nfd, taken, takenD, ascii, partial} {
+		u := NewUser(email)
+		if err := s.CreateUser(ctx, u); err != nil {
+			t.Fatalf("CreateUser(%q): %v", email, err)
+		}
+		users[email] = u
+	}
+	if _, err := m.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for stored, want := range map[string]string{nfd: nfc, taken: taken, takenD: takenD, ascii: ascii,
+		partial: "\u00fcser-\u00e4@example.org"} {
+		got, err := s.User(ctx, users[stored].ID)
+		if err != nil || got.Email != want {
+			t.Errorf("the user stored as %q: %+q, %v; want %+q", stored, got.Email, err, want)
+		}
+	}
+	if u, err := s.UserByEmail(ctx, nfc); err != nil || u.ID != users[nfd].ID {
+		t.Errorf("UserByEmail(the NFC form) = %v, %v; want the user stored decomposed", u, err)
+	}
+}
