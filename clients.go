@@ -346,10 +346,6 @@ func ValidRedirectURI(raw string) error {
 	if u.User != nil {
 		return fmt.Errorf("must not carry credentials")
 	}
-	// Matched exactly, and browsers send scheme and host in lower case.
-	if !strings.HasPrefix(raw, u.Scheme+":") || u.Host != strings.ToLower(u.Host) {
-		return fmt.Errorf("must have its scheme and host in lower case")
-	}
 	if p := u.Port(); p != "" {
 		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
 			return fmt.Errorf("must have a port from 1 to 65535")

@@ -52,28 +52,29 @@ func TestAdminClients(t *testing.T) {
 			"type": "public", "redirect_uris": []string{"https://x.example.org/cb"}}), 409, "conflict")
 
 		for name, body := range map[string]map[string]any{
-			"no redirect":               {"name": "A", "type": "public", "redirect_uris": []string{}},
-			"wildcard":                  {"name": "A", "type": "public", "redirect_uris": []string{"https://*.example.org/cb"}},
-			"fragment":                  {"name": "A", "type": "public", "redirect_uris": []string{"https://a.example.org/cb#x"}},
-			"plain http":                {"name": "A", "type": "public", "redirect_uris": []string{"http://a.example.org/cb"}},
-			"relative":                  {"name": "A", "type": "public", "redirect_uris": []string{"/cb"}},
-			"credentials":               {"name": "A", "type": "public", "redirect_uris": []string{"https://u:p@a.example.org/cb"}},
-			"javascript":                {"name": "A", "type": "public", "redirect_uris": []string{"javascript:alert(1)"}},
-			"twice":                     {"name": "A", "type": "public", "redirect_uris": []string{"https://a.example.org/cb", "https://a.example.org/cb"}},
-			"bad type":                  {"name": "A", "type": "native", "redirect_uris": []string{"https://a.example.org/cb"}},
-			"no name":                   {"name": "", "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}},
-			"bad id":                    {"client_id": "a b", "name": "A", "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}},
-			"upper-case host":           {"name": "A", "type": "public", "redirect_uris": []string{"https://A.example.org/cb"}},
-			"upper-case scheme":         {"name": "A", "type": "public", "redirect_uris": []string{"HTTPS://a.example.org/cb"}},
-			"upper-case private scheme": {"name": "A", "type": "public", "redirect_uris": []string{"com.Example.app:/cb"}},
-			"port out of range":         {"name": "A", "type": "public", "redirect_uris": []string{"https://[::1]:99999/cb"}},
-			"port zero":                 {"name": "A", "type": "public", "redirect_uris": []string{"http://127.0.0.1:0/cb"}},
-			"bad logout uri":            {"name": "A", "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}, "post_logout_redirect_uris": []string{"ftp://x"}},
-			"unknown field":             {"name": "A", "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}, "secret": "mine"},
-			"string for array":          {"name": "A", "type": "public", "redirect_uris": "https://a.example.org/cb"},
+			"no redirect":       {"name": "A", "type": "public", "redirect_uris": []string{}},
+			"wildcard":          {"name": "A", "type": "public", "redirect_uris": []string{"https://*.example.org/cb"}},
+			"fragment":          {"name": "A", "type": "public", "redirect_uris": []string{"https://a.example.org/cb#x"}},
+			"plain http":        {"name": "A", "type": "public", "redirect_uris": []string{"http://a.example.org/cb"}},
+			"relative":          {"name": "A", "type": "public", "redirect_uris": []string{"/cb"}},
+			"credentials":       {"name": "A", "type": "public", "redirect_uris": []string{"https://u:p@a.example.org/cb"}},
+			"javascript":        {"name": "A", "type": "public", "redirect_uris": []string{"javascript:alert(1)"}},
+			"twice":             {"name": "A", "type": "public", "redirect_uris": []string{"https://a.example.org/cb", "https://a.example.org/cb"}},
+			"bad type":          {"name": "A", "type": "native", "redirect_uris": []string{"https://a.example.org/cb"}},
+			"no name":           {"name": "", "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}},
+			"bad id":            {"client_id": "a b", "name": "A", "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}},
+			"port out of range": {"name": "A", "type": "public", "redirect_uris": []string{"https://[::1]:99999/cb"}},
+			"port zero":         {"name": "A", "type": "public", "redirect_uris": []string{"http://127.0.0.1:0/cb"}},
+			"bad logout uri":    {"name": "A", "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}, "post_logout_redirect_uris": []string{"ftp://x"}},
+			"unknown field":     {"name": "A", "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}, "secret": "mine"},
+			"string for array":  {"name": "A", "type": "public", "redirect_uris": "https://a.example.org/cb"},
 		} {
 			want(t, name, e.admin("POST", "/v1/admin/clients", body), 400, "validation_failed")
 		}
+		// An iOS bundle id as a private-use scheme keeps its case (matched
+		// exactly, as the app sends it).
+		want(t, "a mixed-case private-use scheme", e.admin("POST", "/v1/admin/clients", map[string]any{"name": "iOS app",
+			"type": "public", "redirect_uris": []string{"com.MyCompany.App:/oauth2redirect"}}), 201, "")
 		if r := e.admin("POST", "/v1/admin/clients", map[string]any{"client_id": "a b/c", "name": "A", "type": "public",
 			"redirect_uris": []string{"https://a.example.org/cb"}}); !strings.Contains(r.raw, `"field":"client_id"`) {
 			t.Errorf("a bad client_id: %s, want the error under the body's field name client_id", r.raw)
