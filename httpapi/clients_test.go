@@ -71,10 +71,6 @@ func TestAdminClients(t *testing.T) {
 		} {
 			want(t, name, e.admin("POST", "/v1/admin/clients", body), 400, "validation_failed")
 		}
-		// An iOS bundle id as a private-use scheme keeps its case (matched
-		// exactly, as the app sends it).
-		want(t, "a mixed-case private-use scheme", e.admin("POST", "/v1/admin/clients", map[string]any{"name": "iOS app",
-			"type": "public", "redirect_uris": []string{"com.MyCompany.App:/oauth2redirect"}}), 201, "")
 		if r := e.admin("POST", "/v1/admin/clients", map[string]any{"client_id": "a b/c", "name": "A", "type": "public",
 			"redirect_uris": []string{"https://a.example.org/cb"}}); !strings.Contains(r.raw, `"field":"client_id"`) {
 			t.Errorf("a bad client_id: %s, want the error under the body's field name client_id", r.raw)
@@ -139,4 +135,17 @@ func TestAdminClients(t *testing.T) {
 			t.Error("a client secret reached the log")
 		}
 	})
+}
+
+// TestNativeRedirectKeepsCase: an iOS bundle id as a private-use scheme
+// registers with its case, as the app will send it (matched exactly).
+func TestNativeRedirectKeepsCase(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	r := e.admin("POST", "/v1/admin/clients", map[string]any{"name": "iOS app", "type": "public",
+		"redirect_uris": []string{"com.MyCompany.App:/oauth2redirect"}})
+	want(t, "a mixed-case private-use scheme", r, 201, "")
+	if !strings.Contains(r.raw, `"com.MyCompany.App:/oauth2redirect"`) {
+		t.Errorf("stored as %s, want the URI as given", r.raw)
+	}
 }
