@@ -3,6 +3,7 @@ package authd
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -85,7 +86,8 @@ func ErrorCode(err error) Code {
 // RetryAfterSeconds is the RetryAfter of the first *Error in err's chain in
 // whole seconds, rounded up, as HTTP's Retry-After gives it; 0 for none.
 // It never overflows: a lock until the year 9999 is about 292 years, the
-// longest time.Duration.
+// longest time.Duration, and the answer is at most 2^31-1 seconds (68
+// years), so that it fits an int anywhere.
 func RetryAfterSeconds(err error) int {
 	var e *Error
 	if !errors.As(err, &e) || e.RetryAfter <= 0 {
@@ -95,7 +97,7 @@ func RetryAfterSeconds(err error) int {
 	if e.RetryAfter%time.Second != 0 {
 		s++
 	}
-	return int(s)
+	return int(min(s, math.MaxInt32))
 }
 
 // ErrorMessage returns the client-safe message of err: the message of the

@@ -23,7 +23,8 @@ func TestRetryAfterSeconds(t *testing.T) {
 		{&authd.Error{Code: authd.ERateLimited, RetryAfter: 1500 * time.Millisecond}, 2},
 		{fmt.Errorf("wrapped: %w", &authd.Error{Code: authd.EAccountLocked, RetryAfter: 15 * time.Minute}), 900},
 		// A lock until the year 9999: time.Time.Sub saturates here.
-		{&authd.Error{Code: authd.EAccountLocked, RetryAfter: math.MaxInt64}, math.MaxInt64/int(time.Second) + 1},
+		{&authd.Error{Code: authd.EAccountLocked, RetryAfter: math.MaxInt64}, math.MaxInt32},
+		{&authd.Error{Code: authd.EAccountLocked, RetryAfter: math.MaxInt32 * time.Second}, math.MaxInt32},
 	} {
 		if got := authd.RetryAfterSeconds(c.err); got != c.want {
 			t.Errorf("RetryAfterSeconds(%v) = %d, want %d", c.err, got, c.want)

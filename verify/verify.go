@@ -215,7 +215,9 @@ func (v *Verifier) background(fn func(ctx context.Context)) bool {
 // restarting, busy), New retries, with backoff, until ctx ends, so that a
 // resource server started beside authd waits for it; it fails at once
 // when authd refuses (401, 403, 404: a wrong service token or URL) or the
-// JWKS URL serves something that is not a JWKS.
+// JWKS URL serves something that is not a JWKS. Give ctx a deadline: with
+// one that never ends, New waits as long as authd cannot be reached (a
+// wrong host or an untrusted certificate included), logging each try.
 func New(ctx context.Context, opts Options) (*Verifier, error) {
 	for name, v := range map[string]string{"Issuer": opts.Issuer, "Audience": opts.Audience, "JWKSURL": opts.JWKSURL,
 		"RevocationsURL": opts.RevocationsURL, "ServiceToken": opts.ServiceToken} {

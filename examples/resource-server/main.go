@@ -61,6 +61,7 @@ func run() error {
 	case err := <-served:
 		return err
 	case <-stop.Done():
+		cancelStop() // a second signal stops the process at once
 	}
 	shutdown, cancelShutdown := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancelShutdown()
