@@ -596,6 +596,25 @@ func TestNewRefused(t *testing.T) {
 	if _, err := verify.New(context.Background(), o); err == nil {
 		t.Error("New without an audience succeeded")
 	}
+	// A JWKS URL that is wrong: not found, or not a JWKS. New fails at
+	// once, though its context would let it wait.
+	for name, set := range map[string]func(*fakeAuthd){
+		"404":       func(f *fakeAuthd) { f.jwksStatus = http.StatusNotFound },
+		"not JSON":  func(f *fakeAuthd) { f.jwksBody = "<html>a login page</html>" },
+		"no keys":   func(f *fakeAuthd) { f.jwksBody = `{"issuer":"x"}` },
+		"forbidden": func(f *fakeAuthd) { f.jwksStatus = http.StatusForbidden },
+	} {
+		f := newFakeAuthd(t)
+		f.mu.Lock()
+		set(f)
+		f.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := verify.New(ctx, f.options())
+		cancel()
+		if err == nil || errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("New with a JWKS that is %s: %v, want its refusal at once, not a wait until the deadline", name, err)
+		}
+	}
 }
 
 // TestNewWaitsForAuthd: authd starting or restarting (its JWKS or feed
