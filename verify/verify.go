@@ -52,7 +52,8 @@ type Policy int
 const (
 	// FallBackToIntrospection asks authd's introspection about every token
 	// until the feed is back. If introspection cannot be reached either,
-	// Verify returns ErrUnavailable.
+	// Verify returns ErrUnavailable, once the call has failed: up to the
+	// HTTP client's timeout (10 s unless Options.HTTPClient sets another).
 	FallBackToIntrospection Policy = iota
 	// FailClosed refuses (ErrUnavailable) every token while the feed is
 	// lost, once a short grace (about two seconds, for a reconnection to
