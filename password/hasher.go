@@ -46,16 +46,10 @@ type Hasher struct {
 
 var _ authd.Passwords = (*Hasher)(nil)
 
-// Cores is how many CPUs the process may use, as Go found them when it
-// started (GOMAXPROCS then: the machine's, a container's CPU limit, or the
-// GOMAXPROCS variable), whatever the program sets GOMAXPROCS to later:
-// NewHasher's worker count.
-var Cores = runtime.GOMAXPROCS(0)
-
-// NewHasher returns a Hasher with one worker per core (Cores), a queue of
-// 1,024 and a wait of at most 5 seconds.
+// NewHasher returns a Hasher with one worker per CPU, a queue of 1,024 and a
+// wait of at most 5 seconds.
 func NewHasher(p Params, policy Policy) *Hasher {
-	h := &Hasher{Params: p, Policy: policy, Workers: Cores, MaxQueue: 1024, MaxWait: 5 * time.Second}
+	h := &Hasher{Params: p, Policy: policy, Workers: runtime.GOMAXPROCS(0), MaxQueue: 1024, MaxWait: 5 * time.Second}
 	return h.init()
 }
 

@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -161,7 +160,6 @@ func (a *App) Open(ctx context.Context) (err error) {
 	m := metrics.New()
 	m.Pool(a.poolStats)
 	hasher := password.NewHasher(a.cfg.Argon2, password.Policy{MinLength: a.cfg.PasswordMinLength})
-	roomBesideHashing(hasher.Workers)
 	hasher.Observe = m.Hash
 	if err := a.coverBcrypt(ctx, hasher); err != nil {
 		return err
@@ -290,23 +288,6 @@ func listen(addr, setting string) (net.Listener, error) {
 			hint: "stop what uses that address or set " + setting}
 	}
 	return ln, nil
-}
-
-// roomBesideHashing gives the Go scheduler as many Ps again as there are
-// hashing workers, unless the operator set GOMAXPROCS. An argon2id hash is
-// tens of milliseconds of CPU that yields only when Go preempts it (every
-// 10 ms): with one P per core, workers hashing on every P make each
-// goroutine that has a database answer to act on wait up to that long, at
-// every step — a login's transaction (four round trips, holding the
-// account's row) took tens of milliseconds, and logins to one account had
-// a p99 of 1 s. With spare Ps the kernel shares the cores at a finer grain;
-// the hashes stay bounded by the workers (measured: p99 0.43–0.52 s instead
-// of 0.97–1.14 s, the same throughput; refresh and me unchanged; see
-// docs/performance.md).
-func roomBesideHashing(workers int) {
-	if os.Getenv("GOMAXPROCS") == "" {
-		runtime.GOMAXPROCS(2 * workers)
-	}
 }
 
 // quietLibrary is the handler of the default logger: serve's, except that
