@@ -24,10 +24,16 @@ func TestNormalizeEmail(t *testing.T) {
 			t.Errorf("NormalizeEmail(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
-	long := strings.Repeat("a", authd.MaxEmailLength) + "@example.org"
-	var e *authd.Error
-	if _, err := authd.NormalizeEmail(long); !errors.As(err, &e) || len(e.Fields) != 1 || !strings.Contains(e.Fields[0].Message, "at most 254") {
-		t.Errorf("NormalizeEmail(a long address) = %v, want a field error saying at most 254", err)
+	for _, long := range []string{strings.Repeat("a", authd.MaxEmailLength) + "@example.org",
+		strings.Repeat("u\u0308", 20000) + "@example.org"} {
+		var e *authd.Error
+		if _, err := authd.NormalizeEmail(long); !errors.As(err, &e) || len(e.Fields) != 1 || !strings.Contains(e.Fields[0].Message, "at most 254") {
+			t.Errorf("NormalizeEmail(a %d-byte address) = %v, want a field error saying at most 254", len(long), err)
+		}
+	}
+	// A decomposed address within the bound once composed is taken.
+	if got, err := authd.NormalizeEmail(strings.Repeat("u\u0308", 80) + "@example.org"); err != nil || len(got) != 2*80+12 {
+		t.Errorf("NormalizeEmail(80 decomposed ü) = %q, %v; want their 172-byte composed form", got, err)
 	}
 }
 

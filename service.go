@@ -289,6 +289,12 @@ func NormalizeEmail(s string) (string, error) {
 		return &Error{Code: EInvalid, Message: "invalid request", Fields: []FieldError{{Field: "email", Message: msg}}}
 	}
 	invalid := field("must be an email address such as name@example.org")
+	tooLong := field(fmt.Sprintf("must be at most %d bytes long", MaxEmailLength))
+	// Bounded before any work on it; the bound is checked exactly on the
+	// stored form, which a decomposed address exceeds (ü: 3 bytes, not 2).
+	if len(s) > 4*MaxEmailLength {
+		return "", tooLong
+	}
 	if !utf8.ValidString(s) {
 		return "", invalid
 	}
@@ -306,7 +312,7 @@ func NormalizeEmail(s string) (string, error) {
 	}
 	s = norm.NFC.String(strings.ToLower(s))
 	if len(s) > MaxEmailLength {
-		return "", field(fmt.Sprintf("must be at most %d bytes long", MaxEmailLength))
+		return "", tooLong
 	}
 	return s, nil
 }
