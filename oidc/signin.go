@@ -151,12 +151,7 @@ func (p *Provider) signInPasskey(w http.ResponseWriter, r *http.Request) {
 // purpose; an error page answers otherwise.
 func (p *Provider) requestForm(w http.ResponseWriter, r *http.Request, purpose string) (url.Values, *authd.AuthRequest,
 	*authd.OAuthClient, bool) {
-	form, ok := readForm(w, r)
-	if !ok {
-		p.errorPage(w, http.StatusBadRequest, "Invalid request", "The form could not be read.")
-		return nil, nil, nil, false
-	}
-	req, oc, ok := p.savedRequest(w, r, form.Get("request"))
+	form, req, oc, ok := p.pendingForm(w, r)
 	if !ok {
 		return nil, nil, nil, false
 	}
@@ -165,6 +160,19 @@ func (p *Provider) requestForm(w http.ResponseWriter, r *http.Request, purpose s
 		return nil, nil, nil, false
 	}
 	return form, req, oc, true
+}
+
+// pendingForm is requestForm before the CSRF check, for a form whose token
+// binds more than the request (consent's).
+func (p *Provider) pendingForm(w http.ResponseWriter, r *http.Request) (url.Values, *authd.AuthRequest,
+	*authd.OAuthClient, bool) {
+	form, ok := readForm(w, r)
+	if !ok {
+		p.errorPage(w, http.StatusBadRequest, "Invalid request", "The form could not be read.")
+		return nil, nil, nil, false
+	}
+	req, oc, ok := p.savedRequest(w, r, form.Get("request"))
+	return form, req, oc, ok
 }
 
 func (p *Provider) formExpired(w http.ResponseWriter) {
@@ -223,12 +231,7 @@ func (p *Provider) signedIn(w http.ResponseWriter, r *http.Request, req *authd.A
 // after the browser signed in as someone else (another tab, another app)
 // is not theirs, and gets the expired-form page.
 func (p *Provider) consent(w http.ResponseWriter, r *http.Request) {
-	form, ok := readForm(w, r)
-	if !ok {
-		p.errorPage(w, http.StatusBadRequest, "Invalid request", "The form could not be read.")
-		return
-	}
-	req, oc, ok := p.savedRequest(w, r, form.Get("request"))
+	form, req, oc, ok := p.pendingForm(w, r)
 	if !ok {
 		return
 	}
