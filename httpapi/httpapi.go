@@ -210,7 +210,7 @@ func (s *Server) handle(pattern string, h handlerFunc) {
 	api := strings.HasPrefix(path, "/v1/")
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		var err error
-		if api {
+		if api && r.URL.RawQuery != "" { // most API requests have none: no map to build
 			err = queryOnce(r.URL.Query())
 		}
 		if err == nil {
