@@ -407,3 +407,24 @@ func TestEmailNFCBackfill(t *testing.T) {
 	s := open(t)
 	storetest.EmailNFCBackfill(t, s, s.Migrator())
 }
+
+// TestEmailNFCBackfillOutsideUTF8: migration 12 upgrades a database whose
+// encoding is not UTF8 (where normalize() refuses to run) by doing nothing.
+func TestEmailNFCBackfillOutsideUTF8(t *testing.T) {
+	t.Parallel()
+	s := openURL(t, storetest.PostgresURLWith(t, "ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"))
+	ctx := context.Background()
+	if _, err := s.Migrator().Down(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	u := storetest.NewUser("plain@example.org")
+	if err := s.CreateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Migrator().Up(ctx); err != nil {
+		t.Fatalf("migration 12 on an SQL_ASCII database: %v", err)
+	}
+	if got, err := s.User(ctx, u.ID); err != nil || got.Email != u.Email {
+		t.Errorf("after migration 12: %v, %v", got, err)
+	}
+}

@@ -124,9 +124,14 @@ func EmailNFCBackfill(t *testing.T, s authd.Store, m *migrate.Migrator) {
 		takenD  = "jo\u0308rg@example.org"
 		ascii   = "plain@example.org"
 		partial = "\u00fcser-a\u0308@example.org" // one letter composed, one not
+		// Two decomposed spellings of one address, none composed yet (an
+		// acute accent written as U+0301 and as U+0341): the first takes
+		// the composed form, the other is left.
+		acute1 = "e\u0301ve@example.org"
+		acute2 = "e\u0341ve@example.org"
 	)
 	users := map[string]*authd.User{}
-	for _, email := range []string{nfd, taken, takenD, ascii, partial} {
+	for _, email := range []string{nfd, taken, takenD, ascii, partial, acute1, acute2} {
 		u := NewUser(email)
 		if err := s.CreateUser(ctx, u); err != nil {
 			t.Fatalf("CreateUser(%q): %v", email, err)
@@ -137,7 +142,7 @@ func EmailNFCBackfill(t *testing.T, s authd.Store, m *migrate.Migrator) {
 		t.Fatal(err)
 	}
 	for stored, want := range map[string]string{nfd: nfc, taken: taken, takenD: takenD, ascii: ascii,
-		partial: "\u00fcser-\u00e4@example.org"} {
+		partial: "\u00fcser-\u00e4@example.org", acute1: "\u00e9ve@example.org", acute2: acute2} {
 		got, err := s.User(ctx, users[stored].ID)
 		if err != nil || got.Email != want {
 			t.Errorf("the user stored as %q: %+q, %v; want %+q", stored, got.Email, err, want)

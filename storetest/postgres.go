@@ -21,6 +21,13 @@ import (
 // skipping would hide the PostgreSQL suites and so fails the test.
 func PostgresURL(t testing.TB) string {
 	t.Helper()
+	return PostgresURLWith(t, "")
+}
+
+// PostgresURLWith is PostgresURL for a database created with options
+// (CREATE DATABASE's, such as ENCODING).
+func PostgresURLWith(t testing.TB, options string) string {
+	t.Helper()
 	base := os.Getenv("TEST_DATABASE_URL")
 	if base == "" {
 		if os.Getenv("CI") != "" {
@@ -43,7 +50,7 @@ func PostgresURL(t testing.TB) string {
 	b := make([]byte, 8)
 	rand.Read(b)
 	name := "authd_test_" + hex.EncodeToString(b)
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name+" "+options); err != nil {
 		t.Fatalf("create test database: %v", err)
 	}
 	t.Cleanup(func() {
