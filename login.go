@@ -65,10 +65,12 @@ func (s *Service) Login(ctx context.Context, c Client, email, password, deviceIn
 	err = s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
 		// Reload and lock: the account may have changed while we hashed.
-		u, err := tx.User(ctx, u.ID)
+		// What a session would start from comes in the same round trip.
+		st, err := tx.SignInState(ctx, u.ID, s.sessionKeep(), now)
 		if err != nil {
 			return err
 		}
+		u := st.User
 		if u.LockExpired(now) {
 			if err := s.unlock(ctx, tx, c, u, now, "lock expired"); err != nil {
 				return err
@@ -93,11 +95,7 @@ func (s *Service) Login(ctx context.Context, c Client, email, password, deviceIn
 			return refuse("email not verified", &Error{Code: EEmailNotVerified,
 				Message: "Verify your email address first; we can send the link again."})
 		}
-		methods, err := s.mfaMethods(ctx, tx, u.ID)
-		if err != nil {
-			return err
-		}
-		if len(methods) > 0 {
+		if methods := s.usable(methodsOf(st.Factors, st.Passkeys)); len(methods) > 0 {
 			if newHash != "" {
 				u.PasswordHash, u.UpdatedAt = newHash, now
 				if err := tx.UpdateUser(ctx, u); err != nil {
@@ -106,7 +104,7 @@ func (s *Service) Login(ctx context.Context, c Client, email, password, deviceIn
 			}
 			return s.challenge(ctx, tx, c, u, deviceInfo, methods, now)
 		}
-		pair, err = s.startSession(ctx, tx, c, u, deviceInfo, []string{AMRPassword}, newHash, now)
+		pair, err = s.openSession(ctx, tx, c, u, st.Excess, deviceInfo, []string{AMRPassword}, newHash, now)
 		return err
 	})
 	if err != nil {
@@ -120,6 +118,17 @@ func (s *Service) Login(ctx context.Context, c Client, email, password, deviceIn
 // password's hash) holds the token pair, and the success is logged.
 func (s *Service) startSession(ctx context.Context, tx *txn, c Client, u *User, deviceInfo string, amr []string,
 	newHash string, now time.Time) (*TokenPair, error) {
+	excess, err := s.excessSessions(ctx, tx, u.ID, now)
+	if err != nil {
+		return nil, err
+	}
+	return s.openSession(ctx, tx, c, u, excess, deviceInfo, amr, newHash, now)
+}
+
+// openSession is startSession with the user's excess sessions already
+// read (SignInState).
+func (s *Service) openSession(ctx context.Context, tx *txn, c Client, u *User, excess []uuid.UUID, deviceInfo string,
+	amr []string, newHash string, now time.Time) (*TokenPair, error) {
 	u.FailedLoginAttempts = 0
 	u.LastLoginTimestamp = now
 	u.UpdatedAt = now
@@ -131,7 +140,7 @@ func (s *Service) startSession(ctx context.Context, tx *txn, c Client, u *User, 
 	}
 	sess := &Session{ID: NewID(), UserID: u.ID, DeviceInfo: deviceInfo, CreatedAt: now, LastUsedAt: now,
 		ExpiresAt: now.Add(s.cfg.SessionMaxAge), AMR: amr}
-	if err := s.evictSessions(ctx, tx, c, u.ID, now); err != nil {
+	if err := s.evictSessions(ctx, tx, c, u.ID, excess, now); err != nil {
 		return nil, err
 	}
 	if err := tx.CreateSession(ctx, sess); err != nil {

@@ -411,7 +411,11 @@ func (s *Service) RedeemCode(ctx context.Context, c Client, oc *OAuthClient, cod
 		}
 		sess := &Session{ID: NewID(), UserID: u.ID, DeviceInfo: truncate("OpenID client: "+oc.Name, MaxDeviceInfoLength),
 			CreatedAt: now, LastUsedAt: now, ExpiresAt: browser.ExpiresAt, AMR: ac.AMR, ClientID: oc.ID, Scopes: ac.Scopes}
-		if err := s.evictSessions(ctx, tx, c, u.ID, now); err != nil {
+		excess, err := s.excessSessions(ctx, tx, u.ID, now)
+		if err != nil {
+			return err
+		}
+		if err := s.evictSessions(ctx, tx, c, u.ID, excess, now); err != nil {
 			return err
 		}
 		if err := tx.CreateSession(ctx, sess); err != nil {

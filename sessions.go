@@ -42,21 +42,40 @@ func (s *Service) endUserSessions(ctx context.Context, tx *txn, user, except uui
 	return ids, tx.revoke(ctx, rev)
 }
 
-// evictSessions makes room for a new session: it ends the user's least
-// recently used sessions beyond MaxSessions-1, so that no account can grow
-// its sessions without end and the new one is never among them.
-func (s *Service) evictSessions(ctx context.Context, tx *txn, c Client, user uuid.UUID, now time.Time) error {
+// sessionKeep is how many of a user's sessions a new one leaves
+// (MaxSessions-1), or -1 when there is no limit.
+func (s *Service) sessionKeep() int {
 	if s.cfg.MaxSessions <= 0 {
+		return -1
+	}
+	return s.cfg.MaxSessions - 1
+}
+
+// excessSessions returns, locked, the user's sessions a new one ends
+// (evictSessions).
+func (s *Service) excessSessions(ctx context.Context, tx *txn, user uuid.UUID, now time.Time) ([]uuid.UUID, error) {
+	keep := s.sessionKeep()
+	if keep < 0 {
+		return nil, nil
+	}
+	return tx.ExcessSessions(ctx, user, keep, now)
+}
+
+// evictSessions makes room for a new session: it ends excess, the user's
+// least recently used sessions beyond MaxSessions-1 as excessSessions or
+// SignInState read them, so that no account can grow its sessions without
+// end and the new one is never among them.
+func (s *Service) evictSessions(ctx context.Context, tx *txn, c Client, user uuid.UUID, excess []uuid.UUID, now time.Time) error {
+	if len(excess) == 0 {
 		return nil
 	}
-	ids, err := tx.RevokeExcessSessions(ctx, user, s.cfg.MaxSessions-1, now)
-	if err != nil || len(ids) == 0 {
+	if err := tx.RevokeSessions(ctx, excess, now); err != nil {
 		return err
 	}
-	if err := tx.revoke(ctx, Revocation{At: now, SessionIDs: ids, Reason: "session_limit"}); err != nil {
+	if err := tx.revoke(ctx, Revocation{At: now, SessionIDs: excess, Reason: "session_limit"}); err != nil {
 		return err
 	}
-	for _, id := range ids {
+	for _, id := range excess {
 		if err := tx.CreateSecurityLog(ctx, s.audit(now, c, EventSessionRevoked, ResultSuccess, user,
 			"session limit reached", map[string]any{"session_id": id.String(), "max_sessions": s.cfg.MaxSessions})); err != nil {
 			return err

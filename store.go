@@ -116,6 +116,16 @@ type Rotation struct {
 	Log      *SecurityLog
 }
 
+// SignInState is what starting a session for a user decides on
+// (Queries.SignInState).
+type SignInState struct {
+	User     *User
+	Factors  []*Factor
+	Passkeys []*Passkey
+	// Excess are the user's active sessions a new one would end.
+	Excess []uuid.UUID
+}
+
 // Queries are the reads and writes of a Store, inside or outside a
 // transaction.
 type Queries interface {
@@ -144,9 +154,21 @@ type Queries interface {
 	// RevokeUserSessions ends every unrevoked session of the user but except
 	// (uuid.Nil: none excepted), and returns their ids.
 	RevokeUserSessions(ctx context.Context, userID, except uuid.UUID, at time.Time) ([]uuid.UUID, error)
-	// RevokeExcessSessions ends, at at, the user's active sessions beyond
-	// the keep most recently used, and returns their ids.
-	RevokeExcessSessions(ctx context.Context, userID uuid.UUID, keep int, at time.Time) ([]uuid.UUID, error)
+	// ExcessSessions returns the ids of the user's active sessions (neither
+	// revoked nor expired at now) beyond the keep most recently used: the
+	// ones a new session ends under AUTHD_MAX_SESSIONS. Inside a
+	// transaction they stay locked until it ends.
+	ExcessSessions(ctx context.Context, userID uuid.UUID, keep int, now time.Time) ([]uuid.UUID, error)
+	// RevokeSessions ends the sessions, each unrevoked, at at: the sessions
+	// and every token of them not yet revoked. An error when one is not an
+	// unrevoked session (read them locked, with ExcessSessions).
+	RevokeSessions(ctx context.Context, ids []uuid.UUID, at time.Time) error
+	// SignInState returns what starting a session for the user decides on,
+	// in one round trip where the store can: the user, their second factors
+	// and passkeys, and, with keep ≥ 0, ExcessSessions(userID, keep, now).
+	// Inside a transaction all of it stays locked until it ends, the user's
+	// row first. ENotFound when there is no such user.
+	SignInState(ctx context.Context, userID uuid.UUID, keep int, now time.Time) (*SignInState, error)
 
 	// CreateToken inserts the tokens, in one statement. EConflict when its jti or digest is taken,
 	// ENotFound when its user or session does not exist.

@@ -22,13 +22,19 @@ func (q *queries) CreateFactor(ctx context.Context, f *authd.Factor) error {
 
 // Factors implements authd.Queries.
 func (q *queries) Factors(ctx context.Context, userID uuid.UUID) ([]*authd.Factor, error) {
-	rows, err := q.rows(ctx, `SELECT `+factorColumns+` FROM mfa_factors WHERE user_id = $1
-		ORDER BY created_at, id`+q.forUpdate(), userID)
+	st := q.factors(userID)
+	rows, err := q.rows(ctx, st.sql, st.args...)
 	if err != nil {
 		return nil, translate(err)
 	}
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*authd.Factor, error) { return scanFactor(row) })
 	return out, translate(err)
+}
+
+// factors reads Factors.
+func (q *queries) factors(userID uuid.UUID) statement {
+	return statement{`SELECT ` + factorColumns + ` FROM mfa_factors WHERE user_id = $1
+		ORDER BY created_at, id` + q.forUpdate(), []any{userID}}
 }
 
 func scanFactor(row pgx.Row) (*authd.Factor, error) {

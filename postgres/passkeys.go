@@ -30,13 +30,19 @@ func (q *queries) CreatePasskey(ctx context.Context, p *authd.Passkey) error {
 
 // Passkeys implements authd.Queries.
 func (q *queries) Passkeys(ctx context.Context, userID uuid.UUID) ([]*authd.Passkey, error) {
-	rows, err := q.rows(ctx, `SELECT `+passkeyColumns+` FROM passkeys WHERE user_id = $1
-		ORDER BY created_at, id`+q.forUpdate(), userID)
+	st := q.passkeys(userID)
+	rows, err := q.rows(ctx, st.sql, st.args...)
 	if err != nil {
 		return nil, translate(err)
 	}
 	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*authd.Passkey, error) { return scanPasskey(row) })
 	return out, translate(err)
+}
+
+// passkeys reads Passkeys.
+func (q *queries) passkeys(userID uuid.UUID) statement {
+	return statement{`SELECT ` + passkeyColumns + ` FROM passkeys WHERE user_id = $1
+		ORDER BY created_at, id` + q.forUpdate(), []any{userID}}
 }
 
 // PasskeyByCredentialID implements authd.Queries.

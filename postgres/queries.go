@@ -60,20 +60,26 @@ func (q *queries) write(ctx context.Context, check func(pgconn.CommandTag) error
 // flush sends the queued writes. A failure there is reported by whatever
 // comes next (a read or the commit); a missing reference is then internal,
 // so that no read mistakes it for "not found".
-func (q *queries) flush(ctx context.Context) error { return q.send(ctx, "", nil, nil) }
+func (q *queries) flush(ctx context.Context) error { return q.send(ctx, nil) }
 
-// send sends the queued statements and, when sql is not empty, sql after
-// them in the same round trip; last then reads sql's result (BatchResults'
-// next) once the queued statements have succeeded. Its own error is
-// last's to report.
-func (q *queries) send(ctx context.Context, sql string, args []any, last func(pgx.BatchResults)) error {
-	if q.pending.Len() == 0 && sql == "" {
+// statement is one SQL statement with its arguments.
+type statement struct {
+	sql  string
+	args []any
+}
+
+// send sends the queued statements and after them, in the same round trip,
+// the statements of after; last then reads their results (BatchResults'
+// next, in order) once the queued statements have succeeded. Errors of
+// after's statements are last's to report.
+func (q *queries) send(ctx context.Context, last func(pgx.BatchResults), after ...statement) error {
+	if q.pending.Len() == 0 && len(after) == 0 {
 		return nil
 	}
 	batch, checks := q.pending, q.checks
 	q.pending, q.checks = pgx.Batch{}, nil
-	if sql != "" {
-		batch.Queue(sql, args...)
+	for _, st := range after {
+		batch.Queue(st.sql, st.args...)
 	}
 	br := q.db.SendBatch(ctx, &batch)
 	err := func() error {
@@ -110,7 +116,7 @@ func (q *queries) exec(ctx context.Context, sql string, args ...any) (pgconn.Com
 	}
 	var tag pgconn.CommandTag
 	var execErr error
-	if err := q.send(ctx, sql, args, func(br pgx.BatchResults) { tag, execErr = br.Exec() }); err != nil {
+	if err := q.send(ctx, func(br pgx.BatchResults) { tag, execErr = br.Exec() }, statement{sql, args}); err != nil {
 		return tag, err
 	}
 	return tag, execErr
@@ -141,7 +147,7 @@ type batchRow struct {
 
 func (r *batchRow) Scan(dest ...any) error {
 	var scanErr error
-	if err := r.q.send(r.ctx, r.sql, r.args, func(br pgx.BatchResults) { scanErr = br.QueryRow().Scan(dest...) }); err != nil {
+	if err := r.q.send(r.ctx, func(br pgx.BatchResults) { scanErr = br.QueryRow().Scan(dest...) }, statement{r.sql, r.args}); err != nil {
 		return err
 	}
 	return scanErr
@@ -182,7 +188,13 @@ func (q *queries) CreateUser(ctx context.Context, u *authd.User) error {
 }
 
 func (q *queries) User(ctx context.Context, id uuid.UUID) (*authd.User, error) {
-	return scanUser(q.row(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1`+q.forUpdate(), id))
+	st := q.user(id)
+	return scanUser(q.row(ctx, st.sql, st.args...))
+}
+
+// user reads User.
+func (q *queries) user(id uuid.UUID) statement {
+	return statement{`SELECT ` + userColumns + ` FROM users WHERE id = $1` + q.forUpdate(), []any{id}}
 }
 
 func (q *queries) UserByEmail(ctx context.Context, email string) (*authd.User, error) {
@@ -592,11 +604,84 @@ func (q *queries) RevokeUserSessions(ctx context.Context, userID, except uuid.UU
 		RETURNING id`, at, userID, except)
 }
 
-func (q *queries) RevokeExcessSessions(ctx context.Context, userID uuid.UUID, keep int, at time.Time) ([]uuid.UUID, error) {
-	return q.revokeSessions(ctx, at, `UPDATE sessions SET revoked_at = $1 WHERE revoked_at IS NULL AND id IN (
-		SELECT id FROM sessions WHERE user_id = $2 AND revoked_at IS NULL AND expires_at > $1
-		ORDER BY last_used_at DESC, id DESC OFFSET $3)
-		RETURNING id`, at, userID, keep)
+// excessSessions reads ExcessSessions (ix_sessions_user_id_live).
+func (q *queries) excessSessions(userID uuid.UUID, keep int, now time.Time) statement {
+	return statement{`SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2
+		ORDER BY last_used_at DESC, id DESC OFFSET $3` + q.forUpdate(), []any{userID, now, keep}}
+}
+
+func (q *queries) ExcessSessions(ctx context.Context, userID uuid.UUID, keep int, now time.Time) ([]uuid.UUID, error) {
+	st := q.excessSessions(userID, keep, now)
+	rows, err := q.rows(ctx, st.sql, st.args...)
+	if err != nil {
+		return nil, translate(err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	return ids, translate(err)
+}
+
+// RevokeSessions implements authd.Queries: two writes, queued in a
+// transaction.
+func (q *queries) RevokeSessions(ctx context.Context, ids []uuid.UUID, at time.Time) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	n := int64(len(ids))
+	endAll := func(tag pgconn.CommandTag) error {
+		if tag.RowsAffected() != n {
+			return fmt.Errorf("postgres: %d of %d sessions to end were not unrevoked", n-tag.RowsAffected(), n)
+		}
+		return nil
+	}
+	if err := q.write(ctx, endAll, `UPDATE sessions SET revoked_at = $2 WHERE id = ANY($1) AND revoked_at IS NULL`,
+		ids, at); err != nil {
+		return err
+	}
+	return q.write(ctx, nil, `UPDATE jwt_tokens SET revoked = true, revoked_at = $2
+		WHERE session_id = ANY($1) AND NOT revoked`, ids, at)
+}
+
+// SignInState implements authd.Queries: the four reads travel in one
+// round trip, with the writes queued before them (the BEGIN).
+func (q *queries) SignInState(ctx context.Context, userID uuid.UUID, keep int, now time.Time) (*authd.SignInState, error) {
+	reads := []statement{q.user(userID), q.factors(userID), q.passkeys(userID)}
+	if keep >= 0 {
+		reads = append(reads, q.excessSessions(userID, keep, now))
+	}
+	var st authd.SignInState
+	var readErr error
+	err := q.send(ctx, func(br pgx.BatchResults) {
+		if st.User, readErr = scanUser(br.QueryRow()); readErr != nil {
+			return
+		}
+		if st.Factors, readErr = collect(br, scanFactor); readErr != nil {
+			return
+		}
+		if st.Passkeys, readErr = collect(br, scanPasskey); readErr != nil || keep < 0 {
+			return
+		}
+		st.Excess, readErr = collect(br, func(row pgx.Row) (uuid.UUID, error) {
+			var id uuid.UUID
+			return id, row.Scan(&id)
+		})
+	}, reads...)
+	if err != nil {
+		return nil, err
+	}
+	if readErr != nil {
+		return nil, readErr
+	}
+	return &st, nil
+}
+
+// collect reads the next result of br as rows, each by scan.
+func collect[T any](br pgx.BatchResults, scan func(pgx.Row) (T, error)) ([]T, error) {
+	rows, err := br.Query()
+	if err != nil {
+		return nil, translate(err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (T, error) { return scan(row) })
+	return out, translate(err)
 }
 
 // revokeSessions runs update, which revokes sessions at at and returns their

@@ -2,29 +2,59 @@ package postgres
 
 import (
 	"context"
+	"fmt"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/authd/authd"
+	"github.com/authd/authd/password"
 	"github.com/authd/authd/storetest"
+	"github.com/authd/authd/token"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // roundTrips counts what a connection sends: each batch, and each query
-// sent alone, is one round trip to the server.
-type roundTrips struct{ n atomic.Int64 }
+// sent alone, is one round trip to the server. sent holds each round
+// trip's statements.
+type roundTrips struct {
+	n    atomic.Int64
+	mu   sync.Mutex
+	sent [][]string
+}
 
-func (r *roundTrips) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+func (r *roundTrips) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
 	r.n.Add(1)
+	r.record(d.SQL)
 	return ctx
 }
 func (r *roundTrips) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-func (r *roundTrips) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+func (r *roundTrips) TraceBatchStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceBatchStartData) context.Context {
 	r.n.Add(1)
+	var sqls []string
+	for _, q := range d.Batch.QueuedQueries {
+		sqls = append(sqls, q.SQL)
+	}
+	r.record(sqls...)
 	return ctx
+}
+
+func (r *roundTrips) record(sqls ...string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sent = append(r.sent, sqls)
+}
+
+// reset forgets what was sent.
+func (r *roundTrips) reset() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.n.Store(0)
+	r.sent = nil
 }
 func (r *roundTrips) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
 func (r *roundTrips) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
@@ -161,4 +191,82 @@ func TestSwallowedErrorNeverCommits(t *testing.T) {
 	if _, err := s.User(ctx, good.ID); authd.ErrorCode(err) != authd.ENotFound {
 		t.Errorf("a write of the rolled-back transaction is there: %v", err)
 	}
+}
+
+// discardMailer drops mail: logins send none.
+type discardMailer struct{}
+
+func (discardMailer) Send(context.Context, authd.Mail) error { return nil }
+
+// TestLoginInTwoRoundTrips: a password login's transaction reaches the
+// server in two round trips, even when it ends a session over the limit:
+// BEGIN with the locking reads of the user, their second factors and the
+// sessions a new one ends; then every write with COMMIT. (The account's
+// lookup before hashing is one more, outside it.) The account's row is
+// locked for the logins of that account that wait behind it, so its
+// round trips are what they queue for.
+func TestLoginInTwoRoundTrips(t *testing.T) {
+	ctx := context.Background()
+	_, traced, trips := tracedStore(t)
+	keys, err := token.OpenKeyring(t.TempDir(), "EdDSA", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := authd.Config{PublicURL: "https://auth.example.org", AccessTokenTTL: 15 * time.Minute,
+		RefreshTokenTTL: time.Hour, SessionMaxAge: time.Hour, LockoutThreshold: 5, LockoutDuration: time.Minute,
+		MaxSessions: 2}
+	svc := authd.NewService(cfg, authd.Deps{Store: traced, Mailer: discardMailer{},
+		Passwords: password.NewHasher(password.Params{MemoryKiB: 64, Iterations: 1, Parallelism: 1}, password.Policy{MinLength: 12}),
+		Tokens:    token.NewIssuer(keys, cfg.PublicURL, "authd")})
+	if err := svc.LoadRevocations(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const email, pass = "trips@example.org", "correct horse battery staple"
+	if err := svc.Register(ctx, authd.Client{}, email, pass, true); err != nil {
+		t.Fatal(err)
+	}
+	var first *authd.TokenPair
+	for i := range 2 { // at the limit; the statement cache warms up
+		pair, err := svc.Login(ctx, authd.Client{}, email, pass, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = pair
+		}
+	}
+
+	trips.reset()
+	if _, err := svc.Login(ctx, authd.Client{}, email, pass, ""); err != nil {
+		t.Fatal(err)
+	}
+	trips.mu.Lock()
+	sent := trips.sent
+	trips.mu.Unlock()
+	if len(sent) != 3 {
+		t.Fatalf("a login took %d round trips, want 3 (the lookup, then two in its transaction):\n%s", len(sent), showTrips(sent))
+	}
+	if !strings.Contains(sent[0][0], "WHERE email") {
+		t.Errorf("the first round trip is not the account's lookup:\n%s", showTrips(sent))
+	}
+	if sent[1][0] != "BEGIN" || sent[2][len(sent[2])-1] != "COMMIT" {
+		t.Errorf("the transaction is not BEGIN with the reads, the writes with COMMIT:\n%s", showTrips(sent))
+	}
+	// The least recently used session ended with it: its refresh token is dead.
+	if _, err := svc.Refresh(ctx, authd.Client{}, first.RefreshToken); authd.ErrorCode(err) != authd.EInvalidToken {
+		t.Errorf("refresh of the session the login ended: %v, want EInvalidToken", err)
+	}
+}
+
+// showTrips prints each round trip's statements, one trip a line.
+func showTrips(sent [][]string) string {
+	var b strings.Builder
+	for i, sqls := range sent {
+		fmt.Fprintf(&b, "%d:", i+1)
+		for _, q := range sqls {
+			fmt.Fprintf(&b, " [%.60s]", strings.Join(strings.Fields(q), " "))
+		}
+		b.WriteByte('\n')
+	}
+	return b.String()
 }

@@ -369,11 +369,63 @@ func (q *queries) RevokeUserSessions(ctx context.Context, userID, except uuid.UU
 		RETURNING id`, timeArg(at), userID, except)
 }
 
-func (q *queries) RevokeExcessSessions(ctx context.Context, userID uuid.UUID, keep int, at time.Time) ([]uuid.UUID, error) {
-	return q.revokeSessions(ctx, at, `UPDATE sessions SET revoked_at = ?1 WHERE revoked_at IS NULL AND id IN (
-		SELECT id FROM sessions WHERE user_id = ?2 AND revoked_at IS NULL AND expires_at > ?1
-		ORDER BY last_used_at DESC, id DESC LIMIT -1 OFFSET ?3)
-		RETURNING id`, timeArg(at), userID, keep)
+func (q *queries) ExcessSessions(ctx context.Context, userID uuid.UUID, keep int, now time.Time) ([]uuid.UUID, error) {
+	rows, err := q.db.QueryContext(ctx, `SELECT id FROM sessions WHERE user_id = ? AND revoked_at IS NULL AND expires_at > ?
+		ORDER BY last_used_at DESC, id DESC LIMIT -1 OFFSET ?`, userID, timeArg(now), keep)
+	if err != nil {
+		return nil, translate(err)
+	}
+	defer rows.Close()
+	var ids []uuid.UUID
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, translate(err)
+		}
+		ids = append(ids, id)
+	}
+	return ids, translate(rows.Err())
+}
+
+func (q *queries) RevokeSessions(ctx context.Context, ids []uuid.UUID, at time.Time) error {
+	for _, id := range ids {
+		res, err := q.db.ExecContext(ctx, `UPDATE sessions SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL`,
+			timeArg(at), id)
+		if err := affected(res, err, "session"); err != nil {
+			if authd.ErrorCode(err) == authd.ENotFound {
+				return fmt.Errorf("sqlite: session %s to end is not unrevoked", id)
+			}
+			return err
+		}
+		if _, err := q.db.ExecContext(ctx, `UPDATE jwt_tokens SET revoked = 1, revoked_at = ?
+			WHERE session_id = ? AND NOT revoked`, timeArg(at), id); err != nil {
+			return translate(err)
+		}
+	}
+	return nil
+}
+
+// SignInState reads the user, their factors, passkeys and excess sessions
+// one after another: SQLite runs in-process, and its write transactions
+// exclude each other, so no lock is needed.
+func (q *queries) SignInState(ctx context.Context, userID uuid.UUID, keep int, now time.Time) (*authd.SignInState, error) {
+	var st authd.SignInState
+	var err error
+	if st.User, err = q.User(ctx, userID); err != nil {
+		return nil, err
+	}
+	if st.Factors, err = q.Factors(ctx, userID); err != nil {
+		return nil, err
+	}
+	if st.Passkeys, err = q.Passkeys(ctx, userID); err != nil {
+		return nil, err
+	}
+	if keep >= 0 {
+		if st.Excess, err = q.ExcessSessions(ctx, userID, keep, now); err != nil {
+			return nil, err
+		}
+	}
+	return &st, nil
 }
 
 // revokeSessions runs update, which revokes sessions at at and returns their

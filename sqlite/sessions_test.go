@@ -86,11 +86,11 @@ func TestLiveSessionsReadByTheirIndex(t *testing.T) {
 			l, err := q.Sessions(ctx, u.ID, now)
 			return len(l), err
 		}},
-		{"RevokeExcessSessions", 2, func(q *queries) (int, error) {
-			ids, err := q.RevokeExcessSessions(ctx, u.ID, 1, now)
+		{"ExcessSessions", 2, func(q *queries) (int, error) {
+			ids, err := q.ExcessSessions(ctx, u.ID, 1, now)
 			return len(ids), err
 		}},
-		{"RevokeUserSessions", 1, func(q *queries) (int, error) {
+		{"RevokeUserSessions", 3, func(q *queries) (int, error) {
 			ids, err := q.RevokeUserSessions(ctx, u.ID, uuid.Nil, now)
 			return len(ids), err
 		}},

@@ -58,6 +58,7 @@ func Run(t *testing.T, open func(t *testing.T) authd.Store) {
 		{"OutboxConcurrentClaims", testOutboxConcurrentClaims},
 		{"OutboxExtendClaim", testOutboxExtendClaim},
 		{"SessionRevocation", testSessionRevocation},
+		{"SignInState", testSignInState},
 		{"RevocationEvents", testRevocationEvents},
 		{"RevocationEventsNeverSkipped", testRevocationEventsNeverSkipped},
 		{"LastRevocationEventID", testLastRevocationEventID},
@@ -851,8 +852,8 @@ func testTxWrites(t *testing.T, s authd.Store) {
 	}
 }
 
-// testSessionRevocation covers the ways sessions end: all of a user's, the
-// least recently used beyond a limit, and the list the revocation set loads.
+// testSessionRevocation covers the ways sessions end: the least recently
+// used beyond a limit, and the list the revocation set loads.
 func testSessionRevocation(t *testing.T, s authd.Store) {
 	ctx := context.Background()
 	u := mustCreateUser(t, s, "many@example.org")
@@ -877,28 +878,45 @@ func testSessionRevocation(t *testing.T, s authd.Store) {
 	var evicted []uuid.UUID
 	err := s.InTx(ctx, func(tx authd.Queries) error {
 		var err error
-		evicted, err = tx.RevokeExcessSessions(ctx, u.ID, 3, at)
-		return err
+		if evicted, err = tx.ExcessSessions(ctx, u.ID, 3, at); err != nil {
+			return err
+		}
+		return tx.RevokeSessions(ctx, evicted, at)
 	})
 	if err != nil {
-		t.Fatalf("RevokeExcessSessions: %v", err)
+		t.Fatalf("ExcessSessions and RevokeSessions: %v", err)
 	}
 	slices.SortFunc(evicted, func(a, b uuid.UUID) int { return strings.Compare(a.String(), b.String()) })
 	wantIDs := []uuid.UUID{sessions[0].ID, sessions[1].ID}
 	slices.SortFunc(wantIDs, func(a, b uuid.UUID) int { return strings.Compare(a.String(), b.String()) })
 	if !slices.Equal(evicted, wantIDs) {
-		t.Errorf("RevokeExcessSessions ended %v, want the two least recently used %v", evicted, wantIDs)
+		t.Errorf("ExcessSessions = %v, want the two least recently used %v", evicted, wantIDs)
 	}
 	tok, _ := s.RefreshToken(ctx, "d-"+sessions[0].ID.String())
 	if !tok.Revoked {
 		t.Error("an evicted session's refresh token is not revoked")
 	}
+	if tok, _ := s.RefreshToken(ctx, "d-"+sessions[2].ID.String()); tok.Revoked {
+		t.Error("a kept session's refresh token is revoked")
+	}
 	if active, _ := s.Sessions(ctx, u.ID, at); len(active) != 3 {
 		t.Errorf("%d active sessions after eviction, want 3", len(active))
 	}
-	again, err := s.RevokeExcessSessions(ctx, u.ID, 3, at)
-	if err != nil || len(again) != 0 {
-		t.Errorf("a second eviction at the limit ended %v (%v), want none", again, err)
+	if again, err := s.ExcessSessions(ctx, u.ID, 3, at); err != nil || len(again) != 0 {
+		t.Errorf("ExcessSessions at the limit = %v (%v), want none", again, err)
+	}
+	if all, err := s.ExcessSessions(ctx, u.ID, 0, at); err != nil || len(all) != 3 || all[0] != sessions[4].ID {
+		t.Errorf("ExcessSessions keeping none = %v (%v), want the three active, most recently used first", all, err)
+	}
+	if none, err := s.ExcessSessions(ctx, u.ID, 0, sessions[2].ExpiresAt); err != nil || len(none) != 0 {
+		t.Errorf("ExcessSessions once they have expired = %v (%v), want none", none, err)
+	}
+	// Ending a session already ended is an error.
+	err = s.InTx(ctx, func(tx authd.Queries) error {
+		return tx.RevokeSessions(ctx, []uuid.UUID{sessions[0].ID}, at.Add(time.Minute))
+	})
+	if err == nil {
+		t.Error("RevokeSessions of an ended session succeeded")
 	}
 
 	revs, err := s.RevokedSessions(ctx, at)
