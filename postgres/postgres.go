@@ -135,7 +135,7 @@ func (s *Store) inTx(ctx context.Context, fn func(*queries) error) error {
 	defer conn.Release()
 	// BEGIN and COMMIT travel with the statements next to them (queries.send).
 	q := &queries{db: conn, locking: true}
-	q.write(ctx, nil, "BEGIN")
+	q.queue(nil, "BEGIN")
 	defer func() {
 		if conn.Conn().PgConn().TxStatus() != 'I' && !conn.Conn().IsClosed() {
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
@@ -149,7 +149,7 @@ func (s *Store) inTx(ctx context.Context, fn func(*queries) error) error {
 	if err := q.insertRevocationEvents(ctx); err != nil {
 		return err
 	}
-	q.write(ctx, committed, "COMMIT")
+	q.queue(committed, "COMMIT")
 	return q.flush(ctx)
 }
 
@@ -246,6 +246,8 @@ func translate(err error) error {
 		switch {
 		case pgErr.Code == "23505": // unique_violation
 			return authd.WrapError(authd.EConflict, err, "already exists")
+		case pgErr.Code == "P0002": // no_data_found: a checked write changed too few rows (authd_expect_rows)
+			return authd.WrapError(authd.ENotFound, err, pgErr.Message)
 		case pgErr.Code == "23503": // foreign_key_violation
 			return authd.WrapError(authd.ENotFound, err, "a referenced record does not exist")
 		case strings.HasPrefix(pgErr.Code, "22"), pgErr.Code == "23502", pgErr.Code == "23514":

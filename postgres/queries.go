@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -39,22 +40,57 @@ type queries struct {
 }
 
 // write runs a statement whose result the caller does not read: at once
-// on the pool, queued inside a transaction. check, if not nil, verifies its
-// command tag when it runs.
-func (q *queries) write(ctx context.Context, check func(pgconn.CommandTag) error, sql string, args ...any) error {
+// on the pool, queued inside a transaction. must, if not nil, is how many
+// rows it must change (else ENotFound): inside a transaction the server
+// checks it (expect), since the COMMIT may travel in the same round trip.
+func (q *queries) write(ctx context.Context, must *changes, sql string, args ...any) error {
 	if !q.locking {
 		tag, err := q.db.Exec(ctx, sql, args...)
 		if err != nil {
 			return translate(err)
 		}
-		if check != nil {
-			return check(tag)
-		}
-		return nil
+		return must.check(tag.RowsAffected())
 	}
+	if must != nil {
+		sql, args = must.expect(sql, args)
+	}
+	q.queue(nil, sql, args...)
+	return nil
+}
+
+// queue queues a statement of the transaction; check, if not nil, verifies
+// its command tag once the answer is back (after any COMMIT sent with it:
+// only for COMMIT's own answer).
+func (q *queries) queue(check func(pgconn.CommandTag) error, sql string, args ...any) {
 	q.pending.Queue(sql, args...)
 	q.checks = append(q.checks, check)
+}
+
+// changes is how many rows a write must change, and what it changes.
+type changes struct {
+	what    string
+	atLeast int64
+}
+
+// mustAffect is a write that must change a row.
+func mustAffect(what string) *changes { return &changes{what: what, atLeast: 1} }
+
+// check fails with ENotFound when n rows are fewer than c asks for.
+func (c *changes) check(n int64) error {
+	if c != nil && n < c.atLeast {
+		return authd.Errorf(authd.ENotFound, "%s not found", c.what)
+	}
 	return nil
+}
+
+// expect returns the write sql as one statement that fails, on the server,
+// when it changes fewer rows than c asks for (authd_expect_rows, migration
+// 13), so that the transaction aborts before its COMMIT. sql must be a
+// plain INSERT, UPDATE or DELETE without RETURNING.
+func (c *changes) expect(sql string, args []any) (string, []any) {
+	n := len(args)
+	return `WITH changed AS (` + sql + ` RETURNING 1) SELECT authd_expect_rows(count(*), $` + strconv.Itoa(n+1) +
+		`, $` + strconv.Itoa(n+2) + `) FROM changed`, append(args[:n:n], c.atLeast, c.what)
 }
 
 // flush sends the queued writes. A failure there is reported by whatever
@@ -151,16 +187,6 @@ func (r *batchRow) Scan(dest ...any) error {
 		return err
 	}
 	return scanErr
-}
-
-// mustAffect is a check that the statement changed a row.
-func mustAffect(what string) func(pgconn.CommandTag) error {
-	return func(tag pgconn.CommandTag) error {
-		if tag.RowsAffected() == 0 {
-			return authd.Errorf(authd.ENotFound, "%s not found", what)
-		}
-		return nil
-	}
 }
 
 var _ authd.Queries = (*queries)(nil)
@@ -410,10 +436,14 @@ func (q *queries) RefreshSession(ctx context.Context, digest string) (*authd.Tok
 
 // SaveRotation writes the token's revocation fields and the session's
 // last use and revocation in one statement.
+// The server checks that both rows changed (authd_expect_rows), as for
+// every checked write.
 func (q *queries) SaveRotation(ctx context.Context, t *authd.Token, s *authd.Session) error {
-	return q.write(ctx, mustAffect("token or session"), `WITH token AS (
-			UPDATE jwt_tokens SET revoked = $2, revoked_at = $3, rotated_at = $4 WHERE id = $1 RETURNING id)
-		UPDATE sessions SET last_used_at = $6, revoked_at = $7 WHERE id = $5 AND EXISTS (SELECT 1 FROM token)`,
+	return q.write(ctx, nil, `WITH token AS (
+			UPDATE jwt_tokens SET revoked = $2, revoked_at = $3, rotated_at = $4 WHERE id = $1 RETURNING id),
+		session AS (
+			UPDATE sessions SET last_used_at = $6, revoked_at = $7 WHERE id = $5 AND EXISTS (SELECT 1 FROM token) RETURNING 1)
+		SELECT authd_expect_rows(count(*), 1, 'token or session') FROM session`,
 		t.ID, t.Revoked, nullTime(t.RevokedAt), nullTime(t.RotatedAt), s.ID, s.LastUsedAt, nullTime(s.RevokedAt))
 }
 
@@ -626,13 +656,7 @@ func (q *queries) RevokeSessions(ctx context.Context, ids []uuid.UUID, at time.T
 	if len(ids) == 0 {
 		return nil
 	}
-	n := int64(len(ids))
-	endAll := func(tag pgconn.CommandTag) error {
-		if tag.RowsAffected() != n {
-			return fmt.Errorf("postgres: %d of %d sessions to end were not unrevoked", n-tag.RowsAffected(), n)
-		}
-		return nil
-	}
+	endAll := &changes{what: "unrevoked session", atLeast: int64(len(ids))}
 	if err := q.write(ctx, endAll, `UPDATE sessions SET revoked_at = $2 WHERE id = ANY($1) AND revoked_at IS NULL`,
 		ids, at); err != nil {
 		return err

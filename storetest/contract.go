@@ -845,10 +845,21 @@ func testTxWrites(t *testing.T, s authd.Store) {
 	if _, err := s.Session(ctx, other.ID); authd.ErrorCode(err) != authd.ENotFound {
 		t.Errorf("the failed transaction's session was stored: %v", err)
 	}
-	// Unknown rows to update fail the transaction too.
+	// Unknown rows to update fail the transaction too, and nothing of it
+	// stays — even when the failing write is the last before the commit.
 	ghost := NewUser("ghost-tx@example.org")
-	if err := s.InTx(ctx, func(tx authd.Queries) error { return tx.UpdateUser(ctx, ghost) }); err == nil {
+	kept := newSession(u)
+	err = s.InTx(ctx, func(tx authd.Queries) error {
+		if err := tx.CreateSession(ctx, kept); err != nil {
+			return err
+		}
+		return tx.UpdateUser(ctx, ghost)
+	})
+	if err == nil {
 		t.Error("updating a missing user in a transaction succeeded")
+	}
+	if _, err := s.Session(ctx, kept.ID); authd.ErrorCode(err) != authd.ENotFound {
+		t.Errorf("the session written before a failed update was stored: %v", err)
 	}
 }
 
@@ -911,12 +922,15 @@ func testSessionRevocation(t *testing.T, s authd.Store) {
 	if none, err := s.ExcessSessions(ctx, u.ID, 0, sessions[2].ExpiresAt); err != nil || len(none) != 0 {
 		t.Errorf("ExcessSessions once they have expired = %v (%v), want none", none, err)
 	}
-	// Ending a session already ended is an error.
+	// Ending a session already ended fails the transaction: nothing of it stays.
 	err = s.InTx(ctx, func(tx authd.Queries) error {
-		return tx.RevokeSessions(ctx, []uuid.UUID{sessions[0].ID}, at.Add(time.Minute))
+		return tx.RevokeSessions(ctx, []uuid.UUID{sessions[2].ID, sessions[0].ID}, at.Add(time.Minute))
 	})
 	if err == nil {
 		t.Error("RevokeSessions of an ended session succeeded")
+	}
+	if sess, _ := s.Session(ctx, sessions[2].ID); !sess.RevokedAt.IsZero() {
+		t.Errorf("a failed RevokeSessions ended a session at %v", sess.RevokedAt)
 	}
 
 	revs, err := s.RevokedSessions(ctx, at)
