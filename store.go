@@ -161,7 +161,9 @@ type Queries interface {
 	ExcessSessions(ctx context.Context, userID uuid.UUID, keep int, now time.Time) ([]uuid.UUID, error)
 	// RevokeSessions ends the sessions, each unrevoked, at at: the sessions
 	// and every token of them not yet revoked. An error when one is not an
-	// unrevoked session (read them locked, with ExcessSessions).
+	// unrevoked session. Inside a transaction, with the ids read locked in
+	// it (ExcessSessions), where that error rolls everything back; outside
+	// one, the sessions ended before the error stay ended.
 	RevokeSessions(ctx context.Context, ids []uuid.UUID, at time.Time) error
 	// SignInState returns what starting a session for the user decides on,
 	// in one round trip where the store can: the user, their second factors

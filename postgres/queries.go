@@ -634,10 +634,16 @@ func (q *queries) RevokeUserSessions(ctx context.Context, userID, except uuid.UU
 		RETURNING id`, at, userID, except)
 }
 
-// excessSessions reads ExcessSessions (ix_sessions_user_id_live).
+// excessSessions reads ExcessSessions (ix_sessions_user_id_live). The
+// rows are chosen in a subquery so that only they are locked: FOR UPDATE
+// on the ordered read itself would lock the kept sessions too, which
+// OFFSET skips after locking them, and a logout of one of them would then
+// wait for the login, and the login's eviction for it.
 func (q *queries) excessSessions(userID uuid.UUID, keep int, now time.Time) statement {
-	return statement{`SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2
-		ORDER BY last_used_at DESC, id DESC OFFSET $3` + q.forUpdate(), []any{userID, now, keep}}
+	return statement{`SELECT id FROM sessions WHERE id IN (
+			SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2
+			ORDER BY last_used_at DESC, id DESC OFFSET $3)
+		AND revoked_at IS NULL ORDER BY last_used_at DESC, id DESC` + q.forUpdate(), []any{userID, now, keep}}
 }
 
 func (q *queries) ExcessSessions(ctx context.Context, userID uuid.UUID, keep int, now time.Time) ([]uuid.UUID, error) {
@@ -667,8 +673,21 @@ func (q *queries) RevokeSessions(ctx context.Context, ids []uuid.UUID, at time.T
 
 // SignInState implements authd.Queries: the four reads travel in one
 // round trip, with the writes queued before them (the BEGIN).
+//
+// The user's row is locked FOR NO KEY UPDATE, not FOR UPDATE: a sign-in
+// changes no key of it, and this lock lets other transactions take the
+// key-share lock that their rows' foreign keys to the user (and audit
+// rows, userLogQuery) take. A logout, which locks its session and then
+// writes its audit row, so never waits for a login that waits for that
+// session (one the login ends): that order was a deadlock. Every flow
+// that changes the user still excludes a sign-in (refresh's FOR SHARE
+// too); erasure keeps FOR UPDATE, which makes audit rows wait for it.
 func (q *queries) SignInState(ctx context.Context, userID uuid.UUID, keep int, now time.Time) (*authd.SignInState, error) {
-	reads := []statement{q.user(userID), q.factors(userID), q.passkeys(userID)}
+	user := q.user(userID)
+	if q.locking {
+		user.sql = `SELECT ` + userColumns + ` FROM users WHERE id = $1 FOR NO KEY UPDATE`
+	}
+	reads := []statement{user, q.factors(userID), q.passkeys(userID)}
 	if keep >= 0 {
 		reads = append(reads, q.excessSessions(userID, keep, now))
 	}

@@ -2,6 +2,9 @@ package postgres
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -80,3 +83,187 @@ func TestLiveSessionsReadByTheirIndex(t *testing.T) {
 
 // errRollback ends a test's transaction without its effects.
 var errRollback = &authd.Error{Code: authd.EInternal, Message: "rolled back by the test"}
+
+// signInLocks makes a user with two sessions, sessions[1] the more
+// recently used, for the lock-order tests below.
+func signInLocks(t *testing.T, s *Store, email string) (*authd.User, []*authd.Session) {
+	t.Helper()
+	ctx := context.Background()
+	u := storetest.NewUser(email)
+	if err := s.CreateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	var sessions []*authd.Session
+	for i := range 2 {
+		sess := &authd.Session{ID: authd.NewID(), UserID: u.ID, CreatedAt: storetest.Epoch,
+			LastUsedAt: storetest.Epoch.Add(time.Duration(i) * time.Minute), ExpiresAt: storetest.Epoch.Add(time.Hour)}
+		if err := s.CreateSession(ctx, sess); err != nil {
+			t.Fatal(err)
+		}
+		sessions = append(sessions, sess)
+	}
+	return u, sessions
+}
+
+// sessionFirst runs a transaction that locks sess, as a flow acting on a
+// session does first, pauses until goOn closes (locked closes once it
+// holds the session), and then runs rest.
+func sessionFirst(s *Store, sess *authd.Session, locked, goOn chan struct{}, rest func(authd.Queries) error) <-chan error {
+	ctx := context.Background()
+	done := make(chan error, 1)
+	go func() {
+		done <- s.InTx(ctx, func(q authd.Queries) error {
+			if _, err := q.Session(ctx, sess.ID); err != nil {
+				return err
+			}
+			close(locked)
+			<-goOn
+			return rest(q)
+		})
+	}()
+	return done
+}
+
+// logoutInSteps runs a logout of sess as its flow does — the session
+// locked, then ended and its audit row written — pausing after the lock.
+func logoutInSteps(s *Store, u *authd.User, sess *authd.Session, locked, goOn chan struct{}) <-chan error {
+	ctx := context.Background()
+	return sessionFirst(s, sess, locked, goOn, func(q authd.Queries) error {
+		if err := q.RevokeSession(ctx, sess.ID, storetest.Epoch); err != nil {
+			return err
+		}
+		return q.CreateSecurityLog(ctx, authd.NewSecurityLog(storetest.Epoch, authd.EventLogout, authd.ResultSuccess,
+			u.ID, "", "", "", nil))
+	})
+}
+
+// TestSignInLocksOnlyWhatItEnds: a sign-in's read locks the user and the
+// sessions it would end, not the ones it keeps; and its lock on the user
+// lets a logout write its audit row. A logout of a kept session in flight
+// neither holds the sign-in up nor waits for it (each waited for the
+// other: a deadlock).
+func TestSignInLocksOnlyWhatItEnds(t *testing.T) {
+	ctx := context.Background()
+	s, _, _ := tracedStore(t)
+	u, sessions := signInLocks(t, s, "keeps@example.org")
+	locked, goOn := make(chan struct{}), make(chan struct{})
+	release := sync.OnceFunc(func() { close(goOn) })
+	defer release()                                          // on failure too: the pool closes only once the logout ends
+	logout := logoutInSteps(s, u, sessions[1], locked, goOn) // the most recently used: kept
+	<-locked
+	bounded, cancel := context.WithTimeout(ctx, 30*time.Second) // a guard: waiting is the failure
+	defer cancel()
+	err := s.InTx(bounded, func(q authd.Queries) error {
+		st, err := q.SignInState(bounded, u.ID, 1, storetest.Epoch)
+		if err != nil {
+			return fmt.Errorf("the sign-in's read, with a kept session locked by a logout: %w", err)
+		}
+		if len(st.Excess) != 1 || st.Excess[0] != sessions[0].ID {
+			t.Errorf("excess %v, want the least recently used %v", st.Excess, sessions[0].ID)
+		}
+		// The user stays locked by this sign-in while the logout goes on.
+		release()
+		select {
+		case err := <-logout:
+			if err != nil {
+				return fmt.Errorf("the logout while a sign-in holds the user: %w", err)
+			}
+		case <-bounded.Done():
+			return errors.New("the logout waited for the sign-in's lock on the user")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSignInAndLogoutOfTheSessionItEnds: a logout of the session a sign-in
+// would end, in flight, makes the sign-in wait; the logout then finishes
+// (its audit row needs no lock the sign-in holds) and the sign-in finds
+// the session already ended and ends nothing.
+func TestSignInAndLogoutOfTheSessionItEnds(t *testing.T) {
+	ctx := context.Background()
+	s, _, _ := tracedStore(t)
+	u, sessions := signInLocks(t, s, "ends@example.org")
+	locked, goOn := make(chan struct{}), make(chan struct{})
+	release := sync.OnceFunc(func() { close(goOn) })
+	defer release()
+	logout := logoutInSteps(s, u, sessions[0], locked, goOn) // the least recently used: the one to end
+	<-locked
+	var excess []uuid.UUID
+	signIn := waiting(t, s, "FROM sessions WHERE id IN", func() error {
+		return s.InTx(ctx, func(q authd.Queries) error {
+			st, err := q.SignInState(ctx, u.ID, 1, storetest.Epoch)
+			if err == nil {
+				excess = st.Excess
+			}
+			return err
+		})
+	})
+	release()
+	if err := <-logout; err != nil {
+		t.Errorf("logout: %v", err)
+	}
+	if err := <-signIn; err != nil {
+		t.Errorf("sign-in: %v", err)
+	}
+	if len(excess) != 0 {
+		t.Errorf("the sign-in would end %v, which the logout ended first", excess)
+	}
+}
+
+// TestRedemptionsOfOneUserDoNotDeadlock: two sign-ins of one user that
+// each lock a session of theirs first (a code redeemed from a browser
+// session) and then the user and the sessions to end — none here — do
+// not deadlock: the second waits for the first.
+func TestRedemptionsOfOneUserDoNotDeadlock(t *testing.T) {
+	ctx := context.Background()
+	s, _, _ := tracedStore(t)
+	u, sessions := signInLocks(t, s, "redeems@example.org")
+	redeem := func(sess *authd.Session, locked, goOn chan struct{}) <-chan error {
+		return sessionFirst(s, sess, locked, goOn, func(q authd.Queries) error {
+			if _, err := q.User(ctx, u.ID); err != nil {
+				return err
+			}
+			_, err := q.ExcessSessions(ctx, u.ID, 9, storetest.Epoch)
+			return err
+		})
+	}
+	lockedA, goA, lockedB, goB := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
+	releaseA, releaseB := sync.OnceFunc(func() { close(goA) }), sync.OnceFunc(func() { close(goB) })
+	defer releaseA()
+	defer releaseB()
+	a, b := redeem(sessions[0], lockedA, goA), redeem(sessions[1], lockedB, goB)
+	<-lockedA
+	<-lockedB
+	releaseB()
+	// B holds the user and reads the sessions to end: it finishes, or (as
+	// when that read locked A's session too) waits; then A goes on.
+	var errB error
+	finishedB := false
+	for !finishedB {
+		select {
+		case errB = <-b:
+			finishedB = true
+			continue
+		default:
+		}
+		var n int
+		if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	releaseA()
+	if !finishedB {
+		errB = <-b
+	}
+	if errA := <-a; errA != nil || errB != nil {
+		t.Errorf("two redemptions of one user: %v, %v", errA, errB)
+	}
+}
