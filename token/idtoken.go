@@ -115,6 +115,9 @@ type IDHint struct {
 // Connect RP-Initiated Logout §2). Claims validation is off for that, so
 // the issuer is compared here. EInvalidToken otherwise.
 func (kr *Keyring) ParseIDHint(raw, issuer string) (*IDHint, error) {
+	if !compact(raw) {
+		return nil, errInvalid
+	}
 	var c idClaims
 	_, err := jwt.ParseWithClaims(raw, &c, func(t *jwt.Token) (any, error) {
 		if typ, _ := t.Header["typ"].(string); typ != "JWT" {

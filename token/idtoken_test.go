@@ -6,8 +6,8 @@ import (
 )
 
 // TestIDTokenHint: an ID token this keyring signed for the issuer is a
-// hint even once expired; another issuer's, a tampered one or an access
-// token is not.
+// hint even once expired; another issuer's, a tampered one, one spelt
+// with a line break or an access token is not.
 func TestIDTokenHint(t *testing.T) {
 	dir := t.TempDir()
 	ids, err := OpenKeyring(dir, IDTokenAlg, now)
@@ -32,6 +32,9 @@ func TestIDTokenHint(t *testing.T) {
 	raw := sign("https://auth.example.org")
 	if _, err := ids.ParseIDHint(raw[:len(raw)-4]+"AAAA", "https://auth.example.org"); err == nil {
 		t.Error("a tampered hint was accepted")
+	}
+	if _, err := ids.ParseIDHint(breakLine(raw), "https://auth.example.org"); err == nil {
+		t.Error("a hint with a line break in it was accepted: one token, two spellings")
 	}
 	access, err := OpenKeyring(dir, IDTokenAlg, now) // the same RS256 keys, as with AUTHD_SIGNING_ALG=RS256
 	if err != nil {

@@ -139,14 +139,19 @@ func (i *Issuer) Verify(token string, now time.Time) (*authd.AccessClaims, error
 	return &out, nil
 }
 
+// compact reports whether token is spelt in base64url and dots only: the
+// decoder would skip line breaks, giving a token other spellings (each its
+// own entry in the cache, for access tokens).
+func compact(token string) bool {
+	return !strings.ContainsFunc(token, func(r rune) bool {
+		return !('A' <= r && r <= 'Z' || 'a' <= r && r <= 'z' || '0' <= r && r <= '9' || r == '-' || r == '_' || r == '.')
+	})
+}
+
 // verify checks a token the cache does not know, and returns the key that
 // signed it.
 func (i *Issuer) verify(token string, now time.Time) (*authd.AccessClaims, *Key, error) {
-	// Base64url and dots only: the decoder would skip line breaks, giving
-	// a token other spellings (each its own entry in the cache).
-	if strings.ContainsFunc(token, func(r rune) bool {
-		return !('A' <= r && r <= 'Z' || 'a' <= r && r <= 'z' || '0' <= r && r <= '9' || r == '-' || r == '_' || r == '.')
-	}) {
+	if !compact(token) {
 		return nil, nil, errInvalid
 	}
 	var c claims
