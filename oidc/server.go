@@ -288,6 +288,8 @@ func withHeader(h http.Handler) http.Handler {
 // what the library would answer before VerifyClient runs:
 //
 //   - a body over maxForm is 413 (SPEC §5), not its 400 "error parsing form";
+//   - a compressed body (Content-Encoding) is 415, as on the JSON API, not
+//     a form read from the compressed bytes;
 //   - a parameter given more than once (in the body, or in the query and
 //     the body) is 400 invalid_request (RFC 6749 §3.2), where the library
 //     would take the last one;
@@ -303,6 +305,11 @@ func withHeader(h http.Handler) http.Handler {
 func (p *Provider) tokenEndpoint(lib http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
+		if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+			op.WriteError(w, r, op.NewStatusError(oidc.ErrInvalidRequest().WithDescription(
+				"Content-Encoding is not supported: send the body uncompressed"), http.StatusUnsupportedMediaType), nil)
+			return
+		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxForm)
 		if err := r.ParseForm(); err != nil {
 			var tooLarge *http.MaxBytesError

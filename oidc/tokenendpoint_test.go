@@ -1,6 +1,8 @@
 package oidc_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -19,24 +21,35 @@ import (
 // OAuth error code and description.
 func (e *env) rawTokenRequest(form url.Values, authorization string) (*http.Response, string, string) {
 	e.t.Helper()
-	req, _ := http.NewRequest("POST", e.srv.URL+oidc.TokenPath, strings.NewReader(form.Encode()))
+	header := http.Header{}
+	if authorization != "" {
+		header.Set("Authorization", authorization)
+	}
+	return e.tokenRequestWith(strings.NewReader(form.Encode()), header)
+}
+
+// tokenRequestWith posts body to the token endpoint as a form, with header
+// added, and returns what rawTokenRequest does.
+func (e *env) tokenRequestWith(body io.Reader, header http.Header) (*http.Response, string, string) {
+	e.t.Helper()
+	req, _ := http.NewRequest("POST", e.srv.URL+oidc.TokenPath, body)
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("User-Agent", clientAuthUA)
-	if authorization != "" {
-		req.Header.Set("Authorization", authorization)
+	for name, values := range header {
+		req.Header[name] = values
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	answer, _ := io.ReadAll(resp.Body)
 	var out struct {
 		Error       string `json:"error"`
 		Description string `json:"error_description"`
 	}
-	if err := json.Unmarshal(body, &out); err != nil {
-		e.t.Errorf("token endpoint's %d: not the JSON error shape: %q", resp.StatusCode, body)
+	if err := json.Unmarshal(answer, &out); err != nil {
+		e.t.Errorf("token endpoint's %d: not the JSON error shape: %q", resp.StatusCode, answer)
 	}
 	return resp, out.Error, out.Description
 }
@@ -164,6 +177,33 @@ func TestTokenBodyTooLarge(t *testing.T) {
 		form.Set("padding", strings.Repeat("x", 60<<10))
 		if resp, code, _ := e.rawTokenRequest(form, ""); resp.StatusCode != http.StatusUnauthorized || code != "invalid_client" {
 			t.Errorf("a 60 KiB padding with a wrong secret: %d %q, want 401 invalid_client (read and refused)", resp.StatusCode, code)
+		}
+	})
+}
+
+// TestTokenBodyCompressed: a token request whose body is compressed
+// (Content-Encoding other than identity) is 415 invalid_request saying so,
+// no-store, as on the JSON API, not a form read as garbage; identity is
+// read.
+func TestTokenBodyCompressed(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		app, _ := e.client("app", authd.ClientConfidential, true)
+		form := codeForm()
+		form.Set("client_id", app.ID)
+		form.Set("client_secret", "wrong")
+		var gz bytes.Buffer
+		w := gzip.NewWriter(&gz)
+		w.Write([]byte(form.Encode()))
+		w.Close()
+		resp, code, description := e.tokenRequestWith(&gz, http.Header{"Content-Encoding": {"gzip"}})
+		if resp.StatusCode != http.StatusUnsupportedMediaType || code != "invalid_request" ||
+			!strings.Contains(description, "Content-Encoding") || resp.Header.Get("Cache-Control") != "no-store" {
+			t.Errorf("a gzip body: %d %q %q, Cache-Control %q; want 415 invalid_request about Content-Encoding, no-store",
+				resp.StatusCode, code, description, resp.Header.Get("Cache-Control"))
+		}
+		resp, code, _ = e.tokenRequestWith(strings.NewReader(form.Encode()), http.Header{"Content-Encoding": {"identity"}})
+		if resp.StatusCode != http.StatusUnauthorized || code != "invalid_client" {
+			t.Errorf("an identity body with a wrong secret: %d %q, want 401 invalid_client (read and refused)", resp.StatusCode, code)
 		}
 	})
 }
