@@ -59,6 +59,16 @@ func codeForm() url.Values {
 		"code_verifier": {strings.Repeat("v", 43)}}
 }
 
+// wrongSecretForm is a code grant of a new confidential client with a wrong
+// secret: read in full, it is refused 401 invalid_client.
+func wrongSecretForm(e *env) url.Values {
+	app, _ := e.client("app", authd.ClientConfidential, true)
+	form := codeForm()
+	form.Set("client_id", app.ID)
+	form.Set("client_secret", "wrong")
+	return form
+}
+
 func basic(credentials string) string {
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(credentials))
 }
@@ -163,10 +173,7 @@ func TestNoClientAuthIsInvalidClient(t *testing.T) {
 // parsing form"; one just under the limit is read.
 func TestTokenBodyTooLarge(t *testing.T) {
 	onBothStores(t, func(t *testing.T, e *env) {
-		app, _ := e.client("app", authd.ClientConfidential, true)
-		form := codeForm()
-		form.Set("client_id", app.ID)
-		form.Set("client_secret", "wrong")
+		form := wrongSecretForm(e)
 		form.Set("padding", strings.Repeat("x", 64<<10))
 		resp, code, description := e.rawTokenRequest(form, "")
 		if resp.StatusCode != http.StatusRequestEntityTooLarge || code != "invalid_request" ||
@@ -187,10 +194,7 @@ func TestTokenBodyTooLarge(t *testing.T) {
 // read.
 func TestTokenBodyCompressed(t *testing.T) {
 	onBothStores(t, func(t *testing.T, e *env) {
-		app, _ := e.client("app", authd.ClientConfidential, true)
-		form := codeForm()
-		form.Set("client_id", app.ID)
-		form.Set("client_secret", "wrong")
+		form := wrongSecretForm(e)
 		var gz bytes.Buffer
 		w := gzip.NewWriter(&gz)
 		w.Write([]byte(form.Encode()))
