@@ -388,11 +388,14 @@ func (s *Service) RedeemCode(ctx context.Context, c Client, oc *OAuthClient, cod
 		case !pkceMatches(ac.CodeChallenge, ac.CodeChallengeMethod, verifier):
 			return refuse("PKCE verifier does not match")
 		}
-		browser, err := tx.Session(ctx, ac.SessionID)
+		// The user before the browser session, as every sign-in locks them:
+		// a login that would end this browser session holds the user while
+		// it waits for the session, and the other order was a deadlock.
+		u, err := tx.User(ctx, ac.UserID)
 		if err != nil {
 			return err
 		}
-		u, err := tx.User(ctx, ac.UserID)
+		browser, err := tx.Session(ctx, ac.SessionID)
 		if err != nil {
 			return err
 		}
