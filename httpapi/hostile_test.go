@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -63,6 +64,18 @@ func TestUnsupportedBodiesSaySo(t *testing.T) {
 	want(t, "a gzipped body", r, 415, "")
 	if !strings.Contains(r.raw, "Content-Encoding") {
 		t.Errorf("a gzipped body: %s, want the message to name Content-Encoding", r.raw)
+	}
+	// Every Content-Encoding field counts, not the first alone.
+	req, _ := http.NewRequest("POST", e.srv.URL+"/v1/auth/login", strings.NewReader("\x1f\x8b\x08\x00junk"))
+	req.Header["Content-Type"] = []string{"application/json"}
+	req.Header["Content-Encoding"] = []string{"identity", "gzip"}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnsupportedMediaType {
+		t.Errorf("a body gzipped in a second Content-Encoding field: %d, want 415", resp.StatusCode)
 	}
 	r = e.do("POST", "/v1/auth/introspect", "token=x", "Content-Type", "text/plain", "Authorization", "Bearer "+serviceToken)
 	want(t, "introspection as text/plain", r, 415, "")

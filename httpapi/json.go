@@ -17,6 +17,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/authd/authd"
+	"github.com/authd/authd/internal/coding"
 )
 
 // MaxBodyBytes is the largest request body accepted (SPEC §5).
@@ -49,7 +50,7 @@ func queryOnce(q url.Values) error {
 
 // readBody reads a bounded body of the given media type.
 func readBody(w http.ResponseWriter, r *http.Request, mediaType string) ([]byte, error) {
-	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+	if coding.Encoded(r.Header) {
 		return nil, &authd.Error{Code: authd.EUnsupportedMedia,
 			Message: "Content-Encoding is not supported: send the body uncompressed."}
 	}

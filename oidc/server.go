@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/authd/authd"
+	"github.com/authd/authd/internal/coding"
 	"github.com/authd/authd/token"
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 	"github.com/zitadel/oidc/v3/pkg/op"
@@ -305,7 +306,7 @@ func withHeader(h http.Handler) http.Handler {
 func (p *Provider) tokenEndpoint(lib http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
-		if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		if coding.Encoded(r.Header) {
 			op.WriteError(w, r, op.NewStatusError(oidc.ErrInvalidRequest().WithDescription(
 				"Content-Encoding is not supported: send the body uncompressed"), http.StatusUnsupportedMediaType), nil)
 			return

@@ -199,13 +199,15 @@ func TestTokenBodyCompressed(t *testing.T) {
 		w := gzip.NewWriter(&gz)
 		w.Write([]byte(form.Encode()))
 		w.Close()
-		resp, code, description := e.tokenRequestWith(&gz, http.Header{"Content-Encoding": {"gzip"}})
-		if resp.StatusCode != http.StatusUnsupportedMediaType || code != "invalid_request" ||
-			!strings.Contains(description, "Content-Encoding") || resp.Header.Get("Cache-Control") != "no-store" {
-			t.Errorf("a gzip body: %d %q %q, Cache-Control %q; want 415 invalid_request about Content-Encoding, no-store",
-				resp.StatusCode, code, description, resp.Header.Get("Cache-Control"))
+		for _, fields := range [][]string{{"gzip"}, {"identity", "gzip"}} {
+			resp, code, description := e.tokenRequestWith(bytes.NewReader(gz.Bytes()), http.Header{"Content-Encoding": fields})
+			if resp.StatusCode != http.StatusUnsupportedMediaType || code != "invalid_request" ||
+				!strings.Contains(description, "Content-Encoding") || resp.Header.Get("Cache-Control") != "no-store" {
+				t.Errorf("a gzip body, Content-Encoding %q: %d %q %q, Cache-Control %q; want 415 invalid_request about Content-Encoding, no-store",
+					fields, resp.StatusCode, code, description, resp.Header.Get("Cache-Control"))
+			}
 		}
-		resp, code, _ = e.tokenRequestWith(strings.NewReader(form.Encode()), http.Header{"Content-Encoding": {"identity"}})
+		resp, code, _ := e.tokenRequestWith(strings.NewReader(form.Encode()), http.Header{"Content-Encoding": {"identity"}})
 		if resp.StatusCode != http.StatusUnauthorized || code != "invalid_client" {
 			t.Errorf("an identity body with a wrong secret: %d %q, want 401 invalid_client (read and refused)", resp.StatusCode, code)
 		}
