@@ -104,7 +104,7 @@ func (s *Service) Login(ctx context.Context, c Client, email, password, deviceIn
 			}
 			return s.challenge(ctx, tx, c, u, deviceInfo, methods, now)
 		}
-		pair, err = s.openSession(ctx, tx, c, u, st.Excess, deviceInfo, []string{AMRPassword}, newHash, now)
+		pair, err = s.startSession(ctx, tx, c, u, st.Excess, deviceInfo, []string{AMRPassword}, newHash, now)
 		return err
 	})
 	if err != nil {
@@ -114,20 +114,10 @@ func (s *Service) Login(ctx context.Context, c Client, email, password, deviceIn
 }
 
 // startSession completes a login of u authenticated by amr: the failure
-// count resets, a new session (with newHash, when not empty, as the
-// password's hash) holds the token pair, and the success is logged.
-func (s *Service) startSession(ctx context.Context, tx *txn, c Client, u *User, deviceInfo string, amr []string,
-	newHash string, now time.Time) (*TokenPair, error) {
-	excess, err := s.excessSessions(ctx, tx, u.ID, now)
-	if err != nil {
-		return nil, err
-	}
-	return s.openSession(ctx, tx, c, u, excess, deviceInfo, amr, newHash, now)
-}
-
-// openSession is startSession with the user's excess sessions already
-// read (SignInState).
-func (s *Service) openSession(ctx context.Context, tx *txn, c Client, u *User, excess []uuid.UUID, deviceInfo string,
+// count resets, the sessions of excess (SignInState's) end, a new session
+// (with newHash, when not empty, as the password's hash) holds the token
+// pair, and the success is logged.
+func (s *Service) startSession(ctx context.Context, tx *txn, c Client, u *User, excess []uuid.UUID, deviceInfo string,
 	amr []string, newHash string, now time.Time) (*TokenPair, error) {
 	u.FailedLoginAttempts = 0
 	u.LastLoginTimestamp = now

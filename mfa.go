@@ -364,11 +364,8 @@ func (s *Service) VerifyMFA(ctx context.Context, c Client, mfaToken, method, cod
 		return nil, err
 	}
 	var pair *TokenPair
-	err = s.withMFAToken(ctx, c, mfaToken, func(tx *txn, ch *MFAChallenge, u *User, now time.Time) error {
-		factors, keys, err := secondFactors(ctx, tx, u.ID)
-		if err != nil {
-			return err
-		}
+	err = s.withMFAToken(ctx, c, mfaToken, func(tx *txn, ch *MFAChallenge, st *SignInState, now time.Time) error {
+		u, factors, keys := st.User, st.Factors, st.Passkeys
 		f := factorOf(factors, FactorTOTP)
 		if f != nil && !f.Confirmed {
 			f = nil
@@ -402,28 +399,28 @@ func (s *Service) VerifyMFA(ctx context.Context, c Client, mfaToken, method, cod
 			map[string]any{"method": method})); err != nil {
 			return err
 		}
-		pair, err = s.startSession(ctx, tx, c, u, ch.DeviceInfo, []string{AMRPassword, AMROTP, AMRMFA}, "", now)
+		pair, err = s.startSession(ctx, tx, c, u, st.Excess, ch.DeviceInfo, []string{AMRPassword, AMROTP, AMRMFA}, "", now)
 		return err
 	})
 	return pair, err
 }
 
 // withMFAToken runs fn in a transaction with the login challenge of
-// mfaToken and its user (locked), once redeemable says it can still be
-// redeemed.
+// mfaToken and what its user's sign-in decides on (SignInState, locked),
+// once redeemable says it can still be redeemed.
 func (s *Service) withMFAToken(ctx context.Context, c Client, mfaToken string,
-	fn func(tx *txn, ch *MFAChallenge, u *User, now time.Time) error) error {
+	fn func(tx *txn, ch *MFAChallenge, st *SignInState, now time.Time) error) error {
 	digest, err := s.mfaTokenDigest(ctx, c, mfaToken)
 	if err != nil {
 		return err
 	}
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
-		ch, u, err := s.redeemable(ctx, tx, c, digest, now)
+		ch, st, err := s.redeemable(ctx, tx, c, digest, now)
 		if err != nil {
 			return err
 		}
-		return fn(tx, ch, u, now)
+		return fn(tx, ch, st, now)
 	})
 }
 
@@ -442,9 +439,10 @@ func (s *Service) mfaTokenDigest(ctx context.Context, c Client, mfaToken string)
 }
 
 // redeemable returns the login challenge whose mfa_token has the digest,
-// and its user (locked), when it can still be redeemed at now; otherwise
-// the flow fails with EInvalidToken (or EAccountLocked), logged.
-func (s *Service) redeemable(ctx context.Context, tx *txn, c Client, digest string, now time.Time) (*MFAChallenge, *User, error) {
+// and its user's SignInState (locked), when it can still be redeemed at
+// now; otherwise the flow fails with EInvalidToken (or EAccountLocked),
+// logged.
+func (s *Service) redeemable(ctx context.Context, tx *txn, c Client, digest string, now time.Time) (*MFAChallenge, *SignInState, error) {
 	ch, err := tx.MFAChallenge(ctx, digest)
 	if ErrorCode(err) == ENotFound {
 		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, uuid.Nil, "unknown mfa token", nil)
@@ -460,10 +458,11 @@ func (s *Service) redeemable(ctx context.Context, tx *txn, c Client, digest stri
 	case ch.Failures >= MaxMFAFailures:
 		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "too many wrong codes", nil)
 	}
-	u, err := tx.User(ctx, ch.UserID)
+	st, err := tx.SignInState(ctx, ch.UserID, s.sessionKeep(), now)
 	if err != nil {
 		return nil, nil, err
 	}
+	u := st.User
 	if ch.CreatedAt.Before(u.LastPasswordChange) {
 		// The password this challenge proved was changed or reset since.
 		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "password changed since the challenge", nil)
@@ -471,7 +470,7 @@ func (s *Service) redeemable(ctx context.Context, tx *txn, c Client, digest stri
 	if err := s.refuseIfBarred(ctx, tx, c, u, EventMFAChallengeFailed, now); err != nil { // erased or locked
 		return nil, nil, err
 	}
-	return ch, u, nil
+	return ch, st, nil
 }
 
 // challenge answers a right password for an account with an enabled second

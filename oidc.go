@@ -388,13 +388,16 @@ func (s *Service) RedeemCode(ctx context.Context, c Client, oc *OAuthClient, cod
 		case !pkceMatches(ac.CodeChallenge, ac.CodeChallengeMethod, verifier):
 			return refuse("PKCE verifier does not match")
 		}
-		// The user before the browser session, as every sign-in locks them:
-		// a login that would end this browser session holds the user while
-		// it waits for the session, and the other order was a deadlock.
-		u, err := tx.User(ctx, ac.UserID)
+		// The user and the sessions a new one ends before the browser
+		// session, locked as every sign-in locks them (SignInState): a login
+		// that would end this browser session holds the user while it
+		// waits for the session, and a sign-out of it writes its audit row
+		// under a lock on the user that this one lets through.
+		st, err := tx.SignInState(ctx, ac.UserID, s.sessionKeep(), now)
 		if err != nil {
 			return err
 		}
+		u := st.User
 		browser, err := tx.Session(ctx, ac.SessionID)
 		if err != nil {
 			return err
@@ -414,11 +417,7 @@ func (s *Service) RedeemCode(ctx context.Context, c Client, oc *OAuthClient, cod
 		}
 		sess := &Session{ID: NewID(), UserID: u.ID, DeviceInfo: truncate("OpenID client: "+oc.Name, MaxDeviceInfoLength),
 			CreatedAt: now, LastUsedAt: now, ExpiresAt: browser.ExpiresAt, AMR: ac.AMR, ClientID: oc.ID, Scopes: ac.Scopes}
-		excess, err := s.excessSessions(ctx, tx, u.ID, now)
-		if err != nil {
-			return err
-		}
-		if err := s.evictSessions(ctx, tx, c, u.ID, excess, now); err != nil {
+		if err := s.evictSessions(ctx, tx, c, u.ID, st.Excess, now); err != nil {
 			return err
 		}
 		if err := tx.CreateSession(ctx, sess); err != nil {

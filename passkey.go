@@ -564,11 +564,8 @@ func (s *Service) BeginPasskeyLogin(ctx context.Context, c Client, mfaToken stri
 		return json.Marshal(assertion)
 	}
 	var out json.RawMessage
-	err = s.withMFAToken(ctx, c, mfaToken, func(tx *txn, ch *MFAChallenge, u *User, now time.Time) error {
-		keys, err := tx.Passkeys(ctx, u.ID)
-		if err != nil {
-			return err
-		}
+	err = s.withMFAToken(ctx, c, mfaToken, func(tx *txn, ch *MFAChallenge, st *SignInState, now time.Time) error {
+		u, keys := st.User, st.Passkeys
 		if len(keys) == 0 {
 			return &Error{Code: EInvalid, Message: "This account has no passkey; use another method.",
 				Fields: []FieldError{{Field: "mfa_token", Message: "belongs to an account without a passkey"}}}
@@ -633,24 +630,23 @@ func (s *Service) FinishPasskeyLogin(ctx context.Context, c Client, credential [
 			return err
 		}
 		var u *User
+		var st *SignInState
 		var key *Passkey
 		var lookupErr error
 		// The user and then their passkeys are locked, in the order of
 		// every other flow (the other order could deadlock with a step-up on
-		// PostgreSQL), and the key must still be among them.
+		// PostgreSQL), as every sign-in locks them (SignInState), and the
+		// key must still be among them.
 		handler := func(rawID, userHandle []byte) (webauthn.User, error) {
 			if foundErr != nil || !bytes.Equal(rawID, found.CredentialID) {
 				lookupErr = cmp.Or[error](foundErr, errNoPasskey)
 				return nil, lookupErr
 			}
-			if u, lookupErr = tx.User(ctx, found.UserID); lookupErr != nil {
+			if st, lookupErr = tx.SignInState(ctx, found.UserID, s.sessionKeep(), now); lookupErr != nil {
 				return nil, lookupErr
 			}
-			keys, err := tx.Passkeys(ctx, u.ID)
-			if err != nil {
-				lookupErr = err
-				return nil, err
-			}
+			u = st.User
+			keys := st.Passkeys
 			if i := slices.IndexFunc(keys, func(p *Passkey) bool { return p.ID == found.ID }); i >= 0 {
 				key = keys[i]
 			} else {
@@ -694,7 +690,7 @@ func (s *Service) FinishPasskeyLogin(ctx context.Context, c Client, credential [
 		if err := s.usePasskey(ctx, tx, c, u, key, cred, parsed, PurposeLogin, now); err != nil {
 			return err
 		}
-		pair, err = s.startPasskeySession(ctx, tx, c, u, deviceInfo, []string{passkeyAMR(key), AMRMFA}, now)
+		pair, err = s.startPasskeySession(ctx, tx, c, u, st.Excess, deviceInfo, []string{passkeyAMR(key), AMRMFA}, now)
 		return err
 	})
 	if err != nil {
@@ -706,11 +702,11 @@ func (s *Service) FinishPasskeyLogin(ctx context.Context, c Client, credential [
 // startPasskeySession starts a session after a passkey sign-in. A
 // brute-force lock still running is left as it is (its count too): it
 // goes on stopping password guesses.
-func (s *Service) startPasskeySession(ctx context.Context, tx *txn, c Client, u *User, deviceInfo string, amr []string,
-	now time.Time) (*TokenPair, error) {
+func (s *Service) startPasskeySession(ctx context.Context, tx *txn, c Client, u *User, excess []uuid.UUID,
+	deviceInfo string, amr []string, now time.Time) (*TokenPair, error) {
 	failed := u.FailedLoginAttempts
 	locked := u.IsLocked(now)
-	pair, err := s.startSession(ctx, tx, c, u, deviceInfo, amr, "", now)
+	pair, err := s.startSession(ctx, tx, c, u, excess, deviceInfo, amr, "", now)
 	if err != nil || !locked {
 		return pair, err
 	}
@@ -798,7 +794,8 @@ func (s *Service) VerifyMFAPasskey(ctx context.Context, c Client, mfaToken strin
 		return nil, err
 	}
 	var pair *TokenPair
-	err = s.withMFAToken(ctx, c, mfaToken, func(tx *txn, ch *MFAChallenge, u *User, now time.Time) error {
+	err = s.withMFAToken(ctx, c, mfaToken, func(tx *txn, ch *MFAChallenge, st *SignInState, now time.Time) error {
+		u := st.User
 		wch, session, err := s.takeChallenge(ctx, tx, c, parsed.Response.CollectedClientData.Challenge, PurposeMFA,
 			EventMFAChallengeFailed, now)
 		if err != nil {
@@ -830,7 +827,7 @@ func (s *Service) VerifyMFAPasskey(ctx context.Context, c Client, mfaToken strin
 			map[string]any{"method": MethodPasskey})); err != nil {
 			return err
 		}
-		pair, err = s.startSession(ctx, tx, c, u, ch.DeviceInfo, []string{AMRPassword, passkeyAMR(key), AMRMFA}, "", now)
+		pair, err = s.startSession(ctx, tx, c, u, st.Excess, ch.DeviceInfo, []string{AMRPassword, passkeyAMR(key), AMRMFA}, "", now)
 		return err
 	})
 	return pair, err

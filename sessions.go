@@ -51,20 +51,10 @@ func (s *Service) sessionKeep() int {
 	return s.cfg.MaxSessions - 1
 }
 
-// excessSessions returns, locked, the user's sessions a new one ends
-// (evictSessions).
-func (s *Service) excessSessions(ctx context.Context, tx *txn, user uuid.UUID, now time.Time) ([]uuid.UUID, error) {
-	keep := s.sessionKeep()
-	if keep < 0 {
-		return nil, nil
-	}
-	return tx.ExcessSessions(ctx, user, keep, now)
-}
-
 // evictSessions makes room for a new session: it ends excess, the user's
-// least recently used sessions beyond MaxSessions-1 as excessSessions or
-// SignInState read them, so that no account can grow its sessions without
-// end and the new one is never among them.
+// least recently used sessions beyond MaxSessions-1 as SignInState read
+// them, so that no account can grow its sessions without end and the new
+// one is never among them.
 func (s *Service) evictSessions(ctx context.Context, tx *txn, c Client, user uuid.UUID, excess []uuid.UUID, now time.Time) error {
 	if len(excess) == 0 {
 		return nil

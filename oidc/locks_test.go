@@ -2,6 +2,9 @@ package oidc_test
 
 import (
 	"context"
+	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -65,29 +68,90 @@ func TestRedemptionWhileALoginEndsItsBrowserSession(t *testing.T) {
 	}
 	store.session = live[0].ID
 
-	redeemed := make(chan error, 1)
-	go func() {
-		_, err := r.cfg.Exchange(r.ctx, code, oauth2.VerifierOption(verifier))
-		redeemed <- err
-	}()
+	redeemed := make(chan redemption, 1)
+	go func() { redeemed <- redeemOnce(e, c, secret, code, verifier) }()
 	<-store.paused // the redemption holds the browser session
 	loggedIn := make(chan error, 1)
 	go func() {
 		_, err := e.svc.Login(context.Background(), authd.Client{}, email, goodPassword, "")
 		loggedIn <- err
 	}()
+	waitForLock(t, store) // the login's
+	release()
+	if got := <-redeemed; got.status != http.StatusOK {
+		t.Errorf("the redemption: %d %s, want 200", got.status, got.code)
+	}
+	if err := <-loggedIn; err != nil {
+		t.Errorf("the login: %v", err)
+	}
+}
+
+// TestSignOutWhileItsCodeIsRedeemed: the browser session a code came from
+// is signed out while the code is redeemed. The sign-out locks the session
+// and then writes its audit row, under a key-share lock on the user that
+// the redemption's lock on the user lets through: the sign-out finishes,
+// and the redemption, which waited for the session, finds it ended and
+// refuses the code (invalid_grant). A redemption that locked the user
+// FOR UPDATE waited for the session while the sign-out waited for the
+// user: a deadlock.
+func TestSignOutWhileItsCodeIsRedeemed(t *testing.T) {
+	t.Parallel()
+	store := &pausingStore{Store: openPostgres(t), paused: make(chan struct{}), resume: make(chan struct{})}
+	release := sync.OnceFunc(func() { close(store.resume) })
+	defer release()
+	e := newEnv(t, store)
+	const email = "sign-out@example.org"
+	u := e.user(email)
+	c, secret := e.client("app", authd.ClientConfidential, true)
+	r := e.rp(c, secret)
+	verifier := oauth2.GenerateVerifier()
+	code := r.login(t, e.browser(), email, "st-2", "n-2", verifier)
+	live, err := store.Sessions(context.Background(), u.ID, e.clock.Now())
+	if err != nil || len(live) != 1 {
+		t.Fatalf("the browser session: %v, %v; want one", live, err)
+	}
+	store.session = live[0].ID
+
+	signedOut := make(chan error, 1)
+	go func() { signedOut <- e.svc.EndUserSession(context.Background(), authd.Client{}, live[0].ID, u.ID) }()
+	<-store.paused // the sign-out holds the browser session
+	redeemed := make(chan redemption, 1)
+	go func() { redeemed <- redeemOnce(e, c, secret, code, verifier) }()
+	waitForLock(t, store)
+	release()
+	if err := <-signedOut; err != nil {
+		t.Errorf("the sign-out: %v", err)
+	}
+	if got := <-redeemed; got.status != http.StatusBadRequest || got.code != "invalid_grant" {
+		t.Errorf("the redemption of a signed-out session's code: %d %s, want 400 invalid_grant", got.status, got.code)
+	}
+}
+
+// redemption is the token endpoint's answer to one code redemption.
+type redemption struct {
+	status int
+	code   string // the OAuth error code, if any
+}
+
+// redeemOnce redeems code for client c in one request: x/oauth2's Exchange
+// tries again with the credentials in the body after a failure, which
+// would hide a 503.
+func redeemOnce(e *env, c *authd.OAuthClient, secret, code, verifier string) redemption {
+	form := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {rpCallback},
+		"code_verifier": {verifier}, "client_id": {c.ID}, "client_secret": {secret}}
+	resp, errCode, _ := e.tokenRequestWith(strings.NewReader(form.Encode()), nil)
+	return redemption{status: resp.StatusCode, code: errCode}
+}
+
+// waitForLock returns once a transaction on store's database waits for a
+// lock.
+func waitForLock(t *testing.T, store *pausingStore) {
+	t.Helper()
 	pool := store.Store.(*postgres.Store).Pool()
-	for waiting := 0; waiting == 0; time.Sleep(10 * time.Millisecond) { // the login waits for a lock
+	for waiting := 0; waiting == 0; time.Sleep(10 * time.Millisecond) {
 		if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
 			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
 			t.Fatal(err)
 		}
-	}
-	release()
-	if err := <-redeemed; err != nil {
-		t.Errorf("the redemption: %v", err)
-	}
-	if err := <-loggedIn; err != nil {
-		t.Errorf("the login: %v", err)
 	}
 }
