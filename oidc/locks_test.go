@@ -52,24 +52,13 @@ func (q *pausingQueries) Session(ctx context.Context, id uuid.UUID) (*authd.Sess
 // one of them as a deadlock (a 503).
 func TestRedemptionWhileALoginEndsItsBrowserSession(t *testing.T) {
 	t.Parallel()
-	store := &pausingStore{Store: openPostgres(t), paused: make(chan struct{}), resume: make(chan struct{})}
-	release := sync.OnceFunc(func() { close(store.resume) })
-	defer release()
-	e := newEnvConfig(t, store, func(c *authd.Config) { c.MaxSessions = 1 })
 	const email = "limit@example.org"
-	u := e.user(email)
-	c, secret := e.client("app", authd.ClientConfidential, true)
-	r := e.rp(c, secret)
-	verifier := oauth2.GenerateVerifier()
-	code := r.login(t, e.browser(), email, "st-1", "n-1", verifier)
-	live, err := store.Sessions(context.Background(), u.ID, e.clock.Now())
-	if err != nil || len(live) != 1 {
-		t.Fatalf("the browser session: %v, %v; want one", live, err)
-	}
-	store.session = live[0].ID
+	p := pausedCode(t, email, func(c *authd.Config) { c.MaxSessions = 1 })
+	defer p.release()
+	e, store := p.e, p.store
 
 	redeemed := make(chan redemption, 1)
-	go func() { redeemed <- redeemOnce(e, c, secret, code, verifier) }()
+	go func() { redeemed <- p.redeem() }()
 	<-store.paused // the redemption holds the browser session
 	loggedIn := make(chan error, 1)
 	go func() {
@@ -77,7 +66,7 @@ func TestRedemptionWhileALoginEndsItsBrowserSession(t *testing.T) {
 		loggedIn <- err
 	}()
 	waitForLock(t, store) // the login's
-	release()
+	p.release()
 	if got := <-redeemed; got.status != http.StatusOK {
 		t.Errorf("the redemption: %d %s, want 200", got.status, got.code)
 	}
@@ -96,29 +85,19 @@ func TestRedemptionWhileALoginEndsItsBrowserSession(t *testing.T) {
 // user: a deadlock.
 func TestSignOutWhileItsCodeIsRedeemed(t *testing.T) {
 	t.Parallel()
-	store := &pausingStore{Store: openPostgres(t), paused: make(chan struct{}), resume: make(chan struct{})}
-	release := sync.OnceFunc(func() { close(store.resume) })
-	defer release()
-	e := newEnv(t, store)
-	const email = "sign-out@example.org"
-	u := e.user(email)
-	c, secret := e.client("app", authd.ClientConfidential, true)
-	r := e.rp(c, secret)
-	verifier := oauth2.GenerateVerifier()
-	code := r.login(t, e.browser(), email, "st-2", "n-2", verifier)
-	live, err := store.Sessions(context.Background(), u.ID, e.clock.Now())
-	if err != nil || len(live) != 1 {
-		t.Fatalf("the browser session: %v, %v; want one", live, err)
-	}
-	store.session = live[0].ID
+	p := pausedCode(t, "sign-out@example.org", func(*authd.Config) {})
+	defer p.release()
+	e, store := p.e, p.store
 
 	signedOut := make(chan error, 1)
-	go func() { signedOut <- e.svc.EndUserSession(context.Background(), authd.Client{}, live[0].ID, u.ID) }()
+	go func() {
+		signedOut <- e.svc.EndUserSession(context.Background(), authd.Client{}, store.session, p.user.ID)
+	}()
 	<-store.paused // the sign-out holds the browser session
 	redeemed := make(chan redemption, 1)
-	go func() { redeemed <- redeemOnce(e, c, secret, code, verifier) }()
+	go func() { redeemed <- p.redeem() }()
 	waitForLock(t, store)
-	release()
+	p.release()
 	if err := <-signedOut; err != nil {
 		t.Errorf("the sign-out: %v", err)
 	}
@@ -127,20 +106,51 @@ func TestSignOutWhileItsCodeIsRedeemed(t *testing.T) {
 	}
 }
 
+// pausedCodeFlow is a code, not yet redeemed, of a browser sign-in on an
+// env over PostgreSQL whose store pauses the first transaction that reads
+// that browser's session until release.
+type pausedCodeFlow struct {
+	e            *env
+	store        *pausingStore
+	user         *authd.User
+	client       *authd.OAuthClient
+	secret, code string
+	verifier     string
+	release      func()
+}
+
+// pausedCode signs email in through a relying party and returns its code,
+// the store set to pause on the browser session.
+func pausedCode(t *testing.T, email string, config func(*authd.Config)) *pausedCodeFlow {
+	t.Helper()
+	store := &pausingStore{Store: openPostgres(t), paused: make(chan struct{}), resume: make(chan struct{})}
+	p := &pausedCodeFlow{store: store, release: sync.OnceFunc(func() { close(store.resume) })}
+	p.e = newEnvConfig(t, store, config)
+	p.user = p.e.user(email)
+	p.client, p.secret = p.e.client("app", authd.ClientConfidential, true)
+	p.verifier = oauth2.GenerateVerifier()
+	p.code = p.e.rp(p.client, p.secret).login(t, p.e.browser(), email, "st-1", "n-1", p.verifier)
+	live, err := store.Sessions(context.Background(), p.user.ID, p.e.clock.Now())
+	if err != nil || len(live) != 1 {
+		t.Fatalf("the browser session: %v, %v; want one", live, err)
+	}
+	store.session = live[0].ID
+	return p
+}
+
+// redeem redeems the code in one request: x/oauth2's Exchange tries again
+// with the credentials in the body after a failure, which would hide a 503.
+func (p *pausedCodeFlow) redeem() redemption {
+	form := url.Values{"grant_type": {"authorization_code"}, "code": {p.code}, "redirect_uri": {rpCallback},
+		"code_verifier": {p.verifier}, "client_id": {p.client.ID}, "client_secret": {p.secret}}
+	resp, errCode, _ := p.e.tokenRequestWith(strings.NewReader(form.Encode()), nil)
+	return redemption{status: resp.StatusCode, code: errCode}
+}
+
 // redemption is the token endpoint's answer to one code redemption.
 type redemption struct {
 	status int
 	code   string // the OAuth error code, if any
-}
-
-// redeemOnce redeems code for client c in one request: x/oauth2's Exchange
-// tries again with the credentials in the body after a failure, which
-// would hide a 503.
-func redeemOnce(e *env, c *authd.OAuthClient, secret, code, verifier string) redemption {
-	form := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {rpCallback},
-		"code_verifier": {verifier}, "client_id": {c.ID}, "client_secret": {secret}}
-	resp, errCode, _ := e.tokenRequestWith(strings.NewReader(form.Encode()), nil)
-	return redemption{status: resp.StatusCode, code: errCode}
 }
 
 // waitForLock returns once a transaction on store's database waits for a
