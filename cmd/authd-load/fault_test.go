@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/authd/authd/storetest"
@@ -82,5 +84,26 @@ func TestFaultRunUsage(t *testing.T) {
 	}
 	if ok, rest := isFaultRun([]string{"-duration", "1s", "-fault", "-json"}); !ok || len(rest) != 3 {
 		t.Errorf("isFaultRun: %v %q", ok, rest)
+	}
+}
+
+// TestFreeAddrBelowEphemeralPorts: an instance's address is on a port the
+// kernel never hands to an outgoing connection, free when chosen.
+func TestFreeAddrBelowEphemeralPorts(t *testing.T) {
+	start := ephemeralStart()
+	for range 20 {
+		addr, err := freeAddr()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, port, _ := net.SplitHostPort(addr)
+		if n, err := strconv.Atoi(port); err != nil || n >= start || n < 1024 {
+			t.Fatalf("freeAddr = %s, want a port in 1024-%d", addr, start-1)
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Fatalf("freeAddr's %s is not free: %v", addr, err)
+		}
+		ln.Close()
 	}
 }

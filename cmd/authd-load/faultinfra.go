@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"mime"
 	"mime/multipart"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -160,13 +162,35 @@ func tail(path string) string {
 
 // freeAddr returns a loopback address nothing listens on right now; an
 // instance keeps its address across restarts so clients find it again.
+// The port is below the ephemeral range: a port the kernel chose (":0")
+// is also what it gives the next outgoing connection of any process, which
+// could take it before the instance binds it, or binds it again after a
+// restart.
 func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+	below := ephemeralStart()
+	lo := max(1024, below-12768)
+	for range 100 {
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(lo+rand.IntN(below-lo))))
+		if err != nil {
+			continue // taken
+		}
+		ln.Close()
+		return ln.Addr().String(), nil
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return "", fmt.Errorf("no free loopback port in %d-%d", lo, below-1)
+}
+
+// ephemeralStart is the first port of the range the kernel picks ephemeral
+// ports from: Linux says it in /proc (32768 by default); elsewhere IANA's
+// 49152.
+func ephemeralStart() int {
+	b, _ := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if fields := strings.Fields(string(b)); len(fields) == 2 {
+		if n, err := strconv.Atoi(fields[0]); err == nil && n > 2048 {
+			return n
+		}
+	}
+	return 49152
 }
 
 // proxiedURL is u with its host:port replaced by the proxy's.
