@@ -122,7 +122,8 @@ type SignInState struct {
 	User     *User
 	Factors  []*Factor
 	Passkeys []*Passkey
-	// Excess are the user's active sessions a new one would end.
+	// Excess are the user's active sessions a new one would end, least
+	// recently used last.
 	Excess []uuid.UUID
 }
 
@@ -154,20 +155,17 @@ type Queries interface {
 	// RevokeUserSessions ends every unrevoked session of the user but except
 	// (uuid.Nil: none excepted), and returns their ids.
 	RevokeUserSessions(ctx context.Context, userID, except uuid.UUID, at time.Time) ([]uuid.UUID, error)
-	// ExcessSessions returns the ids of the user's active sessions (neither
-	// revoked nor expired at now) beyond the keep most recently used: the
-	// ones a new session ends under AUTHD_MAX_SESSIONS. Inside a
-	// transaction they stay locked until it ends.
-	ExcessSessions(ctx context.Context, userID uuid.UUID, keep int, now time.Time) ([]uuid.UUID, error)
 	// RevokeSessions ends the sessions, each unrevoked, at at: the sessions
 	// and every token of them not yet revoked. An error when one is not an
 	// unrevoked session. Inside a transaction, with the ids read locked in
-	// it (ExcessSessions), where that error rolls everything back; outside
-	// one, the sessions ended before the error stay ended.
+	// it (SignInState's Excess), where that error rolls everything back;
+	// outside one, the sessions ended before the error stay ended.
 	RevokeSessions(ctx context.Context, ids []uuid.UUID, at time.Time) error
 	// SignInState returns what starting a session for the user decides on,
 	// in one round trip where the store can: the user, their second factors
-	// and passkeys, and, with keep ≥ 0, ExcessSessions(userID, keep, now).
+	// and passkeys, and, with keep ≥ 0, the ids of the user's active
+	// sessions (neither revoked nor expired at now) beyond the keep most
+	// recently used: the ones a new session ends under AUTHD_MAX_SESSIONS.
 	// Inside a transaction all of it stays locked until it ends, the user's
 	// row first. ENotFound when there is no such user.
 	SignInState(ctx context.Context, userID uuid.UUID, keep int, now time.Time) (*SignInState, error)

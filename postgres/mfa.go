@@ -27,7 +27,7 @@ func (q *queries) Factors(ctx context.Context, userID uuid.UUID) ([]*authd.Facto
 	if err != nil {
 		return nil, translate(err)
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*authd.Factor, error) { return scanFactor(row) })
+	out, err := pgx.CollectRows(rows, rowTo(scanFactor))
 	return out, translate(err)
 }
 

@@ -41,7 +41,7 @@ func (q *queries) OAuthClients(ctx context.Context) ([]*authd.OAuthClient, error
 	if err != nil {
 		return nil, translate(err)
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*authd.OAuthClient, error) { return scanClient(row) })
+	out, err := pgx.CollectRows(rows, rowTo(scanClient))
 	return out, translate(err)
 }
 
@@ -200,6 +200,6 @@ func (q *queries) Consents(ctx context.Context, userID uuid.UUID) ([]*authd.Cons
 	if err != nil {
 		return nil, translate(err)
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*authd.Consent, error) { return scanConsent(row) })
+	out, err := pgx.CollectRows(rows, rowTo(scanConsent))
 	return out, translate(err)
 }

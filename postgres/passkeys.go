@@ -35,7 +35,7 @@ func (q *queries) Passkeys(ctx context.Context, userID uuid.UUID) ([]*authd.Pass
 	if err != nil {
 		return nil, translate(err)
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (*authd.Passkey, error) { return scanPasskey(row) })
+	out, err := pgx.CollectRows(rows, rowTo(scanPasskey))
 	return out, translate(err)
 }
 

@@ -214,13 +214,16 @@ func (q *queries) CreateUser(ctx context.Context, u *authd.User) error {
 }
 
 func (q *queries) User(ctx context.Context, id uuid.UUID) (*authd.User, error) {
-	st := q.user(id)
+	st := q.user(id, " FOR UPDATE")
 	return scanUser(q.row(ctx, st.sql, st.args...))
 }
 
-// user reads User.
-func (q *queries) user(id uuid.UUID) statement {
-	return statement{`SELECT ` + userColumns + ` FROM users WHERE id = $1` + q.forUpdate(), []any{id}}
+// user reads a user; lock is the lock a transaction takes on the row.
+func (q *queries) user(id uuid.UUID, lock string) statement {
+	if !q.locking {
+		lock = ""
+	}
+	return statement{`SELECT ` + userColumns + ` FROM users WHERE id = $1` + lock, []any{id}}
 }
 
 func (q *queries) UserByEmail(ctx context.Context, email string) (*authd.User, error) {
@@ -634,8 +637,8 @@ func (q *queries) RevokeUserSessions(ctx context.Context, userID, except uuid.UU
 		RETURNING id`, at, userID, except)
 }
 
-// excessSessions reads ExcessSessions (ix_sessions_user_id_live). The
-// rows are chosen in a subquery so that only they are locked: FOR UPDATE
+// excessSessions reads SignInState's Excess (ix_sessions_user_id_live).
+// The rows are chosen in a subquery so that only they are locked: FOR UPDATE
 // on the ordered read itself would lock the kept sessions too, which
 // OFFSET skips after locking them, and a logout of one of them would then
 // wait for the login, and the login's eviction for it.
@@ -644,16 +647,6 @@ func (q *queries) excessSessions(userID uuid.UUID, keep int, now time.Time) stat
 			SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2
 			ORDER BY last_used_at DESC, id DESC OFFSET $3)
 		AND revoked_at IS NULL ORDER BY last_used_at DESC, id DESC` + q.forUpdate(), []any{userID, now, keep}}
-}
-
-func (q *queries) ExcessSessions(ctx context.Context, userID uuid.UUID, keep int, now time.Time) ([]uuid.UUID, error) {
-	st := q.excessSessions(userID, keep, now)
-	rows, err := q.rows(ctx, st.sql, st.args...)
-	if err != nil {
-		return nil, translate(err)
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
-	return ids, translate(err)
 }
 
 // RevokeSessions implements authd.Queries: two writes, queued in a
@@ -683,11 +676,7 @@ func (q *queries) RevokeSessions(ctx context.Context, ids []uuid.UUID, at time.T
 // that changes the user still excludes a sign-in (refresh's FOR SHARE
 // too); erasure keeps FOR UPDATE, which makes audit rows wait for it.
 func (q *queries) SignInState(ctx context.Context, userID uuid.UUID, keep int, now time.Time) (*authd.SignInState, error) {
-	user := q.user(userID)
-	if q.locking {
-		user.sql = `SELECT ` + userColumns + ` FROM users WHERE id = $1 FOR NO KEY UPDATE`
-	}
-	reads := []statement{user, q.factors(userID), q.passkeys(userID)}
+	reads := []statement{q.user(userID, " FOR NO KEY UPDATE"), q.factors(userID), q.passkeys(userID)}
 	if keep >= 0 {
 		reads = append(reads, q.excessSessions(userID, keep, now))
 	}
@@ -697,16 +686,13 @@ func (q *queries) SignInState(ctx context.Context, userID uuid.UUID, keep int, n
 		if st.User, readErr = scanUser(br.QueryRow()); readErr != nil {
 			return
 		}
-		if st.Factors, readErr = collect(br, scanFactor); readErr != nil {
+		if st.Factors, readErr = collect(br, rowTo(scanFactor)); readErr != nil {
 			return
 		}
-		if st.Passkeys, readErr = collect(br, scanPasskey); readErr != nil || keep < 0 {
+		if st.Passkeys, readErr = collect(br, rowTo(scanPasskey)); readErr != nil || keep < 0 {
 			return
 		}
-		st.Excess, readErr = collect(br, func(row pgx.Row) (uuid.UUID, error) {
-			var id uuid.UUID
-			return id, row.Scan(&id)
-		})
+		st.Excess, readErr = collect(br, pgx.RowTo[uuid.UUID])
 	}, reads...)
 	if err != nil {
 		return nil, err
@@ -718,12 +704,12 @@ func (q *queries) SignInState(ctx context.Context, userID uuid.UUID, keep int, n
 }
 
 // collect reads the next result of br as rows, each by scan.
-func collect[T any](br pgx.BatchResults, scan func(pgx.Row) (T, error)) ([]T, error) {
+func collect[T any](br pgx.BatchResults, scan pgx.RowToFunc[T]) ([]T, error) {
 	rows, err := br.Query()
 	if err != nil {
 		return nil, translate(err)
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (T, error) { return scan(row) })
+	out, err := pgx.CollectRows(rows, scan)
 	return out, translate(err)
 }
 
@@ -808,4 +794,9 @@ func affected(tag pgconn.CommandTag, err error, what string) error {
 		return authd.Errorf(authd.ENotFound, "%s not found", what)
 	}
 	return nil
+}
+
+// rowTo adapts a row scanner to pgx.CollectRows.
+func rowTo[T any](scan func(pgx.Row) (T, error)) pgx.RowToFunc[T] {
+	return func(row pgx.CollectableRow) (T, error) { return scan(row) }
 }

@@ -369,38 +369,33 @@ func (q *queries) RevokeUserSessions(ctx context.Context, userID, except uuid.UU
 		RETURNING id`, timeArg(at), userID, except)
 }
 
-func (q *queries) ExcessSessions(ctx context.Context, userID uuid.UUID, keep int, now time.Time) ([]uuid.UUID, error) {
+// excessSessions reads SignInState's Excess (ix_sessions_user_id_live).
+func (q *queries) excessSessions(ctx context.Context, userID uuid.UUID, keep int, now time.Time) ([]uuid.UUID, error) {
 	rows, err := q.db.QueryContext(ctx, `SELECT id FROM sessions WHERE user_id = ? AND revoked_at IS NULL AND expires_at > ?
 		ORDER BY last_used_at DESC, id DESC LIMIT -1 OFFSET ?`, userID, timeArg(now), keep)
 	if err != nil {
 		return nil, translate(err)
 	}
-	defer rows.Close()
-	var ids []uuid.UUID
-	for rows.Next() {
-		var id uuid.UUID
-		if err := rows.Scan(&id); err != nil {
-			return nil, translate(err)
-		}
-		ids = append(ids, id)
-	}
-	return ids, translate(rows.Err())
+	return scanIDs(rows)
 }
 
+// RevokeSessions implements authd.Queries: the ids travel as one JSON
+// array.
 func (q *queries) RevokeSessions(ctx context.Context, ids []uuid.UUID, at time.Time) error {
-	for _, id := range ids {
-		res, err := q.db.ExecContext(ctx, `UPDATE sessions SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL`,
-			timeArg(at), id)
-		if err := affected(res, err, "session"); err != nil {
-			if authd.ErrorCode(err) == authd.ENotFound {
-				return fmt.Errorf("sqlite: session %s to end is not unrevoked", id)
-			}
-			return err
-		}
-		if _, err := q.db.ExecContext(ctx, `UPDATE jwt_tokens SET revoked = 1, revoked_at = ?
-			WHERE session_id = ? AND NOT revoked`, timeArg(at), id); err != nil {
-			return translate(err)
-		}
+	if len(ids) == 0 {
+		return nil
+	}
+	list, err := json.Marshal(ids)
+	if err != nil {
+		return err
+	}
+	ended, err := q.revokeSessions(ctx, at, `UPDATE sessions SET revoked_at = ?1
+		WHERE id IN (SELECT value FROM json_each(?2)) AND revoked_at IS NULL RETURNING id`, timeArg(at), string(list))
+	if err != nil {
+		return err
+	}
+	if len(ended) != len(ids) {
+		return fmt.Errorf("sqlite: %d of the %d sessions to end were not unrevoked", len(ids)-len(ended), len(ids))
 	}
 	return nil
 }
@@ -421,7 +416,7 @@ func (q *queries) SignInState(ctx context.Context, userID uuid.UUID, keep int, n
 		return nil, err
 	}
 	if keep >= 0 {
-		if st.Excess, err = q.ExcessSessions(ctx, userID, keep, now); err != nil {
+		if st.Excess, err = q.excessSessions(ctx, userID, keep, now); err != nil {
 			return nil, err
 		}
 	}
@@ -446,18 +441,9 @@ func (q *queries) revokeSessions(ctx context.Context, at time.Time, update strin
 	if err != nil {
 		return nil, translate(err)
 	}
-	var ids []uuid.UUID
-	for rows.Next() {
-		var id uuid.UUID
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return nil, translate(err)
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, translate(err)
+	ids, err := scanIDs(rows)
+	if err != nil {
+		return nil, err
 	}
 	for _, id := range ids {
 		if _, err := db.ExecContext(ctx, `UPDATE jwt_tokens SET revoked = 1, revoked_at = ?
@@ -539,4 +525,18 @@ func affected(res sql.Result, err error, what string) error {
 		return authd.Errorf(authd.ENotFound, "%s not found", what)
 	}
 	return nil
+}
+
+// scanIDs reads rows of one id each, and closes them.
+func scanIDs(rows *sql.Rows) ([]uuid.UUID, error) {
+	defer rows.Close()
+	var ids []uuid.UUID
+	for rows.Next() {
+		var id uuid.UUID
+		if err := rows.Scan(&id); err != nil {
+			return nil, translate(err)
+		}
+		ids = append(ids, id)
+	}
+	return ids, translate(rows.Err())
 }

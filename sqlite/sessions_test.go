@@ -87,7 +87,7 @@ func TestLiveSessionsReadByTheirIndex(t *testing.T) {
 			return len(l), err
 		}},
 		{"ExcessSessions", 2, func(q *queries) (int, error) {
-			ids, err := q.ExcessSessions(ctx, u.ID, 1, now)
+			ids, err := q.excessSessions(ctx, u.ID, 1, now)
 			return len(ids), err
 		}},
 		{"RevokeUserSessions", 3, func(q *queries) (int, error) {

@@ -886,10 +886,18 @@ func testSessionRevocation(t *testing.T, s authd.Store) {
 		t.Fatal(err)
 	}
 	at := Epoch.Add(time.Hour)
+	// The user's sessions a new one ends, keeping keep (SignInState).
+	excess := func(q authd.Queries, keep int, now time.Time) ([]uuid.UUID, error) {
+		st, err := q.SignInState(ctx, u.ID, keep, now)
+		if err != nil {
+			return nil, err
+		}
+		return st.Excess, nil
+	}
 	var evicted []uuid.UUID
 	err := s.InTx(ctx, func(tx authd.Queries) error {
 		var err error
-		if evicted, err = tx.ExcessSessions(ctx, u.ID, 3, at); err != nil {
+		if evicted, err = excess(tx, 3, at); err != nil {
 			return err
 		}
 		return tx.RevokeSessions(ctx, evicted, at)
@@ -913,13 +921,13 @@ func testSessionRevocation(t *testing.T, s authd.Store) {
 	if active, _ := s.Sessions(ctx, u.ID, at); len(active) != 3 {
 		t.Errorf("%d active sessions after eviction, want 3", len(active))
 	}
-	if again, err := s.ExcessSessions(ctx, u.ID, 3, at); err != nil || len(again) != 0 {
+	if again, err := excess(s, 3, at); err != nil || len(again) != 0 {
 		t.Errorf("ExcessSessions at the limit = %v (%v), want none", again, err)
 	}
-	if all, err := s.ExcessSessions(ctx, u.ID, 0, at); err != nil || len(all) != 3 || all[0] != sessions[4].ID {
+	if all, err := excess(s, 0, at); err != nil || len(all) != 3 || all[0] != sessions[4].ID {
 		t.Errorf("ExcessSessions keeping none = %v (%v), want the three active, most recently used first", all, err)
 	}
-	if none, err := s.ExcessSessions(ctx, u.ID, 0, sessions[2].ExpiresAt); err != nil || len(none) != 0 {
+	if none, err := excess(s, 0, sessions[2].ExpiresAt); err != nil || len(none) != 0 {
 		t.Errorf("ExcessSessions once they have expired = %v (%v), want none", none, err)
 	}
 	// Ending a session already ended fails the transaction: nothing of it stays.
