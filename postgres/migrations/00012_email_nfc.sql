@@ -7,8 +7,9 @@
 -- account holds that address already; the others (the duplicates the old
 -- rule allowed) are left as they are, for an administrator to merge or
 -- erase: the upgrade must not fail on them. normalize() needs a UTF8
--- database; in any other, no address can be decomposed Unicode, and
--- nothing is done.
+-- database; in any other nothing is done. (SQL_ASCII keeps whatever bytes
+-- it was sent, so an address there may be decomposed UTF-8 all the same:
+-- the README's upgrade notes say how to find and rewrite one by hand.)
 
 -- +goose Up
 -- +goose StatementBegin
