@@ -217,7 +217,11 @@ type Queries interface {
 	// verification tokens, unsent mail, second factors, passkeys, recovery
 	// codes and login and WebAuthn challenges are deleted; the IP address, user
 	// agent and device description are cleared from its security-log rows,
-	// sessions and tokens.
+	// sessions and tokens. Inside a transaction it first locks the user's
+	// row against every other (a sign-in's lock, taken by User too, lets
+	// rows that refer to the user be written): a security-log row written
+	// after that waits for the transaction to end and keeps no client
+	// (CreateSecurityLog), one written before is found and cleared.
 	ErasePersonalData(ctx context.Context, userID uuid.UUID) error
 
 	// EnqueueMail adds a mail to the outbox.

@@ -216,6 +216,13 @@ func scanSecurityLog(row pgx.Row) (*authd.SecurityLog, error) {
 // ErasePersonalData implements authd.Queries.
 func (q *queries) ErasePersonalData(ctx context.Context, userID uuid.UUID) error {
 	for _, sql := range []string{
+		// The erasure read the user FOR NO KEY UPDATE (userLock), which
+		// lets other transactions write rows that refer to the user. From
+		// here on they wait for it to end, and an audit row then reads the
+		// user as erased (userLogQuery); the ones written before have
+		// committed once it holds the lock (their key-share locks held it
+		// up), so the statements below find and clear them.
+		`SELECT FROM users WHERE id = $1 FOR UPDATE`,
 		`DELETE FROM verification_tokens WHERE user_id = $1`,
 		`DELETE FROM mail_outbox WHERE user_id = $1`,
 		`DELETE FROM mfa_factors WHERE user_id = $1`,

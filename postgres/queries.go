@@ -213,21 +213,38 @@ func (q *queries) CreateUser(ctx context.Context, u *authd.User) error {
 	return translate(err)
 }
 
+// User implements authd.Queries: see userLock for the lock.
 func (q *queries) User(ctx context.Context, id uuid.UUID) (*authd.User, error) {
-	st := q.user(id, " FOR UPDATE")
+	st := q.user(id)
 	return scanUser(q.row(ctx, st.sql, st.args...))
 }
 
-// user reads a user; lock is the lock a transaction takes on the row.
-func (q *queries) user(id uuid.UUID, lock string) statement {
-	if !q.locking {
-		lock = ""
+// userLock is the lock a transaction takes on the user's row it reads: FOR
+// NO KEY UPDATE, not FOR UPDATE. No flow changes the row's id, and this
+// lock lets other transactions take the key-share lock that their rows'
+// foreign keys to the user (and audit rows, userLogQuery) take. A logout,
+// which locks its session and then writes its audit row, so never waits
+// for a flow that holds the user and waits for that session (a sign-in
+// that ends it, a password change that ends every other one): that order
+// was a deadlock. Flows that change the user still exclude each other and
+// a sign-in (refresh's FOR SHARE too). An erasure must hold audit rows
+// back: ErasePersonalData locks the row FOR UPDATE once the sessions are
+// ended.
+func (q *queries) userLock() string {
+	if q.locking {
+		return " FOR NO KEY UPDATE"
 	}
-	return statement{`SELECT ` + userColumns + ` FROM users WHERE id = $1` + lock, []any{id}}
+	return ""
 }
 
+// user reads a user, locked inside a transaction (userLock).
+func (q *queries) user(id uuid.UUID) statement {
+	return statement{`SELECT ` + userColumns + ` FROM users WHERE id = $1` + q.userLock(), []any{id}}
+}
+
+// UserByEmail implements authd.Queries: see userLock for the lock.
 func (q *queries) UserByEmail(ctx context.Context, email string) (*authd.User, error) {
-	return scanUser(q.row(ctx, `SELECT `+userColumns+` FROM users WHERE email = $1`+q.forUpdate(), email))
+	return scanUser(q.row(ctx, `SELECT `+userColumns+` FROM users WHERE email = $1`+q.userLock(), email))
 }
 
 func (q *queries) UpdateUser(ctx context.Context, u *authd.User) error {
@@ -665,18 +682,10 @@ func (q *queries) RevokeSessions(ctx context.Context, ids []uuid.UUID, at time.T
 }
 
 // SignInState implements authd.Queries: the four reads travel in one
-// round trip, with the writes queued before them (the BEGIN).
-//
-// The user's row is locked FOR NO KEY UPDATE, not FOR UPDATE: a sign-in
-// changes no key of it, and this lock lets other transactions take the
-// key-share lock that their rows' foreign keys to the user (and audit
-// rows, userLogQuery) take. A logout, which locks its session and then
-// writes its audit row, so never waits for a login that waits for that
-// session (one the login ends): that order was a deadlock. Every flow
-// that changes the user still excludes a sign-in (refresh's FOR SHARE
-// too); erasure keeps FOR UPDATE, which makes audit rows wait for it.
+// round trip, with the writes queued before them (the BEGIN). The user's
+// row is locked as User locks it (userLock).
 func (q *queries) SignInState(ctx context.Context, userID uuid.UUID, keep int, now time.Time) (*authd.SignInState, error) {
-	reads := []statement{q.user(userID, " FOR NO KEY UPDATE"), q.factors(userID), q.passkeys(userID)}
+	reads := []statement{q.user(userID), q.factors(userID), q.passkeys(userID)}
 	if keep >= 0 {
 		reads = append(reads, q.excessSessions(userID, keep, now))
 	}

@@ -267,3 +267,136 @@ func TestSignInsHoldingKeptSessionsDoNotDeadlock(t *testing.T) {
 		t.Errorf("two sign-ins of one user, each holding a session: %v, %v", errA, errB)
 	}
 }
+
+// TestUserChangeAndLogoutOfASessionItEnds: a flow that changes a user and
+// ends their sessions (a password change or reset, an administrator's lock,
+// an erasure) reads the user first, locked; a logout of one of those
+// sessions in flight meanwhile locks its session and writes its audit row,
+// under the key-share lock the row's foreign key takes. That lock must not
+// wait for the user's: the flow then waits for the session, and each would
+// wait for the other (PostgreSQL ends one as a deadlock, a 503).
+func TestUserChangeAndLogoutOfASessionItEnds(t *testing.T) {
+	for _, read := range []struct {
+		name string
+		run  func(context.Context, authd.Queries, *authd.User) error
+	}{
+		{"User", func(ctx context.Context, q authd.Queries, u *authd.User) error {
+			_, err := q.User(ctx, u.ID)
+			return err
+		}},
+		{"UserByEmail", func(ctx context.Context, q authd.Queries, u *authd.User) error {
+			_, err := q.UserByEmail(ctx, u.Email)
+			return err
+		}},
+	} {
+		t.Run(read.name, func(t *testing.T) {
+			ctx := context.Background()
+			s, _, _ := tracedStore(t)
+			u, sessions := signInLocks(t, s, "changes@example.org")
+			err := s.InTx(ctx, func(q authd.Queries) error {
+				if err := read.run(ctx, q, u); err != nil {
+					return err
+				}
+				locked, goOn := make(chan struct{}), make(chan struct{})
+				close(goOn)
+				logout := logoutInSteps(s, u, sessions[0], locked, goOn)
+				if err := finishesUnblocked(t, s, logout, "INSERT INTO security_logs"); err != nil {
+					return fmt.Errorf("the logout while a flow holds its user: %w", err)
+				}
+				ended, err := q.RevokeUserSessions(ctx, u.ID, uuid.Nil, storetest.Epoch)
+				if err != nil {
+					return err
+				}
+				if len(ended) != 1 || ended[0] != sessions[1].ID {
+					t.Errorf("the flow ended %v, want only %v (the logout ended the other)", ended, sessions[1].ID)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// finishesUnblocked returns work's result, failing the test as soon as a
+// statement containing marker waits for a lock instead.
+func finishesUnblocked(t *testing.T, s *Store, work <-chan error, marker string) error {
+	t.Helper()
+	for {
+		select {
+		case err := <-work:
+			return err
+		case <-time.After(10 * time.Millisecond):
+		}
+		var n int
+		if err := s.pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND strpos(query, $1) > 0`, marker).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			t.Fatalf("%q waits for a lock the other transaction holds", marker)
+		}
+	}
+}
+
+// TestErasureHoldsAuditRowsBack: an audit row about a user written while
+// the user's erasure is in flight, past the point where it clears the rows
+// it finds, waits for the erasure to end and then keeps no IP address or
+// user agent; one that did not wait would keep them for good (SPEC 6.8).
+// The erasure read the user with the lock every flow that changes a user
+// takes, which lets audit rows through; ErasePersonalData locks it harder.
+func TestErasureHoldsAuditRowsBack(t *testing.T) {
+	ctx := context.Background()
+	s, _, _ := tracedStore(t)
+	u, _ := signInLocks(t, s, "erased@example.org")
+	cleared, goOn := make(chan struct{}), make(chan struct{})
+	release := sync.OnceFunc(func() { close(goOn) })
+	defer release()
+	erasure := make(chan error, 1)
+	go func() {
+		erasure <- s.InTx(ctx, func(q authd.Queries) error {
+			u, err := q.User(ctx, u.ID)
+			if err != nil {
+				return err
+			}
+			if _, err := q.RevokeUserSessions(ctx, u.ID, uuid.Nil, storetest.Epoch); err != nil {
+				return err
+			}
+			if err := q.ErasePersonalData(ctx, u.ID); err != nil {
+				return err
+			}
+			if _, err := q.Sessions(ctx, u.ID, storetest.Epoch); err != nil { // a read sends the queued writes
+				return err
+			}
+			close(cleared)
+			<-goOn
+			u.AccountStatus, u.Email = authd.StatusDeleted, authd.Tombstone(u.ID)
+			return q.UpdateUser(ctx, u)
+		})
+	}()
+	select {
+	case <-cleared:
+	case err := <-erasure:
+		t.Fatalf("the erasure, before its pause: %v", err)
+	}
+	logged := authd.NewSecurityLog(storetest.Epoch, authd.EventLoginSuccess, authd.ResultSuccess, u.ID,
+		"192.0.2.7", "Browser/1.0", "", nil)
+	audit := waiting(t, s, "INSERT INTO security_logs", func() error { return s.CreateSecurityLog(ctx, logged) })
+	release()
+	if err := <-erasure; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-audit; err != nil {
+		t.Fatal(err)
+	}
+	logs, err := s.SecurityLogs(ctx, authd.SecurityLogFilter{UserID: u.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range logs {
+		if l.ID == logged.ID && (l.IPAddress != "" || l.UserAgent != "") {
+			t.Errorf("an audit row written during the erasure keeps %q, %q", l.IPAddress, l.UserAgent)
+		}
+	}
+}

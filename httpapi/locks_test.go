@@ -1,0 +1,153 @@
+package httpapi_test
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/postgres"
+	"github.com/google/uuid"
+)
+
+// userPausingStore pauses, once armed, the first transaction that reads
+// user (User or UserByEmail), just after the read, which locks the row,
+// until resume closes; paused closes then.
+type userPausingStore struct {
+	authd.Store
+	user           uuid.UUID
+	armed          atomic.Bool
+	paused, resume chan struct{}
+	once           sync.Once
+}
+
+func (s *userPausingStore) InTx(ctx context.Context, fn func(authd.Queries) error) error {
+	return s.Store.InTx(ctx, func(q authd.Queries) error { return fn(&userPausingQueries{Queries: q, s: s}) })
+}
+
+type userPausingQueries struct {
+	authd.Queries
+	s *userPausingStore
+}
+
+func (q *userPausingQueries) pause(u *authd.User) {
+	if u != nil && u.ID == q.s.user && q.s.armed.Load() {
+		q.s.once.Do(func() {
+			close(q.s.paused)
+			<-q.s.resume
+		})
+	}
+}
+
+func (q *userPausingQueries) User(ctx context.Context, id uuid.UUID) (*authd.User, error) {
+	u, err := q.Queries.User(ctx, id)
+	q.pause(u)
+	return u, err
+}
+
+func (q *userPausingQueries) UserByEmail(ctx context.Context, email string) (*authd.User, error) {
+	u, err := q.Queries.UserByEmail(ctx, email)
+	q.pause(u)
+	return u, err
+}
+
+// TestSessionEndingFlowsLetALogoutThrough: each flow that changes a user
+// and ends their sessions holds the user's row from its first read to its
+// commit. A logout of one of those sessions in flight meanwhile — it locks
+// its session, then writes rows that refer to the user — must finish
+// without waiting for the flow; the flow then finds that session ended.
+// When the flow's lock kept the logout's key-share locks out, each waited
+// for the other and PostgreSQL ended one of them as a deadlock (a 503).
+func TestSessionEndingFlowsLetALogoutThrough(t *testing.T) {
+	t.Parallel()
+	const email = "busy@example.org"
+	for _, flow := range []struct {
+		name  string
+		setup func(e *env) string // what run needs, made before the pause is armed
+		run   func(e *env, u *authd.User, keep, arg string) response
+	}{
+		{"password change", nil, func(e *env, _ *authd.User, keep, _ string) response {
+			return e.do("POST", "/v1/auth/password/change",
+				map[string]string{"current_password": goodPassword, "new_password": "a changed passphrase"}, bearer(keep)...)
+		}},
+		{"password reset", func(e *env) string {
+			want(e.t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": email}), 202, "")
+			return tokenOf(e.t, e.mail.last(e.t, authd.MailPasswordReset, email))
+		}, func(e *env, _ *authd.User, _, token string) response {
+			return e.do("POST", "/v1/auth/password/reset", map[string]string{"token": token, "new_password": "a reset passphrase"})
+		}},
+		{"administrator's lock", nil, func(e *env, u *authd.User, _, _ string) response {
+			return e.admin("POST", "/v1/admin/users/"+u.ID.String()+"/lock", nil)
+		}},
+		{"administrator's revocation", nil, func(e *env, u *authd.User, _, _ string) response {
+			return e.admin("POST", "/v1/admin/users/"+u.ID.String()+"/revoke-sessions", nil)
+		}},
+		{"erasure by the user", nil, func(e *env, _ *authd.User, keep, _ string) response {
+			return e.do("DELETE", "/v1/users/me", map[string]string{"password": goodPassword}, bearer(keep)...)
+		}},
+		{"erasure by an administrator", nil, func(e *env, u *authd.User, _, _ string) response {
+			return e.admin("DELETE", "/v1/admin/users/"+u.ID.String(), nil)
+		}},
+	} {
+		t.Run(flow.name, func(t *testing.T) {
+			t.Parallel()
+			store := &userPausingStore{Store: openPostgres(t), paused: make(chan struct{}), resume: make(chan struct{})}
+			release := sync.OnceFunc(func() { close(store.resume) })
+			defer release() // on failure too: the flow's transaction must end
+			e := newEnv(t, store)
+			e.registerVerified(email, goodPassword)
+			keep, _ := e.login(email, goodPassword)
+			other, _ := e.login(email, goodPassword)
+			u := e.user(email)
+			var arg string
+			if flow.setup != nil {
+				arg = flow.setup(e)
+			}
+			store.user = u.ID
+			store.armed.Store(true)
+
+			ran := make(chan response, 1)
+			go func() { ran <- flow.run(e, u, keep, arg) }()
+			select {
+			case <-store.paused:
+			case r := <-ran:
+				t.Fatalf("the flow answered %d %s before its transaction read the user", r.status, r.raw)
+			}
+			loggedOut := make(chan response, 1)
+			go func() { loggedOut <- e.do("POST", "/v1/auth/logout", nil, bearer(other)...) }()
+			var logout response
+			for waited := false; !waited; {
+				select {
+				case logout = <-loggedOut:
+					waited = true
+					continue
+				case <-time.After(10 * time.Millisecond):
+				}
+				if locksAwaited(t, store) > 0 {
+					release()
+					t.Fatalf("the logout waits for a lock the %s holds", flow.name)
+				}
+			}
+			want(t, "the logout while the flow holds its user", logout, http.StatusNoContent, "")
+			release()
+			if r := <-ran; r.status != http.StatusNoContent {
+				t.Errorf("the %s after the logout: %d %s, want 204", flow.name, r.status, r.raw)
+			}
+		})
+	}
+}
+
+// locksAwaited counts the transactions on store's database that wait for
+// a lock.
+func locksAwaited(t *testing.T, store *userPausingStore) int {
+	t.Helper()
+	var n int
+	if err := store.Store.(*postgres.Store).Pool().QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+		WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
