@@ -220,16 +220,20 @@ func (q *queries) User(ctx context.Context, id uuid.UUID) (*authd.User, error) {
 }
 
 // userLock is the lock a transaction takes on the user's row it reads: FOR
-// NO KEY UPDATE, not FOR UPDATE. No flow changes the row's id, and this
-// lock lets other transactions take the key-share lock that their rows'
-// foreign keys to the user (and audit rows, userLogQuery) take. A logout,
-// which locks its session and then writes its audit row, so never waits
-// for a flow that holds the user and waits for that session (a sign-in
-// that ends it, a password change that ends every other one): that order
-// was a deadlock. Flows that change the user still exclude each other and
-// a sign-in (refresh's FOR SHARE too). An erasure must hold audit rows
-// back: ErasePersonalData locks the row FOR UPDATE once the sessions are
-// ended.
+// NO KEY UPDATE, not FOR UPDATE. It lets other transactions take the
+// key-share lock that their rows' foreign keys to the user (and audit rows,
+// userLogQuery) take. A logout, which locks its session and then writes its
+// audit row, so never waits for a flow that holds the user and waits for
+// that session (a sign-in that ends it, a password change that ends every
+// other one): that order was a deadlock. Flows that change the user still
+// exclude each other and a sign-in (refresh's FOR SHARE too).
+//
+// An UPDATE that changes a key column (id, or email: its index is unique)
+// takes the stronger lock itself. Only erasure does, and it must hold
+// audit rows back anyway: ErasePersonalData locks the row FOR UPDATE once
+// the sessions are ended, before it clears anything. A flow that came to
+// change the email would have to end sessions before it updates the user,
+// or the deadlock above returns.
 func (q *queries) userLock() string {
 	if q.locking {
 		return " FOR NO KEY UPDATE"

@@ -340,23 +340,18 @@ func finishesUnblocked(t *testing.T, s *Store, work <-chan error, marker string)
 	}
 }
 
-// TestErasureHoldsAuditRowsBack: an audit row about a user written while
-// the user's erasure is in flight, past the point where it clears the rows
-// it finds, waits for the erasure to end and then keeps no IP address or
-// user agent; one that did not wait would keep them for good (SPEC 6.8).
-// The erasure read the user with the lock every flow that changes a user
-// takes, which lets audit rows through; ErasePersonalData locks it harder.
+// TestErasureHoldsAuditRowsBack: an audit row about a user keeps no IP
+// address or user agent if its transaction commits after the user's
+// erasure has begun (SPEC 6.8). The erasure read the user with the lock
+// every flow that changes a user takes, which lets such rows through;
+// ErasePersonalData then locks the user harder before it clears anything.
 func TestErasureHoldsAuditRowsBack(t *testing.T) {
 	ctx := context.Background()
-	s, _, _ := tracedStore(t)
-	u, _ := signInLocks(t, s, "erased@example.org")
-	cleared, goOn := make(chan struct{}), make(chan struct{})
-	release := sync.OnceFunc(func() { close(goOn) })
-	defer release()
-	erasure := make(chan error, 1)
-	go func() {
-		erasure <- s.InTx(ctx, func(q authd.Queries) error {
-			u, err := q.User(ctx, u.ID)
+	// erase is the erasure's transaction as the service runs it, calling
+	// cleared once ErasePersonalData's writes have run.
+	erase := func(s *Store, id uuid.UUID, cleared func()) error {
+		return s.InTx(ctx, func(q authd.Queries) error {
+			u, err := q.User(ctx, id)
 			if err != nil {
 				return err
 			}
@@ -369,34 +364,96 @@ func TestErasureHoldsAuditRowsBack(t *testing.T) {
 			if _, err := q.Sessions(ctx, u.ID, storetest.Epoch); err != nil { // a read sends the queued writes
 				return err
 			}
-			close(cleared)
-			<-goOn
+			cleared()
 			u.AccountStatus, u.Email = authd.StatusDeleted, authd.Tombstone(u.ID)
 			return q.UpdateUser(ctx, u)
 		})
-	}()
-	select {
-	case <-cleared:
-	case err := <-erasure:
-		t.Fatalf("the erasure, before its pause: %v", err)
 	}
-	logged := authd.NewSecurityLog(storetest.Epoch, authd.EventLoginSuccess, authd.ResultSuccess, u.ID,
-		"192.0.2.7", "Browser/1.0", "", nil)
-	audit := waiting(t, s, "INSERT INTO security_logs", func() error { return s.CreateSecurityLog(ctx, logged) })
-	release()
-	if err := <-erasure; err != nil {
-		t.Fatal(err)
-	}
-	if err := <-audit; err != nil {
-		t.Fatal(err)
-	}
-	logs, err := s.SecurityLogs(ctx, authd.SecurityLogFilter{UserID: u.ID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, l := range logs {
-		if l.ID == logged.ID && (l.IPAddress != "" || l.UserAgent != "") {
-			t.Errorf("an audit row written during the erasure keeps %q, %q", l.IPAddress, l.UserAgent)
+	keepsNoClient := func(t *testing.T, s *Store, logged *authd.SecurityLog) {
+		t.Helper()
+		logs, err := s.SecurityLogs(ctx, authd.SecurityLogFilter{UserID: logged.UserID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range logs {
+			if l.ID == logged.ID && (l.IPAddress != "" || l.UserAgent != "") {
+				t.Errorf("the audit row keeps %q, %q", l.IPAddress, l.UserAgent)
+			}
 		}
 	}
+	newLog := func(u *authd.User) *authd.SecurityLog {
+		return authd.NewSecurityLog(storetest.Epoch, authd.EventLoginSuccess, authd.ResultSuccess, u.ID,
+			"192.0.2.7", "Browser/1.0", "", nil)
+	}
+
+	// Written before the erasure and committed while it runs: the
+	// erasure waits for it before clearing, and clears it.
+	t.Run("in flight before", func(t *testing.T) {
+		s, _, _ := tracedStore(t)
+		u, _ := signInLocks(t, s, "before@example.org")
+		logged := newLog(u)
+		written, commit := make(chan struct{}), make(chan struct{})
+		release := sync.OnceFunc(func() { close(commit) })
+		defer release()
+		audit := make(chan error, 1)
+		go func() {
+			audit <- s.InTx(ctx, func(q authd.Queries) error {
+				if err := q.CreateSecurityLog(ctx, logged); err != nil {
+					return err
+				}
+				if _, err := q.Sessions(ctx, u.ID, storetest.Epoch); err != nil { // sends the insert
+					return err
+				}
+				close(written)
+				<-commit
+				return nil
+			})
+		}()
+		select {
+		case <-written:
+		case err := <-audit:
+			t.Fatalf("the audit row's transaction: %v", err)
+		}
+		erasure := waiting(t, s, "FOR UPDATE", func() error { return erase(s, u.ID, func() {}) })
+		release()
+		if err := <-audit; err != nil {
+			t.Fatal(err)
+		}
+		if err := <-erasure; err != nil {
+			t.Fatal(err)
+		}
+		keepsNoClient(t, s, logged)
+	})
+
+	// Written once the erasure has cleared the rows it found: it waits
+	// for the erasure to end and reads the user as erased.
+	t.Run("written during", func(t *testing.T) {
+		s, _, _ := tracedStore(t)
+		u, _ := signInLocks(t, s, "during@example.org")
+		cleared, goOn := make(chan struct{}), make(chan struct{})
+		release := sync.OnceFunc(func() { close(goOn) })
+		defer release()
+		erasure := make(chan error, 1)
+		go func() {
+			erasure <- erase(s, u.ID, func() {
+				close(cleared)
+				<-goOn
+			})
+		}()
+		select {
+		case <-cleared:
+		case err := <-erasure:
+			t.Fatalf("the erasure, before its pause: %v", err)
+		}
+		logged := newLog(u)
+		audit := waiting(t, s, "INSERT INTO security_logs", func() error { return s.CreateSecurityLog(ctx, logged) })
+		release()
+		if err := <-erasure; err != nil {
+			t.Fatal(err)
+		}
+		if err := <-audit; err != nil {
+			t.Fatal(err)
+		}
+		keepsNoClient(t, s, logged)
+	})
 }
