@@ -284,6 +284,12 @@ func (s *Service) Consents(ctx context.Context, a *AccessClaims) ([]*Consent, ma
 func (s *Service) RevokeConsent(ctx context.Context, c Client, a *AccessClaims, clientID string) error {
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
+		// The user before the consent and sessions, as every flow locks
+		// them (Store.InTx): an erasure holds the user, ends the sessions
+		// and deletes the consent.
+		if _, err := tx.User(ctx, a.UserID); err != nil {
+			return err
+		}
 		if err := tx.DeleteConsent(ctx, a.UserID, clientID); err != nil {
 			if ErrorCode(err) == ENotFound {
 				return Errorf(ENotFound, "No consent to this client.")

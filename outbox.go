@@ -343,22 +343,24 @@ func (s *Service) mintLink(ctx context.Context, m *OutboxMail) (string, error) {
 	var link string
 	err := s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
-		// First, so that no other sender can claim the mail while this
-		// one mints its link.
+		var u *User
+		if m.UserID != uuid.Nil {
+			// The user before the mail, as every flow locks them
+			// (Store.InTx): an erasure holds the user and deletes the mail.
+			var err error
+			if u, err = tx.User(ctx, m.UserID); err != nil && ErrorCode(err) != ENotFound {
+				return err
+			}
+		}
+		// Before the link is minted, so that no other sender can claim the
+		// mail meanwhile.
 		if err := tx.ExtendMailClaim(ctx, m.ID, m.Claim, now.Add(mailLease)); ErrorCode(err) == ENotFound {
 			return errClaimLapsed
 		} else if err != nil {
 			return err
 		}
-		if m.UserID == uuid.Nil {
+		if u == nil {
 			return nil
-		}
-		u, err := tx.User(ctx, m.UserID)
-		if ErrorCode(err) == ENotFound {
-			return nil
-		}
-		if err != nil {
-			return err
 		}
 		if u.IsDeleted() || u.Email != m.To || (m.Kind == MailVerifyEmail && u.EmailVerified) ||
 			(m.Kind == MailPasswordReset && u.LockedByAdmin(now)) {

@@ -370,6 +370,11 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, c Client, a *Ac
 	var out *PasskeyAdded
 	err = s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
+		// The user before the ceremony, as every flow locks them (Store.InTx).
+		u, err := tx.User(ctx, u.ID)
+		if err != nil {
+			return err
+		}
 		ch, session, err := s.takeChallenge(ctx, tx, c, parsed.Response.CollectedClientData.Challenge,
 			PurposeRegister, EventPasskeyAdded, now)
 		if err != nil {
@@ -377,10 +382,6 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, c Client, a *Ac
 		}
 		if ch.UserID != u.ID {
 			return s.refuseToken(ctx, tx, c, EventPasskeyAdded, u.ID, "passkey challenge of another user", nil)
-		}
-		u, err := tx.User(ctx, u.ID)
-		if err != nil {
-			return err
 		}
 		keys, err := tx.Passkeys(ctx, u.ID)
 		if err != nil {

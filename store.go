@@ -20,7 +20,12 @@ type Store interface {
 	// InTx runs fn in one transaction, committed when fn returns nil and
 	// rolled back otherwise. Inside it, the rows that User, UserByEmail and
 	// RefreshToken return stay locked against other writers until it ends, so
-	// that read-modify-write flows never interleave.
+	// that read-modify-write flows never interleave. Flows lock a user before
+	// the user's other rows, so the reads of a row by its digest
+	// (VerificationToken, MFAChallenge, AuthCode, RefreshSession) lock its
+	// user first: a flow that holds the user and then changes the user's
+	// rows (an erasure, a new link voiding the older ones) and one that
+	// redeems such a row wait for each other instead of deadlocking.
 	InTx(ctx context.Context, fn func(tx Queries) error) error
 
 	// RevokedSessions returns the sessions revoked at or after since, for
@@ -195,7 +200,8 @@ type Queries interface {
 	// ENotFound when its user does not exist.
 	CreateVerificationToken(ctx context.Context, v *VerificationToken) error
 	// VerificationToken returns the verification token whose digest is given.
-	// ENotFound when there is none.
+	// Inside InTx it stays locked until the transaction ends, and so does its
+	// user, locked first (see InTx). ENotFound when there is none.
 	VerificationToken(ctx context.Context, digest string) (*VerificationToken, error)
 	// UseVerificationToken marks v used at v.UsedAt. ENotFound when it does not exist.
 	UseVerificationToken(ctx context.Context, v *VerificationToken) error
@@ -260,7 +266,7 @@ type Queries interface {
 	// ENotFound when its user does not exist.
 	CreateMFAChallenge(ctx context.Context, c *MFAChallenge) error
 	// MFAChallenge returns the challenge whose digest is given, locked
-	// inside InTx. ENotFound when there is none.
+	// inside InTx after its user (see InTx). ENotFound when there is none.
 	MFAChallenge(ctx context.Context, digest string) (*MFAChallenge, error)
 	// UpdateMFAChallenge writes Failures and UsedAt of c. ENotFound when it
 	// does not exist.
@@ -327,8 +333,8 @@ type Queries interface {
 	// ENotFound when its client, user or session does not exist.
 	CreateAuthCode(ctx context.Context, c *AuthCode) error
 	// AuthCode returns the code whose digest is given, locked inside InTx
-	// so that two redemptions never both see it unused. ENotFound when
-	// there is none.
+	// so that two redemptions never both see it unused, after its user (see
+	// InTx). ENotFound when there is none.
 	AuthCode(ctx context.Context, digest string) (*AuthCode, error)
 	// UpdateAuthCode writes UsedAt and IssuedSessionID of c. ENotFound when
 	// it does not exist.

@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -150,4 +151,126 @@ func locksAwaited(t *testing.T, store *userPausingStore) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestNewLinkWhileTheOldIsRedeemed: a reset link is redeemed while a new
+// one is requested, which voids it. The request holds the user and then
+// deletes the old link; the redemption locks the user before the link, so
+// it waits for the request and then finds its link void (400
+// invalid_token). When it locked the link first and the user second, each
+// waited for the other (a 503 for one of them).
+func TestNewLinkWhileTheOldIsRedeemed(t *testing.T) {
+	t.Parallel()
+	const email = "twice@example.org"
+	store := &userPausingStore{Store: openPostgres(t), paused: make(chan struct{}), resume: make(chan struct{})}
+	release := sync.OnceFunc(func() { close(store.resume) })
+	defer release()
+	e := newEnv(t, store)
+	e.registerVerified(email, goodPassword)
+	want(t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": email}), 202, "")
+	link := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, email))
+	store.user = e.user(email).ID
+	store.armed.Store(true)
+
+	requested := make(chan response, 1)
+	go func() { requested <- e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": email}) }()
+	select {
+	case <-store.paused:
+	case r := <-requested:
+		t.Fatalf("the new link's request answered %d %s before its transaction read the user", r.status, r.raw)
+	}
+	redeemed := make(chan response, 1)
+	go func() {
+		redeemed <- e.do("POST", "/v1/auth/password/reset", map[string]string{"token": link, "new_password": "a reset passphrase"})
+	}()
+	for locksAwaited(t, store) == 0 {
+		select {
+		case r := <-redeemed:
+			t.Fatalf("the redemption answered %d %s while the request held its user", r.status, r.raw)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	release()
+	want(t, "the new link's request", <-requested, http.StatusAccepted, "")
+	want(t, "the old link, voided while it was redeemed", <-redeemed, http.StatusBadRequest, "invalid_token")
+}
+
+// TestRedemptionsDuringAnErasure: an erasure holds its user and then
+// deletes the user's links, mail and ceremonies; a flow that redeems one of
+// them meanwhile locks the user before it, so it waits for the erasure and
+// then finds it gone. In the other order each waited for the other (a 503
+// for one of them).
+func TestRedemptionsDuringAnErasure(t *testing.T) {
+	t.Parallel()
+	const email = "leaving@example.org"
+	for _, flow := range []struct {
+		name string
+		// setup makes what run redeems, before the erasure begins.
+		setup func(e *env, access string) any
+		// run redeems it and says what it answered; want is that answer.
+		run  func(e *env, access string, made any) string
+		want string
+	}{
+		{"a reset link", func(e *env, _ string) any {
+			want(e.t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": email}), 202, "")
+			return tokenOf(e.t, e.mail.last(e.t, authd.MailPasswordReset, email))
+		}, func(e *env, _ string, link any) string {
+			r := e.do("POST", "/v1/auth/password/reset", map[string]string{"token": link.(string), "new_password": "a reset passphrase"})
+			return fmt.Sprint(r.status, " ", r.code())
+		}, "400 invalid_token"},
+		{"the mail of a reset link", func(e *env, _ string) any {
+			want(e.t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": email}), 202, "")
+			return nil // queued, not delivered yet
+		}, func(e *env, _ string, _ any) string {
+			_, err := e.svc.DeliverMail(context.Background())
+			return fmt.Sprint(err, ", reset mails sent: ", e.mail.count(authd.MailPasswordReset, email))
+		}, "<nil>, reset mails sent: 0"},
+		{"a passkey registration", func(e *env, access string) any {
+			return newSoftKey(e.t, "auth.example.org", "https://auth.example.org").Create(e.beginRegistration(access))
+		}, func(e *env, access string, credential any) string {
+			r := e.do("POST", "/v1/users/me/passkeys/finish", map[string]any{"name": "key", "credential": credential}, bearer(access)...)
+			return fmt.Sprint(r.status, " ", r.code())
+		}, "401 invalid_token"},
+	} {
+		t.Run(flow.name, func(t *testing.T) {
+			t.Parallel()
+			store := &userPausingStore{Store: openPostgres(t), paused: make(chan struct{}), resume: make(chan struct{})}
+			release := sync.OnceFunc(func() { close(store.resume) })
+			defer release()
+			e := newEnv(t, store)
+			e.registerVerified(email, goodPassword)
+			access, _ := e.login(email, goodPassword)
+			made := flow.setup(e, access)
+			u := e.user(email)
+			store.user = u.ID
+			store.armed.Store(true)
+
+			erased := make(chan response, 1)
+			go func() { erased <- e.admin("DELETE", "/v1/admin/users/"+u.ID.String(), nil) }()
+			select {
+			case <-store.paused:
+			case r := <-erased:
+				t.Fatalf("the erasure answered %d %s before its transaction read the user", r.status, r.raw)
+			}
+			ran := make(chan string, 1)
+			go func() { ran <- flow.run(e, access, made) }()
+			var got string
+			waited := false
+			for !waited && got == "" {
+				select {
+				case got = <-ran:
+				case <-time.After(10 * time.Millisecond):
+					waited = locksAwaited(t, store) > 0
+				}
+			}
+			release()
+			want(t, "the erasure", <-erased, http.StatusNoContent, "")
+			if waited {
+				got = <-ran
+			}
+			if got != flow.want {
+				t.Errorf("%s during the erasure: %s, want %s", flow.name, got, flow.want)
+			}
+		})
+	}
 }

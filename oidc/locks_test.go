@@ -10,18 +10,27 @@ import (
 	"time"
 
 	"github.com/authd/authd"
+	"github.com/authd/authd/oidc"
 	"github.com/authd/authd/postgres"
 	"github.com/google/uuid"
 	"golang.org/x/oauth2"
 )
 
-// pausingStore pauses the first transaction that reads session, just after
-// the read (which locks it), until resume closes; paused closes then.
+// pausingStore pauses the first transaction that reads session, or that
+// ends every session of user, just after (it holds them then), until
+// resume closes; paused closes then.
 type pausingStore struct {
 	authd.Store
-	session        uuid.UUID
+	session, user  uuid.UUID
 	paused, resume chan struct{}
 	once           sync.Once
+}
+
+func (s *pausingStore) pause() {
+	s.once.Do(func() {
+		close(s.paused)
+		<-s.resume
+	})
 }
 
 func (s *pausingStore) InTx(ctx context.Context, fn func(authd.Queries) error) error {
@@ -36,10 +45,7 @@ type pausingQueries struct {
 func (q *pausingQueries) Session(ctx context.Context, id uuid.UUID) (*authd.Session, error) {
 	sess, err := q.Queries.Session(ctx, id)
 	if id == q.s.session {
-		q.s.once.Do(func() {
-			close(q.s.paused)
-			<-q.s.resume
-		})
+		q.s.pause()
 	}
 	return sess, err
 }
@@ -65,7 +71,7 @@ func TestRedemptionWhileALoginEndsItsBrowserSession(t *testing.T) {
 		_, err := e.svc.Login(context.Background(), authd.Client{}, email, goodPassword, "")
 		loggedIn <- err
 	}()
-	waitForLock(t, store) // the login's
+	waitForLock(t, store.Store) // the login's
 	p.release()
 	if got := <-redeemed; got.status != http.StatusOK {
 		t.Errorf("the redemption: %d %s, want 200", got.status, got.code)
@@ -96,7 +102,7 @@ func TestSignOutWhileItsCodeIsRedeemed(t *testing.T) {
 	<-store.paused // the sign-out holds the browser session
 	redeemed := make(chan redemption, 1)
 	go func() { redeemed <- p.redeem() }()
-	waitForLock(t, store)
+	waitForLock(t, store.Store)
 	p.release()
 	if err := <-signedOut; err != nil {
 		t.Errorf("the sign-out: %v", err)
@@ -155,13 +161,73 @@ type redemption struct {
 
 // waitForLock returns once a transaction on store's database waits for a
 // lock.
-func waitForLock(t *testing.T, store *pausingStore) {
+func waitForLock(t *testing.T, store authd.Store) {
 	t.Helper()
-	pool := store.Store.(*postgres.Store).Pool()
+	pool := store.(*postgres.Store).Pool()
 	for waiting := 0; waiting == 0; time.Sleep(10 * time.Millisecond) {
 		if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
 			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// RevokeUserSessions pauses the first transaction that ends every session
+// of store.user, just after (it holds them).
+func (q *pausingQueries) RevokeUserSessions(ctx context.Context, userID, except uuid.UUID, at time.Time) ([]uuid.UUID, error) {
+	ids, err := q.Queries.RevokeUserSessions(ctx, userID, except, at)
+	if userID == q.s.user {
+		q.s.pause()
+	}
+	return ids, err
+}
+
+// TestConsentWithdrawnDuringAnErasure: a user withdraws their consent to
+// a client, which ends the client's sessions, while an administrator
+// erases them, which holds the user, ends every session and then deletes
+// the consent. The withdrawal locks the user first, so it waits for the
+// erasure and then finds no consent (ENotFound). When it deleted the
+// consent first, it then waited for the client's session, which the
+// erasure held, while the erasure waited for the consent: a deadlock.
+func TestConsentWithdrawnDuringAnErasure(t *testing.T) {
+	t.Parallel()
+	const email = "withdraws@example.org"
+	ctx := context.Background()
+	store := &pausingStore{Store: openPostgres(t), paused: make(chan struct{}), resume: make(chan struct{})}
+	release := sync.OnceFunc(func() { close(store.resume) })
+	defer release()
+	e := newEnvConfig(t, store, func(*authd.Config) {})
+	u := e.user(email)
+	c, secret := e.client("third", authd.ClientConfidential, false)
+	r := e.rp(c, secret)
+	b := e.browser()
+	verifier := oauth2.GenerateVerifier()
+	b.get(r.cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(verifier))).signIn(email, goodPassword)
+	f := b.form()
+	f.Set("decision", "allow")
+	cb := b.post(oidc.ConsentPath, f).callback()
+	if cb == nil || cb.Get("code") == "" {
+		t.Fatalf("allow: %d %s", b.last.StatusCode, b.body)
+	}
+	r.exchange(t, cb.Get("code"), verifier) // the client's session
+	_, claims := e.login(email)
+	store.user = u.ID
+
+	erased := make(chan error, 1)
+	go func() { erased <- e.svc.DeleteUser(ctx, authd.Client{}, u.ID) }()
+	select {
+	case <-store.paused:
+	case err := <-erased:
+		t.Fatalf("the erasure ended before it ended the sessions: %v", err)
+	}
+	withdrawn := make(chan error, 1)
+	go func() { withdrawn <- e.svc.RevokeConsent(ctx, authd.Client{}, claims, c.ID) }()
+	waitForLock(t, store.Store)
+	release()
+	if err := <-erased; err != nil {
+		t.Errorf("the erasure: %v", err)
+	}
+	if err := <-withdrawn; authd.ErrorCode(err) != authd.ENotFound {
+		t.Errorf("the withdrawal during the erasure: %v, want ENotFound (the erasure deleted the consent)", err)
 	}
 }

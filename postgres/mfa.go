@@ -109,9 +109,9 @@ func (q *queries) CreateMFAChallenge(ctx context.Context, c *authd.MFAChallenge)
 		c.ID, c.Token, c.UserID, nullString(c.DeviceInfo), c.CreatedAt, c.ExpiresAt, c.Failures, nullTime(c.UsedAt))
 }
 
-// MFAChallenge implements authd.Queries.
+// MFAChallenge implements authd.Queries: see ownedRow for the locks.
 func (q *queries) MFAChallenge(ctx context.Context, digest string) (*authd.MFAChallenge, error) {
-	return scanChallenge(q.row(ctx, `SELECT `+challengeColumns+` FROM mfa_challenges WHERE token = $1`+q.forUpdate(), digest))
+	return scanChallenge(q.ownedRow(ctx, "mfa_challenges", "token", challengeColumns, digest))
 }
 
 func scanChallenge(row pgx.Row) (*authd.MFAChallenge, error) {

@@ -147,9 +147,9 @@ func (q *queries) CreateAuthCode(ctx context.Context, c *authd.AuthCode) error {
 		authd.FormatAMR(c.AMR), c.CreatedAt, c.ExpiresAt, nullTime(c.UsedAt), nullUUID(c.IssuedSessionID))
 }
 
-// AuthCode implements authd.Queries.
+// AuthCode implements authd.Queries: see ownedRow for the locks.
 func (q *queries) AuthCode(ctx context.Context, digest string) (*authd.AuthCode, error) {
-	return scanAuthCode(q.row(ctx, `SELECT `+authCodeColumns+` FROM oauth_codes WHERE code_digest = $1`+q.forUpdate(), digest))
+	return scanAuthCode(q.ownedRow(ctx, "oauth_codes", "code_digest", authCodeColumns, digest))
 }
 
 func scanAuthCode(row pgx.Row) (*authd.AuthCode, error) {

@@ -241,6 +241,21 @@ func (q *queries) userLock() string {
 	return ""
 }
 
+// ownedRow reads the row of table whose column key is value, with columns.
+// Inside a transaction it locks the row's user first (as userLock does),
+// then the row: the order of the flows that hold the user and then change
+// or delete the user's rows (an erasure; a new link that voids the older
+// ones; an administrator's lock), so that each waits for the other instead
+// of deadlocking with it (TestOwnedRowsLockTheirUserFirst). Its tables
+// (tokens, challenges, codes) each have a user.
+func (q *queries) ownedRow(ctx context.Context, table, key, columns string, value any) pgx.Row {
+	if !q.locking {
+		return q.row(ctx, `SELECT `+columns+` FROM `+table+` WHERE `+key+` = $1`, value)
+	}
+	return q.row(ctx, `SELECT `+qualify("r", columns)+` FROM `+table+` r JOIN users u ON u.id = r.user_id
+		WHERE r.`+key+` = $1 FOR NO KEY UPDATE OF u FOR UPDATE OF r`, value)
+}
+
 // user reads a user, locked inside a transaction (userLock).
 func (q *queries) user(id uuid.UUID) statement {
 	return statement{`SELECT ` + userColumns + ` FROM users WHERE id = $1` + q.userLock(), []any{id}}
@@ -479,9 +494,9 @@ func (q *queries) CreateVerificationToken(ctx context.Context, v *authd.Verifica
 		v.ID, v.Token, v.UserID, string(v.TokenType), v.CreatedAt, v.ExpiresAt, v.Used, nullTime(v.UsedAt))
 }
 
+// VerificationToken implements authd.Queries: see ownedRow for the locks.
 func (q *queries) VerificationToken(ctx context.Context, digest string) (*authd.VerificationToken, error) {
-	return scanVerification(q.row(ctx, `SELECT `+verificationColumns+` FROM verification_tokens
-		WHERE token = $1`+q.forUpdate(), digest))
+	return scanVerification(q.ownedRow(ctx, "verification_tokens", "token", verificationColumns, digest))
 }
 
 func scanVerification(row pgx.Row) (*authd.VerificationToken, error) {

@@ -457,3 +457,71 @@ func TestErasureHoldsAuditRowsBack(t *testing.T) {
 		keepsNoClient(t, s, logged)
 	})
 }
+
+// TestOwnedRowsLockTheirUserFirst: the reads of a user's token, challenge
+// or code by its digest lock the user before the row, as the flows that
+// hold the user and then change the user's rows do (here an erasure, which
+// deletes them). Such a read made while the erasure holds the user waits
+// for it without holding the row the erasure deletes, and then finds the
+// row gone; in the other order each waited for the other.
+func TestOwnedRowsLockTheirUserFirst(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		name string
+		read func(authd.Queries) error
+	}{
+		{"VerificationToken", func(q authd.Queries) error { _, err := q.VerificationToken(ctx, "verify-digest"); return err }},
+		{"MFAChallenge", func(q authd.Queries) error { _, err := q.MFAChallenge(ctx, "mfa-digest"); return err }},
+		{"AuthCode", func(q authd.Queries) error { _, err := q.AuthCode(ctx, "code-digest"); return err }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s, _, _ := tracedStore(t)
+			u, sessions := signInLocks(t, s, "owner@example.org")
+			client := &authd.OAuthClient{ID: "app", Name: "App", Type: authd.ClientPublic,
+				RedirectURIs: []string{"https://app.example.org/cb"}, PostLogoutRedirectURIs: []string{},
+				CreatedAt: storetest.Epoch, UpdatedAt: storetest.Epoch}
+			expires := storetest.Epoch.Add(time.Hour)
+			for _, err := range []error{
+				s.CreateVerificationToken(ctx, &authd.VerificationToken{ID: authd.NewID(), Token: "verify-digest",
+					UserID: u.ID, TokenType: authd.PasswordReset, CreatedAt: storetest.Epoch, ExpiresAt: expires}),
+				s.CreateMFAChallenge(ctx, &authd.MFAChallenge{ID: authd.NewID(), Token: "mfa-digest", UserID: u.ID,
+					CreatedAt: storetest.Epoch, ExpiresAt: expires}),
+				s.CreateClient(ctx, client),
+				s.CreateAuthCode(ctx, &authd.AuthCode{ID: authd.NewID(), Digest: "code-digest", ClientID: client.ID,
+					UserID: u.ID, SessionID: sessions[0].ID, RedirectURI: client.RedirectURIs[0], Scopes: []string{"openid"},
+					AuthTime: storetest.Epoch, AMR: []string{authd.AMRPassword}, CreatedAt: storetest.Epoch, ExpiresAt: expires}),
+			} {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			held, goOn := make(chan struct{}), make(chan struct{})
+			release := sync.OnceFunc(func() { close(goOn) })
+			defer release()
+			erasure := make(chan error, 1)
+			go func() {
+				erasure <- s.InTx(ctx, func(q authd.Queries) error {
+					if _, err := q.User(ctx, u.ID); err != nil {
+						return err
+					}
+					close(held)
+					<-goOn
+					return q.ErasePersonalData(ctx, u.ID)
+				})
+			}()
+			select {
+			case <-held:
+			case err := <-erasure:
+				t.Fatalf("the erasure, before its pause: %v", err)
+			}
+			read := waiting(t, s, "JOIN users u", func() error { return s.InTx(ctx, c.read) })
+			release()
+			if err := <-erasure; err != nil {
+				t.Fatalf("the erasure: %v", err)
+			}
+			if err := <-read; authd.ErrorCode(err) != authd.ENotFound {
+				t.Errorf("the read after the erasure deleted the row: %v, want ENotFound", err)
+			}
+		})
+	}
+}
