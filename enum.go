@@ -130,6 +130,7 @@ const (
 	EventOIDCConsentGranted     EventType = "oidc_consent_granted"       // a user let a client in
 	EventOIDCConsentRevoked     EventType = "oidc_consent_revoked"       // a user withdrew that
 	EventOIDCClientAuthFailed   EventType = "oidc_client_auth_failed"    // a client's credentials refused at the token endpoint
+	EventPasskeyRenamed         EventType = "passkey_renamed"            // a passkey given a new name by its user
 )
 
 // EventTypes lists every event type, in schema order.
@@ -145,7 +146,7 @@ func EventTypes() []EventType {
 		EventRecoveryCodeUsed, EventRecoveryCodesReplaced, EventPasskeyAdded, EventPasskeyRemoved,
 		EventPasskeyUsed, EventPasskeyCounterRegress, EventPasskeyLoginFailed,
 		EventOIDCAuthorized, EventOIDCCodeRedeemed, EventOIDCCodeReuse, EventOIDCConsentGranted,
-		EventOIDCConsentRevoked, EventOIDCClientAuthFailed,
+		EventOIDCConsentRevoked, EventOIDCClientAuthFailed, EventPasskeyRenamed,
 	}
 }
 

@@ -484,10 +484,11 @@ func (s *Service) Passkeys(ctx context.Context, a *AccessClaims) ([]*Passkey, er
 	return s.store.Passkeys(ctx, u.ID)
 }
 
-// RenamePasskey renames one of the token's user's passkeys. Returns
-// EInvalid, ENotFound (no such passkey, or passkeys off), EInvalidToken,
-// EUnavailable.
-func (s *Service) RenamePasskey(ctx context.Context, a *AccessClaims, id uuid.UUID, name string) (*Passkey, error) {
+// RenamePasskey renames one of the token's user's passkeys, logged as
+// passkey_renamed (with its id, not the name: the name is the user's
+// words). Returns EInvalid, ENotFound (no such passkey, or passkeys off),
+// EInvalidToken, EUnavailable.
+func (s *Service) RenamePasskey(ctx context.Context, c Client, a *AccessClaims, id uuid.UUID, name string) (*Passkey, error) {
 	if _, err := s.relyingParty(); err != nil {
 		return nil, err
 	}
@@ -501,6 +502,10 @@ func (s *Service) RenamePasskey(ctx context.Context, a *AccessClaims, id uuid.UU
 	}
 	var out *Passkey
 	err = s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		if _, err := tx.User(ctx, u.ID); err != nil { // before the passkeys (Store.InTx)
+			return err
+		}
 		keys, err := tx.Passkeys(ctx, u.ID)
 		if err != nil {
 			return err
@@ -508,8 +513,15 @@ func (s *Service) RenamePasskey(ctx context.Context, a *AccessClaims, id uuid.UU
 		if out = passkeyOf(keys, id); out == nil {
 			return errNoPasskey
 		}
+		if out.Name == name {
+			return nil // nothing changes, nothing to log
+		}
 		out.Name = name
-		return tx.UpdatePasskey(ctx, out)
+		if err := tx.UpdatePasskey(ctx, out); err != nil {
+			return err
+		}
+		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventPasskeyRenamed, ResultSuccess, u.ID, "",
+			map[string]any{"passkey_id": out.ID.String()}))
 	})
 	return out, err
 }

@@ -118,7 +118,7 @@ func (s *Server) renamePasskey(w http.ResponseWriter, r *http.Request, a *authd.
 	if err := required("name", in.Name); err != nil {
 		return err
 	}
-	p, err := s.svc.RenamePasskey(r.Context(), a, id, in.Name)
+	p, err := s.svc.RenamePasskey(r.Context(), client(r), a, id, in.Name)
 	if err != nil {
 		return err
 	}

@@ -178,6 +178,21 @@ func TestPasskeyRegistration(t *testing.T) {
 			map[string]string{"name": "x"}, bearer(access)...), 404, "not_found")
 		want(t, "rename with a bad id", e.do("PATCH", "/v1/users/me/passkeys/nope",
 			map[string]string{"name": "x"}, bearer(access)...), 404, "not_found")
+		want(t, "rename to the same name", e.do("PATCH", "/v1/users/me/passkeys/"+id,
+			map[string]string{"name": "Work laptop"}, bearer(access)...), 200, "")
+		// One rename happened: logged with the passkey's id, never its
+		// name (the user's words, which erasure could not find in the log).
+		renames, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{
+			UserID: e.user("pat@example.org").ID, EventType: authd.EventPasskeyRenamed})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(renames) != 1 || renames[0].Result != authd.ResultSuccess || renames[0].AdditionalContext["passkey_id"] != id {
+			t.Fatalf("passkey_renamed events %+v, want one of passkey %s", renames, id)
+		}
+		if logged, _ := json.Marshal(renames[0]); strings.Contains(string(logged), "Work laptop") {
+			t.Errorf("the rename's audit row keeps the name: %s", logged)
+		}
 
 		// Someone else's passkey is not theirs to rename.
 		e.registerVerified("quy@example.org", goodPassword)
