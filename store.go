@@ -22,8 +22,8 @@ type Store interface {
 	// RefreshToken return stay locked against other writers until it ends, so
 	// that read-modify-write flows never interleave. Flows lock a user before
 	// the user's other rows, so the reads of a row by its digest
-	// (VerificationToken, MFAChallenge, AuthCode, RefreshSession) lock its
-	// user first: a flow that holds the user and then changes the user's
+	// (VerificationToken, MFAChallenge, AuthCode, WebAuthnChallenge,
+	// RefreshSession) lock its user first: a flow that holds the user and then changes the user's
 	// rows (an erasure, a new link voiding the older ones) and one that
 	// redeems such a row wait for each other instead of deadlocking.
 	InTx(ctx context.Context, fn func(tx Queries) error) error
@@ -294,7 +294,8 @@ type Queries interface {
 	// ENotFound when its user or login challenge does not exist.
 	CreateWebAuthnChallenge(ctx context.Context, c *WebAuthnChallenge) error
 	// WebAuthnChallenge returns the ceremony whose challenge digest is
-	// given, locked inside InTx. ENotFound when there is none.
+	// given, locked inside InTx after its user if it has one (see InTx).
+	// ENotFound when there is none.
 	WebAuthnChallenge(ctx context.Context, digest string) (*WebAuthnChallenge, error)
 	// UseWebAuthnChallenge writes UsedAt of c. ENotFound when it does not
 	// exist.

@@ -265,9 +265,10 @@ func TestRedemptionsDuringAnErasure(t *testing.T) {
 			}
 			release()
 			want(t, "the erasure", <-erased, http.StatusNoContent, "")
-			if waited {
-				got = <-ran
+			if !waited {
+				t.Fatalf("%s answered %s without waiting for the erasure", flow.name, got)
 			}
+			got = <-ran
 			if got != flow.want {
 				t.Errorf("%s during the erasure: %s, want %s", flow.name, got, flow.want)
 			}

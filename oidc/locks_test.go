@@ -16,14 +16,15 @@ import (
 	"golang.org/x/oauth2"
 )
 
-// pausingStore pauses the first transaction that reads session, or that
-// ends every session of user, just after (it holds them then), until
-// resume closes; paused closes then.
+// pausingStore pauses the first transaction that reads session, ends
+// every session of user ended, or erases the personal data of user erased,
+// just after (it holds those rows then), until resume closes; paused
+// closes then.
 type pausingStore struct {
 	authd.Store
-	session, user  uuid.UUID
-	paused, resume chan struct{}
-	once           sync.Once
+	session, ended, erased uuid.UUID
+	paused, resume         chan struct{}
+	once                   sync.Once
 }
 
 func (s *pausingStore) pause() {
@@ -164,7 +165,11 @@ type redemption struct {
 func waitForLock(t *testing.T, store authd.Store) {
 	t.Helper()
 	pool := store.(*postgres.Store).Pool()
+	deadline := time.Now().Add(30 * time.Second) // a guard: never waiting is the failure
 	for waiting := 0; waiting == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no transaction waited for a lock")
+		}
 		if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
 			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
 			t.Fatal(err)
@@ -172,14 +177,25 @@ func waitForLock(t *testing.T, store authd.Store) {
 	}
 }
 
-// RevokeUserSessions pauses the first transaction that ends every session
-// of store.user, just after (it holds them).
 func (q *pausingQueries) RevokeUserSessions(ctx context.Context, userID, except uuid.UUID, at time.Time) ([]uuid.UUID, error) {
 	ids, err := q.Queries.RevokeUserSessions(ctx, userID, except, at)
-	if userID == q.s.user {
+	if userID == q.s.ended {
 		q.s.pause()
 	}
 	return ids, err
+}
+
+func (q *pausingQueries) ErasePersonalData(ctx context.Context, userID uuid.UUID) error {
+	err := q.Queries.ErasePersonalData(ctx, userID)
+	if userID == q.s.erased && err == nil {
+		// A read sends the writes PostgreSQL's store queues, so that the
+		// pause comes once they ran (and hold their locks).
+		if _, err := q.Queries.Factors(ctx, userID); err != nil {
+			return err
+		}
+		q.s.pause()
+	}
+	return err
 }
 
 // TestConsentWithdrawnDuringAnErasure: a user withdraws their consent to
@@ -211,7 +227,7 @@ func TestConsentWithdrawnDuringAnErasure(t *testing.T) {
 	}
 	r.exchange(t, cb.Get("code"), verifier) // the client's session
 	_, claims := e.login(email)
-	store.user = u.ID
+	store.ended = u.ID
 
 	erased := make(chan error, 1)
 	go func() { erased <- e.svc.DeleteUser(ctx, authd.Client{}, u.ID) }()
@@ -229,5 +245,100 @@ func TestConsentWithdrawnDuringAnErasure(t *testing.T) {
 	}
 	if err := <-withdrawn; authd.ErrorCode(err) != authd.ENotFound {
 		t.Errorf("the withdrawal during the erasure: %v, want ENotFound (the erasure deleted the consent)", err)
+	}
+}
+
+// erasingFlow is an env over PostgreSQL whose user email's erasure, by an
+// administrator, is in flight: past ErasePersonalData (the user locked
+// against every other transaction), paused until release.
+type erasingFlow struct {
+	e       *env
+	store   *pausingStore
+	user    *authd.User
+	erased  chan error
+	release func()
+}
+
+// erasing starts the erasure once before has run (and made the user).
+func erasing(t *testing.T, email string, before func(e *env)) *erasingFlow {
+	t.Helper()
+	store := &pausingStore{Store: openPostgres(t), paused: make(chan struct{}), resume: make(chan struct{})}
+	f := &erasingFlow{store: store, erased: make(chan error, 1), release: sync.OnceFunc(func() { close(store.resume) })}
+	t.Cleanup(f.release) // on failure too: the erasure's transaction must end
+	f.e = newEnvConfig(t, store, func(*authd.Config) {})
+	before(f.e)
+	f.user = f.e.userByEmail(email)
+	store.erased = f.user.ID
+	go func() { f.erased <- f.e.svc.DeleteUser(context.Background(), authd.Client{}, f.user.ID) }()
+	select {
+	case <-store.paused:
+	case err := <-f.erased:
+		t.Fatalf("the erasure ended before its pause: %v", err)
+	}
+	return f
+}
+
+// during runs step while the erasure holds its user, waits until step
+// waits for a lock, lets the erasure finish and then step.
+func (f *erasingFlow) during(t *testing.T, step func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { defer close(done); step() }()
+	waitForLock(t, f.store.Store)
+	f.release()
+	if err := <-f.erased; err != nil {
+		t.Fatalf("the erasure: %v", err)
+	}
+	<-done
+}
+
+// TestNoConsentOutlivesAnErasure: a consent given on the consent page
+// while the user's erasure is in flight waits for it and is refused ("Request
+// expired"): the request died with the account. When the consent's
+// transaction did not lock the user first, its row waited only for the
+// key-share lock of its foreign key and was written once the erasure
+// committed: a consent of an erased account.
+func TestNoConsentOutlivesAnErasure(t *testing.T) {
+	t.Parallel()
+	const email = "consents@example.org"
+	var b *browser
+	var form url.Values
+	f := erasing(t, email, func(e *env) {
+		b, form = e.consentPage(email)
+		form.Set("decision", "allow")
+	})
+	f.during(t, func() { b.post(oidc.ConsentPath, form) })
+	if b.last.StatusCode != http.StatusBadRequest || !strings.Contains(b.body, "Request expired") || b.callback() != nil {
+		t.Errorf("consent during the erasure: %d %s, want the Request expired page", b.last.StatusCode, b.body)
+	}
+	if consents, err := f.store.Consents(context.Background(), f.user.ID); err != nil || len(consents) != 0 {
+		t.Errorf("the erased account's consents: %v, %v; want none", consents, err)
+	}
+}
+
+// TestNoCodeOutlivesAnErasure: a signed-in browser that comes back to
+// authorize a client while the user's erasure is in flight waits for it
+// and gets no code ("Request expired"); before the code's transaction
+// locked the user, a code of the erased account was written once the
+// erasure committed.
+func TestNoCodeOutlivesAnErasure(t *testing.T) {
+	t.Parallel()
+	const email = "codes@example.org"
+	var b *browser
+	var r *rp
+	f := erasing(t, email, func(e *env) {
+		e.user(email)
+		c, secret := e.client("app", authd.ClientConfidential, true)
+		r = e.rp(c, secret)
+		b = e.browser()
+		verifier := oauth2.GenerateVerifier()
+		if cb := b.get(r.cfg.AuthCodeURL("s1", oauth2.S256ChallengeOption(verifier))).signIn(email, goodPassword).callback(); cb == nil {
+			t.Fatalf("the first sign-in: %d %s", b.last.StatusCode, b.body)
+		}
+	})
+	verifier := oauth2.GenerateVerifier()
+	f.during(t, func() { b.get(r.cfg.AuthCodeURL("s2", oauth2.S256ChallengeOption(verifier))) })
+	if cb := b.callback(); cb != nil || b.last.StatusCode != http.StatusBadRequest || !strings.Contains(b.body, "Request expired") {
+		t.Errorf("authorization during the erasure: %d %v %s, want the Request expired page", b.last.StatusCode, cb, b.body)
 	}
 }

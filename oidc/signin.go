@@ -259,6 +259,10 @@ func (p *Provider) consent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := p.svc.GrantConsent(r.Context(), client(r.Context()), sess.UserID, oc.ID, req.Scopes); err != nil {
+		if authd.ErrorCode(err) == authd.ENotFound {
+			p.requestGone(w) // the account was erased meanwhile
+			return
+		}
 		p.unavailable(w, err)
 		return
 	}

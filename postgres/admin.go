@@ -216,6 +216,12 @@ func scanSecurityLog(row pgx.Row) (*authd.SecurityLog, error) {
 // ErasePersonalData implements authd.Queries.
 func (q *queries) ErasePersonalData(ctx context.Context, userID uuid.UUID) error {
 	for _, sql := range []string{
+		// Every session of the user, ended, expired or live, locked first:
+		// a sign-out that holds one (an expired session is not among those
+		// the erasure ended) finishes before the lock below, which its audit
+		// row would otherwise wait for while the erasure waits for its
+		// session.
+		`UPDATE sessions SET device_info = NULL WHERE user_id = $1`,
 		// The erasure read the user FOR NO KEY UPDATE (userLock), which
 		// lets other transactions write rows that refer to the user. From
 		// here on they wait for it to end, and an audit row then reads the
@@ -234,7 +240,6 @@ func (q *queries) ErasePersonalData(ctx context.Context, userID uuid.UUID) error
 		`DELETE FROM oauth_codes WHERE user_id = $1`,
 		`UPDATE security_logs SET ip_address = NULL, user_agent = NULL,
 			additional_context = additional_context - 'device_info' WHERE user_id = $1`,
-		`UPDATE sessions SET device_info = NULL WHERE user_id = $1`,
 		`UPDATE jwt_tokens SET device_info = NULL WHERE user_id = $1`,
 	} {
 		if err := q.write(ctx, nil, sql, userID); err != nil {

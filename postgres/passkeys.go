@@ -102,10 +102,9 @@ func (q *queries) CreateWebAuthnChallenge(ctx context.Context, c *authd.WebAuthn
 		nullUUID(c.MFAChallengeID), c.SessionData, c.CreatedAt, c.ExpiresAt, nullTime(c.UsedAt))
 }
 
-// WebAuthnChallenge implements authd.Queries.
+// WebAuthnChallenge implements authd.Queries: see ownedRow for the locks.
 func (q *queries) WebAuthnChallenge(ctx context.Context, digest string) (*authd.WebAuthnChallenge, error) {
-	c, err := scanWebAuthnChallenge(q.row(ctx, `SELECT `+webauthnChallengeColumns+` FROM webauthn_challenges
-		WHERE challenge = $1`+q.forUpdate(), digest))
+	c, err := scanWebAuthnChallenge(q.ownedRow(ctx, "webauthn_challenges", "challenge", webauthnChallengeColumns, digest))
 	return c, translate(err)
 }
 

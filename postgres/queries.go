@@ -242,18 +242,21 @@ func (q *queries) userLock() string {
 }
 
 // ownedRow reads the row of table whose column key is value, with columns.
-// Inside a transaction it locks the row's user first (as userLock does),
+// Inside a transaction it locks the row's user first (as userLock does;
+// a row with no user, a passwordless sign-in's ceremony, locks none),
 // then the row: the order of the flows that hold the user and then change
 // or delete the user's rows (an erasure; a new link that voids the older
 // ones; an administrator's lock), so that each waits for the other instead
-// of deadlocking with it (TestOwnedRowsLockTheirUserFirst). Its tables
-// (tokens, challenges, codes) each have a user.
+// of deadlocking with it (TestOwnedRowsLockTheirUserFirst). The subquery
+// locks the user as the row's scan meets it, before the row itself is
+// locked.
 func (q *queries) ownedRow(ctx context.Context, table, key, columns string, value any) pgx.Row {
 	if !q.locking {
 		return q.row(ctx, `SELECT `+columns+` FROM `+table+` WHERE `+key+` = $1`, value)
 	}
-	return q.row(ctx, `SELECT `+qualify("r", columns)+` FROM `+table+` r JOIN users u ON u.id = r.user_id
-		WHERE r.`+key+` = $1 FOR NO KEY UPDATE OF u FOR UPDATE OF r`, value)
+	return q.row(ctx, `SELECT `+columns+` FROM `+table+` r WHERE r.`+key+` = $1
+		AND (r.user_id IS NULL OR EXISTS (SELECT FROM users u WHERE u.id = r.user_id FOR NO KEY UPDATE))
+		FOR UPDATE`, value)
 }
 
 // user reads a user, locked inside a transaction (userLock).

@@ -473,6 +473,7 @@ func TestOwnedRowsLockTheirUserFirst(t *testing.T) {
 		{"VerificationToken", func(q authd.Queries) error { _, err := q.VerificationToken(ctx, "verify-digest"); return err }},
 		{"MFAChallenge", func(q authd.Queries) error { _, err := q.MFAChallenge(ctx, "mfa-digest"); return err }},
 		{"AuthCode", func(q authd.Queries) error { _, err := q.AuthCode(ctx, "code-digest"); return err }},
+		{"WebAuthnChallenge", func(q authd.Queries) error { _, err := q.WebAuthnChallenge(ctx, "register-digest"); return err }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s, _, _ := tracedStore(t)
@@ -490,6 +491,10 @@ func TestOwnedRowsLockTheirUserFirst(t *testing.T) {
 				s.CreateAuthCode(ctx, &authd.AuthCode{ID: authd.NewID(), Digest: "code-digest", ClientID: client.ID,
 					UserID: u.ID, SessionID: sessions[0].ID, RedirectURI: client.RedirectURIs[0], Scopes: []string{"openid"},
 					AuthTime: storetest.Epoch, AMR: []string{authd.AMRPassword}, CreatedAt: storetest.Epoch, ExpiresAt: expires}),
+				s.CreateWebAuthnChallenge(ctx, &authd.WebAuthnChallenge{ID: authd.NewID(), Challenge: "register-digest",
+					UserID: u.ID, Purpose: authd.PurposeRegister, SessionData: "{}", CreatedAt: storetest.Epoch, ExpiresAt: expires}),
+				s.CreateWebAuthnChallenge(ctx, &authd.WebAuthnChallenge{ID: authd.NewID(), Challenge: "login-digest",
+					Purpose: authd.PurposeLogin, SessionData: "{}", CreatedAt: storetest.Epoch, ExpiresAt: expires}),
 			} {
 				if err != nil {
 					t.Fatal(err)
@@ -514,7 +519,15 @@ func TestOwnedRowsLockTheirUserFirst(t *testing.T) {
 			case err := <-erasure:
 				t.Fatalf("the erasure, before its pause: %v", err)
 			}
-			read := waiting(t, s, "JOIN users u", func() error { return s.InTx(ctx, c.read) })
+			// A passwordless sign-in's ceremony has no user: its read
+			// waits for no one.
+			if err := s.InTx(ctx, func(q authd.Queries) error {
+				_, err := q.WebAuthnChallenge(ctx, "login-digest")
+				return err
+			}); err != nil {
+				t.Fatalf("a ceremony of no user, read while the erasure holds the user: %v", err)
+			}
+			read := waiting(t, s, "FROM users u WHERE u.id = r.user_id", func() error { return s.InTx(ctx, c.read) })
 			release()
 			if err := <-erasure; err != nil {
 				t.Fatalf("the erasure: %v", err)
@@ -523,5 +536,41 @@ func TestOwnedRowsLockTheirUserFirst(t *testing.T) {
 				t.Errorf("the read after the erasure deleted the row: %v, want ENotFound", err)
 			}
 		})
+	}
+}
+
+// TestSignOutOfAnExpiredSessionDuringErasure: a sign-out of an expired
+// session (never ended: the erasure ends only live ones) holds that
+// session while the user's erasure runs. The erasure waits for it before
+// it locks the user against audit rows, so the sign-out writes its audit
+// row and finishes; when the erasure took that lock first, it then waited
+// for the session while the sign-out's audit row waited for the user.
+func TestSignOutOfAnExpiredSessionDuringErasure(t *testing.T) {
+	ctx := context.Background()
+	s, _, _ := tracedStore(t)
+	u, sessions := signInLocks(t, s, "expired@example.org")
+	later := sessions[0].ExpiresAt.Add(time.Minute) // both sessions expired, neither ended
+	locked, goOn := make(chan struct{}), make(chan struct{})
+	release := sync.OnceFunc(func() { close(goOn) })
+	defer release()
+	logout := logoutInSteps(s, u, sessions[0], locked, goOn)
+	<-locked
+	erasure := waiting(t, s, "UPDATE sessions SET device_info", func() error {
+		return s.InTx(ctx, func(q authd.Queries) error {
+			if _, err := q.User(ctx, u.ID); err != nil {
+				return err
+			}
+			if ended, err := q.RevokeUserSessions(ctx, u.ID, uuid.Nil, later); err != nil || len(ended) != 0 {
+				return fmt.Errorf("the erasure ended %v, %v; want none (both expired)", ended, err)
+			}
+			return q.ErasePersonalData(ctx, u.ID)
+		})
+	})
+	release()
+	if err := <-logout; err != nil {
+		t.Errorf("the sign-out: %v", err)
+	}
+	if err := <-erasure; err != nil {
+		t.Errorf("the erasure: %v", err)
 	}
 }
