@@ -306,6 +306,9 @@ func (ks *keySet) fetch(ctx context.Context) error {
 			ks.v.logger.Warn("verify: skipping a JWKS key", "err", err)
 			continue
 		}
+		if !ks.v.accepts(k.alg) {
+			continue // another algorithm's (Options.Algorithms): authd's ID-token keys, say
+		}
 		if old := ks.keys[k.kid]; old != nil && old.raw == k.raw && old.alg == k.alg {
 			k = old // same key: cached tokens it verified stay valid
 		}

@@ -3,7 +3,8 @@
 //
 // A Verifier checks a token's signature against authd's JWKS (cached as its
 // Cache-Control allows; an unknown kid refetches it, at most once a second),
-// its header (typ at+jwt, only the algorithms the JWKS keys declare) and
+// its header (typ at+jwt, only the algorithms the JWKS keys declare, and of
+// those only Options.Algorithms when set) and
 // claims (iss, aud, exp exactly; nbf and iat with 30 s of leeway; an OpenID
 // Connect client's token only for the Options.Clients named), and then
 // the revocations it follows on authd's revocation feed
@@ -106,6 +107,14 @@ type Options struct {
 	// why Middleware refused a token (debug: a wrong Issuer or Audience
 	// shows there); default: discarded. Tokens are never logged.
 	Logger *slog.Logger
+	// Algorithms are the signing algorithms accepted (default: any a JWKS
+	// key declares; EdDSA, ES256, RS256, RS384, RS512, PS256, PS384,
+	// PS512). authd's one JWKS lists its access-token keys
+	// (AUTHD_SIGNING_ALG, EdDSA by default) and its ID-token keys (RS256):
+	// naming the access-token algorithm keeps an ID-token key from ever
+	// verifying a token here (unless both are RS256). The JWKS keys of
+	// other algorithms are skipped; New fails when none is left.
+	Algorithms []string
 	// AllowInsecureHTTP accepts http:// URLs for hosts other than loopback
 	// ones (localhost, 127.0.0.0/8, ::1). Without it New refuses them: the
 	// service token and the JWKS would travel in clear.
@@ -241,6 +250,11 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 			return nil, fmt.Errorf("verify: Options.%s: %w", name, err)
 		}
 	}
+	for _, alg := range opts.Algorithms {
+		if !slices.Contains(algorithms, alg) {
+			return nil, fmt.Errorf("verify: Options.Algorithms: %q is not one of %s", alg, strings.Join(algorithms, ", "))
+		}
+	}
 	client := http.Client{Timeout: 10 * time.Second}
 	if opts.HTTPClient != nil {
 		client = *opts.HTTPClient
@@ -289,6 +303,14 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 		return nil, fmt.Errorf("verify: waiting for the revocation feed: %w", ctx.Err())
 	}
 	return v, nil
+}
+
+// algorithms are the signing algorithms this package verifies (parseJWK).
+var algorithms = []string{"EdDSA", "ES256", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+
+// accepts reports whether Options.Algorithms lets alg through.
+func (v *Verifier) accepts(alg string) bool {
+	return len(v.opts.Algorithms) == 0 || slices.Contains(v.opts.Algorithms, alg)
 }
 
 // refuseRedirect keeps every request where Options sent it: a redirected
@@ -444,7 +466,7 @@ func (v *Verifier) verifySignature(ctx context.Context, token string, now time.T
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: header: %v", ErrMalformed, err)
 	}
-	if h.Alg == "" || strings.EqualFold(h.Alg, "none") {
+	if h.Alg == "" || strings.EqualFold(h.Alg, "none") || !v.accepts(h.Alg) {
 		return nil, nil, fmt.Errorf("%w: %q", ErrAlgorithm, h.Alg)
 	}
 	if !strings.EqualFold(h.Typ, "at+jwt") && !strings.EqualFold(h.Typ, "application/at+jwt") {

@@ -7,12 +7,14 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -1082,5 +1084,68 @@ func TestClientClaims(t *testing.T) {
 	}
 	if _, err := v.Verify(context.Background(), own); err != nil {
 		t.Errorf("authd's own token with Options.Clients: %v", err)
+	}
+}
+
+// TestAlgorithmsKeepIDTokenKeysOut: authd's one JWKS lists its ID-token
+// keys (RS256) beside its access-token keys (EdDSA). By default any of them
+// verifies a token here; with Options.Algorithms naming the access-token
+// algorithm, a token signed by an ID-token key is refused (ErrAlgorithm,
+// without fetching the JWKS again) and the access-token keys still work.
+// Algorithms that leave no key, or that this package does not know, fail
+// New.
+func TestAlgorithmsKeepIDTokenKeysOut(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	idKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b64 := base64.RawURLEncoding.EncodeToString
+	f.mu.Lock()
+	jwks, _ := json.Marshal(map[string]any{"keys": []map[string]string{
+		{"kty": "OKP", "crv": "Ed25519", "kid": "k1", "alg": "EdDSA", "use": "sig",
+			"x": b64(f.keys["k1"].Public().(ed25519.PublicKey))},
+		{"kty": "RSA", "kid": "id-1", "alg": "RS256", "use": "sig",
+			"n": b64(idKey.N.Bytes()), "e": b64(big.NewInt(int64(idKey.E)).Bytes())},
+	}})
+	f.jwksBody = string(jwks)
+	f.mu.Unlock()
+	byIDKey := jwt.NewWithClaims(jwt.SigningMethodRS256, f.claims())
+	byIDKey.Header["kid"], byIDKey.Header["typ"] = "id-1", "at+jwt"
+	signedByIDKey, err := byIDKey.SignedString(idKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+
+	if _, err := f.verifier(t).Verify(ctx, signedByIDKey); err != nil {
+		t.Fatalf("by default, a token of an RS256 key in the JWKS: %v, want it verified", err)
+	}
+	v := f.verifier(t, func(o *verify.Options) { o.Algorithms = []string{"EdDSA"} })
+	fetched := f.calls()
+	if _, err := v.Verify(ctx, signedByIDKey); !errors.Is(err, verify.ErrAlgorithm) {
+		t.Errorf("with Algorithms EdDSA, a token of the ID-token key: %v, want ErrAlgorithm", err)
+	}
+	if f.calls() != fetched {
+		t.Errorf("the refused algorithm fetched the JWKS again")
+	}
+	if _, err := v.Verify(ctx, f.sign(t, "k1", f.claims(), nil)); err != nil {
+		t.Errorf("with Algorithms EdDSA, a token of the access-token key: %v", err)
+	}
+
+	for name, algs := range map[string][]string{
+		"no key left":       {"ES256"},
+		"an unknown name":   {"EdDSA", "HS256"},
+		"a name miscapital": {"eddsa"},
+	} {
+		o := f.options()
+		o.Algorithms = algs
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := verify.New(cctx, o)
+		cancel()
+		if err == nil || errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("New with Algorithms %v (%s): %v, want its refusal", algs, name, err)
+		}
 	}
 }
