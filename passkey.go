@@ -19,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/go-webauthn/webauthn/protocol"
+	"github.com/go-webauthn/webauthn/protocol/webauthncose"
 	"github.com/go-webauthn/webauthn/webauthn"
 	"github.com/google/uuid"
 )
@@ -388,6 +389,12 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, c Client, a *Ac
 			return err
 		}
 		cred, err := rp.CreateCredential(webauthnUser{u: u, keys: keys}, *session, parsed)
+		if err == nil {
+			// Under "none" attestation nothing has read the public key yet: a
+			// point off its curve, a short RSA modulus would register a
+			// passkey that can never sign in.
+			_, err = webauthncose.ParsePublicKey(cred.PublicKey)
+		}
 		if err != nil {
 			return tx.refuse(ctx, s.audit(now, c, EventPasskeyAdded, ResultFailure, u.ID, "registration refused",
 				map[string]any{"detail": protocolDetail(err)}), errCredential(err))

@@ -235,6 +235,7 @@ func TestPasskeyRegistrationFailures(t *testing.T) {
 			"another RP id":                   func(k *softKey) { k.RPID = "example.org" },
 			"a credential id over 1023 bytes": func(k *softKey) { k.ID = make([]byte, 1100) },
 			"no user verification":            func(k *softKey) { k.NoUV = true },
+			"a public key off its curve":      func(k *softKey) { k.OffCurve = true },
 		} {
 			bad := newSoftKey(t, rpID, rpOrigin)
 			spoil(bad)

@@ -30,6 +30,7 @@ type Key struct {
 	Backup     bool // backup eligible and backed up: a synced passkey
 	Packed     bool // packed self-attestation instead of none
 	NoUV       bool // the user was not verified
+	OffCurve   bool // its registered public key is no point of the curve (a broken authenticator)
 }
 
 // New returns a key for the relying party rpID, used from origin.
@@ -104,6 +105,9 @@ func (k *Key) coseKey() []byte {
 	pub, err := k.key.PublicKey.Bytes() // 0x04 || X || Y
 	if err != nil {
 		k.t.Fatal(err)
+	}
+	if k.OffCurve {
+		pub[64] ^= 1 // y changed: (x, y) is off the curve
 	}
 	return cbor{}.mapOf(5).int(1).int(2).int(3).int(-7).int(-1).int(1).
 		int(-2).bytes(pub[1:33]).int(-3).bytes(pub[33:65])
