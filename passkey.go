@@ -389,15 +389,17 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, c Client, a *Ac
 			return err
 		}
 		cred, err := rp.CreateCredential(webauthnUser{u: u, keys: keys}, *session, parsed)
-		if err == nil {
-			// Under "none" attestation nothing has read the public key yet: a
-			// point off its curve, a short RSA modulus would register a
-			// passkey that can never sign in.
-			_, err = webauthncose.ParsePublicKey(cred.PublicKey)
-		}
 		if err != nil {
 			return tx.refuse(ctx, s.audit(now, c, EventPasskeyAdded, ResultFailure, u.ID, "registration refused",
 				map[string]any{"detail": protocolDetail(err)}), errCredential(err))
+		}
+		// Under "none" attestation nothing has read the public key yet: a
+		// point off its curve, an empty RSA modulus would register a passkey
+		// that can never sign in.
+		if _, err := webauthncose.ParsePublicKey(cred.PublicKey); err != nil {
+			return tx.refuse(ctx, s.audit(now, c, EventPasskeyAdded, ResultFailure, u.ID, "registration refused",
+				map[string]any{"detail": protocolDetail(err)}), &Error{Code: EInvalid, Message: "invalid request", Err: err,
+				Fields: []FieldError{{Field: "credential", Message: "holds a public key that is no valid key of its type"}}})
 		}
 		// Refusals from here on commit, like the ones above: the ceremony
 		// stays used and the refusal is logged.
@@ -468,14 +470,18 @@ var errRegistered = Errorf(EConflict, "This passkey is already registered.")
 // protocolDetail is what the library says of a refused response, for the
 // security log: its fixed description, never the response itself.
 func protocolDetail(err error) string {
+	var d string
 	if e, ok := errors.AsType[*protocol.Error](err); ok {
-		d := e.Details
-		if len(d) > 200 {
-			d = d[:200]
-		}
-		return d
+		d = e.Details
+	} else if e, ok := errors.AsType[*webauthncose.Error](err); ok {
+		d = e.Details
+	} else {
+		return "malformed"
 	}
-	return "malformed"
+	if len(d) > 200 {
+		d = d[:200]
+	}
+	return d
 }
 
 // Passkeys lists the token's user's passkeys, oldest first. Returns

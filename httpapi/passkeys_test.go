@@ -245,6 +245,17 @@ func TestPasskeyRegistrationFailures(t *testing.T) {
 		if !hasEvent(e.events("ray@example.org"), "passkey_added/failure") {
 			t.Errorf("events %v, want passkey_added failures", e.events("ray@example.org"))
 		}
+		// The library's own words on a key off its curve reach the log.
+		refused, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{
+			UserID: e.user("ray@example.org").ID, EventType: authd.EventPasskeyAdded, Result: authd.ResultFailure})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.ContainsFunc(refused, func(l *authd.SecurityLog) bool {
+			return l.AdditionalContext["detail"] == "EC2 key point is not on curve"
+		}) {
+			t.Errorf("no refused passkey_added says why the off-curve key was refused: %d refusals", len(refused))
+		}
 	})
 }
 

@@ -113,7 +113,9 @@ type Options struct {
 	// (AUTHD_SIGNING_ALG, EdDSA by default) and its ID-token keys (RS256):
 	// naming the access-token algorithm keeps an ID-token key from ever
 	// verifying a token here (unless both are RS256). The JWKS keys of
-	// other algorithms are skipped; New fails when none is left.
+	// other algorithms are skipped; New fails when none is left. A change
+	// of authd's AUTHD_SIGNING_ALG must then reach this list first: once
+	// authd signs with the new algorithm, every token is refused here.
 	Algorithms []string
 	// AllowInsecureHTTP accepts http:// URLs for hosts other than loopback
 	// ones (localhost, 127.0.0.0/8, ::1). Without it New refuses them: the
@@ -282,6 +284,10 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 	}
 	if len(v.keys.keys) == 0 {
 		v.Close()
+		if len(opts.Algorithms) > 0 {
+			return nil, fmt.Errorf("verify: the JWKS at %s has no usable key of Options.Algorithms %s",
+				opts.JWKSURL, strings.Join(opts.Algorithms, ", "))
+		}
 		return nil, fmt.Errorf("verify: the JWKS at %s has no usable key", opts.JWKSURL)
 	}
 	first := make(chan error, 1)

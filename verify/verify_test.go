@@ -1134,6 +1134,11 @@ func TestAlgorithmsKeepIDTokenKeysOut(t *testing.T) {
 		t.Errorf("with Algorithms EdDSA, a token of the access-token key: %v", err)
 	}
 
+	o := f.options()
+	o.Algorithms = []string{"ES256"}
+	if _, err := verify.New(ctx, o); err == nil || !strings.Contains(err.Error(), "Options.Algorithms ES256") {
+		t.Errorf("New with Algorithms that leave no key: %v, want the error to name them", err)
+	}
 	for name, algs := range map[string][]string{
 		"no key left":       {"ES256"},
 		"an unknown name":   {"EdDSA", "HS256"},

@@ -40,6 +40,9 @@ func run() error {
 		JWKSURL:        authd + "/.well-known/jwks.json",
 		RevocationsURL: authd + "/v1/auth/revocations",
 		ServiceToken:   os.Getenv("AUTHD_SERVICE_TOKEN"),
+		// authd's access-token algorithm only: its ID-token keys (RS256)
+		// are in the same JWKS and must never verify a token here.
+		Algorithms: []string{env("AUTHD_SIGNING_ALG", "EdDSA")},
 	})
 	if err != nil {
 		return err
