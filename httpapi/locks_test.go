@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -274,4 +275,180 @@ func TestRedemptionsDuringAnErasure(t *testing.T) {
 			}
 		})
 	}
+}
+
+// errSkip is a step with nothing to do (no token to use yet).
+var errSkip = &authd.Error{Code: "skip"}
+
+// TestConcurrentFlowsOfOneUserNeverDeadlock runs every flow that locks a
+// user or their rows at once on one account over PostgreSQL — logins past
+// the session limit, logouts, refreshes, password changes, reset links
+// requested, mailed and redeemed, an administrator's revocations, locks
+// and reads, consent changes — until the logins have run 400 times each.
+// Refusals are expected (tokens revoked meanwhile, the account locked, a
+// password changed under a login); a 503 or a 500 is not: with one lock
+// order (a user before any row of theirs) no two of them can deadlock.
+// The tests above pin each interleaving that did; this one looks for the
+// ones nobody thought of.
+func TestConcurrentFlowsOfOneUserNeverDeadlock(t *testing.T) {
+	t.Parallel()
+	const email = "stress@example.org"
+	e := newEnv(t, openPostgres(t), withConfig(func(c *authd.Config) { c.MaxSessions = 3 }))
+	e.registerVerified(email, goodPassword)
+	u := e.user(email)
+	ctx := context.Background()
+	var mu sync.Mutex
+	var pool []*authd.TokenPair
+	put := func(p *authd.TokenPair) { mu.Lock(); pool = append(pool, p); mu.Unlock() }
+	take := func() *authd.TokenPair {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(pool) == 0 {
+			return nil
+		}
+		i := rand.IntN(len(pool))
+		p := pool[i]
+		pool = append(pool[:i], pool[i+1:]...)
+		return p
+	}
+	counts := map[string]map[authd.Code]int{}
+	var cmu sync.Mutex
+	note := func(op string, err error) {
+		cmu.Lock()
+		defer cmu.Unlock()
+		if counts[op] == nil {
+			counts[op] = map[authd.Code]int{}
+		}
+		counts[op][authd.ErrorCode(err)]++
+		if c := authd.ErrorCode(err); c == authd.EUnavailable || c == authd.EInternal {
+			t.Errorf("%s: %v", op, err)
+		}
+	}
+	c := authd.Client{IP: "192.0.2.1"}
+	const n = 400
+	var wg sync.WaitGroup
+	var logins sync.WaitGroup
+	loginsDone := make(chan struct{})
+	work := func(op string, f func() error) {
+		wg.Go(func() {
+			for {
+				select {
+				case <-loginsDone:
+					return
+				default:
+				}
+				err := f()
+				if err == errSkip {
+					time.Sleep(time.Millisecond)
+					continue
+				}
+				note(op, err)
+			}
+		})
+	}
+	loginWork := func(op string, f func() error) {
+		logins.Go(func() {
+			for range n {
+				note(op, f())
+			}
+		})
+	}
+	loginWork("login", func() error {
+		p, err := e.svc.Login(ctx, c, email, goodPassword, "d")
+		if err == nil {
+			put(p)
+		}
+		return err
+	})
+	loginWork("login2", func() error {
+		p, err := e.svc.Login(ctx, c, email, goodPassword, "d")
+		if err == nil {
+			put(p)
+		}
+		return err
+	})
+	work("logout", func() error {
+		p := take()
+		if p == nil {
+			return errSkip
+		}
+		a, err := e.svc.Authenticate(ctx, p.AccessToken)
+		if err != nil {
+			return err
+		}
+		return e.svc.Logout(ctx, c, a)
+	})
+	work("refresh", func() error {
+		p := take()
+		if p == nil {
+			return errSkip
+		}
+		q, err := e.svc.Refresh(ctx, c, p.RefreshToken)
+		if err == nil {
+			put(q)
+		}
+		return err
+	})
+	work("change", func() error {
+		p := take()
+		if p == nil {
+			return errSkip
+		}
+		a, err := e.svc.Authenticate(ctx, p.AccessToken)
+		if err != nil {
+			return err // revoked meanwhile: dropped
+		}
+		defer put(p)
+		return e.svc.ChangePassword(ctx, c, a, goodPassword, goodPassword, authd.StepUp{})
+	})
+	work("forgot+deliver", func() error {
+		if err := e.svc.ForgotPassword(ctx, c, email); err != nil {
+			return err
+		}
+		_, err := e.svc.DeliverMail(ctx)
+		return err
+	})
+	work("reset", func() error {
+		e.mail.mu.Lock()
+		var tok string
+		for i := len(e.mail.mails) - 1; i >= 0; i-- {
+			if e.mail.mails[i].Kind == authd.MailPasswordReset {
+				tok = tokenOf(t, e.mail.mails[i])
+				break
+			}
+		}
+		e.mail.mu.Unlock()
+		if tok == "" {
+			return errSkip
+		}
+		return e.svc.ResetPassword(ctx, c, tok, goodPassword)
+	})
+	work("admin revoke", func() error { return e.svc.RevokeUserSessions(ctx, c, u.ID) })
+	work("consent", func() error {
+		p := take()
+		if p == nil {
+			return errSkip
+		}
+		a, err := e.svc.Authenticate(ctx, p.AccessToken)
+		if err != nil {
+			return err // revoked meanwhile: dropped
+		}
+		defer put(p)
+		_, err = e.svc.UpdateConsent(ctx, c, a, true)
+		return err
+	})
+	work("lock/unlock", func() error {
+		if rand.IntN(20) != 0 {
+			_, err := e.svc.UserMFA(ctx, c, u.ID)
+			return err
+		}
+		if err := e.svc.LockUser(ctx, c, u.ID, time.Time{}); err != nil {
+			return err
+		}
+		return e.svc.UnlockUser(ctx, c, u.ID)
+	})
+	logins.Wait()
+	close(loginsDone)
+	wg.Wait()
+	t.Logf("answers by flow: %v", counts)
 }
