@@ -353,31 +353,34 @@ func TestConcurrentFlowsOfOneUserNeverDeadlock(t *testing.T) {
 			}
 		})
 	}
-	loginWork("login", func() error {
+	login := func() error {
 		p, err := e.svc.Login(ctx, c, email, goodPassword, "d")
 		if err == nil {
 			put(p)
 		}
 		return err
-	})
-	loginWork("login2", func() error {
-		p, err := e.svc.Login(ctx, c, email, goodPassword, "d")
-		if err == nil {
-			put(p)
+	}
+	loginWork("login", login)
+	loginWork("login2", login)
+	// signedIn runs step with the claims of a token from the pool, which
+	// goes back to it unless it was revoked meanwhile (or step ends it).
+	signedIn := func(keep bool, step func(*authd.AccessClaims) error) func() error {
+		return func() error {
+			p := take()
+			if p == nil {
+				return errSkip
+			}
+			a, err := e.svc.Authenticate(ctx, p.AccessToken)
+			if err != nil {
+				return err // revoked meanwhile: dropped
+			}
+			if keep {
+				defer put(p)
+			}
+			return step(a)
 		}
-		return err
-	})
-	work("logout", func() error {
-		p := take()
-		if p == nil {
-			return errSkip
-		}
-		a, err := e.svc.Authenticate(ctx, p.AccessToken)
-		if err != nil {
-			return err
-		}
-		return e.svc.Logout(ctx, c, a)
-	})
+	}
+	work("logout", signedIn(false, func(a *authd.AccessClaims) error { return e.svc.Logout(ctx, c, a) }))
 	work("refresh", func() error {
 		p := take()
 		if p == nil {
@@ -389,18 +392,9 @@ func TestConcurrentFlowsOfOneUserNeverDeadlock(t *testing.T) {
 		}
 		return err
 	})
-	work("change", func() error {
-		p := take()
-		if p == nil {
-			return errSkip
-		}
-		a, err := e.svc.Authenticate(ctx, p.AccessToken)
-		if err != nil {
-			return err // revoked meanwhile: dropped
-		}
-		defer put(p)
+	work("change", signedIn(true, func(a *authd.AccessClaims) error {
 		return e.svc.ChangePassword(ctx, c, a, goodPassword, goodPassword, authd.StepUp{})
-	})
+	}))
 	work("forgot+deliver", func() error {
 		if err := e.svc.ForgotPassword(ctx, c, email); err != nil {
 			return err
@@ -424,19 +418,10 @@ func TestConcurrentFlowsOfOneUserNeverDeadlock(t *testing.T) {
 		return e.svc.ResetPassword(ctx, c, tok, goodPassword)
 	})
 	work("admin revoke", func() error { return e.svc.RevokeUserSessions(ctx, c, u.ID) })
-	work("consent", func() error {
-		p := take()
-		if p == nil {
-			return errSkip
-		}
-		a, err := e.svc.Authenticate(ctx, p.AccessToken)
-		if err != nil {
-			return err // revoked meanwhile: dropped
-		}
-		defer put(p)
-		_, err = e.svc.UpdateConsent(ctx, c, a, true)
+	work("consent", signedIn(true, func(a *authd.AccessClaims) error {
+		_, err := e.svc.UpdateConsent(ctx, c, a, true)
 		return err
-	})
+	}))
 	work("lock/unlock", func() error {
 		if rand.IntN(20) != 0 {
 			_, err := e.svc.UserMFA(ctx, c, u.ID)
