@@ -289,9 +289,15 @@ var errSkip = &authd.Error{Code: "skip"}
 // password changed under a login); a 503 or a 500 is not: with one lock
 // order (a user before any row of theirs) no two of them can deadlock.
 // The tests above pin each interleaving that did; this one looks for the
-// ones nobody thought of.
+// ones nobody thought of, and once more with the account erased by an
+// administrator midway (after 150 logins).
 func TestConcurrentFlowsOfOneUserNeverDeadlock(t *testing.T) {
 	t.Parallel()
+	t.Run("all flows", func(t *testing.T) { t.Parallel(); concurrentFlows(t, false) })
+	t.Run("erased midway", func(t *testing.T) { t.Parallel(); concurrentFlows(t, true) })
+}
+
+func concurrentFlows(t *testing.T, erase bool) {
 	const email = "stress@example.org"
 	e := newEnv(t, openPostgres(t), withConfig(func(c *authd.Config) { c.MaxSessions = 3 }))
 	e.registerVerified(email, goodPassword)
@@ -432,6 +438,22 @@ func TestConcurrentFlowsOfOneUserNeverDeadlock(t *testing.T) {
 		}
 		return e.svc.UnlockUser(ctx, c, u.ID)
 	})
+	if erase {
+		wg.Go(func() {
+			for signedIn := 0; signedIn < 150; time.Sleep(5 * time.Millisecond) {
+				select {
+				case <-loginsDone:
+					t.Errorf("the logins ended with %d sign-ins, before the erasure's turn", signedIn)
+					return
+				default:
+				}
+				cmu.Lock()
+				signedIn = counts["login"][""] + counts["login2"][""]
+				cmu.Unlock()
+			}
+			note("erasure", e.svc.DeleteUser(ctx, c, u.ID))
+		})
+	}
 	logins.Wait()
 	close(loginsDone)
 	wg.Wait()
