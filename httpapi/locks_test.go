@@ -281,10 +281,11 @@ func TestRedemptionsDuringAnErasure(t *testing.T) {
 var errSkip = &authd.Error{Code: "skip"}
 
 // TestConcurrentFlowsOfOneUserNeverDeadlock runs every flow that locks a
-// user or their rows at once on one account — logins past
-// the session limit, logouts, refreshes, password changes, reset links
-// requested, mailed and redeemed, an administrator's revocations, locks
-// and reads, consent changes — until the logins have run 200 times each.
+// user or their rows at once on one account — logins past the session
+// limit, logouts (of one session or all), refreshes, password changes,
+// reset links requested, mailed and redeemed, an administrator's
+// revocations, locks and reads, consent changes — until the logins have
+// run 200 times each.
 // Refusals are expected (tokens revoked meanwhile, the account locked, a
 // password changed under a login); a 503 or a 500 is not: with one lock
 // order (a user before any row of theirs) no two of them can deadlock.
@@ -390,6 +391,12 @@ func concurrentFlows(t *testing.T, store authd.Store, erase bool) {
 		}
 	}
 	work("logout", signedIn(false, func(a *authd.AccessClaims) error { return e.svc.Logout(ctx, c, a) }))
+	work("logout-all", signedIn(false, func(a *authd.AccessClaims) error {
+		if rand.IntN(10) != 0 { // ending every session starves the others
+			return e.svc.RevokeSession(ctx, c, a, a.SessionID)
+		}
+		return e.svc.LogoutAll(ctx, c, a)
+	}))
 	work("refresh", func() error {
 		p := take()
 		if p == nil {
