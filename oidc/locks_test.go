@@ -2,6 +2,9 @@ package oidc_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strings"
@@ -341,4 +344,224 @@ func TestNoCodeOutlivesAnErasure(t *testing.T) {
 	if cb := b.callback(); cb != nil || b.last.StatusCode != http.StatusBadRequest || !strings.Contains(b.body, "Request expired") {
 		t.Errorf("authorization during the erasure: %d %v %s, want the Request expired page", b.last.StatusCode, cb, b.body)
 	}
+}
+
+// TestConcurrentSignInsOfOneUserNeverDeadlock runs the OpenID flows of one
+// account at once: browsers signing in through a first-party and a
+// third-party relying party (consent given) or coming back signed in,
+// codes redeemed (a fifth of them twice), refresh tokens rotated at the
+// token endpoint, sessions signed out as a relying party's logout does,
+// the third party's consent withdrawn, password logins past the session
+// limit and an administrator's revocations. Refusals are expected (a code
+// or token whose session ended); a 503 or a 500 is not: every one of these
+// locks the user before the rows of theirs it changes.
+func TestConcurrentSignInsOfOneUserNeverDeadlock(t *testing.T) {
+	onBothStoresEnv(t, func(t *testing.T, s authd.Store) *env {
+		return newEnvConfig(t, s, func(c *authd.Config) { c.MaxSessions = 3 })
+	}, func(t *testing.T, e *env) {
+		const email = "busy-rp@example.org"
+		ctx := context.Background()
+		u := e.user(email)
+		first, firstSecret := e.client("app", authd.ClientConfidential, true)
+		third, thirdSecret := e.client("third", authd.ClientConfidential, false)
+		rps := []*rp{e.rp(first, firstSecret, "offline_access"), e.rp(third, thirdSecret, "offline_access")}
+
+		var mu sync.Mutex
+		var refreshTokens []url.Values // token-endpoint forms, client and refresh token
+		var sessions []uuid.UUID       // the sids of ID tokens issued
+		var browsers []*browser        // signed in
+		take := func(list *[]url.Values) url.Values {
+			mu.Lock()
+			defer mu.Unlock()
+			if len(*list) == 0 {
+				return nil
+			}
+			i := rand.IntN(len(*list))
+			v := (*list)[i]
+			*list = append((*list)[:i], (*list)[i+1:]...)
+			return v
+		}
+		var cmu sync.Mutex
+		answers := map[string]map[string]int{}
+		note := func(op, answer string, bad bool) {
+			cmu.Lock()
+			defer cmu.Unlock()
+			if answers[op] == nil {
+				answers[op] = map[string]int{}
+			}
+			answers[op][answer]++
+			if bad {
+				t.Errorf("%s: %s", op, answer)
+			}
+		}
+		noteErr := func(op string, err error) {
+			code := authd.ErrorCode(err)
+			bad := code == authd.EUnavailable || code == authd.EInternal
+			answer := string(code)
+			if bad {
+				answer += " " + err.Error()
+			}
+			note(op, answer, bad)
+		}
+		noteStatus := func(op string, status int) { note(op, fmt.Sprint(status), status >= 500) }
+
+		const signIns = 60
+		var wg, signing sync.WaitGroup
+		done := make(chan struct{})
+		until := func(step func() bool) { // step reports whether it did something
+			wg.Go(func() {
+				for {
+					select {
+					case <-done:
+						return
+					default:
+					}
+					if !step() {
+						time.Sleep(time.Millisecond)
+					}
+				}
+			})
+		}
+		// withdraw logs in with the password (from an address of its
+		// own: the browsers share 127.0.0.1's limit) and withdraws the
+		// third party's consent.
+		withdraw := func(w int) {
+			c := authd.Client{IP: fmt.Sprintf("192.0.2.%d", 1+w)}
+			pair, err := e.svc.Login(ctx, c, email, goodPassword, "")
+			noteErr("login", err)
+			if err != nil {
+				return
+			}
+			claims, err := e.svc.Authenticate(ctx, pair.AccessToken)
+			if err != nil {
+				noteErr("authenticate", err)
+				return
+			}
+			noteErr("withdraw consent", e.svc.RevokeConsent(ctx, c, claims, third.ID))
+		}
+		for w := range 2 {
+			signing.Go(func() {
+				for i := range signIns {
+					// Fake time moves with the work, not the wall: 20 s a
+					// sign-in, so that one account's 10 logins a minute
+					// suffice, and a code (60 s) outlives the other
+					// worker's step between its issue and its redemption.
+					e.clock.Advance(20 * time.Second)
+					switch i % 5 {
+					case 2:
+						withdraw(w)
+					case 4:
+						noteErr("admin revoke", e.svc.RevokeUserSessions(ctx, authd.Client{}, u.ID))
+					}
+					r := rps[(w+i)%2]
+					var b *browser
+					mu.Lock()
+					if len(browsers) > 0 && rand.IntN(2) == 0 {
+						b = browsers[rand.IntN(len(browsers))]
+					}
+					mu.Unlock()
+					if b == nil {
+						b = e.browser()
+					}
+					verifier := oauth2.GenerateVerifier()
+					code, status := signInCode(b, r, email, verifier)
+					if code == "" {
+						noteStatus("sign-in", status)
+						continue
+					}
+					mu.Lock()
+					browsers = append(browsers, b)
+					mu.Unlock()
+					form := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {rpCallback},
+						"code_verifier": {verifier}, "client_id": {r.cfg.ClientID}, "client_secret": {r.cfg.ClientSecret}}
+					status, body := e.tokenPost(form)
+					noteStatus("redeem", status)
+					if status == http.StatusOK {
+						mu.Lock()
+						refreshTokens = append(refreshTokens, url.Values{"grant_type": {"refresh_token"},
+							"refresh_token": {fmt.Sprint(body["refresh_token"])}, "client_id": {r.cfg.ClientID},
+							"client_secret": {r.cfg.ClientSecret}})
+						if sid, err := uuid.Parse(fmt.Sprint(jwtPayload(t, fmt.Sprint(body["id_token"]))["sid"])); err == nil {
+							sessions = append(sessions, sid)
+						}
+						mu.Unlock()
+					}
+					if rand.IntN(5) == 0 {
+						status, _ := e.tokenPost(form)
+						noteStatus("redeem again", status)
+					}
+				}
+			})
+		}
+		until(func() bool {
+			form := take(&refreshTokens)
+			if form == nil {
+				return false
+			}
+			status, body := e.tokenPost(form)
+			noteStatus("refresh", status)
+			if status == http.StatusOK {
+				form.Set("refresh_token", fmt.Sprint(body["refresh_token"]))
+				mu.Lock()
+				refreshTokens = append(refreshTokens, form)
+				mu.Unlock()
+			}
+			return true
+		})
+		until(func() bool {
+			mu.Lock()
+			if len(sessions) == 0 {
+				mu.Unlock()
+				return false
+			}
+			i := rand.IntN(len(sessions))
+			sid := sessions[i]
+			sessions = append(sessions[:i], sessions[i+1:]...)
+			mu.Unlock()
+			noteErr("sign-out", e.svc.EndUserSession(ctx, authd.Client{}, sid, u.ID))
+			return true
+		})
+		signing.Wait()
+		close(done)
+		wg.Wait()
+		if answers["redeem"]["200"] == 0 {
+			t.Errorf("no code was redeemed: %v", answers)
+		}
+		t.Logf("answers: %v", answers)
+	})
+}
+
+// signInCode runs b through r's authorization to its callback, signing in
+// and consenting as asked, and returns the code; "" and the last answer's
+// status when it ends anywhere else.
+func signInCode(b *browser, r *rp, email, verifier string) (string, int) {
+	b.get(r.cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(verifier)))
+	if b.callback() == nil && strings.Contains(b.body, `name="password"`) {
+		f := b.form()
+		f.Set("email", email)
+		f.Set("password", goodPassword)
+		b.post(oidc.SignInPath, f)
+	}
+	if b.callback() == nil && strings.Contains(b.body, `name="decision"`) {
+		f := b.form()
+		f.Set("decision", "allow")
+		b.post(oidc.ConsentPath, f)
+	}
+	if cb := b.callback(); cb != nil && cb.Get("code") != "" {
+		return cb.Get("code"), 0
+	}
+	return "", b.last.StatusCode
+}
+
+// tokenPost posts form to the token endpoint once and returns the status
+// and the JSON answer.
+func (e *env) tokenPost(form url.Values) (int, map[string]any) {
+	resp, err := http.PostForm(e.srv.URL+oidc.TokenPath, form)
+	if err != nil {
+		return 0, map[string]any{"error": err.Error()}
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	json.NewDecoder(resp.Body).Decode(&body)
+	return resp.StatusCode, body
 }
