@@ -12,6 +12,7 @@ import (
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/postgres"
+	"github.com/authd/authd/storetest"
 	"github.com/google/uuid"
 )
 
@@ -147,8 +148,7 @@ func TestSessionEndingFlowsLetALogoutThrough(t *testing.T) {
 func locksAwaited(t *testing.T, store *userPausingStore) int {
 	t.Helper()
 	var n int
-	if err := store.Store.(*postgres.Store).Pool().QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
-		WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n); err != nil {
+	if err := store.Store.(*postgres.Store).Pool().QueryRow(context.Background(), storetest.LockWaits, "").Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n

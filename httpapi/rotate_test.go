@@ -9,6 +9,7 @@ import (
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/postgres"
+	"github.com/authd/authd/storetest"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -187,8 +188,7 @@ func TestRefreshOutlivesItsClient(t *testing.T) {
 			t.Fatal("the refresh never waited for the session's lock")
 		}
 		time.Sleep(10 * time.Millisecond)
-		if err := store.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
+		if err := store.Pool().QueryRow(ctx, storetest.LockWaits, "").Scan(&waiting); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/authd/authd"
 	"github.com/authd/authd/oidc"
 	"github.com/authd/authd/postgres"
+	"github.com/authd/authd/storetest"
 	"github.com/google/uuid"
 	"golang.org/x/oauth2"
 )
@@ -173,8 +174,7 @@ func waitForLock(t *testing.T, store authd.Store) {
 		if time.Now().After(deadline) {
 			t.Fatal("no transaction waited for a lock")
 		}
-		if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
+		if err := pool.QueryRow(context.Background(), storetest.LockWaits, "").Scan(&waiting); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -329,8 +329,7 @@ func waiting(t *testing.T, s *Store, marker string, work func() error) <-chan er
 	go func() { done <- work() }()
 	for range 1000 {
 		var n int
-		if err := s.pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock' AND strpos(query, $1) > 0`, marker).Scan(&n); err != nil {
+		if err := s.pool.QueryRow(context.Background(), storetest.LockWaits, marker).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		if n > 0 {

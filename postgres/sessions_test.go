@@ -250,8 +250,7 @@ func TestSignInsHoldingKeptSessionsDoNotDeadlock(t *testing.T) {
 		default:
 		}
 		var n int
-		if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n); err != nil {
+		if err := s.pool.QueryRow(ctx, storetest.LockWaits, "").Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		if n > 0 {
@@ -330,8 +329,7 @@ func finishesUnblocked(t *testing.T, s *Store, work <-chan error, marker string)
 		case <-time.After(10 * time.Millisecond):
 		}
 		var n int
-		if err := s.pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock' AND strpos(query, $1) > 0`, marker).Scan(&n); err != nil {
+		if err := s.pool.QueryRow(context.Background(), storetest.LockWaits, marker).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		if n > 0 {

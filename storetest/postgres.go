@@ -69,3 +69,14 @@ func PostgresURLWith(t testing.TB, options string) string {
 	u.Path = "/" + name
 	return u.String()
 }
+
+// LockWaits is a query that counts the backends of the current database
+// waiting for a lock that a backend of the same database holds: a test's
+// transactions waiting for each other. Waits on what other databases'
+// backends hold — the cluster-wide lock that serialises the commits of
+// transactions that NOTIFY, under a busy CI — are not theirs to count.
+// $1 narrows it to the waiters whose statement contains it ("" for all).
+const LockWaits = `SELECT count(*) FROM pg_stat_activity w
+	WHERE w.datname = current_database() AND w.wait_event_type = 'Lock' AND strpos(w.query, $1) > 0
+	AND EXISTS (SELECT FROM pg_stat_activity b
+		WHERE b.pid = ANY (pg_blocking_pids(w.pid)) AND b.datname = current_database())`
