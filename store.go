@@ -223,8 +223,9 @@ type Queries interface {
 	// verification tokens, unsent mail, second factors, passkeys, recovery
 	// codes and login and WebAuthn challenges are deleted; the IP address, user
 	// agent and device description are cleared from its security-log rows,
-	// sessions and tokens. Inside a transaction it first locks the user's
-	// row against every other (a sign-in's lock, taken by User too, lets
+	// sessions and tokens. Inside a transaction it first locks every
+	// session of the user (so that a sign-out holding one finishes first),
+	// then the user's row against every other (the lock User takes lets
 	// rows that refer to the user be written): a security-log row written
 	// after that waits for the transaction to end and keeps no client
 	// (CreateSecurityLog), one written before is found and cleared.
