@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,13 +19,14 @@ import (
 
 // userPausingStore pauses, once armed, the first transaction that reads
 // user (User or UserByEmail), just after the read, which locks the row,
-// until resume closes; paused closes then.
+// until resume closes; paused closes then. Only that one pauses: the
+// reads after it go on (and wait, if at all, for PostgreSQL's locks, which
+// the tests can see).
 type userPausingStore struct {
 	authd.Store
 	user           uuid.UUID
 	armed          atomic.Bool
 	paused, resume chan struct{}
-	once           sync.Once
 }
 
 func (s *userPausingStore) InTx(ctx context.Context, fn func(authd.Queries) error) error {
@@ -37,11 +39,9 @@ type userPausingQueries struct {
 }
 
 func (q *userPausingQueries) pause(u *authd.User) {
-	if u != nil && u.ID == q.s.user && q.s.armed.Load() {
-		q.s.once.Do(func() {
-			close(q.s.paused)
-			<-q.s.resume
-		})
+	if u != nil && u.ID == q.s.user && q.s.armed.CompareAndSwap(true, false) {
+		close(q.s.paused)
+		<-q.s.resume
 	}
 }
 
@@ -122,12 +122,17 @@ func TestSessionEndingFlowsLetALogoutThrough(t *testing.T) {
 			loggedOut := make(chan response, 1)
 			go func() { loggedOut <- e.do("POST", "/v1/auth/logout", nil, bearer(other)...) }()
 			var logout response
+			guard := time.Now().Add(30 * time.Second)
 			for waited := false; !waited; {
 				select {
 				case logout = <-loggedOut:
 					waited = true
 					continue
 				case <-time.After(10 * time.Millisecond):
+				}
+				if time.Now().After(guard) {
+					release()
+					t.Fatal("the logout neither answered nor waited for a lock")
 				}
 				if locksAwaited(t, store) > 0 {
 					release()
@@ -184,11 +189,14 @@ func TestNewLinkWhileTheOldIsRedeemed(t *testing.T) {
 	go func() {
 		redeemed <- e.do("POST", "/v1/auth/password/reset", map[string]string{"token": link, "new_password": "a reset passphrase"})
 	}()
-	for locksAwaited(t, store) == 0 {
+	for guard := time.Now().Add(30 * time.Second); locksAwaited(t, store) == 0; {
 		select {
 		case r := <-redeemed:
 			t.Fatalf("the redemption answered %d %s while the request held its user", r.status, r.raw)
 		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(guard) {
+			t.Fatal("the redemption neither answered nor waited for a lock")
 		}
 	}
 	release()
@@ -257,11 +265,14 @@ func TestRedemptionsDuringAnErasure(t *testing.T) {
 			go func() { ran <- flow.run(e, access, made) }()
 			var got string
 			waited := false
-			for !waited && got == "" {
+			for guard := time.Now().Add(30 * time.Second); !waited && got == ""; {
 				select {
 				case got = <-ran:
 				case <-time.After(10 * time.Millisecond):
 					waited = locksAwaited(t, store) > 0
+				}
+				if time.Now().After(guard) {
+					t.Fatalf("%s neither answered nor waited for a lock", flow.name)
 				}
 			}
 			release()
@@ -420,15 +431,16 @@ func concurrentFlows(t *testing.T, store authd.Store, erase bool) {
 	})
 	work("reset", func() error {
 		e.mail.mu.Lock()
-		var tok string
+		var link string
 		for i := len(e.mail.mails) - 1; i >= 0; i-- {
 			if e.mail.mails[i].Kind == authd.MailPasswordReset {
-				tok = tokenOf(t, e.mail.mails[i])
+				link = e.mail.mails[i].Link
 				break
 			}
 		}
 		e.mail.mu.Unlock()
-		if tok == "" {
+		_, tok, ok := strings.Cut(link, "?token=")
+		if !ok {
 			return errSkip
 		}
 		return e.svc.ResetPassword(ctx, c, tok, goodPassword)
