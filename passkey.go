@@ -509,14 +509,11 @@ func (s *Service) RenamePasskey(ctx context.Context, c Client, a *AccessClaims, 
 	if err != nil {
 		return nil, err
 	}
-	u, err := s.Me(ctx, a)
-	if err != nil {
-		return nil, err
-	}
 	var out *Passkey
 	err = s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
-		if _, err := tx.User(ctx, u.ID); err != nil { // before the passkeys (Store.InTx)
+		u, err := s.tokenUser(tx.User(ctx, a.UserID)) // before the passkeys (Store.InTx)
+		if err != nil {
 			return err
 		}
 		keys, err := tx.Passkeys(ctx, u.ID)

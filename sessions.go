@@ -156,7 +156,12 @@ func (s *Service) RevokeSession(ctx context.Context, c Client, a *AccessClaims, 
 // or locked by an administrator; a brute-force lock stops password checks
 // only, so a locked user's sessions go on working (SPEC 6.7).
 func (s *Service) Me(ctx context.Context, a *AccessClaims) (*User, error) {
-	u, err := s.store.User(ctx, a.UserID)
+	return s.tokenUser(s.store.User(ctx, a.UserID))
+}
+
+// tokenUser is Me's answer for the user read (u, err): a flow in a
+// transaction reads the user there (locked) and asks the same.
+func (s *Service) tokenUser(u *User, err error) (*User, error) {
 	if ErrorCode(err) == ENotFound {
 		return nil, errInvalidToken
 	}

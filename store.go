@@ -23,9 +23,10 @@ type Store interface {
 	// that read-modify-write flows never interleave. Flows lock a user before
 	// the user's other rows, so the reads of a row by its digest
 	// (VerificationToken, MFAChallenge, AuthCode, WebAuthnChallenge,
-	// RefreshSession) lock its user first: a flow that holds the user and then changes the user's
-	// rows (an erasure, a new link voiding the older ones) and one that
-	// redeems such a row wait for each other instead of deadlocking.
+	// RefreshSession) lock its user first: a flow that holds the user and
+	// then changes the user's rows (an erasure, a new link voiding the older
+	// ones) and one that redeems such a row wait for each other instead of
+	// deadlocking.
 	InTx(ctx context.Context, fn func(tx Queries) error) error
 
 	// RevokedSessions returns the sessions revoked at or after since, for
