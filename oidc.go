@@ -176,13 +176,13 @@ func (s *Service) SaveAuthRequest(ctx context.Context, c Client, r *AuthRequest)
 var errNoAuthRequest = Errorf(ENotFound, "This sign-in request has expired or was already used; start again from the application.")
 
 // lockRequester locks, first in a transaction that writes rows of theirs
-// (Store.InTx), the user a browser signed in, and refuses an erased one
-// (errNoAuthRequest: the request died with the account), so that no
-// consent or code outlives an erasure that committed while the request
-// waited for it.
-func lockRequester(ctx context.Context, tx *txn, user uuid.UUID) error {
+// (Store.InTx), the user a browser signed in, and refuses one erased or
+// locked by an administrator (errNoAuthRequest: the request died with the
+// account's access), so that no consent or code outlives an erasure or a
+// lock that committed while the request waited for it.
+func lockRequester(ctx context.Context, tx *txn, user uuid.UUID, now time.Time) error {
 	u, err := tx.User(ctx, user)
-	if ErrorCode(err) == ENotFound || err == nil && u.IsDeleted() {
+	if ErrorCode(err) == ENotFound || err == nil && (u.IsDeleted() || u.LockedByAdmin(now)) {
 		return errNoAuthRequest
 	}
 	return err
@@ -227,11 +227,12 @@ func (s *Service) NeedsConsent(ctx context.Context, oc *OAuthClient, user uuid.U
 
 // GrantConsent remembers that the user lets the client have the scopes
 // (with any granted before), logged as oidc_consent_granted. ENotFound
-// (the user was erased meanwhile: errNoAuthRequest), EUnavailable.
+// (the user was erased or locked meanwhile: errNoAuthRequest),
+// EUnavailable.
 func (s *Service) GrantConsent(ctx context.Context, c Client, user uuid.UUID, clientID string, scopes []string) error {
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
-		if err := lockRequester(ctx, tx, user); err != nil {
+		if err := lockRequester(ctx, tx, user, now); err != nil {
 			return err
 		}
 		granted := scopes
@@ -330,14 +331,14 @@ func (s *Service) RevokeConsent(ctx context.Context, c Client, a *AccessClaims, 
 // session: the request is used up and a code valid for AuthCodeTTL is
 // returned (the raw value; only its digest is kept), logged as
 // oidc_authorized. The caller has checked consent and the request's
-// MinAuthTime. ENotFound (the request is gone, or its user was erased
-// meanwhile), EUnavailable.
+// MinAuthTime. ENotFound (the request is gone, or its user was erased or
+// locked by an administrator meanwhile), EUnavailable.
 func (s *Service) IssueCode(ctx context.Context, c Client, requestID uuid.UUID, sess *Session) (string, *AuthRequest, error) {
 	raw, digest := newOpaqueToken()
 	var req *AuthRequest
 	err := s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
-		if err := lockRequester(ctx, tx, sess.UserID); err != nil {
+		if err := lockRequester(ctx, tx, sess.UserID, now); err != nil {
 			return err
 		}
 		var err error

@@ -255,46 +255,65 @@ func TestConsentWithdrawnDuringAnErasure(t *testing.T) {
 	}
 }
 
-// erasingFlow is an env over PostgreSQL whose user email's erasure, by an
-// administrator, is in flight: past ErasePersonalData (the user locked
-// against every other transaction), paused until release.
-type erasingFlow struct {
+// barringFlow is an env over PostgreSQL where an administrator's bar on
+// the user email (an erasure, a lock) is in flight, paused with the user
+// locked until release.
+type barringFlow struct {
 	e       *env
 	store   *pausingStore
 	user    *authd.User
-	erased  chan error
+	barred  chan error
 	release func()
 }
 
-// erasing starts the erasure once before has run (and made the user).
-func erasing(t *testing.T, email string, before func(e *env)) *erasingFlow {
+// erasing starts an erasure once before has run (and made the user),
+// paused past ErasePersonalData (the user locked against every other
+// transaction).
+func erasing(t *testing.T, email string, before func(e *env)) *barringFlow {
+	t.Helper()
+	return barring(t, email, before, func(s *pausingStore, id uuid.UUID) { s.erased = id },
+		func(e *env, id uuid.UUID) error { return e.svc.DeleteUser(context.Background(), authd.Client{}, id) })
+}
+
+// adminLocking starts an administrator's lock once before has run, paused
+// once the user is marked locked and their sessions ended.
+func adminLocking(t *testing.T, email string, before func(e *env)) *barringFlow {
+	t.Helper()
+	return barring(t, email, before, func(s *pausingStore, id uuid.UUID) { s.ended = id },
+		func(e *env, id uuid.UUID) error {
+			return e.svc.LockUser(context.Background(), authd.Client{}, id, time.Time{})
+		})
+}
+
+func barring(t *testing.T, email string, before func(e *env), pauseOn func(*pausingStore, uuid.UUID),
+	bar func(*env, uuid.UUID) error) *barringFlow {
 	t.Helper()
 	store := &pausingStore{Store: openPostgres(t), paused: make(chan struct{}), resume: make(chan struct{})}
-	f := &erasingFlow{store: store, erased: make(chan error, 1), release: sync.OnceFunc(func() { close(store.resume) })}
-	t.Cleanup(f.release) // on failure too: the erasure's transaction must end
+	f := &barringFlow{store: store, barred: make(chan error, 1), release: sync.OnceFunc(func() { close(store.resume) })}
+	t.Cleanup(f.release) // on failure too: the bar's transaction must end
 	f.e = newEnvConfig(t, store, func(*authd.Config) {})
 	before(f.e)
 	f.user = f.e.userByEmail(email)
-	store.erased = f.user.ID
-	go func() { f.erased <- f.e.svc.DeleteUser(context.Background(), authd.Client{}, f.user.ID) }()
+	pauseOn(store, f.user.ID)
+	go func() { f.barred <- bar(f.e, f.user.ID) }()
 	select {
 	case <-store.paused:
-	case err := <-f.erased:
-		t.Fatalf("the erasure ended before its pause: %v", err)
+	case err := <-f.barred:
+		t.Fatalf("the bar ended before its pause: %v", err)
 	}
 	return f
 }
 
-// during runs step while the erasure holds its user, waits until step
-// waits for a lock, lets the erasure finish and then step.
-func (f *erasingFlow) during(t *testing.T, step func()) {
+// during runs step while the bar holds its user, waits until step waits
+// for a lock, lets the bar finish and then step.
+func (f *barringFlow) during(t *testing.T, step func()) {
 	t.Helper()
 	done := make(chan struct{})
 	go func() { defer close(done); step() }()
 	waitForLock(t, f.store.Store)
 	f.release()
-	if err := <-f.erased; err != nil {
-		t.Fatalf("the erasure: %v", err)
+	if err := <-f.barred; err != nil {
+		t.Fatalf("the bar: %v", err)
 	}
 	<-done
 }
@@ -320,6 +339,28 @@ func TestNoConsentOutlivesAnErasure(t *testing.T) {
 	}
 	if consents, err := f.store.Consents(context.Background(), f.user.ID); err != nil || len(consents) != 0 {
 		t.Errorf("the erased account's consents: %v, %v; want none", consents, err)
+	}
+}
+
+// TestNoConsentOutlivesAnAdministratorsLock: the same for a lock by an
+// administrator, which a consent given meanwhile waits for and is then
+// refused by: a locked account's request is as dead (its code could not
+// be redeemed either).
+func TestNoConsentOutlivesAnAdministratorsLock(t *testing.T) {
+	t.Parallel()
+	const email = "locked-consent@example.org"
+	var b *browser
+	var form url.Values
+	f := adminLocking(t, email, func(e *env) {
+		b, form = e.consentPage(email)
+		form.Set("decision", "allow")
+	})
+	f.during(t, func() { b.post(oidc.ConsentPath, form) })
+	if b.last.StatusCode != http.StatusBadRequest || !strings.Contains(b.body, "Request expired") || b.callback() != nil {
+		t.Errorf("consent during the lock: %d %s, want the Request expired page", b.last.StatusCode, b.body)
+	}
+	if consents, err := f.store.Consents(context.Background(), f.user.ID); err != nil || len(consents) != 0 {
+		t.Errorf("the locked account's consents: %v, %v; want none", consents, err)
 	}
 }
 
