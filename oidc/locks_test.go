@@ -318,49 +318,35 @@ func (f *barringFlow) during(t *testing.T, step func()) {
 	<-done
 }
 
-// TestNoConsentOutlivesAnErasure: a consent given on the consent page
-// while the user's erasure is in flight waits for it and is refused ("Request
-// expired"): the request died with the account. When the consent's
-// transaction did not lock the user first, its row waited only for the
-// key-share lock of its foreign key and was written once the erasure
-// committed: a consent of an erased account.
-func TestNoConsentOutlivesAnErasure(t *testing.T) {
+// TestNoConsentOutlivesABar: a consent given on the consent page while
+// an administrator erases or locks the user waits for it and is refused
+// ("Request expired"): the request died with the account's access (its
+// code could not be redeemed either). When the consent's transaction did
+// not lock the user first, its row waited only for the key-share lock of
+// its foreign key and was written once the erasure committed; nor did it
+// look at an administrator's lock.
+func TestNoConsentOutlivesABar(t *testing.T) {
 	t.Parallel()
-	const email = "consents@example.org"
-	var b *browser
-	var form url.Values
-	f := erasing(t, email, func(e *env) {
-		b, form = e.consentPage(email)
-		form.Set("decision", "allow")
-	})
-	f.during(t, func() { b.post(oidc.ConsentPath, form) })
-	if b.last.StatusCode != http.StatusBadRequest || !strings.Contains(b.body, "Request expired") || b.callback() != nil {
-		t.Errorf("consent during the erasure: %d %s, want the Request expired page", b.last.StatusCode, b.body)
-	}
-	if consents, err := f.store.Consents(context.Background(), f.user.ID); err != nil || len(consents) != 0 {
-		t.Errorf("the erased account's consents: %v, %v; want none", consents, err)
-	}
-}
-
-// TestNoConsentOutlivesAnAdministratorsLock: the same for a lock by an
-// administrator, which a consent given meanwhile waits for and is then
-// refused by: a locked account's request is as dead (its code could not
-// be redeemed either).
-func TestNoConsentOutlivesAnAdministratorsLock(t *testing.T) {
-	t.Parallel()
-	const email = "locked-consent@example.org"
-	var b *browser
-	var form url.Values
-	f := adminLocking(t, email, func(e *env) {
-		b, form = e.consentPage(email)
-		form.Set("decision", "allow")
-	})
-	f.during(t, func() { b.post(oidc.ConsentPath, form) })
-	if b.last.StatusCode != http.StatusBadRequest || !strings.Contains(b.body, "Request expired") || b.callback() != nil {
-		t.Errorf("consent during the lock: %d %s, want the Request expired page", b.last.StatusCode, b.body)
-	}
-	if consents, err := f.store.Consents(context.Background(), f.user.ID); err != nil || len(consents) != 0 {
-		t.Errorf("the locked account's consents: %v, %v; want none", consents, err)
+	for name, start := range map[string]func(*testing.T, string, func(*env)) *barringFlow{
+		"erasure": erasing, "administrator's lock": adminLocking,
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			const email = "consents@example.org"
+			var b *browser
+			var form url.Values
+			f := start(t, email, func(e *env) {
+				b, form = e.consentPage(email)
+				form.Set("decision", "allow")
+			})
+			f.during(t, func() { b.post(oidc.ConsentPath, form) })
+			if b.last.StatusCode != http.StatusBadRequest || !strings.Contains(b.body, "Request expired") || b.callback() != nil {
+				t.Errorf("consent during the %s: %d %s, want the Request expired page", name, b.last.StatusCode, b.body)
+			}
+			if consents, err := f.store.Consents(context.Background(), f.user.ID); err != nil || len(consents) != 0 {
+				t.Errorf("the account's consents after the %s: %v, %v; want none", name, consents, err)
+			}
+		})
 	}
 }
 
