@@ -253,9 +253,15 @@ func (p *Provider) authorizeSilently(w http.ResponseWriter, r *http.Request, req
 // redirect URI is not https (a private-use scheme or loopback, RFC 8252)
 // cannot prove it is the app it names, since any app on the device can
 // claim the same scheme or port; without a click the signed-in browser would
-// hand it a code (RFC 8252 §8.6).
+// hand it a code (RFC 8252 §8.6). A private-use scheme is a native app's
+// whatever the client's type: a secret shipped in an app is anyone's
+// (RFC 8252 §8.5), so it proves nothing either. A confidential client's
+// loopback http is a web server under development, and goes on silently.
 func mustConfirm(oc *authd.OAuthClient, req *authd.AuthRequest) bool {
-	return oc.Type == authd.ClientPublic && !strings.HasPrefix(req.RedirectURI, "https://")
+	if strings.HasPrefix(req.RedirectURI, "https://") {
+		return false
+	}
+	return oc.Type == authd.ClientPublic || !strings.HasPrefix(req.RedirectURI, "http://")
 }
 
 // resume continues a saved request after sign-in or consent.

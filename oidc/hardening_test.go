@@ -17,39 +17,61 @@ import (
 // TestNativeClientsConfirmByHand: a public client whose redirect URI is not
 // https (a private-use scheme, loopback) gets no code without a click, even
 // first-party: another app on the device could claim its scheme or port
-// (RFC 8252 §8.6). prompt=none answers consent_required.
+// (RFC 8252 §8.6). So does a confidential client with a private-use scheme:
+// its secret ships in the app, where anyone can read it (RFC 8252 §8.5).
+// prompt=none answers consent_required. A confidential client's loopback
+// http (a web server in development) goes on without a click.
 func TestNativeClientsConfirmByHand(t *testing.T) {
-	onBothStores(t, func(t *testing.T, e *env) {
-		e.user("nat@example.org")
-		const callback = "com.example.app:/cb"
-		c, _, err := e.svc.CreateClient(context.Background(), authd.Client{}, authd.ClientSpec{ID: "native", Name: "Native",
-			Type: authd.ClientPublic, RedirectURIs: []string{callback}, FirstParty: true})
-		if err != nil {
-			t.Fatal(err)
+	for _, tc := range []struct {
+		typ      authd.ClientType
+		callback string
+		confirm  bool
+	}{
+		{authd.ClientPublic, "com.example.app:/cb", true},
+		{authd.ClientPublic, "http://127.0.0.1:8123/cb", true},
+		{authd.ClientConfidential, "com.example.app:/cb", true},
+		{authd.ClientConfidential, "http://127.0.0.1:8123/cb", false},
+	} {
+		t.Run(string(tc.typ)+" "+tc.callback, func(t *testing.T) {
+			onBothStores(t, func(t *testing.T, e *env) { nativeClientConfirms(t, e, tc.typ, tc.callback, tc.confirm) })
+		})
+	}
+}
+
+func nativeClientConfirms(t *testing.T, e *env, typ authd.ClientType, callback string, confirm bool) {
+	e.user("nat@example.org")
+	c, _, err := e.svc.CreateClient(context.Background(), authd.Client{}, authd.ClientSpec{ID: "native", Name: "Native",
+		Type: typ, RedirectURIs: []string{callback}, FirstParty: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := oauth2.Config{ClientID: c.ID, RedirectURL: callback, Scopes: []string{"openid"},
+		Endpoint: oauth2.Endpoint{AuthURL: e.srv.URL + "/oauth2/authorize", TokenURL: e.srv.URL + "/oauth2/token"}}
+	b := e.browser()
+	b.get(cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))).signIn("nat@example.org", goodPassword)
+	if !confirm {
+		if cb := b.callback(); cb == nil || cb.Get("code") == "" {
+			t.Errorf("a confidential client on loopback: %d %q; want a code at once", b.last.StatusCode, b.last.Header.Get("Location"))
 		}
-		cfg := oauth2.Config{ClientID: c.ID, RedirectURL: callback, Scopes: []string{"openid"},
-			Endpoint: oauth2.Endpoint{AuthURL: e.srv.URL + "/oauth2/authorize", TokenURL: e.srv.URL + "/oauth2/token"}}
-		b := e.browser()
-		b.get(cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))).signIn("nat@example.org", goodPassword)
-		if !strings.Contains(b.body, `name="decision"`) {
-			t.Fatalf("a native client got no confirmation page after sign-in: %d %s", b.last.StatusCode, b.last.Header.Get("Location"))
-		}
-		f := b.form()
-		f.Set("decision", "allow")
-		if loc := b.post(oidc.ConsentPath, f).last.Header.Get("Location"); !strings.HasPrefix(loc, callback+"?code=") &&
-			!strings.Contains(loc, "code=") {
-			t.Fatalf("allow: %d %q", b.last.StatusCode, loc)
-		}
-		// Signed in and allowed before: still a page, never a silent code.
-		b.get(cfg.AuthCodeURL("s2", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
-		if !strings.Contains(b.body, `name="decision"`) {
-			t.Errorf("a native client got a code without a click: %d %q", b.last.StatusCode, b.last.Header.Get("Location"))
-		}
-		b.get(cfg.AuthCodeURL("s3", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()), oauth2.SetAuthURLParam("prompt", "none")))
-		if loc := b.last.Header.Get("Location"); !strings.Contains(loc, "error=consent_required") {
-			t.Errorf("prompt=none for a native client: %d %q; want consent_required", b.last.StatusCode, loc)
-		}
-	})
+		return
+	}
+	if !strings.Contains(b.body, `name="decision"`) {
+		t.Fatalf("a native client got no confirmation page after sign-in: %d %s", b.last.StatusCode, b.last.Header.Get("Location"))
+	}
+	f := b.form()
+	f.Set("decision", "allow")
+	if cb := b.post(oidc.ConsentPath, f).callback(); cb == nil || cb.Get("code") == "" {
+		t.Fatalf("allow: %d %q", b.last.StatusCode, b.last.Header.Get("Location"))
+	}
+	// Signed in and allowed before: still a page, never a silent code.
+	b.get(cfg.AuthCodeURL("s2", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+	if !strings.Contains(b.body, `name="decision"`) {
+		t.Errorf("a native client got a code without a click: %d %q", b.last.StatusCode, b.last.Header.Get("Location"))
+	}
+	b.get(cfg.AuthCodeURL("s3", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()), oauth2.SetAuthURLParam("prompt", "none")))
+	if loc := b.last.Header.Get("Location"); !strings.Contains(loc, "error=consent_required") {
+		t.Errorf("prompt=none for a native client: %d %q; want consent_required", b.last.StatusCode, loc)
+	}
 }
 
 // TestHugeMaxAge: a max_age too large for a duration means "any sign-in",
