@@ -327,12 +327,18 @@ func (s *Service) RevokeConsent(ctx context.Context, c Client, a *AccessClaims, 
 	})
 }
 
+// errSignInEnded refuses a code to a browser session that ended between
+// the caller's read of it and the code's transaction.
+var errSignInEnded = Errorf(EInvalidToken, "The sign-in ended; sign in again.")
+
 // IssueCode finishes an authorization request for a signed-in browser
 // session: the request is used up and a code valid for AuthCodeTTL is
 // returned (the raw value; only its digest is kept), logged as
 // oidc_authorized. The caller has checked consent and the request's
 // MinAuthTime. ENotFound (the request is gone, or its user was erased or
-// locked by an administrator meanwhile), EUnavailable.
+// locked by an administrator meanwhile), EInvalidToken (the browser
+// session ended meanwhile: the request stays, for a new sign-in),
+// EUnavailable.
 func (s *Service) IssueCode(ctx context.Context, c Client, requestID uuid.UUID, sess *Session) (string, *AuthRequest, error) {
 	raw, digest := newOpaqueToken()
 	var req *AuthRequest
@@ -341,7 +347,16 @@ func (s *Service) IssueCode(ctx context.Context, c Client, requestID uuid.UUID, 
 		if err := lockRequester(ctx, tx, sess.UserID, now); err != nil {
 			return err
 		}
-		var err error
+		// The browser session again, locked after its user: a sign-out of
+		// it in flight commits first, and no code, nor an oidc_authorized
+		// row, is made for a sign-in that ended.
+		browser, err := tx.Session(ctx, sess.ID)
+		if ErrorCode(err) == ENotFound || err == nil && !browser.Active(now) {
+			return errSignInEnded
+		}
+		if err != nil {
+			return err
+		}
 		req, err = tx.AuthRequest(ctx, requestID)
 		if ErrorCode(err) == ENotFound || err == nil && !now.Before(req.ExpiresAt) {
 			return errNoAuthRequest
@@ -353,13 +368,13 @@ func (s *Service) IssueCode(ctx context.Context, c Client, requestID uuid.UUID, 
 			return err
 		}
 		if err := tx.CreateAuthCode(ctx, &AuthCode{ID: NewID(), Digest: digest, ClientID: req.ClientID,
-			UserID: sess.UserID, SessionID: sess.ID, RedirectURI: req.RedirectURI, CodeChallenge: req.CodeChallenge,
+			UserID: browser.UserID, SessionID: browser.ID, RedirectURI: req.RedirectURI, CodeChallenge: req.CodeChallenge,
 			CodeChallengeMethod: req.CodeChallengeMethod, Nonce: req.Nonce, Scopes: req.Scopes,
-			AuthTime: sess.CreatedAt, AMR: sess.AMR, CreatedAt: now, ExpiresAt: now.Add(AuthCodeTTL)}); err != nil {
+			AuthTime: browser.CreatedAt, AMR: browser.AMR, CreatedAt: now, ExpiresAt: now.Add(AuthCodeTTL)}); err != nil {
 			return err
 		}
-		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventOIDCAuthorized, ResultSuccess, sess.UserID, "",
-			map[string]any{"client_id": req.ClientID, "scopes": FormatScopes(req.Scopes), "session_id": sess.ID.String()}))
+		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventOIDCAuthorized, ResultSuccess, browser.UserID, "",
+			map[string]any{"client_id": req.ClientID, "scopes": FormatScopes(req.Scopes), "session_id": browser.ID.String()}))
 	})
 	if err != nil {
 		return "", nil, err

@@ -245,7 +245,9 @@ func (p *Provider) authorizeSilently(w http.ResponseWriter, r *http.Request, req
 		p.saveFailed(w, r, req, err)
 		return
 	}
-	p.issueCode(w, r, req, sess)
+	if !p.issueCode(w, r, req, sess) {
+		p.redirectError(w, r, req.RedirectURI, req.State, authError{"login_required", "no signed-in session"})
+	}
 }
 
 // mustConfirm reports whether the user must confirm a request by hand even
@@ -282,7 +284,7 @@ func (p *Provider) continueRequest(w http.ResponseWriter, r *http.Request, req *
 		return
 	}
 	if sess == nil || sess.CreatedAt.Before(req.MinAuthTime) {
-		http.Redirect(w, r, SignInPath+"?request="+req.ID.String(), http.StatusSeeOther)
+		toSignIn(w, r, req)
 		return
 	}
 	need, err := p.svc.NeedsConsent(r.Context(), oc, sess.UserID, req.Scopes)
@@ -296,20 +298,34 @@ func (p *Provider) continueRequest(w http.ResponseWriter, r *http.Request, req *
 			formTo: []string{origin(req.RedirectURI)}})
 		return
 	}
-	p.issueCode(w, r, req, sess)
+	if !p.issueCode(w, r, req, sess) {
+		toSignIn(w, r, req)
+	}
 }
 
-func (p *Provider) issueCode(w http.ResponseWriter, r *http.Request, req *authd.AuthRequest, sess *authd.Session) {
+// toSignIn sends a browser that is not signed in, or not recently enough
+// for the request, to the sign-in page, which continues the request.
+func toSignIn(w http.ResponseWriter, r *http.Request, req *authd.AuthRequest) {
+	http.Redirect(w, r, SignInPath+"?request="+req.ID.String(), http.StatusSeeOther)
+}
+
+// issueCode answers with a code for the request, and reports false,
+// having answered nothing, when the browser session ended since the
+// caller read it (a sign-out in another tab): the caller answers as to a
+// browser that is not signed in, and the request waits for the sign-in.
+func (p *Provider) issueCode(w http.ResponseWriter, r *http.Request, req *authd.AuthRequest, sess *authd.Session) bool {
 	code, req, err := p.svc.IssueCode(r.Context(), client(r.Context()), req.ID, sess)
-	if err != nil {
-		if authd.ErrorCode(err) == authd.ENotFound {
-			p.requestGone(w)
-			return
-		}
+	switch authd.ErrorCode(err) {
+	case "":
+		p.redirectTo(w, r, req.RedirectURI, url.Values{"code": {code}}, req.State)
+	case authd.EInvalidToken:
+		return false
+	case authd.ENotFound:
+		p.requestGone(w)
+	default:
 		p.unavailable(w, err)
-		return
 	}
-	p.redirectTo(w, r, req.RedirectURI, url.Values{"code": {code}}, req.State)
+	return true
 }
 
 // requestBinding is the formMAC purpose of a saved request's

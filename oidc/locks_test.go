@@ -42,6 +42,18 @@ func (s *pausingStore) pause() {
 	}
 }
 
+// pausingEnv is an env over PostgreSQL whose store pauses as the test
+// sets it; release lets the paused transaction go on, at the test's end at
+// the latest (before the env closes: its server waits for the requests).
+func pausingEnv(t *testing.T, config func(*authd.Config)) (e *env, store *pausingStore, release func()) {
+	t.Helper()
+	store = &pausingStore{Store: openPostgres(t), paused: make(chan struct{}), resume: make(chan struct{})}
+	release = sync.OnceFunc(func() { close(store.resume) })
+	e = newEnvConfig(t, store, config)
+	t.Cleanup(release)
+	return e, store, release
+}
+
 func (s *pausingStore) InTx(ctx context.Context, fn func(authd.Queries) error) error {
 	return s.Store.InTx(ctx, func(q authd.Queries) error { return fn(&pausingQueries{Queries: q, s: s}) })
 }
@@ -131,6 +143,8 @@ type pausedCodeFlow struct {
 	client       *authd.OAuthClient
 	secret, code string
 	verifier     string
+	rp           *rp
+	browser      *browser // signed in
 	release      func()
 }
 
@@ -138,18 +152,18 @@ type pausedCodeFlow struct {
 // the store set to pause on the browser session.
 func pausedCode(t *testing.T, email string, config func(*authd.Config)) *pausedCodeFlow {
 	t.Helper()
-	store := &pausingStore{Store: openPostgres(t), paused: make(chan struct{}), resume: make(chan struct{})}
-	p := &pausedCodeFlow{store: store, release: sync.OnceFunc(func() { close(store.resume) })}
-	p.e = newEnvConfig(t, store, config)
+	p := &pausedCodeFlow{}
+	p.e, p.store, p.release = pausingEnv(t, config)
 	p.user = p.e.user(email)
 	p.client, p.secret = p.e.client("app", authd.ClientConfidential, true)
 	p.verifier = oauth2.GenerateVerifier()
-	p.code = p.e.rp(p.client, p.secret).login(t, p.e.browser(), email, "st-1", "n-1", p.verifier)
-	live, err := store.Sessions(context.Background(), p.user.ID, p.e.clock.Now())
+	p.rp, p.browser = p.e.rp(p.client, p.secret), p.e.browser()
+	p.code = p.rp.login(t, p.browser, email, "st-1", "n-1", p.verifier)
+	live, err := p.store.Sessions(context.Background(), p.user.ID, p.e.clock.Now())
 	if err != nil || len(live) != 1 {
 		t.Fatalf("the browser session: %v, %v; want one", live, err)
 	}
-	store.session = live[0].ID
+	p.store.session = live[0].ID
 	return p
 }
 
@@ -172,9 +186,23 @@ type redemption struct {
 // lock.
 func waitForLock(t *testing.T, store authd.Store) {
 	t.Helper()
+	if !lockedOrDone(t, store, nil) {
+		panic("unreachable: a nil channel is never done")
+	}
+}
+
+// lockedOrDone reports true once a transaction on store's database waits
+// for a lock, false if done closes first.
+func lockedOrDone(t *testing.T, store authd.Store, done <-chan struct{}) bool {
+	t.Helper()
 	pool := store.(*postgres.Store).Pool()
 	deadline := time.Now().Add(30 * time.Second) // a guard: never waiting is the failure
 	for waiting := 0; waiting == 0; time.Sleep(10 * time.Millisecond) {
+		select {
+		case <-done:
+			return false
+		default:
+		}
 		if time.Now().After(deadline) {
 			t.Fatal("no transaction waited for a lock")
 		}
@@ -182,6 +210,7 @@ func waitForLock(t *testing.T, store authd.Store) {
 			t.Fatal(err)
 		}
 	}
+	return true
 }
 
 func (q *pausingQueries) RevokeUserSessions(ctx context.Context, userID, except uuid.UUID, at time.Time) ([]uuid.UUID, error) {
@@ -216,10 +245,7 @@ func TestConsentWithdrawnDuringAnErasure(t *testing.T) {
 	t.Parallel()
 	const email = "withdraws@example.org"
 	ctx := context.Background()
-	store := &pausingStore{Store: openPostgres(t), paused: make(chan struct{}), resume: make(chan struct{})}
-	release := sync.OnceFunc(func() { close(store.resume) })
-	defer release()
-	e := newEnvConfig(t, store, func(*authd.Config) {})
+	e, store, release := pausingEnv(t, func(*authd.Config) {})
 	u := e.user(email)
 	c, secret := e.client("third", authd.ClientConfidential, false)
 	r := e.rp(c, secret)
@@ -288,16 +314,14 @@ func adminLocking(t *testing.T, email string, before func(e *env)) *barringFlow 
 func barring(t *testing.T, email string, before func(e *env), pauseOn func(*pausingStore, uuid.UUID),
 	bar func(*env, uuid.UUID) error) *barringFlow {
 	t.Helper()
-	store := &pausingStore{Store: openPostgres(t), paused: make(chan struct{}), resume: make(chan struct{})}
-	f := &barringFlow{store: store, barred: make(chan error, 1), release: sync.OnceFunc(func() { close(store.resume) })}
-	t.Cleanup(f.release) // on failure too: the bar's transaction must end
-	f.e = newEnvConfig(t, store, func(*authd.Config) {})
+	f := &barringFlow{barred: make(chan error, 1)}
+	f.e, f.store, f.release = pausingEnv(t, func(*authd.Config) {})
 	before(f.e)
 	f.user = f.e.userByEmail(email)
-	pauseOn(store, f.user.ID)
+	pauseOn(f.store, f.user.ID)
 	go func() { f.barred <- bar(f.e, f.user.ID) }()
 	select {
-	case <-store.paused:
+	case <-f.store.paused:
 	case err := <-f.barred:
 		t.Fatalf("the bar ended before its pause: %v", err)
 	}
@@ -374,6 +398,70 @@ func TestNoCodeOutlivesAnErasure(t *testing.T) {
 	f.during(t, func() { b.get(r.cfg.AuthCodeURL("s2", oauth2.S256ChallengeOption(verifier))) })
 	if cb := b.callback(); cb != nil || b.last.StatusCode != http.StatusBadRequest || !strings.Contains(b.body, "Request expired") {
 		t.Errorf("authorization during the erasure: %d %v %s, want the Request expired page", b.last.StatusCode, cb, b.body)
+	}
+}
+
+// TestNoCodeForASignInEndedMeanwhile: a signed-in browser comes back to
+// authorize a client while its session is being signed out (another tab,
+// a relying party's logout). The code's transaction locks the session
+// after the user and waits for the sign-out; it finds the sign-in ended
+// and answers as to a browser not signed in: the sign-in page, which then
+// continues the request, or login_required to prompt=none. Before, the
+// code's transaction trusted the session read before it, and a code and
+// an oidc_authorized row were written for a sign-in that had ended.
+func TestNoCodeForASignInEndedMeanwhile(t *testing.T) {
+	t.Parallel()
+	for _, silent := range []bool{false, true} {
+		t.Run(fmt.Sprintf("prompt=none %v", silent), func(t *testing.T) {
+			t.Parallel()
+			const email = "two-tabs@example.org"
+			ctx := context.Background()
+			p := pausedCode(t, email, func(*authd.Config) {})
+			e, store, u, r, b := p.e, p.store, p.user, p.rp, p.browser
+			signedOut := make(chan error, 1)
+			go func() { signedOut <- e.svc.EndSession(ctx, authd.Client{}, store.session) }()
+			<-store.paused // the sign-out holds the browser session
+			opts := []oauth2.AuthCodeOption{oauth2.S256ChallengeOption(oauth2.GenerateVerifier())}
+			if silent {
+				opts = append(opts, oauth2.SetAuthURLParam("prompt", "none"))
+			}
+			done := make(chan struct{})
+			go func() { defer close(done); b.get(r.cfg.AuthCodeURL("s2", opts...)) }()
+			if !lockedOrDone(t, store.Store, done) {
+				t.Errorf("the authorization ended before the sign-out: %d %v", b.last.StatusCode, b.callback())
+			}
+			p.release()
+			<-done
+			if err := <-signedOut; err != nil {
+				t.Fatalf("the sign-out: %v", err)
+			}
+
+			cb := b.callback()
+			switch {
+			case silent && (cb == nil || cb.Get("error") != "login_required" || cb.Get("code") != "" || cb.Get("state") != "s2"):
+				t.Errorf("prompt=none as the sign-in ended: %d %v, want login_required", b.last.StatusCode, cb)
+			case !silent && (cb != nil || b.form().Get("request") == ""):
+				t.Errorf("authorization as the sign-in ended: %d %v %s, want the sign-in page", b.last.StatusCode, cb, b.body)
+			case !silent:
+				// The request waited for the new sign-in.
+				if cb := b.signIn(email, goodPassword).callback(); cb == nil || cb.Get("code") == "" || cb.Get("state") != "s2" {
+					t.Errorf("the sign-in that continues the request: %d %v", b.last.StatusCode, cb)
+				}
+			}
+			logs, err := store.SecurityLogs(ctx, authd.SecurityLogFilter{UserID: u.ID, Limit: 100})
+			if err != nil {
+				t.Fatal(err)
+			}
+			authorized := 0
+			for _, l := range logs {
+				if l.EventType == authd.EventOIDCAuthorized && l.AdditionalContext["session_id"] == store.session.String() {
+					authorized++
+				}
+			}
+			if authorized != 1 {
+				t.Errorf("oidc_authorized rows of the ended session: %d, want 1 (its first sign-in only)", authorized)
+			}
+		})
 	}
 }
 

@@ -241,7 +241,7 @@ func (p *Provider) consent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if sess == nil {
-		http.Redirect(w, r, SignInPath+"?request="+req.ID.String(), http.StatusSeeOther)
+		toSignIn(w, r, req)
 		return
 	}
 	if !p.checkCSRF(r, form, "consent", consentBinding(req, sess)) {
@@ -267,10 +267,13 @@ func (p *Provider) consent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if sess.CreatedAt.Before(req.MinAuthTime) {
-		http.Redirect(w, r, SignInPath+"?request="+req.ID.String(), http.StatusSeeOther)
+		toSignIn(w, r, req)
 		return
 	}
-	p.issueCode(w, r, req, sess) // answered: prompt=consent must not ask again
+	// Answered: prompt=consent must not ask again.
+	if !p.issueCode(w, r, req, sess) {
+		toSignIn(w, r, req)
+	}
 }
 
 // consentBinding binds a consent form to its request and to the browser
