@@ -395,8 +395,9 @@ type CodeGrant struct {
 // §4.1.3, RFC 7636). The code must be unused, unexpired, the client's,
 // issued for redirectURI, and match the PKCE verifier when it has a
 // challenge; the browser session it came from must still be live. A code
-// presented a second time ends the session its first redemption started
-// (RFC 6749 §4.1.2) and is logged as oidc_code_reuse. Every refusal is
+// presented a second time, with its redirect URI and verifier, ends the
+// session its first redemption started (RFC 6749 §4.1.2) and is logged as
+// oidc_code_reuse; without them it is refused as any code. Every refusal is
 // EInvalidToken and logged; ERateLimited, EUnavailable.
 func (s *Service) RedeemCode(ctx context.Context, c Client, oc *OAuthClient, code, redirectURI, verifier string) (*CodeGrant, error) {
 	digest, err := opaqueDigest(code)
@@ -418,17 +419,21 @@ func (s *Service) RedeemCode(ctx context.Context, c Client, oc *OAuthClient, cod
 		refuse := func(reason string) error {
 			return s.refuseToken(ctx, tx, c, EventOIDCCodeRedeemed, ac.UserID, reason, ctxt)
 		}
+		// A reuse is told only to whoever could have redeemed the code
+		// (the client, authenticated or with the PKCE verifier): anyone
+		// else who read a used code (history, logs) could otherwise end
+		// the session it started.
 		switch {
 		case ac.ClientID != oc.ID:
 			return refuse("code of another client")
-		case !ac.UsedAt.IsZero():
-			return s.codeReuse(ctx, tx, c, ac, now)
-		case !now.Before(ac.ExpiresAt):
-			return refuse("code expired")
 		case ac.RedirectURI != redirectURI:
 			return refuse("redirect_uri differs from the authorization request's")
 		case !pkceMatches(ac.CodeChallenge, ac.CodeChallengeMethod, verifier):
 			return refuse("PKCE verifier does not match")
+		case !ac.UsedAt.IsZero():
+			return s.codeReuse(ctx, tx, c, ac, now)
+		case !now.Before(ac.ExpiresAt):
+			return refuse("code expired")
 		}
 		// The user and the sessions a new one ends before the browser
 		// session, locked as every sign-in locks them (SignInState): a login

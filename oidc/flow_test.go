@@ -229,6 +229,56 @@ func TestCodeReuseRevokesItsTokens(t *testing.T) {
 	})
 }
 
+// TestCodeReplayWithoutProofEndsNothing: a used code of a public client
+// leaks (browser history, an access log). Replayed without the PKCE
+// verifier or with another redirect URI it is refused as any bad code,
+// and the session its redemption started goes on: only whoever could have
+// redeemed it learns of the reuse and ends that session. Before, any
+// replay ended it, for as long as the used code was kept (a day).
+func TestCodeReplayWithoutProofEndsNothing(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		const email = "leaky@example.org"
+		e.user(email)
+		c, _ := e.client("spa", authd.ClientPublic, true)
+		r := e.rp(c, "")
+		r.cfg.Endpoint.AuthStyle = oauth2.AuthStyleInParams
+		verifier := oauth2.GenerateVerifier()
+		code := r.login(t, e.browser(), email, "s", "n", verifier)
+		tok, _ := r.exchange(t, code, verifier)
+		redeem := func(redirectURI, verifier string) (int, string) {
+			form := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {redirectURI},
+				"client_id": {c.ID}}
+			if verifier != "" {
+				form.Set("code_verifier", verifier)
+			}
+			resp, errCode, _ := e.tokenRequestWith(strings.NewReader(form.Encode()), nil)
+			return resp.StatusCode, errCode
+		}
+		e.clock.Advance(2 * time.Minute) // the code expired; the access token lives on
+		for name, replay := range map[string][2]string{
+			"without the verifier": {rpCallback, ""},
+			"another verifier":     {rpCallback, oauth2.GenerateVerifier()},
+			"another redirect URI": {"https://rp.example.org/other", verifier},
+		} {
+			if status, errCode := redeem(replay[0], replay[1]); status != http.StatusBadRequest || errCode != "invalid_grant" {
+				t.Errorf("a replay %s: %d %s, want 400 invalid_grant", name, status, errCode)
+			}
+		}
+		if got := e.me(tok.AccessToken); got != http.StatusOK {
+			t.Fatalf("the session after replays without proof answers %d, want 200: they must end nothing", got)
+		}
+		if ev := e.events(e.userByEmail(email)); slices.Contains(ev, "oidc_code_reuse") {
+			t.Errorf("a replay without proof logged as a reuse: %v", ev)
+		}
+		if status, errCode := redeem(rpCallback, verifier); status != http.StatusBadRequest || errCode != "invalid_grant" {
+			t.Errorf("the replay with the verifier: %d %s, want 400 invalid_grant", status, errCode)
+		}
+		if got := e.me(tok.AccessToken); got != http.StatusUnauthorized {
+			t.Errorf("the session after a replay with the verifier answers %d, want 401 (the reuse ends it)", got)
+		}
+	})
+}
+
 func TestCodeChecks(t *testing.T) {
 	onBothStores(t, func(t *testing.T, e *env) {
 		e.user("cora@example.org")
