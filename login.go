@@ -15,10 +15,12 @@ var errInvalidCredentials = &Error{Code: EInvalidCredentials, Message: "The emai
 // Login checks email and password and starts a session (SPEC §6.3, §6.7).
 // An unknown email costs the same hashing time, counts failures and locks
 // like a wrong password for a real account, and gets the same answers.
-// While an account is locked every login answers EAccountLocked (with
-// RetryAfter) without checking the password, so a lock never confirms a
-// guess. For an account with an enabled second factor a right password
-// starts no session: the error is *MFARequired (EMFARequired), and
+// While an account is brute-force locked every login answers
+// EAccountLocked (with RetryAfter) without checking the password, so a
+// lock never confirms a guess. An administrator's lock is told only to the
+// right password; a wrong one is answered as for an unknown email. For an
+// account with an enabled second factor a right password starts no
+// session: the error is *MFARequired (EMFARequired), and
 // VerifyMFA finishes the login. Returns EInvalid, EInvalidCredentials,
 // EEmailNotVerified, EMFARequired, EAccountLocked, ERateLimited, EUnavailable.
 func (s *Service) Login(ctx context.Context, c Client, email, password, deviceInfo string) (*TokenPair, error) {
@@ -44,9 +46,12 @@ func (s *Service) Login(ctx context.Context, c Client, email, password, deviceIn
 		return nil, err
 	}
 	if err != nil || u.IsDeleted() || u.PasswordHash == "" {
-		return nil, s.loginUnknown(ctx, c, email, password)
+		return nil, s.loginUnknown(ctx, c, email, password, nil)
 	}
-	if now := s.now(); u.IsLocked(now) {
+	switch now := s.now(); {
+	case u.LockedByAdmin(now):
+		return nil, s.loginUnknown(ctx, c, email, password, u)
+	case u.IsLocked(now):
 		return nil, s.refuseLocked(ctx, c, u.ID, s.lockedError(u.AccountLockedUntil.Sub(now)))
 	}
 	checked := u.PasswordHash
@@ -149,26 +154,47 @@ func (s *Service) startSession(ctx context.Context, tx *txn, c Client, u *User, 
 // loginUnknown answers a login for an email without an account exactly as
 // for one with an account and a wrong password: the same hashing time, and
 // failures that count and lock alike, held in the rate-limit store.
-func (s *Service) loginUnknown(ctx context.Context, c Client, email, password string) error {
+//
+// An account an administrator locked (barred) is answered the same way,
+// its own password checked in place of the dummy, and the lock told only
+// for the right password: a 423 at the first guess would tell anyone that
+// the address has an account, and that it is barred (SPEC 6.6). Its
+// failures count in the rate-limit store, as an unknown email's do, so
+// that they neither lift nor shorten the administrator's lock.
+func (s *Service) loginUnknown(ctx context.Context, c Client, email, password string, barred *User) error {
 	key := "lockout:" + s.emailKey(email)
-	if wait := s.ghostLocked(ctx, key); wait > 0 {
-		return s.refuseLocked(ctx, c, uuid.Nil, s.lockedError(wait))
+	user, reason := uuid.Nil, "unknown email"
+	if barred != nil {
+		user, reason = barred.ID, "invalid password"
 	}
-	if err := s.passwords.VerifyDummy(ctx, password); err != nil {
-		return err
+	if wait := s.ghostLocked(ctx, key); wait > 0 {
+		return s.refuseLocked(ctx, c, user, s.lockedError(wait))
+	}
+	if barred == nil {
+		if err := s.passwords.VerifyDummy(ctx, password); err != nil {
+			return err
+		}
+	} else {
+		ok, _, err := s.passwords.Verify(ctx, password, barred.PasswordHash)
+		if err != nil {
+			return err
+		}
+		if ok {
+			return s.refuseLocked(ctx, c, user, s.lockedError(barred.AccountLockedUntil.Sub(s.now())))
+		}
 	}
 	// Locked while we hashed, as an account's login finds in its
 	// transaction: the lock is read and the failure counted in one step,
 	// so that parallel guesses get the same answers either way.
 	wait, locked := s.ghostFailed(ctx, key)
 	if wait > 0 {
-		return s.refuseLocked(ctx, c, uuid.Nil, s.lockedError(wait))
+		return s.refuseLocked(ctx, c, user, s.lockedError(wait))
 	}
 	if locked {
 		// The lock notice a real account would be mailed uses up a mail.
 		s.mailAllowed(ctx, email)
 	}
-	if err := s.logEvent(ctx, s.audit(s.now(), c, EventLoginFailure, ResultFailure, uuid.Nil, "unknown email", nil)); err != nil {
+	if err := s.logEvent(ctx, s.audit(s.now(), c, EventLoginFailure, ResultFailure, user, reason, nil)); err != nil {
 		return err
 	}
 	return errInvalidCredentials

@@ -92,13 +92,20 @@ func TestLockout(t *testing.T) {
 
 // TestLockoutSaysNothingAboutExistence: an email without an account fails
 // and locks exactly like one with an account, so a 423 (and its
-// Retry-After) reveals nothing.
+// Retry-After) reveals nothing. So does an account an administrator
+// locked: it tells its lock only to the right password (it answered 423
+// at the first guess, which told anyone the address had a barred account,
+// and when the ban ends).
 func TestLockoutSaysNothingAboutExistence(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		e := newEnv(t, open(t))
 		e.registerVerified("real@example.org", goodPassword)
+		e.registerVerified("barred@example.org", goodPassword)
+		barredUntil := e.clock.Now().Add(30 * 24 * time.Hour)
+		want(t, "admin lock", e.admin("POST", "/v1/admin/users/"+e.user("barred@example.org").ID.String()+"/lock",
+			map[string]any{"until": barredUntil.Format(time.RFC3339)}), 204, "")
 		answers := map[string][]string{}
-		for _, email := range []string{"real@example.org", "ghost@example.org"} {
+		for _, email := range []string{"real@example.org", "ghost@example.org", "barred@example.org"} {
 			for i := range 7 {
 				r := e.do("POST", "/v1/auth/login", map[string]string{"email": email, "password": "not the password"})
 				answers[email] = append(answers[email], fmt.Sprintf("%d %s %s", r.status, r.code(), r.header.Get("Retry-After")))
@@ -107,8 +114,10 @@ func TestLockoutSaysNothingAboutExistence(t *testing.T) {
 				}
 			}
 		}
-		if !slices.Equal(answers["real@example.org"], answers["ghost@example.org"]) {
-			t.Errorf("answers differ:\nreal  %q\nghost %q", answers["real@example.org"], answers["ghost@example.org"])
+		for _, email := range []string{"ghost@example.org", "barred@example.org"} {
+			if !slices.Equal(answers["real@example.org"], answers[email]) {
+				t.Errorf("answers differ:\nreal %q\n%s %q", answers["real@example.org"], email, answers[email])
+			}
 		}
 		if got := answers["ghost@example.org"][5]; got != "423 account_locked 900" {
 			t.Errorf("6th login of an unknown email: %s, want 423 account_locked 900", got)
@@ -117,6 +126,14 @@ func TestLockoutSaysNothingAboutExistence(t *testing.T) {
 		e.clock.Advance(15 * time.Minute)
 		want(t, "unknown email after the lock", e.do("POST", "/v1/auth/login",
 			map[string]string{"email": "ghost@example.org", "password": "not the password"}), 401, "invalid_credentials")
+		want(t, "barred account after the lock, a wrong password", e.do("POST", "/v1/auth/login",
+			map[string]string{"email": "barred@example.org", "password": "not the password"}), 401, "invalid_credentials")
+		// The right password learns of the administrator's lock, and its end.
+		r := e.do("POST", "/v1/auth/login", map[string]string{"email": "barred@example.org", "password": goodPassword})
+		want(t, "barred account, the right password", r, 423, "account_locked")
+		if got, left := r.header.Get("Retry-After"), barredUntil.Sub(e.clock.Now()); got != strconv.Itoa(int(left.Seconds())) {
+			t.Errorf("barred account's Retry-After %s, want the lock's %0.f s", got, left.Seconds())
+		}
 
 		// Failures are forgotten alike a day after the last one: four, a
 		// day's pause, two more lock neither.
