@@ -34,7 +34,7 @@ func (s *Service) Register(ctx context.Context, c Client, email, password string
 	}
 	// Either answer mails the address, so either counts toward its limit.
 	mail := s.mailAllowed(ctx, email)
-	return s.inTx(ctx, func(tx *txn) error {
+	register := func(tx *txn) error {
 		now := s.now()
 		existing, err := tx.UserByEmail(ctx, email)
 		switch {
@@ -68,7 +68,16 @@ func (s *Service) Register(ctx context.Context, c Client, email, password string
 			return nil // the address had its mails for the hour; a resend later sends the link
 		}
 		return s.mailVerification(ctx, tx, c, u, now)
-	})
+	}
+	err = s.inTx(ctx, register)
+	if ErrorCode(err) == EConflict {
+		// Another registration of the address committed between this
+		// one's read and its insert (the unique index refused the second
+		// account): the address has an account now, and is answered as
+		// one, with the same 202.
+		err = s.inTx(ctx, register)
+	}
+	return err
 }
 
 // mailVerification voids the user's older verification links and queues a

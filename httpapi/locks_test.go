@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -487,4 +488,54 @@ func concurrentFlows(t *testing.T, store authd.Store, erase bool) {
 	close(loginsDone)
 	wg.Wait()
 	t.Logf("answers by flow: %v", counts)
+}
+
+// racingStore runs race, once, just before the first transaction that
+// creates an account for email does, after its read found none: another
+// registration of the address that commits in between.
+type racingStore struct {
+	authd.Store
+	email string
+	race  func()
+	raced atomic.Bool
+}
+
+func (s *racingStore) InTx(ctx context.Context, fn func(authd.Queries) error) error {
+	return s.Store.InTx(ctx, func(q authd.Queries) error { return fn(&racingQueries{Queries: q, s: s}) })
+}
+
+type racingQueries struct {
+	authd.Queries
+	s *racingStore
+}
+
+func (q *racingQueries) CreateUser(ctx context.Context, u *authd.User) error {
+	if u.Email == q.s.email && q.s.raced.CompareAndSwap(false, true) {
+		q.s.race() // its own CreateUser goes on: raced is set
+	}
+	return q.Queries.CreateUser(ctx, u)
+}
+
+// TestRegistrationsOfOneAddressAtOnce: two registrations of a new address
+// both read that it has no account, and the second's insert meets the
+// first's account (PostgreSQL's unique index; SQLite runs writing
+// transactions one at a time). Both answer 202 (SPEC 6.6): the later one
+// as for a taken address, with its notice mail and its failure row. It
+// answered 409 and logged nothing.
+func TestRegistrationsOfOneAddressAtOnce(t *testing.T) {
+	t.Parallel()
+	const email = "twice@example.org"
+	store := &racingStore{Store: openPostgres(t), email: email}
+	e := newEnv(t, store)
+	body := map[string]any{"email": email, "password": goodPassword, "consent": true}
+	var first response
+	store.race = func() { first = e.do("POST", "/v1/auth/register", body) }
+	want(t, "the registration that meets another", e.do("POST", "/v1/auth/register", body), 202, "")
+	want(t, "the registration that commits in between", first, 202, "")
+	events := e.events(email)
+	if !slices.Equal(events, []string{"registration/success", "email_verification_sent/success", "registration/failure"}) {
+		t.Errorf("the address's events: %v, want one registration, its mail, and the second as a taken address's", events)
+	}
+	e.mail.last(t, authd.MailVerifyEmail, email)
+	e.mail.last(t, authd.MailRegisterNotice, email)
 }
