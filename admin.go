@@ -194,8 +194,17 @@ func (s *Service) LockUser(ctx context.Context, c Client, id uuid.UUID, until ti
 // UnlockUser lifts a lock. ENotFound.
 func (s *Service) UnlockUser(ctx context.Context, c Client, id uuid.UUID) error {
 	return s.adminAction(ctx, c, id, "unlock", func(tx *txn, u *User, now time.Time) (map[string]any, error) {
+		if u.AccountStatus != StatusLocked {
+			// Nothing to lift, and no account_unlocked row to say so; the
+			// failures counted toward a lock start afresh, as an unlock's do.
+			if u.FailedLoginAttempts == 0 {
+				return map[string]any{"was_locked": false}, nil
+			}
+			u.FailedLoginAttempts, u.UpdatedAt = 0, now
+			return map[string]any{"was_locked": false}, tx.UpdateUser(ctx, u)
+		}
 		// account_unlocked is the user's to read: it gets no administrator's client (logAdmin).
-		return map[string]any{"was_locked": u.AccountStatus == StatusLocked}, s.unlock(ctx, tx, Client{}, u, now, reasonAdminUnlock)
+		return map[string]any{"was_locked": true}, s.unlock(ctx, tx, Client{}, u, now, reasonAdminUnlock)
 	})
 }
 

@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -119,6 +120,34 @@ func TestAdminAPI(t *testing.T) {
 			want(t, "bad search "+q, e.admin("GET", "/v1/admin/security-logs?"+q, nil), 400, "validation_failed")
 		}
 	})
+}
+
+// TestUnlockOfAnAccountNotLocked: an administrator's unlock of an account
+// that is not locked lifts nothing, and the account's trail says nothing
+// was (it logged account_unlocked); the failures it had counted toward a
+// lock start afresh, as after an unlock.
+func TestUnlockOfAnAccountNotLocked(t *testing.T) {
+	e := newEnv(t, openSQLite(t))
+	e.registerVerified("free@example.org", goodPassword)
+	for range 3 {
+		want(t, "a wrong password", e.do("POST", "/v1/auth/login",
+			map[string]string{"email": "free@example.org", "password": "not the password"}), 401, "invalid_credentials")
+	}
+	target := e.user("free@example.org")
+	r := e.admin("POST", "/v1/admin/users/"+target.ID.String()+"/unlock", nil)
+	want(t, "unlock", r, 204, "")
+	if events := e.events("free@example.org"); slices.Contains(events, "account_unlocked/success") {
+		t.Errorf("the account's events after an unlock of nothing: %v, want no account_unlocked", events)
+	}
+	if u := e.user("free@example.org"); u.FailedLoginAttempts != 0 || u.AccountStatus != authd.StatusActive {
+		t.Errorf("after the unlock: %d failures, status %s; want 0, active", u.FailedLoginAttempts, u.AccountStatus)
+	}
+	r = e.admin("GET", "/v1/admin/security-logs?event_type=admin_action&user_id="+target.ID.String(), nil)
+	want(t, "search", r, 200, "")
+	if items, _ := r.body["items"].([]any); len(items) == 0 ||
+		items[0].(map[string]any)["additional_context"].(map[string]any)["was_locked"] != false {
+		t.Errorf("the unlock's admin_action: %s, want was_locked false", r.raw)
+	}
 }
 
 func TestRetention(t *testing.T) {
