@@ -337,6 +337,7 @@ type Keyring struct {
 	mu       sync.RWMutex
 	keys     []*Key // of alg, newest first; empty while the directory has none
 	byID     map[string]*Key
+	dirTime  time.Time // the directory's modification time when last reread
 	lastMiss time.Time // last reread for an unknown kid
 }
 
@@ -375,6 +376,12 @@ func OpenKeyring(dir, alg string, now time.Time) (*Keyring, error) {
 // to log. A key generated here instead would be one no other instance
 // knows, if this instance merely lost sight of a shared directory.
 func (kr *Keyring) Reload() error {
+	// The time first: a change while the files are read moves it past
+	// what is recorded, and the next ReloadIfChanged rereads.
+	var dirTime time.Time
+	if fi, err := os.Stat(kr.dir); err == nil {
+		dirTime = fi.ModTime()
+	}
 	all, err := Load(kr.dir)
 	if err != nil {
 		return err
@@ -395,12 +402,32 @@ func (kr *Keyring) Reload() error {
 		byID[k.ID] = k
 	}
 	kr.mu.Lock()
-	kr.keys, kr.byID = keys, byID
+	kr.keys, kr.byID, kr.dirTime = keys, byID, dirTime
 	kr.mu.Unlock()
 	if len(keys) == 0 {
 		return kr.errNoKey()
 	}
 	return nil
+}
+
+// ReloadIfChanged rereads the directory if it changed since the last
+// Reload: adding, replacing or removing a key file moves its modification
+// time. It costs one stat, so that JWKS can show a key `authd keys rotate`
+// has just written at once (SPEC 6.3) without a disk read per request;
+// the periodic Reload (ReloadInterval) still catches a change within the
+// same tick of the file system's clock.
+func (kr *Keyring) ReloadIfChanged() error {
+	fi, err := os.Stat(kr.dir)
+	if err != nil {
+		return err
+	}
+	kr.mu.RLock()
+	same := fi.ModTime().Equal(kr.dirTime)
+	kr.mu.RUnlock()
+	if same {
+		return nil
+	}
+	return kr.Reload()
 }
 
 func (kr *Keyring) errNoKey() error {

@@ -152,6 +152,45 @@ func respell(tok string) string {
 // base64 decoder skips.
 func breakLine(tok string) string { return tok[:len(tok)-5] + "\r\n" + tok[len(tok)-5:] }
 
+// TestReloadIfChanged: a keyring rereads its directory when the
+// directory's modification time moved since the last reread (a key file
+// added, replaced or removed), and only then: a key file slipped in with
+// the time set back stays unseen, so an unchanged directory costs a stat.
+func TestReloadIfChanged(t *testing.T) {
+	dir := t.TempDir()
+	kr, err := OpenKeyring(dir, "EdDSA", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, _, err := Rotate(dir, "EdDSA", now.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(dir, fi.ModTime(), fi.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	if err := kr.ReloadIfChanged(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := kr.known(second.ID); ok {
+		t.Error("the keyring reread a directory whose modification time had not moved")
+	}
+	moved := fi.ModTime().Add(time.Second)
+	if err := os.Chtimes(dir, moved, moved); err != nil {
+		t.Fatal(err)
+	}
+	if err := kr.ReloadIfChanged(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := kr.known(second.ID); !ok {
+		t.Error("the keyring did not reread a directory that changed")
+	}
+}
+
 // TestRotate: a rotated-in key is published at once, signs after
 // SigningDelay, and the old key stays in JWKS until its tokens expired; a
 // rotation deletes it only once tokens of the longest lifetime allowed have.

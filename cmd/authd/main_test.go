@@ -950,6 +950,40 @@ func TestServeStopsOnEmptiedKeysDirectory(t *testing.T) {
 	}
 }
 
+// TestServePublishesARotatedKeyAtOnce: the key `authd keys rotate` writes
+// is in a running server's JWKS at the next request (SPEC 6.3: "publishes
+// the new key in JWKS at once"), not at the server's next periodic reread
+// of the directory, 30 s later, as before.
+func TestServePublishesARotatedKeyAtOnce(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	env["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
+	s := startServe(t, env)
+	jwks := func() string {
+		t.Helper()
+		resp, err := http.Get(s.url + "/.well-known/jwks.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	before := jwks()
+	code, stdout, stderr := runCLI(t, env, "keys", "rotate")
+	fields := strings.Fields(stdout)
+	if code != exitOK || len(fields) < 4 || fields[0] != "generated" {
+		t.Fatalf("rotate: %d %q %q", code, stdout, stderr)
+	}
+	kid := fields[3]
+	if strings.Contains(before, kid) {
+		t.Fatalf("the new key %s was published before it was made: %s", kid, before)
+	}
+	if after := jwks(); !strings.Contains(after, `"kid":"`+kid+`"`) {
+		t.Errorf("JWKS just after keys rotate: %s, want the new key %s", after, kid)
+	}
+}
+
 // TestServeMetricsAndMail runs the real App: a registration's mail goes
 // through the outbox to the development mailer, and /metrics on the admin
 // listener reports it.

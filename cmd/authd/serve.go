@@ -528,8 +528,16 @@ func formKey(refreshKey []byte) []byte {
 // jwks publishes the access-token keys and the ID-token keys. Both live in
 // AUTHD_KEYS_DIR: once the access-token keyring finds it emptied (how an
 // operator withdraws compromised keys), nothing is published until keys are
-// back, without waiting for the ID-token keyring's next reload.
+// back, without waiting for the ID-token keyring's next reload. A key
+// `authd keys rotate` wrote is published at once: the keyrings reread the
+// directory when it changed.
 func (a *App) jwks() ([]byte, error) {
+	for _, kr := range []*token.Keyring{a.keys, a.idKeys} {
+		// An unreadable directory leaves the keys read before, an
+		// emptied one none (answered below); the periodic reload logs
+		// either.
+		_ = kr.ReloadIfChanged()
+	}
 	now := a.clock.Now()
 	if a.keys.Signing(now) == nil {
 		return a.keys.JWKS(now, a.cfg.AccessTokenTTL)
