@@ -279,8 +279,9 @@ func detach(ctx context.Context) (context.Context, context.CancelFunc) {
 
 func (s *Service) now() time.Time { return s.clock.Now().UTC().Truncate(time.Microsecond) }
 
-// NormalizeEmail validates an address (RFC 5322 addr-spec, at most 254
-// characters, no display name) and returns its form in Unicode NFC,
+// NormalizeEmail validates an address (RFC 5322 addr-spec, no display
+// name, at most 254 bytes: SMTP's bound, RFC 5321, where SPEC 6.2 says
+// characters) and returns its form in Unicode NFC,
 // lower-cased, under which it is stored and looked up: addresses that are
 // the same text (ü written as one character or as u and a combining
 // diaeresis) or differ only in case are one account.
