@@ -18,10 +18,9 @@ var errInvalidCredentials = &Error{Code: EInvalidCredentials, Message: "The emai
 // While an account is brute-force locked every login answers
 // EAccountLocked (with RetryAfter) without checking the password, so a
 // lock never confirms a guess. An administrator's lock is told only to the
-// right password; a wrong one is answered as for an unknown email. For an
-// account with an enabled second factor a right password starts no
-// session: the error is *MFARequired (EMFARequired), and
-// VerifyMFA finishes the login. Returns EInvalid, EInvalidCredentials,
+// right password (loginBarred). For an account with an enabled second
+// factor a right password starts no session: the error is *MFARequired
+// (EMFARequired), and VerifyMFA finishes the login. Returns EInvalid, EInvalidCredentials,
 // EEmailNotVerified, EMFARequired, EAccountLocked, ERateLimited, EUnavailable.
 func (s *Service) Login(ctx context.Context, c Client, email, password, deviceInfo string) (*TokenPair, error) {
 	email, err := NormalizeEmail(email)
@@ -46,11 +45,11 @@ func (s *Service) Login(ctx context.Context, c Client, email, password, deviceIn
 		return nil, err
 	}
 	if err != nil || u.IsDeleted() || u.PasswordHash == "" {
-		return nil, s.loginUnknown(ctx, c, email, password, nil)
+		return nil, s.loginUnknown(ctx, c, email, password)
 	}
 	switch now := s.now(); {
 	case u.LockedByAdmin(now):
-		return nil, s.loginUnknown(ctx, c, email, password, u)
+		return nil, s.loginBarred(ctx, c, u, password)
 	case u.IsLocked(now):
 		return nil, s.refuseLocked(ctx, c, u.ID, s.lockedError(u.AccountLockedUntil.Sub(now)))
 	}
@@ -154,50 +153,99 @@ func (s *Service) startSession(ctx context.Context, tx *txn, c Client, u *User, 
 // loginUnknown answers a login for an email without an account exactly as
 // for one with an account and a wrong password: the same hashing time, and
 // failures that count and lock alike, held in the rate-limit store.
-//
-// An account an administrator locked (barred) is answered the same way,
-// its own password checked in place of the dummy, and the lock told only
-// for the right password: a 423 at the first guess would tell anyone that
-// the address has an account, and that it is barred (SPEC 6.6). Its
-// failures count in the rate-limit store, as an unknown email's do, so
-// that they neither lift nor shorten the administrator's lock.
-func (s *Service) loginUnknown(ctx context.Context, c Client, email, password string, barred *User) error {
+func (s *Service) loginUnknown(ctx context.Context, c Client, email, password string) error {
 	key := "lockout:" + s.emailKey(email)
-	user, reason := uuid.Nil, "unknown email"
-	if barred != nil {
-		user, reason = barred.ID, "invalid password"
-	}
 	if wait := s.ghostLocked(ctx, key); wait > 0 {
-		return s.refuseLocked(ctx, c, user, s.lockedError(wait))
+		return s.refuseLocked(ctx, c, uuid.Nil, s.lockedError(wait))
 	}
-	if barred == nil {
-		if err := s.passwords.VerifyDummy(ctx, password); err != nil {
-			return err
-		}
-	} else {
-		ok, _, err := s.passwords.Verify(ctx, password, barred.PasswordHash)
-		if err != nil {
-			return err
-		}
-		if ok {
-			return s.refuseLocked(ctx, c, user, s.lockedError(barred.AccountLockedUntil.Sub(s.now())))
-		}
+	if err := s.passwords.VerifyDummy(ctx, password); err != nil {
+		return err
 	}
 	// Locked while we hashed, as an account's login finds in its
 	// transaction: the lock is read and the failure counted in one step,
 	// so that parallel guesses get the same answers either way.
 	wait, locked := s.ghostFailed(ctx, key)
 	if wait > 0 {
-		return s.refuseLocked(ctx, c, user, s.lockedError(wait))
+		return s.refuseLocked(ctx, c, uuid.Nil, s.lockedError(wait))
 	}
 	if locked {
 		// The lock notice a real account would be mailed uses up a mail.
 		s.mailAllowed(ctx, email)
 	}
-	if err := s.logEvent(ctx, s.audit(s.now(), c, EventLoginFailure, ResultFailure, user, reason, nil)); err != nil {
+	if err := s.logEvent(ctx, s.audit(s.now(), c, EventLoginFailure, ResultFailure, uuid.Nil, "unknown email", nil)); err != nil {
 		return err
 	}
 	return errInvalidCredentials
+}
+
+// loginBarred answers a login for u, an account an administrator locked,
+// as for any account that is not locked, and tells the lock only to the
+// right password: a 423 at the first guess would tell anyone that the
+// address has an account, and that it is barred (SPEC 6.6). Its wrong
+// passwords count and lock on its row as any account's do (barredGuesses),
+// shared by every instance, so the lock does not open the account to more
+// guessing than an unlocked one; while they lock it, right and wrong
+// passwords alike answer 423 unchecked. A right password is logged as
+// such: the administrator learns that someone holds it.
+func (s *Service) loginBarred(ctx context.Context, c Client, u *User, password string) error {
+	if wait := s.barredGuesses(u, s.now()); wait > 0 {
+		return s.refuseLocked(ctx, c, u.ID, s.lockedError(wait))
+	}
+	checked := u.PasswordHash
+	ok, _, err := s.passwords.Verify(ctx, password, checked)
+	if err != nil {
+		return err
+	}
+	return s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		u, err := tx.User(ctx, u.ID) // locked: the failures count one at a time
+		if err != nil {
+			return err
+		}
+		refuse := func(reason string, err error, ctxt map[string]any) error {
+			return tx.refuse(ctx, s.audit(now, c, EventLoginFailure, ResultFailure, u.ID, reason, ctxt), err)
+		}
+		switch {
+		case u.IsDeleted():
+			return refuse("account deleted", errInvalidCredentials, nil)
+		case u.PasswordHash != checked:
+			return refuse("password changed during login", errInvalidCredentials, nil)
+		}
+		if wait := s.barredGuesses(u, now); wait > 0 {
+			// Locked by guesses while we hashed: right and wrong alike.
+			return refuse("account locked", s.lockedError(wait), nil)
+		}
+		if ok {
+			return refuse("account locked by an administrator; the password was right",
+				s.lockedError(u.AccountLockedUntil.Sub(now)), nil)
+		}
+		if now.Sub(u.LastFailedLogin) >= failureMemory || u.FailedLoginAttempts >= s.cfg.LockoutThreshold {
+			u.FailedLoginAttempts = 0 // forgotten, or their lock has run out
+		}
+		u.FailedLoginAttempts++
+		u.LastFailedLogin, u.UpdatedAt = now, now
+		if err := tx.UpdateUser(ctx, u); err != nil {
+			return err
+		}
+		if u.FailedLoginAttempts >= s.cfg.LockoutThreshold {
+			// The lock notice an unlocked account would be mailed uses
+			// up a mail; a barred account is sent none.
+			s.mailAllowed(ctx, u.Email)
+		}
+		return refuse("invalid password", errInvalidCredentials, map[string]any{"failed_attempts": u.FailedLoginAttempts})
+	})
+}
+
+// barredGuesses returns how long password checks of u, an account an
+// administrator locked, stay refused after LockoutThreshold wrong
+// passwords: the LockoutDuration from the last, as a brute-force lock
+// would last, without touching the administrator's lock; 0 while they may
+// go on.
+func (s *Service) barredGuesses(u *User, now time.Time) time.Duration {
+	if u.FailedLoginAttempts < s.cfg.LockoutThreshold {
+		return 0
+	}
+	return max(u.LastFailedLogin.Add(s.cfg.LockoutDuration).Sub(now), 0)
 }
 
 // refuseLocked logs a login refused because its account (or, with user Nil,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -154,6 +155,55 @@ func TestLockoutSaysNothingAboutExistence(t *testing.T) {
 			t.Errorf("failures spaced by a day: real %v, unknown %v; want 401s alike", spaced["real2@example.org"], spaced["ghost2@example.org"])
 		}
 	})
+}
+
+// TestBarredAccountsGuessesLockOnTheAccount: the wrong passwords given
+// for an account an administrator locked count on the account, as any
+// account's do, so another instance (here a second service on the same
+// database, with its own memory) refuses the next guess, and then the
+// right password, without telling the lock's end: the password stays
+// unconfirmed. Counted in each instance's memory, as an unknown email's
+// failures are, each instance allowed its own guesses and told the right
+// one apart.
+func TestBarredAccountsGuessesLockOnTheAccount(t *testing.T) {
+	store := openSQLite(t)
+	e := newEnv(t, store)
+	other := newEnv(t, store)
+	e.registerVerified("guessed@example.org", goodPassword)
+	until := e.clock.Now().Add(30 * 24 * time.Hour)
+	want(t, "admin lock", e.admin("POST", "/v1/admin/users/"+e.user("guessed@example.org").ID.String()+"/lock",
+		map[string]any{"until": until.Format(time.RFC3339)}), 204, "")
+	login := func(e *env, pw string) response {
+		return e.do("POST", "/v1/auth/login", map[string]string{"email": "guessed@example.org", "password": pw})
+	}
+	for range 5 {
+		want(t, "a wrong guess", login(e, "not the password"), 401, "invalid_credentials")
+	}
+	for name, pw := range map[string]string{"a wrong guess": "not the password either", "the right password": goodPassword} {
+		r := login(other, pw)
+		want(t, name+" on another instance", r, 423, "account_locked")
+		if r.header.Get("Retry-After") != "900" {
+			t.Errorf("%s on another instance: Retry-After %s, want the guesses' lock, 900", name, r.header.Get("Retry-After"))
+		}
+	}
+	// Once the guesses' lock has run out, the right password learns of the
+	// administrator's.
+	e.clock.Advance(15 * time.Minute)
+	other.clock.Advance(15 * time.Minute)
+	r := login(other, goodPassword)
+	want(t, "the right password after the guesses' lock", r, 423, "account_locked")
+	if got, left := r.header.Get("Retry-After"), until.Sub(other.clock.Now()); got != strconv.Itoa(int(left.Seconds())) {
+		t.Errorf("Retry-After %s, want the administrator's lock's %0.f s", got, left.Seconds())
+	}
+	u := e.user("guessed@example.org")
+	if !u.LockedByAdmin(e.clock.Now()) || u.LockReason != authd.LockAdmin {
+		t.Errorf("the administrator's lock after the guesses: %s %s until %v", u.AccountStatus, u.LockReason, u.AccountLockedUntil)
+	}
+	// The administrator reads that someone holds the password.
+	logs, err := store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: u.ID, Limit: 1})
+	if err != nil || len(logs) != 1 || !strings.Contains(logs[0].FailureReason, "password was right") {
+		t.Errorf("the last login's row: %+v, %v; want one saying the password was right", logs, err)
+	}
 }
 
 // TestAdminLockOutlivesReset: a password reset lifts only a brute-force
