@@ -334,6 +334,8 @@ func States(keys []*Key, now time.Time, ttl time.Duration) []Status {
 type Keyring struct {
 	dir, alg string
 
+	reload sync.Mutex // one reread at a time, so that none installs an older read
+
 	mu       sync.RWMutex
 	keys     []*Key // of alg, newest first; empty while the directory has none
 	byID     map[string]*Key
@@ -376,14 +378,26 @@ func OpenKeyring(dir, alg string, now time.Time) (*Keyring, error) {
 // to log. A key generated here instead would be one no other instance
 // knows, if this instance merely lost sight of a shared directory.
 func (kr *Keyring) Reload() error {
+	kr.reload.Lock()
+	defer kr.reload.Unlock()
+	return kr.reread()
+}
+
+// reread is Reload, under kr.reload.
+func (kr *Keyring) reread() error {
 	// The time first: a change while the files are read moves it past
-	// what is recorded, and the next ReloadIfChanged rereads.
+	// what is recorded, and the next ReloadIfChanged rereads. A directory
+	// that cannot be read keeps the keys read before, and its time too:
+	// ReloadIfChanged tries again once it changes, not at every request.
 	var dirTime time.Time
 	if fi, err := os.Stat(kr.dir); err == nil {
 		dirTime = fi.ModTime()
 	}
 	all, err := Load(kr.dir)
 	if err != nil {
+		kr.mu.Lock()
+		kr.dirTime = dirTime
+		kr.mu.Unlock()
 		return err
 	}
 	kr.mu.RLock()
@@ -411,23 +425,34 @@ func (kr *Keyring) Reload() error {
 }
 
 // ReloadIfChanged rereads the directory if it changed since the last
-// Reload: adding, replacing or removing a key file moves its modification
-// time. It costs one stat, so that JWKS can show a key `authd keys rotate`
-// has just written at once (SPEC 6.3) without a disk read per request;
-// the periodic Reload (ReloadInterval) still catches a change within the
-// same tick of the file system's clock.
+// Reload: a file added, removed or renamed in it (as `authd keys` writes
+// them) moves its modification time; a file overwritten in place does not,
+// and waits for the periodic Reload (ReloadInterval), as does a change
+// within the same tick of the file system's clock. It costs one stat, so
+// that JWKS can show a key `authd keys rotate` has just written at once
+// (SPEC 6.3) without a disk read per request; requests that find the same
+// change reread it once.
 func (kr *Keyring) ReloadIfChanged() error {
 	fi, err := os.Stat(kr.dir)
 	if err != nil {
 		return err
 	}
-	kr.mu.RLock()
-	same := fi.ModTime().Equal(kr.dirTime)
-	kr.mu.RUnlock()
-	if same {
+	if kr.seen(fi.ModTime()) {
 		return nil
 	}
-	return kr.Reload()
+	kr.reload.Lock()
+	defer kr.reload.Unlock()
+	if kr.seen(fi.ModTime()) {
+		return nil // reread while this one waited
+	}
+	return kr.reread()
+}
+
+// seen reports whether the last reread saw the directory at time t.
+func (kr *Keyring) seen(t time.Time) bool {
+	kr.mu.RLock()
+	defer kr.mu.RUnlock()
+	return t.Equal(kr.dirTime)
 }
 
 func (kr *Keyring) errNoKey() error {

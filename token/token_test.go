@@ -189,6 +189,22 @@ func TestReloadIfChanged(t *testing.T) {
 	if _, ok := kr.known(second.ID); !ok {
 		t.Error("the keyring did not reread a directory that changed")
 	}
+
+	// A directory that cannot be read (a stray, broken key file) keeps the
+	// keys read before, and is read again once it changes, not at every
+	// call (JWKS requests would each read and parse every file).
+	if err := os.WriteFile(filepath.Join(dir, "broken.pem"), []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := kr.ReloadIfChanged(); err == nil {
+		t.Error("a broken key file read without an error")
+	}
+	if err := kr.ReloadIfChanged(); err != nil {
+		t.Errorf("the unchanged directory with its broken file read again: %v", err)
+	}
+	if kr.Signing(now) == nil {
+		t.Error("the keys read before the broken file are gone")
+	}
 }
 
 // TestRotate: a rotated-in key is published at once, signs after
