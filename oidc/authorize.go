@@ -138,7 +138,10 @@ func (p *Provider) parseAuthRequest(q url.Values, oc *authd.OAuthClient) (*authd
 		return nil, &authError{"invalid_request", "nonce must be text, at most 255 bytes"}
 	}
 	switch {
-	case req.CodeChallenge == "" && oc.Type == authd.ClientPublic:
+	case req.CodeChallenge == "" && (oc.Type == authd.ClientPublic || privateUse(req.RedirectURI)):
+		// A native app's code can reach any app that claims its scheme;
+		// the verifier it does not have keeps the code useless to it
+		// (RFC 8252 §8.1), whatever secret the app ships.
 		return nil, &authError{"invalid_request", "PKCE (code_challenge with S256) is required for this client"}
 	case req.CodeChallenge == "" && req.CodeChallengeMethod != "":
 		return nil, &authError{"invalid_request", "code_challenge_method without code_challenge"}
@@ -260,10 +263,27 @@ func (p *Provider) authorizeSilently(w http.ResponseWriter, r *http.Request, req
 // (RFC 8252 §8.5), so it proves nothing either. A confidential client's
 // loopback http is a web server under development, and goes on silently.
 func mustConfirm(oc *authd.OAuthClient, req *authd.AuthRequest) bool {
-	if strings.HasPrefix(req.RedirectURI, "https://") {
+	if redirectScheme(req.RedirectURI) == "https" {
 		return false
 	}
-	return oc.Type == authd.ClientPublic || !strings.HasPrefix(req.RedirectURI, "http://")
+	return oc.Type == authd.ClientPublic || privateUse(req.RedirectURI)
+}
+
+// privateUse reports whether a redirect URI has a private-use scheme
+// (RFC 8252 §7.1, com.example.app:/cb): a native app's, neither https nor
+// http.
+func privateUse(uri string) bool {
+	s := redirectScheme(uri)
+	return s != "https" && s != "http"
+}
+
+// redirectScheme is a redirect URI's scheme, in lower case (url.Parse's).
+func redirectScheme(uri string) string {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return ""
+	}
+	return u.Scheme
 }
 
 // resume continues a saved request after sign-in or consent.

@@ -38,6 +38,32 @@ func TestNativeClientsConfirmByHand(t *testing.T) {
 	}
 }
 
+// TestNativeAppsUsePKCE: an authorization request for a private-use
+// scheme's redirect URI needs PKCE from a confidential client too: an app
+// that claims the scheme gets the code, and only the verifier, which it
+// does not have, keeps the code useless to it (the secret ships in the
+// app). A confidential client's https redirect may go without.
+func TestNativeAppsUsePKCE(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		for id, callback := range map[string]string{"native": "com.example.app:/cb", "web": rpCallback} {
+			c, _, err := e.svc.CreateClient(context.Background(), authd.Client{}, authd.ClientSpec{ID: id, Name: id,
+				Type: authd.ClientConfidential, RedirectURIs: []string{callback}, FirstParty: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			q := url.Values{"client_id": {c.ID}, "redirect_uri": {callback}, "response_type": {"code"}, "scope": {"openid"},
+				"state": {"s"}}
+			cb := e.browser().get(e.srv.URL + oidc.AuthorizePath + "?" + q.Encode()).callback()
+			switch {
+			case id == "native" && (cb == nil || cb.Get("error") != "invalid_request"):
+				t.Errorf("a confidential client's private-use redirect without PKCE: %v, want invalid_request", cb)
+			case id == "web" && cb != nil:
+				t.Errorf("a confidential client's https redirect without PKCE: %v, want the sign-in page", cb)
+			}
+		}
+	})
+}
+
 func nativeClientConfirms(t *testing.T, e *env, typ authd.ClientType, callback string, confirm bool) {
 	e.user("nat@example.org")
 	c, _, err := e.svc.CreateClient(context.Background(), authd.Client{}, authd.ClientSpec{ID: "native", Name: "Native",
