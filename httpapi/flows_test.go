@@ -450,6 +450,44 @@ func TestRevocationPaths(t *testing.T) {
 	})
 }
 
+// TestPasswordChangeVoidsResetLinks: a reset link mailed before the
+// owner changed their password no longer resets it, and a reset mail
+// asked for before the change and still queued is not sent: whoever holds
+// a stray link (a forwarded mail, a shared device) is shut out with the
+// rest. The link reset the password after the change, ending the owner's
+// sessions.
+func TestPasswordChangeVoidsResetLinks(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "stray@example.org"
+		e.registerVerified(email, goodPassword)
+		access, _ := e.login(email, goodPassword)
+		change := func(from, to string) {
+			t.Helper()
+			want(t, "change password", e.do("POST", "/v1/auth/password/change",
+				map[string]string{"current_password": from, "new_password": to}, bearer(access)...), 204, "")
+		}
+		want(t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": email}), 202, "")
+		stray := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, email))
+		e.clock.Advance(time.Minute)
+		change(goodPassword, "a changed passphrase")
+		want(t, "the stray link after the change", e.do("POST", "/v1/auth/password/reset",
+			map[string]string{"token": stray, "new_password": "the intruder's passphrase"}), 400, "invalid_token")
+
+		sent := e.mail.count(authd.MailPasswordReset, email)
+		e.clock.Advance(time.Minute)
+		want(t, "forgot, not yet sent", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": email}), 202, "")
+		e.clock.Advance(time.Minute)
+		change("a changed passphrase", "another changed passphrase") // the outbox runs when the mailbox is read
+		if n := e.mail.count(authd.MailPasswordReset, email); n != sent {
+			t.Errorf("reset mails after a change that followed the request: %d sent, want none", n-sent)
+		}
+		if !e.active(access) {
+			t.Error("the owner's session ended")
+		}
+	})
+}
+
 func TestChangePasswordErrors(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		e := newEnv(t, open(t))
