@@ -101,12 +101,21 @@ func (s *Service) mfaStatus(ctx context.Context, user uuid.UUID) (*MFAStatus, er
 	return &MFAStatus{Factors: factors, Passkeys: keys, RecoveryCodesLeft: left}, nil
 }
 
+// errFactorUnverified refuses a second factor to an account whose address
+// is not verified (possible with AUTHD_REQUIRE_VERIFIED_EMAIL=false): whoever
+// registered someone else's address first would otherwise keep a factor
+// (a passkey signs in alone) after the owner took the account back with a
+// password reset, which proves the mailbox but leaves factors.
+var errFactorUnverified = &Error{Code: EEmailNotVerified,
+	Message: "Verify your email address before you add a second factor or a passkey."}
+
 // EnrollTOTP starts a TOTP enrolment after checking the user's password
 // (reauthenticate) and, when the user has a second factor already (a
 // passkey), proof: a new secret, stored encrypted and not yet enabled;
 // ConfirmTOTP enables it. An enrolment not yet confirmed is replaced.
-// Returns EConflict (TOTP is already enabled), EInvalidCredentials,
-// EMFARequired, EAccountLocked, ERateLimited, EInvalidToken, EUnavailable.
+// Returns EConflict (TOTP is already enabled), EEmailNotVerified,
+// EInvalidCredentials, EMFARequired, EAccountLocked, ERateLimited,
+// EInvalidToken, EUnavailable.
 func (s *Service) EnrollTOTP(ctx context.Context, c Client, a *AccessClaims, password string, proof StepUp) (*TOTPEnrolment, error) {
 	ctx, cancel := detach(ctx) // the checks finish whatever the client does
 	defer cancel()
@@ -124,6 +133,9 @@ func (s *Service) EnrollTOTP(ctx context.Context, c Client, a *AccessClaims, pas
 		u, err := s.recheck(ctx, tx, c, checked, proof, EventMFAEnrolled, now)
 		if err != nil {
 			return err
+		}
+		if !u.EmailVerified {
+			return errFactorUnverified
 		}
 		factors, err := tx.Factors(ctx, u.ID)
 		if err != nil {

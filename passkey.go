@@ -270,8 +270,8 @@ func (s *Service) takeChallenge(ctx context.Context, tx *txn, c Client, challeng
 // passes every later step-up. Answers the creation options (JSON
 // {publicKey: …}) for navigator.credentials.create, excluding the passkeys
 // the user has. Returns ENotFound (passkeys off), EConflict (MaxPasskeys
-// reached), EInvalidCredentials, EMFARequired, EAccountLocked,
-// ERateLimited, EInvalidToken, EUnavailable.
+// reached), EEmailNotVerified, EInvalidCredentials, EMFARequired,
+// EAccountLocked, ERateLimited, EInvalidToken, EUnavailable.
 func (s *Service) BeginPasskeyRegistration(ctx context.Context, c Client, a *AccessClaims, password string,
 	proof StepUp) (json.RawMessage, error) {
 	ctx, cancel := detach(ctx) // the checks finish whatever the client does
@@ -299,6 +299,9 @@ func (s *Service) BeginPasskeyRegistration(ctx context.Context, c Client, a *Acc
 		u, err := s.recheck(ctx, tx, c, checked, proof, EventPasskeyAdded, now)
 		if err != nil {
 			return err
+		}
+		if !u.EmailVerified {
+			return errFactorUnverified
 		}
 		return s.saveChallenge(ctx, tx, session, PurposeRegister, u.ID, uuid.Nil, now)
 	})

@@ -559,10 +559,21 @@ func TestNotVerifiedRequirementOff(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		e := newEnv(t, open(t), withConfig(func(c *authd.Config) { c.RequireVerifiedEmail = false }))
 		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": "early@example.org", "password": goodPassword, "consent": true}), 202, "")
-		e.login("early@example.org", goodPassword)
+		access, _ := e.login("early@example.org", goodPassword)
 		if u := e.user("early@example.org"); u.AccountStatus != authd.StatusActive || u.EmailVerified {
 			t.Errorf("with verification not required: %+v", u)
 		}
+		// No second factor before the address is verified: whoever
+		// registered another's address first would keep it (a passkey signs
+		// in alone) once the owner reset the password, which leaves factors.
+		for _, path := range []string{"/v1/users/me/mfa/totp", "/v1/users/me/passkeys/begin"} {
+			want(t, path+" before verifying", e.do("POST", path, map[string]string{"password": goodPassword},
+				bearer(access)...), 403, "email_not_verified")
+		}
+		tok := tokenOf(t, e.mail.last(t, authd.MailVerifyEmail, "early@example.org"))
+		want(t, "verify", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": tok}), 200, "")
+		want(t, "TOTP after verifying", e.do("POST", "/v1/users/me/mfa/totp", map[string]string{"password": goodPassword},
+			bearer(access)...), 200, "")
 	})
 }
 
