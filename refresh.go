@@ -78,23 +78,31 @@ func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID 
 			return s.refuseToken(ctx, tx, c, EventTokenRefreshed, u.ID, "refresh token of another client", ctxt)
 		case !sess.RevokedAt.IsZero():
 			return s.refuseToken(ctx, tx, c, EventTokenRefreshed, u.ID, "session ended", ctxt)
-		case t.Expired(now) || !sess.Active(now):
+		case !sess.Active(now) || t.Expired(now) && !t.Revoked:
+			// A token rotated (revoked in a live session) and presented
+			// after its own expiry is still reuse: the session it was
+			// stolen from may live on in the thief's chain.
 			return s.refuseToken(ctx, tx, c, EventTokenRefreshed, u.ID, "refresh token expired", ctxt)
 		case u.LockedByAdmin(now):
 			return s.refuseToken(ctx, tx, c, EventTokenRefreshed, u.ID, "account locked", ctxt)
 		}
-		if err := s.limit(ctx, "refresh:"+sess.ID.String(), refreshPerSession, time.Minute); err != nil {
-			return err
-		}
 		childRaw, childDigest := s.childToken(refreshToken)
+		var child *Token
 		if t.Revoked {
-			child, err := s.graceChild(ctx, tx, t, childDigest, now)
-			if err != nil {
+			// Reuse is decided before the per-session limit, which whoever
+			// holds the session's live chain can spend: a replay must end
+			// the session whatever the budget.
+			if child, err = s.graceChild(ctx, tx, t, childDigest, now); err != nil {
 				return err
 			}
 			if child == nil {
 				return s.reuse(ctx, tx, c, t, sess, u.ID, now)
 			}
+		}
+		if err := s.limit(ctx, "refresh:"+sess.ID.String(), refreshPerSession, time.Minute); err != nil {
+			return err
+		}
+		if t.Revoked {
 			sess.LastUsedAt = now
 			if err := tx.UpdateSession(ctx, sess); err != nil {
 				return err

@@ -299,6 +299,59 @@ func TestRefreshRotationAndReuse(t *testing.T) {
 	})
 }
 
+// TestReuseWhateverTheLimitOrExpiry: a thief who rotated a stolen refresh
+// token cannot shield their chain from the owner's replay of it, neither
+// by spending the session's refresh budget (the replay answered 429 and
+// ended nothing) nor by keeping the chain alive past the stolen token's
+// own expiry (the replay answered "expired" and ended nothing): the replay
+// is reuse, and the session ends.
+func TestReuseWhateverTheLimitOrExpiry(t *testing.T) {
+	for name, shield := range map[string]func(e *env, refresh func(string) response, chain string) string{
+		"the budget spent": func(e *env, refresh func(string) response, chain string) string {
+			for range 100 {
+				r := refresh(chain)
+				if r.status == 429 {
+					return chain
+				}
+				want(e.t, "the thief's refresh", r, 200, "")
+				chain = r.str("refresh_token")
+			}
+			e.t.Fatal("the session's refreshes were never limited")
+			return ""
+		},
+		"the stolen token expired": func(e *env, refresh func(string) response, chain string) string {
+			for range 3 { // the thief's chain lives on, day after day
+				e.clock.Advance(3 * 24 * time.Hour)
+				r := refresh(chain)
+				want(e.t, "the thief's refresh", r, 200, "")
+				chain = r.str("refresh_token")
+			}
+			return chain
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+				e := newEnv(t, open(t), withRateLimit())
+				e.registerVerified("stolen@example.org", goodPassword)
+				refresh := func(tok string) response {
+					return e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": tok})
+				}
+				_, stolen := e.login("stolen@example.org", goodPassword)
+				r := refresh(stolen) // the thief's, first
+				want(t, "the thief's first refresh", r, 200, "")
+				e.clock.Advance(time.Minute) // past the grace window
+				chain := shield(e, refresh, r.str("refresh_token"))
+				want(t, "the owner's replay of the stolen token", refresh(stolen), 401, "invalid_token")
+				if evs := e.events("stolen@example.org"); !slices.Contains(evs, "refresh_token_reuse/failure") {
+					t.Errorf("the replay was not taken for reuse: %v", evs)
+				}
+				e.clock.Advance(time.Minute) // a fresh budget
+				want(t, "the thief's chain after the replay", refresh(chain), 401, "invalid_token")
+			})
+		})
+	}
+}
+
 // TestRefreshGraceNeverForks replays the attack of a thief who wins the race
 // for a rotated token: within the grace window both holders get the one
 // child, and as soon as either uses it the other's repeat is reuse, which
