@@ -113,17 +113,19 @@ func (r *Redis) Allow(ctx context.Context, key string, limit int, length time.Du
 }
 
 // try runs call on Redis within the call timeout and reports whether it
-// answered; false sends the request to the in-memory fallback.
+// answered; false sends the request to the in-memory fallback. The call
+// runs to its end even when the caller's request ends first: a client that
+// hangs up (or half-closes its connection) as it sends a login must not
+// be counted in this instance's memory instead of the shared count, where
+// each instance would give it a budget of its own.
 func (r *Redis) try(ctx context.Context, call func(context.Context) error) bool {
 	if !r.useRedis() {
 		return false
 	}
-	callCtx, cancel := context.WithTimeout(ctx, r.timeout)
+	callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.timeout)
 	err := call(callCtx)
 	cancel()
 	switch {
-	case err != nil && ctx.Err() != nil:
-		return false // the request ended, not Redis: say nothing about Redis
 	case errors.Is(err, redis.ErrPoolTimeout):
 		return false // this instance is busy, Redis is not down: only this request counts in memory
 	case err != nil:

@@ -68,6 +68,32 @@ func TestRedisSkewedClocksShareOneCounter(t *testing.T) {
 	}
 }
 
+// TestRedisCountsRequestsThatEnded: a request whose context has ended (its
+// client hung up, or half-closed the connection, as it sent a login) is
+// counted in Redis all the same, where every instance sees it; it went to
+// the instance's memory, a budget apart from the shared one.
+func TestRedisCountsRequestsThatEnded(t *testing.T) {
+	t.Parallel()
+	url := redisURL(t)
+	if url == "" {
+		t.Skip("TEST_REDIS_URL is not set")
+	}
+	prefix := testPrefix()
+	one := redisLimiter(t, url, prefix, nil, nil)
+	other := redisLimiter(t, url, prefix, nil, nil)
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	for range 3 {
+		if _, err := one.Allow(ended, "k", 3, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wait, err := other.Allow(context.Background(), "k", 3, time.Minute)
+	if err != nil || wait == 0 {
+		t.Errorf("another instance after three ended requests: wait %s, %v; want the limit reached", wait, err)
+	}
+}
+
 // TestRedisDownFallsBackToMemory cuts the network between an instance and
 // Redis: limits go on in memory, the outage is logged once, Redis is tried
 // again only now and then, and once it answers the counts are shared again.
