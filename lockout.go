@@ -106,17 +106,24 @@ func (s *Service) failedCheck(ctx context.Context, tx *txn, c Client, u *User, n
 		map[string]any{"failed_attempts": u.FailedLoginAttempts}), err)
 }
 
+// reasonLockExpired is why a timed lock is lifted when it has run out.
+const reasonLockExpired = "lock expired"
+
 // unlock ends a lock of either kind: the account returns to active (or
 // inactive while its email is unverified and verification is required) with
-// a clean counter.
+// a clean counter. An administrator's timed lock that ran out keeps the
+// count of the wrong passwords given during it (loginBarred): they were
+// guesses like any, and its end must not hand out a fresh set.
 func (s *Service) unlock(ctx context.Context, tx *txn, c Client, u *User, now time.Time, reason string) error {
+	if reason != reasonLockExpired || u.LockReason == LockBruteForce {
+		u.FailedLoginAttempts = 0
+	}
 	u.AccountStatus = StatusActive
 	if !u.EmailVerified && s.cfg.RequireVerifiedEmail {
 		u.AccountStatus = StatusInactive
 	}
 	u.AccountLockedUntil = time.Time{}
 	u.LockReason = ""
-	u.FailedLoginAttempts = 0
 	u.UpdatedAt = now
 	if err := tx.UpdateUser(ctx, u); err != nil {
 		return err
@@ -155,7 +162,7 @@ func (s *Service) UnlockExpired(ctx context.Context) (int, error) {
 				return err // lifted (or locked again) meanwhile
 			}
 			done = true
-			return s.unlock(ctx, tx, Client{}, u, now, "lock expired")
+			return s.unlock(ctx, tx, Client{}, u, now, reasonLockExpired)
 		})
 		if err != nil {
 			failed = append(failed, fmt.Errorf("unlocking %s: %w", id, err))
@@ -180,7 +187,7 @@ func (s *Service) refuseIfBarred(ctx context.Context, tx *txn, c Client, u *User
 		return s.refuseErased(ctx, tx, c, u, event, now)
 	}
 	if u.LockExpired(now) {
-		if err := s.unlock(ctx, tx, c, u, now, "lock expired"); err != nil {
+		if err := s.unlock(ctx, tx, c, u, now, reasonLockExpired); err != nil {
 			return err
 		}
 	}

@@ -76,7 +76,7 @@ func (s *Service) Login(ctx context.Context, c Client, email, password, deviceIn
 		}
 		u := st.User
 		if u.LockExpired(now) {
-			if err := s.unlock(ctx, tx, c, u, now, "lock expired"); err != nil {
+			if err := s.unlock(ctx, tx, c, u, now, reasonLockExpired); err != nil {
 				return err
 			}
 		}

@@ -694,7 +694,7 @@ func (s *Service) FinishPasskeyLogin(ctx context.Context, c Client, credential [
 				map[string]any{"purpose": string(PurposeLogin), "detail": protocolDetail(err)}), errPasskeyRefused)
 		}
 		if u.LockExpired(now) {
-			if err := s.unlock(ctx, tx, c, u, now, "lock expired"); err != nil {
+			if err := s.unlock(ctx, tx, c, u, now, reasonLockExpired); err != nil {
 				return err
 			}
 		}
