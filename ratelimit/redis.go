@@ -65,6 +65,14 @@ func NewRedis(ctx context.Context, rawURL string, clock authd.Clock, logger *slo
 	// one dial attempt, because a refused connection will not be accepted
 	// 100 ms later.
 	opts.ContextTimeoutEnabled, opts.DialerRetries = true, 1
+	// A wait for a free connection gives up well within the call's timeout,
+	// once more after a retry, as ErrPoolTimeout: this instance is busy,
+	// Redis is not down (try). With go-redis's defaults (ReadTimeout + 1 s,
+	// three retries) the call's deadline always came first, and a busy pool
+	// read as an outage that sent every count to memory for
+	// retryAfterFailure. One retry still covers a pooled connection the
+	// server had closed.
+	opts.PoolTimeout, opts.MaxRetries = callTimeout/4, 1
 	// go-redis logs dial failures itself, in plain text on stderr, once per
 	// request while Redis is down; the limiter reports the outage once. The
 	// setting is process-wide: the last limiter made decides.

@@ -94,6 +94,43 @@ func TestRedisCountsRequestsThatEnded(t *testing.T) {
 	}
 }
 
+// TestRedisBusyPoolIsNoOutage: when every connection of the pool is in
+// use, a count waits briefly, then goes to memory for that request alone:
+// Redis is not taken for down (which would send every count to memory for
+// seconds). The wait for a connection, retried, outlasted the call's
+// timeout, and the deadline read as an outage.
+func TestRedisBusyPoolIsNoOutage(t *testing.T) {
+	t.Parallel()
+	url := redisURL(t)
+	if url == "" {
+		t.Skip("TEST_REDIS_URL is not set")
+	}
+	sep := "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
+	}
+	r := redisLimiter(t, url+sep+"pool_size=1", testPrefix(), nil, nil)
+	done := make(chan struct{})
+	go func() { // holds the one connection for a second
+		defer close(done)
+		r.client.BLPop(context.Background(), time.Second, testPrefix()+"nothing")
+	}()
+	deadline := time.Now().Add(30 * time.Second) // a guard: the connection is always taken
+	for st := r.client.PoolStats(); st.TotalConns == 0 || st.IdleConns > 0; st = r.client.PoolStats() {
+		if time.Now().After(deadline) {
+			t.Fatal("the blocking call never took the connection")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if _, err := r.Allow(context.Background(), "k", 10, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if r.Fallback() {
+		t.Error("a busy pool was taken for Redis being down")
+	}
+	<-done
+}
+
 // TestRedisDownFallsBackToMemory cuts the network between an instance and
 // Redis: limits go on in memory, the outage is logged once, Redis is tried
 // again only now and then, and once it answers the counts are shared again.
