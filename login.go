@@ -210,6 +210,22 @@ func (s *Service) loginBarred(ctx context.Context, c Client, u *User, password s
 			return refuse("account deleted", errInvalidCredentials, nil)
 		case u.PasswordHash != checked:
 			return refuse("password changed during login", errInvalidCredentials, nil)
+		case !u.LockedByAdmin(now):
+			// Unlocked, or run out, while we hashed: the account is
+			// answered as any now, a right password with a retry (a
+			// session needs the whole login), not with a lock that is gone.
+			if u.LockExpired(now) {
+				if err := s.unlock(ctx, tx, c, u, now, reasonLockExpired); err != nil {
+					return err
+				}
+			}
+			switch {
+			case u.IsLocked(now): // by guesses meanwhile: right and wrong alike
+				return refuse("account locked", s.lockedError(u.AccountLockedUntil.Sub(now)), nil)
+			case !ok:
+				return s.failedPassword(ctx, tx, c, u, now, EventLoginFailure, errInvalidCredentials)
+			}
+			return refuse("account unlocked during login", errUnlockedMeanwhile, nil)
 		}
 		if wait := s.barredGuesses(u, now); wait > 0 {
 			// Locked by guesses while we hashed: right and wrong alike.
@@ -235,6 +251,11 @@ func (s *Service) loginBarred(ctx context.Context, c Client, u *User, password s
 		return refuse("invalid password", errInvalidCredentials, map[string]any{"failed_attempts": u.FailedLoginAttempts})
 	})
 }
+
+// errUnlockedMeanwhile answers a right password for an account whose
+// administrator's lock was lifted while it was checked: the login is tried
+// again.
+var errUnlockedMeanwhile = &Error{Code: EInvalidCredentials, Message: "The account changed meanwhile; try again."}
 
 // barredGuesses returns how long password checks of u, an account an
 // administrator locked, stay refused after LockoutThreshold wrong

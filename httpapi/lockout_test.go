@@ -226,6 +226,29 @@ func TestGuessesOutliveAnAdministratorsLock(t *testing.T) {
 	want(t, "the right password after five guesses", login(goodPassword), 423, "account_locked")
 }
 
+// TestUnlockWhileABarredLoginHashes: an administrator unlocks an account
+// while a login with its right password is being checked. The login does
+// not answer with the lock that is gone (423), but asks for a retry, which
+// signs in.
+func TestUnlockWhileABarredLoginHashes(t *testing.T) {
+	g := &gated{entered: make(chan struct{}), release: make(chan struct{})}
+	e := newEnv(t, openSQLite(t), withPasswords(func(p authd.Passwords) authd.Passwords { g.Passwords = p; return g }))
+	const email = "freed@example.org"
+	e.registerVerified(email, goodPassword) // hashes, checks nothing
+	id := e.user(email).ID.String()
+	want(t, "admin lock", e.admin("POST", "/v1/admin/users/"+id+"/lock", nil), 204, "")
+	done := make(chan response, 1)
+	go func() {
+		done <- e.do("POST", "/v1/auth/login", map[string]string{"email": email, "password": goodPassword})
+	}()
+	<-g.entered
+	want(t, "unlock", e.admin("POST", "/v1/admin/users/"+id+"/unlock", nil), 204, "")
+	g.release <- struct{}{}
+	want(t, "the login that hashed across the unlock", <-done, 401, "invalid_credentials")
+	go func() { <-g.entered; g.release <- struct{}{} }()
+	want(t, "the retry", e.do("POST", "/v1/auth/login", map[string]string{"email": email, "password": goodPassword}), 200, "")
+}
+
 // TestAdminLockOutlivesReset: a password reset lifts only a brute-force
 // lock. An administrator's lock gets no reset mail, voids a link mailed
 // before it, and keeps logins at 423 until an administrator unlocks.
