@@ -175,8 +175,11 @@ func (s *Service) ChangePassword(ctx context.Context, c Client, a *AccessClaims,
 		// A reset link mailed before is void: whoever changes their
 		// password (say, after a mail went astray) means to shut others
 		// out, and the link would let its holder set the password again.
-		// A reset mail still queued is dropped as it is sent (mintLink).
+		// So is a reset mail still queued: its link is minted when sent.
 		if err := tx.DeleteVerificationTokens(ctx, u.ID, PasswordReset); err != nil {
+			return err
+		}
+		if err := tx.DeletePendingMails(ctx, u.ID, MailPasswordReset); err != nil {
 			return err
 		}
 		return s.setPassword(ctx, tx, c, u, hash, a.SessionID, now, EventPasswordChanged)

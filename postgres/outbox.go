@@ -20,6 +20,12 @@ func (q *queries) EnqueueMail(ctx context.Context, m *authd.OutboxMail) error {
 		nullTime(m.ClaimedUntil), nullString(m.LastError), nullTime(m.DeadAt))
 }
 
+// DeletePendingMails implements authd.Queries.
+func (q *queries) DeletePendingMails(ctx context.Context, userID uuid.UUID, kind authd.MailKind) error {
+	return q.write(ctx, nil, `DELETE FROM mail_outbox WHERE user_id = $1 AND kind = $2 AND dead_at IS NULL`,
+		userID, string(kind))
+}
+
 // ClaimMail implements authd.Store with FOR UPDATE SKIP LOCKED, so that
 // concurrent senders on many instances take different mails.
 func (s *Store) ClaimMail(ctx context.Context, claim uuid.UUID, now time.Time, lease time.Duration) (*authd.OutboxMail, error) {

@@ -27,6 +27,13 @@ func (q *queries) EnqueueMail(ctx context.Context, m *authd.OutboxMail) error {
 	return translate(err)
 }
 
+// DeletePendingMails implements authd.Queries.
+func (q *queries) DeletePendingMails(ctx context.Context, userID uuid.UUID, kind authd.MailKind) error {
+	_, err := q.db.ExecContext(ctx, `DELETE FROM mail_outbox WHERE user_id = ? AND kind = ? AND dead_at IS NULL`,
+		userID, string(kind))
+	return translate(err)
+}
+
 // ClaimMail implements authd.Store. The UPDATE runs alone in SQLite's one
 // writer slot, so two senders never claim the same mail.
 func (s *Store) ClaimMail(ctx context.Context, claim uuid.UUID, now time.Time, lease time.Duration) (*authd.OutboxMail, error) {

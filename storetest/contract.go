@@ -57,6 +57,7 @@ func Run(t *testing.T, open func(t *testing.T) authd.Store) {
 		{"Outbox", testOutbox},
 		{"OutboxConcurrentClaims", testOutboxConcurrentClaims},
 		{"OutboxExtendClaim", testOutboxExtendClaim},
+		{"OutboxDeletePending", testOutboxDeletePending},
 		{"SessionRevocation", testSessionRevocation},
 		{"SignInState", testSignInState},
 		{"RevocationEvents", testRevocationEvents},
@@ -703,6 +704,64 @@ func testOutbox(t *testing.T, s authd.Store) {
 	wantCode(t, "revive of a mail that is not dead", s.ReviveMail(ctx, d.ID, Epoch), authd.ENotFound)
 	if revived, _ := claim(12 * time.Minute); revived == nil || revived.ID != d.ID || revived.Attempts != 1 {
 		t.Errorf("claim after a revive = %+v; want the revived mail with one attempt", revived)
+	}
+}
+
+// testOutboxDeletePending: DeletePendingMails deletes the user's pending
+// mails of the kind, claimed or not, inside a transaction, and keeps their
+// other mails, another user's, and the dead ones (kept for operators).
+func testOutboxDeletePending(t *testing.T, s authd.Store) {
+	ctx := context.Background()
+	u := mustCreateUser(t, s, "pending@example.org")
+	other := mustCreateUser(t, s, "other-pending@example.org")
+	enqueue := func(kind authd.MailKind, user *authd.User) *authd.OutboxMail {
+		t.Helper()
+		m := &authd.OutboxMail{ID: authd.NewID(), Kind: kind, UserID: user.ID, To: user.Email,
+			CreatedAt: Epoch, NextAttemptAt: Epoch}
+		if err := s.EnqueueMail(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	dead := enqueue(authd.MailPasswordReset, u)
+	claim := authd.NewID()
+	if m, err := s.ClaimMail(ctx, claim, Epoch, time.Minute); err != nil || m == nil || m.ID != dead.ID {
+		t.Fatalf("claim: %+v, %v", m, err)
+	}
+	if err := s.KillMail(ctx, dead.ID, claim, Epoch, "550"); err != nil {
+		t.Fatal(err)
+	}
+	claimed := enqueue(authd.MailPasswordReset, u)
+	if m, err := s.ClaimMail(ctx, claim, Epoch, time.Minute); err != nil || m == nil || m.ID != claimed.ID {
+		t.Fatalf("claim: %+v, %v", m, err)
+	}
+	enqueue(authd.MailPasswordReset, u)
+	kept := []*authd.OutboxMail{enqueue(authd.MailPasswordChanged, u), enqueue(authd.MailPasswordReset, other)}
+	if err := s.InTx(ctx, func(q authd.Queries) error {
+		return q.DeletePendingMails(ctx, u.ID, authd.MailPasswordReset)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pending, err := s.Mails(ctx, authd.MailFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []uuid.UUID
+	for _, m := range pending {
+		ids = append(ids, m.ID)
+	}
+	for _, m := range kept {
+		if !slices.Contains(ids, m.ID) {
+			t.Errorf("the %s mail to %s is gone; only the user's pending resets should be", m.Kind, m.To)
+		}
+	}
+	if len(ids) != len(kept) {
+		t.Errorf("pending mails after the delete: %d, want %d", len(ids), len(kept))
+	}
+	wantCode(t, "extending the claim of a deleted mail", s.ExtendMailClaim(ctx, claimed.ID, claim, Epoch.Add(time.Hour)),
+		authd.ENotFound)
+	if d, err := s.Mails(ctx, authd.MailFilter{Dead: true}); err != nil || len(d) != 1 || d[0].ID != dead.ID {
+		t.Errorf("dead mails after the delete: %v, %v; want the dead reset kept", d, err)
 	}
 }
 
