@@ -328,10 +328,11 @@ var errClaimLapsed = errors.New("the claim on the mail lapsed")
 
 // claimLapsed logs a mail left unsent because its claim lapsed: another
 // sender has it now (or has sent it), and a second send would mint a link
-// that voids the one that sender mails.
+// that voids the one that sender mails; or the mail was withdrawn while it
+// was being sent (an erasure, a password change deleting a reset mail).
 func (s *Service) claimLapsed(m *OutboxMail) {
-	s.logger.Warn("mail claim lapsed before sending; left to the sender that holds it", "mail_id", m.ID,
-		"kind", m.Kind)
+	s.logger.Warn("mail claim lapsed before sending; left to the sender that holds it, if it was not withdrawn"+
+		" (an erasure, a password change)", "mail_id", m.ID, "kind", m.Kind)
 }
 
 // mintLink creates the one-time token of a verification or reset mail,
