@@ -111,13 +111,9 @@ const reasonLockExpired = "lock expired"
 
 // unlock ends a lock of either kind: the account returns to active (or
 // inactive while its email is unverified and verification is required) with
-// a clean counter. An administrator's timed lock that ran out keeps the
-// count of the wrong passwords given during it (loginBarred): they were
-// guesses like any, and its end must not hand out a fresh set.
+// a clean counter.
 func (s *Service) unlock(ctx context.Context, tx *txn, c Client, u *User, now time.Time, reason string) error {
-	if reason != reasonLockExpired || u.LockReason == LockBruteForce {
-		u.FailedLoginAttempts = 0
-	}
+	u.FailedLoginAttempts = 0
 	u.AccountStatus = StatusActive
 	if !u.EmailVerified && s.cfg.RequireVerifiedEmail {
 		u.AccountStatus = StatusInactive

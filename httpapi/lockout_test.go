@@ -206,26 +206,6 @@ func TestBarredAccountsGuessesLockOnTheAccount(t *testing.T) {
 	}
 }
 
-// TestGuessesOutliveAnAdministratorsLock: the wrong passwords given while
-// an administrator's timed lock held count on once it runs out, as any
-// guesses do: the next wrong one locks the account. Its end wiped the
-// count, a fresh set of guesses for whoever had spent theirs.
-func TestGuessesOutliveAnAdministratorsLock(t *testing.T) {
-	e := newEnv(t, openSQLite(t))
-	e.registerVerified("timed@example.org", goodPassword)
-	want(t, "admin lock", e.admin("POST", "/v1/admin/users/"+e.user("timed@example.org").ID.String()+"/lock",
-		map[string]any{"until": e.clock.Now().Add(20 * time.Minute).Format(time.RFC3339)}), 204, "")
-	login := func(pw string) response {
-		return e.do("POST", "/v1/auth/login", map[string]string{"email": "timed@example.org", "password": pw})
-	}
-	for range 4 {
-		want(t, "a wrong guess during the lock", login("not the password"), 401, "invalid_credentials")
-	}
-	e.clock.Advance(21 * time.Minute)
-	want(t, "a wrong guess once the lock ran out", login("not the password"), 401, "invalid_credentials")
-	want(t, "the right password after five guesses", login(goodPassword), 423, "account_locked")
-}
-
 // TestUnlockWhileABarredLoginHashes: an administrator unlocks an account
 // while a login with its right password is being checked. The login does
 // not answer with the lock that is gone (423), but asks for a retry, which
