@@ -175,11 +175,8 @@ func (s *Service) ChangePassword(ctx context.Context, c Client, a *AccessClaims,
 		// A reset link mailed before is void: whoever changes their
 		// password (say, after a mail went astray) means to shut others
 		// out, and the link would let its holder set the password again.
-		// So is a reset mail still queued: its link is minted when sent.
+		// (A reset mail still queued goes too: setPassword.)
 		if err := tx.DeleteVerificationTokens(ctx, u.ID, PasswordReset); err != nil {
-			return err
-		}
-		if err := tx.DeletePendingMails(ctx, u.ID, MailPasswordReset); err != nil {
 			return err
 		}
 		return s.setPassword(ctx, tx, c, u, hash, a.SessionID, now, EventPasswordChanged)
@@ -259,7 +256,8 @@ func (s *Service) newHash(ctx context.Context, password, email string) (string, 
 }
 
 // setPassword stores a new hash for u (with whatever else the caller
-// changed), ends every session but keep, mails the notice and logs event.
+// changed), ends every session but keep, withdraws queued reset mails,
+// mails the notice and logs event.
 func (s *Service) setPassword(ctx context.Context, tx *txn, c Client, u *User, hash string, keep uuid.UUID,
 	now time.Time, event EventType) error {
 	u.PasswordHash, u.LastPasswordChange, u.UpdatedAt = hash, now, now
@@ -269,6 +267,12 @@ func (s *Service) setPassword(ctx context.Context, tx *txn, c Client, u *User, h
 	}
 	ids, err := s.endUserSessions(ctx, tx, u.ID, keep, now, string(event))
 	if err != nil {
+		return err
+	}
+	// A reset mail still queued (a retry, a second request) would mint a
+	// fresh link when sent: the new password makes it void, as it does
+	// the links already mailed.
+	if err := tx.DeletePendingMails(ctx, u.ID, MailPasswordReset); err != nil {
 		return err
 	}
 	if err := tx.enqueue(ctx, now, MailPasswordChanged, u, time.Time{}); err != nil {

@@ -538,6 +538,24 @@ func TestPasswordChangeVoidsResetLinks(t *testing.T) {
 		if !e.active(access) {
 			t.Error("the owner's session ended")
 		}
+
+		// A reset withdraws a reset mail still queued (one waiting for a
+		// retry after a failed send), which would otherwise mail a fresh
+		// link for the new password.
+		e.clock.Advance(time.Hour) // the address's mails for the hour
+		want(t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": email}), 202, "")
+		link := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, email))
+		sent = e.mail.count(authd.MailPasswordReset, email)
+		u := e.user(email)
+		if err := e.store.EnqueueMail(context.Background(), &authd.OutboxMail{ID: authd.NewID(), Kind: authd.MailPasswordReset,
+			UserID: u.ID, To: email, CreatedAt: e.clock.Now(), NextAttemptAt: e.clock.Now()}); err != nil {
+			t.Fatal(err)
+		}
+		want(t, "reset with the link", e.do("POST", "/v1/auth/password/reset",
+			map[string]string{"token": link, "new_password": "a reset passphrase"}), 204, "")
+		if n := e.mail.count(authd.MailPasswordReset, email); n != sent {
+			t.Errorf("reset mails after a reset that followed the request: %d sent, want none", n-sent)
+		}
 	})
 }
 
