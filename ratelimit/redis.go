@@ -72,7 +72,7 @@ func NewRedis(ctx context.Context, rawURL string, clock authd.Clock, logger *slo
 	// read as an outage that sent every count to memory for
 	// retryAfterFailure. One retry still covers a pooled connection the
 	// server had closed.
-	opts.PoolTimeout, opts.MaxRetries = callTimeout/4, 1
+	opts.PoolTimeout, opts.MaxRetries = callTimeout/5, 1
 	// go-redis logs dial failures itself, in plain text on stderr, once per
 	// request while Redis is down; the limiter reports the outage once. The
 	// setting is process-wide: the last limiter made decides.
