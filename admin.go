@@ -197,9 +197,6 @@ func (s *Service) UnlockUser(ctx context.Context, c Client, id uuid.UUID) error 
 		if u.AccountStatus != StatusLocked {
 			// Nothing to lift, and no account_unlocked row to say so; the
 			// failures counted toward a lock start afresh, as an unlock's do.
-			if u.FailedLoginAttempts == 0 {
-				return map[string]any{"was_locked": false}, nil
-			}
 			u.FailedLoginAttempts, u.UpdatedAt = 0, now
 			return map[string]any{"was_locked": false}, tx.UpdateUser(ctx, u)
 		}

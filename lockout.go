@@ -76,12 +76,7 @@ func (s *Service) failedCheck(ctx context.Context, tx *txn, c Client, u *User, n
 	if u.IsDeleted() { // erased meanwhile: nothing left to count or lock (refuseIfBarred)
 		return s.refuseErased(ctx, tx, c, u, event, now)
 	}
-	if now.Sub(u.LastFailedLogin) >= failureMemory {
-		u.FailedLoginAttempts = 0 // the earlier failures are forgotten
-	}
-	u.FailedLoginAttempts++
-	u.LastFailedLogin, u.UpdatedAt = now, now
-	locked := u.FailedLoginAttempts >= s.cfg.LockoutThreshold
+	locked := s.countFailure(u, now)
 	if locked {
 		u.AccountStatus = StatusLocked
 		u.AccountLockedUntil = now.Add(s.cfg.LockoutDuration)
@@ -106,6 +101,18 @@ func (s *Service) failedCheck(ctx context.Context, tx *txn, c Client, u *User, n
 		map[string]any{"failed_attempts": u.FailedLoginAttempts}), err)
 }
 
+// countFailure counts a failed check on u at now, the failures before it
+// forgotten after failureMemory, and reports whether the count reached the
+// lockout threshold.
+func (s *Service) countFailure(u *User, now time.Time) bool {
+	if now.Sub(u.LastFailedLogin) >= failureMemory {
+		u.FailedLoginAttempts = 0 // the earlier failures are forgotten
+	}
+	u.FailedLoginAttempts++
+	u.LastFailedLogin, u.UpdatedAt = now, now
+	return u.FailedLoginAttempts >= s.cfg.LockoutThreshold
+}
+
 // reasonLockExpired is why a timed lock is lifted when it has run out.
 const reasonLockExpired = "lock expired"
 
@@ -113,13 +120,13 @@ const reasonLockExpired = "lock expired"
 // inactive while its email is unverified and verification is required) with
 // a clean counter.
 func (s *Service) unlock(ctx context.Context, tx *txn, c Client, u *User, now time.Time, reason string) error {
-	u.FailedLoginAttempts = 0
 	u.AccountStatus = StatusActive
 	if !u.EmailVerified && s.cfg.RequireVerifiedEmail {
 		u.AccountStatus = StatusInactive
 	}
 	u.AccountLockedUntil = time.Time{}
 	u.LockReason = ""
+	u.FailedLoginAttempts = 0
 	u.UpdatedAt = now
 	if err := tx.UpdateUser(ctx, u); err != nil {
 		return err

@@ -235,15 +235,14 @@ func (s *Service) loginBarred(ctx context.Context, c Client, u *User, password s
 			return refuse("account locked by an administrator; the password was right",
 				s.lockedError(u.AccountLockedUntil.Sub(now)), nil)
 		}
-		if now.Sub(u.LastFailedLogin) >= failureMemory || u.FailedLoginAttempts >= s.cfg.LockoutThreshold {
-			u.FailedLoginAttempts = 0 // forgotten, or their lock has run out
+		if u.FailedLoginAttempts >= s.cfg.LockoutThreshold {
+			u.FailedLoginAttempts = 0 // their lock has run out (barredGuesses)
 		}
-		u.FailedLoginAttempts++
-		u.LastFailedLogin, u.UpdatedAt = now, now
+		locked := s.countFailure(u, now)
 		if err := tx.UpdateUser(ctx, u); err != nil {
 			return err
 		}
-		if u.FailedLoginAttempts >= s.cfg.LockoutThreshold {
+		if locked {
 			// The lock notice an unlocked account would be mailed uses
 			// up a mail; a barred account is sent none.
 			s.mailAllowed(ctx, u.Email)

@@ -263,10 +263,8 @@ func (p *Provider) authorizeSilently(w http.ResponseWriter, r *http.Request, req
 // (RFC 8252 §8.5), so it proves nothing either. A confidential client's
 // loopback http is a web server under development, and goes on silently.
 func mustConfirm(oc *authd.OAuthClient, req *authd.AuthRequest) bool {
-	if redirectScheme(req.RedirectURI) == "https" {
-		return false
-	}
-	return oc.Type == authd.ClientPublic || privateUse(req.RedirectURI)
+	scheme := redirectScheme(req.RedirectURI)
+	return scheme != "https" && (oc.Type == authd.ClientPublic || scheme != "http")
 }
 
 // privateUse reports whether a redirect URI has a private-use scheme
