@@ -90,6 +90,10 @@ func (s *Service) Login(ctx context.Context, c Client, email, password, deviceIn
 			// A reset or change committed while we hashed: the password
 			// we checked is no longer the account's.
 			return refuse("password changed during login", errInvalidCredentials)
+		case u.LockedByAdmin(now):
+			// Locked by an administrator while we hashed: told only to
+			// the right password, as any barred login (loginBarred).
+			return s.barredCheck(ctx, tx, c, u, ok, now)
 		case u.IsLocked(now):
 			// Locked while we hashed: right and wrong guesses alike.
 			return refuse("account locked", s.lockedError(u.AccountLockedUntil.Sub(now)))
@@ -202,14 +206,14 @@ func (s *Service) loginBarred(ctx context.Context, c Client, u *User, password s
 		if err != nil {
 			return err
 		}
-		refuse := func(reason string, err error, ctxt map[string]any) error {
-			return tx.refuse(ctx, s.audit(now, c, EventLoginFailure, ResultFailure, u.ID, reason, ctxt), err)
+		refuse := func(reason string, err error) error {
+			return tx.refuse(ctx, s.audit(now, c, EventLoginFailure, ResultFailure, u.ID, reason, nil), err)
 		}
 		switch {
 		case u.IsDeleted():
-			return refuse("account deleted", errInvalidCredentials, nil)
+			return refuse("account deleted", errInvalidCredentials)
 		case u.PasswordHash != checked:
-			return refuse("password changed during login", errInvalidCredentials, nil)
+			return refuse("password changed during login", errInvalidCredentials)
 		case !u.LockedByAdmin(now):
 			// Unlocked, or run out, while we hashed: the account is
 			// answered as any now, a right password with a retry (a
@@ -221,34 +225,45 @@ func (s *Service) loginBarred(ctx context.Context, c Client, u *User, password s
 			}
 			switch {
 			case u.IsLocked(now): // by guesses meanwhile: right and wrong alike
-				return refuse("account locked", s.lockedError(u.AccountLockedUntil.Sub(now)), nil)
+				return refuse("account locked", s.lockedError(u.AccountLockedUntil.Sub(now)))
 			case !ok:
 				return s.failedPassword(ctx, tx, c, u, now, EventLoginFailure, errInvalidCredentials)
 			}
-			return refuse("account unlocked during login", errUnlockedMeanwhile, nil)
+			return refuse("account unlocked during login", errUnlockedMeanwhile)
 		}
-		if wait := s.barredGuesses(u, now); wait > 0 {
-			// Locked by guesses while we hashed: right and wrong alike.
-			return refuse("account locked", s.lockedError(wait), nil)
-		}
-		if ok {
-			return refuse("account locked by an administrator; the password was right",
-				s.lockedError(u.AccountLockedUntil.Sub(now)), nil)
-		}
-		if u.FailedLoginAttempts >= s.cfg.LockoutThreshold {
-			u.FailedLoginAttempts = 0 // their lock has run out (barredGuesses)
-		}
-		locked := s.countFailure(u, now)
-		if err := tx.UpdateUser(ctx, u); err != nil {
-			return err
-		}
-		if locked {
-			// The lock notice an unlocked account would be mailed uses
-			// up a mail; a barred account is sent none.
-			s.mailAllowed(ctx, u.Email)
-		}
-		return refuse("invalid password", errInvalidCredentials, map[string]any{"failed_attempts": u.FailedLoginAttempts})
+		return s.barredCheck(ctx, tx, c, u, ok, now)
 	})
+}
+
+// barredCheck answers, in the transaction that locked u, a password check
+// (ok: right) for u, whose administrator's lock is in force at now: 423
+// with the lock's time for the right password, a counted failure for a
+// wrong one, and 423 for both once its guesses lock it (barredGuesses).
+func (s *Service) barredCheck(ctx context.Context, tx *txn, c Client, u *User, ok bool, now time.Time) error {
+	refuse := func(reason string, err error, ctxt map[string]any) error {
+		return tx.refuse(ctx, s.audit(now, c, EventLoginFailure, ResultFailure, u.ID, reason, ctxt), err)
+	}
+	if wait := s.barredGuesses(u, now); wait > 0 {
+		// Locked by guesses while we hashed: right and wrong alike.
+		return refuse("account locked", s.lockedError(wait), nil)
+	}
+	if ok {
+		return refuse("account locked by an administrator; the password was right",
+			s.lockedError(u.AccountLockedUntil.Sub(now)), nil)
+	}
+	if u.FailedLoginAttempts >= s.cfg.LockoutThreshold {
+		u.FailedLoginAttempts = 0 // their lock has run out (barredGuesses)
+	}
+	locked := s.countFailure(u, now)
+	if err := tx.UpdateUser(ctx, u); err != nil {
+		return err
+	}
+	if locked {
+		// The lock notice an unlocked account would be mailed uses up a
+		// mail; a barred account is sent none.
+		s.mailAllowed(ctx, u.Email)
+	}
+	return refuse("invalid password", errInvalidCredentials, map[string]any{"failed_attempts": u.FailedLoginAttempts})
 }
 
 // errUnlockedMeanwhile answers a right password for an account whose

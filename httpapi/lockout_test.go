@@ -229,6 +229,36 @@ func TestUnlockWhileABarredLoginHashes(t *testing.T) {
 	want(t, "the retry", e.do("POST", "/v1/auth/login", map[string]string{"email": email, "password": goodPassword}), 200, "")
 }
 
+// TestAdminLockWhileALoginHashes: an administrator locks an account while
+// a login to it is checking its password. A wrong password is answered as
+// for any account (401, counted) and only the right one learns of the lock
+// (423): the login's transaction, which finds the lock, keeps the rule of
+// a barred login. It answered 423 to the wrong password too.
+func TestAdminLockWhileALoginHashes(t *testing.T) {
+	g := &gated{entered: make(chan struct{}), release: make(chan struct{})}
+	e := newEnv(t, openSQLite(t), withPasswords(func(p authd.Passwords) authd.Passwords { g.Passwords = p; return g }))
+	const email = "caught@example.org"
+	e.registerVerified(email, goodPassword) // hashes, checks nothing
+	id := e.user(email).ID.String()
+	for i, c := range []struct {
+		password string
+		status   int
+		code     string
+	}{{"not the password", 401, "invalid_credentials"}, {goodPassword, 423, "account_locked"}} {
+		if i > 0 {
+			want(t, "unlock", e.admin("POST", "/v1/admin/users/"+id+"/unlock", nil), 204, "")
+		}
+		done := make(chan response, 1)
+		go func() {
+			done <- e.do("POST", "/v1/auth/login", map[string]string{"email": email, "password": c.password})
+		}()
+		<-g.entered // the account was not locked when the login read it
+		want(t, "admin lock", e.admin("POST", "/v1/admin/users/"+id+"/lock", nil), 204, "")
+		g.release <- struct{}{}
+		want(t, fmt.Sprintf("password %d, the lock committed while it hashed", i+1), <-done, c.status, c.code)
+	}
+}
+
 // TestAdminLockOutlivesReset: a password reset lifts only a brute-force
 // lock. An administrator's lock gets no reset mail, voids a link mailed
 // before it, and keeps logins at 423 until an administrator unlocks.
