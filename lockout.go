@@ -134,6 +134,37 @@ func (s *Service) unlock(ctx context.Context, tx *txn, c Client, u *User, now ti
 	return tx.CreateSecurityLog(ctx, s.audit(now, c, EventAccountUnlocked, ResultSuccess, u.ID, reason, nil))
 }
 
+// liftExpired ends u's timed lock if it has run out at now, and reports
+// whether it unlocked u. An administrator's lock that runs out while the
+// guesses made under it still lock the account (barredGuesses) gives way
+// to the brute-force lock those guesses earned, for the rest of its time
+// (account_locked, and the notice an unlocked account is mailed), instead
+// of unlocking: its end must not hand whoever guessed a fresh count.
+func (s *Service) liftExpired(ctx context.Context, tx *txn, c Client, u *User, now time.Time) (bool, error) {
+	if !u.LockExpired(now) {
+		return false, nil
+	}
+	wait := time.Duration(0)
+	if u.LockReason != LockBruteForce {
+		wait = s.barredGuesses(u, now)
+	}
+	if wait == 0 {
+		return true, s.unlock(ctx, tx, c, u, now, reasonLockExpired)
+	}
+	u.AccountLockedUntil, u.LockReason, u.UpdatedAt = now.Add(wait), LockBruteForce, now
+	if err := tx.UpdateUser(ctx, u); err != nil {
+		return false, err
+	}
+	if s.mailAllowed(ctx, u.Email) {
+		if err := tx.enqueue(ctx, now, MailAccountLocked, u, u.AccountLockedUntil); err != nil {
+			return false, err
+		}
+	}
+	return false, tx.CreateSecurityLog(ctx, s.audit(now, c, EventAccountLocked, ResultSuccess, u.ID,
+		"the administrator's lock ran out; too many failed password checks under it",
+		map[string]any{"until": u.AccountLockedUntil, "failed_attempts": u.FailedLoginAttempts}))
+}
+
 // unlockBatch bounds the accounts one UnlockExpired lifts; the rest wait
 // for the next sweep.
 const unlockBatch = 100
@@ -161,11 +192,11 @@ func (s *Service) UnlockExpired(ctx context.Context) (int, error) {
 			if ErrorCode(err) == ENotFound {
 				return nil
 			}
-			if err != nil || !u.LockExpired(now) {
-				return err // lifted (or locked again) meanwhile
+			if err != nil {
+				return err
 			}
-			done = true
-			return s.unlock(ctx, tx, Client{}, u, now, reasonLockExpired)
+			done, err = s.liftExpired(ctx, tx, Client{}, u, now) // lifted (or locked again) meanwhile: nothing
+			return err
 		})
 		if err != nil {
 			failed = append(failed, fmt.Errorf("unlocking %s: %w", id, err))
@@ -181,18 +212,16 @@ func (s *Service) UnlockExpired(ctx context.Context) (int, error) {
 // refuseIfBarred refuses, logged as a failure of event, a password or code
 // check for u while its account is locked at now (without checking
 // anything: a lock must not confirm a guess); nil when it is not locked. A
-// lock that has expired is lifted first (account_unlocked, the failure count
-// back to zero), so the next failure starts a new count rather than locking
-// again at once. An account erased since the flow first read it is refused
+// lock that has expired is lifted first (liftExpired: account_unlocked, the
+// failure count back to zero), so the next failure starts a new count rather
+// than locking again at once. An account erased since the flow first read it is refused
 // as its token is (refuseErased).
 func (s *Service) refuseIfBarred(ctx context.Context, tx *txn, c Client, u *User, event EventType, now time.Time) error {
 	if u.IsDeleted() {
 		return s.refuseErased(ctx, tx, c, u, event, now)
 	}
-	if u.LockExpired(now) {
-		if err := s.unlock(ctx, tx, c, u, now, reasonLockExpired); err != nil {
-			return err
-		}
+	if _, err := s.liftExpired(ctx, tx, c, u, now); err != nil {
+		return err
 	}
 	if !u.IsLocked(now) {
 		return nil

@@ -75,10 +75,8 @@ func (s *Service) Login(ctx context.Context, c Client, email, password, deviceIn
 			return err
 		}
 		u := st.User
-		if u.LockExpired(now) {
-			if err := s.unlock(ctx, tx, c, u, now, reasonLockExpired); err != nil {
-				return err
-			}
+		if _, err := s.liftExpired(ctx, tx, c, u, now); err != nil {
+			return err
 		}
 		refuse := func(reason string, err error) error {
 			return tx.refuse(ctx, s.audit(now, c, EventLoginFailure, ResultFailure, u.ID, reason, nil), err)
@@ -218,10 +216,8 @@ func (s *Service) loginBarred(ctx context.Context, c Client, u *User, password s
 			// Unlocked, or run out, while we hashed: the account is
 			// answered as any now, a right password with a retry (a
 			// session needs the whole login), not with a lock that is gone.
-			if u.LockExpired(now) {
-				if err := s.unlock(ctx, tx, c, u, now, reasonLockExpired); err != nil {
-					return err
-				}
+			if _, err := s.liftExpired(ctx, tx, c, u, now); err != nil {
+				return err
 			}
 			switch {
 			case u.IsLocked(now): // by guesses meanwhile: right and wrong alike

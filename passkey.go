@@ -693,10 +693,8 @@ func (s *Service) FinishPasskeyLogin(ctx context.Context, c Client, credential [
 			return tx.refuse(ctx, s.audit(now, c, EventPasskeyLoginFailed, ResultFailure, user, "assertion refused",
 				map[string]any{"purpose": string(PurposeLogin), "detail": protocolDetail(err)}), errPasskeyRefused)
 		}
-		if u.LockExpired(now) {
-			if err := s.unlock(ctx, tx, c, u, now, reasonLockExpired); err != nil {
-				return err
-			}
+		if _, err := s.liftExpired(ctx, tx, c, u, now); err != nil {
+			return err
 		}
 		// The account's state refuses before the key is used: a refused
 		// sign-in leaves no passkey_used row and no new last use.

@@ -206,6 +206,54 @@ func TestBarredAccountsGuessesLockOnTheAccount(t *testing.T) {
 	}
 }
 
+// TestAdminLockRunningOutKeepsTheGuessesLock: an administrator's timed
+// lock runs out while the wrong passwords guessed under it still lock the
+// account. The account is then brute-force locked for the rest of those
+// guesses' lock, whether a login or the sweep finds it, and the owner is
+// mailed the lock notice; the end of the administrator's lock opened the
+// account to a fresh count (and the right password signed in) before.
+func TestAdminLockRunningOutKeepsTheGuessesLock(t *testing.T) {
+	for _, via := range []string{"login", "sweep"} {
+		t.Run(via, func(t *testing.T) {
+			e := newEnv(t, openSQLite(t))
+			const email = "outlasted@example.org"
+			e.registerVerified(email, goodPassword)
+			id := e.user(email).ID
+			want(t, "admin lock", e.admin("POST", "/v1/admin/users/"+id.String()+"/lock",
+				map[string]any{"until": e.clock.Now().Add(10 * time.Minute).Format(time.RFC3339)}), 204, "")
+			login := func(pw string) response {
+				return e.do("POST", "/v1/auth/login", map[string]string{"email": email, "password": pw})
+			}
+			for range 5 {
+				want(t, "a wrong guess", login("not the password"), 401, "invalid_credentials")
+			}
+			guessed := e.clock.Now()
+			e.clock.Advance(11 * time.Minute) // the administrator's lock is over, the guesses' is not
+			if via == "sweep" {
+				if n, err := e.svc.UnlockExpired(context.Background()); n != 0 || err != nil {
+					t.Fatalf("the sweep lifted %d locks (%v), want none: the guesses' lock goes on", n, err)
+				}
+			}
+			r := login(goodPassword)
+			want(t, "the right password once the administrator's lock is over", r, 423, "account_locked")
+			if got := r.header.Get("Retry-After"); got != "240" {
+				t.Errorf("Retry-After %s, want the rest of the guesses' lock, 240", got)
+			}
+			u := e.user(email)
+			if u.AccountStatus != authd.StatusLocked || u.LockReason != authd.LockBruteForce ||
+				!u.AccountLockedUntil.Equal(guessed.Add(15*time.Minute)) {
+				t.Errorf("account after the administrator's lock: %s %s until %v, want a brute-force lock until %v",
+					u.AccountStatus, u.LockReason, u.AccountLockedUntil, guessed.Add(15*time.Minute))
+			}
+			if n := e.mail.count(authd.MailAccountLocked, email); n != 1 {
+				t.Errorf("%d lock notices, want 1", n)
+			}
+			e.clock.Advance(4 * time.Minute)
+			want(t, "the right password once the guesses' lock is over", login(goodPassword), 200, "")
+		})
+	}
+}
+
 // TestUnlockWhileABarredLoginHashes: an administrator unlocks an account
 // while a login with its right password is being checked. The login does
 // not answer with the lock that is gone (423), but asks for a retry, which
