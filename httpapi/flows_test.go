@@ -547,14 +547,37 @@ func TestPasswordChangeVoidsResetLinks(t *testing.T) {
 		link := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, email))
 		sent = e.mail.count(authd.MailPasswordReset, email)
 		u := e.user(email)
+		// An undeliverable reset mail is kept, dead, for the operator.
+		dead := &authd.OutboxMail{ID: authd.NewID(), Kind: authd.MailPasswordReset,
+			UserID: u.ID, To: email, CreatedAt: e.clock.Now(), NextAttemptAt: e.clock.Now()}
+		if err := e.store.EnqueueMail(context.Background(), dead); err != nil {
+			t.Fatal(err)
+		}
+		claim := authd.NewID()
+		if m, err := e.store.ClaimMail(context.Background(), claim, e.clock.Now(), time.Minute); err != nil || m == nil || m.ID != dead.ID {
+			t.Fatalf("claim the mail to kill: %+v, %v", m, err)
+		}
+		if err := e.store.KillMail(context.Background(), dead.ID, claim, e.clock.Now(), "550 mailbox full"); err != nil {
+			t.Fatal(err)
+		}
 		if err := e.store.EnqueueMail(context.Background(), &authd.OutboxMail{ID: authd.NewID(), Kind: authd.MailPasswordReset,
 			UserID: u.ID, To: email, CreatedAt: e.clock.Now(), NextAttemptAt: e.clock.Now()}); err != nil {
 			t.Fatal(err)
 		}
+		e.clock.Advance(time.Minute)
 		want(t, "reset with the link", e.do("POST", "/v1/auth/password/reset",
 			map[string]string{"token": link, "new_password": "a reset passphrase"}), 204, "")
 		if n := e.mail.count(authd.MailPasswordReset, email); n != sent {
 			t.Errorf("reset mails after a reset that followed the request: %d sent, want none", n-sent)
+		}
+		// Revived by an operator after the reset, the dead mail asked
+		// for before it mails no fresh link.
+		want(t, "retry the dead mail", e.admin("POST", "/v1/admin/mail/"+dead.ID.String()+"/retry", nil), 204, "")
+		if n := e.mail.count(authd.MailPasswordReset, email); n != sent {
+			t.Errorf("a dead reset mail revived after the reset: %d sent, want none", n-sent)
+		}
+		if st, err := e.store.OutboxStats(context.Background()); err != nil || st.Pending != 0 || st.Dead != 0 {
+			t.Errorf("outbox after the revived mail: %+v, %v; want it settled", st, err)
 		}
 	})
 }
