@@ -179,8 +179,12 @@ func (s *Service) LockUser(ctx context.Context, c Client, id uuid.UUID, until ti
 		if err != nil {
 			return nil, err
 		}
-		// A reset link mailed before the lock must not let anyone in.
+		// A reset link mailed before the lock must not let anyone in, nor
+		// one asked for before it and sent after the unlock.
 		if err := tx.DeleteVerificationTokens(ctx, u.ID, PasswordReset); err != nil {
+			return nil, err
+		}
+		if err := tx.WithdrawMails(ctx, u.ID, MailPasswordReset); err != nil {
 			return nil, err
 		}
 		details := map[string]any{"sessions_revoked": len(ids)}

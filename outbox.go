@@ -337,9 +337,8 @@ func (s *Service) claimLapsed(m *OutboxMail) {
 
 // mintLink creates the one-time token of a verification or reset mail,
 // voiding the user's older ones, and returns its link; "" when the mail is
-// no longer wanted (account gone or deleted, address already verified, a
-// reset for an account an administrator locked or asked for before the
-// password last changed: a dead one an operator revives), errClaimLapsed when the
+// no longer wanted (account gone or deleted, address already verified, or
+// a reset for an account an administrator locked), errClaimLapsed when the
 // claim no longer holds the mail.
 func (s *Service) mintLink(ctx context.Context, m *OutboxMail) (string, error) {
 	var link string
@@ -365,7 +364,7 @@ func (s *Service) mintLink(ctx context.Context, m *OutboxMail) (string, error) {
 			return nil
 		}
 		if u.IsDeleted() || u.Email != m.To || (m.Kind == MailVerifyEmail && u.EmailVerified) ||
-			(m.Kind == MailPasswordReset && (u.LockedByAdmin(now) || m.CreatedAt.Before(u.LastPasswordChange))) {
+			(m.Kind == MailPasswordReset && u.LockedByAdmin(now)) {
 			return nil
 		}
 		typ, ttl, page := VerifyEmail, EmailVerificationTTL, "verify-email"

@@ -269,10 +269,10 @@ func (s *Service) setPassword(ctx context.Context, tx *txn, c Client, u *User, h
 	if err != nil {
 		return err
 	}
-	// A reset mail still queued (a retry, a second request) would mint a
-	// fresh link when sent: the new password makes it void, as it does
-	// the links already mailed.
-	if err := tx.DeletePendingMails(ctx, u.ID, MailPasswordReset); err != nil {
+	// A reset mail still queued (a retry, a second request), or dead and
+	// revived later, would mint a fresh link when sent: the new password
+	// makes it void, as it does the links already mailed.
+	if err := tx.WithdrawMails(ctx, u.ID, MailPasswordReset); err != nil {
 		return err
 	}
 	if err := tx.enqueue(ctx, now, MailPasswordChanged, u, time.Time{}); err != nil {

@@ -234,10 +234,11 @@ type Queries interface {
 
 	// EnqueueMail adds a mail to the outbox.
 	EnqueueMail(ctx context.Context, m *OutboxMail) error
-	// DeletePendingMails deletes the user's mails of kind that are not
-	// dead (sent mails are not kept), whatever their claim: a sender that
-	// holds one finds its claim gone (ExtendMailClaim, ENotFound).
-	DeletePendingMails(ctx context.Context, userID uuid.UUID, kind MailKind) error
+	// WithdrawMails deletes the user's mails of kind, pending or dead
+	// (sent mails are not kept), whatever their claim: a sender that holds
+	// one finds its claim gone (ExtendMailClaim, ENotFound), and a dead one
+	// can no longer be revived.
+	WithdrawMails(ctx context.Context, userID uuid.UUID, kind MailKind) error
 	// ReviveMail makes a dead mail pending again, due at now with a fresh
 	// count of attempts. ENotFound when there is no such dead mail.
 	ReviveMail(ctx context.Context, id uuid.UUID, now time.Time) error

@@ -309,7 +309,9 @@ func TestAdminLockWhileALoginHashes(t *testing.T) {
 
 // TestAdminLockOutlivesReset: a password reset lifts only a brute-force
 // lock. An administrator's lock gets no reset mail, voids a link mailed
-// before it, and keeps logins at 423 until an administrator unlocks.
+// before it, withdraws one asked for before it and not yet sent (which
+// mailed a fresh link after the unlock), and keeps logins at 423 until an
+// administrator unlocks.
 func TestAdminLockOutlivesReset(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		e := newEnv(t, open(t))
@@ -321,6 +323,12 @@ func TestAdminLockOutlivesReset(t *testing.T) {
 		}
 		want(t, "forgot before the lock", forgot(), 202, "")
 		early := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, "held@example.org"))
+		// A reset mail waiting for its retry when the lock comes.
+		if err := e.store.EnqueueMail(context.Background(), &authd.OutboxMail{ID: authd.NewID(), Kind: authd.MailPasswordReset,
+			UserID: e.user("held@example.org").ID, To: "held@example.org", CreatedAt: e.clock.Now(),
+			NextAttemptAt: e.clock.Now().Add(time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
 
 		want(t, "admin lock", e.admin("POST", "/v1/admin/users/"+id+"/lock", map[string]any{}), 204, "")
 		if u := e.user("held@example.org"); u.LockReason != authd.LockAdmin {
@@ -347,6 +355,10 @@ func TestAdminLockOutlivesReset(t *testing.T) {
 			map[string]string{"email": "held@example.org", "password": goodPassword}), 423, "account_locked")
 
 		want(t, "admin unlock", e.admin("POST", "/v1/admin/users/"+id+"/unlock", nil), 204, "")
+		e.clock.Advance(time.Minute) // the waiting mail's retry is due
+		if n := e.mail.count(authd.MailPasswordReset, "held@example.org"); n != mails {
+			t.Errorf("reset mails after the unlock: %d sent, want none (asked for before the lock)", n-mails)
+		}
 		e.login("held@example.org", goodPassword)
 	})
 }

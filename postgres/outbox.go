@@ -20,9 +20,9 @@ func (q *queries) EnqueueMail(ctx context.Context, m *authd.OutboxMail) error {
 		nullTime(m.ClaimedUntil), nullString(m.LastError), nullTime(m.DeadAt))
 }
 
-// DeletePendingMails implements authd.Queries.
-func (q *queries) DeletePendingMails(ctx context.Context, userID uuid.UUID, kind authd.MailKind) error {
-	return q.write(ctx, nil, `DELETE FROM mail_outbox WHERE user_id = $1 AND kind = $2 AND dead_at IS NULL`,
+// WithdrawMails implements authd.Queries.
+func (q *queries) WithdrawMails(ctx context.Context, userID uuid.UUID, kind authd.MailKind) error {
+	return q.write(ctx, nil, `DELETE FROM mail_outbox WHERE user_id = $1 AND kind = $2`,
 		userID, string(kind))
 }
 

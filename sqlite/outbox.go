@@ -27,9 +27,9 @@ func (q *queries) EnqueueMail(ctx context.Context, m *authd.OutboxMail) error {
 	return translate(err)
 }
 
-// DeletePendingMails implements authd.Queries.
-func (q *queries) DeletePendingMails(ctx context.Context, userID uuid.UUID, kind authd.MailKind) error {
-	_, err := q.db.ExecContext(ctx, `DELETE FROM mail_outbox WHERE user_id = ? AND kind = ? AND dead_at IS NULL`,
+// WithdrawMails implements authd.Queries.
+func (q *queries) WithdrawMails(ctx context.Context, userID uuid.UUID, kind authd.MailKind) error {
+	_, err := q.db.ExecContext(ctx, `DELETE FROM mail_outbox WHERE user_id = ? AND kind = ?`,
 		userID, string(kind))
 	return translate(err)
 }

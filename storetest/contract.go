@@ -57,7 +57,7 @@ func Run(t *testing.T, open func(t *testing.T) authd.Store) {
 		{"Outbox", testOutbox},
 		{"OutboxConcurrentClaims", testOutboxConcurrentClaims},
 		{"OutboxExtendClaim", testOutboxExtendClaim},
-		{"OutboxDeletePending", testOutboxDeletePending},
+		{"OutboxWithdraw", testOutboxWithdraw},
 		{"SessionRevocation", testSessionRevocation},
 		{"SignInState", testSignInState},
 		{"RevocationEvents", testRevocationEvents},
@@ -707,10 +707,10 @@ func testOutbox(t *testing.T, s authd.Store) {
 	}
 }
 
-// testOutboxDeletePending: DeletePendingMails deletes the user's pending
-// mails of the kind, claimed or not, inside a transaction, and keeps their
-// other mails, another user's, and the dead ones (kept for operators).
-func testOutboxDeletePending(t *testing.T, s authd.Store) {
+// testOutboxWithdraw: WithdrawMails deletes the user's mails of the kind,
+// pending (claimed or not) and dead, inside a transaction, and keeps their
+// other mails and another user's.
+func testOutboxWithdraw(t *testing.T, s authd.Store) {
 	ctx := context.Background()
 	u := mustCreateUser(t, s, "pending@example.org")
 	other := mustCreateUser(t, s, "other-pending@example.org")
@@ -738,7 +738,7 @@ func testOutboxDeletePending(t *testing.T, s authd.Store) {
 	enqueue(authd.MailPasswordReset, u)
 	kept := []*authd.OutboxMail{enqueue(authd.MailPasswordChanged, u), enqueue(authd.MailPasswordReset, other)}
 	if err := s.InTx(ctx, func(q authd.Queries) error {
-		return q.DeletePendingMails(ctx, u.ID, authd.MailPasswordReset)
+		return q.WithdrawMails(ctx, u.ID, authd.MailPasswordReset)
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -760,9 +760,10 @@ func testOutboxDeletePending(t *testing.T, s authd.Store) {
 	}
 	wantCode(t, "extending the claim of a deleted mail", s.ExtendMailClaim(ctx, claimed.ID, claim, Epoch.Add(time.Hour)),
 		authd.ENotFound)
-	if d, err := s.Mails(ctx, authd.MailFilter{Dead: true}); err != nil || len(d) != 1 || d[0].ID != dead.ID {
-		t.Errorf("dead mails after the delete: %v, %v; want the dead reset kept", d, err)
+	if d, err := s.Mails(ctx, authd.MailFilter{Dead: true}); err != nil || len(d) != 0 {
+		t.Errorf("dead mails after the delete: %v, %v; want the dead reset gone", d, err)
 	}
+	wantCode(t, "reviving the withdrawn dead mail", s.ReviveMail(ctx, dead.ID, Epoch), authd.ENotFound)
 }
 
 // testOutboxExtendClaim: the claim that holds a mail can move its lease,
