@@ -136,18 +136,17 @@ func (s *Service) unlock(ctx context.Context, tx *txn, c Client, u *User, now ti
 
 // liftExpired ends u's timed lock if it has run out at now, and reports
 // whether it unlocked u. An administrator's lock that runs out while the
-// guesses made under it still lock the account (barredGuesses) gives way
-// to the brute-force lock those guesses earned, for the rest of its time
-// (account_locked, and the notice an unlocked account is mailed), instead
-// of unlocking: its end must not hand whoever guessed a fresh count.
+// guesses made under it still lock the account (guessesOutlast) gives way
+// to the brute-force lock those guesses earned, for the rest of its time,
+// instead of unlocking: its end must not hand whoever guessed a fresh
+// count. That is logged as account_locked with no client (the request that
+// finds it did not cause it) and the notice an unlocked account would have
+// been mailed.
 func (s *Service) liftExpired(ctx context.Context, tx *txn, c Client, u *User, now time.Time) (bool, error) {
 	if !u.LockExpired(now) {
 		return false, nil
 	}
-	wait := time.Duration(0)
-	if u.LockReason != LockBruteForce {
-		wait = s.barredGuesses(u, now)
-	}
+	wait := s.guessesOutlast(u, now)
 	if wait == 0 {
 		return true, s.unlock(ctx, tx, c, u, now, reasonLockExpired)
 	}
@@ -160,9 +159,19 @@ func (s *Service) liftExpired(ctx context.Context, tx *txn, c Client, u *User, n
 			return false, err
 		}
 	}
-	return false, tx.CreateSecurityLog(ctx, s.audit(now, c, EventAccountLocked, ResultSuccess, u.ID,
+	return false, tx.CreateSecurityLog(ctx, s.audit(now, Client{}, EventAccountLocked, ResultSuccess, u.ID,
 		"the administrator's lock ran out; too many failed password checks under it",
 		map[string]any{"until": u.AccountLockedUntil, "failed_attempts": u.FailedLoginAttempts}))
+}
+
+// guessesOutlast returns how long the guesses made under u's timed
+// administrator's lock, run out at now, still lock it (barredGuesses); 0
+// when the lock has not run out, is a brute-force one, or they do not.
+func (s *Service) guessesOutlast(u *User, now time.Time) time.Duration {
+	if !u.LockExpired(now) || u.LockReason == LockBruteForce {
+		return 0
+	}
+	return s.barredGuesses(u, now)
 }
 
 // unlockBatch bounds the accounts one UnlockExpired lifts; the rest wait
@@ -170,9 +179,10 @@ func (s *Service) liftExpired(ctx context.Context, tx *txn, c Client, u *User, n
 const unlockBatch = 100
 
 // UnlockExpired lifts the timed locks that have run out, as the owner's
-// next attempt would (account_unlocked, the failure count back to zero),
-// so that the account's status and the trail say so without waiting for
-// that attempt (SPEC 6.7: a lock "unlocks on its own"). Each account is
+// next attempt would (liftExpired: account_unlocked, the failure count
+// back to zero; or an administrator's lock's guesses' lock), so that the
+// account's status and the trail say so without waiting for that attempt
+// (SPEC 6.7: a lock "unlocks on its own"). Only unlocks are counted. Each account is
 // re-read and locked in its own transaction, so instances sweeping at once
 // or a login lifting the same lock write one row. An account that cannot
 // be unlocked does not hold up the others. Returns how many it lifted, and
@@ -213,8 +223,8 @@ func (s *Service) UnlockExpired(ctx context.Context) (int, error) {
 // check for u while its account is locked at now (without checking
 // anything: a lock must not confirm a guess); nil when it is not locked. A
 // lock that has expired is lifted first (liftExpired: account_unlocked, the
-// failure count back to zero), so the next failure starts a new count rather
-// than locking again at once. An account erased since the flow first read it is refused
+// failure count back to zero, unless its guesses outlast it), so the next
+// failure starts a new count rather than locking again at once. An account erased since the flow first read it is refused
 // as its token is (refuseErased).
 func (s *Service) refuseIfBarred(ctx context.Context, tx *txn, c Client, u *User, event EventType, now time.Time) error {
 	if u.IsDeleted() {

@@ -208,14 +208,18 @@ func TestBarredAccountsGuessesLockOnTheAccount(t *testing.T) {
 
 // TestAdminLockRunningOutKeepsTheGuessesLock: an administrator's timed
 // lock runs out while the wrong passwords guessed under it still lock the
-// account. The account is then brute-force locked for the rest of those
-// guesses' lock, whether a login or the sweep finds it, and the owner is
-// mailed the lock notice; the end of the administrator's lock opened the
-// account to a fresh count (and the right password signed in) before.
+// account. Logins are refused, unchecked, for the rest of those guesses'
+// lock; the sweep makes it the brute-force lock it is (account_locked with
+// no client, no account_unlocked) and the owner is mailed the lock notice.
+// The end of the administrator's lock opened the account to a fresh count
+// (and the right password signed in) before.
 func TestAdminLockRunningOutKeepsTheGuessesLock(t *testing.T) {
-	for _, via := range []string{"login", "sweep"} {
-		t.Run(via, func(t *testing.T) {
-			e := newEnv(t, openSQLite(t))
+	for _, sweep := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sweep=%v", sweep), func(t *testing.T) {
+			var checks atomic.Int32
+			e := newEnv(t, openSQLite(t), withPasswords(func(p authd.Passwords) authd.Passwords {
+				return beforeCheck{p, func() { checks.Add(1) }}
+			}))
 			const email = "outlasted@example.org"
 			e.registerVerified(email, goodPassword)
 			id := e.user(email).ID
@@ -229,24 +233,35 @@ func TestAdminLockRunningOutKeepsTheGuessesLock(t *testing.T) {
 			}
 			guessed := e.clock.Now()
 			e.clock.Advance(11 * time.Minute) // the administrator's lock is over, the guesses' is not
-			if via == "sweep" {
+			if sweep {
 				if n, err := e.svc.UnlockExpired(context.Background()); n != 0 || err != nil {
 					t.Fatalf("the sweep lifted %d locks (%v), want none: the guesses' lock goes on", n, err)
 				}
+				u := e.user(email)
+				if u.AccountStatus != authd.StatusLocked || u.LockReason != authd.LockBruteForce ||
+					!u.AccountLockedUntil.Equal(guessed.Add(15*time.Minute)) {
+					t.Errorf("account after the sweep: %s %s until %v, want a brute-force lock until %v",
+						u.AccountStatus, u.LockReason, u.AccountLockedUntil, guessed.Add(15*time.Minute))
+				}
+				logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: id, Limit: 1})
+				if err != nil || len(logs) != 1 || logs[0].EventType != authd.EventAccountLocked || logs[0].IPAddress != "" {
+					t.Errorf("the sweep's row: %+v, %v; want account_locked with no client", logs, err)
+				}
+				if n := e.mail.count(authd.MailAccountLocked, email); n != 1 {
+					t.Errorf("%d lock notices, want 1", n)
+				}
 			}
+			before := checks.Load()
 			r := login(goodPassword)
 			want(t, "the right password once the administrator's lock is over", r, 423, "account_locked")
 			if got := r.header.Get("Retry-After"); got != "240" {
 				t.Errorf("Retry-After %s, want the rest of the guesses' lock, 240", got)
 			}
-			u := e.user(email)
-			if u.AccountStatus != authd.StatusLocked || u.LockReason != authd.LockBruteForce ||
-				!u.AccountLockedUntil.Equal(guessed.Add(15*time.Minute)) {
-				t.Errorf("account after the administrator's lock: %s %s until %v, want a brute-force lock until %v",
-					u.AccountStatus, u.LockReason, u.AccountLockedUntil, guessed.Add(15*time.Minute))
+			if n := checks.Load() - before; n != 0 {
+				t.Errorf("%d password checks while the guesses' lock lasts, want none", n)
 			}
-			if n := e.mail.count(authd.MailAccountLocked, email); n != 1 {
-				t.Errorf("%d lock notices, want 1", n)
+			if slices.Contains(e.events(email), "account_unlocked/success") {
+				t.Errorf("events %v: the lock was lifted", e.events(email))
 			}
 			e.clock.Advance(4 * time.Minute)
 			want(t, "the right password once the guesses' lock is over", login(goodPassword), 200, "")
