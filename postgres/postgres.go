@@ -189,18 +189,20 @@ func connectError(cfg *pgx.ConnConfig, err error) error {
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
+		// The server's own error is the cause: pgx's wrapping repeats it
+		// for every address it tried.
 		switch pgErr.Code {
 		case "3D000": // invalid_catalog_name
-			return &authd.Error{Code: authd.EUnavailable, Err: err,
+			return &authd.Error{Code: authd.EUnavailable, Err: pgErr,
 				Message: fmt.Sprintf("database %q does not exist on the PostgreSQL server at %s", cfg.Database, where),
 				Hint:    fmt.Sprintf("create it: createdb %s", cfg.Database)}
 		case "28P01", "28000": // invalid_password, invalid_authorization_specification
-			return &authd.Error{Code: authd.EUnavailable, Err: err,
-				Message: fmt.Sprintf("PostgreSQL at %s refused user %q: %s", where, cfg.User, pgErr.Message),
+			return &authd.Error{Code: authd.EUnavailable, Err: pgErr,
+				Message: fmt.Sprintf("PostgreSQL at %s refused user %q", where, cfg.User),
 				Hint:    "check the user and password in DATABASE_URL"}
 		}
-		return &authd.Error{Code: authd.EUnavailable, Err: err,
-			Message: fmt.Sprintf("PostgreSQL at %s refused the connection: %s", where, pgErr.Message),
+		return &authd.Error{Code: authd.EUnavailable, Err: pgErr,
+			Message: fmt.Sprintf("PostgreSQL at %s refused the connection", where),
 			Hint:    "check DATABASE_URL"}
 	}
 	cause := "no answer"

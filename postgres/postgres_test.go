@@ -254,12 +254,16 @@ func TestOpenTroubleshooting(t *testing.T) {
 	missing.Path = "/authd_no_such_database"
 	unreachable := *base
 	unreachable.Host = "127.0.0.1:1" // nothing listens on port 1
+	stranger := *base
+	stranger.User = url.User("authd_no_such_role")
+	stranger.RawQuery = "" // sslmode prefer: pgx tries twice, and told the reason twice
 	tests := []struct {
 		name, url, message, hint string
 	}{
 		{"database missing", missing.String(), `database "authd_no_such_database" does not exist`, "createdb authd_no_such_database"},
 		{"server unreachable", unreachable.String(), "could not connect to PostgreSQL at 127.0.0.1:1", "start PostgreSQL"},
 		{"bad url", "postgres://%zz", "not a valid PostgreSQL URL", "postgres://USER"},
+		{"user refused", stranger.String(), `PostgreSQL at ` + base.Host + ` refused user "authd_no_such_role"`, "check the user"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -270,6 +274,10 @@ func TestOpenTroubleshooting(t *testing.T) {
 			}
 			if !strings.Contains(e.Message, tt.message) || !strings.Contains(e.Hint, tt.hint) {
 				t.Errorf("Open: message %q hint %q; want them to contain %q and %q", e.Message, e.Hint, tt.message, tt.hint)
+			}
+			// The server's reason once, not once per address pgx tried.
+			if e.Err != nil && strings.Count(e.Err.Error(), "does not exist") > 1 {
+				t.Errorf("Open: %q with cause %q tells its reason twice", e.Message, e.Err)
 			}
 		})
 	}

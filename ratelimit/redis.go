@@ -83,7 +83,7 @@ func NewRedis(ctx context.Context, rawURL string, clock authd.Clock, logger *slo
 	if err := client.Ping(pingCtx).Err(); err != nil {
 		client.Close()
 		return nil, &authd.Error{Code: authd.EUnavailable, Err: err,
-			Message: fmt.Sprintf("could not connect to Redis at %s: %v", opts.Addr, err),
+			Message: fmt.Sprintf("could not connect to Redis at %s", opts.Addr),
 			Hint:    "start Redis or fix AUTHD_REDIS_URL (unset it to keep rate limits in memory)"}
 	}
 	return &Redis{client: client, addr: opts.Addr, prefix: "authd:rl:", clock: clock, logger: logger,

@@ -198,6 +198,7 @@ func TestAsLine(t *testing.T) {
 		"No such client.":                  "no such client",
 		"A public client has no secret.":   "a public client has no secret",
 		"TOTP is already on.":              "TOTP is already on",
+		"PostgreSQL at db:5432 refused it": "PostgreSQL at db:5432 refused it",
 		"Élan. Twice.":                     "élan. Twice",
 		"already lower case, without stop": "already lower case, without stop",
 		"":                                 "",

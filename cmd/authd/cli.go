@@ -189,15 +189,16 @@ func fromService(cmd string, err error, flags map[string]string, hint string) er
 
 // asLine writes a message of the service, a sentence for API clients ("No
 // such client."), as the CLI writes its errors: from a lower-case letter
-// (unless the first word is an acronym, such as TOTP), without the full
-// stop.
+// (unless the first word is a name with capitals of its own, such as TOTP
+// or PostgreSQL), without the full stop.
 func asLine(msg string) string {
 	msg = strings.TrimSuffix(msg, ".")
 	if msg == "" {
 		return ""
 	}
 	first, size := utf8.DecodeRuneInString(msg)
-	if next, _ := utf8.DecodeRuneInString(msg[size:]); !unicode.IsUpper(next) {
+	word, _, _ := strings.Cut(msg[size:], " ")
+	if !strings.ContainsFunc(word, unicode.IsUpper) {
 		msg = string(unicode.ToLower(first)) + msg[size:]
 	}
 	return msg

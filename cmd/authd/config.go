@@ -479,6 +479,32 @@ type lifetime struct {
 	value time.Duration
 }
 
+// publicURLElsewhere reports whether AUTHD_PUBLIC_URL names this machine
+// (a loopback host) on another port than the public listener's, which
+// serve warns about: the links in mails, the tokens' iss and the OpenID
+// discovery would point where authd does not listen (AUTHD_HTTP_ADDR was
+// moved, AUTHD_PUBLIC_URL left at its default). A public host may differ
+// from the listener (a proxy in front), and port 0 is picked at start.
+func (c *Config) publicURLElsewhere() bool {
+	public, err := url.Parse(c.PublicURL)
+	if err != nil {
+		return false
+	}
+	_, port, err := net.SplitHostPort(c.HTTPAddr)
+	if err != nil || port == "0" {
+		return false
+	}
+	host := public.Hostname()
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return false
+	}
+	publicPort := public.Port()
+	if publicPort == "" {
+		publicPort = map[string]string{"http": "80", "https": "443"}[public.Scheme]
+	}
+	return publicPort != port
+}
+
 // shortLifetimes are the lifetimes set under a minute, which serve warns
 // about: fine for trying expiry, a mistake in production.
 func (c *Config) shortLifetimes() []lifetime {

@@ -300,6 +300,40 @@ func TestPublicURLNormalised(t *testing.T) {
 	}
 }
 
+// TestPublicURLElsewhere: serve warns when AUTHD_PUBLIC_URL names this
+// machine on another port than the listener's (the listener moved, the
+// public URL left at its default), not for a public host behind a proxy.
+func TestPublicURLElsewhere(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		public, addr string
+		warn         bool
+	}{
+		{"", "", false}, // the defaults agree
+		{"", "127.0.0.1:9000", true},
+		{"http://localhost:9000", "127.0.0.1:9000", false},
+		{"http://localhost", "127.0.0.1:9000", true},
+		{"http://[::1]:8080", "[::1]:9000", true},
+		{"https://auth.example.org", "0.0.0.0:8080", false}, // behind a proxy
+		{"", "127.0.0.1:0", false},                          // picked at start
+	} {
+		env := map[string]string{}
+		if c.public != "" {
+			env["AUTHD_PUBLIC_URL"] = c.public
+		}
+		if c.addr != "" {
+			env["AUTHD_HTTP_ADDR"] = c.addr
+		}
+		cfg, err := loadConfig(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cfg.publicURLElsewhere(); got != c.warn {
+			t.Errorf("AUTHD_PUBLIC_URL=%q AUTHD_HTTP_ADDR=%q: warn %v, want %v", c.public, c.addr, got, c.warn)
+		}
+	}
+}
+
 // envExample renders .env.example from the settings table.
 func envExample() string {
 	var b strings.Builder

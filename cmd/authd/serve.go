@@ -117,6 +117,11 @@ func (a *App) Open(ctx context.Context) (err error) {
 			a.Close()
 		}
 	}()
+	if a.cfg.publicURLElsewhere() {
+		a.logger.Warn("AUTHD_PUBLIC_URL names this machine on another port than authd listens on: "+
+			"links in mails, the tokens' iss and the OpenID discovery point there; set AUTHD_PUBLIC_URL",
+			"AUTHD_PUBLIC_URL", a.cfg.PublicURL, "AUTHD_HTTP_ADDR", a.cfg.HTTPAddr)
+	}
 	for _, l := range a.cfg.shortLifetimes() {
 		a.logger.Warn("a lifetime is under a minute: fine for trying expiry, too short for production",
 			"setting", l.env, "value", l.value.String())

@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log"
 	"net/http"
@@ -54,7 +55,10 @@ func run() error {
 		claims, _ := verify.ClaimsFrom(r.Context())
 		fmt.Fprintf(w, "hello %s (session %s)\n", claims.Subject, claims.SessionID)
 	})))
-	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "%+v\n", v.Stats()) })
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(v.Stats())
+	})
 	addr := env("ADDR", "127.0.0.1:9090")
 	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	served := make(chan error, 1)
