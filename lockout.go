@@ -63,8 +63,15 @@ func (s *Service) ghostFailed(ctx context.Context, key string) (lockedFor time.D
 // cannot cut its owner off.
 func (s *Service) failedPassword(ctx context.Context, tx *txn, c Client, u *User, now time.Time,
 	event EventType, err error) error {
-	return s.failedCheck(ctx, tx, c, u, now, event, "invalid password", "too many failed password checks", err)
+	return s.failedCheck(ctx, tx, c, u, now, event, "invalid password", lockByPasswords, err)
 }
+
+// Why failedCheck's lock was set: wrong passwords, or wrong second-factor
+// codes (given past the password, or in a signed-in session).
+const (
+	lockByPasswords = "too many failed password checks"
+	lockByCodes     = "too many failed second-factor checks"
+)
 
 // failedCheck records a failed check of u's credentials (a password or a
 // second-factor code) as a failure of event for reason, counting toward
@@ -86,8 +93,14 @@ func (s *Service) failedCheck(ctx context.Context, tx *txn, c Client, u *User, n
 		return err
 	}
 	if locked {
-		if s.mailAllowed(ctx, u.Email) {
-			if err := tx.enqueue(ctx, now, MailAccountLocked, u, u.AccountLockedUntil); err != nil {
+		// A lock set by codes tells the owner that someone got past their
+		// password, whatever the address's mail budget (which anyone can
+		// spend with forgot-password): they learn to change it. Such locks
+		// come at most once per lockout duration.
+		afterCodes := lockReason == lockByCodes
+		if afterCodes || s.mailAllowed(ctx, u.Email) {
+			if err := tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailAccountLocked, Until: u.AccountLockedUntil,
+				AfterCodes: afterCodes}); err != nil {
 				return err
 			}
 		}

@@ -216,7 +216,7 @@ func (s *Service) ConfirmTOTP(ctx context.Context, c Client, a *AccessClaims, co
 		}
 		if !ok {
 			return s.failedCheck(ctx, tx, c, u, now, EventMFAEnabled, "invalid code",
-				"too many failed second-factor checks", errWrongCode)
+				lockByCodes, errWrongCode)
 		}
 		f.Confirmed, f.ConfirmedAt = true, now
 		if err := tx.UpdateFactor(ctx, f); err != nil {
@@ -229,6 +229,9 @@ func (s *Service) ConfirmTOTP(ctx context.Context, c Client, a *AccessClaims, co
 		// end: from now on every other session has passed the factor.
 		ended, err := s.endUserSessions(ctx, tx, u.ID, a.SessionID, now, string(EventMFAEnabled))
 		if err != nil {
+			return err
+		}
+		if err := tx.factorNotice(ctx, now, u, ChangeTOTPEnabled); err != nil {
 			return err
 		}
 		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventMFAEnabled, ResultSuccess, u.ID, "",
@@ -273,6 +276,9 @@ func (s *Service) DisableTOTP(ctx context.Context, c Client, a *AccessClaims, pr
 		if err := s.dropOrphanRecoveryCodes(ctx, tx, u.ID); err != nil {
 			return err
 		}
+		if err := tx.factorNotice(ctx, now, u, ChangeTOTPDisabled); err != nil {
+			return err
+		}
 		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventMFADisabled, ResultSuccess, u.ID, "",
 			map[string]any{"kind": string(f.Kind)}))
 	})
@@ -286,6 +292,9 @@ func (s *Service) ReplaceRecoveryCodes(ctx context.Context, c Client, a *AccessC
 	err := s.withSecondFactor(ctx, c, a, proof, EventRecoveryCodesReplaced, func(tx *txn, u *User, _ *Factor, now time.Time) error {
 		var err error
 		if codes, err = s.replaceRecoveryCodes(ctx, tx, u.ID, now); err != nil {
+			return err
+		}
+		if err := tx.factorNotice(ctx, now, u, ChangeCodesReplaced); err != nil {
 			return err
 		}
 		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventRecoveryCodesReplaced, ResultSuccess, u.ID, "",
@@ -401,7 +410,7 @@ func (s *Service) VerifyMFA(ctx context.Context, c Client, mfaToken, method, cod
 				return err
 			}
 			return s.failedCheck(ctx, tx, c, u, now, EventMFAChallengeFailed, "invalid code",
-				"too many failed second-factor checks", errWrongCode)
+				lockByCodes, errWrongCode)
 		}
 		ch.UsedAt = now
 		if err := tx.UpdateMFAChallenge(ctx, ch); err != nil {

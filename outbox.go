@@ -16,7 +16,7 @@ const MailAccountDeleted MailKind = "account_deleted"
 // MailKinds lists every kind of mail, in schema order.
 func MailKinds() []MailKind {
 	return []MailKind{MailVerifyEmail, MailPasswordReset, MailRegisterNotice, MailAccountLocked,
-		MailPasswordChanged, MailAccountDeleted, MailMFAReset}
+		MailPasswordChanged, MailAccountDeleted, MailMFAReset, MailFactorChanged}
 }
 
 // ParseMailKind rejects anything but the labels of MailKinds.
@@ -30,8 +30,10 @@ type OutboxMail struct {
 	Kind          MailKind
 	UserID        uuid.UUID // Nil once the account is gone
 	To            string
-	Until         time.Time  // with MailAccountLocked
-	Removed       MFARemoval // with MailMFAReset
+	Until         time.Time    // with MailAccountLocked
+	Removed       MFARemoval   // with MailMFAReset
+	Change        FactorChange // with MailFactorChanged
+	AfterCodes    bool         // with MailAccountLocked: wrong codes set the lock
 	CreatedAt     time.Time
 	NextAttemptAt time.Time
 	Attempts      int
@@ -135,6 +137,12 @@ func (t *txn) enqueueMail(ctx context.Context, now time.Time, user *User, m *Out
 	return nil
 }
 
+// factorNotice queues the notice of a change to u's second factors,
+// whatever the address's mail budget (FactorChange).
+func (t *txn) factorNotice(ctx context.Context, now time.Time, u *User, change FactorChange) error {
+	return t.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailFactorChanged, Change: change})
+}
+
 // MailData is m's template data as the outbox stores it (the data column,
 // a JSON object), nil when it has none; SetData reads it back. Both stores
 // use it, so that the two keep the same shape.
@@ -146,6 +154,12 @@ func MailData(m *OutboxMail) map[string]any {
 	if !m.Removed.IsZero() {
 		d["removed"] = map[string]any{"totp": m.Removed.TOTP, "passkeys": m.Removed.Passkeys,
 			"recovery_codes": m.Removed.RecoveryCodes}
+	}
+	if m.Change != "" {
+		d["change"] = string(m.Change)
+	}
+	if m.AfterCodes {
+		d["after_codes"] = true
 	}
 	if len(d) == 0 {
 		return nil
@@ -165,6 +179,10 @@ func (m *OutboxMail) SetData(d map[string]any) {
 		codes, _ := r["recovery_codes"].(float64)
 		m.Removed.Passkeys, m.Removed.RecoveryCodes = int(passkeys), int(codes)
 	}
+	if change, ok := d["change"].(string); ok {
+		m.Change = FactorChange(change)
+	}
+	m.AfterCodes, _ = d["after_codes"].(bool)
 }
 
 // wakeSender tells this instance's sender that mail is waiting.
@@ -240,7 +258,8 @@ func (s *Service) DeliverMail(ctx context.Context) (int, error) {
 // deliver sends one claimed mail. Only errors of the store are returned;
 // a failed send is recorded for a retry.
 func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
-	mail := Mail{Kind: m.Kind, To: m.To, Until: m.Until, At: m.CreatedAt, Removed: m.Removed}
+	mail := Mail{Kind: m.Kind, To: m.To, Until: m.Until, At: m.CreatedAt, Removed: m.Removed, Change: m.Change,
+		AfterCodes: m.AfterCodes}
 	if m.Kind == MailVerifyEmail || m.Kind == MailPasswordReset {
 		mintCtx, cancel := context.WithTimeout(ctx, mailMintTimeout)
 		link, err := s.mintLink(mintCtx, m)

@@ -458,6 +458,9 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, c Client, a *Ac
 			}
 			ended = len(ids)
 		}
+		if err := tx.factorNotice(ctx, now, u, ChangePasskeyAdded); err != nil {
+			return err
+		}
 		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventPasskeyAdded, ResultSuccess, u.ID, "",
 			map[string]any{"passkey_id": p.ID.String(), "backup_eligible": p.BackupEligible, "first_factor": first,
 				"sessions_revoked": ended}))
@@ -922,6 +925,9 @@ func (s *Service) DeletePasskey(ctx context.Context, c Client, a *AccessClaims, 
 			return err
 		}
 		if err := s.dropOrphanRecoveryCodes(ctx, tx, u.ID); err != nil {
+			return err
+		}
+		if err := tx.factorNotice(ctx, now, u, ChangePasskeyRemoved); err != nil {
 			return err
 		}
 		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventPasskeyRemoved, ResultSuccess, u.ID, "",

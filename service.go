@@ -107,7 +107,8 @@ const (
 	MailRegisterNotice  MailKind = "register_notice" // someone tried to register with this address
 	MailAccountLocked   MailKind = "account_locked"
 	MailPasswordChanged MailKind = "password_changed"
-	MailMFAReset        MailKind = "mfa_reset" // an administrator removed the second factors
+	MailMFAReset        MailKind = "mfa_reset"      // an administrator removed the second factors
+	MailFactorChanged   MailKind = "factor_changed" // the user added or removed a second factor
 )
 
 // Mail is one message to one address. Link carries the one-time link of
@@ -122,7 +123,26 @@ type Mail struct {
 	At time.Time
 	// Removed is what an administrator's reset took (with MailMFAReset).
 	Removed MFARemoval
+	// Change is what the user changed (with MailFactorChanged).
+	Change FactorChange
+	// AfterCodes says wrong second-factor codes, given past the password
+	// or in a signed-in session, set the lock (with MailAccountLocked).
+	AfterCodes bool
 }
+
+// FactorChange is what a user changed of their second factors, for the
+// notice mailed whatever the address's mail budget: a factor an intruder
+// adds outlives a password reset, so the owner must hear of it.
+type FactorChange string
+
+// The changes a notice tells of.
+const (
+	ChangeTOTPEnabled    FactorChange = "totp_enabled"
+	ChangeTOTPDisabled   FactorChange = "totp_disabled"
+	ChangePasskeyAdded   FactorChange = "passkey_added"
+	ChangePasskeyRemoved FactorChange = "passkey_removed"
+	ChangeCodesReplaced  FactorChange = "recovery_codes_replaced"
+)
 
 // MFARemoval is what an administrator's MFA reset removed, for the notice:
 // counts only, never a secret or a factor's name.

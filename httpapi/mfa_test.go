@@ -662,3 +662,77 @@ func TestWrongConfirmCodesLock(t *testing.T) {
 			map[string]string{"code": totpAt(t, secret, e.clock.Now())}, bearer(access)...), 423, "account_locked")
 	})
 }
+
+// TestFactorChangesAreMailed: every change to a user's second factors made
+// from a signed-in session mails the owner a notice, whatever the address's
+// mail budget (which anyone can spend with forgot-password): a factor an
+// intruder adds outlives a password reset, so the owner must hear of it.
+// And a lock set by wrong codes tells the owner that the password was right.
+// Before, none of these changes mailed anything, and the lock notice said
+// someone "may be guessing your password".
+func TestFactorChangesAreMailed(t *testing.T) {
+	e := newEnv(t, openSQLite(t), withRateLimit())
+	const email = "noticed@example.org"
+	e.registerVerified(email, goodPassword)
+	access, _ := e.login(email, goodPassword)
+	spend := func(email string) { // the address's mails for the hour, spent by anyone
+		t.Helper()
+		for range 4 {
+			if e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": email}).status == 429 {
+				return
+			}
+		}
+		t.Fatalf("forgot-password for %s answered no 429", email)
+	}
+	spend(email)
+
+	r := e.do("POST", "/v1/users/me/mfa/totp", map[string]string{"password": goodPassword}, bearer(access)...)
+	want(t, "enrol", r, 200, "")
+	secret := r.str("secret")
+	totp := func() string { e.clock.Advance(30 * time.Second); return totpAt(t, secret, e.clock.Now()) }
+	want(t, "confirm", e.do("POST", "/v1/users/me/mfa/totp/confirm", map[string]string{"code": totpAt(t, secret, e.clock.Now())},
+		bearer(access)...), 200, "")
+	want(t, "replace the recovery codes", e.do("POST", "/v1/users/me/mfa/recovery-codes", map[string]string{"code": totp()},
+		bearer(access)...), 200, "")
+	k := newSoftKey(t, rpID, rpOrigin)
+	e.clock.Advance(30 * time.Second)
+	r = e.do("POST", "/v1/users/me/passkeys/begin", map[string]any{"password": goodPassword, "code": totpAt(t, secret, e.clock.Now())},
+		bearer(access)...)
+	want(t, "begin a passkey", r, 200, "")
+	r = e.do("POST", "/v1/users/me/passkeys/finish", map[string]any{"name": "Key", "credential": k.Create(publicKey(t, r))},
+		bearer(access)...)
+	want(t, "add a passkey", r, 201, "")
+	want(t, "remove it", e.do("DELETE", "/v1/users/me/passkeys/"+r.str("id"), map[string]string{"code": totp()},
+		bearer(access)...), 204, "")
+	want(t, "turn TOTP off", e.do("DELETE", "/v1/users/me/mfa/totp", map[string]string{"code": totp()},
+		bearer(access)...), 204, "")
+
+	e.mail.flush()
+	e.mail.mu.Lock()
+	var changes []authd.FactorChange
+	for _, m := range e.mail.mails {
+		if m.Kind == authd.MailFactorChanged && m.To == email {
+			changes = append(changes, m.Change)
+		}
+	}
+	e.mail.mu.Unlock()
+	if wantChanges := []authd.FactorChange{authd.ChangeTOTPEnabled, authd.ChangeCodesReplaced, authd.ChangePasskeyAdded,
+		authd.ChangePasskeyRemoved, authd.ChangeTOTPDisabled}; !slices.Equal(changes, wantChanges) {
+		t.Errorf("factor notices %v, want %v", changes, wantChanges)
+	}
+
+	// Wrong codes past the right password lock the account, and its notice
+	// says the password was right, budget or not.
+	e.mfaUser("guessed.codes@example.org")
+	spend("guessed.codes@example.org")
+	token := e.mfaLogin("guessed.codes@example.org")
+	for i := range 5 {
+		r := e.verify(token, "totp", "000000")
+		if i == 4 {
+			want(t, "the fifth wrong code", r, 401, "invalid_credentials")
+		}
+	}
+	if m := e.mail.last(t, authd.MailAccountLocked, "guessed.codes@example.org"); !m.AfterCodes {
+		t.Errorf("lock notice %+v, want it to say codes set the lock", m)
+	}
+}

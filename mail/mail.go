@@ -110,7 +110,7 @@ func (r *Renderer) Render(m authd.Mail) (*Rendered, error) {
 		return nil, fmt.Errorf("no template for mail kind %q", m.Kind)
 	}
 	data := map[string]any{"Product": r.product, "PublicURL": r.publicURL, "Link": m.Link, "To": m.To, "Until": "",
-		"At": "", "Removed": removedText(m.Removed)}
+		"At": "", "Removed": removedText(m.Removed), "Change": changeText[m.Change], "AfterCodes": m.AfterCodes}
 	if !m.Until.IsZero() {
 		data["Until"] = m.Until.UTC().Format(timeLayout)
 	}
@@ -134,6 +134,15 @@ func (r *Renderer) Render(m authd.Mail) (*Rendered, error) {
 const timeLayout = "2006-01-02 15:04 UTC"
 
 // removedText names what an MFA reset removed, one line each.
+// changeText tells a FactorChange in a sentence's words: "… was …".
+var changeText = map[authd.FactorChange]string{
+	authd.ChangeTOTPEnabled:    "two-step sign-in with an authenticator app was turned on",
+	authd.ChangeTOTPDisabled:   "two-step sign-in with an authenticator app was turned off",
+	authd.ChangePasskeyAdded:   "a passkey was added",
+	authd.ChangePasskeyRemoved: "a passkey was removed",
+	authd.ChangeCodesReplaced:  "a new set of recovery codes was made (the old ones no longer work)",
+}
+
 func removedText(r authd.MFARemoval) []string {
 	out := []string{}
 	if r.TOTP {
