@@ -86,11 +86,10 @@ type MailArchive interface {
 // has committed by then, so a failure is logged (without the address)
 // rather than returned.
 func (s *Service) forgetMail(ctx context.Context, address string) {
-	archive, ok := s.mailer.(MailArchive)
-	if !ok || address == "" {
+	if s.archive == nil || address == "" {
 		return
 	}
-	if err := archive.Forget(ctx, address); err != nil {
+	if err := s.archive.Forget(ctx, address); err != nil {
 		s.logger.Error("removing the mail kept for an erased address", "err", err)
 	}
 }

@@ -16,8 +16,8 @@ const expiredGrace = 24 * time.Hour
 
 // Purge applies retention (SPEC §6.9) now: security logs, and outbox mail
 // dead (undeliverable) for longer than retention, and tokens, verification tokens and sessions that ended more
-// than a day ago; and the copies a MailArchive mailer kept longer than
-// retention (SPEC §7). With dryRun it only counts and deletes nothing.
+// than a day ago; and the copies the MailArchive kept longer than retention
+// (SPEC §7). With dryRun it only counts and deletes nothing.
 func (s *Service) Purge(ctx context.Context, retention time.Duration, dryRun bool) (PurgeResult, error) {
 	now := s.now()
 	res, err := s.store.Purge(ctx, PurgeRequest{LogsBefore: now.Add(-retention), ExpiredBefore: now.Add(-expiredGrace),
@@ -27,8 +27,8 @@ func (s *Service) Purge(ctx context.Context, retention time.Duration, dryRun boo
 	}
 	// Even when another instance purges the database: the copies are this
 	// instance's own.
-	if archive, ok := s.mailer.(MailArchive); ok {
-		if err := archive.Prune(ctx, now.Add(-retention)); err != nil {
+	if s.archive != nil {
+		if err := s.archive.Prune(ctx, now.Add(-retention)); err != nil {
 			return res, fmt.Errorf("pruning the mailer's copies: %w", err)
 		}
 	}

@@ -182,6 +182,7 @@ type Service struct {
 	passwords   Passwords
 	tokens      AccessTokens
 	mailer      Mailer
+	archive     MailArchive // nil: no copies kept
 	limiter     RateLimiter // nil: no rate limits
 	lockouts    Lockouts    // nil: emails without an account never lock
 	refreshKey  []byte
@@ -222,10 +223,14 @@ type Deps struct {
 	Passwords Passwords
 	Tokens    AccessTokens
 	Mailer    Mailer
-	Limiter   RateLimiter
-	Lockouts  Lockouts
-	Logger    *slog.Logger
-	Hooks     Hooks
+	// Archive holds copies of mails sent before, which erasure and
+	// retention reach (SPEC §7): the development mailer's files, also once
+	// a real mailer sends instead. nil: the Mailer, if it is one.
+	Archive  MailArchive
+	Limiter  RateLimiter
+	Lockouts Lockouts
+	Logger   *slog.Logger
+	Hooks    Hooks
 	// Sleep pads answers that must not be told apart by their timing,
 	// ending early with ctx (nobody waits for the answer then); nil is a
 	// timer (tests record instead).
@@ -242,6 +247,9 @@ func NewService(cfg Config, d Deps) *Service {
 	}
 	if d.Sleep == nil {
 		d.Sleep = sleep
+	}
+	if a, ok := d.Mailer.(MailArchive); ok && d.Archive == nil {
+		d.Archive = a
 	}
 	key := cfg.RefreshKey
 	if len(key) == 0 {
@@ -264,7 +272,7 @@ func NewService(cfg Config, d Deps) *Service {
 	}
 	s := &Service{
 		webauthn: rp, cfg: cfg, store: d.Store, clock: d.Clock, passwords: d.Passwords, tokens: d.Tokens,
-		mailer: d.Mailer, limiter: d.Limiter, lockouts: d.Lockouts, refreshKey: key, mfaKey: mfaKey,
+		mailer: d.Mailer, archive: d.Archive, limiter: d.Limiter, lockouts: d.Lockouts, refreshKey: key, mfaKey: mfaKey,
 		logger: d.Logger, hooks: d.Hooks, sleep: d.Sleep,
 		revocations: NewRevocationSet(revocationLifetime(cfg.AccessTokenTTL)), wake: make(chan struct{}, 1),
 	}

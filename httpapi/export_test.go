@@ -240,3 +240,34 @@ func TestExportReleasesTheDatabaseBeforeSending(t *testing.T) {
 		}
 	})
 }
+
+// TestExportHoldsMailData: a mail still in the outbox is exported with its
+// template data, as the data column holds it (what an administrator's
+// reset removed, what changed of the factors), not only a lock's end.
+func TestExportHoldsMailData(t *testing.T) {
+	e := newEnv(t, openSQLite(t))
+	const email = "mail.data@example.org"
+	access, _, _ := e.mfaUser(email)
+	e.mail.flush()
+	want(t, "reset-mfa", e.admin("POST", "/v1/admin/users/"+e.user(email).ID.String()+"/reset-mfa", nil), 204, "")
+	r := e.do("GET", "/v1/users/me/export", nil, bearer(access)...)
+	want(t, "export", r, 200, "")
+	var doc struct {
+		Mails []struct {
+			Kind string         `json:"kind"`
+			Data map[string]any `json:"data"`
+		} `json:"mail_outbox"`
+	}
+	if err := json.Unmarshal([]byte(r.raw), &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range doc.Mails {
+		if m.Kind == string(authd.MailMFAReset) {
+			if removed, _ := m.Data["removed"].(map[string]any); removed["totp"] != true {
+				t.Errorf("the mfa_reset mail's data %v, want what was removed", m.Data)
+			}
+			return
+		}
+	}
+	t.Errorf("no mfa_reset mail among the exported %+v", doc.Mails)
+}

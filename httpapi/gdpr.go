@@ -345,11 +345,7 @@ func (x *exportWriter) userRows() authd.UserRows {
 		},
 		SecurityLogs: func(l *authd.SecurityLog) error { return x.row(5, toSecurityLog(l)) },
 		Mails: func(m *authd.OutboxMail) error {
-			var data map[string]any
-			if !m.Until.IsZero() {
-				data = map[string]any{"until": m.Until}
-			}
-			return x.row(6, exportMail{ID: m.ID, Kind: string(m.Kind), UserID: m.UserID, Recipient: m.To, Data: data,
+			return x.row(6, exportMail{ID: m.ID, Kind: string(m.Kind), UserID: m.UserID, Recipient: m.To, Data: authd.MailData(m),
 				CreatedAt: m.CreatedAt, NextAttemptAt: m.NextAttemptAt, Attempts: m.Attempts,
 				ClaimedUntil: optTime(m.ClaimedUntil), LastError: m.LastError, DeadAt: optTime(m.DeadAt)})
 		},

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"maps"
-	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/httpapi"
-	"github.com/authd/authd/mail"
 	"github.com/google/uuid"
 )
 
@@ -153,7 +151,9 @@ func adminCmd(ctx context.Context, e *env, args []string) (err error) {
 		return err
 	}
 	defer db.Close()
-	svc := authd.NewService(cfg.service(), authd.Deps{Store: db, Logger: slog.New(slog.DiscardHandler)})
+	// An erasure reaches the development mailer's files (mailArchive).
+	svc := authd.NewService(cfg.service(), authd.Deps{Store: db, Archive: cfg.mailArchive(),
+		Logger: slog.New(slog.DiscardHandler)})
 	c := adminClient(e)
 	if rest[0] == "mail" {
 		return adminMail(ctx, e, svc, c, retry, *dead, after, *limit, *asJSON)
@@ -423,12 +423,9 @@ func purgeCmd(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer db.Close()
-	deps := authd.Deps{Store: db}
-	if cfg.SMTPURL == "" {
-		// The dev mailer's files hold addresses: retention removes them too.
-		deps.Mailer = &mail.Dev{Dir: filepath.Join(cfg.DataDir, "outbox")}
-	}
-	svc := authd.NewService(cfg.service(), deps)
+	// The development mailer's files hold addresses: retention removes
+	// them too, whichever mailer sends now (mailArchive).
+	svc := authd.NewService(cfg.service(), authd.Deps{Store: db, Archive: cfg.mailArchive()})
 	res, err := svc.Purge(ctx, cfg.SecurityLogRetention, *dryRun)
 	if err != nil {
 		return err

@@ -422,6 +422,10 @@ func (c *Config) resolve() []string {
 	if c.SessionMaxAge < c.AccessTokenTTL {
 		errs = append(errs, "AUTHD_SESSION_MAX_AGE must not be shorter than AUTHD_ACCESS_TOKEN_TTL")
 	}
+	if c.AdminToken != "" && slices.Contains(c.ServiceTokens, c.AdminToken) {
+		// Every resource server holding it could act as an administrator.
+		errs = append(errs, "AUTHD_ADMIN_TOKEN must differ from every token of AUTHD_SERVICE_TOKENS")
+	}
 	if c.AdminAddr != "" && c.AdminAddr == c.HTTPAddr && !strings.HasSuffix(c.HTTPAddr, ":0") {
 		errs = append(errs, "AUTHD_ADMIN_ADDR must differ from AUTHD_HTTP_ADDR")
 	}
@@ -503,6 +507,14 @@ func (c *Config) publicURLElsewhere() bool {
 		publicPort = map[string]string{"http": "80", "https": "443"}[public.Scheme]
 	}
 	return publicPort != port
+}
+
+// mailArchive is where the development mailer writes its files: erasure
+// and retention reach them whichever mailer sends now, since a data
+// directory first run with the development mailer keeps them after
+// AUTHD_SMTP_URL is set.
+func (c *Config) mailArchive() *authdmail.Dev {
+	return &authdmail.Dev{Dir: filepath.Join(c.DataDir, "outbox")}
 }
 
 // shortLifetimes are the lifetimes set under a minute, which serve warns

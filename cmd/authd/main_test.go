@@ -199,6 +199,14 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 	if !strings.Contains(stderr, "AUTHD_ADMIN_TOKEN") || strings.Contains(stderr, "hunter2") {
 		t.Errorf("short admin token: stderr %q; want the variable named and the value hidden", stderr)
 	}
+	// The administrator's secret is no resource server's.
+	env = sqliteEnv(t)
+	shared := "one-secret-for-everyone-0123456789abcdef"
+	env["AUTHD_ADMIN_TOKEN"], env["AUTHD_SERVICE_TOKENS"] = shared, "another-service-token-0123456789abcdef,"+shared
+	if code, _, stderr := runCLI(t, env, "migrate", "status"); code != exitFailure || !strings.Contains(stderr, "AUTHD_ADMIN_TOKEN must differ") ||
+		strings.Contains(stderr, shared) {
+		t.Errorf("an admin token among the service tokens: exit %d, stderr %q; want it refused, the value hidden", code, stderr)
+	}
 }
 
 func TestConfigPrecedence(t *testing.T) {
@@ -1264,5 +1272,47 @@ func TestServeRefusesBrokenPageTemplates(t *testing.T) {
 	code, _, stderr := runCLI(t, env, "serve")
 	if code != exitFailure || !strings.Contains(stderr, filepath.Join(dir, "pages", "pages.html")) || !strings.Contains(stderr, "hint:") {
 		t.Errorf("serve with a broken pages.html: exit %d, stderr %q; want 1 naming the file, with a hint", code, stderr)
+	}
+}
+
+// TestDevMailFilesAreErasedUnderSMTP: the development mailer's files hold
+// addresses and links; once AUTHD_SMTP_URL is set on the same data
+// directory, an erasure (authd admin users delete) still removes the
+// erased address's files and retention (authd purge) the old ones. They
+// survived both before, as no mailer reached them.
+func TestDevMailFilesAreErasedUnderSMTP(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	if code, _, stderr := runCLI(t, env, seedArgs("sqlite")...); code != exitOK {
+		t.Fatalf("seed: %s", stderr)
+	}
+	env["AUTHD_SMTP_URL"] = "smtp://127.0.0.1:1" // nothing is sent by these commands
+	dir := filepath.Join(env["AUTHD_DATA_DIR"], "outbox")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, to string, at time.Time) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte("To: "+to+"\r\nSubject: x\r\n\r\nhttp://127.0.0.1:8080/reset-password?token=secret\r\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(path, at, at); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	old := write("old.eml", "someone@example.org", time.Now().AddDate(-1, 0, 0))
+	erased := write("erased.eml", "inactive@demo.authd.dev", time.Now())
+	kept := write("kept.eml", "active@demo.authd.dev", time.Now())
+	if code, _, stderr := runCLI(t, env, "admin", "users", "delete", "inactive@demo.authd.dev", "--yes"); code != exitOK {
+		t.Fatalf("delete: %s", stderr)
+	}
+	if code, _, stderr := runCLI(t, env, "purge"); code != exitOK {
+		t.Fatalf("purge: %s", stderr)
+	}
+	for path, gone := range map[string]bool{old: true, erased: true, kept: false} {
+		if _, err := os.Stat(path); (err == nil) == gone {
+			t.Errorf("%s: stat %v, want it gone %v", filepath.Base(path), err, gone)
+		}
 	}
 }

@@ -192,6 +192,7 @@ func (a *App) Open(ctx context.Context) (err error) {
 		Passwords: hasher,
 		Tokens:    token.NewIssuer(a.keys, a.cfg.Issuer, a.cfg.Audience),
 		Mailer:    mailer,
+		Archive:   a.cfg.mailArchive(),
 		Limiter:   limiter,
 		Lockouts:  lockouts,
 		Logger:    a.logger,
@@ -265,7 +266,7 @@ func (a *App) mailer(renderer *mail.Renderer) (authd.Mailer, error) {
 		m.SetLogger(a.logger)
 		return m, nil
 	}
-	dir := filepath.Join(a.cfg.DataDir, "outbox")
+	dir := a.cfg.mailArchive().Dir
 	if u, err := url.Parse(a.cfg.PublicURL); err == nil && !mail.Loopback(u.Hostname()) {
 		if !a.cfg.DevMailer {
 			return nil, &cliError{
