@@ -93,11 +93,11 @@ func (s *Service) failedCheck(ctx context.Context, tx *txn, c Client, u *User, n
 		return err
 	}
 	if locked {
-		// A lock set by codes tells the owner that someone got past their
-		// password, whatever the address's mail budget (which anyone can
-		// spend with forgot-password): they learn to change it. Such locks
-		// come at most once per lockout duration.
-		afterCodes := lockReason == lockByCodes
+		// A lock that someone who got past the password took part in tells
+		// the owner so, whatever the address's mail budget (which anyone
+		// can spend with forgot-password): they learn to change it. Such
+		// locks come at most once per lockout duration.
+		afterCodes := lockReason == lockByCodes || s.passwordPassedSince(ctx, u, now)
 		if afterCodes || s.mailAllowed(ctx, u.Email) {
 			if err := tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailAccountLocked, Until: u.AccountLockedUntil,
 				AfterCodes: afterCodes}); err != nil {
@@ -112,6 +112,25 @@ func (s *Service) failedCheck(ctx context.Context, tx *txn, c Client, u *User, n
 	}
 	return tx.refuse(ctx, s.audit(now, c, event, ResultFailure, u.ID, reason,
 		map[string]any{"failed_attempts": u.FailedLoginAttempts}), err)
+}
+
+// passwordPassedSince reports whether a login to u passed the password and
+// was asked for a second factor (mfa_challenge_issued) since u last signed
+// in, within failureMemory: whoever made it knows the password, so a lock
+// that a wrong password sets now (the last of a count that held wrong
+// codes, say) is told as one codes set. A failing read counts as none.
+func (s *Service) passwordPassedSince(ctx context.Context, u *User, now time.Time) bool {
+	since := now.Add(-failureMemory)
+	if u.LastLoginTimestamp.After(since) {
+		since = u.LastLoginTimestamp.Add(time.Microsecond) // that login's own challenge aside
+	}
+	rows, err := s.store.SecurityLogs(ctx, SecurityLogFilter{UserID: u.ID, EventType: EventMFAChallengeIssued,
+		Since: since, Limit: 1})
+	if err != nil {
+		s.logger.WarnContext(ctx, "reading the security log", "err", err)
+		return false
+	}
+	return len(rows) > 0
 }
 
 // countFailure counts a failed check on u at now, the failures before it

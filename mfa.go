@@ -117,6 +117,9 @@ var errFactorUnverified = &Error{Code: EEmailNotVerified,
 // EInvalidCredentials, EMFARequired, EAccountLocked, ERateLimited,
 // EInvalidToken, EUnavailable.
 func (s *Service) EnrollTOTP(ctx context.Context, c Client, a *AccessClaims, password string, proof StepUp) (*TOTPEnrolment, error) {
+	if err := s.limitFactorAdds(ctx, a); err != nil {
+		return nil, err
+	}
 	ctx, cancel := detach(ctx) // the checks finish whatever the client does
 	defer cancel()
 	checked, err := s.reauthenticateStepUp(ctx, c, a, password, "password", proof, EventMFAEnrolled)
@@ -231,7 +234,7 @@ func (s *Service) ConfirmTOTP(ctx context.Context, c Client, a *AccessClaims, co
 		if err != nil {
 			return err
 		}
-		if err := tx.factorNotice(ctx, now, u, ChangeTOTPEnabled); err != nil {
+		if err := s.factorNotice(ctx, tx, now, u, ChangeTOTPEnabled); err != nil {
 			return err
 		}
 		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventMFAEnabled, ResultSuccess, u.ID, "",
@@ -276,7 +279,7 @@ func (s *Service) DisableTOTP(ctx context.Context, c Client, a *AccessClaims, pr
 		if err := s.dropOrphanRecoveryCodes(ctx, tx, u.ID); err != nil {
 			return err
 		}
-		if err := tx.factorNotice(ctx, now, u, ChangeTOTPDisabled); err != nil {
+		if err := s.factorNotice(ctx, tx, now, u, ChangeTOTPDisabled); err != nil {
 			return err
 		}
 		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventMFADisabled, ResultSuccess, u.ID, "",
@@ -294,7 +297,7 @@ func (s *Service) ReplaceRecoveryCodes(ctx context.Context, c Client, a *AccessC
 		if codes, err = s.replaceRecoveryCodes(ctx, tx, u.ID, now); err != nil {
 			return err
 		}
-		if err := tx.factorNotice(ctx, now, u, ChangeCodesReplaced); err != nil {
+		if err := s.factorNotice(ctx, tx, now, u, ChangeCodesReplaced); err != nil {
 			return err
 		}
 		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventRecoveryCodesReplaced, ResultSuccess, u.ID, "",

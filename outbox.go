@@ -136,10 +136,33 @@ func (t *txn) enqueueMail(ctx context.Context, now time.Time, user *User, m *Out
 	return nil
 }
 
-// factorNotice queues the notice of a change to u's second factors,
-// whatever the address's mail budget (FactorChange).
-func (t *txn) factorNotice(ctx context.Context, now time.Time, u *User, change FactorChange) error {
-	return t.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailFactorChanged, Change: change})
+// Factor notices skip the address's mail budget, which anyone can spend:
+// an addition is always told, and bounded by limitFactorAdds; the other
+// changes (which need a factor to make) are told up to
+// factorNoticesPerHour an account, so that a session holding a recovery
+// code cannot replace the codes in a loop to bury an addition's notice in
+// hundreds of others or to spend the relay's quota.
+const (
+	factorAddsPerHour    = 10
+	factorNoticesPerHour = 5
+)
+
+// limitFactorAdds counts the start of an addition of a second factor by
+// the token's user (a TOTP enrolment, a passkey registration), at most
+// factorAddsPerHour: each one that finishes mails a notice. ERateLimited.
+func (s *Service) limitFactorAdds(ctx context.Context, a *AccessClaims) error {
+	return s.limit(ctx, "factor-add:"+a.UserID.String(), factorAddsPerHour, time.Hour)
+}
+
+// factorNotice queues in tx the notice of a change to u's second factors,
+// whatever the address's mail budget (FactorChange): always for an
+// addition, within factorNoticesPerHour for the others.
+func (s *Service) factorNotice(ctx context.Context, tx *txn, now time.Time, u *User, change FactorChange) error {
+	if change != ChangeTOTPEnabled && change != ChangePasskeyAdded &&
+		s.limit(ctx, "factor-notice:"+u.ID.String(), factorNoticesPerHour, time.Hour) != nil {
+		return nil
+	}
+	return tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailFactorChanged, Change: change})
 }
 
 // MailData is m's template data as the outbox stores it (the data column,

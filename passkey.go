@@ -274,6 +274,9 @@ func (s *Service) takeChallenge(ctx context.Context, tx *txn, c Client, challeng
 // EAccountLocked, ERateLimited, EInvalidToken, EUnavailable.
 func (s *Service) BeginPasskeyRegistration(ctx context.Context, c Client, a *AccessClaims, password string,
 	proof StepUp) (json.RawMessage, error) {
+	if err := s.limitFactorAdds(ctx, a); err != nil {
+		return nil, err
+	}
 	ctx, cancel := detach(ctx) // the checks finish whatever the client does
 	defer cancel()
 	rp, u, keys, err := s.passkeyOwner(ctx, a)
@@ -458,7 +461,7 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, c Client, a *Ac
 			}
 			ended = len(ids)
 		}
-		if err := tx.factorNotice(ctx, now, u, ChangePasskeyAdded); err != nil {
+		if err := s.factorNotice(ctx, tx, now, u, ChangePasskeyAdded); err != nil {
 			return err
 		}
 		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventPasskeyAdded, ResultSuccess, u.ID, "",
@@ -927,7 +930,7 @@ func (s *Service) DeletePasskey(ctx context.Context, c Client, a *AccessClaims, 
 		if err := s.dropOrphanRecoveryCodes(ctx, tx, u.ID); err != nil {
 			return err
 		}
-		if err := tx.factorNotice(ctx, now, u, ChangePasskeyRemoved); err != nil {
+		if err := s.factorNotice(ctx, tx, now, u, ChangePasskeyRemoved); err != nil {
 			return err
 		}
 		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventPasskeyRemoved, ResultSuccess, u.ID, "",

@@ -736,3 +736,58 @@ func TestFactorChangesAreMailed(t *testing.T) {
 		t.Errorf("lock notice %+v, want it to say codes set the lock", m)
 	}
 }
+
+// TestFactorNoticesAreBounded: the notices that skip the address's mail
+// budget cannot be made without end: replacing the recovery codes in a
+// loop (each new set proving the next) mails factorNoticesPerHour notices,
+// not one per replacement, and starting factor additions is limited. And a
+// count of wrong codes ended by a wrong password still tells the owner
+// that the password was right. Before, thirty replacements mailed thirty
+// notices, and that lock mailed nothing once the budget was spent.
+func TestFactorNoticesAreBounded(t *testing.T) {
+	e := newEnv(t, openSQLite(t), withRateLimit())
+	const email = "flood@example.org"
+	access, _, codes := e.mfaUser(email)
+	before := e.mail.count(authd.MailFactorChanged, email)
+	for i := range 12 {
+		r := e.do("POST", "/v1/users/me/mfa/recovery-codes", map[string]string{"code": codes[0]}, bearer(access)...)
+		want(t, fmt.Sprintf("replacement %d", i+1), r, 200, "")
+		codes = codes[:0]
+		for _, c := range r.body["recovery_codes"].([]any) {
+			codes = append(codes, c.(string))
+		}
+		e.clock.Advance(10 * time.Second)
+	}
+	if n := e.mail.count(authd.MailFactorChanged, email) - before; n != 5 {
+		t.Errorf("%d notices for 12 replacements in two minutes, want 5", n)
+	}
+	var last response
+	for i := range 10 { // the TOTP enrolment was the first addition begun this hour
+		e.clock.Advance(time.Minute) // past the per-minute limit on password checks
+		last = e.do("POST", "/v1/users/me/passkeys/begin", map[string]any{"password": goodPassword,
+			"code": codes[i]}, bearer(access)...)
+		if i < 9 {
+			want(t, fmt.Sprintf("passkey registration %d begun", i+1), last, 200, "")
+		}
+	}
+	want(t, "the eleventh addition begun in an hour", last, 429, "rate_limited")
+
+	// Four wrong codes past the right password, then a wrong password.
+	const other = "mixed@example.org"
+	e.mfaUser(other)
+	for i := 0; e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": other}).status != 429; i++ {
+		if i == 3 {
+			t.Fatal("forgot-password answered no 429")
+		}
+	}
+	e.clock.Advance(time.Minute)
+	token := e.mfaLogin(other)
+	for range 4 {
+		want(t, "a wrong code", e.verify(token, "totp", "000000"), 401, "invalid_credentials")
+	}
+	want(t, "a wrong password", e.do("POST", "/v1/auth/login", map[string]string{"email": other, "password": "not the password"}),
+		401, "invalid_credentials")
+	if m := e.mail.last(t, authd.MailAccountLocked, other); !m.AfterCodes {
+		t.Errorf("lock notice %+v, want it to say the password was right", m)
+	}
+}

@@ -109,8 +109,12 @@ func (r *Renderer) Render(m authd.Mail) (*Rendered, error) {
 	if !ok {
 		return nil, fmt.Errorf("no template for mail kind %q", m.Kind)
 	}
+	change, ok := changeText[m.Change]
+	if m.Kind == authd.MailFactorChanged && !ok {
+		return nil, fmt.Errorf("a %s mail of no known change (%q)", m.Kind, m.Change)
+	}
 	data := map[string]any{"Product": r.product, "PublicURL": r.publicURL, "Link": m.Link, "To": m.To, "Until": "",
-		"At": "", "Removed": removedText(m.Removed), "Change": changeText[m.Change], "AfterCodes": m.AfterCodes}
+		"At": "", "Removed": removedText(m.Removed), "Change": change, "AfterCodes": m.AfterCodes}
 	if !m.Until.IsZero() {
 		data["Until"] = m.Until.UTC().Format(timeLayout)
 	}
@@ -133,7 +137,6 @@ func (r *Renderer) Render(m authd.Mail) (*Rendered, error) {
 // timeLayout is how a mail shows a time.
 const timeLayout = "2006-01-02 15:04 UTC"
 
-// removedText names what an MFA reset removed, one line each.
 // changeText tells a FactorChange in a sentence's words: "… was …".
 var changeText = map[authd.FactorChange]string{
 	authd.ChangeTOTPEnabled:    "two-step sign-in with an authenticator app was turned on",
@@ -143,6 +146,7 @@ var changeText = map[authd.FactorChange]string{
 	authd.ChangeCodesReplaced:  "a new set of recovery codes was made (the old ones no longer work)",
 }
 
+// removedText names what an MFA reset removed, one line each.
 func removedText(r authd.MFARemoval) []string {
 	out := []string{}
 	if r.TOTP {

@@ -609,7 +609,8 @@ func TestSMTPURLWithUnescapedPassword(t *testing.T) {
 func TestEveryTemplateRenders(t *testing.T) {
 	r := renderer(t)
 	for _, k := range authd.MailKinds() {
-		out, err := r.Render(authd.Mail{Kind: k, To: "a@example.org", Link: "https://x/?token=<b>", Until: time.Now()})
+		out, err := r.Render(authd.Mail{Kind: k, To: "a@example.org", Link: "https://x/?token=<b>", Until: time.Now(),
+			Change: authd.ChangePasskeyAdded})
 		if err != nil {
 			t.Fatalf("%s: %v", k, err)
 		}
@@ -622,6 +623,22 @@ func TestEveryTemplateRenders(t *testing.T) {
 	}
 	if _, err := r.Render(authd.Mail{Kind: "nope"}); err == nil {
 		t.Error("Render of an unknown kind succeeded")
+	}
+	// Each change and each kind of lock reads as a sentence of its own.
+	for _, c := range []authd.FactorChange{authd.ChangeTOTPEnabled, authd.ChangeTOTPDisabled, authd.ChangePasskeyAdded,
+		authd.ChangePasskeyRemoved, authd.ChangeCodesReplaced} {
+		out, err := r.Render(authd.Mail{Kind: authd.MailFactorChanged, To: "a@example.org", At: time.Now(), Change: c})
+		if err != nil || strings.Contains(out.Text, ", .") || !strings.Contains(out.HTML, "was") {
+			t.Errorf("notice of %s: %v, %+v", c, err, out)
+		}
+	}
+	if _, err := r.Render(authd.Mail{Kind: authd.MailFactorChanged, To: "a@example.org"}); err == nil {
+		t.Error("a factor notice of no change rendered")
+	}
+	codes, err := r.Render(authd.Mail{Kind: authd.MailAccountLocked, To: "a@example.org", Until: time.Now(), AfterCodes: true})
+	if err != nil || !strings.Contains(codes.Text, "your password was entered correctly") ||
+		!strings.Contains(codes.HTML, "your password was entered correctly") {
+		t.Errorf("a lock set by codes: %v, %+v; want it to say the password was right", err, codes)
 	}
 }
 

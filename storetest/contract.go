@@ -593,8 +593,13 @@ func testEnumLabels(t *testing.T, s authd.Store) {
 	removed := authd.MFARemoval{TOTP: true, Passkeys: 2, RecoveryCodes: 7}
 	for _, kind := range authd.MailKinds() {
 		m := &authd.OutboxMail{ID: authd.NewID(), Kind: kind, UserID: u.ID, To: u.Email, CreatedAt: Epoch, NextAttemptAt: Epoch}
-		if kind == authd.MailMFAReset {
+		switch kind {
+		case authd.MailMFAReset:
 			m.Removed = removed
+		case authd.MailFactorChanged:
+			m.Change = authd.ChangePasskeyAdded
+		case authd.MailAccountLocked:
+			m.AfterCodes = true
 		}
 		if err := s.EnqueueMail(ctx, m); err != nil {
 			t.Errorf("mail %s: %v", kind, err)
@@ -611,6 +616,10 @@ func testEnumLabels(t *testing.T, s authd.Store) {
 		}
 		if m.Removed != want {
 			t.Errorf("mail %s came back removing %+v, want %+v", m.Kind, m.Removed, want)
+		}
+		if (m.Change == authd.ChangePasskeyAdded) != (m.Kind == authd.MailFactorChanged) ||
+			m.AfterCodes != (m.Kind == authd.MailAccountLocked) {
+			t.Errorf("mail %s came back with change %q, after codes %v", m.Kind, m.Change, m.AfterCodes)
 		}
 	}
 	if len(mails) != len(authd.MailKinds()) {
