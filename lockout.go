@@ -97,7 +97,13 @@ func (s *Service) failedCheck(ctx context.Context, tx *txn, c Client, u *User, n
 		// the owner so, whatever the address's mail budget (which anyone
 		// can spend with forgot-password): they learn to change it. Such
 		// locks come at most once per lockout duration.
-		afterCodes := lockReason == lockByCodes || s.passwordPassedSince(ctx, u, now)
+		afterCodes := lockReason == lockByCodes
+		if !afterCodes {
+			var err error
+			if afterCodes, err = s.passwordPassedSince(ctx, tx, u, now); err != nil {
+				return err
+			}
+		}
 		if afterCodes || s.mailAllowed(ctx, u.Email) {
 			if err := tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailAccountLocked, Until: u.AccountLockedUntil,
 				AfterCodes: afterCodes}); err != nil {
@@ -114,23 +120,17 @@ func (s *Service) failedCheck(ctx context.Context, tx *txn, c Client, u *User, n
 		map[string]any{"failed_attempts": u.FailedLoginAttempts}), err)
 }
 
-// passwordPassedSince reports whether a login to u passed the password and
-// was asked for a second factor (mfa_challenge_issued) since u last signed
-// in, within failureMemory: whoever made it knows the password, so a lock
-// that a wrong password sets now (the last of a count that held wrong
-// codes, say) is told as one codes set. A failing read counts as none.
-func (s *Service) passwordPassedSince(ctx context.Context, u *User, now time.Time) bool {
+// passwordPassedSince reports, in tx, whether a login to u passed the
+// password and was not passed its second factor (an open challenge) since u
+// last signed in, within failureMemory: whoever made it knows the
+// password, so a lock that a wrong password sets now (the last of a count
+// that held wrong codes, say) is told as one codes set.
+func (s *Service) passwordPassedSince(ctx context.Context, tx *txn, u *User, now time.Time) (bool, error) {
 	since := now.Add(-failureMemory)
 	if u.LastLoginTimestamp.After(since) {
-		since = u.LastLoginTimestamp.Add(time.Microsecond) // that login's own challenge aside
+		since = u.LastLoginTimestamp
 	}
-	rows, err := s.store.SecurityLogs(ctx, SecurityLogFilter{UserID: u.ID, EventType: EventMFAChallengeIssued,
-		Since: since, Limit: 1})
-	if err != nil {
-		s.logger.WarnContext(ctx, "reading the security log", "err", err)
-		return false
-	}
-	return len(rows) > 0
+	return tx.OpenChallengeSince(ctx, u.ID, since)
 }
 
 // countFailure counts a failed check on u at now, the failures before it

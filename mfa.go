@@ -117,13 +117,13 @@ var errFactorUnverified = &Error{Code: EEmailNotVerified,
 // EInvalidCredentials, EMFARequired, EAccountLocked, ERateLimited,
 // EInvalidToken, EUnavailable.
 func (s *Service) EnrollTOTP(ctx context.Context, c Client, a *AccessClaims, password string, proof StepUp) (*TOTPEnrolment, error) {
-	if err := s.limitFactorAdds(ctx, a); err != nil {
-		return nil, err
-	}
 	ctx, cancel := detach(ctx) // the checks finish whatever the client does
 	defer cancel()
 	checked, err := s.reauthenticateStepUp(ctx, c, a, password, "password", proof, EventMFAEnrolled)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.limitFactorAdds(ctx, a); err != nil {
 		return nil, err
 	}
 	key, err := totp.Generate(totp.GenerateOpts{Issuer: s.totpIssuer(), AccountName: checked.Email,

@@ -148,8 +148,10 @@ const (
 )
 
 // limitFactorAdds counts the start of an addition of a second factor by
-// the token's user (a TOTP enrolment, a passkey registration), at most
-// factorAddsPerHour: each one that finishes mails a notice. ERateLimited.
+// the token's user (a TOTP enrolment, a passkey registration) whose
+// password (and factor) checked, at most factorAddsPerHour: each one that
+// finishes mails a notice. Counted after the checks, so that a stolen
+// access token alone cannot spend the owner's additions. ERateLimited.
 func (s *Service) limitFactorAdds(ctx context.Context, a *AccessClaims) error {
 	return s.limit(ctx, "factor-add:"+a.UserID.String(), factorAddsPerHour, time.Hour)
 }

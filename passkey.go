@@ -274,9 +274,6 @@ func (s *Service) takeChallenge(ctx context.Context, tx *txn, c Client, challeng
 // EAccountLocked, ERateLimited, EInvalidToken, EUnavailable.
 func (s *Service) BeginPasskeyRegistration(ctx context.Context, c Client, a *AccessClaims, password string,
 	proof StepUp) (json.RawMessage, error) {
-	if err := s.limitFactorAdds(ctx, a); err != nil {
-		return nil, err
-	}
 	ctx, cancel := detach(ctx) // the checks finish whatever the client does
 	defer cancel()
 	rp, u, keys, err := s.passkeyOwner(ctx, a)
@@ -288,6 +285,9 @@ func (s *Service) BeginPasskeyRegistration(ctx context.Context, c Client, a *Acc
 	}
 	checked, err := s.reauthenticateStepUp(ctx, c, a, password, "password", proof, EventPasskeyAdded)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.limitFactorAdds(ctx, a); err != nil {
 		return nil, err
 	}
 	user := webauthnUser{u: u, keys: keys}

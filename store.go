@@ -278,6 +278,10 @@ type Queries interface {
 	// UpdateMFAChallenge writes Failures and UsedAt of c. ENotFound when it
 	// does not exist.
 	UpdateMFAChallenge(ctx context.Context, c *MFAChallenge) error
+	// OpenChallengeSince reports whether a login challenge of the user
+	// began at or after since and was not passed (UsedAt zero): someone gave
+	// the right password and not the second factor.
+	OpenChallengeSince(ctx context.Context, userID uuid.UUID, since time.Time) (bool, error)
 
 	// CreatePasskey inserts p. EConflict when its credential id is taken,
 	// ENotFound when its user does not exist.

@@ -740,10 +740,9 @@ func TestFactorChangesAreMailed(t *testing.T) {
 // TestFactorNoticesAreBounded: the notices that skip the address's mail
 // budget cannot be made without end: replacing the recovery codes in a
 // loop (each new set proving the next) mails factorNoticesPerHour notices,
-// not one per replacement, and starting factor additions is limited. And a
-// count of wrong codes ended by a wrong password still tells the owner
-// that the password was right. Before, thirty replacements mailed thirty
-// notices, and that lock mailed nothing once the budget was spent.
+// not one per replacement, while an addition is still told; and starting
+// factor additions is limited, counted once the password checked. Before,
+// twelve replacements mailed twelve notices.
 func TestFactorNoticesAreBounded(t *testing.T) {
 	e := newEnv(t, openSQLite(t), withRateLimit())
 	const email = "flood@example.org"
@@ -761,33 +760,72 @@ func TestFactorNoticesAreBounded(t *testing.T) {
 	if n := e.mail.count(authd.MailFactorChanged, email) - before; n != 5 {
 		t.Errorf("%d notices for 12 replacements in two minutes, want 5", n)
 	}
+	// An addition is told past that budget.
+	r := e.do("POST", "/v1/users/me/passkeys/begin", map[string]any{"password": goodPassword, "code": codes[0]},
+		bearer(access)...)
+	want(t, "begin a passkey", r, 200, "")
+	want(t, "add a passkey", e.do("POST", "/v1/users/me/passkeys/finish", map[string]any{"name": "Key",
+		"credential": newSoftKey(t, rpID, rpOrigin).Create(publicKey(t, r))}, bearer(access)...), 201, "")
+	if n := e.mail.count(authd.MailFactorChanged, email) - before; n != 6 {
+		t.Errorf("%d notices once a passkey was added past the budget, want 6", n)
+	}
+	// Wrong passwords spend none of the additions.
+	for range 2 {
+		want(t, "a begin with a wrong password", e.do("POST", "/v1/users/me/passkeys/begin",
+			map[string]any{"password": "not the password", "code": codes[1]}, bearer(access)...), 401, "invalid_credentials")
+	}
 	var last response
-	for i := range 10 { // the TOTP enrolment was the first addition begun this hour
+	for i := range 9 { // the TOTP enrolment and the passkey were the first two begun this hour
 		e.clock.Advance(time.Minute) // past the per-minute limit on password checks
 		last = e.do("POST", "/v1/users/me/passkeys/begin", map[string]any{"password": goodPassword,
-			"code": codes[i]}, bearer(access)...)
-		if i < 9 {
-			want(t, fmt.Sprintf("passkey registration %d begun", i+1), last, 200, "")
+			"code": codes[i+1]}, bearer(access)...)
+		if i < 8 {
+			want(t, fmt.Sprintf("passkey registration %d begun", i+3), last, 200, "")
 		}
 	}
 	want(t, "the eleventh addition begun in an hour", last, 429, "rate_limited")
+}
 
-	// Four wrong codes past the right password, then a wrong password.
-	const other = "mixed@example.org"
-	e.mfaUser(other)
-	for i := 0; e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": other}).status != 429; i++ {
-		if i == 3 {
-			t.Fatal("forgot-password answered no 429")
+// TestLockPastThePasswordIsTold: a lock whose count someone who passed the
+// password took part in tells the owner so, past the address's mail budget:
+// four wrong codes after the right password, then a wrong password (which
+// mailed nothing once the budget was spent). The owner's own sign-in with
+// the second factor, then wrong passwords, is an ordinary lock.
+func TestLockPastThePasswordIsTold(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withRateLimit())
+		wrongPassword := func(email string) {
+			t.Helper()
+			want(t, "a wrong password", e.do("POST", "/v1/auth/login", map[string]string{"email": email,
+				"password": "not the password"}), 401, "invalid_credentials")
 		}
-	}
-	e.clock.Advance(time.Minute)
-	token := e.mfaLogin(other)
-	for range 4 {
-		want(t, "a wrong code", e.verify(token, "totp", "000000"), 401, "invalid_credentials")
-	}
-	want(t, "a wrong password", e.do("POST", "/v1/auth/login", map[string]string{"email": other, "password": "not the password"}),
-		401, "invalid_credentials")
-	if m := e.mail.last(t, authd.MailAccountLocked, other); !m.AfterCodes {
-		t.Errorf("lock notice %+v, want it to say the password was right", m)
-	}
+
+		const owner = "own.login@example.org"
+		_, secret, _ := e.mfaUser(owner)
+		want(t, "the owner's sign-in", e.verify(e.mfaLogin(owner), "totp", totpAt(t, secret, e.clock.Now())), 200, "")
+		e.clock.Advance(time.Minute)
+		for range 5 {
+			wrongPassword(owner)
+		}
+		if m := e.mail.last(t, authd.MailAccountLocked, owner); m.AfterCodes {
+			t.Errorf("lock notice after the owner's own sign-in %+v, want an ordinary one", m)
+		}
+
+		const other = "mixed@example.org"
+		e.mfaUser(other)
+		for i := 0; e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": other}).status != 429; i++ {
+			if i == 3 {
+				t.Fatal("forgot-password answered no 429")
+			}
+		}
+		e.clock.Advance(time.Minute)
+		token := e.mfaLogin(other)
+		for range 4 {
+			want(t, "a wrong code", e.verify(token, "totp", "000000"), 401, "invalid_credentials")
+		}
+		wrongPassword(other)
+		if m := e.mail.last(t, authd.MailAccountLocked, other); !m.AfterCodes {
+			t.Errorf("lock notice %+v, want it to say the password was right", m)
+		}
+	})
 }

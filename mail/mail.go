@@ -110,8 +110,10 @@ func (r *Renderer) Render(m authd.Mail) (*Rendered, error) {
 		return nil, fmt.Errorf("no template for mail kind %q", m.Kind)
 	}
 	change, ok := changeText[m.Change]
-	if m.Kind == authd.MailFactorChanged && !ok {
-		return nil, fmt.Errorf("a %s mail of no known change (%q)", m.Kind, m.Change)
+	if !ok {
+		// A change this release does not know (a newer instance queued
+		// it): the notice goes out all the same, in general words.
+		change = "your sign-in methods were changed"
 	}
 	data := map[string]any{"Product": r.product, "PublicURL": r.publicURL, "Link": m.Link, "To": m.To, "Until": "",
 		"At": "", "Removed": removedText(m.Removed), "Change": change, "AfterCodes": m.AfterCodes}

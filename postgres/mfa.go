@@ -103,6 +103,14 @@ func (q *queries) RecoveryCodesLeft(ctx context.Context, userID uuid.UUID) (int,
 
 const challengeColumns = `id, token, user_id, device_info, created_at, expires_at, failures, used_at`
 
+// OpenChallengeSince implements authd.Queries (index ix_mfa_challenges_user_id).
+func (q *queries) OpenChallengeSince(ctx context.Context, userID uuid.UUID, since time.Time) (bool, error) {
+	var open bool
+	err := q.row(ctx, `SELECT EXISTS (SELECT 1 FROM mfa_challenges
+		WHERE user_id = $1 AND created_at >= $2 AND used_at IS NULL)`, userID, since).Scan(&open)
+	return open, translate(err)
+}
+
 // CreateMFAChallenge implements authd.Queries.
 func (q *queries) CreateMFAChallenge(ctx context.Context, c *authd.MFAChallenge) error {
 	return q.write(ctx, nil, `INSERT INTO mfa_challenges (`+challengeColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,

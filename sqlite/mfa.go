@@ -95,6 +95,14 @@ func (q *queries) RecoveryCodesLeft(ctx context.Context, userID uuid.UUID) (int,
 
 const challengeColumns = `id, token, user_id, device_info, created_at, expires_at, failures, used_at`
 
+// OpenChallengeSince implements authd.Queries (index ix_mfa_challenges_user_id).
+func (q *queries) OpenChallengeSince(ctx context.Context, userID uuid.UUID, since time.Time) (bool, error) {
+	var open bool
+	err := q.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM mfa_challenges
+		WHERE user_id = ? AND created_at >= ? AND used_at IS NULL)`, userID, timeArg(since)).Scan(&open)
+	return open, translate(err)
+}
+
 // CreateMFAChallenge implements authd.Queries.
 func (q *queries) CreateMFAChallenge(ctx context.Context, c *authd.MFAChallenge) error {
 	_, err := q.db.ExecContext(ctx, `INSERT INTO mfa_challenges (`+challengeColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
