@@ -93,22 +93,8 @@ func (s *Service) failedCheck(ctx context.Context, tx *txn, c Client, u *User, n
 		return err
 	}
 	if locked {
-		// A lock that someone who got past the password took part in tells
-		// the owner so, whatever the address's mail budget (which anyone
-		// can spend with forgot-password): they learn to change it. Such
-		// locks come at most once per lockout duration.
-		afterCodes := lockReason == lockByCodes
-		if !afterCodes {
-			var err error
-			if afterCodes, err = s.passwordPassedSince(ctx, tx, u, now); err != nil {
-				return err
-			}
-		}
-		if afterCodes || s.mailAllowed(ctx, u.Email) {
-			if err := tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailAccountLocked, Until: u.AccountLockedUntil,
-				AfterCodes: afterCodes}); err != nil {
-				return err
-			}
+		if err := s.lockNotice(ctx, tx, u, now, lockReason == lockByCodes, true); err != nil {
+			return err
 		}
 		if err := tx.CreateSecurityLog(ctx, s.audit(now, c, EventAccountLocked, ResultSuccess, u.ID,
 			lockReason, map[string]any{"until": u.AccountLockedUntil,
@@ -118,6 +104,32 @@ func (s *Service) failedCheck(ctx context.Context, tx *txn, c Client, u *User, n
 	}
 	return tx.refuse(ctx, s.audit(now, c, event, ResultFailure, u.ID, reason,
 		map[string]any{"failed_attempts": u.FailedLoginAttempts}), err)
+}
+
+// lockNotice queues in tx the notice of u's brute-force lock, set at now.
+// It says the password was right when someone passed it (byCodes: the
+// last failure was a code; or passwordPassedSince), and then goes out
+// whatever the address's mail budget (which anyone can spend with
+// forgot-password): the owner learns to change the password; such locks
+// come at most once per lockout duration. A lock a request set (spend)
+// spends the budget all the same, as a lock of an address without an
+// account does (loginUnknown), so that the budget tells nothing of the
+// account; one that an administrator's lock leaves (liftExpired) spent it
+// when the guesses locked the account (barredCheck) and is sent as is.
+func (s *Service) lockNotice(ctx context.Context, tx *txn, u *User, now time.Time, byCodes, spend bool) error {
+	afterCodes := byCodes
+	if !afterCodes {
+		var err error
+		if afterCodes, err = s.passwordPassedSince(ctx, tx, u, now); err != nil {
+			return err
+		}
+	}
+	allowed := !spend || s.mailAllowed(ctx, u.Email)
+	if !allowed && !afterCodes {
+		return nil
+	}
+	return tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailAccountLocked, Until: u.AccountLockedUntil,
+		AfterCodes: afterCodes})
 }
 
 // passwordPassedSince reports, in tx, whether a login to u passed the
@@ -172,8 +184,8 @@ func (s *Service) unlock(ctx context.Context, tx *txn, c Client, u *User, now ti
 // to the brute-force lock those guesses earned, for the rest of its time,
 // instead of unlocking: its end must not hand whoever guessed a fresh
 // count. That is logged as account_locked with no client (the request that
-// finds it did not cause it) and the notice an unlocked account would have
-// been mailed.
+// finds it did not cause it), and mailed as any brute-force lock is
+// (lockNotice), which the administrator's lock had kept from the owner.
 func (s *Service) liftExpired(ctx context.Context, tx *txn, c Client, u *User, now time.Time) (bool, error) {
 	if !u.LockExpired(now) {
 		return false, nil
@@ -186,10 +198,8 @@ func (s *Service) liftExpired(ctx context.Context, tx *txn, c Client, u *User, n
 	if err := tx.UpdateUser(ctx, u); err != nil {
 		return false, err
 	}
-	if s.mailAllowed(ctx, u.Email) {
-		if err := tx.enqueue(ctx, now, MailAccountLocked, u, u.AccountLockedUntil); err != nil {
-			return false, err
-		}
+	if err := s.lockNotice(ctx, tx, u, now, false, false); err != nil {
+		return false, err
 	}
 	return false, tx.CreateSecurityLog(ctx, s.audit(now, Client{}, EventAccountLocked, ResultSuccess, u.ID,
 		"the administrator's lock ran out; too many failed password checks under it",
@@ -256,8 +266,9 @@ func (s *Service) UnlockExpired(ctx context.Context) (int, error) {
 // anything: a lock must not confirm a guess); nil when it is not locked. A
 // lock that has expired is lifted first (liftExpired: account_unlocked, the
 // failure count back to zero, unless its guesses outlast it), so the next
-// failure starts a new count rather than locking again at once. An account erased since the flow first read it is refused
-// as its token is (refuseErased).
+// failure starts a new count rather than locking again at once. An account
+// erased since the flow first read it is refused as its token is
+// (refuseErased).
 func (s *Service) refuseIfBarred(ctx context.Context, tx *txn, c Client, u *User, event EventType, now time.Time) error {
 	if u.IsDeleted() {
 		return s.refuseErased(ctx, tx, c, u, event, now)

@@ -52,10 +52,12 @@ func (s *Service) Login(ctx context.Context, c Client, email, password, deviceIn
 		return nil, s.loginBarred(ctx, c, u, password)
 	case u.IsLocked(now):
 		return nil, s.refuseLocked(ctx, c, u.ID, s.lockedError(u.AccountLockedUntil.Sub(now)))
-	case s.guessesOutlast(u, now) > 0:
-		// The brute-force lock liftExpired will make of it, before any
-		// hashing as for any such lock.
-		return nil, s.refuseLocked(ctx, c, u.ID, s.lockedError(s.guessesOutlast(u, now)))
+	default:
+		if wait := s.guessesOutlast(u, now); wait > 0 {
+			// The brute-force lock liftExpired will make of it, before
+			// any hashing as for any such lock.
+			return nil, s.refuseLocked(ctx, c, u.ID, s.lockedError(wait))
+		}
 	}
 	checked := u.PasswordHash
 	ok, rehash, err := s.passwords.Verify(ctx, password, checked)

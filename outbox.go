@@ -406,6 +406,9 @@ func (s *Service) mintLink(ctx context.Context, m *OutboxMail) (string, error) {
 		if u == nil {
 			return nil
 		}
+		// A reset of an account an administrator locked: LockUser
+		// withdraws them and forgot-password queues none meanwhile; kept as
+		// a safeguard.
 		if u.IsDeleted() || u.Email != m.To || (m.Kind == MailVerifyEmail && u.EmailVerified) ||
 			(m.Kind == MailPasswordReset && u.LockedByAdmin(now)) {
 			return nil

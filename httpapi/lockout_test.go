@@ -704,3 +704,49 @@ func TestLockUntilTheYear9999(t *testing.T) {
 		t.Errorf("Retry-After %q, want decades in seconds", r.header.Get("Retry-After"))
 	}
 }
+
+// TestLockNoticesSpendTheBudgetAlike: every lock a request sets spends one
+// of the address's mails for the hour, whether or not the address has an
+// account, the notice says the password was right (an abandoned sign-in
+// with the second factor), or the lock is what an administrator's lock
+// leaves once it runs out; so counting forgot-password answers until the
+// 429 tells nothing of the account. Before, a notice sent past the budget
+// spent none of it, and the end of an administrator's lock spent a second.
+func TestLockNoticesSpendTheBudgetAlike(t *testing.T) {
+	e := newEnv(t, openSQLite(t), withRateLimit())
+	e.registerVerified("plain@example.org", goodPassword)
+	e.mfaUser("abandoned@example.org")
+	e.mfaLogin("abandoned@example.org") // the owner's, never finished
+	e.registerVerified("barred@example.org", goodPassword)
+	want(t, "admin lock", e.admin("POST", "/v1/admin/users/"+e.user("barred@example.org").ID.String()+"/lock",
+		map[string]any{"until": e.clock.Now().Add(65 * time.Minute).Format(time.RFC3339)}), 204, "")
+	e.clock.Advance(61 * time.Minute) // the set-up's mails are out of the hour
+	emails := []string{"plain@example.org", "abandoned@example.org", "barred@example.org", "nobody@example.org"}
+	for _, email := range emails {
+		for range 5 {
+			want(t, email+": a wrong password", e.do("POST", "/v1/auth/login",
+				map[string]string{"email": email, "password": "not the password"}), 401, "invalid_credentials")
+		}
+	}
+	e.clock.Advance(5 * time.Minute) // the administrator's lock runs out under its guesses'
+	if _, err := e.svc.UnlockExpired(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if u := e.user("barred@example.org"); u.LockReason != authd.LockBruteForce {
+		t.Fatalf("the administrator's lock left %s %s, want a brute-force lock", u.AccountStatus, u.LockReason)
+	}
+	if m := e.mail.last(t, authd.MailAccountLocked, "abandoned@example.org"); !m.AfterCodes {
+		t.Errorf("lock notice %+v, want it to say the password was right", m)
+	}
+	left := map[string]int{}
+	for _, email := range emails {
+		for left[email] < 4 && e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": email}).status == 202 {
+			left[email]++
+		}
+	}
+	for _, email := range emails {
+		if left[email] != left["nobody@example.org"] {
+			t.Errorf("mails left for the hour %v: %s differs from an address without an account", left, email)
+		}
+	}
+}
