@@ -276,7 +276,13 @@ func openSQLite(t testing.TB) authd.Store {
 
 func openPostgres(t testing.TB) authd.Store {
 	t.Helper()
-	s, err := postgres.Open(context.Background(), storetest.PostgresURL(t))
+	return openPostgresAt(t, storetest.PostgresURL(t))
+}
+
+// openPostgresAt opens and migrates the PostgreSQL store at url.
+func openPostgresAt(t testing.TB, url string) authd.Store {
+	t.Helper()
+	s, err := postgres.Open(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,28 +1,18 @@
 package httpapi_test
 
 import (
-	"context"
 	"testing"
 
 	"github.com/authd/authd"
-	"github.com/authd/authd/postgres"
 	"github.com/authd/authd/storetest"
 )
 
 // openOneConnection opens a migrated PostgreSQL store whose pool holds one
 // connection: a flow that reads the store outside its own transaction
 // waits for ever (until the request's deadline) on it.
-func openOneConnection(t *testing.T) *postgres.Store {
+func openOneConnection(t *testing.T) authd.Store {
 	t.Helper()
-	s, err := postgres.Open(context.Background(), storetest.PostgresURL(t)+"&pool_max_conns=1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	if _, err := s.Migrator().Up(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return openPostgresAt(t, storetest.PostgresURL(t)+"&pool_max_conns=1")
 }
 
 // TestPasskeySignInOnOneConnection: a passkey sign-in holds one database
