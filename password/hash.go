@@ -72,6 +72,9 @@ func Verify(pw, hash string, p Params) (ok, rehash bool, err error) {
 		if err != nil {
 			return false, false, err
 		}
+		if tooCostly(hp, p) {
+			return false, false, nil // see tooCostly
+		}
 		got := argon2.IDKey([]byte(Normalize(pw)), salt, hp.Iterations, hp.MemoryKiB, hp.Parallelism, uint32(len(key)))
 		ok := subtle.ConstantTimeCompare(got, key) == 1
 		return ok, ok && hp != p, nil
@@ -104,6 +107,18 @@ func Verify(pw, hash string, p Params) (ok, rehash bool, err error) {
 // costlier hash never matches, answering as a wrong password does, and its
 // owner resets the password (serve logs how many there are).
 const MaxBcryptCost = 15
+
+// tooCostly reports whether an argon2id hash at h costs more than authd
+// checks at p: more than four times the memory × passes of p (or of
+// DefaultParams, when p is cheaper), or more lanes than p's or 4, each a
+// goroutine. As a bcrypt hash above MaxBcryptCost, such a hash (imported,
+// or a tampered row: decode allows 1 GiB and 100 passes) never matches,
+// answering as a wrong password does, so that one row cannot hold the
+// hashing workers for minutes; its owner resets the password.
+func tooCostly(h, p Params) bool {
+	cost := func(p Params) uint64 { return uint64(p.MemoryKiB) * uint64(p.Iterations) }
+	return cost(h) > 4*max(cost(p), cost(DefaultParams)) || h.Parallelism > max(p.Parallelism, 4)
+}
 
 // bcryptMaxBytes is the longest password bcrypt reads in full.
 const bcryptMaxBytes = 72

@@ -1,6 +1,7 @@
 package password
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -158,4 +159,42 @@ func FuzzVerify(f *testing.F) {
 	f.Fuzz(func(t *testing.T, pw, hash string) {
 		Verify(pw, hash, cheap) // must not panic or allocate without bound
 	})
+}
+
+// TestArgon2TooCostly: an argon2id hash costlier than authd checks (more
+// than four times the memory × passes of its Params or the default's, or
+// more lanes than 4) never matches and is not computed: decode alone let a
+// stored row ask for 1 GiB, 100 passes and 255 goroutines per check. One at
+// four times the cost is still checked.
+func TestArgon2TooCostly(t *testing.T) {
+	salt, key := "c2FsdHNhbHRzYWx0", "aGFzaGhhc2hoYXNoaGFzaA"
+	for _, h := range []string{
+		"$argon2id$v=19$m=1048576,t=100,p=255$" + salt + "$" + key,
+		"$argon2id$v=19$m=19456,t=9,p=1$" + salt + "$" + key, // 4.5 × the default's passes
+		"$argon2id$v=19$m=64,t=1,p=5$" + salt + "$" + key,    // cheap, but five goroutines
+	} {
+		done := make(chan error, 1)
+		go func() {
+			ok, rehash, err := Verify("x", h, cheap)
+			if ok || rehash {
+				err = fmt.Errorf("matched")
+			}
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Verify(%q) = %v; want no match and no error", h, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("Verify(%q) was computing a hash authd does not check", h)
+		}
+	}
+	within, err := Hash("the password", Params{MemoryKiB: 19456, Iterations: 8, Parallelism: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, rehash, err := Verify("the password", within, cheap); !ok || !rehash || err != nil {
+		t.Errorf("a hash at four times the default cost = %v, %v, %v; want a match to rehash", ok, rehash, err)
+	}
 }

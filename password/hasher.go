@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"runtime"
 	"strings"
@@ -30,6 +31,9 @@ type Hasher struct {
 	// Observe, when set, is told each hash's duration and the queue depth
 	// (for metrics).
 	Observe func(hashing time.Duration, queued int)
+	// Malformed, when set, is told of each stored hash that cannot be
+	// checked (ErrMalformedHash): Verify answers it as a wrong password.
+	Malformed func(err error)
 
 	slots   chan struct{}
 	waiting atomic.Int64
@@ -130,6 +134,16 @@ func (h *Hasher) Verify(ctx context.Context, pw, hash string) (ok, rehash bool, 
 		took = time.Since(start)
 	}); err != nil {
 		return false, false, err
+	}
+	if errors.Is(err, ErrMalformedHash) {
+		// A hash imported in a form authd does not check (argon2i, an
+		// older argon2 version): answered as a wrong password, at the
+		// same moment, so that the account is not told apart from an
+		// unknown email; its owner resets the password.
+		if h.Malformed != nil {
+			h.Malformed(err)
+		}
+		ok, rehash, err = false, false, nil
 	}
 	if err != nil {
 		return false, false, err

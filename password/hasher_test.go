@@ -2,6 +2,7 @@ package password
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -97,6 +98,30 @@ func TestCheaperHashPadded(t *testing.T) {
 	}
 	if got := h.pace.Typical(); got >= time.Hour*7/8*7/8+time.Second || got <= 0 {
 		t.Errorf("the average after two checks at the configured cost: %s, want it moved toward them (< %s)", got, time.Hour*7/8*7/8)
+	}
+}
+
+// TestMalformedIsAWrongPassword: a stored hash authd cannot check (argon2i,
+// an older argon2 version, a broken string) answers as a wrong password,
+// padded to the same moment, and is reported through Malformed; it
+// answered at once with an error (a 500 that told the account apart from an
+// unknown email).
+func TestMalformedIsAWrongPassword(t *testing.T) {
+	h := (&Hasher{Params: Params{MemoryKiB: 64, Iterations: 2, Parallelism: 1}, Workers: 1, MaxQueue: 10, MaxWait: time.Second})
+	var slept []time.Duration
+	h.sleep = func(_ context.Context, d time.Duration) { slept = append(slept, d) }
+	var told []error
+	h.Malformed = func(err error) { told = append(told, err) }
+	h.init()
+	h.pace.Set(time.Hour, 0)
+	for _, hash := range []string{"$argon2i$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA", "plain"} {
+		slept, told = nil, nil
+		ok, rehash, err := h.Verify(context.Background(), "a guess", hash)
+		if ok || rehash || err != nil || len(slept) != 1 || slept[0] < 59*time.Minute || len(told) != 1 ||
+			!errors.Is(told[0], ErrMalformedHash) {
+			t.Errorf("Verify(%q) = %v, %v, %v, padded %v, told %v; want a wrong password, padded, told", hash, ok, rehash,
+				err, slept, told)
+		}
 	}
 }
 

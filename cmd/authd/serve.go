@@ -166,6 +166,10 @@ func (a *App) Open(ctx context.Context) (err error) {
 	m.Pool(a.poolStats)
 	hasher := password.NewHasher(a.cfg.Argon2, password.Policy{MinLength: a.cfg.PasswordMinLength})
 	hasher.Observe = m.Hash
+	hasher.Malformed = func(err error) {
+		a.logger.Warn("a stored password hash cannot be checked and never matches: its owner must reset the password",
+			"err", err)
+	}
 	if err := a.coverBcrypt(ctx, hasher); err != nil {
 		return err
 	}
