@@ -50,6 +50,9 @@ type Store interface {
 	// BcryptCosts returns the costs of the bcrypt password hashes stored
 	// (imported accounts not upgraded yet), each once.
 	BcryptCosts(ctx context.Context) ([]int, error)
+	// Argon2Costs returns the parameters ("m=M,t=T,p=P") of the argon2id
+	// password hashes stored, each once.
+	Argon2Costs(ctx context.Context) ([]string, error)
 	// ExpiredLocks returns the ids of at most limit users still marked
 	// locked whose timed lock ran out at or before now, the longest run out
 	// first.

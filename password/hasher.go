@@ -13,6 +13,7 @@ import (
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/internal/pace"
+	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -40,7 +41,7 @@ type Hasher struct {
 	dummy   string
 	current string       // the head of a hash made at Params ("$argon2id$v=19$m=…,t=…,p=…$")
 	pace    pace.Pace    // how long a check at Params takes
-	floor   atomic.Int64 // a check of the costliest stored bcrypt hash, in ns (CoverBcrypt)
+	floor   atomic.Int64 // a check of the costliest stored hash, in ns (CoverBcrypt, CoverArgon2)
 	floorAt atomic.Int64 // pace's typical check when floor was timed, in ns
 	// sleep pads a failed check (see Verify) by d, whatever ctx (the
 	// check's, freed from the client's cancellation) says; tests record
@@ -191,11 +192,47 @@ func (h *Hasher) CoverBcrypt(cost int) (time.Duration, error) {
 		return 0, err
 	}
 	took := time.Since(start)
+	h.raiseFloor(took)
+	return took, nil
+}
+
+// CoverArgon2 does for argon2id hashes costlier than Params (stored before
+// the cost was lowered, or imported) what CoverBcrypt does for bcrypt:
+// given the stored hashes' parameters ("m=M,t=T,p=P", Store.Argon2Costs),
+// it times one check at the costliest that is costlier than Params and
+// still checked (tooCostly), makes every failed check answer no sooner,
+// and returns that cost and how long it took; the zero Params when none is.
+func (h *Hasher) CoverArgon2(costs []string) (Params, time.Duration) {
+	cost := func(p Params) uint64 { return uint64(p.MemoryKiB) * uint64(p.Iterations) }
+	var costliest Params
+	for _, c := range costs {
+		var p Params
+		if _, err := fmt.Sscanf(c, "m=%d,t=%d,p=%d", &p.MemoryKiB, &p.Iterations, &p.Parallelism); err != nil ||
+			p.MemoryKiB < 8 || p.MemoryKiB > MaxMemoryKiB || p.Iterations < 1 || p.Parallelism < 1 || tooCostly(p, h.Params) {
+			continue
+		}
+		if cost(p) > cost(h.Params) && cost(p) > cost(costliest) {
+			costliest = p
+		}
+	}
+	if costliest == (Params{}) {
+		return costliest, 0
+	}
+	start := time.Now()
+	argon2.IDKey([]byte("authd timing probe"), make([]byte, saltLen), costliest.Iterations, costliest.MemoryKiB,
+		costliest.Parallelism, keyLen)
+	took := time.Since(start)
+	h.raiseFloor(took)
+	return costliest, took
+}
+
+// raiseFloor makes failed checks answer no sooner than took, a check of a
+// costlier stored hash timed now, if that is later than the floor so far.
+func (h *Hasher) raiseFloor(took time.Duration) {
 	if int64(took) > h.floor.Load() {
 		h.floor.Store(int64(took))
 		h.floorAt.Store(int64(h.pace.Typical()))
 	}
-	return took, nil
 }
 
 // VerifyDummy implements authd.Passwords.

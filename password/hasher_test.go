@@ -151,6 +151,24 @@ func TestBcryptFloor(t *testing.T) {
 	}
 }
 
+// TestArgon2Floor: CoverArgon2 times a check at the costliest stored
+// argon2id cost above Params that is still checked, and raises the floor
+// failed checks answer no sooner than; cheaper, equal, malformed and
+// too costly ones are not timed.
+func TestArgon2Floor(t *testing.T) {
+	current := Params{MemoryKiB: 64, Iterations: 1, Parallelism: 1}
+	h := (&Hasher{Params: current, Workers: 1, MaxQueue: 10, MaxWait: time.Second})
+	h.init()
+	if p, took := h.CoverArgon2([]string{"m=64,t=1,p=1", "m=32,t=1,p=1", "x", "m=1048576,t=100,p=1"}); took != 0 ||
+		p != (Params{}) || h.floor.Load() != 0 {
+		t.Fatalf("CoverArgon2 of none costlier and checked = %+v, %s; floor %d", p, took, h.floor.Load())
+	}
+	p, took := h.CoverArgon2([]string{"m=64,t=1,p=1", "m=8192,t=2,p=1", "m=4096,t=2,p=1"})
+	if want := (Params{MemoryKiB: 8192, Iterations: 2, Parallelism: 1}); p != want || took <= 0 || h.floor.Load() != int64(took) {
+		t.Errorf("CoverArgon2 = %+v, %s, floor %d; want %+v timed and the floor raised to it", p, took, h.floor.Load(), want)
+	}
+}
+
 // TestPaddingDeadline: failures are padded to a deadline past nearly every
 // check at the configured cost (the average and four mean deviations), not
 // to the average, which half the checks overrun; and the bcrypt floor

@@ -23,6 +23,17 @@ func (s *Store) BcryptCosts(ctx context.Context) ([]int, error) {
 	return costs, translate(err)
 }
 
+// Argon2Costs implements authd.Store (a scan of users, made once at start).
+func (s *Store) Argon2Costs(ctx context.Context) ([]string, error) {
+	rows, err := s.pool.Query(ctx, `SELECT DISTINCT substring(password_hash from '^\$argon2id\$v=19\$([^$]+)\$')
+		FROM users WHERE password_hash LIKE '$argon2id$v=19$%$%'`)
+	if err != nil {
+		return nil, translate(err)
+	}
+	costs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	return costs, translate(err)
+}
+
 // ExpiredLocks implements authd.Store (index ix_users_account_status).
 func (s *Store) ExpiredLocks(ctx context.Context, now time.Time, limit int) ([]uuid.UUID, error) {
 	rows, err := s.pool.Query(ctx, `SELECT id FROM users

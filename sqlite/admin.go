@@ -22,6 +22,17 @@ func (s *Store) BcryptCosts(ctx context.Context) ([]int, error) {
 	return collect(rows, scanInt)
 }
 
+// Argon2Costs implements authd.Store (a scan of users, made once at start).
+func (s *Store) Argon2Costs(ctx context.Context) ([]string, error) {
+	// After the 15 bytes of "$argon2id$v=19$", up to the next "$".
+	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT substr(password_hash, 16, instr(substr(password_hash, 16), '$') - 1)
+		FROM users WHERE password_hash GLOB '$argon2id$v=19$*$*'`)
+	if err != nil {
+		return nil, translate(err)
+	}
+	return collect(rows, scanString)
+}
+
 // ExpiredLocks implements authd.Store (index ix_users_account_status).
 func (s *Store) ExpiredLocks(ctx context.Context, now time.Time, limit int) ([]uuid.UUID, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT id FROM users

@@ -185,6 +185,7 @@ func collect[T any](rows *sql.Rows, scan func(scanner) (T, error)) ([]T, error) 
 
 // scanInt and scanID read a row of one column.
 func scanInt(row scanner) (n int, err error)       { return n, translate(row.Scan(&n)) }
+func scanString(row scanner) (s string, err error) { return s, translate(row.Scan(&s)) }
 func scanID(row scanner) (id uuid.UUID, err error) { return id, translate(row.Scan(&id)) }
 
 func scanVerification(row scanner) (*authd.VerificationToken, error) {

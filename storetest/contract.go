@@ -47,6 +47,7 @@ func Run(t *testing.T, open func(t *testing.T) authd.Store) {
 		{"UserErrors", testUserErrors},
 		{"ExpiredLocks", testExpiredLocks},
 		{"BcryptCosts", testBcryptCosts},
+		{"Argon2Costs", testArgon2Costs},
 		{"SessionsAndTokens", testSessionsAndTokens},
 		{"TokenErrors", testTokenErrors},
 		{"VerificationTokens", testVerificationTokens},
@@ -122,6 +123,29 @@ func testBcryptCosts(t *testing.T, s authd.Store) {
 	slices.Sort(costs)
 	if err != nil || !slices.Equal(costs, []int{10, 12}) {
 		t.Errorf("BcryptCosts = %v, %v; want [10 12]", costs, err)
+	}
+}
+
+// testArgon2Costs: the parameters of each argon2id hash's cost once;
+// bcrypt, other versions and malformed hashes are not among them.
+func testArgon2Costs(t *testing.T, s authd.Store) {
+	ctx := context.Background()
+	const tail = "$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
+	for i, hash := range []string{"", "$argon2id$v=19$m=65536,t=3,p=4" + tail, "$argon2id$v=19$m=65536,t=3,p=4" + tail,
+		"$argon2id$v=16$m=1024,t=1,p=1" + tail, "$argon2i$v=19$m=1024,t=1,p=1" + tail, "$argon2id$v=19$broken",
+		"$2b$12$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy"} {
+		u := NewUser(fmt.Sprintf("argon%d@example.org", i))
+		if hash != "" {
+			u.PasswordHash = hash
+		}
+		if err := s.CreateUser(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	costs, err := s.Argon2Costs(ctx)
+	slices.Sort(costs)
+	if want := []string{"m=19456,t=2,p=1", "m=65536,t=3,p=4"}; err != nil || !slices.Equal(costs, want) {
+		t.Errorf("Argon2Costs = %q, %v; want %q", costs, err, want)
 	}
 }
 

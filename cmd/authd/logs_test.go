@@ -1,8 +1,10 @@
 package main
 
 import (
+	"database/sql"
 	"encoding/json"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -173,6 +175,43 @@ func TestLifetimesFromOneSecond(t *testing.T) {
 		code, _, stderr := runCLI(t, env, "serve")
 		if code != exitFailure || !strings.Contains(stderr, name+`="999ms": must be at least 1s`) {
 			t.Errorf("%s=999ms: exit %d, stderr %q; want refused, at least 1s", name, code, stderr)
+		}
+	}
+}
+
+// TestServeCoversCostlierHashes: at start, serve times one check of the
+// costliest stored hash of each kind authd checks and costs more than
+// AUTHD_ARGON2_* — an imported bcrypt hash, an argon2id hash of an older,
+// costlier setting — so that failed logins answer no sooner than a check
+// of it, and says so; a hash it cannot check is only logged when met.
+func TestServeCoversCostlierHashes(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	env["AUTHD_HTTP_ADDR"], env["AUTHD_ADMIN_ADDR"] = "127.0.0.1:0", "127.0.0.1:0"
+	if code, _, stderr := runCLI(t, env, seedArgs("sqlite")...); code != exitOK {
+		t.Fatalf("seed: %s", stderr)
+	}
+	db, err := sql.Open("sqlite", filepath.Join(env["AUTHD_DATA_DIR"], "authd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for email, hash := range map[string]string{
+		"active@demo.authd.dev":   "$argon2id$v=19$m=8192,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaA",
+		"inactive@demo.authd.dev": "$2b$04$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy",
+	} {
+		if _, err := db.Exec(`UPDATE users SET password_hash = ? WHERE email = ?`, hash, email); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	s := startServe(t, env)
+	if s.url == "" {
+		t.FailNow()
+	}
+	s.stop(t)
+	for _, want := range []string{"imported bcrypt hashes", "costlier argon2id hashes stored", "memory_kib=8192"} {
+		if !strings.Contains(s.stderr.String(), want) {
+			t.Errorf("serve's log lacks %q:\n%s", want, s.stderr.String())
 		}
 	}
 }

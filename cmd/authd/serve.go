@@ -173,6 +173,9 @@ func (a *App) Open(ctx context.Context) (err error) {
 	if err := a.coverBcrypt(ctx, hasher); err != nil {
 		return err
 	}
+	if err := a.coverArgon2(ctx, hasher); err != nil {
+		return err
+	}
 	var limiter authd.RateLimiter
 	var lockouts authd.Lockouts = ratelimit.NewMemoryLockouts(a.clock)
 	fallback := func() bool { return false }
@@ -444,6 +447,23 @@ func (a *App) coverBcrypt(ctx context.Context, h *password.Hasher) error {
 		return err
 	}
 	a.logger.Info("failed logins answer no sooner than a check of the imported bcrypt hashes", "cost", cost, "floor", took)
+	return nil
+}
+
+// coverArgon2 makes failed logins answer no sooner than a check of the
+// costliest argon2id hash stored at a cost above AUTHD_ARGON2_* takes
+// (password.Hasher.CoverArgon2): after the cost is lowered, such accounts
+// would otherwise be told apart from unknown emails by one wrong guess
+// until their owners next log in (and the hash is upgraded).
+func (a *App) coverArgon2(ctx context.Context, h *password.Hasher) error {
+	costs, err := a.db.Argon2Costs(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the argon2id costs of stored passwords: %w", err)
+	}
+	if p, took := h.CoverArgon2(costs); took > 0 {
+		a.logger.Info("failed logins answer no sooner than a check of the costlier argon2id hashes stored",
+			"memory_kib", p.MemoryKiB, "iterations", p.Iterations, "parallelism", p.Parallelism, "floor", took)
+	}
 	return nil
 }
 
