@@ -116,8 +116,23 @@ const MaxBcryptCost = 15
 // answering as a wrong password does, so that one row cannot hold the
 // hashing workers for minutes; its owner resets the password.
 func tooCostly(h, p Params) bool {
-	cost := func(p Params) uint64 { return uint64(p.MemoryKiB) * uint64(p.Iterations) }
-	return cost(h) > 4*max(cost(p), cost(DefaultParams)) || h.Parallelism > max(p.Parallelism, 4)
+	return h.cost() > 4*max(p.cost(), DefaultParams.cost()) || h.Parallelism > max(p.Parallelism, 4)
+}
+
+// cost is the work of a check at p: its memory times its passes.
+func (p Params) cost() uint64 { return uint64(p.MemoryKiB) * uint64(p.Iterations) }
+
+// parseParams parses a PHC hash's parameters, "m=M,t=T,p=P", within the
+// bounds a stored hash may ask for: a tampered row must not turn one login
+// into a 4 GiB allocation.
+func parseParams(s string) (p Params, err error) {
+	if _, err := fmt.Sscanf(s, "m=%d,t=%d,p=%d", &p.MemoryKiB, &p.Iterations, &p.Parallelism); err != nil {
+		return p, ErrMalformedHash
+	}
+	if p.MemoryKiB < 8 || p.MemoryKiB > MaxMemoryKiB || p.Iterations < 1 || p.Iterations > 100 || p.Parallelism < 1 {
+		return p, ErrMalformedHash
+	}
+	return p, nil
 }
 
 // bcryptMaxBytes is the longest password bcrypt reads in full.
@@ -133,13 +148,8 @@ func decode(hash string) (p Params, salt, key []byte, err error) {
 	if _, err := fmt.Sscanf(parts[2], "v=%d", &version); err != nil || version != argon2.Version {
 		return p, nil, nil, ErrMalformedHash
 	}
-	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &p.MemoryKiB, &p.Iterations, &p.Parallelism); err != nil {
-		return p, nil, nil, ErrMalformedHash
-	}
-	// Bound what a stored hash can make us spend: a tampered row must not
-	// turn one login into a 4 GiB allocation.
-	if p.MemoryKiB < 8 || p.MemoryKiB > MaxMemoryKiB || p.Iterations < 1 || p.Iterations > 100 || p.Parallelism < 1 {
-		return p, nil, nil, ErrMalformedHash
+	if p, err = parseParams(parts[3]); err != nil {
+		return p, nil, nil, err
 	}
 	if salt, err = b64.DecodeString(parts[4]); err != nil || len(salt) < 8 {
 		return p, nil, nil, ErrMalformedHash

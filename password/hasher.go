@@ -203,15 +203,13 @@ func (h *Hasher) CoverBcrypt(cost int) (time.Duration, error) {
 // still checked (tooCostly), makes every failed check answer no sooner,
 // and returns that cost and how long it took; the zero Params when none is.
 func (h *Hasher) CoverArgon2(costs []string) (Params, time.Duration) {
-	cost := func(p Params) uint64 { return uint64(p.MemoryKiB) * uint64(p.Iterations) }
 	var costliest Params
 	for _, c := range costs {
-		var p Params
-		if _, err := fmt.Sscanf(c, "m=%d,t=%d,p=%d", &p.MemoryKiB, &p.Iterations, &p.Parallelism); err != nil ||
-			p.MemoryKiB < 8 || p.MemoryKiB > MaxMemoryKiB || p.Iterations < 1 || p.Parallelism < 1 || tooCostly(p, h.Params) {
+		p, err := parseParams(c)
+		if err != nil || tooCostly(p, h.Params) {
 			continue
 		}
-		if cost(p) > cost(h.Params) && cost(p) > cost(costliest) {
+		if p.cost() > h.Params.cost() && p.cost() > costliest.cost() {
 			costliest = p
 		}
 	}
