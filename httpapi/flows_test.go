@@ -678,6 +678,13 @@ type gated struct {
 	entered, release chan struct{}
 }
 
+// withGate returns a gate and the option that puts it in front of the
+// service's password checks.
+func withGate() (*gated, option) {
+	g := &gated{entered: make(chan struct{}), release: make(chan struct{})}
+	return g, withPasswords(func(p authd.Passwords) authd.Passwords { g.Passwords = p; return g })
+}
+
 func (g *gated) Verify(ctx context.Context, pw, hash string) (bool, bool, error) {
 	g.entered <- struct{}{}
 	<-g.release
@@ -688,8 +695,8 @@ func (g *gated) Verify(ctx context.Context, pw, hash string) (bool, bool, error)
 // with the old password is hashing wins; the login fails.
 func TestLoginRacesPasswordReset(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
-		g := &gated{entered: make(chan struct{}), release: make(chan struct{})}
-		e := newEnv(t, open(t), withPasswords(func(p authd.Passwords) authd.Passwords { g.Passwords = p; return g }))
+		g, gate := withGate()
+		e := newEnv(t, open(t), gate)
 		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": "race@example.org", "password": goodPassword, "consent": true}), 202, "")
 		tok := tokenOf(t, e.mail.last(t, authd.MailVerifyEmail, "race@example.org"))
 		want(t, "verify", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": tok}), 200, "")

@@ -274,8 +274,8 @@ func TestAdminLockRunningOutKeepsTheGuessesLock(t *testing.T) {
 // not answer with the lock that is gone (423), but asks for a retry, which
 // signs in.
 func TestUnlockWhileABarredLoginHashes(t *testing.T) {
-	g := &gated{entered: make(chan struct{}), release: make(chan struct{})}
-	e := newEnv(t, openSQLite(t), withPasswords(func(p authd.Passwords) authd.Passwords { g.Passwords = p; return g }))
+	g, gate := withGate()
+	e := newEnv(t, openSQLite(t), gate)
 	const email = "freed@example.org"
 	e.registerVerified(email, goodPassword) // hashes, checks nothing
 	id := e.user(email).ID.String()
@@ -298,8 +298,8 @@ func TestUnlockWhileABarredLoginHashes(t *testing.T) {
 // (423): the login's transaction, which finds the lock, keeps the rule of
 // a barred login. It answered 423 to the wrong password too.
 func TestAdminLockWhileALoginHashes(t *testing.T) {
-	g := &gated{entered: make(chan struct{}), release: make(chan struct{})}
-	e := newEnv(t, openSQLite(t), withPasswords(func(p authd.Passwords) authd.Passwords { g.Passwords = p; return g }))
+	g, gate := withGate()
+	e := newEnv(t, openSQLite(t), gate)
 	const email = "caught@example.org"
 	e.registerVerified(email, goodPassword) // hashes, checks nothing
 	id := e.user(email).ID.String()
