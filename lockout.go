@@ -133,16 +133,18 @@ func (s *Service) lockNotice(ctx context.Context, tx *txn, u *User, now time.Tim
 }
 
 // passwordPassedSince reports, in tx, whether a login to u passed the
-// password and was not passed its second factor (an open challenge) since u
-// last signed in, within failureMemory: whoever made it knows the
+// password since u last signed in and its second factor is still awaited
+// (an open challenge, within its few minutes): whoever made it knows the
 // password, so a lock that a wrong password sets now (the last of a count
-// that held wrong codes, say) is told as one codes set.
+// that held wrong codes, say) is told as one codes set. A challenge the
+// owner abandoned long ago does not count: an outsider's guesses could
+// otherwise mail the owner past the budget, lock after lock.
 func (s *Service) passwordPassedSince(ctx context.Context, tx *txn, u *User, now time.Time) (bool, error) {
 	since := now.Add(-failureMemory)
 	if u.LastLoginTimestamp.After(since) {
 		since = u.LastLoginTimestamp
 	}
-	return tx.OpenChallengeSince(ctx, u.ID, since)
+	return tx.OpenChallengeSince(ctx, u.ID, since, now)
 }
 
 // countFailure counts a failed check on u at now, the failures before it

@@ -137,11 +137,13 @@ func (t *txn) enqueueMail(ctx context.Context, now time.Time, user *User, m *Out
 }
 
 // Factor notices skip the address's mail budget, which anyone can spend:
-// an addition is always told, and bounded by limitFactorAdds; the other
-// changes (which need a factor to make) are told up to
+// an addition is always told, and bounded by limitFactorAdds; so is a
+// removal (each needs a factor, which an addition made); replacing the
+// recovery codes, which each new set can prove again, is told up to
 // factorNoticesPerHour an account, so that a session holding a recovery
-// code cannot replace the codes in a loop to bury an addition's notice in
-// hundreds of others or to spend the relay's quota.
+// code cannot replace them in a loop to bury an addition's notice in
+// hundreds of others, to spend the relay's quota, or to spend a budget a
+// removal's notice would then find empty.
 const (
 	factorAddsPerHour    = 10
 	factorNoticesPerHour = 5
@@ -157,10 +159,10 @@ func (s *Service) limitFactorAdds(ctx context.Context, a *AccessClaims) error {
 }
 
 // factorNotice queues in tx the notice of a change to u's second factors,
-// whatever the address's mail budget (FactorChange): always for an
-// addition, within factorNoticesPerHour for the others.
+// whatever the address's mail budget (FactorChange): always, but for a
+// replacement of the recovery codes beyond factorNoticesPerHour.
 func (s *Service) factorNotice(ctx context.Context, tx *txn, now time.Time, u *User, change FactorChange) error {
-	if change != ChangeTOTPEnabled && change != ChangePasskeyAdded &&
+	if change == ChangeCodesReplaced &&
 		s.limit(ctx, "factor-notice:"+u.ID.String(), factorNoticesPerHour, time.Hour) != nil {
 		return nil
 	}

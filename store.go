@@ -282,9 +282,10 @@ type Queries interface {
 	// does not exist.
 	UpdateMFAChallenge(ctx context.Context, c *MFAChallenge) error
 	// OpenChallengeSince reports whether a login challenge of the user
-	// began at or after since and was not passed (UsedAt zero): someone gave
-	// the right password and not the second factor.
-	OpenChallengeSince(ctx context.Context, userID uuid.UUID, since time.Time) (bool, error)
+	// began at or after since, was not passed (UsedAt zero) and has not
+	// expired at now: someone gave the right password and not (yet) the
+	// second factor.
+	OpenChallengeSince(ctx context.Context, userID uuid.UUID, since, now time.Time) (bool, error)
 
 	// CreatePasskey inserts p. EConflict when its credential id is taken,
 	// ENotFound when its user does not exist.

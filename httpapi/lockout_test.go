@@ -707,8 +707,8 @@ func TestLockUntilTheYear9999(t *testing.T) {
 
 // TestLockNoticesSpendTheBudgetAlike: every lock a request sets spends one
 // of the address's mails for the hour, whether or not the address has an
-// account, the notice says the password was right (an abandoned sign-in
-// with the second factor), or the lock is what an administrator's lock
+// account, the notice says the password was right (a sign-in past the
+// password whose code is still awaited), or the lock is what an administrator's lock
 // leaves once it runs out; so counting forgot-password answers until the
 // 429 tells nothing of the account. Before, a notice sent past the budget
 // spent none of it, and the end of an administrator's lock spent a second.
@@ -716,11 +716,11 @@ func TestLockNoticesSpendTheBudgetAlike(t *testing.T) {
 	e := newEnv(t, openSQLite(t), withRateLimit())
 	e.registerVerified("plain@example.org", goodPassword)
 	e.mfaUser("abandoned@example.org")
-	e.mfaLogin("abandoned@example.org") // the owner's, never finished
 	e.registerVerified("barred@example.org", goodPassword)
 	want(t, "admin lock", e.admin("POST", "/v1/admin/users/"+e.user("barred@example.org").ID.String()+"/lock",
 		map[string]any{"until": e.clock.Now().Add(65 * time.Minute).Format(time.RFC3339)}), 204, "")
-	e.clock.Advance(61 * time.Minute) // the set-up's mails are out of the hour
+	e.clock.Advance(61 * time.Minute)   // the set-up's mails are out of the hour
+	e.mfaLogin("abandoned@example.org") // a sign-in past the password, its code still awaited
 	emails := []string{"plain@example.org", "abandoned@example.org", "barred@example.org", "nobody@example.org"}
 	for _, email := range emails {
 		for range 5 {

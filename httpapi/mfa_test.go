@@ -746,7 +746,7 @@ func TestFactorChangesAreMailed(t *testing.T) {
 func TestFactorNoticesAreBounded(t *testing.T) {
 	e := newEnv(t, openSQLite(t), withRateLimit())
 	const email = "flood@example.org"
-	access, _, codes := e.mfaUser(email)
+	access, secret, codes := e.mfaUser(email)
 	before := e.mail.count(authd.MailFactorChanged, email)
 	for i := range 12 {
 		r := e.do("POST", "/v1/users/me/mfa/recovery-codes", map[string]string{"code": codes[0]}, bearer(access)...)
@@ -764,10 +764,18 @@ func TestFactorNoticesAreBounded(t *testing.T) {
 	r := e.do("POST", "/v1/users/me/passkeys/begin", map[string]any{"password": goodPassword, "code": codes[0]},
 		bearer(access)...)
 	want(t, "begin a passkey", r, 200, "")
-	want(t, "add a passkey", e.do("POST", "/v1/users/me/passkeys/finish", map[string]any{"name": "Key",
-		"credential": newSoftKey(t, rpID, rpOrigin).Create(publicKey(t, r))}, bearer(access)...), 201, "")
+	r = e.do("POST", "/v1/users/me/passkeys/finish", map[string]any{"name": "Key",
+		"credential": newSoftKey(t, rpID, rpOrigin).Create(publicKey(t, r))}, bearer(access)...)
+	want(t, "add a passkey", r, 201, "")
 	if n := e.mail.count(authd.MailFactorChanged, email) - before; n != 6 {
 		t.Errorf("%d notices once a passkey was added past the budget, want 6", n)
+	}
+	// So is a removal: five replacements cannot silence it.
+	e.clock.Advance(30 * time.Second)
+	want(t, "remove the passkey", e.do("DELETE", "/v1/users/me/passkeys/"+r.str("id"),
+		map[string]string{"code": totpAt(t, secret, e.clock.Now())}, bearer(access)...), 204, "")
+	if n := e.mail.count(authd.MailFactorChanged, email) - before; n != 7 {
+		t.Errorf("%d notices once the passkey was removed past the budget, want 7", n)
 	}
 	// Wrong passwords spend none of the additions.
 	for range 2 {

@@ -199,9 +199,11 @@ func (h *Hasher) CoverBcrypt(cost int) (time.Duration, error) {
 // CoverArgon2 does for argon2id hashes costlier than Params (stored before
 // the cost was lowered, or imported) what CoverBcrypt does for bcrypt:
 // given the stored hashes' parameters ("m=M,t=T,p=P", Store.Argon2Costs),
-// it times one check at the costliest that is costlier than Params and
-// still checked (tooCostly), makes every failed check answer no sooner,
-// and returns that cost and how long it took; the zero Params when none is.
+// it times one check at the costliest memory × passes that is costlier
+// than Params and still checked (tooCostly), in one lane (the slowest way
+// to compute it, whatever lanes the stored hashes use), makes every failed
+// check answer no sooner, and returns that cost and how long it took; the
+// zero Params when none is.
 func (h *Hasher) CoverArgon2(costs []string) (Params, time.Duration) {
 	var costliest Params
 	for _, c := range costs {
@@ -216,6 +218,7 @@ func (h *Hasher) CoverArgon2(costs []string) (Params, time.Duration) {
 	if costliest == (Params{}) {
 		return costliest, 0
 	}
+	costliest.Parallelism = 1
 	start := time.Now()
 	argon2.IDKey([]byte("authd timing probe"), make([]byte, saltLen), costliest.Iterations, costliest.MemoryKiB,
 		costliest.Parallelism, keyLen)

@@ -163,7 +163,7 @@ func TestArgon2Floor(t *testing.T) {
 		p != (Params{}) || h.floor.Load() != 0 {
 		t.Fatalf("CoverArgon2 of none costlier and checked = %+v, %s; floor %d", p, took, h.floor.Load())
 	}
-	p, took := h.CoverArgon2([]string{"m=64,t=1,p=1", "m=8192,t=2,p=1", "m=4096,t=2,p=1"})
+	p, took := h.CoverArgon2([]string{"m=64,t=1,p=1", "m=8192,t=2,p=4", "m=4096,t=2,p=1"})
 	if want := (Params{MemoryKiB: 8192, Iterations: 2, Parallelism: 1}); p != want || took <= 0 || h.floor.Load() != int64(took) {
 		t.Errorf("CoverArgon2 = %+v, %s, floor %d; want %+v timed and the floor raised to it", p, took, h.floor.Load(), want)
 	}

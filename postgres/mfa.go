@@ -104,10 +104,10 @@ func (q *queries) RecoveryCodesLeft(ctx context.Context, userID uuid.UUID) (int,
 const challengeColumns = `id, token, user_id, device_info, created_at, expires_at, failures, used_at`
 
 // OpenChallengeSince implements authd.Queries (index ix_mfa_challenges_user_id).
-func (q *queries) OpenChallengeSince(ctx context.Context, userID uuid.UUID, since time.Time) (bool, error) {
+func (q *queries) OpenChallengeSince(ctx context.Context, userID uuid.UUID, since, now time.Time) (bool, error) {
 	var open bool
 	err := q.row(ctx, `SELECT EXISTS (SELECT 1 FROM mfa_challenges
-		WHERE user_id = $1 AND created_at >= $2 AND used_at IS NULL)`, userID, since).Scan(&open)
+		WHERE user_id = $1 AND created_at >= $2 AND used_at IS NULL AND expires_at > $3)`, userID, since, now).Scan(&open)
 	return open, translate(err)
 }
 

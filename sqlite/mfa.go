@@ -96,10 +96,11 @@ func (q *queries) RecoveryCodesLeft(ctx context.Context, userID uuid.UUID) (int,
 const challengeColumns = `id, token, user_id, device_info, created_at, expires_at, failures, used_at`
 
 // OpenChallengeSince implements authd.Queries (index ix_mfa_challenges_user_id).
-func (q *queries) OpenChallengeSince(ctx context.Context, userID uuid.UUID, since time.Time) (bool, error) {
+func (q *queries) OpenChallengeSince(ctx context.Context, userID uuid.UUID, since, now time.Time) (bool, error) {
 	var open bool
 	err := q.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM mfa_challenges
-		WHERE user_id = ? AND created_at >= ? AND used_at IS NULL)`, userID, timeArg(since)).Scan(&open)
+		WHERE user_id = ? AND created_at >= ? AND used_at IS NULL AND expires_at > ?)`,
+		userID, timeArg(since), timeArg(now)).Scan(&open)
 	return open, translate(err)
 }
 

@@ -129,7 +129,8 @@ func testMFAChallenges(t *testing.T, s authd.Store) {
 	wantCode(t, "UpdateMFAChallenge of a missing challenge", s.UpdateMFAChallenge(ctx, &missing), authd.ENotFound)
 
 	// c was passed; one left open a minute later is found from its start
-	// on, inside a transaction too, and neither after it nor for another user.
+	// on, inside a transaction too, and neither after it, nor once it has
+	// expired, nor for another user.
 	open := &authd.MFAChallenge{ID: authd.NewID(), Token: "open-digest", UserID: u.ID,
 		CreatedAt: Epoch.Add(time.Minute), ExpiresAt: Epoch.Add(time.Minute + authd.MFAChallengeTTL)}
 	if err := s.CreateMFAChallenge(ctx, open); err != nil {
@@ -137,28 +138,29 @@ func testMFAChallenges(t *testing.T, s authd.Store) {
 	}
 	other := mustCreateUser(t, s, "ida.other@example.org")
 	for _, tt := range []struct {
-		user  uuid.UUID
-		since time.Time
-		want  bool
+		user       uuid.UUID
+		since, now time.Time
+		want       bool
 	}{
-		{u.ID, Epoch, true}, {u.ID, open.CreatedAt, true}, {u.ID, open.CreatedAt.Add(time.Microsecond), false},
-		{other.ID, Epoch, false},
+		{u.ID, Epoch, open.CreatedAt, true}, {u.ID, open.CreatedAt, open.CreatedAt, true},
+		{u.ID, open.CreatedAt.Add(time.Microsecond), open.CreatedAt, false}, {u.ID, Epoch, open.ExpiresAt, false},
+		{other.ID, Epoch, open.CreatedAt, false},
 	} {
 		var got bool
 		err := s.InTx(ctx, func(tx authd.Queries) error {
 			var err error
-			got, err = tx.OpenChallengeSince(ctx, tt.user, tt.since)
+			got, err = tx.OpenChallengeSince(ctx, tt.user, tt.since, tt.now)
 			return err
 		})
 		if err != nil || got != tt.want {
-			t.Errorf("OpenChallengeSince(%v) = %v, %v; want %v", tt.since, got, err, tt.want)
+			t.Errorf("OpenChallengeSince(%v, %v) = %v, %v; want %v", tt.since, tt.now, got, err, tt.want)
 		}
 	}
 	open.UsedAt = Epoch.Add(2 * time.Minute)
 	if err := s.UpdateMFAChallenge(ctx, open); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := s.OpenChallengeSince(ctx, u.ID, Epoch); err != nil || got {
+	if got, err := s.OpenChallengeSince(ctx, u.ID, Epoch, open.CreatedAt); err != nil || got {
 		t.Errorf("OpenChallengeSince once every challenge was passed = %v, %v; want false", got, err)
 	}
 }
