@@ -72,54 +72,53 @@ func (s *Service) Login(ctx context.Context, c Client, email, password, deviceIn
 	}
 
 	var pair *TokenPair
-	err = s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
-		// Reload and lock: the account may have changed while we hashed.
-		// What a session would start from comes in the same round trip.
-		st, err := tx.SignInState(ctx, u.ID, s.sessionKeep(), now)
-		if err != nil {
-			return err
-		}
-		u := st.User
-		if _, err := s.liftExpired(ctx, tx, c, u, now); err != nil {
-			return err
-		}
-		refuse := func(reason string, err error) error {
-			return tx.refuse(ctx, s.audit(now, c, EventLoginFailure, ResultFailure, u.ID, reason, nil), err)
-		}
-		switch {
-		case u.IsDeleted():
-			return refuse("account deleted", errInvalidCredentials)
-		case u.PasswordHash != checked:
-			// A reset or change committed while we hashed: the password
-			// we checked is no longer the account's.
-			return refuse("password changed during login", errInvalidCredentials)
-		case u.LockedByAdmin(now):
-			// Locked by an administrator while we hashed: told only to
-			// the right password, as any barred login (loginBarred).
-			return s.barredCheck(ctx, tx, c, u, ok, now)
-		case u.IsLocked(now):
-			// Locked while we hashed: right and wrong guesses alike.
-			return refuse("account locked", s.lockedError(u.AccountLockedUntil.Sub(now)))
-		case !ok:
-			return s.failedPassword(ctx, tx, c, u, now, EventLoginFailure, errInvalidCredentials)
-		case !u.EmailVerified && s.cfg.RequireVerifiedEmail:
-			return refuse("email not verified", &Error{Code: EEmailNotVerified,
-				Message: "Verify your email address first; we can send the link again."})
-		}
-		if methods := s.usable(methodsOf(st.Factors, st.Passkeys)); len(methods) > 0 {
-			if newHash != "" {
-				u.PasswordHash, u.UpdatedAt = newHash, now
-				if err := tx.UpdateUser(ctx, u); err != nil {
-					return err
-				}
+	record := func() error {
+		return s.inTx(ctx, func(tx *txn) error {
+			now := s.now()
+			// Reload and lock: the account may have changed while we hashed.
+			// What a session would start from comes in the same round trip.
+			st, err := tx.SignInState(ctx, u.ID, s.sessionKeep(), now)
+			if err != nil {
+				return err
 			}
-			return s.challenge(ctx, tx, c, u, deviceInfo, methods, now)
-		}
-		pair, err = s.startSession(ctx, tx, c, u, st.Excess, deviceInfo, []string{AMRPassword}, newHash, now)
-		return err
-	})
-	if err != nil {
+			u := st.User
+			if _, err := s.liftExpired(ctx, tx, c, u, now); err != nil {
+				return err
+			}
+			if err := s.refuseStale(ctx, tx, c, u, checked, now); err != nil {
+				return err
+			}
+			refuse := func(reason string, err error) error {
+				return tx.refuse(ctx, s.audit(now, c, EventLoginFailure, ResultFailure, u.ID, reason, nil), err)
+			}
+			switch {
+			case u.LockedByAdmin(now):
+				// Locked by an administrator while we hashed: told only to
+				// the right password, as any barred login (loginBarred).
+				return s.barredCheck(ctx, tx, c, u, ok, now)
+			case u.IsLocked(now):
+				// Locked while we hashed: right and wrong guesses alike.
+				return refuse("account locked", s.lockedError(u.AccountLockedUntil.Sub(now)))
+			case !ok:
+				return s.failedPassword(ctx, tx, c, u, now, EventLoginFailure, errInvalidCredentials)
+			case !u.EmailVerified && s.cfg.RequireVerifiedEmail:
+				return refuse("email not verified", &Error{Code: EEmailNotVerified,
+					Message: "Verify your email address first; we can send the link again."})
+			}
+			if methods := s.usable(methodsOf(st.Factors, st.Passkeys)); len(methods) > 0 {
+				if newHash != "" {
+					u.PasswordHash, u.UpdatedAt = newHash, now
+					if err := tx.UpdateUser(ctx, u); err != nil {
+						return err
+					}
+				}
+				return s.challenge(ctx, tx, c, u, deviceInfo, methods, now)
+			}
+			pair, err = s.startSession(ctx, tx, c, u, st.Excess, deviceInfo, []string{AMRPassword}, newHash, now)
+			return err
+		})
+	}
+	if err := s.afterCheck(ctx, ok, true, record); err != nil {
 		return nil, err // a pair made before a failed commit is no pair
 	}
 	return pair, nil
@@ -169,21 +168,64 @@ func (s *Service) loginUnknown(ctx context.Context, c Client, email, password st
 	if err := s.passwords.VerifyDummy(ctx, password); err != nil {
 		return err
 	}
-	// Locked while we hashed, as an account's login finds in its
-	// transaction: the lock is read and the failure counted in one step,
-	// so that parallel guesses get the same answers either way.
-	wait, locked := s.ghostFailed(ctx, key)
-	if wait > 0 {
-		return s.refuseLocked(ctx, c, uuid.Nil, s.lockedError(wait))
+	return s.afterCheck(ctx, false, false, func() error {
+		// Locked while we hashed, as an account's login finds in its
+		// transaction: the lock is read and the failure counted in one
+		// step, so that parallel guesses get the same answers either way.
+		wait, locked := s.ghostFailed(ctx, key)
+		if wait > 0 {
+			return s.refuseLocked(ctx, c, uuid.Nil, s.lockedError(wait))
+		}
+		if locked {
+			// The lock notice a real account would be mailed uses up a mail.
+			s.mailAllowed(ctx, email)
+		}
+		if err := s.logEvent(ctx, s.audit(s.now(), c, EventLoginFailure, ResultFailure, uuid.Nil, "unknown email", nil)); err != nil {
+			return err
+		}
+		return errInvalidCredentials
+	})
+}
+
+// refuseStale refuses, in tx, a login that checked the password hash
+// checked, for u as tx reads it now, when u was erased or its password
+// replaced (a reset or change committed) while the password was checked:
+// the password checked is no longer the account's. It returns nil when
+// neither happened.
+func (s *Service) refuseStale(ctx context.Context, tx *txn, c Client, u *User, checked string, now time.Time) error {
+	reason := ""
+	switch {
+	case u.IsDeleted():
+		reason = "account deleted"
+	case u.PasswordHash != checked:
+		reason = "password changed during login"
+	default:
+		return nil
 	}
-	if locked {
-		// The lock notice a real account would be mailed uses up a mail.
-		s.mailAllowed(ctx, email)
+	return tx.refuse(ctx, s.audit(now, c, EventLoginFailure, ResultFailure, u.ID, reason, nil), errInvalidCredentials)
+}
+
+// afterCheck runs record, the work that follows a password's check at
+// login (ok: the password was right) for an account, or for an address
+// without one, and answers a wrong password's refusal at one deadline.
+// The check itself is padded (password.Hasher); what follows it is not the
+// same work for an account (its row counted and updated in a transaction)
+// as for an address without one (a count in the rate-limit store, a log
+// row): on PostgreSQL about half a millisecond apart, enough, over many
+// guesses, to tell which addresses have accounts. So a wrong password's
+// refusal (401, or 423 for a lock set while it was checked) is given at
+// the deadline of an account's (failPace, learned from accounts' 401s
+// only: a flood of guesses at unknown addresses must not pull it below
+// them); faults, and right passwords, answer at once.
+func (s *Service) afterCheck(ctx context.Context, ok, account bool, record func() error) error {
+	if ok {
+		return record()
 	}
-	if err := s.logEvent(ctx, s.audit(s.now(), c, EventLoginFailure, ResultFailure, uuid.Nil, "unknown email", nil)); err != nil {
-		return err
-	}
-	return errInvalidCredentials
+	return s.together(ctx, &s.failPace, func() (pad, learn bool, err error) {
+		err = record()
+		code := ErrorCode(err)
+		return code == EInvalidCredentials || code == EAccountLocked, account && code == EInvalidCredentials, err
+	})
 }
 
 // loginBarred answers a login for u, an account an administrator locked,
@@ -204,37 +246,39 @@ func (s *Service) loginBarred(ctx context.Context, c Client, u *User, password s
 	if err != nil {
 		return err
 	}
-	return s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
-		u, err := tx.User(ctx, u.ID) // locked: the failures count one at a time
-		if err != nil {
-			return err
-		}
-		refuse := func(reason string, err error) error {
-			return tx.refuse(ctx, s.audit(now, c, EventLoginFailure, ResultFailure, u.ID, reason, nil), err)
-		}
-		switch {
-		case u.IsDeleted():
-			return refuse("account deleted", errInvalidCredentials)
-		case u.PasswordHash != checked:
-			return refuse("password changed during login", errInvalidCredentials)
-		case !u.LockedByAdmin(now):
-			// Unlocked, or run out, while we hashed: the account is
-			// answered as any now, a right password with a retry (a
-			// session needs the whole login), not with a lock that is gone.
-			if _, err := s.liftExpired(ctx, tx, c, u, now); err != nil {
+	record := func() error {
+		return s.inTx(ctx, func(tx *txn) error {
+			now := s.now()
+			u, err := tx.User(ctx, u.ID) // locked: the failures count one at a time
+			if err != nil {
 				return err
 			}
-			switch {
-			case u.IsLocked(now): // by guesses meanwhile: right and wrong alike
-				return refuse("account locked", s.lockedError(u.AccountLockedUntil.Sub(now)))
-			case !ok:
-				return s.failedPassword(ctx, tx, c, u, now, EventLoginFailure, errInvalidCredentials)
+			if err := s.refuseStale(ctx, tx, c, u, checked, now); err != nil {
+				return err
 			}
-			return refuse("account unlocked during login", errUnlockedMeanwhile)
-		}
-		return s.barredCheck(ctx, tx, c, u, ok, now)
-	})
+			refuse := func(reason string, err error) error {
+				return tx.refuse(ctx, s.audit(now, c, EventLoginFailure, ResultFailure, u.ID, reason, nil), err)
+			}
+			switch {
+			case !u.LockedByAdmin(now):
+				// Unlocked, or run out, while we hashed: the account is
+				// answered as any now, a right password with a retry (a
+				// session needs the whole login), not with a lock that is gone.
+				if _, err := s.liftExpired(ctx, tx, c, u, now); err != nil {
+					return err
+				}
+				switch {
+				case u.IsLocked(now): // by guesses meanwhile: right and wrong alike
+					return refuse("account locked", s.lockedError(u.AccountLockedUntil.Sub(now)))
+				case !ok:
+					return s.failedPassword(ctx, tx, c, u, now, EventLoginFailure, errInvalidCredentials)
+				}
+				return refuse("account unlocked during login", errUnlockedMeanwhile)
+			}
+			return s.barredCheck(ctx, tx, c, u, ok, now)
+		})
+	}
+	return s.afterCheck(ctx, ok, true, record)
 }
 
 // barredCheck answers, in the transaction that locked u, a password check

@@ -42,8 +42,8 @@ func (s *Service) ForgotPassword(ctx context.Context, c Client, email string) er
 //
 // The same answer in the same time: a request that mails writes more
 // than one that does not, so every answer is given at the deadline of
-// those that mail (mailPace, at most maxMailPadding), the time left slept
-// after the commit. Only requests that mail teach the pace, or a flood of
+// those that mail (mailPace, at most maxPadding), the time left slept
+// after the commit (together). Only requests that mail teach the pace, or a flood of
 // requests for unknown addresses would pull the deadline below them; each
 // moves it by an eighth of how far it strays from the average (pace.Learn,
 // which also bounds an outlier), which once the average has settled is as
@@ -60,39 +60,24 @@ func (s *Service) mailRequest(ctx context.Context, c Client, kind, email string,
 	if err := s.limitEmail(ctx, "mail", email, mailsPerEmail, mailLimitRange); err != nil {
 		return err
 	}
-	// The deadline as it stands before this request: what it teaches the
-	// pace must not shape its own answer.
-	start, deadline, mailed := time.Now(), min(s.mailPace.Deadline(), maxMailPadding), false
-	err = s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
-		u, err := tx.UserByEmail(ctx, email)
-		if ErrorCode(err) == ENotFound || err == nil && u.IsDeleted() {
-			return tx.CreateSecurityLog(ctx, s.audit(now, c, event, ResultFailure, uuid.Nil, "unknown email", nil))
-		}
-		if err != nil {
+	return s.together(ctx, &s.mailPace, func() (pad, learn bool, err error) {
+		mailed := false
+		err = s.inTx(ctx, func(tx *txn) error {
+			now := s.now()
+			u, err := tx.UserByEmail(ctx, email)
+			if ErrorCode(err) == ENotFound || err == nil && u.IsDeleted() {
+				return tx.CreateSecurityLog(ctx, s.audit(now, c, event, ResultFailure, uuid.Nil, "unknown email", nil))
+			}
+			if err != nil {
+				return err
+			}
+			err = send(tx, u, now)
+			mailed = tx.mailed
 			return err
-		}
-		err = send(tx, u, now)
-		mailed = tx.mailed
-		return err
+		})
+		return err == nil, err == nil && mailed, err
 	})
-	if err != nil {
-		return err
-	}
-	took := time.Since(start)
-	if mailed {
-		s.mailPace.Learn(took)
-	}
-	if took < deadline {
-		s.sleep(ctx, deadline-took)
-	}
-	return nil
 }
-
-// maxMailPadding bounds how long a mail request's answer waits for its
-// deadline: requests that mail and queue behind a burst of writes must not
-// make every later answer wait as long, past the server's write timeout.
-const maxMailPadding = 500 * time.Millisecond
 
 // ResetPassword sets a new password with a reset token: it ends every
 // session, lifts a brute-force lock and, since the link proved the mailbox,

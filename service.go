@@ -196,6 +196,7 @@ type Service struct {
 	hooks       Hooks
 	wake        chan struct{} // tells the outbox sender that mail is waiting
 	mailPace    pace.Pace     // how long a mail request that mails takes (mailRequest)
+	failPace    pace.Pace     // how long recording an account's wrong password takes (afterWrongPassword)
 	sleep       func(ctx context.Context, d time.Duration)
 }
 
@@ -208,6 +209,30 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	}
 }
+
+// together runs work and answers once p's deadline, as it stood before
+// work began (what a run teaches p must not shape its own answer), has
+// passed since, at most maxPadding: work says whether its answer is one
+// that is padded, and whether its run teaches p how long the slowest kind
+// of such work takes. Callers detach ctx first: a client that half-closes
+// must not cut the padding short.
+func (s *Service) together(ctx context.Context, p *pace.Pace, work func() (pad, learn bool, err error)) error {
+	start, deadline := time.Now(), min(p.Deadline(), maxPadding)
+	pad, learn, err := work()
+	took := time.Since(start)
+	if learn {
+		p.Learn(took)
+	}
+	if pad && took < deadline {
+		s.sleep(ctx, deadline-took)
+	}
+	return err
+}
+
+// maxPadding bounds how long an answer waits for its deadline: work that
+// queued behind a burst of writes must not make every later answer wait
+// as long, past the server's write timeout.
+const maxPadding = 500 * time.Millisecond
 
 // Hooks are told what the service does, for metrics. Either may be nil.
 type Hooks struct {
@@ -277,6 +302,7 @@ func NewService(cfg Config, d Deps) *Service {
 		revocations: NewRevocationSet(revocationLifetime(cfg.AccessTokenTTL)), wake: make(chan struct{}, 1),
 	}
 	s.mailPace.Set(firstMailPace, firstMailPace/4) // until requests that mail say how long they take
+	s.failPace.Set(firstFailPace, firstFailPace/4) // until accounts' wrong passwords say how long they take
 	return s
 }
 
@@ -284,6 +310,10 @@ func NewService(cfg Config, d Deps) *Service {
 // one has: generous, so that the first answers after a start are padded
 // too; requests that mail bring it to their own time.
 const firstMailPace = 20 * time.Millisecond
+
+// firstFailPace is, in the same way, what recording a wrong password
+// against an account is taken to last before one has been.
+const firstFailPace = 5 * time.Millisecond
 
 // Revocations is the in-memory revocation set the service checks tokens against.
 func (s *Service) Revocations() *RevocationSet { return s.revocations }
