@@ -67,10 +67,13 @@ func (s *Service) failedPassword(ctx context.Context, tx *txn, c Client, u *User
 }
 
 // Why failedCheck's lock was set: wrong passwords, or wrong second-factor
-// codes (given past the password, or in a signed-in session).
+// codes (given past the password, or in a signed-in session), or wrong
+// passwords the last of a count that someone who passed the password since
+// the last sign-in took part in (passwordPassedSince).
 const (
-	lockByPasswords = "too many failed password checks"
-	lockByCodes     = "too many failed second-factor checks"
+	lockByPasswords  = "too many failed password checks"
+	lockByCodes      = "too many failed second-factor checks"
+	lockPastPassword = "too many failed checks after the password was passed"
 )
 
 // failedCheck records a failed check of u's credentials (a password or a
@@ -84,16 +87,25 @@ func (s *Service) failedCheck(ctx context.Context, tx *txn, c Client, u *User, n
 		return s.refuseErased(ctx, tx, c, u, event, now)
 	}
 	locked := s.countFailure(u, now)
+	pastPassword := false
 	if locked {
+		var lasts time.Duration
+		var err error
+		if pastPassword, lasts, err = s.lockTerms(ctx, tx, u, now, lockReason == lockByCodes); err != nil {
+			return err
+		}
+		if pastPassword && lockReason != lockByCodes {
+			lockReason = lockPastPassword
+		}
 		u.AccountStatus = StatusLocked
-		u.AccountLockedUntil = now.Add(s.cfg.LockoutDuration)
+		u.AccountLockedUntil = now.Add(lasts)
 		u.LockReason = LockBruteForce
 	}
 	if err := tx.UpdateUser(ctx, u); err != nil {
 		return err
 	}
 	if locked {
-		if err := s.lockNotice(ctx, tx, u, now, lockReason == lockByCodes, true); err != nil {
+		if err := s.lockNotice(ctx, tx, u, now, pastPassword, true); err != nil {
 			return err
 		}
 		if err := tx.CreateSecurityLog(ctx, s.audit(now, c, EventAccountLocked, ResultSuccess, u.ID,
@@ -106,9 +118,60 @@ func (s *Service) failedCheck(ctx context.Context, tx *txn, c Client, u *User, n
 		map[string]any{"failed_attempts": u.FailedLoginAttempts}), err)
 }
 
+// lockTerms returns whether the lock failedCheck sets on u at now is set
+// past the password (byCodes: its last failure was a code; or
+// passwordPassedSince), and how long it lasts: pastPasswordLock's time
+// when it is, the lockout duration when not.
+func (s *Service) lockTerms(ctx context.Context, tx *txn, u *User, now time.Time, byCodes bool) (pastPassword bool,
+	lasts time.Duration, err error) {
+	pastPassword = byCodes
+	if !pastPassword {
+		if pastPassword, err = s.passwordPassedSince(ctx, tx, u, now); err != nil {
+			return false, 0, err
+		}
+	}
+	if !pastPassword {
+		return false, s.cfg.LockoutDuration, nil
+	}
+	lasts, err = s.pastPasswordLock(ctx, tx, u)
+	return true, lasts, err
+}
+
+// pastPasswordLock returns how long a lock set past the password lasts
+// (by wrong codes, or wrong passwords after someone passed it): the
+// lockout duration, doubled for each such lock since the password was
+// last set, up to maxPastPasswordLock. Whoever sets such locks holds the
+// password, and each lock's end gives them LockoutThreshold more guesses
+// at a six-digit code: at a fixed duration that is 480 guesses a day with
+// the defaults, about 40 % odds of a right TOTP code within a year; doubled
+// each time, a few a day. Only the password's holder can set them (an
+// outsider's wrong passwords lock for the fixed duration, as SPEC 6.7
+// says), and a new password (a reset also lifts the lock) starts over.
+func (s *Service) pastPasswordLock(ctx context.Context, tx *txn, u *User) (time.Duration, error) {
+	locks, err := tx.SecurityLogs(ctx, SecurityLogFilter{UserID: u.ID, EventType: EventAccountLocked,
+		Since: u.LastPasswordChange, Limit: MaxListLimit})
+	if err != nil {
+		return 0, err
+	}
+	lasts := s.cfg.LockoutDuration
+	for _, l := range locks {
+		if lasts >= maxPastPasswordLock {
+			break
+		}
+		if l.FailureReason == lockByCodes || l.FailureReason == lockPastPassword {
+			lasts *= 2
+		}
+	}
+	return max(min(lasts, maxPastPasswordLock), s.cfg.LockoutDuration), nil
+}
+
+// maxPastPasswordLock bounds how long a lock set past the password lasts
+// (pastPasswordLock), unless the lockout duration is longer.
+const maxPastPasswordLock = 24 * time.Hour
+
 // lockNotice queues in tx the notice of u's brute-force lock, set at now.
-// It says the password was right when someone passed it (byCodes: the
-// last failure was a code; or passwordPassedSince), and then goes out
+// It says the password was right when someone passed it (afterCodes: the
+// last failure was a code, or passwordPassedSince), and then goes out
 // whatever the address's mail budget (which anyone can spend with
 // forgot-password): the owner learns to change the password; such locks
 // come at most once per lockout duration. A lock a request set (spend)
@@ -116,14 +179,7 @@ func (s *Service) failedCheck(ctx context.Context, tx *txn, c Client, u *User, n
 // account does (loginUnknown), so that the budget tells nothing of the
 // account; one that an administrator's lock leaves (liftExpired) spent it
 // when the guesses locked the account (barredCheck) and is sent as is.
-func (s *Service) lockNotice(ctx context.Context, tx *txn, u *User, now time.Time, byCodes, spend bool) error {
-	afterCodes := byCodes
-	if !afterCodes {
-		var err error
-		if afterCodes, err = s.passwordPassedSince(ctx, tx, u, now); err != nil {
-			return err
-		}
-	}
+func (s *Service) lockNotice(ctx context.Context, tx *txn, u *User, now time.Time, afterCodes, spend bool) error {
 	allowed := !spend || s.mailAllowed(ctx, u.Email)
 	if !allowed && !afterCodes {
 		return nil
@@ -200,7 +256,11 @@ func (s *Service) liftExpired(ctx context.Context, tx *txn, c Client, u *User, n
 	if err := tx.UpdateUser(ctx, u); err != nil {
 		return false, err
 	}
-	if err := s.lockNotice(ctx, tx, u, now, false, false); err != nil {
+	afterCodes, err := s.passwordPassedSince(ctx, tx, u, now)
+	if err != nil {
+		return false, err
+	}
+	if err := s.lockNotice(ctx, tx, u, now, afterCodes, false); err != nil {
 		return false, err
 	}
 	return false, tx.CreateSecurityLog(ctx, s.audit(now, Client{}, EventAccountLocked, ResultSuccess, u.ID,

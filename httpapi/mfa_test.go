@@ -837,3 +837,67 @@ func TestLockPastThePasswordIsTold(t *testing.T) {
 		}
 	})
 }
+
+// TestLocksPastThePasswordGrow: a lock set by someone who passed the
+// password (wrong codes; or a wrong password while their code is awaited)
+// lasts twice as long as the one before it under the same password, up to
+// a day: at a fixed duration they could guess a code 480 times a day. An
+// outsider's wrong passwords lock for the fixed duration and do not count;
+// a new password starts over.
+func TestLocksPastThePasswordGrow(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "grow@example.org"
+		_, secret, _ := e.mfaUser(email)
+		wrongCode := func(token string) {
+			t.Helper()
+			want(t, "a wrong code", e.verify(token, "totp", totpAt(t, secret, e.clock.Now().Add(-time.Hour))), 401, "invalid_credentials")
+		}
+		wrongPassword := func() {
+			t.Helper()
+			want(t, "a wrong password", e.do("POST", "/v1/auth/login", map[string]string{"email": email,
+				"password": "not the password"}), 401, "invalid_credentials")
+		}
+		lockedFor := func(name string, want time.Duration) {
+			t.Helper()
+			u := e.user(email)
+			if got := u.AccountLockedUntil.Sub(e.clock.Now()); u.AccountStatus != authd.StatusLocked || got != want {
+				t.Errorf("%s: %s for %v; want locked for %v", name, u.AccountStatus, got, want)
+			}
+			e.clock.Advance(want + time.Second)
+		}
+		codes := func() {
+			t.Helper()
+			token := e.mfaLogin(email)
+			for range 5 {
+				wrongCode(token)
+			}
+		}
+
+		codes()
+		lockedFor("five wrong codes", 15*time.Minute)
+		codes()
+		lockedFor("five wrong codes again", 30*time.Minute)
+		token := e.mfaLogin(email)
+		for range 4 {
+			wrongCode(token)
+		}
+		wrongPassword()
+		lockedFor("four wrong codes and a wrong password", time.Hour)
+		for range 5 {
+			wrongPassword()
+		}
+		lockedFor("an outsider's five wrong passwords", 15*time.Minute)
+		for _, d := range []time.Duration{2 * time.Hour, 4 * time.Hour, 8 * time.Hour, 16 * time.Hour, 24 * time.Hour, 24 * time.Hour} {
+			codes()
+			lockedFor("wrong codes once more", d)
+		}
+
+		want(t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": email}), 202, "")
+		reset := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, email))
+		want(t, "reset", e.do("POST", "/v1/auth/password/reset", map[string]string{"token": reset, "new_password": goodPassword}), 204, "")
+		e.clock.Advance(time.Second)
+		codes()
+		lockedFor("wrong codes under a new password", 15*time.Minute)
+	})
+}
