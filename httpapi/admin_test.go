@@ -29,6 +29,12 @@ func TestAdminAPI(t *testing.T) {
 			r := e.send(e.adminSrv.URL, "GET", "/v1/admin/users", nil, h...)
 			want(t, name, r, 401, "invalid_token")
 		}
+		if n := strings.Count(e.logs.String(), "admin token refused"); n != 4 {
+			t.Errorf("%d refused admin requests logged as such; want 4:\n%s", n, e.logs.String())
+		}
+		if strings.Contains(e.logs.String(), adminToken+"x") || strings.Contains(e.logs.String(), serviceToken) {
+			t.Error("a refused admin token is in the log")
+		}
 		want(t, "admin route on the public listener", e.do("GET", "/v1/admin/users", nil, "Authorization", "Bearer "+adminToken), 404, "not_found")
 
 		// Listing: filters and pagination, newest first.
