@@ -1,14 +1,13 @@
 // Package faultnet is a TCP proxy that fakes network and server faults
 // between authd and PostgreSQL, Redis or anything else it dials: cut every
-// connection, refuse new ones, or stop listening and listen again on the
-// same port. The real server is never touched, so the tests and runs that
+// connection, stall them (bytes silently dropped, nothing closed), refuse
+// new ones, or stop listening and listen again on the same port. The real server is never touched, so the tests and runs that
 // share it are unaffected. It serves authd's tests and the fault run of
 // authd-load; the service never imports it.
 package faultnet
 
 import (
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"sync"
@@ -27,6 +26,7 @@ type Proxy struct {
 	refused int
 	cuts    int // cutLocked calls, so that a connection dialling through a cut is cut too
 	conns   map[net.Conn]struct{}
+	stalls  atomic.Int64 // Stall calls: a connection forwards only while it is the count it began with
 
 	wg      sync.WaitGroup
 	running atomic.Int64 // goroutines not yet ended, for the package's tests
@@ -72,6 +72,14 @@ func (p *Proxy) Cut() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.cutLocked()
+}
+
+// Stall makes every open connection drop what it carries from now on,
+// silently: nothing is closed (no FIN, no RST), as a connection through a
+// failed-over server, or a NAT or firewall that forgot its state, looks to
+// both ends. New connections are forwarded.
+func (p *Proxy) Stall() {
+	p.stalls.Add(1)
 }
 
 // SetDown(true) closes every open connection and then accepts new ones only
@@ -174,15 +182,28 @@ func (p *Proxy) accept(ln net.Listener) {
 		}
 		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
 		p.mu.Unlock()
-		p.spawn(func() { p.pipe(up, c) })
-		p.spawn(func() { p.pipe(c, up) })
+		stalls := p.stalls.Load()
+		p.spawn(func() { p.pipe(up, c, stalls) })
+		p.spawn(func() { p.pipe(c, up, stalls) })
 	}
 }
 
 // pipe copies src to dst until either ends, then closes both, which ends
-// the other direction's pipe too.
-func (p *Proxy) pipe(dst, src net.Conn) {
-	io.Copy(dst, src)
+// the other direction's pipe too. Once the proxy has stalled since the
+// connection began (stalls), what src sends is read and dropped.
+func (p *Proxy) pipe(dst, src net.Conn, stalls int64) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && p.stalls.Load() == stalls {
+			if _, err := dst.Write(buf[:n]); err != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
 	dst.Close()
 	src.Close()
 	p.mu.Lock()

@@ -104,6 +104,22 @@ func TestCut(t *testing.T) {
 	}
 }
 
+// TestStall: a stalled connection stays open and answers nothing (its
+// reads time out, they do not end); a new one is forwarded.
+func TestStall(t *testing.T) {
+	p := listen(t)
+	old := dial(t, p)
+	wantEcho(t, old, "before")
+	p.Stall()
+	old.SetDeadline(time.Now().Add(300 * time.Millisecond))
+	_, err := echo(old, "into the void")
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Errorf("a stalled connection: %v, want its read to time out, the connection open", err)
+	}
+	wantEcho(t, dial(t, p), "a new connection")
+}
+
 func TestSetDown(t *testing.T) {
 	p := listen(t)
 	open := dial(t, p)
