@@ -42,6 +42,9 @@ type Store struct {
 	pool     *pgxpool.Pool
 	migrator *migrate.Migrator
 	log      *slog.Logger
+	// listenCheck is how long the revocation listener waits in silence
+	// before it checks that its connection still answers; 0: listenCheck.
+	listenCheck time.Duration
 }
 
 var _ authd.Store = (*Store)(nil)

@@ -436,3 +436,66 @@ func TestEmailNFCBackfillOutsideUTF8(t *testing.T) {
 		t.Errorf("after migration 12: %v, %v", got, err)
 	}
 }
+
+// TestListenerReplacesAStalledConnection: a listening connection that
+// neither delivers nor closes (a failover, a NAT that forgot it) is found
+// out by a ping after a silence, replaced and resynced, and the new one
+// hears the revocations that follow.
+func TestListenerReplacesAStalledConnection(t *testing.T) {
+	t.Parallel()
+	dbURL := storetest.PostgresURL(t)
+	direct := openURL(t, dbURL)
+	p, proxied, err := faultnet.ListenURL(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	s := openURL(t, proxied)
+	postgres.SetListenCheck(s, 200*time.Millisecond)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	applied, resyncs := make(chan uuid.UUID, 10), make(chan struct{}, 10)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Listen(ctx, func(r authd.Revocation) { applied <- r.SessionIDs[0] }, func(context.Context) { resyncs <- struct{}{} })
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	await := func(what string, ch <-chan struct{}) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no %s within 10 s", what)
+		}
+	}
+	publish := func() uuid.UUID {
+		t.Helper()
+		id, at := uuid.New(), time.Now()
+		rev := authd.Revocation{At: at, Until: at.Add(time.Hour), SessionIDs: []uuid.UUID{id}}
+		if err := direct.InTx(ctx, func(tx authd.Queries) error { return tx.PublishRevocation(ctx, rev) }); err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	heard := func(what string, want uuid.UUID) {
+		t.Helper()
+		for deadline := time.After(10 * time.Second); ; {
+			select {
+			case got := <-applied:
+				if got == want {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("%s: not heard within 10 s", what)
+			}
+		}
+	}
+
+	await("first resync", resyncs)
+	heard("a revocation on a healthy connection", publish())
+	p.Stall()
+	publish() // lost with the stalled connection: the resync is what finds it
+	await("resync on a new connection after the stall", resyncs)
+	heard("a revocation on the new connection", publish())
+}

@@ -1,8 +1,10 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/authd/authd"
@@ -108,13 +110,22 @@ func (s *Store) RevokedSessions(ctx context.Context, since time.Time) ([]authd.R
 // Listen implements authd.RevocationFeed with LISTEN on a dedicated
 // connection. After every (re)connection it calls resync, because
 // notifications sent while it was away are lost; it reconnects with backoff
-// until ctx ends.
+// (from 100 ms again once a connection listens) until ctx ends. A
+// connection silent for listenCheck must answer a ping within
+// listenPing, or it is taken for dead and replaced: a failover, or a NAT
+// or firewall that forgot it, leaves a connection that neither delivers
+// nor closes, and TCP would not say so for many minutes. (Behind a pooler
+// that does not carry notifications a connection answers and hears
+// nothing: the server's periodic catch-up is what bounds that.)
 func (s *Store) Listen(ctx context.Context, apply func(authd.Revocation), resync func(context.Context)) error {
 	backoff := 100 * time.Millisecond
 	for {
-		err := s.listen(ctx, apply, resync)
+		listened, err := s.listen(ctx, apply, resync)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if listened {
+			backoff = 100 * time.Millisecond
 		}
 		s.logger().Warn("revocation listener disconnected; reconnecting", "err", err, "in", backoff)
 		select {
@@ -126,20 +137,42 @@ func (s *Store) Listen(ctx context.Context, apply func(authd.Revocation), resync
 	}
 }
 
-func (s *Store) listen(ctx context.Context, apply func(authd.Revocation), resync func(context.Context)) error {
+// listenCheck is how long the revocation listener waits in silence before
+// it pings its connection, and listenPing how long the ping may take.
+const (
+	listenCheck = 10 * time.Second
+	listenPing  = 5 * time.Second
+)
+
+// listen listens on one connection until it fails; listened reports
+// whether it got as far as listening.
+func (s *Store) listen(ctx context.Context, apply func(authd.Revocation), resync func(context.Context)) (listened bool, err error) {
 	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig.Copy())
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	if _, err := conn.Exec(ctx, "LISTEN "+revocationChannel); err != nil {
-		return err
+		return false, err
 	}
 	resync(ctx)
+	check := cmp.Or(s.listenCheck, listenCheck)
 	for {
-		n, err := conn.WaitForNotification(ctx)
+		wait, cancel := context.WithTimeout(ctx, check)
+		n, err := conn.WaitForNotification(wait)
+		cancel()
+		if err != nil && ctx.Err() == nil && wait.Err() != nil && !conn.IsClosed() {
+			// Silence: a connection that answers is still listening.
+			ping, cancel := context.WithTimeout(ctx, min(listenPing, check))
+			err = conn.Ping(ping)
+			cancel()
+			if err != nil {
+				return true, fmt.Errorf("no answer to a ping after %v of silence: %w", check, err)
+			}
+			continue
+		}
 		if err != nil {
-			return err
+			return true, err
 		}
 		var rev authd.Revocation
 		if err := json.Unmarshal([]byte(n.Payload), &rev); err != nil {
