@@ -369,9 +369,12 @@ func (a *App) Run(ctx context.Context) error {
 		wg.Go(func() {
 			feed.Listen(jobs, a.service.Revocations().Apply, func(ctx context.Context) {
 				// Notifications sent while the listener was away are lost;
-				// the feed's table has them all, in commit order.
+				// the feed's table has them all, in commit order. A
+				// failure is retried within a second (maintain).
+				ctx, cancel := context.WithTimeout(ctx, catchUpTimeout)
+				defer cancel()
 				if err := a.service.CatchUpRevocations(ctx); err != nil {
-					a.logger.Error("catching up with revocations", "err", err)
+					a.logger.Warn("catching up with revocations after the listener reconnected", "err", err)
 				}
 			})
 		})
@@ -467,27 +470,37 @@ func (a *App) coverArgon2(ctx context.Context, h *password.Hasher) error {
 	return nil
 }
 
-// maintain runs the periodic upkeep until ctx ends: pruning the revocation
-// set, lifting the timed locks that ran out and rereading the keys
-// directory, which other instances and `authd keys rotate` write to. A
-// store without notifications (SQLite) has its revocation set catch up
-// with the revocation feed's table every two seconds instead, so that
-// `authd admin` commands run beside the server take effect.
+// maintain runs the periodic upkeep until ctx ends: catching the
+// revocation set up with the revocation feed's table every second, pruning
+// it, lifting the timed locks that ran out and rereading the keys
+// directory, which other instances and `authd keys rotate` write to.
+//
+// The catch-up is what bounds how late a revocation committed elsewhere
+// (another instance, an `authd admin` command) reaches this instance, on
+// every store: PostgreSQL's notifications bring it sooner, but one lost
+// with a connection the listener has not yet found dead, or behind a
+// pooler that does not carry them, would otherwise never arrive.
 func (a *App) maintain(ctx context.Context) {
 	slow := time.NewTicker(token.ReloadInterval)
 	defer slow.Stop()
-	fast := time.NewTicker(2 * time.Second)
+	fast := time.NewTicker(catchUpInterval)
 	defer fast.Stop()
-	_, hasFeed := a.db.(authd.RevocationFeed)
+	behind := false // the last catch-up failed; told once, and when it works again
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-fast.C:
-			if !hasFeed {
-				if err := a.service.CatchUpRevocations(ctx); err != nil && ctx.Err() == nil {
-					a.logger.Error("catching up with revocations", "err", err)
-				}
+			catchUp, cancel := context.WithTimeout(ctx, catchUpTimeout)
+			err := a.service.CatchUpRevocations(catchUp)
+			cancel()
+			switch {
+			case err != nil && ctx.Err() == nil && !behind:
+				a.logger.Error("catching up with revocations; retrying every second", "err", err)
+				behind = true
+			case err == nil && behind:
+				a.logger.Info("caught up with revocations again")
+				behind = false
 			}
 		case <-slow.C:
 			a.service.Revocations().Prune(a.clock.Now())
@@ -509,6 +522,14 @@ func (a *App) maintain(ctx context.Context) {
 		}
 	}
 }
+
+// catchUpInterval is how often every instance reads the revocation feed's
+// table for revocations it has not heard of (SPEC §9: within one second),
+// and catchUpTimeout how long one read may take before the next try.
+const (
+	catchUpInterval = time.Second
+	catchUpTimeout  = 5 * time.Second
+)
 
 func (a *App) databaseKind() string {
 	if strings.HasPrefix(a.cfg.DatabaseURL, "sqlite:") {
