@@ -103,7 +103,9 @@ func (c opClient) RestrictAdditionalAccessTokenScopes() func([]string) []string 
 func (s *server) VerifyClient(ctx context.Context, r *op.Request[op.ClientCredentials]) (op.Client, error) {
 	cc := r.Data
 	if cc.ClientAssertion != "" {
-		return nil, invalidClient(ctx, "client assertions are not supported")
+		// Logged and bounded as every other refused client authentication.
+		const reason = "client assertions are not supported"
+		return nil, refusal(ctx, s.p.svc.RefuseClient(ctx, client(ctx), cc.ClientID, "client_assertion", reason), reason)
 	}
 	c, err := s.p.svc.AuthenticateClient(ctx, client(ctx), cc.ClientID, cc.ClientSecret, string(authMethod(r)))
 	if err != nil {
@@ -365,11 +367,14 @@ func basicClientID(r *http.Request) (id string, ok bool) {
 // tokenError's, 401 invalid_client with description, or 429.
 func (p *Provider) refuseClient(w http.ResponseWriter, r *http.Request, id string, method oidc.AuthMethod, reason, description string) {
 	ctx := r.Context()
-	err := p.svc.RefuseClient(ctx, client(ctx), id, string(method), reason)
+	op.WriteError(w, r, refusal(ctx, p.svc.RefuseClient(ctx, client(ctx), id, string(method), reason), description), nil)
+}
+
+// refusal is the token endpoint's answer to RefuseClient's err: 401
+// invalid_client with description, or tokenError's (429, 503).
+func refusal(ctx context.Context, err error, description string) error {
 	if authd.ErrorCode(err) == authd.EInvalidCredentials {
-		err = invalidClient(ctx, description)
-	} else {
-		err = tokenError(ctx, err)
+		return invalidClient(ctx, description)
 	}
-	op.WriteError(w, r, err, nil)
+	return tokenError(ctx, err)
 }

@@ -168,6 +168,28 @@ func TestNoClientAuthIsInvalidClient(t *testing.T) {
 	})
 }
 
+// TestClientAssertionIsRefusedAndLogged: a client assertion (which authd
+// does not support) is refused as any client authentication is: 401
+// invalid_client, a row naming the client, and the same bound.
+func TestClientAssertionIsRefusedAndLogged(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		app, _ := e.client("app", authd.ClientConfidential, true)
+		form := codeForm()
+		form.Set("client_id", app.ID)
+		form.Set("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+		form.Set("client_assertion", "eyJhbGciOiJub25lIn0.e30.")
+		resp, code, _ := e.rawTokenRequest(form, "")
+		if resp.StatusCode != http.StatusUnauthorized || code != "invalid_client" {
+			t.Errorf("a client assertion: %d %q, want 401 invalid_client", resp.StatusCode, code)
+		}
+		rows := e.clientAuthFailures()
+		if len(rows) != 1 || rows[0].FailureReason != "client assertions are not supported" ||
+			rows[0].AdditionalContext["client_id"] != app.ID || rows[0].AdditionalContext["auth_method"] != "client_assertion" {
+			t.Errorf("rows after a client assertion: %+v; want one naming the client and the method", rows)
+		}
+	})
+}
+
 // TestTokenBodyTooLarge: a token request's body over 64 KiB is 413 (SPEC
 // §5) in the OAuth error shape, no-store, not the library's 400 "error
 // parsing form"; one just under the limit is read.
