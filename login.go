@@ -27,6 +27,12 @@ func (s *Service) Login(ctx context.Context, c Client, email, password, deviceIn
 	if err != nil {
 		return nil, err
 	}
+	if password == "" {
+		// Refused before any counting, as the JSON API's check of the body
+		// does, so that every adapter answers alike (a form sent empty).
+		return nil, &Error{Code: EInvalid, Message: "invalid request",
+			Fields: []FieldError{{Field: "password", Message: "is required"}}}
+	}
 	if len(deviceInfo) > MaxDeviceInfoLength {
 		return nil, &Error{Code: EInvalid, Message: "invalid request",
 			Fields: []FieldError{{Field: "device_info", Message: "must be at most 255 bytes"}}}

@@ -13,10 +13,10 @@ import (
 	"github.com/authd/authd/token"
 )
 
-// failPaceEnv is a service on a fresh SQLite store, with lockouts of
+// loginEnv is a service on a fresh SQLite store, with lockouts of
 // addresses without an account, an account at known@example.org with the
 // password pass, and padding that is recorded, not slept.
-func failPaceEnv(t *testing.T, threshold int) (*authd.Service, *[]time.Duration, authd.Store) {
+func loginEnv(t *testing.T, threshold int) (*authd.Service, *[]time.Duration, authd.Store) {
 	t.Helper()
 	ctx := context.Background()
 	store, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "authd.db"))
@@ -64,7 +64,7 @@ func (discardMailer) Send(context.Context, authd.Mail) error { return nil }
 // is not padded; guesses at unknown addresses do not teach the deadline.
 func TestWrongPasswordsAnswerTogether(t *testing.T) {
 	ctx, c := context.Background(), authd.Client{IP: "192.0.2.1"}
-	s, slept, _ := failPaceEnv(t, 3)
+	s, slept, _ := loginEnv(t, 3)
 	login := func(email, pw string) error {
 		_, err := s.Login(ctx, c, email, pw, "")
 		return err
@@ -99,7 +99,7 @@ func TestWrongPasswordsAnswerTogether(t *testing.T) {
 	}
 
 	// An account an administrator locked answers wrong passwords as any.
-	s, slept, store := failPaceEnv(t, 3)
+	s, slept, store := loginEnv(t, 3)
 	u, err := store.UserByEmail(ctx, "known@example.org")
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +116,7 @@ func TestWrongPasswordsAnswerTogether(t *testing.T) {
 
 	// Accounts' wrong passwords, recorded in far less than 400ms, bring
 	// the deadline down to them; unknown addresses' do not move it.
-	s, _, _ = failPaceEnv(t, 1000)
+	s, _, _ = loginEnv(t, 1000)
 	authd.SetFailPace(s, 400*time.Millisecond, 0)
 	for range 20 {
 		if err := login("nobody@example.org", "not the password at all"); authd.ErrorCode(err) != authd.EInvalidCredentials {
@@ -133,5 +133,29 @@ func TestWrongPasswordsAnswerTogether(t *testing.T) {
 	}
 	if got := authd.FailPace(s); got > 200*time.Millisecond {
 		t.Errorf("after an account's wrong passwords the deadline's average is %v; want it down to them", got)
+	}
+}
+
+// TestLoginWithoutAPassword: an empty password is refused as invalid
+// before anything is hashed or counted, whichever adapter sends it (the
+// hosted sign-in page's form as the JSON API).
+func TestLoginWithoutAPassword(t *testing.T) {
+	ctx, c := context.Background(), authd.Client{IP: "192.0.2.1"}
+	s, slept, store := loginEnv(t, 1)
+	for _, email := range []string{"known@example.org", "nobody@example.org"} {
+		if _, err := s.Login(ctx, c, email, "", ""); authd.ErrorCode(err) != authd.EInvalid {
+			t.Errorf("an empty password for %s: %v; want EInvalid", email, err)
+		}
+	}
+	u, err := store.UserByEmail(ctx, "known@example.org")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.FailedLoginAttempts != 0 || u.AccountStatus != authd.StatusActive || len(*slept) != 0 {
+		t.Errorf("after an empty password (threshold 1): %d failures, %s, padded %v; want nothing counted",
+			u.FailedLoginAttempts, u.AccountStatus, *slept)
+	}
+	if _, err := s.Login(ctx, c, "known@example.org", pass, ""); err != nil {
+		t.Errorf("the right password after empty ones: %v", err)
 	}
 }
