@@ -84,6 +84,40 @@ func (m *MemoryLockouts) Fail(_ context.Context, key string, threshold int, lock
 	return 0, true, nil
 }
 
+// hold makes key locked for at least left from now: a lock Redis holds,
+// mirrored so that this instance still answers it while Redis cannot be
+// used. A count it had is dropped, as when a lock is set.
+func (m *MemoryLockouts) hold(key string, left time.Duration) {
+	now := m.clock.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.keys[key]
+	if !ok {
+		if len(m.keys) >= m.max {
+			m.evict(now)
+		}
+		e = m.recent.PushBack(&lockout{key: key, lastFailure: now})
+		m.keys[key] = e
+	}
+	if l := e.Value.(*lockout); now.Add(left).After(l.until) {
+		l.failures, l.until = 0, now.Add(left)
+	}
+}
+
+// locks returns the locks in force, with how long each has left.
+func (m *MemoryLockouts) locks() map[string]time.Duration {
+	now := m.clock.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	locks := map[string]time.Duration{}
+	for key, e := range m.keys {
+		if l := e.Value.(*lockout); now.Before(l.until) {
+			locks[key] = l.until.Sub(now)
+		}
+	}
+	return locks
+}
+
 // maxLockoutKeys bounds the emails MemoryLockouts remembers (about 250
 // bytes each).
 const maxLockoutKeys = 200_000
@@ -147,6 +181,14 @@ func (r *Redis) lockoutKeys(key string) []string {
 }
 
 // LockedFor implements authd.Lockouts, in memory while Redis cannot be used.
+//
+// A lock must not vanish when limits move between Redis and memory: an
+// account's lock is in the database and answers 423 throughout, so a lock
+// of an email without one that read as none would tell the two apart. Each
+// lock Redis answers is mirrored in memory (hold), which answers while
+// Redis cannot be used; a lock set in memory meanwhile is written back to
+// Redis when it answers again (restoreLocks), and until then this
+// instance answers the longer of the two.
 func (r *Redis) LockedFor(ctx context.Context, key string) (time.Duration, error) {
 	var ttl time.Duration
 	if !r.try(ctx, func(ctx context.Context) (err error) {
@@ -155,11 +197,19 @@ func (r *Redis) LockedFor(ctx context.Context, key string) (time.Duration, error
 	}) {
 		return r.lockouts.LockedFor(ctx, key)
 	}
-	return max(ttl, 0), nil // -2: no lock, -1 cannot happen (always set with PX)
+	if ttl > 0 { // -2: no lock, -1 cannot happen (always set with PX)
+		r.lockouts.hold(key, ttl)
+	}
+	mem, _ := r.lockouts.LockedFor(ctx, key)
+	return max(ttl, mem, 0), nil
 }
 
-// Fail implements authd.Lockouts, in memory while Redis cannot be used.
+// Fail implements authd.Lockouts, in memory while Redis cannot be used (see
+// LockedFor for how locks cross between the two).
 func (r *Redis) Fail(ctx context.Context, key string, threshold int, lock, forget time.Duration) (time.Duration, bool, error) {
+	if mem, _ := r.lockouts.LockedFor(ctx, key); mem > 0 {
+		return mem, false, nil // locked in memory, not yet (or no longer) in Redis
+	}
 	var n int64
 	if !r.try(ctx, func(ctx context.Context) (err error) {
 		n, err = fail.Run(ctx, r.client, r.lockoutKeys(key), threshold,
@@ -168,5 +218,35 @@ func (r *Redis) Fail(ctx context.Context, key string, threshold int, lock, forge
 	}) {
 		return r.lockouts.Fail(ctx, key, threshold, lock, forget)
 	}
+	switch {
+	case n == -1:
+		r.lockouts.hold(key, lock)
+	case n > 0:
+		r.lockouts.hold(key, time.Duration(n)*time.Millisecond)
+	}
 	return time.Duration(max(n, 0)) * time.Millisecond, n == -1, nil
+}
+
+// holdLock makes KEYS[1] a lock for at least ARGV[1] ms.
+var holdLock = redis.NewScript(`
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+end
+return 0`)
+
+// restoreLocks writes the locks this instance holds in memory to Redis,
+// once Redis answers again after it could not be used: locks set in memory
+// meanwhile become every instance's. Each call is bounded as any; after
+// one fails, the rest stay in this instance's memory (which answers them
+// still, LockedFor).
+func (r *Redis) restoreLocks() {
+	for key, left := range r.lockouts.locks() {
+		ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
+		err := holdLock.Run(ctx, r.client, r.lockoutKeys(key)[1:], max(left.Milliseconds(), 1)).Err()
+		cancel()
+		if err != nil {
+			r.logger.Warn("locks set while Redis could not be used stay on this instance only", "err", err)
+			return
+		}
+	}
 }

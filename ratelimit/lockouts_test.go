@@ -91,6 +91,56 @@ func TestRedisLockoutsFallBack(t *testing.T) {
 	}
 }
 
+// TestRedisLockoutsSurviveTheFallback: a lock of an email without an
+// account holds across a move between Redis and memory, both ways, as an
+// account's lock in the database does (a lock that read as none would
+// tell the two apart): one Redis set is answered from memory while Redis
+// is down, and one set in memory meanwhile is answered once Redis is back,
+// by this instance at once and by every other once it is written back.
+func TestRedisLockoutsSurviveTheFallback(t *testing.T) {
+	t.Parallel()
+	direct := redisURL(t)
+	if direct == "" {
+		t.Skip("TEST_REDIS_URL is not set")
+	}
+	p, proxied := newProxy(t, direct)
+	prefix := testPrefix()
+	r := redisLimiter(t, proxied, prefix, nil, nil)
+	r.retry = 50 * time.Millisecond
+	other := redisLimiter(t, direct, prefix, nil, nil) // another instance, on Redis throughout
+	ctx := context.Background()
+	lock := func(key string) {
+		t.Helper()
+		r.Fail(ctx, key, 2, time.Hour, time.Hour)
+		if _, locked, _ := r.Fail(ctx, key, 2, time.Hour, time.Hour); !locked {
+			t.Fatalf("%s: not locked", key)
+		}
+	}
+
+	lock("in-redis")
+	p.SetDown(true)
+	if wait, _ := r.LockedFor(ctx, "in-redis"); wait < 59*time.Minute {
+		t.Errorf("Redis down: a lock Redis holds reads %s; want its hour, from memory", wait)
+	}
+	if wait, locked, _ := r.Fail(ctx, "in-redis", 2, time.Hour, time.Hour); wait < 59*time.Minute || locked {
+		t.Errorf("Redis down: a failure on a lock Redis holds: %s, %v; want refused for its hour", wait, locked)
+	}
+	lock("in-memory")
+	p.SetDown(false)
+	time.Sleep(2 * r.retry)
+	if wait, _ := r.LockedFor(ctx, "in-memory"); wait < 59*time.Minute {
+		t.Errorf("Redis back: a lock set in memory meanwhile reads %s on its instance; want its hour", wait)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if wait, _ := other.LockedFor(ctx, "in-memory"); wait >= 59*time.Minute {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Redis back: a lock set in memory meanwhile never reached the other instances")
+		}
+	}
+}
+
 // TestMemoryLockoutsFull: a full store makes room by forgetting the least
 // recently failed key that is not locked, so that a new key still counts
 // and locks as an account would (skipping it would tell emails without an

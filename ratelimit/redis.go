@@ -189,6 +189,7 @@ func (r *Redis) recovered() {
 	defer r.mu.Unlock()
 	if r.down.Swap(false) {
 		r.logger.Info("Redis answers again: rate limits are shared again", "addr", r.addr)
+		go r.restoreLocks()
 	}
 }
 
