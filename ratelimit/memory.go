@@ -4,6 +4,7 @@
 package ratelimit
 
 import (
+	"container/list"
 	"context"
 	"sync"
 	"time"
@@ -13,25 +14,34 @@ import (
 
 // Memory is an in-memory authd.RateLimiter. A key's window opens with its
 // first event and lasts its length, as Redis counters do: the two behave
-// alike, so that falling back from one to the other changes no limit.
+// alike, so that falling back from one to the other changes no limit. It
+// holds at most maxWindows keys.
 type Memory struct {
 	clock authd.Clock
+	max   int // windows kept at most
 
 	mu      sync.Mutex
-	windows map[string]*window
+	windows map[string]*list.Element // of *window
+	opened  list.List                // *window, the earliest opened first
 	sweep   time.Time
 }
 
 type window struct {
+	key   string
 	end   time.Time
 	count int
 }
 
 var _ authd.RateLimiter = (*Memory)(nil)
 
+// maxWindows bounds the keys Memory counts (about 200 bytes each): keys
+// come from client addresses and emails, which whoever sends requests
+// chooses (an IPv6 block holds many /64 networks).
+const maxWindows = 200_000
+
 // NewMemory returns an empty limiter on clock.
 func NewMemory(clock authd.Clock) *Memory {
-	return &Memory{clock: clock, windows: map[string]*window{}}
+	return &Memory{clock: clock, max: maxWindows, windows: map[string]*list.Element{}}
 }
 
 // Allow implements authd.RateLimiter.
@@ -40,11 +50,20 @@ func (m *Memory) Allow(_ context.Context, key string, limit int, length time.Dur
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.prune(now)
-	w, ok := m.windows[key]
-	if !ok || !now.Before(w.end) {
-		w = &window{end: now.Add(length)}
-		m.windows[key] = w
+	e, ok := m.windows[key]
+	if ok && !now.Before(e.Value.(*window).end) {
+		m.opened.Remove(e)
+		delete(m.windows, key)
+		ok = false
 	}
+	if !ok {
+		if len(m.windows) >= m.max {
+			m.makeRoom()
+		}
+		e = m.opened.PushBack(&window{key: key, end: now.Add(length)})
+		m.windows[key] = e
+	}
+	w := e.Value.(*window)
 	w.count++
 	if w.count > limit {
 		return w.end.Sub(now), nil
@@ -59,9 +78,21 @@ func (m *Memory) prune(now time.Time) {
 		return
 	}
 	m.sweep = now.Add(time.Minute)
-	for k, w := range m.windows {
-		if !now.Before(w.end) {
+	for k, e := range m.windows {
+		if !now.Before(e.Value.(*window).end) {
+			m.opened.Remove(e)
 			delete(m.windows, k)
 		}
 	}
+}
+
+// makeRoom makes room for a new key in a full limiter by forgetting the
+// window opened earliest, whose count starts over. Refusing new keys
+// instead would refuse every client not yet seen, and counting them
+// nowhere would limit none of them; to reset a count this way takes as
+// many fresh keys as the limiter holds.
+func (m *Memory) makeRoom() {
+	e := m.opened.Front()
+	m.opened.Remove(e)
+	delete(m.windows, e.Value.(*window).key)
 }

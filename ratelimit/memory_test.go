@@ -39,3 +39,30 @@ func TestPruneForgetsOldKeys(t *testing.T) {
 		t.Errorf("%d windows kept after they all ended, want 1", n)
 	}
 }
+
+// TestMemoryIsBounded: keys past the limiter's size make it forget the
+// window opened earliest, never grow it; a new key is still counted and
+// limited, and the latest windows keep their counts.
+func TestMemoryIsBounded(t *testing.T) {
+	t.Parallel()
+	c := &clock{now: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)}
+	m := NewMemory(c)
+	m.max = 100
+	ctx := context.Background()
+	for i := range 1000 {
+		m.Allow(ctx, fmt.Sprint(i), 1, time.Hour)
+	}
+	if n, l := len(m.windows), m.opened.Len(); n != 100 || l != 100 {
+		t.Errorf("%d windows (%d in order) after 1,000 keys; want at most 100", n, l)
+	}
+	if wait, _ := m.Allow(ctx, "999", 1, time.Hour); wait == 0 {
+		t.Error("the latest key's count was forgotten")
+	}
+	if wait, _ := m.Allow(ctx, "0", 1, time.Hour); wait != 0 {
+		t.Error("the earliest key's window is kept past the bound")
+	}
+	m.Allow(ctx, "new", 1, time.Hour)
+	if wait, _ := m.Allow(ctx, "new", 1, time.Hour); wait == 0 {
+		t.Error("a new key in a full limiter is not limited")
+	}
+}
