@@ -401,14 +401,19 @@ func introspectionToken(w http.ResponseWriter, r *http.Request) (string, error) 
 
 // serviceToken reports whether the request carries one of the configured
 // service tokens, comparing against all of them in constant time.
-func (s *Server) serviceToken(r *http.Request) bool {
+func (s *Server) serviceToken(r *http.Request) bool { return s.serviceTokenIndex(r) >= 0 }
+
+// serviceTokenIndex returns the index in Options.ServiceTokens of the
+// service token the request carries, -1 for none; every token is compared
+// in constant time.
+func (s *Server) serviceTokenIndex(r *http.Request) int {
 	token, ok := bearer(r)
 	if !ok {
-		return false
+		return -1
 	}
-	match := 0
-	for _, t := range s.opts.ServiceTokens {
-		match |= subtle.ConstantTimeCompare([]byte(token), []byte(t))
+	found := -1
+	for i, t := range s.opts.ServiceTokens {
+		found = subtle.ConstantTimeSelect(subtle.ConstantTimeCompare([]byte(token), []byte(t)), i, found)
 	}
-	return match == 1
+	return found
 }

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/authd/authd"
@@ -51,7 +52,8 @@ type Options struct {
 	// Observe, when set, is told of every request (for metrics).
 	Observe func(route string, status int, elapsed time.Duration)
 	// MaxRevocationStreams bounds the concurrent revocation-feed streams
-	// (GET /v1/auth/revocations); 0 means DefaultRevocationStreams.
+	// (GET /v1/auth/revocations); 0 means DefaultRevocationStreams. With
+	// more than one service token, one token holds at most half of them.
 	MaxRevocationStreams int
 	// RevocationHeartbeat is how often an idle stream sends a comment; 0
 	// means DefaultRevocationHeartbeat.
@@ -88,8 +90,11 @@ type Server struct {
 	routes  []Route
 	handler http.Handler
 	streams chan struct{} // one token per open revocation stream
-	ending  chan struct{} // closed by EndStreams
-	endOnce sync.Once
+	// streamsOf counts the open revocation streams of each service token
+	// (by its index in Options.ServiceTokens).
+	streamsOf []atomic.Int64
+	ending    chan struct{} // closed by EndStreams
+	endOnce   sync.Once
 	// pageForms refuses page forms another site sent (readForm).
 	pageForms *http.CrossOriginProtection
 }
@@ -189,7 +194,8 @@ func newServer(opts Options) *Server {
 		opts.RevocationReadTimeout = DefaultRevocationReadTimeout
 	}
 	s := &Server{opts: opts, svc: opts.Service, logger: opts.Logger, mux: http.NewServeMux(),
-		streams: make(chan struct{}, opts.MaxRevocationStreams), ending: make(chan struct{}),
+		streams: make(chan struct{}, opts.MaxRevocationStreams), streamsOf: make([]atomic.Int64, len(opts.ServiceTokens)),
+		ending:    make(chan struct{}),
 		pageForms: http.NewCrossOriginProtection()}
 	if u, err := url.Parse(opts.PublicURL); err == nil && u.Scheme != "" && u.Host != "" {
 		// Where a proxy rewrote Host, a browser without Sec-Fetch-Site

@@ -70,7 +70,8 @@ func toFeedEvent(e authd.RevocationEvent) feedEvent {
 // answers the headers alone, without reading the database or holding a
 // stream.
 func (s *Server) revocations(w http.ResponseWriter, r *http.Request) error {
-	if !s.serviceToken(r) {
+	token := s.serviceTokenIndex(r)
+	if token < 0 {
 		return &authd.Error{Code: authd.EInvalidToken, Message: "A service token is required (AUTHD_SERVICE_TOKENS)."}
 	}
 	pos, err := feedPosition(r)
@@ -94,7 +95,7 @@ func (s *Server) revocations(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	if sse {
-		return s.revocationStream(w, r, pos)
+		return s.revocationStream(w, r, pos, token)
 	}
 	return s.revocationsJSON(w, r, pos)
 }
@@ -246,7 +247,23 @@ var errTooManyStreams = &authd.Error{Code: authd.EUnavailable, RetryAfter: 5 * t
 // database is restored from a backup (or recreated) starts over, rather
 // than wait, heartbeat after heartbeat, for ids the new table has already
 // given to other events.
-func (s *Server) revocationStream(w http.ResponseWriter, r *http.Request, pos feedCursor) error {
+//
+// Streams are bounded per instance, and with more than one service token a
+// token holds at most half of them: a resource server that leaks verifiers
+// (one made per request and never closed) holds a stream each, and must
+// not leave the other services none.
+func (s *Server) revocationStream(w http.ResponseWriter, r *http.Request, pos feedCursor, token int) error {
+	share := cap(s.streams)
+	if len(s.streamsOf) > 1 {
+		share = max(1, share/2)
+	}
+	if n := s.streamsOf[token].Add(1); n > int64(share) {
+		s.streamsOf[token].Add(-1)
+		s.logger.WarnContext(r.Context(), "revocation streams: one service token holds its share; is a resource server "+
+			"leaking verifiers?", "request_id", requestID(r.Context()), "token_index", token, "streams", share)
+		return errTooManyStreams
+	}
+	defer s.streamsOf[token].Add(-1)
 	select {
 	case s.streams <- struct{}{}:
 		defer func() { <-s.streams }()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -209,6 +210,35 @@ func TestRevocationFeedStream(t *testing.T) {
 				extra.resp.StatusCode, extra.resp.Header.Get("Retry-After"))
 		}
 	})
+}
+
+// TestRevocationStreamsPerToken: with several service tokens, one holds at
+// most half of the instance's streams (a resource server leaking verifiers
+// must not leave the others none); the others still open theirs.
+func TestRevocationStreamsPerToken(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	const other = "another-service-token-0123456789abcdef"
+	logs := &syncBuffer{}
+	four := httptest.NewServer(httpapi.New(httpapi.Options{Service: e.svc, ServiceTokens: []string{serviceToken, other},
+		MaxRevocationStreams: 4, Logger: slog.New(slog.NewTextHandler(logs, nil))}))
+	t.Cleanup(four.Close)
+	for i := range 2 {
+		if s := openStream(t, four.URL); s.resp.StatusCode != 200 {
+			t.Fatalf("stream %d of the first token: %d", i+1, s.resp.StatusCode)
+		}
+	}
+	if s := openStream(t, four.URL); s.resp.StatusCode != 503 || s.resp.Header.Get("Retry-After") == "" {
+		t.Errorf("a third stream of one token (of 4 for two tokens): %d; want 503 with Retry-After", s.resp.StatusCode)
+	}
+	if !strings.Contains(logs.String(), "one service token holds its share") {
+		t.Errorf("the refusal is not logged: %s", logs.String())
+	}
+	for i := range 2 {
+		if s := openStream(t, four.URL, "Authorization", "Bearer "+other); s.resp.StatusCode != 200 {
+			t.Errorf("stream %d of the other token: %d; want 200", i+1, s.resp.StatusCode)
+		}
+	}
 }
 
 // TestRevocationFeedHead: HEAD answers the headers without streaming, so
