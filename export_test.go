@@ -9,9 +9,18 @@ func SetMailPace(s *Service, typical, spread time.Duration) { s.mailPace.Set(typ
 // MailDeadline is when s answers a mail request now (mailRequest).
 func MailDeadline(s *Service) time.Duration { return min(s.mailPace.Deadline(), maxPadding) }
 
-// SetFailPace sets what s believes recording an account's wrong password
-// takes, for tests of the padding.
-func SetFailPace(s *Service, typical, spread time.Duration) { s.failPace.Set(typical, spread) }
+// SetFailPace sets what s believes a refused login takes, for accounts
+// and unknown addresses alike, for tests of the padding.
+func SetFailPace(s *Service, typical, spread time.Duration) {
+	s.accountFails.Set(typical, spread)
+	s.unknownFails.Set(typical, spread)
+}
 
-// FailPace is what s believes recording an account's wrong password takes.
-func FailPace(s *Service) time.Duration { return s.failPace.Typical() }
+// FailDeadline is when s answers a refused login now.
+func FailDeadline(s *Service) time.Duration { return min(s.failDeadline(), maxPadding) }
+
+// FailPaces are what s believes a refused login takes for an account and
+// for an unknown address.
+func FailPaces(s *Service) (account, unknown time.Duration) {
+	return s.accountFails.Typical(), s.unknownFails.Typical()
+}

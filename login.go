@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/authd/authd/internal/pace"
 	"github.com/google/uuid"
 )
 
@@ -22,6 +23,18 @@ var errInvalidCredentials = &Error{Code: EInvalidCredentials, Message: "The emai
 // factor a right password starts no session: the error is *MFARequired
 // (EMFARequired), and VerifyMFA finishes the login. Returns EInvalid, EInvalidCredentials,
 // EEmailNotVerified, EMFARequired, EAccountLocked, ERateLimited, EUnavailable.
+//
+// Refusals answer together. The password's check is padded
+// (password.Hasher), but the rest is not the same work for an account (its
+// row counted and updated in a transaction) as for an address without one
+// (a read of the lockout store before the check, a count in it after, a
+// log row): with Redis a round trip or two apart, enough, over many
+// guesses, to tell which addresses have accounts. So every refusal (401,
+// and 423 whether it came before the check or while it ran) answers at one
+// deadline from the start of the work: the later of the two paths'
+// (accountFails, unknownFails: each learned from its own 401s, so that a
+// flood of guesses at either cannot pull the deadline below the other).
+// Faults, and right passwords, answer at once.
 func (s *Service) Login(ctx context.Context, c Client, email, password, deviceInfo string) (*TokenPair, error) {
 	email, err := NormalizeEmail(email)
 	if err != nil {
@@ -45,89 +58,107 @@ func (s *Service) Login(ctx context.Context, c Client, email, password, deviceIn
 	}
 	ctx, cancel := detach(ctx)
 	defer cancel()
+	var pair *TokenPair
+	err = s.together(ctx, s.failDeadline(), func() (pad bool, teach *pace.Pace, err error) {
+		var account bool
+		pair, account, err = s.login(ctx, c, email, password, deviceInfo)
+		switch ErrorCode(err) {
+		case EInvalidCredentials: // a wrong password, checked
+			teach = &s.unknownFails
+			if account {
+				teach = &s.accountFails
+			}
+			return true, teach, err
+		case EAccountLocked: // before any check, or locked meanwhile
+			return true, nil, err
+		}
+		return false, nil, err
+	})
+	if err != nil {
+		return nil, err // a pair made before a failed commit is no pair
+	}
+	return pair, nil
+}
 
+// login is Login past its checks of the request and its limits; account
+// reports whether email has an account (the path its answer took).
+func (s *Service) login(ctx context.Context, c Client, email, password, deviceInfo string) (pair *TokenPair, account bool, err error) {
 	u, err := s.store.UserByEmail(ctx, email)
 	if err != nil && ErrorCode(err) != ENotFound {
-		return nil, err
+		return nil, false, err
 	}
 	if err != nil || u.IsDeleted() || u.PasswordHash == "" {
-		return nil, s.loginUnknown(ctx, c, email, password)
+		return nil, false, s.loginUnknown(ctx, c, email, password)
 	}
 	switch now := s.now(); {
 	case u.LockedByAdmin(now):
-		return nil, s.loginBarred(ctx, c, u, password)
+		return nil, true, s.loginBarred(ctx, c, u, password)
 	case u.IsLocked(now):
-		return nil, s.refuseLocked(ctx, c, u.ID, s.lockedError(u.AccountLockedUntil.Sub(now)))
+		return nil, true, s.refuseLocked(ctx, c, u.ID, s.lockedError(u.AccountLockedUntil.Sub(now)))
 	default:
 		if wait := s.guessesOutlast(u, now); wait > 0 {
 			// The brute-force lock liftExpired will make of it, before
 			// any hashing as for any such lock.
-			return nil, s.refuseLocked(ctx, c, u.ID, s.lockedError(wait))
+			return nil, true, s.refuseLocked(ctx, c, u.ID, s.lockedError(wait))
 		}
 	}
 	checked := u.PasswordHash
 	ok, rehash, err := s.passwords.Verify(ctx, password, checked)
 	if err != nil {
-		return nil, err
+		return nil, true, err
 	}
 	var newHash string
 	if ok && rehash {
 		if newHash, err = s.passwords.Hash(ctx, password); err != nil {
-			return nil, err
+			return nil, true, err
 		}
 	}
 
-	var pair *TokenPair
-	record := func() error {
-		return s.inTx(ctx, func(tx *txn) error {
-			now := s.now()
-			// Reload and lock: the account may have changed while we hashed.
-			// What a session would start from comes in the same round trip.
-			st, err := tx.SignInState(ctx, u.ID, s.sessionKeep(), now)
-			if err != nil {
-				return err
-			}
-			u := st.User
-			if _, err := s.liftExpired(ctx, tx, c, u, now); err != nil {
-				return err
-			}
-			if err := s.refuseStale(ctx, tx, c, u, checked, now); err != nil {
-				return err
-			}
-			refuse := func(reason string, err error) error {
-				return tx.refuse(ctx, s.audit(now, c, EventLoginFailure, ResultFailure, u.ID, reason, nil), err)
-			}
-			switch {
-			case u.LockedByAdmin(now):
-				// Locked by an administrator while we hashed: told only to
-				// the right password, as any barred login (loginBarred).
-				return s.barredCheck(ctx, tx, c, u, ok, now)
-			case u.IsLocked(now):
-				// Locked while we hashed: right and wrong guesses alike.
-				return refuse("account locked", s.lockedError(u.AccountLockedUntil.Sub(now)))
-			case !ok:
-				return s.failedPassword(ctx, tx, c, u, now, EventLoginFailure, errInvalidCredentials)
-			case !u.EmailVerified && s.cfg.RequireVerifiedEmail:
-				return refuse("email not verified", &Error{Code: EEmailNotVerified,
-					Message: "Verify your email address first; we can send the link again."})
-			}
-			if methods := s.usable(methodsOf(st.Factors, st.Passkeys)); len(methods) > 0 {
-				if newHash != "" {
-					u.PasswordHash, u.UpdatedAt = newHash, now
-					if err := tx.UpdateUser(ctx, u); err != nil {
-						return err
-					}
-				}
-				return s.challenge(ctx, tx, c, u, deviceInfo, methods, now)
-			}
-			pair, err = s.startSession(ctx, tx, c, u, st.Excess, deviceInfo, []string{AMRPassword}, newHash, now)
+	err = s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		// Reload and lock: the account may have changed while we hashed.
+		// What a session would start from comes in the same round trip.
+		st, err := tx.SignInState(ctx, u.ID, s.sessionKeep(), now)
+		if err != nil {
 			return err
-		})
-	}
-	if err := s.afterCheck(ctx, ok, true, record); err != nil {
-		return nil, err // a pair made before a failed commit is no pair
-	}
-	return pair, nil
+		}
+		u := st.User
+		if _, err := s.liftExpired(ctx, tx, c, u, now); err != nil {
+			return err
+		}
+		if err := s.refuseStale(ctx, tx, c, u, checked, now); err != nil {
+			return err
+		}
+		refuse := func(reason string, err error) error {
+			return tx.refuse(ctx, s.audit(now, c, EventLoginFailure, ResultFailure, u.ID, reason, nil), err)
+		}
+		switch {
+		case u.LockedByAdmin(now):
+			// Locked by an administrator while we hashed: told only to
+			// the right password, as any barred login (loginBarred).
+			return s.barredCheck(ctx, tx, c, u, ok, now)
+		case u.IsLocked(now):
+			// Locked while we hashed: right and wrong guesses alike.
+			return refuse("account locked", s.lockedError(u.AccountLockedUntil.Sub(now)))
+		case !ok:
+			return s.failedPassword(ctx, tx, c, u, now, EventLoginFailure, errInvalidCredentials)
+		case !u.EmailVerified && s.cfg.RequireVerifiedEmail:
+			return refuse("email not verified", &Error{Code: EEmailNotVerified,
+				Message: "Verify your email address first; we can send the link again."})
+		}
+		if methods := s.usable(methodsOf(st.Factors, st.Passkeys)); len(methods) > 0 {
+			if newHash != "" {
+				u.PasswordHash, u.UpdatedAt = newHash, now
+				if err := tx.UpdateUser(ctx, u); err != nil {
+					return err
+				}
+			}
+			return s.challenge(ctx, tx, c, u, deviceInfo, methods, now)
+		}
+		pair, err = s.startSession(ctx, tx, c, u, st.Excess, deviceInfo, []string{AMRPassword}, newHash, now)
+		return err
+	})
+	return pair, true, err
 }
 
 // startSession completes a login of u authenticated by amr: the failure
@@ -174,23 +205,21 @@ func (s *Service) loginUnknown(ctx context.Context, c Client, email, password st
 	if err := s.passwords.VerifyDummy(ctx, password); err != nil {
 		return err
 	}
-	return s.afterCheck(ctx, false, false, func() error {
-		// Locked while we hashed, as an account's login finds in its
-		// transaction: the lock is read and the failure counted in one
-		// step, so that parallel guesses get the same answers either way.
-		wait, locked := s.ghostFailed(ctx, key)
-		if wait > 0 {
-			return s.refuseLocked(ctx, c, uuid.Nil, s.lockedError(wait))
-		}
-		if locked {
-			// The lock notice a real account would be mailed uses up a mail.
-			s.mailAllowed(ctx, email)
-		}
-		if err := s.logEvent(ctx, s.audit(s.now(), c, EventLoginFailure, ResultFailure, uuid.Nil, "unknown email", nil)); err != nil {
-			return err
-		}
-		return errInvalidCredentials
-	})
+	// Locked while we hashed, as an account's login finds in its
+	// transaction: the lock is read and the failure counted in one step,
+	// so that parallel guesses get the same answers either way.
+	wait, locked := s.ghostFailed(ctx, key)
+	if wait > 0 {
+		return s.refuseLocked(ctx, c, uuid.Nil, s.lockedError(wait))
+	}
+	if locked {
+		// The lock notice a real account would be mailed uses up a mail.
+		s.mailAllowed(ctx, email)
+	}
+	if err := s.logEvent(ctx, s.audit(s.now(), c, EventLoginFailure, ResultFailure, uuid.Nil, "unknown email", nil)); err != nil {
+		return err
+	}
+	return errInvalidCredentials
 }
 
 // refuseStale refuses, in tx, a login that checked the password hash
@@ -211,29 +240,6 @@ func (s *Service) refuseStale(ctx context.Context, tx *txn, c Client, u *User, c
 	return tx.refuse(ctx, s.audit(now, c, EventLoginFailure, ResultFailure, u.ID, reason, nil), errInvalidCredentials)
 }
 
-// afterCheck runs record, the work that follows a password's check at
-// login (ok: the password was right) for an account, or for an address
-// without one, and answers a wrong password's refusal at one deadline.
-// The check itself is padded (password.Hasher); what follows it is not the
-// same work for an account (its row counted and updated in a transaction)
-// as for an address without one (a count in the rate-limit store, a log
-// row): on PostgreSQL about half a millisecond apart, enough, over many
-// guesses, to tell which addresses have accounts. So a wrong password's
-// refusal (401, or 423 for a lock set while it was checked) is given at
-// the deadline of an account's (failPace, learned from accounts' 401s
-// only: a flood of guesses at unknown addresses must not pull it below
-// them); faults, and right passwords, answer at once.
-func (s *Service) afterCheck(ctx context.Context, ok, account bool, record func() error) error {
-	if ok {
-		return record()
-	}
-	return s.together(ctx, &s.failPace, func() (pad, learn bool, err error) {
-		err = record()
-		code := ErrorCode(err)
-		return code == EInvalidCredentials || code == EAccountLocked, account && code == EInvalidCredentials, err
-	})
-}
-
 // loginBarred answers a login for u, an account an administrator locked,
 // as for any account that is not locked, and tells the lock only to the
 // right password: a 423 at the first guess would tell anyone that the
@@ -252,39 +258,36 @@ func (s *Service) loginBarred(ctx context.Context, c Client, u *User, password s
 	if err != nil {
 		return err
 	}
-	record := func() error {
-		return s.inTx(ctx, func(tx *txn) error {
-			now := s.now()
-			u, err := tx.User(ctx, u.ID) // locked: the failures count one at a time
-			if err != nil {
+	return s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		u, err := tx.User(ctx, u.ID) // locked: the failures count one at a time
+		if err != nil {
+			return err
+		}
+		if err := s.refuseStale(ctx, tx, c, u, checked, now); err != nil {
+			return err
+		}
+		refuse := func(reason string, err error) error {
+			return tx.refuse(ctx, s.audit(now, c, EventLoginFailure, ResultFailure, u.ID, reason, nil), err)
+		}
+		switch {
+		case !u.LockedByAdmin(now):
+			// Unlocked, or run out, while we hashed: the account is
+			// answered as any now, a right password with a retry (a
+			// session needs the whole login), not with a lock that is gone.
+			if _, err := s.liftExpired(ctx, tx, c, u, now); err != nil {
 				return err
-			}
-			if err := s.refuseStale(ctx, tx, c, u, checked, now); err != nil {
-				return err
-			}
-			refuse := func(reason string, err error) error {
-				return tx.refuse(ctx, s.audit(now, c, EventLoginFailure, ResultFailure, u.ID, reason, nil), err)
 			}
 			switch {
-			case !u.LockedByAdmin(now):
-				// Unlocked, or run out, while we hashed: the account is
-				// answered as any now, a right password with a retry (a
-				// session needs the whole login), not with a lock that is gone.
-				if _, err := s.liftExpired(ctx, tx, c, u, now); err != nil {
-					return err
-				}
-				switch {
-				case u.IsLocked(now): // by guesses meanwhile: right and wrong alike
-					return refuse("account locked", s.lockedError(u.AccountLockedUntil.Sub(now)))
-				case !ok:
-					return s.failedPassword(ctx, tx, c, u, now, EventLoginFailure, errInvalidCredentials)
-				}
-				return refuse("account unlocked during login", errUnlockedMeanwhile)
+			case u.IsLocked(now): // by guesses meanwhile: right and wrong alike
+				return refuse("account locked", s.lockedError(u.AccountLockedUntil.Sub(now)))
+			case !ok:
+				return s.failedPassword(ctx, tx, c, u, now, EventLoginFailure, errInvalidCredentials)
 			}
-			return s.barredCheck(ctx, tx, c, u, ok, now)
-		})
-	}
-	return s.afterCheck(ctx, ok, true, record)
+			return refuse("account unlocked during login", errUnlockedMeanwhile)
+		}
+		return s.barredCheck(ctx, tx, c, u, ok, now)
+	})
 }
 
 // barredCheck answers, in the transaction that locked u, a password check

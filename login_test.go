@@ -16,7 +16,7 @@ import (
 // loginEnv is a service on a fresh SQLite store, with lockouts of
 // addresses without an account, an account at known@example.org with the
 // password pass, and padding that is recorded, not slept.
-func loginEnv(t *testing.T, threshold int) (*authd.Service, *[]time.Duration, authd.Store) {
+func loginEnv(t *testing.T, threshold int, wrap ...func(authd.Lockouts) authd.Lockouts) (*authd.Service, *[]time.Duration, authd.Store) {
 	t.Helper()
 	ctx := context.Background()
 	store, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "authd.db"))
@@ -35,9 +35,13 @@ func loginEnv(t *testing.T, threshold int) (*authd.Service, *[]time.Duration, au
 		RefreshTokenTTL: time.Hour, SessionMaxAge: time.Hour, MaxSessions: 10,
 		LockoutThreshold: threshold, LockoutDuration: time.Minute}
 	var slept []time.Duration
+	var lockouts authd.Lockouts = ratelimit.NewMemoryLockouts(authd.SystemClock{})
+	for _, w := range wrap {
+		lockouts = w(lockouts)
+	}
 	s := authd.NewService(cfg, authd.Deps{Store: store, Mailer: discardMailer{},
 		Passwords: password.NewHasher(password.Params{MemoryKiB: 64, Iterations: 1, Parallelism: 1}, password.Policy{MinLength: 12}),
-		Tokens:    token.NewIssuer(keys, cfg.PublicURL, "authd"), Lockouts: ratelimit.NewMemoryLockouts(authd.SystemClock{}),
+		Tokens:    token.NewIssuer(keys, cfg.PublicURL, "authd"), Lockouts: lockouts,
 		Sleep: func(_ context.Context, d time.Duration) { slept = append(slept, d) }})
 	if err := s.LoadRevocations(ctx); err != nil {
 		t.Fatal(err)
@@ -56,12 +60,24 @@ type discardMailer struct{}
 
 func (discardMailer) Send(context.Context, authd.Mail) error { return nil }
 
-// TestWrongPasswordsAnswerTogether: what follows a wrong password's check
-// (an account's row updated in a transaction; an unknown address's count
-// in the lockout store and a log row) is padded to one deadline, learned
-// from accounts' failures, so that it does not tell which addresses have
-// accounts; a lock set by that failure is answered alike; a right password
-// is not padded; guesses at unknown addresses do not teach the deadline.
+// slowLockouts is a lockout store whose lock reads take a while, as a
+// Redis round trip does.
+type slowLockouts struct {
+	authd.Lockouts
+	read time.Duration
+}
+
+func (l slowLockouts) LockedFor(ctx context.Context, key string) (time.Duration, error) {
+	time.Sleep(l.read)
+	return l.Lockouts.LockedFor(ctx, key)
+}
+
+// TestWrongPasswordsAnswerTogether: a refused login (401, or 423 before or
+// during the check) answers at one deadline from the start of its work,
+// whichever path it took (an account's row updated in a transaction; an
+// unknown address's reads and counts in the lockout store and a log row),
+// so that its time does not tell which addresses have accounts; a right
+// password is not padded.
 func TestWrongPasswordsAnswerTogether(t *testing.T) {
 	ctx, c := context.Background(), authd.Client{IP: "192.0.2.1"}
 	s, slept, _ := loginEnv(t, 3)
@@ -69,23 +85,24 @@ func TestWrongPasswordsAnswerTogether(t *testing.T) {
 		_, err := s.Login(ctx, c, email, pw, "")
 		return err
 	}
+	const wrong = "not the password at all"
 	for _, r := range []struct {
 		name, email, pw string
 		want            authd.Code
 		padded          bool
 	}{
-		{"wrong password", "known@example.org", "not the password at all", authd.EInvalidCredentials, true},
-		{"unknown address", "nobody@example.org", "not the password at all", authd.EInvalidCredentials, true},
+		{"wrong password", "known@example.org", wrong, authd.EInvalidCredentials, true},
+		{"unknown address", "nobody@example.org", wrong, authd.EInvalidCredentials, true},
 		{"right password", "known@example.org", pass, "", false},
-		{"unknown address", "nobody@example.org", "not the password at all", authd.EInvalidCredentials, true},
-		{"unknown address, locking", "nobody@example.org", "not the password at all", authd.EInvalidCredentials, true},
-		{"unknown address, locked (no check)", "nobody@example.org", "not the password at all", authd.EAccountLocked, false},
-		{"wrong password", "known@example.org", "not the password at all", authd.EInvalidCredentials, true},
-		{"wrong password", "known@example.org", "not the password at all", authd.EInvalidCredentials, true},
-		{"wrong password, locking", "known@example.org", "not the password at all", authd.EInvalidCredentials, true},
-		{"account locked (no check)", "known@example.org", pass, authd.EAccountLocked, false},
+		{"unknown address", "nobody@example.org", wrong, authd.EInvalidCredentials, true},
+		{"unknown address, locking", "nobody@example.org", wrong, authd.EInvalidCredentials, true},
+		{"unknown address, locked (no check)", "nobody@example.org", wrong, authd.EAccountLocked, true},
+		{"wrong password", "known@example.org", wrong, authd.EInvalidCredentials, true},
+		{"wrong password", "known@example.org", wrong, authd.EInvalidCredentials, true},
+		{"wrong password, locking", "known@example.org", wrong, authd.EInvalidCredentials, true},
+		{"account locked (no check)", "known@example.org", pass, authd.EAccountLocked, true},
 	} {
-		authd.SetFailPace(s, 400*time.Millisecond, 0) // longer than any recording here
+		authd.SetFailPace(s, 400*time.Millisecond, 0) // longer than any login here
 		*slept = nil
 		if err := login(r.email, r.pw); authd.ErrorCode(err) != r.want {
 			t.Fatalf("%s: %v; want %q", r.name, err, r.want)
@@ -109,30 +126,54 @@ func TestWrongPasswordsAnswerTogether(t *testing.T) {
 	}
 	authd.SetFailPace(s, 400*time.Millisecond, 0)
 	*slept = nil
-	if err := login("known@example.org", "not the password at all"); authd.ErrorCode(err) != authd.EInvalidCredentials ||
+	if err := login("known@example.org", wrong); authd.ErrorCode(err) != authd.EInvalidCredentials ||
 		len(*slept) != 1 || (*slept)[0] < 200*time.Millisecond {
 		t.Errorf("wrong password, administrator's lock: %v, padded %v; want 401 at the deadline", err, *slept)
 	}
 
-	// Accounts' wrong passwords, recorded in far less than 400ms, bring
-	// the deadline down to them; unknown addresses' do not move it.
-	s, _, _ = loginEnv(t, 1000)
+	// The deadline runs from the start of the work, before the check: an
+	// unknown address's read of a slow lockout store (150ms) is inside it.
+	s, slept, _ = loginEnv(t, 3, func(l authd.Lockouts) authd.Lockouts { return slowLockouts{l, 150 * time.Millisecond} })
+	authd.SetFailPace(s, 400*time.Millisecond, 0)
+	*slept = nil
+	if err := login("nobody@example.org", wrong); authd.ErrorCode(err) != authd.EInvalidCredentials ||
+		len(*slept) != 1 || (*slept)[0] > 250*time.Millisecond {
+		t.Errorf("unknown address, a slow lockout store: %v, padded %v; want 401 at 400ms from the start (padded 250ms at most)",
+			err, *slept)
+	}
+}
+
+// TestRefusedLoginsPaceApart: each path's wrong passwords teach its own
+// pace and the deadline is the later of the two, so that a flood of
+// guesses at either path cannot pull the deadline below the other's.
+func TestRefusedLoginsPaceApart(t *testing.T) {
+	ctx, c := context.Background(), authd.Client{IP: "192.0.2.1"}
+	s, _, _ := loginEnv(t, 1000)
+	guess := func(email string) {
+		t.Helper()
+		if _, err := s.Login(ctx, c, email, "not the password at all", ""); authd.ErrorCode(err) != authd.EInvalidCredentials {
+			t.Fatal(err)
+		}
+	}
 	authd.SetFailPace(s, 400*time.Millisecond, 0)
 	for range 20 {
-		if err := login("nobody@example.org", "not the password at all"); authd.ErrorCode(err) != authd.EInvalidCredentials {
-			t.Fatal(err)
-		}
+		guess("nobody@example.org")
 	}
-	if got := authd.FailPace(s); got != 400*time.Millisecond {
-		t.Errorf("after guesses at an unknown address the deadline's average is %v; want it unmoved at 400ms", got)
+	account, unknown := authd.FailPaces(s)
+	if account != 400*time.Millisecond || unknown > 200*time.Millisecond || authd.FailDeadline(s) < 400*time.Millisecond {
+		t.Errorf("after guesses at an unknown address: paces %v (account), %v (unknown), deadline %v; "+
+			"want the unknown one down to them, the account's and the deadline unmoved at 400ms",
+			account, unknown, authd.FailDeadline(s))
 	}
+	authd.SetFailPace(s, 400*time.Millisecond, 0)
 	for range 20 {
-		if err := login("known@example.org", "not the password at all"); authd.ErrorCode(err) != authd.EInvalidCredentials {
-			t.Fatal(err)
-		}
+		guess("known@example.org")
 	}
-	if got := authd.FailPace(s); got > 200*time.Millisecond {
-		t.Errorf("after an account's wrong passwords the deadline's average is %v; want it down to them", got)
+	account, unknown = authd.FailPaces(s)
+	if unknown != 400*time.Millisecond || account > 200*time.Millisecond || authd.FailDeadline(s) < 400*time.Millisecond {
+		t.Errorf("after an account's wrong passwords: paces %v (account), %v (unknown), deadline %v; "+
+			"want the account's down to them, the unknown one and the deadline unmoved at 400ms",
+			account, unknown, authd.FailDeadline(s))
 	}
 }
 

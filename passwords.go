@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/authd/authd/internal/pace"
 	"github.com/google/uuid"
 )
 
@@ -60,7 +61,7 @@ func (s *Service) mailRequest(ctx context.Context, c Client, kind, email string,
 	if err := s.limitEmail(ctx, "mail", email, mailsPerEmail, mailLimitRange); err != nil {
 		return err
 	}
-	return s.together(ctx, &s.mailPace, func() (pad, learn bool, err error) {
+	return s.together(ctx, s.mailPace.Deadline(), func() (pad bool, teach *pace.Pace, err error) {
 		mailed := false
 		err = s.inTx(ctx, func(tx *txn) error {
 			now := s.now()
@@ -75,7 +76,10 @@ func (s *Service) mailRequest(ctx context.Context, c Client, kind, email string,
 			mailed = tx.mailed
 			return err
 		})
-		return err == nil, err == nil && mailed, err
+		if err == nil && mailed {
+			teach = &s.mailPace
+		}
+		return err == nil, teach, err
 	})
 }
 

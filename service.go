@@ -196,8 +196,11 @@ type Service struct {
 	hooks       Hooks
 	wake        chan struct{} // tells the outbox sender that mail is waiting
 	mailPace    pace.Pace     // how long a mail request that mails takes (mailRequest)
-	failPace    pace.Pace     // how long recording an account's wrong password takes (afterWrongPassword)
-	sleep       func(ctx context.Context, d time.Duration)
+	// How long a login refused for a wrong password takes, from past its
+	// limits to its answer, for an account and for an address without one
+	// (Login).
+	accountFails, unknownFails pace.Pace
+	sleep                      func(ctx context.Context, d time.Duration)
 }
 
 // sleep waits d or until ctx ends.
@@ -210,18 +213,17 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-// together runs work and answers once p's deadline, as it stood before
-// work began (what a run teaches p must not shape its own answer), has
-// passed since, at most maxPadding: work says whether its answer is one
-// that is padded, and whether its run teaches p how long the slowest kind
-// of such work takes. Callers detach ctx first: a client that half-closes
-// must not cut the padding short.
-func (s *Service) together(ctx context.Context, p *pace.Pace, work func() (pad, learn bool, err error)) error {
-	start, deadline := time.Now(), min(p.Deadline(), maxPadding)
-	pad, learn, err := work()
+// together runs work and answers, when work says its answer is padded,
+// once deadline (as it stood before work began: what a run teaches must
+// not shape its own answer; at most maxPadding) has passed since it began.
+// work also names the pace its run teaches, nil for none. Callers detach
+// ctx first: a client that half-closes must not cut the padding short.
+func (s *Service) together(ctx context.Context, deadline time.Duration, work func() (pad bool, teach *pace.Pace, err error)) error {
+	start, deadline := time.Now(), min(deadline, maxPadding)
+	pad, teach, err := work()
 	took := time.Since(start)
-	if learn {
-		p.Learn(took)
+	if teach != nil {
+		teach.Learn(took)
 	}
 	if pad && took < deadline {
 		s.sleep(ctx, deadline-took)
@@ -233,6 +235,12 @@ func (s *Service) together(ctx context.Context, p *pace.Pace, work func() (pad, 
 // queued behind a burst of writes must not make every later answer wait
 // as long, past the server's write timeout.
 const maxPadding = 500 * time.Millisecond
+
+// failDeadline is when a refused login answers (Login): the later of the
+// deadlines of accounts' and of unknown addresses' wrong passwords.
+func (s *Service) failDeadline() time.Duration {
+	return max(s.accountFails.Deadline(), s.unknownFails.Deadline())
+}
 
 // Hooks are told what the service does, for metrics. Either may be nil.
 type Hooks struct {
@@ -302,7 +310,9 @@ func NewService(cfg Config, d Deps) *Service {
 		revocations: NewRevocationSet(revocationLifetime(cfg.AccessTokenTTL)), wake: make(chan struct{}, 1),
 	}
 	s.mailPace.Set(firstMailPace, firstMailPace/4) // until requests that mail say how long they take
-	s.failPace.Set(firstFailPace, firstFailPace/4) // until accounts' wrong passwords say how long they take
+	// Until wrong passwords say how long they take.
+	s.accountFails.Set(firstFailPace, firstFailPace/4)
+	s.unknownFails.Set(firstFailPace, firstFailPace/4)
 	return s
 }
 
@@ -311,9 +321,10 @@ func NewService(cfg Config, d Deps) *Service {
 // too; requests that mail bring it to their own time.
 const firstMailPace = 20 * time.Millisecond
 
-// firstFailPace is, in the same way, what recording a wrong password
-// against an account is taken to last before one has been.
-const firstFailPace = 5 * time.Millisecond
+// firstFailPace is, in the same way, what a login refused for a wrong
+// password is taken to last (a check of the default argon2id cost and its
+// recording) before one has been.
+const firstFailPace = 50 * time.Millisecond
 
 // Revocations is the in-memory revocation set the service checks tokens against.
 func (s *Service) Revocations() *RevocationSet { return s.revocations }

@@ -5,6 +5,7 @@
 package pace
 
 import (
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -14,12 +15,19 @@ import (
 // (RFC 6298). The zero Pace knows nothing: its Deadline is zero. It is safe
 // for concurrent use.
 type Pace struct {
+	mu      sync.Mutex   // serialises changes; reads need none
 	typical atomic.Int64 // ns
 	spread  atomic.Int64 // ns
 }
 
 // Set starts the estimate over: a first timing, or a test's.
 func (p *Pace) Set(typical, spread time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.set(typical, spread)
+}
+
+func (p *Pace) set(typical, spread time.Duration) {
 	p.typical.Store(int64(typical))
 	p.spread.Store(int64(spread))
 }
@@ -29,9 +37,11 @@ func (p *Pace) Set(typical, spread time.Duration) {
 // outlier (a run stuck behind a lock) moves the estimate by at most three
 // eighths, while a lasting slow-down still lifts it within a few runs.
 func (p *Pace) Learn(took time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	typical, spread := p.Typical(), time.Duration(p.spread.Load())
 	if typical == 0 {
-		p.Set(took, took/8)
+		p.set(took, took/8)
 		return
 	}
 	took = min(took, 4*typical)
