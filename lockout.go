@@ -63,17 +63,23 @@ func (s *Service) ghostFailed(ctx context.Context, key string) (lockedFor time.D
 // cannot cut its owner off.
 func (s *Service) failedPassword(ctx context.Context, tx *txn, c Client, u *User, now time.Time,
 	event EventType, err error) error {
-	return s.failedCheck(ctx, tx, c, u, now, event, "invalid password", lockByPasswords, err)
+	return s.failedCheck(ctx, tx, c, u, now, event, reasonWrongPassword, lockByPasswords, err)
 }
 
 // Why failedCheck's lock was set: wrong passwords, or wrong second-factor
 // codes (given past the password, or in a signed-in session), or wrong
-// passwords the last of a count that someone who passed the password since
-// the last sign-in took part in (passwordPassedSince).
+// passwords the last of a count that wrong codes took part in
+// (codesInCount).
 const (
 	lockByPasswords  = "too many failed password checks"
 	lockByCodes      = "too many failed second-factor checks"
 	lockPastPassword = "too many failed checks after the password was passed"
+)
+
+// The reasons of the rows of failed checks that count (failedCheck).
+const (
+	reasonWrongPassword = "invalid password"
+	reasonWrongCode     = "invalid code"
 )
 
 // failedCheck records a failed check of u's credentials (a password or a
@@ -87,15 +93,12 @@ func (s *Service) failedCheck(ctx context.Context, tx *txn, c Client, u *User, n
 		return s.refuseErased(ctx, tx, c, u, event, now)
 	}
 	locked := s.countFailure(u, now)
-	pastPassword := false
+	afterCodes := false
 	if locked {
 		var lasts time.Duration
 		var err error
-		if pastPassword, lasts, err = s.lockTerms(ctx, tx, u, now, lockReason == lockByCodes); err != nil {
+		if lockReason, afterCodes, lasts, err = s.lockTerms(ctx, tx, u, now, lockReason); err != nil {
 			return err
-		}
-		if pastPassword && lockReason != lockByCodes {
-			lockReason = lockPastPassword
 		}
 		u.AccountStatus = StatusLocked
 		u.AccountLockedUntil = now.Add(lasts)
@@ -105,7 +108,7 @@ func (s *Service) failedCheck(ctx context.Context, tx *txn, c Client, u *User, n
 		return err
 	}
 	if locked {
-		if err := s.lockNotice(ctx, tx, u, now, pastPassword, true); err != nil {
+		if err := s.lockNotice(ctx, tx, u, now, afterCodes, true); err != nil {
 			return err
 		}
 		if err := tx.CreateSecurityLog(ctx, s.audit(now, c, EventAccountLocked, ResultSuccess, u.ID,
@@ -118,38 +121,99 @@ func (s *Service) failedCheck(ctx context.Context, tx *txn, c Client, u *User, n
 		map[string]any{"failed_attempts": u.FailedLoginAttempts}), err)
 }
 
-// lockTerms returns whether the lock failedCheck sets on u at now is set
-// past the password (byCodes: its last failure was a code; or
-// passwordPassedSince), and how long it lasts: pastPasswordLock's time
-// when it is, the lockout duration when not.
-func (s *Service) lockTerms(ctx context.Context, tx *txn, u *User, now time.Time, byCodes bool) (pastPassword bool,
-	lasts time.Duration, err error) {
-	pastPassword = byCodes
-	if !pastPassword {
-		if pastPassword, err = s.passwordPassedSince(ctx, tx, u, now); err != nil {
-			return false, 0, err
+// lockTerms returns the terms of the lock failedCheck sets on u at now for
+// reason (lockByPasswords or lockByCodes, by the last failure's kind):
+// its reason as logged, lockPastPassword for wrong passwords in a count
+// that wrong codes took part in (codesInCount); whether its notice says the
+// password was right (a lock set past the password, or while a login that
+// passed it awaits its code: passwordPassedSince); and how long it lasts
+// (pastPasswordLock's time for a lock set past the password, the lockout
+// duration otherwise).
+func (s *Service) lockTerms(ctx context.Context, tx *txn, u *User, now time.Time, reason string) (logged string,
+	afterCodes bool, lasts time.Duration, err error) {
+	if reason == lockByPasswords {
+		codes, err := s.codesInCount(ctx, tx, u, now)
+		if err != nil {
+			return "", false, 0, err
+		}
+		if codes {
+			reason = lockPastPassword
 		}
 	}
-	if !pastPassword {
-		return false, s.cfg.LockoutDuration, nil
+	if reason == lockByPasswords {
+		afterCodes, err = s.passwordPassedSince(ctx, tx, u, now)
+		return reason, afterCodes, s.cfg.LockoutDuration, err
 	}
-	lasts, err = s.pastPasswordLock(ctx, tx, u)
-	return true, lasts, err
+	lasts, err = s.pastPasswordLock(ctx, tx, u, now)
+	return reason, true, lasts, err
 }
 
+// codesInCount reports, in tx, whether the failures counted on u before
+// the one counted now include a wrong second-factor code: whoever made it
+// had passed the password (or held a session), and a wrong password that
+// ends their count must not set a lock as an outsider's would, the short
+// one. The count's rows are read back from the security log, newest first,
+// by their failed_attempts (n-1, n-2, …, 1 for the count that is at n);
+// other failures (refusals that counted nothing) are passed over, up to
+// maxCountRows rows.
+func (s *Service) codesInCount(ctx context.Context, tx *txn, u *User, now time.Time) (bool, error) {
+	want := u.FailedLoginAttempts - 1 // the failure counted now has no row yet
+	since := now.Add(-failureMemory)
+	if u.LastLoginTimestamp.After(since) {
+		since = u.LastLoginTimestamp
+	}
+	f := SecurityLogFilter{UserID: u.ID, Result: ResultFailure, Since: since, Limit: MaxListLimit}
+	for read := 0; want > 0 && read < maxCountRows; read += MaxListLimit {
+		rows, err := tx.SecurityLogs(ctx, f)
+		if err != nil {
+			return false, err
+		}
+		for _, l := range rows {
+			n, counted := l.AdditionalContext["failed_attempts"].(float64)
+			if !counted {
+				continue
+			}
+			switch {
+			case int(n) != want:
+				return false, nil // an earlier count's
+			case l.FailureReason == reasonWrongCode:
+				return true, nil
+			}
+			if want--; want == 0 {
+				return false, nil
+			}
+		}
+		if len(rows) < MaxListLimit {
+			return false, nil
+		}
+		last := logCursor(rows[len(rows)-1])
+		f.After = &last
+	}
+	return false, nil
+}
+
+// maxCountRows bounds the security-log rows codesInCount reads.
+const maxCountRows = 2_000
+
 // pastPasswordLock returns how long a lock set past the password lasts
-// (by wrong codes, or wrong passwords after someone passed it): the
-// lockout duration, doubled for each such lock since the password was
-// last set, up to maxPastPasswordLock. Whoever sets such locks holds the
-// password, and each lock's end gives them LockoutThreshold more guesses
-// at a six-digit code: at a fixed duration that is 480 guesses a day with
-// the defaults, about 40 % odds of a right TOTP code within a year; doubled
-// each time, a few a day. Only the password's holder can set them (an
+// (by wrong codes, or wrong passwords in a count with wrong codes): the
+// lockout duration, doubled for each such lock in the week before now
+// since the password was last set, up to maxPastPasswordLock. Whoever
+// sets such locks holds the password (or a session), and each lock's end
+// gives them LockoutThreshold more guesses at a six-digit code: at a fixed
+// duration that is 480 guesses a day with the defaults, about 40 % odds of
+// a right TOTP code within a year; doubled each time, a handful a day. An
 // outsider's wrong passwords lock for the fixed duration, as SPEC 6.7
-// says), and a new password (a reset also lifts the lock) starts over.
-func (s *Service) pastPasswordLock(ctx context.Context, tx *txn, u *User) (time.Duration, error) {
+// says; a new password (a reset also lifts the lock) starts over, and so
+// does a week without such a lock (the owner's own mistyped codes do not
+// add up over months).
+func (s *Service) pastPasswordLock(ctx context.Context, tx *txn, u *User, now time.Time) (time.Duration, error) {
+	since := now.Add(-pastPasswordMemory)
+	if u.LastPasswordChange.After(since) {
+		since = u.LastPasswordChange
+	}
 	locks, err := tx.SecurityLogs(ctx, SecurityLogFilter{UserID: u.ID, EventType: EventAccountLocked,
-		Since: u.LastPasswordChange, Limit: MaxListLimit})
+		Since: since, Limit: MaxListLimit})
 	if err != nil {
 		return 0, err
 	}
@@ -164,6 +228,9 @@ func (s *Service) pastPasswordLock(ctx context.Context, tx *txn, u *User) (time.
 	}
 	return max(min(lasts, maxPastPasswordLock), s.cfg.LockoutDuration), nil
 }
+
+// pastPasswordMemory is how far back pastPasswordLock counts locks.
+const pastPasswordMemory = 7 * 24 * time.Hour
 
 // maxPastPasswordLock bounds how long a lock set past the password lasts
 // (pastPasswordLock), unless the lockout duration is longer.

@@ -318,7 +318,7 @@ func (s *Service) barredCheck(ctx context.Context, tx *txn, c Client, u *User, o
 		// mail; a barred account is sent none.
 		s.mailAllowed(ctx, u.Email)
 	}
-	return refuse("invalid password", errInvalidCredentials, map[string]any{"failed_attempts": u.FailedLoginAttempts})
+	return refuse(reasonWrongPassword, errInvalidCredentials, map[string]any{"failed_attempts": u.FailedLoginAttempts})
 }
 
 // errUnlockedMeanwhile answers a right password for an account whose

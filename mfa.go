@@ -218,7 +218,7 @@ func (s *Service) ConfirmTOTP(ctx context.Context, c Client, a *AccessClaims, co
 			return err
 		}
 		if !ok {
-			return s.failedCheck(ctx, tx, c, u, now, EventMFAEnabled, "invalid code",
+			return s.failedCheck(ctx, tx, c, u, now, EventMFAEnabled, reasonWrongCode,
 				lockByCodes, errWrongCode)
 		}
 		f.Confirmed, f.ConfirmedAt = true, now
@@ -412,7 +412,7 @@ func (s *Service) VerifyMFA(ctx context.Context, c Client, mfaToken, method, cod
 			if err := tx.UpdateMFAChallenge(ctx, ch); err != nil {
 				return err
 			}
-			return s.failedCheck(ctx, tx, c, u, now, EventMFAChallengeFailed, "invalid code",
+			return s.failedCheck(ctx, tx, c, u, now, EventMFAChallengeFailed, reasonWrongCode,
 				lockByCodes, errWrongCode)
 		}
 		ch.UsedAt = now

@@ -132,7 +132,7 @@ func (s *Service) checkProof(ctx context.Context, tx *txn, c Client, u *User, fa
 		return err
 	}
 	if !ok {
-		return s.failedCheck(ctx, tx, c, u, now, event, "invalid code", lockByCodes, errWrongCode)
+		return s.failedCheck(ctx, tx, c, u, now, event, reasonWrongCode, lockByCodes, errWrongCode)
 	}
 	return nil
 }

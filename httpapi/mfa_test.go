@@ -839,11 +839,12 @@ func TestLockPastThePasswordIsTold(t *testing.T) {
 }
 
 // TestLocksPastThePasswordGrow: a lock set by someone who passed the
-// password (wrong codes; or a wrong password while their code is awaited)
-// lasts twice as long as the one before it under the same password, up to
-// a day: at a fixed duration they could guess a code 480 times a day. An
-// outsider's wrong passwords lock for the fixed duration and do not count;
-// a new password starts over.
+// password (wrong codes; or a wrong password ending a count that wrong
+// codes took part in, however long after) lasts twice as long as the one
+// before it under the same password, up to a day: at a fixed duration they
+// could guess a code 480 times a day. An outsider's wrong passwords lock
+// for the fixed duration and do not count, also while the owner's code is
+// awaited; a new password, or a week without such a lock, starts over.
 func TestLocksPastThePasswordGrow(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		e := newEnv(t, open(t))
@@ -884,14 +885,32 @@ func TestLocksPastThePasswordGrow(t *testing.T) {
 		}
 		wrongPassword()
 		lockedFor("four wrong codes and a wrong password", time.Hour)
+		token = e.mfaLogin(email)
+		for range 4 {
+			wrongCode(token)
+		}
+		e.clock.Advance(10 * time.Minute) // the challenge has expired
+		wrongPassword()
+		lockedFor("four wrong codes, and a wrong password once their challenge expired", 2*time.Hour)
 		for range 5 {
 			wrongPassword()
 		}
 		lockedFor("an outsider's five wrong passwords", 15*time.Minute)
-		for _, d := range []time.Duration{2 * time.Hour, 4 * time.Hour, 8 * time.Hour, 16 * time.Hour, 24 * time.Hour, 24 * time.Hour} {
+		e.mfaLogin(email) // the owner's sign-in, awaiting its code
+		for range 5 {
+			wrongPassword()
+		}
+		lockedFor("an outsider's five wrong passwords while the owner's code is awaited", 15*time.Minute)
+		if m := e.mail.last(t, authd.MailAccountLocked, email); !m.AfterCodes {
+			t.Errorf("that lock's notice %+v; want it to say the password was right", m)
+		}
+		for _, d := range []time.Duration{4 * time.Hour, 8 * time.Hour, 16 * time.Hour, 24 * time.Hour, 24 * time.Hour} {
 			codes()
 			lockedFor("wrong codes once more", d)
 		}
+		e.clock.Advance(8 * 24 * time.Hour)
+		codes()
+		lockedFor("wrong codes after a week without", 15*time.Minute)
 
 		want(t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": email}), 202, "")
 		reset := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, email))
