@@ -191,10 +191,10 @@ func (r *Redis) lockoutKeys(key string) []string {
 // instance answers the longer of the two.
 func (r *Redis) LockedFor(ctx context.Context, key string) (time.Duration, error) {
 	var ttl time.Duration
-	if !r.try(ctx, func(ctx context.Context) (err error) {
+	if !r.tryWaiting(ctx, func(ctx context.Context) (err error) {
 		ttl, err = r.client.PTTL(ctx, r.lockoutKeys(key)[1]).Result()
 		return err
-	}) {
+	}, true) {
 		return r.lockouts.LockedFor(ctx, key)
 	}
 	if ttl > 0 { // -2: no lock, -1 cannot happen (always set with PX)
@@ -211,11 +211,11 @@ func (r *Redis) Fail(ctx context.Context, key string, threshold int, lock, forge
 		return mem, false, nil // locked in memory, not yet (or no longer) in Redis
 	}
 	var n int64
-	if !r.try(ctx, func(ctx context.Context) (err error) {
+	if !r.tryWaiting(ctx, func(ctx context.Context) (err error) {
 		n, err = fail.Run(ctx, r.client, r.lockoutKeys(key), threshold,
 			max(lock.Milliseconds(), 1), max(forget.Milliseconds(), 1)).Int64()
 		return err
-	}) {
+	}, true) {
 		return r.lockouts.Fail(ctx, key, threshold, lock, forget)
 	}
 	switch {

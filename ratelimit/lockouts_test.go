@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -138,6 +139,40 @@ func TestRedisLockoutsSurviveTheFallback(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("Redis back: a lock set in memory meanwhile never reached the other instances")
 		}
+	}
+}
+
+// TestRedisLockoutsWaitForABusyPool: a failure counted while this
+// instance's Redis pool is busy waits for a connection (within the call's
+// time) rather than counting in memory, where a count split from Redis's
+// would lock an email without an account later than an account.
+func TestRedisLockoutsWaitForABusyPool(t *testing.T) {
+	t.Parallel()
+	url := redisURL(t)
+	if url == "" {
+		t.Skip("TEST_REDIS_URL is not set")
+	}
+	sep := "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
+	}
+	prefix := testPrefix()
+	r := redisLimiter(t, url+sep+"pool_size=1", prefix, nil, nil)
+	r.timeout = 5 * time.Second // a loaded machine must not run out the call's time
+	other := redisLimiter(t, url, prefix, nil, nil)
+	held := r.client.Conn() // the pool's one connection
+	if err := held.Ping(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(500*time.Millisecond, func() { held.Close() }) // past the pool's own waits
+	if _, locked, err := r.Fail(context.Background(), "k", 1, time.Hour, time.Hour); !locked || err != nil {
+		t.Fatalf("a failure at a threshold of 1: locked %v, %v", locked, err)
+	}
+	if wait, _ := other.LockedFor(context.Background(), "k"); wait < 59*time.Minute {
+		t.Errorf("another instance reads the lock as %s; want it counted in Redis, not in a busy instance's memory", wait)
+	}
+	if r.Fallback() {
+		t.Error("a busy pool was taken for Redis being down")
 	}
 }
 

@@ -23,7 +23,8 @@ type Memory struct {
 	mu      sync.Mutex
 	windows map[string]*list.Element // of *window
 	opened  list.List                // *window, the earliest opened first
-	sweep   time.Time
+	sweep   time.Time                // the next sweep of ended windows
+	forced  time.Time                // the last sweep a full limiter forced
 }
 
 type window struct {
@@ -58,7 +59,7 @@ func (m *Memory) Allow(_ context.Context, key string, limit int, length time.Dur
 	}
 	if !ok {
 		if len(m.windows) >= m.max {
-			m.makeRoom()
+			m.makeRoom(now)
 		}
 		e = m.opened.PushBack(&window{key: key, end: now.Add(length)})
 		m.windows[key] = e
@@ -86,13 +87,20 @@ func (m *Memory) prune(now time.Time) {
 	}
 }
 
-// makeRoom makes room for a new key in a full limiter by forgetting the
-// window opened earliest, whose count starts over. Refusing new keys
-// instead would refuse every client not yet seen, and counting them
-// nowhere would limit none of them; to reset a count this way takes as
-// many fresh keys as the limiter holds.
-func (m *Memory) makeRoom() {
-	e := m.opened.Front()
-	m.opened.Remove(e)
-	delete(m.windows, e.Value.(*window).key)
+// makeRoom makes room for a new key in a full limiter: the ended windows
+// go first (a sweep at most once a second), and failing that the window
+// opened earliest, whose count starts over. Refusing new keys instead
+// would refuse every client not yet seen, and counting them nowhere would
+// limit none of them; to reset a live count this way takes as many fresh
+// keys as the limiter holds.
+func (m *Memory) makeRoom(now time.Time) {
+	if !now.Before(m.forced.Add(time.Second)) {
+		m.forced, m.sweep = now, time.Time{}
+		m.prune(now)
+	}
+	if len(m.windows) >= m.max {
+		e := m.opened.Front()
+		m.opened.Remove(e)
+		delete(m.windows, e.Value.(*window).key)
+	}
 }

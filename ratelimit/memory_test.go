@@ -66,3 +66,22 @@ func TestMemoryIsBounded(t *testing.T) {
 		t.Error("a new key in a full limiter is not limited")
 	}
 }
+
+// TestMemoryFullDropsEndedWindowsFirst: a full limiter forgets windows
+// that have ended before it forgets a live one.
+func TestMemoryFullDropsEndedWindowsFirst(t *testing.T) {
+	t.Parallel()
+	c := &clock{now: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)}
+	m := NewMemory(c)
+	m.max = 100
+	ctx := context.Background()
+	m.Allow(ctx, "victim", 1, time.Hour) // the earliest opened, and live
+	for i := range 99 {
+		m.Allow(ctx, fmt.Sprint(i), 1, 10*time.Second)
+	}
+	c.Advance(20 * time.Second) // those windows have ended; the minute's sweep is not due
+	m.Allow(ctx, "new", 1, time.Minute)
+	if wait, _ := m.Allow(ctx, "victim", 1, time.Hour); wait == 0 {
+		t.Error("a full limiter forgot a live window while ended ones were kept")
+	}
+}

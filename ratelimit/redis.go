@@ -127,14 +127,27 @@ func (r *Redis) Allow(ctx context.Context, key string, limit int, length time.Du
 // be counted in this instance's memory instead of the shared count, where
 // each instance would give it a budget of its own.
 func (r *Redis) try(ctx context.Context, call func(context.Context) error) bool {
+	return r.tryWaiting(ctx, call, false)
+}
+
+// tryWaiting is try that, when patient, waits for a busy pool (a pooled
+// connection not freed within the pool's timeout) for the rest of the
+// call's time instead of sending the request to memory at once: the
+// lockouts' counts, which a count split between Redis and memory would
+// make lock later than an account's.
+func (r *Redis) tryWaiting(ctx context.Context, call func(context.Context) error, patient bool) bool {
 	if !r.useRedis() {
 		return false
 	}
 	callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.timeout)
 	err := call(callCtx)
+	busy := errors.Is(err, redis.ErrPoolTimeout)
+	for patient && errors.Is(err, redis.ErrPoolTimeout) && callCtx.Err() == nil {
+		err = call(callCtx)
+	}
 	cancel()
 	switch {
-	case errors.Is(err, redis.ErrPoolTimeout):
+	case errors.Is(err, redis.ErrPoolTimeout), busy && errors.Is(err, context.DeadlineExceeded):
 		return false // this instance is busy, Redis is not down: only this request counts in memory
 	case err != nil:
 		r.failed(err)
