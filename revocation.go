@@ -193,8 +193,8 @@ func (s *Service) loadRevocations(ctx context.Context) error {
 // since the last load or catch-up, read from the revocation feed's table
 // by id: ids grow in commit order, so nothing committed meanwhile is
 // missed, whatever the instances' clocks say or however long a
-// transaction took between stamping and committing. The two-second reload
-// of a store without notifications (SQLite: the CLI's revocations) and the
+// transaction took between stamping and committing. The server's
+// one-second catch-up (on every store: notifications can be lost) and the
 // resynchronisation of a reconnected listener call it. It loads in full
 // the first time, and when the table's head is behind the last event
 // merged (a database restored under the running server), since the ids
