@@ -80,7 +80,8 @@ func (s *Service) erase(ctx context.Context, tx *txn, u *User, now time.Time, by
 	u.PasswordHash = ""
 	u.EmailVerified = false
 	u.AccountStatus = StatusDeleted
-	u.FailedLoginAttempts, u.LastFailedLogin = 0, time.Time{}
+	u.clearFailures()
+	u.LastFailedLogin = time.Time{}
 	u.AccountLockedUntil, u.LockReason = time.Time{}, ""
 	u.LastLoginTimestamp = time.Time{}
 	u.ConsentStatus, u.ConsentTimestamp = false, now

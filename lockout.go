@@ -69,7 +69,7 @@ func (s *Service) failedPassword(ctx context.Context, tx *txn, c Client, u *User
 // Why failedCheck's lock was set: wrong passwords, or wrong second-factor
 // codes (given past the password, or in a signed-in session), or wrong
 // passwords the last of a count that wrong codes took part in
-// (codesInCount).
+// (users.failed_code_attempts).
 const (
 	lockByPasswords  = "too many failed password checks"
 	lockByCodes      = "too many failed second-factor checks"
@@ -92,7 +92,7 @@ func (s *Service) failedCheck(ctx context.Context, tx *txn, c Client, u *User, n
 	if u.IsDeleted() { // erased meanwhile: nothing left to count or lock (refuseIfBarred)
 		return s.refuseErased(ctx, tx, c, u, event, now)
 	}
-	locked := s.countFailure(u, now)
+	locked := s.countFailure(u, now, lockReason == lockByCodes)
 	afterCodes := false
 	if locked {
 		var lasts time.Duration
@@ -124,21 +124,15 @@ func (s *Service) failedCheck(ctx context.Context, tx *txn, c Client, u *User, n
 // lockTerms returns the terms of the lock failedCheck sets on u at now for
 // reason (lockByPasswords or lockByCodes, by the last failure's kind):
 // its reason as logged, lockPastPassword for wrong passwords in a count
-// that wrong codes took part in (codesInCount); whether its notice says the
+// that wrong codes took part in (FailedCodeAttempts); whether its notice says the
 // password was right (a lock set past the password, or while a login that
 // passed it awaits its code: passwordPassedSince); and how long it lasts
 // (pastPasswordLock's time for a lock set past the password, the lockout
 // duration otherwise).
 func (s *Service) lockTerms(ctx context.Context, tx *txn, u *User, now time.Time, reason string) (logged string,
 	afterCodes bool, lasts time.Duration, err error) {
-	if reason == lockByPasswords {
-		codes, err := s.codesInCount(ctx, tx, u, now)
-		if err != nil {
-			return "", false, 0, err
-		}
-		if codes {
-			reason = lockPastPassword
-		}
+	if reason == lockByPasswords && u.FailedCodeAttempts > 0 {
+		reason = lockPastPassword
 	}
 	if reason == lockByPasswords {
 		afterCodes, err = s.passwordPassedSince(ctx, tx, u, now)
@@ -147,53 +141,6 @@ func (s *Service) lockTerms(ctx context.Context, tx *txn, u *User, now time.Time
 	lasts, err = s.pastPasswordLock(ctx, tx, u, now)
 	return reason, true, lasts, err
 }
-
-// codesInCount reports, in tx, whether the failures counted on u before
-// the one counted now include a wrong second-factor code: whoever made it
-// had passed the password (or held a session), and a wrong password that
-// ends their count must not set a lock as an outsider's would, the short
-// one. The count's rows are read back from the security log, newest first,
-// by their failed_attempts (n-1, n-2, …, 1 for the count that is at n);
-// other failures (refusals that counted nothing) are passed over, up to
-// maxCountRows rows.
-func (s *Service) codesInCount(ctx context.Context, tx *txn, u *User, now time.Time) (bool, error) {
-	want := u.FailedLoginAttempts - 1 // the failure counted now has no row yet
-	since := now.Add(-failureMemory)
-	if u.LastLoginTimestamp.After(since) {
-		since = u.LastLoginTimestamp
-	}
-	f := SecurityLogFilter{UserID: u.ID, Result: ResultFailure, Since: since, Limit: MaxListLimit}
-	for read := 0; want > 0 && read < maxCountRows; read += MaxListLimit {
-		rows, err := tx.SecurityLogs(ctx, f)
-		if err != nil {
-			return false, err
-		}
-		for _, l := range rows {
-			n, counted := l.AdditionalContext["failed_attempts"].(float64)
-			if !counted {
-				continue
-			}
-			switch {
-			case int(n) != want:
-				return false, nil // an earlier count's
-			case l.FailureReason == reasonWrongCode:
-				return true, nil
-			}
-			if want--; want == 0 {
-				return false, nil
-			}
-		}
-		if len(rows) < MaxListLimit {
-			return false, nil
-		}
-		last := logCursor(rows[len(rows)-1])
-		f.After = &last
-	}
-	return false, nil
-}
-
-// maxCountRows bounds the security-log rows codesInCount reads.
-const maxCountRows = 2_000
 
 // pastPasswordLock returns how long a lock set past the password lasts
 // (by wrong codes, or wrong passwords in a count with wrong codes): the
@@ -270,14 +217,31 @@ func (s *Service) passwordPassedSince(ctx context.Context, tx *txn, u *User, now
 	return tx.OpenChallengeSince(ctx, u.ID, since, now)
 }
 
-// countFailure counts a failed check on u at now, the failures before it
-// forgotten after failureMemory, and reports whether the count reached the
-// lockout threshold.
-func (s *Service) countFailure(u *User, now time.Time) bool {
+// codeRight records, in tx, a right second-factor code from u in a
+// signed-in session (a step-up, a TOTP confirmation): the wrong codes
+// counted before it were its owner's, so the count no longer says that
+// someone past the password is guessing codes (lockTerms); the count
+// itself stands, as only a whole login resets it.
+func (s *Service) codeRight(ctx context.Context, tx *txn, u *User, now time.Time) error {
+	if u.FailedCodeAttempts == 0 {
+		return nil
+	}
+	u.FailedCodeAttempts, u.UpdatedAt = 0, now
+	return tx.UpdateUser(ctx, u)
+}
+
+// countFailure counts a failed check on u at now (code: a wrong
+// second-factor code), the failures before it forgotten after
+// failureMemory, and reports whether the count reached the lockout
+// threshold.
+func (s *Service) countFailure(u *User, now time.Time, code bool) bool {
 	if now.Sub(u.LastFailedLogin) >= failureMemory {
-		u.FailedLoginAttempts = 0 // the earlier failures are forgotten
+		u.clearFailures() // the earlier failures are forgotten
 	}
 	u.FailedLoginAttempts++
+	if code {
+		u.FailedCodeAttempts++
+	}
 	u.LastFailedLogin, u.UpdatedAt = now, now
 	return u.FailedLoginAttempts >= s.cfg.LockoutThreshold
 }
@@ -295,7 +259,7 @@ func (s *Service) unlock(ctx context.Context, tx *txn, c Client, u *User, now ti
 	}
 	u.AccountLockedUntil = time.Time{}
 	u.LockReason = ""
-	u.FailedLoginAttempts = 0
+	u.clearFailures()
 	u.UpdatedAt = now
 	if err := tx.UpdateUser(ctx, u); err != nil {
 		return err

@@ -167,7 +167,7 @@ func (s *Service) login(ctx context.Context, c Client, email, password, deviceIn
 // pair, and the success is logged.
 func (s *Service) startSession(ctx context.Context, tx *txn, c Client, u *User, excess []uuid.UUID, deviceInfo string,
 	amr []string, newHash string, now time.Time) (*TokenPair, error) {
-	u.FailedLoginAttempts = 0
+	u.clearFailures()
 	u.LastLoginTimestamp = now
 	u.UpdatedAt = now
 	if newHash != "" {
@@ -307,9 +307,9 @@ func (s *Service) barredCheck(ctx context.Context, tx *txn, c Client, u *User, o
 			s.lockedError(u.AccountLockedUntil.Sub(now)), nil)
 	}
 	if u.FailedLoginAttempts >= s.cfg.LockoutThreshold {
-		u.FailedLoginAttempts = 0 // their lock has run out (barredGuesses)
+		u.clearFailures() // their lock has run out (barredGuesses)
 	}
-	locked := s.countFailure(u, now)
+	locked := s.countFailure(u, now, false)
 	if err := tx.UpdateUser(ctx, u); err != nil {
 		return err
 	}

@@ -221,6 +221,9 @@ func (s *Service) ConfirmTOTP(ctx context.Context, c Client, a *AccessClaims, co
 			return s.failedCheck(ctx, tx, c, u, now, EventMFAEnabled, reasonWrongCode,
 				lockByCodes, errWrongCode)
 		}
+		if err := s.codeRight(ctx, tx, u, now); err != nil {
+			return err
+		}
 		f.Confirmed, f.ConfirmedAt = true, now
 		if err := tx.UpdateFactor(ctx, f); err != nil {
 			return err

@@ -734,13 +734,13 @@ func (s *Service) FinishPasskeyLogin(ctx context.Context, c Client, credential [
 // goes on stopping password guesses.
 func (s *Service) startPasskeySession(ctx context.Context, tx *txn, c Client, u *User, excess []uuid.UUID,
 	deviceInfo string, amr []string, now time.Time) (*TokenPair, error) {
-	failed := u.FailedLoginAttempts
+	failed, codes := u.FailedLoginAttempts, u.FailedCodeAttempts
 	locked := u.IsLocked(now)
 	pair, err := s.startSession(ctx, tx, c, u, excess, deviceInfo, amr, "", now)
 	if err != nil || !locked {
 		return pair, err
 	}
-	u.FailedLoginAttempts = failed
+	u.FailedLoginAttempts, u.FailedCodeAttempts = failed, codes
 	return pair, tx.UpdateUser(ctx, u)
 }
 

@@ -250,7 +250,7 @@ func (s *Service) newHash(ctx context.Context, password, email string) (string, 
 func (s *Service) setPassword(ctx context.Context, tx *txn, c Client, u *User, hash string, keep uuid.UUID,
 	now time.Time, event EventType) error {
 	u.PasswordHash, u.LastPasswordChange, u.UpdatedAt = hash, now, now
-	u.FailedLoginAttempts = 0 // failures against the old password no longer matter
+	u.clearFailures() // failures against the old password no longer matter
 	if err := tx.UpdateUser(ctx, u); err != nil {
 		return err
 	}

@@ -134,7 +134,7 @@ func (s *Service) checkProof(ctx context.Context, tx *txn, c Client, u *User, fa
 	if !ok {
 		return s.failedCheck(ctx, tx, c, u, now, event, reasonWrongCode, lockByCodes, errWrongCode)
 	}
-	return nil
+	return s.codeRight(ctx, tx, u, now)
 }
 
 // methodsOf lists the methods by which a user with factors and passkeys

@@ -139,7 +139,8 @@ type SignInState struct {
 // Queries are the reads and writes of a Store, inside or outside a
 // transaction.
 type Queries interface {
-	// CreateUser inserts u. EConflict when its email is taken.
+	// CreateUser inserts u, with no failed second-factor codes whatever
+	// u.FailedCodeAttempts says. EConflict when its email is taken.
 	CreateUser(ctx context.Context, u *User) error
 	// User returns the user with the id. ENotFound when there is none.
 	User(ctx context.Context, id uuid.UUID) (*User, error)

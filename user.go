@@ -17,6 +17,7 @@ type User struct {
 	EmailVerified         bool
 	AccountStatus         AccountStatus
 	FailedLoginAttempts   int
+	FailedCodeAttempts    int        // of FailedLoginAttempts, the wrong second-factor codes
 	AccountLockedUntil    time.Time  // zero: no timed lock
 	LockReason            LockReason // who locked the account; "" while it is not locked
 	LastFailedLogin       time.Time  // the last wrong password; zero: none on record
@@ -28,6 +29,9 @@ type User struct {
 	CreatedAt             time.Time
 	UpdatedAt             time.Time
 }
+
+// clearFailures starts the failure count of SPEC 6.7 afresh.
+func (u *User) clearFailures() { u.FailedLoginAttempts, u.FailedCodeAttempts = 0, 0 }
 
 // LockReason says who locked an account, since the two locks differ (SPEC
 // 6.7): a brute-force lock stops password logins only and a password reset

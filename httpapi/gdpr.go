@@ -52,6 +52,7 @@ type exportUser struct {
 	UpdatedAt             time.Time  `json:"updated_at"`
 	LockReason            *string    `json:"lock_reason"`
 	LastFailedLogin       *time.Time `json:"last_failed_login_timestamp"`
+	FailedCodeAttempts    int        `json:"failed_code_attempts"`
 }
 
 type exportSession struct {
@@ -318,7 +319,7 @@ func (x *exportWriter) userRows() authd.UserRows {
 				LastLoginTimestamp: optTime(u.LastLoginTimestamp), LastPasswordChange: u.LastPasswordChange,
 				ConsentTimestamp: u.ConsentTimestamp, ConsentStatus: u.ConsentStatus, CreatedAt: u.CreatedAt,
 				UpdatedAt: u.UpdatedAt, LockReason: optString(string(u.LockReason)),
-				LastFailedLogin: optTime(u.LastFailedLogin)})
+				LastFailedLogin: optTime(u.LastFailedLogin), FailedCodeAttempts: u.FailedCodeAttempts})
 		},
 		ConsentLogs: func(l *authd.SecurityLog) error {
 			var consent any = true // registration requires it

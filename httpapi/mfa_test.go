@@ -844,7 +844,8 @@ func TestLockPastThePasswordIsTold(t *testing.T) {
 // before it under the same password, up to a day: at a fixed duration they
 // could guess a code 480 times a day. An outsider's wrong passwords lock
 // for the fixed duration and do not count, also while the owner's code is
-// awaited; a new password, or a week without such a lock, starts over.
+// awaited, or after the owner mistyped a code and then gave the right one;
+// a new password, or a week without such a lock, starts over.
 func TestLocksPastThePasswordGrow(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		e := newEnv(t, open(t))
@@ -911,6 +912,25 @@ func TestLocksPastThePasswordGrow(t *testing.T) {
 		e.clock.Advance(8 * 24 * time.Hour)
 		codes()
 		lockedFor("wrong codes after a week without", 15*time.Minute)
+
+		// The owner's own mistyped code in a session, then the right one:
+		// an outsider's wrong passwords after it lock for the fixed time.
+		r := e.verify(e.mfaLogin(email), "totp", totpAt(t, secret, e.clock.Now()))
+		want(t, "the owner's sign-in", r, 200, "")
+		access := r.str("access_token")
+		e.clock.Advance(time.Minute)
+		replace := func(code string) response {
+			return e.do("POST", "/v1/users/me/mfa/recovery-codes", map[string]string{"code": code}, bearer(access)...)
+		}
+		want(t, "the owner's mistyped code", replace(totpAt(t, secret, e.clock.Now().Add(-time.Hour))), 401, "invalid_credentials")
+		want(t, "the owner's right code", replace(totpAt(t, secret, e.clock.Now())), 200, "")
+		for range 4 {
+			wrongPassword()
+		}
+		lockedFor("an outsider's wrong passwords after the owner's mistyped, then right, code", 15*time.Minute)
+		if m := e.mail.last(t, authd.MailAccountLocked, email); m.AfterCodes {
+			t.Errorf("that lock's notice %+v; want an ordinary one", m)
+		}
 
 		want(t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": email}), 202, "")
 		reset := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, email))

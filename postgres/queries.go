@@ -199,12 +199,19 @@ func (q *queries) forUpdate() string {
 	return ""
 }
 
-const userColumns = `id, email, password_hash, email_verified, account_status, failed_login_attempts,
+// userColumns are the columns a user is read from; createdColumns those a
+// new user is written to: an account that has just been created has failed
+// no second-factor code (failed_code_attempts takes its default), and the
+// backfill tests create users on the schema of an older migration.
+const (
+	createdColumns = `id, email, password_hash, email_verified, account_status, failed_login_attempts,
 	account_locked_until, registration_timestamp, last_login_timestamp, last_password_change,
 	consent_timestamp, consent_status, created_at, updated_at, lock_reason, last_failed_login_timestamp`
+	userColumns = createdColumns + `, failed_code_attempts`
+)
 
 func (q *queries) CreateUser(ctx context.Context, u *authd.User) error {
-	_, err := q.exec(ctx, `INSERT INTO users (`+userColumns+`)
+	_, err := q.exec(ctx, `INSERT INTO users (`+createdColumns+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
 		u.ID, u.Email, u.PasswordHash, u.EmailVerified, string(u.AccountStatus), u.FailedLoginAttempts,
 		nullTime(u.AccountLockedUntil), u.RegistrationTimestamp, nullTime(u.LastLoginTimestamp),
@@ -274,12 +281,12 @@ func (q *queries) UpdateUser(ctx context.Context, u *authd.User) error {
 		account_status = $5, failed_login_attempts = $6, account_locked_until = $7,
 		registration_timestamp = $8, last_login_timestamp = $9, last_password_change = $10,
 		consent_timestamp = $11, consent_status = $12, created_at = $13, updated_at = $14,
-		lock_reason = $15, last_failed_login_timestamp = $16
+		lock_reason = $15, last_failed_login_timestamp = $16, failed_code_attempts = $17
 		WHERE id = $1`,
 		u.ID, u.Email, u.PasswordHash, u.EmailVerified, string(u.AccountStatus), u.FailedLoginAttempts,
 		nullTime(u.AccountLockedUntil), u.RegistrationTimestamp, nullTime(u.LastLoginTimestamp),
 		u.LastPasswordChange, u.ConsentTimestamp, u.ConsentStatus, u.CreatedAt, u.UpdatedAt,
-		nullString(string(u.LockReason)), nullTime(u.LastFailedLogin))
+		nullString(string(u.LockReason)), nullTime(u.LastFailedLogin), u.FailedCodeAttempts)
 }
 
 // userScan receives a users row.
@@ -295,7 +302,8 @@ func (s *userScan) dest() []any {
 	u := &s.u
 	return []any{&u.ID, &u.Email, &u.PasswordHash, &u.EmailVerified, &s.status, &u.FailedLoginAttempts,
 		&s.lockedUntil, &u.RegistrationTimestamp, &s.lastLogin, &u.LastPasswordChange,
-		&u.ConsentTimestamp, &u.ConsentStatus, &u.CreatedAt, &u.UpdatedAt, &s.lockReason, &s.lastFailed}
+		&u.ConsentTimestamp, &u.ConsentStatus, &u.CreatedAt, &u.UpdatedAt, &s.lockReason, &s.lastFailed,
+		&u.FailedCodeAttempts}
 }
 
 func (s *userScan) user() (*authd.User, error) {

@@ -28,12 +28,19 @@ type queries struct {
 
 var _ authd.Queries = (*queries)(nil)
 
-const userColumns = `id, email, password_hash, email_verified, account_status, failed_login_attempts,
+// userColumns are the columns a user is read from; createdColumns those a
+// new user is written to: an account that has just been created has failed
+// no second-factor code (failed_code_attempts takes its default), and the
+// backfill tests create users on the schema of an older migration.
+const (
+	createdColumns = `id, email, password_hash, email_verified, account_status, failed_login_attempts,
 	account_locked_until, registration_timestamp, last_login_timestamp, last_password_change,
 	consent_timestamp, consent_status, created_at, updated_at, lock_reason, last_failed_login_timestamp`
+	userColumns = createdColumns + `, failed_code_attempts`
+)
 
 func (q *queries) CreateUser(ctx context.Context, u *authd.User) error {
-	_, err := q.db.ExecContext(ctx, `INSERT INTO users (`+userColumns+`)
+	_, err := q.db.ExecContext(ctx, `INSERT INTO users (`+createdColumns+`)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		u.ID, u.Email, u.PasswordHash, u.EmailVerified, string(u.AccountStatus), u.FailedLoginAttempts,
 		timeArg(u.AccountLockedUntil), timeArg(u.RegistrationTimestamp), timeArg(u.LastLoginTimestamp),
@@ -55,12 +62,13 @@ func (q *queries) UpdateUser(ctx context.Context, u *authd.User) error {
 		account_status = ?, failed_login_attempts = ?, account_locked_until = ?,
 		registration_timestamp = ?, last_login_timestamp = ?, last_password_change = ?,
 		consent_timestamp = ?, consent_status = ?, created_at = ?, updated_at = ?, lock_reason = ?,
-		last_failed_login_timestamp = ?
+		last_failed_login_timestamp = ?, failed_code_attempts = ?
 		WHERE id = ?`,
 		u.Email, u.PasswordHash, u.EmailVerified, string(u.AccountStatus), u.FailedLoginAttempts,
 		timeArg(u.AccountLockedUntil), timeArg(u.RegistrationTimestamp), timeArg(u.LastLoginTimestamp),
 		timeArg(u.LastPasswordChange), timeArg(u.ConsentTimestamp), u.ConsentStatus,
-		timeArg(u.CreatedAt), timeArg(u.UpdatedAt), nullString(string(u.LockReason)), timeArg(u.LastFailedLogin), u.ID)
+		timeArg(u.CreatedAt), timeArg(u.UpdatedAt), nullString(string(u.LockReason)), timeArg(u.LastFailedLogin),
+		u.FailedCodeAttempts, u.ID)
 	if err != nil {
 		return translate(err)
 	}
@@ -79,7 +87,7 @@ func scanUser(row scanner) (*authd.User, error) {
 	err := row.Scan(&u.ID, &u.Email, &u.PasswordHash, &u.EmailVerified, &status, &u.FailedLoginAttempts,
 		timeCol{&u.AccountLockedUntil}, timeCol{&u.RegistrationTimestamp}, timeCol{&u.LastLoginTimestamp},
 		timeCol{&u.LastPasswordChange}, timeCol{&u.ConsentTimestamp}, &u.ConsentStatus,
-		timeCol{&u.CreatedAt}, timeCol{&u.UpdatedAt}, &lockReason, timeCol{&u.LastFailedLogin})
+		timeCol{&u.CreatedAt}, timeCol{&u.UpdatedAt}, &lockReason, timeCol{&u.LastFailedLogin}, &u.FailedCodeAttempts)
 	if err != nil {
 		return nil, translate(err)
 	}

@@ -205,6 +205,7 @@ func testUsers(t *testing.T, s authd.Store) {
 	u.LockReason = authd.LockBruteForce
 	u.LastFailedLogin = Epoch.Add(30 * time.Second)
 	u.FailedLoginAttempts = 5
+	u.FailedCodeAttempts = 2
 	u.AccountLockedUntil = Epoch.Add(15 * time.Minute)
 	u.LastLoginTimestamp = Epoch.Add(time.Minute)
 	u.EmailVerified = false
