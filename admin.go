@@ -201,7 +201,8 @@ func (s *Service) UnlockUser(ctx context.Context, c Client, id uuid.UUID) error 
 		if u.AccountStatus != StatusLocked {
 			// Nothing to lift, and no account_unlocked row to say so; the
 			// failures counted toward a lock start afresh, as an unlock's do.
-			u.FailedLoginAttempts, u.UpdatedAt = 0, now
+			u.clearFailures()
+			u.UpdatedAt = now
 			return map[string]any{"was_locked": false}, tx.UpdateUser(ctx, u)
 		}
 		// account_unlocked is the user's to read: it gets no administrator's client (logAdmin).

@@ -217,14 +217,19 @@ func (s *Service) passwordPassedSince(ctx context.Context, tx *txn, u *User, now
 	return tx.OpenChallengeSince(ctx, u.ID, since, now)
 }
 
-// codeRight records, in tx, a right second-factor code from u in a
-// signed-in session (a step-up, a TOTP confirmation): the wrong codes
-// counted before it were its owner's, so the count no longer says that
-// someone past the password is guessing codes (lockTerms); the count
-// itself stands, as only a whole login resets it.
+// codeRight records, in tx, a right second factor from u in a signed-in
+// session (a step-up's code or passkey, a TOTP confirmation): the wrong
+// codes counted before it were its owner's, so the count no longer says
+// that someone past the password is guessing codes (lockTerms); the count
+// itself stands, as only a whole login resets it. Not while a sign-in that
+// passed the password awaits its code (passwordPassedSince): the codes may
+// be that sign-in's, someone else's guesses.
 func (s *Service) codeRight(ctx context.Context, tx *txn, u *User, now time.Time) error {
 	if u.FailedCodeAttempts == 0 {
 		return nil
+	}
+	if guessing, err := s.passwordPassedSince(ctx, tx, u, now); err != nil || guessing {
+		return err
 	}
 	u.FailedCodeAttempts, u.UpdatedAt = 0, now
 	return tx.UpdateUser(ctx, u)

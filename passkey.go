@@ -901,8 +901,10 @@ func (s *Service) checkPasskeyProof(ctx context.Context, tx *txn, c Client, u *U
 	if ch.UserID != u.ID {
 		return s.refuseToken(ctx, tx, c, event, u.ID, "passkey challenge of another user", nil)
 	}
-	_, err = s.verifyAssertion(ctx, tx, c, u, session, parsed, PurposeStepUp, time.Time{}, now)
-	return err
+	if _, err = s.verifyAssertion(ctx, tx, c, u, session, parsed, PurposeStepUp, time.Time{}, now); err != nil {
+		return err
+	}
+	return s.codeRight(ctx, tx, u, now)
 }
 
 // DeletePasskey removes one of the token's user's passkeys, given the

@@ -61,6 +61,7 @@ func NewAdmin(opts Options, token string) *Server {
 type adminUserOut struct {
 	userOut
 	FailedLoginAttempts int        `json:"failed_login_attempts"`
+	FailedCodeAttempts  int        `json:"failed_code_attempts"`
 	AccountLockedUntil  *time.Time `json:"account_locked_until"`
 }
 
@@ -70,7 +71,7 @@ func AdminUserView(u *authd.User) any { return toAdminUser(u) }
 
 func toAdminUser(u *authd.User) adminUserOut {
 	return adminUserOut{userOut: toUser(u), FailedLoginAttempts: u.FailedLoginAttempts,
-		AccountLockedUntil: optTime(u.AccountLockedUntil)}
+		FailedCodeAttempts: u.FailedCodeAttempts, AccountLockedUntil: optTime(u.AccountLockedUntil)}
 }
 
 func (s *Server) adminUsers(w http.ResponseWriter, r *http.Request) error {

@@ -940,3 +940,52 @@ func TestLocksPastThePasswordGrow(t *testing.T) {
 		lockedFor("wrong codes under a new password", 15*time.Minute)
 	})
 }
+
+// TestCodeCountFollowsTheOwner: the wrong codes of a failure count are
+// forgotten (an outsider's wrong passwords then lock for the fixed time)
+// when the owner proves the second factor in a session, with a code or a
+// passkey, or an administrator resets the failures; not while a sign-in
+// that passed the password awaits its code, whose guesses they may be.
+func TestCodeCountFollowsTheOwner(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		codesOf := func(email string) int { return e.user(email).FailedCodeAttempts }
+
+		const byAdmin = "admin.reset@example.org"
+		access, secret, _ := e.mfaUser(byAdmin)
+		e.clock.Advance(time.Minute)
+		want(t, "the owner's mistyped code", e.do("POST", "/v1/users/me/mfa/recovery-codes",
+			map[string]string{"code": totpAt(t, secret, e.clock.Now().Add(-time.Hour))}, bearer(access)...), 401, "invalid_credentials")
+		want(t, "an administrator resets the failures", e.admin("POST", "/v1/admin/users/"+e.user(byAdmin).ID.String()+"/unlock", nil), 204, "")
+		if n := codesOf(byAdmin); n != 0 {
+			t.Errorf("after an administrator's reset of the failures: %d wrong codes still counted", n)
+		}
+
+		const byPasskey = "passkey.stepup@example.org"
+		_, k, _ := e.passkeyUser(byPasskey)
+		r := e.signIn(k)
+		want(t, "the owner's passkey sign-in", r, 200, "")
+		access = r.str("access_token")
+		e.rememberPasskey(access, k)
+		replace := func(body map[string]any) response {
+			return e.do("POST", "/v1/users/me/mfa/recovery-codes", body, bearer(access)...)
+		}
+		want(t, "the owner's mistyped code", replace(map[string]any{"code": "bbbbb-bbbbb"}), 401, "invalid_credentials")
+		want(t, "the owner's passkey step-up", replace(map[string]any{"passkey": e.stepUp(access, k)}), 200, "")
+		if n := codesOf(byPasskey); n != 0 {
+			t.Errorf("after the owner's passkey step-up: %d wrong codes still counted", n)
+		}
+
+		const guessed = "guessed@example.org"
+		access, secret, _ = e.mfaUser(guessed)
+		token := e.mfaLogin(guessed) // someone holding the password
+		for range 4 {
+			want(t, "a wrong code", e.verify(token, "totp", totpAt(t, secret, e.clock.Now().Add(-time.Hour))), 401, "invalid_credentials")
+		}
+		want(t, "the owner's step-up meanwhile", e.do("POST", "/v1/users/me/mfa/recovery-codes",
+			map[string]string{"code": totpAt(t, secret, e.clock.Now())}, bearer(access)...), 200, "")
+		if n := codesOf(guessed); n != 4 {
+			t.Errorf("after the owner's step-up while another sign-in awaits its code: %d wrong codes counted, want 4", n)
+		}
+	})
+}
