@@ -195,9 +195,11 @@ func (s *Service) LockUser(ctx context.Context, c Client, id uuid.UUID, until ti
 	})
 }
 
-// UnlockUser lifts a lock. ENotFound.
+// UnlockUser lifts a lock, and the refusal of second-factor codes a lock
+// set past the password left. ENotFound.
 func (s *Service) UnlockUser(ctx context.Context, c Client, id uuid.UUID) error {
 	return s.adminAction(ctx, c, id, "unlock", func(tx *txn, u *User, now time.Time) (map[string]any, error) {
+		u.CodesLockedUntil = time.Time{}
 		if u.AccountStatus != StatusLocked {
 			// Nothing to lift, and no account_unlocked row to say so; the
 			// failures counted toward a lock start afresh, as an unlock's do.

@@ -81,7 +81,7 @@ func (s *Service) erase(ctx context.Context, tx *txn, u *User, now time.Time, by
 	u.EmailVerified = false
 	u.AccountStatus = StatusDeleted
 	u.clearFailures()
-	u.LastFailedLogin = time.Time{}
+	u.LastFailedLogin, u.CodesLockedUntil = time.Time{}, time.Time{}
 	u.AccountLockedUntil, u.LockReason = time.Time{}, ""
 	u.LastLoginTimestamp = time.Time{}
 	u.ConsentStatus, u.ConsentTimestamp = false, now

@@ -95,14 +95,17 @@ func (s *Service) failedCheck(ctx context.Context, tx *txn, c Client, u *User, n
 	locked := s.countFailure(u, now, lockReason == lockByCodes)
 	afterCodes := false
 	if locked {
-		var lasts time.Duration
+		var codesFor time.Duration
 		var err error
-		if lockReason, afterCodes, lasts, err = s.lockTerms(ctx, tx, u, now, lockReason); err != nil {
+		if lockReason, afterCodes, codesFor, err = s.lockTerms(ctx, tx, u, now, lockReason); err != nil {
 			return err
 		}
 		u.AccountStatus = StatusLocked
-		u.AccountLockedUntil = now.Add(lasts)
+		u.AccountLockedUntil = now.Add(s.cfg.LockoutDuration)
 		u.LockReason = LockBruteForce
+		if codesFor > 0 {
+			u.CodesLockedUntil = now.Add(codesFor)
+		}
 	}
 	if err := tx.UpdateUser(ctx, u); err != nil {
 		return err
@@ -124,26 +127,41 @@ func (s *Service) failedCheck(ctx context.Context, tx *txn, c Client, u *User, n
 // lockTerms returns the terms of the lock failedCheck sets on u at now for
 // reason (lockByPasswords or lockByCodes, by the last failure's kind):
 // its reason as logged, lockPastPassword for wrong passwords in a count
-// that wrong codes took part in (FailedCodeAttempts); whether its notice says the
-// password was right (a lock set past the password, or while a login that
-// passed it awaits its code: passwordPassedSince); and how long it lasts
-// (pastPasswordLock's time for a lock set past the password, the lockout
-// duration otherwise).
+// that wrong codes took part in (FailedCodeAttempts); whether its notice
+// says the password was right (a lock set past the password, or while a
+// login that passed it awaits its code: passwordPassedSince); and, for a
+// lock set past the password, how long second-factor codes are refused
+// (pastPasswordLock; 0 otherwise). The account's own lock lasts the
+// lockout duration whatever set it, as SPEC 6.7 says: logins read it, and
+// a longer one would tell anyone that the address has an account and that
+// someone passed its password.
 func (s *Service) lockTerms(ctx context.Context, tx *txn, u *User, now time.Time, reason string) (logged string,
-	afterCodes bool, lasts time.Duration, err error) {
+	afterCodes bool, codesFor time.Duration, err error) {
 	if reason == lockByPasswords && u.FailedCodeAttempts > 0 {
 		reason = lockPastPassword
 	}
 	if reason == lockByPasswords {
 		afterCodes, err = s.passwordPassedSince(ctx, tx, u, now)
-		return reason, afterCodes, s.cfg.LockoutDuration, err
+		return reason, afterCodes, 0, err
 	}
-	lasts, err = s.pastPasswordLock(ctx, tx, u, now)
-	return reason, true, lasts, err
+	codesFor, err = s.pastPasswordLock(ctx, tx, u, now)
+	return reason, true, codesFor, err
 }
 
-// pastPasswordLock returns how long a lock set past the password lasts
-// (by wrong codes, or wrong passwords in a count with wrong codes): the
+// refuseCodes refuses, logged as a failure of event, a second-factor code
+// for u while codes are locked at now (CodesLockedUntil: a lock set past
+// the password), without checking it; nil when they are not. Only whoever
+// passed the password, or holds a session, is ever asked for a code.
+func (s *Service) refuseCodes(ctx context.Context, tx *txn, c Client, u *User, event EventType, now time.Time) error {
+	if !now.Before(u.CodesLockedUntil) {
+		return nil
+	}
+	return tx.refuse(ctx, s.audit(now, c, event, ResultFailure, u.ID, "second-factor codes locked", nil),
+		s.lockedError(u.CodesLockedUntil.Sub(now)))
+}
+
+// pastPasswordLock returns how long a lock set past the password (by wrong
+// codes, or wrong passwords in a count with wrong codes) refuses codes: the
 // lockout duration, doubled for each such lock in the week before now
 // since the password was last set, up to maxPastPasswordLock. Whoever
 // sets such locks holds the password (or a session), and each lock's end

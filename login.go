@@ -168,6 +168,7 @@ func (s *Service) login(ctx context.Context, c Client, email, password, deviceIn
 func (s *Service) startSession(ctx context.Context, tx *txn, c Client, u *User, excess []uuid.UUID, deviceInfo string,
 	amr []string, newHash string, now time.Time) (*TokenPair, error) {
 	u.clearFailures()
+	u.CodesLockedUntil = time.Time{} // the second factor was proved
 	u.LastLoginTimestamp = now
 	u.UpdatedAt = now
 	if newHash != "" {

@@ -213,6 +213,9 @@ func (s *Service) ConfirmTOTP(ctx context.Context, c Client, a *AccessClaims, co
 			return tx.refuse(ctx, s.audit(now, c, EventMFAEnabled, ResultFailure, u.ID, "enrolment expired", nil),
 				errNoEnrolment)
 		}
+		if err := s.refuseCodes(ctx, tx, c, u, EventMFAEnabled, now); err != nil {
+			return err
+		}
 		ok, err := s.checkTOTP(ctx, tx, f, code, now)
 		if err != nil {
 			return err
@@ -405,6 +408,9 @@ func (s *Service) VerifyMFA(ctx context.Context, c Client, mfaToken, method, cod
 			// Issued for factors since reset or replaced: a login that waited
 			// through an administrator's reset must not finish with the new one.
 			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "second factor changed since the challenge", nil)
+		}
+		if err := s.refuseCodes(ctx, tx, c, u, EventMFAChallengeFailed, now); err != nil {
+			return err
 		}
 		ok, err := s.checkCode(ctx, tx, c, u, f, method, code, now)
 		if err != nil {

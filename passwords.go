@@ -251,6 +251,7 @@ func (s *Service) setPassword(ctx context.Context, tx *txn, c Client, u *User, h
 	now time.Time, event EventType) error {
 	u.PasswordHash, u.LastPasswordChange, u.UpdatedAt = hash, now, now
 	u.clearFailures() // failures against the old password no longer matter
+	u.CodesLockedUntil = time.Time{}
 	if err := tx.UpdateUser(ctx, u); err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ type User struct {
 	AccountStatus         AccountStatus
 	FailedLoginAttempts   int
 	FailedCodeAttempts    int        // of FailedLoginAttempts, the wrong second-factor codes
+	CodesLockedUntil      time.Time  // second-factor codes refused until then; zero: none
 	AccountLockedUntil    time.Time  // zero: no timed lock
 	LockReason            LockReason // who locked the account; "" while it is not locked
 	LastFailedLogin       time.Time  // the last wrong password; zero: none on record

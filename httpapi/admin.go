@@ -63,6 +63,7 @@ type adminUserOut struct {
 	FailedLoginAttempts int        `json:"failed_login_attempts"`
 	FailedCodeAttempts  int        `json:"failed_code_attempts"`
 	AccountLockedUntil  *time.Time `json:"account_locked_until"`
+	CodesLockedUntil    *time.Time `json:"codes_locked_until"`
 }
 
 // AdminUserView is a user as the admin API (and `authd admin --json`)
@@ -71,7 +72,8 @@ func AdminUserView(u *authd.User) any { return toAdminUser(u) }
 
 func toAdminUser(u *authd.User) adminUserOut {
 	return adminUserOut{userOut: toUser(u), FailedLoginAttempts: u.FailedLoginAttempts,
-		FailedCodeAttempts: u.FailedCodeAttempts, AccountLockedUntil: optTime(u.AccountLockedUntil)}
+		FailedCodeAttempts: u.FailedCodeAttempts, AccountLockedUntil: optTime(u.AccountLockedUntil),
+		CodesLockedUntil: optTime(u.CodesLockedUntil)}
 }
 
 func (s *Server) adminUsers(w http.ResponseWriter, r *http.Request) error {

@@ -53,6 +53,7 @@ type exportUser struct {
 	LockReason            *string    `json:"lock_reason"`
 	LastFailedLogin       *time.Time `json:"last_failed_login_timestamp"`
 	FailedCodeAttempts    int        `json:"failed_code_attempts"`
+	CodesLockedUntil      *time.Time `json:"codes_locked_until"`
 }
 
 type exportSession struct {
@@ -319,7 +320,8 @@ func (x *exportWriter) userRows() authd.UserRows {
 				LastLoginTimestamp: optTime(u.LastLoginTimestamp), LastPasswordChange: u.LastPasswordChange,
 				ConsentTimestamp: u.ConsentTimestamp, ConsentStatus: u.ConsentStatus, CreatedAt: u.CreatedAt,
 				UpdatedAt: u.UpdatedAt, LockReason: optString(string(u.LockReason)),
-				LastFailedLogin: optTime(u.LastFailedLogin), FailedCodeAttempts: u.FailedCodeAttempts})
+				LastFailedLogin: optTime(u.LastFailedLogin), FailedCodeAttempts: u.FailedCodeAttempts,
+				CodesLockedUntil: optTime(u.CodesLockedUntil)})
 		},
 		ConsentLogs: func(l *authd.SecurityLog) error {
 			var consent any = true // registration requires it

@@ -860,13 +860,19 @@ func TestLocksPastThePasswordGrow(t *testing.T) {
 			want(t, "a wrong password", e.do("POST", "/v1/auth/login", map[string]string{"email": email,
 				"password": "not the password"}), 401, "invalid_credentials")
 		}
+		// lockedFor checks the account's lock (always the fixed 15
+		// minutes, which anyone's login reads) and how long codes are
+		// refused (0: not), then moves past both.
 		lockedFor := func(name string, want time.Duration) {
 			t.Helper()
-			u := e.user(email)
-			if got := u.AccountLockedUntil.Sub(e.clock.Now()); u.AccountStatus != authd.StatusLocked || got != want {
-				t.Errorf("%s: %s for %v; want locked for %v", name, u.AccountStatus, got, want)
+			u, now := e.user(email), e.clock.Now()
+			if got := u.AccountLockedUntil.Sub(now); u.AccountStatus != authd.StatusLocked || got != 15*time.Minute {
+				t.Errorf("%s: %s for %v; want the account locked for the fixed 15m", name, u.AccountStatus, got)
 			}
-			e.clock.Advance(want + time.Second)
+			if got := max(u.CodesLockedUntil.Sub(now), 0); got != want {
+				t.Errorf("%s: codes refused for %v; want %v", name, got, want)
+			}
+			e.clock.Advance(max(want, 15*time.Minute) + time.Second)
 		}
 		codes := func() {
 			t.Helper()
@@ -879,7 +885,23 @@ func TestLocksPastThePasswordGrow(t *testing.T) {
 		codes()
 		lockedFor("five wrong codes", 15*time.Minute)
 		codes()
-		lockedFor("five wrong codes again", 30*time.Minute)
+		// Past the account's lock, the codes' lock goes on: an outsider's
+		// login is answered as for any account (a longer lock would tell
+		// that the address has one), the password's holder gets no code
+		// checked.
+		e.clock.Advance(15*time.Minute + time.Second)
+		if r := e.do("POST", "/v1/auth/login", map[string]string{"email": email, "password": "not the password"}); r.status != 401 {
+			t.Errorf("an outsider's login once the account's lock ended: %d; want 401, as for any address", r.status)
+		}
+		r := e.verify(e.mfaLogin(email), "totp", totpAt(t, secret, e.clock.Now()))
+		want(t, "a right code while codes are refused", r, 423, "account_locked")
+		if ra := r.header.Get("Retry-After"); ra != "899" {
+			t.Errorf("Retry-After %q while codes are refused; want the codes' 899 s left", ra)
+		}
+		e.clock.Advance(15 * time.Minute)
+		want(t, "the owner's sign-in once the codes' 30 minutes are over", // which clears the outsider's failure
+			e.verify(e.mfaLogin(email), "totp", totpAt(t, secret, e.clock.Now())), 200, "")
+		e.clock.Advance(time.Minute)
 		token := e.mfaLogin(email)
 		for range 4 {
 			wrongCode(token)
@@ -896,12 +918,12 @@ func TestLocksPastThePasswordGrow(t *testing.T) {
 		for range 5 {
 			wrongPassword()
 		}
-		lockedFor("an outsider's five wrong passwords", 15*time.Minute)
+		lockedFor("an outsider's five wrong passwords", 0)
 		e.mfaLogin(email) // the owner's sign-in, awaiting its code
 		for range 5 {
 			wrongPassword()
 		}
-		lockedFor("an outsider's five wrong passwords while the owner's code is awaited", 15*time.Minute)
+		lockedFor("an outsider's five wrong passwords while the owner's code is awaited", 0)
 		if m := e.mail.last(t, authd.MailAccountLocked, email); !m.AfterCodes {
 			t.Errorf("that lock's notice %+v; want it to say the password was right", m)
 		}
@@ -915,7 +937,7 @@ func TestLocksPastThePasswordGrow(t *testing.T) {
 
 		// The owner's own mistyped code in a session, then the right one:
 		// an outsider's wrong passwords after it lock for the fixed time.
-		r := e.verify(e.mfaLogin(email), "totp", totpAt(t, secret, e.clock.Now()))
+		r = e.verify(e.mfaLogin(email), "totp", totpAt(t, secret, e.clock.Now()))
 		want(t, "the owner's sign-in", r, 200, "")
 		access := r.str("access_token")
 		e.clock.Advance(time.Minute)
@@ -927,7 +949,7 @@ func TestLocksPastThePasswordGrow(t *testing.T) {
 		for range 4 {
 			wrongPassword()
 		}
-		lockedFor("an outsider's wrong passwords after the owner's mistyped, then right, code", 15*time.Minute)
+		lockedFor("an outsider's wrong passwords after the owner's mistyped, then right, code", 0)
 		if m := e.mail.last(t, authd.MailAccountLocked, email); m.AfterCodes {
 			t.Errorf("that lock's notice %+v; want an ordinary one", m)
 		}

@@ -207,7 +207,7 @@ const (
 	createdColumns = `id, email, password_hash, email_verified, account_status, failed_login_attempts,
 	account_locked_until, registration_timestamp, last_login_timestamp, last_password_change,
 	consent_timestamp, consent_status, created_at, updated_at, lock_reason, last_failed_login_timestamp`
-	userColumns = createdColumns + `, failed_code_attempts`
+	userColumns = createdColumns + `, failed_code_attempts, codes_locked_until`
 )
 
 func (q *queries) CreateUser(ctx context.Context, u *authd.User) error {
@@ -281,12 +281,14 @@ func (q *queries) UpdateUser(ctx context.Context, u *authd.User) error {
 		account_status = $5, failed_login_attempts = $6, account_locked_until = $7,
 		registration_timestamp = $8, last_login_timestamp = $9, last_password_change = $10,
 		consent_timestamp = $11, consent_status = $12, created_at = $13, updated_at = $14,
-		lock_reason = $15, last_failed_login_timestamp = $16, failed_code_attempts = $17
+		lock_reason = $15, last_failed_login_timestamp = $16, failed_code_attempts = $17,
+		codes_locked_until = $18
 		WHERE id = $1`,
 		u.ID, u.Email, u.PasswordHash, u.EmailVerified, string(u.AccountStatus), u.FailedLoginAttempts,
 		nullTime(u.AccountLockedUntil), u.RegistrationTimestamp, nullTime(u.LastLoginTimestamp),
 		u.LastPasswordChange, u.ConsentTimestamp, u.ConsentStatus, u.CreatedAt, u.UpdatedAt,
-		nullString(string(u.LockReason)), nullTime(u.LastFailedLogin), u.FailedCodeAttempts)
+		nullString(string(u.LockReason)), nullTime(u.LastFailedLogin), u.FailedCodeAttempts,
+		nullTime(u.CodesLockedUntil))
 }
 
 // userScan receives a users row.
@@ -296,6 +298,7 @@ type userScan struct {
 	lockedUntil, lastLogin *time.Time
 	lockReason             *string
 	lastFailed             *time.Time
+	codesLocked            *time.Time
 }
 
 func (s *userScan) dest() []any {
@@ -303,7 +306,7 @@ func (s *userScan) dest() []any {
 	return []any{&u.ID, &u.Email, &u.PasswordHash, &u.EmailVerified, &s.status, &u.FailedLoginAttempts,
 		&s.lockedUntil, &u.RegistrationTimestamp, &s.lastLogin, &u.LastPasswordChange,
 		&u.ConsentTimestamp, &u.ConsentStatus, &u.CreatedAt, &u.UpdatedAt, &s.lockReason, &s.lastFailed,
-		&u.FailedCodeAttempts}
+		&u.FailedCodeAttempts, &s.codesLocked}
 }
 
 func (s *userScan) user() (*authd.User, error) {
@@ -313,6 +316,7 @@ func (s *userScan) user() (*authd.User, error) {
 	}
 	s.u.AccountLockedUntil, s.u.LastLoginTimestamp = value(s.lockedUntil), value(s.lastLogin)
 	s.u.LockReason, s.u.LastFailedLogin = authd.LockReason(value(s.lockReason)), value(s.lastFailed)
+	s.u.CodesLockedUntil = value(s.codesLocked)
 	return &s.u, nil
 }
 

@@ -36,7 +36,7 @@ const (
 	createdColumns = `id, email, password_hash, email_verified, account_status, failed_login_attempts,
 	account_locked_until, registration_timestamp, last_login_timestamp, last_password_change,
 	consent_timestamp, consent_status, created_at, updated_at, lock_reason, last_failed_login_timestamp`
-	userColumns = createdColumns + `, failed_code_attempts`
+	userColumns = createdColumns + `, failed_code_attempts, codes_locked_until`
 )
 
 func (q *queries) CreateUser(ctx context.Context, u *authd.User) error {
@@ -62,13 +62,13 @@ func (q *queries) UpdateUser(ctx context.Context, u *authd.User) error {
 		account_status = ?, failed_login_attempts = ?, account_locked_until = ?,
 		registration_timestamp = ?, last_login_timestamp = ?, last_password_change = ?,
 		consent_timestamp = ?, consent_status = ?, created_at = ?, updated_at = ?, lock_reason = ?,
-		last_failed_login_timestamp = ?, failed_code_attempts = ?
+		last_failed_login_timestamp = ?, failed_code_attempts = ?, codes_locked_until = ?
 		WHERE id = ?`,
 		u.Email, u.PasswordHash, u.EmailVerified, string(u.AccountStatus), u.FailedLoginAttempts,
 		timeArg(u.AccountLockedUntil), timeArg(u.RegistrationTimestamp), timeArg(u.LastLoginTimestamp),
 		timeArg(u.LastPasswordChange), timeArg(u.ConsentTimestamp), u.ConsentStatus,
 		timeArg(u.CreatedAt), timeArg(u.UpdatedAt), nullString(string(u.LockReason)), timeArg(u.LastFailedLogin),
-		u.FailedCodeAttempts, u.ID)
+		u.FailedCodeAttempts, timeArg(u.CodesLockedUntil), u.ID)
 	if err != nil {
 		return translate(err)
 	}
@@ -87,7 +87,8 @@ func scanUser(row scanner) (*authd.User, error) {
 	err := row.Scan(&u.ID, &u.Email, &u.PasswordHash, &u.EmailVerified, &status, &u.FailedLoginAttempts,
 		timeCol{&u.AccountLockedUntil}, timeCol{&u.RegistrationTimestamp}, timeCol{&u.LastLoginTimestamp},
 		timeCol{&u.LastPasswordChange}, timeCol{&u.ConsentTimestamp}, &u.ConsentStatus,
-		timeCol{&u.CreatedAt}, timeCol{&u.UpdatedAt}, &lockReason, timeCol{&u.LastFailedLogin}, &u.FailedCodeAttempts)
+		timeCol{&u.CreatedAt}, timeCol{&u.UpdatedAt}, &lockReason, timeCol{&u.LastFailedLogin}, &u.FailedCodeAttempts,
+		timeCol{&u.CodesLockedUntil})
 	if err != nil {
 		return nil, translate(err)
 	}

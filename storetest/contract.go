@@ -206,6 +206,7 @@ func testUsers(t *testing.T, s authd.Store) {
 	u.LastFailedLogin = Epoch.Add(30 * time.Second)
 	u.FailedLoginAttempts = 5
 	u.FailedCodeAttempts = 2
+	u.CodesLockedUntil = Epoch.Add(time.Hour)
 	u.AccountLockedUntil = Epoch.Add(15 * time.Minute)
 	u.LastLoginTimestamp = Epoch.Add(time.Minute)
 	u.EmailVerified = false
@@ -227,12 +228,15 @@ func testUsers(t *testing.T, s authd.Store) {
 	u.LastLoginTimestamp = time.Time{}
 	u.LockReason = ""
 	u.LastFailedLogin = time.Time{}
+	u.CodesLockedUntil = time.Time{}
 	if err := s.UpdateUser(ctx, u); err != nil {
 		t.Fatalf("UpdateUser clearing times: %v", err)
 	}
 	got, _ = s.User(ctx, u.ID)
-	if !got.AccountLockedUntil.IsZero() || !got.LastLoginTimestamp.IsZero() || got.LockReason != "" {
-		t.Errorf("cleared fields read back as %v, %v, %q; want zero (NULL)", got.AccountLockedUntil, got.LastLoginTimestamp, got.LockReason)
+	if !got.AccountLockedUntil.IsZero() || !got.LastLoginTimestamp.IsZero() || got.LockReason != "" ||
+		!got.CodesLockedUntil.IsZero() {
+		t.Errorf("cleared fields read back as %v, %v, %q, %v; want zero (NULL)", got.AccountLockedUntil,
+			got.LastLoginTimestamp, got.LockReason, got.CodesLockedUntil)
 	}
 	u.LockReason = "nonsense"
 	wantCode(t, "a lock reason the schema refuses", s.UpdateUser(ctx, u), authd.EInvalid)

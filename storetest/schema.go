@@ -54,6 +54,7 @@ var SeedSchema = Schema{
 		{Table: "users", Name: "lock_reason", Kind: "varchar", Nullable: true, Extra: true},
 		{Table: "users", Name: "last_failed_login_timestamp", Kind: "timestamp", Nullable: true, Extra: true},
 		{Table: "users", Name: "failed_code_attempts", Kind: "integer", Extra: true},
+		{Table: "users", Name: "codes_locked_until", Kind: "timestamp", Nullable: true, Extra: true},
 
 		{Table: "jwt_tokens", Name: "id", Kind: "uuid", PK: true},
 		{Table: "jwt_tokens", Name: "jti", Kind: "varchar"},
