@@ -194,7 +194,7 @@ func (s *Service) loadRevocations(ctx context.Context) error {
 // by id: ids grow in commit order, so nothing committed meanwhile is
 // missed, whatever the instances' clocks say or however long a
 // transaction took between stamping and committing. The server's
-// one-second catch-up (on every store: notifications can be lost) and the
+// half-second catch-up (on every store: notifications can be lost) and the
 // resynchronisation of a reconnected listener call it. It loads in full
 // the first time, and when the table's head is behind the last event
 // merged (a database restored under the running server), since the ids

@@ -99,7 +99,7 @@ func TestRevocationOutlivesAShorterLifetime(t *testing.T) {
 }
 
 // TestCatchUpIgnoresClocks: an instance catching up with revocations (as
-// the server's one-second catch-up does) learns one another process committed,
+// the server's half-second catch-up does) learns one another process committed,
 // even when its clock ran ten minutes ahead when it loaded: the catch-up
 // reads the feed's table by id, not by time.
 func TestCatchUpIgnoresClocks(t *testing.T) {

@@ -43,7 +43,7 @@ type Store struct {
 	migrator *migrate.Migrator
 	log      *slog.Logger
 	// listenCheck is how long the revocation listener waits in silence
-	// before it checks that its connection still answers; 0: listenCheck.
+	// before it pings its connection; 0: listenCheck.
 	listenCheck time.Duration
 }
 

@@ -163,7 +163,7 @@ func (s *Store) listen(ctx context.Context, apply func(authd.Revocation), resync
 		cancel()
 		if err != nil && ctx.Err() == nil && wait.Err() != nil && !conn.IsClosed() {
 			// Silence: a connection that answers is still listening.
-			ping, cancel := context.WithTimeout(ctx, min(listenPing, check))
+			ping, cancel := context.WithTimeout(ctx, listenPing)
 			err = conn.Ping(ping)
 			cancel()
 			if err != nil {

@@ -42,9 +42,10 @@ type Redis struct {
 	timeout  time.Duration
 	retry    time.Duration
 
-	down    atomic.Bool
-	mu      sync.Mutex // guards probeAt and the changes of down
-	probeAt time.Time  // while down, when a request next tries Redis
+	down      atomic.Bool
+	restoring atomic.Bool // a write-back of memory's locks runs (restoreLocks): one at a time
+	mu        sync.Mutex  // guards probeAt and the changes of down
+	probeAt   time.Time   // while down, when a request next tries Redis
 }
 
 var _ authd.RateLimiter = (*Redis)(nil)
@@ -202,7 +203,12 @@ func (r *Redis) recovered() {
 	defer r.mu.Unlock()
 	if r.down.Swap(false) {
 		r.logger.Info("Redis answers again: rate limits are shared again", "addr", r.addr)
-		go r.restoreLocks()
+		if r.restoring.CompareAndSwap(false, true) {
+			go func() {
+				defer r.restoring.Store(false)
+				r.restoreLocks()
+			}()
+		}
 	}
 }
 
