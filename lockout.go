@@ -103,8 +103,8 @@ func (s *Service) failedCheck(ctx context.Context, tx *txn, c Client, u *User, n
 		u.AccountStatus = StatusLocked
 		u.AccountLockedUntil = now.Add(s.cfg.LockoutDuration)
 		u.LockReason = LockBruteForce
-		if codesFor > 0 {
-			u.CodesLockedUntil = now.Add(codesFor)
+		if until := now.Add(codesFor); codesFor > 0 && until.After(u.CodesLockedUntil) {
+			u.CodesLockedUntil = until
 		}
 	}
 	if err := tx.UpdateUser(ctx, u); err != nil {
@@ -216,7 +216,7 @@ func (s *Service) lockNotice(ctx context.Context, tx *txn, u *User, now time.Tim
 	if !allowed && !afterCodes {
 		return nil
 	}
-	return tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailAccountLocked, Until: u.AccountLockedUntil,
+	return tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailAccountLocked, Until: latest(u.AccountLockedUntil, u.CodesLockedUntil),
 		AfterCodes: afterCodes})
 }
 
@@ -233,6 +233,15 @@ func (s *Service) passwordPassedSince(ctx context.Context, tx *txn, u *User, now
 		since = u.LastLoginTimestamp
 	}
 	return tx.OpenChallengeSince(ctx, u.ID, since, now)
+}
+
+// latest is the later of a and b: a lock's notice tells when sign-in works
+// again, the second factor's codes included.
+func latest(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // codeRight records, in tx, a right second factor from u in a signed-in

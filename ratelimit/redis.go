@@ -42,10 +42,11 @@ type Redis struct {
 	timeout  time.Duration
 	retry    time.Duration
 
-	down      atomic.Bool
-	restoring atomic.Bool // a write-back of memory's locks runs (restoreLocks): one at a time
-	mu        sync.Mutex  // guards probeAt and the changes of down
-	probeAt   time.Time   // while down, when a request next tries Redis
+	down           atomic.Bool
+	restoring      atomic.Bool // a write-back of memory's locks runs (restoreLocks): one at a time
+	restorePending atomic.Bool // Redis answered again since the write-back took its list
+	mu             sync.Mutex  // guards probeAt and the changes of down
+	probeAt        time.Time   // while down, when a request next tries Redis
 }
 
 var _ authd.RateLimiter = (*Redis)(nil)
@@ -203,10 +204,20 @@ func (r *Redis) recovered() {
 	defer r.mu.Unlock()
 	if r.down.Swap(false) {
 		r.logger.Info("Redis answers again: rate limits are shared again", "addr", r.addr)
+		r.restorePending.Store(true)
 		if r.restoring.CompareAndSwap(false, true) {
 			go func() {
-				defer r.restoring.Store(false)
-				r.restoreLocks()
+				// A recovery while a write-back runs asks for another pass:
+				// locks set in memory since its list was taken go too.
+				for {
+					for r.restorePending.Swap(false) {
+						r.restoreLocks()
+					}
+					r.restoring.Store(false)
+					if !r.restorePending.Load() || !r.restoring.CompareAndSwap(false, true) {
+						return
+					}
+				}
 			}()
 		}
 	}
