@@ -11,6 +11,7 @@ import (
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/internal/faultnet"
+	"github.com/redis/go-redis/v9"
 )
 
 // redisLimiter connects to url with prefix as its key prefix, on clock (the
@@ -105,16 +106,8 @@ func TestRedisBusyPoolIsNoOutage(t *testing.T) {
 	if url == "" {
 		t.Skip("TEST_REDIS_URL is not set")
 	}
-	sep := "?"
-	if strings.Contains(url, "?") {
-		sep = "&"
-	}
-	r := redisLimiter(t, url+sep+"pool_size=1", testPrefix(), nil, nil)
-	held := r.client.Conn() // the pool's one connection, held until the end
+	r, held := busyLimiter(t, url, testPrefix())
 	defer held.Close()
-	if err := held.Ping(context.Background()).Err(); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := r.Allow(context.Background(), "k", 10, time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -219,3 +212,19 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	return s.b.Write(p)
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// busyLimiter is a limiter on url whose pool holds one connection, and
+// that connection, taken (the pool is busy until it is closed).
+func busyLimiter(t *testing.T, url, prefix string) (*Redis, *redis.Conn) {
+	t.Helper()
+	sep := "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
+	}
+	r := redisLimiter(t, url+sep+"pool_size=1", prefix, nil, nil)
+	held := r.client.Conn()
+	if err := held.Ping(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	return r, held
+}
