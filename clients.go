@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net/netip"
 	"net/url"
 	"strconv"
@@ -40,6 +41,7 @@ type ClientSpec struct {
 	RedirectURIs           []string
 	PostLogoutRedirectURIs []string
 	FirstParty             bool
+	RequirePKCE            bool // a public client always requires PKCE
 }
 
 // CreateClient registers a relying party and returns it with its secret
@@ -56,7 +58,8 @@ func (s *Service) CreateClient(ctx context.Context, c Client, spec ClientSpec) (
 	}
 	now := s.now()
 	oc := &OAuthClient{ID: spec.ID, Name: spec.Name, Type: spec.Type, RedirectURIs: spec.RedirectURIs,
-		PostLogoutRedirectURIs: spec.PostLogoutRedirectURIs, FirstParty: spec.FirstParty, CreatedAt: now, UpdatedAt: now}
+		PostLogoutRedirectURIs: spec.PostLogoutRedirectURIs, FirstParty: spec.FirstParty,
+		RequirePKCE: spec.RequirePKCE || spec.Type == ClientPublic, CreatedAt: now, UpdatedAt: now}
 	if oc.PostLogoutRedirectURIs == nil {
 		oc.PostLogoutRedirectURIs = []string{}
 	}
@@ -74,7 +77,8 @@ func (s *Service) CreateClient(ctx context.Context, c Client, spec ClientSpec) (
 		}
 		return s.logAdmin(ctx, tx, now, c, uuid.Nil, map[string]any{"action": "create_client", "client_id": oc.ID,
 			"name": oc.Name, "type": string(oc.Type), "redirect_uris": oc.RedirectURIs,
-			"post_logout_redirect_uris": oc.PostLogoutRedirectURIs, "first_party": oc.FirstParty})
+			"post_logout_redirect_uris": oc.PostLogoutRedirectURIs, "first_party": oc.FirstParty,
+			"require_pkce": oc.RequirePKCE})
 	})
 	if err != nil {
 		return nil, "", err
@@ -105,7 +109,7 @@ var errNoClient = Errorf(ENotFound, "No such client.")
 // codes, and ends every session it started (its tokens stop working
 // everywhere). ENotFound.
 func (s *Service) DeleteClient(ctx context.Context, c Client, id string) error {
-	return s.clientAction(ctx, c, id, "delete_client", func(tx *txn, oc *OAuthClient, now time.Time) error {
+	return s.clientAction(ctx, c, id, "delete_client", nil, func(tx *txn, oc *OAuthClient, now time.Time) error {
 		ids, err := tx.RevokeClientSessions(ctx, oc.ID, uuid.Nil, now)
 		if err != nil {
 			return err
@@ -124,7 +128,7 @@ func (s *Service) DeleteClient(ctx context.Context, c Client, id string) error {
 // client (it has none), ENotFound.
 func (s *Service) RotateClientSecret(ctx context.Context, c Client, id string) (string, error) {
 	var secret string
-	err := s.clientAction(ctx, c, id, "rotate_client_secret", func(tx *txn, oc *OAuthClient, now time.Time) error {
+	err := s.clientAction(ctx, c, id, "rotate_client_secret", nil, func(tx *txn, oc *OAuthClient, now time.Time) error {
 		if oc.Type != ClientConfidential {
 			return &Error{Code: EInvalid, Message: "A public client has no secret to rotate.",
 				Hint: "a public client (a browser or native app) proves itself with PKCE; create a confidential client for a server that keeps a secret"}
@@ -139,8 +143,32 @@ func (s *Service) RotateClientSecret(ctx context.Context, c Client, id string) (
 	return secret, nil
 }
 
-// clientAction runs fn on the (locked) client and logs it as action.
-func (s *Service) clientAction(ctx context.Context, c Client, id, action string,
+// RequireClientPKCE sets whether a confidential client's authorization
+// requests must carry a PKCE challenge (RFC 9700 §2.1.1), and returns the
+// client. Once it is set, a code the client was issued without a challenge
+// is refused at the token endpoint too. EInvalid for a public client asked
+// to go without (it never may), ENotFound.
+func (s *Service) RequireClientPKCE(ctx context.Context, c Client, id string, require bool) (*OAuthClient, error) {
+	var changed *OAuthClient
+	err := s.clientAction(ctx, c, id, "set_client_pkce", map[string]any{"require_pkce": require},
+		func(tx *txn, oc *OAuthClient, now time.Time) error {
+			if oc.Type == ClientPublic && !require {
+				return &Error{Code: EInvalid, Message: "A public client always requires PKCE.",
+					Fields: []FieldError{{Field: "require_pkce", Message: "must be true for a public client"}}}
+			}
+			oc.RequirePKCE, oc.UpdatedAt = require, now
+			changed = oc
+			return tx.UpdateClient(ctx, oc)
+		})
+	if err != nil {
+		return nil, err
+	}
+	return changed, nil
+}
+
+// clientAction runs fn on the (locked) client and logs it as action, with
+// details (which may be nil) beside the action and the client's id.
+func (s *Service) clientAction(ctx context.Context, c Client, id, action string, details map[string]any,
 	fn func(tx *txn, oc *OAuthClient, now time.Time) error) error {
 	if !validClientID(id) {
 		return errNoClient
@@ -157,7 +185,9 @@ func (s *Service) clientAction(ctx context.Context, c Client, id, action string,
 		if err := fn(tx, oc, now); err != nil {
 			return err
 		}
-		return s.logAdmin(ctx, tx, now, c, uuid.Nil, map[string]any{"action": action, "client_id": oc.ID})
+		logged := map[string]any{"action": action, "client_id": oc.ID}
+		maps.Copy(logged, details)
+		return s.logAdmin(ctx, tx, now, c, uuid.Nil, logged)
 	})
 }
 

@@ -41,9 +41,15 @@ type OAuthClient struct {
 	RedirectURIs           []string
 	PostLogoutRedirectURIs []string
 	FirstParty             bool // trusted: its users are never asked to consent
+	RequirePKCE            bool // its authorization requests carry a PKCE challenge (PKCERequired)
 	CreatedAt              time.Time
 	UpdatedAt              time.Time
 }
+
+// PKCERequired reports whether the client's authorization requests must
+// carry a PKCE challenge: always for a public client, and for a
+// confidential one whose administrator said so.
+func (c *OAuthClient) PKCERequired() bool { return c.Type == ClientPublic || c.RequirePKCE }
 
 // Consent is what a user granted a client that is not first-party (table
 // oauth_consents), remembered so that the consent screen shows once.

@@ -50,6 +50,7 @@ func NewAdmin(opts Options, token string) *Server {
 	s.handle("GET /v1/admin/clients", auth(s.adminClients))
 	s.handle("POST /v1/admin/clients", auth(s.adminCreateClient))
 	s.handle("GET /v1/admin/clients/{id}", auth(s.adminClient))
+	s.handle("PATCH /v1/admin/clients/{id}", auth(s.adminUpdateClient))
 	s.handle("DELETE /v1/admin/clients/{id}", auth(s.adminDeleteClient))
 	s.handle("POST /v1/admin/clients/{id}/rotate-secret", auth(s.adminRotateClientSecret))
 	s.handler = s.middleware(http.HandlerFunc(s.route))

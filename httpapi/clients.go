@@ -18,6 +18,7 @@ type clientOut struct {
 	RedirectURIs           []string  `json:"redirect_uris"`
 	PostLogoutRedirectURIs []string  `json:"post_logout_redirect_uris"`
 	FirstParty             bool      `json:"first_party"`
+	RequirePKCE            bool      `json:"require_pkce"`
 	CreatedAt              time.Time `json:"created_at"`
 	UpdatedAt              time.Time `json:"updated_at"`
 }
@@ -27,8 +28,8 @@ func ClientView(c *authd.OAuthClient) any { return toClient(c) }
 
 func toClient(c *authd.OAuthClient) clientOut {
 	return clientOut{ClientID: c.ID, Name: c.Name, Type: string(c.Type), RedirectURIs: c.RedirectURIs,
-		PostLogoutRedirectURIs: c.PostLogoutRedirectURIs, FirstParty: c.FirstParty, CreatedAt: c.CreatedAt,
-		UpdatedAt: c.UpdatedAt}
+		PostLogoutRedirectURIs: c.PostLogoutRedirectURIs, FirstParty: c.FirstParty, RequirePKCE: c.PKCERequired(),
+		CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt}
 }
 
 // clientWithSecret is a new client, or a rotated secret, the one time its
@@ -65,13 +66,14 @@ func (s *Server) adminCreateClient(w http.ResponseWriter, r *http.Request) error
 		RedirectURIs           []string `json:"redirect_uris"`
 		PostLogoutRedirectURIs []string `json:"post_logout_redirect_uris"`
 		FirstParty             bool     `json:"first_party"`
+		RequirePKCE            bool     `json:"require_pkce"`
 	}
 	if err := decodeJSON(w, r, &in); err != nil {
 		return err
 	}
 	c, secret, err := s.svc.CreateClient(r.Context(), client(r), authd.ClientSpec{ID: in.ClientID, Name: in.Name,
 		Type: authd.ClientType(in.Type), RedirectURIs: in.RedirectURIs, PostLogoutRedirectURIs: in.PostLogoutRedirectURIs,
-		FirstParty: in.FirstParty})
+		FirstParty: in.FirstParty, RequirePKCE: in.RequirePKCE})
 	if err != nil {
 		return err
 	}
@@ -82,6 +84,26 @@ func (s *Server) adminCreateClient(w http.ResponseWriter, r *http.Request) error
 
 func (s *Server) adminClient(w http.ResponseWriter, r *http.Request) error {
 	c, err := s.svc.OAuthClient(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, toClient(c))
+	return nil
+}
+
+// adminUpdateClient changes what of a client may change in place: for
+// now whether it must use PKCE.
+func (s *Server) adminUpdateClient(w http.ResponseWriter, r *http.Request) error {
+	var in struct {
+		RequirePKCE *bool `json:"require_pkce"`
+	}
+	if err := decodeJSON(w, r, &in); err != nil {
+		return err
+	}
+	if in.RequirePKCE == nil {
+		return invalid("require_pkce", "is required (true or false)")
+	}
+	c, err := s.svc.RequireClientPKCE(r.Context(), client(r), r.PathValue("id"), *in.RequirePKCE)
 	if err != nil {
 		return err
 	}

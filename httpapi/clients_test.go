@@ -121,6 +121,34 @@ func TestAdminClients(t *testing.T) {
 		want(t, "rotate a public client", e.admin("POST", "/v1/admin/clients/"+spa+"/rotate-secret", nil), 400, "validation_failed")
 		want(t, "rotate unknown", e.admin("POST", "/v1/admin/clients/nobody/rotate-secret", nil), 404, "not_found")
 
+		// PKCE: always for the public client; for the confidential one once required.
+		if r := e.admin("GET", "/v1/admin/clients/"+spa, nil); r.body["require_pkce"] != true {
+			t.Errorf("a public client: %s; want require_pkce true", r.raw)
+		}
+		if r := e.admin("GET", "/v1/admin/clients/grafana", nil); r.body["require_pkce"] != false {
+			t.Errorf("a confidential client as created: %s; want require_pkce false", r.raw)
+		}
+		r = e.admin("PATCH", "/v1/admin/clients/grafana", map[string]any{"require_pkce": true})
+		want(t, "require PKCE", r, 200, "")
+		if r.body["require_pkce"] != true || strings.Contains(r.raw, "secret") {
+			t.Errorf("require PKCE: %s", r.raw)
+		}
+		if oc, err := e.svc.OAuthClient(ctx, "grafana"); err != nil || !oc.PKCERequired() {
+			t.Errorf("after PATCH: %+v, %v; want PKCE required", oc, err)
+		}
+		for name, body := range map[string]map[string]any{"nothing": {}, "null": {"require_pkce": nil},
+			"string": {"require_pkce": "yes"}, "other field": {"require_pkce": true, "name": "G"}} {
+			want(t, "PATCH with "+name, e.admin("PATCH", "/v1/admin/clients/grafana", body), 400, "validation_failed")
+		}
+		want(t, "PATCH a public client off PKCE", e.admin("PATCH", "/v1/admin/clients/"+spa,
+			map[string]any{"require_pkce": false}), 400, "validation_failed")
+		want(t, "PATCH unknown", e.admin("PATCH", "/v1/admin/clients/nobody", map[string]any{"require_pkce": true}), 404, "not_found")
+		if r := e.admin("POST", "/v1/admin/clients", map[string]any{"client_id": "strict", "name": "Strict",
+			"type": "confidential", "redirect_uris": []string{"https://strict.example.org/cb"}, "require_pkce": true}); r.status != 201 ||
+			r.body["require_pkce"] != true {
+			t.Errorf("create with require_pkce: %d %s", r.status, r.raw)
+		}
+
 		want(t, "delete", e.admin("DELETE", "/v1/admin/clients/grafana", nil), 204, "")
 		want(t, "delete again", e.admin("DELETE", "/v1/admin/clients/grafana", nil), 404, "not_found")
 		if _, err := e.svc.AuthenticateClient(ctx, authd.Client{}, "grafana", fresh, "client_secret_post"); err == nil {
@@ -128,7 +156,8 @@ func TestAdminClients(t *testing.T) {
 		}
 
 		got := strings.Join(adminActions(t, e.store), ", ")
-		if want := "create_client grafana, create_client " + spa + ", rotate_client_secret grafana, delete_client grafana"; got != want {
+		if want := "create_client grafana, create_client " + spa + ", rotate_client_secret grafana, set_client_pkce grafana, " +
+			"create_client strict, delete_client grafana"; got != want {
 			t.Errorf("admin_action rows: %s; want %s", got, want)
 		}
 		if logs := e.logs.String(); strings.Contains(logs, secret) || strings.Contains(logs, fresh) {

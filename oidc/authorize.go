@@ -138,10 +138,11 @@ func (p *Provider) parseAuthRequest(q url.Values, oc *authd.OAuthClient) (*authd
 		return nil, &authError{"invalid_request", "nonce must be text, at most 255 bytes"}
 	}
 	switch {
-	case req.CodeChallenge == "" && (oc.Type == authd.ClientPublic || privateUse(req.RedirectURI)):
-		// A native app's code can reach any app that claims its scheme;
-		// the verifier it does not have keeps the code useless to it
-		// (RFC 8252 §8.1), whatever secret the app ships.
+	case req.CodeChallenge == "" && (oc.PKCERequired() || privateUse(req.RedirectURI)):
+		// A public client, or one its administrator requires it of
+		// (RFC 9700 §2.1.1). And a native app's code can reach any app
+		// that claims its scheme; the verifier it does not have keeps the
+		// code useless to it (RFC 8252 §8.1), whatever secret the app ships.
 		return nil, &authError{"invalid_request", "PKCE (code_challenge with S256) is required for this client"}
 	case req.CodeChallenge == "" && req.CodeChallengeMethod != "":
 		return nil, &authError{"invalid_request", "code_challenge_method without code_challenge"}

@@ -518,3 +518,43 @@ func TestStateAndNonceMustBeText(t *testing.T) {
 		}
 	})
 }
+
+// TestRequiredPKCE: a confidential client the administrator requires PKCE
+// of gets no code without a challenge, and a code it was issued without
+// one before is refused at the token endpoint; with PKCE the flow goes on.
+// A public client cannot be let off.
+func TestRequiredPKCE(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		e.user("pia@example.org")
+		c, secret := e.client("app", authd.ClientConfidential, true)
+		r := e.rp(c, secret)
+		b := e.browser()
+		b.get(r.cfg.AuthCodeURL("s")) // no challenge: allowed so far
+		b.signIn("pia@example.org", goodPassword)
+		before := b.callback()
+		if before == nil || before.Get("code") == "" {
+			t.Fatalf("a code without PKCE before it was required: %v", before)
+		}
+
+		if _, err := e.svc.RequireClientPKCE(ctx, authd.Client{}, c.ID, true); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.cfg.Exchange(r.ctx, before.Get("code")); err == nil {
+			t.Error("a code issued without PKCE was redeemed after PKCE was required")
+		}
+		if cb := b.get(r.cfg.AuthCodeURL("s")).callback(); cb == nil || cb.Get("error") != "invalid_request" {
+			t.Errorf("an authorization request without PKCE: %v, want invalid_request", cb)
+		}
+		verifier := oauth2.GenerateVerifier()
+		r.exchange(t, r.login(t, b, "pia@example.org", "s", "n", verifier), verifier)
+
+		pub, _ := e.client("spa", authd.ClientPublic, true)
+		if _, err := e.svc.RequireClientPKCE(ctx, authd.Client{}, pub.ID, false); authd.ErrorCode(err) != authd.EInvalid {
+			t.Errorf("a public client let off PKCE: %v, want EInvalid", err)
+		}
+		if _, err := e.svc.RequireClientPKCE(ctx, authd.Client{}, "nobody", true); authd.ErrorCode(err) != authd.ENotFound {
+			t.Errorf("an unknown client: %v, want ENotFound", err)
+		}
+	})
+}

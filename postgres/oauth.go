@@ -10,7 +10,7 @@ import (
 )
 
 const clientColumns = `id, name, type, secret_digest, redirect_uris, post_logout_redirect_uris, first_party,
-	created_at, updated_at`
+	require_pkce, created_at, updated_at`
 
 // list is a string list as the jsonb arrays of oauth_clients hold it: never
 // JSON null.
@@ -24,9 +24,9 @@ func list(s []string) []string {
 // CreateClient implements authd.Queries. It runs at once, not queued, so
 // that a taken id is reported to the caller rather than at commit.
 func (q *queries) CreateClient(ctx context.Context, c *authd.OAuthClient) error {
-	_, err := q.exec(ctx, `INSERT INTO oauth_clients (`+clientColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+	_, err := q.exec(ctx, `INSERT INTO oauth_clients (`+clientColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
 		c.ID, c.Name, string(c.Type), nullString(c.SecretDigest), list(c.RedirectURIs),
-		list(c.PostLogoutRedirectURIs), c.FirstParty, c.CreatedAt, c.UpdatedAt)
+		list(c.PostLogoutRedirectURIs), c.FirstParty, c.RequirePKCE, c.CreatedAt, c.UpdatedAt)
 	return translate(err)
 }
 
@@ -50,7 +50,7 @@ func scanClient(row pgx.Row) (*authd.OAuthClient, error) {
 	var typ string
 	var secret *string
 	if err := row.Scan(&c.ID, &c.Name, &typ, &secret, &c.RedirectURIs, &c.PostLogoutRedirectURIs, &c.FirstParty,
-		&c.CreatedAt, &c.UpdatedAt); err != nil {
+		&c.RequirePKCE, &c.CreatedAt, &c.UpdatedAt); err != nil {
 		return nil, translate(err)
 	}
 	c.Type, c.SecretDigest = authd.ClientType(typ), value(secret)
@@ -60,9 +60,10 @@ func scanClient(row pgx.Row) (*authd.OAuthClient, error) {
 // UpdateClient implements authd.Queries.
 func (q *queries) UpdateClient(ctx context.Context, c *authd.OAuthClient) error {
 	return q.write(ctx, mustAffect("client"), `UPDATE oauth_clients SET name = $2, type = $3, secret_digest = $4,
-		redirect_uris = $5, post_logout_redirect_uris = $6, first_party = $7, updated_at = $8 WHERE id = $1`,
+		redirect_uris = $5, post_logout_redirect_uris = $6, first_party = $7, require_pkce = $8, updated_at = $9
+		WHERE id = $1`,
 		c.ID, c.Name, string(c.Type), nullString(c.SecretDigest), list(c.RedirectURIs),
-		list(c.PostLogoutRedirectURIs), c.FirstParty, c.UpdatedAt)
+		list(c.PostLogoutRedirectURIs), c.FirstParty, c.RequirePKCE, c.UpdatedAt)
 }
 
 // DeleteClient implements authd.Queries.

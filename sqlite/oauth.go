@@ -12,7 +12,7 @@ import (
 )
 
 const clientColumns = `id, name, type, secret_digest, redirect_uris, post_logout_redirect_uris, first_party,
-	created_at, updated_at`
+	require_pkce, created_at, updated_at`
 
 // jsonList encodes a string list as the JSON array its column holds.
 func jsonList(s []string) string {
@@ -25,9 +25,9 @@ func jsonList(s []string) string {
 
 // CreateClient implements authd.Queries.
 func (q *queries) CreateClient(ctx context.Context, c *authd.OAuthClient) error {
-	_, err := q.db.ExecContext(ctx, `INSERT INTO oauth_clients (`+clientColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err := q.db.ExecContext(ctx, `INSERT INTO oauth_clients (`+clientColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		c.ID, c.Name, string(c.Type), nullString(c.SecretDigest), jsonList(c.RedirectURIs),
-		jsonList(c.PostLogoutRedirectURIs), c.FirstParty, timeArg(c.CreatedAt), timeArg(c.UpdatedAt))
+		jsonList(c.PostLogoutRedirectURIs), c.FirstParty, c.RequirePKCE, timeArg(c.CreatedAt), timeArg(c.UpdatedAt))
 	return translate(err)
 }
 
@@ -49,7 +49,7 @@ func scanClient(row scanner) (*authd.OAuthClient, error) {
 	var c authd.OAuthClient
 	var typ, redirects, logouts string
 	var secret sql.NullString
-	if err := row.Scan(&c.ID, &c.Name, &typ, &secret, &redirects, &logouts, &c.FirstParty,
+	if err := row.Scan(&c.ID, &c.Name, &typ, &secret, &redirects, &logouts, &c.FirstParty, &c.RequirePKCE,
 		timeCol{&c.CreatedAt}, timeCol{&c.UpdatedAt}); err != nil {
 		return nil, translate(err)
 	}
@@ -66,9 +66,10 @@ func scanClient(row scanner) (*authd.OAuthClient, error) {
 // UpdateClient implements authd.Queries.
 func (q *queries) UpdateClient(ctx context.Context, c *authd.OAuthClient) error {
 	res, err := q.db.ExecContext(ctx, `UPDATE oauth_clients SET name = ?, type = ?, secret_digest = ?,
-		redirect_uris = ?, post_logout_redirect_uris = ?, first_party = ?, updated_at = ? WHERE id = ?`,
+		redirect_uris = ?, post_logout_redirect_uris = ?, first_party = ?, require_pkce = ?, updated_at = ?
+		WHERE id = ?`,
 		c.Name, string(c.Type), nullString(c.SecretDigest), jsonList(c.RedirectURIs),
-		jsonList(c.PostLogoutRedirectURIs), c.FirstParty, timeArg(c.UpdatedAt), c.ID)
+		jsonList(c.PostLogoutRedirectURIs), c.FirstParty, c.RequirePKCE, timeArg(c.UpdatedAt), c.ID)
 	return affected(res, err, "client")
 }
 

@@ -63,6 +63,7 @@ func testClients(t *testing.T, s authd.Store) {
 	wantCode(t, "OAuthClient of an unknown id", err, authd.ENotFound)
 
 	conf.SecretDigest, conf.Name, conf.UpdatedAt = "rotated", "Renamed", Epoch.Add(time.Hour)
+	conf.RequirePKCE = true
 	conf.RedirectURIs = []string{"https://new.example.org/cb"}
 	err = s.InTx(ctx, func(tx authd.Queries) error {
 		if _, err := tx.OAuthClient(ctx, conf.ID); err != nil { // locks it

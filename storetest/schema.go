@@ -177,6 +177,7 @@ var SeedSchema = Schema{
 		{Table: "oauth_clients", Name: "redirect_uris", Kind: "json", Extra: true},
 		{Table: "oauth_clients", Name: "post_logout_redirect_uris", Kind: "json", Extra: true},
 		{Table: "oauth_clients", Name: "first_party", Kind: "boolean", Extra: true},
+		{Table: "oauth_clients", Name: "require_pkce", Kind: "boolean", Extra: true},
 		{Table: "oauth_clients", Name: "created_at", Kind: "timestamp", Extra: true},
 		{Table: "oauth_clients", Name: "updated_at", Kind: "timestamp", Extra: true},
 

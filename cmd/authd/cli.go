@@ -253,6 +253,14 @@ func newFlagSet(e *env, name, synopsis string) *flag.FlagSet {
 	return fs
 }
 
+// flagSet reports whether the flag name was given on the command line (a
+// bool flag's false is then a choice, not the default).
+func flagSet(fs *flag.FlagSet, name string) bool {
+	var set bool
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
 // parseFlags parses args and turns a bad flag into a usage error, told as
 // one line plus a hint like any other. The flag package would print the
 // error and the whole usage: it prints nothing while parsing, and the usage

@@ -20,9 +20,10 @@ The OpenID Connect relying parties authd signs users in to (issue 10),
 straight on the database (DATABASE_URL):
 
   authd clients create --name NAME --type public|confidential --redirect-uri URI [--redirect-uri URI …]
-                       [--post-logout-uri URI …] [--first-party] [--id CLIENT_ID]
+                       [--post-logout-uri URI …] [--first-party] [--require-pkce] [--id CLIENT_ID]
   authd clients list
   authd clients show CLIENT_ID
+  authd clients update CLIENT_ID --require-pkce=true|false
   authd clients rotate-secret CLIENT_ID
   authd clients delete CLIENT_ID --yes
 
@@ -31,7 +32,10 @@ only its keyed digest is stored (under refresh-token.key in AUTHD_KEYS_DIR,
 so run this with the keys directory the servers use). Redirect URIs match
 exactly: https, http to a loopback address, or a private-use scheme such as
 com.example.app:/callback. A first-party client's users are never asked to
-consent. Every change is logged as admin_action.`
+consent. A public client always uses PKCE; --require-pkce asks it of a
+confidential one too (RFC 9700), once its relying party sends a
+code_challenge (oauth2-proxy: --code-challenge-method=S256). Every change is
+logged as admin_action.`
 
 // stringList is a flag that may be given many times.
 type stringList []string
@@ -41,7 +45,7 @@ func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 // clientFieldFlags names the flag that sets a field of a client's spec.
 var clientFieldFlags = map[string]string{"client_id": "--id", "name": "--name", "type": "--type",
-	"redirect_uris": "--redirect-uri", "post_logout_redirect_uris": "--post-logout-uri"}
+	"redirect_uris": "--redirect-uri", "post_logout_redirect_uris": "--post-logout-uri", "require_pkce": "--require-pkce"}
 
 func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 	fs := newFlagSet(e, "clients", clientsSynopsis)
@@ -51,6 +55,7 @@ func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 	typ := fs.String("type", "", "create: public (a browser or native app, PKCE) or confidential (a server with a secret)")
 	id := fs.String("id", "", "create: the client_id (default: a random one)")
 	firstParty := fs.Bool("first-party", false, "create: trusted, its users are never asked to consent")
+	requirePKCE := fs.Bool("require-pkce", false, "create, update: a confidential client must send a PKCE challenge (a public one always must)")
 	yes := fs.Bool("yes", false, "delete: confirm")
 	var redirects, logouts stringList
 	fs.Var(&redirects, "redirect-uri", "create: a redirect URI (repeat for more)")
@@ -61,13 +66,16 @@ func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 	}
 	switch {
 	case len(rest) == 1 && (rest[0] == "create" || rest[0] == "list"):
-	case len(rest) == 2 && (rest[0] == "show" || rest[0] == "rotate-secret" || rest[0] == "delete"):
+	case len(rest) == 2 && (rest[0] == "show" || rest[0] == "update" || rest[0] == "rotate-secret" || rest[0] == "delete"):
 		if rest[0] == "delete" && !*yes {
 			return usagef("clients delete removes the client, its consents and codes; add --yes to confirm")
 		}
+		if rest[0] == "update" && !flagSet(fs, "require-pkce") {
+			return usageOf("clients update", "nothing to change: give --require-pkce=true or --require-pkce=false")
+		}
 	case len(rest) == 0:
-		return usagef("missing create, list, show, rotate-secret or delete")
-	case len(rest) == 1 && (rest[0] == "show" || rest[0] == "rotate-secret" || rest[0] == "delete"):
+		return usagef("missing create, list, show, update, rotate-secret or delete")
+	case len(rest) == 1 && (rest[0] == "show" || rest[0] == "update" || rest[0] == "rotate-secret" || rest[0] == "delete"):
 		return usageOf("clients "+rest[0], "missing CLIENT_ID (from `authd clients list`)")
 	default:
 		return usagef("unknown clients command %q", strings.Join(rest, " "))
@@ -113,7 +121,7 @@ func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 	switch rest[0] {
 	case "create":
 		oc, secret, err := svc.CreateClient(ctx, c, authd.ClientSpec{ID: *id, Name: *name, Type: authd.ClientType(*typ),
-			RedirectURIs: redirects, PostLogoutRedirectURIs: logouts, FirstParty: *firstParty})
+			RedirectURIs: redirects, PostLogoutRedirectURIs: logouts, FirstParty: *firstParty, RequirePKCE: *requirePKCE})
 		if err != nil {
 			return err
 		}
@@ -149,6 +157,16 @@ func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 		fmt.Fprintf(e.stdout, "redirect URIs:    %s\npost-logout URIs: %s\n", strings.Join(oc.RedirectURIs, " "),
 			dash(strings.Join(oc.PostLogoutRedirectURIs, " ")))
 		return nil
+	case "update":
+		oc, err := svc.RequireClientPKCE(ctx, c, rest[1], *requirePKCE)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(e.stdout, httpapi.ClientView(oc))
+		}
+		printClients(e.stdout, []*authd.OAuthClient{oc})
+		return nil
 	case "rotate-secret":
 		secret, err := svc.RotateClientSecret(ctx, c, rest[1])
 		if err != nil {
@@ -166,9 +184,13 @@ func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 
 func printClients(w io.Writer, cs []*authd.OAuthClient) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CLIENT_ID\tNAME\tTYPE\tFIRST_PARTY\tREDIRECT_URIS\tCREATED")
+	fmt.Fprintln(tw, "CLIENT_ID\tNAME\tTYPE\tFIRST_PARTY\tPKCE\tREDIRECT_URIS\tCREATED")
 	for _, c := range cs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\t%s\n", c.ID, c.Name, c.Type, c.FirstParty, len(c.RedirectURIs),
+		pkce := "optional"
+		if c.PKCERequired() {
+			pkce = "required"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%d\t%s\n", c.ID, c.Name, c.Type, c.FirstParty, pkce, len(c.RedirectURIs),
 			c.CreatedAt.Format(time.RFC3339))
 	}
 	tw.Flush()

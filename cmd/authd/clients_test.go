@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -82,6 +83,38 @@ func TestClientsCLI(t *testing.T) {
 				t.Error("the first secret still works after rotate-secret")
 			}
 
+			// PKCE: optional for the confidential client until required, always for the public one.
+			pkceOf := func(id string) string {
+				t.Helper()
+				var c struct {
+					RequirePKCE *bool `json:"require_pkce"`
+				}
+				out := cli(exitOK, "clients", "show", id, "--json")
+				if err := json.Unmarshal([]byte(out), &c); err != nil || c.RequirePKCE == nil {
+					t.Fatalf("show --json %s: %s (%v)", id, out, err)
+				}
+				return map[bool]string{true: "required", false: "optional"}[*c.RequirePKCE]
+			}
+			if got := pkceOf("proxy") + " " + pkceOf("spa"); got != "optional required" {
+				t.Errorf("PKCE of the confidential and the public client: %s; want optional required", got)
+			}
+			cli(exitUsage, "clients", "update", "proxy")
+			cli(exitUsage, "clients", "update", "--require-pkce")
+			if out := cli(exitOK, "clients", "update", "proxy", "--require-pkce"); !regexp.MustCompile(`proxy\s.*\srequired\s`).MatchString(out) {
+				t.Errorf("update --require-pkce: %s; want the client, PKCE required", out)
+			}
+			if got := pkceOf("proxy"); got != "required" {
+				t.Errorf("PKCE after update --require-pkce: %s", got)
+			}
+			if out := cli(exitUsage, "clients", "update", "spa", "--require-pkce=false"); !strings.HasPrefix(out, "authd clients update: ") ||
+				!strings.Contains(out, "--require-pkce must be true for a public client") {
+				t.Errorf("update of a public client to go without PKCE: %s; want the reason, naming the flag", out)
+			}
+			cli(exitOK, "clients", "update", "proxy", "--require-pkce=false")
+			if got := pkceOf("proxy"); got != "optional" {
+				t.Errorf("PKCE after update --require-pkce=false: %s", got)
+			}
+
 			cli(exitUsage, "clients", "delete", "proxy")
 			cli(exitOK, "clients", "delete", "proxy", "--yes")
 			if out := cli(exitFailure, "clients", "show", "proxy"); !strings.Contains(out, "no such client") {
@@ -102,7 +135,7 @@ func TestClientsCLI(t *testing.T) {
 			for i := len(logs) - 1; i >= 0; i-- {
 				actions = append(actions, logs[i].AdditionalContext["action"].(string))
 			}
-			if got, want := strings.Join(actions, " "), "create_client create_client rotate_client_secret delete_client"; got != want {
+			if got, want := strings.Join(actions, " "), "create_client create_client rotate_client_secret set_client_pkce set_client_pkce delete_client"; got != want {
 				t.Errorf("admin_action rows: %s; want %s", got, want)
 			}
 		})
