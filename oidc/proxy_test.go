@@ -65,7 +65,7 @@ func TestOAuth2Proxy(t *testing.T) {
 	proxyURL := "http://" + addr
 	c, secret, err := e.svc.CreateClient(context.Background(), authd.Client{}, authd.ClientSpec{ID: "proxy",
 		Name: "oauth2-proxy", Type: authd.ClientConfidential, RedirectURIs: []string{proxyURL + "/oauth2/callback"},
-		FirstParty: true})
+		FirstParty: true, RequirePKCE: true}) // as the README advises, with --code-challenge-method=S256
 	if err != nil {
 		t.Fatal(err)
 	}
