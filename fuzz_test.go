@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/authd/authd"
+	"github.com/google/uuid"
 	"golang.org/x/text/unicode/norm"
 )
 
@@ -30,6 +31,15 @@ func TestNormalizeEmail(t *testing.T) {
 		if _, err := authd.NormalizeEmail(long); !errors.As(err, &e) || len(e.Fields) != 1 || !strings.Contains(e.Fields[0].Message, "at most 254") {
 			t.Errorf("NormalizeEmail(a %d-byte address) = %v, want a field error saying at most 254", len(long), err)
 		}
+	}
+	// The reserved .invalid domain, where erasure's tombstones live, is refused.
+	for _, reserved := range []string{authd.Tombstone(uuid.New()), "a@mail.INVALID", "a@invalid"} {
+		if _, err := authd.NormalizeEmail(reserved); authd.ErrorCode(err) != authd.EInvalid {
+			t.Errorf("NormalizeEmail(%q) = %v, want EInvalid", reserved, err)
+		}
+	}
+	if _, err := authd.NormalizeEmail("a@invalid.example.org"); err != nil {
+		t.Errorf("NormalizeEmail(a@invalid.example.org): %v", err)
 	}
 	// A decomposed address within the bound once composed is taken.
 	if got, err := authd.NormalizeEmail(strings.Repeat("u\u0308", 80) + "@example.org"); err != nil || len(got) != 2*80+12 {

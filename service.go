@@ -353,7 +353,8 @@ func (s *Service) now() time.Time { return s.clock.Now().UTC().Truncate(time.Mic
 // characters) and returns its form in Unicode NFC,
 // lower-cased, under which it is stored and looked up: addresses that are
 // the same text (ü written as one character or as u and a combining
-// diaeresis) or differ only in case are one account.
+// diaeresis) or differ only in case are one account. Addresses under the
+// reserved .invalid domain are refused: erasure's tombstones live there.
 func NormalizeEmail(s string) (string, error) {
 	field := func(msg string) error {
 		return &Error{Code: EInvalid, Message: "invalid request", Fields: []FieldError{{Field: "email", Message: msg}}}
@@ -383,6 +384,12 @@ func NormalizeEmail(s string) (string, error) {
 	s = norm.NFC.String(strings.ToLower(s))
 	if len(s) > MaxEmailLength {
 		return "", tooLong
+	}
+	// No mail reaches .invalid (RFC 6761 §6.4), and erasure gives accounts
+	// addresses there (Tombstone): one registered in its place first would
+	// make the erasure of the account whose id it names fail for good.
+	if domain := s[strings.LastIndexByte(s, '@')+1:]; domain == "invalid" || strings.HasSuffix(domain, ".invalid") {
+		return "", field("must be an address that can receive mail (.invalid is reserved, RFC 6761)")
 	}
 	return s, nil
 }

@@ -261,6 +261,21 @@ func TestErasure(t *testing.T) {
 	})
 }
 
+// TestTombstoneCannotBeTaken: the address erasure will give an account
+// (deleted-<id>@invalid, and the id is every token's sub) cannot be
+// registered first, which would make that erasure fail for good.
+func TestTombstoneCannotBeTaken(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("victim@example.org", goodPassword)
+		access, _ := e.login("victim@example.org", goodPassword)
+		sub := jwtClaims(t, access)["sub"].(string)
+		want(t, "register the tombstone", e.do("POST", "/v1/auth/register", map[string]any{"email": "deleted-" + sub + "@invalid",
+			"password": goodPassword, "consent": true}), 400, "validation_failed")
+		want(t, "erase", e.do("DELETE", "/v1/users/me", map[string]string{"password": goodPassword}, bearer(access)...), 204, "")
+	})
+}
+
 func TestOwnSecurityLogPagination(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		e := newEnv(t, open(t))
