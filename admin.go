@@ -59,8 +59,17 @@ func (s *Service) User(ctx context.Context, c Client, id uuid.UUID) (*User, erro
 
 // SecurityLogs lists security events matching f, newest first, one page,
 // and logs the listing as list_security_logs with its filters; filtered by
-// user, it concerns that user. EInvalid (limit), EUnavailable.
+// user, it concerns that user. EInvalid (limit, a time past the year 9999),
+// EUnavailable.
 func (s *Service) SecurityLogs(ctx context.Context, c Client, f SecurityLogFilter) (Page[*SecurityLog], error) {
+	// The filters go into the audit row, whose JSON (RFC 3339) has years 0
+	// to 9999 only.
+	for field, t := range map[string]time.Time{"since": f.Since, "until": f.Until} {
+		if y := t.UTC().Year(); !t.IsZero() && (y < 1 || y > 9999) {
+			return Page[*SecurityLog]{}, &Error{Code: EInvalid, Message: "invalid request",
+				Fields: []FieldError{{Field: field, Message: "must be a time from the year 1 to 9999"}}}
+		}
+	}
 	p, err := s.securityLogs(ctx, f)
 	if err != nil {
 		return Page[*SecurityLog]{}, err
@@ -163,11 +172,17 @@ func (s *Service) adminAction(ctx context.Context, c Client, id uuid.UUID, actio
 
 // LockUser locks an account until until (the zero time: until unlocked),
 // ending its sessions and voiding its reset links; only an administrator
-// lifts it (a password reset does not). EInvalid for an until in the past; ENotFound.
+// lifts it (a password reset does not). EInvalid for an until in the past
+// or past the year 9999; ENotFound.
 func (s *Service) LockUser(ctx context.Context, c Client, id uuid.UUID, until time.Time) error {
-	if !until.IsZero() && !until.After(s.now()) {
-		return &Error{Code: EInvalid, Message: "invalid request",
-			Fields: []FieldError{{Field: "until", Message: "must be in the future"}}}
+	untilField := func(msg string) error {
+		return &Error{Code: EInvalid, Message: "invalid request", Fields: []FieldError{{Field: "until", Message: msg}}}
+	}
+	switch {
+	case !until.IsZero() && !until.After(s.now()):
+		return untilField("must be in the future")
+	case until.UTC().Year() > 9999: // RFC 3339's last year, as the audit row writes it
+		return untilField("must be before the year 10000 (leave it out for a lock without an end)")
 	}
 	return s.adminAction(ctx, c, id, "lock", func(tx *txn, u *User, now time.Time) (map[string]any, error) {
 		u.AccountStatus, u.AccountLockedUntil, u.UpdatedAt = StatusLocked, until.UTC().Truncate(time.Microsecond), now

@@ -225,3 +225,29 @@ func TestAdminLockUntilMalformed(t *testing.T) {
 		t.Errorf("after the refusals the account is %s, want active", u.AccountStatus)
 	}
 }
+
+// TestAdminLockUntilTheLastYear: an until whose UTC form falls past the
+// year 9999 (which neither RFC 3339 nor the audit row can write) is named
+// as the field at fault, never a 500; the last second of 9999 locks.
+func TestAdminLockUntilTheLastYear(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("far@example.org", goodPassword)
+		id := e.user("far@example.org").ID.String()
+		r := e.admin("POST", "/v1/admin/users/"+id+"/lock", `{"until":"9999-12-31T23:59:59-23:59"}`)
+		want(t, "until past 9999 in UTC", r, 400, "validation_failed")
+		if errs := fmt.Sprint(r.body["errors"]); !strings.Contains(errs, "field:until") {
+			t.Errorf("errors %s; want the field until", errs)
+		}
+		if u := e.user("far@example.org"); u.AccountStatus != authd.StatusActive {
+			t.Errorf("after the refusal the account is %s, want active", u.AccountStatus)
+		}
+		for _, q := range []string{"since=9999-12-31T23:59:59-23:59", "until=0000-01-01T00:00:00%2B01:00"} {
+			want(t, "security logs "+q, e.admin("GET", "/v1/admin/security-logs?"+q, nil), 400, "validation_failed")
+		}
+		want(t, "until the last second of 9999", e.admin("POST", "/v1/admin/users/"+id+"/lock", `{"until":"9999-12-31T23:59:59Z"}`), 204, "")
+		if r := e.admin("GET", "/v1/admin/users/"+id, nil); r.status != 200 || r.str("account_locked_until") != "9999-12-31T23:59:59Z" {
+			t.Errorf("show: %d %s", r.status, r.raw)
+		}
+	})
+}
