@@ -306,9 +306,10 @@ func PlainText(s string) bool {
 }
 
 // validClientID reports whether id can name a client: 1 to 64 characters
-// of letters, digits, '.', '_' and '-'.
+// of letters, digits, '.', '_' and '-', not only dots ("." and ".." are
+// cleaned out of every URL path that would name the client).
 func validClientID(id string) bool {
-	if id == "" || len(id) > MaxClientIDLength {
+	if id == "" || len(id) > MaxClientIDLength || strings.Trim(id, ".") == "" {
 		return false
 	}
 	for _, r := range id {
@@ -323,7 +324,7 @@ func validClientSpec(spec ClientSpec) error {
 	var fields []FieldError
 	bad := func(field, msg string) { fields = append(fields, FieldError{Field: field, Message: msg}) }
 	if !validClientID(spec.ID) {
-		bad("client_id", "must be 1 to 64 letters, digits, '.', '_' or '-'")
+		bad("client_id", "must be 1 to 64 letters, digits, '.', '_' or '-', not only dots")
 	}
 	name := strings.TrimSpace(spec.Name)
 	if name == "" || name != spec.Name || utf8.RuneCountInString(spec.Name) > MaxClientNameLength || !PlainText(spec.Name) {

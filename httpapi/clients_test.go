@@ -63,6 +63,8 @@ func TestAdminClients(t *testing.T) {
 			"bad type":          {"name": "A", "type": "native", "redirect_uris": []string{"https://a.example.org/cb"}},
 			"no name":           {"name": "", "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}},
 			"bad id":            {"client_id": "a b", "name": "A", "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}},
+			"id of dots":        {"client_id": "..", "name": "A", "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}},
+			"id of a dot":       {"client_id": ".", "name": "A", "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}},
 			"port out of range": {"name": "A", "type": "public", "redirect_uris": []string{"https://[::1]:99999/cb"}},
 			"port zero":         {"name": "A", "type": "public", "redirect_uris": []string{"http://127.0.0.1:0/cb"}},
 			"bad logout uri":    {"name": "A", "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}, "post_logout_redirect_uris": []string{"ftp://x"}},
