@@ -306,10 +306,9 @@ func PlainText(s string) bool {
 }
 
 // validClientID reports whether id can name a client: 1 to 64 characters
-// of letters, digits, '.', '_' and '-', not only dots ("." and ".." are
-// cleaned out of every URL path that would name the client).
+// of letters, digits, '.', '_' and '-'.
 func validClientID(id string) bool {
-	if id == "" || len(id) > MaxClientIDLength || strings.Trim(id, ".") == "" {
+	if id == "" || len(id) > MaxClientIDLength {
 		return false
 	}
 	for _, r := range id {
@@ -323,7 +322,10 @@ func validClientID(id string) bool {
 func validClientSpec(spec ClientSpec) error {
 	var fields []FieldError
 	bad := func(field, msg string) { fields = append(fields, FieldError{Field: field, Message: msg}) }
-	if !validClientID(spec.ID) {
+	// Not only dots: "." and ".." are cleaned out of every URL path that
+	// would name the client (one made before this rule is still found by
+	// the CLI, which names it without a path).
+	if !validClientID(spec.ID) || strings.Trim(spec.ID, ".") == "" {
 		bad("client_id", "must be 1 to 64 letters, digits, '.', '_' or '-', not only dots")
 	}
 	name := strings.TrimSpace(spec.Name)
