@@ -457,7 +457,7 @@ type UserRows struct {
 
 // PurgeRequest says what retention deletes.
 type PurgeRequest struct {
-	LogsBefore    time.Time // security logs older than this
+	LogsBefore    time.Time // security logs older than this; erased accounts unchanged since then, once no log row or session names them
 	ExpiredBefore time.Time // tokens, verification tokens and sessions that ended before this
 	Now           time.Time // revocation events expired by now
 	Batch         int       // rows per statement, so that no lock is held long
@@ -476,6 +476,7 @@ type PurgeResult struct {
 	Sessions           int  `json:"sessions"`
 	RevocationEvents   int  `json:"revocation_events"`
 	DeadMails          int  `json:"dead_mails"`
+	ErasedAccounts     int  `json:"erased_accounts"`   // tombstones with nothing left about them
 	Skipped            bool `json:"skipped,omitempty"` // another instance was purging
 }
 

@@ -380,3 +380,31 @@ func TestErasureRacingChecks(t *testing.T) {
 		}
 	})
 }
+
+// TestErasedAccountLeavesWithItsLogs: an erased account's tombstone row
+// stays while its security-log rows do (the audit trail names it) and goes
+// with the retention purge that deletes the last of them.
+func TestErasedAccountLeavesWithItsLogs(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		ctx := context.Background()
+		e.registerVerified("gone@example.org", goodPassword)
+		e.login("gone@example.org", goodPassword)
+		gone := e.user("gone@example.org").ID
+		want(t, "erase", e.admin("DELETE", "/v1/admin/users/"+gone.String(), nil), 204, "")
+		e.clock.Advance(31 * 24 * time.Hour) // its session and tokens are purged; its logs are not
+		if res, err := e.svc.Purge(ctx, 90*24*time.Hour, false); err != nil || res.ErasedAccounts != 0 || res.Sessions != 1 {
+			t.Fatalf("purge after 31 days: %+v, %v; want the session, not the account", res, err)
+		}
+		if u, err := e.store.User(ctx, gone); err != nil || u.AccountStatus != authd.StatusDeleted {
+			t.Fatalf("the tombstone while its logs last: %+v, %v", u, err)
+		}
+		e.clock.Advance(60 * 24 * time.Hour) // 91 days: the last of its logs goes, and it with them
+		if res, err := e.svc.Purge(ctx, 90*24*time.Hour, false); err != nil || res.ErasedAccounts != 1 || res.SecurityLogs == 0 {
+			t.Fatalf("purge after 91 days: %+v, %v; want its logs and the account", res, err)
+		}
+		if _, err := e.store.User(ctx, gone); authd.ErrorCode(err) != authd.ENotFound {
+			t.Errorf("the tombstone after retention: %v, want it gone", err)
+		}
+	})
+}

@@ -263,6 +263,15 @@ func (q *queries) ErasePersonalData(ctx context.Context, userID uuid.UUID) error
 // purgeLockID is the advisory lock that keeps instances from purging at once.
 const purgeLockID = 0x61757468647075 // "authdpu"
 
+// erasedAccountGone picks the tombstones retention deletes: accounts erased
+// (and unchanged) before $1 that no security-log row or session names any
+// more, since those went first. The id, the registration time and the last
+// password change are all that is left of them; every relying party's sub
+// stays unknown, as any other.
+const erasedAccountGone = `account_status = 'deleted' AND updated_at < $1
+	AND NOT EXISTS (SELECT 1 FROM security_logs l WHERE l.user_id = users.id)
+	AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.user_id = users.id)`
+
 // Purge implements authd.Store. It holds a session-level advisory lock on
 // one connection for the whole purge, and deletes in batches so that no
 // statement locks many rows for long.
@@ -302,6 +311,8 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 		{&res.RevocationEvents, "revocation_events", "expires_at < $1", r.Now},
 		// Mail that could not be delivered keeps its address until then.
 		{&res.DeadMails, "mail_outbox", "dead_at < $1", r.LogsBefore},
+		// An erased account's tombstone, once nothing is left about it.
+		{&res.ErasedAccounts, "users", erasedAccountGone, r.LogsBefore},
 	}
 	for _, st := range steps {
 		if r.DryRun {

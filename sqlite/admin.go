@@ -256,6 +256,11 @@ func (q *queries) ErasePersonalData(ctx context.Context, userID uuid.UUID) error
 	return nil
 }
 
+// erasedAccountGone picks the tombstones retention deletes (as PostgreSQL's).
+const erasedAccountGone = `account_status = 'deleted' AND updated_at < ?1
+	AND NOT EXISTS (SELECT 1 FROM security_logs l WHERE l.user_id = users.id)
+	AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.user_id = users.id)`
+
 // Purge implements authd.Store. An SQLite database serves one instance, so
 // there is no one to coordinate with; each batch is its own short write.
 func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeResult, error) {
@@ -278,6 +283,8 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 		{&res.RevocationEvents, "revocation_events", "expires_at < ?1", timeText(r.Now)},
 		// Mail that could not be delivered keeps its address until then.
 		{&res.DeadMails, "mail_outbox", "dead_at < ?1", timeText(r.LogsBefore)},
+		// An erased account's tombstone, once nothing is left about it.
+		{&res.ErasedAccounts, "users", erasedAccountGone, timeText(r.LogsBefore)},
 	}
 	for _, st := range steps {
 		if r.DryRun {

@@ -53,6 +53,7 @@ func Run(t *testing.T, open func(t *testing.T) authd.Store) {
 		{"VerificationTokens", testVerificationTokens},
 		{"SecurityLogs", testSecurityLogs},
 		{"SecurityLogsOfErasedUsers", testSecurityLogsOfErasedUsers},
+		{"PurgeErasedAccounts", testPurgeErasedAccounts},
 		{"UserData", testUserData},
 		{"EveryEnumLabelStored", testEnumLabels},
 		{"Outbox", testOutbox},
@@ -452,6 +453,57 @@ func testSecurityLogsOfErasedUsers(t *testing.T, s authd.Store) {
 		}
 		if l.AdditionalContext["session_id"] != "s1" || l.FailureReason != "session ended" {
 			t.Errorf("row about %s lost more than the client: %+v", u.Email, l)
+		}
+	}
+}
+
+// testPurgeErasedAccounts: retention deletes an erased account's row once
+// it is older than the logs' retention and no security-log row or session
+// names it; a live account, a recent erasure, or one still named by a log
+// row or a session stays.
+func testPurgeErasedAccounts(t *testing.T, s authd.Store) {
+	ctx := context.Background()
+	old := Epoch.Add(-48 * time.Hour)
+	erased := func(email string, at time.Time) *authd.User {
+		u := mustCreateUser(t, s, email)
+		u.AccountStatus, u.Email, u.PasswordHash, u.UpdatedAt = authd.StatusDeleted, authd.Tombstone(u.ID), "", at
+		if err := s.UpdateUser(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+	gone := erased("gone@example.org", old)
+	recent := erased("recent@example.org", Epoch)
+	logged := erased("logged@example.org", old)
+	if err := s.CreateSecurityLog(ctx, authd.NewSecurityLog(Epoch, authd.EventAccountDeleted, authd.ResultSuccess,
+		logged.ID, "", "", "", nil)); err != nil {
+		t.Fatal(err)
+	}
+	withSession := erased("session@example.org", old)
+	if err := s.CreateSession(ctx, &authd.Session{ID: authd.NewID(), UserID: withSession.ID, CreatedAt: old,
+		LastUsedAt: old, ExpiresAt: Epoch.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	live := mustCreateUser(t, s, "live@example.org")
+	live.UpdatedAt = old
+	if err := s.UpdateUser(ctx, live); err != nil {
+		t.Fatal(err)
+	}
+
+	req := authd.PurgeRequest{LogsBefore: Epoch.Add(-time.Hour), ExpiredBefore: old, Now: Epoch, Batch: 10}
+	dry := req
+	dry.DryRun = true
+	if res, err := s.Purge(ctx, dry); err != nil || res.ErasedAccounts != 1 {
+		t.Errorf("Purge (dry run) = %+v, %v; want 1 erased account", res, err)
+	}
+	if res, err := s.Purge(ctx, req); err != nil || res.ErasedAccounts != 1 {
+		t.Errorf("Purge = %+v, %v; want 1 erased account deleted", res, err)
+	}
+	_, err := s.User(ctx, gone.ID)
+	wantCode(t, "the erased account past retention", err, authd.ENotFound)
+	for _, u := range []*authd.User{recent, logged, withSession, live} {
+		if _, err := s.User(ctx, u.ID); err != nil {
+			t.Errorf("%s (%s) after the purge: %v; want it kept", u.Email, u.AccountStatus, err)
 		}
 	}
 }

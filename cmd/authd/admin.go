@@ -443,10 +443,11 @@ func purgeCmd(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "%s %d security logs (older than %s), %d tokens, %d verification tokens, %d MFA challenges, "+
 		"%d passkey ceremonies, %d OpenID authorization requests, %d authorization codes and %d sessions (ended over a day ago), "+
-		"%d revocation events (their tokens expired), %d undeliverable mails (dead longer than %s)\n",
+		"%d revocation events (their tokens expired), %d undeliverable mails (dead longer than %s), "+
+		"%d erased accounts' rows (nothing left about them)\n",
 		verb, res.SecurityLogs, cfg.SecurityLogRetention, res.Tokens, res.VerificationTokens, res.MFAChallenges,
 		res.WebAuthnChallenges, res.AuthRequests, res.AuthCodes, res.Sessions, res.RevocationEvents, res.DeadMails,
-		cfg.SecurityLogRetention)
+		cfg.SecurityLogRetention, res.ErasedAccounts)
 	return nil
 }
 
