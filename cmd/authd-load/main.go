@@ -55,6 +55,7 @@ type options struct {
 	clients                                        []int // each throughput scenario runs once per count; nil: its own (defaultClients)
 	label                                          string
 	argon2                                         password.Params
+	ownAccounts                                    bool // login: each client as an account of its own
 }
 
 // defaultClients is each throughput scenario's client count without
@@ -75,6 +76,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.metricsURL, "metrics-url", "http://127.0.0.1:8081", "base URL of its admin listener (AUTHD_ADMIN_ADDR), which alone serves /metrics")
 	fs.StringVar(&o.email, "email", "active@demo.authd.dev", "a verified account (authd seed makes this one)")
 	fs.StringVar(&o.password, "password", "authd-demo-Passw0rd", "its password")
+	fs.BoolVar(&o.ownAccounts, "own-accounts", false,
+		"login: each client logs in as an account of its own, registered first (start the server with AUTHD_REQUIRE_VERIFIED_EMAIL=false); default: every client as -email")
 	fs.StringVar(&o.serviceToken, "service-token", os.Getenv("AUTHD_LOAD_SERVICE_TOKEN"),
 		"one of the server's AUTHD_SERVICE_TOKENS, for introspection (env AUTHD_LOAD_SERVICE_TOKEN)")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "how long each scenario runs")
@@ -424,6 +427,9 @@ func (o options) workload(ctx context.Context, scenario string) (workload, error
 			return "≥ 2,000 req/s, p99 < 50 ms (PostgreSQL)", r.Rate >= 2000 && r.P99Ms < 50
 		}}, nil
 	case "login":
+		if o.ownAccounts {
+			return workload{prepare: o.ownLogins, before: measureLimit, bar: hashing}, nil
+		}
 		body, _ := json.Marshal(map[string]string{"email": o.email, "password": o.password})
 		return workload{prepare: same(func(ctx context.Context, _ int) (int, error) {
 			code, _, err := call(ctx, "POST", o.url+"/v1/auth/login", string(body))
@@ -441,6 +447,42 @@ func (o options) workload(ctx context.Context, scenario string) (workload, error
 			return code, err
 		}), before: measureLimit, bar: hashing}, nil
 	}
+}
+
+// ownLogins registers an account for each of n clients and returns a
+// sender that logs client w in as its own: logins of one account queue on
+// its row, which many users' logins do not. A new account must be able to
+// log in at once (AUTHD_REQUIRE_VERIFIED_EMAIL=false), which the first
+// login checks.
+func (o options) ownLogins(ctx context.Context, n int) (sender, error) {
+	const pw = "correct horse battery staple 9"
+	bodies := make([]string, n)
+	run := time.Now().UnixNano()
+	for i := range bodies {
+		email := fmt.Sprintf("login-%d-%d@example.org", run, i)
+		reg, _ := json.Marshal(map[string]any{"email": email, "password": pw, "consent": true})
+		code, out, err := call(ctx, "POST", o.url+"/v1/auth/register", string(reg))
+		switch {
+		case err != nil:
+			return nil, err
+		case code != http.StatusAccepted && code != http.StatusCreated:
+			return nil, fmt.Errorf("-own-accounts: registering %s: %d %s", email, code, bytes.TrimSpace(out))
+		}
+		login, _ := json.Marshal(map[string]string{"email": email, "password": pw})
+		bodies[i] = string(login)
+	}
+	code, out, err := call(ctx, "POST", o.url+"/v1/auth/login", bodies[0])
+	switch {
+	case err != nil:
+		return nil, err
+	case code != http.StatusOK:
+		return nil, fmt.Errorf("-own-accounts: a new account's login answered %d %s (the server needs AUTHD_REQUIRE_VERIFIED_EMAIL=false)",
+			code, bytes.TrimSpace(out))
+	}
+	return func(ctx context.Context, w int) (int, error) {
+		code, _, err := call(ctx, "POST", o.url+"/v1/auth/login", bodies[w])
+		return code, err
+	}, nil
 }
 
 // hashingLimit is how many argon2id hashes a second this machine sustains

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -140,4 +141,53 @@ func readReport(t *testing.T, file string) loadReport {
 		t.Fatalf("-json wrote no report: %v\n%s", err, b)
 	}
 	return rep
+}
+
+// TestOwnAccounts: with -own-accounts each login client registers an
+// account and logs in as it, every one of them; a server that refuses a
+// new account's login (verification required) stops the run with why.
+func TestOwnAccounts(t *testing.T) {
+	for _, verified := range []bool{true, false} {
+		var mu sync.Mutex
+		registered, loggedIn := map[string]bool{}, map[string]bool{}
+		mux := http.NewServeMux()
+		mux.HandleFunc("POST /v1/auth/register", func(w http.ResponseWriter, r *http.Request) {
+			var in struct{ Email string }
+			json.NewDecoder(r.Body).Decode(&in)
+			mu.Lock()
+			registered[in.Email] = true
+			mu.Unlock()
+			w.WriteHeader(http.StatusAccepted)
+		})
+		mux.HandleFunc("POST /v1/auth/login", func(w http.ResponseWriter, r *http.Request) {
+			var in struct{ Email string }
+			json.NewDecoder(r.Body).Decode(&in)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case in.Email == "active@demo.authd.dev":
+			case !registered[in.Email]:
+				w.WriteHeader(http.StatusUnauthorized)
+				return
+			case !verified:
+				w.WriteHeader(http.StatusForbidden)
+				return
+			default:
+				loggedIn[in.Email] = true
+			}
+			w.Write([]byte(`{"access_token":"a","refresh_token":"r"}`))
+		})
+		srv := httptest.NewServer(mux)
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), []string{"-url", srv.URL, "-scenarios", "login", "-own-accounts", "-clients", "3",
+			"-duration", "200ms", "-argon2-memory-kib", "64", "-argon2-iterations", "1"}, &out, &errOut)
+		srv.Close()
+		switch {
+		case verified && (code != 0 || len(registered) != 3 || len(loggedIn) != 3 || !strings.Contains(out.String(), "errors 0")):
+			t.Errorf("-own-accounts: exit %d, %d registered, %d logged in; want 3 and 3:\n%s%s",
+				code, len(registered), len(loggedIn), out.String(), errOut.String())
+		case !verified && (code != 1 || !strings.Contains(errOut.String(), "AUTHD_REQUIRE_VERIFIED_EMAIL=false")):
+			t.Errorf("-own-accounts, new accounts refused: exit %d, %q; want 1 and the setting to change", code, errOut.String())
+		}
+	}
 }
