@@ -428,13 +428,14 @@ func (s *Service) RedeemCode(ctx context.Context, c Client, oc *OAuthClient, cod
 			return refuse("code of another client")
 		case ac.RedirectURI != redirectURI:
 			return refuse("redirect_uri differs from the authorization request's")
-		case ac.CodeChallenge == "" && oc.PKCERequired():
-			// Issued before the administrator required PKCE of the client.
-			return refuse("PKCE required for this client")
 		case !pkceMatches(ac.CodeChallenge, ac.CodeChallengeMethod, verifier):
 			return refuse("PKCE verifier does not match")
 		case !ac.UsedAt.IsZero():
 			return s.codeReuse(ctx, tx, c, ac, now)
+		case ac.CodeChallenge == "" && oc.PKCERequired():
+			// Issued before the administrator required PKCE of the client
+			// (a reuse of one redeemed before is still a reuse, above).
+			return refuse("PKCE required for this client")
 		case !now.Before(ac.ExpiresAt):
 			return refuse("code expired")
 		}

@@ -528,7 +528,7 @@ func TestRequiredPKCE(t *testing.T) {
 		ctx := context.Background()
 		e.user("pia@example.org")
 		c, secret := e.client("app", authd.ClientConfidential, true)
-		r := e.rp(c, secret)
+		r := e.rp(c, secret, "offline_access")
 		b := e.browser()
 		b.get(r.cfg.AuthCodeURL("s")) // no challenge: allowed so far
 		b.signIn("pia@example.org", goodPassword)
@@ -537,11 +537,28 @@ func TestRequiredPKCE(t *testing.T) {
 			t.Fatalf("a code without PKCE before it was required: %v", before)
 		}
 
+		// And one redeemed before the switch, whose reuse after it is still a reuse.
+		b.get(r.cfg.AuthCodeURL("s2"))
+		redeemed := b.callback()
+		if redeemed == nil || redeemed.Get("code") == "" {
+			t.Fatalf("a second code without PKCE: %v", redeemed)
+		}
+		first, err := r.cfg.Exchange(r.ctx, redeemed.Get("code"))
+		if err != nil || first.RefreshToken == "" {
+			t.Fatalf("the second code: %+v, %v; want a refresh token", first, err)
+		}
+
 		if _, err := e.svc.RequireClientPKCE(ctx, authd.Client{}, c.ID, true); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := r.cfg.Exchange(r.ctx, before.Get("code")); err == nil {
 			t.Error("a code issued without PKCE was redeemed after PKCE was required")
+		}
+		if _, err := r.cfg.Exchange(r.ctx, redeemed.Get("code")); err == nil {
+			t.Error("a code redeemed before PKCE was required was redeemed again")
+		}
+		if _, err := r.cfg.TokenSource(r.ctx, &oauth2.Token{RefreshToken: first.RefreshToken}).Token(); err == nil {
+			t.Error("the session of a code presented again still refreshes: the reuse went unseen")
 		}
 		if cb := b.get(r.cfg.AuthCodeURL("s")).callback(); cb == nil || cb.Get("error") != "invalid_request" {
 			t.Errorf("an authorization request without PKCE: %v, want invalid_request", cb)
