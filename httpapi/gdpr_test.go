@@ -400,6 +400,9 @@ func TestErasedAccountLeavesWithItsLogs(t *testing.T) {
 			t.Fatalf("the tombstone while its logs last: %+v, %v", u, err)
 		}
 		e.clock.Advance(60 * 24 * time.Hour) // 91 days: the last of its logs goes, and it with them
+		if dry, err := e.svc.Purge(ctx, 90*24*time.Hour, true); err != nil || dry.ErasedAccounts != 1 {
+			t.Errorf("dry run after 91 days: %+v, %v; want the account counted", dry, err)
+		}
 		if res, err := e.svc.Purge(ctx, 90*24*time.Hour, false); err != nil || res.ErasedAccounts != 1 || res.SecurityLogs == 0 {
 			t.Fatalf("purge after 91 days: %+v, %v; want its logs and the account", res, err)
 		}

@@ -264,13 +264,15 @@ func (q *queries) ErasePersonalData(ctx context.Context, userID uuid.UUID) error
 const purgeLockID = 0x61757468647075 // "authdpu"
 
 // erasedAccountGone picks the tombstones retention deletes: accounts erased
-// (and unchanged) before $1 that no security-log row or session names any
-// more, since those went first. The id, the registration time and the last
-// password change are all that is left of them; every relying party's sub
-// stays unknown, as any other.
+// (and unchanged) before $1 that no security-log row or session from $1 on
+// names (older ones go in the same purge, before them: a dry run, which
+// deletes nothing, counts the same). The id, the registration time and the
+// last password change are all that is left of them; every relying
+// party's sub stays unknown, as any other.
 const erasedAccountGone = `account_status = 'deleted' AND updated_at < $1
-	AND NOT EXISTS (SELECT 1 FROM security_logs l WHERE l.user_id = users.id)
-	AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.user_id = users.id)`
+	AND NOT EXISTS (SELECT 1 FROM security_logs l WHERE l.user_id = users.id AND l."timestamp" >= $1)
+	AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.user_id = users.id
+		AND s.expires_at >= $1 AND (s.revoked_at IS NULL OR s.revoked_at >= $1))`
 
 // Purge implements authd.Store. It holds a session-level advisory lock on
 // one connection for the whole purge, and deletes in batches so that no

@@ -258,8 +258,9 @@ func (q *queries) ErasePersonalData(ctx context.Context, userID uuid.UUID) error
 
 // erasedAccountGone picks the tombstones retention deletes (as PostgreSQL's).
 const erasedAccountGone = `account_status = 'deleted' AND updated_at < ?1
-	AND NOT EXISTS (SELECT 1 FROM security_logs l WHERE l.user_id = users.id)
-	AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.user_id = users.id)`
+	AND NOT EXISTS (SELECT 1 FROM security_logs l WHERE l.user_id = users.id AND l."timestamp" >= ?1)
+	AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.user_id = users.id
+		AND s.expires_at >= ?1 AND (s.revoked_at IS NULL OR s.revoked_at >= ?1))`
 
 // Purge implements authd.Store. An SQLite database serves one instance, so
 // there is no one to coordinate with; each batch is its own short write.

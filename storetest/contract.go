@@ -479,6 +479,13 @@ func testPurgeErasedAccounts(t *testing.T, s authd.Store) {
 		logged.ID, "", "", "", nil)); err != nil {
 		t.Fatal(err)
 	}
+	// Its only row is older than the logs' retention: it goes with the
+	// account, and a dry run (which deletes no row) counts the account too.
+	oldLogged := erased("old-logged@example.org", old)
+	if err := s.CreateSecurityLog(ctx, authd.NewSecurityLog(old, authd.EventAccountDeleted, authd.ResultSuccess,
+		oldLogged.ID, "", "", "", nil)); err != nil {
+		t.Fatal(err)
+	}
 	withSession := erased("session@example.org", old)
 	if err := s.CreateSession(ctx, &authd.Session{ID: authd.NewID(), UserID: withSession.ID, CreatedAt: old,
 		LastUsedAt: old, ExpiresAt: Epoch.Add(time.Hour)}); err != nil {
@@ -493,14 +500,16 @@ func testPurgeErasedAccounts(t *testing.T, s authd.Store) {
 	req := authd.PurgeRequest{LogsBefore: Epoch.Add(-time.Hour), ExpiredBefore: old, Now: Epoch, Batch: 10}
 	dry := req
 	dry.DryRun = true
-	if res, err := s.Purge(ctx, dry); err != nil || res.ErasedAccounts != 1 {
-		t.Errorf("Purge (dry run) = %+v, %v; want 1 erased account", res, err)
+	if res, err := s.Purge(ctx, dry); err != nil || res.ErasedAccounts != 2 {
+		t.Errorf("Purge (dry run) = %+v, %v; want 2 erased accounts", res, err)
 	}
-	if res, err := s.Purge(ctx, req); err != nil || res.ErasedAccounts != 1 {
-		t.Errorf("Purge = %+v, %v; want 1 erased account deleted", res, err)
+	if res, err := s.Purge(ctx, req); err != nil || res.ErasedAccounts != 2 || res.SecurityLogs != 1 {
+		t.Errorf("Purge = %+v, %v; want 2 erased accounts and 1 security log deleted", res, err)
 	}
-	_, err := s.User(ctx, gone.ID)
-	wantCode(t, "the erased account past retention", err, authd.ENotFound)
+	for _, u := range []*authd.User{gone, oldLogged} {
+		_, err := s.User(ctx, u.ID)
+		wantCode(t, "the erased account past retention "+u.Email, err, authd.ENotFound)
+	}
 	for _, u := range []*authd.User{recent, logged, withSession, live} {
 		if _, err := s.User(ctx, u.ID); err != nil {
 			t.Errorf("%s (%s) after the purge: %v; want it kept", u.Email, u.AccountStatus, err)
