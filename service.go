@@ -356,6 +356,24 @@ func (s *Service) now() time.Time { return s.clock.Now().UTC().Truncate(time.Mic
 // diaeresis) or differ only in case are one account. Addresses under the
 // reserved .invalid domain are refused: erasure's tombstones live there.
 func NormalizeEmail(s string) (string, error) {
+	s, err := LookupEmail(s)
+	if err != nil {
+		return "", err
+	}
+	// No mail reaches .invalid (RFC 6761 §6.4), and erasure gives accounts
+	// addresses there (Tombstone): one registered in its place first would
+	// make the erasure of the account whose id it names fail for good.
+	if domain := s[strings.LastIndexByte(s, '@')+1:]; domain == "invalid" || strings.HasSuffix(domain, ".invalid") {
+		return "", &Error{Code: EInvalid, Message: "invalid request", Fields: []FieldError{{Field: "email",
+			Message: "must be an address that can receive mail (.invalid is reserved, RFC 6761)"}}}
+	}
+	return s, nil
+}
+
+// LookupEmail is NormalizeEmail for administrators' tools, which look
+// accounts up by the addresses they hold: erasure's tombstones and the
+// accounts migration 18 moved aside are under .invalid.
+func LookupEmail(s string) (string, error) {
 	field := func(msg string) error {
 		return &Error{Code: EInvalid, Message: "invalid request", Fields: []FieldError{{Field: "email", Message: msg}}}
 	}
@@ -384,12 +402,6 @@ func NormalizeEmail(s string) (string, error) {
 	s = norm.NFC.String(strings.ToLower(s))
 	if len(s) > MaxEmailLength {
 		return "", tooLong
-	}
-	// No mail reaches .invalid (RFC 6761 §6.4), and erasure gives accounts
-	// addresses there (Tombstone): one registered in its place first would
-	// make the erasure of the account whose id it names fail for good.
-	if domain := s[strings.LastIndexByte(s, '@')+1:]; domain == "invalid" || strings.HasSuffix(domain, ".invalid") {
-		return "", field("must be an address that can receive mail (.invalid is reserved, RFC 6761)")
 	}
 	return s, nil
 }

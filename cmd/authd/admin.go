@@ -322,7 +322,7 @@ func checkUserRef(ref string) error {
 	if _, err := uuid.Parse(ref); err == nil {
 		return nil
 	}
-	if _, err := authd.NormalizeEmail(ref); err != nil {
+	if _, err := authd.LookupEmail(ref); err != nil {
 		return usagef("USER %q is neither a user id nor an email address", ref)
 	}
 	return nil
@@ -338,7 +338,7 @@ func findUser(ctx context.Context, db authd.Store, ref string) (*authd.User, err
 	if id, perr := uuid.Parse(ref); perr == nil {
 		u, err = db.User(ctx, id)
 	} else {
-		email, _ := authd.NormalizeEmail(ref)
+		email, _ := authd.LookupEmail(ref) // erased and moved-aside accounts' addresses too
 		u, err = db.UserByEmail(ctx, email)
 	}
 	if authd.ErrorCode(err) == authd.ENotFound {

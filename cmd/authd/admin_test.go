@@ -243,3 +243,37 @@ func TestUsageErrorsOpenNoDatabase(t *testing.T) {
 		}
 	}
 }
+
+// TestTombstoneSquattersMovedAside: an account registered, before the
+// .invalid rule, at the address erasure would give another account is
+// moved aside by migration 18, so that the other account's erasure goes
+// through; the CLI finds both by their .invalid addresses.
+func TestTombstoneSquattersMovedAside(t *testing.T) {
+	t.Parallel()
+	for name, env := range map[string]map[string]string{"sqlite": sqliteEnv(t), "postgres": postgresEnv(t)} {
+		t.Run(name, func(t *testing.T) {
+			db, victim := migratedWithUser(t, env, "victim@example.org")
+			if code, _, stderr := runCLI(t, env, "migrate", "down"); code != exitOK {
+				t.Fatalf("migrate down: %s", stderr)
+			}
+			squatter := storetest.NewUser(authd.Tombstone(victim.ID)) // as NormalizeEmail let it be before
+			if err := db.CreateUser(context.Background(), squatter); err != nil {
+				t.Fatal(err)
+			}
+			if code, _, stderr := runCLI(t, env, "migrate", "up"); code != exitOK {
+				t.Fatalf("migrate up: %s", stderr)
+			}
+			moved := "squatted-" + squatter.ID.String() + "@invalid"
+			if code, stdout, stderr := runCLI(t, env, "admin", "users", "show", moved); code != exitOK || !strings.Contains(stdout, squatter.ID.String()) {
+				t.Errorf("show the moved-aside account by its address: exit %d %s%s", code, stdout, stderr)
+			}
+			if code, stdout, stderr := runCLI(t, env, "admin", "users", "delete", victim.ID.String(), "--yes"); code != exitOK {
+				t.Fatalf("erasure of the squatted account: exit %d %s%s", code, stdout, stderr)
+			}
+			if code, stdout, stderr := runCLI(t, env, "admin", "users", "show", authd.Tombstone(victim.ID)); code != exitOK ||
+				!strings.Contains(stdout, victim.ID.String()) {
+				t.Errorf("show the erased account by its tombstone: exit %d %s%s", code, stdout, stderr)
+			}
+		})
+	}
+}
