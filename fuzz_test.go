@@ -1,6 +1,7 @@
 package authd_test
 
 import (
+	"encoding/base64"
 	"errors"
 	"strings"
 	"testing"
@@ -68,6 +69,21 @@ func FuzzNormalizeEmail(f *testing.F) {
 			t.Fatalf("NormalizeEmail is not idempotent on %q: %q, %v", got, again, err)
 		}
 	})
+}
+
+// TestCursorYears: a forged cursor whose time falls outside the years 1 to
+// 9999 in UTC (which the stores would compare differently) is refused.
+func TestCursorYears(t *testing.T) {
+	id := `"id":"0197c0de-0000-7000-8000-000000000000"`
+	for _, tm := range []string{"9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+01:00"} {
+		s := base64.RawURLEncoding.EncodeToString([]byte(`{"t":"` + tm + `",` + id + `}`))
+		if _, err := authd.ParseCursor(s); authd.ErrorCode(err) != authd.EInvalid {
+			t.Errorf("ParseCursor(a cursor at %s) = %v, want EInvalid", tm, err)
+		}
+	}
+	if _, err := authd.ParseCursor(base64.RawURLEncoding.EncodeToString([]byte(`{"t":"9999-12-31T23:59:59Z",` + id + `}`))); err != nil {
+		t.Errorf("ParseCursor(the last second of 9999): %v", err)
+	}
 }
 
 func FuzzParseCursor(f *testing.F) {

@@ -419,7 +419,10 @@ func (c Cursor) String() string {
 func ParseCursor(s string) (*Cursor, error) {
 	b, err := base64.RawURLEncoding.DecodeString(s)
 	var c Cursor
-	if err != nil || len(b) > 200 || json.Unmarshal(b, &c) != nil || c.ID == uuid.Nil || c.Time.IsZero() {
+	// Its time within the years every store compares alike (SQLite
+	// compares times as text) and the audit row can write.
+	if err != nil || len(b) > 200 || json.Unmarshal(b, &c) != nil || c.ID == uuid.Nil || c.Time.IsZero() ||
+		c.Time.UTC().Year() < 1 || c.Time.UTC().Year() > 9999 {
 		return nil, &Error{Code: EInvalid, Message: "invalid request",
 			Fields: []FieldError{{Field: "cursor", Message: "is not a cursor this service returned"}}}
 	}
