@@ -247,7 +247,8 @@ func TestUsageErrorsOpenNoDatabase(t *testing.T) {
 // TestTombstoneSquattersMovedAside: an account registered, before the
 // .invalid rule, at the address erasure would give another account is
 // moved aside by migration 18, so that the other account's erasure goes
-// through; the CLI finds both by their .invalid addresses.
+// through, even when a third held the address it is moved to; the CLI
+// finds them all by their .invalid addresses.
 func TestTombstoneSquattersMovedAside(t *testing.T) {
 	t.Parallel()
 	for name, env := range map[string]map[string]string{"sqlite": sqliteEnv(t), "postgres": postgresEnv(t)} {
@@ -260,12 +261,21 @@ func TestTombstoneSquattersMovedAside(t *testing.T) {
 			if err := db.CreateUser(context.Background(), squatter); err != nil {
 				t.Fatal(err)
 			}
+			// And one at the address the squatter is moved to, which the move must not trip on.
+			blocker := storetest.NewUser("squatted-" + squatter.ID.String() + "@invalid")
+			if err := db.CreateUser(context.Background(), blocker); err != nil {
+				t.Fatal(err)
+			}
 			if code, _, stderr := runCLI(t, env, "migrate", "up"); code != exitOK {
 				t.Fatalf("migrate up: %s", stderr)
 			}
 			moved := "squatted-" + squatter.ID.String() + "@invalid"
 			if code, stdout, stderr := runCLI(t, env, "admin", "users", "show", moved); code != exitOK || !strings.Contains(stdout, squatter.ID.String()) {
 				t.Errorf("show the moved-aside account by its address: exit %d %s%s", code, stdout, stderr)
+			}
+			if code, stdout, stderr := runCLI(t, env, "admin", "users", "show", "squatted-"+blocker.ID.String()+"@invalid"); code != exitOK ||
+				!strings.Contains(stdout, blocker.ID.String()) {
+				t.Errorf("show the other moved-aside account: exit %d %s%s", code, stdout, stderr)
 			}
 			if code, stdout, stderr := runCLI(t, env, "admin", "users", "delete", victim.ID.String(), "--yes"); code != exitOK {
 				t.Fatalf("erasure of the squatted account: exit %d %s%s", code, stdout, stderr)

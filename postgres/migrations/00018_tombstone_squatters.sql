@@ -8,8 +8,14 @@
 -- them by that address.
 
 -- +goose Up
+-- Every live account under .invalid moves (none can receive mail), in two
+-- steps: one could hold the very squatted- address another is given, and
+-- the unique index is checked row by row. The first step's addresses have
+-- a space, which no registration ever took.
+UPDATE users SET email = 'moving ' || id::text || '@invalid'
+WHERE email LIKE '%@invalid' AND account_status <> 'deleted';
 UPDATE users SET email = 'squatted-' || id::text || '@invalid'
-WHERE email LIKE 'deleted-%@invalid' AND account_status <> 'deleted';
+WHERE email LIKE 'moving %@invalid';
 
 -- +goose Down
 -- Nothing to undo: no mail reaches .invalid, so the old address was never
