@@ -196,7 +196,7 @@ func (s *Service) ConfirmTOTP(ctx context.Context, c Client, a *AccessClaims, co
 		if err := s.refuseIfBarred(ctx, tx, c, u, EventMFAEnabled, now); err != nil {
 			return err
 		}
-		factors, keys, err := secondFactors(ctx, tx, u.ID)
+		factors, err := tx.Factors(ctx, u.ID)
 		if err != nil {
 			return err
 		}
@@ -206,7 +206,7 @@ func (s *Service) ConfirmTOTP(ctx context.Context, c Client, a *AccessClaims, co
 			return errNoEnrolment
 		case f.Confirmed:
 			return Errorf(EConflict, "TOTP is already enabled.")
-		case !enrolmentLive(f, u, keys, now):
+		case !enrolmentLive(f, now):
 			if err := tx.DeleteFactor(ctx, f.ID); err != nil {
 				return err
 			}
@@ -252,22 +252,29 @@ func (s *Service) ConfirmTOTP(ctx context.Context, c Client, a *AccessClaims, co
 var errNoEnrolment = Errorf(ENotFound, "No TOTP enrolment to confirm; start one with POST /v1/users/me/mfa/totp.")
 
 // enrolmentLive reports whether the TOTP enrolment f, not yet confirmed,
-// can still be: it began less than TOTPEnrolmentTTL ago, and neither the
-// password changed nor a passkey was added since. Whoever began it knew the
-// password then; without these bounds an intruder who began one before
-// being shut out (a new password, a passkey added) could finish it weeks
-// later with any access token of the owner's, or guess its code for as long
-// as a session lives, and hold recovery codes that pass every step-up.
-func enrolmentLive(f *Factor, u *User, keys []*Passkey, now time.Time) bool {
-	if now.Sub(f.CreatedAt) >= TOTPEnrolmentTTL || f.CreatedAt.Before(u.LastPasswordChange) {
-		return false
-	}
-	for _, p := range keys {
-		if p.CreatedAt.After(f.CreatedAt) {
-			return false
+// can still be: it began less than TOTPEnrolmentTTL ago. A new password or
+// a passkey added since deletes it (dropEnrolments). Whoever began it knew
+// the password then; without these bounds an intruder who began one before
+// being shut out could finish it weeks later with any access token of the
+// owner's, or guess its code for as long as a session lives, and hold
+// recovery codes that pass every step-up.
+func enrolmentLive(f *Factor, now time.Time) bool {
+	return now.Sub(f.CreatedAt) < TOTPEnrolmentTTL
+}
+
+// dropEnrolments deletes the TOTP enrolments among the user's factors that
+// are not confirmed, in the transaction of a new password or passkey, which
+// holds the user: told apart later by comparing times, which two instances'
+// clocks wrote, one begun on an instance ahead outlived them.
+func dropEnrolments(ctx context.Context, tx *txn, factors []*Factor) error {
+	for _, f := range factors {
+		if !f.Confirmed {
+			if err := tx.DeleteFactor(ctx, f.ID); err != nil {
+				return err
+			}
 		}
 	}
-	return true
+	return nil
 }
 
 // DisableTOTP removes the user's TOTP factor and recovery codes, given a
@@ -495,11 +502,8 @@ func (s *Service) redeemable(ctx context.Context, tx *txn, c Client, digest stri
 	if err != nil {
 		return nil, nil, err
 	}
+	// A new password since would have deleted the challenge (setPassword).
 	u := st.User
-	if ch.CreatedAt.Before(u.LastPasswordChange) {
-		// The password this challenge proved was changed or reset since.
-		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "password changed since the challenge", nil)
-	}
 	if err := s.refuseIfBarred(ctx, tx, c, u, EventMFAChallengeFailed, now); err != nil { // erased or locked
 		return nil, nil, err
 	}

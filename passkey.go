@@ -441,6 +441,9 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, c Client, a *Ac
 			return err
 		}
 		first := len(keys) == 0 && !hasEnabledFactor(factors)
+		if err := dropEnrolments(ctx, tx, factors); err != nil {
+			return err
+		}
 		if err := tx.CreatePasskey(ctx, p); err != nil {
 			if ErrorCode(err) == EConflict { // registered meanwhile: the failed insert ended the transaction
 				return errRegistered

@@ -246,7 +246,8 @@ func (s *Service) newHash(ctx context.Context, password, email string) (string, 
 
 // setPassword stores a new hash for u (with whatever else the caller
 // changed), ends every session but keep, withdraws queued reset mails,
-// mails the notice and logs event.
+// voids what proved the old password (sign-ins awaiting their second
+// factor, a TOTP enrolment not confirmed), mails the notice and logs event.
 func (s *Service) setPassword(ctx context.Context, tx *txn, c Client, u *User, hash string, keep uuid.UUID,
 	now time.Time, event EventType) error {
 	u.PasswordHash, u.LastPasswordChange, u.UpdatedAt = hash, now, now
@@ -257,6 +258,19 @@ func (s *Service) setPassword(ctx context.Context, tx *txn, c Client, u *User, h
 	}
 	ids, err := s.endUserSessions(ctx, tx, u.ID, keep, now, string(event))
 	if err != nil {
+		return err
+	}
+	// Deleted here, under the user's lock, rather than told apart later by
+	// comparing their times with the change's: two instances' clocks wrote
+	// those, and a challenge from one ahead outlived a reset on one behind.
+	if err := tx.DeleteOpenMFAChallenges(ctx, u.ID); err != nil {
+		return err
+	}
+	factors, err := tx.Factors(ctx, u.ID)
+	if err != nil {
+		return err
+	}
+	if err := dropEnrolments(ctx, tx, factors); err != nil {
 		return err
 	}
 	// A reset mail still queued (a retry, a second request), or dead and

@@ -132,3 +132,49 @@ func waitUntil(t *testing.T, limit time.Duration, what string, cond func() bool)
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// skewedPair is two instances on one PostgreSQL database whose clocks
+// disagree: a's runs 20 s ahead of b's (SPEC 6.3 allows 30 s).
+func skewedPair(t *testing.T) (a, b *env) {
+	pg := instances(t, 2)
+	keys := t.TempDir()
+	return newEnv(t, pg[0], withKeysDir(keys), startingAfter(20*time.Second)), newEnv(t, pg[1], withKeysDir(keys))
+}
+
+// TestResetVoidsAnOpenSignInUnderSkew: a sign-in that passed the old
+// password at the instance ahead and awaits its second factor is void once
+// the other instance resets the password, however the two clocks stamped
+// them: the reset deletes it, rather than a later check comparing times.
+func TestResetVoidsAnOpenSignInUnderSkew(t *testing.T) {
+	a, b := skewedPair(t)
+	_, secret, _ := a.mfaUser("skew@example.org")
+	b.clock.Advance(30 * time.Second) // b follows a's step (mfaUser advanced a)
+	mfaToken := a.mfaLogin("skew@example.org")
+	a.clock.Advance(5 * time.Second)
+	b.clock.Advance(5 * time.Second)
+	want(t, "forgot at b", b.do("POST", "/v1/auth/password/forgot", map[string]string{"email": "skew@example.org"}), 202, "")
+	reset := tokenOf(t, b.mail.last(t, authd.MailPasswordReset, "skew@example.org"))
+	want(t, "reset at b", b.do("POST", "/v1/auth/password/reset",
+		map[string]string{"token": reset, "new_password": "a brand new passphrase"}), 204, "")
+	a.clock.Advance(30 * time.Second)
+	want(t, "the old password's mfa_token after the reset", a.verify(mfaToken, "totp", totpAt(t, secret, a.clock.Now())),
+		400, "invalid_token")
+}
+
+// TestChangeVoidsAnEnrolmentUnderSkew: a TOTP enrolment begun at the
+// instance ahead cannot be confirmed once the other instance has changed
+// the password, in the same session: the change deletes it.
+func TestChangeVoidsAnEnrolmentUnderSkew(t *testing.T) {
+	a, b := skewedPair(t)
+	a.registerVerified("enrol@example.org", goodPassword)
+	access, _ := a.login("enrol@example.org", goodPassword)
+	r := a.do("POST", "/v1/users/me/mfa/totp", map[string]string{"password": goodPassword}, bearer(access)...)
+	want(t, "begin TOTP at a", r, 200, "")
+	secret := r.str("secret")
+	a.clock.Advance(5 * time.Second)
+	b.clock.Advance(5 * time.Second)
+	want(t, "change the password at b", b.do("POST", "/v1/auth/password/change", map[string]string{"current_password": goodPassword,
+		"new_password": "another brand new passphrase"}, bearer(access)...), 204, "")
+	want(t, "confirm the enrolment begun before", a.do("POST", "/v1/users/me/mfa/totp/confirm",
+		map[string]string{"code": totpAt(t, secret, a.clock.Now())}, bearer(access)...), 404, "not_found")
+}

@@ -134,6 +134,12 @@ func scanChallenge(row pgx.Row) (*authd.MFAChallenge, error) {
 }
 
 // UpdateMFAChallenge implements authd.Queries.
+// DeleteOpenMFAChallenges implements authd.Queries. The flows that call it
+// hold the user, which MFAChallenge locks first (ownedRow).
+func (q *queries) DeleteOpenMFAChallenges(ctx context.Context, userID uuid.UUID) error {
+	return q.write(ctx, nil, `DELETE FROM mfa_challenges WHERE user_id = $1 AND used_at IS NULL`, userID)
+}
+
 func (q *queries) UpdateMFAChallenge(ctx context.Context, c *authd.MFAChallenge) error {
 	return q.write(ctx, mustAffect("challenge"), `UPDATE mfa_challenges SET failures = $2, used_at = $3 WHERE id = $1`,
 		c.ID, c.Failures, nullTime(c.UsedAt))

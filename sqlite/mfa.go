@@ -129,6 +129,12 @@ func scanChallenge(row scanner) (*authd.MFAChallenge, error) {
 }
 
 // UpdateMFAChallenge implements authd.Queries.
+// DeleteOpenMFAChallenges implements authd.Queries.
+func (q *queries) DeleteOpenMFAChallenges(ctx context.Context, userID uuid.UUID) error {
+	_, err := q.db.ExecContext(ctx, `DELETE FROM mfa_challenges WHERE user_id = ? AND used_at IS NULL`, userID)
+	return translate(err)
+}
+
 func (q *queries) UpdateMFAChallenge(ctx context.Context, c *authd.MFAChallenge) error {
 	res, err := q.db.ExecContext(ctx, `UPDATE mfa_challenges SET failures = ?, used_at = ? WHERE id = ?`,
 		c.Failures, timeArg(c.UsedAt), c.ID)

@@ -163,6 +163,32 @@ func testMFAChallenges(t *testing.T, s authd.Store) {
 	if got, err := s.OpenChallengeSince(ctx, u.ID, Epoch, open.CreatedAt); err != nil || got {
 		t.Errorf("OpenChallengeSince once every challenge was passed = %v, %v; want false", got, err)
 	}
+
+	// DeleteOpenMFAChallenges takes the user's challenges not passed, expired
+	// or not, and leaves the passed ones and other users'.
+	mine := &authd.MFAChallenge{ID: authd.NewID(), Token: "mine-open", UserID: u.ID, CreatedAt: Epoch, ExpiresAt: Epoch}
+	theirs := &authd.MFAChallenge{ID: authd.NewID(), Token: "theirs-open", UserID: other.ID, CreatedAt: Epoch,
+		ExpiresAt: Epoch.Add(authd.MFAChallengeTTL)}
+	for _, ch := range []*authd.MFAChallenge{mine, theirs} {
+		if err := s.CreateMFAChallenge(ctx, ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.InTx(ctx, func(tx authd.Queries) error {
+		if _, err := tx.User(ctx, u.ID); err != nil { // held, as the flows hold it
+			return err
+		}
+		return tx.DeleteOpenMFAChallenges(ctx, u.ID)
+	}); err != nil {
+		t.Fatalf("DeleteOpenMFAChallenges: %v", err)
+	}
+	_, err = s.MFAChallenge(ctx, mine.Token)
+	wantCode(t, "an open challenge after DeleteOpenMFAChallenges", err, authd.ENotFound)
+	for _, kept := range []string{c.Token, open.Token, theirs.Token} {
+		if _, err := s.MFAChallenge(ctx, kept); err != nil {
+			t.Errorf("challenge %s after DeleteOpenMFAChallenges: %v; want it kept", kept, err)
+		}
+	}
 }
 
 // testEraseDeletesFactors: an erased account keeps no second factor, code
