@@ -60,6 +60,11 @@ const (
 	TOTPEnrolmentTTL = 10 * time.Minute
 )
 
+// MFAChallengeVoided, as a challenge's Failures, marks one a new password
+// voided (Queries.VoidOpenMFAChallenges): past MaxMFAFailures, so it is
+// dead as any other, and told apart when someone presents it.
+const MFAChallengeVoided = MaxMFAFailures + 1
+
 // Usable reports whether the challenge can still be redeemed at now.
 func (c *MFAChallenge) Usable(now time.Time) bool {
 	return c.UsedAt.IsZero() && now.Before(c.ExpiresAt) && c.Failures < MaxMFAFailures

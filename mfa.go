@@ -203,7 +203,10 @@ func (s *Service) ConfirmTOTP(ctx context.Context, c Client, a *AccessClaims, co
 		f := factorOf(factors, FactorTOTP)
 		switch {
 		case f == nil:
-			return errNoEnrolment
+			// Never begun, or voided by a new password or passkey since:
+			// logged, as an intruder shut out would try it.
+			return tx.refuse(ctx, s.audit(now, c, EventMFAEnabled, ResultFailure, u.ID, "no enrolment", nil),
+				errNoEnrolment)
 		case f.Confirmed:
 			return Errorf(EConflict, "TOTP is already enabled.")
 		case !enrolmentLive(f, now):
@@ -493,6 +496,9 @@ func (s *Service) redeemable(ctx context.Context, tx *txn, c Client, digest stri
 	switch {
 	case !ch.UsedAt.IsZero():
 		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "mfa token used", nil)
+	case ch.Failures >= MFAChallengeVoided:
+		// The password this challenge proved was changed or reset since.
+		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "password changed since the challenge", nil)
 	case !now.Before(ch.ExpiresAt):
 		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "mfa token expired", nil)
 	case ch.Failures >= MaxMFAFailures:
@@ -502,7 +508,7 @@ func (s *Service) redeemable(ctx context.Context, tx *txn, c Client, digest stri
 	if err != nil {
 		return nil, nil, err
 	}
-	// A new password since would have deleted the challenge (setPassword).
+	// A new password since would have voided the challenge (setPassword).
 	u := st.User
 	if err := s.refuseIfBarred(ctx, tx, c, u, EventMFAChallengeFailed, now); err != nil { // erased or locked
 		return nil, nil, err

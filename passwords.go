@@ -260,10 +260,11 @@ func (s *Service) setPassword(ctx context.Context, tx *txn, c Client, u *User, h
 	if err != nil {
 		return err
 	}
-	// Deleted here, under the user's lock, rather than told apart later by
+	// Voided here, under the user's lock, rather than told apart later by
 	// comparing their times with the change's: two instances' clocks wrote
 	// those, and a challenge from one ahead outlived a reset on one behind.
-	if err := tx.DeleteOpenMFAChallenges(ctx, u.ID); err != nil {
+	// (Voided, not deleted: whoever presents one is logged for the user.)
+	if err := tx.VoidOpenMFAChallenges(ctx, u.ID); err != nil {
 		return err
 	}
 	factors, err := tx.Factors(ctx, u.ID)

@@ -282,13 +282,14 @@ type Queries interface {
 	// UpdateMFAChallenge writes Failures and UsedAt of c. ENotFound when it
 	// does not exist.
 	UpdateMFAChallenge(ctx context.Context, c *MFAChallenge) error
-	// DeleteOpenMFAChallenges deletes the user's login challenges not yet
-	// passed (UsedAt zero), whatever their expiry.
-	DeleteOpenMFAChallenges(ctx context.Context, userID uuid.UUID) error
+	// VoidOpenMFAChallenges sets Failures to MFAChallengeVoided on the
+	// user's login challenges not yet passed (UsedAt zero), whatever their
+	// expiry.
+	VoidOpenMFAChallenges(ctx context.Context, userID uuid.UUID) error
 	// OpenChallengeSince reports whether a login challenge of the user
-	// began at or after since, was not passed (UsedAt zero) and has not
-	// expired at now: someone gave the right password and not (yet) the
-	// second factor.
+	// began at or after since, was not passed (UsedAt zero), not voided and
+	// has not expired at now: someone gave the right password and not (yet)
+	// the second factor.
 	OpenChallengeSince(ctx context.Context, userID uuid.UUID, since, now time.Time) (bool, error)
 
 	// CreatePasskey inserts p. EConflict when its credential id is taken,

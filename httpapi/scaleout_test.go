@@ -159,6 +159,12 @@ func TestResetVoidsAnOpenSignInUnderSkew(t *testing.T) {
 	a.clock.Advance(30 * time.Second)
 	want(t, "the old password's mfa_token after the reset", a.verify(mfaToken, "totp", totpAt(t, secret, a.clock.Now())),
 		400, "invalid_token")
+	// Logged for the user, as the sign of a password someone else knew.
+	logs, err := a.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: a.user("skew@example.org").ID,
+		EventType: authd.EventMFAChallengeFailed})
+	if err != nil || len(logs) != 1 || logs[0].FailureReason != "password changed since the challenge" {
+		t.Errorf("mfa_challenge_failed rows of the user: %+v, %v; want the voided challenge's", logs, err)
+	}
 }
 
 // TestChangeVoidsAnEnrolmentUnderSkew: a TOTP enrolment begun at the
@@ -177,4 +183,9 @@ func TestChangeVoidsAnEnrolmentUnderSkew(t *testing.T) {
 		"new_password": "another brand new passphrase"}, bearer(access)...), 204, "")
 	want(t, "confirm the enrolment begun before", a.do("POST", "/v1/users/me/mfa/totp/confirm",
 		map[string]string{"code": totpAt(t, secret, a.clock.Now())}, bearer(access)...), 404, "not_found")
+	logs, err := a.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: a.user("enrol@example.org").ID,
+		EventType: authd.EventMFAEnabled})
+	if err != nil || len(logs) != 1 || logs[0].Result != authd.ResultFailure || logs[0].FailureReason != "no enrolment" {
+		t.Errorf("mfa_enabled rows of the user: %+v, %v; want the refused confirmation", logs, err)
+	}
 }

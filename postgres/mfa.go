@@ -107,7 +107,8 @@ const challengeColumns = `id, token, user_id, device_info, created_at, expires_a
 func (q *queries) OpenChallengeSince(ctx context.Context, userID uuid.UUID, since, now time.Time) (bool, error) {
 	var open bool
 	err := q.row(ctx, `SELECT EXISTS (SELECT 1 FROM mfa_challenges
-		WHERE user_id = $1 AND created_at >= $2 AND used_at IS NULL AND expires_at > $3)`, userID, since, now).Scan(&open)
+		WHERE user_id = $1 AND created_at >= $2 AND used_at IS NULL AND expires_at > $3 AND failures < $4)`,
+		userID, since, now, authd.MFAChallengeVoided).Scan(&open)
 	return open, translate(err)
 }
 
@@ -134,10 +135,11 @@ func scanChallenge(row pgx.Row) (*authd.MFAChallenge, error) {
 }
 
 // UpdateMFAChallenge implements authd.Queries.
-// DeleteOpenMFAChallenges implements authd.Queries. The flows that call it
+// VoidOpenMFAChallenges implements authd.Queries. The flows that call it
 // hold the user, which MFAChallenge locks first (ownedRow).
-func (q *queries) DeleteOpenMFAChallenges(ctx context.Context, userID uuid.UUID) error {
-	return q.write(ctx, nil, `DELETE FROM mfa_challenges WHERE user_id = $1 AND used_at IS NULL`, userID)
+func (q *queries) VoidOpenMFAChallenges(ctx context.Context, userID uuid.UUID) error {
+	return q.write(ctx, nil, `UPDATE mfa_challenges SET failures = $2 WHERE user_id = $1 AND used_at IS NULL`,
+		userID, authd.MFAChallengeVoided)
 }
 
 func (q *queries) UpdateMFAChallenge(ctx context.Context, c *authd.MFAChallenge) error {

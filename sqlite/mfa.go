@@ -99,8 +99,8 @@ const challengeColumns = `id, token, user_id, device_info, created_at, expires_a
 func (q *queries) OpenChallengeSince(ctx context.Context, userID uuid.UUID, since, now time.Time) (bool, error) {
 	var open bool
 	err := q.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM mfa_challenges
-		WHERE user_id = ? AND created_at >= ? AND used_at IS NULL AND expires_at > ?)`,
-		userID, timeArg(since), timeArg(now)).Scan(&open)
+		WHERE user_id = ? AND created_at >= ? AND used_at IS NULL AND expires_at > ? AND failures < ?)`,
+		userID, timeArg(since), timeArg(now), authd.MFAChallengeVoided).Scan(&open)
 	return open, translate(err)
 }
 
@@ -129,9 +129,10 @@ func scanChallenge(row scanner) (*authd.MFAChallenge, error) {
 }
 
 // UpdateMFAChallenge implements authd.Queries.
-// DeleteOpenMFAChallenges implements authd.Queries.
-func (q *queries) DeleteOpenMFAChallenges(ctx context.Context, userID uuid.UUID) error {
-	_, err := q.db.ExecContext(ctx, `DELETE FROM mfa_challenges WHERE user_id = ? AND used_at IS NULL`, userID)
+// VoidOpenMFAChallenges implements authd.Queries.
+func (q *queries) VoidOpenMFAChallenges(ctx context.Context, userID uuid.UUID) error {
+	_, err := q.db.ExecContext(ctx, `UPDATE mfa_challenges SET failures = ? WHERE user_id = ? AND used_at IS NULL`,
+		authd.MFAChallengeVoided, userID)
 	return translate(err)
 }
 

@@ -164,30 +164,40 @@ func testMFAChallenges(t *testing.T, s authd.Store) {
 		t.Errorf("OpenChallengeSince once every challenge was passed = %v, %v; want false", got, err)
 	}
 
-	// DeleteOpenMFAChallenges takes the user's challenges not passed, expired
-	// or not, and leaves the passed ones and other users'.
-	mine := &authd.MFAChallenge{ID: authd.NewID(), Token: "mine-open", UserID: u.ID, CreatedAt: Epoch, ExpiresAt: Epoch}
+	// VoidOpenMFAChallenges marks the user's challenges not passed, expired
+	// or not, and leaves the passed ones and other users'; a voided one is
+	// not open.
+	mine := &authd.MFAChallenge{ID: authd.NewID(), Token: "mine-open", UserID: u.ID, CreatedAt: Epoch,
+		ExpiresAt: Epoch.Add(authd.MFAChallengeTTL)}
+	stale := &authd.MFAChallenge{ID: authd.NewID(), Token: "mine-expired", UserID: u.ID, CreatedAt: Epoch, ExpiresAt: Epoch}
 	theirs := &authd.MFAChallenge{ID: authd.NewID(), Token: "theirs-open", UserID: other.ID, CreatedAt: Epoch,
 		ExpiresAt: Epoch.Add(authd.MFAChallengeTTL)}
-	for _, ch := range []*authd.MFAChallenge{mine, theirs} {
+	for _, ch := range []*authd.MFAChallenge{mine, stale, theirs} {
 		if err := s.CreateMFAChallenge(ctx, ch); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if got, err := s.OpenChallengeSince(ctx, u.ID, Epoch, Epoch); err != nil || !got {
+		t.Fatalf("OpenChallengeSince before voiding = %v, %v; want true", got, err)
 	}
 	if err := s.InTx(ctx, func(tx authd.Queries) error {
 		if _, err := tx.User(ctx, u.ID); err != nil { // held, as the flows hold it
 			return err
 		}
-		return tx.DeleteOpenMFAChallenges(ctx, u.ID)
+		return tx.VoidOpenMFAChallenges(ctx, u.ID)
 	}); err != nil {
-		t.Fatalf("DeleteOpenMFAChallenges: %v", err)
+		t.Fatalf("VoidOpenMFAChallenges: %v", err)
 	}
-	_, err = s.MFAChallenge(ctx, mine.Token)
-	wantCode(t, "an open challenge after DeleteOpenMFAChallenges", err, authd.ENotFound)
-	for _, kept := range []string{c.Token, open.Token, theirs.Token} {
-		if _, err := s.MFAChallenge(ctx, kept); err != nil {
-			t.Errorf("challenge %s after DeleteOpenMFAChallenges: %v; want it kept", kept, err)
+	for _, tt := range []struct {
+		ch       *authd.MFAChallenge
+		failures int
+	}{{mine, authd.MFAChallengeVoided}, {stale, authd.MFAChallengeVoided}, {theirs, 0}, {c, 2}, {open, 0}} {
+		if got, err := s.MFAChallenge(ctx, tt.ch.Token); err != nil || got.Failures != tt.failures {
+			t.Errorf("challenge %s after VoidOpenMFAChallenges: %+v, %v; want failures %d", tt.ch.Token, got, err, tt.failures)
 		}
+	}
+	if got, err := s.OpenChallengeSince(ctx, u.ID, Epoch, Epoch); err != nil || got {
+		t.Errorf("OpenChallengeSince after voiding = %v, %v; want false", got, err)
 	}
 }
 
