@@ -189,3 +189,20 @@ func TestChangeVoidsAnEnrolmentUnderSkew(t *testing.T) {
 		t.Errorf("mfa_enabled rows of the user: %+v, %v; want the refused confirmation", logs, err)
 	}
 }
+
+// TestPasskeyVoidsAnEnrolmentUnderSkew: a TOTP enrolment begun at the
+// instance ahead cannot be confirmed once a passkey was added at the other:
+// adding it deletes the enrolment, however the two clocks stamped them.
+func TestPasskeyVoidsAnEnrolmentUnderSkew(t *testing.T) {
+	a, b := skewedPair(t)
+	a.registerVerified("enrol@example.org", goodPassword)
+	access, _ := a.login("enrol@example.org", goodPassword)
+	r := a.do("POST", "/v1/users/me/mfa/totp", map[string]string{"password": goodPassword}, bearer(access)...)
+	want(t, "begin TOTP at a", r, 200, "")
+	secret := r.str("secret")
+	a.clock.Advance(5 * time.Second)
+	b.clock.Advance(5 * time.Second)
+	want(t, "add a passkey at b", b.addPasskey(access, newSoftKey(t, rpID, rpOrigin), "Laptop"), 201, "")
+	want(t, "confirm the enrolment begun before", a.do("POST", "/v1/users/me/mfa/totp/confirm",
+		map[string]string{"code": totpAt(t, secret, a.clock.Now())}, bearer(access)...), 404, "not_found")
+}
