@@ -169,40 +169,39 @@ func TestResetVoidsAnOpenSignInUnderSkew(t *testing.T) {
 
 // TestChangeVoidsAnEnrolmentUnderSkew: a TOTP enrolment begun at the
 // instance ahead cannot be confirmed once the other instance has changed
-// the password, in the same session: the change deletes it.
+// the password, or added a passkey, in the same session: either deletes
+// it, however the two clocks stamped them, and the refused confirmation is
+// logged for the user.
 func TestChangeVoidsAnEnrolmentUnderSkew(t *testing.T) {
-	a, b := skewedPair(t)
-	a.registerVerified("enrol@example.org", goodPassword)
-	access, _ := a.login("enrol@example.org", goodPassword)
-	r := a.do("POST", "/v1/users/me/mfa/totp", map[string]string{"password": goodPassword}, bearer(access)...)
-	want(t, "begin TOTP at a", r, 200, "")
-	secret := r.str("secret")
-	a.clock.Advance(5 * time.Second)
-	b.clock.Advance(5 * time.Second)
-	want(t, "change the password at b", b.do("POST", "/v1/auth/password/change", map[string]string{"current_password": goodPassword,
-		"new_password": "another brand new passphrase"}, bearer(access)...), 204, "")
-	want(t, "confirm the enrolment begun before", a.do("POST", "/v1/users/me/mfa/totp/confirm",
-		map[string]string{"code": totpAt(t, secret, a.clock.Now())}, bearer(access)...), 404, "not_found")
-	logs, err := a.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: a.user("enrol@example.org").ID,
-		EventType: authd.EventMFAEnabled})
-	if err != nil || len(logs) != 1 || logs[0].Result != authd.ResultFailure || logs[0].FailureReason != "no enrolment" {
-		t.Errorf("mfa_enabled rows of the user: %+v, %v; want the refused confirmation", logs, err)
+	for name, tc := range map[string]struct {
+		change func(b *env, access string) response
+		status int
+	}{
+		"password": {func(b *env, access string) response {
+			return b.do("POST", "/v1/auth/password/change", map[string]string{"current_password": goodPassword,
+				"new_password": "another brand new passphrase"}, bearer(access)...)
+		}, 204},
+		"passkey": {func(b *env, access string) response {
+			return b.addPasskey(access, newSoftKey(t, rpID, rpOrigin), "Laptop")
+		}, 201},
+	} {
+		t.Run(name, func(t *testing.T) {
+			a, b := skewedPair(t)
+			a.registerVerified("enrol@example.org", goodPassword)
+			access, _ := a.login("enrol@example.org", goodPassword)
+			r := a.do("POST", "/v1/users/me/mfa/totp", map[string]string{"password": goodPassword}, bearer(access)...)
+			want(t, "begin TOTP at a", r, 200, "")
+			secret := r.str("secret")
+			a.clock.Advance(5 * time.Second)
+			b.clock.Advance(5 * time.Second)
+			want(t, "the "+name+" change at b", tc.change(b, access), tc.status, "")
+			want(t, "confirm the enrolment begun before", a.do("POST", "/v1/users/me/mfa/totp/confirm",
+				map[string]string{"code": totpAt(t, secret, a.clock.Now())}, bearer(access)...), 404, "not_found")
+			logs, err := a.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: a.user("enrol@example.org").ID,
+				EventType: authd.EventMFAEnabled})
+			if err != nil || len(logs) != 1 || logs[0].Result != authd.ResultFailure || logs[0].FailureReason != "no enrolment" {
+				t.Errorf("mfa_enabled rows of the user: %+v, %v; want the refused confirmation", logs, err)
+			}
+		})
 	}
-}
-
-// TestPasskeyVoidsAnEnrolmentUnderSkew: a TOTP enrolment begun at the
-// instance ahead cannot be confirmed once a passkey was added at the other:
-// adding it deletes the enrolment, however the two clocks stamped them.
-func TestPasskeyVoidsAnEnrolmentUnderSkew(t *testing.T) {
-	a, b := skewedPair(t)
-	a.registerVerified("enrol@example.org", goodPassword)
-	access, _ := a.login("enrol@example.org", goodPassword)
-	r := a.do("POST", "/v1/users/me/mfa/totp", map[string]string{"password": goodPassword}, bearer(access)...)
-	want(t, "begin TOTP at a", r, 200, "")
-	secret := r.str("secret")
-	a.clock.Advance(5 * time.Second)
-	b.clock.Advance(5 * time.Second)
-	want(t, "add a passkey at b", b.addPasskey(access, newSoftKey(t, rpID, rpOrigin), "Laptop"), 201, "")
-	want(t, "confirm the enrolment begun before", a.do("POST", "/v1/users/me/mfa/totp/confirm",
-		map[string]string{"code": totpAt(t, secret, a.clock.Now())}, bearer(access)...), 404, "not_found")
 }
