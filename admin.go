@@ -62,10 +62,9 @@ func (s *Service) User(ctx context.Context, c Client, id uuid.UUID) (*User, erro
 // user, it concerns that user. EInvalid (limit, a time past the year 9999),
 // EUnavailable.
 func (s *Service) SecurityLogs(ctx context.Context, c Client, f SecurityLogFilter) (Page[*SecurityLog], error) {
-	// The filters go into the audit row, whose JSON (RFC 3339) has years 0
-	// to 9999 only.
+	// The filters go into the audit row.
 	for field, t := range map[string]time.Time{"since": f.Since, "until": f.Until} {
-		if y := t.UTC().Year(); !t.IsZero() && (y < 1 || y > 9999) {
+		if !t.IsZero() && !writableYear(t) {
 			return Page[*SecurityLog]{}, &Error{Code: EInvalid, Message: "invalid request",
 				Fields: []FieldError{{Field: field, Message: "must be a time from the year 1 to 9999"}}}
 		}
@@ -181,7 +180,7 @@ func (s *Service) LockUser(ctx context.Context, c Client, id uuid.UUID, until ti
 	switch {
 	case !until.IsZero() && !until.After(s.now()):
 		return untilField("must be in the future")
-	case until.UTC().Year() > 9999: // RFC 3339's last year, as the audit row writes it
+	case !writableYear(until): // the zero time is year 1
 		return untilField("must be before the year 10000 (leave it out for a lock without an end)")
 	}
 	return s.adminAction(ctx, c, id, "lock", func(tx *txn, u *User, now time.Time) (map[string]any, error) {

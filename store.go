@@ -423,14 +423,21 @@ func (c Cursor) String() string {
 func ParseCursor(s string) (*Cursor, error) {
 	b, err := base64.RawURLEncoding.DecodeString(s)
 	var c Cursor
-	// Its time within the years every store compares alike (SQLite
-	// compares times as text) and the audit row can write.
 	if err != nil || len(b) > 200 || json.Unmarshal(b, &c) != nil || c.ID == uuid.Nil || c.Time.IsZero() ||
-		c.Time.UTC().Year() < 1 || c.Time.UTC().Year() > 9999 {
+		!writableYear(c.Time) {
 		return nil, &Error{Code: EInvalid, Message: "invalid request",
 			Fields: []FieldError{{Field: "cursor", Message: "is not a cursor this service returned"}}}
 	}
 	return &c, nil
+}
+
+// writableYear reports whether t falls in the years 1 to 9999 in UTC: the
+// years RFC 3339 (so an audit row's JSON) can write, and in which SQLite,
+// which compares times as text, orders them as PostgreSQL does. Times from
+// outside (filters, cursors, a lock's end) are refused past them.
+func writableYear(t time.Time) bool {
+	y := t.UTC().Year()
+	return y >= 1 && y <= 9999
 }
 
 // UserRows receives the rows that refer to a user, for the GDPR export.
