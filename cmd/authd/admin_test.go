@@ -266,6 +266,11 @@ func TestTombstoneSquattersMovedAside(t *testing.T) {
 			if err := db.CreateUser(context.Background(), blocker); err != nil {
 				t.Fatal(err)
 			}
+			// And one under a subdomain of .invalid, which sign-in refuses too.
+			sub := storetest.NewUser("ops@corp.invalid")
+			if err := db.CreateUser(context.Background(), sub); err != nil {
+				t.Fatal(err)
+			}
 			if code, _, stderr := runCLI(t, env, "migrate", "up"); code != exitOK {
 				t.Fatalf("migrate up: %s", stderr)
 			}
@@ -276,6 +281,10 @@ func TestTombstoneSquattersMovedAside(t *testing.T) {
 			if code, stdout, stderr := runCLI(t, env, "admin", "users", "show", "squatted-"+blocker.ID.String()+"@invalid"); code != exitOK ||
 				!strings.Contains(stdout, blocker.ID.String()) {
 				t.Errorf("show the other moved-aside account: exit %d %s%s", code, stdout, stderr)
+			}
+			if code, stdout, stderr := runCLI(t, env, "admin", "users", "show", "squatted-"+sub.ID.String()+"@invalid"); code != exitOK ||
+				!strings.Contains(stdout, sub.ID.String()) {
+				t.Errorf("show the account moved from a subdomain of .invalid: exit %d %s%s", code, stdout, stderr)
 			}
 			if code, stdout, stderr := runCLI(t, env, "admin", "users", "delete", victim.ID.String(), "--yes"); code != exitOK {
 				t.Fatalf("erasure of the squatted account: exit %d %s%s", code, stdout, stderr)

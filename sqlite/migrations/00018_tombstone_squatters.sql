@@ -13,7 +13,7 @@
 -- the unique index is checked row by row. The first step's addresses have
 -- a space, which no registration ever took.
 UPDATE users SET email = 'moving ' || id || '@invalid'
-WHERE email LIKE '%@invalid' AND account_status <> 'deleted';
+WHERE (email LIKE '%@invalid' OR email LIKE '%.invalid') AND account_status <> 'deleted';
 UPDATE users SET email = 'squatted-' || id || '@invalid'
 WHERE email LIKE 'moving %@invalid';
 
