@@ -324,8 +324,11 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 			continue
 		}
 		for {
+			// A row a flow holds is left to the next run: waiting for
+			// it could deadlock with a flow that locks the same rows in
+			// another order (a new password voiding a user's challenges).
 			tag, err := conn.Exec(ctx, `DELETE FROM `+st.table+` WHERE id IN (SELECT id FROM `+st.table+
-				` WHERE `+st.where+` LIMIT $2)`, st.at, r.Batch)
+				` WHERE `+st.where+` LIMIT $2 FOR UPDATE SKIP LOCKED)`, st.at, r.Batch)
 			if err != nil {
 				return res, translate(err)
 			}

@@ -502,3 +502,69 @@ func TestListenerReplacesAStalledConnection(t *testing.T) {
 	await("resync on a new connection after the stall", resyncs)
 	heard("a revocation on the new connection", publish())
 }
+
+// TestPurgeSkipsRowsInUse: the purge never waits for a row a flow holds.
+// A new password voids the user's open second-factor challenges in the
+// order of their index while the purge deleted expired ones in its own, so
+// one of each on two expired challenges of one user could deadlock (and
+// PostgreSQL abort one of them). The purge now leaves a row in use to its
+// next run.
+func TestPurgeSkipsRowsInUse(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	ctx := context.Background()
+	u := storetest.NewUser("purge-in-use@example.org")
+	if err := s.CreateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	old := storetest.Epoch.Add(-time.Hour)
+	var held, free uuid.UUID
+	for i, id := range []*uuid.UUID{&held, &free} {
+		*id = authd.NewID()
+		if err := s.CreateMFAChallenge(ctx, &authd.MFAChallenge{ID: *id, Token: "purge-digest-" + string(rune('a'+i)),
+			UserID: u.ID, CreatedAt: old, ExpiresAt: old.Add(authd.MFAChallengeTTL)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tx, err := s.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM mfa_challenges WHERE id = $1 FOR UPDATE`, held); err != nil {
+		t.Fatal(err)
+	}
+	req := authd.PurgeRequest{LogsBefore: old.Add(-time.Hour), ExpiredBefore: storetest.Epoch, Now: storetest.Epoch, Batch: 10}
+	done := make(chan error, 1)
+	var res authd.PurgeResult
+	go func() {
+		var err error
+		res, err = s.Purge(ctx, req)
+		done <- err
+	}()
+	for waited := false; !waited; {
+		select {
+		case err := <-done:
+			if err != nil || res.MFAChallenges != 1 {
+				t.Fatalf("Purge while a flow holds one of two expired challenges = %+v, %v; want the other deleted", res, err)
+			}
+			waited = true
+		case <-time.After(10 * time.Millisecond):
+			var n int
+			if err := s.Pool().QueryRow(ctx, storetest.LockWaits, "FROM mfa_challenges").Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n > 0 {
+				tx.Rollback(ctx)
+				<-done
+				t.Fatal("the purge waits for a challenge a flow holds")
+			}
+		}
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := s.Purge(ctx, req); err != nil || res.MFAChallenges != 1 {
+		t.Errorf("Purge once the flow is done = %+v, %v; want the challenge it held deleted", res, err)
+	}
+}
