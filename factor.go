@@ -60,10 +60,14 @@ const (
 	TOTPEnrolmentTTL = 10 * time.Minute
 )
 
-// MFAChallengeVoided, as a challenge's Failures, marks one a new password
-// voided (Queries.VoidOpenMFAChallenges): past MaxMFAFailures, so it is
-// dead as any other, and told apart when someone presents it.
-const MFAChallengeVoided = MaxMFAFailures + 1
+// As a challenge's Failures, MFAChallengeVoided marks one a new password
+// voided and MFAChallengeOutdated one a second factor added since voided
+// (Queries.VoidOpenMFAChallenges): past MaxMFAFailures, so each is dead as
+// any other, and told apart when someone presents it.
+const (
+	MFAChallengeVoided   = MaxMFAFailures + 1
+	MFAChallengeOutdated = MaxMFAFailures + 2
+)
 
 // Usable reports whether the challenge can still be redeemed at now.
 func (c *MFAChallenge) Usable(now time.Time) bool {

@@ -234,6 +234,9 @@ func (s *Service) ConfirmTOTP(ctx context.Context, c Client, a *AccessClaims, co
 		if err := tx.UpdateFactor(ctx, f); err != nil {
 			return err
 		}
+		if err := voidForNewFactor(ctx, tx, u.ID); err != nil {
+			return err
+		}
 		if codes, err = s.replaceRecoveryCodes(ctx, tx, u.ID, now); err != nil {
 			return err
 		}
@@ -263,6 +266,16 @@ var errNoEnrolment = Errorf(ENotFound, "No TOTP enrolment to confirm; start one 
 // recovery codes that pass every step-up.
 func enrolmentLive(f *Factor, now time.Time) bool {
 	return now.Sub(f.CreatedAt) < TOTPEnrolmentTTL
+}
+
+// voidForNewFactor voids the user's sign-ins awaiting their second factor,
+// in the transaction that adds one (a confirmed TOTP, a passkey), which
+// holds the user: a sign-in that waited through an administrator's reset
+// must not finish with the factor enrolled after it. Told apart later by
+// comparing the challenge's time with the factor's, which two instances'
+// clocks wrote, a challenge from one ahead passed with the new factor.
+func voidForNewFactor(ctx context.Context, tx *txn, user uuid.UUID) error {
+	return tx.VoidOpenMFAChallenges(ctx, user, MFAChallengeOutdated)
 }
 
 // dropEnrolments deletes the TOTP enrolments among the user's factors that
@@ -414,11 +427,6 @@ func (s *Service) VerifyMFA(ctx context.Context, c Client, mfaToken, method, cod
 			// Disabled since the password was checked: the login starts over.
 			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "no second factor enabled", nil)
 		}
-		if !factorsPredate(ch, f, keys, method) {
-			// Issued for factors since reset or replaced: a login that waited
-			// through an administrator's reset must not finish with the new one.
-			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "second factor changed since the challenge", nil)
-		}
 		if err := s.refuseCodes(ctx, tx, c, u, EventMFAChallengeFailed, now); err != nil {
 			return err
 		}
@@ -496,6 +504,9 @@ func (s *Service) redeemable(ctx context.Context, tx *txn, c Client, digest stri
 	switch {
 	case !ch.UsedAt.IsZero():
 		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "mfa token used", nil)
+	case ch.Failures == MFAChallengeOutdated:
+		// A second factor was added since (voidForNewFactor).
+		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "second factor changed since the challenge", nil)
 	case ch.Failures >= MFAChallengeVoided:
 		// The password this challenge proved was changed or reset since.
 		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "password changed since the challenge", nil)
@@ -683,25 +694,6 @@ func factorOf(factors []*Factor, kind FactorKind) *Factor {
 func hasEnabledFactor(factors []*Factor) bool {
 	for _, f := range factors {
 		if f.Confirmed {
-			return true
-		}
-	}
-	return false
-}
-
-// factorsPredate reports whether the second factor that method checks was
-// there when the login challenge ch was issued: TOTP confirmed before it,
-// or (for a recovery code, which stands in for any factor) TOTP or a
-// passkey that old.
-func factorsPredate(ch *MFAChallenge, totp *Factor, keys []*Passkey, method string) bool {
-	if totp != nil && !ch.CreatedAt.Before(totp.ConfirmedAt) {
-		return true
-	}
-	if method == MethodTOTP {
-		return false
-	}
-	for _, p := range keys {
-		if !ch.CreatedAt.Before(p.CreatedAt) {
 			return true
 		}
 	}

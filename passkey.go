@@ -444,6 +444,9 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, c Client, a *Ac
 		if err := dropEnrolments(ctx, tx, factors); err != nil {
 			return err
 		}
+		if err := voidForNewFactor(ctx, tx, u.ID); err != nil {
+			return err
+		}
 		if err := tx.CreatePasskey(ctx, p); err != nil {
 			if ErrorCode(err) == EConflict { // registered meanwhile: the failed insert ended the transaction
 				return errRegistered
@@ -769,18 +772,12 @@ func (s *Service) usePasskey(ctx context.Context, tx *txn, c Client, u *User, ke
 		map[string]any{"passkey_id": key.ID.String(), "purpose": string(purpose)}))
 }
 
-// errAddedSince is an assertion of a passkey added after the moment a
-// ceremony allowed keys from.
-var errAddedSince = errors.New("passkey added since")
-
 // verifyAssertion checks an assertion of u's passkeys for a ceremony bound
 // to u (second factor, step-up). A refused assertion is logged as
 // passkey_login_failed and fails with errPasskeyRefused (counting toward
-// no lock); a counter that went back likewise (usePasskey). With addedBy
-// set, a passkey added after it fails with errAddedSince, before anything
-// records it as used.
+// no lock); a counter that went back likewise (usePasskey).
 func (s *Service) verifyAssertion(ctx context.Context, tx *txn, c Client, u *User, session *webauthn.SessionData,
-	parsed *protocol.ParsedCredentialAssertionData, purpose ChallengePurpose, addedBy, now time.Time) (*Passkey, error) {
+	parsed *protocol.ParsedCredentialAssertionData, purpose ChallengePurpose, now time.Time) (*Passkey, error) {
 	rp, err := s.relyingParty()
 	if err != nil {
 		return nil, err
@@ -801,9 +798,6 @@ func (s *Service) verifyAssertion(ctx context.Context, tx *txn, c Client, u *Use
 	if err != nil || key == nil {
 		return nil, tx.refuse(ctx, s.audit(now, c, EventPasskeyLoginFailed, ResultFailure, u.ID, "assertion refused",
 			map[string]any{"purpose": string(purpose), "detail": protocolDetail(err)}), errPasskeyRefused)
-	}
-	if !addedBy.IsZero() && addedBy.Before(key.CreatedAt) {
-		return nil, errAddedSince
 	}
 	return key, s.usePasskey(ctx, tx, c, u, key, cred, parsed, purpose, now)
 }
@@ -837,12 +831,9 @@ func (s *Service) VerifyMFAPasskey(ctx context.Context, c Client, mfaToken strin
 		if wch.MFAChallengeID != ch.ID || wch.UserID != u.ID {
 			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "passkey challenge of another login", nil)
 		}
-		key, err := s.verifyAssertion(ctx, tx, c, u, session, parsed, PurposeMFA, ch.CreatedAt, now)
-		if errors.Is(err, errAddedSince) {
-			// Added since the password was checked (after an
-			// administrator's reset, say): the login starts over.
-			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "second factor changed since the challenge", nil)
-		}
+		// A passkey added since the password was checked voided the
+		// challenge (voidForNewFactor): every key here predates it.
+		key, err := s.verifyAssertion(ctx, tx, c, u, session, parsed, PurposeMFA, now)
 		if err != nil {
 			if ErrorCode(err) == EInvalidCredentials {
 				ch.Failures++
@@ -904,7 +895,7 @@ func (s *Service) checkPasskeyProof(ctx context.Context, tx *txn, c Client, u *U
 	if ch.UserID != u.ID {
 		return s.refuseToken(ctx, tx, c, event, u.ID, "passkey challenge of another user", nil)
 	}
-	if _, err = s.verifyAssertion(ctx, tx, c, u, session, parsed, PurposeStepUp, time.Time{}, now); err != nil {
+	if _, err = s.verifyAssertion(ctx, tx, c, u, session, parsed, PurposeStepUp, now); err != nil {
 		return err
 	}
 	return s.codeRight(ctx, tx, u, now)

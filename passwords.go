@@ -264,7 +264,7 @@ func (s *Service) setPassword(ctx context.Context, tx *txn, c Client, u *User, h
 	// comparing their times with the change's: two instances' clocks wrote
 	// those, and a challenge from one ahead outlived a reset on one behind.
 	// (Voided, not deleted: whoever presents one is logged for the user.)
-	if err := tx.VoidOpenMFAChallenges(ctx, u.ID); err != nil {
+	if err := tx.VoidOpenMFAChallenges(ctx, u.ID, MFAChallengeVoided); err != nil {
 		return err
 	}
 	factors, err := tx.Factors(ctx, u.ID)

@@ -282,10 +282,10 @@ type Queries interface {
 	// UpdateMFAChallenge writes Failures and UsedAt of c. ENotFound when it
 	// does not exist.
 	UpdateMFAChallenge(ctx context.Context, c *MFAChallenge) error
-	// VoidOpenMFAChallenges sets Failures to MFAChallengeVoided on the
-	// user's login challenges not yet passed (UsedAt zero), whatever their
-	// expiry.
-	VoidOpenMFAChallenges(ctx context.Context, userID uuid.UUID) error
+	// VoidOpenMFAChallenges sets Failures to mark (MFAChallengeVoided or
+	// MFAChallengeOutdated) on the user's login challenges not yet passed
+	// (UsedAt zero), whatever their expiry.
+	VoidOpenMFAChallenges(ctx context.Context, userID uuid.UUID, mark int) error
 	// OpenChallengeSince reports whether a login challenge of the user
 	// began at or after since, was not passed (UsedAt zero), not voided and
 	// has not expired at now: someone gave the right password and not (yet)

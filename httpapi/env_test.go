@@ -198,6 +198,21 @@ func newEnv(t testing.TB, store authd.Store, opts ...option) *env {
 	if e.keysDir == "" {
 		e.keysDir = t.TempDir()
 	}
+	// As authd serve does: instances on one keys directory share the
+	// secrets of refresh tokens and second factors.
+	for _, k := range []struct {
+		key    *[]byte
+		secret token.Secret
+	}{{&cfg.RefreshKey, token.RefreshSecret}, {&cfg.MFAKey, token.MFASecret}} {
+		if *k.key != nil {
+			continue
+		}
+		var err error
+		if *k.key, err = k.secret.Load(e.keysDir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.cfg = cfg
 	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	keys, err := token.OpenKeyring(e.keysDir, "EdDSA", e.clock.Now())
 	if err != nil {

@@ -829,17 +829,20 @@ func TestPasskeyEdgeCases(t *testing.T) {
 			t.Fatal(err)
 		}
 
-		// A passkey added after the password was checked cannot finish that login.
+		// A passkey added after the password was checked cannot finish that
+		// login, in a ceremony begun before or after.
 		token := e.mfaLogin("ida@example.org")
+		r := e.do("POST", "/v1/auth/passkey/begin", map[string]string{"mfa_token": token})
+		want(t, "begin", r, 200, "")
 		e.clock.Advance(time.Second)
 		late := newSoftKey(t, rpID, rpOrigin)
 		want(t, "add a second passkey", e.addPasskey(access, late, "Late"), 201, "")
-		r := e.do("POST", "/v1/auth/passkey/begin", map[string]string{"mfa_token": token})
-		want(t, "begin", r, 200, "")
 		used := func() int { return strings.Count(strings.Join(e.events("ida@example.org"), " "), "passkey_used") }
 		before := used()
 		want(t, "a passkey newer than the login", e.do("POST", "/v1/auth/mfa/verify", map[string]any{
 			"mfa_token": token, "method": "passkey", "credential": late.Get(publicKey(t, r))}), 400, "invalid_token")
+		want(t, "a ceremony begun after the passkey was added", e.do("POST", "/v1/auth/passkey/begin",
+			map[string]string{"mfa_token": token}), 400, "invalid_token")
 		keys, err := e.store.Passkeys(ctx, u.ID)
 		if err != nil {
 			t.Fatal(err)

@@ -141,29 +141,74 @@ func skewedPair(t *testing.T) (a, b *env) {
 	return newEnv(t, pg[0], withKeysDir(keys), startingAfter(20*time.Second)), newEnv(t, pg[1], withKeysDir(keys))
 }
 
-// TestResetVoidsAnOpenSignInUnderSkew: a sign-in that passed the old
-// password at the instance ahead and awaits its second factor is void once
-// the other instance resets the password, however the two clocks stamped
-// them: the reset deletes it, rather than a later check comparing times.
-func TestResetVoidsAnOpenSignInUnderSkew(t *testing.T) {
-	a, b := skewedPair(t)
-	_, secret, _ := a.mfaUser("skew@example.org")
-	b.clock.Advance(30 * time.Second) // b follows a's step (mfaUser advanced a)
-	mfaToken := a.mfaLogin("skew@example.org")
-	a.clock.Advance(5 * time.Second)
-	b.clock.Advance(5 * time.Second)
-	want(t, "forgot at b", b.do("POST", "/v1/auth/password/forgot", map[string]string{"email": "skew@example.org"}), 202, "")
-	reset := tokenOf(t, b.mail.last(t, authd.MailPasswordReset, "skew@example.org"))
-	want(t, "reset at b", b.do("POST", "/v1/auth/password/reset",
-		map[string]string{"token": reset, "new_password": "a brand new passphrase"}), 204, "")
-	a.clock.Advance(30 * time.Second)
-	want(t, "the old password's mfa_token after the reset", a.verify(mfaToken, "totp", totpAt(t, secret, a.clock.Now())),
-		400, "invalid_token")
-	// Logged for the user, as the sign of a password someone else knew.
-	logs, err := a.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: a.user("skew@example.org").ID,
-		EventType: authd.EventMFAChallengeFailed})
-	if err != nil || len(logs) != 1 || logs[0].FailureReason != "password changed since the challenge" {
-		t.Errorf("mfa_challenge_failed rows of the user: %+v, %v; want the voided challenge's", logs, err)
+// TestStaleSignInVoidedUnderSkew: a sign-in that passed the password at
+// the instance ahead and awaits its second factor cannot finish once the
+// other instance has reset the password (with the old password's code), or
+// added a factor after an administrator's reset (with the new factor),
+// however the two clocks stamped them: the change voids the challenge in
+// its transaction, rather than a later check comparing times (which, with
+// the challenge stamped 20 s ahead, took it for the younger and let it
+// through), and the refusal is logged for the user.
+func TestStaleSignInVoidedUnderSkew(t *testing.T) {
+	type finish func(t *testing.T, a, b *env, access, secret, waiting string) response
+	newFactor := func(add finish) finish {
+		return func(t *testing.T, a, b *env, access, secret, waiting string) response {
+			want(t, "reset factors at b", b.admin("POST", "/v1/admin/users/"+b.user("skew@example.org").ID.String()+"/reset-mfa", nil), 204, "")
+			return add(t, a, b, access, secret, waiting)
+		}
+	}
+	for name, tc := range map[string]struct {
+		finish finish
+		reason string
+	}{
+		"password reset": {func(t *testing.T, a, b *env, _, secret, waiting string) response {
+			want(t, "forgot at b", b.do("POST", "/v1/auth/password/forgot", map[string]string{"email": "skew@example.org"}), 202, "")
+			reset := tokenOf(t, b.mail.last(t, authd.MailPasswordReset, "skew@example.org"))
+			want(t, "reset at b", b.do("POST", "/v1/auth/password/reset",
+				map[string]string{"token": reset, "new_password": "a brand new passphrase"}), 204, "")
+			a.clock.Advance(30 * time.Second)
+			return a.verify(waiting, "totp", totpAt(t, secret, a.clock.Now()))
+		}, "password changed since the challenge"},
+		"new totp": {newFactor(func(t *testing.T, a, b *env, access, _, waiting string) response {
+			r := b.do("POST", "/v1/users/me/mfa/totp", map[string]string{"password": goodPassword}, bearer(access)...)
+			want(t, "re-enrol at b", r, 200, "")
+			secret := r.str("secret")
+			want(t, "confirm at b", b.do("POST", "/v1/users/me/mfa/totp/confirm",
+				map[string]string{"code": totpAt(t, secret, b.clock.Now())}, bearer(access)...), 200, "")
+			a.clock.Advance(30 * time.Second)
+			return a.verify(waiting, "totp", totpAt(t, secret, a.clock.Now()))
+		}), "second factor changed since the challenge"},
+		"new passkey": {newFactor(func(t *testing.T, a, b *env, access, _, waiting string) response {
+			k := newSoftKey(t, rpID, rpOrigin)
+			want(t, "add a passkey at b", b.addPasskey(access, k, "Laptop"), 201, "")
+			r := a.do("POST", "/v1/auth/passkey/begin", map[string]string{"mfa_token": waiting})
+			if r.status != 200 {
+				return r
+			}
+			return a.do("POST", "/v1/auth/mfa/verify", map[string]any{"mfa_token": waiting, "method": "passkey",
+				"credential": k.Get(publicKey(t, r))})
+		}), "second factor changed since the challenge"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			a, b := skewedPair(t)
+			access, secret, _ := a.mfaUser("skew@example.org")
+			b.clock.Advance(30 * time.Second) // b follows a's step (mfaUser advanced a)
+			waiting := a.mfaLogin("skew@example.org")
+			a.clock.Advance(5 * time.Second)
+			b.clock.Advance(5 * time.Second)
+			want(t, "the waiting sign-in", tc.finish(t, a, b, access, secret, waiting), 400, "invalid_token")
+			a.wantRefusalLogged("skew@example.org", authd.EventMFAChallengeFailed, tc.reason)
+		})
+	}
+}
+
+// wantRefusalLogged checks that the user's only row of event is the
+// refusal for reason.
+func (e *env) wantRefusalLogged(email string, event authd.EventType, reason string) {
+	e.t.Helper()
+	logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: e.user(email).ID, EventType: event})
+	if err != nil || len(logs) != 1 || logs[0].Result != authd.ResultFailure || logs[0].FailureReason != reason {
+		e.t.Errorf("%s rows of the user: %+v, %v; want one refusal, %q", event, logs, err, reason)
 	}
 }
 
@@ -197,11 +242,7 @@ func TestChangeVoidsAnEnrolmentUnderSkew(t *testing.T) {
 			want(t, "the "+name+" change at b", tc.change(b, access), tc.status, "")
 			want(t, "confirm the enrolment begun before", a.do("POST", "/v1/users/me/mfa/totp/confirm",
 				map[string]string{"code": totpAt(t, secret, a.clock.Now())}, bearer(access)...), 404, "not_found")
-			logs, err := a.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: a.user("enrol@example.org").ID,
-				EventType: authd.EventMFAEnabled})
-			if err != nil || len(logs) != 1 || logs[0].Result != authd.ResultFailure || logs[0].FailureReason != "no enrolment" {
-				t.Errorf("mfa_enabled rows of the user: %+v, %v; want the refused confirmation", logs, err)
-			}
+			a.wantRefusalLogged("enrol@example.org", authd.EventMFAEnabled, "no enrolment")
 		})
 	}
 }

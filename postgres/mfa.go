@@ -137,9 +137,9 @@ func scanChallenge(row pgx.Row) (*authd.MFAChallenge, error) {
 // UpdateMFAChallenge implements authd.Queries.
 // VoidOpenMFAChallenges implements authd.Queries. The flows that call it
 // hold the user, which MFAChallenge locks first (ownedRow).
-func (q *queries) VoidOpenMFAChallenges(ctx context.Context, userID uuid.UUID) error {
+func (q *queries) VoidOpenMFAChallenges(ctx context.Context, userID uuid.UUID, mark int) error {
 	return q.write(ctx, nil, `UPDATE mfa_challenges SET failures = $2 WHERE user_id = $1 AND used_at IS NULL`,
-		userID, authd.MFAChallengeVoided)
+		userID, mark)
 }
 
 func (q *queries) UpdateMFAChallenge(ctx context.Context, c *authd.MFAChallenge) error {

@@ -130,9 +130,9 @@ func scanChallenge(row scanner) (*authd.MFAChallenge, error) {
 
 // UpdateMFAChallenge implements authd.Queries.
 // VoidOpenMFAChallenges implements authd.Queries.
-func (q *queries) VoidOpenMFAChallenges(ctx context.Context, userID uuid.UUID) error {
+func (q *queries) VoidOpenMFAChallenges(ctx context.Context, userID uuid.UUID, mark int) error {
 	_, err := q.db.ExecContext(ctx, `UPDATE mfa_challenges SET failures = ? WHERE user_id = ? AND used_at IS NULL`,
-		authd.MFAChallengeVoided, userID)
+		mark, userID)
 	return translate(err)
 }
 

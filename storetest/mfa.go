@@ -166,7 +166,7 @@ func testMFAChallenges(t *testing.T, s authd.Store) {
 
 	// VoidOpenMFAChallenges marks the user's challenges not passed, expired
 	// or not, and leaves the passed ones and other users'; a voided one is
-	// not open.
+	// not open, whichever mark it has.
 	mine := &authd.MFAChallenge{ID: authd.NewID(), Token: "mine-open", UserID: u.ID, CreatedAt: Epoch,
 		ExpiresAt: Epoch.Add(authd.MFAChallengeTTL)}
 	stale := &authd.MFAChallenge{ID: authd.NewID(), Token: "mine-expired", UserID: u.ID, CreatedAt: Epoch, ExpiresAt: Epoch}
@@ -184,14 +184,14 @@ func testMFAChallenges(t *testing.T, s authd.Store) {
 		if _, err := tx.User(ctx, u.ID); err != nil { // held, as the flows hold it
 			return err
 		}
-		return tx.VoidOpenMFAChallenges(ctx, u.ID)
+		return tx.VoidOpenMFAChallenges(ctx, u.ID, authd.MFAChallengeOutdated)
 	}); err != nil {
 		t.Fatalf("VoidOpenMFAChallenges: %v", err)
 	}
 	for _, tt := range []struct {
 		ch       *authd.MFAChallenge
 		failures int
-	}{{mine, authd.MFAChallengeVoided}, {stale, authd.MFAChallengeVoided}, {theirs, 0}, {c, 2}, {open, 0}} {
+	}{{mine, authd.MFAChallengeOutdated}, {stale, authd.MFAChallengeOutdated}, {theirs, 0}, {c, 2}, {open, 0}} {
 		if got, err := s.MFAChallenge(ctx, tt.ch.Token); err != nil || got.Failures != tt.failures {
 			t.Errorf("challenge %s after VoidOpenMFAChallenges: %+v, %v; want failures %d", tt.ch.Token, got, err, tt.failures)
 		}
