@@ -169,16 +169,13 @@ func (s *Service) refuseCodes(ctx context.Context, tx *txn, c Client, u *User, e
 // duration that is 480 guesses a day with the defaults, about 40 % odds of
 // a right TOTP code within a year; doubled each time, a handful a day. An
 // outsider's wrong passwords lock for the fixed duration, as SPEC 6.7
-// says; a new password (a reset also lifts the lock) starts over, and so
-// does a week without such a lock (the owner's own mistyped codes do not
-// add up over months).
+// says. A week without such a lock starts over (the owner's own mistyped
+// codes do not add up over months); a new password does not: a reset
+// proves the mailbox, and whoever holds it and the password would start
+// over with every reset.
 func (s *Service) pastPasswordLock(ctx context.Context, tx *txn, u *User, now time.Time) (time.Duration, error) {
-	since := now.Add(-pastPasswordMemory)
-	if u.LastPasswordChange.After(since) {
-		since = u.LastPasswordChange
-	}
 	locks, err := tx.SecurityLogs(ctx, SecurityLogFilter{UserID: u.ID, EventType: EventAccountLocked,
-		Since: since, Limit: MaxListLimit})
+		Since: now.Add(-pastPasswordMemory), Limit: MaxListLimit})
 	if err != nil {
 		return 0, err
 	}

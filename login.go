@@ -167,8 +167,10 @@ func (s *Service) login(ctx context.Context, c Client, email, password, deviceIn
 // pair, and the success is logged.
 func (s *Service) startSession(ctx context.Context, tx *txn, c Client, u *User, excess []uuid.UUID, deviceInfo string,
 	amr []string, newHash string, now time.Time) (*TokenPair, error) {
+	// The count starts over; a lock of second-factor codes does not end:
+	// a passkey proves its owner here, not that whoever guessed codes with
+	// the password has gone (a right code is refused while it lasts).
 	u.clearFailures()
-	u.CodesLockedUntil = time.Time{} // the second factor was proved
 	u.LastLoginTimestamp = now
 	u.UpdatedAt = now
 	if newHash != "" {

@@ -251,8 +251,12 @@ func (s *Service) newHash(ctx context.Context, password, email string) (string, 
 func (s *Service) setPassword(ctx context.Context, tx *txn, c Client, u *User, hash string, keep uuid.UUID,
 	now time.Time, event EventType) error {
 	u.PasswordHash, u.LastPasswordChange, u.UpdatedAt = hash, now, now
-	u.clearFailures() // failures against the old password no longer matter
-	u.CodesLockedUntil = time.Time{}
+	// Wrong passwords no longer matter; wrong codes do, and a lock set past
+	// the password (CodesLockedUntil) lasts: a reset proves the mailbox,
+	// not the second factor, and whoever holds both would otherwise get
+	// fresh guesses at a code with every reset. (A lock the reset lifts
+	// starts the whole count over, as one that runs out does: unlock.)
+	u.FailedLoginAttempts = u.FailedCodeAttempts
 	if err := tx.UpdateUser(ctx, u); err != nil {
 		return err
 	}

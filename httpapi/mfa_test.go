@@ -845,7 +845,8 @@ func TestLockPastThePasswordIsTold(t *testing.T) {
 // could guess a code 480 times a day. An outsider's wrong passwords lock
 // for the fixed duration and do not count, also while the owner's code is
 // awaited, or after the owner mistyped a code and then gave the right one;
-// a new password, or a week without such a lock, starts over.
+// a week without such a lock starts over, a new password does not
+// (TestResetKeepsWhatCodesCounted).
 func TestLocksPastThePasswordGrow(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		e := newEnv(t, open(t))
@@ -959,7 +960,7 @@ func TestLocksPastThePasswordGrow(t *testing.T) {
 		want(t, "reset", e.do("POST", "/v1/auth/password/reset", map[string]string{"token": reset, "new_password": goodPassword}), 204, "")
 		e.clock.Advance(time.Second)
 		codes()
-		lockedFor("wrong codes under a new password", 15*time.Minute)
+		lockedFor("wrong codes under a new password, the week's second such lock", 30*time.Minute)
 	})
 }
 
@@ -1009,5 +1010,93 @@ func TestCodeCountFollowsTheOwner(t *testing.T) {
 		if n := codesOf(guessed); n != 4 {
 			t.Errorf("after the owner's step-up while another sign-in awaits its code: %d wrong codes counted, want 4", n)
 		}
+	})
+}
+
+// TestResetKeepsWhatCodesCounted: a password reset proves the mailbox, not
+// the second factor, so it does not give whoever holds both fresh guesses
+// at a code: wrong codes counted before it still count (only a lock it
+// lifts starts the count over), codes stay refused while a lock set past
+// the password lasts, and such locks go on growing. Before, each reset
+// wiped the count: four guesses per reset, three resets an hour.
+func TestResetKeepsWhatCodesCounted(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "mailbox@example.org"
+		_, secret, _ := e.mfaUser(email)
+		passwords := []string{"the first new passphrase", "the second new passphrase"}
+		reset := func(pw string) {
+			t.Helper()
+			want(t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": email}), 202, "")
+			link := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, email))
+			want(t, "reset", e.do("POST", "/v1/auth/password/reset", map[string]string{"token": link, "new_password": pw}), 204, "")
+			e.clock.Advance(time.Second)
+		}
+		challenge := func(pw string) string {
+			t.Helper()
+			r := e.do("POST", "/v1/auth/login", map[string]string{"email": email, "password": pw})
+			want(t, "the new password", r, 403, "mfa_required")
+			return r.str("mfa_token")
+		}
+		wrongCode := func(token string) response {
+			return e.verify(token, "totp", totpAt(t, secret, e.clock.Now().Add(-time.Hour)))
+		}
+
+		token := e.mfaLogin(email)
+		for range 4 {
+			want(t, "a wrong code", wrongCode(token), 401, "invalid_credentials")
+		}
+		reset(passwords[0])
+		want(t, "a fifth wrong code, after a reset", wrongCode(challenge(passwords[0])), 401, "invalid_credentials")
+		u := e.user(email)
+		if u.AccountStatus != authd.StatusLocked || !u.CodesLockedUntil.After(e.clock.Now()) {
+			t.Fatalf("after four wrong codes, a reset and a fifth: %s, codes refused until %v; want locked, codes refused",
+				u.AccountStatus, u.CodesLockedUntil)
+		}
+		codesUntil := u.CodesLockedUntil
+		reset(passwords[1]) // lifts the account's lock (SPEC 6.7)
+		if u := e.user(email); u.AccountStatus != authd.StatusActive || !u.CodesLockedUntil.Equal(codesUntil) {
+			t.Errorf("after a reset: %s, codes refused until %v; want active, codes refused until %v",
+				u.AccountStatus, u.CodesLockedUntil, codesUntil)
+		}
+		want(t, "a right code while codes are refused", e.verify(challenge(passwords[1]), "totp", totpAt(t, secret, e.clock.Now())),
+			423, "account_locked")
+		e.clock.Advance(codesUntil.Sub(e.clock.Now()) + time.Second)
+		token = challenge(passwords[1])
+		for range 5 {
+			want(t, "a wrong code once codes are checked again", wrongCode(token), 401, "invalid_credentials")
+		}
+		if got := e.user(email).CodesLockedUntil.Sub(e.clock.Now()); got != 30*time.Minute {
+			t.Errorf("the second lock past the password, across two resets, refuses codes for %v; want 30m", got)
+		}
+	})
+}
+
+// TestPasskeySignInKeepsTheCodesLock: the owner's passkey sign-in proves a
+// factor, not that the one guessing codes with the password has gone: codes
+// stay refused until the lock set past the password ends.
+func TestPasskeySignInKeepsTheCodesLock(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "both@example.org"
+		access, secret, _ := e.mfaUser(email)
+		k := newSoftKey(t, rpID, rpOrigin)
+		want(t, "add a passkey", e.addPasskey(access, k, "Laptop"), 201, "")
+		token := e.mfaLogin(email)
+		for range 5 {
+			want(t, "a wrong code", e.verify(token, "totp", totpAt(t, secret, e.clock.Now().Add(-time.Hour))), 401, "invalid_credentials")
+		}
+		until := e.user(email).CodesLockedUntil
+		if !until.After(e.clock.Now()) {
+			t.Fatalf("after five wrong codes, codes refused until %v; want a lock", until)
+		}
+		r := e.signIn(k)
+		want(t, "the owner's passkey sign-in", r, 200, "")
+		if got := e.user(email).CodesLockedUntil; !got.Equal(until) {
+			t.Errorf("after the owner's passkey sign-in, codes refused until %v; want %v", got, until)
+		}
+		e.clock.Advance(time.Minute)
+		want(t, "a right code in that session while codes are refused", e.do("POST", "/v1/users/me/mfa/recovery-codes",
+			map[string]string{"code": totpAt(t, secret, e.clock.Now())}, bearer(r.str("access_token"))...), 423, "account_locked")
 	})
 }
