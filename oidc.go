@@ -258,14 +258,22 @@ func (s *Service) GrantConsent(ctx context.Context, c Client, user uuid.UUID, cl
 	})
 }
 
-// DenyConsent records that the user refused the client the scopes on the
-// consent page: an oidc_consent_granted row with result failure and reason
-// "consent denied" (SPEC 6.10: every step logged), written before the
-// client hears access_denied. Nothing else changes: a consent given before
-// stays. EUnavailable.
-func (s *Service) DenyConsent(ctx context.Context, c Client, user uuid.UUID, clientID string, scopes []string) error {
-	return s.logEvent(ctx, s.audit(s.now(), c, EventOIDCConsentGranted, ResultFailure, user, "consent denied",
-		map[string]any{"client_id": clientID, "scopes": FormatScopes(scopes)}))
+// DenyConsent records that the user refused the client the scopes of
+// the request on the consent page: an oidc_consent_granted row with result
+// failure and reason "consent denied" (SPEC 6.10: every step logged),
+// written before the client hears access_denied; then the request ends,
+// so that the decision is final (the page cannot be sent again with Allow
+// for a code). Nothing else changes: a consent given before stays.
+// EUnavailable.
+func (s *Service) DenyConsent(ctx context.Context, c Client, user uuid.UUID, req *AuthRequest) error {
+	if err := s.logEvent(ctx, s.audit(s.now(), c, EventOIDCConsentGranted, ResultFailure, user, "consent denied",
+		map[string]any{"client_id": req.ClientID, "scopes": FormatScopes(req.Scopes)})); err != nil {
+		return err
+	}
+	if err := s.store.DeleteAuthRequest(ctx, req.ID); err != nil && ErrorCode(err) != ENotFound {
+		return err
+	}
+	return nil
 }
 
 // Consents lists the clients the user has let in, newest first, with
@@ -399,15 +407,28 @@ type CodeGrant struct {
 // session its first redemption started (RFC 6749 §4.1.2) and is logged as
 // oidc_code_reuse; without them it is refused as any code. Every refusal is
 // EInvalidToken and logged; ERateLimited, EUnavailable.
-func (s *Service) RedeemCode(ctx context.Context, c Client, oc *OAuthClient, code, redirectURI, verifier string) (*CodeGrant, error) {
+func (s *Service) RedeemCode(ctx context.Context, c Client, client *OAuthClient, code, redirectURI, verifier string) (*CodeGrant, error) {
 	digest, err := opaqueDigest(code)
 	if err != nil {
 		return nil, s.refuseToken(ctx, nil, c, EventOIDCCodeRedeemed, uuid.Nil, "malformed code",
-			map[string]any{"client_id": oc.ID})
+			map[string]any{"client_id": client.ID})
 	}
 	var grant *CodeGrant
 	err = s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
+		// The client, as it is now (deleted or changed since its
+		// authentication?), held against deletion until the commit: a
+		// deletion waits, then ends the session this starts. Read before,
+		// the deletion ended the client's sessions without this one, which
+		// outlived its client.
+		oc, err := tx.SharedClient(ctx, client.ID)
+		if ErrorCode(err) == ENotFound {
+			return s.refuseToken(ctx, tx, c, EventOIDCCodeRedeemed, uuid.Nil, "client deleted",
+				map[string]any{"client_id": client.ID})
+		}
+		if err != nil {
+			return err
+		}
 		ac, err := tx.AuthCode(ctx, digest) // locked: one redemption wins
 		if ErrorCode(err) == ENotFound {
 			return s.refuseToken(ctx, tx, c, EventOIDCCodeRedeemed, uuid.Nil, "unknown code", map[string]any{"client_id": oc.ID})

@@ -325,6 +325,10 @@ type Queries interface {
 	CreateClient(ctx context.Context, c *OAuthClient) error
 	// OAuthClient returns the client with the id. ENotFound when there is none.
 	OAuthClient(ctx context.Context, id string) (*OAuthClient, error)
+	// SharedClient is OAuthClient that, inside InTx, holds the client
+	// against deletion and change until the transaction ends, without
+	// excluding other transactions that hold it so (a shared lock).
+	SharedClient(ctx context.Context, id string) (*OAuthClient, error)
 	// OAuthClients returns every client, oldest first.
 	OAuthClients(ctx context.Context) ([]*OAuthClient, error)
 	// UpdateClient writes every field of c but ID and CreatedAt. ENotFound

@@ -89,12 +89,17 @@ func (e *env) consentPage(email string) (*browser, url.Values) {
 // TestDeniedConsentIsLogged: a user who denies a client on the consent page
 // leaves an oidc_consent_granted row with result failure, reason "consent
 // denied", the client and the scopes (SPEC 6.10), and the client gets
-// access_denied.
+// access_denied. The decision is final: the request ends, and the same
+// form sent again with Allow gets no code.
 func TestDeniedConsentIsLogged(t *testing.T) {
 	onBothStores(t, func(t *testing.T, e *env) {
 		b, f := e.consentPage("deny@example.org")
 		if cb := b.post(oidc.ConsentPath, f).callback(); cb == nil || cb.Get("error") != "access_denied" || cb.Get("state") != "s" {
 			t.Fatalf("deny: %d %v; want error=access_denied with the state", b.last.StatusCode, cb)
+		}
+		f.Set("decision", "allow")
+		if cb := b.post(oidc.ConsentPath, f).callback(); cb != nil {
+			t.Errorf("the denied request allowed after all: %d %v; want no answer to the client", b.last.StatusCode, cb)
 		}
 		logs, err := e.store.SecurityLogs(context.Background(),
 			authd.SecurityLogFilter{UserID: e.userByEmail("deny@example.org").ID, Limit: 200})

@@ -102,6 +102,43 @@ func TestRedemptionWhileALoginEndsItsBrowserSession(t *testing.T) {
 	}
 }
 
+// TestClientDeletedWhileItsCodeIsRedeemed: a client is deleted while one
+// of its codes is redeemed. The redemption holds the client against
+// deletion from its start, so the deletion waits for it and then ends the
+// session it started, as it ends every session of the client. Before, the
+// deletion's revocation ran before the redemption's session was written:
+// that session outlived its client, its tokens working on, and a client
+// made again under the same id took them over.
+func TestClientDeletedWhileItsCodeIsRedeemed(t *testing.T) {
+	t.Parallel()
+	p := pausedCode(t, "deleted-client@example.org", func(*authd.Config) {})
+	defer p.release()
+	e, store := p.e, p.store
+
+	redeemed := make(chan redemption, 1)
+	go func() { redeemed <- p.redeem() }()
+	<-store.paused // the redemption holds the code and the user
+	deleted := make(chan error, 1)
+	go func() { deleted <- e.svc.DeleteClient(context.Background(), authd.Client{}, p.client.ID) }()
+	waitForLock(t, store.Store) // the deletion's
+	p.release()
+	if got := <-redeemed; got.status != http.StatusOK {
+		t.Errorf("the redemption: %d %s, want 200", got.status, got.code)
+	}
+	if err := <-deleted; err != nil {
+		t.Fatalf("the deletion: %v", err)
+	}
+	live, err := store.Sessions(context.Background(), p.user.ID, e.clock.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range live {
+		if s.ClientID == p.client.ID {
+			t.Errorf("session %s of the deleted client is live", s.ID)
+		}
+	}
+}
+
 // TestSignOutWhileItsCodeIsRedeemed: the browser session a code came from
 // is signed out while the code is redeemed. The sign-out locks the session
 // and then writes its audit row, under a key-share lock on the user that

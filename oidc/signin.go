@@ -251,7 +251,7 @@ func (p *Provider) consent(w http.ResponseWriter, r *http.Request) {
 	if form.Get("decision") != "allow" {
 		// Logged first: an outage is answered as one, not as a denial the
 		// log never saw.
-		if err := p.svc.DenyConsent(r.Context(), client(r.Context()), sess.UserID, oc.ID, req.Scopes); err != nil {
+		if err := p.svc.DenyConsent(r.Context(), client(r.Context()), sess.UserID, req); err != nil {
 			p.unavailable(w, err)
 			return
 		}

@@ -35,6 +35,17 @@ func (q *queries) OAuthClient(ctx context.Context, id string) (*authd.OAuthClien
 	return scanClient(q.row(ctx, `SELECT `+clientColumns+` FROM oauth_clients WHERE id = $1`+q.forUpdate(), id))
 }
 
+// SharedClient implements authd.Queries: FOR SHARE lets every redemption
+// of the client's codes through at once, and makes the FOR UPDATE of a
+// deletion or change (clientAction) wait for them.
+func (q *queries) SharedClient(ctx context.Context, id string) (*authd.OAuthClient, error) {
+	lock := ""
+	if q.locking {
+		lock = " FOR SHARE"
+	}
+	return scanClient(q.row(ctx, `SELECT `+clientColumns+` FROM oauth_clients WHERE id = $1`+lock, id))
+}
+
 // OAuthClients implements authd.Queries.
 func (q *queries) OAuthClients(ctx context.Context) ([]*authd.OAuthClient, error) {
 	rows, err := q.rows(ctx, `SELECT `+clientColumns+` FROM oauth_clients ORDER BY created_at, id`)

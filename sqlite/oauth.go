@@ -36,6 +36,11 @@ func (q *queries) OAuthClient(ctx context.Context, id string) (*authd.OAuthClien
 	return scanClient(q.db.QueryRowContext(ctx, `SELECT `+clientColumns+` FROM oauth_clients WHERE id = ?`, id))
 }
 
+// SharedClient implements authd.Queries: a write transaction runs alone.
+func (q *queries) SharedClient(ctx context.Context, id string) (*authd.OAuthClient, error) {
+	return q.OAuthClient(ctx, id)
+}
+
 // OAuthClients implements authd.Queries.
 func (q *queries) OAuthClients(ctx context.Context) ([]*authd.OAuthClient, error) {
 	rows, err := q.db.QueryContext(ctx, `SELECT `+clientColumns+` FROM oauth_clients ORDER BY created_at, id`)
