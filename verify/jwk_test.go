@@ -63,3 +63,25 @@ func FuzzFeedEvent(f *testing.F) {
 		}
 	})
 }
+
+// TestMaxAge: Cache-Control's max-age, capped at maxJWKSMaxAge however
+// large (a Duration of it would overflow into a negative one: a set stale
+// at once).
+func TestMaxAge(t *testing.T) {
+	for cc, want := range map[string]time.Duration{
+		"":                                defaultJWKSMaxAge,
+		"public, max-age=300":             5 * time.Minute,
+		"max-age=0":                       0,
+		"no-store":                        refetchInterval,
+		"max-age=-5":                      defaultJWKSMaxAge,
+		"max-age=x":                       defaultJWKSMaxAge,
+		"max-age=86401":                   maxJWKSMaxAge,
+		"max-age=9223372037":              maxJWKSMaxAge, // × 1e9 wraps past int64
+		"max-age=9999999999999":           maxJWKSMaxAge,
+		"max-age=99999999999999999999999": maxJWKSMaxAge,
+	} {
+		if got := maxAge(cc); got != want {
+			t.Errorf("maxAge(%q) = %s, want %s", cc, got, want)
+		}
+	}
+}

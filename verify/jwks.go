@@ -331,8 +331,13 @@ func maxAge(cc string) time.Duration {
 			return refetchInterval
 		}
 		if v, ok := strings.CutPrefix(part, "max-age="); ok {
-			if n, err := strconv.Atoi(v); err == nil && n >= 0 {
-				return min(time.Duration(n)*time.Second, maxJWKSMaxAge)
+			// Compared in seconds: a huge max-age would overflow a
+			// Duration into a negative one (a set stale at once, refetched
+			// every second). One past uint64 asks for as long as it can
+			// (RFC 9111 1.2.2) and gets the cap too.
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err == nil || errors.Is(err, strconv.ErrRange) {
+				return time.Duration(min(n, uint64(maxJWKSMaxAge/time.Second))) * time.Second
 			}
 		}
 	}

@@ -53,8 +53,9 @@ type Policy int
 const (
 	// FallBackToIntrospection asks authd's introspection about every token
 	// until the feed is back. If introspection cannot be reached either,
-	// Verify returns ErrUnavailable, once the call has failed: up to the
-	// HTTP client's timeout (10 s unless Options.HTTPClient sets another).
+	// Verify returns ErrUnavailable, once the call has failed: after at
+	// most 10 s (the HTTP client's timeout when shorter), waiting for a
+	// free call included.
 	FallBackToIntrospection Policy = iota
 	// FailClosed refuses (ErrUnavailable) every token while the feed is
 	// lost, once a short grace (about two seconds, for a reconnection to
@@ -231,11 +232,8 @@ func (v *Verifier) background(fn func(ctx context.Context)) bool {
 // one that never ends, New waits as long as authd cannot be reached (a
 // wrong host or an untrusted certificate included), logging each try.
 func New(ctx context.Context, opts Options) (*Verifier, error) {
-	for name, v := range map[string]string{"Issuer": opts.Issuer, "Audience": opts.Audience, "JWKSURL": opts.JWKSURL,
-		"RevocationsURL": opts.RevocationsURL, "ServiceToken": opts.ServiceToken} {
-		if v == "" {
-			return nil, fmt.Errorf("verify: Options.%s is required", name)
-		}
+	if missing := missingOptions(opts); len(missing) > 0 {
+		return nil, fmt.Errorf("verify: required, but empty: Options.%s", strings.Join(missing, ", Options."))
 	}
 	if opts.IntrospectionURL == "" {
 		u, err := url.Parse(opts.RevocationsURL)
@@ -246,10 +244,10 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 		u.RawQuery = ""
 		opts.IntrospectionURL = u.String()
 	}
-	for name, raw := range map[string]string{"JWKSURL": opts.JWKSURL, "RevocationsURL": opts.RevocationsURL,
-		"IntrospectionURL": opts.IntrospectionURL} {
-		if err := checkURL(raw, opts.AllowInsecureHTTP); err != nil {
-			return nil, fmt.Errorf("verify: Options.%s: %w", name, err)
+	for _, o := range []struct{ name, url string }{{"JWKSURL", opts.JWKSURL}, {"RevocationsURL", opts.RevocationsURL},
+		{"IntrospectionURL", opts.IntrospectionURL}} {
+		if err := checkURL(o.url, opts.AllowInsecureHTTP); err != nil {
+			return nil, fmt.Errorf("verify: Options.%s: %w", o.name, err)
 		}
 	}
 	for _, alg := range opts.Algorithms {
@@ -309,6 +307,19 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 		return nil, fmt.Errorf("verify: waiting for the revocation feed: %w", ctx.Err())
 	}
 	return v, nil
+}
+
+// missingOptions names the required options opts lacks, in the order
+// Options lists them: every one at once, the same every time.
+func missingOptions(opts Options) []string {
+	var missing []string
+	for _, o := range []struct{ name, value string }{{"Issuer", opts.Issuer}, {"Audience", opts.Audience},
+		{"JWKSURL", opts.JWKSURL}, {"RevocationsURL", opts.RevocationsURL}, {"ServiceToken", opts.ServiceToken}} {
+		if o.value == "" {
+			missing = append(missing, o.name)
+		}
+	}
+	return missing
 }
 
 // algorithms are the signing algorithms this package verifies (parseJWK).
@@ -447,7 +458,7 @@ func (v *Verifier) checkRevoked(ctx context.Context, token string, c *Claims, no
 	}
 	active, err := v.introspectShared(ctx, token)
 	if err != nil {
-		return fmt.Errorf("%w: introspection failed: %v", ErrUnavailable, err)
+		return fmt.Errorf("%w: introspection failed: %w", ErrUnavailable, err)
 	}
 	if !active {
 		return ErrRevoked

@@ -540,6 +540,28 @@ func TestFeedLostFallsBackToIntrospection(t *testing.T) {
 	}
 }
 
+// TestIntrospectionErrorUnwraps: the ErrUnavailable of a failed
+// introspection wraps its cause, so that a caller can tell its own
+// deadline from authd's failure.
+func TestIntrospectionErrorUnwraps(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	v := f.verifier(t)
+	tok := f.sign(t, "k1", f.claims(), nil)
+	f.loseFeed()
+	waitFor(t, func() bool { return !v.Stats().FeedConnected })
+	gate := make(chan struct{})
+	f.mu.Lock()
+	f.introGate = gate // introspection hangs
+	f.mu.Unlock()
+	defer close(gate)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := v.Verify(ctx, tok); !errors.Is(err, verify.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Verify whose deadline passed during introspection: %v, want ErrUnavailable and DeadlineExceeded", err)
+	}
+}
+
 // TestRedirectsNotFollowed: no request follows a redirect — not the JWKS
 // (it could land on plain HTTP), not introspection (it would carry the
 // service token and the token elsewhere), not even with a client of the
@@ -615,6 +637,19 @@ func TestNewRefused(t *testing.T) {
 		cancel()
 		if err == nil || errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("New with a JWKS that is %s: %v, want its refusal at once, not a wait until the deadline", name, err)
+		}
+	}
+}
+
+// TestNewNamesMissingOptions: New names every required option missing, in
+// the order Options lists them, the same on every call.
+func TestNewNamesMissingOptions(t *testing.T) {
+	t.Parallel()
+	want := "verify: required, but empty: Options.Issuer, Options.JWKSURL, Options.ServiceToken"
+	for range 20 {
+		_, err := verify.New(context.Background(), verify.Options{Audience: audience, RevocationsURL: "https://a.example/r"})
+		if err == nil || err.Error() != want {
+			t.Fatalf("New without Issuer, JWKSURL and ServiceToken: %v, want %q", err, want)
 		}
 	}
 }
