@@ -79,8 +79,10 @@ type Options struct {
 	// introspection.
 	ServiceToken string
 	// HTTPClient makes every request (default: a client with a 10-second
-	// timeout for JWKS and introspection; the feed uses its transport
-	// only). Redirects are never followed, whatever its CheckRedirect.
+	// timeout for JWKS and introspection, on a transport of its own that
+	// Close closes; the feed uses its transport only). Redirects are never
+	// followed, whatever its CheckRedirect. Its idle connections are the
+	// caller's to close.
 	HTTPClient *http.Client
 	// Policy while the feed is lost; FallBackToIntrospection by default.
 	Policy Policy
@@ -190,10 +192,11 @@ type Stats struct {
 
 // Verifier checks access tokens. Safe for concurrent use; Close it.
 type Verifier struct {
-	opts   Options
-	client *http.Client
-	now    func() time.Time
-	logger *slog.Logger
+	opts      Options
+	client    *http.Client
+	transport *http.Transport // the client's when it is the Verifier's own (no Options.HTTPClient), for Close
+	now       func() time.Time
+	logger    *slog.Logger
 
 	keys    *keySet
 	revs    *revocations
@@ -255,12 +258,12 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 			return nil, fmt.Errorf("verify: Options.Algorithms: %q is not one of %s", alg, strings.Join(algorithms, ", "))
 		}
 	}
-	client := http.Client{Timeout: 10 * time.Second}
+	client, transport := defaultClient()
 	if opts.HTTPClient != nil {
-		client = *opts.HTTPClient
+		client, transport = *opts.HTTPClient, nil
 	}
 	client.CheckRedirect = refuseRedirect
-	v := &Verifier{opts: opts, client: &client, now: opts.Now, logger: opts.Logger}
+	v := &Verifier{opts: opts, client: &client, transport: transport, now: opts.Now, logger: opts.Logger}
 	if v.now == nil {
 		v.now = time.Now
 	}
@@ -320,6 +323,22 @@ func missingOptions(opts Options) []string {
 		}
 	}
 	return missing
+}
+
+// defaultClient is the client of a Verifier without Options.HTTPClient,
+// on a clone of http.DefaultTransport: the connections it keeps alive are
+// then the Verifier's, which Close closes, not left idle in the program's
+// shared pool. (A program that replaced http.DefaultTransport with
+// another kind gets that one, and keeps its connections.)
+func defaultClient() (http.Client, *http.Transport) {
+	client := http.Client{Timeout: 10 * time.Second}
+	t, ok := http.DefaultTransport.(*http.Transport)
+	if !ok {
+		return client, nil
+	}
+	t = t.Clone()
+	client.Transport = t
+	return client, t
 }
 
 // algorithms are the signing algorithms this package verifies (parseJWK).
@@ -382,6 +401,9 @@ func (v *Verifier) Close() error {
 	}
 	v.cancel()
 	v.wg.Wait()
+	if v.transport != nil {
+		v.transport.CloseIdleConnections()
+	}
 	return nil
 }
 

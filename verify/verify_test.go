@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -69,6 +70,7 @@ type fakeAuthd struct {
 	introGate  chan struct{} // while not nil, introspection requests wait for it to close
 
 	introspections atomic.Int64
+	connections    atomic.Int64 // open connections to srv
 	introInFlight  atomic.Int64
 	introMax       atomic.Int64 // the most introspections in flight at once
 	active         atomic.Bool
@@ -99,7 +101,16 @@ func newFakeAuthd(t testing.TB) *fakeAuthd {
 		}
 		fmt.Fprintf(w, `{"active":%v}`, f.active.Load())
 	})
-	f.srv = httptest.NewServer(mux)
+	f.srv = httptest.NewUnstartedServer(mux)
+	f.srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			f.connections.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			f.connections.Add(-1)
+		}
+	}
+	f.srv.Start()
 	t.Cleanup(f.srv.Close)
 	return f
 }
@@ -771,6 +782,30 @@ func TestMiddleware(t *testing.T) {
 	v.Close()
 	if _, err := v.Verify(context.Background(), mfa); !errors.Is(err, verify.ErrClosed) {
 		t.Errorf("after Close: %v, want ErrClosed", err)
+	}
+}
+
+// TestCloseLeavesNoConnection: Close closes every connection the Verifier
+// opened, the JWKS fetch's kept alive included, when the client is its
+// own: a program that makes and closes verifiers (tests, reloads) must not
+// pile up idle connections in http.DefaultTransport.
+func TestCloseLeavesNoConnection(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	v := f.verifier(t)
+	f.addKey("k2")
+	f.clock.Advance(301 * time.Second) // stale: k2's token fetches the JWKS beside the feed's connection
+	if _, err := v.Verify(context.Background(), f.sign(t, "k2", f.claims(), nil)); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.connections.Load(); n < 2 {
+		t.Fatalf("%d connections open, want the feed's and the JWKS fetch's", n)
+	}
+	v.Close()
+	for deadline := time.Now().Add(5 * time.Second); f.connections.Load() > 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still open after Close, want none", f.connections.Load())
+		}
 	}
 }
 
