@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 )
@@ -19,8 +20,11 @@ func ClaimsFrom(ctx context.Context) (*Claims, bool) {
 // Middleware lets through requests with a valid bearer access token, with
 // its claims in the context (ClaimsFrom). Others get a problem+json answer:
 // 401 with WWW-Authenticate (error="insufficient_user_authentication" when
-// a second factor is required, RFC 9470), or 503 with Retry-After when the
-// revocation state cannot be known (ErrUnavailable).
+// the login lacks a method Options.RequireMFA or RequireAMR asks for, RFC
+// 9470, with an error_description naming it), or 503 with Retry-After when
+// the revocation state cannot be known (ErrUnavailable). The challenge
+// carries no acr_values: authd issues no acr claim and ignores acr_values,
+// so the client learns what to do from the description alone.
 func (v *Verifier) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		auth := r.Header.Get("Authorization")
@@ -43,14 +47,30 @@ func (v *Verifier) Middleware(next http.Handler) http.Handler {
 			w.Header().Set("Retry-After", "1")
 			writeProblem(w, http.StatusServiceUnavailable, "unavailable", "", "Tokens cannot be checked right now.")
 		case errors.Is(err, ErrMFARequired):
+			description, detail := insufficient(err)
 			writeProblem(w, http.StatusUnauthorized, "mfa_required",
-				`Bearer error="insufficient_user_authentication", error_description="a second factor is required", acr_values="mfa"`,
-				"This resource needs a login with a second factor.")
+				`Bearer error="insufficient_user_authentication", error_description="`+description+`"`, detail)
 		default:
 			writeProblem(w, http.StatusUnauthorized, "invalid_token", `Bearer error="invalid_token"`,
 				"The access token is invalid, expired or revoked.")
 		}
 	})
+}
+
+// insufficient words the refusal of a login without a method checkAMR
+// requires: a second factor (mfa), or the RequireAMR method it names. A
+// method that cannot stand in a quoted error_description (RFC 6750 3:
+// printable ASCII but for '"' and '\') is named in the detail only.
+func insufficient(err error) (description, detail string) {
+	var m missingAMR
+	if !errors.As(err, &m) || m.method == "mfa" {
+		return "a second factor is required", "This resource needs a login with a second factor."
+	}
+	detail = fmt.Sprintf("This resource needs a login with the authentication method %q (RFC 8176 amr).", m.method)
+	if m.method == "" || strings.IndexFunc(m.method, func(r rune) bool { return r < 0x20 || r > 0x7e || r == '"' || r == '\\' }) >= 0 {
+		return "the login lacks a required authentication method", detail
+	}
+	return "a login with " + m.method + " is required", detail
 }
 
 func writeProblem(w http.ResponseWriter, status int, code, authenticate, detail string) {

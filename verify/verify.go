@@ -92,7 +92,10 @@ type Options struct {
 	// RequireMFA refuses tokens whose login did not pass a second factor
 	// (no "mfa" in amr) with ErrMFARequired.
 	RequireMFA bool
-	// RequireAMR refuses tokens whose amr lacks any of these methods.
+	// RequireAMR refuses tokens whose amr lacks any of these methods
+	// (RFC 8176: authd's logins use pwd, otp, mfa, and hwk or swk for a
+	// device-bound or a synced passkey), with an error that is
+	// ErrMFARequired and names the method.
 	RequireAMR []string
 	// Clients are the OpenID Connect clients (client_id) whose tokens this
 	// service accepts, besides the tokens of authd's own logins (which
@@ -138,7 +141,7 @@ var (
 	ErrExpired     = errors.New("verify: token expired")
 	ErrNotYetValid = errors.New("verify: token not valid yet")
 	ErrRevoked     = errors.New("verify: token revoked")
-	ErrMFARequired = errors.New("verify: a second factor is required")
+	ErrMFARequired = errors.New("verify: a second factor is required") // or a method of Options.RequireAMR
 	ErrUnavailable = errors.New("verify: revocation state unknown (feed lost)")
 	ErrClosed      = errors.New("verify: verifier closed")
 	ErrClaims      = errors.New("verify: invalid claims")
@@ -461,15 +464,31 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 
 func (v *Verifier) checkAMR(c *Claims) error {
 	if v.opts.RequireMFA && !c.HasAMR("mfa") {
-		return ErrMFARequired
+		return missingAMR{"mfa"}
 	}
 	for _, m := range v.opts.RequireAMR {
 		if !c.HasAMR(m) {
-			return fmt.Errorf("%w: amr lacks %q", ErrMFARequired, m)
+			return missingAMR{m}
 		}
 	}
 	return nil
 }
+
+// missingAMR is a login without a method that Options.RequireMFA or
+// RequireAMR asks for. It is ErrMFARequired to errors.Is (the login is not
+// strong enough here, whichever method it lacks), and names the method, so
+// that a refusal for want of a passkey (hwk) does not ask for a second
+// factor the login may well have passed.
+type missingAMR struct{ method string }
+
+func (e missingAMR) Error() string {
+	if e.method == "mfa" {
+		return ErrMFARequired.Error()
+	}
+	return fmt.Sprintf("verify: a login with %q is required (amr lacks it)", e.method)
+}
+
+func (e missingAMR) Is(target error) bool { return target == ErrMFARequired }
 
 // checkTimes checks exp exactly and nbf/iat with Leeway.
 func checkTimes(c *Claims, now time.Time) error {

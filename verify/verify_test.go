@@ -775,6 +775,9 @@ func TestMiddleware(t *testing.T) {
 		if rec.Code != tc.status || !strings.Contains(rec.Header().Get("WWW-Authenticate"), tc.challenge) {
 			t.Errorf("%s: %d %q, want %d with %q", tc.name, rec.Code, rec.Header().Get("WWW-Authenticate"), tc.status, tc.challenge)
 		}
+		if strings.Contains(rec.Header().Get("WWW-Authenticate"), "acr_values") {
+			t.Errorf("%s: %q asks for acr_values, which authd ignores", tc.name, rec.Header().Get("WWW-Authenticate"))
+		}
 		if tc.status != 200 && rec.Header().Get("Content-Type") != "application/problem+json" {
 			t.Errorf("%s: Content-Type %q", tc.name, rec.Header().Get("Content-Type"))
 		}
@@ -830,6 +833,41 @@ func TestVerifierNotFromNew(t *testing.T) {
 		v.Middleware(http.NotFoundHandler()).ServeHTTP(rec, req)
 		if rec.Code != http.StatusServiceUnavailable {
 			t.Errorf("%s Verifier: Middleware answered %d, want 503", name, rec.Code)
+		}
+	}
+}
+
+// TestMiddlewareNamesTheMissingMethod: a token refused for a method of
+// RequireAMR other than mfa (a device-bound passkey, hwk) says that method
+// is required, not a second factor its login may well have passed; the
+// error is still ErrMFARequired. A method that cannot stand in the
+// challenge's quoted string is named in the body only.
+func TestMiddlewareNamesTheMissingMethod(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	synced := f.sign(t, "k1", with(f.claims(), "amr", []string{"swk", "mfa"}), nil)
+	for _, tc := range []struct {
+		method, challenge, detail string
+	}{
+		{"hwk", `error_description="a login with hwk is required"`, `method \"hwk\"`},
+		{`a"b`, `error_description="the login lacks a required authentication method"`, `method \"a\\\"b\"`},
+	} {
+		v := f.verifier(t, func(o *verify.Options) { o.RequireAMR = []string{tc.method} })
+		if _, err := v.Verify(context.Background(), synced); !errors.Is(err, verify.ErrMFARequired) ||
+			strings.Contains(err.Error(), "second factor") || !strings.Contains(err.Error(), strconv.Quote(tc.method)) {
+			t.Errorf("RequireAMR %s, a synced passkey's token: %v, want ErrMFARequired naming %s", tc.method, err, tc.method)
+		}
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("GET", "/", nil)
+		req.Header.Set("Authorization", "Bearer "+synced)
+		v.Middleware(http.NotFoundHandler()).ServeHTTP(rec, req)
+		challenge := rec.Header().Get("WWW-Authenticate")
+		if rec.Code != 401 || !strings.Contains(challenge, `error="insufficient_user_authentication"`) ||
+			!strings.Contains(challenge, tc.challenge) || strings.Contains(challenge, "acr_values") {
+			t.Errorf("RequireAMR %s: %d %q, want 401 with %s and no acr_values", tc.method, rec.Code, challenge, tc.challenge)
+		}
+		if body := rec.Body.String(); !strings.Contains(body, tc.detail) || strings.Contains(body, "second factor") {
+			t.Errorf("RequireAMR %s: body %s, want the method named, no second factor", tc.method, body)
 		}
 	}
 }
