@@ -432,18 +432,17 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 	if v.closed.Load() {
 		return nil, ErrClosed
 	}
-	now := v.now()
 	c, ok := v.cache.get(token, v.keys)
 	if ok {
 		v.hits.Add(1)
-		if err := checkTimes(c, now); err != nil {
+		if err := checkTimes(c, v.now()); err != nil {
 			return nil, err
 		}
 	} else {
 		v.misses.Add(1)
 		var key *publicKey
 		var err error
-		if c, key, err = v.verifySignature(ctx, token, now); err != nil {
+		if c, key, err = v.verifySignature(ctx, token); err != nil {
 			return nil, err
 		}
 		v.cache.put(token, c, key)
@@ -454,7 +453,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 	if err := v.checkAMR(c); err != nil {
 		return nil, err
 	}
-	if err := v.checkRevoked(ctx, token, c, now); err != nil {
+	if err := v.checkRevoked(ctx, token, c); err != nil {
 		return nil, err
 	}
 	out := *c
@@ -503,7 +502,7 @@ func checkTimes(c *Claims, now time.Time) error {
 
 // checkRevoked consults the revocations followed from the feed, or, while
 // the feed is lost, the Policy.
-func (v *Verifier) checkRevoked(ctx context.Context, token string, c *Claims, now time.Time) error {
+func (v *Verifier) checkRevoked(ctx context.Context, token string, c *Claims) error {
 	healthy, downSince := v.revs.state()
 	if v.revs.revoked(c) {
 		return ErrRevoked
@@ -524,14 +523,16 @@ func (v *Verifier) checkRevoked(ctx context.Context, token string, c *Claims, no
 	if !active {
 		return ErrRevoked
 	}
-	return nil
+	// The answer may have taken seconds (introspectionTimeout): the token
+	// must not have expired meanwhile.
+	return checkTimes(c, v.now())
 }
 
 // verifySignature parses and fully checks a token not in the cache. It
 // parses by hand (two small structs, no maps) and lets golang-jwt's signing
 // methods check the signature, so that a first-seen token costs little
 // more than its signature.
-func (v *Verifier) verifySignature(ctx context.Context, token string, now time.Time) (*Claims, *publicKey, error) {
+func (v *Verifier) verifySignature(ctx context.Context, token string) (*Claims, *publicKey, error) {
 	if len(token) > maxTokenLength || strings.IndexFunc(token, notCompact) >= 0 {
 		return nil, nil, ErrMalformed
 	}
@@ -592,7 +593,10 @@ func (v *Verifier) verifySignature(ctx context.Context, token string, now time.T
 	case p.Sub == "" || p.Sid == "" || p.Jti == "":
 		return nil, nil, fmt.Errorf("%w: sub, sid and jti are required", ErrClaims)
 	}
-	if err := checkTimes(c, now); err != nil {
+	// The clock is read now, not before keys.lookup: fetching the JWKS for
+	// an unknown kid can take seconds (the pace, then jwksTimeout), and a
+	// token that expired meanwhile must not pass.
+	if err := checkTimes(c, v.now()); err != nil {
 		return nil, nil, err
 	}
 	return c, key, nil

@@ -559,13 +559,8 @@ func TestIntrospectionErrorUnwraps(t *testing.T) {
 	f := newFakeAuthd(t)
 	v := f.verifier(t)
 	tok := f.sign(t, "k1", f.claims(), nil)
-	f.loseFeed()
-	waitFor(t, func() bool { return !v.Stats().FeedConnected })
-	gate := make(chan struct{})
-	f.mu.Lock()
-	f.introGate = gate // introspection hangs
-	f.mu.Unlock()
-	defer close(gate)
+	f.feedLost(t, v)
+	defer f.holdIntrospection()() // introspection hangs
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	if _, err := v.Verify(ctx, tok); !errors.Is(err, verify.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
@@ -941,6 +936,23 @@ func (f *fakeAuthd) loseFeed() {
 	f.srv.CloseClientConnections()
 }
 
+// feedLost cuts v's feed (loseFeed) and waits until v knows.
+func (f *fakeAuthd) feedLost(t *testing.T, v *verify.Verifier) {
+	t.Helper()
+	f.loseFeed()
+	waitFor(t, func() bool { return !v.Stats().FeedConnected })
+}
+
+// holdIntrospection makes introspection requests wait until release is
+// called.
+func (f *fakeAuthd) holdIntrospection() (release func()) {
+	gate := make(chan struct{})
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.introGate = gate
+	return func() { close(gate) }
+}
+
 // TestJWKSPacedWhileFailing: a stale set, unknown kids and a failing JWKS
 // endpoint make at most one fetch a second (fewer: failures back off), not
 // one per request.
@@ -1045,6 +1057,58 @@ func TestJWKSFetchOutlivesItsCaller(t *testing.T) {
 	}
 }
 
+// TestExpiryWhileWaiting: a token that expires while Verify waits — for
+// a JWKS fetch (its kid unknown) or for introspection (the feed lost) — is
+// refused, ErrExpired: its times are checked on a clock read after the
+// wait, not before it.
+func TestExpiryWhileWaiting(t *testing.T) {
+	t.Parallel()
+	t.Run("JWKS", func(t *testing.T) {
+		t.Parallel()
+		f := newFakeAuthd(t)
+		v := f.verifier(t)
+		f.clock.Advance(301 * time.Second) // stale: a new kid fetches the JWKS
+		f.addKey("k2")
+		gate := make(chan struct{})
+		f.mu.Lock()
+		f.jwksGate = gate
+		f.mu.Unlock()
+		before := f.calls()
+		tok := f.sign(t, "k2", with(f.claims(), "exp", f.clock.Now().Add(5*time.Second).Unix()), nil)
+		done := make(chan error, 1)
+		go func() {
+			_, err := v.Verify(context.Background(), tok)
+			done <- err
+		}()
+		waitFor(t, func() bool { return f.calls() > before }) // the fetch hangs
+		f.clock.Advance(10 * time.Second)                     // past exp, while Verify waits
+		close(gate)
+		if err := <-done; !errors.Is(err, verify.ErrExpired) {
+			t.Errorf("a token that expired during the JWKS fetch: %v, want ErrExpired", err)
+		}
+	})
+	t.Run("introspection", func(t *testing.T) {
+		t.Parallel()
+		f := newFakeAuthd(t)
+		v := f.verifier(t)
+		f.active.Store(true)
+		tok := f.sign(t, "k1", with(f.claims(), "exp", f.clock.Now().Add(5*time.Second).Unix()), nil)
+		f.feedLost(t, v)
+		release := f.holdIntrospection()
+		done := make(chan error, 1)
+		go func() {
+			_, err := v.Verify(context.Background(), tok)
+			done <- err
+		}()
+		waitFor(t, func() bool { return f.introspections.Load() > 0 }) // the call hangs
+		f.clock.Advance(10 * time.Second)
+		release()
+		if err := <-done; !errors.Is(err, verify.ErrExpired) {
+			t.Errorf("a token that expired during its introspection: %v, want ErrExpired", err)
+		}
+	})
+}
+
 // blockedIn counts the goroutines blocked (on a channel or select) with
 // fn in their stack: a deterministic wait for callers to reach a wait.
 func blockedIn(fn string) int {
@@ -1068,12 +1132,8 @@ func TestIntrospectionShared(t *testing.T) {
 	f := newFakeAuthd(t)
 	v := f.verifier(t)
 	f.active.Store(true)
-	f.loseFeed()
-	waitFor(t, func() bool { return !v.Stats().FeedConnected })
-	gate := make(chan struct{})
-	f.mu.Lock()
-	f.introGate = gate
-	f.mu.Unlock()
+	f.feedLost(t, v)
+	release := f.holdIntrospection()
 	tok := f.sign(t, "k1", f.claims(), nil)
 	var wg sync.WaitGroup
 	errs := make(chan error, 20)
@@ -1084,7 +1144,7 @@ func TestIntrospectionShared(t *testing.T) {
 		})
 	}
 	waitFor(t, func() bool { return f.introspections.Load() >= 1 })
-	close(gate)
+	release()
 	wg.Wait()
 	close(errs)
 	for err := range errs {
@@ -1100,17 +1160,14 @@ func TestIntrospectionShared(t *testing.T) {
 	}
 
 	// Many tokens at once: at most 8 calls in flight.
-	gate = make(chan struct{})
-	f.mu.Lock()
-	f.introGate = gate
-	f.mu.Unlock()
+	release = f.holdIntrospection()
 	for i := range 20 {
 		wg.Go(func() {
 			v.Verify(context.Background(), f.sign(t, "k1", with(f.claims(), "jti", fmt.Sprint("j", i)), nil))
 		})
 	}
 	waitFor(t, func() bool { return f.introInFlight.Load() >= 8 })
-	close(gate)
+	release()
 	wg.Wait()
 	if m := f.introMax.Load(); m > 8 {
 		t.Errorf("%d introspections in flight at once, want at most 8", m)
@@ -1128,8 +1185,7 @@ func TestFailClosedRefusesEveryToken(t *testing.T) {
 	f := newFakeAuthd(t)
 	v := f.verifier(t, func(o *verify.Options) { o.Policy = verify.FailClosed })
 	old := f.sign(t, "k1", f.claims(), nil)
-	f.loseFeed()
-	waitFor(t, func() bool { return !v.Stats().FeedConnected })
+	f.feedLost(t, v)
 	f.clock.Advance(verify.Leeway + time.Minute)
 	fresh := f.sign(t, "k1", with(f.claims(), "jti", "after-the-loss"), nil)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
