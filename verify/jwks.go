@@ -37,6 +37,10 @@ const (
 	jwksTimeout = 10 * time.Second
 	// maxJWKSBytes bounds a JWKS document.
 	maxJWKSBytes = 1 << 20
+	// defaultJWKSMaxStale is Options.JWKSMaxStale's default: a day of
+	// JWKS failures is an outage someone has noticed, and long enough
+	// that a resource server rides out any repair of authd's.
+	defaultJWKSMaxStale = 24 * time.Hour
 )
 
 // publicKey is one key of the JWKS. A key keeps its identity (pointer)
@@ -56,15 +60,18 @@ type publicKey struct {
 // outcome is always a verdict on authd's JWKS.
 type keySet struct {
 	v          *Verifier
+	maxStale   time.Duration // Options.JWKSMaxStale; negative: no limit
 	fetches    atomic.Int64
-	refreshing atomic.Bool // a background refresh is under way
+	failed     atomic.Int64 // fetches that failed, for Stats
+	refreshing atomic.Bool  // a background refresh is under way
 
-	mu       sync.RWMutex
-	keys     map[string]*publicKey
-	fresh    time.Time  // until when the set may be used without refetching (Options.Now)
-	next     time.Time  // no fetch before it (wall clock: it paces requests)
-	failures int        // consecutive failed fetches, for the backoff
-	current  *jwksFetch // the fetch under way (waiting for the pace, or fetching), nil when none
+	mu        sync.RWMutex
+	keys      map[string]*publicKey
+	fetchedAt time.Time  // the last successful fetch (Options.Now)
+	fresh     time.Time  // until when the set may be used without refetching (Options.Now)
+	next      time.Time  // no fetch before it (wall clock: it paces requests)
+	failures  int        // consecutive failed fetches, for the backoff
+	current   *jwksFetch // the fetch under way (waiting for the pace, or fetching), nil when none
 }
 
 // jwksFetch is one fetch; done is closed once err is set.
@@ -76,24 +83,35 @@ type jwksFetch struct {
 // errPaced is a fetch not made: the last one was too recent.
 var errPaced = errors.New("verify: JWKS fetch paced")
 
-func newKeySet(v *Verifier) *keySet {
-	return &keySet{v: v, keys: map[string]*publicKey{}}
+func newKeySet(v *Verifier, maxStale time.Duration) *keySet {
+	if maxStale == 0 {
+		maxStale = defaultJWKSMaxStale
+	}
+	return &keySet{v: v, maxStale: maxStale, keys: map[string]*publicKey{}}
 }
 
-// due reports whether the set is stale and the pace allows a fetch.
-func (ks *keySet) due() bool {
-	ks.mu.RLock()
-	defer ks.mu.RUnlock()
-	return ks.v.now().After(ks.fresh) && time.Now().After(ks.next)
+// due reports whether the set is stale at now and the pace allows a
+// fetch; with mu held.
+func (ks *keySet) due(now time.Time) bool {
+	return now.After(ks.fresh) && time.Now().After(ks.next)
 }
 
-// has reports whether k is still in the set (for cached tokens), and
-// refreshes a stale set in the background.
+// spent reports whether the set has been stale for longer than maxStale
+// at now: every key is then untrusted until a fetch succeeds, so that a
+// key authd withdrew (compromised, say) does not verify tokens for as
+// long as the JWKS endpoint fails. With mu held.
+func (ks *keySet) spent(now time.Time) bool {
+	return ks.maxStale >= 0 && now.After(ks.fresh.Add(ks.maxStale))
+}
+
+// has reports whether k is still in the set, and trusted (for cached
+// tokens), and refreshes a stale set in the background.
 func (ks *keySet) has(k *publicKey) bool {
+	now := ks.v.now()
 	ks.mu.RLock()
-	present := ks.keys[k.kid] == k
+	present, due := ks.keys[k.kid] == k && !ks.spent(now), ks.due(now)
 	ks.mu.RUnlock()
-	if ks.due() {
+	if due {
 		ks.refreshInBackground()
 	}
 	return present
@@ -117,30 +135,30 @@ func (ks *keySet) refreshInBackground() {
 }
 
 // lookup returns the key kid. A stale set is refreshed in the background;
-// an unknown kid refetches, paced.
+// an unknown kid, or a set stale past maxStale, refetches, paced.
 func (ks *keySet) lookup(ctx context.Context, kid string) (*publicKey, error) {
-	ks.mu.RLock()
-	k, stale := ks.keys[kid], ks.v.now().After(ks.fresh)
-	ks.mu.RUnlock()
-	if k != nil {
-		if stale && ks.due() {
+	k, stale, spent, due := ks.get(kid)
+	if k != nil && !spent {
+		if due {
 			ks.refreshInBackground()
 		}
 		return k, nil
 	}
-	if kid == "" || len(kid) > 200 {
+	if k == nil && (kid == "" || len(kid) > 200) {
 		return nil, fmt.Errorf("%w: missing or bad kid", ErrUnknownKey)
 	}
 	// authd publishes a new key a JWKS lifetime before it signs with it,
 	// so an unknown kid in a stale set is expected (the caller waits for
 	// the pace, at most refetchInterval), in a fresh one suspect (no wait).
+	// A spent set is stale: its caller waits for the pace too, never for a
+	// failure's backoff.
 	err := ks.refetch(ctx, stale)
 	if err != nil && !errors.Is(err, errPaced) && ctx.Err() == nil {
-		ks.v.logger.Warn("verify: fetching the JWKS for an unknown kid failed", "err", err)
+		ks.v.logger.Warn("verify: fetching the JWKS failed", "kid", kid, "err", err)
 	}
-	ks.mu.RLock()
-	k = ks.keys[kid]
-	ks.mu.RUnlock()
+	if k, _, spent, _ = ks.get(kid); spent {
+		return nil, ks.spentError()
+	}
 	if k == nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%w: %q: %w", ErrUnknownKey, kid, ctx.Err())
@@ -148,6 +166,23 @@ func (ks *keySet) lookup(ctx context.Context, kid string) (*publicKey, error) {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownKey, kid)
 	}
 	return k, nil
+}
+
+// get returns the key kid (nil when unknown) and the set's state at the
+// Verifier's now.
+func (ks *keySet) get(kid string) (k *publicKey, stale, spent, due bool) {
+	now := ks.v.now()
+	ks.mu.RLock()
+	defer ks.mu.RUnlock()
+	return ks.keys[kid], now.After(ks.fresh), ks.spent(now), ks.due(now)
+}
+
+// spentError is Verify's error while the set is spent.
+func (ks *keySet) spentError() error {
+	ks.mu.RLock()
+	defer ks.mu.RUnlock()
+	return fmt.Errorf("%w: the JWKS cannot be fetched, and its keys are no longer trusted: last fetched %s, "+
+		"stale for more than Options.JWKSMaxStale (%s)", ErrUnavailable, ks.fetchedAt.Format(time.RFC3339), ks.maxStale)
 }
 
 // refetch fetches the set, one fetch at a time: a caller arriving while a
@@ -238,6 +273,7 @@ func (ks *keySet) run(ctx context.Context, f *jwksFetch, pace time.Duration) {
 	case ctx.Err() != nil: // the Verifier closed: no verdict on authd
 		ks.next = started.Add(refetchInterval)
 	default:
+		ks.failed.Add(1)
 		ks.failures++
 		ks.next = time.Now().Add(min(refetchInterval<<min(ks.failures, 10), maxJWKSBackoff))
 	}
@@ -318,7 +354,8 @@ func (ks *keySet) fetch(ctx context.Context) error {
 		ks.v.logger.Warn("verify: the JWKS has no usable key; every token is refused until it has one")
 	}
 	ks.keys = keys
-	ks.fresh = ks.v.now().Add(maxAge(resp.Header.Get("Cache-Control")))
+	ks.fetchedAt = ks.v.now()
+	ks.fresh = ks.fetchedAt.Add(maxAge(resp.Header.Get("Cache-Control")))
 	return nil
 }
 

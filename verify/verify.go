@@ -123,6 +123,13 @@ type Options struct {
 	// of authd's AUTHD_SIGNING_ALG must then reach this list first: once
 	// authd signs with the new algorithm, every token is refused here.
 	Algorithms []string
+	// JWKSMaxStale is how long past its lifetime (its Cache-Control
+	// max-age) the cached JWKS is still trusted while it cannot be fetched
+	// again (default 24 h; negative: for ever). Beyond it Verify refuses
+	// every token with ErrUnavailable until a fetch succeeds: a key authd
+	// has withdrawn meanwhile, a compromised one say, would otherwise
+	// verify tokens for as long as the JWKS endpoint fails.
+	JWKSMaxStale time.Duration
 	// AllowInsecureHTTP accepts http:// URLs for hosts other than loopback
 	// ones (localhost, 127.0.0.0/8, ::1). Without it New refuses them: the
 	// service token and the JWKS would travel in clear.
@@ -142,7 +149,7 @@ var (
 	ErrNotYetValid = errors.New("verify: token not valid yet")
 	ErrRevoked     = errors.New("verify: token revoked")
 	ErrMFARequired = errors.New("verify: a second factor is required") // or a method of Options.RequireAMR
-	ErrUnavailable = errors.New("verify: revocation state unknown (feed lost)")
+	ErrUnavailable = errors.New("verify: tokens cannot be checked now (revocation feed or JWKS unavailable)")
 	ErrClosed      = errors.New("verify: verifier closed")
 	ErrClaims      = errors.New("verify: invalid claims")
 	ErrClient      = errors.New("verify: a token of an OpenID Connect client this service does not accept")
@@ -190,7 +197,9 @@ type Stats struct {
 	CacheMisses    int64
 	Introspections int64 // calls made while the feed was lost
 	JWKSFetches    int64
-	Revoked        int // sessions and users currently remembered as revoked
+	JWKSFailures   int64     // fetches that failed (the cached keys serve meanwhile, up to Options.JWKSMaxStale)
+	JWKSFetchedAt  time.Time // the last successful fetch (Options.Now)
+	Revoked        int       // sessions and users currently remembered as revoked
 }
 
 // Verifier checks access tokens. Safe for concurrent use; Close it.
@@ -278,7 +287,7 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 		size = defaultCacheSize
 	}
 	v.cache = newTokenCache(size)
-	v.keys = newKeySet(v)
+	v.keys = newKeySet(v, opts.JWKSMaxStale)
 	v.revs = newRevocations()
 	v.intro = newIntrospections()
 	v.ctx, v.cancel = context.WithCancel(context.WithoutCancel(ctx))
@@ -419,7 +428,10 @@ func (v *Verifier) Stats() Stats {
 	st := v.revs.stats(v.now())
 	st.CacheHits, st.CacheMisses = v.hits.Load(), v.misses.Load()
 	st.Introspections = v.introspections.Load()
-	st.JWKSFetches = v.keys.fetches.Load()
+	st.JWKSFetches, st.JWKSFailures = v.keys.fetches.Load(), v.keys.failed.Load()
+	v.keys.mu.RLock()
+	st.JWKSFetchedAt = v.keys.fetchedAt
+	v.keys.mu.RUnlock()
 	return st
 }
 

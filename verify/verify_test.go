@@ -973,6 +973,53 @@ func TestJWKSPacedWhileFailing(t *testing.T) {
 	}
 }
 
+// TestJWKSMaxStale: while the JWKS cannot be fetched the cached keys serve
+// past their lifetime for JWKSMaxStale, then no token verifies
+// (ErrUnavailable, cached ones too) until a fetch succeeds again; Stats
+// counts the failures and says when the last fetch succeeded.
+func TestJWKSMaxStale(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	v := f.verifier(t, func(o *verify.Options) { o.JWKSMaxStale = time.Minute })
+	fetchedAt := f.clock.Now()
+	tok := f.sign(t, "k1", f.claims(), nil)
+	if _, err := v.Verify(context.Background(), tok); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	f.jwksStatus = http.StatusInternalServerError
+	f.mu.Unlock()
+	f.clock.Advance(300*time.Second + 50*time.Second) // stale for 50 s: the cached keys still serve
+	waitFor(t, func() bool {                          // a use refreshes the set in the background, once the pace allows; that fails
+		if _, err := v.Verify(context.Background(), tok); err != nil {
+			t.Fatalf("stale for less than JWKSMaxStale: %v, want the cached key trusted", err)
+		}
+		return v.Stats().JWKSFailures > 0
+	})
+	if st := v.Stats(); !st.JWKSFetchedAt.Equal(fetchedAt) {
+		t.Errorf("stats %+v, want JWKSFetchedAt %s", st, fetchedAt)
+	}
+	f.clock.Advance(11 * time.Second) // past JWKSMaxStale
+	for name, tok := range map[string]string{"a cached token": tok, "a new token": f.sign(t, "k1", with(f.claims(), "jti", "new"), nil)} {
+		if _, err := v.Verify(context.Background(), tok); !errors.Is(err, verify.ErrUnavailable) {
+			t.Errorf("%s with the JWKS stale past JWKSMaxStale: %v, want ErrUnavailable", name, err)
+		}
+	}
+	f.mu.Lock()
+	f.jwksStatus = 0
+	f.mu.Unlock()
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(10 * time.Millisecond) { // after the failure's backoff
+		if _, err := v.Verify(context.Background(), tok); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("the JWKS answering again: %v, want the token accepted", err)
+		}
+	}
+	if st := v.Stats(); !st.JWKSFetchedAt.Equal(f.clock.Now()) {
+		t.Errorf("stats %+v after a successful fetch, want JWKSFetchedAt %s", st, f.clock.Now())
+	}
+}
+
 // TestJWKSWaitHonoursContext: a caller waiting for another's JWKS fetch
 // gives up when its context ends.
 func TestJWKSWaitHonoursContext(t *testing.T) {
