@@ -108,6 +108,9 @@ func newResourceServer(t *testing.T, e *env, opts ...func(*verify.Options)) *res
 	}
 	t.Cleanup(func() { v.Close() })
 	rs.v = v
+	// New asked introspection about a junk token (authd answered
+	// {"active":false}, or New would have failed): not a token's call.
+	rs.transport.introspections.Store(0)
 	rs.srv = httptest.NewServer(v.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, _ := verify.ClaimsFrom(r.Context())
 		fmt.Fprint(w, c.Subject)

@@ -15,15 +15,20 @@ import (
 	"time"
 )
 
-// feedServer serves a JWKS and, on any other path, feed with the number of
-// the connection (1 for the first).
+// feedServer serves a JWKS, introspection (every token inactive) and, on
+// any other path, feed with the number of the connection (1 for the
+// first).
 func feedServer(t *testing.T, feed func(w http.ResponseWriter, r *http.Request, n int64)) (*httptest.Server, *atomic.Int64) {
 	t.Helper()
 	var connections atomic.Int64
 	jwks := `{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k","alg":"EdDSA","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}`
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/jwks" {
+		switch r.URL.Path {
+		case "/jwks":
 			io.WriteString(w, jwks)
+			return
+		case "/introspect": // New's probe
+			io.WriteString(w, `{"active":false}`)
 			return
 		}
 		feed(w, r, connections.Add(1))

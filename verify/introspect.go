@@ -3,6 +3,7 @@ package verify
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -126,6 +127,42 @@ func (in *introspections) forget(now time.Time) {
 	}
 }
 
+// probeToken is what New asks introspection about: no token at all, so
+// that authd's answer is {"active":false}, and a log line of it (were
+// there one) could not be mistaken for a user's.
+const probeToken = "verify-probe"
+
+// probeIntrospection asks Options.IntrospectionURL about probeToken, so
+// that a wrong URL or service token shows at New, not in the first feed
+// outage, when the fallback needs it. authd answers 200 {"active":false};
+// a refusal (3xx, 4xx), an answer that is not introspection's (a login
+// page) or one that calls the probe active fails New at once, as the feed
+// does. A failure that may pass (unreachable, 5xx) is only logged: the
+// feed and the JWKS work, so authd is up, and New need not wait for the
+// fallback.
+func (v *Verifier) probeIntrospection(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, introspectionTimeout)
+	defer cancel()
+	active, err := v.introspect(ctx, probeToken)
+	switch {
+	case err == nil && active:
+		return fmt.Errorf("verify: Options.IntrospectionURL %s calls a junk token active: not authd's introspection", v.opts.IntrospectionURL)
+	case err == nil:
+		return nil
+	case errors.As(err, new(introspectionRefused)):
+		return fmt.Errorf("verify: Options.IntrospectionURL %s: %w", v.opts.IntrospectionURL, err)
+	}
+	v.logger.Warn("verify: introspection could not be probed; the fallback may fail while the feed is lost",
+		"url", v.opts.IntrospectionURL, "err", err)
+	return nil
+}
+
+// introspectionRefused marks an introspection answer that retrying will
+// not change: a refusal (3xx, 4xx), or a body that is not RFC 7662's.
+type introspectionRefused struct{ error }
+
+func (e introspectionRefused) Unwrap() error { return e.error }
+
 // introspect asks authd whether token is active (RFC 7662).
 func (v *Verifier) introspect(ctx context.Context, token string) (bool, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, v.opts.IntrospectionURL,
@@ -140,14 +177,20 @@ func (v *Verifier) introspect(ctx context.Context, token string) (bool, error) {
 		return false, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
+	switch {
+	case refusal(resp.StatusCode):
+		return false, introspectionRefused{fmt.Errorf("introspection answered %s", resp.Status)}
+	case resp.StatusCode != http.StatusOK:
 		return false, fmt.Errorf("introspection answered %s", resp.Status)
 	}
 	var out struct {
-		Active bool `json:"active"`
+		Active *bool `json:"active"` // required (RFC 7662 2.2)
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&out); err != nil {
-		return false, err
+		return false, introspectionRefused{fmt.Errorf("introspection's answer is not JSON: %w", err)}
 	}
-	return out.Active, nil
+	if out.Active == nil {
+		return false, introspectionRefused{errors.New(`introspection's answer has no "active"`)}
+	}
+	return *out.Active, nil
 }

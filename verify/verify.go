@@ -87,7 +87,9 @@ type Options struct {
 	// Policy while the feed is lost; FallBackToIntrospection by default.
 	Policy Policy
 	// IntrospectionURL is authd's /v1/auth/introspect; by default
-	// RevocationsURL with its last segment replaced by "introspect".
+	// RevocationsURL with its last segment replaced by "introspect". New
+	// asks it about a junk token (unless Policy is FailClosed), and fails
+	// when it answers anything but authd's {"active":false}.
 	IntrospectionURL string
 	// RequireMFA refuses tokens whose login did not pass a second factor
 	// (no "mfa" in amr) with ErrMFARequired.
@@ -243,7 +245,9 @@ func (v *Verifier) background(fn func(ctx context.Context)) bool {
 // restarting, busy), New retries, with backoff, until ctx ends, so that a
 // resource server started beside authd waits for it; it fails at once
 // when authd refuses (401, 403, 404: a wrong service token or URL) or the
-// JWKS URL serves something that is not a JWKS. Give ctx a deadline: with
+// JWKS URL serves something that is not a JWKS, and, unless Policy is
+// FailClosed, when the introspection URL refuses or is not introspection
+// (it is asked once, about a junk token). Give ctx a deadline: with
 // one that never ends, New waits as long as authd cannot be reached (a
 // wrong host or an untrusted certificate included), logging each try.
 func New(ctx context.Context, opts Options) (*Verifier, error) {
@@ -320,6 +324,12 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 			return nil, fmt.Errorf("verify: waiting for the revocation feed: %w (the last attempt: %v)", ctx.Err(), last)
 		}
 		return nil, fmt.Errorf("verify: waiting for the revocation feed: %w", ctx.Err())
+	}
+	if opts.Policy != FailClosed { // FailClosed never introspects
+		if err := v.probeIntrospection(ctx); err != nil {
+			v.Close()
+			return nil, err
+		}
 	}
 	return v, nil
 }

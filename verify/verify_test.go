@@ -69,7 +69,8 @@ type fakeAuthd struct {
 	jwksGate   chan struct{} // while not nil, JWKS requests wait for it to close
 	introGate  chan struct{} // while not nil, introspection requests wait for it to close
 
-	introspections atomic.Int64
+	introspections atomic.Int64 // of tokens, New's probes apart
+	probes         atomic.Int64
 	connections    atomic.Int64 // open connections to srv
 	introInFlight  atomic.Int64
 	introMax       atomic.Int64 // the most introspections in flight at once
@@ -84,6 +85,11 @@ func newFakeAuthd(t testing.TB) *fakeAuthd {
 	mux.HandleFunc("GET /jwks", f.jwks)
 	mux.HandleFunc("GET /v1/auth/revocations", f.feed)
 	mux.HandleFunc("POST /v1/auth/introspect", func(w http.ResponseWriter, r *http.Request) {
+		if r.FormValue("token") == "verify-probe" { // New's: not a token
+			f.probes.Add(1)
+			fmt.Fprint(w, `{"active":false}`)
+			return
+		}
 		f.introspections.Add(1)
 		n := f.introInFlight.Add(1)
 		defer f.introInFlight.Add(-1)
@@ -581,9 +587,14 @@ func TestRedirectsNotFollowed(t *testing.T) {
 		fmt.Fprint(w, `{"active":true}`)
 	}))
 	t.Cleanup(other.Close)
+	var introspectionMoved atomic.Bool // until set, the redirect's introspection is authd's
 	redirect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		target := f.srv.URL + r.URL.Path
 		if r.URL.Path == "/v1/auth/introspect" {
+			if !introspectionMoved.Load() {
+				fmt.Fprint(w, `{"active":false}`)
+				return
+			}
 			target = other.URL + r.URL.Path
 		}
 		http.Redirect(w, r, target, http.StatusTemporaryRedirect)
@@ -598,17 +609,69 @@ func TestRedirectsNotFollowed(t *testing.T) {
 		t.Errorf("New with a redirected JWKS: %v, want the 307 refused", err)
 	}
 
+	// New's probe of a redirected introspection fails New; one that
+	// moves later fails the fallback.
+	introspectionMoved.Store(true)
+	o = f.options()
+	following(&o)
+	o.IntrospectionURL = redirect.URL + "/v1/auth/introspect"
+	if _, err := verify.New(context.Background(), o); err == nil || !strings.Contains(err.Error(), "307") {
+		t.Errorf("New with a redirected introspection: %v, want the 307 refused", err)
+	}
+	introspectionMoved.Store(false)
 	v := f.verifier(t, following, func(o *verify.Options) { o.IntrospectionURL = redirect.URL + "/v1/auth/introspect" })
-	f.mu.Lock()
-	f.feedStatus = http.StatusServiceUnavailable
-	f.mu.Unlock()
-	f.srv.CloseClientConnections()
-	waitFor(t, func() bool { return !v.Stats().FeedConnected })
+	introspectionMoved.Store(true)
+	f.feedLost(t, v)
 	if _, err := v.Verify(context.Background(), f.sign(t, "k1", f.claims(), nil)); !errors.Is(err, verify.ErrUnavailable) {
 		t.Errorf("a redirected introspection: %v, want ErrUnavailable", err)
 	}
 	if n := elsewhere.Load(); n != 0 {
 		t.Errorf("%d requests reached the redirect's target, want none", n)
+	}
+}
+
+// TestNewProbesIntrospection: New asks the introspection URL about a junk
+// token, and fails at once when the answer is not authd's {"active":false}
+// (a wrong URL or service token would otherwise show only in a feed
+// outage); a failure that may pass (503) is only logged; FailClosed, which
+// never introspects, does not probe.
+func TestNewProbesIntrospection(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	f.verifier(t)
+	if n := f.probes.Load(); n != 1 {
+		t.Errorf("%d probes of introspection by New, want 1", n)
+	}
+	for _, tc := range []struct {
+		name   string
+		answer func(w http.ResponseWriter)
+		policy verify.Policy
+		fails  bool
+	}{
+		{"not found", func(w http.ResponseWriter) { w.WriteHeader(http.StatusNotFound) }, verify.FallBackToIntrospection, true},
+		{"unauthorized", func(w http.ResponseWriter) { w.WriteHeader(http.StatusUnauthorized) }, verify.FallBackToIntrospection, true},
+		{"a login page", func(w http.ResponseWriter) { io.WriteString(w, "<html>sign in</html>") }, verify.FallBackToIntrospection, true},
+		{"JSON without active", func(w http.ResponseWriter) { io.WriteString(w, `{"status":"ok"}`) }, verify.FallBackToIntrospection, true},
+		{"junk called active", func(w http.ResponseWriter) { io.WriteString(w, `{"active":true}`) }, verify.FallBackToIntrospection, true},
+		{"unavailable", func(w http.ResponseWriter) { w.WriteHeader(http.StatusServiceUnavailable) }, verify.FallBackToIntrospection, false},
+		{"not found, FailClosed", func(w http.ResponseWriter) { w.WriteHeader(http.StatusNotFound) }, verify.FailClosed, false},
+	} {
+		intro := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { tc.answer(w) }))
+		o := f.options()
+		o.IntrospectionURL, o.Policy = intro.URL+"/introspect", tc.policy
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		v, err := verify.New(ctx, o)
+		cancel()
+		switch {
+		case tc.fails && (err == nil || errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "IntrospectionURL")):
+			t.Errorf("%s: New: %v, want it refused at once, naming IntrospectionURL", tc.name, err)
+		case !tc.fails && err != nil:
+			t.Errorf("%s: New: %v, want a Verifier", tc.name, err)
+		}
+		if err == nil {
+			v.Close()
+		}
+		intro.Close()
 	}
 }
 
