@@ -18,14 +18,16 @@ import (
 // feedSilence is how long the feed may say nothing before the connection
 // is taken for dead, until authd has announced its heartbeat interval (in
 // the "synced" event; then silenceBeats of them). It also bounds the wait
-// for a connection's response headers. Variables for the tests of them
+// for a connection's response headers. A variable for the tests of it
 // only.
-var (
-	feedSilence = 45 * time.Second
-	// failClosedGrace is how long FailClosed still accepts tokens after
-	// the feed is lost, for a reconnection to catch up.
-	failClosedGrace = 2 * time.Second
-)
+var feedSilence = 45 * time.Second
+
+// feedLossGrace is how long after the feed is lost tokens are still
+// checked against the revocations known so far, whatever the Policy: most
+// losses are a reconnection (authd restarting, a proxy's idle timeout)
+// that catches up within it, and falling back at once would send every
+// token to introspection (or refuse them all) for nothing.
+const feedLossGrace = 2 * time.Second
 
 const (
 	// silenceBeats is how many announced heartbeat intervals may pass
@@ -97,10 +99,12 @@ func (r *revocations) revoked(c *Claims) bool {
 	return ok && c.IssuedAt.Before(u.before)
 }
 
-func (r *revocations) state() (healthy bool, downSince time.Time) {
+// state is whether the feed is current, since when it is not, and how
+// many times it has caught up (which tells one outage from the next).
+func (r *revocations) state() (healthy bool, downSince time.Time, syncs int64) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.healthy, r.downSince
+	return r.healthy, r.downSince, r.syncs
 }
 
 // silenceLimit is how long the feed may say nothing, response headers

@@ -14,28 +14,39 @@ import (
 )
 
 const (
-	// introspectionTTL is how long an introspection answer is reused for
-	// the same token: a burst of requests with one token while the feed is
-	// lost costs one call.
-	introspectionTTL = time.Second
-	// maxIntrospections bounds the calls to authd's introspection in
-	// flight at once.
-	maxIntrospections = 8
+	// defaultMaxIntrospections is Options.MaxIntrospections' default. At
+	// about 100 ms a call, 16 at once check 160 new tokens a second, and
+	// each token is asked about once per outage (its answer is kept):
+	// enough for a busy resource server, while a fleet of them cannot
+	// take all of authd's database connections.
+	defaultMaxIntrospections = 16
+	// defaultIntrospectionTTL is Options.IntrospectionTTL's default: how
+	// late a revocation made during a feed outage may be seen, for a token
+	// introspected before it. Twice the 15 s a silently dead feed
+	// connection may already go unnoticed.
+	defaultIntrospectionTTL = 30 * time.Second
 	// maxIntrospectionAnswers bounds the answers remembered.
 	maxIntrospectionAnswers = 10000
-	// introspectionTimeout bounds one call, whoever waits for it.
+	// introspectionTimeout bounds one call, whoever waits for it, waiting
+	// for a free call included.
 	introspectionTimeout = 10 * time.Second
+	// introspectionPause is how long after a failed call no other is made
+	// (breaker).
+	introspectionPause = time.Second
 )
 
 // introspections shares introspection calls: one in flight per token,
-// whose answer every caller asking meanwhile (and for introspectionTTL
-// after) gets, and at most maxIntrospections in flight in all.
+// whose answer every caller asking meanwhile, and until the feed has
+// caught up (at most ttl), gets; at most cap(slots) in flight in all; and
+// none for a moment after one failed (broken).
 type introspections struct {
 	slots chan struct{}
+	ttl   time.Duration // negative: answers are not kept
 
 	mu      sync.Mutex
 	calls   map[string]*introspection
 	answers map[string]introspectionAnswer
+	broken  breaker
 }
 
 // introspection is one call in flight; done is closed once active and err
@@ -46,32 +57,91 @@ type introspection struct {
 	err    error
 }
 
+// introspectionAnswer is a token's answer, kept for the outage it was
+// given in: epoch is the number of times the feed had caught up when the
+// call was made. Once the feed catches up again it replays the
+// revocations missed meanwhile, and an answer from before would hide
+// those of the next outage.
 type introspectionAnswer struct {
 	active bool
-	until  time.Time // Options.Now
+	until  time.Time // Options.Now: ttl after the answer, or the token's exp if sooner
+	epoch  int64
 }
 
-func newIntrospections() *introspections {
-	return &introspections{slots: make(chan struct{}, maxIntrospections),
+func newIntrospections(max int, ttl time.Duration) *introspections {
+	if max <= 0 {
+		max = defaultMaxIntrospections
+	}
+	if ttl == 0 {
+		ttl = defaultIntrospectionTTL
+	}
+	return &introspections{slots: make(chan struct{}, max), ttl: ttl,
 		calls: map[string]*introspection{}, answers: map[string]introspectionAnswer{}}
 }
 
-// introspectShared asks introspection about token, sharing the call and
-// its answer with the other callers asking about the same token. The call
-// belongs to the Verifier, not to the first caller: a caller that gives up
-// (ctx) leaves it running for the others.
-func (v *Verifier) introspectShared(ctx context.Context, token string) (bool, error) {
+// breaker remembers that introspection failed, so that while authd cannot
+// answer, requests fail at once (ErrUnavailable) rather than each wait up
+// to introspectionTimeout for a call of its own: after a failure no call
+// is made for introspectionPause, and then one at a time, the others still
+// refused, until one succeeds. It is shared by every token: a failure is
+// authd's (unreachable, 5xx, a timeout), not the token's.
+type breaker struct {
+	err    error     // the last failure; nil: calls go ahead
+	until  time.Time // wall clock: no call before it
+	trying bool      // a call is finding out whether authd answers again
+}
+
+// refusal is why no call may start at now, or nil.
+func (b *breaker) refusal(now time.Time) error {
+	if b.err == nil || (!b.trying && !now.Before(b.until)) {
+		return nil
+	}
+	return fmt.Errorf("not asked, as the last call failed: %w", b.err)
+}
+
+// admit lets a call start at now, or says why not; trial is a call made
+// to find out whether authd answers again.
+func (b *breaker) admit(now time.Time) (trial bool, err error) {
+	if err := b.refusal(now); err != nil {
+		return false, err
+	}
+	b.trying = b.err != nil
+	return b.trying, nil
+}
+
+// record takes a call's outcome at now; err is nil for an answer.
+func (b *breaker) record(trial bool, err error, now time.Time) {
+	if trial {
+		b.trying = false
+	}
+	if err == nil {
+		b.err = nil
+		return
+	}
+	b.err, b.until = err, now.Add(introspectionPause)
+}
+
+// introspectShared asks introspection about c's token, sharing the call
+// and its answer with the other callers asking about the same token while
+// the feed has not caught up since epoch. The call belongs to the
+// Verifier, not to the first caller: a caller that gives up (ctx) leaves it
+// running for the others.
+func (v *Verifier) introspectShared(ctx context.Context, token string, c *Claims, epoch int64) (bool, error) {
 	in := v.intro
 	in.mu.Lock()
-	if a, ok := in.answers[token]; ok && v.now().Before(a.until) {
+	if a, ok := in.answers[token]; ok && a.epoch == epoch && v.now().Before(a.until) {
 		in.mu.Unlock()
 		return a.active, nil
 	}
 	call, ok := in.calls[token]
 	if !ok {
+		if err := in.broken.refusal(time.Now()); err != nil {
+			in.mu.Unlock()
+			return false, err
+		}
 		call = &introspection{done: make(chan struct{})}
 		in.calls[token] = call
-		if !v.background(func(ctx context.Context) { v.runIntrospection(ctx, token, call) }) {
+		if !v.background(func(ctx context.Context) { v.runIntrospection(ctx, token, c.ExpiresAt, epoch, call) }) {
 			delete(in.calls, token)
 			in.mu.Unlock()
 			return false, ErrClosed
@@ -86,22 +156,29 @@ func (v *Verifier) introspectShared(ctx context.Context, token string) (bool, er
 	}
 }
 
-// runIntrospection makes call, once a slot is free, and shares its answer.
-func (v *Verifier) runIntrospection(ctx context.Context, token string, call *introspection) {
+// runIntrospection makes call under the Verifier's context, once a slot is
+// free and the breaker allows, and shares its answer (kept until exp at
+// the latest).
+func (v *Verifier) runIntrospection(vctx context.Context, token string, exp time.Time, epoch int64, call *introspection) {
 	in := v.intro
 	defer func() {
 		in.mu.Lock()
 		delete(in.calls, token)
-		if call.err == nil {
+		if call.err == nil && in.ttl > 0 {
+			now := v.now()
 			if len(in.answers) >= maxIntrospectionAnswers {
-				in.forget(v.now())
+				in.forget(now, epoch)
 			}
-			in.answers[token] = introspectionAnswer{active: call.active, until: v.now().Add(introspectionTTL)}
+			until := now.Add(in.ttl)
+			if exp.Before(until) {
+				until = exp
+			}
+			in.answers[token] = introspectionAnswer{active: call.active, until: until, epoch: epoch}
 		}
 		in.mu.Unlock()
 		close(call.done)
 	}()
-	ctx, cancel := context.WithTimeout(ctx, introspectionTimeout)
+	ctx, cancel := context.WithTimeout(vctx, introspectionTimeout)
 	defer cancel()
 	select {
 	case in.slots <- struct{}{}:
@@ -110,15 +187,32 @@ func (v *Verifier) runIntrospection(ctx context.Context, token string, call *int
 		call.err = fmt.Errorf("waiting for an introspection slot: %w", ctx.Err())
 		return
 	}
+	in.mu.Lock()
+	trial, err := in.broken.admit(time.Now())
+	in.mu.Unlock()
+	if err != nil {
+		call.err = err
+		return
+	}
 	v.introspections.Add(1)
 	call.active, call.err = v.introspect(ctx, token)
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if vctx.Err() != nil { // the Verifier closed: no verdict on authd
+		if trial {
+			in.broken.trying = false
+		}
+		return
+	}
+	in.broken.record(trial, call.err, time.Now())
 }
 
-// forget drops the expired answers, or all of them if none has expired
-// (junk tokens must not grow the map); with mu held.
-func (in *introspections) forget(now time.Time) {
+// forget drops the answers expired or of another outage than epoch, or
+// all of them if none is (junk tokens must not grow the map); with mu
+// held.
+func (in *introspections) forget(now time.Time, epoch int64) {
 	for t, a := range in.answers {
-		if !now.Before(a.until) {
+		if a.epoch != epoch || !now.Before(a.until) {
 			delete(in.answers, t)
 		}
 	}

@@ -9,9 +9,9 @@
 // Connect client's token only for the Options.Clients named), and then
 // the revocations it follows on authd's revocation feed
 // (GET /v1/auth/revocations, Server-Sent Events). When the feed is lost it
-// reconnects with backoff and resumes where it stopped; until it has caught
-// up, Policy decides: ask introspection (the default), or refuse every
-// token (FailClosed).
+// reconnects with backoff and resumes where it stopped; from about two
+// seconds after the loss until it has caught up, Policy decides: ask
+// introspection (the default), or refuse every token (FailClosed).
 //
 //	v, err := verify.New(ctx, verify.Options{
 //		Issuer:         "https://auth.example.org",
@@ -51,11 +51,25 @@ import (
 type Policy int
 
 const (
-	// FallBackToIntrospection asks authd's introspection about every token
-	// until the feed is back. If introspection cannot be reached either,
-	// Verify returns ErrUnavailable, once the call has failed: after at
-	// most 10 s (the HTTP client's timeout when shorter), waiting for a
-	// free call included.
+	// FallBackToIntrospection asks authd's introspection about each token
+	// once the feed has been lost for a short grace (about two seconds, for
+	// a reconnection to catch up: meanwhile tokens are checked against the
+	// revocations known so far), until it has caught up again.
+	//
+	// A token is asked about once: its answer serves until the feed has
+	// caught up (which replays the revocations missed meanwhile), for at
+	// most Options.IntrospectionTTL, and never past the token's exp. A
+	// token revoked after its answer is so refused at most
+	// IntrospectionTTL late; asking on every request instead would send
+	// each of them to authd for the whole outage.
+	//
+	// At most Options.MaxIntrospections calls are in flight. A request
+	// waits for its token's call at most 10 s (the HTTP client's timeout
+	// when shorter), waiting for a free call included, then gets
+	// ErrUnavailable. After a call fails, none is made for a second, and
+	// then one at a time until one succeeds: meanwhile a token without an
+	// answer gets ErrUnavailable at once, rather than every request
+	// waiting for a call of its own while authd cannot answer.
 	FallBackToIntrospection Policy = iota
 	// FailClosed refuses (ErrUnavailable) every token while the feed is
 	// lost, once a short grace (about two seconds, for a reconnection to
@@ -86,6 +100,15 @@ type Options struct {
 	HTTPClient *http.Client
 	// Policy while the feed is lost; FallBackToIntrospection by default.
 	Policy Policy
+	// MaxIntrospections bounds the introspection calls in flight at once
+	// (FallBackToIntrospection; default 16).
+	MaxIntrospections int
+	// IntrospectionTTL bounds how long an introspection answer serves its
+	// token while the feed stays lost (FallBackToIntrospection; default
+	// 30 s; negative: not kept, every request asks, sharing the call in
+	// flight). An answer never outlives the token, nor the feed's
+	// catching up.
+	IntrospectionTTL time.Duration
 	// IntrospectionURL is authd's /v1/auth/introspect; by default
 	// RevocationsURL with its last segment replaced by "introspect". New
 	// asks it about a junk token (unless Policy is FailClosed), and fails
@@ -293,7 +316,7 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 	v.cache = newTokenCache(size)
 	v.keys = newKeySet(v, opts.JWKSMaxStale)
 	v.revs = newRevocations()
-	v.intro = newIntrospections()
+	v.intro = newIntrospections(opts.MaxIntrospections, opts.IntrospectionTTL)
 	v.ctx, v.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	if err := v.keys.firstFetch(ctx); err != nil {
 		v.Close()
@@ -523,22 +546,19 @@ func checkTimes(c *Claims, now time.Time) error {
 }
 
 // checkRevoked consults the revocations followed from the feed, or, while
-// the feed is lost, the Policy.
+// the feed has been lost for longer than feedLossGrace, the Policy.
 func (v *Verifier) checkRevoked(ctx context.Context, token string, c *Claims) error {
-	healthy, downSince := v.revs.state()
+	healthy, downSince, epoch := v.revs.state()
 	if v.revs.revoked(c) {
 		return ErrRevoked
 	}
-	if healthy {
-		return nil
+	if healthy || !downSince.IsZero() && time.Since(downSince) < feedLossGrace {
+		return nil // current, or a reconnection may be catching up
 	}
 	if v.opts.Policy == FailClosed {
-		if !downSince.IsZero() && time.Since(downSince) < failClosedGrace {
-			return nil // a reconnection may be catching up
-		}
 		return fmt.Errorf("%w: the revocation feed is lost", ErrUnavailable)
 	}
-	active, err := v.introspectShared(ctx, token)
+	active, err := v.introspectShared(ctx, token, c, epoch)
 	if err != nil {
 		return fmt.Errorf("%w: introspection failed: %w", ErrUnavailable, err)
 	}

@@ -518,43 +518,60 @@ func TestFeedRevocations(t *testing.T) {
 	}
 }
 
-// TestFeedLostFallsBackToIntrospection: by default, while the feed is down
-// every token is introspected; introspection's answer decides.
+// TestFeedLostFallsBackToIntrospection: by default, once the feed has been
+// lost for a grace of about 2 s, tokens are introspected; introspection's
+// answer decides, and serves its token until the feed has caught up, for
+// IntrospectionTTL at most: one call per token per outage, not one per
+// request.
 func TestFeedLostFallsBackToIntrospection(t *testing.T) {
 	t.Parallel()
 	f := newFakeAuthd(t)
 	v := f.verifier(t)
 	tok := f.sign(t, "k1", f.claims(), nil)
-	f.mu.Lock()
-	f.feedStatus = http.StatusServiceUnavailable
-	f.mu.Unlock()
-	f.srv.CloseClientConnections()
+	verifies := func(what string, want error) {
+		t.Helper()
+		if _, err := v.Verify(context.Background(), tok); !errors.Is(err, want) || (want == nil && err != nil) {
+			t.Errorf("%s: %v, want %v", what, err, want)
+		}
+	}
+	introspected := func(what string, want int64) {
+		t.Helper()
+		if n := f.introspections.Load(); n != want {
+			t.Errorf("%s: %d introspections, want %d", what, n, want)
+		}
+	}
+	f.loseFeed()
 	waitFor(t, func() bool { return !v.Stats().FeedConnected })
+	verifies("feed just lost", nil)
+	introspected("during the grace", 0)
+	time.Sleep(feedLossGrace)
+
 	f.active.Store(true)
-	if _, err := v.Verify(context.Background(), tok); err != nil {
-		t.Errorf("feed lost, introspection active: %v", err)
-	}
-	f.active.Store(false)
-	if _, err := v.Verify(context.Background(), tok); err != nil {
-		t.Errorf("feed lost, the answer of a second ago reused: %v", err)
-	}
-	f.clock.Advance(1100 * time.Millisecond) // past the answer's reuse
-	if _, err := v.Verify(context.Background(), tok); !errors.Is(err, verify.ErrRevoked) {
-		t.Errorf("feed lost, introspection inactive: %v, want ErrRevoked", err)
-	}
-	if n := f.introspections.Load(); n != 2 {
-		t.Errorf("%d introspections, want 2", n)
-	}
+	verifies("feed lost, introspection active", nil)
+	f.active.Store(false) // revoked: the feed would have said so
+	f.clock.Advance(20 * time.Second)
+	verifies("feed lost, the answer kept", nil)
+	introspected("one token, the answer kept", 1)
+	f.clock.Advance(11 * time.Second) // past IntrospectionTTL (30 s)
+	verifies("feed lost, the answer past IntrospectionTTL", verify.ErrRevoked)
+	introspected("the answer past IntrospectionTTL", 2)
+
+	f.active.Store(true)
 	f.mu.Lock()
 	f.feedStatus = 0
 	f.mu.Unlock()
 	waitFor(t, func() bool { return v.Stats().FeedConnected })
-	if _, err := v.Verify(context.Background(), tok); err != nil {
-		t.Errorf("feed back: %v", err)
+	verifies("feed back", nil)
+	introspected("feed back", 2)
+	if st := v.Stats(); st.Reconnects == 0 {
+		t.Errorf("feed back: stats %+v, want reconnections counted", st)
 	}
-	if st := v.Stats(); f.introspections.Load() != 2 || st.Reconnects == 0 {
-		t.Errorf("feed back: %d introspections, stats %+v; want no more, reconnections counted", f.introspections.Load(), st)
-	}
+
+	// Another outage asks again: the answer of the last one (inactive, and
+	// not yet past IntrospectionTTL) is of no use in this one.
+	f.feedLost(t, v)
+	verifies("the next outage", nil)
+	introspected("the next outage", 3)
 }
 
 // TestIntrospectionErrorUnwraps: the ErrUnavailable of a failed
@@ -999,12 +1016,18 @@ func (f *fakeAuthd) loseFeed() {
 	f.srv.CloseClientConnections()
 }
 
-// feedLost cuts v's feed (loseFeed) and waits until v knows.
+// feedLost cuts v's feed (loseFeed) and waits until v knows, and past
+// the grace of about 2 s (wall clock) in which v still checks tokens
+// against the revocations it knows: v then follows its Policy.
 func (f *fakeAuthd) feedLost(t *testing.T, v *verify.Verifier) {
 	t.Helper()
 	f.loseFeed()
 	waitFor(t, func() bool { return !v.Stats().FeedConnected })
+	time.Sleep(feedLossGrace)
 }
+
+// feedLossGrace is the package's grace, and a little more.
+const feedLossGrace = 2*time.Second + 50*time.Millisecond
 
 // holdIntrospection makes introspection requests wait until release is
 // called.
@@ -1235,12 +1258,12 @@ func blockedIn(fn string) int {
 }
 
 // TestIntrospectionShared: while the feed is lost, concurrent requests
-// with one token make one introspection call, whose answer is reused for a
-// second; calls in flight at once are bounded.
+// with one token make one introspection call, whose answer is kept; calls
+// in flight at once are bounded by MaxIntrospections.
 func TestIntrospectionShared(t *testing.T) {
 	t.Parallel()
 	f := newFakeAuthd(t)
-	v := f.verifier(t)
+	v := f.verifier(t, func(o *verify.Options) { o.MaxIntrospections = 3 })
 	f.active.Store(true)
 	f.feedLost(t, v)
 	release := f.holdIntrospection()
@@ -1269,21 +1292,82 @@ func TestIntrospectionShared(t *testing.T) {
 		t.Errorf("%d introspections for 21 requests with one token, want 1", n)
 	}
 
-	// Many tokens at once: at most 8 calls in flight.
+	// Many tokens at once: at most MaxIntrospections calls in flight.
 	release = f.holdIntrospection()
 	for i := range 20 {
 		wg.Go(func() {
 			v.Verify(context.Background(), f.sign(t, "k1", with(f.claims(), "jti", fmt.Sprint("j", i)), nil))
 		})
 	}
-	waitFor(t, func() bool { return f.introInFlight.Load() >= 8 })
+	waitFor(t, func() bool { return f.introInFlight.Load() >= 3 })
+	time.Sleep(50 * time.Millisecond) // for any call past the bound to arrive
 	release()
 	wg.Wait()
-	if m := f.introMax.Load(); m > 8 {
-		t.Errorf("%d introspections in flight at once, want at most 8", m)
+	if m := f.introMax.Load(); m > 3 {
+		t.Errorf("%d introspections in flight at once, want at most 3 (MaxIntrospections)", m)
 	}
 	if n := f.introspections.Load(); n != 21 {
 		t.Errorf("%d introspections, want 21 (one per token)", n)
+	}
+}
+
+// TestIntrospectionBreaker: while introspection cannot answer (it hangs
+// past the client's timeout), the failure is remembered: the other
+// requests get ErrUnavailable at once instead of each waiting for a call
+// of its own; after a second one call at a time tries again, the others
+// still refused meanwhile, and once one succeeds calls go ahead.
+func TestIntrospectionBreaker(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	const timeout = 500 * time.Millisecond
+	v := f.verifier(t, func(o *verify.Options) { o.HTTPClient = &http.Client{Timeout: timeout} })
+	f.active.Store(true)
+	f.feedLost(t, v)
+	release := f.holdIntrospection() // authd hangs
+	token := func(i int) string { return f.sign(t, "k1", with(f.claims(), "jti", fmt.Sprint("j", i)), nil) }
+	if _, err := v.Verify(context.Background(), token(0)); !errors.Is(err, verify.ErrUnavailable) {
+		t.Fatalf("introspection hanging: %v, want ErrUnavailable", err)
+	}
+	tokens := make([]string, 20)
+	for i := range tokens {
+		tokens[i] = token(1 + i)
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	for _, tok := range tokens {
+		wg.Go(func() {
+			if _, err := v.Verify(context.Background(), tok); !errors.Is(err, verify.ErrUnavailable) {
+				t.Errorf("after a failed introspection: %v, want ErrUnavailable", err)
+			}
+		})
+	}
+	wg.Wait()
+	if d := time.Since(start); d >= timeout {
+		t.Errorf("20 requests after a failed introspection took %s, want them refused at once", d)
+	}
+	if n := f.introspections.Load(); n != 1 {
+		t.Errorf("%d introspections, want 1: the failure is remembered", n)
+	}
+
+	time.Sleep(time.Second) // the pause: one call may try again
+	trial := make(chan error, 1)
+	go func() {
+		_, err := v.Verify(context.Background(), token(100))
+		trial <- err
+	}()
+	waitFor(t, func() bool { return f.introspections.Load() == 2 })
+	if _, err := v.Verify(context.Background(), token(101)); !errors.Is(err, verify.ErrUnavailable) {
+		t.Errorf("while one call tries again: %v, want ErrUnavailable at once", err)
+	}
+	release() // authd answers again
+	if err := <-trial; err != nil {
+		t.Errorf("the call that tried again: %v", err)
+	}
+	if _, err := v.Verify(context.Background(), token(102)); err != nil {
+		t.Errorf("introspection answering again: %v", err)
+	}
+	if n := f.introspections.Load(); n != 3 {
+		t.Errorf("%d introspections, want 3", n)
 	}
 }
 
