@@ -303,6 +303,15 @@ func (s *Service) ResetMFA(ctx context.Context, c Client, id uuid.UUID) error {
 		if err != nil {
 			return nil, err
 		}
+		// With no factor left, a refusal of codes protects nothing, and
+		// would refuse the first code of the factor enrolled next; the
+		// failures counted stay, as plain ones (setPassword's reasoning).
+		if u.FailedCodeAttempts > 0 || !u.CodesLockedUntil.IsZero() {
+			u.FailedCodeAttempts, u.CodesLockedUntil, u.UpdatedAt = 0, time.Time{}, now
+			if err := tx.UpdateUser(ctx, u); err != nil {
+				return nil, err
+			}
+		}
 		mailed := !removed.IsZero()
 		if mailed {
 			if err := tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailMFAReset, Removed: removed}); err != nil {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // Lockouts hold the brute-force locks of emails that have no account, in the
@@ -163,19 +165,23 @@ func (s *Service) refuseCodes(ctx context.Context, tx *txn, c Client, u *User, e
 // pastPasswordLock returns how long a lock set past the password (by wrong
 // codes, or wrong passwords in a count with wrong codes) refuses codes: the
 // lockout duration, doubled for each such lock in the week before now
-// since the password was last set, up to maxPastPasswordLock. Whoever
+// (since an administrator's unlock, if later), up to maxPastPasswordLock. Whoever
 // sets such locks holds the password (or a session), and each lock's end
 // gives them LockoutThreshold more guesses at a six-digit code: at a fixed
 // duration that is 480 guesses a day with the defaults, about 40 % odds of
 // a right TOTP code within a year; doubled each time, a handful a day. An
 // outsider's wrong passwords lock for the fixed duration, as SPEC 6.7
 // says. A week without such a lock starts over (the owner's own mistyped
-// codes do not add up over months); a new password does not: a reset
-// proves the mailbox, and whoever holds it and the password would start
-// over with every reset.
+// codes do not add up over months), and so does an administrator's unlock;
+// a new password does not: a reset proves the mailbox, and whoever holds
+// it and the password would start over with every reset.
 func (s *Service) pastPasswordLock(ctx context.Context, tx *txn, u *User, now time.Time) (time.Duration, error) {
+	since, err := s.adminUnlockSince(ctx, tx, u.ID, now.Add(-pastPasswordMemory))
+	if err != nil {
+		return 0, err
+	}
 	locks, err := tx.SecurityLogs(ctx, SecurityLogFilter{UserID: u.ID, EventType: EventAccountLocked,
-		Since: now.Add(-pastPasswordMemory), Limit: MaxListLimit})
+		Since: since, Limit: MaxListLimit})
 	if err != nil {
 		return 0, err
 	}
@@ -189,6 +195,23 @@ func (s *Service) pastPasswordLock(ctx context.Context, tx *txn, u *User, now ti
 		}
 	}
 	return max(min(lasts, maxPastPasswordLock), s.cfg.LockoutDuration), nil
+}
+
+// adminUnlockSince returns the time of the user's latest unlock by an
+// administrator at or after since (the user's copy of its admin_action
+// row, written whether or not the account was locked), or since.
+func (s *Service) adminUnlockSince(ctx context.Context, tx *txn, user uuid.UUID, since time.Time) (time.Time, error) {
+	actions, err := tx.SecurityLogs(ctx, SecurityLogFilter{UserID: user, EventType: EventAdminAction,
+		Since: since, Limit: MaxListLimit})
+	if err != nil {
+		return since, err
+	}
+	for _, a := range actions { // newest first
+		if a.AdditionalContext["action"] == "unlock" {
+			return a.Timestamp, nil
+		}
+	}
+	return since, nil
 }
 
 // pastPasswordMemory is how far back pastPasswordLock counts locks.

@@ -251,12 +251,16 @@ func (s *Service) newHash(ctx context.Context, password, email string) (string, 
 func (s *Service) setPassword(ctx context.Context, tx *txn, c Client, u *User, hash string, keep uuid.UUID,
 	now time.Time, event EventType) error {
 	u.PasswordHash, u.LastPasswordChange, u.UpdatedAt = hash, now, now
-	// Wrong passwords no longer matter; wrong codes do, and a lock set past
-	// the password (CodesLockedUntil) lasts: a reset proves the mailbox,
-	// not the second factor, and whoever holds both would otherwise get
-	// fresh guesses at a code with every reset. (A lock the reset lifts
-	// starts the whole count over, as one that runs out does: unlock.)
-	u.FailedLoginAttempts = u.FailedCodeAttempts
+	// Wrong passwords no longer matter; wrong codes still count toward the
+	// lock, and a lock set past the password (CodesLockedUntil) lasts: a
+	// reset proves the mailbox, not the second factor, and whoever holds
+	// both would otherwise get fresh guesses at a code with every reset.
+	// They count as plain failures: under the new password, a lock ending
+	// with a wrong password is an ordinary one (lockTerms), as anyone's
+	// wrong password may set it; one ending with a wrong code is past the
+	// password. (A lock the reset lifts starts the whole count over, as one
+	// that runs out does: unlock.)
+	u.FailedLoginAttempts, u.FailedCodeAttempts = u.FailedCodeAttempts, 0
 	if err := tx.UpdateUser(ctx, u); err != nil {
 		return err
 	}

@@ -841,7 +841,7 @@ func TestLockPastThePasswordIsTold(t *testing.T) {
 // TestLocksPastThePasswordGrow: a lock set by someone who passed the
 // password (wrong codes; or a wrong password ending a count that wrong
 // codes took part in, however long after) lasts twice as long as the one
-// before it under the same password, up to a day: at a fixed duration they
+// before it within the week, up to a day: at a fixed duration they
 // could guess a code 480 times a day. An outsider's wrong passwords lock
 // for the fixed duration and do not count, also while the owner's code is
 // awaited, or after the owner mistyped a code and then gave the right one;
@@ -1069,6 +1069,72 @@ func TestResetKeepsWhatCodesCounted(t *testing.T) {
 		if got := e.user(email).CodesLockedUntil.Sub(e.clock.Now()); got != 30*time.Minute {
 			t.Errorf("the second lock past the password, across two resets, refuses codes for %v; want 30m", got)
 		}
+
+		// Wrong codes carried over a reset count as plain failures: a wrong
+		// password, anyone's, that then reaches the threshold sets an
+		// ordinary lock, not one past the password.
+		e.clock.Advance(31 * time.Minute)
+		token = challenge(passwords[1])
+		for range 4 {
+			want(t, "a wrong code", wrongCode(token), 401, "invalid_credentials")
+		}
+		reset(goodPassword)
+		want(t, "an outsider's wrong password", e.do("POST", "/v1/auth/login",
+			map[string]string{"email": email, "password": "not the password"}), 401, "invalid_credentials")
+		u = e.user(email)
+		if u.AccountStatus != authd.StatusLocked || u.CodesLockedUntil.After(e.clock.Now()) {
+			t.Errorf("after four wrong codes, a reset and a wrong password: %s, codes refused until %v; want an ordinary lock",
+				u.AccountStatus, u.CodesLockedUntil)
+		}
+		if m := e.mail.last(t, authd.MailAccountLocked, email); m.AfterCodes {
+			t.Errorf("its notice %+v; want an ordinary one", m)
+		}
+	})
+}
+
+// TestAdminActionsEndTheCodesLock: an administrator's unlock lifts the
+// refusal of codes and starts the growth of such locks over; a reset of the
+// second factors lifts it too (with no factor left it protects nothing, and
+// would refuse the first code of the factor enrolled next).
+func TestAdminActionsEndTheCodesLock(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "admin.ends@example.org"
+		_, secret, _ := e.mfaUser(email)
+		id := e.user(email).ID.String()
+		codes := func() {
+			t.Helper()
+			token := e.mfaLogin(email)
+			for range 5 {
+				want(t, "a wrong code", e.verify(token, "totp", totpAt(t, secret, e.clock.Now().Add(-time.Hour))), 401, "invalid_credentials")
+			}
+		}
+		codesFor := func(name string, want time.Duration) {
+			t.Helper()
+			if got := max(e.user(email).CodesLockedUntil.Sub(e.clock.Now()), 0); got != want {
+				t.Errorf("%s: codes refused for %v; want %v", name, got, want)
+			}
+		}
+		codes()
+		codesFor("five wrong codes", 15*time.Minute)
+		e.clock.Advance(16 * time.Minute)
+		codes()
+		codesFor("five more", 30*time.Minute)
+		e.clock.Advance(time.Second)
+		want(t, "an administrator's unlock", e.admin("POST", "/v1/admin/users/"+id+"/unlock", nil), 204, "")
+		codesFor("after the unlock", 0)
+		e.clock.Advance(time.Minute)
+		codes()
+		codesFor("five wrong codes after the unlock", 15*time.Minute)
+
+		want(t, "reset the factors", e.admin("POST", "/v1/admin/users/"+id+"/reset-mfa", nil), 204, "")
+		codesFor("after the reset of the factors", 0)
+		e.clock.Advance(16 * time.Minute) // past the account's own lock
+		access, _ := e.login(email, goodPassword)
+		r := e.do("POST", "/v1/users/me/mfa/totp", map[string]string{"password": goodPassword}, bearer(access)...)
+		want(t, "enrol again", r, 200, "")
+		want(t, "confirm the new factor", e.do("POST", "/v1/users/me/mfa/totp/confirm",
+			map[string]string{"code": totpAt(t, r.str("secret"), e.clock.Now())}, bearer(access)...), 200, "")
 	})
 }
 
