@@ -10,6 +10,7 @@ import (
 	"github.com/authd/authd"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // BcryptCosts implements authd.Store (a scan of users, made once at start).
@@ -274,6 +275,16 @@ const erasedAccountGone = `account_status = 'deleted' AND updated_at < $1
 	AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.user_id = users.id
 		AND s.expires_at >= $1 AND (s.revoked_at IS NULL OR s.revoked_at >= $1))`
 
+// purgeLockWait bounds each purge statement's wait for a row lock.
+const purgeLockWait = "500ms"
+
+// lockWaited reports whether err is a statement's lock_timeout, or a
+// deadlock PostgreSQL ended it for.
+func lockWaited(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "55P03" || pgErr.Code == "40P01")
+}
+
 // Purge implements authd.Store. It holds a session-level advisory lock on
 // one connection for the whole purge, and deletes in batches so that no
 // statement locks many rows for long.
@@ -293,6 +304,15 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 		return res, nil
 	}
 	defer conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, purgeLockID)
+	// SKIP LOCKED (below) passes over the rows a flow holds, but not the
+	// rows a delete cascades to (a session's tokens and codes): a step
+	// that waits for one gives up after purgeLockWait and leaves its rest
+	// to the next run, well before PostgreSQL would look for a deadlock
+	// (deadlock_timeout, 1 s by default) and perhaps abort the flow.
+	if _, err := conn.Exec(ctx, `SELECT set_config('lock_timeout', $1, false)`, purgeLockWait); err != nil {
+		return res, translate(err)
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), `RESET lock_timeout`)
 
 	steps := []struct {
 		n     *int
@@ -329,6 +349,9 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 			// another order (a new password voiding a user's challenges).
 			tag, err := conn.Exec(ctx, `DELETE FROM `+st.table+` WHERE id IN (SELECT id FROM `+st.table+
 				` WHERE `+st.where+` LIMIT $2 FOR UPDATE SKIP LOCKED)`, st.at, r.Batch)
+			if lockWaited(err) {
+				break // the batch rolled back; the next run takes it
+			}
 			if err != nil {
 				return res, translate(err)
 			}

@@ -568,3 +568,48 @@ func TestPurgeSkipsRowsInUse(t *testing.T) {
 		t.Errorf("Purge once the flow is done = %+v, %v; want the challenge it held deleted", res, err)
 	}
 }
+
+// TestPurgeLeavesACascadeInUse: SKIP LOCKED passes over the rows a flow
+// holds, but a session's delete cascades to its tokens: with one of them
+// held, the sessions step gives up after its lock timeout and leaves the
+// session to the next run, rather than wait for the flow (and perhaps
+// deadlock with it).
+func TestPurgeLeavesACascadeInUse(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	ctx := context.Background()
+	u := storetest.NewUser("purge-cascade@example.org")
+	if err := s.CreateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	old := storetest.Epoch.Add(-48 * time.Hour)
+	sess := &authd.Session{ID: authd.NewID(), UserID: u.ID, CreatedAt: old, LastUsedAt: old, ExpiresAt: old.Add(time.Hour)}
+	tok := &authd.Token{ID: authd.NewID(), JTI: authd.NewID().String(), UserID: u.ID, SessionID: sess.ID,
+		TokenType: authd.TokenRefresh, TokenValue: "cascade-digest", IssuedAt: old, ExpiresAt: old.Add(time.Hour), CreatedAt: old}
+	if err := s.CreateSession(ctx, sess); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateToken(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := s.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM jwt_tokens WHERE id = $1 FOR UPDATE`, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	req := authd.PurgeRequest{LogsBefore: old.Add(-time.Hour), ExpiredBefore: storetest.Epoch, Now: storetest.Epoch, Batch: 10}
+	guard, cancel := context.WithTimeout(ctx, time.Minute) // never answering is the failure
+	defer cancel()
+	if res, err := s.Purge(guard, req); err != nil || res.Tokens != 0 || res.Sessions != 0 {
+		t.Fatalf("Purge while a flow holds the session's token = %+v, %v; want both left", res, err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := s.Purge(ctx, req); err != nil || res.Tokens != 1 || res.Sessions != 1 {
+		t.Errorf("Purge once the flow is done = %+v, %v; want the token and the session deleted", res, err)
+	}
+}
