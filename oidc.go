@@ -413,6 +413,16 @@ func (s *Service) RedeemCode(ctx context.Context, c Client, client *OAuthClient,
 		return nil, s.refuseToken(ctx, nil, c, EventOIDCCodeRedeemed, uuid.Nil, "malformed code",
 			map[string]any{"client_id": client.ID})
 	}
+	// An unknown code is refused before the transaction, so that only a
+	// redemption that can succeed holds the client (below): anyone may send
+	// codes in a public client's name, and a stream of share locks could
+	// hold off its deletion.
+	if _, err := s.store.AuthCode(ctx, digest); ErrorCode(err) == ENotFound {
+		return nil, s.refuseToken(ctx, nil, c, EventOIDCCodeRedeemed, uuid.Nil, "unknown code",
+			map[string]any{"client_id": client.ID})
+	} else if err != nil {
+		return nil, err
+	}
 	var grant *CodeGrant
 	err = s.inTx(ctx, func(tx *txn) error {
 		now := s.now()

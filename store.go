@@ -287,9 +287,10 @@ type Queries interface {
 	// (UsedAt zero), whatever their expiry.
 	VoidOpenMFAChallenges(ctx context.Context, userID uuid.UUID, mark int) error
 	// OpenChallengeSince reports whether a login challenge of the user
-	// began at or after since, was not passed (UsedAt zero), not voided and
-	// has not expired at now: someone gave the right password and not (yet)
-	// the second factor.
+	// began at or after since, was not passed (UsedAt zero), not voided by
+	// a new password (MFAChallengeVoided; one a new factor voided still
+	// proved the password) and has not expired at now: someone gave the
+	// right password and not (yet) the second factor.
 	OpenChallengeSince(ctx context.Context, userID uuid.UUID, since, now time.Time) (bool, error)
 
 	// CreatePasskey inserts p. EConflict when its credential id is taken,

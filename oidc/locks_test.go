@@ -139,6 +139,43 @@ func TestClientDeletedWhileItsCodeIsRedeemed(t *testing.T) {
 	}
 }
 
+// TestUnknownCodeHoldsNoClient: a made-up code, which anyone may send in
+// a public client's name, is refused without holding the client (only a
+// redemption that can succeed does): it is answered while a deletion of
+// the client holds the row, instead of waiting for it.
+func TestUnknownCodeHoldsNoClient(t *testing.T) {
+	t.Parallel()
+	store := openPostgres(t)
+	e := newEnvConfig(t, store, func(*authd.Config) {})
+	c, _ := e.client("public", authd.ClientPublic, true)
+	ctx := context.Background()
+	tx, err := store.(*postgres.Store).Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM oauth_clients WHERE id = $1 FOR UPDATE`, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	answered := make(chan struct{})
+	var status int
+	var body map[string]any
+	go func() {
+		defer close(answered)
+		status, body = e.tokenPost(url.Values{"grant_type": {"authorization_code"}, "client_id": {c.ID},
+			"code": {"made-up-code-made-up-code-made-up-code-0000"}, "redirect_uri": {rpCallback},
+			"code_verifier": {oauth2.GenerateVerifier()}})
+	}()
+	if lockedOrDone(t, store, answered) {
+		tx.Rollback(ctx)
+		<-answered
+		t.Fatal("a made-up code waited for the client's row")
+	}
+	if status != http.StatusBadRequest || body["error"] != "invalid_grant" {
+		t.Errorf("a made-up code: %d %v; want 400 invalid_grant", status, body)
+	}
+}
+
 // TestSignOutWhileItsCodeIsRedeemed: the browser session a code came from
 // is signed out while the code is redeemed. The sign-out locks the session
 // and then writes its audit row, under a key-share lock on the user that

@@ -107,7 +107,7 @@ const challengeColumns = `id, token, user_id, device_info, created_at, expires_a
 func (q *queries) OpenChallengeSince(ctx context.Context, userID uuid.UUID, since, now time.Time) (bool, error) {
 	var open bool
 	err := q.row(ctx, `SELECT EXISTS (SELECT 1 FROM mfa_challenges
-		WHERE user_id = $1 AND created_at >= $2 AND used_at IS NULL AND expires_at > $3 AND failures < $4)`,
+		WHERE user_id = $1 AND created_at >= $2 AND used_at IS NULL AND expires_at > $3 AND failures <> $4)`,
 		userID, since, now, authd.MFAChallengeVoided).Scan(&open)
 	return open, translate(err)
 }

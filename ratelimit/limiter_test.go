@@ -101,18 +101,19 @@ func TestLimiters(t *testing.T) {
 				var mu sync.Mutex
 				allowed := 0
 				// At most 8 at once per instance, within a Redis client's
-				// pool on any machine: a wait for a free connection counts
-				// the event in the busy instance's memory instead (by
-				// design), which on a loaded machine let 37 through.
-				inFlight := make(chan struct{}, 16)
+				// pool on any machine (10 per CPU): a wait for a free
+				// connection counts the event in the busy instance's memory
+				// instead (by design), which on a loaded machine let 37
+				// through.
+				inFlight := [2]chan struct{}{make(chan struct{}, 8), make(chan struct{}, 8)}
 				for i := range 60 {
 					l := a
 					if i%2 == 1 {
 						l = b
 					}
 					wg.Go(func() {
-						inFlight <- struct{}{}
-						defer func() { <-inFlight }()
+						inFlight[i%2] <- struct{}{}
+						defer func() { <-inFlight[i%2] }()
 						if wait, err := l.Allow(ctx, "shared", 30, time.Hour); err == nil && wait == 0 {
 							mu.Lock()
 							allowed++

@@ -99,7 +99,7 @@ const challengeColumns = `id, token, user_id, device_info, created_at, expires_a
 func (q *queries) OpenChallengeSince(ctx context.Context, userID uuid.UUID, since, now time.Time) (bool, error) {
 	var open bool
 	err := q.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM mfa_challenges
-		WHERE user_id = ? AND created_at >= ? AND used_at IS NULL AND expires_at > ? AND failures < ?)`,
+		WHERE user_id = ? AND created_at >= ? AND used_at IS NULL AND expires_at > ? AND failures <> ?)`,
 		userID, timeArg(since), timeArg(now), authd.MFAChallengeVoided).Scan(&open)
 	return open, translate(err)
 }

@@ -165,8 +165,9 @@ func testMFAChallenges(t *testing.T, s authd.Store) {
 	}
 
 	// VoidOpenMFAChallenges marks the user's challenges not passed, expired
-	// or not, and leaves the passed ones and other users'; a voided one is
-	// not open, whichever mark it has.
+	// or not, and leaves the passed ones and other users'; one a new
+	// password voided is not open, one a new factor voided still is (it
+	// proved the password).
 	mine := &authd.MFAChallenge{ID: authd.NewID(), Token: "mine-open", UserID: u.ID, CreatedAt: Epoch,
 		ExpiresAt: Epoch.Add(authd.MFAChallengeTTL)}
 	stale := &authd.MFAChallenge{ID: authd.NewID(), Token: "mine-expired", UserID: u.ID, CreatedAt: Epoch, ExpiresAt: Epoch}
@@ -184,20 +185,34 @@ func testMFAChallenges(t *testing.T, s authd.Store) {
 		if _, err := tx.User(ctx, u.ID); err != nil { // held, as the flows hold it
 			return err
 		}
-		return tx.VoidOpenMFAChallenges(ctx, u.ID, authd.MFAChallengeOutdated)
+		return tx.VoidOpenMFAChallenges(ctx, u.ID, authd.MFAChallengeVoided)
 	}); err != nil {
 		t.Fatalf("VoidOpenMFAChallenges: %v", err)
 	}
 	for _, tt := range []struct {
 		ch       *authd.MFAChallenge
 		failures int
-	}{{mine, authd.MFAChallengeOutdated}, {stale, authd.MFAChallengeOutdated}, {theirs, 0}, {c, 2}, {open, 0}} {
+	}{{mine, authd.MFAChallengeVoided}, {stale, authd.MFAChallengeVoided}, {theirs, 0}, {c, 2}, {open, 0}} {
 		if got, err := s.MFAChallenge(ctx, tt.ch.Token); err != nil || got.Failures != tt.failures {
 			t.Errorf("challenge %s after VoidOpenMFAChallenges: %+v, %v; want failures %d", tt.ch.Token, got, err, tt.failures)
 		}
 	}
 	if got, err := s.OpenChallengeSince(ctx, u.ID, Epoch, Epoch); err != nil || got {
 		t.Errorf("OpenChallengeSince after voiding = %v, %v; want false", got, err)
+	}
+	if err := s.InTx(ctx, func(tx authd.Queries) error {
+		if _, err := tx.User(ctx, other.ID); err != nil {
+			return err
+		}
+		return tx.VoidOpenMFAChallenges(ctx, other.ID, authd.MFAChallengeOutdated)
+	}); err != nil {
+		t.Fatalf("VoidOpenMFAChallenges for a new factor: %v", err)
+	}
+	if got, err := s.MFAChallenge(ctx, theirs.Token); err != nil || got.Failures != authd.MFAChallengeOutdated {
+		t.Errorf("challenge %s voided for a new factor: %+v, %v; want failures %d", theirs.Token, got, err, authd.MFAChallengeOutdated)
+	}
+	if got, err := s.OpenChallengeSince(ctx, other.ID, Epoch, Epoch); err != nil || !got {
+		t.Errorf("OpenChallengeSince after a new factor voided the challenge = %v, %v; want true (it proved the password)", got, err)
 	}
 }
 

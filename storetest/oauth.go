@@ -61,6 +61,20 @@ func testClients(t *testing.T, s authd.Store) {
 	}
 	_, err = s.OAuthClient(ctx, "nobody")
 	wantCode(t, "OAuthClient of an unknown id", err, authd.ENotFound)
+	if err := s.InTx(ctx, func(tx authd.Queries) error {
+		shared, err := tx.SharedClient(ctx, "pub")
+		if err != nil {
+			return err
+		}
+		if diff := cmp.Diff(pub, shared); diff != "" {
+			t.Errorf("SharedClient (-want +got):\n%s", diff)
+		}
+		_, err = tx.SharedClient(ctx, "nobody")
+		wantCode(t, "SharedClient of an unknown id", err, authd.ENotFound)
+		return nil
+	}); err != nil {
+		t.Fatalf("SharedClient: %v", err)
+	}
 
 	conf.SecretDigest, conf.Name, conf.UpdatedAt = "rotated", "Renamed", Epoch.Add(time.Hour)
 	conf.RequirePKCE = true
