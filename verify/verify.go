@@ -64,12 +64,17 @@ const (
 	// each of them to authd for the whole outage.
 	//
 	// At most Options.MaxIntrospections calls are in flight. A request
-	// waits for its token's call at most 10 s (the HTTP client's timeout
-	// when shorter), waiting for a free call included, then gets
-	// ErrUnavailable. After a call fails, none is made for a second, and
-	// then one at a time until one succeeds: meanwhile a token without an
-	// answer gets ErrUnavailable at once, rather than every request
-	// waiting for a call of its own while authd cannot answer.
+	// waits for its token's answer at most 10 s from when it asks (less
+	// when its context ends sooner, or the call fails sooner), waiting for
+	// a free call included, then gets ErrUnavailable. The call itself has
+	// 10 s (and the HTTP client's timeout, when shorter) from when it gets
+	// a free slot: time queued is not counted against authd, and an answer
+	// that comes after its first caller gave up is kept for the next. After
+	// two calls in a row fail, none is made for a second, and then one at
+	// a time until one succeeds: meanwhile a token without an answer gets
+	// ErrUnavailable at once, rather than every request waiting for a call
+	// of its own while authd cannot answer. The feed catching up ends
+	// this: the next outage starts with calls allowed.
 	FallBackToIntrospection Policy = iota
 	// FailClosed refuses (ErrUnavailable) every token while the feed is
 	// lost, once a short grace (about two seconds, for a reconnection to
@@ -101,13 +106,16 @@ type Options struct {
 	// Policy while the feed is lost; FallBackToIntrospection by default.
 	Policy Policy
 	// MaxIntrospections bounds the introspection calls in flight at once
-	// (FallBackToIntrospection; default 16).
+	// (FallBackToIntrospection; zero or negative: 16). The Verifier's own
+	// transport (no HTTPClient) keeps as many idle connections to authd.
 	MaxIntrospections int
 	// IntrospectionTTL bounds how long an introspection answer serves its
 	// token while the feed stays lost (FallBackToIntrospection; default
-	// 30 s; negative: not kept, every request asks, sharing the call in
+	// 10 s; negative: not kept, every request asks, sharing the call in
 	// flight). An answer never outlives the token, nor the feed's
-	// catching up.
+	// catching up. It is how late a revocation made during an outage is
+	// seen for a token introspected before it: within IntrospectionTTL,
+	// or when the feed catches up if that is sooner.
 	IntrospectionTTL time.Duration
 	// IntrospectionURL is authd's /v1/auth/introspect; by default
 	// RevocationsURL with its last segment replaced by "introspect". New
@@ -132,7 +140,12 @@ type Options struct {
 	// CacheSize bounds the verified-token cache (default 10,000 tokens;
 	// negative: no cache).
 	CacheSize int
-	// Now is the clock (default time.Now); tests set it.
+	// Now is the clock (default time.Now); tests set it. It dates tokens
+	// (exp, nbf, iat), the JWKS's freshness and JWKSMaxStale, and how
+	// long introspection answers serve. The wall clock (time.Now) times
+	// the rest: the 2 s grace after a feed loss, the introspection
+	// breaker's pause, the JWKS fetch pace, and the feed's silence limit
+	// and backoff.
 	Now func() time.Time
 	// Logger receives feed disconnections and JWKS failures (warn), and
 	// why Middleware refused a token (debug: a wrong Issuer or Audience
@@ -150,10 +163,12 @@ type Options struct {
 	Algorithms []string
 	// JWKSMaxStale is how long past its lifetime (its Cache-Control
 	// max-age) the cached JWKS is still trusted while it cannot be fetched
-	// again (default 24 h; negative: for ever). Beyond it Verify refuses
-	// every token with ErrUnavailable until a fetch succeeds: a key authd
-	// has withdrawn meanwhile, a compromised one say, would otherwise
-	// verify tokens for as long as the JWKS endpoint fails.
+	// again (zero: the default, 24 h; negative: for ever). Beyond it
+	// Verify refuses every token with ErrUnavailable until a fetch
+	// succeeds: a key authd has withdrawn meanwhile, a compromised one
+	// say, would otherwise verify tokens for as long as the JWKS endpoint
+	// fails. Zero is not "no staleness": to trust the JWKS only within
+	// its max-age, set a tiny positive value (time.Nanosecond).
 	JWKSMaxStale time.Duration
 	// AllowInsecureHTTP accepts http:// URLs for hosts other than loopback
 	// ones (localhost, 127.0.0.0/8, ::1). Without it New refuses them: the
@@ -221,10 +236,14 @@ type Stats struct {
 	CacheHits      int64
 	CacheMisses    int64
 	Introspections int64 // calls made while the feed was lost
-	JWKSFetches    int64
-	JWKSFailures   int64     // fetches that failed (the cached keys serve meanwhile, up to Options.JWKSMaxStale)
-	JWKSFetchedAt  time.Time // the last successful fetch (Options.Now)
-	Revoked        int       // sessions and users currently remembered as revoked
+	// IntrospectionsRefused are calls not made because introspection
+	// kept failing (the breaker open): their requests got ErrUnavailable
+	// at once.
+	IntrospectionsRefused int64
+	JWKSFetches           int64
+	JWKSFailures          int64     // fetches that failed (the cached keys serve meanwhile, up to Options.JWKSMaxStale)
+	JWKSFetchedAt         time.Time // the last successful fetch (Options.Now)
+	Revoked               int       // sessions and users currently remembered as revoked
 }
 
 // Verifier checks access tokens. Safe for concurrent use; Close it.
@@ -241,7 +260,7 @@ type Verifier struct {
 	cache   *tokenCache
 	headers headers
 
-	hits, misses, introspections atomic.Int64
+	hits, misses, introspections, refused atomic.Int64
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
@@ -297,12 +316,13 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 			return nil, fmt.Errorf("verify: Options.Algorithms: %q is not one of %s", alg, strings.Join(algorithms, ", "))
 		}
 	}
-	client, transport := defaultClient()
+	intro := newIntrospections(opts.MaxIntrospections, opts.IntrospectionTTL)
+	client, transport := defaultClient(cap(intro.slots))
 	if opts.HTTPClient != nil {
 		client, transport = *opts.HTTPClient, nil
 	}
 	client.CheckRedirect = refuseRedirect
-	v := &Verifier{opts: opts, client: &client, transport: transport, now: opts.Now, logger: opts.Logger}
+	v := &Verifier{opts: opts, client: &client, transport: transport, now: opts.Now, logger: opts.Logger, intro: intro}
 	if v.now == nil {
 		v.now = time.Now
 	}
@@ -316,7 +336,6 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 	v.cache = newTokenCache(size)
 	v.keys = newKeySet(v, opts.JWKSMaxStale)
 	v.revs = newRevocations()
-	v.intro = newIntrospections(opts.MaxIntrospections, opts.IntrospectionTTL)
 	v.ctx, v.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	if err := v.keys.firstFetch(ctx); err != nil {
 		v.Close()
@@ -374,14 +393,18 @@ func missingOptions(opts Options) []string {
 // on a clone of http.DefaultTransport: the connections it keeps alive are
 // then the Verifier's, which Close closes, not left idle in the program's
 // shared pool. (A program that replaced http.DefaultTransport with
-// another kind gets that one, and keeps its connections.)
-func defaultClient() (http.Client, *http.Transport) {
+// another kind gets that one, and keeps its connections.) It keeps idle
+// up to one connection per introspection allowed at once: with the
+// default two, a fallback's calls over HTTP/1.1 would each open one and
+// most be closed after their answer.
+func defaultClient(introspections int) (http.Client, *http.Transport) {
 	client := http.Client{Timeout: 10 * time.Second}
 	t, ok := http.DefaultTransport.(*http.Transport)
 	if !ok {
 		return client, nil
 	}
 	t = t.Clone()
+	t.MaxIdleConnsPerHost = max(t.MaxIdleConnsPerHost, introspections, http.DefaultMaxIdleConnsPerHost)
 	client.Transport = t
 	return client, t
 }
@@ -460,7 +483,7 @@ func (v *Verifier) Stats() Stats {
 	}
 	st := v.revs.stats(v.now())
 	st.CacheHits, st.CacheMisses = v.hits.Load(), v.misses.Load()
-	st.Introspections = v.introspections.Load()
+	st.Introspections, st.IntrospectionsRefused = v.introspections.Load(), v.refused.Load()
 	st.JWKSFetches, st.JWKSFailures = v.keys.fetches.Load(), v.keys.failed.Load()
 	v.keys.mu.RLock()
 	st.JWKSFetchedAt = v.keys.fetchedAt

@@ -75,7 +75,14 @@ type fakeAuthd struct {
 	introInFlight  atomic.Int64
 	introMax       atomic.Int64 // the most introspections in flight at once
 	active         atomic.Bool
+	introStatus    atomic.Int32 // answer introspection with this status when set
+	introDelay     atomic.Int64 // introspection answers after this long (nanoseconds)
+	dropReused     atomic.Bool  // introspection on a connection used before: closed without an answer
+	dropped        atomic.Int64 // connections dropReused closed
 }
+
+// connRequests counts the requests a connection to fakeAuthd has carried.
+type connRequests struct{}
 
 func newFakeAuthd(t testing.TB) *fakeAuthd {
 	f := &fakeAuthd{t: t, clock: &clock{now: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)},
@@ -88,6 +95,14 @@ func newFakeAuthd(t testing.TB) *fakeAuthd {
 		if r.FormValue("token") == "verify-probe" { // New's: not a token
 			f.probes.Add(1)
 			fmt.Fprint(w, `{"active":false}`)
+			return
+		}
+		if f.dropReused.Load() && r.Context().Value(connRequests{}).(*atomic.Int64).Load() > 1 {
+			// A kept-alive connection authd closed meanwhile (its idle
+			// timeout, a restart): the request gets no answer.
+			f.dropped.Add(1)
+			conn, _, _ := w.(http.Hijacker).Hijack()
+			conn.Close()
 			return
 		}
 		f.introspections.Add(1)
@@ -105,9 +120,24 @@ func newFakeAuthd(t testing.TB) *fakeAuthd {
 				return
 			}
 		}
+		select {
+		case <-time.After(time.Duration(f.introDelay.Load())):
+		case <-r.Context().Done():
+			return
+		}
+		if status := f.introStatus.Load(); status != 0 {
+			w.WriteHeader(int(status))
+			return
+		}
 		fmt.Fprintf(w, `{"active":%v}`, f.active.Load())
 	})
-	f.srv = httptest.NewUnstartedServer(mux)
+	f.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Context().Value(connRequests{}).(*atomic.Int64).Add(1)
+		mux.ServeHTTP(w, r)
+	}))
+	f.srv.Config.ConnContext = func(ctx context.Context, _ net.Conn) context.Context {
+		return context.WithValue(ctx, connRequests{}, new(atomic.Int64))
+	}
 	f.srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
 		switch s {
 		case http.StateNew:
@@ -521,8 +551,8 @@ func TestFeedRevocations(t *testing.T) {
 // TestFeedLostFallsBackToIntrospection: by default, once the feed has been
 // lost for a grace of about 2 s, tokens are introspected; introspection's
 // answer decides, and serves its token until the feed has caught up, for
-// IntrospectionTTL at most: one call per token per outage, not one per
-// request.
+// IntrospectionTTL (10 s by default) at most: one call per token per
+// outage and TTL, not one per request.
 func TestFeedLostFallsBackToIntrospection(t *testing.T) {
 	t.Parallel()
 	f := newFakeAuthd(t)
@@ -549,18 +579,15 @@ func TestFeedLostFallsBackToIntrospection(t *testing.T) {
 	f.active.Store(true)
 	verifies("feed lost, introspection active", nil)
 	f.active.Store(false) // revoked: the feed would have said so
-	f.clock.Advance(20 * time.Second)
+	f.clock.Advance(5 * time.Second)
 	verifies("feed lost, the answer kept", nil)
 	introspected("one token, the answer kept", 1)
-	f.clock.Advance(11 * time.Second) // past IntrospectionTTL (30 s)
+	f.clock.Advance(6 * time.Second) // past IntrospectionTTL (10 s)
 	verifies("feed lost, the answer past IntrospectionTTL", verify.ErrRevoked)
 	introspected("the answer past IntrospectionTTL", 2)
 
 	f.active.Store(true)
-	f.mu.Lock()
-	f.feedStatus = 0
-	f.mu.Unlock()
-	waitFor(t, func() bool { return v.Stats().FeedConnected })
+	f.feedBack(t, v)
 	verifies("feed back", nil)
 	introspected("feed back", 2)
 	if st := v.Stats(); st.Reconnects == 0 {
@@ -1026,6 +1053,15 @@ func (f *fakeAuthd) feedLost(t *testing.T, v *verify.Verifier) {
 	time.Sleep(feedLossGrace)
 }
 
+// feedBack lets the feed answer again and waits until v has caught up.
+func (f *fakeAuthd) feedBack(t *testing.T, v *verify.Verifier) {
+	t.Helper()
+	f.mu.Lock()
+	f.feedStatus = 0
+	f.mu.Unlock()
+	waitFor(t, func() bool { return v.Stats().FeedConnected })
+}
+
 // feedLossGrace is the package's grace, and a little more.
 const feedLossGrace = 2*time.Second + 50*time.Millisecond
 
@@ -1037,6 +1073,22 @@ func (f *fakeAuthd) holdIntrospection() (release func()) {
 	defer f.mu.Unlock()
 	f.introGate = gate
 	return func() { close(gate) }
+}
+
+// introspecting is a fakeAuthd that calls tokens active and a Verifier
+// of it whose feed is lost past the grace: a Verifier that introspects.
+func introspecting(t *testing.T, change ...func(*verify.Options)) (*fakeAuthd, *verify.Verifier) {
+	t.Helper()
+	f := newFakeAuthd(t)
+	v := f.verifier(t, change...)
+	f.active.Store(true)
+	f.feedLost(t, v)
+	return f, v
+}
+
+// numbered is f's token with jti "j<i>": a token of its own for each i.
+func (f *fakeAuthd) numbered(t *testing.T, i int) string {
+	return f.sign(t, "k1", with(f.claims(), "jti", fmt.Sprint("j", i)), nil)
 }
 
 // TestJWKSPacedWhileFailing: a stale set, unknown kids and a failing JWKS
@@ -1312,41 +1364,48 @@ func TestIntrospectionShared(t *testing.T) {
 }
 
 // TestIntrospectionBreaker: while introspection cannot answer (it hangs
-// past the client's timeout), the failure is remembered: the other
-// requests get ErrUnavailable at once instead of each waiting for a call
-// of its own; after a second one call at a time tries again, the others
-// still refused meanwhile, and once one succeeds calls go ahead.
+// past the client's timeout), the failures are remembered: one may be the
+// connection's, and the next token is still asked about, but after two in
+// a row the other requests get ErrUnavailable at once instead of each
+// waiting for a call of its own; after a second one call at a time tries
+// again, the others still refused meanwhile, and once one succeeds calls
+// go ahead.
 func TestIntrospectionBreaker(t *testing.T) {
 	t.Parallel()
-	f := newFakeAuthd(t)
 	const timeout = 500 * time.Millisecond
-	v := f.verifier(t, func(o *verify.Options) { o.HTTPClient = &http.Client{Timeout: timeout} })
-	f.active.Store(true)
-	f.feedLost(t, v)
+	f, v := introspecting(t, func(o *verify.Options) { o.HTTPClient = &http.Client{Timeout: timeout} })
 	release := f.holdIntrospection() // authd hangs
-	token := func(i int) string { return f.sign(t, "k1", with(f.claims(), "jti", fmt.Sprint("j", i)), nil) }
-	if _, err := v.Verify(context.Background(), token(0)); !errors.Is(err, verify.ErrUnavailable) {
-		t.Fatalf("introspection hanging: %v, want ErrUnavailable", err)
+	token := func(i int) string { return f.numbered(t, i) }
+	for i := range 2 {
+		if _, err := v.Verify(context.Background(), token(i)); !errors.Is(err, verify.ErrUnavailable) {
+			t.Fatalf("introspection hanging: %v, want ErrUnavailable", err)
+		}
+		if n := f.introspections.Load(); n != int64(i+1) {
+			t.Fatalf("after %d failed introspections: %d made, want %d: one failure does not stop calls", i+1, n, i+1)
+		}
 	}
 	tokens := make([]string, 20)
 	for i := range tokens {
-		tokens[i] = token(1 + i)
+		tokens[i] = token(2 + i)
 	}
 	start := time.Now()
 	var wg sync.WaitGroup
 	for _, tok := range tokens {
 		wg.Go(func() {
 			if _, err := v.Verify(context.Background(), tok); !errors.Is(err, verify.ErrUnavailable) {
-				t.Errorf("after a failed introspection: %v, want ErrUnavailable", err)
+				t.Errorf("after two failed introspections: %v, want ErrUnavailable", err)
 			}
 		})
 	}
 	wg.Wait()
 	if d := time.Since(start); d >= timeout {
-		t.Errorf("20 requests after a failed introspection took %s, want them refused at once", d)
+		t.Errorf("20 requests after two failed introspections took %s, want them refused at once", d)
 	}
-	if n := f.introspections.Load(); n != 1 {
-		t.Errorf("%d introspections, want 1: the failure is remembered", n)
+	if n := f.introspections.Load(); n != 2 {
+		t.Errorf("%d introspections, want 2: the failures are remembered", n)
+	}
+	if st := v.Stats(); st.IntrospectionsRefused != 20 {
+		t.Errorf("Stats: %d introspections refused, want 20", st.IntrospectionsRefused)
 	}
 
 	time.Sleep(time.Second) // the pause: one call may try again
@@ -1355,7 +1414,7 @@ func TestIntrospectionBreaker(t *testing.T) {
 		_, err := v.Verify(context.Background(), token(100))
 		trial <- err
 	}()
-	waitFor(t, func() bool { return f.introspections.Load() == 2 })
+	waitFor(t, func() bool { return f.introspections.Load() == 3 })
 	if _, err := v.Verify(context.Background(), token(101)); !errors.Is(err, verify.ErrUnavailable) {
 		t.Errorf("while one call tries again: %v, want ErrUnavailable at once", err)
 	}
@@ -1366,8 +1425,111 @@ func TestIntrospectionBreaker(t *testing.T) {
 	if _, err := v.Verify(context.Background(), token(102)); err != nil {
 		t.Errorf("introspection answering again: %v", err)
 	}
-	if n := f.introspections.Load(); n != 3 {
-		t.Errorf("%d introspections, want 3", n)
+	if n := f.introspections.Load(); n != 4 {
+		t.Errorf("%d introspections, want 4", n)
+	}
+}
+
+// TestBreakerEndsWithTheOutage: introspection failures of one outage do
+// not refuse the next one's tokens. The feed caught up in between (authd
+// was reachable), so the next outage starts with calls allowed, not with
+// one trial at a time and every other token refused.
+func TestBreakerEndsWithTheOutage(t *testing.T) {
+	t.Parallel()
+	f, v := introspecting(t)
+	f.introStatus.Store(http.StatusServiceUnavailable)
+	for i := range 3 {
+		if _, err := v.Verify(context.Background(), f.numbered(t, i)); !errors.Is(err, verify.ErrUnavailable) {
+			t.Fatalf("introspection failing: %v, want ErrUnavailable", err)
+		}
+	}
+	if n := f.introspections.Load(); n != 2 {
+		t.Fatalf("%d introspections, want 2, then the breaker open", n)
+	}
+	f.introStatus.Store(0)
+	f.feedBack(t, v)
+
+	f.feedLost(t, v) // the next outage
+	release := f.holdIntrospection()
+	first := make(chan error, 1)
+	go func() {
+		_, err := v.Verify(context.Background(), f.numbered(t, 10))
+		first <- err
+	}()
+	waitFor(t, func() bool { return f.introspections.Load() == 3 })
+	second := make(chan error, 1)
+	go func() {
+		_, err := v.Verify(context.Background(), f.numbered(t, 11))
+		second <- err
+	}()
+	for deadline := time.Now().Add(5 * time.Second); f.introspections.Load() < 4; time.Sleep(2 * time.Millisecond) {
+		select {
+		case err := <-second:
+			t.Fatalf("the next outage, another token's call in flight: %v, want it asked about too", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the next outage: a second token is not asked about")
+		}
+	}
+	release()
+	for _, done := range []chan error{first, second} {
+		if err := <-done; err != nil {
+			t.Errorf("the next outage, introspection answering: %v", err)
+		}
+	}
+}
+
+// TestIntrospectionQueueNotCountedAgainstAuthd: a call that waited for a
+// free slot still has the whole timeout for authd's answer: its caller
+// gives up when its own 10 s (here 2 s) have passed, but the call goes on,
+// succeeds, and its answer serves the token's next request; nothing is
+// counted as authd's failure. Not parallel: it shortens the timeout.
+func TestIntrospectionQueueNotCountedAgainstAuthd(t *testing.T) {
+	verify.SetIntrospectionTimeout(t, 2*time.Second)
+	f, v := introspecting(t, func(o *verify.Options) { o.MaxIntrospections = 1 })
+	f.introDelay.Store(int64(1200 * time.Millisecond)) // slow, within the timeout
+	first, queued := f.numbered(t, 1), f.numbered(t, 2)
+	errs := []chan error{make(chan error, 1), make(chan error, 1)}
+	for i, tok := range []string{first, queued} {
+		go func() {
+			_, err := v.Verify(context.Background(), tok)
+			errs[i] <- err
+		}()
+		waitFor(t, func() bool { return f.introspections.Load() == 1 }) // the first has the slot
+	}
+	if err := <-errs[0]; err != nil {
+		t.Errorf("the first token: %v", err)
+	}
+	if err := <-errs[1]; !errors.Is(err, verify.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("the queued token, 1.2 s queued and 1.2 s asked: %v, want its caller's wait over (DeadlineExceeded)", err)
+	}
+	waitFor(t, func() bool { return f.introspections.Load() == 2 && f.introInFlight.Load() == 0 })
+	f.introDelay.Store(0)
+	if _, err := v.Verify(context.Background(), queued); err != nil {
+		t.Errorf("the queued token, its call answered after its caller left: %v", err)
+	}
+	if n := f.introspections.Load(); n != 2 {
+		t.Errorf("%d introspections, want 2: the queued call's answer kept", n)
+	}
+}
+
+// TestIntrospectionRetriedOnAStaleConnection: a call sent on a kept-alive
+// connection that authd has closed meanwhile (its idle timeout, a
+// restart) is retried on a new one, as a GET would be, rather than fail
+// and count toward the breaker.
+func TestIntrospectionRetriedOnAStaleConnection(t *testing.T) {
+	t.Parallel()
+	f, v := introspecting(t)
+	if _, err := v.Verify(context.Background(), f.numbered(t, 1)); err != nil {
+		t.Fatal(err) // its connection stays open, idle
+	}
+	f.dropReused.Store(true)
+	if _, err := v.Verify(context.Background(), f.numbered(t, 2)); err != nil {
+		t.Errorf("introspection on a connection authd closed: %v, want it retried on another", err)
+	}
+	if f.dropped.Load() == 0 {
+		t.Error("no connection reused: the test tested nothing")
 	}
 }
 
@@ -1394,10 +1556,7 @@ func TestFailClosedRefusesEveryToken(t *testing.T) {
 	if _, err := v.Verify(context.Background(), old); !errors.Is(err, verify.ErrUnavailable) {
 		t.Errorf("a token issued before the loss: %v, want ErrUnavailable", err)
 	}
-	f.mu.Lock()
-	f.feedStatus = 0
-	f.mu.Unlock()
-	waitFor(t, func() bool { return v.Stats().FeedConnected })
+	f.feedBack(t, v)
 	for _, tok := range []string{old, fresh} {
 		if _, err := v.Verify(context.Background(), tok); err != nil {
 			t.Errorf("feed back: %v", err)
