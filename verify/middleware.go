@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 )
 
 type ctxKey struct{}
@@ -25,8 +27,19 @@ func ClaimsFrom(ctx context.Context) (*Claims, bool) {
 // the revocation state cannot be known (ErrUnavailable). The challenge
 // carries no acr_values: authd issues no acr claim and ignores acr_values,
 // so the client learns what to do from the description alone.
+//
+// On a Verifier New did not make (nil, or the zero value) every token
+// gets a 503, as from a closed one, and the handler says so once, in
+// slog.Default's log (such a Verifier has no Options.Logger): a wiring
+// mistake must not pass for an outage.
 func (v *Verifier) Middleware(next http.Handler) http.Handler {
+	var notNew sync.Once
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !v.made() {
+			notNew.Do(func() {
+				slog.Default().ErrorContext(r.Context(), "verify: Middleware's Verifier was not made by verify.New (nil or zero): every token is answered 503")
+			})
+		}
 		auth := r.Header.Get("Authorization")
 		scheme, token, _ := strings.Cut(auth, " ")
 		if !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
@@ -63,7 +76,7 @@ func (v *Verifier) Middleware(next http.Handler) http.Handler {
 // printable ASCII but for '"' and '\') is named in the detail only.
 func insufficient(err error) (description, detail string) {
 	var m missingAMR
-	if !errors.As(err, &m) || m.method == "mfa" {
+	if !errors.As(err, &m) {
 		return "a second factor is required", "This resource needs a login with a second factor."
 	}
 	detail = fmt.Sprintf("This resource needs a login with the authentication method %q (RFC 8176 amr).", m.method)

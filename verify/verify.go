@@ -529,29 +529,34 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 	return &out, nil
 }
 
+// checkAMR refuses a login without a method Options.RequireMFA or
+// RequireAMR asks for. Without mfa the error is ErrMFARequired itself, as
+// it always was (callers compare with ==); without another method it is a
+// missingAMR.
 func (v *Verifier) checkAMR(c *Claims) error {
 	if v.opts.RequireMFA && !c.HasAMR("mfa") {
-		return missingAMR{"mfa"}
+		return ErrMFARequired
 	}
 	for _, m := range v.opts.RequireAMR {
-		if !c.HasAMR(m) {
+		switch {
+		case c.HasAMR(m):
+		case m == "mfa":
+			return ErrMFARequired
+		default:
 			return missingAMR{m}
 		}
 	}
 	return nil
 }
 
-// missingAMR is a login without a method that Options.RequireMFA or
-// RequireAMR asks for. It is ErrMFARequired to errors.Is (the login is not
-// strong enough here, whichever method it lacks), and names the method, so
-// that a refusal for want of a passkey (hwk) does not ask for a second
-// factor the login may well have passed.
+// missingAMR is a login without a method other than mfa that
+// Options.RequireAMR asks for. It is ErrMFARequired to errors.Is (the
+// login is not strong enough here, whichever method it lacks), and names
+// the method, so that a refusal for want of a passkey (hwk) does not ask
+// for a second factor the login may well have passed.
 type missingAMR struct{ method string }
 
 func (e missingAMR) Error() string {
-	if e.method == "mfa" {
-		return ErrMFARequired.Error()
-	}
 	return fmt.Sprintf("verify: a login with %q is required (amr lacks it)", e.method)
 }
 

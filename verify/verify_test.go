@@ -884,6 +884,15 @@ func TestMiddleware(t *testing.T) {
 			t.Errorf("%s: Content-Type %q", tc.name, rec.Header().Get("Content-Type"))
 		}
 	}
+	// RequireMFA's refusal is ErrMFARequired itself, as it always was: a
+	// caller may compare with ==. So is RequireAMR's, for mfa.
+	if _, err := v.Verify(context.Background(), pwd); err != verify.ErrMFARequired {
+		t.Errorf("RequireMFA, a password-only login: %v, want ErrMFARequired itself", err)
+	}
+	amr := f.verifier(t, func(o *verify.Options) { o.RequireAMR = []string{"mfa"} })
+	if _, err := amr.Verify(context.Background(), pwd); err != verify.ErrMFARequired {
+		t.Errorf("RequireAMR mfa, a password-only login: %v, want ErrMFARequired itself", err)
+	}
 	v.Close()
 	if _, err := v.Verify(context.Background(), mfa); !errors.Is(err, verify.ErrClosed) {
 		t.Errorf("after Close: %v, want ErrClosed", err)
@@ -936,6 +945,30 @@ func TestVerifierNotFromNew(t *testing.T) {
 		if rec.Code != http.StatusServiceUnavailable {
 			t.Errorf("%s Verifier: Middleware answered %d, want 503", name, rec.Code)
 		}
+	}
+}
+
+// TestMiddlewareSaysItsVerifierIsNotFromNew: Middleware on a Verifier New
+// did not make says so once, in slog.Default's log, rather than answer 503
+// in silence as if authd were down. Not parallel: it sets slog's default.
+func TestMiddlewareSaysItsVerifierIsNotFromNew(t *testing.T) {
+	old := slog.Default()
+	t.Cleanup(func() { slog.SetDefault(old) })
+	for name, v := range map[string]*verify.Verifier{"nil": nil, "zero": {}} {
+		var logs bytes.Buffer
+		var mu sync.Mutex
+		slog.SetDefault(slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)))
+		h := v.Middleware(http.NotFoundHandler())
+		for range 3 {
+			req := httptest.NewRequest("GET", "/", nil)
+			req.Header.Set("Authorization", "Bearer a.b.c")
+			h.ServeHTTP(httptest.NewRecorder(), req)
+		}
+		mu.Lock()
+		if n := strings.Count(logs.String(), "not made by verify.New"); n != 1 {
+			t.Errorf("%s Verifier: %d log lines saying it is not New's, want 1:\n%s", name, n, logs.String())
+		}
+		mu.Unlock()
 	}
 }
 
