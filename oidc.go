@@ -232,6 +232,9 @@ func (s *Service) NeedsConsent(ctx context.Context, oc *OAuthClient, user uuid.U
 func (s *Service) GrantConsent(ctx context.Context, c Client, user uuid.UUID, clientID string, scopes []string) error {
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
+		if err := holdClient(ctx, tx, clientID); err != nil {
+			return err
+		}
 		if err := lockRequester(ctx, tx, user, now); err != nil {
 			return err
 		}
@@ -256,6 +259,21 @@ func (s *Service) GrantConsent(ctx context.Context, c Client, user uuid.UUID, cl
 		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventOIDCConsentGranted, ResultSuccess, user, "",
 			map[string]any{"client_id": clientID, "scopes": FormatScopes(granted)}))
 	})
+}
+
+// holdClient holds the client against deletion until tx ends
+// (SharedClient), before anything else the flow locks: a deletion, which
+// locks the client first, and then its requests, consents and codes (the
+// cascade), waits for the flow or the flow for it, and neither holds a row
+// the other needs (a request, a consent) while it waits for the client's
+// key-share lock a new code or consent takes. ENotFound (as errNoAuthRequest,
+// the request gone with its client) when it is gone.
+func holdClient(ctx context.Context, tx *txn, id string) error {
+	_, err := tx.SharedClient(ctx, id)
+	if ErrorCode(err) == ENotFound {
+		return errNoAuthRequest
+	}
+	return err
 }
 
 // DenyConsent records that the user refused the client the scopes of
@@ -349,9 +367,20 @@ var errSignInEnded = Errorf(EInvalidToken, "The sign-in ended; sign in again.")
 // EUnavailable.
 func (s *Service) IssueCode(ctx context.Context, c Client, requestID uuid.UUID, sess *Session) (string, *AuthRequest, error) {
 	raw, digest := newOpaqueToken()
+	// Its client, first: read before the transaction, which holds it.
+	pending, err := s.store.AuthRequest(ctx, requestID)
+	if ErrorCode(err) == ENotFound {
+		return "", nil, errNoAuthRequest
+	}
+	if err != nil {
+		return "", nil, err
+	}
 	var req *AuthRequest
-	err := s.inTx(ctx, func(tx *txn) error {
+	err = s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
+		if err := holdClient(ctx, tx, pending.ClientID); err != nil {
+			return err
+		}
 		if err := lockRequester(ctx, tx, sess.UserID, now); err != nil {
 			return err
 		}
@@ -366,7 +395,7 @@ func (s *Service) IssueCode(ctx context.Context, c Client, requestID uuid.UUID, 
 			return err
 		}
 		req, err = tx.AuthRequest(ctx, requestID)
-		if ErrorCode(err) == ENotFound || err == nil && !now.Before(req.ExpiresAt) {
+		if ErrorCode(err) == ENotFound || err == nil && (!now.Before(req.ExpiresAt) || req.ClientID != pending.ClientID) {
 			return errNoAuthRequest
 		}
 		if err != nil {

@@ -139,6 +139,40 @@ func TestClientDeletedWhileItsCodeIsRedeemed(t *testing.T) {
 	}
 }
 
+// TestClientDeletedWhileACodeIsIssued: a client is deleted while a signed-in
+// browser is given one of its codes. The issue holds the client from its
+// start, so the deletion waits for it (and then deletes the code with the
+// client) rather than delete the request the issue is about to take: in
+// that order the issue held the request and waited for the client's
+// key-share lock its code needs while the deletion's cascade waited for
+// the request, and PostgreSQL ended one of them.
+func TestClientDeletedWhileACodeIsIssued(t *testing.T) {
+	t.Parallel()
+	p := pausedCode(t, "issue@example.org", func(*authd.Config) {})
+	defer p.release()
+	e, store := p.e, p.store
+
+	issued := make(chan url.Values, 1)
+	go func() {
+		p.browser.get(p.rp.cfg.AuthCodeURL("st-2", oauth2.S256ChallengeOption(p.verifier)))
+		issued <- p.browser.callback()
+	}()
+	<-store.paused // the issue holds the user and the browser session
+	deleted := make(chan error, 1)
+	go func() { deleted <- e.svc.DeleteClient(context.Background(), authd.Client{}, p.client.ID) }()
+	waitForLock(t, store.Store) // the deletion's, on the client
+	p.release()
+	if cb := <-issued; cb == nil || cb.Get("code") == "" {
+		t.Errorf("the issue: %v; want a code", cb)
+	}
+	if err := <-deleted; err != nil {
+		t.Fatalf("the deletion: %v", err)
+	}
+	if _, err := e.svc.OAuthClient(context.Background(), p.client.ID); authd.ErrorCode(err) != authd.ENotFound {
+		t.Errorf("the client after its deletion: %v; want ENotFound", err)
+	}
+}
+
 // TestUnknownCodeHoldsNoClient: a made-up code, which anyone may send in
 // a public client's name, is refused without holding the client (only a
 // redemption that can succeed does): it is answered while a deletion of
