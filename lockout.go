@@ -199,19 +199,28 @@ func (s *Service) pastPasswordLock(ctx context.Context, tx *txn, u *User, now ti
 
 // adminUnlockSince returns the time of the user's latest unlock by an
 // administrator at or after since (the user's copy of its admin_action
-// row, written whether or not the account was locked), or since.
+// row, written whether or not the account was locked), or since. Every
+// page of the user's admin actions is read, newest first, until one is an
+// unlock: an administrator's reads of the account (its log, its factors)
+// are actions too, and must not push the unlock out of sight.
 func (s *Service) adminUnlockSince(ctx context.Context, tx *txn, user uuid.UUID, since time.Time) (time.Time, error) {
-	actions, err := tx.SecurityLogs(ctx, SecurityLogFilter{UserID: user, EventType: EventAdminAction,
-		Since: since, Limit: MaxListLimit})
-	if err != nil {
-		return since, err
-	}
-	for _, a := range actions { // newest first
-		if a.AdditionalContext["action"] == "unlock" {
-			return a.Timestamp, nil
+	f := SecurityLogFilter{UserID: user, EventType: EventAdminAction, Since: since, Limit: MaxListLimit}
+	for {
+		actions, err := tx.SecurityLogs(ctx, f)
+		if err != nil {
+			return since, err
 		}
+		for _, a := range actions { // newest first
+			if a.AdditionalContext["action"] == "unlock" {
+				return a.Timestamp, nil
+			}
+		}
+		if len(actions) < f.Limit {
+			return since, nil
+		}
+		last := actions[len(actions)-1]
+		f.After = &Cursor{Time: last.Timestamp, ID: last.ID}
 	}
-	return since, nil
 }
 
 // pastPasswordMemory is how far back pastPasswordLock counts locks.

@@ -327,15 +327,22 @@ func (s *Service) Consents(ctx context.Context, a *AccessClaims) ([]*Consent, ma
 func (s *Service) RevokeConsent(ctx context.Context, c Client, a *AccessClaims, clientID string) error {
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
-		// The user before the consent and sessions, as every flow locks
-		// them (Store.InTx): an erasure holds the user, ends the sessions
-		// and deletes the consent.
+		// The client first, held (as holdClient does): a deletion ends the
+		// client's sessions, then deletes its consents. Then the user
+		// before the consent and sessions, as every flow locks them
+		// (Store.InTx): an erasure holds the user, ends the sessions and
+		// deletes the consent.
+		if _, err := tx.SharedClient(ctx, clientID); ErrorCode(err) == ENotFound {
+			return errNoConsent
+		} else if err != nil {
+			return err
+		}
 		if _, err := tx.User(ctx, a.UserID); err != nil {
 			return err
 		}
 		if err := tx.DeleteConsent(ctx, a.UserID, clientID); err != nil {
 			if ErrorCode(err) == ENotFound {
-				return Errorf(ENotFound, "No consent to this client.")
+				return errNoConsent
 			}
 			return err
 		}
@@ -352,6 +359,8 @@ func (s *Service) RevokeConsent(ctx context.Context, c Client, a *AccessClaims, 
 			map[string]any{"client_id": clientID, "sessions_revoked": len(ids)}))
 	})
 }
+
+var errNoConsent = Errorf(ENotFound, "No consent to this client.")
 
 // errSignInEnded refuses a code to a browser session that ended between
 // the caller's read of it and the code's transaction.

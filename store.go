@@ -284,7 +284,9 @@ type Queries interface {
 	UpdateMFAChallenge(ctx context.Context, c *MFAChallenge) error
 	// VoidOpenMFAChallenges sets Failures to mark (MFAChallengeVoided or
 	// MFAChallengeOutdated) on the user's login challenges not yet passed
-	// (UsedAt zero), whatever their expiry.
+	// (UsedAt zero), whatever their expiry; MFAChallengeOutdated leaves the
+	// ones already MFAChallengeVoided as they are (a new password's mark
+	// says more).
 	VoidOpenMFAChallenges(ctx context.Context, userID uuid.UUID, mark int) error
 	// OpenChallengeSince reports whether a login challenge of the user
 	// began at or after since, was not passed (UsedAt zero), not voided by

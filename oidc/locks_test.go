@@ -23,14 +23,14 @@ import (
 )
 
 // pausingStore pauses the first transaction that reads session, ends
-// every session of user ended, or erases the personal data of user erased,
-// just after (it holds those rows then), until resume closes; paused
-// closes then.
+// every session of user ended, erases the personal data of user erased, or
+// reads a consent of user consenting, just after (it holds those rows
+// then), until resume closes; paused closes then.
 type pausingStore struct {
 	authd.Store
-	session, ended, erased uuid.UUID
-	paused, resume         chan struct{}
-	spent                  atomic.Bool
+	session, ended, erased, consenting uuid.UUID
+	paused, resume                     chan struct{}
+	spent                              atomic.Bool
 }
 
 // pause holds the first transaction that gets here; the later ones go on
@@ -170,6 +170,37 @@ func TestClientDeletedWhileACodeIsIssued(t *testing.T) {
 	}
 	if _, err := e.svc.OAuthClient(context.Background(), p.client.ID); authd.ErrorCode(err) != authd.ENotFound {
 		t.Errorf("the client after its deletion: %v; want ENotFound", err)
+	}
+}
+
+// TestClientDeletedWhileAConsentIsGiven: a client is deleted while a user
+// consents to it. The consent holds the client from its start, so the
+// deletion waits for it, then deletes the consent with the client; read
+// without it, the deletion went first and the consent's insert then named
+// a client gone.
+func TestClientDeletedWhileAConsentIsGiven(t *testing.T) {
+	t.Parallel()
+	e, store, release := pausingEnv(t, func(*authd.Config) {})
+	defer release()
+	u := e.user("consenting@example.org")
+	c, _ := e.client("third", authd.ClientConfidential, false)
+	store.consenting = u.ID
+	ctx := context.Background()
+	granted := make(chan error, 1)
+	go func() { granted <- e.svc.GrantConsent(ctx, authd.Client{}, u.ID, c.ID, []string{"openid"}) }()
+	<-store.paused // the consent holds the user
+	deleted := make(chan error, 1)
+	go func() { deleted <- e.svc.DeleteClient(ctx, authd.Client{}, c.ID) }()
+	waitForLock(t, store.Store) // the deletion's, on the client
+	release()
+	if err := <-granted; err != nil {
+		t.Errorf("the consent: %v", err)
+	}
+	if err := <-deleted; err != nil {
+		t.Fatalf("the deletion: %v", err)
+	}
+	if _, err := store.Consent(ctx, u.ID, c.ID); authd.ErrorCode(err) != authd.ENotFound {
+		t.Errorf("the consent to the deleted client: %v; want ENotFound", err)
 	}
 }
 
@@ -327,6 +358,14 @@ func (q *pausingQueries) RevokeUserSessions(ctx context.Context, userID, except 
 		q.s.pause()
 	}
 	return ids, err
+}
+
+func (q *pausingQueries) Consent(ctx context.Context, userID uuid.UUID, clientID string) (*authd.Consent, error) {
+	c, err := q.Queries.Consent(ctx, userID, clientID)
+	if userID == q.s.consenting {
+		q.s.pause()
+	}
+	return c, err
 }
 
 func (q *pausingQueries) ErasePersonalData(ctx context.Context, userID uuid.UUID) error {

@@ -260,7 +260,7 @@ func (p *Provider) consent(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := p.svc.GrantConsent(r.Context(), client(r.Context()), sess.UserID, oc.ID, req.Scopes); err != nil {
 		if authd.ErrorCode(err) == authd.ENotFound {
-			p.requestGone(w) // the account was erased or locked meanwhile
+			p.requestGone(w) // the account was erased or locked, or the client deleted, meanwhile
 			return
 		}
 		p.unavailable(w, err)

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // BcryptCosts implements authd.Store (a scan of users, made once at start).
@@ -275,8 +276,32 @@ const erasedAccountGone = `account_status = 'deleted' AND updated_at < $1
 	AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.user_id = users.id
 		AND s.expires_at >= $1 AND (s.revoked_at IS NULL OR s.revoked_at >= $1))`
 
-// purgeLockWait bounds each purge statement's wait for a row lock.
+// purgeLockWait bounds each wait of a purge batch for a row lock.
 const purgeLockWait = "500ms"
+
+// purgeBatch runs one batch's delete in a transaction of its own, whose
+// lock_timeout (SET LOCAL: it ends with the transaction, never left on the
+// pooled connection) bounds its waits for row locks. SKIP LOCKED passes
+// over the rows a flow holds, but not the rows a delete cascades to (a
+// session's tokens and codes): a batch that waits for one gives up after
+// purgeLockWait and leaves the step's rest to the next run, before
+// PostgreSQL would look for a deadlock (deadlock_timeout, 1 s by default)
+// and perhaps abort the flow.
+func purgeBatch(ctx context.Context, conn *pgxpool.Conn, query string, args ...any) (int64, error) {
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, err := tx.Exec(ctx, `SELECT set_config('lock_timeout', $1, true)`, purgeLockWait); err != nil {
+		return 0, err
+	}
+	tag, err := tx.Exec(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	return tag.RowsAffected(), tx.Commit(ctx)
+}
 
 // lockWaited reports whether err is a statement's lock_timeout, or a
 // deadlock PostgreSQL ended it for.
@@ -304,15 +329,6 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 		return res, nil
 	}
 	defer conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, purgeLockID)
-	// SKIP LOCKED (below) passes over the rows a flow holds, but not the
-	// rows a delete cascades to (a session's tokens and codes): a step
-	// that waits for one gives up after purgeLockWait and leaves its rest
-	// to the next run, well before PostgreSQL would look for a deadlock
-	// (deadlock_timeout, 1 s by default) and perhaps abort the flow.
-	if _, err := conn.Exec(ctx, `SELECT set_config('lock_timeout', $1, false)`, purgeLockWait); err != nil {
-		return res, translate(err)
-	}
-	defer conn.Exec(context.WithoutCancel(ctx), `RESET lock_timeout`)
 
 	steps := []struct {
 		n     *int
@@ -347,7 +363,7 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 			// A row a flow holds is left to the next run: waiting for
 			// it could deadlock with a flow that locks the same rows in
 			// another order (a new password voiding a user's challenges).
-			tag, err := conn.Exec(ctx, `DELETE FROM `+st.table+` WHERE id IN (SELECT id FROM `+st.table+
+			n, err := purgeBatch(ctx, conn, `DELETE FROM `+st.table+` WHERE id IN (SELECT id FROM `+st.table+
 				` WHERE `+st.where+` LIMIT $2 FOR UPDATE SKIP LOCKED)`, st.at, r.Batch)
 			if lockWaited(err) {
 				break // the batch rolled back; the next run takes it
@@ -355,8 +371,8 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 			if err != nil {
 				return res, translate(err)
 			}
-			*st.n += int(tag.RowsAffected())
-			if tag.RowsAffected() < int64(r.Batch) {
+			*st.n += int(n)
+			if n < int64(r.Batch) {
 				break
 			}
 		}

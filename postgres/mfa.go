@@ -138,8 +138,9 @@ func scanChallenge(row pgx.Row) (*authd.MFAChallenge, error) {
 // VoidOpenMFAChallenges implements authd.Queries. The flows that call it
 // hold the user, which MFAChallenge locks first (ownedRow).
 func (q *queries) VoidOpenMFAChallenges(ctx context.Context, userID uuid.UUID, mark int) error {
-	return q.write(ctx, nil, `UPDATE mfa_challenges SET failures = $2 WHERE user_id = $1 AND used_at IS NULL`,
-		userID, mark)
+	return q.write(ctx, nil, `UPDATE mfa_challenges SET failures = $2
+		WHERE user_id = $1 AND used_at IS NULL AND (failures <> $3 OR $2 = $3)`,
+		userID, mark, authd.MFAChallengeVoided)
 }
 
 func (q *queries) UpdateMFAChallenge(ctx context.Context, c *authd.MFAChallenge) error {

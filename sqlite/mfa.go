@@ -131,8 +131,9 @@ func scanChallenge(row scanner) (*authd.MFAChallenge, error) {
 // UpdateMFAChallenge implements authd.Queries.
 // VoidOpenMFAChallenges implements authd.Queries.
 func (q *queries) VoidOpenMFAChallenges(ctx context.Context, userID uuid.UUID, mark int) error {
-	_, err := q.db.ExecContext(ctx, `UPDATE mfa_challenges SET failures = ? WHERE user_id = ? AND used_at IS NULL`,
-		mark, userID)
+	_, err := q.db.ExecContext(ctx, `UPDATE mfa_challenges SET failures = ?1
+		WHERE user_id = ?2 AND used_at IS NULL AND (failures <> ?3 OR ?1 = ?3)`,
+		mark, userID, authd.MFAChallengeVoided)
 	return translate(err)
 }
 

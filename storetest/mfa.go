@@ -200,6 +200,22 @@ func testMFAChallenges(t *testing.T, s authd.Store) {
 	if got, err := s.OpenChallengeSince(ctx, u.ID, Epoch, Epoch); err != nil || got {
 		t.Errorf("OpenChallengeSince after voiding = %v, %v; want false", got, err)
 	}
+	// A new factor's mark leaves a new password's as it is.
+	if err := s.InTx(ctx, func(tx authd.Queries) error {
+		if _, err := tx.User(ctx, u.ID); err != nil {
+			return err
+		}
+		return tx.VoidOpenMFAChallenges(ctx, u.ID, authd.MFAChallengeOutdated)
+	}); err != nil {
+		t.Fatalf("VoidOpenMFAChallenges for a new factor after a new password: %v", err)
+	}
+	if got, err := s.MFAChallenge(ctx, mine.Token); err != nil || got.Failures != authd.MFAChallengeVoided {
+		t.Errorf("challenge %s voided by a new password, then a new factor: %+v, %v; want failures %d",
+			mine.Token, got, err, authd.MFAChallengeVoided)
+	}
+	if got, err := s.OpenChallengeSince(ctx, u.ID, Epoch, Epoch); err != nil || got {
+		t.Errorf("OpenChallengeSince after a new password, then a new factor = %v, %v; want false", got, err)
+	}
 	if err := s.InTx(ctx, func(tx authd.Queries) error {
 		if _, err := tx.User(ctx, other.ID); err != nil {
 			return err
