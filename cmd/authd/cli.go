@@ -170,7 +170,10 @@ func fromService(cmd string, err error, flags map[string]string, hint string) er
 		msg = strings.Join(msgs, "; ")
 	case error(de) != err: // wrapped: the wrapping says where
 		msg = err.Error()
-	case de.Err != nil && msg != "":
+	case de.Err != nil && msg != "" && (de.Code == authd.EUnavailable || de.Code == authd.EInternal):
+		// The cause helps with an outage (which database, what it said);
+		// of a conflict or a refusal the message says all, and the store's
+		// wording (a constraint's name, SQLSTATE) is not the operator's.
 		msg += ": " + de.Err.Error()
 	case msg == "":
 		msg = err.Error()

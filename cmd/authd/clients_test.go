@@ -3,7 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"io/fs"
 	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -61,6 +66,26 @@ func TestClientsCLI(t *testing.T) {
 			fresh := strings.TrimSpace(strings.SplitN(strings.SplitN(out, "client_secret:", 2)[1], "\n", 2)[0])
 			if fresh == "" || fresh == created.ClientSecret {
 				t.Fatalf("rotate-secret: %s", out)
+			}
+
+			// A taken id is told as such, not in the store's words.
+			if out := cli(exitFailure, "clients", "create", "--id", "spa", "--name", "Again", "--type", "public",
+				"--redirect-uri", "http://localhost:5173/cb"); !strings.Contains(out, "a client with this id exists") ||
+				strings.Contains(out, "constraint") || strings.Contains(out, "SQLSTATE") {
+				t.Errorf("create with a taken id: %s; want why, without the database's wording", out)
+			}
+			// A keys directory other than the servers' (a typo) is refused
+			// while clients exist, before a secret is digested under a key
+			// made there, which no server would accept.
+			wrongKeys := filepath.Join(t.TempDir(), "keys")
+			typo := maps.Clone(env)
+			typo["AUTHD_KEYS_DIR"] = wrongKeys
+			code, stdout, stderr := runCLI(t, typo, "clients", "rotate-secret", "proxy")
+			if code != exitFailure || !strings.Contains(stderr, "holds no refresh-token.key") || stdout != "" {
+				t.Errorf("rotate-secret with another keys directory: exit %d, %s%s; want refused, no secret", code, stdout, stderr)
+			}
+			if _, err := os.Stat(filepath.Join(wrongKeys, token.RefreshKeyFile)); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("the refused command left a key in the other directory: %v", err)
 			}
 
 			// A service on the same database and keys directory accepts the new secret only.

@@ -194,3 +194,21 @@ func TestDefaultDatabaseLeftBehind(t *testing.T) {
 		t.Errorf("admin users list once the file is moved: exit %d, stderr %q", code, stderr)
 	}
 }
+
+// TestMigrateDownPastTheFirst: `migrate down N` with more than are applied
+// is a typo, refused with how many there are, and rolls nothing back (it
+// dropped every table).
+func TestMigrateDownPastTheFirst(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	if code, _, stderr := runCLI(t, env, "migrate", "up"); code != exitOK {
+		t.Fatalf("migrate up: %s", stderr)
+	}
+	code, _, stderr := runCLI(t, env, "migrate", "down", "100")
+	if code != exitFailure || !strings.Contains(stderr, "only ") || !strings.Contains(stderr, "hint: ") {
+		t.Errorf("migrate down 100: exit %d, %s; want refused, how many are applied, and a hint", code, stderr)
+	}
+	if code, stdout, stderr := runCLI(t, env, "migrate", "up"); code != exitOK || !strings.Contains(stdout, "already at head") {
+		t.Errorf("migrate up after the refused down: exit %d, %s%s; want already at head", code, stdout, stderr)
+	}
+}

@@ -628,7 +628,8 @@ func TestMigrateCLI(t *testing.T) {
 				{[]string{"migrate", "redo"}, 0, "down " + last},
 				{[]string{"migrate", "down", "1"}, 0, "down " + last},
 				{[]string{"migrate", "check"}, 1, ""},
-				{[]string{"migrate", "down", "50"}, 0, "down " + first},
+				{[]string{"migrate", "down", "50"}, 1, ""}, // more than are applied: a typo, refused
+				{[]string{"migrate", "down", fmt.Sprint(head - 1)}, 0, "down " + first},
 				{[]string{"migrate", "down"}, 0, "nothing to roll back"},
 				{[]string{"migrate", "redo"}, 1, ""},
 				{[]string{"migrate", "up"}, 0, "up   " + first},
