@@ -69,6 +69,11 @@ func (s *Service) SecurityLogs(ctx context.Context, c Client, f SecurityLogFilte
 				Fields: []FieldError{{Field: field, Message: "must be a time from the year 1 to 9999"}}}
 		}
 	}
+	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
+		// An empty list would read as "nothing happened"; it is a mistake.
+		return Page[*SecurityLog]{}, &Error{Code: EInvalid, Message: "invalid request",
+			Fields: []FieldError{{Field: "until", Message: "must be after since"}}}
+	}
 	p, err := s.securityLogs(ctx, f)
 	if err != nil {
 		return Page[*SecurityLog]{}, err

@@ -242,7 +242,8 @@ func TestAdminLockUntilTheLastYear(t *testing.T) {
 		if u := e.user("far@example.org"); u.AccountStatus != authd.StatusActive {
 			t.Errorf("after the refusal the account is %s, want active", u.AccountStatus)
 		}
-		for _, q := range []string{"since=9999-12-31T23:59:59-23:59", "until=0000-01-01T00:00:00%2B01:00"} {
+		for _, q := range []string{"since=9999-12-31T23:59:59-23:59", "until=0000-01-01T00:00:00%2B01:00",
+			"since=2030-01-01T00:00:00Z&until=2020-01-01T00:00:00Z"} {
 			want(t, "security logs "+q, e.admin("GET", "/v1/admin/security-logs?"+q, nil), 400, "validation_failed")
 		}
 		want(t, "until the last second of 9999", e.admin("POST", "/v1/admin/users/"+id+"/lock", `{"until":"9999-12-31T23:59:59Z"}`), 204, "")

@@ -62,6 +62,7 @@ func TestAdminClients(t *testing.T) {
 			"twice":             {"name": "A", "type": "public", "redirect_uris": []string{"https://a.example.org/cb", "https://a.example.org/cb"}},
 			"bad type":          {"name": "A", "type": "native", "redirect_uris": []string{"https://a.example.org/cb"}},
 			"no name":           {"name": "", "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}},
+			"bidi override":     {"name": "App\u202egoogle", "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}},
 			"bad id":            {"client_id": "a b", "name": "A", "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}},
 			"id of dots":        {"client_id": "..", "name": "A", "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}},
 			"id of a dot":       {"client_id": ".", "name": "A", "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}},
