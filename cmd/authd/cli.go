@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -262,6 +263,26 @@ func flagSet(fs *flag.FlagSet, name string) bool {
 	var set bool
 	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
 	return set
+}
+
+// onlyItsFlags refuses, as a usage error of cmd, a flag given that one of
+// byAction's commands uses but action does not.
+func onlyItsFlags(fs *flag.FlagSet, cmd string, byAction map[string][]string, action string) error {
+	var stray string
+	fs.Visit(func(f *flag.Flag) {
+		if stray != "" || slices.Contains(byAction[action], f.Name) {
+			return
+		}
+		for _, names := range byAction {
+			if slices.Contains(names, f.Name) {
+				stray = f.Name
+			}
+		}
+	})
+	if stray != "" {
+		return usageOf(cmd, "--%s does not apply to %s", stray, cmd)
+	}
+	return nil
 }
 
 // parseFlags parses args and turns a bad flag into a usage error, told as

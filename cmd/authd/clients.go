@@ -47,6 +47,15 @@ type stringList []string
 func (l *stringList) String() string     { return strings.Join(*l, " ") }
 func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
+// clientActionFlags are the flags each clients command uses, beside the
+// configuration's and --json: any other is refused, not ignored (an
+// operator who adds --redirect-uri to update believes it changed).
+var clientActionFlags = map[string][]string{
+	"create": {"name", "type", "id", "first-party", "require-pkce", "redirect-uri", "post-logout-uri"},
+	"update": {"require-pkce"},
+	"delete": {"yes"},
+}
+
 // clientFieldFlags names the flag that sets a field of a client's spec.
 var clientFieldFlags = map[string]string{"client_id": "--id", "name": "--name", "type": "--type",
 	"redirect_uris": "--redirect-uri", "post_logout_redirect_uris": "--post-logout-uri", "require_pkce": "--require-pkce"}
@@ -83,6 +92,9 @@ func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 		return usageOf("clients "+rest[0], "missing CLIENT_ID (from `authd clients list`)")
 	default:
 		return usagef("unknown clients command %q", strings.Join(rest, " "))
+	}
+	if err := onlyItsFlags(fs, "clients "+rest[0], clientActionFlags, rest[0]); err != nil {
+		return err
 	}
 	if rest[0] == "create" {
 		if *name == "" || *typ == "" || len(redirects) == 0 {

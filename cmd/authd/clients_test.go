@@ -123,6 +123,9 @@ func TestClientsCLI(t *testing.T) {
 			if got := pkceOf("proxy") + " " + pkceOf("spa"); got != "optional required" {
 				t.Errorf("PKCE of the confidential and the public client: %s; want optional required", got)
 			}
+			if out := cli(exitUsage, "clients", "update", "proxy", "--require-pkce", "--redirect-uri", "https://new.example.org/cb"); !strings.Contains(out, "--redirect-uri does not apply to clients update") {
+				t.Errorf("update with a flag only create uses: %s; want it refused, named", out)
+			}
 			cli(exitUsage, "clients", "update", "proxy")
 			cli(exitUsage, "clients", "update", "--require-pkce")
 			if out := cli(exitOK, "clients", "update", "proxy", "--require-pkce"); !regexp.MustCompile(`proxy\s.*\srequired\s`).MatchString(out) {
