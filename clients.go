@@ -329,11 +329,12 @@ func validClientSpec(spec ClientSpec) error {
 		bad("client_id", "must be 1 to 64 letters, digits, '.', '_' or '-', not only dots")
 	}
 	name := strings.TrimSpace(spec.Name)
-	// Printable, as the consent page shows it: a format character such as
-	// U+202E (right-to-left override) would let "App\u202eelgoog" read as
-	// another name there.
-	if name == "" || name != spec.Name || utf8.RuneCountInString(spec.Name) > MaxClientNameLength || !utf8.ValidString(spec.Name) ||
-		strings.IndexFunc(spec.Name, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+	// No bidirectional control, as the consent page shows it: U+202E
+	// (right-to-left override) would let "App\u202eelgoog" read as another
+	// name there. Other format characters stay: ZWJ and ZWNJ belong in
+	// Persian and Indic names and in emoji.
+	if name == "" || name != spec.Name || utf8.RuneCountInString(spec.Name) > MaxClientNameLength || !PlainText(spec.Name) ||
+		strings.IndexFunc(spec.Name, func(r rune) bool { return unicode.Is(unicode.Bidi_Control, r) }) >= 0 {
 		bad("name", "must be 1 to 255 printable characters, without leading or trailing spaces")
 	}
 	if _, err := ParseClientType(string(spec.Type)); err != nil {
