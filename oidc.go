@@ -225,17 +225,23 @@ func (s *Service) NeedsConsent(ctx context.Context, oc *OAuthClient, user uuid.U
 	return !consent.Covers(scopes), nil
 }
 
-// GrantConsent remembers that the user lets the client have the scopes
-// (with any granted before), logged as oidc_consent_granted. ENotFound
-// (the user was erased or locked meanwhile: errNoAuthRequest),
-// EUnavailable.
-func (s *Service) GrantConsent(ctx context.Context, c Client, user uuid.UUID, clientID string, scopes []string) error {
+// GrantConsent remembers that the user lets the request's client have its
+// scopes (with any granted before), logged as oidc_consent_granted.
+// ENotFound (errNoAuthRequest: the user was erased or locked, or the
+// request used, denied or expired, meanwhile), EUnavailable.
+func (s *Service) GrantConsent(ctx context.Context, c Client, user uuid.UUID, req *AuthRequest) error {
+	clientID, scopes := req.ClientID, req.Scopes
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
 		if err := holdClient(ctx, tx, clientID); err != nil {
 			return err
 		}
 		if err := lockRequester(ctx, tx, user, now); err != nil {
+			return err
+		}
+		// The request, after its user as IssueCode locks them: a denial
+		// that ended it first leaves no consent behind.
+		if _, err := pendingRequest(ctx, tx, req, now); err != nil {
 			return err
 		}
 		granted := scopes
@@ -279,19 +285,43 @@ func holdClient(ctx context.Context, tx *txn, id string) error {
 // DenyConsent records that the user refused the client the scopes of
 // the request on the consent page: an oidc_consent_granted row with result
 // failure and reason "consent denied" (SPEC 6.10: every step logged),
-// written before the client hears access_denied; then the request ends,
-// so that the decision is final (the page cannot be sent again with Allow
-// for a code). Nothing else changes: a consent given before stays.
-// EUnavailable.
+// written before the client hears access_denied, in the transaction that
+// ends the request, so that the decision is final: the page cannot be sent
+// again with Allow for a consent or a code, and a request a concurrent
+// Allow already used (a double submit) is not denied after it got its
+// code. Nothing else changes: a consent given before stays. ENotFound
+// (errNoAuthRequest: used, expired or its client deleted), EUnavailable.
 func (s *Service) DenyConsent(ctx context.Context, c Client, user uuid.UUID, req *AuthRequest) error {
-	if err := s.logEvent(ctx, s.audit(s.now(), c, EventOIDCConsentGranted, ResultFailure, user, "consent denied",
-		map[string]any{"client_id": req.ClientID, "scopes": FormatScopes(req.Scopes)})); err != nil {
+	return s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		if err := holdClient(ctx, tx, req.ClientID); err != nil {
+			return err
+		}
+		if err := endRequest(ctx, tx, req, now); err != nil {
+			return err
+		}
+		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventOIDCConsentGranted, ResultFailure, user, "consent denied",
+			map[string]any{"client_id": req.ClientID, "scopes": FormatScopes(req.Scopes)}))
+	})
+}
+
+// pendingRequest reads, locked, the request read as req before tx and
+// refuses it (errNoAuthRequest) when it was used, denied or expired since.
+func pendingRequest(ctx context.Context, tx *txn, req *AuthRequest, now time.Time) (*AuthRequest, error) {
+	r, err := tx.AuthRequest(ctx, req.ID)
+	if ErrorCode(err) == ENotFound || err == nil && (!now.Before(r.ExpiresAt) || r.ClientID != req.ClientID) {
+		return nil, errNoAuthRequest
+	}
+	return r, err
+}
+
+// endRequest deletes the pending request read as req before tx
+// (pendingRequest): it gets no code.
+func endRequest(ctx context.Context, tx *txn, req *AuthRequest, now time.Time) error {
+	if _, err := pendingRequest(ctx, tx, req, now); err != nil {
 		return err
 	}
-	if err := s.store.DeleteAuthRequest(ctx, req.ID); err != nil && ErrorCode(err) != ENotFound {
-		return err
-	}
-	return nil
+	return tx.DeleteAuthRequest(ctx, req.ID)
 }
 
 // Consents lists the clients the user has let in, newest first, with
@@ -403,10 +433,7 @@ func (s *Service) IssueCode(ctx context.Context, c Client, requestID uuid.UUID, 
 		if err != nil {
 			return err
 		}
-		req, err = tx.AuthRequest(ctx, requestID)
-		if ErrorCode(err) == ENotFound || err == nil && (!now.Before(req.ExpiresAt) || req.ClientID != pending.ClientID) {
-			return errNoAuthRequest
-		}
+		req, err = pendingRequest(ctx, tx, pending, now)
 		if err != nil {
 			return err
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/oidc"
+	"github.com/google/uuid"
 	"golang.org/x/oauth2"
 )
 
@@ -69,6 +70,23 @@ func (s *logOutageStore) CreateSecurityLog(ctx context.Context, l *authd.Securit
 	return s.Store.CreateSecurityLog(ctx, l)
 }
 
+// InTx fails the transaction's security-log rows too.
+func (s *logOutageStore) InTx(ctx context.Context, fn func(authd.Queries) error) error {
+	return s.Store.InTx(ctx, func(q authd.Queries) error { return fn(&logOutageQueries{Queries: q, down: &s.down}) })
+}
+
+type logOutageQueries struct {
+	authd.Queries
+	down *atomic.Bool
+}
+
+func (q *logOutageQueries) CreateSecurityLog(ctx context.Context, l *authd.SecurityLog) error {
+	if q.down.Load() {
+		return authd.Errorf(authd.EUnavailable, "the database is down")
+	}
+	return q.Queries.CreateSecurityLog(ctx, l)
+}
+
 // consentPage runs a new browser through sign-in to the consent page of a
 // client that is not first-party and returns it with the page's form.
 func (e *env) consentPage(email string) (*browser, url.Values) {
@@ -115,6 +133,90 @@ func TestDeniedConsentIsLogged(t *testing.T) {
 			l.AdditionalContext["client_id"] != "third" || l.AdditionalContext["scopes"] != "openid email" {
 			t.Errorf("the denial's row: %s %q %v; want failure, \"consent denied\", client_id third, scopes \"openid email\"",
 				l.Result, l.FailureReason, l.AdditionalContext)
+		}
+	})
+}
+
+// TestClientNamesAreIsolated: a client's name is shown inside <bdi>, so
+// one stored before names were checked (a right-to-left override in it)
+// cannot reorder the page's own words around it.
+func TestClientNamesAreIsolated(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		b, _ := e.consentPage("bidi@example.org")
+		c, err := e.store.OAuthClient(context.Background(), "third")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Name = "Evil\u202eCo"
+		if err := e.store.UpdateClient(context.Background(), c); err != nil {
+			t.Fatal(err)
+		}
+		b.get(b.last.Request.URL.String())
+		if want := "<strong><bdi>Evil\u202eCo</bdi></strong>"; !strings.Contains(b.body, want) {
+			t.Errorf("the consent page does not isolate the client's name (want %q):\n%s", want, b.body)
+		}
+	})
+}
+
+// pendingRequest reads, as a decision sent from the page did before the
+// other committed, the request the consent form f is for.
+func (e *env) pendingRequest(f url.Values) *authd.AuthRequest {
+	e.t.Helper()
+	id, err := uuid.Parse(f.Get("request"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req, _, err := e.svc.AuthRequest(context.Background(), id)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return req
+}
+
+// TestAllowAfterADenial: Allow and Deny sent from one consent page (two
+// tabs, a double submit) each read the request before the other ended it.
+// A denial that committed first leaves no consent for the Allow to save.
+func TestAllowAfterADenial(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		b, f := e.consentPage("denied-first@example.org")
+		u := e.userByEmail("denied-first@example.org")
+		req := e.pendingRequest(f) // the Allow's read of it
+		if cb := b.post(oidc.ConsentPath, f).callback(); cb == nil || cb.Get("error") != "access_denied" {
+			t.Fatalf("deny: %d %v", b.last.StatusCode, cb)
+		}
+		ctx := context.Background()
+		if err := e.svc.GrantConsent(ctx, authd.Client{}, u.ID, req); authd.ErrorCode(err) != authd.ENotFound {
+			t.Errorf("an Allow after the denial: %v; want ENotFound", err)
+		}
+		if c, err := e.store.Consent(ctx, u.ID, "third"); authd.ErrorCode(err) != authd.ENotFound {
+			t.Errorf("the denied client has a consent: %v %v", c, err)
+		}
+	})
+}
+
+// TestDenialAfterACode: the other order: an Allow that got its code is not
+// denied after it (the client would hear both), nor logged as denied.
+func TestDenialAfterACode(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		b, f := e.consentPage("allowed-first@example.org")
+		u := e.userByEmail("allowed-first@example.org")
+		req := e.pendingRequest(f) // the Deny's read of it
+		f.Set("decision", "allow")
+		if cb := b.post(oidc.ConsentPath, f).callback(); cb == nil || cb.Get("code") == "" {
+			t.Fatalf("allow: %d %v", b.last.StatusCode, cb)
+		}
+		ctx := context.Background()
+		if err := e.svc.DenyConsent(ctx, authd.Client{}, u.ID, req); authd.ErrorCode(err) != authd.ENotFound {
+			t.Errorf("a Deny after the code: %v; want ENotFound", err)
+		}
+		logs, err := e.store.SecurityLogs(ctx, authd.SecurityLogFilter{UserID: u.ID, Limit: 200})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.ContainsFunc(logs, func(l *authd.SecurityLog) bool {
+			return l.EventType == authd.EventOIDCConsentGranted && l.Result == authd.ResultFailure
+		}) {
+			t.Errorf("the Allow that got its code was logged as denied too: %v", e.events(u))
 		}
 	})
 }

@@ -187,7 +187,11 @@ func TestClientDeletedWhileAConsentIsGiven(t *testing.T) {
 	store.consenting = u.ID
 	ctx := context.Background()
 	granted := make(chan error, 1)
-	go func() { granted <- e.svc.GrantConsent(ctx, authd.Client{}, u.ID, c.ID, []string{"openid"}) }()
+	req := &authd.AuthRequest{ClientID: c.ID, RedirectURI: rpCallback, Scopes: []string{"openid"}}
+	if err := e.svc.SaveAuthRequest(ctx, authd.Client{}, req); err != nil {
+		t.Fatal(err)
+	}
+	go func() { granted <- e.svc.GrantConsent(ctx, authd.Client{}, u.ID, req) }()
 	<-store.paused // the consent holds the user
 	deleted := make(chan error, 1)
 	go func() { deleted <- e.svc.DeleteClient(ctx, authd.Client{}, c.ID) }()

@@ -231,7 +231,7 @@ func (p *Provider) signedIn(w http.ResponseWriter, r *http.Request, req *authd.A
 // after the browser signed in as someone else (another tab, another app)
 // is not theirs, and gets the expired-form page.
 func (p *Provider) consent(w http.ResponseWriter, r *http.Request) {
-	form, req, oc, ok := p.pendingForm(w, r)
+	form, req, _, ok := p.pendingForm(w, r)
 	if !ok {
 		return
 	}
@@ -252,13 +252,17 @@ func (p *Provider) consent(w http.ResponseWriter, r *http.Request) {
 		// Logged first: an outage is answered as one, not as a denial the
 		// log never saw.
 		if err := p.svc.DenyConsent(r.Context(), client(r.Context()), sess.UserID, req); err != nil {
+			if authd.ErrorCode(err) == authd.ENotFound {
+				p.requestGone(w) // used by an Allow sent with it, or its client deleted, meanwhile
+				return
+			}
 			p.unavailable(w, err)
 			return
 		}
 		p.redirectError(w, r, req.RedirectURI, req.State, authError{"access_denied", "the user denied the request"})
 		return
 	}
-	if err := p.svc.GrantConsent(r.Context(), client(r.Context()), sess.UserID, oc.ID, req.Scopes); err != nil {
+	if err := p.svc.GrantConsent(r.Context(), client(r.Context()), sess.UserID, req); err != nil {
 		if authd.ErrorCode(err) == authd.ENotFound {
 			p.requestGone(w) // the account was erased or locked, or the client deleted, meanwhile
 			return
