@@ -2,6 +2,7 @@ package authd
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"time"
 
@@ -26,6 +27,10 @@ func (s *Service) Users(ctx context.Context, c Client, f UserFilter) (Page[*User
 			Fields: []FieldError{{Field: "email", Message: "must be text without control characters"}}}
 	}
 	f.Email = norm.NFC.String(f.Email) // as addresses are stored
+	if len(f.Email) > MaxEmailLength { // no address holds it (and SQLite refuses a long LIKE pattern)
+		return Page[*User]{}, &Error{Code: EInvalid, Message: "invalid request",
+			Fields: []FieldError{{Field: "email", Message: fmt.Sprintf("must be at most %d bytes long", MaxEmailLength)}}}
+	}
 	filters := map[string]any{}
 	if f.Email != "" {
 		// Not the text: an address searched for must not outlive its
@@ -280,14 +285,16 @@ func (s *Service) UserMFA(ctx context.Context, c Client, id uuid.UUID) (*MFAStat
 // whatever the address's mail budget: anyone can spend that budget with
 // forgot-password requests, and a notice an attacker can silence before a
 // social-engineered reset protects no one. Only an administrator triggers
-// it, and only when something went, so it cannot flood. ENotFound.
-func (s *Service) ResetMFA(ctx context.Context, c Client, id uuid.UUID) error {
-	return s.adminAction(ctx, c, id, "reset_mfa", func(tx *txn, u *User, now time.Time) (map[string]any, error) {
+// it, and only when something went, so it cannot flood. It returns what
+// it removed. ENotFound.
+func (s *Service) ResetMFA(ctx context.Context, c Client, id uuid.UUID) (MFARemoval, error) {
+	var removed MFARemoval
+	err := s.adminAction(ctx, c, id, "reset_mfa", func(tx *txn, u *User, now time.Time) (map[string]any, error) {
+		removed = MFARemoval{}
 		factors, err := tx.Factors(ctx, u.ID)
 		if err != nil {
 			return nil, err
 		}
-		var removed MFARemoval
 		kinds := []string{}
 		for _, f := range factors {
 			if err := tx.DeleteFactor(ctx, f.ID); err != nil {
@@ -326,4 +333,5 @@ func (s *Service) ResetMFA(ctx context.Context, c Client, id uuid.UUID) error {
 		return map[string]any{"factors_removed": kinds, "recovery_codes_removed": removed.RecoveryCodes,
 			"passkeys_removed": removed.Passkeys, "notice_mailed": mailed}, nil
 	})
+	return removed, err
 }

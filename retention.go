@@ -51,7 +51,7 @@ func (s *Service) RunRetention(ctx context.Context, retention, interval time.Dur
 				"verification_tokens", res.VerificationTokens, "mfa_challenges", res.MFAChallenges,
 				"webauthn_challenges", res.WebAuthnChallenges, "oauth_auth_requests", res.AuthRequests,
 				"oauth_codes", res.AuthCodes, "sessions", res.Sessions, "revocation_events", res.RevocationEvents,
-				"dead_mails", res.DeadMails, "erased_accounts", res.ErasedAccounts)
+				"dead_mails", res.DeadMails, "erased_accounts", res.ErasedAccounts, "deferred", res.Deferred)
 		}
 		select {
 		case <-ctx.Done():

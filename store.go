@@ -499,6 +499,10 @@ type PurgeResult struct {
 	DeadMails          int  `json:"dead_mails"`
 	ErasedAccounts     int  `json:"erased_accounts"`   // tombstones with nothing left about them
 	Skipped            bool `json:"skipped,omitempty"` // another instance was purging
+	// Deferred names the tables where rows due for deletion were left
+	// because a flow held them (or a row their deletion cascades to):
+	// the next run deletes them.
+	Deferred []string `json:"deferred,omitempty"`
 }
 
 // List sizes (SPEC §5).

@@ -167,7 +167,8 @@ func (s *Server) adminResetMFA(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return noContent(w, s.svc.ResetMFA(r.Context(), client(r), id))
+	_, err = s.svc.ResetMFA(r.Context(), client(r), id)
+	return noContent(w, err)
 }
 
 func (s *Server) adminUnlock(w http.ResponseWriter, r *http.Request) error {

@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"fmt"
 	"net/url"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -65,7 +66,7 @@ func TestAdminAPI(t *testing.T) {
 		if r := e.admin("GET", "/v1/admin/users?email=u%CC%88ser", nil); len(r.body["items"].([]any)) != 1 {
 			t.Errorf("an email filter with a decomposed ü: %s, want the user stored composed", r.raw)
 		}
-		for _, junk := range []string{"%00", "a%ffb", "%1b"} { // both stores alike, the field named
+		for _, junk := range []string{"%00", "a%ffb", "%1b", strings.Repeat("a", 1000)} { // both stores alike, the field named
 			if r := e.admin("GET", "/v1/admin/users?email="+junk, nil); r.status != 400 || !strings.Contains(r.raw, `"field":"email"`) {
 				t.Errorf("email filter %s: %d %s, want 400 naming email", junk, r.status, r.raw)
 			}
@@ -180,7 +181,7 @@ func TestRetention(t *testing.T) {
 		}
 
 		// Nothing is old enough yet.
-		if res, err := e.svc.Purge(ctx, 90*24*time.Hour, false); err != nil || res != (authd.PurgeResult{}) {
+		if res, err := e.svc.Purge(ctx, 90*24*time.Hour, false); err != nil || !reflect.DeepEqual(res, authd.PurgeResult{}) {
 			t.Fatalf("purge of fresh data: %+v, %v", res, err)
 		}
 		e.clock.Advance(31*24*time.Hour + time.Minute) // past the 30-day session limit, and a day
@@ -190,10 +191,10 @@ func TestRetention(t *testing.T) {
 			t.Fatalf("dry run after 31 days: %+v, %v; want the first login's refresh token and session, 2 verification tokens", dry, err)
 		}
 		res, err := e.svc.Purge(ctx, 90*24*time.Hour, false)
-		if err != nil || res != dry {
+		if err != nil || !reflect.DeepEqual(res, dry) {
 			t.Fatalf("purge after 31 days: %+v, %v; want what the dry run counted, %+v", res, err, dry)
 		}
-		if again, _ := e.svc.Purge(ctx, 90*24*time.Hour, false); again != (authd.PurgeResult{}) {
+		if again, _ := e.svc.Purge(ctx, 90*24*time.Hour, false); !reflect.DeepEqual(again, authd.PurgeResult{}) {
 			t.Errorf("a second purge deleted %+v", again)
 		}
 		e.clock.Advance(60 * 24 * time.Hour) // the first events are now 91 days old

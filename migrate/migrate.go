@@ -167,13 +167,17 @@ func (m *Migrator) CheckHead(ctx context.Context) error {
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_]*$`)
 
+// ErrBadName is Create's error for a name that is not letters, digits and
+// underscores (spaces become underscores).
+var ErrBadName = errors.New("use letters, digits and underscores")
+
 // Create writes a new, empty migration with the next number into each of
 // dirs (one per SQL dialect) and returns the paths written. All dirs must end
 // at the same version, so that the dialects stay in step.
 func Create(dirs []string, name string) ([]string, error) {
 	name = strings.ToLower(strings.ReplaceAll(strings.TrimSpace(name), " ", "_"))
 	if !nameRE.MatchString(name) {
-		return nil, fmt.Errorf("migration name %q: use letters, digits and underscores", name)
+		return nil, fmt.Errorf("migration name %q: %w", name, ErrBadName)
 	}
 	var next int64 = -1
 	for _, dir := range dirs {

@@ -376,6 +376,15 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 				break
 			}
 		}
+		// Rows SKIP LOCKED passed over, or a batch that gave up, are left:
+		// say so. Its cut-off is in the past, so no row becomes due meanwhile.
+		var left bool
+		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+st.table+` WHERE `+st.where+`)`, st.at).Scan(&left); err != nil {
+			return res, translate(err)
+		}
+		if left {
+			res.Deferred = append(res.Deferred, st.table)
+		}
 	}
 	return res, nil
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -53,11 +54,14 @@ var _ authd.Store = (*Store)(nil)
 // checks that it answers. Failing that, it returns an *authd.Error whose
 // message and hint name the troubleshooting case: server unreachable,
 // database missing, or credentials refused.
-func Open(ctx context.Context, url string) (*Store, error) {
+func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, &authd.Error{Code: authd.EInvalid, Message: "DATABASE_URL is not a valid PostgreSQL URL",
 			Hint: "use postgres://USER:PASSWORD@HOST:PORT/DBNAME", Err: err}
+	}
+	for _, o := range opts {
+		o(cfg)
 	}
 	// pgxpool's default (four connections on two cores) starves concurrent
 	// flows that each hold a transaction; DATABASE_URL's pool_max_conns wins.
@@ -103,6 +107,22 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		return nil, err
 	}
 	return &Store{queries: queries{db: pool}, pool: pool, migrator: m}, nil
+}
+
+// An Option adjusts how Open connects.
+type Option func(*pgxpool.Config)
+
+// WithLockTimeout bounds each wait of the store's statements for a lock
+// another session holds to d (PostgreSQL's lock_timeout), unless the URL
+// sets lock_timeout itself; a statement that waits longer fails with
+// EUnavailable and a hint. For one-shot commands, which must not hang on a
+// transaction left open elsewhere.
+func WithLockTimeout(d time.Duration) Option {
+	return func(c *pgxpool.Config) {
+		if _, ok := c.ConnConfig.RuntimeParams["lock_timeout"]; !ok {
+			c.ConnConfig.RuntimeParams["lock_timeout"] = strconv.FormatInt(d.Milliseconds(), 10)
+		}
+	}
 }
 
 // SetLogger sets where the store reports background trouble (the
@@ -249,6 +269,11 @@ func translate(err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch {
+		case pgErr.Code == "55P03": // lock_not_available: lock_timeout ran out (WithLockTimeout)
+			return &authd.Error{Code: authd.EUnavailable, Message: "another database session holds a lock this needs",
+				RetryAfter: time.Second, Err: err,
+				Hint: "a long transaction or a migration holds the rows or table; find it in pg_stat_activity, " +
+					"wait for it to end and run the command again"}
 		case pgErr.Code == "23505": // unique_violation
 			return authd.WrapError(authd.EConflict, err, "already exists")
 		case pgErr.Code == "P0002": // no_data_found: a checked write changed too few rows (authd_expect_rows)

@@ -545,8 +545,9 @@ func TestPurgeSkipsRowsInUse(t *testing.T) {
 	for waited := false; !waited; {
 		select {
 		case err := <-done:
-			if err != nil || res.MFAChallenges != 1 {
-				t.Fatalf("Purge while a flow holds one of two expired challenges = %+v, %v; want the other deleted", res, err)
+			if err != nil || res.MFAChallenges != 1 || !slices.Equal(res.Deferred, []string{"mfa_challenges"}) {
+				t.Fatalf("Purge while a flow holds one of two expired challenges = %+v, %v; want the other deleted, "+
+					"and the held one said to be left", res, err)
 			}
 			waited = true
 		case <-time.After(10 * time.Millisecond):
@@ -564,8 +565,8 @@ func TestPurgeSkipsRowsInUse(t *testing.T) {
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := s.Purge(ctx, req); err != nil || res.MFAChallenges != 1 {
-		t.Errorf("Purge once the flow is done = %+v, %v; want the challenge it held deleted", res, err)
+	if res, err := s.Purge(ctx, req); err != nil || res.MFAChallenges != 1 || res.Deferred != nil {
+		t.Errorf("Purge once the flow is done = %+v, %v; want the challenge it held deleted, nothing deferred", res, err)
 	}
 }
 
@@ -603,13 +604,14 @@ func TestPurgeLeavesACascadeInUse(t *testing.T) {
 	req := authd.PurgeRequest{LogsBefore: old.Add(-time.Hour), ExpiredBefore: storetest.Epoch, Now: storetest.Epoch, Batch: 10}
 	guard, cancel := context.WithTimeout(ctx, time.Minute) // never answering is the failure
 	defer cancel()
-	if res, err := s.Purge(guard, req); err != nil || res.Tokens != 0 || res.Sessions != 0 {
-		t.Fatalf("Purge while a flow holds the session's token = %+v, %v; want both left", res, err)
+	if res, err := s.Purge(guard, req); err != nil || res.Tokens != 0 || res.Sessions != 0 ||
+		!slices.Equal(res.Deferred, []string{"jwt_tokens", "sessions"}) {
+		t.Fatalf("Purge while a flow holds the session's token = %+v, %v; want both left, and said to be", res, err)
 	}
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := s.Purge(ctx, req); err != nil || res.Tokens != 1 || res.Sessions != 1 {
-		t.Errorf("Purge once the flow is done = %+v, %v; want the token and the session deleted", res, err)
+	if res, err := s.Purge(ctx, req); err != nil || res.Tokens != 1 || res.Sessions != 1 || res.Deferred != nil {
+		t.Errorf("Purge once the flow is done = %+v, %v; want the token and the session deleted, nothing deferred", res, err)
 	}
 }

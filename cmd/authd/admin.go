@@ -51,6 +51,20 @@ func adminClient(e *env) authd.Client {
 var adminFieldFlags = map[string]string{"until": "--until", "since": "--since", "limit": "--limit",
 	"cursor": "--cursor", "email": "--email", "status": "--status", "event_type": "--event", "result": "--result"}
 
+// adminActionFlags are the flags each admin command uses, beside the
+// configuration's and --json: any other is refused, not ignored (an
+// operator who adds --until to unlock, or --user to users list, believes
+// it did something).
+var adminActionFlags = map[string][]string{
+	"logs":       {"user", "event", "result", "since", "until", "limit", "cursor"},
+	"users list": {"email", "status", "limit", "cursor"},
+	"users lock": {"until"}, "users delete": {"yes"},
+	"mail list": {"dead", "limit", "cursor"},
+	// and none for the other users and mail commands
+	"users show": nil, "users unlock": nil, "users revoke-sessions": nil, "users mfa": nil, "users reset-mfa": nil,
+	"mail retry": nil,
+}
+
 func adminCmd(ctx context.Context, e *env, args []string) (err error) {
 	fs := newFlagSet(e, "admin", adminSynopsis)
 	flags := configFlags(fs, "DATABASE_URL", "AUTHD_DATA_DIR")
@@ -72,6 +86,10 @@ func adminCmd(ctx context.Context, e *env, args []string) (err error) {
 		return err
 	}
 	if err := checkAdminWords(rest, *yes); err != nil {
+		return err
+	}
+	action := strings.Join(rest[:min(2, len(rest))], " ") // logs, users lock, mail list …
+	if err := onlyItsFlags(fs, "admin "+action, adminActionFlags, action); err != nil {
 		return err
 	}
 	if *limit < 1 || *limit > authd.MaxListLimit {
@@ -143,7 +161,7 @@ func adminCmd(ctx context.Context, e *env, args []string) (err error) {
 		if rest[0] == "mail" && authd.ErrorCode(err) == authd.ENotFound {
 			hint = "`authd admin mail list --dead` lists the dead mails"
 		}
-		err = fromService("admin "+strings.Join(rest[:min(2, len(rest))], " "), err, adminFieldFlags, hint)
+		err = fromService("admin "+action, err, adminFieldFlags, hint)
 	}()
 
 	cfg, db, err := openConfigured(ctx, e, flags)
@@ -204,6 +222,10 @@ func adminCmd(ctx context.Context, e *env, args []string) (err error) {
 	if err != nil {
 		return err
 	}
+	if u.IsDeleted() && rest[1] != "show" { // show finds the tombstone; there is nothing else to do to it
+		return &cliError{msg: fmt.Sprintf("%s was erased (%s); nothing to %s", rest[2], authd.Tombstone(u.ID), rest[1]),
+			hint: "`authd admin users show " + rest[2] + "` shows what is left of it"}
+	}
 	switch rest[1] {
 	case "show":
 		if u, err = svc.User(ctx, c, u.ID); err != nil { // the read is logged
@@ -231,10 +253,39 @@ func adminCmd(ctx context.Context, e *env, args []string) (err error) {
 		printFactors(e.stdout, st)
 		return nil
 	case "reset-mfa":
-		return done(e, svc.ResetMFA(ctx, c, u.ID), "removed every second factor of %s; the password alone signs in", u.Email)
+		removed, err := svc.ResetMFA(ctx, c, u.ID)
+		if err != nil || !removed.IsZero() {
+			return done(e, err, "removed every second factor of %s (%s); the password alone signs in; the user was mailed",
+				u.Email, removal(removed))
+		}
+		return done(e, nil, "%s has no second factor to remove; nothing changed", u.Email)
 	default: // delete
 		return done(e, svc.DeleteUser(ctx, c, u.ID), "erased %s (now %s)", u.Email, authd.Tombstone(u.ID))
 	}
+}
+
+// removal says what a reset removed: "an authenticator app, 2 passkeys
+// and 10 recovery codes".
+func removal(r authd.MFARemoval) string {
+	var parts []string
+	if r.TOTP {
+		parts = append(parts, "an authenticator app")
+	}
+	for _, n := range []struct {
+		n    int
+		what string
+	}{{r.Passkeys, "passkey"}, {r.RecoveryCodes, "unused recovery code"}} {
+		switch {
+		case n.n == 1:
+			parts = append(parts, "1 "+n.what)
+		case n.n > 1:
+			parts = append(parts, fmt.Sprintf("%d %ss", n.n, n.what))
+		}
+	}
+	if len(parts) < 2 {
+		return strings.Join(parts, "")
+	}
+	return strings.Join(parts[:len(parts)-1], ", ") + " and " + parts[len(parts)-1]
 }
 
 // checkAdminWords checks the words after the flags (users show USER, logs,
@@ -448,6 +499,9 @@ func purgeCmd(ctx context.Context, e *env, args []string) error {
 		verb, res.SecurityLogs, cfg.SecurityLogRetention, res.Tokens, res.VerificationTokens, res.MFAChallenges,
 		res.WebAuthnChallenges, res.AuthRequests, res.AuthCodes, res.Sessions, res.RevocationEvents, res.DeadMails,
 		cfg.SecurityLogRetention, res.ErasedAccounts)
+	if len(res.Deferred) > 0 {
+		fmt.Fprintf(e.stdout, "left for the next run (rows in use by requests): %s\n", strings.Join(res.Deferred, ", "))
+	}
 	return nil
 }
 

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -191,6 +193,31 @@ func TestServiceErrorsTold(t *testing.T) {
 	}
 }
 
+// TestWrappedServiceErrorsTold: a service error wrapped with where it
+// happened keeps those words, and the service's own are told as unwrapped:
+// a conflict without the store's wording (constraint, SQLSTATE), an outage
+// with its cause.
+func TestWrappedServiceErrorsTold(t *testing.T) {
+	t.Parallel()
+	store := errors.New("postgres: ERROR: duplicate key value violates unique constraint (SQLSTATE 23505)")
+	tests := []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("unlocking alice: %w", &authd.Error{Code: authd.EConflict, Message: "Already exists.", Err: store}),
+			"unlocking alice: already exists"},
+		{fmt.Errorf("pruning: %w", &authd.Error{Code: authd.EUnavailable, Message: "the database is unavailable",
+			Err: errors.New("connection refused")}), "pruning: the database is unavailable: connection refused"},
+		{&authd.Error{Code: authd.EConflict, Message: "Already exists.", Err: store}, "already exists"},
+	}
+	for _, tt := range tests {
+		var ce *cliError
+		if err := fromService("admin users unlock", tt.err, nil, ""); !errors.As(err, &ce) || ce.msg != tt.want {
+			t.Errorf("fromService(%q) = %v; want %q", tt.err, err, tt.want)
+		}
+	}
+}
+
 // TestAsLine: the service's sentences read as the CLI's other errors.
 func TestAsLine(t *testing.T) {
 	t.Parallel()
@@ -292,6 +319,13 @@ func TestTombstoneSquattersMovedAside(t *testing.T) {
 			if code, stdout, stderr := runCLI(t, env, "admin", "users", "show", authd.Tombstone(victim.ID)); code != exitOK ||
 				!strings.Contains(stdout, victim.ID.String()) {
 				t.Errorf("show the erased account by its tombstone: exit %d %s%s", code, stdout, stderr)
+			}
+			for _, action := range [][]string{{"delete", "--yes"}, {"lock"}, {"reset-mfa"}} {
+				args := append([]string{"admin", "users", action[0], victim.ID.String()}, action[1:]...)
+				if code, _, stderr := runCLI(t, env, args...); code != exitFailure || !strings.Contains(stderr, "was erased ("+authd.Tombstone(victim.ID)+")") {
+					t.Errorf("%s of the erased account: exit %d %q; want 1, told it was erased (not that there is no such user)",
+						action[0], code, stderr)
+				}
 			}
 		})
 	}

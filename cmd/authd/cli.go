@@ -87,9 +87,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		fmt.Fprintln(e.stderr, "authd: missing command\nhint: authd --help lists the commands")
 		return exitUsage
 	}
-	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	switch args[0] {
+	case "-h", "--help", "help":
 		printUsage(e.stderr)
 		return exitOK
+	case "-v", "--version", "-version":
+		args = append([]string{"version"}, args[1:]...)
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {
@@ -169,15 +172,20 @@ func fromService(cmd string, err error, flags map[string]string, hint string) er
 			msgs = append(msgs, name+" "+f.Message)
 		}
 		msg = strings.Join(msgs, "; ")
-	case error(de) != err: // wrapped: the wrapping says where
-		msg = err.Error()
 	case de.Err != nil && msg != "" && (de.Code == authd.EUnavailable || de.Code == authd.EInternal):
 		// The cause helps with an outage (which database, what it said);
 		// of a conflict or a refusal the message says all, and the store's
 		// wording (a constraint's name, SQLSTATE) is not the operator's.
 		msg += ": " + de.Err.Error()
 	case msg == "":
-		msg = err.Error()
+		msg = de.Error()
+	}
+	if error(de) != err { // wrapped: the wrapping says where, before the service's words
+		if where, ok := strings.CutSuffix(err.Error(), de.Error()); ok {
+			msg = where + msg
+		} else {
+			msg = err.Error()
+		}
 	}
 	if de.Hint != "" {
 		hint = de.Hint

@@ -6,12 +6,14 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/mail"
 	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -603,9 +605,15 @@ func hostPort(dst *string, v string, emptyOK bool) error {
 	return nil
 }
 
+// durationShape is a Go duration's syntax (time.ParseDuration), which
+// ParseDuration also refuses when the value is too large.
+var durationShape = regexp.MustCompile(`^[-+]?(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+$`)
+
 func duration(dst *time.Duration, v string, lo, hi time.Duration) error {
 	d, err := time.ParseDuration(v)
 	switch {
+	case err != nil && durationShape.MatchString(v):
+		return fmt.Errorf("must be at most %s (about 292 years)", time.Duration(math.MaxInt64).Truncate(time.Hour))
 	case err != nil:
 		return errors.New("must be a Go duration such as 15m, 10s or 720h")
 	case d < lo:

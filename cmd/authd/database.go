@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/migrate"
@@ -37,6 +38,22 @@ const (
 // never created by accident (a typo would otherwise get an empty database),
 // nor are its directories.
 func openDatabase(ctx context.Context, cfg *Config, want schema) (database, error) {
+	return open(ctx, cfg, want, postgres.WithLockTimeout(commandLockWait))
+}
+
+// commandLockWait bounds how long a command (serve aside) waits for a
+// PostgreSQL lock another session holds: a transaction left open elsewhere
+// fails it with a hint instead of hanging it, and a migration gives up
+// rather than queue every request behind its table lock. DATABASE_URL's
+// lock_timeout wins.
+const commandLockWait = 15 * time.Second
+
+// openServing is openDatabase for serve: requests bound their own waits.
+func openServing(ctx context.Context, cfg *Config) (database, error) {
+	return open(ctx, cfg, atHead)
+}
+
+func open(ctx context.Context, cfg *Config, want schema, opts ...postgres.Option) (database, error) {
 	var db database
 	if path, ok := strings.CutPrefix(cfg.DatabaseURL, "sqlite://"); ok {
 		def := cfg.DefaultDatabase
@@ -60,7 +77,7 @@ func openDatabase(ctx context.Context, cfg *Config, want schema) (database, erro
 		}
 		db = s
 	} else {
-		s, err := postgres.Open(ctx, cfg.DatabaseURL)
+		s, err := postgres.Open(ctx, cfg.DatabaseURL, opts...)
 		if err != nil {
 			return nil, err
 		}

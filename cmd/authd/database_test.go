@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/authd/authd/postgres"
+	"github.com/authd/authd/storetest"
 )
 
 // chosenSQLite is the environment of an SQLite database an operator chose,
@@ -210,5 +214,70 @@ func TestMigrateDownPastTheFirst(t *testing.T) {
 	}
 	if code, stdout, stderr := runCLI(t, env, "migrate", "up"); code != exitOK || !strings.Contains(stdout, "already at head") {
 		t.Errorf("migrate up after the refused down: exit %d, %s%s; want already at head", code, stdout, stderr)
+	}
+}
+
+// TestCommandsWaitForLocksBounded: a command waits for a lock another
+// PostgreSQL session holds (a transaction left open) for commandLockWait at
+// most, and then fails in one line with a hint instead of hanging; serve's
+// connections carry no such bound; DATABASE_URL's lock_timeout wins.
+func TestCommandsWaitForLocksBounded(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	env := postgresEnv(t)
+	if code, _, stderr := runCLI(t, env, "migrate", "up"); code != exitOK {
+		t.Fatalf("migrate up: %s", stderr)
+	}
+	cfg, err := loadConfig(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, openIt := range map[string]func() (database, error){
+		"15s": func() (database, error) { return openDatabase(ctx, cfg, atHead) },
+		"0":   func() (database, error) { return openServing(ctx, cfg) },
+	} {
+		db, err := openIt()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got string
+		err = db.(*postgres.Store).Pool().QueryRow(ctx, `SHOW lock_timeout`).Scan(&got)
+		db.Close()
+		if err != nil || got != name {
+			t.Errorf("lock_timeout = %q, %v; want %s", got, err, name)
+		}
+	}
+
+	store, err := postgres.Open(ctx, env["DATABASE_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	u := storetest.NewUser("held@example.org")
+	if err := store.CreateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := store.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`, u.ID); err != nil {
+		t.Fatal(err)
+	}
+	bounded, err := url.Parse(env["DATABASE_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := bounded.Query()
+	q.Set("lock_timeout", "200") // the same bound, sooner
+	bounded.RawQuery = q.Encode()
+	env["DATABASE_URL"] = bounded.String()
+	guard, cancel := context.WithTimeout(ctx, time.Minute) // hanging is the failure
+	defer cancel()
+	code, _, stderr := runCLIContext(guard, t, env, "admin", "users", "lock", "held@example.org")
+	if code != exitFailure || !strings.Contains(stderr, "another database session holds a lock") ||
+		!strings.Contains(stderr, "pg_stat_activity") || strings.Count(strings.TrimSpace(stderr), "\n") > 1 {
+		t.Errorf("a command waiting on a held row: exit %d, stderr %q; want exit 1, the lock named and a hint", code, stderr)
 	}
 }

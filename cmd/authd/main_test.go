@@ -139,9 +139,11 @@ func TestFlagErrorsAreOneLine(t *testing.T) {
 
 func TestVersion(t *testing.T) {
 	t.Parallel()
-	code, stdout, _ := runCLI(t, nil, "version")
-	if code != exitOK || !strings.HasPrefix(stdout, "authd ") {
-		t.Errorf("version: exit %d, stdout %q", code, stdout)
+	for _, arg := range []string{"version", "--version", "-v"} {
+		code, stdout, _ := runCLI(t, nil, arg)
+		if code != exitOK || !strings.HasPrefix(stdout, "authd ") {
+			t.Errorf("%s: exit %d, stdout %q", arg, code, stdout)
+		}
 	}
 }
 
@@ -177,6 +179,14 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		code, _, stderr := runCLI(t, env, "serve")
 		if code != exitFailure || !strings.Contains(stderr, tt.env+"=") || !strings.Contains(stderr, "hint:") {
 			t.Errorf("%s=%q: exit %d, stderr %q; want 1 naming the variable", tt.env, tt.value, code, stderr)
+		}
+	}
+	// A duration too large for Go is told as one, not as bad syntax.
+	for value, want := range map[string]string{"100000000h": "must be at most 2562047h", "90 days": "must be a Go duration"} {
+		env := sqliteEnv(t)
+		env["AUTHD_SECURITY_LOG_RETENTION"] = value
+		if _, _, stderr := runCLI(t, env, "serve"); !strings.Contains(stderr, want) {
+			t.Errorf("AUTHD_SECURITY_LOG_RETENTION=%s: stderr %q; want %q", value, stderr, want)
 		}
 	}
 	// A password in a rejected URL is never echoed.
@@ -669,8 +679,9 @@ func TestMigrateCreate(t *testing.T) {
 			t.Errorf("create did not write %s with goose markers: %v", path, err)
 		}
 	}
-	if code, _, _ := runCLI(t, nil, "migrate", "create", "--root", root, "drop;table"); code != exitFailure {
-		t.Errorf("create with a bad name: exit %d, want 1", code)
+	if code, _, stderr := runCLI(t, nil, "migrate", "create", "--root", root, "drop;table"); code != exitUsage ||
+		!strings.Contains(stderr, "letters, digits and underscores") {
+		t.Errorf("create with a bad name: exit %d, stderr %q; want 2, the rule told", code, stderr)
 	}
 	os.Remove(filepath.Join(root, "sqlite/migrations/00002_add_outbox.sql"))
 	code, _, stderr = runCLI(t, nil, "migrate", "create", "--root", root, "next")
@@ -1118,7 +1129,7 @@ func TestAdminAndPurgeCLI(t *testing.T) {
 				{[]string{"admin", "users", "revoke-sessions", "active@demo.authd.dev"}, 0, "ended every session"},
 				{[]string{"admin", "users", "mfa", "active@demo.authd.dev"}, 0, "recovery codes left: 0"},
 				{[]string{"admin", "users", "mfa", "active@demo.authd.dev", "--json"}, 0, `"items": []`},
-				{[]string{"admin", "users", "reset-mfa", "active@demo.authd.dev"}, 0, "removed every second factor"},
+				{[]string{"admin", "users", "reset-mfa", "active@demo.authd.dev"}, 0, "has no second factor to remove"},
 				{[]string{"admin", "logs", "--user", "active@demo.authd.dev", "--json"}, 0, `"action": "reset_mfa"`},
 				{[]string{"admin", "users", "delete", "inactive@demo.authd.dev"}, 2, ""},
 				{[]string{"admin", "users", "delete", "inactive@demo.authd.dev", "--yes"}, 0, "erased inactive@demo.authd.dev"},
@@ -1127,6 +1138,12 @@ func TestAdminAndPurgeCLI(t *testing.T) {
 				{[]string{"admin", "logs", "--user", "active@demo.authd.dev", "--json"}, 0, `"action": "unlock"`},
 				{[]string{"admin", "logs", "--since", "yesterday"}, 2, ""},
 				{[]string{"admin", "users", "frobnicate", "x"}, 2, ""},
+				// A flag the command does not use is refused, not ignored.
+				{[]string{"admin", "users", "unlock", "active@demo.authd.dev", "--until", "2099-01-01T00:00:00Z"}, 2, ""},
+				{[]string{"admin", "users", "list", "--user", "active@demo.authd.dev"}, 2, ""},
+				{[]string{"admin", "users", "show", "active@demo.authd.dev", "--yes"}, 2, ""},
+				{[]string{"admin", "logs", "--status", "active"}, 2, ""},
+				{[]string{"admin", "mail", "list", "--email", "x"}, 2, ""},
 				{[]string{"admin", "users", "show", "nobody@demo.authd.dev"}, 1, ""},
 				{[]string{"admin", "mail", "list"}, 0, "ID"},
 				{[]string{"admin", "mail", "list", "--dead", "--json"}, 0, `"items": []`},

@@ -182,7 +182,10 @@ func migrateCreate(e *env, root, name string) error {
 	for _, p := range paths {
 		fmt.Fprintf(e.stdout, "created %s\n", p)
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, migrate.ErrBadName): // nothing written
+		return &usageError{cmd: "migrate create", msg: err.Error(), hint: "names are letters, digits and underscores, such as add_outbox"}
+	case err != nil:
 		return &cliError{msg: err.Error(), hint: "names are letters, digits and underscores, such as add_outbox"}
 	}
 	fmt.Fprintln(e.stdout, "write the up and down SQL for both dialects; the migrations are embedded at the next build")

@@ -136,7 +136,7 @@ func (a *App) Open(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	if a.db, err = openDatabase(ctx, a.cfg, atHead); err != nil {
+	if a.db, err = openServing(ctx, a.cfg); err != nil {
 		return err
 	}
 	if pg, ok := a.db.(*postgres.Store); ok {
