@@ -62,6 +62,13 @@ func (e *env) mfaLogin(email string) string {
 	return r.str("mfa_token")
 }
 
+// wrongCode is the code secret gave an hour ago: wrong now, and
+// well-formed, as a guess is.
+func (e *env) wrongCode(secret string) string {
+	e.t.Helper()
+	return totpAt(e.t, secret, e.clock.Now().Add(-time.Hour))
+}
+
 func (e *env) verify(token, method, code string) response {
 	e.t.Helper()
 	return e.do("POST", "/v1/auth/mfa/verify", map[string]string{"mfa_token": token, "method": method, "code": code})
@@ -286,7 +293,7 @@ func TestDisableTOTPNeedsACode(t *testing.T) {
 		path := "/v1/users/me/mfa/totp"
 		want(t, "disable without a body", e.do("DELETE", path, nil, bearer(access)...), 415, "")
 		want(t, "disable without a code", e.do("DELETE", path, map[string]string{}, bearer(access)...), 400, "validation_failed")
-		want(t, "disable with a wrong code", e.do("DELETE", path, map[string]string{"code": totpAt(t, secret, e.clock.Now().Add(-time.Hour))}, bearer(access)...), 401, "invalid_credentials")
+		want(t, "disable with a wrong code", e.do("DELETE", path, map[string]string{"code": e.wrongCode(secret)}, bearer(access)...), 401, "invalid_credentials")
 		e.mfaLogin("sam@example.org") // still enabled
 		want(t, "disable", e.do("DELETE", path, map[string]string{"code": totpAt(t, secret, e.clock.Now())}, bearer(access)...), 204, "")
 		if r := e.do("GET", "/v1/users/me/mfa", nil, bearer(access)...); len(r.body["items"].([]any)) != 0 || r.body["recovery_codes_left"] != float64(0) {
@@ -369,7 +376,7 @@ func TestMFATokenDies(t *testing.T) {
 		_, secret, _ := e.mfaUser("val@example.org")
 		token := e.mfaLogin("val@example.org")
 		for i := range 5 {
-			want(t, fmt.Sprintf("wrong code %d", i+1), e.verify(token, "totp", totpAt(t, secret, e.clock.Now().Add(-time.Hour))), 401, "invalid_credentials")
+			want(t, fmt.Sprintf("wrong code %d", i+1), e.verify(token, "totp", e.wrongCode(secret)), 401, "invalid_credentials")
 		}
 		want(t, "a right code after five wrong ones", e.verify(token, "totp", totpAt(t, secret, e.clock.Now())), 400, "invalid_token")
 
@@ -854,7 +861,7 @@ func TestLocksPastThePasswordGrow(t *testing.T) {
 		_, secret, _ := e.mfaUser(email)
 		wrongCode := func(token string) {
 			t.Helper()
-			want(t, "a wrong code", e.verify(token, "totp", totpAt(t, secret, e.clock.Now().Add(-time.Hour))), 401, "invalid_credentials")
+			want(t, "a wrong code", e.verify(token, "totp", e.wrongCode(secret)), 401, "invalid_credentials")
 		}
 		wrongPassword := func() {
 			t.Helper()
@@ -945,7 +952,7 @@ func TestLocksPastThePasswordGrow(t *testing.T) {
 		replace := func(code string) response {
 			return e.do("POST", "/v1/users/me/mfa/recovery-codes", map[string]string{"code": code}, bearer(access)...)
 		}
-		want(t, "the owner's mistyped code", replace(totpAt(t, secret, e.clock.Now().Add(-time.Hour))), 401, "invalid_credentials")
+		want(t, "the owner's mistyped code", replace(e.wrongCode(secret)), 401, "invalid_credentials")
 		want(t, "the owner's right code", replace(totpAt(t, secret, e.clock.Now())), 200, "")
 		for range 4 {
 			wrongPassword()
@@ -978,7 +985,7 @@ func TestCodeCountFollowsTheOwner(t *testing.T) {
 		access, secret, _ := e.mfaUser(byAdmin)
 		e.clock.Advance(time.Minute)
 		want(t, "the owner's mistyped code", e.do("POST", "/v1/users/me/mfa/recovery-codes",
-			map[string]string{"code": totpAt(t, secret, e.clock.Now().Add(-time.Hour))}, bearer(access)...), 401, "invalid_credentials")
+			map[string]string{"code": e.wrongCode(secret)}, bearer(access)...), 401, "invalid_credentials")
 		want(t, "an administrator resets the failures", e.admin("POST", "/v1/admin/users/"+e.user(byAdmin).ID.String()+"/unlock", nil), 204, "")
 		if n := codesOf(byAdmin); n != 0 {
 			t.Errorf("after an administrator's reset of the failures: %d wrong codes still counted", n)
@@ -1003,7 +1010,7 @@ func TestCodeCountFollowsTheOwner(t *testing.T) {
 		access, secret, _ = e.mfaUser(guessed)
 		token := e.mfaLogin(guessed) // someone holding the password
 		for range 4 {
-			want(t, "a wrong code", e.verify(token, "totp", totpAt(t, secret, e.clock.Now().Add(-time.Hour))), 401, "invalid_credentials")
+			want(t, "a wrong code", e.verify(token, "totp", e.wrongCode(secret)), 401, "invalid_credentials")
 		}
 		want(t, "the owner's step-up meanwhile", e.do("POST", "/v1/users/me/mfa/recovery-codes",
 			map[string]string{"code": totpAt(t, secret, e.clock.Now())}, bearer(access)...), 200, "")
@@ -1039,7 +1046,7 @@ func TestResetKeepsWhatCodesCounted(t *testing.T) {
 			return r.str("mfa_token")
 		}
 		wrongCode := func(token string) response {
-			return e.verify(token, "totp", totpAt(t, secret, e.clock.Now().Add(-time.Hour)))
+			return e.verify(token, "totp", e.wrongCode(secret))
 		}
 
 		token := e.mfaLogin(email)
@@ -1106,7 +1113,7 @@ func TestAdminActionsEndTheCodesLock(t *testing.T) {
 			t.Helper()
 			token := e.mfaLogin(email)
 			for range 5 {
-				want(t, "a wrong code", e.verify(token, "totp", totpAt(t, secret, e.clock.Now().Add(-time.Hour))), 401, "invalid_credentials")
+				want(t, "a wrong code", e.verify(token, "totp", e.wrongCode(secret)), 401, "invalid_credentials")
 			}
 		}
 		codesFor := func(name string, want time.Duration) {
@@ -1156,7 +1163,7 @@ func TestPasskeySignInKeepsTheCodesLock(t *testing.T) {
 		want(t, "add a passkey", e.addPasskey(access, k, "Laptop"), 201, "")
 		token := e.mfaLogin(email)
 		for range 5 {
-			want(t, "a wrong code", e.verify(token, "totp", totpAt(t, secret, e.clock.Now().Add(-time.Hour))), 401, "invalid_credentials")
+			want(t, "a wrong code", e.verify(token, "totp", e.wrongCode(secret)), 401, "invalid_credentials")
 		}
 		until := e.user(email).CodesLockedUntil
 		if !until.After(e.clock.Now()) {

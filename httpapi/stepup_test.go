@@ -43,7 +43,7 @@ func TestStepUp(t *testing.T) {
 			t.Errorf("a step-up refusal carries an mfa_token: %s", r.raw)
 		}
 		want(t, "change with a code of no shape", change("12345"), 400, "validation_failed")
-		want(t, "change with a wrong code", change(totpAt(t, secret, e.clock.Now().Add(-time.Hour))), 401, "invalid_credentials")
+		want(t, "change with a wrong code", change(e.wrongCode(secret)), 401, "invalid_credentials")
 		if n := e.user("up@example.org").FailedLoginAttempts; n != 1 {
 			t.Errorf("failures after a wrong step-up code: %d, want 1", n)
 		}
@@ -89,7 +89,7 @@ func TestStepUpCodesLock(t *testing.T) {
 		access, secret, _ := e.mfaUser("lk@example.org")
 		for i := range 5 {
 			r := e.do("POST", "/v1/auth/password/change", map[string]string{"current_password": goodPassword,
-				"new_password": "another long passphrase 7", "code": totpAt(t, secret, e.clock.Now().Add(-time.Hour))}, bearer(access)...)
+				"new_password": "another long passphrase 7", "code": e.wrongCode(secret)}, bearer(access)...)
 			want(t, fmt.Sprintf("wrong code %d", i+1), r, 401, "invalid_credentials")
 		}
 		if u := e.user("lk@example.org"); u.AccountStatus != authd.StatusLocked {
@@ -158,7 +158,7 @@ func TestStepUpAfterALockExpires(t *testing.T) {
 		access, secret, _ := e.mfaUser("exp@example.org")
 		wrong := func() response {
 			return e.do("POST", "/v1/auth/password/change", map[string]string{"current_password": goodPassword,
-				"new_password": "another long passphrase 7", "code": totpAt(t, secret, e.clock.Now().Add(-time.Hour))}, bearer(access)...)
+				"new_password": "another long passphrase 7", "code": e.wrongCode(secret)}, bearer(access)...)
 		}
 		for range 5 {
 			wrong()
@@ -231,7 +231,7 @@ func TestAddingAFactorNeedsPasswordAndStepUp(t *testing.T) {
 			t.Errorf("a step-up refusal carries an mfa_token: %s", r.raw)
 		}
 		want(t, "with a wrong code", begin(access, map[string]any{"password": goodPassword,
-			"code": totpAt(t, secret, e.clock.Now().Add(-time.Hour))}), 401, "invalid_credentials")
+			"code": e.wrongCode(secret)}), 401, "invalid_credentials")
 		want(t, "with a right code", begin(access, map[string]any{"password": goodPassword,
 			"code": totpAt(t, secret, e.clock.Now())}), 200, "")
 
