@@ -143,27 +143,95 @@ func (s *Service) RotateClientSecret(ctx context.Context, c Client, id string) (
 	return secret, nil
 }
 
-// RequireClientPKCE sets whether a confidential client's authorization
-// requests must carry a PKCE challenge (RFC 9700 §2.1.1), and returns the
-// client. Once it is set, a code the client was issued without a challenge
-// is refused at the token endpoint too. EInvalid for a public client asked
-// to go without (it never may), ENotFound.
-func (s *Service) RequireClientPKCE(ctx context.Context, c Client, id string, require bool) (*OAuthClient, error) {
-	var changed *OAuthClient
-	err := s.clientAction(ctx, c, id, "set_client_pkce", map[string]any{"require_pkce": require},
-		func(tx *txn, oc *OAuthClient, now time.Time) error {
-			if oc.Type == ClientPublic && !require {
-				return &Error{Code: EInvalid, Message: "A public client always requires PKCE.",
-					Fields: []FieldError{{Field: "require_pkce", Message: "must be true for a public client"}}}
-			}
-			oc.RequirePKCE, oc.UpdatedAt = require, now
-			changed = oc
-			return tx.UpdateClient(ctx, oc)
-		})
+// ClientChange is what UpdateClient changes; a nil field stays as it is.
+type ClientChange struct {
+	Name                   *string
+	RedirectURIs           []string // nil: unchanged; never empty
+	PostLogoutRedirectURIs []string // nil: unchanged; empty: none
+	FirstParty             *bool
+	// RequirePKCE: whether a confidential client's authorization requests
+	// must carry a PKCE challenge (RFC 9700 §2.1.1); once set, a code the
+	// client was issued without one is refused at the token endpoint too.
+	RequirePKCE *bool
+}
+
+// fields names the fields ch sets, as the API names them.
+func (ch ClientChange) fields() []string {
+	var names []string
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{{"name", ch.Name != nil}, {"redirect_uris", ch.RedirectURIs != nil},
+		{"post_logout_redirect_uris", ch.PostLogoutRedirectURIs != nil}, {"first_party", ch.FirstParty != nil},
+		{"require_pkce", ch.RequirePKCE != nil}} {
+		if f.set {
+			names = append(names, f.name)
+		}
+	}
+	return names
+}
+
+// UpdateClient changes a client in place and returns it, logged as
+// update_client with the fields changed and their new values. Its sessions
+// and its users' consents stay (deleting and creating it again would end
+// them); a pending authorization request or an unredeemed code for a
+// redirect URI no longer registered is refused when it is used. EInvalid
+// (a field as CreateClient checks it, nothing to change, a public client
+// without PKCE), ENotFound.
+func (s *Service) UpdateClient(ctx context.Context, c Client, id string, ch ClientChange) (*OAuthClient, error) {
+	changed := ch.fields()
+	if len(changed) == 0 {
+		return nil, &Error{Code: EInvalid, Message: "Nothing to change.",
+			Hint: "give at least one of name, redirect_uris, post_logout_redirect_uris, first_party, require_pkce"}
+	}
+	if err := validClientChange(ch); err != nil {
+		return nil, err
+	}
+	details := map[string]any{"changed": changed}
+	if ch.Name != nil {
+		details["name"] = *ch.Name
+	}
+	if ch.RedirectURIs != nil {
+		details["redirect_uris"] = ch.RedirectURIs
+	}
+	if ch.PostLogoutRedirectURIs != nil {
+		details["post_logout_redirect_uris"] = ch.PostLogoutRedirectURIs
+	}
+	if ch.FirstParty != nil {
+		details["first_party"] = *ch.FirstParty
+	}
+	if ch.RequirePKCE != nil {
+		details["require_pkce"] = *ch.RequirePKCE
+	}
+	var updated *OAuthClient
+	err := s.clientAction(ctx, c, id, "update_client", details, func(tx *txn, oc *OAuthClient, now time.Time) error {
+		if ch.RequirePKCE != nil && !*ch.RequirePKCE && oc.Type == ClientPublic {
+			return &Error{Code: EInvalid, Message: "A public client always requires PKCE.",
+				Fields: []FieldError{{Field: "require_pkce", Message: "must be true for a public client"}}}
+		}
+		if ch.Name != nil {
+			oc.Name = *ch.Name
+		}
+		if ch.RedirectURIs != nil {
+			oc.RedirectURIs = ch.RedirectURIs
+		}
+		if ch.PostLogoutRedirectURIs != nil {
+			oc.PostLogoutRedirectURIs = ch.PostLogoutRedirectURIs
+		}
+		if ch.FirstParty != nil {
+			oc.FirstParty = *ch.FirstParty
+		}
+		if ch.RequirePKCE != nil {
+			oc.RequirePKCE = *ch.RequirePKCE
+		}
+		oc.UpdatedAt = now
+		updated = oc
+		return tx.UpdateClient(ctx, oc)
+	})
 	if err != nil {
 		return nil, err
 	}
-	return changed, nil
+	return updated, nil
 }
 
 // clientAction runs fn on the (locked) client and logs it as action, with
@@ -321,47 +389,73 @@ func validClientID(id string) bool {
 
 func validClientSpec(spec ClientSpec) error {
 	var fields []FieldError
-	bad := func(field, msg string) { fields = append(fields, FieldError{Field: field, Message: msg}) }
 	// Not only dots: "." and ".." are cleaned out of every URL path that
 	// would name the client (one made before this rule is still found by
 	// the CLI, which names it without a path).
 	if !validClientID(spec.ID) || strings.Trim(spec.ID, ".") == "" {
-		bad("client_id", "must be 1 to 64 letters, digits, '.', '_' or '-', not only dots")
+		fields = append(fields, FieldError{Field: "client_id", Message: "must be 1 to 64 letters, digits, '.', '_' or '-', not only dots"})
 	}
-	name := strings.TrimSpace(spec.Name)
-	// No bidirectional control, as the consent page shows it: U+202E
-	// (right-to-left override) would let "App\u202eelgoog" read as another
-	// name there. Other format characters stay: ZWJ and ZWNJ belong in
-	// Persian and Indic names and in emoji.
-	if name == "" || name != spec.Name || utf8.RuneCountInString(spec.Name) > MaxClientNameLength || !PlainText(spec.Name) ||
-		strings.IndexFunc(spec.Name, func(r rune) bool { return unicode.Is(unicode.Bidi_Control, r) }) >= 0 {
-		bad("name", "must be 1 to 255 printable characters, without leading or trailing spaces")
-	}
+	fields = append(fields, nameErrors(spec.Name)...)
 	if _, err := ParseClientType(string(spec.Type)); err != nil {
-		bad("type", "must be public or confidential")
+		fields = append(fields, FieldError{Field: "type", Message: "must be public or confidential"})
 	}
-	if len(spec.RedirectURIs) == 0 || len(spec.RedirectURIs) > MaxRedirectURIs {
-		bad("redirect_uris", fmt.Sprintf("must list 1 to %d URIs", MaxRedirectURIs))
+	return fieldErrors(append(fields, uriErrors(spec.RedirectURIs, spec.PostLogoutRedirectURIs, true)...))
+}
+
+// validClientChange checks what ch sets as CreateClient checks it.
+func validClientChange(ch ClientChange) error {
+	var fields []FieldError
+	if ch.Name != nil {
+		fields = nameErrors(*ch.Name)
 	}
-	if len(spec.PostLogoutRedirectURIs) > MaxRedirectURIs {
-		bad("post_logout_redirect_uris", fmt.Sprintf("must list at most %d URIs", MaxRedirectURIs))
-	}
-	for field, uris := range map[string][]string{"redirect_uris": spec.RedirectURIs,
-		"post_logout_redirect_uris": spec.PostLogoutRedirectURIs} {
-		seen := map[string]bool{}
-		for _, u := range uris {
-			if err := ValidRedirectURI(u); err != nil {
-				bad(field, fmt.Sprintf("%q: %v", truncate(u, 100), err))
-			} else if seen[u] {
-				bad(field, fmt.Sprintf("%q is listed twice", u))
-			}
-			seen[u] = true
-		}
-	}
+	return fieldErrors(append(fields, uriErrors(ch.RedirectURIs, ch.PostLogoutRedirectURIs, ch.RedirectURIs != nil)...))
+}
+
+func fieldErrors(fields []FieldError) error {
 	if len(fields) > 0 {
 		return &Error{Code: EInvalid, Message: "invalid request", Fields: fields}
 	}
 	return nil
+}
+
+// nameErrors checks a client's name. No bidirectional control, as the
+// consent page shows it: U+202E (right-to-left override) would let
+// "App\u202eelgoog" read as another name there. Other format characters
+// stay: ZWJ and ZWNJ belong in Persian and Indic names and in emoji.
+func nameErrors(name string) []FieldError {
+	if trimmed := strings.TrimSpace(name); trimmed == "" || trimmed != name || utf8.RuneCountInString(name) > MaxClientNameLength ||
+		!PlainText(name) || strings.IndexFunc(name, func(r rune) bool { return unicode.Is(unicode.Bidi_Control, r) }) >= 0 {
+		return []FieldError{{Field: "name", Message: "must be 1 to 255 printable characters, without leading or trailing spaces"}}
+	}
+	return nil
+}
+
+// uriErrors checks a client's redirect URIs (at least one when
+// redirectsGiven) and post-logout redirect URIs.
+func uriErrors(redirects, logouts []string, redirectsGiven bool) []FieldError {
+	var fields []FieldError
+	bad := func(field, msg string) { fields = append(fields, FieldError{Field: field, Message: msg}) }
+	if redirectsGiven && len(redirects) == 0 || len(redirects) > MaxRedirectURIs {
+		bad("redirect_uris", fmt.Sprintf("must list 1 to %d URIs", MaxRedirectURIs))
+	}
+	if len(logouts) > MaxRedirectURIs {
+		bad("post_logout_redirect_uris", fmt.Sprintf("must list at most %d URIs", MaxRedirectURIs))
+	}
+	for _, list := range []struct {
+		field string
+		uris  []string
+	}{{"redirect_uris", redirects}, {"post_logout_redirect_uris", logouts}} {
+		seen := map[string]bool{}
+		for _, u := range list.uris {
+			if err := ValidRedirectURI(u); err != nil {
+				bad(list.field, fmt.Sprintf("%q: %v", truncate(u, 100), err))
+			} else if seen[u] {
+				bad(list.field, fmt.Sprintf("%q is listed twice", u))
+			}
+			seen[u] = true
+		}
+	}
+	return fields
 }
 
 // ValidRedirectURI checks a redirect or post-logout URI for registration

@@ -202,8 +202,8 @@ func (s *Service) AuthRequest(ctx context.Context, id uuid.UUID) (*AuthRequest, 
 		return nil, nil, errNoAuthRequest
 	}
 	oc, err := s.store.OAuthClient(ctx, r.ClientID)
-	if ErrorCode(err) == ENotFound {
-		return nil, nil, errNoAuthRequest
+	if ErrorCode(err) == ENotFound || err == nil && !slices.Contains(oc.RedirectURIs, r.RedirectURI) {
+		return nil, nil, errNoAuthRequest // its client deleted, or its redirect URI no longer registered
 	}
 	return r, oc, err
 }
@@ -225,61 +225,46 @@ func (s *Service) NeedsConsent(ctx context.Context, oc *OAuthClient, user uuid.U
 	return !consent.Covers(scopes), nil
 }
 
-// GrantConsent remembers that the user lets the request's client have its
+// saveConsent remembers, in tx, that the user lets the client have the
 // scopes (with any granted before), logged as oidc_consent_granted.
-// ENotFound (errNoAuthRequest: the user was erased or locked, or the
-// request used, denied or expired, meanwhile), EUnavailable.
-func (s *Service) GrantConsent(ctx context.Context, c Client, user uuid.UUID, req *AuthRequest) error {
-	clientID, scopes := req.ClientID, req.Scopes
-	return s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
-		if err := holdClient(ctx, tx, clientID); err != nil {
-			return err
-		}
-		if err := lockRequester(ctx, tx, user, now); err != nil {
-			return err
-		}
-		// The request, after its user as IssueCode locks them: a denial
-		// that ended it first leaves no consent behind.
-		if _, err := pendingRequest(ctx, tx, req, now); err != nil {
-			return err
-		}
-		granted := scopes
-		old, err := tx.Consent(ctx, user, clientID)
-		switch ErrorCode(err) {
-		case "":
-			granted = append([]string{}, old.Scopes...)
-			for _, sc := range scopes {
-				if !slices.Contains(granted, sc) {
-					granted = append(granted, sc)
-				}
+func (s *Service) saveConsent(ctx context.Context, tx *txn, c Client, user uuid.UUID, clientID string, scopes []string,
+	now time.Time) error {
+	granted := scopes
+	old, err := tx.Consent(ctx, user, clientID)
+	switch ErrorCode(err) {
+	case "":
+		granted = append([]string{}, old.Scopes...)
+		for _, sc := range scopes {
+			if !slices.Contains(granted, sc) {
+				granted = append(granted, sc)
 			}
-		case ENotFound:
-		default:
-			return err
 		}
-		if err := tx.SaveConsent(ctx, &Consent{ID: NewID(), UserID: user, ClientID: clientID, Scopes: granted,
-			GrantedAt: now}); err != nil {
-			return err
-		}
-		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventOIDCConsentGranted, ResultSuccess, user, "",
-			map[string]any{"client_id": clientID, "scopes": FormatScopes(granted)}))
-	})
+	case ENotFound:
+	default:
+		return err
+	}
+	if err := tx.SaveConsent(ctx, &Consent{ID: NewID(), UserID: user, ClientID: clientID, Scopes: granted,
+		GrantedAt: now}); err != nil {
+		return err
+	}
+	return tx.CreateSecurityLog(ctx, s.audit(now, c, EventOIDCConsentGranted, ResultSuccess, user, "",
+		map[string]any{"client_id": clientID, "scopes": FormatScopes(granted)}))
 }
 
 // holdClient holds the client against deletion until tx ends
-// (SharedClient), before anything else the flow locks: a deletion, which
-// locks the client first, and then its requests, consents and codes (the
-// cascade), waits for the flow or the flow for it, and neither holds a row
-// the other needs (a request, a consent) while it waits for the client's
-// key-share lock a new code or consent takes. ENotFound (as errNoAuthRequest,
-// the request gone with its client) when it is gone.
-func holdClient(ctx context.Context, tx *txn, id string) error {
-	_, err := tx.SharedClient(ctx, id)
+// (SharedClient), before anything else the flow locks, and returns it as it
+// is now: a deletion, which locks the client first, and then its requests,
+// consents and codes (the cascade), waits for the flow or the flow for it,
+// and neither holds a row the other needs (a request, a consent) while it
+// waits for the client's key-share lock a new code or consent takes.
+// ENotFound (as errNoAuthRequest, the request gone with its client) when
+// it is gone.
+func holdClient(ctx context.Context, tx *txn, id string) (*OAuthClient, error) {
+	oc, err := tx.SharedClient(ctx, id)
 	if ErrorCode(err) == ENotFound {
-		return errNoAuthRequest
+		return nil, errNoAuthRequest
 	}
-	return err
+	return oc, err
 }
 
 // DenyConsent records that the user refused the client the scopes of
@@ -294,10 +279,11 @@ func holdClient(ctx context.Context, tx *txn, id string) error {
 func (s *Service) DenyConsent(ctx context.Context, c Client, user uuid.UUID, req *AuthRequest) error {
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
-		if err := holdClient(ctx, tx, req.ClientID); err != nil {
+		oc, err := holdClient(ctx, tx, req.ClientID)
+		if err != nil {
 			return err
 		}
-		if err := endRequest(ctx, tx, req, now); err != nil {
+		if err := endRequest(ctx, tx, oc, req, now); err != nil {
 			return err
 		}
 		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventOIDCConsentGranted, ResultFailure, user, "consent denied",
@@ -305,11 +291,14 @@ func (s *Service) DenyConsent(ctx context.Context, c Client, user uuid.UUID, req
 	})
 }
 
-// pendingRequest reads, locked, the request read as req before tx and
-// refuses it (errNoAuthRequest) when it was used, denied or expired since.
-func pendingRequest(ctx context.Context, tx *txn, req *AuthRequest, now time.Time) (*AuthRequest, error) {
+// pendingRequest reads, locked, the request of the client oc (held) read
+// as req before tx, and refuses it (errNoAuthRequest) when it was used,
+// denied or expired since, or its redirect URI is no longer one of the
+// client's (an administrator changed them): nothing goes there.
+func pendingRequest(ctx context.Context, tx *txn, oc *OAuthClient, req *AuthRequest, now time.Time) (*AuthRequest, error) {
 	r, err := tx.AuthRequest(ctx, req.ID)
-	if ErrorCode(err) == ENotFound || err == nil && (!now.Before(r.ExpiresAt) || r.ClientID != req.ClientID) {
+	if ErrorCode(err) == ENotFound || err == nil && (!now.Before(r.ExpiresAt) || r.ClientID != oc.ID ||
+		!slices.Contains(oc.RedirectURIs, r.RedirectURI)) {
 		return nil, errNoAuthRequest
 	}
 	return r, err
@@ -317,8 +306,8 @@ func pendingRequest(ctx context.Context, tx *txn, req *AuthRequest, now time.Tim
 
 // endRequest deletes the pending request read as req before tx
 // (pendingRequest): it gets no code.
-func endRequest(ctx context.Context, tx *txn, req *AuthRequest, now time.Time) error {
-	if _, err := pendingRequest(ctx, tx, req, now); err != nil {
+func endRequest(ctx context.Context, tx *txn, oc *OAuthClient, req *AuthRequest, now time.Time) error {
+	if _, err := pendingRequest(ctx, tx, oc, req, now); err != nil {
 		return err
 	}
 	return tx.DeleteAuthRequest(ctx, req.ID)
@@ -405,6 +394,19 @@ var errSignInEnded = Errorf(EInvalidToken, "The sign-in ended; sign in again.")
 // session ended meanwhile: the request stays, for a new sign-in),
 // EUnavailable.
 func (s *Service) IssueCode(ctx context.Context, c Client, requestID uuid.UUID, sess *Session) (string, *AuthRequest, error) {
+	return s.issueCode(ctx, c, requestID, sess, false)
+}
+
+// AllowConsent is IssueCode for the consent page's Allow: in the same
+// transaction the user's consent to the request's client and scopes is
+// remembered (saveConsent). One transaction, so that a Deny sent from the
+// same page (a second tab, a double submit) either ends the request first,
+// and no consent is kept, or finds it used (DenyConsent).
+func (s *Service) AllowConsent(ctx context.Context, c Client, requestID uuid.UUID, sess *Session) (string, *AuthRequest, error) {
+	return s.issueCode(ctx, c, requestID, sess, true)
+}
+
+func (s *Service) issueCode(ctx context.Context, c Client, requestID uuid.UUID, sess *Session, consent bool) (string, *AuthRequest, error) {
 	raw, digest := newOpaqueToken()
 	// Its client, first: read before the transaction, which holds it.
 	pending, err := s.store.AuthRequest(ctx, requestID)
@@ -417,7 +419,8 @@ func (s *Service) IssueCode(ctx context.Context, c Client, requestID uuid.UUID, 
 	var req *AuthRequest
 	err = s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
-		if err := holdClient(ctx, tx, pending.ClientID); err != nil {
+		oc, err := holdClient(ctx, tx, pending.ClientID)
+		if err != nil {
 			return err
 		}
 		if err := lockRequester(ctx, tx, sess.UserID, now); err != nil {
@@ -433,9 +436,14 @@ func (s *Service) IssueCode(ctx context.Context, c Client, requestID uuid.UUID, 
 		if err != nil {
 			return err
 		}
-		req, err = pendingRequest(ctx, tx, pending, now)
+		req, err = pendingRequest(ctx, tx, oc, pending, now)
 		if err != nil {
 			return err
+		}
+		if consent {
+			if err := s.saveConsent(ctx, tx, c, browser.UserID, req.ClientID, req.Scopes, now); err != nil {
+				return err
+			}
 		}
 		if err := tx.DeleteAuthRequest(ctx, req.ID); err != nil {
 			return err
@@ -532,6 +540,9 @@ func (s *Service) RedeemCode(ctx context.Context, c Client, client *OAuthClient,
 			// Issued before the administrator required PKCE of the client
 			// (a reuse of one redeemed before is still a reuse, above).
 			return refuse("PKCE required for this client")
+		case !slices.Contains(oc.RedirectURIs, ac.RedirectURI):
+			// Issued before the administrator removed the URI.
+			return refuse("redirect_uri no longer registered")
 		case !now.Before(ac.ExpiresAt):
 			return refuse("code expired")
 		}

@@ -91,19 +91,27 @@ func (s *Server) adminClient(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// adminUpdateClient changes what of a client may change in place: for
-// now whether it must use PKCE.
+// adminUpdateClient changes a client in place: the fields given, the
+// others as they are. Its sessions and consents stay.
 func (s *Server) adminUpdateClient(w http.ResponseWriter, r *http.Request) error {
 	var in struct {
-		RequirePKCE *bool `json:"require_pkce"`
+		Name                   *string   `json:"name"`
+		RedirectURIs           *[]string `json:"redirect_uris"`
+		PostLogoutRedirectURIs *[]string `json:"post_logout_redirect_uris"`
+		FirstParty             *bool     `json:"first_party"`
+		RequirePKCE            *bool     `json:"require_pkce"`
 	}
 	if err := decodeJSON(w, r, &in); err != nil {
 		return err
 	}
-	if in.RequirePKCE == nil {
-		return invalid("require_pkce", "is required (true or false)")
+	ch := authd.ClientChange{Name: in.Name, FirstParty: in.FirstParty, RequirePKCE: in.RequirePKCE}
+	if in.RedirectURIs != nil {
+		ch.RedirectURIs = append([]string{}, *in.RedirectURIs...) // [] is given, and refused
 	}
-	c, err := s.svc.RequireClientPKCE(r.Context(), client(r), r.PathValue("id"), *in.RequirePKCE)
+	if in.PostLogoutRedirectURIs != nil {
+		ch.PostLogoutRedirectURIs = append([]string{}, *in.PostLogoutRedirectURIs...) // []: none
+	}
+	c, err := s.svc.UpdateClient(r.Context(), client(r), r.PathValue("id"), ch)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,8 @@ package httpapi_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -140,8 +142,30 @@ func TestAdminClients(t *testing.T) {
 			t.Errorf("after PATCH: %+v, %v; want PKCE required", oc, err)
 		}
 		for name, body := range map[string]map[string]any{"nothing": {}, "null": {"require_pkce": nil},
-			"string": {"require_pkce": "yes"}, "other field": {"require_pkce": true, "name": "G"}} {
+			"string": {"require_pkce": "yes"}, "a field that cannot change": {"require_pkce": true, "type": "public"},
+			"no redirect URI": {"redirect_uris": []string{}}, "plain http": {"redirect_uris": []string{"http://example.org/cb"}},
+			"a padded name": {"name": " G"}, "a bidi override": {"name": "G\u202e"}} {
 			want(t, "PATCH with "+name, e.admin("PATCH", "/v1/admin/clients/grafana", body), 400, "validation_failed")
+		}
+		// What may change in place, the rest kept: the name, the URIs (lists replaced whole, [] empties
+		// the post-logout ones), first-party.
+		r = e.admin("PATCH", "/v1/admin/clients/grafana", map[string]any{"name": "Grafana 11",
+			"redirect_uris":             []string{"https://grafana.example.org/cb", "https://grafana.example.org/cb2"},
+			"post_logout_redirect_uris": []string{}, "first_party": false})
+		want(t, "rename and move", r, 200, "")
+		if oc, err := e.svc.OAuthClient(ctx, "grafana"); err != nil || oc.Name != "Grafana 11" || oc.FirstParty ||
+			!slices.Equal(oc.RedirectURIs, []string{"https://grafana.example.org/cb", "https://grafana.example.org/cb2"}) ||
+			len(oc.PostLogoutRedirectURIs) != 0 || !oc.PKCERequired() || oc.Type != authd.ClientConfidential {
+			t.Errorf("after PATCH: %+v, %v; want the new name and URIs, PKCE still required", oc, err)
+		}
+		if _, err := e.svc.AuthenticateClient(ctx, authd.Client{}, "grafana", fresh, "client_secret_post"); err != nil {
+			t.Errorf("the secret after PATCH: %v; want it kept", err)
+		}
+		if logs, err := e.store.SecurityLogs(ctx, authd.SecurityLogFilter{EventType: authd.EventAdminAction, Limit: 1}); err != nil ||
+			len(logs) != 1 || logs[0].AdditionalContext["action"] != "update_client" ||
+			fmt.Sprint(logs[0].AdditionalContext["changed"]) != "[name redirect_uris post_logout_redirect_uris first_party]" ||
+			logs[0].AdditionalContext["name"] != "Grafana 11" {
+			t.Errorf("the update's admin_action row: %+v, %v; want the fields changed and their new values", logs, err)
 		}
 		want(t, "PATCH a public client off PKCE", e.admin("PATCH", "/v1/admin/clients/"+spa,
 			map[string]any{"require_pkce": false}), 400, "validation_failed")
@@ -159,8 +183,8 @@ func TestAdminClients(t *testing.T) {
 		}
 
 		got := strings.Join(adminActions(t, e.store), ", ")
-		if want := "create_client grafana, create_client " + spa + ", rotate_client_secret grafana, set_client_pkce grafana, " +
-			"create_client strict, delete_client grafana"; got != want {
+		if want := "create_client grafana, create_client " + spa + ", rotate_client_secret grafana, update_client grafana, " +
+			"update_client grafana, create_client strict, delete_client grafana"; got != want {
 			t.Errorf("admin_action rows: %s; want %s", got, want)
 		}
 		if logs := e.logs.String(); strings.Contains(logs, secret) || strings.Contains(logs, fresh) {

@@ -249,7 +249,7 @@ func (p *Provider) authorizeSilently(w http.ResponseWriter, r *http.Request, req
 		p.saveFailed(w, r, req, err)
 		return
 	}
-	if !p.issueCode(w, r, req, sess) {
+	if !p.issueCode(w, r, req, sess, false) {
 		p.redirectError(w, r, req.RedirectURI, req.State, authError{"login_required", "no signed-in session"})
 	}
 }
@@ -317,7 +317,7 @@ func (p *Provider) continueRequest(w http.ResponseWriter, r *http.Request, req *
 			formTo: []string{origin(req.RedirectURI)}})
 		return
 	}
-	if !p.issueCode(w, r, req, sess) {
+	if !p.issueCode(w, r, req, sess, false) {
 		toSignIn(w, r, req)
 	}
 }
@@ -332,8 +332,13 @@ func toSignIn(w http.ResponseWriter, r *http.Request, req *authd.AuthRequest) {
 // having answered nothing, when the browser session ended since the
 // caller read it (a sign-out in another tab): the caller answers as to a
 // browser that is not signed in, and the request waits for the sign-in.
-func (p *Provider) issueCode(w http.ResponseWriter, r *http.Request, req *authd.AuthRequest, sess *authd.Session) bool {
-	code, req, err := p.svc.IssueCode(r.Context(), client(r.Context()), req.ID, sess)
+func (p *Provider) issueCode(w http.ResponseWriter, r *http.Request, req *authd.AuthRequest, sess *authd.Session,
+	consented bool) bool {
+	issue := p.svc.IssueCode
+	if consented {
+		issue = p.svc.AllowConsent // the consent page's Allow: remembered with the code
+	}
+	code, req, err := issue(r.Context(), client(r.Context()), req.ID, sess)
 	switch authd.ErrorCode(err) {
 	case "":
 		p.redirectTo(w, r, req.RedirectURI, url.Values{"code": {code}}, req.State)

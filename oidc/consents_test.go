@@ -2,10 +2,12 @@ package oidc_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -92,7 +94,13 @@ func (q *logOutageQueries) CreateSecurityLog(ctx context.Context, l *authd.Secur
 func (e *env) consentPage(email string) (*browser, url.Values) {
 	e.t.Helper()
 	e.user(email)
-	c, cs := e.client("third", authd.ClientConfidential, false)
+	c, err := e.store.OAuthClient(context.Background(), "third")
+	var cs string // not needed to reach the page
+	if authd.ErrorCode(err) == authd.ENotFound {
+		c, cs = e.client("third", authd.ClientConfidential, false)
+	} else if err != nil {
+		e.t.Fatal(err)
+	}
 	r := e.rp(c, cs, "email")
 	b := e.browser()
 	b.get(r.cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))).signIn(email, goodPassword)
@@ -158,37 +166,56 @@ func TestClientNamesAreIsolated(t *testing.T) {
 	})
 }
 
-// pendingRequest reads, as a decision sent from the page did before the
-// other committed, the request the consent form f is for.
-func (e *env) pendingRequest(f url.Values) *authd.AuthRequest {
+// decision is what a decision sent from a consent page works on: its
+// request, as the page read it before another decision committed, and
+// the browser session it was shown for.
+func (e *env) decision(email string, f url.Values) (*authd.AuthRequest, *authd.Session) {
 	e.t.Helper()
+	ctx := context.Background()
 	id, err := uuid.Parse(f.Get("request"))
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	req, _, err := e.svc.AuthRequest(context.Background(), id)
+	req, _, err := e.svc.AuthRequest(ctx, id)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return req
+	live, err := e.store.Sessions(ctx, e.userByEmail(email).ID, e.clock.Now())
+	if err != nil || len(live) != 1 {
+		e.t.Fatalf("the browser session: %v, %v; want one", live, err)
+	}
+	return req, live[0]
+}
+
+// denied reports whether the user's security log has a denied consent.
+func (e *env) denied(u *authd.User) bool {
+	e.t.Helper()
+	logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: u.ID, Limit: 200})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return slices.ContainsFunc(logs, func(l *authd.SecurityLog) bool {
+		return l.EventType == authd.EventOIDCConsentGranted && l.Result == authd.ResultFailure
+	})
 }
 
 // TestAllowAfterADenial: Allow and Deny sent from one consent page (two
 // tabs, a double submit) each read the request before the other ended it.
-// A denial that committed first leaves no consent for the Allow to save.
+// A denial that committed first leaves no consent for the Allow to save,
+// and no code.
 func TestAllowAfterADenial(t *testing.T) {
 	onBothStores(t, func(t *testing.T, e *env) {
-		b, f := e.consentPage("denied-first@example.org")
-		u := e.userByEmail("denied-first@example.org")
-		req := e.pendingRequest(f) // the Allow's read of it
+		const email = "denied-first@example.org"
+		b, f := e.consentPage(email)
+		req, sess := e.decision(email, f) // the Allow's reads
 		if cb := b.post(oidc.ConsentPath, f).callback(); cb == nil || cb.Get("error") != "access_denied" {
 			t.Fatalf("deny: %d %v", b.last.StatusCode, cb)
 		}
 		ctx := context.Background()
-		if err := e.svc.GrantConsent(ctx, authd.Client{}, u.ID, req); authd.ErrorCode(err) != authd.ENotFound {
-			t.Errorf("an Allow after the denial: %v; want ENotFound", err)
+		if code, _, err := e.svc.AllowConsent(ctx, authd.Client{}, req.ID, sess); authd.ErrorCode(err) != authd.ENotFound {
+			t.Errorf("an Allow after the denial: %q, %v; want ENotFound", code, err)
 		}
-		if c, err := e.store.Consent(ctx, u.ID, "third"); authd.ErrorCode(err) != authd.ENotFound {
+		if c, err := e.store.Consent(ctx, sess.UserID, "third"); authd.ErrorCode(err) != authd.ENotFound {
 			t.Errorf("the denied client has a consent: %v %v", c, err)
 		}
 	})
@@ -198,25 +225,48 @@ func TestAllowAfterADenial(t *testing.T) {
 // denied after it (the client would hear both), nor logged as denied.
 func TestDenialAfterACode(t *testing.T) {
 	onBothStores(t, func(t *testing.T, e *env) {
-		b, f := e.consentPage("allowed-first@example.org")
-		u := e.userByEmail("allowed-first@example.org")
-		req := e.pendingRequest(f) // the Deny's read of it
+		const email = "allowed-first@example.org"
+		b, f := e.consentPage(email)
+		req, sess := e.decision(email, f) // the Deny's reads
 		f.Set("decision", "allow")
 		if cb := b.post(oidc.ConsentPath, f).callback(); cb == nil || cb.Get("code") == "" {
 			t.Fatalf("allow: %d %v", b.last.StatusCode, cb)
 		}
-		ctx := context.Background()
-		if err := e.svc.DenyConsent(ctx, authd.Client{}, u.ID, req); authd.ErrorCode(err) != authd.ENotFound {
+		if err := e.svc.DenyConsent(context.Background(), authd.Client{}, sess.UserID, req); authd.ErrorCode(err) != authd.ENotFound {
 			t.Errorf("a Deny after the code: %v; want ENotFound", err)
 		}
-		logs, err := e.store.SecurityLogs(ctx, authd.SecurityLogFilter{UserID: u.ID, Limit: 200})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if slices.ContainsFunc(logs, func(l *authd.SecurityLog) bool {
-			return l.EventType == authd.EventOIDCConsentGranted && l.Result == authd.ResultFailure
-		}) {
+		if u := e.userByEmail(email); e.denied(u) {
 			t.Errorf("the Allow that got its code was logged as denied too: %v", e.events(u))
+		}
+	})
+}
+
+// TestConsentDecisionsAtOnce: Allow and Deny of one page sent at the same
+// moment: exactly one wins, and the account shows that one only — a code
+// and the consent, or the denial and no consent (a consent saved by an
+// Allow whose code a Deny then beat would let the client in next time
+// without asking).
+func TestConsentDecisionsAtOnce(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		for i := range 6 {
+			email := fmt.Sprintf("both-%d@example.org", i)
+			_, f := e.consentPage(email)
+			req, sess := e.decision(email, f)
+			var allowed, denied error
+			var wg sync.WaitGroup
+			wg.Go(func() { _, _, allowed = e.svc.AllowConsent(ctx, authd.Client{}, req.ID, sess) })
+			wg.Go(func() { denied = e.svc.DenyConsent(ctx, authd.Client{}, sess.UserID, req) })
+			wg.Wait()
+			_, consentErr := e.store.Consent(ctx, sess.UserID, "third")
+			consented, loggedDenial := consentErr == nil, e.denied(e.userByEmail(email))
+			switch {
+			case allowed == nil && authd.ErrorCode(denied) == authd.ENotFound && consented && !loggedDenial:
+			case denied == nil && authd.ErrorCode(allowed) == authd.ENotFound && !consented && loggedDenial:
+			default:
+				t.Errorf("round %d: allow %v, deny %v, consent kept %v (%v), denial logged %v; want one decision, only its trace",
+					i, allowed, denied, consented, consentErr, loggedDenial)
+			}
 		}
 	})
 }

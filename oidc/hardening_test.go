@@ -11,6 +11,7 @@ import (
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/oidc"
+	gooidc "github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
 )
 
@@ -548,7 +549,7 @@ func TestRequiredPKCE(t *testing.T) {
 			t.Fatalf("the second code: %+v, %v; want a refresh token", first, err)
 		}
 
-		if _, err := e.svc.RequireClientPKCE(ctx, authd.Client{}, c.ID, true); err != nil {
+		if _, err := e.svc.UpdateClient(ctx, authd.Client{}, c.ID, authd.ClientChange{RequirePKCE: new(true)}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := r.cfg.Exchange(r.ctx, before.Get("code")); err == nil {
@@ -567,11 +568,53 @@ func TestRequiredPKCE(t *testing.T) {
 		r.exchange(t, r.login(t, b, "pia@example.org", "s", "n", verifier), verifier)
 
 		pub, _ := e.client("spa", authd.ClientPublic, true)
-		if _, err := e.svc.RequireClientPKCE(ctx, authd.Client{}, pub.ID, false); authd.ErrorCode(err) != authd.EInvalid {
+		if _, err := e.svc.UpdateClient(ctx, authd.Client{}, pub.ID, authd.ClientChange{RequirePKCE: new(false)}); authd.ErrorCode(err) != authd.EInvalid {
 			t.Errorf("a public client let off PKCE: %v, want EInvalid", err)
 		}
-		if _, err := e.svc.RequireClientPKCE(ctx, authd.Client{}, "nobody", true); authd.ErrorCode(err) != authd.ENotFound {
+		if _, err := e.svc.UpdateClient(ctx, authd.Client{}, "nobody", authd.ClientChange{RequirePKCE: new(true)}); authd.ErrorCode(err) != authd.ENotFound {
 			t.Errorf("an unknown client: %v, want ENotFound", err)
 		}
+	})
+}
+
+// TestRedirectURIsChangedInPlace: an administrator's change of a client's
+// redirect URIs keeps its sessions (a refresh token it holds goes on
+// working, as deleting and creating the client again would not), while a
+// sign-in under way to a URI removed gets no code (the request-expired
+// page), and a code issued to it before is refused at the token endpoint.
+// The new URI works at once.
+func TestRedirectURIsChangedInPlace(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		e.user("moved@example.org")
+		c, secret := e.client("moving", authd.ClientConfidential, true)
+		r := e.rp(c, secret, gooidc.ScopeOfflineAccess)
+		b := e.browser()
+		verifier := oauth2.GenerateVerifier()
+		tok, _ := r.exchange(t, r.login(t, b, "moved@example.org", "s1", "n1", verifier), verifier)
+		pending := oauth2.GenerateVerifier()
+		code := r.login(t, b, "moved@example.org", "s2", "n2", pending) // issued, not redeemed
+		underWay := e.browser()
+		underWay.get(r.cfg.AuthCodeURL("s3", oauth2.S256ChallengeOption(verifier)))
+
+		moved := "https://rp.example.org/moved"
+		if _, err := e.svc.UpdateClient(ctx, authd.Client{}, c.ID, authd.ClientChange{RedirectURIs: []string{moved}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.cfg.TokenSource(r.ctx, &oauth2.Token{RefreshToken: tok.RefreshToken}).Token(); err != nil {
+			t.Errorf("a refresh after the change: %v; want the session kept", err)
+		}
+		if _, err := r.cfg.Exchange(r.ctx, code, oauth2.VerifierOption(pending)); err == nil {
+			t.Error("a code issued to the removed URI was redeemed")
+		}
+		underWay.signIn("moved@example.org", goodPassword)
+		if cb := underWay.callback(); cb != nil || underWay.last.StatusCode != http.StatusBadRequest ||
+			!strings.Contains(underWay.body, "expired or was already used") {
+			t.Errorf("a sign-in under way to the removed URI: %d %v; want the request-expired page, nothing sent there",
+				underWay.last.StatusCode, cb)
+		}
+		r.cfg.RedirectURL = moved
+		now := oauth2.GenerateVerifier()
+		r.exchange(t, r.login(t, e.browser(), "moved@example.org", "s4", "n4", now), now)
 	})
 }

@@ -182,19 +182,19 @@ func TestClientDeletedWhileAConsentIsGiven(t *testing.T) {
 	t.Parallel()
 	e, store, release := pausingEnv(t, func(*authd.Config) {})
 	defer release()
-	u := e.user("consenting@example.org")
-	c, _ := e.client("third", authd.ClientConfidential, false)
-	store.consenting = u.ID
+	const email = "consenting@example.org"
+	_, f := e.consentPage(email)
+	req, sess := e.decision(email, f)
+	store.consenting = sess.UserID
 	ctx := context.Background()
 	granted := make(chan error, 1)
-	req := &authd.AuthRequest{ClientID: c.ID, RedirectURI: rpCallback, Scopes: []string{"openid"}}
-	if err := e.svc.SaveAuthRequest(ctx, authd.Client{}, req); err != nil {
-		t.Fatal(err)
-	}
-	go func() { granted <- e.svc.GrantConsent(ctx, authd.Client{}, u.ID, req) }()
+	go func() {
+		_, _, err := e.svc.AllowConsent(ctx, authd.Client{}, req.ID, sess)
+		granted <- err
+	}()
 	<-store.paused // the consent holds the user
 	deleted := make(chan error, 1)
-	go func() { deleted <- e.svc.DeleteClient(ctx, authd.Client{}, c.ID) }()
+	go func() { deleted <- e.svc.DeleteClient(ctx, authd.Client{}, req.ClientID) }()
 	waitForLock(t, store.Store) // the deletion's, on the client
 	release()
 	if err := <-granted; err != nil {
@@ -203,7 +203,7 @@ func TestClientDeletedWhileAConsentIsGiven(t *testing.T) {
 	if err := <-deleted; err != nil {
 		t.Fatalf("the deletion: %v", err)
 	}
-	if _, err := store.Consent(ctx, u.ID, c.ID); authd.ErrorCode(err) != authd.ENotFound {
+	if _, err := store.Consent(ctx, sess.UserID, req.ClientID); authd.ErrorCode(err) != authd.ENotFound {
 		t.Errorf("the consent to the deleted client: %v; want ENotFound", err)
 	}
 }

@@ -253,7 +253,7 @@ func (p *Provider) consent(w http.ResponseWriter, r *http.Request) {
 		// log never saw.
 		if err := p.svc.DenyConsent(r.Context(), client(r.Context()), sess.UserID, req); err != nil {
 			if authd.ErrorCode(err) == authd.ENotFound {
-				p.requestGone(w) // used by an Allow sent with it, or its client deleted, meanwhile
+				p.requestGone(w) // used by an Allow sent with it, expired, or its client deleted or changed, meanwhile
 				return
 			}
 			p.unavailable(w, err)
@@ -262,20 +262,13 @@ func (p *Provider) consent(w http.ResponseWriter, r *http.Request) {
 		p.redirectError(w, r, req.RedirectURI, req.State, authError{"access_denied", "the user denied the request"})
 		return
 	}
-	if err := p.svc.GrantConsent(r.Context(), client(r.Context()), sess.UserID, req); err != nil {
-		if authd.ErrorCode(err) == authd.ENotFound {
-			p.requestGone(w) // the account was erased or locked, or the client deleted, meanwhile
-			return
-		}
-		p.unavailable(w, err)
-		return
-	}
 	if sess.CreatedAt.Before(req.MinAuthTime) {
-		toSignIn(w, r, req)
+		toSignIn(w, r, req) // a fresh sign-in first; the page asks again after it
 		return
 	}
-	// Answered: prompt=consent must not ask again.
-	if !p.issueCode(w, r, req, sess) {
+	// The consent and the code in one transaction (AllowConsent); then
+	// answered: prompt=consent must not ask again.
+	if !p.issueCode(w, r, req, sess, true) {
 		toSignIn(w, r, req)
 	}
 }

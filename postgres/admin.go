@@ -307,7 +307,7 @@ func purgeBatch(ctx context.Context, conn *pgxpool.Conn, query string, args ...a
 // deadlock PostgreSQL ended it for.
 func lockWaited(err error) bool {
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && (pgErr.Code == "55P03" || pgErr.Code == "40P01")
+	return LockTimedOut(err) || errors.As(err, &pgErr) && pgErr.Code == "40P01"
 }
 
 // Purge implements authd.Store. It holds a session-level advisory lock on

@@ -60,8 +60,9 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 		return nil, &authd.Error{Code: authd.EInvalid, Message: "DATABASE_URL is not a valid PostgreSQL URL",
 			Hint: "use postgres://USER:PASSWORD@HOST:PORT/DBNAME", Err: err}
 	}
-	for _, o := range opts {
-		o(cfg)
+	var o options
+	for _, opt := range opts {
+		opt(&o)
 	}
 	// pgxpool's default (four connections on two cores) starves concurrent
 	// flows that each hold a transaction; DATABASE_URL's pool_max_conns wins.
@@ -72,13 +73,21 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = 2 * time.Second
 	}
-	cfg.AfterConnect = func(_ context.Context, c *pgx.Conn) error {
+	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
 		// Every time leaves the store in UTC, whatever the server's TimeZone.
 		c.TypeMap().RegisterType(&pgtype.Type{
 			Name: "timestamptz", OID: pgtype.TimestamptzOID,
 			Codec: &pgtype.TimestamptzCodec{ScanLocation: time.UTC},
 		})
 		registerUUID(c.TypeMap())
+		if o.lockTimeout > 0 {
+			// Only where nothing else set one: the URL, options, PGOPTIONS,
+			// ALTER ROLE or DATABASE … SET, postgresql.conf.
+			if _, err := c.Exec(ctx, `SELECT set_config('lock_timeout', $1, false) WHERE current_setting('lock_timeout') = '0'`,
+				strconv.FormatInt(o.lockTimeout.Milliseconds(), 10)); err != nil {
+				return err
+			}
+		}
 		return nil
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
@@ -110,19 +119,27 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 }
 
 // An Option adjusts how Open connects.
-type Option func(*pgxpool.Config)
+type Option func(*options)
+
+type options struct {
+	lockTimeout time.Duration
+}
 
 // WithLockTimeout bounds each wait of the store's statements for a lock
-// another session holds to d (PostgreSQL's lock_timeout), unless the URL
-// sets lock_timeout itself; a statement that waits longer fails with
-// EUnavailable and a hint. For one-shot commands, which must not hang on a
-// transaction left open elsewhere.
+// another session holds to d (PostgreSQL's lock_timeout), unless the
+// connection has a lock_timeout of its own (set in the URL, its options,
+// PGOPTIONS, for the role or database, or server-wide); a statement that
+// waits longer fails with EUnavailable (LockTimedOut). For one-shot
+// commands, which must not hang on a transaction left open elsewhere.
 func WithLockTimeout(d time.Duration) Option {
-	return func(c *pgxpool.Config) {
-		if _, ok := c.ConnConfig.RuntimeParams["lock_timeout"]; !ok {
-			c.ConnConfig.RuntimeParams["lock_timeout"] = strconv.FormatInt(d.Milliseconds(), 10)
-		}
-	}
+	return func(o *options) { o.lockTimeout = d }
+}
+
+// LockTimedOut reports whether err, however wrapped, is a statement's
+// lock_timeout running out (SQLSTATE 55P03).
+func LockTimedOut(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "55P03"
 }
 
 // SetLogger sets where the store reports background trouble (the
@@ -245,6 +262,10 @@ func connectError(cfg *pgx.ConnConfig, err error) error {
 			"or fix the host and port in DATABASE_URL"}
 }
 
+// lockTimeoutHint tells an operator what a lock_timeout means.
+const lockTimeoutHint = "another database session holds a lock this needs (a long or idle transaction, a migration): " +
+	"find it in pg_stat_activity, let it end, and try again"
+
 // translate turns driver errors into domain errors where they meet the
 // database; anything unexpected stays an internal error with its cause.
 func translate(err error) error {
@@ -270,10 +291,8 @@ func translate(err error) error {
 	if errors.As(err, &pgErr) {
 		switch {
 		case pgErr.Code == "55P03": // lock_not_available: lock_timeout ran out (WithLockTimeout)
-			return &authd.Error{Code: authd.EUnavailable, Message: "another database session holds a lock this needs",
-				RetryAfter: time.Second, Err: err,
-				Hint: "a long transaction or a migration holds the rows or table; find it in pg_stat_activity, " +
-					"wait for it to end and run the command again"}
+			return &authd.Error{Code: authd.EUnavailable, Message: "the database is unavailable",
+				RetryAfter: time.Second, Err: err, Hint: lockTimeoutHint}
 		case pgErr.Code == "23505": // unique_violation
 			return authd.WrapError(authd.EConflict, err, "already exists")
 		case pgErr.Code == "P0002": // no_data_found: a checked write changed too few rows (authd_expect_rows)

@@ -223,7 +223,7 @@ func adminCmd(ctx context.Context, e *env, args []string) (err error) {
 		return err
 	}
 	if u.IsDeleted() && rest[1] != "show" { // show finds the tombstone; there is nothing else to do to it
-		return &cliError{msg: fmt.Sprintf("%s was erased (%s); nothing to %s", rest[2], authd.Tombstone(u.ID), rest[1]),
+		return &cliError{msg: fmt.Sprintf("%s was erased (%s): there is nothing left to act on", rest[2], authd.Tombstone(u.ID)),
 			hint: "`authd admin users show " + rest[2] + "` shows what is left of it"}
 	}
 	switch rest[1] {
@@ -258,7 +258,7 @@ func adminCmd(ctx context.Context, e *env, args []string) (err error) {
 			return done(e, err, "removed every second factor of %s (%s); the password alone signs in; the user was mailed",
 				u.Email, removal(removed))
 		}
-		return done(e, nil, "%s has no second factor to remove; nothing changed", u.Email)
+		return done(e, nil, "%s had no second factor to remove; the password alone signs in", u.Email)
 	default: // delete
 		return done(e, svc.DeleteUser(ctx, c, u.ID), "erased %s (now %s)", u.Email, authd.Tombstone(u.ID))
 	}

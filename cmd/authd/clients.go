@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -27,7 +28,8 @@ straight on the database (DATABASE_URL):
                        [--post-logout-uri URI …] [--first-party] [--require-pkce] [--id CLIENT_ID]
   authd clients list
   authd clients show CLIENT_ID
-  authd clients update CLIENT_ID --require-pkce=true|false
+  authd clients update CLIENT_ID [--name NAME] [--redirect-uri URI …] [--post-logout-uri URI …]
+                       [--first-party=true|false] [--require-pkce=true|false]
   authd clients rotate-secret CLIENT_ID
   authd clients delete CLIENT_ID --yes
 
@@ -38,8 +40,11 @@ exactly: https, http to a loopback address, or a private-use scheme such as
 com.example.app:/callback. A first-party client's users are never asked to
 consent. A public client always uses PKCE; --require-pkce asks it of a
 confidential one too (RFC 9700), once its relying party sends a
-code_challenge (oauth2-proxy: --code-challenge-method=S256). Every change is
-logged as admin_action.`
+code_challenge (oauth2-proxy: --code-challenge-method=S256). update changes
+only what it is given, and keeps the client's sessions and consents (delete
+ends them); --redirect-uri and --post-logout-uri replace the whole list
+(--post-logout-uri "" empties it), and a sign-in under way to a URI removed
+gets no code. Every change is logged as admin_action.`
 
 // stringList is a flag that may be given many times.
 type stringList []string
@@ -52,7 +57,7 @@ func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 // operator who adds --redirect-uri to update believes it changed).
 var clientActionFlags = map[string][]string{
 	"create": {"name", "type", "id", "first-party", "require-pkce", "redirect-uri", "post-logout-uri"},
-	"update": {"require-pkce"},
+	"update": {"name", "first-party", "require-pkce", "redirect-uri", "post-logout-uri"},
 	"delete": {"yes"},
 }
 
@@ -64,15 +69,15 @@ func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 	fs := newFlagSet(e, "clients", clientsSynopsis)
 	flags := configFlags(fs, "DATABASE_URL", "AUTHD_DATA_DIR", "AUTHD_KEYS_DIR")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
-	name := fs.String("name", "", "create: the name users see on the consent screen")
+	name := fs.String("name", "", "create, update: the name users see on the consent screen")
 	typ := fs.String("type", "", "create: public (a browser or native app, PKCE) or confidential (a server with a secret)")
 	id := fs.String("id", "", "create: the client_id (default: a random one)")
-	firstParty := fs.Bool("first-party", false, "create: trusted, its users are never asked to consent")
+	firstParty := fs.Bool("first-party", false, "create, update: trusted, its users are never asked to consent")
 	requirePKCE := fs.Bool("require-pkce", false, "create, update: a confidential client must send a PKCE challenge (a public one always must)")
 	yes := fs.Bool("yes", false, "delete: confirm")
 	var redirects, logouts stringList
-	fs.Var(&redirects, "redirect-uri", "create: a redirect URI (repeat for more)")
-	fs.Var(&logouts, "post-logout-uri", "create: a post-logout redirect URI (repeat for more)")
+	fs.Var(&redirects, "redirect-uri", "create, update: a redirect URI (repeat for more; update replaces the list)")
+	fs.Var(&logouts, "post-logout-uri", "create, update: a post-logout redirect URI (repeat for more; update replaces the list, \"\" empties it)")
 	rest, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -83,8 +88,8 @@ func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 		if rest[0] == "delete" && !*yes {
 			return usagef("clients delete removes the client, its consents and codes; add --yes to confirm")
 		}
-		if rest[0] == "update" && !flagSet(fs, "require-pkce") {
-			return usageOf("clients update", "nothing to change: give --require-pkce=true or --require-pkce=false")
+		if rest[0] == "update" && !slices.ContainsFunc(clientActionFlags["update"], func(f string) bool { return flagSet(fs, f) }) {
+			return usageOf("clients update", "nothing to change: give --name, --redirect-uri, --post-logout-uri, --first-party or --require-pkce")
 		}
 	case len(rest) == 0:
 		return usagef("missing create, list, show, update, rotate-secret or delete")
@@ -96,6 +101,9 @@ func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 	if err := onlyItsFlags(fs, "clients "+rest[0], clientActionFlags, rest[0]); err != nil {
 		return err
 	}
+	if rest[0] == "update" && len(logouts) == 1 && logouts[0] == "" {
+		logouts = stringList{} // --post-logout-uri "": none
+	}
 	if rest[0] == "create" {
 		if *name == "" || *typ == "" || len(redirects) == 0 {
 			return usagef("clients create needs --name, --type and at least one --redirect-uri")
@@ -104,11 +112,11 @@ func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 		if _, err := authd.ParseClientType(*typ); err != nil {
 			return usageOf("clients create", "--type must be public or confidential")
 		}
-		for flag, uris := range map[string][]string{"--redirect-uri": redirects, "--post-logout-uri": logouts} {
-			for _, u := range uris {
-				if err := authd.ValidRedirectURI(u); err != nil {
-					return usageOf("clients create", "%s %q: %v", flag, u, err)
-				}
+	}
+	for flag, uris := range map[string][]string{"--redirect-uri": redirects, "--post-logout-uri": logouts} {
+		for _, u := range uris {
+			if err := authd.ValidRedirectURI(u); err != nil {
+				return usageOf("clients "+rest[0], "%s %q: %v", flag, u, err)
 			}
 		}
 	}
@@ -177,7 +185,23 @@ func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 			dash(strings.Join(oc.PostLogoutRedirectURIs, " ")))
 		return nil
 	case "update":
-		oc, err := svc.RequireClientPKCE(ctx, c, rest[1], *requirePKCE)
+		var ch authd.ClientChange
+		if flagSet(fs, "name") {
+			ch.Name = name
+		}
+		if flagSet(fs, "redirect-uri") {
+			ch.RedirectURIs = redirects
+		}
+		if flagSet(fs, "post-logout-uri") {
+			ch.PostLogoutRedirectURIs = logouts
+		}
+		if flagSet(fs, "first-party") {
+			ch.FirstParty = firstParty
+		}
+		if flagSet(fs, "require-pkce") {
+			ch.RequirePKCE = requirePKCE
+		}
+		oc, err := svc.UpdateClient(ctx, c, rest[1], ch)
 		if err != nil {
 			return err
 		}

@@ -123,7 +123,7 @@ func TestClientsCLI(t *testing.T) {
 			if got := pkceOf("proxy") + " " + pkceOf("spa"); got != "optional required" {
 				t.Errorf("PKCE of the confidential and the public client: %s; want optional required", got)
 			}
-			if out := cli(exitUsage, "clients", "update", "proxy", "--require-pkce", "--redirect-uri", "https://new.example.org/cb"); !strings.Contains(out, "--redirect-uri does not apply to clients update") {
+			if out := cli(exitUsage, "clients", "update", "proxy", "--require-pkce", "--type", "public"); !strings.Contains(out, "--type does not apply to clients update") {
 				t.Errorf("update with a flag only create uses: %s; want it refused, named", out)
 			}
 			cli(exitUsage, "clients", "update", "proxy")
@@ -141,6 +141,20 @@ func TestClientsCLI(t *testing.T) {
 			cli(exitOK, "clients", "update", "proxy", "--require-pkce=false")
 			if got := pkceOf("proxy"); got != "optional" {
 				t.Errorf("PKCE after update --require-pkce=false: %s", got)
+			}
+			// The rest of what may change in place: given flags only, lists replaced whole.
+			cli(exitOK, "clients", "update", "proxy", "--name", "Proxy 2", "--redirect-uri", "https://new.example.org/cb",
+				"--redirect-uri", "https://new.example.org/cb2", "--post-logout-uri", "", "--first-party=false")
+			out = cli(exitOK, "clients", "show", "proxy")
+			if !strings.Contains(out, "Proxy 2") || !strings.Contains(out, "redirect URIs:    https://new.example.org/cb https://new.example.org/cb2\n") ||
+				!strings.Contains(out, "post-logout URIs: -\n") {
+				t.Errorf("show after update: %s; want the new name and URIs, no post-logout URI", out)
+			}
+			if out := cli(exitUsage, "clients", "update", "proxy", "--redirect-uri", "http://example.org/cb"); !strings.Contains(out, "loopback") {
+				t.Errorf("update with plain http: %s; want the reason, as a usage error", out)
+			}
+			if out := cli(exitUsage, "clients", "update", "proxy", "--name", " padded"); !strings.Contains(out, "--name must be") {
+				t.Errorf("update with a padded name: %s; want it refused, naming the flag", out)
 			}
 
 			cli(exitUsage, "clients", "delete", "proxy")
@@ -163,7 +177,7 @@ func TestClientsCLI(t *testing.T) {
 			for i := len(logs) - 1; i >= 0; i-- {
 				actions = append(actions, logs[i].AdditionalContext["action"].(string))
 			}
-			if got, want := strings.Join(actions, " "), "create_client create_client rotate_client_secret set_client_pkce set_client_pkce delete_client"; got != want {
+			if got, want := strings.Join(actions, " "), "create_client create_client rotate_client_secret update_client update_client update_client delete_client"; got != want {
 				t.Errorf("admin_action rows: %s; want %s", got, want)
 			}
 		})

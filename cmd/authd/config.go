@@ -612,6 +612,10 @@ var durationShape = regexp.MustCompile(`^[-+]?(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|u
 func duration(dst *time.Duration, v string, lo, hi time.Duration) error {
 	d, err := time.ParseDuration(v)
 	switch {
+	case err != nil && durationShape.MatchString(v) && strings.HasPrefix(v, "-"): // too large a negative
+		return fmt.Errorf("must be at least %s", lo)
+	case err != nil && durationShape.MatchString(v) && hi > 0: // too large
+		return fmt.Errorf("must be at most %s", hi)
 	case err != nil && durationShape.MatchString(v):
 		return fmt.Errorf("must be at most %s (about 292 years)", time.Duration(math.MaxInt64).Truncate(time.Hour))
 	case err != nil:

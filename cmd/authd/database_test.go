@@ -220,7 +220,8 @@ func TestMigrateDownPastTheFirst(t *testing.T) {
 // TestCommandsWaitForLocksBounded: a command waits for a lock another
 // PostgreSQL session holds (a transaction left open) for commandLockWait at
 // most, and then fails in one line with a hint instead of hanging; serve's
-// connections carry no such bound; DATABASE_URL's lock_timeout wins.
+// connections carry no such bound; a lock_timeout the connection has
+// already (the database's, here) wins.
 func TestCommandsWaitForLocksBounded(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -265,19 +266,51 @@ func TestCommandsWaitForLocksBounded(t *testing.T) {
 	if _, err := tx.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`, u.ID); err != nil {
 		t.Fatal(err)
 	}
-	bounded, err := url.Parse(env["DATABASE_URL"])
+	// A lock_timeout the connection has already (here the database's) wins.
+	dbName := strings.TrimPrefix(mustParse(t, env["DATABASE_URL"]).Path, "/")
+	if _, err := store.Pool().Exec(ctx, `ALTER DATABASE `+dbName+` SET lock_timeout = '200ms'`); err != nil {
+		t.Fatal(err)
+	}
+	guard, cancel := context.WithTimeout(ctx, time.Minute) // hanging is the failure
+	defer cancel()
+	start := time.Now()
+	code, _, stderr := runCLIContext(guard, t, env, "admin", "users", "lock", "held@example.org")
+	if code != exitFailure || !strings.Contains(stderr, "lock timeout") ||
+		!strings.Contains(stderr, "hint: another database session holds a lock") || strings.Count(strings.TrimSpace(stderr), "\n") > 1 {
+		t.Errorf("a command waiting on a held row: exit %d, stderr %q; want exit 1, the lock named and a hint", code, stderr)
+	}
+	if waited := time.Since(start); waited >= commandLockWait {
+		t.Errorf("the command waited %s: the database's lock_timeout of 200ms did not win over %s", waited, commandLockWait)
+	}
+
+	// A migration that cannot have its table gives up alike, and can be run again.
+	tx.Rollback(ctx)
+	if code, _, stderr := runCLI(t, env, "migrate", "down", "1"); code != exitOK {
+		t.Fatalf("migrate down 1: %s", stderr)
+	}
+	tx, err = store.Pool().Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	q := bounded.Query()
-	q.Set("lock_timeout", "200") // the same bound, sooner
-	bounded.RawQuery = q.Encode()
-	env["DATABASE_URL"] = bounded.String()
-	guard, cancel := context.WithTimeout(ctx, time.Minute) // hanging is the failure
-	defer cancel()
-	code, _, stderr := runCLIContext(guard, t, env, "admin", "users", "lock", "held@example.org")
-	if code != exitFailure || !strings.Contains(stderr, "another database session holds a lock") ||
-		!strings.Contains(stderr, "pg_stat_activity") || strings.Count(strings.TrimSpace(stderr), "\n") > 1 {
-		t.Errorf("a command waiting on a held row: exit %d, stderr %q; want exit 1, the lock named and a hint", code, stderr)
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `LOCK TABLE users IN SHARE MODE`); err != nil { // the last migration updates users
+		t.Fatal(err)
 	}
+	code, _, stderr = runCLIContext(guard, t, env, "migrate", "up")
+	if code != exitFailure || !strings.Contains(stderr, "lock timeout") || !strings.Contains(stderr, "running it again is safe") {
+		t.Errorf("migrate up while its table is held: exit %d, stderr %q; want exit 1 with the migration's hint", code, stderr)
+	}
+	tx.Rollback(ctx)
+	if code, _, stderr := runCLI(t, env, "migrate", "up"); code != exitOK {
+		t.Errorf("migrate up once the table is free: exit %d, %s", code, stderr)
+	}
+}
+
+func mustParse(t *testing.T, raw string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
 }

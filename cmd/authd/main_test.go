@@ -182,11 +182,16 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		}
 	}
 	// A duration too large for Go is told as one, not as bad syntax.
-	for value, want := range map[string]string{"100000000h": "must be at most 2562047h", "90 days": "must be a Go duration"} {
+	for _, tt := range []struct{ env, value, want string }{
+		{"AUTHD_SECURITY_LOG_RETENTION", "100000000h", "must be at most 2562047h"},
+		{"AUTHD_SECURITY_LOG_RETENTION", "-100000000h", "must be at least 24h"},
+		{"AUTHD_SECURITY_LOG_RETENTION", "90 days", "must be a Go duration"},
+		{"AUTHD_ACCESS_TOKEN_TTL", "100000000h", "must be at most 24h"}, // its own bound
+	} {
 		env := sqliteEnv(t)
-		env["AUTHD_SECURITY_LOG_RETENTION"] = value
-		if _, _, stderr := runCLI(t, env, "serve"); !strings.Contains(stderr, want) {
-			t.Errorf("AUTHD_SECURITY_LOG_RETENTION=%s: stderr %q; want %q", value, stderr, want)
+		env[tt.env] = tt.value
+		if _, _, stderr := runCLI(t, env, "serve"); !strings.Contains(stderr, tt.want) {
+			t.Errorf("%s=%s: stderr %q; want %q", tt.env, tt.value, stderr, tt.want)
 		}
 	}
 	// A password in a rejected URL is never echoed.
@@ -1129,7 +1134,7 @@ func TestAdminAndPurgeCLI(t *testing.T) {
 				{[]string{"admin", "users", "revoke-sessions", "active@demo.authd.dev"}, 0, "ended every session"},
 				{[]string{"admin", "users", "mfa", "active@demo.authd.dev"}, 0, "recovery codes left: 0"},
 				{[]string{"admin", "users", "mfa", "active@demo.authd.dev", "--json"}, 0, `"items": []`},
-				{[]string{"admin", "users", "reset-mfa", "active@demo.authd.dev"}, 0, "has no second factor to remove"},
+				{[]string{"admin", "users", "reset-mfa", "active@demo.authd.dev"}, 0, "had no second factor to remove"},
 				{[]string{"admin", "logs", "--user", "active@demo.authd.dev", "--json"}, 0, `"action": "reset_mfa"`},
 				{[]string{"admin", "users", "delete", "inactive@demo.authd.dev"}, 2, ""},
 				{[]string{"admin", "users", "delete", "inactive@demo.authd.dev", "--yes"}, 0, "erased inactive@demo.authd.dev"},
