@@ -418,13 +418,19 @@ func fieldErrors(fields []FieldError) error {
 	return nil
 }
 
-// nameErrors checks a client's name. No bidirectional control, as the
-// consent page shows it: U+202E (right-to-left override) would let
-// "App\u202eelgoog" read as another name there. Other format characters
-// stay: ZWJ and ZWNJ belong in Persian and Indic names and in emoji.
+// nameErrors checks a client's name, which the consent page shows. No
+// bidirectional control: U+202E (right-to-left override) would let
+// "App\u202eelgoog" read as another name there; no invisible format
+// character (a zero-width space, a soft hyphen), which would let two
+// clients show one name. ZWJ and ZWNJ stay, which Persian and Indic
+// names and emoji need, and the tag characters of flag emoji.
 func nameErrors(name string) []FieldError {
+	hidden := func(r rune) bool {
+		return unicode.Is(unicode.Bidi_Control, r) ||
+			unicode.Is(unicode.Cf, r) && r != '\u200c' && r != '\u200d' && (r < 0xE0020 || r > 0xE007F)
+	}
 	if trimmed := strings.TrimSpace(name); trimmed == "" || trimmed != name || utf8.RuneCountInString(name) > MaxClientNameLength ||
-		!PlainText(name) || strings.IndexFunc(name, func(r rune) bool { return unicode.Is(unicode.Bidi_Control, r) }) >= 0 {
+		!PlainText(name) || strings.IndexFunc(name, hidden) >= 0 {
 		return []FieldError{{Field: "name", Message: "must be 1 to 255 printable characters, without leading or trailing spaces"}}
 	}
 	return nil

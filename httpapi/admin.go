@@ -65,6 +65,9 @@ type adminUserOut struct {
 	FailedCodeAttempts  int        `json:"failed_code_attempts"`
 	AccountLockedUntil  *time.Time `json:"account_locked_until"`
 	CodesLockedUntil    *time.Time `json:"codes_locked_until"`
+	// LockReason is who locked the account, admin or brute_force; null
+	// while it is not locked.
+	LockReason *string `json:"lock_reason"`
 }
 
 // AdminUserView is a user as the admin API (and `authd admin --json`)
@@ -74,7 +77,7 @@ func AdminUserView(u *authd.User) any { return toAdminUser(u) }
 func toAdminUser(u *authd.User) adminUserOut {
 	return adminUserOut{userOut: toUser(u), FailedLoginAttempts: u.FailedLoginAttempts,
 		FailedCodeAttempts: u.FailedCodeAttempts, AccountLockedUntil: optTime(u.AccountLockedUntil),
-		CodesLockedUntil: optTime(u.CodesLockedUntil)}
+		CodesLockedUntil: optTime(u.CodesLockedUntil), LockReason: optString(string(u.LockReason))}
 }
 
 func (s *Server) adminUsers(w http.ResponseWriter, r *http.Request) error {
@@ -211,8 +214,10 @@ func (s *Server) adminSecurityLogs(w http.ResponseWriter, r *http.Request) error
 	}
 	f := authd.SecurityLogFilter{After: after, Limit: limit}
 	if v := q.Get("user_id"); v != "" {
-		if f.UserID, err = uuid.Parse(v); err != nil {
-			return invalidParam("user_id", "must be a UUID")
+		// The nil UUID is no user's id, and as a filter it would mean none:
+		// every user's rows.
+		if f.UserID, err = uuid.Parse(v); err != nil || f.UserID == uuid.Nil {
+			return invalidParam("user_id", "must be a user's UUID")
 		}
 	}
 	if v := q.Get("event_type"); v != "" {

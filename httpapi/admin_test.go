@@ -123,9 +123,14 @@ func TestAdminAPI(t *testing.T) {
 				t.Errorf("result filter returned %v", it)
 			}
 		}
-		for _, q := range []string{"user_id=x", "event_type=hack", "result=maybe", "since=yesterday", "limit=1000"} {
+		// A filter that does not parse, or names no user, is refused, never dropped: the
+		// listing would then hold every user's rows.
+		for _, q := range []string{"user_id=x", "event_type=hack", "result=maybe", "since=yesterday", "limit=1000",
+			"user_id=%ZZ" + target.ID.String(), "user_id=00000000-0000-0000-0000-000000000000", "cursor=%%%",
+			"user_id=" + target.ID.String() + ";limit=1"} {
 			want(t, "bad search "+q, e.admin("GET", "/v1/admin/security-logs?"+q, nil), 400, "validation_failed")
 		}
+		want(t, "a malformed email filter", e.admin("GET", "/v1/admin/users?status=active&email=user1%", nil), 400, "validation_failed")
 	})
 }
 
@@ -248,7 +253,8 @@ func TestAdminLockUntilTheLastYear(t *testing.T) {
 			want(t, "security logs "+q, e.admin("GET", "/v1/admin/security-logs?"+q, nil), 400, "validation_failed")
 		}
 		want(t, "until the last second of 9999", e.admin("POST", "/v1/admin/users/"+id+"/lock", `{"until":"9999-12-31T23:59:59Z"}`), 204, "")
-		if r := e.admin("GET", "/v1/admin/users/"+id, nil); r.status != 200 || r.str("account_locked_until") != "9999-12-31T23:59:59Z" {
+		if r := e.admin("GET", "/v1/admin/users/"+id, nil); r.status != 200 || r.str("account_locked_until") != "9999-12-31T23:59:59Z" ||
+			r.str("lock_reason") != "admin" {
 			t.Errorf("show: %d %s", r.status, r.raw)
 		}
 	})

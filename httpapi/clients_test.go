@@ -65,6 +65,8 @@ func TestAdminClients(t *testing.T) {
 			"bad type":          {"name": "A", "type": "native", "redirect_uris": []string{"https://a.example.org/cb"}},
 			"no name":           {"name": "", "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}},
 			"bidi override":     {"name": "App\u202egoogle", "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}},
+			"zero-width space":  {"name": "Grafana\u200b", "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}},
+			"soft hyphen":       {"name": "Gra\u00adfana", "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}},
 			"bad id":            {"client_id": "a b", "name": "A", "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}},
 			"id of dots":        {"client_id": "..", "name": "A", "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}},
 			"id of a dot":       {"client_id": ".", "name": "A", "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}},
@@ -147,6 +149,10 @@ func TestAdminClients(t *testing.T) {
 			"a padded name": {"name": " G"}, "a bidi override": {"name": "G\u202e"}} {
 			want(t, "PATCH with "+name, e.admin("PATCH", "/v1/admin/clients/grafana", body), 400, "validation_failed")
 		}
+		if r := e.admin("PATCH", "/v1/admin/clients/grafana", map[string]any{"redirect_uris": map[string]any{"a": 1}}); r.status != 400 ||
+			!strings.Contains(r.raw, `"field":"redirect_uris","message":"must be an array"`) {
+			t.Errorf("redirect_uris as an object: %d %s; want 400, told in JSON's words", r.status, r.raw)
+		}
 		// What may change in place, the rest kept: the name, the URIs (lists replaced whole, [] empties
 		// the post-logout ones), first-party.
 		r = e.admin("PATCH", "/v1/admin/clients/grafana", map[string]any{"name": "Grafana 11",
@@ -189,6 +195,21 @@ func TestAdminClients(t *testing.T) {
 		}
 		if logs := e.logs.String(); strings.Contains(logs, secret) || strings.Contains(logs, fresh) {
 			t.Error("a client secret reached the log")
+		}
+	})
+}
+
+// TestClientNamesScriptsNeed: the format characters names need are
+// accepted (invisible ones and bidirectional controls are not:
+// TestAdminClients): ZWNJ (Persian), ZWJ (emoji sequences), the tags of a
+// subdivision's flag.
+func TestClientNamesScriptsNeed(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		for i, name := range []string{"\u0645\u06cc\u200c\u0634\u0648\u062f", "Team \U0001F469\u200D\U0001F4BB",
+			"\U0001F3F4\U000E0067\U000E0062\U000E0065\U000E006E\U000E0067\U000E007F Cymru"} {
+			want(t, "the name "+name, e.admin("POST", "/v1/admin/clients", map[string]any{"client_id": fmt.Sprintf("named-%d", i),
+				"name": name, "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}}), 201, "")
 		}
 	})
 }

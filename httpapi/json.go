@@ -37,9 +37,16 @@ func invalidParam(field, message string) error {
 		Fields: []authd.FieldError{{Field: field, Message: message}}}
 }
 
-// queryOnce refuses a query parameter given more than once: the API reads
-// one value of each, and which one must not be left to chance.
-func queryOnce(q url.Values) error {
+// queryOnce refuses a malformed query string, and a query parameter given
+// more than once: the API reads one value of each, and which one must not
+// be left to chance.
+func queryOnce(raw string) error {
+	// url.Values from r.URL.Query() silently drops what does not parse (a
+	// bad escape, a semicolon): a filter lost so would widen a listing.
+	q, err := url.ParseQuery(raw)
+	if err != nil {
+		return invalidParam("query", "is malformed: "+err.Error())
+	}
 	for name, vs := range q {
 		if len(vs) > 1 {
 			return invalidParam(name, "must be given once")
@@ -89,7 +96,7 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 	if err := dec.Decode(dst); err != nil {
 		var typeErr *json.UnmarshalTypeError
 		if errors.As(err, &typeErr) {
-			return invalid(typeErr.Field, "must be a "+jsonType(typeErr.Type.Kind().String()))
+			return invalid(typeErr.Field, "must be "+article(jsonType(typeErr.Type)))
 		}
 		if err := misfit(body, dst); err != nil {
 			return err
@@ -126,16 +133,31 @@ func misfit(body []byte, dst any) error {
 // rfc3339 is the message for a time that does not parse.
 const rfc3339 = "must be an RFC 3339 time such as 2026-11-27T09:00:00Z"
 
-func jsonType(kind string) string {
-	switch kind {
-	case "string":
-		return "string"
-	case "bool":
-		return "boolean"
-	case "int", "int64", "float64":
-		return "number"
+// article puts "a" or "an" before a JSON type's name.
+func article(name string) string {
+	if strings.ContainsRune("aeiou", rune(name[0])) {
+		return "an " + name
 	}
-	return kind
+	return "a " + name
+}
+
+// jsonType names the JSON type that decodes into t.
+func jsonType(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch k := t.Kind(); {
+	case k == reflect.String:
+		return "string"
+	case k == reflect.Bool:
+		return "boolean"
+	case k >= reflect.Int && k <= reflect.Float64:
+		return "number"
+	case k == reflect.Slice || k == reflect.Array:
+		return "array"
+	default:
+		return "object"
+	}
 }
 
 // knownFields returns the JSON names of the fields of the struct dst points

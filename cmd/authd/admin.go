@@ -164,7 +164,7 @@ func adminCmd(ctx context.Context, e *env, args []string) (err error) {
 		err = fromService("admin "+action, err, adminFieldFlags, hint)
 	}()
 
-	cfg, db, err := openConfigured(ctx, e, flags)
+	cfg, db, err := openConfigured(ctx, e, flags, existing)
 	if err != nil {
 		return err
 	}
@@ -439,14 +439,14 @@ func printNext(w io.Writer, c *authd.Cursor) error {
 
 func printUsers(w io.Writer, users []*authd.User) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tEMAIL\tSTATUS\tVERIFIED\tFAILED\tLOCKED UNTIL\tCREATED")
+	fmt.Fprintln(tw, "ID\tEMAIL\tSTATUS\tVERIFIED\tFAILED\tLOCKED BY\tLOCKED UNTIL\tCREATED")
 	for _, u := range users {
 		until := "-"
 		if !u.AccountLockedUntil.IsZero() {
 			until = u.AccountLockedUntil.Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\t%s\t%s\n", u.ID, u.Email, u.AccountStatus, u.EmailVerified,
-			u.FailedLoginAttempts, until, u.CreatedAt.Format(time.RFC3339))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\t%s\t%s\t%s\n", u.ID, u.Email, u.AccountStatus, u.EmailVerified,
+			u.FailedLoginAttempts, dash(string(u.LockReason)), until, u.CreatedAt.Format(time.RFC3339))
 	}
 	tw.Flush()
 }
@@ -469,7 +469,7 @@ func purgeCmd(ctx context.Context, e *env, args []string) error {
 	if fs.NArg() > 0 {
 		return usagef("purge takes no arguments")
 	}
-	cfg, db, err := openConfigured(ctx, e, flags)
+	cfg, db, err := openConfigured(ctx, e, flags, existing)
 	if err != nil {
 		return err
 	}

@@ -129,7 +129,11 @@ func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 		err = fromService("clients "+rest[0], err, clientFieldFlags, hint)
 	}()
 
-	cfg, db, err := openConfigured(ctx, e, flags)
+	want := existing // a client to act on, or to list
+	if rest[0] == "create" {
+		want = atHead // the first client may come before the first server
+	}
+	cfg, db, err := openConfigured(ctx, e, flags, want)
 	if err != nil {
 		return err
 	}

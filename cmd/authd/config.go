@@ -393,6 +393,12 @@ func loadConfig(flags map[string]*string, getenv func(string) (string, bool)) (*
 	var errs []string
 	for _, s := range settings {
 		v := src.value(s)
+		if s.secret && v != "" && strings.TrimSpace(v) == "" {
+			// Meant as set (a quoted blank), read as unset, it would turn off
+			// what the secret guards (the admin API): refused instead.
+			errs = append(errs, fmt.Sprintf("%s is only whitespace: unset it, or give the secret", s.env))
+			continue
+		}
 		if err := s.parse(c, strings.TrimSpace(v)); err != nil {
 			errs = append(errs, fmt.Sprintf("%s=%q: %v", s.env, redact(s, v), err))
 		}

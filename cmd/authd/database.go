@@ -26,6 +26,7 @@ type schema int
 
 const (
 	atHead     schema = iota // at head, or refused; the default SQLite database is brought there
+	existing                 // atHead, but a missing default SQLite database is refused, not created
 	anyVersion               // as it is: migrate's reads and roll-backs
 	creating                 // as it is, a missing SQLite file created: migrate up
 )
@@ -61,6 +62,12 @@ func open(ctx context.Context, cfg *Config, want schema, opts ...postgres.Option
 			if err := checkLeftBehind(path); err != nil {
 				return nil, err
 			}
+			if _, err := os.Stat(path); want == existing && errors.Is(err, os.ErrNotExist) {
+				// A command with something to act on, run where no server ran:
+				// an empty new database would answer "no such user".
+				return nil, &cliError{msg: fmt.Sprintf("no database at %s (DATABASE_URL unset: $AUTHD_DATA_DIR/authd.db)", path),
+					hint: "run it with the AUTHD_DATA_DIR or DATABASE_URL that `authd serve` uses"}
+			}
 		} else if err := checkSQLitePath(path, want == creating); err != nil {
 			return nil, err
 		}
@@ -68,7 +75,7 @@ func open(ctx context.Context, cfg *Config, want schema, opts ...postgres.Option
 		if err != nil {
 			return nil, err
 		}
-		if def && want == atHead {
+		if def && (want == atHead || want == existing) {
 			if _, err := s.Migrator().Up(ctx); err != nil {
 				s.Close()
 				return nil, &cliError{msg: "migrating the SQLite database: " + err.Error(),
@@ -83,7 +90,7 @@ func open(ctx context.Context, cfg *Config, want schema, opts ...postgres.Option
 		}
 		db = s
 	}
-	if want == atHead {
+	if want == atHead || want == existing {
 		if err := db.Migrator().CheckHead(ctx); err != nil {
 			db.Close()
 			return nil, err
@@ -135,12 +142,12 @@ func checkLeftBehind(path string) error {
 }
 
 // openConfigured loads the configuration (flags over environment over .env)
-// and opens its database, at head.
-func openConfigured(ctx context.Context, e *env, flags map[string]*string) (*Config, database, error) {
+// and opens its database, at head (want: atHead, or existing).
+func openConfigured(ctx context.Context, e *env, flags map[string]*string, want schema) (*Config, database, error) {
 	cfg, err := loadConfig(flags, e.getenv)
 	if err != nil {
 		return nil, nil, err
 	}
-	db, err := openDatabase(ctx, cfg, atHead)
+	db, err := openDatabase(ctx, cfg, want)
 	return cfg, db, err
 }

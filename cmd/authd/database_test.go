@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -157,6 +158,31 @@ func TestDefaultDatabase(t *testing.T) {
 		if cfg.DatabaseURL != tt.url || cfg.DefaultDatabase != tt.want {
 			t.Errorf("with %v: DatabaseURL %q, DefaultDatabase %v; want %q, %v", tt.env, cfg.DatabaseURL, cfg.DefaultDatabase, tt.url, tt.want)
 		}
+	}
+}
+
+// TestCommandsOnNoDatabase: a command with something to act on (a user, a
+// client, retention) run where no server ran — another directory, a data
+// directory mistyped — is refused, and makes no empty database that would
+// answer "no such user"; making the first client, like serve, creates it.
+func TestCommandsOnNoDatabase(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"admin", "users", "show", "alice@example.org"}, {"admin", "logs"},
+		{"clients", "list"}, {"clients", "delete", "app", "--yes"}, {"purge"}} {
+		env := sqliteEnv(t)
+		code, _, stderr := runCLI(t, env, args...)
+		path := filepath.Join(env["AUTHD_DATA_DIR"], "authd.db")
+		if code != exitFailure || !strings.Contains(stderr, "no database at "+path) || !strings.Contains(stderr, "hint:") {
+			t.Errorf("authd %s in an empty data directory: exit %d, stderr %q; want 1, the database named", strings.Join(args, " "), code, stderr)
+		}
+		if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("authd %s made %s: %v", strings.Join(args, " "), path, err)
+		}
+	}
+	env := sqliteEnv(t)
+	if code, _, stderr := runCLI(t, env, "clients", "create", "--name", "App", "--type", "public",
+		"--redirect-uri", "https://app.example.org/cb"); code != exitOK {
+		t.Errorf("the first client before any server: exit %d, %s", code, stderr)
 	}
 }
 

@@ -214,6 +214,12 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 	if !strings.Contains(stderr, "AUTHD_ADMIN_TOKEN") || strings.Contains(stderr, "hunter2") {
 		t.Errorf("short admin token: stderr %q; want the variable named and the value hidden", stderr)
 	}
+	// A blank secret is not taken for an unset one (the admin API off).
+	env = sqliteEnv(t)
+	env["AUTHD_ADMIN_TOKEN"] = strings.Repeat(" ", 36)
+	if code, _, stderr := runCLI(t, env, "serve"); code != exitFailure || !strings.Contains(stderr, "AUTHD_ADMIN_TOKEN is only whitespace") {
+		t.Errorf("a blank admin token: exit %d, stderr %q; want it refused", code, stderr)
+	}
 	// The administrator's secret is no resource server's.
 	env = sqliteEnv(t)
 	shared := "one-secret-for-everyone-0123456789abcdef"
@@ -1130,7 +1136,10 @@ func TestAdminAndPurgeCLI(t *testing.T) {
 				{[]string{"admin", "users", "show", "active@demo.authd.dev"}, 0, "active"},
 				{[]string{"admin", "users", "lock", "active@demo.authd.dev", "--until", "2099-01-01T00:00:00Z"}, 0, "locked active@demo.authd.dev"},
 				{[]string{"admin", "users", "show", "active@demo.authd.dev", "--json"}, 0, `"account_locked_until": "2099-01-01T00:00:00Z"`},
+				{[]string{"admin", "users", "show", "active@demo.authd.dev", "--json"}, 0, `"lock_reason": "admin"`},
+				{[]string{"admin", "users", "show", "locked@demo.authd.dev", "--json"}, 0, `"lock_reason": "admin"`},
 				{[]string{"admin", "users", "unlock", "active@demo.authd.dev"}, 0, "unlocked"},
+				{[]string{"admin", "users", "show", "active@demo.authd.dev", "--json"}, 0, `"lock_reason": null`},
 				{[]string{"admin", "users", "revoke-sessions", "active@demo.authd.dev"}, 0, "ended every session"},
 				{[]string{"admin", "users", "mfa", "active@demo.authd.dev"}, 0, "recovery codes left: 0"},
 				{[]string{"admin", "users", "mfa", "active@demo.authd.dev", "--json"}, 0, `"items": []`},
