@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -28,6 +29,7 @@ const (
 type env struct {
 	stdout, stderr io.Writer
 	getenv         func(string) (string, bool)
+	names          []string // of the environment's variables
 }
 
 type command struct {
@@ -81,8 +83,17 @@ func usageOf(cmd, format string, args ...any) error {
 
 // run dispatches args to a command and returns the exit status. Errors go to
 // stderr as one line plus a hint.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) (string, bool)) int {
-	e := &env{stdout: stdout, stderr: stderr, getenv: getenv}
+// run runs the command args name with environ, the environment as
+// os.Environ gives it (NAME=value), and returns its exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) int {
+	vars := map[string]string{}
+	for _, kv := range environ {
+		if name, value, ok := strings.Cut(kv, "="); ok {
+			vars[name] = value
+		}
+	}
+	e := &env{stdout: stdout, stderr: stderr, names: slices.Sorted(maps.Keys(vars)),
+		getenv: func(name string) (string, bool) { v, ok := vars[name]; return v, ok }}
 	if len(args) == 0 {
 		fmt.Fprintln(e.stderr, "authd: missing command\nhint: authd --help lists the commands")
 		return exitUsage

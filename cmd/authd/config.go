@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"net"
 	"net/mail"
@@ -380,6 +381,55 @@ func (src sources) value(s setting) string {
 		v = s.def
 	}
 	return v
+}
+
+// unknownSetting is a variable named like a setting that is none, with
+// the setting it is closest to ("" when none is near).
+type unknownSetting struct{ name, near string }
+
+// unknownSettings lists the AUTHD_ variables of the environment (names)
+// and of .env that are no setting: a misspelt one is otherwise ignored
+// without a word (AUTHD_ADMIN_TOKNE: no admin API). The load generator's
+// own (AUTHD_LOAD_…) are not authd's.
+func unknownSettings(names []string) []unknownSetting {
+	dotenv, _ := readDotenv(".env") // read and checked by loadConfig already
+	all := slices.Concat(names, slices.Collect(maps.Keys(dotenv)))
+	slices.Sort(all)
+	var out []unknownSetting
+	for _, name := range slices.Compact(all) {
+		if !strings.HasPrefix(name, "AUTHD_") || strings.HasPrefix(name, "AUTHD_LOAD_") ||
+			slices.ContainsFunc(settings, func(s setting) bool { return s.env == name }) {
+			continue
+		}
+		u, best := unknownSetting{name: name}, 4 // near: at most 3 edits away
+		for _, s := range settings {
+			if d := editDistance(name, s.env); d < best {
+				u.near, best = s.env, d
+			}
+		}
+		out = append(out, u)
+	}
+	return out
+}
+
+// editDistance is the Levenshtein distance between two ASCII names.
+func editDistance(a, b string) int {
+	prev, cur := make([]int, len(b)+1), make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 // loadConfig builds the Config from its sources. Every invalid value is

@@ -45,9 +45,17 @@ func runCLI(t *testing.T, environ map[string]string, args ...string) (code int, 
 func runCLIContext(ctx context.Context, t *testing.T, environ map[string]string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	getenv := func(k string) (string, bool) { v, ok := environ[k]; return v, ok }
-	code = run(ctx, args, &out, &errOut, getenv)
+	code = run(ctx, args, &out, &errOut, asEnviron(environ))
 	return code, out.String(), errOut.String()
+}
+
+// asEnviron is vars as os.Environ gives the environment.
+func asEnviron(vars map[string]string) []string {
+	var environ []string
+	for k, v := range vars {
+		environ = append(environ, k+"="+v)
+	}
+	return environ
 }
 
 func sqliteEnv(t *testing.T) map[string]string {
@@ -445,6 +453,31 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
+// TestServeWarnsOfUnknownSettings: an AUTHD_ variable that is no setting
+// (a misspelling, which would otherwise be ignored without a word) gets a
+// warning naming the setting it is closest to; the load generator's own
+// variables do not.
+func TestServeWarnsOfUnknownSettings(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	env["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
+	env["AUTHD_ADMIN_TOKNE"] = "a-token-meant-for-the-admin-api-0123456789"
+	env["AUTHD_NOTHING_LIKE_IT"] = "1"
+	env["AUTHD_LOAD_CLIENTS"] = "4"
+	s := startServe(t, env)
+	s.stop(t)
+	logs := s.stderr.String()
+	for _, want := range []string{"name=AUTHD_ADMIN_TOKNE did_you_mean=AUTHD_ADMIN_TOKEN",
+		`name=AUTHD_NOTHING_LIKE_IT did_you_mean=""`} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("serve's log lacks %q:\n%s", want, logs)
+		}
+	}
+	if strings.Contains(logs, "AUTHD_LOAD_CLIENTS") || strings.Contains(logs, "a-token-meant") {
+		t.Errorf("serve warned of the load generator's variable, or printed a value:\n%s", logs)
+	}
+}
+
 // TestServe starts `authd serve` on the SQLite default in an empty
 // directory, checks the probes, and stops it as SIGTERM would.
 func TestServe(t *testing.T) {
@@ -500,7 +533,7 @@ func startServe(t *testing.T, env map[string]string) *serving {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &serving{stdout: &syncBuffer{}, stderr: &syncBuffer{}, cancel: cancel, done: make(chan int, 1)}
 	go func() {
-		s.done <- run(ctx, []string{"serve"}, s.stdout, s.stderr, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+		s.done <- run(ctx, []string{"serve"}, s.stdout, s.stderr, asEnviron(env))
 	}()
 	t.Cleanup(func() { s.stop(t) })
 	if env["AUTHD_LOG_FORMAT"] == "json" {

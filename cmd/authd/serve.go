@@ -55,6 +55,9 @@ func serveCmd(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	logger := newLogger(cfg, e.stderr)
+	for _, u := range unknownSettings(e.names) {
+		logger.Warn("not a setting, ignored: a misspelling?", "name", u.name, "did_you_mean", u.near)
+	}
 	// With JSON logs every line serve writes is one JSON object, so that a
 	// log collector never meets a line it cannot parse.
 	fail := func(err error) error {
