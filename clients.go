@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -172,7 +173,8 @@ func (ch ClientChange) fields() []string {
 }
 
 // UpdateClient changes a client in place and returns it, logged as
-// update_client with the fields changed and their new values. Its sessions
+// update_client with the fields given and their new values, and which of
+// them changed. Its sessions
 // and its users' consents stay (deleting and creating it again would end
 // them); a pending authorization request or an unredeemed code for a
 // redirect URI no longer registered is refused when it is used. EInvalid
@@ -187,7 +189,7 @@ func (s *Service) UpdateClient(ctx context.Context, c Client, id string, ch Clie
 	if err := validClientChange(ch); err != nil {
 		return nil, err
 	}
-	details := map[string]any{"changed": changed}
+	details := map[string]any{}
 	if ch.Name != nil {
 		details["name"] = *ch.Name
 	}
@@ -209,6 +211,7 @@ func (s *Service) UpdateClient(ctx context.Context, c Client, id string, ch Clie
 			return &Error{Code: EInvalid, Message: "A public client always requires PKCE.",
 				Fields: []FieldError{{Field: "require_pkce", Message: "must be true for a public client"}}}
 		}
+		before := *oc
 		if ch.Name != nil {
 			oc.Name = *ch.Name
 		}
@@ -224,6 +227,21 @@ func (s *Service) UpdateClient(ctx context.Context, c Client, id string, ch Clie
 		if ch.RequirePKCE != nil {
 			oc.RequirePKCE = *ch.RequirePKCE
 		}
+		// What the row says changed is what did, of the fields given.
+		details["changed"] = slices.DeleteFunc(slices.Clone(changed), func(f string) bool {
+			switch f {
+			case "name":
+				return before.Name == oc.Name
+			case "redirect_uris":
+				return slices.Equal(before.RedirectURIs, oc.RedirectURIs)
+			case "post_logout_redirect_uris":
+				return slices.Equal(before.PostLogoutRedirectURIs, oc.PostLogoutRedirectURIs)
+			case "first_party":
+				return before.FirstParty == oc.FirstParty
+			default:
+				return before.PKCERequired() == oc.PKCERequired()
+			}
+		})
 		oc.UpdatedAt = now
 		updated = oc
 		return tx.UpdateClient(ctx, oc)
@@ -422,18 +440,50 @@ func fieldErrors(fields []FieldError) error {
 // bidirectional control: U+202E (right-to-left override) would let
 // "App\u202eelgoog" read as another name there; no invisible format
 // character (a zero-width space, a soft hyphen), which would let two
-// clients show one name. ZWJ and ZWNJ stay, which Persian and Indic
-// names and emoji need, and the tag characters of flag emoji.
+// clients show one name. The joiners and tags that scripts and emoji need
+// stay, where they do something (hiddenFormat).
 func nameErrors(name string) []FieldError {
-	hidden := func(r rune) bool {
-		return unicode.Is(unicode.Bidi_Control, r) ||
-			unicode.Is(unicode.Cf, r) && r != '\u200c' && r != '\u200d' && (r < 0xE0020 || r > 0xE007F)
-	}
 	if trimmed := strings.TrimSpace(name); trimmed == "" || trimmed != name || utf8.RuneCountInString(name) > MaxClientNameLength ||
-		!PlainText(name) || strings.IndexFunc(name, hidden) >= 0 {
+		!PlainText(name) || hiddenFormat([]rune(name)) {
 		return []FieldError{{Field: "name", Message: "must be 1 to 255 printable characters, without leading or trailing spaces"}}
 	}
 	return nil
+}
+
+// hiddenFormat reports whether rs holds a format character that changes
+// nothing seen: any but ZWNJ and ZWJ between two characters of a script or
+// emoji that join (not ASCII, not format characters themselves: Persian
+// and Indic letters, emoji sequences), and the tags of a subdivision's flag
+// (U+1F3F4, tags, U+E007F). "Grafana\u200d" or "Gra\u200cfana" would
+// otherwise read as "Grafana".
+func hiddenFormat(rs []rune) bool {
+	const blackFlag, cancelTag = 0x1F3F4, 0xE007F
+	isTag := func(r rune) bool { return r >= 0xE0020 && r < cancelTag }
+	joins := func(i int) bool {
+		return i >= 0 && i < len(rs) && rs[i] > unicode.MaxASCII && !unicode.Is(unicode.Cf, rs[i])
+	}
+	for i := 0; i < len(rs); i++ {
+		switch r := rs[i]; {
+		case unicode.Is(unicode.Bidi_Control, r):
+			return true
+		case r == '\u200c' || r == '\u200d':
+			if !joins(i-1) || !joins(i+1) {
+				return true
+			}
+		case isTag(r) && i > 0 && rs[i-1] == blackFlag:
+			j := i
+			for j < len(rs) && isTag(rs[j]) {
+				j++
+			}
+			if j == len(rs) || rs[j] != cancelTag {
+				return true
+			}
+			i = j // past the cancel tag
+		case unicode.Is(unicode.Cf, r):
+			return true
+		}
+	}
+	return false
 }
 
 // uriErrors checks a client's redirect URIs (at least one when

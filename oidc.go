@@ -189,7 +189,8 @@ func lockRequester(ctx context.Context, tx *txn, user uuid.UUID, now time.Time) 
 }
 
 // AuthRequest returns a pending authorization request and its client.
-// ENotFound when it is unknown, used or expired; EUnavailable.
+// ENotFound when it is unknown, used or expired, or its client deleted or
+// its redirect URI no longer the client's; EUnavailable.
 func (s *Service) AuthRequest(ctx context.Context, id uuid.UUID) (*AuthRequest, *OAuthClient, error) {
 	r, err := s.store.AuthRequest(ctx, id)
 	if ErrorCode(err) == ENotFound {
@@ -275,7 +276,8 @@ func holdClient(ctx context.Context, tx *txn, id string) (*OAuthClient, error) {
 // again with Allow for a consent or a code, and a request a concurrent
 // Allow already used (a double submit) is not denied after it got its
 // code. Nothing else changes: a consent given before stays. ENotFound
-// (errNoAuthRequest: used, expired or its client deleted), EUnavailable.
+// (errNoAuthRequest: used, expired, its client deleted, or its redirect
+// URI no longer the client's), EUnavailable.
 func (s *Service) DenyConsent(ctx context.Context, c Client, user uuid.UUID, req *AuthRequest) error {
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
@@ -389,8 +391,9 @@ var errSignInEnded = Errorf(EInvalidToken, "The sign-in ended; sign in again.")
 // session: the request is used up and a code valid for AuthCodeTTL is
 // returned (the raw value; only its digest is kept), logged as
 // oidc_authorized. The caller has checked consent and the request's
-// MinAuthTime. ENotFound (the request is gone, or its user was erased or
-// locked by an administrator meanwhile), EInvalidToken (the browser
+// MinAuthTime. ENotFound (the request is gone or its redirect URI no
+// longer the client's, or its user was erased or locked by an
+// administrator meanwhile), EInvalidToken (the browser
 // session ended meanwhile: the request stays, for a new sign-in),
 // EUnavailable.
 func (s *Service) IssueCode(ctx context.Context, c Client, requestID uuid.UUID, sess *Session) (string, *AuthRequest, error) {

@@ -153,11 +153,15 @@ func TestAdminClients(t *testing.T) {
 			!strings.Contains(r.raw, `"field":"redirect_uris","message":"must be an array"`) {
 			t.Errorf("redirect_uris as an object: %d %s; want 400, told in JSON's words", r.status, r.raw)
 		}
+		if r := e.admin("PATCH", "/v1/admin/clients/grafana", map[string]any{"redirect_uris": []any{1}}); r.status != 400 ||
+			!strings.Contains(r.raw, `"field":"redirect_uris","message":"must be an array of strings"`) {
+			t.Errorf("redirect_uris of a number: %d %s; want 400, the element's type told", r.status, r.raw)
+		}
 		// What may change in place, the rest kept: the name, the URIs (lists replaced whole, [] empties
 		// the post-logout ones), first-party.
 		r = e.admin("PATCH", "/v1/admin/clients/grafana", map[string]any{"name": "Grafana 11",
 			"redirect_uris":             []string{"https://grafana.example.org/cb", "https://grafana.example.org/cb2"},
-			"post_logout_redirect_uris": []string{}, "first_party": false})
+			"post_logout_redirect_uris": []string{}, "first_party": false, "require_pkce": true}) // PKCE as it was
 		want(t, "rename and move", r, 200, "")
 		if oc, err := e.svc.OAuthClient(ctx, "grafana"); err != nil || oc.Name != "Grafana 11" || oc.FirstParty ||
 			!slices.Equal(oc.RedirectURIs, []string{"https://grafana.example.org/cb", "https://grafana.example.org/cb2"}) ||
@@ -200,9 +204,9 @@ func TestAdminClients(t *testing.T) {
 }
 
 // TestClientNamesScriptsNeed: the format characters names need are
-// accepted (invisible ones and bidirectional controls are not:
-// TestAdminClients): ZWNJ (Persian), ZWJ (emoji sequences), the tags of a
-// subdivision's flag.
+// accepted where they join something (invisible ones and bidirectional
+// controls are not: TestAdminClients): ZWNJ (Persian), ZWJ (emoji
+// sequences), the tags of a subdivision's flag; elsewhere they are refused.
 func TestClientNamesScriptsNeed(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		e := newEnv(t, open(t))
@@ -210,6 +214,12 @@ func TestClientNamesScriptsNeed(t *testing.T) {
 			"\U0001F3F4\U000E0067\U000E0062\U000E0065\U000E006E\U000E0067\U000E007F Cymru"} {
 			want(t, "the name "+name, e.admin("POST", "/v1/admin/clients", map[string]any{"client_id": fmt.Sprintf("named-%d", i),
 				"name": name, "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}}), 201, "")
+		}
+		// Where they join nothing they only hide: these would all read as "Grafana".
+		for _, name := range []string{"Grafana\u200d", "Gra\u200cfana", "\u200dGrafana", "Grafana\U000E0041",
+			"Grafana\U0001F3F4\U000E0067", "Grafana\U000E007F"} {
+			want(t, fmt.Sprintf("the name %q", name), e.admin("POST", "/v1/admin/clients", map[string]any{"name": name,
+				"type": "public", "redirect_uris": []string{"https://a.example.org/cb"}}), 400, "validation_failed")
 		}
 	})
 }

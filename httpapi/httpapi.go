@@ -217,7 +217,7 @@ func (s *Server) handle(pattern string, h handlerFunc) {
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		var err error
 		if api && r.URL.RawQuery != "" { // most API requests have none: no map to build
-			err = queryOnce(r.URL.RawQuery)
+			err = checkQuery(r.URL.RawQuery)
 		}
 		if err == nil {
 			err = h(w, r)

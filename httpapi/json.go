@@ -37,10 +37,10 @@ func invalidParam(field, message string) error {
 		Fields: []authd.FieldError{{Field: field, Message: message}}}
 }
 
-// queryOnce refuses a malformed query string, and a query parameter given
+// checkQuery refuses a malformed query string, and a query parameter given
 // more than once: the API reads one value of each, and which one must not
 // be left to chance.
-func queryOnce(raw string) error {
+func checkQuery(raw string) error {
 	// url.Values from r.URL.Query() silently drops what does not parse (a
 	// bad escape, a semicolon): a filter lost so would widen a listing.
 	q, err := url.ParseQuery(raw)
@@ -96,7 +96,7 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 	if err := dec.Decode(dst); err != nil {
 		var typeErr *json.UnmarshalTypeError
 		if errors.As(err, &typeErr) {
-			return invalid(typeErr.Field, "must be "+article(jsonType(typeErr.Type)))
+			return invalid(typeErr.Field, "must be "+expected(dst, typeErr))
 		}
 		if err := misfit(body, dst); err != nil {
 			return err
@@ -104,6 +104,21 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 		return invalid("", "must be a JSON object of the documented fields")
 	}
 	return nil
+}
+
+// expected names what the field of dst a type error is about takes: "a
+// boolean", "an array", or "an array of strings" when an element was wrong.
+func expected(dst any, e *json.UnmarshalTypeError) string {
+	for _, f := range reflect.VisibleFields(reflect.TypeOf(dst).Elem()) {
+		t := f.Type
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		if jsonName(f) == e.Field && t.Kind() == reflect.Slice && e.Type.Kind() != reflect.Slice {
+			return "an array of " + jsonType(t.Elem()) + "s"
+		}
+	}
+	return article(jsonType(e.Type))
 }
 
 // misfit names the field of body that dst's field of the same name cannot

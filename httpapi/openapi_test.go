@@ -2,11 +2,14 @@ package httpapi_test
 
 import (
 	"encoding/json"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/authd/authd"
 	"github.com/authd/authd/httpapi"
+	"github.com/authd/authd/storetest"
 )
 
 // TestOpenAPIMatchesRoutes keeps the document and the router in agreement:
@@ -56,5 +59,43 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	}
 	if r := e.do("GET", "/openapi.json", nil); r.status != 200 || r.body["openapi"] != "3.1.0" {
 		t.Errorf("GET /openapi.json: %d", r.status)
+	}
+}
+
+// TestOpenAPISchemasMatchViews: the properties of the schemas the admin
+// API answers with are the JSON fields of the views it writes, both ways,
+// so that a field added to a view (lock_reason) is documented.
+func TestOpenAPISchemasMatchViews(t *testing.T) {
+	t.Parallel()
+	var doc struct {
+		Components struct {
+			Schemas map[string]struct {
+				Properties map[string]json.RawMessage `json:"properties"`
+			} `json:"schemas"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(httpapi.OpenAPI(), &doc); err != nil {
+		t.Fatalf("openapi.json: %v", err)
+	}
+	u := storetest.NewUser("view@example.org")
+	oc := &authd.OAuthClient{ID: "app", Name: "App", Type: authd.ClientConfidential, RedirectURIs: []string{"https://a.example.org/cb"}}
+	for schema, view := range map[string]any{
+		"AdminUser":   httpapi.AdminUserView(u),
+		"Client":      httpapi.ClientView(oc),
+		"SecurityLog": httpapi.SecurityLogView(&authd.SecurityLog{ID: authd.NewID()}),
+	} {
+		raw, err := json.Marshal(view)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fields map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &fields); err != nil {
+			t.Fatal(err)
+		}
+		documented := slices.Sorted(maps.Keys(doc.Components.Schemas[schema].Properties))
+		written := slices.Sorted(maps.Keys(fields))
+		if !slices.Equal(documented, written) {
+			t.Errorf("schema %s documents %v; the view writes %v", schema, documented, written)
+		}
 	}
 }

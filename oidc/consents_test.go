@@ -271,6 +271,35 @@ func TestConsentDecisionsAtOnce(t *testing.T) {
 	})
 }
 
+// TestDecisionsForARemovedRedirectURI: a consent page whose client's
+// redirect URI an administrator removed while it was shown gets neither
+// decision through, even past the page's own read of the request: Allow
+// saves no consent and makes no code, Deny sends no access_denied there.
+func TestDecisionsForARemovedRedirectURI(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		const email = "moved-page@example.org"
+		_, f := e.consentPage(email)
+		req, sess := e.decision(email, f) // both decisions' reads, before the change
+		ctx := context.Background()
+		if _, err := e.svc.UpdateClient(ctx, authd.Client{}, req.ClientID,
+			authd.ClientChange{RedirectURIs: []string{"https://rp.example.org/elsewhere"}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.svc.DenyConsent(ctx, authd.Client{}, sess.UserID, req); authd.ErrorCode(err) != authd.ENotFound {
+			t.Errorf("a Deny for the removed URI: %v; want ENotFound", err)
+		}
+		if code, _, err := e.svc.AllowConsent(ctx, authd.Client{}, req.ID, sess); authd.ErrorCode(err) != authd.ENotFound {
+			t.Errorf("an Allow for the removed URI: %q, %v; want ENotFound", code, err)
+		}
+		if c, err := e.store.Consent(ctx, sess.UserID, req.ClientID); authd.ErrorCode(err) != authd.ENotFound {
+			t.Errorf("a consent was kept: %v %v", c, err)
+		}
+		if u := e.userByEmail(email); e.denied(u) {
+			t.Errorf("a denial was logged for a request that could not be answered: %v", e.events(u))
+		}
+	})
+}
+
 // TestDeniedConsentDuringAnOutage: a denial that cannot be logged is an
 // outage (503, Retry-After), not access_denied sent to the client.
 func TestDeniedConsentDuringAnOutage(t *testing.T) {

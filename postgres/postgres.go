@@ -81,9 +81,11 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 		})
 		registerUUID(c.TypeMap())
 		if o.lockTimeout > 0 {
-			// Only where nothing else set one: the URL, options, PGOPTIONS,
-			// ALTER ROLE or DATABASE … SET, postgresql.conf.
-			if _, err := c.Exec(ctx, `SELECT set_config('lock_timeout', $1, false) WHERE current_setting('lock_timeout') = '0'`,
+			// Only where nothing else set one, 0 (no bound) included: the
+			// URL, options, PGOPTIONS, ALTER ROLE or DATABASE … SET,
+			// postgresql.conf.
+			if _, err := c.Exec(ctx, `SELECT set_config('lock_timeout', $1, false)
+				WHERE (SELECT source FROM pg_settings WHERE name = 'lock_timeout') = 'default'`,
 				strconv.FormatInt(o.lockTimeout.Milliseconds(), 10)); err != nil {
 				return err
 			}

@@ -292,6 +292,22 @@ func TestCommandsWaitForLocksBounded(t *testing.T) {
 	if _, err := tx.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`, u.ID); err != nil {
 		t.Fatal(err)
 	}
+	// One set to no bound wins too (an operator who lets a migration wait).
+	unbounded := mustParse(t, env["DATABASE_URL"])
+	q := unbounded.Query()
+	q.Set("lock_timeout", "0")
+	unbounded.RawQuery = q.Encode()
+	cfg.DatabaseURL = unbounded.String()
+	db, err := openDatabase(ctx, cfg, atHead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	err = db.(*postgres.Store).Pool().QueryRow(ctx, `SHOW lock_timeout`).Scan(&got)
+	db.Close()
+	if err != nil || got != "0" {
+		t.Errorf("lock_timeout with lock_timeout=0 in DATABASE_URL: %q, %v; want 0", got, err)
+	}
 	// A lock_timeout the connection has already (here the database's) wins.
 	dbName := strings.TrimPrefix(mustParse(t, env["DATABASE_URL"]).Path, "/")
 	if _, err := store.Pool().Exec(ctx, `ALTER DATABASE `+dbName+` SET lock_timeout = '200ms'`); err != nil {

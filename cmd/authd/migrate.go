@@ -136,7 +136,7 @@ func migrateCmd(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintln(e.stdout, r)
 	}
 	if postgres.LockTimedOut(err) { // commandLockWait, or DATABASE_URL's lock_timeout
-		return &cliError{msg: err.Error(), hint: "another database session holds a table this migration changes " +
+		return &cliError{msg: err.Error(), hint: "another database session holds a lock this migration needs " +
 			"(a long or idle transaction): find it in pg_stat_activity, let it end, and run the command again; " +
 			"the failed migration is not recorded as applied, so running it again is safe (those printed above are applied)"}
 	}
