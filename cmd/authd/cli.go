@@ -137,7 +137,7 @@ func report(e *env, name string, err error) int {
 		if cmd == "" {
 			cmd = name
 		}
-		fmt.Fprintf(e.stderr, "authd %s: %s\nhint: %s\n", cmd, usage.msg, hint)
+		fmt.Fprintf(e.stderr, "authd %s: %s\nhint: %s\n", cmd, clip(usage.msg), hint)
 		return exitUsage
 	}
 	var told *reportedError
@@ -150,7 +150,7 @@ func report(e *env, name string, err error) int {
 		return report(e, name, fromService(name, err, nil, ""))
 	}
 	msg, hint := explain(err)
-	fmt.Fprintf(e.stderr, "authd %s: %s\n", name, msg)
+	fmt.Fprintf(e.stderr, "authd %s: %s\n", name, clip(msg))
 	if hint != "" {
 		fmt.Fprintf(e.stderr, "hint: %s\n", hint)
 	}
@@ -258,6 +258,19 @@ func logFailure(logger *slog.Logger, err error) error {
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// maxErrorRunes bounds an error line: a value it echoes (a pasted cursor,
+// a 50,000-character argument) must not flood the terminal.
+const maxErrorRunes = 1024
+
+// clip cuts msg to maxErrorRunes, saying how much it left out.
+func clip(msg string) string {
+	rs := []rune(msg)
+	if len(rs) <= maxErrorRunes {
+		return msg
+	}
+	return fmt.Sprintf("%s… (%d more characters)", string(rs[:maxErrorRunes]), len(rs)-maxErrorRunes)
+}
 
 // newFlagSet returns a flag set whose errors are returned, not fatal, and
 // whose --help prints the synopsis and the flags.

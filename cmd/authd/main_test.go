@@ -143,6 +143,11 @@ func TestFlagErrorsAreOneLine(t *testing.T) {
 				strings.Join(a, " "), code, stdout, stderr)
 		}
 	}
+	// A long value echoed back is cut, the cut said.
+	code, _, stderr := runCLI(t, env, "admin", "logs", "--cursor", strings.Repeat("x", 50_000))
+	if first, _, _ := strings.Cut(stderr, "\n"); code != exitUsage || len(first) > 1200 || !strings.Contains(first, "more characters)") {
+		t.Errorf("a 50,000-character cursor: exit %d, first line of %d bytes; want 2, cut to about 1,024 characters", code, len(first))
+	}
 }
 
 func TestVersion(t *testing.T) {
