@@ -42,16 +42,22 @@ func openDatabase(ctx context.Context, cfg *Config, want schema) (database, erro
 	return open(ctx, cfg, want, postgres.WithLockTimeout(commandLockWait))
 }
 
-// commandLockWait bounds how long a command (serve aside) waits for a
-// PostgreSQL lock another session holds: a transaction left open elsewhere
-// fails it with a hint instead of hanging it, and a migration gives up
-// rather than queue every request behind its table lock. DATABASE_URL's
-// lock_timeout wins.
+// commandLockWait bounds how long a command waits for a PostgreSQL lock
+// another session holds: a transaction left open elsewhere fails it with a
+// hint instead of hanging it, and a migration gives up rather than queue
+// every request behind its table lock. A lock_timeout the connection has
+// of its own (DATABASE_URL, ALTER ROLE … SET) wins.
 const commandLockWait = 15 * time.Second
 
-// openServing is openDatabase for serve: requests bound their own waits.
+// serveLockWait is commandLockWait for serve's requests, many of which
+// finish whatever their client does (a login's checks): one stuck behind a
+// transaction left open answers 503 with Retry-After after this long,
+// as a wait in SQLite's writer lane does, rather than hang.
+const serveLockWait = 10 * time.Second
+
+// openServing is openDatabase for serve.
 func openServing(ctx context.Context, cfg *Config) (database, error) {
-	return open(ctx, cfg, atHead)
+	return open(ctx, cfg, atHead, postgres.WithLockTimeout(serveLockWait))
 }
 
 func open(ctx context.Context, cfg *Config, want schema, opts ...postgres.Option) (database, error) {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -246,7 +247,7 @@ func TestMigrateDownPastTheFirst(t *testing.T) {
 // TestCommandsWaitForLocksBounded: a command waits for a lock another
 // PostgreSQL session holds (a transaction left open) for commandLockWait at
 // most, and then fails in one line with a hint instead of hanging; serve's
-// connections carry no such bound; a lock_timeout the connection has
+// connections carry serveLockWait; a lock_timeout the connection has
 // already (the database's, here) wins.
 func TestCommandsWaitForLocksBounded(t *testing.T) {
 	t.Parallel()
@@ -261,7 +262,7 @@ func TestCommandsWaitForLocksBounded(t *testing.T) {
 	}
 	for name, openIt := range map[string]func() (database, error){
 		"15s": func() (database, error) { return openDatabase(ctx, cfg, atHead) },
-		"0":   func() (database, error) { return openServing(ctx, cfg) },
+		"10s": func() (database, error) { return openServing(ctx, cfg) },
 	} {
 		db, err := openIt()
 		if err != nil {
@@ -324,6 +325,20 @@ func TestCommandsWaitForLocksBounded(t *testing.T) {
 	if waited := time.Since(start); waited >= commandLockWait {
 		t.Errorf("the command waited %s: the database's lock_timeout of 200ms did not win over %s", waited, commandLockWait)
 	}
+
+	// serve's request behind the held row answers 503 with Retry-After, not hang.
+	env["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
+	srv := startServe(t, env)
+	resp, err := http.Post(srv.url+"/v1/auth/login", "application/json",
+		strings.NewReader(`{"email":"held@example.org","password":"a wrong but long passphrase"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("a login behind the held row: %d, Retry-After %q; want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	srv.stop(t)
 
 	// A migration that cannot have its table gives up alike, and can be run again.
 	tx.Rollback(ctx)
