@@ -14,6 +14,9 @@ import (
 // EUnavailable.
 func (s *Service) Register(ctx context.Context, c Client, email, password string, consent bool) error {
 	email, err := NormalizeEmail(email)
+	if err == nil {
+		err = checkNewAddress(email)
+	}
 	if err != nil {
 		return err
 	}

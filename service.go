@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/authd/authd/internal/pace"
@@ -368,6 +369,32 @@ func NormalizeEmail(s string) (string, error) {
 			Message: "must be an address that can receive mail (.invalid is reserved, RFC 6761)"}}}
 	}
 	return s, nil
+}
+
+// checkNewAddress holds an address an account is registered under to what
+// mail can reach and what reads as itself: no invisible or
+// direction-changing character (hiddenFormat: "a\u200b@example.org" reads
+// as another account's address), a local part of at most 64 bytes and
+// domain labels of at most 63 (RFC 5321 §4.5.3.1), each a DNS label
+// (ASCII letters, digits and inner hyphens; or not ASCII, an IDN's), no
+// address literal ([127.0.0.1]) and no all-digit top-level label. email
+// is normalised (NormalizeEmail). Only registration applies it: accounts
+// made before it still sign in, reset and verify.
+func checkNewAddress(email string) error {
+	local, domain, _ := strings.Cut(email, "@")
+	ok := len(local) <= 64 && !hiddenFormat([]rune(email))
+	labels := strings.Split(domain, ".")
+	for _, l := range labels {
+		ok = ok && l != "" && len(l) <= 63 && !strings.HasPrefix(l, "-") && !strings.HasSuffix(l, "-") &&
+			!strings.ContainsFunc(l, func(r rune) bool {
+				return r <= unicode.MaxASCII && !('a' <= r && r <= 'z' || '0' <= r && r <= '9' || r == '-')
+			})
+	}
+	if tld := labels[len(labels)-1]; !ok || strings.Trim(tld, "0123456789") == "" {
+		return &Error{Code: EInvalid, Message: "invalid request", Fields: []FieldError{{Field: "email",
+			Message: "must be an address that can receive mail: a local part of at most 64 bytes, a domain of DNS names, nothing invisible"}}}
+	}
+	return nil
 }
 
 // LookupEmail is NormalizeEmail for administrators' tools, which look

@@ -109,6 +109,15 @@ func TestRegisterValidation(t *testing.T) {
 			{"bad email", `{"email":"not-an-email","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
 			{"email with name", `{"email":"Al <al@example.org>","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
 			{"email too long", `{"email":"` + strings.Repeat("a", 250) + `@x.org","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
+			{"zero-width space", `{"email":"a\u200b@example.org","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
+			{"right-to-left override", `{"email":"a\u202e@example.org","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
+			{"soft hyphen", `{"email":"a@exa\u00admple.org","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
+			{"local part of 65", `{"email":"` + strings.Repeat("a", 65) + `@example.org","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
+			{"label of 64", `{"email":"a@` + strings.Repeat("b", 64) + `.org","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
+			{"address literal", `{"email":"a@[127.0.0.1]","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
+			{"numeric top level", `{"email":"a@example.123","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
+			{"hyphen first", `{"email":"a@-example.org","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
+			{"underscore", `{"email":"a@exa_mple.org","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
 			{"no consent", `{"email":"a@example.org","password":"` + goodPassword + `"}`, 400, "validation_failed", "consent"},
 			{"consent false", `{"email":"a@example.org","password":"` + goodPassword + `","consent":false}`, 400, "validation_failed", "consent"},
 			{"short password", `{"email":"a@example.org","password":"short pass","consent":true}`, 400, "weak_password", "password"},
@@ -144,6 +153,12 @@ func TestRegisterValidation(t *testing.T) {
 		want(t, "text/plain body", r, 415, "unsupported_media_type")
 		if n := len(e.events("")); n != 0 {
 			t.Errorf("%d security-log rows after only invalid requests", n)
+		}
+		// What real addresses hold stays: a Persian local part with its ZWNJ, an IDN, a
+		// dotless host of a development setup.
+		for _, email := range []string{"\u0645\u06cc\u200c\u0634\u0648\u062f@example.org", "jürgen@bücher.example", "dev@localhost"} {
+			want(t, "register "+email, e.do("POST", "/v1/auth/register", map[string]any{"email": email, "password": goodPassword,
+				"consent": true}), 202, "")
 		}
 		// Unicode that only looks odd is accepted: a surrogate pair escaped,
 		// U+FFFD as itself and escaped, and an escaped backslash before "ud800".
