@@ -183,9 +183,17 @@ func (s *Service) ResendVerification(ctx context.Context, c Client, email string
 
 // CheckToken reports, without using it, whether a verification or reset
 // token can still be redeemed: nil, or EInvalidToken. The pages call it on
-// GET, which must never consume a token (mail scanners follow links).
-func (s *Service) CheckToken(ctx context.Context, raw string, typ VerificationType) error {
+// GET, which must never consume a token (mail scanners follow links). A
+// refusal counts against the client's refused redemptions (refuseToken's
+// badTokensPerIP), unlogged: past them it is ERateLimited, so that the
+// pages are no unbounded oracle of which tokens exist.
+func (s *Service) CheckToken(ctx context.Context, c Client, raw string, typ VerificationType) error {
 	_, err := s.usableToken(ctx, raw, typ)
+	if ErrorCode(err) == EInvalidToken {
+		if lerr := s.limit(ctx, "bad-token:"+clientKey(c), badTokensPerIP, time.Minute); lerr != nil {
+			return lerr
+		}
+	}
 	return err
 }
 

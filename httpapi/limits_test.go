@@ -69,6 +69,35 @@ func TestIPv6LimitedPerNetwork(t *testing.T) {
 	})
 }
 
+// TestLinkPagesAreLimitedPerIP: the verify and reset pages' GET, which
+// tells a live token from a dead one, counts its refusals with the API's
+// refused redemptions: past 30 a minute from one client it answers 429
+// with Retry-After (no security-log row either way), and a live link still
+// opens for another client.
+func TestLinkPagesAreLimitedPerIP(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withRateLimit())
+		statuses := map[int]int{}
+		for i := range 40 {
+			path := "/reset-password?token="
+			if i%2 == 1 {
+				path = "/verify-email?token="
+			}
+			r := e.do("GET", path+strings.Repeat(string(rune('A'+i%26)), 43), nil)
+			statuses[r.status]++
+			if r.status == 429 && r.header.Get("Retry-After") == "" {
+				t.Errorf("a limited page without Retry-After")
+			}
+		}
+		if statuses[429] != 10 || statuses[400] != 30 {
+			t.Errorf("40 dead links from one client: %v, want 30 refused and 10 limited", statuses)
+		}
+		if ev := e.events(""); len(ev) != 0 {
+			t.Errorf("page views of dead links logged: %v", ev)
+		}
+	})
+}
+
 // TestResetIsLimitedPerIP: bad reset tokens are limited per client like
 // every other unauthenticated endpoint, and each refused one is logged.
 func TestResetIsLimitedPerIP(t *testing.T) {

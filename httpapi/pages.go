@@ -205,7 +205,7 @@ func (s *Server) pageError(w http.ResponseWriter, r *http.Request, err error, p 
 func (s *Server) verifyPage(w http.ResponseWriter, r *http.Request) error {
 	token := r.URL.Query().Get("token")
 	p := page{Title: "Confirm your email address", Token: token, NewLinkAction: "/verify-email/new-link"}
-	if err := s.svc.CheckToken(r.Context(), token, authd.VerifyEmail); err != nil {
+	if err := s.svc.CheckToken(r.Context(), client(r), token, authd.VerifyEmail); err != nil {
 		return s.pageError(w, r, err, p)
 	}
 	p.content = "verify-content"
@@ -229,7 +229,7 @@ func (s *Server) resetPage(w http.ResponseWriter, r *http.Request) error {
 	token := r.URL.Query().Get("token")
 	p := page{Title: "Choose a new password", Token: token, MinLength: s.opts.PasswordMinLength,
 		NewLinkAction: "/reset-password/new-link"}
-	if err := s.svc.CheckToken(r.Context(), token, authd.PasswordReset); err != nil {
+	if err := s.svc.CheckToken(r.Context(), client(r), token, authd.PasswordReset); err != nil {
 		return s.pageError(w, r, err, p)
 	}
 	p.content = "reset-content"
