@@ -32,8 +32,9 @@ func TestVerifyPage(t *testing.T) {
 
 		for range 3 { // mail scanners follow links: a GET never consumes the token
 			r := e.do("GET", path, nil)
-			if r.status != 200 || !strings.Contains(r.raw, `action="/verify-email"`) || !strings.Contains(r.raw, tok) {
-				t.Fatalf("verify page: %d %s", r.status, r.raw)
+			if r.status != 200 || !strings.Contains(r.raw, `action="/verify-email"`) || !strings.Contains(r.raw, tok) ||
+				!strings.Contains(r.raw, "If you did not sign up, close this page") {
+				t.Fatalf("verify page: %d %s; want the form, and the warning for who did not sign up", r.status, r.raw)
 			}
 			csp := r.header.Get("Content-Security-Policy")
 			if !strings.HasPrefix(r.header.Get("Content-Type"), "text/html") || !strings.Contains(csp, "default-src 'none'") ||
