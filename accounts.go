@@ -190,7 +190,7 @@ func (s *Service) ResendVerification(ctx context.Context, c Client, email string
 func (s *Service) CheckToken(ctx context.Context, c Client, raw string, typ VerificationType) error {
 	_, err := s.usableToken(ctx, raw, typ)
 	if ErrorCode(err) == EInvalidToken {
-		if lerr := s.limit(ctx, "bad-token:"+clientKey(c), badTokensPerIP, time.Minute); lerr != nil {
+		if lerr := s.limitBadToken(ctx, c); lerr != nil {
 			return lerr
 		}
 	}

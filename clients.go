@@ -445,29 +445,49 @@ func fieldErrors(fields []FieldError) error {
 func nameErrors(name string) []FieldError {
 	if trimmed := strings.TrimSpace(name); trimmed == "" || trimmed != name || utf8.RuneCountInString(name) > MaxClientNameLength ||
 		!PlainText(name) || hiddenFormat([]rune(name)) {
-		return []FieldError{{Field: "name", Message: "must be 1 to 255 printable characters, without leading or trailing spaces"}}
+		return []FieldError{{Field: "name", Message: "must be 1 to 255 printable characters, without leading or trailing " +
+			"spaces, nor characters that show nothing (zero-width, fillers, controls)"}}
 	}
 	return nil
 }
 
-// hiddenFormat reports whether rs holds a format character that changes
-// nothing seen: any but ZWNJ and ZWJ between two characters of a script or
-// emoji that join (not ASCII, not format characters themselves: Persian
-// and Indic letters, emoji sequences), and the tags of a subdivision's flag
-// (U+1F3F4, tags, U+E007F). "Grafana\u200d" or "Gra\u200cfana" would
-// otherwise read as "Grafana".
+// hiddenFormat reports whether rs holds a character that shows nothing,
+// or not itself, where it stands: a bidirectional control, a format or
+// control character, a line or paragraph separator, a space other than
+// U+0020, a default-ignorable one (a Hangul filler, the combining grapheme
+// joiner), the blank braille pattern. Kept where they do something: ZWNJ
+// and ZWJ between letters of the scripts they shape (Arabic, Indic, …) or
+// in emoji sequences, a variation selector after a character it can vary
+// (not ASCII, not hidden), and the tags of a subdivision's flag (U+1F3F4, tags,
+// U+E007F). "Grafana\u200d", "a\u3164" or "a\u034f" would otherwise read
+// as "Grafana" or "a".
 func hiddenFormat(rs []rune) bool {
 	const blackFlag, cancelTag = 0x1F3F4, 0xE007F
 	isTag := func(r rune) bool { return r >= 0xE0020 && r < cancelTag }
+	joiner := func(r rune) bool { return r == '\u200c' || r == '\u200d' || unicode.Is(unicode.Variation_Selector, r) }
+	hidden := func(r rune) bool {
+		return unicode.In(r, unicode.Bidi_Control, unicode.Cf, unicode.Cc, unicode.Zl, unicode.Zp,
+			unicode.Other_Default_Ignorable_Code_Point) || unicode.Is(unicode.Zs, r) && r != ' ' || r == '\u2800'
+	}
+	shown := func(i int) bool {
+		return i >= 0 && i < len(rs) && rs[i] > unicode.MaxASCII && !hidden(rs[i]) && !joiner(rs[i])
+	}
+	// joins: a character of a script whose letters ZWNJ and ZWJ shape, or
+	// of emoji (symbols, modifiers; a variation selector ends one).
 	joins := func(i int) bool {
-		return i >= 0 && i < len(rs) && rs[i] > unicode.MaxASCII && !unicode.Is(unicode.Cf, rs[i])
+		return i >= 0 && i < len(rs) && (unicode.In(rs[i], unicode.Arabic, unicode.Syriac, unicode.Nko, unicode.Thaana,
+			unicode.Mongolian, unicode.Devanagari, unicode.Bengali, unicode.Gurmukhi, unicode.Gujarati, unicode.Oriya,
+			unicode.Tamil, unicode.Telugu, unicode.Kannada, unicode.Malayalam, unicode.Sinhala, unicode.So, unicode.Sk) ||
+			unicode.Is(unicode.Variation_Selector, rs[i]))
 	}
 	for i := 0; i < len(rs); i++ {
 		switch r := rs[i]; {
-		case unicode.Is(unicode.Bidi_Control, r):
-			return true
 		case r == '\u200c' || r == '\u200d':
-			if !joins(i-1) || !joins(i+1) {
+			if !joins(i-1) || !joins(i+1) || unicode.Is(unicode.Variation_Selector, rs[i+1]) {
+				return true
+			}
+		case unicode.Is(unicode.Variation_Selector, r):
+			if !shown(i - 1) {
 				return true
 			}
 		case isTag(r) && i > 0 && rs[i-1] == blackFlag:
@@ -479,7 +499,7 @@ func hiddenFormat(rs []rune) bool {
 				return true
 			}
 			i = j // past the cancel tag
-		case unicode.Is(unicode.Cf, r):
+		case hidden(r):
 			return true
 		}
 	}

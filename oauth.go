@@ -51,6 +51,10 @@ type OAuthClient struct {
 // confidential one whose administrator said so.
 func (c *OAuthClient) PKCERequired() bool { return c.Type == ClientPublic || c.RequirePKCE }
 
+// RedirectsTo reports whether uri is one of the client's redirect URIs,
+// character for character, as it is registered now.
+func (c *OAuthClient) RedirectsTo(uri string) bool { return slices.Contains(c.RedirectURIs, uri) }
+
 // Consent is what a user granted a client that is not first-party (table
 // oauth_consents), remembered so that the consent screen shows once.
 type Consent struct {

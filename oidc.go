@@ -203,7 +203,7 @@ func (s *Service) AuthRequest(ctx context.Context, id uuid.UUID) (*AuthRequest, 
 		return nil, nil, errNoAuthRequest
 	}
 	oc, err := s.store.OAuthClient(ctx, r.ClientID)
-	if ErrorCode(err) == ENotFound || err == nil && !slices.Contains(oc.RedirectURIs, r.RedirectURI) {
+	if ErrorCode(err) == ENotFound || err == nil && !oc.RedirectsTo(r.RedirectURI) {
 		return nil, nil, errNoAuthRequest // its client deleted, or its redirect URI no longer registered
 	}
 	return r, oc, err
@@ -300,7 +300,7 @@ func (s *Service) DenyConsent(ctx context.Context, c Client, user uuid.UUID, req
 func pendingRequest(ctx context.Context, tx *txn, oc *OAuthClient, req *AuthRequest, now time.Time) (*AuthRequest, error) {
 	r, err := tx.AuthRequest(ctx, req.ID)
 	if ErrorCode(err) == ENotFound || err == nil && (!now.Before(r.ExpiresAt) || r.ClientID != oc.ID ||
-		!slices.Contains(oc.RedirectURIs, r.RedirectURI)) {
+		!oc.RedirectsTo(r.RedirectURI)) {
 		return nil, errNoAuthRequest
 	}
 	return r, err
@@ -543,7 +543,7 @@ func (s *Service) RedeemCode(ctx context.Context, c Client, client *OAuthClient,
 			// Issued before the administrator required PKCE of the client
 			// (a reuse of one redeemed before is still a reuse, above).
 			return refuse("PKCE required for this client")
-		case !slices.Contains(oc.RedirectURIs, ac.RedirectURI):
+		case !oc.RedirectsTo(ac.RedirectURI):
 			// Issued before the administrator removed the URI.
 			return refuse("redirect_uri no longer registered")
 		case !now.Before(ac.ExpiresAt):

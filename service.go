@@ -372,27 +372,31 @@ func NormalizeEmail(s string) (string, error) {
 }
 
 // checkNewAddress holds an address an account is registered under to what
-// mail can reach and what reads as itself: no invisible or
-// direction-changing character (hiddenFormat: "a\u200b@example.org" reads
-// as another account's address), a local part of at most 64 bytes and
-// domain labels of at most 63 (RFC 5321 §4.5.3.1), each a DNS label
-// (ASCII letters, digits and inner hyphens; or not ASCII, an IDN's), no
-// address literal ([127.0.0.1]) and no all-digit top-level label. email
-// is normalised (NormalizeEmail). Only registration applies it: accounts
-// made before it still sign in, reset and verify.
+// mail can reach and what reads as itself: in Unicode NFKC (no fullwidth
+// or other compatibility letters, which a relay would map to another
+// address), nothing that shows nothing (hiddenFormat: "a\u200b@example.org"
+// reads as another account's address), a local part of at most 64 bytes
+// (RFC 5321 §4.5.3.1), a domain of DNS labels (ASCII ones: letters, digits
+// and inner hyphens, at most 63 bytes; IDN labels are bounded by the
+// address's length only, their DNS form being shorter), no address literal
+// ([127.0.0.1]) and no all-digit top-level label. email is normalised
+// (NormalizeEmail). Only registration applies it: accounts made before it
+// still sign in, reset and verify.
 func checkNewAddress(email string) error {
 	local, domain, _ := strings.Cut(email, "@")
-	ok := len(local) <= 64 && !hiddenFormat([]rune(email))
+	ok := len(local) <= 64 && norm.NFKC.IsNormalString(email) && !hiddenFormat([]rune(email))
 	labels := strings.Split(domain, ".")
 	for _, l := range labels {
-		ok = ok && l != "" && len(l) <= 63 && !strings.HasPrefix(l, "-") && !strings.HasSuffix(l, "-") &&
+		ascii := !strings.ContainsFunc(l, func(r rune) bool { return r > unicode.MaxASCII })
+		ok = ok && l != "" && (!ascii || len(l) <= 63) && !strings.HasPrefix(l, "-") && !strings.HasSuffix(l, "-") &&
 			!strings.ContainsFunc(l, func(r rune) bool {
 				return r <= unicode.MaxASCII && !('a' <= r && r <= 'z' || '0' <= r && r <= '9' || r == '-')
 			})
 	}
 	if tld := labels[len(labels)-1]; !ok || strings.Trim(tld, "0123456789") == "" {
 		return &Error{Code: EInvalid, Message: "invalid request", Fields: []FieldError{{Field: "email",
-			Message: "must be an address that can receive mail: a local part of at most 64 bytes, a domain of DNS names, nothing invisible"}}}
+			Message: "must be an address that can receive mail: a local part of at most 64 bytes, a domain of DNS names, " +
+				"nothing invisible, no fullwidth or other compatibility letters"}}}
 	}
 	return nil
 }

@@ -66,7 +66,7 @@ type adminUserOut struct {
 	AccountLockedUntil  *time.Time `json:"account_locked_until"`
 	CodesLockedUntil    *time.Time `json:"codes_locked_until"`
 	// LockReason is who locked the account, admin or brute_force; null
-	// while it is not locked.
+	// unless the status is locked (a lock that ran out shows until lifted).
 	LockReason *string `json:"lock_reason"`
 }
 

@@ -211,13 +211,15 @@ func TestClientNamesScriptsNeed(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		e := newEnv(t, open(t))
 		for i, name := range []string{"\u0645\u06cc\u200c\u0634\u0648\u062f", "Team \U0001F469\u200D\U0001F4BB",
-			"\U0001F3F4\U000E0067\U000E0062\U000E0065\U000E006E\U000E0067\U000E007F Cymru"} {
+			"\U0001F3F4\U000E0067\U000E0062\U000E0065\U000E006E\U000E0067\U000E007F Cymru",
+			"\u2764\ufe0f\u200d\U0001F525 Club", "\u0915\u094d\u200d\u0937 Labs"} {
 			want(t, "the name "+name, e.admin("POST", "/v1/admin/clients", map[string]any{"client_id": fmt.Sprintf("named-%d", i),
 				"name": name, "type": "public", "redirect_uris": []string{"https://a.example.org/cb"}}), 201, "")
 		}
 		// Where they join nothing they only hide: these would all read as "Grafana".
 		for _, name := range []string{"Grafana\u200d", "Gra\u200cfana", "\u200dGrafana", "Grafana\U000E0041",
-			"Grafana\U0001F3F4\U000E0067", "Grafana\U000E007F"} {
+			"Grafana\U0001F3F4\U000E0067", "Grafana\U000E007F", "Grafana\u3164", "Grafana\u034f", "Grafana\ufe0f",
+			"Grafana\u2800", "Gra\u3000fana", "\u0413\u0440\u0430\u200d\u0444\u0430\u043d\u0430"} {
 			want(t, fmt.Sprintf("the name %q", name), e.admin("POST", "/v1/admin/clients", map[string]any{"name": name,
 				"type": "public", "redirect_uris": []string{"https://a.example.org/cb"}}), 400, "validation_failed")
 		}

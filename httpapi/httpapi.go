@@ -361,12 +361,15 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.As(err, &bad) && status == http.StatusUnauthorized {
 		status = http.StatusBadRequest
 	}
-	if status >= 500 && !gone {
-		s.logger.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path,
-			"request_id", requestID(r.Context()), "err", err)
-	}
 	var e *authd.Error
 	errors.As(err, &e)
+	if status >= 500 && !gone {
+		attrs := []any{"method", r.Method, "path", r.URL.Path, "request_id", requestID(r.Context()), "err", err}
+		if e != nil && e.Hint != "" {
+			attrs = append(attrs, "hint", e.Hint) // for the operator: what to do (a lock held elsewhere)
+		}
+		s.logger.ErrorContext(r.Context(), "request failed", attrs...)
+	}
 	switch {
 	case e != nil && e.RetryAfter > 0:
 		w.Header().Set("Retry-After", strconv.Itoa(authd.RetryAfterSeconds(err)))

@@ -1,6 +1,7 @@
 package oidc
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
 	"slices"
@@ -63,7 +64,7 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	redirect := q.Get("redirect_uri")
-	if !slices.Contains(oc.RedirectURIs, redirect) {
+	if !oc.RedirectsTo(redirect) {
 		p.errorPage(w, http.StatusBadRequest, "Invalid redirect",
 			"The application asked to send you back to an address it has not registered.")
 		return
@@ -441,7 +442,11 @@ func (p *Provider) saveFailed(w http.ResponseWriter, r *http.Request, req *authd
 }
 
 func (p *Provider) unavailable(w http.ResponseWriter, err error) {
-	p.opts.Logger.Error("openid provider", "err", err)
+	attrs := []any{"err", err}
+	if e := (*authd.Error)(nil); errors.As(err, &e) && e.Hint != "" {
+		attrs = append(attrs, "hint", e.Hint) // for the operator: what to do (a lock held elsewhere)
+	}
+	p.opts.Logger.Error("openid provider", attrs...)
 	w.Header().Set("Retry-After", "1")
 	p.errorPage(w, http.StatusServiceUnavailable, "Try again", "The service is busy or unavailable; try again in a moment.")
 }

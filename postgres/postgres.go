@@ -131,8 +131,10 @@ type options struct {
 // another session holds to d (PostgreSQL's lock_timeout), unless the
 // connection has a lock_timeout of its own (set in the URL, its options,
 // PGOPTIONS, for the role or database, or server-wide); a statement that
-// waits longer fails with EUnavailable (LockTimedOut). For one-shot
-// commands, which must not hang on a transaction left open elsewhere.
+// waits longer fails with EUnavailable (LockTimedOut): neither a command
+// nor a request hangs on a transaction left open elsewhere. The setting is
+// the session's, made once per connection: behind a pooler in transaction
+// mode (PgBouncer) set lock_timeout for authd's role instead.
 func WithLockTimeout(d time.Duration) Option {
 	return func(o *options) { o.lockTimeout = d }
 }

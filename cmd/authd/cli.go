@@ -81,15 +81,17 @@ func usageOf(cmd, format string, args ...any) error {
 	return &usageError{cmd: cmd, msg: fmt.Sprintf(format, args...)}
 }
 
-// run dispatches args to a command and returns the exit status. Errors go to
-// stderr as one line plus a hint.
-// run runs the command args name with environ, the environment as
-// os.Environ gives it (NAME=value), and returns its exit status.
+// run runs the command args names with environ, the environment as
+// os.Environ gives it (NAME=value; of a name given twice the first counts,
+// as for os.Getenv), and returns the exit status. Errors go to stderr as
+// one line plus a hint.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ []string) int {
 	vars := map[string]string{}
 	for _, kv := range environ {
 		if name, value, ok := strings.Cut(kv, "="); ok {
-			vars[name] = value
+			if _, seen := vars[name]; !seen {
+				vars[name] = value
+			}
 		}
 	}
 	e := &env{stdout: stdout, stderr: stderr, names: slices.Sorted(maps.Keys(vars)),

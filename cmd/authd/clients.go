@@ -113,7 +113,11 @@ func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 			return usageOf("clients create", "--type must be public or confidential")
 		}
 	}
-	for flag, uris := range map[string][]string{"--redirect-uri": redirects, "--post-logout-uri": logouts} {
+	for _, list := range []struct {
+		flag string
+		uris []string
+	}{{"--redirect-uri", redirects}, {"--post-logout-uri", logouts}} {
+		flag, uris := list.flag, list.uris
 		for _, u := range uris {
 			if err := authd.ValidRedirectURI(u); err != nil {
 				return usageOf("clients "+rest[0], "%s %q: %v", flag, u, err)

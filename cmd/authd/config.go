@@ -390,7 +390,9 @@ type unknownSetting struct{ name, near string }
 // unknownSettings lists the AUTHD_ variables of the environment (names)
 // and of .env that are no setting: a misspelt one is otherwise ignored
 // without a word (AUTHD_ADMIN_TOKNE: no admin API). The load generator's
-// own (AUTHD_LOAD_…) are not authd's.
+// own (AUTHD_LOAD_…) and those the README's resource-server example reads
+// (AUTHD_URL, AUTHD_SERVICE_TOKEN), often in the same environment, are not
+// authd's.
 func unknownSettings(names []string) []unknownSetting {
 	dotenv, _ := readDotenv(".env") // read and checked by loadConfig already
 	all := slices.Concat(names, slices.Collect(maps.Keys(dotenv)))
@@ -398,6 +400,7 @@ func unknownSettings(names []string) []unknownSetting {
 	var out []unknownSetting
 	for _, name := range slices.Compact(all) {
 		if !strings.HasPrefix(name, "AUTHD_") || strings.HasPrefix(name, "AUTHD_LOAD_") ||
+			name == "AUTHD_URL" || name == "AUTHD_SERVICE_TOKEN" ||
 			slices.ContainsFunc(settings, func(s setting) bool { return s.env == name }) {
 			continue
 		}

@@ -469,6 +469,7 @@ func TestServeWarnsOfUnknownSettings(t *testing.T) {
 	env["AUTHD_ADMIN_TOKNE"] = "a-token-meant-for-the-admin-api-0123456789"
 	env["AUTHD_NOTHING_LIKE_IT"] = "1"
 	env["AUTHD_LOAD_CLIENTS"] = "4"
+	env["AUTHD_SERVICE_TOKEN"] = "the resource server's, beside" // the README's example reads it
 	s := startServe(t, env)
 	s.stop(t)
 	logs := s.stderr.String()
@@ -478,7 +479,8 @@ func TestServeWarnsOfUnknownSettings(t *testing.T) {
 			t.Errorf("serve's log lacks %q:\n%s", want, logs)
 		}
 	}
-	if strings.Contains(logs, "AUTHD_LOAD_CLIENTS") || strings.Contains(logs, "a-token-meant") {
+	if strings.Contains(logs, "AUTHD_LOAD_CLIENTS") || strings.Contains(logs, "name=AUTHD_SERVICE_TOKEN ") ||
+		strings.Contains(logs, "a-token-meant") {
 		t.Errorf("serve warned of the load generator's variable, or printed a value:\n%s", logs)
 	}
 }

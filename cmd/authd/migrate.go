@@ -135,10 +135,13 @@ func migrateCmd(ctx context.Context, e *env, args []string) error {
 	for _, r := range results {
 		fmt.Fprintln(e.stdout, r)
 	}
-	if postgres.LockTimedOut(err) { // commandLockWait, or DATABASE_URL's lock_timeout
+	if postgres.LockTimedOut(err) { // commandLockWait, or the connection's own lock_timeout
+		done := "the migration that failed is not recorded as applied, so running it again is safe (those printed above are applied)"
+		if action != "up" {
+			done = "the roll-back that failed did not happen, so the migration is still applied (those printed above were rolled back)"
+		}
 		return &cliError{msg: err.Error(), hint: "another database session holds a lock this migration needs " +
-			"(a long or idle transaction): find it in pg_stat_activity, let it end, and run the command again; " +
-			"the failed migration is not recorded as applied, so running it again is safe (those printed above are applied)"}
+			"(a long or idle transaction): find it in pg_stat_activity, let it end, and run the command again; " + done}
 	}
 	return err
 }
