@@ -14,8 +14,13 @@ import (
 
 var errMissingToken = &authd.Error{Code: authd.EInvalidToken, Message: "A bearer token is required."}
 
-// bearer returns the token of an "Authorization: Bearer …" header.
+// bearer returns the token of an "Authorization: Bearer …" header, the
+// request's only one: of two, which counts would be the reader's choice
+// (a proxy may have checked the other).
 func bearer(r *http.Request) (string, bool) {
+	if len(r.Header.Values("Authorization")) != 1 {
+		return "", false
+	}
 	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" || strings.ContainsAny(token, " \t") {
 		return "", false

@@ -86,6 +86,18 @@ func TestBearerHandling(t *testing.T) {
 	}
 	// Tokens are never taken from the query string.
 	want(t, "token in query", e.do("GET", "/v1/users/me?access_token="+access, nil), 401, "invalid_token")
+	// Nor from one of two headers: which would count is the reader's choice.
+	req, _ := http.NewRequest("GET", e.srv.URL+"/v1/users/me", nil)
+	req.Header.Add("Authorization", "Bearer "+access)
+	req.Header.Add("Authorization", "Bearer abc.def.ghi")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 {
+		t.Errorf("two Authorization headers, the first valid: %d, want 401", resp.StatusCode)
+	}
 	want(t, "lower-case scheme", e.do("GET", "/v1/users/me", nil, "Authorization", "bearer "+access), 200, "")
 }
 

@@ -40,9 +40,11 @@ func (v *Verifier) Middleware(next http.Handler) http.Handler {
 				slog.Default().ErrorContext(r.Context(), "verify: Middleware's Verifier was not made by verify.New (nil or zero): every token is answered 503")
 			})
 		}
+		// The request's only Authorization header: of two, which counts
+		// would be the reader's choice (a proxy may have checked the other).
 		auth := r.Header.Get("Authorization")
 		scheme, token, _ := strings.Cut(auth, " ")
-		if !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
+		if len(r.Header.Values("Authorization")) != 1 || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
 			writeProblem(w, http.StatusUnauthorized, "invalid_token", `Bearer`, "A bearer access token is required.")
 			return
 		}

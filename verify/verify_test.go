@@ -884,6 +884,14 @@ func TestMiddleware(t *testing.T) {
 			t.Errorf("%s: Content-Type %q", tc.name, rec.Header().Get("Content-Type"))
 		}
 	}
+	// Of two Authorization headers neither counts: which would is the reader's choice.
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "/", nil)
+	req.Header.Add("Authorization", "Bearer "+mfa)
+	req.Header.Add("Authorization", "Bearer x.y.z")
+	if h.ServeHTTP(rec, req); rec.Code != 401 {
+		t.Errorf("two Authorization headers, the first valid: %d, want 401", rec.Code)
+	}
 	// RequireMFA's refusal is ErrMFARequired itself, as it always was: a
 	// caller may compare with ==. So is RequireAMR's, for mfa.
 	if _, err := v.Verify(context.Background(), pwd); err != verify.ErrMFARequired {
