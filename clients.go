@@ -156,54 +156,64 @@ type ClientChange struct {
 	RequirePKCE *bool
 }
 
-// fields names the fields ch sets, as the API names them.
-func (ch ClientChange) fields() []string {
-	var names []string
-	for _, f := range []struct {
-		name string
-		set  bool
-	}{{"name", ch.Name != nil}, {"redirect_uris", ch.RedirectURIs != nil},
-		{"post_logout_redirect_uris", ch.PostLogoutRedirectURIs != nil}, {"first_party", ch.FirstParty != nil},
-		{"require_pkce", ch.RequirePKCE != nil}} {
-		if f.set {
-			names = append(names, f.name)
-		}
+// clientField is one field a ClientChange can set: its name in the API,
+// whether ch sets it and to what, how it is applied, and whether two
+// clients differ in it. One table, so that a field added is added
+// everywhere UpdateClient handles one.
+type clientField struct {
+	name  string
+	value func(ch ClientChange) (any, bool) // the value ch sets, if it sets one
+	apply func(ch ClientChange, oc *OAuthClient)
+	same  func(a, b *OAuthClient) bool
+}
+
+var clientFields = []clientField{
+	{"name", func(ch ClientChange) (any, bool) { return deref(ch.Name) },
+		func(ch ClientChange, oc *OAuthClient) { oc.Name = *ch.Name },
+		func(a, b *OAuthClient) bool { return a.Name == b.Name }},
+	{"redirect_uris", func(ch ClientChange) (any, bool) { return ch.RedirectURIs, ch.RedirectURIs != nil },
+		func(ch ClientChange, oc *OAuthClient) { oc.RedirectURIs = ch.RedirectURIs },
+		func(a, b *OAuthClient) bool { return slices.Equal(a.RedirectURIs, b.RedirectURIs) }},
+	{"post_logout_redirect_uris", func(ch ClientChange) (any, bool) { return ch.PostLogoutRedirectURIs, ch.PostLogoutRedirectURIs != nil },
+		func(ch ClientChange, oc *OAuthClient) { oc.PostLogoutRedirectURIs = ch.PostLogoutRedirectURIs },
+		func(a, b *OAuthClient) bool { return slices.Equal(a.PostLogoutRedirectURIs, b.PostLogoutRedirectURIs) }},
+	{"first_party", func(ch ClientChange) (any, bool) { return deref(ch.FirstParty) },
+		func(ch ClientChange, oc *OAuthClient) { oc.FirstParty = *ch.FirstParty },
+		func(a, b *OAuthClient) bool { return a.FirstParty == b.FirstParty }},
+	{"require_pkce", func(ch ClientChange) (any, bool) { return deref(ch.RequirePKCE) },
+		func(ch ClientChange, oc *OAuthClient) { oc.RequirePKCE = *ch.RequirePKCE },
+		func(a, b *OAuthClient) bool { return a.PKCERequired() == b.PKCERequired() }},
+}
+
+// deref is *p and whether p is set.
+func deref[T any](p *T) (any, bool) {
+	if p == nil {
+		return nil, false
 	}
-	return names
+	return *p, true
 }
 
 // UpdateClient changes a client in place and returns it, logged as
 // update_client with the fields given and their new values, and which of
-// them changed. Its sessions
-// and its users' consents stay (deleting and creating it again would end
-// them); a pending authorization request or an unredeemed code for a
-// redirect URI no longer registered is refused when it is used. EInvalid
-// (a field as CreateClient checks it, nothing to change, a public client
-// without PKCE), ENotFound.
+// them changed. Its sessions and its users' consents stay (deleting and
+// creating it again would end them); a pending authorization request or
+// an unredeemed code for a redirect URI no longer registered is refused
+// when it is used. EInvalid (a field as CreateClient checks it, nothing to
+// change, a public client without PKCE), ENotFound.
 func (s *Service) UpdateClient(ctx context.Context, c Client, id string, ch ClientChange) (*OAuthClient, error) {
-	changed := ch.fields()
-	if len(changed) == 0 {
+	details := map[string]any{}
+	var given []clientField
+	for _, f := range clientFields {
+		if v, ok := f.value(ch); ok {
+			given, details[f.name] = append(given, f), v
+		}
+	}
+	if len(given) == 0 {
 		return nil, &Error{Code: EInvalid, Message: "Nothing to change.",
 			Hint: "give at least one of name, redirect_uris, post_logout_redirect_uris, first_party, require_pkce"}
 	}
 	if err := validClientChange(ch); err != nil {
 		return nil, err
-	}
-	details := map[string]any{}
-	if ch.Name != nil {
-		details["name"] = *ch.Name
-	}
-	if ch.RedirectURIs != nil {
-		details["redirect_uris"] = ch.RedirectURIs
-	}
-	if ch.PostLogoutRedirectURIs != nil {
-		details["post_logout_redirect_uris"] = ch.PostLogoutRedirectURIs
-	}
-	if ch.FirstParty != nil {
-		details["first_party"] = *ch.FirstParty
-	}
-	if ch.RequirePKCE != nil {
-		details["require_pkce"] = *ch.RequirePKCE
 	}
 	var updated *OAuthClient
 	err := s.clientAction(ctx, c, id, "update_client", details, func(tx *txn, oc *OAuthClient, now time.Time) error {
@@ -212,36 +222,13 @@ func (s *Service) UpdateClient(ctx context.Context, c Client, id string, ch Clie
 				Fields: []FieldError{{Field: "require_pkce", Message: "must be true for a public client"}}}
 		}
 		before := *oc
-		if ch.Name != nil {
-			oc.Name = *ch.Name
-		}
-		if ch.RedirectURIs != nil {
-			oc.RedirectURIs = ch.RedirectURIs
-		}
-		if ch.PostLogoutRedirectURIs != nil {
-			oc.PostLogoutRedirectURIs = ch.PostLogoutRedirectURIs
-		}
-		if ch.FirstParty != nil {
-			oc.FirstParty = *ch.FirstParty
-		}
-		if ch.RequirePKCE != nil {
-			oc.RequirePKCE = *ch.RequirePKCE
-		}
-		// What the row says changed is what did, of the fields given.
-		details["changed"] = slices.DeleteFunc(slices.Clone(changed), func(f string) bool {
-			switch f {
-			case "name":
-				return before.Name == oc.Name
-			case "redirect_uris":
-				return slices.Equal(before.RedirectURIs, oc.RedirectURIs)
-			case "post_logout_redirect_uris":
-				return slices.Equal(before.PostLogoutRedirectURIs, oc.PostLogoutRedirectURIs)
-			case "first_party":
-				return before.FirstParty == oc.FirstParty
-			default:
-				return before.PKCERequired() == oc.PKCERequired()
+		changed := []string{} // what the row says changed is what did, of the fields given
+		for _, f := range given {
+			if f.apply(ch, oc); !f.same(&before, oc) {
+				changed = append(changed, f.name)
 			}
-		})
+		}
+		details["changed"] = changed
 		oc.UpdatedAt = now
 		updated = oc
 		return tx.UpdateClient(ctx, oc)
