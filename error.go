@@ -100,6 +100,17 @@ func RetryAfterSeconds(err error) int {
 	return int(min(s, math.MaxInt32))
 }
 
+// ErrorHint returns what an operator can do about err (the Hint of the
+// first *Error in its chain), for logs and the CLI; "" for none. Never a
+// client's to see.
+func ErrorHint(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Hint
+	}
+	return ""
+}
+
 // ErrorMessage returns the client-safe message of err: the message of the
 // first *Error in its chain, or a generic one for anything else.
 func ErrorMessage(err error) string {

@@ -92,9 +92,6 @@ func (s *Server) adminUsers(w http.ResponseWriter, r *http.Request) error {
 			return invalidParam("status", "must be active, inactive, locked or deleted")
 		}
 	}
-	if len(f.Email) > authd.MaxEmailLength {
-		return invalidParam("email", "is too long")
-	}
 	p, err := s.svc.Users(r.Context(), client(r), f)
 	if err != nil {
 		return err

@@ -365,8 +365,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	errors.As(err, &e)
 	if status >= 500 && !gone {
 		attrs := []any{"method", r.Method, "path", r.URL.Path, "request_id", requestID(r.Context()), "err", err}
-		if e != nil && e.Hint != "" {
-			attrs = append(attrs, "hint", e.Hint) // for the operator: what to do (a lock held elsewhere)
+		if hint := authd.ErrorHint(err); hint != "" {
+			attrs = append(attrs, "hint", hint) // for the operator: what to do (a lock held elsewhere)
 		}
 		s.logger.ErrorContext(r.Context(), "request failed", attrs...)
 	}

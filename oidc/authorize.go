@@ -1,7 +1,6 @@
 package oidc
 
 import (
-	"errors"
 	"net/http"
 	"net/url"
 	"slices"
@@ -443,8 +442,8 @@ func (p *Provider) saveFailed(w http.ResponseWriter, r *http.Request, req *authd
 
 func (p *Provider) unavailable(w http.ResponseWriter, err error) {
 	attrs := []any{"err", err}
-	if e := (*authd.Error)(nil); errors.As(err, &e) && e.Hint != "" {
-		attrs = append(attrs, "hint", e.Hint) // for the operator: what to do (a lock held elsewhere)
+	if hint := authd.ErrorHint(err); hint != "" {
+		attrs = append(attrs, "hint", hint) // for the operator: what to do (a lock held elsewhere)
 	}
 	p.opts.Logger.Error("openid provider", attrs...)
 	w.Header().Set("Retry-After", "1")

@@ -181,14 +181,19 @@ func testMFAChallenges(t *testing.T, s authd.Store) {
 	if got, err := s.OpenChallengeSince(ctx, u.ID, Epoch, Epoch); err != nil || !got {
 		t.Fatalf("OpenChallengeSince before voiding = %v, %v; want true", got, err)
 	}
-	if err := s.InTx(ctx, func(tx authd.Queries) error {
-		if _, err := tx.User(ctx, u.ID); err != nil { // held, as the flows hold it
-			return err
+	// voidOpen runs VoidOpenMFAChallenges with the user held, as the flows hold it.
+	voidOpen := func(user uuid.UUID, mark int, when string) {
+		t.Helper()
+		if err := s.InTx(ctx, func(tx authd.Queries) error {
+			if _, err := tx.User(ctx, user); err != nil {
+				return err
+			}
+			return tx.VoidOpenMFAChallenges(ctx, user, mark)
+		}); err != nil {
+			t.Fatalf("VoidOpenMFAChallenges%s: %v", when, err)
 		}
-		return tx.VoidOpenMFAChallenges(ctx, u.ID, authd.MFAChallengeVoided)
-	}); err != nil {
-		t.Fatalf("VoidOpenMFAChallenges: %v", err)
 	}
+	voidOpen(u.ID, authd.MFAChallengeVoided, "")
 	for _, tt := range []struct {
 		ch       *authd.MFAChallenge
 		failures int
@@ -201,14 +206,7 @@ func testMFAChallenges(t *testing.T, s authd.Store) {
 		t.Errorf("OpenChallengeSince after voiding = %v, %v; want false", got, err)
 	}
 	// A new factor's mark leaves a new password's as it is.
-	if err := s.InTx(ctx, func(tx authd.Queries) error {
-		if _, err := tx.User(ctx, u.ID); err != nil {
-			return err
-		}
-		return tx.VoidOpenMFAChallenges(ctx, u.ID, authd.MFAChallengeOutdated)
-	}); err != nil {
-		t.Fatalf("VoidOpenMFAChallenges for a new factor after a new password: %v", err)
-	}
+	voidOpen(u.ID, authd.MFAChallengeOutdated, " for a new factor after a new password")
 	if got, err := s.MFAChallenge(ctx, mine.Token); err != nil || got.Failures != authd.MFAChallengeVoided {
 		t.Errorf("challenge %s voided by a new password, then a new factor: %+v, %v; want failures %d",
 			mine.Token, got, err, authd.MFAChallengeVoided)
@@ -216,14 +214,7 @@ func testMFAChallenges(t *testing.T, s authd.Store) {
 	if got, err := s.OpenChallengeSince(ctx, u.ID, Epoch, Epoch); err != nil || got {
 		t.Errorf("OpenChallengeSince after a new password, then a new factor = %v, %v; want false", got, err)
 	}
-	if err := s.InTx(ctx, func(tx authd.Queries) error {
-		if _, err := tx.User(ctx, other.ID); err != nil {
-			return err
-		}
-		return tx.VoidOpenMFAChallenges(ctx, other.ID, authd.MFAChallengeOutdated)
-	}); err != nil {
-		t.Fatalf("VoidOpenMFAChallenges for a new factor: %v", err)
-	}
+	voidOpen(other.ID, authd.MFAChallengeOutdated, " for a new factor")
 	if got, err := s.MFAChallenge(ctx, theirs.Token); err != nil || got.Failures != authd.MFAChallengeOutdated {
 		t.Errorf("challenge %s voided for a new factor: %+v, %v; want failures %d", theirs.Token, got, err, authd.MFAChallengeOutdated)
 	}
