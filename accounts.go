@@ -184,13 +184,16 @@ func (s *Service) ResendVerification(ctx context.Context, c Client, email string
 // CheckToken reports, without using it, whether a verification or reset
 // token can still be redeemed: nil, or EInvalidToken. The pages call it on
 // GET, which must never consume a token (mail scanners follow links). A
-// refusal counts against the client's refused redemptions (refuseToken's
-// badTokensPerIP), unlogged: past them it is ERateLimited, so that the
-// pages are no unbounded oracle of which tokens exist.
+// refusal counts toward badTokensPerIP a minute per client, under a key of
+// the pages' own: past it a dead link gets ERateLimited (unlogged), which
+// slows a search for live tokens to the same pace as the API's refusals.
+// A live link still opens: refusing those too would let anyone sharing
+// the client's address block them, and the API's own refusals (refresh,
+// codes) are not spent by old links a mail scanner fetches again.
 func (s *Service) CheckToken(ctx context.Context, c Client, raw string, typ VerificationType) error {
 	_, err := s.usableToken(ctx, raw, typ)
 	if ErrorCode(err) == EInvalidToken {
-		if lerr := s.limitBadToken(ctx, c); lerr != nil {
+		if lerr := s.limit(ctx, "dead-link:"+clientKey(c), badTokensPerIP, time.Minute); lerr != nil {
 			return lerr
 		}
 	}

@@ -444,28 +444,30 @@ func nameErrors(name string) []FieldError {
 // U+0020, a default-ignorable one (a Hangul filler, the combining grapheme
 // joiner), the blank braille pattern. Kept where they do something: ZWNJ
 // and ZWJ between letters of the scripts they shape (Arabic, Indic, …) or
-// in emoji sequences, a variation selector after a character it can vary
-// (not ASCII, not hidden), and the tags of a subdivision's flag (U+1F3F4, tags,
+// in emoji sequences, a variation selector after a symbol or ideograph it
+// can vary, and the tags of a subdivision's flag (U+1F3F4, tags,
 // U+E007F). "Grafana\u200d", "a\u3164" or "a\u034f" would otherwise read
 // as "Grafana" or "a".
 func hiddenFormat(rs []rune) bool {
 	const blackFlag, cancelTag = 0x1F3F4, 0xE007F
 	isTag := func(r rune) bool { return r >= 0xE0020 && r < cancelTag }
-	joiner := func(r rune) bool { return r == '\u200c' || r == '\u200d' || unicode.Is(unicode.Variation_Selector, r) }
 	hidden := func(r rune) bool {
 		return unicode.In(r, unicode.Bidi_Control, unicode.Cf, unicode.Cc, unicode.Zl, unicode.Zp,
 			unicode.Other_Default_Ignorable_Code_Point) || unicode.Is(unicode.Zs, r) && r != ' ' || r == '\u2800'
 	}
-	shown := func(i int) bool {
-		return i >= 0 && i < len(rs) && rs[i] > unicode.MaxASCII && !hidden(rs[i]) && !joiner(rs[i])
+	// varies: a character with variation sequences: a symbol (emoji's text
+	// or picture form) or a Han ideograph, not ASCII.
+	varies := func(i int) bool {
+		return i >= 0 && i < len(rs) && rs[i] > unicode.MaxASCII && unicode.In(rs[i], unicode.So, unicode.Han)
 	}
 	// joins: a character of a script whose letters ZWNJ and ZWJ shape, or
-	// of emoji (symbols, modifiers; a variation selector ends one).
+	// of emoji (symbols, modifiers; a variation selector ends one), not
+	// ASCII (^ and ` are symbols too).
 	joins := func(i int) bool {
-		return i >= 0 && i < len(rs) && (unicode.In(rs[i], unicode.Arabic, unicode.Syriac, unicode.Nko, unicode.Thaana,
-			unicode.Mongolian, unicode.Devanagari, unicode.Bengali, unicode.Gurmukhi, unicode.Gujarati, unicode.Oriya,
-			unicode.Tamil, unicode.Telugu, unicode.Kannada, unicode.Malayalam, unicode.Sinhala, unicode.So, unicode.Sk) ||
-			unicode.Is(unicode.Variation_Selector, rs[i]))
+		return i >= 0 && i < len(rs) && rs[i] > unicode.MaxASCII && (unicode.In(rs[i], unicode.Arabic, unicode.Syriac,
+			unicode.Nko, unicode.Thaana, unicode.Mongolian, unicode.Devanagari, unicode.Bengali, unicode.Gurmukhi,
+			unicode.Gujarati, unicode.Oriya, unicode.Tamil, unicode.Telugu, unicode.Kannada, unicode.Malayalam,
+			unicode.Sinhala, unicode.So, unicode.Sk) || unicode.Is(unicode.Variation_Selector, rs[i]))
 	}
 	for i := 0; i < len(rs); i++ {
 		switch r := rs[i]; {
@@ -474,7 +476,7 @@ func hiddenFormat(rs []rune) bool {
 				return true
 			}
 		case unicode.Is(unicode.Variation_Selector, r):
-			if !shown(i - 1) {
+			if !varies(i - 1) {
 				return true
 			}
 		case isTag(r) && i > 0 && rs[i-1] == blackFlag:

@@ -112,19 +112,13 @@ func (s *Service) observeEvent(l *SecurityLog) {
 // able to flood the security log.
 const badTokensPerIP = 30
 
-// limitBadToken counts a refused token of the client: past badTokensPerIP
-// a minute it is ERateLimited.
-func (s *Service) limitBadToken(ctx context.Context, c Client) error {
-	return s.limit(ctx, "bad-token:"+clientKey(c), badTokensPerIP, time.Minute)
-}
-
 // refuseToken fails a verification, reset or refresh whose token cannot be
 // redeemed with EInvalidToken, logging it as a failure of event for user
 // (Nil when the token matches nothing, SPEC 6.10); in tx when there is one.
 // Past badTokensPerIP a minute from one client it is ERateLimited, unlogged.
 func (s *Service) refuseToken(ctx context.Context, tx *txn, c Client, event EventType, user uuid.UUID,
 	reason string, context map[string]any) error {
-	if err := s.limitBadToken(ctx, c); err != nil {
+	if err := s.limit(ctx, "bad-token:"+clientKey(c), badTokensPerIP, time.Minute); err != nil {
 		return err
 	}
 	l := s.audit(s.now(), c, event, ResultFailure, user, reason, context)

@@ -219,7 +219,7 @@ func TestClientNamesScriptsNeed(t *testing.T) {
 		// Where they join nothing they only hide: these would all read as "Grafana".
 		for _, name := range []string{"Grafana\u200d", "Gra\u200cfana", "\u200dGrafana", "Grafana\U000E0041",
 			"Grafana\U0001F3F4\U000E0067", "Grafana\U000E007F", "Grafana\u3164", "Grafana\u034f", "Grafana\ufe0f",
-			"Grafana\u2800", "Gra\u3000fana", "\u0413\u0440\u0430\u200d\u0444\u0430\u043d\u0430"} {
+			"Grafana\u2800", "Gra\u3000fana", "App^\u200d^", "Caf\u00e9\ufe0f", "\u0413\u0440\u0430\u200d\u0444\u0430\u043d\u0430"} {
 			want(t, fmt.Sprintf("the name %q", name), e.admin("POST", "/v1/admin/clients", map[string]any{"name": name,
 				"type": "public", "redirect_uris": []string{"https://a.example.org/cb"}}), 400, "validation_failed")
 		}

@@ -126,6 +126,8 @@ func TestRegisterValidation(t *testing.T) {
 			{"line separator", `{"email":"a\u2028@example.org","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
 			{"C1 control", `{"email":"a\u0085@example.org","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
 			{"fullwidth domain", `{"email":"a@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.org","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
+			{"variation selector on a letter", `{"email":"jos\u00e9\ufe0f@example.org","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
+			{"ZWJ between ASCII symbols", `{"email":"a^\u200d^@example.org","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
 			{"ZWJ in Cyrillic", `{"email":"\u0433\u200d\u0440@example.org","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
 			{"no consent", `{"email":"a@example.org","password":"` + goodPassword + `"}`, 400, "validation_failed", "consent"},
 			{"consent false", `{"email":"a@example.org","password":"` + goodPassword + `","consent":false}`, 400, "validation_failed", "consent"},

@@ -70,10 +70,10 @@ func TestIPv6LimitedPerNetwork(t *testing.T) {
 }
 
 // TestLinkPagesAreLimitedPerIP: the verify and reset pages' GET, which
-// tells a live token from a dead one, counts its refusals with the API's
-// refused redemptions: past 30 a minute from one client it answers 429
-// with Retry-After (no security-log row either way), and a live link still
-// opens for another client.
+// tells a live token from a dead one, counts its refusals, 30 a minute per
+// client as the API's refused redemptions but in a budget of its own: past
+// it a dead link answers 429 with Retry-After (no security-log row either
+// way), and the API's refusals are not spent.
 func TestLinkPagesAreLimitedPerIP(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		e := newEnv(t, open(t), withRateLimit())
@@ -95,6 +95,9 @@ func TestLinkPagesAreLimitedPerIP(t *testing.T) {
 		if ev := e.events(""); len(ev) != 0 {
 			t.Errorf("page views of dead links logged: %v", ev)
 		}
+		// The pages' budget is their own: the API's refusals are not spent by old links.
+		want(t, "a bad reset token after the pages' budget", e.do("POST", "/v1/auth/password/reset",
+			map[string]string{"token": strings.Repeat("Z", 43), "new_password": "a brand new passphrase"}), 400, "invalid_token")
 	})
 }
 

@@ -386,6 +386,17 @@ func TestAuthorizeRefusals(t *testing.T) {
 				t.Errorf("%s %s: %v %v; want 400", method, path, resp, err)
 			}
 		}
+		// Nor in one of two Authorization headers: which counts would be the reader's choice.
+		for _, path := range []string{oidc.TokenPath, oidc.UserInfoPath} {
+			req, _ := http.NewRequest("POST", e.srv.URL+path, strings.NewReader("grant_type=authorization_code"))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.Header.Add("Authorization", "Bearer a")
+			req.Header.Add("Authorization", "Basic YTpi")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil || resp.StatusCode != http.StatusBadRequest {
+				t.Errorf("POST %s with two Authorization headers: %v %v; want 400", path, resp, err)
+			}
+		}
 
 		// Each saved request costs a row: a client IP gets 30 a minute.
 		var cb url.Values

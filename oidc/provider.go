@@ -121,10 +121,10 @@ func New(opts Options) (*Provider, error) {
 	}, op.WithServerCORSOptions(nil))
 	lib := withHeader(opServer)
 	p.mux.HandleFunc("GET "+DiscoveryPath, p.discovery)
-	p.mux.Handle("POST "+TokenPath, noQuery(withHeader(p.tokenEndpoint(opServer))))
+	p.mux.Handle("POST "+TokenPath, strictCredentials(withHeader(p.tokenEndpoint(opServer))))
 	userInfo := challenged(lib, bearerChallenge)
-	p.mux.Handle("GET "+UserInfoPath, noQuery(userInfo))
-	p.mux.Handle("POST "+UserInfoPath, noQuery(bounded(userInfo)))
+	p.mux.Handle("GET "+UserInfoPath, strictCredentials(userInfo))
+	p.mux.Handle("POST "+UserInfoPath, strictCredentials(bounded(userInfo)))
 	p.mux.HandleFunc("GET "+AuthorizePath, p.authorize)
 	p.mux.HandleFunc("POST "+AuthorizePath, p.authorize)
 	p.mux.HandleFunc("GET "+ResumePath, p.resume)
@@ -164,18 +164,27 @@ func client(ctx context.Context) authd.Client {
 	return c
 }
 
-// noQuery refuses a request with a query string: codes, secrets and tokens
-// travel in the body or the Authorization header, never in a URL that logs
-// and proxies keep (SPEC 6.11). The library would read them from either.
-func noQuery(h http.Handler) http.Handler {
+// strictCredentials refuses a request with a query string: codes, secrets
+// and tokens travel in the body or the Authorization header, never in a
+// URL that logs and proxies keep (SPEC 6.11); the library would read them
+// from either. And one with two Authorization headers, of which the
+// library would take the first: which counts would be the reader's choice,
+// and a proxy may have checked the other (as the JSON API refuses them).
+func strictCredentials(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.RawQuery != "" {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusBadRequest)
-			w.Write([]byte(`{"error":"invalid_request","error_description":"parameters go in the body or the Authorization header, not the query string"}`))
+		var why string
+		switch {
+		case r.URL.RawQuery != "":
+			why = "parameters go in the body or the Authorization header, not the query string"
+		case len(r.Header.Values("Authorization")) > 1:
+			why = "give one Authorization header"
+		default:
+			h.ServeHTTP(w, r)
 			return
 		}
-		h.ServeHTTP(w, r)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		w.Write([]byte(`{"error":"invalid_request","error_description":"` + why + `"}`))
 	})
 }
 
