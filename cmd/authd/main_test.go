@@ -592,9 +592,15 @@ func TestReadyzReportsSchemaBehind(t *testing.T) {
 	if err := app.Open(ctx); err != nil {
 		t.Fatal(err)
 	}
-	defer app.Close()
-	go app.Run(ctx)
-	defer cancel()
+	// Run's jobs write to the data directory until Run returns: the test
+	// waits for it before closing the app and removing the directory.
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+		app.Close()
+	}()
 	if _, err := app.db.Migrator().Down(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
