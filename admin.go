@@ -53,6 +53,9 @@ func (s *Service) Users(ctx context.Context, c Client, f UserFilter) (Page[*User
 // there is none, EUnavailable.
 func (s *Service) User(ctx context.Context, c Client, id uuid.UUID) (*User, error) {
 	u, err := s.store.User(ctx, id)
+	if ErrorCode(err) == ENotFound {
+		return nil, errNoUser
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -155,17 +158,22 @@ func (s *Service) logAdmin(ctx context.Context, tx *txn, now time.Time, c Client
 	return tx.Queries.CreateSecurityLog(ctx, NewSecurityLog(now, EventAdminAction, ResultSuccess, target, "", "", "", details))
 }
 
+// errNoUser is what an administrator is told of an id that names no
+// account, or an erased one where there is nothing left to act on: one
+// wording, whichever (the store's own says "not found").
+var errNoUser = Errorf(ENotFound, "No such user.")
+
 // adminAction runs fn on the (locked) user and logs what it did.
 func (s *Service) adminAction(ctx context.Context, c Client, id uuid.UUID, action string,
 	fn func(tx *txn, u *User, now time.Time) (map[string]any, error)) error {
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
 		u, err := tx.User(ctx, id)
+		if ErrorCode(err) == ENotFound || err == nil && u.IsDeleted() {
+			return errNoUser
+		}
 		if err != nil {
 			return err
-		}
-		if u.IsDeleted() {
-			return Errorf(ENotFound, "No such user.")
 		}
 		details, err := fn(tx, u, now)
 		if err != nil {
@@ -259,11 +267,11 @@ func (s *Service) DeleteUser(ctx context.Context, c Client, id uuid.UUID) error 
 // ENotFound.
 func (s *Service) UserMFA(ctx context.Context, c Client, id uuid.UUID) (*MFAStatus, error) {
 	u, err := s.store.User(ctx, id)
+	if ErrorCode(err) == ENotFound || err == nil && u.IsDeleted() {
+		return nil, errNoUser
+	}
 	if err != nil {
 		return nil, err
-	}
-	if u.IsDeleted() {
-		return nil, Errorf(ENotFound, "No such user.")
 	}
 	st, err := s.mfaStatus(ctx, id)
 	if err != nil {

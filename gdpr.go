@@ -67,7 +67,7 @@ func Tombstone(id uuid.UUID) string { return "deleted-" + id.String() + "@invali
 // (with no IP or user agent), and a notice mailed to the old address.
 func (s *Service) erase(ctx context.Context, tx *txn, u *User, now time.Time, by string) error {
 	if u.IsDeleted() {
-		return Errorf(ENotFound, "No such user.")
+		return errNoUser
 	}
 	if _, err := s.endUserSessions(ctx, tx, u.ID, uuid.Nil, now, string(EventAccountDeleted)); err != nil {
 		return err

@@ -17,9 +17,11 @@ func NewAdmin(opts Options, token string) *Server {
 	s.handle("GET /healthz", s.healthz)
 	s.handle("GET /metrics", s.metrics)
 	if token == "" {
-		s.mux.HandleFunc("/v1/admin/", func(w http.ResponseWriter, r *http.Request) {
+		off := func(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, r, authd.Errorf(authd.ENotFound, "The admin API is off: set AUTHD_ADMIN_TOKEN to enable it."))
-		})
+		}
+		s.mux.HandleFunc("/v1/admin", off) // not redirected to /v1/admin/
+		s.mux.HandleFunc("/v1/admin/", off)
 		s.handler = s.middleware(http.HandlerFunc(s.route))
 		return s
 	}
@@ -36,23 +38,24 @@ func NewAdmin(opts Options, token string) *Server {
 			return h(w, r)
 		}
 	}
-	s.handle("GET /v1/admin/users", auth(s.adminUsers))
+	s.handle("GET /v1/admin/users", auth(s.adminUsers), "email", "status", "limit", "cursor")
 	s.handle("GET /v1/admin/users/{id}", auth(s.adminUser))
 	s.handle("POST /v1/admin/users/{id}/lock", auth(s.adminLock))
-	s.handle("POST /v1/admin/users/{id}/unlock", auth(s.adminUnlock))
-	s.handle("POST /v1/admin/users/{id}/revoke-sessions", auth(s.adminRevokeSessions))
-	s.handle("DELETE /v1/admin/users/{id}", auth(s.adminDelete))
+	s.handle("POST /v1/admin/users/{id}/unlock", auth(fieldless(s.adminUnlock)))
+	s.handle("POST /v1/admin/users/{id}/revoke-sessions", auth(fieldless(s.adminRevokeSessions)))
+	s.handle("DELETE /v1/admin/users/{id}", auth(fieldless(s.adminDelete)))
 	s.handle("GET /v1/admin/users/{id}/mfa", auth(s.adminMFA))
-	s.handle("POST /v1/admin/users/{id}/reset-mfa", auth(s.adminResetMFA))
-	s.handle("GET /v1/admin/security-logs", auth(s.adminSecurityLogs))
-	s.handle("GET /v1/admin/mail", auth(s.adminMail))
-	s.handle("POST /v1/admin/mail/{id}/retry", auth(s.adminRetryMail))
+	s.handle("POST /v1/admin/users/{id}/reset-mfa", auth(fieldless(s.adminResetMFA)))
+	s.handle("GET /v1/admin/security-logs", auth(s.adminSecurityLogs),
+		"user_id", "event_type", "result", "since", "until", "limit", "cursor")
+	s.handle("GET /v1/admin/mail", auth(s.adminMail), "state", "limit", "cursor")
+	s.handle("POST /v1/admin/mail/{id}/retry", auth(fieldless(s.adminRetryMail)))
 	s.handle("GET /v1/admin/clients", auth(s.adminClients))
 	s.handle("POST /v1/admin/clients", auth(s.adminCreateClient))
 	s.handle("GET /v1/admin/clients/{id}", auth(s.adminClient))
 	s.handle("PATCH /v1/admin/clients/{id}", auth(s.adminUpdateClient))
-	s.handle("DELETE /v1/admin/clients/{id}", auth(s.adminDeleteClient))
-	s.handle("POST /v1/admin/clients/{id}/rotate-secret", auth(s.adminRotateClientSecret))
+	s.handle("DELETE /v1/admin/clients/{id}", auth(fieldless(s.adminDeleteClient)))
+	s.handle("POST /v1/admin/clients/{id}/rotate-secret", auth(fieldless(s.adminRotateClientSecret)))
 	s.handler = s.middleware(http.HandlerFunc(s.route))
 	return s
 }

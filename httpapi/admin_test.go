@@ -77,6 +77,21 @@ func TestAdminAPI(t *testing.T) {
 		}
 		want(t, "show unknown", e.admin("GET", "/v1/admin/users/0197c0de-0000-7000-8000-000000000000", nil), 404, "not_found")
 		want(t, "show malformed", e.admin("GET", "/v1/admin/users/42", nil), 404, "not_found")
+		// An id that names no user is told in one wording, whatever the route
+		// and whether the id parses (the stores' own says "not found").
+		for _, route := range e.adminAPI.Routes() {
+			if !strings.HasPrefix(route.Path, "/v1/admin/users/{id}") {
+				continue
+			}
+			for _, id := range []string{"0197c0de-0000-7000-8000-000000000000", "42"} {
+				path := strings.Replace(route.Path, "{id}", id, 1)
+				r := e.admin(route.Method, path, nil)
+				want(t, route.Method+" "+path, r, 404, "not_found")
+				if r.str("detail") != "No such user." {
+					t.Errorf("%s %s: %q, want No such user.", route.Method, path, r.str("detail"))
+				}
+			}
+		}
 
 		// Lock with an end: sessions end, login answers 423 until then.
 		until := e.clock.Now().Add(time.Hour).Format(time.RFC3339)

@@ -332,6 +332,16 @@ func (r response) str(key string) string { s, _ := r.body[key].(string); return 
 // code returns the problem code of an error answer.
 func (r response) code() string { return r.str("code") }
 
+// field returns the field an error answer names, when it names one.
+func (r response) field() string {
+	errs, _ := r.body["errors"].([]any)
+	if len(errs) != 1 {
+		return ""
+	}
+	f, _ := errs[0].(map[string]any)["field"].(string)
+	return f
+}
+
 // do sends a request to the public API; body is JSON-encoded unless it is
 // a string.
 func (e *env) do(method, path string, body any, headers ...string) response {

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -105,8 +106,12 @@ type Server struct {
 // Register it with http.Server.RegisterOnShutdown.
 func (s *Server) EndStreams() { s.endOnce.Do(func() { close(s.ending) }) }
 
-// Route is one registered method and path pattern.
-type Route struct{ Method, Path string }
+// Route is one registered method and path pattern, and the query
+// parameters an API route takes.
+type Route struct {
+	Method, Path string
+	Query        []string
+}
 
 // New returns the public API.
 func New(opts Options) *Server {
@@ -122,24 +127,24 @@ func New(opts Options) *Server {
 	s.handle("POST /v1/auth/verify-email/resend", s.resendVerification)
 	s.handle("POST /v1/auth/login", s.login)
 	s.handle("POST /v1/auth/refresh", s.refresh)
-	s.handle("POST /v1/auth/logout", s.bearerToken(s.logout)) // a client ends its own session too
-	s.handle("POST /v1/auth/logout-all", s.authenticated(s.logoutAll))
+	s.handle("POST /v1/auth/logout", s.bearerToken(fieldlessAuthed(s.logout))) // a client ends its own session too
+	s.handle("POST /v1/auth/logout-all", s.authenticated(fieldlessAuthed(s.logoutAll)))
 	s.handle("POST /v1/auth/password/forgot", s.forgotPassword)
 	s.handle("POST /v1/auth/password/reset", s.resetPassword)
 	s.handle("POST /v1/auth/password/change", s.authenticated(s.changePassword))
 	s.handle("POST /v1/auth/introspect", s.introspect)
-	s.handle("GET /v1/auth/revocations", s.revocations)
+	s.handle("GET /v1/auth/revocations", s.revocations, "since", "format")
 	s.handle("POST /v1/auth/mfa/verify", s.verifyMFA)
 	s.handle("POST /v1/auth/passkey/begin", s.beginPasskeyLogin)
 	s.handle("POST /v1/auth/passkey/finish", s.finishPasskeyLogin)
 
 	s.handle("GET /v1/users/me", s.authenticated(s.me))
 	s.handle("GET /v1/users/me/sessions", s.authenticated(s.sessions))
-	s.handle("DELETE /v1/users/me/sessions/{id}", s.authenticated(s.deleteSession))
+	s.handle("DELETE /v1/users/me/sessions/{id}", s.authenticated(fieldlessAuthed(s.deleteSession)))
 	s.handle("PUT /v1/users/me/consent", s.authenticated(s.updateConsent))
 	s.handle("GET /v1/users/me/consents", s.authenticated(s.consents))
-	s.handle("DELETE /v1/users/me/consents/{client_id}", s.authenticated(s.revokeConsent))
-	s.handle("GET /v1/users/me/security-log", s.authenticated(s.mySecurityLog))
+	s.handle("DELETE /v1/users/me/consents/{client_id}", s.authenticated(fieldlessAuthed(s.revokeConsent)))
+	s.handle("GET /v1/users/me/security-log", s.authenticated(s.mySecurityLog), "limit", "cursor")
 	s.handle("GET /v1/users/me/export", s.authenticated(s.export))
 	s.handle("DELETE /v1/users/me", s.authenticated(s.deleteMe))
 	s.handle("GET /v1/users/me/mfa", s.authenticated(s.mfa))
@@ -210,14 +215,16 @@ func newServer(opts Options) *Server {
 // handlerFunc is a handler that returns its error for writeError.
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
-func (s *Server) handle(pattern string, h handlerFunc) {
+// handle routes pattern to h. An API route (/v1/) takes the query
+// parameters named and no other (checkQuery).
+func (s *Server) handle(pattern string, h handlerFunc, params ...string) {
 	method, path, _ := strings.Cut(pattern, " ")
-	s.routes = append(s.routes, Route{Method: method, Path: path})
+	s.routes = append(s.routes, Route{Method: method, Path: path, Query: params})
 	api := strings.HasPrefix(path, "/v1/")
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		var err error
 		if api && r.URL.RawQuery != "" { // most API requests have none: no map to build
-			err = checkQuery(r.URL.RawQuery)
+			err = checkQuery(r.URL.RawQuery, params)
 		}
 		if err == nil {
 			err = h(w, r)
@@ -236,6 +243,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 // route dispatches to the mux, answering unknown paths and methods with
 // problem+json instead of the mux's plain text.
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+	if p := r.URL.EscapedPath(); p != cleanPath(p) {
+		// The mux would redirect to the clean path with a text/html 301,
+		// which API clients do not read and which some follow with a POST's
+		// credentials to a path they did not name.
+		s.writeError(w, r, authd.Errorf(authd.ENotFound, "No such resource: the path has empty, . or .. segments."))
+		return
+	}
 	if _, pattern := s.mux.Handler(r); pattern != "" {
 		r.Pattern = pattern // for the log line and metrics
 		s.mux.ServeHTTP(w, r)
@@ -256,6 +270,19 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.writeError(w, r, authd.Errorf(authd.ENotFound, "No such resource."))
+}
+
+// cleanPath is the path http.ServeMux would redirect p to: "." and ".."
+// resolved, slashes not doubled, a trailing slash kept.
+func cleanPath(p string) string {
+	if p == "" || p[0] != '/' {
+		p = "/" + p
+	}
+	clean := path.Clean(p)
+	if strings.HasSuffix(p, "/") && clean != "/" {
+		clean += "/"
+	}
+	return clean
 }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) error {

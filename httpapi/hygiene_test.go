@@ -84,8 +84,8 @@ func TestBearerHandling(t *testing.T) {
 			t.Errorf("%s: WWW-Authenticate %q", name, r.header.Get("WWW-Authenticate"))
 		}
 	}
-	// Tokens are never taken from the query string.
-	want(t, "token in query", e.do("GET", "/v1/users/me?access_token="+access, nil), 401, "invalid_token")
+	// Tokens are never taken from the query string: no API route takes one.
+	want(t, "token in query", e.do("GET", "/v1/users/me?access_token="+access, nil), 400, "validation_failed")
 	// Nor from one of two headers: which would count is the reader's choice.
 	req, _ := http.NewRequest("GET", e.srv.URL+"/v1/users/me", nil)
 	req.Header.Add("Authorization", "Bearer "+access)
@@ -99,6 +99,111 @@ func TestBearerHandling(t *testing.T) {
 		t.Errorf("two Authorization headers, the first valid: %d, want 401", resp.StatusCode)
 	}
 	want(t, "lower-case scheme", e.do("GET", "/v1/users/me", nil, "Authorization", "bearer "+access), 200, "")
+}
+
+// TestQueryParametersAreTheRoutes: an API route refuses a query parameter
+// it does not take, naming it, rather than ignore it: a misspelt filter
+// would widen a listing to every user's rows, and a parameter another
+// service takes (Supabase's logout scope) would do less than its sender
+// meant without a word.
+func TestQueryParametersAreTheRoutes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	e.registerVerified("q@example.org", goodPassword)
+	access, _ := e.login("q@example.org", goodPassword)
+	for _, c := range []struct {
+		name, path, param string
+		admin             bool
+	}{
+		{"a misspelt filter", "/v1/admin/security-logs?userid=0197c0de-0000-7000-8000-000000000000", "userid", true},
+		{"a filter of another listing", "/v1/admin/users?state=dead", "state", true},
+		{"a listing without pages", "/v1/admin/clients?limit=1", "limit", true},
+		{"a filter the user's log lacks", "/v1/users/me/security-log?event_type=login", "event_type", false},
+	} {
+		r := e.do("GET", c.path, nil, bearer(access)...)
+		if c.admin {
+			r = e.admin("GET", c.path, nil)
+		}
+		want(t, c.name, r, 400, "validation_failed")
+		if r.field() != c.param {
+			t.Errorf("%s: %s, want the error to name %s", c.name, r.raw, c.param)
+		}
+	}
+	r := e.do("POST", "/v1/auth/logout?scope=global", nil, bearer(access)...)
+	want(t, "logout with a scope", r, 400, "validation_failed")
+	if !strings.Contains(r.raw, "takes none") {
+		t.Errorf("logout with a scope: %s, want it told the route takes no parameters", r.raw)
+	}
+	want(t, "the session a refused logout kept", e.do("GET", "/v1/users/me", nil, bearer(access)...), 200, "")
+	want(t, "the route's own parameters", e.admin("GET", "/v1/admin/users?email=q%40&status=active&limit=5", nil), 200, "")
+	want(t, "the route's own parameters", e.do("GET", "/v1/users/me/security-log?limit=1", nil, bearer(access)...), 200, "")
+}
+
+// TestBodilessRoutesRefuseFields: a route that takes no fields refuses a
+// body that has some, naming the field, rather than act and ignore it (an
+// unlock's "reason" would be lost, a logout's "scope" would do less than
+// meant); nothing and {} are accepted, with or without a Content-Type.
+func TestBodilessRoutesRefuseFields(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	e.registerVerified("nb@example.org", goodPassword)
+	u, err := e.store.UserByEmail(t.Context(), "nb@example.org")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := "/v1/admin/users/" + u.ID.String()
+	want(t, "lock", e.admin("POST", path+"/lock", nil), 204, "")
+	r := e.admin("POST", path+"/unlock", map[string]string{"reason": "ticket 4711"})
+	want(t, "unlock with a reason", r, 400, "validation_failed")
+	if r.field() != "reason" {
+		t.Errorf("unlock with a reason: %s, want the error to name reason", r.raw)
+	}
+	if r := e.admin("GET", path, nil); r.str("account_status") != "locked" {
+		t.Errorf("a refused unlock unlocked: %s", r.raw)
+	}
+	want(t, "unlock with {}", e.admin("POST", path+"/unlock", "{}", "Content-Type", "application/json"), 204, "")
+	want(t, "revoke-sessions without a body", e.admin("POST", path+"/revoke-sessions", nil), 204, "")
+
+	access, _ := e.login("nb@example.org", goodPassword)
+	r = e.do("POST", "/v1/auth/logout", map[string]string{"scope": "global"}, bearer(access)...)
+	want(t, "logout with a scope", r, 400, "validation_failed")
+	if r.field() != "scope" {
+		t.Errorf("logout with a scope: %s, want the error to name scope", r.raw)
+	}
+	want(t, "the session a refused logout kept", e.do("GET", "/v1/users/me", nil, bearer(access)...), 200, "")
+	want(t, "logout, no body but a Content-Type", e.do("POST", "/v1/auth/logout", nil,
+		append(bearer(access), "Content-Type", "application/json")...), 204, "")
+	want(t, "a body from no one", e.do("POST", "/v1/auth/logout-all", map[string]string{"x": "y"}), 401, "invalid_token")
+}
+
+// TestUncleanPathsAreProblems: a path with an empty, . or .. segment is a
+// problem+json 404, on both listeners, never the mux's text/html redirect
+// to the clean path (which a client may follow with a POST's body).
+func TestUncleanPathsAreProblems(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	noRedirects := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, c := range []struct{ base, method, path string }{
+		{e.srv.URL, "GET", "//v1/users/me"},
+		{e.srv.URL, "POST", "/v1/auth/./login"},
+		{e.srv.URL, "POST", "/v1/users/../auth/login"},
+		{e.srv.URL, "GET", "/.well-known//jwks.json"},
+		{e.adminSrv.URL, "GET", "/v1//admin/users"},
+	} {
+		req, _ := http.NewRequest(c.method, c.base+c.path, strings.NewReader(`{"email":"a@example.org","password":"x"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+adminToken)
+		resp, err := noRedirects.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 404 || resp.Header.Get("Content-Type") != "application/problem+json" || resp.Header.Get("Location") != "" {
+			t.Errorf("%s %s: %d %q Location %q, want a problem+json 404", c.method, c.path, resp.StatusCode,
+				resp.Header.Get("Content-Type"), resp.Header.Get("Location"))
+		}
+	}
+	want(t, "a clean path with a trailing slash", e.do("GET", "/v1/users/me/", nil), 404, "not_found")
 }
 
 func TestIntrospection(t *testing.T) {

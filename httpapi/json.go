@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"net/http"
 	"net/url"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,22 +39,58 @@ func invalidParam(field, message string) error {
 		Fields: []authd.FieldError{{Field: field, Message: message}}}
 }
 
-// checkQuery refuses a malformed query string, and a query parameter given
-// more than once: the API reads one value of each, and which one must not
-// be left to chance.
-func checkQuery(raw string) error {
-	// url.Values from r.URL.Query() silently drops what does not parse (a
-	// bad escape, a semicolon): a filter lost so would widen a listing.
+// checkQuery refuses a malformed query string, a parameter the route does
+// not take, and one given more than once: a filter misspelt or lost (a bad
+// escape, a semicolon, which url.Values silently drops) would widen a
+// listing, and the API reads one value of each, which must not be left to
+// chance. params are the route's parameters.
+func checkQuery(raw string, params []string) error {
 	q, err := url.ParseQuery(raw)
 	if err != nil {
 		return invalidParam("query", "is malformed: "+err.Error())
 	}
-	for name, vs := range q {
-		if len(vs) > 1 {
+	for _, name := range slices.Sorted(maps.Keys(q)) {
+		switch {
+		case !slices.Contains(params, name) && len(params) == 0:
+			return invalidParam(name, "is not a parameter: this route takes none")
+		case !slices.Contains(params, name):
+			return invalidParam(name, "is not a parameter of this route, which takes "+strings.Join(params, ", "))
+		case len(q[name]) > 1:
 			return invalidParam(name, "must be given once")
 		}
 	}
 	return nil
+}
+
+// noFields reads the body of a route that takes none: nothing, or an empty
+// JSON object. A field sent there would be ignored, and it may carry what
+// its sender meant (a reason for an unlock, a logout's scope).
+func noFields(w http.ResponseWriter, r *http.Request) error {
+	if r.ContentLength == 0 {
+		return nil
+	}
+	return decodeJSON(w, r, &struct{}{})
+}
+
+// fieldless is h behind noFields, for a route without a body.
+func fieldless(h handlerFunc) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if err := noFields(w, r); err != nil {
+			return err
+		}
+		return h(w, r)
+	}
+}
+
+// fieldlessAuthed is fieldless for an authenticated route: the token is
+// checked first.
+func fieldlessAuthed(h authedFunc) authedFunc {
+	return func(w http.ResponseWriter, r *http.Request, a *authd.AccessClaims) error {
+		if err := noFields(w, r); err != nil {
+			return err
+		}
+		return h(w, r, a)
+	}
 }
 
 // readBody reads a bounded body of the given media type.

@@ -13,7 +13,9 @@ import (
 )
 
 // TestOpenAPIMatchesRoutes keeps the document and the router in agreement:
-// every route is documented and every documented operation is routed. The
+// every route is documented and every documented operation is routed, and
+// an API route takes the query parameters documented, no more (the router
+// refuses the others) and no fewer. The
 // operations tagged openid are the OpenID provider's, mounted from package
 // oidc, whose own test holds them to its routes.
 func TestOpenAPIMatchesRoutes(t *testing.T) {
@@ -21,7 +23,11 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	var doc struct {
 		OpenAPI string `json:"openapi"`
 		Paths   map[string]map[string]struct {
-			Tags []string `json:"tags"`
+			Tags       []string `json:"tags"`
+			Parameters []struct {
+				Name string `json:"name"`
+				In   string `json:"in"`
+			} `json:"parameters"`
 		} `json:"paths"`
 	}
 	if err := json.Unmarshal(httpapi.OpenAPI(), &doc); err != nil {
@@ -31,10 +37,17 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		t.Errorf("openapi version %q, want 3.1.0", doc.OpenAPI)
 	}
 	var documented, routed []string
+	query := map[string][]string{} // documented query parameters by operation
 	for path, ops := range doc.Paths {
 		for method, op := range ops {
+			name := strings.ToUpper(method) + " " + path
 			if !slices.Contains(op.Tags, "openid") {
-				documented = append(documented, strings.ToUpper(method)+" "+path)
+				documented = append(documented, name)
+			}
+			for _, p := range op.Parameters {
+				if p.In == "query" {
+					query[name] = append(query[name], p.Name)
+				}
 			}
 		}
 	}
@@ -43,7 +56,14 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		if r.Path == "/healthz" && slices.Contains(routed, "GET /healthz") {
 			continue // on both listeners
 		}
-		routed = append(routed, r.Method+" "+r.Path)
+		op := r.Method + " " + r.Path
+		routed = append(routed, op)
+		if strings.HasPrefix(r.Path, "/v1/") {
+			got, want := slices.Sorted(slices.Values(r.Query)), slices.Sorted(slices.Values(query[op]))
+			if !slices.Equal(got, want) {
+				t.Errorf("%s takes the query parameters %q, openapi.json documents %q", op, got, want)
+			}
+		}
 	}
 	slices.Sort(documented)
 	slices.Sort(routed)
