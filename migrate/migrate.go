@@ -6,6 +6,7 @@ package migrate
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -17,21 +18,53 @@ import (
 
 	"github.com/authd/authd"
 	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
 )
 
 // Migrator applies one store's migrations to its database.
 type Migrator struct {
 	provider *goose.Provider
+	db       *sql.DB
+	serial   lock.SessionLocker // nil: commands are not serialised
 }
 
 // New returns a Migrator for the migrations in fsys (SQL files at its root).
-func New(dialect goose.Dialect, db *sql.DB, fsys fs.FS, opts ...goose.ProviderOption) (*Migrator, error) {
+// A serial locker, when given, is held for the whole of each command that
+// changes the schema (Up, Down, Redo): goose takes its own lock for each
+// step, and another migrator's steps must not come between a command's
+// count and its steps, or between a redo's two halves. Its lock must not
+// be goose's own.
+func New(dialect goose.Dialect, db *sql.DB, fsys fs.FS, serial lock.SessionLocker, opts ...goose.ProviderOption) (*Migrator, error) {
 	opts = append([]goose.ProviderOption{goose.WithDisableGlobalRegistry(true)}, opts...)
 	p, err := goose.NewProvider(dialect, db, fsys, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("load migrations: %w", err)
 	}
-	return &Migrator{provider: p}, nil
+	return &Migrator{provider: p, db: db, serial: serial}, nil
+}
+
+// exclusive runs fn holding the serial lock, when there is one.
+func (m *Migrator) exclusive(ctx context.Context, fn func() error) (err error) {
+	if m.serial == nil {
+		return fn()
+	}
+	conn, err := m.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	if err := m.serial.SessionLock(ctx, conn); err != nil {
+		conn.Close()
+		return fmt.Errorf("waiting for another migration command to finish: %w", err)
+	}
+	defer func() {
+		if uerr := m.serial.SessionUnlock(context.WithoutCancel(ctx), conn); uerr != nil {
+			// The lock is the session's: the connection must not go back
+			// to the pool holding it.
+			conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+		conn.Close()
+	}()
+	return fn()
 }
 
 // Result says what one migration step did.
@@ -56,58 +89,86 @@ func result(r *goose.MigrationResult) Result {
 }
 
 // Up applies every pending migration.
-func (m *Migrator) Up(ctx context.Context) ([]Result, error) {
-	rs, err := m.provider.Up(ctx)
-	out := make([]Result, 0, len(rs))
-	for _, r := range rs {
-		out = append(out, result(r))
-	}
-	var partial *goose.PartialError
-	if errors.As(err, &partial) {
-		for _, r := range partial.Applied {
+func (m *Migrator) Up(ctx context.Context) (out []Result, err error) {
+	err = m.exclusive(ctx, func() error {
+		rs, err := m.provider.Up(ctx)
+		for _, r := range rs {
 			out = append(out, result(r))
 		}
-		return out, fmt.Errorf("migration %s failed: %w", filepath.Base(partial.Failed.Source.Path), partial.Err)
-	}
+		var partial *goose.PartialError
+		if errors.As(err, &partial) {
+			for _, r := range partial.Applied {
+				out = append(out, result(r))
+			}
+			return fmt.Errorf("migration %s failed: %w", filepath.Base(partial.Failed.Source.Path), partial.Err)
+		}
+		return err
+	})
 	return out, err
 }
 
-// Down rolls back the n most recent migrations (fewer when fewer are applied).
-func (m *Migrator) Down(ctx context.Context, n int) ([]Result, error) {
+// TooManyError is Down's refusal of more steps than there are migrations
+// applied: a typo (down 100 for down 10), not a wish to drop every table.
+type TooManyError struct{ Steps, Applied int }
+
+func (e *TooManyError) Error() string {
+	return fmt.Sprintf("down %d: only %d migrations are applied", e.Steps, e.Applied)
+}
+
+// Down rolls back the n most recent migrations: none when none is applied,
+// a *TooManyError when fewer than n are.
+func (m *Migrator) Down(ctx context.Context, n int) (out []Result, err error) {
 	if n < 1 {
 		return nil, fmt.Errorf("down needs a positive number of steps, got %d", n)
 	}
-	var out []Result
-	for range n {
-		r, err := m.provider.Down(ctx)
-		if errors.Is(err, goose.ErrNoNextVersion) {
-			break
-		}
+	err = m.exclusive(ctx, func() error {
+		ss, err := m.provider.Status(ctx)
 		if err != nil {
-			return out, err
+			return err
 		}
-		out = append(out, result(r))
-	}
-	return out, nil
+		applied := 0
+		for _, st := range ss {
+			if st.State == goose.StateApplied {
+				applied++
+			}
+		}
+		if applied > 0 && n > applied {
+			return &TooManyError{Steps: n, Applied: applied}
+		}
+		for range min(n, applied) {
+			r, err := m.provider.Down(ctx)
+			if err != nil {
+				return err
+			}
+			out = append(out, result(r))
+		}
+		return nil
+	})
+	return out, err
 }
 
 // ErrNothingApplied is Redo's error on a database at version 0.
 var ErrNothingApplied = errors.New("no migration is applied, so there is nothing to redo")
 
 // Redo rolls back the most recent migration and applies it again.
-func (m *Migrator) Redo(ctx context.Context) ([]Result, error) {
-	down, err := m.provider.Down(ctx)
-	if errors.Is(err, goose.ErrNoNextVersion) {
-		return nil, ErrNothingApplied
-	}
-	if err != nil {
-		return nil, err
-	}
-	up, err := m.provider.UpByOne(ctx)
-	if err != nil {
-		return []Result{result(down)}, err
-	}
-	return []Result{result(down), result(up)}, nil
+func (m *Migrator) Redo(ctx context.Context) (out []Result, err error) {
+	err = m.exclusive(ctx, func() error {
+		down, err := m.provider.Down(ctx)
+		if errors.Is(err, goose.ErrNoNextVersion) {
+			return ErrNothingApplied
+		}
+		if err != nil {
+			return err
+		}
+		out = append(out, result(down))
+		up, err := m.provider.UpByOne(ctx)
+		if err != nil {
+			return err
+		}
+		out = append(out, result(up))
+		return nil
+	})
+	return out, err
 }
 
 // Version returns the database's current version and the newest one known.

@@ -342,10 +342,14 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 		{&res.WebAuthnChallenges, "webauthn_challenges", "expires_at < $1", r.ExpiredBefore},
 		{&res.AuthRequests, "oauth_auth_requests", "expires_at < $1", r.ExpiredBefore},
 		{&res.AuthCodes, "oauth_codes", "expires_at < $1", r.ExpiredBefore},
-		// Tokens of a session go with it (ON DELETE CASCADE): count them first.
+		// A session goes once its tokens have: the expired ones just
+		// above, the others when they expire. Its delete then cascades to
+		// none (ON DELETE CASCADE), so every token deleted is counted, and
+		// a token a flow held through the step above keeps its session
+		// for the next run, as it is kept itself.
 		{&res.Tokens, "jwt_tokens", "expires_at < $1", r.ExpiredBefore},
 		{&res.Sessions, "sessions", "(expires_at < $1 OR revoked_at < $1) AND NOT EXISTS " +
-			"(SELECT 1 FROM jwt_tokens t WHERE t.session_id = sessions.id AND t.expires_at >= $1)", r.ExpiredBefore},
+			"(SELECT 1 FROM jwt_tokens t WHERE t.session_id = sessions.id)", r.ExpiredBefore},
 		{&res.RevocationEvents, "revocation_events", "expires_at < $1", r.Now},
 		// Mail that could not be delivered keeps its address until then.
 		{&res.DeadMails, "mail_outbox", "dead_at < $1", r.LogsBefore},

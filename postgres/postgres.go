@@ -112,13 +112,22 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 		pool.Close()
 		return nil, err
 	}
-	m, err := migrate.New(goose.DialectPostgres, stdlib.OpenDBFromPool(pool), sub, goose.WithSessionLocker(locker))
+	serial, err := lock.NewPostgresSessionLocker(lock.WithLockID(migrateCommandLockID))
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	m, err := migrate.New(goose.DialectPostgres, stdlib.OpenDBFromPool(pool), sub, serial, goose.WithSessionLocker(locker))
 	if err != nil {
 		pool.Close()
 		return nil, err
 	}
 	return &Store{queries: queries{db: pool}, pool: pool, migrator: m}, nil
 }
+
+// migrateCommandLockID is the advisory lock a migration command holds from
+// start to end (goose's own, lock.DefaultLockID, is held for each step).
+const migrateCommandLockID int64 = 0x61757468645f6d67 // "authd_mg"
 
 // An Option adjusts how Open connects.
 type Option func(*options)

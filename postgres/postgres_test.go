@@ -12,6 +12,7 @@ import (
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/internal/faultnet"
+	"github.com/authd/authd/migrate"
 	"github.com/authd/authd/postgres"
 	"github.com/authd/authd/storetest"
 	"github.com/google/go-cmp/cmp"
@@ -205,7 +206,10 @@ func TestMigrationsRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := catalog(t, s)
-	down, err := m.Down(ctx, len(migrations)+5)
+	if _, err := m.Down(ctx, len(migrations)+5); !errors.As(err, new(*migrate.TooManyError)) {
+		t.Fatalf("down by more than are applied: %v, want refused", err)
+	}
+	down, err := m.Down(ctx, len(migrations))
 	if err != nil {
 		t.Fatalf("down: %v", err)
 	}
@@ -285,24 +289,70 @@ func TestOpenTroubleshooting(t *testing.T) {
 
 func asError(err error, target **authd.Error) bool { return errors.As(err, target) }
 
-// TestPurgeOneInstanceAtATime holds the purge lock elsewhere: Purge skips.
-func TestPurgeOneInstanceAtATime(t *testing.T) {
+// TestMigrationCommandsOneAtATime: a migration command waits for another
+// to finish, all of it: goose locks each step, and another command's steps
+// between down's count and its steps would roll back what it did not count.
+func TestMigrationCommandsOneAtATime(t *testing.T) {
 	t.Parallel()
 	s := open(t)
+	ctx := context.Background()
+	release := holdAdvisoryLock(t, s, 0x61757468645f6d67) // as another authd migrate does
+	m := s.Migrator()
+	before, _, err := m.Version(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, run := range map[string]func(context.Context) error{
+		"down": func(ctx context.Context) error { _, err := m.Down(ctx, 1); return err },
+		"redo": func(ctx context.Context) error { _, err := m.Redo(ctx); return err },
+		"up":   func(ctx context.Context) error { _, err := m.Up(ctx); return err },
+	} {
+		wait, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := run(wait)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "another migration command") {
+			t.Errorf("%s while another command runs: %v, want it to wait for it", name, err)
+		}
+	}
+	if v, _, _ := m.Version(ctx); v != before {
+		t.Errorf("version %d after commands that waited, want %d", v, before)
+	}
+	release()
+	if res, err := m.Down(ctx, 1); err != nil || len(res) != 1 {
+		t.Errorf("down after the other command ended: %v %v", res, err)
+	}
+	if res, err := m.Up(ctx); err != nil || len(res) != 1 {
+		t.Errorf("up after the other command ended: %v %v", res, err)
+	}
+}
+
+// holdAdvisoryLock takes the session-level advisory lock id on a
+// connection of its own, as another instance would, until release.
+func holdAdvisoryLock(t *testing.T, s *postgres.Store, id int64) (release func()) {
+	t.Helper()
 	ctx := context.Background()
 	conn, err := s.Pool().Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Release()
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, int64(0x61757468647075)); err != nil {
+	t.Cleanup(conn.Release)
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, id); err != nil {
 		t.Fatal(err)
 	}
+	return func() { conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, id) }
+}
+
+// TestPurgeOneInstanceAtATime holds the purge lock elsewhere: Purge skips.
+func TestPurgeOneInstanceAtATime(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	ctx := context.Background()
+	release := holdAdvisoryLock(t, s, 0x61757468647075)
 	res, err := s.Purge(ctx, authd.PurgeRequest{LogsBefore: time.Now(), ExpiredBefore: time.Now(), Batch: 10})
 	if err != nil || !res.Skipped {
 		t.Errorf("Purge while another instance purges = %+v, %v; want skipped", res, err)
 	}
-	conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, int64(0x61757468647075))
+	release()
 	if res, err := s.Purge(ctx, authd.PurgeRequest{LogsBefore: time.Now(), ExpiredBefore: time.Now(), Batch: 10}); err != nil || res.Skipped {
 		t.Errorf("Purge after the lock is released = %+v, %v", res, err)
 	}
@@ -571,10 +621,10 @@ func TestPurgeSkipsRowsInUse(t *testing.T) {
 }
 
 // TestPurgeLeavesACascadeInUse: SKIP LOCKED passes over the rows a flow
-// holds, but a session's delete cascades to its tokens: with one of them
-// held, the sessions step gives up after its lock timeout and leaves the
-// session to the next run, rather than wait for the flow (and perhaps
-// deadlock with it).
+// holds, but a session's delete would cascade to its tokens: with one of
+// them held, the session is left with it to the next run, rather than
+// waited for (and perhaps deadlocked with the flow), or deleted with an
+// uncounted token once the flow let it go.
 func TestPurgeLeavesACascadeInUse(t *testing.T) {
 	t.Parallel()
 	s := open(t)
@@ -604,9 +654,11 @@ func TestPurgeLeavesACascadeInUse(t *testing.T) {
 	req := authd.PurgeRequest{LogsBefore: old.Add(-time.Hour), ExpiredBefore: storetest.Epoch, Now: storetest.Epoch, Batch: 10}
 	guard, cancel := context.WithTimeout(ctx, time.Minute) // never answering is the failure
 	defer cancel()
+	// The session waits for its token, rather than try to delete it and
+	// stop at the lock, or cascade to it uncounted once the flow is done.
 	if res, err := s.Purge(guard, req); err != nil || res.Tokens != 0 || res.Sessions != 0 ||
-		!slices.Equal(res.Deferred, []string{"jwt_tokens", "sessions"}) {
-		t.Fatalf("Purge while a flow holds the session's token = %+v, %v; want both left, and said to be", res, err)
+		!slices.Equal(res.Deferred, []string{"jwt_tokens"}) {
+		t.Fatalf("Purge while a flow holds the session's token = %+v, %v; want both left, the token said to be", res, err)
 	}
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)

@@ -278,9 +278,10 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 		{&res.WebAuthnChallenges, "webauthn_challenges", "expires_at < ?1", timeText(r.ExpiredBefore)},
 		{&res.AuthRequests, "oauth_auth_requests", "expires_at < ?1", timeText(r.ExpiredBefore)},
 		{&res.AuthCodes, "oauth_codes", "expires_at < ?1", timeText(r.ExpiredBefore)},
+		// A session goes once its tokens have (as PostgreSQL's).
 		{&res.Tokens, "jwt_tokens", "expires_at < ?1", timeText(r.ExpiredBefore)},
 		{&res.Sessions, "sessions", "(expires_at < ?1 OR revoked_at < ?1) AND NOT EXISTS " +
-			"(SELECT 1 FROM jwt_tokens t WHERE t.session_id = sessions.id AND t.expires_at >= ?1)", timeText(r.ExpiredBefore)},
+			"(SELECT 1 FROM jwt_tokens t WHERE t.session_id = sessions.id)", timeText(r.ExpiredBefore)},
 		{&res.RevocationEvents, "revocation_events", "expires_at < ?1", timeText(r.Now)},
 		// Mail that could not be delivered keeps its address until then.
 		{&res.DeadMails, "mail_outbox", "dead_at < ?1", timeText(r.LogsBefore)},

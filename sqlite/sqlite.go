@@ -122,7 +122,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	m, err := migrate.New(goose.DialectSQLite3, db, sub)
+	m, err := migrate.New(goose.DialectSQLite3, db, sub, nil)
 	if err != nil {
 		db.Close()
 		return nil, err

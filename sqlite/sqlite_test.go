@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/authd/authd"
+	"github.com/authd/authd/migrate"
 	"github.com/authd/authd/sqlite"
 	"github.com/authd/authd/storetest"
 	"github.com/google/go-cmp/cmp"
@@ -152,7 +153,10 @@ func TestMigrationsRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := catalog(t, s)
-	down, err := m.Down(ctx, len(migrations)+5)
+	if _, err := m.Down(ctx, len(migrations)+5); !errors.As(err, new(*migrate.TooManyError)) {
+		t.Fatalf("down by more than are applied: %v, want refused", err)
+	}
+	down, err := m.Down(ctx, len(migrations))
 	if err != nil {
 		t.Fatalf("down: %v", err)
 	}

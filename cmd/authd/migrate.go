@@ -90,23 +90,11 @@ func migrateCmd(ctx context.Context, e *env, args []string) error {
 			fmt.Fprintln(e.stdout, "already at head; nothing to apply")
 		}
 	case "down":
-		// More than are applied is a typo (down 100 for down 10), not a
-		// wish to drop every table: refused, naming how many there are.
-		ss, serr := m.Status(ctx)
-		if serr != nil {
-			return serr
-		}
-		applied := 0
-		for _, st := range ss {
-			if st.Applied {
-				applied++
-			}
-		}
-		if applied > 0 && n > applied {
-			return &cliError{msg: fmt.Sprintf("down %d: only %d migrations are applied", n, applied),
-				hint: fmt.Sprintf("`authd migrate status` lists them; `authd migrate down %d` rolls back every one (and drops every table)", applied)}
-		}
 		results, err = m.Down(ctx, n)
+		if tooMany, ok := errors.AsType[*migrate.TooManyError](err); ok {
+			return &cliError{msg: err.Error(), hint: fmt.Sprintf("`authd migrate status` lists them; "+
+				"`authd migrate down %d` rolls back every one (and drops every table)", tooMany.Applied)}
+		}
 		if err == nil && len(results) == 0 {
 			fmt.Fprintln(e.stdout, "no migration is applied; nothing to roll back")
 		}
