@@ -52,18 +52,34 @@ type stringList []string
 func (l *stringList) String() string     { return strings.Join(*l, " ") }
 func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
+// clientFlag is a flag that sets one of a client's fields: its name in
+// the API (which the service's errors name) and how update puts the flag's
+// value into a change. One table, so that a field added is added to create,
+// update, their refusals and their errors alike.
+type clientFlag struct {
+	flag, field string
+	change      func(ch *authd.ClientChange)
+}
+
 // clientActionFlags are the flags each clients command uses, beside the
 // configuration's and --json: any other is refused, not ignored (an
 // operator who adds --redirect-uri to update believes it changed).
-var clientActionFlags = map[string][]string{
-	"create": {"name", "type", "id", "first-party", "require-pkce", "redirect-uri", "post-logout-uri"},
-	"update": {"name", "first-party", "require-pkce", "redirect-uri", "post-logout-uri"},
-	"delete": {"yes"},
+func clientActionFlags(fields []clientFlag) map[string][]string {
+	update := make([]string, 0, len(fields))
+	for _, f := range fields {
+		update = append(update, f.flag)
+	}
+	return map[string][]string{"create": append([]string{"type", "id"}, update...), "update": update, "delete": {"yes"}}
 }
 
-// clientFieldFlags names the flag that sets a field of a client's spec.
-var clientFieldFlags = map[string]string{"client_id": "--id", "name": "--name", "type": "--type",
-	"redirect_uris": "--redirect-uri", "post_logout_redirect_uris": "--post-logout-uri", "require_pkce": "--require-pkce"}
+// clientFieldFlags names the flag that sets each field of a client.
+func clientFieldFlags(fields []clientFlag) map[string]string {
+	m := map[string]string{"client_id": "--id", "type": "--type"}
+	for _, f := range fields {
+		m[f.field] = "--" + f.flag
+	}
+	return m
+}
 
 func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 	fs := newFlagSet(e, "clients", clientsSynopsis)
@@ -78,6 +94,14 @@ func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 	var redirects, logouts stringList
 	fs.Var(&redirects, "redirect-uri", "create, update: a redirect URI (repeat for more; update replaces the list)")
 	fs.Var(&logouts, "post-logout-uri", "create, update: a post-logout redirect URI (repeat for more; update replaces the list, \"\" empties it)")
+	fields := []clientFlag{
+		{"name", "name", func(ch *authd.ClientChange) { ch.Name = name }},
+		{"redirect-uri", "redirect_uris", func(ch *authd.ClientChange) { ch.RedirectURIs = redirects }},
+		{"post-logout-uri", "post_logout_redirect_uris", func(ch *authd.ClientChange) { ch.PostLogoutRedirectURIs = logouts }},
+		{"first-party", "first_party", func(ch *authd.ClientChange) { ch.FirstParty = firstParty }},
+		{"require-pkce", "require_pkce", func(ch *authd.ClientChange) { ch.RequirePKCE = requirePKCE }},
+	}
+	byAction := clientActionFlags(fields)
 	rest, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -88,8 +112,8 @@ func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 		if rest[0] == "delete" && !*yes {
 			return usagef("clients delete removes the client, its consents and codes; add --yes to confirm")
 		}
-		if rest[0] == "update" && !slices.ContainsFunc(clientActionFlags["update"], func(f string) bool { return flagSet(fs, f) }) {
-			return usageOf("clients update", "nothing to change: give --name, --redirect-uri, --post-logout-uri, --first-party or --require-pkce")
+		if rest[0] == "update" && !slices.ContainsFunc(byAction["update"], func(f string) bool { return flagSet(fs, f) }) {
+			return usageOf("clients update", "nothing to change: give one of --%s", strings.Join(byAction["update"], ", --"))
 		}
 	case len(rest) == 0:
 		return usagef("missing create, list, show, update, rotate-secret or delete")
@@ -98,7 +122,7 @@ func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 	default:
 		return usagef("unknown clients command %q", strings.Join(rest, " "))
 	}
-	if err := onlyItsFlags(fs, "clients "+rest[0], clientActionFlags, rest[0]); err != nil {
+	if err := onlyItsFlags(fs, "clients "+rest[0], byAction, rest[0]); err != nil {
 		return err
 	}
 	if rest[0] == "update" && len(logouts) == 1 && logouts[0] == "" {
@@ -130,7 +154,7 @@ func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 		if authd.ErrorCode(err) == authd.ENotFound {
 			hint = "`authd clients list` shows the clients"
 		}
-		err = fromService("clients "+rest[0], err, clientFieldFlags, hint)
+		err = fromService("clients "+rest[0], err, clientFieldFlags(fields), hint)
 	}()
 
 	want := existing // a client to act on, or to list
@@ -194,20 +218,10 @@ func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 		return nil
 	case "update":
 		var ch authd.ClientChange
-		if flagSet(fs, "name") {
-			ch.Name = name
-		}
-		if flagSet(fs, "redirect-uri") {
-			ch.RedirectURIs = redirects
-		}
-		if flagSet(fs, "post-logout-uri") {
-			ch.PostLogoutRedirectURIs = logouts
-		}
-		if flagSet(fs, "first-party") {
-			ch.FirstParty = firstParty
-		}
-		if flagSet(fs, "require-pkce") {
-			ch.RequirePKCE = requirePKCE
+		for _, f := range fields {
+			if flagSet(fs, f.flag) {
+				f.change(&ch)
+			}
 		}
 		oc, err := svc.UpdateClient(ctx, c, rest[1], ch)
 		if err != nil {
