@@ -290,7 +290,14 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 	}
 	for _, st := range steps {
 		if r.DryRun {
-			if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM `+st.table+` WHERE `+st.where, st.at).Scan(st.n); err != nil {
+			where := st.where
+			if st.n == &res.Sessions {
+				// A dry run deletes no token first: it counts the
+				// sessions whose tokens the step before would delete.
+				where = "(expires_at < ?1 OR revoked_at < ?1) AND NOT EXISTS " +
+					"(SELECT 1 FROM jwt_tokens t WHERE t.session_id = sessions.id AND t.expires_at >= ?1)"
+			}
+			if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM `+st.table+` WHERE `+where, st.at).Scan(st.n); err != nil {
 				return res, translate(err)
 			}
 			continue
