@@ -6,7 +6,6 @@ package migrate
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -24,46 +23,53 @@ import (
 // Migrator applies one store's migrations to its database.
 type Migrator struct {
 	provider *goose.Provider
-	db       *sql.DB
-	serial   lock.SessionLocker // nil: commands are not serialised
+	serial   *CommandLock // nil: commands are not serialised
 }
 
-// New returns a Migrator for the migrations in fsys (SQL files at its root).
-// A serial locker, when given, is held for the whole of each command that
-// changes the schema (Up, Down, Redo): goose takes its own lock for each
-// step, and another migrator's steps must not come between a command's
-// count and its steps, or between a redo's two halves. Its lock must not
-// be goose's own.
-func New(dialect goose.Dialect, db *sql.DB, fsys fs.FS, serial lock.SessionLocker, opts ...goose.ProviderOption) (*Migrator, error) {
+// CommandLock serialises migration commands: Locker is held, on a
+// connection of a database Open returns, for the whole of each command that
+// changes the schema (Up, Down, Redo). goose takes its own lock for each
+// step, and another command's steps must not come between a command's
+// count and its steps, or between a redo's two halves. Its lock must not be
+// goose's own. The connection is not the store's pool's: a pool of one
+// would have none left for goose, and closing it ends its session, and the
+// session's lock with it, whatever happens.
+type CommandLock struct {
+	Locker lock.SessionLocker
+	Open   func() *sql.DB
+}
+
+// ErrCommandLock is the error of a command that could not take the
+// CommandLock (another command held it for as long as Locker waits).
+var ErrCommandLock = errors.New("could not take the migration command lock")
+
+// New returns a Migrator for the migrations in fsys (SQL files at its root);
+// serial may be nil.
+func New(dialect goose.Dialect, db *sql.DB, fsys fs.FS, serial *CommandLock, opts ...goose.ProviderOption) (*Migrator, error) {
 	opts = append([]goose.ProviderOption{goose.WithDisableGlobalRegistry(true)}, opts...)
 	p, err := goose.NewProvider(dialect, db, fsys, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("load migrations: %w", err)
 	}
-	return &Migrator{provider: p, db: db, serial: serial}, nil
+	return &Migrator{provider: p, serial: serial}, nil
 }
 
-// exclusive runs fn holding the serial lock, when there is one.
-func (m *Migrator) exclusive(ctx context.Context, fn func() error) (err error) {
+// exclusive runs fn holding the command lock, when there is one.
+func (m *Migrator) exclusive(ctx context.Context, fn func() error) error {
 	if m.serial == nil {
 		return fn()
 	}
-	conn, err := m.db.Conn(ctx)
+	db := m.serial.Open()
+	defer db.Close() // the connection's session ends, and its lock with it
+	db.SetMaxOpenConns(1)
+	conn, err := db.Conn(ctx)
 	if err != nil {
 		return err
 	}
-	if err := m.serial.SessionLock(ctx, conn); err != nil {
-		conn.Close()
-		return fmt.Errorf("waiting for another migration command to finish: %w", err)
+	defer conn.Close()
+	if err := m.serial.Locker.SessionLock(ctx, conn); err != nil {
+		return fmt.Errorf("%w (another `authd migrate` may be running): %w", ErrCommandLock, err)
 	}
-	defer func() {
-		if uerr := m.serial.SessionUnlock(context.WithoutCancel(ctx), conn); uerr != nil {
-			// The lock is the session's: the connection must not go back
-			// to the pool holding it.
-			conn.Raw(func(any) error { return driver.ErrBadConn })
-		}
-		conn.Close()
-	}()
 	return fn()
 }
 

@@ -4,6 +4,7 @@ package postgres
 
 import (
 	"context"
+	"database/sql"
 	"embed"
 	"errors"
 	"fmt"
@@ -112,11 +113,13 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 		pool.Close()
 		return nil, err
 	}
-	serial, err := lock.NewPostgresSessionLocker(lock.WithLockID(migrateCommandLockID))
+	commandLocker, err := lock.NewPostgresSessionLocker(lock.WithLockID(migrateCommandLockID))
 	if err != nil {
 		pool.Close()
 		return nil, err
 	}
+	serial := &migrate.CommandLock{Locker: commandLocker,
+		Open: func() *sql.DB { return stdlib.OpenDB(*pool.Config().ConnConfig.Copy()) }}
 	m, err := migrate.New(goose.DialectPostgres, stdlib.OpenDBFromPool(pool), sub, serial, goose.WithSessionLocker(locker))
 	if err != nil {
 		pool.Close()

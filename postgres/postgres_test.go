@@ -310,7 +310,7 @@ func TestMigrationCommandsOneAtATime(t *testing.T) {
 		wait, cancel := context.WithTimeout(ctx, 2*time.Second)
 		err := run(wait)
 		cancel()
-		if err == nil || !strings.Contains(err.Error(), "another migration command") {
+		if !errors.Is(err, migrate.ErrCommandLock) {
 			t.Errorf("%s while another command runs: %v, want it to wait for it", name, err)
 		}
 	}
@@ -323,6 +323,21 @@ func TestMigrationCommandsOneAtATime(t *testing.T) {
 	}
 	if res, err := m.Up(ctx); err != nil || len(res) != 1 {
 		t.Errorf("up after the other command ended: %v %v", res, err)
+	}
+	// The command lock's connection is not the pool's: a pool of one is
+	// left for goose's steps.
+	u, err := url.Parse(storetest.PostgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("pool_max_conns", "1")
+	u.RawQuery = q.Encode()
+	one := openURL(t, u.String())
+	guard, cancel := context.WithTimeout(ctx, time.Minute) // never answering is the failure
+	defer cancel()
+	if res, err := one.Migrator().Redo(guard); err != nil || len(res) != 2 {
+		t.Errorf("redo on a pool of one connection: %v %v", res, err)
 	}
 }
 

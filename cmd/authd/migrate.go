@@ -123,6 +123,10 @@ func migrateCmd(ctx context.Context, e *env, args []string) error {
 	for _, r := range results {
 		fmt.Fprintln(e.stdout, r)
 	}
+	if errors.Is(err, migrate.ErrCommandLock) {
+		return &cliError{msg: err.Error(), hint: "another `authd migrate` holds the lock (pg_locks lists it as an advisory " +
+			"lock, pg_stat_activity its session): let it finish and run the command again"}
+	}
 	if postgres.LockTimedOut(err) { // commandLockWait, or the connection's own lock_timeout
 		done := "the migration that failed is not recorded as applied, so running it again is safe (those printed above are applied)"
 		if action != "up" {
