@@ -35,27 +35,30 @@ func NewAdmin(opts Options, token string) *Server {
 					"route", r.Pattern, "ip", client(r).IP, "token_offered", ok)
 				return &authd.Error{Code: authd.EInvalidToken, Message: "The admin token (AUTHD_ADMIN_TOKEN) is required."}
 			}
+			if err := checkedQuery(r); err != nil {
+				return err
+			}
 			return h(w, r)
 		}
 	}
-	s.handle("GET /v1/admin/users", auth(s.adminUsers), "email", "status", "limit", "cursor")
-	s.handle("GET /v1/admin/users/{id}", auth(s.adminUser))
-	s.handle("POST /v1/admin/users/{id}/lock", auth(s.adminLock))
-	s.handle("POST /v1/admin/users/{id}/unlock", auth(fieldless(s.adminUnlock)))
-	s.handle("POST /v1/admin/users/{id}/revoke-sessions", auth(fieldless(s.adminRevokeSessions)))
-	s.handle("DELETE /v1/admin/users/{id}", auth(fieldless(s.adminDelete)))
-	s.handle("GET /v1/admin/users/{id}/mfa", auth(s.adminMFA))
-	s.handle("POST /v1/admin/users/{id}/reset-mfa", auth(fieldless(s.adminResetMFA)))
-	s.handle("GET /v1/admin/security-logs", auth(s.adminSecurityLogs),
+	s.handleAuthed("GET /v1/admin/users", auth(s.adminUsers), "email", "status", "limit", "cursor")
+	s.handleAuthed("GET /v1/admin/users/{id}", auth(s.adminUser))
+	s.handleAuthed("POST /v1/admin/users/{id}/lock", auth(s.adminLock))
+	s.handleAuthed("POST /v1/admin/users/{id}/unlock", auth(fieldless(s.adminUnlock)))
+	s.handleAuthed("POST /v1/admin/users/{id}/revoke-sessions", auth(fieldless(s.adminRevokeSessions)))
+	s.handleAuthed("DELETE /v1/admin/users/{id}", auth(fieldless(s.adminDelete)))
+	s.handleAuthed("GET /v1/admin/users/{id}/mfa", auth(s.adminMFA))
+	s.handleAuthed("POST /v1/admin/users/{id}/reset-mfa", auth(fieldless(s.adminResetMFA)))
+	s.handleAuthed("GET /v1/admin/security-logs", auth(s.adminSecurityLogs),
 		"user_id", "event_type", "result", "since", "until", "limit", "cursor")
-	s.handle("GET /v1/admin/mail", auth(s.adminMail), "state", "limit", "cursor")
-	s.handle("POST /v1/admin/mail/{id}/retry", auth(fieldless(s.adminRetryMail)))
-	s.handle("GET /v1/admin/clients", auth(s.adminClients))
-	s.handle("POST /v1/admin/clients", auth(s.adminCreateClient))
-	s.handle("GET /v1/admin/clients/{id}", auth(s.adminClient))
-	s.handle("PATCH /v1/admin/clients/{id}", auth(s.adminUpdateClient))
-	s.handle("DELETE /v1/admin/clients/{id}", auth(fieldless(s.adminDeleteClient)))
-	s.handle("POST /v1/admin/clients/{id}/rotate-secret", auth(fieldless(s.adminRotateClientSecret)))
+	s.handleAuthed("GET /v1/admin/mail", auth(s.adminMail), "state", "limit", "cursor")
+	s.handleAuthed("POST /v1/admin/mail/{id}/retry", auth(fieldless(s.adminRetryMail)))
+	s.handleAuthed("GET /v1/admin/clients", auth(s.adminClients))
+	s.handleAuthed("POST /v1/admin/clients", auth(s.adminCreateClient))
+	s.handleAuthed("GET /v1/admin/clients/{id}", auth(s.adminClient))
+	s.handleAuthed("PATCH /v1/admin/clients/{id}", auth(s.adminUpdateClient))
+	s.handleAuthed("DELETE /v1/admin/clients/{id}", auth(fieldless(s.adminDeleteClient)))
+	s.handleAuthed("POST /v1/admin/clients/{id}/rotate-secret", auth(fieldless(s.adminRotateClientSecret)))
 	s.handler = s.middleware(http.HandlerFunc(s.route))
 	return s
 }

@@ -58,6 +58,9 @@ func (s *Server) bearerToken(h authedFunc) handlerFunc {
 		if err != nil {
 			return err
 		}
+		if err := checkedQuery(r); err != nil {
+			return err
+		}
 		return h(w, r, a)
 	}
 }
@@ -343,6 +346,9 @@ func (s *Server) updateConsent(w http.ResponseWriter, r *http.Request, a *authd.
 func (s *Server) introspect(w http.ResponseWriter, r *http.Request) error {
 	if !s.serviceToken(r) {
 		return &authd.Error{Code: authd.EInvalidToken, Message: "A service token is required (AUTHD_SERVICE_TOKENS)."}
+	}
+	if err := checkedQuery(r); err != nil {
+		return err
 	}
 	token, err := introspectionToken(w, r)
 	if err != nil {

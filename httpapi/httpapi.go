@@ -127,37 +127,37 @@ func New(opts Options) *Server {
 	s.handle("POST /v1/auth/verify-email/resend", s.resendVerification)
 	s.handle("POST /v1/auth/login", s.login)
 	s.handle("POST /v1/auth/refresh", s.refresh)
-	s.handle("POST /v1/auth/logout", s.bearerToken(fieldlessAuthed(s.logout))) // a client ends its own session too
-	s.handle("POST /v1/auth/logout-all", s.authenticated(fieldlessAuthed(s.logoutAll)))
+	s.handleAuthed("POST /v1/auth/logout", s.bearerToken(fieldlessAuthed(s.logout))) // a client ends its own session too
+	s.handleAuthed("POST /v1/auth/logout-all", s.authenticated(fieldlessAuthed(s.logoutAll)))
 	s.handle("POST /v1/auth/password/forgot", s.forgotPassword)
 	s.handle("POST /v1/auth/password/reset", s.resetPassword)
-	s.handle("POST /v1/auth/password/change", s.authenticated(s.changePassword))
-	s.handle("POST /v1/auth/introspect", s.introspect)
-	s.handle("GET /v1/auth/revocations", s.revocations, "since", "format")
+	s.handleAuthed("POST /v1/auth/password/change", s.authenticated(s.changePassword))
+	s.handleAuthed("POST /v1/auth/introspect", s.introspect)
+	s.handleAuthed("GET /v1/auth/revocations", s.revocations, "since", "format")
 	s.handle("POST /v1/auth/mfa/verify", s.verifyMFA)
 	s.handle("POST /v1/auth/passkey/begin", s.beginPasskeyLogin)
 	s.handle("POST /v1/auth/passkey/finish", s.finishPasskeyLogin)
 
-	s.handle("GET /v1/users/me", s.authenticated(s.me))
-	s.handle("GET /v1/users/me/sessions", s.authenticated(s.sessions))
-	s.handle("DELETE /v1/users/me/sessions/{id}", s.authenticated(fieldlessAuthed(s.deleteSession)))
-	s.handle("PUT /v1/users/me/consent", s.authenticated(s.updateConsent))
-	s.handle("GET /v1/users/me/consents", s.authenticated(s.consents))
-	s.handle("DELETE /v1/users/me/consents/{client_id}", s.authenticated(fieldlessAuthed(s.revokeConsent)))
-	s.handle("GET /v1/users/me/security-log", s.authenticated(s.mySecurityLog), "limit", "cursor")
-	s.handle("GET /v1/users/me/export", s.authenticated(s.export))
-	s.handle("DELETE /v1/users/me", s.authenticated(s.deleteMe))
-	s.handle("GET /v1/users/me/mfa", s.authenticated(s.mfa))
-	s.handle("POST /v1/users/me/mfa/totp", s.authenticated(s.enrollTOTP))
-	s.handle("POST /v1/users/me/mfa/totp/confirm", s.authenticated(s.confirmTOTP))
-	s.handle("DELETE /v1/users/me/mfa/totp", s.authenticated(s.disableTOTP))
-	s.handle("POST /v1/users/me/mfa/recovery-codes", s.authenticated(s.replaceRecoveryCodes))
-	s.handle("POST /v1/users/me/mfa/challenge", s.authenticated(s.beginStepUp))
-	s.handle("GET /v1/users/me/passkeys", s.authenticated(s.passkeys))
-	s.handle("POST /v1/users/me/passkeys/begin", s.authenticated(s.beginPasskeyRegistration))
-	s.handle("POST /v1/users/me/passkeys/finish", s.authenticated(s.finishPasskeyRegistration))
-	s.handle("PATCH /v1/users/me/passkeys/{id}", s.authenticated(s.renamePasskey))
-	s.handle("DELETE /v1/users/me/passkeys/{id}", s.authenticated(s.deletePasskey))
+	s.handleAuthed("GET /v1/users/me", s.authenticated(s.me))
+	s.handleAuthed("GET /v1/users/me/sessions", s.authenticated(s.sessions))
+	s.handleAuthed("DELETE /v1/users/me/sessions/{id}", s.authenticated(fieldlessAuthed(s.deleteSession)))
+	s.handleAuthed("PUT /v1/users/me/consent", s.authenticated(s.updateConsent))
+	s.handleAuthed("GET /v1/users/me/consents", s.authenticated(s.consents))
+	s.handleAuthed("DELETE /v1/users/me/consents/{client_id}", s.authenticated(fieldlessAuthed(s.revokeConsent)))
+	s.handleAuthed("GET /v1/users/me/security-log", s.authenticated(s.mySecurityLog), "limit", "cursor")
+	s.handleAuthed("GET /v1/users/me/export", s.authenticated(s.export))
+	s.handleAuthed("DELETE /v1/users/me", s.authenticated(s.deleteMe))
+	s.handleAuthed("GET /v1/users/me/mfa", s.authenticated(s.mfa))
+	s.handleAuthed("POST /v1/users/me/mfa/totp", s.authenticated(s.enrollTOTP))
+	s.handleAuthed("POST /v1/users/me/mfa/totp/confirm", s.authenticated(s.confirmTOTP))
+	s.handleAuthed("DELETE /v1/users/me/mfa/totp", s.authenticated(s.disableTOTP))
+	s.handleAuthed("POST /v1/users/me/mfa/recovery-codes", s.authenticated(s.replaceRecoveryCodes))
+	s.handleAuthed("POST /v1/users/me/mfa/challenge", s.authenticated(s.beginStepUp))
+	s.handleAuthed("GET /v1/users/me/passkeys", s.authenticated(s.passkeys))
+	s.handleAuthed("POST /v1/users/me/passkeys/begin", s.authenticated(s.beginPasskeyRegistration))
+	s.handleAuthed("POST /v1/users/me/passkeys/finish", s.authenticated(s.finishPasskeyRegistration))
+	s.handleAuthed("PATCH /v1/users/me/passkeys/{id}", s.authenticated(s.renamePasskey))
+	s.handleAuthed("DELETE /v1/users/me/passkeys/{id}", s.authenticated(s.deletePasskey))
 
 	s.handle("GET /verify-email", s.verifyPage)
 	s.handle("POST /verify-email", s.verifySubmit)
@@ -215,16 +215,34 @@ func newServer(opts Options) *Server {
 // handlerFunc is a handler that returns its error for writeError.
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
-// handle routes pattern to h. An API route (/v1/) takes the query
-// parameters named and no other (checkQuery).
+// handle routes pattern to h, which authenticates nothing. An API route
+// (/v1/) takes the query parameters named and no other (checkQuery).
 func (s *Server) handle(pattern string, h handlerFunc, params ...string) {
+	s.addRoute(pattern, h, false, params)
+}
+
+// handleAuthed is handle for a route whose h authenticates the request
+// before anything else (auth, authenticated, bearerToken, a service
+// token) and then checks the query (checkedQuery): a request without
+// credentials is told that (401, and the admin API's warning), whatever its
+// query says.
+func (s *Server) handleAuthed(pattern string, h handlerFunc, params ...string) {
+	s.addRoute(pattern, h, true, params)
+}
+
+func (s *Server) addRoute(pattern string, h handlerFunc, authed bool, params []string) {
 	method, path, _ := strings.Cut(pattern, " ")
 	s.routes = append(s.routes, Route{Method: method, Path: path, Query: params})
 	api := strings.HasPrefix(path, "/v1/")
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		var err error
 		if api && r.URL.RawQuery != "" { // most API requests have none: no map to build
-			err = checkQuery(r.URL.RawQuery, params)
+			check := func() error { return checkQuery(r.URL.RawQuery, params) }
+			if authed {
+				r = r.WithContext(context.WithValue(r.Context(), queryCheckKey{}, check))
+			} else {
+				err = check()
+			}
 		}
 		if err == nil {
 			err = h(w, r)
@@ -233,6 +251,17 @@ func (s *Server) handle(pattern string, h handlerFunc, params ...string) {
 			s.writeError(w, r, err)
 		}
 	})
+}
+
+type queryCheckKey struct{}
+
+// checkedQuery runs the query check handleAuthed left to the route's
+// authentication, once that passed.
+func checkedQuery(r *http.Request) error {
+	if check, ok := r.Context().Value(queryCheckKey{}).(func() error); ok {
+		return check()
+	}
+	return nil
 }
 
 // Routes lists every registered route, for the OpenAPI agreement test.

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/authd/authd"
+	"github.com/authd/authd/httpapi"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -84,8 +85,9 @@ func TestBearerHandling(t *testing.T) {
 			t.Errorf("%s: WWW-Authenticate %q", name, r.header.Get("WWW-Authenticate"))
 		}
 	}
-	// Tokens are never taken from the query string: no API route takes one.
-	want(t, "token in query", e.do("GET", "/v1/users/me?access_token="+access, nil), 400, "validation_failed")
+	// Tokens are never taken from the query string (no API route takes one
+	// there; the credentials are checked first).
+	want(t, "token in query", e.do("GET", "/v1/users/me?access_token="+access, nil), 401, "invalid_token")
 	// Nor from one of two headers: which would count is the reader's choice.
 	req, _ := http.NewRequest("GET", e.srv.URL+"/v1/users/me", nil)
 	req.Header.Add("Authorization", "Bearer "+access)
@@ -120,9 +122,11 @@ func TestQueryParametersAreTheRoutes(t *testing.T) {
 		{"a listing without pages", "/v1/admin/clients?limit=1", "limit", true},
 		{"a filter the user's log lacks", "/v1/users/me/security-log?event_type=login", "event_type", false},
 	} {
-		r := e.do("GET", c.path, nil, bearer(access)...)
+		var r response
 		if c.admin {
 			r = e.admin("GET", c.path, nil)
+		} else {
+			r = e.do("GET", c.path, nil, bearer(access)...)
 		}
 		want(t, c.name, r, 400, "validation_failed")
 		if r.field() != c.param {
@@ -137,6 +141,40 @@ func TestQueryParametersAreTheRoutes(t *testing.T) {
 	want(t, "the session a refused logout kept", e.do("GET", "/v1/users/me", nil, bearer(access)...), 200, "")
 	want(t, "the route's own parameters", e.admin("GET", "/v1/admin/users?email=q%40&status=active&limit=5", nil), 200, "")
 	want(t, "the route's own parameters", e.do("GET", "/v1/users/me/security-log?limit=1", nil, bearer(access)...), 200, "")
+
+	// Every API route, on both listeners: a parameter of no route is
+	// refused before anything is done, and after the credentials are
+	// checked, so that a request without them is told that (401) whatever
+	// its query.
+	for _, server := range []struct {
+		base   string
+		routes []httpapi.Route
+		creds  func(path string) []string
+	}{
+		{e.srv.URL, e.api.Routes(), func(path string) []string {
+			if path == "/v1/auth/introspect" || path == "/v1/auth/revocations" {
+				return bearer(serviceToken)
+			}
+			return bearer(access)
+		}},
+		{e.adminSrv.URL, e.adminAPI.Routes(), func(string) []string { return bearer(adminToken) }},
+	} {
+		for _, route := range server.routes {
+			if !strings.HasPrefix(route.Path, "/v1/") {
+				continue
+			}
+			path := strings.NewReplacer("{id}", "0197c0de-0000-7000-8000-000000000000", "{client_id}", "x").Replace(route.Path)
+			authed := e.send(server.base, route.Method, path, nil).status == 401
+			r := e.send(server.base, route.Method, path+"?bogus=1", nil)
+			if authed && r.status != 401 {
+				t.Errorf("%s %s?bogus=1 without credentials: %d, want 401 first", route.Method, path, r.status)
+			}
+			r = e.send(server.base, route.Method, path+"?bogus=1", nil, server.creds(route.Path)...)
+			if r.status != 400 || r.field() != "bogus" {
+				t.Errorf("%s %s?bogus=1: %d %s, want 400 naming bogus", route.Method, path, r.status, r.raw)
+			}
+		}
+	}
 }
 
 // TestBodilessRoutesRefuseFields: a route that takes no fields refuses a

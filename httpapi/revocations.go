@@ -74,6 +74,9 @@ func (s *Server) revocations(w http.ResponseWriter, r *http.Request) error {
 	if token < 0 {
 		return &authd.Error{Code: authd.EInvalidToken, Message: "A service token is required (AUTHD_SERVICE_TOKENS)."}
 	}
+	if err := checkedQuery(r); err != nil {
+		return err
+	}
 	pos, err := feedPosition(r)
 	if err != nil {
 		return err
