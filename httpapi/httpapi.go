@@ -272,10 +272,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 // route dispatches to the mux, answering unknown paths and methods with
 // problem+json instead of the mux's plain text.
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
-	if p := r.URL.EscapedPath(); p != cleanPath(p) {
-		// The mux would redirect to the clean path with a text/html 301,
+	if p := r.URL.EscapedPath(); p != cleanPath(p) && (strings.HasPrefix(cleanPath(p), "/v1/") ||
+		r.Method != http.MethodGet && r.Method != http.MethodHead) {
+		// The mux would redirect to the clean path (307, text/html),
 		// which API clients do not read and which some follow with a POST's
-		// credentials to a path they did not name.
+		// credentials to a path they did not name. A browser's or a
+		// discovery client's GET of a page or document is still redirected
+		// (an issuer joined with a slash too many).
 		s.writeError(w, r, authd.Errorf(authd.ENotFound, "No such resource: the path has empty, . or .. segments."))
 		return
 	}

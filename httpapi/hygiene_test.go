@@ -1,8 +1,10 @@
 package httpapi_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -212,11 +214,30 @@ func TestBodilessRoutesRefuseFields(t *testing.T) {
 	want(t, "logout, no body but a Content-Type", e.do("POST", "/v1/auth/logout", nil,
 		append(bearer(access), "Content-Type", "application/json")...), 204, "")
 	want(t, "a body from no one", e.do("POST", "/v1/auth/logout-all", map[string]string{"x": "y"}), 401, "invalid_token")
+
+	// An empty body of no stated length (chunked) is nothing too.
+	access, _ = e.login("nb@example.org", goodPassword)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/auth/logout HTTP/1.1\r\nHost: authd\r\nAuthorization: Bearer %s\r\n"+
+		"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n", access)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 204 {
+		t.Errorf("logout with an empty chunked body: %d, want 204", resp.StatusCode)
+	}
 }
 
-// TestUncleanPathsAreProblems: a path with an empty, . or .. segment is a
-// problem+json 404, on both listeners, never the mux's text/html redirect
-// to the clean path (which a client may follow with a POST's body).
+// TestUncleanPathsAreProblems: an API path, or any path but a GET's, with
+// an empty, . or .. segment is a problem+json 404, on both listeners, never
+// the mux's text/html redirect to the clean path (which a client may follow
+// with a POST's body); a GET of a page or document is still redirected.
 func TestUncleanPathsAreProblems(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, openSQLite(t))
@@ -225,7 +246,7 @@ func TestUncleanPathsAreProblems(t *testing.T) {
 		{e.srv.URL, "GET", "//v1/users/me"},
 		{e.srv.URL, "POST", "/v1/auth/./login"},
 		{e.srv.URL, "POST", "/v1/users/../auth/login"},
-		{e.srv.URL, "GET", "/.well-known//jwks.json"},
+		{e.srv.URL, "POST", "//verify-email"},
 		{e.adminSrv.URL, "GET", "/v1//admin/users"},
 	} {
 		req, _ := http.NewRequest(c.method, c.base+c.path, strings.NewReader(`{"email":"a@example.org","password":"x"}`))
@@ -242,6 +263,14 @@ func TestUncleanPathsAreProblems(t *testing.T) {
 		}
 	}
 	want(t, "a clean path with a trailing slash", e.do("GET", "/v1/users/me/", nil), 404, "not_found")
+	resp, err := noRedirects.Get(e.srv.URL + "//.well-known/jwks.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 3 || resp.Header.Get("Location") != "/.well-known/jwks.json" {
+		t.Errorf("GET //.well-known/jwks.json: %d Location %q, want the redirect to the clean path", resp.StatusCode, resp.Header.Get("Location"))
+	}
 }
 
 func TestIntrospection(t *testing.T) {

@@ -62,14 +62,31 @@ func checkQuery(raw string, params []string) error {
 	return nil
 }
 
+// decodeOptional reads a JSON body into dst, or nothing when the body is
+// empty, whatever its Content-Type (many clients send theirs with no body)
+// or framing (no length, as chunks or HTTP/2 may have).
+func decodeOptional(w http.ResponseWriter, r *http.Request, dst any) error {
+	if r.ContentLength == 0 {
+		return nil
+	}
+	if r.ContentLength < 0 { // read it to see
+		body, err := readLimited(w, r)
+		if err != nil {
+			return err
+		}
+		if len(body) == 0 {
+			return nil
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+	}
+	return decodeJSON(w, r, dst)
+}
+
 // noFields reads the body of a route that takes none: nothing, or an empty
 // JSON object. A field sent there would be ignored, and it may carry what
 // its sender meant (a reason for an unlock, a logout's scope).
 func noFields(w http.ResponseWriter, r *http.Request) error {
-	if r.ContentLength == 0 {
-		return nil
-	}
-	return decodeJSON(w, r, &struct{}{})
+	return decodeOptional(w, r, &struct{}{})
 }
 
 // fieldless is h behind noFields, for a route without a body.
@@ -93,6 +110,19 @@ func fieldlessAuthed(h authedFunc) authedFunc {
 	}
 }
 
+// readLimited reads the body, at most MaxBodyBytes of it.
+func readLimited(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return nil, &authd.Error{Code: authd.ETooLarge, Message: "The body is larger than 64 KiB."}
+	}
+	if err != nil {
+		return nil, &authd.Error{Code: authd.EInvalid, Message: "The request body could not be read.", Err: err}
+	}
+	return body, nil
+}
+
 // readBody reads a bounded body of the given media type.
 func readBody(w http.ResponseWriter, r *http.Request, mediaType string) ([]byte, error) {
 	if coding.Encoded(r.Header) {
@@ -104,13 +134,9 @@ func readBody(w http.ResponseWriter, r *http.Request, mediaType string) ([]byte,
 		return nil, &authd.Error{Code: authd.EUnsupportedMedia,
 			Message: fmt.Sprintf("Send the body as %s; charset=utf-8.", mediaType)}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
-	var tooLarge *http.MaxBytesError
-	if errors.As(err, &tooLarge) {
-		return nil, &authd.Error{Code: authd.ETooLarge, Message: "The body is larger than 64 KiB."}
-	}
+	body, err := readLimited(w, r)
 	if err != nil {
-		return nil, &authd.Error{Code: authd.EInvalid, Message: "The request body could not be read.", Err: err}
+		return nil, err
 	}
 	if bytes.IndexByte(body, 0) >= 0 {
 		return nil, invalid("", "must not contain NUL bytes")

@@ -15,7 +15,7 @@ import (
 // TestOpenAPIMatchesRoutes keeps the document and the router in agreement:
 // every route is documented and every documented operation is routed, and
 // an API route takes the query parameters documented, no more (the router
-// refuses the others) and no fewer. The
+// refuses the others, 400, which each documents) and no fewer. The
 // operations tagged openid are the OpenID provider's, mounted from package
 // oidc, whose own test holds them to its routes.
 func TestOpenAPIMatchesRoutes(t *testing.T) {
@@ -28,6 +28,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 				Name string `json:"name"`
 				In   string `json:"in"`
 			} `json:"parameters"`
+			Responses map[string]any `json:"responses"`
 		} `json:"paths"`
 	}
 	if err := json.Unmarshal(httpapi.OpenAPI(), &doc); err != nil {
@@ -48,6 +49,9 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 				if p.In == "query" {
 					query[name] = append(query[name], p.Name)
 				}
+			}
+			if _, ok := op.Responses["400"]; strings.HasPrefix(path, "/v1/") && !ok {
+				t.Errorf("openapi.json: %s lacks its 400 (a query parameter it does not take)", name)
 			}
 		}
 	}

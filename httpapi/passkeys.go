@@ -28,15 +28,6 @@ func toPasskey(p *authd.Passkey) passkeyOut {
 	return out
 }
 
-// decodeOptional reads a JSON body into dst, or nothing when the request
-// has no body at all (the begin routes take {} or nothing).
-func decodeOptional(w http.ResponseWriter, r *http.Request, dst any) error {
-	if r.ContentLength == 0 && r.Header.Get("Content-Type") == "" {
-		return nil
-	}
-	return decodeJSON(w, r, dst)
-}
-
 // writeOptions answers a ceremony's options, which the library encodes as
 // {publicKey: …} (binary members base64url).
 func writeOptions(w http.ResponseWriter, options json.RawMessage) {

@@ -53,12 +53,13 @@ func (l *stringList) String() string     { return strings.Join(*l, " ") }
 func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 // clientFlag is a flag that sets one of a client's fields: its name in
-// the API (which the service's errors name) and how update puts the flag's
-// value into a change. One table, so that a field added is added to create,
-// update, their refusals and their errors alike.
+// the API (which the service's errors name) and how the flag's value goes
+// into a new client's spec (create) and into a change (update). One table,
+// so that a field added is added to create, update, their refusals and
+// their errors alike.
 type clientFlag struct {
 	flag, field string
-	change      func(ch *authd.ClientChange)
+	set         func(sp *authd.ClientSpec, ch *authd.ClientChange)
 }
 
 // clientActionFlags are the flags each clients command uses, beside the
@@ -95,11 +96,28 @@ func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 	fs.Var(&redirects, "redirect-uri", "create, update: a redirect URI (repeat for more; update replaces the list)")
 	fs.Var(&logouts, "post-logout-uri", "create, update: a post-logout redirect URI (repeat for more; update replaces the list, \"\" empties it)")
 	fields := []clientFlag{
-		{"name", "name", func(ch *authd.ClientChange) { ch.Name = name }},
-		{"redirect-uri", "redirect_uris", func(ch *authd.ClientChange) { ch.RedirectURIs = redirects }},
-		{"post-logout-uri", "post_logout_redirect_uris", func(ch *authd.ClientChange) { ch.PostLogoutRedirectURIs = logouts }},
-		{"first-party", "first_party", func(ch *authd.ClientChange) { ch.FirstParty = firstParty }},
-		{"require-pkce", "require_pkce", func(ch *authd.ClientChange) { ch.RequirePKCE = requirePKCE }},
+		{"name", "name", func(sp *authd.ClientSpec, ch *authd.ClientChange) { sp.Name, ch.Name = *name, name }},
+		{"redirect-uri", "redirect_uris", func(sp *authd.ClientSpec, ch *authd.ClientChange) {
+			sp.RedirectURIs, ch.RedirectURIs = redirects, redirects
+		}},
+		{"post-logout-uri", "post_logout_redirect_uris", func(sp *authd.ClientSpec, ch *authd.ClientChange) {
+			sp.PostLogoutRedirectURIs, ch.PostLogoutRedirectURIs = logouts, logouts
+		}},
+		{"first-party", "first_party", func(sp *authd.ClientSpec, ch *authd.ClientChange) {
+			sp.FirstParty, ch.FirstParty = *firstParty, firstParty
+		}},
+		{"require-pkce", "require_pkce", func(sp *authd.ClientSpec, ch *authd.ClientChange) {
+			sp.RequirePKCE, ch.RequirePKCE = *requirePKCE, requirePKCE
+		}},
+	}
+	// fromFlags is the spec and the change the flags given make.
+	fromFlags := func() (sp authd.ClientSpec, ch authd.ClientChange) {
+		for _, f := range fields {
+			if flagSet(fs, f.flag) {
+				f.set(&sp, &ch)
+			}
+		}
+		return sp, ch
 	}
 	byAction := clientActionFlags(fields)
 	rest, err := parseInterleaved(fs, args)
@@ -179,8 +197,9 @@ func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 
 	switch rest[0] {
 	case "create":
-		oc, secret, err := svc.CreateClient(ctx, c, authd.ClientSpec{ID: *id, Name: *name, Type: authd.ClientType(*typ),
-			RedirectURIs: redirects, PostLogoutRedirectURIs: logouts, FirstParty: *firstParty, RequirePKCE: *requirePKCE})
+		spec, _ := fromFlags()
+		spec.ID, spec.Type = *id, authd.ClientType(*typ)
+		oc, secret, err := svc.CreateClient(ctx, c, spec)
 		if err != nil {
 			return err
 		}
@@ -217,12 +236,7 @@ func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 			dash(strings.Join(oc.PostLogoutRedirectURIs, " ")))
 		return nil
 	case "update":
-		var ch authd.ClientChange
-		for _, f := range fields {
-			if flagSet(fs, f.flag) {
-				f.change(&ch)
-			}
-		}
+		_, ch := fromFlags()
 		oc, err := svc.UpdateClient(ctx, c, rest[1], ch)
 		if err != nil {
 			return err
