@@ -948,6 +948,31 @@ func TestUserInfoTakesOnlyOpenIDClientTokens(t *testing.T) {
 		if got := e.userInfoStatus(tok.AccessToken); got != http.StatusOK {
 			t.Errorf("UserInfo with the client's token: %d, want 200", got)
 		}
+		// One token, sent one way (RFC 6750 §2): which of two counts would
+		// be the library's choice.
+		for name, c := range map[string]struct {
+			body   url.Values
+			header bool
+			want   int
+		}{
+			"in the body":                   {url.Values{"access_token": {tok.AccessToken}}, false, http.StatusOK},
+			"twice in the body":             {url.Values{"access_token": {tok.AccessToken, "another"}}, false, http.StatusBadRequest},
+			"in the header and in the body": {url.Values{"access_token": {"another"}}, true, http.StatusBadRequest},
+		} {
+			req, _ := http.NewRequest("POST", e.srv.URL+oidc.UserInfoPath, strings.NewReader(c.body.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			if c.header {
+				req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != c.want {
+				t.Errorf("UserInfo with the token %s: %d, want %d", name, resp.StatusCode, c.want)
+			}
+		}
 		pair, claims := e.login("uio@example.org")
 		if got := e.userInfoStatus(pair.AccessToken); got != http.StatusUnauthorized {
 			t.Errorf("UserInfo with a /v1/auth/login token: %d, want 401", got)

@@ -124,7 +124,7 @@ func New(opts Options) (*Provider, error) {
 	p.mux.Handle("POST "+TokenPath, strictCredentials(withHeader(p.tokenEndpoint(opServer))))
 	userInfo := challenged(lib, bearerChallenge)
 	p.mux.Handle("GET "+UserInfoPath, strictCredentials(userInfo))
-	p.mux.Handle("POST "+UserInfoPath, strictCredentials(bounded(userInfo)))
+	p.mux.Handle("POST "+UserInfoPath, strictCredentials(bounded(oneToken(userInfo))))
 	p.mux.HandleFunc("GET "+AuthorizePath, p.authorize)
 	p.mux.HandleFunc("POST "+AuthorizePath, p.authorize)
 	p.mux.HandleFunc("GET "+ResumePath, p.resume)
@@ -182,9 +182,35 @@ func strictCredentials(h http.Handler) http.Handler {
 			h.ServeHTTP(w, r)
 			return
 		}
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusBadRequest)
-		w.Write([]byte(`{"error":"invalid_request","error_description":"` + why + `"}`))
+		invalidRequest(w, why)
+	})
+}
+
+// invalidRequest answers 400 invalid_request (RFC 6749 §5.2) saying why.
+func invalidRequest(w http.ResponseWriter, why string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusBadRequest)
+	w.Write([]byte(`{"error":"invalid_request","error_description":"` + why + `"}`))
+}
+
+// oneToken refuses a UserInfo POST that sends its access token more than
+// once, or both in the Authorization header and in the body (RFC 6750 §2:
+// one method per request): the library would take one of them, and which
+// would be its choice, not the client's.
+func oneToken(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := r.ParseForm(); err != nil {
+			invalidRequest(w, "the body is no form of 64 KiB or less")
+			return
+		}
+		switch {
+		case repeated(r.PostForm):
+			invalidRequest(w, "a parameter is repeated")
+		case r.Header.Get("Authorization") != "" && r.PostForm.Has("access_token"):
+			invalidRequest(w, "send the access token one way: the Authorization header or the body")
+		default:
+			h.ServeHTTP(w, r)
+		}
 	})
 }
 

@@ -329,9 +329,17 @@ func (p *Provider) tokenEndpoint(lib http.Handler) http.Handler {
 			return
 		}
 		if scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " "); strings.EqualFold(scheme, "Basic") {
-			if id, ok := basicClientID(r); !ok {
+			id, ok := basicClientID(r)
+			if !ok {
 				p.refuseClient(w, r, id, oidc.AuthMethodBasic, "malformed basic credentials",
 					"the Authorization header's Basic credentials do not decode into a client_id and a secret")
+				return
+			}
+			if body := r.PostForm.Get("client_id"); body != "" && body != id {
+				// Not exploitable (the credentials decide), but a request
+				// that names two clients is wrong, not to be half read.
+				op.WriteError(w, r, oidc.ErrInvalidRequest().WithDescription(
+					"client_id in the body names another client than the Basic credentials"), nil)
 				return
 			}
 		} else if grant := oidc.GrantType(r.PostForm.Get("grant_type")); (grant == oidc.GrantTypeCode || grant == oidc.GrantTypeRefreshToken) &&

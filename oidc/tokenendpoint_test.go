@@ -250,9 +250,10 @@ func TestTokenEndpointRefusesRepeatedParameters(t *testing.T) {
 		code := r.login(t, e.browser(), "dup@example.org", "s", "n", verifier)
 		form := url.Values{"grant_type": {"authorization_code"}, "redirect_uri": {rpCallback}, "code_verifier": {verifier}}
 		for name, where := range map[string]struct{ query, body url.Values }{
-			"twice in the body":         {nil, url.Values{"code": {"not-the-code", code}}},
-			"in the query and the body": {url.Values{"code": {"not-the-code"}}, url.Values{"code": {code}}},
-			"grant type twice":          {nil, url.Values{"code": {code}, "grant_type": {"refresh_token"}}},
+			"twice in the body":          {nil, url.Values{"code": {"not-the-code", code}}},
+			"in the query and the body":  {url.Values{"code": {"not-the-code"}}, url.Values{"code": {code}}},
+			"grant type twice":           {nil, url.Values{"code": {code}, "grant_type": {"refresh_token"}}},
+			"another client's client_id": {nil, url.Values{"code": {code}, "client_id": {"someone-else"}}},
 		} {
 			body := url.Values{}
 			for k, vs := range form {
