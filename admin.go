@@ -169,7 +169,7 @@ func (s *Service) adminAction(ctx context.Context, c Client, id uuid.UUID, actio
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
 		u, err := tx.User(ctx, id)
-		if ErrorCode(err) == ENotFound || err == nil && u.IsDeleted() {
+		if ErrorCode(err) == ENotFound || (err == nil && u.IsDeleted()) {
 			return errNoUser
 		}
 		if err != nil {
@@ -267,7 +267,7 @@ func (s *Service) DeleteUser(ctx context.Context, c Client, id uuid.UUID) error 
 // ENotFound.
 func (s *Service) UserMFA(ctx context.Context, c Client, id uuid.UUID) (*MFAStatus, error) {
 	u, err := s.store.User(ctx, id)
-	if ErrorCode(err) == ENotFound || err == nil && u.IsDeleted() {
+	if ErrorCode(err) == ENotFound || (err == nil && u.IsDeleted()) {
 		return nil, errNoUser
 	}
 	if err != nil {

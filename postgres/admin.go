@@ -344,7 +344,7 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 		{&res.AuthCodes, "oauth_codes", "expires_at < $1", r.ExpiredBefore},
 		// A session goes once its tokens have: the expired ones just
 		// above, the others when they expire. Its delete then cascades to
-		// none (ON DELETE CASCADE), so every token deleted is counted, and
+		// no token (ON DELETE CASCADE), so every token deleted is counted, and
 		// a token a flow held through the step above keeps its session
 		// for the next run, as it is kept itself.
 		{&res.Tokens, "jwt_tokens", "expires_at < $1", r.ExpiredBefore},
