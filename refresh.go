@@ -37,6 +37,33 @@ func (s *Service) RefreshForClient(ctx context.Context, c Client, clientID, refr
 	return s.refresh(ctx, c, refreshToken, clientID)
 }
 
+// RefreshScopes returns the scopes the client was granted in the session
+// of one of its refresh tokens, for a refresh request that names a scope
+// (RFC 6749 §6); nil when the token is no refresh token of that client's
+// (the refresh then refuses it as it does any other). A session's scopes
+// never change, so the read takes no lock. EUnavailable.
+func (s *Service) RefreshScopes(ctx context.Context, clientID, refreshToken string) ([]string, error) {
+	digest, err := opaqueDigest(refreshToken)
+	if err != nil || clientID == "" {
+		return nil, nil
+	}
+	t, err := s.store.RefreshToken(ctx, digest)
+	if ErrorCode(err) == ENotFound {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	sess, err := s.store.Session(ctx, t.SessionID)
+	if ErrorCode(err) == ENotFound || (err == nil && sess.ClientID != clientID) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return sess.Scopes, nil
+}
+
 // refresh is the one rotation of SPEC 6.4, for the sessions of clientID
 // ("" for the JSON API's own sessions).
 func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID string) (*TokenPair, error) {

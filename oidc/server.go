@@ -158,13 +158,33 @@ func (s *server) CodeExchange(ctx context.Context, r *op.ClientRequest[oidc.Acce
 // RefreshToken rotates a refresh token of a session the client started,
 // with the JSON API's one rotation (RefreshForClient: reuse and grace as
 // SPEC 6.4).
+//
+// A scope sent with it (RFC 6749 §6) must be the one granted: tokens of a
+// narrower scope are not issued, and a client that asked for less must not
+// believe it got less; more than was granted is refused as §6 has it.
 func (s *server) RefreshToken(ctx context.Context, r *op.ClientRequest[oidc.RefreshTokenRequest]) (*op.Response, error) {
+	if len(r.Data.Scopes) > 0 {
+		granted, err := s.p.svc.RefreshScopes(ctx, r.Client.GetID(), r.Data.RefreshToken)
+		if err != nil {
+			return nil, tokenError(ctx, err)
+		}
+		if granted != nil && !sameScopes(r.Data.Scopes, granted) {
+			return nil, oidc.ErrInvalidScope().WithDescription(
+				"a refresh keeps the scope granted (%s): send it whole, or leave scope out", strings.Join(granted, " "))
+		}
+	}
 	pair, err := s.p.svc.RefreshForClient(ctx, client(ctx), r.Client.GetID(), r.Data.RefreshToken)
 	if err != nil {
 		return nil, tokenError(ctx, err)
 	}
 	return op.NewResponse(&oidc.AccessTokenResponse{AccessToken: pair.AccessToken, TokenType: oidc.BearerToken,
 		ExpiresIn: uint64(pair.ExpiresIn / time.Second), RefreshToken: pair.RefreshToken}), nil
+}
+
+// sameScopes reports whether a and b name the same scopes.
+func sameScopes(a, b []string) bool {
+	return !slices.ContainsFunc(a, func(s string) bool { return !slices.Contains(b, s) }) &&
+		!slices.ContainsFunc(b, func(s string) bool { return !slices.Contains(a, s) })
 }
 
 // UserInfo answers for a valid access token of an OpenID client

@@ -280,3 +280,32 @@ func TestTokenEndpointRefusesRepeatedParameters(t *testing.T) {
 		}
 	})
 }
+
+// TestRefreshKeepsItsScope: a refresh that names a scope (RFC 6749 §6)
+// names the one granted, in any order: more is invalid_scope, and so is
+// less (no narrower tokens are issued, and a client that asked for less
+// must not believe it got less).
+func TestRefreshKeepsItsScope(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("scope@example.org")
+		c, secret := e.client("app", authd.ClientConfidential, true)
+		_, tok := e.signedInWithIDToken(e.rp(c, secret, "offline_access", "email"), "scope@example.org")
+		if tok.RefreshToken == "" {
+			t.Fatal("no refresh token")
+		}
+		basic := "Basic " + base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(c.ID)+":"+url.QueryEscape(secret)))
+		refresh := func(scope string) (*http.Response, string) {
+			resp, code, _ := e.rawTokenRequest(url.Values{"grant_type": {"refresh_token"},
+				"refresh_token": {tok.RefreshToken}, "scope": {scope}}, basic)
+			return resp, code
+		}
+		for _, scope := range []string{"openid email offline_access admin", "openid", "openid offline_access"} {
+			if resp, code := refresh(scope); resp.StatusCode != http.StatusBadRequest || code != "invalid_scope" {
+				t.Errorf("refresh with scope %q: %d %q, want 400 invalid_scope", scope, resp.StatusCode, code)
+			}
+		}
+		if resp, code := refresh("offline_access email openid"); resp.StatusCode != http.StatusOK {
+			t.Errorf("refresh with the granted scope in another order: %d %q, want 200", resp.StatusCode, code)
+		}
+	})
+}
