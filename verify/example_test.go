@@ -6,6 +6,7 @@ import (
 	"log"
 	"net/http"
 	"os"
+	"time"
 
 	"github.com/authd/authd/verify"
 )
@@ -13,12 +14,16 @@ import (
 // A resource server protecting its API with authd's tokens: the README's
 // snippet (compiled by go test, so that it cannot rot).
 func Example() {
-	v, err := verify.New(context.Background(), verify.Options{
+	// New waits for authd (the JWKS and the feed) until ctx ends.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	v, err := verify.New(ctx, verify.Options{
 		Issuer:         "https://auth.example.org",
 		Audience:       "authd",
 		JWKSURL:        "https://auth.example.org/.well-known/jwks.json",
 		RevocationsURL: "https://auth.example.org/v1/auth/revocations",
 		ServiceToken:   os.Getenv("AUTHD_SERVICE_TOKEN"),
+		Algorithms:     []string{"EdDSA"}, // AUTHD_SIGNING_ALG: no ID-token key verifies here
 	})
 	if err != nil {
 		log.Fatal(err)

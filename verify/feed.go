@@ -115,15 +115,15 @@ func (r *revocations) silenceLimit() time.Duration {
 	return r.silence
 }
 
-// announced takes the heartbeat interval authd announced (0: none, keep
-// the default).
+// announced takes the heartbeat interval authd announced (0: none, the
+// default limit).
 func (r *revocations) announced(heartbeat time.Duration) {
-	if heartbeat <= 0 {
-		return
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.silence = min(max(silenceBeats*heartbeat, minSilence), maxSilence)
+	r.silence = feedSilence
+	if heartbeat > 0 {
+		r.silence = min(max(silenceBeats*heartbeat, minSilence), maxSilence)
+	}
 }
 
 func (r *revocations) stats(now time.Time) Stats {
@@ -322,6 +322,10 @@ func (v *Verifier) stream(ctx context.Context, caughtUp func()) error {
 	// The stream lives long: the client's overall timeout must not apply.
 	// A connection that goes silent is dead, from the request on: one whose
 	// response headers never come is cancelled as well.
+	// Each connection may reach another authd (a rolling upgrade, a
+	// rollback): the heartbeat an earlier one announced is not this one's,
+	// which announces its own, or none, in its "synced".
+	v.revs.announced(0)
 	limit := v.revs.silenceLimit()
 	silence := time.AfterFunc(limit, cancel)
 	defer silence.Stop()

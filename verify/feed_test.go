@@ -157,6 +157,44 @@ func TestSilentFeedIsDead(t *testing.T) {
 	}
 }
 
+// TestAnnouncedHeartbeatIsTheConnections: the silence limit a connection's
+// "synced" announced is that connection's; the next (perhaps to an older
+// authd, which announces none and beats more slowly) starts from the
+// default, rather than be dropped at the earlier one's pace. Not parallel:
+// it shortens feedSilence.
+func TestAnnouncedHeartbeatIsTheConnections(t *testing.T) {
+	defer func(d time.Duration) { feedSilence = d }(feedSilence)
+	feedSilence = 2 * time.Second
+	srv, connections := feedServer(t, func(w http.ResponseWriter, r *http.Request, n int64) {
+		if n == 1 {
+			synced(w, r, "5") // a 15 ms limit, and then silence: dropped
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "event: synced\ndata: {}\n\n")
+		w.(http.Flusher).Flush()
+		for {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+				io.WriteString(w, ":\n\n")
+				w.(http.Flusher).Flush()
+			}
+		}
+	})
+	v, err := New(context.Background(), feedOptions(srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	waitConnections(t, connections, 2, "the silent first connection was not dropped")
+	time.Sleep(time.Second) // ten heartbeats, each far past the first connection's 15 ms
+	if n := connections.Load(); n != 2 {
+		t.Errorf("%d connections, want the second kept: it beats within the default limit", n)
+	}
+}
+
 // TestApplyingAgainChangesNothing: authd resends events when it starts a
 // stream over (a client's position not in a restored table); applying an
 // event again, or an older one after a newer, leaves the state as it was,
