@@ -40,6 +40,7 @@ type Config struct {
 	AdminAddr            string // empty: no admin listener (metrics, admin API)
 	AdminToken           string // empty: admin API off, metrics still served
 	ServiceTokens        []string
+	RevocationStreams    int
 	PublicURL            string // scheme and host in lower case, no trailing slash
 	Issuer               string
 	Audience             string
@@ -125,6 +126,8 @@ var settings = []setting{
 			}
 			return nil
 		}},
+	{"AUTHD_REVOCATION_STREAMS", "100", "revocation-feed streams (resource servers' verifiers) one instance serves at once; with several service tokens one holds at most half", false,
+		func(c *Config, v string) error { return integer(&c.RevocationStreams, v, 1, 10000) }},
 	{"AUTHD_PUBLIC_URL", "http://127.0.0.1:8080", "base URL of the links in emails", false,
 		func(c *Config, v string) error {
 			u, err := url.Parse(v)

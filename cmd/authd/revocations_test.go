@@ -93,3 +93,36 @@ func TestRevocationsArriveWithoutNotifications(t *testing.T) {
 		}
 	}
 }
+
+// TestRevocationStreamsSetting: AUTHD_REVOCATION_STREAMS bounds the feed's
+// streams an instance serves: with 1, a second stream is 503 while the
+// first is open.
+func TestRevocationStreamsSetting(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	env["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
+	env["AUTHD_SERVICE_TOKENS"] = strings.Repeat("s", 32)
+	env["AUTHD_REVOCATION_STREAMS"] = "1"
+	s := startServe(t, env)
+	open := func() *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("GET", s.url+"/v1/auth/revocations", nil)
+		req.Header.Set("Authorization", "Bearer "+strings.Repeat("s", 32))
+		req.Header.Set("Accept", "text/event-stream")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	first := open()
+	defer first.Body.Close()
+	if first.StatusCode != 200 {
+		t.Fatalf("the first stream: %d", first.StatusCode)
+	}
+	second := open()
+	second.Body.Close()
+	if second.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("a second stream with AUTHD_REVOCATION_STREAMS=1: %d, want 503", second.StatusCode)
+	}
+}

@@ -218,7 +218,7 @@ func (a *App) Open(ctx context.Context) (err error) {
 		JWKS:       a.jwks,
 		JWKSMaxAge: token.JWKSMaxAge,
 		Ready:      a.db.Ready,
-		Logger:     a.logger, ServiceTokens: a.cfg.ServiceTokens,
+		Logger:     a.logger, ServiceTokens: a.cfg.ServiceTokens, MaxRevocationStreams: a.cfg.RevocationStreams,
 		TrustedProxies: a.cfg.TrustedProxies, CORSOrigins: a.cfg.CORSOrigins,
 		PasswordMinLength: a.cfg.PasswordMinLength,
 		HSTS:              strings.HasPrefix(a.cfg.PublicURL, "https://"),
