@@ -116,7 +116,11 @@ func (p *Provider) parseAuthRequest(q url.Values, oc *authd.OAuthClient) (*authd
 	if q.Get("request") != "" || q.Get("request_uri") != "" {
 		return nil, &authError{"request_not_supported", "request objects are not supported"}
 	}
-	if q.Get("response_type") != "code" {
+	switch q.Get("response_type") {
+	case "code":
+	case "": // a required parameter missing (RFC 6749 §4.1.2.1)
+		return nil, &authError{"invalid_request", "response_type is required: response_type=code"}
+	default:
 		return nil, &authError{"unsupported_response_type", "only the authorization code flow (response_type=code) is supported"}
 	}
 	if m := q.Get("response_mode"); m != "" && m != "query" {

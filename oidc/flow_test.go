@@ -363,6 +363,7 @@ func TestAuthorizeRefusals(t *testing.T) {
 			"plain PKCE":                 {with("code_challenge_method", "plain"), "invalid_request"},
 			"no openid scope":            {with("scope", "email"), "invalid_scope"},
 			"implicit flow":              {with("response_type", "token"), "unsupported_response_type"},
+			"no response_type":           {with("response_type", ""), "invalid_request"},
 			"prompt=none, signed out":    {with("prompt", "none"), "login_required"},
 		} {
 			authorize(tt.q)

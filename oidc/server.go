@@ -328,6 +328,7 @@ func withHeader(h http.Handler) http.Handler {
 func (p *Provider) tokenEndpoint(lib http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Pragma", "no-cache") // RFC 6749 §5.1, for HTTP/1.0 caches
 		if coding.Encoded(r.Header) {
 			op.WriteError(w, r, op.NewStatusError(oidc.ErrInvalidRequest().WithDescription(
 				"Content-Encoding is not supported: send the body uncompressed"), http.StatusUnsupportedMediaType), nil)
@@ -346,6 +347,15 @@ func (p *Provider) tokenEndpoint(lib http.Handler) http.Handler {
 		}
 		if repeated(r.Form) { // the query's and the body's: the library reads the last, these checks the first
 			op.WriteError(w, r, oidc.ErrInvalidRequest().WithDescription("a parameter is repeated"), nil)
+			return
+		}
+		// The library answers some grants it knows of but authd does not
+		// serve (token exchange, device code, client credentials) with
+		// unauthorized_client, as if this client alone lacked them.
+		if grant := oidc.GrantType(r.PostForm.Get("grant_type")); grant != "" && grant != oidc.GrantTypeCode &&
+			grant != oidc.GrantTypeRefreshToken {
+			op.WriteError(w, r, oidc.ErrUnsupportedGrantType().WithDescription(
+				"only authorization_code and refresh_token are supported"), nil)
 			return
 		}
 		if scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " "); strings.EqualFold(scheme, "Basic") {

@@ -309,3 +309,26 @@ func TestRefreshKeepsItsScope(t *testing.T) {
 		}
 	})
 }
+
+// TestUnservedGrantTypes: a grant authd does not serve is
+// unsupported_grant_type whichever it is (the library answered some with
+// unauthorized_client, as if this client alone lacked them), and every
+// answer carries Pragma: no-cache beside Cache-Control: no-store (RFC 6749
+// §5.1).
+func TestUnservedGrantTypes(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		c, secret := e.client("app", authd.ClientConfidential, true)
+		basic := "Basic " + base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(c.ID)+":"+url.QueryEscape(secret)))
+		for _, grant := range []string{"client_credentials", "password", "implicit",
+			"urn:ietf:params:oauth:grant-type:token-exchange", "urn:ietf:params:oauth:grant-type:device_code",
+			"urn:ietf:params:oauth:grant-type:jwt-bearer"} {
+			resp, code, _ := e.rawTokenRequest(url.Values{"grant_type": {grant}}, basic)
+			if resp.StatusCode != http.StatusBadRequest || code != "unsupported_grant_type" {
+				t.Errorf("grant_type=%s: %d %q, want 400 unsupported_grant_type", grant, resp.StatusCode, code)
+			}
+			if resp.Header.Get("Pragma") != "no-cache" || resp.Header.Get("Cache-Control") != "no-store" {
+				t.Errorf("grant_type=%s: Pragma %q, Cache-Control %q", grant, resp.Header.Get("Pragma"), resp.Header.Get("Cache-Control"))
+			}
+		}
+	})
+}
