@@ -163,9 +163,22 @@ func (ks *keySet) lookup(ctx context.Context, kid string) (*publicKey, error) {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%w: %q: %w", ErrUnknownKey, kid, ctx.Err())
 		}
+		if ks.failing() {
+			// A key authd began signing with while its JWKS cannot be
+			// fetched: the token may be good, and its holder should retry
+			// rather than throw it away (a 401 would tell it to).
+			return nil, fmt.Errorf("%w: key %q is not in the last JWKS fetched, and the JWKS cannot be fetched now", ErrUnavailable, kid)
+		}
 		return nil, fmt.Errorf("%w: %q", ErrUnknownKey, kid)
 	}
 	return k, nil
+}
+
+// failing reports whether the last fetch of the set failed.
+func (ks *keySet) failing() bool {
+	ks.mu.RLock()
+	defer ks.mu.RUnlock()
+	return ks.failures > 0
 }
 
 // get returns the key kid (nil when unknown) and the set's state at the
