@@ -139,6 +139,23 @@ func TestAnnouncedHeartbeat(t *testing.T) {
 	}
 }
 
+// TestNewSaysTheFeedHasNotAnswered: New whose context ends before the
+// first feed connection answers (or is taken for dead) says so, rather
+// than end at "context deadline exceeded".
+func TestNewSaysTheFeedHasNotAnswered(t *testing.T) {
+	t.Parallel()
+	srv, _ := feedServer(t, func(_ http.ResponseWriter, r *http.Request, _ int64) { <-r.Context().Done() })
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	v, err := New(ctx, feedOptions(srv))
+	if err == nil {
+		v.Close()
+	}
+	if err == nil || !strings.Contains(err.Error(), "has not caught up") || !strings.Contains(err.Error(), srv.URL+"/feed") {
+		t.Errorf("New against a feed that never answers: %v, want it to say the feed has not answered", err)
+	}
+}
+
 // TestSilentFeedIsDead: a feed connection that says nothing for
 // feedSilence (no heartbeat) is dropped and resumed. Not parallel: it
 // shortens feedSilence, and parallel tests start only after it.

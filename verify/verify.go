@@ -365,7 +365,11 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 		if last != nil {
 			return nil, fmt.Errorf("verify: waiting for the revocation feed: %w (the last attempt: %v)", ctx.Err(), last)
 		}
-		return nil, fmt.Errorf("verify: waiting for the revocation feed: %w", ctx.Err())
+		// No attempt ended: the first connection is still waiting for
+		// authd's answer, or for its "synced" (taken for dead only after
+		// the silence limit, which may be longer than ctx).
+		return nil, fmt.Errorf("verify: waiting for the revocation feed: %w (the connection to %s has not caught up yet: "+
+			"authd has not answered, or not finished sending the backlog)", ctx.Err(), v.opts.RevocationsURL)
 	}
 	if opts.Policy != FailClosed { // FailClosed never introspects
 		if err := v.probeIntrospection(ctx); err != nil {
