@@ -38,10 +38,11 @@ func (s *Service) RefreshForClient(ctx context.Context, c Client, clientID, refr
 }
 
 // RefreshScopes returns the scopes the client was granted in the session
-// of one of its refresh tokens, for a refresh request that names a scope
-// (RFC 6749 §6); nil when the token is no refresh token of that client's
-// (the refresh then refuses it as it does any other). A session's scopes
-// never change, so the read takes no lock. EUnavailable.
+// of one of its live refresh tokens, for a refresh request that names a
+// scope (RFC 6749 §6); nil when the token is no live refresh token of that
+// client's: the refresh then refuses it as it does any other, and a
+// rotated one is reuse there, whatever scope came with it. A session's
+// scopes never change, so the read takes no lock. EUnavailable.
 func (s *Service) RefreshScopes(ctx context.Context, clientID, refreshToken string) ([]string, error) {
 	digest, err := opaqueDigest(refreshToken)
 	if err != nil || clientID == "" {
@@ -54,8 +55,11 @@ func (s *Service) RefreshScopes(ctx context.Context, clientID, refreshToken stri
 	if err != nil {
 		return nil, err
 	}
+	if now := s.now(); t.Revoked || t.Expired(now) {
+		return nil, nil
+	}
 	sess, err := s.store.Session(ctx, t.SessionID)
-	if ErrorCode(err) == ENotFound || (err == nil && sess.ClientID != clientID) {
+	if ErrorCode(err) == ENotFound || (err == nil && (sess.ClientID != clientID || !sess.Active(s.now()))) {
 		return nil, nil
 	}
 	if err != nil {

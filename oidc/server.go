@@ -168,7 +168,11 @@ func (s *server) RefreshToken(ctx context.Context, r *op.ClientRequest[oidc.Refr
 		if err != nil {
 			return nil, tokenError(ctx, err)
 		}
-		if granted != nil && !sameScopes(r.Data.Scopes, granted) {
+		// Scopes authd does not know are dropped, as at the authorization
+		// endpoint: a client resending its configured list (profile, say)
+		// asks for what it was granted.
+		requested := slices.DeleteFunc(slices.Clone(r.Data.Scopes), func(s string) bool { return !slices.Contains(authd.Scopes(), s) })
+		if granted != nil && !sameScopes(requested, granted) {
 			return nil, oidc.ErrInvalidScope().WithDescription(
 				"a refresh keeps the scope granted (%s): send it whole, or leave scope out", strings.Join(granted, " "))
 		}

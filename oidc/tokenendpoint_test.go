@@ -3,6 +3,7 @@ package oidc_test
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/oidc"
@@ -282,14 +284,16 @@ func TestTokenEndpointRefusesRepeatedParameters(t *testing.T) {
 }
 
 // TestRefreshKeepsItsScope: a refresh that names a scope (RFC 6749 §6)
-// names the one granted, in any order: more is invalid_scope, and so is
-// less (no narrower tokens are issued, and a client that asked for less
-// must not believe it got less).
+// names the one granted, in any order and less the scopes authd does not
+// know (dropped, as at the authorization endpoint: a client resending its
+// configured list is not refused): more is invalid_scope, and so is less
+// (no narrower tokens are issued, and a client that asked for less must
+// not believe it got less). A rotated token is reuse whatever its scope.
 func TestRefreshKeepsItsScope(t *testing.T) {
 	onBothStores(t, func(t *testing.T, e *env) {
 		e.user("scope@example.org")
 		c, secret := e.client("app", authd.ClientConfidential, true)
-		_, tok := e.signedInWithIDToken(e.rp(c, secret, "offline_access", "email"), "scope@example.org")
+		_, tok := e.signedInWithIDToken(e.rp(c, secret, "offline_access", "profile"), "scope@example.org")
 		if tok.RefreshToken == "" {
 			t.Fatal("no refresh token")
 		}
@@ -299,13 +303,24 @@ func TestRefreshKeepsItsScope(t *testing.T) {
 				"refresh_token": {tok.RefreshToken}, "scope": {scope}}, basic)
 			return resp, code
 		}
-		for _, scope := range []string{"openid email offline_access admin", "openid", "openid offline_access"} {
+		for _, scope := range []string{"openid offline_access email", "openid", "profile"} {
 			if resp, code := refresh(scope); resp.StatusCode != http.StatusBadRequest || code != "invalid_scope" {
 				t.Errorf("refresh with scope %q: %d %q, want 400 invalid_scope", scope, resp.StatusCode, code)
 			}
 		}
-		if resp, code := refresh("offline_access email openid"); resp.StatusCode != http.StatusOK {
-			t.Errorf("refresh with the granted scope in another order: %d %q, want 200", resp.StatusCode, code)
+		if resp, code := refresh("profile offline_access openid"); resp.StatusCode != http.StatusOK {
+			t.Errorf("refresh with the granted scope in another order, and profile: %d %q, want 200", resp.StatusCode, code)
+		}
+		// The token is rotated now: past the grace, presenting it again is
+		// reuse whatever scope comes with it (the session ends), never an
+		// invalid_scope that names the grant.
+		e.clock.Advance(time.Minute)
+		if resp, code := refresh("openid"); resp.StatusCode != http.StatusBadRequest || code != "invalid_grant" {
+			t.Errorf("a rotated token with another scope: %d %q, want 400 invalid_grant", resp.StatusCode, code)
+		}
+		reused, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{EventType: authd.EventRefreshTokenReuse, Limit: 10})
+		if err != nil || len(reused) != 1 {
+			t.Errorf("refresh_token_reuse rows: %+v %v, want the replay logged as reuse", reused, err)
 		}
 	})
 }
