@@ -37,18 +37,25 @@ type authedFunc func(w http.ResponseWriter, r *http.Request, a *authd.AccessClai
 // and a third party the user let "know who you are" must not read the
 // export, list or end sessions, or withdraw consents.
 func (s *Server) authenticated(h authedFunc) handlerFunc {
-	return s.bearerToken(func(w http.ResponseWriter, r *http.Request, a *authd.AccessClaims) error {
+	return s.withToken(func(a *authd.AccessClaims) error {
 		if a.ClientToken() {
 			return errClientToken
 		}
-		return h(w, r, a)
-	})
+		return nil
+	}, h)
 }
 
 // bearerToken checks the bearer access token, whoever it was issued to,
 // before h: only for what a client may do with its own token (end its
 // session).
 func (s *Server) bearerToken(h authedFunc) handlerFunc {
+	return s.withToken(func(*authd.AccessClaims) error { return nil }, h)
+}
+
+// withToken authenticates the bearer access token, has accept refuse it or
+// not, then checks the query (handleAuthed), then runs h: every refusal of
+// the credentials comes before any word on the query.
+func (s *Server) withToken(accept func(*authd.AccessClaims) error, h authedFunc) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		token, ok := bearer(r)
 		if !ok {
@@ -56,6 +63,9 @@ func (s *Server) bearerToken(h authedFunc) handlerFunc {
 		}
 		a, err := s.svc.Authenticate(r.Context(), token)
 		if err != nil {
+			return err
+		}
+		if err := accept(a); err != nil {
 			return err
 		}
 		if err := checkedQuery(r); err != nil {

@@ -145,7 +145,8 @@ func TestCodeFlowWithGoOIDC(t *testing.T) {
 		if got := e.accountAPI(tok.AccessToken); got != http.StatusUnauthorized {
 			t.Errorf("/v1/users/me with a client's access token: %d, want 401", got)
 		}
-		for _, path := range []string{"/v1/users/me/export", "/v1/users/me/sessions", "/v1/users/me/consents"} {
+		for _, path := range []string{"/v1/users/me/export", "/v1/users/me/sessions", "/v1/users/me/consents",
+			"/v1/users/me?bogus=1"} { // refused as a client's token before any word on the query
 			if got, _ := e.call("GET", path, tok.AccessToken); got != http.StatusUnauthorized {
 				t.Errorf("GET %s with a client's access token: %d, want 401", path, got)
 			}
@@ -959,6 +960,7 @@ func TestUserInfoTakesOnlyOpenIDClientTokens(t *testing.T) {
 			"in the body":                   {url.Values{"access_token": {tok.AccessToken}}, false, http.StatusOK},
 			"twice in the body":             {url.Values{"access_token": {tok.AccessToken, "another"}}, false, http.StatusBadRequest},
 			"in the header and in the body": {url.Values{"access_token": {"another"}}, true, http.StatusBadRequest},
+			"in a body over 64 KiB":         {url.Values{"access_token": {tok.AccessToken}, "pad": {strings.Repeat("x", 70<<10)}}, false, http.StatusRequestEntityTooLarge},
 		} {
 			req, _ := http.NewRequest("POST", e.srv.URL+oidc.UserInfoPath, strings.NewReader(c.body.Encode()))
 			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
