@@ -324,8 +324,9 @@ func (v *Verifier) stream(ctx context.Context, caughtUp func()) error {
 	// response headers never come is cancelled as well.
 	// Each connection may reach another authd (a rolling upgrade, a
 	// rollback): the heartbeat an earlier one announced is not this one's,
-	// which announces its own, or none, in its "synced".
-	v.revs.announced(0)
+	// which announces its own, or none, in its "synced". Until its answer
+	// comes the earlier limit holds (a hung instance is left as soon as
+	// before); from the answer to "synced", the default.
 	limit := v.revs.silenceLimit()
 	silence := time.AfterFunc(limit, cancel)
 	defer silence.Stop()
@@ -361,6 +362,9 @@ func (v *Verifier) stream(ctx context.Context, caughtUp func()) error {
 	case !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream"):
 		return errRefused{"a " + resp.Header.Get("Content-Type") + " body, not an event stream"}
 	}
+	v.revs.announced(0)
+	limit = v.revs.silenceLimit()
+	silence.Reset(limit)
 	body := bufio.NewReaderSize(resp.Body, 4096)
 	var event, data, id string
 	for {
