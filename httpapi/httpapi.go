@@ -272,7 +272,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 // route dispatches to the mux, answering unknown paths and methods with
 // problem+json instead of the mux's plain text.
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
-	if p := r.URL.EscapedPath(); p != cleanPath(p) && (strings.HasPrefix(cleanPath(p), "/v1/") ||
+	if p := r.URL.EscapedPath(); p != cleanPath(p) && (strings.HasPrefix(cleanPath(r.URL.Path), "/v1/") ||
 		r.Method != http.MethodGet && r.Method != http.MethodHead) {
 		// The mux would redirect to the clean path (307, text/html),
 		// which API clients do not read and which some follow with a POST's

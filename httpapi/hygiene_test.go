@@ -244,6 +244,7 @@ func TestUncleanPathsAreProblems(t *testing.T) {
 	noRedirects := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	for _, c := range []struct{ base, method, path string }{
 		{e.srv.URL, "GET", "//v1/users/me"},
+		{e.srv.URL, "GET", "//%761/users/me"}, // the API's path, escaped
 		{e.srv.URL, "POST", "/v1/auth/./login"},
 		{e.srv.URL, "POST", "/v1/users/../auth/login"},
 		{e.srv.URL, "POST", "//verify-email"},

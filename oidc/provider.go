@@ -18,6 +18,7 @@ package oidc
 
 import (
 	"context"
+	"errors"
 	"html/template"
 	"log/slog"
 	"net/http"
@@ -121,7 +122,7 @@ func New(opts Options) (*Provider, error) {
 	}, op.WithServerCORSOptions(nil))
 	lib := withHeader(opServer)
 	p.mux.HandleFunc("GET "+DiscoveryPath, p.discovery)
-	p.mux.Handle("POST "+TokenPath, strictCredentials(withHeader(p.tokenEndpoint(opServer))))
+	p.mux.Handle("POST "+TokenPath, noStore(strictCredentials(withHeader(p.tokenEndpoint(opServer)))))
 	userInfo := challenged(lib, bearerChallenge)
 	p.mux.Handle("GET "+UserInfoPath, strictCredentials(userInfo))
 	p.mux.Handle("POST "+UserInfoPath, strictCredentials(bounded(oneToken(userInfo))))
@@ -186,6 +187,16 @@ func strictCredentials(h http.Handler) http.Handler {
 	})
 }
 
+// noStore marks every answer of h, refusals included, as not to be cached
+// (RFC 6749 §5.1; Pragma for HTTP/1.0 caches).
+func noStore(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Pragma", "no-cache")
+		h.ServeHTTP(w, r)
+	})
+}
+
 // invalidRequest answers 400 invalid_request (RFC 6749 §5.2) saying why.
 func invalidRequest(w http.ResponseWriter, why string) {
 	w.Header().Set("Content-Type", "application/json")
@@ -200,7 +211,13 @@ func invalidRequest(w http.ResponseWriter, why string) {
 func oneToken(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := r.ParseForm(); err != nil {
-			invalidRequest(w, "the body is no form of 64 KiB or less")
+			if errors.As(err, new(*http.MaxBytesError)) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusRequestEntityTooLarge)
+				w.Write([]byte(`{"error":"invalid_request","error_description":"the body is larger than 64 KiB"}`))
+				return
+			}
+			invalidRequest(w, "the body is not a form")
 			return
 		}
 		switch {

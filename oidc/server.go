@@ -328,11 +328,9 @@ func withHeader(h http.Handler) http.Handler {
 //     with the challenge (§5.2) and the oidc_client_auth_failed row of
 //     every other refusal, under the same bound, not its unchallenged 400.
 //
-// Every answer is no-store (§5.1).
+// Every answer is no-store (§5.1; noStore, outside it).
 func (p *Provider) tokenEndpoint(lib http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Cache-Control", "no-store")
-		w.Header().Set("Pragma", "no-cache") // RFC 6749 §5.1, for HTTP/1.0 caches
 		if coding.Encoded(r.Header) {
 			op.WriteError(w, r, op.NewStatusError(oidc.ErrInvalidRequest().WithDescription(
 				"Content-Encoding is not supported: send the body uncompressed"), http.StatusUnsupportedMediaType), nil)

@@ -345,5 +345,15 @@ func TestUnservedGrantTypes(t *testing.T) {
 				t.Errorf("grant_type=%s: Pragma %q, Cache-Control %q", grant, resp.Header.Get("Pragma"), resp.Header.Get("Cache-Control"))
 			}
 		}
+		// The refusals before the library's (a query string) too.
+		resp, err := http.Post(e.srv.URL+oidc.TokenPath+"?x=1", "application/x-www-form-urlencoded", strings.NewReader("grant_type=refresh_token"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Pragma") != "no-cache" || resp.Header.Get("Cache-Control") != "no-store" {
+			t.Errorf("a token request with a query string: %d, Pragma %q, Cache-Control %q", resp.StatusCode,
+				resp.Header.Get("Pragma"), resp.Header.Get("Cache-Control"))
+		}
 	})
 }
