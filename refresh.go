@@ -3,6 +3,9 @@ package authd
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -23,54 +26,26 @@ const refreshPerSession = 60
 // The refresh tokens of a session an OpenID Connect client started work
 // only through RefreshForClient, for that client.
 func (s *Service) Refresh(ctx context.Context, c Client, refreshToken string) (*TokenPair, error) {
-	return s.refresh(ctx, c, refreshToken, "")
+	return s.refresh(ctx, c, refreshToken, "", nil)
 }
 
 // RefreshForClient is Refresh at the OpenID Connect token endpoint: the
 // same rotation, grace and reuse rules, for a refresh token of a session
-// that client (authenticated by the caller) started. Returns EInvalidToken
-// for any other refresh token, ERateLimited, EUnavailable.
-func (s *Service) RefreshForClient(ctx context.Context, c Client, clientID, refreshToken string) (*TokenPair, error) {
+// that client (authenticated by the caller) started. scopes, when the
+// request named any (RFC 6749 §6; nil when it did not), must be the ones
+// granted: no narrower tokens are issued, and a client that asked for less
+// must not believe it got less. Returns EInvalidToken for any other refresh
+// token, EInvalid on the field "scope", ERateLimited, EUnavailable.
+func (s *Service) RefreshForClient(ctx context.Context, c Client, clientID, refreshToken string, scopes []string) (*TokenPair, error) {
 	if clientID == "" {
 		return nil, errInvalidToken
 	}
-	return s.refresh(ctx, c, refreshToken, clientID)
-}
-
-// RefreshScopes returns the scopes the client was granted in the session
-// of one of its live refresh tokens, for a refresh request that names a
-// scope (RFC 6749 §6); nil when the token is no live refresh token of that
-// client's: the refresh then refuses it as it does any other, and a
-// rotated one is reuse there, whatever scope came with it. A session's
-// scopes never change, so the read takes no lock. EUnavailable.
-func (s *Service) RefreshScopes(ctx context.Context, clientID, refreshToken string) ([]string, error) {
-	digest, err := opaqueDigest(refreshToken)
-	if err != nil || clientID == "" {
-		return nil, nil
-	}
-	t, err := s.store.RefreshToken(ctx, digest)
-	if ErrorCode(err) == ENotFound {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	if now := s.now(); t.Revoked || t.Expired(now) {
-		return nil, nil
-	}
-	sess, err := s.store.Session(ctx, t.SessionID)
-	if ErrorCode(err) == ENotFound || (err == nil && (sess.ClientID != clientID || !sess.Active(s.now()))) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	return sess.Scopes, nil
+	return s.refresh(ctx, c, refreshToken, clientID, scopes)
 }
 
 // refresh is the one rotation of SPEC 6.4, for the sessions of clientID
-// ("" for the JSON API's own sessions).
-func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID string) (*TokenPair, error) {
+// ("" for the JSON API's own sessions), held to scopes when not nil.
+func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID string, scopes []string) (*TokenPair, error) {
 	// A rotation finishes whatever the client does: on PostgreSQL the
 	// ordinary one is a statement that commits on its own, and a client told
 	// it failed would retry with a token now revoked, which after the grace
@@ -81,7 +56,7 @@ func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID 
 	if err != nil {
 		return nil, s.refuseToken(ctx, nil, c, EventTokenRefreshed, uuid.Nil, "malformed refresh token", nil)
 	}
-	if r, ok := s.store.(Rotator); ok {
+	if r, ok := s.store.(Rotator); ok && scopes == nil { // rare: the transaction below checks them
 		pair, err := s.rotateAtOnce(ctx, r, c, refreshToken, digest, clientID)
 		if ErrorCode(err) != ENotFound {
 			return pair, err
@@ -129,6 +104,12 @@ func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID 
 			if child == nil {
 				return s.reuse(ctx, tx, c, t, sess, u.ID, now)
 			}
+		}
+		// After every refusal and reuse, which no scope may dodge.
+		if scopes != nil && !sameScopes(scopes, sess.Scopes) {
+			return &Error{Code: EInvalid, Message: fmt.Sprintf("A refresh keeps the scope granted (%s): send it whole, "+
+				"or leave scope out.", strings.Join(sess.Scopes, " ")),
+				Fields: []FieldError{{Field: "scope", Message: "must be the scope granted"}}}
 		}
 		if err := s.limit(ctx, "refresh:"+sess.ID.String(), refreshPerSession, time.Minute); err != nil {
 			return err
@@ -282,4 +263,10 @@ func minTime(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// sameScopes reports whether a and b name the same scopes.
+func sameScopes(a, b []string) bool {
+	return !slices.ContainsFunc(a, func(s string) bool { return !slices.Contains(b, s) }) &&
+		!slices.ContainsFunc(b, func(s string) bool { return !slices.Contains(a, s) })
 }

@@ -159,36 +159,22 @@ func (s *server) CodeExchange(ctx context.Context, r *op.ClientRequest[oidc.Acce
 // with the JSON API's one rotation (RefreshForClient: reuse and grace as
 // SPEC 6.4).
 //
-// A scope sent with it (RFC 6749 §6) must be the one granted: tokens of a
-// narrower scope are not issued, and a client that asked for less must not
-// believe it got less; more than was granted is refused as §6 has it.
+// A scope sent with it (RFC 6749 §6) must be the one granted
+// (RefreshForClient checks it in the rotation, after reuse).
 func (s *server) RefreshToken(ctx context.Context, r *op.ClientRequest[oidc.RefreshTokenRequest]) (*op.Response, error) {
+	var scopes []string // nil: none named
 	if len(r.Data.Scopes) > 0 {
-		granted, err := s.p.svc.RefreshScopes(ctx, r.Client.GetID(), r.Data.RefreshToken)
-		if err != nil {
-			return nil, tokenError(ctx, err)
-		}
 		// Scopes authd does not know are dropped, as at the authorization
 		// endpoint: a client resending its configured list (profile, say)
 		// asks for what it was granted.
-		requested := slices.DeleteFunc(slices.Clone(r.Data.Scopes), func(s string) bool { return !slices.Contains(authd.Scopes(), s) })
-		if granted != nil && !sameScopes(requested, granted) {
-			return nil, oidc.ErrInvalidScope().WithDescription(
-				"a refresh keeps the scope granted (%s): send it whole, or leave scope out", strings.Join(granted, " "))
-		}
+		scopes = slices.DeleteFunc(slices.Clone(r.Data.Scopes), func(s string) bool { return !slices.Contains(authd.Scopes(), s) })
 	}
-	pair, err := s.p.svc.RefreshForClient(ctx, client(ctx), r.Client.GetID(), r.Data.RefreshToken)
+	pair, err := s.p.svc.RefreshForClient(ctx, client(ctx), r.Client.GetID(), r.Data.RefreshToken, scopes)
 	if err != nil {
 		return nil, tokenError(ctx, err)
 	}
 	return op.NewResponse(&oidc.AccessTokenResponse{AccessToken: pair.AccessToken, TokenType: oidc.BearerToken,
 		ExpiresIn: uint64(pair.ExpiresIn / time.Second), RefreshToken: pair.RefreshToken}), nil
-}
-
-// sameScopes reports whether a and b name the same scopes.
-func sameScopes(a, b []string) bool {
-	return !slices.ContainsFunc(a, func(s string) bool { return !slices.Contains(b, s) }) &&
-		!slices.ContainsFunc(b, func(s string) bool { return !slices.Contains(a, s) })
 }
 
 // UserInfo answers for a valid access token of an OpenID client
@@ -239,6 +225,9 @@ func tokenError(ctx context.Context, err error) error {
 			http.StatusServiceUnavailable)
 	}
 	if errors.As(err, &rl) && rl.Code == authd.EInvalid {
+		if len(rl.Fields) == 1 && rl.Fields[0].Field == "scope" { // RefreshForClient
+			return oidc.ErrInvalidScope().WithDescription("%s", rl.Message)
+		}
 		return oidc.ErrInvalidRequest().WithDescription("%s", rl.Message)
 	}
 	return op.NewStatusError(oidc.ErrServerError().WithDescription("internal error").WithParent(err), http.StatusInternalServerError)
