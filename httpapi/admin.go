@@ -25,8 +25,9 @@ func NewAdmin(opts Options, token string) *Server {
 		s.handler = s.middleware(http.HandlerFunc(s.route))
 		return s
 	}
-	auth := func(h handlerFunc) handlerFunc {
-		return func(w http.ResponseWriter, r *http.Request) error {
+	// admin routes pattern to h behind the admin token, taking params.
+	admin := func(pattern string, h handlerFunc, params ...string) {
+		s.handleAuthed(pattern, func(w http.ResponseWriter, r *http.Request) error {
 			got, ok := bearer(r)
 			if !ok || token == "" || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
 				// A warning of its own, for alerts: whoever tries the admin
@@ -39,26 +40,26 @@ func NewAdmin(opts Options, token string) *Server {
 				return err
 			}
 			return h(w, r)
-		}
+		}, params...)
 	}
-	s.handleAuthed("GET /v1/admin/users", auth(s.adminUsers), "email", "status", "limit", "cursor")
-	s.handleAuthed("GET /v1/admin/users/{id}", auth(s.adminUser))
-	s.handleAuthed("POST /v1/admin/users/{id}/lock", auth(s.adminLock))
-	s.handleAuthed("POST /v1/admin/users/{id}/unlock", auth(fieldless(s.adminUnlock)))
-	s.handleAuthed("POST /v1/admin/users/{id}/revoke-sessions", auth(fieldless(s.adminRevokeSessions)))
-	s.handleAuthed("DELETE /v1/admin/users/{id}", auth(fieldless(s.adminDelete)))
-	s.handleAuthed("GET /v1/admin/users/{id}/mfa", auth(s.adminMFA))
-	s.handleAuthed("POST /v1/admin/users/{id}/reset-mfa", auth(fieldless(s.adminResetMFA)))
-	s.handleAuthed("GET /v1/admin/security-logs", auth(s.adminSecurityLogs),
+	admin("GET /v1/admin/users", s.adminUsers, "email", "status", "limit", "cursor")
+	admin("GET /v1/admin/users/{id}", s.adminUser)
+	admin("POST /v1/admin/users/{id}/lock", s.adminLock)
+	admin("POST /v1/admin/users/{id}/unlock", fieldless(s.adminUnlock))
+	admin("POST /v1/admin/users/{id}/revoke-sessions", fieldless(s.adminRevokeSessions))
+	admin("DELETE /v1/admin/users/{id}", fieldless(s.adminDelete))
+	admin("GET /v1/admin/users/{id}/mfa", s.adminMFA)
+	admin("POST /v1/admin/users/{id}/reset-mfa", fieldless(s.adminResetMFA))
+	admin("GET /v1/admin/security-logs", s.adminSecurityLogs,
 		"user_id", "event_type", "result", "since", "until", "limit", "cursor")
-	s.handleAuthed("GET /v1/admin/mail", auth(s.adminMail), "state", "limit", "cursor")
-	s.handleAuthed("POST /v1/admin/mail/{id}/retry", auth(fieldless(s.adminRetryMail)))
-	s.handleAuthed("GET /v1/admin/clients", auth(s.adminClients))
-	s.handleAuthed("POST /v1/admin/clients", auth(s.adminCreateClient))
-	s.handleAuthed("GET /v1/admin/clients/{id}", auth(s.adminClient))
-	s.handleAuthed("PATCH /v1/admin/clients/{id}", auth(s.adminUpdateClient))
-	s.handleAuthed("DELETE /v1/admin/clients/{id}", auth(fieldless(s.adminDeleteClient)))
-	s.handleAuthed("POST /v1/admin/clients/{id}/rotate-secret", auth(fieldless(s.adminRotateClientSecret)))
+	admin("GET /v1/admin/mail", s.adminMail, "state", "limit", "cursor")
+	admin("POST /v1/admin/mail/{id}/retry", fieldless(s.adminRetryMail))
+	admin("GET /v1/admin/clients", s.adminClients)
+	admin("POST /v1/admin/clients", s.adminCreateClient)
+	admin("GET /v1/admin/clients/{id}", s.adminClient)
+	admin("PATCH /v1/admin/clients/{id}", s.adminUpdateClient)
+	admin("DELETE /v1/admin/clients/{id}", fieldless(s.adminDeleteClient))
+	admin("POST /v1/admin/clients/{id}/rotate-secret", fieldless(s.adminRotateClientSecret))
 	s.handler = s.middleware(http.HandlerFunc(s.route))
 	return s
 }

@@ -128,36 +128,36 @@ func New(opts Options) *Server {
 	s.handle("POST /v1/auth/login", s.login)
 	s.handle("POST /v1/auth/refresh", s.refresh)
 	s.handleAuthed("POST /v1/auth/logout", s.bearerToken(fieldlessAuthed(s.logout))) // a client ends its own session too
-	s.handleAuthed("POST /v1/auth/logout-all", s.authenticated(fieldlessAuthed(s.logoutAll)))
+	s.account("POST /v1/auth/logout-all", fieldlessAuthed(s.logoutAll))
 	s.handle("POST /v1/auth/password/forgot", s.forgotPassword)
 	s.handle("POST /v1/auth/password/reset", s.resetPassword)
-	s.handleAuthed("POST /v1/auth/password/change", s.authenticated(s.changePassword))
+	s.account("POST /v1/auth/password/change", s.changePassword)
 	s.handleAuthed("POST /v1/auth/introspect", s.introspect)
 	s.handleAuthed("GET /v1/auth/revocations", s.revocations, "since", "format")
 	s.handle("POST /v1/auth/mfa/verify", s.verifyMFA)
 	s.handle("POST /v1/auth/passkey/begin", s.beginPasskeyLogin)
 	s.handle("POST /v1/auth/passkey/finish", s.finishPasskeyLogin)
 
-	s.handleAuthed("GET /v1/users/me", s.authenticated(s.me))
-	s.handleAuthed("GET /v1/users/me/sessions", s.authenticated(s.sessions))
-	s.handleAuthed("DELETE /v1/users/me/sessions/{id}", s.authenticated(fieldlessAuthed(s.deleteSession)))
-	s.handleAuthed("PUT /v1/users/me/consent", s.authenticated(s.updateConsent))
-	s.handleAuthed("GET /v1/users/me/consents", s.authenticated(s.consents))
-	s.handleAuthed("DELETE /v1/users/me/consents/{client_id}", s.authenticated(fieldlessAuthed(s.revokeConsent)))
-	s.handleAuthed("GET /v1/users/me/security-log", s.authenticated(s.mySecurityLog), "limit", "cursor")
-	s.handleAuthed("GET /v1/users/me/export", s.authenticated(s.export))
-	s.handleAuthed("DELETE /v1/users/me", s.authenticated(s.deleteMe))
-	s.handleAuthed("GET /v1/users/me/mfa", s.authenticated(s.mfa))
-	s.handleAuthed("POST /v1/users/me/mfa/totp", s.authenticated(s.enrollTOTP))
-	s.handleAuthed("POST /v1/users/me/mfa/totp/confirm", s.authenticated(s.confirmTOTP))
-	s.handleAuthed("DELETE /v1/users/me/mfa/totp", s.authenticated(s.disableTOTP))
-	s.handleAuthed("POST /v1/users/me/mfa/recovery-codes", s.authenticated(s.replaceRecoveryCodes))
-	s.handleAuthed("POST /v1/users/me/mfa/challenge", s.authenticated(s.beginStepUp))
-	s.handleAuthed("GET /v1/users/me/passkeys", s.authenticated(s.passkeys))
-	s.handleAuthed("POST /v1/users/me/passkeys/begin", s.authenticated(s.beginPasskeyRegistration))
-	s.handleAuthed("POST /v1/users/me/passkeys/finish", s.authenticated(s.finishPasskeyRegistration))
-	s.handleAuthed("PATCH /v1/users/me/passkeys/{id}", s.authenticated(s.renamePasskey))
-	s.handleAuthed("DELETE /v1/users/me/passkeys/{id}", s.authenticated(s.deletePasskey))
+	s.account("GET /v1/users/me", s.me)
+	s.account("GET /v1/users/me/sessions", s.sessions)
+	s.account("DELETE /v1/users/me/sessions/{id}", fieldlessAuthed(s.deleteSession))
+	s.account("PUT /v1/users/me/consent", s.updateConsent)
+	s.account("GET /v1/users/me/consents", s.consents)
+	s.account("DELETE /v1/users/me/consents/{client_id}", fieldlessAuthed(s.revokeConsent))
+	s.account("GET /v1/users/me/security-log", s.mySecurityLog, "limit", "cursor")
+	s.account("GET /v1/users/me/export", s.export)
+	s.account("DELETE /v1/users/me", s.deleteMe)
+	s.account("GET /v1/users/me/mfa", s.mfa)
+	s.account("POST /v1/users/me/mfa/totp", s.enrollTOTP)
+	s.account("POST /v1/users/me/mfa/totp/confirm", s.confirmTOTP)
+	s.account("DELETE /v1/users/me/mfa/totp", s.disableTOTP)
+	s.account("POST /v1/users/me/mfa/recovery-codes", s.replaceRecoveryCodes)
+	s.account("POST /v1/users/me/mfa/challenge", s.beginStepUp)
+	s.account("GET /v1/users/me/passkeys", s.passkeys)
+	s.account("POST /v1/users/me/passkeys/begin", s.beginPasskeyRegistration)
+	s.account("POST /v1/users/me/passkeys/finish", s.finishPasskeyRegistration)
+	s.account("PATCH /v1/users/me/passkeys/{id}", s.renamePasskey)
+	s.account("DELETE /v1/users/me/passkeys/{id}", s.deletePasskey)
 
 	s.handle("GET /verify-email", s.verifyPage)
 	s.handle("POST /verify-email", s.verifySubmit)
@@ -222,12 +222,18 @@ func (s *Server) handle(pattern string, h handlerFunc, params ...string) {
 }
 
 // handleAuthed is handle for a route whose h authenticates the request
-// before anything else (auth, authenticated, bearerToken, a service
+// before anything else (the admin token, authenticated, bearerToken, a service
 // token) and then checks the query (checkedQuery): a request without
 // credentials is told that (401, and the admin API's warning), whatever its
 // query says.
 func (s *Server) handleAuthed(pattern string, h handlerFunc, params ...string) {
 	s.addRoute(pattern, h, true, params)
+}
+
+// account routes pattern to h for a signed-in user of the account API
+// (authenticated: no OpenID client's token), taking params.
+func (s *Server) account(pattern string, h authedFunc, params ...string) {
+	s.handleAuthed(pattern, s.authenticated(h), params...)
 }
 
 func (s *Server) addRoute(pattern string, h handlerFunc, authed bool, params []string) {
@@ -272,8 +278,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 // route dispatches to the mux, answering unknown paths and methods with
 // problem+json instead of the mux's plain text.
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
-	if p := r.URL.EscapedPath(); p != cleanPath(p) && (strings.HasPrefix(cleanPath(r.URL.Path), "/v1/") ||
-		r.Method != http.MethodGet && r.Method != http.MethodHead) {
+	if p := r.URL.EscapedPath(); p != cleanPath(p) && (r.Method != http.MethodGet && r.Method != http.MethodHead ||
+		strings.HasPrefix(cleanPath(r.URL.Path), "/v1/")) {
 		// The mux would redirect to the clean path (307, text/html),
 		// which API clients do not read and which some follow with a POST's
 		// credentials to a path they did not name. A browser's or a

@@ -51,12 +51,14 @@ func checkQuery(raw string, params []string) error {
 	}
 	for _, name := range slices.Sorted(maps.Keys(q)) {
 		switch {
-		case !slices.Contains(params, name) && len(params) == 0:
+		case slices.Contains(params, name):
+			if len(q[name]) > 1 {
+				return invalidParam(name, "must be given once")
+			}
+		case len(params) == 0:
 			return invalidParam(name, "is not a parameter: this route takes none")
-		case !slices.Contains(params, name):
+		default:
 			return invalidParam(name, "is not a parameter of this route, which takes "+strings.Join(params, ", "))
-		case len(q[name]) > 1:
-			return invalidParam(name, "must be given once")
 		}
 	}
 	return nil
