@@ -183,7 +183,7 @@ func strictCredentials(h http.Handler) http.Handler {
 			h.ServeHTTP(w, r)
 			return
 		}
-		invalidRequest(w, why)
+		invalidRequest(w, http.StatusBadRequest, why)
 	})
 }
 
@@ -197,10 +197,11 @@ func noStore(h http.Handler) http.Handler {
 	})
 }
 
-// invalidRequest answers 400 invalid_request (RFC 6749 §5.2) saying why.
-func invalidRequest(w http.ResponseWriter, why string) {
+// invalidRequest answers invalid_request (RFC 6749 §5.2) with status,
+// saying why.
+func invalidRequest(w http.ResponseWriter, status int, why string) {
 	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusBadRequest)
+	w.WriteHeader(status)
 	w.Write([]byte(`{"error":"invalid_request","error_description":"` + why + `"}`))
 }
 
@@ -212,19 +213,17 @@ func oneToken(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := r.ParseForm(); err != nil {
 			if errors.As(err, new(*http.MaxBytesError)) {
-				w.Header().Set("Content-Type", "application/json")
-				w.WriteHeader(http.StatusRequestEntityTooLarge)
-				w.Write([]byte(`{"error":"invalid_request","error_description":"the body is larger than 64 KiB"}`))
+				invalidRequest(w, http.StatusRequestEntityTooLarge, "the body is larger than 64 KiB")
 				return
 			}
-			invalidRequest(w, "the body is not a form")
+			invalidRequest(w, http.StatusBadRequest, "the body is not a form")
 			return
 		}
 		switch {
 		case repeated(r.PostForm):
-			invalidRequest(w, "a parameter is repeated")
+			invalidRequest(w, http.StatusBadRequest, "a parameter is repeated")
 		case r.Header.Get("Authorization") != "" && r.PostForm.Has("access_token"):
-			invalidRequest(w, "send the access token one way: the Authorization header or the body")
+			invalidRequest(w, http.StatusBadRequest, "send the access token one way: the Authorization header or the body")
 		default:
 			h.ServeHTTP(w, r)
 		}
