@@ -310,6 +310,13 @@ func lockWaited(err error) bool {
 	return LockTimedOut(err) || errors.As(err, &pgErr) && pgErr.Code == "40P01"
 }
 
+// sessionsEnded, closed with ")", picks the sessions purge deletes: ended
+// before $1 and with no token left; a dry run, which deletes no token first,
+// closes it with " AND t.expires_at >= $1)" to count those whose tokens the
+// tokens step would delete.
+const sessionsEnded = `(expires_at < $1 OR revoked_at < $1) AND NOT EXISTS
+	(SELECT 1 FROM jwt_tokens t WHERE t.session_id = sessions.id`
+
 // Purge implements authd.Store. It holds a session-level advisory lock on
 // one connection for the whole purge, and deletes in batches so that no
 // statement locks many rows for long.
@@ -348,8 +355,7 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 		// a token a flow held through the step above keeps its session
 		// for the next run, as it is kept itself.
 		{&res.Tokens, "jwt_tokens", "expires_at < $1", r.ExpiredBefore},
-		{&res.Sessions, "sessions", "(expires_at < $1 OR revoked_at < $1) AND NOT EXISTS " +
-			"(SELECT 1 FROM jwt_tokens t WHERE t.session_id = sessions.id)", r.ExpiredBefore},
+		{&res.Sessions, "sessions", sessionsEnded + ")", r.ExpiredBefore},
 		{&res.RevocationEvents, "revocation_events", "expires_at < $1", r.Now},
 		// Mail that could not be delivered keeps its address until then.
 		{&res.DeadMails, "mail_outbox", "dead_at < $1", r.LogsBefore},
@@ -362,8 +368,7 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 			if st.n == &res.Sessions {
 				// A dry run deletes no token first: it counts the
 				// sessions whose tokens the step before would delete.
-				where = "(expires_at < $1 OR revoked_at < $1) AND NOT EXISTS " +
-					"(SELECT 1 FROM jwt_tokens t WHERE t.session_id = sessions.id AND t.expires_at >= $1)"
+				where = sessionsEnded + " AND t.expires_at >= $1)"
 			}
 			if err := conn.QueryRow(ctx, `SELECT count(*) FROM `+st.table+` WHERE `+where, st.at).Scan(st.n); err != nil {
 				return res, translate(err)

@@ -262,6 +262,13 @@ const erasedAccountGone = `account_status = 'deleted' AND updated_at < ?1
 	AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.user_id = users.id
 		AND s.expires_at >= ?1 AND (s.revoked_at IS NULL OR s.revoked_at >= ?1))`
 
+// sessionsEnded, closed with ")", picks the sessions purge deletes: ended
+// before ?1 and with no token left; a dry run, which deletes no token first,
+// closes it with " AND t.expires_at >= ?1)" to count those whose tokens the
+// tokens step would delete.
+const sessionsEnded = `(expires_at < ?1 OR revoked_at < ?1) AND NOT EXISTS
+	(SELECT 1 FROM jwt_tokens t WHERE t.session_id = sessions.id`
+
 // Purge implements authd.Store. An SQLite database serves one instance, so
 // there is no one to coordinate with; each batch is its own short write.
 func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeResult, error) {
@@ -280,8 +287,7 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 		{&res.AuthCodes, "oauth_codes", "expires_at < ?1", timeText(r.ExpiredBefore)},
 		// A session goes once its tokens have (as PostgreSQL's).
 		{&res.Tokens, "jwt_tokens", "expires_at < ?1", timeText(r.ExpiredBefore)},
-		{&res.Sessions, "sessions", "(expires_at < ?1 OR revoked_at < ?1) AND NOT EXISTS " +
-			"(SELECT 1 FROM jwt_tokens t WHERE t.session_id = sessions.id)", timeText(r.ExpiredBefore)},
+		{&res.Sessions, "sessions", sessionsEnded + ")", timeText(r.ExpiredBefore)},
 		{&res.RevocationEvents, "revocation_events", "expires_at < ?1", timeText(r.Now)},
 		// Mail that could not be delivered keeps its address until then.
 		{&res.DeadMails, "mail_outbox", "dead_at < ?1", timeText(r.LogsBefore)},
@@ -294,8 +300,7 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 			if st.n == &res.Sessions {
 				// A dry run deletes no token first: it counts the
 				// sessions whose tokens the step before would delete.
-				where = "(expires_at < ?1 OR revoked_at < ?1) AND NOT EXISTS " +
-					"(SELECT 1 FROM jwt_tokens t WHERE t.session_id = sessions.id AND t.expires_at >= ?1)"
+				where = sessionsEnded + " AND t.expires_at >= ?1)"
 			}
 			if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM `+st.table+` WHERE `+where, st.at).Scan(st.n); err != nil {
 				return res, translate(err)
