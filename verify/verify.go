@@ -368,8 +368,12 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 		// No attempt ended: the first connection is still waiting for
 		// authd's answer, or for its "synced" (taken for dead only after
 		// the silence limit, which may be longer than ctx).
+		feed := v.opts.RevocationsURL
+		if u, err := url.Parse(feed); err == nil {
+			feed = u.Redacted() // a password in the URL stays out of the error
+		}
 		return nil, fmt.Errorf("verify: waiting for the revocation feed: %w (the connection to %s has not caught up yet: "+
-			"authd has not answered, or not finished sending the backlog)", ctx.Err(), v.opts.RevocationsURL)
+			"authd has not answered, or not finished sending the backlog)", ctx.Err(), feed)
 	}
 	if opts.Policy != FailClosed { // FailClosed never introspects
 		if err := v.probeIntrospection(ctx); err != nil {
@@ -434,20 +438,21 @@ func checkURL(raw string, insecure bool) error {
 	if err != nil {
 		return err
 	}
+	shown := u.Redacted() // a password in the URL stays out of the error
 	switch {
 	case u.Host == "":
-		return fmt.Errorf("%q is not an absolute URL", raw)
+		return fmt.Errorf("%q is not an absolute URL", shown)
 	case u.Scheme == "https":
 		return nil
 	case u.Scheme != "http":
-		return fmt.Errorf("%q: the scheme must be https (or http)", raw)
+		return fmt.Errorf("%q: the scheme must be https (or http)", shown)
 	case insecure || u.Hostname() == "localhost":
 		return nil
 	}
 	if ip, err := netip.ParseAddr(u.Hostname()); err == nil && ip.IsLoopback() {
 		return nil
 	}
-	return fmt.Errorf("%q is plain http to a host that is not loopback: use https, or set AllowInsecureHTTP", raw)
+	return fmt.Errorf("%q is plain http to a host that is not loopback: use https, or set AllowInsecureHTTP", shown)
 }
 
 // errNotNew is what a Verifier that New did not make (nil, or the zero

@@ -1624,6 +1624,10 @@ func TestNewRefusesPlainHTTP(t *testing.T) {
 	if _, err := verify.New(context.Background(), o); err == nil || !strings.Contains(err.Error(), "JWKSURL") {
 		t.Errorf("New with an ftp JWKS URL: %v, want it refused", err)
 	}
+	o.JWKSURL = "http://ops:hunter2@auth.example.org/.well-known/jwks.json"
+	if _, err := verify.New(context.Background(), o); err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("New with a password in a refused URL: %v, want it refused without the password", err)
+	}
 	o.JWKSURL, o.AllowInsecureHTTP = "http://auth.example.org/.well-known/jwks.json", true
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // no request leaves: only the URL check is under test
