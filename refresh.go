@@ -105,14 +105,18 @@ func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID 
 				return s.reuse(ctx, tx, c, t, sess, u.ID, now)
 			}
 		}
-		// After every refusal and reuse, which no scope may dodge.
-		if scopes != nil && !sameScopes(scopes, sess.Scopes) {
-			return &Error{Code: EInvalid, Message: fmt.Sprintf("A refresh keeps the scope granted (%s): send it whole, "+
-				"or leave scope out.", strings.Join(sess.Scopes, " ")),
-				Fields: []FieldError{{Field: "scope", Message: "must be the scope granted"}}}
-		}
 		if err := s.limit(ctx, "refresh:"+sess.ID.String(), refreshPerSession, time.Minute); err != nil {
 			return err
+		}
+		// After every refusal and reuse, which no scope may dodge, and
+		// within the session's budget and its trail: a token's holder who
+		// asks with another scope learns the token is live, as a refresh
+		// would tell.
+		if scopes != nil && !sameScopes(scopes, sess.Scopes) {
+			return tx.refuse(ctx, s.audit(now, c, EventTokenRefreshed, ResultFailure, u.ID, "scope not granted", ctxt),
+				&Error{Code: EInvalid, Message: fmt.Sprintf("A refresh keeps the scope granted (%s): send it whole, "+
+					"or leave scope out.", strings.Join(sess.Scopes, " ")),
+					Fields: []FieldError{{Field: "scope", Message: "must be the scope granted"}}})
 		}
 		if t.Revoked {
 			sess.LastUsedAt = now

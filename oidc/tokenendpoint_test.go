@@ -308,6 +308,13 @@ func TestRefreshKeepsItsScope(t *testing.T) {
 				t.Errorf("refresh with scope %q: %d %q, want 400 invalid_scope", scope, resp.StatusCode, code)
 			}
 		}
+		// Each refusal is on the session's trail (a holder probing a token
+		// with scopes is seen).
+		refused, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{EventType: authd.EventTokenRefreshed,
+			Result: authd.ResultFailure, Limit: 10})
+		if err != nil || len(refused) != 3 || refused[0].FailureReason != "scope not granted" {
+			t.Errorf("token_refreshed failures after three refused scopes: %d %v", len(refused), err)
+		}
 		if resp, code := refresh("profile offline_access openid"); resp.StatusCode != http.StatusOK {
 			t.Errorf("refresh with the granted scope in another order, and profile: %d %q, want 200", resp.StatusCode, code)
 		}
