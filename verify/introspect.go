@@ -329,14 +329,14 @@ func (v *Verifier) probeIntrospection(ctx context.Context) error {
 	active, err := v.introspect(ctx, probeToken)
 	switch {
 	case err == nil && active:
-		return fmt.Errorf("verify: Options.IntrospectionURL %s calls a junk token active: not authd's introspection", v.opts.IntrospectionURL)
+		return fmt.Errorf("verify: Options.IntrospectionURL %s calls a junk token active: not authd's introspection", shown(v.opts.IntrospectionURL))
 	case err == nil:
 		return nil
 	case errors.As(err, new(introspectionRefused)):
-		return fmt.Errorf("verify: Options.IntrospectionURL %s: %w", v.opts.IntrospectionURL, err)
+		return fmt.Errorf("verify: Options.IntrospectionURL %s: %w", shown(v.opts.IntrospectionURL), err)
 	}
 	v.logger.Warn("verify: introspection could not be probed; the fallback may fail while the feed is lost",
-		"url", v.opts.IntrospectionURL, "err", err)
+		"url", shown(v.opts.IntrospectionURL), "err", err)
 	return nil
 }
 

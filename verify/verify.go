@@ -297,7 +297,7 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 		return nil, fmt.Errorf("verify: required, but empty: Options.%s", strings.Join(missing, ", Options."))
 	}
 	if opts.IntrospectionURL == "" {
-		u, err := url.Parse(opts.RevocationsURL)
+		u, err := parseURL(opts.RevocationsURL)
 		if err != nil {
 			return nil, fmt.Errorf("verify: Options.RevocationsURL: %w", err)
 		}
@@ -345,9 +345,9 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 		v.Close()
 		if len(opts.Algorithms) > 0 {
 			return nil, fmt.Errorf("verify: the JWKS at %s has no usable key of Options.Algorithms %s",
-				opts.JWKSURL, strings.Join(opts.Algorithms, ", "))
+				shown(opts.JWKSURL), strings.Join(opts.Algorithms, ", "))
 		}
-		return nil, fmt.Errorf("verify: the JWKS at %s has no usable key", opts.JWKSURL)
+		return nil, fmt.Errorf("verify: the JWKS at %s has no usable key", shown(opts.JWKSURL))
 	}
 	first := make(chan error, 1)
 	v.background(func(ctx context.Context) { v.follow(ctx, first) })
@@ -368,12 +368,8 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 		// No attempt ended: the first connection is still waiting for
 		// authd's answer, or for its "synced" (taken for dead only after
 		// the silence limit, which may be longer than ctx).
-		feed := v.opts.RevocationsURL
-		if u, err := url.Parse(feed); err == nil {
-			feed = u.Redacted() // a password in the URL stays out of the error
-		}
 		return nil, fmt.Errorf("verify: waiting for the revocation feed: %w (the connection to %s has not caught up yet: "+
-			"authd has not answered, or not finished sending the backlog)", ctx.Err(), feed)
+			"authd has not answered, or not finished sending the backlog)", ctx.Err(), shown(v.opts.RevocationsURL))
 	}
 	if opts.Policy != FailClosed { // FailClosed never introspects
 		if err := v.probeIntrospection(ctx); err != nil {
@@ -433,12 +429,31 @@ func refuseRedirect(*http.Request, []*http.Request) error { return http.ErrUseLa
 
 // checkURL accepts https URLs, and http ones to a loopback host or with
 // insecure set.
-func checkURL(raw string, insecure bool) error {
+// parseURL parses an Options URL; its error does not repeat the URL,
+// which may hold a password.
+func parseURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
+	if uerr, ok := errors.AsType[*url.Error](err); ok {
+		return nil, fmt.Errorf("not a URL: %w", uerr.Err)
+	}
+	return u, err
+}
+
+// shown is an Options URL as errors and logs show it: without a password.
+func shown(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(a URL that does not parse)"
+	}
+	return u.Redacted()
+}
+
+func checkURL(raw string, insecure bool) error {
+	u, err := parseURL(raw)
 	if err != nil {
 		return err
 	}
-	shown := u.Redacted() // a password in the URL stays out of the error
+	shown := u.Redacted()
 	switch {
 	case u.Host == "":
 		return fmt.Errorf("%q is not an absolute URL", shown)
