@@ -68,9 +68,22 @@ func (m *Migrator) exclusive(ctx context.Context, fn func() error) error {
 	}
 	defer conn.Close()
 	if err := m.serial.Locker.SessionLock(ctx, conn); err != nil {
+		if errors.Unwrap(err) != nil {
+			// The lock query itself failed: goose wraps that cause, and
+			// neither its "failed to acquire lock" after every retry nor
+			// the context's end while it waited wraps any.
+			return fmt.Errorf("taking the migration command lock: %w", err)
+		}
 		return fmt.Errorf("%w (another `authd migrate` may be running): %w", ErrCommandLock, err)
 	}
-	return fn()
+	err = fn()
+	if perr := conn.PingContext(context.WithoutCancel(ctx)); perr != nil {
+		// The session, and the lock with it, ended while the command ran:
+		// another command may have come between its steps.
+		return errors.Join(err, fmt.Errorf("the migration command lock was lost while the command ran "+
+			"(its connection: %w); check `authd migrate status`", perr))
+	}
+	return err
 }
 
 // Result says what one migration step did.

@@ -118,14 +118,28 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 		pool.Close()
 		return nil, err
 	}
-	serial := &migrate.CommandLock{Locker: commandLocker,
-		Open: func() *sql.DB { return stdlib.OpenDB(*pool.Config().ConnConfig.Copy()) }}
+	serial := &migrate.CommandLock{Locker: commandLocker, Open: func() *sql.DB {
+		return stdlib.OpenDB(*pool.Config().ConnConfig.Copy(), stdlib.OptionAfterConnect(keepIdleSession))
+	}}
 	m, err := migrate.New(goose.DialectPostgres, stdlib.OpenDBFromPool(pool), sub, serial, goose.WithSessionLocker(locker))
 	if err != nil {
 		pool.Close()
 		return nil, err
 	}
 	return &Store{queries: queries{db: pool}, pool: pool, migrator: m}, nil
+}
+
+// keepIdleSession keeps the connection of the migration command lock from
+// idle_session_timeout (PostgreSQL 14 on; managed servers set it): the
+// connection idles while the command runs on others, and its session's end
+// would drop the lock midway. Older servers lack the setting, and need
+// nothing.
+func keepIdleSession(ctx context.Context, conn *pgx.Conn) error {
+	_, err := conn.Exec(ctx, `SELECT set_config('idle_session_timeout', '0', false)`)
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok && pgErr.Code == "42704" { // undefined_object
+		return nil
+	}
+	return err
 }
 
 // migrateCommandLockID is the advisory lock a migration command holds from

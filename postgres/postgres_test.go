@@ -358,6 +358,32 @@ func holdAdvisoryLock(t *testing.T, s *postgres.Store, id int64) (release func()
 }
 
 // TestPurgeOneInstanceAtATime holds the purge lock elsewhere: Purge skips.
+// TestCommandLockSessionNeverIdlesOut: the migration command lock's
+// connection idles while the command runs on others; an
+// idle_session_timeout the server or the URL sets (here 100 ms) must not
+// end its session, and the lock with it.
+func TestCommandLockSessionNeverIdlesOut(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	cfg, err := pgx.ParseConfig(storetest.PostgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.RuntimeParams["idle_session_timeout"] = "100ms"
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if err := postgres.KeepIdleSession(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
+	var timeout string
+	if err := conn.QueryRow(ctx, "SHOW idle_session_timeout").Scan(&timeout); err != nil || timeout != "0" {
+		t.Errorf("idle_session_timeout on the lock's connection: %q %v, want 0", timeout, err)
+	}
+}
+
 func TestPurgeOneInstanceAtATime(t *testing.T) {
 	t.Parallel()
 	s := open(t)
