@@ -165,8 +165,9 @@ func (s *server) RefreshToken(ctx context.Context, r *op.ClientRequest[oidc.Refr
 	var scopes []string // nil: none named
 	if len(r.Data.Scopes) > 0 {
 		// Scopes authd does not know are dropped, as at the authorization
-		// endpoint: a client resending its configured list (profile, say)
-		// asks for what it was granted.
+		// endpoint: a client resending its configured list (openid
+		// profile …) asks for what it was granted; one naming only unknown
+		// scopes asks for none of it, and is refused.
 		scopes = slices.DeleteFunc(slices.Clone(r.Data.Scopes), func(s string) bool { return !slices.Contains(authd.Scopes(), s) })
 	}
 	pair, err := s.p.svc.RefreshForClient(ctx, client(ctx), r.Client.GetID(), r.Data.RefreshToken, scopes)

@@ -126,7 +126,7 @@ var settings = []setting{
 			}
 			return nil
 		}},
-	{"AUTHD_REVOCATION_STREAMS", "100", "revocation-feed streams (resource servers' verifiers) one instance serves at once; with several service tokens one holds at most half", false,
+	{"AUTHD_REVOCATION_STREAMS", "100", "revocation-feed streams (resource servers' verifiers) one instance serves at once; with several service tokens one holds at most half (at least one)", false,
 		func(c *Config, v string) error { return integer(&c.RevocationStreams, v, 1, 10000) }},
 	{"AUTHD_PUBLIC_URL", "http://127.0.0.1:8080", "base URL of the links in emails", false,
 		func(c *Config, v string) error {
