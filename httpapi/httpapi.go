@@ -242,16 +242,21 @@ func (s *Server) addRoute(pattern string, h handlerFunc, authed bool, params []s
 	api := strings.HasPrefix(path, "/v1/")
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		var err error
+		var pending *queryCheck
 		if api && r.URL.RawQuery != "" { // most API requests have none: no map to build
-			check := func() error { return checkQuery(r.URL.RawQuery, params) }
 			if authed {
-				r = r.WithContext(context.WithValue(r.Context(), queryCheckKey{}, check))
+				pending = &queryCheck{raw: r.URL.RawQuery, params: params}
+				r = r.WithContext(context.WithValue(r.Context(), queryCheckKey{}, pending))
 			} else {
-				err = check()
+				err = checkQuery(r.URL.RawQuery, params)
 			}
 		}
 		if err == nil {
 			err = h(w, r)
+		}
+		if err == nil && pending != nil && !pending.ran {
+			// A guard that forgot checkedQuery: the query was taken unread.
+			s.logger.ErrorContext(r.Context(), "a route's guard did not check its query", "route", pattern)
 		}
 		if err != nil {
 			s.writeError(w, r, err)
@@ -261,13 +266,23 @@ func (s *Server) addRoute(pattern string, h handlerFunc, authed bool, params []s
 
 type queryCheckKey struct{}
 
+// queryCheck is the query check handleAuthed leaves to the route's
+// authentication, and whether it ran.
+type queryCheck struct {
+	raw    string
+	params []string
+	ran    bool
+}
+
 // checkedQuery runs the query check handleAuthed left to the route's
 // authentication, once that passed.
 func checkedQuery(r *http.Request) error {
-	if check, ok := r.Context().Value(queryCheckKey{}).(func() error); ok {
-		return check()
+	q, ok := r.Context().Value(queryCheckKey{}).(*queryCheck)
+	if !ok {
+		return nil
 	}
-	return nil
+	q.ran = true
+	return checkQuery(q.raw, q.params)
 }
 
 // Routes lists every registered route, for the OpenAPI agreement test.
