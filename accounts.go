@@ -96,62 +96,83 @@ func (s *Service) mailVerification(ctx context.Context, tx *txn, c Client, u *Us
 }
 
 // newVerificationToken replaces the user's tokens of the type with a new one
-// and returns it; only its digest is stored.
+// and returns it; only its digest is stored. newEmail is the address an
+// email_verification token moves the account to, "" for one that verifies
+// the account's own; each replaces only its own kind (the newest link of
+// each is the one to follow).
 func (s *Service) newVerificationToken(ctx context.Context, tx *txn, user uuid.UUID, typ VerificationType,
-	expires, now time.Time) (string, error) {
-	if err := tx.DeleteVerificationTokens(ctx, user, typ); err != nil {
+	newEmail string, expires, now time.Time) (string, error) {
+	var err error
+	if newEmail == "" {
+		err = tx.DeleteVerificationTokens(ctx, user, typ)
+	} else {
+		err = tx.DeleteEmailChanges(ctx, user)
+	}
+	if err != nil {
 		return "", err
 	}
 	raw, digest := newOpaqueToken()
-	v := &VerificationToken{ID: NewID(), Token: digest, UserID: user, TokenType: typ, CreatedAt: now, ExpiresAt: expires}
+	v := &VerificationToken{ID: NewID(), Token: digest, UserID: user, TokenType: typ, NewEmail: newEmail,
+		CreatedAt: now, ExpiresAt: expires}
 	return raw, tx.CreateVerificationToken(ctx, v)
 }
 
 // consume redeems a usable verification token of the type (locked for the
-// transaction: one use only) and returns its user. An unknown, used,
-// expired or foreign token, or one of an erased account, is refused and
-// logged as a failure of event (SPEC 6.10).
+// transaction: one use only) and returns it and its user. An unknown,
+// used, expired or foreign token, or one of an erased account, is refused
+// and logged as a failure of event, or of email_changed for a token that
+// changes an address (SPEC 6.10).
 func (s *Service) consume(ctx context.Context, tx *txn, c Client, raw string, typ VerificationType,
-	event EventType, now time.Time) (*User, error) {
+	event EventType, now time.Time) (*User, *VerificationToken, error) {
 	digest, err := opaqueDigest(raw)
 	if err != nil {
-		return nil, s.refuseToken(ctx, tx, c, event, uuid.Nil, "malformed token", nil)
+		return nil, nil, s.refuseToken(ctx, tx, c, event, uuid.Nil, "malformed token", nil)
 	}
 	v, err := tx.VerificationToken(ctx, digest)
 	if ErrorCode(err) == ENotFound {
-		return nil, s.refuseToken(ctx, tx, c, event, uuid.Nil, "unknown token", nil)
+		return nil, nil, s.refuseToken(ctx, tx, c, event, uuid.Nil, "unknown token", nil)
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	if v.NewEmail != "" && typ == VerifyEmail {
+		event = EventEmailChanged
 	}
 	switch {
 	case v.TokenType != typ:
-		return nil, s.refuseToken(ctx, tx, c, event, uuid.Nil, "token of another kind", nil)
+		return nil, nil, s.refuseToken(ctx, tx, c, event, uuid.Nil, "token of another kind", nil)
 	case v.Used:
-		return nil, s.refuseToken(ctx, tx, c, event, v.UserID, "token already used", nil)
+		return nil, nil, s.refuseToken(ctx, tx, c, event, v.UserID, "token already used", nil)
 	case !v.Usable(now):
-		return nil, s.refuseToken(ctx, tx, c, event, v.UserID, "token expired", nil)
+		return nil, nil, s.refuseToken(ctx, tx, c, event, v.UserID, "token expired", nil)
 	}
 	u, err := tx.User(ctx, v.UserID)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if u.IsDeleted() {
-		return nil, s.refuseToken(ctx, tx, c, event, u.ID, "account deleted", nil)
+		return nil, nil, s.refuseToken(ctx, tx, c, event, u.ID, "account deleted", nil)
 	}
 	v.Used, v.UsedAt = true, now
-	return u, tx.UseVerificationToken(ctx, v)
+	return u, v, tx.UseVerificationToken(ctx, v)
 }
 
 // VerifyEmail redeems a verification token: the address is verified and an
-// inactive account becomes active. Returns EInvalidToken for an unknown,
-// used or expired token, ERateLimited after many of those.
-func (s *Service) VerifyEmail(ctx context.Context, c Client, token string) error {
-	return s.inTx(ctx, func(tx *txn) error {
+// inactive account becomes active; a token mailed to a new address moves
+// the account there (changeEmail), and newEmail is that address ("" for
+// the others). Returns EInvalidToken for an unknown, used or expired
+// token, ERateLimited after many of those, EConflict for a new address
+// that got an account meanwhile.
+func (s *Service) VerifyEmail(ctx context.Context, c Client, token string) (newEmail string, err error) {
+	err = s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
-		u, err := s.consume(ctx, tx, c, token, VerifyEmail, EventEmailVerified, now)
+		u, v, err := s.consume(ctx, tx, c, token, VerifyEmail, EventEmailVerified, now)
 		if err != nil {
 			return err
+		}
+		if v.NewEmail != "" {
+			newEmail = v.NewEmail
+			return s.changeEmail(ctx, tx, c, u, v.NewEmail, now)
 		}
 		u.EmailVerified = true
 		if u.AccountStatus == StatusInactive {
@@ -163,6 +184,7 @@ func (s *Service) VerifyEmail(ctx context.Context, c Client, token string) error
 		}
 		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventEmailVerified, ResultSuccess, u.ID, "", nil))
 	})
+	return newEmail, err
 }
 
 // ResendVerification mails a new verification link to an unverified
@@ -182,7 +204,8 @@ func (s *Service) ResendVerification(ctx context.Context, c Client, email string
 }
 
 // CheckToken reports, without using it, whether a verification or reset
-// token can still be redeemed: nil, or EInvalidToken. The pages call it on
+// token can still be redeemed: nil, or EInvalidToken; newEmail is the
+// address a token that changes it moves the account to. The pages call it on
 // GET, which must never consume a token (mail scanners follow links). A
 // refusal counts toward badTokensPerIP a minute per client, under a key of
 // the pages' own: past it a dead link gets ERateLimited (unlogged), which
@@ -190,14 +213,17 @@ func (s *Service) ResendVerification(ctx context.Context, c Client, email string
 // A live link still opens: refusing those too would let anyone sharing
 // the client's address block them, and the API's own refusals (refresh,
 // codes) are not spent by old links a mail scanner fetches again.
-func (s *Service) CheckToken(ctx context.Context, c Client, raw string, typ VerificationType) error {
-	_, err := s.usableToken(ctx, raw, typ)
+func (s *Service) CheckToken(ctx context.Context, c Client, raw string, typ VerificationType) (newEmail string, err error) {
+	v, err := s.usableToken(ctx, raw, typ)
 	if ErrorCode(err) == EInvalidToken {
 		if lerr := s.limit(ctx, "dead-link:"+clientKey(c), badTokensPerIP, time.Minute); lerr != nil {
-			return lerr
+			return "", lerr
 		}
 	}
-	return err
+	if err != nil {
+		return "", err
+	}
+	return v.NewEmail, nil
 }
 
 // usableToken reads (without locking or using it) the token behind raw,

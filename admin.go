@@ -219,6 +219,11 @@ func (s *Service) LockUser(ctx context.Context, c Client, id uuid.UUID, until ti
 		if err := tx.WithdrawMails(ctx, u.ID, MailPasswordReset); err != nil {
 			return nil, err
 		}
+		// Nor an address change asked for before it (by an intruder,
+		// perhaps: the reason for many a lock).
+		if err := s.voidEmailChange(ctx, tx, u); err != nil {
+			return nil, err
+		}
 		details := map[string]any{"sessions_revoked": len(ids)}
 		if !until.IsZero() {
 			details["until"] = u.AccountLockedUntil

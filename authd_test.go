@@ -60,9 +60,9 @@ func TestParseEnums(t *testing.T) {
 		}
 	}
 	// SPEC §4's 19 labels come first, in order; features only append.
-	if n := len(authd.EventTypes()); n != 19+8+5+5+1+1 || authd.EventTypes()[18] != authd.EventAdminAction ||
-		authd.EventTypes()[n-1] != authd.EventPasskeyRenamed {
-		t.Errorf("%d event types, want the 19 of SPEC §4, the 8 of issue 9 (MFA), its 5 of passkeys, the 5 of issue 10 (OpenID Connect), its oidc_client_auth_failed and passkey_renamed last", n)
+	if n := len(authd.EventTypes()); n != 19+8+5+5+1+1+2 || authd.EventTypes()[18] != authd.EventAdminAction ||
+		authd.EventTypes()[n-1] != authd.EventEmailChanged {
+		t.Errorf("%d event types, want the 19 of SPEC §4, the 8 of issue 9 (MFA), its 5 of passkeys, the 5 of issue 10 (OpenID Connect), its oidc_client_auth_failed and passkey_renamed, and the email change's 2 last", n)
 	}
 	bad := []func() error{
 		func() error { _, err := authd.ParseAccountStatus("Active"); return err },

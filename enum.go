@@ -131,6 +131,8 @@ const (
 	EventOIDCConsentRevoked     EventType = "oidc_consent_revoked"       // a user withdrew that
 	EventOIDCClientAuthFailed   EventType = "oidc_client_auth_failed"    // a client's credentials refused at the token endpoint
 	EventPasskeyRenamed         EventType = "passkey_renamed"            // a passkey given a new name by its user
+	EventEmailChangeRequested   EventType = "email_change_requested"     // a link mailed to a new address
+	EventEmailChanged           EventType = "email_changed"              // that link followed: the address changed
 )
 
 // EventTypes lists every event type, in schema order.
@@ -147,6 +149,7 @@ func EventTypes() []EventType {
 		EventPasskeyUsed, EventPasskeyCounterRegress, EventPasskeyLoginFailed,
 		EventOIDCAuthorized, EventOIDCCodeRedeemed, EventOIDCCodeReuse, EventOIDCConsentGranted,
 		EventOIDCConsentRevoked, EventOIDCClientAuthFailed, EventPasskeyRenamed,
+		EventEmailChangeRequested, EventEmailChanged,
 	}
 }
 

@@ -16,7 +16,8 @@ const MailAccountDeleted MailKind = "account_deleted"
 // MailKinds lists every kind of mail, in schema order.
 func MailKinds() []MailKind {
 	return []MailKind{MailVerifyEmail, MailPasswordReset, MailRegisterNotice, MailAccountLocked,
-		MailPasswordChanged, MailAccountDeleted, MailMFAReset, MailFactorChanged}
+		MailPasswordChanged, MailAccountDeleted, MailMFAReset, MailFactorChanged, MailEmailChange,
+		MailEmailChangeTaken, MailEmailChangeNotice}
 }
 
 // ParseMailKind rejects anything but the labels of MailKinds.
@@ -34,6 +35,8 @@ type OutboxMail struct {
 	Removed       MFARemoval   // with MailMFAReset
 	Change        FactorChange // with MailFactorChanged
 	AfterCodes    bool         // with MailAccountLocked: wrong codes set the lock
+	NewEmail      string       // with MailEmailChangeNotice: the address that replaces To
+	Done          bool         // with MailEmailChangeNotice: it has replaced it
 	CreatedAt     time.Time
 	NextAttemptAt time.Time
 	Attempts      int
@@ -125,10 +128,13 @@ func (t *txn) enqueue(ctx context.Context, now time.Time, kind MailKind, user *U
 	return t.enqueueMail(ctx, now, user, &OutboxMail{Kind: kind, Until: until})
 }
 
-// enqueueMail adds m, a mail of kind with its template data, to user's
-// address in the flow's transaction.
+// enqueueMail adds m, a mail of kind with its template data, about user in
+// the flow's transaction: to m.To, or when that is empty to user's address.
 func (t *txn) enqueueMail(ctx context.Context, now time.Time, user *User, m *OutboxMail) error {
-	m.ID, m.UserID, m.To, m.CreatedAt, m.NextAttemptAt = NewID(), user.ID, user.Email, now, now
+	if m.To == "" {
+		m.To = user.Email
+	}
+	m.ID, m.UserID, m.CreatedAt, m.NextAttemptAt = NewID(), user.ID, now, now
 	if err := t.EnqueueMail(ctx, m); err != nil {
 		return err
 	}
@@ -187,6 +193,12 @@ func MailData(m *OutboxMail) map[string]any {
 	if m.AfterCodes {
 		d["after_codes"] = true
 	}
+	if m.NewEmail != "" {
+		d["new_email"] = m.NewEmail
+	}
+	if m.Done {
+		d["done"] = true
+	}
 	if len(d) == 0 {
 		return nil
 	}
@@ -209,6 +221,8 @@ func (m *OutboxMail) SetData(d map[string]any) {
 		m.Change = FactorChange(change)
 	}
 	m.AfterCodes, _ = d["after_codes"].(bool)
+	m.NewEmail, _ = d["new_email"].(string)
+	m.Done, _ = d["done"].(bool)
 }
 
 // wakeSender tells this instance's sender that mail is waiting.
@@ -285,8 +299,8 @@ func (s *Service) DeliverMail(ctx context.Context) (int, error) {
 // a failed send is recorded for a retry.
 func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 	mail := Mail{Kind: m.Kind, To: m.To, Until: m.Until, At: m.CreatedAt, Removed: m.Removed, Change: m.Change,
-		AfterCodes: m.AfterCodes}
-	if m.Kind == MailVerifyEmail || m.Kind == MailPasswordReset {
+		AfterCodes: m.AfterCodes, NewEmail: m.NewEmail, Done: m.Done}
+	if m.Kind == MailVerifyEmail || m.Kind == MailPasswordReset || m.Kind == MailEmailChange {
 		mintCtx, cancel := context.WithTimeout(ctx, mailMintTimeout)
 		link, err := s.mintLink(mintCtx, m)
 		cancel()
@@ -380,11 +394,12 @@ func (s *Service) claimLapsed(m *OutboxMail) {
 		" (an erasure, a password change)", "mail_id", m.ID, "kind", m.Kind)
 }
 
-// mintLink creates the one-time token of a verification or reset mail,
-// voiding the user's older ones, and returns its link; "" when the mail is
-// no longer wanted (account gone or deleted, address already verified, or
-// a reset for an account an administrator locked), errClaimLapsed when the
-// claim no longer holds the mail.
+// mintLink creates the one-time token of a verification, reset or address
+// change mail, voiding the user's older ones of its type, and returns its
+// link; "" when the mail is no longer wanted (account gone or deleted,
+// address already verified or changed, or a reset or change for an
+// account an administrator locked), errClaimLapsed when the claim no
+// longer holds the mail.
 func (s *Service) mintLink(ctx context.Context, m *OutboxMail) (string, error) {
 	var link string
 	err := s.inTx(ctx, func(tx *txn) error {
@@ -408,18 +423,23 @@ func (s *Service) mintLink(ctx context.Context, m *OutboxMail) (string, error) {
 		if u == nil {
 			return nil
 		}
-		// A reset of an account an administrator locked: LockUser
-		// withdraws them and forgot-password queues none meanwhile; kept as
-		// a safeguard.
-		if u.IsDeleted() || u.Email != m.To || (m.Kind == MailVerifyEmail && u.EmailVerified) ||
-			(m.Kind == MailPasswordReset && u.LockedByAdmin(now)) {
+		// A verification or reset mail goes to the account's address, an
+		// address change's to the new one. A reset or change of an
+		// account an administrator locked: LockUser withdraws them and
+		// forgot-password queues none meanwhile; kept as a safeguard.
+		change := m.Kind == MailEmailChange
+		if u.IsDeleted() || (u.Email != m.To) != change || (m.Kind == MailVerifyEmail && u.EmailVerified) ||
+			(m.Kind != MailVerifyEmail && u.LockedByAdmin(now)) {
 			return nil
 		}
-		typ, ttl, page := VerifyEmail, EmailVerificationTTL, "verify-email"
-		if m.Kind == MailPasswordReset {
+		typ, ttl, page, newEmail := VerifyEmail, EmailVerificationTTL, "verify-email", ""
+		switch m.Kind {
+		case MailPasswordReset:
 			typ, ttl, page = PasswordReset, PasswordResetTTL, "reset-password"
+		case MailEmailChange:
+			newEmail = m.To
 		}
-		raw, err := s.newVerificationToken(ctx, tx, u.ID, typ, now.Add(ttl), now)
+		raw, err := s.newVerificationToken(ctx, tx, u.ID, typ, newEmail, now.Add(ttl), now)
 		if err != nil {
 			return err
 		}

@@ -97,7 +97,7 @@ func (s *Service) ResetPassword(ctx context.Context, c Client, token, newPasswor
 	if ErrorCode(err) == EInvalidToken {
 		// Refused (and logged) in the transaction, where the reason is known.
 		return s.inTx(ctx, func(tx *txn) error {
-			_, err := s.consume(ctx, tx, c, token, PasswordReset, EventPasswordResetCompleted, s.now())
+			_, _, err := s.consume(ctx, tx, c, token, PasswordReset, EventPasswordResetCompleted, s.now())
 			if err == nil {
 				err = errInvalidToken // redeemable after all: a race with a new link; the client retries
 			}
@@ -117,7 +117,7 @@ func (s *Service) ResetPassword(ctx context.Context, c Client, token, newPasswor
 	}
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
-		u, err := s.consume(ctx, tx, c, token, PasswordReset, EventPasswordResetCompleted, now)
+		u, _, err := s.consume(ctx, tx, c, token, PasswordReset, EventPasswordResetCompleted, now)
 		if err != nil {
 			return err
 		}
@@ -245,7 +245,8 @@ func (s *Service) newHash(ctx context.Context, password, email string) (string, 
 }
 
 // setPassword stores a new hash for u (with whatever else the caller
-// changed), ends every session but keep, withdraws queued reset mails,
+// changed), ends every session but keep, withdraws queued reset mails and
+// an address change,
 // voids what proved the old password (sign-ins awaiting their second
 // factor, a TOTP enrolment not confirmed), mails the notice and logs event.
 func (s *Service) setPassword(ctx context.Context, tx *txn, c Client, u *User, hash string, keep uuid.UUID,
@@ -286,6 +287,11 @@ func (s *Service) setPassword(ctx context.Context, tx *txn, c Client, u *User, h
 	// revived later, would mint a fresh link when sent: the new password
 	// makes it void, as it does the links already mailed.
 	if err := tx.WithdrawMails(ctx, u.ID, MailPasswordReset); err != nil {
+		return err
+	}
+	// An address change asked for under the old password goes too: it
+	// may be an intruder's, whom the new password means to shut out.
+	if err := s.voidEmailChange(ctx, tx, u); err != nil {
 		return err
 	}
 	if err := tx.enqueue(ctx, now, MailPasswordChanged, u, time.Time{}); err != nil {

@@ -110,6 +110,15 @@ const (
 	MailPasswordChanged MailKind = "password_changed"
 	MailMFAReset        MailKind = "mfa_reset"      // an administrator removed the second factors
 	MailFactorChanged   MailKind = "factor_changed" // the user added or removed a second factor
+	// MailEmailChange carries the link that moves an account to the
+	// address it is sent to.
+	MailEmailChange MailKind = "email_change"
+	// MailEmailChangeTaken tells an address that has an account that
+	// someone asked to move another account to it.
+	MailEmailChangeTaken MailKind = "email_change_taken"
+	// MailEmailChangeNotice tells an account's address that it is to be
+	// replaced by NewEmail, or was (Done).
+	MailEmailChangeNotice MailKind = "email_change_notice"
 )
 
 // Mail is one message to one address. Link carries the one-time link of
@@ -129,6 +138,10 @@ type Mail struct {
 	// AfterCodes says wrong second-factor codes, given past the password
 	// or in a signed-in session, set the lock (with MailAccountLocked).
 	AfterCodes bool
+	// NewEmail is the address that replaces the one the mail goes to, and
+	// Done says it has (with MailEmailChangeNotice).
+	NewEmail string
+	Done     bool
 }
 
 // FactorChange is what a user changed of their second factors, for the
@@ -562,6 +575,19 @@ func (s *Service) audit(now time.Time, c Client, event EventType, result Result,
 // link returns a page link carrying a one-time token.
 func (s *Service) link(page, token string) string {
 	return s.cfg.PublicURL + "/" + page + "?token=" + token
+}
+
+// renameField names field to, instead of from, in err's field errors: a
+// rule written for one request's field applied to another's.
+func renameField(err error, from, to string) error {
+	if e, ok := errors.AsType[*Error](err); ok {
+		for i := range e.Fields {
+			if e.Fields[i].Field == from {
+				e.Fields[i].Field = to
+			}
+		}
+	}
+	return err
 }
 
 // checkPassword applies the password policy and names field in the error.

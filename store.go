@@ -210,9 +210,13 @@ type Queries interface {
 	VerificationToken(ctx context.Context, digest string) (*VerificationToken, error)
 	// UseVerificationToken marks v used at v.UsedAt. ENotFound when it does not exist.
 	UseVerificationToken(ctx context.Context, v *VerificationToken) error
-	// DeleteVerificationTokens deletes the user's unused tokens of the type,
-	// voiding them when a new one is mailed.
+	// DeleteVerificationTokens deletes the user's unused tokens of the type
+	// but those that change the address (NewEmail set), voiding them when
+	// a new one is mailed.
 	DeleteVerificationTokens(ctx context.Context, userID uuid.UUID, typ VerificationType) error
+	// DeleteEmailChanges deletes the user's unused email_verification
+	// tokens that change the address (NewEmail set), and no other.
+	DeleteEmailChanges(ctx context.Context, userID uuid.UUID) error
 
 	// CreateSecurityLog appends an audit event. An event about an erased
 	// (deleted) user keeps no client — IP address, user agent, the

@@ -66,6 +66,9 @@ type VerificationToken struct {
 	Token     string
 	UserID    uuid.UUID
 	TokenType VerificationType
+	// NewEmail, on an email_verification token, is the address following
+	// it moves the account to; "" on one that verifies the account's own.
+	NewEmail  string
 	CreatedAt time.Time
 	ExpiresAt time.Time
 	Used      bool

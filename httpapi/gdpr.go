@@ -171,6 +171,7 @@ type exportVerification struct {
 	ExpiresAt time.Time  `json:"expires_at"`
 	Used      bool       `json:"used"`
 	UsedAt    *time.Time `json:"used_at"`
+	NewEmail  *string    `json:"new_email"`
 }
 
 type exportMail struct {
@@ -344,7 +345,8 @@ func (x *exportWriter) userRows() authd.UserRows {
 		},
 		VerificationTokens: func(v *authd.VerificationToken) error {
 			return x.row(4, exportVerification{ID: v.ID, UserID: v.UserID, TokenType: string(v.TokenType),
-				CreatedAt: v.CreatedAt, ExpiresAt: v.ExpiresAt, Used: v.Used, UsedAt: optTime(v.UsedAt)})
+				CreatedAt: v.CreatedAt, ExpiresAt: v.ExpiresAt, Used: v.Used, UsedAt: optTime(v.UsedAt),
+				NewEmail: optString(v.NewEmail)})
 		},
 		SecurityLogs: func(l *authd.SecurityLog) error { return x.row(5, toSecurityLog(l)) },
 		Mails: func(m *authd.OutboxMail) error {

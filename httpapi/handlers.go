@@ -113,7 +113,9 @@ func (s *Server) verifyEmail(w http.ResponseWriter, r *http.Request) error {
 	if err := required("token", in.Token); err != nil {
 		return err
 	}
-	if err := s.svc.VerifyEmail(r.Context(), client(r), in.Token); err != nil {
+	// The same answer whether the link verified the account's address or
+	// moved it to a new one (SPEC §5).
+	if _, err := s.svc.VerifyEmail(r.Context(), client(r), in.Token); err != nil {
 		return badRequest{err}
 	}
 	writeJSON(w, http.StatusOK, accepted{"verified"})
@@ -259,6 +261,28 @@ func (s *Server) changePassword(w http.ResponseWriter, r *http.Request, a *authd
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// changeEmail asks to move the account to new_email: a link goes there
+// (POST /v1/auth/verify-email redeems it), a notice to the old address.
+// The same 202 whether or not new_email has an account.
+func (s *Server) changeEmail(w http.ResponseWriter, r *http.Request, a *authd.AccessClaims) error {
+	var in struct {
+		NewEmail string `json:"new_email"`
+		Password string `json:"password"`
+		stepUpIn        // the second factor, when the user has one
+	}
+	if err := decodeJSON(w, r, &in); err != nil {
+		return err
+	}
+	if err := required("new_email", in.NewEmail, "password", in.Password); err != nil {
+		return err
+	}
+	if err := s.svc.RequestEmailChange(r.Context(), client(r), a, in.NewEmail, in.Password, in.proof()); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusAccepted, accepted{"verification_sent"})
 	return nil
 }
 

@@ -95,6 +95,17 @@ func TestSessionEndingFlowsLetALogoutThrough(t *testing.T) {
 		{"erasure by an administrator", nil, func(e *env, u *authd.User, _, _ string) response {
 			return e.admin("DELETE", "/v1/admin/users/"+u.ID.String(), nil)
 		}},
+		{"email change", func(e *env) string {
+			keep, _ := e.login(email, goodPassword)
+			want(e.t, "ask to change the address", e.changeEmail(keep, "moved@example.net", goodPassword), 202, "")
+			return tokenOf(e.t, e.mail.last(e.t, authd.MailEmailChange, "moved@example.net"))
+		}, func(e *env, _ *authd.User, _, token string) response {
+			r := e.do("POST", "/v1/auth/verify-email", map[string]string{"token": token})
+			if r.status == http.StatusOK {
+				r.status = http.StatusNoContent // the one flow here that answers with a body
+			}
+			return r
+		}},
 	} {
 		t.Run(flow.name, func(t *testing.T) {
 			t.Parallel()

@@ -113,6 +113,9 @@ type page struct {
 	Error         string
 	MinLength     int
 	NewLinkAction string
+	// NewEmail, on the verification pages, is the address a link that
+	// changes it moves the account to ("" for one that confirms it).
+	NewEmail string
 	// Script: the page runs its inline scripts (under the nonce) and calls
 	// this origin's API; the other pages have no script at all.
 	Script  bool
@@ -205,10 +208,11 @@ func (s *Server) pageError(w http.ResponseWriter, r *http.Request, err error, p 
 func (s *Server) verifyPage(w http.ResponseWriter, r *http.Request) error {
 	token := r.URL.Query().Get("token")
 	p := page{Title: "Confirm your email address", Token: token, NewLinkAction: "/verify-email/new-link"}
-	if err := s.svc.CheckToken(r.Context(), client(r), token, authd.VerifyEmail); err != nil {
+	newEmail, err := s.svc.CheckToken(r.Context(), client(r), token, authd.VerifyEmail)
+	if err != nil {
 		return s.pageError(w, r, err, p)
 	}
-	p.content = "verify-content"
+	p.NewEmail, p.content = newEmail, "verify-content"
 	return s.renderPage(w, http.StatusOK, p)
 }
 
@@ -218,10 +222,11 @@ func (s *Server) verifySubmit(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return s.pageError(w, r, err, p)
 	}
-	if err := s.svc.VerifyEmail(r.Context(), client(r), form.Get("token")); err != nil {
+	newEmail, err := s.svc.VerifyEmail(r.Context(), client(r), form.Get("token"))
+	if err != nil {
 		return s.pageError(w, r, err, p)
 	}
-	p.Title, p.content = "Email address confirmed", "verified-content"
+	p.Title, p.NewEmail, p.content = "Email address confirmed", newEmail, "verified-content"
 	return s.renderPage(w, http.StatusOK, p)
 }
 
@@ -229,7 +234,7 @@ func (s *Server) resetPage(w http.ResponseWriter, r *http.Request) error {
 	token := r.URL.Query().Get("token")
 	p := page{Title: "Choose a new password", Token: token, MinLength: s.opts.PasswordMinLength,
 		NewLinkAction: "/reset-password/new-link"}
-	if err := s.svc.CheckToken(r.Context(), client(r), token, authd.PasswordReset); err != nil {
+	if _, err := s.svc.CheckToken(r.Context(), client(r), token, authd.PasswordReset); err != nil {
 		return s.pageError(w, r, err, p)
 	}
 	p.content = "reset-content"

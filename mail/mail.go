@@ -116,7 +116,8 @@ func (r *Renderer) Render(m authd.Mail) (*Rendered, error) {
 		change = "your sign-in methods were changed"
 	}
 	data := map[string]any{"Product": r.product, "PublicURL": r.publicURL, "Link": m.Link, "To": m.To, "Until": "",
-		"At": "", "Removed": removedText(m.Removed), "Change": change, "AfterCodes": m.AfterCodes}
+		"At": "", "Removed": removedText(m.Removed), "Change": change, "AfterCodes": m.AfterCodes,
+		"NewEmail": m.NewEmail, "Done": m.Done}
 	if !m.Until.IsZero() {
 		data["Until"] = m.Until.UTC().Format(timeLayout)
 	}

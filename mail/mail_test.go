@@ -637,6 +637,17 @@ func TestEveryTemplateRenders(t *testing.T) {
 		!strings.Contains(out.Text, "your sign-in methods were changed.") {
 		t.Errorf("a factor notice of an unknown change: %v, %+v", err, out)
 	}
+	// The email change's notice names the new address, escaped, and
+	// tells a request from a change made.
+	for _, done := range []bool{false, true} {
+		out, err := r.Render(authd.Mail{Kind: authd.MailEmailChangeNotice, To: "a@example.org", At: time.Now(),
+			NewEmail: "<b>@example.net", Done: done})
+		wantWord := map[bool]string{false: "asked to move it from this address to", true: "your account moved from this address to"}[done]
+		if err != nil || !strings.Contains(out.Text, wantWord+" <b>@example.net") ||
+			!strings.Contains(out.HTML, "&lt;b&gt;@example.net") || strings.Contains(out.HTML, "<b>") {
+			t.Errorf("email change notice (done %v): %v, %+v", done, err, out)
+		}
+	}
 	codes, err := r.Render(authd.Mail{Kind: authd.MailAccountLocked, To: "a@example.org", Until: time.Now(), AfterCodes: true})
 	if err != nil || !strings.Contains(codes.Text, "Your password was entered correctly") ||
 		!strings.Contains(codes.HTML, "Your password was entered correctly") {

@@ -501,12 +501,13 @@ func (q *queries) SaveRotation(ctx context.Context, t *authd.Token, s *authd.Ses
 		t.ID, t.Revoked, nullTime(t.RevokedAt), nullTime(t.RotatedAt), s.ID, s.LastUsedAt, nullTime(s.RevokedAt))
 }
 
-const verificationColumns = `id, token, user_id, token_type, created_at, expires_at, used, used_at`
+const verificationColumns = `id, token, user_id, token_type, created_at, expires_at, used, used_at, new_email`
 
 func (q *queries) CreateVerificationToken(ctx context.Context, v *authd.VerificationToken) error {
 	return q.write(ctx, nil, `INSERT INTO verification_tokens (`+verificationColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-		v.ID, v.Token, v.UserID, string(v.TokenType), v.CreatedAt, v.ExpiresAt, v.Used, nullTime(v.UsedAt))
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		v.ID, v.Token, v.UserID, string(v.TokenType), v.CreatedAt, v.ExpiresAt, v.Used, nullTime(v.UsedAt),
+		nullString(v.NewEmail))
 }
 
 // VerificationToken implements authd.Queries: see ownedRow for the locks.
@@ -518,14 +519,15 @@ func scanVerification(row pgx.Row) (*authd.VerificationToken, error) {
 	var v authd.VerificationToken
 	var typ string
 	var usedAt *time.Time
-	err := row.Scan(&v.ID, &v.Token, &v.UserID, &typ, &v.CreatedAt, &v.ExpiresAt, &v.Used, &usedAt)
+	var newEmail *string
+	err := row.Scan(&v.ID, &v.Token, &v.UserID, &typ, &v.CreatedAt, &v.ExpiresAt, &v.Used, &usedAt, &newEmail)
 	if err != nil {
 		return nil, translate(err)
 	}
 	if v.TokenType, err = authd.ParseVerificationType(typ); err != nil {
 		return nil, fmt.Errorf("postgres: verification token %s: %w", v.ID, err)
 	}
-	v.UsedAt = value(usedAt)
+	v.UsedAt, v.NewEmail = value(usedAt), value(newEmail)
 	return &v, nil
 }
 
@@ -783,8 +785,14 @@ func (q *queries) UseVerificationToken(ctx context.Context, v *authd.Verificatio
 }
 
 func (q *queries) DeleteVerificationTokens(ctx context.Context, userID uuid.UUID, typ authd.VerificationType) error {
-	return q.write(ctx, nil, `DELETE FROM verification_tokens WHERE user_id = $1 AND token_type = $2 AND NOT used`,
+	return q.write(ctx, nil, `DELETE FROM verification_tokens
+		WHERE user_id = $1 AND token_type = $2 AND new_email IS NULL AND NOT used`,
 		userID, string(typ))
+}
+
+func (q *queries) DeleteEmailChanges(ctx context.Context, userID uuid.UUID) error {
+	return q.write(ctx, nil, `DELETE FROM verification_tokens
+		WHERE user_id = $1 AND token_type = 'email_verification' AND new_email IS NOT NULL AND NOT used`, userID)
 }
 
 // errPublishOutsideTx is PublishRevocation called on the store, not in

@@ -160,13 +160,13 @@ func scanToken(row scanner) (*authd.Token, error) {
 	return &t, nil
 }
 
-const verificationColumns = `id, token, user_id, token_type, created_at, expires_at, used, used_at`
+const verificationColumns = `id, token, user_id, token_type, created_at, expires_at, used, used_at, new_email`
 
 func (q *queries) CreateVerificationToken(ctx context.Context, v *authd.VerificationToken) error {
 	_, err := q.db.ExecContext(ctx, `INSERT INTO verification_tokens (`+verificationColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		v.ID, v.Token, v.UserID, string(v.TokenType), timeArg(v.CreatedAt), timeArg(v.ExpiresAt),
-		v.Used, timeArg(v.UsedAt))
+		v.Used, timeArg(v.UsedAt), nullString(v.NewEmail))
 	return translate(err)
 }
 
@@ -200,11 +200,13 @@ func scanID(row scanner) (id uuid.UUID, err error) { return id, translate(row.Sc
 func scanVerification(row scanner) (*authd.VerificationToken, error) {
 	var v authd.VerificationToken
 	var typ string
+	var newEmail sql.NullString
 	err := row.Scan(&v.ID, &v.Token, &v.UserID, &typ, timeCol{&v.CreatedAt}, timeCol{&v.ExpiresAt},
-		&v.Used, timeCol{&v.UsedAt})
+		&v.Used, timeCol{&v.UsedAt}, &newEmail)
 	if err != nil {
 		return nil, translate(err)
 	}
+	v.NewEmail = newEmail.String
 	if v.TokenType, err = authd.ParseVerificationType(typ); err != nil {
 		return nil, fmt.Errorf("sqlite: verification token %s: %w", v.ID, err)
 	}
@@ -505,8 +507,15 @@ func (q *queries) UseVerificationToken(ctx context.Context, v *authd.Verificatio
 }
 
 func (q *queries) DeleteVerificationTokens(ctx context.Context, userID uuid.UUID, typ authd.VerificationType) error {
-	_, err := q.db.ExecContext(ctx, `DELETE FROM verification_tokens WHERE user_id = ? AND token_type = ? AND NOT used`,
+	_, err := q.db.ExecContext(ctx, `DELETE FROM verification_tokens
+		WHERE user_id = ? AND token_type = ? AND new_email IS NULL AND NOT used`,
 		userID, string(typ))
+	return translate(err)
+}
+
+func (q *queries) DeleteEmailChanges(ctx context.Context, userID uuid.UUID) error {
+	_, err := q.db.ExecContext(ctx, `DELETE FROM verification_tokens
+		WHERE user_id = ? AND token_type = 'email_verification' AND new_email IS NOT NULL AND NOT used`, userID)
 	return translate(err)
 }
 

@@ -51,6 +51,7 @@ func Run(t *testing.T, open func(t *testing.T) authd.Store) {
 		{"SessionsAndTokens", testSessionsAndTokens},
 		{"TokenErrors", testTokenErrors},
 		{"VerificationTokens", testVerificationTokens},
+		{"EmailChangeTokens", testEmailChangeTokens},
 		{"SecurityLogs", testSecurityLogs},
 		{"SecurityLogsOfErasedUsers", testSecurityLogsOfErasedUsers},
 		{"PurgeErasedAccounts", testPurgeErasedAccounts},
@@ -420,6 +421,58 @@ func testVerificationTokens(t *testing.T, s authd.Store) {
 	wantCode(t, "token of a missing user", s.CreateVerificationToken(ctx, &orphan), authd.ENotFound)
 	_, err = s.VerificationToken(ctx, "nope")
 	wantCode(t, "unknown digest", err, authd.ENotFound)
+}
+
+// testEmailChangeTokens: an email_verification token may name the address
+// it moves its account to (NewEmail); DeleteVerificationTokens spares such
+// tokens, DeleteEmailChanges deletes only them, and neither deletes a used
+// one. A password_reset token names no address.
+func testEmailChangeTokens(t *testing.T, s authd.Store) {
+	ctx := context.Background()
+	u := mustCreateUser(t, s, "heidi@example.org")
+	token := func(digest string, typ authd.VerificationType, newEmail string, used bool) *authd.VerificationToken {
+		t.Helper()
+		v := &authd.VerificationToken{ID: authd.NewID(), Token: digest, UserID: u.ID, TokenType: typ, NewEmail: newEmail,
+			CreatedAt: Epoch, ExpiresAt: Epoch.Add(time.Hour), Used: used}
+		if used {
+			v.UsedAt = Epoch
+		}
+		if err := s.CreateVerificationToken(ctx, v); err != nil {
+			t.Fatalf("CreateVerificationToken(%s): %v", digest, err)
+		}
+		return v
+	}
+	change := token("change", authd.VerifyEmail, "heidi@example.net", false)
+	got, err := s.VerificationToken(ctx, "change")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(change, got); diff != "" {
+		t.Errorf("change token round trip (-want +got):\n%s", diff)
+	}
+	bad := &authd.VerificationToken{ID: authd.NewID(), Token: "reset-to", UserID: u.ID, TokenType: authd.PasswordReset,
+		NewEmail: "heidi@example.net", CreatedAt: Epoch, ExpiresAt: Epoch.Add(time.Hour)}
+	wantCode(t, "a reset token naming an address", s.CreateVerificationToken(ctx, bad), authd.EInvalid)
+	token("plain", authd.VerifyEmail, "", false)
+	token("used-change", authd.VerifyEmail, "heidi@example.com", true)
+	token("reset", authd.PasswordReset, "", false)
+	left := func(what string, want ...string) {
+		t.Helper()
+		for _, digest := range []string{"change", "plain", "used-change", "reset"} {
+			_, err := s.VerificationToken(ctx, digest)
+			if kept := err == nil; kept != slices.Contains(want, digest) {
+				t.Errorf("after %s, token %s: %v (want kept: %v)", what, digest, err, !kept)
+			}
+		}
+	}
+	if err := s.DeleteVerificationTokens(ctx, u.ID, authd.VerifyEmail); err != nil {
+		t.Fatal(err)
+	}
+	left("DeleteVerificationTokens(email_verification)", "change", "used-change", "reset")
+	if err := s.DeleteEmailChanges(ctx, u.ID); err != nil {
+		t.Fatal(err)
+	}
+	left("DeleteEmailChanges", "used-change", "reset")
 }
 
 // testSecurityLogsOfErasedUsers: a row about an erased (deleted) user

@@ -350,7 +350,7 @@ func TestCommandsWaitForLocksBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, `LOCK TABLE users IN SHARE MODE`); err != nil { // the last migration updates users
+	if _, err := tx.Exec(ctx, `LOCK TABLE verification_tokens IN SHARE MODE`); err != nil { // the last migration alters it
 		t.Fatal(err)
 	}
 	code, _, stderr = runCLIContext(guard, t, env, "migrate", "up")

@@ -1,0 +1,314 @@
+package httpapi_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+)
+
+// changeEmail asks to move the token's account to newEmail with pw.
+func (e *env) changeEmail(access, newEmail, pw string) response {
+	e.t.Helper()
+	return e.do("POST", "/v1/users/me/email", map[string]string{"new_email": newEmail, "password": pw}, bearer(access)...)
+}
+
+// hasEvent reports whether the user of email has the event/result row.
+func (e *env) hasEvent(email, event string) bool {
+	e.t.Helper()
+	return slices.Contains(e.events(email), event)
+}
+
+// TestEmailChange: a request mails a link to the new address and a notice
+// to the old; following the link moves the account there, verified, ends
+// every session and voids the reset link mailed to the old address, which
+// hears of the change and is free to register again.
+func TestEmailChange(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const old, next = "mover@example.org", "Moved@Example.NET"
+		e.registerVerified(old, goodPassword)
+		access, refresh := e.login(old, goodPassword)
+		other, _ := e.login(old, goodPassword)
+		id := e.user(old).ID
+
+		r := e.changeEmail(access, next, goodPassword)
+		want(t, "request", r, 202, "")
+		if r.str("status") != "verification_sent" {
+			t.Errorf("request answer: %s", r.raw)
+		}
+		link := e.mail.last(t, authd.MailEmailChange, "moved@example.net")
+		notice := e.mail.last(t, authd.MailEmailChangeNotice, old)
+		if notice.NewEmail != "moved@example.net" || notice.Done || notice.Link != "" {
+			t.Errorf("notice of the request: %+v", notice)
+		}
+		if !e.hasEvent(old, "email_change_requested/success") {
+			t.Errorf("events: %v", e.events(old))
+		}
+		// Nothing changes until the link is followed.
+		if u := e.user(old); u.ID != id || !e.active(access) {
+			t.Fatal("the request changed the account or ended its session")
+		}
+		want(t, "login at the new address before the link", e.do("POST", "/v1/auth/login",
+			map[string]string{"email": next, "password": goodPassword}), 401, "invalid_credentials")
+		want(t, "forgot at the old address", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": old}), 202, "")
+		reset := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, old))
+
+		e.clock.Advance(time.Minute)
+		r = e.do("POST", "/v1/auth/verify-email", map[string]string{"token": tokenOf(t, link)})
+		want(t, "follow the link", r, 200, "")
+		if r.str("status") != "verified" {
+			t.Errorf("verify answer: %s", r.raw)
+		}
+		u := e.user("moved@example.net")
+		if u.ID != id || !u.EmailVerified || u.AccountStatus != authd.StatusActive {
+			t.Errorf("the moved account: %+v", u)
+		}
+		if _, err := e.store.UserByEmail(context.Background(), old); authd.ErrorCode(err) != authd.ENotFound {
+			t.Errorf("the old address still names an account: %v", err)
+		}
+		for _, tok := range []string{access, other} {
+			if e.active(tok) {
+				t.Error("a session outlived the change")
+			}
+		}
+		want(t, "refresh after the change", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh}),
+			401, "invalid_token")
+		want(t, "the old address's reset link", e.do("POST", "/v1/auth/password/reset",
+			map[string]string{"token": reset, "new_password": "the intruder's passphrase"}), 400, "invalid_token")
+		want(t, "the link again", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": tokenOf(t, link)}),
+			400, "invalid_token")
+		done := e.mail.last(t, authd.MailEmailChangeNotice, old)
+		if !done.Done || done.NewEmail != "moved@example.net" {
+			t.Errorf("notice of the change: %+v", done)
+		}
+		if !e.hasEvent("moved@example.net", "email_changed/success") {
+			t.Errorf("events: %v", e.events("moved@example.net"))
+		}
+		want(t, "login at the old address", e.do("POST", "/v1/auth/login",
+			map[string]string{"email": old, "password": goodPassword}), 401, "invalid_credentials")
+		fresh, _ := e.login(next, goodPassword)
+		if me := e.do("GET", "/v1/users/me", nil, bearer(fresh)...); me.str("email") != "moved@example.net" {
+			t.Errorf("me after the change: %s", me.raw)
+		}
+
+		// The old address is free: a registration there makes a new account.
+		e.registerVerified(old, goodPassword)
+		if e.user(old).ID == id {
+			t.Error("the old address still named the moved account")
+		}
+	})
+}
+
+// TestEmailChangeRefusals: a request without the password, with a wrong
+// one, to the same or an unusable address, or without a token is refused
+// and mails nothing.
+func TestEmailChangeRefusals(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "stay@example.org"
+		e.registerVerified(email, goodPassword)
+		access, _ := e.login(email, goodPassword)
+		for _, c := range []struct {
+			what   string
+			body   map[string]string
+			status int
+			code   string
+			field  string
+		}{
+			{"no password", map[string]string{"new_email": "a@example.net"}, 400, "validation_failed", "password"},
+			{"no address", map[string]string{"password": goodPassword}, 400, "validation_failed", "new_email"},
+			{"not an address", map[string]string{"new_email": "nope", "password": goodPassword}, 400, "validation_failed", "new_email"},
+			{".invalid", map[string]string{"new_email": "a@b.invalid", "password": goodPassword}, 400, "validation_failed", "new_email"},
+			{"invisible", map[string]string{"new_email": "a\u200b@example.net", "password": goodPassword}, 400, "validation_failed", "new_email"},
+			{"the same address", map[string]string{"new_email": "STAY@example.org", "password": goodPassword}, 400, "validation_failed", "new_email"},
+			{"wrong password", map[string]string{"new_email": "a@example.net", "password": "not the password"}, 401, "invalid_credentials", "password"},
+			{"unknown field", map[string]string{"new_email": "a@example.net", "password": goodPassword, "email": "x"}, 400, "validation_failed", ""},
+		} {
+			r := e.do("POST", "/v1/users/me/email", c.body, bearer(access)...)
+			want(t, c.what, r, c.status, c.code)
+			if c.field != "" && r.field() != c.field {
+				t.Errorf("%s: names field %q, want %q: %s", c.what, r.field(), c.field, r.raw)
+			}
+		}
+		want(t, "no token", e.do("POST", "/v1/users/me/email", map[string]string{"new_email": "a@example.net",
+			"password": goodPassword}), 401, "invalid_token")
+		want(t, "a query", e.do("POST", "/v1/users/me/email?force=1", map[string]string{"new_email": "a@example.net",
+			"password": goodPassword}, bearer(access)...), 400, "validation_failed")
+		if n := e.mail.count(authd.MailEmailChangeNotice, email); n != 0 {
+			t.Errorf("%d notices after refused requests", n)
+		}
+		if !e.hasEvent(email, "email_change_requested/failure") {
+			t.Errorf("the wrong password left no row: %v", e.events(email))
+		}
+	})
+}
+
+// TestEmailChangeToATakenAddress: a request for an address that has an
+// account answers as any other, mails that address a notice and no link,
+// and tells the old address as always; an address registered after the
+// link was mailed makes the link refuse (409), the account keeping its
+// address.
+func TestEmailChangeToATakenAddress(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const a, b, c = "alice@example.org", "bob@example.org", "carol@example.org"
+		e.registerVerified(a, goodPassword)
+		e.registerVerified(b, goodPassword)
+		access, _ := e.login(a, goodPassword)
+
+		want(t, "request for a taken address", e.changeEmail(access, b, goodPassword), 202, "")
+		taken := e.mail.last(t, authd.MailEmailChangeTaken, b)
+		if taken.Link != "" {
+			t.Errorf("the taken address got a link: %+v", taken)
+		}
+		if n := e.mail.count(authd.MailEmailChange, b); n != 0 {
+			t.Errorf("%d change links to a taken address", n)
+		}
+		if e.mail.last(t, authd.MailEmailChangeNotice, a).NewEmail != b {
+			t.Error("the old address was not told of the request")
+		}
+		if !e.hasEvent(a, "email_change_requested/failure") || !e.active(access) {
+			t.Errorf("events: %v", e.events(a))
+		}
+
+		want(t, "request for a free address", e.changeEmail(access, c, goodPassword), 202, "")
+		link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, c))
+		e.registerVerified(c, goodPassword) // carol comes first
+		want(t, "the link to an address taken since", e.do("POST", "/v1/auth/verify-email",
+			map[string]string{"token": link}), 409, "conflict")
+		if e.user(a).EmailVerified != true || !e.active(access) {
+			t.Error("the refused change changed the account")
+		}
+		if !e.hasEvent(a, "email_changed/failure") {
+			t.Errorf("events: %v", e.events(a))
+		}
+		want(t, "the link again", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": link}), 400, "invalid_token")
+	})
+}
+
+// TestEmailChangeVoided: a newer request voids the older link, and a
+// password change, a password reset or an administrator's lock voids the
+// pending one, whether its link was mailed or still queued.
+func TestEmailChangeVoided(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "fickle@example.org"
+		e.registerVerified(email, goodPassword)
+		access, _ := e.login(email, goodPassword)
+		dead := func(what, to string) {
+			t.Helper()
+			link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, to))
+			want(t, what, e.do("POST", "/v1/auth/verify-email", map[string]string{"token": link}), 400, "invalid_token")
+		}
+
+		want(t, "first request", e.changeEmail(access, "one@example.net", goodPassword), 202, "")
+		e.mail.last(t, authd.MailEmailChange, "one@example.net") // sent
+		want(t, "second request", e.changeEmail(access, "two@example.net", goodPassword), 202, "")
+		dead("the first link after a second request", "one@example.net")
+
+		want(t, "change password", e.do("POST", "/v1/auth/password/change",
+			map[string]string{"current_password": goodPassword, "new_password": "a changed passphrase"}, bearer(access)...), 204, "")
+		dead("the link after a password change", "two@example.net")
+
+		// Queued, not yet sent, when the password changes: never sent.
+		want(t, "third request", e.changeEmail(access, "three@example.net", "a changed passphrase"), 202, "")
+		want(t, "change password back", e.do("POST", "/v1/auth/password/change",
+			map[string]string{"current_password": "a changed passphrase", "new_password": goodPassword}, bearer(access)...), 204, "")
+		if n := e.mail.count(authd.MailEmailChange, "three@example.net"); n != 0 {
+			t.Errorf("%d links sent for a request the password change voided", n)
+		}
+
+		want(t, "fourth request", e.changeEmail(access, "four@example.net", goodPassword), 202, "")
+		e.mail.last(t, authd.MailEmailChange, "four@example.net")
+		want(t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": email}), 202, "")
+		reset := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, email))
+		want(t, "reset", e.do("POST", "/v1/auth/password/reset",
+			map[string]string{"token": reset, "new_password": "a reset passphrase"}), 204, "")
+		dead("the link after a reset", "four@example.net")
+
+		access, _ = e.login(email, "a reset passphrase")
+		want(t, "fifth request", e.changeEmail(access, "five@example.net", "a reset passphrase"), 202, "")
+		e.mail.last(t, authd.MailEmailChange, "five@example.net")
+		id := e.user(email).ID
+		want(t, "admin lock", e.admin("POST", "/v1/admin/users/"+id.String()+"/lock", map[string]any{}), 204, "")
+		want(t, "admin unlock", e.admin("POST", "/v1/admin/users/"+id.String()+"/unlock", map[string]any{}), 204, "")
+		dead("the link after an administrator's lock", "five@example.net")
+		if u := e.user(email); u.ID != id {
+			t.Error("a voided link moved the account")
+		}
+	})
+}
+
+// TestEmailChangeNeedsTheSecondFactor: a user with a second factor moves
+// their account only with its proof too, a wrong code counting as one.
+func TestEmailChangeNeedsTheSecondFactor(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "guarded@example.org"
+		access, secret, _ := e.mfaUser(email)
+		r := e.changeEmail(access, "elsewhere@example.net", goodPassword)
+		want(t, "no code", r, 403, "mfa_required")
+		if r.str("mfa_token") != "" {
+			t.Errorf("a step-up refusal carries an mfa_token: %s", r.raw)
+		}
+		body := map[string]string{"new_email": "elsewhere@example.net", "password": goodPassword, "code": e.wrongCode(secret)}
+		want(t, "wrong code", e.do("POST", "/v1/users/me/email", body, bearer(access)...), 401, "invalid_credentials")
+		if n := e.mail.count(authd.MailEmailChange, "elsewhere@example.net"); n != 0 {
+			t.Fatalf("%d links without the second factor", n)
+		}
+		body["code"] = totpAt(t, secret, e.clock.Now())
+		want(t, "right code", e.do("POST", "/v1/users/me/email", body, bearer(access)...), 202, "")
+		e.mail.last(t, authd.MailEmailChange, "elsewhere@example.net")
+	})
+}
+
+// TestEmailChangeLimits: a user asks for at most five changes an hour,
+// counted only once the password passed; each new address has its mail
+// budget.
+func TestEmailChangeLimits(t *testing.T) {
+	e := newEnv(t, openSQLite(t), withRateLimit())
+	const email = "busy@example.org"
+	e.registerVerified(email, goodPassword)
+	access, _ := e.login(email, goodPassword)
+	for i := range 3 {
+		want(t, "wrong password", e.changeEmail(access, fmt.Sprintf("w%d@example.net", i), "not the password"),
+			401, "invalid_credentials")
+	}
+	for i := range 5 {
+		want(t, fmt.Sprintf("request %d", i+1), e.changeEmail(access, fmt.Sprintf("n%d@example.net", i), goodPassword), 202, "")
+	}
+	want(t, "sixth request", e.changeEmail(access, "n6@example.net", goodPassword), 429, "rate_limited")
+	e.clock.Advance(time.Hour)
+	access, _ = e.login(email, goodPassword)
+	for range 3 {
+		want(t, "forgot for an address", e.do("POST", "/v1/auth/password/forgot",
+			map[string]string{"email": "spent@example.net"}), 202, "")
+	}
+	want(t, "an address whose mails are spent", e.changeEmail(access, "spent@example.net", goodPassword), 429, "rate_limited")
+}
+
+// TestEmailChangePages: the verification page tells a change link from a
+// sign-up one, names the new address, and its button moves the account.
+func TestEmailChangePages(t *testing.T) {
+	e := newEnv(t, openSQLite(t))
+	e.registerVerified("page@example.org", goodPassword)
+	access, _ := e.login("page@example.org", goodPassword)
+	want(t, "request", e.changeEmail(access, "paged@example.net", goodPassword), 202, "")
+	tok := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "paged@example.net"))
+	r := e.do("GET", "/verify-email?token="+tok, nil)
+	if r.status != 200 || !strings.Contains(r.raw, "move your account to paged@example.net") ||
+		strings.Contains(r.raw, "you signed up") {
+		t.Fatalf("change page: %d %s", r.status, r.raw)
+	}
+	e.user("page@example.org") // opening the page moved nothing
+	r = e.post("/verify-email", form("token", tok))
+	if r.status != 200 || !strings.Contains(r.raw, "Your account now uses paged@example.net") {
+		t.Fatalf("pressing the button: %d %s", r.status, r.raw)
+	}
+	e.user("paged@example.net")
+}
