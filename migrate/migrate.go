@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/authd/authd"
@@ -24,7 +25,17 @@ import (
 type Migrator struct {
 	provider *goose.Provider
 	serial   *CommandLock // nil: commands are not serialised
+	onWait   func()       // see OnLockWait
 }
+
+// LockNotice is how long a command waits for the command lock before
+// OnLockWait's function is called.
+const LockNotice = time.Second
+
+// OnLockWait sets f, called once when a command has waited LockNotice for
+// the command lock (another command holds it), and never after the
+// command has it: a CLI tells its user why nothing happens yet.
+func (m *Migrator) OnLockWait(f func()) { m.onWait = f }
 
 // CommandLock serialises migration commands: Locker is held, on a
 // connection of a database Open returns, for the whole of each command that
@@ -67,7 +78,7 @@ func (m *Migrator) exclusive(ctx context.Context, fn func() error) error {
 		return err
 	}
 	defer conn.Close()
-	if err := m.serial.Locker.SessionLock(ctx, conn); err != nil {
+	if err := m.lock(ctx, conn); err != nil {
 		if errors.Unwrap(err) != nil {
 			// The lock query itself failed: goose wraps that cause, and
 			// neither its "failed to acquire lock" after every retry nor
@@ -83,6 +94,27 @@ func (m *Migrator) exclusive(ctx context.Context, fn func() error) error {
 		return errors.Join(err, fmt.Errorf("the migration command lock was lost while the command ran "+
 			"(its connection: %w); check `authd migrate status`", perr))
 	}
+	return err
+}
+
+// lock takes the command lock on conn, calling onWait if that takes longer
+// than LockNotice; onWait has returned by the time lock does.
+func (m *Migrator) lock(ctx context.Context, conn *sql.Conn) error {
+	if m.onWait == nil {
+		return m.serial.Locker.SessionLock(ctx, conn)
+	}
+	taken := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		select {
+		case <-time.After(LockNotice):
+			m.onWait()
+		case <-taken:
+		}
+	})
+	err := m.serial.Locker.SessionLock(ctx, conn)
+	close(taken)
+	wg.Wait()
 	return err
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -298,6 +299,8 @@ func TestMigrationCommandsOneAtATime(t *testing.T) {
 	ctx := context.Background()
 	release := holdAdvisoryLock(t, s, 0x61757468645f6d67) // as another authd migrate does
 	m := s.Migrator()
+	var told atomic.Int32 // the notice of a wait for the lock
+	m.OnLockWait(func() { told.Add(1) })
 	before, _, err := m.Version(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -313,6 +316,9 @@ func TestMigrationCommandsOneAtATime(t *testing.T) {
 		if !errors.Is(err, migrate.ErrCommandLock) {
 			t.Errorf("%s while another command runs: %v, want it to wait for it", name, err)
 		}
+		if n := told.Swap(0); n != 1 {
+			t.Errorf("%s while another command runs: told of the wait %d times, want once", name, n)
+		}
 	}
 	if v, _, _ := m.Version(ctx); v != before {
 		t.Errorf("version %d after commands that waited, want %d", v, before)
@@ -323,6 +329,9 @@ func TestMigrationCommandsOneAtATime(t *testing.T) {
 	}
 	if res, err := m.Up(ctx); err != nil || len(res) != 1 {
 		t.Errorf("up after the other command ended: %v %v", res, err)
+	}
+	if n := told.Load(); n != 0 {
+		t.Errorf("commands that found the lock free told of a wait %d times", n)
 	}
 	// The command lock's connection is not the pool's: a pool of one is
 	// left for goose's steps.

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/authd/authd/migrate"
 	"github.com/authd/authd/postgres"
 	"github.com/authd/authd/storetest"
 )
@@ -370,4 +371,44 @@ func mustParse(t *testing.T, raw string) *url.URL {
 		t.Fatal(err)
 	}
 	return u
+}
+
+// TestMigrateTellsOfAWaitForTheLock: a migration command that finds
+// another holding the command lock says so on stderr while it waits, and
+// gives up with the lock's error when its context ends.
+func TestMigrateTellsOfAWaitForTheLock(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	env := postgresEnv(t)
+	if code, _, stderr := runCLI(t, env, "migrate", "up"); code != exitOK {
+		t.Fatalf("migrate up: %s", stderr)
+	}
+	store, err := postgres.Open(ctx, env["DATABASE_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	conn, err := store.Pool().Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	// As another `authd migrate` would (the id is "authd_mg").
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, int64(0x61757468645f6d67)); err != nil {
+		t.Fatal(err)
+	}
+	wait, cancel := context.WithTimeout(ctx, migrate.LockNotice+2*time.Second)
+	defer cancel()
+	code, _, stderr := runCLIContext(wait, t, env, "migrate", "down")
+	if code != exitFailure || !strings.Contains(stderr, "waiting for another `authd migrate` command to finish") ||
+		!strings.Contains(stderr, "could not take the migration command lock") {
+		t.Errorf("migrate down while another holds the lock: exit %d, stderr %q", code, stderr)
+	}
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, int64(0x61757468645f6d67)); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr = runCLI(t, env, "migrate", "down")
+	if code != exitOK || strings.Contains(stderr, "waiting") {
+		t.Errorf("down once the lock is free: exit %d, stderr %q", code, stderr)
+	}
 }

@@ -81,6 +81,9 @@ func migrateCmd(ctx context.Context, e *env, args []string) error {
 	}
 	defer db.Close()
 	m := db.Migrator()
+	m.OnLockWait(func() {
+		fmt.Fprintln(e.stderr, "waiting for another `authd migrate` command to finish (it holds the migration command lock)")
+	})
 
 	var results []migrate.Result
 	switch action {
