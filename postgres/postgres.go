@@ -113,7 +113,7 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 		pool.Close()
 		return nil, err
 	}
-	commandLocker, err := lock.NewPostgresSessionLocker(lock.WithLockID(migrateCommandLockID))
+	commandLocker, err := lock.NewPostgresSessionLocker(lock.WithLockID(MigrationCommandLockID))
 	if err != nil {
 		pool.Close()
 		return nil, err
@@ -142,9 +142,11 @@ func keepIdleSession(ctx context.Context, conn *pgx.Conn) error {
 	return err
 }
 
-// migrateCommandLockID is the advisory lock a migration command holds from
-// start to end (goose's own, lock.DefaultLockID, is held for each step).
-const migrateCommandLockID int64 = 0x61757468645f6d67 // "authd_mg"
+// MigrationCommandLockID is the advisory lock a migration command holds from
+// start to end (goose's own, lock.DefaultLockID, is held for each step);
+// exported for operators' scripts and tests that must wait for, or hold
+// off, a migration.
+const MigrationCommandLockID int64 = 0x61757468645f6d67 // "authd_mg"
 
 // An Option adjusts how Open connects.
 type Option func(*options)

@@ -297,7 +297,7 @@ func TestMigrationCommandsOneAtATime(t *testing.T) {
 	t.Parallel()
 	s := open(t)
 	ctx := context.Background()
-	release := holdAdvisoryLock(t, s, 0x61757468645f6d67) // as another authd migrate does
+	release := holdAdvisoryLock(t, s, postgres.MigrationCommandLockID) // as another authd migrate does
 	m := s.Migrator()
 	var told atomic.Int32 // the notice of a wait for the lock
 	m.OnLockWait(func() { told.Add(1) })

@@ -393,8 +393,8 @@ func TestMigrateTellsOfAWaitForTheLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Release()
-	// As another `authd migrate` would (the id is "authd_mg").
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, int64(0x61757468645f6d67)); err != nil {
+	// As another `authd migrate` would.
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock($1)`, postgres.MigrationCommandLockID); err != nil {
 		t.Fatal(err)
 	}
 	wait, cancel := context.WithTimeout(ctx, migrate.LockNotice+2*time.Second)
@@ -404,7 +404,7 @@ func TestMigrateTellsOfAWaitForTheLock(t *testing.T) {
 		!strings.Contains(stderr, "could not take the migration command lock") {
 		t.Errorf("migrate down while another holds the lock: exit %d, stderr %q", code, stderr)
 	}
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, int64(0x61757468645f6d67)); err != nil {
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, postgres.MigrationCommandLockID); err != nil {
 		t.Fatal(err)
 	}
 	code, _, stderr = runCLI(t, env, "migrate", "down")
