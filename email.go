@@ -100,6 +100,27 @@ func (s *Service) RequestEmailChange(ctx context.Context, c Client, a *AccessCla
 	})
 }
 
+// CancelEmailChange voids the token's user's pending address change, if
+// any: its link dies, and a mail not yet sent is withdrawn (a mistyped
+// address, a change thought better of). It answers alike whether or not a
+// change was pending, which the user could otherwise learn of a request
+// for an address that has an account (that one has no link). Returns
+// EInvalidToken, EUnavailable.
+func (s *Service) CancelEmailChange(ctx context.Context, c Client, a *AccessClaims) error {
+	return s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		u, err := s.tokenUser(tx.User(ctx, a.UserID))
+		if err != nil {
+			return err
+		}
+		if err := s.voidEmailChange(ctx, tx, u); err != nil {
+			return err
+		}
+		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventEmailChanged, ResultFailure, u.ID,
+			"cancelled by the user", nil))
+	})
+}
+
 // voidEmailChange withdraws u's address change in tx: its link, and its
 // mail if still queued (or dead, which an operator could revive).
 func (s *Service) voidEmailChange(ctx context.Context, tx *txn, u *User) error {

@@ -192,8 +192,9 @@ func TestEmailChangeToATakenAddress(t *testing.T) {
 }
 
 // TestEmailChangeVoided: a newer request voids the older link, and a
-// password change, a password reset or an administrator's lock voids the
-// pending one, whether its link was mailed or still queued.
+// password change, a password reset, an administrator's lock or the user's
+// cancel voids the pending one, whether its link was mailed or still
+// queued.
 func TestEmailChangeVoided(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		e := newEnv(t, open(t))
@@ -240,6 +241,30 @@ func TestEmailChangeVoided(t *testing.T) {
 		dead("the link after an administrator's lock", "five@example.net")
 		if u := e.user(email); u.ID != id {
 			t.Error("a voided link moved the account")
+		}
+
+		// The user cancels: a link mailed dies, a mail queued is never sent,
+		// and nothing pending is answered alike.
+		access, _ = e.login(email, "a reset passphrase")
+		cancel := func(what string) {
+			t.Helper()
+			want(t, what, e.do("DELETE", "/v1/users/me/email", nil, bearer(access)...), 204, "")
+		}
+		want(t, "sixth request", e.changeEmail(access, "six@example.net", "a reset passphrase"), 202, "")
+		e.mail.last(t, authd.MailEmailChange, "six@example.net")
+		cancel("cancel a mailed change")
+		dead("the link after a cancel", "six@example.net")
+		want(t, "seventh request", e.changeEmail(access, "seven@example.net", "a reset passphrase"), 202, "")
+		cancel("cancel a queued change")
+		if n := e.mail.count(authd.MailEmailChange, "seven@example.net"); n != 0 {
+			t.Errorf("%d links sent for a cancelled request", n)
+		}
+		cancel("cancel with nothing pending")
+		want(t, "cancel with a body", e.do("DELETE", "/v1/users/me/email", map[string]string{"new_email": "x@example.net"},
+			bearer(access)...), 400, "validation_failed")
+		want(t, "cancel without a token", e.do("DELETE", "/v1/users/me/email", nil), 401, "invalid_token")
+		if !e.hasEvent(email, "email_changed/failure") {
+			t.Errorf("no row for the cancels: %v", e.events(email))
 		}
 	})
 }

@@ -286,6 +286,16 @@ func (s *Server) changeEmail(w http.ResponseWriter, r *http.Request, a *authd.Ac
 	return nil
 }
 
+// cancelEmailChange voids a pending address change: 204 whether or not
+// one was pending.
+func (s *Server) cancelEmailChange(w http.ResponseWriter, r *http.Request, a *authd.AccessClaims) error {
+	if err := s.svc.CancelEmailChange(r.Context(), client(r), a); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
 // userOut is a user as the API shows it: never the hash or lockout internals.
 type userOut struct {
 	ID                    uuid.UUID  `json:"id"`

@@ -142,6 +142,7 @@ func New(opts Options) *Server {
 	s.account("GET /v1/users/me/sessions", s.sessions)
 	s.account("DELETE /v1/users/me/sessions/{id}", fieldlessAuthed(s.deleteSession))
 	s.account("POST /v1/users/me/email", s.changeEmail)
+	s.account("DELETE /v1/users/me/email", fieldlessAuthed(s.cancelEmailChange))
 	s.account("PUT /v1/users/me/consent", s.updateConsent)
 	s.account("GET /v1/users/me/consents", s.consents)
 	s.account("DELETE /v1/users/me/consents/{client_id}", fieldlessAuthed(s.revokeConsent))
