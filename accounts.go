@@ -2,6 +2,7 @@ package authd
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/google/uuid"
@@ -164,6 +165,7 @@ func (s *Service) consume(ctx context.Context, tx *txn, c Client, raw string, ty
 // token, ERateLimited after many of those, EConflict for a new address
 // that got an account meanwhile.
 func (s *Service) VerifyEmail(ctx context.Context, c Client, token string) (newEmail string, err error) {
+	var user uuid.UUID
 	err = s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
 		u, v, err := s.consume(ctx, tx, c, token, VerifyEmail, EventEmailVerified, now)
@@ -171,7 +173,7 @@ func (s *Service) VerifyEmail(ctx context.Context, c Client, token string) (newE
 			return err
 		}
 		if v.NewEmail != "" {
-			newEmail = v.NewEmail
+			newEmail, user = v.NewEmail, u.ID
 			return s.changeEmail(ctx, tx, c, u, v.NewEmail, now)
 		}
 		u.EmailVerified = true
@@ -184,6 +186,16 @@ func (s *Service) VerifyEmail(ctx context.Context, c Client, token string) (newE
 		}
 		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventEmailVerified, ResultSuccess, u.ID, "", nil))
 	})
+	if newEmail != "" && ErrorCode(err) == EConflict && !errors.Is(err, errEmailTaken) {
+		// The unique index refused the new address, registered while the
+		// change was made: its transaction rolled back (the link unused,
+		// refused the next time), and the refusal is logged on its own.
+		if lerr := s.logEvent(ctx, s.audit(s.now(), c, EventEmailChanged, ResultFailure, user,
+			"email already registered", nil)); lerr != nil {
+			return newEmail, lerr
+		}
+		err = errEmailTaken
+	}
 	return newEmail, err
 }
 

@@ -54,49 +54,38 @@ func (s *Service) RequestEmailChange(ctx context.Context, c Client, a *AccessCla
 			Fields: []FieldError{{Field: "new_email", Message: "is already the account's address"}}}
 	}
 	// Counted once the password passed, so that a stolen access token
-	// alone cannot spend them; the new address's mail budget as any mail
-	// to it (every address has one, so it tells nothing of accounts).
+	// alone cannot spend them.
 	if err := s.limit(ctx, "email-change:"+a.UserID.String(), emailChangesPerHour, time.Hour); err != nil {
 		return err
 	}
-	if err := s.limitEmail(ctx, "mail", newEmail, mailsPerEmail, mailLimitRange); err != nil {
-		return err
-	}
+	// The new address's mail budget, as any mail to it: past it the
+	// request answers as usual and no mail goes there (SPEC 6.7).
+	mail := s.mailAllowed(ctx, newEmail)
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
 		u, err := s.recheck(ctx, tx, c, checked, proof, EventEmailChangeRequested, now)
 		if err != nil {
 			return err
 		}
-		// Either answer voids the older request's link and tells the old
-		// address: its owner may be the one asking, and must learn neither
-		// from what arrives there nor from an older link whether the new
-		// address has an account.
+		// Whether newEmail has an account is not looked at here: the
+		// answer, the row, the mails queued and the user's data must be
+		// alike either way (SPEC §6.6), since the requester can read all
+		// of them. The mail's sender finds it out (deliverEmailChange).
 		if err := s.voidEmailChange(ctx, tx, u); err != nil {
 			return err
 		}
-		notice := &OutboxMail{Kind: MailEmailChangeNotice, NewEmail: newEmail}
-		existing, err := tx.UserByEmail(ctx, newEmail)
-		switch {
-		case err == nil:
-			if err := tx.enqueue(ctx, now, MailEmailChangeTaken, existing, time.Time{}); err != nil {
+		if mail {
+			if err := tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailEmailChange, To: newEmail}); err != nil {
 				return err
 			}
-			if err := tx.enqueueMail(ctx, now, u, notice); err != nil {
-				return err
-			}
-			return tx.CreateSecurityLog(ctx, s.audit(now, c, EventEmailChangeRequested, ResultFailure, u.ID,
-				"email already registered", nil))
-		case ErrorCode(err) != ENotFound:
+		}
+		// The old address hears of every request: the owner may not be
+		// the one asking.
+		if err := tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailEmailChangeNotice, NewEmail: newEmail}); err != nil {
 			return err
 		}
-		if err := tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailEmailChange, To: newEmail}); err != nil {
-			return err
-		}
-		if err := tx.enqueueMail(ctx, now, u, notice); err != nil {
-			return err
-		}
-		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventEmailChangeRequested, ResultSuccess, u.ID, "", nil))
+		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventEmailChangeRequested, ResultSuccess, u.ID, "",
+			map[string]any{"mailed": mail}))
 	})
 }
 
@@ -141,11 +130,13 @@ func (s *Service) changeEmail(ctx context.Context, tx *txn, c Client, u *User, n
 	if u.LockedByAdmin(now) {
 		return s.refuseToken(ctx, tx, c, EventEmailChanged, u.ID, "account locked by an administrator", nil)
 	}
-	if _, err := tx.UserByEmail(ctx, newEmail); err == nil {
+	// Not UserByEmail, which would lock that account's row while this one
+	// is held: two accounts moving to each other's address would deadlock.
+	if taken, err := tx.EmailTaken(ctx, newEmail); err != nil {
+		return err
+	} else if taken {
 		return tx.refuse(ctx, s.audit(now, c, EventEmailChanged, ResultFailure, u.ID, "email already registered", nil),
 			errEmailTaken)
-	} else if ErrorCode(err) != ENotFound {
-		return err
 	}
 	// The sessions end before the address changes: an UPDATE of the email,
 	// a key column, locks the user against the inserts that name it, such
@@ -176,11 +167,11 @@ func (s *Service) changeEmail(ctx context.Context, tx *txn, c Client, u *User, n
 	if u.AccountStatus == StatusInactive {
 		u.AccountStatus = StatusActive
 	}
-	if err := tx.UpdateUser(ctx, u); ErrorCode(err) == EConflict {
-		// Registered between the read above and this write: the unique
-		// index refused it, and the whole change rolls back.
-		return errEmailTaken
-	} else if err != nil {
+	// Registered between the check above and this write, the address is
+	// refused by the unique index, here or when the write is sent (a
+	// batch, the commit): EConflict rolls the change back, and VerifyEmail
+	// logs it.
+	if err := tx.UpdateUser(ctx, u); err != nil {
 		return err
 	}
 	if err := tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailEmailChangeNotice, To: old, NewEmail: newEmail,

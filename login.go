@@ -126,7 +126,7 @@ func (s *Service) login(ctx context.Context, c Client, email, password, deviceIn
 		if _, err := s.liftExpired(ctx, tx, c, u, now); err != nil {
 			return err
 		}
-		if err := s.refuseStale(ctx, tx, c, u, checked, now); err != nil {
+		if err := s.refuseStale(ctx, tx, c, u, email, checked, now); err != nil {
 			return err
 		}
 		refuse := func(reason string, err error) error {
@@ -225,18 +225,21 @@ func (s *Service) loginUnknown(ctx context.Context, c Client, email, password st
 	return errInvalidCredentials
 }
 
-// refuseStale refuses, in tx, a login that checked the password hash
-// checked, for u as tx reads it now, when u was erased or its password
-// replaced (a reset or change committed) while the password was checked:
-// the password checked is no longer the account's. It returns nil when
-// neither happened.
-func (s *Service) refuseStale(ctx context.Context, tx *txn, c Client, u *User, checked string, now time.Time) error {
+// refuseStale refuses, in tx, a login at email that checked the password
+// hash checked, for u as tx reads it now, when u was erased, its password
+// replaced (a reset or change committed) or its address changed while the
+// password was checked: the password checked is no longer the account's,
+// or the address no longer names it. It returns nil when none happened.
+func (s *Service) refuseStale(ctx context.Context, tx *txn, c Client, u *User, email, checked string,
+	now time.Time) error {
 	reason := ""
 	switch {
 	case u.IsDeleted():
 		reason = "account deleted"
 	case u.PasswordHash != checked:
 		reason = "password changed during login"
+	case u.Email != email:
+		reason = "address changed during login"
 	default:
 		return nil
 	}
@@ -256,7 +259,7 @@ func (s *Service) loginBarred(ctx context.Context, c Client, u *User, password s
 	if wait := s.barredGuesses(u, s.now()); wait > 0 {
 		return s.refuseLocked(ctx, c, u.ID, s.lockedError(wait))
 	}
-	checked := u.PasswordHash
+	checked, email := u.PasswordHash, u.Email
 	ok, _, err := s.passwords.Verify(ctx, password, checked)
 	if err != nil {
 		return err
@@ -267,7 +270,7 @@ func (s *Service) loginBarred(ctx context.Context, c Client, u *User, password s
 		if err != nil {
 			return err
 		}
-		if err := s.refuseStale(ctx, tx, c, u, checked, now); err != nil {
+		if err := s.refuseStale(ctx, tx, c, u, email, checked, now); err != nil {
 			return err
 		}
 		refuse := func(reason string, err error) error {

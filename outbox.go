@@ -302,7 +302,15 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 		AfterCodes: m.AfterCodes, NewEmail: m.NewEmail, Done: m.Done}
 	if m.Kind == MailVerifyEmail || m.Kind == MailPasswordReset || m.Kind == MailEmailChange {
 		mintCtx, cancel := context.WithTimeout(ctx, mailMintTimeout)
-		link, err := s.mintLink(mintCtx, m)
+		var holder *User // with MailEmailChange: the account the new address has
+		var err error
+		if m.Kind == MailEmailChange {
+			holder, err = s.addressHolder(mintCtx, m.To)
+		}
+		var link string
+		if err == nil {
+			link, err = s.mintLink(mintCtx, m, holder)
+		}
 		cancel()
 		if errors.Is(err, errClaimLapsed) {
 			s.claimLapsed(m)
@@ -316,6 +324,12 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 			return false, s.settleMail(m, s.store.CompleteMail(ctx, m.ID, m.Claim), false)
 		}
 		mail.Link = link
+		if holder != nil {
+			// The link was minted all the same, so that the requester's
+			// data tells nothing, but goes to no one: the address's owner
+			// is told that someone asked for it.
+			mail.Kind, mail.Link = MailEmailChangeTaken, ""
+		}
 	}
 	if err := s.store.ExtendMailClaim(ctx, m.ID, m.Claim, s.now().Add(mailLease)); ErrorCode(err) == ENotFound {
 		s.claimLapsed(m)
@@ -399,8 +413,9 @@ func (s *Service) claimLapsed(m *OutboxMail) {
 // link; "" when the mail is no longer wanted (account gone or deleted,
 // address already verified or changed, or a reset or change for an
 // account an administrator locked), errClaimLapsed when the claim no
-// longer holds the mail.
-func (s *Service) mintLink(ctx context.Context, m *OutboxMail) (string, error) {
+// longer holds the mail. holder, for an address change, is the account the
+// new address has: its row tells of the request (the requester's does not).
+func (s *Service) mintLink(ctx context.Context, m *OutboxMail, holder *User) (string, error) {
 	var link string
 	err := s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
@@ -443,10 +458,29 @@ func (s *Service) mintLink(ctx context.Context, m *OutboxMail) (string, error) {
 		if err != nil {
 			return err
 		}
+		if holder != nil {
+			// Logged for the account the address has, as a registration
+			// at it is; the requester's row says nothing of it.
+			if err := tx.CreateSecurityLog(ctx, s.audit(now, Client{}, EventEmailChangeRequested, ResultFailure,
+				holder.ID, "another account asked to move to this address", nil)); err != nil {
+				return err
+			}
+		}
 		link = s.link(page, raw)
 		return nil
 	})
 	return link, err
+}
+
+// addressHolder returns the account that has address, nil when none has;
+// read outside any transaction, locking nothing (the sender holds the
+// requester, and must not wait for another account's row).
+func (s *Service) addressHolder(ctx context.Context, address string) (*User, error) {
+	u, err := s.store.UserByEmail(ctx, address)
+	if ErrorCode(err) == ENotFound {
+		return nil, nil
+	}
+	return u, err
 }
 
 func (s *Service) observeMail(m *OutboxMail, ev MailEvent) {

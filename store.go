@@ -146,6 +146,11 @@ type Queries interface {
 	User(ctx context.Context, id uuid.UUID) (*User, error)
 	// UserByEmail returns the user with the (normalised) email. ENotFound when there is none.
 	UserByEmail(ctx context.Context, email string) (*User, error)
+	// EmailTaken reports whether an account has the (normalised) email. It
+	// locks nothing, in a transaction too: a flow that holds one user must
+	// not wait for another's row (an address change checking the address
+	// it moves to).
+	EmailTaken(ctx context.Context, email string) (bool, error)
 	// UpdateUser writes every field of u. ENotFound when it no longer exists,
 	// EConflict when its new email is taken.
 	UpdateUser(ctx context.Context, u *User) error

@@ -172,8 +172,11 @@ func TestEmailChangeToATakenAddress(t *testing.T) {
 		if e.mail.last(t, authd.MailEmailChangeNotice, a).NewEmail != b {
 			t.Error("the old address was not told of the request")
 		}
-		if !e.hasEvent(a, "email_change_requested/failure") || !e.active(access) {
-			t.Errorf("events: %v", e.events(a))
+		if !e.hasEvent(a, "email_change_requested/success") || !e.active(access) {
+			t.Errorf("requester's events: %v", e.events(a))
+		}
+		if !e.hasEvent(b, "email_change_requested/failure") {
+			t.Errorf("taken address's events: %v", e.events(b))
 		}
 
 		want(t, "request for a free address", e.changeEmail(access, c, goodPassword), 202, "")
@@ -314,7 +317,79 @@ func TestEmailChangeLimits(t *testing.T) {
 		want(t, "forgot for an address", e.do("POST", "/v1/auth/password/forgot",
 			map[string]string{"email": "spent@example.net"}), 202, "")
 	}
-	want(t, "an address whose mails are spent", e.changeEmail(access, "spent@example.net", goodPassword), 429, "rate_limited")
+	// Past the address's budget the request answers as usual, and no mail
+	// goes there (SPEC 6.7); the old address is told all the same.
+	notices := e.mail.count(authd.MailEmailChangeNotice, email)
+	want(t, "an address whose mails are spent", e.changeEmail(access, "spent@example.net", goodPassword), 202, "")
+	if n := e.mail.count(authd.MailEmailChange, "spent@example.net"); n != 0 {
+		t.Errorf("%d links past the address's mail budget", n)
+	}
+	if e.mail.count(authd.MailEmailChangeNotice, email) != notices+1 {
+		t.Error("the old address was not told of a request past the new one's budget")
+	}
+}
+
+// TestEmailChangeTellsNothingOfTheAddress: whatever the requester can see
+// is alike whether or not the new address has an account: the answer, the
+// rows of their security log, their data export (the queued mail, then the
+// minted link's row), and the notice at their own address.
+func TestEmailChangeTellsNothingOfTheAddress(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("holder@example.net", goodPassword)
+		type seen struct {
+			answer, log, exported, notice string
+		}
+		look := func(email, to string) seen {
+			t.Helper()
+			e.registerVerified(email, goodPassword)
+			access, _ := e.login(email, goodPassword)
+			r := e.changeEmail(access, to, goodPassword)
+			queued := e.exported(access) // before the sender ran
+			notice := e.mail.last(t, authd.MailEmailChangeNotice, email)
+			delivered := e.exported(access)
+			log := e.do("GET", "/v1/users/me/security-log", nil, bearer(access)...)
+			var rows []string
+			for _, it := range log.body["items"].([]any) {
+				row := it.(map[string]any)
+				if c, ok := row["additional_context"].(map[string]any); ok {
+					delete(c, "session_id") // each login's own
+				}
+				rows = append(rows, fmt.Sprint(row["event_type"], row["result"], row["failure_reason"], row["additional_context"]))
+			}
+			return seen{answer: fmt.Sprint(r.status, r.raw), log: strings.Join(rows, "; "),
+				exported: queued + " | " + delivered,
+				notice:   fmt.Sprint(notice.Kind, notice.Done, notice.Link, strings.Replace(notice.NewEmail, to, "NEW", 1))}
+		}
+		taken := look("asker1@example.org", "holder@example.net")
+		free := look("asker2@example.org", "nobody@example.net")
+		if taken != free {
+			t.Errorf("a request for a taken address is told apart:\ntaken %+v\nfree  %+v", taken, free)
+		}
+		if !strings.Contains(free.exported, "email_change") || !strings.Contains(free.exported, "new_email") {
+			t.Errorf("the export holds neither the queued mail nor the link's row: %s", free.exported)
+		}
+	})
+}
+
+// exported sums up the token's user's data export as the requester sees
+// it: the kinds of their queued mails and the verification tokens' new
+// addresses, with the addresses left out.
+func (e *env) exported(access string) string {
+	e.t.Helper()
+	r := e.do("GET", "/v1/users/me/export", nil, bearer(access)...)
+	want(e.t, "export", r, 200, "")
+	var parts []string
+	for _, m := range r.body["mail_outbox"].([]any) {
+		parts = append(parts, "mail:"+m.(map[string]any)["kind"].(string))
+	}
+	for _, v := range r.body["verification_tokens"].([]any) {
+		if v.(map[string]any)["new_email"] != nil {
+			parts = append(parts, "token:new_email")
+		}
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ",")
 }
 
 // TestEmailChangePages: the verification page tells a change link from a
@@ -336,4 +411,39 @@ func TestEmailChangePages(t *testing.T) {
 		t.Fatalf("pressing the button: %d %s", r.status, r.raw)
 	}
 	e.user("paged@example.net")
+}
+
+// blindStore answers every EmailTaken with false, as if each address were
+// registered just after the check: the write of the new address then meets
+// the unique index.
+type blindStore struct{ authd.Store }
+
+func (s blindStore) InTx(ctx context.Context, fn func(authd.Queries) error) error {
+	return s.Store.InTx(ctx, func(q authd.Queries) error { return fn(blindQueries{q}) })
+}
+
+type blindQueries struct{ authd.Queries }
+
+func (blindQueries) EmailTaken(context.Context, string) (bool, error) { return false, nil }
+
+// TestEmailChangeRacesRegistration: a registration that commits between
+// the change's check of the address and its write makes the change roll
+// back: 409, the account keeps its address and sessions, and the refusal
+// is logged all the same.
+func TestEmailChangeRacesRegistration(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, blindStore{open(t)})
+		e.registerVerified("first@example.org", goodPassword)
+		access, _ := e.login("first@example.org", goodPassword)
+		want(t, "request", e.changeEmail(access, "contested@example.net", goodPassword), 202, "")
+		link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "contested@example.net"))
+		e.registerVerified("contested@example.net", goodPassword)
+		want(t, "the link", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": link}), 409, "conflict")
+		if u := e.user("first@example.org"); !e.active(access) || u.Email != "first@example.org" {
+			t.Error("the rolled-back change changed the account or ended its session")
+		}
+		if !e.hasEvent("first@example.org", "email_changed/failure") {
+			t.Errorf("no row for the refusal: %v", e.events("first@example.org"))
+		}
+	})
 }

@@ -741,3 +741,33 @@ func TestLoginRacesPasswordReset(t *testing.T) {
 		want(t, "login with the replaced password", <-done, 401, "invalid_credentials")
 	})
 }
+
+// TestLoginRacesEmailChange: an address change that commits while a login
+// at the old address is hashing wins; the login fails, as one at an
+// address without an account would.
+func TestLoginRacesEmailChange(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		g, gate := withGate()
+		e := newEnv(t, open(t), gate)
+		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": "racer@example.org", "password": goodPassword, "consent": true}), 202, "")
+		tok := tokenOf(t, e.mail.last(t, authd.MailVerifyEmail, "racer@example.org"))
+		want(t, "verify", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": tok}), 200, "")
+
+		done := make(chan response)
+		go func() {
+			done <- e.do("POST", "/v1/auth/login", map[string]string{"email": "racer@example.org", "password": goodPassword})
+		}()
+		<-g.entered // the login is hashing
+		u := e.user("racer@example.org")
+		u.Email = "raced@example.net"
+		if err := e.store.UpdateUser(context.Background(), u); err != nil {
+			t.Fatal(err)
+		}
+		close(g.release)
+		want(t, "login at the address the account left", <-done, 401, "invalid_credentials")
+		logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: u.ID, Limit: 1})
+		if err != nil || len(logs) != 1 || logs[0].FailureReason != "address changed during login" {
+			t.Errorf("the refused login's row: %+v, %v", logs, err)
+		}
+	})
+}

@@ -550,3 +550,54 @@ func TestRegistrationsOfOneAddressAtOnce(t *testing.T) {
 	e.mail.last(t, authd.MailVerifyEmail, email)
 	e.mail.last(t, authd.MailRegisterNotice, email)
 }
+
+// TestEmailChangeLocksNoOtherAccount: an address change that finds its new
+// address taken checks that without locking the account that has it, so
+// it answers while that account's row is held (here by that account's own
+// change, paused after its read of the user); when it locked the row, two
+// accounts moving to each other's address deadlocked.
+func TestEmailChangeLocksNoOtherAccount(t *testing.T) {
+	t.Parallel()
+	store := &userPausingStore{Store: openPostgres(t), paused: make(chan struct{}), resume: make(chan struct{})}
+	release := sync.OnceFunc(func() { close(store.resume) })
+	defer release()
+	e := newEnv(t, store)
+	e.registerVerified("ann@example.org", goodPassword)
+	e.registerVerified("cy@example.org", goodPassword)
+	ann, _ := e.login("ann@example.org", goodPassword)
+	cy, _ := e.login("cy@example.org", goodPassword)
+	link := func(who, to string) string {
+		t.Helper()
+		want(t, who+" asks for "+to, e.changeEmail(map[string]string{"ann": ann, "cy": cy}[who], to, goodPassword), 202, "")
+		return tokenOf(t, e.mail.last(t, authd.MailEmailChange, to))
+	}
+	cysLink := link("cy", "ann2@example.org") // free when mailed
+	want(t, "ann moves to ann2", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": link("ann", "ann2@example.org")}), 200, "")
+	ann, _ = e.login("ann2@example.org", goodPassword)
+	annsLink := link("ann", "ann3@example.org")
+
+	store.user = e.user("ann2@example.org").ID
+	store.armed.Store(true)
+	ran := make(chan response, 1)
+	go func() { ran <- e.do("POST", "/v1/auth/verify-email", map[string]string{"token": annsLink}) }()
+	<-store.paused // ann's row is held
+	done := make(chan response, 1)
+	go func() { done <- e.do("POST", "/v1/auth/verify-email", map[string]string{"token": cysLink}) }()
+	guard := time.Now().Add(30 * time.Second)
+	var r response
+	for waiting := true; waiting; {
+		select {
+		case r = <-done:
+			waiting = false
+			continue
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(guard) || locksAwaited(t, store) > 0 {
+			release()
+			t.Fatal("cy's change waits for the row of the account that has the address")
+		}
+	}
+	want(t, "cy's link to ann's address", r, 409, "conflict")
+	release()
+	want(t, "ann's own change", <-ran, 200, "")
+}

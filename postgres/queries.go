@@ -276,6 +276,12 @@ func (q *queries) UserByEmail(ctx context.Context, email string) (*authd.User, e
 	return scanUser(q.row(ctx, `SELECT `+userColumns+` FROM users WHERE email = $1`+q.userLock(), email))
 }
 
+func (q *queries) EmailTaken(ctx context.Context, email string) (bool, error) {
+	var taken bool
+	err := q.row(ctx, `SELECT EXISTS (SELECT 1 FROM users WHERE email = $1)`, email).Scan(&taken)
+	return taken, translate(err)
+}
+
 func (q *queries) UpdateUser(ctx context.Context, u *authd.User) error {
 	return q.write(ctx, mustAffect("user"), `UPDATE users SET email = $2, password_hash = $3, email_verified = $4,
 		account_status = $5, failed_login_attempts = $6, account_locked_until = $7,

@@ -57,6 +57,12 @@ func (q *queries) UserByEmail(ctx context.Context, email string) (*authd.User, e
 	return scanUser(q.db.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE email = ?`, email))
 }
 
+func (q *queries) EmailTaken(ctx context.Context, email string) (bool, error) {
+	var taken bool
+	err := q.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM users WHERE email = ?)`, email).Scan(&taken)
+	return taken, translate(err)
+}
+
 func (q *queries) UpdateUser(ctx context.Context, u *authd.User) error {
 	res, err := q.db.ExecContext(ctx, `UPDATE users SET email = ?, password_hash = ?, email_verified = ?,
 		account_status = ?, failed_login_attempts = ?, account_locked_until = ?,

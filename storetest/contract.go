@@ -473,6 +473,26 @@ func testEmailChangeTokens(t *testing.T, s authd.Store) {
 		t.Fatal(err)
 	}
 	left("DeleteEmailChanges", "used-change", "reset")
+
+	for _, q := range []struct {
+		name string
+		run  func(func(authd.Queries) error) error
+	}{
+		{"store", func(fn func(authd.Queries) error) error { return fn(s) }},
+		{"transaction", func(fn func(authd.Queries) error) error { return s.InTx(ctx, fn) }},
+	} {
+		err := q.run(func(q authd.Queries) error {
+			for email, want := range map[string]bool{"heidi@example.org": true, "heidi@example.net": false} {
+				if taken, err := q.EmailTaken(ctx, email); err != nil || taken != want {
+					t.Errorf("EmailTaken(%s) = %v, %v; want %v", email, taken, err, want)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Errorf("%s: %v", q.name, err)
+		}
+	}
 }
 
 // testSecurityLogsOfErasedUsers: a row about an erased (deleted) user
