@@ -717,57 +717,44 @@ func (g *gated) Verify(ctx context.Context, pw, hash string) (bool, bool, error)
 	return g.Passwords.Verify(ctx, pw, hash)
 }
 
-// TestLoginRacesPasswordReset: a password reset that commits while a login
-// with the old password is hashing wins; the login fails.
-func TestLoginRacesPasswordReset(t *testing.T) {
-	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
-		g, gate := withGate()
-		e := newEnv(t, open(t), gate)
-		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": "race@example.org", "password": goodPassword, "consent": true}), 202, "")
-		tok := tokenOf(t, e.mail.last(t, authd.MailVerifyEmail, "race@example.org"))
-		want(t, "verify", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": tok}), 200, "")
+// TestLoginRacesAccountChanges: a password reset, or an address change,
+// that commits while a login with the old password, or at the old address,
+// is hashing wins; the login fails, logged with the reason.
+func TestLoginRacesAccountChanges(t *testing.T) {
+	for _, c := range []struct {
+		name, reason string
+		change       func(u *authd.User)
+	}{
+		{"password reset", "password changed during login", func(u *authd.User) {
+			u.PasswordHash = "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
+		}},
+		{"email change", "address changed during login", func(u *authd.User) { u.Email = "raced@example.net" }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+				g, gate := withGate()
+				e := newEnv(t, open(t), gate)
+				want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": "race@example.org", "password": goodPassword, "consent": true}), 202, "")
+				tok := tokenOf(t, e.mail.last(t, authd.MailVerifyEmail, "race@example.org"))
+				want(t, "verify", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": tok}), 200, "")
 
-		done := make(chan response)
-		go func() {
-			done <- e.do("POST", "/v1/auth/login", map[string]string{"email": "race@example.org", "password": goodPassword})
-		}()
-		<-g.entered // the login is hashing
-		u := e.user("race@example.org")
-		u.PasswordHash = "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
-		if err := e.store.UpdateUser(context.Background(), u); err != nil {
-			t.Fatal(err)
-		}
-		close(g.release)
-		want(t, "login with the replaced password", <-done, 401, "invalid_credentials")
-	})
-}
-
-// TestLoginRacesEmailChange: an address change that commits while a login
-// at the old address is hashing wins; the login fails, as one at an
-// address without an account would.
-func TestLoginRacesEmailChange(t *testing.T) {
-	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
-		g, gate := withGate()
-		e := newEnv(t, open(t), gate)
-		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": "racer@example.org", "password": goodPassword, "consent": true}), 202, "")
-		tok := tokenOf(t, e.mail.last(t, authd.MailVerifyEmail, "racer@example.org"))
-		want(t, "verify", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": tok}), 200, "")
-
-		done := make(chan response)
-		go func() {
-			done <- e.do("POST", "/v1/auth/login", map[string]string{"email": "racer@example.org", "password": goodPassword})
-		}()
-		<-g.entered // the login is hashing
-		u := e.user("racer@example.org")
-		u.Email = "raced@example.net"
-		if err := e.store.UpdateUser(context.Background(), u); err != nil {
-			t.Fatal(err)
-		}
-		close(g.release)
-		want(t, "login at the address the account left", <-done, 401, "invalid_credentials")
-		logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: u.ID, Limit: 1})
-		if err != nil || len(logs) != 1 || logs[0].FailureReason != "address changed during login" {
-			t.Errorf("the refused login's row: %+v, %v", logs, err)
-		}
-	})
+				done := make(chan response)
+				go func() {
+					done <- e.do("POST", "/v1/auth/login", map[string]string{"email": "race@example.org", "password": goodPassword})
+				}()
+				<-g.entered // the login is hashing
+				u := e.user("race@example.org")
+				c.change(u)
+				if err := e.store.UpdateUser(context.Background(), u); err != nil {
+					t.Fatal(err)
+				}
+				close(g.release)
+				want(t, "login after the change", <-done, 401, "invalid_credentials")
+				logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: u.ID, Limit: 1})
+				if err != nil || len(logs) != 1 || logs[0].FailureReason != c.reason {
+					t.Errorf("the refused login's row: %+v, %v", logs, err)
+				}
+			})
+		})
+	}
 }
