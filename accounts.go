@@ -161,10 +161,31 @@ func (s *Service) consume(ctx context.Context, tx *txn, c Client, raw string, ty
 // VerifyEmail redeems a verification token: the address is verified and an
 // inactive account becomes active; a token mailed to a new address moves
 // the account there (changeEmail), and newEmail is that address ("" for
-// the others). Returns EInvalidToken for an unknown, used or expired
-// token, ERateLimited after many of those, EConflict for a new address
-// that got an account meanwhile.
-func (s *Service) VerifyEmail(ctx context.Context, c Client, token string) (newEmail string, err error) {
+// the others). A token that moves the account needs its password too
+// (ignored for the others): the link proves only the new mailbox, and the
+// owner of a mistyped address must not get the account by following it.
+// Returns EInvalidToken for an unknown, used or expired token,
+// ERateLimited after many of those, EConflict for a new address that got
+// an account meanwhile; for a change, EInvalid without a password and
+// EInvalidCredentials or EAccountLocked as a re-authentication does.
+func (s *Service) VerifyEmail(ctx context.Context, c Client, token, password string) (newEmail string, err error) {
+	ctx, cancel := detach(ctx) // a password check finishes whatever the client does
+	defer cancel()
+	var checked *User
+	v, err := s.usableToken(ctx, token, VerifyEmail)
+	if err != nil && ErrorCode(err) != EInvalidToken {
+		return "", err
+	}
+	if err == nil && v.NewEmail != "" {
+		if password == "" {
+			return v.NewEmail, &Error{Code: EInvalid, Message: "invalid request", Fields: []FieldError{{Field: "password",
+				Message: "is required: a link that moves the account to a new address needs the account's password"}}}
+		}
+		if checked, err = s.reauthenticate(ctx, c, &AccessClaims{UserID: v.UserID}, password, "password",
+			EventEmailChanged); err != nil {
+			return v.NewEmail, err
+		}
+	}
 	var user uuid.UUID
 	err = s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
@@ -174,6 +195,12 @@ func (s *Service) VerifyEmail(ctx context.Context, c Client, token string) (newE
 		}
 		if v.NewEmail != "" {
 			newEmail, user = v.NewEmail, u.ID
+			if checked == nil || checked.ID != u.ID {
+				return errInvalidToken // read as another token before: a race no real link runs
+			}
+			if err := s.stillChecked(ctx, tx, c, u, checked.PasswordHash, EventEmailChanged, now); err != nil {
+				return err
+			}
 			return s.changeEmail(ctx, tx, c, u, v.NewEmail, now)
 		}
 		u.EmailVerified = true

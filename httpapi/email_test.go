@@ -17,6 +17,13 @@ func (e *env) changeEmail(access, newEmail, pw string) response {
 	return e.do("POST", "/v1/users/me/email", map[string]string{"new_email": newEmail, "password": pw}, bearer(access)...)
 }
 
+// follow redeems a link that moves an account, with the account's
+// password pw.
+func (e *env) follow(token, pw string) response {
+	e.t.Helper()
+	return e.do("POST", "/v1/auth/verify-email", map[string]string{"token": token, "password": pw})
+}
+
 // hasEvent reports whether the user of email has the event/result row.
 func (e *env) hasEvent(email, event string) bool {
 	e.t.Helper()
@@ -59,7 +66,18 @@ func TestEmailChange(t *testing.T) {
 		reset := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, old))
 
 		e.clock.Advance(time.Minute)
+		// The link alone moves nothing: whoever has the new mailbox (a
+		// mistyped address's owner) needs the account's password too.
 		r = e.do("POST", "/v1/auth/verify-email", map[string]string{"token": tokenOf(t, link)})
+		want(t, "the link without the password", r, 400, "validation_failed")
+		if r.field() != "password" {
+			t.Errorf("the link without the password names %q: %s", r.field(), r.raw)
+		}
+		want(t, "the link with a wrong password", e.follow(tokenOf(t, link), "not the password at all"), 401, "invalid_credentials")
+		if !e.hasEvent(old, "email_changed/failure") || e.user(old).ID != id {
+			t.Errorf("the wrong password: events %v", e.events(old))
+		}
+		r = e.follow(tokenOf(t, link), goodPassword)
 		want(t, "follow the link", r, 200, "")
 		if r.str("status") != "verified" {
 			t.Errorf("verify answer: %s", r.raw)
@@ -80,7 +98,7 @@ func TestEmailChange(t *testing.T) {
 			401, "invalid_token")
 		want(t, "the old address's reset link", e.do("POST", "/v1/auth/password/reset",
 			map[string]string{"token": reset, "new_password": "the intruder's passphrase"}), 400, "invalid_token")
-		want(t, "the link again", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": tokenOf(t, link)}),
+		want(t, "the link again", e.follow(tokenOf(t, link), goodPassword),
 			400, "invalid_token")
 		done := e.mail.last(t, authd.MailEmailChangeNotice, old)
 		if !done.Done || done.NewEmail != "moved@example.net" {
@@ -182,15 +200,14 @@ func TestEmailChangeToATakenAddress(t *testing.T) {
 		want(t, "request for a free address", e.changeEmail(access, c, goodPassword), 202, "")
 		link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, c))
 		e.registerVerified(c, goodPassword) // carol comes first
-		want(t, "the link to an address taken since", e.do("POST", "/v1/auth/verify-email",
-			map[string]string{"token": link}), 409, "conflict")
+		want(t, "the link to an address taken since", e.follow(link, goodPassword), 409, "conflict")
 		if e.user(a).EmailVerified != true || !e.active(access) {
 			t.Error("the refused change changed the account")
 		}
 		if !e.hasEvent(a, "email_changed/failure") {
 			t.Errorf("events: %v", e.events(a))
 		}
-		want(t, "the link again", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": link}), 400, "invalid_token")
+		want(t, "the link again", e.follow(link, goodPassword), 400, "invalid_token")
 	})
 }
 
@@ -207,7 +224,7 @@ func TestEmailChangeVoided(t *testing.T) {
 		dead := func(what, to string) {
 			t.Helper()
 			link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, to))
-			want(t, what, e.do("POST", "/v1/auth/verify-email", map[string]string{"token": link}), 400, "invalid_token")
+			want(t, what, e.follow(link, goodPassword), 400, "invalid_token")
 		}
 
 		want(t, "first request", e.changeEmail(access, "one@example.net", goodPassword), 202, "")
@@ -401,12 +418,22 @@ func TestEmailChangePages(t *testing.T) {
 	want(t, "request", e.changeEmail(access, "paged@example.net", goodPassword), 202, "")
 	tok := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "paged@example.net"))
 	r := e.do("GET", "/verify-email?token="+tok, nil)
-	if r.status != 200 || !strings.Contains(r.raw, "move your account to paged@example.net") ||
-		strings.Contains(r.raw, "you signed up") {
+	if r.status != 200 || !strings.Contains(r.raw, "to move it to paged@example.net") ||
+		!strings.Contains(r.raw, `name="password"`) || strings.Contains(r.raw, "you signed up") {
 		t.Fatalf("change page: %d %s", r.status, r.raw)
 	}
 	e.user("page@example.org") // opening the page moved nothing
-	r = e.post("/verify-email", form("token", tok))
+	for _, c := range []struct{ password, says string }{
+		{"", "Enter your account&#39;s password."},
+		{"not the password at all", "The password is incorrect."},
+	} {
+		r = e.post("/verify-email", form("token", tok, "password", c.password))
+		if r.status != 400 || !strings.Contains(r.raw, c.says) || !strings.Contains(r.raw, tok) ||
+			!strings.Contains(r.raw, `name="password"`) {
+			t.Errorf("pressing the button with password %q: %d %s", c.password, r.status, r.raw)
+		}
+	}
+	r = e.post("/verify-email", form("token", tok, "password", goodPassword))
 	if r.status != 200 || !strings.Contains(r.raw, "Your account now uses paged@example.net") {
 		t.Fatalf("pressing the button: %d %s", r.status, r.raw)
 	}
@@ -438,7 +465,7 @@ func TestEmailChangeRacesRegistration(t *testing.T) {
 		want(t, "request", e.changeEmail(access, "contested@example.net", goodPassword), 202, "")
 		link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "contested@example.net"))
 		e.registerVerified("contested@example.net", goodPassword)
-		want(t, "the link", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": link}), 409, "conflict")
+		want(t, "the link", e.follow(link, goodPassword), 409, "conflict")
 		if u := e.user("first@example.org"); !e.active(access) || u.Email != "first@example.org" {
 			t.Error("the rolled-back change changed the account or ended its session")
 		}

@@ -101,12 +101,11 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-type tokenIn struct {
-	Token string `json:"token"`
-}
-
 func (s *Server) verifyEmail(w http.ResponseWriter, r *http.Request) error {
-	var in tokenIn
+	var in struct {
+		Token    string `json:"token"`
+		Password string `json:"password"` // with a link that moves the account to a new address
+	}
 	if err := decodeJSON(w, r, &in); err != nil {
 		return err
 	}
@@ -115,8 +114,11 @@ func (s *Server) verifyEmail(w http.ResponseWriter, r *http.Request) error {
 	}
 	// The same answer whether the link verified the account's address or
 	// moved it to a new one (SPEC §5).
-	if _, err := s.svc.VerifyEmail(r.Context(), client(r), in.Token); err != nil {
-		return badRequest{err}
+	if _, err := s.svc.VerifyEmail(r.Context(), client(r), in.Token, in.Password); err != nil {
+		if authd.ErrorCode(err) == authd.EInvalidToken {
+			return badRequest{err}
+		}
+		return err // a wrong password is 401, as everywhere
 	}
 	writeJSON(w, http.StatusOK, accepted{"verified"})
 	return nil

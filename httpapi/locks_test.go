@@ -100,7 +100,7 @@ func TestSessionEndingFlowsLetALogoutThrough(t *testing.T) {
 			want(e.t, "ask to change the address", e.changeEmail(keep, "moved@example.net", goodPassword), 202, "")
 			return tokenOf(e.t, e.mail.last(e.t, authd.MailEmailChange, "moved@example.net"))
 		}, func(e *env, _ *authd.User, _, token string) response {
-			r := e.do("POST", "/v1/auth/verify-email", map[string]string{"token": token})
+			r := e.follow(token, goodPassword)
 			if r.status == http.StatusOK {
 				r.status = http.StatusNoContent // the one flow here that answers with a body
 			}
@@ -572,17 +572,17 @@ func TestEmailChangeLocksNoOtherAccount(t *testing.T) {
 		return tokenOf(t, e.mail.last(t, authd.MailEmailChange, to))
 	}
 	cysLink := link("cy", "ann2@example.org") // free when mailed
-	want(t, "ann moves to ann2", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": link("ann", "ann2@example.org")}), 200, "")
+	want(t, "ann moves to ann2", e.follow(link("ann", "ann2@example.org"), goodPassword), 200, "")
 	ann, _ = e.login("ann2@example.org", goodPassword)
 	annsLink := link("ann", "ann3@example.org")
 
 	store.user = e.user("ann2@example.org").ID
 	store.armed.Store(true)
 	ran := make(chan response, 1)
-	go func() { ran <- e.do("POST", "/v1/auth/verify-email", map[string]string{"token": annsLink}) }()
+	go func() { ran <- e.follow(annsLink, goodPassword) }()
 	<-store.paused // ann's row is held
 	done := make(chan response, 1)
-	go func() { done <- e.do("POST", "/v1/auth/verify-email", map[string]string{"token": cysLink}) }()
+	go func() { done <- e.follow(cysLink, goodPassword) }()
 	guard := time.Now().Add(30 * time.Second)
 	var r response
 	for waiting := true; waiting; {

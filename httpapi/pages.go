@@ -222,7 +222,17 @@ func (s *Server) verifySubmit(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return s.pageError(w, r, err, p)
 	}
-	newEmail, err := s.svc.VerifyEmail(r.Context(), client(r), form.Get("token"))
+	newEmail, err := s.svc.VerifyEmail(r.Context(), client(r), form.Get("token"), form.Get("password"))
+	switch authd.ErrorCode(err) {
+	case authd.EInvalid, authd.EInvalidCredentials:
+		// A link that moves the account, without its right password:
+		// the form again, the link still good.
+		p.Token, p.NewEmail, p.Error, p.content = form.Get("token"), newEmail, authd.ErrorMessage(err), "verify-content"
+		if authd.ErrorCode(err) == authd.EInvalid {
+			p.Error = "Enter your account's password."
+		}
+		return s.renderPage(w, http.StatusBadRequest, p)
+	}
 	if err != nil {
 		return s.pageError(w, r, err, p)
 	}
