@@ -113,6 +113,9 @@ func (s *Service) newVerificationToken(ctx context.Context, tx *txn, user uuid.U
 		return "", err
 	}
 	raw, digest := newOpaqueToken()
+	if newEmail != "" {
+		raw, digest = newOpaqueTokenOf(changeTokenBytes)
+	}
 	v := &VerificationToken{ID: NewID(), Token: digest, UserID: user, TokenType: typ, NewEmail: newEmail,
 		CreatedAt: now, ExpiresAt: expires}
 	return raw, tx.CreateVerificationToken(ctx, v)
@@ -125,7 +128,7 @@ func (s *Service) newVerificationToken(ctx context.Context, tx *txn, user uuid.U
 // changes an address (SPEC 6.10).
 func (s *Service) consume(ctx context.Context, tx *txn, c Client, raw string, typ VerificationType,
 	event EventType, now time.Time) (*User, *VerificationToken, error) {
-	digest, err := opaqueDigest(raw)
+	digest, err := linkDigest(raw)
 	if err != nil {
 		return nil, nil, s.refuseToken(ctx, tx, c, event, uuid.Nil, "malformed token", nil)
 	}
@@ -268,7 +271,7 @@ func (s *Service) CheckToken(ctx context.Context, c Client, raw string, typ Veri
 // usableToken reads (without locking or using it) the token behind raw,
 // or returns EInvalidToken.
 func (s *Service) usableToken(ctx context.Context, raw string, typ VerificationType) (*VerificationToken, error) {
-	digest, err := opaqueDigest(raw)
+	digest, err := linkDigest(raw)
 	if err != nil {
 		return nil, err
 	}

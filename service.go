@@ -455,8 +455,18 @@ const opaqueTokenBytes = 32
 
 // newOpaqueToken returns a random token for the client and the digest under
 // which it is stored.
-func newOpaqueToken() (raw, digest string) {
-	b := make([]byte, opaqueTokenBytes)
+func newOpaqueToken() (raw, digest string) { return newOpaqueTokenOf(opaqueTokenBytes) }
+
+// changeTokenBytes is the randomness of a link that moves an account to a
+// new address: a byte more than the other links', so that a release that
+// knows no address change (an older instance, in a rolling upgrade)
+// refuses it as malformed rather than redeem it as a verification of the
+// old address.
+const changeTokenBytes = opaqueTokenBytes + 1
+
+// newOpaqueTokenOf is newOpaqueToken with n bytes of randomness.
+func newOpaqueTokenOf(n int) (raw, digest string) {
+	b := make([]byte, n)
 	rand.Read(b) // never fails (crypto/rand)
 	raw = base64.RawURLEncoding.EncodeToString(b)
 	return raw, Digest(raw)
@@ -473,7 +483,22 @@ func Digest(raw string) string {
 // opaqueDigest returns the digest of a token a client presented, or
 // EInvalidToken when it cannot be one of ours (so that junk costs nothing).
 func opaqueDigest(raw string) (string, error) {
-	if len(raw) != base64.RawURLEncoding.EncodedLen(opaqueTokenBytes) {
+	return digestOf(raw, opaqueTokenBytes)
+}
+
+// linkDigest is opaqueDigest for the tokens of mailed links, which may be
+// address changes' (changeTokenBytes).
+func linkDigest(raw string) (string, error) {
+	if len(raw) == base64.RawURLEncoding.EncodedLen(changeTokenBytes) {
+		return digestOf(raw, changeTokenBytes)
+	}
+	return digestOf(raw, opaqueTokenBytes)
+}
+
+// digestOf returns the digest of raw, a token of n random bytes, or
+// EInvalidToken when it cannot be one.
+func digestOf(raw string, n int) (string, error) {
+	if len(raw) != base64.RawURLEncoding.EncodedLen(n) {
 		return "", errInvalidToken
 	}
 	if _, err := base64.RawURLEncoding.DecodeString(raw); err != nil {
