@@ -125,9 +125,11 @@ func (s *Service) newVerificationToken(ctx context.Context, tx *txn, user uuid.U
 // transaction: one use only) and returns it and its user. An unknown,
 // used, expired or foreign token, or one of an erased account, is refused
 // and logged as a failure of event, or of email_changed for a token that
-// changes an address (SPEC 6.10).
+// changes an address (SPEC 6.10). before, when not nil, runs on the user
+// and the token before the token is spent: its refusal leaves the token
+// good.
 func (s *Service) consume(ctx context.Context, tx *txn, c Client, raw string, typ VerificationType,
-	event EventType, now time.Time) (*User, *VerificationToken, error) {
+	event EventType, now time.Time, before func(*User, *VerificationToken) error) (*User, *VerificationToken, error) {
 	digest, err := linkDigest(raw)
 	if err != nil {
 		return nil, nil, s.refuseToken(ctx, tx, c, event, uuid.Nil, "malformed token", nil)
@@ -156,6 +158,11 @@ func (s *Service) consume(ctx context.Context, tx *txn, c Client, raw string, ty
 	}
 	if u.IsDeleted() {
 		return nil, nil, s.refuseToken(ctx, tx, c, event, u.ID, "account deleted", nil)
+	}
+	if before != nil {
+		if err := before(u, v); err != nil {
+			return nil, nil, err
+		}
 	}
 	v.Used, v.UsedAt = true, now
 	return u, v, tx.UseVerificationToken(ctx, v)
@@ -192,18 +199,25 @@ func (s *Service) VerifyEmail(ctx context.Context, c Client, token, password str
 	var user uuid.UUID
 	err = s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
-		u, v, err := s.consume(ctx, tx, c, token, VerifyEmail, EventEmailVerified, now)
+		// A change's password check must still hold (no lock, no new
+		// password since), checked before the link is spent: a right
+		// password that a lock overtook keeps its link, as a wrong one
+		// does, so the two are not told apart.
+		recheck := func(u *User, v *VerificationToken) error {
+			if v.NewEmail == "" {
+				return nil
+			}
+			if checked == nil || checked.ID != u.ID {
+				return errInvalidToken // read as another token before: a race no real link runs
+			}
+			return s.stillChecked(ctx, tx, c, u, checked.PasswordHash, EventEmailChanged, now)
+		}
+		u, v, err := s.consume(ctx, tx, c, token, VerifyEmail, EventEmailVerified, now, recheck)
 		if err != nil {
 			return err
 		}
 		if v.NewEmail != "" {
 			newEmail, user = v.NewEmail, u.ID
-			if checked == nil || checked.ID != u.ID {
-				return errInvalidToken // read as another token before: a race no real link runs
-			}
-			if err := s.stillChecked(ctx, tx, c, u, checked.PasswordHash, EventEmailChanged, now); err != nil {
-				return err
-			}
 			return s.changeEmail(ctx, tx, c, u, v.NewEmail, now)
 		}
 		u.EmailVerified = true

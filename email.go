@@ -53,20 +53,20 @@ func (s *Service) RequestEmailChange(ctx context.Context, c Client, a *AccessCla
 		return &Error{Code: EInvalid, Message: "invalid request",
 			Fields: []FieldError{{Field: "new_email", Message: "is already the account's address"}}}
 	}
-	// Counted once the password passed, so that a stolen access token
-	// alone cannot spend them.
-	if err := s.limit(ctx, "email-change:"+a.UserID.String(), emailChangesPerHour, time.Hour); err != nil {
-		return err
-	}
-	// The new address's mail budget, as any mail to it: past it the
-	// request answers as usual and no mail goes there (SPEC 6.7).
-	mail := s.mailAllowed(ctx, newEmail)
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
 		u, err := s.recheck(ctx, tx, c, checked, proof, EventEmailChangeRequested, now)
 		if err != nil {
 			return err
 		}
+		// Counted once the password and the second factor passed, so that
+		// a stolen access token (or the password alone) cannot spend them.
+		if err := s.limit(ctx, "email-change:"+a.UserID.String(), emailChangesPerHour, time.Hour); err != nil {
+			return err
+		}
+		// The new address's mail budget, as any mail to it: past it the
+		// request answers as usual and no mail goes there (SPEC 6.7).
+		mail := s.mailAllowed(ctx, newEmail)
 		// Whether newEmail has an account is not looked at here: the
 		// answer, the row, the mails queued and the user's data must be
 		// alike either way (SPEC §6.6), since the requester can read all

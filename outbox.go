@@ -458,9 +458,10 @@ func (s *Service) mintLink(ctx context.Context, m *OutboxMail, holder *User) (st
 		if err != nil {
 			return err
 		}
-		if holder != nil {
+		if holder != nil && m.Attempts == 1 {
 			// Logged for the account the address has, as a registration
-			// at it is; the requester's row says nothing of it.
+			// at it is (once, not at every retry); the requester's row
+			// says nothing of it.
 			if err := tx.CreateSecurityLog(ctx, s.audit(now, Client{}, EventEmailChangeRequested, ResultFailure,
 				holder.ID, "another account asked to move to this address", nil)); err != nil {
 				return err

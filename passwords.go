@@ -97,7 +97,7 @@ func (s *Service) ResetPassword(ctx context.Context, c Client, token, newPasswor
 	if ErrorCode(err) == EInvalidToken {
 		// Refused (and logged) in the transaction, where the reason is known.
 		return s.inTx(ctx, func(tx *txn) error {
-			_, _, err := s.consume(ctx, tx, c, token, PasswordReset, EventPasswordResetCompleted, s.now())
+			_, _, err := s.consume(ctx, tx, c, token, PasswordReset, EventPasswordResetCompleted, s.now(), nil)
 			if err == nil {
 				err = errInvalidToken // redeemable after all: a race with a new link; the client retries
 			}
@@ -117,7 +117,7 @@ func (s *Service) ResetPassword(ctx context.Context, c Client, token, newPasswor
 	}
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
-		u, _, err := s.consume(ctx, tx, c, token, PasswordReset, EventPasswordResetCompleted, now)
+		u, _, err := s.consume(ctx, tx, c, token, PasswordReset, EventPasswordResetCompleted, now, nil)
 		if err != nil {
 			return err
 		}

@@ -3,9 +3,11 @@ package httpapi_test
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -80,8 +82,8 @@ func TestEmailChange(t *testing.T) {
 			t.Errorf("the link without the password names %q: %s", r.field(), r.raw)
 		}
 		want(t, "the link with a wrong password", e.follow(tokenOf(t, link), "not the password at all"), 401, "invalid_credentials")
-		if !e.hasEvent(old, "email_changed/failure") || e.user(old).ID != id {
-			t.Errorf("the wrong password: events %v", e.events(old))
+		if u := e.user(old); !e.hasEvent(old, "email_changed/failure") || u.ID != id || u.FailedLoginAttempts != 1 {
+			t.Errorf("the wrong password: %d failures counted toward the lock, events %v", u.FailedLoginAttempts, e.events(old))
 		}
 		r = e.follow(tokenOf(t, link), goodPassword)
 		want(t, "follow the link", r, 200, "")
@@ -389,30 +391,42 @@ func TestEmailChangeTellsNothingOfTheAddress(t *testing.T) {
 		if taken != free {
 			t.Errorf("a request for a taken address is told apart:\ntaken %+v\nfree  %+v", taken, free)
 		}
-		if !strings.Contains(free.exported, "email_change") || !strings.Contains(free.exported, "new_email") {
+		if !strings.Contains(free.exported, `"kind":"email_change"`) || !strings.Contains(free.exported, `"new_email":"ADDRESS"`) {
 			t.Errorf("the export holds neither the queued mail nor the link's row: %s", free.exported)
 		}
 	})
 }
 
-// exported sums up the token's user's data export as the requester sees
-// it: the kinds of their queued mails and the verification tokens' new
-// addresses, with the addresses left out.
+// exported returns the mail_outbox and verification_tokens sections of the
+// token's user's data export, whole but for ids and addresses (each
+// requester's own), for comparing two requesters' data.
 func (e *env) exported(access string) string {
 	e.t.Helper()
 	r := e.do("GET", "/v1/users/me/export", nil, bearer(access)...)
 	want(e.t, "export", r, 200, "")
 	var parts []string
-	for _, m := range r.body["mail_outbox"].([]any) {
-		parts = append(parts, "mail:"+m.(map[string]any)["kind"].(string))
-	}
-	for _, v := range r.body["verification_tokens"].([]any) {
-		if v.(map[string]any)["new_email"] != nil {
-			parts = append(parts, "token:new_email")
+	for _, section := range []string{"mail_outbox", "verification_tokens"} {
+		for _, row := range r.body[section].([]any) {
+			m := row.(map[string]any)
+			delete(m, "id")
+			delete(m, "user_id")
+			for _, k := range []string{"recipient", "new_email"} {
+				if v, ok := m[k].(string); ok && v != "" {
+					m[k] = "ADDRESS"
+				}
+			}
+			if d, ok := m["data"].(map[string]any); ok && d["new_email"] != nil {
+				d["new_email"] = "ADDRESS"
+			}
+			b, err := json.Marshal(m)
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			parts = append(parts, section+":"+string(b))
 		}
 	}
 	slices.Sort(parts)
-	return strings.Join(parts, ",")
+	return strings.Join(parts, "\n")
 }
 
 // TestEmailChangePages: the verification page tells a change link from a
@@ -478,5 +492,53 @@ func TestEmailChangeRacesRegistration(t *testing.T) {
 		if !e.hasEvent("first@example.org", "email_changed/failure") {
 			t.Errorf("no row for the refusal: %v", e.events("first@example.org"))
 		}
+	})
+}
+
+// armedGate holds, once armed, the next password check until released.
+type armedGate struct {
+	authd.Passwords
+	armed            atomic.Bool
+	entered, release chan struct{}
+}
+
+func (g *armedGate) Verify(ctx context.Context, pw, hash string) (bool, bool, error) {
+	if g.armed.CompareAndSwap(true, false) {
+		close(g.entered)
+		<-g.release
+	}
+	return g.Passwords.Verify(ctx, pw, hash)
+}
+
+// TestEmailChangeConfirmationAcrossALock: a lock that lands while the
+// confirmation's password is checked refuses it (423) without spending the
+// link, so a right password among guesses that locked the account is not
+// told apart; once the lock is lifted the link moves the account.
+func TestEmailChangeConfirmationAcrossALock(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		g := &armedGate{entered: make(chan struct{}), release: make(chan struct{})}
+		e := newEnv(t, open(t), withPasswords(func(p authd.Passwords) authd.Passwords { g.Passwords = p; return g }))
+		const email = "racing@example.org"
+		e.registerVerified(email, goodPassword)
+		access, _ := e.login(email, goodPassword)
+		want(t, "request", e.changeEmail(access, "raced@example.net", goodPassword), 202, "")
+		link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "raced@example.net"))
+
+		g.armed.Store(true)
+		done := make(chan response)
+		go func() { done <- e.follow(link, goodPassword) }()
+		<-g.entered // the right password is being checked
+		u := e.user(email)
+		u.AccountStatus, u.LockReason = authd.StatusLocked, authd.LockBruteForce
+		u.AccountLockedUntil = e.clock.Now().Add(15 * time.Minute)
+		if err := e.store.UpdateUser(context.Background(), u); err != nil {
+			t.Fatal(err)
+		}
+		close(g.release)
+		want(t, "the right password overtaken by a lock", <-done, 423, "account_locked")
+
+		e.clock.Advance(16 * time.Minute) // the lock runs out
+		want(t, "the link after the lock", e.follow(link, goodPassword), 200, "")
+		e.user("raced@example.net")
 	})
 }

@@ -236,11 +236,11 @@ func (q *queries) User(ctx context.Context, id uuid.UUID) (*authd.User, error) {
 // exclude each other and a sign-in (refresh's FOR SHARE too).
 //
 // An UPDATE that changes a key column (id, or email: its index is unique)
-// takes the stronger lock itself. Only erasure does, and it must hold
-// audit rows back anyway: ErasePersonalData locks the row FOR UPDATE once
-// the sessions are ended, before it clears anything. A flow that came to
-// change the email would have to end sessions before it updates the user,
-// or the deadlock above returns.
+// takes the stronger lock itself. Erasure does, and it must hold audit
+// rows back anyway: ErasePersonalData locks the row FOR UPDATE once the
+// sessions are ended, before it clears anything. An address change
+// (authd's changeEmail) does too, and ends the sessions before it updates
+// the user, or the deadlock above returns.
 func (q *queries) userLock() string {
 	if q.locking {
 		return " FOR NO KEY UPDATE"
