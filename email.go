@@ -70,7 +70,7 @@ func (s *Service) RequestEmailChange(ctx context.Context, c Client, a *AccessCla
 		// Whether newEmail has an account is not looked at here: the
 		// answer, the row, the mails queued and the user's data must be
 		// alike either way (SPEC §6.6), since the requester can read all
-		// of them. The mail's sender finds it out (deliverEmailChange).
+		// of them. The mail's sender finds it out (deliver, addressHolder).
 		if err := s.voidEmailChange(ctx, tx, u); err != nil {
 			return err
 		}
@@ -120,16 +120,14 @@ func (s *Service) voidEmailChange(ctx context.Context, tx *txn, u *User) error {
 }
 
 // changeEmail moves u (locked in tx, its change token just used) to
-// newEmail, as the link mailed there proved: the address is verified, an
-// inactive account becomes active, every session ends (each holds tokens
-// and sign-ins made under the old address), the links mailed to the old
-// address are void, and the old address is told. An account an
-// administrator locked keeps its address; so does one whose new address
-// got an account meanwhile (EConflict).
+// newEmail, as the link mailed there and the password proved: the address
+// is verified, an inactive account becomes active, every session ends
+// (each holds tokens and sign-ins made under the old address), the links
+// mailed to the old address are void, and the old address is told. A
+// locked account was refused before the token was spent (VerifyEmail's
+// recheck); one whose new address got an account meanwhile keeps its
+// address (EConflict).
 func (s *Service) changeEmail(ctx context.Context, tx *txn, c Client, u *User, newEmail string, now time.Time) error {
-	if u.LockedByAdmin(now) {
-		return s.refuseToken(ctx, tx, c, EventEmailChanged, u.ID, "account locked by an administrator", nil)
-	}
 	// Not UserByEmail, which would lock that account's row while this one
 	// is held: two accounts moving to each other's address would deadlock.
 	if taken, err := tx.EmailTaken(ctx, newEmail); err != nil {
@@ -149,15 +147,15 @@ func (s *Service) changeEmail(ctx context.Context, tx *txn, c Client, u *User, n
 	if err := tx.VoidOpenMFAChallenges(ctx, u.ID, MFAChallengeVoided); err != nil {
 		return err
 	}
+	if err := s.voidEmailChange(ctx, tx, u); err != nil {
+		return err
+	}
 	for _, typ := range VerificationTypes() {
 		if err := tx.DeleteVerificationTokens(ctx, u.ID, typ); err != nil {
 			return err
 		}
 	}
-	if err := tx.DeleteEmailChanges(ctx, u.ID); err != nil {
-		return err
-	}
-	for _, kind := range []MailKind{MailVerifyEmail, MailPasswordReset, MailEmailChange} {
+	for _, kind := range []MailKind{MailVerifyEmail, MailPasswordReset} {
 		if err := tx.WithdrawMails(ctx, u.ID, kind); err != nil {
 			return err
 		}
