@@ -123,7 +123,8 @@ func (s *Service) voidEmailChange(ctx context.Context, tx *txn, u *User) error {
 // newEmail, as the link mailed there and the password proved: the address
 // is verified, an inactive account becomes active, every session ends
 // (each holds tokens and sign-ins made under the old address), the links
-// mailed to the old address are void, and the old address is told. A
+// mailed to the old address are void, its queued mail withdrawn, and the
+// old address is told. A
 // locked account was refused before the token was spent (VerifyEmail's
 // recheck); one whose new address got an account meanwhile keeps its
 // address (EConflict).
@@ -155,7 +156,11 @@ func (s *Service) changeEmail(ctx context.Context, tx *txn, c Client, u *User, n
 			return err
 		}
 	}
-	for _, kind := range []MailKind{MailVerifyEmail, MailPasswordReset} {
+	// Every mail still queued goes too: links mailed to the old address,
+	// and notices about the account, which the next owner of that address
+	// (free at once) must not read; the old address hears of the change
+	// alone, below.
+	for _, kind := range MailKinds() {
 		if err := tx.WithdrawMails(ctx, u.ID, kind); err != nil {
 			return err
 		}

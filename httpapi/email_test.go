@@ -73,6 +73,13 @@ func TestEmailChange(t *testing.T) {
 		want(t, "forgot at the old address", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": old}), 202, "")
 		reset := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, old))
 
+		// A notice about the account still queued for the old address
+		// (a relay down) must not reach whoever registers it next.
+		if err := e.store.EnqueueMail(context.Background(), &authd.OutboxMail{ID: authd.NewID(),
+			Kind: authd.MailPasswordChanged, UserID: id, To: old, CreatedAt: e.clock.Now(),
+			NextAttemptAt: e.clock.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
 		e.clock.Advance(time.Minute)
 		// The link alone moves nothing: whoever has the new mailbox (a
 		// mistyped address's owner) needs the account's password too.
@@ -108,6 +115,10 @@ func TestEmailChange(t *testing.T) {
 			map[string]string{"token": reset, "new_password": "the intruder's passphrase"}), 400, "invalid_token")
 		want(t, "the link again", e.follow(tokenOf(t, link), goodPassword),
 			400, "invalid_token")
+		e.clock.Advance(time.Hour) // the queued notice's time
+		if n := e.mail.count(authd.MailPasswordChanged, old); n != 0 {
+			t.Errorf("%d notices about the account went to the address it left", n)
+		}
 		done := e.mail.last(t, authd.MailEmailChangeNotice, old)
 		if !done.Done || done.NewEmail != "moved@example.net" {
 			t.Errorf("notice of the change: %+v", done)
