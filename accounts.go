@@ -171,14 +171,17 @@ func (s *Service) consume(ctx context.Context, tx *txn, c Client, raw string, ty
 // VerifyEmail redeems a verification token: the address is verified and an
 // inactive account becomes active; a token mailed to a new address moves
 // the account there (changeEmail), and newEmail is that address ("" for
-// the others). A token that moves the account needs its password too
-// (ignored for the others): the link proves only the new mailbox, and the
-// owner of a mistyped address must not get the account by following it.
-// Returns EInvalidToken for an unknown, used or expired token,
-// ERateLimited after many of those, EConflict for a new address that got
-// an account meanwhile; for a change, EInvalid without a password and
-// EInvalidCredentials or EAccountLocked as a re-authentication does.
-func (s *Service) VerifyEmail(ctx context.Context, c Client, token, password string) (newEmail string, err error) {
+// the others). A token that moves the account needs its password too, and
+// the second factor's proof when the user has one (both ignored for the
+// others): the link proves only the new mailbox, and the owner of a
+// mistyped address must not get the account by following it
+// (checkChangeLink). Returns EInvalidToken for an unknown, used or expired
+// token, ERateLimited after many of those, EConflict for a new address
+// that got an account meanwhile; for a change, EInvalid without a
+// password, EMFARequired without the proof, and EInvalidCredentials or
+// EAccountLocked as a re-authentication does.
+func (s *Service) VerifyEmail(ctx context.Context, c Client, token, password string, proof StepUp) (newEmail string,
+	err error) {
 	ctx, cancel := detach(ctx) // a password check finishes whatever the client does
 	defer cancel()
 	var checked *User
@@ -187,12 +190,7 @@ func (s *Service) VerifyEmail(ctx context.Context, c Client, token, password str
 		return "", err
 	}
 	if err == nil && v.NewEmail != "" {
-		if password == "" {
-			return v.NewEmail, &Error{Code: EInvalid, Message: "invalid request", Fields: []FieldError{{Field: "password",
-				Message: "is required: a link that moves the account to a new address needs the account's password"}}}
-		}
-		if checked, err = s.reauthenticate(ctx, c, &AccessClaims{UserID: v.UserID}, password, "password",
-			EventEmailChanged); err != nil {
+		if checked, err = s.checkChangeLink(ctx, c, v, password, proof); err != nil {
 			return v.NewEmail, err
 		}
 	}
@@ -200,9 +198,9 @@ func (s *Service) VerifyEmail(ctx context.Context, c Client, token, password str
 	err = s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
 		// A change's password check must still hold (no lock, no new
-		// password since), checked before the link is spent: a right
-		// password that a lock overtook keeps its link, as a wrong one
-		// does, so the two are not told apart.
+		// password since), and its second factor pass, checked before the
+		// link is spent: a right password that a lock overtook keeps its
+		// link, as a wrong one does, so the two are not told apart.
 		recheck := func(u *User, v *VerificationToken) error {
 			if v.NewEmail == "" {
 				return nil
@@ -210,7 +208,17 @@ func (s *Service) VerifyEmail(ctx context.Context, c Client, token, password str
 			if checked == nil || checked.ID != u.ID {
 				return errInvalidToken // read as another token before: a race no real link runs
 			}
-			return s.stillChecked(ctx, tx, c, u, checked.PasswordHash, EventEmailChanged, now)
+			if err := s.stillChecked(ctx, tx, c, u, checked.PasswordHash, EventEmailChanged, now); err != nil {
+				return err
+			}
+			err := s.checkStepUp(ctx, tx, c, u, proof, EventEmailChanged, now)
+			if r, ok := errors.AsType[*refusal](err); ok && len(proof.Passkey) > 0 && ErrorCode(err) == EInvalidToken {
+				// The passkey answered no open ceremony of the user
+				// (expired, used, another's): the link is still good,
+				// and must not be answered as if it were not.
+				r.err = errCeremonyGone
+			}
+			return forLink(err)
 		}
 		u, v, err := s.consume(ctx, tx, c, token, VerifyEmail, EventEmailVerified, now, recheck)
 		if err != nil {
@@ -270,16 +278,23 @@ func (s *Service) ResendVerification(ctx context.Context, c Client, email string
 // the client's address block them, and the API's own refusals (refresh,
 // codes) are not spent by old links a mail scanner fetches again.
 func (s *Service) CheckToken(ctx context.Context, c Client, raw string, typ VerificationType) (newEmail string, err error) {
-	v, err := s.usableToken(ctx, raw, typ)
-	if ErrorCode(err) == EInvalidToken {
-		if lerr := s.limit(ctx, "dead-link:"+clientKey(c), badTokensPerIP, time.Minute); lerr != nil {
-			return "", lerr
-		}
-	}
+	v, err := s.liveLink(ctx, c, raw, typ)
 	if err != nil {
 		return "", err
 	}
 	return v.NewEmail, nil
+}
+
+// liveLink is CheckToken's read: the token, or EInvalidToken counted
+// toward the client's dead links.
+func (s *Service) liveLink(ctx context.Context, c Client, raw string, typ VerificationType) (*VerificationToken, error) {
+	v, err := s.usableToken(ctx, raw, typ)
+	if ErrorCode(err) == EInvalidToken {
+		if lerr := s.limit(ctx, "dead-link:"+clientKey(c), badTokensPerIP, time.Minute); lerr != nil {
+			return nil, lerr
+		}
+	}
+	return v, err
 }
 
 // usableToken reads (without locking or using it) the token behind raw,

@@ -2,6 +2,8 @@ package authd
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"time"
 
 	"github.com/google/uuid"
@@ -183,4 +185,199 @@ func (s *Service) changeEmail(ctx context.Context, tx *txn, c Client, u *User, n
 	}
 	return tx.CreateSecurityLog(ctx, s.audit(now, c, EventEmailChanged, ResultSuccess, u.ID, "",
 		map[string]any{"sessions_revoked": len(ids)}))
+}
+
+// linkPasswordAttempts is how many password checks a link that moves an
+// account allows: a wrong password on the last voids it, and the owner
+// hears of it. They count on the link, not toward the account's lock:
+// whoever holds the new mailbox, a mistyped address's owner say, could
+// otherwise lock the account again and again for the link's 24 hours. Each
+// is counted before its hash (reserveLinkAttempt), so that parallel
+// guesses cannot pass the bound, and a right password counts too (it may
+// still fail on a wrong code or a lock: the link holder must not learn it
+// for free). The re-authentication budget (reauthPerUser a minute) bounds
+// them too, and a wrong second-factor code counts toward the lock, as
+// every code given past the password does.
+const linkPasswordAttempts = 5
+
+// The refusals of a change link whose password checks ran out.
+var (
+	errLinkVoided = &Error{Code: EInvalidToken,
+		Message: "The password is incorrect, and this link is now void after too many attempts; ask for the change again."}
+	errLinkSpent = &Error{Code: EInvalidToken,
+		Message: "This link is void after too many password attempts; ask for the change again."}
+)
+
+// errCeremonyGone answers, at a change link, a passkey assertion that
+// answers no open ceremony of the link's user.
+var errCeremonyGone = &Error{Code: EInvalid, Message: "The passkey's ceremony expired or was used; confirm with the passkey again.",
+	Fields: []FieldError{{Field: "passkey", Message: "answers no open ceremony of this account: begin a new one"}}}
+
+// checkChangeLink checks, before the link's transaction, what following v
+// (a usable link that moves its account) needs besides the link: the
+// account's password and, when the user has a second factor, a proof of a
+// possible shape (needStepUp; the proof itself is checked in the
+// transaction, before the link is spent). Each password check counts on
+// the link (linkPasswordAttempts); a wrong password keeps it good until
+// the last, which voids it.
+func (s *Service) checkChangeLink(ctx context.Context, c Client, v *VerificationToken, password string,
+	proof StepUp) (*User, error) {
+	if password == "" {
+		return nil, &Error{Code: EInvalid, Message: "invalid request", Fields: []FieldError{{Field: "password",
+			Message: "is required: a link that moves the account to a new address needs the account's password"}}}
+	}
+	if err := s.needStepUp(ctx, v.UserID, proof); err != nil {
+		return nil, forLink(err)
+	}
+	u, ok, err := s.passwordAgain(ctx, c, v.UserID, password, EventEmailChanged, func() error {
+		return s.reserveLinkAttempt(ctx, c, v.Token)
+	})
+	if err != nil || ok {
+		return u, err
+	}
+	return nil, s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		u, err := s.tokenUser(tx.User(ctx, v.UserID))
+		if err != nil {
+			return err
+		}
+		// A lock that overtook the check answers as it does a right
+		// password (stillChecked), so that the two are not told apart.
+		if err := s.refuseIfBarred(ctx, tx, c, u, EventEmailChanged, now); err != nil {
+			return err
+		}
+		v, err := changeLink(ctx, tx, v.Token, now)
+		if ErrorCode(err) == EInvalidToken { // voided or used meanwhile: the guess is logged all the same
+			return tx.refuse(ctx, s.audit(now, c, EventEmailChanged, ResultFailure, u.ID, reasonWrongPassword,
+				map[string]any{"link_gone": true}), err)
+		}
+		if err != nil {
+			return err
+		}
+		last := v.Attempts >= linkPasswordAttempts
+		l := s.audit(now, c, EventEmailChanged, ResultFailure, u.ID, reasonWrongPassword,
+			map[string]any{"link_attempts": v.Attempts, "link_voided": last})
+		if !last {
+			return tx.refuse(ctx, l, wrongPassword("password"))
+		}
+		if err := s.voidChangeLink(ctx, tx, u, v, now); err != nil {
+			return err
+		}
+		return tx.refuse(ctx, l, errLinkVoided)
+	})
+}
+
+// reserveLinkAttempt counts a password check on the change link of digest
+// before the password is hashed. With none left (the checks in flight took
+// them, or a right password failed on its second factor or a lock), the
+// link is voided at once (errLinkSpent).
+func (s *Service) reserveLinkAttempt(ctx context.Context, c Client, digest string) error {
+	return s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		v, err := changeLink(ctx, tx, digest, now)
+		if err != nil {
+			return err
+		}
+		if v.Attempts < linkPasswordAttempts {
+			v.Attempts++
+			return tx.SetVerificationAttempts(ctx, v)
+		}
+		u, err := tx.User(ctx, v.UserID)
+		if err != nil {
+			return err
+		}
+		if err := s.voidChangeLink(ctx, tx, u, v, now); err != nil {
+			return err
+		}
+		return tx.refuse(ctx, s.audit(now, c, EventEmailChanged, ResultFailure, u.ID, "no password attempts left",
+			map[string]any{"link_attempts": v.Attempts, "link_voided": true}), errLinkSpent)
+	})
+}
+
+// changeLink reads the change link of digest in tx, locked with its user
+// (ownedRow's lock order): EInvalidToken when it is gone (voided), used or
+// expired.
+func changeLink(ctx context.Context, tx *txn, digest string, now time.Time) (*VerificationToken, error) {
+	v, err := tx.VerificationToken(ctx, digest)
+	if ErrorCode(err) == ENotFound || (err == nil && !v.Usable(now)) {
+		return nil, errInvalidToken
+	}
+	return v, err
+}
+
+// voidChangeLink voids u's change whose link v ran out of password
+// attempts and tells u's address, whose owner asked for it (or whose
+// password someone has).
+func (s *Service) voidChangeLink(ctx context.Context, tx *txn, u *User, v *VerificationToken, now time.Time) error {
+	if err := s.voidEmailChange(ctx, tx, u); err != nil {
+		return err
+	}
+	return tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailEmailChangeNotice, NewEmail: v.NewEmail, Voided: true})
+}
+
+// EmailChangeMethods returns, for a usable link that moves an account, the
+// methods by which its user can pass the second factor the link asks for
+// (nil when the user has none), so that its page can ask for them at once.
+// Any other token is EInvalidToken (uncounted: the page checked it first
+// with CheckToken). Returns EUnavailable too.
+func (s *Service) EmailChangeMethods(ctx context.Context, token string) ([]string, error) {
+	v, err := s.usableToken(ctx, token, VerifyEmail)
+	if err != nil {
+		return nil, err
+	}
+	if v.NewEmail == "" {
+		return nil, errInvalidToken
+	}
+	factors, keys, err := secondFactors(ctx, s.store, v.UserID)
+	if err != nil || !hasSecondFactor(factors, keys) {
+		return nil, err
+	}
+	return s.usable(methodsOf(factors, keys)), nil
+}
+
+// linkCeremoniesPerHour bounds the passkey ceremonies one change link
+// begins an hour: each is a row, and the link is all a stranger at a
+// mistyped address needs to begin them. The budget is the link's, not
+// the user's, whose own ceremonies it must not spend.
+const linkCeremoniesPerHour = 10
+
+// BeginEmailChangeStepUp begins a passkey ceremony whose assertion is the
+// second factor's proof for following token, a link that moves an account
+// (VerifyEmail's proof.Passkey). A dead link counts as the pages' do
+// (CheckToken). Returns EInvalidToken (a dead link, or one that moves no
+// account), ENotFound (no passkey, or passkeys off), ERateLimited,
+// EUnavailable.
+func (s *Service) BeginEmailChangeStepUp(ctx context.Context, c Client, token string) (json.RawMessage, error) {
+	v, err := s.liveLink(ctx, c, token, VerifyEmail)
+	if err != nil {
+		return nil, err
+	}
+	if v.NewEmail == "" {
+		return nil, errInvalidToken
+	}
+	rp, err := s.relyingParty()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.limit(ctx, "link-ceremony:"+v.ID.String(), linkCeremoniesPerHour, time.Hour); err != nil {
+		return nil, err
+	}
+	u, err := s.Me(ctx, &AccessClaims{UserID: v.UserID})
+	if err != nil {
+		return nil, err
+	}
+	keys, err := s.store.Passkeys(ctx, u.ID)
+	if err != nil {
+		return nil, err
+	}
+	return s.stepUpOptions(ctx, rp, u, keys)
+}
+
+// forLink marks err, when it asks for the second factor, as a change
+// link's (MFARequired.Link).
+func forLink(err error) error {
+	if m, ok := errors.AsType[*MFARequired](err); ok {
+		m.Link = true
+	}
+	return err
 }

@@ -41,15 +41,21 @@ const (
 // second factor: no session exists yet; Token (single use, MFAChallengeTTL)
 // and a code by one of Methods finish the login (VerifyMFA). Its code is
 // EMFARequired. Token is a secret: Error never shows it. Without a Token it
-// answers a sensitive change that lacks its step-up (StepUp).
+// answers a sensitive change that lacks its step-up (StepUp); Link marks
+// the one of a link that moves an account (VerifyEmail), whose passkey
+// ceremony begins elsewhere.
 type MFARequired struct {
 	Token   string
 	Methods []string
+	Link    bool
 }
 
 func (e *MFARequired) Error() string { return string(EMFARequired) + ": a second factor is required" }
 
 func (e *MFARequired) Unwrap() error {
+	if e.Link {
+		return &Error{Code: EMFARequired, Message: "Following this link needs your second factor: send a current TOTP or recovery code as code, or a passkey assertion answering POST /v1/auth/verify-email/challenge as passkey."}
+	}
 	if e.Token == "" {
 		return &Error{Code: EMFARequired, Message: "This change needs your second factor: send a current TOTP or recovery code as code, or a passkey assertion answering POST /v1/users/me/mfa/challenge as passkey."}
 	}

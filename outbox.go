@@ -37,6 +37,7 @@ type OutboxMail struct {
 	AfterCodes    bool         // with MailAccountLocked: wrong codes set the lock
 	NewEmail      string       // with MailEmailChangeNotice: the address that replaces To
 	Done          bool         // with MailEmailChangeNotice: it has replaced it
+	Voided        bool         // with MailEmailChangeNotice: its link ran out of password attempts
 	CreatedAt     time.Time
 	NextAttemptAt time.Time
 	Attempts      int
@@ -199,6 +200,9 @@ func MailData(m *OutboxMail) map[string]any {
 	if m.Done {
 		d["done"] = true
 	}
+	if m.Voided {
+		d["voided"] = true
+	}
 	if len(d) == 0 {
 		return nil
 	}
@@ -223,6 +227,7 @@ func (m *OutboxMail) SetData(d map[string]any) {
 	m.AfterCodes, _ = d["after_codes"].(bool)
 	m.NewEmail, _ = d["new_email"].(string)
 	m.Done, _ = d["done"].(bool)
+	m.Voided, _ = d["voided"].(bool)
 }
 
 // wakeSender tells this instance's sender that mail is waiting.
@@ -299,7 +304,7 @@ func (s *Service) DeliverMail(ctx context.Context) (int, error) {
 // a failed send is recorded for a retry.
 func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 	mail := Mail{Kind: m.Kind, To: m.To, Until: m.Until, At: m.CreatedAt, Removed: m.Removed, Change: m.Change,
-		AfterCodes: m.AfterCodes, NewEmail: m.NewEmail, Done: m.Done}
+		AfterCodes: m.AfterCodes, NewEmail: m.NewEmail, Done: m.Done, Voided: m.Voided}
 	if m.Kind == MailVerifyEmail || m.Kind == MailPasswordReset || m.Kind == MailEmailChange {
 		mintCtx, cancel := context.WithTimeout(ctx, mailMintTimeout)
 		var holder *User // with MailEmailChange: the account the new address has

@@ -865,6 +865,12 @@ func (s *Service) BeginStepUp(ctx context.Context, a *AccessClaims) (json.RawMes
 	if err != nil {
 		return nil, err
 	}
+	return s.stepUpOptions(ctx, rp, u, keys)
+}
+
+// stepUpOptions begins a step-up ceremony for u, whose passkeys are keys.
+func (s *Service) stepUpOptions(ctx context.Context, rp *webauthn.WebAuthn, u *User, keys []*Passkey) (json.RawMessage,
+	error) {
 	if len(keys) == 0 {
 		return nil, Errorf(ENotFound, "You have no passkey; prove the second factor with a code.")
 	}

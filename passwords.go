@@ -182,28 +182,10 @@ func (s *Service) ChangePassword(ctx context.Context, c Client, a *AccessClaims,
 // field, EAccountLocked, ERateLimited, EInvalidToken, EUnavailable.
 func (s *Service) reauthenticate(ctx context.Context, c Client, a *AccessClaims, password, field string,
 	event EventType) (*User, error) {
-	if err := s.limit(ctx, "reauth:"+a.UserID.String(), reauthPerUser, time.Minute); err != nil {
-		return nil, err
+	u, ok, err := s.passwordAgain(ctx, c, a.UserID, password, event, nil)
+	if err != nil || ok {
+		return u, err
 	}
-	u, err := s.Me(ctx, a)
-	if err != nil {
-		return nil, err
-	}
-	if now := s.now(); u.IsLocked(now) {
-		if err := s.logEvent(ctx, s.audit(now, c, event, ResultFailure, u.ID, "account locked", nil)); err != nil {
-			return nil, err
-		}
-		return nil, s.lockedError(u.AccountLockedUntil.Sub(now))
-	}
-	ok, _, err := s.passwords.Verify(ctx, password, u.PasswordHash)
-	if err != nil {
-		return nil, err
-	}
-	if ok {
-		return u, nil
-	}
-	wrong := &Error{Code: EInvalidCredentials, Message: "The password is incorrect.",
-		Fields: []FieldError{{Field: field, Message: "is incorrect"}}}
 	return nil, s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
 		u, err := tx.User(ctx, u.ID)
@@ -213,8 +195,49 @@ func (s *Service) reauthenticate(ctx context.Context, c Client, a *AccessClaims,
 		if err := s.refuseIfBarred(ctx, tx, c, u, event, now); err != nil {
 			return err
 		}
-		return s.failedPassword(ctx, tx, c, u, now, event, wrong)
+		return s.failedPassword(ctx, tx, c, u, now, event, wrongPassword(field))
 	})
+}
+
+// passwordAgain checks the password of user outside login, within the
+// re-authentication budget (reauthPerUser a minute per user), and returns
+// the user as read and whether the password was right; a locked account's
+// is not checked (EAccountLocked, logged as a failure of event). before,
+// when not nil, runs just before the hash, and its error stops the check.
+// The caller counts a wrong one. Returns ERateLimited, EInvalidToken (no
+// such user, erased or locked by an administrator), EAccountLocked,
+// EUnavailable.
+func (s *Service) passwordAgain(ctx context.Context, c Client, user uuid.UUID, password string,
+	event EventType, before func() error) (*User, bool, error) {
+	if err := s.limit(ctx, "reauth:"+user.String(), reauthPerUser, time.Minute); err != nil {
+		return nil, false, err
+	}
+	u, err := s.Me(ctx, &AccessClaims{UserID: user})
+	if err != nil {
+		return nil, false, err
+	}
+	if now := s.now(); u.IsLocked(now) {
+		if err := s.logEvent(ctx, s.audit(now, c, event, ResultFailure, u.ID, "account locked", nil)); err != nil {
+			return nil, false, err
+		}
+		return nil, false, s.lockedError(u.AccountLockedUntil.Sub(now))
+	}
+	if before != nil {
+		if err := before(); err != nil {
+			return nil, false, err
+		}
+	}
+	ok, _, err := s.passwords.Verify(ctx, password, u.PasswordHash)
+	if err != nil {
+		return nil, false, err
+	}
+	return u, ok, nil
+}
+
+// wrongPassword is EInvalidCredentials naming field.
+func wrongPassword(field string) *Error {
+	return &Error{Code: EInvalidCredentials, Message: "The password is incorrect.",
+		Fields: []FieldError{{Field: field, Message: "is incorrect"}}}
 }
 
 // stillChecked fails a sensitive change whose password check, made before

@@ -139,9 +139,11 @@ type Mail struct {
 	// or in a signed-in session, set the lock (with MailAccountLocked).
 	AfterCodes bool
 	// NewEmail is the address that replaces the one the mail goes to, and
-	// Done says it has (with MailEmailChangeNotice).
+	// Done says it has (with MailEmailChangeNotice); Voided, instead, that
+	// its link ran out of password attempts and the change is off.
 	NewEmail string
 	Done     bool
+	Voided   bool
 }
 
 // FactorChange is what a user changed of their second factors, for the

@@ -73,6 +73,9 @@ type VerificationToken struct {
 	ExpiresAt time.Time
 	Used      bool
 	UsedAt    time.Time
+	// Attempts counts the password checks made with a link that moves
+	// the account (linkPasswordAttempts bound them); 0 on the others.
+	Attempts int
 }
 
 // Usable reports whether the token can still be redeemed at now.

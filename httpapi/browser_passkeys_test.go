@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/authd/authd"
 	"github.com/chromedp/cdproto/cdp"
 	cdpwa "github.com/chromedp/cdproto/webauthn"
 	"github.com/chromedp/chromedp"
@@ -121,6 +122,28 @@ func TestBrowserPasskeys(t *testing.T) {
 	}
 	if n := strings.Count(evs, "passkey_used/success"); n != 2 {
 		t.Errorf("%d passkey uses logged, want 2", n)
+	}
+
+	// An address change asked for with the passkey as step-up (through
+	// this page's own functions), then confirmed on the link's page with
+	// its passkey button: the link begins the ceremony itself.
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(async () => {
+		const c = await assertion(await api("POST", "/v1/users/me/mfa/challenge", {}));
+		await api("POST", "/v1/users/me/email", {new_email: "key@example.net", password: `+jsString(goodPassword)+`, passkey: c});
+		return "asked"; })()`, chromedp.EvalAwaitPromise)); err != nil {
+		t.Fatalf("ask for the address change: %v", err)
+	}
+	link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "key@example.net"))
+	do("confirm on the link's page with the passkey",
+		chromedp.Navigate(e.srv.URL+"/verify-email?token="+link),
+		chromedp.WaitVisible(chromedp.CSS(`#use-passkey`)),
+		chromedp.SendKeys(chromedp.CSS(`#password`), goodPassword),
+		chromedp.Click(chromedp.CSS(`#use-passkey`)))
+	// The form is sent, and the answer is a new page: wait for its words.
+	do("the change confirmed",
+		chromedp.WaitVisible(chromedp.Search(`//p[contains(., "Your account now uses key@example.net")]`)))
+	if n := strings.Count(strings.Join(e.events("key@example.net"), " "), "passkey_used/success"); n != 4 {
+		t.Errorf("%d passkey uses logged after the change, want 4", n)
 	}
 }
 

@@ -5,8 +5,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"html"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,6 +27,18 @@ func (e *env) changeEmail(access, newEmail, pw string) response {
 func (e *env) follow(token, pw string) response {
 	e.t.Helper()
 	return e.do("POST", "/v1/auth/verify-email", map[string]string{"token": token, "password": pw})
+}
+
+// eventCount counts the event/result rows of the user of email.
+func (e *env) eventCount(email, event string) int {
+	e.t.Helper()
+	n := 0
+	for _, ev := range e.events(email) {
+		if ev == event {
+			n++
+		}
+	}
+	return n
 }
 
 // hasEvent reports whether the user of email has the event/result row.
@@ -89,7 +103,9 @@ func TestEmailChange(t *testing.T) {
 			t.Errorf("the link without the password names %q: %s", r.field(), r.raw)
 		}
 		want(t, "the link with a wrong password", e.follow(tokenOf(t, link), "not the password at all"), 401, "invalid_credentials")
-		if u := e.user(old); !e.hasEvent(old, "email_changed/failure") || u.ID != id || u.FailedLoginAttempts != 1 {
+		// Counted on the link, not toward the account's lock
+		// (TestEmailChangeLinkPasswords).
+		if u := e.user(old); !e.hasEvent(old, "email_changed/failure") || u.ID != id || u.FailedLoginAttempts != 0 {
 			t.Errorf("the wrong password: %d failures counted toward the lock, events %v", u.FailedLoginAttempts, e.events(old))
 		}
 		r = e.follow(tokenOf(t, link), goodPassword)
@@ -523,11 +539,12 @@ func (g *armedGate) Verify(ctx context.Context, pw, hash string) (bool, bool, er
 
 // TestEmailChangeConfirmationAcrossALock: a lock that lands while the
 // confirmation's password is checked refuses it (423) without spending the
-// link, so a right password among guesses that locked the account is not
-// told apart; once the lock is lifted the link moves the account.
+// link, a wrong password as a right one, so a right password among guesses
+// that locked the account is not told apart; once the lock is lifted the
+// link moves the account.
 func TestEmailChangeConfirmationAcrossALock(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
-		g := &armedGate{entered: make(chan struct{}), release: make(chan struct{})}
+		g := &armedGate{}
 		e := newEnv(t, open(t), withPasswords(func(p authd.Passwords) authd.Passwords { g.Passwords = p; return g }))
 		const email = "racing@example.org"
 		e.registerVerified(email, goodPassword)
@@ -535,21 +552,346 @@ func TestEmailChangeConfirmationAcrossALock(t *testing.T) {
 		want(t, "request", e.changeEmail(access, "raced@example.net", goodPassword), 202, "")
 		link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "raced@example.net"))
 
-		g.armed.Store(true)
-		done := make(chan response)
-		go func() { done <- e.follow(link, goodPassword) }()
-		<-g.entered // the right password is being checked
-		u := e.user(email)
-		u.AccountStatus, u.LockReason = authd.StatusLocked, authd.LockBruteForce
-		u.AccountLockedUntil = e.clock.Now().Add(15 * time.Minute)
-		if err := e.store.UpdateUser(context.Background(), u); err != nil {
-			t.Fatal(err)
+		overtaken := func(password string) response {
+			t.Helper()
+			g.entered, g.release = make(chan struct{}), make(chan struct{})
+			g.armed.Store(true)
+			done := make(chan response)
+			go func() { done <- e.follow(link, password) }()
+			<-g.entered // the password is being checked
+			u := e.user(email)
+			u.AccountStatus, u.LockReason = authd.StatusLocked, authd.LockBruteForce
+			u.AccountLockedUntil = e.clock.Now().Add(15 * time.Minute)
+			if err := e.store.UpdateUser(context.Background(), u); err != nil {
+				t.Fatal(err)
+			}
+			close(g.release)
+			return <-done
 		}
-		close(g.release)
-		want(t, "the right password overtaken by a lock", <-done, 423, "account_locked")
+		want(t, "a wrong password overtaken by a lock", overtaken("not the password at all"), 423, "account_locked")
+		e.clock.Advance(16 * time.Minute)
+		want(t, "the right password overtaken by a lock", overtaken(goodPassword), 423, "account_locked")
 
 		e.clock.Advance(16 * time.Minute) // the lock runs out
 		want(t, "the link after the lock", e.follow(link, goodPassword), 200, "")
 		e.user("raced@example.net")
+	})
+}
+
+// TestEmailChangeLinkPasswords: the password checks made with a link that
+// moves an account count on the link, not toward the account's lock (its
+// holder, a mistyped address's owner say, could otherwise lock the account
+// for the link's whole life): a fifth wrong password voids the link and
+// the owner is told; the account is neither locked nor hindered; each is
+// logged on the account.
+func TestEmailChangeLinkPasswords(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "typo@example.org"
+		e.registerVerified(email, goodPassword)
+		access, _ := e.login(email, goodPassword)
+		want(t, "request", e.changeEmail(access, "typo@example.net", goodPassword), 202, "")
+		link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "typo@example.net"))
+		for i := 1; i < 5; i++ {
+			want(t, fmt.Sprintf("wrong password %d", i), e.follow(link, "not the password at all"), 401,
+				"invalid_credentials")
+		}
+		if u := e.user(email); u.FailedLoginAttempts != 0 || u.AccountStatus != authd.StatusActive {
+			t.Fatalf("four wrong passwords at the link: %d failures, status %s", u.FailedLoginAttempts, u.AccountStatus)
+		}
+		r := e.follow(link, "not the password at all")
+		want(t, "the fifth wrong password", r, 400, "invalid_token")
+		if !strings.Contains(r.str("detail"), "now void") {
+			t.Errorf("the fifth wrong password does not say the link is void: %s", r.raw)
+		}
+		if n := e.mail.last(t, authd.MailEmailChangeNotice, email); !n.Voided || n.NewEmail != "typo@example.net" {
+			t.Errorf("the owner's notice of the void link: %+v", n)
+		}
+		want(t, "the right password after", e.follow(link, goodPassword), 400, "invalid_token")
+		u := e.user(email)
+		if u.FailedLoginAttempts != 0 || u.IsLocked(e.clock.Now()) {
+			t.Errorf("the link's wrong passwords locked the account: %+v", u)
+		}
+		e.login(email, goodPassword)
+		n := e.eventCount(email, "email_changed/failure")
+		if n != 5 { // the void link is deleted: the refusal after names no account
+			t.Errorf("%d email_changed failures logged, want 5: %v", n, e.events(email))
+		}
+		// A new request's link counts from nothing.
+		want(t, "request again", e.changeEmail(access, "typo@example.net", goodPassword), 202, "")
+		link = tokenOf(t, e.mail.last(t, authd.MailEmailChange, "typo@example.net"))
+		want(t, "a wrong password at the new link", e.follow(link, "not the password at all"), 401, "invalid_credentials")
+		want(t, "the new link", e.follow(link, goodPassword), 200, "")
+		e.user("typo@example.net")
+	})
+}
+
+// TestEmailChangeConfirmationNeedsTheSecondFactor: following the link of a
+// user with a second factor needs its proof too, as the request did: a
+// mistyped address's owner who knows the password must not get the
+// account. Without one: 403 mfa_required naming the methods, before any
+// password is checked; a wrong code counts toward the lock (it is given
+// past the password) and keeps the link; a right one moves the account.
+func TestEmailChangeConfirmationNeedsTheSecondFactor(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "factor@example.org"
+		access, secret, codes := e.mfaUser(email)
+		body := map[string]string{"new_email": "factor@example.net", "password": goodPassword,
+			"code": totpAt(t, secret, e.clock.Now())}
+		want(t, "request", e.do("POST", "/v1/users/me/email", body, bearer(access)...), 202, "")
+		link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "factor@example.net"))
+		e.clock.Advance(time.Minute)
+		follow := func(password, code string) response {
+			return e.do("POST", "/v1/auth/verify-email", map[string]string{"token": link, "password": password, "code": code})
+		}
+		r := e.follow(link, "not the password at all")
+		want(t, "the link without the factor", r, 403, "mfa_required")
+		if got := r.body["methods"]; fmt.Sprint(got) != "[totp recovery_code]" || r.str("mfa_token") != "" ||
+			!strings.Contains(r.str("detail"), "/v1/auth/verify-email/challenge") {
+			t.Errorf("the link without the factor: %s", r.raw)
+		}
+		want(t, "a code of no shape", follow(goodPassword, "12345"), 400, "validation_failed")
+		if e.hasEvent(email, "email_changed/failure") || e.linkAttempts(access) != 0 {
+			t.Errorf("a password was checked without a proof of a possible shape: %d attempts, %v",
+				e.linkAttempts(access), e.events(email))
+		}
+		want(t, "a wrong code", follow(goodPassword, e.wrongCode(secret)), 401, "invalid_credentials")
+		if u := e.user(email); u.FailedLoginAttempts != 1 || u.Email != email {
+			t.Errorf("after a wrong code: %d failures, address %s", u.FailedLoginAttempts, u.Email)
+		}
+		want(t, "a right code, a wrong password", follow("not the password at all", totpAt(t, secret, e.clock.Now())),
+			401, "invalid_credentials")
+		// The right password that failed on its code counted on the
+		// link too: the holder learns nothing for free.
+		if n := e.linkAttempts(access); n != 2 {
+			t.Errorf("%d password attempts on the link, want 2", n)
+		}
+		want(t, "a recovery code", follow(goodPassword, codes[0]), 200, "")
+		e.user("factor@example.net")
+		if !e.hasEvent("factor@example.net", "recovery_code_used/success") {
+			t.Errorf("the recovery code's use is not logged: %v", e.events("factor@example.net"))
+		}
+	})
+}
+
+// TestEmailChangeConfirmationWithAPasskey: a passkey proves the second
+// factor at the link through a ceremony the link begins
+// (POST /v1/auth/verify-email/challenge), which no other token begins.
+func TestEmailChangeConfirmationWithAPasskey(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "keyed@example.org"
+		access, k, _ := e.passkeyUser(email)
+		want(t, "request", e.do("POST", "/v1/users/me/email", map[string]any{"new_email": "keyed@example.net",
+			"password": goodPassword, "passkey": e.stepUp(access, k)}, bearer(access)...), 202, "")
+		link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "keyed@example.net"))
+		r := e.follow(link, goodPassword)
+		want(t, "the link without the passkey", r, 403, "mfa_required")
+		if got := r.body["methods"]; fmt.Sprint(got) != "[passkey recovery_code]" {
+			t.Errorf("methods %v, want [passkey recovery_code]", got)
+		}
+		want(t, "a challenge without a token", e.do("POST", "/v1/auth/verify-email/challenge", map[string]string{}),
+			400, "validation_failed")
+		want(t, "a challenge for no link", e.do("POST", "/v1/auth/verify-email/challenge",
+			map[string]string{"token": strings.Repeat("A", 44)}), 400, "invalid_token")
+		r = e.do("POST", "/v1/auth/verify-email/challenge", map[string]string{"token": link})
+		want(t, "the link's challenge", r, 200, "")
+		assertion := k.Get(publicKey(t, r))
+		want(t, "a wrong password with the passkey", e.do("POST", "/v1/auth/verify-email", map[string]any{"token": link,
+			"password": "not the password at all", "passkey": assertion}), 401, "invalid_credentials")
+		// An assertion of a key the account does not have, and one whose
+		// ceremony expired, are refused; the link stays good.
+		r = e.do("POST", "/v1/auth/verify-email/challenge", map[string]string{"token": link})
+		want(t, "the link's challenge for another key", r, 200, "")
+		foreign := newSoftKey(t, rpID, rpOrigin).Get(publicKey(t, r))
+		if r := e.do("POST", "/v1/auth/verify-email", map[string]any{"token": link, "password": goodPassword,
+			"passkey": foreign}); r.status == 200 || r.code() == "invalid_token" {
+			t.Errorf("a foreign key's assertion: %d %s", r.status, r.raw)
+		}
+		r = e.do("POST", "/v1/auth/verify-email/challenge", map[string]string{"token": link})
+		want(t, "a challenge left to expire", r, 200, "")
+		stale := k.Get(publicKey(t, r))
+		e.clock.Advance(authd.WebAuthnChallengeTTL + time.Second)
+		r = e.do("POST", "/v1/auth/verify-email", map[string]any{"token": link, "password": goodPassword, "passkey": stale})
+		want(t, "an expired ceremony's assertion", r, 400, "validation_failed")
+		if r.field() != "passkey" {
+			t.Errorf("an expired ceremony's assertion names %q, want passkey: %s", r.field(), r.raw)
+		}
+		r = e.do("POST", "/v1/auth/verify-email/challenge", map[string]string{"token": link})
+		want(t, "the link's challenge again", r, 200, "")
+		want(t, "the passkey", e.do("POST", "/v1/auth/verify-email", map[string]any{"token": link,
+			"password": goodPassword, "passkey": k.Get(publicKey(t, r))}), 200, "")
+		e.user("keyed@example.net")
+		want(t, "a challenge for the used link", e.do("POST", "/v1/auth/verify-email/challenge",
+			map[string]string{"token": link}), 400, "invalid_token")
+
+		// A link that verifies an address begins no ceremony.
+		e.do("POST", "/v1/auth/register", map[string]any{"email": "plain@example.org", "password": goodPassword,
+			"consent": true})
+		plain := tokenOf(t, e.mail.last(t, authd.MailVerifyEmail, "plain@example.org"))
+		want(t, "a challenge for a verification link", e.do("POST", "/v1/auth/verify-email/challenge",
+			map[string]string{"token": plain}), 400, "invalid_token")
+	})
+}
+
+// TestEmailChangePagesAskTheSecondFactor: a change link's page asks for
+// the factor its user has — a code field, and a passkey button (with its
+// script) for a passkey — and says so when the form lacks it.
+func TestEmailChangePagesAskTheSecondFactor(t *testing.T) {
+	e := newEnv(t, openSQLite(t))
+	access, secret, _ := e.mfaUser("coded@example.org")
+	want(t, "request", e.do("POST", "/v1/users/me/email", map[string]string{"new_email": "coded@example.net",
+		"password": goodPassword, "code": totpAt(t, secret, e.clock.Now())}, bearer(access)...), 202, "")
+	tok := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "coded@example.net"))
+	r := e.do("GET", "/verify-email?token="+tok, nil)
+	if r.status != 200 || !strings.Contains(r.raw, `name="code"`) || !strings.Contains(r.raw, "authenticator app") ||
+		strings.Contains(r.raw, "use-passkey") || strings.Contains(r.raw, "<script") {
+		t.Fatalf("page of a TOTP user's link: %d %s", r.status, r.raw)
+	}
+	e.clock.Advance(time.Minute)
+	r = e.post("/verify-email", form("token", tok, "password", goodPassword))
+	if r.status != 400 || !strings.Contains(r.raw, "Prove your second factor too.") || !strings.Contains(r.raw, `name="code"`) {
+		t.Errorf("the form without a code: %d %s", r.status, r.raw)
+	}
+	r = e.post("/verify-email", form("token", tok, "password", "not the password at all", "code", "abcde-fghij"))
+	if r.status != 400 || !strings.Contains(r.raw, "The password is incorrect.") || !strings.Contains(r.raw, `name="code"`) {
+		t.Errorf("the form with a wrong password: %d %s", r.status, r.raw)
+	}
+	r = e.post("/verify-email", form("token", tok, "password", goodPassword, "code", "12"))
+	if r.status != 400 || !strings.Contains(r.raw, "The code must be a 6-digit code") {
+		t.Errorf("the form with a code of no shape: %d %s", r.status, r.raw)
+	}
+	r = e.post("/verify-email", form("token", tok, "password", goodPassword, "code", totpAt(t, secret, e.clock.Now())))
+	if r.status != 200 || !strings.Contains(r.raw, "Your account now uses coded@example.net") {
+		t.Fatalf("the form with a code: %d %s", r.status, r.raw)
+	}
+
+	access, pk, _ := e.passkeyUser("keyed@example.org")
+	want(t, "request", e.do("POST", "/v1/users/me/email", map[string]any{"new_email": "keyed@example.net",
+		"password": goodPassword, "passkey": e.stepUp(access, pk)}, bearer(access)...), 202, "")
+	tok = tokenOf(t, e.mail.last(t, authd.MailEmailChange, "keyed@example.net"))
+	r = e.do("GET", "/verify-email?token="+tok, nil)
+	_, nonce, _ := strings.Cut(r.header.Get("Content-Security-Policy"), "script-src 'nonce-")
+	nonce, _, _ = strings.Cut(nonce, "'")
+	if r.status != 200 || !strings.Contains(r.raw, `id="use-passkey"`) || !strings.Contains(r.raw, "A recovery code") ||
+		!strings.Contains(r.raw, "/v1/auth/verify-email/challenge") || nonce == "" ||
+		strings.Count(html.UnescapeString(r.raw), `<script nonce="`+nonce+`">`) != strings.Count(r.raw, "<script") {
+		t.Errorf("page of a passkey user's link (script nonce %q): %d %s", nonce, r.status, r.raw)
+	}
+	// Five wrong passwords (with a code of the right shape): the last
+	// voids the link, and the page says so rather than offer a
+	// verification link.
+	for range 4 {
+		e.post("/verify-email", form("token", tok, "password", "not the password at all", "code", "abcde-fghij"))
+	}
+	r = e.post("/verify-email", form("token", tok, "password", "not the password at all", "code", "abcde-fghij"))
+	if r.status != 400 || !strings.Contains(r.raw, "now void after too many attempts") || strings.Contains(r.raw, "new-link") {
+		t.Errorf("the fifth wrong password on the page: %d %s", r.status, r.raw)
+	}
+}
+
+// linkAttempts reads, from the token's user's export, the password
+// attempts made with their change link.
+func (e *env) linkAttempts(access string) int {
+	e.t.Helper()
+	for line := range strings.Lines(e.exported(access)) {
+		var row struct {
+			NewEmail *string `json:"new_email"`
+			Used     bool    `json:"used"`
+			Attempts int     `json:"attempts"`
+		}
+		raw, ok := strings.CutPrefix(strings.TrimSpace(line), "verification_tokens:")
+		if ok && json.Unmarshal([]byte(raw), &row) == nil && row.NewEmail != nil && !row.Used {
+			return row.Attempts
+		}
+	}
+	e.t.Fatalf("no change link in the export")
+	return 0
+}
+
+// holdingGate holds, once armed, every password check until released,
+// telling each on entered.
+type holdingGate struct {
+	authd.Passwords
+	armed   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *holdingGate) Verify(ctx context.Context, pw, hash string) (bool, bool, error) {
+	if g.armed.Load() {
+		g.entered <- struct{}{}
+		<-g.release
+	}
+	return g.Passwords.Verify(ctx, pw, hash)
+}
+
+// TestEmailChangeLinkAttemptsInParallel: the link's password attempts are
+// counted before the hash, so guesses sent at once cannot pass the bound:
+// of eight, five are checked and three refused unchecked, the first of
+// which voids the link; the five then find it gone. Each is logged.
+func TestEmailChangeLinkAttemptsInParallel(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		g := &holdingGate{entered: make(chan struct{}, 16), release: make(chan struct{})}
+		e := newEnv(t, open(t), withPasswords(func(p authd.Passwords) authd.Passwords { g.Passwords = p; return g }))
+		const email = "burst@example.org"
+		e.registerVerified(email, goodPassword)
+		access, _ := e.login(email, goodPassword)
+		want(t, "request", e.changeEmail(access, "burst@example.net", goodPassword), 202, "")
+		link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "burst@example.net"))
+
+		g.armed.Store(true)
+		release := sync.OnceFunc(func() { close(g.release) })
+		t.Cleanup(release) // a failure below must not leave checks held
+		answers := make(chan response, 8)
+		for range 8 {
+			go func() { answers <- e.follow(link, "not the password at all") }()
+		}
+		answer := func() response {
+			t.Helper()
+			select {
+			case r := <-answers:
+				return r
+			case <-time.After(10 * time.Second):
+				t.Fatalf("no answer; %d password checks held", len(g.entered))
+				return response{}
+			}
+		}
+		for i := range 5 {
+			select {
+			case <-g.entered:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%d password checks began, want 5", i)
+			}
+		}
+		voided := 0
+		for range 3 {
+			r := answer()
+			want(t, "a guess past the bound", r, 400, "invalid_token")
+			if strings.Contains(r.str("detail"), "too many password attempts") {
+				voided++
+			}
+		}
+		if voided != 1 { // the first voids the link; the others find it gone
+			t.Errorf("%d guesses past the bound voided the link, want 1", voided)
+		}
+		if n := len(g.entered); n != 0 {
+			t.Errorf("%d more password checks began past the bound", n)
+		}
+		release()
+		for range 5 {
+			want(t, "a checked guess, the link gone", answer(), 400, "invalid_token")
+		}
+		g.armed.Store(false)
+		want(t, "the right password after", e.follow(link, goodPassword), 400, "invalid_token")
+		e.user(email)                                                      // the account kept its address
+		if n := e.mail.count(authd.MailEmailChangeNotice, email); n != 2 { // the request's, the void's
+			t.Errorf("%d notices to the old address, want 2", n)
+		}
+		n := e.eventCount(email, "email_changed/failure")
+		if n != 6 { // the void, the five checked guesses
+			t.Errorf("%d email_changed failures logged, want 6: %v", n, e.events(email))
+		}
 	})
 }

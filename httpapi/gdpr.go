@@ -172,6 +172,9 @@ type exportVerification struct {
 	Used      bool       `json:"used"`
 	UsedAt    *time.Time `json:"used_at"`
 	NewEmail  *string    `json:"new_email"`
+	// Attempts: the password checks made with a link that moves the
+	// account (whoever holds the new mailbox made them).
+	Attempts int `json:"attempts"`
 }
 
 type exportMail struct {
@@ -346,7 +349,7 @@ func (x *exportWriter) userRows() authd.UserRows {
 		VerificationTokens: func(v *authd.VerificationToken) error {
 			return x.row(4, exportVerification{ID: v.ID, UserID: v.UserID, TokenType: string(v.TokenType),
 				CreatedAt: v.CreatedAt, ExpiresAt: v.ExpiresAt, Used: v.Used, UsedAt: optTime(v.UsedAt),
-				NewEmail: optString(v.NewEmail)})
+				NewEmail: optString(v.NewEmail), Attempts: v.Attempts})
 		},
 		SecurityLogs: func(l *authd.SecurityLog) error { return x.row(5, toSecurityLog(l)) },
 		Mails: func(m *authd.OutboxMail) error {

@@ -103,8 +103,11 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) verifyEmail(w http.ResponseWriter, r *http.Request) error {
 	var in struct {
-		Token    string `json:"token"`
-		Password string `json:"password"` // with a link that moves the account to a new address
+		Token string `json:"token"`
+		// With a link that moves the account to a new address: its
+		// password, and the second factor when the user has one.
+		Password string `json:"password"`
+		stepUpIn
 	}
 	if err := decodeJSON(w, r, &in); err != nil {
 		return err
@@ -114,13 +117,37 @@ func (s *Server) verifyEmail(w http.ResponseWriter, r *http.Request) error {
 	}
 	// The same answer whether the link verified the account's address or
 	// moved it to a new one (SPEC §5).
-	if _, err := s.svc.VerifyEmail(r.Context(), client(r), in.Token, in.Password); err != nil {
+	if _, err := s.svc.VerifyEmail(r.Context(), client(r), in.Token, in.Password, in.proof()); err != nil {
 		if authd.ErrorCode(err) == authd.EInvalidToken {
 			return badRequest{err}
 		}
 		return err // a wrong password is 401, as everywhere
 	}
 	writeJSON(w, http.StatusOK, accepted{"verified"})
+	return nil
+}
+
+// beginEmailChangeStepUp begins the passkey ceremony that proves the
+// second factor for following a link that moves an account: its assertion
+// goes in verify-email's passkey.
+func (s *Server) beginEmailChangeStepUp(w http.ResponseWriter, r *http.Request) error {
+	var in struct {
+		Token string `json:"token"`
+	}
+	if err := decodeJSON(w, r, &in); err != nil {
+		return err
+	}
+	if err := required("token", in.Token); err != nil {
+		return err
+	}
+	options, err := s.svc.BeginEmailChangeStepUp(r.Context(), client(r), in.Token)
+	if authd.ErrorCode(err) == authd.EInvalidToken {
+		return badRequest{err}
+	}
+	if err != nil {
+		return err
+	}
+	writeOptions(w, options)
 	return nil
 }
 

@@ -125,6 +125,7 @@ func New(opts Options) *Server {
 	s.handle("POST /v1/auth/register", s.register)
 	s.handle("POST /v1/auth/verify-email", s.verifyEmail)
 	s.handle("POST /v1/auth/verify-email/resend", s.resendVerification)
+	s.handle("POST /v1/auth/verify-email/challenge", s.beginEmailChangeStepUp)
 	s.handle("POST /v1/auth/login", s.login)
 	s.handle("POST /v1/auth/refresh", s.refresh)
 	s.handleAuthed("POST /v1/auth/logout", s.bearerToken(fieldlessAuthed(s.logout))) // a client ends its own session too

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"embed"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"html/template"
 	"io"
@@ -12,7 +13,9 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/templates"
@@ -103,7 +106,8 @@ var pageNames = []string{"verify-content", "verified-content", "reset-content", 
 
 // samplePage is what LoadPages renders each page with.
 var samplePage = page{Title: "Sample", Nonce: "bm9uY2U=", Token: "token", Error: "An error.", MinLength: 12,
-	NewLinkAction: "/verify-email/new-link", Script: true}
+	NewLinkAction: "/verify-email/new-link", NewEmail: "new@example.net", AskCode: true, AskTOTP: true,
+	AskPasskey: true, Script: true}
 
 // page is the data of every page.
 type page struct {
@@ -116,6 +120,9 @@ type page struct {
 	// NewEmail, on the verification pages, is the address a link that
 	// changes it moves the account to ("" for one that confirms it).
 	NewEmail string
+	// AskCode, AskTOTP and AskPasskey: the second factor a link that
+	// changes the address asks for (askFactor).
+	AskCode, AskTOTP, AskPasskey bool
 	// Script: the page runs its inline scripts (under the nonce) and calls
 	// this origin's API; the other pages have no script at all.
 	Script  bool
@@ -205,10 +212,24 @@ func (s *Server) pageError(w http.ResponseWriter, r *http.Request, err error, p 
 	return s.renderPage(w, status, p)
 }
 
+// askFactor makes p, a link's page that changes the address, ask for the
+// second factor by the methods its user has.
+func (p *page) askFactor(methods []string) {
+	p.AskTOTP = slices.Contains(methods, authd.MethodTOTP)
+	p.AskPasskey = slices.Contains(methods, authd.MethodPasskey)
+	p.AskCode = p.AskTOTP || slices.Contains(methods, authd.MethodRecoveryCode)
+	p.Script = p.AskPasskey
+}
+
 func (s *Server) verifyPage(w http.ResponseWriter, r *http.Request) error {
 	token := r.URL.Query().Get("token")
 	p := page{Title: "Confirm your email address", Token: token, NewLinkAction: "/verify-email/new-link"}
 	newEmail, err := s.svc.CheckToken(r.Context(), client(r), token, authd.VerifyEmail)
+	if err == nil && newEmail != "" {
+		var methods []string
+		methods, err = s.svc.EmailChangeMethods(r.Context(), token)
+		p.askFactor(methods)
+	}
 	if err != nil {
 		return s.pageError(w, r, err, p)
 	}
@@ -222,15 +243,33 @@ func (s *Server) verifySubmit(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return s.pageError(w, r, err, p)
 	}
-	newEmail, err := s.svc.VerifyEmail(r.Context(), client(r), form.Get("token"), form.Get("password"))
-	switch authd.ErrorCode(err) {
-	case authd.EInvalid, authd.EInvalidCredentials:
-		// A link that moves the account, without its right password:
-		// the form again, the link still good.
-		p.Token, p.NewEmail, p.Error, p.content = form.Get("token"), newEmail, authd.ErrorMessage(err), "verify-content"
-		if authd.ErrorCode(err) == authd.EInvalid {
+	token := form.Get("token")
+	proof := authd.StepUp{Code: form.Get("code"), Passkey: []byte(form.Get("passkey"))}
+	newEmail, err := s.svc.VerifyEmail(r.Context(), client(r), token, form.Get("password"), proof)
+	switch code := authd.ErrorCode(err); {
+	case newEmail != "" && (code == authd.EInvalid || code == authd.EInvalidCredentials || code == authd.EMFARequired):
+		// A link that moves the account, without its right password or
+		// second factor: the form again, the link still good.
+		p.Token, p.NewEmail, p.Error, p.content = token, newEmail, authd.ErrorMessage(err), "verify-content"
+		switch e, _ := errors.AsType[*authd.Error](err); {
+		case form.Get("password") == "":
 			p.Error = "Enter your account's password."
+		case code == authd.EMFARequired:
+			p.Error = "Prove your second factor too."
+		case code == authd.EInvalid && len(e.Fields) > 0 && e.Message == "invalid request":
+			p.Error = "The " + strings.ReplaceAll(e.Fields[0].Field, "_", " ") + " " + e.Fields[0].Message + "."
 		}
+		if m, ok := errors.AsType[*authd.MFARequired](err); ok {
+			p.askFactor(m.Methods)
+		} else if methods, err := s.svc.EmailChangeMethods(r.Context(), token); err == nil {
+			p.askFactor(methods)
+		}
+		return s.renderPage(w, http.StatusBadRequest, p)
+	case newEmail != "" && code == authd.EInvalidToken:
+		// A change link that died of this very answer (password attempts
+		// ran out) or meanwhile: its words, not the expired page, whose
+		// "new verification link" does not help with a change.
+		p.Title, p.Error, p.content = "This link no longer works", authd.ErrorMessage(err), "problem-content"
 		return s.renderPage(w, http.StatusBadRequest, p)
 	}
 	if err != nil {

@@ -639,13 +639,19 @@ func TestEveryTemplateRenders(t *testing.T) {
 	}
 	// The email change's notice names the new address, escaped, and
 	// tells a request from a change made.
-	for _, done := range []bool{false, true} {
+	for _, c := range []struct {
+		done, voided    bool
+		subject, phrase string
+	}{
+		{false, false, "was asked for", "asked to move it from this address to"},
+		{true, false, "was changed", "your account moved from this address to"},
+		{false, true, "was stopped", "would move your account from this address to"},
+	} {
 		out, err := r.Render(authd.Mail{Kind: authd.MailEmailChangeNotice, To: "a@example.org", At: time.Now(),
-			NewEmail: "<b>@example.net", Done: done})
-		wantWord := map[bool]string{false: "asked to move it from this address to", true: "your account moved from this address to"}[done]
-		if err != nil || !strings.Contains(out.Text, wantWord+" <b>@example.net") ||
-			!strings.Contains(out.HTML, "&lt;b&gt;@example.net") || strings.Contains(out.HTML, "<b>") {
-			t.Errorf("email change notice (done %v): %v, %+v", done, err, out)
+			NewEmail: "<b>@example.net", Done: c.done, Voided: c.voided})
+		if err != nil || !strings.HasSuffix(out.Subject, c.subject) || !strings.Contains(out.Text, c.phrase+" <b>@example.net") ||
+			!strings.Contains(out.HTML, c.phrase+" &lt;b&gt;@example.net") || strings.Contains(out.HTML, "<b>") {
+			t.Errorf("email change notice (done %v, voided %v): %v, %+v", c.done, c.voided, err, out)
 		}
 	}
 	codes, err := r.Render(authd.Mail{Kind: authd.MailAccountLocked, To: "a@example.org", Until: time.Now(), AfterCodes: true})

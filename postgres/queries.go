@@ -507,13 +507,13 @@ func (q *queries) SaveRotation(ctx context.Context, t *authd.Token, s *authd.Ses
 		t.ID, t.Revoked, nullTime(t.RevokedAt), nullTime(t.RotatedAt), s.ID, s.LastUsedAt, nullTime(s.RevokedAt))
 }
 
-const verificationColumns = `id, token, user_id, token_type, created_at, expires_at, used, used_at, new_email`
+const verificationColumns = `id, token, user_id, token_type, created_at, expires_at, used, used_at, new_email, attempts`
 
 func (q *queries) CreateVerificationToken(ctx context.Context, v *authd.VerificationToken) error {
 	return q.write(ctx, nil, `INSERT INTO verification_tokens (`+verificationColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
 		v.ID, v.Token, v.UserID, string(v.TokenType), v.CreatedAt, v.ExpiresAt, v.Used, nullTime(v.UsedAt),
-		nullString(v.NewEmail))
+		nullString(v.NewEmail), v.Attempts)
 }
 
 // VerificationToken implements authd.Queries: see ownedRow for the locks.
@@ -526,7 +526,8 @@ func scanVerification(row pgx.Row) (*authd.VerificationToken, error) {
 	var typ string
 	var usedAt *time.Time
 	var newEmail *string
-	err := row.Scan(&v.ID, &v.Token, &v.UserID, &typ, &v.CreatedAt, &v.ExpiresAt, &v.Used, &usedAt, &newEmail)
+	err := row.Scan(&v.ID, &v.Token, &v.UserID, &typ, &v.CreatedAt, &v.ExpiresAt, &v.Used, &usedAt, &newEmail,
+		&v.Attempts)
 	if err != nil {
 		return nil, translate(err)
 	}
@@ -788,6 +789,11 @@ func (q *queries) UpdateToken(ctx context.Context, t *authd.Token) error {
 func (q *queries) UseVerificationToken(ctx context.Context, v *authd.VerificationToken) error {
 	return q.write(ctx, mustAffect("verification token"), `UPDATE verification_tokens SET used = $2, used_at = $3 WHERE id = $1`,
 		v.ID, v.Used, nullTime(v.UsedAt))
+}
+
+func (q *queries) SetVerificationAttempts(ctx context.Context, v *authd.VerificationToken) error {
+	return q.write(ctx, mustAffect("verification token"), `UPDATE verification_tokens SET attempts = $2 WHERE id = $1`,
+		v.ID, v.Attempts)
 }
 
 func (q *queries) DeleteVerificationTokens(ctx context.Context, userID uuid.UUID, typ authd.VerificationType) error {

@@ -166,13 +166,13 @@ func scanToken(row scanner) (*authd.Token, error) {
 	return &t, nil
 }
 
-const verificationColumns = `id, token, user_id, token_type, created_at, expires_at, used, used_at, new_email`
+const verificationColumns = `id, token, user_id, token_type, created_at, expires_at, used, used_at, new_email, attempts`
 
 func (q *queries) CreateVerificationToken(ctx context.Context, v *authd.VerificationToken) error {
 	_, err := q.db.ExecContext(ctx, `INSERT INTO verification_tokens (`+verificationColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		v.ID, v.Token, v.UserID, string(v.TokenType), timeArg(v.CreatedAt), timeArg(v.ExpiresAt),
-		v.Used, timeArg(v.UsedAt), nullString(v.NewEmail))
+		v.Used, timeArg(v.UsedAt), nullString(v.NewEmail), v.Attempts)
 	return translate(err)
 }
 
@@ -208,7 +208,7 @@ func scanVerification(row scanner) (*authd.VerificationToken, error) {
 	var typ string
 	var newEmail sql.NullString
 	err := row.Scan(&v.ID, &v.Token, &v.UserID, &typ, timeCol{&v.CreatedAt}, timeCol{&v.ExpiresAt},
-		&v.Used, timeCol{&v.UsedAt}, &newEmail)
+		&v.Used, timeCol{&v.UsedAt}, &newEmail, &v.Attempts)
 	if err != nil {
 		return nil, translate(err)
 	}
@@ -509,6 +509,12 @@ func (q *queries) UpdateToken(ctx context.Context, t *authd.Token) error {
 func (q *queries) UseVerificationToken(ctx context.Context, v *authd.VerificationToken) error {
 	res, err := q.db.ExecContext(ctx, `UPDATE verification_tokens SET used = ?, used_at = ? WHERE id = ?`,
 		v.Used, timeArg(v.UsedAt), v.ID)
+	return affected(res, err, "verification token")
+}
+
+func (q *queries) SetVerificationAttempts(ctx context.Context, v *authd.VerificationToken) error {
+	res, err := q.db.ExecContext(ctx, `UPDATE verification_tokens SET attempts = ? WHERE id = ?`,
+		v.Attempts, v.ID)
 	return affected(res, err, "verification token")
 }
 

@@ -450,6 +450,16 @@ func testEmailChangeTokens(t *testing.T, s authd.Store) {
 	if diff := cmp.Diff(change, got); diff != "" {
 		t.Errorf("change token round trip (-want +got):\n%s", diff)
 	}
+	// The password checks made with the link are counted on it.
+	change.Attempts = 2
+	if err := s.SetVerificationAttempts(ctx, change); err != nil {
+		t.Fatalf("SetVerificationAttempts: %v", err)
+	}
+	if got, err := s.VerificationToken(ctx, "change"); err != nil || got.Attempts != 2 {
+		t.Errorf("after SetVerificationAttempts: %+v, %v; want 2 attempts", got, err)
+	}
+	wantCode(t, "SetVerificationAttempts of no token", s.SetVerificationAttempts(ctx,
+		&authd.VerificationToken{ID: authd.NewID(), Attempts: 1}), authd.ENotFound)
 	bad := &authd.VerificationToken{ID: authd.NewID(), Token: "reset-to", UserID: u.ID, TokenType: authd.PasswordReset,
 		NewEmail: "heidi@example.net", CreatedAt: Epoch, ExpiresAt: Epoch.Add(time.Hour)}
 	wantCode(t, "a reset token naming an address", s.CreateVerificationToken(ctx, bad), authd.EInvalid)
