@@ -248,6 +248,11 @@ func (s *Service) VerifyEmail(ctx context.Context, c Client, token, password str
 		}
 		err = errEmailTaken
 	}
+	if err != nil && checked != nil {
+		// A change link refused past its password (a wrong code, a lock):
+		// its page asks again, the link being good still.
+		newEmail = v.NewEmail
+	}
 	return newEmail, err
 }
 

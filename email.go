@@ -229,9 +229,17 @@ func (s *Service) checkChangeLink(ctx context.Context, c Client, v *Verification
 	if err := s.needStepUp(ctx, v.UserID, proof); err != nil {
 		return nil, forLink(err)
 	}
+	reserved := false
 	u, ok, err := s.passwordAgain(ctx, c, v.UserID, password, EventEmailChanged, func() error {
-		return s.reserveLinkAttempt(ctx, c, v.Token)
+		err := s.reserveLinkAttempt(ctx, c, v.Token)
+		reserved = err == nil
+		return err
 	})
+	if err != nil && reserved {
+		// No password was checked (the hashing workers were busy): the
+		// attempt goes back, lest a flood of logins spend the owner's.
+		s.refundLinkAttempt(ctx, v.Token)
+	}
 	if err != nil || ok {
 		return u, err
 	}
@@ -292,6 +300,23 @@ func (s *Service) reserveLinkAttempt(ctx context.Context, c Client, digest strin
 		return tx.refuse(ctx, s.audit(now, c, EventEmailChanged, ResultFailure, u.ID, "no password attempts left",
 			map[string]any{"link_attempts": v.Attempts, "link_voided": true}), errLinkSpent)
 	})
+}
+
+// refundLinkAttempt gives back an attempt reserveLinkAttempt counted for a
+// password that was not checked. Best effort: a failure leaves the attempt
+// spent (logged), which keeps the bound.
+func (s *Service) refundLinkAttempt(ctx context.Context, digest string) {
+	err := s.inTx(ctx, func(tx *txn) error {
+		v, err := changeLink(ctx, tx, digest, s.now())
+		if err != nil || v.Attempts == 0 {
+			return err
+		}
+		v.Attempts--
+		return tx.SetVerificationAttempts(ctx, v)
+	})
+	if err != nil && ErrorCode(err) != EInvalidToken {
+		s.logger.WarnContext(ctx, "a change link's unchecked password attempt stays counted", "err", err)
+	}
 }
 
 // changeLink reads the change link of digest in tx, locked with its user

@@ -491,10 +491,17 @@ func opaqueDigest(raw string) (string, error) {
 // linkDigest is opaqueDigest for the tokens of mailed links, which may be
 // address changes' (changeTokenBytes).
 func linkDigest(raw string) (string, error) {
-	if len(raw) == base64.RawURLEncoding.EncodedLen(changeTokenBytes) {
+	if IsChangeLink(raw) {
 		return digestOf(raw, changeTokenBytes)
 	}
 	return digestOf(raw, opaqueTokenBytes)
+}
+
+// IsChangeLink reports whether raw has the shape of a link's token that
+// moves an account to a new address (changeTokenBytes), whether or not it
+// is, or ever was, one: a page can then speak of a dead one as such.
+func IsChangeLink(raw string) bool {
+	return len(raw) == base64.RawURLEncoding.EncodedLen(changeTokenBytes)
 }
 
 // digestOf returns the digest of raw, a token of n random bytes, or

@@ -762,6 +762,11 @@ func TestEmailChangePagesAskTheSecondFactor(t *testing.T) {
 	if r.status != 400 || !strings.Contains(r.raw, "The code must be a 6-digit code") {
 		t.Errorf("the form with a code of no shape: %d %s", r.status, r.raw)
 	}
+	r = e.post("/verify-email", form("token", tok, "password", goodPassword, "code", e.wrongCode(secret)))
+	if r.status != 400 || !strings.Contains(r.raw, "The code is incorrect.") || !strings.Contains(r.raw, `name="code"`) ||
+		!strings.Contains(r.raw, tok) {
+		t.Errorf("the form with a wrong code: %d %s", r.status, r.raw)
+	}
 	r = e.post("/verify-email", form("token", tok, "password", goodPassword, "code", totpAt(t, secret, e.clock.Now())))
 	if r.status != 200 || !strings.Contains(r.raw, "Your account now uses coded@example.net") {
 		t.Fatalf("the form with a code: %d %s", r.status, r.raw)
@@ -779,15 +784,33 @@ func TestEmailChangePagesAskTheSecondFactor(t *testing.T) {
 		strings.Count(html.UnescapeString(r.raw), `<script nonce="`+nonce+`">`) != strings.Count(r.raw, "<script") {
 		t.Errorf("page of a passkey user's link (script nonce %q): %d %s", nonce, r.status, r.raw)
 	}
+	// An assertion whose ceremony expired asks again, the link being good.
+	ceremony := e.do("POST", "/v1/auth/verify-email/challenge", map[string]string{"token": tok})
+	want(t, "the link's challenge", ceremony, 200, "")
+	stale, err := json.Marshal(pk.Get(publicKey(t, ceremony)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(authd.WebAuthnChallengeTTL + time.Second)
+	r = e.post("/verify-email", form("token", tok, "password", goodPassword, "passkey", string(stale)))
+	if r.status != 400 || !strings.Contains(r.raw, "ceremony expired") || !strings.Contains(r.raw, `id="use-passkey"`) {
+		t.Errorf("the form with an expired ceremony's assertion: %d %s", r.status, r.raw)
+	}
 	// Five wrong passwords (with a code of the right shape): the last
 	// voids the link, and the page says so rather than offer a
 	// verification link.
-	for range 4 {
+	for range 3 { // the expired ceremony's attempt was the first
 		e.post("/verify-email", form("token", tok, "password", "not the password at all", "code", "abcde-fghij"))
 	}
 	r = e.post("/verify-email", form("token", tok, "password", "not the password at all", "code", "abcde-fghij"))
-	if r.status != 400 || !strings.Contains(r.raw, "now void after too many attempts") || strings.Contains(r.raw, "new-link") {
+	if r.status != 400 || !strings.Contains(r.raw, "ran out of password attempts") || strings.Contains(r.raw, "new-link") {
 		t.Errorf("the fifth wrong password on the page: %d %s", r.status, r.raw)
+	}
+	// Opened again, the dead link's page says the same.
+	r = e.do("GET", "/verify-email?token="+tok, nil)
+	if r.status != 400 || !strings.Contains(r.raw, "Ask for the change again from your account") ||
+		strings.Contains(r.raw, "new-link") {
+		t.Errorf("the dead change link's page: %d %s", r.status, r.raw)
 	}
 }
 
@@ -830,7 +853,8 @@ func (g *holdingGate) Verify(ctx context.Context, pw, hash string) (bool, bool, 
 // TestEmailChangeLinkAttemptsInParallel: the link's password attempts are
 // counted before the hash, so guesses sent at once cannot pass the bound:
 // of eight, five are checked and three refused unchecked, the first of
-// which voids the link; the five then find it gone. Each is logged.
+// which voids the link; the five then find it gone. The void and each
+// checked guess are logged.
 func TestEmailChangeLinkAttemptsInParallel(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		g := &holdingGate{entered: make(chan struct{}, 16), release: make(chan struct{})}
@@ -894,4 +918,96 @@ func TestEmailChangeLinkAttemptsInParallel(t *testing.T) {
 			t.Errorf("%d email_changed failures logged, want 6: %v", n, e.events(email))
 		}
 	})
+}
+
+// busyPasswords answers every password check, once armed, as the hashing
+// workers do when their queue is full.
+type busyPasswords struct {
+	authd.Passwords
+	armed atomic.Bool
+}
+
+func (b *busyPasswords) Verify(ctx context.Context, pw, hash string) (bool, bool, error) {
+	if b.armed.Load() {
+		return false, false, authd.Errorf(authd.EUnavailable, "busy")
+	}
+	return b.Passwords.Verify(ctx, pw, hash)
+}
+
+// TestEmailChangeLinkAttemptsRefundedWhenBusy: a password the busy workers
+// did not check spends none of the link's attempts, lest a flood of logins
+// spend the owner's.
+func TestEmailChangeLinkAttemptsRefundedWhenBusy(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		b := &busyPasswords{}
+		e := newEnv(t, open(t), withPasswords(func(p authd.Passwords) authd.Passwords { b.Passwords = p; return b }))
+		const email = "busy@example.org"
+		e.registerVerified(email, goodPassword)
+		access, _ := e.login(email, goodPassword)
+		want(t, "request", e.changeEmail(access, "busy@example.net", goodPassword), 202, "")
+		link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "busy@example.net"))
+		b.armed.Store(true)
+		for range 6 {
+			want(t, "the link while the workers are busy", e.follow(link, goodPassword), 503, "unavailable")
+		}
+		b.armed.Store(false)
+		if n := e.linkAttempts(access); n != 0 {
+			t.Errorf("%d attempts spent by unchecked passwords", n)
+		}
+		want(t, "the link once the workers are free", e.follow(link, goodPassword), 200, "")
+	})
+}
+
+// TestEmailChangeLinkSpentByRefusedProofs: right passwords whose second
+// factor fails spend the link's attempts too; a check past the last voids
+// the link unchecked, and the old address is told.
+func TestEmailChangeLinkSpentByRefusedProofs(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "spent@example.org"
+		access, k, _ := e.passkeyUser(email)
+		want(t, "request", e.do("POST", "/v1/users/me/email", map[string]any{"new_email": "spent@example.net",
+			"password": goodPassword, "passkey": e.stepUp(access, k)}, bearer(access)...), 202, "")
+		link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "spent@example.net"))
+		stranger := newSoftKey(t, rpID, rpOrigin)
+		for i := range 5 {
+			r := e.do("POST", "/v1/auth/verify-email/challenge", map[string]string{"token": link})
+			want(t, "the link's challenge", r, 200, "")
+			r = e.do("POST", "/v1/auth/verify-email", map[string]any{"token": link, "password": goodPassword,
+				"passkey": stranger.Get(publicKey(t, r))})
+			if r.status == 200 || r.code() == "invalid_token" {
+				t.Fatalf("a stranger's passkey with the right password, attempt %d: %d %s", i+1, r.status, r.raw)
+			}
+		}
+		r := e.do("POST", "/v1/auth/verify-email", map[string]string{"token": link, "password": goodPassword,
+			"code": "abcde-fghij"})
+		want(t, "a check past the last attempt", r, 400, "invalid_token")
+		if !strings.Contains(r.str("detail"), "too many password attempts") {
+			t.Errorf("a check past the last attempt: %s", r.raw)
+		}
+		if n := e.mail.last(t, authd.MailEmailChangeNotice, email); !n.Voided {
+			t.Errorf("the owner's notice: %+v", n)
+		}
+		if !slices.Contains(e.events(email), "email_changed/failure") || e.user(email).Email != email {
+			t.Errorf("the void: %v", e.events(email))
+		}
+	})
+}
+
+// TestEmailChangeLinkCeremonyBudget: a link begins at most ten passkey
+// ceremonies an hour, a budget apart from its user's own.
+func TestEmailChangeLinkCeremonyBudget(t *testing.T) {
+	e := newEnv(t, openSQLite(t), withRateLimit())
+	access, k, _ := e.passkeyUser("budget@example.org")
+	want(t, "request", e.do("POST", "/v1/users/me/email", map[string]any{"new_email": "budget@example.net",
+		"password": goodPassword, "passkey": e.stepUp(access, k)}, bearer(access)...), 202, "")
+	link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "budget@example.net"))
+	for i := range 10 {
+		want(t, fmt.Sprintf("ceremony %d", i+1), e.do("POST", "/v1/auth/verify-email/challenge",
+			map[string]string{"token": link}), 200, "")
+	}
+	want(t, "an eleventh ceremony", e.do("POST", "/v1/auth/verify-email/challenge", map[string]string{"token": link}),
+		429, "rate_limited")
+	want(t, "the user's own ceremony", e.do("POST", "/v1/users/me/mfa/challenge", map[string]any{}, bearer(access)...),
+		200, "")
 }

@@ -230,11 +230,24 @@ func (s *Server) verifyPage(w http.ResponseWriter, r *http.Request) error {
 		methods, err = s.svc.EmailChangeMethods(r.Context(), token)
 		p.askFactor(methods)
 	}
+	if authd.ErrorCode(err) == authd.EInvalidToken && authd.IsChangeLink(token) {
+		return s.deadChangeLink(w, p)
+	}
 	if err != nil {
 		return s.pageError(w, r, err, p)
 	}
 	p.NewEmail, p.content = newEmail, "verify-content"
 	return s.renderPage(w, http.StatusOK, p)
+}
+
+// deadChangeLink answers a dead link that would have moved an account to a
+// new address: the expired page's "new verification link" does not help
+// with that, and its owner must ask for the change again.
+func (s *Server) deadChangeLink(w http.ResponseWriter, p page) error {
+	p.Title, p.content = "This link no longer works", "problem-content"
+	p.Error = "This link to move an account to a new address no longer works: it expired, was used, was " +
+		"replaced by a newer request or cancelled, or ran out of password attempts. Ask for the change again from your account."
+	return s.renderPage(w, http.StatusBadRequest, p)
 }
 
 func (s *Server) verifySubmit(w http.ResponseWriter, r *http.Request) error {
@@ -265,12 +278,8 @@ func (s *Server) verifySubmit(w http.ResponseWriter, r *http.Request) error {
 			p.askFactor(methods)
 		}
 		return s.renderPage(w, http.StatusBadRequest, p)
-	case newEmail != "" && code == authd.EInvalidToken:
-		// A change link that died of this very answer (password attempts
-		// ran out) or meanwhile: its words, not the expired page, whose
-		// "new verification link" does not help with a change.
-		p.Title, p.Error, p.content = "This link no longer works", authd.ErrorMessage(err), "problem-content"
-		return s.renderPage(w, http.StatusBadRequest, p)
+	case code == authd.EInvalidToken && authd.IsChangeLink(token):
+		return s.deadChangeLink(w, p)
 	}
 	if err != nil {
 		return s.pageError(w, r, err, p)
