@@ -122,14 +122,10 @@ func (s *Service) voidEmailChange(ctx context.Context, tx *txn, u *User) error {
 }
 
 // changeEmail moves u (locked in tx, its change token just used) to
-// newEmail, as the link mailed there and the password proved: the address
-// is verified, an inactive account becomes active, every session ends
-// (each holds tokens and sign-ins made under the old address), the links
-// mailed to the old address are void, its queued mail withdrawn, and the
-// old address is told. A
-// locked account was refused before the token was spent (VerifyEmail's
-// recheck); one whose new address got an account meanwhile keeps its
-// address (EConflict).
+// newEmail, as the link mailed there and the password proved (moveAddress),
+// verified. A locked account was refused before the token was spent
+// (VerifyEmail's recheck); one whose new address got an account meanwhile
+// keeps its address (EConflict).
 func (s *Service) changeEmail(ctx context.Context, tx *txn, c Client, u *User, newEmail string, now time.Time) error {
 	// Not UserByEmail, which would lock that account's row while this one
 	// is held: two accounts moving to each other's address would deadlock.
@@ -139,23 +135,40 @@ func (s *Service) changeEmail(ctx context.Context, tx *txn, c Client, u *User, n
 		return tx.refuse(ctx, s.audit(now, c, EventEmailChanged, ResultFailure, u.ID, "email already registered", nil),
 			errEmailTaken)
 	}
+	ended, err := s.moveAddress(ctx, tx, u, newEmail, true, now)
+	if err != nil {
+		return err
+	}
+	return tx.CreateSecurityLog(ctx, s.audit(now, c, EventEmailChanged, ResultSuccess, u.ID, "",
+		map[string]any{"sessions_revoked": ended}))
+}
+
+// moveAddress moves u (locked in tx) to newEmail, which has no account:
+// verified or not as told (an inactive account becomes active once
+// verified), every session ends (each holds tokens and sign-ins made under
+// the old address), the links mailed to the old address are void, its
+// queued mail withdrawn, and the old address is told. It returns how many
+// sessions ended. Registered since the caller looked, the address is
+// refused by the unique index (EConflict, here or at the commit).
+func (s *Service) moveAddress(ctx context.Context, tx *txn, u *User, newEmail string, verified bool,
+	now time.Time) (int, error) {
 	// The sessions end before the address changes: an UPDATE of the email,
 	// a key column, locks the user against the inserts that name it, such
 	// as a refresh's new token, which a session being ended may be making
 	// (docs/design.md, lock order).
 	ids, err := s.endUserSessions(ctx, tx, u.ID, uuid.Nil, now, string(EventEmailChanged))
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if err := tx.VoidOpenMFAChallenges(ctx, u.ID, MFAChallengeVoided); err != nil {
-		return err
+		return 0, err
 	}
 	if err := s.voidEmailChange(ctx, tx, u); err != nil {
-		return err
+		return 0, err
 	}
 	for _, typ := range VerificationTypes() {
 		if err := tx.DeleteVerificationTokens(ctx, u.ID, typ); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	// Every mail still queued goes too: links mailed to the old address,
@@ -164,27 +177,19 @@ func (s *Service) changeEmail(ctx context.Context, tx *txn, c Client, u *User, n
 	// alone, below.
 	for _, kind := range MailKinds() {
 		if err := tx.WithdrawMails(ctx, u.ID, kind); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	old := u.Email
-	u.Email, u.EmailVerified, u.UpdatedAt = newEmail, true, now
-	if u.AccountStatus == StatusInactive {
+	u.Email, u.EmailVerified, u.UpdatedAt = newEmail, verified, now
+	if verified && u.AccountStatus == StatusInactive {
 		u.AccountStatus = StatusActive
 	}
-	// Registered between the check above and this write, the address is
-	// refused by the unique index, here or when the write is sent (a
-	// batch, the commit): EConflict rolls the change back, and VerifyEmail
-	// logs it.
 	if err := tx.UpdateUser(ctx, u); err != nil {
-		return err
+		return 0, err
 	}
-	if err := tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailEmailChangeNotice, To: old, NewEmail: newEmail,
-		Done: true}); err != nil {
-		return err
-	}
-	return tx.CreateSecurityLog(ctx, s.audit(now, c, EventEmailChanged, ResultSuccess, u.ID, "",
-		map[string]any{"sessions_revoked": len(ids)}))
+	return len(ids), tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailEmailChangeNotice, To: old, NewEmail: newEmail,
+		Done: true})
 }
 
 // linkPasswordAttempts is how many password checks a link that moves an

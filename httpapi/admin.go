@@ -47,6 +47,7 @@ func NewAdmin(opts Options, token string) *Server {
 	admin("POST /v1/admin/users/{id}/lock", s.adminLock)
 	admin("POST /v1/admin/users/{id}/unlock", fieldless(s.adminUnlock))
 	admin("POST /v1/admin/users/{id}/revoke-sessions", fieldless(s.adminRevokeSessions))
+	admin("POST /v1/admin/users/{id}/email", s.adminSetEmail)
 	admin("DELETE /v1/admin/users/{id}", fieldless(s.adminDelete))
 	admin("GET /v1/admin/users/{id}/mfa", s.adminMFA)
 	admin("POST /v1/admin/users/{id}/reset-mfa", fieldless(s.adminResetMFA))
@@ -154,6 +155,25 @@ func (s *Server) adminLock(w http.ResponseWriter, r *http.Request) error {
 		until = *in.Until
 	}
 	return noContent(w, s.svc.LockUser(r.Context(), client(r), id, until))
+}
+
+// adminSetEmail moves an account to a new address: verified when the
+// administrator says so, else a verification link goes there.
+func (s *Server) adminSetEmail(w http.ResponseWriter, r *http.Request) error {
+	id, err := userID(r)
+	if err != nil {
+		return err
+	}
+	var in struct {
+		Email    string `json:"email"`
+		Verified bool   `json:"verified"`
+	}
+	if r.ContentLength != 0 { // without a body: the service tells an unknown id first
+		if err := decodeJSON(w, r, &in); err != nil {
+			return err
+		}
+	}
+	return noContent(w, s.svc.SetUserEmail(r.Context(), client(r), id, in.Email, in.Verified))
 }
 
 func (s *Server) adminMFA(w http.ResponseWriter, r *http.Request) error {

@@ -1011,3 +1011,85 @@ func TestEmailChangeLinkCeremonyBudget(t *testing.T) {
 	want(t, "the user's own ceremony", e.do("POST", "/v1/users/me/mfa/challenge", map[string]any{}, bearer(access)...),
 		200, "")
 }
+
+// TestAdminSetsEmail: an administrator moves an account to a new address
+// (POST /v1/admin/users/{id}/email): with verified, it signs in there at
+// once; without, a verification link goes there first. As with the user's
+// own change, every session ends, the old address's links die and it is
+// told, and it is free to register. The action is logged for the
+// administrator and the user.
+func TestAdminSetsEmail(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const old = "lost@example.org"
+		e.registerVerified(old, goodPassword)
+		e.registerVerified("taken@example.org", goodPassword)
+		access, refresh := e.login(old, goodPassword)
+		id := e.user(old).ID
+		path := "/v1/admin/users/" + id.String() + "/email"
+		want(t, "reset asked", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": old}), 202, "")
+		reset := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, old))
+		for _, c := range []struct {
+			what   string
+			path   string
+			body   any
+			status int
+			code   string
+		}{
+			{"no body", path, nil, 400, "validation_failed"},
+			{"no address", path, map[string]any{"verified": true}, 400, "validation_failed"},
+			{"not an address", path, map[string]any{"email": "nope"}, 400, "validation_failed"},
+			{".invalid", path, map[string]any{"email": "x@corp.invalid"}, 400, "validation_failed"},
+			{"the same address", path, map[string]any{"email": "LOST@example.org"}, 400, "validation_failed"},
+			{"an unknown field", path, map[string]any{"email": "a@example.net", "confirm": true}, 400, "validation_failed"},
+			{"a taken address", path, map[string]any{"email": "Taken@example.org"}, 409, "conflict"},
+			{"no such user", "/v1/admin/users/" + authd.NewID().String() + "/email", map[string]any{"email": "a@example.net"},
+				404, "not_found"},
+		} {
+			want(t, c.what, e.admin("POST", c.path, c.body), c.status, c.code)
+		}
+		want(t, "without the administrator's token", e.do("POST", path, map[string]any{"email": "a@example.net"}), 404, "")
+
+		want(t, "move, verified", e.admin("POST", path, map[string]any{"email": "found@example.org", "verified": true}),
+			204, "")
+		if u := e.user("found@example.org"); u.ID != id || !u.EmailVerified {
+			t.Errorf("the moved account: %+v", u)
+		}
+		if e.active(access) {
+			t.Error("a session outlived the change")
+		}
+		want(t, "refresh after the change", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh}),
+			401, "invalid_token")
+		want(t, "the old address's reset link", e.do("POST", "/v1/auth/password/reset",
+			map[string]string{"token": reset, "new_password": "the intruder's passphrase"}), 400, "invalid_token")
+		if n := e.mail.last(t, authd.MailEmailChangeNotice, old); !n.Done || n.NewEmail != "found@example.org" {
+			t.Errorf("the old address's notice: %+v", n)
+		}
+		access, _ = e.login("found@example.org", goodPassword)
+		e.registerVerified(old, goodPassword) // the old address is free
+		if e.eventCount("found@example.org", "email_changed/success") != 1 ||
+			e.eventCount("found@example.org", "admin_action/success") != 1 {
+			t.Errorf("the user's rows: %v", e.events("found@example.org"))
+		}
+		r := e.admin("GET", "/v1/admin/security-logs?event_type=admin_action&user_id="+id.String(), nil)
+		want(t, "the administrator's rows", r, 200, "")
+		if items, _ := r.body["items"].([]any); len(items) == 0 ||
+			items[0].(map[string]any)["additional_context"].(map[string]any)["action"] != "change_email" {
+			t.Errorf("the administrator's row: %s", r.raw)
+		}
+
+		// Not verified: the new address must confirm before signing in.
+		want(t, "move, unverified", e.admin("POST", path, map[string]any{"email": "again@example.org"}), 204, "")
+		if u := e.user("again@example.org"); u.EmailVerified {
+			t.Errorf("an unverified move verified the address: %+v", u)
+		}
+		if e.active(access) {
+			t.Error("a session outlived the second change")
+		}
+		want(t, "login before the link", e.do("POST", "/v1/auth/login",
+			map[string]string{"email": "again@example.org", "password": goodPassword}), 403, "")
+		link := tokenOf(t, e.mail.last(t, authd.MailVerifyEmail, "again@example.org"))
+		want(t, "the verification link", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": link}), 200, "")
+		e.login("again@example.org", goodPassword)
+	})
+}

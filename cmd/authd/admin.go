@@ -26,6 +26,8 @@ The admin API's operations, straight on the database (DATABASE_URL):
   authd admin users lock   USER [--until 2026-12-01T00:00:00Z]   (no --until: until unlocked)
   authd admin users unlock USER
   authd admin users revoke-sessions USER
+  authd admin users set-email USER NEW_EMAIL [--verified]        move the account (its sessions end, the old address is told);
+                                                                 without --verified a verification link goes to NEW_EMAIL
   authd admin users mfa    USER                                  the second factors (no secrets)
   authd admin users reset-mfa USER                               remove them (the user is mailed): the password alone signs in
   authd admin users delete USER --yes                            (GDPR erasure)
@@ -58,7 +60,7 @@ var adminFieldFlags = map[string]string{"until": "--until", "since": "--since", 
 var adminActionFlags = map[string][]string{
 	"logs":       {"user", "event", "result", "since", "until", "limit", "cursor"},
 	"users list": {"email", "status", "limit", "cursor"},
-	"users lock": {"until"}, "users delete": {"yes"},
+	"users lock": {"until"}, "users delete": {"yes"}, "users set-email": {"verified"},
 	"mail list": {"dead", "limit", "cursor"},
 	// and none for the other users and mail commands
 	"users show": nil, "users unlock": nil, "users revoke-sessions": nil, "users mfa": nil, "users reset-mfa": nil,
@@ -81,6 +83,7 @@ func adminCmd(ctx context.Context, e *env, args []string) (err error) {
 	result := fs.String("result", "", "logs: success or failure")
 	yes := fs.Bool("yes", false, "users delete: confirm the erasure")
 	dead := fs.Bool("dead", false, "mail list: the dead mails instead of the pending ones")
+	verified := fs.Bool("verified", false, "users set-email: you checked that NEW_EMAIL is the user's (no verification link)")
 	rest, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -146,6 +149,11 @@ func adminCmd(ctx context.Context, e *env, args []string) (err error) {
 		if err := checkUserRef(rest[2]); err != nil {
 			return err
 		}
+		if rest[1] == "set-email" {
+			if _, err := authd.LookupEmail(rest[3]); err != nil {
+				return usageOf("admin users set-email", "NEW_EMAIL %q is not an email address", rest[3])
+			}
+		}
 		if rest[1] == "lock" {
 			if lockUntil, err = parseTime("--until", *until); err != nil {
 				return err
@@ -157,11 +165,14 @@ func adminCmd(ctx context.Context, e *env, args []string) (err error) {
 	}
 	// The service's errors, told with the flag that set the field.
 	defer func() {
-		hint := ""
+		hint, fields := "", adminFieldFlags
 		if rest[0] == "mail" && authd.ErrorCode(err) == authd.ENotFound {
 			hint = "`authd admin mail list --dead` lists the dead mails"
 		}
-		err = fromService("admin "+action, err, adminFieldFlags, hint)
+		if action == "users set-email" {
+			fields = map[string]string{"email": "NEW_EMAIL"}
+		}
+		err = fromService("admin "+action, err, fields, hint)
 	}()
 
 	cfg, db, err := openConfigured(ctx, e, flags, existing)
@@ -242,6 +253,13 @@ func adminCmd(ctx context.Context, e *env, args []string) (err error) {
 		return done(e, svc.UnlockUser(ctx, c, u.ID), "unlocked %s", u.Email)
 	case "revoke-sessions":
 		return done(e, svc.RevokeUserSessions(ctx, c, u.ID), "ended every session of %s", u.Email)
+	case "set-email":
+		err := svc.SetUserEmail(ctx, c, u.ID, rest[3], *verified)
+		if *verified {
+			return done(e, err, "moved %s to %s, verified; every session ended and the old address was told", u.Email, rest[3])
+		}
+		return done(e, err, "moved %s to %s; every session ended, the old address was told, and a verification link "+
+			"was mailed to the new one", u.Email, rest[3])
 	case "mfa":
 		st, err := svc.UserMFA(ctx, c, u.ID)
 		if err != nil {
@@ -309,7 +327,7 @@ func checkAdminWords(rest []string, yes bool) error {
 	case "users":
 		user := action{1, "USER (an id or email)"}
 		actions = map[string]action{"list": {}, "show": user, "lock": user, "unlock": user, "revoke-sessions": user,
-			"mfa": user, "reset-mfa": user, "delete": user}
+			"mfa": user, "reset-mfa": user, "delete": user, "set-email": {2, "USER (an id or email) and NEW_EMAIL"}}
 	case "mail":
 		actions = map[string]action{"list": {}, "retry": {1, "MAIL_ID (from `authd admin mail list --dead`)"}}
 	default:
@@ -326,12 +344,17 @@ func checkAdminWords(rest []string, yes bool) error {
 	}
 	cmd += " " + rest[1]
 	switch {
-	case len(rest) == 2 && a.args == 1:
+	case len(rest) == 2 && a.args > 0:
 		return usageOf(cmd, "missing %s", a.what)
+	case len(rest) < 2+a.args:
+		return usageOf(cmd, "missing NEW_EMAIL")
 	case len(rest) > 2+a.args:
 		takes := "no arguments"
-		if a.args == 1 {
+		switch a.args {
+		case 1:
 			takes = "one " + strings.Fields(a.what)[0]
+		case 2:
+			takes = "USER and NEW_EMAIL"
 		}
 		return usageOf(cmd, "takes %s; unexpected %q", takes, strings.Join(rest[2+a.args:], " "))
 	case cmd == "admin users delete" && !yes:

@@ -115,7 +115,12 @@ func TestAdminCLIUsage(t *testing.T) {
 		want string
 	}{
 		{[]string{"admin"}, "authd admin: missing users, logs or mail"},
-		{[]string{"admin", "users"}, "authd admin users: missing ACTION (delete, list, lock, mfa, reset-mfa, revoke-sessions, show or unlock)"},
+		{[]string{"admin", "users"}, "authd admin users: missing ACTION (delete, list, lock, mfa, reset-mfa, revoke-sessions, set-email, show or unlock)"},
+		{[]string{"admin", "users", "set-email"}, "authd admin users set-email: missing USER (an id or email) and NEW_EMAIL"},
+		{[]string{"admin", "users", "set-email", "a@b.org"}, "authd admin users set-email: missing NEW_EMAIL"},
+		{[]string{"admin", "users", "set-email", "a@b.org", "c@d.org", "e@f.org"}, `authd admin users set-email: takes USER and NEW_EMAIL; unexpected "e@f.org"`},
+		{[]string{"admin", "users", "set-email", "a@b.org", "nope"}, `authd admin users set-email: NEW_EMAIL "nope" is not an email address`},
+		{[]string{"admin", "users", "show", "a@b.org", "--verified"}, "authd admin users show: --verified does not apply to admin users show"},
 		{[]string{"admin", "users", "show"}, "authd admin users show: missing USER (an id or email)"},
 		{[]string{"admin", "users", "lock", "--until", "2030-01-01T00:00:00Z"}, "authd admin users lock: missing USER (an id or email)"},
 		{[]string{"admin", "users", "delete", "--yes"}, "authd admin users delete: missing USER (an id or email)"},
@@ -355,4 +360,42 @@ func migrationsAbove(t *testing.T, version int) int {
 		}
 	}
 	return n
+}
+
+// TestAdminSetEmail: an administrator moves an account to a new address,
+// verified with --verified (else a verification link goes there); the
+// service's refusals are told under NEW_EMAIL.
+func TestAdminSetEmail(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	db, u := migratedWithUser(t, env, "lost@example.org")
+	migratedWithUser(t, env, "taken@example.org")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"taken@example.org"}, "authd admin: that address belongs to another account"},
+		{[]string{"lost@example.org"}, "NEW_EMAIL is already the account's address"},
+		{[]string{"x@example.invalid"}, "NEW_EMAIL"},
+	} {
+		args := append([]string{"admin", "users", "set-email", "lost@example.org"}, c.args...)
+		if code, _, stderr := runCLI(t, env, args...); code == exitOK || !strings.Contains(stderr, c.want) {
+			t.Errorf("set-email %v: exit %d, %q; want a refusal saying %q", c.args, code, stderr, c.want)
+		}
+	}
+	code, stdout, stderr := runCLI(t, env, "admin", "users", "set-email", "lost@example.org", "found@example.org", "--verified")
+	if code != exitOK || !strings.Contains(stdout, "moved lost@example.org to found@example.org, verified") {
+		t.Fatalf("set-email --verified: exit %d, %q %q", code, stdout, stderr)
+	}
+	got, err := db.User(context.Background(), u.ID)
+	if err != nil || got.Email != "found@example.org" || !got.EmailVerified {
+		t.Errorf("after set-email --verified: %+v, %v", got, err)
+	}
+	code, stdout, stderr = runCLI(t, env, "admin", "users", "set-email", u.ID.String(), "again@example.org")
+	if code != exitOK || !strings.Contains(stdout, "a verification link was mailed to the new one") {
+		t.Fatalf("set-email: exit %d, %q %q", code, stdout, stderr)
+	}
+	if got, err := db.User(context.Background(), u.ID); err != nil || got.Email != "again@example.org" || got.EmailVerified {
+		t.Errorf("after set-email: %+v, %v; want the new address, not verified", got, err)
+	}
 }
