@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -232,6 +233,12 @@ func (s *Service) LockUser(ctx context.Context, c Client, id uuid.UUID, until ti
 	})
 }
 
+// undeliverable reports whether address is under the .invalid top-level
+// domain (RFC 2606), such as a tombstone's or an account moved aside.
+func undeliverable(address string) bool {
+	return strings.HasSuffix(strings.ToLower(address), ".invalid") || strings.HasSuffix(strings.ToLower(address), "@invalid")
+}
+
 // errAddressTaken refuses an administrator's move of an account to an
 // address that another account has.
 var errAddressTaken = Errorf(EConflict, "That address belongs to another account.")
@@ -270,9 +277,20 @@ func (s *Service) SetUserEmail(ctx context.Context, c Client, id uuid.UUID, emai
 		} else if taken {
 			return nil, errAddressTaken
 		}
+		old, oldVerified := u.Email, u.EmailVerified
 		ended, err := s.moveAddress(ctx, tx, u, email, verified, now)
 		if err != nil {
 			return nil, err
+		}
+		// The old address hears that support moved the account, not
+		// where to: the move is for a user who lost that mailbox, which
+		// someone else may hold now. An address never shown to be the
+		// user's, or one that reaches no one (.invalid), hears nothing.
+		if oldVerified && !undeliverable(old) {
+			if err := tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailEmailChangeNotice, To: old, Done: true,
+				ByAdministrator: true}); err != nil {
+				return nil, err
+			}
 		}
 		if !verified {
 			if err := s.mailVerification(ctx, tx, Client{}, u, now); err != nil {

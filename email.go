@@ -135,8 +135,13 @@ func (s *Service) changeEmail(ctx context.Context, tx *txn, c Client, u *User, n
 		return tx.refuse(ctx, s.audit(now, c, EventEmailChanged, ResultFailure, u.ID, "email already registered", nil),
 			errEmailTaken)
 	}
+	old := u.Email
 	ended, err := s.moveAddress(ctx, tx, u, newEmail, true, now)
 	if err != nil {
+		return err
+	}
+	if err := tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailEmailChangeNotice, To: old, NewEmail: newEmail,
+		Done: true}); err != nil {
 		return err
 	}
 	return tx.CreateSecurityLog(ctx, s.audit(now, c, EventEmailChanged, ResultSuccess, u.ID, "",
@@ -145,11 +150,13 @@ func (s *Service) changeEmail(ctx context.Context, tx *txn, c Client, u *User, n
 
 // moveAddress moves u (locked in tx) to newEmail, which has no account:
 // verified or not as told (an inactive account becomes active once
-// verified), every session ends (each holds tokens and sign-ins made under
-// the old address), the links mailed to the old address are void, its
-// queued mail withdrawn, and the old address is told. It returns how many
-// sessions ended. Registered since the caller looked, the address is
-// refused by the unique index (EConflict, here or at the commit).
+// verified; an active one inactive when not, where sign-in needs a
+// verified address), every session ends (each holds tokens and sign-ins
+// made under the old address), the links mailed to the old address are
+// void and its queued mail withdrawn; the caller tells the old address. It
+// returns how many sessions ended. Registered since the caller looked, the
+// address is refused by the unique index (EConflict, here or at the
+// commit).
 func (s *Service) moveAddress(ctx context.Context, tx *txn, u *User, newEmail string, verified bool,
 	now time.Time) (int, error) {
 	// The sessions end before the address changes: an UPDATE of the email,
@@ -180,16 +187,14 @@ func (s *Service) moveAddress(ctx context.Context, tx *txn, u *User, newEmail st
 			return 0, err
 		}
 	}
-	old := u.Email
 	u.Email, u.EmailVerified, u.UpdatedAt = newEmail, verified, now
-	if verified && u.AccountStatus == StatusInactive {
+	switch {
+	case verified && u.AccountStatus == StatusInactive:
 		u.AccountStatus = StatusActive
+	case !verified && u.AccountStatus == StatusActive && s.cfg.RequireVerifiedEmail:
+		u.AccountStatus = StatusInactive // as a new account's, until the link is followed
 	}
-	if err := tx.UpdateUser(ctx, u); err != nil {
-		return 0, err
-	}
-	return len(ids), tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailEmailChangeNotice, To: old, NewEmail: newEmail,
-		Done: true})
+	return len(ids), tx.UpdateUser(ctx, u)
 }
 
 // linkPasswordAttempts is how many password checks a link that moves an

@@ -27,24 +27,27 @@ func ParseMailKind(s string) (MailKind, error) { return parseEnum("mail kind", s
 // no secret: the one-time link of a verification or reset mail is minted
 // when the mail is delivered.
 type OutboxMail struct {
-	ID            uuid.UUID
-	Kind          MailKind
-	UserID        uuid.UUID // Nil once the account is gone
-	To            string
-	Until         time.Time    // with MailAccountLocked
-	Removed       MFARemoval   // with MailMFAReset
-	Change        FactorChange // with MailFactorChanged
-	AfterCodes    bool         // with MailAccountLocked: wrong codes set the lock
-	NewEmail      string       // with MailEmailChangeNotice: the address that replaces To
-	Done          bool         // with MailEmailChangeNotice: it has replaced it
-	Voided        bool         // with MailEmailChangeNotice: its link ran out of password attempts
-	CreatedAt     time.Time
-	NextAttemptAt time.Time
-	Attempts      int
-	ClaimedUntil  time.Time
-	Claim         uuid.UUID // the claim that holds it, set by ClaimMail
-	LastError     string
-	DeadAt        time.Time
+	ID         uuid.UUID
+	Kind       MailKind
+	UserID     uuid.UUID // Nil once the account is gone
+	To         string
+	Until      time.Time    // with MailAccountLocked
+	Removed    MFARemoval   // with MailMFAReset
+	Change     FactorChange // with MailFactorChanged
+	AfterCodes bool         // with MailAccountLocked: wrong codes set the lock
+	NewEmail   string       // with MailEmailChangeNotice: the address that replaces To
+	Done       bool         // with MailEmailChangeNotice: it has replaced it
+	Voided     bool         // with MailEmailChangeNotice: its link ran out of password attempts
+	// ByAdministrator, with a Done MailEmailChangeNotice: support moved
+	// the account (NewEmail is then not told).
+	ByAdministrator bool
+	CreatedAt       time.Time
+	NextAttemptAt   time.Time
+	Attempts        int
+	ClaimedUntil    time.Time
+	Claim           uuid.UUID // the claim that holds it, set by ClaimMail
+	LastError       string
+	DeadAt          time.Time
 }
 
 // Outbox delivery policy. A sender claims one mail at a time, right before
@@ -203,6 +206,9 @@ func MailData(m *OutboxMail) map[string]any {
 	if m.Voided {
 		d["voided"] = true
 	}
+	if m.ByAdministrator {
+		d["by_administrator"] = true
+	}
 	if len(d) == 0 {
 		return nil
 	}
@@ -228,6 +234,7 @@ func (m *OutboxMail) SetData(d map[string]any) {
 	m.NewEmail, _ = d["new_email"].(string)
 	m.Done, _ = d["done"].(bool)
 	m.Voided, _ = d["voided"].(bool)
+	m.ByAdministrator, _ = d["by_administrator"].(bool)
 }
 
 // wakeSender tells this instance's sender that mail is waiting.
@@ -304,7 +311,8 @@ func (s *Service) DeliverMail(ctx context.Context) (int, error) {
 // a failed send is recorded for a retry.
 func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 	mail := Mail{Kind: m.Kind, To: m.To, Until: m.Until, At: m.CreatedAt, Removed: m.Removed, Change: m.Change,
-		AfterCodes: m.AfterCodes, NewEmail: m.NewEmail, Done: m.Done, Voided: m.Voided}
+		AfterCodes: m.AfterCodes, NewEmail: m.NewEmail, Done: m.Done, Voided: m.Voided,
+		ByAdministrator: m.ByAdministrator}
 	if m.Kind == MailVerifyEmail || m.Kind == MailPasswordReset || m.Kind == MailEmailChange {
 		mintCtx, cancel := context.WithTimeout(ctx, mailMintTimeout)
 		var holder *User // with MailEmailChange: the account the new address has

@@ -144,6 +144,9 @@ type Mail struct {
 	NewEmail string
 	Done     bool
 	Voided   bool
+	// ByAdministrator, with Done: support moved the account (NewEmail is
+	// then "").
+	ByAdministrator bool
 }
 
 // FactorChange is what a user changed of their second factors, for the

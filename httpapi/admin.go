@@ -168,10 +168,10 @@ func (s *Server) adminSetEmail(w http.ResponseWriter, r *http.Request) error {
 		Email    string `json:"email"`
 		Verified bool   `json:"verified"`
 	}
-	if r.ContentLength != 0 { // without a body: the service tells an unknown id first
-		if err := decodeJSON(w, r, &in); err != nil {
-			return err
-		}
+	// Optional here so that without a body the service tells an unknown
+	// id first, as every admin route does; it then asks for the email.
+	if err := decodeOptional(w, r, &in); err != nil {
+		return err
 	}
 	return noContent(w, s.svc.SetUserEmail(r.Context(), client(r), id, in.Email, in.Verified))
 }

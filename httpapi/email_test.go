@@ -1062,7 +1062,9 @@ func TestAdminSetsEmail(t *testing.T) {
 			401, "invalid_token")
 		want(t, "the old address's reset link", e.do("POST", "/v1/auth/password/reset",
 			map[string]string{"token": reset, "new_password": "the intruder's passphrase"}), 400, "invalid_token")
-		if n := e.mail.last(t, authd.MailEmailChangeNotice, old); !n.Done || n.NewEmail != "found@example.org" {
+		// The old address, which the user lost, hears that support moved
+		// the account, not where to.
+		if n := e.mail.last(t, authd.MailEmailChangeNotice, old); !n.Done || !n.ByAdministrator || n.NewEmail != "" {
 			t.Errorf("the old address's notice: %+v", n)
 		}
 		access, _ = e.login("found@example.org", goodPassword)
@@ -1080,8 +1082,8 @@ func TestAdminSetsEmail(t *testing.T) {
 
 		// Not verified: the new address must confirm before signing in.
 		want(t, "move, unverified", e.admin("POST", path, map[string]any{"email": "again@example.org"}), 204, "")
-		if u := e.user("again@example.org"); u.EmailVerified {
-			t.Errorf("an unverified move verified the address: %+v", u)
+		if u := e.user("again@example.org"); u.EmailVerified || u.AccountStatus != authd.StatusInactive {
+			t.Errorf("an unverified move: %+v, want unverified and inactive until the link", u)
 		}
 		if e.active(access) {
 			t.Error("a session outlived the second change")
@@ -1091,5 +1093,38 @@ func TestAdminSetsEmail(t *testing.T) {
 		link := tokenOf(t, e.mail.last(t, authd.MailVerifyEmail, "again@example.org"))
 		want(t, "the verification link", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": link}), 200, "")
 		e.login("again@example.org", goodPassword)
+
+		// An address never verified hears nothing of the move; the account
+		// moved verified becomes active.
+		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": "typo@example.org",
+			"password": goodPassword, "consent": true}), 202, "")
+		typo := e.user("typo@example.org")
+		want(t, "move the unverified account", e.admin("POST", "/v1/admin/users/"+typo.ID.String()+"/email",
+			map[string]any{"email": "right@example.org", "verified": true}), 204, "")
+		if u := e.user("right@example.org"); !u.EmailVerified || u.AccountStatus != authd.StatusActive {
+			t.Errorf("the unverified account moved verified: %+v", u)
+		}
+		e.clock.Advance(time.Hour)
+		if n := e.mail.count(authd.MailEmailChangeNotice, "typo@example.org"); n != 0 {
+			t.Errorf("%d notices to an address never verified", n)
+		}
+		e.login("right@example.org", goodPassword)
+	})
+}
+
+// TestAdminSetsEmailRacesRegistration: an address registered after the
+// administrator's check meets the unique index: 409, nothing moved.
+func TestAdminSetsEmailRacesRegistration(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, blindStore{open(t)})
+		e.registerVerified("first@example.org", goodPassword)
+		e.registerVerified("second@example.org", goodPassword)
+		access, _ := e.login("first@example.org", goodPassword)
+		id := e.user("first@example.org").ID
+		want(t, "move to a taken address", e.admin("POST", "/v1/admin/users/"+id.String()+"/email",
+			map[string]any{"email": "second@example.org", "verified": true}), 409, "conflict")
+		if u := e.user("first@example.org"); u.ID != id || !e.active(access) {
+			t.Errorf("the refused move changed the account: %+v", u)
+		}
 	})
 }

@@ -86,6 +86,10 @@ func TestSessionEndingFlowsLetALogoutThrough(t *testing.T) {
 		{"administrator's lock", nil, func(e *env, u *authd.User, _, _ string) response {
 			return e.admin("POST", "/v1/admin/users/"+u.ID.String()+"/lock", nil)
 		}},
+		{"administrator's address move", nil, func(e *env, u *authd.User, _, _ string) response {
+			return e.admin("POST", "/v1/admin/users/"+u.ID.String()+"/email", map[string]any{"email": "moved@example.org",
+				"verified": true})
+		}},
 		{"administrator's revocation", nil, func(e *env, u *authd.User, _, _ string) response {
 			return e.admin("POST", "/v1/admin/users/"+u.ID.String()+"/revoke-sessions", nil)
 		}},

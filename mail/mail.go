@@ -117,7 +117,7 @@ func (r *Renderer) Render(m authd.Mail) (*Rendered, error) {
 	}
 	data := map[string]any{"Product": r.product, "PublicURL": r.publicURL, "Link": m.Link, "To": m.To, "Until": "",
 		"At": "", "Removed": removedText(m.Removed), "Change": change, "AfterCodes": m.AfterCodes,
-		"NewEmail": m.NewEmail, "Done": m.Done, "Voided": m.Voided}
+		"NewEmail": m.NewEmail, "Done": m.Done, "Voided": m.Voided, "ByAdministrator": m.ByAdministrator}
 	if !m.Until.IsZero() {
 		data["Until"] = m.Until.UTC().Format(timeLayout)
 	}

@@ -654,6 +654,13 @@ func TestEveryTemplateRenders(t *testing.T) {
 			t.Errorf("email change notice (done %v, voided %v): %v, %+v", c.done, c.voided, err, out)
 		}
 	}
+	// Support's move does not say where to.
+	out, err := r.Render(authd.Mail{Kind: authd.MailEmailChangeNotice, To: "a@example.org", At: time.Now(), Done: true,
+		ByAdministrator: true})
+	if err != nil || !strings.Contains(out.Text, "the service's support moved your account from this address to another one") ||
+		!strings.Contains(out.HTML, "the service's support moved your account") || strings.Contains(out.Text, "@example.net") {
+		t.Errorf("email change notice by an administrator: %v, %+v", err, out)
+	}
 	codes, err := r.Render(authd.Mail{Kind: authd.MailAccountLocked, To: "a@example.org", Until: time.Now(), AfterCodes: true})
 	if err != nil || !strings.Contains(codes.Text, "Your password was entered correctly") ||
 		!strings.Contains(codes.HTML, "Your password was entered correctly") {

@@ -255,11 +255,15 @@ func adminCmd(ctx context.Context, e *env, args []string) (err error) {
 		return done(e, svc.RevokeUserSessions(ctx, c, u.ID), "ended every session of %s", u.Email)
 	case "set-email":
 		err := svc.SetUserEmail(ctx, c, u.ID, rest[3], *verified)
-		if *verified {
-			return done(e, err, "moved %s to %s, verified; every session ended and the old address was told", u.Email, rest[3])
+		to := rest[3]
+		if moved, rerr := db.User(ctx, u.ID); err == nil && rerr == nil {
+			to = moved.Email // as stored
 		}
-		return done(e, err, "moved %s to %s; every session ended, the old address was told, and a verification link "+
-			"was mailed to the new one", u.Email, rest[3])
+		if *verified {
+			return done(e, err, "moved %s to %s, verified; every session ended", u.Email, to)
+		}
+		return done(e, err, "moved %s to %s; every session ended, and a verification link was mailed to the new address",
+			u.Email, to)
 	case "mfa":
 		st, err := svc.UserMFA(ctx, c, u.ID)
 		if err != nil {

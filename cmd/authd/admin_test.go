@@ -391,8 +391,8 @@ func TestAdminSetEmail(t *testing.T) {
 	if err != nil || got.Email != "found@example.org" || !got.EmailVerified {
 		t.Errorf("after set-email --verified: %+v, %v", got, err)
 	}
-	code, stdout, stderr = runCLI(t, env, "admin", "users", "set-email", u.ID.String(), "again@example.org")
-	if code != exitOK || !strings.Contains(stdout, "a verification link was mailed to the new one") {
+	code, stdout, stderr = runCLI(t, env, "admin", "users", "set-email", u.ID.String(), "Again@Example.org")
+	if code != exitOK || !strings.Contains(stdout, "to again@example.org; every session ended, and a verification link") {
 		t.Fatalf("set-email: exit %d, %q %q", code, stdout, stderr)
 	}
 	if got, err := db.User(context.Background(), u.ID); err != nil || got.Email != "again@example.org" || got.EmailVerified {
