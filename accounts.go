@@ -212,7 +212,21 @@ func (s *Service) VerifyEmail(ctx context.Context, c Client, token, password str
 				return err
 			}
 			err := s.checkStepUp(ctx, tx, c, u, proof, EventEmailChanged, now)
-			if r, ok := errors.AsType[*refusal](err); ok && len(proof.Passkey) > 0 && ErrorCode(err) == EInvalidToken {
+			r, ok := errors.AsType[*refusal](err)
+			switch {
+			case ok && v.Attempts >= linkPasswordAttempts:
+				// The last attempt failed on its second factor: the link
+				// is void now and the owner told, as after a wrong
+				// password, not at a further try.
+				if err := s.voidChangeLink(ctx, tx, u, v, now); err != nil {
+					return err
+				}
+				if err := tx.CreateSecurityLog(ctx, s.audit(now, c, EventEmailChanged, ResultFailure, u.ID,
+					"second factor not proved", map[string]any{"link_attempts": v.Attempts, "link_voided": true})); err != nil {
+					return err
+				}
+				r.err = errLinkFactorVoided
+			case ok && len(proof.Passkey) > 0 && ErrorCode(err) == EInvalidToken:
 				// The passkey answered no open ceremony of the user
 				// (expired, used, another's): the link is still good,
 				// and must not be answered as if it were not.

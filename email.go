@@ -216,6 +216,8 @@ var (
 		Message: "The password is incorrect, and this link is now void after too many attempts; ask for the change again."}
 	errLinkSpent = &Error{Code: EInvalidToken,
 		Message: "This link is void after too many password attempts; ask for the change again."}
+	errLinkFactorVoided = &Error{Code: EInvalidToken,
+		Message: "The second factor was not proved, and this link is now void after too many attempts; ask for the change again."}
 )
 
 // errCeremonyGone answers, at a change link, a passkey assertion that

@@ -53,11 +53,20 @@ type MFARequired struct {
 func (e *MFARequired) Error() string { return string(EMFARequired) + ": a second factor is required" }
 
 func (e *MFARequired) Unwrap() error {
-	if e.Link {
-		return &Error{Code: EMFARequired, Message: "Following this link needs your second factor: send a current TOTP or recovery code as code, or a passkey assertion answering POST /v1/auth/verify-email/challenge as passkey."}
-	}
 	if e.Token == "" {
-		return &Error{Code: EMFARequired, Message: "This change needs your second factor: send a current TOTP or recovery code as code, or a passkey assertion answering POST /v1/users/me/mfa/challenge as passkey."}
+		what, begin := "This change", "POST /v1/users/me/mfa/challenge"
+		if e.Link {
+			what, begin = "Following this link", "POST /v1/auth/verify-email/challenge"
+		}
+		code := "a recovery code"
+		if slices.Contains(e.Methods, MethodTOTP) {
+			code = "a current TOTP or recovery code"
+		}
+		msg := what + " needs your second factor: send " + code + " as code"
+		if slices.Contains(e.Methods, MethodPasskey) {
+			msg += ", or a passkey assertion answering " + begin + " as passkey"
+		}
+		return &Error{Code: EMFARequired, Message: msg + "."}
 	}
 	return &Error{Code: EMFARequired, Message: "A second factor is required: send a code with mfa_token to /v1/auth/mfa/verify."}
 }

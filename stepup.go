@@ -28,10 +28,11 @@ func (s *Service) shape(proof StepUp) error {
 		return err
 	}
 	if _, err := s.relyingParty(); err != nil {
-		return err
+		return &Error{Code: EInvalid, Message: "invalid request", Fields: []FieldError{{Field: "passkey",
+			Message: "cannot be used: passkeys are not enabled on this server (prove the second factor with a code)"}}}
 	}
 	_, err := parseAssertion(proof.Passkey)
-	return err
+	return renameField(err, "credential", "passkey")
 }
 
 // secondFactors reads the user's factors and passkeys (locked inside a
@@ -53,19 +54,22 @@ func hasSecondFactor(factors []*Factor, keys []*Passkey) bool {
 
 // needStepUp answers, before any password is hashed, a sensitive change
 // whose user has a second factor and sent none (MFARequired without a
-// token), or sent a proof of no possible shape (EInvalid).
+// token), or that sent a proof of no possible shape (EInvalid, whether or
+// not the user has a factor: bad input is told, not ignored).
 func (s *Service) needStepUp(ctx context.Context, user uuid.UUID, proof StepUp) error {
+	if !proof.empty() {
+		if err := s.shape(proof); err != nil {
+			return err
+		}
+	}
 	factors, keys, err := secondFactors(ctx, s.store, user)
 	if err != nil {
 		return err
 	}
-	if !hasSecondFactor(factors, keys) {
-		return nil
-	}
-	if proof.empty() {
+	if hasSecondFactor(factors, keys) && proof.empty() {
 		return &MFARequired{Methods: s.usable(methodsOf(factors, keys))}
 	}
-	return s.shape(proof)
+	return nil
 }
 
 // reauthenticateStepUp begins a sensitive change: a missing step-up is

@@ -162,7 +162,7 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 	if err := dec.Decode(dst); err != nil {
 		var typeErr *json.UnmarshalTypeError
 		if errors.As(err, &typeErr) {
-			return invalid(typeErr.Field, "must be "+expected(dst, typeErr))
+			return invalid(jsonPath(dst, typeErr.Field), "must be "+expected(dst, typeErr))
 		}
 		if err := misfit(body, dst); err != nil {
 			return err
@@ -170,6 +170,21 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 		return invalid("", "must be a JSON object of the documented fields")
 	}
 	return nil
+}
+
+// jsonPath is the path of a type error's field as the client wrote it:
+// without the Go names of the structs dst embeds (stepUpIn.code is code).
+func jsonPath(dst any, field string) string {
+	t := reflect.TypeOf(dst).Elem()
+	for t.Kind() == reflect.Struct {
+		name, rest, ok := strings.Cut(field, ".")
+		f, found := t.FieldByName(name)
+		if !ok || !found || !f.Anonymous {
+			break
+		}
+		field, t = rest, f.Type
+	}
+	return field
 }
 
 // expected names what the field of dst a type error is about takes: "a

@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -262,4 +263,51 @@ func TestLogoutRepeatedBeforeItsRevocationArrives(t *testing.T) {
 			t.Errorf("a repeated logout = %v, want %s", err, authd.EInvalidToken)
 		}
 	})
+}
+
+// TestStepUpProofsOfNoShape: a second factor's proof of no possible shape
+// is 400 naming its field, whether or not the user has a factor (bad input
+// is told, not ignored), and a passkey where passkeys are off is 400 too.
+func TestStepUpProofsOfNoShape(t *testing.T) {
+	e := newEnv(t, openSQLite(t))
+	e.registerVerified("plain@example.org", goodPassword)
+	access, _ := e.login("plain@example.org", goodPassword)
+	request := func(proof map[string]any) response {
+		body := map[string]any{"new_email": "plain@example.net", "password": goodPassword}
+		maps.Copy(body, proof)
+		return e.do("POST", "/v1/users/me/email", body, bearer(access)...)
+	}
+	for _, c := range []struct {
+		what  string
+		proof map[string]any
+		field string
+	}{
+		{"a passkey that is a string", map[string]any{"passkey": "junk"}, "passkey"},
+		{"a passkey of no shape", map[string]any{"passkey": map[string]any{"id": 1}}, "passkey"},
+		{"a code of no shape", map[string]any{"code": "12"}, "code"},
+		{"a code that is a number", map[string]any{"code": 123456}, "code"},
+	} {
+		r := request(c.proof)
+		want(t, c.what, r, 400, "validation_failed")
+		if r.field() != c.field {
+			t.Errorf("%s names %q, want %q: %s", c.what, r.field(), c.field, r.raw)
+		}
+	}
+	want(t, "the request", request(nil), 202, "")
+	link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "plain@example.net"))
+	r := e.do("POST", "/v1/auth/verify-email", map[string]any{"token": link, "password": goodPassword, "passkey": "junk"})
+	want(t, "the link with a passkey of no shape", r, 400, "validation_failed")
+	if r.field() != "passkey" {
+		t.Errorf("the link with a passkey of no shape names %q: %s", r.field(), r.raw)
+	}
+
+	off := newEnv(t, openSQLite(t), withConfig(func(c *authd.Config) { c.WebAuthnRPID, c.WebAuthnOrigins = "", nil }))
+	off.registerVerified("off@example.org", goodPassword)
+	offAccess, _ := off.login("off@example.org", goodPassword)
+	r = off.do("POST", "/v1/users/me/email", map[string]any{"new_email": "off@example.net", "password": goodPassword,
+		"passkey": map[string]any{"id": "x"}}, bearer(offAccess)...)
+	want(t, "a passkey where passkeys are off", r, 400, "validation_failed")
+	if r.field() != "passkey" || !strings.Contains(r.raw, "passkeys are not enabled") {
+		t.Errorf("a passkey where passkeys are off: %s", r.raw)
+	}
 }
