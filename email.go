@@ -241,6 +241,11 @@ func (s *Service) checkChangeLink(ctx context.Context, c Client, v *Verification
 	if err := s.needStepUp(ctx, v.UserID, proof); err != nil {
 		return nil, forLink(err)
 	}
+	if len(proof.Passkey) > 0 {
+		if err := s.ceremonyOpen(ctx, v.UserID, proof.Passkey); err != nil {
+			return nil, err
+		}
+	}
 	reserved := false
 	u, ok, err := s.passwordAgain(ctx, c, v.UserID, password, EventEmailChanged, func() error {
 		err := s.reserveLinkAttempt(ctx, c, v.Token)
@@ -312,6 +317,33 @@ func (s *Service) reserveLinkAttempt(ctx context.Context, c Client, digest strin
 		return tx.refuse(ctx, s.audit(now, c, EventEmailChanged, ResultFailure, u.ID, "no password attempts left",
 			map[string]any{"link_attempts": v.Attempts, "link_voided": true}), errLinkSpent)
 	})
+}
+
+// ceremonyOpen reads, without taking it, the ceremony a passkey assertion
+// (of a possible shape) answers: errCeremonyGone unless it is an open
+// step-up ceremony of user. The transaction's takeChallenge decides; this
+// spares a password check, and one of a link's attempts, for a ceremony
+// that expired while the user typed.
+func (s *Service) ceremonyOpen(ctx context.Context, user uuid.UUID, assertion []byte) error {
+	parsed, err := parseAssertion(assertion)
+	if err != nil {
+		return renameField(err, "credential", "passkey")
+	}
+	digest, ok := challengeDigest(parsed.Response.CollectedClientData.Challenge)
+	if !ok {
+		return errCeremonyGone
+	}
+	ch, err := s.store.WebAuthnChallenge(ctx, digest)
+	if ErrorCode(err) == ENotFound {
+		return errCeremonyGone
+	}
+	if err != nil {
+		return err
+	}
+	if !ch.UsedAt.IsZero() || !s.now().Before(ch.ExpiresAt) || ch.Purpose != PurposeStepUp || ch.UserID != user {
+		return errCeremonyGone
+	}
+	return nil
 }
 
 // refundLinkAttempt gives back an attempt reserveLinkAttempt counted for a
@@ -406,6 +438,9 @@ func (s *Service) BeginEmailChangeStepUp(ctx context.Context, c Client, token st
 	keys, err := s.store.Passkeys(ctx, u.ID)
 	if err != nil {
 		return nil, err
+	}
+	if len(keys) == 0 {
+		return nil, Errorf(ENotFound, "The account has no passkey.")
 	}
 	return s.stepUpOptions(ctx, rp, u, keys)
 }

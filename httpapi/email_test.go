@@ -653,6 +653,8 @@ func TestEmailChangeConfirmationNeedsTheSecondFactor(t *testing.T) {
 			t.Errorf("the link without the factor: %s", r.raw)
 		}
 		want(t, "a code of no shape", follow(goodPassword, "12345"), 400, "validation_failed")
+		want(t, "a passkey ceremony for an account without a passkey", e.do("POST", "/v1/auth/verify-email/challenge",
+			map[string]string{"token": link}), 404, "not_found")
 		if e.hasEvent(email, "email_changed/failure") || e.linkAttempts(access) != 0 {
 			t.Errorf("a password was checked without a proof of a possible shape: %d attempts, %v",
 				e.linkAttempts(access), e.events(email))
@@ -719,6 +721,11 @@ func TestEmailChangeConfirmationWithAPasskey(t *testing.T) {
 		want(t, "an expired ceremony's assertion", r, 400, "validation_failed")
 		if r.field() != "passkey" {
 			t.Errorf("an expired ceremony's assertion names %q, want passkey: %s", r.field(), r.raw)
+		}
+		// Told before the password is checked: it spent no attempt (a
+		// wrong password and the foreign key's did).
+		if n := e.linkAttempts(access); n != 2 {
+			t.Errorf("%d attempts on the link, want 2", n)
 		}
 		r = e.do("POST", "/v1/auth/verify-email/challenge", map[string]string{"token": link})
 		want(t, "the link's challenge again", r, 200, "")
@@ -801,7 +808,7 @@ func TestEmailChangePagesAskTheSecondFactor(t *testing.T) {
 	// Five wrong passwords (with a code of the right shape): the last
 	// voids the link, and the page says so rather than offer a
 	// verification link.
-	for range 3 { // the expired ceremony's attempt was the first
+	for range 4 { // the expired ceremony's assertion spent no attempt
 		e.post("/verify-email", form("token", tok, "password", "not the password at all", "code", "abcde-fghij"))
 	}
 	r = e.post("/verify-email", form("token", tok, "password", "not the password at all", "code", "abcde-fghij"))
