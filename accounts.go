@@ -185,12 +185,13 @@ func (s *Service) VerifyEmail(ctx context.Context, c Client, token, password str
 	ctx, cancel := detach(ctx) // a password check finishes whatever the client does
 	defer cancel()
 	var checked *User
+	var attempt int // of the link's password checks, this one's
 	v, err := s.usableToken(ctx, token, VerifyEmail)
 	if err != nil && ErrorCode(err) != EInvalidToken {
 		return "", err
 	}
 	if err == nil && v.NewEmail != "" {
-		if checked, err = s.checkChangeLink(ctx, c, v, password, proof); err != nil {
+		if checked, attempt, err = s.checkChangeLink(ctx, c, v, password, proof); err != nil {
 			return v.NewEmail, err
 		}
 	}
@@ -214,18 +215,21 @@ func (s *Service) VerifyEmail(ctx context.Context, c Client, token, password str
 			err := s.checkStepUp(ctx, tx, c, u, proof, EventEmailChanged, now)
 			r, ok := errors.AsType[*refusal](err)
 			switch {
-			case ok && v.Attempts >= linkPasswordAttempts:
+			case ok && attempt >= linkPasswordAttempts:
 				// The last attempt failed on its second factor: the link
 				// is void now and the owner told, as after a wrong
-				// password, not at a further try.
+				// password, not at a further try. A lock the failure set
+				// (or met) is still the answer.
 				if err := s.voidChangeLink(ctx, tx, u, v, now); err != nil {
 					return err
 				}
 				if err := tx.CreateSecurityLog(ctx, s.audit(now, c, EventEmailChanged, ResultFailure, u.ID,
-					"second factor not proved", map[string]any{"link_attempts": v.Attempts, "link_voided": true})); err != nil {
+					"second factor not proved", map[string]any{"link_attempts": attempt, "link_voided": true})); err != nil {
 					return err
 				}
-				r.err = errLinkFactorVoided
+				if ErrorCode(r.err) != EAccountLocked {
+					r.err = errLinkFactorVoided
+				}
 			case ok && len(proof.Passkey) > 0 && ErrorCode(err) == EInvalidToken:
 				// The passkey answered no open ceremony of the user
 				// (expired, used, another's): the link is still good,

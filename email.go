@@ -230,37 +230,37 @@ var errCeremonyGone = &Error{Code: EInvalid, Message: "The passkey's ceremony ex
 // account's password and, when the user has a second factor, a proof of a
 // possible shape (needStepUp; the proof itself is checked in the
 // transaction, before the link is spent). Each password check counts on
-// the link (linkPasswordAttempts); a wrong password keeps it good until
-// the last, which voids it.
+// the link (linkPasswordAttempts) and attempt is this one's number; a wrong
+// password keeps the link good until the last, which voids it. Whether an
+// attempt is the last is told by its own number, not by the count, which
+// checks still in flight raise.
 func (s *Service) checkChangeLink(ctx context.Context, c Client, v *VerificationToken, password string,
-	proof StepUp) (*User, error) {
+	proof StepUp) (checked *User, attempt int, err error) {
 	if password == "" {
-		return nil, &Error{Code: EInvalid, Message: "invalid request", Fields: []FieldError{{Field: "password",
+		return nil, 0, &Error{Code: EInvalid, Message: "invalid request", Fields: []FieldError{{Field: "password",
 			Message: "is required: a link that moves the account to a new address needs the account's password"}}}
 	}
 	if err := s.needStepUp(ctx, v.UserID, proof); err != nil {
-		return nil, forLink(err)
+		return nil, 0, forLink(err)
 	}
 	if len(proof.Passkey) > 0 {
 		if err := s.ceremonyOpen(ctx, v.UserID, proof.Passkey); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 	}
-	reserved := false
-	u, ok, err := s.passwordAgain(ctx, c, v.UserID, password, EventEmailChanged, func() error {
-		err := s.reserveLinkAttempt(ctx, c, v.Token)
-		reserved = err == nil
+	u, ok, err := s.passwordAgain(ctx, c, v.UserID, password, EventEmailChanged, func() (err error) {
+		attempt, err = s.reserveLinkAttempt(ctx, c, v.Token)
 		return err
 	})
-	if err != nil && reserved {
+	if err != nil && attempt > 0 {
 		// No password was checked (the hashing workers were busy): the
 		// attempt goes back, lest a flood of logins spend the owner's.
 		s.refundLinkAttempt(ctx, v.Token)
 	}
 	if err != nil || ok {
-		return u, err
+		return u, attempt, err
 	}
-	return nil, s.inTx(ctx, func(tx *txn) error {
+	return nil, attempt, s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
 		u, err := s.tokenUser(tx.User(ctx, v.UserID))
 		if err != nil {
@@ -279,9 +279,9 @@ func (s *Service) checkChangeLink(ctx context.Context, c Client, v *Verification
 		if err != nil {
 			return err
 		}
-		last := v.Attempts >= linkPasswordAttempts
+		last := attempt >= linkPasswordAttempts
 		l := s.audit(now, c, EventEmailChanged, ResultFailure, u.ID, reasonWrongPassword,
-			map[string]any{"link_attempts": v.Attempts, "link_voided": last})
+			map[string]any{"link_attempts": attempt, "link_voided": last})
 		if !last {
 			return tx.refuse(ctx, l, wrongPassword("password"))
 		}
@@ -293,11 +293,12 @@ func (s *Service) checkChangeLink(ctx context.Context, c Client, v *Verification
 }
 
 // reserveLinkAttempt counts a password check on the change link of digest
-// before the password is hashed. With none left (the checks in flight took
-// them, or a right password failed on its second factor or a lock), the
-// link is voided at once (errLinkSpent).
-func (s *Service) reserveLinkAttempt(ctx context.Context, c Client, digest string) error {
-	return s.inTx(ctx, func(tx *txn) error {
+// before the password is hashed, and returns its number. With none left
+// (the checks in flight took them, or a right password failed on a lock),
+// the link is voided at once (errLinkSpent).
+func (s *Service) reserveLinkAttempt(ctx context.Context, c Client, digest string) (int, error) {
+	attempt := 0
+	err := s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
 		v, err := changeLink(ctx, tx, digest, now)
 		if err != nil {
@@ -305,6 +306,7 @@ func (s *Service) reserveLinkAttempt(ctx context.Context, c Client, digest strin
 		}
 		if v.Attempts < linkPasswordAttempts {
 			v.Attempts++
+			attempt = v.Attempts
 			return tx.SetVerificationAttempts(ctx, v)
 		}
 		u, err := tx.User(ctx, v.UserID)
@@ -317,6 +319,10 @@ func (s *Service) reserveLinkAttempt(ctx context.Context, c Client, digest strin
 		return tx.refuse(ctx, s.audit(now, c, EventEmailChanged, ResultFailure, u.ID, "no password attempts left",
 			map[string]any{"link_attempts": v.Attempts, "link_voided": true}), errLinkSpent)
 	})
+	if err != nil {
+		return 0, err
+	}
+	return attempt, nil
 }
 
 // ceremonyOpen reads, without taking it, the ceremony a passkey assertion

@@ -1142,3 +1142,82 @@ func TestAdminSetsEmailRacesRegistration(t *testing.T) {
 		}
 	})
 }
+
+// orderedGate holds, once armed, each password check until the test
+// releases it by its order of arrival.
+type orderedGate struct {
+	authd.Passwords
+	armed   atomic.Bool
+	mu      sync.Mutex
+	waiters []chan struct{}
+	entered chan struct{}
+}
+
+func (g *orderedGate) Verify(ctx context.Context, pw, hash string) (bool, bool, error) {
+	if g.armed.Load() {
+		ch := make(chan struct{})
+		g.mu.Lock()
+		g.waiters = append(g.waiters, ch)
+		g.mu.Unlock()
+		g.entered <- struct{}{}
+		<-ch
+	}
+	return g.Passwords.Verify(ctx, pw, hash)
+}
+
+func (g *orderedGate) release(i int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.waiters[i] != nil {
+		close(g.waiters[i])
+		g.waiters[i] = nil
+	}
+}
+
+// releaseAll lets every held check go (a failed test must not leave its
+// server waiting on one).
+func (g *orderedGate) releaseAll() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for i, ch := range g.waiters {
+		if ch != nil {
+			close(ch)
+			g.waiters[i] = nil
+		}
+	}
+}
+
+// TestEmailChangeLinkLastAttemptIsItsOwn: whether an attempt is the link's
+// last is told by its own number, not by the count that checks in flight
+// raise: the fourth attempt's wrong code, answered while the fifth is being
+// checked, does not void the link, and the fifth moves the account.
+func TestEmailChangeLinkLastAttemptIsItsOwn(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		g := &orderedGate{entered: make(chan struct{}, 4)}
+		e := newEnv(t, open(t), withPasswords(func(p authd.Passwords) authd.Passwords { g.Passwords = p; return g }))
+		const email = "inflight@example.org"
+		access, secret, _ := e.mfaUser(email)
+		want(t, "request", e.do("POST", "/v1/users/me/email", map[string]string{"new_email": "inflight@example.net",
+			"password": goodPassword, "code": totpAt(t, secret, e.clock.Now())}, bearer(access)...), 202, "")
+		link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "inflight@example.net"))
+		e.clock.Advance(time.Minute)
+		follow := func(password, code string) response {
+			return e.do("POST", "/v1/auth/verify-email", map[string]string{"token": link, "password": password, "code": code})
+		}
+		for range 3 {
+			want(t, "a wrong password", follow("not the password at all", "abcde-fghij"), 401, "invalid_credentials")
+		}
+		g.armed.Store(true)
+		t.Cleanup(g.releaseAll)
+		fourth, fifth := make(chan response, 1), make(chan response, 1)
+		go func() { fourth <- follow(goodPassword, e.wrongCode(secret)) }()
+		<-g.entered
+		go func() { fifth <- follow(goodPassword, totpAt(t, secret, e.clock.Now())) }()
+		<-g.entered
+		g.release(0)
+		want(t, "the fourth attempt's wrong code", <-fourth, 401, "invalid_credentials")
+		g.release(1)
+		want(t, "the fifth attempt", <-fifth, 200, "")
+		e.user("inflight@example.net")
+	})
+}

@@ -176,15 +176,20 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, dst any) error {
 // without the Go names of the structs dst embeds (stepUpIn.code is code).
 func jsonPath(dst any, field string) string {
 	t := reflect.TypeOf(dst).Elem()
-	for t.Kind() == reflect.Struct {
+	for {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		if t.Kind() != reflect.Struct {
+			return field
+		}
 		name, rest, ok := strings.Cut(field, ".")
 		f, found := t.FieldByName(name)
 		if !ok || !found || !f.Anonymous {
-			break
+			return field
 		}
 		field, t = rest, f.Type
 	}
-	return field
 }
 
 // expected names what the field of dst a type error is about takes: "a
@@ -195,7 +200,7 @@ func expected(dst any, e *json.UnmarshalTypeError) string {
 		for t.Kind() == reflect.Pointer {
 			t = t.Elem()
 		}
-		if jsonName(f) == e.Field && t.Kind() == reflect.Slice && e.Type.Kind() != reflect.Slice {
+		if jsonName(f) == jsonPath(dst, e.Field) && t.Kind() == reflect.Slice && e.Type.Kind() != reflect.Slice {
 			return "an array of " + jsonType(t.Elem()) + "s"
 		}
 	}

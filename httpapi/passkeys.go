@@ -123,7 +123,15 @@ type stepUpIn struct {
 	Passkey json.RawMessage `json:"passkey"`
 }
 
-func (in stepUpIn) proof() authd.StepUp { return authd.StepUp{Code: in.Code, Passkey: in.Passkey} }
+// proof is the step-up the request carries; a passkey member of null is
+// none, as a client that always sends the member writes it.
+func (in stepUpIn) proof() authd.StepUp {
+	passkey := in.Passkey
+	if string(passkey) == "null" {
+		passkey = nil
+	}
+	return authd.StepUp{Code: in.Code, Passkey: passkey}
+}
 
 // readReauth reads the body of a change that re-authenticates: the
 // password (required) and, for a user with a second factor, its proof.

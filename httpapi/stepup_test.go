@@ -293,7 +293,7 @@ func TestStepUpProofsOfNoShape(t *testing.T) {
 			t.Errorf("%s names %q, want %q: %s", c.what, r.field(), c.field, r.raw)
 		}
 	}
-	want(t, "the request", request(nil), 202, "")
+	want(t, "the request, its passkey member null", request(map[string]any{"passkey": nil}), 202, "")
 	link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "plain@example.net"))
 	r := e.do("POST", "/v1/auth/verify-email", map[string]any{"token": link, "password": goodPassword, "passkey": "junk"})
 	want(t, "the link with a passkey of no shape", r, 400, "validation_failed")
