@@ -14,10 +14,7 @@ import (
 // EInvalid (bad email, no consent), EWeakPassword, ERateLimited,
 // EUnavailable.
 func (s *Service) Register(ctx context.Context, c Client, email, password string, consent bool) error {
-	email, err := NormalizeEmail(email)
-	if err == nil {
-		err = checkNewAddress(email)
-	}
+	email, err := newAddress(email)
 	if err != nil {
 		return err
 	}

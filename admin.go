@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -233,12 +232,6 @@ func (s *Service) LockUser(ctx context.Context, c Client, id uuid.UUID, until ti
 	})
 }
 
-// undeliverable reports whether address is under the .invalid top-level
-// domain (RFC 2606), such as a tombstone's or an account moved aside.
-func undeliverable(address string) bool {
-	return strings.HasSuffix(strings.ToLower(address), ".invalid") || strings.HasSuffix(strings.ToLower(address), "@invalid")
-}
-
 // errAddressTaken refuses an administrator's move of an account to an
 // address that another account has.
 var errAddressTaken = Errorf(EConflict, "That address belongs to another account.")
@@ -260,16 +253,12 @@ func (s *Service) SetUserEmail(ctx context.Context, c Client, id uuid.UUID, emai
 			return nil, &Error{Code: EInvalid, Message: "invalid request",
 				Fields: []FieldError{{Field: "email", Message: "is required"}}}
 		}
-		email, err := NormalizeEmail(email)
-		if err == nil {
-			err = checkNewAddress(email)
-		}
+		email, err := newAddress(email)
 		if err != nil {
 			return nil, err
 		}
 		if u.Email == email {
-			return nil, &Error{Code: EInvalid, Message: "invalid request",
-				Fields: []FieldError{{Field: "email", Message: "is already the account's address"}}}
+			return nil, errSameAddress("email")
 		}
 		// EmailTaken locks nothing: see changeEmail.
 		if taken, err := tx.EmailTaken(ctx, email); err != nil {
@@ -286,7 +275,7 @@ func (s *Service) SetUserEmail(ctx context.Context, c Client, id uuid.UUID, emai
 		// where to: the move is for a user who lost that mailbox, which
 		// someone else may hold now. An address never shown to be the
 		// user's, or one that reaches no one (.invalid), hears nothing.
-		if oldVerified && !undeliverable(old) {
+		if oldVerified && !reservedDomain(old) {
 			if err := tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailEmailChangeNotice, To: old, Done: true,
 				ByAdministrator: true}); err != nil {
 				return nil, err

@@ -40,10 +40,7 @@ func (s *Service) RequestEmailChange(ctx context.Context, c Client, a *AccessCla
 	proof StepUp) error {
 	ctx, cancel := detach(ctx) // the checks finish whatever the client does
 	defer cancel()
-	newEmail, err := NormalizeEmail(newEmail)
-	if err == nil {
-		err = checkNewAddress(newEmail)
-	}
+	newEmail, err := newAddress(newEmail)
 	if err != nil {
 		return renameField(err, "email", "new_email")
 	}
@@ -52,8 +49,7 @@ func (s *Service) RequestEmailChange(ctx context.Context, c Client, a *AccessCla
 		return err
 	}
 	if checked.Email == newEmail {
-		return &Error{Code: EInvalid, Message: "invalid request",
-			Fields: []FieldError{{Field: "new_email", Message: "is already the account's address"}}}
+		return errSameAddress("new_email")
 	}
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
@@ -346,7 +342,7 @@ func (s *Service) ceremonyOpen(ctx context.Context, user uuid.UUID, assertion []
 	if err != nil {
 		return err
 	}
-	if !ch.UsedAt.IsZero() || !s.now().Before(ch.ExpiresAt) || ch.Purpose != PurposeStepUp || ch.UserID != user {
+	if ch.closedFor(PurposeStepUp, s.now()) != "" || ch.UserID != user {
 		return errCeremonyGone
 	}
 	return nil

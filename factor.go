@@ -142,5 +142,21 @@ type WebAuthnChallenge struct {
 	UsedAt         time.Time // zero: not used
 }
 
+// closedFor tells why ch cannot finish a ceremony of purpose at now: used,
+// expired, or of another ceremony; "" when it can.
+func (ch *WebAuthnChallenge) closedFor(purpose ChallengePurpose, now time.Time) string {
+	switch {
+	case !ch.UsedAt.IsZero():
+		return "passkey challenge used"
+	case !now.Before(ch.ExpiresAt):
+		return "passkey challenge expired"
+	case ch.Purpose != purpose:
+		return challengeOfAnotherCeremony
+	}
+	return ""
+}
+
+const challengeOfAnotherCeremony = "passkey challenge of another ceremony"
+
 // WebAuthnChallengeTTL is how long a WebAuthn ceremony can be finished.
 const WebAuthnChallengeTTL = 5 * time.Minute

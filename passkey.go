@@ -243,14 +243,12 @@ func (s *Service) takeChallenge(ctx context.Context, tx *txn, c Client, challeng
 	if err != nil {
 		return nil, nil, err
 	}
-	switch {
-	case !ch.UsedAt.IsZero():
-		return nil, nil, s.refuseToken(ctx, tx, c, event, ch.UserID, "passkey challenge used", nil)
-	case !now.Before(ch.ExpiresAt):
-		return nil, nil, s.refuseToken(ctx, tx, c, event, ch.UserID, "passkey challenge expired", nil)
-	case ch.Purpose != purpose:
-		return nil, nil, s.refuseToken(ctx, tx, c, event, ch.UserID, "passkey challenge of another ceremony",
-			map[string]any{"purpose": string(ch.Purpose)})
+	if reason := ch.closedFor(purpose, now); reason != "" {
+		var detail map[string]any
+		if reason == challengeOfAnotherCeremony {
+			detail = map[string]any{"purpose": string(ch.Purpose)}
+		}
+		return nil, nil, s.refuseToken(ctx, tx, c, event, ch.UserID, reason, detail)
 	}
 	ch.UsedAt = now
 	if err := tx.UseWebAuthnChallenge(ctx, ch); err != nil {

@@ -382,11 +382,36 @@ func NormalizeEmail(s string) (string, error) {
 	// No mail reaches .invalid (RFC 6761 §6.4), and erasure gives accounts
 	// addresses there (Tombstone): one registered in its place first would
 	// make the erasure of the account whose id it names fail for good.
-	if domain := s[strings.LastIndexByte(s, '@')+1:]; domain == "invalid" || strings.HasSuffix(domain, ".invalid") {
+	if reservedDomain(s) {
 		return "", &Error{Code: EInvalid, Message: "invalid request", Fields: []FieldError{{Field: "email",
 			Message: "must be an address that can receive mail (.invalid is reserved, RFC 6761)"}}}
 	}
 	return s, nil
+}
+
+// reservedDomain reports whether the address email (lower-cased) is under
+// the .invalid top-level domain, which no mail reaches (RFC 6761 §6.4):
+// erasure's tombstones and the accounts migration 18 moved aside.
+func reservedDomain(email string) bool {
+	domain := email[strings.LastIndexByte(email, '@')+1:]
+	return domain == "invalid" || strings.HasSuffix(domain, ".invalid")
+}
+
+// newAddress is email as an account may newly take it: normalised
+// (NormalizeEmail) and held to checkNewAddress.
+func newAddress(email string) (string, error) {
+	email, err := NormalizeEmail(email)
+	if err == nil {
+		err = checkNewAddress(email)
+	}
+	return email, err
+}
+
+// errSameAddress refuses a move to the account's own address; field names
+// the address in the request.
+func errSameAddress(field string) error {
+	return &Error{Code: EInvalid, Message: "invalid request",
+		Fields: []FieldError{{Field: field, Message: "is already the account's address"}}}
 }
 
 // checkNewAddress holds an address an account is registered under to what

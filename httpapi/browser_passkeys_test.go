@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/authd/authd"
 	"github.com/chromedp/cdproto/cdp"
 	cdpwa "github.com/chromedp/cdproto/webauthn"
 	"github.com/chromedp/chromedp"
@@ -133,7 +132,7 @@ func TestBrowserPasskeys(t *testing.T) {
 		return "asked"; })()`, chromedp.EvalAwaitPromise)); err != nil {
 		t.Fatalf("ask for the address change: %v", err)
 	}
-	link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "key@example.net"))
+	link := e.changeLink("key@example.net")
 	do("confirm on the link's page with the passkey",
 		chromedp.Navigate(e.srv.URL+"/verify-email?token="+link),
 		chromedp.WaitVisible(chromedp.CSS(`#use-passkey`)),

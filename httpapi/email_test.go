@@ -22,6 +22,13 @@ func (e *env) changeEmail(access, newEmail, pw string) response {
 	return e.do("POST", "/v1/users/me/email", map[string]string{"new_email": newEmail, "password": pw}, bearer(access)...)
 }
 
+// changeLink is the token of the last link mailed to to that moves an
+// account there.
+func (e *env) changeLink(to string) string {
+	e.t.Helper()
+	return tokenOf(e.t, e.mail.last(e.t, authd.MailEmailChange, to))
+}
+
 // follow redeems a link that moves an account, with the account's
 // password pw.
 func (e *env) follow(token, pw string) response {
@@ -233,7 +240,7 @@ func TestEmailChangeToATakenAddress(t *testing.T) {
 		}
 
 		want(t, "request for a free address", e.changeEmail(access, c, goodPassword), 202, "")
-		link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, c))
+		link := e.changeLink(c)
 		e.registerVerified(c, goodPassword) // carol comes first
 		want(t, "the link to an address taken since", e.follow(link, goodPassword), 409, "conflict")
 		if e.user(a).EmailVerified != true || !e.active(access) {
@@ -258,7 +265,7 @@ func TestEmailChangeVoided(t *testing.T) {
 		access, _ := e.login(email, goodPassword)
 		dead := func(what, to string) {
 			t.Helper()
-			link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, to))
+			link := e.changeLink(to)
 			want(t, what, e.follow(link, goodPassword), 400, "invalid_token")
 		}
 
@@ -463,7 +470,7 @@ func TestEmailChangePages(t *testing.T) {
 	e.registerVerified("page@example.org", goodPassword)
 	access, _ := e.login("page@example.org", goodPassword)
 	want(t, "request", e.changeEmail(access, "paged@example.net", goodPassword), 202, "")
-	tok := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "paged@example.net"))
+	tok := e.changeLink("paged@example.net")
 	r := e.do("GET", "/verify-email?token="+tok, nil)
 	if r.status != 200 || !strings.Contains(r.raw, "to move it to paged@example.net") ||
 		!strings.Contains(r.raw, `name="password"`) || strings.Contains(r.raw, "you signed up") {
@@ -510,7 +517,7 @@ func TestEmailChangeRacesRegistration(t *testing.T) {
 		e.registerVerified("first@example.org", goodPassword)
 		access, _ := e.login("first@example.org", goodPassword)
 		want(t, "request", e.changeEmail(access, "contested@example.net", goodPassword), 202, "")
-		link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "contested@example.net"))
+		link := e.changeLink("contested@example.net")
 		e.registerVerified("contested@example.net", goodPassword)
 		want(t, "the link", e.follow(link, goodPassword), 409, "conflict")
 		if u := e.user("first@example.org"); !e.active(access) || u.Email != "first@example.org" {
@@ -550,7 +557,7 @@ func TestEmailChangeConfirmationAcrossALock(t *testing.T) {
 		e.registerVerified(email, goodPassword)
 		access, _ := e.login(email, goodPassword)
 		want(t, "request", e.changeEmail(access, "raced@example.net", goodPassword), 202, "")
-		link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "raced@example.net"))
+		link := e.changeLink("raced@example.net")
 
 		overtaken := func(password string) response {
 			t.Helper()
@@ -591,7 +598,7 @@ func TestEmailChangeLinkPasswords(t *testing.T) {
 		e.registerVerified(email, goodPassword)
 		access, _ := e.login(email, goodPassword)
 		want(t, "request", e.changeEmail(access, "typo@example.net", goodPassword), 202, "")
-		link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "typo@example.net"))
+		link := e.changeLink("typo@example.net")
 		for i := 1; i < 5; i++ {
 			want(t, fmt.Sprintf("wrong password %d", i), e.follow(link, "not the password at all"), 401,
 				"invalid_credentials")
@@ -619,7 +626,7 @@ func TestEmailChangeLinkPasswords(t *testing.T) {
 		}
 		// A new request's link counts from nothing.
 		want(t, "request again", e.changeEmail(access, "typo@example.net", goodPassword), 202, "")
-		link = tokenOf(t, e.mail.last(t, authd.MailEmailChange, "typo@example.net"))
+		link = e.changeLink("typo@example.net")
 		want(t, "a wrong password at the new link", e.follow(link, "not the password at all"), 401, "invalid_credentials")
 		want(t, "the new link", e.follow(link, goodPassword), 200, "")
 		e.user("typo@example.net")
@@ -640,7 +647,7 @@ func TestEmailChangeConfirmationNeedsTheSecondFactor(t *testing.T) {
 		body := map[string]string{"new_email": "factor@example.net", "password": goodPassword,
 			"code": totpAt(t, secret, e.clock.Now())}
 		want(t, "request", e.do("POST", "/v1/users/me/email", body, bearer(access)...), 202, "")
-		link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "factor@example.net"))
+		link := e.changeLink("factor@example.net")
 		e.clock.Advance(time.Minute)
 		follow := func(password, code string) response {
 			return e.do("POST", "/v1/auth/verify-email", map[string]string{"token": link, "password": password, "code": code})
@@ -688,7 +695,7 @@ func TestEmailChangeConfirmationWithAPasskey(t *testing.T) {
 		access, k, _ := e.passkeyUser(email)
 		want(t, "request", e.do("POST", "/v1/users/me/email", map[string]any{"new_email": "keyed@example.net",
 			"password": goodPassword, "passkey": e.stepUp(access, k)}, bearer(access)...), 202, "")
-		link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "keyed@example.net"))
+		link := e.changeLink("keyed@example.net")
 		r := e.follow(link, goodPassword)
 		want(t, "the link without the passkey", r, 403, "mfa_required")
 		if got := r.body["methods"]; fmt.Sprint(got) != "[passkey recovery_code]" ||
@@ -752,7 +759,7 @@ func TestEmailChangePagesAskTheSecondFactor(t *testing.T) {
 	access, secret, _ := e.mfaUser("coded@example.org")
 	want(t, "request", e.do("POST", "/v1/users/me/email", map[string]string{"new_email": "coded@example.net",
 		"password": goodPassword, "code": totpAt(t, secret, e.clock.Now())}, bearer(access)...), 202, "")
-	tok := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "coded@example.net"))
+	tok := e.changeLink("coded@example.net")
 	r := e.do("GET", "/verify-email?token="+tok, nil)
 	if r.status != 200 || !strings.Contains(r.raw, `name="code"`) || !strings.Contains(r.raw, "authenticator app") ||
 		strings.Contains(r.raw, "use-passkey") || strings.Contains(r.raw, "<script") {
@@ -784,7 +791,7 @@ func TestEmailChangePagesAskTheSecondFactor(t *testing.T) {
 	access, pk, _ := e.passkeyUser("keyed@example.org")
 	want(t, "request", e.do("POST", "/v1/users/me/email", map[string]any{"new_email": "keyed@example.net",
 		"password": goodPassword, "passkey": e.stepUp(access, pk)}, bearer(access)...), 202, "")
-	tok = tokenOf(t, e.mail.last(t, authd.MailEmailChange, "keyed@example.net"))
+	tok = e.changeLink("keyed@example.net")
 	r = e.do("GET", "/verify-email?token="+tok, nil)
 	_, nonce, _ := strings.Cut(r.header.Get("Content-Security-Policy"), "script-src 'nonce-")
 	nonce, _, _ = strings.Cut(nonce, "'")
@@ -872,7 +879,7 @@ func TestEmailChangeLinkAttemptsInParallel(t *testing.T) {
 		e.registerVerified(email, goodPassword)
 		access, _ := e.login(email, goodPassword)
 		want(t, "request", e.changeEmail(access, "burst@example.net", goodPassword), 202, "")
-		link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "burst@example.net"))
+		link := e.changeLink("burst@example.net")
 
 		g.armed.Store(true)
 		release := sync.OnceFunc(func() { close(g.release) })
@@ -954,7 +961,7 @@ func TestEmailChangeLinkAttemptsRefundedWhenBusy(t *testing.T) {
 		e.registerVerified(email, goodPassword)
 		access, _ := e.login(email, goodPassword)
 		want(t, "request", e.changeEmail(access, "busy@example.net", goodPassword), 202, "")
-		link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "busy@example.net"))
+		link := e.changeLink("busy@example.net")
 		b.armed.Store(true)
 		for range 6 {
 			want(t, "the link while the workers are busy", e.follow(link, goodPassword), 503, "unavailable")
@@ -977,7 +984,7 @@ func TestEmailChangeLinkSpentByRefusedProofs(t *testing.T) {
 		access, k, _ := e.passkeyUser(email)
 		want(t, "request", e.do("POST", "/v1/users/me/email", map[string]any{"new_email": "spent@example.net",
 			"password": goodPassword, "passkey": e.stepUp(access, k)}, bearer(access)...), 202, "")
-		link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "spent@example.net"))
+		link := e.changeLink("spent@example.net")
 		stranger := newSoftKey(t, rpID, rpOrigin)
 		guess := func() response {
 			t.Helper()
@@ -1015,7 +1022,7 @@ func TestEmailChangeLinkCeremonyBudget(t *testing.T) {
 	access, k, _ := e.passkeyUser("budget@example.org")
 	want(t, "request", e.do("POST", "/v1/users/me/email", map[string]any{"new_email": "budget@example.net",
 		"password": goodPassword, "passkey": e.stepUp(access, k)}, bearer(access)...), 202, "")
-	link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "budget@example.net"))
+	link := e.changeLink("budget@example.net")
 	for i := range 10 {
 		want(t, fmt.Sprintf("ceremony %d", i+1), e.do("POST", "/v1/auth/verify-email/challenge",
 			map[string]string{"token": link}), 200, "")
@@ -1199,7 +1206,7 @@ func TestEmailChangeLinkLastAttemptIsItsOwn(t *testing.T) {
 		access, secret, _ := e.mfaUser(email)
 		want(t, "request", e.do("POST", "/v1/users/me/email", map[string]string{"new_email": "inflight@example.net",
 			"password": goodPassword, "code": totpAt(t, secret, e.clock.Now())}, bearer(access)...), 202, "")
-		link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "inflight@example.net"))
+		link := e.changeLink("inflight@example.net")
 		e.clock.Advance(time.Minute)
 		follow := func(password, code string) response {
 			return e.do("POST", "/v1/auth/verify-email", map[string]string{"token": link, "password": password, "code": code})

@@ -102,7 +102,7 @@ func TestSessionEndingFlowsLetALogoutThrough(t *testing.T) {
 		{"email change", func(e *env) string {
 			keep, _ := e.login(email, goodPassword)
 			want(e.t, "ask to change the address", e.changeEmail(keep, "moved@example.net", goodPassword), 202, "")
-			return tokenOf(e.t, e.mail.last(e.t, authd.MailEmailChange, "moved@example.net"))
+			return e.changeLink("moved@example.net")
 		}, func(e *env, _ *authd.User, _, token string) response {
 			r := e.follow(token, goodPassword)
 			if r.status == http.StatusOK {
@@ -573,7 +573,7 @@ func TestEmailChangeLocksNoOtherAccount(t *testing.T) {
 	link := func(who, to string) string {
 		t.Helper()
 		want(t, who+" asks for "+to, e.changeEmail(map[string]string{"ann": ann, "cy": cy}[who], to, goodPassword), 202, "")
-		return tokenOf(t, e.mail.last(t, authd.MailEmailChange, to))
+		return e.changeLink(to)
 	}
 	cysLink := link("cy", "ann2@example.org") // free when mailed
 	want(t, "ann moves to ann2", e.follow(link("ann", "ann2@example.org"), goodPassword), 200, "")

@@ -294,7 +294,7 @@ func TestStepUpProofsOfNoShape(t *testing.T) {
 		}
 	}
 	want(t, "the request, its passkey member null", request(map[string]any{"passkey": nil}), 202, "")
-	link := tokenOf(t, e.mail.last(t, authd.MailEmailChange, "plain@example.net"))
+	link := e.changeLink("plain@example.net")
 	r := e.do("POST", "/v1/auth/verify-email", map[string]any{"token": link, "password": goodPassword, "passkey": "junk"})
 	want(t, "the link with a passkey of no shape", r, 400, "validation_failed")
 	if r.field() != "passkey" {
