@@ -209,6 +209,9 @@ func (s *Service) VerifyEmail(ctx context.Context, c Client, token, password str
 			if err := s.stillChecked(ctx, tx, c, u, checked.PasswordHash, EventEmailChanged, now); err != nil {
 				return err
 			}
+			if err := s.refuseIfTaken(ctx, tx, c, u, v, now); err != nil {
+				return err
+			}
 			err := s.checkStepUp(ctx, tx, c, u, proof, EventEmailChanged, now)
 			r, ok := errors.AsType[*refusal](err)
 			switch {

@@ -23,6 +23,11 @@ import (
 // hour: each mails the old address a notice past its mail budget.
 const emailChangesPerHour = 5
 
+// emailCancelsPerHour bounds a user's cancels an hour: each writes a row
+// whether or not a change was pending (CancelEmailChange), and an access
+// token alone makes them. Two for each request an hour allows.
+const emailCancelsPerHour = 2 * emailChangesPerHour
+
 // errEmailTaken refuses an address change whose new address got an
 // account after the link was mailed.
 var errEmailTaken = &Error{Code: EConflict,
@@ -91,9 +96,13 @@ func (s *Service) RequestEmailChange(ctx context.Context, c Client, a *AccessCla
 // any: its link dies, and a mail not yet sent is withdrawn (a mistyped
 // address, a change thought better of). It answers alike whether or not a
 // change was pending, which the user could otherwise learn of a request
-// for an address that has an account (that one has no link). Returns
-// EInvalidToken, EUnavailable.
+// for an address that has an account (that one has no link); so each
+// writes its row, bounded by emailCancelsPerHour. Returns EInvalidToken,
+// ERateLimited, EUnavailable.
 func (s *Service) CancelEmailChange(ctx context.Context, c Client, a *AccessClaims) error {
+	if err := s.limit(ctx, "email-change-cancel:"+a.UserID.String(), emailCancelsPerHour, time.Hour); err != nil {
+		return err
+	}
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
 		u, err := s.tokenUser(tx.User(ctx, a.UserID))
@@ -117,20 +126,33 @@ func (s *Service) voidEmailChange(ctx context.Context, tx *txn, u *User) error {
 	return tx.WithdrawMails(ctx, u.ID, MailEmailChange)
 }
 
-// changeEmail moves u (locked in tx, its change token just used) to
-// newEmail, as the link mailed there and the password proved (moveAddress),
-// verified. A locked account was refused before the token was spent
-// (VerifyEmail's recheck); one whose new address got an account meanwhile
-// keeps its address (EConflict).
-func (s *Service) changeEmail(ctx context.Context, tx *txn, c Client, u *User, newEmail string, now time.Time) error {
+// refuseIfTaken refuses, in tx, the change link v of u (locked) when its
+// address got an account since the link was mailed: the link is spent and
+// the account keeps its address (EConflict). It is asked before the second
+// factor, whose proof (a recovery code) would be spent for nothing; the
+// link's holder, who holds that address's mailbox, learns nothing new.
+func (s *Service) refuseIfTaken(ctx context.Context, tx *txn, c Client, u *User, v *VerificationToken, now time.Time) error {
 	// Not UserByEmail, which would lock that account's row while this one
 	// is held: two accounts moving to each other's address would deadlock.
-	if taken, err := tx.EmailTaken(ctx, newEmail); err != nil {
+	taken, err := tx.EmailTaken(ctx, v.NewEmail)
+	if err != nil || !taken {
 		return err
-	} else if taken {
-		return tx.refuse(ctx, s.audit(now, c, EventEmailChanged, ResultFailure, u.ID, "email already registered", nil),
-			errEmailTaken)
 	}
+	v.Used, v.UsedAt = true, now
+	if err := tx.UseVerificationToken(ctx, v); err != nil {
+		return err
+	}
+	return tx.refuse(ctx, s.audit(now, c, EventEmailChanged, ResultFailure, u.ID, "email already registered", nil),
+		errEmailTaken)
+}
+
+// changeEmail moves u (locked in tx, its change token just used) to
+// newEmail, as the link mailed there and the password proved (moveAddress),
+// verified. A locked account, and an address taken since the link was
+// mailed (refuseIfTaken), were refused before the token was spent
+// (VerifyEmail's recheck); one registered since that check is refused by
+// the unique index (EConflict).
+func (s *Service) changeEmail(ctx context.Context, tx *txn, c Client, u *User, newEmail string, now time.Time) error {
 	old := u.Email
 	ended, err := s.moveAddress(ctx, tx, u, newEmail, true, now)
 	if err != nil {
@@ -206,6 +228,19 @@ func (s *Service) moveAddress(ctx context.Context, tx *txn, u *User, newEmail st
 // every code given past the password does.
 const linkPasswordAttempts = 5
 
+// linkPasswordsPerDay bounds the password checks made at the change links
+// that would move one account to one address, across those links: each
+// new link's attempts start from nothing, so an owner who asks again for
+// the same mistyped address would otherwise give its holder five more
+// guesses a link. Two links' worth a day (from the first check); a
+// refusal spends no attempt of the link, which works again when the day
+// is over, if it still lives. The budget
+// is the address's on this account, not the account's, so that the
+// holder of one address cannot spend the owner's changes to another.
+// Like every limit it fails open when the rate-limit store does; each
+// link's own five, counted in the database, still hold.
+const linkPasswordsPerDay = 2 * linkPasswordAttempts
+
 // The refusals of a change link whose password checks ran out.
 var (
 	errLinkVoided = &Error{Code: EInvalidToken,
@@ -215,6 +250,13 @@ var (
 	errLinkFactorVoided = &Error{Code: EInvalidToken,
 		Message: "The second factor was not proved, and this link is now void after too many attempts; ask for the change again."}
 )
+
+// LinkVoided reports whether err refused a change link because its
+// password attempts ran out, as its message says: a page can then tell
+// why rather than speak of a dead link in general.
+func LinkVoided(err error) bool {
+	return errors.Is(err, errLinkVoided) || errors.Is(err, errLinkSpent) || errors.Is(err, errLinkFactorVoided)
+}
 
 // errCeremonyGone answers, at a change link, a passkey assertion that
 // answers no open ceremony of the link's user.
@@ -245,6 +287,14 @@ func (s *Service) checkChangeLink(ctx context.Context, c Client, v *Verification
 		}
 	}
 	u, ok, err := s.passwordAgain(ctx, c, v.UserID, password, EventEmailChanged, func() (err error) {
+		key := "link-password:" + v.UserID.String() + ":" + s.emailKey(v.NewEmail)
+		if err := s.limit(ctx, key, linkPasswordsPerDay, 24*time.Hour); err != nil {
+			if e, ok := errors.AsType[*Error](err); ok && e.Code == ERateLimited {
+				err = &Error{Code: ERateLimited, RetryAfter: e.RetryAfter,
+					Message: "Too many password attempts at links to this address today; try again later."}
+			}
+			return err
+		}
 		attempt, err = s.reserveLinkAttempt(ctx, c, v.Token)
 		return err
 	})

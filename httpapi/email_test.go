@@ -29,6 +29,16 @@ func (e *env) changeLink(to string) string {
 	return tokenOf(e.t, e.mail.last(e.t, authd.MailEmailChange, to))
 }
 
+// pendingChange registers email and asks to move it to to, returning
+// the access token that asked and the link mailed to to.
+func (e *env) pendingChange(email, to string) (access, link string) {
+	e.t.Helper()
+	e.registerVerified(email, goodPassword)
+	access, _ = e.login(email, goodPassword)
+	want(e.t, "request", e.changeEmail(access, to, goodPassword), 202, "")
+	return access, e.changeLink(to)
+}
+
 // follow redeems a link that moves an account, with the account's
 // password pw.
 func (e *env) follow(token, pw string) response {
@@ -250,6 +260,34 @@ func TestEmailChangeToATakenAddress(t *testing.T) {
 			t.Errorf("events: %v", e.events(a))
 		}
 		want(t, "the link again", e.follow(link, goodPassword), 400, "invalid_token")
+	})
+}
+
+// TestEmailChangeToAnAddressTakenSpendsNoFactor: a link whose address got
+// an account since is refused (409, the link spent) before the second
+// factor is checked, so that a recovery code given with it is not spent
+// for a change that cannot be made.
+func TestEmailChangeToAnAddressTakenSpendsNoFactor(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email, next = "spared@example.org", "spared@example.net"
+		access, secret, codes := e.mfaUser(email)
+		want(t, "request", e.do("POST", "/v1/users/me/email", map[string]string{"new_email": next,
+			"password": goodPassword, "code": totpAt(t, secret, e.clock.Now())}, bearer(access)...), 202, "")
+		link := e.changeLink(next)
+		e.registerVerified(next, goodPassword) // someone else comes first
+		r := e.do("POST", "/v1/auth/verify-email", map[string]string{"token": link, "password": goodPassword,
+			"code": codes[0]})
+		want(t, "the link with a recovery code", r, 409, "conflict")
+		r = e.do("GET", "/v1/users/me/mfa", nil, bearer(access)...)
+		if r.body["recovery_codes_left"] != float64(len(codes)) {
+			t.Errorf("the refused change spent a recovery code: %s", r.raw)
+		}
+		if u := e.user(email); u.FailedLoginAttempts != 0 || u.Email != email {
+			t.Errorf("after the refused change: %+v", u)
+		}
+		want(t, "the link again", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": link,
+			"password": goodPassword, "code": codes[0]}), 400, "invalid_token")
 	})
 }
 
@@ -554,10 +592,7 @@ func TestEmailChangeConfirmationAcrossALock(t *testing.T) {
 		g := &armedGate{}
 		e := newEnv(t, open(t), withPasswords(func(p authd.Passwords) authd.Passwords { g.Passwords = p; return g }))
 		const email = "racing@example.org"
-		e.registerVerified(email, goodPassword)
-		access, _ := e.login(email, goodPassword)
-		want(t, "request", e.changeEmail(access, "raced@example.net", goodPassword), 202, "")
-		link := e.changeLink("raced@example.net")
+		_, link := e.pendingChange(email, "raced@example.net")
 
 		overtaken := func(password string) response {
 			t.Helper()
@@ -595,10 +630,7 @@ func TestEmailChangeLinkPasswords(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		e := newEnv(t, open(t))
 		const email = "typo@example.org"
-		e.registerVerified(email, goodPassword)
-		access, _ := e.login(email, goodPassword)
-		want(t, "request", e.changeEmail(access, "typo@example.net", goodPassword), 202, "")
-		link := e.changeLink("typo@example.net")
+		access, link := e.pendingChange(email, "typo@example.net")
 		for i := 1; i < 5; i++ {
 			want(t, fmt.Sprintf("wrong password %d", i), e.follow(link, "not the password at all"), 401,
 				"invalid_credentials")
@@ -630,6 +662,66 @@ func TestEmailChangeLinkPasswords(t *testing.T) {
 		want(t, "a wrong password at the new link", e.follow(link, "not the password at all"), 401, "invalid_credentials")
 		want(t, "the new link", e.follow(link, goodPassword), 200, "")
 		e.user("typo@example.net")
+	})
+}
+
+// TestEmailChangeLinkPasswordsAcrossLinks: the password checks at the links
+// that would move one account to one address are bounded across those
+// links too (two links' worth a day): an owner who asks again for the same
+// mistyped address does not give its holder five more guesses each time.
+// A refusal spends none of the link's attempts; a change to another
+// address has its own budget; the day over, the link works again.
+func TestEmailChangeLinkPasswordsAcrossLinks(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withRateLimit())
+		const email, typo = "again@example.org", "again@example.net"
+		e.registerVerified(email, goodPassword)
+		access, _ := e.login(email, goodPassword)
+		start := e.clock.Now()
+		for round := 1; round <= 2; round++ {
+			want(t, "request", e.changeEmail(access, typo, goodPassword), 202, "")
+			link := e.changeLink(typo)
+			for i := 1; i <= 5; i++ {
+				r := e.follow(link, "not the password at all")
+				if i < 5 {
+					want(t, fmt.Sprintf("link %d, wrong password %d", round, i), r, 401, "invalid_credentials")
+				} else {
+					want(t, fmt.Sprintf("link %d, the fifth wrong password", round), r, 400, "invalid_token")
+				}
+			}
+			e.clock.Advance(time.Hour) // past the per-minute and the mail budgets
+			access, _ = e.login(email, goodPassword)
+		}
+		want(t, "a third request", e.changeEmail(access, typo, goodPassword), 202, "")
+		link := e.changeLink(typo)
+		r := e.follow(link, goodPassword)
+		want(t, "the third link, past the day's checks", r, 429, "rate_limited")
+		if !strings.Contains(r.str("detail"), "links to this address") || r.header.Get("Retry-After") == "" {
+			t.Errorf("the refusal past the day's checks: %s, Retry-After %q", r.raw, r.header.Get("Retry-After"))
+		}
+		// The page keeps the form: the link is good, for another day.
+		p := e.post("/verify-email", form("token", link, "password", goodPassword))
+		if p.status != 429 || p.header.Get("Retry-After") == "" || !strings.Contains(p.raw, `name="password"`) ||
+			!strings.Contains(p.raw, "links to this address") {
+			t.Errorf("the page past the day's checks: %d %s", p.status, p.raw)
+		}
+		if n := e.linkAttempts(access); n != 0 {
+			t.Errorf("the refusals spent %d of the link's attempts", n)
+		}
+		if u := e.user(email); u.FailedLoginAttempts != 0 || u.IsLocked(e.clock.Now()) {
+			t.Errorf("the links' checks touched the account's lock: %+v", u)
+		}
+
+		// Another address has a budget of its own.
+		want(t, "a request for another address", e.changeEmail(access, "right@example.net", goodPassword), 202, "")
+		want(t, "the other address's link", e.follow(e.changeLink("right@example.net"), goodPassword), 200, "")
+
+		// The day over, the first address's links are checked again.
+		e.clock.Advance(start.Add(24*time.Hour + time.Minute).Sub(e.clock.Now()))
+		access, _ = e.login("right@example.net", goodPassword)
+		want(t, "a request the next day", e.changeEmail(access, typo, goodPassword), 202, "")
+		want(t, "the link the next day", e.follow(e.changeLink(typo), goodPassword), 200, "")
+		e.user(typo)
 	})
 }
 
@@ -751,6 +843,31 @@ func TestEmailChangeConfirmationWithAPasskey(t *testing.T) {
 	})
 }
 
+// TestEmailChangePageAcrossALock: a change link's page refused by a lock
+// shows its form again (423, Retry-After), the link being good still, and
+// works once the lock is over.
+func TestEmailChangePageAcrossALock(t *testing.T) {
+	e := newEnv(t, openSQLite(t))
+	const email = "paused@example.org"
+	_, tok := e.pendingChange(email, "paused@example.net")
+	u := e.user(email)
+	u.AccountStatus, u.LockReason = authd.StatusLocked, authd.LockBruteForce
+	u.AccountLockedUntil = e.clock.Now().Add(15 * time.Minute)
+	if err := e.store.UpdateUser(context.Background(), u); err != nil {
+		t.Fatal(err)
+	}
+	r := e.post("/verify-email", form("token", tok, "password", goodPassword))
+	if r.status != 423 || r.header.Get("Retry-After") == "" || !strings.Contains(r.raw, `name="password"`) ||
+		!strings.Contains(r.raw, tok) || !strings.Contains(r.raw, "paused@example.net") {
+		t.Errorf("the page across a lock: %d %v %s", r.status, r.header, r.raw)
+	}
+	e.clock.Advance(16 * time.Minute)
+	r = e.post("/verify-email", form("token", tok, "password", goodPassword))
+	if r.status != 200 || !strings.Contains(r.raw, "Your account now uses paused@example.net") {
+		t.Errorf("the page once the lock is over: %d %s", r.status, r.raw)
+	}
+}
+
 // TestEmailChangePagesAskTheSecondFactor: a change link's page asks for
 // the factor its user has — a code field, and a passkey button (with its
 // script) for a passkey — and says so when the form lacks it.
@@ -813,13 +930,14 @@ func TestEmailChangePagesAskTheSecondFactor(t *testing.T) {
 		t.Errorf("the form with an expired ceremony's assertion: %d %s", r.status, r.raw)
 	}
 	// Five wrong passwords (with a code of the right shape): the last
-	// voids the link, and the page says so rather than offer a
+	// voids the link, and the page says so, and why, rather than offer a
 	// verification link.
 	for range 4 { // the expired ceremony's assertion spent no attempt
 		e.post("/verify-email", form("token", tok, "password", "not the password at all", "code", "abcde-fghij"))
 	}
 	r = e.post("/verify-email", form("token", tok, "password", "not the password at all", "code", "abcde-fghij"))
-	if r.status != 400 || !strings.Contains(r.raw, "ran out of password attempts") || strings.Contains(r.raw, "new-link") {
+	if r.status != 400 || !strings.Contains(r.raw, "this link is now void after too many attempts") ||
+		strings.Contains(r.raw, "new-link") {
 		t.Errorf("the fifth wrong password on the page: %d %s", r.status, r.raw)
 	}
 	// Opened again, the dead link's page says the same.
@@ -876,10 +994,7 @@ func TestEmailChangeLinkAttemptsInParallel(t *testing.T) {
 		g := &holdingGate{entered: make(chan struct{}, 16), release: make(chan struct{})}
 		e := newEnv(t, open(t), withPasswords(func(p authd.Passwords) authd.Passwords { g.Passwords = p; return g }))
 		const email = "burst@example.org"
-		e.registerVerified(email, goodPassword)
-		access, _ := e.login(email, goodPassword)
-		want(t, "request", e.changeEmail(access, "burst@example.net", goodPassword), 202, "")
-		link := e.changeLink("burst@example.net")
+		_, link := e.pendingChange(email, "burst@example.net")
 
 		g.armed.Store(true)
 		release := sync.OnceFunc(func() { close(g.release) })
@@ -958,10 +1073,7 @@ func TestEmailChangeLinkAttemptsRefundedWhenBusy(t *testing.T) {
 		b := &busyPasswords{}
 		e := newEnv(t, open(t), withPasswords(func(p authd.Passwords) authd.Passwords { b.Passwords = p; return b }))
 		const email = "busy@example.org"
-		e.registerVerified(email, goodPassword)
-		access, _ := e.login(email, goodPassword)
-		want(t, "request", e.changeEmail(access, "busy@example.net", goodPassword), 202, "")
-		link := e.changeLink("busy@example.net")
+		access, link := e.pendingChange(email, "busy@example.net")
 		b.armed.Store(true)
 		for range 6 {
 			want(t, "the link while the workers are busy", e.follow(link, goodPassword), 503, "unavailable")

@@ -231,7 +231,7 @@ func (s *Server) verifyPage(w http.ResponseWriter, r *http.Request) error {
 		p.askFactor(methods)
 	}
 	if authd.ErrorCode(err) == authd.EInvalidToken && authd.IsChangeLink(token) {
-		return s.deadChangeLink(w, p)
+		return s.deadChangeLink(w, p, err)
 	}
 	if err != nil {
 		return s.pageError(w, r, err, p)
@@ -240,15 +240,24 @@ func (s *Server) verifyPage(w http.ResponseWriter, r *http.Request) error {
 	return s.renderPage(w, http.StatusOK, p)
 }
 
-// deadChangeLink answers a dead link that would have moved an account to a
-// new address: the expired page's "new verification link" does not help
-// with that, and its owner must ask for the change again.
-func (s *Server) deadChangeLink(w http.ResponseWriter, p page) error {
+// deadChangeLink answers err, a dead link that would have moved an account
+// to a new address: the expired page's "new verification link" does not
+// help with that, and its owner must ask for the change again. A link this
+// very request voided says why.
+func (s *Server) deadChangeLink(w http.ResponseWriter, p page, err error) error {
 	p.Title, p.content = "This link no longer works", "problem-content"
 	p.Error = "This link to move an account to a new address no longer works: it expired, was used, was " +
 		"replaced by a newer request or cancelled, or ran out of password attempts. Ask for the change again from your account."
+	if authd.LinkVoided(err) {
+		p.Error = authd.ErrorMessage(err)
+	}
 	return s.renderPage(w, http.StatusBadRequest, p)
 }
+
+// formAgain are the refusals of a link that moves an account after which
+// its page shows the form again (verifySubmit).
+var formAgain = []authd.Code{authd.EInvalid, authd.EInvalidCredentials, authd.EMFARequired,
+	authd.ERateLimited, authd.EAccountLocked}
 
 func (s *Server) verifySubmit(w http.ResponseWriter, r *http.Request) error {
 	p := page{Title: "Confirm your email address", NewLinkAction: "/verify-email/new-link"}
@@ -260,9 +269,17 @@ func (s *Server) verifySubmit(w http.ResponseWriter, r *http.Request) error {
 	proof := authd.StepUp{Code: form.Get("code"), Passkey: []byte(form.Get("passkey"))}
 	newEmail, err := s.svc.VerifyEmail(r.Context(), client(r), token, form.Get("password"), proof)
 	switch code := authd.ErrorCode(err); {
-	case newEmail != "" && (code == authd.EInvalid || code == authd.EInvalidCredentials || code == authd.EMFARequired):
+	case newEmail != "" && slices.Contains(formAgain, code):
 		// A link that moves the account, without its right password or
-		// second factor: the form again, the link still good.
+		// second factor, or refused for now (a limit, a lock): the form
+		// again, the link still good.
+		status := http.StatusBadRequest
+		if code == authd.ERateLimited || code == authd.EAccountLocked {
+			status = statuses[code]
+			if n := authd.RetryAfterSeconds(err); n > 0 {
+				w.Header().Set("Retry-After", strconv.Itoa(n))
+			}
+		}
 		p.Token, p.NewEmail, p.Error, p.content = token, newEmail, authd.ErrorMessage(err), "verify-content"
 		switch e, _ := errors.AsType[*authd.Error](err); {
 		case form.Get("password") == "":
@@ -277,9 +294,9 @@ func (s *Server) verifySubmit(w http.ResponseWriter, r *http.Request) error {
 		} else if methods, err := s.svc.EmailChangeMethods(r.Context(), token); err == nil {
 			p.askFactor(methods)
 		}
-		return s.renderPage(w, http.StatusBadRequest, p)
+		return s.renderPage(w, status, p)
 	case code == authd.EInvalidToken && authd.IsChangeLink(token):
-		return s.deadChangeLink(w, p)
+		return s.deadChangeLink(w, p, err)
 	}
 	if err != nil {
 		return s.pageError(w, r, err, p)
