@@ -227,7 +227,9 @@ func (s *Service) VerifyEmail(ctx context.Context, c Client, token, password str
 					"second factor not proved", map[string]any{"link_attempts": attempt, "link_voided": true})); err != nil {
 					return err
 				}
-				if ErrorCode(r.err) != EAccountLocked {
+				if ErrorCode(r.err) == EAccountLocked {
+					r.err = linkVoidedUnderLock(r.err)
+				} else {
 					r.err = errLinkFactorVoided
 				}
 			case ok && len(proof.Passkey) > 0 && ErrorCode(err) == EInvalidToken:

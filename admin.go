@@ -260,7 +260,7 @@ func (s *Service) SetUserEmail(ctx context.Context, c Client, id uuid.UUID, emai
 		if u.Email == email {
 			return nil, errSameAddress("email")
 		}
-		// EmailTaken locks nothing: see changeEmail.
+		// EmailTaken locks nothing: see refuseIfTaken.
 		if taken, err := tx.EmailTaken(ctx, email); err != nil {
 			return nil, err
 		} else if taken {

@@ -23,11 +23,6 @@ import (
 // hour: each mails the old address a notice past its mail budget.
 const emailChangesPerHour = 5
 
-// emailCancelsPerHour bounds a user's cancels an hour: each writes a row
-// whether or not a change was pending (CancelEmailChange), and an access
-// token alone makes them. Two for each request an hour allows.
-const emailCancelsPerHour = 2 * emailChangesPerHour
-
 // errEmailTaken refuses an address change whose new address got an
 // account after the link was mailed.
 var errEmailTaken = &Error{Code: EConflict,
@@ -95,18 +90,19 @@ func (s *Service) RequestEmailChange(ctx context.Context, c Client, a *AccessCla
 // CancelEmailChange voids the token's user's pending address change, if
 // any: its link dies, and a mail not yet sent is withdrawn (a mistyped
 // address, a change thought better of). It answers alike whether or not a
-// change was pending, which the user could otherwise learn of a request
-// for an address that has an account (that one has no link); so each
-// writes its row, bounded by emailCancelsPerHour. Returns EInvalidToken,
-// ERateLimited, EUnavailable.
+// change was pending, and writes a row only when one was, so that an
+// access token alone cannot write rows without end. (Pending or not tells
+// nothing of whether the address has an account: a link is minted for a
+// taken address too, and sent to no one.) Returns EInvalidToken,
+// EUnavailable.
 func (s *Service) CancelEmailChange(ctx context.Context, c Client, a *AccessClaims) error {
-	if err := s.limit(ctx, "email-change-cancel:"+a.UserID.String(), emailCancelsPerHour, time.Hour); err != nil {
-		return err
-	}
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
 		u, err := s.tokenUser(tx.User(ctx, a.UserID))
 		if err != nil {
+			return err
+		}
+		if pending, err := tx.EmailChangePending(ctx, u.ID); err != nil || !pending {
 			return err
 		}
 		if err := s.voidEmailChange(ctx, tx, u); err != nil {
@@ -232,13 +228,16 @@ const linkPasswordAttempts = 5
 // that would move one account to one address, across those links: each
 // new link's attempts start from nothing, so an owner who asks again for
 // the same mistyped address would otherwise give its holder five more
-// guesses a link. Two links' worth a day (from the first check); a
-// refusal spends no attempt of the link, which works again when the day
-// is over, if it still lives. The budget
-// is the address's on this account, not the account's, so that the
-// holder of one address cannot spend the owner's changes to another.
-// Like every limit it fails open when the rate-limit store does; each
-// link's own five, counted in the database, still hold.
+// guesses a link. Two links' worth a day (from the first check). A check
+// counts once the password was checked, and before its result is told:
+// past the budget every answer is the same 429, right password or wrong,
+// so the guesses tell nothing (each still spends one of its link's five).
+// A password the busy workers did not check, or a link that died first,
+// spends none, lest a flood of logins spend the owner's. The budget is
+// the address's on this account, not the account's, so that the holder of
+// one address cannot spend the owner's changes to another. Like every
+// limit it fails open when the rate-limit store does; each link's own
+// five, counted in the database, still hold.
 const linkPasswordsPerDay = 2 * linkPasswordAttempts
 
 // The refusals of a change link whose password checks ran out.
@@ -250,6 +249,18 @@ var (
 	errLinkFactorVoided = &Error{Code: EInvalidToken,
 		Message: "The second factor was not proved, and this link is now void after too many attempts; ask for the change again."}
 )
+
+// linkVoidedUnderLock is lock, the refusal of a lock that the attempt
+// voiding its change link set or met: the lock is the answer (423), and
+// it says the link is void too (LinkVoided).
+func linkVoidedUnderLock(lock error) error {
+	var wait time.Duration
+	if e, ok := errors.AsType[*Error](lock); ok {
+		wait = e.RetryAfter
+	}
+	return &Error{Code: EAccountLocked, RetryAfter: wait, Err: errLinkFactorVoided,
+		Message: "The account is locked, and this link is now void after too many attempts; ask for the change again once the lock is over."}
+}
 
 // LinkVoided reports whether err refused a change link because its
 // password attempts ran out, as its message says: a page can then tell
@@ -287,14 +298,6 @@ func (s *Service) checkChangeLink(ctx context.Context, c Client, v *Verification
 		}
 	}
 	u, ok, err := s.passwordAgain(ctx, c, v.UserID, password, EventEmailChanged, func() (err error) {
-		key := "link-password:" + v.UserID.String() + ":" + s.emailKey(v.NewEmail)
-		if err := s.limit(ctx, key, linkPasswordsPerDay, 24*time.Hour); err != nil {
-			if e, ok := errors.AsType[*Error](err); ok && e.Code == ERateLimited {
-				err = &Error{Code: ERateLimited, RetryAfter: e.RetryAfter,
-					Message: "Too many password attempts at links to this address today; try again later."}
-			}
-			return err
-		}
 		attempt, err = s.reserveLinkAttempt(ctx, c, v.Token)
 		return err
 	})
@@ -303,8 +306,14 @@ func (s *Service) checkChangeLink(ctx context.Context, c Client, v *Verification
 		// attempt goes back, lest a flood of logins spend the owner's.
 		s.refundLinkAttempt(ctx, v.Token)
 	}
-	if err != nil || ok {
-		return u, attempt, err
+	if err != nil {
+		return nil, attempt, err
+	}
+	if err := s.limitLinkPasswords(ctx, c, v, attempt); err != nil {
+		return nil, attempt, err
+	}
+	if ok {
+		return u, attempt, nil
 	}
 	return nil, attempt, s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
@@ -336,6 +345,24 @@ func (s *Service) checkChangeLink(ctx context.Context, c Client, v *Verification
 		}
 		return tx.refuse(ctx, l, errLinkVoided)
 	})
+}
+
+// limitLinkPasswords counts a checked password against the budget of v's
+// user and address (linkPasswordsPerDay): past it, ERateLimited, whatever
+// the password was, and a row.
+func (s *Service) limitLinkPasswords(ctx context.Context, c Client, v *VerificationToken, attempt int) error {
+	key := "link-password:" + v.UserID.String() + ":" + s.emailKey(v.NewEmail)
+	err := s.limit(ctx, key, linkPasswordsPerDay, 24*time.Hour)
+	e, ok := errors.AsType[*Error](err)
+	if !ok || e.Code != ERateLimited {
+		return err
+	}
+	if err := s.logEvent(ctx, s.audit(s.now(), c, EventEmailChanged, ResultFailure, v.UserID,
+		"too many password attempts at links to this address", map[string]any{"link_attempts": attempt})); err != nil {
+		return err
+	}
+	return &Error{Code: ERateLimited, RetryAfter: e.RetryAfter,
+		Message: "Too many password attempts at links to this address today; try again later."}
 }
 
 // reserveLinkAttempt counts a password check on the change link of digest

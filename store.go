@@ -225,6 +225,11 @@ type Queries interface {
 	// DeleteEmailChanges deletes the user's unused email_verification
 	// tokens that change the address (NewEmail set), and no other.
 	DeleteEmailChanges(ctx context.Context, userID uuid.UUID) error
+	// EmailChangePending reports whether the user has an address change
+	// pending: an unused token that changes the address (NewEmail set), or
+	// a queued or dead email_change mail, which DeleteEmailChanges and
+	// WithdrawMails would delete.
+	EmailChangePending(ctx context.Context, userID uuid.UUID) (bool, error)
 
 	// CreateSecurityLog appends an audit event. An event about an erased
 	// (deleted) user keeps no client — IP address, user agent, the

@@ -369,6 +369,38 @@ func TestEmailChangeVoided(t *testing.T) {
 	})
 }
 
+// TestEmailChangeCancelsLogOnlyWhatTheyVoid: a cancel answers alike
+// whether or not a change was pending, but writes its row only when one
+// was (an access token alone could otherwise write rows without end), and
+// no limit is needed: a taken address's change is pending as a free one's.
+func TestEmailChangeCancelsLogOnlyWhatTheyVoid(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withRateLimit())
+		const email = "cancels@example.org"
+		e.registerVerified("taken@example.net", goodPassword)
+		access, _ := e.pendingChange(email, "free@example.net")
+		cancel := func(what string) {
+			t.Helper()
+			want(t, what, e.do("DELETE", "/v1/users/me/email", nil, bearer(access)...), 204, "")
+		}
+		cancel("cancel a mailed change")
+		for i := range 30 {
+			cancel(fmt.Sprintf("cancel %d with nothing pending", i+1))
+		}
+		if n := e.eventCount(email, "email_changed/failure"); n != 1 {
+			t.Errorf("%d cancel rows, want 1: %v", n, e.events(email))
+		}
+		want(t, "a request for a taken address", e.changeEmail(access, "taken@example.net", goodPassword), 202, "")
+		cancel("cancel a queued change to a taken address")
+		want(t, "a request for a taken address", e.changeEmail(access, "taken@example.net", goodPassword), 202, "")
+		e.mail.last(t, authd.MailEmailChangeTaken, "taken@example.net") // delivered: its link minted, sent to no one
+		cancel("cancel a delivered change to a taken address")
+		if n := e.eventCount(email, "email_changed/failure"); n != 3 {
+			t.Errorf("%d cancel rows, want 3: %v", n, e.events(email))
+		}
+	})
+}
+
 // TestEmailChangeNeedsTheSecondFactor: a user with a second factor moves
 // their account only with its proof too, a wrong code counting as one.
 func TestEmailChangeNeedsTheSecondFactor(t *testing.T) {
@@ -669,8 +701,8 @@ func TestEmailChangeLinkPasswords(t *testing.T) {
 // that would move one account to one address are bounded across those
 // links too (two links' worth a day): an owner who asks again for the same
 // mistyped address does not give its holder five more guesses each time.
-// A refusal spends none of the link's attempts; a change to another
-// address has its own budget; the day over, the link works again.
+// Past the budget the answer tells nothing of the password; a change to
+// another address has its own budget; the day over, links work again.
 func TestEmailChangeLinkPasswordsAcrossLinks(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		e := newEnv(t, open(t), withRateLimit())
@@ -694,19 +726,27 @@ func TestEmailChangeLinkPasswordsAcrossLinks(t *testing.T) {
 		}
 		want(t, "a third request", e.changeEmail(access, typo, goodPassword), 202, "")
 		link := e.changeLink(typo)
+		// Past the day's checks a wrong password and the right one get
+		// the same answer: the guesses tell nothing.
+		wrong := e.follow(link, "not the password at all")
 		r := e.follow(link, goodPassword)
-		want(t, "the third link, past the day's checks", r, 429, "rate_limited")
-		if !strings.Contains(r.str("detail"), "links to this address") || r.header.Get("Retry-After") == "" {
-			t.Errorf("the refusal past the day's checks: %s, Retry-After %q", r.raw, r.header.Get("Retry-After"))
+		for _, r := range []response{wrong, r} {
+			want(t, "the third link, past the day's checks", r, 429, "rate_limited")
+			if !strings.Contains(r.str("detail"), "links to this address") || r.header.Get("Retry-After") == "" {
+				t.Errorf("the refusal past the day's checks: %s, Retry-After %q", r.raw, r.header.Get("Retry-After"))
+			}
 		}
-		// The page keeps the form: the link is good, for another day.
+		// The page keeps the form.
 		p := e.post("/verify-email", form("token", link, "password", goodPassword))
 		if p.status != 429 || p.header.Get("Retry-After") == "" || !strings.Contains(p.raw, `name="password"`) ||
 			!strings.Contains(p.raw, "links to this address") {
 			t.Errorf("the page past the day's checks: %d %s", p.status, p.raw)
 		}
-		if n := e.linkAttempts(access); n != 0 {
-			t.Errorf("the refusals spent %d of the link's attempts", n)
+		if n := e.linkAttempts(access); n != 3 { // each was checked, and counts on its link
+			t.Errorf("the refusals spent %d of the link's attempts, want 3", n)
+		}
+		if n := e.eventCount(email, "email_changed/failure"); n != 13 { // 10 wrong passwords, 3 past the budget
+			t.Errorf("%d email_changed failures, want 13: %v", n, e.events(email))
 		}
 		if u := e.user(email); u.FailedLoginAttempts != 0 || u.IsLocked(e.clock.Now()) {
 			t.Errorf("the links' checks touched the account's lock: %+v", u)
@@ -1071,12 +1111,18 @@ func (b *busyPasswords) Verify(ctx context.Context, pw, hash string) (bool, bool
 func TestEmailChangeLinkAttemptsRefundedWhenBusy(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		b := &busyPasswords{}
-		e := newEnv(t, open(t), withPasswords(func(p authd.Passwords) authd.Passwords { b.Passwords = p; return b }))
+		e := newEnv(t, open(t), withPasswords(func(p authd.Passwords) authd.Passwords { b.Passwords = p; return b }),
+			withRateLimit())
 		const email = "busy@example.org"
 		access, link := e.pendingChange(email, "busy@example.net")
 		b.armed.Store(true)
-		for range 6 {
+		// More than the address's day of checks, too (linkPasswordsPerDay),
+		// a minute's re-authentication budget at a time.
+		for i := range 12 {
 			want(t, "the link while the workers are busy", e.follow(link, goodPassword), 503, "unavailable")
+			if i%5 == 4 {
+				e.clock.Advance(time.Minute)
+			}
 		}
 		b.armed.Store(false)
 		if n := e.linkAttempts(access); n != 0 {
@@ -1125,6 +1171,46 @@ func TestEmailChangeLinkSpentByRefusedProofs(t *testing.T) {
 			t.Errorf("the void: %v", e.events(email))
 		}
 	})
+}
+
+// TestEmailChangeLinkVoidedUnderALock: the last attempt's code refused by
+// a lock voids the link all the same; the lock is the API's answer (423),
+// which says the link is void too, and the page shows the dead link, not
+// the form.
+func TestEmailChangeLinkVoidedUnderALock(t *testing.T) {
+	e := newEnv(t, openSQLite(t))
+	for _, c := range []struct{ email, via string }{{"locked-api@example.org", "api"}, {"locked-page@example.org", "page"}} {
+		access, secret, _ := e.mfaUser(c.email)
+		to := strings.Replace(c.email, ".org", ".net", 1)
+		want(t, "request", e.do("POST", "/v1/users/me/email", map[string]string{"new_email": to,
+			"password": goodPassword, "code": totpAt(t, secret, e.clock.Now())}, bearer(access)...), 202, "")
+		link := e.changeLink(to)
+		for range 4 {
+			want(t, "a wrong password", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": link,
+				"password": "not the password at all", "code": "abcde-fghij"}), 401, "invalid_credentials")
+		}
+		u := e.user(c.email)
+		u.CodesLockedUntil = e.clock.Now().Add(30 * time.Minute)
+		if err := e.store.UpdateUser(context.Background(), u); err != nil {
+			t.Fatal(err)
+		}
+		code := totpAt(t, secret, e.clock.Now().Add(time.Minute))
+		if c.via == "api" {
+			r := e.do("POST", "/v1/auth/verify-email", map[string]string{"token": link, "password": goodPassword, "code": code})
+			want(t, "the last attempt under a lock", r, 423, "account_locked")
+			if !strings.Contains(r.str("detail"), "this link is now void") || r.header.Get("Retry-After") == "" {
+				t.Errorf("the last attempt under a lock: %s %v", r.raw, r.header)
+			}
+		} else {
+			r := e.post("/verify-email", form("token", link, "password", goodPassword, "code", code))
+			if r.status != 400 || !strings.Contains(r.raw, "this link is now void") || strings.Contains(r.raw, `name="password"`) {
+				t.Errorf("the page's last attempt under a lock: %d %s", r.status, r.raw)
+			}
+		}
+		if n := e.mail.last(t, authd.MailEmailChangeNotice, c.email); !n.Voided {
+			t.Errorf("the owner's notice: %+v", n)
+		}
+	}
 }
 
 // TestEmailChangeLinkCeremonyBudget: a link begins at most ten passkey

@@ -206,31 +206,3 @@ func TestExportIsLimitedPerUser(t *testing.T) {
 		want(t, "11th export in an hour", e.do("GET", "/v1/users/me/export", nil, bearer(access)...), 429, "rate_limited")
 	})
 }
-
-// TestEmailChangeCancelsAreLimitedPerUser: each cancel writes its row
-// whether or not a change was pending (so that the rows tell nothing), so
-// an access token alone could write them without end: ten an hour per
-// account, the refusals writing none.
-func TestEmailChangeCancelsAreLimitedPerUser(t *testing.T) {
-	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
-		e := newEnv(t, open(t), withRateLimit())
-		const email = "cancels@example.org"
-		e.registerVerified(email, goodPassword)
-		access, _ := e.login(email, goodPassword)
-		other, _ := e.login(email, goodPassword) // another session of the account shares the budget
-		for i := range 10 {
-			want(t, fmt.Sprintf("cancel %d", i+1), e.do("DELETE", "/v1/users/me/email", nil, bearer(access)...), 204, "")
-		}
-		r := e.do("DELETE", "/v1/users/me/email", nil, bearer(other)...)
-		want(t, "11th cancel in an hour", r, 429, "rate_limited")
-		if r.header.Get("Retry-After") == "" {
-			t.Errorf("the refusal names no Retry-After: %v", r.header)
-		}
-		if n := e.eventCount(email, "email_changed/failure"); n != 10 {
-			t.Errorf("%d cancel rows, want 10", n)
-		}
-		e.clock.Advance(time.Hour)
-		access, _ = e.login(email, goodPassword)
-		want(t, "a cancel the next hour", e.do("DELETE", "/v1/users/me/email", nil, bearer(access)...), 204, "")
-	})
-}

@@ -269,6 +269,8 @@ func (s *Server) verifySubmit(w http.ResponseWriter, r *http.Request) error {
 	proof := authd.StepUp{Code: form.Get("code"), Passkey: []byte(form.Get("passkey"))}
 	newEmail, err := s.svc.VerifyEmail(r.Context(), client(r), token, form.Get("password"), proof)
 	switch code := authd.ErrorCode(err); {
+	case authd.LinkVoided(err): // a lock this attempt met or set may be the answer too
+		return s.deadChangeLink(w, p, err)
 	case newEmail != "" && slices.Contains(formAgain, code):
 		// A link that moves the account, without its right password or
 		// second factor, or refused for now (a limit, a lock): the form

@@ -807,6 +807,14 @@ func (q *queries) DeleteEmailChanges(ctx context.Context, userID uuid.UUID) erro
 		WHERE user_id = $1 AND token_type = 'email_verification' AND new_email IS NOT NULL AND NOT used`, userID)
 }
 
+func (q *queries) EmailChangePending(ctx context.Context, userID uuid.UUID) (bool, error) {
+	var pending bool
+	err := q.row(ctx, `SELECT EXISTS (SELECT 1 FROM verification_tokens
+			WHERE user_id = $1 AND token_type = 'email_verification' AND new_email IS NOT NULL AND NOT used)
+		OR EXISTS (SELECT 1 FROM mail_outbox WHERE user_id = $1 AND kind = 'email_change')`, userID).Scan(&pending)
+	return pending, translate(err)
+}
+
 // errPublishOutsideTx is PublishRevocation called on the store, not in
 // InTx.
 var errPublishOutsideTx = &authd.Error{Code: authd.EInternal,

@@ -531,6 +531,14 @@ func (q *queries) DeleteEmailChanges(ctx context.Context, userID uuid.UUID) erro
 	return translate(err)
 }
 
+func (q *queries) EmailChangePending(ctx context.Context, userID uuid.UUID) (bool, error) {
+	var pending bool
+	err := q.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM verification_tokens
+			WHERE user_id = ?1 AND token_type = 'email_verification' AND new_email IS NOT NULL AND NOT used)
+		OR EXISTS (SELECT 1 FROM mail_outbox WHERE user_id = ?1 AND kind = 'email_change')`, userID).Scan(&pending)
+	return pending, translate(err)
+}
+
 // PublishRevocation records rev's feed events; other than that there is no
 // one to tell: an SQLite database serves one instance, which applies its own
 // revocations. One writer at a time means ids commit in order.

@@ -479,10 +479,30 @@ func testEmailChangeTokens(t *testing.T, s authd.Store) {
 		t.Fatal(err)
 	}
 	left("DeleteVerificationTokens(email_verification)", "change", "used-change", "reset")
+	pending := func(what string, want bool) {
+		t.Helper()
+		if got, err := s.EmailChangePending(ctx, u.ID); err != nil || got != want {
+			t.Errorf("EmailChangePending %s = %v, %v; want %v", what, got, err, want)
+		}
+	}
+	pending("with a change token", true)
 	if err := s.DeleteEmailChanges(ctx, u.ID); err != nil {
 		t.Fatal(err)
 	}
 	left("DeleteEmailChanges", "used-change", "reset")
+	pending("with only a used change token", false)
+	for _, kind := range []authd.MailKind{authd.MailEmailChangeNotice, authd.MailEmailChange} {
+		m := &authd.OutboxMail{ID: authd.NewID(), Kind: kind, UserID: u.ID, To: "heidi@example.net", CreatedAt: Epoch,
+			NextAttemptAt: Epoch}
+		if err := s.EnqueueMail(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		pending("with a queued "+string(kind)+" mail", kind == authd.MailEmailChange)
+	}
+	if err := s.WithdrawMails(ctx, u.ID, authd.MailEmailChange); err != nil {
+		t.Fatal(err)
+	}
+	pending("after the change mail is withdrawn", false)
 
 	for _, q := range []struct {
 		name string
