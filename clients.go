@@ -57,6 +57,14 @@ func (s *Service) CreateClient(ctx context.Context, c Client, spec ClientSpec) (
 	if err := validClientSpec(spec); err != nil {
 		return nil, "", err
 	}
+	if spec.ID == s.cfg.Audience {
+		// Its ID tokens would carry the aud every access token carries: a
+		// resource server that checks only signature, iss and aud (any
+		// generic JWT library) would take one for an access token, and
+		// that client's backend an access token for its ID token.
+		return nil, "", &Error{Code: EInvalid, Message: "invalid request", Fields: []FieldError{{Field: "client_id",
+			Message: "is the audience of authd's access tokens (AUTHD_AUDIENCE): choose another"}}}
+	}
 	now := s.now()
 	oc := &OAuthClient{ID: spec.ID, Name: spec.Name, Type: spec.Type, RedirectURIs: spec.RedirectURIs,
 		PostLogoutRedirectURIs: spec.PostLogoutRedirectURIs, FirstParty: spec.FirstParty,

@@ -52,6 +52,10 @@ type Config struct {
 	// them.
 	WebAuthnRPID    string
 	WebAuthnOrigins []string
+	// Audience is the aud of every access token (AUTHD_AUDIENCE). No
+	// OpenID client may take it as its id: that client's ID tokens would
+	// carry the aud of an access token (see CreateClient).
+	Audience string
 }
 
 // Passwords checks, hashes and verifies passwords. Hashing is expensive and

@@ -184,6 +184,9 @@ func TestServiceErrorsTold(t *testing.T) {
 		{env, []string{"clients", "create", "--name", "App", "--type", "public", "--redirect-uri", "https://app.example/cb",
 			"--id", "no spaces"}, exitUsage,
 			"authd clients create: --id must be 1 to 64 letters, digits, '.', '_' or '-', not only dots\nhint: run `authd clients --help`\n"},
+		{env, []string{"clients", "create", "--name", "App", "--type", "public", "--redirect-uri", "https://app.example/cb",
+			"--id", "authd"}, exitUsage,
+			"authd clients create: --id is the audience of authd's access tokens (AUTHD_AUDIENCE): choose another\nhint: run `authd clients --help`\n"},
 		// The zero id is an unknown mail like any other, not "no id": no list.
 		{env, []string{"admin", "mail", "retry", "00000000-0000-0000-0000-000000000000"}, exitFailure,
 			"authd admin: no such dead mail\nhint: `authd admin mail list --dead` lists the dead mails\n"},

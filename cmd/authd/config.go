@@ -724,6 +724,7 @@ func (c *Config) service() authd.Config {
 		TOTPIssuer:           hostOf(c.Issuer),
 		WebAuthnRPID:         c.WebAuthnRPID,
 		WebAuthnOrigins:      c.WebAuthnOrigins,
+		Audience:             c.Audience,
 	}
 }
 

@@ -485,6 +485,26 @@ func TestServeWarnsOfUnknownSettings(t *testing.T) {
 	}
 }
 
+// TestServeWarnsOfAClientNamedAsTheAudience: a client made before
+// AUTHD_AUDIENCE took its id (creating one is refused) gets an error in
+// serve's log, since its ID tokens carry the access tokens' aud.
+func TestServeWarnsOfAClientNamedAsTheAudience(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	if code, _, stderr := runCLI(t, env, "clients", "create", "--id", "api.example.org", "--name", "API", "--type",
+		"confidential", "--redirect-uri", "https://api.example.org/cb"); code != exitOK {
+		t.Fatalf("clients create: %d %s", code, stderr)
+	}
+	env["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
+	env["AUTHD_AUDIENCE"] = "api.example.org"
+	s := startServe(t, env)
+	s.stop(t)
+	if logs := s.stderr.String(); !strings.Contains(logs, "an OpenID client's id is AUTHD_AUDIENCE") ||
+		!strings.Contains(logs, "client_id=api.example.org") {
+		t.Errorf("serve's log lacks the error:\n%s", logs)
+	}
+}
+
 // TestServe starts `authd serve` on the SQLite default in an empty
 // directory, checks the probes, and stops it as SIGTERM would.
 func TestServe(t *testing.T) {

@@ -213,6 +213,11 @@ func (a *App) Open(ctx context.Context) (err error) {
 	if err := a.service.LoadRevocations(ctx); err != nil {
 		return err
 	}
+	if _, err := a.service.OAuthClient(ctx, a.cfg.Audience); err == nil {
+		a.logger.Error("an OpenID client's id is AUTHD_AUDIENCE: its ID tokens carry the aud of every access token, "+
+			"so a resource server that checks only signature, issuer and audience would take one for an access token; "+
+			"create the client again under another id and delete this one", "client_id", a.cfg.Audience)
+	}
 	opts := httpapi.Options{
 		Service:    a.service,
 		JWKS:       a.jwks,
