@@ -10,6 +10,7 @@ import (
 	"html/template"
 	"io"
 	"io/fs"
+	"maps"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -186,6 +187,15 @@ func (s *Server) readForm(w http.ResponseWriter, r *http.Request) (url.Values, e
 	form, err := url.ParseQuery(string(body))
 	if err != nil {
 		return nil, invalid("", "is not a valid form")
+	}
+	// A field given twice is refused, as in a JSON body and the OpenID
+	// pages' forms: which of the two a check reads must not be left to
+	// chance (a token, a password).
+	for _, k := range slices.Sorted(maps.Keys(form)) {
+		if len(form[k]) > 1 {
+			return nil, &authd.Error{Code: authd.EInvalid, Message: "The form sends a field more than once.",
+				Fields: []authd.FieldError{{Field: k, Message: "appears twice"}}}
+		}
 	}
 	return form, nil
 }

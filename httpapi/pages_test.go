@@ -45,7 +45,13 @@ func TestVerifyPage(t *testing.T) {
 		if e.user("p@example.org").EmailVerified {
 			t.Fatal("opening the page verified the address")
 		}
-		r := e.post("/verify-email", form("token", tok))
+		// A field given twice is refused, whichever of the two is right.
+		r := e.post("/verify-email", form("token", tok)+"&"+form("token", "junk"))
+		if r.status != 400 || !strings.Contains(r.raw, "The form sends a field more than once.") ||
+			e.user("p@example.org").EmailVerified {
+			t.Fatalf("a token given twice: %d %s", r.status, r.raw)
+		}
+		r = e.post("/verify-email", form("token", tok))
 		if r.status != 200 || !strings.Contains(r.raw, "confirmed") {
 			t.Fatalf("pressing the button: %d %s", r.status, r.raw)
 		}
