@@ -160,8 +160,11 @@ func (ks *keySet) lookup(ctx context.Context, kid string) (*publicKey, error) {
 		return nil, ks.spentError()
 	}
 	if k == nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("%w: %q: %w", ErrUnknownKey, kid, ctx.Err())
+		if cerr := ctx.Err(); cerr != nil && errors.Is(err, cerr) {
+			// The caller's context ended before the fetch answered: whether
+			// authd has the key is not known, and the token may be good
+			// (a 401 would tell its holder to throw it away).
+			return nil, fmt.Errorf("%w: key %q: the context ended before the JWKS was fetched: %w", ErrUnavailable, kid, cerr)
 		}
 		if ks.failing() {
 			// A key authd began signing with while its JWKS cannot be

@@ -281,6 +281,26 @@ func (v *Verifier) background(fn func(ctx context.Context)) bool {
 	return true
 }
 
+// checkChoices refuses options that would otherwise be read in a way the
+// caller did not mean: a Policy of no name (an integer from a file) would
+// be the laxer FallBackToIntrospection, and an empty entry in RequireAMR
+// (strings.Split of an unset variable) refuses every token with no word
+// of why; one in Clients names no client.
+func checkChoices(opts Options) error {
+	if opts.Policy != FallBackToIntrospection && opts.Policy != FailClosed {
+		return fmt.Errorf("verify: Options.Policy: %d is neither FallBackToIntrospection nor FailClosed", opts.Policy)
+	}
+	for _, l := range []struct {
+		name  string
+		items []string
+	}{{"RequireAMR", opts.RequireAMR}, {"Clients", opts.Clients}} {
+		if slices.Contains(l.items, "") {
+			return fmt.Errorf("verify: Options.%s: an empty entry (%q): leave the list empty for none", l.name, l.items)
+		}
+	}
+	return nil
+}
+
 // New returns a Verifier once it has fetched the JWKS and caught up with
 // the revocation feed; it keeps following the feed until Close. While authd
 // cannot be reached or answers that it is unwell (5xx, 429: starting,
@@ -315,6 +335,9 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 		if !slices.Contains(algorithms, alg) {
 			return nil, fmt.Errorf("verify: Options.Algorithms: %q is not one of %s", alg, strings.Join(algorithms, ", "))
 		}
+	}
+	if err := checkChoices(opts); err != nil {
+		return nil, err
 	}
 	intro := newIntrospections(opts.MaxIntrospections, opts.IntrospectionTTL)
 	client, transport := defaultClient(cap(intro.slots))
