@@ -99,8 +99,11 @@ type AuthRequest struct {
 	// must not let another browser finish it. Empty on rows saved before
 	// it existed, which no browser matches.
 	BrowserBinding string
-	CreatedAt      time.Time
-	ExpiresAt      time.Time
+	// HintSubject is the user a verified id_token_hint names (uuid.Nil:
+	// none): only that user's sign-in may finish the request (IssueCode).
+	HintSubject uuid.UUID
+	CreatedAt   time.Time
+	ExpiresAt   time.Time
 }
 
 // AuthCode is an authorization code (table oauth_codes), stored as its

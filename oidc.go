@@ -383,6 +383,13 @@ func (s *Service) RevokeConsent(ctx context.Context, c Client, a *AccessClaims, 
 
 var errNoConsent = Errorf(ENotFound, "No consent to this client.")
 
+// ErrNotHinted refuses a code to a browser signed in as another user than
+// the one the request's id_token_hint names (AuthRequest.HintSubject): an
+// application that asked its user to confirm who they are must not get a
+// code, with a fresh auth_time, for whoever signed in instead (OpenID
+// Connect Core §3.1.2.1: login_required).
+var ErrNotHinted = Errorf(EForbidden, "The account signed in is not the one the application asked for.")
+
 // errSignInEnded refuses a code to a browser session that ended between
 // the caller's read of it and the code's transaction.
 var errSignInEnded = Errorf(EInvalidToken, "The sign-in ended; sign in again.")
@@ -395,7 +402,7 @@ var errSignInEnded = Errorf(EInvalidToken, "The sign-in ended; sign in again.")
 // longer the client's, or its user was erased or locked by an
 // administrator meanwhile), EInvalidToken (the browser
 // session ended meanwhile: the request stays, for a new sign-in),
-// EUnavailable.
+// ErrNotHinted, EUnavailable.
 func (s *Service) IssueCode(ctx context.Context, c Client, requestID uuid.UUID, sess *Session) (string, *AuthRequest, error) {
 	return s.issueCode(ctx, c, requestID, sess, false)
 }
@@ -442,6 +449,9 @@ func (s *Service) issueCode(ctx context.Context, c Client, requestID uuid.UUID, 
 		req, err = pendingRequest(ctx, tx, oc, pending, now)
 		if err != nil {
 			return err
+		}
+		if req.HintSubject != uuid.Nil && browser.UserID != req.HintSubject {
+			return ErrNotHinted
 		}
 		if consent {
 			if err := s.saveConsent(ctx, tx, c, browser.UserID, req.ClientID, req.Scopes, now); err != nil {

@@ -1,6 +1,7 @@
 package oidc
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
 	"slices"
@@ -84,6 +85,7 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.State = state
+	req.HintSubject = hint.user()
 	// Bound before it is saved, on every path: see savedRequest.
 	req.BrowserBinding = p.formMAC(p.ensureSeed(w, r), requestBinding, "")
 	if slices.Contains(strings.Fields(q.Get("prompt")), "none") {
@@ -180,6 +182,10 @@ func (p *Provider) parseAuthRequest(q url.Values, oc *authd.OAuthClient) (*authd
 	return req, nil
 }
 
+// errNotHinted answers a request whose id_token_hint names another user
+// than the one who signed in for it (authd.ErrNotHinted).
+var errNotHinted = authError{"login_required", "the user who signed in is not the one id_token_hint names"}
+
 // idTokenHint is what an authorization request's id_token_hint (OpenID
 // Connect Core §3.1.2.1) asks for: the user the relying party believes is
 // signed in. A browser signed in as someone else must not answer for it.
@@ -193,6 +199,16 @@ type idTokenHint struct {
 // hint authd cannot verify names no one.
 func (h idTokenHint) admits(sess *authd.Session) bool {
 	return !h.given || sess != nil && h.subject != "" && sess.UserID.String() == h.subject
+}
+
+// user is the user the hint names: uuid.Nil without a hint, or for one
+// that names no one.
+func (h idTokenHint) user() uuid.UUID {
+	id, err := uuid.Parse(h.subject)
+	if err != nil {
+		return uuid.Nil
+	}
+	return id
 }
 
 // parseIDTokenHint checks an authorization request's id_token_hint. An
@@ -310,6 +326,12 @@ func (p *Provider) continueRequest(w http.ResponseWriter, r *http.Request, req *
 		toSignIn(w, r, req)
 		return
 	}
+	if req.HintSubject != uuid.Nil && sess.UserID != req.HintSubject {
+		// Signed in, since the request came, as another user than the
+		// hint's (issueCode would refuse the code): no consent asked.
+		p.redirectError(w, r, req.RedirectURI, req.State, errNotHinted)
+		return
+	}
 	need, err := p.svc.NeedsConsent(r.Context(), oc, sess.UserID, req.Scopes)
 	if err != nil {
 		p.unavailable(w, err)
@@ -342,7 +364,12 @@ func (p *Provider) issueCode(w http.ResponseWriter, r *http.Request, req *authd.
 	if consented {
 		issue = p.svc.AllowConsent // the consent page's Allow: remembered with the code
 	}
-	code, req, err := issue(r.Context(), client(r.Context()), req.ID, sess)
+	code, issued, err := issue(r.Context(), client(r.Context()), req.ID, sess)
+	if errors.Is(err, authd.ErrNotHinted) {
+		p.redirectError(w, r, req.RedirectURI, req.State, errNotHinted)
+		return true
+	}
+	req = issued
 	switch authd.ErrorCode(err) {
 	case "":
 		p.redirectTo(w, r, req.RedirectURI, url.Values{"code": {code}}, req.State)

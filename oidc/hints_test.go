@@ -1,6 +1,8 @@
 package oidc_test
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -186,6 +188,18 @@ func TestAuthorizeHonoursIDTokenHint(t *testing.T) {
 		if !bob.authorizeWith(r, "id_token_hint", hint).onSignInPage() {
 			t.Errorf("Alice's hint in Bob's browser: %d %v; want the sign-in page", bob.last.StatusCode, bob.callback())
 		}
+		// Bob signs in again there, as himself: the application asked for
+		// Alice, and gets no code (nor a fresh auth_time) for Bob.
+		if cb := bob.signIn("bob@example.org", goodPassword).callback(); cb == nil || cb.Get("error") != "login_required" ||
+			cb.Get("code") != "" {
+			t.Errorf("Bob signing in for Alice's hint: %d %v; want error=login_required", bob.last.StatusCode, cb)
+		}
+		// Alice signs in there: her code.
+		e.clock.Advance(time.Second)
+		if cb := bob.authorizeWith(r, "id_token_hint", hint).signIn("alice@example.org", goodPassword).callback(); cb == nil ||
+			cb.Get("code") == "" {
+			t.Errorf("Alice signing in for her hint in Bob's browser: %d %v; want a code", bob.last.StatusCode, cb)
+		}
 
 		forged := hint[:len(hint)-4] + "AAAA"
 		if cb := alice.authorizeWith(r, "prompt", "none", "id_token_hint", forged).callback(); cb == nil || cb.Get("error") != "login_required" {
@@ -206,6 +220,42 @@ func TestAuthorizeHonoursIDTokenHint(t *testing.T) {
 		oc, ocs := e.client("other", authd.ClientConfidential, true)
 		if cb := alice.authorizeWith(e.rp(oc, ocs), "id_token_hint", hint).callback(); cb == nil || cb.Get("error") != "invalid_request" {
 			t.Errorf("a hint issued to another client: %v; want error=invalid_request", cb)
+		}
+	})
+}
+
+// TestIssueCodeKeepsToTheHint: the service itself refuses a code for a
+// request whose id_token_hint names another user than the browser
+// session's (the provider asks first; a page that skipped the question
+// must not get a code either), and gives it to the hint's user.
+func TestIssueCodeKeepsToTheHint(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		alice := e.user("alice@example.org")
+		e.user("bob@example.org")
+		c, cs := e.client("app", authd.ClientConfidential, true)
+		r := e.rp(c, cs)
+		bob, _ := e.signedInWithIDToken(r, "bob@example.org")
+		ctx := context.Background()
+		sess, _, err := e.svc.BrowserSession(ctx, bob.sessionCookie())
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := e.clock.Now()
+		req := &authd.AuthRequest{ID: authd.NewID(), ClientID: c.ID, RedirectURI: c.RedirectURIs[0],
+			Scopes: []string{authd.ScopeOpenID}, HintSubject: alice.ID, CreatedAt: now, ExpiresAt: now.Add(10 * time.Minute)}
+		if err := e.svc.SaveAuthRequest(ctx, authd.Client{}, req); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := e.svc.IssueCode(ctx, authd.Client{}, req.ID, sess); !errors.Is(err, authd.ErrNotHinted) {
+			t.Errorf("a code for Bob's session on a request for Alice: %v, want ErrNotHinted", err)
+		}
+		req.HintSubject = sess.UserID
+		req.ID = authd.NewID()
+		if err := e.svc.SaveAuthRequest(ctx, authd.Client{}, req); err != nil {
+			t.Fatal(err)
+		}
+		if code, _, err := e.svc.IssueCode(ctx, authd.Client{}, req.ID, sess); err != nil || code == "" {
+			t.Errorf("a code for Bob's session on a request for Bob: %q, %v", code, err)
 		}
 	})
 }

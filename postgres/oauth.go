@@ -114,15 +114,15 @@ func (q *queries) DeleteConsent(ctx context.Context, userID uuid.UUID, clientID 
 }
 
 const authRequestColumns = `id, client_id, redirect_uri, scopes, state, nonce, code_challenge,
-	code_challenge_method, min_auth_time, force_consent, browser_binding, created_at, expires_at`
+	code_challenge_method, min_auth_time, force_consent, browser_binding, created_at, expires_at, hint_subject`
 
 // CreateAuthRequest implements authd.Queries.
 func (q *queries) CreateAuthRequest(ctx context.Context, r *authd.AuthRequest) error {
 	return q.write(ctx, nil, `INSERT INTO oauth_auth_requests (`+authRequestColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
 		r.ID, r.ClientID, r.RedirectURI, authd.FormatScopes(r.Scopes), nullString(r.State), nullString(r.Nonce),
 		nullString(r.CodeChallenge), nullString(r.CodeChallengeMethod), nullTime(r.MinAuthTime), r.ForceConsent,
-		r.BrowserBinding, r.CreatedAt, r.ExpiresAt)
+		r.BrowserBinding, r.CreatedAt, r.ExpiresAt, nullUUID(r.HintSubject))
 }
 
 // AuthRequest implements authd.Queries.
@@ -131,12 +131,14 @@ func (q *queries) AuthRequest(ctx context.Context, id uuid.UUID) (*authd.AuthReq
 	var scopes string
 	var state, nonce, challenge, method *string
 	var minAuth *time.Time
+	var hint *uuid.UUID
 	err := q.row(ctx, `SELECT `+authRequestColumns+` FROM oauth_auth_requests WHERE id = $1`+q.forUpdate(), id).Scan(
 		&r.ID, &r.ClientID, &r.RedirectURI, &scopes, &state, &nonce, &challenge, &method, &minAuth,
-		&r.ForceConsent, &r.BrowserBinding, &r.CreatedAt, &r.ExpiresAt)
+		&r.ForceConsent, &r.BrowserBinding, &r.CreatedAt, &r.ExpiresAt, &hint)
 	if err != nil {
 		return nil, translate(err)
 	}
+	r.HintSubject = value(hint)
 	r.Scopes, r.State, r.Nonce = authd.ParseScopes(scopes), value(state), value(nonce)
 	r.CodeChallenge, r.CodeChallengeMethod, r.MinAuthTime = value(challenge), value(method), value(minAuth)
 	return &r, nil

@@ -117,15 +117,15 @@ func (q *queries) DeleteConsent(ctx context.Context, userID uuid.UUID, clientID 
 }
 
 const authRequestColumns = `id, client_id, redirect_uri, scopes, state, nonce, code_challenge,
-	code_challenge_method, min_auth_time, force_consent, browser_binding, created_at, expires_at`
+	code_challenge_method, min_auth_time, force_consent, browser_binding, created_at, expires_at, hint_subject`
 
 // CreateAuthRequest implements authd.Queries.
 func (q *queries) CreateAuthRequest(ctx context.Context, r *authd.AuthRequest) error {
 	_, err := q.db.ExecContext(ctx, `INSERT INTO oauth_auth_requests (`+authRequestColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		r.ID, r.ClientID, r.RedirectURI, authd.FormatScopes(r.Scopes), nullString(r.State), nullString(r.Nonce),
 		nullString(r.CodeChallenge), nullString(r.CodeChallengeMethod), timeArg(r.MinAuthTime), r.ForceConsent,
-		r.BrowserBinding, timeArg(r.CreatedAt), timeArg(r.ExpiresAt))
+		r.BrowserBinding, timeArg(r.CreatedAt), timeArg(r.ExpiresAt), nullUUID(r.HintSubject))
 	return translate(err)
 }
 
@@ -134,12 +134,14 @@ func (q *queries) AuthRequest(ctx context.Context, id uuid.UUID) (*authd.AuthReq
 	var r authd.AuthRequest
 	var scopes string
 	var state, nonce, challenge, method sql.NullString
+	var hint uuid.NullUUID
 	err := q.db.QueryRowContext(ctx, `SELECT `+authRequestColumns+` FROM oauth_auth_requests WHERE id = ?`, id).Scan(
 		&r.ID, &r.ClientID, &r.RedirectURI, &scopes, &state, &nonce, &challenge, &method, timeCol{&r.MinAuthTime},
-		&r.ForceConsent, &r.BrowserBinding, timeCol{&r.CreatedAt}, timeCol{&r.ExpiresAt})
+		&r.ForceConsent, &r.BrowserBinding, timeCol{&r.CreatedAt}, timeCol{&r.ExpiresAt}, &hint)
 	if err != nil {
 		return nil, translate(err)
 	}
+	r.HintSubject = hint.UUID
 	r.Scopes, r.State, r.Nonce = authd.ParseScopes(scopes), state.String, nonce.String
 	r.CodeChallenge, r.CodeChallengeMethod = challenge.String, method.String
 	return &r, nil

@@ -158,7 +158,7 @@ func testAuthRequests(t *testing.T, s authd.Store) {
 		Scopes: []string{"openid", "email", "offline_access"}, State: "st", Nonce: "n-0S6_WzA2Mj",
 		CodeChallenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", CodeChallengeMethod: "S256",
 		MinAuthTime: Epoch, ForceConsent: true, BrowserBinding: "X3n2JYp0Ue5iQm8uYVzE7b1cKk4sHqT9rWdLfA6oGjM",
-		CreatedAt: Epoch, ExpiresAt: Epoch.Add(10 * time.Minute)}
+		HintSubject: authd.NewID(), CreatedAt: Epoch, ExpiresAt: Epoch.Add(10 * time.Minute)}
 	bare := &authd.AuthRequest{ID: authd.NewID(), ClientID: "app", RedirectURI: "https://app.example.org/callback",
 		Scopes: []string{"openid"}, CreatedAt: Epoch, ExpiresAt: Epoch.Add(10 * time.Minute)}
 	for _, r := range []*authd.AuthRequest{full, bare} {

@@ -202,6 +202,7 @@ var SeedSchema = Schema{
 		{Table: "oauth_auth_requests", Name: "browser_binding", Kind: "varchar", Extra: true},
 		{Table: "oauth_auth_requests", Name: "created_at", Kind: "timestamp", Extra: true},
 		{Table: "oauth_auth_requests", Name: "expires_at", Kind: "timestamp", Extra: true},
+		{Table: "oauth_auth_requests", Name: "hint_subject", Kind: "uuid", Nullable: true, Extra: true},
 
 		{Table: "oauth_codes", Name: "id", Kind: "uuid", PK: true, Extra: true},
 		{Table: "oauth_codes", Name: "code_digest", Kind: "varchar", Extra: true},
