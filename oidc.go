@@ -153,6 +153,59 @@ func (s *Service) EndUserSession(ctx context.Context, c Client, id, user uuid.UU
 	})
 }
 
+// RevokeClientToken ends, at its client's request (RFC 7009), the session
+// a token of that client belongs to — an access token it was issued (its
+// sid) or a refresh token of one of its sessions, rotated out or not —
+// with every token of that session, everywhere, logged as a logout. Any
+// other token (unknown, malformed, an expired access token, one of
+// another client or of authd's own logins, a session ended already)
+// changes nothing and is no error: RFC 7009 answers it alike (§2.2), and
+// a client must not learn whether another's token is live. EUnavailable.
+func (s *Service) RevokeClientToken(ctx context.Context, c Client, clientID, raw string) error {
+	if clientID == "" {
+		return nil
+	}
+	var session uuid.UUID
+	if claims, err := s.tokens.Verify(raw, s.now()); err == nil {
+		if claims.ClientID != clientID {
+			return nil
+		}
+		session = claims.SessionID
+	}
+	digest, derr := opaqueDigest(raw)
+	if session == uuid.Nil && derr != nil {
+		return nil
+	}
+	return s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		if session == uuid.Nil {
+			_, sess, _, err := tx.RefreshSession(ctx, digest)
+			if ErrorCode(err) == ENotFound {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			session = sess.ID
+		}
+		sess, err := tx.Session(ctx, session)
+		if ErrorCode(err) == ENotFound {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if sess.ClientID != clientID || !sess.RevokedAt.IsZero() {
+			return nil
+		}
+		if err := s.endSession(ctx, tx, sess, now, string(EventLogout)); err != nil {
+			return err
+		}
+		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventLogout, ResultSuccess, sess.UserID, "",
+			map[string]any{"session_id": sess.ID.String(), "client_id": clientID, "token_revoked": true}))
+	})
+}
+
 // SaveAuthRequest keeps a validated authorization request for
 // AuthRequestTTL, giving it its id and times. Each costs a row, so the
 // client IP's rate limit applies (SPEC 6.7). EInvalid (a state or nonce

@@ -38,6 +38,7 @@ const (
 	AuthorizePath = "/oauth2/authorize"
 	ResumePath    = "/oauth2/authorize/resume"
 	TokenPath     = "/oauth2/token"
+	RevokePath    = "/oauth2/revoke"
 	UserInfoPath  = "/oauth2/userinfo"
 	LogoutPath    = "/oauth2/logout"
 	SignInPath    = "/signin"
@@ -117,12 +118,14 @@ func New(opts Options) (*Provider, error) {
 	p := &Provider{opts: opts, svc: opts.Service, secure: secure, mux: http.NewServeMux(), pages: pages}
 
 	opServer := op.RegisterServer(&server{p: p}, op.Endpoints{
-		Token:    op.NewEndpoint(TokenPath),
-		Userinfo: op.NewEndpoint(UserInfoPath),
+		Token:      op.NewEndpoint(TokenPath),
+		Revocation: op.NewEndpoint(RevokePath),
+		Userinfo:   op.NewEndpoint(UserInfoPath),
 	}, op.WithServerCORSOptions(nil))
 	lib := withHeader(opServer)
 	p.mux.HandleFunc("GET "+DiscoveryPath, p.discovery)
 	p.mux.Handle("POST "+TokenPath, noStore(strictCredentials(withHeader(p.tokenEndpoint(opServer)))))
+	p.mux.Handle("POST "+RevokePath, noStore(strictCredentials(withHeader(p.tokenEndpoint(opServer)))))
 	userInfo := challenged(lib, bearerChallenge)
 	p.mux.Handle("GET "+UserInfoPath, strictCredentials(userInfo))
 	p.mux.Handle("POST "+UserInfoPath, strictCredentials(bounded(oneToken(userInfo))))
@@ -146,7 +149,7 @@ func New(opts Options) (*Provider, error) {
 // Patterns are the routes the provider serves, for the public listener's
 // mux (method and path, as http.ServeMux takes them).
 func (p *Provider) Patterns() []string {
-	return []string{"GET " + DiscoveryPath, "POST " + TokenPath, "GET " + UserInfoPath, "POST " + UserInfoPath,
+	return []string{"GET " + DiscoveryPath, "POST " + TokenPath, "POST " + RevokePath, "GET " + UserInfoPath, "POST " + UserInfoPath,
 		"GET " + AuthorizePath, "POST " + AuthorizePath, "GET " + ResumePath, "GET " + SignInPath,
 		"POST " + SignInPath, "POST " + MFAPath, "POST " + PasskeyPath, "POST " + ConsentPath, "GET " + SignUpPath, "POST " + SignUpPath,
 		"GET " + ForgotPath, "POST " + ForgotPath, "GET " + LogoutPath, "POST " + LogoutPath}

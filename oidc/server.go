@@ -18,9 +18,9 @@ import (
 	"github.com/zitadel/oidc/v3/pkg/op"
 )
 
-// server implements the token and UserInfo endpoints of op.Server on the
-// domain. Every other method stays unimplemented (the library answers 404),
-// and only these two endpoints are routed to it.
+// server implements the token, revocation and UserInfo endpoints of
+// op.Server on the domain. Every other method stays unimplemented (the
+// library answers 404), and only these three endpoints are routed to it.
 type server struct {
 	op.UnimplementedServer
 	p *Provider
@@ -39,6 +39,7 @@ func (p *Provider) discovery(w http.ResponseWriter, r *http.Request) {
 		Issuer:                            p.opts.Issuer,
 		AuthorizationEndpoint:             p.url(AuthorizePath),
 		TokenEndpoint:                     p.url(TokenPath),
+		RevocationEndpoint:                p.url(RevokePath),
 		UserinfoEndpoint:                  p.url(UserInfoPath),
 		EndSessionEndpoint:                p.url(LogoutPath),
 		JwksURI:                           p.url(JWKSPath),
@@ -49,7 +50,9 @@ func (p *Provider) discovery(w http.ResponseWriter, r *http.Request) {
 		SubjectTypesSupported:             []string{"public"},
 		IDTokenSigningAlgValuesSupported:  []string{token.IDTokenAlg},
 		TokenEndpointAuthMethodsSupported: []oidc.AuthMethod{oidc.AuthMethodBasic, oidc.AuthMethodPost, oidc.AuthMethodNone},
-		CodeChallengeMethodsSupported:     []oidc.CodeChallengeMethod{oidc.CodeChallengeMethodS256},
+		RevocationEndpointAuthMethodsSupported: []oidc.AuthMethod{oidc.AuthMethodBasic, oidc.AuthMethodPost,
+			oidc.AuthMethodNone},
+		CodeChallengeMethodsSupported: []oidc.CodeChallengeMethod{oidc.CodeChallengeMethodS256},
 		ClaimsSupported: []string{"iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "amr", "sid", "azp",
 			"at_hash", "email", "email_verified"},
 		RequestURIParameterSupported: false,
@@ -178,6 +181,17 @@ func (s *server) RefreshToken(ctx context.Context, r *op.ClientRequest[oidc.Refr
 		ExpiresIn: uint64(pair.ExpiresIn / time.Second), RefreshToken: pair.RefreshToken}), nil
 }
 
+// Revocation ends the session of a token of the authenticated client
+// (RevokeClientToken, RFC 7009): an access or a refresh token, whatever
+// token_type_hint says (a wrong hint is ignored, §2.1). Any other token is
+// answered alike, 200 with no body (§2.2).
+func (s *server) Revocation(ctx context.Context, r *op.ClientRequest[oidc.RevocationRequest]) (*op.Response, error) {
+	if err := s.p.svc.RevokeClientToken(ctx, client(ctx), r.Client.GetID(), r.Data.Token); err != nil {
+		return nil, tokenError(ctx, err)
+	}
+	return op.NewResponse(nil), nil
+}
+
 // UserInfo answers for a valid access token of an OpenID client
 // (Authenticate: signature, claims, revocation set; Service.UserInfo: a
 // client's, with openid): the subject, and its email and whether it is
@@ -301,8 +315,8 @@ func withHeader(h http.Handler) http.Handler {
 	})
 }
 
-// tokenEndpoint fronts the library's token handler (inside withHeader) for
-// what the library would answer before VerifyClient runs:
+// tokenEndpoint fronts the library's token and revocation handlers (inside
+// withHeader) for what the library would answer before VerifyClient runs:
 //
 //   - a body over maxForm is 413 (SPEC §5), not its 400 "error parsing form";
 //   - a compressed body (Content-Encoding) is 415, as on the JSON API, not
@@ -313,7 +327,7 @@ func withHeader(h http.Handler) http.Handler {
 //   - an Authorization header of the Basic scheme that does not decode into
 //     a client_id and a secret (RFC 6749 §2.3.1: base64 of the
 //     form-urlencoded id, ":", the form-urlencoded secret; the id not
-//     empty), and a code or refresh grant with no client authentication at
+//     empty), and a code or refresh grant (or a revocation) with no client authentication at
 //     all, are a client that failed to authenticate: 401 invalid_client
 //     with the challenge (§5.2) and the oidc_client_auth_failed row of
 //     every other refusal, under the same bound, not its unchallenged 400.
@@ -341,11 +355,16 @@ func (p *Provider) tokenEndpoint(lib http.Handler) http.Handler {
 			op.WriteError(w, r, oidc.ErrInvalidRequest().WithDescription("a parameter is repeated"), nil)
 			return
 		}
+		revocation := r.URL.Path == RevokePath
 		// The library answers some grants it knows of but authd does not
 		// serve (token exchange, device code, client credentials) with
-		// unauthorized_client, as if this client alone lacked them.
-		if grant := oidc.GrantType(r.PostForm.Get("grant_type")); grant != "" && grant != oidc.GrantTypeCode &&
-			grant != oidc.GrantTypeRefreshToken {
+		// unauthorized_client, as if this client alone lacked them. A
+		// revocation names none.
+		if grant := oidc.GrantType(r.PostForm.Get("grant_type")); revocation && grant != "" {
+			op.WriteError(w, r, oidc.ErrInvalidRequest().WithDescription("a revocation takes token (and token_type_hint), "+
+				"not grant_type"), nil)
+			return
+		} else if grant != "" && grant != oidc.GrantTypeCode && grant != oidc.GrantTypeRefreshToken {
 			op.WriteError(w, r, oidc.ErrUnsupportedGrantType().WithDescription(
 				"only authorization_code and refresh_token are supported"), nil)
 			return
@@ -364,8 +383,8 @@ func (p *Provider) tokenEndpoint(lib http.Handler) http.Handler {
 					"client_id in the body names another client than the Basic credentials"), nil)
 				return
 			}
-		} else if grant := oidc.GrantType(r.PostForm.Get("grant_type")); (grant == oidc.GrantTypeCode || grant == oidc.GrantTypeRefreshToken) &&
-			r.PostForm.Get("client_id") == "" && r.PostForm.Get("client_assertion") == "" {
+		} else if grant := oidc.GrantType(r.PostForm.Get("grant_type")); (revocation || grant == oidc.GrantTypeCode ||
+			grant == oidc.GrantTypeRefreshToken) && r.PostForm.Get("client_id") == "" && r.PostForm.Get("client_assertion") == "" {
 			p.refuseClient(w, r, "", oidc.AuthMethodNone, "no client authentication",
 				"no client authentication: send client_id, and the secret of a confidential client")
 			return

@@ -100,7 +100,7 @@ func TestServeLibraryLogs(t *testing.T) {
 			s.stop(t)
 			routes := strings.Count(stderr.String(), `msg="registered route"`)
 			debugRoutes := strings.Count(stderr.String(), `level=DEBUG msg="registered route"`)
-			if want := map[string]int{"info": 0, "debug": 2}[level]; routes != want || debugRoutes != want {
+			if want := map[string]int{"info": 0, "debug": 3}[level]; routes != want || debugRoutes != want {
 				t.Errorf("AUTHD_LOG_LEVEL=%s: %d route lines, %d at debug; want %d, all at debug:\n%s",
 					level, routes, debugRoutes, want, stderr.String())
 			}

@@ -1,0 +1,184 @@
+package oidc_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/oidc"
+	gooidc "github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
+)
+
+// revoke posts form to the revocation endpoint with the Authorization
+// header given ("" for none), and returns the status, the body and its
+// OAuth error code.
+func (e *env) revoke(form url.Values, authorization string) (int, string, string) {
+	e.t.Helper()
+	req, _ := http.NewRequest("POST", e.srv.URL+oidc.RevokePath, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var out struct {
+		Error string `json:"error"`
+	}
+	json.Unmarshal(body, &out)
+	if resp.Header.Get("Cache-Control") != "no-store" {
+		e.t.Errorf("revocation's %d without Cache-Control: no-store: %v", resp.StatusCode, resp.Header)
+	}
+	return resp.StatusCode, string(body), out.Error
+}
+
+// offlineTokens signs email in through r's flow and returns its tokens.
+func (e *env) offlineTokens(r *rp, email string) *oauth2.Token {
+	e.t.Helper()
+	verifier := oauth2.GenerateVerifier()
+	tok, err := r.cfg.Exchange(r.ctx, r.login(e.t, e.browser(), email, "s", "n", verifier), oauth2.VerifierOption(verifier))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return tok
+}
+
+// refreshes reports whether a refresh token still works for r.
+func (r *rp) refreshes(refresh string) bool {
+	_, err := r.cfg.TokenSource(r.ctx, &oauth2.Token{RefreshToken: refresh}).Token()
+	return err == nil
+}
+
+// TestRevocationEndsTheClientsSession: a client revokes (RFC 7009) its
+// refresh token, or its access token: the session ends with all its
+// tokens, logged as a logout; a token that is not the client's (another
+// client's, authd's own login's, junk) is answered alike, 200, and
+// changes nothing. Discovery names the endpoint.
+func TestRevocationEndsTheClientsSession(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		u := e.user("rita@example.org")
+		c, secret := e.client("app", authd.ClientConfidential, true)
+		other, otherSecret := e.client("other", authd.ClientConfidential, true)
+		r, ro := e.rp(c, secret, gooidc.ScopeOfflineAccess), e.rp(other, otherSecret, gooidc.ScopeOfflineAccess)
+		auth := basic(url.QueryEscape(c.ID) + ":" + url.QueryEscape(secret))
+
+		var disc struct {
+			Endpoint string   `json:"revocation_endpoint"`
+			Methods  []string `json:"revocation_endpoint_auth_methods_supported"`
+		}
+		if err := r.provider.Claims(&disc); err != nil || disc.Endpoint != e.srv.URL+oidc.RevokePath ||
+			!slices.Contains(disc.Methods, "client_secret_basic") {
+			t.Errorf("discovery's revocation endpoint: %+v, %v", disc, err)
+		}
+
+		// Another client's tokens, authd's own login's, and junk change
+		// nothing.
+		theirs := e.offlineTokens(ro, "rita@example.org")
+		own, err := e.svc.Login(context.Background(), authd.Client{}, "rita@example.org", goodPassword, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		mine := e.offlineTokens(r, "rita@example.org")
+		for _, tok := range []string{theirs.RefreshToken, theirs.AccessToken, own.RefreshToken, own.AccessToken, "junk",
+			strings.Repeat("A", 43)} {
+			if status, body, _ := e.revoke(url.Values{"token": {tok}}, auth); status != 200 || body != "" {
+				t.Errorf("revoking a token not the client's: %d %q; want 200, no body", status, body)
+			}
+		}
+		if !ro.refreshes(theirs.RefreshToken) || e.me(theirs.AccessToken) != http.StatusOK ||
+			e.me(own.AccessToken) != http.StatusOK {
+			t.Error("a client's revocation ended a session not its own")
+		}
+
+		// Its own refresh token, with a wrong hint: the session ends.
+		if status, _, _ := e.revoke(url.Values{"token": {mine.RefreshToken}, "token_type_hint": {"access_token"}}, auth); status != 200 {
+			t.Fatalf("revoking its refresh token: %d", status)
+		}
+		if r.refreshes(mine.RefreshToken) || e.me(mine.AccessToken) != http.StatusUnauthorized {
+			t.Error("the revoked refresh token's session goes on")
+		}
+		// Its own access token, in the body's credentials: that session ends.
+		mine = e.offlineTokens(r, "rita@example.org")
+		form := url.Values{"token": {mine.AccessToken}, "client_id": {c.ID}, "client_secret": {secret}}
+		if status, _, _ := e.revoke(form, ""); status != 200 {
+			t.Fatalf("revoking its access token: %d", status)
+		}
+		if r.refreshes(mine.RefreshToken) || e.me(mine.AccessToken) != http.StatusUnauthorized {
+			t.Error("the revoked access token's session goes on")
+		}
+		if status, _, _ := e.revoke(form, ""); status != 200 {
+			t.Errorf("revoking it again: %d, want 200", status)
+		}
+		n := 0
+		for _, ev := range e.events(u) {
+			if ev == string(authd.EventLogout) {
+				n++
+			}
+		}
+		if n != 2 {
+			t.Errorf("%d logout rows, want 2 (one per session ended): %v", n, e.events(u))
+		}
+		if !ro.refreshes(theirs.RefreshToken) {
+			t.Error("the other client's session ended with this client's")
+		}
+	})
+}
+
+// TestRevocationRefusals: the revocation endpoint authenticates its client
+// as the token endpoint does (401 invalid_client, logged), wants a token,
+// takes no grant_type, nothing in the query, and only POST.
+func TestRevocationRefusals(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		c, secret := e.client("app", authd.ClientConfidential, true)
+		auth := basic(url.QueryEscape(c.ID) + ":" + url.QueryEscape(secret))
+		before := len(e.clientAuthFailures())
+		for _, tc := range []struct {
+			name   string
+			form   url.Values
+			auth   string
+			status int
+			code   string
+		}{
+			{"no client authentication", url.Values{"token": {"x"}}, "", 401, "invalid_client"},
+			{"a wrong secret", url.Values{"token": {"x"}}, basic(c.ID + ":wrong"), 401, "invalid_client"},
+			{"an unknown client", url.Values{"token": {"x"}, "client_id": {"nobody"}, "client_secret": {"s"}}, "", 401,
+				"invalid_client"},
+			{"no token", url.Values{}, auth, 400, "invalid_request"},
+			{"a grant_type", url.Values{"token": {"x"}, "grant_type": {"refresh_token"}}, auth, 400, "invalid_request"},
+			{"a repeated token", url.Values{"token": {"x", "y"}}, auth, 400, "invalid_request"},
+		} {
+			if status, body, code := e.revoke(tc.form, tc.auth); status != tc.status || code != tc.code {
+				t.Errorf("%s: %d %s; want %d %s", tc.name, status, body, tc.status, tc.code)
+			}
+		}
+		if n := len(e.clientAuthFailures()) - before; n != 3 {
+			t.Errorf("%d oidc_client_auth_failed rows, want 3", n)
+		}
+		resp, err := http.Post(e.srv.URL+oidc.RevokePath+"?token=x", "application/x-www-form-urlencoded", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("a query string: %d, want 400", resp.StatusCode)
+		}
+		resp, err = http.Get(e.srv.URL + oidc.RevokePath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMethodNotAllowed {
+			t.Errorf("GET: %d, want 405", resp.StatusCode)
+		}
+	})
+}
