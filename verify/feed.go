@@ -186,17 +186,38 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
-// prune forgets what can no longer affect an unexpired token.
+// prune forgets what can no longer affect an unexpired token. It looks
+// for them under the read lock, which every Verify shares, and takes the
+// write lock only to delete what it found (checked again: an event may
+// have extended one meanwhile), so that a map grown large by a burst of
+// revocations does not stall every request for a whole scan. The feed's
+// one goroutine is its only caller.
 func (r *revocations) prune(now time.Time) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	var sessions, users []string
+	r.mu.RLock()
 	for id, forget := range r.sessions {
 		if now.After(forget) {
-			delete(r.sessions, id)
+			sessions = append(sessions, id)
 		}
 	}
 	for id, u := range r.users {
 		if now.After(u.forget) {
+			users = append(users, id)
+		}
+	}
+	r.mu.RUnlock()
+	if len(sessions)+len(users) == 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, id := range sessions {
+		if now.After(r.sessions[id]) {
+			delete(r.sessions, id)
+		}
+	}
+	for _, id := range users {
+		if now.After(r.users[id].forget) {
 			delete(r.users, id)
 		}
 	}

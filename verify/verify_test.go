@@ -551,6 +551,37 @@ func TestFeedRevocations(t *testing.T) {
 	}
 }
 
+// TestFeedForgetsExpiredRevocations: the verifier remembers a revocation
+// only while a token it names can be unexpired; every 256th event it
+// forgets the others (its memory follows the live tokens, not every
+// revocation ever heard), and keeps those still needed.
+func TestFeedForgetsExpiredRevocations(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	v := f.verifier(t)
+	past, future := f.clock.Now().Add(-2*time.Minute).Unix(), f.clock.Now().Add(16*time.Minute).Unix()
+	for i := 1; i < 256; i++ {
+		exp := past
+		if i == 7 {
+			exp = future
+		}
+		f.push(fmt.Sprintf(`{"id":ID,"sid":"session-%d","exp":%d}`, i, exp))
+	}
+	waitFor(t, func() bool { return v.Stats().LastEventID == 255 })
+	if st := v.Stats(); st.Revoked != 255 {
+		t.Fatalf("before the 256th event: %d remembered, want 255", st.Revoked)
+	}
+	f.push(fmt.Sprintf(`{"id":ID,"sid":"session-256","exp":%d}`, future))
+	waitFor(t, func() bool { return v.Stats().LastEventID == 256 })
+	if st := v.Stats(); st.Revoked != 2 {
+		t.Errorf("after the 256th event: %d remembered, want 2 (the two unexpired)", st.Revoked)
+	}
+	tok := f.sign(t, "k1", with(f.claims(), "sid", "session-7"), nil)
+	if _, err := v.Verify(context.Background(), tok); !errors.Is(err, verify.ErrRevoked) {
+		t.Errorf("a token of a revoked session still remembered: %v, want ErrRevoked", err)
+	}
+}
+
 // TestFeedLostFallsBackToIntrospection: by default, once the feed has been
 // lost for a grace of about 2 s, tokens are introspected; introspection's
 // answer decides, and serves its token until the feed has caught up, for
