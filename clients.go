@@ -305,6 +305,10 @@ func (s *Service) AuthenticateClient(ctx context.Context, c Client, id, secret, 
 		return nil, err
 	}
 	switch {
+	case oc.ID == s.cfg.Audience:
+		// Made before CreateClient refused the id (serve logs an error):
+		// its ID tokens would carry every access token's aud.
+		return nil, refuse(oc, "client id is the access tokens' audience")
 	case oc.Type == ClientPublic && secret != "":
 		return nil, refuse(oc, "secret from a public client")
 	case oc.Type == ClientPublic:

@@ -153,23 +153,29 @@ func (s *Service) EndUserSession(ctx context.Context, c Client, id, user uuid.UU
 	})
 }
 
+// ErrPublicAccessRevocation refuses a public client's revocation of an
+// access token: an access token travels to every resource server, and a
+// public client's id is no secret, so whoever saw the token could end the
+// user's session with it. A public client revokes its refresh token.
+var ErrPublicAccessRevocation = Errorf(EInvalid,
+	"A public client revokes its refresh token: an access token is not revoked on a public client's word.")
+
 // RevokeClientToken ends, at its client's request (RFC 7009), the session
-// a token of that client belongs to — an access token it was issued (its
-// sid) or a refresh token of one of its sessions, rotated out or not —
-// with every token of that session, everywhere, logged as a logout. Any
-// other token (unknown, malformed, an expired access token, one of
-// another client or of authd's own logins, a session ended already)
-// changes nothing and is no error: RFC 7009 answers it alike (§2.2), and
-// a client must not learn whether another's token is live. EUnavailable.
-func (s *Service) RevokeClientToken(ctx context.Context, c Client, clientID, raw string) error {
-	if clientID == "" {
-		return nil
+// a token of that client (authenticated by the caller) belongs to — an
+// access token it was issued (its sid; a confidential client's only:
+// ErrPublicAccessRevocation) or a refresh token of one of its sessions,
+// rotated out or not — with every token of that session, everywhere,
+// logged as a logout. Any other token (unknown, malformed, an expired
+// access token, one of another client or of authd's own logins, a session
+// ended already) changes nothing and is no error: RFC 7009 answers it
+// alike (§2.2), and a client must not learn whether another's token is
+// live; another client's is logged on its user. EUnavailable.
+func (s *Service) RevokeClientToken(ctx context.Context, c Client, oc *OAuthClient, raw string) error {
+	if strings.Count(raw, ".") == 2 && oc.Type == ClientPublic { // a JWT: an access token, or junk
+		return ErrPublicAccessRevocation
 	}
 	var session uuid.UUID
 	if claims, err := s.tokens.Verify(raw, s.now()); err == nil {
-		if claims.ClientID != clientID {
-			return nil
-		}
 		session = claims.SessionID
 	}
 	digest, derr := opaqueDigest(raw)
@@ -178,15 +184,16 @@ func (s *Service) RevokeClientToken(ctx context.Context, c Client, clientID, raw
 	}
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
+		rotated := false
 		if session == uuid.Nil {
-			_, sess, _, err := tx.RefreshSession(ctx, digest)
+			t, sess, _, err := tx.RefreshSession(ctx, digest)
 			if ErrorCode(err) == ENotFound {
 				return nil
 			}
 			if err != nil {
 				return err
 			}
-			session = sess.ID
+			session, rotated = sess.ID, t.Revoked
 		}
 		sess, err := tx.Session(ctx, session)
 		if ErrorCode(err) == ENotFound {
@@ -195,14 +202,19 @@ func (s *Service) RevokeClientToken(ctx context.Context, c Client, clientID, raw
 		if err != nil {
 			return err
 		}
-		if sess.ClientID != clientID || !sess.RevokedAt.IsZero() {
+		switch {
+		case sess.ClientID != oc.ID:
+			return tx.CreateSecurityLog(ctx, s.audit(now, c, EventLogout, ResultFailure, sess.UserID,
+				"revocation of a token not the client's", map[string]any{"client_id": oc.ID}))
+		case !sess.RevokedAt.IsZero():
 			return nil
 		}
 		if err := s.endSession(ctx, tx, sess, now, string(EventLogout)); err != nil {
 			return err
 		}
 		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventLogout, ResultSuccess, sess.UserID, "",
-			map[string]any{"session_id": sess.ID.String(), "client_id": clientID, "token_revoked": true}))
+			map[string]any{"session_id": sess.ID.String(), "client_id": oc.ID, "token_revoked": true,
+				"rotated": rotated}))
 	})
 }
 
@@ -455,7 +467,7 @@ var errSignInEnded = Errorf(EInvalidToken, "The sign-in ended; sign in again.")
 // longer the client's, or its user was erased or locked by an
 // administrator meanwhile), EInvalidToken (the browser
 // session ended meanwhile: the request stays, for a new sign-in),
-// ErrNotHinted, EUnavailable.
+// ErrNotHinted (the request ends, logged), EUnavailable.
 func (s *Service) IssueCode(ctx context.Context, c Client, requestID uuid.UUID, sess *Session) (string, *AuthRequest, error) {
 	return s.issueCode(ctx, c, requestID, sess, false)
 }
@@ -504,7 +516,13 @@ func (s *Service) issueCode(ctx context.Context, c Client, requestID uuid.UUID, 
 			return err
 		}
 		if req.HintSubject != uuid.Nil && browser.UserID != req.HintSubject {
-			return ErrNotHinted
+			// The request ends here, as its client is told (login_required):
+			// a sign-in of the hint's user afterwards must not finish it.
+			if err := tx.DeleteAuthRequest(ctx, req.ID); err != nil {
+				return err
+			}
+			return tx.refuse(ctx, s.audit(now, c, EventOIDCAuthorized, ResultFailure, browser.UserID,
+				"signed in as another user than id_token_hint names", map[string]any{"client_id": req.ClientID}), ErrNotHinted)
 		}
 		if consent {
 			if err := s.saveConsent(ctx, tx, c, browser.UserID, req.ClientID, req.Scopes, now); err != nil {

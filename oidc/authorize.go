@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/authd/authd"
+	"github.com/authd/authd/token"
 	"github.com/google/uuid"
 )
 
@@ -192,6 +193,9 @@ var errNotHinted = authError{"login_required", "the user who signed in is not th
 type idTokenHint struct {
 	given   bool
 	subject string // "" when given but not verifiable
+	// claimed is the sub the hint claims, verified or not: only that user
+	// may finish the request (user).
+	claimed string
 }
 
 // admits reports whether the browser's session may answer the request
@@ -201,12 +205,17 @@ func (h idTokenHint) admits(sess *authd.Session) bool {
 	return !h.given || sess != nil && h.subject != "" && sess.UserID.String() == h.subject
 }
 
-// user is the user the hint names: uuid.Nil without a hint, or for one
-// that names no one.
+// user is the only user who may finish the request: uuid.Nil without a
+// hint (anyone), the user the hint claims even when authd cannot verify it
+// (narrowing who finishes is safe), and uuid.Max, no user's id, for a sub
+// that is no authd user id (another issuer's token).
 func (h idTokenHint) user() uuid.UUID {
-	id, err := uuid.Parse(h.subject)
-	if err != nil {
+	if !h.given {
 		return uuid.Nil
+	}
+	id, err := uuid.Parse(h.claimed)
+	if err != nil || id == uuid.Nil {
+		return uuid.Max
 	}
 	return id
 }
@@ -214,20 +223,25 @@ func (h idTokenHint) user() uuid.UUID {
 // parseIDTokenHint checks an authorization request's id_token_hint. An
 // expired one counts (ParseIDHint does not look at exp: the relying party
 // sends the ID token it kept); one that does not verify (a key rotation has
-// deleted, another issuer's) names no one. A hint issued to another client
-// is refused.
+// deleted, another issuer's) admits no browser session, but the sub it
+// claims still decides who may finish the request. A hint issued to
+// another client, or that is no JWT with a sub, is refused.
 func (p *Provider) parseIDTokenHint(raw string, oc *authd.OAuthClient) (idTokenHint, *authError) {
 	if raw == "" {
 		return idTokenHint{}, nil
 	}
 	hint, err := p.opts.IDKeys.ParseIDHint(raw, p.opts.Issuer)
 	if err != nil {
-		return idTokenHint{given: true}, nil
+		claimed, ok := token.HintSubject(raw)
+		if !ok {
+			return idTokenHint{}, &authError{"invalid_request", "id_token_hint is not an ID token"}
+		}
+		return idTokenHint{given: true, claimed: claimed}, nil
 	}
 	if hint.Audience != oc.ID {
 		return idTokenHint{}, &authError{"invalid_request", "id_token_hint was issued to another client"}
 	}
-	return idTokenHint{given: true, subject: hint.Subject}, nil
+	return idTokenHint{given: true, subject: hint.Subject, claimed: hint.Subject}, nil
 }
 
 func validChallenge(s string) bool {
@@ -328,8 +342,11 @@ func (p *Provider) continueRequest(w http.ResponseWriter, r *http.Request, req *
 	}
 	if req.HintSubject != uuid.Nil && sess.UserID != req.HintSubject {
 		// Signed in, since the request came, as another user than the
-		// hint's (issueCode would refuse the code): no consent asked.
-		p.redirectError(w, r, req.RedirectURI, req.State, errNotHinted)
+		// hint's: no consent is asked, and the service refuses the code
+		// and ends the request (IssueCode, ErrNotHinted).
+		if !p.issueCode(w, r, req, sess, false) {
+			toSignIn(w, r, req)
+		}
 		return
 	}
 	need, err := p.svc.NeedsConsent(r.Context(), oc, sess.UserID, req.Scopes)

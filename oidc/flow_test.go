@@ -717,13 +717,22 @@ func (e *env) userByEmail(email string) *authd.User {
 
 // events are the user's security events, oldest first.
 func (e *env) events(u *authd.User) []string {
+	return e.eventsAs(u, func(l *authd.SecurityLog) string { return string(l.EventType) })
+}
+
+// results are u's security-log rows, oldest first, as event/result.
+func (e *env) results(u *authd.User) []string {
+	return e.eventsAs(u, func(l *authd.SecurityLog) string { return string(l.EventType) + "/" + string(l.Result) })
+}
+
+func (e *env) eventsAs(u *authd.User, name func(*authd.SecurityLog) string) []string {
 	logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: u.ID, Limit: 200})
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	var out []string
 	for i := len(logs) - 1; i >= 0; i-- {
-		out = append(out, string(logs[i].EventType))
+		out = append(out, name(logs[i]))
 	}
 	return out
 }

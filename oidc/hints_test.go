@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/authd/authd"
 	"github.com/authd/authd/oidc"
 	"github.com/authd/authd/token"
+	gooidc "github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
 )
 
@@ -168,8 +170,10 @@ func (b *browser) onSignInPage() bool {
 // TestAuthorizeHonoursIDTokenHint: an id_token_hint names the user the
 // relying party expects (OIDC Core §3.1.2.1). A browser signed in as Bob
 // answers Alice's hint with login_required for prompt=none and with the
-// sign-in page otherwise, never with a code for Bob; a hint that does not
-// verify names no one; Alice's own hint, expired too, gets her code as
+// sign-in page otherwise, never with a code for Bob, nor after Bob signs in
+// there (login_required, the request ended); a hint that does not verify
+// admits no browser, but the sub it claims still decides who finishes;
+// junk is invalid_request; Alice's own hint, expired too, gets her code as
 // before; a hint issued to another client is invalid_request.
 func TestAuthorizeHonoursIDTokenHint(t *testing.T) {
 	onBothStores(t, func(t *testing.T, e *env) {
@@ -189,10 +193,19 @@ func TestAuthorizeHonoursIDTokenHint(t *testing.T) {
 			t.Errorf("Alice's hint in Bob's browser: %d %v; want the sign-in page", bob.last.StatusCode, bob.callback())
 		}
 		// Bob signs in again there, as himself: the application asked for
-		// Alice, and gets no code (nor a fresh auth_time) for Bob.
+		// Alice, and gets no code (nor a fresh auth_time) for Bob; the
+		// request ends with its answer, and is logged.
+		request := bob.form().Get("request")
 		if cb := bob.signIn("bob@example.org", goodPassword).callback(); cb == nil || cb.Get("error") != "login_required" ||
 			cb.Get("code") != "" {
 			t.Errorf("Bob signing in for Alice's hint: %d %v; want error=login_required", bob.last.StatusCode, cb)
+		}
+		if bob.get(e.srv.URL + oidc.ResumePath + "?request=" + request); bob.last.StatusCode != http.StatusBadRequest ||
+			!strings.Contains(bob.body, "Request expired") {
+			t.Errorf("the refused request resumed: %d %v", bob.last.StatusCode, bob.callback())
+		}
+		if !slices.Contains(e.results(e.userByEmail("bob@example.org")), "oidc_authorized/failure") {
+			t.Errorf("the refusal is not logged: %v", e.results(e.userByEmail("bob@example.org")))
 		}
 		// Alice signs in there: her code.
 		e.clock.Advance(time.Second)
@@ -207,6 +220,22 @@ func TestAuthorizeHonoursIDTokenHint(t *testing.T) {
 		}
 		if !alice.authorizeWith(r, "id_token_hint", forged).onSignInPage() {
 			t.Errorf("a hint that does not verify: %d %v; want the sign-in page", alice.last.StatusCode, alice.callback())
+		}
+		// Unverified, the sub it claims still decides who may finish: not
+		// Bob, signing in on Alice's browser.
+		e.clock.Advance(time.Second)
+		if cb := alice.signIn("bob@example.org", goodPassword).callback(); cb == nil || cb.Get("error") != "login_required" {
+			t.Errorf("Bob signing in for a hint that claims Alice but does not verify: %d %v; want login_required",
+				alice.last.StatusCode, cb)
+		}
+		e.clock.Advance(time.Second)
+		if cb := alice.authorizeWith(r, "id_token_hint", forged).signIn("alice@example.org", goodPassword).callback(); cb == nil ||
+			cb.Get("code") == "" {
+			t.Errorf("Alice signing in for a hint that claims her but does not verify: %d %v; want a code",
+				alice.last.StatusCode, cb)
+		}
+		if cb := alice.authorizeWith(r, "id_token_hint", "junk").callback(); cb == nil || cb.Get("error") != "invalid_request" {
+			t.Errorf("a hint that is no ID token: %v; want error=invalid_request", cb)
 		}
 
 		e.clock.Advance(time.Hour) // the hint has expired: it still names Alice
@@ -256,6 +285,36 @@ func TestIssueCodeKeepsToTheHint(t *testing.T) {
 		}
 		if code, _, err := e.svc.IssueCode(ctx, authd.Client{}, req.ID, sess); err != nil || code == "" {
 			t.Errorf("a code for Bob's session on a request for Bob: %q, %v", code, err)
+		}
+	})
+}
+
+// TestHintMismatchAsksNoConsent: a client that needs the user's consent
+// does not get the consent page shown to another user than its hint's:
+// the request ends with login_required at once.
+func TestHintMismatchAsksNoConsent(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("alice@example.org")
+		e.user("bob@example.org")
+		c, cs := e.client("third", authd.ClientConfidential, false)
+		r := e.rp(c, cs)
+		b := e.browser()
+		verifier := oauth2.GenerateVerifier()
+		b.get(r.cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(verifier), gooidc.Nonce("n"))).signIn("alice@example.org", goodPassword)
+		consent := b.form()
+		consent.Set("decision", "allow")
+		b.post(oidc.ConsentPath, consent)
+		tok, err := r.cfg.Exchange(r.ctx, b.callback().Get("code"), oauth2.VerifierOption(verifier))
+		if err != nil {
+			t.Fatal(err)
+		}
+		hint := tok.Extra("id_token").(string)
+		bob := e.browser()
+		e.clock.Advance(time.Second)
+		bob.authorizeWith(r, "id_token_hint", hint).signIn("bob@example.org", goodPassword)
+		if cb := bob.callback(); cb == nil || cb.Get("error") != "login_required" || strings.Contains(bob.body, `name="decision"`) {
+			t.Errorf("Bob signing in for Alice's hint at a client that asks consent: %d %v %s; want login_required, "+
+				"no consent page", bob.last.StatusCode, cb, bob.body)
 		}
 	})
 }

@@ -119,17 +119,84 @@ func TestRevocationEndsTheClientsSession(t *testing.T) {
 		if status, _, _ := e.revoke(form, ""); status != 200 {
 			t.Errorf("revoking it again: %d, want 200", status)
 		}
-		n := 0
-		for _, ev := range e.events(u) {
-			if ev == string(authd.EventLogout) {
-				n++
-			}
+		// A refresh token rotated out ends its session too, and says so.
+		mine = e.offlineTokens(r, "rita@example.org")
+		if !r.refreshes(mine.RefreshToken) {
+			t.Fatal("no rotation")
 		}
-		if n != 2 {
-			t.Errorf("%d logout rows, want 2 (one per session ended): %v", n, e.events(u))
+		if status, _, _ := e.revoke(url.Values{"token": {mine.RefreshToken}}, auth); status != 200 {
+			t.Fatalf("revoking a rotated-out refresh token: %d", status)
+		}
+		if e.me(mine.AccessToken) != http.StatusUnauthorized {
+			t.Error("the rotated-out refresh token's session goes on")
+		}
+		results := e.results(u)
+		if n := count(results, "logout/success"); n != 3 {
+			t.Errorf("%d logouts, want 3 (one per session ended): %v", n, results)
+		}
+		if n := count(results, "logout/failure"); n != 4 { // the other client's and authd's own tokens
+			t.Errorf("%d refused revocations logged, want 4: %v", n, results)
+		}
+		if last := e.lastLog(u, authd.EventLogout, authd.ResultSuccess); last.AdditionalContext["rotated"] != true ||
+			last.AdditionalContext["token_revoked"] != true {
+			t.Errorf("the rotated-out token's logout row: %v", last.AdditionalContext)
 		}
 		if !ro.refreshes(theirs.RefreshToken) {
 			t.Error("the other client's session ended with this client's")
+		}
+	})
+}
+
+func count(list []string, s string) int {
+	n := 0
+	for _, v := range list {
+		if v == s {
+			n++
+		}
+	}
+	return n
+}
+
+// lastLog is u's newest security-log row of event and result.
+func (e *env) lastLog(u *authd.User, event authd.EventType, result authd.Result) *authd.SecurityLog {
+	e.t.Helper()
+	logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: u.ID, Limit: 200})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, l := range logs {
+		if l.EventType == event && l.Result == result {
+			return l
+		}
+	}
+	e.t.Fatalf("no %s/%s row", event, result)
+	return nil
+}
+
+// TestRevocationByAPublicClient: a public client authenticates with its
+// id alone, which is no secret, and an access token reaches every
+// resource server: it may revoke its refresh token (the session ends),
+// never an access token (400 unsupported_token_type, nothing ends).
+func TestRevocationByAPublicClient(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("pia@example.org")
+		c, _ := e.client("spa", authd.ClientPublic, true)
+		r := e.rp(c, "", gooidc.ScopeOfflineAccess)
+		tok := e.offlineTokens(r, "pia@example.org")
+		form := url.Values{"token": {tok.AccessToken}, "client_id": {c.ID}}
+		if status, body, code := e.revoke(form, ""); status != 400 || code != "unsupported_token_type" {
+			t.Errorf("a public client revoking an access token: %d %s; want 400 unsupported_token_type", status, body)
+		}
+		if e.me(tok.AccessToken) != http.StatusOK || !r.refreshes(tok.RefreshToken) {
+			t.Fatal("a public client's access-token revocation ended the session")
+		}
+		tok = e.offlineTokens(r, "pia@example.org")
+		form.Set("token", tok.RefreshToken)
+		if status, body, _ := e.revoke(form, ""); status != 200 {
+			t.Errorf("a public client revoking its refresh token: %d %s", status, body)
+		}
+		if e.me(tok.AccessToken) != http.StatusUnauthorized || r.refreshes(tok.RefreshToken) {
+			t.Error("the public client's revoked refresh token's session goes on")
 		}
 	})
 }

@@ -186,7 +186,12 @@ func (s *server) RefreshToken(ctx context.Context, r *op.ClientRequest[oidc.Refr
 // token_type_hint says (a wrong hint is ignored, §2.1). Any other token is
 // answered alike, 200 with no body (§2.2).
 func (s *server) Revocation(ctx context.Context, r *op.ClientRequest[oidc.RevocationRequest]) (*op.Response, error) {
-	if err := s.p.svc.RevokeClientToken(ctx, client(ctx), r.Client.GetID(), r.Data.Token); err != nil {
+	err := s.p.svc.RevokeClientToken(ctx, client(ctx), r.Client.(opClient).c, r.Data.Token)
+	if errors.Is(err, authd.ErrPublicAccessRevocation) {
+		return nil, &oidc.Error{ErrorType: "unsupported_token_type", Description: "a public client revokes its " +
+			"refresh token; an access token is not revoked on a public client's word"}
+	}
+	if err != nil {
 		return nil, tokenError(ctx, err)
 	}
 	return op.NewResponse(nil), nil
@@ -236,6 +241,7 @@ func tokenError(ctx context.Context, err error) error {
 		return op.NewStatusError(oidc.ErrInvalidRequest().WithDescription("too many requests; try again later"),
 			http.StatusTooManyRequests)
 	case authd.EUnavailable:
+		setHeader(ctx, "Retry-After", strconv.Itoa(max(authd.RetryAfterSeconds(err), 1)))
 		return op.NewStatusError(oidc.ErrServerError().WithDescription("temporarily unavailable; try again later"),
 			http.StatusServiceUnavailable)
 	}

@@ -109,6 +109,21 @@ type IDHint struct {
 	Subject, Audience, SessionID string
 }
 
+// HintSubject is the sub an ID token claims, unverified: what an
+// id_token_hint authd cannot verify (its key rotated away) still says of
+// the user it means, which may narrow who finishes a request, never widen
+// it. ok is false for what is no JWT with a sub.
+func HintSubject(raw string) (sub string, ok bool) {
+	if !compact(raw) {
+		return "", false
+	}
+	var c idClaims
+	if _, _, err := jwt.NewParser().ParseUnverified(raw, &c); err != nil || c.Subject == "" {
+		return "", false
+	}
+	return c.Subject, true
+}
+
 // ParseIDHint checks an ID token this keyring signed for issuer, as an
 // id_token_hint: signature, algorithm, known key and issuer, but not its
 // expiry (a relying party logs out with the ID token it kept, OpenID

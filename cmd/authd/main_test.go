@@ -487,17 +487,35 @@ func TestServeWarnsOfUnknownSettings(t *testing.T) {
 
 // TestServeWarnsOfAClientNamedAsTheAudience: a client made before
 // AUTHD_AUDIENCE took its id (creating one is refused) gets an error in
-// serve's log, since its ID tokens carry the access tokens' aud.
+// serve's log, since its ID tokens carry the access tokens' aud, and the
+// token endpoint refuses it (401 invalid_client): no ID token is issued.
 func TestServeWarnsOfAClientNamedAsTheAudience(t *testing.T) {
 	t.Parallel()
 	env := sqliteEnv(t)
-	if code, _, stderr := runCLI(t, env, "clients", "create", "--id", "api.example.org", "--name", "API", "--type",
-		"confidential", "--redirect-uri", "https://api.example.org/cb"); code != exitOK {
-		t.Fatalf("clients create: %d %s", code, stderr)
+	code, stdout, stderr := runCLI(t, env, "clients", "create", "--json", "--id", "api.example.org", "--name", "API",
+		"--type", "confidential", "--redirect-uri", "https://api.example.org/cb")
+	var created struct {
+		Secret string `json:"client_secret"`
+	}
+	if code != exitOK || json.Unmarshal([]byte(stdout), &created) != nil || created.Secret == "" {
+		t.Fatalf("clients create: %d %s %s", code, stdout, stderr)
 	}
 	env["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
 	env["AUTHD_AUDIENCE"] = "api.example.org"
 	s := startServe(t, env)
+	req, _ := http.NewRequest("POST", s.url+"/oauth2/token",
+		strings.NewReader("grant_type=refresh_token&refresh_token=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth("api.example.org", created.Secret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(body), "invalid_client") {
+		t.Errorf("the token endpoint for a client named as the audience: %d %s; want 401 invalid_client", resp.StatusCode, body)
+	}
 	s.stop(t)
 	if logs := s.stderr.String(); !strings.Contains(logs, "an OpenID client's id is AUTHD_AUDIENCE") ||
 		!strings.Contains(logs, "client_id=api.example.org") {
