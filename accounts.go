@@ -189,7 +189,7 @@ func (s *Service) VerifyEmail(ctx context.Context, c Client, token, password str
 	}
 	if err == nil && v.NewEmail != "" {
 		if checked, attempt, err = s.checkChangeLink(ctx, c, v, password, proof); err != nil {
-			return v.NewEmail, err
+			return v.NewEmail, s.spentIfLast(ctx, c, v.Token, attempt, err)
 		}
 	}
 	var user uuid.UUID
@@ -267,6 +267,9 @@ func (s *Service) VerifyEmail(ctx context.Context, c Client, token, password str
 			return newEmail, lerr
 		}
 		err = errEmailTaken
+	}
+	if checked != nil {
+		err = s.spentIfLast(ctx, c, v.Token, attempt, err)
 	}
 	if err != nil && checked != nil {
 		// A change link refused past its password (a wrong code, a lock):

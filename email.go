@@ -212,8 +212,8 @@ func (s *Service) moveAddress(ctx context.Context, tx *txn, u *User, newEmail st
 }
 
 // linkPasswordAttempts is how many password checks a link that moves an
-// account allows: a wrong password on the last voids it, and the owner
-// hears of it. They count on the link, not toward the account's lock:
+// account allows: the last voids it when it fails, whatever refused it
+// (spentIfLast), and the owner hears of it. They count on the link, not toward the account's lock:
 // whoever holds the new mailbox, a mistyped address's owner say, could
 // otherwise lock the account again and again for the link's 24 hours. Each
 // is counted before its hash (reserveLinkAttempt), so that parallel
@@ -245,7 +245,7 @@ var (
 	errLinkVoided = &Error{Code: EInvalidToken,
 		Message: "The password is incorrect, and this link is now void after too many attempts; ask for the change again."}
 	errLinkSpent = &Error{Code: EInvalidToken,
-		Message: "This link is void after too many password attempts; ask for the change again."}
+		Message: "This link is now void after too many password attempts; ask for the change again."}
 	errLinkFactorVoided = &Error{Code: EInvalidToken,
 		Message: "The second factor was not proved, and this link is now void after too many attempts; ask for the change again."}
 )
@@ -298,7 +298,7 @@ func (s *Service) checkChangeLink(ctx context.Context, c Client, v *Verification
 		}
 	}
 	u, ok, err := s.passwordAgain(ctx, c, v.UserID, password, EventEmailChanged, func() (err error) {
-		attempt, err = s.reserveLinkAttempt(ctx, c, v.Token)
+		attempt, err = s.reserveLinkAttempt(ctx, v.Token)
 		return err
 	})
 	if err != nil && attempt > 0 {
@@ -365,22 +365,61 @@ func (s *Service) limitLinkPasswords(ctx context.Context, c Client, v *Verificat
 		Message: "Too many password attempts at links to this address today; try again later."}
 }
 
+// errLinkBusy refuses a password check at a change link whose attempts
+// are all taken by checks still under way: one of them may yet follow the
+// link (a user who sent the form several times), and the last of them
+// voids it if it fails (endSpentLink).
+var errLinkBusy = &Error{Code: ERateLimited, RetryAfter: time.Second,
+	Message: "This link's password attempts are all being checked; try again in a moment."}
+
 // reserveLinkAttempt counts a password check on the change link of digest
 // before the password is hashed, and returns its number. With none left
-// (the checks in flight took them, or a right password failed on a lock),
-// the link is voided at once (errLinkSpent).
-func (s *Service) reserveLinkAttempt(ctx context.Context, c Client, digest string) (int, error) {
+// it refuses (errLinkBusy) and voids nothing: the attempt that took the
+// last one decides, voiding the link whatever made it fail (endSpentLink).
+func (s *Service) reserveLinkAttempt(ctx context.Context, digest string) (int, error) {
 	attempt := 0
 	err := s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
-		v, err := changeLink(ctx, tx, digest, now)
+		v, err := changeLink(ctx, tx, digest, s.now())
 		if err != nil {
 			return err
 		}
-		if v.Attempts < linkPasswordAttempts {
-			v.Attempts++
-			attempt = v.Attempts
-			return tx.SetVerificationAttempts(ctx, v)
+		if v.Attempts >= linkPasswordAttempts {
+			return errLinkBusy
+		}
+		v.Attempts++
+		attempt = v.Attempts
+		return tx.SetVerificationAttempts(ctx, v)
+	})
+	if err != nil {
+		return 0, err
+	}
+	return attempt, nil
+}
+
+// spentIfLast is err, the refusal of a change link's password attempt
+// number attempt, once the link is void if that was its last attempt
+// (endSpentLink) and the refusal voided nothing itself.
+func (s *Service) spentIfLast(ctx context.Context, c Client, digest string, attempt int, err error) error {
+	if err == nil || attempt < linkPasswordAttempts || LinkVoided(err) {
+		return err
+	}
+	return s.endSpentLink(ctx, c, digest, err)
+}
+
+// endSpentLink voids the change link of digest whose last attempt failed
+// on something that voids nothing by itself (a lock that overtook it, an
+// address registered meanwhile, the day's budget), and tells the owner, as
+// a wrong password on it would: a link with no attempt left must not stay
+// (its owner untold) until it expires. An attempt given back (the busy
+// workers' refund) leaves the link as it is. answer is the attempt's
+// refusal; the one returned says the link is void too.
+func (s *Service) endSpentLink(ctx context.Context, c Client, digest string, answer error) error {
+	voided := false
+	err := s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		v, err := changeLink(ctx, tx, digest, now)
+		if err != nil || v.Attempts < linkPasswordAttempts {
+			return err
 		}
 		u, err := tx.User(ctx, v.UserID)
 		if err != nil {
@@ -389,13 +428,20 @@ func (s *Service) reserveLinkAttempt(ctx context.Context, c Client, digest strin
 		if err := s.voidChangeLink(ctx, tx, u, v, now); err != nil {
 			return err
 		}
-		return tx.refuse(ctx, s.audit(now, c, EventEmailChanged, ResultFailure, u.ID, "no password attempts left",
-			map[string]any{"link_attempts": v.Attempts, "link_voided": true}), errLinkSpent)
+		voided = true
+		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventEmailChanged, ResultFailure, u.ID, "no password attempts left",
+			map[string]any{"link_attempts": v.Attempts, "link_voided": true}))
 	})
-	if err != nil {
-		return 0, err
+	switch {
+	case err != nil && ErrorCode(err) != EInvalidToken:
+		s.logger.WarnContext(ctx, "a change link with no password attempt left could not be voided", "err", err)
+		return answer
+	case !voided, ErrorCode(answer) == ERateLimited: // the budget's answer says more
+		return answer
+	case ErrorCode(answer) == EAccountLocked:
+		return linkVoidedUnderLock(answer)
 	}
-	return attempt, nil
+	return errLinkSpent
 }
 
 // ceremonyOpen reads, without taking it, the ceremony a passkey assertion

@@ -618,7 +618,8 @@ func (g *armedGate) Verify(ctx context.Context, pw, hash string) (bool, bool, er
 // confirmation's password is checked refuses it (423) without spending the
 // link, a wrong password as a right one, so a right password among guesses
 // that locked the account is not told apart; once the lock is lifted the
-// link moves the account.
+// link moves the account. On the link's last attempt the lock voids it,
+// and says so, and the owner is told, as a wrong password would.
 func TestEmailChangeConfirmationAcrossALock(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		g := &armedGate{}
@@ -626,7 +627,7 @@ func TestEmailChangeConfirmationAcrossALock(t *testing.T) {
 		const email = "racing@example.org"
 		_, link := e.pendingChange(email, "raced@example.net")
 
-		overtaken := func(password string) response {
+		overtaken := func(link, email, password string) response {
 			t.Helper()
 			g.entered, g.release = make(chan struct{}), make(chan struct{})
 			g.armed.Store(true)
@@ -642,13 +643,31 @@ func TestEmailChangeConfirmationAcrossALock(t *testing.T) {
 			close(g.release)
 			return <-done
 		}
-		want(t, "a wrong password overtaken by a lock", overtaken("not the password at all"), 423, "account_locked")
+		want(t, "a wrong password overtaken by a lock", overtaken(link, email, "not the password at all"), 423, "account_locked")
 		e.clock.Advance(16 * time.Minute)
-		want(t, "the right password overtaken by a lock", overtaken(goodPassword), 423, "account_locked")
+		want(t, "the right password overtaken by a lock", overtaken(link, email, goodPassword), 423, "account_locked")
 
 		e.clock.Advance(16 * time.Minute) // the lock runs out
 		want(t, "the link after the lock", e.follow(link, goodPassword), 200, "")
 		e.user("raced@example.net")
+
+		// The last attempt overtaken by a lock: the link is void now.
+		access, _ := e.login("raced@example.net", goodPassword)
+		want(t, "request again", e.changeEmail(access, "raced@example.com", goodPassword), 202, "")
+		link = e.changeLink("raced@example.com")
+		for range 4 {
+			want(t, "a wrong password", e.follow(link, "not the password at all"), 401, "invalid_credentials")
+		}
+		r := overtaken(link, "raced@example.net", goodPassword)
+		want(t, "the last attempt overtaken by a lock", r, 423, "account_locked")
+		if !strings.Contains(r.str("detail"), "now void") {
+			t.Errorf("the last attempt overtaken by a lock does not say the link is void: %s", r.raw)
+		}
+		if n := e.mail.last(t, authd.MailEmailChangeNotice, "raced@example.net"); !n.Voided {
+			t.Errorf("the owner's notice: %+v", n)
+		}
+		e.clock.Advance(16 * time.Minute)
+		want(t, "the link after the lock", e.follow(link, goodPassword), 400, "invalid_token")
 	})
 }
 
@@ -1026,9 +1045,9 @@ func (g *holdingGate) Verify(ctx context.Context, pw, hash string) (bool, bool, 
 
 // TestEmailChangeLinkAttemptsInParallel: the link's password attempts are
 // counted before the hash, so guesses sent at once cannot pass the bound:
-// of eight, five are checked and three refused unchecked, the first of
-// which voids the link; the five then find it gone. The void and each
-// checked guess are logged.
+// of eight, five are checked and three refused unchecked (429: all being
+// checked), voiding nothing; the fifth checked voids the link. Each
+// checked guess is logged, and the owner told once.
 func TestEmailChangeLinkAttemptsInParallel(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		g := &holdingGate{entered: make(chan struct{}, 16), release: make(chan struct{})}
@@ -1060,23 +1079,31 @@ func TestEmailChangeLinkAttemptsInParallel(t *testing.T) {
 				t.Fatalf("%d password checks began, want 5", i)
 			}
 		}
-		voided := 0
 		for range 3 {
 			r := answer()
-			want(t, "a guess past the bound", r, 400, "invalid_token")
-			if strings.Contains(r.str("detail"), "too many password attempts") {
-				voided++
+			want(t, "a guess past the bound", r, 429, "rate_limited")
+			if r.header.Get("Retry-After") != "1" {
+				t.Errorf("a guess past the bound: Retry-After %q, want 1", r.header.Get("Retry-After"))
 			}
-		}
-		if voided != 1 { // the first voids the link; the others find it gone
-			t.Errorf("%d guesses past the bound voided the link, want 1", voided)
 		}
 		if n := len(g.entered); n != 0 {
 			t.Errorf("%d more password checks began past the bound", n)
 		}
 		release()
+		// The fifth voids the link; the others are told their password is
+		// wrong, or, answered after the void, that the link is gone.
+		voided := 0
 		for range 5 {
-			want(t, "a checked guess, the link gone", answer(), 400, "invalid_token")
+			switch r := answer(); {
+			case r.status == 400 && strings.Contains(r.str("detail"), "now void"):
+				voided++
+			case r.status == 401, r.status == 400 && r.code() == "invalid_token":
+			default:
+				t.Errorf("a checked guess: %d %s", r.status, r.raw)
+			}
+		}
+		if voided != 1 {
+			t.Errorf("%d checked guesses voided the link, want 1", voided)
 		}
 		g.armed.Store(false)
 		want(t, "the right password after", e.follow(link, goodPassword), 400, "invalid_token")
@@ -1085,8 +1112,60 @@ func TestEmailChangeLinkAttemptsInParallel(t *testing.T) {
 			t.Errorf("%d notices to the old address, want 2", n)
 		}
 		n := e.eventCount(email, "email_changed/failure")
-		if n != 6 { // the void, the five checked guesses
-			t.Errorf("%d email_changed failures logged, want 6: %v", n, e.events(email))
+		if n != 5 { // the five checked guesses, the last with its void
+			t.Errorf("%d email_changed failures logged, want 5: %v", n, e.events(email))
+		}
+	})
+}
+
+// TestEmailChangeLinkRightPasswordsInParallel: a user who sends the form
+// several times at once, with the right password, is not refused by their
+// own link: past the five attempts the extra ones wait (429), one check
+// moves the account, and the link is not voided nor the owner told of a
+// void.
+func TestEmailChangeLinkRightPasswordsInParallel(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		g := &holdingGate{entered: make(chan struct{}, 16), release: make(chan struct{})}
+		e := newEnv(t, open(t), withPasswords(func(p authd.Passwords) authd.Passwords { g.Passwords = p; return g }))
+		const email = "eager@example.org"
+		_, link := e.pendingChange(email, "eager@example.net")
+		g.armed.Store(true)
+		release := sync.OnceFunc(func() { close(g.release) })
+		t.Cleanup(release)
+		answers := make(chan response, 6)
+		for range 6 {
+			go func() { answers <- e.follow(link, goodPassword) }()
+		}
+		for i := range 5 {
+			select {
+			case <-g.entered:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%d password checks began, want 5", i)
+			}
+		}
+		statuses := map[int]int{}
+		got := func() {
+			t.Helper()
+			select {
+			case r := <-answers:
+				statuses[r.status]++
+			case <-time.After(10 * time.Second):
+				t.Fatal("no answer")
+			}
+		}
+		got() // the sixth, refused while the five are checked
+		release()
+		for range 5 {
+			got()
+		}
+		if statuses[200] != 1 || statuses[429] != 1 || statuses[400] != 4 {
+			t.Errorf("six right passwords at once: %v; want one 200, one 429, four 400 (the link used)", statuses)
+		}
+		e.user("eager@example.net")
+		// The request's notice and the move's; no void's.
+		if n, last := e.mail.count(authd.MailEmailChangeNotice, email), e.mail.last(t, authd.MailEmailChangeNotice, email); n != 2 ||
+			!last.Done || last.Voided {
+			t.Errorf("%d notices to the old address, the last %+v; want 2, the move's", n, last)
 		}
 	})
 }
