@@ -297,10 +297,21 @@ func (s *Service) checkChangeLink(ctx context.Context, c Client, v *Verification
 			return nil, 0, err
 		}
 	}
+	reserved := false
 	u, ok, err := s.passwordAgain(ctx, c, v.UserID, password, EventEmailChanged, func() (err error) {
 		attempt, err = s.reserveLinkAttempt(ctx, v.Token)
+		reserved = true
 		return err
 	})
+	if reserved && ErrorCode(err) == EInvalidToken {
+		// The link died (used, voided) since it was read: the try is
+		// logged on the account, as a wrong password that finds it gone
+		// is (link_gone).
+		if lerr := s.logEvent(ctx, s.audit(s.now(), c, EventEmailChanged, ResultFailure, v.UserID,
+			"link gone before its password was checked", map[string]any{"link_gone": true})); lerr != nil {
+			return nil, 0, lerr
+		}
+	}
 	if err != nil && attempt > 0 {
 		// No password was checked (the hashing workers were busy): the
 		// attempt goes back, lest a flood of logins spend the owner's.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/authd/authd"
+	"github.com/google/uuid"
 )
 
 // changeEmail asks to move the token's account to newEmail with pw.
@@ -576,6 +577,44 @@ func (s blindStore) InTx(ctx context.Context, fn func(authd.Queries) error) erro
 type blindQueries struct{ authd.Queries }
 
 func (blindQueries) EmailTaken(context.Context, string) (bool, error) { return false, nil }
+
+// cancellingStore cancels the user's pending address change the first
+// time the user is read outside a transaction once armed: between the
+// link's first read and the reservation of its password attempt.
+type cancellingStore struct {
+	authd.Store
+	armed atomic.Bool
+}
+
+func (s *cancellingStore) User(ctx context.Context, id uuid.UUID) (*authd.User, error) {
+	if s.armed.CompareAndSwap(true, false) {
+		if err := s.Store.DeleteEmailChanges(ctx, id); err != nil {
+			return nil, err
+		}
+	}
+	return s.Store.User(ctx, id)
+}
+
+// TestEmailChangeLinkGoneBeforeItsCheck: a link that dies between its
+// first read and its password check (a cancel, a void) refuses the check
+// unchecked, and the try is logged on the account.
+func TestEmailChangeLinkGoneBeforeItsCheck(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		st := &cancellingStore{Store: open(t)}
+		e := newEnv(t, st)
+		const email = "gone@example.org"
+		_, link := e.pendingChange(email, "gone@example.net")
+		before := e.eventCount(email, "email_changed/failure")
+		st.armed.Store(true)
+		want(t, "the link cancelled under its check", e.follow(link, goodPassword), 400, "invalid_token")
+		if st.armed.Load() {
+			t.Fatal("the store's hook never ran")
+		}
+		if n := e.eventCount(email, "email_changed/failure") - before; n != 1 {
+			t.Errorf("%d rows for the try, want 1: %v", n, e.events(email))
+		}
+	})
+}
 
 // TestEmailChangeRacesRegistration: a registration that commits between
 // the change's check of the address and its write makes the change roll
