@@ -260,11 +260,15 @@ func (s *Service) VerifyEmail(ctx context.Context, c Client, token, password str
 	})
 	if newEmail != "" && ErrorCode(err) == EConflict && !errors.Is(err, errEmailTaken) {
 		// The unique index refused the new address, registered while the
-		// change was made: its transaction rolled back (the link unused,
-		// refused the next time), and the refusal is logged on its own.
+		// change was made: its transaction rolled back, so the refusal is
+		// logged, and the link spent, on their own, as refuseIfTaken
+		// would have (not voided as if its attempts had run out).
 		if lerr := s.logEvent(ctx, s.audit(s.now(), c, EventEmailChanged, ResultFailure, user,
 			"email already registered", nil)); lerr != nil {
 			return newEmail, lerr
+		}
+		if serr := s.spendChangeLink(ctx, v.Token); serr != nil {
+			return newEmail, serr
 		}
 		err = errEmailTaken
 	}

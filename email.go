@@ -122,6 +122,24 @@ func (s *Service) voidEmailChange(ctx context.Context, tx *txn, u *User) error {
 	return tx.WithdrawMails(ctx, u.ID, MailEmailChange)
 }
 
+// spendChangeLink marks the change link of digest used, if it is still
+// usable.
+func (s *Service) spendChangeLink(ctx context.Context, digest string) error {
+	err := s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		v, err := changeLink(ctx, tx, digest, now)
+		if err != nil {
+			return err
+		}
+		v.Used, v.UsedAt = true, now
+		return tx.UseVerificationToken(ctx, v)
+	})
+	if ErrorCode(err) == EInvalidToken {
+		return nil
+	}
+	return err
+}
+
 // refuseIfTaken refuses, in tx, the change link v of u (locked) when its
 // address got an account since the link was mailed: the link is spent and
 // the account keeps its address (EConflict). It is asked before the second
@@ -297,9 +315,14 @@ func (s *Service) checkChangeLink(ctx context.Context, c Client, v *Verification
 			return nil, 0, err
 		}
 	}
+	if checksUnderWay(v, s.now()) {
+		// Asked before passwordAgain, which would spend the owner's
+		// re-authentication budget on a check that cannot be made.
+		return nil, 0, errLinkBusy
+	}
 	reserved := false
 	u, ok, err := s.passwordAgain(ctx, c, v.UserID, password, EventEmailChanged, func() (err error) {
-		attempt, err = s.reserveLinkAttempt(ctx, v.Token)
+		attempt, err = s.reserveLinkAttempt(ctx, c, v.Token)
 		reserved = true
 		return err
 	})
@@ -314,8 +337,11 @@ func (s *Service) checkChangeLink(ctx context.Context, c Client, v *Verification
 	}
 	if err != nil && attempt > 0 {
 		// No password was checked (the hashing workers were busy): the
-		// attempt goes back, lest a flood of logins spend the owner's.
+		// attempt goes back, lest a flood of logins spend the owner's,
+		// and is no attempt (spentIfLast must not take it for the last:
+		// another check may hold that number now).
 		s.refundLinkAttempt(ctx, v.Token)
+		attempt = 0
 	}
 	if err != nil {
 		return nil, attempt, err
@@ -383,21 +409,40 @@ func (s *Service) limitLinkPasswords(ctx context.Context, c Client, v *Verificat
 var errLinkBusy = &Error{Code: ERateLimited, RetryAfter: time.Second,
 	Message: "This link's password attempts are all being checked; try again in a moment."}
 
+// linkCheckLimit is longer than any password check at a change link can
+// take (its flow is detached for detachedFlowTimeout): a link whose last
+// attempt was reserved longer ago than this, and never decided, is spent.
+const linkCheckLimit = 2 * detachedFlowTimeout
+
+// checksUnderWay reports whether v's attempts are all taken by checks that
+// may still be under way (errLinkBusy), rather than spent.
+func checksUnderWay(v *VerificationToken, now time.Time) bool {
+	return v.Attempts >= linkPasswordAttempts && now.Sub(v.AttemptedAt) <= linkCheckLimit
+}
+
 // reserveLinkAttempt counts a password check on the change link of digest
 // before the password is hashed, and returns its number. With none left
-// it refuses (errLinkBusy) and voids nothing: the attempt that took the
-// last one decides, voiding the link whatever made it fail (endSpentLink).
-func (s *Service) reserveLinkAttempt(ctx context.Context, digest string) (int, error) {
+// it refuses (errLinkBusy) and voids nothing, while the checks that took
+// them may be under way: the attempt that took the last decides, voiding
+// the link whatever made it fail (endSpentLink). Past linkCheckLimit the
+// last check never decided (its process died, the database went away):
+// the link is void now (errLinkSpent), the owner told.
+func (s *Service) reserveLinkAttempt(ctx context.Context, c Client, digest string) (int, error) {
 	attempt := 0
 	err := s.inTx(ctx, func(tx *txn) error {
-		v, err := changeLink(ctx, tx, digest, s.now())
+		now := s.now()
+		v, err := changeLink(ctx, tx, digest, now)
 		if err != nil {
 			return err
 		}
-		if v.Attempts >= linkPasswordAttempts {
+		if checksUnderWay(v, now) {
 			return errLinkBusy
 		}
+		if v.Attempts >= linkPasswordAttempts {
+			return s.voidSpentLink(ctx, tx, c, v, now, errLinkSpent)
+		}
 		v.Attempts++
+		v.AttemptedAt = now
 		attempt = v.Attempts
 		return tx.SetVerificationAttempts(ctx, v)
 	})
@@ -411,20 +456,26 @@ func (s *Service) reserveLinkAttempt(ctx context.Context, digest string) (int, e
 // number attempt, once the link is void if that was its last attempt
 // (endSpentLink) and the refusal voided nothing itself.
 func (s *Service) spentIfLast(ctx context.Context, c Client, digest string, attempt int, err error) error {
-	if err == nil || attempt < linkPasswordAttempts || LinkVoided(err) {
+	// An outage's refusal (503: a serialization failure, the database
+	// away) decides nothing: the link waits, and a check after
+	// linkCheckLimit ends it if need be (reserveLinkAttempt).
+	if err == nil || attempt < linkPasswordAttempts || LinkVoided(err) || ErrorCode(err) == EUnavailable {
 		return err
 	}
 	return s.endSpentLink(ctx, c, digest, err)
 }
 
 // endSpentLink voids the change link of digest whose last attempt failed
-// on something that voids nothing by itself (a lock that overtook it, an
-// address registered meanwhile, the day's budget), and tells the owner, as
-// a wrong password on it would: a link with no attempt left must not stay
-// (its owner untold) until it expires. An attempt given back (the busy
-// workers' refund) leaves the link as it is. answer is the attempt's
-// refusal; the one returned says the link is void too.
+// on something that voids nothing by itself (a lock that overtook it, the
+// day's budget), and tells the owner, as a wrong password on it would: a
+// link with no attempt left must not stay (its owner untold) until it
+// expires. An attempt given back (the busy workers' refund) leaves the
+// link as it is. answer is the attempt's refusal; the one returned says
+// the link is void too. It runs on a context of its own: the flow's may
+// have run out, which must not leave the link undecided.
 func (s *Service) endSpentLink(ctx context.Context, c Client, digest string, answer error) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), repairTimeout)
+	defer cancel()
 	voided := false
 	err := s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
@@ -432,28 +483,49 @@ func (s *Service) endSpentLink(ctx context.Context, c Client, digest string, ans
 		if err != nil || v.Attempts < linkPasswordAttempts {
 			return err
 		}
-		u, err := tx.User(ctx, v.UserID)
-		if err != nil {
-			return err
-		}
-		if err := s.voidChangeLink(ctx, tx, u, v, now); err != nil {
-			return err
-		}
 		voided = true
-		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventEmailChanged, ResultFailure, u.ID, "no password attempts left",
-			map[string]any{"link_attempts": v.Attempts, "link_voided": true}))
+		return s.voidSpentLink(ctx, tx, c, v, now, nil)
 	})
 	switch {
 	case err != nil && ErrorCode(err) != EInvalidToken:
 		s.logger.WarnContext(ctx, "a change link with no password attempt left could not be voided", "err", err)
 		return answer
-	case !voided, ErrorCode(answer) == ERateLimited: // the budget's answer says more
+	case !voided:
 		return answer
-	case ErrorCode(answer) == EAccountLocked:
+	}
+	// A lock's or the budget's answer stays, saying the link is void too.
+	switch e, _ := errors.AsType[*Error](answer); ErrorCode(answer) {
+	case EAccountLocked:
 		return linkVoidedUnderLock(answer)
+	case ERateLimited:
+		return &Error{Code: ERateLimited, RetryAfter: e.RetryAfter, Err: errLinkSpent,
+			Message: "Too many password attempts at links to this address today, and this link is now void; ask for the change again."}
 	}
 	return errLinkSpent
 }
+
+// voidSpentLink voids v, a change link with no password attempt left, in
+// tx, tells the owner, and logs it on the account; refused, when not nil,
+// is the answer (tx.refuse: the void commits).
+func (s *Service) voidSpentLink(ctx context.Context, tx *txn, c Client, v *VerificationToken, now time.Time, refused error) error {
+	u, err := tx.User(ctx, v.UserID)
+	if err != nil {
+		return err
+	}
+	if err := s.voidChangeLink(ctx, tx, u, v, now); err != nil {
+		return err
+	}
+	l := s.audit(now, c, EventEmailChanged, ResultFailure, u.ID, "no password attempts left",
+		map[string]any{"link_attempts": v.Attempts, "link_voided": true})
+	if refused != nil {
+		return tx.refuse(ctx, l, refused)
+	}
+	return tx.CreateSecurityLog(ctx, l)
+}
+
+// repairTimeout bounds the work that must follow a flow whose own context
+// may have run out (a change link's refund or void).
+const repairTimeout = 10 * time.Second
 
 // ceremonyOpen reads, without taking it, the ceremony a passkey assertion
 // (of a possible shape) answers: errCeremonyGone unless it is an open
@@ -486,6 +558,8 @@ func (s *Service) ceremonyOpen(ctx context.Context, user uuid.UUID, assertion []
 // password that was not checked. Best effort: a failure leaves the attempt
 // spent (logged), which keeps the bound.
 func (s *Service) refundLinkAttempt(ctx context.Context, digest string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), repairTimeout)
+	defer cancel()
 	err := s.inTx(ctx, func(tx *txn) error {
 		v, err := changeLink(ctx, tx, digest, s.now())
 		if err != nil || v.Attempts == 0 {

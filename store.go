@@ -215,8 +215,8 @@ type Queries interface {
 	VerificationToken(ctx context.Context, digest string) (*VerificationToken, error)
 	// UseVerificationToken marks v used at v.UsedAt. ENotFound when it does not exist.
 	UseVerificationToken(ctx context.Context, v *VerificationToken) error
-	// SetVerificationAttempts stores v.Attempts. ENotFound when v does
-	// not exist.
+	// SetVerificationAttempts stores v.Attempts and v.AttemptedAt.
+	// ENotFound when v does not exist.
 	SetVerificationAttempts(ctx context.Context, v *VerificationToken) error
 	// DeleteVerificationTokens deletes the user's unused tokens of the type
 	// but those that change the address (NewEmail set), voiding them when

@@ -75,7 +75,9 @@ type VerificationToken struct {
 	UsedAt    time.Time
 	// Attempts counts the password checks made with a link that moves
 	// the account (linkPasswordAttempts bound them); 0 on the others.
-	Attempts int
+	// AttemptedAt is when the last of them was reserved (zero: none).
+	Attempts    int
+	AttemptedAt time.Time
 }
 
 // Usable reports whether the token can still be redeemed at now.

@@ -616,6 +616,70 @@ func TestEmailChangeLinkGoneBeforeItsCheck(t *testing.T) {
 	})
 }
 
+// failingUseStore fails, once armed, the transaction that would use a
+// verification token, as an outage (a serialization failure, the
+// database going away) would.
+type failingUseStore struct {
+	authd.Store
+	armed *atomic.Bool
+}
+
+func (s failingUseStore) InTx(ctx context.Context, fn func(authd.Queries) error) error {
+	return s.Store.InTx(ctx, func(q authd.Queries) error { return fn(failingUseQueries{q, s.armed}) })
+}
+
+type failingUseQueries struct {
+	authd.Queries
+	armed *atomic.Bool
+}
+
+func (q failingUseQueries) UseVerificationToken(ctx context.Context, v *authd.VerificationToken) error {
+	if q.armed.CompareAndSwap(true, false) {
+		return &authd.Error{Code: authd.EUnavailable, Message: "the database is unavailable"}
+	}
+	return q.Queries.UseVerificationToken(ctx, v)
+}
+
+// TestEmailChangeLinkLastCheckUndecided: a last attempt that an outage
+// cut short (503) decides nothing: the link waits (429, checks further
+// refused unchecked, the owner's re-authentication budget untouched), and
+// once longer than any check can take has passed, the next try ends it
+// and the owner is told.
+func TestEmailChangeLinkLastCheckUndecided(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		armed := &atomic.Bool{}
+		e := newEnv(t, failingUseStore{open(t), armed}, withRateLimit())
+		const email = "undecided@example.org"
+		access, link := e.pendingChange(email, "undecided@example.net")
+		for range 4 {
+			want(t, "a wrong password", e.follow(link, "not the password at all"), 401, "invalid_credentials")
+		}
+		e.clock.Advance(time.Minute) // the re-authentication budget's minute
+		armed.Store(true)
+		want(t, "the last attempt cut short", e.follow(link, goodPassword), 503, "unavailable")
+		for range 12 {
+			want(t, "a check while the last may be under way", e.follow(link, goodPassword), 429, "rate_limited")
+		}
+		want(t, "a re-authentication of the owner", e.do("POST", "/v1/users/me/mfa/totp",
+			map[string]string{"password": goodPassword}, bearer(access)...), 200, "")
+		if n := e.mail.last(t, authd.MailEmailChangeNotice, email); n.Voided {
+			t.Errorf("the link was voided while its last check may be under way: %+v", n)
+		}
+		e.clock.Advance(2 * time.Minute)
+		r := e.follow(link, goodPassword)
+		want(t, "a check long after", r, 400, "invalid_token")
+		if !strings.Contains(r.str("detail"), "now void") {
+			t.Errorf("a check long after: %s", r.raw)
+		}
+		if n := e.mail.last(t, authd.MailEmailChangeNotice, email); !n.Voided {
+			t.Errorf("the owner's notice: %+v", n)
+		}
+		if u := e.user(email); u.Email != email {
+			t.Errorf("the account moved: %s", u.Email)
+		}
+	})
+}
+
 // TestEmailChangeRacesRegistration: a registration that commits between
 // the change's check of the address and its write makes the change roll
 // back: 409, the account keeps its address and sessions, and the refusal
@@ -806,6 +870,17 @@ func TestEmailChangeLinkPasswordsAcrossLinks(t *testing.T) {
 		if n := e.eventCount(email, "email_changed/failure"); n != 13 { // 10 wrong passwords, 3 past the budget
 			t.Errorf("%d email_changed failures, want 13: %v", n, e.events(email))
 		}
+		// The link's fifth, past the budget too, voids it, and says so.
+		e.clock.Advance(time.Minute)
+		want(t, "the fourth past the budget", e.follow(link, goodPassword), 429, "rate_limited")
+		r = e.follow(link, goodPassword)
+		if r.status != 429 || !strings.Contains(r.str("detail"), "now void") {
+			t.Errorf("the link's last attempt past the budget: %d %s", r.status, r.raw)
+		}
+		if n := e.mail.last(t, authd.MailEmailChangeNotice, email); !n.Voided {
+			t.Errorf("the owner's notice: %+v", n)
+		}
+		want(t, "the link after", e.follow(link, goodPassword), 400, "invalid_token")
 		if u := e.user(email); u.FailedLoginAttempts != 0 || u.IsLocked(e.clock.Now()) {
 			t.Errorf("the links' checks touched the account's lock: %+v", u)
 		}

@@ -173,8 +173,10 @@ type exportVerification struct {
 	UsedAt    *time.Time `json:"used_at"`
 	NewEmail  *string    `json:"new_email"`
 	// Attempts: the password checks made with a link that moves the
-	// account (whoever holds the new mailbox made them).
-	Attempts int `json:"attempts"`
+	// account (whoever holds the new mailbox made them), the last at
+	// AttemptedAt.
+	Attempts    int        `json:"attempts"`
+	AttemptedAt *time.Time `json:"attempted_at"`
 }
 
 type exportMail struct {
@@ -349,7 +351,7 @@ func (x *exportWriter) userRows() authd.UserRows {
 		VerificationTokens: func(v *authd.VerificationToken) error {
 			return x.row(4, exportVerification{ID: v.ID, UserID: v.UserID, TokenType: string(v.TokenType),
 				CreatedAt: v.CreatedAt, ExpiresAt: v.ExpiresAt, Used: v.Used, UsedAt: optTime(v.UsedAt),
-				NewEmail: optString(v.NewEmail), Attempts: v.Attempts})
+				NewEmail: optString(v.NewEmail), Attempts: v.Attempts, AttemptedAt: optTime(v.AttemptedAt)})
 		},
 		SecurityLogs: func(l *authd.SecurityLog) error { return x.row(5, toSecurityLog(l)) },
 		Mails: func(m *authd.OutboxMail) error {

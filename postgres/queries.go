@@ -507,13 +507,14 @@ func (q *queries) SaveRotation(ctx context.Context, t *authd.Token, s *authd.Ses
 		t.ID, t.Revoked, nullTime(t.RevokedAt), nullTime(t.RotatedAt), s.ID, s.LastUsedAt, nullTime(s.RevokedAt))
 }
 
-const verificationColumns = `id, token, user_id, token_type, created_at, expires_at, used, used_at, new_email, attempts`
+const verificationColumns = `id, token, user_id, token_type, created_at, expires_at, used, used_at, new_email, attempts,
+	attempted_at`
 
 func (q *queries) CreateVerificationToken(ctx context.Context, v *authd.VerificationToken) error {
 	return q.write(ctx, nil, `INSERT INTO verification_tokens (`+verificationColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
 		v.ID, v.Token, v.UserID, string(v.TokenType), v.CreatedAt, v.ExpiresAt, v.Used, nullTime(v.UsedAt),
-		nullString(v.NewEmail), v.Attempts)
+		nullString(v.NewEmail), v.Attempts, nullTime(v.AttemptedAt))
 }
 
 // VerificationToken implements authd.Queries: see ownedRow for the locks.
@@ -524,17 +525,17 @@ func (q *queries) VerificationToken(ctx context.Context, digest string) (*authd.
 func scanVerification(row pgx.Row) (*authd.VerificationToken, error) {
 	var v authd.VerificationToken
 	var typ string
-	var usedAt *time.Time
+	var usedAt, attemptedAt *time.Time
 	var newEmail *string
 	err := row.Scan(&v.ID, &v.Token, &v.UserID, &typ, &v.CreatedAt, &v.ExpiresAt, &v.Used, &usedAt, &newEmail,
-		&v.Attempts)
+		&v.Attempts, &attemptedAt)
 	if err != nil {
 		return nil, translate(err)
 	}
 	if v.TokenType, err = authd.ParseVerificationType(typ); err != nil {
 		return nil, fmt.Errorf("postgres: verification token %s: %w", v.ID, err)
 	}
-	v.UsedAt, v.NewEmail = value(usedAt), value(newEmail)
+	v.UsedAt, v.NewEmail, v.AttemptedAt = value(usedAt), value(newEmail), value(attemptedAt)
 	return &v, nil
 }
 
@@ -792,8 +793,8 @@ func (q *queries) UseVerificationToken(ctx context.Context, v *authd.Verificatio
 }
 
 func (q *queries) SetVerificationAttempts(ctx context.Context, v *authd.VerificationToken) error {
-	return q.write(ctx, mustAffect("verification token"), `UPDATE verification_tokens SET attempts = $2 WHERE id = $1`,
-		v.ID, v.Attempts)
+	return q.write(ctx, mustAffect("verification token"), `UPDATE verification_tokens SET attempts = $2, attempted_at = $3 WHERE id = $1`,
+		v.ID, v.Attempts, nullTime(v.AttemptedAt))
 }
 
 func (q *queries) DeleteVerificationTokens(ctx context.Context, userID uuid.UUID, typ authd.VerificationType) error {

@@ -166,13 +166,14 @@ func scanToken(row scanner) (*authd.Token, error) {
 	return &t, nil
 }
 
-const verificationColumns = `id, token, user_id, token_type, created_at, expires_at, used, used_at, new_email, attempts`
+const verificationColumns = `id, token, user_id, token_type, created_at, expires_at, used, used_at, new_email, attempts,
+	attempted_at`
 
 func (q *queries) CreateVerificationToken(ctx context.Context, v *authd.VerificationToken) error {
 	_, err := q.db.ExecContext(ctx, `INSERT INTO verification_tokens (`+verificationColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		v.ID, v.Token, v.UserID, string(v.TokenType), timeArg(v.CreatedAt), timeArg(v.ExpiresAt),
-		v.Used, timeArg(v.UsedAt), nullString(v.NewEmail), v.Attempts)
+		v.Used, timeArg(v.UsedAt), nullString(v.NewEmail), v.Attempts, timeArg(v.AttemptedAt))
 	return translate(err)
 }
 
@@ -208,7 +209,7 @@ func scanVerification(row scanner) (*authd.VerificationToken, error) {
 	var typ string
 	var newEmail sql.NullString
 	err := row.Scan(&v.ID, &v.Token, &v.UserID, &typ, timeCol{&v.CreatedAt}, timeCol{&v.ExpiresAt},
-		&v.Used, timeCol{&v.UsedAt}, &newEmail, &v.Attempts)
+		&v.Used, timeCol{&v.UsedAt}, &newEmail, &v.Attempts, timeCol{&v.AttemptedAt})
 	if err != nil {
 		return nil, translate(err)
 	}
@@ -513,8 +514,8 @@ func (q *queries) UseVerificationToken(ctx context.Context, v *authd.Verificatio
 }
 
 func (q *queries) SetVerificationAttempts(ctx context.Context, v *authd.VerificationToken) error {
-	res, err := q.db.ExecContext(ctx, `UPDATE verification_tokens SET attempts = ? WHERE id = ?`,
-		v.Attempts, v.ID)
+	res, err := q.db.ExecContext(ctx, `UPDATE verification_tokens SET attempts = ?, attempted_at = ? WHERE id = ?`,
+		v.Attempts, timeArg(v.AttemptedAt), v.ID)
 	return affected(res, err, "verification token")
 }
 

@@ -450,13 +450,15 @@ func testEmailChangeTokens(t *testing.T, s authd.Store) {
 	if diff := cmp.Diff(change, got); diff != "" {
 		t.Errorf("change token round trip (-want +got):\n%s", diff)
 	}
-	// The password checks made with the link are counted on it.
-	change.Attempts = 2
+	// The password checks made with the link are counted on it, the
+	// last one's time kept.
+	change.Attempts, change.AttemptedAt = 2, Epoch.Add(time.Minute)
 	if err := s.SetVerificationAttempts(ctx, change); err != nil {
 		t.Fatalf("SetVerificationAttempts: %v", err)
 	}
-	if got, err := s.VerificationToken(ctx, "change"); err != nil || got.Attempts != 2 {
-		t.Errorf("after SetVerificationAttempts: %+v, %v; want 2 attempts", got, err)
+	if got, err := s.VerificationToken(ctx, "change"); err != nil || got.Attempts != 2 ||
+		!got.AttemptedAt.Equal(Epoch.Add(time.Minute)) {
+		t.Errorf("after SetVerificationAttempts: %+v, %v; want 2 attempts, the last at %s", got, err, Epoch.Add(time.Minute))
 	}
 	wantCode(t, "SetVerificationAttempts of no token", s.SetVerificationAttempts(ctx,
 		&authd.VerificationToken{ID: authd.NewID(), Attempts: 1}), authd.ENotFound)

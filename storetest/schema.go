@@ -81,6 +81,7 @@ var SeedSchema = Schema{
 		{Table: "verification_tokens", Name: "used_at", Kind: "timestamp", Nullable: true},
 		{Table: "verification_tokens", Name: "new_email", Kind: "varchar", Nullable: true, Extra: true},
 		{Table: "verification_tokens", Name: "attempts", Kind: "integer", Extra: true},
+		{Table: "verification_tokens", Name: "attempted_at", Kind: "timestamp", Nullable: true, Extra: true},
 
 		{Table: "security_logs", Name: "id", Kind: "uuid", PK: true},
 		{Table: "security_logs", Name: "event_type", Kind: "enum:event_type"},

@@ -351,7 +351,7 @@ func TestCommandsWaitForLocksBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, `LOCK TABLE oauth_auth_requests IN SHARE MODE`); err != nil { // the last migration (21) alters it
+	if _, err := tx.Exec(ctx, `LOCK TABLE verification_tokens, oauth_auth_requests IN SHARE MODE`); err != nil { // the last migrations alter them
 		t.Fatal(err)
 	}
 	code, _, stderr = runCLIContext(guard, t, env, "migrate", "up")
