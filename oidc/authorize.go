@@ -266,8 +266,13 @@ func (p *Provider) authorizeSilently(w http.ResponseWriter, r *http.Request, req
 		p.unavailable(w, err)
 		return
 	}
-	if sess == nil || sess.CreatedAt.Before(req.MinAuthTime) || !hint.admits(sess) {
+	switch {
+	case sess == nil || sess.CreatedAt.Before(req.MinAuthTime):
 		p.redirectError(w, r, req.RedirectURI, req.State, authError{"login_required", "no signed-in session"})
+		return
+	case !hint.admits(sess):
+		p.redirectError(w, r, req.RedirectURI, req.State, authError{"login_required",
+			"the signed-in user is not one id_token_hint names (or the hint cannot be verified)"})
 		return
 	}
 	need, err := p.svc.NeedsConsent(r.Context(), oc, sess.UserID, req.Scopes)

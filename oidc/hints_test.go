@@ -186,8 +186,10 @@ func TestAuthorizeHonoursIDTokenHint(t *testing.T) {
 		bob, _ := e.signedInWithIDToken(r, "bob@example.org")
 		e.clock.Advance(time.Second)
 
-		if cb := bob.authorizeWith(r, "prompt", "none", "id_token_hint", hint).callback(); cb == nil || cb.Get("error") != "login_required" {
-			t.Errorf("prompt=none with Alice's hint in Bob's browser: %d %v; want error=login_required", bob.last.StatusCode, cb)
+		if cb := bob.authorizeWith(r, "prompt", "none", "id_token_hint", hint).callback(); cb == nil || cb.Get("error") != "login_required" ||
+			!strings.Contains(cb.Get("error_description"), "not one id_token_hint names") {
+			t.Errorf("prompt=none with Alice's hint in Bob's browser: %d %v; want error=login_required, saying why",
+				bob.last.StatusCode, cb)
 		}
 		if !bob.authorizeWith(r, "id_token_hint", hint).onSignInPage() {
 			t.Errorf("Alice's hint in Bob's browser: %d %v; want the sign-in page", bob.last.StatusCode, bob.callback())

@@ -222,6 +222,7 @@ func TestRevocationRefusals(t *testing.T) {
 				"invalid_client"},
 			{"no token", url.Values{}, auth, 400, "invalid_request"},
 			{"a grant_type", url.Values{"token": {"x"}, "grant_type": {"refresh_token"}}, auth, 400, "invalid_request"},
+			{"an empty grant_type", url.Values{"token": {"x"}, "grant_type": {""}}, auth, 400, "invalid_request"},
 			{"a repeated token", url.Values{"token": {"x", "y"}}, auth, 400, "invalid_request"},
 		} {
 			if status, body, code := e.revoke(tc.form, tc.auth); status != tc.status || code != tc.code {
@@ -231,7 +232,20 @@ func TestRevocationRefusals(t *testing.T) {
 		if n := len(e.clientAuthFailures()) - before; n != 3 {
 			t.Errorf("%d oidc_client_auth_failed rows, want 3", n)
 		}
-		resp, err := http.Post(e.srv.URL+oidc.RevokePath+"?token=x", "application/x-www-form-urlencoded", nil)
+		// A body of another type is not taken for one without a token.
+		req, _ := http.NewRequest("POST", e.srv.URL+oidc.RevokePath, strings.NewReader(`{"token":"x"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", auth)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "x-www-form-urlencoded") {
+			t.Errorf("a JSON body: %d %s; want 400 naming the form type", resp.StatusCode, body)
+		}
+		resp, err = http.Post(e.srv.URL+oidc.RevokePath+"?token=x", "application/x-www-form-urlencoded", nil)
 		if err != nil {
 			t.Fatal(err)
 		}

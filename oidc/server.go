@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"mime"
 	"net/http"
 	"net/url"
 	"slices"
@@ -346,6 +347,13 @@ func (p *Provider) tokenEndpoint(lib http.Handler) http.Handler {
 				"Content-Encoding is not supported: send the body uncompressed"), http.StatusUnsupportedMediaType), nil)
 			return
 		}
+		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/x-www-form-urlencoded" {
+			// Any other body is not read at all (ParseForm), and would be
+			// answered as if its parameters were missing.
+			op.WriteError(w, r, oidc.ErrInvalidRequest().WithDescription(
+				"send the parameters as an application/x-www-form-urlencoded body"), nil)
+			return
+		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxForm)
 		if err := r.ParseForm(); err != nil {
 			var tooLarge *http.MaxBytesError
@@ -366,7 +374,7 @@ func (p *Provider) tokenEndpoint(lib http.Handler) http.Handler {
 		// serve (token exchange, device code, client credentials) with
 		// unauthorized_client, as if this client alone lacked them. A
 		// revocation names none.
-		if grant := oidc.GrantType(r.PostForm.Get("grant_type")); revocation && grant != "" {
+		if grant := oidc.GrantType(r.PostForm.Get("grant_type")); revocation && r.PostForm.Has("grant_type") {
 			op.WriteError(w, r, oidc.ErrInvalidRequest().WithDescription("a revocation takes token (and token_type_hint), "+
 				"not grant_type"), nil)
 			return
