@@ -44,7 +44,9 @@ code_challenge (oauth2-proxy: --code-challenge-method=S256). update changes
 only what it is given, and keeps the client's sessions and consents (delete
 ends them); --redirect-uri and --post-logout-uri replace the whole list
 (--post-logout-uri "" empties it), and a sign-in under way to a URI removed
-gets no code. Every change is logged as admin_action.`
+gets no code. --id may not be AUTHD_AUDIENCE (the access tokens' aud): that
+client's ID tokens would pass for access tokens. Every change is logged as
+admin_action.`
 
 // stringList is a flag that may be given many times.
 type stringList []string
