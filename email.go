@@ -326,10 +326,10 @@ func (s *Service) checkChangeLink(ctx context.Context, c Client, v *Verification
 		reserved = true
 		return err
 	})
-	if reserved && ErrorCode(err) == EInvalidToken {
+	if reserved && ErrorCode(err) == EInvalidToken && !LinkVoided(err) {
 		// The link died (used, voided) since it was read: the try is
 		// logged on the account, as a wrong password that finds it gone
-		// is (link_gone).
+		// is (link_gone). One the reservation voided has its row.
 		if lerr := s.logEvent(ctx, s.audit(s.now(), c, EventEmailChanged, ResultFailure, v.UserID,
 			"link gone before its password was checked", map[string]any{"link_gone": true})); lerr != nil {
 			return nil, 0, lerr

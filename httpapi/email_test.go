@@ -666,10 +666,14 @@ func TestEmailChangeLinkLastCheckUndecided(t *testing.T) {
 			t.Errorf("the link was voided while its last check may be under way: %+v", n)
 		}
 		e.clock.Advance(2 * time.Minute)
+		before := e.eventCount(email, "email_changed/failure")
 		r := e.follow(link, goodPassword)
 		want(t, "a check long after", r, 400, "invalid_token")
 		if !strings.Contains(r.str("detail"), "now void") {
 			t.Errorf("a check long after: %s", r.raw)
+		}
+		if n := e.eventCount(email, "email_changed/failure") - before; n != 1 {
+			t.Errorf("%d rows for the void, want 1: %v", n, e.events(email))
 		}
 		if n := e.mail.last(t, authd.MailEmailChangeNotice, email); !n.Voided {
 			t.Errorf("the owner's notice: %+v", n)
