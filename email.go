@@ -474,7 +474,7 @@ func (s *Service) spentIfLast(ctx context.Context, c Client, digest string, atte
 // the link is void too. It runs on a context of its own: the flow's may
 // have run out, which must not leave the link undecided.
 func (s *Service) endSpentLink(ctx context.Context, c Client, digest string, answer error) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), repairTimeout)
+	ctx, cancel := detach(ctx) // a deadline of its own: the flow's may have run out
 	defer cancel()
 	voided := false
 	err := s.inTx(ctx, func(tx *txn) error {
@@ -523,10 +523,6 @@ func (s *Service) voidSpentLink(ctx context.Context, tx *txn, c Client, v *Verif
 	return tx.CreateSecurityLog(ctx, l)
 }
 
-// repairTimeout bounds the work that must follow a flow whose own context
-// may have run out (a change link's refund or void).
-const repairTimeout = 10 * time.Second
-
 // ceremonyOpen reads, without taking it, the ceremony a passkey assertion
 // (of a possible shape) answers: errCeremonyGone unless it is an open
 // step-up ceremony of user. The transaction's takeChallenge decides; this
@@ -558,7 +554,7 @@ func (s *Service) ceremonyOpen(ctx context.Context, user uuid.UUID, assertion []
 // password that was not checked. Best effort: a failure leaves the attempt
 // spent (logged), which keeps the bound.
 func (s *Service) refundLinkAttempt(ctx context.Context, digest string) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), repairTimeout)
+	ctx, cancel := detach(ctx) // a deadline of its own: the flow's may have run out
 	defer cancel()
 	err := s.inTx(ctx, func(tx *txn) error {
 		v, err := changeLink(ctx, tx, digest, s.now())
