@@ -184,24 +184,21 @@ func (s *Service) RevokeClientToken(ctx context.Context, c Client, oc *OAuthClie
 	}
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
-		rotated := false
+		var sess *Session
+		var t *Token // the refresh token, when raw is one
+		var err error
 		if session == uuid.Nil {
-			t, sess, _, err := tx.RefreshSession(ctx, digest)
-			if ErrorCode(err) == ENotFound {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			session, rotated = sess.ID, t.Revoked
+			t, sess, _, err = tx.RefreshSession(ctx, digest)
+		} else {
+			sess, err = tx.Session(ctx, session)
 		}
-		sess, err := tx.Session(ctx, session)
 		if ErrorCode(err) == ENotFound {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
+		rotated := t != nil && t.Revoked
 		switch {
 		case sess.ClientID != oc.ID:
 			return tx.CreateSecurityLog(ctx, s.audit(now, c, EventLogout, ResultFailure, sess.UserID,
