@@ -5,8 +5,9 @@
 -- an application asking its user to confirm who they are must not get a
 -- code, with a fresh auth_time, for whoever signed in instead.
 --
--- oauth_auth_requests.hint_subject: the user id a verified hint names;
--- NULL without a hint, or with one authd cannot verify (it names no one).
+-- oauth_auth_requests.hint_subject: the user id the hint names, or claims
+-- when authd cannot verify it (narrowing who finishes is safe); an id no
+-- user has when its sub is no user id; NULL without a hint.
 -- Not a reference: the user may be erased while the request waits.
 
 -- +goose Up
