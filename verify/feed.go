@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -50,6 +51,8 @@ const (
 	maxEventID = 200
 	// forgetAfter keeps an event past its exp, for clock skew with authd.
 	forgetAfter = time.Minute
+	// defaultMaxRevocations is Options.MaxRevocations' default.
+	defaultMaxRevocations = 1_000_000
 	// resumeGrace is how long the state stays current while the verifier
 	// resumes a stream authd ended on purpose.
 	resumeGrace = time.Second
@@ -63,9 +66,16 @@ var errStreamEnded = errors.New("verify: authd ended the revocation stream")
 
 // revocations is what the feed has said: revoked sessions and users.
 type revocations struct {
-	mu          sync.RWMutex
-	sessions    map[string]time.Time // sid → when it may be forgotten
-	users       map[string]userRevocation
+	mu       sync.RWMutex
+	sessions map[string]time.Time // sid → when it may be forgotten
+	users    map[string]userRevocation
+	// max bounds len(sessions)+len(users). A revocation past it is not
+	// kept: until fullUntil (Options.Now's clock), when every token it
+	// could name has expired, the state is not current, and the Policy
+	// decides.
+	max         int
+	fullUntil   time.Time
+	dropped     int64 // revocations not kept, for Stats
 	lastID      int64
 	resumeFrom  string        // the last event's SSE id, sent back as Last-Event-ID
 	healthy     bool          // connected and caught up
@@ -82,8 +92,8 @@ type userRevocation struct {
 	forget time.Time
 }
 
-func newRevocations() *revocations {
-	return &revocations{sessions: map[string]time.Time{}, users: map[string]userRevocation{}, silence: feedSilence}
+func newRevocations(max int) *revocations {
+	return &revocations{sessions: map[string]time.Time{}, users: map[string]userRevocation{}, silence: feedSilence, max: max}
 }
 
 // revoked reports whether the feed revoked c's session or its user's tokens
@@ -99,11 +109,17 @@ func (r *revocations) revoked(c *Claims) bool {
 	return ok && c.IssuedAt.Before(u.before)
 }
 
-// state is whether the feed is current, since when it is not, and how
-// many times it has caught up (which tells one outage from the next).
-func (r *revocations) state() (healthy bool, downSince time.Time, syncs int64) {
+// state is whether the feed is current at now (Options.Now's clock), since
+// when it is not, and how many times it has caught up (which tells one
+// outage from the next). While revocations that can still matter were not
+// kept (more than max), it is not current, and has been so for longer
+// than any grace: those revocations are known to exist.
+func (r *revocations) state(now time.Time) (healthy bool, downSince time.Time, syncs int64) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
+	if now.Before(r.fullUntil) {
+		return false, time.Time{}, r.syncs
+	}
 	return r.healthy, r.downSince, r.syncs
 }
 
@@ -130,7 +146,7 @@ func (r *revocations) stats(now time.Time) Stats {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	st := Stats{FeedConnected: r.healthy, LastEventID: r.lastID, Reconnects: r.reconnects,
-		Revoked: len(r.sessions) + len(r.users)}
+		Revoked: len(r.sessions) + len(r.users), RevocationsFull: now.Before(r.fullUntil), RevocationsDropped: r.dropped}
 	if !r.lastMessage.IsZero() {
 		st.FeedLag = now.Sub(r.lastMessage)
 	}
@@ -148,13 +164,34 @@ type feedEvent struct {
 
 // apply records e, whose SSE id was id. Applying an event again changes
 // nothing, so authd may resend (it starts over when it does not know the
-// client's position: a restored database).
-func (r *revocations) apply(e feedEvent, id string, now time.Time) {
+// client's position: a restored database). It reports whether e was a
+// revocation that could not be kept (more than max) while all were.
+func (r *revocations) apply(e feedEvent, id string, now time.Time) (filled bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	forget := time.Unix(e.Exp, 0).Add(forgetAfter)
 	if e.Exp == 0 {
 		forget = now.Add(24 * time.Hour) // no exp given: longer than any access token
+	}
+	_, known := r.sessions[e.SID]
+	if e.SID == "" {
+		_, known = r.users[e.Sub]
+	}
+	if !known && len(r.sessions)+len(r.users) >= r.max {
+		if !now.Before(r.fullUntil) {
+			r.forgetExpired(now) // once as it fills, not on every event while full
+		}
+		if len(r.sessions)+len(r.users) >= r.max {
+			if now.After(forget) { // names no token that can be unexpired
+				r.advance(e, id)
+				return false
+			}
+			filled = !now.Before(r.fullUntil)
+			r.fullUntil = later(r.fullUntil, forget)
+			r.dropped++
+			r.advance(e, id)
+			return filled
+		}
 	}
 	switch {
 	case e.SID != "":
@@ -169,10 +206,16 @@ func (r *revocations) apply(e feedEvent, id string, now time.Time) {
 		u.forget = later(u.forget, forget)
 		r.users[e.Sub] = u
 	}
-	// In order within a stream; after a database reset authd starts over.
-	// The SSE id names the event for authd (its id and a digest of it), so
-	// that authd can tell a position in a restored table; an authd that
-	// sends none gets the number back.
+	r.advance(e, id)
+	return false
+}
+
+// advance records e, whose SSE id was id, as the last event applied. In
+// order within a stream; after a database reset authd starts over. The SSE
+// id names the event for authd (its id and a digest of it), so that authd
+// can tell a position in a restored table; an authd that sends none gets
+// the number back.
+func (r *revocations) advance(e feedEvent, id string) {
 	r.lastID, r.resumeFrom = e.ID, id
 	if id == "" {
 		r.resumeFrom = strconv.FormatInt(e.ID, 10)
@@ -221,6 +264,12 @@ func (r *revocations) prune(now time.Time) {
 			delete(r.users, id)
 		}
 	}
+}
+
+// forgetExpired is prune under the write lock r's caller holds.
+func (r *revocations) forgetExpired(now time.Time) {
+	maps.DeleteFunc(r.sessions, func(_ string, forget time.Time) bool { return now.After(forget) })
+	maps.DeleteFunc(r.users, func(_ string, u userRevocation) bool { return now.After(u.forget) })
 }
 
 // connected records that the stream caught up (healthy) or was lost.
@@ -440,7 +489,10 @@ func (v *Verifier) dispatch(event, data, id string, caughtUp func()) error {
 			return fmt.Errorf("verify: a malformed revocation event")
 		}
 		now := v.now()
-		v.revs.apply(e, id, now)
+		if v.revs.apply(e, id, now) {
+			v.logger.Warn("verify: more revocations than Options.MaxRevocations; tokens are checked by the Policy "+
+				"until those not kept have expired", "max", v.revs.max)
+		}
 		if e.ID%256 == 0 {
 			v.revs.prune(now)
 		}

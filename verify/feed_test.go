@@ -133,7 +133,7 @@ func TestAnnouncedHeartbeat(t *testing.T) {
 	}
 	waitConnections(t, connections, 3, "a feed silent for three announced heartbeats was not dropped")
 
-	r := newRevocations()
+	r := newRevocations(defaultMaxRevocations)
 	if r.silenceLimit() != feedSilence {
 		t.Errorf("silence limit %s with nothing announced, want the default %s", r.silenceLimit(), feedSilence)
 	}
@@ -227,7 +227,7 @@ func TestApplyingAgainChangesNothing(t *testing.T) {
 		{ID: 2, Sub: "u1", Before: now.Unix() - 10, Exp: now.Unix() + 900},
 		{ID: 3, Sub: "u1", Before: now.Unix() - 5, Exp: now.Unix() + 600},
 	}
-	r := newRevocations()
+	r := newRevocations(defaultMaxRevocations)
 	for _, e := range evs {
 		r.apply(e, fmt.Sprintf("%d.ab", e.ID), now)
 	}

@@ -54,7 +54,7 @@ func FuzzFeedEvent(f *testing.F) {
 		f.Add(s, "1.0123456789abcdef")
 	}
 	f.Fuzz(func(t *testing.T, data, id string) {
-		v := &Verifier{revs: newRevocations(), now: time.Now}
+		v := &Verifier{revs: newRevocations(defaultMaxRevocations), now: time.Now}
 		if err := v.dispatch("", data, id, func() {}); err == nil && data != "" && v.revs.lastID <= 0 {
 			t.Fatalf("accepted %q without an id", data)
 		}

@@ -140,6 +140,15 @@ type Options struct {
 	// CacheSize bounds the verified-token cache (default 10,000 tokens;
 	// negative: no cache).
 	CacheSize int
+	// MaxRevocations bounds the sessions and users the Verifier remembers
+	// as revoked (zero or negative: 1,000,000, about 170 MB at most). It
+	// remembers each only while a token it names can be unexpired, so
+	// the bound is met only when a great many are revoked within an
+	// access token's lifetime (a mass logout). Past it a revocation is not
+	// kept, and until every token it names has expired the Verifier
+	// counts the feed as lost from the start: the Policy decides each
+	// token, with no grace (Stats.RevocationsFull).
+	MaxRevocations int
 	// Now is the clock (default time.Now); tests set it. It dates tokens
 	// (exp, nbf, iat), the JWKS's freshness and JWKSMaxStale, and how
 	// long introspection answers serve. The wall clock (time.Now) times
@@ -244,6 +253,11 @@ type Stats struct {
 	JWKSFailures          int64     // fetches that failed (the cached keys serve meanwhile, up to Options.JWKSMaxStale)
 	JWKSFetchedAt         time.Time // the last successful fetch (Options.Now)
 	Revoked               int       // sessions and users currently remembered as revoked
+	// RevocationsFull is whether revocations past Options.MaxRevocations
+	// were not kept and tokens they name can be unexpired: meanwhile the
+	// Policy decides every token. RevocationsDropped counts them.
+	RevocationsFull    bool
+	RevocationsDropped int64
 }
 
 // Verifier checks access tokens. Safe for concurrent use; Close it.
@@ -358,7 +372,11 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 	}
 	v.cache = newTokenCache(size)
 	v.keys = newKeySet(v, opts.JWKSMaxStale)
-	v.revs = newRevocations()
+	maxRevocations := opts.MaxRevocations
+	if maxRevocations <= 0 {
+		maxRevocations = defaultMaxRevocations
+	}
+	v.revs = newRevocations(maxRevocations)
 	v.ctx, v.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	if err := v.keys.firstFetch(ctx); err != nil {
 		v.Close()
@@ -623,7 +641,7 @@ func checkTimes(c *Claims, now time.Time) error {
 // checkRevoked consults the revocations followed from the feed, or, while
 // the feed has been lost for longer than feedLossGrace, the Policy.
 func (v *Verifier) checkRevoked(ctx context.Context, token string, c *Claims) error {
-	healthy, downSince, epoch := v.revs.state()
+	healthy, downSince, epoch := v.revs.state(v.now())
 	if v.revs.revoked(c) {
 		return ErrRevoked
 	}

@@ -582,6 +582,75 @@ func TestFeedForgetsExpiredRevocations(t *testing.T) {
 	}
 }
 
+// TestRevocationsPastTheBound: the verifier remembers at most
+// MaxRevocations revoked sessions and users. A revocation past the bound
+// is not kept, and until every token it can name has expired the feed
+// counts as lost, with no grace: the Policy decides each token
+// (introspection by default, ErrUnavailable with FailClosed); then the
+// feed is current again. An event naming only expired tokens changes
+// nothing.
+func TestRevocationsPastTheBound(t *testing.T) {
+	t.Parallel()
+	for _, policy := range []verify.Policy{verify.FallBackToIntrospection, verify.FailClosed} {
+		f := newFakeAuthd(t)
+		v := f.verifier(t, func(o *verify.Options) { o.MaxRevocations, o.Policy = 2, policy })
+		now := f.clock.Now()
+		soon, later, past := now.Add(2*time.Minute).Unix(), now.Add(16*time.Minute).Unix(), now.Add(-2*time.Minute).Unix()
+		f.push(fmt.Sprintf(`{"id":ID,"sid":"session-a","exp":%d}`, later))
+		f.push(fmt.Sprintf(`{"id":ID,"sub":"user-b","before":%d,"exp":%d}`, now.Unix()-60, later))
+		f.push(fmt.Sprintf(`{"id":ID,"sid":"session-gone","exp":%d}`, past))
+		waitFor(t, func() bool { return v.Stats().LastEventID == 3 })
+		tok := f.sign(t, "k1", with(f.claims(), "sid", "session-9"), nil)
+		if st := v.Stats(); st.Revoked != 2 || st.RevocationsFull || st.RevocationsDropped != 0 {
+			t.Fatalf("%v: at the bound, an expired revocation: %+v, want 2 kept, not full", policy, st)
+		}
+		if _, err := v.Verify(context.Background(), tok); err != nil {
+			t.Fatalf("%v: at the bound: %v", policy, err)
+		}
+
+		f.push(fmt.Sprintf(`{"id":ID,"sid":"session-1","exp":%d}`, soon)) // past the bound
+		waitFor(t, func() bool { return v.Stats().LastEventID == 4 })
+		if st := v.Stats(); st.Revoked != 2 || !st.RevocationsFull || st.RevocationsDropped != 1 || !st.FeedConnected {
+			t.Errorf("%v: past the bound: %+v, want 2 kept, full, one dropped, connected", policy, st)
+		}
+		f.active.Store(true)
+		_, err := v.Verify(context.Background(), tok)
+		switch policy {
+		case verify.FailClosed:
+			if !errors.Is(err, verify.ErrUnavailable) {
+				t.Errorf("FailClosed, past the bound: %v, want ErrUnavailable", err)
+			}
+		default:
+			if err != nil || f.introspections.Load() != 1 {
+				t.Errorf("past the bound: %v after %d introspections, want the token introspected (active)", err, f.introspections.Load())
+			}
+			f.active.Store(false)
+			if _, err := v.Verify(context.Background(), f.sign(t, "k1", with(f.claims(), "sid", "session-1"), nil)); !errors.Is(err, verify.ErrRevoked) {
+				t.Errorf("the revocation not kept, introspected: %v, want ErrRevoked", err)
+			}
+		}
+
+		f.clock.Advance(3*time.Minute + time.Second) // session-1's tokens have expired
+		if st := v.Stats(); st.RevocationsFull {
+			t.Errorf("%v: once the dropped revocation's tokens have expired: %+v, want not full", policy, st)
+		}
+		before := f.introspections.Load()
+		f.active.Store(false)
+		if _, err := v.Verify(context.Background(), tok); err != nil || f.introspections.Load() != before {
+			t.Errorf("%v: current again: %v (%d introspections, want %d): want the feed's answer", policy, err, f.introspections.Load(), before)
+		}
+
+		// The bound counts revocations that can matter: expired ones are
+		// forgotten as a new one comes to a full memory.
+		f.clock.Advance(15 * time.Minute)
+		f.push(fmt.Sprintf(`{"id":ID,"sid":"session-c","exp":%d}`, f.clock.Now().Add(15*time.Minute).Unix()))
+		waitFor(t, func() bool { return v.Stats().LastEventID == 5 })
+		if st := v.Stats(); st.Revoked != 1 || st.RevocationsFull || st.RevocationsDropped != 1 {
+			t.Errorf("%v: a revocation once the others expired: %+v, want it kept alone, not full", policy, st)
+		}
+	}
+}
+
 // TestFeedLostFallsBackToIntrospection: by default, once the feed has been
 // lost for a grace of about 2 s, tokens are introspected; introspection's
 // answer decides, and serves its token until the feed has caught up, for
