@@ -348,9 +348,8 @@ func (ks *keySet) fetch(ctx context.Context) error {
 	}
 	// A well-formed answer is authoritative, even with no usable key in
 	// it: a key it leaves out is withdrawn, and tokens it signed (cached
-	// ones too) are refused from now on.
-	ks.mu.Lock()
-	defer ks.mu.Unlock()
+	// ones too) are refused from now on. The keys are parsed before the
+	// lock, which every Verify of an uncached token waits for.
 	keys := map[string]*publicKey{}
 	for _, raw := range *doc.Keys {
 		k, err := parseJWK(raw)
@@ -361,13 +360,17 @@ func (ks *keySet) fetch(ctx context.Context) error {
 		if !ks.v.accepts(k.alg) {
 			continue // another algorithm's (Options.Algorithms): authd's ID-token keys, say
 		}
-		if old := ks.keys[k.kid]; old != nil && old.raw == k.raw && old.alg == k.alg {
-			k = old // same key: cached tokens it verified stay valid
-		}
 		keys[k.kid] = k
 	}
 	if len(keys) == 0 {
 		ks.v.logger.Warn("verify: the JWKS has no usable key; every token is refused until it has one")
+	}
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	for kid, k := range keys {
+		if old := ks.keys[kid]; old != nil && old.raw == k.raw && old.alg == k.alg {
+			keys[kid] = old // same key: cached tokens it verified stay valid
+		}
 	}
 	ks.keys = keys
 	ks.fetchedAt = ks.v.now()

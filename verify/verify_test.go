@@ -465,6 +465,33 @@ func TestCacheNeverOutlivesKey(t *testing.T) {
 	}
 }
 
+// TestCacheOutlivesARefetchOfItsKey: a JWKS fetched again with a cached
+// token's key unchanged keeps the token cached.
+func TestCacheOutlivesARefetchOfItsKey(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	v := f.verifier(t)
+	tok := f.sign(t, "k1", f.claims(), nil)
+	if _, err := v.Verify(context.Background(), tok); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Advance(301 * time.Second) // stale: a use refreshes it in the background, once the pace allows
+	waitFor(t, func() bool {
+		if _, err := v.Verify(context.Background(), tok); err != nil {
+			t.Fatal(err)
+		}
+		return v.Stats().JWKSFetchedAt.Equal(f.clock.Now())
+	})
+	hits := v.Stats().CacheHits
+	if _, err := v.Verify(context.Background(), tok); err != nil {
+		t.Fatal(err)
+	}
+	if st := v.Stats(); st.CacheHits != hits+1 || st.CacheMisses != 1 {
+		t.Errorf("after the refetch: %d hits, %d misses; want %d, 1: the unchanged key's token stays cached",
+			st.CacheHits, st.CacheMisses, hits+1)
+	}
+}
+
 // TestEveryKeyWithdrawn: a JWKS answer with no key in it withdraws every
 // key, cached tokens' too; an answer that is not a JWKS changes nothing.
 func TestEveryKeyWithdrawn(t *testing.T) {
