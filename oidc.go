@@ -160,6 +160,11 @@ func (s *Service) EndUserSession(ctx context.Context, c Client, id, user uuid.UU
 var ErrPublicAccessRevocation = Errorf(EInvalid,
 	"A public client revokes its refresh token: an access token is not revoked on a public client's word.")
 
+// foreignRevocationsPerMinute bounds the rows a client's revocations of
+// tokens not its own write a minute: each names a live token's user, but a
+// client holding one could otherwise write that user a row per request.
+const foreignRevocationsPerMinute = 10
+
 // RevokeClientToken ends, at its client's request (RFC 7009), the session
 // a token of that client (authenticated by the caller) belongs to — an
 // access token it was issued (its sid; a confidential client's only:
@@ -169,7 +174,8 @@ var ErrPublicAccessRevocation = Errorf(EInvalid,
 // access token, one of another client or of authd's own logins, a session
 // ended already) changes nothing and is no error: RFC 7009 answers it
 // alike (§2.2), and a client must not learn whether another's token is
-// live; another client's is logged on its user. EUnavailable.
+// live; another client's is logged on its user, up to
+// foreignRevocationsPerMinute rows a minute per client. EUnavailable.
 func (s *Service) RevokeClientToken(ctx context.Context, c Client, oc *OAuthClient, raw string) error {
 	if strings.Count(raw, ".") == 2 && oc.Type == ClientPublic { // a JWT: an access token, or junk
 		return ErrPublicAccessRevocation
@@ -182,7 +188,8 @@ func (s *Service) RevokeClientToken(ctx context.Context, c Client, oc *OAuthClie
 	if session == uuid.Nil && derr != nil {
 		return nil
 	}
-	return s.inTx(ctx, func(tx *txn) error {
+	var foreign uuid.UUID // the user of another client's live token
+	err := s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
 		var sess *Session
 		var t *Token // the refresh token, when raw is one
@@ -201,8 +208,8 @@ func (s *Service) RevokeClientToken(ctx context.Context, c Client, oc *OAuthClie
 		rotated := t != nil && t.Revoked
 		switch {
 		case sess.ClientID != oc.ID:
-			return tx.CreateSecurityLog(ctx, s.audit(now, c, EventLogout, ResultFailure, sess.UserID,
-				"revocation of a token not the client's", map[string]any{"client_id": oc.ID}))
+			foreign = sess.UserID
+			return nil
 		case !sess.RevokedAt.IsZero():
 			return nil
 		}
@@ -213,6 +220,16 @@ func (s *Service) RevokeClientToken(ctx context.Context, c Client, oc *OAuthClie
 			map[string]any{"session_id": sess.ID.String(), "client_id": oc.ID, "token_revoked": true,
 				"rotated": rotated}))
 	})
+	if err != nil || foreign == uuid.Nil {
+		return err
+	}
+	// Past the bound the answer is the same 200, unlogged: the client
+	// learns nothing from it.
+	if s.limit(ctx, "foreign-revocation:"+oc.ID, foreignRevocationsPerMinute, time.Minute) != nil {
+		return nil
+	}
+	return s.logEvent(ctx, s.audit(s.now(), c, EventLogout, ResultFailure, foreign,
+		"revocation of a token not the client's", map[string]any{"client_id": oc.ID}))
 }
 
 // SaveAuthRequest keeps a validated authorization request for

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/oidc"
@@ -143,6 +144,42 @@ func TestRevocationEndsTheClientsSession(t *testing.T) {
 		}
 		if !ro.refreshes(theirs.RefreshToken) {
 			t.Error("the other client's session ended with this client's")
+		}
+	})
+}
+
+// TestForeignRevocationsLoggedBounded: a client's revocations of a token
+// not its own are logged on the token's user at most 10 a minute per
+// client, and answered 200 alike past that: a client holding another's
+// token cannot write its user a row per request.
+func TestForeignRevocationsLoggedBounded(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		u := e.user("rosa@example.org")
+		c, secret := e.client("app", authd.ClientConfidential, true)
+		other, otherSecret := e.client("other", authd.ClientConfidential, true)
+		theirs := e.offlineTokens(e.rp(other, otherSecret, gooidc.ScopeOfflineAccess), "rosa@example.org")
+		auth := basic(url.QueryEscape(c.ID) + ":" + url.QueryEscape(secret))
+		for i := range 12 {
+			tok := theirs.AccessToken
+			if i%2 == 1 {
+				tok = theirs.RefreshToken
+			}
+			if status, body, _ := e.revoke(url.Values{"token": {tok}}, auth); status != 200 || body != "" {
+				t.Fatalf("revocation %d of another client's token: %d %q; want 200, no body", i+1, status, body)
+			}
+		}
+		if n := count(e.results(u), "logout/failure"); n != 10 {
+			t.Errorf("%d refused revocations logged, want 10 (the bound)", n)
+		}
+		if e.me(theirs.AccessToken) != http.StatusOK {
+			t.Error("another client's revocations ended the session")
+		}
+		e.clock.Advance(time.Minute)
+		if status, _, _ := e.revoke(url.Values{"token": {theirs.AccessToken}}, auth); status != 200 {
+			t.Fatalf("a minute later: %d", status)
+		}
+		if n := count(e.results(u), "logout/failure"); n != 11 {
+			t.Errorf("a minute later: %d refused revocations logged, want 11", n)
 		}
 	})
 }
