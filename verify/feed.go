@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -51,6 +50,13 @@ const (
 	maxEventID = 200
 	// forgetAfter keeps an event past its exp, for clock skew with authd.
 	forgetAfter = time.Minute
+	// maxTokenLife is the longest an access token of authd lives
+	// (AUTHD_ACCESS_TOKEN_TTL's bound): an event without an exp, or with
+	// one further away, is kept that long.
+	maxTokenLife = 24 * time.Hour
+	// fullScanPace is how often a full memory of revocations may be
+	// scanned for expired ones as events come (besides prune's cadence).
+	fullScanPace = time.Second
 	// defaultMaxRevocations is Options.MaxRevocations' default.
 	defaultMaxRevocations = 1_000_000
 	// resumeGrace is how long the state stays current while the verifier
@@ -72,9 +78,17 @@ type revocations struct {
 	// max bounds len(sessions)+len(users). A revocation past it is not
 	// kept: until fullUntil (Options.Now's clock), when every token it
 	// could name has expired, the state is not current, and the Policy
-	// decides.
+	// decides. earliest is no later than the first time a kept one may
+	// be forgotten (zero: none kept yet), so that a full memory is
+	// scanned only when the scan can free something, and at most once a
+	// second (scanned, wall clock): at the bound, with revocations
+	// expiring as fast as new ones come, a scan per event would slow the
+	// feed, which delays every revocation.
 	max         int
+	earliest    time.Time
+	scanned     time.Time
 	fullUntil   time.Time
+	fulls       int64 // times the memory filled, for the epoch
 	dropped     int64 // revocations not kept, for Stats
 	lastID      int64
 	resumeFrom  string        // the last event's SSE id, sent back as Last-Event-ID
@@ -110,17 +124,20 @@ func (r *revocations) revoked(c *Claims) bool {
 }
 
 // state is whether the feed is current at now (Options.Now's clock), since
-// when it is not, and how many times it has caught up (which tells one
-// outage from the next). While revocations that can still matter were not
-// kept (more than max), it is not current, and has been so for longer
-// than any grace: those revocations are known to exist.
-func (r *revocations) state(now time.Time) (healthy bool, downSince time.Time, syncs int64) {
+// when it is not, and its epoch, which tells one outage from the next (for
+// the introspection answers and breaker, which serve one outage). While
+// revocations that can still matter were not kept (more than max), it is
+// not current, and has been so for longer than any grace: those
+// revocations are known to exist. The epoch counts catch-ups and each
+// start and end of such a time.
+func (r *revocations) state(now time.Time) (healthy bool, downSince time.Time, epoch int64) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
+	epoch = r.syncs + 2*r.fulls
 	if now.Before(r.fullUntil) {
-		return false, time.Time{}, r.syncs
+		return false, time.Time{}, epoch - 1
 	}
-	return r.healthy, r.downSince, r.syncs
+	return r.healthy, r.downSince, epoch
 }
 
 // silenceLimit is how long the feed may say nothing, response headers
@@ -165,33 +182,38 @@ type feedEvent struct {
 // apply records e, whose SSE id was id. Applying an event again changes
 // nothing, so authd may resend (it starts over when it does not know the
 // client's position: a restored database). It reports whether e was a
-// revocation that could not be kept (more than max) while all were.
+// revocation that could not be kept (more than max) while all were. The
+// feed's one goroutine is its only caller, as of prune.
 func (r *revocations) apply(e feedEvent, id string, now time.Time) (filled bool) {
+	longest := now.Add(maxTokenLife + forgetAfter)
+	forget := longest // no exp, or a later one than any token's
+	if e.Exp > 0 && e.Exp < longest.Unix() {
+		forget = time.Unix(e.Exp, 0).Add(forgetAfter)
+	}
 	r.mu.Lock()
+	if r.full(e) && now.After(r.earliest) && time.Since(r.scanned) >= fullScanPace {
+		// Something kept may have expired: forget it first, scanning
+		// under the read lock (prune) rather than this one.
+		r.scanned = time.Now()
+		r.mu.Unlock()
+		r.prune(now)
+		r.mu.Lock()
+	}
 	defer r.mu.Unlock()
-	forget := time.Unix(e.Exp, 0).Add(forgetAfter)
-	if e.Exp == 0 {
-		forget = now.Add(24 * time.Hour) // no exp given: longer than any access token
-	}
-	_, known := r.sessions[e.SID]
-	if e.SID == "" {
-		_, known = r.users[e.Sub]
-	}
-	if !known && len(r.sessions)+len(r.users) >= r.max {
-		if !now.Before(r.fullUntil) {
-			r.forgetExpired(now) // once as it fills, not on every event while full
+	if r.full(e) {
+		r.advance(e, id)
+		if now.After(forget) { // names no token that can be unexpired
+			return false
 		}
-		if len(r.sessions)+len(r.users) >= r.max {
-			if now.After(forget) { // names no token that can be unexpired
-				r.advance(e, id)
-				return false
-			}
-			filled = !now.Before(r.fullUntil)
-			r.fullUntil = later(r.fullUntil, forget)
-			r.dropped++
-			r.advance(e, id)
-			return filled
+		if filled = !now.Before(r.fullUntil); filled {
+			r.fulls++
 		}
+		r.fullUntil = later(r.fullUntil, forget)
+		r.dropped++
+		return filled
+	}
+	if r.earliest.IsZero() || forget.Before(r.earliest) {
+		r.earliest = forget
 	}
 	switch {
 	case e.SID != "":
@@ -222,6 +244,20 @@ func (r *revocations) advance(e feedEvent, id string) {
 	}
 }
 
+// full reports whether e names a session or user not kept while max are;
+// with mu held.
+func (r *revocations) full(e feedEvent) bool {
+	if len(r.sessions)+len(r.users) < r.max {
+		return false
+	}
+	if e.SID != "" {
+		_, known := r.sessions[e.SID]
+		return !known
+	}
+	_, known := r.users[e.Sub]
+	return !known
+}
+
 func later(a, b time.Time) time.Time {
 	if a.After(b) {
 		return a
@@ -231,45 +267,59 @@ func later(a, b time.Time) time.Time {
 
 // prune forgets what can no longer affect an unexpired token. It looks
 // for them under the read lock, which every Verify shares, and takes the
-// write lock only to delete what it found (checked again: an event may
-// have extended one meanwhile), so that a map grown large by a burst of
-// revocations does not stall every request for a whole scan. The feed's
-// one goroutine is its only caller.
+// write lock only to delete what it found, so that a map grown large by a
+// burst of revocations does not stall every request for a whole scan. The
+// feed's one goroutine is its only caller, as of apply: nothing changes
+// the maps between the two locks.
 func (r *revocations) prune(now time.Time) {
-	var sessions, users []string
 	r.mu.RLock()
-	for id, forget := range r.sessions {
-		if now.After(forget) {
-			sessions = append(sessions, id)
-		}
-	}
-	for id, u := range r.users {
-		if now.After(u.forget) {
-			users = append(users, id)
-		}
-	}
+	sessions, sEarliest, freshSessions := sweep(r.sessions, now, func(f time.Time) time.Time { return f })
+	users, uEarliest, freshUsers := sweep(r.users, now, func(u userRevocation) time.Time { return u.forget })
 	r.mu.RUnlock()
-	if len(sessions)+len(users) == 0 {
-		return
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, id := range sessions {
-		if now.After(r.sessions[id]) {
-			delete(r.sessions, id)
-		}
+	r.earliest = sEarliest
+	if r.earliest.IsZero() || !uEarliest.IsZero() && uEarliest.Before(r.earliest) {
+		r.earliest = uEarliest
 	}
-	for _, id := range users {
-		if now.After(r.users[id].forget) {
-			delete(r.users, id)
-		}
-	}
+	r.sessions = without(r.sessions, sessions, freshSessions)
+	r.users = without(r.users, users, freshUsers)
 }
 
-// forgetExpired is prune under the write lock r's caller holds.
-func (r *revocations) forgetExpired(now time.Time) {
-	maps.DeleteFunc(r.sessions, func(_ string, forget time.Time) bool { return now.After(forget) })
-	maps.DeleteFunc(r.users, func(_ string, u userRevocation) bool { return now.After(u.forget) })
+// sweep is prune's look at m: the ids expired at now, the earliest time
+// one of the others may be forgotten (zero: none left), and, when they are
+// under a quarter of a large m, a fresh map of them, since a Go map never
+// gives back the memory a burst made it take.
+func sweep[V any](m map[string]V, now time.Time, forgetAt func(V) time.Time) (gone []string, earliest time.Time,
+	fresh map[string]V) {
+	for id, v := range m {
+		switch f := forgetAt(v); {
+		case now.After(f):
+			gone = append(gone, id)
+		case earliest.IsZero() || f.Before(earliest):
+			earliest = f
+		}
+	}
+	if left := len(m) - len(gone); len(m) >= 4096 && left < len(m)/4 {
+		fresh = make(map[string]V, left)
+		for id, v := range m {
+			if !now.After(forgetAt(v)) {
+				fresh[id] = v
+			}
+		}
+	}
+	return gone, earliest, fresh
+}
+
+// without is m without the ids gone: fresh when sweep made one.
+func without[V any](m map[string]V, gone []string, fresh map[string]V) map[string]V {
+	if fresh != nil {
+		return fresh
+	}
+	for _, id := range gone {
+		delete(m, id)
+	}
+	return m
 }
 
 // connected records that the stream caught up (healthy) or was lost.

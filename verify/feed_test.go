@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -303,5 +305,103 @@ func TestResumeAgainstAnOlderAuthd(t *testing.T) {
 	v.revs.mu.RUnlock()
 	if st := v.Stats(); !st.FeedConnected || st.LastEventID != 2 || from != "2" {
 		t.Errorf("stats %+v, resuming from %q: want connected at event 2, resuming from 2", st, from)
+	}
+}
+
+// TestFullMemoryOfRevocations: at the bound, a revocation of a session or
+// user not kept is dropped (and the state is not current until its tokens
+// have expired), while events for those kept still apply; an event naming
+// only expired tokens drops nothing; a full memory forgets its expired
+// revocations as events come, however sparse (the dropped ones must not
+// keep it full once the kept ones have expired); the epoch moves when a
+// full time starts and ends, so that introspection answers and the
+// breaker serve one such time; an exp beyond any token's life, or none,
+// counts as the longest.
+func TestFullMemoryOfRevocations(t *testing.T) {
+	t0 := time.Unix(1_900_000_000, 0)
+	exp := t0.Add(15 * time.Minute).Unix()
+	r := newRevocations(2)
+	r.apply(feedEvent{ID: 1, SID: "s1", Exp: exp}, "", t0)
+	r.apply(feedEvent{ID: 2, Sub: "u1", Before: t0.Unix() - 10, Exp: exp}, "", t0)
+	_, _, epoch0 := r.state(t0)
+	if r.apply(feedEvent{ID: 3, SID: "gone", Exp: t0.Unix() - 120}, "", t0) || r.dropped != 0 {
+		t.Errorf("an event naming only expired tokens, at the bound: dropped %d, want none", r.dropped)
+	}
+	if !r.apply(feedEvent{ID: 4, Sub: "u2", Before: t0.Unix(), Exp: exp}, "", t0) || r.dropped != 1 {
+		t.Errorf("a new user's revocation at the bound: not reported dropped (%d dropped)", r.dropped)
+	}
+	r.apply(feedEvent{ID: 5, Sub: "u1", Before: t0.Unix() + 5, Exp: exp + 60}, "", t0) // kept: applies
+	if u := r.users["u1"]; !u.before.Equal(t0.Add(5*time.Second)) || !u.forget.Equal(time.Unix(exp+60, 0).Add(forgetAfter)) {
+		t.Errorf("a kept user's new revocation while full: %+v", u)
+	}
+	if r.apply(feedEvent{ID: 6, SID: "s2", Exp: exp}, "", t0) || r.dropped != 2 {
+		t.Errorf("a second drop in the same full time: reported as a new one, or not counted (%d)", r.dropped)
+	}
+	if len(r.sessions)+len(r.users) != 2 || r.lastID != 6 {
+		t.Errorf("%d kept, at event %d; want 2 at 6", len(r.sessions)+len(r.users), r.lastID)
+	}
+	healthy, _, epoch1 := r.state(t0)
+	if healthy || epoch1 == epoch0 {
+		t.Errorf("while full: healthy %v, epoch %d (before %d): want not current, a new epoch", healthy, epoch1, epoch0)
+	}
+	r.setHealthy(true)
+	if healthy, _, _ := r.state(t0.Add(15 * time.Minute)); healthy {
+		t.Error("a catch-up while full made the state current")
+	}
+
+	// Sparse events: one while the kept ones live is dropped (full until
+	// 26 min), the next ones, once they have expired, are kept.
+	for i, at := range []time.Duration{10 * time.Minute, 20 * time.Minute, 30 * time.Minute} {
+		now := t0.Add(at)
+		if r.apply(feedEvent{ID: int64(7 + i), SID: fmt.Sprint("late", i), Exp: now.Add(15 * time.Minute).Unix()}, "", now); r.dropped != 3 {
+			t.Fatalf("an event %s after the burst: %d dropped, want 3 (the one at 10 min)", at, r.dropped)
+		}
+		r.scanned = time.Time{} // the pace is the wall clock's: this test's minutes pass at once
+	}
+	healthy, _, epoch2 := r.state(t0.Add(40 * time.Minute))
+	if !healthy || epoch2 == epoch1 || epoch2 == epoch0 {
+		t.Errorf("once the dropped revocations' tokens expired: healthy %v, epoch %d (%d, %d before)", healthy, epoch2, epoch0, epoch1)
+	}
+
+	// No exp, or one past any token's life: kept the longest time.
+	r = newRevocations(10)
+	r.apply(feedEvent{ID: 1, SID: "far", Exp: math.MaxInt64}, "", t0)
+	r.apply(feedEvent{ID: 2, SID: "none"}, "", t0)
+	for _, sid := range []string{"far", "none"} {
+		if got, want := r.sessions[sid], t0.Add(maxTokenLife+forgetAfter); !got.Equal(want) {
+			t.Errorf("session %q kept until %v, want %v", sid, got, want)
+		}
+	}
+}
+
+// TestPruneGivesBackABurstsMemory: when pruning leaves under a quarter of
+// a large map, what is left moves to a fresh map (a Go map keeps the
+// memory of its largest size).
+func TestPruneGivesBackABurstsMemory(t *testing.T) {
+	t0 := time.Unix(1_900_000_000, 0)
+	r := newRevocations(defaultMaxRevocations)
+	for i := range 8192 {
+		exp := t0.Add(time.Minute).Unix()
+		if i%8 == 0 {
+			exp = t0.Add(time.Hour).Unix()
+		}
+		r.apply(feedEvent{ID: int64(i + 1), SID: fmt.Sprint("s", i), Exp: exp}, "", t0)
+	}
+	before := reflect.ValueOf(r.sessions).UnsafePointer()
+	r.prune(t0.Add(5 * time.Minute))
+	if len(r.sessions) != 1024 || r.sessions["s0"].IsZero() || !r.sessions["s1"].IsZero() {
+		t.Fatalf("after pruning: %d sessions, want the 1,024 unexpired", len(r.sessions))
+	}
+	if reflect.ValueOf(r.sessions).UnsafePointer() == before {
+		t.Error("the pruned map is the burst's: its memory is kept")
+	}
+	if want := t0.Add(time.Hour + forgetAfter); !r.earliest.Equal(want) {
+		t.Errorf("earliest %v, want %v", r.earliest, want)
+	}
+	before = reflect.ValueOf(r.sessions).UnsafePointer()
+	r.apply(feedEvent{ID: 9000, SID: "x", Exp: t0.Add(10 * time.Minute).Unix()}, "", t0.Add(5*time.Minute))
+	r.prune(t0.Add(20 * time.Minute))
+	if len(r.sessions) != 1024 || reflect.ValueOf(r.sessions).UnsafePointer() != before {
+		t.Errorf("pruning one of 1,025: %d left, or a new map", len(r.sessions))
 	}
 }

@@ -349,7 +349,8 @@ func (ks *keySet) fetch(ctx context.Context) error {
 	// A well-formed answer is authoritative, even with no usable key in
 	// it: a key it leaves out is withdrawn, and tokens it signed (cached
 	// ones too) are refused from now on. The keys are parsed before the
-	// lock, which every Verify of an uncached token waits for.
+	// lock, which every Verify waits for (a cached token's too, to see
+	// that its key is still in the set).
 	keys := map[string]*publicKey{}
 	for _, raw := range *doc.Keys {
 		k, err := parseJWK(raw)

@@ -141,17 +141,20 @@ type Options struct {
 	// negative: no cache).
 	CacheSize int
 	// MaxRevocations bounds the sessions and users the Verifier remembers
-	// as revoked (zero or negative: 1,000,000, about 170 MB at most). It
-	// remembers each only while a token it names can be unexpired, so
-	// the bound is met only when a great many are revoked within an
-	// access token's lifetime (a mass logout). Past it a revocation is not
-	// kept, and until every token it names has expired the Verifier
-	// counts the feed as lost from the start: the Policy decides each
-	// token, with no grace (Stats.RevocationsFull).
+	// as revoked (zero or negative: 1,000,000, about 150 MB of sessions or
+	// 200 MB of users). It remembers each only while a token it names can
+	// be unexpired, so the bound is met only when a great many are revoked
+	// within an access token's lifetime (a mass logout). Past it a
+	// revocation is not kept, and until every token it names has expired
+	// the Verifier counts the feed as lost from the start: the Policy
+	// decides each token, with no grace (Stats.RevocationsFull), and a
+	// revocation is seen as introspection sees it (within
+	// IntrospectionTTL) rather than within a second.
 	MaxRevocations int
 	// Now is the clock (default time.Now); tests set it. It dates tokens
-	// (exp, nbf, iat), the JWKS's freshness and JWKSMaxStale, and how
-	// long introspection answers serve. The wall clock (time.Now) times
+	// (exp, nbf, iat), the JWKS's freshness and JWKSMaxStale, how long
+	// introspection answers serve, and how long revocations are
+	// remembered (and a MaxRevocations overflow lasts). The wall clock (time.Now) times
 	// the rest: the 2 s grace after a feed loss, the introspection
 	// breaker's pause, the JWKS fetch pace, and the feed's silence limit
 	// and backoff.
