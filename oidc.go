@@ -161,8 +161,10 @@ var ErrPublicAccessRevocation = Errorf(EInvalid,
 	"A public client revokes its refresh token: an access token is not revoked on a public client's word.")
 
 // foreignRevocationsPerMinute bounds the rows a client's revocations of
-// tokens not its own write a minute: each names a live token's user, but a
-// client holding one could otherwise write that user a row per request.
+// tokens not its own write on one user a minute: a client holding such a
+// token could otherwise write its user a row per request. The bound is
+// the user's, not the client's alone, so that rows about its own tokens
+// cannot spend the budget that logs a victim's.
 const foreignRevocationsPerMinute = 10
 
 // RevokeClientToken ends, at its client's request (RFC 7009), the session
@@ -175,8 +177,12 @@ const foreignRevocationsPerMinute = 10
 // ended already) changes nothing and is no error: RFC 7009 answers it
 // alike (§2.2), and a client must not learn whether another's token is
 // live; another client's is logged on its user, up to
-// foreignRevocationsPerMinute rows a minute per client. EUnavailable.
+// foreignRevocationsPerMinute rows a minute per client and user. The
+// revocation and its row are made whatever the client does meanwhile.
+// EUnavailable.
 func (s *Service) RevokeClientToken(ctx context.Context, c Client, oc *OAuthClient, raw string) error {
+	ctx, cancel := detach(ctx)
+	defer cancel()
 	if strings.Count(raw, ".") == 2 && oc.Type == ClientPublic { // a JWT: an access token, or junk
 		return ErrPublicAccessRevocation
 	}
@@ -188,7 +194,7 @@ func (s *Service) RevokeClientToken(ctx context.Context, c Client, oc *OAuthClie
 	if session == uuid.Nil && derr != nil {
 		return nil
 	}
-	var foreign uuid.UUID // the user of another client's live token
+	var foreign uuid.UUID // the user of a session not the client's (live or not)
 	err := s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
 		var sess *Session
@@ -225,7 +231,7 @@ func (s *Service) RevokeClientToken(ctx context.Context, c Client, oc *OAuthClie
 	}
 	// Past the bound the answer is the same 200, unlogged: the client
 	// learns nothing from it.
-	if s.limit(ctx, "foreign-revocation:"+oc.ID, foreignRevocationsPerMinute, time.Minute) != nil {
+	if s.limit(ctx, "foreign-revocation:"+oc.ID+":"+foreign.String(), foreignRevocationsPerMinute, time.Minute) != nil {
 		return nil
 	}
 	return s.logEvent(ctx, s.audit(s.now(), c, EventLogout, ResultFailure, foreign,

@@ -150,14 +150,16 @@ func TestRevocationEndsTheClientsSession(t *testing.T) {
 
 // TestForeignRevocationsLoggedBounded: a client's revocations of a token
 // not its own are logged on the token's user at most 10 a minute per
-// client, and answered 200 alike past that: a client holding another's
-// token cannot write its user a row per request.
+// client and user, and answered 200 alike past that: a client holding
+// another's token cannot write its user a row per request, nor spend the
+// bound of another user's rows.
 func TestForeignRevocationsLoggedBounded(t *testing.T) {
 	onBothStores(t, func(t *testing.T, e *env) {
-		u := e.user("rosa@example.org")
+		u, v := e.user("rosa@example.org"), e.user("rhea@example.org")
 		c, secret := e.client("app", authd.ClientConfidential, true)
 		other, otherSecret := e.client("other", authd.ClientConfidential, true)
-		theirs := e.offlineTokens(e.rp(other, otherSecret, gooidc.ScopeOfflineAccess), "rosa@example.org")
+		ro := e.rp(other, otherSecret, gooidc.ScopeOfflineAccess)
+		theirs, hers := e.offlineTokens(ro, "rosa@example.org"), e.offlineTokens(ro, "rhea@example.org")
 		auth := basic(url.QueryEscape(c.ID) + ":" + url.QueryEscape(secret))
 		for i := range 12 {
 			tok := theirs.AccessToken
@@ -170,6 +172,12 @@ func TestForeignRevocationsLoggedBounded(t *testing.T) {
 		}
 		if n := count(e.results(u), "logout/failure"); n != 10 {
 			t.Errorf("%d refused revocations logged, want 10 (the bound)", n)
+		}
+		if status, _, _ := e.revoke(url.Values{"token": {hers.RefreshToken}}, auth); status != 200 {
+			t.Fatalf("revoking another user's token: %d", status)
+		}
+		if n := count(e.results(v), "logout/failure"); n != 1 {
+			t.Errorf("another user's first refused revocation: %d rows, want 1", n)
 		}
 		if e.me(theirs.AccessToken) != http.StatusOK {
 			t.Error("another client's revocations ended the session")
