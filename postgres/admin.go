@@ -265,16 +265,24 @@ func (q *queries) ErasePersonalData(ctx context.Context, userID uuid.UUID) error
 // purgeLockID is the advisory lock that keeps instances from purging at once.
 const purgeLockID = 0x61757468647075 // "authdpu"
 
-// erasedAccountGone picks the tombstones retention deletes: accounts erased
-// (and unchanged) before $1 that no security-log row or session from $1 on
-// names (older ones go in the same purge, before them: a dry run, which
-// deletes nothing, counts the same). The id, the registration time and the
-// last password change are all that is left of them; every relying
-// party's sub stays unknown, as any other.
+// erasedAccountGone, closed with ")", picks the tombstones retention
+// deletes: accounts erased (and unchanged) before $1 that no security-log
+// row or session from $1 on names (older rows go in the same purge, before
+// them, and so do the sessions the sessions step deletes: a dry run, which
+// deletes nothing, closes it with sessionPurgedDry to count the same). The
+// id, the registration time and the last password change are all that is
+// left of them; every relying party's sub stays unknown, as any other.
 const erasedAccountGone = `account_status = 'deleted' AND updated_at < $1
 	AND NOT EXISTS (SELECT 1 FROM security_logs l WHERE l.user_id = users.id AND l."timestamp" >= $1)
 	AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.user_id = users.id
-		AND s.expires_at >= $1 AND (s.revoked_at IS NULL OR s.revoked_at >= $1))`
+		AND s.expires_at >= $1 AND (s.revoked_at IS NULL OR s.revoked_at >= $1)`
+
+// sessionPurgedDry closes erasedAccountGone in a dry run, which deletes
+// no session first: a session the sessions step would delete (ended
+// before $2, the expired rows' cut-off, its tokens all expired before
+// it) names the account no more than a deleted one.
+const sessionPurgedDry = ` AND NOT (COALESCE(s.expires_at < $2 OR s.revoked_at < $2, false)
+		AND NOT EXISTS (SELECT 1 FROM jwt_tokens t WHERE t.session_id = s.id AND t.expires_at >= $2)))`
 
 // purgeLockWait bounds each wait of a purge batch for a row lock.
 const purgeLockWait = "500ms"
@@ -360,17 +368,22 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 		// Mail that could not be delivered keeps its address until then.
 		{&res.DeadMails, "mail_outbox", "dead_at < $1", r.LogsBefore},
 		// An erased account's tombstone, once nothing is left about it.
-		{&res.ErasedAccounts, "users", erasedAccountGone, r.LogsBefore},
+		{&res.ErasedAccounts, "users", erasedAccountGone + ")", r.LogsBefore},
 	}
 	for _, st := range steps {
 		if r.DryRun {
-			where := st.where
-			if st.n == &res.Sessions {
+			where, args := st.where, []any{st.at}
+			switch st.n {
+			case &res.Sessions:
 				// A dry run deletes no token first: it counts the
 				// sessions whose tokens the step before would delete.
 				where = sessionsEnded + " AND t.expires_at >= $1)"
+			case &res.ErasedAccounts:
+				// Nor any session: those the sessions step would
+				// delete do not keep an account.
+				where, args = erasedAccountGone+sessionPurgedDry, append(args, r.ExpiredBefore)
 			}
-			if err := conn.QueryRow(ctx, `SELECT count(*) FROM `+st.table+` WHERE `+where, st.at).Scan(st.n); err != nil {
+			if err := conn.QueryRow(ctx, `SELECT count(*) FROM `+st.table+` WHERE `+where, args...).Scan(st.n); err != nil {
 				return res, translate(err)
 			}
 			continue

@@ -55,6 +55,7 @@ func Run(t *testing.T, open func(t *testing.T) authd.Store) {
 		{"SecurityLogs", testSecurityLogs},
 		{"SecurityLogsOfErasedUsers", testSecurityLogsOfErasedUsers},
 		{"PurgeErasedAccounts", testPurgeErasedAccounts},
+		{"PurgeDryRunOfAnErasedAccount", testPurgeDryRunOfAnErasedAccount},
 		{"UserData", testUserData},
 		{"EveryEnumLabelStored", testEnumLabels},
 		{"Outbox", testOutbox},
@@ -620,6 +621,47 @@ func testPurgeErasedAccounts(t *testing.T, s authd.Store) {
 			t.Errorf("%s (%s) after the purge: %v; want it kept", u.Email, u.AccountStatus, err)
 		}
 	}
+}
+
+// testPurgeDryRunOfAnErasedAccount: a dry run counts the tombstone the
+// purge deletes once its session goes in the same run (ended after the
+// logs' cut-off but before the expired rows', its token expired), as the
+// purge itself does.
+func testPurgeDryRunOfAnErasedAccount(t *testing.T, s authd.Store) {
+	ctx := context.Background()
+	u := mustCreateUser(t, s, "erased@example.org")
+	ended := Epoch.Add(-48 * time.Hour)
+	sess := &authd.Session{ID: authd.NewID(), UserID: u.ID, CreatedAt: Epoch.Add(-100 * time.Hour),
+		LastUsedAt: ended, ExpiresAt: Epoch.Add(-47 * time.Hour), RevokedAt: ended}
+	if err := s.CreateSession(ctx, sess); err != nil {
+		t.Fatal(err)
+	}
+	tok := newToken(u, sess, authd.TokenRefresh, "erased-digest")
+	tok.IssuedAt, tok.CreatedAt, tok.ExpiresAt = sess.CreatedAt, sess.CreatedAt, Epoch.Add(-30*time.Hour)
+	if err := s.CreateToken(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	u.AccountStatus, u.Email, u.PasswordHash, u.UpdatedAt = authd.StatusDeleted, authd.Tombstone(u.ID), "", Epoch.Add(-96*time.Hour)
+	if err := s.UpdateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateSecurityLog(ctx, authd.NewSecurityLog(Epoch.Add(-96*time.Hour), authd.EventAccountDeleted,
+		authd.ResultSuccess, u.ID, "", "", "", nil)); err != nil {
+		t.Fatal(err)
+	}
+	req := authd.PurgeRequest{LogsBefore: Epoch.Add(-72 * time.Hour), ExpiredBefore: Epoch.Add(-24 * time.Hour), Now: Epoch,
+		Batch: 10}
+	dry := req
+	dry.DryRun = true
+	want := authd.PurgeResult{SecurityLogs: 1, Tokens: 1, Sessions: 1, ErasedAccounts: 1}
+	if res, err := s.Purge(ctx, dry); err != nil || !cmp.Equal(res, want) {
+		t.Errorf("Purge (dry run) = %+v, %v; want %+v", res, err, want)
+	}
+	if res, err := s.Purge(ctx, req); err != nil || !cmp.Equal(res, want) {
+		t.Errorf("Purge = %+v, %v; want %+v", res, err, want)
+	}
+	_, err := s.User(ctx, u.ID)
+	wantCode(t, "the erased account after the purge", err, authd.ENotFound)
 }
 
 func testSecurityLogs(t *testing.T, s authd.Store) {
