@@ -94,7 +94,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 			}
 		}
 	}
-	e := &env{stdout: stdout, stderr: stderr, names: slices.Sorted(maps.Keys(vars)),
+	out := &outputWriter{w: stdout}
+	e := &env{stdout: out, stderr: stderr, names: slices.Sorted(maps.Keys(vars)),
 		getenv: func(name string) (string, bool) { v, ok := vars[name]; return v, ok }}
 	if len(args) == 0 {
 		fmt.Fprintln(e.stderr, "authd: missing command\nhint: authd --help lists the commands")
@@ -109,11 +110,34 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {
-			return report(e, c.name, c.run(ctx, e, args[1:]))
+			err := c.run(ctx, e, args[1:])
+			if out.err != nil && c.name != "serve" && (err == nil || errors.Is(err, out.err)) {
+				// serve's one line to stdout is its banner; what the
+				// others print is what they were run for.
+				err = &cliError{msg: "could not write the output: " + out.err.Error(),
+					hint: "stdout is closed, or where it goes is full: send it where it can be written (a file, a pipe read to the end)"}
+			}
+			return report(e, c.name, err)
 		}
 	}
 	fmt.Fprintf(e.stderr, "authd: unknown command %q\nhint: run `authd --help` for the list of commands\n", args[0])
 	return exitUsage
+}
+
+// outputWriter is stdout, remembering the first write that failed: most
+// output is printed with fmt, which drops the error, and a command whose
+// output went nowhere must not exit 0.
+type outputWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (o *outputWriter) Write(p []byte) (int, error) {
+	n, err := o.w.Write(p)
+	if err != nil && o.err == nil {
+		o.err = err
+	}
+	return n, err
 }
 
 func printUsage(w io.Writer) {

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -159,6 +160,39 @@ func TestVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestOutputThatCannotBeWritten: a command whose output cannot be written
+// (stdout closed, a full disk) fails with one line and a hint, whether it
+// prints with fmt (which drops the error) or gets the error itself (a JSON
+// encoder); a command that failed otherwise keeps its own error.
+func TestOutputThatCannotBeWritten(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	vars := map[string]string{"AUTHD_DATA_DIR": dir}
+	if code, _, stderr := runCLI(t, vars, "migrate", "up"); code != exitOK {
+		t.Fatalf("migrate up: exit %d: %s", code, stderr)
+	}
+	for _, args := range [][]string{{"version"}, {"migrate", "status"}, {"admin", "logs", "--json"}, {"admin", "users", "list"}} {
+		var errOut bytes.Buffer
+		code := run(context.Background(), args, failingWriter{}, &errOut, asEnviron(vars))
+		lines := strings.Split(strings.TrimSpace(errOut.String()), "\n")
+		if code != exitFailure || len(lines) != 2 || !strings.Contains(lines[0], "could not write the output: disk full") ||
+			!strings.HasPrefix(lines[1], "hint: ") {
+			t.Errorf("%q with stdout failing: exit %d, stderr %q; want 1, the error and a hint", args, code, errOut.String())
+		}
+	}
+	var errOut bytes.Buffer
+	code := run(context.Background(), []string{"admin", "users", "show", "nobody@example.org"}, failingWriter{}, &errOut,
+		asEnviron(vars))
+	if code != exitFailure || !strings.Contains(errOut.String(), "no user") {
+		t.Errorf("a command failing for its own reason, stdout failing: exit %d, %q; want its own error", code, errOut.String())
+	}
+}
+
+// failingWriter fails every write, as a full disk does.
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
 
 func TestConfigErrorsNameTheVariable(t *testing.T) {
 	t.Parallel()
