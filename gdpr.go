@@ -53,7 +53,7 @@ func (s *Service) DeleteMe(ctx context.Context, c Client, a *AccessClaims, passw
 		address = u.Email
 		return s.erase(ctx, tx, u, now, "user")
 	})
-	return s.forgetErased(ctx, address, err)
+	return s.forgetErased(ctx, a.UserID, address, err)
 }
 
 // Tombstone is the address an erased account keeps: unique, and saying

@@ -83,29 +83,31 @@ func mailBackoff(attempts int) time.Duration {
 // MailArchive is a Mailer that keeps copies of what it sent (the dev
 // mailer). Erasure and retention must reach those copies too (SPEC §7).
 type MailArchive interface {
-	// Forget removes every copy of a mail to address.
-	Forget(ctx context.Context, address string) error
+	// Forget removes every copy of a mail to address, or about the
+	// account user (uuid.Nil: none): mails to its earlier and pending
+	// addresses too.
+	Forget(ctx context.Context, user uuid.UUID, address string) error
 	// Prune removes the copies made before before.
 	Prune(ctx context.Context, before time.Time) error
 }
 
-// forgetMail removes what the mailer kept of an erased address. The erasure
-// has committed by then, so a failure is logged (without the address)
-// rather than returned.
-func (s *Service) forgetMail(ctx context.Context, address string) {
-	if s.archive == nil || address == "" {
+// forgetMail removes what the mailer kept of an erased account (user, or
+// uuid.Nil when it is not known) and address. The erasure has committed by
+// then, so a failure is logged (without the address) rather than returned.
+func (s *Service) forgetMail(ctx context.Context, user uuid.UUID, address string) {
+	if s.archive == nil || address == "" && user == uuid.Nil {
 		return
 	}
-	if err := s.archive.Forget(ctx, address); err != nil {
+	if err := s.archive.Forget(ctx, user, address); err != nil {
 		s.logger.Error("removing the mail kept for an erased address", "err", err)
 	}
 }
 
-// forgetErased runs forgetMail for address once the erasure that err
-// reports has committed, and returns err.
-func (s *Service) forgetErased(ctx context.Context, address string, err error) error {
+// forgetErased runs forgetMail for user and address once the erasure that
+// err reports has committed, and returns err.
+func (s *Service) forgetErased(ctx context.Context, user uuid.UUID, address string, err error) error {
 	if err == nil {
-		s.forgetMail(ctx, address)
+		s.forgetMail(ctx, user, address)
 	}
 	return err
 }
@@ -310,7 +312,7 @@ func (s *Service) DeliverMail(ctx context.Context) (int, error) {
 // deliver sends one claimed mail. Only errors of the store are returned;
 // a failed send is recorded for a retry.
 func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
-	mail := Mail{Kind: m.Kind, To: m.To, Until: m.Until, At: m.CreatedAt, Removed: m.Removed, Change: m.Change,
+	mail := Mail{Kind: m.Kind, To: m.To, UserID: m.UserID, Until: m.Until, At: m.CreatedAt, Removed: m.Removed, Change: m.Change,
 		AfterCodes: m.AfterCodes, NewEmail: m.NewEmail, Done: m.Done, Voided: m.Voided,
 		ByAdministrator: m.ByAdministrator}
 	if m.Kind == MailVerifyEmail || m.Kind == MailPasswordReset || m.Kind == MailEmailChange {
@@ -362,7 +364,7 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 	if m.Kind == MailAccountDeleted {
 		// The erasure may have run where no archive is (authd admin), or
 		// raced a mail that was being sent.
-		s.forgetMail(ctx, m.To)
+		s.forgetMail(ctx, m.UserID, m.To)
 	}
 	now := s.now()
 	switch {

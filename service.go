@@ -129,10 +129,13 @@ const (
 // verification and reset mails; it is secret and never logged, except by the
 // development mailer.
 type Mail struct {
-	Kind  MailKind
-	To    string
-	Link  string
-	Until time.Time // with MailAccountLocked: when the lock ends
+	Kind MailKind
+	To   string
+	// UserID is the account the mail is about (uuid.Nil once it is gone),
+	// which a mailer that keeps copies (MailArchive) files them under.
+	UserID uuid.UUID
+	Link   string
+	Until  time.Time // with MailAccountLocked: when the lock ends
 	// At is when what the mail tells of happened (when it was queued).
 	At time.Time
 	// Removed is what an administrator's reset took (with MailMFAReset).

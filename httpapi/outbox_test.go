@@ -381,8 +381,9 @@ func emlHolding(t *testing.T, dir, address string) int {
 
 // TestErasureRemovesDevMailerFiles: after a self-service or an
 // administrator's erasure no .eml file of the dev mailer holds the erased
-// address, neither at once nor once the deletion notice has gone out;
-// other people's files stay.
+// address, nor the address a pending change was to move it to, neither at
+// once nor once the deletion notice has gone out; other people's files
+// stay.
 func TestErasureRemovesDevMailerFiles(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		e, dir := newDevMailerEnv(t, open(t))
@@ -399,9 +400,17 @@ func TestErasureRemovesDevMailerFiles(t *testing.T) {
 
 		mailed("self@example.org")
 		access, _ := e.login("self@example.org", goodPassword)
+		want(t, "ask to move", e.do("POST", "/v1/users/me/email", map[string]string{"new_email": "self-new@example.org",
+			"password": goodPassword}, bearer(access)...), 202, "")
+		e.mail.flush()
+		if n := emlHolding(t, dir, "self-new@example.org"); n != 1 {
+			t.Fatalf("%d .eml files hold self-new@example.org, want the change's link", n)
+		}
 		want(t, "erase myself", e.do("DELETE", "/v1/users/me", map[string]string{"password": goodPassword}, bearer(access)...), 204, "")
-		if n := emlHolding(t, dir, "self@example.org"); n != 0 {
-			t.Errorf("%d .eml files hold self@example.org after its erasure", n)
+		for _, address := range []string{"self@example.org", "self-new@example.org"} {
+			if n := emlHolding(t, dir, address); n != 0 {
+				t.Errorf("%d .eml files hold %s after the erasure", n, address)
+			}
 		}
 
 		mailed("erased@example.org")

@@ -30,6 +30,7 @@ import (
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/templates"
+	"github.com/google/uuid"
 	gomail "github.com/wneessen/go-mail"
 	mailsmtp "github.com/wneessen/go-mail/smtp"
 )
@@ -222,6 +223,11 @@ func (d *Dev) Send(_ context.Context, m authd.Mail) error {
 	if err != nil {
 		return err
 	}
+	if m.UserID != uuid.Nil {
+		// Erasure finds the account's mails to its earlier and pending
+		// addresses by it.
+		msg.SetGenHeader(accountHeader, m.UserID.String())
+	}
 	if err := os.MkdirAll(d.Dir, 0o700); err != nil {
 		return err
 	}
@@ -250,9 +256,14 @@ func (d *Dev) Send(_ context.Context, m authd.Mail) error {
 	return nil
 }
 
+// accountHeader names, in a development mailer's file, the account the
+// mail is about.
+const accountHeader gomail.Header = "X-Authd-Account"
+
 // Forget implements authd.MailArchive: it removes every .eml file
-// addressed to address (compared case-insensitively).
-func (d *Dev) Forget(_ context.Context, address string) error {
+// addressed to address (compared case-insensitively) or about the account
+// user.
+func (d *Dev) Forget(_ context.Context, user uuid.UUID, address string) error {
 	return d.remove(func(path string, _ fs.FileInfo) (bool, error) {
 		f, err := os.Open(path)
 		if err != nil {
@@ -262,6 +273,9 @@ func (d *Dev) Forget(_ context.Context, address string) error {
 		msg, err := netmail.ReadMessage(f)
 		if err != nil {
 			return false, fmt.Errorf("%s: %w", filepath.Base(path), err)
+		}
+		if user != uuid.Nil && msg.Header.Get(string(accountHeader)) == user.String() {
+			return true, nil
 		}
 		to, err := msg.Header.AddressList("To")
 		if err != nil {

@@ -26,6 +26,7 @@ import (
 	"github.com/authd/authd"
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+	"github.com/google/uuid"
 )
 
 // inbox is an in-process SMTP server's backend that keeps what it receives.
@@ -756,18 +757,24 @@ func TestDevMailerForgetAndPrune(t *testing.T) {
 	d := &Dev{Dir: dir, From: "authd <no-reply@localhost>", Renderer: renderer(t),
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 	ctx := context.Background()
-	if err := d.Forget(ctx, "a@example.org"); err != nil {
+	if err := d.Forget(ctx, uuid.New(), "a@example.org"); err != nil {
 		t.Errorf("Forget before any mail: %v", err)
 	}
 	if err := d.Prune(ctx, time.Now()); err != nil {
 		t.Errorf("Prune before any mail: %v", err)
 	}
+	bob, alice := uuid.New(), uuid.New()
 	for _, m := range []authd.Mail{
 		{Kind: authd.MailVerifyEmail, To: "bob@example.org", Link: "https://x/verify-email?token=1"},
-		{Kind: authd.MailPasswordReset, To: "bob@example.org", Link: "https://x/reset-password?token=2"},
+		{Kind: authd.MailPasswordReset, To: "bob@example.org", Link: "https://x/reset-password?token=2", UserID: bob},
 		{Kind: authd.MailRegisterNotice, To: "bob@example.org"},
-		{Kind: authd.MailVerifyEmail, To: "alice.bob@example.org", Link: "https://x/verify-email?token=3"},
+		{Kind: authd.MailVerifyEmail, To: "alice.bob@example.org", Link: "https://x/verify-email?token=3", UserID: alice},
 		{Kind: authd.MailAccountDeleted, To: "carol@example.org"},
+		// Bob's change of address: the link to the new one, and the
+		// notice to the one he had before (both his, neither his address
+		// when he is erased).
+		{Kind: authd.MailEmailChange, To: "bob-new@example.org", Link: "https://x/verify-email?token=4", UserID: bob},
+		{Kind: authd.MailEmailChangeNotice, To: "bob-old@example.org", NewEmail: "bob@example.org", Done: true, UserID: bob},
 	} {
 		if err := d.Send(ctx, m); err != nil {
 			t.Fatal(err)
@@ -786,10 +793,13 @@ func TestDevMailerForgetAndPrune(t *testing.T) {
 	if n := holding("carol@example.org"); n != 0 || strings.Contains(logs.String(), "carol@example.org") {
 		t.Errorf("the notice to an erased address was kept: %d files, log:\n%s", n, logs.String())
 	}
-	if n := holding("bob@example.org"); n != 4 {
-		t.Fatalf("%d files hold bob@example.org before the erasure, want 4", n)
+	if n := holding("bob@example.org"); n != 5 { // his three, alice.bob's, the notice naming it
+		t.Fatalf("%d files hold bob@example.org before the erasure, want 5", n)
 	}
-	if err := d.Forget(ctx, "Bob@Example.org"); err != nil {
+	if n := holding("bob-new@example.org") + holding("bob-old@example.org"); n != 2 {
+		t.Fatalf("%d files hold bob's other addresses before the erasure, want 2", n)
+	}
+	if err := d.Forget(ctx, bob, "Bob@Example.org"); err != nil {
 		t.Fatal(err)
 	}
 	files, _ := filepath.Glob(filepath.Join(dir, "*.eml"))
