@@ -74,6 +74,17 @@ func (e *MFARequired) Unwrap() error {
 var errWrongCode = &Error{Code: EInvalidCredentials, Message: "The code is incorrect.",
 	Fields: []FieldError{{Field: "code", Message: "is incorrect"}}}
 
+// errCodeUsed refuses a TOTP code that is right for a step already used
+// (or passed over): the user's own form sent twice, two tabs, or a sign-in
+// within half a minute of the last. It is refused and logged, but not
+// counted as a wrong code: a wrong guess never lands on it (it is one value
+// of the million, and spent), and counting it let the owner lock the
+// account alone.
+var errCodeUsed = &Error{Code: EInvalidCredentials, Message: "This code was already used; wait for the next one.",
+	Fields: []FieldError{{Field: "code", Message: "was already used: wait for the next one"}}}
+
+const reasonUsedCode = "code already used"
+
 // TOTPEnrolment is what a user copies into an authenticator app.
 type TOTPEnrolment struct {
 	Secret string // base32
@@ -234,7 +245,7 @@ func (s *Service) ConfirmTOTP(ctx context.Context, c Client, a *AccessClaims, co
 		if err := s.refuseCodes(ctx, tx, c, u, EventMFAEnabled, now); err != nil {
 			return err
 		}
-		ok, err := s.checkTOTP(ctx, tx, f, code, now)
+		ok, _, err := s.checkTOTP(ctx, tx, f, code, now) // a new factor: no step used yet
 		if err != nil {
 			return err
 		}
@@ -445,7 +456,7 @@ func (s *Service) VerifyMFA(ctx context.Context, c Client, mfaToken, method, cod
 		if err := s.refuseCodes(ctx, tx, c, u, EventMFAChallengeFailed, now); err != nil {
 			return err
 		}
-		ok, err := s.checkCode(ctx, tx, c, u, f, method, code, now)
+		ok, err := s.checkCode(ctx, tx, c, u, f, method, code, EventMFAChallengeFailed, now)
 		if err != nil {
 			return err
 		}
@@ -559,15 +570,20 @@ func (s *Service) challenge(ctx context.Context, tx *txn, c Client, u *User, dev
 }
 
 // checkCode checks a code of method for u's TOTP factor f (nil: none): a
-// TOTP code is accepted once (f remembers its step), a recovery code is
-// spent and its use logged.
+// TOTP code is accepted once (f remembers its step), and a used one is
+// refused as a failure of event (errCodeUsed, not counted); a recovery
+// code is spent and its use logged.
 func (s *Service) checkCode(ctx context.Context, tx *txn, c Client, u *User, f *Factor, method, code string,
-	now time.Time) (bool, error) {
+	event EventType, now time.Time) (bool, error) {
 	if method == MethodTOTP {
 		if f == nil || !f.Confirmed {
 			return false, nil // no TOTP enabled: no TOTP code is right
 		}
-		return s.checkTOTP(ctx, tx, f, code, now)
+		ok, used, err := s.checkTOTP(ctx, tx, f, code, now)
+		if used {
+			return false, tx.refuse(ctx, s.audit(now, c, event, ResultFailure, u.ID, reasonUsedCode, nil), errCodeUsed)
+		}
+		return ok, err
 	}
 	err := tx.UseRecoveryCode(ctx, u.ID, s.recoveryDigest(code), now)
 	if ErrorCode(err) == ENotFound {
@@ -587,26 +603,28 @@ func (s *Service) checkCode(ctx context.Context, tx *txn, c Client, u *User, f *
 // checkTOTP reports whether code is f's code for a step within totpSkew of
 // now and later than the last one accepted; if so, f (locked by the
 // transaction) records that step, so the code is never accepted again.
-func (s *Service) checkTOTP(ctx context.Context, tx *txn, f *Factor, code string, now time.Time) (bool, error) {
+// used reports a code of a step within totpSkew that is not later.
+func (s *Service) checkTOTP(ctx context.Context, tx *txn, f *Factor, code string, now time.Time) (ok, used bool, err error) {
 	secret, err := s.openSecret(f)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	current := now.Unix() / totpPeriod
 	for step := current - totpSkew; step <= current+totpSkew; step++ {
-		if step <= f.LastStep {
-			continue
-		}
 		want, err := totp.GenerateCodeCustom(secret, time.Unix(step*totpPeriod, 0), totpOptions)
 		if err != nil {
-			return false, err
+			return false, false, err
 		}
-		if subtle.ConstantTimeCompare([]byte(want), []byte(code)) == 1 {
+		switch {
+		case subtle.ConstantTimeCompare([]byte(want), []byte(code)) != 1:
+		case step <= f.LastStep:
+			used = true
+		default:
 			f.LastStep, f.LastUsedAt = step, now
-			return true, tx.UpdateFactor(ctx, f)
+			return true, false, tx.UpdateFactor(ctx, f)
 		}
 	}
-	return false, nil
+	return false, used, nil
 }
 
 // replaceRecoveryCodes makes a new set of recovery codes for the user,

@@ -134,7 +134,7 @@ func (s *Service) checkProof(ctx context.Context, tx *txn, c Client, u *User, fa
 	if err := s.refuseCodes(ctx, tx, c, u, event, now); err != nil {
 		return err
 	}
-	ok, err := s.checkCode(ctx, tx, c, u, factorOf(factors, FactorTOTP), method, code, now)
+	ok, err := s.checkCode(ctx, tx, c, u, factorOf(factors, FactorTOTP), method, code, event, now)
 	if err != nil {
 		return err
 	}

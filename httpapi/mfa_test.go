@@ -224,6 +224,49 @@ func TestPasswordLoginAMR(t *testing.T) {
 	}
 }
 
+// TestUsedCodeRefusedUncounted: a TOTP code already used (a form sent
+// twice, two tabs, a sign-in within its half minute) is refused, saying
+// so, at login and at a step-up, and logged, but not counted as a wrong
+// code: seven of them lock nothing, and the next code signs in.
+func TestUsedCodeRefusedUncounted(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	access, secret, _ := e.mfaUser("uma@example.org")
+	code := totpAt(t, secret, e.clock.Now())
+	want(t, "sign in", e.verify(e.mfaLogin("uma@example.org"), "totp", code), 200, "")
+	refused := func(what string, r response) {
+		t.Helper()
+		want(t, what, r, 401, "invalid_credentials")
+		if !strings.Contains(r.raw, "already used") {
+			t.Errorf("%s: %s; want it to say the code was already used", what, r.raw)
+		}
+	}
+	for range 6 {
+		refused("the used code again", e.verify(e.mfaLogin("uma@example.org"), "totp", code))
+	}
+	refused("a step-up with the used code", e.do("DELETE", "/v1/users/me/mfa/totp", map[string]string{"code": code},
+		bearer(access)...))
+	if u := e.user("uma@example.org"); u.FailedLoginAttempts != 0 || u.FailedCodeAttempts != 0 || u.IsLocked(e.clock.Now()) {
+		t.Errorf("after seven used codes: %d failed attempts, %d failed codes, locked %v; want none counted",
+			u.FailedLoginAttempts, u.FailedCodeAttempts, u.IsLocked(e.clock.Now()))
+	}
+	logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: e.user("uma@example.org").ID, Limit: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, l := range logs {
+		if l.Result == authd.ResultFailure && l.FailureReason == "code already used" {
+			n++
+		}
+	}
+	if n != 7 {
+		t.Errorf("%d rows of a used code, want 7", n)
+	}
+	next := totpAt(t, secret, e.clock.Now().Add(30*time.Second))
+	want(t, "the next code", e.verify(e.mfaLogin("uma@example.org"), "totp", next), 200, "")
+}
+
 // TestTOTPSkew: codes one step either side of now pass, two steps do not.
 func TestTOTPSkew(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
