@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"golang.org/x/text/unicode/norm"
+
 	"github.com/authd/authd/internal/pace"
 	"github.com/google/uuid"
 )
@@ -145,6 +147,11 @@ func (s *Service) ResetPassword(ctx context.Context, c Client, token, newPasswor
 // EUnavailable.
 func (s *Service) ChangePassword(ctx context.Context, c Client, a *AccessClaims, current, newPassword string,
 	proof StepUp) error {
+	if current != "" && norm.NFKC.String(newPassword) == norm.NFKC.String(current) { // as hashed
+		// Refused before any check: it would spend a second factor's code
+		// and end the other sessions for no change.
+		return errSamePassword
+	}
 	ctx, cancel := detach(ctx) // the checks finish whatever the client does
 	defer cancel()
 	checked, err := s.reauthenticateStepUp(ctx, c, a, current, "current_password", proof, EventPasswordChanged)
@@ -171,6 +178,11 @@ func (s *Service) ChangePassword(ctx context.Context, c Client, a *AccessClaims,
 		return s.setPassword(ctx, tx, c, u, hash, a.SessionID, now, EventPasswordChanged)
 	})
 }
+
+// errSamePassword refuses a password change to the password it names as
+// the current one.
+var errSamePassword = &Error{Code: EWeakPassword, Message: "The new password must differ from the current one.",
+	Fields: []FieldError{{Field: "new_password", Message: "must differ from the current password"}}}
 
 // reauthenticate checks the password of the token's user before a
 // sensitive change. It is limited per user (reauthPerUser a minute), so that

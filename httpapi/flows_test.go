@@ -621,6 +621,16 @@ func TestChangePasswordErrors(t *testing.T) {
 			t.Errorf("weak new password names %s", r.raw)
 		}
 		want(t, "no token", e.do("POST", "/v1/auth/password/change", map[string]string{"current_password": goodPassword, "new_password": "a changed passphrase"}), 401, "invalid_token")
+		// The same password (here in another Unicode form of it) is no
+		// change: refused before any check, ending no session.
+		other, _ := e.login("chg@example.org", goodPassword)
+		r = e.do("POST", "/v1/auth/password/change", map[string]string{"current_password": goodPassword,
+			"new_password": strings.ReplaceAll(goodPassword, "o", "\uff4f")}, bearer(a)...)
+		want(t, "the same password", r, 400, "weak_password")
+		if !strings.Contains(r.raw, "must differ") || !strings.Contains(r.raw, `"field":"new_password"`) {
+			t.Errorf("the same password: %s", r.raw)
+		}
+		want(t, "the other session", e.do("GET", "/v1/users/me", nil, bearer(other)...), 200, "")
 	})
 }
 
