@@ -77,9 +77,10 @@ var errWrongCode = &Error{Code: EInvalidCredentials, Message: "The code is incor
 // errCodeUsed refuses a TOTP code that is right for a step already used
 // (or passed over): the user's own form sent twice, two tabs, or a sign-in
 // within half a minute of the last. It is refused and logged, but not
-// counted as a wrong code: a wrong guess never lands on it (it is one value
-// of the million, and spent), and counting it let the owner lock the
-// account alone.
+// counted toward the account's lock: a wrong guess never lands on it (it
+// is one value of the million, and spent), and counting it let the owner
+// lock the account alone. A login's mfa_token counts it among its
+// MaxMFAFailures, so that one token cannot replay it for its lifetime.
 var errCodeUsed = &Error{Code: EInvalidCredentials, Message: "This code was already used; wait for the next one.",
 	Fields: []FieldError{{Field: "code", Message: "was already used: wait for the next one"}}}
 
@@ -457,6 +458,12 @@ func (s *Service) VerifyMFA(ctx context.Context, c Client, mfaToken, method, cod
 			return err
 		}
 		ok, err := s.checkCode(ctx, tx, c, u, f, method, code, EventMFAChallengeFailed, now)
+		if errors.Is(err, errCodeUsed) {
+			ch.Failures++
+			if uerr := tx.UpdateMFAChallenge(ctx, ch); uerr != nil {
+				return uerr
+			}
+		}
 		if err != nil {
 			return err
 		}

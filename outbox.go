@@ -343,7 +343,8 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 			// The link was minted all the same, so that the requester's
 			// data tells nothing, but goes to no one: the address's owner
 			// is told that someone asked for it.
-			mail.Kind, mail.Link = MailEmailChangeTaken, ""
+			// It is about the holder's account, not the requester's.
+			mail.Kind, mail.Link, mail.UserID = MailEmailChangeTaken, "", holder.ID
 		}
 	}
 	if err := s.store.ExtendMailClaim(ctx, m.ID, m.Claim, s.now().Add(mailLease)); ErrorCode(err) == ENotFound {

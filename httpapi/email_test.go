@@ -237,6 +237,9 @@ func TestEmailChangeToATakenAddress(t *testing.T) {
 		if taken.Link != "" {
 			t.Errorf("the taken address got a link: %+v", taken)
 		}
+		if holder := e.user(b); taken.UserID != holder.ID { // a mailer's copy is filed under it
+			t.Errorf("the notice to the taken address is about account %s, want its holder's %s", taken.UserID, holder.ID)
+		}
 		if n := e.mail.count(authd.MailEmailChange, b); n != 0 {
 			t.Errorf("%d change links to a taken address", n)
 		}

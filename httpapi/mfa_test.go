@@ -263,6 +263,13 @@ func TestUsedCodeRefusedUncounted(t *testing.T) {
 	if n != 7 {
 		t.Errorf("%d rows of a used code, want 7", n)
 	}
+	// One mfa_token counts its replays among its wrong codes: it dies
+	// after five.
+	token := e.mfaLogin("uma@example.org")
+	for range 5 {
+		refused("the used code again on one token", e.verify(token, "totp", code))
+	}
+	want(t, "the token after five replays", e.verify(token, "totp", code), 400, "invalid_token")
 	next := totpAt(t, secret, e.clock.Now().Add(30*time.Second))
 	want(t, "the next code", e.verify(e.mfaLogin("uma@example.org"), "totp", next), 200, "")
 }

@@ -626,42 +626,51 @@ func testPurgeErasedAccounts(t *testing.T, s authd.Store) {
 // testPurgeDryRunOfAnErasedAccount: a dry run counts the tombstone the
 // purge deletes once its session goes in the same run (ended after the
 // logs' cut-off but before the expired rows', its token expired), as the
-// purge itself does.
+// purge itself does, and neither counts one whose ended session keeps a
+// token that has not expired.
 func testPurgeDryRunOfAnErasedAccount(t *testing.T, s authd.Store) {
 	ctx := context.Background()
-	u := mustCreateUser(t, s, "erased@example.org")
-	ended := Epoch.Add(-48 * time.Hour)
-	sess := &authd.Session{ID: authd.NewID(), UserID: u.ID, CreatedAt: Epoch.Add(-100 * time.Hour),
-		LastUsedAt: ended, ExpiresAt: Epoch.Add(-47 * time.Hour), RevokedAt: ended}
-	if err := s.CreateSession(ctx, sess); err != nil {
-		t.Fatal(err)
+	erased := func(email string, tokenExpires time.Time) *authd.User {
+		u := mustCreateUser(t, s, email)
+		ended := Epoch.Add(-48 * time.Hour)
+		sess := &authd.Session{ID: authd.NewID(), UserID: u.ID, CreatedAt: Epoch.Add(-100 * time.Hour),
+			LastUsedAt: ended, ExpiresAt: Epoch.Add(-47 * time.Hour), RevokedAt: ended}
+		if err := s.CreateSession(ctx, sess); err != nil {
+			t.Fatal(err)
+		}
+		tok := newToken(u, sess, authd.TokenRefresh, "digest-"+email)
+		tok.IssuedAt, tok.CreatedAt, tok.ExpiresAt = sess.CreatedAt, sess.CreatedAt, tokenExpires
+		if err := s.CreateToken(ctx, tok); err != nil {
+			t.Fatal(err)
+		}
+		u.AccountStatus, u.Email, u.PasswordHash, u.UpdatedAt = authd.StatusDeleted, authd.Tombstone(u.ID), "", Epoch.Add(-96*time.Hour)
+		if err := s.UpdateUser(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateSecurityLog(ctx, authd.NewSecurityLog(Epoch.Add(-96*time.Hour), authd.EventAccountDeleted,
+			authd.ResultSuccess, u.ID, "", "", "", nil)); err != nil {
+			t.Fatal(err)
+		}
+		return u
 	}
-	tok := newToken(u, sess, authd.TokenRefresh, "erased-digest")
-	tok.IssuedAt, tok.CreatedAt, tok.ExpiresAt = sess.CreatedAt, sess.CreatedAt, Epoch.Add(-30*time.Hour)
-	if err := s.CreateToken(ctx, tok); err != nil {
-		t.Fatal(err)
-	}
-	u.AccountStatus, u.Email, u.PasswordHash, u.UpdatedAt = authd.StatusDeleted, authd.Tombstone(u.ID), "", Epoch.Add(-96*time.Hour)
-	if err := s.UpdateUser(ctx, u); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.CreateSecurityLog(ctx, authd.NewSecurityLog(Epoch.Add(-96*time.Hour), authd.EventAccountDeleted,
-		authd.ResultSuccess, u.ID, "", "", "", nil)); err != nil {
-		t.Fatal(err)
-	}
+	gone := erased("erased@example.org", Epoch.Add(-30*time.Hour))
+	kept := erased("kept@example.org", Epoch.Add(-12*time.Hour)) // its token outlives the expired rows' cut-off
 	req := authd.PurgeRequest{LogsBefore: Epoch.Add(-72 * time.Hour), ExpiredBefore: Epoch.Add(-24 * time.Hour), Now: Epoch,
 		Batch: 10}
 	dry := req
 	dry.DryRun = true
-	want := authd.PurgeResult{SecurityLogs: 1, Tokens: 1, Sessions: 1, ErasedAccounts: 1}
+	want := authd.PurgeResult{SecurityLogs: 2, Tokens: 1, Sessions: 1, ErasedAccounts: 1}
 	if res, err := s.Purge(ctx, dry); err != nil || !cmp.Equal(res, want) {
 		t.Errorf("Purge (dry run) = %+v, %v; want %+v", res, err, want)
 	}
 	if res, err := s.Purge(ctx, req); err != nil || !cmp.Equal(res, want) {
 		t.Errorf("Purge = %+v, %v; want %+v", res, err, want)
 	}
-	_, err := s.User(ctx, u.ID)
+	_, err := s.User(ctx, gone.ID)
 	wantCode(t, "the erased account after the purge", err, authd.ENotFound)
+	if _, err := s.User(ctx, kept.ID); err != nil {
+		t.Errorf("the erased account whose session keeps a live token: %v; want it kept", err)
+	}
 }
 
 func testSecurityLogs(t *testing.T, s authd.Store) {

@@ -114,8 +114,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 			if out.err != nil && c.name != "serve" && (err == nil || errors.Is(err, out.err)) {
 				// serve's one line to stdout is its banner; what the
 				// others print is what they were run for.
-				err = &cliError{msg: "could not write the output: " + out.err.Error(),
-					hint: "stdout is closed, or where it goes is full: send it where it can be written (a file, a pipe read to the end)"}
+				err = &cliError{msg: "the command ran, but its output could not be written: " + out.err.Error(),
+					hint: "stdout is closed, or where it goes is full; check what the command did before running it again " +
+						"(a client it created, a secret or key it made, would be made anew)"}
 			}
 			return report(e, c.name, err)
 		}

@@ -176,7 +176,7 @@ func TestOutputThatCannotBeWritten(t *testing.T) {
 		var errOut bytes.Buffer
 		code := run(context.Background(), args, failingWriter{}, &errOut, asEnviron(vars))
 		lines := strings.Split(strings.TrimSpace(errOut.String()), "\n")
-		if code != exitFailure || len(lines) != 2 || !strings.Contains(lines[0], "could not write the output: disk full") ||
+		if code != exitFailure || len(lines) != 2 || !strings.Contains(lines[0], "its output could not be written: disk full") ||
 			!strings.HasPrefix(lines[1], "hint: ") {
 			t.Errorf("%q with stdout failing: exit %d, stderr %q; want 1, the error and a hint", args, code, errOut.String())
 		}
