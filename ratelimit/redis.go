@@ -53,7 +53,13 @@ var _ authd.RateLimiter = (*Redis)(nil)
 
 // NewRedis connects to rawURL (redis://… or rediss://…) and checks that the
 // server answers. Clock runs the in-memory fallback; logger hears when
-// limits fall back and when they return to Redis.
+// limits fall back and when they return to Redis. A Redis that cannot be
+// reached (refused, silent, unresolvable) is an outage, as it would be
+// later: the limiter starts in memory, says so at error level, and tries
+// Redis as it does during one, so that an instance restarted during an
+// outage serves rather than staying down for a dependency it can do
+// without. A Redis that answers with a refusal (a wrong password or
+// database number) is a configuration error, returned.
 func NewRedis(ctx context.Context, rawURL string, clock authd.Clock, logger *slog.Logger) (*Redis, error) {
 	opts, err := redis.ParseURL(rawURL)
 	if err != nil {
@@ -82,14 +88,23 @@ func NewRedis(ctx context.Context, rawURL string, clock authd.Clock, logger *slo
 	client := redis.NewClient(opts)
 	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := client.Ping(pingCtx).Err(); err != nil {
+	r := &Redis{client: client, addr: opts.Addr, prefix: "authd:rl:", clock: clock, logger: logger,
+		fallback: NewMemory(clock), lockouts: NewMemoryLockouts(clock), timeout: callTimeout, retry: retryAfterFailure}
+	err = client.Ping(pingCtx).Err()
+	var refused redis.Error
+	switch {
+	case err == nil:
+	case errors.As(err, &refused) || ctx.Err() != nil:
 		client.Close()
 		return nil, &authd.Error{Code: authd.EUnavailable, Err: err,
-			Message: fmt.Sprintf("could not connect to Redis at %s", opts.Addr),
-			Hint:    "start Redis or fix AUTHD_REDIS_URL (unset it to keep rate limits in memory)"}
+			Message: fmt.Sprintf("Redis at %s refused the connection's set-up", opts.Addr),
+			Hint:    "fix AUTHD_REDIS_URL's password or database number (unset it to keep rate limits in memory)"}
+	default:
+		logger.Error("Redis cannot be reached at start: rate limits are counted in memory on this instance "+
+			"until it answers (check AUTHD_REDIS_URL if it never does)", "addr", opts.Addr, "err", err)
+		r.down.Store(true) // tried again by the first request, then as in any outage
 	}
-	return &Redis{client: client, addr: opts.Addr, prefix: "authd:rl:", clock: clock, logger: logger,
-		fallback: NewMemory(clock), lockouts: NewMemoryLockouts(clock), timeout: callTimeout, retry: retryAfterFailure}, nil
+	return r, nil
 }
 
 // allow counts one event and gives the window's remaining lifetime in

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -177,13 +178,61 @@ func TestRedisDownFallsBackToMemory(t *testing.T) {
 	}
 }
 
-func TestRedisUnreachable(t *testing.T) {
+// TestRedisUnreachableAtStart: a Redis that cannot be reached when the
+// limiter is made is an outage, not a failure to start: limits are counted
+// in memory (never none), said once at error level, and Redis is used as
+// soon as it answers. A Redis that answers with a refusal (a database
+// number it does not have) is a configuration error, as is a URL that is
+// not Redis's.
+func TestRedisUnreachableAtStart(t *testing.T) {
 	t.Parallel()
-	if _, err := NewRedis(context.Background(), "redis://127.0.0.1:1/0", authd.SystemClock{}, nil); err == nil {
-		t.Error("NewRedis to a closed port succeeded")
+	ctx := context.Background()
+	var logs syncBuffer
+	r, err := NewRedis(ctx, "redis://127.0.0.1:1/0", authd.SystemClock{}, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatalf("NewRedis to a closed port: %v; want a limiter in memory", err)
 	}
-	if _, err := NewRedis(context.Background(), "http://x", authd.SystemClock{}, nil); err == nil {
+	defer r.Close()
+	if !r.Fallback() || strings.Count(logs.String(), "level=ERROR") != 1 || !strings.Contains(logs.String(), "in memory") {
+		t.Errorf("fallback %v, log:\n%s\nwant the fallback, said once at error level", r.Fallback(), logs.String())
+	}
+	for i := range 3 {
+		if wait, err := r.Allow(ctx, "k", 2, time.Hour); err != nil || (wait == 0) != (i < 2) {
+			t.Errorf("event %d, Redis never reached: wait %s, err %v; want the limit kept in memory", i+1, wait, err)
+		}
+	}
+	if _, err := NewRedis(ctx, "http://x", authd.SystemClock{}, nil); err == nil {
 		t.Error("NewRedis accepted a non-redis URL")
+	}
+
+	direct := redisURL(t)
+	if direct == "" {
+		return
+	}
+	u, err := url.Parse(direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewRedis(ctx, "redis://"+u.Host+"/99999", authd.SystemClock{}, nil); err == nil ||
+		!strings.Contains(err.Error(), "refused") {
+		t.Errorf("NewRedis with a database number Redis does not have: %v; want the refusal", err)
+	}
+
+	p, proxied := newProxy(t, direct)
+	p.SetDown(true)
+	a, err := NewRedis(ctx, proxied, authd.SystemClock{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	a.prefix = testPrefix()
+	b := redisLimiter(t, direct, a.prefix, nil, nil)
+	p.SetDown(false)
+	if wait, err := a.Allow(ctx, "shared", 1, time.Hour); err != nil || wait != 0 || a.Fallback() {
+		t.Fatalf("the first event once Redis answers: wait %s, err %v, fallback %v; want it counted in Redis", wait, err, a.Fallback())
+	}
+	if wait, _ := b.Allow(ctx, "shared", 1, time.Hour); wait == 0 {
+		t.Error("another instance does not see the count made once Redis answered")
 	}
 }
 

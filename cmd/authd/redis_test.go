@@ -8,15 +8,16 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/authd/authd/internal/faultnet"
 )
 
-// TestServeRedisDown cuts the network between a running authd and its Redis:
-// the rate limits go on in memory (429 after the limit), the gauge says so,
-// and the log says it once.
-func TestServeRedisDown(t *testing.T) {
-	t.Parallel()
+// redisProxiedApp runs authd on SQLite with its Redis behind a proxy the
+// test can cut (cut first when down, before authd starts), and returns the
+// proxy, the public and admin base URLs and the log.
+func redisProxiedApp(t *testing.T, down bool) (*faultnet.Proxy, string, string, *syncBuffer) {
+	t.Helper()
 	redisURL := os.Getenv("TEST_REDIS_URL")
 	if redisURL == "" {
 		if os.Getenv("CI") != "" {
@@ -31,44 +32,84 @@ func TestServeRedisDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.Close)
+	p.SetDown(down)
 	env := sqliteEnv(t)
 	env["AUTHD_HTTP_ADDR"], env["AUTHD_REDIS_URL"] = "127.0.0.1:0", proxied
 	cfg := configOf(t, env)
-	var logs syncBuffer
-	app := NewApp(cfg, newLogger(cfg, &logs))
+	logs := &syncBuffer{}
+	app := NewApp(cfg, newLogger(cfg, logs))
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := app.Open(ctx); err != nil {
+		cancel()
 		t.Fatal(err)
 	}
 	done := make(chan error)
 	go func() { done <- app.Run(ctx) }()
-	defer func() { cancel(); <-done; app.Close() }()
-	base := "http://" + app.Addr().String()
+	t.Cleanup(func() { cancel(); <-done; app.Close() })
+	return p, "http://" + app.Addr().String(), "http://" + app.AdminAddr().String(), logs
+}
 
-	p.SetDown(true)
-	resend := func(i int) *http.Response {
-		resp, err := http.Post(base+"/v1/auth/verify-email/resend", "application/json",
-			strings.NewReader(fmt.Sprintf(`{"email":"nobody%d@example.org"}`, i)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp
+// resend asks base for a verification mail to the i-th unknown address,
+// from the test's one IP.
+func resend(t *testing.T, base string, i int) *http.Response {
+	t.Helper()
+	resp, err := http.Post(base+"/v1/auth/verify-email/resend", "application/json",
+		strings.NewReader(fmt.Sprintf(`{"email":"nobody%d@example.org"}`, i)))
+	if err != nil {
+		t.Fatal(err)
 	}
+	resp.Body.Close()
+	return resp
+}
+
+// TestServeRedisDown cuts the network between a running authd and its Redis:
+// the rate limits go on in memory (429 after the limit), the gauge says so,
+// and the log says it once.
+func TestServeRedisDown(t *testing.T) {
+	t.Parallel()
+	p, base, admin, logs := redisProxiedApp(t, false)
+	p.SetDown(true)
 	for i := range 30 {
-		if resp := resend(i); resp.StatusCode != http.StatusAccepted {
+		if resp := resend(t, base, i); resp.StatusCode != http.StatusAccepted {
 			t.Fatalf("resend %d with Redis down: %d, want 202", i+1, resp.StatusCode)
 		}
 	}
-	if resp := resend(30); resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+	if resp := resend(t, base, 30); resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
 		t.Errorf("31st resend from one IP with Redis down: %d, Retry-After %q; want 429 with Retry-After (limits in memory, never none)",
 			resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
-	if body := get(t, "http://"+app.AdminAddr().String()+"/metrics"); !strings.Contains(body, "authd_rate_limit_fallback 1") {
+	if body := get(t, admin+"/metrics"); !strings.Contains(body, "authd_rate_limit_fallback 1") {
 		t.Error("/metrics does not show authd_rate_limit_fallback 1 with Redis down")
 	}
 	if n := strings.Count(logs.String(), "fall back to memory"); n != 1 {
 		t.Errorf("%d log lines about the fallback for one outage and 31 requests, want 1:\n%s", n, logs.String())
+	}
+}
+
+// TestServeStartsWithRedisDown: an instance (re)started during a Redis
+// outage serves, its limits in memory, and says so once at error level;
+// once Redis answers, limits are shared again.
+func TestServeStartsWithRedisDown(t *testing.T) {
+	t.Parallel()
+	p, base, admin, logs := redisProxiedApp(t, true)
+	if n := strings.Count(logs.String(), "cannot be reached at start"); n != 1 || !strings.Contains(logs.String(), "level=ERROR") {
+		t.Errorf("the start with Redis down logged %d times:\n%s\nwant once, at error level", n, logs.String())
+	}
+	if resp := resend(t, base, 0); resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("a request with Redis down since the start: %d, want 202", resp.StatusCode)
+	}
+	if body := get(t, admin+"/metrics"); !strings.Contains(body, "authd_rate_limit_fallback 1") {
+		t.Error("/metrics does not show authd_rate_limit_fallback 1 with Redis down since the start")
+	}
+	p.SetDown(false)
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		resend(t, base, 1)
+		if strings.Contains(get(t, admin+"/metrics"), "authd_rate_limit_fallback 0") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("limits still in memory 15 s after Redis answered")
+		}
 	}
 }
 
