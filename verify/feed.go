@@ -57,6 +57,8 @@ const (
 	// fullScanPace is how often a full memory of revocations may be
 	// scanned for expired ones as events come (besides prune's cadence).
 	fullScanPace = time.Second
+	// idlePrune is how often a quiet feed's heartbeats prune (pruneIdle).
+	idlePrune = time.Minute
 	// defaultMaxRevocations is Options.MaxRevocations' default.
 	defaultMaxRevocations = 1_000_000
 	// resumeGrace is how long the state stays current while the verifier
@@ -77,8 +79,10 @@ type revocations struct {
 	users    map[string]userRevocation
 	// max bounds len(sessions)+len(users). A revocation past it is not
 	// kept: until fullUntil (Options.Now's clock), when every token it
-	// could name has expired, the state is not current, and the Policy
-	// decides. earliest is no later than the first time a kept one may
+	// could name has expired, a token issued before doubtBefore (when the
+	// last one not kept reached the verifier, plus Leeway: tokens issued
+	// later cannot be of its session, nor of its user's revoked ones) is
+	// in doubt, and the Policy decides it. earliest is no later than the first time a kept one may
 	// be forgotten (zero: none kept yet), so that a full memory is
 	// scanned only when the scan can free something, and at most once a
 	// second (scanned, wall clock): at the bound, with revocations
@@ -87,7 +91,9 @@ type revocations struct {
 	max         int
 	earliest    time.Time
 	scanned     time.Time
+	pruned      time.Time // the last prune (wall clock), for pruneIdle
 	fullUntil   time.Time
+	doubtBefore time.Time
 	fulls       int64 // times the memory filled, for the epoch
 	dropped     int64 // revocations not kept, for Stats
 	lastID      int64
@@ -123,21 +129,27 @@ func (r *revocations) revoked(c *Claims) bool {
 	return ok && c.IssuedAt.Before(u.before)
 }
 
-// state is whether the feed is current at now (Options.Now's clock), since
-// when it is not, and its epoch, which tells one outage from the next (for
-// the introspection answers and breaker, which serve one outage). While
-// revocations that can still matter were not kept (more than max), it is
-// not current, and has been so for longer than any grace: those
-// revocations are known to exist. The epoch counts catch-ups and each
-// start and end of such a time.
+// state is whether the feed is current, since when it is not, and its
+// epoch at now (Options.Now's clock), which tells one outage from the next
+// (for the introspection answers and breaker, which serve one outage): it
+// counts catch-ups, and each start and end of a time when revocations
+// that can still matter were not kept (more than max).
 func (r *revocations) state(now time.Time) (healthy bool, downSince time.Time, epoch int64) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	epoch = r.syncs + 2*r.fulls
 	if now.Before(r.fullUntil) {
-		return false, time.Time{}, epoch - 1
+		epoch--
 	}
 	return r.healthy, r.downSince, epoch
+}
+
+// doubts reports whether a revocation not kept (more than max) may name c
+// at now: then only introspection can tell, whatever the feed's state.
+func (r *revocations) doubts(c *Claims, now time.Time) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return now.Before(r.fullUntil) && !c.IssuedAt.After(r.doubtBefore)
 }
 
 // silenceLimit is how long the feed may say nothing, response headers
@@ -209,6 +221,7 @@ func (r *revocations) apply(e feedEvent, id string, now time.Time) (filled bool)
 			r.fulls++
 		}
 		r.fullUntil = later(r.fullUntil, forget)
+		r.doubtBefore = later(r.doubtBefore, now.Add(Leeway))
 		r.dropped++
 		return filled
 	}
@@ -278,12 +291,25 @@ func (r *revocations) prune(now time.Time) {
 	r.mu.RUnlock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.pruned = time.Now()
 	r.earliest = sEarliest
 	if r.earliest.IsZero() || !uEarliest.IsZero() && uEarliest.Before(r.earliest) {
 		r.earliest = uEarliest
 	}
 	r.sessions = without(r.sessions, sessions, freshSessions)
 	r.users = without(r.users, users, freshUsers)
+}
+
+// pruneIdle prunes when the last prune is idlePrune old (wall clock), so
+// that a quiet feed's heartbeats keep the memory, and Stats.Revoked, to the
+// revocations that can still matter. The feed's goroutine calls it.
+func (r *revocations) pruneIdle(now time.Time) {
+	r.mu.RLock()
+	due := time.Since(r.pruned) >= idlePrune
+	r.mu.RUnlock()
+	if due {
+		r.prune(now)
+	}
 }
 
 // sweep is prune's look at m: the ids expired at now, the earliest time
@@ -503,6 +529,7 @@ func (v *Verifier) stream(ctx context.Context, caughtUp func()) error {
 			}
 			event, data, id = "", "", ""
 		case strings.HasPrefix(line, ":"): // a comment: heartbeat
+			v.revs.pruneIdle(v.now())
 		default:
 			field, value, _ := strings.Cut(line, ":")
 			value = strings.TrimPrefix(value, " ")

@@ -340,13 +340,15 @@ func TestFullMemoryOfRevocations(t *testing.T) {
 	if len(r.sessions)+len(r.users) != 2 || r.lastID != 6 {
 		t.Errorf("%d kept, at event %d; want 2 at 6", len(r.sessions)+len(r.users), r.lastID)
 	}
-	healthy, _, epoch1 := r.state(t0)
-	if healthy || epoch1 == epoch0 {
-		t.Errorf("while full: healthy %v, epoch %d (before %d): want not current, a new epoch", healthy, epoch1, epoch0)
+	_, _, epoch1 := r.state(t0)
+	older, newer := &Claims{IssuedAt: t0.Add(Leeway)}, &Claims{IssuedAt: t0.Add(Leeway + time.Second)}
+	if !r.doubts(older, t0) || r.doubts(newer, t0) || epoch1 == epoch0 {
+		t.Errorf("while full: doubts a token issued by the drop (+Leeway) %v, one after it %v, epoch %d (before %d); "+
+			"want the first only, a new epoch", r.doubts(older, t0), r.doubts(newer, t0), epoch1, epoch0)
 	}
 	r.setHealthy(true)
-	if healthy, _, _ := r.state(t0.Add(15 * time.Minute)); healthy {
-		t.Error("a catch-up while full made the state current")
+	if !r.doubts(older, t0.Add(15*time.Minute)) {
+		t.Error("a catch-up while full ended the doubt")
 	}
 
 	// Sparse events: one while the kept ones live is dropped (full until
@@ -359,8 +361,9 @@ func TestFullMemoryOfRevocations(t *testing.T) {
 		r.scanned = time.Time{} // the pace is the wall clock's: this test's minutes pass at once
 	}
 	healthy, _, epoch2 := r.state(t0.Add(40 * time.Minute))
-	if !healthy || epoch2 == epoch1 || epoch2 == epoch0 {
-		t.Errorf("once the dropped revocations' tokens expired: healthy %v, epoch %d (%d, %d before)", healthy, epoch2, epoch0, epoch1)
+	if !healthy || r.doubts(older, t0.Add(40*time.Minute)) || epoch2 == epoch1 || epoch2 == epoch0 {
+		t.Errorf("once the dropped revocations' tokens expired: healthy %v, doubt %v, epoch %d (%d, %d before)", healthy,
+			r.doubts(older, t0.Add(40*time.Minute)), epoch2, epoch0, epoch1)
 	}
 
 	// No exp, or one past any token's life: kept the longest time.
@@ -403,5 +406,51 @@ func TestPruneGivesBackABurstsMemory(t *testing.T) {
 	r.prune(t0.Add(20 * time.Minute))
 	if len(r.sessions) != 1024 || reflect.ValueOf(r.sessions).UnsafePointer() != before {
 		t.Errorf("pruning one of 1,025: %d left, or a new map", len(r.sessions))
+	}
+}
+
+// TestQuietFeedPrunes: a feed that says nothing but heartbeats still
+// forgets the revocations whose tokens have expired (at most once a
+// minute), so that its memory and Stats.Revoked follow the live ones.
+func TestQuietFeedPrunes(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1_900_000_000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	beat := make(chan struct{})
+	srv, _ := feedServer(t, func(w http.ResponseWriter, r *http.Request, n int64) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprintf(w, "id: 1\ndata: {\"id\":1,\"sid\":\"s1\",\"exp\":%d}\n\nevent: synced\ndata: {}\n\n", clock().Unix()+60)
+		w.(http.Flusher).Flush()
+		for {
+			select {
+			case <-beat:
+				io.WriteString(w, ": heartbeat\n\n")
+				w.(http.Flusher).Flush()
+			case <-r.Context().Done():
+				return
+			}
+		}
+	})
+	o := feedOptions(srv)
+	o.Now, o.Policy = clock, FailClosed
+	v, err := New(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	if st := v.Stats(); st.Revoked != 1 {
+		t.Fatalf("after the backlog: %d remembered, want 1", st.Revoked)
+	}
+	mu.Lock()
+	now = now.Add(3 * time.Minute) // s1's tokens have expired, and its minute past them
+	mu.Unlock()
+	v.revs.mu.Lock()
+	v.revs.pruned = time.Time{} // the catch-up pruned just now: as if a minute had passed
+	v.revs.mu.Unlock()
+	beat <- struct{}{}
+	for deadline := time.Now().Add(5 * time.Second); v.Stats().Revoked != 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("a heartbeat a minute after the last prune: %d remembered, want 0", v.Stats().Revoked)
+		}
 	}
 }

@@ -142,14 +142,17 @@ type Options struct {
 	CacheSize int
 	// MaxRevocations bounds the sessions and users the Verifier remembers
 	// as revoked (zero or negative: 1,000,000, about 150 MB of sessions or
-	// 200 MB of users). It remembers each only while a token it names can
-	// be unexpired, so the bound is met only when a great many are revoked
-	// within an access token's lifetime (a mass logout). Past it a
-	// revocation is not kept, and until every token it names has expired
-	// the Verifier counts the feed as lost from the start: the Policy
-	// decides each token, with no grace (Stats.RevocationsFull), and a
-	// revocation is seen as introspection sees it (within
-	// IntrospectionTTL) rather than within a second.
+	// 200 MB of users). It remembers each for as long as authd's feed says
+	// a token it names can be unexpired: a day past the revocation (the
+	// longest access-token lifetime authd allows, whatever the configured
+	// one), so the default holds about 11 revocations a second, sustained.
+	// Past the bound a revocation is not kept, and every token issued
+	// before it reached the Verifier (Leeway included) is decided by the
+	// Policy, with no grace, as while the feed is lost (Stats.
+	// RevocationsFull), for the rest of that token's life: seen as
+	// introspection sees it (within IntrospectionTTL) rather than within a
+	// second, or refused with FailClosed. Tokens issued later are checked
+	// against the feed as usual.
 	MaxRevocations int
 	// Now is the clock (default time.Now); tests set it. It dates tokens
 	// (exp, nbf, iat), the JWKS's freshness and JWKSMaxStale, how long
@@ -257,8 +260,9 @@ type Stats struct {
 	JWKSFetchedAt         time.Time // the last successful fetch (Options.Now)
 	Revoked               int       // sessions and users currently remembered as revoked
 	// RevocationsFull is whether revocations past Options.MaxRevocations
-	// were not kept and tokens they name can be unexpired: meanwhile the
-	// Policy decides every token. RevocationsDropped counts them.
+	// were not kept within the day that tokens they name may live: tokens
+	// issued before the last of them are decided by the Policy.
+	// RevocationsDropped counts them.
 	RevocationsFull    bool
 	RevocationsDropped int64
 }
@@ -644,15 +648,23 @@ func checkTimes(c *Claims, now time.Time) error {
 // checkRevoked consults the revocations followed from the feed, or, while
 // the feed has been lost for longer than feedLossGrace, the Policy.
 func (v *Verifier) checkRevoked(ctx context.Context, token string, c *Claims) error {
-	healthy, downSince, epoch := v.revs.state(v.now())
+	now := v.now()
+	healthy, downSince, epoch := v.revs.state(now)
 	if v.revs.revoked(c) {
 		return ErrRevoked
+	}
+	why := "the revocation feed is lost"
+	if v.revs.doubts(c, now) {
+		// A revocation that was not kept may name it: known to exist, so
+		// no grace.
+		healthy, downSince = false, time.Time{}
+		why = "revocations past Options.MaxRevocations were not kept, and one may name this token"
 	}
 	if healthy || !downSince.IsZero() && time.Since(downSince) < feedLossGrace {
 		return nil // current, or a reconnection may be catching up
 	}
 	if v.opts.Policy == FailClosed {
-		return fmt.Errorf("%w: the revocation feed is lost", ErrUnavailable)
+		return fmt.Errorf("%w: %s", ErrUnavailable, why)
 	}
 	active, err := v.introspectShared(ctx, token, c, epoch)
 	if err != nil {

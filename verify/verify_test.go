@@ -611,11 +611,11 @@ func TestFeedForgetsExpiredRevocations(t *testing.T) {
 
 // TestRevocationsPastTheBound: the verifier remembers at most
 // MaxRevocations revoked sessions and users. A revocation past the bound
-// is not kept, and until every token it can name has expired the feed
-// counts as lost, with no grace: the Policy decides each token
-// (introspection by default, ErrUnavailable with FailClosed); then the
-// feed is current again. An event naming only expired tokens changes
-// nothing.
+// is not kept, and until every token it can name has expired, a token
+// issued before it arrived (Leeway included) is decided by the Policy,
+// with no grace (introspection by default, ErrUnavailable with FailClosed,
+// saying why), while one issued later is checked against the feed; then
+// all are. An event naming only expired tokens changes nothing.
 func TestRevocationsPastTheBound(t *testing.T) {
 	t.Parallel()
 	for _, policy := range []verify.Policy{verify.FallBackToIntrospection, verify.FailClosed} {
@@ -644,8 +644,8 @@ func TestRevocationsPastTheBound(t *testing.T) {
 		_, err := v.Verify(context.Background(), tok)
 		switch policy {
 		case verify.FailClosed:
-			if !errors.Is(err, verify.ErrUnavailable) {
-				t.Errorf("FailClosed, past the bound: %v, want ErrUnavailable", err)
+			if !errors.Is(err, verify.ErrUnavailable) || !strings.Contains(err.Error(), "MaxRevocations") {
+				t.Errorf("FailClosed, past the bound: %v, want ErrUnavailable naming MaxRevocations", err)
 			}
 		default:
 			if err != nil || f.introspections.Load() != 1 {
@@ -657,11 +657,18 @@ func TestRevocationsPastTheBound(t *testing.T) {
 			}
 		}
 
-		f.clock.Advance(3*time.Minute + time.Second) // session-1's tokens have expired
+		f.clock.Advance(time.Minute)
+		before := f.introspections.Load()
+		fresh := f.sign(t, "k1", with(f.claims(), "sid", "session-10"), nil) // issued after the drop
+		if _, err := v.Verify(context.Background(), fresh); err != nil || f.introspections.Load() != before || !v.Stats().RevocationsFull {
+			t.Errorf("%v: a token issued after the drop: %v (%d introspections, want %d; full %v): want the feed's answer",
+				policy, err, f.introspections.Load(), before, v.Stats().RevocationsFull)
+		}
+		f.clock.Advance(2*time.Minute + time.Second) // session-1's tokens have expired
 		if st := v.Stats(); st.RevocationsFull {
 			t.Errorf("%v: once the dropped revocation's tokens have expired: %+v, want not full", policy, st)
 		}
-		before := f.introspections.Load()
+		before = f.introspections.Load()
 		f.active.Store(false)
 		if _, err := v.Verify(context.Background(), tok); err != nil || f.introspections.Load() != before {
 			t.Errorf("%v: current again: %v (%d introspections, want %d): want the feed's answer", policy, err, f.introspections.Load(), before)
