@@ -134,7 +134,9 @@ func (b *breaker) refusal(now time.Time, epoch int64) error {
 	if !b.open() || (!b.trying && !now.Before(b.until)) {
 		return nil
 	}
-	return fmt.Errorf("not asked, as %d calls in a row failed, the last: %w", b.failures, b.err)
+	// The last failure is told, not wrapped: it is not this caller's (a
+	// deadline of its own, say, that errors.Is would find).
+	return fmt.Errorf("not asked, as %d calls in a row failed, the last: %v", b.failures, b.err)
 }
 
 // admit lets a call start at now in epoch, or says why not.

@@ -667,6 +667,9 @@ func (v *Verifier) checkRevoked(ctx context.Context, token string, c *Claims) er
 		return fmt.Errorf("%w: %s", ErrUnavailable, why)
 	}
 	active, err := v.introspectShared(ctx, token, c, epoch)
+	if err != nil && v.closed.Load() {
+		return ErrClosed // closed while it waited: the call's end is Close's
+	}
 	if err != nil {
 		return fmt.Errorf("%w: introspection failed: %w", ErrUnavailable, err)
 	}

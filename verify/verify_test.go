@@ -1602,8 +1602,9 @@ func TestIntrospectionBreaker(t *testing.T) {
 	var wg sync.WaitGroup
 	for _, tok := range tokens {
 		wg.Go(func() {
-			if _, err := v.Verify(context.Background(), tok); !errors.Is(err, verify.ErrUnavailable) {
-				t.Errorf("after two failed introspections: %v, want ErrUnavailable", err)
+			_, err := v.Verify(context.Background(), tok)
+			if !errors.Is(err, verify.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("after two failed introspections: %v, want ErrUnavailable, not the earlier calls' deadline", err)
 			}
 		})
 	}
@@ -1637,6 +1638,26 @@ func TestIntrospectionBreaker(t *testing.T) {
 	}
 	if n := f.introspections.Load(); n != 4 {
 		t.Errorf("%d introspections, want 4", n)
+	}
+}
+
+// TestCloseWhileIntrospecting: a Verify waiting for introspection when the
+// Verifier closes returns ErrClosed, as Close says, not a cancellation a
+// handler would take for its client's.
+func TestCloseWhileIntrospecting(t *testing.T) {
+	t.Parallel()
+	f, v := introspecting(t)
+	release := f.holdIntrospection()
+	defer release()
+	errs := make(chan error, 1)
+	go func() {
+		_, err := v.Verify(context.Background(), f.numbered(t, 1))
+		errs <- err
+	}()
+	waitFor(t, func() bool { return f.introspections.Load() == 1 })
+	v.Close()
+	if err := <-errs; !errors.Is(err, verify.ErrClosed) || errors.Is(err, context.Canceled) {
+		t.Errorf("Verify waiting for introspection as the Verifier closed: %v, want ErrClosed alone", err)
 	}
 }
 
