@@ -1300,7 +1300,7 @@ type busyPasswords struct {
 
 func (b *busyPasswords) Verify(ctx context.Context, pw, hash string) (bool, bool, error) {
 	if b.armed.Load() {
-		return false, false, authd.Errorf(authd.EUnavailable, "busy")
+		return false, false, authd.ErrBusy
 	}
 	return b.Passwords.Verify(ctx, pw, hash)
 }

@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/authd/authd"
 )
 
 // TestHostileInputNeverFails sends every route of both listeners a set of
@@ -116,5 +118,29 @@ func TestRepeatedQueryParameters(t *testing.T) {
 	}
 	if r := e.admin("GET", "/v1/admin/users?limit=1&status=active", nil); r.status != 200 {
 		t.Errorf("distinct parameters: %d %s", r.status, r.raw)
+	}
+}
+
+// TestShedRequestsLoggedSampled: requests shed because the hashing pool is
+// full answer 503 with Retry-After, and are told at warn level at most once
+// a second, not as an error line each: a flood from outside must not drown
+// the log.
+func TestShedRequestsLoggedSampled(t *testing.T) {
+	t.Parallel()
+	b := &busyPasswords{}
+	e := newEnv(t, openSQLite(t), withPasswords(func(p authd.Passwords) authd.Passwords { b.Passwords = p; return b }))
+	e.registerVerified("flood@example.org", goodPassword)
+	b.armed.Store(true)
+	for range 20 {
+		r := e.do("POST", "/v1/auth/login", map[string]string{"email": "flood@example.org", "password": goodPassword})
+		want(t, "a login with the pool full", r, 503, "unavailable")
+		if r.header.Get("Retry-After") == "" {
+			t.Fatal("a shed request without Retry-After")
+		}
+	}
+	logs := e.logs.String()
+	if n := strings.Count(logs, "requests shed"); n < 1 || n > 2 || strings.Contains(logs, "request failed") {
+		t.Errorf("20 shed requests logged %d times (and as failures: %v), want once or twice at warn level:\n%s",
+			n, strings.Contains(logs, "request failed"), logs)
 	}
 }

@@ -78,8 +78,7 @@ func (h *Hasher) init() *Hasher {
 	return h
 }
 
-var errBusy = &authd.Error{Code: authd.EUnavailable, Message: "The server is busy; try again shortly.",
-	RetryAfter: time.Second}
+var errBusy = authd.ErrBusy
 
 // run runs f on a worker once one is free.
 func (h *Hasher) run(ctx context.Context, f func()) error {
