@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/authd/authd"
+	"github.com/authd/authd/internal/shedlog"
 )
 
 // Options configure the public API.
@@ -98,29 +99,7 @@ type Server struct {
 	endOnce   sync.Once
 	// pageForms refuses page forms another site sent (readForm).
 	pageForms *http.CrossOriginProtection
-	shed      shedLog
-}
-
-// shedLog tells the requests shed for want of capacity (authd.ErrBusy) at
-// warn level, at most once a second, with how many: a flood from outside
-// must not become as many error lines, drowning real ones.
-type shedLog struct {
-	mu    sync.Mutex
-	last  time.Time
-	count int
-}
-
-func (l *shedLog) note(ctx context.Context, logger *slog.Logger) {
-	l.mu.Lock()
-	l.count++
-	if time.Since(l.last) < time.Second {
-		l.mu.Unlock()
-		return
-	}
-	n := l.count
-	l.count, l.last = 0, time.Now()
-	l.mu.Unlock()
-	logger.WarnContext(ctx, "requests shed: the password hashing queue is full (503 with Retry-After)", "requests", n)
+	shed      shedlog.Log
 }
 
 // EndStreams ends every open revocation stream (their clients resume
@@ -470,7 +449,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var e *authd.Error
 	errors.As(err, &e)
 	if errors.Is(err, authd.ErrBusy) {
-		s.shed.note(r.Context(), s.logger)
+		s.shed.Note(r.Context(), s.logger, "requests shed: the password hashing queue is full (503 with Retry-After)")
 	} else if status >= 500 && !gone {
 		attrs := []any{"method", r.Method, "path", r.URL.Path, "request_id", requestID(r.Context()), "err", err}
 		if hint := authd.ErrorHint(err); hint != "" {

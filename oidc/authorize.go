@@ -1,6 +1,7 @@
 package oidc
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/url"
@@ -494,11 +495,15 @@ func (p *Provider) saveFailed(w http.ResponseWriter, r *http.Request, req *authd
 }
 
 func (p *Provider) unavailable(w http.ResponseWriter, err error) {
-	attrs := []any{"err", err}
-	if hint := authd.ErrorHint(err); hint != "" {
-		attrs = append(attrs, "hint", hint) // for the operator: what to do (a lock held elsewhere)
+	if errors.Is(err, authd.ErrBusy) {
+		p.shed.Note(context.Background(), p.opts.Logger, "openid provider: requests shed: the password hashing queue is full (503)")
+	} else {
+		attrs := []any{"err", err}
+		if hint := authd.ErrorHint(err); hint != "" {
+			attrs = append(attrs, "hint", hint) // for the operator: what to do (a lock held elsewhere)
+		}
+		p.opts.Logger.Error("openid provider", attrs...)
 	}
-	p.opts.Logger.Error("openid provider", attrs...)
 	w.Header().Set("Retry-After", "1")
 	p.errorPage(w, http.StatusServiceUnavailable, "Try again", "The service is busy or unavailable; try again in a moment.")
 }

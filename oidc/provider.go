@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/authd/authd"
+	"github.com/authd/authd/internal/shedlog"
 	"github.com/authd/authd/token"
 	"github.com/zitadel/oidc/v3/pkg/op"
 )
@@ -87,6 +88,7 @@ type Provider struct {
 	secure bool // the public URL is https: __Host- cookies, Secure
 	mux    *http.ServeMux
 	pages  map[string]*template.Template
+	shed   shedlog.Log
 }
 
 // New returns the provider. An override template that does not parse or
