@@ -2,6 +2,8 @@ package ratelimit
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -91,20 +93,46 @@ func NewRedis(ctx context.Context, rawURL string, clock authd.Clock, logger *slo
 	r := &Redis{client: client, addr: opts.Addr, prefix: "authd:rl:", clock: clock, logger: logger,
 		fallback: NewMemory(clock), lockouts: NewMemoryLockouts(clock), timeout: callTimeout, retry: retryAfterFailure}
 	err = client.Ping(pingCtx).Err()
-	var refused redis.Error
 	switch {
 	case err == nil:
-	case errors.As(err, &refused) || ctx.Err() != nil:
+	case ctx.Err() != nil:
+		client.Close()
+		return nil, fmt.Errorf("connecting to Redis at %s: %w", opts.Addr, ctx.Err())
+	case setupRefused(err):
 		client.Close()
 		return nil, &authd.Error{Code: authd.EUnavailable, Err: err,
 			Message: fmt.Sprintf("Redis at %s refused the connection's set-up", opts.Addr),
-			Hint:    "fix AUTHD_REDIS_URL's password or database number (unset it to keep rate limits in memory)"}
+			Hint:    "fix AUTHD_REDIS_URL's password, database number or scheme (redis:// or rediss://; unset it to keep rate limits in memory)"}
 	default:
 		logger.Error("Redis cannot be reached at start: rate limits are counted in memory on this instance "+
 			"until it answers (check AUTHD_REDIS_URL if it never does)", "addr", opts.Addr, "err", err)
 		r.down.Store(true) // tried again by the first request, then as in any outage
 	}
 	return r, nil
+}
+
+// setupRefused reports whether err, of the first Ping, says that what
+// AUTHD_REDIS_URL asks cannot work, which no wait mends: a password or
+// database number Redis refuses, or a TLS set-up that fails (a
+// certificate not trusted, a server that answers TLS with something else;
+// a plain Redis says nothing to a TLS handshake, which reads as an
+// outage). Any other failure — a refused or silent connection, a Redis
+// still loading its data (LOADING) or without its master — is an outage.
+func setupRefused(err error) bool {
+	for _, prefix := range []string{"WRONGPASS", "NOAUTH", "NOPERM", "invalid DB index", "DB index is out of range",
+		"AUTH", "Client sent AUTH"} {
+		if redis.HasErrorPrefix(err, prefix) {
+			return true
+		}
+	}
+	var record tls.RecordHeaderError
+	var alert tls.AlertError
+	var verification *tls.CertificateVerificationError
+	var authority x509.UnknownAuthorityError
+	var host x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	return errors.As(err, &record) || errors.As(err, &alert) || errors.As(err, &verification) ||
+		errors.As(err, &authority) || errors.As(err, &host) || errors.As(err, &invalid)
 }
 
 // allow counts one event and gives the window's remaining lifetime in

@@ -3,7 +3,9 @@ package ratelimit
 import (
 	"bytes"
 	"context"
+	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -204,6 +206,16 @@ func TestRedisUnreachableAtStart(t *testing.T) {
 	if _, err := NewRedis(ctx, "http://x", authd.SystemClock{}, nil); err == nil {
 		t.Error("NewRedis accepted a non-redis URL")
 	}
+	// A Redis still loading its data answers every command LOADING: an
+	// outage that ends by itself, not a configuration error.
+	loading := loadingRedis(t)
+	l, err := NewRedis(ctx, "redis://"+loading+"/0", authd.SystemClock{}, nil)
+	if err != nil || !l.Fallback() {
+		t.Errorf("NewRedis to a Redis loading its data: %v; want a limiter in memory", err)
+	}
+	if l != nil {
+		l.Close()
+	}
 
 	direct := redisURL(t)
 	if direct == "" {
@@ -234,6 +246,42 @@ func TestRedisUnreachableAtStart(t *testing.T) {
 	if wait, _ := b.Allow(ctx, "shared", 1, time.Hour); wait == 0 {
 		t.Error("another instance does not see the count made once Redis answered")
 	}
+}
+
+// loadingRedis serves, on a port of its own, a Redis that answers every
+// command as one still loading its data does, and returns its address.
+func loadingRedis(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				buf := make([]byte, 4096)
+				for {
+					n, err := conn.Read(buf)
+					if err != nil {
+						return
+					}
+					// One answer per command (arrays: "*" at a line's start);
+					// the client pipelines its set-up.
+					commands := bytes.Count(append([]byte("\r\n"), buf[:n]...), []byte("\r\n*"))
+					if _, err := io.WriteString(conn, strings.Repeat("-LOADING Redis is loading the dataset in memory\r\n", commands)); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }
 
 // newProxy stands a proxy between a limiter and Redis, so that a test can
