@@ -80,9 +80,10 @@ type revocations struct {
 	// max bounds len(sessions)+len(users). A revocation past it is not
 	// kept: until fullUntil (Options.Now's clock), when every token it
 	// could name has expired, a token issued before doubtBefore (when the
-	// last one not kept reached the verifier, plus Leeway: tokens issued
-	// later cannot be of its session, nor of its user's revoked ones) is
-	// in doubt, and the Policy decides it. earliest is no later than the first time a kept one may
+	// last one not kept reached the verifier, or its user event's before
+	// if later, plus forgetAfter for authd's clock running ahead: tokens
+	// issued later cannot be of its session, nor of its user's revoked
+	// ones) is in doubt, and the Policy decides it. earliest is no later than the first time a kept one may
 	// be forgotten (zero: none kept yet), so that a full memory is
 	// scanned only when the scan can free something, and at most once a
 	// second (scanned, wall clock): at the bound, with revocations
@@ -221,7 +222,10 @@ func (r *revocations) apply(e feedEvent, id string, now time.Time) (filled bool)
 			r.fulls++
 		}
 		r.fullUntil = later(r.fullUntil, forget)
-		r.doubtBefore = later(r.doubtBefore, now.Add(Leeway))
+		// A user event revokes the tokens issued before its before, which
+		// authd's clock dates and may set ahead of this one's: the later
+		// of the two, with the skew the feed allows (forgetAfter).
+		r.doubtBefore = later(r.doubtBefore, later(now, time.Unix(e.Before, 0)).Add(forgetAfter))
 		r.dropped++
 		return filled
 	}

@@ -341,9 +341,9 @@ func TestFullMemoryOfRevocations(t *testing.T) {
 		t.Errorf("%d kept, at event %d; want 2 at 6", len(r.sessions)+len(r.users), r.lastID)
 	}
 	_, _, epoch1 := r.state(t0)
-	older, newer := &Claims{IssuedAt: t0.Add(Leeway)}, &Claims{IssuedAt: t0.Add(Leeway + time.Second)}
+	older, newer := &Claims{IssuedAt: t0.Add(forgetAfter)}, &Claims{IssuedAt: t0.Add(forgetAfter + time.Second)}
 	if !r.doubts(older, t0) || r.doubts(newer, t0) || epoch1 == epoch0 {
-		t.Errorf("while full: doubts a token issued by the drop (+Leeway) %v, one after it %v, epoch %d (before %d); "+
+		t.Errorf("while full: doubts a token issued by the drop (+forgetAfter) %v, one after it %v, epoch %d (before %d); "+
 			"want the first only, a new epoch", r.doubts(older, t0), r.doubts(newer, t0), epoch1, epoch0)
 	}
 	r.setHealthy(true)
@@ -364,6 +364,15 @@ func TestFullMemoryOfRevocations(t *testing.T) {
 	if !healthy || r.doubts(older, t0.Add(40*time.Minute)) || epoch2 == epoch1 || epoch2 == epoch0 {
 		t.Errorf("once the dropped revocations' tokens expired: healthy %v, doubt %v, epoch %d (%d, %d before)", healthy,
 			r.doubts(older, t0.Add(40*time.Minute)), epoch2, epoch0, epoch1)
+	}
+
+	// A user event dated ahead of this clock (authd's runs ahead) puts its
+	// before, not the arrival, at the bound of the doubt.
+	r = newRevocations(1)
+	r.apply(feedEvent{ID: 1, SID: "s1", Exp: exp}, "", t0)
+	r.apply(feedEvent{ID: 2, Sub: "u1", Before: t0.Add(5 * time.Minute).Unix(), Exp: exp}, "", t0)
+	if !r.doubts(&Claims{IssuedAt: t0.Add(5*time.Minute + forgetAfter)}, t0) {
+		t.Error("a token issued before a dropped user event's before (ahead of this clock): not in doubt")
 	}
 
 	// No exp, or one past any token's life: kept the longest time.

@@ -160,6 +160,9 @@ func (ks *keySet) lookup(ctx context.Context, kid string) (*publicKey, error) {
 		return nil, ks.spentError()
 	}
 	if k == nil {
+		if err != nil && ks.v.closed.Load() {
+			return nil, ErrClosed // closed during the fetch: nothing is known of the key
+		}
 		if cerr := ctx.Err(); cerr != nil && errors.Is(err, cerr) {
 			// The caller's context ended before the fetch answered: whether
 			// authd has the key is not known, and the token may be good

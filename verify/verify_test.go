@@ -612,7 +612,7 @@ func TestFeedForgetsExpiredRevocations(t *testing.T) {
 // TestRevocationsPastTheBound: the verifier remembers at most
 // MaxRevocations revoked sessions and users. A revocation past the bound
 // is not kept, and until every token it can name has expired, a token
-// issued before it arrived (Leeway included) is decided by the Policy,
+// issued before it arrived (a minute of skew included) is decided by the Policy,
 // with no grace (introspection by default, ErrUnavailable with FailClosed,
 // saying why), while one issued later is checked against the feed; then
 // all are. An event naming only expired tokens changes nothing.
@@ -657,14 +657,14 @@ func TestRevocationsPastTheBound(t *testing.T) {
 			}
 		}
 
-		f.clock.Advance(time.Minute)
+		f.clock.Advance(time.Minute + time.Second)
 		before := f.introspections.Load()
-		fresh := f.sign(t, "k1", with(f.claims(), "sid", "session-10"), nil) // issued after the drop
+		fresh := f.sign(t, "k1", with(f.claims(), "sid", "session-10"), nil) // issued after the drop (and its minute of skew)
 		if _, err := v.Verify(context.Background(), fresh); err != nil || f.introspections.Load() != before || !v.Stats().RevocationsFull {
 			t.Errorf("%v: a token issued after the drop: %v (%d introspections, want %d; full %v): want the feed's answer",
 				policy, err, f.introspections.Load(), before, v.Stats().RevocationsFull)
 		}
-		f.clock.Advance(2*time.Minute + time.Second) // session-1's tokens have expired
+		f.clock.Advance(2 * time.Minute) // session-1's tokens have expired
 		if st := v.Stats(); st.RevocationsFull {
 			t.Errorf("%v: once the dropped revocation's tokens have expired: %+v, want not full", policy, st)
 		}
@@ -1658,6 +1658,34 @@ func TestCloseWhileIntrospecting(t *testing.T) {
 	v.Close()
 	if err := <-errs; !errors.Is(err, verify.ErrClosed) || errors.Is(err, context.Canceled) {
 		t.Errorf("Verify waiting for introspection as the Verifier closed: %v, want ErrClosed alone", err)
+	}
+}
+
+// TestCloseWhileFetchingTheJWKS: a Verify waiting for the JWKS (a kid it
+// does not know) when the Verifier closes returns ErrClosed, not
+// ErrUnknownKey, whose 401 would tell the token's holder to throw away a
+// token that may be good.
+func TestCloseWhileFetchingTheJWKS(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	v := f.verifier(t)
+	f.clock.Advance(301 * time.Second) // stale: a new kid fetches the JWKS
+	f.addKey("k2")
+	gate := make(chan struct{})
+	defer close(gate)
+	f.mu.Lock()
+	f.jwksGate = gate
+	f.mu.Unlock()
+	before := f.calls()
+	errs := make(chan error, 1)
+	go func() {
+		_, err := v.Verify(context.Background(), f.sign(t, "k2", f.claims(), nil))
+		errs <- err
+	}()
+	waitFor(t, func() bool { return f.calls() > before }) // the fetch hangs
+	v.Close()
+	if err := <-errs; !errors.Is(err, verify.ErrClosed) || errors.Is(err, verify.ErrUnknownKey) {
+		t.Errorf("Verify waiting for the JWKS as the Verifier closed: %v, want ErrClosed", err)
 	}
 }
 
