@@ -1462,12 +1462,7 @@ func TestExpiryWhileWaiting(t *testing.T) {
 		t.Parallel()
 		f := newFakeAuthd(t)
 		v := f.verifier(t)
-		f.clock.Advance(301 * time.Second) // stale: a new kid fetches the JWKS
-		f.addKey("k2")
-		gate := make(chan struct{})
-		f.mu.Lock()
-		f.jwksGate = gate
-		f.mu.Unlock()
+		gate := f.newKeyHeld()
 		before := f.calls()
 		tok := f.sign(t, "k2", with(f.claims(), "exp", f.clock.Now().Add(5*time.Second).Unix()), nil)
 		done := make(chan error, 1)
@@ -1661,6 +1656,18 @@ func TestCloseWhileIntrospecting(t *testing.T) {
 	}
 }
 
+// newKeyHeld makes f's JWKS stale (so that a new kid fetches it), adds key
+// k2, and holds the JWKS's answers until the returned gate closes.
+func (f *fakeAuthd) newKeyHeld() chan struct{} {
+	f.clock.Advance(301 * time.Second)
+	f.addKey("k2")
+	gate := make(chan struct{})
+	f.mu.Lock()
+	f.jwksGate = gate
+	f.mu.Unlock()
+	return gate
+}
+
 // TestCloseWhileFetchingTheJWKS: a Verify waiting for the JWKS (a kid it
 // does not know) when the Verifier closes returns ErrClosed, not
 // ErrUnknownKey, whose 401 would tell the token's holder to throw away a
@@ -1669,13 +1676,7 @@ func TestCloseWhileFetchingTheJWKS(t *testing.T) {
 	t.Parallel()
 	f := newFakeAuthd(t)
 	v := f.verifier(t)
-	f.clock.Advance(301 * time.Second) // stale: a new kid fetches the JWKS
-	f.addKey("k2")
-	gate := make(chan struct{})
-	defer close(gate)
-	f.mu.Lock()
-	f.jwksGate = gate
-	f.mu.Unlock()
+	defer close(f.newKeyHeld())
 	before := f.calls()
 	errs := make(chan error, 1)
 	go func() {
