@@ -61,8 +61,9 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() error { return e.Err }
 
 // ErrBusy sheds a request the server has no capacity for now (the
-// password hashing queue is full): an answer by design under load, which
-// callers log as such (sampled), not as a failure per request.
+// password hashing queue is full; an error whose Err is ErrBusy, such as
+// SQLite's lane timing out, is shed too): an answer by design under load,
+// which callers log as such (sampled), not as a failure per request.
 var ErrBusy = &Error{Code: EUnavailable, Message: "The server is busy; try again shortly.", RetryAfter: time.Second}
 
 // Errorf returns an *Error with the code and a client-safe message.

@@ -449,7 +449,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var e *authd.Error
 	errors.As(err, &e)
 	if errors.Is(err, authd.ErrBusy) {
-		s.shed.Note(r.Context(), s.logger, "requests shed: the password hashing queue is full (503 with Retry-After)")
+		s.shed.Note(r.Context(), s.logger, "requests shed: at capacity (the password hashing queue or the database's lane is full; 503 with Retry-After)")
 	} else if status >= 500 && !gone {
 		attrs := []any{"method", r.Method, "path", r.URL.Path, "request_id", requestID(r.Context()), "err", err}
 		if hint := authd.ErrorHint(err); hint != "" {

@@ -496,7 +496,7 @@ func (p *Provider) saveFailed(w http.ResponseWriter, r *http.Request, req *authd
 
 func (p *Provider) unavailable(w http.ResponseWriter, err error) {
 	if errors.Is(err, authd.ErrBusy) {
-		p.shed.Note(context.Background(), p.opts.Logger, "openid provider: requests shed: the password hashing queue is full (503)")
+		p.shed.Note(context.Background(), p.opts.Logger, "openid provider: requests shed: at capacity (503)")
 	} else {
 		attrs := []any{"err", err}
 		if hint := authd.ErrorHint(err); hint != "" {

@@ -15,7 +15,7 @@ type lane chan struct{}
 
 // laneWait bounds a writer's wait for the lane, as busy_timeout bounds
 // its wait for the lock: past it the database is busy (503, Retry-After).
-const laneWait = 10 * time.Second
+var laneWait = 10 * time.Second // a variable for its test
 
 // enter waits for the lane, for laneWait at most, or until ctx ends.
 func (l lane) enter(ctx context.Context) error {
@@ -30,7 +30,9 @@ func (l lane) enter(ctx context.Context) error {
 	case l <- struct{}{}:
 		return nil
 	case <-t.C:
-		return &authd.Error{Code: authd.EUnavailable, Message: "the database is busy", RetryAfter: time.Second}
+		// Shed by design, as the hashing workers shed (logged sampled).
+		return &authd.Error{Code: authd.EUnavailable, Message: "the database is busy", RetryAfter: time.Second,
+			Err: authd.ErrBusy}
 	case <-ctx.Done():
 		return &authd.Error{Code: authd.EUnavailable, Message: "the database is busy", Err: ctx.Err()}
 	}

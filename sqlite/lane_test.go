@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -71,6 +72,22 @@ func TestLaneWaitEnds(t *testing.T) {
 	l.leave()
 	if err := l.enter(ctx); err != nil {
 		t.Errorf("enter a free lane = %v, want nil", err)
+	}
+}
+
+// TestLaneWaitShed: a writer that waits laneWait for the lane is shed by
+// design (authd.ErrBusy, logged sampled), with Retry-After. Not parallel:
+// it shortens laneWait.
+func TestLaneWaitShed(t *testing.T) {
+	defer func(d time.Duration) { laneWait = d }(laneWait)
+	laneWait = 10 * time.Millisecond
+	l := make(lane, 1)
+	if err := l.enter(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	err := l.enter(context.Background())
+	if !errors.Is(err, authd.ErrBusy) || authd.ErrorCode(err) != authd.EUnavailable || authd.RetryAfterSeconds(err) < 1 {
+		t.Errorf("enter a lane held past laneWait = %v, want the database busy, shed (ErrBusy), with Retry-After", err)
 	}
 }
 

@@ -5,15 +5,31 @@ import (
 	"context"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
 
-// TestNoteSamples: the first shed request is told at once, those within
-// Interval of a line are only counted, and the next line says how many
-// there were since the last.
+// lockedBuffer is a log's output, written by a timer's goroutine too.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+// TestNoteSamples: the first shed request is told at once; those within
+// Interval of a line are counted and told together once it has passed,
+// without waiting for another shed request.
 func TestNoteSamples(t *testing.T) {
-	var out bytes.Buffer
+	defer func(d time.Duration) { Interval = d }(Interval)
+	Interval = 50 * time.Millisecond
+	var out lockedBuffer
 	logger := slog.New(slog.NewTextHandler(&out, nil))
 	var l Log
 	for range 5 {
@@ -22,11 +38,12 @@ func TestNoteSamples(t *testing.T) {
 	if got := out.String(); strings.Count(got, "level=WARN") != 1 || !strings.Contains(got, "requests=1") {
 		t.Fatalf("five at once: %q, want one warn line counting the first", got)
 	}
-	l.mu.Lock()
-	l.last = time.Now().Add(-Interval) // as if a second had passed
-	l.mu.Unlock()
-	l.Note(context.Background(), logger, "shed")
-	if got := out.String(); strings.Count(got, "level=WARN") != 2 || !strings.Contains(got, "requests=5") {
-		t.Errorf("a second later: %q, want a second line counting the four held back and this one", got)
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(out.String(), "requests=4"); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the four held back were never told: %q", out.String())
+		}
+	}
+	if got := out.String(); strings.Count(got, "level=WARN") != 2 {
+		t.Errorf("after the burst: %q, want two lines", got)
 	}
 }
