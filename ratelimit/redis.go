@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -120,7 +121,7 @@ func NewRedis(ctx context.Context, rawURL string, clock authd.Clock, logger *slo
 // still loading its data (LOADING) or without its master — is an outage.
 func setupRefused(err error) bool {
 	for _, prefix := range []string{"WRONGPASS", "NOAUTH", "NOPERM", "invalid DB index", "DB index is out of range",
-		"AUTH", "Client sent AUTH"} {
+		"AUTH <password> called", "Client sent AUTH", "SELECT is not allowed in cluster mode"} {
 		if redis.HasErrorPrefix(err, prefix) {
 			return true
 		}
@@ -131,8 +132,10 @@ func setupRefused(err error) bool {
 	var authority x509.UnknownAuthorityError
 	var host x509.HostnameError
 	var invalid x509.CertificateInvalidError
+	var remote *net.OpError // an alert the server sent over TCP (a client certificate required, say)
 	return errors.As(err, &record) || errors.As(err, &alert) || errors.As(err, &verification) ||
-		errors.As(err, &authority) || errors.As(err, &host) || errors.As(err, &invalid)
+		errors.As(err, &authority) || errors.As(err, &host) || errors.As(err, &invalid) ||
+		errors.As(err, &remote) && remote.Op == "remote error"
 }
 
 // allow counts one event and gives the window's remaining lifetime in

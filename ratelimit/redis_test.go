@@ -3,9 +3,12 @@ package ratelimit
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -205,6 +208,16 @@ func TestRedisUnreachableAtStart(t *testing.T) {
 	}
 	if _, err := NewRedis(ctx, "http://x", authd.SystemClock{}, nil); err == nil {
 		t.Error("NewRedis accepted a non-redis URL")
+	}
+	// A TLS server that refuses the set-up with an alert (it wants a client
+	// certificate) refuses what the URL asks: no wait mends it.
+	tlsSrv := httptest.NewUnstartedServer(http.NotFoundHandler())
+	tlsSrv.TLS = &tls.Config{ClientAuth: tls.RequireAnyClientCert}
+	tlsSrv.StartTLS()
+	defer tlsSrv.Close()
+	if _, err := NewRedis(ctx, "rediss://"+tlsSrv.Listener.Addr().String()+"/0?skip_verify=true", authd.SystemClock{}, nil); err == nil ||
+		!strings.Contains(err.Error(), "refused") {
+		t.Errorf("NewRedis to a TLS server that wants a client certificate: %v; want the refusal", err)
 	}
 	// A Redis still loading its data answers every command LOADING: an
 	// outage that ends by itself, not a configuration error.

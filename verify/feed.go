@@ -225,7 +225,7 @@ func (r *revocations) apply(e feedEvent, id string, now time.Time) (filled bool)
 		// A user event revokes the tokens issued before its before, which
 		// authd's clock dates and may set ahead of this one's: the later
 		// of the two, with the skew the feed allows (forgetAfter).
-		r.doubtBefore = later(r.doubtBefore, later(now, time.Unix(e.Before, 0)).Add(forgetAfter))
+		r.doubtBefore = later(r.doubtBefore, later(now, time.Unix(min(max(e.Before, 0), longest.Unix()), 0)).Add(forgetAfter))
 		r.dropped++
 		return filled
 	}
@@ -239,7 +239,11 @@ func (r *revocations) apply(e feedEvent, id string, now time.Time) (filled bool)
 		}
 	case e.Sub != "":
 		u := r.users[e.Sub]
-		if before := time.Unix(e.Before, 0); before.After(u.before) {
+		before := time.Unix(e.Before, 0)
+		if e.Before < 0 || e.Before > longest.Unix() { // absurd (time.Unix would wrap): every token of the user
+			before = longest
+		}
+		if before.After(u.before) {
 			u.before = before
 		}
 		u.forget = later(u.forget, forget)

@@ -375,6 +375,14 @@ func TestFullMemoryOfRevocations(t *testing.T) {
 		t.Error("a token issued before a dropped user event's before (ahead of this clock): not in doubt")
 	}
 
+	// A user event whose before is absurd (time.Unix would wrap) revokes
+	// every token of the user: failing closed.
+	r = newRevocations(10)
+	r.apply(feedEvent{ID: 1, Sub: "wild", Before: math.MaxInt64, Exp: exp}, "", t0)
+	if !r.revoked(&Claims{Subject: "wild", IssuedAt: t0}) {
+		t.Error("a user event with an absurd before revoked nothing")
+	}
+
 	// No exp, or one past any token's life: kept the longest time.
 	r = newRevocations(10)
 	r.apply(feedEvent{ID: 1, SID: "far", Exp: math.MaxInt64}, "", t0)

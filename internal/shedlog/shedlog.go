@@ -36,7 +36,7 @@ func (l *Log) Note(ctx context.Context, logger *slog.Logger, msg string) {
 				l.mu.Lock()
 				defer l.mu.Unlock()
 				l.pending = nil
-				l.flush(context.WithoutCancel(ctx), logger, msg)
+				l.flush(context.Background(), logger, msg) // the count's, not one request's
 			})
 		}
 		return
