@@ -130,27 +130,28 @@ func (r *revocations) revoked(c *Claims) bool {
 	return ok && c.IssuedAt.Before(u.before)
 }
 
-// state is whether the feed is current, since when it is not, and its
-// epoch at now (Options.Now's clock), which tells one outage from the next
-// (for the introspection answers and breaker, which serve one outage): it
-// counts catch-ups, and each start and end of a time when revocations
-// that can still matter were not kept (more than max).
-func (r *revocations) state(now time.Time) (healthy bool, downSince time.Time, epoch int64) {
+// state is whether the feed is current, since when it is not, its epoch
+// at now (Options.Now's clock), which tells one outage from the next (for
+// the introspection answers and breaker, which serve one outage), and,
+// while revocations that can still matter were not kept (more than max),
+// doubtBefore (zero otherwise; inDoubt). The epoch counts catch-ups, and
+// each start and end of such a time. One read lock for all: Verify asks
+// for each token.
+func (r *revocations) state(now time.Time) (healthy bool, downSince time.Time, epoch int64, doubtBefore time.Time) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	epoch = r.syncs + 2*r.fulls
 	if now.Before(r.fullUntil) {
 		epoch--
+		doubtBefore = r.doubtBefore
 	}
-	return r.healthy, r.downSince, epoch
+	return r.healthy, r.downSince, epoch, doubtBefore
 }
 
-// doubts reports whether a revocation not kept (more than max) may name c
-// at now: then only introspection can tell, whatever the feed's state.
-func (r *revocations) doubts(c *Claims, now time.Time) bool {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return now.Before(r.fullUntil) && !c.IssuedAt.After(r.doubtBefore)
+// inDoubt reports whether a revocation not kept may name c, given state's
+// doubtBefore: then only introspection can tell, whatever the feed's state.
+func inDoubt(c *Claims, doubtBefore time.Time) bool {
+	return !doubtBefore.IsZero() && !c.IssuedAt.After(doubtBefore)
 }
 
 // silenceLimit is how long the feed may say nothing, response headers

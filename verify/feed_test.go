@@ -323,7 +323,7 @@ func TestFullMemoryOfRevocations(t *testing.T) {
 	r := newRevocations(2)
 	r.apply(feedEvent{ID: 1, SID: "s1", Exp: exp}, "", t0)
 	r.apply(feedEvent{ID: 2, Sub: "u1", Before: t0.Unix() - 10, Exp: exp}, "", t0)
-	_, _, epoch0 := r.state(t0)
+	_, _, epoch0, _ := r.state(t0)
 	if r.apply(feedEvent{ID: 3, SID: "gone", Exp: t0.Unix() - 120}, "", t0) || r.dropped != 0 {
 		t.Errorf("an event naming only expired tokens, at the bound: dropped %d, want none", r.dropped)
 	}
@@ -340,7 +340,7 @@ func TestFullMemoryOfRevocations(t *testing.T) {
 	if len(r.sessions)+len(r.users) != 2 || r.lastID != 6 {
 		t.Errorf("%d kept, at event %d; want 2 at 6", len(r.sessions)+len(r.users), r.lastID)
 	}
-	_, _, epoch1 := r.state(t0)
+	_, _, epoch1, _ := r.state(t0)
 	older, newer := &Claims{IssuedAt: t0.Add(forgetAfter)}, &Claims{IssuedAt: t0.Add(forgetAfter + time.Second)}
 	if !r.doubts(older, t0) || r.doubts(newer, t0) || epoch1 == epoch0 {
 		t.Errorf("while full: doubts a token issued by the drop (+forgetAfter) %v, one after it %v, epoch %d (before %d); "+
@@ -360,7 +360,7 @@ func TestFullMemoryOfRevocations(t *testing.T) {
 		}
 		r.scanned = time.Time{} // the pace is the wall clock's: this test's minutes pass at once
 	}
-	healthy, _, epoch2 := r.state(t0.Add(40 * time.Minute))
+	healthy, _, epoch2, _ := r.state(t0.Add(40 * time.Minute))
 	if !healthy || r.doubts(older, t0.Add(40*time.Minute)) || epoch2 == epoch1 || epoch2 == epoch0 {
 		t.Errorf("once the dropped revocations' tokens expired: healthy %v, doubt %v, epoch %d (%d, %d before)", healthy,
 			r.doubts(older, t0.Add(40*time.Minute)), epoch2, epoch0, epoch1)
@@ -470,4 +470,10 @@ func TestQuietFeedPrunes(t *testing.T) {
 			t.Fatalf("a heartbeat a minute after the last prune: %d remembered, want 0", v.Stats().Revoked)
 		}
 	}
+}
+
+// doubts is inDoubt at now.
+func (r *revocations) doubts(c *Claims, now time.Time) bool {
+	_, _, _, doubtBefore := r.state(now)
+	return inDoubt(c, doubtBefore)
 }

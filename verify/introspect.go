@@ -225,7 +225,7 @@ func (v *Verifier) introspectShared(ctx context.Context, token string, c *Claims
 func (v *Verifier) runIntrospection(vctx context.Context, token string, exp time.Time, epoch int64, call *introspection) {
 	in := v.intro
 	defer func() {
-		_, _, current := v.revs.state(v.now())
+		_, _, current, _ := v.revs.state(v.now())
 		in.mu.Lock()
 		delete(in.calls, token)
 		if call.err == nil {
@@ -238,7 +238,7 @@ func (v *Verifier) runIntrospection(vctx context.Context, token string, exp time
 		return
 	}
 	defer func() { <-in.slots }()
-	_, _, current := v.revs.state(v.now())
+	_, _, current, _ := v.revs.state(v.now())
 	in.mu.Lock()
 	t, err := in.broken.admit(time.Now(), current)
 	in.mu.Unlock()

@@ -649,12 +649,12 @@ func checkTimes(c *Claims, now time.Time) error {
 // the feed has been lost for longer than feedLossGrace, the Policy.
 func (v *Verifier) checkRevoked(ctx context.Context, token string, c *Claims) error {
 	now := v.now()
-	healthy, downSince, epoch := v.revs.state(now)
+	healthy, downSince, epoch, doubtBefore := v.revs.state(now)
 	if v.revs.revoked(c) {
 		return ErrRevoked
 	}
 	why := "the revocation feed is lost"
-	if v.revs.doubts(c, now) {
+	if inDoubt(c, doubtBefore) {
 		// A revocation that was not kept may name it: known to exist, so
 		// no grace.
 		healthy, downSince = false, time.Time{}
