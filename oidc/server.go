@@ -369,12 +369,12 @@ func (p *Provider) tokenEndpoint(lib http.Handler) http.Handler {
 			op.WriteError(w, r, oidc.ErrInvalidRequest().WithDescription("a parameter is repeated"), nil)
 			return
 		}
-		revocation := r.URL.Path == RevokePath
+		revocation, grant := r.URL.Path == RevokePath, oidc.GrantType(r.PostForm.Get("grant_type"))
 		// The library answers some grants it knows of but authd does not
 		// serve (token exchange, device code, client credentials) with
 		// unauthorized_client, as if this client alone lacked them. A
 		// revocation names none.
-		if grant := oidc.GrantType(r.PostForm.Get("grant_type")); revocation && r.PostForm.Has("grant_type") {
+		if revocation && r.PostForm.Has("grant_type") {
 			op.WriteError(w, r, oidc.ErrInvalidRequest().WithDescription("a revocation takes token (and token_type_hint), "+
 				"not grant_type"), nil)
 			return
@@ -397,8 +397,8 @@ func (p *Provider) tokenEndpoint(lib http.Handler) http.Handler {
 					"client_id in the body names another client than the Basic credentials"), nil)
 				return
 			}
-		} else if grant := oidc.GrantType(r.PostForm.Get("grant_type")); (revocation || grant == oidc.GrantTypeCode ||
-			grant == oidc.GrantTypeRefreshToken) && r.PostForm.Get("client_id") == "" && r.PostForm.Get("client_assertion") == "" {
+		} else if (revocation || grant == oidc.GrantTypeCode || grant == oidc.GrantTypeRefreshToken) &&
+			r.PostForm.Get("client_id") == "" && r.PostForm.Get("client_assertion") == "" {
 			p.refuseClient(w, r, "", oidc.AuthMethodNone, "no client authentication",
 				"no client authentication: send client_id, and the secret of a confidential client")
 			return
