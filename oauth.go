@@ -99,8 +99,10 @@ type AuthRequest struct {
 	// must not let another browser finish it. Empty on rows saved before
 	// it existed, which no browser matches.
 	BrowserBinding string
-	// HintSubject is the user a verified id_token_hint names (uuid.Nil:
-	// none): only that user's sign-in may finish the request (IssueCode).
+	// HintSubject is the user an id_token_hint names (uuid.Nil: no hint):
+	// the sub a verified hint carries, or the one an unverifiable hint
+	// claims, or uuid.Max (no user) for a sub that is no authd user id.
+	// Only that user's sign-in may finish the request (IssueCode).
 	HintSubject uuid.UUID
 	CreatedAt   time.Time
 	ExpiresAt   time.Time

@@ -148,7 +148,8 @@ type Options struct {
 	// one), so the default holds about 11 revocations a second, sustained.
 	// Past the bound a revocation is not kept, and every token issued
 	// before it reached the Verifier (a minute of clock skew with authd
-	// included) is decided by the Policy, with no grace, as while the feed is lost (Stats.
+	// included: authd's clock must not run further ahead) is decided by
+	// the Policy, with no grace, as while the feed is lost (Stats.
 	// RevocationsFull), for the rest of that token's life: seen as
 	// introspection sees it (within IntrospectionTTL) rather than within a
 	// second, or refused with FailClosed. Tokens issued later are checked
