@@ -99,7 +99,7 @@ type Server struct {
 	endOnce   sync.Once
 	// pageForms refuses page forms another site sent (readForm).
 	pageForms *http.CrossOriginProtection
-	shed      shedlog.Log
+	shed      *shedlog.Log // requests shed at capacity (ErrBusy), told sampled
 }
 
 // EndStreams ends every open revocation stream (their clients resume
@@ -107,6 +107,10 @@ type Server struct {
 // for handlers, and a stream's handler would otherwise run for an hour.
 // Register it with http.Server.RegisterOnShutdown.
 func (s *Server) EndStreams() { s.endOnce.Do(func() { close(s.ending) }) }
+
+// FlushLog tells at once the shed requests whose count the log holds back
+// (at most a second's): for a shutdown, once http.Server.Shutdown returned.
+func (s *Server) FlushLog() { s.shed.Flush() }
 
 // Route is one registered method and path pattern, and the query
 // parameters an API route takes.
@@ -206,7 +210,9 @@ func newServer(opts Options) *Server {
 	s := &Server{opts: opts, svc: opts.Service, logger: opts.Logger, mux: http.NewServeMux(),
 		streams: make(chan struct{}, opts.MaxRevocationStreams), streamsOf: make([]atomic.Int64, len(opts.ServiceTokens)),
 		ending:    make(chan struct{}),
-		pageForms: http.NewCrossOriginProtection()}
+		pageForms: http.NewCrossOriginProtection(),
+		shed: shedlog.New(opts.Logger,
+			"requests shed: at capacity (the password hashing queue or the database's lane is full; 503 with Retry-After)")}
 	if u, err := url.Parse(opts.PublicURL); err == nil && u.Scheme != "" && u.Host != "" {
 		// Where a proxy rewrote Host, a browser without Sec-Fetch-Site
 		// still names this origin.
@@ -449,7 +455,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var e *authd.Error
 	errors.As(err, &e)
 	if errors.Is(err, authd.ErrBusy) {
-		s.shed.Note(r.Context(), s.logger, "requests shed: at capacity (the password hashing queue or the database's lane is full; 503 with Retry-After)")
+		s.shed.Note(r.Context())
 	} else if status >= 500 && !gone {
 		attrs := []any{"method", r.Method, "path", r.URL.Path, "request_id", requestID(r.Context()), "err", err}
 		if hint := authd.ErrorHint(err); hint != "" {

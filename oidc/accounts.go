@@ -64,7 +64,7 @@ func (f accountForm) post(p *Provider) http.HandlerFunc {
 			return
 		}
 		if err := f.submit(p, r, form); err != nil {
-			p.formFailed(w, f.filled(p, w, r, req, oc, form.Get("email")), err)
+			p.formFailed(w, r, f.filled(p, w, r, req, oc, form.Get("email")), err)
 			return
 		}
 		p.render(w, http.StatusOK, page{Title: "Check your email", Request: req.ID.String(), Notice: f.notice,
@@ -73,7 +73,7 @@ func (f accountForm) post(p *Provider) http.HandlerFunc {
 }
 
 // formFailed shows a form again with what was wrong with it.
-func (p *Provider) formFailed(w http.ResponseWriter, again page, err error) {
+func (p *Provider) formFailed(w http.ResponseWriter, r *http.Request, again page, err error) {
 	var e *authd.Error
 	switch authd.ErrorCode(err) {
 	case authd.EInvalid, authd.EWeakPassword:
@@ -92,7 +92,7 @@ func (p *Provider) formFailed(w http.ResponseWriter, again page, err error) {
 		again.Error, again.lockedFor = authd.ErrorMessage(err), authd.RetryAfterSeconds(err)
 		p.render(w, http.StatusTooManyRequests, again)
 	default:
-		p.unavailable(w, err)
+		p.unavailable(w, r, err)
 	}
 }
 

@@ -1,7 +1,6 @@
 package oidc
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"net/url"
@@ -62,7 +61,7 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 			p.errorPage(w, http.StatusBadRequest, "Unknown application", "The application that sent you here is not registered.")
 			return
 		}
-		p.unavailable(w, err)
+		p.unavailable(w, r, err)
 		return
 	}
 	redirect := q.Get("redirect_uri")
@@ -97,7 +96,7 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 	if hint.given {
 		sess, _, err := p.browserSession(r)
 		if err != nil {
-			p.unavailable(w, err)
+			p.unavailable(w, r, err)
 			return
 		}
 		if !hint.admits(sess) { // the sign-in page, where the user picks the account
@@ -264,7 +263,7 @@ func (p *Provider) authorizeSilently(w http.ResponseWriter, r *http.Request, req
 	hint idTokenHint) {
 	sess, _, err := p.browserSession(r)
 	if err != nil {
-		p.unavailable(w, err)
+		p.unavailable(w, r, err)
 		return
 	}
 	switch {
@@ -278,7 +277,7 @@ func (p *Provider) authorizeSilently(w http.ResponseWriter, r *http.Request, req
 	}
 	need, err := p.svc.NeedsConsent(r.Context(), oc, sess.UserID, req.Scopes)
 	if err != nil {
-		p.unavailable(w, err)
+		p.unavailable(w, r, err)
 		return
 	}
 	if need || mustConfirm(oc, req) {
@@ -339,7 +338,7 @@ func (p *Provider) resume(w http.ResponseWriter, r *http.Request) {
 func (p *Provider) continueRequest(w http.ResponseWriter, r *http.Request, req *authd.AuthRequest, oc *authd.OAuthClient) {
 	sess, u, err := p.browserSession(r)
 	if err != nil {
-		p.unavailable(w, err)
+		p.unavailable(w, r, err)
 		return
 	}
 	if sess == nil || sess.CreatedAt.Before(req.MinAuthTime) {
@@ -357,7 +356,7 @@ func (p *Provider) continueRequest(w http.ResponseWriter, r *http.Request, req *
 	}
 	need, err := p.svc.NeedsConsent(r.Context(), oc, sess.UserID, req.Scopes)
 	if err != nil {
-		p.unavailable(w, err)
+		p.unavailable(w, r, err)
 		return
 	}
 	if need || req.ForceConsent || mustConfirm(oc, req) {
@@ -401,7 +400,7 @@ func (p *Provider) issueCode(w http.ResponseWriter, r *http.Request, req *authd.
 	case authd.ENotFound:
 		p.requestGone(w)
 	default:
-		p.unavailable(w, err)
+		p.unavailable(w, r, err)
 	}
 	return true
 }
@@ -430,7 +429,7 @@ func (p *Provider) savedRequest(w http.ResponseWriter, r *http.Request, id strin
 		return nil, nil, false
 	}
 	if err != nil {
-		p.unavailable(w, err)
+		p.unavailable(w, r, err)
 		return nil, nil, false
 	}
 	return req, oc, true
@@ -490,19 +489,23 @@ func (p *Provider) saveFailed(w http.ResponseWriter, r *http.Request, req *authd
 	case authd.EInvalid:
 		p.redirectError(w, r, req.RedirectURI, req.State, authError{"invalid_request", authd.ErrorMessage(err)})
 	default:
-		p.unavailable(w, err)
+		p.unavailable(w, r, err)
 	}
 }
 
-func (p *Provider) unavailable(w http.ResponseWriter, err error) {
+// unavailable answers a request the provider could not serve for an
+// outage (or shed for want of capacity) with 503, and logs it: which
+// request (the X-Request-Id the API's middleware gave it, the one the
+// client was told) and why.
+func (p *Provider) unavailable(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, authd.ErrBusy) {
-		p.shed.Note(context.Background(), p.opts.Logger, "openid provider: requests shed: at capacity (503)")
+		p.shed.Note(r.Context())
 	} else {
-		attrs := []any{"err", err}
+		attrs := []any{"method", r.Method, "path", r.URL.Path, "request_id", w.Header().Get("X-Request-Id"), "err", err}
 		if hint := authd.ErrorHint(err); hint != "" {
 			attrs = append(attrs, "hint", hint) // for the operator: what to do (a lock held elsewhere)
 		}
-		p.opts.Logger.Error("openid provider", attrs...)
+		p.opts.Logger.ErrorContext(r.Context(), "openid provider", attrs...)
 	}
 	w.Header().Set("Retry-After", "1")
 	p.errorPage(w, http.StatusServiceUnavailable, "Try again", "The service is busy or unavailable; try again in a moment.")

@@ -302,6 +302,19 @@ func TestOutageIsNotSignedOut(t *testing.T) {
 	if b.sessionCookie() != before {
 		t.Errorf("a sign-in during an outage replaced the session cookie")
 	}
+	// The operator can tell which request failed, by the id its client was
+	// told.
+	id := b.last.Header.Get("X-Request-Id")
+	var line string
+	for l := range strings.Lines(e.logText()) {
+		if strings.Contains(l, "request_id="+id) && strings.Contains(l, "level=ERROR") {
+			line = l
+		}
+	}
+	if id == "" || !strings.Contains(line, "level=ERROR") || !strings.Contains(line, "path="+oidc.SignInPath) ||
+		!strings.Contains(line, "method=POST") || !strings.Contains(line, "the database is down") {
+		t.Errorf("the sign-in's outage (X-Request-Id %q) logged as %q; want an ERROR line with its id, method, path and cause", id, line)
+	}
 }
 
 // sessionCookie is the browser's session cookie for the server.

@@ -88,7 +88,7 @@ type Provider struct {
 	secure bool // the public URL is https: __Host- cookies, Secure
 	mux    *http.ServeMux
 	pages  map[string]*template.Template
-	shed   shedlog.Log
+	shed   *shedlog.Log // requests shed at capacity (ErrBusy), told sampled
 }
 
 // New returns the provider. An override template that does not parse or
@@ -117,7 +117,8 @@ func New(opts Options) (*Provider, error) {
 	// url.Parse lower-cases the scheme: HTTPS://… is https too.
 	public, err := url.Parse(opts.PublicURL)
 	secure := err == nil && public.Scheme == "https"
-	p := &Provider{opts: opts, svc: opts.Service, secure: secure, mux: http.NewServeMux(), pages: pages}
+	p := &Provider{opts: opts, svc: opts.Service, secure: secure, mux: http.NewServeMux(), pages: pages,
+		shed: shedlog.New(opts.Logger, "openid provider: requests shed: at capacity (503)")}
 
 	opServer := op.RegisterServer(&server{p: p}, op.Endpoints{
 		Token:      op.NewEndpoint(TokenPath),
@@ -147,6 +148,10 @@ func New(opts Options) (*Provider, error) {
 	p.mux.HandleFunc("POST "+LogoutPath, p.logout)
 	return p, nil
 }
+
+// FlushLog tells at once the shed requests whose count the log holds back
+// (at most a second's): for a shutdown, once http.Server.Shutdown returned.
+func (p *Provider) FlushLog() { p.shed.Flush() }
 
 // Patterns are the routes the provider serves, for the public listener's
 // mux (method and path, as http.ServeMux takes them).

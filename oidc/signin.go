@@ -74,7 +74,7 @@ func (p *Provider) signIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		p.signInFailed(w, again, err)
+		p.signInFailed(w, r, again, err)
 		return
 	}
 	p.signedIn(w, r, req, cookie)
@@ -96,7 +96,7 @@ func (p *Provider) signInMFA(w http.ResponseWriter, r *http.Request) {
 			p.expiredSignIn(w, r, req)
 			return
 		}
-		p.signInFailed(w, again, err)
+		p.signInFailed(w, r, again, err)
 		return
 	}
 	p.signedIn(w, r, req, cookie)
@@ -142,7 +142,7 @@ func (p *Provider) signInPasskey(w http.ResponseWriter, r *http.Request) {
 		again.Error, again.PasskeyCSRF = "Passkeys are not enabled here; use another way to sign in.", ""
 		p.render(w, http.StatusNotFound, again)
 	default:
-		p.signInFailed(w, again, err)
+		p.signInFailed(w, r, again, err)
 	}
 }
 
@@ -181,7 +181,7 @@ func (p *Provider) formExpired(w http.ResponseWriter) {
 
 // signInFailed shows the form again with what went wrong, as the JSON API
 // would say it: the same words whether or not the email has an account.
-func (p *Provider) signInFailed(w http.ResponseWriter, again page, err error) {
+func (p *Provider) signInFailed(w http.ResponseWriter, r *http.Request, again page, err error) {
 	status := http.StatusUnauthorized
 	switch authd.ErrorCode(err) {
 	case authd.EInvalidCredentials, authd.EEmailNotVerified, authd.EInvalid:
@@ -203,7 +203,7 @@ func (p *Provider) signInFailed(w http.ResponseWriter, again page, err error) {
 		again.Error = authd.ErrorMessage(err)
 		again.lockedFor = authd.RetryAfterSeconds(err)
 	default:
-		p.unavailable(w, err)
+		p.unavailable(w, r, err)
 		return
 	}
 	p.render(w, status, again)
@@ -219,7 +219,7 @@ func (p *Provider) signedIn(w http.ResponseWriter, r *http.Request, req *authd.A
 		err = p.svc.EndSession(r.Context(), client(r.Context()), old.ID)
 	}
 	if err != nil {
-		p.unavailable(w, err)
+		p.unavailable(w, r, err)
 		return
 	}
 	p.setCookie(w, sessionCookie, cookie, 0)
@@ -237,7 +237,7 @@ func (p *Provider) consent(w http.ResponseWriter, r *http.Request) {
 	}
 	sess, _, err := p.browserSession(r)
 	if err != nil {
-		p.unavailable(w, err)
+		p.unavailable(w, r, err)
 		return
 	}
 	if sess == nil {
@@ -256,7 +256,7 @@ func (p *Provider) consent(w http.ResponseWriter, r *http.Request) {
 				p.requestGone(w) // used by an Allow sent with it, expired, or its client deleted or changed, meanwhile
 				return
 			}
-			p.unavailable(w, err)
+			p.unavailable(w, r, err)
 			return
 		}
 		p.redirectError(w, r, req.RedirectURI, req.State, authError{"access_denied", "the user denied the request"})
@@ -316,7 +316,7 @@ func (p *Provider) logoutParams(w http.ResponseWriter, r *http.Request, q url.Va
 	if f.ClientID != "" {
 		c, err := p.svc.OAuthClient(r.Context(), f.ClientID)
 		if err != nil && authd.ErrorCode(err) != authd.ENotFound {
-			p.unavailable(w, err)
+			p.unavailable(w, r, err)
 			return f, nil, nil, false
 		}
 		oc = c
@@ -358,7 +358,7 @@ func (p *Provider) logoutPage(w http.ResponseWriter, r *http.Request) {
 	}
 	_, u, err := p.browserSession(r)
 	if err != nil {
-		p.unavailable(w, err)
+		p.unavailable(w, r, err)
 		return
 	}
 	if u != nil {
@@ -388,12 +388,12 @@ func (p *Provider) logout(w http.ResponseWriter, r *http.Request) {
 	ctx, c := r.Context(), client(r.Context())
 	sess, _, err := p.browserSession(r)
 	if err != nil {
-		p.unavailable(w, err)
+		p.unavailable(w, r, err)
 		return
 	}
 	if sess != nil {
 		if err := p.svc.EndSession(ctx, c, sess.ID); err != nil {
-			p.unavailable(w, err)
+			p.unavailable(w, r, err)
 			return
 		}
 	}
@@ -403,7 +403,7 @@ func (p *Provider) logout(w http.ResponseWriter, r *http.Request) {
 	// with POST /v1/auth/logout and its access token.)
 	if hinted != nil && sess != nil {
 		if err := p.svc.EndUserSession(ctx, c, *hinted, sess.UserID); err != nil && authd.ErrorCode(err) != authd.ENotFound {
-			p.unavailable(w, err)
+			p.unavailable(w, r, err)
 			return
 		}
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"database/sql"
 	"encoding/json"
 	"net/http"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/authd/authd/internal/shedlog"
 )
 
 // jsonLines parses every line of out as one JSON object, failing the test
@@ -213,5 +216,50 @@ func TestServeCoversCostlierHashes(t *testing.T) {
 		if !strings.Contains(s.stderr.String(), want) {
 			t.Errorf("serve's log lacks %q:\n%s", want, s.stderr.String())
 		}
+	}
+}
+
+// TestServeFlushesShedCountAtShutdown: requests shed while the hashing
+// queue is full are told sampled; those held back when serve stops are
+// told as it stops, not lost with the timer that would have told them. Not
+// parallel: it lengthens shedlog.Interval for serve's whole life.
+func TestServeFlushesShedCountAtShutdown(t *testing.T) {
+	defer func(d time.Duration) { shedlog.Interval = d }(shedlog.Interval)
+	shedlog.Interval = time.Hour
+	env := sqliteEnv(t)
+	env["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
+	cfg := configOf(t, env)
+	var log syncBuffer
+	app := NewApp(cfg, newLogger(cfg, &log))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := app.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	app.hasher.MaxQueue = 0 // every check shed: the queue is full
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx) }()
+	for range 3 {
+		resp, err := http.Post("http://"+app.Addr().String()+"/v1/auth/login", "application/json",
+			strings.NewReader(`{"email":"shed@example.org","password":"a sturdy passphrase"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+			t.Fatalf("login with the queue full: %d, Retry-After %q; want 503 with Retry-After",
+				resp.StatusCode, resp.Header.Get("Retry-After"))
+		}
+	}
+	if got := log.String(); strings.Count(got, "requests shed") != 1 || !strings.Contains(got, "requests=1") {
+		t.Fatalf("log before shutdown: %s\nwant one line, of the first", got)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if got := log.String(); strings.Count(got, "requests shed") != 2 || !strings.Contains(got, "requests=2") {
+		t.Errorf("log after shutdown: %s\nwant a second line counting the two held back", got)
 	}
 }

@@ -99,12 +99,14 @@ type App struct {
 	keys     *token.Keyring
 	idKeys   *token.Keyring // RS256, for OpenID Connect ID tokens; keys when that is RS256 too
 	service  *authd.Service
+	hasher   *password.Hasher // the service's, kept for tests that fill its queue
 	listener net.Listener
 	server   *http.Server
 
 	adminListener net.Listener // nil when AUTHD_ADMIN_ADDR is empty
 	admin         *http.Server
 	closers       []func() error
+	flushLogs     []func() // after shutdown: the shed-request counts held back
 }
 
 // NewApp returns an App for cfg; Open starts it.
@@ -169,6 +171,7 @@ func (a *App) Open(ctx context.Context) (err error) {
 	m.Pool(a.poolStats)
 	hasher := password.NewHasher(a.cfg.Argon2, password.Policy{MinLength: a.cfg.PasswordMinLength})
 	hasher.Observe = m.Hash
+	a.hasher = hasher
 	hasher.Malformed = func(err error) {
 		a.logger.Warn("a stored password hash cannot be checked and never matches: its owner must reset the password",
 			"err", err)
@@ -255,6 +258,7 @@ func (a *App) Open(ctx context.Context) (err error) {
 	a.server = a.httpServer(api)
 	// Or the revocation feed's streams would hold a graceful shutdown up.
 	a.server.RegisterOnShutdown(api.EndStreams)
+	a.flushLogs = append(a.flushLogs, api.FlushLog, provider.FlushLog)
 	opts.Metrics = m.Handler() // the admin listener's only
 	if a.cfg.AdminAddr == "" {
 		a.logger.Info("admin listener disabled (metrics and admin API): AUTHD_ADMIN_ADDR is empty")
@@ -265,7 +269,9 @@ func (a *App) Open(ctx context.Context) (err error) {
 	}
 	adminOpts := opts
 	adminOpts.CORSOrigins = nil // the admin listener is never called from browsers
-	a.admin = a.httpServer(httpapi.NewAdmin(adminOpts, a.cfg.AdminToken))
+	adminAPI := httpapi.NewAdmin(adminOpts, a.cfg.AdminToken)
+	a.admin = a.httpServer(adminAPI)
+	a.flushLogs = append(a.flushLogs, adminAPI.FlushLog)
 	return nil
 }
 
@@ -415,6 +421,13 @@ func (a *App) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	a.logger.Info("shutting down")
+	// Last, whatever the shutdown's outcome: one that timed out under load
+	// is when a count is most likely held back.
+	defer func() {
+		for _, flush := range a.flushLogs {
+			flush()
+		}
+	}()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
 	servers := []*http.Server{a.server}

@@ -14,19 +14,25 @@ import (
 // Interval is the least time between two lines (a variable for tests).
 var Interval = time.Second
 
-// Log counts shed requests between its lines. The zero Log is ready.
+// Log counts shed requests between its lines, which say msg to logger.
 type Log struct {
+	logger *slog.Logger
+	msg    string
+
 	mu      sync.Mutex
 	last    time.Time
 	count   int
 	pending *time.Timer // tells the count held back, once Interval has passed
 }
 
-// Note counts one shed request and writes msg to logger with the count
-// since the last line: at once when Interval has passed since then, else
-// once it has (so that a burst's end is told too, not at the next shed
-// request, hours later).
-func (l *Log) Note(ctx context.Context, logger *slog.Logger, msg string) {
+// New returns a Log whose lines say msg to logger.
+func New(logger *slog.Logger, msg string) *Log { return &Log{logger: logger, msg: msg} }
+
+// Note counts one shed request and writes the line with the count since
+// the last one: at once when Interval has passed since then, else once it
+// has (so that a burst's end is told too, not at the next shed request,
+// hours later).
+func (l *Log) Note(ctx context.Context) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.count++
@@ -36,19 +42,33 @@ func (l *Log) Note(ctx context.Context, logger *slog.Logger, msg string) {
 				l.mu.Lock()
 				defer l.mu.Unlock()
 				l.pending = nil
-				l.flush(context.Background(), logger, msg) // the count's, not one request's
+				l.flush(context.Background()) // the count's, not one request's
 			})
 		}
 		return
 	}
-	l.flush(ctx, logger, msg)
+	l.flush(ctx)
+}
+
+// Flush tells the count held back, if any, at once: at shutdown, after the
+// last request, so that a burst's tail is not lost with the timer that
+// would have told it.
+func (l *Log) Flush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.pending == nil {
+		return
+	}
+	l.pending.Stop()
+	l.pending = nil
+	l.flush(context.Background())
 }
 
 // flush writes the count held back, if any; with mu held.
-func (l *Log) flush(ctx context.Context, logger *slog.Logger, msg string) {
+func (l *Log) flush(ctx context.Context) {
 	if l.count == 0 {
 		return
 	}
-	logger.WarnContext(ctx, msg, "requests", l.count)
+	l.logger.WarnContext(ctx, l.msg, "requests", l.count)
 	l.count, l.last = 0, time.Now()
 }

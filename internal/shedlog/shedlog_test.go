@@ -31,9 +31,9 @@ func TestNoteSamples(t *testing.T) {
 	Interval = 50 * time.Millisecond
 	var out lockedBuffer
 	logger := slog.New(slog.NewTextHandler(&out, nil))
-	var l Log
+	l := New(logger, "shed")
 	for range 5 {
-		l.Note(context.Background(), logger, "shed")
+		l.Note(context.Background())
 	}
 	if got := out.String(); strings.Count(got, "level=WARN") != 1 || !strings.Contains(got, "requests=1") {
 		t.Fatalf("five at once: %q, want one warn line counting the first", got)
@@ -45,5 +45,31 @@ func TestNoteSamples(t *testing.T) {
 	}
 	if got := out.String(); strings.Count(got, "level=WARN") != 2 {
 		t.Errorf("after the burst: %q, want two lines", got)
+	}
+}
+
+// TestFlushTellsTheTail: at shutdown the count held back is told at once,
+// and once: not by the timer too, nor lost with it.
+func TestFlushTellsTheTail(t *testing.T) {
+	defer func(d time.Duration) { Interval = d }(Interval)
+	Interval = 50 * time.Millisecond
+	var out lockedBuffer
+	logger := slog.New(slog.NewTextHandler(&out, nil))
+	l := New(logger, "shed")
+	l.Flush() // nothing held back: no line
+	if got := out.String(); got != "" {
+		t.Fatalf("flush of nothing: %q", got)
+	}
+	for range 3 {
+		l.Note(context.Background())
+	}
+	l.Flush()
+	if got := out.String(); strings.Count(got, "level=WARN") != 2 || !strings.Contains(got, "requests=2") {
+		t.Fatalf("after flush: %q, want the first line and one counting the two held back", got)
+	}
+	l.Flush()
+	time.Sleep(3 * Interval) // past the timer the flush stopped
+	if got := out.String(); strings.Count(got, "level=WARN") != 2 {
+		t.Errorf("told again, by a second flush or the timer: %q", got)
 	}
 }
