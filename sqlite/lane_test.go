@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -154,4 +155,51 @@ func openMigrated(t *testing.T) *Store {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// TestAnotherProcessHoldingTheLock: a write that waited busy_timeout for a
+// lock another process (here a second store on the same file, with a lane
+// of its own) holds is an outage with Retry-After, and tells the operator
+// whose lock it is: a hint, not an internal error.
+func TestAnotherProcessHoldingTheLock(t *testing.T) {
+	old := busyTimeout
+	busyTimeout = 50 * time.Millisecond
+	t.Cleanup(func() { busyTimeout = old })
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "authd.db")
+	var stores [2]*Store
+	for i := range stores {
+		s, err := Open(ctx, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		stores[i] = s
+	}
+	if _, err := stores[0].Migrator().Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	held, release, done := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		done <- stores[0].InTx(ctx, func(q authd.Queries) error {
+			if err := q.CreateSecurityLog(ctx, authd.NewSecurityLog(now, authd.EventLoginFailure, authd.ResultFailure, uuid.Nil, "", "", "", nil)); err != nil {
+				return err
+			}
+			close(held)
+			<-release
+			return nil
+		})
+	}()
+	<-held
+	err := stores[1].CreateSecurityLog(ctx, authd.NewSecurityLog(now, authd.EventLoginFailure, authd.ResultFailure, uuid.Nil, "", "", "", nil))
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if authd.ErrorCode(err) != authd.EUnavailable || authd.RetryAfterSeconds(err) < 1 || errors.Is(err, authd.ErrBusy) ||
+		!strings.Contains(authd.ErrorHint(err), "another process holds") {
+		t.Errorf("a write behind another process's lock = %v (hint %q); want the database busy, with Retry-After and a hint, not shed",
+			err, authd.ErrorHint(err))
+	}
 }

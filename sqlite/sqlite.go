@@ -77,6 +77,12 @@ const maxIdleConns = 64
 // write lock (a variable for the lane's test).
 var busyTimeout = 10 * time.Second
 
+// busyHint tells the operator whose lock a writer waited for in vain (%s:
+// busyTimeout).
+const busyHint = "another process holds the SQLite database's write lock longer than its busy_timeout (%s): " +
+	"an authd command, a second authd serve on the same file, or a sqlite3 shell or backup with a transaction open; " +
+	"let it finish or stop it (several instances need PostgreSQL)"
+
 // Open opens (creating when missing) the database file at path and its
 // directory. It does not migrate; call Migrator().Up.
 func Open(ctx context.Context, path string) (*Store, error) {
@@ -195,8 +201,13 @@ func translate(err error) error {
 		}
 		switch e.Code() & 0xff { // primary result code
 		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
-			return &authd.Error{Code: authd.EUnavailable, Message: "the database is busy",
-				RetryAfter: time.Second, Err: err}
+			busy := &authd.Error{Code: authd.EUnavailable, Message: "the database is busy", RetryAfter: time.Second, Err: err}
+			if e.Code()&0xff == sqlite3.SQLITE_BUSY {
+				// The lane queues this process's writers, so another
+				// process holds the write lock, and has for busyTimeout.
+				busy.Hint = fmt.Sprintf(busyHint, busyTimeout)
+			}
+			return busy
 		}
 	}
 	return fmt.Errorf("sqlite: %w", err)

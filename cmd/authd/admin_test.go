@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/storetest"
@@ -219,6 +220,10 @@ func TestWrappedServiceErrorsTold(t *testing.T) {
 		{fmt.Errorf("pruning: %w", &authd.Error{Code: authd.EUnavailable, Message: "the database is unavailable",
 			Err: errors.New("connection refused")}), "pruning: the database is unavailable: connection refused"},
 		{&authd.Error{Code: authd.EConflict, Message: "Already exists.", Err: store}, "already exists"},
+		// A shed (SQLite's lane past its wait) says busy once, not its
+		// cause's "busy" again.
+		{fmt.Errorf("purging: %w", &authd.Error{Code: authd.EUnavailable, Message: "the database is busy",
+			RetryAfter: time.Second, Err: authd.ErrBusy}), "purging: the database is busy"},
 	}
 	for _, tt := range tests {
 		var ce *cliError

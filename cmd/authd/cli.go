@@ -210,10 +210,12 @@ func fromService(cmd string, err error, flags map[string]string, hint string) er
 			msgs = append(msgs, name+" "+f.Message)
 		}
 		msg = strings.Join(msgs, "; ")
-	case de.Err != nil && msg != "" && (de.Code == authd.EUnavailable || de.Code == authd.EInternal):
+	case de.Err != nil && msg != "" && (de.Code == authd.EUnavailable || de.Code == authd.EInternal) &&
+		!errors.Is(de.Err, authd.ErrBusy):
 		// The cause helps with an outage (which database, what it said);
 		// of a conflict or a refusal the message says all, and the store's
-		// wording (a constraint's name, SQLSTATE) is not the operator's.
+		// wording (a constraint's name, SQLSTATE) is not the operator's; a
+		// shed's cause (ErrBusy) only says busy again.
 		msg += ": " + de.Err.Error()
 	case msg == "":
 		msg = de.Error()
