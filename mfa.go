@@ -579,7 +579,12 @@ func (s *Service) challenge(ctx context.Context, tx *txn, c Client, u *User, dev
 // checkCode checks a code of method for u's TOTP factor f (nil: none): a
 // TOTP code is accepted once (f remembers its step), and a used one is
 // refused as a failure of event (errCodeUsed, not counted); a recovery
-// code is spent and its use logged.
+// code is spent and its use logged. A spent recovery code is answered as a
+// wrong one, and counted: unlike a used TOTP code, good for a minute and
+// sent again by its owner's own double submit, it is what someone holding
+// the password and an old copy of the codes tries, and the lock (and its
+// notice to the owner) is what stops them going down the list; an answer
+// of its own would also tell them that the copy is the current set.
 func (s *Service) checkCode(ctx context.Context, tx *txn, c Client, u *User, f *Factor, method, code string,
 	event EventType, now time.Time) (bool, error) {
 	if method == MethodTOTP {
@@ -763,12 +768,12 @@ var errCodeFormat = &Error{Code: EInvalid, Message: "invalid request",
 	Fields: []FieldError{{Field: "code", Message: "must be a 6-digit code or a recovery code such as abcde-fghij"}}}
 
 // totpCode returns code, which must be six digits (spaces allowed, as apps
-// show them in groups).
+// show them in groups, and blanks around it, as pasted).
 func totpCode(code string) (string, error) {
 	if len(code) > 64 {
 		return "", errCodeFormat
 	}
-	code = strings.ReplaceAll(code, " ", "")
+	code = strings.ReplaceAll(strings.TrimSpace(code), " ", "")
 	if len(code) != 6 || strings.Trim(code, "0123456789") != "" {
 		return "", errCodeFormat
 	}
@@ -776,12 +781,17 @@ func totpCode(code string) (string, error) {
 }
 
 // recoveryCode returns a recovery code normalised (lower case, without
-// the hyphen or spaces), or EInvalid when it cannot be one.
+// the hyphen or spaces), or EInvalid when it cannot be one: two groups of
+// five, in either case, with the hyphen between them or without it, spaces
+// anywhere and blanks around it.
 func recoveryCode(code string) (string, error) {
 	if len(code) > 64 {
 		return "", errCodeFormat
 	}
-	code = strings.ToLower(strings.NewReplacer("-", "", " ", "").Replace(code))
+	code = strings.ToLower(strings.ReplaceAll(strings.TrimSpace(code), " ", ""))
+	if len(code) == 11 && code[5] == '-' {
+		code = code[:5] + code[6:]
+	}
 	if len(code) != 10 || strings.Trim(code, "abcdefghijklmnopqrstuvwxyz234567") != "" {
 		return "", errCodeFormat
 	}

@@ -309,7 +309,14 @@ func TestRecoveryCodes(t *testing.T) {
 		if diff := cmp.Diff([]string{"pwd", "otp", "mfa"}, amrOf(t, r.str("access_token"))); diff != "" {
 			t.Errorf("amr (-want +got):\n%s", diff)
 		}
-		want(t, "the same recovery code again", e.verify(e.mfaLogin("rex@example.org"), "recovery_code", codes[0]), 401, "invalid_credentials")
+		// A spent code is a wrong one, and counted (unlike a used TOTP
+		// code): someone with the password and an old copy of the codes
+		// must not try the list uncounted, nor learn that it is current.
+		r = e.verify(e.mfaLogin("rex@example.org"), "recovery_code", codes[0])
+		want(t, "the same recovery code again", r, 401, "invalid_credentials")
+		if u := e.user("rex@example.org"); strings.Contains(r.raw, "already used") || u.FailedLoginAttempts != 1 {
+			t.Errorf("a spent recovery code: %s, %d failed attempts; want it refused as incorrect, and counted", r.raw, u.FailedLoginAttempts)
+		}
 		if r := e.do("GET", "/v1/users/me/mfa", nil, bearer(access)...); r.body["recovery_codes_left"] != float64(9) {
 			t.Errorf("recovery_codes_left %v, want 9", r.body["recovery_codes_left"])
 		}
