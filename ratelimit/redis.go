@@ -33,7 +33,8 @@ const (
 //
 // When Redis cannot be used, the limits fall back to memory on this
 // instance (never to none) until Redis answers again: one request tries it
-// every few seconds meanwhile, the others do not wait for it.
+// every few seconds meanwhile, the others do not wait for it, and so does
+// a watcher when no request comes (watch).
 type Redis struct {
 	client   *redis.Client
 	addr     string // host:port, never the URL, which may hold a password
@@ -48,8 +49,11 @@ type Redis struct {
 	down           atomic.Bool
 	restoring      atomic.Bool // a write-back of memory's locks runs (restoreLocks): one at a time
 	restorePending atomic.Bool // Redis answered again since the write-back took its list
-	mu             sync.Mutex  // guards probeAt and the changes of down
+	mu             sync.Mutex  // guards probeAt, retry once made, and the changes of down
 	probeAt        time.Time   // while down, when a request next tries Redis
+	watching       atomic.Bool // a watch runs
+	closed         chan struct{}
+	closeOnce      sync.Once
 }
 
 var _ authd.RateLimiter = (*Redis)(nil)
@@ -92,7 +96,8 @@ func NewRedis(ctx context.Context, rawURL string, clock authd.Clock, logger *slo
 	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	r := &Redis{client: client, addr: opts.Addr, prefix: "authd:rl:", clock: clock, logger: logger,
-		fallback: NewMemory(clock), lockouts: NewMemoryLockouts(clock), timeout: callTimeout, retry: retryAfterFailure}
+		fallback: NewMemory(clock), lockouts: NewMemoryLockouts(clock), timeout: callTimeout, retry: retryAfterFailure,
+		closed: make(chan struct{})}
 	err = client.Ping(pingCtx).Err()
 	switch {
 	case err == nil:
@@ -108,6 +113,7 @@ func NewRedis(ctx context.Context, rawURL string, clock authd.Clock, logger *slo
 		logger.Error("Redis cannot be reached at start: rate limits are counted in memory on this instance "+
 			"until it answers (check AUTHD_REDIS_URL if it never does)", "addr", opts.Addr, "err", err)
 		r.down.Store(true) // tried again by the first request, then as in any outage
+		r.startWatch()
 	}
 	return r, nil
 }
@@ -239,6 +245,44 @@ func (r *Redis) failed(err error) {
 	if !r.down.Swap(true) {
 		r.logger.Warn("Redis cannot be used: rate limits fall back to memory on this instance until it answers",
 			"addr", r.addr, "err", err)
+		r.startWatch()
+	}
+}
+
+// startWatch runs watch unless one runs.
+func (r *Redis) startWatch() {
+	if r.watching.CompareAndSwap(false, true) {
+		go r.watch()
+	}
+}
+
+// watch tries Redis while it is down, as a request would and no more
+// often (useRedis), so that an idle instance learns it is back: its
+// fallback gauge falls and the locks set in its memory meanwhile are
+// written back (recovered) without waiting for a request.
+func (r *Redis) watch() {
+	for {
+		r.mu.Lock()
+		wait := r.retry
+		r.mu.Unlock()
+		t := time.NewTimer(max(wait, 10*time.Millisecond))
+		select {
+		case <-r.closed:
+			t.Stop()
+			r.watching.Store(false)
+			return
+		case <-t.C:
+		}
+		if r.down.Load() {
+			r.try(context.Background(), func(ctx context.Context) error { return r.client.Ping(ctx).Err() })
+			continue
+		}
+		// Back. An outage that began as this one ended found it running
+		// and started none: it goes on for that one.
+		r.watching.Store(false)
+		if !r.down.Load() || !r.watching.CompareAndSwap(false, true) {
+			return
+		}
 	}
 }
 
@@ -273,8 +317,11 @@ func (r *Redis) recovered() {
 // cannot be used (for the authd_rate_limit_fallback gauge).
 func (r *Redis) Fallback() bool { return r.down.Load() }
 
-// Close closes the connection pool.
-func (r *Redis) Close() error { return r.client.Close() }
+// Close ends the watch and closes the connection pool.
+func (r *Redis) Close() error {
+	r.closeOnce.Do(func() { close(r.closed) })
+	return r.client.Close()
+}
 
 // debugLog passes go-redis's own messages to slog at debug level.
 type debugLog struct{ logger *slog.Logger }

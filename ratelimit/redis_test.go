@@ -183,6 +183,45 @@ func TestRedisDownFallsBackToMemory(t *testing.T) {
 	}
 }
 
+// TestRedisIdleInstanceSeesRedisBack: an instance that gets no request
+// learns that Redis answers again by itself, within its retry period: its
+// fallback gauge falls, and a lock set in its memory during the outage
+// reaches the other instances, without a request to carry either.
+func TestRedisIdleInstanceSeesRedisBack(t *testing.T) {
+	t.Parallel()
+	direct := redisURL(t)
+	if direct == "" {
+		t.Skip("TEST_REDIS_URL is not set")
+	}
+	p, proxied := newProxy(t, direct)
+	prefix := testPrefix()
+	a := redisLimiter(t, proxied, prefix, nil, nil)
+	a.mu.Lock()
+	a.retry = 50 * time.Millisecond
+	a.mu.Unlock()
+	other := redisLimiter(t, direct, prefix, nil, nil)
+	ctx := context.Background()
+	p.SetDown(true)
+	a.Fail(ctx, "idle", 1, time.Hour, time.Hour) // the request that finds Redis down, locking in memory
+	if !a.Fallback() {
+		t.Fatal("Fallback() is false with Redis down")
+	}
+	p.SetDown(false)
+	for deadline := time.Now().Add(5 * time.Second); a.Fallback(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("an idle instance still reads Redis as down 5 s after it answered again")
+		}
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if wait, _ := other.LockedFor(ctx, "idle"); wait >= 59*time.Minute {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a lock set in an idle instance's memory during the outage never reached the others")
+		}
+	}
+}
+
 // TestRedisUnreachableAtStart: a Redis that cannot be reached when the
 // limiter is made is an outage, not a failure to start: limits are counted
 // in memory (never none), said once at error level, and Redis is used as
