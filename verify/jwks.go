@@ -156,13 +156,14 @@ func (ks *keySet) lookup(ctx context.Context, kid string) (*publicKey, error) {
 	if err != nil && !errors.Is(err, errPaced) && ctx.Err() == nil {
 		ks.v.logger.Warn("verify: fetching the JWKS failed", "kid", kid, "err", err)
 	}
-	if k, _, spent, _ = ks.get(kid); spent {
+	k, _, spent, _ = ks.get(kid)
+	if (k == nil || spent) && err != nil && ks.v.closed.Load() {
+		return nil, ErrClosed // closed during the fetch: nothing is known of the key
+	}
+	if spent {
 		return nil, ks.spentError()
 	}
 	if k == nil {
-		if err != nil && ks.v.closed.Load() {
-			return nil, ErrClosed // closed during the fetch: nothing is known of the key
-		}
 		if cerr := ctx.Err(); cerr != nil && errors.Is(err, cerr) {
 			// The caller's context ended before the fetch answered: whether
 			// authd has the key is not known, and the token may be good

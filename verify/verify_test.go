@@ -1690,6 +1690,32 @@ func TestCloseWhileFetchingTheJWKS(t *testing.T) {
 	}
 }
 
+// TestCloseWhileFetchingASpentJWKS: so does a Verify waiting for the
+// fetch of a set past JWKSMaxStale, whose keys are no longer trusted:
+// ErrClosed, not the spent set's ErrUnavailable.
+func TestCloseWhileFetchingASpentJWKS(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	v := f.verifier(t, func(o *verify.Options) { o.JWKSMaxStale = time.Minute })
+	gate := make(chan struct{})
+	defer close(gate)
+	f.mu.Lock()
+	f.jwksGate = gate
+	f.mu.Unlock()
+	f.clock.Advance(300*time.Second + 61*time.Second) // past the set's lifetime and JWKSMaxStale
+	before := f.calls()
+	errs := make(chan error, 1)
+	go func() {
+		_, err := v.Verify(context.Background(), f.sign(t, "k1", f.claims(), nil))
+		errs <- err
+	}()
+	waitFor(t, func() bool { return f.calls() > before }) // the fetch hangs
+	v.Close()
+	if err := <-errs; !errors.Is(err, verify.ErrClosed) || errors.Is(err, verify.ErrUnavailable) {
+		t.Errorf("Verify waiting for a spent JWKS as the Verifier closed: %v, want ErrClosed", err)
+	}
+}
+
 // TestBreakerEndsWithTheOutage: introspection failures of one outage do
 // not refuse the next one's tokens. The feed caught up in between (authd
 // was reachable), so the next outage starts with calls allowed, not with
