@@ -407,3 +407,36 @@ func TestAdminSetEmail(t *testing.T) {
 		t.Errorf("after set-email: %+v, %v; want the new address, not verified", got, err)
 	}
 }
+
+// TestRepeatedFlagsRefused: a flag that takes one value given twice is a
+// usage error naming it, not the last value silently (a command line pasted
+// together would act on the wrong account or database); the value is not
+// echoed, since it may be a secret. A repeat across positional arguments
+// counts too; a flag made to repeat (--redirect-uri) still takes many.
+func TestRepeatedFlagsRefused(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	migratedWithUser(t, env, "once@example.org")
+	const secret = "sqlite:///tmp/p4ssw0rd.db"
+	for _, tt := range []struct {
+		args   []string
+		stderr string
+	}{
+		{[]string{"admin", "users", "list", "--limit", "1", "--limit", "2"},
+			"authd admin: flag --limit given more than once\nhint: give it once\n"},
+		{[]string{"migrate", "--database-url", secret, "status", "--database-url", secret},
+			"authd migrate: flag --database-url given more than once\nhint: give it once\n"},
+		{[]string{"admin", "users", "unlock", "once@example.org", "--yes", "--yes"},
+			"authd admin: flag --yes given more than once\nhint: give it once\n"},
+	} {
+		code, _, stderr := runCLI(t, env, tt.args...)
+		if code != exitUsage || stderr != tt.stderr {
+			t.Errorf("authd %s: exit %d, %q; want %d, %q", strings.Join(tt.args, " "), code, stderr, exitUsage, tt.stderr)
+		}
+	}
+	code, _, stderr := runCLI(t, env, "clients", "create", "--name", "Two", "--type", "public",
+		"--redirect-uri", "https://app.example/a", "--redirect-uri", "https://app.example/b")
+	if code != exitOK {
+		t.Errorf("clients create with two --redirect-uri: exit %d, %s; want 0", code, stderr)
+	}
+}

@@ -354,7 +354,9 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	out, usage := fs.Output(), fs.Usage
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
+	repeated := refuseRepeats(fs)
 	err := fs.Parse(args)
+	twice := repeated()
 	fs.SetOutput(out)
 	fs.Usage = usage
 	switch {
@@ -363,8 +365,67 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		return err
 	case err != nil:
 		return &usageError{msg: err.Error(), hint: "`authd " + fs.Name() + " --help` lists its flags"}
+	case twice != "":
+		// Named, not echoed: a value may be a secret (a database URL's
+		// password).
+		return &usageError{msg: "flag --" + twice + " given more than once", hint: "give it once"}
 	}
 	return nil
+}
+
+// repeatable marks a flag value that may be given many times (stringList).
+type repeatable interface{ repeatable() }
+
+// refuseRepeats has fs note, while it parses, a second value for a flag
+// that takes one, where the flag package would keep the last and hide the
+// first (a command line pasted together, a typo'd --email). The returned
+// func puts the flags' own values back and names the first flag given
+// twice, if any ("" for none). A flag given in an earlier Parse of fs
+// (parseInterleaved) counts as given.
+func refuseRepeats(fs *flag.FlagSet) (repeated func() string) {
+	var orig []*flag.Flag
+	var values []flag.Value
+	var twice string
+	fs.VisitAll(func(f *flag.Flag) {
+		if _, many := f.Value.(repeatable); many {
+			return
+		}
+		orig, values = append(orig, f), append(values, f.Value)
+		f.Value = once{Value: f.Value, again: func() bool {
+			if !flagSet(fs, f.Name) {
+				return false
+			}
+			if twice == "" {
+				twice = f.Name
+			}
+			return true
+		}}
+	})
+	return func() string {
+		for i, f := range orig {
+			f.Value = values[i]
+		}
+		return twice
+	}
+}
+
+// once is a flag's value that ignores a second Set, which again notes.
+type once struct {
+	flag.Value
+	again func() bool // the flag was set already (noted)
+}
+
+func (o once) Set(v string) error {
+	if o.again() {
+		return nil
+	}
+	return o.Value.Set(v)
+}
+
+// IsBoolFlag keeps a bool flag's form (--flag without a value).
+func (o once) IsBoolFlag() bool {
+	b, ok := o.Value.(interface{ IsBoolFlag() bool })
+	return ok && b.IsBoolFlag()
 }
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3".

@@ -53,6 +53,7 @@ type stringList []string
 
 func (l *stringList) String() string     { return strings.Join(*l, " ") }
 func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+func (l *stringList) repeatable()        {}
 
 // clientFlag is a flag that sets one of a client's fields: its name in
 // the API (which the service's errors name) and how the flag's value goes
