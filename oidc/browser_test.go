@@ -2,6 +2,7 @@ package oidc_test
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -76,9 +77,16 @@ type callback struct {
 	got url.Values
 }
 
-func newCallback(t *testing.T) *callback {
+func newCallback(t *testing.T) *callback { return newCallbackAt(t, "127.0.0.1:0") }
+
+// newCallbackAt is newCallback listening on addr.
+func newCallbackAt(t *testing.T, addr string) *callback {
 	c := &callback{}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("the relying party's listener on %s: %v", addr, err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/cb" {
 			http.NotFound(w, r) // the favicon
 			return
@@ -89,6 +97,9 @@ func newCallback(t *testing.T) *callback {
 		w.Header().Set("Content-Type", "text/html")
 		w.Write([]byte(`<!DOCTYPE html><p id="done">signed in</p>`))
 	}))
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.Start()
 	t.Cleanup(srv.Close)
 	c.URL = srv.URL
 	return c
@@ -101,6 +112,42 @@ func (c *callback) query() url.Values {
 	got := c.got
 	c.got = nil
 	return got
+}
+
+// TestBrowserIPv6LoopbackRedirect: a native app's redirect to the IPv6
+// loopback address (RFC 8252 §7.3: http://[::1]:port) reaches it in
+// Chromium. CSP cannot name an IPv6 literal in form-action, and a browser
+// drops such a source: the pages allow the scheme instead, or the redirect
+// after Allow would be blocked with the code spent.
+func TestBrowserIPv6LoopbackRedirect(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	ctx := headless(t)
+	rp := newCallbackAt(t, "[::1]:0")
+	c, _, err := e.svc.CreateClient(context.Background(), authd.Client{}, authd.ClientSpec{ID: "native", Name: "Native App",
+		Type: authd.ClientPublic, RedirectURIs: []string{rp.URL + "/cb"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.user("six@example.org")
+	cfg := oauth2.Config{ClientID: c.ID, RedirectURL: rp.URL + "/cb", Scopes: []string{"openid"},
+		Endpoint: oauth2.Endpoint{AuthURL: e.srv.URL + "/oauth2/authorize", TokenURL: e.srv.URL + "/oauth2/token"}}
+	err = chromedp.Do(ctx,
+		chromedp.Navigate(cfg.AuthCodeURL("v6-state", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))),
+		chromedp.WaitVisible(chromedp.CSS(`#email`)),
+		chromedp.SendKeys(chromedp.CSS(`#email`), "six@example.org"),
+		chromedp.SendKeys(chromedp.CSS(`#password`), goodPassword),
+		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.CSS(`button[value=allow]`)),
+		chromedp.Click(chromedp.CSS(`button[value=allow]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#done`)),
+	)
+	if err != nil {
+		t.Fatalf("sign in and allow, redirected to %s: %v", rp.URL, err)
+	}
+	if got := rp.query(); got.Get("code") == "" || got.Get("state") != "v6-state" {
+		t.Errorf("the app on [::1] got %v; want a code and the state", got)
+	}
 }
 
 // TestBrowserSignInJavaScriptOff signs in through the real pages in

@@ -132,16 +132,25 @@ func (p *Provider) errorPage(w http.ResponseWriter, status int, title, msg strin
 }
 
 // origin is what form-action must allow for a redirect to uri: its origin,
-// or its scheme for a native app's private-use scheme.
+// or its scheme for a native app's private-use scheme, and for a host CSP
+// cannot name (an IPv6 literal such as RFC 8252's [::1], a name with an
+// underscore, one in Unicode): browsers drop such a source, and with it
+// the redirect after Allow, its code spent.
 func origin(uri string) string {
 	u, err := url.Parse(uri)
 	if err != nil {
 		return ""
 	}
-	if u.Scheme == "http" || u.Scheme == "https" {
+	if (u.Scheme == "http" || u.Scheme == "https") && cspHost(u.Hostname()) {
 		return u.Scheme + "://" + u.Host
 	}
 	return u.Scheme + ":"
+}
+
+// cspHost reports whether host can stand in a CSP host-source: labels of
+// letters, digits and hyphens, split by dots (CSP3 §2.3.1, host-char).
+func cspHost(host string) bool {
+	return host != "" && strings.Trim(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") == ""
 }
 
 // cookie names: __Host- (Secure, Path=/, no Domain) when the public URL is
