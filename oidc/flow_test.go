@@ -584,6 +584,21 @@ func TestConsentAndCSRF(t *testing.T) {
 		if cb := b.post(oidc.ConsentPath, f).callback(); cb == nil || cb.Get("code") == "" || cb.Get("state") != "s5" {
 			t.Errorf("prompt=consent, allowed: %d %v", b.last.StatusCode, cb)
 		}
+		// Deny answers its request only, as the page says: the consent
+		// given before stays (withdrawn above, through the API).
+		b.get(r.cfg.AuthCodeURL("s6", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()), oauth2.SetAuthURLParam("prompt", "consent")))
+		if !strings.Contains(b.body, "Deny answers this request only") {
+			t.Errorf("the consent page does not say what Deny does: %s", b.body)
+		}
+		f = b.form()
+		f.Set("decision", "deny")
+		if cb := b.post(oidc.ConsentPath, f).callback(); cb == nil || cb.Get("error") != "access_denied" {
+			t.Errorf("prompt=consent, denied: %d %v", b.last.StatusCode, cb)
+		}
+		if cb := b.get(r.cfg.AuthCodeURL("s7", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()),
+			oauth2.SetAuthURLParam("prompt", "none"))).callback(); cb == nil || cb.Get("code") == "" {
+			t.Errorf("prompt=none after a denied prompt=consent: %v; want a code, the consent kept", cb)
+		}
 		if ev := e.events(e.userByEmail("cleo@example.org")); !slices.Contains(ev, "oidc_consent_revoked") {
 			t.Errorf("no oidc_consent_revoked event: %v", ev)
 		}
