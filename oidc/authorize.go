@@ -169,9 +169,12 @@ func (p *Provider) parseAuthRequest(q url.Values, oc *authd.OAuthClient) (*authd
 	}
 	req.ForceConsent = slices.Contains(prompt, "consent")
 	if v := q.Get("max_age"); v != "" {
-		age, err := strconv.Atoi(v)
-		if err != nil || age < 0 {
+		if strings.Trim(v, "0123456789") != "" { // no sign, no space: a non-negative integer
 			return nil, &authError{"invalid_request", "max_age must be a number of seconds"}
+		}
+		age, err := strconv.Atoi(v)
+		if err != nil { // digits past an int: any sign-in, as any age past ten years
+			age = maxMaxAge
 		}
 		age = min(age, maxMaxAge) // a larger one would overflow a Duration and ask for a sign-in from the future
 		// Not rounded to the second: a sign-in 0.9 s old does not meet

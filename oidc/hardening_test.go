@@ -114,6 +114,15 @@ func TestHugeMaxAge(t *testing.T) {
 		if cb := b.callback(); cb == nil || cb.Get("code") == "" {
 			t.Errorf("max_age=9300000000: %d %q; want a code", b.last.StatusCode, b.last.Header.Get("Location"))
 		}
+		// Past an int64 too: still a number of seconds, and any sign-in.
+		for _, age := range []string{"9223372036854775808", "99999999999999999999999"} {
+			if cb := b.authorizeWith(r, "max_age", age, "prompt", "none").callback(); cb == nil || cb.Get("code") == "" {
+				t.Errorf("max_age=%s: %d %q; want a code", age, b.last.StatusCode, b.last.Header.Get("Location"))
+			}
+		}
+		if cb := b.authorizeWith(r, "max_age", "+5", "prompt", "none").callback(); cb == nil || cb.Get("error") != "invalid_request" {
+			t.Errorf("max_age=+5: %d %q; want invalid_request", b.last.StatusCode, b.last.Header.Get("Location"))
+		}
 	})
 }
 
