@@ -53,6 +53,9 @@ type Store interface {
 	// Argon2Costs returns the parameters ("m=M,t=T,p=P") of the argon2id
 	// password hashes stored, each once.
 	Argon2Costs(ctx context.Context) ([]string, error)
+	// KeyedRows tells what the database holds that only the keys
+	// directory's secrets open.
+	KeyedRows(ctx context.Context) (KeyedRows, error)
 	// ExpiredLocks returns the ids of at most limit users still marked
 	// locked whose timed lock ran out at or before now, the longest run out
 	// first.
@@ -527,3 +530,13 @@ const (
 	DefaultListLimit = 50
 	MaxListLimit     = 200
 )
+
+// KeyedRows is what rows only the keys directory's secrets open: the
+// confidential clients, whose secrets are digested under the refresh-token
+// key, and whether any TOTP factor (sealed) or recovery code (digested)
+// was made under the MFA key. A directory that lost a key such rows need —
+// mistyped, not mounted — must not get a new one made in its place.
+type KeyedRows struct {
+	ConfidentialClients int
+	MFA                 bool
+}

@@ -33,6 +33,14 @@ func (s *Store) Argon2Costs(ctx context.Context) ([]string, error) {
 	return collect(rows, scanString)
 }
 
+// KeyedRows implements authd.Store (made once at start).
+func (s *Store) KeyedRows(ctx context.Context) (authd.KeyedRows, error) {
+	var k authd.KeyedRows
+	err := s.db.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM oauth_clients WHERE secret_digest IS NOT NULL),
+		EXISTS (SELECT 1 FROM mfa_factors) OR EXISTS (SELECT 1 FROM mfa_recovery_codes)`).Scan(&k.ConfidentialClients, &k.MFA)
+	return k, translate(err)
+}
+
 // ExpiredLocks implements authd.Store (index ix_users_account_status).
 func (s *Store) ExpiredLocks(ctx context.Context, now time.Time, limit int) ([]uuid.UUID, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT id FROM users

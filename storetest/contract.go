@@ -47,6 +47,7 @@ func Run(t *testing.T, open func(t *testing.T) authd.Store) {
 		{"UserErrors", testUserErrors},
 		{"ExpiredLocks", testExpiredLocks},
 		{"BcryptCosts", testBcryptCosts},
+		{"KeyedRows", testKeyedRows},
 		{"Argon2Costs", testArgon2Costs},
 		{"SessionsAndTokens", testSessionsAndTokens},
 		{"TokenErrors", testTokenErrors},
@@ -127,6 +128,35 @@ func testBcryptCosts(t *testing.T, s authd.Store) {
 	if err != nil || !slices.Equal(costs, []int{10, 12}) {
 		t.Errorf("BcryptCosts = %v, %v; want [10 12]", costs, err)
 	}
+}
+
+// testKeyedRows: confidential clients counted, public ones not; a TOTP
+// factor or a recovery code alone is MFA.
+func testKeyedRows(t *testing.T, s authd.Store) {
+	ctx := context.Background()
+	want := func(what string, clients int, mfa bool) {
+		t.Helper()
+		if k, err := s.KeyedRows(ctx); err != nil || k.ConfidentialClients != clients || k.MFA != mfa {
+			t.Errorf("KeyedRows %s = %+v, %v; want %d confidential clients, MFA %v", what, k, err, clients, mfa)
+		}
+	}
+	want("of an empty store", 0, false)
+	mustCreateClient(t, s, newClient("pub", authd.ClientPublic))
+	mustCreateClient(t, s, newClient("conf", authd.ClientConfidential))
+	want("with a public and a confidential client", 1, false)
+	u := mustCreateUser(t, s, "keyed@example.org")
+	if err := s.ReplaceRecoveryCodes(ctx, u.ID, []*authd.RecoveryCode{{ID: authd.NewID(), UserID: u.ID, Digest: "d", CreatedAt: Epoch}}); err != nil {
+		t.Fatal(err)
+	}
+	want("with a recovery code", 1, true)
+	if err := s.ReplaceRecoveryCodes(ctx, u.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	want("once the codes are gone", 1, false)
+	if err := s.CreateFactor(ctx, newFactor(u)); err != nil {
+		t.Fatal(err)
+	}
+	want("with a TOTP factor", 1, true)
 }
 
 // testArgon2Costs: the parameters of each argon2id hash's cost once;

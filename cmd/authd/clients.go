@@ -2,13 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -188,7 +184,10 @@ func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 	}
 	defer db.Close()
 	svcCfg := cfg.service()
-	if err := keyOfClients(ctx, db, cfg.KeysDir); err != nil {
+	// The servers' refresh-token.key digested the clients' secrets: one
+	// made here for a typo'd AUTHD_KEYS_DIR would lock relying parties out.
+	if err := keysOfRows(ctx, db, cfg.KeysDir, false,
+		"run with the AUTHD_KEYS_DIR the servers use (set it, or AUTHD_DATA_DIR, as for authd serve)"); err != nil {
 		return err
 	}
 	if svcCfg.RefreshKey, err = token.RefreshKey(cfg.KeysDir); err != nil {
@@ -284,26 +283,4 @@ func printSecret(w io.Writer, id, secret string) {
 		return
 	}
 	fmt.Fprintf(w, "\nclient_id:     %s\nclient_secret: %s\n\nThe secret is shown only now; store it in the relying party's configuration.\n", id, secret)
-}
-
-// keyOfClients refuses a keys directory without refresh-token.key while
-// the database holds clients: their secrets were digested under the key of
-// the directory the servers use, and one made here (token.RefreshKey makes
-// it on first use) would digest a new or rotated secret that no server
-// accepts — a typo'd AUTHD_KEYS_DIR would lock a relying party out without
-// a word. With no client yet, the key is made here as serve would make it.
-func keyOfClients(ctx context.Context, db authd.Store, dir string) error {
-	if _, err := os.Stat(filepath.Join(dir, token.RefreshKeyFile)); !errors.Is(err, fs.ErrNotExist) {
-		return nil // there, or unreadable: RefreshKey says which
-	}
-	clients, err := db.OAuthClients(ctx)
-	if err != nil {
-		return err
-	}
-	if len(clients) == 0 {
-		return nil
-	}
-	return &cliError{msg: fmt.Sprintf("%s holds no %s, yet the database has %d clients whose secrets were digested under one",
-		dir, token.RefreshKeyFile, len(clients)),
-		hint: "run with the AUTHD_KEYS_DIR the servers use (set it, or AUTHD_DATA_DIR, as for authd serve)"}
 }

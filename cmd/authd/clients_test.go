@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/token"
@@ -181,5 +182,63 @@ func TestClientsCLI(t *testing.T) {
 				t.Errorf("admin_action rows: %s; want %s", got, want)
 			}
 		})
+	}
+}
+
+// TestServeRefusesKeysDirWithoutTheRowsKeys: serve does not make a
+// refresh-token.key while confidential clients' secrets were digested
+// under another, nor an mfa.key while second factors were made under
+// another (a mistyped or unmounted AUTHD_KEYS_DIR): it refuses to start,
+// saying which, and leaves the directory without them. An empty database
+// starts on an empty directory, making them, as a first start does.
+func TestServeRefusesKeysDirWithoutTheRowsKeys(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	env["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
+	db, u := migratedWithUser(t, env, "keyed@example.org")
+	ctx := context.Background()
+	serveWith := func(keys string) (int, string) {
+		t.Helper()
+		e := maps.Clone(env)
+		e["AUTHD_KEYS_DIR"] = keys
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		code, _, stderr := runCLIContext(ctx, t, e, "serve")
+		return code, stderr
+	}
+	fresh := sqliteEnv(t)
+	fresh["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
+	s := startServe(t, fresh)
+	if code := s.stop(t); code != exitOK {
+		t.Fatalf("serve on an empty database and keys directory: exit %d, %s", code, s.stderr.String())
+	}
+
+	if err := db.CreateClient(ctx, &authd.OAuthClient{ID: "conf", Name: "Conf", Type: authd.ClientConfidential,
+		SecretDigest: "digest", RedirectURIs: []string{"https://app.example/cb"}, PostLogoutRedirectURIs: []string{},
+		CreatedAt: time.Now(), UpdatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(t.TempDir(), "keys")
+	if code, stderr := serveWith(empty); code != exitFailure || !strings.Contains(stderr, "holds no refresh-token.key") ||
+		!strings.Contains(stderr, "1 clients") || !strings.Contains(stderr, "hint: set AUTHD_KEYS_DIR") {
+		t.Errorf("serve with a confidential client and an empty keys directory: exit %d, %s; want refused", code, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(empty, token.RefreshKeyFile)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the refused serve left a refresh-token.key: %v", err)
+	}
+
+	// The refresh key restored, but no mfa.key, while a TOTP factor exists.
+	if _, err := token.RefreshKey(empty); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.CreateFactor(ctx, &authd.Factor{ID: authd.NewID(), UserID: u.ID, Kind: authd.FactorTOTP, Secret: "sealed",
+		CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if code, stderr := serveWith(empty); code != exitFailure || !strings.Contains(stderr, "holds no mfa.key") {
+		t.Errorf("serve with a TOTP factor and no mfa.key: exit %d, %s; want refused", code, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(empty, token.MFAKeyFile)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the refused serve left an mfa.key: %v", err)
 	}
 }

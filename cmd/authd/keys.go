@@ -2,10 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"text/tabwriter"
 	"time"
 
+	"github.com/authd/authd"
 	"github.com/authd/authd/token"
 )
 
@@ -179,4 +184,37 @@ func filterAlg(keys []*token.Key, alg string) []*token.Key {
 		}
 	}
 	return out
+}
+
+// keysOfRows refuses a keys directory that lacks a secret rows of db were
+// made under (authd.KeyedRows): refresh-token.key while confidential
+// clients exist (their secrets are digested under it), and, with mfa,
+// mfa.key while TOTP factors or recovery codes do. token.RefreshKey and
+// token.MFAKey make a missing secret on first use, as a first start must;
+// made for a mistyped or unmounted AUTHD_KEYS_DIR, one would lock every
+// relying party and every second factor out without a word, and other
+// instances would go on with the old one. A file that is there but
+// unreadable is left to them to report.
+func keysOfRows(ctx context.Context, db authd.Store, dir string, mfa bool, hint string) error {
+	missing := func(file string) bool {
+		_, err := os.Stat(filepath.Join(dir, file))
+		return errors.Is(err, fs.ErrNotExist)
+	}
+	needRefresh, needMFA := missing(token.RefreshKeyFile), mfa && missing(token.MFAKeyFile)
+	if !needRefresh && !needMFA {
+		return nil
+	}
+	rows, err := db.KeyedRows(ctx)
+	if err != nil {
+		return err
+	}
+	switch {
+	case needRefresh && rows.ConfidentialClients > 0:
+		return &cliError{msg: fmt.Sprintf("%s holds no %s, yet the database has %d clients whose secrets were digested under one",
+			dir, token.RefreshKeyFile, rows.ConfidentialClients), hint: hint}
+	case needMFA && rows.MFA:
+		return &cliError{msg: fmt.Sprintf("%s holds no %s, yet the database has second factors (TOTP, recovery codes) made under one",
+			dir, token.MFAKeyFile), hint: hint}
+	}
+	return nil
 }

@@ -147,6 +147,10 @@ func (a *App) Open(ctx context.Context) (err error) {
 	if pg, ok := a.db.(*postgres.Store); ok {
 		pg.SetLogger(a.logger)
 	}
+	if err := keysOfRows(ctx, a.db, a.cfg.KeysDir, true, "set AUTHD_KEYS_DIR to the directory the other instances (or the last run) "+
+		"used, or restore its files from a backup; a new key would open none of these rows"); err != nil {
+		return err
+	}
 	if a.keys, err = token.OpenKeyring(a.cfg.KeysDir, a.cfg.SigningAlg, a.clock.Now()); err != nil {
 		return &cliError{msg: "signing keys: " + err.Error(),
 			hint: "AUTHD_KEYS_DIR must be a writable directory of PKCS#8 PEM private keys; see `authd keys --help`"}
