@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -140,6 +141,43 @@ func catalog(t *testing.T, s *sqlite.Store) storetest.Schema {
 	}
 	sortSchema(&out)
 	return out
+}
+
+// TestNullableJSONChecksPassNull: every check of a nullable JSON column
+// lets NULL pass in so many words, not through json_valid(NULL), which is
+// NULL only from SQLite 3.45 on: in older ones (Debian 12's sqlite3 shell)
+// such rows failed integrity_check and a .dump restored without them.
+func TestNullableJSONChecksPassNull(t *testing.T) {
+	rows, err := open(t).DB().Query(`SELECT name, sql FROM sqlite_master WHERE type = 'table' AND sql LIKE '%json_valid%'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	checked := 0
+	for rows.Next() {
+		var table, sql string
+		if err := rows.Scan(&table, &sql); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range regexp.MustCompile(`json_valid\((\w+)\)`).FindAllStringSubmatch(sql, -1) {
+			col := m[1]
+			def := regexp.MustCompile(`(?m)^\s*"?` + col + `"?\s+\w+.*$`).FindString(sql)
+			if def == "" {
+				t.Errorf("%s.%s: no column definition found", table, col)
+				continue
+			}
+			checked++
+			if !strings.Contains(def, "NOT NULL") && !strings.Contains(sql, col+" IS NULL OR") {
+				t.Errorf("%s.%s may be NULL, and its check does not say NULL passes:\n%s", table, col, def)
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if checked < 4 { // security_logs, mail_outbox, and oauth_clients' two lists
+		t.Errorf("%d JSON columns checked, want at least 4", checked)
+	}
 }
 
 func TestMigrationsRoundTrip(t *testing.T) {
