@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/authd/authd"
 	authdmail "github.com/authd/authd/mail"
@@ -135,14 +136,29 @@ var settings = []setting{
 				u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 				return errors.New("must be an absolute http:// or https:// URL without user, query or fragment")
 			}
+			if p := u.Port(); p != "" {
+				if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+					return errors.New("has a port outside 1-65535: the links and the tokens' iss would point nowhere")
+				}
+			}
 			// Scheme and host in lower case, as every consumer compares
 			// them: HTTPS://… must still mean Secure cookies and HSTS.
 			u.Host = strings.ToLower(u.Host) // url.Parse lower-cases the scheme
 			c.PublicURL = strings.TrimRight(u.String(), "/")
 			return nil
 		}},
-	{"AUTHD_ISSUER", "", "JWT iss (default: AUTHD_PUBLIC_URL)", false,
-		func(c *Config, v string) error { c.Issuer = v; return nil }},
+	{"AUTHD_ISSUER", "", "JWT iss and the OpenID provider's issuer (default: AUTHD_PUBLIC_URL)", false,
+		func(c *Config, v string) error {
+			// RFC 7519's StringOrURI: a name, or a URI when it has a ':'.
+			if strings.ContainsFunc(v, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
+				return errors.New("must be a URL (or a name) without spaces")
+			}
+			if u, err := url.Parse(v); strings.Contains(v, ":") && (err != nil || u.Scheme == "") {
+				return errors.New("has a ':' but is no URL (RFC 7519: a name, or a URI)")
+			}
+			c.Issuer = v
+			return nil
+		}},
 	{"AUTHD_AUDIENCE", "authd", "JWT aud", false,
 		func(c *Config, v string) error { return nonEmpty(&c.Audience, v) }},
 	{"AUTHD_ACCESS_TOKEN_TTL", "15m", "lifetime of access tokens", false,
@@ -571,6 +587,15 @@ func (c *Config) publicURLElsewhere() bool {
 		publicPort = map[string]string{"http": "80", "https": "443"}[public.Scheme]
 	}
 	return publicPort != port
+}
+
+// issuerNotURL reports whether AUTHD_ISSUER is no http(s) URL without
+// query or fragment: access tokens may carry any name, but OpenID Connect
+// relying parties fetch the provider's discovery from its issuer, and
+// refuse one that names another.
+func (c *Config) issuerNotURL() bool {
+	u, err := url.Parse(c.Issuer)
+	return err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != ""
 }
 
 // mailArchive is where the development mailer writes its files: erasure

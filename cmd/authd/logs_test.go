@@ -263,3 +263,24 @@ func TestServeFlushesShedCountAtShutdown(t *testing.T) {
 		t.Errorf("log after shutdown: %s\nwant a second line counting the two held back", got)
 	}
 }
+
+// TestServeWarnsOfAnIssuerThatIsNoURL: a name as AUTHD_ISSUER serves (access
+// tokens may carry any name), with a warning that OpenID Connect relying
+// parties refuse it; the default, a URL, draws none.
+func TestServeWarnsOfAnIssuerThatIsNoURL(t *testing.T) {
+	t.Parallel()
+	for issuer, warned := range map[string]bool{"authd-production": true, "": false} {
+		env := sqliteEnv(t)
+		env["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
+		if issuer != "" {
+			env["AUTHD_ISSUER"] = issuer
+		}
+		s := startServe(t, env)
+		if code := s.stop(t); code != exitOK {
+			t.Fatalf("AUTHD_ISSUER=%q: exit %d, %s", issuer, code, s.stderr.String())
+		}
+		if got := strings.Contains(s.stderr.String(), "AUTHD_ISSUER is no http(s) URL"); got != warned {
+			t.Errorf("AUTHD_ISSUER=%q: warned %v, want %v:\n%s", issuer, got, warned, s.stderr.String())
+		}
+	}
+}

@@ -127,6 +127,11 @@ func (a *App) Open(ctx context.Context) (err error) {
 			"links in mails, the tokens' iss and the OpenID discovery point there; set AUTHD_PUBLIC_URL",
 			"AUTHD_PUBLIC_URL", a.cfg.PublicURL, "AUTHD_HTTP_ADDR", a.cfg.HTTPAddr)
 	}
+	if a.cfg.issuerNotURL() {
+		a.logger.Warn("AUTHD_ISSUER is no http(s) URL: access tokens carry it as it is, but OpenID Connect relying "+
+			"parties fetch the discovery from the issuer and refuse this one; set it to the URL authd is reached at",
+			"AUTHD_ISSUER", a.cfg.Issuer)
+	}
 	for _, l := range a.cfg.shortLifetimes() {
 		a.logger.Warn("a lifetime is under a minute: fine for trying expiry, too short for production",
 			"setting", l.env, "value", l.value.String())
