@@ -10,8 +10,24 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext(context.Background())
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Environ())
 	stop()
 	os.Exit(code)
+}
+
+// signalContext is ctx ended by SIGINT, SIGTERM or SIGHUP (a closed
+// terminal): serve then shuts down gracefully, finishing the requests under
+// way, rather than die mid-request as SIGHUP's default would have it. A
+// hangup ignored at start (nohup) stays ignored. A second signal takes its
+// default action, ending the process at once, for an operator who will not
+// wait for the shutdown.
+func signalContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	signals := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if !signal.Ignored(syscall.SIGHUP) {
+		signals = append(signals, syscall.SIGHUP)
+	}
+	ctx, stop := signal.NotifyContext(ctx, signals...)
+	context.AfterFunc(ctx, stop)
+	return ctx, stop
 }

@@ -13,12 +13,14 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -1468,5 +1470,25 @@ func TestDevMailFilesAreErasedUnderSMTP(t *testing.T) {
 		if _, err := os.Stat(path); (err == nil) == gone {
 			t.Errorf("%s: stat %v, want it gone %v", filepath.Base(path), err, gone)
 		}
+	}
+}
+
+// TestHangupEndsTheContext: SIGHUP (a closed terminal) ends the context
+// serve shuts down gracefully on, as SIGTERM does, instead of killing the
+// process mid-request. Not parallel: it signals the test's own process,
+// which SIGHUP's default action would end.
+func TestHangupEndsTheContext(t *testing.T) {
+	if signal.Ignored(syscall.SIGHUP) {
+		t.Skip("SIGHUP is ignored in this process (nohup): signalContext leaves it so")
+	}
+	ctx, stop := signalContext(context.Background())
+	defer stop()
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("SIGHUP did not end the context")
 	}
 }
