@@ -206,6 +206,7 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"AUTHD_PUBLIC_URL", "http://127.0.0.1:0"},
 		{"AUTHD_ISSUER", "not a url"},
 		{"AUTHD_ISSUER", ":8080/x"},
+		{"AUTHD_TEMPLATES_DIR", "/nonexistent/templates"},
 		{"AUTHD_ACCESS_TOKEN_TTL", "15 minutes"},
 		{"AUTHD_REFRESH_REUSE_GRACE", "-1s"},
 		{"AUTHD_SIGNING_ALG", "HS256"},

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -135,6 +136,14 @@ func (a *App) Open(ctx context.Context) (err error) {
 	for _, l := range a.cfg.shortLifetimes() {
 		a.logger.Warn("a lifetime is under a minute: fine for trying expiry, too short for production",
 			"setting", l.env, "value", l.value.String())
+	}
+	// A templates directory that is not there (a typo, a volume not
+	// mounted) would serve the embedded mails and pages without a word.
+	if dir := a.cfg.TemplatesDir; dir != "" {
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			return &cliError{msg: fmt.Sprintf("AUTHD_TEMPLATES_DIR=%s is not a directory authd can read", dir),
+				hint: "create it with the templates that override the embedded ones (the README says which file overrides what), or unset it"}
+		}
 	}
 	// The mailer first: refusing to start should leave no database or key
 	// behind.
