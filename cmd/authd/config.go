@@ -454,6 +454,11 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
+// emptyIsAValue are the settings whose empty value means something other
+// than their default: an empty AUTHD_ADMIN_ADDR turns the admin listener
+// off. Any other empty one is unset.
+var emptyIsAValue = map[string]bool{"AUTHD_ADMIN_ADDR": true}
+
 // loadConfig builds the Config from its sources. Every invalid value is
 // reported, each naming its variable.
 func loadConfig(flags map[string]*string, getenv func(string) (string, bool)) (*Config, error) {
@@ -471,7 +476,11 @@ func loadConfig(flags map[string]*string, getenv func(string) (string, bool)) (*
 			errs = append(errs, fmt.Sprintf("%s is only whitespace: unset it, or give the secret", s.env))
 			continue
 		}
-		if err := s.parse(c, strings.TrimSpace(v)); err != nil {
+		v = strings.TrimSpace(v)
+		if v == "" && !emptyIsAValue[s.env] {
+			v = s.def // an empty value means unset, as .env.example says
+		}
+		if err := s.parse(c, v); err != nil {
 			errs = append(errs, fmt.Sprintf("%s=%q: %v", s.env, redact(s, v), err))
 		}
 	}

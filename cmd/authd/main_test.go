@@ -423,7 +423,8 @@ func envExample() string {
 	b.WriteString("# authd configuration: every variable with its default (SPEC §2).\n")
 	b.WriteString("# Copy to .env and edit. The real environment wins over .env, and\n")
 	b.WriteString("# command-line flags (authd serve --help) win over both. Durations use\n")
-	b.WriteString("# Go syntax (15m, 720h). An empty value means unset.\n")
+	b.WriteString("# Go syntax (15m, 720h). An empty value means unset (its default),\n")
+	b.WriteString("# but AUTHD_ADMIN_ADDR= turns the admin listener off.\n")
 	for _, s := range settings {
 		fmt.Fprintf(&b, "\n# %s\n%s=%s\n", s.help, s.env, s.def)
 	}
@@ -1491,5 +1492,25 @@ func TestHangupEndsTheContext(t *testing.T) {
 	case <-ctx.Done():
 	case <-time.After(10 * time.Second):
 		t.Fatal("SIGHUP did not end the context")
+	}
+}
+
+// TestEmptyValueMeansUnset: a setting set to nothing (or blanks), as in a
+// .env copied from .env.example and half filled in, takes its default, as
+// .env.example says; AUTHD_ADMIN_ADDR= alone means something else: the
+// admin listener off.
+func TestEmptyValueMeansUnset(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	for _, k := range []string{"AUTHD_LOCKOUT_THRESHOLD", "AUTHD_AUDIENCE", "AUTHD_ACCESS_TOKEN_TTL", "AUTHD_RATE_LIMIT"} {
+		env[k] = " "
+	}
+	env["AUTHD_ISSUER"], env["AUTHD_ADMIN_ADDR"] = "", ""
+	cfg := configOf(t, env)
+	if cfg.LockoutThreshold != 5 || cfg.Audience != "authd" || cfg.AccessTokenTTL != 15*time.Minute || !cfg.RateLimit ||
+		cfg.Issuer != cfg.PublicURL || cfg.AdminAddr != "" {
+		t.Errorf("empty settings: threshold %d, audience %q, access TTL %s, rate limit %v, issuer %q, admin %q; "+
+			"want the defaults, and no admin listener", cfg.LockoutThreshold, cfg.Audience, cfg.AccessTokenTTL, cfg.RateLimit,
+			cfg.Issuer, cfg.AdminAddr)
 	}
 }
