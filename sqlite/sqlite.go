@@ -73,6 +73,9 @@ var _ authd.Store = (*Store)(nil)
 // maxIdleConns is how many idle connections the store keeps for reads.
 const maxIdleConns = 64
 
+// uriPath escapes what a URI filename's path would read otherwise.
+var uriPath = strings.NewReplacer("%", "%25", "?", "%3F", "#", "%23")
+
 // busyTimeout is how long SQLite lets a writer wait for another process's
 // write lock (a variable for the lane's test).
 var busyTimeout = 10 * time.Second
@@ -86,10 +89,9 @@ const busyHint = "another process holds the SQLite database's write lock longer 
 // Open opens (creating when missing) the database file at path and its
 // directory. It does not migrate; call Migrator().Up.
 func Open(ctx context.Context, path string) (*Store, error) {
-	if path == "" || strings.ContainsAny(path, "?#") {
-		return nil, &authd.Error{Code: authd.EInvalid,
-			Message: fmt.Sprintf("SQLite database path %q is empty or contains ? or #", path),
-			Hint:    "use sqlite://PATH, for example sqlite://./authd-data/authd.db"}
+	if path == "" {
+		return nil, &authd.Error{Code: authd.EInvalid, Message: "the SQLite database path is empty",
+			Hint: "use sqlite://PATH, for example sqlite://./authd-data/authd.db"}
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, &authd.Error{Code: authd.EUnavailable, Err: err,
@@ -99,7 +101,11 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	// WAL lets readers run beside the one writer; IMMEDIATE transactions take
 	// the write lock at BEGIN, which serialises read-modify-write flows the
 	// way row locks do on PostgreSQL and avoids upgrade deadlocks.
-	dsn := "file:" + path + "?_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)" +
+	//
+	// The path goes into a URI filename, where SQLite decodes %HH and ends
+	// the path at ? or #: escaped, a directory named d%41b (or a?b) is that
+	// directory, not dAb (or a).
+	dsn := "file:" + uriPath.Replace(path) + "?_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)" +
 		fmt.Sprintf("&_pragma=busy_timeout(%d)", busyTimeout.Milliseconds()) +
 		"&_pragma=synchronous(NORMAL)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)

@@ -246,7 +246,7 @@ func TestOpenErrors(t *testing.T) {
 	if err := os.WriteFile(notDB, []byte("this is not a database, but it is long enough to be read as a header"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for _, path := range []string{"", filepath.Join(dir, "a?b.db"), notDB} {
+	for _, path := range []string{"", notDB} {
 		s, err := sqlite.Open(context.Background(), path)
 		if err == nil {
 			s.Close()
@@ -256,6 +256,24 @@ func TestOpenErrors(t *testing.T) {
 		var e *authd.Error
 		if code := authd.ErrorCode(err); code == authd.EInternal || !asError(err, &e) || e.Hint == "" {
 			t.Errorf("Open(%q) = %v, want a domain error with a hint", path, err)
+		}
+	}
+}
+
+// TestOpenTakesThePathAsItIs: a path with what a URI filename would read
+// otherwise (%HH, ?, #) opens that very file, in that very directory.
+func TestOpenTakesThePathAsItIs(t *testing.T) {
+	t.Parallel()
+	for _, name := range []string{"d%41b", "a?b", "c#d", "e%3Ff"} {
+		path := filepath.Join(t.TempDir(), name, "authd.db")
+		s, err := sqlite.Open(context.Background(), path)
+		if err != nil {
+			t.Errorf("Open(%q): %v", path, err)
+			continue
+		}
+		s.Close()
+		if _, err := os.Stat(path); err != nil {
+			t.Errorf("Open(%q) made no file there: %v", path, err)
 		}
 	}
 }

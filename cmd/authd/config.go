@@ -95,6 +95,8 @@ var settings = []setting{
 			switch {
 			case v == "": // the default, derived in resolve
 			case (scheme == "postgres" || scheme == "postgresql") && rest != "":
+			case scheme == "sqlite" && strings.ContainsAny(rest, "?#"):
+				return errors.New("sqlite://PATH takes no query or fragment: authd sets SQLite's options itself")
 			case scheme == "sqlite" && rest != "":
 			default:
 				return errors.New("must be postgres://USER@HOST:PORT/DB, postgresql://… or sqlite://PATH")

@@ -200,6 +200,7 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 	t.Parallel()
 	tests := []struct{ env, value string }{
 		{"DATABASE_URL", "mysql://localhost/db"},
+		{"DATABASE_URL", "sqlite://./authd.db?cache=shared"},
 		{"AUTHD_HTTP_ADDR", "localhost"},
 		{"AUTHD_PUBLIC_URL", "ftp://x"},
 		{"AUTHD_PUBLIC_URL", "https://auth.example.org:99999"},
