@@ -300,6 +300,11 @@ const lockTimeoutHint = "another database session holds a lock this needs (a lon
 
 // translate turns driver errors into domain errors where they meet the
 // database; anything unexpected stays an internal error with its cause.
+// schemaChangedHint tells the operator why a statement met a schema it
+// was not written for.
+const schemaChangedHint = "the schema is not the one this authd was built for (a migration ran under it): " +
+	"run the authd release that matches `authd migrate status`, or `authd migrate up` with this one"
+
 func translate(err error) error {
 	if err == nil {
 		return nil
@@ -334,6 +339,15 @@ func translate(err error) error {
 		case strings.HasPrefix(pgErr.Code, "22"), pgErr.Code == "23502", pgErr.Code == "23514":
 			// data exception, not_null_violation, check_violation
 			return authd.WrapError(authd.EInvalid, err, "invalid value")
+		case pgErr.Code == "42P01", pgErr.Code == "42703", pgErr.Code == "42883",
+			pgErr.Code == "0A000" && strings.Contains(pgErr.Message, "cached plan"),
+			pgErr.Code == "XX000" && strings.Contains(pgErr.Message, "cache lookup failed"):
+			// undefined_table, undefined_column, undefined_function, and
+			// what prepared statements meet once types are made again: the
+			// schema changed under this instance (a migration up or down),
+			// which /readyz says too. An outage to retry, not a 500.
+			return &authd.Error{Code: authd.EUnavailable, Message: "the database is unavailable",
+				RetryAfter: time.Second, Err: err, Hint: schemaChangedHint}
 		case strings.HasPrefix(pgErr.Code, "08"), strings.HasPrefix(pgErr.Code, "53"),
 			strings.HasPrefix(pgErr.Code, "57P"), pgErr.Code == "40001", pgErr.Code == "40P01",
 			pgErr.Code == "25006":

@@ -717,3 +717,26 @@ func TestPurgeLeavesACascadeInUse(t *testing.T) {
 		t.Errorf("Purge once the flow is done = %+v, %v; want the token and the session deleted, nothing deferred", res, err)
 	}
 }
+
+// TestSchemaChangedUnderTheStore: a statement that meets a schema other than
+// the one it was written for (a migration run under a serving instance) is
+// an outage with Retry-After and a hint, not an internal error (500).
+func TestSchemaChangedUnderTheStore(t *testing.T) {
+	t.Parallel()
+	s := open(t)
+	ctx := context.Background()
+	u := storetest.NewUser("moved@example.org")
+	if err := s.CreateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	for _, change := range []string{`ALTER TABLE users RENAME COLUMN lock_reason TO lock_reason_gone`,
+		`ALTER TABLE users RENAME TO users_gone`} {
+		if _, err := s.Pool().Exec(ctx, change); err != nil {
+			t.Fatal(err)
+		}
+		_, err := s.User(ctx, u.ID)
+		if authd.ErrorCode(err) != authd.EUnavailable || authd.RetryAfterSeconds(err) < 1 || authd.ErrorHint(err) == "" {
+			t.Errorf("after %s: User = %v; want unavailable, with Retry-After and a hint", change, err)
+		}
+	}
+}
