@@ -151,12 +151,22 @@ func (m *Migrator) Up(ctx context.Context) (out []Result, err error) {
 			for _, r := range partial.Applied {
 				out = append(out, result(r))
 			}
-			return fmt.Errorf("migration %s failed: %w", filepath.Base(partial.Failed.Source.Path), partial.Err)
+			return &FailedError{Name: filepath.Base(partial.Failed.Source.Path), Err: partial.Err}
 		}
 		return err
 	})
 	return out, err
 }
+
+// FailedError is Up's report of the migration that failed; those before it
+// are applied, it is not recorded as applied.
+type FailedError struct {
+	Name string
+	Err  error
+}
+
+func (e *FailedError) Error() string { return fmt.Sprintf("migration %s failed: %v", e.Name, e.Err) }
+func (e *FailedError) Unwrap() error { return e.Err }
 
 // TooManyError is Down's refusal of more steps than there are migrations
 // applied: a typo (down 100 for down 10), not a wish to drop every table.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/authd/authd/migrate"
 	"github.com/authd/authd/postgres"
+	"github.com/authd/authd/sqlite"
 	"github.com/authd/authd/storetest"
 )
 
@@ -411,5 +412,27 @@ func TestMigrateTellsOfAWaitForTheLock(t *testing.T) {
 	}
 	if code, _, stderr = runCLI(t, env, "migrate", "down"); code != exitOK {
 		t.Errorf("down once the lock is free: exit %d, stderr %q", code, stderr)
+	}
+}
+
+// TestFailedMigrationHinted: a migration that fails (a database holding a
+// table authd did not make) is told with what to do, as every failure is.
+func TestFailedMigrationHinted(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "other.db")
+	s, err := sqlite.Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DB().Exec(`CREATE TABLE users (id INTEGER)`); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	env := sqliteEnv(t)
+	env["DATABASE_URL"] = "sqlite://" + path
+	code, _, stderr := runCLI(t, env, "migrate", "up")
+	if code != exitFailure || !strings.Contains(stderr, "already exists") ||
+		!strings.Contains(stderr, "hint: the migration that failed is not recorded as applied") {
+		t.Errorf("migrate up on a database with its own users table: exit %d, %q; want 1 with a hint", code, stderr)
 	}
 }

@@ -138,6 +138,15 @@ func migrateCmd(ctx context.Context, e *env, args []string) error {
 		return &cliError{msg: err.Error(), hint: "another database session holds a lock this migration needs " +
 			"(a long or idle transaction): find it in pg_stat_activity, let it end, and run the command again; " + done}
 	}
+	if _, ok := errors.AsType[*migrate.FailedError](err); ok {
+		hint := "the migration that failed is not recorded as applied (those printed above are): fix what it says " +
+			"and run the command again; a table that \"already exists\" means the database holds tables authd did not " +
+			"make (point DATABASE_URL at an empty database)"
+		if ctx.Err() != nil {
+			hint = "the command was stopped: the migration under way is not recorded as applied (those printed above are); run it again"
+		}
+		return &cliError{msg: err.Error(), hint: hint}
+	}
 	return err
 }
 
