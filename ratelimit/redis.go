@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,6 +59,19 @@ type Redis struct {
 }
 
 var _ authd.RateLimiter = (*Redis)(nil)
+
+// CheckURL reports what is wrong with rawURL as AUTHD_REDIS_URL, if
+// anything, in go-redis's words (which name the part, never the password).
+func CheckURL(rawURL string) error {
+	u, err := url.Parse(rawURL)
+	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+		return errors.New("must be redis://[USER:PASS@]HOST:PORT[/DB] or rediss://…")
+	}
+	if _, err := redis.ParseURL(rawURL); err != nil {
+		return fmt.Errorf("must be redis://[USER:PASS@]HOST:PORT[/DB] or rediss://…: %s", strings.TrimPrefix(err.Error(), "redis: "))
+	}
+	return nil
+}
 
 // NewRedis connects to rawURL (redis://… or rediss://…) and checks that the
 // server answers. Clock runs the in-memory fallback; logger hears when

@@ -24,6 +24,7 @@ import (
 	"github.com/authd/authd"
 	authdmail "github.com/authd/authd/mail"
 	"github.com/authd/authd/password"
+	"github.com/authd/authd/ratelimit"
 	"github.com/authd/authd/token"
 	"github.com/joho/godotenv"
 )
@@ -273,8 +274,8 @@ var settings = []setting{
 	{"AUTHD_REDIS_URL", "", "redis://… to share rate limits across instances", true,
 		func(c *Config, v string) error {
 			if v != "" {
-				if u, err := url.Parse(v); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
-					return errors.New("must be redis://[USER:PASS@]HOST:PORT[/DB] or rediss://…")
+				if err := ratelimit.CheckURL(v); err != nil {
+					return err
 				}
 			}
 			c.RedisURL = v

@@ -208,6 +208,8 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"AUTHD_ISSUER", "not a url"},
 		{"AUTHD_ISSUER", ":8080/x"},
 		{"AUTHD_TEMPLATES_DIR", "/nonexistent/templates"},
+		{"AUTHD_REDIS_URL", "redis://127.0.0.1:6379/x"},
+		{"AUTHD_REDIS_URL", "redis://127.0.0.1:6379/7?foo=1"},
 		{"AUTHD_ACCESS_TOKEN_TTL", "15 minutes"},
 		{"AUTHD_REFRESH_REUSE_GRACE", "-1s"},
 		{"AUTHD_SIGNING_ALG", "HS256"},
