@@ -103,7 +103,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 	}
 	switch args[0] {
 	case "-h", "--help", "help":
-		printUsage(e.stderr)
+		printUsage(e.stdout) // asked for: `authd --help | less` shows it
 		return exitOK
 	case "-v", "--version", "-version":
 		args = append([]string{"version"}, args[1:]...)
@@ -302,16 +302,17 @@ func clip(msg string) string {
 }
 
 // newFlagSet returns a flag set whose errors are returned, not fatal, and
-// whose --help prints the synopsis and the flags.
+// whose --help prints the synopsis and the flags, to stdout: asked for, it
+// is the command's output (parseFlags tells a bad flag on stderr).
 func newFlagSet(e *env, name, synopsis string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
+	fs.SetOutput(e.stdout)
 	fs.Usage = func() {
-		fmt.Fprintf(e.stderr, "Usage: %s\n", synopsis)
+		fmt.Fprintf(fs.Output(), "Usage: %s\n", synopsis)
 		var any bool
 		fs.VisitAll(func(*flag.Flag) { any = true })
 		if any {
-			fmt.Fprintln(e.stderr, "\nFlags:")
+			fmt.Fprintln(fs.Output(), "\nFlags:")
 			fs.PrintDefaults()
 		}
 	}

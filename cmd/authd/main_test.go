@@ -89,9 +89,10 @@ func TestUsage(t *testing.T) {
 		stderr != "authd: missing command\nhint: authd --help lists the commands\n" {
 		t.Errorf("no arguments: exit %d, stderr %q; want 2, one line and a hint", code, stderr)
 	}
+	// Help asked for is output, on stdout (`authd --help | less`).
 	for _, help := range []string{"--help", "-h", "help"} {
-		if code, _, stderr := runCLI(t, nil, help); code != exitOK || !strings.Contains(stderr, "Commands:") {
-			t.Errorf("%s: exit %d, stderr %q; want 0 and the command list", help, code, stderr)
+		if code, stdout, stderr := runCLI(t, nil, help); code != exitOK || !strings.Contains(stdout, "Commands:") || stderr != "" {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q; want 0 and the command list on stdout", help, code, stdout, stderr)
 		}
 	}
 	code, _, stderr := runCLI(t, nil, "frobnicate")
@@ -99,9 +100,9 @@ func TestUsage(t *testing.T) {
 		t.Errorf("unknown command: exit %d, stderr %q", code, stderr)
 	}
 	for _, c := range commands() {
-		code, _, stderr := runCLI(t, nil, c.name, "--help")
-		if code != exitOK || !strings.Contains(stderr, "Usage: authd "+c.name) {
-			t.Errorf("%s --help: exit %d, stderr %q; want 0 and its usage", c.name, code, stderr)
+		code, stdout, stderr := runCLI(t, nil, c.name, "--help")
+		if code != exitOK || !strings.Contains(stdout, "Usage: authd "+c.name) || stderr != "" {
+			t.Errorf("%s --help: exit %d, stdout %q, stderr %q; want 0 and its usage on stdout", c.name, code, stdout, stderr)
 		}
 	}
 	usage := []struct{ args []string }{
@@ -1410,7 +1411,7 @@ func TestSeedRefusesAnotherSQLiteDatabase(t *testing.T) {
 		t.Errorf("a refused seed created %s", data)
 	}
 	// Its help says so, not that only PostgreSQL needs --force.
-	if _, _, help := runCLI(t, nil, "seed", "--help"); !strings.Contains(help, "DATABASE_URL unset") ||
+	if _, help, _ := runCLI(t, nil, "seed", "--help"); !strings.Contains(help, "DATABASE_URL unset") ||
 		!strings.Contains(help, "PostgreSQL or SQLite") {
 		t.Errorf("seed --help does not say that --force is needed for any DATABASE_URL:\n%s", help)
 	}
