@@ -218,3 +218,23 @@ func keysOfRows(ctx context.Context, db authd.Store, dir string, mfa bool, hint 
 	}
 	return nil
 }
+
+// looseKeyFiles lists the key files in dir (signing keys, refresh-token.key,
+// mfa.key) that others than their owner may read or write: authd makes
+// them 0600, but a copy or a mounted secret may have come with another mode.
+func looseKeyFiles(dir string) []string {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil // the keyring reports an unreadable directory
+	}
+	var loose []string
+	for _, e := range entries {
+		if !e.Type().IsRegular() || (filepath.Ext(e.Name()) != ".pem" && filepath.Ext(e.Name()) != ".key") {
+			continue
+		}
+		if info, err := e.Info(); err == nil && info.Mode().Perm()&0o077 != 0 {
+			loose = append(loose, fmt.Sprintf("%s (%04o)", e.Name(), info.Mode().Perm()))
+		}
+	}
+	return loose
+}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -282,5 +283,32 @@ func TestServeWarnsOfAnIssuerThatIsNoURL(t *testing.T) {
 		if got := strings.Contains(s.stderr.String(), "AUTHD_ISSUER is no http(s) URL"); got != warned {
 			t.Errorf("AUTHD_ISSUER=%q: warned %v, want %v:\n%s", issuer, got, warned, s.stderr.String())
 		}
+	}
+}
+
+// TestServeWarnsOfRiskySettings: serve starts, but says so, with key files
+// others may read (a copy that lost its mode) and with proxies trusted from
+// every address (anyone picks the IP the limits see).
+func TestServeWarnsOfRiskySettings(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	env["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
+	s := startServe(t, env)
+	if code := s.stop(t); code != exitOK || strings.Contains(s.stderr.String(), "level=WARN") {
+		t.Fatalf("a first start: exit %d, %s; want no warning", code, s.stderr.String())
+	}
+	keys := filepath.Join(env["AUTHD_DATA_DIR"], "keys", "mfa.key")
+	if err := os.Chmod(keys, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env["AUTHD_TRUSTED_PROXIES"] = "10.0.0.0/8,0.0.0.0/0"
+	s = startServe(t, env)
+	if code := s.stop(t); code != exitOK {
+		t.Fatalf("exit %d, %s", code, s.stderr.String())
+	}
+	out := s.stderr.String()
+	if !strings.Contains(out, "mfa.key (0644)") || !strings.Contains(out, "AUTHD_TRUSTED_PROXIES trusts every address") ||
+		strings.Contains(out, "refresh-token.key (") {
+		t.Errorf("log:\n%s\nwant a warning naming mfa.key alone, and one of the proxies", out)
 	}
 }

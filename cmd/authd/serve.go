@@ -128,6 +128,12 @@ func (a *App) Open(ctx context.Context) (err error) {
 			"links in mails, the tokens' iss and the OpenID discovery point there; set AUTHD_PUBLIC_URL",
 			"AUTHD_PUBLIC_URL", a.cfg.PublicURL, "AUTHD_HTTP_ADDR", a.cfg.HTTPAddr)
 	}
+	for _, p := range a.cfg.TrustedProxies {
+		if p.Bits() == 0 {
+			a.logger.Warn("AUTHD_TRUSTED_PROXIES trusts every address: any client sets the IP its rate limits and the "+
+				"security log see with X-Forwarded-For; list the proxies' own addresses", "prefix", p.String())
+		}
+	}
 	if a.cfg.issuerNotURL() {
 		a.logger.Warn("AUTHD_ISSUER is no http(s) URL: access tokens carry it as it is, but OpenID Connect relying "+
 			"parties fetch the discovery from the issuer and refuse this one; set it to the URL authd is reached at",
@@ -164,6 +170,10 @@ func (a *App) Open(ctx context.Context) (err error) {
 	if err := keysOfRows(ctx, a.db, a.cfg.KeysDir, true, "set AUTHD_KEYS_DIR to the directory the other instances (or the last run) "+
 		"used, or restore its files from a backup; a new key would open none of these rows"); err != nil {
 		return err
+	}
+	if loose := looseKeyFiles(a.cfg.KeysDir); len(loose) > 0 {
+		a.logger.Warn("key files that others than their owner may read or write: chmod 600 them (and 700 the directory)",
+			"dir", a.cfg.KeysDir, "files", strings.Join(loose, ", "))
 	}
 	if a.keys, err = token.OpenKeyring(a.cfg.KeysDir, a.cfg.SigningAlg, a.clock.Now()); err != nil {
 		return &cliError{msg: "signing keys: " + err.Error(),
