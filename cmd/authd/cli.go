@@ -104,6 +104,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 	switch args[0] {
 	case "-h", "--help", "help":
 		printUsage(e.stdout) // asked for: `authd --help | less` shows it
+		if out.err != nil {
+			return report(e, "", &cliError{msg: "the usage could not be written: " + out.err.Error(), hint: "check where stdout goes"})
+		}
 		return exitOK
 	case "-v", "--version", "-version":
 		args = append([]string{"version"}, args[1:]...)
@@ -111,7 +114,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 	for _, c := range commands() {
 		if c.name == args[0] {
 			err := c.run(ctx, e, args[1:])
-			if out.err != nil && c.name != "serve" && (err == nil || errors.Is(err, out.err)) {
+			if out.err != nil && (c.name != "serve" || errors.Is(err, flag.ErrHelp)) &&
+				(err == nil || errors.Is(err, flag.ErrHelp) || errors.Is(err, out.err)) {
 				// serve's one line to stdout is its banner; what the
 				// others print is what they were run for.
 				err = &cliError{msg: "the command ran, but its output could not be written: " + out.err.Error(),

@@ -241,4 +241,17 @@ func TestServeRefusesKeysDirWithoutTheRowsKeys(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(empty, token.MFAKeyFile)); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("the refused serve left an mfa.key: %v", err)
 	}
+
+	// Lost for good: the operator makes one on purpose, and serve starts.
+	e := maps.Clone(env)
+	e["AUTHD_KEYS_DIR"] = empty
+	code, stdout, stderr := runCLI(t, e, "keys", "secrets")
+	if code != exitOK || !strings.Contains(stdout, "made "+filepath.Join(empty, token.MFAKeyFile)) ||
+		!strings.Contains(stdout, token.RefreshKeyFile+" is there") {
+		t.Fatalf("keys secrets: exit %d, %s%s; want mfa.key made, refresh-token.key left", code, stdout, stderr)
+	}
+	s = startServe(t, e)
+	if code := s.stop(t); code != exitOK {
+		t.Errorf("serve once the key was made on purpose: exit %d, %s", code, s.stderr.String())
+	}
 }

@@ -140,9 +140,13 @@ var settings = []setting{
 				return errors.New("must be an absolute http:// or https:// URL without user, query or fragment")
 			}
 			if p := u.Port(); p != "" {
-				if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+				n, err := strconv.Atoi(p)
+				if err != nil || n < 1 || n > 65535 {
 					return errors.New("has a port outside 1-65535: the links and the tokens' iss would point nowhere")
 				}
+				// As browsers write it (:08080 is :8080), or the passkeys'
+				// origin would never match theirs.
+				u.Host = net.JoinHostPort(u.Hostname(), strconv.Itoa(n))
 			}
 			// Scheme and host in lower case, as every consumer compares
 			// them: HTTPS://… must still mean Secure cookies and HSTS.
@@ -457,10 +461,13 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
-// emptyIsAValue are the settings whose empty value means something other
-// than their default: an empty AUTHD_ADMIN_ADDR turns the admin listener
-// off. Any other empty one is unset.
-var emptyIsAValue = map[string]bool{"AUTHD_ADMIN_ADDR": true}
+// emptyIsAValue are the settings whose empty value is not "unset": an
+// empty AUTHD_ADMIN_ADDR turns the admin listener off; an empty
+// AUTHD_PUBLIC_URL or AUTHD_DATA_DIR is refused, since a deployment's
+// variable left unset (a compose file's ${VAR}) would otherwise serve on
+// the loopback default, where the development mailer logs reset links, or
+// keep its data in the working directory. Any other empty one is unset.
+var emptyIsAValue = map[string]bool{"AUTHD_ADMIN_ADDR": true, "AUTHD_PUBLIC_URL": true, "AUTHD_DATA_DIR": true}
 
 // loadConfig builds the Config from its sources. Every invalid value is
 // reported, each naming its variable.

@@ -19,6 +19,9 @@ const keysSynopsis = `authd keys [flags] ACTION
 Actions:
   generate    add a key of AUTHD_SIGNING_ALG (as rotate, without deleting)
   list        every key in AUTHD_KEYS_DIR with its state and when it changes
+  secrets     make refresh-token.key and mfa.key where missing, on purpose:
+              serve refuses to while rows need the lost ones (confidential
+              clients then need new secrets, users their second factors reset)
   rotate      add a new key (and a new RS256 key for OpenID Connect ID
               tokens, unless AUTHD_SIGNING_ALG is RS256 already, when one
               key serves both), and delete the keys retired for every lifetime
@@ -47,7 +50,7 @@ func keysCmd(_ context.Context, e *env, args []string) error {
 		return err
 	}
 	if len(words) == 0 {
-		return usagef("missing ACTION (generate, list or rotate)")
+		return usagef("missing ACTION (generate, list, rotate or secrets)")
 	}
 	action := words[0]
 	if len(words) > 1 {
@@ -102,6 +105,18 @@ func keysCmd(_ context.Context, e *env, args []string) error {
 			for _, id := range deleted {
 				fmt.Fprintf(e.stdout, "deleted retired key %s\n", id)
 			}
+		}
+	case "secrets":
+		for _, sec := range []token.Secret{token.RefreshSecret, token.MFASecret} {
+			path := filepath.Join(cfg.KeysDir, sec.File)
+			if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+				fmt.Fprintf(e.stdout, "%s is there; left as it is\n", path)
+				continue
+			}
+			if _, err := sec.Load(cfg.KeysDir); err != nil {
+				return &cliError{msg: sec.Use + " key: " + err.Error(), hint: "AUTHD_KEYS_DIR must be a writable directory"}
+			}
+			fmt.Fprintf(e.stdout, "made %s\n", path)
 		}
 	case "list":
 		keys, err := token.Load(cfg.KeysDir)
@@ -229,10 +244,12 @@ func looseKeyFiles(dir string) []string {
 	}
 	var loose []string
 	for _, e := range entries {
-		if !e.Type().IsRegular() || (filepath.Ext(e.Name()) != ".pem" && filepath.Ext(e.Name()) != ".key") {
+		if filepath.Ext(e.Name()) != ".pem" && filepath.Ext(e.Name()) != ".key" {
 			continue
 		}
-		if info, err := e.Info(); err == nil && info.Mode().Perm()&0o077 != 0 {
+		// Stat follows a link: a mounted secret's files are links
+		// (Kubernetes: into ..data), 0644 unless told otherwise.
+		if info, err := os.Stat(filepath.Join(dir, e.Name())); err == nil && info.Mode().IsRegular() && info.Mode().Perm()&0o077 != 0 {
 			loose = append(loose, fmt.Sprintf("%s (%04o)", e.Name(), info.Mode().Perm()))
 		}
 	}

@@ -297,8 +297,19 @@ func TestServeWarnsOfRiskySettings(t *testing.T) {
 	if code := s.stop(t); code != exitOK || strings.Contains(s.stderr.String(), "level=WARN") {
 		t.Fatalf("a first start: exit %d, %s; want no warning", code, s.stderr.String())
 	}
-	keys := filepath.Join(env["AUTHD_DATA_DIR"], "keys", "mfa.key")
-	if err := os.Chmod(keys, 0o644); err != nil {
+	// A mounted secret: the file a link (as Kubernetes makes them), 0644.
+	dir := filepath.Join(env["AUTHD_DATA_DIR"], "keys")
+	data := filepath.Join(dir, "..data")
+	if err := os.Mkdir(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "mfa.key"), filepath.Join(data, "mfa.key")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Join(data, "mfa.key"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join("..data", "mfa.key"), filepath.Join(dir, "mfa.key")); err != nil {
 		t.Fatal(err)
 	}
 	env["AUTHD_TRUSTED_PROXIES"] = "10.0.0.0/8,0.0.0.0/0"

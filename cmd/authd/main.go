@@ -19,15 +19,22 @@ func main() {
 // signalContext is ctx ended by SIGINT, SIGTERM or SIGHUP (a closed
 // terminal): serve then shuts down gracefully, finishing the requests under
 // way, rather than die mid-request as SIGHUP's default would have it. A
-// hangup ignored at start (nohup) stays ignored. A second signal takes its
-// default action, ending the process at once, for an operator who will not
-// wait for the shutdown.
+// hangup ignored at start (nohup) stays ignored. A second SIGINT or SIGTERM
+// takes its default action, ending the process at once, for an operator
+// who will not wait for the shutdown; further hangups are ignored, since a
+// closed terminal sends more than one (the shell's, then the kernel's).
 func signalContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	signals := []os.Signal{os.Interrupt, syscall.SIGTERM}
-	if !signal.Ignored(syscall.SIGHUP) {
+	hangup := !signal.Ignored(syscall.SIGHUP)
+	if hangup {
 		signals = append(signals, syscall.SIGHUP)
 	}
 	ctx, stop := signal.NotifyContext(ctx, signals...)
-	context.AfterFunc(ctx, stop)
+	context.AfterFunc(ctx, func() {
+		if hangup {
+			signal.Ignore(syscall.SIGHUP)
+		}
+		stop()
+	})
 	return ctx, stop
 }

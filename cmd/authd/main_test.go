@@ -175,11 +175,12 @@ func TestOutputThatCannotBeWritten(t *testing.T) {
 	if code, _, stderr := runCLI(t, vars, "migrate", "up"); code != exitOK {
 		t.Fatalf("migrate up: exit %d: %s", code, stderr)
 	}
-	for _, args := range [][]string{{"version"}, {"migrate", "status"}, {"admin", "logs", "--json"}, {"admin", "users", "list"}} {
+	for _, args := range [][]string{{"version"}, {"migrate", "status"}, {"admin", "logs", "--json"}, {"admin", "users", "list"},
+		{"admin", "--help"}, {"serve", "--help"}, {"--help"}} {
 		var errOut bytes.Buffer
 		code := run(context.Background(), args, failingWriter{}, &errOut, asEnviron(vars))
 		lines := strings.Split(strings.TrimSpace(errOut.String()), "\n")
-		if code != exitFailure || len(lines) != 2 || !strings.Contains(lines[0], "its output could not be written: disk full") ||
+		if code != exitFailure || len(lines) != 2 || !strings.Contains(lines[0], "could not be written: disk full") ||
 			!strings.HasPrefix(lines[1], "hint: ") {
 			t.Errorf("%q with stdout failing: exit %d, stderr %q; want 1, the error and a hint", args, code, errOut.String())
 		}
@@ -207,6 +208,8 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"AUTHD_PUBLIC_URL", "https://auth.example.org:99999"},
 		{"AUTHD_PUBLIC_URL", "http://127.0.0.1:0"},
 		{"AUTHD_ISSUER", "not a url"},
+		{"AUTHD_PUBLIC_URL", ""}, // unset in a deployment's file: not the loopback default
+		{"AUTHD_DATA_DIR", " "},
 		{"AUTHD_ISSUER", ":8080/x"},
 		{"AUTHD_TEMPLATES_DIR", "/nonexistent/templates"},
 		{"AUTHD_REDIS_URL", "redis://127.0.0.1:6379/x"},
@@ -427,8 +430,9 @@ func envExample() string {
 	b.WriteString("# authd configuration: every variable with its default (SPEC §2).\n")
 	b.WriteString("# Copy to .env and edit. The real environment wins over .env, and\n")
 	b.WriteString("# command-line flags (authd serve --help) win over both. Durations use\n")
-	b.WriteString("# Go syntax (15m, 720h). An empty value means unset (its default),\n")
-	b.WriteString("# but AUTHD_ADMIN_ADDR= turns the admin listener off.\n")
+	b.WriteString("# Go syntax (15m, 720h). An empty value means unset (its default), but\n")
+	b.WriteString("# AUTHD_ADMIN_ADDR= turns the admin listener off, and AUTHD_PUBLIC_URL and\n")
+	b.WriteString("# AUTHD_DATA_DIR are refused empty.\n")
 	for _, s := range settings {
 		fmt.Fprintf(&b, "\n# %s\n%s=%s\n", s.help, s.env, s.def)
 	}
@@ -1497,6 +1501,13 @@ func TestHangupEndsTheContext(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("SIGHUP did not end the context")
 	}
+	// A closed terminal sends another: ignored, or it would kill the
+	// process mid-shutdown (and this test with it).
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	signal.Reset(syscall.SIGHUP)
 }
 
 // TestEmptyValueMeansUnset: a setting set to nothing (or blanks), as in a
@@ -1510,7 +1521,11 @@ func TestEmptyValueMeansUnset(t *testing.T) {
 		env[k] = " "
 	}
 	env["AUTHD_ISSUER"], env["AUTHD_ADMIN_ADDR"] = "", ""
+	env["AUTHD_PUBLIC_URL"] = "http://localhost:08080/"
 	cfg := configOf(t, env)
+	if cfg.PublicURL != "http://localhost:8080" {
+		t.Errorf("AUTHD_PUBLIC_URL=http://localhost:08080/ read as %q; want the port as browsers write it", cfg.PublicURL)
+	}
 	if cfg.LockoutThreshold != 5 || cfg.Audience != "authd" || cfg.AccessTokenTTL != 15*time.Minute || !cfg.RateLimit ||
 		cfg.Issuer != cfg.PublicURL || cfg.AdminAddr != "" {
 		t.Errorf("empty settings: threshold %d, audience %q, access TTL %s, rate limit %v, issuer %q, admin %q; "+

@@ -168,7 +168,8 @@ func (a *App) Open(ctx context.Context) (err error) {
 		pg.SetLogger(a.logger)
 	}
 	if err := keysOfRows(ctx, a.db, a.cfg.KeysDir, true, "set AUTHD_KEYS_DIR to the directory the other instances (or the last run) "+
-		"used, or restore its files from a backup; a new key would open none of these rows"); err != nil {
+		"used, or restore its files from a backup; a new key would open none of these rows (lost for good: `authd keys secrets` "+
+		"makes one on purpose, then rotate the clients' secrets and reset the users' second factors)"); err != nil {
 		return err
 	}
 	if loose := looseKeyFiles(a.cfg.KeysDir); len(loose) > 0 {
