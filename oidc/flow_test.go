@@ -585,7 +585,7 @@ func TestConsentAndCSRF(t *testing.T) {
 			t.Errorf("prompt=consent, allowed: %d %v", b.last.StatusCode, cb)
 		}
 		// Deny answers its request only, as the page says: the consent
-		// given before stays (withdrawn above, through the API).
+		// given again at s5 stays.
 		b.get(r.cfg.AuthCodeURL("s6", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()), oauth2.SetAuthURLParam("prompt", "consent")))
 		if !strings.Contains(b.body, "Deny answers this request only") {
 			t.Errorf("the consent page does not say what Deny does: %s", b.body)

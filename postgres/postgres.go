@@ -298,13 +298,13 @@ func connectError(cfg *pgx.ConnConfig, err error) error {
 const lockTimeoutHint = "another database session holds a lock this needs (a long or idle transaction, a migration): " +
 	"find it in pg_stat_activity, let it end, and try again"
 
-// translate turns driver errors into domain errors where they meet the
-// database; anything unexpected stays an internal error with its cause.
 // schemaChangedHint tells the operator why a statement met a schema it
 // was not written for.
 const schemaChangedHint = "the schema is not the one this authd was built for (a migration ran under it): " +
 	"run the authd release that matches `authd migrate status`, or `authd migrate up` with this one"
 
+// translate turns driver errors into domain errors where they meet the
+// database; anything unexpected stays an internal error with its cause.
 func translate(err error) error {
 	if err == nil {
 		return nil
@@ -339,7 +339,8 @@ func translate(err error) error {
 		case strings.HasPrefix(pgErr.Code, "22"), pgErr.Code == "23502", pgErr.Code == "23514":
 			// data exception, not_null_violation, check_violation
 			return authd.WrapError(authd.EInvalid, err, "invalid value")
-		case pgErr.Code == "42P01", pgErr.Code == "42703", pgErr.Code == "42883",
+		case pgErr.Code == "42P01", pgErr.Code == "42703",
+			pgErr.Code == "42883" && strings.HasPrefix(pgErr.Message, "function "), // not "operator does not exist", a bug
 			pgErr.Code == "0A000" && strings.Contains(pgErr.Message, "cached plan"),
 			pgErr.Code == "XX000" && strings.Contains(pgErr.Message, "cache lookup failed"):
 			// undefined_table, undefined_column, undefined_function, and

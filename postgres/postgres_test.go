@@ -729,8 +729,11 @@ func TestSchemaChangedUnderTheStore(t *testing.T) {
 	if err := s.CreateUser(ctx, u); err != nil {
 		t.Fatal(err)
 	}
-	for _, change := range []string{`ALTER TABLE users RENAME COLUMN lock_reason TO lock_reason_gone`,
-		`ALTER TABLE users RENAME TO users_gone`} {
+	if _, err := s.User(ctx, u.ID); err != nil { // its statement prepared and cached
+		t.Fatal(err)
+	}
+	for _, change := range []string{`ALTER TABLE users ALTER COLUMN lock_reason TYPE text`, // the cached plan's result changes
+		`ALTER TABLE users RENAME COLUMN lock_reason TO lock_reason_gone`, `ALTER TABLE users RENAME TO users_gone`} {
 		if _, err := s.Pool().Exec(ctx, change); err != nil {
 			t.Fatal(err)
 		}

@@ -63,12 +63,13 @@ var _ authd.RateLimiter = (*Redis)(nil)
 // CheckURL reports what is wrong with rawURL as AUTHD_REDIS_URL, if
 // anything, in go-redis's words (which name the part, never the password).
 func CheckURL(rawURL string) error {
+	const form = "must be redis://[USER:PASS@]HOST:PORT[/DB] or rediss://…"
 	u, err := url.Parse(rawURL)
 	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
-		return errors.New("must be redis://[USER:PASS@]HOST:PORT[/DB] or rediss://…")
+		return errors.New(form)
 	}
 	if _, err := redis.ParseURL(rawURL); err != nil {
-		return fmt.Errorf("must be redis://[USER:PASS@]HOST:PORT[/DB] or rediss://…: %s", strings.TrimPrefix(err.Error(), "redis: "))
+		return fmt.Errorf("%s: %s", form, strings.TrimPrefix(err.Error(), "redis: "))
 	}
 	return nil
 }
