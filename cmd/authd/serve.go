@@ -115,14 +115,9 @@ func NewApp(cfg *Config, logger *slog.Logger) *App {
 	return &App{cfg: cfg, logger: logger, clock: authd.SystemClock{}}
 }
 
-// Open connects to the database (refusing one whose schema is behind),
-// loads the signing keys, builds the service and binds the listener.
-func (a *App) Open(ctx context.Context) (err error) {
-	defer func() {
-		if err != nil {
-			a.Close()
-		}
-	}()
+// warnOfSettings tells, at start, of settings that work but are likely
+// mistakes: each is served as set.
+func (a *App) warnOfSettings() {
 	if a.cfg.publicURLElsewhere() {
 		a.logger.Warn("AUTHD_PUBLIC_URL names this machine on another port than authd listens on: "+
 			"links in mails, the tokens' iss and the OpenID discovery point there; set AUTHD_PUBLIC_URL",
@@ -143,6 +138,17 @@ func (a *App) Open(ctx context.Context) (err error) {
 		a.logger.Warn("a lifetime is under a minute: fine for trying expiry, too short for production",
 			"setting", l.env, "value", l.value.String())
 	}
+}
+
+// Open connects to the database (refusing one whose schema is behind),
+// loads the signing keys, builds the service and binds the listener.
+func (a *App) Open(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
+	a.warnOfSettings()
 	// A templates directory that is not there (a typo, a volume not
 	// mounted) would serve the embedded mails and pages without a word.
 	if dir := a.cfg.TemplatesDir; dir != "" {
