@@ -104,23 +104,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 	switch args[0] {
 	case "-h", "--help", "help":
 		printUsage(e.stdout) // asked for: `authd --help | less` shows it
-		if out.err != nil {
-			return report(e, "", &cliError{msg: "the usage could not be written: " + out.err.Error(), hint: "check where stdout goes"})
-		}
-		return exitOK
+		return report(e, args[0], unwritten(out, nil))
 	case "-v", "--version", "-version":
 		args = append([]string{"version"}, args[1:]...)
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {
 			err := c.run(ctx, e, args[1:])
-			if out.err != nil && (c.name != "serve" || errors.Is(err, flag.ErrHelp)) &&
-				(err == nil || errors.Is(err, flag.ErrHelp) || errors.Is(err, out.err)) {
+			if c.name != "serve" || errors.Is(err, flag.ErrHelp) {
 				// serve's one line to stdout is its banner; what the
-				// others print is what they were run for.
-				err = &cliError{msg: "the command ran, but its output could not be written: " + out.err.Error(),
-					hint: "stdout is closed, or where it goes is full; check what the command did before running it again " +
-						"(a client it created, a secret or key it made, would be made anew)"}
+				// others print (and --help) is what they were run for.
+				err = unwritten(out, err)
 			}
 			return report(e, c.name, err)
 		}
@@ -143,6 +137,17 @@ func (o *outputWriter) Write(p []byte) (int, error) {
 		o.err = err
 	}
 	return n, err
+}
+
+// unwritten is a command's err, or, when out could not be written and err
+// says nothing else (nil, --help, out's own error), an error saying so.
+func unwritten(out *outputWriter, err error) error {
+	if out.err == nil || !(err == nil || errors.Is(err, flag.ErrHelp) || errors.Is(err, out.err)) {
+		return err
+	}
+	return &cliError{msg: "the command ran, but its output could not be written: " + out.err.Error(),
+		hint: "stdout is closed, or where it goes is full; check what the command did before running it again " +
+			"(a client it created, a secret or key it made, would be made anew)"}
 }
 
 func printUsage(w io.Writer) {
