@@ -4,8 +4,6 @@ import (
 	"context"
 	"time"
 
-	"golang.org/x/text/unicode/norm"
-
 	"github.com/authd/authd/internal/pace"
 	"github.com/google/uuid"
 )
@@ -147,7 +145,7 @@ func (s *Service) ResetPassword(ctx context.Context, c Client, token, newPasswor
 // EUnavailable.
 func (s *Service) ChangePassword(ctx context.Context, c Client, a *AccessClaims, current, newPassword string,
 	proof StepUp) error {
-	if current != "" && norm.NFKC.String(newPassword) == norm.NFKC.String(current) { // as password.Normalize, which hashes
+	if current != "" && s.passwords.Same(newPassword, current) {
 		// Refused before any check: it would spend a second factor's code
 		// and end the other sessions for no change.
 		return errSamePassword

@@ -70,6 +70,9 @@ type Passwords interface {
 	Verify(ctx context.Context, password, hash string) (ok, rehash bool, err error)
 	// VerifyDummy spends the time of a Verify, for logins of unknown emails.
 	VerifyDummy(ctx context.Context, password string) error
+	// Same reports whether two passwords are one as Hash sees them (after
+	// its normalisation).
+	Same(a, b string) bool
 }
 
 // AccessClaims are the claims of an access token that the service relies on.

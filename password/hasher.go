@@ -3,6 +3,7 @@ package password
 import (
 	"context"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -78,13 +79,11 @@ func (h *Hasher) init() *Hasher {
 	return h
 }
 
-var errBusy = authd.ErrBusy
-
 // run runs f on a worker once one is free.
 func (h *Hasher) run(ctx context.Context, f func()) error {
 	if h.waiting.Add(1) > int64(h.MaxQueue) {
 		h.waiting.Add(-1)
-		return errBusy
+		return authd.ErrBusy
 	}
 	timer := time.NewTimer(h.MaxWait)
 	defer timer.Stop()
@@ -93,7 +92,7 @@ func (h *Hasher) run(ctx context.Context, f func()) error {
 		h.waiting.Add(-1)
 	case <-timer.C:
 		h.waiting.Add(-1)
-		return errBusy
+		return authd.ErrBusy
 	case <-ctx.Done():
 		h.waiting.Add(-1)
 		return ctx.Err()
@@ -105,6 +104,12 @@ func (h *Hasher) run(ctx context.Context, f func()) error {
 		h.Observe(time.Since(start), int(h.waiting.Load()))
 	}
 	return nil
+}
+
+// Same implements authd.Passwords: NFKC, as Hash (constant time, though
+// both come from one request).
+func (h *Hasher) Same(a, b string) bool {
+	return subtle.ConstantTimeCompare([]byte(Normalize(a)), []byte(Normalize(b))) == 1
 }
 
 // Check implements authd.Passwords.

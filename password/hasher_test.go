@@ -231,3 +231,23 @@ func asError(err error, target **authd.Error) bool {
 	}
 	return ok
 }
+
+// TestSame: two passwords are one when they hash alike: after NFKC (a
+// ligature and its letters, a full-width digit and its ASCII one), not
+// otherwise.
+func TestSame(t *testing.T) {
+	h := &Hasher{}
+	for _, tt := range []struct {
+		a, b string
+		same bool
+	}{
+		{"oﬃce hours 12", "office hours 12", true},
+		{"passphrase １", "passphrase 1", true},
+		{"passphrase 1", "passphrase 2", false},
+		{"Passphrase 1", "passphrase 1", false},
+	} {
+		if got := h.Same(tt.a, tt.b); got != tt.same {
+			t.Errorf("Same(%q, %q) = %v, want %v", tt.a, tt.b, got, tt.same)
+		}
+	}
+}
