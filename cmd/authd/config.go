@@ -134,9 +134,8 @@ var settings = []setting{
 		func(c *Config, v string) error { return integer(&c.RevocationStreams, v, 1, 10000) }},
 	{"AUTHD_PUBLIC_URL", "http://127.0.0.1:8080", "base URL of the links in emails", false,
 		func(c *Config, v string) error {
-			u, err := url.Parse(v)
-			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
-				u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			u, ok := baseURL(v)
+			if !ok || u.User != nil {
 				return errors.New("must be an absolute http:// or https:// URL without user, query or fragment")
 			}
 			if p := u.Port(); p != "" {
@@ -613,8 +612,15 @@ func (c *Config) publicURLElsewhere() bool {
 // relying parties fetch the provider's discovery from its issuer, and
 // refuse one that names another.
 func (c *Config) issuerNotURL() bool {
-	u, err := url.Parse(c.Issuer)
-	return err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != ""
+	_, ok := baseURL(c.Issuer)
+	return !ok
+}
+
+// baseURL parses v as an absolute http(s) URL without query or fragment,
+// such as links and the tokens' iss are made from.
+func baseURL(v string) (*url.URL, bool) {
+	u, err := url.Parse(v)
+	return u, err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.RawQuery == "" && u.Fragment == ""
 }
 
 // mailArchive is where the development mailer writes its files: erasure

@@ -109,7 +109,7 @@ func keysCmd(_ context.Context, e *env, args []string) error {
 	case "secrets":
 		for _, sec := range []token.Secret{token.RefreshSecret, token.MFASecret} {
 			path := filepath.Join(cfg.KeysDir, sec.File)
-			if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+			if !keyMissing(cfg.KeysDir, sec.File) {
 				fmt.Fprintf(e.stdout, "%s is there; left as it is\n", path)
 				continue
 			}
@@ -211,11 +211,7 @@ func filterAlg(keys []*token.Key, alg string) []*token.Key {
 // instances would go on with the old one. A file that is there but
 // unreadable is left to them to report.
 func keysOfRows(ctx context.Context, db authd.Store, dir string, mfa bool, hint string) error {
-	missing := func(file string) bool {
-		_, err := os.Stat(filepath.Join(dir, file))
-		return errors.Is(err, fs.ErrNotExist)
-	}
-	needRefresh, needMFA := missing(token.RefreshKeyFile), mfa && missing(token.MFAKeyFile)
+	needRefresh, needMFA := keyMissing(dir, token.RefreshKeyFile), mfa && keyMissing(dir, token.MFAKeyFile)
 	if !needRefresh && !needMFA {
 		return nil
 	}
@@ -232,6 +228,13 @@ func keysOfRows(ctx context.Context, db authd.Store, dir string, mfa bool, hint 
 			dir, token.MFAKeyFile), hint: hint}
 	}
 	return nil
+}
+
+// keyMissing reports whether dir has no file (a dangling link counts as
+// none); one there but unreadable is not missing, and its loader says why.
+func keyMissing(dir, file string) bool {
+	_, err := os.Stat(filepath.Join(dir, file))
+	return errors.Is(err, fs.ErrNotExist)
 }
 
 // looseKeyFiles lists the key files in dir (signing keys, refresh-token.key,
