@@ -20,6 +20,7 @@ import (
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/httpapi"
+	"github.com/authd/authd/internal/syncbuf"
 	"github.com/authd/authd/metrics"
 	"github.com/authd/authd/password"
 	"github.com/authd/authd/postgres"
@@ -95,19 +96,6 @@ func tokenOf(t testing.TB, m authd.Mail) string {
 	return tok
 }
 
-// syncBuffer collects log output written from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 const serviceToken = "service-token-0123456789abcdef0123456789"
 
 // env is a running API on a real store with a fake clock and a recording
@@ -117,7 +105,7 @@ type env struct {
 	store   authd.Store
 	clock   *clock
 	mail    *mailbox
-	logs    *syncBuffer
+	logs    *syncbuf.Buffer
 	keys    *token.Keyring
 	svc     *authd.Service
 	api     *httpapi.Server
@@ -194,7 +182,7 @@ func newEnv(t testing.TB, store authd.Store, opts ...option) *env {
 		cfg.WebAuthnRPID, cfg.WebAuthnOrigins = "localhost", []string{cfg.PublicURL}
 	}
 	e := &env{t: t, store: store, clock: &clock{now: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC).Add(o.after)},
-		mail: &mailbox{}, logs: &syncBuffer{}, cfg: cfg, keysDir: o.keysDir}
+		mail: &mailbox{}, logs: &syncbuf.Buffer{}, cfg: cfg, keysDir: o.keysDir}
 	if e.keysDir == "" {
 		e.keysDir = t.TempDir()
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/httpapi"
+	"github.com/authd/authd/internal/syncbuf"
 	"github.com/authd/authd/token"
 )
 
@@ -219,7 +220,7 @@ func TestRevocationStreamsPerToken(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, openSQLite(t))
 	const other = "another-service-token-0123456789abcdef"
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	four := httptest.NewServer(httpapi.New(httpapi.Options{Service: e.svc, ServiceTokens: []string{serviceToken, other},
 		MaxRevocationStreams: 4, Logger: slog.New(slog.NewTextHandler(logs, nil))}))
 	t.Cleanup(four.Close)

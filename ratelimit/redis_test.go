@@ -11,12 +11,12 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/internal/faultnet"
+	"github.com/authd/authd/internal/syncbuf"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -132,7 +132,7 @@ func TestRedisDownFallsBackToMemory(t *testing.T) {
 		t.Skip("TEST_REDIS_URL is not set")
 	}
 	p, proxied := newProxy(t, direct)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	prefix := testPrefix()
 	a := redisLimiter(t, proxied, prefix, nil, slog.New(slog.NewTextHandler(&logs, nil)))
 	b := redisLimiter(t, direct, prefix, nil, nil) // another instance, which still reaches Redis
@@ -231,7 +231,7 @@ func TestRedisIdleInstanceSeesRedisBack(t *testing.T) {
 func TestRedisUnreachableAtStart(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	r, err := NewRedis(ctx, "redis://127.0.0.1:1/0", authd.SystemClock{}, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatalf("NewRedis to a closed port: %v; want a limiter in memory", err)
@@ -348,19 +348,6 @@ func newProxy(t *testing.T, redisURL string) (*faultnet.Proxy, string) {
 	t.Cleanup(p.Close)
 	return p, proxied
 }
-
-// syncBuffer is a log destination safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // busyLimiter is a limiter on url whose pool holds one connection, and
 // that connection, taken (the pool is busy until it is closed).

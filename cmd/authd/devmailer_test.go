@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/authd/authd/internal/syncbuf"
 )
 
 // TestServeRefusesDevMailerOnPublicURL: with a public AUTHD_PUBLIC_URL and
@@ -51,7 +53,7 @@ func TestServeRefusesDevMailerOnPublicURL(t *testing.T) {
 				}
 				return
 			}
-			var logs syncBuffer
+			var logs syncbuf.Buffer
 			app := NewApp(configOf(t, env), slog.New(slog.NewTextHandler(&logs, nil)))
 			if err := app.Open(context.Background()); err != nil {
 				t.Fatalf("Open: %v", err)
@@ -66,7 +68,7 @@ func TestServeRefusesDevMailerOnPublicURL(t *testing.T) {
 	// allowed, with a warning that the logged links are live.
 	env := sqliteEnv(t)
 	env["AUTHD_HTTP_ADDR"], env["AUTHD_ADMIN_ADDR"] = "0.0.0.0:0", ""
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	app := NewApp(configOf(t, env), slog.New(slog.NewTextHandler(&logs, nil)))
 	if err := app.Open(context.Background()); err != nil {
 		t.Fatalf("Open on 0.0.0.0: %v", err)

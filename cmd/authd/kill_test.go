@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/authd/authd/internal/syncbuf"
 	"github.com/emersion/go-smtp"
 )
 
@@ -42,7 +43,7 @@ func (s *inboxSession) Logout() error { return nil }
 func (b *inbox) count() int { b.mu.Lock(); defer b.mu.Unlock(); return len(b.msgs) }
 
 // startAuthd runs the authd binary and returns its base URL and its stderr.
-func startAuthd(t *testing.T, bin string, env []string) (*exec.Cmd, string, *syncBuffer) {
+func startAuthd(t *testing.T, bin string, env []string) (*exec.Cmd, string, *syncbuf.Buffer) {
 	t.Helper()
 	cmd := exec.Command(bin, "serve")
 	cmd.Env = env
@@ -50,7 +51,7 @@ func startAuthd(t *testing.T, bin string, env []string) (*exec.Cmd, string, *syn
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr syncBuffer
+	var stderr syncbuf.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

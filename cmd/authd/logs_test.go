@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/authd/authd/internal/shedlog"
+	"github.com/authd/authd/internal/syncbuf"
 )
 
 // jsonLines parses every line of out as one JSON object, failing the test
@@ -114,7 +115,7 @@ func TestServeLibraryLogs(t *testing.T) {
 
 // waitForJSONURL returns the URL of serve's JSON banner on stdout, or ""
 // having failed the test when there is none.
-func waitForJSONURL(t *testing.T, stdout, stderr *syncBuffer) string {
+func waitForJSONURL(t *testing.T, stdout, stderr *syncbuf.Buffer) string {
 	t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		for _, line := range jsonLines(t, "stdout", stdout.String()) {
@@ -230,7 +231,7 @@ func TestServeFlushesShedCountAtShutdown(t *testing.T) {
 	env := sqliteEnv(t)
 	env["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
 	cfg := configOf(t, env)
-	var log syncBuffer
+	var log syncbuf.Buffer
 	app := NewApp(cfg, newLogger(cfg, &log))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

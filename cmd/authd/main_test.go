@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/authd/authd"
+	"github.com/authd/authd/internal/syncbuf"
 	"github.com/authd/authd/password"
 	"github.com/authd/authd/storetest"
 	"github.com/authd/authd/token"
@@ -495,19 +496,6 @@ func loadConfigFrom(t *testing.T, dotenv []byte) (*Config, error) {
 	return loadConfig(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
 }
 
-// syncBuffer is a bytes.Buffer safe for a command writing while a test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
 // TestServeWarnsOfUnknownSettings: an AUTHD_ variable that is no setting
 // (a misspelling, which would otherwise be ignored without a word) gets a
 // warning naming the setting it is closest to; the load generator's own
@@ -613,7 +601,7 @@ func TestServe(t *testing.T) {
 // serving is `authd serve` running in-process.
 type serving struct {
 	url            string // of the public listener, from the banner
-	stdout, stderr *syncBuffer
+	stdout, stderr *syncbuf.Buffer
 	cancel         context.CancelFunc
 	done           chan int
 	once           sync.Once
@@ -626,7 +614,7 @@ type serving struct {
 func startServe(t *testing.T, env map[string]string) *serving {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &serving{stdout: &syncBuffer{}, stderr: &syncBuffer{}, cancel: cancel, done: make(chan int, 1)}
+	s := &serving{stdout: &syncbuf.Buffer{}, stderr: &syncbuf.Buffer{}, cancel: cancel, done: make(chan int, 1)}
 	go func() {
 		s.done <- run(ctx, []string{"serve"}, s.stdout, s.stderr, asEnviron(env))
 	}()
@@ -655,7 +643,7 @@ func (s *serving) stop(t *testing.T) int {
 
 var listenRE = regexp.MustCompile(`listening on (http://\S+)`)
 
-func waitForURL(t *testing.T, stdout, stderr *syncBuffer) string {
+func waitForURL(t *testing.T, stdout, stderr *syncbuf.Buffer) string {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
@@ -1191,7 +1179,7 @@ func TestServeMetricsAndMail(t *testing.T) {
 	env := sqliteEnv(t)
 	env["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
 	cfg := configOf(t, env)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	app := NewApp(cfg, newLogger(cfg, &logs))
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := app.Open(ctx); err != nil {

@@ -11,12 +11,13 @@ import (
 	"time"
 
 	"github.com/authd/authd/internal/faultnet"
+	"github.com/authd/authd/internal/syncbuf"
 )
 
 // redisProxiedApp runs authd on SQLite with its Redis behind a proxy the
 // test can cut (cut first when down, before authd starts), and returns the
 // proxy, the public and admin base URLs and the log.
-func redisProxiedApp(t *testing.T, down bool) (*faultnet.Proxy, string, string, *syncBuffer) {
+func redisProxiedApp(t *testing.T, down bool) (*faultnet.Proxy, string, string, *syncbuf.Buffer) {
 	t.Helper()
 	redisURL := os.Getenv("TEST_REDIS_URL")
 	if redisURL == "" {
@@ -36,7 +37,7 @@ func redisProxiedApp(t *testing.T, down bool) (*faultnet.Proxy, string, string, 
 	env := sqliteEnv(t)
 	env["AUTHD_HTTP_ADDR"], env["AUTHD_REDIS_URL"] = "127.0.0.1:0", proxied
 	cfg := configOf(t, env)
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	app := NewApp(cfg, newLogger(cfg, logs))
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := app.Open(ctx); err != nil {

@@ -1,27 +1,14 @@
 package shedlog
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/authd/authd/internal/syncbuf"
 )
-
-// lockedBuffer is a log's output, written by a timer's goroutine too.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 // TestNoteSamples: the first shed request is told at once; those within
 // Interval of a line are counted and told together once it has passed,
@@ -29,7 +16,7 @@ func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); retur
 func TestNoteSamples(t *testing.T) {
 	defer func(d time.Duration) { Interval = d }(Interval)
 	Interval = 50 * time.Millisecond
-	var out lockedBuffer
+	var out syncbuf.Buffer
 	logger := slog.New(slog.NewTextHandler(&out, nil))
 	l := New(logger, "shed")
 	for range 5 {
@@ -53,7 +40,7 @@ func TestNoteSamples(t *testing.T) {
 func TestFlushTellsTheTail(t *testing.T) {
 	defer func(d time.Duration) { Interval = d }(Interval)
 	Interval = 50 * time.Millisecond
-	var out lockedBuffer
+	var out syncbuf.Buffer
 	logger := slog.New(slog.NewTextHandler(&out, nil))
 	l := New(logger, "shed")
 	l.Flush() // nothing held back: no line
