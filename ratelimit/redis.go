@@ -61,7 +61,9 @@ type Redis struct {
 var _ authd.RateLimiter = (*Redis)(nil)
 
 // CheckURL reports what is wrong with rawURL as AUTHD_REDIS_URL, if
-// anything, in go-redis's words (which name the part, never the password).
+// anything: in go-redis's words (which name the bad part) for a URL
+// without credentials only, since a password holding an unescaped / or ?
+// is read as the path or query that those words quote.
 func CheckURL(rawURL string) error {
 	const form = "must be redis://[USER:PASS@]HOST:PORT[/DB] or rediss://…"
 	u, err := url.Parse(rawURL)
@@ -69,6 +71,9 @@ func CheckURL(rawURL string) error {
 		return errors.New(form)
 	}
 	if _, err := redis.ParseURL(rawURL); err != nil {
+		if strings.Contains(rawURL, "@") {
+			return errors.New(form + " (percent-encode / ? # @ in the password)")
+		}
 		return fmt.Errorf("%s: %s", form, strings.TrimPrefix(err.Error(), "redis: "))
 	}
 	return nil

@@ -269,6 +269,17 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		!strings.Contains(stderr, "AUTHD_SMTP_URL") || !strings.Contains(stderr, "starttls") {
 		t.Errorf("bad AUTHD_SMTP_URL: stderr %q; want the variable and parameter named and the password hidden", stderr)
 	}
+	// Nor any part of a Redis password that an unescaped / or ? moved into
+	// the URL's path or query, which go-redis's errors quote.
+	for _, raw := range []string{"redis://default:/xK9pQ2secretTail@redis.internal:6379",
+		"redis://:42?secretTail@redis.internal:6379", "redis://:12/a/secretTail@redis.internal"} {
+		env = sqliteEnv(t)
+		env["AUTHD_REDIS_URL"] = raw
+		if code, _, stderr := runCLI(t, env, "serve"); code != exitFailure || strings.Contains(stderr, "secretTail") ||
+			!strings.Contains(stderr, "AUTHD_REDIS_URL") {
+			t.Errorf("AUTHD_REDIS_URL=%s: exit %d, stderr %q; want refused, the password's parts not echoed", raw, code, stderr)
+		}
+	}
 	// A rejected secret is named but never echoed.
 	env = sqliteEnv(t)
 	env["AUTHD_ADMIN_TOKEN"] = "hunter2"
