@@ -48,6 +48,10 @@ const (
 	maxFeedLine = 64 << 10
 	// maxEventID bounds an event's SSE id (sent back as Last-Event-ID).
 	maxEventID = 200
+	// maxRevokedID bounds an event's sid or sub (authd's are 36-byte
+	// UUIDs), so that MaxRevocations bounds the memory too, not the count
+	// alone: a feed's line may hold 64 KiB.
+	maxRevokedID = 128
 	// forgetAfter keeps an event past its exp, for clock skew with authd.
 	forgetAfter = time.Minute
 	// maxTokenLife is the longest an access token of authd lives
@@ -571,7 +575,7 @@ func (v *Verifier) dispatch(event, data, id string, caughtUp func()) error {
 		}
 		var e feedEvent
 		if err := json.Unmarshal([]byte(data), &e); err != nil || e.ID <= 0 || (e.SID == "") == (e.Sub == "") ||
-			len(id) > maxEventID || strings.ContainsAny(id, "\x00\r\n") {
+			len(e.SID) > maxRevokedID || len(e.Sub) > maxRevokedID || len(id) > maxEventID || strings.ContainsAny(id, "\x00\r\n") {
 			return fmt.Errorf("verify: a malformed revocation event")
 		}
 		now := v.now()

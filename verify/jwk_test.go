@@ -64,6 +64,25 @@ func FuzzFeedEvent(f *testing.F) {
 	})
 }
 
+// TestRevokedIDBounded: an event naming a session or user by more than
+// maxRevokedID bytes is malformed and not kept, so that MaxRevocations
+// bounds the memory, not only the count; an id of that length is kept.
+func TestRevokedIDBounded(t *testing.T) {
+	v := &Verifier{revs: newRevocations(defaultMaxRevocations), now: time.Now}
+	long := strings.Repeat("s", maxRevokedID+1)
+	for i, data := range []string{`{"id":1,"sid":"` + long + `","exp":9999999999}`, `{"id":2,"sub":"` + long + `","before":5}`} {
+		if err := v.dispatch("", data, "", func() {}); err == nil {
+			t.Errorf("event %d with a %d-byte id accepted", i+1, len(long))
+		}
+	}
+	if err := v.dispatch("", `{"id":3,"sid":"`+long[1:]+`","exp":9999999999}`, "", func() {}); err != nil {
+		t.Errorf("an id of %d bytes refused: %v", maxRevokedID, err)
+	}
+	if n := len(v.revs.sessions) + len(v.revs.users); n != 1 {
+		t.Errorf("%d revocations kept, want the one within the bound", n)
+	}
+}
+
 // TestMaxAge: Cache-Control's max-age, capped at maxJWKSMaxAge however
 // large (a Duration of it would overflow into a negative one: a set stale
 // at once).
