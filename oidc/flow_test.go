@@ -861,6 +861,15 @@ func TestBranding(t *testing.T) {
 		!strings.Contains(csp, "img-src https://cdn.example.org;") || strings.Contains(csp, "script-src") {
 		t.Errorf("branding: CSP %q, page:\n%s", csp, b.body)
 	}
+	// A logo on a host CSP cannot name lets no image in, rather than
+	// every https one.
+	e = newEnv(t, openSQLite(t), func(o *oidc.Options) { o.LogoURL = "https://cdn_x.example.org/logo.svg" })
+	c, cs = e.client("app", authd.ClientConfidential, true)
+	b = e.browser()
+	b.get(e.rp(c, cs).cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+	if csp := b.last.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "img-src 'none';") {
+		t.Errorf("a logo on cdn_x.example.org: CSP %q; want img-src 'none'", csp)
+	}
 }
 
 // TestPageTemplatesOverride: a file in the templates directory replaces

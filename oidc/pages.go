@@ -112,12 +112,17 @@ func (p *Provider) render(w http.ResponseWriter, status int, pg page) {
 	w.Write(buf.Bytes())
 }
 
-// imgSrc is the CSP source list of the pages' images: the logo's origin.
+// imgSrc is the CSP source list of the pages' images: the logo's origin,
+// never widened to its scheme (origin's fallback for a redirect) — a logo
+// on a host CSP cannot name is not shown.
 func (p *Provider) imgSrc() string {
 	if p.opts.LogoURL == "" {
 		return "'none'"
 	}
-	return origin(p.opts.LogoURL)
+	if o := origin(p.opts.LogoURL); strings.Contains(o, "://") {
+		return o
+	}
+	return "'none'"
 }
 
 // validColor reports whether c is a #RRGGBB colour, safe in the style sheet.
