@@ -21,20 +21,28 @@ func main() {
 // way, rather than die mid-request as SIGHUP's default would have it. A
 // hangup ignored at start (nohup) stays ignored. A second SIGINT or SIGTERM
 // takes its default action, ending the process at once, for an operator
-// who will not wait for the shutdown; further hangups are ignored, since a
-// closed terminal sends more than one (the shell's, then the kernel's).
+// who will not wait for the shutdown; later hangups stay caught and are
+// dropped, since a closed terminal sends more than one (the shell's, then
+// the kernel's). (signal.Ignore would not do: stopping the other
+// notifications puts SIGHUP's default back.)
 func signalContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	signals := []os.Signal{os.Interrupt, syscall.SIGTERM}
-	hangup := !signal.Ignored(syscall.SIGHUP)
-	if hangup {
-		signals = append(signals, syscall.SIGHUP)
+	ctx, cancel := context.WithCancel(ctx)
+	interrupted, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	context.AfterFunc(interrupted, cancel)
+	context.AfterFunc(ctx, stop) // a second SIGINT or SIGTERM: their default
+	hangup := make(chan os.Signal, 1)
+	if !signal.Ignored(syscall.SIGHUP) {
+		signal.Notify(hangup, syscall.SIGHUP) // for the process's life: a full channel drops the rest
+		go func() {
+			select {
+			case <-hangup:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
 	}
-	ctx, stop := signal.NotifyContext(ctx, signals...)
-	context.AfterFunc(ctx, func() {
-		if hangup {
-			signal.Ignore(syscall.SIGHUP)
-		}
-		stop()
-	})
-	return ctx, stop
+	return ctx, func() {
+		cancel()
+		signal.Stop(hangup)
+	}
 }
