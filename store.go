@@ -56,6 +56,10 @@ type Store interface {
 	// KeyedRows tells what the database holds that only the keys
 	// directory's secrets open.
 	KeyedRows(ctx context.Context) (KeyedRows, error)
+	// RecordKeyCheck records c as the check value of its secret unless one
+	// is recorded already, or replacing it with replace, and returns the
+	// check recorded after.
+	RecordKeyCheck(ctx context.Context, c KeyCheck, replace bool) (KeyCheck, error)
 	// ExpiredLocks returns the ids of at most limit users still marked
 	// locked whose timed lock ran out at or before now, the longest run out
 	// first.
@@ -539,4 +543,18 @@ const (
 type KeyedRows struct {
 	ConfidentialClients int
 	MFA                 bool
+	// Checks are the check values recorded of the secrets, by name: the
+	// rows were made under keys with these checks (RecordKeyCheck).
+	Checks map[string]KeyCheck
+}
+
+// KeyCheck is the check value of one of the keys directory's secrets
+// (token.Secret.Check): a digest that tells the secret apart from any
+// other without telling anything of it. A database records the check of
+// each secret its rows are made under, so that an instance holding another
+// key (a foreign or newly made keys directory) is refused at start.
+type KeyCheck struct {
+	Name       string // the secret's file name
+	Value      string
+	RecordedAt time.Time
 }

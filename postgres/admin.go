@@ -41,7 +41,39 @@ func (s *Store) KeyedRows(ctx context.Context) (authd.KeyedRows, error) {
 	var k authd.KeyedRows
 	err := s.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM oauth_clients WHERE secret_digest IS NOT NULL),
 		EXISTS (SELECT 1 FROM mfa_factors) OR EXISTS (SELECT 1 FROM mfa_recovery_codes)`).Scan(&k.ConfidentialClients, &k.MFA)
+	if err != nil {
+		return k, translate(err)
+	}
+	rows, err := s.pool.Query(ctx, `SELECT name, check_value, recorded_at FROM key_checks`)
+	if err != nil {
+		return k, translate(err)
+	}
+	checks, err := pgx.CollectRows(rows, pgx.RowToStructByPos[authd.KeyCheck])
+	k.Checks = make(map[string]authd.KeyCheck, len(checks))
+	for _, c := range checks {
+		k.Checks[c.Name] = c
+	}
 	return k, translate(err)
+}
+
+// RecordKeyCheck implements authd.Store. Two statements, not one: a
+// statement's snapshot would not see a row another start inserted while
+// this one's insert waited on it.
+func (s *Store) RecordKeyCheck(ctx context.Context, c authd.KeyCheck, replace bool) (authd.KeyCheck, error) {
+	conflict := "DO NOTHING"
+	if replace {
+		conflict = "DO UPDATE SET check_value = excluded.check_value, recorded_at = excluded.recorded_at"
+	}
+	if _, err := s.pool.Exec(ctx, `INSERT INTO key_checks (name, check_value, recorded_at) VALUES ($1, $2, $3)
+		ON CONFLICT (name) `+conflict, c.Name, c.Value, c.RecordedAt); err != nil {
+		return authd.KeyCheck{}, translate(err)
+	}
+	rows, err := s.pool.Query(ctx, `SELECT name, check_value, recorded_at FROM key_checks WHERE name = $1`, c.Name)
+	if err != nil {
+		return authd.KeyCheck{}, translate(err)
+	}
+	c, err = pgx.CollectExactlyOneRow(rows, pgx.RowToStructByPos[authd.KeyCheck])
+	return c, translate(err)
 }
 
 // ExpiredLocks implements authd.Store (index ix_users_account_status).

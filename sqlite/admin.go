@@ -38,7 +38,36 @@ func (s *Store) KeyedRows(ctx context.Context) (authd.KeyedRows, error) {
 	var k authd.KeyedRows
 	err := s.db.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM oauth_clients WHERE secret_digest IS NOT NULL),
 		EXISTS (SELECT 1 FROM mfa_factors) OR EXISTS (SELECT 1 FROM mfa_recovery_codes)`).Scan(&k.ConfidentialClients, &k.MFA)
-	return k, translate(err)
+	if err != nil {
+		return k, translate(err)
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT name, check_value, recorded_at FROM key_checks`)
+	if err != nil {
+		return k, translate(err)
+	}
+	checks, err := collect(rows, scanKeyCheck)
+	k.Checks = make(map[string]authd.KeyCheck, len(checks))
+	for _, c := range checks {
+		k.Checks[c.Name] = c
+	}
+	return k, err
+}
+
+// RecordKeyCheck implements authd.Store.
+func (s *Store) RecordKeyCheck(ctx context.Context, c authd.KeyCheck, replace bool) (authd.KeyCheck, error) {
+	conflict := "DO NOTHING"
+	if replace {
+		conflict = "DO UPDATE SET check_value = excluded.check_value, recorded_at = excluded.recorded_at"
+	}
+	if _, err := s.queries.db.ExecContext(ctx, `INSERT INTO key_checks (name, check_value, recorded_at) VALUES (?, ?, ?)
+		ON CONFLICT (name) `+conflict, c.Name, c.Value, timeArg(c.RecordedAt)); err != nil {
+		return authd.KeyCheck{}, translate(err)
+	}
+	return scanKeyCheck(s.db.QueryRowContext(ctx, `SELECT name, check_value, recorded_at FROM key_checks WHERE name = ?`, c.Name))
+}
+
+func scanKeyCheck(row scanner) (c authd.KeyCheck, err error) {
+	return c, translate(row.Scan(&c.Name, &c.Value, timeCol{&c.RecordedAt}))
 }
 
 // ExpiredLocks implements authd.Store (index ix_users_account_status).

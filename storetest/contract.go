@@ -48,6 +48,7 @@ func Run(t *testing.T, open func(t *testing.T) authd.Store) {
 		{"ExpiredLocks", testExpiredLocks},
 		{"BcryptCosts", testBcryptCosts},
 		{"KeyedRows", testKeyedRows},
+		{"RecordKeyCheck", testRecordKeyCheck},
 		{"Argon2Costs", testArgon2Costs},
 		{"SessionsAndTokens", testSessionsAndTokens},
 		{"TokenErrors", testTokenErrors},
@@ -157,6 +158,33 @@ func testKeyedRows(t *testing.T, s authd.Store) {
 		t.Fatal(err)
 	}
 	want("with a TOTP factor", 1, true)
+}
+
+// testRecordKeyCheck: the first check of a name is recorded and kept
+// against another, unless replaced; KeyedRows lists what is recorded.
+func testRecordKeyCheck(t *testing.T, s authd.Store) {
+	ctx := context.Background()
+	if k, err := s.KeyedRows(ctx); err != nil || len(k.Checks) != 0 {
+		t.Errorf("KeyedRows of an empty store: checks %v, %v; want none", k.Checks, err)
+	}
+	first := authd.KeyCheck{Name: "refresh-token.key", Value: strings.Repeat("a", 64), RecordedAt: Epoch}
+	record := func(what string, c authd.KeyCheck, replace bool, want authd.KeyCheck) {
+		t.Helper()
+		got, err := s.RecordKeyCheck(ctx, c, replace)
+		if err != nil || got.Name != want.Name || got.Value != want.Value || !got.RecordedAt.Equal(want.RecordedAt) {
+			t.Errorf("RecordKeyCheck %s = %+v, %v; want %+v", what, got, err, want)
+		}
+	}
+	record("of a new name", first, false, first)
+	other := authd.KeyCheck{Name: first.Name, Value: strings.Repeat("b", 64), RecordedAt: Epoch.Add(time.Hour)}
+	record("of another value", other, false, first)
+	mfa := authd.KeyCheck{Name: "mfa.key", Value: strings.Repeat("c", 64), RecordedAt: Epoch}
+	record("of another name", mfa, false, mfa)
+	record("replacing", other, true, other)
+	k, err := s.KeyedRows(ctx)
+	if err != nil || len(k.Checks) != 2 || k.Checks[first.Name].Value != other.Value || k.Checks[mfa.Name].Value != mfa.Value {
+		t.Errorf("KeyedRows checks = %+v, %v; want the replaced refresh check and the MFA one", k.Checks, err)
+	}
 }
 
 // testArgon2Costs: the parameters of each argon2id hash's cost once;

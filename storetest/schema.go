@@ -167,6 +167,10 @@ var SeedSchema = Schema{
 		{Table: "mail_outbox", Name: "dead_at", Kind: "timestamp", Nullable: true, Extra: true},
 		{Table: "mail_outbox", Name: "claim", Kind: "uuid", Nullable: true, Extra: true},
 
+		{Table: "key_checks", Name: "name", Kind: "varchar", PK: true, Extra: true},
+		{Table: "key_checks", Name: "check_value", Kind: "varchar", Extra: true},
+		{Table: "key_checks", Name: "recorded_at", Kind: "timestamp", Extra: true},
+
 		{Table: "revocation_events", Name: "id", Kind: "bigint", PK: true, Extra: true},
 		{Table: "revocation_events", Name: "kind", Kind: "varchar", Extra: true},
 		{Table: "revocation_events", Name: "subject_id", Kind: "uuid", Extra: true},

@@ -2,7 +2,10 @@ package token
 
 import (
 	"bytes"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -83,6 +86,16 @@ func (s Secret) Load(dir string) ([]byte, error) {
 	default:
 		return nil, fmt.Errorf("create %s: %w", path, err)
 	}
+}
+
+// Check returns the check value of key, one of this secret's: HMAC-SHA-256
+// of a label naming the secret, hex-encoded. It tells two keys apart
+// and, being a MAC of a fixed message, nothing of the key (a database keeps
+// it: authd.KeyCheck).
+func (s Secret) Check(key []byte) string {
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte("authd key check: " + s.File))
+	return hex.EncodeToString(mac.Sum(nil))
 }
 
 // read reads the key at path; its errors never quote the file, which holds

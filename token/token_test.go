@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -975,5 +976,24 @@ func TestMFAKey(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, MFAKeyFile), pem.EncodeToMemory(&pem.Block{Type: "AUTHD REFRESH TOKEN KEY", Bytes: refresh}), 0o600)
 	if _, err := MFAKey(dir); err == nil || !strings.Contains(err.Error(), MFAKeyFile) {
 		t.Errorf("MFAKey of a refresh key = %v, want an error naming %s", err, MFAKeyFile)
+	}
+}
+
+// TestSecretCheck: a check value is fixed for a key, differs between two
+// keys and between the two secrets of one key, and is not the key.
+func TestSecretCheck(t *testing.T) {
+	a, b := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
+	check := RefreshSecret.Check(a)
+	if len(check) != 64 || check != RefreshSecret.Check(bytes.Clone(a)) {
+		t.Errorf("Check = %q, then %q; want one 64-digit value", check, RefreshSecret.Check(a))
+	}
+	if RefreshSecret.Check(b) == check {
+		t.Error("two keys have one check value")
+	}
+	if MFASecret.Check(a) == check {
+		t.Error("one key has one check value as either secret")
+	}
+	if strings.Contains(check, hex.EncodeToString(a)) {
+		t.Error("the check value holds the key")
 	}
 }

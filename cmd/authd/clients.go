@@ -186,14 +186,12 @@ func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 	svcCfg := cfg.service()
 	// The servers' refresh-token.key digested the clients' secrets: one
 	// made here for a typo'd AUTHD_KEYS_DIR would lock relying parties out.
-	if err := keysOfRows(ctx, db, cfg.KeysDir, false,
-		"run with the AUTHD_KEYS_DIR the servers use (set it, or AUTHD_DATA_DIR, as for authd serve)"); err != nil {
+	secrets, err := sharedSecrets(ctx, db, cfg.KeysDir, time.Now(),
+		"run with the AUTHD_KEYS_DIR the servers use (set it, or AUTHD_DATA_DIR, as for authd serve)", token.RefreshSecret)
+	if err != nil {
 		return err
 	}
-	if svcCfg.RefreshKey, err = token.RefreshKey(cfg.KeysDir); err != nil {
-		return &cliError{msg: "refresh-token key: " + err.Error(),
-			hint: "run with the AUTHD_KEYS_DIR the servers use: client secrets are digested under its refresh-token.key"}
-	}
+	svcCfg.RefreshKey = secrets[0]
 	svc := authd.NewService(svcCfg, authd.Deps{Store: db, Logger: slog.New(slog.DiscardHandler)})
 	c := adminClient(e)
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -254,4 +255,97 @@ func TestServeRefusesKeysDirWithoutTheRowsKeys(t *testing.T) {
 	if code := s.stop(t); code != exitOK {
 		t.Errorf("serve once the key was made on purpose: exit %d, %s", code, s.stderr.String())
 	}
+}
+
+// TestServeRefusesForeignSecrets: the first start records the check values
+// of its refresh-token.key and mfa.key; a later start with a keys directory
+// that lacks them, or holds others (another installation's, another
+// instance's), is refused even with no row made under them, and left as it
+// was. `authd keys secrets` refuses to adopt a foreign key, but makes a lost
+// one on purpose, after which the old directory is the foreign one.
+func TestServeRefusesForeignSecrets(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	env["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
+	with := func(keys string) map[string]string {
+		e := maps.Clone(env)
+		e["AUTHD_KEYS_DIR"] = keys
+		return e
+	}
+	serveWith := func(keys string) (int, string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		code, _, stderr := runCLIContext(ctx, t, with(keys), "serve")
+		return code, stderr
+	}
+	first := filepath.Join(t.TempDir(), "keys")
+	s := startServe(t, with(first))
+	if code := s.stop(t); code != exitOK {
+		t.Fatalf("first start: exit %d, %s", code, s.stderr.String())
+	}
+
+	// Another instance's directory, empty: nothing is made in it.
+	empty := filepath.Join(t.TempDir(), "keys")
+	if code, stderr := serveWith(empty); code != exitFailure || !strings.Contains(stderr, "holds no refresh-token.key, yet the database's rows were made under one") ||
+		!strings.Contains(stderr, "hint: set AUTHD_KEYS_DIR") {
+		t.Errorf("serve with an empty keys directory: exit %d, %s; want refused", code, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(empty, token.RefreshKeyFile)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the refused serve left a refresh-token.key: %v", err)
+	}
+	// Another installation's key, each in turn beside the right other one.
+	secs := []token.Secret{token.RefreshSecret, token.MFASecret}
+	for i, sec := range secs {
+		foreign := t.TempDir()
+		right := secs[1-i]
+		if err := os.WriteFile(filepath.Join(foreign, right.File), readFile(t, filepath.Join(first, right.File)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sec.Load(foreign); err != nil {
+			t.Fatal(err)
+		}
+		before := readFile(t, filepath.Join(foreign, sec.File))
+		code, stderr := serveWith(foreign)
+		if code != exitFailure || !strings.Contains(stderr, filepath.Join(foreign, sec.File)+" is not the key the database's rows were made under") ||
+			!strings.Contains(stderr, "run `authd keys secrets`") {
+			t.Errorf("serve with another installation's %s: exit %d, %s; want refused", sec.File, code, stderr)
+		}
+		// keys secrets does not adopt it either.
+		code, stdout, stderr := runCLI(t, with(foreign), "keys", "secrets")
+		if code != exitFailure || !strings.Contains(stderr, sec.File+" is not the key") {
+			t.Errorf("keys secrets with another installation's %s: exit %d, %s%s; want refused", sec.File, code, stdout, stderr)
+		}
+		if after := readFile(t, filepath.Join(foreign, sec.File)); !bytes.Equal(after, before) {
+			t.Errorf("the refused commands changed %s", sec.File)
+		}
+	}
+
+	// Lost for good: keys secrets makes both on purpose, saying what they
+	// void; serve starts with them, and the first directory is now foreign.
+	code, stdout, stderr := runCLI(t, with(empty), "keys", "secrets")
+	if code != exitOK || strings.Count(stdout, "in place of the key recorded") != 2 ||
+		!strings.Contains(stdout, "no confidential client's secret was digested under it") ||
+		!strings.Contains(stdout, "no second factor was made under it") {
+		t.Fatalf("keys secrets in an empty directory: exit %d, %s%s; want both made in place of the recorded ones", code, stdout, stderr)
+	}
+	if code, stdout, stderr := runCLI(t, with(empty), "keys", "secrets"); code != exitOK || strings.Count(stdout, "is there and is the database's") != 2 {
+		t.Errorf("keys secrets again: exit %d, %s%s; want both left as they are", code, stdout, stderr)
+	}
+	s = startServe(t, with(empty))
+	if code := s.stop(t); code != exitOK {
+		t.Errorf("serve with the keys made on purpose: exit %d, %s", code, s.stderr.String())
+	}
+	if code, stderr := serveWith(first); code != exitFailure || !strings.Contains(stderr, "is not the key the database's rows were made under") {
+		t.Errorf("serve with the replaced directory: exit %d, %s; want refused", code, stderr)
+	}
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }

@@ -19,9 +19,13 @@ const keysSynopsis = `authd keys [flags] ACTION
 Actions:
   generate    add a key of AUTHD_SIGNING_ALG (as rotate, without deleting)
   list        every key in AUTHD_KEYS_DIR with its state and when it changes
-  secrets     make refresh-token.key and mfa.key where missing, on purpose:
-              serve refuses to while rows need the lost ones (confidential
-              clients then need new secrets, users their second factors reset)
+  secrets     make refresh-token.key and mfa.key where missing, on purpose,
+              and record them as the database's (DATABASE_URL): serve
+              refuses to make a key the database recorded another of, or
+              to start with one whose check differs (every instance must
+              hold the same two files). A key made in place of a lost one
+              voids what was made under it: confidential clients need new
+              secrets, users their second factors reset
   rotate      add a new key (and a new RS256 key for OpenID Connect ID
               tokens, unless AUTHD_SIGNING_ALG is RS256 already, when one
               key serves both), and delete the keys retired for every lifetime
@@ -42,9 +46,9 @@ has no creation time: it signs only while no kid-named key exists (of several,
 the one whose name sorts last). Running instances reread the directory every
 30 seconds.`
 
-func keysCmd(_ context.Context, e *env, args []string) error {
+func keysCmd(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "keys", keysSynopsis)
-	flags := configFlags(fs, "AUTHD_DATA_DIR", "AUTHD_KEYS_DIR", "AUTHD_SIGNING_ALG", "AUTHD_ACCESS_TOKEN_TTL")
+	flags := configFlags(fs, "AUTHD_DATA_DIR", "AUTHD_KEYS_DIR", "AUTHD_SIGNING_ALG", "AUTHD_ACCESS_TOKEN_TTL", "DATABASE_URL")
 	words, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -107,17 +111,7 @@ func keysCmd(_ context.Context, e *env, args []string) error {
 			}
 		}
 	case "secrets":
-		for _, sec := range []token.Secret{token.RefreshSecret, token.MFASecret} {
-			path := filepath.Join(cfg.KeysDir, sec.File)
-			if !keyMissing(cfg.KeysDir, sec.File) {
-				fmt.Fprintf(e.stdout, "%s is there; left as it is\n", path)
-				continue
-			}
-			if _, err := sec.Load(cfg.KeysDir); err != nil {
-				return &cliError{msg: sec.Use + " key: " + err.Error(), hint: "AUTHD_KEYS_DIR must be a writable directory"}
-			}
-			fmt.Fprintf(e.stdout, "made %s\n", path)
-		}
+		return makeSecrets(ctx, e, cfg, now)
 	case "list":
 		keys, err := token.Load(cfg.KeysDir)
 		if err != nil {
@@ -163,6 +157,63 @@ func keysCmd(_ context.Context, e *env, args []string) error {
 	return nil
 }
 
+// makeSecrets is `authd keys secrets`: it makes refresh-token.key and
+// mfa.key where missing and records them as the database's (replacing the
+// checks of lost ones), records those there if none is, and refuses one
+// there whose check differs from the one recorded.
+func makeSecrets(ctx context.Context, e *env, cfg *Config, now time.Time) error {
+	db, err := openDatabase(ctx, cfg, existing)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	rows, err := db.KeyedRows(ctx)
+	if err != nil {
+		return err
+	}
+	for _, sec := range []token.Secret{token.RefreshSecret, token.MFASecret} {
+		path := filepath.Join(cfg.KeysDir, sec.File)
+		made := keyMissing(cfg.KeysDir, sec.File)
+		key, err := sec.Load(cfg.KeysDir)
+		if err != nil {
+			return &cliError{msg: sec.Use + " key: " + err.Error(), hint: "AUTHD_KEYS_DIR must be a writable directory"}
+		}
+		check := authd.KeyCheck{Name: sec.File, Value: sec.Check(key), RecordedAt: now}
+		recorded, err := db.RecordKeyCheck(ctx, check, made)
+		if err != nil {
+			return err
+		}
+		old, replaced := rows.Checks[sec.File]
+		replaced = replaced && old.Value != check.Value
+		switch {
+		case recorded.Value != check.Value:
+			return foreignKey(cfg.KeysDir, recorded, "set AUTHD_KEYS_DIR to the directory the servers use")
+		case made && replaced:
+			fmt.Fprintf(e.stdout, "made %s in place of the key recorded %s; %s\n", path, old.RecordedAt.UTC().Format(time.RFC3339), lostWith(sec, rows))
+		case made:
+			fmt.Fprintf(e.stdout, "made %s\n", path)
+		default:
+			fmt.Fprintf(e.stdout, "%s is there and is the database's; left as it is\n", path)
+		}
+	}
+	return nil
+}
+
+// lostWith says what stopped working with the secret sec that was lost.
+func lostWith(sec token.Secret, rows authd.KeyedRows) string {
+	if sec.File == token.MFAKeyFile {
+		if !rows.MFA {
+			return "no second factor was made under it"
+		}
+		return "every TOTP factor and recovery code made under it is dead: `authd admin users reset-mfa` their users"
+	}
+	if rows.ConfidentialClients == 0 {
+		return "no confidential client's secret was digested under it"
+	}
+	return fmt.Sprintf("the %d confidential clients' secrets were digested under it: give each a new one (`authd clients rotate-secret`)",
+		rows.ConfidentialClients)
+}
+
 // next says what becomes of a key, and when; deletable is when rotate may
 // delete a retired key (zero: now).
 func next(s token.Status, deletable time.Time) string {
@@ -201,33 +252,64 @@ func filterAlg(keys []*token.Key, alg string) []*token.Key {
 	return out
 }
 
-// keysOfRows refuses a keys directory that lacks a secret rows of db were
-// made under (authd.KeyedRows): refresh-token.key while confidential
-// clients exist (their secrets are digested under it), and, with mfa,
-// mfa.key while TOTP factors or recovery codes do. token.RefreshKey and
-// token.MFAKey make a missing secret on first use, as a first start must;
-// made for a mistyped or unmounted AUTHD_KEYS_DIR, one would lock every
-// relying party and every second factor out without a word, and other
-// instances would go on with the old one. A file that is there but
-// unreadable is left to them to report.
-func keysOfRows(ctx context.Context, db authd.Store, dir string, mfa bool, hint string) error {
-	needRefresh, needMFA := keyMissing(dir, token.RefreshKeyFile), mfa && keyMissing(dir, token.MFAKeyFile)
-	if !needRefresh && !needMFA {
-		return nil
-	}
+// sharedSecrets loads the secrets secs of the keys directory dir, as
+// token.Secret.Load does (a missing one made, as a first start needs), and
+// holds each to what db's rows were made under: its check value
+// (authd.KeyCheck) is recorded by the first command to hold the secret and
+// compared by every later one. A directory mistyped, not mounted, another
+// installation's or another instance's would otherwise have this process
+// make or read another key and go on without a word: confidential clients
+// and second factors locked out, refresh tokens reused across instances.
+// So a secret the database recorded is not made anew, nor one that rows
+// made before the checks were recorded need (authd.KeyedRows), and one
+// whose check differs is refused; where is the hint that says which
+// directory to use.
+func sharedSecrets(ctx context.Context, db authd.Store, dir string, now time.Time, where string, secs ...token.Secret) ([][]byte, error) {
 	rows, err := db.KeyedRows(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	switch {
-	case needRefresh && rows.ConfidentialClients > 0:
-		return &cliError{msg: fmt.Sprintf("%s holds no %s, yet the database has %d clients whose secrets were digested under one",
-			dir, token.RefreshKeyFile, rows.ConfidentialClients), hint: hint}
-	case needMFA && rows.MFA:
-		return &cliError{msg: fmt.Sprintf("%s holds no %s, yet the database has second factors (TOTP, recovery codes) made under one",
-			dir, token.MFAKeyFile), hint: hint}
+	lost := where + ", or restore its files from a backup; a new key would open none of the rows made under the old one " +
+		"(lost for good: `authd keys secrets` makes one on purpose; `authd keys --help` says what then)"
+	keys := make([][]byte, len(secs))
+	for i, sec := range secs {
+		recorded, checked := rows.Checks[sec.File]
+		if keyMissing(dir, sec.File) {
+			switch {
+			case checked:
+				return nil, &cliError{msg: fmt.Sprintf("%s holds no %s, yet the database's rows were made under one (its check value recorded %s)",
+					dir, sec.File, recorded.RecordedAt.UTC().Format(time.RFC3339)), hint: lost}
+			case sec.File == token.RefreshKeyFile && rows.ConfidentialClients > 0:
+				return nil, &cliError{msg: fmt.Sprintf("%s holds no %s, yet the database has %d clients whose secrets were digested under one",
+					dir, sec.File, rows.ConfidentialClients), hint: lost}
+			case sec.File == token.MFAKeyFile && rows.MFA:
+				return nil, &cliError{msg: fmt.Sprintf("%s holds no %s, yet the database has second factors (TOTP, recovery codes) made under one",
+					dir, sec.File), hint: lost}
+			}
+		}
+		key, err := sec.Load(dir)
+		if err != nil {
+			return nil, &cliError{msg: sec.Use + " key: " + err.Error(),
+				hint: where + ", and restore " + sec.File + " from another instance or a backup if it is damaged (AUTHD_KEYS_DIR must be writable)"}
+		}
+		check := authd.KeyCheck{Name: sec.File, Value: sec.Check(key), RecordedAt: now}
+		if recorded, err = db.RecordKeyCheck(ctx, check, false); err != nil {
+			return nil, err
+		}
+		if recorded.Value != check.Value {
+			return nil, foreignKey(dir, recorded, where)
+		}
+		keys[i] = key
 	}
-	return nil
+	return keys, nil
+}
+
+// foreignKey is the error for a secret in dir whose check differs from the
+// one the database recorded.
+func foreignKey(dir string, recorded authd.KeyCheck, where string) error {
+	return &cliError{msg: fmt.Sprintf("%s is not the key the database's rows were made under (its check value differs from the one recorded %s): "+
+		"another installation's keys directory, or another instance's", filepath.Join(dir, recorded.Name), recorded.RecordedAt.UTC().Format(time.RFC3339)),
+		hint: where + "; if the recorded key is lost for good, move this file away and run `authd keys secrets`"}
 }
 
 // keyMissing reports whether dir has no file (a dangling link counts as

@@ -173,9 +173,9 @@ func (a *App) Open(ctx context.Context) (err error) {
 	if pg, ok := a.db.(*postgres.Store); ok {
 		pg.SetLogger(a.logger)
 	}
-	if err := keysOfRows(ctx, a.db, a.cfg.KeysDir, true, "set AUTHD_KEYS_DIR to the directory the other instances (or the last run) "+
-		"used, or restore its files from a backup; a new key would open none of these rows (lost for good: `authd keys secrets` "+
-		"makes one on purpose, then rotate the clients' secrets and reset the users' second factors)"); err != nil {
+	secrets, err := sharedSecrets(ctx, a.db, a.cfg.KeysDir, a.clock.Now(),
+		"set AUTHD_KEYS_DIR to the directory the other instances (or the last run) use", token.RefreshSecret, token.MFASecret)
+	if err != nil {
 		return err
 	}
 	if loose := looseKeyFiles(a.cfg.KeysDir); len(loose) > 0 {
@@ -194,14 +194,7 @@ func (a *App) Open(ctx context.Context) (err error) {
 		}
 	}
 	svcCfg := a.cfg.service()
-	if svcCfg.RefreshKey, err = token.RefreshKey(a.cfg.KeysDir); err != nil {
-		return &cliError{msg: "refresh-token key: " + err.Error(),
-			hint: "AUTHD_KEYS_DIR must be writable and shared by every instance; restore refresh-token.key from another instance if it is damaged"}
-	}
-	if svcCfg.MFAKey, err = token.MFAKey(a.cfg.KeysDir); err != nil {
-		return &cliError{msg: "MFA key: " + err.Error(),
-			hint: "AUTHD_KEYS_DIR must be writable and shared by every instance; restore mfa.key from another instance or a backup (without it no TOTP factor works)"}
-	}
+	svcCfg.RefreshKey, svcCfg.MFAKey = secrets[0], secrets[1]
 	m := metrics.New()
 	m.Pool(a.poolStats)
 	hasher := password.NewHasher(a.cfg.Argon2, password.Policy{MinLength: a.cfg.PasswordMinLength})
