@@ -282,3 +282,33 @@ func TestRevocationEvents(t *testing.T) {
 		t.Errorf("a session's revocation: %v, want one session event", evs)
 	}
 }
+
+// TestValidRedirectURIHosts: an https redirect names its host as DNS does,
+// or an IP address; a host the sign-in pages' CSP could not name (an
+// underscore, Unicode, an empty label, a final dot) is refused.
+func TestValidRedirectURIHosts(t *testing.T) {
+	for uri, ok := range map[string]bool{
+		"https://rp.example.org/cb":                          true,
+		"https://RP.Example.org:8443/cb":                     true,
+		"https://xn--bcher-kva.example/cb":                   true,
+		"https://192.0.2.7/cb":                               true,
+		"https://[2001:db8::1]/cb":                           true,
+		"https://localhost/cb":                               true,
+		"http://[::1]:8080/cb":                               true,
+		"https://a_b.example.org/cb":                         false,
+		"https://bücher.example/cb":                          false,
+		"https://a..example.org/cb":                          false,
+		"https://rp.example.org./cb":                         false,
+		"https://-rp.example.org/cb":                         false,
+		"https://rp-.example.org/cb":                         false,
+		"https://" + strings.Repeat("a", 64) + ".example/cb": false,
+	} {
+		err := authd.ValidRedirectURI(uri)
+		if (err == nil) != ok {
+			t.Errorf("ValidRedirectURI(%q) = %v; want ok %v", uri, err, ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "as DNS does") {
+			t.Errorf("ValidRedirectURI(%q) = %v; want the host's rule", uri, err)
+		}
+	}
+}

@@ -537,9 +537,10 @@ func uriErrors(redirects, logouts []string, redirectsGiven bool) []FieldError {
 
 // ValidRedirectURI checks a redirect or post-logout URI for registration
 // (RFC 6749 §3.1.2, RFC 8252, OAuth 2.1): absolute, no fragment, no
-// credentials, no wildcard; https, or http only to a loopback address, or a
-// private-use scheme of a native app (one with a dot, such as
-// com.example.app:/callback). They are matched exactly when used.
+// credentials, no wildcard; https to a host name written as DNS does or an
+// IP address, or http only to a loopback address, or a private-use scheme
+// of a native app (one with a dot, such as com.example.app:/callback). They
+// are matched exactly when used.
 func ValidRedirectURI(raw string) error {
 	if raw == "" || len(raw) > MaxRedirectURILength || strings.ContainsAny(raw, " \t\r\n*\\") ||
 		strings.IndexFunc(raw, unicode.IsControl) >= 0 {
@@ -565,6 +566,10 @@ func ValidRedirectURI(raw string) error {
 		if u.Host == "" {
 			return fmt.Errorf("must name a host")
 		}
+		if !hostName(u.Hostname()) {
+			return fmt.Errorf("must name its host as DNS does: labels of ASCII letters, digits and inner hyphens, " +
+				"no empty one, no final dot (a Unicode name as its xn-- form), or an IP address")
+		}
 	case "http":
 		if !loopbackHost(u.Hostname()) {
 			return fmt.Errorf("http is allowed only to a loopback address (127.0.0.1, [::1], localhost); use https")
@@ -575,6 +580,26 @@ func ValidRedirectURI(raw string) error {
 		}
 	}
 	return nil
+}
+
+// hostName reports whether host is an IP address or a host name written
+// as DNS sends it (RFC 1123 §2.1; a Unicode name in its xn-- form): the
+// only hosts a page's Content-Security-Policy can name (CSP3 host-char),
+// so that the sign-in pages' form-action allows the redirect to this
+// host alone, not to every https URL.
+func hostName(host string) bool {
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	for l := range strings.SplitSeq(host, ".") {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' ||
+			strings.ContainsFunc(l, func(r rune) bool {
+				return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-')
+			}) {
+			return false
+		}
+	}
+	return true
 }
 
 func loopbackHost(host string) bool {

@@ -153,9 +153,16 @@ func origin(uri string) string {
 }
 
 // cspHost reports whether host can stand in a CSP host-source: labels of
-// letters, digits and hyphens, split by dots (CSP3 §2.3.1, host-char).
+// letters, digits and hyphens, none empty, split by dots (CSP3 §2.3.1,
+// host-char). Registration takes no other https host (an IPv6 literal
+// aside); this keeps clients registered before it working.
 func cspHost(host string) bool {
-	return host != "" && strings.Trim(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") == ""
+	for l := range strings.SplitSeq(host, ".") {
+		if l == "" || strings.Trim(l, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != "" {
+			return false
+		}
+	}
+	return true
 }
 
 // cookie names: __Host- (Secure, Path=/, no Domain) when the public URL is
