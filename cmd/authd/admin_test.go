@@ -94,7 +94,7 @@ func migratedWithUser(t *testing.T, env map[string]string, email string) (databa
 	if code, _, stderr := runCLI(t, env, "migrate", "up"); code != exitOK {
 		t.Fatalf("migrate up: %s", stderr)
 	}
-	db, err := openDatabase(context.Background(), configOf(t, env), atHead)
+	db, err := openDatabase(context.Background(), configOf(t, env), atHead, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -93,7 +93,7 @@ func TestClientsCLI(t *testing.T) {
 			// A service on the same database and keys directory accepts the new secret only.
 			ctx := context.Background()
 			cfg := configOf(t, env)
-			db, err := openDatabase(ctx, cfg, atHead)
+			db, err := openDatabase(ctx, cfg, atHead, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

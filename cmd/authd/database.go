@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,8 +40,14 @@ const (
 // otherwise names the command that fixes it. An operator's SQLite path is
 // never created by accident (a typo would otherwise get an empty database),
 // nor are its directories.
-func openDatabase(ctx context.Context, cfg *Config, want schema) (database, error) {
-	return open(ctx, cfg, want, postgres.WithLockTimeout(commandLockWait))
+// A command tells on stderr (a nil stderr: not at all) that it created or
+// migrated the default database.
+func openDatabase(ctx context.Context, cfg *Config, want schema, stderr io.Writer) (database, error) {
+	return open(ctx, cfg, want, func(msg string) {
+		if stderr != nil {
+			fmt.Fprintln(stderr, msg)
+		}
+	}, postgres.WithLockTimeout(commandLockWait))
 }
 
 // commandLockWait bounds how long a command waits for a PostgreSQL lock
@@ -55,12 +63,15 @@ const commandLockWait = 15 * time.Second
 // as a wait in SQLite's writer lane does, rather than hang.
 const serveLockWait = 10 * time.Second
 
-// openServing is openDatabase for serve.
-func openServing(ctx context.Context, cfg *Config) (database, error) {
-	return open(ctx, cfg, atHead, postgres.WithLockTimeout(serveLockWait))
+// openServing is openDatabase for serve, which logs what it did to the
+// default database.
+func openServing(ctx context.Context, cfg *Config, logger *slog.Logger) (database, error) {
+	return open(ctx, cfg, atHead, func(msg string) { logger.Info(msg) }, postgres.WithLockTimeout(serveLockWait))
 }
 
-func open(ctx context.Context, cfg *Config, want schema, opts ...postgres.Option) (database, error) {
+// open opens the database; told hears what became of the default SQLite
+// database when it was created or migrated (migratedDefault).
+func open(ctx context.Context, cfg *Config, want schema, told func(string), opts ...postgres.Option) (database, error) {
 	var db database
 	if path, ok := strings.CutPrefix(cfg.DatabaseURL, "sqlite://"); ok {
 		def := cfg.DefaultDatabase
@@ -82,10 +93,14 @@ func open(ctx context.Context, cfg *Config, want schema, opts ...postgres.Option
 			return nil, err
 		}
 		if def && (want == atHead || want == existing) {
-			if _, err := s.Migrator().Up(ctx); err != nil {
+			results, err := s.Migrator().Up(ctx)
+			if err != nil {
 				s.Close()
 				return nil, &cliError{msg: "migrating the SQLite database: " + err.Error(),
 					hint: "restore the database file from a backup or point DATABASE_URL at a new one"}
+			}
+			if len(results) > 0 {
+				told(migratedDefault(path, results))
 			}
 		}
 		db = s
@@ -103,6 +118,18 @@ func open(ctx context.Context, cfg *Config, want schema, opts ...postgres.Option
 		}
 	}
 	return db, nil
+}
+
+// migratedDefault says what the migrations results did to the default
+// database at path: an operator upgrading authd should see the schema move
+// (no `authd migrate up` is asked of this database), and a first start
+// where its database now is.
+func migratedDefault(path string, results []migrate.Result) string {
+	from, to := results[0].Version-1, results[len(results)-1].Version
+	if from == 0 {
+		return fmt.Sprintf("created the SQLite database %s (DATABASE_URL unset: $AUTHD_DATA_DIR/authd.db) at schema version %d", path, to)
+	}
+	return fmt.Sprintf("migrated the SQLite database %s (DATABASE_URL unset: $AUTHD_DATA_DIR/authd.db) from schema version %d to %d", path, from, to)
 }
 
 // checkSQLitePath refuses a SQLite database an operator named that does not
@@ -154,6 +181,6 @@ func openConfigured(ctx context.Context, e *env, flags map[string]*string, want 
 	if err != nil {
 		return nil, nil, err
 	}
-	db, err := openDatabase(ctx, cfg, want)
+	db, err := openDatabase(ctx, cfg, want, e.stderr)
 	return cfg, db, err
 }

@@ -3,10 +3,14 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -189,6 +193,31 @@ func TestCommandsOnNoDatabase(t *testing.T) {
 	}
 }
 
+// TestDefaultDatabaseMigrationTold: the default database, which commands
+// and serve migrate without being asked, is not moved without a word: its
+// creation and every migration are told (stderr, serve's log), a database
+// at head is not.
+func TestDefaultDatabaseMigrationTold(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	path := filepath.Join(env["AUTHD_DATA_DIR"], "authd.db")
+	s := startServe(t, env)
+	if code := s.stop(t); code != exitOK || !strings.Contains(s.stderr.String(), "created the SQLite database "+path+" (DATABASE_URL unset") {
+		t.Errorf("serve's first start: exit %d, log %s; want the database's creation told", code, s.stderr.String())
+	}
+	if code, _, stderr := runCLI(t, env, "clients", "list"); code != exitOK || strings.Contains(stderr, "SQLite database") {
+		t.Errorf("a command on a database at head: exit %d, stderr %q; want nothing told", code, stderr)
+	}
+	if code, _, stderr := runCLI(t, env, "migrate", "down"); code != exitOK {
+		t.Fatalf("migrate down: %s", stderr)
+	}
+	code, _, stderr := runCLI(t, env, "clients", "list")
+	m := regexp.MustCompile(`^migrated the SQLite database (.+) \(DATABASE_URL unset: \$AUTHD_DATA_DIR/authd.db\) from schema version (\d+) to (\d+)\n$`).FindStringSubmatch(stderr)
+	if code != exitOK || m == nil || m[1] != path || fmt.Sprint(atoi(t, m[2])+1) != m[3] {
+		t.Errorf("a command on a database one migration behind: exit %d, stderr %q; want the one migration told", code, stderr)
+	}
+}
+
 // TestDefaultDatabaseLeftBehind: DATABASE_URL's default used to be
 // ./authd-data/authd.db whatever AUTHD_DATA_DIR said; now that it follows
 // the data directory, a new, empty default database is not started while
@@ -263,8 +292,8 @@ func TestCommandsWaitForLocksBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, openIt := range map[string]func() (database, error){
-		"15s": func() (database, error) { return openDatabase(ctx, cfg, atHead) },
-		"10s": func() (database, error) { return openServing(ctx, cfg) },
+		"15s": func() (database, error) { return openDatabase(ctx, cfg, atHead, nil) },
+		"10s": func() (database, error) { return openServing(ctx, cfg, slog.New(slog.DiscardHandler)) },
 	} {
 		db, err := openIt()
 		if err != nil {
@@ -301,7 +330,7 @@ func TestCommandsWaitForLocksBounded(t *testing.T) {
 	q.Set("lock_timeout", "0")
 	unbounded.RawQuery = q.Encode()
 	cfg.DatabaseURL = unbounded.String()
-	db, err := openDatabase(ctx, cfg, atHead)
+	db, err := openDatabase(ctx, cfg, atHead, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -436,4 +465,13 @@ func TestFailedMigrationHinted(t *testing.T) {
 		!strings.Contains(stderr, "hint: the migration that failed is not recorded as applied") {
 		t.Errorf("migrate up on a database with its own users table: exit %d, %q; want 1 with a hint", code, stderr)
 	}
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

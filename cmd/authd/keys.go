@@ -162,7 +162,7 @@ func keysCmd(ctx context.Context, e *env, args []string) error {
 // checks of lost ones), records those there if none is, and refuses one
 // there whose check differs from the one recorded.
 func makeSecrets(ctx context.Context, e *env, cfg *Config, now time.Time) error {
-	db, err := openDatabase(ctx, cfg, existing)
+	db, err := openDatabase(ctx, cfg, existing, e.stderr)
 	if err != nil {
 		return err
 	}

@@ -885,7 +885,7 @@ func TestSeedRefusesPostgreSQL(t *testing.T) {
 		!strings.Contains(stderr, "hint:") || !strings.Contains(stderr, "--force") {
 		t.Errorf("seed on PostgreSQL: exit %d, stdout %q, stderr %q; want 1, one line and a hint naming --force", code, stdout, stderr)
 	}
-	db, err := openDatabase(context.Background(), configOf(t, env), atHead)
+	db, err := openDatabase(context.Background(), configOf(t, env), atHead, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -905,7 +905,7 @@ func snapshot(t *testing.T, env map[string]string) string {
 	t.Helper()
 	ctx := context.Background()
 	cfg := configOf(t, env)
-	db, err := openDatabase(ctx, cfg, atHead)
+	db, err := openDatabase(ctx, cfg, atHead, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

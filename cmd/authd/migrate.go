@@ -75,7 +75,7 @@ func migrateCmd(ctx context.Context, e *env, args []string) error {
 	if action == "up" {
 		want = creating // the one way to a new database other than the default
 	}
-	db, err := openDatabase(ctx, cfg, want)
+	db, err := openDatabase(ctx, cfg, want, e.stderr)
 	if err != nil {
 		return err
 	}

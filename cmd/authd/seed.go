@@ -53,7 +53,7 @@ func seedCmd(ctx context.Context, e *env, args []string) error {
 		return &cliError{msg: "refusing to seed a database other than the embedded default (DATABASE_URL unset: $AUTHD_DATA_DIR/authd.db): the demo accounts are active, verified and share a published password",
 			hint: "pass --force if this database will never serve real users"}
 	}
-	db, err := openDatabase(ctx, cfg, atHead)
+	db, err := openDatabase(ctx, cfg, atHead, e.stderr)
 	if err != nil {
 		return err
 	}

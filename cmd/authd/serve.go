@@ -167,7 +167,7 @@ func (a *App) Open(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	if a.db, err = openServing(ctx, a.cfg); err != nil {
+	if a.db, err = openServing(ctx, a.cfg, a.logger); err != nil {
 		return err
 	}
 	if pg, ok := a.db.(*postgres.Store); ok {
