@@ -104,8 +104,15 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	//
 	// The path goes into a URI filename, where SQLite decodes %HH and ends
 	// the path at ? or #: escaped, a directory named d%41b (or a?b) is that
-	// directory, not dAb (or a).
-	dsn := "file:" + uriPath.Replace(path) + "?_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)" +
+	// directory, not dAb (or a). An absolute path follows an empty
+	// authority (file:///abs): after a bare "file:", a path that begins
+	// with two slashes (sqlite:////abs, SQLAlchemy's way) would be read
+	// as an authority.
+	uri := "file:" + uriPath.Replace(path)
+	if filepath.IsAbs(path) {
+		uri = "file://" + uriPath.Replace(path)
+	}
+	dsn := uri + "?_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)" +
 		fmt.Sprintf("&_pragma=busy_timeout(%d)", busyTimeout.Milliseconds()) +
 		"&_pragma=synchronous(NORMAL)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)

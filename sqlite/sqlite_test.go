@@ -261,11 +261,16 @@ func TestOpenErrors(t *testing.T) {
 }
 
 // TestOpenTakesThePathAsItIs: a path with what a URI filename would read
-// otherwise (%HH, ?, #) opens that very file, in that very directory.
+// otherwise (%HH, ?, #, two leading slashes: an authority) opens that very
+// file, in that very directory.
 func TestOpenTakesThePathAsItIs(t *testing.T) {
 	t.Parallel()
+	var paths []string
 	for _, name := range []string{"d%41b", "a?b", "c#d", "e%3Ff"} {
-		path := filepath.Join(t.TempDir(), name, "authd.db")
+		paths = append(paths, filepath.Join(t.TempDir(), name, "authd.db"))
+	}
+	paths = append(paths, "/"+filepath.Join(t.TempDir(), "authd.db")) // sqlite:////abs
+	for _, path := range paths {
 		s, err := sqlite.Open(context.Background(), path)
 		if err != nil {
 			t.Errorf("Open(%q): %v", path, err)
