@@ -283,9 +283,11 @@ func TestRevocationEvents(t *testing.T) {
 	}
 }
 
-// TestValidRedirectURIHosts: an https redirect names its host as DNS does,
-// or an IP address; a host the sign-in pages' CSP could not name (an
-// underscore, Unicode, an empty label, a final dot) is refused.
+// TestValidRedirectURIHosts: an https redirect names its host as an RFC
+// 1123 host name or an IP address; a host the sign-in pages' CSP could not
+// name (an underscore, Unicode, an empty label, a final dot, an empty
+// port), or that a browser reads as another (a last label that is a
+// number, an IPv4 address mapped into IPv6, a zone), is refused.
 func TestValidRedirectURIHosts(t *testing.T) {
 	for uri, ok := range map[string]bool{
 		"https://rp.example.org/cb":                          true,
@@ -302,12 +304,25 @@ func TestValidRedirectURIHosts(t *testing.T) {
 		"https://-rp.example.org/cb":                         false,
 		"https://rp-.example.org/cb":                         false,
 		"https://" + strings.Repeat("a", 64) + ".example/cb": false,
+		"https://0x7f000001/cb":                              false,
+		"https://1.2.3/cb":                                   false,
+		"https://rp.123/cb":                                  false,
+		"https://rp.0xAB/cb":                                 false,
+		"https://999.1.1.1/cb":                               false,
+		"https://rp.example.org:/cb":                         false,
+		"https://[fe80::1%25eth0]/cb":                        false,
+		"https://[::ffff:192.0.2.1]/cb":                      false,
+		"http://[::1%25lo]:8080/cb":                          false,
+		"https://rp.0x.example/cb":                           true,
+		"https://rp.example.0xyz/cb":                         true,
+		"https://" + strings.Repeat("a.", 126) + "ab/cb":     false,
+		"https://" + strings.Repeat("a.", 125) + "ab/cb":     true,
 	} {
 		err := authd.ValidRedirectURI(uri)
 		if (err == nil) != ok {
 			t.Errorf("ValidRedirectURI(%q) = %v; want ok %v", uri, err, ok)
 		}
-		if err != nil && !strings.Contains(err.Error(), "as DNS does") {
+		if err != nil && !strings.Contains(err.Error(), "host") {
 			t.Errorf("ValidRedirectURI(%q) = %v; want the host's rule", uri, err)
 		}
 	}

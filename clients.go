@@ -556,6 +556,9 @@ func ValidRedirectURI(raw string) error {
 	if u.User != nil {
 		return fmt.Errorf("must not carry credentials")
 	}
+	if strings.HasSuffix(u.Host, ":") {
+		return fmt.Errorf("must not end its host with an empty port")
+	}
 	if p := u.Port(); p != "" {
 		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
 			return fmt.Errorf("must have a port from 1 to 65535")
@@ -567,8 +570,8 @@ func ValidRedirectURI(raw string) error {
 			return fmt.Errorf("must name a host")
 		}
 		if !hostName(u.Hostname()) {
-			return fmt.Errorf("must name its host as DNS does: labels of ASCII letters, digits and inner hyphens, " +
-				"no empty one, no final dot (a Unicode name as its xn-- form), or an IP address")
+			return fmt.Errorf("must name its host as an RFC 1123 host name (labels of ASCII letters, digits and inner hyphens, " +
+				"no empty one, no final dot, the last not a number; a Unicode name as its xn-- form) or an IP address without a zone")
 		}
 	case "http":
 		if !loopbackHost(u.Hostname()) {
@@ -582,16 +585,20 @@ func ValidRedirectURI(raw string) error {
 	return nil
 }
 
-// hostName reports whether host is an IP address or a host name written
-// as DNS sends it (RFC 1123 §2.1; a Unicode name in its xn-- form): the
-// only hosts a page's Content-Security-Policy can name (CSP3 host-char),
-// so that the sign-in pages' form-action allows the redirect to this
-// host alone, not to every https URL.
+// hostName reports whether host is an IP address (no zone, no IPv4
+// mapped into IPv6: browsers refuse the one and read the other otherwise)
+// or an RFC 1123 host name (a Unicode name in its xn-- form) whose last
+// label is not a number, which a browser would read as an IPv4 address
+// (WHATWG URL: 0x7f000001 is 127.0.0.1). These are the hosts a page's
+// Content-Security-Policy can name (CSP3 host-char), so that the sign-in
+// pages' form-action allows the redirect to this host alone, not to every
+// https URL (an IPv6 literal aside, which CSP cannot name).
 func hostName(host string) bool {
-	if _, err := netip.ParseAddr(host); err == nil {
-		return true
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip.Zone() == "" && !ip.Is4In6()
 	}
-	for l := range strings.SplitSeq(host, ".") {
+	labels := strings.Split(host, ".")
+	for _, l := range labels {
 		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' ||
 			strings.ContainsFunc(l, func(r rune) bool {
 				return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-')
@@ -599,7 +606,9 @@ func hostName(host string) bool {
 			return false
 		}
 	}
-	return true
+	last := strings.ToLower(labels[len(labels)-1])
+	hex, isHex := strings.CutPrefix(last, "0x")
+	return len(host) <= 253 && strings.Trim(last, "0123456789") != "" && !(isHex && strings.Trim(hex, "0123456789abcdef") == "")
 }
 
 func loopbackHost(host string) bool {
@@ -607,5 +616,5 @@ func loopbackHost(host string) bool {
 		return true
 	}
 	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback()
+	return err == nil && ip.IsLoopback() && ip.Zone() == ""
 }

@@ -12,6 +12,7 @@ func TestOrigin(t *testing.T) {
 		"http://127.0.0.1:4180/cb":         "http://127.0.0.1:4180",
 		"https://xn--bcher-kva.example/cb": "https://xn--bcher-kva.example",
 		"com.example.app:/callback":        "com.example.app:",
+		"https://rp.example.org:/cb":       "https://rp.example.org",
 		"http://[::1]:8080/cb":             "http:",
 		"https://a_b.example.org/cb":       "https:",
 		"https://bücher.example/cb":        "https:",

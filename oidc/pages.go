@@ -147,7 +147,10 @@ func origin(uri string) string {
 		return ""
 	}
 	if (u.Scheme == "http" || u.Scheme == "https") && cspHost(u.Hostname()) {
-		return u.Scheme + "://" + u.Host
+		if port := u.Port(); port != "" {
+			return u.Scheme + "://" + u.Hostname() + ":" + port
+		}
+		return u.Scheme + "://" + u.Hostname() // an empty port (host:) is no port-part
 	}
 	return u.Scheme + ":"
 }

@@ -185,6 +185,26 @@ func testRecordKeyCheck(t *testing.T, s authd.Store) {
 	if err != nil || len(k.Checks) != 2 || k.Checks[first.Name].Value != other.Value || k.Checks[mfa.Name].Value != mfa.Value {
 		t.Errorf("KeyedRows checks = %+v, %v; want the replaced refresh check and the MFA one", k.Checks, err)
 	}
+
+	// Starts racing to record a new name all get the one that won.
+	const racers = 8
+	got := make([]string, racers)
+	var wg sync.WaitGroup
+	for i := range racers {
+		wg.Go(func() {
+			c, err := s.RecordKeyCheck(ctx, authd.KeyCheck{Name: "race", Value: fmt.Sprint(i), RecordedAt: Epoch}, false)
+			if err != nil {
+				t.Errorf("racing RecordKeyCheck: %v", err)
+			}
+			got[i] = c.Value
+		})
+	}
+	wg.Wait()
+	for i := range got {
+		if got[i] != got[0] || got[i] == "" {
+			t.Fatalf("racing RecordKeyCheck answered %q; want one value for every racer", got)
+		}
+	}
 }
 
 // testArgon2Costs: the parameters of each argon2id hash's cost once;

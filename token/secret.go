@@ -89,12 +89,13 @@ func (s Secret) Load(dir string) ([]byte, error) {
 }
 
 // Check returns the check value of key, one of this secret's: HMAC-SHA-256
-// of a label naming the secret, hex-encoded. It tells two keys apart
-// and, being a MAC of a fixed message, nothing of the key (a database keeps
-// it: authd.KeyCheck).
+// of a versioned label and the secret's PEM type, hex-encoded. It tells two
+// keys apart and, being a MAC of a fixed message, nothing of the key. A
+// database keeps it (authd.KeyCheck), so it must never change: a test
+// holds it to a known answer.
 func (s Secret) Check(key []byte) string {
 	mac := hmac.New(sha256.New, key)
-	mac.Write([]byte("authd key check: " + s.File))
+	mac.Write([]byte("authd key check v1\x00" + s.PEMType))
 	return hex.EncodeToString(mac.Sum(nil))
 }
 

@@ -31,7 +31,7 @@ straight on the database (DATABASE_URL):
 
 A confidential client's secret is printed once, by create and rotate-secret;
 only its keyed digest is stored (under refresh-token.key in AUTHD_KEYS_DIR,
-so run this with the keys directory the servers use). Redirect URIs match
+so run those two with the keys directory the servers use). Redirect URIs match
 exactly: https, http to a loopback address, or a private-use scheme such as
 com.example.app:/callback. A first-party client's users are never asked to
 consent. A public client always uses PKCE; --require-pkce asks it of a
@@ -184,14 +184,17 @@ func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 	}
 	defer db.Close()
 	svcCfg := cfg.service()
-	// The servers' refresh-token.key digested the clients' secrets: one
-	// made here for a typo'd AUTHD_KEYS_DIR would lock relying parties out.
-	secrets, err := sharedSecrets(ctx, db, cfg.KeysDir, time.Now(),
-		"run with the AUTHD_KEYS_DIR the servers use (set it, or AUTHD_DATA_DIR, as for authd serve)", token.RefreshSecret)
-	if err != nil {
-		return err
+	// A new secret is digested under the servers' refresh-token.key: one
+	// made here for a typo'd AUTHD_KEYS_DIR would lock the relying party
+	// out. The commands that digest none neither read nor make one.
+	if rest[0] == "rotate-secret" || rest[0] == "create" && *typ == string(authd.ClientConfidential) {
+		secrets, err := sharedSecrets(ctx, db, cfg.KeysDir, time.Now(),
+			"run with the AUTHD_KEYS_DIR the servers use (set it, or AUTHD_DATA_DIR, as for authd serve)", token.RefreshSecret)
+		if err != nil {
+			return err
+		}
+		svcCfg.RefreshKey = secrets[0]
 	}
-	svcCfg.RefreshKey = secrets[0]
 	svc := authd.NewService(svcCfg, authd.Deps{Store: db, Logger: slog.New(slog.DiscardHandler)})
 	c := adminClient(e)
 

@@ -86,8 +86,12 @@ func TestClientsCLI(t *testing.T) {
 			if code != exitFailure || !strings.Contains(stderr, "holds no refresh-token.key") || stdout != "" {
 				t.Errorf("rotate-secret with another keys directory: exit %d, %s%s; want refused, no secret", code, stdout, stderr)
 			}
+			// A command that digests no secret needs no key, and makes none.
+			if code, stdout, stderr := runCLI(t, typo, "clients", "list"); code != exitOK || !strings.Contains(stdout, "proxy") {
+				t.Errorf("list with another keys directory: exit %d, %s%s; want the clients", code, stdout, stderr)
+			}
 			if _, err := os.Stat(filepath.Join(wrongKeys, token.RefreshKeyFile)); !errors.Is(err, fs.ErrNotExist) {
-				t.Errorf("the refused command left a key in the other directory: %v", err)
+				t.Errorf("the refused command or list left a key in the other directory: %v", err)
 			}
 
 			// A service on the same database and keys directory accepts the new secret only.
@@ -242,14 +246,24 @@ func TestServeRefusesKeysDirWithoutTheRowsKeys(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(empty, token.MFAKeyFile)); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("the refused serve left an mfa.key: %v", err)
 	}
+	// Refused before anything was recorded: the refresh key it would have
+	// adopted could be as wrong as the directory.
+	if rows, err := db.KeyedRows(ctx); err != nil || len(rows.Checks) != 0 {
+		t.Errorf("the refused serve recorded checks %v (%v); want none", rows.Checks, err)
+	}
 
-	// Lost for good: the operator makes one on purpose, and serve starts.
+	// Lost for good: keys secrets makes one only when told, saying what it
+	// voids, and serve starts.
 	e := maps.Clone(env)
 	e["AUTHD_KEYS_DIR"] = empty
 	code, stdout, stderr := runCLI(t, e, "keys", "secrets")
-	if code != exitOK || !strings.Contains(stdout, "made "+filepath.Join(empty, token.MFAKeyFile)) ||
-		!strings.Contains(stdout, token.RefreshKeyFile+" is there") {
-		t.Fatalf("keys secrets: exit %d, %s%s; want mfa.key made, refresh-token.key left", code, stdout, stderr)
+	if code != exitFailure || !strings.Contains(stderr, "holds no mfa.key") || !strings.Contains(stderr, "--replace-lost") {
+		t.Errorf("keys secrets for a key the rows need: exit %d, %s%s; want refused, --replace-lost named", code, stdout, stderr)
+	}
+	code, stdout, stderr = runCLI(t, e, "keys", "secrets", "--replace-lost")
+	if code != exitOK || !strings.Contains(stdout, "made "+filepath.Join(empty, token.MFAKeyFile)+" in place of the lost key; every TOTP factor") ||
+		!strings.Contains(stdout, token.RefreshKeyFile+" is there; recorded its check") {
+		t.Fatalf("keys secrets --replace-lost: exit %d, %s%s; want mfa.key made, refresh-token.key recorded", code, stdout, stderr)
 	}
 	s = startServe(t, e)
 	if code := s.stop(t); code != exitOK {
@@ -287,7 +301,7 @@ func TestServeRefusesForeignSecrets(t *testing.T) {
 
 	// Another instance's directory, empty: nothing is made in it.
 	empty := filepath.Join(t.TempDir(), "keys")
-	if code, stderr := serveWith(empty); code != exitFailure || !strings.Contains(stderr, "holds no refresh-token.key, yet the database's rows were made under one") ||
+	if code, stderr := serveWith(empty); code != exitFailure || !strings.Contains(stderr, "holds no refresh-token.key, yet the database recorded the check of one") ||
 		!strings.Contains(stderr, "hint: set AUTHD_KEYS_DIR") {
 		t.Errorf("serve with an empty keys directory: exit %d, %s; want refused", code, stderr)
 	}
@@ -307,12 +321,12 @@ func TestServeRefusesForeignSecrets(t *testing.T) {
 		}
 		before := readFile(t, filepath.Join(foreign, sec.File))
 		code, stderr := serveWith(foreign)
-		if code != exitFailure || !strings.Contains(stderr, filepath.Join(foreign, sec.File)+" is not the key the database's rows were made under") ||
-			!strings.Contains(stderr, "run `authd keys secrets`") {
+		if code != exitFailure || !strings.Contains(stderr, filepath.Join(foreign, sec.File)+" is not the key whose check value the database recorded") ||
+			!strings.Contains(stderr, "run `authd keys secrets --replace-lost`") {
 			t.Errorf("serve with another installation's %s: exit %d, %s; want refused", sec.File, code, stderr)
 		}
-		// keys secrets does not adopt it either.
-		code, stdout, stderr := runCLI(t, with(foreign), "keys", "secrets")
+		// keys secrets does not adopt it either, even when told to replace.
+		code, stdout, stderr := runCLI(t, with(foreign), "keys", "secrets", "--replace-lost")
 		if code != exitFailure || !strings.Contains(stderr, sec.File+" is not the key") {
 			t.Errorf("keys secrets with another installation's %s: exit %d, %s%s; want refused", sec.File, code, stdout, stderr)
 		}
@@ -321,22 +335,30 @@ func TestServeRefusesForeignSecrets(t *testing.T) {
 		}
 	}
 
-	// Lost for good: keys secrets makes both on purpose, saying what they
-	// void; serve starts with them, and the first directory is now foreign.
+	// A mistyped directory does not replace the recorded keys unasked.
 	code, stdout, stderr := runCLI(t, with(empty), "keys", "secrets")
-	if code != exitOK || strings.Count(stdout, "in place of the key recorded") != 2 ||
+	if code != exitFailure || !strings.Contains(stderr, "holds no refresh-token.key, yet the database recorded") {
+		t.Errorf("keys secrets in an empty directory: exit %d, %s%s; want refused", code, stdout, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(empty, token.RefreshKeyFile)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the refused keys secrets made a refresh-token.key: %v", err)
+	}
+	// Lost for good: keys secrets makes both when told, saying what they
+	// void; serve starts with them, and the first directory is now foreign.
+	code, stdout, stderr = runCLI(t, with(empty), "keys", "secrets", "--replace-lost")
+	if code != exitOK || strings.Count(stdout, "in place of the lost key") != 2 ||
 		!strings.Contains(stdout, "no confidential client's secret was digested under it") ||
 		!strings.Contains(stdout, "no second factor was made under it") {
 		t.Fatalf("keys secrets in an empty directory: exit %d, %s%s; want both made in place of the recorded ones", code, stdout, stderr)
 	}
-	if code, stdout, stderr := runCLI(t, with(empty), "keys", "secrets"); code != exitOK || strings.Count(stdout, "is there and is the database's") != 2 {
+	if code, stdout, stderr := runCLI(t, with(empty), "keys", "secrets"); code != exitOK || strings.Count(stdout, "is there and matches the check the database recorded") != 2 {
 		t.Errorf("keys secrets again: exit %d, %s%s; want both left as they are", code, stdout, stderr)
 	}
 	s = startServe(t, with(empty))
 	if code := s.stop(t); code != exitOK {
 		t.Errorf("serve with the keys made on purpose: exit %d, %s", code, s.stderr.String())
 	}
-	if code, stderr := serveWith(first); code != exitFailure || !strings.Contains(stderr, "is not the key the database's rows were made under") {
+	if code, stderr := serveWith(first); code != exitFailure || !strings.Contains(stderr, "is not the key whose check value the database recorded") {
 		t.Errorf("serve with the replaced directory: exit %d, %s; want refused", code, stderr)
 	}
 }
@@ -348,4 +370,31 @@ func readFile(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return data
+}
+
+// TestKeysSecretsBeforeAnyDatabase: keys for a mounted secret can be made
+// before the default database exists; the first start records them, and
+// the database is not made by keys secrets. --replace-lost is for secrets.
+func TestKeysSecretsBeforeAnyDatabase(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	env["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
+	path := filepath.Join(env["AUTHD_DATA_DIR"], "authd.db")
+	code, stdout, stderr := runCLI(t, env, "keys", "secrets")
+	if code != exitOK || strings.Count(stdout, "(no database at "+path+" yet: the first `authd serve` records it)") != 2 {
+		t.Fatalf("keys secrets without a database: exit %d, %s%s; want both made, the record left to serve", code, stdout, stderr)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("keys secrets made the database: %v", err)
+	}
+	s := startServe(t, env)
+	if code := s.stop(t); code != exitOK {
+		t.Fatalf("serve with the keys made before: exit %d, %s", code, s.stderr.String())
+	}
+	if code, stdout, stderr := runCLI(t, env, "keys", "secrets"); code != exitOK || strings.Count(stdout, "matches the check the database recorded") != 2 {
+		t.Errorf("keys secrets after serve: exit %d, %s%s; want both recorded by serve", code, stdout, stderr)
+	}
+	if code, _, stderr := runCLI(t, env, "keys", "rotate", "--replace-lost"); code != exitUsage || !strings.Contains(stderr, "--replace-lost is for secrets alone") {
+		t.Errorf("rotate --replace-lost: exit %d, %s; want a usage error", code, stderr)
+	}
 }

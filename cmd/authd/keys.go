@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -19,13 +20,15 @@ const keysSynopsis = `authd keys [flags] ACTION
 Actions:
   generate    add a key of AUTHD_SIGNING_ALG (as rotate, without deleting)
   list        every key in AUTHD_KEYS_DIR with its state and when it changes
-  secrets     make refresh-token.key and mfa.key where missing, on purpose,
-              and record them as the database's (DATABASE_URL): serve
-              refuses to make a key the database recorded another of, or
-              to start with one whose check differs (every instance must
-              hold the same two files). A key made in place of a lost one
-              voids what was made under it: confidential clients need new
-              secrets, users their second factors reset
+  secrets     make refresh-token.key and mfa.key where missing, and record
+              their checks as the database's (DATABASE_URL; without a
+              database yet, the first serve records them). serve refuses
+              to make a key the database recorded, or its rows need, and
+              to start with one whose check differs: every instance must
+              hold the same two files. With --replace-lost (every instance
+              stopped), a key lost for good is made anew in place of the
+              recorded one, voiding what was made under it: confidential
+              clients need new secrets, users their second factors reset
   rotate      add a new key (and a new RS256 key for OpenID Connect ID
               tokens, unless AUTHD_SIGNING_ALG is RS256 already, when one
               key serves both), and delete the keys retired for every lifetime
@@ -49,6 +52,7 @@ the one whose name sorts last). Running instances reread the directory every
 func keysCmd(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "keys", keysSynopsis)
 	flags := configFlags(fs, "AUTHD_DATA_DIR", "AUTHD_KEYS_DIR", "AUTHD_SIGNING_ALG", "AUTHD_ACCESS_TOKEN_TTL", "DATABASE_URL")
+	replaceLost := fs.Bool("replace-lost", false, "secrets: make a key the database recorded, or its rows need, in place of a lost one")
 	words, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -59,6 +63,9 @@ func keysCmd(ctx context.Context, e *env, args []string) error {
 	action := words[0]
 	if len(words) > 1 {
 		return usagef("%s takes no arguments", action)
+	}
+	if *replaceLost && action != "secrets" {
+		return usagef("--replace-lost is for secrets alone")
 	}
 	cfg, err := loadConfig(flags, e.getenv)
 	if err != nil {
@@ -111,7 +118,7 @@ func keysCmd(ctx context.Context, e *env, args []string) error {
 			}
 		}
 	case "secrets":
-		return makeSecrets(ctx, e, cfg, now)
+		return makeSecrets(ctx, e, cfg, now, *replaceLost)
 	case "list":
 		keys, err := token.Load(cfg.KeysDir)
 		if err != nil {
@@ -158,10 +165,29 @@ func keysCmd(ctx context.Context, e *env, args []string) error {
 }
 
 // makeSecrets is `authd keys secrets`: it makes refresh-token.key and
-// mfa.key where missing and records them as the database's (replacing the
-// checks of lost ones), records those there if none is, and refuses one
-// there whose check differs from the one recorded.
-func makeSecrets(ctx context.Context, e *env, cfg *Config, now time.Time) error {
+// mfa.key where missing and records their checks as the database's. A
+// missing key that the database recorded, or that its rows need, is made
+// only with replaceLost, in place of the lost one; a key there whose check
+// differs from the one recorded is refused. Without a database yet (the
+// default one not created), it makes the files and leaves the record to
+// the first start.
+func makeSecrets(ctx context.Context, e *env, cfg *Config, now time.Time, replaceLost bool) error {
+	secs := []token.Secret{token.RefreshSecret, token.MFASecret}
+	const where = "set AUTHD_KEYS_DIR (or AUTHD_DATA_DIR) to the directory the servers use"
+	if path, ok := strings.CutPrefix(cfg.DatabaseURL, "sqlite://"); ok && cfg.DefaultDatabase && keyMissing(filepath.Dir(path), filepath.Base(path)) {
+		for _, sec := range secs {
+			made := keyMissing(cfg.KeysDir, sec.File)
+			if _, err := sec.Load(cfg.KeysDir); err != nil {
+				return keyError(sec, err, where)
+			}
+			if made {
+				fmt.Fprintf(e.stdout, "made %s (no database at %s yet: the first `authd serve` records it)\n", filepath.Join(cfg.KeysDir, sec.File), path)
+			} else {
+				fmt.Fprintf(e.stdout, "%s is there; left as it is\n", filepath.Join(cfg.KeysDir, sec.File))
+			}
+		}
+		return nil
+	}
 	db, err := openDatabase(ctx, cfg, existing, e.stderr)
 	if err != nil {
 		return err
@@ -171,29 +197,50 @@ func makeSecrets(ctx context.Context, e *env, cfg *Config, now time.Time) error 
 	if err != nil {
 		return err
 	}
-	for _, sec := range []token.Secret{token.RefreshSecret, token.MFASecret} {
+	lost := make([]string, len(secs))
+	for i, sec := range secs {
+		if !keyMissing(cfg.KeysDir, sec.File) {
+			key, err := sec.Load(cfg.KeysDir)
+			if err != nil {
+				return keyError(sec, err, where)
+			}
+			if recorded, ok := rows.Checks[sec.File]; ok && recorded.Value != sec.Check(key) {
+				return foreignKey(cfg.KeysDir, recorded, where)
+			}
+		} else if lost[i] = lostKey(cfg.KeysDir, sec, rows); lost[i] != "" && !replaceLost {
+			return &cliError{msg: lost[i], hint: where + ", or restore the file from a backup; if it is lost for good, " +
+				"stop every instance and run `authd keys secrets --replace-lost` (what was made under it is then void)"}
+		}
+	}
+	for i, sec := range secs {
 		path := filepath.Join(cfg.KeysDir, sec.File)
 		made := keyMissing(cfg.KeysDir, sec.File)
 		key, err := sec.Load(cfg.KeysDir)
 		if err != nil {
-			return &cliError{msg: sec.Use + " key: " + err.Error(), hint: "AUTHD_KEYS_DIR must be a writable directory"}
+			return keyError(sec, err, where)
 		}
 		check := authd.KeyCheck{Name: sec.File, Value: sec.Check(key), RecordedAt: now}
 		recorded, err := db.RecordKeyCheck(ctx, check, made)
+		if err == nil && recorded.Value != check.Value {
+			err = foreignKey(cfg.KeysDir, recorded, where)
+		}
 		if err != nil {
+			if made {
+				os.Remove(path) // unrecorded: a run once the database answers makes another
+			}
 			return err
 		}
-		old, replaced := rows.Checks[sec.File]
-		replaced = replaced && old.Value != check.Value
+		_, checked := rows.Checks[sec.File]
 		switch {
-		case recorded.Value != check.Value:
-			return foreignKey(cfg.KeysDir, recorded, "set AUTHD_KEYS_DIR to the directory the servers use")
-		case made && replaced:
-			fmt.Fprintf(e.stdout, "made %s in place of the key recorded %s; %s\n", path, old.RecordedAt.UTC().Format(time.RFC3339), lostWith(sec, rows))
+		case made && lost[i] != "":
+			fmt.Fprintf(e.stdout, "made %s in place of the lost key; %s\n", path, lostWith(sec, rows))
 		case made:
-			fmt.Fprintf(e.stdout, "made %s\n", path)
+			fmt.Fprintf(e.stdout, "made %s and recorded its check\n", path)
+		case checked:
+			fmt.Fprintf(e.stdout, "%s is there and matches the check the database recorded %s; left as it is\n",
+				path, recorded.RecordedAt.UTC().Format(time.RFC3339))
 		default:
-			fmt.Fprintf(e.stdout, "%s is there and is the database's; left as it is\n", path)
+			fmt.Fprintf(e.stdout, "%s is there; recorded its check (the database had none to compare it with)\n", path)
 		}
 	}
 	return nil
@@ -257,59 +304,110 @@ func filterAlg(keys []*token.Key, alg string) []*token.Key {
 // holds each to what db's rows were made under: its check value
 // (authd.KeyCheck) is recorded by the first command to hold the secret and
 // compared by every later one. A directory mistyped, not mounted, another
-// installation's or another instance's would otherwise have this process
-// make or read another key and go on without a word: confidential clients
-// and second factors locked out, refresh tokens reused across instances.
-// So a secret the database recorded is not made anew, nor one that rows
-// made before the checks were recorded need (authd.KeyedRows), and one
-// whose check differs is refused; where is the hint that says which
-// directory to use.
+// installation's or one made apart from the others' would otherwise have
+// this process make or read another key and go on without a word:
+// confidential clients and second factors locked out, CSRF forms, refresh
+// retries and rate limits split across instances. So a missing secret is
+// not made while the database recorded one or holds rows made under one
+// (lostKey), and one whose check differs is refused; every refusal comes
+// before anything is made or recorded, and a key made here that another
+// start's record refuses is removed again. where is the hint that says
+// which directory to use.
 func sharedSecrets(ctx context.Context, db authd.Store, dir string, now time.Time, where string, secs ...token.Secret) ([][]byte, error) {
 	rows, err := db.KeyedRows(ctx)
 	if err != nil {
 		return nil, err
 	}
-	lost := where + ", or restore its files from a backup; a new key would open none of the rows made under the old one " +
-		"(lost for good: `authd keys secrets` makes one on purpose; `authd keys --help` says what then)"
-	keys := make([][]byte, len(secs))
+	missing := make([]bool, len(secs))
 	for i, sec := range secs {
-		recorded, checked := rows.Checks[sec.File]
-		if keyMissing(dir, sec.File) {
-			switch {
-			case checked:
-				return nil, &cliError{msg: fmt.Sprintf("%s holds no %s, yet the database's rows were made under one (its check value recorded %s)",
-					dir, sec.File, recorded.RecordedAt.UTC().Format(time.RFC3339)), hint: lost}
-			case sec.File == token.RefreshKeyFile && rows.ConfidentialClients > 0:
-				return nil, &cliError{msg: fmt.Sprintf("%s holds no %s, yet the database has %d clients whose secrets were digested under one",
-					dir, sec.File, rows.ConfidentialClients), hint: lost}
-			case sec.File == token.MFAKeyFile && rows.MFA:
-				return nil, &cliError{msg: fmt.Sprintf("%s holds no %s, yet the database has second factors (TOTP, recovery codes) made under one",
-					dir, sec.File), hint: lost}
+		if missing[i] = keyMissing(dir, sec.File); missing[i] {
+			if msg := lostKey(dir, sec, rows); msg != "" {
+				return nil, &cliError{msg: msg, hint: where + ", or restore its files from a backup; a new key would open none " +
+					"of the rows made under the old one (lost for good: `authd keys secrets --replace-lost` makes one on purpose)"}
 			}
 		}
-		key, err := sec.Load(dir)
+	}
+	keys := make([][]byte, len(secs))
+	load := func(i int) error {
+		key, err := secs[i].Load(dir)
 		if err != nil {
-			return nil, &cliError{msg: sec.Use + " key: " + err.Error(),
-				hint: where + ", and restore " + sec.File + " from another instance or a backup if it is damaged (AUTHD_KEYS_DIR must be writable)"}
-		}
-		check := authd.KeyCheck{Name: sec.File, Value: sec.Check(key), RecordedAt: now}
-		if recorded, err = db.RecordKeyCheck(ctx, check, false); err != nil {
-			return nil, err
-		}
-		if recorded.Value != check.Value {
-			return nil, foreignKey(dir, recorded, where)
+			return keyError(secs[i], err, where)
 		}
 		keys[i] = key
+		return nil
+	}
+	// The keys there first: a foreign one is refused before one is made.
+	for i, sec := range secs {
+		if missing[i] {
+			continue
+		}
+		if err := load(i); err != nil {
+			return nil, err
+		}
+		if recorded, ok := rows.Checks[sec.File]; ok && recorded.Value != sec.Check(keys[i]) {
+			return nil, foreignKey(dir, recorded, where)
+		}
+	}
+	var made []string
+	for i, sec := range secs {
+		if missing[i] {
+			if err := load(i); err != nil {
+				return nil, err
+			}
+			made = append(made, filepath.Join(dir, sec.File))
+		}
+	}
+	for i, sec := range secs {
+		check := authd.KeyCheck{Name: sec.File, Value: sec.Check(keys[i]), RecordedAt: now}
+		recorded, err := db.RecordKeyCheck(ctx, check, false)
+		if err == nil && recorded.Value != check.Value {
+			err = foreignKey(dir, recorded, where) // another start, with another directory, recorded first
+		}
+		if err != nil {
+			for _, path := range made {
+				os.Remove(path)
+			}
+			return nil, err
+		}
 	}
 	return keys, nil
+}
+
+// lostKey says why the secret sec, missing from dir, must not be made
+// anew: the database recorded one, or holds rows made under one before it
+// recorded checks; "" when nothing depends on it.
+func lostKey(dir string, sec token.Secret, rows authd.KeyedRows) string {
+	recorded, checked := rows.Checks[sec.File]
+	switch {
+	case checked:
+		return fmt.Sprintf("%s holds no %s, yet the database recorded the check of one %s",
+			dir, sec.File, recorded.RecordedAt.UTC().Format(time.RFC3339))
+	case sec.File == token.RefreshKeyFile && rows.ConfidentialClients > 0:
+		return fmt.Sprintf("%s holds no %s, yet the database has %d clients whose secrets were digested under one",
+			dir, sec.File, rows.ConfidentialClients)
+	case sec.File == token.MFAKeyFile && rows.MFA:
+		return fmt.Sprintf("%s holds no %s, yet the database has second factors (TOTP, recovery codes) made under one",
+			dir, sec.File)
+	}
+	return ""
+}
+
+// keyError is the error for a secret that cannot be read or made.
+func keyError(sec token.Secret, err error, where string) error {
+	hint := where + ", and restore " + sec.File + " from another instance or a backup"
+	if errors.Is(err, fs.ErrPermission) {
+		hint = "AUTHD_KEYS_DIR and its files must be readable, and the directory writable for a key to be made; " + hint
+	}
+	return &cliError{msg: sec.Use + " key: " + err.Error(), hint: hint}
 }
 
 // foreignKey is the error for a secret in dir whose check differs from the
 // one the database recorded.
 func foreignKey(dir string, recorded authd.KeyCheck, where string) error {
-	return &cliError{msg: fmt.Sprintf("%s is not the key the database's rows were made under (its check value differs from the one recorded %s): "+
-		"another installation's keys directory, or another instance's", filepath.Join(dir, recorded.Name), recorded.RecordedAt.UTC().Format(time.RFC3339)),
-		hint: where + "; if the recorded key is lost for good, move this file away and run `authd keys secrets`"}
+	return &cliError{msg: fmt.Sprintf("%s is not the key whose check value the database recorded %s: another installation's keys directory, "+
+		"or one made apart from the other instances'", filepath.Join(dir, recorded.Name), recorded.RecordedAt.UTC().Format(time.RFC3339)),
+		hint: where + "; compare it with the directory the running instances use before moving anything (if the recorded key " +
+			"is lost for good: move this file away, stop every instance and run `authd keys secrets --replace-lost`)"}
 }
 
 // keyMissing reports whether dir has no file (a dangling link counts as
