@@ -56,6 +56,8 @@ type Store interface {
 	// KeyedRows tells what the database holds that only the keys
 	// directory's secrets open.
 	KeyedRows(ctx context.Context) (KeyedRows, error)
+	// KeyChecks returns the check values recorded (RecordKeyCheck), by name.
+	KeyChecks(ctx context.Context) (map[string]KeyCheck, error)
 	// RecordKeyCheck records c as the check value of its secret unless one
 	// is recorded already, or replacing it with replace, and returns the
 	// check recorded after.
@@ -557,4 +559,13 @@ type KeyCheck struct {
 	Name       string // the secret's file name
 	Value      string
 	RecordedAt time.Time
+}
+
+// KeyChecksByName indexes checks by name, for stores' KeyChecks.
+func KeyChecksByName(checks []KeyCheck) map[string]KeyCheck {
+	m := make(map[string]KeyCheck, len(checks))
+	for _, c := range checks {
+		m[c.Name] = c
+	}
+	return m
 }

@@ -41,16 +41,18 @@ func (s *Store) KeyedRows(ctx context.Context) (authd.KeyedRows, error) {
 	if err != nil {
 		return k, translate(err)
 	}
+	k.Checks, err = s.KeyChecks(ctx)
+	return k, err
+}
+
+// KeyChecks implements authd.Store.
+func (s *Store) KeyChecks(ctx context.Context) (map[string]authd.KeyCheck, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT name, check_value, recorded_at FROM key_checks`)
 	if err != nil {
-		return k, translate(err)
+		return nil, translate(err)
 	}
 	checks, err := collect(rows, scanKeyCheck)
-	k.Checks = make(map[string]authd.KeyCheck, len(checks))
-	for _, c := range checks {
-		k.Checks[c.Name] = c
-	}
-	return k, err
+	return authd.KeyChecksByName(checks), err
 }
 
 // RecordKeyCheck implements authd.Store.

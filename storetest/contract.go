@@ -185,6 +185,9 @@ func testRecordKeyCheck(t *testing.T, s authd.Store) {
 	if err != nil || len(k.Checks) != 2 || k.Checks[first.Name].Value != other.Value || k.Checks[mfa.Name].Value != mfa.Value {
 		t.Errorf("KeyedRows checks = %+v, %v; want the replaced refresh check and the MFA one", k.Checks, err)
 	}
+	if checks, err := s.KeyChecks(ctx); err != nil || len(checks) != 2 || checks[first.Name].Value != other.Value {
+		t.Errorf("KeyChecks = %+v, %v; want KeyedRows' checks", checks, err)
+	}
 
 	// Starts racing to record a new name all get the one that won.
 	const racers = 8

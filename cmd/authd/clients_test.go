@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"io/fs"
 	"log/slog"
 	"maps"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -396,5 +398,46 @@ func TestKeysSecretsBeforeAnyDatabase(t *testing.T) {
 	}
 	if code, _, stderr := runCLI(t, env, "keys", "rotate", "--replace-lost"); code != exitUsage || !strings.Contains(stderr, "--replace-lost is for secrets alone") {
 		t.Errorf("rotate --replace-lost: exit %d, %s; want a usage error", code, stderr)
+	}
+}
+
+// TestReadyzAfterKeysReplaced: an instance up while `keys secrets
+// --replace-lost` replaces the database's keys holds keys no later
+// instance does: its /readyz turns 503 (the load balancer stops sending it
+// requests) until it is restarted with the new ones.
+func TestReadyzAfterKeysReplaced(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	env["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
+	ready := func(s *serving) (int, string) {
+		t.Helper()
+		resp, err := http.Get(s.url + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	s := startServe(t, env)
+	if code, body := ready(s); code != http.StatusOK {
+		t.Fatalf("readyz: %d %s", code, body)
+	}
+	replaced := maps.Clone(env)
+	replaced["AUTHD_KEYS_DIR"] = filepath.Join(t.TempDir(), "keys")
+	if code, stdout, stderr := runCLI(t, replaced, "keys", "secrets", "--replace-lost"); code != exitOK {
+		t.Fatalf("keys secrets --replace-lost: exit %d, %s%s", code, stdout, stderr)
+	}
+	if code, body := ready(s); code != http.StatusServiceUnavailable || !strings.Contains(body, "other keys than the database records") ||
+		strings.Contains(body, "refresh-token.key") {
+		t.Errorf("readyz once the keys were replaced: %d %s; want 503 saying why, naming no file", code, body)
+	}
+	if !strings.Contains(s.stderr.String(), "check of refresh-token.key was replaced") {
+		t.Errorf("the log does not say which check was replaced: %s", s.stderr.String())
+	}
+	s.stop(t)
+	s = startServe(t, replaced)
+	if code, body := ready(s); code != http.StatusOK {
+		t.Errorf("readyz of an instance restarted with the new keys: %d %s", code, body)
 	}
 }

@@ -253,7 +253,7 @@ func (a *App) Open(ctx context.Context) (err error) {
 		Service:    a.service,
 		JWKS:       a.jwks,
 		JWKSMaxAge: token.JWKSMaxAge,
-		Ready:      a.db.Ready,
+		Ready:      a.ready(secrets, token.RefreshSecret, token.MFASecret),
 		Logger:     a.logger, ServiceTokens: a.cfg.ServiceTokens, MaxRevocationStreams: a.cfg.RevocationStreams,
 		TrustedProxies: a.cfg.TrustedProxies, CORSOrigins: a.cfg.CORSOrigins,
 		PasswordMinLength: a.cfg.PasswordMinLength,
@@ -616,6 +616,33 @@ func (a *App) Close() error {
 		return a.db.Close()
 	}
 	return nil
+}
+
+// ready is /readyz's check: the database answers at head, and still
+// records the checks of the secrets this instance holds (keys[i] is secs[i]'s).
+// `authd keys secrets --replace-lost` run while the instance is up leaves
+// it holding keys no instance started since holds: it is not ready until
+// restarted with the new ones, so that a load balancer stops sending it
+// requests whose CSRF forms, refresh retries and client secrets the others
+// would not take.
+func (a *App) ready(keys [][]byte, secs ...token.Secret) func(context.Context) error {
+	return func(ctx context.Context) error {
+		if err := a.db.Ready(ctx); err != nil {
+			return err
+		}
+		recorded, err := a.db.KeyChecks(ctx)
+		if err != nil {
+			return err
+		}
+		for i, sec := range secs {
+			if c, ok := recorded[sec.File]; ok && c.Value != sec.Check(keys[i]) {
+				return &authd.Error{Code: authd.EUnavailable,
+					Message: "this instance holds other keys than the database records: restart it with the keys directory the other instances use",
+					Err:     fmt.Errorf("the database's check of %s was replaced %s", sec.File, c.RecordedAt.UTC().Format(time.RFC3339))}
+			}
+		}
+		return nil
+	}
 }
 
 // formKey derives the key of the hosted pages' CSRF tokens from the shared
