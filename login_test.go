@@ -11,6 +11,7 @@ import (
 	"github.com/authd/authd/ratelimit"
 	"github.com/authd/authd/sqlite"
 	"github.com/authd/authd/token"
+	"github.com/google/uuid"
 )
 
 // loginEnv is a service on a fresh SQLite store, with lockouts of
@@ -199,4 +200,48 @@ func TestLoginWithoutAPassword(t *testing.T) {
 	if _, err := s.Login(ctx, c, "known@example.org", pass, ""); err != nil {
 		t.Errorf("the right password after empty ones: %v", err)
 	}
+}
+
+// TestAuthenticateWhileRevocationsStale: with RevocationMaxLag, a valid
+// token is refused as unavailable (not invalid) until the revocation set
+// has loaded, and once its last catch-up that succeeded began longer ago
+// than the lag; without it, never.
+func TestAuthenticateWhileRevocationsStale(t *testing.T) {
+	keys, err := token.OpenKeyring(t.TempDir(), "EdDSA", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := token.NewIssuer(keys, "https://auth.example.org", "authd")
+	raw, err := tokens.Issue(authd.AccessClaims{JTI: "j", UserID: uuid.New(), SessionID: uuid.New(), IssuedAt: now, ExpiresAt: now.Add(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	service := func(lag time.Duration) *authd.Service {
+		clock := fixedClock(now)
+		return authd.NewService(authd.Config{AccessTokenTTL: time.Minute, RevocationMaxLag: lag},
+			authd.Deps{Store: &readStore{}, Tokens: tokens, Clock: &clock})
+	}
+	want := func(what string, svc *authd.Service, code authd.Code) {
+		t.Helper()
+		_, err := svc.Authenticate(ctx, raw)
+		if authd.ErrorCode(err) != code {
+			t.Errorf("Authenticate %s: %v; want %q", what, err, code)
+		}
+		if code == authd.EUnavailable && authd.RetryAfterSeconds(err) < 1 {
+			t.Errorf("Authenticate %s: %v; want a Retry-After", what, err)
+		}
+	}
+	svc := service(time.Hour)
+	want("before the set loaded", svc, authd.EUnavailable)
+	if err := svc.LoadRevocations(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want("once it loaded", svc, "")
+	svc = service(time.Nanosecond)
+	if err := svc.CatchUpRevocations(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want("past the lag since the last catch-up", svc, authd.EUnavailable)
+	want("without a lag, never loaded", service(0), "")
 }

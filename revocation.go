@@ -172,6 +172,7 @@ func (s *Service) LoadRevocations(ctx context.Context) error {
 
 // loadRevocations is LoadRevocations with revLoadMu held.
 func (s *Service) loadRevocations(ctx context.Context) error {
+	began := time.Since(s.revEpoch)
 	// The feed's position first: a revocation committed after it is read
 	// is caught up from the feed, one committed before it is in the table.
 	last, err := s.store.LastRevocationEventID(ctx)
@@ -186,7 +187,26 @@ func (s *Service) loadRevocations(ctx context.Context) error {
 		s.revocations.Apply(rev)
 	}
 	s.revCursor, s.revLoaded = last, true
+	s.caughtUp(began)
 	return nil
+}
+
+// caughtUp notes that every revocation committed before began (time since
+// revEpoch) is in the set.
+func (s *Service) caughtUp(began time.Duration) {
+	s.revCaughtUp.Store(max(int64(began), 1))
+}
+
+// revocationsStale reports whether the set may lack revocations committed
+// longer than RevocationMaxLag ago: no load or catch-up has succeeded
+// since it began that long ago.
+func (s *Service) revocationsStale() bool {
+	lag := s.cfg.RevocationMaxLag
+	if lag <= 0 {
+		return false
+	}
+	at := s.revCaughtUp.Load()
+	return at == 0 || time.Since(s.revEpoch)-time.Duration(at) > lag
 }
 
 // CatchUpRevocations merges into the revocation set the sessions revoked
@@ -205,6 +225,7 @@ func (s *Service) CatchUpRevocations(ctx context.Context) error {
 	if !s.revLoaded {
 		return s.loadRevocations(ctx)
 	}
+	began := time.Since(s.revEpoch)
 	for first := true; ; first = false {
 		evs, err := s.store.RevocationEvents(ctx, s.revCursor, s.now(), RevocationEventsPage)
 		if err != nil {
@@ -226,6 +247,7 @@ func (s *Service) CatchUpRevocations(ctx context.Context) error {
 			s.revCursor = e.ID
 		}
 		if len(evs) < RevocationEventsPage {
+			s.caughtUp(began)
 			return nil
 		}
 	}

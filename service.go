@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -35,6 +36,14 @@ type Config struct {
 	LockoutThreshold     int
 	LockoutDuration      time.Duration
 	MaxSessions          int // active sessions per user; 0: no limit
+	// RevocationMaxLag: Authenticate answers EUnavailable while the
+	// revocation set has not caught up with the database (LoadRevocations,
+	// CatchUpRevocations) for longer than this, since a revocation another
+	// instance committed meanwhile could be missing: an instance cut off
+	// from the database would otherwise take a token revoked elsewhere
+	// (introspection, which reads nothing else). 0: never checked, for a
+	// process that does not catch up (commands, tests).
+	RevocationMaxLag time.Duration
 	// RefreshKey derives each rotated refresh token from its parent (SPEC
 	// 6.4); every instance must share it. Empty: a random key of this
 	// process, which suits one instance only.
@@ -217,9 +226,13 @@ type Service struct {
 	refreshKey  []byte
 	mfaKey      []byte
 	revocations *RevocationSet
-	revLoadMu   sync.Mutex         // serialises loads and catch-ups of the revocation set
-	revLoaded   bool               // LoadRevocations has run
-	revCursor   int64              // the last revocation event merged into the set
+	revLoadMu   sync.Mutex // serialises loads and catch-ups of the revocation set
+	revLoaded   bool       // LoadRevocations has run
+	revCursor   int64      // the last revocation event merged into the set
+	// revCaughtUp is when the last load or catch-up that succeeded began,
+	// as time since revEpoch (monotonic); 0: none yet.
+	revCaughtUp atomic.Int64
+	revEpoch    time.Time
 	webauthn    *webauthn.WebAuthn // nil: passkeys off
 	logger      *slog.Logger
 	hooks       Hooks
@@ -336,7 +349,7 @@ func NewService(cfg Config, d Deps) *Service {
 		webauthn: rp, cfg: cfg, store: d.Store, clock: d.Clock, passwords: d.Passwords, tokens: d.Tokens,
 		mailer: d.Mailer, archive: d.Archive, limiter: d.Limiter, lockouts: d.Lockouts, refreshKey: key, mfaKey: mfaKey,
 		logger: d.Logger, hooks: d.Hooks, sleep: d.Sleep,
-		revocations: NewRevocationSet(revocationLifetime(cfg.AccessTokenTTL)), wake: make(chan struct{}, 1),
+		revocations: NewRevocationSet(revocationLifetime(cfg.AccessTokenTTL)), revEpoch: time.Now(), wake: make(chan struct{}, 1),
 	}
 	s.mailPace.Set(firstMailPace, firstMailPace/4) // until requests that mail say how long they take
 	// Until wrong passwords say how long they take.

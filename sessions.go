@@ -75,7 +75,8 @@ func (s *Service) evictSessions(ctx context.Context, tx *txn, c Client, user uui
 }
 
 // Authenticate checks an access token: signature and claims, then the
-// revocation set. No database round trip. Returns EInvalidToken.
+// revocation set. No database round trip. Returns EInvalidToken, and
+// EUnavailable while the set has not caught up for RevocationMaxLag.
 func (s *Service) Authenticate(ctx context.Context, token string) (*AccessClaims, error) {
 	claims, err := s.tokens.Verify(token, s.clock.Now())
 	if err != nil {
@@ -84,8 +85,16 @@ func (s *Service) Authenticate(ctx context.Context, token string) (*AccessClaims
 	if s.revocations.Revoked(claims.SessionID) {
 		return nil, errInvalidToken
 	}
+	if s.revocationsStale() {
+		return nil, errRevocationsStale
+	}
 	return claims, nil
 }
+
+// errRevocationsStale is Authenticate's answer while the revocation set
+// cannot be caught up (Config.RevocationMaxLag).
+var errRevocationsStale = &Error{Code: EUnavailable, Message: "Revoked sessions cannot be checked right now; try again shortly.",
+	RetryAfter: time.Second}
 
 // Logout ends the session of the access token, and blacklists the token
 // itself (the seed's access-token row, SPEC 6.3). Returns EUnavailable.

@@ -1025,6 +1025,27 @@ func TestUserInfoTakesOnlyOpenIDClientTokens(t *testing.T) {
 	})
 }
 
+// TestUserInfoWhileRevocationsStale: while the revocation set cannot be
+// caught up (authd.Config.RevocationMaxLag), UserInfo answers 503 with
+// Retry-After, not 401: the token is not at fault, and a relying party
+// told it is would sign its user out.
+func TestUserInfoWhileRevocationsStale(t *testing.T) {
+	e := newEnvConfig(t, openSQLite(t), func(c *authd.Config) { c.RevocationMaxLag = time.Nanosecond })
+	e.user("stale@example.org")
+	c, cs := e.client("app", authd.ClientConfidential, true)
+	_, tok := e.signedInWithIDToken(e.rp(c, cs), "stale@example.org")
+	req, _ := http.NewRequest("GET", e.srv.URL+oidc.UserInfoPath, nil)
+	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("UserInfo while revocations are stale: %d, Retry-After %q; want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+}
+
 // TestOpenAPIDocumentsTheProvider: the OpenAPI document (served by
 // httpapi) describes every route of the provider, tagged openid, and no
 // other under that tag.

@@ -204,6 +204,9 @@ func (s *server) Revocation(ctx context.Context, r *op.ClientRequest[oidc.Revoca
 // verified when the client was granted the email scope.
 func (s *server) UserInfo(ctx context.Context, r *op.Request[oidc.UserInfoRequest]) (*op.Response, error) {
 	claims, err := s.p.svc.Authenticate(ctx, r.Data.AccessToken)
+	if authd.ErrorCode(err) == authd.EUnavailable { // revocations cannot be checked: not the token's fault
+		return nil, tokenError(ctx, err)
+	}
 	if err != nil {
 		return nil, invalidToken(ctx)
 	}

@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/authd/authd/internal/faultnet"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -124,5 +126,84 @@ func TestRevocationStreamsSetting(t *testing.T) {
 	second.Body.Close()
 	if second.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("a second stream with AUTHD_REVOCATION_STREAMS=1: %d, want 503", second.StatusCode)
+	}
+}
+
+// TestTokensRefusedWhileRevocationsStale: an instance cut off from its
+// PostgreSQL cannot learn of revocations other instances commit, so past
+// revocationMaxLag it answers 503 with Retry-After to access tokens — on
+// introspection too, which reads nothing else — rather than call a token
+// revoked elsewhere active; once the database answers, it takes them again.
+func TestTokensRefusedWhileRevocationsStale(t *testing.T) {
+	t.Parallel()
+	env := postgresEnv(t)
+	if code, _, stderr := runCLI(t, env, "migrate", "up"); code != exitOK {
+		t.Fatalf("migrate up: %d %s", code, stderr)
+	}
+	p, proxied, err := faultnet.ListenURL(env["DATABASE_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	env["DATABASE_URL"], env["AUTHD_HTTP_ADDR"] = proxied, "127.0.0.1:0"
+	env["AUTHD_REQUIRE_VERIFIED_EMAIL"] = "false"
+	env["AUTHD_SERVICE_TOKENS"] = "service-token-0123456789abcdef0123456789"
+	s := startServe(t, env)
+	const email, pass = "cut.off@example.org", "correct horse battery staple"
+	resp, err := http.Post(s.url+"/v1/auth/register", "application/json",
+		strings.NewReader(`{"email":"`+email+`","password":"`+pass+`","consent":true}`))
+	if err != nil || resp.StatusCode != 202 {
+		t.Fatalf("register: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	resp, err = http.Post(s.url+"/v1/auth/login", "application/json", strings.NewReader(`{"email":"`+email+`","password":"`+pass+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pair struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&pair); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("login: %d %v", resp.StatusCode, err)
+	}
+	resp.Body.Close()
+	introspect := func() (int, string, string) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", s.url+"/v1/auth/introspect", strings.NewReader("token="+pair.AccessToken))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Authorization", "Bearer "+env["AUTHD_SERVICE_TOKENS"])
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Retry-After"), string(body)
+	}
+	// until polls introspection (at most 30 s) for the status want.
+	until := func(want int) (string, string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			code, retry, body := introspect()
+			if code == want || time.Now().After(deadline) {
+				if code != want {
+					t.Fatalf("introspection: %d %s, want %d", code, body, want)
+				}
+				return retry, body
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if _, body := until(http.StatusOK); !strings.Contains(body, `"active":true`) {
+		t.Fatalf("introspection before the cut: %s", body)
+	}
+	p.SetDown(true)
+	if retry, body := until(http.StatusServiceUnavailable); retry == "" || strings.Contains(body, "active") {
+		t.Errorf("introspection while cut off: Retry-After %q, %s; want 503 with Retry-After, no answer on the token", retry, body)
+	}
+	p.SetDown(false)
+	if _, body := until(http.StatusOK); !strings.Contains(body, `"active":true`) {
+		t.Errorf("introspection once the database answers again: %s", body)
 	}
 }

@@ -195,6 +195,7 @@ func (a *App) Open(ctx context.Context) (err error) {
 	}
 	svcCfg := a.cfg.service()
 	svcCfg.RefreshKey, svcCfg.MFAKey = secrets[0], secrets[1]
+	svcCfg.RevocationMaxLag = revocationMaxLag
 	m := metrics.New()
 	m.Pool(a.poolStats)
 	hasher := password.NewHasher(a.cfg.Argon2, password.Policy{MinLength: a.cfg.PasswordMinLength})
@@ -576,9 +577,14 @@ func (a *App) maintain(ctx context.Context) {
 // table for revocations it has not heard of (SPEC §9: within one second,
 // the read's own time included), and catchUpTimeout how long one read may
 // take before the next try.
+// revocationMaxLag is how long since the last catch-up that succeeded an
+// instance still trusts its revocation set (authd.Config.RevocationMaxLag):
+// past it, cut off from the database, it answers 503 to access tokens
+// rather than take one revoked on another instance.
 const (
-	catchUpInterval = 500 * time.Millisecond
-	catchUpTimeout  = 5 * time.Second
+	catchUpInterval  = 500 * time.Millisecond
+	catchUpTimeout   = 5 * time.Second
+	revocationMaxLag = 3 * time.Second
 )
 
 func (a *App) databaseKind() string {
