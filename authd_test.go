@@ -313,6 +313,8 @@ func TestValidRedirectURIHosts(t *testing.T) {
 		"https://[fe80::1%25eth0]/cb":                        false,
 		"https://[::ffff:192.0.2.1]/cb":                      false,
 		"http://[::1%25lo]:8080/cb":                          false,
+		"http://[::ffff:127.0.0.1]:8080/cb":                  false,
+		"https://rp.example.org:0443/cb":                     false,
 		"https://rp.0x.example/cb":                           true,
 		"https://rp.example.0xyz/cb":                         true,
 		"https://" + strings.Repeat("a.", 126) + "ab/cb":     false,
@@ -322,7 +324,7 @@ func TestValidRedirectURIHosts(t *testing.T) {
 		if (err == nil) != ok {
 			t.Errorf("ValidRedirectURI(%q) = %v; want ok %v", uri, err, ok)
 		}
-		if err != nil && !strings.Contains(err.Error(), "host") {
+		if err != nil && !strings.Contains(err.Error(), "host") && !strings.Contains(err.Error(), "port") {
 			t.Errorf("ValidRedirectURI(%q) = %v; want the host's rule", uri, err)
 		}
 	}

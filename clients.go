@@ -560,8 +560,8 @@ func ValidRedirectURI(raw string) error {
 		return fmt.Errorf("must not end its host with an empty port")
 	}
 	if p := u.Port(); p != "" {
-		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-			return fmt.Errorf("must have a port from 1 to 65535")
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 || p[0] == '0' {
+			return fmt.Errorf("must have a port from 1 to 65535, without leading zeros")
 		}
 	}
 	switch u.Scheme {
@@ -587,16 +587,23 @@ func ValidRedirectURI(raw string) error {
 
 // hostName reports whether host is an IP address (no zone, no IPv4
 // mapped into IPv6: browsers refuse the one and read the other otherwise)
-// or an RFC 1123 host name (a Unicode name in its xn-- form) whose last
-// label is not a number, which a browser would read as an IPv4 address
-// (WHATWG URL: 0x7f000001 is 127.0.0.1). These are the hosts a page's
-// Content-Security-Policy can name (CSP3 host-char), so that the sign-in
-// pages' form-action allows the redirect to this host alone, not to every
-// https URL (an IPv6 literal aside, which CSP cannot name).
+// or a DNS host name (DNSHostName). These are the hosts a page's
+// Content-Security-Policy can name, so that the sign-in pages' form-action
+// allows the redirect to this host alone, not to every https URL (an IPv6
+// literal aside, which CSP cannot name).
 func hostName(host string) bool {
 	if ip, err := netip.ParseAddr(host); err == nil {
 		return ip.Zone() == "" && !ip.Is4In6()
 	}
+	return DNSHostName(host)
+}
+
+// DNSHostName reports whether host is an RFC 1123 host name (a Unicode
+// name in its xn-- form) of at most 253 bytes whose last label is not a
+// number, which a browser would read as an IPv4 address (WHATWG URL:
+// 0x7f000001 is 127.0.0.1, 1.2.3 is 1.2.0.3): a host CSP3's host-source
+// names as the browser does.
+func DNSHostName(host string) bool {
 	labels := strings.Split(host, ".")
 	for _, l := range labels {
 		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' ||
@@ -616,5 +623,5 @@ func loopbackHost(host string) bool {
 		return true
 	}
 	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback() && ip.Zone() == ""
+	return err == nil && ip.IsLoopback() && ip.Zone() == "" && !ip.Is4In6()
 }

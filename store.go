@@ -56,12 +56,18 @@ type Store interface {
 	// KeyedRows tells what the database holds that only the keys
 	// directory's secrets open.
 	KeyedRows(ctx context.Context) (KeyedRows, error)
-	// KeyChecks returns the check values recorded (RecordKeyCheck), by name.
+	// KeyChecks returns the check values recorded (RecordKeyChecks), by name.
 	KeyChecks(ctx context.Context) (map[string]KeyCheck, error)
-	// RecordKeyCheck records c as the check value of its secret unless one
-	// is recorded already, or replacing it with replace, and returns the
-	// check recorded after.
-	RecordKeyCheck(ctx context.Context, c KeyCheck, replace bool) (KeyCheck, error)
+	// RecordKeyChecks records each of checks whose name has none recorded,
+	// all in one statement (of two starts racing, one records all of its
+	// checks and the other none), and returns the checks recorded after
+	// for those names.
+	RecordKeyChecks(ctx context.Context, checks []KeyCheck) (map[string]KeyCheck, error)
+	// ReplaceKeyCheck records c in place of the check recorded under its
+	// name if that one's value is old (none recorded: old ""), and returns
+	// the check recorded after: another than c when the record changed
+	// meanwhile.
+	ReplaceKeyCheck(ctx context.Context, c KeyCheck, old string) (KeyCheck, error)
 	// ExpiredLocks returns the ids of at most limit users still marked
 	// locked whose timed lock ran out at or before now, the longest run out
 	// first.
@@ -546,7 +552,7 @@ type KeyedRows struct {
 	ConfidentialClients int
 	MFA                 bool
 	// Checks are the check values recorded of the secrets, by name: the
-	// rows were made under keys with these checks (RecordKeyCheck).
+	// rows were made under keys with these checks (RecordKeyChecks).
 	Checks map[string]KeyCheck
 }
 

@@ -18,6 +18,9 @@ func TestOrigin(t *testing.T) {
 		"https://bücher.example/cb":        "https:",
 		"https://a..example.org/cb":        "https:",
 		"https://.example.org/cb":          "https:",
+		"https://1.2.3/cb":                 "https:",
+		"https://0x7f000001/cb":            "https:",
+		"https://192.0.2.7:8443/cb":        "https://192.0.2.7:8443",
 		"https://rp.example.org./cb":       "https:",
 	} {
 		if got := origin(uri); got != want {

@@ -7,13 +7,16 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/base64"
-	"github.com/authd/authd/templates"
 	"html/template"
 	"io/fs"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/templates"
 )
 
 // The hosted pages: server-rendered, no external asset, a strict CSP with a
@@ -155,17 +158,16 @@ func origin(uri string) string {
 	return u.Scheme + ":"
 }
 
-// cspHost reports whether host can stand in a CSP host-source: labels of
-// letters, digits and hyphens, none empty, split by dots (CSP3 §2.3.1,
-// host-char). Registration takes no other https host (an IPv6 literal
-// aside); this keeps clients registered before it working.
+// cspHost reports whether host can stand in a CSP host-source naming the
+// host the browser goes to: an IPv4 address, or a DNS host name whose last
+// label is no number (authd.DNSHostName). Registration takes no other https
+// host (an IPv6 literal aside); this keeps clients registered before it
+// working.
 func cspHost(host string) bool {
-	for l := range strings.SplitSeq(host, ".") {
-		if l == "" || strings.Trim(l, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != "" {
-			return false
-		}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip.Is4()
 	}
-	return true
+	return authd.DNSHostName(host)
 }
 
 // cookie names: __Host- (Secure, Path=/, no Domain) when the public URL is

@@ -58,16 +58,39 @@ func (s *Store) KeyChecks(ctx context.Context) (map[string]authd.KeyCheck, error
 	return authd.KeyChecksByName(checks), translate(err)
 }
 
-// RecordKeyCheck implements authd.Store. Two statements, not one: a
-// statement's snapshot would not see a row another start inserted while
-// this one's insert waited on it.
-func (s *Store) RecordKeyCheck(ctx context.Context, c authd.KeyCheck, replace bool) (authd.KeyCheck, error) {
-	conflict := "DO NOTHING"
-	if replace {
-		conflict = "DO UPDATE SET check_value = excluded.check_value, recorded_at = excluded.recorded_at"
+// RecordKeyChecks implements authd.Store: one INSERT, atomic as any
+// statement, then a read in a statement of its own, whose snapshot sees
+// what another start inserted while the INSERT waited on it.
+func (s *Store) RecordKeyChecks(ctx context.Context, checks []authd.KeyCheck) (map[string]authd.KeyCheck, error) {
+	var names, values []string
+	var times []time.Time
+	for _, c := range checks {
+		names, values, times = append(names, c.Name), append(values, c.Value), append(times, c.RecordedAt)
 	}
-	if _, err := s.pool.Exec(ctx, `INSERT INTO key_checks (name, check_value, recorded_at) VALUES ($1, $2, $3)
-		ON CONFLICT (name) `+conflict, c.Name, c.Value, c.RecordedAt); err != nil {
+	if _, err := s.pool.Exec(ctx, `INSERT INTO key_checks (name, check_value, recorded_at)
+		SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::timestamptz[]) ON CONFLICT (name) DO NOTHING`,
+		names, values, times); err != nil {
+		return nil, translate(err)
+	}
+	rows, err := s.pool.Query(ctx, `SELECT name, check_value, recorded_at FROM key_checks WHERE name = ANY($1)`, names)
+	if err != nil {
+		return nil, translate(err)
+	}
+	recorded, err := pgx.CollectRows(rows, pgx.RowToStructByPos[authd.KeyCheck])
+	return authd.KeyChecksByName(recorded), translate(err)
+}
+
+// ReplaceKeyCheck implements authd.Store.
+func (s *Store) ReplaceKeyCheck(ctx context.Context, c authd.KeyCheck, old string) (authd.KeyCheck, error) {
+	var err error
+	if old == "" {
+		_, err = s.pool.Exec(ctx, `INSERT INTO key_checks (name, check_value, recorded_at) VALUES ($1, $2, $3)
+			ON CONFLICT (name) DO NOTHING`, c.Name, c.Value, c.RecordedAt)
+	} else {
+		_, err = s.pool.Exec(ctx, `UPDATE key_checks SET check_value = $2, recorded_at = $3 WHERE name = $1 AND check_value = $4`,
+			c.Name, c.Value, c.RecordedAt, old)
+	}
+	if err != nil {
 		return authd.KeyCheck{}, translate(err)
 	}
 	rows, err := s.pool.Query(ctx, `SELECT name, check_value, recorded_at FROM key_checks WHERE name = $1`, c.Name)

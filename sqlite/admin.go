@@ -55,14 +55,45 @@ func (s *Store) KeyChecks(ctx context.Context) (map[string]authd.KeyCheck, error
 	return authd.KeyChecksByName(checks), err
 }
 
-// RecordKeyCheck implements authd.Store.
-func (s *Store) RecordKeyCheck(ctx context.Context, c authd.KeyCheck, replace bool) (authd.KeyCheck, error) {
-	conflict := "DO NOTHING"
-	if replace {
-		conflict = "DO UPDATE SET check_value = excluded.check_value, recorded_at = excluded.recorded_at"
+// RecordKeyChecks implements authd.Store: one INSERT, atomic as any
+// statement.
+func (s *Store) RecordKeyChecks(ctx context.Context, checks []authd.KeyCheck) (map[string]authd.KeyCheck, error) {
+	if len(checks) == 0 {
+		return map[string]authd.KeyCheck{}, nil
 	}
-	if _, err := s.queries.db.ExecContext(ctx, `INSERT INTO key_checks (name, check_value, recorded_at) VALUES (?, ?, ?)
-		ON CONFLICT (name) `+conflict, c.Name, c.Value, timeArg(c.RecordedAt)); err != nil {
+	var args []any
+	for _, c := range checks {
+		args = append(args, c.Name, c.Value, timeArg(c.RecordedAt))
+	}
+	values := strings.TrimSuffix(strings.Repeat("(?, ?, ?), ", len(checks)), ", ")
+	if _, err := s.queries.db.ExecContext(ctx, `INSERT INTO key_checks (name, check_value, recorded_at) VALUES `+values+`
+		ON CONFLICT (name) DO NOTHING`, args...); err != nil {
+		return nil, translate(err)
+	}
+	recorded, err := s.KeyChecks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]authd.KeyCheck{}
+	for _, c := range checks {
+		if r, ok := recorded[c.Name]; ok {
+			out[c.Name] = r
+		}
+	}
+	return out, nil
+}
+
+// ReplaceKeyCheck implements authd.Store.
+func (s *Store) ReplaceKeyCheck(ctx context.Context, c authd.KeyCheck, old string) (authd.KeyCheck, error) {
+	var err error
+	if old == "" {
+		_, err = s.queries.db.ExecContext(ctx, `INSERT INTO key_checks (name, check_value, recorded_at) VALUES (?, ?, ?)
+			ON CONFLICT (name) DO NOTHING`, c.Name, c.Value, timeArg(c.RecordedAt))
+	} else {
+		_, err = s.queries.db.ExecContext(ctx, `UPDATE key_checks SET check_value = ?, recorded_at = ? WHERE name = ? AND check_value = ?`,
+			c.Value, timeArg(c.RecordedAt), c.Name, old)
+	}
+	if err != nil {
 		return authd.KeyCheck{}, translate(err)
 	}
 	return scanKeyCheck(s.db.QueryRowContext(ctx, `SELECT name, check_value, recorded_at FROM key_checks WHERE name = ?`, c.Name))

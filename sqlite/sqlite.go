@@ -104,10 +104,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	//
 	// The path goes into a URI filename, where SQLite decodes %HH and ends
 	// the path at ? or #: escaped, a directory named d%41b (or a?b) is that
-	// directory, not dAb (or a). An absolute path follows an empty
+	// directory, not dAb (or a). An absolute (Unix) path follows an empty
 	// authority (file:///abs): after a bare "file:", a path that begins
 	// with two slashes (sqlite:////abs, SQLAlchemy's way) would be read
-	// as an authority.
+	// as an authority. A relative one stays relative (file:rel).
 	uri := "file:" + uriPath.Replace(path)
 	if filepath.IsAbs(path) {
 		uri = "file://" + uriPath.Replace(path)

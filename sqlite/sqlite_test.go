@@ -283,6 +283,21 @@ func TestOpenTakesThePathAsItIs(t *testing.T) {
 	}
 }
 
+// TestOpenRelativePath: a relative path is relative to the working
+// directory. Not parallel: it changes the working directory.
+func TestOpenRelativePath(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	s, err := sqlite.Open(context.Background(), filepath.Join("data", "authd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := os.Stat(filepath.Join(dir, "data", "authd.db")); err != nil {
+		t.Errorf("Open of a relative path made no file under the working directory: %v", err)
+	}
+}
+
 func asError(err error, target **authd.Error) bool { return errors.As(err, target) }
 
 // TestLockReasonBackfill: migration 3 gives existing locks their reason.

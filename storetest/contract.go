@@ -48,7 +48,7 @@ func Run(t *testing.T, open func(t *testing.T) authd.Store) {
 		{"ExpiredLocks", testExpiredLocks},
 		{"BcryptCosts", testBcryptCosts},
 		{"KeyedRows", testKeyedRows},
-		{"RecordKeyCheck", testRecordKeyCheck},
+		{"RecordKeyChecks", testRecordKeyChecks},
 		{"Argon2Costs", testArgon2Costs},
 		{"SessionsAndTokens", testSessionsAndTokens},
 		{"TokenErrors", testTokenErrors},
@@ -160,52 +160,65 @@ func testKeyedRows(t *testing.T, s authd.Store) {
 	want("with a TOTP factor", 1, true)
 }
 
-// testRecordKeyCheck: the first check of a name is recorded and kept
-// against another, unless replaced; KeyedRows lists what is recorded.
-func testRecordKeyCheck(t *testing.T, s authd.Store) {
+// testRecordKeyChecks: a name's first check is kept against another;
+// ReplaceKeyCheck replaces only the value it names; KeyedRows and KeyChecks
+// list what is recorded; of starts racing to record two names, one
+// records both and every one reads its pair.
+func testRecordKeyChecks(t *testing.T, s authd.Store) {
 	ctx := context.Background()
 	if k, err := s.KeyedRows(ctx); err != nil || len(k.Checks) != 0 {
 		t.Errorf("KeyedRows of an empty store: checks %v, %v; want none", k.Checks, err)
 	}
-	first := authd.KeyCheck{Name: "refresh-token.key", Value: strings.Repeat("a", 64), RecordedAt: Epoch}
-	record := func(what string, c authd.KeyCheck, replace bool, want authd.KeyCheck) {
+	check := func(name, value string) authd.KeyCheck {
+		return authd.KeyCheck{Name: name, Value: value, RecordedAt: Epoch}
+	}
+	record := func(what string, want map[string]string, checks ...authd.KeyCheck) {
 		t.Helper()
-		got, err := s.RecordKeyCheck(ctx, c, replace)
-		if err != nil || got.Name != want.Name || got.Value != want.Value || !got.RecordedAt.Equal(want.RecordedAt) {
-			t.Errorf("RecordKeyCheck %s = %+v, %v; want %+v", what, got, err, want)
+		got, err := s.RecordKeyChecks(ctx, checks)
+		if err != nil || len(got) != len(want) {
+			t.Fatalf("RecordKeyChecks %s = %+v, %v; want %v", what, got, err, want)
+		}
+		for name, v := range want {
+			if got[name].Value != v || got[name].Name != name || !got[name].RecordedAt.Equal(Epoch) {
+				t.Errorf("RecordKeyChecks %s = %+v; want %s: %s at %s", what, got, name, v, Epoch)
+			}
 		}
 	}
-	record("of a new name", first, false, first)
-	other := authd.KeyCheck{Name: first.Name, Value: strings.Repeat("b", 64), RecordedAt: Epoch.Add(time.Hour)}
-	record("of another value", other, false, first)
-	mfa := authd.KeyCheck{Name: "mfa.key", Value: strings.Repeat("c", 64), RecordedAt: Epoch}
-	record("of another name", mfa, false, mfa)
-	record("replacing", other, true, other)
-	k, err := s.KeyedRows(ctx)
-	if err != nil || len(k.Checks) != 2 || k.Checks[first.Name].Value != other.Value || k.Checks[mfa.Name].Value != mfa.Value {
-		t.Errorf("KeyedRows checks = %+v, %v; want the replaced refresh check and the MFA one", k.Checks, err)
+	record("of new names", map[string]string{"refresh": "a", "mfa": "b"}, check("refresh", "a"), check("mfa", "b"))
+	record("of a name recorded", map[string]string{"refresh": "a"}, check("refresh", "c"))
+	replace := func(what string, c authd.KeyCheck, old, want string) {
+		t.Helper()
+		if got, err := s.ReplaceKeyCheck(ctx, c, old); err != nil || got.Value != want || got.Name != c.Name {
+			t.Errorf("ReplaceKeyCheck %s = %+v, %v; want %s", what, got, err, want)
+		}
 	}
-	if checks, err := s.KeyChecks(ctx); err != nil || len(checks) != 2 || checks[first.Name].Value != other.Value {
+	replace("of another value than recorded", check("refresh", "c"), "x", "a")
+	replace("of the value recorded", check("refresh", "c"), "a", "c")
+	replace("of a name unrecorded", check("new", "d"), "", "d")
+	replace("of a name recorded, as if unrecorded", check("new", "e"), "", "d")
+	k, err := s.KeyedRows(ctx)
+	if err != nil || len(k.Checks) != 3 || k.Checks["refresh"].Value != "c" || k.Checks["mfa"].Value != "b" {
+		t.Errorf("KeyedRows checks = %+v, %v; want refresh c, mfa b, new d", k.Checks, err)
+	}
+	if checks, err := s.KeyChecks(ctx); err != nil || len(checks) != 3 || checks["new"].Value != "d" {
 		t.Errorf("KeyChecks = %+v, %v; want KeyedRows' checks", checks, err)
 	}
 
-	// Starts racing to record a new name all get the one that won.
 	const racers = 8
-	got := make([]string, racers)
+	got := make([]map[string]authd.KeyCheck, racers)
 	var wg sync.WaitGroup
 	for i := range racers {
 		wg.Go(func() {
-			c, err := s.RecordKeyCheck(ctx, authd.KeyCheck{Name: "race", Value: fmt.Sprint(i), RecordedAt: Epoch}, false)
-			if err != nil {
-				t.Errorf("racing RecordKeyCheck: %v", err)
+			var err error
+			if got[i], err = s.RecordKeyChecks(ctx, []authd.KeyCheck{check("race1", fmt.Sprint(i)), check("race2", fmt.Sprint(i))}); err != nil {
+				t.Errorf("racing RecordKeyChecks: %v", err)
 			}
-			got[i] = c.Value
 		})
 	}
 	wg.Wait()
 	for i := range got {
-		if got[i] != got[0] || got[i] == "" {
-			t.Fatalf("racing RecordKeyCheck answered %q; want one value for every racer", got)
+		if got[i]["race1"].Value != got[0]["race1"].Value || got[i]["race2"].Value != got[0]["race1"].Value || got[i]["race1"].Value == "" {
+			t.Fatalf("racing RecordKeyChecks: racer %d read %+v, racer 0 %+v; want one racer's pair for all", i, got[i], got[0])
 		}
 	}
 }

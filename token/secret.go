@@ -50,13 +50,20 @@ func MFAKey(dir string) ([]byte, error) { return MFASecret.Load(dir) }
 // an empty directory all end up with the one that was written first. A
 // file that is there but is not such a key is an error naming it.
 func (s Secret) Load(dir string) ([]byte, error) {
+	key, _, err := s.Open(dir)
+	return key, err
+}
+
+// Open is Load, also telling whether this call made the file: false when
+// it was there, or when another process made it first.
+func (s Secret) Open(dir string) (key []byte, made bool, err error) {
 	path := filepath.Join(dir, s.File)
-	key, err := s.read(path)
+	key, err = s.read(path)
 	if !errors.Is(err, os.ErrNotExist) {
-		return key, err
+		return key, false, err
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	key = make([]byte, 32)
 	rand.Read(key)
@@ -65,7 +72,7 @@ func (s Secret) Load(dir string) ([]byte, error) {
 	// the first one's key and uses it, and no reader sees half a file.
 	tmp, err := os.CreateTemp(dir, "."+s.File+"-*.tmp") // mode 0600
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer os.Remove(tmp.Name())
 	_, err = tmp.Write(pem.EncodeToMemory(&pem.Block{Type: s.PEMType, Bytes: key}))
@@ -76,15 +83,16 @@ func (s Secret) Load(dir string) ([]byte, error) {
 		err = cerr
 	}
 	if err != nil {
-		return nil, fmt.Errorf("write %s: %w", path, err)
+		return nil, false, fmt.Errorf("write %s: %w", path, err)
 	}
 	switch err := os.Link(tmp.Name(), path); {
 	case err == nil:
-		return key, nil
+		return key, true, nil
 	case errors.Is(err, os.ErrExist):
-		return s.read(path)
+		key, err := s.read(path)
+		return key, false, err
 	default:
-		return nil, fmt.Errorf("create %s: %w", path, err)
+		return nil, false, fmt.Errorf("create %s: %w", path, err)
 	}
 }
 

@@ -895,22 +895,34 @@ func TestRefreshKey(t *testing.T) {
 }
 
 // TestRefreshKeyConcurrentCreation: instances starting at once on an empty
-// shared directory all end up with one secret.
+// shared directory all end up with one secret, and exactly one of them is
+// told it made it (Open).
 func TestRefreshKeyConcurrentCreation(t *testing.T) {
 	for range 5 {
 		dir := t.TempDir()
 		const n = 16
 		keys := make([][]byte, n)
+		made := make([]bool, n)
 		errs := make([]error, n)
 		var wg sync.WaitGroup
 		for i := range n {
-			wg.Go(func() { keys[i], errs[i] = RefreshKey(dir) })
+			wg.Go(func() { keys[i], made[i], errs[i] = RefreshSecret.Open(dir) })
 		}
 		wg.Wait()
+		makers := 0
 		for i := range n {
 			if errs[i] != nil || !bytes.Equal(keys[i], keys[0]) {
 				t.Fatalf("instance %d got a different key (%v)", i, errs[i])
 			}
+			if made[i] {
+				makers++
+			}
+		}
+		if makers != 1 {
+			t.Fatalf("%d instances were told they made the key, want 1", makers)
+		}
+		if _, made, err := RefreshSecret.Open(dir); made || err != nil {
+			t.Fatalf("Open of the key there: made %v, %v; want read", made, err)
 		}
 		if stored, _ := RefreshKey(dir); !bytes.Equal(stored, keys[0]) {
 			t.Fatal("the stored key is not the one the instances use")

@@ -360,8 +360,71 @@ func TestServeRefusesForeignSecrets(t *testing.T) {
 	if code := s.stop(t); code != exitOK {
 		t.Errorf("serve with the keys made on purpose: exit %d, %s", code, s.stderr.String())
 	}
-	if code, stderr := serveWith(first); code != exitFailure || !strings.Contains(stderr, "is not the key whose check value the database recorded") {
-		t.Errorf("serve with the replaced directory: exit %d, %s; want refused", code, stderr)
+	if code, stderr := serveWith(first); code != exitFailure || !strings.Contains(stderr, "is not the key whose check value the database recorded") ||
+		!strings.Contains(stderr, "--adopt") {
+		t.Errorf("serve with the replaced directory: exit %d, %s; want refused, --adopt named", code, stderr)
+	}
+	// The first directory was the right one after all: adopted on purpose.
+	code, stdout, stderr = runCLI(t, with(first), "keys", "secrets", "--adopt")
+	if code != exitOK || strings.Count(stdout, "is there; recorded its check in place of the one recorded") != 2 {
+		t.Fatalf("keys secrets --adopt: exit %d, %s%s; want both adopted", code, stdout, stderr)
+	}
+	s = startServe(t, with(first))
+	if code := s.stop(t); code != exitOK {
+		t.Errorf("serve with the adopted keys: exit %d, %s", code, s.stderr.String())
+	}
+}
+
+// raceLost is a store on which another start, with other keys, records
+// its checks just before this one does (or the record fails, with fail).
+type raceLost struct {
+	authd.Store
+	fail bool
+}
+
+func (r raceLost) RecordKeyChecks(ctx context.Context, checks []authd.KeyCheck) (map[string]authd.KeyCheck, error) {
+	if r.fail {
+		return nil, errors.New("the database went away")
+	}
+	other := make([]authd.KeyCheck, len(checks))
+	for i, c := range checks {
+		other[i] = authd.KeyCheck{Name: c.Name, Value: "another start's", RecordedAt: c.RecordedAt}
+	}
+	if _, err := r.Store.RecordKeyChecks(ctx, other); err != nil {
+		return nil, err
+	}
+	return r.Store.RecordKeyChecks(ctx, checks)
+}
+
+// TestSharedSecretsLosingTheRace: a start that loses the record to another
+// start with other keys is refused and removes the keys it made, not one
+// it found (a start sharing its directory made it); a record that fails
+// removes nothing (the next start records the keys).
+func TestSharedSecretsLosingTheRace(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	db, _ := migratedWithUser(t, env, "race@example.org")
+	ctx := context.Background()
+	secs := []token.Secret{token.RefreshSecret, token.MFASecret}
+	dir := t.TempDir()
+	if _, err := sharedSecrets(ctx, raceLost{Store: db, fail: true}, dir, time.Now(), "where", secs...); err == nil {
+		t.Fatal("sharedSecrets with a failing record: no error")
+	}
+	for _, sec := range secs {
+		if keyMissing(dir, sec.File) {
+			t.Errorf("a failed record removed %s", sec.File)
+		}
+	}
+	if err := os.Remove(filepath.Join(dir, token.MFAKeyFile)); err != nil { // found: refresh-token.key; made: mfa.key
+		t.Fatal(err)
+	}
+	_, err := sharedSecrets(ctx, raceLost{Store: db}, dir, time.Now(), "where", secs...)
+	if err == nil || !strings.Contains(err.Error(), "is not the key whose check value the database recorded") {
+		t.Fatalf("sharedSecrets losing the race: %v; want refused", err)
+	}
+	if keyMissing(dir, token.RefreshKeyFile) || !keyMissing(dir, token.MFAKeyFile) {
+		t.Errorf("after the lost race: refresh-token.key there %v, mfa.key there %v; want the found one kept, the made one removed",
+			!keyMissing(dir, token.RefreshKeyFile), !keyMissing(dir, token.MFAKeyFile))
 	}
 }
 
@@ -396,7 +459,7 @@ func TestKeysSecretsBeforeAnyDatabase(t *testing.T) {
 	if code, stdout, stderr := runCLI(t, env, "keys", "secrets"); code != exitOK || strings.Count(stdout, "matches the check the database recorded") != 2 {
 		t.Errorf("keys secrets after serve: exit %d, %s%s; want both recorded by serve", code, stdout, stderr)
 	}
-	if code, _, stderr := runCLI(t, env, "keys", "rotate", "--replace-lost"); code != exitUsage || !strings.Contains(stderr, "--replace-lost is for secrets alone") {
+	if code, _, stderr := runCLI(t, env, "keys", "rotate", "--replace-lost"); code != exitUsage || !strings.Contains(stderr, "--replace-lost and --adopt are for secrets alone") {
 		t.Errorf("rotate --replace-lost: exit %d, %s; want a usage error", code, stderr)
 	}
 }
@@ -428,7 +491,7 @@ func TestReadyzAfterKeysReplaced(t *testing.T) {
 	if code, stdout, stderr := runCLI(t, replaced, "keys", "secrets", "--replace-lost"); code != exitOK {
 		t.Fatalf("keys secrets --replace-lost: exit %d, %s%s", code, stdout, stderr)
 	}
-	if code, body := ready(s); code != http.StatusServiceUnavailable || !strings.Contains(body, "other keys than the database records") ||
+	if code, body := ready(s); code != http.StatusServiceUnavailable || !strings.Contains(body, "not ready") ||
 		strings.Contains(body, "refresh-token.key") {
 		t.Errorf("readyz once the keys were replaced: %d %s; want 503 saying why, naming no file", code, body)
 	}

@@ -25,10 +25,12 @@ Actions:
               database yet, the first serve records them). serve refuses
               to make a key the database recorded, or its rows need, and
               to start with one whose check differs: every instance must
-              hold the same two files. With --replace-lost (every instance
-              stopped), a key lost for good is made anew in place of the
-              recorded one, voiding what was made under it: confidential
-              clients need new secrets, users their second factors reset
+              hold the same two files. Every instance stopped:
+              --replace-lost makes a key lost for good anew in place of the
+              recorded one, voiding what was made under it (confidential
+              clients need new secrets, users their second factors reset);
+              --adopt records the key there in place of the recorded one,
+              when the check was recorded from a wrong directory
   rotate      add a new key (and a new RS256 key for OpenID Connect ID
               tokens, unless AUTHD_SIGNING_ALG is RS256 already, when one
               key serves both), and delete the keys retired for every lifetime
@@ -53,6 +55,7 @@ func keysCmd(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "keys", keysSynopsis)
 	flags := configFlags(fs, "AUTHD_DATA_DIR", "AUTHD_KEYS_DIR", "AUTHD_SIGNING_ALG", "AUTHD_ACCESS_TOKEN_TTL", "DATABASE_URL")
 	replaceLost := fs.Bool("replace-lost", false, "secrets: make a key the database recorded, or its rows need, in place of a lost one")
+	adopt := fs.Bool("adopt", false, "secrets: record the check of a key there in place of the one the database recorded")
 	words, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -64,8 +67,8 @@ func keysCmd(ctx context.Context, e *env, args []string) error {
 	if len(words) > 1 {
 		return usagef("%s takes no arguments", action)
 	}
-	if *replaceLost && action != "secrets" {
-		return usagef("--replace-lost is for secrets alone")
+	if (*replaceLost || *adopt) && action != "secrets" {
+		return usagef("--replace-lost and --adopt are for secrets alone")
 	}
 	cfg, err := loadConfig(flags, e.getenv)
 	if err != nil {
@@ -118,7 +121,7 @@ func keysCmd(ctx context.Context, e *env, args []string) error {
 			}
 		}
 	case "secrets":
-		return makeSecrets(ctx, e, cfg, now, *replaceLost)
+		return makeSecrets(ctx, e, cfg, now, *replaceLost, *adopt)
 	case "list":
 		keys, err := token.Load(cfg.KeysDir)
 		if err != nil {
@@ -168,25 +171,32 @@ func keysCmd(ctx context.Context, e *env, args []string) error {
 // mfa.key where missing and records their checks as the database's. A
 // missing key that the database recorded, or that its rows need, is made
 // only with replaceLost, in place of the lost one; a key there whose check
-// differs from the one recorded is refused. Without a database yet (the
-// default one not created), it makes the files and leaves the record to
-// the first start.
-func makeSecrets(ctx context.Context, e *env, cfg *Config, now time.Time, replaceLost bool) error {
+// differs from the one recorded is refused, or with adopt recorded in its
+// place. Each replacement is a compare-and-swap against the check read at
+// the start. Without a database yet (the default one not created), it
+// makes the files and leaves the record to the first start.
+func makeSecrets(ctx context.Context, e *env, cfg *Config, now time.Time, replaceLost, adopt bool) error {
 	secs := []token.Secret{token.RefreshSecret, token.MFASecret}
 	const where = "set AUTHD_KEYS_DIR (or AUTHD_DATA_DIR) to the directory the servers use"
-	if path, ok := strings.CutPrefix(cfg.DatabaseURL, "sqlite://"); ok && cfg.DefaultDatabase && keyMissing(filepath.Dir(path), filepath.Base(path)) {
-		for _, sec := range secs {
-			made := keyMissing(cfg.KeysDir, sec.File)
-			if _, err := sec.Load(cfg.KeysDir); err != nil {
-				return keyError(sec, err, where)
-			}
-			if made {
-				fmt.Fprintf(e.stdout, "made %s (no database at %s yet: the first `authd serve` records it)\n", filepath.Join(cfg.KeysDir, sec.File), path)
-			} else {
-				fmt.Fprintf(e.stdout, "%s is there; left as it is\n", filepath.Join(cfg.KeysDir, sec.File))
-			}
+	if path, ok := strings.CutPrefix(cfg.DatabaseURL, "sqlite://"); ok && cfg.DefaultDatabase {
+		if err := checkLeftBehind(path); err != nil {
+			return err
 		}
-		return nil
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			for _, sec := range secs {
+				missing := keyMissing(cfg.KeysDir, sec.File)
+				_, made, err := sec.Open(cfg.KeysDir)
+				if err != nil {
+					return keyError(sec, err, missing, where)
+				}
+				if made {
+					fmt.Fprintf(e.stdout, "made %s (no database at %s yet: the first `authd serve` records it)\n", filepath.Join(cfg.KeysDir, sec.File), path)
+				} else {
+					fmt.Fprintf(e.stdout, "%s is there; left as it is\n", filepath.Join(cfg.KeysDir, sec.File))
+				}
+			}
+			return nil
+		}
 	}
 	db, err := openDatabase(ctx, cfg, existing, e.stderr)
 	if err != nil {
@@ -199,46 +209,59 @@ func makeSecrets(ctx context.Context, e *env, cfg *Config, now time.Time, replac
 	}
 	lost := make([]string, len(secs))
 	for i, sec := range secs {
-		if !keyMissing(cfg.KeysDir, sec.File) {
-			key, err := sec.Load(cfg.KeysDir)
-			if err != nil {
-				return keyError(sec, err, where)
+		if keyMissing(cfg.KeysDir, sec.File) {
+			if lost[i] = lostKey(cfg.KeysDir, sec, rows); lost[i] != "" && !replaceLost {
+				return &cliError{msg: lost[i], hint: where + ", or restore the file from a backup; if it is lost for good, " +
+					"stop every instance and run `authd keys secrets --replace-lost` (what was made under it is then void)"}
 			}
-			if recorded, ok := rows.Checks[sec.File]; ok && recorded.Value != sec.Check(key) {
-				return foreignKey(cfg.KeysDir, recorded, where)
-			}
-		} else if lost[i] = lostKey(cfg.KeysDir, sec, rows); lost[i] != "" && !replaceLost {
-			return &cliError{msg: lost[i], hint: where + ", or restore the file from a backup; if it is lost for good, " +
-				"stop every instance and run `authd keys secrets --replace-lost` (what was made under it is then void)"}
+			continue
+		}
+		key, err := sec.Load(cfg.KeysDir)
+		if err != nil {
+			return keyError(sec, err, false, where)
+		}
+		if recorded, ok := rows.Checks[sec.File]; ok && recorded.Value != sec.Check(key) && !adopt {
+			return foreignKey(cfg.KeysDir, recorded, where)
 		}
 	}
 	for i, sec := range secs {
 		path := filepath.Join(cfg.KeysDir, sec.File)
-		made := keyMissing(cfg.KeysDir, sec.File)
-		key, err := sec.Load(cfg.KeysDir)
+		missing := keyMissing(cfg.KeysDir, sec.File)
+		key, made, err := sec.Open(cfg.KeysDir)
 		if err != nil {
-			return keyError(sec, err, where)
+			return keyError(sec, err, missing, where)
 		}
 		check := authd.KeyCheck{Name: sec.File, Value: sec.Check(key), RecordedAt: now}
-		recorded, err := db.RecordKeyCheck(ctx, check, made)
+		old, checked := rows.Checks[sec.File]
+		var recorded authd.KeyCheck
+		if checked && old.Value != check.Value {
+			recorded, err = db.ReplaceKeyCheck(ctx, check, old.Value) // a lost one replaced, or this one adopted
+		} else {
+			var all map[string]authd.KeyCheck
+			if all, err = db.RecordKeyChecks(ctx, []authd.KeyCheck{check}); err == nil {
+				recorded = all[sec.File]
+			}
+		}
 		if err == nil && recorded.Value != check.Value {
-			err = foreignKey(cfg.KeysDir, recorded, where)
+			err = &cliError{msg: fmt.Sprintf("the database's check of %s changed while this command ran", sec.File),
+				hint: "an instance or another command is running: stop every instance and run it again"}
 		}
 		if err != nil {
 			if made {
-				os.Remove(path) // unrecorded: a run once the database answers makes another
+				os.Remove(path) // this command's, unrecorded: a run once the database answers makes another
 			}
 			return err
 		}
-		_, checked := rows.Checks[sec.File]
 		switch {
 		case made && lost[i] != "":
 			fmt.Fprintf(e.stdout, "made %s in place of the lost key; %s\n", path, lostWith(sec, rows))
 		case made:
 			fmt.Fprintf(e.stdout, "made %s and recorded its check\n", path)
+		case checked && old.Value != check.Value:
+			fmt.Fprintf(e.stdout, "%s is there; recorded its check in place of the one recorded %s\n", path, old.RecordedAt.UTC().Format(time.RFC3339))
 		case checked:
 			fmt.Fprintf(e.stdout, "%s is there and matches the check the database recorded %s; left as it is\n",
-				path, recorded.RecordedAt.UTC().Format(time.RFC3339))
+				path, old.RecordedAt.UTC().Format(time.RFC3339))
 		default:
 			fmt.Fprintf(e.stdout, "%s is there; recorded its check (the database had none to compare it with)\n", path)
 		}
@@ -310,9 +333,12 @@ func filterAlg(keys []*token.Key, alg string) []*token.Key {
 // retries and rate limits split across instances. So a missing secret is
 // not made while the database recorded one or holds rows made under one
 // (lostKey), and one whose check differs is refused; every refusal comes
-// before anything is made or recorded, and a key made here that another
-// start's record refuses is removed again. where is the hint that says
-// which directory to use.
+// before anything is made. The checks are recorded in one statement: of
+// two first starts with different directories, one records all of its
+// keys, and the other is refused and removes the keys it made (only those:
+// one it read was made by a start that shares its directory). A failure
+// to record removes nothing: a key left unrecorded is recorded by the next
+// start. where is the hint that says which directory to use.
 func sharedSecrets(ctx context.Context, db authd.Store, dir string, now time.Time, where string, secs ...token.Secret) ([][]byte, error) {
 	rows, err := db.KeyedRows(ctx)
 	if err != nil {
@@ -323,17 +349,16 @@ func sharedSecrets(ctx context.Context, db authd.Store, dir string, now time.Tim
 		if missing[i] = keyMissing(dir, sec.File); missing[i] {
 			if msg := lostKey(dir, sec, rows); msg != "" {
 				return nil, &cliError{msg: msg, hint: where + ", or restore its files from a backup; a new key would open none " +
-					"of the rows made under the old one (lost for good: `authd keys secrets --replace-lost` makes one on purpose)"}
+					"of the rows made under the old one (lost for good: stop every instance, then `authd keys secrets --replace-lost`)"}
 			}
 		}
 	}
 	keys := make([][]byte, len(secs))
-	load := func(i int) error {
-		key, err := secs[i].Load(dir)
-		if err != nil {
-			return keyError(secs[i], err, where)
+	made := make([]bool, len(secs))
+	open := func(i int) (err error) {
+		if keys[i], made[i], err = secs[i].Open(dir); err != nil {
+			return keyError(secs[i], err, missing[i], where)
 		}
-		keys[i] = key
 		return nil
 	}
 	// The keys there first: a foreign one is refused before one is made.
@@ -341,33 +366,34 @@ func sharedSecrets(ctx context.Context, db authd.Store, dir string, now time.Tim
 		if missing[i] {
 			continue
 		}
-		if err := load(i); err != nil {
+		if err := open(i); err != nil {
 			return nil, err
 		}
 		if recorded, ok := rows.Checks[sec.File]; ok && recorded.Value != sec.Check(keys[i]) {
 			return nil, foreignKey(dir, recorded, where)
 		}
 	}
-	var made []string
+	checks := make([]authd.KeyCheck, len(secs))
 	for i, sec := range secs {
 		if missing[i] {
-			if err := load(i); err != nil {
+			if err := open(i); err != nil {
 				return nil, err
 			}
-			made = append(made, filepath.Join(dir, sec.File))
 		}
+		checks[i] = authd.KeyCheck{Name: sec.File, Value: sec.Check(keys[i]), RecordedAt: now}
 	}
-	for i, sec := range secs {
-		check := authd.KeyCheck{Name: sec.File, Value: sec.Check(keys[i]), RecordedAt: now}
-		recorded, err := db.RecordKeyCheck(ctx, check, false)
-		if err == nil && recorded.Value != check.Value {
-			err = foreignKey(dir, recorded, where) // another start, with another directory, recorded first
-		}
-		if err != nil {
-			for _, path := range made {
-				os.Remove(path)
+	recorded, err := db.RecordKeyChecks(ctx, checks)
+	if err != nil {
+		return nil, err
+	}
+	for i, c := range checks {
+		if r := recorded[c.Name]; r.Value != c.Value { // another start, with another directory, recorded first
+			for j := range secs {
+				if made[j] {
+					os.Remove(filepath.Join(dir, secs[j].File))
+				}
 			}
-			return nil, err
+			return nil, foreignKey(dir, recorded[checks[i].Name], where)
 		}
 	}
 	return keys, nil
@@ -381,22 +407,24 @@ func lostKey(dir string, sec token.Secret, rows authd.KeyedRows) string {
 	switch {
 	case checked:
 		return fmt.Sprintf("%s holds no %s, yet the database recorded the check of one %s",
-			dir, sec.File, recorded.RecordedAt.UTC().Format(time.RFC3339))
+			absolute(dir), sec.File, recorded.RecordedAt.UTC().Format(time.RFC3339))
 	case sec.File == token.RefreshKeyFile && rows.ConfidentialClients > 0:
 		return fmt.Sprintf("%s holds no %s, yet the database has %d clients whose secrets were digested under one",
-			dir, sec.File, rows.ConfidentialClients)
+			absolute(dir), sec.File, rows.ConfidentialClients)
 	case sec.File == token.MFAKeyFile && rows.MFA:
 		return fmt.Sprintf("%s holds no %s, yet the database has second factors (TOTP, recovery codes) made under one",
-			dir, sec.File)
+			absolute(dir), sec.File)
 	}
 	return ""
 }
 
-// keyError is the error for a secret that cannot be read or made.
-func keyError(sec token.Secret, err error, where string) error {
-	hint := where + ", and restore " + sec.File + " from another instance or a backup"
-	if errors.Is(err, fs.ErrPermission) {
-		hint = "AUTHD_KEYS_DIR and its files must be readable, and the directory writable for a key to be made; " + hint
+// keyError is the error for a secret that cannot be read, or, missing,
+// made (a read-only directory: a mounted secret without the file).
+func keyError(sec token.Secret, err error, missing bool, where string) error {
+	hint := where + ", and restore " + sec.File + " from another instance or a backup if it is damaged"
+	if missing {
+		hint = "AUTHD_KEYS_DIR must be writable for a missing key to be made, or hold " + token.RefreshKeyFile + " and " +
+			token.MFAKeyFile + " (`authd keys secrets` makes them, for a mounted secret)"
 	}
 	return &cliError{msg: sec.Use + " key: " + err.Error(), hint: hint}
 }
@@ -405,9 +433,20 @@ func keyError(sec token.Secret, err error, where string) error {
 // one the database recorded.
 func foreignKey(dir string, recorded authd.KeyCheck, where string) error {
 	return &cliError{msg: fmt.Sprintf("%s is not the key whose check value the database recorded %s: another installation's keys directory, "+
-		"or one made apart from the other instances'", filepath.Join(dir, recorded.Name), recorded.RecordedAt.UTC().Format(time.RFC3339)),
-		hint: where + "; compare it with the directory the running instances use before moving anything (if the recorded key " +
-			"is lost for good: move this file away, stop every instance and run `authd keys secrets --replace-lost`)"}
+		"or one made apart from the other instances'", filepath.Join(absolute(dir), recorded.Name), recorded.RecordedAt.UTC().Format(time.RFC3339)),
+		hint: where + "; compare it with the directory the running instances use before changing anything (every instance stopped: " +
+			"`authd keys secrets --adopt` records this file's key instead, if it is the one the rows were made under; if the recorded " +
+			"key is lost for good, move this file away and run `authd keys secrets --replace-lost`)"}
+}
+
+// absolute is dir made absolute for a message: a relative keys directory
+// is relative to a working directory that may differ between serve and
+// the command run to mend it.
+func absolute(dir string) string {
+	if abs, err := filepath.Abs(dir); err == nil {
+		return abs
+	}
+	return dir
 }
 
 // keyMissing reports whether dir has no file (a dangling link counts as

@@ -625,13 +625,19 @@ func (a *App) Close() error {
 }
 
 // ready is /readyz's check: the database answers at head, and still
-// records the checks of the secrets this instance holds (keys[i] is secs[i]'s).
-// `authd keys secrets --replace-lost` run while the instance is up leaves
-// it holding keys no instance started since holds: it is not ready until
-// restarted with the new ones, so that a load balancer stops sending it
-// requests whose CSRF forms, refresh retries and client secrets the others
-// would not take.
+// records the checks of the secrets this instance holds (keys[i] is
+// secs[i]'s). `authd keys secrets --replace-lost` or `--adopt` run while
+// the instance is up leaves it holding keys no instance started since
+// holds: it is not ready until restarted with the new ones, so that a load
+// balancer stops sending it requests whose CSRF forms, refresh retries
+// and client secrets the others would not take. A check gone from the
+// database (its table rolled back and migrated again) is recorded anew.
+// The answer names nothing; the log says which key.
 func (a *App) ready(keys [][]byte, secs ...token.Secret) func(context.Context) error {
+	own := make([]authd.KeyCheck, len(secs))
+	for i, sec := range secs {
+		own[i] = authd.KeyCheck{Name: sec.File, Value: sec.Check(keys[i])}
+	}
 	return func(ctx context.Context) error {
 		if err := a.db.Ready(ctx); err != nil {
 			return err
@@ -640,11 +646,17 @@ func (a *App) ready(keys [][]byte, secs ...token.Secret) func(context.Context) e
 		if err != nil {
 			return err
 		}
-		for i, sec := range secs {
-			if c, ok := recorded[sec.File]; ok && c.Value != sec.Check(keys[i]) {
-				return &authd.Error{Code: authd.EUnavailable,
-					Message: "this instance holds other keys than the database records: restart it with the keys directory the other instances use",
-					Err:     fmt.Errorf("the database's check of %s was replaced %s", sec.File, c.RecordedAt.UTC().Format(time.RFC3339))}
+		for _, c := range own {
+			if _, ok := recorded[c.Name]; !ok {
+				c.RecordedAt = a.clock.Now()
+				if recorded, err = a.db.RecordKeyChecks(ctx, []authd.KeyCheck{c}); err != nil {
+					return err
+				}
+			}
+			if r := recorded[c.Name]; r.Value != c.Value {
+				return &authd.Error{Code: authd.EUnavailable, Message: "This instance is not ready.",
+					Err: fmt.Errorf("the database's check of %s was replaced %s: restart this instance with the keys directory "+
+						"the other instances use", c.Name, r.RecordedAt.UTC().Format(time.RFC3339))}
 			}
 		}
 		return nil
