@@ -167,16 +167,30 @@ type readStore struct {
 	after []int64     // RevocationEvents
 	last  int64
 	page  []authd.RevocationEvent
+	down  bool // every read fails, as with the database gone
 }
 
+var errDown = &authd.Error{Code: authd.EUnavailable, Message: "the database is unavailable"}
+
 func (s *readStore) RevokedSessions(_ context.Context, since time.Time) ([]authd.Revocation, error) {
+	if s.down {
+		return nil, errDown
+	}
 	s.since = append(s.since, since)
 	return nil, nil
 }
 
-func (s *readStore) LastRevocationEventID(context.Context) (int64, error) { return s.last, nil }
+func (s *readStore) LastRevocationEventID(context.Context) (int64, error) {
+	if s.down {
+		return 0, errDown
+	}
+	return s.last, nil
+}
 
 func (s *readStore) RevocationEvents(_ context.Context, after int64, _ time.Time, _ int) ([]authd.RevocationEvent, error) {
+	if s.down {
+		return nil, errDown
+	}
 	s.after = append(s.after, after)
 	page := s.page
 	s.page = nil

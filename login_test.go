@@ -203,9 +203,11 @@ func TestLoginWithoutAPassword(t *testing.T) {
 }
 
 // TestAuthenticateWhileRevocationsStale: with RevocationMaxLag, a valid
-// token is refused as unavailable (not invalid) until the revocation set
-// has loaded, and once its last catch-up that succeeded began longer ago
-// than the lag; without it, never.
+// token is refused as unavailable (not invalid) while the revocation set
+// has not caught up for longer than the lag and cannot catch up now (the
+// database gone); once the database answers, Authenticate catches up
+// itself rather than wait for the server's next catch-up. Without a lag,
+// never refused.
 func TestAuthenticateWhileRevocationsStale(t *testing.T) {
 	keys, err := token.OpenKeyring(t.TempDir(), "EdDSA", now)
 	if err != nil {
@@ -217,10 +219,10 @@ func TestAuthenticateWhileRevocationsStale(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	service := func(lag time.Duration) *authd.Service {
+	service := func(lag time.Duration, store *readStore) *authd.Service {
 		clock := fixedClock(now)
 		return authd.NewService(authd.Config{AccessTokenTTL: time.Minute, RevocationMaxLag: lag},
-			authd.Deps{Store: &readStore{}, Tokens: tokens, Clock: &clock})
+			authd.Deps{Store: store, Tokens: tokens, Clock: &clock})
 	}
 	want := func(what string, svc *authd.Service, code authd.Code) {
 		t.Helper()
@@ -232,16 +234,25 @@ func TestAuthenticateWhileRevocationsStale(t *testing.T) {
 			t.Errorf("Authenticate %s: %v; want a Retry-After", what, err)
 		}
 	}
-	svc := service(time.Hour)
-	want("before the set loaded", svc, authd.EUnavailable)
+	store := &readStore{down: true}
+	svc := service(time.Hour, store)
+	want("before the set loaded, the database gone", svc, authd.EUnavailable)
+	store.down = false
+	want("once the database answers (it loads the set itself)", svc, "")
+	if len(store.since) != 1 {
+		t.Errorf("%d loads; want the one Authenticate made", len(store.since))
+	}
+	want("while the set is current", svc, "")
+	if len(store.since) != 1 || len(store.after) != 0 {
+		t.Errorf("Authenticate read the database while the set was current: %d loads, %d catch-ups", len(store.since), len(store.after))
+	}
+
+	store = &readStore{}
+	svc = service(time.Nanosecond, store)
 	if err := svc.LoadRevocations(ctx); err != nil {
 		t.Fatal(err)
 	}
-	want("once it loaded", svc, "")
-	svc = service(time.Nanosecond)
-	if err := svc.CatchUpRevocations(ctx); err != nil {
-		t.Fatal(err)
-	}
-	want("past the lag since the last catch-up", svc, authd.EUnavailable)
-	want("without a lag, never loaded", service(0), "")
+	store.down = true
+	want("past the lag, the database gone", svc, authd.EUnavailable)
+	want("without a lag, the database gone", service(0, &readStore{down: true}), "")
 }

@@ -165,12 +165,14 @@ func (r *RevocationSet) Len() int {
 // where the revocation feed's table stands, for CatchUpRevocations.
 // Start-up calls it.
 func (s *Service) LoadRevocations(ctx context.Context) error {
-	s.revLoadMu.Lock()
-	defer s.revLoadMu.Unlock()
+	if err := s.lockRevocations(ctx); err != nil {
+		return err
+	}
+	defer s.unlockRevocations()
 	return s.loadRevocations(ctx)
 }
 
-// loadRevocations is LoadRevocations with revLoadMu held.
+// loadRevocations is LoadRevocations with the set locked.
 func (s *Service) loadRevocations(ctx context.Context) error {
 	began := time.Since(s.revEpoch)
 	// The feed's position first: a revocation committed after it is read
@@ -220,8 +222,43 @@ func (s *Service) revocationsStale() bool {
 // merged (a database restored under the running server), since the ids
 // to come would otherwise be skipped.
 func (s *Service) CatchUpRevocations(ctx context.Context) error {
-	s.revLoadMu.Lock()
-	defer s.revLoadMu.Unlock()
+	if err := s.lockRevocations(ctx); err != nil {
+		return err
+	}
+	defer s.unlockRevocations()
+	return s.catchUp(ctx)
+}
+
+// lockRevocations takes the right to load or catch up the set, waiting
+// at most until ctx ends; unlockRevocations gives it back.
+func (s *Service) lockRevocations(ctx context.Context) error {
+	select {
+	case s.revLoad <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Service) unlockRevocations() { <-s.revLoad }
+
+// catchUpStale is Authenticate's own catch-up of a stale set, so that
+// the first requests once the database answers again need not wait for
+// the server's next one (nor fail while it runs). One runs at a time; a
+// request waits for the one running, then tries itself if the set is
+// still stale, a second in all. It reports whether the set is current.
+func (s *Service) catchUpStale(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if s.lockRevocations(ctx) != nil {
+		return false
+	}
+	defer s.unlockRevocations()
+	return !s.revocationsStale() || s.catchUp(ctx) == nil
+}
+
+// catchUp is CatchUpRevocations with the set locked.
+func (s *Service) catchUp(ctx context.Context) error {
 	if !s.revLoaded {
 		return s.loadRevocations(ctx)
 	}

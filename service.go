@@ -13,7 +13,6 @@ import (
 	"net/mail"
 	"net/netip"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 	"unicode"
@@ -226,9 +225,9 @@ type Service struct {
 	refreshKey  []byte
 	mfaKey      []byte
 	revocations *RevocationSet
-	revLoadMu   sync.Mutex // serialises loads and catch-ups of the revocation set
-	revLoaded   bool       // LoadRevocations has run
-	revCursor   int64      // the last revocation event merged into the set
+	revLoad     chan struct{} // held (one slot) by a load or catch-up of the revocation set
+	revLoaded   bool          // LoadRevocations has run
+	revCursor   int64         // the last revocation event merged into the set
 	// revCaughtUp is when the last load or catch-up that succeeded began,
 	// as time since revEpoch (monotonic); 0: none yet.
 	revCaughtUp atomic.Int64
@@ -349,7 +348,7 @@ func NewService(cfg Config, d Deps) *Service {
 		webauthn: rp, cfg: cfg, store: d.Store, clock: d.Clock, passwords: d.Passwords, tokens: d.Tokens,
 		mailer: d.Mailer, archive: d.Archive, limiter: d.Limiter, lockouts: d.Lockouts, refreshKey: key, mfaKey: mfaKey,
 		logger: d.Logger, hooks: d.Hooks, sleep: d.Sleep,
-		revocations: NewRevocationSet(revocationLifetime(cfg.AccessTokenTTL)), revEpoch: time.Now(), wake: make(chan struct{}, 1),
+		revocations: NewRevocationSet(revocationLifetime(cfg.AccessTokenTTL)), revEpoch: time.Now(), revLoad: make(chan struct{}, 1), wake: make(chan struct{}, 1),
 	}
 	s.mailPace.Set(firstMailPace, firstMailPace/4) // until requests that mail say how long they take
 	// Until wrong passwords say how long they take.

@@ -85,7 +85,7 @@ func (s *Service) Authenticate(ctx context.Context, token string) (*AccessClaims
 	if s.revocations.Revoked(claims.SessionID) {
 		return nil, errInvalidToken
 	}
-	if s.revocationsStale() {
+	if s.revocationsStale() && !s.catchUpStale(ctx) {
 		return nil, errRevocationsStale
 	}
 	return claims, nil

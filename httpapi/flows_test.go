@@ -159,6 +159,9 @@ func TestRegisterValidation(t *testing.T) {
 			if tt.field != "" && !strings.Contains(r.raw, `"field":"`+tt.field+`"`) {
 				t.Errorf("%s: %s does not name field %q", tt.name, r.raw, tt.field)
 			}
+			if _, ok := r.body["errors"].([]any); !ok && tt.code == "validation_failed" {
+				t.Errorf("%s: %s; want an errors array with validation_failed (SPEC §5)", tt.name, r.raw)
+			}
 		}
 		r := e.do("POST", "/v1/auth/register", `{}`, "Content-Type", "text/plain")
 		want(t, "text/plain body", r, 415, "unsupported_media_type")

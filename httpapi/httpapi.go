@@ -430,7 +430,7 @@ type problem struct {
 	Status int                `json:"status"`
 	Detail string             `json:"detail"`
 	Code   authd.Code         `json:"code"`
-	Errors []authd.FieldError `json:"errors,omitempty"`
+	Errors []authd.FieldError `json:"errors,omitzero"` // always with validation_failed (SPEC §5), [] when no field is at fault
 	// With mfa_required: what finishes the login.
 	MFAToken string   `json:"mfa_token,omitempty"`
 	Methods  []string `json:"methods,omitempty"`
@@ -470,7 +470,12 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("Retry-After", "1")
 	}
 	if status == http.StatusUnauthorized && code == authd.EInvalidToken && !errors.As(err, &bad) {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="authd", error="invalid_token"`)
+		if len(r.Header.Values("Authorization")) == 0 {
+			// No credentials at all: the challenge alone (RFC 6750 §3.1).
+			w.Header().Set("WWW-Authenticate", `Bearer realm="authd"`)
+		} else {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="authd", error="invalid_token"`)
+		}
 	}
 	p := problem{
 		Type: "https://authd.dev/problems/" + string(code), Title: http.StatusText(status),
@@ -478,6 +483,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if e != nil {
 		p.Errors = e.Fields
+	}
+	if code == authd.EInvalid && p.Errors == nil {
+		p.Errors = []authd.FieldError{}
 	}
 	if m, ok := errors.AsType[*authd.MFARequired](err); ok {
 		p.MFAToken, p.Methods = m.Token, m.Methods

@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/httpapi"
@@ -83,8 +85,14 @@ func TestBearerHandling(t *testing.T) {
 	} {
 		r := e.do("GET", "/v1/users/me", nil, h...)
 		want(t, name, r, 401, "invalid_token")
-		if !strings.HasPrefix(r.header.Get("WWW-Authenticate"), "Bearer") {
-			t.Errorf("%s: WWW-Authenticate %q", name, r.header.Get("WWW-Authenticate"))
+		// Credentials refused are named as such; none sent, the challenge
+		// carries no error code (RFC 6750 §3.1).
+		challenge := `Bearer realm="authd", error="invalid_token"`
+		if h == nil {
+			challenge = `Bearer realm="authd"`
+		}
+		if got := r.header.Get("WWW-Authenticate"); got != challenge {
+			t.Errorf("%s: WWW-Authenticate %q, want %q", name, got, challenge)
 		}
 	}
 	// Tokens are never taken from the query string (no API route takes one
@@ -388,5 +396,28 @@ func TestReadyz(t *testing.T) {
 	want(t, "database closed", r, http.StatusServiceUnavailable, "unavailable")
 	if r.header.Get("Retry-After") == "" {
 		t.Error("503 without Retry-After")
+	}
+}
+
+// TestDeclaredLengthOverLimit: a body declared larger than 64 KiB is
+// refused with 413 before it is read, not waited for until the read
+// timeout (a client that sends less than it declared).
+func TestDeclaredLengthOverLimit(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second)) // a hang fails the test rather than stall it
+	fmt.Fprintf(conn, "POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"email\":")
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a body declared over the limit: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(body), "payload_too_large") {
+		t.Errorf("a body declared over the limit: %d %s; want 413 payload_too_large", resp.StatusCode, body)
 	}
 }

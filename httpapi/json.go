@@ -112,18 +112,28 @@ func fieldlessAuthed(h authedFunc) authedFunc {
 	}
 }
 
-// readLimited reads the body, at most MaxBodyBytes of it.
+// readLimited reads the body, at most MaxBodyBytes of it; one declared
+// larger is refused before it is read, rather than waited for.
 func readLimited(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	if r.ContentLength > MaxBodyBytes {
+		// Closed after the answer: net/http would otherwise read the
+		// unread body (up to 256 KiB) before answering, waiting for a
+		// client that sends less than it declared.
+		w.Header().Set("Connection", "close")
+		return nil, errTooLarge
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	var tooLarge *http.MaxBytesError
 	if errors.As(err, &tooLarge) {
-		return nil, &authd.Error{Code: authd.ETooLarge, Message: "The body is larger than 64 KiB."}
+		return nil, errTooLarge
 	}
 	if err != nil {
 		return nil, &authd.Error{Code: authd.EInvalid, Message: "The request body could not be read.", Err: err}
 	}
 	return body, nil
 }
+
+var errTooLarge = &authd.Error{Code: authd.ETooLarge, Message: "The body is larger than 64 KiB."}
 
 // readBody reads a bounded body of the given media type.
 func readBody(w http.ResponseWriter, r *http.Request, mediaType string) ([]byte, error) {
