@@ -321,6 +321,12 @@ func (s *Server) resetPage(w http.ResponseWriter, r *http.Request) error {
 	token := r.URL.Query().Get("token")
 	p := page{Title: "Choose a new password", Token: token, MinLength: s.opts.PasswordMinLength,
 		NewLinkAction: "/reset-password/new-link"}
+	if !r.URL.Query().Has("token") {
+		// No link followed: the page a mail without one (someone tried to
+		// register with the address) sends the user to, asking for a link.
+		p.Title, p.content = "Reset your password", "expired-content"
+		return s.renderPage(w, http.StatusOK, p)
+	}
 	if _, err := s.svc.CheckToken(r.Context(), client(r), token, authd.PasswordReset); err != nil {
 		return s.pageError(w, r, err, p)
 	}

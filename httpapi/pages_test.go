@@ -110,6 +110,16 @@ func TestResetPage(t *testing.T) {
 		if n := e.mail.count(authd.MailPasswordReset, "r@example.org"); n != 2 {
 			t.Errorf("%d reset mails, want 2", n)
 		}
+		// Without a link (a register notice's "ask for a reset link"): the
+		// form for one, not "link expired"; an empty token is a dead link.
+		r = e.do("GET", "/reset-password", nil)
+		if r.status != 200 || !strings.Contains(r.raw, "Reset your password") || strings.Contains(r.raw, "expired") ||
+			!strings.Contains(r.raw, `action="/reset-password/new-link"`) {
+			t.Errorf("reset page without a token: %d %s", r.status, r.raw)
+		}
+		if r := e.do("GET", "/reset-password?token=", nil); r.status != 400 || !strings.Contains(r.raw, "expired") {
+			t.Errorf("reset page with an empty token: %d %s", r.status, r.raw)
+		}
 		// The query string is only carried into the form: it never resets.
 		want(t, "JSON reset with the token in the query only", e.do("POST", "/v1/auth/password/reset?token="+tok, map[string]string{"new_password": "x y z w v u t"}), 400, "validation_failed")
 	})

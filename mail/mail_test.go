@@ -662,6 +662,11 @@ func TestEveryTemplateRenders(t *testing.T) {
 		!strings.Contains(out.HTML, "the service's support moved your account") || strings.Contains(out.Text, "@example.net") {
 		t.Errorf("email change notice by an administrator: %v, %+v", err, out)
 	}
+	// The register notice leads to a page that exists: the reset form.
+	notice, err := r.Render(authd.Mail{Kind: authd.MailRegisterNotice, To: "a@example.org"})
+	if link := "https://auth.example.org/reset-password"; err != nil || !strings.Contains(notice.Text, link) || !strings.Contains(notice.HTML, `href="`+link+`"`) {
+		t.Errorf("register notice: %v, %+v; want a link to %s", err, notice, link)
+	}
 	codes, err := r.Render(authd.Mail{Kind: authd.MailAccountLocked, To: "a@example.org", Until: time.Now(), AfterCodes: true})
 	if err != nil || !strings.Contains(codes.Text, "Your password was entered correctly") ||
 		!strings.Contains(codes.HTML, "Your password was entered correctly") {
