@@ -19,6 +19,13 @@ import (
 // password pass, and padding that is recorded, not slept.
 func loginEnv(t *testing.T, threshold int, wrap ...func(authd.Lockouts) authd.Lockouts) (*authd.Service, *[]time.Duration, authd.Store) {
 	t.Helper()
+	return loginEnvHashing(t, threshold, func(p authd.Passwords) authd.Passwords { return p }, wrap...)
+}
+
+// loginEnvHashing is loginEnv with the password hasher wrapped by hashing.
+func loginEnvHashing(t *testing.T, threshold int, hashing func(authd.Passwords) authd.Passwords,
+	wrap ...func(authd.Lockouts) authd.Lockouts) (*authd.Service, *[]time.Duration, authd.Store) {
+	t.Helper()
 	ctx := context.Background()
 	store, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "authd.db"))
 	if err != nil {
@@ -41,7 +48,7 @@ func loginEnv(t *testing.T, threshold int, wrap ...func(authd.Lockouts) authd.Lo
 		lockouts = w(lockouts)
 	}
 	s := authd.NewService(cfg, authd.Deps{Store: store, Mailer: discardMailer{},
-		Passwords: password.NewHasher(password.Params{MemoryKiB: 64, Iterations: 1, Parallelism: 1}, password.Policy{MinLength: 12}),
+		Passwords: hashing(password.NewHasher(password.Params{MemoryKiB: 64, Iterations: 1, Parallelism: 1}, password.Policy{MinLength: 12})),
 		Tokens:    token.NewIssuer(keys, cfg.PublicURL, "authd"), Lockouts: lockouts,
 		Sleep: func(_ context.Context, d time.Duration) { slept = append(slept, d) }})
 	if err := s.LoadRevocations(ctx); err != nil {

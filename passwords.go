@@ -260,14 +260,16 @@ func (s *Service) stillChecked(ctx context.Context, tx *txn, c Client, u *User, 
 		return err
 	}
 	if u.PasswordHash != checkedHash {
-		return errPasswordChanged
+		return tx.refuse(ctx, s.audit(now, c, event, ResultFailure, u.ID, "password changed meanwhile", nil), errPasswordChanged)
 	}
 	return nil
 }
 
 // errPasswordChanged answers a sensitive change whose password check was
-// overtaken by another change of the password.
-var errPasswordChanged = &Error{Code: EInvalidCredentials, Message: "The password was changed meanwhile; try again."}
+// overtaken by another change of the password, which may have ended the
+// caller's session.
+var errPasswordChanged = &Error{Code: EInvalidCredentials,
+	Message: "The password was changed meanwhile; sign in again with the new one."}
 
 // newHash applies the policy to a new password and hashes it.
 func (s *Service) newHash(ctx context.Context, password, email string) (string, error) {

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1030,10 +1031,12 @@ func TestUserInfoTakesOnlyOpenIDClientTokens(t *testing.T) {
 // Retry-After, not 401: the token is not at fault, and a relying party
 // told it is would sign its user out.
 func TestUserInfoWhileRevocationsStale(t *testing.T) {
-	e := newEnvConfig(t, openSQLite(t), func(c *authd.Config) { c.RevocationMaxLag = time.Nanosecond })
+	store := &revocationsDown{Store: openSQLite(t)}
+	e := newEnvConfig(t, store, func(c *authd.Config) { c.RevocationMaxLag = time.Nanosecond })
 	e.user("stale@example.org")
 	c, cs := e.client("app", authd.ClientConfidential, true)
 	_, tok := e.signedInWithIDToken(e.rp(c, cs), "stale@example.org")
+	store.down.Store(true) // the revocation feed's table cannot be read: no catch-up
 	req, _ := http.NewRequest("GET", e.srv.URL+oidc.UserInfoPath, nil)
 	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
 	resp, err := http.DefaultClient.Do(req)
@@ -1044,6 +1047,29 @@ func TestUserInfoWhileRevocationsStale(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 		t.Errorf("UserInfo while revocations are stale: %d, Retry-After %q; want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
+}
+
+// revocationsDown is a store whose revocation reads fail once down, as
+// with the database gone for the revocation set alone.
+type revocationsDown struct {
+	authd.Store
+	down atomic.Bool
+}
+
+var errRevocationsDown = &authd.Error{Code: authd.EUnavailable, Message: "the database is unavailable"}
+
+func (s *revocationsDown) LastRevocationEventID(ctx context.Context) (int64, error) {
+	if s.down.Load() {
+		return 0, errRevocationsDown
+	}
+	return s.Store.LastRevocationEventID(ctx)
+}
+
+func (s *revocationsDown) RevocationEvents(ctx context.Context, after int64, now time.Time, limit int) ([]authd.RevocationEvent, error) {
+	if s.down.Load() {
+		return nil, errRevocationsDown
+	}
+	return s.Store.RevocationEvents(ctx, after, now, limit)
 }
 
 // TestOpenAPIDocumentsTheProvider: the OpenAPI document (served by
