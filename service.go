@@ -444,7 +444,8 @@ func errSameAddress(field string) error {
 // (RFC 5321 §4.5.3.1), a domain of DNS labels (ASCII ones: letters, digits
 // and inner hyphens, at most 63 bytes; IDN labels are bounded by the
 // address's length only, their DNS form being shorter), no address literal
-// ([127.0.0.1]) and no all-digit top-level label. email is normalised
+// ([127.0.0.1]), no all-digit top-level label, and no xn-- label (an
+// internationalised domain is taken as it reads). email is normalised
 // (NormalizeEmail). Only registration applies it: accounts made before it
 // still sign in, reset and verify.
 func checkNewAddress(email string) error {
@@ -462,6 +463,15 @@ func checkNewAddress(email string) error {
 		return &Error{Code: EInvalid, Message: "invalid request", Fields: []FieldError{{Field: "email",
 			Message: "must be an address that can receive mail: a local part of at most 64 bytes, a domain of DNS names, " +
 				"nothing invisible, no fullwidth or other compatibility letters"}}}
+	}
+	// One mailbox, two spellings: bücher.example is xn--bcher-kva.example
+	// on the wire. Accounts take the one people write, so that an address
+	// cannot hold a second account under the other.
+	for _, l := range labels {
+		if strings.HasPrefix(l, "xn--") {
+			return &Error{Code: EInvalid, Message: "invalid request", Fields: []FieldError{{Field: "email",
+				Message: "must write an internationalised domain as it reads (bücher.example), not in its xn-- form"}}}
+		}
 	}
 	return nil
 }

@@ -129,6 +129,7 @@ func TestRegisterValidation(t *testing.T) {
 			{"variation selector on a letter", `{"email":"jos\u00e9\ufe0f@example.org","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
 			{"ZWJ between ASCII symbols", `{"email":"a^\u200d^@example.org","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
 			{"ZWJ in Cyrillic", `{"email":"\u0433\u200d\u0440@example.org","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
+			{"punycode domain", `{"email":"a@XN--bcher-kva.example","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
 			{"no consent", `{"email":"a@example.org","password":"` + goodPassword + `"}`, 400, "validation_failed", "consent"},
 			{"consent false", `{"email":"a@example.org","password":"` + goodPassword + `","consent":false}`, 400, "validation_failed", "consent"},
 			{"short password", `{"email":"a@example.org","password":"short pass","consent":true}`, 400, "weak_password", "password"},
