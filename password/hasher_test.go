@@ -210,6 +210,10 @@ func TestPolicy(t *testing.T) {
 		{"ab cdefghijkl", "ab@example.org", true}, // a two-letter name is not checked
 		{strings.Repeat("é", 128), "x@example.org", true},
 		{strings.Repeat("é", 129), "x@example.org", false},
+		// Counted as typed: NFKC makes each ﷺ 18 code points, each Ⅻ 3.
+		{strings.Repeat("\ufdfa", 12), "x@example.org", true},
+		{strings.Repeat("\u216b", 6), "x@example.org", false},
+		{strings.Repeat("\u216b", 12), "x@example.org", true},
 		{"bad\xffutf8 password", "x@example.org", false},
 		{"a fine passphrase\x00", "x@example.org", false},
 	}

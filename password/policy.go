@@ -53,7 +53,10 @@ func (p Policy) Check(pw, email string) error {
 		// forms let through could never be used there.
 		return weak("must not contain NUL characters")
 	}
-	n := utf8.RuneCountInString(Normalize(pw))
+	// Counted as typed, as the user sees it (SPEC 6.1: code points): NFKC,
+	// which the other rules and the hash apply, can make one character
+	// several (ﷺ is 18) or fold several into one.
+	n := utf8.RuneCountInString(pw)
 	switch {
 	case n < p.MinLength:
 		return weak(fmt.Sprintf("must be at least %d characters long", p.MinLength))
