@@ -24,3 +24,7 @@ func FailDeadline(s *Service) time.Duration { return min(s.failDeadline(), maxPa
 func FailPaces(s *Service) (account, unknown time.Duration) {
 	return s.accountFails.Typical(), s.unknownFails.Typical()
 }
+
+// StaleRetryPause is how long stale requests answer at once after a failed
+// catch-up.
+const StaleRetryPause = staleRetryPause

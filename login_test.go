@@ -245,6 +245,11 @@ func TestAuthenticateWhileRevocationsStale(t *testing.T) {
 	svc := service(time.Hour, store)
 	want("before the set loaded, the database gone", svc, authd.EUnavailable)
 	store.down = false
+	want("just after a failed catch-up (the database is not asked again at once)", svc, authd.EUnavailable)
+	if len(store.since) != 0 {
+		t.Errorf("%d loads within the pause after a failure; want none", len(store.since))
+	}
+	time.Sleep(authd.StaleRetryPause)
 	want("once the database answers (it loads the set itself)", svc, "")
 	if len(store.since) != 1 {
 		t.Errorf("%d loads; want the one Authenticate made", len(store.since))
@@ -262,4 +267,19 @@ func TestAuthenticateWhileRevocationsStale(t *testing.T) {
 	store.down = true
 	want("past the lag, the database gone", svc, authd.EUnavailable)
 	want("without a lag, the database gone", service(0, &readStore{down: true}), "")
+
+	// A revocation made elsewhere while the set was stale refuses the
+	// token in the very request whose catch-up brings it.
+	claims, err := tokens.Verify(raw, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store = &readStore{last: 1}
+	svc = service(time.Nanosecond, store)
+	if err := svc.LoadRevocations(ctx); err != nil {
+		t.Fatal(err)
+	}
+	store.page = []authd.RevocationEvent{{ID: 2, Kind: authd.RevokedSession, Subject: claims.SessionID, CreatedAt: now}}
+	store.last = 2
+	want("revoked elsewhere while the set was stale", svc, authd.EInvalidToken)
 }

@@ -234,6 +234,10 @@ func (s *Service) CatchUpRevocations(ctx context.Context) error {
 func (s *Service) lockRevocations(ctx context.Context) error {
 	select {
 	case s.revLoad <- struct{}{}:
+		if err := ctx.Err(); err != nil { // both were ready: the slot is no use now
+			<-s.revLoad
+			return err
+		}
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -244,17 +248,61 @@ func (s *Service) unlockRevocations() { <-s.revLoad }
 
 // catchUpStale is Authenticate's own catch-up of a stale set, so that
 // the first requests once the database answers again need not wait for
-// the server's next one (nor fail while it runs). One runs at a time; a
-// request waits for the one running, then tries itself if the set is
-// still stale, a second in all. It reports whether the set is current.
+// the server's next one. The requests that find the set stale share one
+// attempt (revFlight), of at most a second, and take its result; after a
+// failure, they answer at once for a quarter of a second rather than ask
+// a database that is down or recovering again. It reports whether the set
+// is current.
 func (s *Service) catchUpStale(ctx context.Context) bool {
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	if s.lockRevocations(ctx) != nil {
+	s.revFlightMu.Lock()
+	if failed := s.revFailed; failed != 0 && time.Since(s.revEpoch)-time.Duration(failed) < staleRetryPause {
+		s.revFlightMu.Unlock()
 		return false
 	}
-	defer s.unlockRevocations()
-	return !s.revocationsStale() || s.catchUp(ctx) == nil
+	f := s.revFlight
+	if f == nil {
+		f = &catchUpFlight{done: make(chan struct{})}
+		s.revFlight = f
+		go s.fly(f)
+	}
+	s.revFlightMu.Unlock()
+	select {
+	case <-f.done:
+		return f.err == nil
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// staleRetryPause is how long after a failed catch-up of a stale set the
+// requests answer unavailable without another.
+const staleRetryPause = 250 * time.Millisecond
+
+// catchUpFlight is one catch-up that stale requests share: err is set
+// before done closes.
+type catchUpFlight struct {
+	done chan struct{}
+	err  error
+}
+
+// fly runs f: a catch-up of at most a second (one running already is
+// waited for within it), independent of the request that started it.
+func (s *Service) fly(f *catchUpFlight) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if f.err = s.lockRevocations(ctx); f.err == nil {
+		if s.revocationsStale() {
+			f.err = s.catchUp(ctx)
+		}
+		s.unlockRevocations()
+	}
+	s.revFlightMu.Lock()
+	s.revFlight, s.revFailed = nil, 0
+	if f.err != nil {
+		s.revFailed = max(int64(time.Since(s.revEpoch)), 1)
+	}
+	s.revFlightMu.Unlock()
+	close(f.done)
 }
 
 // catchUp is CatchUpRevocations with the set locked.

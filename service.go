@@ -13,6 +13,7 @@ import (
 	"net/mail"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode"
@@ -226,8 +227,14 @@ type Service struct {
 	mfaKey      []byte
 	revocations *RevocationSet
 	revLoad     chan struct{} // held (one slot) by a load or catch-up of the revocation set
-	revLoaded   bool          // LoadRevocations has run
-	revCursor   int64         // the last revocation event merged into the set
+	// revFlight is the catch-up stale requests share (catchUpStale), nil
+	// when none runs; revFailed when the last one failed (time since
+	// revEpoch; 0: it did not).
+	revFlightMu sync.Mutex
+	revFlight   *catchUpFlight
+	revFailed   int64
+	revLoaded   bool  // LoadRevocations has run
+	revCursor   int64 // the last revocation event merged into the set
 	// revCaughtUp is when the last load or catch-up that succeeded began,
 	// as time since revEpoch (monotonic); 0: none yet.
 	revCaughtUp atomic.Int64

@@ -75,25 +75,29 @@ func (s *Service) evictSessions(ctx context.Context, tx *txn, c Client, user uui
 }
 
 // Authenticate checks an access token: signature and claims, then the
-// revocation set. No database round trip. Returns EInvalidToken, and
-// EUnavailable while the set has not caught up for RevocationMaxLag.
+// revocation set, caught up first when it is stale (RevocationMaxLag): no
+// database round trip but then. Returns EInvalidToken, and
+// ErrRevocationsStale while the set cannot be caught up.
 func (s *Service) Authenticate(ctx context.Context, token string) (*AccessClaims, error) {
 	claims, err := s.tokens.Verify(token, s.clock.Now())
 	if err != nil {
 		return nil, err
 	}
+	// Caught up before the set is read: a revocation the catch-up brings
+	// must refuse this very token.
+	if s.revocationsStale() && !s.catchUpStale(ctx) {
+		return nil, ErrRevocationsStale
+	}
 	if s.revocations.Revoked(claims.SessionID) {
 		return nil, errInvalidToken
-	}
-	if s.revocationsStale() && !s.catchUpStale(ctx) {
-		return nil, errRevocationsStale
 	}
 	return claims, nil
 }
 
-// errRevocationsStale is Authenticate's answer while the revocation set
-// cannot be caught up (Config.RevocationMaxLag).
-var errRevocationsStale = &Error{Code: EUnavailable, Message: "Revoked sessions cannot be checked right now; try again shortly.",
+// ErrRevocationsStale is Authenticate's answer while the revocation set
+// cannot be caught up (Config.RevocationMaxLag); adapters log it sampled,
+// as ErrBusy.
+var ErrRevocationsStale = &Error{Code: EUnavailable, Message: "Revoked sessions cannot be checked right now; try again shortly.",
 	RetryAfter: time.Second}
 
 // Logout ends the session of the access token, and blacklists the token

@@ -32,7 +32,8 @@ func bearer(r *http.Request) (string, bool) {
 type authedFunc func(w http.ResponseWriter, r *http.Request, a *authd.AccessClaims) error
 
 // authenticated checks the bearer access token (signature, claims and
-// revocation, without a database round trip) before h, and refuses an
+// revocation, without a database round trip while the revocation set is
+// current: Service.Authenticate) before h, and refuses an
 // OpenID Connect client's token: it is for resource servers and UserInfo,
 // and a third party the user let "know who you are" must not read the
 // export, list or end sessions, or withdraw consents.

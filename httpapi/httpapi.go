@@ -454,8 +454,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	var e *authd.Error
 	errors.As(err, &e)
-	if errors.Is(err, authd.ErrBusy) {
-		s.shed.Note(r.Context())
+	if errors.Is(err, authd.ErrBusy) || errors.Is(err, authd.ErrRevocationsStale) {
+		s.shed.Note(r.Context()) // counted, the count logged now and then: not a line per request
 	} else if status >= 500 && !gone {
 		attrs := []any{"method", r.Method, "path", r.URL.Path, "request_id", requestID(r.Context()), "err", err}
 		if hint := authd.ErrorHint(err); hint != "" {
@@ -470,8 +470,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("Retry-After", "1")
 	}
 	if status == http.StatusUnauthorized && code == authd.EInvalidToken && !errors.As(err, &bad) {
-		if len(r.Header.Values("Authorization")) == 0 {
-			// No credentials at all: the challenge alone (RFC 6750 §3.1).
+		if errors.Is(err, errMissingToken) {
+			// No bearer token (none, or another scheme): the challenge
+			// alone (RFC 6750 §3.1).
 			w.Header().Set("WWW-Authenticate", `Bearer realm="authd"`)
 		} else {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="authd", error="invalid_token"`)

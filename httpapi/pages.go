@@ -126,7 +126,10 @@ type page struct {
 	AskCode, AskTOTP, AskPasskey bool
 	// Script: the page runs its inline scripts (under the nonce) and calls
 	// this origin's API; the other pages have no script at all.
-	Script  bool
+	Script bool
+	// NoLink: the page asking for a link was opened without one (the
+	// register notice's), not by a dead link.
+	NoLink  bool
 	content string
 }
 
@@ -324,7 +327,7 @@ func (s *Server) resetPage(w http.ResponseWriter, r *http.Request) error {
 	if !r.URL.Query().Has("token") {
 		// No link followed: the page a mail without one (someone tried to
 		// register with the address) sends the user to, asking for a link.
-		p.Title, p.content = "Reset your password", "expired-content"
+		p.Title, p.NoLink, p.content = "Reset your password", true, "expired-content"
 		return s.renderPage(w, http.StatusOK, p)
 	}
 	if _, err := s.svc.CheckToken(r.Context(), client(r), token, authd.PasswordReset); err != nil {

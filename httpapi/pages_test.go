@@ -117,7 +117,7 @@ func TestResetPage(t *testing.T) {
 			!strings.Contains(r.raw, `action="/reset-password/new-link"`) {
 			t.Errorf("reset page without a token: %d %s", r.status, r.raw)
 		}
-		if r := e.do("GET", "/reset-password?token=", nil); r.status != 400 || !strings.Contains(r.raw, "expired") {
+		if r := e.do("GET", "/reset-password?token=", nil); r.status != 400 || !strings.Contains(r.raw, "This link has expired or was already used") {
 			t.Errorf("reset page with an empty token: %d %s", r.status, r.raw)
 		}
 		// The query string is only carried into the form: it never resets.

@@ -210,10 +210,15 @@ func TestPolicy(t *testing.T) {
 		{"ab cdefghijkl", "ab@example.org", true}, // a two-letter name is not checked
 		{strings.Repeat("é", 128), "x@example.org", true},
 		{strings.Repeat("é", 129), "x@example.org", false},
-		// Counted as typed: NFKC makes each ﷺ 18 code points, each Ⅻ 3.
+		// As long as the shorter of the typed and the hashed (NFKC) form:
+		// each ﷺ is 18 code points after it, each Ⅻ 3, each e with a
+		// combining acute one.
 		{strings.Repeat("\ufdfa", 12), "x@example.org", true},
+		{strings.Repeat("\ufdfa", 128), "x@example.org", true},
 		{strings.Repeat("\u216b", 6), "x@example.org", false},
 		{strings.Repeat("\u216b", 12), "x@example.org", true},
+		{strings.Repeat("e\u0301", 6), "x@example.org", false},
+		{strings.Repeat("e\u0301", 128), "x@example.org", true},
 		{"bad\xffutf8 password", "x@example.org", false},
 		{"a fine passphrase\x00", "x@example.org", false},
 	}

@@ -53,10 +53,13 @@ func (p Policy) Check(pw, email string) error {
 		// forms let through could never be used there.
 		return weak("must not contain NUL characters")
 	}
-	// Counted as typed, as the user sees it (SPEC 6.1: code points): NFKC,
-	// which the other rules and the hash apply, can make one character
-	// several (ﷺ is 18) or fold several into one.
-	n := utf8.RuneCountInString(pw)
+	// A password is as long as the shorter of what was typed and what is
+	// hashed (NFKC, which the other rules apply too; SPEC 6.1 counts code
+	// points): NFKC can make one character several (ﷺ is 18), which must
+	// not pass a short password nor refuse a typed one under 128, or fold
+	// several into one (e and a combining acute are é), which must not
+	// pass six letters as twelve.
+	n := min(utf8.RuneCountInString(pw), utf8.RuneCountInString(Normalize(pw)))
 	switch {
 	case n < p.MinLength:
 		return weak(fmt.Sprintf("must be at least %d characters long", p.MinLength))
