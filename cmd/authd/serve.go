@@ -582,8 +582,11 @@ func (a *App) maintain(ctx context.Context) {
 // past it, cut off from the database, it answers 503 to access tokens
 // rather than take one revoked on another instance.
 const (
-	catchUpInterval  = 500 * time.Millisecond
-	catchUpTimeout   = 5 * time.Second
+	catchUpInterval = 500 * time.Millisecond
+	// Shorter than revocationMaxLag: a slow read held past the lag would
+	// hold the catch-up slot while the requests' own catch-ups give up, and
+	// a merely slow database would answer every token 503.
+	catchUpTimeout   = 2 * time.Second
 	revocationMaxLag = 3 * time.Second
 )
 
