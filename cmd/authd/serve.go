@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/authd/authd"
@@ -107,7 +108,8 @@ type App struct {
 	adminListener net.Listener // nil when AUTHD_ADMIN_ADDR is empty
 	admin         *http.Server
 	closers       []func() error
-	flushLogs     []func() // after shutdown: the shed-request counts held back
+	flushLogs     []func()    // after shutdown: the shed-request counts held back
+	sweeping      atomic.Bool // a sweep of expired locks runs (sweepLocks)
 }
 
 // NewApp returns an App for cfg; Open starts it.
@@ -536,6 +538,8 @@ func (a *App) maintain(ctx context.Context) {
 	fast := time.NewTicker(catchUpInterval)
 	defer fast.Stop()
 	behind := false // the last catch-up failed; told once, and when it works again
+	var sweeps sync.WaitGroup
+	defer sweeps.Wait()
 	for {
 		select {
 		case <-ctx.Done():
@@ -554,13 +558,7 @@ func (a *App) maintain(ctx context.Context) {
 			}
 		case <-slow.C:
 			a.service.Revocations().Prune(a.clock.Now())
-			n, err := a.service.UnlockExpired(ctx)
-			if n > 0 {
-				a.logger.Info("lifted expired locks", "accounts", n)
-			}
-			if err != nil && ctx.Err() == nil {
-				a.logger.Error("lifting expired locks", "err", err)
-			}
+			a.sweepLocks(ctx, &sweeps)
 			if err := a.keys.Reload(); err != nil {
 				a.logger.Error("reloading signing keys", "err", err)
 			}
@@ -572,6 +570,35 @@ func (a *App) maintain(ctx context.Context) {
 		}
 	}
 }
+
+// sweepLocks starts a sweep of the timed locks that ran out (UnlockExpired)
+// unless the last one still runs, and returns at once: a sweep held up by
+// the database (a row lock, a connection that hangs) must not hold up
+// maintain's revocation catch-ups and key reloads, nor pile up behind
+// itself. A sweep is given up after lockSweepTimeout; the next tick starts
+// another. sweeps counts the running sweep, so that maintain returns only
+// once it has ended.
+func (a *App) sweepLocks(ctx context.Context, sweeps *sync.WaitGroup) {
+	if !a.sweeping.CompareAndSwap(false, true) {
+		return
+	}
+	sweeps.Go(func() {
+		defer a.sweeping.Store(false)
+		ctx, cancel := context.WithTimeout(ctx, lockSweepTimeout)
+		defer cancel()
+		n, err := a.service.UnlockExpired(ctx)
+		if n > 0 {
+			a.logger.Info("lifted expired locks", "accounts", n)
+		}
+		if err != nil && ctx.Err() != context.Canceled {
+			a.logger.Error("lifting expired locks", "err", err)
+		}
+	})
+}
+
+// lockSweepTimeout bounds one sweep of expired locks: under the interval
+// between sweeps, so that one that hangs is given up before the next.
+const lockSweepTimeout = token.ReloadInterval - 5*time.Second
 
 // catchUpInterval is how often every instance reads the revocation feed's
 // table for revocations it has not heard of (SPEC §9: within one second,

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/authd/authd"
+)
+
+// hungSweep is a store whose sweep for expired locks hangs until its
+// context ends, as behind a row lock or a connection that died unseen.
+type hungSweep struct {
+	authd.Store
+	calls    atomic.Int32
+	deadline chan time.Time // the sweep's deadline; zero if it had none
+}
+
+func (h *hungSweep) ExpiredLocks(ctx context.Context, now time.Time, limit int) ([]uuid.UUID, error) {
+	h.calls.Add(1)
+	d, _ := ctx.Deadline()
+	h.deadline <- d
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestSweepLocksHungDoesNotHoldMaintain: a sweep of expired locks that
+// hangs returns maintain's loop to its catch-ups at once, is not started
+// again while it runs, and is given up before the next tick; maintain's
+// end waits for it.
+func TestSweepLocksHungDoesNotHoldMaintain(t *testing.T) {
+	t.Parallel()
+	db, _ := migratedWithUser(t, sqliteEnv(t), "sweep@example.org")
+	store := &hungSweep{Store: db, deadline: make(chan time.Time, 2)}
+	a := &App{logger: slog.New(slog.NewTextHandler(io.Discard, nil)), clock: authd.SystemClock{}}
+	a.service = authd.NewService(authd.Config{}, authd.Deps{Store: store})
+	ctx, cancel := context.WithCancel(context.Background())
+	var sweeps sync.WaitGroup
+	returned := make(chan struct{})
+	go func() {
+		a.sweepLocks(ctx, &sweeps)
+		a.sweepLocks(ctx, &sweeps) // the next tick, while the first still hangs
+		close(returned)
+	}()
+	select {
+	case <-returned:
+	case <-time.After(10 * time.Second):
+		t.Fatal("sweepLocks waited for the hung sweep")
+	}
+	start := time.Now()
+	if d := <-store.deadline; d.IsZero() || d.Sub(start) > lockSweepTimeout {
+		t.Errorf("the sweep's deadline: %v from now; want at most %v", d.Sub(start), lockSweepTimeout)
+	}
+	if lockSweepTimeout >= 30*time.Second {
+		t.Errorf("lockSweepTimeout %v: not under the interval between sweeps", lockSweepTimeout)
+	}
+	ended := make(chan struct{})
+	go func() { sweeps.Wait(); close(ended) }()
+	select {
+	case <-ended:
+		t.Fatal("the hung sweep ended before its context")
+	case <-time.After(50 * time.Millisecond):
+	}
+	cancel()
+	<-ended
+	if n := store.calls.Load(); n != 1 {
+		t.Errorf("%d sweeps ran at once; want 1", n)
+	}
+	a.sweepLocks(context.Background(), &sweeps) // the running mark is gone with the sweep
+	if d := <-store.deadline; d.IsZero() {
+		t.Error("the next sweep had no deadline")
+	}
+}
