@@ -400,7 +400,7 @@ func (s *Service) ResetMFA(ctx context.Context, c Client, id uuid.UUID) (MFARemo
 		}
 		// With no factor left, a refusal of codes protects nothing, and
 		// would refuse the first code of the factor enrolled next; the
-		// failures counted stay, as plain ones (setPassword's reasoning).
+		// failures counted stay, as plain ones: no factor is left to guess.
 		if u.FailedCodeAttempts > 0 || !u.CodesLockedUntil.IsZero() {
 			u.FailedCodeAttempts, u.CodesLockedUntil, u.UpdatedAt = 0, time.Time{}, now
 			if err := tx.UpdateUser(ctx, u); err != nil {

@@ -288,15 +288,16 @@ func (s *Service) setPassword(ctx context.Context, tx *txn, c Client, u *User, h
 	now time.Time, event EventType) error {
 	u.PasswordHash, u.LastPasswordChange, u.UpdatedAt = hash, now, now
 	// Wrong passwords no longer matter; wrong codes still count toward the
-	// lock, and a lock set past the password (CodesLockedUntil) lasts: a
-	// reset proves the mailbox, not the second factor, and whoever holds
-	// both would otherwise get fresh guesses at a code with every reset.
-	// They count as plain failures: under the new password, a lock ending
-	// with a wrong password is an ordinary one (lockTerms), as anyone's
-	// wrong password may set it; one ending with a wrong code is past the
-	// password. (A lock the reset lifts starts the whole count over, as one
+	// lock, as codes, and a lock set past the password (CodesLockedUntil)
+	// lasts: a reset proves the mailbox, not the second factor, and whoever
+	// holds both would otherwise get fresh guesses at a code with every
+	// reset. Codes they stay: counted as plain failures, a second reset
+	// would forget them, and one wrong password would turn them into an
+	// ordinary lock that forgets them when it ends; so a lock that any
+	// failure then sets is past the password (lockTerms), as before the
+	// reset. (A lock the reset lifts starts the whole count over, as one
 	// that runs out does: unlock.)
-	u.FailedLoginAttempts, u.FailedCodeAttempts = u.FailedCodeAttempts, 0
+	u.FailedLoginAttempts = u.FailedCodeAttempts
 	if err := tx.UpdateUser(ctx, u); err != nil {
 		return err
 	}

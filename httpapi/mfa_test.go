@@ -1134,24 +1134,33 @@ func TestResetKeepsWhatCodesCounted(t *testing.T) {
 			t.Errorf("the second lock past the password, across two resets, refuses codes for %v; want 30m", got)
 		}
 
-		// Wrong codes carried over a reset count as plain failures: a wrong
-		// password, anyone's, that then reaches the threshold sets an
-		// ordinary lock, not one past the password.
+		// Wrong codes carried over resets still count as codes, however
+		// many resets follow: the next failure, a wrong password too, sets
+		// a lock past the password (codes refused, for longer each time).
+		// Counted as plain failures, two resets in a row would forget them,
+		// and one wrong password would set an ordinary lock that forgets
+		// them when it ends: four fresh guesses at a code per reset.
 		e.clock.Advance(31 * time.Minute)
 		token = challenge(passwords[1])
 		for range 4 {
 			want(t, "a wrong code", wrongCode(token), 401, "invalid_credentials")
 		}
+		reset(passwords[0])
 		reset(goodPassword)
-		want(t, "an outsider's wrong password", e.do("POST", "/v1/auth/login",
+		if u := e.user(email); u.FailedLoginAttempts != 4 || u.FailedCodeAttempts != 4 {
+			t.Errorf("four wrong codes, then two resets: %d failures, %d of them codes; want 4 and 4",
+				u.FailedLoginAttempts, u.FailedCodeAttempts)
+		}
+		want(t, "a wrong password", e.do("POST", "/v1/auth/login",
 			map[string]string{"email": email, "password": "not the password"}), 401, "invalid_credentials")
 		u = e.user(email)
-		if u.AccountStatus != authd.StatusLocked || u.CodesLockedUntil.After(e.clock.Now()) {
-			t.Errorf("after four wrong codes, a reset and a wrong password: %s, codes refused until %v; want an ordinary lock",
-				u.AccountStatus, u.CodesLockedUntil)
+		if u.AccountStatus != authd.StatusLocked || u.CodesLockedUntil.Sub(e.clock.Now()) != time.Hour {
+			t.Errorf("after four wrong codes, two resets and a wrong password: %s, codes refused for %v; "+
+				"want locked past the password, codes refused for 1h (the third such lock)",
+				u.AccountStatus, u.CodesLockedUntil.Sub(e.clock.Now()))
 		}
-		if m := e.mail.last(t, authd.MailAccountLocked, email); m.AfterCodes {
-			t.Errorf("its notice %+v; want an ordinary one", m)
+		if m := e.mail.last(t, authd.MailAccountLocked, email); !m.AfterCodes {
+			t.Errorf("its notice %+v; want one that says codes were guessed", m)
 		}
 	})
 }
