@@ -261,7 +261,7 @@ func (s *Service) ConfirmTOTP(ctx context.Context, c Client, a *AccessClaims, co
 		if err := tx.UpdateFactor(ctx, f); err != nil {
 			return err
 		}
-		if err := voidForNewFactor(ctx, tx, u.ID); err != nil {
+		if err := voidForNewFactor(ctx, tx, u.ID, now); err != nil {
 			return err
 		}
 		if codes, err = s.replaceRecoveryCodes(ctx, tx, u.ID, now); err != nil {
@@ -301,8 +301,25 @@ func enrolmentLive(f *Factor, now time.Time) bool {
 // must not finish with the factor enrolled after it. Told apart later by
 // comparing the challenge's time with the factor's, which two instances'
 // clocks wrote, a challenge from one ahead passed with the new factor.
-func voidForNewFactor(ctx context.Context, tx *txn, user uuid.UUID) error {
-	return tx.VoidOpenMFAChallenges(ctx, user, MFAChallengeOutdated)
+// Passkey registrations begun before go too (voidRegistrations).
+func voidForNewFactor(ctx context.Context, tx *txn, user uuid.UUID, now time.Time) error {
+	if err := tx.VoidOpenMFAChallenges(ctx, user, MFAChallengeOutdated); err != nil {
+		return err
+	}
+	return voidRegistrations(ctx, tx, user, now)
+}
+
+// voidRegistrations voids the user's passkey registrations not finished,
+// in the transaction of a new password or second factor, which holds the
+// user. Each began with the password (and the factors) of its time: one
+// begun by an intruder before the owner changed the password, or before
+// the first factor, which asks for no step-up, would otherwise finish
+// after it with a stolen access token and plant a passkey that signs in
+// alone. Finished before, it is a factor the change ends nothing of: the
+// notice of it told the owner. (Voided under the user's lock, not told
+// apart by times, as dropEnrolments.)
+func voidRegistrations(ctx context.Context, tx *txn, user uuid.UUID, now time.Time) error {
+	return tx.VoidWebAuthnChallenges(ctx, user, PurposeRegister, now)
 }
 
 // dropEnrolments deletes the TOTP enrolments among the user's factors that

@@ -442,7 +442,7 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, c Client, a *Ac
 		if err := dropEnrolments(ctx, tx, factors); err != nil {
 			return err
 		}
-		if err := voidForNewFactor(ctx, tx, u.ID); err != nil {
+		if err := voidForNewFactor(ctx, tx, u.ID, now); err != nil {
 			return err
 		}
 		if err := tx.CreatePasskey(ctx, p); err != nil {

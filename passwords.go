@@ -319,6 +319,9 @@ func (s *Service) setPassword(ctx context.Context, tx *txn, c Client, u *User, h
 	if err := dropEnrolments(ctx, tx, factors); err != nil {
 		return err
 	}
+	if err := voidRegistrations(ctx, tx, u.ID, now); err != nil {
+		return err
+	}
 	// A reset mail still queued (a retry, a second request), or dead and
 	// revived later, would mint a fresh link when sent: the new password
 	// makes it void, as it does the links already mailed.

@@ -355,6 +355,9 @@ type Queries interface {
 	// UseWebAuthnChallenge writes UsedAt of c. ENotFound when it does not
 	// exist.
 	UseWebAuthnChallenge(ctx context.Context, c *WebAuthnChallenge) error
+	// VoidWebAuthnChallenges sets UsedAt to at on the user's ceremonies of
+	// purpose not yet used (expired ones too), so that none finishes.
+	VoidWebAuthnChallenges(ctx context.Context, userID uuid.UUID, purpose ChallengePurpose, at time.Time) error
 
 	// CreateClient inserts c. EConflict when its id is taken.
 	CreateClient(ctx context.Context, c *OAuthClient) error

@@ -950,3 +950,59 @@ func TestRegistrationConflictSpendsTheCeremony(t *testing.T) {
 		}
 	})
 }
+
+// TestPasskeyRegistrationVoidedByChanges: a registration begun before a new
+// password or a new second factor does not finish after it. Begun with the
+// old password, or with no factor to step up with, it may be an intruder's
+// (the old password and a stolen access token), whom the change means to
+// shut out: finished, their passkey would sign in alone.
+func TestPasskeyRegistrationVoidedByChanges(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		finish := func(access string, k *softKey, options map[string]any) response {
+			t.Helper()
+			return e.do("POST", "/v1/users/me/passkeys/finish", map[string]any{"name": "intruder's",
+				"credential": k.Create(options)}, bearer(access)...)
+		}
+		refused := func(what string, r response, email string) {
+			t.Helper()
+			want(t, what, r, 401, "invalid_token")
+			u := e.user(email)
+			if keys, _ := e.store.Passkeys(context.Background(), u.ID); len(keys) != 0 {
+				t.Errorf("%s: %d passkeys planted", what, len(keys))
+			}
+		}
+
+		// A new password.
+		e.registerVerified("changed@example.org", goodPassword)
+		access, _ := e.login("changed@example.org", goodPassword)
+		options := e.beginRegistration(access)
+		want(t, "change password", e.do("POST", "/v1/auth/password/change", map[string]string{
+			"current_password": goodPassword, "new_password": "a brand new passphrase"}, bearer(access)...), 204, "")
+		refused("a registration begun before a new password", finish(access, newSoftKey(t, rpID, rpOrigin), options),
+			"changed@example.org")
+
+		// A first TOTP factor.
+		e.registerVerified("totp@example.org", goodPassword)
+		access, _ = e.login("totp@example.org", goodPassword)
+		options = e.beginRegistration(access)
+		r := e.do("POST", "/v1/users/me/mfa/totp", map[string]string{"password": goodPassword}, bearer(access)...)
+		want(t, "enrol", r, 200, "")
+		want(t, "confirm", e.do("POST", "/v1/users/me/mfa/totp/confirm",
+			map[string]string{"code": totpAt(t, r.str("secret"), e.clock.Now())}, bearer(access)...), 200, "")
+		refused("a registration begun before the first factor", finish(access, newSoftKey(t, rpID, rpOrigin), options),
+			"totp@example.org")
+
+		// A first passkey: the other registration begun without a step-up
+		// goes; a registration finishes once.
+		e.registerVerified("twice@example.org", goodPassword)
+		access, _ = e.login("twice@example.org", goodPassword)
+		first, second := e.beginRegistration(access), e.beginRegistration(access)
+		want(t, "the first passkey", finish(access, newSoftKey(t, rpID, rpOrigin), first), 201, "")
+		want(t, "a registration begun before the first passkey", finish(access, newSoftKey(t, rpID, rpOrigin), second),
+			401, "invalid_token")
+		if keys, _ := e.store.Passkeys(context.Background(), e.user("twice@example.org").ID); len(keys) != 1 {
+			t.Errorf("%d passkeys; want the first alone", len(keys))
+		}
+	})
+}

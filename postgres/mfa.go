@@ -134,7 +134,6 @@ func scanChallenge(row pgx.Row) (*authd.MFAChallenge, error) {
 	return &c, nil
 }
 
-// UpdateMFAChallenge implements authd.Queries.
 // VoidOpenMFAChallenges implements authd.Queries. The flows that call it
 // hold the user, which MFAChallenge locks first (ownedRow).
 func (q *queries) VoidOpenMFAChallenges(ctx context.Context, userID uuid.UUID, mark int) error {
@@ -143,6 +142,7 @@ func (q *queries) VoidOpenMFAChallenges(ctx context.Context, userID uuid.UUID, m
 		userID, mark, authd.MFAChallengeVoided)
 }
 
+// UpdateMFAChallenge implements authd.Queries.
 func (q *queries) UpdateMFAChallenge(ctx context.Context, c *authd.MFAChallenge) error {
 	return q.write(ctx, mustAffect("challenge"), `UPDATE mfa_challenges SET failures = $2, used_at = $3 WHERE id = $1`,
 		c.ID, c.Failures, nullTime(c.UsedAt))

@@ -126,3 +126,11 @@ func (q *queries) UseWebAuthnChallenge(ctx context.Context, c *authd.WebAuthnCha
 	return q.write(ctx, mustAffect("webauthn challenge"), `UPDATE webauthn_challenges SET used_at = $2 WHERE id = $1`,
 		c.ID, nullTime(c.UsedAt))
 }
+
+// VoidWebAuthnChallenges implements authd.Queries. The flows that call it
+// hold the user, which WebAuthnChallenge locks first (ownedRow).
+func (q *queries) VoidWebAuthnChallenges(ctx context.Context, userID uuid.UUID, purpose authd.ChallengePurpose,
+	at time.Time) error {
+	return q.write(ctx, nil, `UPDATE webauthn_challenges SET used_at = $3
+		WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL`, userID, string(purpose), at)
+}

@@ -128,7 +128,6 @@ func scanChallenge(row scanner) (*authd.MFAChallenge, error) {
 	return &c, nil
 }
 
-// UpdateMFAChallenge implements authd.Queries.
 // VoidOpenMFAChallenges implements authd.Queries.
 func (q *queries) VoidOpenMFAChallenges(ctx context.Context, userID uuid.UUID, mark int) error {
 	_, err := q.db.ExecContext(ctx, `UPDATE mfa_challenges SET failures = ?1
@@ -137,6 +136,7 @@ func (q *queries) VoidOpenMFAChallenges(ctx context.Context, userID uuid.UUID, m
 	return translate(err)
 }
 
+// UpdateMFAChallenge implements authd.Queries.
 func (q *queries) UpdateMFAChallenge(ctx context.Context, c *authd.MFAChallenge) error {
 	res, err := q.db.ExecContext(ctx, `UPDATE mfa_challenges SET failures = ?, used_at = ? WHERE id = ?`,
 		c.Failures, timeArg(c.UsedAt), c.ID)

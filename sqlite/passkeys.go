@@ -2,9 +2,9 @@ package sqlite
 
 import (
 	"context"
-
 	"encoding/base64"
 	"strings"
+	"time"
 
 	"github.com/authd/authd"
 	"github.com/google/uuid"
@@ -121,4 +121,12 @@ func scanWebAuthnChallenge(row scanner) (*authd.WebAuthnChallenge, error) {
 func (q *queries) UseWebAuthnChallenge(ctx context.Context, c *authd.WebAuthnChallenge) error {
 	res, err := q.db.ExecContext(ctx, `UPDATE webauthn_challenges SET used_at = ? WHERE id = ?`, timeArg(c.UsedAt), c.ID)
 	return affected(res, err, "webauthn challenge")
+}
+
+// VoidWebAuthnChallenges implements authd.Queries.
+func (q *queries) VoidWebAuthnChallenges(ctx context.Context, userID uuid.UUID, purpose authd.ChallengePurpose,
+	at time.Time) error {
+	_, err := q.db.ExecContext(ctx, `UPDATE webauthn_challenges SET used_at = ?
+		WHERE user_id = ? AND purpose = ? AND used_at IS NULL`, timeArg(at), userID, string(purpose))
+	return translate(err)
 }

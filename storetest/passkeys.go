@@ -122,6 +122,41 @@ func testWebAuthnChallenges(t *testing.T, s authd.Store) {
 	missing.ID = authd.NewID()
 	wantCode(t, "UseWebAuthnChallenge of a missing challenge", s.UseWebAuthnChallenge(ctx, &missing), authd.ENotFound)
 
+	// VoidWebAuthnChallenges spends the user's open ceremonies of one
+	// purpose, and nothing else.
+	other := mustCreateUser(t, s, "quin.other@example.org")
+	register := func(digest string, user uuid.UUID, purpose authd.ChallengePurpose, used time.Time) *authd.WebAuthnChallenge {
+		c := &authd.WebAuthnChallenge{ID: authd.NewID(), Challenge: digest, UserID: user, Purpose: purpose,
+			SessionData: `{}`, CreatedAt: Epoch, ExpiresAt: Epoch.Add(authd.WebAuthnChallengeTTL), UsedAt: used}
+		if err := s.CreateWebAuthnChallenge(ctx, c); err != nil {
+			t.Fatalf("CreateWebAuthnChallenge(%s): %v", digest, err)
+		}
+		return c
+	}
+	open := register("digest-register-open", u.ID, authd.PurposeRegister, time.Time{})
+	spent := register("digest-register-used", u.ID, authd.PurposeRegister, Epoch.Add(time.Second))
+	stepUp := register("digest-step-up", u.ID, authd.PurposeStepUp, time.Time{})
+	others := register("digest-register-other", other.ID, authd.PurposeRegister, time.Time{})
+	voidAt := Epoch.Add(2 * time.Second)
+	if err := s.InTx(ctx, func(tx authd.Queries) error {
+		if _, err := tx.User(ctx, u.ID); err != nil {
+			return err
+		}
+		return tx.VoidWebAuthnChallenges(ctx, u.ID, authd.PurposeRegister, voidAt)
+	}); err != nil {
+		t.Fatalf("VoidWebAuthnChallenges: %v", err)
+	}
+	open.UsedAt = voidAt
+	for _, want := range []*authd.WebAuthnChallenge{open, spent, stepUp, others} {
+		got, err := s.WebAuthnChallenge(ctx, want.Challenge)
+		if err != nil {
+			t.Fatalf("WebAuthnChallenge(%s): %v", want.Challenge, err)
+		}
+		if !got.UsedAt.Equal(want.UsedAt) {
+			t.Errorf("%s after VoidWebAuthnChallenges: used at %v; want %v", want.Challenge, got.UsedAt, want.UsedAt)
+		}
+	}
+
 	// Retention deletes the expired ones.
 	res, err := s.Purge(ctx, authd.PurgeRequest{LogsBefore: Epoch, ExpiredBefore: Epoch.Add(2 * time.Minute), Batch: 10})
 	if err != nil || res.WebAuthnChallenges != 1 {
