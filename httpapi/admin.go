@@ -259,6 +259,9 @@ func (s *Server) adminSecurityLogs(w http.ResponseWriter, r *http.Request) error
 			if *dst, err = time.Parse(time.RFC3339Nano, v); err != nil {
 				return invalidParam(name, rfc3339)
 			}
+			if dst.IsZero() { // what no bound is: the filter would be dropped, the listing widened
+				return invalidParam(name, "must be after 0001-01-01T00:00:00Z, which reads as no bound")
+			}
 		}
 	}
 	p, err := s.svc.SecurityLogs(r.Context(), client(r), f)

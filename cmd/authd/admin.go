@@ -133,6 +133,16 @@ func adminCmd(ctx context.Context, e *env, args []string) (err error) {
 		if logs.Until, err = parseTime("--until", *until); err != nil {
 			return err
 		}
+		// The zero time is what no bound is: silently no filter, where
+		// --until means to narrow the listing.
+		for flag, t := range map[string]struct {
+			given string
+			at    time.Time
+		}{"--since": {*since, logs.Since}, "--until": {*until, logs.Until}} {
+			if t.given != "" && t.at.IsZero() {
+				return usageOf("admin logs", "%s %s is the zero time, which reads as no bound: give a later time, or leave it out", flag, t.given)
+			}
+		}
 	case rest[0] == "mail" && rest[1] == "retry":
 		id, err := uuid.Parse(rest[2])
 		if err != nil {

@@ -132,6 +132,8 @@ func TestAdminCLIUsage(t *testing.T) {
 		{[]string{"admin", "mail"}, "authd admin mail: missing ACTION (list or retry)"},
 		{[]string{"admin", "mail", "retry"}, "authd admin mail retry: missing MAIL_ID (from `authd admin mail list --dead`)"},
 		{[]string{"admin", "logs", "a@b.org"}, "authd admin logs: takes no arguments; filter with --user, --event, --result, --since and --until"},
+		{[]string{"admin", "logs", "--until", "0001-01-01T00:00:00Z"},
+			"authd admin logs: --until 0001-01-01T00:00:00Z is the zero time, which reads as no bound: give a later time, or leave it out"},
 		{[]string{"admin", "frobnicate"}, `authd admin: unknown admin command "frobnicate"`},
 		{[]string{"clients", "show"}, "authd clients show: missing CLIENT_ID (from `authd clients list`)"},
 		// The admin API answers 400 to limit=0 and limit=201 alike.
