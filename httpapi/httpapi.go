@@ -100,6 +100,7 @@ type Server struct {
 	// pageForms refuses page forms another site sent (readForm).
 	pageForms *http.CrossOriginProtection
 	shed      *shedlog.Log // requests shed at capacity (ErrBusy), told sampled
+	stale     *shedlog.Log // access tokens refused while revocations are stale (ErrRevocationsStale), likewise
 }
 
 // EndStreams ends every open revocation stream (their clients resume
@@ -108,9 +109,13 @@ type Server struct {
 // Register it with http.Server.RegisterOnShutdown.
 func (s *Server) EndStreams() { s.endOnce.Do(func() { close(s.ending) }) }
 
-// FlushLog tells at once the shed requests whose count the log holds back
-// (at most a second's): for a shutdown, once http.Server.Shutdown returned.
-func (s *Server) FlushLog() { s.shed.Flush() }
+// FlushLog tells at once the shed and stale-refused requests whose counts
+// the log holds back (at most a second's): for a shutdown, once
+// http.Server.Shutdown returned.
+func (s *Server) FlushLog() {
+	s.shed.Flush()
+	s.stale.Flush()
+}
 
 // Route is one registered method and path pattern, and the query
 // parameters an API route takes.
@@ -212,7 +217,9 @@ func newServer(opts Options) *Server {
 		ending:    make(chan struct{}),
 		pageForms: http.NewCrossOriginProtection(),
 		shed: shedlog.New(opts.Logger,
-			"requests shed: at capacity (the password hashing queue or the database's lane is full; 503 with Retry-After)")}
+			"requests shed: at capacity (the password hashing queue or the database's lane is full; 503 with Retry-After)"),
+		stale: shedlog.New(opts.Logger, "access tokens refused: this instance has not read the revocations "+
+			"for longer than it may (the database is unreachable or slow; 503 with Retry-After)")}
 	if u, err := url.Parse(opts.PublicURL); err == nil && u.Scheme != "" && u.Host != "" {
 		// Where a proxy rewrote Host, a browser without Sec-Fetch-Site
 		// still names this origin.
@@ -454,9 +461,12 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	var e *authd.Error
 	errors.As(err, &e)
-	if errors.Is(err, authd.ErrBusy) || errors.Is(err, authd.ErrRevocationsStale) {
+	switch {
+	case errors.Is(err, authd.ErrBusy):
 		s.shed.Note(r.Context()) // counted, the count logged now and then: not a line per request
-	} else if status >= 500 && !gone {
+	case errors.Is(err, authd.ErrRevocationsStale):
+		s.stale.Note(r.Context()) // likewise: an outage, not a lack of capacity
+	case status >= 500 && !gone:
 		attrs := []any{"method", r.Method, "path", r.URL.Path, "request_id", requestID(r.Context()), "err", err}
 		if hint := authd.ErrorHint(err); hint != "" {
 			attrs = append(attrs, "hint", hint) // for the operator: what to do (a lock held elsewhere)

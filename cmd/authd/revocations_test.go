@@ -206,4 +206,11 @@ func TestTokensRefusedWhileRevocationsStale(t *testing.T) {
 	if _, body := until(http.StatusOK); !strings.Contains(body, `"active":true`) {
 		t.Errorf("introspection once the database answers again: %s", body)
 	}
+	// The refusals are logged for what they are, an outage (counted, not
+	// a line each), not as requests shed for want of capacity.
+	s.stop(t)
+	if logs := s.stderr.String(); !strings.Contains(logs, "access tokens refused: this instance has not read the revocations") ||
+		strings.Contains(logs, "requests shed") {
+		t.Errorf("the log of the refusals:\n%s\nwant them told as refused for stale revocations", logs)
+	}
 }
