@@ -96,7 +96,7 @@ func newRelyingParty(rpID string, origins []string) (*webauthn.WebAuthn, error) 
 }
 
 var errPasskeysOff = &Error{Code: ENotFound,
-	Message: "Passkeys are not enabled on this server (set AUTHD_WEBAUTHN_RP_ID and AUTHD_WEBAUTHN_ORIGINS)."}
+	Message: "Passkeys are not enabled on this server (a public URL on an IP address turns them off: set AUTHD_PUBLIC_URL to a host name, or AUTHD_WEBAUTHN_RP_ID and AUTHD_WEBAUTHN_ORIGINS)."}
 
 // PasskeysEnabled reports whether the server can use passkeys.
 func (s *Service) PasskeysEnabled() bool { return s.webauthn != nil }

@@ -43,7 +43,7 @@ func commands() []command {
 		{"serve", "run the API, the admin API and the background jobs", serveCmd},
 		{"migrate", "apply, roll back and inspect schema migrations", migrateCmd},
 		{"seed", "insert idempotent demo data and print its credentials", seedCmd},
-		{"keys", "generate, list and rotate the token signing keys", keysCmd},
+		{"keys", "generate, list and rotate the token signing keys; make the shared secrets", keysCmd},
 		{"purge", "apply the retention policy now", purgeCmd},
 		{"admin", "manage users and read the security log, straight on the database", adminCmd},
 		{"clients", "register and manage OpenID Connect clients, straight on the database", clientsCmd},

@@ -41,7 +41,7 @@ const outboxPoll = 2 * time.Second
 const shutdownTimeout = 20 * time.Second
 
 func serveCmd(ctx context.Context, e *env, args []string) error {
-	fs := newFlagSet(e, "serve", "authd serve [flags]\n\nRuns the public API on AUTHD_HTTP_ADDR, and /metrics and the admin API on\nAUTHD_ADMIN_ADDR, until SIGTERM or SIGINT, then shuts down gracefully. Flags\noverride the environment, which overrides .env.")
+	fs := newFlagSet(e, "serve", "authd serve [flags]\n\nRuns the public API on AUTHD_HTTP_ADDR, and /metrics and the admin API on\nAUTHD_ADMIN_ADDR, until SIGTERM, SIGINT or SIGHUP, then shuts down gracefully.\nFlags override the environment, which overrides .env.")
 	flags := configFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
