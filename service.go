@@ -473,7 +473,13 @@ func checkNewAddress(email string) error {
 	}
 	// One mailbox, two spellings: bücher.example is xn--bcher-kva.example
 	// on the wire. Accounts take the one people write, so that an address
-	// cannot hold a second account under the other.
+	// cannot hold a second account under the other. Likewise the
+	// ideographic full stop, which IDNA (UTS #46) reads as a dot: its
+	// fullwidth and halfwidth forms are not NFKC, refused above.
+	if strings.ContainsRune(domain, '\u3002') {
+		return &Error{Code: EInvalid, Message: "invalid request", Fields: []FieldError{{Field: "email",
+			Message: "must separate a domain's labels with . (not 。)"}}}
+	}
 	for _, l := range labels {
 		if strings.HasPrefix(l, "xn--") {
 			return &Error{Code: EInvalid, Message: "invalid request", Fields: []FieldError{{Field: "email",

@@ -130,6 +130,10 @@ func TestRegisterValidation(t *testing.T) {
 			{"ZWJ between ASCII symbols", `{"email":"a^\u200d^@example.org","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
 			{"ZWJ in Cyrillic", `{"email":"\u0433\u200d\u0440@example.org","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
 			{"punycode domain", `{"email":"a@XN--bcher-kva.example","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
+			// UTS #46 reads these as dots: a@example.org's mailbox.
+			{"ideographic full stop", `{"email":"a@example\u3002org","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
+			{"fullwidth full stop", `{"email":"a@example\uff0eorg","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
+			{"halfwidth ideographic full stop", `{"email":"a@example\uff61org","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
 			{"no consent", `{"email":"a@example.org","password":"` + goodPassword + `"}`, 400, "validation_failed", "consent"},
 			{"consent false", `{"email":"a@example.org","password":"` + goodPassword + `","consent":false}`, 400, "validation_failed", "consent"},
 			{"short password", `{"email":"a@example.org","password":"short pass","consent":true}`, 400, "weak_password", "password"},
