@@ -261,7 +261,10 @@ func (s *Server) addRoute(pattern string, h handlerFunc, authed bool, params []s
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		var err error
 		var pending *queryCheck
-		if api && r.URL.RawQuery != "" { // most API requests have none: no map to build
+		if api {
+			err = declaredTooLarge(w, r) // before the credentials: what a refusal then leaves unread is a lot
+		}
+		if err == nil && api && r.URL.RawQuery != "" { // most API requests have none: no map to build
 			if authed {
 				pending = &queryCheck{raw: r.URL.RawQuery, params: params}
 				r = r.WithContext(context.WithValue(r.Context(), queryCheckKey{}, pending))

@@ -115,12 +115,8 @@ func fieldlessAuthed(h authedFunc) authedFunc {
 // readLimited reads the body, at most MaxBodyBytes of it; one declared
 // larger is refused before it is read, rather than waited for.
 func readLimited(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	if r.ContentLength > MaxBodyBytes {
-		// Closed after the answer: net/http would otherwise read the
-		// unread body (up to 256 KiB) before answering, waiting for a
-		// client that sends less than it declared.
-		w.Header().Set("Connection", "close")
-		return nil, errTooLarge
+	if err := declaredTooLarge(w, r); err != nil {
+		return nil, err
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	var tooLarge *http.MaxBytesError
@@ -134,6 +130,19 @@ func readLimited(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 }
 
 var errTooLarge = &authd.Error{Code: authd.ETooLarge, Message: "The body is larger than 64 KiB."}
+
+// declaredTooLarge refuses a request whose Content-Length is past
+// MaxBodyBytes, before anything else is checked (every API route, addRoute)
+// or read: its connection is closed after the answer, since net/http would
+// otherwise read the unread body (up to 256 KiB) before answering, waiting
+// for a client that sends less than it declared.
+func declaredTooLarge(w http.ResponseWriter, r *http.Request) error {
+	if r.ContentLength <= MaxBodyBytes {
+		return nil
+	}
+	w.Header().Set("Connection", "close")
+	return errTooLarge
+}
 
 // readBody reads a bounded body of the given media type.
 func readBody(w http.ResponseWriter, r *http.Request, mediaType string) ([]byte, error) {
