@@ -358,9 +358,11 @@ func TestUnauthorizedAnswersCarryAChallenge(t *testing.T) {
 					name, resp.StatusCode, code, got)
 			}
 		}
-		resp, _ := e.userInfoResponse("")
-		if got := resp.Header.Get("WWW-Authenticate"); resp.StatusCode != http.StatusUnauthorized || got != `Bearer realm="authd"` {
-			t.Errorf("UserInfo without a token: %d, WWW-Authenticate %q; want 401, Bearer realm=\"authd\"", resp.StatusCode, got)
+		resp, code := e.userInfoResponse("")
+		if got := resp.Header.Get("WWW-Authenticate"); resp.StatusCode != http.StatusUnauthorized || got != `Bearer realm="authd"` ||
+			code != "" {
+			t.Errorf("UserInfo without a token: %d %q, WWW-Authenticate %q; want 401, Bearer realm=\"authd\", no error code "+
+				"(RFC 6750 §3.1)", resp.StatusCode, code, got)
 		}
 	})
 }

@@ -129,7 +129,7 @@ func New(opts Options) (*Provider, error) {
 	p.mux.HandleFunc("GET "+DiscoveryPath, p.discovery)
 	p.mux.Handle("POST "+TokenPath, noStore(strictCredentials(withHeader(p.tokenEndpoint(opServer)))))
 	p.mux.Handle("POST "+RevokePath, noStore(strictCredentials(withHeader(p.tokenEndpoint(opServer)))))
-	userInfo := challenged(lib, bearerChallenge)
+	userInfo := challenged(lib)
 	p.mux.Handle("GET "+UserInfoPath, strictCredentials(userInfo))
 	p.mux.Handle("POST "+UserInfoPath, strictCredentials(bounded(oneToken(userInfo))))
 	p.mux.HandleFunc("GET "+AuthorizePath, p.authorize)

@@ -297,25 +297,38 @@ func setHeader(ctx context.Context, name, value string) {
 	}
 }
 
-// challenged gives each 401 of h that has no WWW-Authenticate the
-// challenge: the library answers some itself (UserInfo without any access
-// token) before a callback could set one.
-func challenged(h http.Handler, challenge string) http.Handler {
+// challenged gives each 401 of UserInfo's handler h that has no
+// WWW-Authenticate the bare Bearer challenge, and no body: the library
+// answers a request without any access token itself, before a callback
+// could set one, with invalid_request in its body, where RFC 6750 §3.1
+// says such an answer SHOULD NOT carry an error code or other error
+// information (a client that sent nothing has nothing wrong to be told).
+func challenged(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.ServeHTTP(challengeWriter{w, challenge}, r)
+		h.ServeHTTP(&challengeWriter{ResponseWriter: w}, r)
 	})
 }
 
 type challengeWriter struct {
 	http.ResponseWriter
-	challenge string
+	bare bool // a 401 without credentials: its body is dropped
 }
 
-func (w challengeWriter) WriteHeader(status int) {
+func (w *challengeWriter) WriteHeader(status int) {
 	if status == http.StatusUnauthorized && w.Header().Get("WWW-Authenticate") == "" {
-		w.Header().Set("WWW-Authenticate", w.challenge)
+		w.bare = true
+		w.Header().Set("WWW-Authenticate", bearerChallenge)
+		w.Header().Del("Content-Type")
+		w.Header().Del("Content-Length")
 	}
 	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *challengeWriter) Write(b []byte) (int, error) {
+	if w.bare {
+		return len(b), nil
+	}
+	return w.ResponseWriter.Write(b)
 }
 
 // withHeader puts w's header in the request's context (headerKey).
