@@ -42,6 +42,7 @@ func TestSweepLocksHungDoesNotHoldMaintain(t *testing.T) {
 	a.service = authd.NewService(authd.Config{}, authd.Deps{Store: store})
 	ctx, cancel := context.WithCancel(context.Background())
 	var sweeps sync.WaitGroup
+	start := time.Now() // before the sweep's goroutine reads the clock
 	returned := make(chan struct{})
 	go func() {
 		a.sweepLocks(ctx, &sweeps)
@@ -53,7 +54,6 @@ func TestSweepLocksHungDoesNotHoldMaintain(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("sweepLocks waited for the hung sweep")
 	}
-	start := time.Now()
 	if d := <-store.deadline; d.IsZero() || d.Sub(start) > lockSweepTimeout {
 		t.Errorf("the sweep's deadline: %v from now; want at most %v", d.Sub(start), lockSweepTimeout)
 	}
