@@ -203,3 +203,45 @@ func TestAnotherProcessHoldingTheLock(t *testing.T) {
 			err, authd.ErrorHint(err))
 	}
 }
+
+// TestStorageFailuresAreOutages: a disk full or a database that cannot be
+// written (a read-only mount, a file's owner changed) is an outage with
+// Retry-After and a hint naming what to mend, not an internal error; the
+// same write succeeds once it is mended.
+func TestStorageFailuresAreOutages(t *testing.T) {
+	ctx := context.Background()
+	s := openMigrated(t)
+	s.db.SetMaxOpenConns(1) // the pragmas below are the one connection's
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	write := func() error {
+		return s.CreateSecurityLog(ctx, authd.NewSecurityLog(now, authd.EventLoginFailure, authd.ResultFailure, uuid.Nil,
+			"", strings.Repeat("x", 2000), "", nil))
+	}
+	for _, tt := range []struct {
+		name, fail, mend, hint string
+	}{
+		// No page past the file's own: as a full disk answers.
+		{"disk full", "PRAGMA max_page_count = 1", "PRAGMA max_page_count = 1073741823", "is full"},
+		{"read-only", "PRAGMA query_only = 1", "PRAGMA query_only = 0", "cannot be written"},
+	} {
+		if _, err := s.db.ExecContext(ctx, tt.fail); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		for range 100 { // until the pages the file has are used up
+			if err = write(); err != nil {
+				break
+			}
+		}
+		var e *authd.Error
+		if !errors.As(err, &e) || e.Code != authd.EUnavailable || e.RetryAfter < time.Second || !strings.Contains(e.Hint, tt.hint) {
+			t.Errorf("%s: %#v; want unavailable with Retry-After and a hint saying it %s", tt.name, err, tt.hint)
+		}
+		if _, err := s.db.ExecContext(ctx, tt.mend); err != nil {
+			t.Fatal(err)
+		}
+		if err := write(); err != nil {
+			t.Errorf("%s mended: %v", tt.name, err)
+		}
+	}
+}

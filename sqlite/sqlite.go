@@ -221,7 +221,25 @@ func translate(err error) error {
 				busy.Hint = fmt.Sprintf(busyHint, busyTimeout)
 			}
 			return busy
+		case sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY:
+			// The file system, not the request: a disk full, failing or
+			// mounted read-only, a file whose owner or mode changed.
+			// Nothing of the transaction was committed; once the operator
+			// mends it, the same request succeeds, without a restart.
+			return &authd.Error{Code: authd.EUnavailable, Message: "the database cannot be written",
+				RetryAfter: time.Second, Err: err, Hint: storageHints[e.Code()&0xff]}
 		}
 	}
 	return fmt.Errorf("sqlite: %w", err)
+}
+
+// storageHints tell the operator what to mend when the file system fails
+// the SQLite database.
+var storageHints = map[int]string{
+	sqlite3.SQLITE_FULL: "the file system holding the SQLite database is full: free space on it " +
+		"(authd answers again at once)",
+	sqlite3.SQLITE_IOERR: "the SQLite database could not be read or written: check the file system " +
+		"holding it (kernel log, free space, a mount gone read-only)",
+	sqlite3.SQLITE_READONLY: "the SQLite database cannot be written: the database file, its -wal and -shm " +
+		"files and their directory must be writable by the user authd runs as, on a file system mounted read-write",
 }
