@@ -237,8 +237,15 @@ func TestStorageFailuresAreOutages(t *testing.T) {
 		if !errors.As(err, &e) || e.Code != authd.EUnavailable || e.RetryAfter < time.Second || !strings.Contains(e.Hint, tt.hint) {
 			t.Errorf("%s: %#v; want unavailable with Retry-After and a hint saying it %s", tt.name, err, tt.hint)
 		}
+		// What no query of the store translates (a migration) is told too.
+		if _, err := s.db.ExecContext(ctx, "CREATE TABLE storage_probe (x TEXT)"); !strings.Contains(StorageHint(err), tt.hint) {
+			t.Errorf("%s: StorageHint(%v) = %q; want it to say it %s", tt.name, err, StorageHint(err), tt.hint)
+		}
 		if _, err := s.db.ExecContext(ctx, tt.mend); err != nil {
 			t.Fatal(err)
+		}
+		if h := StorageHint(errors.New("another")); h != "" {
+			t.Errorf("StorageHint of another error: %q", h)
 		}
 		if err := write(); err != nil {
 			t.Errorf("%s mended: %v", tt.name, err)

@@ -127,9 +127,12 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	db.SetConnMaxIdleTime(5 * time.Minute)
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
+		hint := StorageHint(err)
+		if hint == "" {
+			hint = "check that the file is a SQLite database and writable, or set DATABASE_URL"
+		}
 		return nil, &authd.Error{Code: authd.EUnavailable, Err: err,
-			Message: fmt.Sprintf("cannot open the SQLite database %s", path),
-			Hint:    "check that the file is a SQLite database and writable, or set DATABASE_URL"}
+			Message: fmt.Sprintf("cannot open the SQLite database %s", path), Hint: hint}
 	}
 	// The file holds password hashes: keep it to its owner.
 	if err := os.Chmod(path, 0o600); err != nil {
@@ -231,6 +234,17 @@ func translate(err error) error {
 		}
 	}
 	return fmt.Errorf("sqlite: %w", err)
+}
+
+// StorageHint says what to mend when err is the file system failing the
+// database (full, failing, read-only), and "" otherwise: for the errors
+// that do not pass through the store's queries (a migration's).
+func StorageHint(err error) string {
+	var e *sqlite.Error
+	if errors.As(err, &e) {
+		return storageHints[e.Code()&0xff]
+	}
+	return ""
 }
 
 // storageHints tell the operator what to mend when the file system fails

@@ -101,8 +101,13 @@ func open(ctx context.Context, cfg *Config, want schema, told func(string), opts
 			results, err := s.Migrator().Up(ctx)
 			if err != nil {
 				s.Close()
-				return nil, &cliError{msg: "migrating the SQLite database: " + err.Error(),
-					hint: "restore the database file from a backup or point DATABASE_URL at a new one"}
+				hint := "restore the database file from a backup or point DATABASE_URL at a new one"
+				if h := sqlite.StorageHint(err); h != "" {
+					// Not the file's fault: a failed migration is rolled
+					// back and not recorded, and the next start applies it.
+					hint = h + "; then start again: the migrations not applied are applied then"
+				}
+				return nil, &cliError{msg: "migrating the SQLite database: " + err.Error(), hint: hint}
 			}
 			if len(results) > 0 {
 				told(migratedDefault(path, results))
