@@ -116,6 +116,7 @@ func Generate(dir, alg string, now time.Time) (*Key, error) {
 	// the directory never sees half a key.
 	tmp := filepath.Join(dir, "."+k.ID+".tmp")
 	if err := os.WriteFile(tmp, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		os.Remove(tmp) // half written (a full disk): nothing of it stays
 		return nil, err
 	}
 	if err := os.Rename(tmp, filepath.Join(dir, k.ID+".pem")); err != nil {
@@ -535,6 +536,12 @@ func published(keys []*Key, now time.Time, ttl time.Duration) []*Key {
 // key whose tokens they still accept. It returns the new key and the ids
 // deleted.
 func Rotate(dir, alg string, now time.Time) (*Key, []string, error) {
+	// A key that cannot be read (its mode, its content) refuses the
+	// rotation before a key is added: failed after, each retry would add
+	// one more.
+	if _, err := Load(dir); err != nil {
+		return nil, nil, err
+	}
 	k, err := Generate(dir, alg, now)
 	if err != nil {
 		return nil, nil, err

@@ -207,6 +207,26 @@ func TestReloadIfChanged(t *testing.T) {
 	}
 }
 
+// TestRotateRefusesUnreadableKeys: a rotation into a directory holding a
+// key it cannot read fails before it adds a key, so that retries do not
+// pile up new keys.
+func TestRotateRefusesUnreadableKeys(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	if _, err := Generate(dir, "EdDSA", now); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "broken.pem"), []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Rotate(dir, "EdDSA", now.Add(time.Hour)); err == nil {
+		t.Fatal("Rotate with an unreadable key: no error")
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
+		t.Errorf("the failed rotation left %d files; want the two it found", len(entries))
+	}
+}
+
 // TestRotate: a rotated-in key is published at once, signs after
 // SigningDelay, and the old key stays in JWKS until its tokens expired; a
 // rotation deletes it only once tokens of the longest lifetime allowed have.
