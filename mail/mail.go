@@ -239,11 +239,14 @@ func (d *Dev) Send(_ context.Context, m authd.Mail) error {
 	if err != nil {
 		return err
 	}
-	if _, err := msg.WriteTo(f); err != nil {
-		f.Close()
-		return err
+	_, err = msg.WriteTo(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	if err := f.Close(); err != nil {
+	if err != nil {
+		// Half written (a full disk): no file stays for erasure to trip
+		// over; the outbox tries the mail again.
+		os.Remove(path)
 		return err
 	}
 	// The link is logged on purpose (SPEC 6.10), the address not: the log
