@@ -1,0 +1,129 @@
+package httpapi_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+)
+
+// TestRefreshPastItsLifetime: a refresh token past its own lifetime, or in
+// a session past its longest, is refused (401 invalid_token), logged as
+// expired, and ends nothing else; the session's access token still ends
+// with its own expiry.
+func TestRefreshPastItsLifetime(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("expired@example.org", goodPassword)
+		_, refresh := e.login("expired@example.org", goodPassword)
+		e.clock.Advance(168*time.Hour + time.Second) // the env's RefreshTokenTTL
+		want(t, "a refresh token past its lifetime", e.do("POST", "/v1/auth/refresh",
+			map[string]string{"refresh_token": refresh}), 401, "invalid_token")
+
+		// A session past SessionMaxAge, its chain refreshed all along.
+		_, refresh = e.login("expired@example.org", goodPassword)
+		for range 5 { // 5 × 144 h = 720 h, the env's SessionMaxAge
+			e.clock.Advance(144 * time.Hour)
+			r := e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh})
+			if r.status != 200 {
+				want(t, "the last refresh, past the session's longest life", r, 401, "invalid_token")
+				break
+			}
+			refresh = r.str("refresh_token")
+		}
+		logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: e.user("expired@example.org").ID,
+			EventType: authd.EventTokenRefreshed, Result: authd.ResultFailure})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(logs) != 2 || logs[0].FailureReason != "refresh token expired" || logs[1].FailureReason != "refresh token expired" {
+			t.Errorf("refused refreshes logged %+v; want two, expired", logs)
+		}
+	})
+}
+
+// TestUnlockedUnverifiedStaysInactive: a brute-force lock on an account
+// whose address is not verified (verification required) ends with the
+// account inactive, not active: the lock's end verifies nothing.
+func TestUnlockedUnverifiedStaysInactive(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "unverified@example.org"
+		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": email, "password": goodPassword,
+			"consent": true}), 202, "")
+		for range 5 {
+			e.do("POST", "/v1/auth/login", map[string]string{"email": email, "password": "not the password"})
+		}
+		if u := e.user(email); u.AccountStatus != authd.StatusLocked {
+			t.Fatalf("after five wrong passwords: %s; want locked", u.AccountStatus)
+		}
+		e.clock.Advance(15*time.Minute + time.Second)
+		want(t, "the right password once the lock ran out", e.do("POST", "/v1/auth/login",
+			map[string]string{"email": email, "password": goodPassword}), 403, "email_not_verified")
+		if u := e.user(email); u.AccountStatus != authd.StatusInactive || u.EmailVerified {
+			t.Errorf("after the lock: %s, verified %v; want inactive, unverified", u.AccountStatus, u.EmailVerified)
+		}
+	})
+}
+
+// TestPasskeyProofsAreTheirOwners: a step-up ceremony one user began is no
+// proof for another (even answered by a passkey the other holds), and a
+// passkey id that is not the caller's is 404, the passkey untouched.
+func TestPasskeyProofsAreTheirOwners(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		alice, _, _ := e.passkeyUser("alice.pk@example.org")
+		bob, bobKey, _ := e.passkeyUser("bob.pk@example.org")
+		bobsID := e.do("GET", "/v1/users/me/passkeys", nil, bearer(bob)...).body["items"].([]any)[0].(map[string]any)["id"].(string)
+		alicesID := e.do("GET", "/v1/users/me/passkeys", nil, bearer(alice)...).body["items"].([]any)[0].(map[string]any)["id"].(string)
+
+		// Alice's ceremony, answered with Bob's key, offered by Bob.
+		r := e.do("POST", "/v1/users/me/mfa/challenge", map[string]any{}, bearer(alice)...)
+		want(t, "alice's step-up challenge", r, 200, "")
+		options := publicKey(t, r)
+		delete(options, "allowCredentials")
+		want(t, "bob's delete with alice's ceremony", e.do("DELETE", "/v1/users/me/passkeys/"+bobsID,
+			map[string]any{"passkey": bobKey.Get(options)}, bearer(bob)...), 401, "invalid_token")
+
+		// Alice's passkey, by Bob with a proof of his own.
+		want(t, "bob deletes alice's passkey", e.do("DELETE", "/v1/users/me/passkeys/"+alicesID,
+			map[string]any{"passkey": e.stepUp(bob, bobKey)}, bearer(bob)...), 404, "not_found")
+		for _, who := range []string{"alice.pk@example.org", "bob.pk@example.org"} {
+			if keys, _ := e.store.Passkeys(context.Background(), e.user(who).ID); len(keys) != 1 {
+				t.Errorf("%s has %d passkeys; want the one", who, len(keys))
+			}
+		}
+	})
+}
+
+// TestChunkedBodyOverLimit: a body sent without a declared length (chunked)
+// past 64 KiB is refused with 413 as it is read, on the connection kept
+// honest (nothing of it taken).
+func TestChunkedBodyOverLimit(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	big := `{"email":"` + strings.Repeat("a", 70000) + `"}`
+	fmt.Fprintf(conn, "POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"+
+		"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", len(big), big)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a chunked body over the limit: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(body), "payload_too_large") {
+		t.Errorf("a chunked body over the limit: %d %s; want 413 payload_too_large", resp.StatusCode, body)
+	}
+}
