@@ -29,7 +29,7 @@ type schema int
 const (
 	atHead     schema = iota // at head, or refused; the default SQLite database is brought there
 	existing                 // atHead, but a missing default SQLite database is refused, not created
-	anyVersion               // as it is, a missing default SQLite database refused: migrate's reads and roll-backs
+	anyVersion               // as it is: migrate's reads and roll-backs
 	creating                 // as it is, a missing SQLite file created: migrate up
 )
 
@@ -79,16 +79,11 @@ func open(ctx context.Context, cfg *Config, want schema, told func(string), opts
 			if err := checkLeftBehind(path); err != nil {
 				return nil, err
 			}
-			if _, err := os.Stat(path); (want == existing || want == anyVersion) && errors.Is(err, os.ErrNotExist) {
+			if _, err := os.Stat(path); want == existing && errors.Is(err, os.ErrNotExist) {
 				// A command with something to act on, run where no server ran:
-				// an empty new database would answer "no such user", and a
-				// migration's read or roll-back would leave an empty file.
-				hint := "run it with the AUTHD_DATA_DIR or DATABASE_URL that `authd serve` uses"
-				if want == anyVersion {
-					hint += ", or create the database with `authd migrate up` (or `authd serve`)"
-				}
+				// an empty new database would answer "no such user".
 				return nil, &cliError{msg: fmt.Sprintf("no database at %s (DATABASE_URL unset: $AUTHD_DATA_DIR/authd.db)", path),
-					hint: hint}
+					hint: "run it with the AUTHD_DATA_DIR or DATABASE_URL that `authd serve` uses"}
 			}
 		} else if err := checkSQLitePath(path, want == creating); err != nil {
 			return nil, err
