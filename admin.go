@@ -398,6 +398,12 @@ func (s *Service) ResetMFA(ctx context.Context, c Client, id uuid.UUID) (MFARemo
 		if err != nil {
 			return nil, err
 		}
+		// A registration begun before, with the factors now removed, would
+		// finish as the account's first factor: whoever began it would get
+		// the recovery codes and end every other session.
+		if err := voidRegistrations(ctx, tx, u.ID, now); err != nil {
+			return nil, err
+		}
 		// With no factor left, a refusal of codes protects nothing, and
 		// would refuse the first code of the factor enrolled next; the
 		// failures counted stay, as plain ones: no factor is left to guess.

@@ -287,17 +287,25 @@ func (s *Service) newHash(ctx context.Context, password, email string) (string, 
 func (s *Service) setPassword(ctx context.Context, tx *txn, c Client, u *User, hash string, keep uuid.UUID,
 	now time.Time, event EventType) error {
 	u.PasswordHash, u.LastPasswordChange, u.UpdatedAt = hash, now, now
-	// Wrong passwords no longer matter; wrong codes still count toward the
-	// lock, as codes, and a lock set past the password (CodesLockedUntil)
-	// lasts: a reset proves the mailbox, not the second factor, and whoever
-	// holds both would otherwise get fresh guesses at a code with every
-	// reset. Codes they stay: counted as plain failures, a second reset
-	// would forget them, and one wrong password would turn them into an
-	// ordinary lock that forgets them when it ends; so a lock that any
-	// failure then sets is past the password (lockTerms), as before the
-	// reset. (A lock the reset lifts starts the whole count over, as one
-	// that runs out does: unlock.)
+	// Wrong passwords no longer matter. After a reset, wrong codes still
+	// count toward the lock, as codes, and a lock set past the password
+	// (CodesLockedUntil) lasts: a reset proves the mailbox, not the second
+	// factor, and whoever holds both would otherwise get fresh guesses at a
+	// code with every reset. Codes they stay: counted as plain failures, a
+	// second reset would forget them, and one wrong password would turn
+	// them into an ordinary lock that forgets them when it ends; so a lock
+	// that any failure then sets is past the password (lockTerms), as
+	// before the reset. A change in a session is made with the current
+	// password and the second factor, and whoever guessed codes does not
+	// know the new password: their codes stay only as plain failures, so
+	// that an outsider's wrong password cannot raise a lock past a password
+	// no one else knows (codes refused, a notice saying it was passed).
+	// (A lock the reset lifts starts the whole count over, as one that runs
+	// out does: unlock.)
 	u.FailedLoginAttempts = u.FailedCodeAttempts
+	if event == EventPasswordChanged {
+		u.FailedCodeAttempts = 0
+	}
 	if err := tx.UpdateUser(ctx, u); err != nil {
 		return err
 	}

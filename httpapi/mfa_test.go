@@ -1165,6 +1165,39 @@ func TestResetKeepsWhatCodesCounted(t *testing.T) {
 	})
 }
 
+// TestChangeForgetsGuessedCodes: a password changed in a session, with the
+// current password and a right code, leaves the codes an intruder guessed
+// as plain failures: the intruder does not know the new password, so an
+// outsider's wrong password then sets an ordinary lock, not one past the
+// password (no codes refused, no notice saying the password was passed).
+func TestChangeForgetsGuessedCodes(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "changed.codes@example.org"
+		access, secret, _ := e.mfaUser(email)
+		token := e.mfaLogin(email) // the intruder, past the old password
+		for range 4 {
+			want(t, "a wrong code", e.verify(token, "totp", e.wrongCode(secret)), 401, "invalid_credentials")
+		}
+		want(t, "the owner's change, with a right code", e.do("POST", "/v1/auth/password/change", map[string]string{
+			"current_password": goodPassword, "new_password": "a brand new passphrase",
+			"code": totpAt(t, secret, e.clock.Now())}, bearer(access)...), 204, "")
+		if u := e.user(email); u.FailedLoginAttempts != 4 || u.FailedCodeAttempts != 0 {
+			t.Errorf("after the change: %d failures, %d of them codes; want 4 plain ones", u.FailedLoginAttempts, u.FailedCodeAttempts)
+		}
+		want(t, "an outsider's wrong password", e.do("POST", "/v1/auth/login",
+			map[string]string{"email": email, "password": "not the password"}), 401, "invalid_credentials")
+		u := e.user(email)
+		if u.AccountStatus != authd.StatusLocked || u.CodesLockedUntil.After(e.clock.Now()) {
+			t.Errorf("after an outsider's wrong password: %s, codes refused until %v; want an ordinary lock",
+				u.AccountStatus, u.CodesLockedUntil)
+		}
+		if m := e.mail.last(t, authd.MailAccountLocked, email); m.AfterCodes {
+			t.Errorf("its notice %+v; want an ordinary one", m)
+		}
+	})
+}
+
 // TestAdminActionsEndTheCodesLock: an administrator's unlock lifts the
 // refusal of codes and starts the growth of such locks over; a reset of the
 // second factors lifts it too (with no factor left it protects nothing, and

@@ -993,6 +993,13 @@ func TestPasskeyRegistrationVoidedByChanges(t *testing.T) {
 		refused("a registration begun before the first factor", finish(access, newSoftKey(t, rpID, rpOrigin), options),
 			"totp@example.org")
 
+		// An administrator's reset of the second factors.
+		access, _, _ = e.passkeyUser("reset@example.org")
+		options = e.beginRegistration(access)
+		want(t, "reset-mfa", e.admin("POST", "/v1/admin/users/"+e.user("reset@example.org").ID.String()+"/reset-mfa", nil), 204, "")
+		want(t, "a registration begun before an administrator's reset", finish(access, newSoftKey(t, rpID, rpOrigin), options),
+			401, "invalid_token")
+
 		// A first passkey: the other registration begun without a step-up
 		// goes; a registration finishes once.
 		e.registerVerified("twice@example.org", goodPassword)
