@@ -53,13 +53,14 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 			if _, ok := op.Responses["400"]; strings.HasPrefix(path, "/v1/") && !ok {
 				t.Errorf("openapi.json: %s lacks its 400 (a query parameter it does not take)", name)
 			}
-			// Every /v1/ route but a GET reads a body, even one that takes
-			// no field (nothing or {}): too large or of another type it is
-			// refused.
-			for _, status := range []string{"413", "415"} {
-				if _, ok := op.Responses[status]; strings.HasPrefix(path, "/v1/") && method != "get" && !ok {
-					t.Errorf("openapi.json: %s lacks its %s", name, status)
-				}
+			// Every /v1/ route refuses a body declared too large, first;
+			// every one but a GET reads a body, even one that takes no
+			// field (nothing or {}): of another type it is refused.
+			if _, ok := op.Responses["413"]; strings.HasPrefix(path, "/v1/") && !ok {
+				t.Errorf("openapi.json: %s lacks its 413", name)
+			}
+			if _, ok := op.Responses["415"]; strings.HasPrefix(path, "/v1/") && method != "get" && !ok {
+				t.Errorf("openapi.json: %s lacks its 415", name)
 			}
 		}
 	}
