@@ -391,6 +391,10 @@ func (s *Service) UnlockExpired(ctx context.Context) (int, error) {
 	lifted := 0
 	var failed []error
 	for _, id := range ids {
+		if err := ctx.Err(); err != nil { // given up (the sweep's timeout): said once, not per account
+			failed = append(failed, err)
+			break
+		}
 		done := false
 		err := s.inTx(ctx, func(tx *txn) error {
 			now := s.now()

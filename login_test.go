@@ -2,7 +2,9 @@ package authd_test
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -282,4 +284,25 @@ func TestAuthenticateWhileRevocationsStale(t *testing.T) {
 	store.page = []authd.RevocationEvent{{ID: 2, Kind: authd.RevokedSession, Subject: claims.SessionID, CreatedAt: now}}
 	store.last = 2
 	want("revoked elsewhere while the set was stale", svc, authd.EInvalidToken)
+}
+
+// expiredMany is a store whose sweep finds several accounts whose locks
+// ran out.
+type expiredMany struct{ authd.Store }
+
+func (expiredMany) ExpiredLocks(context.Context, time.Time, int) ([]uuid.UUID, error) {
+	return []uuid.UUID{uuid.New(), uuid.New(), uuid.New(), uuid.New()}, nil
+}
+
+// TestUnlockExpiredGivenUp: a sweep whose context ends (its timeout) stops
+// there, and says so once, not once per account left.
+func TestUnlockExpiredGivenUp(t *testing.T) {
+	_, _, store := loginEnv(t, 5)
+	s := authd.NewService(authd.Config{}, authd.Deps{Store: expiredMany{store}})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	n, err := s.UnlockExpired(ctx)
+	if n != 0 || !errors.Is(err, context.Canceled) || strings.Count(err.Error(), "context canceled") != 1 {
+		t.Errorf("UnlockExpired given up: %d, %v; want 0 and the end said once", n, err)
+	}
 }
