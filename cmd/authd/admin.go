@@ -127,21 +127,11 @@ func adminCmd(ctx context.Context, e *env, args []string) (err error) {
 				return usagef("--result must be success or failure")
 			}
 		}
-		if logs.Since, err = parseTime("--since", *since); err != nil {
+		if logs.Since, err = parseBound("--since", *since); err != nil {
 			return err
 		}
-		if logs.Until, err = parseTime("--until", *until); err != nil {
+		if logs.Until, err = parseBound("--until", *until); err != nil {
 			return err
-		}
-		// The zero time is what no bound is: silently no filter, where
-		// --until means to narrow the listing.
-		for flag, t := range map[string]struct {
-			given string
-			at    time.Time
-		}{"--since": {*since, logs.Since}, "--until": {*until, logs.Until}} {
-			if t.given != "" && t.at.IsZero() {
-				return usageOf("admin logs", "%s %s is the zero time, which reads as no bound: give a later time, or leave it out", flag, t.given)
-			}
 		}
 	case rest[0] == "mail" && rest[1] == "retry":
 		id, err := uuid.Parse(rest[2])
@@ -433,6 +423,17 @@ func findUser(ctx context.Context, db authd.Store, ref string) (*authd.User, err
 		return nil, &cliError{msg: fmt.Sprintf("no user %q", ref), hint: "find it with `authd admin users list --email PART`"}
 	}
 	return u, err
+}
+
+// parseBound is parseTime for a listing's bound, refusing the zero time:
+// it is what no bound is, so the filter would silently be dropped where
+// --until means to narrow the listing.
+func parseBound(flag, v string) (time.Time, error) {
+	t, err := parseTime(flag, v)
+	if err == nil && v != "" && t.IsZero() {
+		return t, usageOf("admin logs", "%s %s is the zero time, which reads as no bound: give a later time, or leave it out", flag, v)
+	}
+	return t, err
 }
 
 func parseTime(flag, v string) (time.Time, error) {
