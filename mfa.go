@@ -310,8 +310,8 @@ func voidForNewFactor(ctx context.Context, tx *txn, user uuid.UUID, now time.Tim
 }
 
 // voidRegistrations voids the user's passkey registrations not finished,
-// in the transaction of a new password or second factor, which holds the
-// user. Each began with the password (and the factors) of its time: one
+// in the transaction of a new password or second factor (or of a factor's
+// removal, factorRemoved), which holds the user. Each began with the password (and the factors) of its time: one
 // begun by an intruder before the owner changed the password, or before
 // the first factor, which asks for no step-up, would otherwise finish
 // after it with a stolen access token and plant a passkey that signs in
@@ -338,7 +338,8 @@ func dropEnrolments(ctx context.Context, tx *txn, factors []*Factor) error {
 }
 
 // DisableTOTP removes the user's TOTP factor and recovery codes, given a
-// current TOTP or recovery code. A wrong code counts toward the lock, as a
+// current TOTP or recovery code, and voids the passkey registrations not
+// finished (factorRemoved). A wrong code counts toward the lock, as a
 // wrong password does. Returns EInvalid, EInvalidCredentials, ENotFound (no
 // factor enabled), EAccountLocked, ERateLimited, EInvalidToken, EUnavailable.
 func (s *Service) DisableTOTP(ctx context.Context, c Client, a *AccessClaims, proof StepUp) error {
@@ -349,7 +350,7 @@ func (s *Service) DisableTOTP(ctx context.Context, c Client, a *AccessClaims, pr
 		if err := tx.DeleteFactor(ctx, f.ID); err != nil {
 			return err
 		}
-		if err := s.dropOrphanRecoveryCodes(ctx, tx, u.ID); err != nil {
+		if err := s.factorRemoved(ctx, tx, u.ID, now); err != nil {
 			return err
 		}
 		if err := s.factorNotice(ctx, tx, now, u, ChangeTOTPDisabled); err != nil {
@@ -734,9 +735,18 @@ func (s *Service) totpIssuer() string {
 	return "authd"
 }
 
-// dropOrphanRecoveryCodes deletes the user's recovery codes once no second
-// factor is left for them to stand in for.
-func (s *Service) dropOrphanRecoveryCodes(ctx context.Context, tx *txn, user uuid.UUID) error {
+// factorRemoved is what the removal of one of the user's second factors
+// (a TOTP factor, a passkey) leaves to do in its transaction, which holds
+// the user: the recovery codes go with the last factor, and the passkey
+// registrations not finished go (voidRegistrations) whatever is left. One
+// was begun with the factors of its time, perhaps with the removed one's
+// proof: an owner who removes a factor they think another holds must not
+// find a passkey that other began with it planted afterwards, the first
+// factor (with new recovery codes) if none is left.
+func (s *Service) factorRemoved(ctx context.Context, tx *txn, user uuid.UUID, now time.Time) error {
+	if err := voidRegistrations(ctx, tx, user, now); err != nil {
+		return err
+	}
 	methods, err := s.mfaMethods(ctx, tx, user)
 	if err != nil || len(methods) > 0 {
 		return err

@@ -907,7 +907,8 @@ func (s *Service) checkPasskeyProof(ctx context.Context, tx *txn, c Client, u *U
 
 // DeletePasskey removes one of the token's user's passkeys, given the
 // step-up proof of a second factor (the passkey itself will do). The last
-// second factor gone, the recovery codes go too. Returns EInvalid,
+// second factor gone, the recovery codes go too; registrations not finished
+// go always (factorRemoved). Returns EInvalid,
 // EInvalidCredentials, EInvalidToken, ENotFound (no such passkey, or
 // passkeys off: an administrator's reset-mfa removes them then),
 // EAccountLocked, ERateLimited, EUnavailable.
@@ -927,7 +928,7 @@ func (s *Service) DeletePasskey(ctx context.Context, c Client, a *AccessClaims, 
 		if err := tx.DeletePasskey(ctx, p.ID); err != nil {
 			return err
 		}
-		if err := s.dropOrphanRecoveryCodes(ctx, tx, u.ID); err != nil {
+		if err := s.factorRemoved(ctx, tx, u.ID, now); err != nil {
 			return err
 		}
 		if err := s.factorNotice(ctx, tx, now, u, ChangePasskeyRemoved); err != nil {

@@ -1000,6 +1000,25 @@ func TestPasskeyRegistrationVoidedByChanges(t *testing.T) {
 		want(t, "a registration begun before an administrator's reset", finish(access, newSoftKey(t, rpID, rpOrigin), options),
 			401, "invalid_token")
 
+		// A factor's removal: TOTP turned off, a passkey removed. The
+		// registration began with its proof; the owner removing it may be
+		// shutting out whoever else holds it.
+		access, secret, _ := e.mfaUser("totpoff@example.org")
+		options = e.beginRegistration(access)
+		e.clock.Advance(30 * time.Second) // the step-up spent the code of this window
+		want(t, "turn TOTP off", e.do("DELETE", "/v1/users/me/mfa/totp", map[string]string{"code": totpAt(t, secret, e.clock.Now())},
+			bearer(access)...), 204, "")
+		refused("a registration begun before TOTP was turned off", finish(access, newSoftKey(t, rpID, rpOrigin), options),
+			"totpoff@example.org")
+
+		access, k, _ := e.passkeyUser("keyoff@example.org")
+		options = e.beginRegistration(access)
+		id := e.do("GET", "/v1/users/me/passkeys", nil, bearer(access)...).body["items"].([]any)[0].(map[string]any)["id"].(string)
+		want(t, "remove the passkey", e.do("DELETE", "/v1/users/me/passkeys/"+id, map[string]any{"passkey": e.stepUp(access, k)},
+			bearer(access)...), 204, "")
+		refused("a registration begun before a passkey was removed", finish(access, newSoftKey(t, rpID, rpOrigin), options),
+			"keyoff@example.org")
+
 		// A first passkey: the other registration begun without a step-up
 		// goes; a registration finishes once.
 		e.registerVerified("twice@example.org", goodPassword)
