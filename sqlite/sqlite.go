@@ -226,9 +226,14 @@ func translate(err error) error {
 			return busy
 		case sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY:
 			// The file system, not the request: a disk full, failing or
-			// mounted read-only, a file whose owner or mode changed.
-			// Nothing of the transaction was committed; once the operator
-			// mends it, the same request succeeds, without a restart.
+			// mounted read-only, a file whose owner or mode changed. A
+			// statement's failed write is rolled back, and in WAL mode a
+			// commit counts once its last frame is whole, so these mean
+			// nothing was committed, but for an IOERR at commit itself
+			// (the file system may have kept what it said it could not):
+			// uncertain there, as a PostgreSQL connection lost at COMMIT.
+			// Once the operator mends it, the same request succeeds,
+			// without a restart.
 			return &authd.Error{Code: authd.EUnavailable, Message: "the database cannot be written",
 				RetryAfter: time.Second, Err: err, Hint: storageHints[e.Code()&0xff]}
 		}
