@@ -89,7 +89,10 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 	req.HintSubject = hint.user()
 	// Bound before it is saved, on every path: see savedRequest.
 	req.BrowserBinding = p.formMAC(p.ensureSeed(w, r), requestBinding, "")
-	if slices.Contains(strings.Fields(q.Get("prompt")), "none") {
+	// prompt=none alone (parseAuthRequest refuses it combined): a
+	// combination, were it let through, would take the pages' path, which
+	// asks for what it names, rather than skip the consent it asks for.
+	if slices.Equal(strings.Fields(q.Get("prompt")), []string{"none"}) {
 		p.authorizeSilently(w, r, req, oc, hint)
 		return
 	}
