@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"time"
 
@@ -255,10 +256,10 @@ func (s *Service) wakeSender() {
 func (s *Service) RunOutbox(ctx context.Context, poll time.Duration) {
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
+	failures := passLog{logger: s.logger}
 	pass := func(ctx context.Context) {
-		if _, err := s.DeliverMail(ctx); err != nil {
-			s.logger.Error("mail outbox", "err", err)
-		}
+		_, err := s.DeliverMail(ctx)
+		failures.note(time.Now(), err)
 	}
 	for {
 		pass(context.WithoutCancel(ctx))
@@ -279,6 +280,42 @@ func (s *Service) RunOutbox(ctx context.Context, poll time.Duration) {
 			}
 		case <-tick.C:
 		}
+	}
+}
+
+// passLog tells the outbox's failed passes: the first of a run at once,
+// then at most a line each passLogInterval with how many failed since, and
+// the run's end. An outage of the database fails every pass, each poll
+// interval, and an error line each would drown the lines that tell what
+// else it broke.
+type passLog struct {
+	logger  *slog.Logger
+	failing time.Time // when the run of failed passes began; zero: none
+	told    time.Time // the run's last line
+	failed  int       // passes failed since that line
+}
+
+// passLogInterval is the least time between two lines of one run of
+// failed outbox passes.
+const passLogInterval = time.Minute
+
+// note tells the outcome of a pass that ended at now (err nil: it worked).
+func (l *passLog) note(now time.Time, err error) {
+	switch {
+	case err == nil && l.failing.IsZero():
+	case err == nil:
+		l.logger.Info("mail outbox: passes work again", "failing_for", now.Sub(l.failing).Round(time.Second),
+			"failed_passes", l.failed)
+		l.failing, l.told, l.failed = time.Time{}, time.Time{}, 0
+	case l.failing.IsZero():
+		l.logger.Error("mail outbox", "err", err)
+		l.failing, l.told = now, now
+	case now.Sub(l.told) < passLogInterval:
+		l.failed++
+	default:
+		l.logger.Error("mail outbox: passes still failing", "err", err, "failing_for", now.Sub(l.failing).Round(time.Second),
+			"failed_passes", l.failed+1)
+		l.told, l.failed = now, 0
 	}
 }
 

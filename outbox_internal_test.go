@@ -1,0 +1,64 @@
+package authd
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"testing"
+	"time"
+)
+
+// TestPassLogTellsAnOutageOnce: an outage that fails every outbox pass (each
+// poll, 2 s) is told when it begins, then once a minute with how many
+// passes failed, and once when it ends; not a line a pass.
+func TestPassLogTellsAnOutageOnce(t *testing.T) {
+	var buf bytes.Buffer
+	l := passLog{logger: slog.New(slog.NewJSONHandler(&buf, nil))}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	down := errors.New("the database is down")
+
+	l.note(t0, nil) // working: nothing to tell
+	at := t0
+	for range 90 { // three minutes of failed passes, one each 2 s
+		at = at.Add(2 * time.Second)
+		l.note(at, down)
+	}
+	l.note(at.Add(2*time.Second), nil)
+	l.note(at.Add(4*time.Second), nil)
+
+	var lines []map[string]any
+	for line := range bytes.Lines(buf.Bytes()) {
+		var rec map[string]any
+		if err := json.Unmarshal(line, &rec); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		lines = append(lines, rec)
+	}
+	type told struct {
+		level, msg string
+		failed     float64
+	}
+	want := []told{
+		{"ERROR", "mail outbox", 0},                        // at 2 s
+		{"ERROR", "mail outbox: passes still failing", 30}, // at 62 s: 31 s … 62 s
+		{"ERROR", "mail outbox: passes still failing", 30}, // at 122 s
+		{"INFO", "mail outbox: passes work again", 29},     // at 182 s: 124 … 180 s untold
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("%d lines, want %d: %s", len(lines), len(want), buf.String())
+	}
+	for i, w := range want {
+		got := told{level: lines[i]["level"].(string), msg: lines[i]["msg"].(string)}
+		got.failed, _ = lines[i]["failed_passes"].(float64)
+		if got != w {
+			t.Errorf("line %d: %+v, want %+v", i, got, w)
+		}
+	}
+	if lines[0]["err"] != down.Error() || lines[1]["err"] != down.Error() {
+		t.Errorf("the error is not told: %s", buf.String())
+	}
+	if d := lines[3]["failing_for"]; d != float64(3*time.Minute) { // slog's JSON: nanoseconds
+		t.Errorf("failing_for %v, want 3m", d)
+	}
+}
