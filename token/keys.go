@@ -115,7 +115,7 @@ func Generate(dir, alg string, now time.Time) (*Key, error) {
 	// Write to a temporary name and rename, so that another instance reading
 	// the directory never sees half a key.
 	tmp := filepath.Join(dir, "."+k.ID+".tmp")
-	if err := os.WriteFile(tmp, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+	if err := writeKeyFile(tmp, dir, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})); err != nil {
 		os.Remove(tmp) // half written (a full disk): nothing of it stays
 		return nil, err
 	}
@@ -124,6 +124,23 @@ func Generate(dir, alg string, now time.Time) (*Key, error) {
 		return nil, err
 	}
 	return k, nil
+}
+
+// writeKeyFile writes data to a new file at path in dir, mode 0600, owned
+// by dir's owner (giveToDirOwner).
+func writeKeyFile(path, dir string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	err = giveToDirOwner(f, dir)
+	if err == nil {
+		_, err = f.Write(data)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // newestKIDTime is the latest creation time among the kids of dir's key

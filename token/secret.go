@@ -75,7 +75,10 @@ func (s Secret) Open(dir string) (key []byte, made bool, err error) {
 		return nil, false, err
 	}
 	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(pem.EncodeToMemory(&pem.Block{Type: s.PEMType, Bytes: key}))
+	err = giveToDirOwner(tmp, dir)
+	if err == nil {
+		_, err = tmp.Write(pem.EncodeToMemory(&pem.Block{Type: s.PEMType, Bytes: key}))
+	}
 	if err == nil {
 		err = tmp.Sync()
 	}
