@@ -78,6 +78,7 @@ func (s *Service) Register(ctx context.Context, c Client, email, password string
 		// one, with the same 202.
 		err = s.inTx(ctx, register)
 	}
+	s.refundMail(ctx, err, email)
 	return err
 }
 

@@ -51,7 +51,8 @@ func (s *Service) RequestEmailChange(ctx context.Context, c Client, a *AccessCla
 	if checked.Email == newEmail {
 		return errSameAddress("new_email")
 	}
-	return s.inTx(ctx, func(tx *txn) error {
+	counted := false // the new address's mail (refundMail)
+	err = s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
 		u, err := s.recheck(ctx, tx, c, checked, proof, EventEmailChangeRequested, now)
 		if err != nil {
@@ -65,6 +66,7 @@ func (s *Service) RequestEmailChange(ctx context.Context, c Client, a *AccessCla
 		// The new address's mail budget, as any mail to it: past it the
 		// request answers as usual and no mail goes there (SPEC 6.7).
 		mail := s.mailAllowed(ctx, newEmail)
+		counted = true
 		// Whether newEmail has an account is not looked at here: the
 		// answer, the row, the mails queued and the user's data must be
 		// alike either way (SPEC §6.6), since the requester can read all
@@ -85,6 +87,10 @@ func (s *Service) RequestEmailChange(ctx context.Context, c Client, a *AccessCla
 		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventEmailChangeRequested, ResultSuccess, u.ID, "",
 			map[string]any{"mailed": mail}))
 	})
+	if counted {
+		s.refundMail(ctx, err, newEmail)
+	}
+	return err
 }
 
 // CancelEmailChange voids the token's user's pending address change, if

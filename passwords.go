@@ -61,7 +61,7 @@ func (s *Service) mailRequest(ctx context.Context, c Client, kind, email string,
 	if err := s.limitEmail(ctx, "mail", email, mailsPerEmail, mailLimitRange); err != nil {
 		return err
 	}
-	return s.together(ctx, s.mailPace.Deadline(), func() (pad bool, teach *pace.Pace, err error) {
+	err = s.together(ctx, s.mailPace.Deadline(), func() (pad bool, teach *pace.Pace, err error) {
 		mailed := false
 		err = s.inTx(ctx, func(tx *txn) error {
 			now := s.now()
@@ -81,6 +81,8 @@ func (s *Service) mailRequest(ctx context.Context, c Client, kind, email string,
 		}
 		return err == nil, teach, err
 	})
+	s.refundMail(ctx, err, email)
+	return err
 }
 
 // ResetPassword sets a new password with a reset token: it ends every

@@ -203,6 +203,10 @@ type RateLimiter interface {
 	// Allow counts one event for key and returns 0 when it is within limit
 	// per window, or how long until the window resets.
 	Allow(ctx context.Context, key string, limit int, window time.Duration) (retryAfter time.Duration, err error)
+	// Refund takes back one event Allow counted for key, for a request that
+	// did nothing after all (it met an outage): the window keeps its end,
+	// and a window ended or a count at zero stays as it is.
+	Refund(ctx context.Context, key string) error
 }
 
 // Client is who made a request, for the audit log and the rate limits.
@@ -651,6 +655,22 @@ func (s *Service) limitEmail(ctx context.Context, kind, email string, n int, win
 // flood a mailbox and the count says nothing about existence (SPEC 6.7).
 func (s *Service) mailAllowed(ctx context.Context, email string) bool {
 	return s.limitEmail(ctx, "mail", email, mailsPerEmail, mailLimitRange) == nil
+}
+
+// refundMail takes back the mail mailAllowed counted to email when err,
+// the flow's outcome, is an outage (EUnavailable): its transaction queued
+// nothing, and a user whose client retries a reset through a minute's
+// outage must not find the address's mails spent for the hour. (Outages at
+// COMMIT may have queued it: a mail over the budget then, once.) The other
+// limits keep their counts: they bound work, which an outage's requests
+// did too (a hash, a round trip).
+func (s *Service) refundMail(ctx context.Context, err error, email string) {
+	if s.limiter == nil || ErrorCode(err) != EUnavailable {
+		return
+	}
+	if err := s.limiter.Refund(ctx, "mail:"+s.emailKey(email)); err != nil {
+		s.logger.WarnContext(ctx, "rate limiter failed", "err", err)
+	}
 }
 
 // limitIP applies the per-IP limit of an endpoint.

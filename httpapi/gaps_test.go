@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -126,4 +127,61 @@ func TestChunkedBodyOverLimit(t *testing.T) {
 	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(body), "payload_too_large") {
 		t.Errorf("a chunked body over the limit: %d %s; want 413 payload_too_large", resp.StatusCode, body)
 	}
+}
+
+// downStore fails every transaction at its end while down is set, with
+// the outage error the stores give (the work done, then rolled back).
+type downStore struct {
+	authd.Store
+	down atomic.Bool
+}
+
+func (s *downStore) InTx(ctx context.Context, fn func(authd.Queries) error) error {
+	return s.Store.InTx(ctx, func(q authd.Queries) error {
+		if err := fn(q); err != nil || !s.down.Load() {
+			return err
+		}
+		return &authd.Error{Code: authd.EUnavailable, Message: "the database is down", RetryAfter: time.Second}
+	})
+}
+
+// TestOutageSpendsNoMail: a request that would mail an address and meets
+// an outage (503) does not spend the address's mails for the hour (three):
+// a user whose client retries a reset through a short outage gets the link
+// once it is over. Forgot, registration and an address change alike.
+func TestOutageSpendsNoMail(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		store := &downStore{Store: open(t)}
+		e := newEnv(t, store, withRateLimit())
+		forgot := func(email string) response {
+			return e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": email})
+		}
+		budgetLeft := func(email string, n int) {
+			t.Helper()
+			for i := range n {
+				want(t, fmt.Sprintf("mail %d of those left to %s", i+1, email), forgot(email), 202, "")
+			}
+			want(t, "a mail past the budget", forgot(email), 429, "rate_limited")
+		}
+		e.registerVerified("moving@example.org", goodPassword)
+		access, _ := e.login("moving@example.org", goodPassword)
+
+		store.down.Store(true)
+		for range 4 {
+			want(t, "forgot in an outage", forgot("nobody@example.org"), 503, "")
+			want(t, "register in an outage", e.do("POST", "/v1/auth/register", map[string]any{"email": "new@example.org",
+				"password": goodPassword, "consent": true}), 503, "")
+		}
+		for range 3 {
+			want(t, "an address change in an outage", e.changeEmail(access, "moved@example.org", goodPassword), 503, "")
+		}
+		store.down.Store(false)
+
+		budgetLeft("nobody@example.org", 3)
+		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": "new@example.org",
+			"password": goodPassword, "consent": true}), 202, "")
+		budgetLeft("new@example.org", 2)
+		want(t, "an address change", e.changeEmail(access, "moved@example.org", goodPassword), 202, "")
+		budgetLeft("moved@example.org", 2)
+	})
 }

@@ -71,6 +71,35 @@ func TestLimiters(t *testing.T) {
 					t.Errorf("another key: wait %s, err %v; keys share a counter", wait, err)
 				}
 			})
+			t.Run("refund", func(t *testing.T) {
+				l := s.instance(t)
+				allowed := func(what string, want bool) {
+					t.Helper()
+					wait, err := l.Allow(ctx, "refunded", 2, time.Hour)
+					if err != nil || (wait == 0) != want {
+						t.Fatalf("%s: wait %s, err %v; want allowed %v", what, wait, err, want)
+					}
+				}
+				if err := l.Refund(ctx, "refunded"); err != nil { // nothing counted: no window made
+					t.Fatal(err)
+				}
+				allowed("first", true)
+				allowed("second", true)
+				allowed("third", false)
+				for range 2 { // the refused one, then one allowed
+					if err := l.Refund(ctx, "refunded"); err != nil {
+						t.Fatal(err)
+					}
+				}
+				allowed("after two refunds", true)
+				allowed("and no more", false)
+				for range 5 {
+					l.Refund(ctx, "refunded")
+				}
+				allowed("refunds down to nothing", true)
+				allowed("then the window's second", true)
+				allowed("and its third", false)
+			})
 			t.Run("window ends", func(t *testing.T) {
 				l := s.instance(t)
 				// One try in a thousand may see a loaded machine take the

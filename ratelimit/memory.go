@@ -72,6 +72,19 @@ func (m *Memory) Allow(_ context.Context, key string, limit int, length time.Dur
 	return 0, nil
 }
 
+// Refund implements authd.RateLimiter.
+func (m *Memory) Refund(_ context.Context, key string) error {
+	now := m.clock.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e, ok := m.windows[key]; ok {
+		if w := e.Value.(*window); now.Before(w.end) && w.count > 0 {
+			w.count--
+		}
+	}
+	return nil
+}
+
 // prune drops ended windows at most once a minute, so memory follows the
 // number of recent keys rather than every key ever seen.
 func (m *Memory) prune(now time.Time) {

@@ -195,6 +195,28 @@ func (r *Redis) Allow(ctx context.Context, key string, limit int, length time.Du
 	return 0, nil
 }
 
+// refund takes back one event of a counter that is there, keeping its
+// expiry (DECR does), and never below zero: a counter gone (its window
+// ended) is not made again.
+var refund = redis.NewScript(`
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n > 0 then
+  redis.call('DECR', KEYS[1])
+end
+return 0`)
+
+// Refund implements authd.RateLimiter. It never fails: while Redis cannot
+// answer, it takes the event back from the in-memory fallback, where it was
+// counted then.
+func (r *Redis) Refund(ctx context.Context, key string) error {
+	if !r.try(ctx, func(ctx context.Context) error {
+		return refund.Run(ctx, r.client, []string{r.prefix + key}).Err()
+	}) {
+		return r.fallback.Refund(ctx, key)
+	}
+	return nil
+}
+
 // try runs call on Redis within the call timeout and reports whether it
 // answered; false sends the request to the in-memory fallback. The call
 // runs to its end even when the caller's request ends first: a client that
