@@ -47,7 +47,7 @@ func (m *Migrator) OnLockWait(f func()) { m.onWait = f }
 // session's lock with it, whatever happens.
 type CommandLock struct {
 	Locker lock.SessionLocker
-	Open   func() *sql.DB
+	Open   func() (*sql.DB, error)
 }
 
 // ErrCommandLock is the error of a command that could not take the
@@ -70,7 +70,10 @@ func (m *Migrator) exclusive(ctx context.Context, fn func() error) error {
 	if m.serial == nil {
 		return fn()
 	}
-	db := m.serial.Open()
+	db, err := m.serial.Open()
+	if err != nil {
+		return fmt.Errorf("taking the migration command lock: %w", err)
+	}
 	defer db.Close() // the connection's session ends, and its lock with it
 	db.SetMaxOpenConns(1)
 	conn, err := db.Conn(ctx)
@@ -142,6 +145,9 @@ func result(r *goose.MigrationResult) Result {
 // Up applies every pending migration.
 func (m *Migrator) Up(ctx context.Context) (out []Result, err error) {
 	err = m.exclusive(ctx, func() error {
+		if err := m.refuseNewer(ctx); err != nil {
+			return err
+		}
 		rs, err := m.provider.Up(ctx)
 		for _, r := range rs {
 			out = append(out, result(r))
@@ -183,6 +189,9 @@ func (m *Migrator) Down(ctx context.Context, n int) (out []Result, err error) {
 		return nil, fmt.Errorf("down needs a positive number of steps, got %d", n)
 	}
 	err = m.exclusive(ctx, func() error {
+		if err := m.refuseNewer(ctx); err != nil {
+			return err
+		}
 		ss, err := m.provider.Status(ctx)
 		if err != nil {
 			return err
@@ -214,6 +223,9 @@ var ErrNothingApplied = errors.New("no migration is applied, so there is nothing
 // Redo rolls back the most recent migration and applies it again.
 func (m *Migrator) Redo(ctx context.Context) (out []Result, err error) {
 	err = m.exclusive(ctx, func() error {
+		if err := m.refuseNewer(ctx); err != nil {
+			return err
+		}
 		down, err := m.provider.Down(ctx)
 		if errors.Is(err, goose.ErrNoNextVersion) {
 			return ErrNothingApplied
@@ -278,13 +290,31 @@ func (m *Migrator) CheckHead(ctx context.Context) error {
 		}
 	}
 	if current > head {
-		return &authd.Error{
-			Code:    authd.EUnavailable,
-			Message: fmt.Sprintf("database schema is at version %d, newer than this authd knows (%d)", current, head),
-			Hint:    "run the authd release that migrated it, or roll back with that release's `authd migrate down`",
-		}
+		return errNewer(current, head)
 	}
 	return nil
+}
+
+// errNewer is the error of a database that a later authd migrated past
+// the head this one knows.
+func errNewer(current, head int64) error {
+	return &authd.Error{
+		Code:    authd.EUnavailable,
+		Message: fmt.Sprintf("database schema is at version %d, newer than this authd knows (%d)", current, head),
+		Hint:    "run the authd release that migrated it, or roll back with that release's `authd migrate down`",
+	}
+}
+
+// refuseNewer refuses a change of the schema of a database that a later
+// authd migrated: goose would call it at head (up), or fail to find the
+// migration to roll back ("version not found"); that release's own
+// commands know its migrations.
+func (m *Migrator) refuseNewer(ctx context.Context) error {
+	current, head, err := m.Version(ctx)
+	if err == nil && current > head {
+		err = errNewer(current, head)
+	}
+	return err
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_]*$`)

@@ -118,8 +118,8 @@ func Open(ctx context.Context, url string, opts ...Option) (*Store, error) {
 		pool.Close()
 		return nil, err
 	}
-	serial := &migrate.CommandLock{Locker: commandLocker, Open: func() *sql.DB {
-		return stdlib.OpenDB(*pool.Config().ConnConfig.Copy(), stdlib.OptionAfterConnect(keepIdleSession))
+	serial := &migrate.CommandLock{Locker: commandLocker, Open: func() (*sql.DB, error) {
+		return stdlib.OpenDB(*pool.Config().ConnConfig.Copy(), stdlib.OptionAfterConnect(keepIdleSession)), nil
 	}}
 	m, err := migrate.New(goose.DialectPostgres, stdlib.OpenDBFromPool(pool), sub, serial, goose.WithSessionLocker(locker))
 	if err != nil {

@@ -144,7 +144,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	m, err := migrate.New(goose.DialectSQLite3, db, sub, nil)
+	m, err := migrate.New(goose.DialectSQLite3, db, sub, commandLock(uri))
 	if err != nil {
 		db.Close()
 		return nil, err

@@ -2,12 +2,14 @@ package sqlite_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/authd/authd"
@@ -312,4 +314,94 @@ func TestLockReasonBackfill(t *testing.T) {
 func TestEmailNFCBackfill(t *testing.T) {
 	s := open(t)
 	storetest.EmailNFCBackfill(t, s, s.Migrator())
+}
+
+// TestMigrationCommandsTakeTurns: migration commands of several processes
+// on one database at once (authd migrate up twice, a serve and a seed on a
+// new default database) take turns: each migration is applied once, every
+// command ends well, and the schema is whole. Without the turns two read
+// the applied versions alike and applied the same ones, a table rebuild
+// again after later migrations, undoing them.
+func TestMigrationCommandsTakeTurns(t *testing.T) {
+	ctx := context.Background()
+	for round := range 4 {
+		path := filepath.Join(t.TempDir(), "authd.db")
+		stores := make([]*sqlite.Store, 4) // a connection pool each, as processes have
+		for i := range stores {
+			s, err := sqlite.Open(ctx, path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			stores[i] = s
+		}
+		errs := make([]error, len(stores))
+		var wg sync.WaitGroup
+		for i, s := range stores {
+			wg.Go(func() { _, errs[i] = s.Migrator().Up(ctx) })
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Errorf("round %d, command %d: %v", round, i, err)
+			}
+		}
+		var versions, distinct int
+		if err := stores[0].DB().QueryRowContext(ctx,
+			`SELECT count(*), count(DISTINCT version_id) FROM goose_db_version WHERE version_id > 0`).Scan(&versions, &distinct); err != nil {
+			t.Fatal(err)
+		}
+		_, head, err := stores[0].Migrator().Version(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if versions != distinct || int64(distinct) != head {
+			t.Fatalf("round %d: %d migrations applied, %d distinct; want each of the %d once", round, versions, distinct, head)
+		}
+	}
+}
+
+// TestMigrationWaitsForTheLockFile: a migration command waits while
+// another process holds the lock beside the database (its file name and
+// "-migrate-lock"), says so once a second has passed, and runs once the
+// holder lets go.
+func TestMigrationWaitsForTheLockFile(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "authd.db")
+	s, err := sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	holder, err := sql.Open("sqlite", path+"-migrate-lock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	conn, err := holder.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "BEGIN EXCLUSIVE"); err != nil {
+		t.Fatal(err)
+	}
+	waiting := make(chan struct{})
+	s.Migrator().OnLockWait(func() { close(waiting) })
+	done := make(chan error, 1)
+	go func() { _, err := s.Migrator().Up(ctx); done <- err }()
+	select {
+	case <-waiting:
+	case err := <-done:
+		t.Fatalf("migrated while another held the lock (%v)", err)
+	}
+	if current, _, _ := s.Migrator().Version(ctx); current != 0 {
+		t.Fatalf("version %d while waiting", current)
+	}
+	if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("once the lock was let go: %v", err)
+	}
 }

@@ -127,8 +127,9 @@ func migrateCmd(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintln(e.stdout, r)
 	}
 	if errors.Is(err, migrate.ErrCommandLock) {
-		return &cliError{msg: err.Error(), hint: "another `authd migrate` holds the lock (pg_locks lists it as an advisory " +
-			"lock, pg_stat_activity its session): let it finish and run the command again"}
+		return &cliError{msg: err.Error(), hint: "another `authd migrate` (or a start or seed migrating the database) holds " +
+			"the lock: let it finish and run the command again (PostgreSQL: pg_locks lists it as an advisory lock, " +
+			"pg_stat_activity its session; SQLite: a transaction on the file ending in -migrate-lock)"}
 	}
 	if postgres.LockTimedOut(err) { // commandLockWait, or the connection's own lock_timeout
 		done := "the migration that failed is not recorded as applied, so running it again is safe (those printed above are applied)"
