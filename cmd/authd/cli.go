@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"os"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -28,8 +29,12 @@ const (
 // run commands in-process.
 type env struct {
 	stdout, stderr io.Writer
-	getenv         func(string) (string, bool)
-	names          []string // of the environment's variables
+	// stdoutNull: stdout is the null device, where output goes unread. A
+	// closed stdout is too: the Go runtime opens the null device in its
+	// place, so writes to it cannot fail.
+	stdoutNull bool
+	getenv     func(string) (string, bool)
+	names      []string // of the environment's variables
 }
 
 type command struct {
@@ -95,7 +100,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 		}
 	}
 	out := &outputWriter{w: stdout}
-	e := &env{stdout: out, stderr: stderr, names: slices.Sorted(maps.Keys(vars)),
+	e := &env{stdout: out, stderr: stderr, stdoutNull: nullDevice(stdout), names: slices.Sorted(maps.Keys(vars)),
 		getenv: func(name string) (string, bool) { v, ok := vars[name]; return v, ok }}
 	if len(args) == 0 {
 		fmt.Fprintln(e.stderr, "authd: missing command\nhint: authd --help lists the commands")
@@ -129,6 +134,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 type outputWriter struct {
 	w   io.Writer
 	err error
+}
+
+// nullDevice reports whether w is a file on the null device.
+func nullDevice(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	info, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	null, err := os.Stat(os.DevNull)
+	return err == nil && os.SameFile(info, null)
 }
 
 func (o *outputWriter) Write(p []byte) (int, error) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -164,6 +165,11 @@ func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 				return usageOf("clients "+rest[0], "%s %q: %v", flag, u, err)
 			}
 		}
+	}
+	if (rest[0] == "rotate-secret" || rest[0] == "create" && *typ == string(authd.ClientConfidential)) && e.stdoutNull {
+		// A secret shown once, to no one: the relying party locked out.
+		return &cliError{msg: "stdout is " + os.DevNull + " (or was closed): the new secret, shown once, would be lost",
+			hint: "run it with stdout on a terminal, or in a file only you can read (umask 077; … > secret.txt)"}
 	}
 	// The service's errors, told with the flag that set the field.
 	defer func() {

@@ -71,6 +71,23 @@ func TestClientsCLI(t *testing.T) {
 			if fresh == "" || fresh == created.ClientSecret {
 				t.Fatalf("rotate-secret: %s", out)
 			}
+			// A secret shown once is not shown to the null device (nor to a
+			// closed stdout, which the Go runtime makes it): refused before
+			// anything changes (the fresh secret goes on working, below).
+			null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer null.Close()
+			for _, args := range [][]string{{"clients", "rotate-secret", "proxy"}, {"clients", "create", "--id", "lost",
+				"--name", "Lost", "--type", "confidential", "--redirect-uri", "https://app.example.org/cb"}} {
+				var stderr strings.Builder
+				code := run(context.Background(), args, null, &stderr, asEnviron(env))
+				if code != exitFailure || !strings.Contains(stderr.String(), "stdout is "+os.DevNull) {
+					t.Errorf("authd %s > %s: exit %d, %s; want refused", strings.Join(args, " "), os.DevNull, code, stderr.String())
+				}
+			}
+			cli(exitFailure, "clients", "show", "lost")
 
 			// A taken id is told as such, not in the store's words.
 			if out := cli(exitFailure, "clients", "create", "--id", "spa", "--name", "Again", "--type", "public",

@@ -98,6 +98,9 @@ var settings = []setting{
 			case (scheme == "postgres" || scheme == "postgresql") && rest != "":
 			case scheme == "sqlite" && strings.ContainsAny(rest, "?#"):
 				return errors.New("sqlite://PATH takes no query or fragment: authd sets SQLite's options itself")
+			case scheme == "sqlite" && rest == ":memory:":
+				// SQLite's name for a database in memory: every account gone at exit.
+				return errors.New("sqlite://:memory: is a database that ends with the process: give a file's path, such as sqlite://./authd-data/authd.db")
 			case scheme == "sqlite" && rest != "":
 			default:
 				return errors.New("must be postgres://USER@HOST:PORT/DB, postgresql://… or sqlite://PATH")

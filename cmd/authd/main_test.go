@@ -204,6 +204,7 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 	tests := []struct{ env, value string }{
 		{"DATABASE_URL", "mysql://localhost/db"},
 		{"DATABASE_URL", "sqlite://./authd.db?cache=shared"},
+		{"DATABASE_URL", "sqlite://:memory:"}, // gone at exit: refused, not a chmod error
 		{"AUTHD_HTTP_ADDR", "localhost"},
 		{"AUTHD_PUBLIC_URL", "ftp://x"},
 		{"AUTHD_PUBLIC_URL", "https://auth.example.org:99999"},
