@@ -141,6 +141,13 @@ var settings = []setting{
 			if !ok || u.User != nil {
 				return errors.New("must be an absolute http:// or https:// URL without user, query or fragment")
 			}
+			if h := u.Hostname(); !authd.DNSHostName(h) {
+				if ip, err := netip.ParseAddr(h); err != nil || ip.Zone() != "" {
+					// Told here, not as the passkeys' relying party it is the default of.
+					return errors.New("must name its host as a DNS name (labels of ASCII letters, digits and inner " +
+						"hyphens, at most 63 bytes each; a Unicode name in its xn-- form) or an IP address")
+				}
+			}
 			if p := u.Port(); p != "" {
 				n, err := strconv.Atoi(p)
 				if err != nil || n < 1 || n > 65535 {

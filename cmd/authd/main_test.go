@@ -209,6 +209,8 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"AUTHD_PUBLIC_URL", "ftp://x"},
 		{"AUTHD_PUBLIC_URL", "https://auth.example.org:99999"},
 		{"AUTHD_PUBLIC_URL", "http://127.0.0.1:0"},
+		{"AUTHD_PUBLIC_URL", "https://auth..example.org"}, // its own error, not the passkeys' relying party's
+		{"AUTHD_PUBLIC_URL", "https://-x.example.org"},
 		{"AUTHD_ISSUER", "not a url"},
 		{"AUTHD_PUBLIC_URL", ""}, // unset in a deployment's file: not the loopback default
 		{"AUTHD_DATA_DIR", " "},
