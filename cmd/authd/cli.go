@@ -116,6 +116,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 	for _, c := range commands() {
 		if c.name == args[0] {
 			err := c.run(ctx, e, args[1:])
+			if err != nil && c.name != "serve" && ctx.Err() != nil && !errors.As(err, new(*usageError)) {
+				// Interrupted (SIGINT, SIGTERM, SIGHUP): told as such, not
+				// as the database's outage its canceled wait looks like.
+				err = &cliError{msg: "interrupted before it finished", hint: "what it completed before the signal " +
+					"stays done (a migration step, a change it reported): check before running it again"}
+			}
 			if c.name != "serve" || errors.Is(err, flag.ErrHelp) {
 				// serve's one line to stdout is its banner; what the
 				// others print (and --help) is what they were run for.

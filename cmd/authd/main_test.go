@@ -194,6 +194,32 @@ func TestOutputThatCannotBeWritten(t *testing.T) {
 	}
 }
 
+// TestInterruptedCommand: a command a signal ends (its context canceled)
+// is told as interrupted, not as the database outage its canceled wait
+// looks like.
+func TestInterruptedCommand(t *testing.T) {
+	t.Parallel()
+	vars := map[string]string{"AUTHD_DATA_DIR": t.TempDir()}
+	if code, _, stderr := runCLI(t, vars, "migrate", "up"); code != exitOK {
+		t.Fatalf("migrate up: exit %d: %s", code, stderr)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // as SIGINT does
+	for _, args := range [][]string{{"admin", "users", "list"}, {"migrate", "down"}} {
+		code, _, stderr := runCLIContext(ctx, t, vars, args...)
+		if code != exitFailure || !strings.HasPrefix(stderr, "authd "+args[0]+": interrupted before it finished\nhint: ") {
+			t.Errorf("%q interrupted: exit %d, %q; want 1, interrupted, a hint", args, code, stderr)
+		}
+	}
+	if code, stdout, _ := runCLI(t, vars, "migrate", "version"); code != exitOK || strings.TrimSpace(stdout) == "0" {
+		t.Errorf("migrate down ran though interrupted: version %s", stdout)
+	}
+	// A usage error stays one.
+	if code, _, stderr := runCLIContext(ctx, t, vars, "admin", "users", "frobnicate"); code != exitUsage {
+		t.Errorf("a usage error, interrupted: exit %d, %q; want 2", code, stderr)
+	}
+}
+
 // failingWriter fails every write, as a full disk does.
 type failingWriter struct{}
 
