@@ -4,6 +4,7 @@ package postgres
 
 import (
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"embed"
 	"errors"
@@ -277,21 +278,38 @@ func connectError(cfg *pgx.ConnConfig, err error) error {
 			Message: fmt.Sprintf("PostgreSQL at %s refused the connection", where),
 			Hint:    "check DATABASE_URL"}
 	}
-	cause := "no answer"
-	var opErr *net.OpError
-	var dnsErr *net.DNSError
-	switch {
-	case errors.As(err, &dnsErr):
-		cause = "no such host"
-	case errors.As(err, &opErr):
-		cause = opErr.Err.Error()
-	case errors.Is(err, context.DeadlineExceeded):
-		cause = "timed out"
-	}
-	return &authd.Error{Code: authd.EUnavailable, Err: err,
-		Message: fmt.Sprintf("could not connect to PostgreSQL at %s: %s", where, cause),
+	// The cause alone: pgx's error repeats it for every address it tried
+	// (IPv4 and IPv6, TLS and plain).
+	e := &authd.Error{Code: authd.EUnavailable, Err: err,
+		Message: fmt.Sprintf("could not connect to PostgreSQL at %s", where),
 		Hint: "start PostgreSQL (Debian: pg_ctlcluster <version> main start; macOS: brew services start postgresql) " +
 			"or fix the host and port in DATABASE_URL"}
+	var dnsErr *net.DNSError
+	var verification *tls.CertificateVerificationError
+	var alert tls.AlertError
+	var record tls.RecordHeaderError
+	var opErr *net.OpError
+	switch {
+	case errors.As(err, &dnsErr):
+		e.Message, e.Err, e.Hint = e.Message+": no such host", dnsErr, "fix the host in DATABASE_URL"
+	case errors.As(err, &verification):
+		e.Message, e.Err = e.Message+": its certificate was refused", verification
+		e.Hint = "the server answered with a certificate DATABASE_URL's sslmode does not accept: give the CA that " +
+			"signed it (sslrootcert=…), a host name the certificate names, or a weaker sslmode (require)"
+	case errors.As(err, &alert), errors.As(err, &record):
+		e.Message, e.Err = e.Message+": TLS failed", errors.Join(alert, record)
+		e.Hint = "check sslmode in DATABASE_URL, and that HOST:PORT is PostgreSQL's"
+	case errors.As(err, &opErr):
+		e.Err = opErr // dial tcp …: connect: connection refused
+	case errors.Is(err, context.DeadlineExceeded):
+		e.Message, e.Err = e.Message+": no answer in time", nil // pgx's words say it again, per address
+		e.Hint = "check that HOST:PORT in DATABASE_URL is PostgreSQL's, reachable from here (a firewall drops what it does not answer)"
+	default:
+		// Something answered, but not as PostgreSQL does (another
+		// service's port, a proxy): pgx's parse of its bytes.
+		e.Hint = "check that HOST:PORT in DATABASE_URL is PostgreSQL's, not another service's"
+	}
+	return e
 }
 
 // lockTimeoutHint tells an operator what a lock_timeout means.
