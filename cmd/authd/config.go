@@ -403,14 +403,20 @@ func dotenvErrorLine(src []byte) int {
 	return line
 }
 
+// fromFlag reports whether the setting's value is a flag's.
+func (src sources) fromFlag(s setting) bool {
+	p := src.flags[s.env]
+	return p != nil && *p != ""
+}
+
 // value is the setting's value as given, before parsing.
 func (src sources) value(s setting) string {
 	v, ok := src.getenv(s.env)
 	if !ok {
 		v, ok = src.dotenv[s.env]
 	}
-	if p := src.flags[s.env]; p != nil && *p != "" {
-		v, ok = *p, true
+	if src.fromFlag(s) {
+		v, ok = *src.flags[s.env], true
 	}
 	if !ok {
 		v = s.def
@@ -486,7 +492,7 @@ func loadConfig(flags map[string]*string, getenv func(string) (string, bool)) (*
 		return nil, err
 	}
 	c := &Config{}
-	var errs []string
+	var errs, flagErrs []string
 	for _, s := range settings {
 		v := src.value(s)
 		if s.secret && v != "" && strings.TrimSpace(v) == "" {
@@ -500,8 +506,15 @@ func loadConfig(flags map[string]*string, getenv func(string) (string, bool)) (*
 			v = s.def // an empty value means unset, as .env.example says
 		}
 		if err := s.parse(c, v); err != nil {
+			if src.fromFlag(s) { // a usage error, told by the flag's name
+				flagErrs = append(flagErrs, fmt.Sprintf("--%s %q: %v", flagName(s.env), redact(s, v), err))
+				continue
+			}
 			errs = append(errs, fmt.Sprintf("%s=%q: %v", s.env, redact(s, v), err))
 		}
+	}
+	if len(flagErrs) > 0 {
+		return nil, &usageError{msg: strings.Join(flagErrs, "; ")}
 	}
 	if len(errs) == 0 {
 		errs = c.resolve()

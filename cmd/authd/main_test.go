@@ -148,6 +148,15 @@ func TestFlagErrorsAreOneLine(t *testing.T) {
 				strings.Join(a, " "), code, stdout, stderr)
 		}
 	}
+	// A setting's flag with a bad value: a usage error naming the flag,
+	// not the variable no one set.
+	for _, a := range [][]string{{"serve", "--http-addr", "foo"}, {"keys", "generate", "--signing-alg", "eddsa"},
+		{"purge", "--security-log-retention", "24"}} {
+		code, _, stderr := runCLI(t, env, a...)
+		if code != exitUsage || !strings.HasPrefix(stderr, "authd "+a[0]+": "+a[len(a)-2]+" ") || strings.Contains(stderr, "AUTHD_") {
+			t.Errorf("authd %s: exit %d, %q; want 2 naming the flag", strings.Join(a, " "), code, stderr)
+		}
+	}
 	// A long value echoed back is cut, the cut said.
 	code, _, stderr := runCLI(t, env, "admin", "logs", "--cursor", strings.Repeat("x", 50_000))
 	if first, _, _ := strings.Cut(stderr, "\n"); code != exitUsage || len(first) > 1200 || !strings.Contains(first, "more characters)") {
