@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"regexp"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -399,13 +400,40 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		fs.Usage()
 		return err
 	case err != nil:
-		return &usageError{msg: err.Error(), hint: "`authd " + fs.Name() + " --help` lists its flags"}
+		return &usageError{msg: flagError(err), hint: "`authd " + fs.Name() + " --help` lists its flags"}
 	case twice != "":
 		// Named, not echoed: a value may be a secret (a database URL's
 		// password).
 		return &usageError{msg: "flag --" + twice + " given more than once", hint: "give it once"}
 	}
 	return nil
+}
+
+// flagErrors match the flag package's errors, which name a flag with one
+// dash (-limit) and a bad number as a "parse error".
+var flagErrors = []struct {
+	re   *regexp.Regexp
+	tell string // the replacement, $1 the flag or what was given, $2 the value
+}{
+	{regexp.MustCompile(`^flag provided but not defined: -([0-9]+)$`), "-$1 is read as a flag: numbers here are positive"},
+	{regexp.MustCompile(`^flag provided but not defined: -+(.*)$`), "unknown flag --$1"},
+	{regexp.MustCompile(`^flag needs an argument: -+(.*)$`), "--$1 needs a value"},
+	{regexp.MustCompile(`^invalid boolean value (".*") for -+(\S+): .*$`), "--$2 $1: must be true or false"},
+	{regexp.MustCompile(`^invalid value (".*") for flag -+(\S+): parse error$`), "--$2 $1: must be a whole number"},
+	{regexp.MustCompile(`^invalid value (".*") for flag -+(\S+): value out of range$`), "--$2 $1: is too large"},
+	{regexp.MustCompile(`^invalid value (".*") for flag -+(\S+): (.*)$`), "--$2 $1: $3"},
+}
+
+// flagError is err, an error of the flag package, in the words and the
+// --flag form of the CLI's other errors.
+func flagError(err error) string {
+	msg := err.Error()
+	for _, f := range flagErrors {
+		if f.re.MatchString(msg) {
+			return f.re.ReplaceAllString(msg, f.tell)
+		}
+	}
+	return msg
 }
 
 // repeatable marks a flag value that may be given many times (stringList).

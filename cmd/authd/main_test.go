@@ -148,6 +148,24 @@ func TestFlagErrorsAreOneLine(t *testing.T) {
 				strings.Join(a, " "), code, stdout, stderr)
 		}
 	}
+	// The flag package's words, in the CLI's: flags with two dashes, a
+	// reason rather than "parse error".
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"admin", "users", "list", "--limit", "abc"}, `--limit "abc": must be a whole number`},
+		{[]string{"admin", "users", "list", "--limit", "99999999999999999999"}, `--limit "99999999999999999999": is too large`},
+		{[]string{"admin", "users", "list", "--limit"}, "--limit needs a value"},
+		{[]string{"purge", "--dry-run=maybe"}, `--dry-run "maybe": must be true or false`},
+		{[]string{"migrate", "down", "-1"}, "-1 is read as a flag: numbers here are positive"},
+		{[]string{"migrate", "down", "99999999999999999999"}, "down N: 99999999999999999999 is more migrations than there will ever be"},
+		{[]string{"admin", "--nope"}, "unknown flag --nope"},
+	} {
+		if code, _, stderr := runCLI(t, env, tt.args...); code != exitUsage || !strings.HasPrefix(stderr, "authd "+tt.args[0]+": "+tt.want+"\n") {
+			t.Errorf("authd %s: exit %d, %q; want 2 and %q", strings.Join(tt.args, " "), code, stderr, tt.want)
+		}
+	}
 	// A setting's flag with a bad value: a usage error naming the flag,
 	// not the variable no one set.
 	for _, a := range [][]string{{"serve", "--http-addr", "foo"}, {"keys", "generate", "--signing-alg", "eddsa"},

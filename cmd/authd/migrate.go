@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/authd/authd/migrate"
@@ -54,6 +55,9 @@ func migrateCmd(ctx context.Context, e *env, args []string) error {
 		}
 		if len(rest) == 1 {
 			v, err := strconv.Atoi(rest[0])
+			if errors.Is(err, strconv.ErrRange) && !strings.HasPrefix(rest[0], "-") {
+				return usagef("down N: %s is more migrations than there will ever be", rest[0])
+			}
 			if err != nil || v < 1 {
 				return usagef("down N: N must be a positive whole number, got %q", rest[0])
 			}
