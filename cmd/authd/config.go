@@ -164,19 +164,14 @@ var settings = []setting{
 			return nil
 		}},
 	{"AUTHD_ISSUER", "", "JWT iss and the OpenID provider's issuer (default: AUTHD_PUBLIC_URL)", false,
-		func(c *Config, v string) error {
-			// RFC 7519's StringOrURI: a name, or a URI when it has a ':'.
-			if strings.ContainsFunc(v, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
-				return errors.New("must be a URL (or a name) without spaces")
-			}
-			if u, err := url.Parse(v); strings.Contains(v, ":") && (err != nil || u.Scheme == "") {
-				return errors.New("has a ':' but is no URL (RFC 7519: a name, or a URI)")
-			}
-			c.Issuer = v
-			return nil
-		}},
+		func(c *Config, v string) error { return stringOrURI(&c.Issuer, v) }},
 	{"AUTHD_AUDIENCE", "authd", "JWT aud", false,
-		func(c *Config, v string) error { return nonEmpty(&c.Audience, v) }},
+		func(c *Config, v string) error {
+			if err := stringOrURI(&c.Audience, v); err != nil {
+				return err
+			}
+			return nonEmpty(&c.Audience, v)
+		}},
 	{"AUTHD_ACCESS_TOKEN_TTL", "15m", "lifetime of access tokens", false,
 		func(c *Config, v string) error {
 			return duration(&c.AccessTokenTTL, v, time.Second, token.MaxAccessTokenTTL)
@@ -222,8 +217,8 @@ var settings = []setting{
 		func(c *Config, v string) error { c.TemplatesDir = v; return nil }},
 	{"AUTHD_APP_NAME", "authd", "name shown on the hosted sign-in pages (OpenID Connect)", false,
 		func(c *Config, v string) error {
-			if len(v) > 64 || strings.ContainsAny(v, "\r\n<>") {
-				return errors.New("must be at most 64 characters, without line breaks or angle brackets")
+			if len(v) > 64 || strings.ContainsAny(v, "<>") || strings.ContainsFunc(v, unicode.IsControl) {
+				return errors.New("must be at most 64 characters, without control characters (line breaks, escapes) or angle brackets")
 			}
 			return nonEmpty(&c.AppName, v)
 		}},
@@ -474,6 +469,27 @@ func editDistance(a, b string) int {
 		prev, cur = cur, prev
 	}
 	return prev[len(b)]
+}
+
+// maxStringOrURI bounds AUTHD_ISSUER and AUTHD_AUDIENCE, which every token
+// carries.
+const maxStringOrURI = 1024
+
+// stringOrURI sets *dst to v, a token's iss or aud: RFC 7519's StringOrURI,
+// a name, or a URI when it has a ':'; without spaces or control characters,
+// which a resource server's configuration could not match.
+func stringOrURI(dst *string, v string) error {
+	if len(v) > maxStringOrURI {
+		return fmt.Errorf("must be at most %d bytes: every token carries it", maxStringOrURI)
+	}
+	if strings.ContainsFunc(v, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
+		return errors.New("must be a URL (or a name) without spaces or control characters")
+	}
+	if u, err := url.Parse(v); strings.Contains(v, ":") && (err != nil || u.Scheme == "") {
+		return errors.New("has a ':' but is no URL (RFC 7519: a name, or a URI)")
+	}
+	*dst = v
+	return nil
 }
 
 // emptyIsAValue are the settings whose empty value is not "unset": an

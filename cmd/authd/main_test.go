@@ -268,6 +268,9 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"AUTHD_PUBLIC_URL", ""}, // unset in a deployment's file: not the loopback default
 		{"AUTHD_DATA_DIR", " "},
 		{"AUTHD_ISSUER", ":8080/x"},
+		{"AUTHD_ISSUER", "https://auth.example.org/" + strings.Repeat("x", 1024)}, // in every token
+		{"AUTHD_AUDIENCE", "a\x01b c"},
+		{"AUTHD_APP_NAME", "\x1b[2J"}, // an escape sequence, shown on pages and in logs
 		{"AUTHD_TEMPLATES_DIR", "/nonexistent/templates"},
 		{"AUTHD_REDIS_URL", "redis://127.0.0.1:6379/x"},
 		{"AUTHD_REDIS_URL", "redis://127.0.0.1:6379/7?foo=1"},
