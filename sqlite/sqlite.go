@@ -127,6 +127,9 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	db.SetConnMaxIdleTime(5 * time.Minute)
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
+		if ctx.Err() != nil { // ended while it opened (the driver's error need not say so): not the file's fault
+			return nil, translate(ctx.Err())
+		}
 		hint := StorageHint(err)
 		if hint == "" {
 			hint = "check that the file is a SQLite database and writable, or set DATABASE_URL"

@@ -61,9 +61,11 @@ func commands() []command {
 // what to do about it.
 type cliError struct {
 	msg, hint string
+	err       error // the cause told, if any (a service's error)
 }
 
 func (e *cliError) Error() string { return e.msg }
+func (e *cliError) Unwrap() error { return e.err }
 
 // reportedError is a failure already told in the log (as a JSON line); it
 // only sets the exit status.
@@ -117,9 +119,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ [
 	for _, c := range commands() {
 		if c.name == args[0] {
 			err := c.run(ctx, e, args[1:])
-			if err != nil && c.name != "serve" && ctx.Err() != nil && !errors.As(err, new(*usageError)) {
-				// Interrupted (SIGINT, SIGTERM, SIGHUP): told as such, not
-				// as the database's outage its canceled wait looks like.
+			if c.name != "serve" && errors.Is(ctx.Err(), context.Canceled) && errors.Is(err, context.Canceled) {
+				// Interrupted (SIGINT, SIGTERM, SIGHUP) while it waited:
+				// told as such, not as the database outage a canceled wait
+				// looks like. An error of its own stays as it is.
 				err = &cliError{msg: "interrupted before it finished", hint: "what it completed before the signal " +
 					"stays done (a migration step, a change it reported): check before running it again"}
 			}
@@ -207,7 +210,7 @@ func report(e *env, name string, err error) int {
 		return exitFailure
 	}
 	var de *authd.Error
-	if errors.As(err, &de) {
+	if errors.As(err, &de) && !errors.As(err, new(*cliError)) {
 		// Not told by the command: the generic hint.
 		return report(e, name, fromService(name, err, nil, ""))
 	}
@@ -271,7 +274,7 @@ func fromService(cmd string, err error, flags map[string]string, hint string) er
 	if de.Code == authd.EInvalid && len(de.Fields) > 0 {
 		return &usageError{cmd: cmd, msg: oneLine(msg), hint: hint}
 	}
-	return &cliError{msg: oneLine(msg), hint: hint}
+	return &cliError{msg: oneLine(msg), hint: hint, err: err}
 }
 
 // asLine writes a message of the service, a sentence for API clients ("No
