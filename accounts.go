@@ -14,6 +14,11 @@ import (
 // EInvalid (bad email, no consent), EWeakPassword, ERateLimited,
 // EUnavailable.
 func (s *Service) Register(ctx context.Context, c Client, email, password string, consent bool) error {
+	// As the other flows that mail: a client that hangs up must not cut the
+	// transaction short, where its COMMIT may or may not have run
+	// (refundMail).
+	ctx, cancel := detach(ctx)
+	defer cancel()
 	email, err := newAddress(email)
 	if err != nil {
 		return err

@@ -660,12 +660,18 @@ func (s *Service) mailAllowed(ctx context.Context, email string) bool {
 // refundMail takes back the mail mailAllowed counted to email when err,
 // the flow's outcome, is an outage (EUnavailable): its transaction queued
 // nothing, and a user whose client retries a reset through a minute's
-// outage must not find the address's mails spent for the hour. (Outages at
-// COMMIT may have queued it: a mail over the budget then, once.) The other
-// limits keep their counts: they bound work, which an outage's requests
-// did too (a hash, a round trip).
+// outage must not find the address's mails spent for the hour. Not when
+// the flow's time ran out (its context ended): then it may have ended
+// while COMMIT was on its way, which the server may have run, and a
+// refund there would be a mail past the budget for each (the flows that
+// mail detach from their client, so that no client can end them so). A
+// connection lost at COMMIT is the same doubt, rare and no one's to cause:
+// a mail past the budget then, once. The other limits keep their counts:
+// they bound work, which an outage's requests did too (a hash, a round
+// trip).
 func (s *Service) refundMail(ctx context.Context, err error, email string) {
-	if s.limiter == nil || ErrorCode(err) != EUnavailable {
+	if s.limiter == nil || ErrorCode(err) != EUnavailable ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return
 	}
 	if err := s.limiter.Refund(ctx, "mail:"+s.emailKey(email)); err != nil {

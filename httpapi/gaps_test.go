@@ -130,19 +130,26 @@ func TestChunkedBodyOverLimit(t *testing.T) {
 }
 
 // downStore fails every transaction at its end while down is set, with
-// the outage error the stores give (the work done, then rolled back).
+// the outage error the stores give (the work done, then rolled back); while
+// lateCommit is set, it commits and then answers that the flow's time ran
+// out, as when a context ends while COMMIT is on its way.
 type downStore struct {
 	authd.Store
-	down atomic.Bool
+	down, lateCommit atomic.Bool
 }
 
 func (s *downStore) InTx(ctx context.Context, fn func(authd.Queries) error) error {
-	return s.Store.InTx(ctx, func(q authd.Queries) error {
+	err := s.Store.InTx(ctx, func(q authd.Queries) error {
 		if err := fn(q); err != nil || !s.down.Load() {
 			return err
 		}
 		return &authd.Error{Code: authd.EUnavailable, Message: "the database is down", RetryAfter: time.Second}
 	})
+	if err == nil && s.lateCommit.Load() {
+		return &authd.Error{Code: authd.EUnavailable, Message: "the database did not answer in time",
+			RetryAfter: time.Second, Err: context.DeadlineExceeded}
+	}
+	return err
 }
 
 // TestOutageSpendsNoMail: a request that would mail an address and meets
@@ -183,5 +190,15 @@ func TestOutageSpendsNoMail(t *testing.T) {
 		budgetLeft("new@example.org", 2)
 		want(t, "an address change", e.changeEmail(access, "moved@example.org", goodPassword), 202, "")
 		budgetLeft("moved@example.org", 2)
+
+		// A flow whose time ran out as it committed may have queued its
+		// mail: it keeps the count, or each such answer would be a mail
+		// past the budget.
+		store.lateCommit.Store(true)
+		for range 3 {
+			want(t, "forgot, committed as its time ran out", forgot("late@example.org"), 503, "")
+		}
+		store.lateCommit.Store(false)
+		want(t, "the budget those spent", forgot("late@example.org"), 429, "rate_limited")
 	})
 }
