@@ -21,6 +21,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/authd/authd/internal/owner"
 )
 
 // Algorithms are the signing algorithms authd supports.
@@ -113,29 +115,44 @@ func Generate(dir, alg string, now time.Time) (*Key, error) {
 	rand.Read(suffix)
 	k := &Key{ID: created.Format(kidTime) + "-" + hex.EncodeToString(suffix), Alg: alg, Created: created, Private: priv}
 	// Write to a temporary name and rename, so that another instance reading
-	// the directory never sees half a key.
-	tmp := filepath.Join(dir, "."+k.ID+".tmp")
-	if err := writeKeyFile(tmp, dir, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})); err != nil {
-		os.Remove(tmp) // half written (a full disk): nothing of it stays
+	// the directory never sees half a key. Through one handle on the
+	// directory: a root that writes into another user's directory must not
+	// follow a path that user can point elsewhere between two steps.
+	d, err := os.OpenRoot(dir)
+	if err != nil {
 		return nil, err
 	}
-	if err := os.Rename(tmp, filepath.Join(dir, k.ID+".pem")); err != nil {
-		os.Remove(tmp)
+	defer d.Close()
+	tmp := "." + k.ID + ".tmp"
+	if err := writeKeyFile(d, tmp, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})); err != nil {
+		d.Remove(tmp) // half written (a full disk): nothing of it stays
+		return nil, err
+	}
+	if err := d.Rename(tmp, k.ID+".pem"); err != nil {
+		d.Remove(tmp)
 		return nil, err
 	}
 	return k, nil
 }
 
-// writeKeyFile writes data to a new file at path in dir, mode 0600, owned
-// by dir's owner (giveToDirOwner).
-func writeKeyFile(path, dir string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+// writeKeyFile writes data to a new file name in d, mode 0600 and owned by
+// d's owner (owner.Match: a key root makes in a serve's directory is that
+// serve's user's).
+func writeKeyFile(d *os.Root, name string, data []byte) error {
+	info, err := d.Stat(".")
 	if err != nil {
 		return err
 	}
-	err = giveToDirOwner(f, dir)
+	f, err := d.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	err = owner.Match(f, info)
 	if err == nil {
 		_, err = f.Write(data)
+	}
+	if err == nil {
+		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr

@@ -70,25 +70,20 @@ func (s Secret) Open(dir string) (key []byte, made bool, err error) {
 	// Written whole under a temporary name, then linked into place: a link
 	// never replaces a file, so of two instances racing, the second finds
 	// the first one's key and uses it, and no reader sees half a file.
-	tmp, err := os.CreateTemp(dir, "."+s.File+"-*.tmp") // mode 0600
+	// Through one handle on the directory, as Generate writes.
+	d, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, false, err
 	}
-	defer os.Remove(tmp.Name())
-	err = giveToDirOwner(tmp, dir)
-	if err == nil {
-		_, err = tmp.Write(pem.EncodeToMemory(&pem.Block{Type: s.PEMType, Bytes: key}))
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	defer d.Close()
+	suffix := make([]byte, 8)
+	rand.Read(suffix)
+	tmp := "." + s.File + "-" + hex.EncodeToString(suffix) + ".tmp"
+	defer d.Remove(tmp)
+	if err := writeKeyFile(d, tmp, pem.EncodeToMemory(&pem.Block{Type: s.PEMType, Bytes: key})); err != nil {
 		return nil, false, fmt.Errorf("write %s: %w", path, err)
 	}
-	switch err := os.Link(tmp.Name(), path); {
+	switch err := d.Link(tmp, s.File); {
 	case err == nil:
 		return key, true, nil
 	case errors.Is(err, os.ErrExist):
