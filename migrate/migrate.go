@@ -144,6 +144,14 @@ func result(r *goose.MigrationResult) Result {
 
 // Up applies every pending migration.
 func (m *Migrator) Up(ctx context.Context) (out []Result, err error) {
+	if pending, err := m.provider.HasPending(ctx); err == nil && !pending {
+		// Nothing to apply (an error, a gap, a newer database: told under
+		// the lock): no lock to take, for the many commands that run Up
+		// to be sure (every command on SQLite's default database).
+		if current, head, err := m.Version(ctx); err == nil && current <= head {
+			return nil, nil
+		}
+	}
 	err = m.exclusive(ctx, func() error {
 		if err := m.refuseNewer(ctx); err != nil {
 			return err

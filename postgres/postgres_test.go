@@ -309,7 +309,6 @@ func TestMigrationCommandsOneAtATime(t *testing.T) {
 	for name, run := range map[string]func(context.Context) error{
 		"down": func(ctx context.Context) error { _, err := m.Down(ctx, 1); return err },
 		"redo": func(ctx context.Context) error { _, err := m.Redo(ctx); return err },
-		"up":   func(ctx context.Context) error { _, err := m.Up(ctx); return err },
 	} {
 		wait, cancel := context.WithTimeout(ctx, 2*time.Second)
 		err := run(wait)
@@ -321,6 +320,12 @@ func TestMigrationCommandsOneAtATime(t *testing.T) {
 			t.Errorf("%s while another command runs: told of the wait %d times, want once", name, n)
 		}
 	}
+	// Up at head has nothing to do: it takes no lock, and waits for none.
+	wait, cancel := context.WithTimeout(ctx, 2*time.Second)
+	if res, err := m.Up(wait); err != nil || len(res) != 0 || told.Load() != 0 {
+		t.Errorf("up at head while another command runs: %v %v, told of a wait %d times; want nothing, at once", res, err, told.Load())
+	}
+	cancel()
 	if v, _, _ := m.Version(ctx); v != before {
 		t.Errorf("version %d after commands that waited, want %d", v, before)
 	}
@@ -328,6 +333,14 @@ func TestMigrationCommandsOneAtATime(t *testing.T) {
 	if res, err := m.Down(ctx, 1); err != nil || len(res) != 1 {
 		t.Errorf("down after the other command ended: %v %v", res, err)
 	}
+	// With a migration to apply, up waits as the others do.
+	release = holdAdvisoryLock(t, s, postgres.MigrationCommandLockID)
+	wait, cancel = context.WithTimeout(ctx, 2*time.Second)
+	if _, err := m.Up(wait); !errors.Is(err, migrate.ErrCommandLock) || told.Swap(0) != 1 {
+		t.Errorf("up with a migration to apply while another command runs: %v; want it to wait, told once", err)
+	}
+	cancel()
+	release()
 	if res, err := m.Up(ctx); err != nil || len(res) != 1 {
 		t.Errorf("up after the other command ended: %v %v", res, err)
 	}

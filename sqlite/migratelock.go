@@ -4,8 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
+	"github.com/authd/authd/internal/owner"
 	"github.com/authd/authd/migrate"
 )
 
@@ -15,29 +18,66 @@ import (
 const commandLockWait = 5 * time.Minute
 
 // commandLock serialises the migration commands of every process on the
-// database whose URI filename is uri (authd migrate, seed, a serve that
-// migrates its default database): goose takes no lock on SQLite, and two
-// commands at once each read the applied versions and applied what the
-// other was applying; a table rebuild run again after later migrations
-// undid them, and the version table said head. SQLite has no advisory
-// locks: the lock is an exclusive transaction on an empty database beside
-// this one (its file name and "-migrate-lock"), which every process sees,
-// which waits with SQLite's busy handler, and which ends with its
-// connection whatever happens. The file stays: removed under a waiting
-// process, a third would lock a new one beside it.
-func commandLock(uri string) *migrate.CommandLock {
+// database at path, whose URI filename is uri (authd migrate, and the
+// commands and starts that migrate the default database): goose takes no
+// lock on SQLite, and two commands at once each read the applied versions
+// and applied what the other was applying; a table rebuild run again after
+// later migrations undid them, and the version table said head. SQLite has
+// no advisory locks: the lock is an exclusive transaction on an empty
+// database beside this one (its file name and "-migrate-lock"), which
+// every process sees, which waits with SQLite's busy handler, and which
+// ends with its connection whatever happens. The file stays: removed under
+// a waiting process, a third would lock a new one beside it.
+func commandLock(path, uri string) *migrate.CommandLock {
 	dsn := uri + "-migrate-lock" + fmt.Sprintf("?_pragma=busy_timeout(%d)", commandLockWait.Milliseconds())
 	return &migrate.CommandLock{Locker: exclusiveLocker{}, Open: func() (*sql.DB, error) {
+		if err := makeLockFile(filepath.Dir(path), filepath.Base(path)); err != nil {
+			return nil, err
+		}
 		return sql.Open("sqlite", dsn)
 	}}
 }
 
-// exclusiveLocker holds an exclusive transaction on the lock database.
+// makeLockFile makes the lock file of the database named db in dir, if
+// it is not there, 0600 and owned as the database is (owner.Match: one
+// `sudo authd migrate up` must not leave a file the serve's user cannot
+// write, whose lock, taken read-only, would lock nothing). Through one
+// handle on dir, which may be another user's.
+func makeLockFile(dir, db string) error {
+	d, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	info, err := d.Stat(db)
+	if err != nil {
+		return err
+	}
+	f, err := d.OpenFile(db+"-migrate-lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("the migration lock file beside the database: %w", err)
+	}
+	err = owner.Match(f, info)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// exclusiveLocker holds an exclusive transaction on the lock database,
+// one that has written: SQLite opens a file it cannot write read-only, and
+// a read-only connection's BEGIN EXCLUSIVE excludes no one.
 type exclusiveLocker struct{}
 
 func (exclusiveLocker) SessionLock(ctx context.Context, conn *sql.Conn) error {
-	_, err := conn.ExecContext(ctx, "BEGIN EXCLUSIVE")
-	return err
+	if _, err := conn.ExecContext(ctx, "BEGIN EXCLUSIVE"); err != nil {
+		return err
+	}
+	if _, err := conn.ExecContext(ctx, "PRAGMA user_version = 1"); err != nil { // rolled back with the lock
+		conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK") //nolint:errcheck // the connection closes next
+		return fmt.Errorf("the migration lock file beside the database cannot be written: %w", err)
+	}
+	return nil
 }
 
 func (exclusiveLocker) SessionUnlock(ctx context.Context, conn *sql.Conn) error {

@@ -147,7 +147,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	m, err := migrate.New(goose.DialectSQLite3, db, sub, commandLock(uri))
+	m, err := migrate.New(goose.DialectSQLite3, db, sub, commandLock(path, uri))
 	if err != nil {
 		db.Close()
 		return nil, err

@@ -404,4 +404,17 @@ func TestMigrationWaitsForTheLockFile(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("once the lock was let go: %v", err)
 	}
+
+	// At head, Up takes no lock: the commands that run it to be sure do not
+	// wait behind another's migration, nor make the lock file.
+	if _, err := conn.ExecContext(ctx, "BEGIN EXCLUSIVE"); err != nil {
+		t.Fatal(err)
+	}
+	s.Migrator().OnLockWait(func() { t.Error("Up at head waited for the lock") })
+	bounded, cancel := context.WithTimeout(ctx, 2*migrate.LockNotice)
+	defer cancel()
+	if rs, err := s.Migrator().Up(bounded); err != nil || len(rs) != 0 {
+		t.Errorf("Up at head while another holds the lock: %v, %v; want nothing, at once", rs, err)
+	}
+	conn.ExecContext(ctx, "ROLLBACK")
 }

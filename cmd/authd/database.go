@@ -93,16 +93,13 @@ func open(ctx context.Context, cfg *Config, want schema, told func(string), opts
 			return nil, err
 		}
 		if def && (want == atHead || want == existing) {
+			s.Migrator().OnLockWait(func() {
+				told("waiting for another authd to finish migrating the database (it holds the migration command lock)")
+			})
 			results, err := s.Migrator().Up(ctx)
 			if err != nil {
 				s.Close()
-				hint := "restore the database file from a backup or point DATABASE_URL at a new one"
-				if h := sqlite.StorageHint(err); h != "" {
-					// Not the file's fault: a failed migration is rolled
-					// back and not recorded, and the next start applies it.
-					hint = h + "; then start again: the migrations not applied are applied then"
-				}
-				return nil, &cliError{msg: "migrating the SQLite database: " + err.Error(), hint: hint}
+				return nil, &cliError{msg: "migrating the SQLite database: " + err.Error(), hint: migrationHint(err), err: err}
 			}
 			if len(results) > 0 {
 				told(migratedDefault(path, results))
@@ -123,6 +120,26 @@ func open(ctx context.Context, cfg *Config, want schema, told func(string), opts
 		}
 	}
 	return db, nil
+}
+
+// migrationHint tells what to do when the default database's migration at
+// a command's start failed: restoring a backup only when a migration itself
+// failed on the file.
+func migrationHint(err error) string {
+	var de *authd.Error
+	switch {
+	case sqlite.StorageHint(err) != "":
+		// Not the file's fault: a failed migration is rolled back and not
+		// recorded, and the next start applies it.
+		return sqlite.StorageHint(err) + "; then start again: the migrations not applied are applied then"
+	case errors.As(err, &de) && de.Hint != "": // a database a later authd migrated
+		return de.Hint
+	case errors.Is(err, migrate.ErrCommandLock):
+		return "another authd (a migrate, a start, a seed) was migrating the database all the while: let it finish, then start again"
+	case errors.As(err, new(*migrate.FailedError)):
+		return "restore the database file from a backup or point DATABASE_URL at a new one"
+	}
+	return "check the database file and its directory (writable by this user, the -migrate-lock file beside it too), then start again"
 }
 
 // migratedDefault says what the migrations results did to the default

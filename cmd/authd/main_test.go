@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"database/sql"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
@@ -244,6 +245,37 @@ func TestInterruptedCommand(t *testing.T) {
 	// A usage error stays one.
 	if code, _, stderr := runCLIContext(ctx, t, vars, "admin", "users", "frobnicate"); code != exitUsage {
 		t.Errorf("a usage error, interrupted: exit %d, %q; want 2", code, stderr)
+	}
+}
+
+// TestDefaultDatabaseOfALaterRelease: a command on the default database
+// that a later authd migrated is refused with that release's advice, not
+// told to restore a backup, and leaves the file as it was.
+func TestDefaultDatabaseOfALaterRelease(t *testing.T) {
+	t.Parallel()
+	vars := sqliteEnv(t)
+	if code, _, stderr := runCLI(t, vars, "migrate", "up"); code != exitOK {
+		t.Fatalf("migrate up: exit %d: %s", code, stderr)
+	}
+	db, err := sql.Open("sqlite", filepath.Join(vars["AUTHD_DATA_DIR"], "authd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`INSERT INTO goose_db_version (version_id, is_applied) VALUES (9999, 1)`); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"admin", "users", "list"}, {"seed"}} {
+		code, _, stderr := runCLI(t, vars, args...)
+		if code != exitFailure || !strings.Contains(stderr, "newer than this authd knows") ||
+			!strings.Contains(stderr, "hint: run the authd release that migrated it") {
+			t.Errorf("authd %s on a later release's database: exit %d, %q; want refused with that release's advice",
+				strings.Join(args, " "), code, stderr)
+		}
+	}
+	var n int
+	if err := db.QueryRow(`SELECT count(*) FROM goose_db_version WHERE version_id = 9999`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("the later release's version row: %d (%v)", n, err)
 	}
 }
 
