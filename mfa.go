@@ -311,11 +311,11 @@ func voidForNewFactor(ctx context.Context, tx *txn, user uuid.UUID, now time.Tim
 
 // voidRegistrations voids the user's passkey registrations not finished,
 // in the transaction of a new password or second factor (or of a factor's
-// removal, factorRemoved), which holds the user. Each began with the password (and the factors) of its time: one
-// begun by an intruder before the owner changed the password, or before
-// the first factor, which asks for no step-up, would otherwise finish
-// after it with a stolen access token and plant a passkey that signs in
-// alone. Finished before, it is a factor the change ends nothing of: the
+// removal, factorRemoved), which holds the user. Each began with the
+// password (and the factors) of its time: one begun by an intruder before
+// the owner changed the password, or before the first factor, which asks
+// for no step-up, would otherwise finish after it with a stolen access
+// token and plant a passkey that signs in alone. Finished before, it is a factor the change ends nothing of: the
 // notice of it told the owner. (Voided under the user's lock, not told
 // apart by times, as dropEnrolments.)
 func voidRegistrations(ctx context.Context, tx *txn, user uuid.UUID, now time.Time) error {

@@ -259,7 +259,7 @@ func (s *Service) RunOutbox(ctx context.Context, poll time.Duration) {
 	failures := passLog{logger: s.logger}
 	pass := func(ctx context.Context) {
 		_, err := s.DeliverMail(ctx)
-		failures.note(time.Now(), err)
+		failures.note(s.now(), err)
 	}
 	for {
 		pass(context.WithoutCancel(ctx))
@@ -268,6 +268,7 @@ func (s *Service) RunOutbox(ctx context.Context, poll time.Duration) {
 			flush, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
 			defer cancel()
 			pass(flush)
+			failures.stop(s.now())
 			return
 		case <-s.wake:
 			// A moment first: the request that queued the mail answers
@@ -316,6 +317,15 @@ func (l *passLog) note(now time.Time, err error) {
 		l.logger.Error("mail outbox: passes still failing", "err", err, "failing_for", now.Sub(l.failing).Round(time.Second),
 			"failed_passes", l.failed+1)
 		l.told, l.failed = now, 0
+	}
+}
+
+// stop tells, at the sender's end, the failed passes of a run not yet
+// told: the last of a shutdown's pass, say.
+func (l *passLog) stop(now time.Time) {
+	if !l.failing.IsZero() && l.failed > 0 {
+		l.logger.Error("mail outbox: passes still failing as the sender stops", "failing_for",
+			now.Sub(l.failing).Round(time.Second), "failed_passes", l.failed)
 	}
 }
 

@@ -61,4 +61,20 @@ func TestPassLogTellsAnOutageOnce(t *testing.T) {
 	if d := lines[3]["failing_for"]; d != float64(3*time.Minute) { // slog's JSON: nanoseconds
 		t.Errorf("failing_for %v, want 3m", d)
 	}
+
+	// Failures not yet told when the sender stops are told then.
+	buf.Reset()
+	l.note(t0, down)
+	l.note(t0.Add(2*time.Second), down)
+	l.stop(t0.Add(3 * time.Second))
+	if n := bytes.Count(buf.Bytes(), []byte("\n")); n != 2 || !bytes.Contains(buf.Bytes(), []byte(`"failed_passes":1`)) {
+		t.Errorf("at the sender's stop: %s; want the run's first line, then one with the pass not told", buf.String())
+	}
+	buf.Reset()
+	l = passLog{logger: l.logger}
+	l.note(t0, nil)
+	l.stop(t0)
+	if buf.Len() != 0 {
+		t.Errorf("a stop with nothing failing told %s", buf.String())
+	}
 }

@@ -296,9 +296,15 @@ func connectError(cfg *pgx.ConnConfig, err error) error {
 		e.Message, e.Err = e.Message+": its certificate was refused", verification
 		e.Hint = "the server answered with a certificate DATABASE_URL's sslmode does not accept: give the CA that " +
 			"signed it (sslrootcert=…), a host name the certificate names, or a weaker sslmode (require)"
-	case errors.As(err, &alert), errors.As(err, &record):
-		e.Message, e.Err = e.Message+": TLS failed", errors.Join(alert, record)
+	case errors.As(err, &alert):
+		e.Message, e.Err = e.Message+": TLS failed", alert
 		e.Hint = "check sslmode in DATABASE_URL, and that HOST:PORT is PostgreSQL's"
+	case errors.As(err, &record):
+		e.Message, e.Err = e.Message+": TLS failed", record
+		e.Hint = "check sslmode in DATABASE_URL, and that HOST:PORT is PostgreSQL's"
+	case strings.Contains(err.Error(), "server refused TLS connection"): // pgconn's words, no type of its own
+		e.Message, e.Err = e.Message+": the server does not speak TLS", nil
+		e.Hint = "turn TLS on in PostgreSQL (ssl = on), or use sslmode=prefer or disable in DATABASE_URL on a trusted network"
 	case errors.As(err, &opErr):
 		e.Err = opErr // dial tcp …: connect: connection refused
 	case errors.Is(err, context.DeadlineExceeded):

@@ -3,6 +3,8 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
 	"net/url"
 	"os"
 	"slices"
@@ -260,6 +262,26 @@ func TestOpenTroubleshooting(t *testing.T) {
 	unreachable := *base
 	unreachable.Host = "127.0.0.1:1" // nothing listens on port 1
 	unreachable.RawQuery = ""        // sslmode prefer: pgx tries twice, and its error tells the refusal twice
+	// A server that refuses TLS (it answers PostgreSQL's SSLRequest "N").
+	plain, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	go func() {
+		for {
+			c, err := plain.Accept()
+			if err != nil {
+				return
+			}
+			io.ReadFull(c, make([]byte, 8)) // the SSLRequest
+			c.Write([]byte("N"))
+			c.Close()
+		}
+	}()
+	noTLS := *base
+	noTLS.Host = plain.Addr().String()
+	noTLS.RawQuery = "sslmode=require"
 	stranger := *base
 	stranger.User = url.User("authd_no_such_role")
 	stranger.RawQuery = "" // sslmode prefer: pgx tries twice, and told the reason twice
@@ -268,6 +290,7 @@ func TestOpenTroubleshooting(t *testing.T) {
 	}{
 		{"database missing", missing.String(), `database "authd_no_such_database" does not exist`, "createdb authd_no_such_database"},
 		{"server unreachable", unreachable.String(), "could not connect to PostgreSQL at 127.0.0.1:1", "start PostgreSQL"},
+		{"server without TLS", noTLS.String(), "the server does not speak TLS", "ssl = on"},
 		{"bad url", "postgres://%zz", "not a valid PostgreSQL URL", "postgres://USER"},
 		{"user refused", stranger.String(), `PostgreSQL at ` + base.Host + ` refused user "authd_no_such_role"`, "check the user"},
 	}
