@@ -77,6 +77,10 @@ func TestParseEnums(t *testing.T) {
 			t.Errorf("bad label %d: error %v, want %s", i, err, authd.EInvalid)
 		}
 	}
+	// The labels allowed, as a person reads a list (not Go's [a b c]).
+	if _, err := authd.ParseResult("ok"); authd.ErrorMessage(err) != `unknown result "ok" (one of: success, failure)` {
+		t.Errorf("ParseResult(ok): %q", authd.ErrorMessage(err))
+	}
 }
 
 func TestNewSecurityLog(t *testing.T) {

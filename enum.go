@@ -3,6 +3,7 @@ package authd
 import (
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // parseEnum returns s as a T when it is one of values, else an EInvalid error
@@ -11,7 +12,11 @@ func parseEnum[T ~string](kind, s string, values []T) (T, error) {
 	if slices.Contains(values, T(s)) {
 		return T(s), nil
 	}
-	return "", &Error{Code: EInvalid, Message: fmt.Sprintf("unknown %s %q (allowed: %v)", kind, s, values)}
+	names := make([]string, len(values))
+	for i, v := range values {
+		names[i] = string(v)
+	}
+	return "", &Error{Code: EInvalid, Message: fmt.Sprintf("unknown %s %q (one of: %s)", kind, s, strings.Join(names, ", "))}
 }
 
 // AccountStatus is users.account_status.
