@@ -24,7 +24,7 @@ func (s *Service) Users(ctx context.Context, c Client, f UserFilter) (Page[*User
 	}
 	if !PlainText(f.Email) {
 		return Page[*User]{}, &Error{Code: EInvalid, Message: "invalid request",
-			Fields: []FieldError{{Field: "email", Message: "must be text without control characters"}}}
+			Fields: []FieldError{{Field: "email", Message: "must be UTF-8 text without control characters"}}}
 	}
 	f.Email = norm.NFC.String(f.Email) // as addresses are stored
 	if len(f.Email) > MaxEmailLength { // no address holds it (and SQLite refuses a long LIKE pattern)

@@ -247,7 +247,7 @@ func (s *Service) SaveAuthRequest(ctx context.Context, c Client, r *AuthRequest)
 	for _, f := range [...]struct{ name, v string }{{"state", r.State}, {"nonce", r.Nonce}} {
 		if !PlainText(f.v) {
 			return &Error{Code: EInvalid, Message: "invalid authorization request",
-				Fields: []FieldError{{Field: f.name, Message: "must be text without control characters"}}}
+				Fields: []FieldError{{Field: f.name, Message: "must be UTF-8 text without control characters"}}}
 		}
 	}
 	if err := s.limitIP(ctx, "authorize", c); err != nil {
