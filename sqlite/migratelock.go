@@ -3,13 +3,16 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/authd/authd/internal/owner"
 	"github.com/authd/authd/migrate"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // commandLockWait is how long a migration command waits for another's
@@ -31,29 +34,29 @@ const commandLockWait = 5 * time.Minute
 func commandLock(path, uri string) *migrate.CommandLock {
 	dsn := uri + "-migrate-lock" + fmt.Sprintf("?_pragma=busy_timeout(%d)", commandLockWait.Milliseconds())
 	return &migrate.CommandLock{Locker: exclusiveLocker{}, Open: func() (*sql.DB, error) {
-		if err := makeLockFile(filepath.Dir(path), filepath.Base(path)); err != nil {
+		if err := makeLockFile(path); err != nil {
 			return nil, err
 		}
 		return sql.Open("sqlite", dsn)
 	}}
 }
 
-// makeLockFile makes the lock file of the database named db in dir, if
-// it is not there, 0600 and owned as the database is (owner.Match: one
-// `sudo authd migrate up` must not leave a file the serve's user cannot
-// write, whose lock, taken read-only, would lock nothing). Through one
-// handle on dir, which may be another user's.
-func makeLockFile(dir, db string) error {
-	d, err := os.OpenRoot(dir)
+// makeLockFile makes the lock file of the database at path, if it is not
+// there, 0600 and owned as the database is (owner.Match: one `sudo authd
+// migrate up` must not leave a file the serve's user cannot write, whose
+// lock, taken read-only, would lock no one). Only a file this call made is
+// given away: one already there, perhaps a link its directory's owner
+// planted to a file of root's, is taken as it is (and refused by the
+// lock's write if it cannot be written).
+func makeLockFile(path string) error {
+	info, err := os.Stat(path) // the database's owner (through a link, as SQLite opens it)
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	info, err := d.Stat(db)
-	if err != nil {
-		return err
+	f, err := os.OpenFile(path+"-migrate-lock", os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
 	}
-	f, err := d.OpenFile(db+"-migrate-lock", os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("the migration lock file beside the database: %w", err)
 	}
@@ -71,7 +74,11 @@ type exclusiveLocker struct{}
 
 func (exclusiveLocker) SessionLock(ctx context.Context, conn *sql.Conn) error {
 	if _, err := conn.ExecContext(ctx, "BEGIN EXCLUSIVE"); err != nil {
-		return err
+		var e *sqlite.Error
+		if errors.As(err, &e) && e.Code()&0xff == sqlite3.SQLITE_BUSY {
+			return err // another command holds it (migrate.ErrCommandLock)
+		}
+		return fmt.Errorf("the migration lock file beside the database: %w", err) // not a wait: the file's fault
 	}
 	if _, err := conn.ExecContext(ctx, "PRAGMA user_version = 1"); err != nil { // rolled back with the lock
 		conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK") //nolint:errcheck // the connection closes next

@@ -421,10 +421,10 @@ var flagErrors = []struct {
 	{regexp.MustCompile(`^flag provided but not defined: -([0-9]+)$`), "-$1 is read as a flag: numbers here are positive"},
 	{regexp.MustCompile(`^flag provided but not defined: -+(.*)$`), "unknown flag --$1"},
 	{regexp.MustCompile(`^flag needs an argument: -+(.*)$`), "--$1 needs a value"},
-	{regexp.MustCompile(`^invalid boolean value (".*") for -+(\S+): .*$`), "--$2 $1: must be true or false"},
-	{regexp.MustCompile(`^invalid value (".*") for flag -+(\S+): parse error$`), "--$2 $1: must be a whole number"},
-	{regexp.MustCompile(`^invalid value (".*") for flag -+(\S+): value out of range$`), "--$2 $1: is too large"},
-	{regexp.MustCompile(`^invalid value (".*") for flag -+(\S+): (.*)$`), "--$2 $1: $3"},
+	{regexp.MustCompile(`^invalid boolean value ("(?:[^"\\]|\\.)*") for -+(\S+): .*$`), "--$2 $1: must be true or false"},
+	{regexp.MustCompile(`^invalid value ("(?:[^"\\]|\\.)*") for flag -+(\S+): parse error$`), "--$2 $1: must be a whole number"},
+	{regexp.MustCompile(`^invalid value ("(?:[^"\\]|\\.)*") for flag -+(\S+): value out of range$`), "--$2 $1: is too large"},
+	{regexp.MustCompile(`^invalid value ("(?:[^"\\]|\\.)*") for flag -+(\S+): (.*)$`), "--$2 $1: $3"},
 }
 
 // flagError is err, an error of the flag package, in the words and the

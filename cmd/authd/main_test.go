@@ -167,6 +167,11 @@ func TestFlagErrorsAreOneLine(t *testing.T) {
 			t.Errorf("authd %s: exit %d, %q; want 2 and %q", strings.Join(tt.args, " "), code, stderr, tt.want)
 		}
 	}
+	// A value that reads like the flag package's own words names the
+	// flag given, not one it spells.
+	if got := flagError(errors.New(`invalid value "a" for flag -since: bad "x\" for flag -y: z"`)); got != `--since "a": bad "x\" for flag -y: z"` {
+		t.Errorf("a crafted value: %s", got)
+	}
 	// A setting's flag with a bad value: a usage error naming the flag,
 	// not the variable no one set.
 	for _, a := range [][]string{{"serve", "--http-addr", "foo"}, {"keys", "generate", "--signing-alg", "eddsa"},
