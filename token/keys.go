@@ -15,6 +15,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -242,8 +243,35 @@ func newestFirst(a, b *Key) int {
 	return strings.Compare(b.ID, a.ID)
 }
 
+// maxKeyFile bounds a key file's read: an RSA 3072 key is 2.5 KB of PEM.
+const maxKeyFile = 64 << 10
+
+// readKeyFile reads the key file at path: a regular file of at most
+// maxKeyFile bytes. A link its directory's owner planted may name a FIFO
+// (a read that never begins) or a device (one that never ends) to a root
+// that runs the keys commands.
+func readKeyFile(path string) ([]byte, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !info.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
+	if err == nil && len(data) > maxKeyFile {
+		err = fmt.Errorf("%s: larger than any key (%d KiB)", path, maxKeyFile>>10)
+	}
+	return data, err
+}
+
 func parseKey(path string) (*Key, error) {
-	data, err := os.ReadFile(path)
+	data, err := readKeyFile(path)
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ package token
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -47,5 +48,37 @@ func TestKeysOfRootGoToTheDirectorysOwner(t *testing.T) {
 	info, _ := os.Stat(filepath.Join(own, k.ID+".pem"))
 	if st := info.Sys().(*syscall.Stat_t); st.Uid != 0 {
 		t.Errorf("a key in root's directory is %d's", st.Uid)
+	}
+}
+
+// TestKeyFilesThatAreNoFiles: a key file that links to a device or a FIFO
+// (planted by its directory's owner for a root running the keys commands)
+// is refused at once, not read without end or waited on.
+func TestKeyFilesThatAreNoFiles(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for target, name := range map[string]string{"/dev/zero": RefreshKeyFile, fifo: MFAKeyFile} {
+		if err := os.Symlink(target, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := RefreshSecret.Load(dir); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("a key linked to /dev/zero: %v", err)
+	}
+	if _, err := MFASecret.Load(dir); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("a key linked to a FIFO: %v", err)
+	}
+	big := filepath.Join(t.TempDir(), "keys")
+	if err := os.Mkdir(big, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(big, "huge.pem"), make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(big); err == nil || !strings.Contains(err.Error(), "larger than any key") {
+		t.Errorf("a 1 MiB key file: %v", err)
 	}
 }

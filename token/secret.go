@@ -108,7 +108,7 @@ func (s Secret) Check(key []byte) string {
 // read reads the key at path; its errors never quote the file, which holds
 // a secret.
 func (s Secret) read(path string) ([]byte, error) {
-	data, err := os.ReadFile(path)
+	data, err := readKeyFile(path)
 	if err != nil {
 		return nil, err
 	}
