@@ -130,9 +130,6 @@ func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 		if rest[0] == "delete" && !*yes {
 			return usagef("clients delete removes the client, its consents and codes; add --yes to confirm")
 		}
-		if rest[0] == "update" && !slices.ContainsFunc(byAction["update"], func(f string) bool { return flagSet(fs, f) }) {
-			return usageOf("clients update", "nothing to change: give one of --%s", strings.Join(byAction["update"], ", --"))
-		}
 	case len(rest) == 0:
 		return usagef("missing create, list, show, update, rotate-secret or delete")
 	case len(rest) == 1 && (rest[0] == "show" || rest[0] == "update" || rest[0] == "rotate-secret" || rest[0] == "delete"):
@@ -142,6 +139,11 @@ func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 	}
 	if err := onlyItsFlags(fs, "clients "+rest[0], byAction, rest[0]); err != nil {
 		return err
+	}
+	// After that: a flag of another action (--type) is told as such, not
+	// as nothing to change.
+	if rest[0] == "update" && !slices.ContainsFunc(byAction["update"], func(f string) bool { return flagSet(fs, f) }) {
+		return usageOf("clients update", "nothing to change: give one of --%s", strings.Join(byAction["update"], ", --"))
 	}
 	if rest[0] == "update" && len(logouts) == 1 && logouts[0] == "" {
 		logouts = stringList{} // --post-logout-uri "": none

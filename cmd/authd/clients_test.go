@@ -152,6 +152,9 @@ func TestClientsCLI(t *testing.T) {
 				t.Errorf("update with a flag only create uses: %s; want it refused, named", out)
 			}
 			cli(exitUsage, "clients", "update", "proxy")
+			if out := cli(exitUsage, "clients", "update", "proxy", "--type", "public"); !strings.Contains(out, "--type does not apply to clients update") {
+				t.Errorf("update with --type alone: %s; want it told as not applying, not as nothing to change", out)
+			}
 			cli(exitUsage, "clients", "update", "--require-pkce")
 			if out := cli(exitOK, "clients", "update", "proxy", "--require-pkce"); !regexp.MustCompile(`proxy\s.*\srequired\s`).MatchString(out) {
 				t.Errorf("update --require-pkce: %s; want the client, PKCE required", out)
