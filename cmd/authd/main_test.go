@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -281,6 +282,30 @@ func TestDefaultDatabaseOfALaterRelease(t *testing.T) {
 	var n int
 	if err := db.QueryRow(`SELECT count(*) FROM goose_db_version WHERE version_id = 9999`).Scan(&n); err != nil || n != 1 {
 		t.Errorf("the later release's version row: %d (%v)", n, err)
+	}
+}
+
+// TestServeListenErrorsHint: serve that cannot listen says why in its hint:
+// an address in use, one that is not this machine's.
+func TestServeListenErrorsHint(t *testing.T) {
+	t.Parallel()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	for addr, want := range map[string]string{
+		taken.Addr().String(): "hint: stop what uses that address or set AUTHD_HTTP_ADDR",
+		"192.0.2.1:18080":     "hint: the address is not one of this machine's", // TEST-NET-1
+	} {
+		env := sqliteEnv(t)
+		env["AUTHD_HTTP_ADDR"] = addr
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		code, _, stderr := runCLIContext(ctx, t, env, "serve")
+		cancel()
+		if code != exitFailure || !strings.Contains(stderr, want) {
+			t.Errorf("serve on %s: exit %d, %q; want %q", addr, code, stderr, want)
+		}
 	}
 }
 

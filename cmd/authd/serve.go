@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/authd/authd"
@@ -342,8 +343,17 @@ func (a *App) mailer(renderer *mail.Renderer) (authd.Mailer, error) {
 func listen(addr, setting string) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, &cliError{msg: fmt.Sprintf("cannot listen on %s: %v", addr, err),
-			hint: "stop what uses that address or set " + setting}
+		hint := "stop what uses that address or set " + setting
+		var dnsErr *net.DNSError
+		switch {
+		case errors.As(err, &dnsErr):
+			hint = "the host is no name this machine resolves: set " + setting + " to one of its addresses (or :PORT for all)"
+		case errors.Is(err, syscall.EADDRNOTAVAIL):
+			hint = "the address is not one of this machine's: set " + setting + " to one of its addresses (or :PORT for all)"
+		case errors.Is(err, syscall.EACCES):
+			hint = "ports below 1024 need privileges: set " + setting + " to a higher port, or give authd CAP_NET_BIND_SERVICE"
+		}
+		return nil, &cliError{msg: fmt.Sprintf("cannot listen on %s: %v", addr, err), hint: hint}
 	}
 	return ln, nil
 }
