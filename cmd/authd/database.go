@@ -99,7 +99,11 @@ func open(ctx context.Context, cfg *Config, want schema, told func(string), opts
 			results, err := s.Migrator().Up(ctx)
 			if err != nil {
 				s.Close()
-				return nil, &cliError{msg: "migrating the SQLite database: " + err.Error(), hint: migrationHint(err), err: err}
+				msg := err.Error()
+				if de, ok := errors.AsType[*authd.Error](err); ok && de.Err == nil {
+					msg = de.Message // a refusal of the migrator's own, without "unavailable: "
+				}
+				return nil, &cliError{msg: "migrating the SQLite database: " + msg, hint: migrationHint(err), err: err}
 			}
 			if len(results) > 0 {
 				told(migratedDefault(path, results))
