@@ -32,7 +32,9 @@ const commandLockWait = 5 * time.Minute
 // ends with its connection whatever happens. The file stays: removed under
 // a waiting process, a third would lock a new one beside it.
 func commandLock(path, uri string) *migrate.CommandLock {
-	dsn := uri + "-migrate-lock" + fmt.Sprintf("?_pragma=busy_timeout(%d)", commandLockWait.Milliseconds())
+	// mode=rw: SQLite never makes the file (makeLockFile did), so a link
+	// planted there after makeLockFile looked cannot have root make one.
+	dsn := uri + "-migrate-lock" + fmt.Sprintf("?mode=rw&_pragma=busy_timeout(%d)", commandLockWait.Milliseconds())
 	return &migrate.CommandLock{Locker: exclusiveLocker{}, Open: func() (*sql.DB, error) {
 		if err := makeLockFile(path); err != nil {
 			return nil, err
@@ -53,8 +55,14 @@ func makeLockFile(path string) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(path+"-migrate-lock", os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	lock := path + "-migrate-lock"
+	f, err := os.OpenFile(lock, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, fs.ErrExist) {
+		// Made before, by authd: a file, never a link (which SQLite, opening
+		// it by name, would follow, as root too).
+		if info, err := os.Lstat(lock); err != nil || !info.Mode().IsRegular() {
+			return fmt.Errorf("the migration lock file %s is not a plain file (a link?): remove it", lock)
+		}
 		return nil
 	}
 	if err != nil {
@@ -63,6 +71,9 @@ func makeLockFile(path string) error {
 	err = owner.Match(f, info)
 	if cerr := f.Close(); err == nil {
 		err = cerr
+	}
+	if err != nil {
+		os.Remove(lock) // not left root's for good: the next command makes it again
 	}
 	return err
 }
@@ -75,8 +86,8 @@ type exclusiveLocker struct{}
 func (exclusiveLocker) SessionLock(ctx context.Context, conn *sql.Conn) error {
 	if _, err := conn.ExecContext(ctx, "BEGIN EXCLUSIVE"); err != nil {
 		var e *sqlite.Error
-		if errors.As(err, &e) && e.Code()&0xff == sqlite3.SQLITE_BUSY {
-			return err // another command holds it (migrate.ErrCommandLock)
+		if errors.As(err, &e) && e.Code()&0xff == sqlite3.SQLITE_BUSY || ctx.Err() != nil {
+			return err // another command holds it (migrate.ErrCommandLock), or the wait was given up
 		}
 		return fmt.Errorf("the migration lock file beside the database: %w", err) // not a wait: the file's fault
 	}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -81,6 +82,29 @@ func TestLockFileAlreadyThereIsNotGivenAway(t *testing.T) {
 				t.Errorf("the file the lock file links to is %d's now", st.Uid)
 			}
 		})
+	}
+}
+
+// TestLockFileLinkedToNothing: a lock file planted as a link to a path
+// where nothing is does not have a migration make that file (SQLite opens
+// the lock by name, and would follow the link, as root too).
+func TestLockFileLinkedToNothing(t *testing.T) {
+	ctx := context.Background()
+	target := filepath.Join(t.TempDir(), "nologin") // as /etc/nologin would be
+	path := filepath.Join(t.TempDir(), "authd.db")
+	s, err := sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := os.Symlink(target, path+"-migrate-lock"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Migrator().Up(ctx); err == nil || !strings.Contains(err.Error(), "is not a plain file") {
+		t.Errorf("migrate up with the lock file a link: %v; want refused", err)
+	}
+	if _, err := os.Lstat(target); err == nil {
+		t.Error("the migration made the file the planted link names")
 	}
 }
 

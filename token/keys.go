@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/authd/authd/internal/owner"
@@ -251,18 +252,20 @@ const maxKeyFile = 64 << 10
 // (a read that never begins) or a device (one that never ends) to a root
 // that runs the keys commands.
 func readKeyFile(path string) ([]byte, error) {
-	info, err := os.Stat(path)
+	// O_NONBLOCK: a FIFO opens at once (then is refused), rather than wait
+	// for a writer; what is open is what is checked.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	info, err := f.Stat()
 	if err != nil {
 		return nil, err
 	}
 	if !info.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s: not a regular file", path)
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
 	if err == nil && len(data) > maxKeyFile {
 		err = fmt.Errorf("%s: larger than any key (%d KiB)", path, maxKeyFile>>10)

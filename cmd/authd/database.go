@@ -100,7 +100,7 @@ func open(ctx context.Context, cfg *Config, want schema, told func(string), opts
 			if err != nil {
 				s.Close()
 				msg := err.Error()
-				if de, ok := errors.AsType[*authd.Error](err); ok && de.Err == nil {
+				if de, ok := err.(*authd.Error); ok && de.Err == nil {
 					msg = de.Message // a refusal of the migrator's own, without "unavailable: "
 				}
 				return nil, &cliError{msg: "migrating the SQLite database: " + msg, hint: migrationHint(err), err: err}

@@ -294,10 +294,12 @@ func TestServeListenErrorsHint(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer taken.Close()
-	for addr, want := range map[string]string{
-		taken.Addr().String(): "hint: stop what uses that address or set AUTHD_HTTP_ADDR",
-		"192.0.2.1:18080":     "hint: the address is not one of this machine's", // TEST-NET-1
-	} {
+	cases := map[string]string{taken.Addr().String(): "hint: stop what uses that address or set AUTHD_HTTP_ADDR"}
+	if b, _ := os.ReadFile("/proc/sys/net/ipv4/ip_nonlocal_bind"); strings.TrimSpace(string(b)) != "1" {
+		// Where it is 1, any address binds: serve would start.
+		cases["192.0.2.1:18080"] = "hint: the address is not one of this machine's" // TEST-NET-1
+	}
+	for addr, want := range cases {
 		env := sqliteEnv(t)
 		env["AUTHD_HTTP_ADDR"] = addr
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
