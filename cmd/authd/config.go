@@ -331,15 +331,33 @@ func flagName(env string) string {
 	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(env, "AUTHD_")), "_", "-")
 }
 
+// configFlag is a setting's flag: its value, and whether it was given,
+// so that an empty one (--data-dir "") is a value, as an empty variable
+// is, and not the flag left out.
+type configFlag struct {
+	value *string
+	fs    *flag.FlagSet
+	name  string
+}
+
+// given reports whether the flag was on the command line.
+func (f *configFlag) given() bool {
+	given := false
+	f.fs.Visit(func(fl *flag.Flag) { given = given || fl.Name == f.name })
+	return given
+}
+
 // configFlags registers a flag for each named non-secret setting (all when
 // names is empty) and returns the values given on the command line.
-func configFlags(fs *flag.FlagSet, names ...string) map[string]*string {
-	out := map[string]*string{}
+func configFlags(fs *flag.FlagSet, names ...string) map[string]*configFlag {
+	out := map[string]*configFlag{}
 	for _, s := range settings {
 		if s.secret || (len(names) > 0 && !slices.Contains(names, s.env)) {
 			continue
 		}
-		out[s.env] = fs.String(flagName(s.env), "", fmt.Sprintf("%s (env %s, default %q)", s.help, s.env, s.def))
+		name := flagName(s.env)
+		out[s.env] = &configFlag{value: fs.String(name, "", fmt.Sprintf("%s (env %s, default %q)", s.help, s.env, s.def)),
+			fs: fs, name: name}
 	}
 	return out
 }
@@ -348,12 +366,12 @@ func configFlags(fs *flag.FlagSet, names ...string) map[string]*string {
 // which wins over .env in the working directory, which wins over the
 // defaults.
 type sources struct {
-	flags  map[string]*string
+	flags  map[string]*configFlag
 	getenv func(string) (string, bool)
 	dotenv map[string]string
 }
 
-func readSources(flags map[string]*string, getenv func(string) (string, bool)) (sources, error) {
+func readSources(flags map[string]*configFlag, getenv func(string) (string, bool)) (sources, error) {
 	dotenv, err := readDotenv(".env")
 	if err != nil {
 		return sources{}, err
@@ -401,7 +419,7 @@ func dotenvErrorLine(src []byte) int {
 // fromFlag reports whether the setting's value is a flag's.
 func (src sources) fromFlag(s setting) bool {
 	p := src.flags[s.env]
-	return p != nil && *p != ""
+	return p != nil && p.given()
 }
 
 // value is the setting's value as given, before parsing.
@@ -411,7 +429,7 @@ func (src sources) value(s setting) string {
 		v, ok = src.dotenv[s.env]
 	}
 	if src.fromFlag(s) {
-		v, ok = *src.flags[s.env], true
+		v, ok = *src.flags[s.env].value, true
 	}
 	if !ok {
 		v = s.def
@@ -502,7 +520,7 @@ var emptyIsAValue = map[string]bool{"AUTHD_ADMIN_ADDR": true, "AUTHD_PUBLIC_URL"
 
 // loadConfig builds the Config from its sources. Every invalid value is
 // reported, each naming its variable.
-func loadConfig(flags map[string]*string, getenv func(string) (string, bool)) (*Config, error) {
+func loadConfig(flags map[string]*configFlag, getenv func(string) (string, bool)) (*Config, error) {
 	src, err := readSources(flags, getenv)
 	if err != nil {
 		return nil, err
@@ -600,7 +618,7 @@ func (c *Config) resolveWebAuthn() error {
 
 // jsonLogs reports whether the sources ask for JSON logs, for telling a
 // configuration that does not load in the format its operator reads.
-func jsonLogs(flags map[string]*string, getenv func(string) (string, bool)) bool {
+func jsonLogs(flags map[string]*configFlag, getenv func(string) (string, bool)) bool {
 	src, err := readSources(flags, getenv)
 	if err != nil {
 		return false

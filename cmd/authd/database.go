@@ -202,7 +202,7 @@ func checkLeftBehind(path string) error {
 
 // openConfigured loads the configuration (flags over environment over .env)
 // and opens its database, at head (want: atHead, or existing).
-func openConfigured(ctx context.Context, e *env, flags map[string]*string, want schema) (*Config, database, error) {
+func openConfigured(ctx context.Context, e *env, flags map[string]*configFlag, want schema) (*Config, database, error) {
 	cfg, err := loadConfig(flags, e.getenv)
 	if err != nil {
 		return nil, nil, err

@@ -176,7 +176,8 @@ func TestFlagErrorsAreOneLine(t *testing.T) {
 	// A setting's flag with a bad value: a usage error naming the flag,
 	// not the variable no one set.
 	for _, a := range [][]string{{"serve", "--http-addr", "foo"}, {"keys", "generate", "--signing-alg", "eddsa"},
-		{"purge", "--security-log-retention", "24"}} {
+		{"purge", "--security-log-retention", "24"},
+		{"admin", "users", "list", "--data-dir", ""}} { // given empty: a value, refused as AUTHD_DATA_DIR= is
 		code, _, stderr := runCLI(t, env, a...)
 		if code != exitUsage || !strings.HasPrefix(stderr, "authd "+a[0]+": "+a[len(a)-2]+" ") || strings.Contains(stderr, "AUTHD_") {
 			t.Errorf("authd %s: exit %d, %q; want 2 naming the flag", strings.Join(a, " "), code, stderr)
