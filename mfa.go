@@ -315,9 +315,10 @@ func voidForNewFactor(ctx context.Context, tx *txn, user uuid.UUID, now time.Tim
 // password (and the factors) of its time: one begun by an intruder before
 // the owner changed the password, or before the first factor, which asks
 // for no step-up, would otherwise finish after it with a stolen access
-// token and plant a passkey that signs in alone. Finished before, it is a factor the change ends nothing of: the
-// notice of it told the owner. (Voided under the user's lock, not told
-// apart by times, as dropEnrolments.)
+// token and plant a passkey that signs in alone. Finished before, it is a
+// factor the change ends nothing of: the notice of it told the owner.
+// (Voided under the user's lock, not told apart by times, as
+// dropEnrolments.)
 func voidRegistrations(ctx context.Context, tx *txn, user uuid.UUID, now time.Time) error {
 	return tx.VoidWebAuthnChallenges(ctx, user, PurposeRegister, now)
 }

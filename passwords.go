@@ -58,7 +58,7 @@ func (s *Service) mailRequest(ctx context.Context, c Client, kind, email string,
 	if err := s.limitIP(ctx, kind, c); err != nil {
 		return err
 	}
-	if err := s.limitEmail(ctx, "mail", email, mailsPerEmail, mailLimitRange); err != nil {
+	if err := s.spendMail(ctx, email); err != nil {
 		return err
 	}
 	err = s.together(ctx, s.mailPace.Deadline(), func() (pad bool, teach *pace.Pace, err error) {

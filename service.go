@@ -646,15 +646,24 @@ func (s *Service) emailKey(email string) string {
 
 // limitEmail applies a per-email limit.
 func (s *Service) limitEmail(ctx context.Context, kind, email string, n int, window time.Duration) error {
-	return s.limit(ctx, kind+":"+s.emailKey(email), n, window)
+	return s.limit(ctx, s.emailLimitKey(kind, email), n, window)
 }
+
+// emailLimitKey is the rate-limit key of one kind of per-email limit.
+func (s *Service) emailLimitKey(kind, email string) string { return kind + ":" + s.emailKey(email) }
 
 // mailAllowed counts one mail to email against the address's mail limit
 // and reports whether it may go out. Every mail a request can make authd send
 // counts, whether or not the address has an account, so that no one can
 // flood a mailbox and the count says nothing about existence (SPEC 6.7).
 func (s *Service) mailAllowed(ctx context.Context, email string) bool {
-	return s.limitEmail(ctx, "mail", email, mailsPerEmail, mailLimitRange) == nil
+	return s.spendMail(ctx, email) == nil
+}
+
+// spendMail counts one mail to email against the address's mail limit, as
+// mailAllowed, and returns ERateLimited past it (refundMail gives it back).
+func (s *Service) spendMail(ctx context.Context, email string) error {
+	return s.limitEmail(ctx, "mail", email, mailsPerEmail, mailLimitRange)
 }
 
 // refundMail takes back the mail mailAllowed counted to email when err,
@@ -674,7 +683,7 @@ func (s *Service) refundMail(ctx context.Context, err error, email string) {
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return
 	}
-	if err := s.limiter.Refund(ctx, "mail:"+s.emailKey(email)); err != nil {
+	if err := s.limiter.Refund(ctx, s.emailLimitKey("mail", email)); err != nil {
 		s.logger.WarnContext(ctx, "rate limiter failed", "err", err)
 	}
 }

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-
-	"github.com/authd/authd/sqlite"
 )
 
 // TestLockFileIsTheDatabaseOwners: the migration lock file root makes
@@ -24,11 +22,7 @@ func TestLockFileIsTheDatabaseOwners(t *testing.T) {
 	const nobody = 65534
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "authd.db")
-	s, err := sqlite.Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openAt(t, path)
 	if err := os.Chown(path, nobody, nobody); err != nil {
 		t.Fatal(err)
 	}
@@ -60,11 +54,7 @@ func TestLockFileAlreadyThereIsNotGivenAway(t *testing.T) {
 				t.Fatal(err)
 			}
 			path := filepath.Join(t.TempDir(), "authd.db")
-			s, err := sqlite.Open(ctx, path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
+			s := openAt(t, path)
 			if err := os.Chown(path, nobody, nobody); err != nil {
 				t.Fatal(err)
 			}
@@ -92,11 +82,7 @@ func TestLockFileLinkedToNothing(t *testing.T) {
 	ctx := context.Background()
 	target := filepath.Join(t.TempDir(), "nologin") // as /etc/nologin would be
 	path := filepath.Join(t.TempDir(), "authd.db")
-	s, err := sqlite.Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openAt(t, path)
 	if err := os.Symlink(target, path+"-migrate-lock"); err != nil {
 		t.Fatal(err)
 	}
@@ -121,11 +107,7 @@ func TestSymlinkedDatabaseMigrates(t *testing.T) {
 	if err := os.Symlink(real, path); err != nil {
 		t.Fatal(err)
 	}
-	s, err := sqlite.Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openAt(t, path)
 	if _, err := s.Migrator().Up(ctx); err != nil {
 		t.Fatalf("migrate up of a linked database: %v", err)
 	}

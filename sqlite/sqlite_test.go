@@ -20,6 +20,17 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
+// openAt opens the store at path, not migrated; it closes with the test.
+func openAt(t *testing.T, path string) *sqlite.Store {
+	t.Helper()
+	s, err := sqlite.Open(context.Background(), path)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 func open(t *testing.T) *sqlite.Store {
 	t.Helper()
 	ctx := context.Background()
@@ -328,11 +339,7 @@ func TestMigrationCommandsTakeTurns(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "authd.db")
 		stores := make([]*sqlite.Store, 4) // a connection pool each, as processes have
 		for i := range stores {
-			s, err := sqlite.Open(ctx, path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { s.Close() })
+			s := openAt(t, path)
 			stores[i] = s
 		}
 		errs := make([]error, len(stores))
@@ -368,11 +375,7 @@ func TestMigrationCommandsTakeTurns(t *testing.T) {
 func TestMigrationWaitsForTheLockFile(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "authd.db")
-	s, err := sqlite.Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openAt(t, path)
 	holder, err := sql.Open("sqlite", path+"-migrate-lock")
 	if err != nil {
 		t.Fatal(err)

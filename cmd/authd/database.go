@@ -131,11 +131,12 @@ func open(ctx context.Context, cfg *Config, want schema, told func(string), opts
 // failed on the file.
 func migrationHint(err error) string {
 	var de *authd.Error
+	storage := sqlite.StorageHint(err)
 	switch {
-	case sqlite.StorageHint(err) != "":
+	case storage != "":
 		// Not the file's fault: a failed migration is rolled back and not
 		// recorded, and the next start applies it.
-		return sqlite.StorageHint(err) + "; then start again: the migrations not applied are applied then"
+		return storage + "; then start again: the migrations not applied are applied then"
 	case errors.As(err, &de) && de.Hint != "": // a database a later authd migrated
 		return de.Hint
 	case errors.Is(err, migrate.ErrCommandLock):

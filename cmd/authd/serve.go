@@ -346,10 +346,9 @@ func listen(addr, setting string) (net.Listener, error) {
 		hint := "stop what uses that address or set " + setting
 		var dnsErr *net.DNSError
 		switch {
-		case errors.As(err, &dnsErr):
-			hint = "the host is no name this machine resolves: set " + setting + " to one of its addresses (or :PORT for all)"
-		case errors.Is(err, syscall.EADDRNOTAVAIL):
-			hint = "the address is not one of this machine's: set " + setting + " to one of its addresses (or :PORT for all)"
+		case errors.As(err, &dnsErr), errors.Is(err, syscall.EADDRNOTAVAIL):
+			hint = "the address is not one of this machine's (or a name it cannot resolve): set " + setting +
+				" to one of its addresses (or :PORT for all)"
 		case errors.Is(err, syscall.EACCES):
 			hint = "ports below 1024 need privileges: set " + setting + " to a higher port, or give authd CAP_NET_BIND_SERVICE"
 		}
