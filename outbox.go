@@ -285,8 +285,8 @@ func (s *Service) RunOutbox(ctx context.Context, poll time.Duration) {
 }
 
 // passLog tells the outbox's failed passes: the first of a run at once,
-// then at most a line each passLogInterval with how many failed since, and
-// the run's end. An outage of the database fails every pass, each poll
+// then at most a line each passLogInterval with how many failed since (and
+// at once an error other than the last told), and the run's end. An outage of the database fails every pass, each poll
 // interval, and an error line each would drown the lines that tell what
 // else it broke.
 type passLog struct {
@@ -294,6 +294,7 @@ type passLog struct {
 	failing time.Time // when the run of failed passes began; zero: none
 	told    time.Time // the run's last line
 	failed  int       // passes failed since that line
+	last    string    // the error that line told
 }
 
 // passLogInterval is the least time between two lines of one run of
@@ -310,13 +311,13 @@ func (l *passLog) note(now time.Time, err error) {
 		l.failing, l.told, l.failed = time.Time{}, time.Time{}, 0
 	case l.failing.IsZero():
 		l.logger.Error("mail outbox", "err", err)
-		l.failing, l.told = now, now
-	case now.Sub(l.told) < passLogInterval:
+		l.failing, l.told, l.last = now, now, err.Error()
+	case now.Sub(l.told) < passLogInterval && err.Error() == l.last:
 		l.failed++
-	default:
+	default: // a minute on, or another error (the relay's after the database's)
 		l.logger.Error("mail outbox: passes still failing", "err", err, "failing_for", now.Sub(l.failing).Round(time.Second),
 			"failed_passes", l.failed+1)
-		l.told, l.failed = now, 0
+		l.told, l.failed, l.last = now, 0, err.Error()
 	}
 }
 

@@ -62,6 +62,19 @@ func TestPassLogTellsAnOutageOnce(t *testing.T) {
 		t.Errorf("failing_for %v, want 3m", d)
 	}
 
+	// Another error within the minute is told at once: the relay's, say,
+	// after the database's.
+	buf.Reset()
+	l.note(t0, down)
+	relay := errors.New("535 authentication failed")
+	l.note(t0.Add(2*time.Second), down)
+	l.note(t0.Add(4*time.Second), relay)
+	l.note(t0.Add(6*time.Second), relay)
+	if n := bytes.Count(buf.Bytes(), []byte("\n")); n != 2 || !bytes.Contains(buf.Bytes(), []byte("535 authentication failed")) {
+		t.Errorf("a new error within the minute: %s; want the first line, then one telling the new error", buf.String())
+	}
+	l = passLog{logger: l.logger}
+
 	// Failures not yet told when the sender stops are told then.
 	buf.Reset()
 	l.note(t0, down)

@@ -248,14 +248,23 @@ func newestFirst(a, b *Key) int {
 const maxKeyFile = 64 << 10
 
 // readKeyFile reads the key file at path: a regular file of at most
-// maxKeyFile bytes. A link its directory's owner planted may name a FIFO
-// (a read that never begins) or a device (one that never ends) to a root
-// that runs the keys commands.
+// maxKeyFile bytes, opened within its directory. A link its directory's
+// owner planted may name a device, whose mere opening acts (a watchdog, a
+// tape's rewind), or one whose read never ends, to a root that runs the
+// keys commands; a FIFO made there, a read that never begins.
 func readKeyFile(path string) ([]byte, error) {
+	d, err := os.OpenRoot(filepath.Dir(path)) // links leaving the directory refused
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
 	// O_NONBLOCK: a FIFO opens at once (then is refused), rather than wait
 	// for a writer; what is open is what is checked.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	f, err := d.OpenFile(filepath.Base(path), os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
+		if info, lerr := d.Lstat(filepath.Base(path)); lerr == nil && info.Mode()&os.ModeSymlink != 0 {
+			return nil, fmt.Errorf("%s: not a regular file (a link out of its directory): %w", path, err)
+		}
 		return nil, err
 	}
 	defer f.Close()

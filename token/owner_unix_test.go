@@ -3,6 +3,7 @@
 package token
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -70,6 +71,30 @@ func TestKeyFilesThatAreNoFiles(t *testing.T) {
 	}
 	if _, err := MFASecret.Load(dir); err == nil || !strings.Contains(err.Error(), "not a regular file") {
 		t.Errorf("a key linked to a FIFO: %v", err)
+	}
+	// A FIFO made in the directory itself (no link out of it): refused at
+	// once, not waited on for a writer.
+	inside := t.TempDir()
+	if err := syscall.Mkfifo(filepath.Join(inside, MFAKeyFile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := MFASecret.Load(inside); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("a key that is a FIFO: %v", err)
+	}
+	// A link within the directory (Kubernetes' ..data/ layout) is read.
+	linked := t.TempDir()
+	if err := os.Mkdir(filepath.Join(linked, "..data"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	want, _, err := RefreshSecret.Open(filepath.Join(linked, "..data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join("..data", RefreshKeyFile), filepath.Join(linked, RefreshKeyFile)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := RefreshSecret.Load(linked); err != nil || !bytes.Equal(got, want) {
+		t.Errorf("a key linked within its directory: %v", err)
 	}
 	big := filepath.Join(t.TempDir(), "keys")
 	if err := os.Mkdir(big, 0o700); err != nil {
