@@ -325,11 +325,17 @@ func (m *Migrator) refuseNewer(ctx context.Context) error {
 	return err
 }
 
-var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_]*$`)
+// nameRE bounds a name to 100 bytes: with the number and ".sql" a file
+// name stays far below the 255 bytes file systems take.
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_]{0,99}$`)
 
 // ErrBadName is Create's error for a name that is not letters, digits and
-// underscores (spaces become underscores).
-var ErrBadName = errors.New("use letters, digits and underscores")
+// underscores (spaces become underscores), or longer than 100.
+var ErrBadName = errors.New("use letters, digits and underscores, at most 100")
+
+// ErrOutOfStep is Create's error for dialects whose migrations end at
+// different versions.
+var ErrOutOfStep = errors.New("migration directories are out of step")
 
 // Create writes a new, empty migration with the next number into each of
 // dirs (one per SQL dialect) and returns the paths written. All dirs must end
@@ -346,7 +352,7 @@ func Create(dirs []string, name string) ([]string, error) {
 			return nil, err
 		}
 		if next >= 0 && v+1 != next {
-			return nil, fmt.Errorf("migration directories are out of step: %s ends at %d, another at %d", dir, v, next-1)
+			return nil, fmt.Errorf("%w: %s ends at %d, another at %d", ErrOutOfStep, dir, v, next-1)
 		}
 		next = v + 1
 	}

@@ -133,6 +133,10 @@ func adminCmd(ctx context.Context, e *env, args []string) (err error) {
 		if logs.Until, err = parseBound("--until", *until); err != nil {
 			return err
 		}
+		if !logs.Since.IsZero() && !logs.Until.IsZero() && !logs.Since.Before(logs.Until) {
+			// The service refuses it too, but in its API's words ("until: must be after since").
+			return usageOf("admin logs", "--until must be after --since")
+		}
 	case rest[0] == "mail" && rest[1] == "retry":
 		id, err := uuid.Parse(rest[2])
 		if err != nil {

@@ -134,6 +134,8 @@ func TestAdminCLIUsage(t *testing.T) {
 		{[]string{"admin", "logs", "a@b.org"}, "authd admin logs: takes no arguments; filter with --user, --event, --result, --since and --until"},
 		{[]string{"admin", "logs", "--until", "0001-01-01T00:00:00Z"},
 			"authd admin logs: --until 0001-01-01T00:00:00Z is the zero time, which reads as no bound: give a later time, or leave it out"},
+		{[]string{"admin", "logs", "--since", "2026-01-02T00:00:00Z", "--until", "2026-01-02T00:00:00Z"},
+			"authd admin logs: --until must be after --since"},
 		{[]string{"admin", "frobnicate"}, `authd admin: unknown admin command "frobnicate"`},
 		{[]string{"clients", "show"}, "authd clients show: missing CLIENT_ID (from `authd clients list`)"},
 		// The admin API answers 400 to limit=0 and limit=201 alike.

@@ -162,8 +162,12 @@ func migratedDefault(path string, results []migrate.Result) string {
 // checkSQLitePath refuses a SQLite database an operator named that does not
 // exist, unless create; even then its directory must exist.
 func checkSQLitePath(path string, create bool) error {
-	_, err := os.Stat(path)
+	info, err := os.Stat(path)
 	switch {
+	case err == nil && !info.Mode().IsRegular():
+		// /dev/null, a directory: SQLite would call it a disk I/O error.
+		return &cliError{msg: fmt.Sprintf("%s (DATABASE_URL) is not a file: a SQLite database is a regular file", path),
+			hint: "check DATABASE_URL"}
 	case !errors.Is(err, os.ErrNotExist):
 		return nil // there, or a problem sqlite.Open reports
 	case !create:

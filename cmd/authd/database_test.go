@@ -40,6 +40,22 @@ func runRefused(t *testing.T, env map[string]string, args ...string) (code int, 
 	return code, stderr
 }
 
+// TestChosenSQLiteIsAFile: a DATABASE_URL naming a directory or a device
+// (sqlite:///dev/null) is refused as not a file, by every command, where
+// SQLite would call it a disk I/O error.
+func TestChosenSQLiteIsAFile(t *testing.T) {
+	t.Parallel()
+	for _, path := range []string{t.TempDir(), os.DevNull} {
+		for _, args := range [][]string{{"migrate", "up"}, {"admin", "users", "list"}, {"serve"}} {
+			code, stderr := runRefused(t, chosenSQLite(t, path), args...)
+			want := "authd " + args[0] + ": " + path + " (DATABASE_URL) is not a file: a SQLite database is a regular file\nhint: check DATABASE_URL\n"
+			if code != exitFailure || stderr != want {
+				t.Errorf("authd %s on %s: exit %d, stderr %q; want 1 and %q", strings.Join(args, " "), path, code, stderr, want)
+			}
+		}
+	}
+}
+
 // TestChosenSQLiteIsNeverCreatedByAccident: a DATABASE_URL naming an SQLite
 // file that does not exist (a typo, a volume not mounted) is refused by
 // every command but `migrate up`, which creates the file but never its

@@ -951,9 +951,14 @@ func TestMigrateCreate(t *testing.T) {
 		!strings.Contains(stderr, "letters, digits and underscores") {
 		t.Errorf("create with a bad name: exit %d, stderr %q; want 2, the rule told", code, stderr)
 	}
+	// Too long for a file name, refused before anything is written.
+	if code, _, stderr := runCLI(t, nil, "migrate", "create", "--root", root, strings.Repeat("x", 101)); code != exitUsage ||
+		!strings.Contains(stderr, "at most 100") {
+		t.Errorf("create with a 101-byte name: exit %d, stderr %q; want 2, the bound told", code, stderr)
+	}
 	os.Remove(filepath.Join(root, "sqlite/migrations/00002_add_outbox.sql"))
 	code, _, stderr = runCLI(t, nil, "migrate", "create", "--root", root, "next")
-	if code != exitFailure || !strings.Contains(stderr, "out of step") {
+	if code != exitFailure || !strings.Contains(stderr, "out of step") || !strings.Contains(stderr, "hint: every migration has one file per dialect") {
 		t.Errorf("create with dialects out of step: exit %d, stderr %q", code, stderr)
 	}
 	if code, _, stderr := runCLI(t, nil, "migrate", "create", "--root", t.TempDir(), "x"); code != exitFailure ||

@@ -202,8 +202,10 @@ func migrateCreate(e *env, root, name string) error {
 	switch {
 	case errors.Is(err, migrate.ErrBadName): // nothing written
 		return &usageError{cmd: "migrate create", msg: err.Error(), hint: "names are letters, digits and underscores, such as add_outbox"}
+	case errors.Is(err, migrate.ErrOutOfStep):
+		return &cliError{msg: err.Error(), hint: "every migration has one file per dialect, numbered alike: add the missing one"}
 	case err != nil:
-		return &cliError{msg: err.Error(), hint: "names are letters, digits and underscores, such as add_outbox"}
+		return &cliError{msg: err.Error()}
 	}
 	fmt.Fprintln(e.stdout, "write the up and down SQL for both dialects; the migrations are embedded at the next build")
 	return nil
