@@ -257,17 +257,20 @@ func (s *Service) RunOutbox(ctx context.Context, poll time.Duration) {
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
 	failures := passLog{logger: s.logger}
-	pass := func(ctx context.Context) {
-		_, err := s.DeliverMail(ctx)
+	pass := func(claiming, work context.Context) {
+		_, err := s.deliverMail(claiming, work)
 		failures.note(s.now(), err)
 	}
 	for {
-		pass(context.WithoutCancel(ctx))
+		// A mail claimed is sent and recorded whatever ctx does; none is
+		// claimed once it ends, so that a backlog behind a relay that
+		// times out holds a shutdown for one mail, not for all of them.
+		pass(ctx, context.WithoutCancel(ctx))
 		select {
 		case <-ctx.Done():
 			flush, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
 			defer cancel()
-			pass(flush)
+			pass(flush, flush)
 			failures.stop(s.now())
 			return
 		case <-s.wake:
@@ -341,13 +344,19 @@ const flushTimeout = 10 * time.Second
 // due, one at a time, delivers each and records its outcome. It returns how
 // many it sent.
 func (s *Service) DeliverMail(ctx context.Context) (int, error) {
+	return s.deliverMail(ctx, ctx)
+}
+
+// deliverMail is DeliverMail claiming while claiming has not ended, each
+// mail claimed sent and recorded under work.
+func (s *Service) deliverMail(claiming, work context.Context) (int, error) {
 	sent := 0
-	for {
-		m, err := s.store.ClaimMail(ctx, NewID(), s.now(), mailLease)
+	for claiming.Err() == nil {
+		m, err := s.store.ClaimMail(work, NewID(), s.now(), mailLease)
 		if err != nil || m == nil {
 			return sent, err
 		}
-		ok, err := s.deliver(ctx, m)
+		ok, err := s.deliver(work, m)
 		if err != nil {
 			return sent, err
 		}
@@ -355,6 +364,7 @@ func (s *Service) DeliverMail(ctx context.Context) (int, error) {
 			sent++
 		}
 	}
+	return sent, nil
 }
 
 // deliver sends one claimed mail. Only errors of the store are returned;

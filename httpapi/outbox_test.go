@@ -555,3 +555,62 @@ func TestSentMailIsSettledWhateverThePass(t *testing.T) {
 		}
 	})
 }
+
+// TestShutdownClaimsNoMoreMail: once the outbox sender's context ends, the
+// mail in hand is still sent, and every later one only within the last
+// pass, whose time is bounded (10 s): a backlog behind a relay that times
+// out (30 s a mail) would otherwise hold a shutdown for all of it. Told
+// by each send's deadline: 30 s ahead in an ordinary pass, at most the
+// last pass's in that one.
+func TestShutdownClaimsNoMoreMail(t *testing.T) {
+	t.Parallel()
+	m := &heldMailer{started: make(chan struct{}, 8), release: make(chan struct{})}
+	e := newEnv(t, openSQLite(t), withMailer(m))
+	for i := range 3 {
+		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{
+			"email": fmt.Sprintf("held%d@example.org", i), "password": goodPassword, "consent": true}), 202, "")
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.svc.RunOutbox(ctx, time.Hour); close(done) }()
+	<-m.started // the first mail in hand
+	stop()
+	close(m.release)
+	<-done
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.left) != 3 {
+		t.Fatalf("%d mails sent by the shutdown's end, want all 3 (the last pass sends the rest)", len(m.left))
+	}
+	if m.left[0] <= 10*time.Second {
+		t.Errorf("the first mail's send had %v left; want an ordinary pass's 30 s", m.left[0])
+	}
+	for i, left := range m.left[1:] {
+		if left > 10*time.Second {
+			t.Errorf("mail %d, claimed after the sender's context ended, had %v to be sent; want the last pass's 10 s at most", i+2, left)
+		}
+	}
+}
+
+// heldMailer holds each send until release is closed, and notes how long
+// each had left before its context's deadline.
+type heldMailer struct {
+	started chan struct{}
+	release chan struct{}
+	mu      sync.Mutex
+	left    []time.Duration
+}
+
+func (h *heldMailer) Send(ctx context.Context, _ authd.Mail) error {
+	deadline, _ := ctx.Deadline()
+	h.mu.Lock()
+	h.left = append(h.left, time.Until(deadline))
+	h.mu.Unlock()
+	h.started <- struct{}{}
+	select {
+	case <-h.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
