@@ -24,8 +24,7 @@ func (s *Service) Register(ctx context.Context, c Client, email, password string
 		return err
 	}
 	if !consent {
-		return &Error{Code: EInvalid, Message: "invalid request",
-			Fields: []FieldError{{Field: "consent", Message: "must be true: the account needs your consent to process your data"}}}
+		return invalidField("consent", "must be true: the account needs your consent to process your data")
 	}
 	if err := s.checkPassword("password", password, email); err != nil {
 		return err

@@ -23,13 +23,11 @@ func (s *Service) Users(ctx context.Context, c Client, f UserFilter) (Page[*User
 		return Page[*User]{}, err
 	}
 	if !PlainText(f.Email) {
-		return Page[*User]{}, &Error{Code: EInvalid, Message: "invalid request",
-			Fields: []FieldError{{Field: "email", Message: "must be UTF-8 text without control characters"}}}
+		return Page[*User]{}, invalidField("email", "must be UTF-8 text without control characters")
 	}
 	f.Email = norm.NFC.String(f.Email) // as addresses are stored
 	if len(f.Email) > MaxEmailLength { // no address holds it (and SQLite refuses a long LIKE pattern)
-		return Page[*User]{}, &Error{Code: EInvalid, Message: "invalid request",
-			Fields: []FieldError{{Field: "email", Message: fmt.Sprintf("must be at most %d bytes long", MaxEmailLength)}}}
+		return Page[*User]{}, invalidField("email", fmt.Sprintf("must be at most %d bytes long", MaxEmailLength))
 	}
 	filters := map[string]any{}
 	if f.Email != "" {
@@ -73,14 +71,12 @@ func (s *Service) SecurityLogs(ctx context.Context, c Client, f SecurityLogFilte
 	// The filters go into the audit row.
 	for field, t := range map[string]time.Time{"since": f.Since, "until": f.Until} {
 		if !t.IsZero() && !writableYear(t) {
-			return Page[*SecurityLog]{}, &Error{Code: EInvalid, Message: "invalid request",
-				Fields: []FieldError{{Field: field, Message: "must be a time from the year 1 to 9999"}}}
+			return Page[*SecurityLog]{}, invalidField(field, "must be a time from the year 1 to 9999")
 		}
 	}
 	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
 		// An empty list would read as "nothing happened"; it is a mistake.
-		return Page[*SecurityLog]{}, &Error{Code: EInvalid, Message: "invalid request",
-			Fields: []FieldError{{Field: "until", Message: "must be after since"}}}
+		return Page[*SecurityLog]{}, invalidField("until", "must be after since")
 	}
 	p, err := s.securityLogs(ctx, f)
 	if err != nil {
@@ -192,14 +188,11 @@ func (s *Service) adminAction(ctx context.Context, c Client, id uuid.UUID, actio
 // lifts it (a password reset does not). EInvalid for an until in the past
 // or past the year 9999; ENotFound.
 func (s *Service) LockUser(ctx context.Context, c Client, id uuid.UUID, until time.Time) error {
-	untilField := func(msg string) error {
-		return &Error{Code: EInvalid, Message: "invalid request", Fields: []FieldError{{Field: "until", Message: msg}}}
-	}
 	switch {
 	case !until.IsZero() && !until.After(s.now()):
-		return untilField("must be in the future")
+		return invalidField("until", "must be in the future")
 	case !writableYear(until): // the zero time is year 1
-		return untilField("must be before the year 10000 (leave it out for a lock without an end)")
+		return invalidField("until", "must be before the year 10000 (leave it out for a lock without an end)")
 	}
 	return s.adminAction(ctx, c, id, "lock", func(tx *txn, u *User, now time.Time) (map[string]any, error) {
 		u.AccountStatus, u.AccountLockedUntil, u.UpdatedAt = StatusLocked, until.UTC().Truncate(time.Microsecond), now
@@ -250,8 +243,7 @@ func (s *Service) SetUserEmail(ctx context.Context, c Client, id uuid.UUID, emai
 		// Checked once the user is found: an unknown id is told alike on
 		// every route, whatever the body.
 		if email == "" {
-			return nil, &Error{Code: EInvalid, Message: "invalid request",
-				Fields: []FieldError{{Field: "email", Message: "is required"}}}
+			return nil, invalidField("email", "is required")
 		}
 		email, err := newAddress(email)
 		if err != nil {

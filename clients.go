@@ -62,8 +62,7 @@ func (s *Service) CreateClient(ctx context.Context, c Client, spec ClientSpec) (
 		// resource server that checks only signature, iss and aud (any
 		// generic JWT library) would take one for an access token, and
 		// that client's backend an access token for its ID token.
-		return nil, "", &Error{Code: EInvalid, Message: "invalid request", Fields: []FieldError{{Field: "client_id",
-			Message: "is the audience of authd's access tokens (AUTHD_AUDIENCE): choose another"}}}
+		return nil, "", invalidField("client_id", "is the audience of authd's access tokens (AUTHD_AUDIENCE): choose another")
 	}
 	now := s.now()
 	oc := &OAuthClient{ID: spec.ID, Name: spec.Name, Type: spec.Type, RedirectURIs: spec.RedirectURIs,
@@ -430,7 +429,7 @@ func validClientChange(ch ClientChange) error {
 
 func fieldErrors(fields []FieldError) error {
 	if len(fields) > 0 {
-		return &Error{Code: EInvalid, Message: "invalid request", Fields: fields}
+		return &Error{Code: EInvalid, Message: "invalid request", Fields: fields} // invalidField's, of several
 	}
 	return nil
 }

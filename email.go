@@ -310,8 +310,7 @@ var errCeremonyGone = &Error{Code: EInvalid, Message: "The passkey's ceremony ex
 func (s *Service) checkChangeLink(ctx context.Context, c Client, v *VerificationToken, password string,
 	proof StepUp) (checked *User, attempt int, err error) {
 	if password == "" {
-		return nil, 0, &Error{Code: EInvalid, Message: "invalid request", Fields: []FieldError{{Field: "password",
-			Message: "is required: a link that moves the account to a new address needs the account's password"}}}
+		return nil, 0, invalidField("password", "is required: a link that moves the account to a new address needs the account's password")
 	}
 	if err := s.needStepUp(ctx, v.UserID, proof); err != nil {
 		return nil, 0, forLink(err)
@@ -609,11 +608,7 @@ func (s *Service) EmailChangeMethods(ctx context.Context, token string) ([]strin
 	if v.NewEmail == "" {
 		return nil, errInvalidToken
 	}
-	factors, keys, err := secondFactors(ctx, s.store, v.UserID)
-	if err != nil || !hasSecondFactor(factors, keys) {
-		return nil, err
-	}
-	return s.usable(methodsOf(factors, keys)), nil
+	return s.mfaMethods(ctx, s.store, v.UserID)
 }
 
 // linkCeremoniesPerHour bounds the passkey ceremonies one change link
@@ -643,7 +638,7 @@ func (s *Service) BeginEmailChangeStepUp(ctx context.Context, c Client, token st
 	if err := s.limit(ctx, "link-ceremony:"+v.ID.String(), linkCeremoniesPerHour, time.Hour); err != nil {
 		return nil, err
 	}
-	u, err := s.Me(ctx, &AccessClaims{UserID: v.UserID})
+	u, err := s.tokenUser(s.store.User(ctx, v.UserID))
 	if err != nil {
 		return nil, err
 	}

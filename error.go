@@ -71,6 +71,12 @@ func Errorf(code Code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
+// invalidField returns an EInvalid *Error of one field's error: the field
+// (as the request names it) and what it must be.
+func invalidField(field, message string) *Error {
+	return &Error{Code: EInvalid, Message: "invalid request", Fields: []FieldError{{Field: field, Message: message}}}
+}
+
 // WrapError returns an *Error with the code and message whose internal cause is err.
 func WrapError(code Code, err error, message string) *Error {
 	return &Error{Code: code, Message: message, Err: err}

@@ -119,8 +119,7 @@ func ListLimit(n int) (int, error) {
 	case n == 0:
 		return DefaultListLimit, nil
 	case n < 0 || n > MaxListLimit:
-		return 0, &Error{Code: EInvalid, Message: "invalid request",
-			Fields: []FieldError{{Field: "limit", Message: "must be from 1 to 200"}}}
+		return 0, invalidField("limit", "must be from 1 to 200")
 	}
 	return n, nil
 }

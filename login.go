@@ -2,6 +2,7 @@ package authd
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/authd/authd/internal/pace"
@@ -10,6 +11,15 @@ import (
 
 // MaxDeviceInfoLength bounds the device description a client may send.
 const MaxDeviceInfoLength = 255
+
+// checkDeviceInfo refuses a device description longer than
+// MaxDeviceInfoLength, before any work of the sign-in it comes with.
+func checkDeviceInfo(deviceInfo string) error {
+	if len(deviceInfo) > MaxDeviceInfoLength {
+		return invalidField("device_info", fmt.Sprintf("must be at most %d bytes", MaxDeviceInfoLength))
+	}
+	return nil
+}
 
 var errInvalidCredentials = &Error{Code: EInvalidCredentials, Message: "The email or password is incorrect."}
 
@@ -43,12 +53,10 @@ func (s *Service) Login(ctx context.Context, c Client, email, password, deviceIn
 	if password == "" {
 		// Refused before any counting, as the JSON API's check of the body
 		// does, so that every adapter answers alike (a form sent empty).
-		return nil, &Error{Code: EInvalid, Message: "invalid request",
-			Fields: []FieldError{{Field: "password", Message: "is required"}}}
+		return nil, invalidField("password", "is required")
 	}
-	if len(deviceInfo) > MaxDeviceInfoLength {
-		return nil, &Error{Code: EInvalid, Message: "invalid request",
-			Fields: []FieldError{{Field: "device_info", Message: "must be at most 255 bytes"}}}
+	if err := checkDeviceInfo(deviceInfo); err != nil {
+		return nil, err
 	}
 	if err := s.limitIP(ctx, "login", c); err != nil {
 		return nil, err
@@ -217,7 +225,7 @@ func (s *Service) loginUnknown(ctx context.Context, c Client, email, password st
 	}
 	if locked {
 		// The lock notice a real account would be mailed uses up a mail.
-		s.mailAllowed(ctx, email)
+		_ = s.spendMail(ctx, email)
 	}
 	if err := s.logEvent(ctx, s.audit(s.now(), c, EventLoginFailure, ResultFailure, uuid.Nil, "unknown email", nil)); err != nil {
 		return err
@@ -322,7 +330,7 @@ func (s *Service) barredCheck(ctx context.Context, tx *txn, c Client, u *User, o
 	if locked {
 		// The lock notice an unlocked account would be mailed uses up a
 		// mail; a barred account is sent none.
-		s.mailAllowed(ctx, u.Email)
+		_ = s.spendMail(ctx, u.Email)
 	}
 	return refuse(reasonWrongPassword, errInvalidCredentials, map[string]any{"failed_attempts": u.FailedLoginAttempts})
 }

@@ -399,8 +399,7 @@ func (s *Service) codeChecked(ctx context.Context, a *AccessClaims) (*User, erro
 func (s *Service) withSecondFactor(ctx context.Context, c Client, a *AccessClaims, proof StepUp, event EventType,
 	fn func(tx *txn, u *User, f *Factor, now time.Time) error) error {
 	if proof.empty() {
-		return &Error{Code: EInvalid, Message: "invalid request",
-			Fields: []FieldError{{Field: "code", Message: "is required: a TOTP or recovery code (or a passkey assertion as passkey)"}}}
+		return invalidField("code", "is required: a TOTP or recovery code (or a passkey assertion as passkey)")
 	}
 	if err := s.shape(proof); err != nil {
 		return err
@@ -430,11 +429,7 @@ func (s *Service) withSecondFactor(ctx context.Context, c Client, a *AccessClaim
 		if err := s.checkProof(ctx, tx, c, u, factors, keys, proof, event, now); err != nil {
 			return err
 		}
-		f := factorOf(factors, FactorTOTP)
-		if f != nil && !f.Confirmed {
-			f = nil
-		}
-		return fn(tx, u, f, now)
+		return fn(tx, u, confirmedTOTP(factors), now)
 	})
 }
 
@@ -456,8 +451,7 @@ func (s *Service) VerifyMFA(ctx context.Context, c Client, mfaToken, method, cod
 	case MethodRecoveryCode:
 		code, err = recoveryCode(code)
 	default:
-		err = &Error{Code: EInvalid, Message: "invalid request",
-			Fields: []FieldError{{Field: "method", Message: "must be totp, recovery_code or passkey"}}}
+		err = invalidField("method", "must be totp, recovery_code or passkey")
 	}
 	if err != nil {
 		return nil, err
@@ -465,10 +459,7 @@ func (s *Service) VerifyMFA(ctx context.Context, c Client, mfaToken, method, cod
 	var pair *TokenPair
 	err = s.withMFAToken(ctx, c, mfaToken, func(tx *txn, ch *MFAChallenge, st *SignInState, now time.Time) error {
 		u, factors, keys := st.User, st.Factors, st.Passkeys
-		f := factorOf(factors, FactorTOTP)
-		if f != nil && !f.Confirmed {
-			f = nil
-		}
+		f := confirmedTOTP(factors)
 		if (method == MethodTOTP && f == nil) || !hasSecondFactor(factors, keys) {
 			// Disabled since the password was checked: the login starts over.
 			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "no second factor enabled", nil)
@@ -478,8 +469,7 @@ func (s *Service) VerifyMFA(ctx context.Context, c Client, mfaToken, method, cod
 		}
 		ok, err := s.checkCode(ctx, tx, c, u, f, method, code, EventMFAChallengeFailed, now)
 		if errors.Is(err, errCodeUsed) {
-			ch.Failures++
-			if uerr := tx.UpdateMFAChallenge(ctx, ch); uerr != nil {
+			if uerr := countMFAFailure(ctx, tx, ch); uerr != nil {
 				return uerr
 			}
 		}
@@ -487,25 +477,38 @@ func (s *Service) VerifyMFA(ctx context.Context, c Client, mfaToken, method, cod
 			return err
 		}
 		if !ok {
-			ch.Failures++
-			if err := tx.UpdateMFAChallenge(ctx, ch); err != nil {
+			if err := countMFAFailure(ctx, tx, ch); err != nil {
 				return err
 			}
 			return s.failedCheck(ctx, tx, c, u, now, EventMFAChallengeFailed, reasonWrongCode,
 				lockByCodes, errWrongCode)
 		}
-		ch.UsedAt = now
-		if err := tx.UpdateMFAChallenge(ctx, ch); err != nil {
-			return err
-		}
-		if err := tx.CreateSecurityLog(ctx, s.audit(now, c, EventMFAChallengePassed, ResultSuccess, u.ID, "",
-			map[string]any{"method": method})); err != nil {
-			return err
-		}
-		pair, err = s.startSession(ctx, tx, c, u, st.Excess, ch.DeviceInfo, []string{AMRPassword, AMROTP, AMRMFA}, "", now)
+		pair, err = s.passMFA(ctx, tx, c, st, ch, method, AMROTP, now)
 		return err
 	})
 	return pair, err
+}
+
+// countMFAFailure counts a refused proof on the login challenge ch, which
+// dies at MaxMFAFailures.
+func countMFAFailure(ctx context.Context, tx *txn, ch *MFAChallenge) error {
+	ch.Failures++
+	return tx.UpdateMFAChallenge(ctx, ch)
+}
+
+// passMFA ends the login challenge ch, passed by method, and starts its
+// session, whose amr is pwd, factor and mfa.
+func (s *Service) passMFA(ctx context.Context, tx *txn, c Client, st *SignInState, ch *MFAChallenge, method, factor string,
+	now time.Time) (*TokenPair, error) {
+	ch.UsedAt = now
+	if err := tx.UpdateMFAChallenge(ctx, ch); err != nil {
+		return nil, err
+	}
+	if err := tx.CreateSecurityLog(ctx, s.audit(now, c, EventMFAChallengePassed, ResultSuccess, st.User.ID, "",
+		map[string]any{"method": method})); err != nil {
+		return nil, err
+	}
+	return s.startSession(ctx, tx, c, st.User, st.Excess, ch.DeviceInfo, []string{AMRPassword, factor, AMRMFA}, "", now)
 }
 
 // withMFAToken runs fn in a transaction with the login challenge of
@@ -764,6 +767,15 @@ func factorOf(factors []*Factor, kind FactorKind) *Factor {
 	return nil
 }
 
+// confirmedTOTP is the user's TOTP factor when it is enabled (confirmed),
+// else nil.
+func confirmedTOTP(factors []*Factor) *Factor {
+	if f := factorOf(factors, FactorTOTP); f != nil && f.Confirmed {
+		return f
+	}
+	return nil
+}
+
 func hasEnabledFactor(factors []*Factor) bool {
 	for _, f := range factors {
 		if f.Confirmed {
@@ -775,8 +787,8 @@ func hasEnabledFactor(factors []*Factor) bool {
 
 // mfaMethods lists how the user can pass the second factor (methodsOf);
 // none when they have no second factor.
-func (s *Service) mfaMethods(ctx context.Context, tx *txn, user uuid.UUID) ([]string, error) {
-	factors, keys, err := secondFactors(ctx, tx, user)
+func (s *Service) mfaMethods(ctx context.Context, q Queries, user uuid.UUID) ([]string, error) {
+	factors, keys, err := secondFactors(ctx, q, user)
 	if err != nil {
 		return nil, err
 	}
@@ -792,8 +804,7 @@ func (s *Service) usable(methods []string) []string {
 	return slices.DeleteFunc(methods, func(m string) bool { return m == MethodPasskey })
 }
 
-var errCodeFormat = &Error{Code: EInvalid, Message: "invalid request",
-	Fields: []FieldError{{Field: "code", Message: "must be a 6-digit code or a recovery code such as abcde-fghij"}}}
+var errCodeFormat = invalidField("code", "must be a 6-digit code or a recovery code such as abcde-fghij")
 
 // totpCode returns code, which must be six digits (spaces allowed, as apps
 // show them in groups, and blanks around it, as pasted).

@@ -148,9 +148,9 @@ func passkeyAMR(p *Passkey) string {
 	return AMRHardware
 }
 
-// PasskeyName returns a passkey name trimmed, DefaultPasskeyName for an
+// passkeyName returns a passkey name trimmed, DefaultPasskeyName for an
 // empty one, or EInvalid: 1–64 printable characters.
-func PasskeyName(name string) (string, error) {
+func passkeyName(name string) (string, error) {
 	name = strings.TrimSpace(name)
 	if name == "" {
 		return DefaultPasskeyName, nil
@@ -158,8 +158,7 @@ func PasskeyName(name string) (string, error) {
 	bad := !utf8.ValidString(name) || utf8.RuneCountInString(name) > maxPasskeyName ||
 		strings.IndexFunc(name, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0
 	if bad {
-		return "", &Error{Code: EInvalid, Message: "invalid request",
-			Fields: []FieldError{{Field: "name", Message: "must be 1 to 64 printable characters"}}}
+		return "", invalidField("name", "must be 1 to 64 printable characters")
 	}
 	return name, nil
 }
@@ -279,7 +278,7 @@ func (s *Service) BeginPasskeyRegistration(ctx context.Context, c Client, a *Acc
 		return nil, err
 	}
 	if len(keys) >= MaxPasskeys {
-		return nil, Errorf(EConflict, "You have %d passkeys, the most allowed; remove one first.", MaxPasskeys)
+		return nil, errTooManyPasskeys
 	}
 	checked, err := s.reauthenticateStepUp(ctx, c, a, password, "password", proof, EventPasskeyAdded)
 	if err != nil {
@@ -338,6 +337,9 @@ type PasskeyAdded struct {
 	RecoveryCodes []string
 }
 
+// errTooManyPasskeys refuses a passkey past MaxPasskeys.
+var errTooManyPasskeys = Errorf(EConflict, "You have %d passkeys, the most allowed; remove one first.", MaxPasskeys)
+
 // FinishPasskeyRegistration verifies the browser's answer to
 // BeginPasskeyRegistration and stores the passkey under name. When it is
 // the user's first second factor, the user gets RecoveryCodeCount recovery
@@ -352,7 +354,7 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, c Client, a *Ac
 	if err != nil {
 		return nil, err
 	}
-	if name, err = PasskeyName(name); err != nil {
+	if name, err = passkeyName(name); err != nil {
 		return nil, err
 	}
 	parsed, err := parseCreation(credential)
@@ -409,7 +411,7 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, c Client, a *Ac
 		// stays used and the refusal is logged.
 		if len(keys) >= MaxPasskeys {
 			return tx.refuse(ctx, s.audit(now, c, EventPasskeyAdded, ResultFailure, u.ID, "too many passkeys", nil),
-				Errorf(EConflict, "You have %d passkeys, the most allowed; remove one first.", MaxPasskeys))
+				errTooManyPasskeys)
 		}
 		if registered {
 			return tx.refuse(ctx, s.audit(now, c, EventPasskeyAdded, ResultFailure, u.ID, "already registered", nil),
@@ -518,7 +520,7 @@ func (s *Service) RenamePasskey(ctx context.Context, c Client, a *AccessClaims, 
 	if _, err := s.relyingParty(); err != nil {
 		return nil, err
 	}
-	name, err := PasskeyName(name)
+	name, err := passkeyName(name)
 	if err != nil {
 		return nil, err
 	}
@@ -636,9 +638,8 @@ func (s *Service) FinishPasskeyLogin(ctx context.Context, c Client, credential [
 	if err != nil {
 		return nil, err
 	}
-	if len(deviceInfo) > MaxDeviceInfoLength {
-		return nil, &Error{Code: EInvalid, Message: "invalid request",
-			Fields: []FieldError{{Field: "device_info", Message: "must be at most 255 bytes"}}}
+	if err := checkDeviceInfo(deviceInfo); err != nil {
+		return nil, err
 	}
 	parsed, err := parseAssertion(credential)
 	if err != nil {
@@ -834,22 +835,13 @@ func (s *Service) VerifyMFAPasskey(ctx context.Context, c Client, mfaToken strin
 		key, err := s.verifyAssertion(ctx, tx, c, u, session, parsed, PurposeMFA, now)
 		if err != nil {
 			if ErrorCode(err) == EInvalidCredentials {
-				ch.Failures++
-				if e := tx.UpdateMFAChallenge(ctx, ch); e != nil {
+				if e := countMFAFailure(ctx, tx, ch); e != nil {
 					return e
 				}
 			}
 			return err
 		}
-		ch.UsedAt = now
-		if err := tx.UpdateMFAChallenge(ctx, ch); err != nil {
-			return err
-		}
-		if err := tx.CreateSecurityLog(ctx, s.audit(now, c, EventMFAChallengePassed, ResultSuccess, u.ID, "",
-			map[string]any{"method": MethodPasskey})); err != nil {
-			return err
-		}
-		pair, err = s.startSession(ctx, tx, c, u, st.Excess, ch.DeviceInfo, []string{AMRPassword, passkeyAMR(key), AMRMFA}, "", now)
+		pair, err = s.passMFA(ctx, tx, c, st, ch, MethodPasskey, passkeyAMR(key), now)
 		return err
 	})
 	return pair, err

@@ -224,7 +224,7 @@ func (s *Service) passwordAgain(ctx context.Context, c Client, user uuid.UUID, p
 	if err := s.limit(ctx, "reauth:"+user.String(), reauthPerUser, time.Minute); err != nil {
 		return nil, false, err
 	}
-	u, err := s.Me(ctx, &AccessClaims{UserID: user})
+	u, err := s.tokenUser(s.store.User(ctx, user))
 	if err != nil {
 		return nil, false, err
 	}

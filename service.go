@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/mail"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -416,8 +417,7 @@ func NormalizeEmail(s string) (string, error) {
 	// addresses there (Tombstone): one registered in its place first would
 	// make the erasure of the account whose id it names fail for good.
 	if reservedDomain(s) {
-		return "", &Error{Code: EInvalid, Message: "invalid request", Fields: []FieldError{{Field: "email",
-			Message: "must be an address that can receive mail (.invalid is reserved, RFC 6761)"}}}
+		return "", invalidField("email", "must be an address that can receive mail (.invalid is reserved, RFC 6761)")
 	}
 	return s, nil
 }
@@ -443,8 +443,7 @@ func newAddress(email string) (string, error) {
 // errSameAddress refuses a move to the account's own address; field names
 // the address in the request.
 func errSameAddress(field string) error {
-	return &Error{Code: EInvalid, Message: "invalid request",
-		Fields: []FieldError{{Field: field, Message: "is already the account's address"}}}
+	return invalidField(field, "is already the account's address")
 }
 
 // checkNewAddress holds an address an account is registered under to what
@@ -471,9 +470,8 @@ func checkNewAddress(email string) error {
 			})
 	}
 	if tld := labels[len(labels)-1]; !ok || strings.Trim(tld, "0123456789") == "" {
-		return &Error{Code: EInvalid, Message: "invalid request", Fields: []FieldError{{Field: "email",
-			Message: "must be an address that can receive mail: a local part of at most 64 bytes, a domain of DNS names, " +
-				"nothing invisible, no fullwidth or other compatibility letters"}}}
+		return invalidField("email", "must be an address that can receive mail: a local part of at most 64 bytes, "+
+			"a domain of DNS names, nothing invisible, no fullwidth or other compatibility letters")
 	}
 	// One mailbox, two spellings: bücher.example is xn--bcher-kva.example
 	// on the wire. Accounts take the one people write, so that an address
@@ -481,13 +479,11 @@ func checkNewAddress(email string) error {
 	// ideographic full stop, which IDNA (UTS #46) reads as a dot: its
 	// fullwidth and halfwidth forms are not NFKC, refused above.
 	if strings.ContainsRune(domain, '\u3002') {
-		return &Error{Code: EInvalid, Message: "invalid request", Fields: []FieldError{{Field: "email",
-			Message: "must separate a domain's labels with . (not 。)"}}}
+		return invalidField("email", "must separate a domain's labels with . (not 。)")
 	}
 	for _, l := range labels {
 		if strings.HasPrefix(l, "xn--") {
-			return &Error{Code: EInvalid, Message: "invalid request", Fields: []FieldError{{Field: "email",
-				Message: "must write an internationalised domain as it reads (bücher.example), not in its xn-- form"}}}
+			return invalidField("email", "must write an internationalised domain as it reads (bücher.example), not in its xn-- form")
 		}
 	}
 	return nil
@@ -497,11 +493,8 @@ func checkNewAddress(email string) error {
 // accounts up by the addresses they hold: erasure's tombstones and the
 // accounts migration 18 moved aside are under .invalid.
 func LookupEmail(s string) (string, error) {
-	field := func(msg string) error {
-		return &Error{Code: EInvalid, Message: "invalid request", Fields: []FieldError{{Field: "email", Message: msg}}}
-	}
-	invalid := field("must be an email address such as name@example.org")
-	tooLong := field(fmt.Sprintf("must be at most %d bytes long", MaxEmailLength))
+	invalid := invalidField("email", "must be an email address such as name@example.org")
+	tooLong := invalidField("email", fmt.Sprintf("must be at most %d bytes long", MaxEmailLength))
 	// Bounded before any work on it; the bound is checked exactly on the
 	// stored form, which a decomposed address exceeds (ü: 3 bytes, not 2).
 	if len(s) > 4*MaxEmailLength {
@@ -720,26 +713,24 @@ func (s *Service) link(page, token string) string {
 }
 
 // renameField names field to, instead of from, in err's field errors: a
-// rule written for one request's field applied to another's.
+// rule written for one request's field applied to another's. err is left
+// as it is (it may be shared); a renamed copy is returned.
 func renameField(err error, from, to string) error {
-	if e, ok := errors.AsType[*Error](err); ok {
-		for i := range e.Fields {
-			if e.Fields[i].Field == from {
-				e.Fields[i].Field = to
-			}
+	e, ok := errors.AsType[*Error](err)
+	if !ok || !slices.ContainsFunc(e.Fields, func(f FieldError) bool { return f.Field == from }) {
+		return err
+	}
+	renamed := *e
+	renamed.Fields = slices.Clone(e.Fields)
+	for i := range renamed.Fields {
+		if renamed.Fields[i].Field == from {
+			renamed.Fields[i].Field = to
 		}
 	}
-	return err
+	return &renamed
 }
 
 // checkPassword applies the password policy and names field in the error.
 func (s *Service) checkPassword(field, password, email string) error {
-	err := s.passwords.Check(password, email)
-	var e *Error
-	if errors.As(err, &e) {
-		for i := range e.Fields {
-			e.Fields[i].Field = field
-		}
-	}
-	return err
+	return renameField(s.passwords.Check(password, email), "password", field)
 }

@@ -28,8 +28,7 @@ func (s *Service) shape(proof StepUp) error {
 		return err
 	}
 	if _, err := s.relyingParty(); err != nil {
-		return &Error{Code: EInvalid, Message: "invalid request", Fields: []FieldError{{Field: "passkey",
-			Message: "cannot be used: passkeys are not enabled on this server (prove the second factor with a code)"}}}
+		return invalidField("passkey", "cannot be used: passkeys are not enabled on this server (prove the second factor with a code)")
 	}
 	_, err := parseAssertion(proof.Passkey)
 	return renameField(err, "credential", "passkey")
@@ -149,7 +148,7 @@ func (s *Service) checkProof(ctx context.Context, tx *txn, c Client, u *User, fa
 // have one, recovery_code when either is.
 func methodsOf(factors []*Factor, keys []*Passkey) []string {
 	var methods []string
-	if f := factorOf(factors, FactorTOTP); f != nil && f.Confirmed {
+	if confirmedTOTP(factors) != nil {
 		methods = append(methods, MethodTOTP)
 	}
 	if len(keys) > 0 {

@@ -217,9 +217,6 @@ type Queries interface {
 	// SaveRotation writes the revocation fields of t and the last use and
 	// revocation of s, in one statement where the store can.
 	SaveRotation(ctx context.Context, t *Token, s *Session) error
-	// UpdateToken writes Revoked, RevokedAt and RotatedAt of t. ENotFound
-	// when it does not exist.
-	UpdateToken(ctx context.Context, t *Token) error
 
 	// CreateVerificationToken inserts v. EConflict when its digest is taken,
 	// ENotFound when its user does not exist.
@@ -467,8 +464,7 @@ func ParseCursor(s string) (*Cursor, error) {
 	var c Cursor
 	if err != nil || len(b) > 200 || json.Unmarshal(b, &c) != nil || c.ID == uuid.Nil || c.Time.IsZero() ||
 		!writableYear(c.Time) {
-		return nil, &Error{Code: EInvalid, Message: "invalid request",
-			Fields: []FieldError{{Field: "cursor", Message: "is not a cursor this service returned"}}}
+		return nil, invalidField("cursor", "is not a cursor this service returned")
 	}
 	return &c, nil
 }

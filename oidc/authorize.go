@@ -397,10 +397,9 @@ func (p *Provider) issueCode(w http.ResponseWriter, r *http.Request, req *authd.
 		p.redirectError(w, r, req.RedirectURI, req.State, errNotHinted)
 		return true
 	}
-	req = issued
 	switch authd.ErrorCode(err) {
 	case "":
-		p.redirectTo(w, r, req.RedirectURI, url.Values{"code": {code}}, req.State)
+		p.redirectTo(w, r, issued.RedirectURI, url.Values{"code": {code}}, issued.State)
 	case authd.EInvalidToken:
 		return false
 	case authd.ENotFound:

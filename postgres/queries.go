@@ -782,11 +782,6 @@ func (q *queries) revokeSessions(ctx context.Context, at time.Time, update strin
 	return ids, translate(err)
 }
 
-func (q *queries) UpdateToken(ctx context.Context, t *authd.Token) error {
-	return q.write(ctx, mustAffect("token"), `UPDATE jwt_tokens SET revoked = $2, revoked_at = $3, rotated_at = $4 WHERE id = $1`,
-		t.ID, t.Revoked, nullTime(t.RevokedAt), nullTime(t.RotatedAt))
-}
-
 func (q *queries) UseVerificationToken(ctx context.Context, v *authd.VerificationToken) error {
 	return q.write(ctx, mustAffect("verification token"), `UPDATE verification_tokens SET used = $2, used_at = $3 WHERE id = $1`,
 		v.ID, v.Used, nullTime(v.UsedAt))

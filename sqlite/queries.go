@@ -495,13 +495,14 @@ func (q *queries) RefreshSession(ctx context.Context, digest string) (*authd.Tok
 // SaveRotation writes the token's revocation fields and the session's
 // last use and revocation.
 func (q *queries) SaveRotation(ctx context.Context, t *authd.Token, s *authd.Session) error {
-	if err := q.UpdateToken(ctx, t); err != nil {
+	if err := q.updateToken(ctx, t); err != nil {
 		return err
 	}
 	return q.UpdateSession(ctx, s)
 }
 
-func (q *queries) UpdateToken(ctx context.Context, t *authd.Token) error {
+// updateToken writes the token's revocation fields.
+func (q *queries) updateToken(ctx context.Context, t *authd.Token) error {
 	res, err := q.db.ExecContext(ctx, `UPDATE jwt_tokens SET revoked = ?, revoked_at = ?, rotated_at = ? WHERE id = ?`,
 		t.Revoked, timeArg(t.RevokedAt), timeArg(t.RotatedAt), t.ID)
 	return affected(res, err, "token")
