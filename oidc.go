@@ -585,6 +585,12 @@ type CodeGrant struct {
 // oidc_code_reuse; without them it is refused as any code. Every refusal is
 // EInvalidToken and logged; ERateLimited, EUnavailable.
 func (s *Service) RedeemCode(ctx context.Context, c Client, client *OAuthClient, code, redirectURI, verifier string) (*CodeGrant, error) {
+	// A redemption finishes whatever the client does (as a refresh): one
+	// that half-closed while its COMMIT ran, told it failed, would retry
+	// with a code now used, a reuse that ends the session it started; and
+	// a refusal is logged.
+	ctx, cancel := detach(ctx)
+	defer cancel()
 	digest, err := opaqueDigest(code)
 	if err != nil {
 		return nil, s.refuseToken(ctx, nil, c, EventOIDCCodeRedeemed, uuid.Nil, "malformed code",

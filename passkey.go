@@ -350,6 +350,8 @@ var errTooManyPasskeys = Errorf(EConflict, "You have %d passkeys, the most allow
 // (passkeys off), ERateLimited, EUnavailable.
 func (s *Service) FinishPasskeyRegistration(ctx context.Context, c Client, a *AccessClaims, name string,
 	credential []byte) (*PasskeyAdded, error) {
+	ctx, cancel := detach(ctx) // a refused attestation is logged, a passkey kept, whatever the client does
+	defer cancel()
 	rp, err := s.relyingParty()
 	if err != nil {
 		return nil, err

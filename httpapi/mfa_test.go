@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"image/png"
 	"net/url"
@@ -611,6 +612,36 @@ func TestHangingUpCountsStepUpRecheck(t *testing.T) {
 		authd.StepUp{Code: "000000"})
 	if n := e.user("recheck@example.org").FailedLoginAttempts; authd.ErrorCode(err) != authd.EInvalidCredentials || n != 1 {
 		t.Errorf("a password change's wrong code with the client gone: %v, %d failures; want counted", err, n)
+	}
+}
+
+// TestHangingUpAddsThePasskey: a passkey registration finished by a client
+// that has hung up is kept (its ceremony spent, its recovery codes made),
+// not rolled back half-way: its user, told it failed, would add it again
+// and find it excluded as already registered.
+func TestHangingUpAddsThePasskey(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	e.registerVerified("gone@example.org", goodPassword)
+	access, _ := e.login("gone@example.org", goodPassword)
+	a, err := e.svc.Authenticate(context.Background(), access)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone, hangUp := context.WithCancel(context.Background())
+	hangUp()
+	k := newSoftKey(t, rpID, rpOrigin)
+	cred, _ := json.Marshal(k.Create(e.beginRegistration(access)))
+	before := len(e.events("gone@example.org"))
+	added, err := e.svc.FinishPasskeyRegistration(gone, authd.Client{}, a, "Laptop", cred)
+	if err != nil || len(added.RecoveryCodes) == 0 {
+		t.Fatalf("a registration whose client hung up: %v; want the passkey added, with recovery codes", err)
+	}
+	if keys, err := e.svc.Passkeys(context.Background(), a); err != nil || len(keys) != 1 {
+		t.Errorf("the user's passkeys after it: %d, %v; want the one", len(keys), err)
+	}
+	if got := e.events("gone@example.org")[before:]; !slices.Contains(got, "passkey_added/success") {
+		t.Errorf("security log after it: %v; want passkey_added/success", got)
 	}
 }
 

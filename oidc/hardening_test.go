@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -638,5 +639,50 @@ func TestRedirectURIsChangedInPlace(t *testing.T) {
 		r.cfg.RedirectURL = moved
 		now := oauth2.GenerateVerifier()
 		r.exchange(t, r.login(t, e.browser(), "moved@example.org", "s4", "n4", now), now)
+	})
+}
+
+// TestRedemptionFinishesAfterAHangUp: a code redeemed by a client that has
+// hung up (its request's context cancelled, as an HTTP server cancels it
+// on a half-close while the answer can still be read) is redeemed, not
+// rolled back half-way, and a refused redemption is logged: a client told
+// it failed would retry with a code already used, a reuse that ends the
+// session it started.
+func TestRedemptionFinishesAfterAHangUp(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		alice := e.user("alice@example.org")
+		c, cs := e.client("app", authd.ClientConfidential, true)
+		b, _ := e.signedInWithIDToken(e.rp(c, cs), "alice@example.org")
+		ctx := context.Background()
+		sess, _, err := e.svc.BrowserSession(ctx, b.sessionCookie())
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := e.clock.Now()
+		req := &authd.AuthRequest{ID: authd.NewID(), ClientID: c.ID, RedirectURI: c.RedirectURIs[0],
+			Scopes: []string{authd.ScopeOpenID}, CreatedAt: now, ExpiresAt: now.Add(10 * time.Minute)}
+		if err := e.svc.SaveAuthRequest(ctx, authd.Client{}, req); err != nil {
+			t.Fatal(err)
+		}
+		code, _, err := e.svc.IssueCode(ctx, authd.Client{}, req.ID, sess)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gone, hangUp := context.WithCancel(ctx)
+		hangUp()
+		before := len(e.results(alice))
+		if _, err := e.svc.RedeemCode(gone, authd.Client{}, c, code, "https://rp.example.org/elsewhere", ""); authd.ErrorCode(err) != authd.EInvalidToken {
+			t.Errorf("a redemption to another redirect_uri, the client gone: %v; want EInvalidToken", err)
+		}
+		if got := e.results(alice)[before:]; !slices.Equal(got, []string{"oidc_code_redeemed/failure"}) {
+			t.Errorf("security log after the refusal, the client gone: %v; want the refusal logged", got)
+		}
+		grant, err := e.svc.RedeemCode(gone, authd.Client{}, c, code, c.RedirectURIs[0], "")
+		if err != nil || grant.Pair.AccessToken == "" {
+			t.Fatalf("a redemption whose client hung up: %v; want it redeemed", err)
+		}
+		if _, err := e.svc.Authenticate(ctx, grant.Pair.AccessToken); err != nil {
+			t.Errorf("the redeemed session's access token: %v; want it live", err)
+		}
 	})
 }
