@@ -153,6 +153,10 @@ func (s *Server) renderPage(w http.ResponseWriter, status int, p page) error {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Referrer-Policy", "same-origin") // see errCrossSiteForm
+	// No window that opened a page keeps a handle on it (the passkeys page
+	// holds an access token): these pages are opened from mail and links,
+	// never as a relying party's popup, which the OpenID pages may be.
+	h.Set("Cross-Origin-Opener-Policy", "same-origin")
 	script := ""
 	if p.Script {
 		script = "script-src 'nonce-" + p.Nonce + "'; connect-src 'self'; "

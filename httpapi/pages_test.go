@@ -173,4 +173,9 @@ func TestCrossSitePageForms(t *testing.T) {
 		t.Errorf("a page's Referrer-Policy %q, its meta %v; want same-origin in both",
 			r.header.Get("Referrer-Policy"), regexp.MustCompile(`<meta name="referrer"[^>]*>`).FindAllString(r.raw, -1))
 	}
+	for _, path := range []string{"/reset-password?token=x", "/verify-email?token=x", "/passkeys"} {
+		if r := e.do("GET", path, nil); r.header.Get("Cross-Origin-Opener-Policy") != "same-origin" {
+			t.Errorf("GET %s: Cross-Origin-Opener-Policy %q, want same-origin", path, r.header.Get("Cross-Origin-Opener-Policy"))
+		}
+	}
 }

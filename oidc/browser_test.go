@@ -193,3 +193,52 @@ func TestBrowserSignInJavaScriptOff(t *testing.T) {
 		t.Errorf("the relying party got %v; want a code, the state and iss", got)
 	}
 }
+
+// TestBrowserConsentArmsAllow: with JavaScript on, the consent page's
+// script (which its CSP lets run) holds Allow while the window is out of
+// focus and gives it back a moment after it returns, so that a click or a
+// held key meant for the page that brought it up cannot land on Allow.
+func TestBrowserConsentArmsAllow(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	ctx := chromium(t, true)
+	rp := newCallback(t)
+	c, _, err := e.svc.CreateClient(context.Background(), authd.Client{}, authd.ClientSpec{ID: "third", Name: "Third App",
+		Type: authd.ClientPublic, RedirectURIs: []string{rp.URL + "/cb"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.user("arm@example.org")
+	cfg := oauth2.Config{ClientID: c.ID, RedirectURL: rp.URL + "/cb", Scopes: []string{"openid"},
+		Endpoint: oauth2.Endpoint{AuthURL: e.srv.URL + "/oauth2/authorize", TokenURL: e.srv.URL + "/oauth2/token"}}
+	err = chromedp.Do(ctx,
+		chromedp.Navigate(cfg.AuthCodeURL("arm-state", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))),
+		chromedp.WaitVisible(chromedp.CSS(`#email`)),
+		chromedp.SendKeys(chromedp.CSS(`#email`), "arm@example.org"),
+		chromedp.SendKeys(chromedp.CSS(`#password`), goodPassword),
+		chromedp.Click(chromedp.CSS(`button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.CSS(`button[value=allow]`)),
+	)
+	if err != nil {
+		t.Fatalf("sign in: %v", err)
+	}
+	disarmed, err := chromedp.Run(ctx, chromedp.Evaluate[bool](
+		`window.dispatchEvent(new Event("blur")), document.getElementById("allow").disabled`))
+	if err != nil || !disarmed {
+		t.Errorf("Allow after the window lost focus: disabled %v, %v; want disabled", disarmed, err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.dispatchEvent(new Event("focus")), true`)); err != nil {
+		t.Fatal(err)
+	}
+	err = chromedp.Do(ctx,
+		chromedp.WaitEnabled(chromedp.CSS(`button[value=allow]`)),
+		chromedp.Click(chromedp.CSS(`button[value=allow]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#done`)),
+	)
+	if err != nil {
+		t.Fatalf("allow, redirected to %s: %v", rp.URL, err)
+	}
+	if got := rp.query(); got.Get("code") == "" || got.Get("state") != "arm-state" {
+		t.Errorf("the relying party got %v; want a code and the state", got)
+	}
+}

@@ -519,9 +519,12 @@ func TestConsentAndCSRF(t *testing.T) {
 		if !strings.Contains(b.body, `name="decision"`) || !strings.Contains(b.body, "see your email address") {
 			t.Fatalf("no consent page: %d %s", b.last.StatusCode, b.body)
 		}
+		// Its one script arms Allow (no fetch); nothing is focused, so
+		// that a held Enter from the page before lands nowhere.
 		csp := b.last.Header.Get("Content-Security-Policy")
-		if !strings.Contains(csp, "form-action 'self' https://rp.example.org") || strings.Contains(csp, "script-src") {
-			t.Errorf("consent page CSP %q", csp)
+		if !strings.Contains(csp, "form-action 'self' https://rp.example.org") || !strings.Contains(csp, "script-src 'nonce-") ||
+			strings.Contains(csp, "connect-src") || strings.Contains(b.body, "autofocus") {
+			t.Errorf("consent page CSP %q, page:\n%s", csp, b.body)
 		}
 		f = b.form()
 		f.Set("decision", "deny")
@@ -627,6 +630,9 @@ func TestLogoutEndsSessions(t *testing.T) {
 		b.get(e.srv.URL + oidc.LogoutPath + "?" + q.Encode())
 		if b.last.StatusCode != http.StatusOK || e.me(tok.AccessToken) != http.StatusOK {
 			t.Fatalf("a GET signed out (or failed): %d", b.last.StatusCode)
+		}
+		if strings.Contains(b.body, "autofocus") {
+			t.Errorf("the sign-out page focuses a button, which a key held on the page before would press:\n%s", b.body)
 		}
 		b.post(oidc.LogoutPath, b.form())
 		if loc := b.last.Header.Get("Location"); b.last.StatusCode != http.StatusSeeOther || loc != "https://rp.example.org/bye?state=bye-state" {

@@ -102,8 +102,11 @@ func (p *Provider) render(w http.ResponseWriter, status int, pg page) {
 	h := w.Header()
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	script := ""
-	if pg.PasskeyCSRF != "" { // the passkey button's inline script, and its fetch of the request options
+	switch {
+	case pg.PasskeyCSRF != "": // the passkey button's inline script, and its fetch of the request options
 		script = "; script-src 'nonce-" + pg.Nonce + "'; connect-src 'self'"
+	case pg.content == "consent-content": // the script that arms Allow (consent.html)
+		script = "; script-src 'nonce-" + pg.Nonce + "'"
 	}
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+pg.Nonce+"'"+script+"; img-src "+p.imgSrc()+
 		"; form-action "+formAction+"; frame-ancestors 'none'; base-uri 'none'")
