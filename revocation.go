@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -174,7 +175,7 @@ func (s *Service) LoadRevocations(ctx context.Context) error {
 
 // loadRevocations is LoadRevocations with the set locked.
 func (s *Service) loadRevocations(ctx context.Context) error {
-	began := time.Since(s.revEpoch)
+	began := time.Since(s.rev.epoch)
 	// The feed's position first: a revocation committed after it is read
 	// is caught up from the feed, one committed before it is in the table.
 	last, err := s.store.LastRevocationEventID(ctx)
@@ -188,7 +189,7 @@ func (s *Service) loadRevocations(ctx context.Context) error {
 	for _, rev := range revs {
 		s.revocations.Apply(rev)
 	}
-	s.revCursor, s.revLoaded = last, true
+	s.rev.cursor, s.rev.loaded = last, true
 	s.caughtUp(began)
 	return nil
 }
@@ -196,7 +197,7 @@ func (s *Service) loadRevocations(ctx context.Context) error {
 // caughtUp notes that every revocation committed before began (time since
 // revEpoch) is in the set.
 func (s *Service) caughtUp(began time.Duration) {
-	s.revCaughtUp.Store(max(int64(began), 1))
+	s.rev.caughtUp.Store(max(int64(began), 1))
 }
 
 // revocationsStale reports whether the set may lack revocations committed
@@ -207,8 +208,8 @@ func (s *Service) revocationsStale() bool {
 	if lag <= 0 {
 		return false
 	}
-	at := s.revCaughtUp.Load()
-	return at == 0 || time.Since(s.revEpoch)-time.Duration(at) > lag
+	at := s.rev.caughtUp.Load()
+	return at == 0 || time.Since(s.rev.epoch)-time.Duration(at) > lag
 }
 
 // CatchUpRevocations merges into the revocation set the sessions revoked
@@ -229,13 +230,32 @@ func (s *Service) CatchUpRevocations(ctx context.Context) error {
 	return s.catchUp(ctx)
 }
 
+// revocationSync is how an instance keeps its revocation set current.
+type revocationSync struct {
+	epoch time.Time // the origin of the durations below (monotonic)
+	// load is held (one slot) by the one load or catch-up of the set at a
+	// time, which alone reads and writes loaded and cursor.
+	load   chan struct{}
+	loaded bool  // LoadRevocations has run
+	cursor int64 // the last revocation event merged into the set
+	// caughtUp is when the last load or catch-up that succeeded began, as
+	// time since epoch; 0: none yet.
+	caughtUp atomic.Int64
+	// flight is the catch-up stale requests share (catchUpStale), nil when
+	// none runs; failed is when the last one failed (time since epoch; 0:
+	// it did not). Both under flightMu.
+	flightMu sync.Mutex
+	flight   *catchUpFlight
+	failed   int64
+}
+
 // lockRevocations takes the right to load or catch up the set, waiting
 // at most until ctx ends; unlockRevocations gives it back.
 func (s *Service) lockRevocations(ctx context.Context) error {
 	select {
-	case s.revLoad <- struct{}{}:
+	case s.rev.load <- struct{}{}:
 		if err := ctx.Err(); err != nil { // both were ready: the slot is no use now
-			<-s.revLoad
+			<-s.rev.load
 			return err
 		}
 		return nil
@@ -244,7 +264,7 @@ func (s *Service) lockRevocations(ctx context.Context) error {
 	}
 }
 
-func (s *Service) unlockRevocations() { <-s.revLoad }
+func (s *Service) unlockRevocations() { <-s.rev.load }
 
 // catchUpStale is Authenticate's own catch-up of a stale set, so that
 // the first requests once the database answers again need not wait for
@@ -254,18 +274,18 @@ func (s *Service) unlockRevocations() { <-s.revLoad }
 // a database that is down or recovering again. It reports whether the set
 // is current.
 func (s *Service) catchUpStale(ctx context.Context) bool {
-	s.revFlightMu.Lock()
-	if failed := s.revFailed; failed != 0 && time.Since(s.revEpoch)-time.Duration(failed) < staleRetryPause {
-		s.revFlightMu.Unlock()
+	s.rev.flightMu.Lock()
+	if failed := s.rev.failed; failed != 0 && time.Since(s.rev.epoch)-time.Duration(failed) < staleRetryPause {
+		s.rev.flightMu.Unlock()
 		return false
 	}
-	f := s.revFlight
+	f := s.rev.flight
 	if f == nil {
 		f = &catchUpFlight{done: make(chan struct{})}
-		s.revFlight = f
+		s.rev.flight = f
 		go s.fly(f)
 	}
-	s.revFlightMu.Unlock()
+	s.rev.flightMu.Unlock()
 	select {
 	case <-f.done:
 		return f.err == nil
@@ -296,23 +316,23 @@ func (s *Service) fly(f *catchUpFlight) {
 		}
 		s.unlockRevocations()
 	}
-	s.revFlightMu.Lock()
-	s.revFlight, s.revFailed = nil, 0
+	s.rev.flightMu.Lock()
+	s.rev.flight, s.rev.failed = nil, 0
 	if f.err != nil {
-		s.revFailed = max(int64(time.Since(s.revEpoch)), 1)
+		s.rev.failed = max(int64(time.Since(s.rev.epoch)), 1)
 	}
-	s.revFlightMu.Unlock()
+	s.rev.flightMu.Unlock()
 	close(f.done)
 }
 
 // catchUp is CatchUpRevocations with the set locked.
 func (s *Service) catchUp(ctx context.Context) error {
-	if !s.revLoaded {
+	if !s.rev.loaded {
 		return s.loadRevocations(ctx)
 	}
-	began := time.Since(s.revEpoch)
+	began := time.Since(s.rev.epoch)
 	for first := true; ; first = false {
-		evs, err := s.store.RevocationEvents(ctx, s.revCursor, s.now(), RevocationEventsPage)
+		evs, err := s.store.RevocationEvents(ctx, s.rev.cursor, s.now(), RevocationEventsPage)
 		if err != nil {
 			return err
 		}
@@ -321,7 +341,7 @@ func (s *Service) catchUp(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			if last < s.revCursor {
+			if last < s.rev.cursor {
 				return s.loadRevocations(ctx)
 			}
 		}
@@ -329,7 +349,7 @@ func (s *Service) catchUp(ctx context.Context) error {
 			if e.Kind == RevokedSession {
 				s.revocations.Apply(Revocation{At: e.CreatedAt, SessionIDs: []uuid.UUID{e.Subject}})
 			}
-			s.revCursor = e.ID
+			s.rev.cursor = e.ID
 		}
 		if len(evs) < RevocationEventsPage {
 			s.caughtUp(began)

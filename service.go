@@ -14,8 +14,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -231,19 +229,7 @@ type Service struct {
 	refreshKey  []byte
 	mfaKey      []byte
 	revocations *RevocationSet
-	revLoad     chan struct{} // held (one slot) by a load or catch-up of the revocation set
-	// revFlight is the catch-up stale requests share (catchUpStale), nil
-	// when none runs; revFailed when the last one failed (time since
-	// revEpoch; 0: it did not).
-	revFlightMu sync.Mutex
-	revFlight   *catchUpFlight
-	revFailed   int64
-	revLoaded   bool  // LoadRevocations has run
-	revCursor   int64 // the last revocation event merged into the set
-	// revCaughtUp is when the last load or catch-up that succeeded began,
-	// as time since revEpoch (monotonic); 0: none yet.
-	revCaughtUp atomic.Int64
-	revEpoch    time.Time
+	rev         revocationSync     // keeps revocations current (revocation.go)
 	webauthn    *webauthn.WebAuthn // nil: passkeys off
 	logger      *slog.Logger
 	hooks       Hooks
@@ -360,7 +346,8 @@ func NewService(cfg Config, d Deps) *Service {
 		webauthn: rp, cfg: cfg, store: d.Store, clock: d.Clock, passwords: d.Passwords, tokens: d.Tokens,
 		mailer: d.Mailer, archive: d.Archive, limiter: d.Limiter, lockouts: d.Lockouts, refreshKey: key, mfaKey: mfaKey,
 		logger: d.Logger, hooks: d.Hooks, sleep: d.Sleep,
-		revocations: NewRevocationSet(revocationLifetime(cfg.AccessTokenTTL)), revEpoch: time.Now(), revLoad: make(chan struct{}, 1), wake: make(chan struct{}, 1),
+		revocations: NewRevocationSet(revocationLifetime(cfg.AccessTokenTTL)),
+		rev:         revocationSync{epoch: time.Now(), load: make(chan struct{}, 1)}, wake: make(chan struct{}, 1),
 	}
 	s.mailPace.Set(firstMailPace, firstMailPace/4) // until requests that mail say how long they take
 	// Until wrong passwords say how long they take.
