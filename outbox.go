@@ -259,6 +259,9 @@ func (s *Service) RunOutbox(ctx context.Context, poll time.Duration) {
 	failures := passLog{logger: s.logger}
 	pass := func(claiming, work context.Context) {
 		_, err := s.deliverMail(claiming, work)
+		if claiming.Err() != nil && errors.Is(err, claiming.Err()) {
+			return // stopped claiming: the run's end, not a failure or a recovery
+		}
 		failures.note(s.now(), err)
 	}
 	for {
@@ -271,6 +274,10 @@ func (s *Service) RunOutbox(ctx context.Context, poll time.Duration) {
 			flush, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
 			defer cancel()
 			pass(flush, flush)
+			if flush.Err() != nil {
+				s.logger.Warn("mail outbox: the last pass ran out of time; mail still queued goes at the next start",
+					"limit", flushTimeout)
+			}
 			failures.stop(s.now())
 			return
 		case <-s.wake:
@@ -347,11 +354,14 @@ func (s *Service) DeliverMail(ctx context.Context) (int, error) {
 	return s.deliverMail(ctx, ctx)
 }
 
-// deliverMail is DeliverMail claiming while claiming has not ended, each
-// mail claimed sent and recorded under work.
+// deliverMail is DeliverMail claiming while claiming has not ended (then
+// its error), each mail claimed sent and recorded under work.
 func (s *Service) deliverMail(claiming, work context.Context) (int, error) {
 	sent := 0
-	for claiming.Err() == nil {
+	for {
+		if err := claiming.Err(); err != nil {
+			return sent, err
+		}
 		m, err := s.store.ClaimMail(work, NewID(), s.now(), mailLease)
 		if err != nil || m == nil {
 			return sent, err
@@ -364,7 +374,6 @@ func (s *Service) deliverMail(claiming, work context.Context) (int, error) {
 			sent++
 		}
 	}
-	return sent, nil
 }
 
 // deliver sends one claimed mail. Only errors of the store are returned;
@@ -414,6 +423,7 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 	sendCtx, cancel := context.WithTimeout(ctx, mailSendTimeout)
 	err := s.mailer.Send(sendCtx, mail)
 	cancel()
+	cut := err != nil && ctx.Err() != nil // the pass's time ran out (a stop's last pass), not the relay's
 	// The outcome is recorded whatever became of the pass meanwhile (a
 	// shutdown's last pass out of time as the relay answered): a sent mail
 	// left claimed is sent again once its lease lapses, and a second
@@ -430,6 +440,15 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 	case err == nil:
 		s.observeMail(m, MailSent)
 		return true, s.settleMail(m, s.store.CompleteMail(ctx, m.ID, m.Claim), true)
+	case cut:
+		// Not the relay's failure: no backoff, never dead for it; the
+		// next pass, here or elsewhere, sends it at once.
+		if err := s.settleMail(m, s.store.RetryMail(ctx, m.ID, m.Claim, now, errorText(err)), false); err != nil {
+			return false, err
+		}
+		s.logger.Warn("mail delivery cut short by the sender's stop; it goes at the next pass", "mail_id", m.ID,
+			"kind", m.Kind, "err", err)
+		return false, nil
 	case m.Attempts >= MaxMailAttempts:
 		s.logger.Error("mail dead after its last attempt", "mail_id", m.ID, "kind", m.Kind, "attempts", m.Attempts, "err", err)
 		s.observeMail(m, MailDead)

@@ -70,7 +70,8 @@ type Config struct {
 // bounded: Hash and Verify return EUnavailable (with RetryAfter) when the
 // hashing queue is full.
 type Passwords interface {
-	// Check returns EWeakPassword, saying why, for a password outside the policy.
+	// Check returns EWeakPassword, saying why on the field "password" (a
+	// flow renames it to its own), for a password outside the policy.
 	Check(password, email string) error
 	Hash(ctx context.Context, password string) (string, error)
 	// Verify reports whether password matches hash, and whether hash should be
@@ -699,11 +700,13 @@ func (s *Service) link(page, token string) string {
 	return s.cfg.PublicURL + "/" + page + "?token=" + token
 }
 
-// renameField names field to, instead of from, in err's field errors: a
-// rule written for one request's field applied to another's. err is left
-// as it is (it may be shared); a renamed copy is returned.
+// renameField names field to, instead of from, in err's field errors (err
+// itself an *Error: a wrapper, which may decide how a transaction ends, is
+// never dropped): a rule written for one request's field applied to
+// another's. err is left as it is (it may be shared); a renamed copy is
+// returned.
 func renameField(err error, from, to string) error {
-	e, ok := errors.AsType[*Error](err)
+	e, ok := err.(*Error)
 	if !ok || !slices.ContainsFunc(e.Fields, func(f FieldError) bool { return f.Field == from }) {
 		return err
 	}

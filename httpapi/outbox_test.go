@@ -614,3 +614,44 @@ func (h *heldMailer) Send(ctx context.Context, _ authd.Mail) error {
 		return ctx.Err()
 	}
 }
+
+// TestCutSendIsNotARelayFailure: a send cut short because the pass's own
+// time ran out (a stop's last pass) is queued again at once, not backed off
+// (nor, at its last attempt, killed) as a failure of the relay would be.
+func TestCutSendIsNotARelayFailure(t *testing.T) {
+	t.Parallel()
+	m := &cuttingMailer{}
+	e := newEnv(t, openSQLite(t), withMailer(m))
+	want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{
+		"email": "cut@example.org", "password": goodPassword, "consent": true}), 202, "")
+	ctx, stop := context.WithCancel(context.Background())
+	m.stop = stop
+	if n, err := e.svc.DeliverMail(ctx); n != 0 || !errors.Is(err, context.Canceled) {
+		t.Fatalf("a pass stopped during its send: %d sent, %v; want none and its context's end", n, err)
+	}
+	// The fake clock has not moved: only a mail due at once goes.
+	if n, err := e.svc.DeliverMail(context.Background()); n != 1 || err != nil {
+		t.Errorf("the next pass: %d sent, %v; want the cut mail sent at once", n, err)
+	}
+}
+
+// cuttingMailer ends the pass that sends through it (stop) during its
+// first send, then sends.
+type cuttingMailer struct {
+	mu   sync.Mutex
+	stop context.CancelFunc
+	cut  bool
+}
+
+func (c *cuttingMailer) Send(ctx context.Context, _ authd.Mail) error {
+	c.mu.Lock()
+	first := !c.cut
+	c.cut = true
+	c.mu.Unlock()
+	if !first {
+		return nil
+	}
+	c.stop()
+	<-ctx.Done()
+	return ctx.Err()
+}
