@@ -19,6 +19,13 @@ func ClaimsFrom(ctx context.Context) (*Claims, bool) {
 	return c, ok
 }
 
+// NewContext returns a copy of ctx carrying c, as Middleware passes a
+// request's verified claims on (ClaimsFrom): for a handler's tests, or a
+// service that verifies tokens itself.
+func NewContext(ctx context.Context, c *Claims) context.Context {
+	return context.WithValue(ctx, ctxKey{}, c)
+}
+
 // Middleware lets through requests with a valid bearer access token, with
 // its claims in the context (ClaimsFrom). Others get a problem+json answer:
 // 401 with WWW-Authenticate (error="insufficient_user_authentication" when
@@ -57,8 +64,8 @@ func (v *Verifier) Middleware(next http.Handler) http.Handler {
 		}
 		switch {
 		case err == nil:
-			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, c)))
-		case errors.Is(err, ErrUnavailable), errors.Is(err, ErrClosed):
+			next.ServeHTTP(w, r.WithContext(NewContext(r.Context(), c)))
+		case errors.Is(err, ErrUnavailable): // ErrClosed too
 			w.Header().Set("Retry-After", "1")
 			writeProblem(w, http.StatusServiceUnavailable, "unavailable", "", "Tokens cannot be checked right now.")
 		case errors.Is(err, ErrMFARequired):

@@ -19,9 +19,14 @@
 //		JWKSURL:        "https://auth.example.org/.well-known/jwks.json",
 //		RevocationsURL: "https://auth.example.org/v1/auth/revocations",
 //		ServiceToken:   os.Getenv("AUTHD_SERVICE_TOKEN"),
+//		Algorithms:     []string{"EdDSA"}, // AUTHD_SIGNING_ALG: no ID-token key verifies here
 //	})
 //	...
+//	defer v.Close()
 //	http.Handle("/api/", v.Middleware(api))
+//
+// One Verifier serves a whole process: each holds one of authd's
+// revocation streams (AUTHD_REVOCATION_STREAMS) until Close.
 //
 // The package imports only the standard library and golang-jwt.
 package verify
@@ -49,6 +54,17 @@ import (
 // Policy says what Verify does while the revocation feed is lost (and
 // until it has caught up after a reconnection).
 type Policy int
+
+// String names the policy as its constant is named.
+func (p Policy) String() string {
+	switch p {
+	case FallBackToIntrospection:
+		return "FallBackToIntrospection"
+	case FailClosed:
+		return "FailClosed"
+	}
+	return fmt.Sprintf("Policy(%d)", int(p))
+}
 
 const (
 	// FallBackToIntrospection asks authd's introspection about each token
@@ -192,24 +208,44 @@ type Options struct {
 	AllowInsecureHTTP bool
 }
 
-// Errors Verify returns, wrapped with detail; compare with errors.Is.
+// Errors Verify returns, wrapped with detail; compare with errors.Is. Two
+// classes spare a caller the list: every error of a token refused for good
+// (Middleware's 401 invalid_token) also matches ErrInvalidToken, and
+// ErrClosed also matches ErrUnavailable (both a 503: ask again later).
+// ErrMFARequired is neither: the token is good, its login too weak.
 var (
-	ErrMalformed   = errors.New("verify: malformed token")
-	ErrAlgorithm   = errors.New("verify: algorithm not allowed")
-	ErrType        = errors.New("verify: not an access token (typ)")
-	ErrUnknownKey  = errors.New("verify: unknown signing key")
-	ErrSignature   = errors.New("verify: bad signature")
-	ErrIssuer      = errors.New("verify: wrong issuer")
-	ErrAudience    = errors.New("verify: wrong audience")
-	ErrExpired     = errors.New("verify: token expired")
-	ErrNotYetValid = errors.New("verify: token not valid yet")
-	ErrRevoked     = errors.New("verify: token revoked")
+	// ErrInvalidToken is the class of every refusal below but
+	// ErrMFARequired, ErrUnavailable and ErrClosed.
+	ErrInvalidToken = errors.New("verify: invalid token")
+
+	ErrMalformed   = invalid("verify: malformed token")
+	ErrAlgorithm   = invalid("verify: algorithm not allowed")
+	ErrType        = invalid("verify: not an access token (typ)")
+	ErrUnknownKey  = invalid("verify: unknown signing key")
+	ErrSignature   = invalid("verify: bad signature")
+	ErrIssuer      = invalid("verify: wrong issuer")
+	ErrAudience    = invalid("verify: wrong audience")
+	ErrExpired     = invalid("verify: token expired")
+	ErrNotYetValid = invalid("verify: token not valid yet")
+	ErrRevoked     = invalid("verify: token revoked")
+	ErrClaims      = invalid("verify: invalid claims")
+	ErrClient      = invalid("verify: a token of an OpenID Connect client this service does not accept")
 	ErrMFARequired = errors.New("verify: a second factor is required") // or a method of Options.RequireAMR
 	ErrUnavailable = errors.New("verify: tokens cannot be checked now (revocation feed or JWKS unavailable)")
-	ErrClosed      = errors.New("verify: verifier closed")
-	ErrClaims      = errors.New("verify: invalid claims")
-	ErrClient      = errors.New("verify: a token of an OpenID Connect client this service does not accept")
+	ErrClosed      = error(&classError{"verify: verifier closed", ErrUnavailable})
 )
+
+// classError is a sentinel error that errors.Is also finds to be its class.
+type classError struct {
+	msg   string
+	class error
+}
+
+func (e *classError) Error() string        { return e.msg }
+func (e *classError) Is(target error) bool { return target == e.class }
+
+// invalid makes a sentinel of the ErrInvalidToken class.
+func invalid(msg string) error { return &classError{msg, ErrInvalidToken} }
 
 // Leeway is the clock skew tolerated on nbf and iat (SPEC 6.3); exp is
 // checked exactly.
@@ -228,7 +264,7 @@ type Claims struct {
 	ID        string // jti
 	Issuer    string
 	Audience  []string
-	AMR       []string // how the login was authenticated (RFC 8176): pwd, otp, mfa
+	AMR       []string // how the login was authenticated (RFC 8176): pwd, otp, hwk, swk, mfa
 	Scopes    []string // from a space-separated "scope" claim, when present
 	// ClientID is the OpenID Connect client the token was issued to (RFC
 	// 9068 client_id), one of Options.Clients; empty for authd's own
@@ -242,6 +278,10 @@ type Claims struct {
 
 // HasAMR reports whether the login used method m.
 func (c *Claims) HasAMR(m string) bool { return slices.Contains(c.AMR, m) }
+
+// HasScope reports whether the token was granted scope s (an OpenID
+// Connect client's token; authd's own logins carry no scope).
+func (c *Claims) HasScope(s string) bool { return slices.Contains(c.Scopes, s) }
 
 // Stats are a Verifier's counters, for metrics.
 type Stats struct {
@@ -310,7 +350,7 @@ func (v *Verifier) background(fn func(ctx context.Context)) bool {
 // of why; one in Clients names no client.
 func checkChoices(opts Options) error {
 	if opts.Policy != FallBackToIntrospection && opts.Policy != FailClosed {
-		return fmt.Errorf("verify: Options.Policy: %d is neither FallBackToIntrospection nor FailClosed", opts.Policy)
+		return fmt.Errorf("verify: Options.Policy: %d is neither FallBackToIntrospection nor FailClosed", int(opts.Policy))
 	}
 	for _, l := range []struct {
 		name  string
@@ -334,6 +374,11 @@ func checkChoices(opts Options) error {
 // (it is asked once, about a junk token). Give ctx a deadline: with
 // one that never ends, New waits as long as authd cannot be reached (a
 // wrong host or an untrusted certificate included), logging each try.
+//
+// ctx bounds New alone: once New has returned, its end stops nothing. The
+// Verifier follows the feed, on a goroutine and one of authd's revocation
+// streams, until Close; a Verifier dropped without Close keeps both for
+// the life of the process.
 func New(ctx context.Context, opts Options) (*Verifier, error) {
 	if missing := missingOptions(opts); len(missing) > 0 {
 		return nil, fmt.Errorf("verify: required, but empty: Options.%s", strings.Join(missing, ", Options."))

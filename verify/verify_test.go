@@ -379,6 +379,9 @@ func TestVerifyChecks(t *testing.T) {
 		if !errors.Is(err, tc.want) || (tc.want == nil && err != nil) {
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
 		}
+		if tc.want != nil && (!errors.Is(err, verify.ErrInvalidToken) || errors.Is(err, verify.ErrUnavailable)) {
+			t.Errorf("%s: %v is not of the class ErrInvalidToken alone", tc.name, err)
+		}
 		if tc.want == nil && err == nil && (got.Subject != "user-1" || got.SessionID != "session-1" || got.ID != "jti-1" ||
 			!got.HasAMR("pwd") || got.KeyID != "k1") {
 			t.Errorf("%s: claims %+v", tc.name, got)
@@ -1711,7 +1714,8 @@ func TestCloseWhileFetchingASpentJWKS(t *testing.T) {
 	}()
 	waitFor(t, func() bool { return f.calls() > before }) // the fetch hangs
 	v.Close()
-	if err := <-errs; !errors.Is(err, verify.ErrClosed) || errors.Is(err, verify.ErrUnavailable) {
+	// ErrClosed (of the class ErrUnavailable), not the spent JWKS's error.
+	if err := <-errs; !errors.Is(err, verify.ErrClosed) || strings.Contains(err.Error(), "JWKS") {
 		t.Errorf("Verify waiting for a spent JWKS as the Verifier closed: %v, want ErrClosed", err)
 	}
 }
@@ -1985,6 +1989,55 @@ func TestAlgorithmsKeepIDTokenKeysOut(t *testing.T) {
 		cancel()
 		if err == nil || errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("New with Algorithms %v (%s): %v, want its refusal", algs, name, err)
+		}
+	}
+}
+
+// TestErrorClasses: every refusal of a token for good is of the class
+// ErrInvalidToken, a closed Verifier's of ErrUnavailable, and a login too
+// weak of neither, so that a caller tells a 401 from a 503 without the
+// list of sentinels.
+func TestErrorClasses(t *testing.T) {
+	t.Parallel()
+	for _, err := range []error{verify.ErrMalformed, verify.ErrAlgorithm, verify.ErrType, verify.ErrUnknownKey,
+		verify.ErrSignature, verify.ErrIssuer, verify.ErrAudience, verify.ErrExpired, verify.ErrNotYetValid,
+		verify.ErrRevoked, verify.ErrClaims, verify.ErrClient} {
+		if !errors.Is(err, verify.ErrInvalidToken) || errors.Is(err, verify.ErrUnavailable) {
+			t.Errorf("%v: not of the class ErrInvalidToken alone", err)
+		}
+	}
+	for _, err := range []error{verify.ErrMFARequired, verify.ErrUnavailable, verify.ErrClosed} {
+		if errors.Is(err, verify.ErrInvalidToken) {
+			t.Errorf("%v: of the class ErrInvalidToken", err)
+		}
+	}
+	if !errors.Is(verify.ErrClosed, verify.ErrUnavailable) || errors.Is(verify.ErrUnavailable, verify.ErrClosed) {
+		t.Error("ErrClosed is not of the class ErrUnavailable, or the class is ErrClosed")
+	}
+	var zero verify.Verifier
+	if _, err := zero.Verify(context.Background(), "a.b.c"); !errors.Is(err, verify.ErrUnavailable) {
+		t.Errorf("a Verifier New did not make: %v; want of the class ErrUnavailable", err)
+	}
+}
+
+// TestClaimsHelpers: NewContext carries claims as Middleware does, for
+// ClaimsFrom; HasScope and Policy's names.
+func TestClaimsHelpers(t *testing.T) {
+	t.Parallel()
+	c := &verify.Claims{Subject: "user-1", Scopes: []string{"openid", "email"}}
+	if got, ok := verify.ClaimsFrom(verify.NewContext(context.Background(), c)); !ok || got != c {
+		t.Errorf("ClaimsFrom(NewContext(c)) = %v, %v; want c", got, ok)
+	}
+	if _, ok := verify.ClaimsFrom(context.Background()); ok {
+		t.Error("ClaimsFrom found claims in a context without them")
+	}
+	if !c.HasScope("email") || c.HasScope("offline_access") {
+		t.Errorf("HasScope on %v wrong", c.Scopes)
+	}
+	for p, want := range map[verify.Policy]string{verify.FallBackToIntrospection: "FallBackToIntrospection",
+		verify.FailClosed: "FailClosed", verify.Policy(7): "Policy(7)"} {
+		if got := p.String(); got != want {
+			t.Errorf("Policy %d: %q, want %q", int(p), got, want)
 		}
 	}
 }
