@@ -18,12 +18,11 @@ func Example() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	v, err := verify.New(ctx, verify.Options{
-		Issuer:         "https://auth.example.org",
-		Audience:       "authd",
-		JWKSURL:        "https://auth.example.org/.well-known/jwks.json",
-		RevocationsURL: "https://auth.example.org/v1/auth/revocations",
-		ServiceToken:   os.Getenv("AUTHD_SERVICE_TOKEN"),
-		Algorithms:     []string{"EdDSA"}, // AUTHD_SIGNING_ALG: no ID-token key verifies here
+		Issuer:       "https://auth.example.org",
+		Audience:     "authd",
+		URL:          "https://auth.example.org", // AUTHD_PUBLIC_URL: the JWKS, feed and introspection URLs
+		ServiceToken: os.Getenv("AUTHD_SERVICE_TOKEN"),
+		Algorithms:   []string{"EdDSA"}, // AUTHD_SIGNING_ALG: no ID-token key verifies here
 	})
 	if err != nil {
 		log.Fatal(err)

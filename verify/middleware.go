@@ -27,8 +27,8 @@ func NewContext(ctx context.Context, c *Claims) context.Context {
 }
 
 // Middleware lets through requests with a valid bearer access token, with
-// its claims in the context (ClaimsFrom). Others get a problem+json answer:
-// 401 with WWW-Authenticate (error="insufficient_user_authentication" when
+// its claims in the context (ClaimsFrom). Others get a problem+json answer
+// (WriteError): 401 with WWW-Authenticate (error="insufficient_user_authentication" when
 // the login lacks a method Options.RequireMFA or RequireAMR asks for, RFC
 // 9470, with an error_description naming it), or 503 with Retry-After when
 // the revocation state cannot be known (ErrUnavailable). The challenge
@@ -40,43 +40,99 @@ func NewContext(ctx context.Context, c *Claims) context.Context {
 // slog.Default's log (such a Verifier has no Options.Logger): a wiring
 // mistake must not pass for an outage.
 func (v *Verifier) Middleware(next http.Handler) http.Handler {
-	var notNew sync.Once
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !v.made() {
-			notNew.Do(func() {
-				slog.Default().ErrorContext(r.Context(), "verify: Middleware's Verifier was not made by verify.New (nil or zero): every token is answered 503")
-			})
-		}
-		// The request's only Authorization header: of two, which counts
-		// would be the reader's choice (a proxy may have checked the other).
-		auth := r.Header.Get("Authorization")
-		scheme, token, _ := strings.Cut(auth, " ")
-		if len(r.Header.Values("Authorization")) != 1 || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
-			writeProblem(w, http.StatusUnauthorized, "invalid_token", `Bearer`, "A bearer access token is required.")
-			return
-		}
-		c, err := v.Verify(r.Context(), strings.TrimSpace(token))
-		if err != nil && v.made() {
-			// Why, for whoever must find out why every token is refused
-			// (an Issuer or Audience that does not match authd's): the
-			// client is told only invalid_token. No token in the line.
-			v.logger.DebugContext(r.Context(), "verify: token refused", "err", err, "path", r.URL.Path)
-		}
-		switch {
-		case err == nil:
+	return v.MiddlewareWith(MiddlewareOptions{})(next)
+}
+
+// MiddlewareOptions shape MiddlewareWith's handler.
+type MiddlewareOptions struct {
+	// Optional lets a request without an Authorization header through
+	// without claims (an endpoint that also serves anonymous callers); a
+	// token sent must still be valid.
+	Optional bool
+	// ErrorHandler answers a refused request (default WriteError); err is
+	// ErrNoToken or one of Verify's errors. The refusal has been logged at
+	// debug level by then.
+	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
+}
+
+// MiddlewareWith is Middleware shaped by o.
+func (v *Verifier) MiddlewareWith(o MiddlewareOptions) func(http.Handler) http.Handler {
+	refuse := o.ErrorHandler
+	if refuse == nil {
+		refuse = WriteError
+	}
+	return func(next http.Handler) http.Handler {
+		var notNew sync.Once
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !v.made() {
+				notNew.Do(func() {
+					slog.Default().ErrorContext(r.Context(), "verify: Middleware's Verifier was not made by verify.New (nil or zero): every token is answered 503")
+				})
+			}
+			token, err := BearerToken(r)
+			if err != nil {
+				if o.Optional && len(r.Header.Values("Authorization")) == 0 {
+					next.ServeHTTP(w, r)
+					return
+				}
+				refuse(w, r, err)
+				return
+			}
+			c, err := v.Verify(r.Context(), token)
+			if err != nil {
+				if v.made() {
+					// Why, for whoever must find out why every token is
+					// refused (an Issuer or Audience that does not match
+					// authd's): the client is told only invalid_token. No
+					// token in the line.
+					v.logger.DebugContext(r.Context(), "verify: token refused", "err", err, "path", r.URL.Path)
+				}
+				refuse(w, r, err)
+				return
+			}
 			next.ServeHTTP(w, r.WithContext(NewContext(r.Context(), c)))
-		case errors.Is(err, ErrUnavailable): // ErrClosed too
-			w.Header().Set("Retry-After", "1")
-			writeProblem(w, http.StatusServiceUnavailable, "unavailable", "", "Tokens cannot be checked right now.")
-		case errors.Is(err, ErrMFARequired):
-			description, detail := insufficient(err)
-			writeProblem(w, http.StatusUnauthorized, "mfa_required",
-				`Bearer error="insufficient_user_authentication", error_description="`+description+`"`, detail)
-		default:
-			writeProblem(w, http.StatusUnauthorized, "invalid_token", `Bearer error="invalid_token"`,
-				"The access token is invalid, expired or revoked.")
-		}
-	})
+		})
+	}
+}
+
+// ErrNoToken is BearerToken's error for a request without one bearer
+// token: no Authorization header, two, another scheme, or an empty token.
+// It is of no class: a request that sent nothing gets a challenge without
+// an error code (RFC 6750 3.1).
+var ErrNoToken = errors.New("verify: a bearer access token is required")
+
+// BearerToken returns the token of r's one Authorization header, of the
+// scheme Bearer (in any case); ErrNoToken otherwise. Of two headers, which
+// counts would be the reader's choice (a proxy may have checked the
+// other): neither does.
+func BearerToken(r *http.Request) (string, error) {
+	scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	token = strings.TrimSpace(token)
+	if len(r.Header.Values("Authorization")) != 1 || !strings.EqualFold(scheme, "Bearer") || token == "" {
+		return "", ErrNoToken
+	}
+	return token, nil
+}
+
+// WriteError answers a request refused with err, as Middleware does:
+// problem+json, 401 with a Bearer challenge (RFC 6750, and RFC 9470's
+// insufficient_user_authentication for ErrMFARequired), or 503 with
+// Retry-After for ErrUnavailable (and ErrClosed).
+func WriteError(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, ErrNoToken):
+		writeProblem(w, http.StatusUnauthorized, "invalid_token", `Bearer`, "A bearer access token is required.")
+	case errors.Is(err, ErrUnavailable): // ErrClosed too
+		w.Header().Set("Retry-After", "1")
+		writeProblem(w, http.StatusServiceUnavailable, "unavailable", "", "Tokens cannot be checked right now.")
+	case errors.Is(err, ErrMFARequired):
+		description, detail := insufficient(err)
+		writeProblem(w, http.StatusUnauthorized, "mfa_required",
+			`Bearer error="insufficient_user_authentication", error_description="`+description+`"`, detail)
+	default:
+		writeProblem(w, http.StatusUnauthorized, "invalid_token", `Bearer error="invalid_token"`,
+			"The access token is invalid, expired or revoked.")
+	}
 }
 
 // insufficient words the refusal of a login without a method checkAMR

@@ -16,8 +16,7 @@
 //	v, err := verify.New(ctx, verify.Options{
 //		Issuer:         "https://auth.example.org",
 //		Audience:       "authd",
-//		JWKSURL:        "https://auth.example.org/.well-known/jwks.json",
-//		RevocationsURL: "https://auth.example.org/v1/auth/revocations",
+//		URL:            "https://auth.example.org", // AUTHD_PUBLIC_URL: the JWKS, feed and introspection
 //		ServiceToken:   os.Getenv("AUTHD_SERVICE_TOKEN"),
 //		Algorithms:     []string{"EdDSA"}, // AUTHD_SIGNING_ALG: no ID-token key verifies here
 //	})
@@ -102,12 +101,17 @@ const (
 	FailClosed
 )
 
-// Options configure a Verifier. Issuer, Audience, JWKSURL, RevocationsURL
-// and ServiceToken are required.
+// Options configure a Verifier. Issuer, Audience and ServiceToken are
+// required, and URL or both JWKSURL and RevocationsURL.
 type Options struct {
 	Issuer   string // the exact "iss" (authd's AUTHD_ISSUER)
 	Audience string // an "aud" the token must carry (AUTHD_AUDIENCE)
-	JWKSURL  string // authd's /.well-known/jwks.json
+	// URL is authd's public URL (AUTHD_PUBLIC_URL), from which JWKSURL,
+	// RevocationsURL and so IntrospectionURL default: URL +
+	// "/.well-known/jwks.json", URL + "/v1/auth/revocations". Set those
+	// instead when they are reached otherwise (another host, a proxy).
+	URL     string
+	JWKSURL string // authd's /.well-known/jwks.json
 	// RevocationsURL is authd's /v1/auth/revocations.
 	RevocationsURL string
 	// ServiceToken is one of authd's AUTHD_SERVICE_TOKENS, for the feed and
@@ -380,8 +384,28 @@ func checkChoices(opts Options) error {
 // streams, until Close; a Verifier dropped without Close keeps both for
 // the life of the process.
 func New(ctx context.Context, opts Options) (*Verifier, error) {
+	if opts.URL != "" {
+		u, err := parseURL(opts.URL)
+		if err == nil && (u.RawQuery != "" || u.Fragment != "" || u.Host == "") {
+			err = errors.New("authd's public URL is scheme://host[:port][/path], without a query or fragment")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("verify: Options.URL: %w", err)
+		}
+		u.Path, u.RawPath = strings.TrimSuffix(u.Path, "/"), ""
+		if opts.JWKSURL == "" {
+			opts.JWKSURL = u.JoinPath(".well-known", "jwks.json").String()
+		}
+		if opts.RevocationsURL == "" {
+			opts.RevocationsURL = u.JoinPath("v1", "auth", "revocations").String()
+		}
+	}
 	if missing := missingOptions(opts); len(missing) > 0 {
-		return nil, fmt.Errorf("verify: required, but empty: Options.%s", strings.Join(missing, ", Options."))
+		or := ""
+		if slices.ContainsFunc(missing, func(m string) bool { return strings.HasSuffix(m, "URL") }) {
+			or = " (or Options.URL, authd's public URL)"
+		}
+		return nil, fmt.Errorf("verify: required, but empty: Options.%s%s", strings.Join(missing, ", Options."), or)
 	}
 	if opts.IntrospectionURL == "" {
 		u, err := parseURL(opts.RevocationsURL)

@@ -90,6 +90,7 @@ func newFakeAuthd(t testing.TB) *fakeAuthd {
 	f.addKey("k1")
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /jwks", f.jwks)
+	mux.HandleFunc("GET /.well-known/jwks.json", f.jwks) // where Options.URL looks
 	mux.HandleFunc("GET /v1/auth/revocations", f.feed)
 	mux.HandleFunc("POST /v1/auth/introspect", func(w http.ResponseWriter, r *http.Request) {
 		if r.FormValue("token") == "verify-probe" { // New's: not a token
@@ -898,7 +899,7 @@ func TestNewRefused(t *testing.T) {
 // the order Options lists them, the same on every call.
 func TestNewNamesMissingOptions(t *testing.T) {
 	t.Parallel()
-	want := "verify: required, but empty: Options.Issuer, Options.JWKSURL, Options.ServiceToken"
+	want := "verify: required, but empty: Options.Issuer, Options.JWKSURL, Options.ServiceToken (or Options.URL, authd's public URL)"
 	for range 20 {
 		_, err := verify.New(context.Background(), verify.Options{Audience: audience, RevocationsURL: "https://a.example/r"})
 		if err == nil || err.Error() != want {
@@ -2039,5 +2040,90 @@ func TestClaimsHelpers(t *testing.T) {
 		if got := p.String(); got != want {
 			t.Errorf("Policy %d: %q, want %q", int(p), got, want)
 		}
+	}
+}
+
+// TestURLNamesTheEndpoints: Options.URL alone (authd's public URL, with or
+// without a trailing slash) names the JWKS, the feed and introspection;
+// a URL with a query, or none, is refused naming the option.
+func TestURLNamesTheEndpoints(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	for _, base := range []string{f.srv.URL, f.srv.URL + "/"} {
+		o := f.options()
+		o.JWKSURL, o.RevocationsURL, o.URL = "", "", base
+		v, err := verify.New(context.Background(), o)
+		if err != nil {
+			t.Fatalf("New with URL %q alone: %v", base, err)
+		}
+		if _, err := v.Verify(context.Background(), f.sign(t, "k1", f.claims(), nil)); err != nil {
+			t.Errorf("a good token through URL %q: %v", base, err)
+		}
+		v.Close()
+	}
+	for _, bad := range []string{f.srv.URL + "/?x=1", "/just/a/path", "http://[::1"} {
+		o := f.options()
+		o.JWKSURL, o.RevocationsURL, o.URL = "", "", bad
+		if _, err := verify.New(context.Background(), o); err == nil || !strings.HasPrefix(err.Error(), "verify: Options.URL: ") {
+			t.Errorf("New with URL %q: %v; want it refused, naming Options.URL", bad, err)
+		}
+	}
+}
+
+// TestMiddlewareWith: Optional lets a request without an Authorization
+// header through without claims, and still refuses a token sent that is
+// not good; an ErrorHandler answers every refusal with its cause (ErrNoToken
+// for none), in place of WriteError. BearerToken reads the one header.
+func TestMiddlewareWith(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	v := f.verifier(t)
+	var refused []error
+	h := v.MiddlewareWith(verify.MiddlewareOptions{Optional: true,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			refused = append(refused, err)
+			w.WriteHeader(http.StatusTeapot)
+		}})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c, ok := verify.ClaimsFrom(r.Context()); ok {
+			fmt.Fprint(w, c.Subject)
+		} else {
+			fmt.Fprint(w, "anonymous")
+		}
+	}))
+	expired := f.sign(t, "k1", with(f.claims(), "exp", f.clock.Now().Unix()), nil)
+	for _, tc := range []struct {
+		name, auth string
+		status     int
+		body       string
+		err        error
+	}{
+		{"no header", "", 200, "anonymous", nil},
+		{"a good token", "Bearer " + f.sign(t, "k1", f.claims(), nil), 200, "user-1", nil},
+		{"an expired token", "Bearer " + expired, http.StatusTeapot, "", verify.ErrExpired},
+		{"another scheme", "Basic eDp5", http.StatusTeapot, "", verify.ErrNoToken},
+		{"an empty bearer", "Bearer  ", http.StatusTeapot, "", verify.ErrNoToken},
+	} {
+		refused = nil
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("GET", "/", nil)
+		if tc.auth != "" {
+			req.Header.Set("Authorization", tc.auth)
+		}
+		h.ServeHTTP(rec, req)
+		if rec.Code != tc.status || rec.Body.String() != tc.body {
+			t.Errorf("%s: %d %q, want %d %q", tc.name, rec.Code, rec.Body.String(), tc.status, tc.body)
+		}
+		if tc.err != nil && (len(refused) != 1 || !errors.Is(refused[0], tc.err)) {
+			t.Errorf("%s: the ErrorHandler got %v, want %v", tc.name, refused, tc.err)
+		}
+	}
+	req := httptest.NewRequest("GET", "/", nil)
+	req.Header.Set("Authorization", "bearer  abc ")
+	if tok, err := verify.BearerToken(req); tok != "abc" || err != nil {
+		t.Errorf("BearerToken of %q: %q, %v", req.Header.Get("Authorization"), tok, err)
+	}
+	req.Header.Add("Authorization", "Bearer def")
+	if _, err := verify.BearerToken(req); err != verify.ErrNoToken {
+		t.Errorf("BearerToken of two headers: %v, want ErrNoToken", err)
 	}
 }

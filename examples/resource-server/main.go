@@ -36,11 +36,10 @@ func run() error {
 	ctx, cancel := context.WithTimeout(stop, 30*time.Second)
 	defer cancel()
 	v, err := verify.New(ctx, verify.Options{
-		Issuer:         env("AUTHD_ISSUER", authd),
-		Audience:       env("AUTHD_AUDIENCE", "authd"),
-		JWKSURL:        authd + "/.well-known/jwks.json",
-		RevocationsURL: authd + "/v1/auth/revocations",
-		ServiceToken:   os.Getenv("AUTHD_SERVICE_TOKEN"),
+		Issuer:       env("AUTHD_ISSUER", authd),
+		Audience:     env("AUTHD_AUDIENCE", "authd"),
+		URL:          authd, // the JWKS, the revocation feed and introspection under it
+		ServiceToken: os.Getenv("AUTHD_SERVICE_TOKEN"),
 		// authd's access-token algorithm only: its ID-token keys (RS256)
 		// are in the same JWKS and must never verify a token here.
 		Algorithms: []string{env("AUTHD_SIGNING_ALG", "EdDSA")},
