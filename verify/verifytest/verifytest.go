@@ -1,0 +1,316 @@
+// Package verifytest stands in for authd in a resource server's tests. A
+// Server serves what a verify.Verifier reads from authd — the JWKS, the
+// revocation feed and introspection — issues access tokens as authd signs
+// them, and revokes them, so that a service's handlers, behind
+// verify.Middleware, are tested with real tokens and no authd:
+//
+//	func TestHello(t *testing.T) {
+//		authd := verifytest.NewServer(t)
+//		v := authd.Verifier(t)
+//		srv := httptest.NewServer(v.Middleware(hello))
+//		defer srv.Close()
+//		token := authd.Token(verify.Claims{Subject: "user-1"})
+//		... a request with "Authorization: Bearer " + token gets through ...
+//		authd.RevokeSession(verifytest.SessionOf(token))
+//		... within a moment, it is refused ...
+//	}
+//
+// For a handler alone, verify.NewContext puts claims where
+// verify.ClaimsFrom finds them, without a Server.
+//
+// It imports only the standard library, golang-jwt and verify.
+package verifytest
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/authd/authd/verify"
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Audience is the "aud" of a Server's tokens, authd's default
+// AUTHD_AUDIENCE.
+const Audience = "authd"
+
+// TokenLifetime is how long a Server's token lives when its claims set no
+// ExpiresAt: authd's default AUTHD_ACCESS_TOKEN_TTL.
+const TokenLifetime = 15 * time.Minute
+
+// heartbeat is how often the feed says it is alive, as authd does.
+const heartbeat = 5 * time.Second
+
+// revocationLifetime is how long a revocation event matters (its "exp"):
+// past the longest token a test makes in any likely run.
+const revocationLifetime = 24 * time.Hour
+
+// Server is a stand-in for authd: an HTTP test server with authd's JWKS
+// (/.well-known/jwks.json), revocation feed (/v1/auth/revocations, as a
+// stream) and introspection (/v1/auth/introspect), and one EdDSA signing
+// key. Its methods are safe for concurrent use.
+type Server struct {
+	// URL is the server's base URL: verify.Options.URL, and its issuer.
+	URL string
+	// ServiceToken is the token the feed and introspection take, as one of
+	// authd's AUTHD_SERVICE_TOKENS.
+	ServiceToken string
+
+	srv *httptest.Server
+	kid string
+	key ed25519.PrivateKey
+
+	mu       sync.Mutex
+	events   []string      // the feed's events' JSON, id = index+1
+	pushed   chan struct{} // closed and replaced when an event is added
+	sessions map[string]bool
+	users    map[string]time.Time // revoked: tokens issued before
+}
+
+// NewServer starts a Server, closed when the test ends.
+func NewServer(tb testing.TB) *Server {
+	tb.Helper()
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s := &Server{ServiceToken: "verifytest-" + randomHex(16), kid: "verifytest-" + randomHex(4), key: key,
+		pushed: make(chan struct{}), sessions: map[string]bool{}, users: map[string]time.Time{}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
+	mux.HandleFunc("GET /v1/auth/revocations", s.feed)
+	mux.HandleFunc("POST /v1/auth/introspect", s.introspect)
+	s.srv = httptest.NewServer(mux)
+	s.URL = s.srv.URL
+	tb.Cleanup(s.Close)
+	return s
+}
+
+// Close stops the server, ending its feed's streams. NewServer's test
+// closes it too.
+func (s *Server) Close() {
+	s.srv.CloseClientConnections() // the feed's streams, which Close would wait for
+	s.srv.Close()
+}
+
+// Options are a Verifier's options against s: its URL, issuer, audience,
+// service token and algorithm. Change any before verify.New.
+func (s *Server) Options() verify.Options {
+	return verify.Options{URL: s.URL, Issuer: s.URL, Audience: Audience, ServiceToken: s.ServiceToken,
+		Algorithms: []string{"EdDSA"}}
+}
+
+// Verifier returns a Verifier of s's tokens (Options), closed when the
+// test ends.
+func (s *Server) Verifier(tb testing.TB) *verify.Verifier {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	v, err := verify.New(ctx, s.Options())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { v.Close() })
+	return v
+}
+
+// Token signs an access token with c's claims, as authd would issue it. A
+// claim c leaves empty gets authd's: a fresh Subject (sub), SessionID (sid)
+// and ID (jti), the Server's Issuer and Audience, AMR ["pwd"], IssuedAt
+// and NotBefore now, ExpiresAt TokenLifetime later. Scopes and ClientID,
+// when set, make it an OpenID Connect client's token (verify takes it only
+// for the clients Options.Clients names). KeyID is ignored.
+func (s *Server) Token(c verify.Claims) string {
+	now := time.Now()
+	claims := jwt.MapClaims{
+		"iss": or(c.Issuer, s.URL), "sub": or(c.Subject, "user-"+randomHex(8)),
+		"sid": or(c.SessionID, "session-"+randomHex(8)), "jti": or(c.ID, randomHex(16)),
+		"aud": c.Audience, "amr": c.AMR,
+		"iat": orTime(c.IssuedAt, now).Unix(), "nbf": orTime(c.NotBefore, now).Unix(),
+		"exp": orTime(c.ExpiresAt, now.Add(TokenLifetime)).Unix(),
+	}
+	if len(c.Audience) == 0 {
+		claims["aud"] = []string{Audience}
+	}
+	if len(c.AMR) == 0 {
+		claims["amr"] = []string{"pwd"}
+	}
+	if len(c.Scopes) > 0 {
+		claims["scope"] = strings.Join(c.Scopes, " ")
+	}
+	if c.ClientID != "" {
+		claims["client_id"] = c.ClientID
+	}
+	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims)
+	t.Header["kid"], t.Header["typ"] = s.kid, "at+jwt"
+	signed, err := t.SignedString(s.key)
+	if err != nil {
+		panic("verifytest: signing: " + err.Error()) // an Ed25519 key always signs
+	}
+	return signed
+}
+
+// SessionOf returns the session id (sid) of a token Token made, for
+// RevokeSession; "" for a token that is not one.
+func SessionOf(token string) string {
+	var c struct {
+		SID string `json:"sid"`
+	}
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return ""
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil || json.Unmarshal(payload, &c) != nil {
+		return ""
+	}
+	return c.SID
+}
+
+// RevokeSession ends a session, as a logout does: its tokens are revoked,
+// on the feed at once and at introspection.
+func (s *Server) RevokeSession(sid string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sessions[sid] = true
+	s.pushLocked(map[string]any{"sid": sid})
+}
+
+// RevokeUser ends every session of a user, as a password change or a
+// "log out everywhere" does: the tokens issued to sub until now are
+// revoked (a token issued in the same second too).
+func (s *Server) RevokeUser(sub string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	before := time.Now().Add(time.Second).Truncate(time.Second)
+	s.users[sub] = before
+	s.pushLocked(map[string]any{"sub": sub, "before": before.Unix()})
+}
+
+// pushLocked adds an event to the feed, with its id and exp, s.mu held.
+func (s *Server) pushLocked(e map[string]any) {
+	e["id"], e["exp"] = len(s.events)+1, time.Now().Add(revocationLifetime).Unix()
+	b, _ := json.Marshal(e)
+	s.events = append(s.events, string(b))
+	close(s.pushed)
+	s.pushed = make(chan struct{})
+}
+
+func (s *Server) jwks(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	json.NewEncoder(w).Encode(map[string]any{"keys": []map[string]string{{"kty": "OKP", "crv": "Ed25519",
+		"kid": s.kid, "alg": "EdDSA", "use": "sig",
+		"x": base64.RawURLEncoding.EncodeToString(s.key.Public().(ed25519.PublicKey))}}})
+}
+
+// authorized answers 401 unless r carries the service token.
+func (s *Server) authorized(w http.ResponseWriter, r *http.Request) bool {
+	if r.Header.Get("Authorization") != "Bearer "+s.ServiceToken {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="authd"`)
+		w.WriteHeader(http.StatusUnauthorized)
+		return false
+	}
+	return true
+}
+
+// feed streams the revocation events after Last-Event-ID, a "synced"
+// event once caught up, and a heartbeat comment every few seconds.
+func (s *Server) feed(w http.ResponseWriter, r *http.Request) {
+	if !s.authorized(w, r) {
+		return
+	}
+	last, err := strconv.Atoi(r.Header.Get("Last-Event-ID"))
+	if err != nil || last < 0 {
+		last = 0
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	beat := time.NewTicker(heartbeat)
+	defer beat.Stop()
+	synced := false
+	for {
+		s.mu.Lock()
+		last = min(last, len(s.events))
+		events, pushed := s.events[last:], s.pushed
+		s.mu.Unlock()
+		for _, e := range events {
+			last++
+			fmt.Fprintf(w, "id: %d\ndata: %s\n\n", last, e)
+		}
+		if !synced {
+			fmt.Fprintf(w, "event: synced\ndata: {\"last_id\":%d,\"heartbeat_ms\":%d}\n\n", last, heartbeat.Milliseconds())
+			synced = true
+		}
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+			return
+		case <-pushed:
+		case <-beat.C:
+			fmt.Fprint(w, ":\n\n")
+		}
+	}
+}
+
+// introspect answers RFC 7662's {"active": …} for a token of this server
+// that is signed, current and not revoked.
+func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
+	if !s.authorized(w, r) {
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	var c struct {
+		jwt.RegisteredClaims
+		SID string `json:"sid"`
+	}
+	_, err := jwt.ParseWithClaims(r.FormValue("token"), &c, func(*jwt.Token) (any, error) { return s.key.Public(), nil },
+		jwt.WithValidMethods([]string{"EdDSA"}), jwt.WithIssuer(s.URL), jwt.WithExpirationRequired())
+	active := err == nil && c.IssuedAt != nil
+	if active {
+		s.mu.Lock()
+		before, userRevoked := s.users[c.Subject]
+		active = !s.sessions[c.SID] && (!userRevoked || !c.IssuedAt.Before(before))
+		s.mu.Unlock()
+	}
+	if !active {
+		fmt.Fprint(w, `{"active":false}`)
+		return
+	}
+	json.NewEncoder(w).Encode(map[string]any{"active": true, "sub": c.Subject, "sid": c.SID, "exp": c.ExpiresAt.Unix()})
+}
+
+func or(s, otherwise string) string {
+	if s == "" {
+		return otherwise
+	}
+	return s
+}
+
+func orTime(t, otherwise time.Time) time.Time {
+	if t.IsZero() {
+		return otherwise
+	}
+	return t
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(errors.Join(errors.New("verifytest: no randomness"), err))
+	}
+	return hex.EncodeToString(b)
+}
