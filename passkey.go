@@ -2,7 +2,6 @@ package authd
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -12,7 +11,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -656,9 +654,11 @@ func (s *Service) FinishPasskeyLogin(ctx context.Context, c Client, credential [
 	// unlocked: a read of the store inside it would wait for a second
 	// connection while holding one (a full pool of sign-ins would wait for
 	// ever), and a locking read would take the passkey before its user.
-	found, foundErr := s.store.PasskeyByCredentialID(ctx, parsed.RawID)
-	if foundErr != nil && ErrorCode(foundErr) != ENotFound {
-		return nil, foundErr
+	found, err := s.store.PasskeyByCredentialID(ctx, parsed.RawID)
+	if ErrorCode(err) == ENotFound {
+		found = nil // refused as any assertion the library cannot match, below
+	} else if err != nil {
+		return nil, err
 	}
 	var pair *TokenPair
 	err = s.inTx(ctx, func(tx *txn) error {
@@ -668,36 +668,12 @@ func (s *Service) FinishPasskeyLogin(ctx context.Context, c Client, credential [
 		if err != nil {
 			return err
 		}
-		var u *User
-		var st *SignInState
-		var key *Passkey
-		var lookupErr error
-		// The user and then their passkeys are locked, in the order of
-		// every other flow (the other order could deadlock with a step-up on
-		// PostgreSQL), as every sign-in locks them (SignInState), and the
-		// key must still be among them.
-		handler := func(rawID, userHandle []byte) (webauthn.User, error) {
-			if foundErr != nil || !bytes.Equal(rawID, found.CredentialID) {
-				lookupErr = cmp.Or[error](foundErr, errNoPasskey)
-				return nil, lookupErr
-			}
-			if st, lookupErr = tx.SignInState(ctx, found.UserID, s.sessionKeep(), now); lookupErr != nil {
-				return nil, lookupErr
-			}
-			u = st.User
-			keys := st.Passkeys
-			if i := slices.IndexFunc(keys, func(p *Passkey) bool { return p.ID == found.ID }); i >= 0 {
-				key = keys[i]
-			} else {
-				lookupErr = errNoPasskey // removed meanwhile
-				return nil, lookupErr
-			}
-			return webauthnUser{u: u, keys: keys}, nil
+		owner := credentialOwner{found: found}
+		_, cred, err := rp.ValidatePasskeyLogin(owner.lookup(ctx, s, tx, now), *session, parsed)
+		if owner.err != nil && ErrorCode(owner.err) != ENotFound {
+			return owner.err // the store's failure, not the assertion's
 		}
-		_, cred, err := rp.ValidatePasskeyLogin(handler, *session, parsed)
-		if lookupErr != nil && ErrorCode(lookupErr) != ENotFound {
-			return lookupErr
-		}
+		u, st, key := owner.user(), owner.st, owner.key
 		if err != nil {
 			user := uuid.Nil
 			if u != nil {
@@ -734,6 +710,45 @@ func (s *Service) FinishPasskeyLogin(ctx context.Context, c Client, credential [
 		return nil, err
 	}
 	return pair, nil
+}
+
+// credentialOwner finds, for the WebAuthn library, the user whose passkey
+// a sign-in's assertion names (found, read before the transaction; nil:
+// none has its id). The user and then their passkeys are locked, in the
+// order of every other flow (the other order could deadlock with a
+// step-up on PostgreSQL), as every sign-in locks them (SignInState), and
+// the key must still be among them. err is why it found no one: ENotFound
+// for an assertion that names no passkey, else the store's failure.
+type credentialOwner struct {
+	found *Passkey
+	st    *SignInState
+	key   *Passkey
+	err   error
+}
+
+func (o *credentialOwner) lookup(ctx context.Context, s *Service, tx *txn, now time.Time) webauthn.DiscoverableUserHandler {
+	return func(rawID, _ []byte) (webauthn.User, error) {
+		if o.found == nil || !bytes.Equal(rawID, o.found.CredentialID) {
+			o.err = errNoPasskey
+			return nil, o.err
+		}
+		if o.st, o.err = tx.SignInState(ctx, o.found.UserID, s.sessionKeep(), now); o.err != nil {
+			return nil, o.err
+		}
+		if o.key = passkeyOf(o.st.Passkeys, o.found.ID); o.key == nil {
+			o.err = errNoPasskey // removed meanwhile
+			return nil, o.err
+		}
+		return webauthnUser{u: o.st.User, keys: o.st.Passkeys}, nil
+	}
+}
+
+// user is the user found, nil when none was.
+func (o *credentialOwner) user() *User {
+	if o.st == nil {
+		return nil
+	}
+	return o.st.User
 }
 
 // startPasskeySession starts a session after a passkey sign-in. A
