@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"time"
 
@@ -33,4 +34,19 @@ func Example() {
 		fmt.Fprintln(w, "hello", claims.Subject)
 	})))
 	log.Fatal(http.ListenAndServe(":9090", nil))
+}
+
+// A handler behind Middleware, tested alone: NewContext puts the claims
+// Middleware would have verified where ClaimsFrom finds them.
+func ExampleNewContext() {
+	hello := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		claims, _ := verify.ClaimsFrom(r.Context())
+		fmt.Fprintln(w, "hello", claims.Subject, "second factor:", claims.HasAMR("mfa"))
+	})
+	req := httptest.NewRequest("GET", "/api/hello", nil)
+	req = req.WithContext(verify.NewContext(req.Context(), &verify.Claims{Subject: "user-1", AMR: []string{"pwd", "otp", "mfa"}}))
+	rec := httptest.NewRecorder()
+	hello.ServeHTTP(rec, req)
+	fmt.Print(rec.Body.String())
+	// Output: hello user-1 second factor: true
 }

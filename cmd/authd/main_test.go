@@ -951,6 +951,13 @@ func TestMigrateCreate(t *testing.T) {
 		!strings.Contains(stderr, "letters, digits and underscores") {
 		t.Errorf("create with a bad name: exit %d, stderr %q; want 2, the rule told", code, stderr)
 	}
+	// 100 bytes is the most a name may have.
+	if code, _, stderr := runCLI(t, nil, "migrate", "create", "--root", root, strings.Repeat("y", 100)); code != exitOK {
+		t.Errorf("create with a 100-byte name: exit %d, stderr %q; want it made", code, stderr)
+	}
+	for _, d := range []string{"postgres/migrations", "sqlite/migrations"} {
+		os.Remove(filepath.Join(root, d, "00003_"+strings.Repeat("y", 100)+".sql"))
+	}
 	// Too long for a file name, refused before anything is written.
 	if code, _, stderr := runCLI(t, nil, "migrate", "create", "--root", root, strings.Repeat("x", 101)); code != exitUsage ||
 		!strings.Contains(stderr, "at most 100") {
