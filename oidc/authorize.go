@@ -75,7 +75,7 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 		p.redirectError(w, r, redirect, "", authError{"invalid_request", "state must be text, at most 1024 bytes"})
 		return
 	}
-	req, aerr := p.parseAuthRequest(q, oc)
+	req, silent, aerr := p.parseAuthRequest(q, oc)
 	if aerr != nil {
 		p.redirectError(w, r, redirect, state, *aerr)
 		return
@@ -89,10 +89,7 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 	req.HintSubject = hint.user()
 	// Bound before it is saved, on every path: see savedRequest.
 	req.BrowserBinding = p.formMAC(p.ensureSeed(w, r), requestBinding, "")
-	// prompt=none alone (parseAuthRequest refuses it combined): a
-	// combination, were it let through, would take the pages' path, which
-	// asks for what it names, rather than skip the consent it asks for.
-	if slices.Equal(strings.Fields(q.Get("prompt")), []string{"none"}) {
+	if silent {
 		p.authorizeSilently(w, r, req, oc, hint)
 		return
 	}
@@ -117,24 +114,27 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 const maxMaxAge = 10 * 365 * 24 * 60 * 60
 
 // parseAuthRequest checks the parameters of an authorization request
-// whose client and redirect URI are known to be right.
-func (p *Provider) parseAuthRequest(q url.Values, oc *authd.OAuthClient) (*authd.AuthRequest, *authError) {
+// whose client and redirect URI are known to be right. silent is
+// prompt=none, which may not be combined: a combination, were it let
+// through, would take the pages' path, which asks for what it names,
+// rather than skip the consent it asks for.
+func (p *Provider) parseAuthRequest(q url.Values, oc *authd.OAuthClient) (_ *authd.AuthRequest, silent bool, _ *authError) {
 	if q.Get("request") != "" || q.Get("request_uri") != "" {
-		return nil, &authError{"request_not_supported", "request objects are not supported"}
+		return nil, false, &authError{"request_not_supported", "request objects are not supported"}
 	}
 	switch q.Get("response_type") {
 	case "code":
 	case "": // a required parameter missing (RFC 6749 §4.1.2.1)
-		return nil, &authError{"invalid_request", "response_type is required: response_type=code"}
+		return nil, false, &authError{"invalid_request", "response_type is required: response_type=code"}
 	default:
-		return nil, &authError{"unsupported_response_type", "only the authorization code flow (response_type=code) is supported"}
+		return nil, false, &authError{"unsupported_response_type", "only the authorization code flow (response_type=code) is supported"}
 	}
 	if m := q.Get("response_mode"); m != "" && m != "query" {
-		return nil, &authError{"invalid_request", "only response_mode=query is supported"}
+		return nil, false, &authError{"invalid_request", "only response_mode=query is supported"}
 	}
 	requested := strings.Fields(q.Get("scope"))
 	if !slices.Contains(requested, authd.ScopeOpenID) {
-		return nil, &authError{"invalid_scope", "the openid scope is required"}
+		return nil, false, &authError{"invalid_scope", "the openid scope is required"}
 	}
 	var scopes []string
 	for _, s := range authd.Scopes() { // known scopes only, in a fixed order
@@ -145,7 +145,7 @@ func (p *Provider) parseAuthRequest(q url.Values, oc *authd.OAuthClient) (*authd
 	req := &authd.AuthRequest{ClientID: oc.ID, RedirectURI: q.Get("redirect_uri"), Scopes: scopes,
 		Nonce: q.Get("nonce"), CodeChallenge: q.Get("code_challenge"), CodeChallengeMethod: q.Get("code_challenge_method")}
 	if len(req.Nonce) > maxNonce || !authd.PlainText(req.Nonce) {
-		return nil, &authError{"invalid_request", "nonce must be text, at most 255 bytes"}
+		return nil, false, &authError{"invalid_request", "nonce must be text, at most 255 bytes"}
 	}
 	switch {
 	case req.CodeChallenge == "" && (oc.PKCERequired() || privateUse(req.RedirectURI)):
@@ -153,18 +153,18 @@ func (p *Provider) parseAuthRequest(q url.Values, oc *authd.OAuthClient) (*authd
 		// (RFC 9700 §2.1.1). And a native app's code can reach any app
 		// that claims its scheme; the verifier it does not have keeps the
 		// code useless to it (RFC 8252 §8.1), whatever secret the app ships.
-		return nil, &authError{"invalid_request", "PKCE (code_challenge with S256) is required for this client"}
+		return nil, false, &authError{"invalid_request", "PKCE (code_challenge with S256) is required for this client"}
 	case req.CodeChallenge == "" && req.CodeChallengeMethod != "":
-		return nil, &authError{"invalid_request", "code_challenge_method without code_challenge"}
+		return nil, false, &authError{"invalid_request", "code_challenge_method without code_challenge"}
 	case req.CodeChallenge != "" && req.CodeChallengeMethod != "S256":
-		return nil, &authError{"invalid_request", "code_challenge_method must be S256"}
+		return nil, false, &authError{"invalid_request", "code_challenge_method must be S256"}
 	case req.CodeChallenge != "" && !validChallenge(req.CodeChallenge):
-		return nil, &authError{"invalid_request", "code_challenge must be 43 base64url characters"}
+		return nil, false, &authError{"invalid_request", "code_challenge must be 43 base64url characters"}
 	}
 	now := p.now()
 	prompt := strings.Fields(q.Get("prompt"))
 	if slices.Contains(prompt, "none") && len(prompt) > 1 {
-		return nil, &authError{"invalid_request", "prompt=none cannot be combined"}
+		return nil, false, &authError{"invalid_request", "prompt=none cannot be combined"}
 	}
 	// select_account: the sign-in page is where the user picks the account.
 	if slices.Contains(prompt, "login") || slices.Contains(prompt, "select_account") {
@@ -173,7 +173,7 @@ func (p *Provider) parseAuthRequest(q url.Values, oc *authd.OAuthClient) (*authd
 	req.ForceConsent = slices.Contains(prompt, "consent")
 	if v := q.Get("max_age"); v != "" {
 		if strings.Trim(v, "0123456789") != "" { // no sign, no space: a non-negative integer
-			return nil, &authError{"invalid_request", "max_age must be a number of seconds"}
+			return nil, false, &authError{"invalid_request", "max_age must be a number of seconds"}
 		}
 		age, err := strconv.Atoi(v)
 		if err != nil { // digits past an int: any sign-in, as any age past ten years
@@ -186,7 +186,7 @@ func (p *Provider) parseAuthRequest(q url.Values, oc *authd.OAuthClient) (*authd
 			req.MinAuthTime = t
 		}
 	}
-	return req, nil
+	return req, slices.Equal(prompt, []string{"none"}), nil
 }
 
 // errNotHinted answers a request whose id_token_hint names another user
