@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -43,24 +44,40 @@ func (v *Verifier) Middleware(next http.Handler) http.Handler {
 	return v.MiddlewareWith(MiddlewareOptions{})(next)
 }
 
-// MiddlewareOptions shape MiddlewareWith's handler.
+// MiddlewareOptions shape MiddlewareWith's handler: what one route asks
+// beyond what its Verifier asks of every token.
 type MiddlewareOptions struct {
 	// Optional lets a request without an Authorization header through
 	// without claims (an endpoint that also serves anonymous callers); a
 	// token sent must still be valid.
 	Optional bool
+	// RequireAMR asks of the route's tokens a login with each method
+	// (RFC 8176 amr: "mfa" a second factor, "hwk" a hardware-bound
+	// passkey…), as Options.RequireAMR asks it of every token; refused
+	// with ErrMFARequired (401 insufficient_user_authentication).
+	RequireAMR []string
+	// Scopes asks of an OpenID Connect client's token each scope; refused
+	// with ErrInsufficientScope (403 insufficient_scope). authd's own
+	// logins carry no scope and pass: they act for their user.
+	Scopes []string
 	// ErrorHandler answers a refused request (default WriteError); err is
 	// ErrNoToken or one of Verify's errors. The refusal has been logged at
 	// debug level by then.
 	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
 }
 
-// MiddlewareWith is Middleware shaped by o.
+// MiddlewareWith is Middleware shaped by o. An empty entry in
+// o.RequireAMR or o.Scopes (strings.Split of an unset variable) panics: it
+// would refuse every token, or none, with no word of why.
 func (v *Verifier) MiddlewareWith(o MiddlewareOptions) func(http.Handler) http.Handler {
+	if slices.Contains(o.RequireAMR, "") || slices.Contains(o.Scopes, "") {
+		panic(fmt.Sprintf("verify: MiddlewareOptions: an empty entry in RequireAMR %q or Scopes %q", o.RequireAMR, o.Scopes))
+	}
 	refuse := o.ErrorHandler
 	if refuse == nil {
 		refuse = WriteError
 	}
+	o.RequireAMR, o.Scopes = slices.Clone(o.RequireAMR), slices.Clone(o.Scopes) // the caller's to change after
 	return func(next http.Handler) http.Handler {
 		var notNew sync.Once
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -79,6 +96,9 @@ func (v *Verifier) MiddlewareWith(o MiddlewareOptions) func(http.Handler) http.H
 				return
 			}
 			c, err := v.Verify(r.Context(), token)
+			if err == nil {
+				err = o.check(c)
+			}
 			if err != nil {
 				if v.made() {
 					// Why, for whoever must find out why every token is
@@ -94,6 +114,32 @@ func (v *Verifier) MiddlewareWith(o MiddlewareOptions) func(http.Handler) http.H
 		})
 	}
 }
+
+// check refuses claims o's route does not take.
+func (o *MiddlewareOptions) check(c *Claims) error {
+	if err := requireAMR(c, o.RequireAMR); err != nil {
+		return err
+	}
+	if c.ClientID == "" { // authd's own login: it acts for its user
+		return nil
+	}
+	for _, s := range o.Scopes {
+		if !c.HasScope(s) {
+			return missingScope{o.Scopes}
+		}
+	}
+	return nil
+}
+
+// missingScope is a client's token without a scope the route asks for;
+// it is ErrInsufficientScope, and names the scopes.
+type missingScope struct{ scopes []string }
+
+func (e missingScope) Error() string {
+	return fmt.Sprintf("verify: the token lacks a scope of %q", e.scopes)
+}
+
+func (e missingScope) Is(target error) bool { return target == ErrInsufficientScope }
 
 // ErrNoToken is BearerToken's error for a request without one bearer
 // token: no Authorization header, two, another scheme, or an empty token.
@@ -116,8 +162,9 @@ func BearerToken(r *http.Request) (string, error) {
 
 // WriteError answers a request refused with err, as Middleware does:
 // problem+json, 401 with a Bearer challenge (RFC 6750, and RFC 9470's
-// insufficient_user_authentication for ErrMFARequired), or 503 with
-// Retry-After for ErrUnavailable (and ErrClosed).
+// insufficient_user_authentication for ErrMFARequired), 403
+// insufficient_scope for ErrInsufficientScope, or 503 with Retry-After for
+// ErrUnavailable (and ErrClosed).
 func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.Is(err, ErrNoToken):
@@ -129,6 +176,12 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 		description, detail := insufficient(err)
 		writeProblem(w, http.StatusUnauthorized, "mfa_required",
 			`Bearer error="insufficient_user_authentication", error_description="`+description+`"`, detail)
+	case errors.Is(err, ErrInsufficientScope):
+		challenge := `Bearer error="insufficient_scope"`
+		if m, ok := errors.AsType[missingScope](err); ok && quotable(strings.Join(m.scopes, " ")) {
+			challenge += `, scope="` + strings.Join(m.scopes, " ") + `"` // RFC 6750 3
+		}
+		writeProblem(w, http.StatusForbidden, "insufficient_scope", challenge, "The access token lacks a scope this resource needs.")
 	default:
 		writeProblem(w, http.StatusUnauthorized, "invalid_token", `Bearer error="invalid_token"`,
 			"The access token is invalid, expired or revoked.")
@@ -145,10 +198,16 @@ func insufficient(err error) (description, detail string) {
 		return "a second factor is required", "This resource needs a login with a second factor."
 	}
 	detail = fmt.Sprintf("This resource needs a login with the authentication method %q (RFC 8176 amr).", m.method)
-	if m.method == "" || strings.IndexFunc(m.method, func(r rune) bool { return r < 0x20 || r > 0x7e || r == '"' || r == '\\' }) >= 0 {
+	if m.method == "" || !quotable(m.method) {
 		return "the login lacks a required authentication method", detail
 	}
 	return "a login with " + m.method + " is required", detail
+}
+
+// quotable reports whether s may stand in a quoted WWW-Authenticate
+// parameter (RFC 6750 3: printable ASCII but for '"' and '\').
+func quotable(s string) bool {
+	return strings.IndexFunc(s, func(r rune) bool { return r < 0x20 || r > 0x7e || r == '"' || r == '\\' }) < 0
 }
 
 func writeProblem(w http.ResponseWriter, status int, code, authenticate, detail string) {

@@ -216,7 +216,8 @@ type Options struct {
 // classes spare a caller the list: every error of a token refused for good
 // (Middleware's 401 invalid_token) also matches ErrInvalidToken, and
 // ErrClosed also matches ErrUnavailable (both a 503: ask again later).
-// ErrMFARequired is neither: the token is good, its login too weak.
+// ErrMFARequired and ErrInsufficientScope are neither: the token is good,
+// its login too weak or its grant too narrow for the resource.
 var (
 	// ErrInvalidToken is the class of every refusal below but
 	// ErrMFARequired, ErrUnavailable and ErrClosed.
@@ -235,8 +236,11 @@ var (
 	ErrClaims      = invalid("verify: invalid claims")
 	ErrClient      = invalid("verify: a token of an OpenID Connect client this service does not accept")
 	ErrMFARequired = errors.New("verify: a second factor is required") // or a method of Options.RequireAMR
-	ErrUnavailable = errors.New("verify: tokens cannot be checked now (revocation feed or JWKS unavailable)")
-	ErrClosed      = error(&classError{"verify: verifier closed", ErrUnavailable})
+	// ErrInsufficientScope refuses an OpenID Connect client's token without
+	// a scope MiddlewareOptions.Scopes asks for (403 insufficient_scope).
+	ErrInsufficientScope = errors.New("verify: the token lacks a scope this resource needs")
+	ErrUnavailable       = errors.New("verify: tokens cannot be checked now (revocation feed or JWKS unavailable)")
+	ErrClosed            = error(&classError{"verify: verifier closed", ErrUnavailable})
 )
 
 // classError is a sentinel error that errors.Is also finds to be its class.
@@ -679,7 +683,13 @@ func (v *Verifier) checkAMR(c *Claims) error {
 	if v.opts.RequireMFA && !c.HasAMR("mfa") {
 		return ErrMFARequired
 	}
-	for _, m := range v.opts.RequireAMR {
+	return requireAMR(c, v.opts.RequireAMR)
+}
+
+// requireAMR refuses a login without one of methods: ErrMFARequired
+// itself for mfa, missingAMR naming any other.
+func requireAMR(c *Claims, methods []string) error {
+	for _, m := range methods {
 		switch {
 		case c.HasAMR(m):
 		case m == "mfa":

@@ -2007,7 +2007,7 @@ func TestErrorClasses(t *testing.T) {
 			t.Errorf("%v: not of the class ErrInvalidToken alone", err)
 		}
 	}
-	for _, err := range []error{verify.ErrMFARequired, verify.ErrUnavailable, verify.ErrClosed} {
+	for _, err := range []error{verify.ErrMFARequired, verify.ErrInsufficientScope, verify.ErrUnavailable, verify.ErrClosed} {
 		if errors.Is(err, verify.ErrInvalidToken) {
 			t.Errorf("%v: of the class ErrInvalidToken", err)
 		}
@@ -2126,4 +2126,44 @@ func TestMiddlewareWith(t *testing.T) {
 	if _, err := verify.BearerToken(req); err != verify.ErrNoToken {
 		t.Errorf("BearerToken of two headers: %v, want ErrNoToken", err)
 	}
+}
+
+// TestMiddlewarePerRoute: MiddlewareOptions ask one route for more than
+// its Verifier asks of every token: a login method (401
+// insufficient_user_authentication naming it) and, of an OpenID client's
+// token, scopes (403 insufficient_scope naming them); authd's own logins
+// carry no scope and pass. An empty entry panics when the route is made.
+func TestMiddlewarePerRoute(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	v := f.verifier(t, func(o *verify.Options) { o.Clients = []string{"app"} })
+	h := v.MiddlewareWith(verify.MiddlewareOptions{RequireAMR: []string{"mfa"}, Scopes: []string{"email"}})(
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") }))
+	mfa := with(f.claims(), "amr", []string{"pwd", "otp", "mfa"})
+	client := with(with(mfa, "client_id", "app"), "scope", "openid")
+	for _, tc := range []struct {
+		name      string
+		claims    jwt.MapClaims
+		status    int
+		challenge string
+	}{
+		{"own login with a second factor", mfa, 200, ""},
+		{"own login, password only", f.claims(), 401, `Bearer error="insufficient_user_authentication"`},
+		{"a client's token without the scope", client, 403, `Bearer error="insufficient_scope", scope="email"`},
+		{"a client's token with it", with(client, "scope", "openid email"), 200, ""},
+	} {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("GET", "/", nil)
+		req.Header.Set("Authorization", "Bearer "+f.sign(t, "k1", tc.claims, nil))
+		h.ServeHTTP(rec, req)
+		if rec.Code != tc.status || !strings.HasPrefix(rec.Header().Get("WWW-Authenticate"), tc.challenge) {
+			t.Errorf("%s: %d %q, want %d %q", tc.name, rec.Code, rec.Header().Get("WWW-Authenticate"), tc.status, tc.challenge)
+		}
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("MiddlewareWith with an empty scope did not panic")
+		}
+	}()
+	v.MiddlewareWith(verify.MiddlewareOptions{Scopes: []string{""}})
 }

@@ -12,7 +12,8 @@
 //		token := authd.Token(verify.Claims{Subject: "user-1"})
 //		... a request with "Authorization: Bearer " + token gets through ...
 //		authd.RevokeSession(verifytest.SessionOf(token))
-//		... within a moment, it is refused ...
+//		authd.Sync(t, v)
+//		... now it is refused ...
 //	}
 //
 // For a handler alone, verify.NewContext puts claims where
@@ -30,6 +31,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -76,8 +78,13 @@ type Server struct {
 	events   []string      // the feed's events' JSON, id = index+1
 	pushed   chan struct{} // closed and replaced when an event is added
 	sessions map[string]bool
-	users    map[string]time.Time // revoked: tokens issued before
+	users    map[string]time.Time       // revoked: tokens issued before
+	issued   map[string]map[string]bool // sub → the sessions Token made for it
 }
+
+// maxID is the longest sub or sid a revocation event may name: verify
+// refuses an event naming a longer one (and then the whole feed).
+const maxID = 128
 
 // NewServer starts a Server, closed when the test ends.
 func NewServer(tb testing.TB) *Server {
@@ -87,7 +94,8 @@ func NewServer(tb testing.TB) *Server {
 		tb.Fatal(err)
 	}
 	s := &Server{ServiceToken: "verifytest-" + randomHex(16), kid: "verifytest-" + randomHex(4), key: key,
-		pushed: make(chan struct{}), sessions: map[string]bool{}, users: map[string]time.Time{}}
+		pushed: make(chan struct{}), sessions: map[string]bool{}, users: map[string]time.Time{},
+		issued: map[string]map[string]bool{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
 	mux.HandleFunc("GET /v1/auth/revocations", s.feed)
@@ -113,12 +121,24 @@ func (s *Server) Options() verify.Options {
 }
 
 // Verifier returns a Verifier of s's tokens (Options), closed when the
-// test ends.
+// test ends; it logs to the test's output.
 func (s *Server) Verifier(tb testing.TB) *verify.Verifier {
 	tb.Helper()
+	return s.VerifierWith(tb, nil)
+}
+
+// VerifierWith is Verifier with s's Options changed by change first
+// (RequireMFA, Clients, Policy…).
+func (s *Server) VerifierWith(tb testing.TB, change func(*verify.Options)) *verify.Verifier {
+	tb.Helper()
+	o := s.Options()
+	o.Logger = slog.New(slog.NewTextHandler(tb.Output(), nil))
+	if change != nil {
+		change(&o)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	v, err := verify.New(ctx, s.Options())
+	v, err := verify.New(ctx, o)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -126,17 +146,45 @@ func (s *Server) Verifier(tb testing.TB) *verify.Verifier {
 	return v
 }
 
+// Sync waits until v has taken every revocation s has made (its feed's
+// last event), failing the test after a few seconds: after RevokeSession
+// or RevokeUser, the revoked tokens are then refused.
+func (s *Server) Sync(tb testing.TB, v *verify.Verifier) {
+	tb.Helper()
+	s.mu.Lock()
+	last := int64(len(s.events))
+	s.mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for v.Stats().LastEventID < last {
+		if time.Now().After(deadline) {
+			tb.Fatalf("verifytest: the Verifier has taken revocations up to %d of %d after 5 s (its log says why)",
+				v.Stats().LastEventID, last)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // Token signs an access token with c's claims, as authd would issue it. A
 // claim c leaves empty gets authd's: a fresh Subject (sub), SessionID (sid)
 // and ID (jti), the Server's Issuer and Audience, AMR ["pwd"], IssuedAt
 // and NotBefore now, ExpiresAt TokenLifetime later. Scopes and ClientID,
 // when set, make it an OpenID Connect client's token (verify takes it only
-// for the clients Options.Clients names). KeyID is ignored.
+// for the clients Options.Clients names). KeyID is ignored. A Subject or
+// SessionID over 128 bytes panics: authd makes none, and its revocation
+// could not be told.
 func (s *Server) Token(c verify.Claims) string {
 	now := time.Now()
+	sub, sid := or(c.Subject, "user-"+randomHex(8)), or(c.SessionID, "session-"+randomHex(8))
+	checkID("Token: the Subject", sub)
+	checkID("Token: the SessionID", sid)
+	s.mu.Lock()
+	if s.issued[sub] == nil {
+		s.issued[sub] = map[string]bool{}
+	}
+	s.issued[sub][sid] = true
+	s.mu.Unlock()
 	claims := jwt.MapClaims{
-		"iss": or(c.Issuer, s.URL), "sub": or(c.Subject, "user-"+randomHex(8)),
-		"sid": or(c.SessionID, "session-"+randomHex(8)), "jti": or(c.ID, randomHex(16)),
+		"iss": or(c.Issuer, s.URL), "sub": sub, "sid": sid, "jti": or(c.ID, randomHex(16)),
 		"aud": c.Audience, "amr": c.AMR,
 		"iat": orTime(c.IssuedAt, now).Unix(), "nbf": orTime(c.NotBefore, now).Unix(),
 		"exp": orTime(c.ExpiresAt, now.Add(TokenLifetime)).Unix(),
@@ -180,23 +228,45 @@ func SessionOf(token string) string {
 }
 
 // RevokeSession ends a session, as a logout does: its tokens are revoked,
-// on the feed at once and at introspection.
+// on the feed at once (Sync waits for a Verifier to take it) and at
+// introspection. An empty sid, or one over 128 bytes, panics: authd
+// revokes none, and verify would refuse the event, and the feed with it.
 func (s *Server) RevokeSession(sid string) {
+	checkID("RevokeSession: the session id", sid)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.revokeSessionLocked(sid)
+}
+
+func (s *Server) revokeSessionLocked(sid string) {
 	s.sessions[sid] = true
 	s.pushLocked(map[string]any{"sid": sid})
 }
 
 // RevokeUser ends every session of a user, as a password change or a
-// "log out everywhere" does: the tokens issued to sub until now are
-// revoked (a token issued in the same second too).
+// "log out everywhere" does, and as authd says so on the feed: each
+// session Token made for sub, then the user, for tokens issued before
+// this second. A token issued later, of a new session, is good. An empty
+// sub, or one over 128 bytes, panics, as RevokeSession's sid.
 func (s *Server) RevokeUser(sub string) {
+	checkID("RevokeUser: the subject", sub)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	before := time.Now().Add(time.Second).Truncate(time.Second)
+	for sid := range s.issued[sub] {
+		if !s.sessions[sid] {
+			s.revokeSessionLocked(sid)
+		}
+	}
+	before := time.Now().Truncate(time.Second)
 	s.users[sub] = before
 	s.pushLocked(map[string]any{"sub": sub, "before": before.Unix()})
+}
+
+// checkID panics on an id a revocation event cannot name.
+func checkID(what, id string) {
+	if id == "" || len(id) > maxID {
+		panic(fmt.Sprintf("verifytest: %s must be 1 to %d bytes, not %d", what, maxID, len(id)))
+	}
 }
 
 // pushLocked adds an event to the feed, with its id and exp, s.mu held.

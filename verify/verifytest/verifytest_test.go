@@ -15,23 +15,6 @@ import (
 	"github.com/authd/authd/verify/verifytest"
 )
 
-// refusedSoon waits, within a few seconds, for v to refuse token as
-// revoked: the feed brings a revocation within a moment.
-func refusedSoon(t *testing.T, v *verify.Verifier, token string) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		_, err := v.Verify(context.Background(), token)
-		if errors.Is(err, verify.ErrRevoked) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a revoked token still: %v; want ErrRevoked", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestServer: a Verifier made from a Server's options takes its tokens
 // (through Middleware too), with the claims asked for or authd's defaults,
 // and refuses them once their session or user is revoked; another
@@ -73,25 +56,27 @@ func TestServer(t *testing.T) {
 	}
 
 	authd.RevokeSession(verifytest.SessionOf(token))
-	refusedSoon(t, v, token)
+	authd.Sync(t, v)
 	if status, _ := get(token); status != http.StatusUnauthorized {
 		t.Errorf("a revoked session's token through Middleware: %d; want 401", status)
 	}
+	// A user's revocation ends the sessions Token made for them, however
+	// recent; a session begun after it is good, as with authd.
 	other := authd.Token(verify.Claims{Subject: "user-1"})
 	authd.RevokeUser("user-1")
-	refusedSoon(t, v, other)
+	authd.Sync(t, v)
+	if _, err := v.Verify(context.Background(), other); !errors.Is(err, verify.ErrRevoked) {
+		t.Errorf("a token of a user revoked since: %v; want ErrRevoked", err)
+	}
+	if _, err := v.Verify(context.Background(), authd.Token(verify.Claims{Subject: "user-1"})); err != nil {
+		t.Errorf("a new session's token after the user's revocation: %v; want it good", err)
+	}
 
 	app := authd.Token(verify.Claims{ClientID: "app", Scopes: []string{"openid", "email"}})
 	if _, err := v.Verify(context.Background(), app); !errors.Is(err, verify.ErrClient) {
 		t.Errorf("a client's token, the client not named: %v; want ErrClient", err)
 	}
-	o := authd.Options()
-	o.Clients = []string{"app"}
-	apps, err := verify.New(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer apps.Close()
+	apps := authd.VerifierWith(t, func(o *verify.Options) { o.Clients = []string{"app"} })
 	if c, err := apps.Verify(context.Background(), app); err != nil || c.ClientID != "app" || !c.HasScope("email") {
 		t.Errorf("a client's token, the client named: %+v, %v", c, err)
 	}
@@ -134,5 +119,36 @@ func TestIntrospection(t *testing.T) {
 	}
 	if verifytest.SessionOf("not a token") != "" {
 		t.Error("SessionOf found a session in junk")
+	}
+}
+
+// TestRevocationsAuthdCannotMake: an empty or overlong session id or
+// subject, which authd never revokes and whose event verify would refuse
+// (and the feed with it), panics at once rather than break the feed.
+func TestRevocationsAuthdCannotMake(t *testing.T) {
+	t.Parallel()
+	authd := verifytest.NewServer(t)
+	v := authd.Verifier(t)
+	long := strings.Repeat("s", 129)
+	for name, call := range map[string]func(){
+		"RevokeSession(\"\")":      func() { authd.RevokeSession("") },
+		"RevokeSession(129 bytes)": func() { authd.RevokeSession(long) },
+		"RevokeUser(\"\")":         func() { authd.RevokeUser("") },
+		"Token(a 129-byte sid)":    func() { authd.Token(verify.Claims{SessionID: long}) },
+	} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("%s did not panic", name)
+				}
+			}()
+			call()
+		}()
+	}
+	token := authd.Token(verify.Claims{})
+	authd.RevokeSession(verifytest.SessionOf(token))
+	authd.Sync(t, v) // the feed still works
+	if _, err := v.Verify(context.Background(), token); !errors.Is(err, verify.ErrRevoked) {
+		t.Errorf("a revoked token after the refused calls: %v; want ErrRevoked", err)
 	}
 }
