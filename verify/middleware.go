@@ -58,7 +58,8 @@ type MiddlewareOptions struct {
 	RequireAMR []string
 	// Scopes asks of an OpenID Connect client's token each scope; refused
 	// with ErrInsufficientScope (403 insufficient_scope). authd's own
-	// logins carry no scope and pass: they act for their user.
+	// logins carry no scope and no client_id, and pass: they act for their
+	// user; a token with scopes is held to them, client_id or not.
 	Scopes []string
 	// ErrorHandler answers a refused request (default WriteError); err is
 	// ErrNoToken or one of Verify's errors. The refusal has been logged at
@@ -120,7 +121,7 @@ func (o *MiddlewareOptions) check(c *Claims) error {
 	if err := requireAMR(c, o.RequireAMR); err != nil {
 		return err
 	}
-	if c.ClientID == "" { // authd's own login: it acts for its user
+	if c.ClientID == "" && len(c.Scopes) == 0 { // authd's own login: it acts for its user
 		return nil
 	}
 	for _, s := range o.Scopes {

@@ -2151,6 +2151,8 @@ func TestMiddlewarePerRoute(t *testing.T) {
 		{"own login, password only", f.claims(), 401, `Bearer error="insufficient_user_authentication"`},
 		{"a client's token without the scope", client, 403, `Bearer error="insufficient_scope", scope="email"`},
 		{"a client's token with it", with(client, "scope", "openid email"), 200, ""},
+		// Scopes without a client_id (no token authd makes) are held to the route's.
+		{"scopes without a client", with(mfa, "scope", "openid"), 403, `Bearer error="insufficient_scope", scope="email"`},
 	} {
 		rec := httptest.NewRecorder()
 		req := httptest.NewRequest("GET", "/", nil)

@@ -27,6 +27,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -168,9 +169,10 @@ func (s *Server) Sync(tb testing.TB, v *verify.Verifier) {
 // Token signs an access token with c's claims, as authd would issue it. A
 // claim c leaves empty gets authd's: a fresh Subject (sub), SessionID (sid)
 // and ID (jti), the Server's Issuer and Audience, AMR ["pwd"], IssuedAt
-// and NotBefore now, ExpiresAt TokenLifetime later. Scopes and ClientID,
-// when set, make it an OpenID Connect client's token (verify takes it only
-// for the clients Options.Clients names). KeyID is ignored. A Subject or
+// and NotBefore now, ExpiresAt TokenLifetime later. A ClientID, with its
+// Scopes, makes it an OpenID Connect client's token (verify takes it only
+// for the clients Options.Clients names); Scopes without one panic, as a
+// token authd never makes. KeyID is ignored. A Subject or
 // SessionID over 128 bytes panics: authd makes none, and its revocation
 // could not be told.
 func (s *Server) Token(c verify.Claims) string {
@@ -178,6 +180,9 @@ func (s *Server) Token(c verify.Claims) string {
 	sub, sid := cmp.Or(c.Subject, "user-"+randomHex(8)), cmp.Or(c.SessionID, "session-"+randomHex(8))
 	checkID("Token: the Subject", sub)
 	checkID("Token: the SessionID", sid)
+	if len(c.Scopes) > 0 && c.ClientID == "" {
+		panic("verifytest: Token: Scopes without a ClientID: authd grants scopes to OpenID Connect clients only")
+	}
 	s.mu.Lock()
 	if s.issued[sub] == nil {
 		s.issued[sub] = map[string]bool{}
@@ -285,7 +290,7 @@ func (s *Server) jwks(w http.ResponseWriter, _ *http.Request) {
 
 // authorized answers 401 unless r carries the service token.
 func (s *Server) authorized(w http.ResponseWriter, r *http.Request) bool {
-	if r.Header.Get("Authorization") != "Bearer "+s.ServiceToken {
+	if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+s.ServiceToken)) != 1 {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="authd"`)
 		w.WriteHeader(http.StatusUnauthorized)
 		return false
@@ -344,9 +349,12 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
 		jwt.RegisteredClaims
 		SID string `json:"sid"`
 	}
-	_, err := jwt.ParseWithClaims(r.FormValue("token"), &c, func(*jwt.Token) (any, error) { return s.key.Public(), nil },
-		jwt.WithValidMethods([]string{"EdDSA"}), jwt.WithIssuer(s.URL), jwt.WithExpirationRequired())
-	active := err == nil && c.IssuedAt != nil
+	// As authd: its own access tokens only (typ at+jwt, its audience),
+	// each naming a user and a session.
+	t, err := jwt.ParseWithClaims(r.FormValue("token"), &c, func(*jwt.Token) (any, error) { return s.key.Public(), nil },
+		jwt.WithValidMethods([]string{"EdDSA"}), jwt.WithIssuer(s.URL), jwt.WithAudience(Audience),
+		jwt.WithExpirationRequired())
+	active := err == nil && t.Header["typ"] == "at+jwt" && c.IssuedAt != nil && c.Subject != "" && c.SID != ""
 	if active {
 		s.mu.Lock()
 		before, userRevoked := s.users[c.Subject]

@@ -105,7 +105,8 @@ func TestIntrospection(t *testing.T) {
 		t.Errorf("a good token: %d %s", status, body)
 	}
 	foreign := verifytest.NewServer(t).Token(verify.Claims{})
-	for name, tok := range map[string]string{"junk": "x.y.z", "another server's": foreign} {
+	otherAudience := authd.Token(verify.Claims{Audience: []string{"billing"}})
+	for name, tok := range map[string]string{"junk": "x.y.z", "another server's": foreign, "another audience's": otherAudience} {
 		if status, body := introspect(authd.ServiceToken, tok); status != 200 || body != `{"active":false}` {
 			t.Errorf("%s token: %d %s; want inactive", name, status, body)
 		}
@@ -135,6 +136,7 @@ func TestRevocationsAuthdCannotMake(t *testing.T) {
 		"RevokeSession(129 bytes)": func() { authd.RevokeSession(long) },
 		"RevokeUser(\"\")":         func() { authd.RevokeUser("") },
 		"Token(a 129-byte sid)":    func() { authd.Token(verify.Claims{SessionID: long}) },
+		"Token(scopes, no client)": func() { authd.Token(verify.Claims{Scopes: []string{"email"}}) },
 	} {
 		func() {
 			defer func() {
