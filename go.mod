@@ -3,6 +3,7 @@ module github.com/authd/authd
 go 1.26.8
 
 require (
+	github.com/authd/authd/verify v0.0.0-00010101000000-000000000000
 	github.com/chromedp/cdproto v0.159.0
 	github.com/chromedp/chromedp v0.23.0
 	github.com/coreos/go-oidc/v3 v3.21.0
@@ -82,3 +83,7 @@ require (
 )
 
 tool honnef.co/go/tools/cmd/staticcheck
+
+// verify is a module of its own (its importers need only golang-jwt); authd
+// builds against the copy in this repository.
+replace github.com/authd/authd/verify => ./verify

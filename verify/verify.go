@@ -27,7 +27,8 @@
 // One Verifier serves a whole process: each holds one of authd's
 // revocation streams (AUTHD_REVOCATION_STREAMS) until Close.
 //
-// The package imports only the standard library and golang-jwt.
+// The package is a module of its own (go get github.com/authd/authd/verify)
+// that needs only the standard library and golang-jwt.
 package verify
 
 import (
