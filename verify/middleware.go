@@ -62,8 +62,9 @@ type MiddlewareOptions struct {
 	// user; a token with scopes is held to them, client_id or not.
 	Scopes []string
 	// ErrorHandler answers a refused request (default WriteError); err is
-	// ErrNoToken or one of Verify's errors. The refusal has been logged at
-	// debug level by then.
+	// ErrNoToken, one of Verify's errors, or the route's own refusal
+	// (ErrInsufficientScope, or ErrMFARequired for RequireAMR). The
+	// refusal has been logged at debug level by then.
 	ErrorHandler func(w http.ResponseWriter, r *http.Request, err error)
 }
 

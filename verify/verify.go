@@ -665,10 +665,13 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 	if c.ClientID != "" && !slices.Contains(v.opts.Clients, c.ClientID) {
 		return nil, fmt.Errorf("%w: %q", ErrClient, c.ClientID)
 	}
-	if err := v.checkAMR(c); err != nil {
+	// Revocation before the login's methods: a revoked token is
+	// invalid_token, not a call to step up a session that has ended, as
+	// on a route's RequireAMR (checked after Verify).
+	if err := v.checkRevoked(ctx, token, c); err != nil {
 		return nil, err
 	}
-	if err := v.checkRevoked(ctx, token, c); err != nil {
+	if err := v.checkAMR(c); err != nil {
 		return nil, err
 	}
 	out := *c

@@ -1069,6 +1069,15 @@ func TestMiddleware(t *testing.T) {
 	if _, err := amr.Verify(context.Background(), pwd); err != verify.ErrMFARequired {
 		t.Errorf("RequireAMR mfa, a password-only login: %v, want ErrMFARequired itself", err)
 	}
+	// A revoked session's token is refused as revoked, not sent to step up
+	// a session that has ended: as a route's RequireAMR (after Verify) does.
+	f.push(fmt.Sprintf(`{"id":ID,"sid":"session-1","exp":%d}`, f.clock.Now().Add(time.Hour).Unix()))
+	waitFor(t, func() bool { return v.Stats().LastEventID == 1 && amr.Stats().LastEventID == 1 })
+	for name, v := range map[string]*verify.Verifier{"RequireMFA": v, "RequireAMR mfa": amr} {
+		if _, err := v.Verify(context.Background(), pwd); !errors.Is(err, verify.ErrRevoked) {
+			t.Errorf("%s, a revoked password-only login: %v, want ErrRevoked", name, err)
+		}
+	}
 	v.Close()
 	if _, err := v.Verify(context.Background(), mfa); !errors.Is(err, verify.ErrClosed) {
 		t.Errorf("after Close: %v, want ErrClosed", err)

@@ -16,6 +16,10 @@
 //		... now it is refused ...
 //	}
 //
+// CutFeed and Down take authd away, to test what the service answers
+// while it cannot be reached; RotateKey rotates its signing key; SetClock
+// gives it a test's fake clock.
+//
 // For a handler alone, verify.NewContext puts claims where
 // verify.ClaimsFrom finds them, without a Server.
 //
@@ -63,7 +67,7 @@ const revocationLifetime = 24 * time.Hour
 
 // Server is a stand-in for authd: an HTTP test server with authd's JWKS
 // (/.well-known/jwks.json), revocation feed (/v1/auth/revocations, as a
-// stream) and introspection (/v1/auth/introspect), and one EdDSA signing
+// stream) and introspection (/v1/auth/introspect), and an EdDSA signing
 // key. Its methods are safe for concurrent use.
 type Server struct {
 	// URL is the server's base URL: verify.Options.URL, and its issuer.
@@ -73,15 +77,32 @@ type Server struct {
 	ServiceToken string
 
 	srv *httptest.Server
-	kid string
-	key ed25519.PrivateKey
 
 	mu       sync.Mutex
-	events   []string      // the feed's events' JSON, id = index+1
-	pushed   chan struct{} // closed and replaced when an event is added
+	keys     []signingKey     // the JWKS, oldest first; the last signs
+	now      func() time.Time // SetClock's
+	feedCuts int              // CutFeed's not yet restored
+	downs    int              // Down's not yet restored
+	cut      chan struct{}    // closed and replaced when the feed is cut
+	events   []string         // the feed's events' JSON, id = index+1
+	pushed   chan struct{}    // closed and replaced when an event is added
 	sessions map[string]bool
 	users    map[string]time.Time       // revoked: tokens issued before
 	issued   map[string]map[string]bool // sub → the sessions Token made for it
+}
+
+// signingKey is one of a Server's keys, named by its kid.
+type signingKey struct {
+	kid string
+	key ed25519.PrivateKey
+}
+
+func newSigningKey() signingKey {
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		panic(errors.Join(errors.New("verifytest: no randomness"), err))
+	}
+	return signingKey{kid: "verifytest-" + randomHex(4), key: key}
 }
 
 // maxID is the longest sub or sid a revocation event may name: verify
@@ -91,12 +112,8 @@ const maxID = 128
 // NewServer starts a Server, closed when the test ends.
 func NewServer(tb testing.TB) *Server {
 	tb.Helper()
-	_, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	s := &Server{ServiceToken: "verifytest-" + randomHex(16), kid: "verifytest-" + randomHex(4), key: key,
-		pushed: make(chan struct{}), sessions: map[string]bool{}, users: map[string]time.Time{},
+	s := &Server{ServiceToken: "verifytest-" + randomHex(16), keys: []signingKey{newSigningKey()}, now: time.Now,
+		cut: make(chan struct{}), pushed: make(chan struct{}), sessions: map[string]bool{}, users: map[string]time.Time{},
 		issued: map[string]map[string]bool{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
@@ -116,14 +133,36 @@ func (s *Server) Close() {
 }
 
 // Options are a Verifier's options against s: its URL, issuer, audience,
-// service token and algorithm. Change any before verify.New.
+// service token, algorithm and clock (SetClock's). Change any before
+// verify.New.
 func (s *Server) Options() verify.Options {
 	return verify.Options{URL: s.URL, Issuer: s.URL, Audience: Audience, ServiceToken: s.ServiceToken,
-		Algorithms: []string{"EdDSA"}}
+		Algorithms: []string{"EdDSA"}, Now: s.clock()}
+}
+
+// SetClock makes now s's clock, in place of time.Now (nil restores it):
+// the times of Token's tokens and of RevokeUser's revocations, the
+// expiry introspection checks, and Options' Now, a Verifier's clock. A
+// test with a fake clock sets it before making its Verifier. Waits stay
+// on the wall clock: Sync's, and a Verifier's grace after losing the feed.
+func (s *Server) SetClock(now func() time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.now = now
+	if now == nil {
+		s.now = time.Now
+	}
+}
+
+func (s *Server) clock() func() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.now
 }
 
 // Verifier returns a Verifier of s's tokens (Options), closed when the
-// test ends; it logs to the test's output.
+// test ends; it logs to the test's output, with the reason for each
+// token Middleware refuses (verify logs those at debug level).
 func (s *Server) Verifier(tb testing.TB) *verify.Verifier {
 	tb.Helper()
 	return s.VerifierWith(tb, nil)
@@ -134,7 +173,7 @@ func (s *Server) Verifier(tb testing.TB) *verify.Verifier {
 func (s *Server) VerifierWith(tb testing.TB, change func(*verify.Options)) *verify.Verifier {
 	tb.Helper()
 	o := s.Options()
-	o.Logger = slog.New(slog.NewTextHandler(tb.Output(), nil))
+	o.Logger = slog.New(slog.NewTextHandler(tb.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	if change != nil {
 		change(&o)
 	}
@@ -148,19 +187,21 @@ func (s *Server) VerifierWith(tb testing.TB, change func(*verify.Options)) *veri
 	return v
 }
 
-// Sync waits until v has taken every revocation s has made (its feed's
-// last event), failing the test after a few seconds: after RevokeSession
-// or RevokeUser, the revoked tokens are then refused.
+// Sync waits until v follows s's feed and has taken every revocation s
+// has made (its feed's last event), failing the test after 15 s: after
+// RevokeSession or RevokeUser, the revoked tokens are then refused; after
+// CutFeed's or Down's restore, v has reconnected (it waits up to 10 s
+// between attempts) and taken what it missed. During a cut it fails.
 func (s *Server) Sync(tb testing.TB, v *verify.Verifier) {
 	tb.Helper()
 	s.mu.Lock()
 	last := int64(len(s.events))
 	s.mu.Unlock()
-	deadline := time.Now().Add(5 * time.Second)
-	for v.Stats().LastEventID < last {
+	deadline := time.Now().Add(15 * time.Second)
+	for st := v.Stats(); !st.FeedConnected || st.LastEventID < last; st = v.Stats() {
 		if time.Now().After(deadline) {
-			tb.Fatalf("verifytest: the Verifier has taken revocations up to %d of %d after 5 s (its log says why)",
-				v.Stats().LastEventID, last)
+			tb.Fatalf("verifytest: after 15 s the Verifier has taken revocations up to %d of %d, feed connected %t (its log says why)",
+				st.LastEventID, last, st.FeedConnected)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -172,11 +213,10 @@ func (s *Server) Sync(tb testing.TB, v *verify.Verifier) {
 // and NotBefore now, ExpiresAt TokenLifetime later. A ClientID, with its
 // Scopes, makes it an OpenID Connect client's token (verify takes it only
 // for the clients Options.Clients names); Scopes without one panic, as a
-// token authd never makes. KeyID is ignored. A Subject or
-// SessionID over 128 bytes panics: authd makes none, and its revocation
-// could not be told.
+// token authd never makes. KeyID is ignored: the newest key signs
+// (RotateKey). A Subject or SessionID over 128 bytes panics: authd makes
+// none, and its revocation could not be told.
 func (s *Server) Token(c verify.Claims) string {
-	now := time.Now()
 	sub, sid := cmp.Or(c.Subject, "user-"+randomHex(8)), cmp.Or(c.SessionID, "session-"+randomHex(8))
 	checkID("Token: the Subject", sub)
 	checkID("Token: the SessionID", sid)
@@ -188,6 +228,7 @@ func (s *Server) Token(c verify.Claims) string {
 		s.issued[sub] = map[string]bool{}
 	}
 	s.issued[sub][sid] = true
+	now, signer := s.now(), s.keys[len(s.keys)-1]
 	s.mu.Unlock()
 	claims := jwt.MapClaims{
 		"iss": cmp.Or(c.Issuer, s.URL), "sub": sub, "sid": sid, "jti": cmp.Or(c.ID, randomHex(16)),
@@ -208,8 +249,8 @@ func (s *Server) Token(c verify.Claims) string {
 		claims["client_id"] = c.ClientID
 	}
 	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims)
-	t.Header["kid"], t.Header["typ"] = s.kid, "at+jwt"
-	signed, err := t.SignedString(s.key)
+	t.Header["kid"], t.Header["typ"] = signer.kid, "at+jwt"
+	signed, err := t.SignedString(signer.key)
 	if err != nil {
 		panic("verifytest: signing: " + err.Error()) // an Ed25519 key always signs
 	}
@@ -259,7 +300,7 @@ func (s *Server) RevokeUser(sub string) {
 			s.revokeSessionLocked(sid)
 		}
 	}
-	before := time.Now().Truncate(time.Second)
+	before := s.now().Truncate(time.Second)
 	s.users[sub] = before
 	s.pushLocked(map[string]any{"sub": sub, "before": before.Unix()})
 }
@@ -273,19 +314,105 @@ func checkID(what, id string) {
 
 // pushLocked adds an event to the feed, with its id and exp, s.mu held.
 func (s *Server) pushLocked(e map[string]any) {
-	e["id"], e["exp"] = len(s.events)+1, time.Now().Add(revocationLifetime).Unix()
+	e["id"], e["exp"] = len(s.events)+1, s.now().Add(revocationLifetime).Unix()
 	b, _ := json.Marshal(e)
 	s.events = append(s.events, string(b))
 	close(s.pushed)
 	s.pushed = make(chan struct{})
 }
 
+// RotateKey makes a new signing key: Token signs with it from now on, and
+// the JWKS serves it beside the older ones, whose tokens stay good. A
+// Verifier meets its kid in the next token and fetches the JWKS again, at
+// most once a second: within a second of its last fetch (New's, say) it
+// refuses that token (ErrUnknownKey), and takes it a second later. (authd
+// publishes a key 6 minutes before it signs, so that its resource servers
+// never meet an unknown kid.)
+func (s *Server) RotateKey() {
+	k := newSigningKey()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.keys = append(s.keys, k)
+}
+
+// CutFeed ends the revocation feed's streams and answers new ones 503
+// until restore is called (more than once does nothing), while the JWKS
+// and introspection still answer. A Verifier loses the feed and, from
+// about two seconds after (on the wall clock), follows its Policy: it asks
+// introspection about each token, or refuses every one with
+// ErrUnavailable (FailClosed). After restore it reconnects (with backoff:
+// Sync waits for it) and takes the revocations it missed.
+func (s *Server) CutFeed() (restore func()) {
+	return s.takeAway(&s.feedCuts)
+}
+
+// Down is CutFeed for the whole of authd: the feed, the JWKS and
+// introspection answer 503 until restore is called. A Verifier then
+// refuses every token with ErrUnavailable (Middleware's 503) once its
+// grace has passed, whatever its Policy, and at once a token of a key it
+// has not seen (RotateKey); with restore it recovers.
+func (s *Server) Down() (restore func()) {
+	return s.takeAway(&s.downs)
+}
+
+// takeAway counts one more cut in n, ends the feed's streams, and
+// returns the function that takes it back.
+func (s *Server) takeAway(n *int) func() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	*n++
+	close(s.cut)
+	s.cut = make(chan struct{})
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			*n--
+		})
+	}
+}
+
+// unavailable answers 503 when part of authd (the feed, or all of it) has
+// been taken away (CutFeed, Down); else it returns the channel that the
+// next cut closes.
+func (s *Server) unavailable(w http.ResponseWriter, feed bool) (cut <-chan struct{}, away bool) {
+	s.mu.Lock()
+	cut, away = s.cut, s.downs > 0 || feed && s.feedCuts > 0
+	s.mu.Unlock()
+	if away {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "verifytest: authd is down (Server.CutFeed or Server.Down)", http.StatusServiceUnavailable)
+	}
+	return cut, away
+}
+
 func (s *Server) jwks(w http.ResponseWriter, _ *http.Request) {
+	if _, away := s.unavailable(w, false); away {
+		return
+	}
+	s.mu.Lock()
+	keys := make([]map[string]string, len(s.keys))
+	for i, k := range s.keys {
+		keys[i] = map[string]string{"kty": "OKP", "crv": "Ed25519", "kid": k.kid, "alg": "EdDSA", "use": "sig",
+			"x": base64.RawURLEncoding.EncodeToString(k.key.Public().(ed25519.PublicKey))}
+	}
+	s.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "public, max-age=300")
-	json.NewEncoder(w).Encode(map[string]any{"keys": []map[string]string{{"kty": "OKP", "crv": "Ed25519",
-		"kid": s.kid, "alg": "EdDSA", "use": "sig",
-		"x": base64.RawURLEncoding.EncodeToString(s.key.Public().(ed25519.PublicKey))}}})
+	json.NewEncoder(w).Encode(map[string]any{"keys": keys})
+}
+
+// key returns the public key named kid, for introspection.
+func (s *Server) key(t *jwt.Token) (any, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, k := range s.keys {
+		if k.kid == t.Header["kid"] {
+			return k.key.Public(), nil
+		}
+	}
+	return nil, errors.New("verifytest: unknown kid")
 }
 
 // authorized answers 401 unless r carries the service token.
@@ -302,6 +429,10 @@ func (s *Server) authorized(w http.ResponseWriter, r *http.Request) bool {
 // event once caught up, and a heartbeat comment every few seconds.
 func (s *Server) feed(w http.ResponseWriter, r *http.Request) {
 	if !s.authorized(w, r) {
+		return
+	}
+	cut, away := s.unavailable(w, true)
+	if away {
 		return
 	}
 	last, err := strconv.Atoi(r.Header.Get("Last-Event-ID"))
@@ -330,6 +461,8 @@ func (s *Server) feed(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
 			return
+		case <-cut:
+			return
 		case <-pushed:
 		case <-beat.C:
 			fmt.Fprint(w, ":\n\n")
@@ -343,6 +476,9 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
 	if !s.authorized(w, r) {
 		return
 	}
+	if _, away := s.unavailable(w, false); away {
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	var c struct {
@@ -351,9 +487,9 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
 	}
 	// As authd: its own access tokens only (typ at+jwt, its audience),
 	// each naming a user and a session.
-	t, err := jwt.ParseWithClaims(r.FormValue("token"), &c, func(*jwt.Token) (any, error) { return s.key.Public(), nil },
+	t, err := jwt.ParseWithClaims(r.FormValue("token"), &c, s.key,
 		jwt.WithValidMethods([]string{"EdDSA"}), jwt.WithIssuer(s.URL), jwt.WithAudience(Audience),
-		jwt.WithExpirationRequired())
+		jwt.WithExpirationRequired(), jwt.WithTimeFunc(s.clock()))
 	active := err == nil && t.Header["typ"] == "at+jwt" && c.IssuedAt != nil && c.Subject != "" && c.SID != ""
 	if active {
 		s.mu.Lock()

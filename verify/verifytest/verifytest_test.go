@@ -1,13 +1,16 @@
 package verifytest_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -82,44 +85,266 @@ func TestServer(t *testing.T) {
 	}
 }
 
+// introspect asks authd's introspection about token with serviceToken.
+func introspect(t *testing.T, authd *verifytest.Server, serviceToken, token string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", authd.URL+"/v1/auth/introspect", strings.NewReader(url.Values{"token": {token}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Authorization", "Bearer "+serviceToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(body))
+}
+
 // TestIntrospection: the Server's introspection, which a Verifier asks
 // while the feed is lost, calls a good token active and a revoked, forged
 // or foreign one not, and wants the service token.
 func TestIntrospection(t *testing.T) {
 	t.Parallel()
 	authd := verifytest.NewServer(t)
-	introspect := func(serviceToken, token string) (int, string) {
-		req, _ := http.NewRequest("POST", authd.URL+"/v1/auth/introspect", strings.NewReader(url.Values{"token": {token}}.Encode()))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		req.Header.Set("Authorization", "Bearer "+serviceToken)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, strings.TrimSpace(string(body))
-	}
 	token := authd.Token(verify.Claims{Subject: "user-2"})
-	if status, body := introspect(authd.ServiceToken, token); status != 200 || !strings.HasPrefix(body, `{"active":true`) {
+	if status, body := introspect(t, authd, authd.ServiceToken, token); status != 200 || !strings.HasPrefix(body, `{"active":true`) {
 		t.Errorf("a good token: %d %s", status, body)
 	}
 	foreign := verifytest.NewServer(t).Token(verify.Claims{})
 	otherAudience := authd.Token(verify.Claims{Audience: []string{"billing"}})
 	for name, tok := range map[string]string{"junk": "x.y.z", "another server's": foreign, "another audience's": otherAudience} {
-		if status, body := introspect(authd.ServiceToken, tok); status != 200 || body != `{"active":false}` {
+		if status, body := introspect(t, authd, authd.ServiceToken, tok); status != 200 || body != `{"active":false}` {
 			t.Errorf("%s token: %d %s; want inactive", name, status, body)
 		}
 	}
-	if status, _ := introspect("wrong", token); status != http.StatusUnauthorized {
+	if status, _ := introspect(t, authd, "wrong", token); status != http.StatusUnauthorized {
 		t.Errorf("without the service token: %d; want 401", status)
 	}
 	authd.RevokeSession(verifytest.SessionOf(token))
-	if _, body := introspect(authd.ServiceToken, token); body != `{"active":false}` {
+	if _, body := introspect(t, authd, authd.ServiceToken, token); body != `{"active":false}` {
 		t.Errorf("a revoked session's token: %s; want inactive", body)
 	}
 	if verifytest.SessionOf("not a token") != "" {
 		t.Error("SessionOf found a session in junk")
+	}
+}
+
+// eventually fails the test unless check passes within 10 s (a Verifier's
+// grace after losing the feed is about 2 s).
+func eventually(t *testing.T, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for err := check(); err != nil; err = check() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still %v after 10 s", what, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// is is nil when err is want (nil for nil), an error saying what it was
+// otherwise: for eventually.
+func is(err, want error) error {
+	if want == nil && err == nil || want != nil && errors.Is(err, want) {
+		return nil
+	}
+	return fmt.Errorf("%v, want %v", err, want)
+}
+
+// TestCutFeed: while the feed is cut a Verifier follows its Policy —
+// introspection, which still answers and knows revocations made during
+// the cut, or FailClosed's ErrUnavailable — and after restore it
+// reconnects and takes what it missed.
+func TestCutFeed(t *testing.T) {
+	t.Parallel()
+	authd := verifytest.NewServer(t)
+	v := authd.Verifier(t)
+	closed := authd.VerifierWith(t, func(o *verify.Options) { o.Policy = verify.FailClosed })
+	good, revoked := authd.Token(verify.Claims{}), authd.Token(verify.Claims{})
+
+	restore := authd.CutFeed()
+	eventually(t, "the feed once cut", func() error {
+		if v.Stats().FeedConnected || closed.Stats().FeedConnected {
+			return errors.New("connected")
+		}
+		return nil
+	})
+	authd.RevokeSession(verifytest.SessionOf(revoked))
+	eventually(t, "a token revoked during the cut, by introspection", func() error {
+		_, err := v.Verify(context.Background(), revoked)
+		return is(err, verify.ErrRevoked)
+	})
+	if _, err := v.Verify(context.Background(), good); err != nil {
+		t.Errorf("a good token during the cut, by introspection: %v", err)
+	}
+	eventually(t, "FailClosed during the cut", func() error {
+		_, err := closed.Verify(context.Background(), good)
+		return is(err, verify.ErrUnavailable)
+	})
+
+	restore()
+	restore() // a second call does nothing
+	authd.Sync(t, v)
+	authd.Sync(t, closed)
+	if _, err := closed.Verify(context.Background(), good); err != nil {
+		t.Errorf("FailClosed after restore, a good token: %v", err)
+	}
+	if _, err := closed.Verify(context.Background(), revoked); !errors.Is(err, verify.ErrRevoked) {
+		t.Errorf("FailClosed after restore, a token revoked during the cut: %v; want ErrRevoked", err)
+	}
+}
+
+// TestDown: with authd down, tokens are refused with ErrUnavailable once
+// the grace has passed, whatever the Policy, and a new key's at once;
+// after restore they verify again.
+func TestDown(t *testing.T) {
+	t.Parallel()
+	authd := verifytest.NewServer(t)
+	v := authd.Verifier(t)
+	old := authd.Token(verify.Claims{})
+	if _, err := v.Verify(context.Background(), old); err != nil {
+		t.Fatal(err)
+	}
+	restore := authd.Down()
+	authd.RotateKey()
+	rotated := authd.Token(verify.Claims{})
+	eventually(t, "a new key's token while the JWKS is down", func() error {
+		_, err := v.Verify(context.Background(), rotated) // ErrUnknownKey within a second of New's fetch
+		return is(err, verify.ErrUnavailable)
+	})
+	eventually(t, "an old key's token while authd is down", func() error {
+		_, err := v.Verify(context.Background(), old)
+		return is(err, verify.ErrUnavailable)
+	})
+	if status, _ := introspect(t, authd, authd.ServiceToken, old); status != http.StatusServiceUnavailable {
+		t.Errorf("introspection while authd is down: %d; want 503", status)
+	}
+	if resp, err := http.Get(authd.URL + "/.well-known/jwks.json"); err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("the JWKS while authd is down: %v %v; want 503", resp.Status, err)
+	} else {
+		resp.Body.Close()
+	}
+	restore()
+	authd.Sync(t, v) // reconnected, though no revocation was made
+	if !v.Stats().FeedConnected {
+		t.Error("after restore and Sync the Verifier does not follow the feed")
+	}
+	if _, err := v.Verify(context.Background(), old); err != nil {
+		t.Errorf("after restore and Sync, the old key's token: %v", err)
+	}
+	eventually(t, "after restore, the new key's token", func() error {
+		_, err := v.Verify(context.Background(), rotated) // the JWKS refetched at verify's pace
+		return is(err, nil)
+	})
+}
+
+// TestRotateKey: after a rotation the new key signs, the JWKS serves both,
+// and tokens of either verify and introspect as active.
+func TestRotateKey(t *testing.T) {
+	t.Parallel()
+	authd := verifytest.NewServer(t)
+	v := authd.Verifier(t)
+	before := authd.Token(verify.Claims{})
+	authd.RotateKey()
+	after := authd.Token(verify.Claims{})
+	var kids []string
+	for _, tok := range []string{before, after} {
+		var c *verify.Claims
+		eventually(t, "a token across the rotation", func() (err error) {
+			c, err = v.Verify(context.Background(), tok) // the new key: after a second, verify's JWKS pace
+			return err
+		})
+		kids = append(kids, c.KeyID)
+		if _, body := introspect(t, authd, authd.ServiceToken, tok); !strings.HasPrefix(body, `{"active":true`) {
+			t.Errorf("introspection of a token of key %s: %s", c.KeyID, body)
+		}
+	}
+	if kids[0] == kids[1] {
+		t.Errorf("both tokens signed by %s; want the new key after RotateKey", kids[0])
+	}
+}
+
+// TestSetClock: a Server on a test's fake clock dates its tokens and
+// revocations by it, and so does a Verifier of its Options: a token made
+// in 2030 verifies, a user's revocation in 2030 refuses it, and it
+// expires when the fake clock says so.
+func TestSetClock(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	clock := time.Date(2030, 6, 1, 12, 0, 0, 0, time.UTC)
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	advance := func(d time.Duration) { mu.Lock(); defer mu.Unlock(); clock = clock.Add(d) }
+	authd := verifytest.NewServer(t)
+	authd.SetClock(now)
+	v := authd.Verifier(t)
+
+	token := authd.Token(verify.Claims{Subject: "user-3"})
+	c, err := v.Verify(context.Background(), token)
+	if err != nil || !c.IssuedAt.Equal(now()) {
+		t.Fatalf("a token on the fake clock: %+v, %v; want issued at %v", c, err, now())
+	}
+	if _, body := introspect(t, authd, authd.ServiceToken, token); !strings.HasPrefix(body, `{"active":true`) {
+		t.Errorf("introspection on the fake clock: %s", body)
+	}
+	advance(2 * time.Second)
+	authd.RevokeUser("user-3")
+	authd.Sync(t, v)
+	if _, err := v.Verify(context.Background(), token); !errors.Is(err, verify.ErrRevoked) {
+		t.Errorf("a token issued before the user's revocation: %v; want ErrRevoked", err)
+	}
+	advance(time.Second)
+	later := authd.Token(verify.Claims{Subject: "user-3"})
+	if _, err := v.Verify(context.Background(), later); err != nil {
+		t.Errorf("a token issued after the user's revocation: %v", err)
+	}
+	advance(verifytest.TokenLifetime)
+	if _, err := v.Verify(context.Background(), later); !errors.Is(err, verify.ErrExpired) {
+		t.Errorf("a token past its lifetime on the fake clock: %v; want ErrExpired", err)
+	}
+}
+
+// outputTB is a test whose output goes to a buffer.
+type outputTB struct {
+	testing.TB
+	out *lockedBuffer
+}
+
+func (o outputTB) Output() io.Writer { return o.out }
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestVerifierLogsRefusals: a Verifier's log in the test's output says
+// why Middleware refused a token, so that a test finds out why (a wrong
+// Audience, say).
+func TestVerifierLogsRefusals(t *testing.T) {
+	t.Parallel()
+	authd := verifytest.NewServer(t)
+	out := &lockedBuffer{}
+	v := authd.VerifierWith(outputTB{t, out}, func(o *verify.Options) { o.Audience = "billing" })
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "/orders", nil)
+	req.Header.Set("Authorization", "Bearer "+authd.Token(verify.Claims{}))
+	v.Middleware(http.NotFoundHandler()).ServeHTTP(rec, req)
+	if rec.Code != http.StatusUnauthorized {
+		t.Fatalf("a token of another audience: %d; want 401", rec.Code)
+	}
+	if log := out.String(); !strings.Contains(log, "token refused") || !strings.Contains(log, "wrong audience") {
+		t.Errorf("the Verifier's log does not say why the token was refused:\n%s", log)
 	}
 }
 
