@@ -144,12 +144,16 @@ type Options struct {
 	// when it answers anything but authd's {"active":false}.
 	IntrospectionURL string
 	// RequireMFA refuses tokens whose login did not pass a second factor
-	// (no "mfa" in amr) with ErrMFARequired.
+	// (no "mfa" in amr) with ErrMFARequired. It is asked after the
+	// revocation check, so a revoked token is ErrRevoked, and while the
+	// feed is lost a token without one costs an introspection call (or
+	// gets FailClosed's ErrUnavailable) before it is refused.
 	RequireMFA bool
 	// RequireAMR refuses tokens whose amr lacks any of these methods
 	// (RFC 8176: authd's logins use pwd, otp, mfa, and hwk or swk for a
 	// device-bound or a synced passkey), with an error that is
-	// ErrMFARequired and names the method.
+	// ErrMFARequired and names the method; asked after the revocation
+	// check, as RequireMFA.
 	RequireAMR []string
 	// Clients are the OpenID Connect clients (client_id) whose tokens this
 	// service accepts, besides the tokens of authd's own logins (which

@@ -38,8 +38,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -84,11 +86,19 @@ type Server struct {
 	feedCuts int              // CutFeed's not yet restored
 	downs    int              // Down's not yet restored
 	cut      chan struct{}    // closed and replaced when the feed is cut
-	events   []string         // the feed's events' JSON, id = index+1
-	pushed   chan struct{}    // closed and replaced when an event is added
+	made     map[*verify.Verifier]*reconnection
+	events   []string      // the feed's events' JSON, id = index+1
+	pushed   chan struct{} // closed and replaced when an event is added
 	sessions map[string]bool
 	users    map[string]time.Time       // revoked: tokens issued before
 	issued   map[string]map[string]bool // sub → the sessions Token made for it
+}
+
+// reconnection is what Sync waits for of a Verifier VerifierWith made
+// after a cut: a reconnection past the count it had when cut.
+type reconnection struct {
+	cut        bool
+	reconnects int64 // Stats.Reconnects at the last cut
 }
 
 // signingKey is one of a Server's keys, named by its kid.
@@ -113,7 +123,7 @@ const maxID = 128
 func NewServer(tb testing.TB) *Server {
 	tb.Helper()
 	s := &Server{ServiceToken: "verifytest-" + randomHex(16), keys: []signingKey{newSigningKey()}, now: time.Now,
-		cut: make(chan struct{}), pushed: make(chan struct{}), sessions: map[string]bool{}, users: map[string]time.Time{},
+		cut: make(chan struct{}), made: map[*verify.Verifier]*reconnection{}, pushed: make(chan struct{}), sessions: map[string]bool{}, users: map[string]time.Time{},
 		issued: map[string]map[string]bool{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
@@ -137,14 +147,16 @@ func (s *Server) Close() {
 // verify.New.
 func (s *Server) Options() verify.Options {
 	return verify.Options{URL: s.URL, Issuer: s.URL, Audience: Audience, ServiceToken: s.ServiceToken,
-		Algorithms: []string{"EdDSA"}, Now: s.clock()}
+		Algorithms: []string{"EdDSA"}, Now: func() time.Time { return s.clock()() }}
 }
 
 // SetClock makes now s's clock, in place of time.Now (nil restores it):
 // the times of Token's tokens and of RevokeUser's revocations, the
-// expiry introspection checks, and Options' Now, a Verifier's clock. A
-// test with a fake clock sets it before making its Verifier. Waits stay
-// on the wall clock: Sync's, and a Verifier's grace after losing the feed.
+// expiry introspection checks, and the Now of Options, a Verifier's
+// clock. now is called from the Server's and the Verifier's goroutines,
+// so it must be safe for concurrent use (a fake clock that advances under
+// a mutex). Waits stay on the wall clock: Sync's, and a Verifier's grace
+// after losing the feed.
 func (s *Server) SetClock(now func() time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -183,25 +195,41 @@ func (s *Server) VerifierWith(tb testing.TB, change func(*verify.Options)) *veri
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { v.Close() })
+	s.mu.Lock()
+	s.made[v] = &reconnection{}
+	s.mu.Unlock()
+	tb.Cleanup(func() {
+		v.Close()
+		s.mu.Lock()
+		delete(s.made, v)
+		s.mu.Unlock()
+	})
 	return v
 }
 
 // Sync waits until v follows s's feed and has taken every revocation s
 // has made (its feed's last event), failing the test after 15 s: after
-// RevokeSession or RevokeUser, the revoked tokens are then refused; after
-// CutFeed's or Down's restore, v has reconnected (it waits up to 10 s
-// between attempts) and taken what it missed. During a cut it fails.
+// RevokeSession or RevokeUser, the revoked tokens are then refused. After
+// CutFeed's or Down's restore, a Verifier that Verifier or VerifierWith
+// made has also reconnected since the cut (it waits up to 10 s between
+// attempts) and so taken what it missed. During a cut Sync fails at once.
 func (s *Server) Sync(tb testing.TB, v *verify.Verifier) {
 	tb.Helper()
 	s.mu.Lock()
-	last := int64(len(s.events))
+	last, away := int64(len(s.events)), s.feedCuts > 0 || s.downs > 0
+	var since reconnection
+	if r := s.made[v]; r != nil {
+		since = *r
+	}
 	s.mu.Unlock()
+	if away {
+		tb.Fatal("verifytest: Sync during a cut (CutFeed or Down not restored): no Verifier can follow the feed")
+	}
 	deadline := time.Now().Add(15 * time.Second)
-	for st := v.Stats(); !st.FeedConnected || st.LastEventID < last; st = v.Stats() {
+	for st := v.Stats(); !st.FeedConnected || st.LastEventID < last || since.cut && st.Reconnects <= since.reconnects; st = v.Stats() {
 		if time.Now().After(deadline) {
-			tb.Fatalf("verifytest: after 15 s the Verifier has taken revocations up to %d of %d, feed connected %t (its log says why)",
-				st.LastEventID, last, st.FeedConnected)
+			tb.Fatalf("verifytest: after 15 s the Verifier has taken revocations up to %d of %d, feed connected %t, reconnected since the cut %t (its log says why)",
+				st.LastEventID, last, st.FeedConnected, !since.cut || st.Reconnects > since.reconnects)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -349,8 +377,11 @@ func (s *Server) CutFeed() (restore func()) {
 // Down is CutFeed for the whole of authd: the feed, the JWKS and
 // introspection answer 503 until restore is called. A Verifier then
 // refuses every token with ErrUnavailable (Middleware's 503) once its
-// grace has passed, whatever its Policy, and at once a token of a key it
-// has not seen (RotateKey); with restore it recovers.
+// grace has passed, whatever its Policy; a token of a key it has not seen
+// (RotateKey) gets ErrUnknownKey until its JWKS fetch has failed (at most
+// one a second), then ErrUnavailable. After restore it follows the feed
+// again (Sync), while a key it has not seen waits for its JWKS backoff,
+// which grows to a minute over a long Down.
 func (s *Server) Down() (restore func()) {
 	return s.takeAway(&s.downs)
 }
@@ -358,8 +389,22 @@ func (s *Server) Down() (restore func()) {
 // takeAway counts one more cut in n, ends the feed's streams, and
 // returns the function that takes it back.
 func (s *Server) takeAway(n *int) func() {
+	// The Verifiers' reconnections before the cut, read without s.mu
+	// (their clock, Options' Now, takes it).
+	s.mu.Lock()
+	made := slices.Collect(maps.Keys(s.made))
+	s.mu.Unlock()
+	reconnects := make([]int64, len(made))
+	for i, v := range made {
+		reconnects[i] = v.Stats().Reconnects
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for i, v := range made {
+		if r := s.made[v]; r != nil {
+			r.cut, r.reconnects = true, reconnects[i]
+		}
+	}
 	*n++
 	close(s.cut)
 	s.cut = make(chan struct{})
@@ -462,7 +507,9 @@ func (s *Server) feed(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		case <-cut:
-			return
+			// Cut off, as a connection lost is: not a stream's clean end,
+			// which verify takes as authd's and resumes at once.
+			panic(http.ErrAbortHandler)
 		case <-pushed:
 		case <-beat.C:
 			fmt.Fprint(w, ":\n\n")

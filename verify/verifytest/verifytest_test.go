@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -174,8 +175,10 @@ func TestCutFeed(t *testing.T) {
 		_, err := v.Verify(context.Background(), revoked)
 		return is(err, verify.ErrRevoked)
 	})
-	if _, err := v.Verify(context.Background(), good); err != nil {
-		t.Errorf("a good token during the cut, by introspection: %v", err)
+	asked := v.Stats().Introspections
+	if _, err := v.Verify(context.Background(), good); err != nil || v.Stats().Introspections == asked {
+		t.Errorf("a good token during the cut: %v, introspections %d then %d; want it good, by introspection",
+			err, asked, v.Stats().Introspections)
 	}
 	eventually(t, "FailClosed during the cut", func() error {
 		_, err := closed.Verify(context.Background(), good)
@@ -183,7 +186,12 @@ func TestCutFeed(t *testing.T) {
 	})
 
 	restore()
-	restore() // a second call does nothing
+	restore() // a second call does nothing: the next cut still cuts
+	again := authd.CutFeed()
+	if status := feedStatus(t, authd); status != http.StatusServiceUnavailable {
+		t.Errorf("the feed in a cut after a restore called twice: %d; want 503", status)
+	}
+	again()
 	authd.Sync(t, v)
 	authd.Sync(t, closed)
 	if _, err := closed.Verify(context.Background(), good); err != nil {
@@ -219,10 +227,10 @@ func TestDown(t *testing.T) {
 	if status, _ := introspect(t, authd, authd.ServiceToken, old); status != http.StatusServiceUnavailable {
 		t.Errorf("introspection while authd is down: %d; want 503", status)
 	}
-	if resp, err := http.Get(authd.URL + "/.well-known/jwks.json"); err != nil || resp.StatusCode != http.StatusServiceUnavailable {
-		t.Errorf("the JWKS while authd is down: %v %v; want 503", resp.Status, err)
-	} else {
-		resp.Body.Close()
+	if resp, err := http.Get(authd.URL + "/.well-known/jwks.json"); err != nil {
+		t.Errorf("the JWKS while authd is down: %v", err)
+	} else if resp.Body.Close(); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("the JWKS while authd is down: %s; want 503", resp.Status)
 	}
 	restore()
 	authd.Sync(t, v) // reconnected, though no revocation was made
@@ -247,31 +255,34 @@ func TestRotateKey(t *testing.T) {
 	before := authd.Token(verify.Claims{})
 	authd.RotateKey()
 	after := authd.Token(verify.Claims{})
-	var kids []string
-	for _, tok := range []string{before, after} {
-		var c *verify.Claims
-		eventually(t, "a token across the rotation", func() (err error) {
-			c, err = v.Verify(context.Background(), tok) // the new key: after a second, verify's JWKS pace
-			return err
-		})
-		kids = append(kids, c.KeyID)
-		if _, body := introspect(t, authd, authd.ServiceToken, tok); !strings.HasPrefix(body, `{"active":true`) {
-			t.Errorf("introspection of a token of key %s: %s", c.KeyID, body)
-		}
+	old, err := v.Verify(context.Background(), before)
+	if err != nil {
+		t.Fatalf("the old key's token after the rotation: %v", err)
 	}
-	if kids[0] == kids[1] {
-		t.Errorf("both tokens signed by %s; want the new key after RotateKey", kids[0])
+	var rotated *verify.Claims
+	eventually(t, "the new key's token", func() (err error) {
+		rotated, err = v.Verify(context.Background(), after) // after a second: verify's JWKS pace
+		return err
+	})
+	if old.KeyID == rotated.KeyID {
+		t.Errorf("both tokens signed by %s; want the new key after RotateKey", old.KeyID)
+	}
+	for _, tok := range []string{before, after} {
+		if _, body := introspect(t, authd, authd.ServiceToken, tok); !strings.HasPrefix(body, `{"active":true`) {
+			t.Errorf("introspection of a token across the rotation: %s", body)
+		}
 	}
 }
 
 // TestSetClock: a Server on a test's fake clock dates its tokens and
 // revocations by it, and so does a Verifier of its Options: a token made
-// in 2030 verifies, a user's revocation in 2030 refuses it, and it
-// expires when the fake clock says so.
+// in 2020 verifies, a user's revocation dated by the fake clock refuses
+// it and not a token made a second later, and it expires when the fake
+// clock says so.
 func TestSetClock(t *testing.T) {
 	t.Parallel()
 	var mu sync.Mutex
-	clock := time.Date(2030, 6, 1, 12, 0, 0, 0, time.UTC)
+	clock := time.Date(2020, 6, 1, 12, 0, 0, 0, time.UTC)
 	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
 	advance := func(d time.Duration) { mu.Lock(); defer mu.Unlock(); clock = clock.Add(d) }
 	authd := verifytest.NewServer(t)
@@ -300,6 +311,65 @@ func TestSetClock(t *testing.T) {
 	advance(verifytest.TokenLifetime)
 	if _, err := v.Verify(context.Background(), later); !errors.Is(err, verify.ErrExpired) {
 		t.Errorf("a token past its lifetime on the fake clock: %v; want ErrExpired", err)
+	}
+}
+
+// feedStatus is the status of a request for the feed.
+func feedStatus(t *testing.T, authd *verifytest.Server) int {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel() // a stream's answer: its status is all we read
+	req, _ := http.NewRequestWithContext(ctx, "GET", authd.URL+"/v1/auth/revocations", nil)
+	req.Header.Set("Authorization", "Bearer "+authd.ServiceToken)
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// fatalTB is a test whose Fatal ends only the goroutine that called it,
+// and is recorded.
+type fatalTB struct {
+	testing.TB
+	fatal chan string
+}
+
+func (f fatalTB) Fatal(args ...any) { f.fatal <- fmt.Sprint(args...); runtime.Goexit() }
+func (f fatalTB) Fatalf(format string, args ...any) {
+	f.fatal <- fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+// TestSync: Sync fails at once during a cut, and after a restore waits
+// for the Verifier to reconnect, though it missed no revocation (its
+// Stats still said connected, the loss not yet seen).
+func TestSync(t *testing.T) {
+	t.Parallel()
+	authd := verifytest.NewServer(t)
+	v := authd.Verifier(t)
+	before := v.Stats().Reconnects
+	restore := authd.CutFeed()
+	f := fatalTB{t, make(chan string, 1)}
+	done := make(chan struct{})
+	go func() { defer close(done); authd.Sync(f, v) }()
+	select {
+	case msg := <-f.fatal:
+		if !strings.Contains(msg, "during a cut") {
+			t.Errorf("Sync during a cut failed with %q", msg)
+		}
+	case <-done:
+		t.Error("Sync during a cut passed")
+	case <-time.After(time.Second):
+		t.Error("Sync during a cut did not fail at once")
+	}
+	restore()
+	authd.Sync(t, v)
+	if st := v.Stats(); !st.FeedConnected || st.Reconnects <= before {
+		t.Errorf("after a cut, restore and Sync: connected %t, reconnects %d (%d before); want a reconnection",
+			st.FeedConnected, st.Reconnects, before)
 	}
 }
 
