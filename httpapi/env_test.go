@@ -134,6 +134,7 @@ type envOptions struct {
 	wrap      func(authd.Passwords) authd.Passwords
 	localhost bool
 	after     time.Duration // the clock starts this long after the usual start
+	wall      bool          // the clock starts at the wall clock's time
 	lockouts  authd.Lockouts
 }
 
@@ -146,6 +147,12 @@ func withLockouts(l authd.Lockouts) option {
 func startingAfter(d time.Duration) option {
 	return func(_ *authd.Config, o *envOptions) { o.after = d }
 }
+
+// atWallClock starts the clock at the wall clock's time (it stays there
+// unless advanced), for a peer that checks tokens against its own clock,
+// as the Node recipe's jose does.
+func atWallClock() option { return func(_ *authd.Config, o *envOptions) { o.wall = true } }
+
 func withMailer(m authd.Mailer) option { return func(_ *authd.Config, o *envOptions) { o.mailer = m } }
 func withArgon2(p password.Params) option {
 	return func(_ *authd.Config, o *envOptions) { o.params = &p }
@@ -181,7 +188,11 @@ func newEnv(t testing.TB, store authd.Store, opts ...option) *env {
 		cfg.PublicURL = fmt.Sprintf("http://localhost:%d", srv.Listener.Addr().(*net.TCPAddr).Port)
 		cfg.WebAuthnRPID, cfg.WebAuthnOrigins = "localhost", []string{cfg.PublicURL}
 	}
-	e := &env{t: t, store: store, clock: &clock{now: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC).Add(o.after)},
+	start := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC).Add(o.after)
+	if o.wall {
+		start = time.Now().Add(o.after)
+	}
+	e := &env{t: t, store: store, clock: &clock{now: start},
 		mail: &mailbox{}, logs: &syncbuf.Buffer{}, cfg: cfg, keysDir: o.keysDir}
 	if e.keysDir == "" {
 		e.keysDir = t.TempDir()

@@ -81,14 +81,14 @@ type Server struct {
 	srv *httptest.Server
 
 	mu       sync.Mutex
-	keys     []signingKey     // the JWKS, oldest first; the last signs
-	now      func() time.Time // SetClock's
-	feedCuts int              // CutFeed's not yet restored
-	downs    int              // Down's not yet restored
-	cut      chan struct{}    // closed and replaced when the feed is cut
-	made     map[*verify.Verifier]*reconnection
-	events   []string      // the feed's events' JSON, id = index+1
-	pushed   chan struct{} // closed and replaced when an event is added
+	keys     []signingKey                       // the JWKS, oldest first; the last signs
+	now      func() time.Time                   // SetClock's
+	feedCuts int                                // CutFeed's not yet restored
+	downs    int                                // Down's not yet restored
+	cut      chan struct{}                      // closed and replaced when the feed is cut
+	made     map[*verify.Verifier]*reconnection // VerifierWith's, for Sync
+	events   []string                           // the feed's events' JSON, id = index+1
+	pushed   chan struct{}                      // closed and replaced when an event is added
 	sessions map[string]bool
 	users    map[string]time.Time       // revoked: tokens issued before
 	issued   map[string]map[string]bool // sub → the sessions Token made for it
