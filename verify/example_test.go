@@ -50,3 +50,29 @@ func ExampleNewContext() {
 	fmt.Print(rec.Body.String())
 	// Output: hello user-1 second factor: true
 }
+
+// An ErrorHandler that answers refusals in the service's own JSON, with
+// the status and challenge Middleware would give (Challenge), so that a
+// client still learns to refresh its token or to step up its login.
+func ExampleChallenge() {
+	ownFormat := func(w http.ResponseWriter, r *http.Request, err error) {
+		status, challenge := verify.Challenge(err)
+		if challenge != "" {
+			w.Header().Set("WWW-Authenticate", challenge)
+		} else {
+			w.Header().Set("Retry-After", "1") // 503: the revocation state is unknown
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		fmt.Fprintf(w, `{"ok":false,"status":%d}`, status)
+	}
+	for _, err := range []error{verify.ErrExpired, verify.ErrMFARequired, verify.ErrUnavailable} {
+		rec := httptest.NewRecorder()
+		ownFormat(rec, httptest.NewRequest("GET", "/api/orders", nil), err)
+		fmt.Println(rec.Code, rec.Header().Get("WWW-Authenticate"))
+	}
+	// Output:
+	// 401 Bearer error="invalid_token"
+	// 401 Bearer error="insufficient_user_authentication", error_description="a second factor is required"
+	// 503
+}

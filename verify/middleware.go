@@ -168,26 +168,48 @@ func BearerToken(r *http.Request) (string, error) {
 // insufficient_scope for ErrInsufficientScope, or 503 with Retry-After for
 // ErrUnavailable (and ErrClosed).
 func WriteError(w http.ResponseWriter, r *http.Request, err error) {
+	a := answer(err)
+	if a.status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeProblem(w, a.status, a.code, a.challenge, a.detail)
+}
+
+// Challenge is WriteError's status for err and its WWW-Authenticate
+// challenge ("" for a 503, answered with "Retry-After: 1" instead), for
+// an ErrorHandler that writes a body of its own: a client still learns
+// from the challenge whether to refresh its token, step up its login
+// (RFC 9470) or ask for scopes.
+func Challenge(err error) (status int, challenge string) {
+	a := answer(err)
+	return a.status, a.challenge
+}
+
+// reply is how a refusal is answered.
+type reply struct {
+	status                  int
+	code, challenge, detail string
+}
+
+func answer(err error) reply {
 	switch {
 	case errors.Is(err, ErrNoToken):
-		writeProblem(w, http.StatusUnauthorized, "invalid_token", `Bearer`, "A bearer access token is required.")
+		return reply{http.StatusUnauthorized, "invalid_token", `Bearer`, "A bearer access token is required."}
 	case errors.Is(err, ErrUnavailable): // ErrClosed too
-		w.Header().Set("Retry-After", "1")
-		writeProblem(w, http.StatusServiceUnavailable, "unavailable", "", "Tokens cannot be checked right now.")
+		return reply{http.StatusServiceUnavailable, "unavailable", "", "Tokens cannot be checked right now."}
 	case errors.Is(err, ErrMFARequired):
 		description, detail := insufficient(err)
-		writeProblem(w, http.StatusUnauthorized, "mfa_required",
-			`Bearer error="insufficient_user_authentication", error_description="`+description+`"`, detail)
+		return reply{http.StatusUnauthorized, "mfa_required",
+			`Bearer error="insufficient_user_authentication", error_description="` + description + `"`, detail}
 	case errors.Is(err, ErrInsufficientScope):
 		challenge := `Bearer error="insufficient_scope"`
 		if m, ok := errors.AsType[missingScope](err); ok && quotable(strings.Join(m.scopes, " ")) {
 			challenge += `, scope="` + strings.Join(m.scopes, " ") + `"` // RFC 6750 3
 		}
-		writeProblem(w, http.StatusForbidden, "insufficient_scope", challenge, "The access token lacks a scope this resource needs.")
-	default:
-		writeProblem(w, http.StatusUnauthorized, "invalid_token", `Bearer error="invalid_token"`,
-			"The access token is invalid, expired or revoked.")
+		return reply{http.StatusForbidden, "insufficient_scope", challenge, "The access token lacks a scope this resource needs."}
 	}
+	return reply{http.StatusUnauthorized, "invalid_token", `Bearer error="invalid_token"`,
+		"The access token is invalid, expired or revoked."}
 }
 
 // insufficient words the refusal of a login without a method checkAMR

@@ -2137,6 +2137,60 @@ func TestMiddlewareWith(t *testing.T) {
 	}
 }
 
+// TestChallenge: Challenge gives WriteError's status and WWW-Authenticate
+// for every kind of refusal (a route's named method and scopes too), for
+// an ErrorHandler that writes a body of its own.
+func TestChallenge(t *testing.T) {
+	t.Parallel()
+	check := func(name string, err error, want *httptest.ResponseRecorder) {
+		t.Helper()
+		if want == nil {
+			want = httptest.NewRecorder()
+			verify.WriteError(want, httptest.NewRequest("GET", "/", nil), err)
+		}
+		status, challenge := verify.Challenge(err)
+		if status != want.Code || challenge != want.Header().Get("WWW-Authenticate") {
+			t.Errorf("%s: Challenge says %d %q, WriteError answers %d %q", name, status, challenge,
+				want.Code, want.Header().Get("WWW-Authenticate"))
+		}
+	}
+	for name, err := range map[string]error{
+		"no token": verify.ErrNoToken, "expired": verify.ErrExpired, "revoked": fmt.Errorf("as wrapped: %w", verify.ErrRevoked),
+		"unavailable": verify.ErrUnavailable, "closed": verify.ErrClosed, "second factor": verify.ErrMFARequired,
+		"scope": verify.ErrInsufficientScope,
+	} {
+		check(name, err, nil)
+	}
+	if status, challenge := verify.Challenge(verify.ErrUnavailable); status != 503 || challenge != "" {
+		t.Errorf("Challenge(ErrUnavailable): %d %q, want 503 and no challenge", status, challenge)
+	}
+
+	f := newFakeAuthd(t)
+	v := f.verifier(t, func(o *verify.Options) { o.Clients = []string{"app"} })
+	route := verify.MiddlewareOptions{RequireAMR: []string{"hwk"}, Scopes: []string{"email"}}
+	plain := v.MiddlewareWith(route)(http.NotFoundHandler())
+	var got error
+	route.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) { got = err }
+	own := v.MiddlewareWith(route)(http.NotFoundHandler())
+	hwk := with(f.claims(), "amr", []string{"hwk", "mfa"})
+	for name, claims := range map[string]jwt.MapClaims{
+		"a login without the route's method": f.claims(),
+		"a client's token without the scope": with(with(hwk, "client_id", "app"), "scope", "openid"),
+	} {
+		tok := f.sign(t, "k1", claims, nil)
+		rec := httptest.NewRecorder()
+		for _, h := range []http.Handler{plain, own} {
+			req := httptest.NewRequest("GET", "/", nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			h.ServeHTTP(rec, req)
+		}
+		if !strings.Contains(rec.Header().Get("WWW-Authenticate"), `"`) {
+			t.Fatalf("%s: WriteError's challenge %q names nothing", name, rec.Header().Get("WWW-Authenticate"))
+		}
+		check(name, got, rec)
+	}
+}
+
 // TestMiddlewarePerRoute: MiddlewareOptions ask one route for more than
 // its Verifier asks of every token: a login method (401
 // insufficient_user_authentication naming it) and, of an OpenID client's
