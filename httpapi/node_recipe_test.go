@@ -10,6 +10,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
+
+	"github.com/authd/authd/internal/syncbuf"
 )
 
 // nodeRecipe writes the README's Node recipe (its js block after
@@ -60,26 +65,19 @@ func nodeRecipe(t *testing.T) (node, dir string) {
 	return node, dir
 }
 
-// TestNodeRecipe: the README's Node recipe, as written, takes authd's
-// access tokens once it has caught up with the feed, refuses junk, and
-// learns a logout's and a logout-all's revocations from the feed.
-func TestNodeRecipe(t *testing.T) {
-	t.Parallel()
-	node, dir := nodeRecipe(t)
-	e := newEnv(t, openSQLite(t), atWallClock()) // jose checks exp against the wall clock
-	const email = "node@example.org"
-	e.registerVerified(email, goodPassword)
-	first, _ := e.login(email, goodPassword)
-	second, _ := e.login(email, goodPassword)
-
+// runRecipe starts the recipe's driver against e with serviceToken and
+// returns the function that asks it about a token: "ok SUB" or "error
+// MESSAGE".
+func runRecipe(t *testing.T, node, dir string, e *env, serviceToken string) (ask func(token string) string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	t.Cleanup(cancel) // after the Cleanup below has waited for node
 	cmd := exec.CommandContext(ctx, node, "driver.mjs")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "AUTHD_URL="+e.srv.URL, "AUTHD_ISSUER=https://auth.example.org",
-		"AUTHD_SERVICE_TOKEN="+serviceToken)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
+		"AUTHD_SIGNING_ALG=EdDSA", "AUTHD_CLIENTS=", "AUTHD_SERVICE_TOKEN="+serviceToken)
+	stderr := &syncbuf.Buffer{}
+	cmd.Stderr = stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -92,13 +90,13 @@ func TestNodeRecipe(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		stdin.Close()
-		if err := cmd.Wait(); err != nil && ctx.Err() == nil {
+		stdin.Close() // the driver exits at the end of its input
+		if err := cmd.Wait(); err != nil {
 			t.Errorf("node: %v\n%s", err, stderr.String())
 		}
 	})
 	answers := bufio.NewScanner(stdout)
-	ask := func(token string) string {
+	return func(token string) string {
 		t.Helper()
 		if _, err := io.WriteString(stdin, token+"\n"); err != nil {
 			t.Fatalf("node: %v\n%s", err, stderr.String())
@@ -108,27 +106,81 @@ func TestNodeRecipe(t *testing.T) {
 		}
 		return answers.Text()
 	}
-	// until asks token until the answer has want as its prefix, for at
-	// most 10 s: the recipe's feed connection, and its revocations, are a
-	// wait, not a measure.
+}
+
+// TestNodeRecipe: the README's Node recipe, as written, takes authd's
+// access tokens once it has caught up with the feed (none before),
+// refuses what the Go package refuses (junk, another client's token, one
+// expired by a few seconds, one issued in the future, one without a session, an ID
+// token's type), and learns a logout's and a logout-all's revocations from
+// the feed: of the sessions named, and of tokens issued before the
+// user's revocation though their session is not named.
+func TestNodeRecipe(t *testing.T) {
+	t.Parallel()
+	node, dir := nodeRecipe(t)
+	e := newEnv(t, openSQLite(t), atWallClock()) // jose checks exp against the wall clock
+	const email = "node@example.org"
+	e.registerVerified(email, goodPassword)
+	first, _ := e.login(email, goodPassword)
+	second, _ := e.login(email, goodPassword)
+	user := e.user(email).ID.String()
+	// sign makes a token as authd would, but for claims changed by change
+	// and its typ: with the instance's signing key.
+	sign := func(typ string, change func(jwt.MapClaims)) string {
+		t.Helper()
+		now := time.Now()
+		c := jwt.MapClaims{"iss": "https://auth.example.org", "aud": []string{"authd"}, "sub": user,
+			"sid": uuid.NewString(), "jti": uuid.NewString(), "amr": []string{"pwd"},
+			"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(15 * time.Minute).Unix()}
+		change(c)
+		key := e.keys.Signing(e.clock.Now())
+		tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, c)
+		tok.Header["kid"], tok.Header["typ"] = key.ID, typ
+		signed, err := tok.SignedString(key.Private)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return signed
+	}
+	unnamed := sign("at+jwt", func(c jwt.MapClaims) { c["iat"] = e.clock.Now().Add(-time.Minute).Unix() })
+
+	// Never caught up (the feed refuses its token): no token passes.
+	if got := runRecipe(t, node, dir, e, "not-the-service-token")(first); got != "error revocation state unknown" {
+		t.Errorf("a good token while the recipe has not caught up: %q, want the state unknown", got)
+	}
+
+	ask := runRecipe(t, node, dir, e, serviceToken)
+	// until asks token until the answer is want, for at most 10 s: the
+	// recipe's feed connection, and its revocations, are a wait, not a
+	// measure.
 	until := func(what, token, want string) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
-		for got := ask(token); !strings.HasPrefix(got, want); got = ask(token) {
+		for got := ask(token); got != want; got = ask(token) {
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: the recipe answers %q, want %q within 10 s\n%s", what, got, want, stderr.String())
+				t.Fatalf("%s: the recipe answers %q, want %q within 10 s", what, got, want)
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-
-	sub := "ok " + e.user(email).ID.String()
+	sub := "ok " + user
 	until("a fresh token once the feed has caught up", first, sub)
-	if got := ask(second); got != sub {
-		t.Errorf("the second session's token: %q, want %q", got, sub)
+	for name, tok := range map[string]string{"the second session's token": second, "a session unknown to the feed": unnamed} {
+		if got := ask(tok); got != sub {
+			t.Errorf("%s: %q, want %q", name, got, sub)
+		}
 	}
-	if got := ask("x.y.z"); !strings.HasPrefix(got, "error ") {
-		t.Errorf("a junk token: %q, want an error", got)
+	for name, tok := range map[string]string{
+		"junk":                        "x.y.z",
+		"another client's token":      sign("at+jwt", func(c jwt.MapClaims) { c["client_id"], c["scope"] = "app", "openid" }),
+		"a token expired 5 s ago":     sign("at+jwt", func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-5 * time.Second).Unix() }), // exp exactly, not within jose's leeway
+		"a token issued in 2 minutes": sign("at+jwt", func(c jwt.MapClaims) { c["iat"] = time.Now().Add(2 * time.Minute).Unix() }),
+		"a token without a session":   sign("at+jwt", func(c jwt.MapClaims) { delete(c, "sid") }),
+		"an ID token's type":          sign("JWT", func(jwt.MapClaims) {}),
+	} {
+		if got := ask(tok); !strings.HasPrefix(got, "error ") || got == "error revoked" {
+			t.Errorf("%s: %q, want it refused (not as revoked)", name, got)
+		}
 	}
 
 	want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(first)...), 204, "")
@@ -137,8 +189,12 @@ func TestNodeRecipe(t *testing.T) {
 		t.Errorf("after the first session's logout, the second's token: %q, want %q", got, sub)
 	}
 
+	e.clock.Advance(time.Second) // the user's revocation is of tokens issued before its second
 	want(t, "logout-all", e.do("POST", "/v1/auth/logout-all", nil, bearer(second)...), 204, "")
 	until("after logout-all, the second session's token", second, "error revoked")
+	if got := ask(unnamed); got != "error revoked" {
+		t.Errorf("after logout-all, a token of a session the feed never named, issued before: %q, want revoked", got)
+	}
 	third, _ := e.login(email, goodPassword)
 	if got := ask(third); got != sub {
 		t.Errorf("a login after logout-all: %q, want %q", got, sub)

@@ -57,12 +57,13 @@ func ExampleNewContext() {
 func ExampleChallenge() {
 	ownFormat := func(w http.ResponseWriter, r *http.Request, err error) {
 		status, challenge := verify.Challenge(err)
-		if challenge != "" {
-			w.Header().Set("WWW-Authenticate", challenge)
+		if status == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", "1") // the revocation state is unknown for now
 		} else {
-			w.Header().Set("Retry-After", "1") // 503: the revocation state is unknown
+			w.Header().Set("WWW-Authenticate", challenge)
 		}
 		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(status)
 		fmt.Fprintf(w, `{"ok":false,"status":%d}`, status)
 	}

@@ -175,11 +175,13 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	writeProblem(w, a.status, a.code, a.challenge, a.detail)
 }
 
-// Challenge is WriteError's status for err and its WWW-Authenticate
-// challenge ("" for a 503, answered with "Retry-After: 1" instead), for
-// an ErrorHandler that writes a body of its own: a client still learns
-// from the challenge whether to refresh its token, step up its login
-// (RFC 9470) or ask for scopes.
+// Challenge is WriteError's status for err, a refusal (any error but
+// ErrNoToken and those of ErrUnavailable, ErrMFARequired and
+// ErrInsufficientScope is a 401 invalid_token), and its WWW-Authenticate
+// challenge: "" for a 503, which should carry "Retry-After: 1" instead.
+// It is for an ErrorHandler that writes a body of its own: a client still
+// learns from the challenge whether to refresh its token, step up its
+// login (RFC 9470) or ask for scopes.
 func Challenge(err error) (status int, challenge string) {
 	a := answer(err)
 	return a.status, a.challenge
