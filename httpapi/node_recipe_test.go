@@ -14,6 +14,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
 
+	"github.com/authd/authd/internal/faultnet"
 	"github.com/authd/authd/internal/syncbuf"
 )
 
@@ -65,16 +66,16 @@ func nodeRecipe(t *testing.T) (node, dir string) {
 	return node, dir
 }
 
-// runRecipe starts the recipe's driver against e with serviceToken and
-// returns the function that asks it about a token: "ok SUB" or "error
-// MESSAGE".
-func runRecipe(t *testing.T, node, dir string, e *env, serviceToken string) (ask func(token string) string) {
+// runRecipe starts the recipe's driver against authd at url with
+// serviceToken and returns the function that asks it about a token: "ok
+// SUB" or "error MESSAGE".
+func runRecipe(t *testing.T, node, dir, url, serviceToken string) (ask func(token string) string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel) // after the Cleanup below has waited for node
 	cmd := exec.CommandContext(ctx, node, "driver.mjs")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "AUTHD_URL="+e.srv.URL, "AUTHD_ISSUER=https://auth.example.org",
+	cmd.Env = append(os.Environ(), "AUTHD_URL="+url, "AUTHD_ISSUER=https://auth.example.org",
 		"AUTHD_SIGNING_ALG=EdDSA", "AUTHD_CLIENTS=", "AUTHD_SERVICE_TOKEN="+serviceToken)
 	stderr := &syncbuf.Buffer{}
 	cmd.Stderr = stderr
@@ -106,6 +107,44 @@ func runRecipe(t *testing.T, node, dir string, e *env, serviceToken string) (ask
 		}
 		return answers.Text()
 	}
+}
+
+// askUntil asks token until the answer is want, for at most wait: the
+// recipe's feed connection, and its revocations, are a wait, not a
+// measure.
+func askUntil(t *testing.T, ask func(string) string, wait time.Duration, what, token, want string) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for got := ask(token); got != want; got = ask(token) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: the recipe answers %q, want %q within %v", what, got, want, wait)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestNodeRecipeSilentFeed: a feed connection gone silent (a proxy that
+// drops what it carries, closing nothing) is given up after 15 s without
+// a heartbeat, and the recipe resumes and learns the revocation made
+// meanwhile; left to fetch, it would trust the silence for 300 s.
+func TestNodeRecipeSilentFeed(t *testing.T) {
+	t.Parallel()
+	node, dir := nodeRecipe(t)
+	e := newEnv(t, openSQLite(t), atWallClock())
+	proxy, url, err := faultnet.ListenURL(e.srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proxy.Close)
+	const email = "silent@example.org"
+	e.registerVerified(email, goodPassword)
+	access, _ := e.login(email, goodPassword)
+	ask := runRecipe(t, node, dir, url, serviceToken)
+	askUntil(t, ask, 10*time.Second, "a fresh token once the feed has caught up", access, "ok "+e.user(email).ID.String())
+
+	proxy.Stall() // the feed's connection, open, carries nothing from now on
+	want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(access)...), 204, "")
+	askUntil(t, ask, 30*time.Second, "a session logged out while the feed was silent", access, "error revoked")
 }
 
 // TestNodeRecipe: the README's Node recipe, as written, takes authd's
@@ -145,24 +184,12 @@ func TestNodeRecipe(t *testing.T) {
 	unnamed := sign("at+jwt", func(c jwt.MapClaims) { c["iat"] = e.clock.Now().Add(-time.Minute).Unix() })
 
 	// Never caught up (the feed refuses its token): no token passes.
-	if got := runRecipe(t, node, dir, e, "not-the-service-token")(first); got != "error revocation state unknown" {
+	if got := runRecipe(t, node, dir, e.srv.URL, "not-the-service-token")(first); got != "error revocation state unknown" {
 		t.Errorf("a good token while the recipe has not caught up: %q, want the state unknown", got)
 	}
 
-	ask := runRecipe(t, node, dir, e, serviceToken)
-	// until asks token until the answer is want, for at most 10 s: the
-	// recipe's feed connection, and its revocations, are a wait, not a
-	// measure.
-	until := func(what, token, want string) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for got := ask(token); got != want; got = ask(token) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: the recipe answers %q, want %q within 10 s", what, got, want)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
+	ask := runRecipe(t, node, dir, e.srv.URL, serviceToken)
+	until := func(what, token, want string) { t.Helper(); askUntil(t, ask, 10*time.Second, what, token, want) }
 	sub := "ok " + user
 	until("a fresh token once the feed has caught up", first, sub)
 	for name, tok := range map[string]string{"the second session's token": second, "a session unknown to the feed": unnamed} {
