@@ -123,28 +123,56 @@ func askUntil(t *testing.T, ask func(string) string, wait time.Duration, what, t
 	}
 }
 
+// recipeBehindProxy runs the recipe against an authd reached through a
+// faultnet proxy, with a user's access token it has taken (so, caught up
+// with the feed).
+func recipeBehindProxy(t *testing.T) (e *env, proxy *faultnet.Proxy, ask func(string) string, access string) {
+	t.Helper()
+	node, dir := nodeRecipe(t)
+	e = newEnv(t, openSQLite(t), atWallClock())
+	proxy, url, err := faultnet.ListenURL(e.srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proxy.Close)
+	const email = "proxied@example.org"
+	e.registerVerified(email, goodPassword)
+	access, _ = e.login(email, goodPassword)
+	ask = runRecipe(t, node, dir, url, serviceToken)
+	askUntil(t, ask, 10*time.Second, "a fresh token once the feed has caught up", access, "ok "+e.user(email).ID.String())
+	return e, proxy, ask, access
+}
+
 // TestNodeRecipeSilentFeed: a feed connection gone silent (a proxy that
 // drops what it carries, closing nothing) is given up after 15 s without
 // a heartbeat, and the recipe resumes and learns the revocation made
 // meanwhile; left to fetch, it would trust the silence for 300 s.
 func TestNodeRecipeSilentFeed(t *testing.T) {
 	t.Parallel()
-	node, dir := nodeRecipe(t)
-	e := newEnv(t, openSQLite(t), atWallClock())
-	proxy, url, err := faultnet.ListenURL(e.srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(proxy.Close)
-	const email = "silent@example.org"
-	e.registerVerified(email, goodPassword)
-	access, _ := e.login(email, goodPassword)
-	ask := runRecipe(t, node, dir, url, serviceToken)
-	askUntil(t, ask, 10*time.Second, "a fresh token once the feed has caught up", access, "ok "+e.user(email).ID.String())
-
+	e, proxy, ask, access := recipeBehindProxy(t)
 	proxy.Stall() // the feed's connection, open, carries nothing from now on
 	want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(access)...), 204, "")
 	askUntil(t, ask, 30*time.Second, "a session logged out while the feed was silent", access, "error revoked")
+}
+
+// TestNodeRecipeUnansweredReconnection: a reconnection that gets no
+// answer at all (a server that takes the connection and never sends its
+// headers) is given up as a silent stream is, and the next one, answered,
+// brings the revocation made meanwhile; left to fetch, it would wait 300 s
+// for the headers.
+func TestNodeRecipeUnansweredReconnection(t *testing.T) {
+	t.Parallel()
+	e, proxy, ask, access := recipeBehindProxy(t)
+	proxy.SetSilent(true)
+	proxy.Cut() // EventSource reconnects at once, into the silence
+	for deadline := time.Now().Add(10 * time.Second); proxy.Hushed() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the recipe did not reconnect within 10 s of the cut")
+		}
+	}
+	proxy.SetSilent(false) // the unanswered connection stays so; the next is answered
+	want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(access)...), 204, "")
+	askUntil(t, ask, 40*time.Second, "a session logged out while the reconnection went unanswered", access, "error revoked")
 }
 
 // TestNodeRecipe: the README's Node recipe, as written, takes authd's

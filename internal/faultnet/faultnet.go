@@ -1,7 +1,7 @@
 // Package faultnet is a TCP proxy that fakes network and server faults
 // between authd and PostgreSQL, Redis or anything else it dials: cut every
-// connection, stall them (bytes silently dropped, nothing closed), refuse
-// new ones, or stop listening and listen again on the same port. The real server is never touched, so the tests and runs that
+// connection, stall them (bytes silently dropped, nothing closed), leave
+// new ones unanswered, refuse new ones, or stop listening and listen again on the same port. The real server is never touched, so the tests and runs that
 // share it are unaffected. It serves authd's tests and the fault run of
 // authd-load; the service never imports it.
 package faultnet
@@ -23,6 +23,8 @@ type Proxy struct {
 	addr    string
 	ln      net.Listener // nil while closed
 	down    bool
+	silent  bool // new connections are taken and never answered
+	hushed  int  // connections taken while silent
 	refused int
 	cuts    int // cutLocked calls, so that a connection dialling through a cut is cut too
 	conns   map[net.Conn]struct{}
@@ -80,6 +82,25 @@ func (p *Proxy) Cut() {
 // both ends. New connections are forwarded.
 func (p *Proxy) Stall() {
 	p.stalls.Add(1)
+}
+
+// SetSilent(true) makes new connections silent: accepted, and what they
+// carry read and dropped, never forwarded, as a server (or a load
+// balancer in front of a dead one) that takes a connection and never
+// answers looks to its clients. Open connections go on as they were;
+// SetSilent(false) forwards new ones again, and the silent ones stay so
+// until the client gives up (or Cut, SetDown, Close).
+func (p *Proxy) SetSilent(silent bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.silent = silent
+}
+
+// Hushed is how many connections were taken while silent (SetSilent).
+func (p *Proxy) Hushed() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.hushed
 }
 
 // SetDown(true) closes every open connection and then accepts new ones only
@@ -159,13 +180,20 @@ func (p *Proxy) accept(ln net.Listener) {
 			return
 		}
 		p.mu.Lock()
-		down, cuts := p.down, p.cuts
+		down, silent, cuts := p.down, p.silent && p.ln == ln, p.cuts
 		if down {
 			p.refused++
+		} else if silent {
+			p.conns[c] = struct{}{} // closed by Cut, SetDown and Close
+			p.hushed++
 		}
 		p.mu.Unlock()
 		if down {
 			c.Close()
+			continue
+		}
+		if silent {
+			p.spawn(func() { p.pipe(nil, c, 0) })
 			continue
 		}
 		up, err := net.DialTimeout("tcp", p.target, 5*time.Second)
@@ -190,12 +218,13 @@ func (p *Proxy) accept(ln net.Listener) {
 
 // pipe copies src to dst until either ends, then closes both, which ends
 // the other direction's pipe too. Once the proxy has stalled since the
-// connection began (stalls), what src sends is read and dropped.
+// connection began (stalls), what src sends is read and dropped; with no
+// dst (a silent connection) it always is.
 func (p *Proxy) pipe(dst, src net.Conn, stalls int64) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
-		if n > 0 && p.stalls.Load() == stalls {
+		if n > 0 && dst != nil && p.stalls.Load() == stalls {
 			if _, err := dst.Write(buf[:n]); err != nil {
 				break
 			}
@@ -204,7 +233,9 @@ func (p *Proxy) pipe(dst, src net.Conn, stalls int64) {
 			break
 		}
 	}
-	dst.Close()
+	if dst != nil {
+		dst.Close()
+	}
 	src.Close()
 	p.mu.Lock()
 	delete(p.conns, dst)

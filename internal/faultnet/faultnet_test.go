@@ -120,6 +120,33 @@ func TestStall(t *testing.T) {
 	wantEcho(t, dial(t, p), "a new connection")
 }
 
+// TestSetSilent: a connection made while silent is taken and answers
+// nothing (its read times out, it is not closed), one made before goes on,
+// and once no longer silent a new one is forwarded; Close ends the silent
+// one.
+func TestSetSilent(t *testing.T) {
+	p := listen(t)
+	before := dial(t, p)
+	wantEcho(t, before, "before")
+	p.SetSilent(true)
+	quiet := dial(t, p)
+	quiet.SetDeadline(time.Now().Add(300 * time.Millisecond))
+	_, err := echo(quiet, "unheard")
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Errorf("a connection made while silent: %v, want its read to time out, the connection open", err)
+	}
+	wantEcho(t, before, "a connection made before")
+	if n := p.Hushed(); n != 1 {
+		t.Errorf("Hushed() = %d after one connection while silent", n)
+	}
+	p.SetSilent(false)
+	wantEcho(t, dial(t, p), "a new connection once no longer silent")
+	quiet.SetDeadline(time.Now().Add(10 * time.Second))
+	p.Close()
+	wantClosed(t, quiet, "of the silent connection after Close")
+}
+
 func TestSetDown(t *testing.T) {
 	p := listen(t)
 	open := dial(t, p)
