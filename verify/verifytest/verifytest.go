@@ -38,13 +38,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net/http"
 	"net/http/httptest"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -80,25 +79,19 @@ type Server struct {
 
 	srv *httptest.Server
 
+	now atomic.Pointer[func() time.Time] // SetClock's, and Verifiers' (Options): read without mu, which takeAway holds over their Stats
+
 	mu       sync.Mutex
-	keys     []signingKey                       // the JWKS, oldest first; the last signs
-	now      func() time.Time                   // SetClock's
-	feedCuts int                                // CutFeed's not yet restored
-	downs    int                                // Down's not yet restored
-	cut      chan struct{}                      // closed and replaced when the feed is cut
-	made     map[*verify.Verifier]*reconnection // VerifierWith's, for Sync
-	events   []string                           // the feed's events' JSON, id = index+1
-	pushed   chan struct{}                      // closed and replaced when an event is added
+	keys     []signingKey               // the JWKS, oldest first; the last signs
+	feedCuts int                        // CutFeed's not yet restored
+	downs    int                        // Down's not yet restored
+	cut      chan struct{}              // closed and replaced when the feed is cut
+	made     map[*verify.Verifier]int64 // VerifierWith's Stats.Reconnects at the last cut (-1: none yet), for Sync
+	events   []string                   // the feed's events' JSON, id = index+1
+	pushed   chan struct{}              // closed and replaced when an event is added
 	sessions map[string]bool
 	users    map[string]time.Time       // revoked: tokens issued before
 	issued   map[string]map[string]bool // sub → the sessions Token made for it
-}
-
-// reconnection is what Sync waits for of a Verifier VerifierWith made
-// after a cut: a reconnection past the count it had when cut.
-type reconnection struct {
-	cut        bool
-	reconnects int64 // Stats.Reconnects at the last cut
 }
 
 // signingKey is one of a Server's keys, named by its kid.
@@ -122,9 +115,10 @@ const maxID = 128
 // NewServer starts a Server, closed when the test ends.
 func NewServer(tb testing.TB) *Server {
 	tb.Helper()
-	s := &Server{ServiceToken: "verifytest-" + randomHex(16), keys: []signingKey{newSigningKey()}, now: time.Now,
-		cut: make(chan struct{}), made: map[*verify.Verifier]*reconnection{}, pushed: make(chan struct{}), sessions: map[string]bool{}, users: map[string]time.Time{},
+	s := &Server{ServiceToken: "verifytest-" + randomHex(16), keys: []signingKey{newSigningKey()},
+		cut: make(chan struct{}), made: map[*verify.Verifier]int64{}, pushed: make(chan struct{}), sessions: map[string]bool{}, users: map[string]time.Time{},
 		issued: map[string]map[string]bool{}}
+	s.SetClock(nil)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
 	mux.HandleFunc("GET /v1/auth/revocations", s.feed)
@@ -158,19 +152,13 @@ func (s *Server) Options() verify.Options {
 // a mutex). Waits stay on the wall clock: Sync's, and a Verifier's grace
 // after losing the feed.
 func (s *Server) SetClock(now func() time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.now = now
 	if now == nil {
-		s.now = time.Now
+		now = time.Now
 	}
+	s.now.Store(&now)
 }
 
-func (s *Server) clock() func() time.Time {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.now
-}
+func (s *Server) clock() func() time.Time { return *s.now.Load() }
 
 // Verifier returns a Verifier of s's tokens (Options), closed when the
 // test ends; it logs to the test's output, with the reason for each
@@ -196,7 +184,7 @@ func (s *Server) VerifierWith(tb testing.TB, change func(*verify.Options)) *veri
 		tb.Fatal(err)
 	}
 	s.mu.Lock()
-	s.made[v] = &reconnection{}
+	s.made[v] = -1
 	s.mu.Unlock()
 	tb.Cleanup(func() {
 		v.Close()
@@ -217,19 +205,19 @@ func (s *Server) Sync(tb testing.TB, v *verify.Verifier) {
 	tb.Helper()
 	s.mu.Lock()
 	last, away := int64(len(s.events)), s.feedCuts > 0 || s.downs > 0
-	var since reconnection
-	if r := s.made[v]; r != nil {
-		since = *r
+	since, made := s.made[v] // reconnections at the last cut
+	if !made {
+		since = -1
 	}
 	s.mu.Unlock()
 	if away {
 		tb.Fatal("verifytest: Sync during a cut (CutFeed or Down not restored): no Verifier can follow the feed")
 	}
 	deadline := time.Now().Add(15 * time.Second)
-	for st := v.Stats(); !st.FeedConnected || st.LastEventID < last || since.cut && st.Reconnects <= since.reconnects; st = v.Stats() {
+	for st := v.Stats(); !st.FeedConnected || st.LastEventID < last || st.Reconnects <= since; st = v.Stats() {
 		if time.Now().After(deadline) {
 			tb.Fatalf("verifytest: after 15 s the Verifier has taken revocations up to %d of %d, feed connected %t, reconnected since the cut %t (its log says why)",
-				st.LastEventID, last, st.FeedConnected, !since.cut || st.Reconnects > since.reconnects)
+				st.LastEventID, last, st.FeedConnected, st.Reconnects > since)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -256,7 +244,7 @@ func (s *Server) Token(c verify.Claims) string {
 		s.issued[sub] = map[string]bool{}
 	}
 	s.issued[sub][sid] = true
-	now, signer := s.now(), s.keys[len(s.keys)-1]
+	now, signer := s.clock()(), s.keys[len(s.keys)-1]
 	s.mu.Unlock()
 	claims := jwt.MapClaims{
 		"iss": cmp.Or(c.Issuer, s.URL), "sub": sub, "sid": sid, "jti": cmp.Or(c.ID, randomHex(16)),
@@ -328,7 +316,7 @@ func (s *Server) RevokeUser(sub string) {
 			s.revokeSessionLocked(sid)
 		}
 	}
-	before := s.now().Truncate(time.Second)
+	before := s.clock()().Truncate(time.Second)
 	s.users[sub] = before
 	s.pushLocked(map[string]any{"sub": sub, "before": before.Unix()})
 }
@@ -342,7 +330,7 @@ func checkID(what, id string) {
 
 // pushLocked adds an event to the feed, with its id and exp, s.mu held.
 func (s *Server) pushLocked(e map[string]any) {
-	e["id"], e["exp"] = len(s.events)+1, s.now().Add(revocationLifetime).Unix()
+	e["id"], e["exp"] = len(s.events)+1, s.clock()().Add(revocationLifetime).Unix()
 	b, _ := json.Marshal(e)
 	s.events = append(s.events, string(b))
 	close(s.pushed)
@@ -389,21 +377,10 @@ func (s *Server) Down() (restore func()) {
 // takeAway counts one more cut in n, ends the feed's streams, and
 // returns the function that takes it back.
 func (s *Server) takeAway(n *int) func() {
-	// The Verifiers' reconnections before the cut, read without s.mu
-	// (their clock, Options' Now, takes it).
-	s.mu.Lock()
-	made := slices.Collect(maps.Keys(s.made))
-	s.mu.Unlock()
-	reconnects := make([]int64, len(made))
-	for i, v := range made {
-		reconnects[i] = v.Stats().Reconnects
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i, v := range made {
-		if r := s.made[v]; r != nil {
-			r.cut, r.reconnects = true, reconnects[i]
-		}
+	for v := range s.made {
+		s.made[v] = v.Stats().Reconnects // what Sync waits to see passed
 	}
 	*n++
 	close(s.cut)
