@@ -75,7 +75,8 @@ func runRecipe(t *testing.T, node, dir, url, serviceToken string) (ask func(toke
 	t.Cleanup(cancel) // after the Cleanup below has waited for node
 	cmd := exec.CommandContext(ctx, node, "driver.mjs")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "AUTHD_URL="+url, "AUTHD_ISSUER=https://auth.example.org",
+	// Nothing of the test's own environment (CI's database URLs) reaches npm's code.
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, "AUTHD_URL="+url, "AUTHD_ISSUER=https://auth.example.org",
 		"AUTHD_SIGNING_ALG=EdDSA", "AUTHD_CLIENTS=", "AUTHD_SERVICE_TOKEN="+serviceToken)
 	stderr := &syncbuf.Buffer{}
 	cmd.Stderr = stderr
@@ -123,6 +124,8 @@ func askUntil(t *testing.T, ask func(string) string, wait time.Duration, what, t
 	}
 }
 
+const proxiedEmail = "proxied@example.org"
+
 // recipeBehindProxy runs the recipe against an authd reached through a
 // faultnet proxy, with a user's access token it has taken (so, caught up
 // with the feed).
@@ -135,11 +138,10 @@ func recipeBehindProxy(t *testing.T) (e *env, proxy *faultnet.Proxy, ask func(st
 		t.Fatal(err)
 	}
 	t.Cleanup(proxy.Close)
-	const email = "proxied@example.org"
-	e.registerVerified(email, goodPassword)
-	access, _ = e.login(email, goodPassword)
+	e.registerVerified(proxiedEmail, goodPassword)
+	access, _ = e.login(proxiedEmail, goodPassword)
 	ask = runRecipe(t, node, dir, url, serviceToken)
-	askUntil(t, ask, 10*time.Second, "a fresh token once the feed has caught up", access, "ok "+e.user(email).ID.String())
+	askUntil(t, ask, 10*time.Second, "a fresh token once the feed has caught up", access, "ok "+e.user(proxiedEmail).ID.String())
 	return e, proxy, ask, access
 }
 
@@ -163,12 +165,19 @@ func TestNodeRecipeSilentFeed(t *testing.T) {
 func TestNodeRecipeUnansweredReconnection(t *testing.T) {
 	t.Parallel()
 	e, proxy, ask, access := recipeBehindProxy(t)
+	gone, _ := e.login(proxiedEmail, goodPassword)
+	want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(gone)...), 204, "")
+	askUntil(t, ask, 10*time.Second, "a session logged out before the outage", gone, "error revoked")
 	proxy.SetSilent(true)
 	proxy.Cut() // EventSource reconnects at once, into the silence
 	for deadline := time.Now().Add(10 * time.Second); proxy.Hushed() == 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the recipe did not reconnect within 10 s of the cut")
 		}
+	}
+	askUntil(t, ask, 10*time.Second, "a good token once the feed is lost past its grace", access, "error revocation state unknown")
+	if got := ask(gone); got != "error revoked" {
+		t.Errorf("a token known to be revoked, while the state is unknown: %q, want it told revoked", got)
 	}
 	proxy.SetSilent(false) // the unanswered connection stays so; the next is answered
 	want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(access)...), 204, "")
@@ -231,6 +240,7 @@ func TestNodeRecipe(t *testing.T) {
 		"a token expired 5 s ago":     sign("at+jwt", func(c jwt.MapClaims) { c["exp"] = time.Now().Add(-5 * time.Second).Unix() }), // exp exactly, not within jose's leeway
 		"a token issued in 2 minutes": sign("at+jwt", func(c jwt.MapClaims) { c["iat"] = time.Now().Add(2 * time.Minute).Unix() }),
 		"a token without a session":   sign("at+jwt", func(c jwt.MapClaims) { delete(c, "sid") }),
+		"a token whose iat is text":   sign("at+jwt", func(c jwt.MapClaims) { c["iat"] = "yesterday" }),
 		"an ID token's type":          sign("JWT", func(jwt.MapClaims) {}),
 	} {
 		if got := ask(tok); !strings.HasPrefix(got, "error ") || got == "error revoked" {
