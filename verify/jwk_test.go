@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -80,6 +81,34 @@ func TestRevokedIDBounded(t *testing.T) {
 	}
 	if n := len(v.revs.sessions) + len(v.revs.users); n != 1 {
 		t.Errorf("%d revocations kept, want the one within the bound", n)
+	}
+}
+
+// TestFreshFor: a JWKS answer is fresh for its max-age less its Age (a
+// cache on the way held it that long), never less than nothing.
+func TestFreshFor(t *testing.T) {
+	for _, c := range []struct {
+		cc, age string
+		want    time.Duration
+	}{
+		{"max-age=300", "", 300 * time.Second},
+		{"max-age=300", "0", 300 * time.Second},
+		{"max-age=300", "290", 10 * time.Second},
+		{"max-age=300", "300", 0},
+		{"max-age=300", "301", 0},
+		{"max-age=300", "99999999999999999999999", 0}, // past uint64: as old as can be
+		{"max-age=300", "-5", 300 * time.Second},      // not an Age: ignored
+		{"max-age=300", "x", 300 * time.Second},
+		{"max-age=300", "1.5", 300 * time.Second},
+		{"", "60", defaultJWKSMaxAge - time.Minute},
+	} {
+		h := http.Header{"Cache-Control": {c.cc}}
+		if c.age != "" {
+			h.Set("Age", c.age)
+		}
+		if got := freshFor(h); got != c.want {
+			t.Errorf("freshFor(Cache-Control %q, Age %q) = %s, want %s", c.cc, c.age, got, c.want)
+		}
 	}
 }
 

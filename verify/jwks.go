@@ -379,8 +379,29 @@ func (ks *keySet) fetch(ctx context.Context) error {
 	}
 	ks.keys = keys
 	ks.fetchedAt = ks.v.now()
-	ks.fresh = ks.fetchedAt.Add(maxAge(resp.Header.Get("Cache-Control")))
+	ks.fresh = ks.fetchedAt.Add(freshFor(resp.Header))
 	return nil
+}
+
+// freshFor is how long a JWKS answer stays fresh: its max-age less its Age
+// (RFC 9111 4.2.3), which a cache on the way (a CDN) sets to how long it
+// has held the answer. Without it a copy the cache kept for most of its
+// max-age would be kept here for a whole max-age more, and a key authd
+// publishes six minutes before it signs (five of max-age, one of reread
+// and skew) could sign tokens no cached copy knows, and a removed key be
+// trusted twice as long.
+func freshFor(h http.Header) time.Duration {
+	return max(maxAge(h.Get("Cache-Control"))-age(h.Get("Age")), 0)
+}
+
+// age reads an Age header's seconds, capped as max-age is; 0 when there is
+// none or it is not a number of seconds (RFC 9111 5.1).
+func age(v string) time.Duration {
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil && !errors.Is(err, strconv.ErrRange) {
+		return 0
+	}
+	return time.Duration(min(n, uint64(maxJWKSMaxAge/time.Second))) * time.Second
 }
 
 // maxAge reads Cache-Control's max-age (no-store/no-cache: refetch after

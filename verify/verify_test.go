@@ -60,6 +60,7 @@ type fakeAuthd struct {
 	mu         sync.Mutex
 	keys       map[string]ed25519.PrivateKey // kid → key published
 	maxAge     int
+	age        int           // the JWKS's Age header when > 0 (a cache on the way held it)
 	events     []string      // the feed's event data, id = index+1
 	pushed     chan struct{} // closed and replaced when an event is added
 	feedStatus int           // answer the feed with this status when set
@@ -201,6 +202,9 @@ func (f *fakeAuthd) jwks(w http.ResponseWriter, r *http.Request) {
 			"x": base64.RawURLEncoding.EncodeToString(k.Public().(ed25519.PublicKey))})
 	}
 	w.Header().Set("Cache-Control", "public, max-age="+strconv.Itoa(f.maxAge))
+	if f.age > 0 {
+		w.Header().Set("Age", strconv.Itoa(f.age))
+	}
 	json.NewEncoder(w).Encode(map[string]any{"keys": keys})
 }
 
@@ -465,6 +469,33 @@ func TestCacheNeverOutlivesKey(t *testing.T) {
 			break
 		} else if time.Now().After(deadline) {
 			t.Fatalf("a cached token of a key gone from the JWKS: %v, want ErrUnknownKey", err)
+		}
+	}
+}
+
+// TestJWKSAgeCounts: a JWKS answer a cache on the way has held for 290 of
+// its 300 s is stale 10 s later, so a key withdrawn meanwhile stops
+// verifying then, not a whole max-age later.
+func TestJWKSAgeCounts(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	f.mu.Lock()
+	f.age = 290
+	f.mu.Unlock()
+	v := f.verifier(t)
+	tok := f.sign(t, "k1", f.claims(), nil)
+	if _, err := v.Verify(context.Background(), tok); err != nil {
+		t.Fatal(err)
+	}
+	f.addKey("k2")
+	f.removeKey("k1")
+	f.clock.Advance(11 * time.Second)
+	v.Verify(context.Background(), tok) // stale: this use refreshes the set
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, err := v.Verify(context.Background(), tok); errors.Is(err, verify.ErrUnknownKey) {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("a token of a key withdrawn, 11 s after an answer 290 s old of max-age 300: %v, want ErrUnknownKey", err)
 		}
 	}
 }
