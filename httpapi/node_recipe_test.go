@@ -16,6 +16,7 @@ import (
 
 	"github.com/authd/authd/internal/faultnet"
 	"github.com/authd/authd/internal/syncbuf"
+	"github.com/authd/authd/token"
 )
 
 // nodeRecipe writes the README's Node recipe (its js block after
@@ -182,6 +183,44 @@ func TestNodeRecipeUnansweredReconnection(t *testing.T) {
 	proxy.SetSilent(false) // the unanswered connection stays so; the next is answered
 	want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(access)...), 204, "")
 	askUntil(t, ask, 40*time.Second, "a session logged out while the reconnection went unanswered", access, "error revoked")
+}
+
+// TestNodeRecipeWithdrawnKey: the recipe trusts a key withdrawn from
+// authd's JWKS for no longer than the JWKS's max-age (300 s), as the Go
+// package does (jose, reading no Cache-Control, would keep it 10 minutes).
+func TestNodeRecipeWithdrawnKey(t *testing.T) {
+	t.Parallel()
+	node, dir := nodeRecipe(t)
+	e := newEnv(t, openSQLite(t), atWallClock()) // jose checks exp against the wall clock
+	const email = "withdrawn@example.org"
+	e.registerVerified(email, goodPassword)
+	tok, _ := e.login(email, goodPassword)
+	ask := runRecipe(t, node, dir, e.srv.URL, serviceToken)
+	sub := "ok " + e.user(email).ID.String()
+	askUntil(t, ask, 10*time.Second, "a token before its key is withdrawn", tok, sub)
+
+	old := e.keys.Signing(e.clock.Now())
+	if _, err := token.Generate(e.keysDir, "EdDSA", e.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(e.keysDir, old.ID+".pem")); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.keys.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if jwks := e.do("GET", "/.well-known/jwks.json", nil); jwks.status != 200 || strings.Contains(jwks.raw, old.ID) {
+		t.Fatalf("the JWKS still holds the withdrawn key %s", old.ID)
+	}
+	if got := ask(tok); got != sub {
+		t.Errorf("within the cached JWKS's max-age, a token of a key since withdrawn: %q, want %q (the cache trusted)", got, sub)
+	}
+	if got := ask("+clock 301"); got != "ok clock" {
+		t.Fatalf("the driver's clock: %q", got)
+	}
+	if got := ask(tok); !strings.HasPrefix(got, "error ") {
+		t.Errorf("301 s later, a token of a key withdrawn from the JWKS: %q, want it refused", got)
+	}
 }
 
 // TestNodeRecipe: the README's Node recipe, as written, takes authd's
