@@ -35,6 +35,19 @@ type window struct {
 
 var _ authd.RateLimiter = (*Memory)(nil)
 
+// Monotonic is the clock limits run on outside tests: time.Now with its
+// monotonic reading, which authd.SystemClock's UTC drops. Limits measure
+// only durations, and none of their times leave this package, so a step
+// of the wall clock (NTP, a virtual machine resumed) must not move them:
+// stepped back an hour, it held a one-minute window, an address's lock and
+// the next try of an unreachable Redis an hour longer; stepped on, it
+// ended them early. (An account's lock is a stored time, on the wall
+// clock: in memory mode the two part only while such a step lasts.)
+type Monotonic struct{}
+
+// Now returns time.Now(), its monotonic reading kept.
+func (Monotonic) Now() time.Time { return time.Now() }
+
 // maxWindows bounds the keys Memory counts (about 200 bytes each): keys
 // come from client addresses and emails, which whoever sends requests
 // chooses (an IPv6 block holds many /64 networks).

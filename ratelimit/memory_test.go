@@ -3,9 +3,20 @@ package ratelimit
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
+
+// TestMonotonicKeepsItsReading: Monotonic's times carry the monotonic
+// reading, so that a window's or a lock's remaining time, their difference,
+// is measured on it and no step of the wall clock moves it.
+func TestMonotonicKeepsItsReading(t *testing.T) {
+	t.Parallel()
+	if now := (Monotonic{}).Now(); !strings.Contains(now.String(), " m=") {
+		t.Errorf("Monotonic's time %s has no monotonic reading", now)
+	}
+}
 
 // TestMemoryRetryAfter: the wait is exact, to the end of the window that the
 // key's first event opened.

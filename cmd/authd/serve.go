@@ -215,20 +215,20 @@ func (a *App) Open(ctx context.Context) (err error) {
 		return err
 	}
 	var limiter authd.RateLimiter
-	var lockouts authd.Lockouts = ratelimit.NewMemoryLockouts(a.clock)
+	var lockouts authd.Lockouts = ratelimit.NewMemoryLockouts(ratelimit.Monotonic{})
 	fallback := func() bool { return false }
 	switch {
 	case !a.cfg.RateLimit:
 		a.logger.Warn("rate limits are off (AUTHD_RATE_LIMIT=off)")
 	case a.cfg.RedisURL != "":
-		r, err := ratelimit.NewRedis(ctx, a.cfg.RedisURL, a.clock, a.logger)
+		r, err := ratelimit.NewRedis(ctx, a.cfg.RedisURL, ratelimit.Monotonic{}, a.logger)
 		if err != nil {
 			return err
 		}
 		a.closers = append(a.closers, r.Close)
 		limiter, lockouts, fallback = r, r, r.Fallback
 	default:
-		limiter = ratelimit.NewMemory(a.clock)
+		limiter = ratelimit.NewMemory(ratelimit.Monotonic{})
 	}
 	m.RateLimitFallback(fallback)
 	a.service = authd.NewService(svcCfg, authd.Deps{
