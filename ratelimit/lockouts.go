@@ -156,19 +156,47 @@ func (m *MemoryLockouts) remove(e *list.Element) {
 
 var _ authd.Lockouts = (*Redis)(nil)
 
+// An address's lock in Redis holds the time it ends, in Unix milliseconds
+// of the clock of the instance that set it, and every instance reads what
+// is left on its own clock, as an account's lock (a stored time, read
+// against each instance's clock) is read. Had Redis's clock decided
+// (PTTL), instances a few seconds apart would tell the two apart: right
+// after the lock an account's read 905 s on an instance 5 s behind where
+// an address's never reads over 900, and each counted down unevenly
+// across instances where the other did not. The key itself expires
+// lockSkewMargin after the lock, so that an instance behind the setter's
+// clock still finds it, as it finds an account's lock until a sweep lifts
+// it.
+const lockSkewMargin = 30 * time.Second
+
+// lockLeft is the Lua function the lockout scripts share: the milliseconds
+// left of the lock at key at now (ARGV's milliseconds), ≤ 0 when none. A
+// lock a release before the end times set ("1") ends as Redis expires it.
+const lockLeft = `
+local function lockLeft(key, now)
+  local v = redis.call('GET', key)
+  if not v then return 0 end
+  local untilMs = tonumber(v)
+  if v == '1' or not untilMs then return redis.call('PTTL', key) end
+  return untilMs - tonumber(now)
+end
+`
+
+// lockedFor answers the milliseconds left of the lock KEYS[1] at ARGV[1].
+var lockedFor = redis.NewScript(lockLeft + `return lockLeft(KEYS[1], ARGV[1])`)
+
 // fail counts a failure (KEYS[1], forgotten after ARGV[3] ms without one)
-// unless KEYS[2] is locked (its milliseconds left, > 0), and at the
-// threshold ARGV[1] sets the lock KEYS[2] for ARGV[2] ms and starts the
-// count afresh (-1); otherwise 0. Expiries are relative: Redis's clock
-// decides.
-var fail = redis.NewScript(`
-local left = redis.call('PTTL', KEYS[2])
+// unless KEYS[2] is locked at ARGV[4] (its milliseconds left, > 0), and at
+// the threshold ARGV[1] sets the lock KEYS[2] to end at ARGV[5] (expiring
+// in ARGV[2] ms) and starts the count afresh (-1); otherwise 0.
+var fail = redis.NewScript(lockLeft + `
+local left = lockLeft(KEYS[2], ARGV[4])
 if left > 0 then return left end
 local n = redis.call('INCR', KEYS[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 if n >= tonumber(ARGV[1]) then
   redis.call('DEL', KEYS[1])
-  redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+  redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[2])
   return -1
 end
 return 0`)
@@ -191,13 +219,14 @@ func (r *Redis) lockoutKeys(key string) []string {
 // instance answers the longer of the two.
 func (r *Redis) LockedFor(ctx context.Context, key string) (time.Duration, error) {
 	var ttl time.Duration
-	if !r.tryWaiting(ctx, func(ctx context.Context) (err error) {
-		ttl, err = r.client.PTTL(ctx, r.lockoutKeys(key)[1]).Result()
+	if !r.tryWaiting(ctx, func(ctx context.Context) error {
+		ms, err := lockedFor.Run(ctx, r.client, r.lockoutKeys(key)[1:], r.clock.Now().UnixMilli()).Int64()
+		ttl = time.Duration(ms) * time.Millisecond
 		return err
 	}, true) {
 		return r.lockouts.LockedFor(ctx, key)
 	}
-	if ttl > 0 { // -2: no lock, -1 cannot happen (always set with PX)
+	if ttl > 0 {
 		r.lockouts.hold(key, ttl)
 	}
 	mem, _ := r.lockouts.LockedFor(ctx, key)
@@ -212,8 +241,10 @@ func (r *Redis) Fail(ctx context.Context, key string, threshold int, lock, forge
 	}
 	var n int64
 	if !r.tryWaiting(ctx, func(ctx context.Context) (err error) {
+		now := r.clock.Now().UnixMilli()
+		lockMs := max(lock.Milliseconds(), 1)
 		n, err = fail.Run(ctx, r.client, r.lockoutKeys(key), threshold,
-			max(lock.Milliseconds(), 1), max(forget.Milliseconds(), 1)).Int64()
+			lockMs+lockSkewMargin.Milliseconds(), max(forget.Milliseconds(), 1), now, now+lockMs).Int64()
 		return err
 	}, true) {
 		return r.lockouts.Fail(ctx, key, threshold, lock, forget)
@@ -227,10 +258,11 @@ func (r *Redis) Fail(ctx context.Context, key string, threshold int, lock, forge
 	return time.Duration(max(n, 0)) * time.Millisecond, n == -1, nil
 }
 
-// holdLock makes KEYS[1] a lock for at least ARGV[1] ms.
-var holdLock = redis.NewScript(`
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
-  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+// holdLock makes KEYS[1] a lock for at least ARGV[2] ms from ARGV[1]
+// (ending at ARGV[3], the key expiring in ARGV[4] ms).
+var holdLock = redis.NewScript(lockLeft + `
+if lockLeft(KEYS[1], ARGV[1]) < tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
 end
 return 0`)
 
@@ -242,7 +274,9 @@ return 0`)
 func (r *Redis) restoreLocks() {
 	for key, left := range r.lockouts.locks() {
 		ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
-		err := holdLock.Run(ctx, r.client, r.lockoutKeys(key)[1:], max(left.Milliseconds(), 1)).Err()
+		now, left := r.clock.Now().UnixMilli(), max(left.Milliseconds(), 1)
+		err := holdLock.Run(ctx, r.client, r.lockoutKeys(key)[1:], now, left, now+left,
+			left+lockSkewMargin.Milliseconds()).Err()
 		cancel()
 		if err != nil {
 			r.logger.Warn("locks set while Redis could not be used stay on this instance only", "err", err)

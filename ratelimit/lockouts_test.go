@@ -48,6 +48,47 @@ func TestLockouts(t *testing.T) {
 	}
 }
 
+// TestRedisLocksReadOnEachClock: an address's lock in Redis is read as an
+// account's lock is, against the clock of the instance that reads it: 3 s
+// longer on an instance 3 s behind the one that set it, 3 s shorter on
+// one 3 s ahead (were Redis's clock to decide, both would read it alike,
+// and an account's lock would be told from an address's by its wait). A
+// lock an older release set ("1") ends as Redis expires it.
+func TestRedisLocksReadOnEachClock(t *testing.T) {
+	t.Parallel()
+	url := redisURL(t)
+	if url == "" {
+		t.Skip("TEST_REDIS_URL is not set")
+	}
+	prefix := testPrefix()
+	setter := redisLimiter(t, url, prefix, nil, nil)
+	behind := redisLimiter(t, url, prefix, skewed(-3*time.Second), nil)
+	ahead := redisLimiter(t, url, prefix, skewed(3*time.Second), nil)
+	ctx := context.Background()
+	for range 2 {
+		setter.Fail(ctx, "a", 2, 10*time.Second, time.Minute)
+	}
+	// 10 s less what the test took since: it is given 1 s of it.
+	for name, c := range map[string]struct {
+		l        *Redis
+		min, max time.Duration
+	}{"behind": {behind, 12 * time.Second, 13 * time.Second}, "ahead": {ahead, 6 * time.Second, 7 * time.Second}} {
+		if wait, err := c.l.LockedFor(ctx, "a"); err != nil || wait < c.min || wait > c.max {
+			t.Errorf("the instance %s reads the lock as %s (%v), want %s–%s", name, wait, err, c.min, c.max)
+		}
+		if wait, locked, err := c.l.Fail(ctx, "a", 2, 10*time.Second, time.Minute); err != nil || locked || wait < c.min || wait > c.max {
+			t.Errorf("a failure on the instance %s: locked for %s, locked %v (%v), want %s–%s", name, wait, locked, err, c.min, c.max)
+		}
+	}
+	legacy := setter.lockoutKeys("b")[1]
+	if err := setter.client.Set(ctx, legacy, "1", 10*time.Second).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if wait, err := ahead.LockedFor(ctx, "b"); err != nil || wait < 9*time.Second || wait > 10*time.Second {
+		t.Errorf("a lock an older release set, 10 s: read as %s (%v), want Redis's 9–10 s", wait, err)
+	}
+}
+
 // TestMemoryLockoutsExpire: a lock ends after its duration, and a count is
 // forgotten after forget without a failure.
 func TestMemoryLockoutsExpire(t *testing.T) {
