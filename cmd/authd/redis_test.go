@@ -14,18 +14,25 @@ import (
 	"github.com/authd/authd/internal/syncbuf"
 )
 
-// redisProxiedApp runs authd on SQLite with its Redis behind a proxy the
-// test can cut (cut first when down, before authd starts), and returns the
-// proxy, the public and admin base URLs and the log.
-func redisProxiedApp(t *testing.T, down bool) (*faultnet.Proxy, string, string, *syncbuf.Buffer) {
+// testRedisURL is TEST_REDIS_URL, or skips the test (fails it under CI).
+func testRedisURL(t *testing.T) string {
 	t.Helper()
-	redisURL := os.Getenv("TEST_REDIS_URL")
-	if redisURL == "" {
+	url := os.Getenv("TEST_REDIS_URL")
+	if url == "" {
 		if os.Getenv("CI") != "" {
 			t.Fatal("TEST_REDIS_URL is not set: CI must run the Redis-backed tests")
 		}
 		t.Skip("TEST_REDIS_URL is not set: skipping a Redis-backed test")
 	}
+	return url
+}
+
+// redisProxiedApp runs authd on SQLite with its Redis behind a proxy the
+// test can cut (cut first when down, before authd starts), and returns the
+// proxy, the public and admin base URLs and the log.
+func redisProxiedApp(t *testing.T, down bool) (*faultnet.Proxy, string, string, *syncbuf.Buffer) {
+	t.Helper()
+	redisURL := testRedisURL(t)
 	// A proxy between authd and Redis cuts the network as an outage would,
 	// without stopping the Redis other tests use.
 	p, proxied, err := faultnet.ListenURL(redisURL)
@@ -132,4 +139,39 @@ func get(t *testing.T, url string) string {
 		t.Errorf("GET %s: %d %s", url, resp.StatusCode, body)
 	}
 	return string(body)
+}
+
+// TestLockoutsSharedWithRateLimitsOff: with AUTHD_RATE_LIMIT=off and Redis
+// set, instances still count an unknown address's failures together, as
+// an account's are counted in the database: guesses split over two
+// instances lock it at the threshold (counted per instance, the third
+// guess would pass where an account's is refused).
+func TestLockoutsSharedWithRateLimitsOff(t *testing.T) {
+	t.Parallel()
+	redisURL := testRedisURL(t)
+	env := postgresEnv(t)
+	env["AUTHD_HTTP_ADDR"], env["AUTHD_REDIS_URL"] = "127.0.0.1:0", redisURL
+	env["AUTHD_RATE_LIMIT"], env["AUTHD_LOCKOUT_THRESHOLD"] = "off", "2"
+	if code, _, stderr := runCLI(t, env, "migrate", "up"); code != exitOK {
+		t.Fatalf("migrate up: %d %s", code, stderr)
+	}
+	a, b := startServe(t, env), startServe(t, env)
+	login := func(base string) int {
+		t.Helper()
+		resp, err := http.Post(base+"/v1/auth/login", "application/json",
+			strings.NewReader(`{"email":"nobody@example.org","password":"not the password at all"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for i, base := range []string{a.url, b.url} {
+		if code := login(base); code != http.StatusUnauthorized {
+			t.Fatalf("guess %d at an unknown address: %d, want 401", i+1, code)
+		}
+	}
+	if code := login(a.url); code != http.StatusLocked {
+		t.Errorf("a third guess after two split over two instances, threshold 2: %d, want 423 (the count shared in Redis)", code)
+	}
 }

@@ -217,18 +217,26 @@ func (a *App) Open(ctx context.Context) (err error) {
 	var limiter authd.RateLimiter
 	var lockouts authd.Lockouts = ratelimit.NewMemoryLockouts(ratelimit.Monotonic{})
 	fallback := func() bool { return false }
+	// The lockouts of addresses without an account are no rate limit: they
+	// stay on with AUTHD_RATE_LIMIT=off, and in Redis when it is set, or
+	// instances would each count them where an account's count is shared,
+	// and a few guesses on two instances would tell the two apart.
 	switch {
-	case !a.cfg.RateLimit:
-		a.logger.Warn("rate limits are off (AUTHD_RATE_LIMIT=off)")
 	case a.cfg.RedisURL != "":
 		r, err := ratelimit.NewRedis(ctx, a.cfg.RedisURL, ratelimit.Monotonic{}, a.logger)
 		if err != nil {
 			return err
 		}
 		a.closers = append(a.closers, r.Close)
-		limiter, lockouts, fallback = r, r, r.Fallback
-	default:
+		lockouts, fallback = r, r.Fallback
+		if a.cfg.RateLimit {
+			limiter = r
+		}
+	case a.cfg.RateLimit:
 		limiter = ratelimit.NewMemory(ratelimit.Monotonic{})
+	}
+	if !a.cfg.RateLimit {
+		a.logger.Warn("rate limits are off (AUTHD_RATE_LIMIT=off); lockouts stay on")
 	}
 	m.RateLimitFallback(fallback)
 	a.service = authd.NewService(svcCfg, authd.Deps{
