@@ -101,6 +101,7 @@ type Server struct {
 	pageForms *http.CrossOriginProtection
 	shed      *shedlog.Log // requests shed at capacity (ErrBusy), told sampled
 	stale     *shedlog.Log // access tokens refused while revocations are stale (ErrRevocationsStale), likewise
+	down      *shedlog.Log // other 503s (the database unreachable): an outage, a flood of them one line a second
 }
 
 // EndStreams ends every open revocation stream (their clients resume
@@ -115,6 +116,7 @@ func (s *Server) EndStreams() { s.endOnce.Do(func() { close(s.ending) }) }
 func (s *Server) FlushLog() {
 	s.shed.Flush()
 	s.stale.Flush()
+	s.down.Flush()
 }
 
 // Route is one registered method and path pattern, and the query
@@ -219,7 +221,8 @@ func newServer(opts Options) *Server {
 		shed: shedlog.New(opts.Logger,
 			"requests shed: at capacity (the password hashing queue or the database's lane is full; 503 with Retry-After)"),
 		stale: shedlog.New(opts.Logger, "access tokens refused: this instance has not read the revocations "+
-			"for longer than it may (the database is unreachable or slow; 503 with Retry-After)")}
+			"for longer than it may (the database is unreachable or slow; 503 with Retry-After)"),
+		down: shedlog.New(opts.Logger, "requests failed: unavailable (the database is unreachable or slow; 503 with Retry-After)")}
 	if u, err := url.Parse(opts.PublicURL); err == nil && u.Scheme != "" && u.Host != "" {
 		// Where a proxy rewrote Host, a browser without Sec-Fetch-Site
 		// still names this origin.
@@ -469,6 +472,12 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		s.shed.Note(r.Context()) // counted, the count logged now and then: not a line per request
 	case errors.Is(err, authd.ErrRevocationsStale):
 		s.stale.Note(r.Context()) // likewise: an outage, not a lack of capacity
+	case status == http.StatusServiceUnavailable && !gone && authd.ErrorHint(err) == "":
+		// During an outage every request fails alike: one line a second
+		// with the count and the latest error, not an error line each
+		// (one with a hint for the operator, a lock held elsewhere, is
+		// told each time, below).
+		s.down.NoteError(r.Context(), err)
 	case status >= 500 && !gone:
 		attrs := []any{"method", r.Method, "path", r.URL.Path, "request_id", requestID(r.Context()), "err", err}
 		if hint := authd.ErrorHint(err); hint != "" {

@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,6 +52,12 @@ func TestDatabaseOutage(t *testing.T) {
 		if r.status != 503 || r.code() != "unavailable" || r.header.Get("Retry-After") == "" {
 			t.Errorf("revocation feed (%s) with the database down: %d %s; want 503 with Retry-After", accept, r.status, r.raw)
 		}
+	}
+
+	// Told as an outage, sampled: not an error line per request.
+	e.api.FlushLog()
+	if logs := e.logs.String(); strings.Contains(logs, "request failed") || !strings.Contains(logs, "requests failed: unavailable") {
+		t.Errorf("the log of 503s during the outage:\n%s\nwant them counted (\"requests failed: unavailable\"), no \"request failed\" line each", logs)
 	}
 
 	if err := p.Reopen(); err != nil { // the same address again

@@ -22,6 +22,7 @@ type Log struct {
 	mu      sync.Mutex
 	last    time.Time
 	count   int
+	lastErr error       // the latest NoteError's, told with the count
 	pending *time.Timer // tells the count held back, once Interval has passed
 }
 
@@ -50,6 +51,15 @@ func (l *Log) Note(ctx context.Context) {
 	l.flush(ctx)
 }
 
+// NoteError is Note for a request that failed with err: the line tells
+// the latest such error with the count.
+func (l *Log) NoteError(ctx context.Context, err error) {
+	l.mu.Lock()
+	l.lastErr = err
+	l.mu.Unlock()
+	l.Note(ctx)
+}
+
 // Flush tells the count held back, if any, at once: at shutdown, after the
 // last request, so that a burst's tail is not lost with the timer that
 // would have told it.
@@ -69,6 +79,10 @@ func (l *Log) flush(ctx context.Context) {
 	if l.count == 0 {
 		return
 	}
-	l.logger.WarnContext(ctx, l.msg, "requests", l.count)
-	l.count, l.last = 0, time.Now()
+	if l.lastErr != nil {
+		l.logger.WarnContext(ctx, l.msg, "requests", l.count, "last_err", l.lastErr)
+	} else {
+		l.logger.WarnContext(ctx, l.msg, "requests", l.count)
+	}
+	l.count, l.last, l.lastErr = 0, time.Now(), nil
 }

@@ -2,6 +2,7 @@ package shedlog
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"testing"
@@ -58,5 +59,23 @@ func TestFlushTellsTheTail(t *testing.T) {
 	time.Sleep(3 * Interval) // past the timer the flush stopped
 	if got := out.String(); strings.Count(got, "level=WARN") != 2 {
 		t.Errorf("told again, by a second flush or the timer: %q", got)
+	}
+}
+
+// TestNoteErrorTellsTheLatest: a line of failed requests names the latest
+// error among those it counts, and the next line only its own.
+func TestNoteErrorTellsTheLatest(t *testing.T) {
+	var out syncbuf.Buffer
+	l := New(slog.New(slog.NewTextHandler(&out, nil)), "failed")
+	l.NoteError(context.Background(), errors.New("first"))
+	l.NoteError(context.Background(), errors.New("second"))
+	l.NoteError(context.Background(), errors.New("third"))
+	l.Flush()
+	l.Note(context.Background())
+	l.Flush()
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[0], "last_err=first") ||
+		!strings.Contains(lines[1], "requests=2 last_err=third") || strings.Contains(lines[2], "last_err") {
+		t.Errorf("lines %q, want the first told with its error, two with the latest, then one without", lines)
 	}
 }
