@@ -294,6 +294,14 @@ func (s *Service) RunOutbox(ctx context.Context, poll time.Duration) {
 	}
 }
 
+// ranOut reports whether ctx has ended or its deadline has passed: a
+// connection given that deadline (the SMTP client's) may fail on it a
+// moment before ctx's own timer ends ctx, and that failure is ctx's too.
+func ranOut(ctx context.Context) bool {
+	d, ok := ctx.Deadline()
+	return ctx.Err() != nil || ok && !time.Now().Before(d)
+}
+
 // passLog tells the outbox's failed passes: the first of a run at once,
 // then at most a line each passLogInterval with how many failed since (and
 // at once an error other than the last told), and the run's end. An outage of the database fails every pass, each poll
@@ -423,7 +431,7 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 	sendCtx, cancel := context.WithTimeout(ctx, mailSendTimeout)
 	err := s.mailer.Send(sendCtx, mail)
 	cancel()
-	cut := err != nil && ctx.Err() != nil // the pass's time ran out (a stop's last pass), not the relay's
+	cut := err != nil && ranOut(ctx) // the pass's time ran out (a stop's last pass), not the relay's
 	// The outcome is recorded whatever became of the pass meanwhile (a
 	// shutdown's last pass out of time as the relay answered): a sent mail
 	// left claimed is sent again once its lease lapses, and a second

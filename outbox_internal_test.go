@@ -2,6 +2,7 @@ package authd
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -89,5 +90,35 @@ func TestPassLogTellsAnOutageOnce(t *testing.T) {
 	l.stop(t0)
 	if buf.Len() != 0 {
 		t.Errorf("a stop with nothing failing told %s", buf.String())
+	}
+}
+
+// lateContext is a context whose deadline has passed while its timer has
+// not yet ended it: the moment a connection given that deadline fails.
+type lateContext struct{ context.Context }
+
+func (lateContext) Deadline() (time.Time, bool) { return time.Now().Add(-time.Millisecond), true }
+
+// TestRanOut: a send that failed on its pass's deadline is the pass's time
+// running out (a stop), even before the context's timer has ended it, so
+// that the mail is queued again at once rather than counted as the
+// relay's failure; a pass with time left, or none set, has not run out.
+func TestRanOut(t *testing.T) {
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	later, cancelLater := context.WithTimeout(context.Background(), time.Hour)
+	defer cancelLater()
+	for name, c := range map[string]struct {
+		ctx  context.Context
+		want bool
+	}{
+		"ended":                          {ended, true},
+		"deadline passed, not yet ended": {lateContext{context.Background()}, true},
+		"deadline ahead":                 {later, false},
+		"no deadline":                    {context.Background(), false},
+	} {
+		if got := ranOut(c.ctx); got != c.want {
+			t.Errorf("%s: ranOut = %v, want %v", name, got, c.want)
+		}
 	}
 }
