@@ -87,26 +87,31 @@ func (m *Metrics) Mail(kind authd.MailKind, ev authd.MailEvent) {
 	m.mails.WithLabelValues(string(kind), string(ev)).Inc()
 }
 
-// Outbox publishes the outbox depth, read from the store at each scrape.
+// Outbox publishes the outbox depth, read from the store once a scrape
+// (both gauges from one read: one count of the outbox, one snapshot).
 func (m *Metrics) Outbox(stats func(context.Context) (authd.OutboxStats, error)) {
-	read := func(dead bool) func() float64 {
-		return func() float64 {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			st, err := stats(ctx)
-			if err != nil {
-				return -1
-			}
-			if dead {
-				return float64(st.Dead)
-			}
-			return float64(st.Pending)
-		}
+	m.reg.MustRegister(&outboxCollector{stats: stats,
+		pending: prometheus.NewDesc("authd_mail_outbox_pending", "Mails waiting in the outbox (-1: unknown).", nil, nil),
+		dead:    prometheus.NewDesc("authd_mail_outbox_dead", "Mails given up on (-1: unknown).", nil, nil)})
+}
+
+// outboxCollector is the outbox's two gauges, from one read a scrape.
+type outboxCollector struct {
+	stats         func(context.Context) (authd.OutboxStats, error)
+	pending, dead *prometheus.Desc
+}
+
+func (c *outboxCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.pending; ch <- c.dead }
+
+func (c *outboxCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	pending, dead := -1.0, -1.0
+	if st, err := c.stats(ctx); err == nil {
+		pending, dead = float64(st.Pending), float64(st.Dead)
 	}
-	m.reg.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authd_mail_outbox_pending", Help: "Mails waiting in the outbox (-1: unknown)."}, read(false)),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authd_mail_outbox_dead", Help: "Mails given up on (-1: unknown)."}, read(true)),
-	)
+	ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, pending)
+	ch <- prometheus.MustNewConstMetric(c.dead, prometheus.GaugeValue, dead)
 }
 
 // Revocations publishes the size of the revocation set.

@@ -46,12 +46,28 @@ func TestHooksReachTheScrape(t *testing.T) {
 	}
 }
 
+// TestOutboxReadOnceAScrape: the outbox's two gauges come from one read of
+// the store a scrape (one count, one snapshot), not one each.
+func TestOutboxReadOnceAScrape(t *testing.T) {
+	m := New()
+	reads := 0
+	m.Outbox(func(context.Context) (authd.OutboxStats, error) {
+		reads++
+		return authd.OutboxStats{Pending: reads, Dead: reads}, nil
+	})
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if body := rec.Body.String(); reads != 1 || !strings.Contains(body, "authd_mail_outbox_pending 1") || !strings.Contains(body, "authd_mail_outbox_dead 1") {
+		t.Errorf("%d reads for one scrape (pending and dead from reads 1 and 2?):\n%s", reads, body)
+	}
+}
+
 func TestOutboxUnknownWhenTheStoreFails(t *testing.T) {
 	m := New()
 	m.Outbox(func(context.Context) (authd.OutboxStats, error) { return authd.OutboxStats{}, context.DeadlineExceeded })
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	if !strings.Contains(rec.Body.String(), "authd_mail_outbox_pending -1") {
+	if !strings.Contains(rec.Body.String(), "authd_mail_outbox_pending -1") || !strings.Contains(rec.Body.String(), "authd_mail_outbox_dead -1") {
 		t.Error("a failing outbox read is not reported as -1")
 	}
 }
