@@ -37,8 +37,9 @@ var _ authd.RateLimiter = (*Memory)(nil)
 
 // Monotonic is the clock limits run on outside tests: time.Now with its
 // monotonic reading, which authd.SystemClock's UTC drops. Limits measure
-// only durations, and none of their times leave this package, so a step
-// of the wall clock (NTP, a virtual machine resumed) must not move them:
+// durations (only a Redis lock's end is a wall time, as an account's
+// lock's is), so a step of the wall clock (NTP, a virtual machine
+// resumed) must not move them:
 // stepped back an hour, it held a one-minute window, an address's lock and
 // the next try of an unreachable Redis an hour longer; stepped on, it
 // ended them early. (An account's lock is a stored time, on the wall

@@ -33,10 +33,17 @@ func New(logger *slog.Logger, msg string) *Log { return &Log{logger: logger, msg
 // the last one: at once when Interval has passed since then, else once it
 // has (so that a burst's end is told too, not at the next shed request,
 // hours later).
-func (l *Log) Note(ctx context.Context) {
+func (l *Log) Note(ctx context.Context) { l.NoteError(ctx, nil) }
+
+// NoteError is Note for a request that failed with err (nil: none to
+// tell): the line tells the latest such error with the count.
+func (l *Log) NoteError(ctx context.Context, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.count++
+	if err != nil {
+		l.lastErr = err
+	}
 	if wait := Interval - time.Since(l.last); wait > 0 {
 		if l.pending == nil {
 			l.pending = time.AfterFunc(wait, func() {
@@ -49,15 +56,6 @@ func (l *Log) Note(ctx context.Context) {
 		return
 	}
 	l.flush(ctx)
-}
-
-// NoteError is Note for a request that failed with err: the line tells
-// the latest such error with the count.
-func (l *Log) NoteError(ctx context.Context, err error) {
-	l.mu.Lock()
-	l.lastErr = err
-	l.mu.Unlock()
-	l.Note(ctx)
 }
 
 // Flush tells the count held back, if any, at once: at shutdown, after the
