@@ -63,9 +63,11 @@ const (
 	mailLease       = 2 * time.Minute  // a claimed mail is re-claimable after this
 	mailMintTimeout = 10 * time.Second // minting a verification or reset link
 	mailSendTimeout = 30 * time.Second
-	// recording a mail's outcome, after the send, whatever the pass's
-	// own deadline
-	mailSettleTimeout = 10 * time.Second
+	// each of the sender's other calls to the store: claiming a mail,
+	// extending its lease, and recording its outcome after the send
+	// (whatever the pass's own deadline), so that a database that stops
+	// answering holds the sender a while, not for good
+	mailStoreTimeout = 10 * time.Second
 )
 
 // The lease must outlive the minting and the send with room to spare for
@@ -250,10 +252,13 @@ func (s *Service) wakeSender() {
 
 // RunOutbox delivers mail until ctx ends: whenever a flow of this instance
 // queues one, and every poll interval for mail queued elsewhere or due for
-// a retry. When ctx ends it makes one last pass (of at most flushTimeout),
-// so that a graceful shutdown sends what the last requests queued; what it
-// cannot send stays in the outbox for the next start.
-func (s *Service) RunOutbox(ctx context.Context, poll time.Duration) {
+// a retry. When ctx ends it claims no more, finishes the mail in hand and
+// makes one last pass (of at most flushTimeout), so that a graceful
+// shutdown sends what the last requests queued; what it cannot send stays
+// in the outbox for the next start. cut ends the work in hand, the mail
+// being sent with it (a stop's deadline): such a mail is queued again, due
+// at once, for the next pass here or on another instance.
+func (s *Service) RunOutbox(ctx, cut context.Context, poll time.Duration) {
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
 	failures := passLog{logger: s.logger}
@@ -268,10 +273,10 @@ func (s *Service) RunOutbox(ctx context.Context, poll time.Duration) {
 		// A mail claimed is sent and recorded whatever ctx does; none is
 		// claimed once it ends, so that a backlog behind a relay that
 		// times out holds a shutdown for one mail, not for all of them.
-		pass(ctx, context.WithoutCancel(ctx))
+		pass(ctx, cut)
 		select {
 		case <-ctx.Done():
-			flush, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
+			flush, cancel := context.WithTimeout(cut, flushTimeout)
 			defer cancel()
 			pass(flush, flush)
 			if flush.Err() != nil {
@@ -370,7 +375,7 @@ func (s *Service) deliverMail(claiming, work context.Context) (int, error) {
 		if err := claiming.Err(); err != nil {
 			return sent, err
 		}
-		m, err := s.store.ClaimMail(work, NewID(), s.now(), mailLease)
+		m, err := s.claimMail(work)
 		if err != nil || m == nil {
 			return sent, err
 		}
@@ -382,6 +387,21 @@ func (s *Service) deliverMail(claiming, work context.Context) (int, error) {
 			sent++
 		}
 	}
+}
+
+// claimMail claims the mail due now that has waited longest, nil when none is.
+func (s *Service) claimMail(ctx context.Context) (*OutboxMail, error) {
+	ctx, cancel := context.WithTimeout(ctx, mailStoreTimeout)
+	defer cancel()
+	return s.store.ClaimMail(ctx, NewID(), s.now(), mailLease)
+}
+
+// extendMailClaim moves m's lease a whole lease on while m's claim holds
+// it (ENotFound when it does not).
+func (s *Service) extendMailClaim(ctx context.Context, m *OutboxMail) error {
+	ctx, cancel := context.WithTimeout(ctx, mailStoreTimeout)
+	defer cancel()
+	return s.store.ExtendMailClaim(ctx, m.ID, m.Claim, s.now().Add(mailLease))
 }
 
 // deliver sends one claimed mail. Only errors of the store are returned;
@@ -411,6 +431,8 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 		}
 		if link == "" {
 			s.observeMail(m, MailDropped)
+			ctx, cancel := context.WithTimeout(ctx, mailStoreTimeout)
+			defer cancel()
 			return false, s.settleMail(m, s.store.CompleteMail(ctx, m.ID, m.Claim), false)
 		}
 		mail.Link = link
@@ -422,7 +444,7 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 			mail.Kind, mail.Link, mail.UserID = MailEmailChangeTaken, "", holder.ID
 		}
 	}
-	if err := s.store.ExtendMailClaim(ctx, m.ID, m.Claim, s.now().Add(mailLease)); ErrorCode(err) == ENotFound {
+	if err := s.extendMailClaim(ctx, m); ErrorCode(err) == ENotFound {
 		s.claimLapsed(m)
 		return false, nil
 	} else if err != nil {
@@ -436,7 +458,7 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 	// shutdown's last pass out of time as the relay answered): a sent mail
 	// left claimed is sent again once its lease lapses, and a second
 	// verification or reset mail voids the link of the first.
-	ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), mailSettleTimeout)
+	ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), mailStoreTimeout)
 	defer cancel()
 	if m.Kind == MailAccountDeleted {
 		// The erasure may have run where no archive is (authd admin), or

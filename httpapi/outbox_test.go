@@ -572,7 +572,7 @@ func TestShutdownClaimsNoMoreMail(t *testing.T) {
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { e.svc.RunOutbox(ctx, time.Hour); close(done) }()
+	go func() { e.svc.RunOutbox(ctx, context.Background(), time.Hour); close(done) }()
 	<-m.started // the first mail in hand
 	stop()
 	close(m.release)
@@ -588,6 +588,102 @@ func TestShutdownClaimsNoMoreMail(t *testing.T) {
 	for i, left := range m.left[1:] {
 		if left > 10*time.Second {
 			t.Errorf("mail %d, claimed after the sender's context ended, had %v to be sent; want the last pass's 10 s at most", i+2, left)
+		}
+	}
+}
+
+// TestStopDeadlineCutsMailInHand: the sender's cut (a stop's deadline)
+// ends the send in hand, which its context's end alone does not; the mail
+// is queued again, due at once, and no other is claimed after it.
+func TestStopDeadlineCutsMailInHand(t *testing.T) {
+	t.Parallel()
+	m := &heldMailer{started: make(chan struct{}, 8), release: make(chan struct{})}
+	e := newEnv(t, openSQLite(t), withMailer(m))
+	for i := range 2 {
+		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{
+			"email": fmt.Sprintf("cutoff%d@example.org", i), "password": goodPassword, "consent": true}), 202, "")
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	work, cut := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.svc.RunOutbox(ctx, work, time.Hour); close(done) }()
+	<-m.started // the first mail in hand, held for good by the relay
+	stop()
+	select {
+	case <-done:
+		t.Fatal("the sender returned as its context ended, with a mail in hand")
+	case <-time.After(100 * time.Millisecond):
+	}
+	cut()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the sender did not return once cut, its send held by the relay")
+	}
+	if n := len(m.started); n != 0 {
+		t.Errorf("%d more mails claimed after the cut, want none", n)
+	}
+	if st, err := e.store.OutboxStats(context.Background()); err != nil || st.Pending != 2 || st.Dead != 0 {
+		t.Fatalf("outbox after the cut: %+v, %v; want both mails pending", st, err)
+	}
+	close(m.release)
+	// The fake clock has not moved: only mail due at once goes.
+	if n, err := e.svc.DeliverMail(context.Background()); n != 2 || err != nil {
+		t.Errorf("the next pass: %d sent, %v; want both, the cut one due at once", n, err)
+	}
+	if logs := e.logs.String(); !strings.Contains(logs, "cut short by the sender's stop") {
+		t.Errorf("the cut send was not logged:\n%s", logs)
+	}
+}
+
+// boundedStore notes whether the sender's calls to claim a mail and to
+// extend its lease come with a deadline, and how far off.
+type boundedStore struct {
+	authd.Store
+	mu   sync.Mutex
+	left map[string]time.Duration // by call; -1: no deadline
+}
+
+func (b *boundedStore) note(call string, ctx context.Context) {
+	left := time.Duration(-1)
+	if d, ok := ctx.Deadline(); ok {
+		left = time.Until(d)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, seen := b.left[call]; !seen {
+		b.left[call] = left
+	}
+}
+
+func (b *boundedStore) ClaimMail(ctx context.Context, claim uuid.UUID, now time.Time, lease time.Duration) (*authd.OutboxMail, error) {
+	b.note("ClaimMail", ctx)
+	return b.Store.ClaimMail(ctx, claim, now, lease)
+}
+
+func (b *boundedStore) ExtendMailClaim(ctx context.Context, id, claim uuid.UUID, until time.Time) error {
+	b.note("ExtendMailClaim", ctx)
+	return b.Store.ExtendMailClaim(ctx, id, claim, until)
+}
+
+// TestSenderStoreCallsAreBounded: claiming a mail and extending its lease
+// have a deadline of their own (10 s) in a pass that has none, so that a
+// database that stops answering does not hold the sender, and a stop
+// waiting for it, for good.
+func TestSenderStoreCallsAreBounded(t *testing.T) {
+	t.Parallel()
+	store := &boundedStore{Store: openSQLite(t), left: map[string]time.Duration{}}
+	e := newEnv(t, store)
+	want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{
+		"email": "bounded@example.org", "password": goodPassword, "consent": true}), 202, "")
+	if n, err := e.svc.DeliverMail(context.Background()); n != 1 || err != nil {
+		t.Fatalf("pass: %d sent, %v", n, err)
+	}
+	store.mu.Lock()
+	defer store.mu.Unlock()
+	for _, call := range []string{"ClaimMail", "ExtendMailClaim"} {
+		if left, ok := store.left[call]; !ok || left <= 0 || left > 10*time.Second {
+			t.Errorf("%s had %v before its deadline (-1: none; called: %v); want 10 s at most", call, left, ok)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -37,9 +38,21 @@ import (
 // instances or due for a retry; mail queued here is sent at once.
 const outboxPoll = 2 * time.Second
 
-// shutdownTimeout bounds how long a graceful shutdown waits for in-flight
-// requests.
-const shutdownTimeout = 20 * time.Second
+// A graceful stop has one deadline, stopTimeout after the signal: within
+// Kubernetes' default grace of 30 s, with room for the process to exit.
+// The listeners close at once; requests in flight have shutdownTimeout to
+// finish, after which their connections are closed and their handlers
+// have until the deadline (so that the flows they run, a login's count or
+// a rotation, end before the database closes). The mail sender works on
+// meanwhile, claims no more mail once the requests are done, and has its
+// mail in hand cut at the deadline: a cut mail is queued again, due at
+// once. Recording a mail's outcome after its send may take
+// mailStoreTimeout past the deadline, but only when the database is not
+// answering.
+const (
+	shutdownTimeout = 20 * time.Second
+	stopTimeout     = 25 * time.Second
+)
 
 func serveCmd(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "serve", "authd serve [flags]\n\nRuns the public API on AUTHD_HTTP_ADDR, and /metrics and the admin API on\nAUTHD_ADMIN_ADDR, until SIGTERM, SIGINT or SIGHUP, then shuts down gracefully.\nFlags override the environment, which overrides .env.")
@@ -111,11 +124,15 @@ type App struct {
 	closers       []func() error
 	flushLogs     []func()    // after shutdown: the shed-request counts held back
 	sweeping      atomic.Bool // a sweep of expired locks runs (sweepLocks)
+	requests      inflight    // the handlers running, on both listeners
+
+	// shutdownTimeout and stopTimeout, but in tests
+	drainTime, stopTime time.Duration
 }
 
 // NewApp returns an App for cfg; Open starts it.
 func NewApp(cfg *Config, logger *slog.Logger) *App {
-	return &App{cfg: cfg, logger: logger, clock: authd.SystemClock{}}
+	return &App{cfg: cfg, logger: logger, clock: authd.SystemClock{}, drainTime: shutdownTimeout, stopTime: stopTimeout}
 }
 
 // warnOfSettings tells, at start, of settings that work but are likely
@@ -396,7 +413,7 @@ func (h quietLibrary) WithGroup(name string) slog.Handler {
 
 func (a *App) httpServer(h http.Handler) *http.Server {
 	return &http.Server{
-		Handler:           h,
+		Handler:           a.requests.track(h),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -418,13 +435,16 @@ func (a *App) AdminAddr() net.Addr {
 // Addr is the address the public listener is bound to.
 func (a *App) Addr() net.Addr { return a.listener.Addr() }
 
-// Run serves until ctx ends, then stops accepting, lets in-flight requests
-// finish (up to shutdownTimeout), lets the mail sender finish its pass and
-// returns. Mail not sent stays in the outbox for the next start.
+// Run serves until ctx ends, then stops within one deadline (see
+// stopTimeout): it stops accepting, lets in-flight requests finish, lets
+// the mail sender finish its pass and returns. Mail not sent stays in the
+// outbox for the next start.
 func (a *App) Run(ctx context.Context) error {
 	jobs, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
+	work, cutWork := context.WithCancel(context.WithoutCancel(ctx)) // ended at the stop's deadline
+	deadline := time.AfterFunc(math.MaxInt64, cutWork)              // set as the stop begins
 	var wg sync.WaitGroup
-	wg.Go(func() { a.service.RunOutbox(jobs, outboxPoll) })
+	wg.Go(func() { a.service.RunOutbox(jobs, work, outboxPoll) })
 	wg.Go(func() { a.maintain(jobs) })
 	wg.Go(func() { a.service.RunRetention(jobs, a.cfg.SecurityLogRetention, time.Hour) })
 	if feed, ok := a.db.(authd.RevocationFeed); ok {
@@ -444,6 +464,8 @@ func (a *App) Run(ctx context.Context) error {
 	defer func() {
 		stopJobs()
 		wg.Wait()
+		deadline.Stop()
+		cutWork()
 	}()
 
 	errc := make(chan error, 2)
@@ -465,10 +487,12 @@ func (a *App) Run(ctx context.Context) error {
 		"signing_key", a.keys.Signing(a.clock.Now()).ID, "alg", a.keys.Alg())
 	select {
 	case err := <-errc:
+		deadline.Reset(a.stopTime)
 		return err
 	case <-ctx.Done():
 	}
 	a.logger.Info("shutting down")
+	deadline.Reset(a.stopTime)
 	// Last, whatever the shutdown's outcome: one that timed out under load
 	// is when a count is most likely held back.
 	defer func() {
@@ -476,15 +500,25 @@ func (a *App) Run(ctx context.Context) error {
 			flush()
 		}
 	}()
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	return a.shutdown(ctx, time.Now().Add(a.stopTime), errc)
+}
+
+// shutdown closes the listeners and waits up to drainTime for the requests
+// in flight; then it closes the connections of those still running and
+// waits for their handlers until deadline, so that the database does not
+// close under their flows. errc has each server's Serve's error.
+func (a *App) shutdown(ctx context.Context, deadline time.Time, errc <-chan error) error {
+	drain, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.drainTime)
 	defer cancel()
 	servers := []*http.Server{a.server}
 	if a.admin != nil {
 		servers = append(servers, a.admin)
 	}
+	var cut error
 	for _, srv := range servers {
-		if err := srv.Shutdown(sctx); err != nil {
-			return fmt.Errorf("graceful shutdown: %w", err)
+		if err := srv.Shutdown(drain); err != nil {
+			cut = err
+			srv.Close()
 		}
 	}
 	for range servers {
@@ -492,7 +526,16 @@ func (a *App) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	return nil
+	if cut == nil {
+		return nil
+	}
+	if n := a.requests.wait(deadline); n > 0 {
+		a.logger.Error("requests still running at the stop's deadline: the database closes under them, "+
+			"and their transactions roll back", "requests", n, "limit", a.stopTime)
+		return fmt.Errorf("graceful shutdown: %d requests still running %v after the signal", n, a.stopTime)
+	}
+	return fmt.Errorf("graceful shutdown: requests still running %v after the signal had their connections closed "+
+		"(their flows finished): %w", a.drainTime, cut)
 }
 
 // coverBcrypt makes failed logins answer no sooner than a check of the
