@@ -96,6 +96,7 @@ type Server struct {
 	// (by its index in Options.ServiceTokens).
 	streamsOf []atomic.Int64
 	ending    chan struct{} // closed by EndStreams
+	feed      feedPages     // the streams' reads on a change, shared
 	endOnce   sync.Once
 	// pageForms refuses page forms another site sent (readForm).
 	pageForms *http.CrossOriginProtection
@@ -223,6 +224,7 @@ func newServer(opts Options) *Server {
 		stale: shedlog.New(opts.Logger, "access tokens refused: this instance has not read the revocations "+
 			"for longer than it may (the database is unreachable or slow; 503 with Retry-After)"),
 		down: shedlog.New(opts.Logger, "requests failed: unavailable (the database is unreachable or slow; 503 with Retry-After)")}
+	s.feed.read = s.nextRevocationRead
 	if u, err := url.Parse(opts.PublicURL); err == nil && u.Scheme != "" && u.Host != "" {
 		// Where a proxy rewrote Host, a browser without Sec-Fetch-Site
 		// still names this origin.

@@ -309,6 +309,7 @@ func (s *Server) revocationStream(w http.ResponseWriter, r *http.Request, pos fe
 	beat := time.NewTicker(s.opts.RevocationHeartbeat)
 	defer beat.Stop()
 	synced := false
+	woken := false // by a change (not by a heartbeat, nor in a backlog)
 	for {
 		var b strings.Builder
 		for _, e := range evs {
@@ -337,6 +338,7 @@ func (s *Server) revocationStream(w http.ResponseWriter, r *http.Request, pos fe
 			case <-s.ending:
 				return nil
 			case <-changed:
+				woken = true
 			case <-beat.C:
 				if !send(": heartbeat\n\n") {
 					return nil
@@ -351,7 +353,13 @@ func (s *Server) revocationStream(w http.ResponseWriter, r *http.Request, pos fe
 			}
 		}
 		was := pos
-		if pos, evs, err = s.nextRevocationRead(ctx, pos); err != nil {
+		if woken {
+			pos, evs, err = s.feed.next(ctx, changed, pos)
+		} else {
+			pos, evs, err = s.nextRevocationRead(ctx, pos)
+		}
+		woken = false
+		if err != nil {
 			// The answer has started: end the stream; the client resumes.
 			if ctx.Err() == nil {
 				s.logger.WarnContext(ctx, "revocation stream ended: reading events failed",

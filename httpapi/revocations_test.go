@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/authd/authd/httpapi"
 	"github.com/authd/authd/internal/syncbuf"
 	"github.com/authd/authd/token"
+	"github.com/google/uuid"
 )
 
 // TestRevocationFeedJSON: the polling form of the feed — who may read it,
@@ -478,16 +480,17 @@ func TestResumeAfterRetention(t *testing.T) {
 }
 
 // feedReads is a store that counts its reads of revocation events made
-// with a context carrying countedRead.
+// with a context carrying countedRead, or all of them.
 type feedReads struct {
 	authd.Store
-	n atomic.Int64
+	all bool
+	n   atomic.Int64
 }
 
 type countedRead struct{}
 
 func (f *feedReads) count(ctx context.Context) {
-	if ctx.Value(countedRead{}) != nil {
+	if f.all || ctx.Value(countedRead{}) != nil {
 		f.n.Add(1)
 	}
 }
@@ -543,6 +546,102 @@ func TestCurrentStreamReadsOnce(t *testing.T) {
 			st.n.Store(0)
 			if after, _, err := e.svc.ResumeRevocationEvents(ctx, last.ID, strings.Repeat("0", authd.MarkDigits)); err != nil || after != 0 {
 				t.Errorf("%s: resuming at another event's mark serves from %d (%v), want 0", c.state, after, err)
+			}
+		}
+	})
+}
+
+// TestStreamsShareAChangesRead: the streams one revocation wakes share the
+// read it calls for — one query whatever their number, not one each — and
+// each still sends the event.
+func TestStreamsShareAChangesRead(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		st := &feedReads{Store: open(t), all: true}
+		e := newEnv(t, st)
+		e.registerVerified("shared@example.org", goodPassword)
+		a1, _ := e.login("shared@example.org", goodPassword)
+		a2, _ := e.login("shared@example.org", goodPassword)
+		// No heartbeat within the test: each would read on its own.
+		srv := httptest.NewServer(httpapi.New(httpapi.Options{Service: e.svc, ServiceTokens: []string{serviceToken},
+			RevocationHeartbeat: time.Hour}))
+		t.Cleanup(srv.Close) // after the streams' cleanups, which run first
+		streams := make([]*sse, 8)
+		for i := range streams {
+			streams[i] = openStream(t, srv.URL)
+			streams[i].next() // retry
+			if ev := streams[i].next(); ev["event"] != "synced" {
+				t.Fatalf("stream %d began with %v, want synced", i, ev)
+			}
+		}
+		for round, a := range []string{a1, a2} {
+			st.n.Store(0)
+			want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(a)...), 204, "")
+			sid := jwtClaims(t, a)["sid"].(string)
+			for i, s := range streams {
+				if ev := s.next(); !strings.Contains(ev["data"], sid) {
+					t.Fatalf("round %d: stream %d sent %v, want the logout of %s", round, i, ev, sid)
+				}
+			}
+			if n := st.n.Load(); n != 1 {
+				t.Errorf("round %d: %d streams woken by one logout read %d times, want once", round, len(streams), n)
+			}
+		}
+	})
+}
+
+// TestSharedReadsLoseNothing: revocations committed while the streams'
+// shared reads run — a change racing the read it called for — all reach
+// every stream, without a heartbeat's read to make up for one missed.
+func TestSharedReadsLoseNothing(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("racing@example.org", goodPassword)
+		var tokens []string
+		for range 13 {
+			a, _ := e.login("racing@example.org", goodPassword)
+			tokens = append(tokens, a)
+		}
+		srv := httptest.NewServer(httpapi.New(httpapi.Options{Service: e.svc, ServiceTokens: []string{serviceToken},
+			RevocationHeartbeat: time.Hour}))
+		t.Cleanup(srv.Close)
+		streams := make([]*sse, 6)
+		for i := range streams {
+			streams[i] = openStream(t, srv.URL)
+			streams[i].next() // retry
+			streams[i].next() // synced
+		}
+		last := tokens[12]
+		tokens = tokens[:12]
+		var wg sync.WaitGroup
+		for _, a := range tokens {
+			wg.Go(func() {
+				if r := e.do("POST", "/v1/auth/logout", nil, bearer(a)...); r.status != 204 {
+					t.Errorf("logout: %d %s", r.status, r.raw)
+				}
+			})
+		}
+		wg.Wait()
+		for _, s := range streams {
+			seen := map[string]bool{}
+			for len(seen) < len(tokens) {
+				ev := s.next() // fails the test if the stream ends (its 10 s bound) first
+				for _, a := range tokens {
+					if sid := jwtClaims(t, a)["sid"].(string); strings.Contains(ev["data"], sid) {
+						seen[sid] = true
+					}
+				}
+			}
+		}
+		// A wake whose read finds nothing new (a revocation applied ahead
+		// of its event's row: another instance's notification) must not
+		// stand in for the read of the next change at that position.
+		e.svc.Revocations().Apply(authd.Revocation{SessionIDs: []uuid.UUID{uuid.New()}, At: e.clock.Now()})
+		time.Sleep(50 * time.Millisecond) // the streams read their empty page
+		want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(last)...), 204, "")
+		sid := jwtClaims(t, last)["sid"].(string)
+		for i, s := range streams {
+			if ev := s.next(); !strings.Contains(ev["data"], sid) {
+				t.Errorf("stream %d sent %v, want the last logout", i, ev)
 			}
 		}
 	})
