@@ -17,7 +17,7 @@ func (s *Service) Register(ctx context.Context, c Client, email, password string
 	// As the other flows that mail: a client that hangs up must not cut the
 	// transaction short, where its COMMIT may or may not have run
 	// (refundMail).
-	ctx, cancel := detach(ctx)
+	ctx, cancel := s.detach(ctx)
 	defer cancel()
 	email, err := newAddress(email)
 	if err != nil {
@@ -184,7 +184,7 @@ func (s *Service) consume(ctx context.Context, tx *txn, c Client, raw string, ty
 // EAccountLocked as a re-authentication does.
 func (s *Service) VerifyEmail(ctx context.Context, c Client, token, password string, proof StepUp) (newEmail string,
 	err error) {
-	ctx, cancel := detach(ctx) // a password check finishes whatever the client does
+	ctx, cancel := s.detach(ctx) // a password check finishes whatever the client does
 	defer cancel()
 	var checked *User
 	var attempt int // of the link's password checks, this one's
@@ -293,7 +293,7 @@ func (s *Service) VerifyEmail(ctx context.Context, c Client, token, password str
 // (SPEC §6.6); the per-email limit counts unknown addresses too. Returns
 // EInvalid, ERateLimited, EUnavailable.
 func (s *Service) ResendVerification(ctx context.Context, c Client, email string) error {
-	ctx, cancel := detach(ctx) // see mailRequest
+	ctx, cancel := s.detach(ctx) // see mailRequest
 	defer cancel()
 	return s.mailRequest(ctx, c, "resend", email, EventEmailVerificationSent, func(tx *txn, u *User, now time.Time) error {
 		if u.EmailVerified {

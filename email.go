@@ -38,7 +38,7 @@ var errEmailTaken = &Error{Code: EConflict,
 // EUnavailable.
 func (s *Service) RequestEmailChange(ctx context.Context, c Client, a *AccessClaims, newEmail, password string,
 	proof StepUp) error {
-	ctx, cancel := detach(ctx) // the checks finish whatever the client does
+	ctx, cancel := s.detach(ctx) // the checks finish whatever the client does
 	defer cancel()
 	newEmail, err := newAddress(newEmail)
 	if err != nil {
@@ -479,7 +479,7 @@ func (s *Service) spentIfLast(ctx context.Context, c Client, digest string, atte
 // the link is void too. It runs on a context of its own: the flow's may
 // have run out, which must not leave the link undecided.
 func (s *Service) endSpentLink(ctx context.Context, c Client, digest string, answer error) error {
-	ctx, cancel := detach(ctx) // a deadline of its own: the flow's may have run out
+	ctx, cancel := s.detach(ctx) // a deadline of its own: the flow's may have run out
 	defer cancel()
 	voided := false
 	err := s.inTx(ctx, func(tx *txn) error {
@@ -559,7 +559,7 @@ func (s *Service) ceremonyOpen(ctx context.Context, user uuid.UUID, assertion []
 // password that was not checked. Best effort: a failure leaves the attempt
 // spent (logged), which keeps the bound.
 func (s *Service) refundLinkAttempt(ctx context.Context, digest string) {
-	ctx, cancel := detach(ctx) // a deadline of its own: the flow's may have run out
+	ctx, cancel := s.detach(ctx) // a deadline of its own: the flow's may have run out
 	defer cancel()
 	err := s.inTx(ctx, func(tx *txn) error {
 		v, err := changeLink(ctx, tx, digest, s.now())

@@ -37,7 +37,7 @@ const exportsPerUser = 10
 // factor), EInvalid, EAccountLocked, ERateLimited, EInvalidToken,
 // EUnavailable.
 func (s *Service) DeleteMe(ctx context.Context, c Client, a *AccessClaims, password string, proof StepUp) error {
-	ctx, cancel := detach(ctx) // the checks finish whatever the client does
+	ctx, cancel := s.detach(ctx) // the checks finish whatever the client does
 	defer cancel()
 	checked, err := s.reauthenticateStepUp(ctx, c, a, password, "password", proof, EventAccountDeleted)
 	if err != nil {

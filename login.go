@@ -64,7 +64,7 @@ func (s *Service) Login(ctx context.Context, c Client, email, password, deviceIn
 	if err := s.limitEmail(ctx, "login", email, loginPerEmail, time.Minute); err != nil {
 		return nil, err
 	}
-	ctx, cancel := detach(ctx)
+	ctx, cancel := s.detach(ctx)
 	defer cancel()
 	var pair *TokenPair
 	err = s.together(ctx, s.failDeadline(), func() (pad bool, teach *pace.Pace, err error) {

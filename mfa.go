@@ -144,7 +144,7 @@ var errFactorUnverified = &Error{Code: EEmailNotVerified,
 // EInvalidCredentials, EMFARequired, EAccountLocked, ERateLimited,
 // EInvalidToken, EUnavailable.
 func (s *Service) EnrollTOTP(ctx context.Context, c Client, a *AccessClaims, password string, proof StepUp) (*TOTPEnrolment, error) {
-	ctx, cancel := detach(ctx) // the checks finish whatever the client does
+	ctx, cancel := s.detach(ctx) // the checks finish whatever the client does
 	defer cancel()
 	checked, err := s.reauthenticateStepUp(ctx, c, a, password, "password", proof, EventMFAEnrolled)
 	if err != nil {
@@ -207,7 +207,7 @@ func (s *Service) ConfirmTOTP(ctx context.Context, c Client, a *AccessClaims, co
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := detach(ctx) // a wrong code is counted whatever the client does
+	ctx, cancel := s.detach(ctx) // a wrong code is counted whatever the client does
 	defer cancel()
 	u, err := s.codeChecked(ctx, a)
 	if err != nil {
@@ -404,7 +404,7 @@ func (s *Service) withSecondFactor(ctx context.Context, c Client, a *AccessClaim
 	if err := s.shape(proof); err != nil {
 		return err
 	}
-	ctx, cancel := detach(ctx) // a wrong code is counted whatever the client does
+	ctx, cancel := s.detach(ctx) // a wrong code is counted whatever the client does
 	defer cancel()
 	u, err := s.codeChecked(ctx, a)
 	if err != nil {
@@ -442,7 +442,7 @@ func (s *Service) withSecondFactor(ctx context.Context, c Client, a *AccessClaim
 // redeemed), EInvalidCredentials (a wrong code), EAccountLocked,
 // ERateLimited, EUnavailable.
 func (s *Service) VerifyMFA(ctx context.Context, c Client, mfaToken, method, code string) (*TokenPair, error) {
-	ctx, cancel := detach(ctx) // a wrong code is counted whatever the client does
+	ctx, cancel := s.detach(ctx) // a wrong code is counted whatever the client does
 	defer cancel()
 	var err error
 	switch method {

@@ -181,7 +181,7 @@ const foreignRevocationsPerMinute = 10
 // revocation and its row are made whatever the client does meanwhile.
 // EUnavailable.
 func (s *Service) RevokeClientToken(ctx context.Context, c Client, oc *OAuthClient, raw string) error {
-	ctx, cancel := detach(ctx)
+	ctx, cancel := s.detach(ctx)
 	defer cancel()
 	if strings.Count(raw, ".") == 2 && oc.Type == ClientPublic { // a JWT: an access token, or junk
 		return ErrPublicAccessRevocation
@@ -589,7 +589,7 @@ func (s *Service) RedeemCode(ctx context.Context, c Client, client *OAuthClient,
 	// that half-closed while its COMMIT ran, told it failed, would retry
 	// with a code now used, a reuse that ends the session it started; and
 	// a refusal is logged.
-	ctx, cancel := detach(ctx)
+	ctx, cancel := s.detach(ctx)
 	defer cancel()
 	digest, err := opaqueDigest(code)
 	if err != nil {

@@ -264,8 +264,10 @@ func (s *Service) RunOutbox(ctx, cut context.Context, poll time.Duration) {
 	failures := passLog{logger: s.logger}
 	pass := func(claiming, work context.Context) {
 		_, err := s.deliverMail(claiming, work)
-		if claiming.Err() != nil && errors.Is(err, claiming.Err()) {
-			return // stopped claiming: the run's end, not a failure or a recovery
+		for _, c := range []context.Context{claiming, work} {
+			if c.Err() != nil && errors.Is(err, c.Err()) {
+				return // stopped or cut: the run's end, not a failure or a recovery
+			}
 		}
 		failures.note(s.now(), err)
 	}
@@ -275,13 +277,20 @@ func (s *Service) RunOutbox(ctx, cut context.Context, poll time.Duration) {
 		// times out holds a shutdown for one mail, not for all of them.
 		pass(ctx, cut)
 		select {
+		case <-cut.Done(): // the stop's deadline came before the requests were done
+			failures.stop(s.now())
+			return
 		case <-ctx.Done():
 			flush, cancel := context.WithTimeout(cut, flushTimeout)
 			defer cancel()
 			pass(flush, flush)
-			if flush.Err() != nil {
-				s.logger.Warn("mail outbox: the last pass ran out of time; mail still queued goes at the next start",
-					"limit", flushTimeout)
+			switch {
+			case cut.Err() != nil:
+				s.logger.Warn("mail outbox: the stop's deadline ended the last pass; mail still queued goes from " +
+					"another instance or at the next start")
+			case flush.Err() != nil:
+				s.logger.Warn("mail outbox: the last pass ran out of time; mail still queued goes from another "+
+					"instance or at the next start", "limit", flushTimeout)
 			}
 			failures.stop(s.now())
 			return
@@ -426,6 +435,9 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 			s.claimLapsed(m)
 			return false, nil
 		}
+		if err != nil && ranOut(ctx) {
+			return false, s.requeueCut(ctx, m, err)
+		}
 		if err != nil {
 			return false, err
 		}
@@ -447,6 +459,8 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 	if err := s.extendMailClaim(ctx, m); ErrorCode(err) == ENotFound {
 		s.claimLapsed(m)
 		return false, nil
+	} else if err != nil && ranOut(ctx) {
+		return false, s.requeueCut(ctx, m, err)
 	} else if err != nil {
 		return false, err
 	}
@@ -471,14 +485,7 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 		s.observeMail(m, MailSent)
 		return true, s.settleMail(m, s.store.CompleteMail(ctx, m.ID, m.Claim), true)
 	case cut:
-		// Not the relay's failure: no backoff, never dead for it; the
-		// next pass, here or elsewhere, sends it at once.
-		if err := s.settleMail(m, s.store.RetryMail(ctx, m.ID, m.Claim, now, errorText(err)), false); err != nil {
-			return false, err
-		}
-		s.logger.Warn("mail delivery cut short by the sender's stop; it goes at the next pass", "mail_id", m.ID,
-			"kind", m.Kind, "err", err)
-		return false, nil
+		return false, s.requeueCut(ctx, m, err)
 	case m.Attempts >= MaxMailAttempts:
 		s.logger.Error("mail dead after its last attempt", "mail_id", m.ID, "kind", m.Kind, "attempts", m.Attempts, "err", err)
 		s.observeMail(m, MailDead)
@@ -498,6 +505,22 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 		s.observeMail(m, MailRetried)
 		return false, nil
 	}
+}
+
+// requeueCut queues m again, due at once, after the pass's time ran out
+// (a stop's deadline) as it was minting m's link, extending its lease or
+// sending it (err): not the relay's failure, so no backoff and never dead
+// for it; the next pass, here or elsewhere, sends it. Recorded whatever
+// ctx says, within mailStoreTimeout.
+func (s *Service) requeueCut(ctx context.Context, m *OutboxMail, err error) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), mailStoreTimeout)
+	defer cancel()
+	if err := s.settleMail(m, s.store.RetryMail(ctx, m.ID, m.Claim, s.now(), errorText(err)), false); err != nil {
+		return err
+	}
+	s.logger.Warn("mail delivery cut short by the sender's stop; it goes at the next pass", "mail_id", m.ID,
+		"kind", m.Kind, "err", err)
+	return nil
 }
 
 // settleMail reports the store's error of recording a mail's outcome. The

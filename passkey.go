@@ -269,7 +269,7 @@ func (s *Service) takeChallenge(ctx context.Context, tx *txn, c Client, challeng
 // EAccountLocked, ERateLimited, EInvalidToken, EUnavailable.
 func (s *Service) BeginPasskeyRegistration(ctx context.Context, c Client, a *AccessClaims, password string,
 	proof StepUp) (json.RawMessage, error) {
-	ctx, cancel := detach(ctx) // the checks finish whatever the client does
+	ctx, cancel := s.detach(ctx) // the checks finish whatever the client does
 	defer cancel()
 	rp, u, keys, err := s.passkeyOwner(ctx, a)
 	if err != nil {
@@ -348,7 +348,7 @@ var errTooManyPasskeys = Errorf(EConflict, "You have %d passkeys, the most allow
 // (passkeys off), ERateLimited, EUnavailable.
 func (s *Service) FinishPasskeyRegistration(ctx context.Context, c Client, a *AccessClaims, name string,
 	credential []byte) (*PasskeyAdded, error) {
-	ctx, cancel := detach(ctx) // a refused attestation is logged, a passkey kept, whatever the client does
+	ctx, cancel := s.detach(ctx) // a refused attestation is logged, a passkey kept, whatever the client does
 	defer cancel()
 	rp, err := s.relyingParty()
 	if err != nil {
@@ -648,7 +648,7 @@ func (s *Service) FinishPasskeyLogin(ctx context.Context, c Client, credential [
 	if err := s.limitIP(ctx, "passkey", c); err != nil {
 		return nil, err
 	}
-	ctx, cancel := detach(ctx) // a refused assertion is logged whatever the client does
+	ctx, cancel := s.detach(ctx) // a refused assertion is logged whatever the client does
 	defer cancel()
 	// The credential names its user. It is read before the transaction,
 	// unlocked: a read of the store inside it would wait for a second
@@ -827,7 +827,7 @@ func (s *Service) verifyAssertion(ctx context.Context, tx *txn, c Client, u *Use
 // or not this mfa_token's), EInvalidCredentials, EAccountLocked,
 // ENotFound (passkeys off), ERateLimited, EUnavailable.
 func (s *Service) VerifyMFAPasskey(ctx context.Context, c Client, mfaToken string, credential []byte) (*TokenPair, error) {
-	ctx, cancel := detach(ctx) // a refused assertion is counted whatever the client does
+	ctx, cancel := s.detach(ctx) // a refused assertion is counted whatever the client does
 	defer cancel()
 	if _, err := s.relyingParty(); err != nil {
 		return nil, err

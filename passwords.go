@@ -12,7 +12,7 @@ import (
 // email, voiding any older one. It answers alike for every address (SPEC
 // §6.6). Returns EInvalid, ERateLimited, EUnavailable.
 func (s *Service) ForgotPassword(ctx context.Context, c Client, email string) error {
-	ctx, cancel := detach(ctx) // see mailRequest
+	ctx, cancel := s.detach(ctx) // see mailRequest
 	defer cancel()
 	return s.mailRequest(ctx, c, "forgot", email, EventPasswordResetRequested, func(tx *txn, u *User, now time.Time) error {
 		if u.LockedByAdmin(now) {
@@ -152,7 +152,7 @@ func (s *Service) ChangePassword(ctx context.Context, c Client, a *AccessClaims,
 		// and end the other sessions for no change.
 		return errSamePassword
 	}
-	ctx, cancel := detach(ctx) // the checks finish whatever the client does
+	ctx, cancel := s.detach(ctx) // the checks finish whatever the client does
 	defer cancel()
 	checked, err := s.reauthenticateStepUp(ctx, c, a, current, "current_password", proof, EventPasswordChanged)
 	if err != nil {

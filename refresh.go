@@ -50,7 +50,7 @@ func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID 
 	// ordinary one is a statement that commits on its own, and a client told
 	// it failed would retry with a token now revoked, which after the grace
 	// window is reuse and ends its session.
-	ctx, cancel := detach(ctx)
+	ctx, cancel := s.detach(ctx)
 	defer cancel()
 	digest, err := opaqueDigest(refreshToken)
 	if err != nil {

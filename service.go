@@ -241,6 +241,9 @@ type Service struct {
 	// (Login).
 	accountFails, unknownFails pace.Pace
 	sleep                      func(ctx context.Context, d time.Duration)
+	// halt ends when endFlows is called (EndFlows).
+	halt     context.Context
+	endFlows context.CancelFunc
 }
 
 // sleep waits d or until ctx ends.
@@ -350,6 +353,7 @@ func NewService(cfg Config, d Deps) *Service {
 		revocations: NewRevocationSet(revocationLifetime(cfg.AccessTokenTTL)),
 		rev:         revocationSync{epoch: time.Now(), load: make(chan struct{}, 1)}, wake: make(chan struct{}, 1),
 	}
+	s.halt, s.endFlows = context.WithCancel(context.Background())
 	s.mailPace.Set(firstMailPace, firstMailPace/4) // until requests that mail say how long they take
 	// Until wrong passwords say how long they take.
 	s.accountFails.Set(firstFailPace, firstFailPace/4)
@@ -374,7 +378,7 @@ func (s *Service) Revocations() *RevocationSet { return s.revocations }
 const detachedFlowTimeout = 30 * time.Second
 
 // detach frees ctx from the client's cancellation (keeping its values),
-// within detachedFlowTimeout. Every flow that checks a password, a code or
+// within detachedFlowTimeout and until EndFlows. Every flow that checks a password, a code or
 // a passkey, every flow padded to a deadline (resend, forgot) and the
 // refresh (see refresh) calls it first, at the top of its public method, so
 // that the whole flow — the check, the failure's count and row, the
@@ -383,9 +387,20 @@ const detachedFlowTimeout = 30 * time.Second
 // context when the client half-closes its connection, while the answer can
 // still be read, so a flow that gave up then would skip the count (no
 // lockout) and answer sooner or later by outcome (a timing oracle).
-func detach(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), detachedFlowTimeout)
+func (s *Service) detach(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), detachedFlowTimeout)
+	stop := context.AfterFunc(s.halt, cancel)
+	return ctx, func() {
+		stop()
+		cancel()
+	}
 }
+
+// EndFlows ends the flows detach freed from their clients, and refuses
+// those that start after it: at a stop's deadline, so that they give
+// their database connections back (their transactions roll back) and the
+// database can close.
+func (s *Service) EndFlows() { s.endFlows() }
 
 func (s *Service) now() time.Time { return s.clock.Now().UTC().Truncate(time.Microsecond) }
 

@@ -688,6 +688,43 @@ func TestSenderStoreCallsAreBounded(t *testing.T) {
 	}
 }
 
+// cutExtendStore ends the pass (stop) as the sender extends a mail's lease
+// right before its send, the first time, and waits for that end.
+type cutExtendStore struct {
+	authd.Store
+	stop func()
+}
+
+func (c *cutExtendStore) ExtendMailClaim(ctx context.Context, id, claim uuid.UUID, until time.Time) error {
+	if stop := c.stop; stop != nil {
+		c.stop = nil
+		stop()
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return c.Store.ExtendMailClaim(ctx, id, claim, until)
+}
+
+// TestCutBeforeTheSendRequeues: a pass whose time runs out before the send
+// — as it mints the link or extends the lease — queues the mail again, due
+// at once, as a cut send does, rather than leave it claimed for its lease.
+func TestCutBeforeTheSendRequeues(t *testing.T) {
+	t.Parallel()
+	store := &cutExtendStore{Store: openSQLite(t)}
+	e := newEnv(t, store)
+	want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{
+		"email": "cut-early@example.org", "password": goodPassword, "consent": true}), 202, "")
+	ctx, stop := context.WithCancel(context.Background())
+	store.stop = stop
+	if n, err := e.svc.DeliverMail(ctx); n != 0 || !errors.Is(err, context.Canceled) {
+		t.Fatalf("a pass cut before its send: %d sent, %v; want none and its context's end", n, err)
+	}
+	// The fake clock has not moved: only a mail due at once goes.
+	if n, err := e.svc.DeliverMail(context.Background()); n != 1 || err != nil {
+		t.Errorf("the next pass: %d sent, %v; want the cut mail sent at once", n, err)
+	}
+}
+
 // heldMailer holds each send until release is closed, and notes how long
 // each had left before its context's deadline.
 type heldMailer struct {

@@ -408,7 +408,15 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 		res.Skipped = true
 		return res, nil
 	}
-	defer conn.Exec(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock($1)`, purgeLockID)
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+		defer cancel()
+		if _, err := conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, purgeLockID); err != nil {
+			// Not back to the pool while it may hold the lock: its end
+			// releases it.
+			conn.Conn().Close(ctx) //nolint:errcheck // closed either way
+		}
+	}()
 
 	steps := []struct {
 		n     *int

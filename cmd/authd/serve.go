@@ -39,19 +39,22 @@ import (
 const outboxPoll = 2 * time.Second
 
 // A graceful stop has one deadline, stopTimeout after the signal: within
-// Kubernetes' default grace of 30 s, with room for the process to exit.
-// The listeners close at once; requests in flight have shutdownTimeout to
+// Kubernetes' default grace of 30 s, with room for what follows it. The
+// listeners close at once; requests in flight have shutdownTimeout to
 // finish, after which their connections are closed and their handlers
 // have until the deadline (so that the flows they run, a login's count or
 // a rotation, end before the database closes). The mail sender works on
 // meanwhile, claims no more mail once the requests are done, and has its
 // mail in hand cut at the deadline: a cut mail is queued again, due at
-// once. Recording a mail's outcome after its send may take
+// once. At the deadline the flows still running are ended too
+// (Service.EndFlows: their transactions roll back), and given unwindTime
+// to give their connections back. Recording a cut mail may take
 // mailStoreTimeout past the deadline, but only when the database is not
 // answering.
 const (
 	shutdownTimeout = 20 * time.Second
 	stopTimeout     = 25 * time.Second
+	unwindTime      = 2 * time.Second
 )
 
 func serveCmd(ctx context.Context, e *env, args []string) error {
@@ -468,9 +471,11 @@ func (a *App) Run(ctx context.Context) error {
 		cutWork()
 	}()
 
+	servers := []*http.Server{a.server}
 	errc := make(chan error, 2)
 	go func() { errc <- a.server.Serve(a.listener) }()
 	if a.admin != nil {
+		servers = append(servers, a.admin)
 		go func() { errc <- a.admin.Serve(a.adminListener) }()
 		api := "on"
 		if a.cfg.AdminToken == "" {
@@ -485,14 +490,16 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	a.logger.Info("authd started", "addr", a.listener.Addr().String(), "database", a.databaseKind(),
 		"signing_key", a.keys.Signing(a.clock.Now()).ID, "alg", a.keys.Alg())
+	serving := len(servers) // the servers whose Serve has not returned
+	var failed error        // a Serve's, which stops the others
 	select {
-	case err := <-errc:
-		deadline.Reset(a.stopTime)
-		return err
+	case failed = <-errc:
+		serving--
 	case <-ctx.Done():
 	}
 	a.logger.Info("shutting down")
-	deadline.Reset(a.stopTime)
+	end := time.Now().Add(a.stopTime)
+	deadline.Reset(time.Until(end))
 	// Last, whatever the shutdown's outcome: one that timed out under load
 	// is when a count is most likely held back.
 	defer func() {
@@ -500,42 +507,51 @@ func (a *App) Run(ctx context.Context) error {
 			flush()
 		}
 	}()
-	return a.shutdown(ctx, time.Now().Add(a.stopTime), errc)
+	return errors.Join(failed, a.shutdown(ctx, servers, end, errc, serving))
 }
 
-// shutdown closes the listeners and waits up to drainTime for the requests
-// in flight; then it closes the connections of those still running and
-// waits for their handlers until deadline, so that the database does not
-// close under their flows. errc has each server's Serve's error.
-func (a *App) shutdown(ctx context.Context, deadline time.Time, errc <-chan error) error {
+// shutdown closes the servers' listeners and waits up to drainTime for
+// the requests in flight; then it closes the connections of those still
+// running and waits for their handlers until end, when it ends their flows
+// and waits unwindTime more, so that the database does not close under
+// them. errc has the Serve errors of the serving servers still to return.
+func (a *App) shutdown(ctx context.Context, servers []*http.Server, end time.Time, errc <-chan error, serving int) error {
 	drain, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.drainTime)
 	defer cancel()
-	servers := []*http.Server{a.server}
-	if a.admin != nil {
-		servers = append(servers, a.admin)
-	}
-	var cut error
+	var wg sync.WaitGroup
 	for _, srv := range servers {
-		if err := srv.Shutdown(drain); err != nil {
-			cut = err
-			srv.Close()
-		}
+		wg.Go(func() {
+			if srv.Shutdown(drain) != nil {
+				srv.Close() // the drain ran out: its connections close, its handlers run on
+			}
+		})
 	}
-	for range servers {
+	wg.Wait()
+	var errs []error
+	for range serving {
 		if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
-			return err
+			errs = append(errs, err)
 		}
 	}
-	if cut == nil {
-		return nil
+	// Told by the handlers, not by Shutdown's error: a connection that
+	// never sent a request holds a drain up as well.
+	cut := a.requests.running()
+	if cut == 0 {
+		return errors.Join(errs...)
 	}
-	if n := a.requests.wait(deadline); n > 0 {
-		a.logger.Error("requests still running at the stop's deadline: the database closes under them, "+
-			"and their transactions roll back", "requests", n, "limit", a.stopTime)
-		return fmt.Errorf("graceful shutdown: %d requests still running %v after the signal", n, a.stopTime)
+	a.logger.Warn("requests outlasted the stop's drain: their connections are closed, their flows finish until "+
+		"the deadline", "requests", cut, "drain", a.drainTime, "deadline", a.stopTime)
+	ended := a.requests.wait(end)
+	if ended == 0 {
+		return errors.Join(append(errs, fmt.Errorf("graceful shutdown: requests still running %v after the signal "+
+			"had their connections closed (their flows finished): %d", a.drainTime, cut))...)
 	}
-	return fmt.Errorf("graceful shutdown: requests still running %v after the signal had their connections closed "+
-		"(their flows finished): %w", a.drainTime, cut)
+	a.service.EndFlows()
+	left := a.requests.wait(time.Now().Add(unwindTime))
+	a.logger.Error("requests still running at the stop's deadline were ended: their transactions roll back",
+		"requests", ended, "still_unwinding", left, "deadline", a.stopTime)
+	return errors.Join(append(errs, fmt.Errorf("graceful shutdown: requests still running at the stop's "+
+		"deadline (%v after the signal) were ended: %d", a.stopTime, ended))...)
 }
 
 // coverBcrypt makes failed logins answer no sooner than a check of the

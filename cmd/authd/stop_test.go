@@ -2,24 +2,25 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/authd/authd/internal/syncbuf"
+	"github.com/jackc/pgx/v5"
 )
 
 // stopping is an App run on port 0 with its stop's times shortened.
 type stopping struct {
-	app  *App
-	url  string
-	log  *syncbuf.Buffer
-	stop context.CancelFunc // the signal
-	done chan error         // Run's error
+	app    *App
+	url    string
+	log    *syncbuf.Buffer
+	stop   context.CancelFunc // the signal
+	done   chan error         // Run's error
+	closed sync.Once
 }
 
 func runStopping(t *testing.T, env map[string]string, drain, stop time.Duration) *stopping {
@@ -38,15 +39,19 @@ func runStopping(t *testing.T, env map[string]string, drain, stop time.Duration)
 	go func() { s.done <- s.app.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		<-s.done
+		err := <-s.done
+		s.done <- err
 		// A handler the stop left behind must end before the database
 		// closes and the test's directory goes.
 		s.app.requests.wait(time.Now().Add(20 * time.Second))
-		s.app.Close()
+		s.close()
 	})
 	s.url = "http://" + s.app.Addr().String()
 	return s
 }
+
+// close closes the App, once.
+func (s *stopping) close() { s.closed.Do(func() { s.app.Close() }) }
 
 func (s *stopping) post(t *testing.T, path, body string) (int, error) {
 	t.Helper()
@@ -63,42 +68,36 @@ const (
 	stopLogin   = `{"email":"stopping@example.org","password":"a sturdy passphrase"}`
 )
 
-// holdWriteLock takes the SQLite database's write lock from a connection of
-// its own, as another process would, until the returned func is called.
-func holdWriteLock(t *testing.T, env map[string]string) (release func()) {
-	t.Helper()
-	db, err := sql.Open("sqlite", filepath.Join(env["AUTHD_DATA_DIR"], "authd.db")+"?_pragma=busy_timeout(10000)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := db.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.ExecContext(context.Background(), "BEGIN IMMEDIATE"); err != nil {
-		t.Fatal(err)
-	}
-	released := false
-	release = func() {
-		if !released {
-			released = true
-			conn.ExecContext(context.Background(), "ROLLBACK") //nolint:errcheck // the connection closes next
-			conn.Close()
-			db.Close()
-		}
-	}
-	t.Cleanup(release)
-	return release
-}
-
-// loginHeld registers an account, takes the write lock and starts a login,
-// which waits for it; it returns once the login's handler runs.
+// loginHeld runs on PostgreSQL: it registers an account, locks its row
+// from a connection of its own and starts a login, which waits for the
+// lock (a login's transaction takes it) while the mail sender, which never
+// takes it, works on. It returns once the login's handler runs; release
+// lets it go on.
 func (s *stopping) loginHeld(t *testing.T, env map[string]string) (release func()) {
 	t.Helper()
 	if code, err := s.post(t, "/v1/auth/register", stopAccount); err != nil || code != http.StatusAccepted {
 		t.Fatalf("register: %d %v", code, err)
 	}
-	release = holdWriteLock(t, env)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, env["DATABASE_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM users WHERE email = 'stopping@example.org' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			tx.Rollback(ctx) //nolint:errcheck // the connection closes next
+			conn.Close(ctx)
+		})
+	}
+	t.Cleanup(release)
 	go s.post(t, "/v1/auth/login", stopLogin) //nolint:errcheck // the stop closes its connection
 	for deadline := time.Now().Add(10 * time.Second); s.app.requests.running() == 0; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -108,38 +107,71 @@ func (s *stopping) loginHeld(t *testing.T, env map[string]string) (release func(
 	return release
 }
 
+// runMigrated is runStopping on PostgreSQL, migrated first.
+func runMigrated(t *testing.T, drain, stop time.Duration) (*stopping, map[string]string) {
+	t.Helper()
+	env := postgresEnv(t)
+	if code, _, stderr := runCLI(t, env, "migrate", "up"); code != exitOK {
+		t.Fatalf("migrate up: %s", stderr)
+	}
+	return runStopping(t, env, drain, stop), env
+}
+
 func loginSuccesses(t *testing.T, env map[string]string) int {
 	t.Helper()
-	db, err := sql.Open("sqlite", filepath.Join(env["AUTHD_DATA_DIR"], "authd.db"))
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, env["DATABASE_URL"])
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	defer conn.Close(ctx)
 	var n int
-	if err := db.QueryRow(`SELECT count(*) FROM security_logs WHERE event_type = 'login_success'`).Scan(&n); err != nil {
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM security_logs WHERE event_type = 'login_success'`).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n
 }
 
-// TestStopWaitsForRequestsPastTheDrain: a request still running when the
-// stop's drain time ends has its connection closed, but Run waits for its
-// handler — a login, with its session and its security-log row — before it
-// returns and the database may close.
-func TestStopWaitsForRequestsPastTheDrain(t *testing.T) {
-	t.Parallel()
-	env := sqliteEnv(t)
-	s := runStopping(t, env, 50*time.Millisecond, 20*time.Second)
-	release := s.loginHeld(t, env)
-	s.stop()
+// result waits up to limit for Run's error, and keeps it for the cleanup.
+func (s *stopping) result(limit time.Duration) (done bool, err error) {
 	select {
 	case err := <-s.done:
+		s.done <- err
+		return true, err
+	case <-time.After(limit):
+		return false, nil
+	}
+}
+
+// TestStopWaitsForRequestsPastTheDrain: both listeners close at once; a
+// request still running when the stop's drain time ends has its
+// connection closed, but Run waits for its handler — a login, with its
+// session and its security-log row — before it returns and the database
+// may close.
+func TestStopWaitsForRequestsPastTheDrain(t *testing.T) {
+	t.Parallel()
+	s, env := runMigrated(t, time.Second, 20*time.Second)
+	release := s.loginHeld(t, env)
+	s.stop()
+	for until := time.Now().Add(500 * time.Millisecond); ; time.Sleep(10 * time.Millisecond) {
+		c, err := net.Dial("tcp", s.app.AdminAddr().String())
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(until) {
+			t.Errorf("the admin listener still accepts during the public listener's drain")
+			break
+		}
+	}
+	if done, err := s.result(1500 * time.Millisecond); done { // past the drain
 		t.Fatalf("Run returned (%v) while a request ran", err)
-	case <-time.After(300 * time.Millisecond): // six drain times
 	}
 	release()
-	err := <-s.done
-	s.done <- err // for the cleanup
+	done, err := s.result(10 * time.Second)
+	if !done {
+		t.Fatal("Run did not return once the request ended")
+	}
 	if err == nil || !strings.Contains(err.Error(), "had their connections closed") {
 		t.Errorf("Run: %v; want the requests cut short told", err)
 	}
@@ -152,25 +184,33 @@ func TestStopWaitsForRequestsPastTheDrain(t *testing.T) {
 }
 
 // TestStopEndsAtItsDeadline: a request that outlasts the whole stop does not
-// hold it: Run returns at the deadline, saying so.
+// hold it: its flow is ended at the deadline (its transaction rolls back),
+// Run returns saying so, and the database closes at once, though the lock
+// the flow waited for is still held.
 func TestStopEndsAtItsDeadline(t *testing.T) {
 	t.Parallel()
-	env := sqliteEnv(t)
-	s := runStopping(t, env, 50*time.Millisecond, 300*time.Millisecond)
-	defer s.loginHeld(t, env)()
+	s, env := runMigrated(t, 50*time.Millisecond, 300*time.Millisecond)
+	s.loginHeld(t, env)
 	s.stop()
-	var err error
-	select {
-	case err = <-s.done:
-		s.done <- err // for the cleanup
-	case <-time.After(8 * time.Second): // the lock's busy timeout is 10 s
+	done, err := s.result(8 * time.Second) // serve's lock wait is 10 s
+	if !done {
 		t.Fatal("Run did not return at the stop's deadline")
 	}
-	if err == nil || !strings.Contains(err.Error(), "1 requests still running") {
-		t.Errorf("Run: %v; want the request left running told", err)
+	if err == nil || !strings.Contains(err.Error(), "were ended: 1") {
+		t.Errorf("Run: %v; want the request ended told", err)
 	}
-	if !strings.Contains(s.log.String(), "requests still running at the stop's deadline") {
+	if !strings.Contains(s.log.String(), "requests still running at the stop's deadline were ended") {
 		t.Errorf("the log does not tell of it:\n%s", s.log.String())
+	}
+	closed := make(chan struct{})
+	go func() { s.close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the database did not close: a flow still holds a connection")
+	}
+	if n := loginSuccesses(t, env); n != 0 {
+		t.Errorf("%d logins recorded, want none: the flow ended at the deadline", n)
 	}
 }
 
@@ -207,14 +247,12 @@ func TestStopCutsTheMailInHand(t *testing.T) {
 		t.Fatal("the sender never reached the relay")
 	}
 	s.stop()
-	select {
-	case err := <-s.done:
-		s.done <- err
-		if err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	case <-time.After(10 * time.Second): // the client's own timeout is 15 s
+	done, err := s.result(10 * time.Second) // the client's own timeout is 15 s
+	if !done {
 		t.Fatal("Run did not return at the stop's deadline")
+	}
+	if err != nil {
+		t.Errorf("Run: %v", err)
 	}
 	if log := s.log.String(); !strings.Contains(log, "cut short by the sender's stop") || strings.Contains(log, "will retry") {
 		t.Errorf("the log does not tell of a cut send:\n%s", log)
