@@ -12,13 +12,18 @@ import (
 // (authd.RevocationSet.Changed), most at the same position, and each would
 // otherwise read the same page: a query per stream per revocation.
 //
-// A stream takes the next channel before it reads, so a read started once
-// channel ch was taken holds every event whose commit closed the channels
-// before ch. The page read for (ch, pos) therefore serves every stream at
-// pos that took ch: what it lacks was committed later and closes ch, which
+// A stream takes the next channel before it reads, and a revocation is
+// applied to the set (closing its channel) after its commit, so a read
+// started once channel ch was taken holds every event whose application
+// closed the channels before ch. The page read for (ch, pos) therefore
+// serves every stream at pos that took ch, even one that takes ch after
+// the read: what the page lacks was applied later and closes ch, which
 // wakes those streams again. Only reads on a change are shared; a
 // heartbeat's read is a stream's own, the backstop for an event that
-// closed no channel (its sessions already known here).
+// closed no channel (its sessions already known here), as before.
+//
+// The map holds at most a page per stream (one per position, each stream
+// at one) until the next change.
 type feedPages struct {
 	mu    sync.Mutex
 	ch    <-chan struct{}          // the open channel the pages were read under
@@ -35,18 +40,20 @@ type feedPage struct {
 }
 
 // next returns the page after pos for a stream that took ch before it
-// woke: read once for all the streams at pos that took ch. The read is
-// detached from ctx (one client leaving must not fail the others); ctx
-// ending only stops this stream's wait.
+// woke: read once for all the streams at pos that took ch. The read is no
+// stream's (one client leaving must not fail the others); ctx ending only
+// stops this stream's wait. A stream that waited for a read that failed
+// reads on its own: one stuck connection must not end every stream.
 func (f *feedPages) next(ctx context.Context, ch <-chan struct{}, pos feedCursor) (feedCursor, []authd.RevocationEvent, error) {
+	f.mu.Lock()
 	select {
 	case <-ch:
-		// Changed again since: a page read under ch may lack that change,
-		// and the stream wakes for it anyway. Its own read is current.
+		// Changed again since: the stream wakes for that anyway, and
+		// pages kept for the current channel must not be dropped for it.
+		f.mu.Unlock()
 		return f.read(ctx, pos)
 	default:
 	}
-	f.mu.Lock()
 	if ch != f.ch {
 		// A new change: the earlier pages are older than some stream's
 		// channel, so never shared again.
@@ -57,7 +64,7 @@ func (f *feedPages) next(ctx context.Context, ch <-chan struct{}, pos feedCursor
 		p = &feedPage{done: make(chan struct{})}
 		f.pages[pos] = p
 		go func() {
-			p.pos, p.evs, p.err = f.read(context.WithoutCancel(ctx), pos)
+			p.pos, p.evs, p.err = f.read(context.Background(), pos)
 			if p.err != nil {
 				// A failure is told to the streams waiting now; a stream
 				// that comes later reads again.
@@ -73,8 +80,11 @@ func (f *feedPages) next(ctx context.Context, ch <-chan struct{}, pos feedCursor
 	f.mu.Unlock()
 	select {
 	case <-p.done:
-		return p.pos, p.evs, p.err
 	case <-ctx.Done():
 		return pos, nil, ctx.Err()
 	}
+	if p.err != nil && shared {
+		return f.read(ctx, pos)
+	}
+	return p.pos, p.evs, p.err
 }

@@ -3,6 +3,7 @@ package httpapi_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -138,12 +139,21 @@ func (s *sse) close() { s.cancel(); s.resp.Body.Close() }
 // next returns the next event's fields (comments skipped).
 func (s *sse) next() map[string]string {
 	s.t.Helper()
+	ev, ok := s.tryNext()
+	if !ok {
+		s.t.Fatalf("the stream ended: %v", s.lines.Err())
+	}
+	return ev
+}
+
+// tryNext is next, false when the stream ends first.
+func (s *sse) tryNext() (map[string]string, bool) {
 	ev := map[string]string{}
 	for s.lines.Scan() {
 		line := s.lines.Text()
 		if line == "" {
 			if len(ev) > 0 {
-				return ev
+				return ev, true
 			}
 			continue
 		}
@@ -153,8 +163,7 @@ func (s *sse) next() map[string]string {
 		k, v, _ := strings.Cut(line, ": ")
 		ev[k] = v
 	}
-	s.t.Fatalf("the stream ended: %v", s.lines.Err())
-	return nil
+	return nil, false
 }
 
 // TestRevocationFeedStream: the stream sends the backlog, "synced", then
@@ -551,6 +560,25 @@ func TestCurrentStreamReadsOnce(t *testing.T) {
 	})
 }
 
+// currentStreams serves svc's feed and opens n streams on it, each past its
+// synced event. No heartbeat comes within a test: each would read on its
+// own.
+func currentStreams(t *testing.T, svc *authd.Service, n int) []*sse {
+	t.Helper()
+	srv := httptest.NewServer(httpapi.New(httpapi.Options{Service: svc, ServiceTokens: []string{serviceToken},
+		RevocationHeartbeat: time.Hour, Logger: slog.New(slog.DiscardHandler)}))
+	t.Cleanup(srv.Close) // after the streams' cleanups, which run first
+	streams := make([]*sse, n)
+	for i := range streams {
+		streams[i] = openStream(t, srv.URL)
+		streams[i].next() // retry
+		if ev := streams[i].next(); ev["event"] != "synced" {
+			t.Fatalf("stream %d began with %v, want synced", i, ev)
+		}
+	}
+	return streams
+}
+
 // TestStreamsShareAChangesRead: the streams one revocation wakes share the
 // read it calls for — one query whatever their number, not one each — and
 // each still sends the event.
@@ -561,18 +589,7 @@ func TestStreamsShareAChangesRead(t *testing.T) {
 		e.registerVerified("shared@example.org", goodPassword)
 		a1, _ := e.login("shared@example.org", goodPassword)
 		a2, _ := e.login("shared@example.org", goodPassword)
-		// No heartbeat within the test: each would read on its own.
-		srv := httptest.NewServer(httpapi.New(httpapi.Options{Service: e.svc, ServiceTokens: []string{serviceToken},
-			RevocationHeartbeat: time.Hour}))
-		t.Cleanup(srv.Close) // after the streams' cleanups, which run first
-		streams := make([]*sse, 8)
-		for i := range streams {
-			streams[i] = openStream(t, srv.URL)
-			streams[i].next() // retry
-			if ev := streams[i].next(); ev["event"] != "synced" {
-				t.Fatalf("stream %d began with %v, want synced", i, ev)
-			}
-		}
+		streams := currentStreams(t, e.svc, 8)
 		for round, a := range []string{a1, a2} {
 			st.n.Store(0)
 			want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(a)...), 204, "")
@@ -594,22 +611,15 @@ func TestStreamsShareAChangesRead(t *testing.T) {
 // every stream, without a heartbeat's read to make up for one missed.
 func TestSharedReadsLoseNothing(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
-		e := newEnv(t, open(t))
+		st := &feedReads{Store: open(t), all: true}
+		e := newEnv(t, st)
 		e.registerVerified("racing@example.org", goodPassword)
 		var tokens []string
 		for range 13 {
 			a, _ := e.login("racing@example.org", goodPassword)
 			tokens = append(tokens, a)
 		}
-		srv := httptest.NewServer(httpapi.New(httpapi.Options{Service: e.svc, ServiceTokens: []string{serviceToken},
-			RevocationHeartbeat: time.Hour}))
-		t.Cleanup(srv.Close)
-		streams := make([]*sse, 6)
-		for i := range streams {
-			streams[i] = openStream(t, srv.URL)
-			streams[i].next() // retry
-			streams[i].next() // synced
-		}
+		streams := currentStreams(t, e.svc, 6)
 		last := tokens[12]
 		tokens = tokens[:12]
 		var wg sync.WaitGroup
@@ -635,8 +645,11 @@ func TestSharedReadsLoseNothing(t *testing.T) {
 		// A wake whose read finds nothing new (a revocation applied ahead
 		// of its event's row: another instance's notification) must not
 		// stand in for the read of the next change at that position.
+		before := st.n.Load()
 		e.svc.Revocations().Apply(authd.Revocation{SessionIDs: []uuid.UUID{uuid.New()}, At: e.clock.Now()})
-		time.Sleep(50 * time.Millisecond) // the streams read their empty page
+		for until := time.Now().Add(time.Second); st.n.Load() == before && time.Now().Before(until); {
+			time.Sleep(time.Millisecond) // until the streams have read their empty page
+		}
 		want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(last)...), 204, "")
 		sid := jwtClaims(t, last)["sid"].(string)
 		for i, s := range streams {
@@ -645,4 +658,58 @@ func TestSharedReadsLoseNothing(t *testing.T) {
 			}
 		}
 	})
+}
+
+// failOnce is a store whose next read of revocation events, once armed,
+// fails after a while, as a stuck connection's does at its timeout.
+type failOnce struct {
+	authd.Store
+	armed atomic.Bool
+}
+
+func (f *failOnce) fail() error {
+	if f.armed.CompareAndSwap(true, false) {
+		time.Sleep(100 * time.Millisecond)
+		return errors.New("stuck connection")
+	}
+	return nil
+}
+
+func (f *failOnce) RevocationEvents(ctx context.Context, after int64, now time.Time, limit int) ([]authd.RevocationEvent, error) {
+	if err := f.fail(); err != nil {
+		return nil, err
+	}
+	return f.Store.RevocationEvents(ctx, after, now, limit)
+}
+
+func (f *failOnce) RevocationEventsFrom(ctx context.Context, seen int64, now time.Time, limit int) ([]authd.RevocationEvent, error) {
+	if err := f.fail(); err != nil {
+		return nil, err
+	}
+	return f.Store.RevocationEventsFrom(ctx, seen, now, limit)
+}
+
+// TestSharedReadFailureEndsOneStream: a shared read that fails ends the
+// stream whose wake started it, as its own read failing did before; the
+// streams that waited for it read on their own and send the event.
+func TestSharedReadFailureEndsOneStream(t *testing.T) {
+	t.Parallel()
+	st := &failOnce{Store: openSQLite(t)}
+	e := newEnv(t, st)
+	e.registerVerified("stuck@example.org", goodPassword)
+	a, _ := e.login("stuck@example.org", goodPassword)
+	streams := currentStreams(t, e.svc, 6)
+	st.armed.Store(true)
+	want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(a)...), 204, "")
+	sid := jwtClaims(t, a)["sid"].(string)
+	sent := 0
+	for _, s := range streams {
+		if ev, ok := s.tryNext(); ok && strings.Contains(ev["data"], sid) {
+			sent++
+		}
+	}
+	if sent != len(streams)-1 {
+		t.Errorf("%d of %d streams sent the logout after one shared read failed; want all but the one whose read it was",
+			sent, len(streams))
+	}
 }
