@@ -23,7 +23,8 @@ import (
 // The fault run (authd-load -fault): two authd instances on one PostgreSQL
 // database and one Redis, both reached through proxies this tool controls,
 // a mixed load across both instances, and on a schedule a SIGKILL of one
-// instance, a PostgreSQL restart and a Redis stop. A ledger of every
+// instance, a PostgreSQL restart, a Redis stop and a graceful stop (SIGTERM)
+// of the other instance. A ledger of every
 // answer is checked afterwards against the database and the mail received.
 
 type faultOptions struct {
@@ -57,7 +58,7 @@ func runFault(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&o.databaseURL, "database-url", os.Getenv("DATABASE_URL"), "postgres://… of a database for this run: it is migrated up, shared by both instances, and read afterwards (env DATABASE_URL)")
 	fs.StringVar(&o.redisURL, "redis-url", os.Getenv("AUTHD_REDIS_URL"), "redis://… for the shared rate limits (env AUTHD_REDIS_URL)")
 	fs.StringVar(&o.pgRestartCmd, "pg-restart-cmd", "", "a shell command that really restarts PostgreSQL (e.g. 'sudo systemctl restart postgresql'), instead of cutting the proxy for -pg-down")
-	fs.DurationVar(&o.duration, "duration", 3*time.Minute, "how long the load runs; the faults start at 10 %, 30 % and 50 % of it")
+	fs.DurationVar(&o.duration, "duration", 3*time.Minute, "how long the load runs; the faults start at 10 %, 30 %, 50 % and 70 % of it")
 	fs.DurationVar(&o.drain, "drain", 3*time.Minute, "after the load, how long to wait for mail still in the outbox (a mail claimed by a killed instance waits out its 2-minute lease)")
 	fs.DurationVar(&o.killDown, "kill-down", time.Second, "how long the SIGKILLed instance stays down before its restart")
 	fs.DurationVar(&o.pgDown, "pg-down", 5*time.Second, "how long PostgreSQL refuses connections")
@@ -106,10 +107,11 @@ func runFault(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 
 // fault is one injected fault and when it happened.
 type fault struct {
-	Kind   string // "SIGKILL authd-2", "PostgreSQL restart", "Redis stop"
+	Kind   string // "SIGKILL authd-2", "PostgreSQL restart", "Redis stop", "SIGTERM authd-1"
 	Target int    // the instance it hit, or -1 for both
 	Start  time.Time
 	End    time.Time
+	Exit   int // a graceful stop's exit status; -1: killed after stopGrace
 }
 
 // faultRun stands everything up, runs the load and the faults, and checks
@@ -252,7 +254,8 @@ func hostPort(u *url.URL, port string) string {
 }
 
 // injectFaults runs the schedule: SIGKILL authd-2 at 10 % of the run and
-// restart it, PostgreSQL down at 30 %, Redis down at 50 % (the load goes on
+// restart it, PostgreSQL down at 30 %, Redis down at 50 %, and at 70 % a
+// graceful stop of authd-1 under the load and its restart (the load goes on
 // after each, so that every recovery is measured). A fault still under way
 // when the load ends is ended then.
 func injectFaults(ctx context.Context, o faultOptions, start time.Time, insts []*instance,
@@ -317,6 +320,20 @@ func injectFaults(ctx context.Context, o faultOptions, start time.Time, insts []
 	if err := outage("Redis stop", redis, o.redisDown, ""); err != nil {
 		return faults, err
 	}
+	if !at(0.70) {
+		return faults, nil
+	}
+	stopped := insts[0]
+	f = fault{Kind: "SIGTERM " + stopped.name, Target: 0, Start: time.Now()}
+	say("SIGTERM %s (a graceful stop)", stopped.name)
+	f.Exit = stopped.terminate()
+	f.End = time.Now()
+	say("%s exited %d after %.1fs", stopped.name, f.Exit, f.End.Sub(f.Start).Seconds())
+	if err := stopped.start(context.WithoutCancel(ctx)); err != nil {
+		return faults, err
+	}
+	faults = append(faults, f)
+	say("%s restarted and listening", stopped.name)
 	return faults, nil
 }
 

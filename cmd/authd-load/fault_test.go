@@ -58,8 +58,8 @@ func TestFaultRun(t *testing.T) {
 	if len(rep.Checks) < 10 {
 		t.Errorf("%d checks in the report, want every check of the ledger", len(rep.Checks))
 	}
-	if len(rep.Faults) != 3 {
-		t.Errorf("%d faults injected, want 3 (SIGKILL, PostgreSQL, Redis)", len(rep.Faults))
+	if len(rep.Faults) != 4 {
+		t.Errorf("%d faults injected, want 4 (SIGKILL, PostgreSQL, Redis, SIGTERM)", len(rep.Faults))
 	}
 	done := map[string]bool{}
 	for _, op := range rep.Ops {

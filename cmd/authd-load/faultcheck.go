@@ -46,6 +46,8 @@ type faultStats struct {
 	BackOnRedis []float64 `json:"back_on_redis_s,omitempty"`
 	Answers503  int       `json:"answers_503"`
 	NoAnswer    int       `json:"no_answer"`
+	// For the graceful stop: the process's exit status (-1: killed).
+	Exit *int `json:"exit_status,omitempty"`
 }
 
 // mailStats counts the verification mail against the registrations.
@@ -456,8 +458,13 @@ func (l *ledger) checkAttempts(rep *faultReport, faults []fault, sampler *fallba
 	// sent after fault f ended.
 	recovered := make([][]time.Time, len(faults))
 	var notRecovered []string
+	var graceful []faultStats
 	for fi, f := range faults {
 		fs := faultStats{Kind: f.Kind, AtSec: f.Start.Sub(l.start).Seconds(), LengthS: f.End.Sub(f.Start).Seconds()}
+		if strings.HasPrefix(f.Kind, "SIGTERM") {
+			fs.Exit = &f.Exit
+			graceful = append(graceful, fs)
+		}
 		recovered[fi] = make([]time.Time, len(l.insts))
 		for i := range l.insts {
 			for _, a := range l.attempts {
@@ -497,8 +504,16 @@ func (l *ledger) checkAttempts(rep *faultReport, faults []fault, sampler *fallba
 		}
 		rep.Faults = append(rep.Faults, fs)
 	}
-	rep.add("each instance answered successfully after each fault", len(notRecovered) == 0 && len(faults) == 3,
-		"%d faults injected (want 3), %d recoveries missing%s", len(faults), len(notRecovered), sample(notRecovered))
+	rep.add("each instance answered successfully after each fault", len(notRecovered) == 0 && len(faults) == 4,
+		"%d faults injected (want 4), %d recoveries missing%s", len(faults), len(notRecovered), sample(notRecovered))
+	// Under the load, every request in flight finishes well within the
+	// drain: a stop that had to cut one, or was killed, exits other than 0.
+	gracefulOK := len(graceful) == 1 && *graceful[0].Exit == 0
+	detail := "no graceful stop ran"
+	if len(graceful) == 1 {
+		detail = fmt.Sprintf("exit %d after %.1fs (killed after %s: -1)", *graceful[0].Exit, graceful[0].LengthS, stopGrace)
+	}
+	rep.add("a graceful stop under the load exits 0 within its grace", gracefulOK, "%s", detail)
 
 	// A 503 with Retry-After is the answer to an outage of something an
 	// instance needs: PostgreSQL for both, itself for the one killed (a
@@ -561,7 +576,11 @@ func (r *faultReport) print(w io.Writer) {
 		for len(rec) < 2 {
 			rec = append(rec, "")
 		}
-		fmt.Fprintf(tw, "%s\t%.1fs\t%.1fs\t%s\t%s\t%d\t%d\n", f.Kind, f.AtSec, f.LengthS, rec[0], rec[1], f.Answers503, f.NoAnswer)
+		kind := f.Kind
+		if f.Exit != nil {
+			kind += fmt.Sprintf(" (exit %d)", *f.Exit)
+		}
+		fmt.Fprintf(tw, "%s\t%.1fs\t%.1fs\t%s\t%s\t%d\t%d\n", kind, f.AtSec, f.LengthS, rec[0], rec[1], f.Answers503, f.NoAnswer)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)

@@ -137,17 +137,29 @@ func (in *instance) kill() error {
 	return err
 }
 
-// stop shuts the process down gracefully (SIGTERM), or kills it after 30 s.
-func (in *instance) stop() {
+// stop shuts the process down gracefully (SIGTERM), or kills it after
+// stopGrace.
+func (in *instance) stop() { in.terminate() }
+
+// stopGrace is how long a graceful stop may take before the process is
+// killed: Kubernetes' default, which serve's stop deadline fits in.
+const stopGrace = 30 * time.Second
+
+// terminate is stop, returning the exit status (-1 when it was killed).
+func (in *instance) terminate() int {
 	exited, err := in.signal(syscall.SIGTERM)
 	if exited == nil || err != nil {
 		in.kill()
-		return
+		return -1
 	}
 	select {
 	case <-exited:
-	case <-time.After(30 * time.Second):
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		return in.cmd.ProcessState.ExitCode()
+	case <-time.After(stopGrace):
 		in.kill()
+		return -1
 	}
 }
 
