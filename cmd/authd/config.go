@@ -43,7 +43,8 @@ type Config struct {
 	AdminToken           string // empty: admin API off, metrics still served
 	ServiceTokens        []string
 	RevocationStreams    int
-	PublicURL            string // scheme and host in lower case, no trailing slash
+	ShutdownDelay        time.Duration // a stop's lame-duck time: /readyz 503, requests still served
+	PublicURL            string        // scheme and host in lower case, no trailing slash
 	Issuer               string
 	Audience             string
 	AccessTokenTTL       time.Duration
@@ -135,6 +136,8 @@ var settings = []setting{
 		}},
 	{"AUTHD_REVOCATION_STREAMS", "100", "revocation-feed streams (resource servers' verifiers) one instance serves at once; with several service tokens one holds at most half (at least one)", false,
 		func(c *Config, v string) error { return integer(&c.RevocationStreams, v, 1, 10000) }},
+	{"AUTHD_SHUTDOWN_DELAY", "0s", "on a stop signal, how long /readyz answers 503 while requests are still served, before the listeners close (0s to 10s; counted within the stop's 25 s)", false,
+		func(c *Config, v string) error { return duration(&c.ShutdownDelay, v, 0, 10*time.Second) }},
 	{"AUTHD_PUBLIC_URL", "http://127.0.0.1:8080", "base URL of the links in emails", false,
 		func(c *Config, v string) error {
 			u, ok := baseURL(v)

@@ -341,6 +341,7 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"AUTHD_REDIS_URL", "redis://127.0.0.1:6379/7?foo=1"},
 		{"AUTHD_ACCESS_TOKEN_TTL", "15 minutes"},
 		{"AUTHD_REFRESH_REUSE_GRACE", "-1s"},
+		{"AUTHD_SHUTDOWN_DELAY", "11s"},
 		{"AUTHD_SIGNING_ALG", "HS256"},
 		{"AUTHD_PASSWORD_MIN_LENGTH", "6"},
 		{"AUTHD_ARGON2_MEMORY_KIB", "lots"},

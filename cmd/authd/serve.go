@@ -127,6 +127,7 @@ type App struct {
 	closers       []func() error
 	flushLogs     []func()    // after shutdown: the shed-request counts held back
 	sweeping      atomic.Bool // a sweep of expired locks runs (sweepLocks)
+	stopping      atomic.Bool // a stop began: /readyz answers 503
 	requests      inflight    // the handlers running, on both listeners
 
 	// shutdownTimeout and stopTimeout, but in tests
@@ -497,9 +498,18 @@ func (a *App) Run(ctx context.Context) error {
 		serving--
 	case <-ctx.Done():
 	}
-	a.logger.Info("shutting down")
+	a.stopping.Store(true)
 	end := time.Now().Add(a.stopTime)
 	deadline.Reset(time.Until(end))
+	if failed == nil && a.cfg.ShutdownDelay > 0 {
+		// Lame duck: a load balancer that probes /readyz, or Kubernetes
+		// removing the endpoint, stops sending requests before the
+		// listeners close and refuse them.
+		a.logger.Info("shutting down: /readyz answers 503; serving on until the listeners close",
+			"delay", a.cfg.ShutdownDelay)
+		time.Sleep(a.cfg.ShutdownDelay)
+	}
+	a.logger.Info("shutting down")
 	// Last, whatever the shutdown's outcome: one that timed out under load
 	// is when a count is most likely held back.
 	defer func() {
@@ -516,7 +526,8 @@ func (a *App) Run(ctx context.Context) error {
 // and waits unwindTime more, so that the database does not close under
 // them. errc has the Serve errors of the serving servers still to return.
 func (a *App) shutdown(ctx context.Context, servers []*http.Server, end time.Time, errc <-chan error, serving int) error {
-	drain, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.drainTime)
+	// A shutdown delay is taken out of the drain, not added to the stop.
+	drain, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(a.drainTime, time.Until(end)))
 	defer cancel()
 	var wg sync.WaitGroup
 	for _, srv := range servers {
@@ -745,6 +756,10 @@ func (a *App) ready(keys [][]byte, secs ...token.Secret) func(context.Context) e
 		own[i] = authd.KeyCheck{Name: sec.File, Value: sec.Check(keys[i])}
 	}
 	return func(ctx context.Context) error {
+		if a.stopping.Load() {
+			return &authd.Error{Code: authd.EUnavailable, Message: "This instance is shutting down.",
+				Err: errors.New("shutting down")}
+		}
 		if err := a.db.Ready(ctx); err != nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -256,5 +257,52 @@ func TestStopCutsTheMailInHand(t *testing.T) {
 	}
 	if log := s.log.String(); !strings.Contains(log, "cut short by the sender's stop") || strings.Contains(log, "will retry") {
 		t.Errorf("the log does not tell of a cut send:\n%s", log)
+	}
+}
+
+// TestStopShutdownDelay: with AUTHD_SHUTDOWN_DELAY, a stop first answers
+// /readyz 503 while the listener still takes new connections and serves
+// them, so that a load balancer stops sending requests before they would
+// be refused; then the stop goes on as without it.
+func TestStopShutdownDelay(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	env["AUTHD_SHUTDOWN_DELAY"] = "2s"
+	s := runStopping(t, env, time.Second, 20*time.Second)
+	fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}} // a new connection each
+	get := func(path string) (int, string) {
+		resp, err := fresh.Get(s.url + path)
+		if err != nil {
+			t.Fatalf("GET %s during the shutdown delay: %v", path, err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if code, _ := get("/readyz"); code != http.StatusOK {
+		t.Fatalf("/readyz before the stop: %d", code)
+	}
+	s.stop()
+	for until := time.Now().Add(time.Second); ; time.Sleep(5 * time.Millisecond) {
+		code, body := get("/readyz")
+		if code == http.StatusServiceUnavailable {
+			if !strings.Contains(body, "shutting down") {
+				t.Errorf("/readyz during the delay: %s; want it to say why", body)
+			}
+			break
+		}
+		if time.Now().After(until) {
+			t.Fatalf("/readyz still %d after the stop began", code)
+		}
+	}
+	if code, _ := get("/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz during the shutdown delay: %d, want 200 (still serving)", code)
+	}
+	if code, err := s.post(t, "/v1/auth/register", stopAccount); err != nil || code != http.StatusAccepted {
+		t.Errorf("a registration during the shutdown delay: %d %v, want 202", code, err)
+	}
+	done, err := s.result(10 * time.Second)
+	if !done || err != nil {
+		t.Errorf("Run after the delay: done %v, %v; want nil", done, err)
 	}
 }
