@@ -443,7 +443,7 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 		}
 		if link == "" {
 			s.observeMail(m, MailDropped)
-			ctx, cancel := context.WithTimeout(ctx, mailStoreTimeout)
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), mailStoreTimeout)
 			defer cancel()
 			return false, s.settleMail(m, s.store.CompleteMail(ctx, m.ID, m.Claim), false)
 		}

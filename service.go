@@ -396,7 +396,7 @@ func (s *Service) detach(ctx context.Context) (context.Context, context.CancelFu
 	}
 }
 
-// EndFlows ends the flows detach freed from their clients, and refuses
+// EndFlows ends the flows detach freed from their clients, and at once
 // those that start after it: at a stop's deadline, so that they give
 // their database connections back (their transactions roll back) and the
 // database can close.

@@ -63,6 +63,8 @@ func (f *feedPages) next(ctx context.Context, ch <-chan struct{}, pos feedCursor
 	if !shared {
 		p = &feedPage{done: make(chan struct{})}
 		f.pages[pos] = p
+		// Bounded by the read's own timeout (RevocationReadTimeout), and
+		// so is how long it may outlive its streams.
 		go func() {
 			p.pos, p.evs, p.err = f.read(context.Background(), pos)
 			if p.err != nil {

@@ -369,13 +369,19 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) error {
 	return nil
 }
 
+// ErrStopping is what Options.Ready answers once the instance has begun to
+// stop: /readyz is 503 then, and says so, without logging an outage.
+var ErrStopping = errors.New("shutting down")
+
 // readyz answers 200 when the database answers within two seconds and its
 // schema is at head, else 503 with the reason.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := s.opts.Ready(ctx); err != nil {
-		s.logger.WarnContext(r.Context(), "not ready", "err", err)
+		if !errors.Is(err, ErrStopping) {
+			s.logger.WarnContext(r.Context(), "not ready", "err", err)
+		}
 		if authd.ErrorCode(err) != authd.EUnavailable {
 			err = &authd.Error{Code: authd.EUnavailable, Message: "the database is unavailable", Err: err}
 		}
@@ -474,6 +480,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		s.shed.Note(r.Context()) // counted, the count logged now and then: not a line per request
 	case errors.Is(err, authd.ErrRevocationsStale):
 		s.stale.Note(r.Context()) // likewise: an outage, not a lack of capacity
+	case errors.Is(err, ErrStopping):
+		// A readiness probe of an instance that is stopping: expected,
+		// and no outage.
 	case status == http.StatusServiceUnavailable && !gone && authd.ErrorHint(err) == "":
 		// During an outage every request fails alike: one line a second
 		// with the count and the latest error, not an error line each

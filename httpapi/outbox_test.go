@@ -688,19 +688,35 @@ func TestSenderStoreCallsAreBounded(t *testing.T) {
 	}
 }
 
-// cutExtendStore ends the pass (stop) as the sender extends a mail's lease
-// right before its send, the first time, and waits for that end.
-type cutExtendStore struct {
+// cutStore ends the pass (stop) as the sender mints a mail's link (its
+// transaction) or extends its lease right before the send, the first time,
+// and waits for that end.
+type cutStore struct {
 	authd.Store
+	at   string // "mint" or "extend"
 	stop func()
 }
 
-func (c *cutExtendStore) ExtendMailClaim(ctx context.Context, id, claim uuid.UUID, until time.Time) error {
-	if stop := c.stop; stop != nil {
+func (c *cutStore) cut(ctx context.Context, at string) error {
+	if stop := c.stop; stop != nil && c.at == at {
 		c.stop = nil
 		stop()
 		<-ctx.Done()
 		return ctx.Err()
+	}
+	return nil
+}
+
+func (c *cutStore) InTx(ctx context.Context, fn func(authd.Queries) error) error {
+	if err := c.cut(ctx, "mint"); err != nil {
+		return err
+	}
+	return c.Store.InTx(ctx, fn)
+}
+
+func (c *cutStore) ExtendMailClaim(ctx context.Context, id, claim uuid.UUID, until time.Time) error {
+	if err := c.cut(ctx, "extend"); err != nil {
+		return err
 	}
 	return c.Store.ExtendMailClaim(ctx, id, claim, until)
 }
@@ -710,18 +726,22 @@ func (c *cutExtendStore) ExtendMailClaim(ctx context.Context, id, claim uuid.UUI
 // at once, as a cut send does, rather than leave it claimed for its lease.
 func TestCutBeforeTheSendRequeues(t *testing.T) {
 	t.Parallel()
-	store := &cutExtendStore{Store: openSQLite(t)}
-	e := newEnv(t, store)
-	want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{
-		"email": "cut-early@example.org", "password": goodPassword, "consent": true}), 202, "")
-	ctx, stop := context.WithCancel(context.Background())
-	store.stop = stop
-	if n, err := e.svc.DeliverMail(ctx); n != 0 || !errors.Is(err, context.Canceled) {
-		t.Fatalf("a pass cut before its send: %d sent, %v; want none and its context's end", n, err)
-	}
-	// The fake clock has not moved: only a mail due at once goes.
-	if n, err := e.svc.DeliverMail(context.Background()); n != 1 || err != nil {
-		t.Errorf("the next pass: %d sent, %v; want the cut mail sent at once", n, err)
+	for _, at := range []string{"mint", "extend"} {
+		t.Run(at, func(t *testing.T) {
+			store := &cutStore{Store: openSQLite(t), at: at}
+			e := newEnv(t, store)
+			want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{
+				"email": "cut-early@example.org", "password": goodPassword, "consent": true}), 202, "")
+			ctx, stop := context.WithCancel(context.Background())
+			store.stop = stop
+			if n, err := e.svc.DeliverMail(ctx); n != 0 || !errors.Is(err, context.Canceled) {
+				t.Fatalf("a pass cut before its send: %d sent, %v; want none and its context's end", n, err)
+			}
+			// The fake clock has not moved: only a mail due at once goes.
+			if n, err := e.svc.DeliverMail(context.Background()); n != 1 || err != nil {
+				t.Errorf("the next pass: %d sent, %v; want the cut mail sent at once", n, err)
+			}
+		})
 	}
 }
 

@@ -17,10 +17,11 @@ func TestFiveHundredsRule(t *testing.T) {
 		{Kind: "SIGKILL authd-2", Target: 1, Start: at(10), End: at(11)},
 		{Kind: "PostgreSQL restart", Target: -1, Start: at(20), End: at(25)},
 		{Kind: "Redis stop", Target: -1, Start: at(30), End: at(40)},
+		{Kind: "SIGTERM authd-1", Target: 0, Start: at(45), End: at(45.2)},
 	}
 	// Both instances succeed soon after each fault.
 	var base []attempt
-	for _, s := range []float64{5, 11.5, 26, 41} {
+	for _, s := range []float64{5, 11.5, 26, 41, 46} {
 		for i := range 2 {
 			base = append(base, attempt{Op: "me", Instance: i, Start: at(s), End: at(s + 0.01), Status: 200})
 		}
@@ -38,6 +39,8 @@ func TestFiveHundredsRule(t *testing.T) {
 		{"503 during the Redis stop", attempt{Op: "register", Instance: 0, Start: at(35), End: at(35.1), Status: 503, RetryAfter: true}, false},
 		{"503 on the killed instance as it starts", attempt{Op: "me", Instance: 1, Start: at(11.1), End: at(11.2), Status: 503, RetryAfter: true}, true},
 		{"503 on the other instance during the kill", attempt{Op: "me", Instance: 0, Start: at(10.5), End: at(10.6), Status: 503, RetryAfter: true}, false},
+		{"503 on the stopped instance as it starts again", attempt{Op: "me", Instance: 0, Start: at(45.3), End: at(45.4), Status: 503, RetryAfter: true}, true},
+		{"503 on the other instance during the graceful stop", attempt{Op: "me", Instance: 1, Start: at(45.1), End: at(45.15), Status: 503, RetryAfter: true}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := &ledger{insts: []*instance{{name: "authd-1"}, {name: "authd-2"}}, start: t0,
@@ -111,5 +114,36 @@ func TestResentAfterKill(t *testing.T) {
 	}
 	if l.resentAfterKill([]sinkMail{mail(2), mail(3)}, kill) {
 		t.Error("two copies before the kill are explained by it")
+	}
+}
+
+// TestGracefulStopCheck: the graceful stop passes only with exit 0; one
+// that cut requests (exit 1) or was killed (-1), or that never ran, fails.
+func TestGracefulStopCheck(t *testing.T) {
+	t0 := time.Unix(1_000_000, 0)
+	for _, tc := range []struct {
+		faults []fault
+		ok     bool
+	}{
+		{[]fault{{Kind: "SIGTERM authd-1", Target: 0, Start: t0, End: t0.Add(time.Second), Exit: 0}}, true},
+		{[]fault{{Kind: "SIGTERM authd-1", Target: 0, Start: t0, End: t0.Add(time.Second), Exit: 1}}, false},
+		{[]fault{{Kind: "SIGTERM authd-1", Target: 0, Start: t0, End: t0.Add(30 * time.Second), Exit: -1}}, false},
+		{nil, false},
+	} {
+		l := &ledger{insts: []*instance{{name: "authd-1"}, {name: "authd-2"}}, start: t0}
+		rep := &faultReport{}
+		l.checkAttempts(rep, tc.faults, newFallbackSampler(l.insts))
+		found := false
+		for _, c := range rep.Checks {
+			if strings.HasPrefix(c.Name, "a graceful stop") {
+				found = true
+				if c.OK != tc.ok {
+					t.Errorf("faults %+v: check ok=%v, want %v: %s", tc.faults, c.OK, tc.ok, c.Detail)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("faults %+v: no graceful-stop check in the report", tc.faults)
+		}
 	}
 }

@@ -39,8 +39,10 @@ import (
 const outboxPoll = 2 * time.Second
 
 // A graceful stop has one deadline, stopTimeout after the signal: within
-// Kubernetes' default grace of 30 s, with room for what follows it. The
-// listeners close at once; requests in flight have shutdownTimeout to
+// Kubernetes' default grace of 30 s, with room for what follows it.
+// /readyz answers 503 from the signal on. The listeners close at once, or
+// after AUTHD_SHUTDOWN_DELAY (during which requests are still served);
+// requests in flight have until shutdownTimeout after the signal to
 // finish, after which their connections are closed and their handlers
 // have until the deadline (so that the flows they run, a login's count or
 // a rotation, end before the database closes). The mail sender works on
@@ -526,8 +528,9 @@ func (a *App) Run(ctx context.Context) error {
 // and waits unwindTime more, so that the database does not close under
 // them. errc has the Serve errors of the serving servers still to return.
 func (a *App) shutdown(ctx context.Context, servers []*http.Server, end time.Time, errc <-chan error, serving int) error {
-	// A shutdown delay is taken out of the drain, not added to the stop.
-	drain, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(a.drainTime, time.Until(end)))
+	// The drain ends drainTime after the signal: a shutdown delay is taken
+	// out of it, not out of the flows' time after it, nor added to the stop.
+	drain, cancel := context.WithDeadline(context.WithoutCancel(ctx), end.Add(a.drainTime-a.stopTime))
 	defer cancel()
 	var wg sync.WaitGroup
 	for _, srv := range servers {
@@ -757,8 +760,7 @@ func (a *App) ready(keys [][]byte, secs ...token.Secret) func(context.Context) e
 	}
 	return func(ctx context.Context) error {
 		if a.stopping.Load() {
-			return &authd.Error{Code: authd.EUnavailable, Message: "This instance is shutting down.",
-				Err: errors.New("shutting down")}
+			return &authd.Error{Code: authd.EUnavailable, Message: "This instance is shutting down.", Err: httpapi.ErrStopping}
 		}
 		if err := a.db.Ready(ctx); err != nil {
 			return err

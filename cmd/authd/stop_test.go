@@ -267,8 +267,8 @@ func TestStopCutsTheMailInHand(t *testing.T) {
 func TestStopShutdownDelay(t *testing.T) {
 	t.Parallel()
 	env := sqliteEnv(t)
-	env["AUTHD_SHUTDOWN_DELAY"] = "2s"
-	s := runStopping(t, env, time.Second, 20*time.Second)
+	env["AUTHD_SHUTDOWN_DELAY"] = "4s"
+	s := runStopping(t, env, 5*time.Second, 20*time.Second)
 	fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}} // a new connection each
 	get := func(path string) (int, string) {
 		resp, err := fresh.Get(s.url + path)
@@ -304,5 +304,52 @@ func TestStopShutdownDelay(t *testing.T) {
 	done, err := s.result(10 * time.Second)
 	if !done || err != nil {
 		t.Errorf("Run after the delay: done %v, %v; want nil", done, err)
+	}
+	// A stop is no outage: its readiness probes are not logged as one.
+	if log := s.log.String(); strings.Contains(log, "unavailable") || strings.Contains(log, "not ready") {
+		t.Errorf("the stop's 503s were logged as an outage:\n%s", log)
+	}
+}
+
+// TestShutdownDelayComesOutOfTheDrain: the drain ends drainTime after the
+// signal whatever the shutdown delay, so the time flows have after it to
+// finish is the same: a login released after the drain, before the
+// deadline, still finishes.
+func TestShutdownDelayComesOutOfTheDrain(t *testing.T) {
+	t.Parallel()
+	env := postgresEnv(t)
+	if code, _, stderr := runCLI(t, env, "migrate", "up"); code != exitOK {
+		t.Fatalf("migrate up: %s", stderr)
+	}
+	env["AUTHD_SHUTDOWN_DELAY"] = "2s"
+	// The drain ends 3 s after the signal, the deadline at 6 s (were the
+	// delay added to the drain, it would end at 5 s).
+	s := runStopping(t, env, 3*time.Second, 6*time.Second)
+	release := s.loginHeld(t, env)
+	s.stop()
+	time.Sleep(4 * time.Second)
+	release()
+	done, err := s.result(10 * time.Second)
+	if !done || err == nil || !strings.Contains(err.Error(), "had their connections closed") {
+		t.Errorf("Run: done %v, %v; want the login's connection closed at the drain's end, its flow finished", done, err)
+	}
+	if n := loginSuccesses(t, env); n != 1 {
+		t.Errorf("%d logins recorded, want the one in flight", n)
+	}
+}
+
+// TestServeFailureStopsTheOtherListener: a listener that fails ends Run
+// with its error, and the other listener is shut down with it.
+func TestServeFailureStopsTheOtherListener(t *testing.T) {
+	t.Parallel()
+	s := runStopping(t, sqliteEnv(t), time.Second, 5*time.Second)
+	s.app.listener.Close() // the public listener fails
+	done, err := s.result(10 * time.Second)
+	if !done || err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Fatalf("Run after its listener failed: done %v, %v; want its error", done, err)
+	}
+	if c, err := net.Dial("tcp", s.app.AdminAddr().String()); err == nil {
+		c.Close()
+		t.Errorf("the admin listener still accepts after the public one failed")
 	}
 }
