@@ -38,27 +38,6 @@ import (
 // instances or due for a retry; mail queued here is sent at once.
 const outboxPoll = 2 * time.Second
 
-// A graceful stop has one deadline, stopTimeout after the signal: within
-// Kubernetes' default grace of 30 s, with room for what follows it.
-// /readyz answers 503 from the signal on. The listeners close at once, or
-// after AUTHD_SHUTDOWN_DELAY (during which requests are still served);
-// requests in flight have until shutdownTimeout after the signal to
-// finish, after which their connections are closed and their handlers
-// have until the deadline (so that the flows they run, a login's count or
-// a rotation, end before the database closes). The mail sender works on
-// meanwhile, claims no more mail once the requests are done, and has its
-// mail in hand cut at the deadline: a cut mail is queued again, due at
-// once. At the deadline the flows still running are ended too
-// (Service.EndFlows: their transactions roll back), and given unwindTime
-// to give their connections back. Recording a cut mail may take
-// mailStoreTimeout past the deadline, but only when the database is not
-// answering.
-const (
-	shutdownTimeout = 20 * time.Second
-	stopTimeout     = 25 * time.Second
-	unwindTime      = 2 * time.Second
-)
-
 func serveCmd(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet(e, "serve", "authd serve [flags]\n\nRuns the public API on AUTHD_HTTP_ADDR, and /metrics and the admin API on\nAUTHD_ADMIN_ADDR, until SIGTERM, SIGINT or SIGHUP, then shuts down gracefully.\nFlags override the environment, which overrides .env.")
 	flags := configFlags(fs)
@@ -520,52 +499,6 @@ func (a *App) Run(ctx context.Context) error {
 		}
 	}()
 	return errors.Join(failed, a.shutdown(ctx, servers, end, errc, serving))
-}
-
-// shutdown closes the servers' listeners and waits up to drainTime for
-// the requests in flight; then it closes the connections of those still
-// running and waits for their handlers until end, when it ends their flows
-// and waits unwindTime more, so that the database does not close under
-// them. errc has the Serve errors of the serving servers still to return.
-func (a *App) shutdown(ctx context.Context, servers []*http.Server, end time.Time, errc <-chan error, serving int) error {
-	// The drain ends drainTime after the signal: a shutdown delay is taken
-	// out of it, not out of the flows' time after it, nor added to the stop.
-	drain, cancel := context.WithDeadline(context.WithoutCancel(ctx), end.Add(a.drainTime-a.stopTime))
-	defer cancel()
-	var wg sync.WaitGroup
-	for _, srv := range servers {
-		wg.Go(func() {
-			if srv.Shutdown(drain) != nil {
-				srv.Close() // the drain ran out: its connections close, its handlers run on
-			}
-		})
-	}
-	wg.Wait()
-	var errs []error
-	for range serving {
-		if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
-			errs = append(errs, err)
-		}
-	}
-	// Told by the handlers, not by Shutdown's error: a connection that
-	// never sent a request holds a drain up as well.
-	cut := a.requests.running()
-	if cut == 0 {
-		return errors.Join(errs...)
-	}
-	a.logger.Warn("requests outlasted the stop's drain: their connections are closed, their flows finish until "+
-		"the deadline", "requests", cut, "drain", a.drainTime, "deadline", a.stopTime)
-	ended := a.requests.wait(end)
-	if ended == 0 {
-		return errors.Join(append(errs, fmt.Errorf("graceful shutdown: requests still running %v after the signal "+
-			"had their connections closed (their flows finished): %d", a.drainTime, cut))...)
-	}
-	a.service.EndFlows()
-	left := a.requests.wait(time.Now().Add(unwindTime))
-	a.logger.Error("requests still running at the stop's deadline were ended: their transactions roll back",
-		"requests", ended, "still_unwinding", left, "deadline", a.stopTime)
-	return errors.Join(append(errs, fmt.Errorf("graceful shutdown: requests still running at the stop's "+
-		"deadline (%v after the signal) were ended: %d", a.stopTime, ended))...)
 }
 
 // coverBcrypt makes failed logins answer no sooner than a check of the
