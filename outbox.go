@@ -68,6 +68,8 @@ const (
 	// (whatever the pass's own deadline), so that a database that stops
 	// answering holds the sender a while, not for good
 	mailStoreTimeout = 10 * time.Second
+	// recording a mail cut by its pass's end (a stop's deadline)
+	mailCutRecordTimeout = 2 * time.Second
 )
 
 // The lease must outlive the minting and the send with room to spare for
@@ -511,9 +513,10 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 // (a stop's deadline) as it was minting m's link, extending its lease or
 // sending it (err): not the relay's failure, so no backoff and never dead
 // for it; the next pass, here or elsewhere, sends it. Recorded whatever
-// ctx says, within mailStoreTimeout.
+// ctx says, within mailCutRecordTimeout: a stop waits for it, and a mail
+// not recorded is sent after its lease.
 func (s *Service) requeueCut(ctx context.Context, m *OutboxMail, err error) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), mailStoreTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), mailCutRecordTimeout)
 	defer cancel()
 	if err := s.settleMail(m, s.store.RetryMail(ctx, m.ID, m.Claim, s.now(), errorText(err)), false); err != nil {
 		return err

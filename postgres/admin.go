@@ -409,7 +409,7 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 		return res, nil
 	}
 	defer func() {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second) // a stop may wait for it
 		defer cancel()
 		if _, err := conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, purgeLockID); err != nil {
 			// Not back to the pool while it may hold the lock: its end

@@ -427,7 +427,10 @@ func (a *App) Addr() net.Addr { return a.listener.Addr() }
 func (a *App) Run(ctx context.Context) error {
 	jobs, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
 	work, cutWork := context.WithCancel(context.WithoutCancel(ctx)) // ended at the stop's deadline
-	deadline := time.AfterFunc(math.MaxInt64, cutWork)              // set as the stop begins
+	deadline := time.AfterFunc(math.MaxInt64, func() {              // set as the stop begins
+		cutWork()
+		stopJobs()
+	})
 	var wg sync.WaitGroup
 	wg.Go(func() { a.service.RunOutbox(jobs, work, outboxPoll) })
 	wg.Go(func() { a.maintain(jobs) })
@@ -488,6 +491,12 @@ func (a *App) Run(ctx context.Context) error {
 		// listeners close and refuse them.
 		a.logger.Info("shutting down: /readyz answers 503; serving on until the listeners close",
 			"delay", a.cfg.ShutdownDelay)
+		// And each answer closes its connection: a client's pool (a
+		// proxy's) then opens a new one, which goes elsewhere, rather than
+		// send on this one until it is refused.
+		for _, srv := range servers {
+			srv.SetKeepAlivesEnabled(false)
+		}
 		time.Sleep(a.cfg.ShutdownDelay)
 	}
 	a.logger.Info("shutting down")
@@ -671,10 +680,22 @@ func (a *App) Close() error {
 	for _, c := range a.closers {
 		c()
 	}
-	if a.db != nil {
-		return a.db.Close()
+	if a.db == nil {
+		return nil
 	}
-	return nil
+	// Bounded: a pool waits for each connection cut mid-statement to hear
+	// the server's answer to its cancellation (15 s), which a database that
+	// stopped answering never gives; the process's exit closes them anyway.
+	closed := make(chan error, 1)
+	go func() { closed <- a.db.Close() }()
+	select {
+	case err := <-closed:
+		return err
+	case <-time.After(dbCloseTimeout):
+		a.logger.Warn("the database's connections did not close in time (the database is not answering): left to the exit",
+			"limit", dbCloseTimeout)
+		return fmt.Errorf("closing the database: not done within %v", dbCloseTimeout)
+	}
 }
 
 // ready is /readyz's check: the database answers at head, and still

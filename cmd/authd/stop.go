@@ -19,15 +19,16 @@ import (
 // a rotation, end before the database closes). The mail sender works on
 // meanwhile, claims no more mail once the requests are done, and has its
 // mail in hand cut at the deadline: a cut mail is queued again, due at
-// once. At the deadline the flows still running are ended too
-// (Service.EndFlows: their transactions roll back), and given unwindTime
-// to give their connections back. Recording a cut mail may take
-// mailStoreTimeout past the deadline, but only when the database is not
-// answering.
+// once. At the deadline the background jobs stop, and the flows still
+// running are ended too (Service.EndFlows: their transactions roll back),
+// and given unwindTime to give their connections back. Only a database
+// that stops answering holds the stop past that: recording a cut mail and
+// closing the pool have 2 s each (dbCloseTimeout).
 const (
 	shutdownTimeout = 20 * time.Second
 	stopTimeout     = 25 * time.Second
 	unwindTime      = 2 * time.Second
+	dbCloseTimeout  = 2 * time.Second
 )
 
 // shutdown closes the servers' listeners and waits up to drainTime for

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/authd/authd/internal/faultnet"
 	"github.com/authd/authd/internal/syncbuf"
 	"github.com/jackc/pgx/v5"
 )
@@ -298,6 +300,13 @@ func TestStopShutdownDelay(t *testing.T) {
 	if code, _ := get("/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz during the shutdown delay: %d, want 200 (still serving)", code)
 	}
+	// A pooled client is told to close its connection, so that its next
+	// request opens one a load balancer sends elsewhere.
+	if resp, err := http.Get(s.url + "/healthz"); err != nil || !resp.Close {
+		t.Errorf("a keep-alive request during the shutdown delay: %v; want its connection closed by the answer", err)
+	} else {
+		resp.Body.Close()
+	}
 	if code, err := s.post(t, "/v1/auth/register", stopAccount); err != nil || code != http.StatusAccepted {
 		t.Errorf("a registration during the shutdown delay: %d %v, want 202", code, err)
 	}
@@ -351,5 +360,40 @@ func TestServeFailureStopsTheOtherListener(t *testing.T) {
 	if c, err := net.Dial("tcp", s.app.AdminAddr().String()); err == nil {
 		c.Close()
 		t.Errorf("the admin listener still accepts after the public one failed")
+	}
+}
+
+// TestStopWithADatabaseNotAnswering: a database that stops answering as the
+// stop ends (its connections stalled, new ones never answered) holds the
+// stop only a few seconds past its deadline: the flow is ended, and closing
+// the pool — which waits for each cut connection to hear the server's
+// answer to its cancellation, 15 s — is bounded.
+func TestStopWithADatabaseNotAnswering(t *testing.T) {
+	t.Parallel()
+	env := postgresEnv(t)
+	if code, _, stderr := runCLI(t, env, "migrate", "up"); code != exitOK {
+		t.Fatalf("migrate up: %s", stderr)
+	}
+	direct := maps.Clone(env) // the test's own connections skip the proxy
+	p, proxied, err := faultnet.ListenURL(env["DATABASE_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	env["DATABASE_URL"] = proxied
+	s := runStopping(t, env, 50*time.Millisecond, 500*time.Millisecond)
+	s.loginHeld(t, direct)
+	p.Stall()
+	p.SetSilent(true)
+	s.stop()
+	if done, _ := s.result(10 * time.Second); !done {
+		t.Fatal("Run did not return past the stop's deadline")
+	}
+	closed := make(chan struct{})
+	go func() { s.close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(8 * time.Second): // the pool's own wait is 15 s
+		t.Fatal("closing the database waited for the connections the stop cut")
 	}
 }
