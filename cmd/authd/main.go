@@ -24,12 +24,35 @@ func main() {
 // who will not wait for the shutdown; later hangups stay caught and are
 // dropped, since a closed terminal sends more than one (the shell's, then
 // the kernel's). (signal.Ignore would not do: stopping the other
-// notifications puts SIGHUP's default back.)
+// notifications puts SIGHUP's default back.) A SIGINT or SIGTERM ignored
+// at start (SIGINT, for a job a script ran in the background) would be
+// ignored again once the first is handled: its second is caught instead,
+// and ends the process as the default would (exit, 128 + the signal).
 func signalContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	var ignored []os.Signal
+	for _, sig := range []os.Signal{os.Interrupt, syscall.SIGTERM} {
+		if signal.Ignored(sig) {
+			ignored = append(ignored, sig)
+		}
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	interrupted, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	context.AfterFunc(interrupted, cancel)
-	context.AfterFunc(ctx, stop) // a second SIGINT or SIGTERM: their default
+	again, done := make(chan os.Signal, 1), make(chan struct{})
+	context.AfterFunc(ctx, func() {
+		stop() // a second SIGINT or SIGTERM: their default
+		if len(ignored) == 0 {
+			return
+		}
+		signal.Notify(again, ignored...)
+		go func() {
+			select {
+			case sig := <-again:
+				exit(128 + int(sig.(syscall.Signal)))
+			case <-done:
+			}
+		}()
+	})
 	hangup := make(chan os.Signal, 1)
 	if !signal.Ignored(syscall.SIGHUP) {
 		signal.Notify(hangup, syscall.SIGHUP) // for the process's life: a full channel drops the rest
@@ -44,5 +67,10 @@ func signalContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return ctx, func() {
 		cancel()
 		signal.Stop(hangup)
+		signal.Stop(again)
+		close(done)
 	}
 }
+
+// exit ends the process; tests record the code instead.
+var exit = os.Exit

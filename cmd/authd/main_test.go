@@ -1647,6 +1647,41 @@ func TestHangupEndsTheContext(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 }
 
+// TestSecondSignalWhenIgnoredAtStart: a SIGINT ignored at start (a job a
+// script ran in the background) still stops serve gracefully, and its
+// second ends the process at once (130), as when its default was in place:
+// without care it would be ignored again once the first was handled. Not
+// parallel: it signals the test's own process.
+func TestSecondSignalWhenIgnoredAtStart(t *testing.T) {
+	signal.Ignore(os.Interrupt)
+	defer signal.Reset(os.Interrupt)
+	codes := make(chan int, 1)
+	defer func(f func(int)) { exit = f }(exit)
+	exit = func(code int) { codes <- code }
+	ctx, stop := signalContext(context.Background())
+	defer stop()
+	if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first SIGINT did not end the context")
+	}
+	time.Sleep(100 * time.Millisecond) // what ctx's end set off has run
+	if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-codes:
+		if code != 130 {
+			t.Errorf("the second SIGINT exited %d, want 130", code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the second SIGINT was dropped")
+	}
+}
+
 // TestEmptyValueMeansUnset: a setting set to nothing (or blanks), as in a
 // .env copied from .env.example and half filled in, takes its default, as
 // .env.example says; AUTHD_ADMIN_ADDR= alone means something else: the
