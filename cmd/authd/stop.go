@@ -66,15 +66,26 @@ func (a *App) shutdown(ctx context.Context, servers []*http.Server, end time.Tim
 		"the deadline", "requests", cut, "drain", a.drainTime, "deadline", a.stopTime)
 	ended := a.requests.wait(end)
 	if ended == 0 {
-		return errors.Join(append(errs, fmt.Errorf("graceful shutdown: requests still running %v after the signal "+
-			"had their connections closed (their flows finished): %d", a.drainTime, cut))...)
+		return stopError(errs, fmt.Sprintf("graceful shutdown: requests still running %v after the signal "+
+			"had their connections closed (their flows finished): %d", a.drainTime, cut),
+			"the log's request lines name them; what held them (a slow database, a lock held elsewhere) is in the lines before")
 	}
 	a.service.EndFlows()
 	left := a.requests.wait(time.Now().Add(unwindTime))
 	a.logger.Error("requests still running at the stop's deadline were ended: their transactions roll back",
 		"requests", ended, "still_unwinding", left, "deadline", a.stopTime)
-	return errors.Join(append(errs, fmt.Errorf("graceful shutdown: requests still running at the stop's "+
-		"deadline (%v after the signal) were ended: %d", a.stopTime, ended))...)
+	return stopError(errs, fmt.Sprintf("graceful shutdown: requests still running at the stop's "+
+		"deadline (%v after the signal) were ended: %d", a.stopTime, ended),
+		"their transactions rolled back; what held them (a slow or unreachable database, a lock held elsewhere) is in the log")
+}
+
+// stopError tells a stop's outcome with a hint, or after the listeners'
+// failures (errs), which then lead.
+func stopError(errs []error, msg, hint string) error {
+	if len(errs) > 0 {
+		return errors.Join(append(errs, errors.New(msg))...)
+	}
+	return &cliError{msg: msg, hint: hint}
 }
 
 // inflight counts the requests whose handlers run. An http.Server's

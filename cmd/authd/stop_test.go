@@ -201,6 +201,8 @@ func TestStopEndsAtItsDeadline(t *testing.T) {
 	}
 	if err == nil || !strings.Contains(err.Error(), "were ended: 1") {
 		t.Errorf("Run: %v; want the request ended told", err)
+	} else if _, hint := explain(err); hint == "" {
+		t.Errorf("Run: %v, without a hint", err)
 	}
 	if !strings.Contains(s.log.String(), "requests still running at the stop's deadline were ended") {
 		t.Errorf("the log does not tell of it:\n%s", s.log.String())
