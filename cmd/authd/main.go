@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/signal"
 	"syscall"
@@ -35,9 +36,11 @@ func signalContext(ctx context.Context) (context.Context, context.CancelFunc) {
 			ignored = append(ignored, sig)
 		}
 	}
-	ctx, cancel := context.WithCancel(ctx)
+	// The context's cause names the signal, for serve's log.
+	ctx, cancelCause := context.WithCancelCause(ctx)
+	cancel := func() { cancelCause(nil) }
 	interrupted, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	context.AfterFunc(interrupted, cancel)
+	context.AfterFunc(interrupted, func() { cancelCause(context.Cause(interrupted)) })
 	again, done := make(chan os.Signal, 1), make(chan struct{})
 	context.AfterFunc(ctx, func() {
 		stop() // a second SIGINT or SIGTERM: their default
@@ -59,7 +62,7 @@ func signalContext(ctx context.Context) (context.Context, context.CancelFunc) {
 		go func() {
 			select {
 			case <-hangup:
-				cancel()
+				cancelCause(errHangup)
 			case <-ctx.Done():
 			}
 		}()
@@ -71,6 +74,9 @@ func signalContext(ctx context.Context) (context.Context, context.CancelFunc) {
 		close(done)
 	}
 }
+
+// errHangup is the cause of a context a hangup ended.
+var errHangup = errors.New("hangup signal received")
 
 // exit ends the process; tests record the code instead.
 var exit = os.Exit

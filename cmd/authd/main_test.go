@@ -729,8 +729,8 @@ func TestServe(t *testing.T) {
 	if code := s.stop(t); code != exitOK {
 		t.Errorf("serve exited %d after shutdown, want 0; stderr %s", code, s.stderr.String())
 	}
-	if !strings.Contains(s.stderr.String(), "shutting down") {
-		t.Errorf("no shutdown in the log: %s", s.stderr.String())
+	if !strings.Contains(s.stderr.String(), `msg="shutting down" cause=`) {
+		t.Errorf("no shutdown, with its cause, in the log: %s", s.stderr.String())
 	}
 }
 
@@ -1637,6 +1637,9 @@ func TestHangupEndsTheContext(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("SIGHUP did not end the context")
 	}
+	if !errors.Is(context.Cause(ctx), errHangup) {
+		t.Errorf("the context's cause %v, want the hangup named (serve logs it)", context.Cause(ctx))
+	}
 	// A closed terminal sends another, once the shutdown is under way: it
 	// is dropped, or it would kill the process mid-shutdown (and this
 	// test with it).
@@ -1667,6 +1670,9 @@ func TestSecondSignalWhenIgnoredAtStart(t *testing.T) {
 	case <-ctx.Done():
 	case <-time.After(10 * time.Second):
 		t.Fatal("the first SIGINT did not end the context")
+	}
+	if cause := context.Cause(ctx); cause == nil || !strings.Contains(cause.Error(), "interrupt") {
+		t.Errorf("the context's cause %v, want the signal named (serve logs it)", cause)
 	}
 	time.Sleep(100 * time.Millisecond) // what ctx's end set off has run
 	if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {

@@ -499,7 +499,11 @@ func (a *App) Run(ctx context.Context) error {
 		}
 		time.Sleep(a.cfg.ShutdownDelay)
 	}
-	a.logger.Info("shutting down")
+	why := context.Cause(ctx)
+	if failed != nil {
+		why = failed
+	}
+	a.logger.Info("shutting down", "cause", why)
 	// Last, whatever the shutdown's outcome: one that timed out under load
 	// is when a count is most likely held back.
 	defer func() {
