@@ -312,7 +312,8 @@ var errSkip = &authd.Error{Code: "skip"}
 // limit, logouts (of one session or all), refreshes, password changes,
 // reset links requested, mailed and redeemed, an administrator's
 // revocations, locks and reads, consent changes — until the logins have
-// run 200 times each.
+// run 200 times each (with the account erased, until 20 more each after
+// the erasure: what follows it is refusals alone).
 // Refusals are expected (tokens revoked meanwhile, the account locked, a
 // password changed under a login); a 503 or a 500 is not: with one lock
 // order (a user before any row of theirs) no two of them can deadlock.
@@ -330,7 +331,13 @@ func TestConcurrentFlowsOfOneUserNeverDeadlock(t *testing.T) {
 
 func concurrentFlows(t *testing.T, store authd.Store, erase bool) {
 	const email = "stress@example.org"
-	e := newEnv(t, store, withConfig(func(c *authd.Config) { c.MaxSessions = 3 }))
+	const otherPassword = "another horse battery staple 9"
+	e := newEnv(t, store, withConfig(func(c *authd.Config) {
+		c.MaxSessions = 3
+		// A login refused while a change has the other password set
+		// must not lock the account for the rest of the run.
+		c.LockoutThreshold = 1 << 20
+	}))
 	e.registerVerified(email, goodPassword)
 	u := e.user(email)
 	ctx := context.Background()
@@ -366,6 +373,7 @@ func concurrentFlows(t *testing.T, store authd.Store, erase bool) {
 	var wg sync.WaitGroup
 	var logins sync.WaitGroup
 	loginsDone := make(chan struct{})
+	var erased atomic.Bool
 	work := func(op string, f func() error) {
 		wg.Go(func() {
 			for {
@@ -385,8 +393,14 @@ func concurrentFlows(t *testing.T, store authd.Store, erase bool) {
 	}
 	loginWork := func(op string, f func() error) {
 		logins.Go(func() {
+			after := 0
 			for range n {
 				note(op, f())
+				if erased.Load() {
+					if after++; after == 20 {
+						return
+					}
+				}
 			}
 		})
 	}
@@ -435,8 +449,14 @@ func concurrentFlows(t *testing.T, store authd.Store, erase bool) {
 		}
 		return err
 	})
+	// To another password and back (a change to the same one is refused
+	// before it locks anything); a login or a reset in between may find
+	// either.
 	work("change", signedIn(true, func(a *authd.AccessClaims) error {
-		return e.svc.ChangePassword(ctx, c, a, goodPassword, goodPassword, authd.StepUp{})
+		if err := e.svc.ChangePassword(ctx, c, a, goodPassword, otherPassword, authd.StepUp{}); err != nil {
+			return err
+		}
+		return e.svc.ChangePassword(ctx, c, a, otherPassword, goodPassword, authd.StepUp{})
 	}))
 	work("forgot+deliver", func() error {
 		if err := e.svc.ForgotPassword(ctx, c, email); err != nil {
@@ -497,6 +517,7 @@ func concurrentFlows(t *testing.T, store authd.Store, erase bool) {
 				cmu.Unlock()
 			}
 			note("erasure", e.svc.DeleteUser(ctx, c, u.ID))
+			erased.Store(true)
 		})
 	}
 	logins.Wait()
