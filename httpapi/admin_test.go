@@ -154,6 +154,7 @@ func TestAdminAPI(t *testing.T) {
 // was (it logged account_unlocked); the failures it had counted toward a
 // lock start afresh, as after an unlock.
 func TestUnlockOfAnAccountNotLocked(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, openSQLite(t))
 	e.registerVerified("free@example.org", goodPassword)
 	for range 3 {

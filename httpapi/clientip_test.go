@@ -12,6 +12,7 @@ import (
 )
 
 func TestClientIP(t *testing.T) {
+	t.Parallel()
 	s := &Server{opts: Options{TrustedProxies: []netip.Prefix{
 		netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("::1/128"),
 	}}}
@@ -50,6 +51,7 @@ func FuzzCheckJSON(f *testing.F) {
 }
 
 func TestHSTSOnlyWhenAsked(t *testing.T) {
+	t.Parallel()
 	for _, on := range []bool{false, true} {
 		s := New(Options{HSTS: on, Ready: func(context.Context) error { return nil }})
 		rec := httptest.NewRecorder()
@@ -62,6 +64,7 @@ func TestHSTSOnlyWhenAsked(t *testing.T) {
 
 // TestEveryPageContentParses: each content a handler names has its page.
 func TestEveryPageContentParses(t *testing.T) {
+	t.Parallel()
 	for _, name := range pageNames {
 		if _, ok := embeddedPages[name]; !ok {
 			t.Errorf("no page for %q", name)
@@ -74,6 +77,7 @@ func TestEveryPageContentParses(t *testing.T) {
 // field pages do not have is refused naming the file; a directory without
 // one keeps the embedded pages.
 func TestPageOverrides(t *testing.T) {
+	t.Parallel()
 	embedded, err := fs.ReadFile(pageFiles, PagesFile)
 	if err != nil {
 		t.Fatal(err)

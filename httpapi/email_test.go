@@ -432,6 +432,7 @@ func TestEmailChangeNeedsTheSecondFactor(t *testing.T) {
 // counted only once the password passed; each new address has its mail
 // budget.
 func TestEmailChangeLimits(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, openSQLite(t), withRateLimit())
 	const email = "busy@example.org"
 	e.registerVerified(email, goodPassword)
@@ -540,6 +541,7 @@ func (e *env) exported(access string) string {
 // TestEmailChangePages: the verification page tells a change link from a
 // sign-up one, names the new address, and its button moves the account.
 func TestEmailChangePages(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, openSQLite(t))
 	e.registerVerified("page@example.org", goodPassword)
 	access, _ := e.login("page@example.org", goodPassword)
@@ -1027,6 +1029,7 @@ func TestEmailChangeConfirmationWithAPasskey(t *testing.T) {
 // shows its form again (423, Retry-After), the link being good still, and
 // works once the lock is over.
 func TestEmailChangePageAcrossALock(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, openSQLite(t))
 	const email = "paused@example.org"
 	_, tok := e.pendingChange(email, "paused@example.net")
@@ -1052,6 +1055,7 @@ func TestEmailChangePageAcrossALock(t *testing.T) {
 // the factor its user has — a code field, and a passkey button (with its
 // script) for a passkey — and says so when the form lacks it.
 func TestEmailChangePagesAskTheSecondFactor(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, openSQLite(t))
 	access, secret, _ := e.mfaUser("coded@example.org")
 	want(t, "request", e.do("POST", "/v1/users/me/email", map[string]string{"new_email": "coded@example.net",
@@ -1378,6 +1382,7 @@ func TestEmailChangeLinkSpentByRefusedProofs(t *testing.T) {
 // which says the link is void too, and the page shows the dead link, not
 // the form.
 func TestEmailChangeLinkVoidedUnderALock(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, openSQLite(t))
 	for _, c := range []struct{ email, via string }{{"locked-api@example.org", "api"}, {"locked-page@example.org", "page"}} {
 		access, secret, _ := e.mfaUser(c.email)
@@ -1416,6 +1421,7 @@ func TestEmailChangeLinkVoidedUnderALock(t *testing.T) {
 // TestEmailChangeLinkCeremonyBudget: a link begins at most ten passkey
 // ceremonies an hour, a budget apart from its user's own.
 func TestEmailChangeLinkCeremonyBudget(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, openSQLite(t), withRateLimit())
 	access, k, _ := e.passkeyUser("budget@example.org")
 	want(t, "request", e.do("POST", "/v1/users/me/email", map[string]any{"new_email": "budget@example.net",

@@ -245,6 +245,7 @@ func TestExportReleasesTheDatabaseBeforeSending(t *testing.T) {
 // template data, as the data column holds it (what an administrator's
 // reset removed, what changed of the factors), not only a lock's end.
 func TestExportHoldsMailData(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, openSQLite(t))
 	const email = "mail.data@example.org"
 	access, _, _ := e.mfaUser(email)

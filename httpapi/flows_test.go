@@ -340,6 +340,7 @@ func TestRefreshRotationAndReuse(t *testing.T) {
 // own expiry (the replay answered "expired" and ended nothing): the replay
 // is reuse, and the session ends.
 func TestReuseWhateverTheLimitOrExpiry(t *testing.T) {
+	t.Parallel()
 	for name, shield := range map[string]func(e *env, refresh func(string) response, chain string) string{
 		"the budget spent": func(e *env, refresh func(string) response, chain string) string {
 			for range 100 {
@@ -739,6 +740,7 @@ func (g *gated) Verify(ctx context.Context, pw, hash string) (bool, bool, error)
 // that commits while a login with the old password, or at the old address,
 // is hashing wins; the login fails, logged with the reason.
 func TestLoginRacesAccountChanges(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		name, reason string
 		change       func(u *authd.User)

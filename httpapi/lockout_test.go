@@ -166,6 +166,7 @@ func TestLockoutSaysNothingAboutExistence(t *testing.T) {
 // failures are, each instance allowed its own guesses and told the right
 // one apart.
 func TestBarredAccountsGuessesLockOnTheAccount(t *testing.T) {
+	t.Parallel()
 	store := openSQLite(t)
 	e := newEnv(t, store)
 	other := newEnv(t, store)
@@ -214,6 +215,7 @@ func TestBarredAccountsGuessesLockOnTheAccount(t *testing.T) {
 // The end of the administrator's lock opened the account to a fresh count
 // (and the right password signed in) before.
 func TestAdminLockRunningOutKeepsTheGuessesLock(t *testing.T) {
+	t.Parallel()
 	for _, sweep := range []bool{false, true} {
 		t.Run(fmt.Sprintf("sweep=%v", sweep), func(t *testing.T) {
 			var checks atomic.Int32
@@ -274,6 +276,7 @@ func TestAdminLockRunningOutKeepsTheGuessesLock(t *testing.T) {
 // not answer with the lock that is gone (423), but asks for a retry, which
 // signs in.
 func TestUnlockWhileABarredLoginHashes(t *testing.T) {
+	t.Parallel()
 	g, gate := withGate()
 	e := newEnv(t, openSQLite(t), gate)
 	const email = "freed@example.org"
@@ -298,6 +301,7 @@ func TestUnlockWhileABarredLoginHashes(t *testing.T) {
 // (423): the login's transaction, which finds the lock, keeps the rule of
 // a barred login. It answered 423 to the wrong password too.
 func TestAdminLockWhileALoginHashes(t *testing.T) {
+	t.Parallel()
 	g, gate := withGate()
 	e := newEnv(t, openSQLite(t), gate)
 	const email = "caught@example.org"
@@ -693,6 +697,7 @@ func TestReauthenticationAcrossALock(t *testing.T) {
 // use too) — the rounding up to whole seconds overflowed into a negative
 // one.
 func TestLockUntilTheYear9999(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, openSQLite(t))
 	e.registerVerified("forever@example.org", goodPassword)
 	id := e.user("forever@example.org").ID.String()
@@ -713,6 +718,7 @@ func TestLockUntilTheYear9999(t *testing.T) {
 // 429 tells nothing of the account. Before, a notice sent past the budget
 // spent none of it, and the end of an administrator's lock spent a second.
 func TestLockNoticesSpendTheBudgetAlike(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, openSQLite(t), withRateLimit())
 	e.registerVerified("plain@example.org", goodPassword)
 	e.mfaUser("abandoned@example.org")

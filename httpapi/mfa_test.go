@@ -766,6 +766,7 @@ func TestWrongConfirmCodesLock(t *testing.T) {
 // Before, none of these changes mailed anything, and the lock notice said
 // someone "may be guessing your password".
 func TestFactorChangesAreMailed(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, openSQLite(t), withRateLimit())
 	const email = "noticed@example.org"
 	e.registerVerified(email, goodPassword)
@@ -839,6 +840,7 @@ func TestFactorChangesAreMailed(t *testing.T) {
 // factor additions is limited, counted once the password checked. Before,
 // twelve replacements mailed twelve notices.
 func TestFactorNoticesAreBounded(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, openSQLite(t), withRateLimit())
 	const email = "flood@example.org"
 	access, secret, codes := e.mfaUser(email)

@@ -132,6 +132,7 @@ func TestResetPage(t *testing.T) {
 // browsers. The same form sent from the page itself, or by a client that
 // is no browser, works.
 func TestCrossSitePageForms(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, openSQLite(t))
 	e.registerVerified("x@example.org", goodPassword)
 	before := e.mail.count(authd.MailPasswordReset, "x@example.org")

@@ -534,6 +534,7 @@ func TestPasskeyAdminResetAndErasure(t *testing.T) {
 }
 
 func TestPasskeysOff(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, openSQLite(t), withConfig(func(c *authd.Config) { c.WebAuthnRPID, c.WebAuthnOrigins = "", nil }))
 	e.registerVerified("dee@example.org", goodPassword)
 	access, _ := e.login("dee@example.org", goodPassword)

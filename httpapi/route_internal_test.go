@@ -13,6 +13,7 @@ import (
 // calls checkedQuery took its query unread; that is logged at error, so
 // that the mistake shows before a misspelt filter widens something.
 func TestForgottenQueryCheckIsLogged(t *testing.T) {
+	t.Parallel()
 	var logs bytes.Buffer
 	s := newServer(Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	s.handleAuthed("GET /v1/forgetful", func(w http.ResponseWriter, _ *http.Request) error {

@@ -150,6 +150,7 @@ func skewedPair(t *testing.T) (a, b *env) {
 // the challenge stamped 20 s ahead, took it for the younger and let it
 // through), and the refusal is logged for the user.
 func TestStaleSignInVoidedUnderSkew(t *testing.T) {
+	t.Parallel()
 	type finish func(t *testing.T, a, b *env, access, secret, waiting string) response
 	newFactor := func(add finish) finish {
 		return func(t *testing.T, a, b *env, access, secret, waiting string) response {
@@ -218,6 +219,7 @@ func (e *env) wantRefusalLogged(email string, event authd.EventType, reason stri
 // it, however the two clocks stamped them, and the refused confirmation is
 // logged for the user.
 func TestChangeVoidsAnEnrolmentUnderSkew(t *testing.T) {
+	t.Parallel()
 	for name, tc := range map[string]struct {
 		change func(b *env, access string) response
 		status int

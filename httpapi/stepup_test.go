@@ -269,6 +269,7 @@ func TestLogoutRepeatedBeforeItsRevocationArrives(t *testing.T) {
 // is 400 naming its field, whether or not the user has a factor (bad input
 // is told, not ignored), and a passkey where passkeys are off is 400 too.
 func TestStepUpProofsOfNoShape(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, openSQLite(t))
 	e.registerVerified("plain@example.org", goodPassword)
 	access, _ := e.login("plain@example.org", goodPassword)
