@@ -3,15 +3,14 @@ package authd_test
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/authd/authd"
+	"github.com/authd/authd/internal/teststores"
 	"github.com/authd/authd/password"
 	"github.com/authd/authd/ratelimit"
-	"github.com/authd/authd/sqlite"
 	"github.com/authd/authd/token"
 	"github.com/google/uuid"
 )
@@ -29,14 +28,7 @@ func loginEnvHashing(t *testing.T, threshold int, hashing func(authd.Passwords) 
 	wrap ...func(authd.Lockouts) authd.Lockouts) (*authd.Service, *[]time.Duration, authd.Store) {
 	t.Helper()
 	ctx := context.Background()
-	store, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "authd.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	if _, err := store.Migrator().Up(ctx); err != nil {
-		t.Fatal(err)
-	}
+	store := teststores.SQLite(t)
 	keys, err := token.OpenKeyring(t.TempDir(), "EdDSA", time.Now())
 	if err != nil {
 		t.Fatal(err)

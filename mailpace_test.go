@@ -2,12 +2,11 @@ package authd_test
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/authd/authd"
-	"github.com/authd/authd/sqlite"
+	"github.com/authd/authd/internal/teststores"
 	"github.com/authd/authd/storetest"
 )
 
@@ -17,14 +16,7 @@ import (
 func mailPaceEnv(t *testing.T, check ...func(context.Context)) (*authd.Service, *[]time.Duration, *[]context.Context) {
 	t.Helper()
 	ctx := context.Background()
-	store, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "authd.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	if _, err := store.Migrator().Up(ctx); err != nil {
-		t.Fatal(err)
-	}
+	store := teststores.SQLite(t)
 	for _, email := range []string{"known@example.org", "verified@example.org"} {
 		u := storetest.NewUser(email)
 		u.EmailVerified = email == "verified@example.org"

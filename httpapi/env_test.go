@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -21,12 +20,11 @@ import (
 	"github.com/authd/authd"
 	"github.com/authd/authd/httpapi"
 	"github.com/authd/authd/internal/syncbuf"
+	"github.com/authd/authd/internal/teststores"
 	"github.com/authd/authd/metrics"
 	"github.com/authd/authd/password"
 	"github.com/authd/authd/postgres"
 	"github.com/authd/authd/ratelimit"
-	"github.com/authd/authd/sqlite"
-	"github.com/authd/authd/storetest"
 	"github.com/authd/authd/token"
 )
 
@@ -275,37 +273,9 @@ func newEnv(t testing.TB, store authd.Store, opts ...option) *env {
 	return e
 }
 
-func openSQLite(t testing.TB) authd.Store {
-	t.Helper()
-	s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "authd.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	if _, err := s.Migrator().Up(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func openPostgres(t testing.TB) authd.Store {
-	t.Helper()
-	return openPostgresAt(t, storetest.PostgresURL(t))
-}
-
-// openPostgresAt opens and migrates the PostgreSQL store at url.
-func openPostgresAt(t testing.TB, url string) authd.Store {
-	t.Helper()
-	s, err := postgres.Open(context.Background(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	if _, err := s.Migrator().Up(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
+// openSQLite and openPostgres open a migrated store of the test's own.
+func openSQLite(t testing.TB) authd.Store   { return teststores.SQLite(t) }
+func openPostgres(t testing.TB) authd.Store { return teststores.Postgres(t) }
 
 // onBothStores runs test as a subtest on SQLite and on PostgreSQL.
 func onBothStores(t *testing.T, test func(t *testing.T, open func(*testing.T) authd.Store)) {
@@ -477,18 +447,10 @@ func jwtPart(t testing.TB, tok string, i int) map[string]any {
 // instances of authd would.
 func instances(t testing.TB, n int) []*postgres.Store {
 	t.Helper()
-	url := storetest.PostgresURL(t)
+	url := teststores.PostgresURL(t)
 	stores := make([]*postgres.Store, n)
 	for i := range stores {
-		s, err := postgres.Open(context.Background(), url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		stores[i] = s
-	}
-	if _, err := stores[0].Migrator().Up(context.Background()); err != nil {
-		t.Fatal(err)
+		stores[i] = teststores.PostgresAt(t, url)
 	}
 	return stores
 }

@@ -4,7 +4,7 @@ import (
 	"testing"
 
 	"github.com/authd/authd"
-	"github.com/authd/authd/storetest"
+	"github.com/authd/authd/internal/teststores"
 )
 
 // openOneConnection opens a migrated PostgreSQL store whose pool holds one
@@ -12,7 +12,7 @@ import (
 // waits for ever (until the request's deadline) on it.
 func openOneConnection(t *testing.T) authd.Store {
 	t.Helper()
-	return openPostgresAt(t, storetest.PostgresURL(t)+"&pool_max_conns=1")
+	return teststores.PostgresAt(t, teststores.PostgresURL(t)+"&pool_max_conns=1")
 }
 
 // TestPasskeySignInOnOneConnection: a passkey sign-in holds one database

@@ -11,7 +11,6 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -20,11 +19,10 @@ import (
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/httpapi"
+	"github.com/authd/authd/internal/teststores"
 	"github.com/authd/authd/oidc"
 	"github.com/authd/authd/password"
-	"github.com/authd/authd/postgres"
 	"github.com/authd/authd/ratelimit"
-	"github.com/authd/authd/sqlite"
 	"github.com/authd/authd/storetest"
 	"github.com/authd/authd/token"
 	"github.com/pquerna/otp"
@@ -129,31 +127,9 @@ func (w *lockedWriter) Write(b []byte) (int, error) {
 
 func (e *env) logText() string { e.mu.Lock(); defer e.mu.Unlock(); return e.logs.String() }
 
-func openSQLite(t *testing.T) authd.Store {
-	t.Helper()
-	s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "authd.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	if _, err := s.Migrator().Up(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func openPostgres(t *testing.T) authd.Store {
-	t.Helper()
-	s, err := postgres.Open(context.Background(), storetest.PostgresURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	if _, err := s.Migrator().Up(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
+// openSQLite and openPostgres open a migrated store of the test's own.
+func openSQLite(t *testing.T) authd.Store   { return teststores.SQLite(t) }
+func openPostgres(t *testing.T) authd.Store { return teststores.Postgres(t) }
 
 // onBothStores runs test as a subtest on SQLite and on PostgreSQL.
 func onBothStores(t *testing.T, test func(t *testing.T, e *env)) {

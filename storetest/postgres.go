@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"net/url"
 	"os"
 	"testing"
@@ -28,6 +29,27 @@ func PostgresURL(t testing.TB) string {
 // (CREATE DATABASE's, such as ENCODING).
 func PostgresURLWith(t testing.TB, options string) string {
 	t.Helper()
+	base := PostgresBase(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	name, err := CreateDatabase(ctx, base, options)
+	if err != nil {
+		t.Fatalf("create test database: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := DropDatabase(ctx, base, name); err != nil {
+			t.Errorf("drop test database %s: %v", name, err)
+		}
+	})
+	return DatabaseURL(base, name)
+}
+
+// PostgresBase returns TEST_DATABASE_URL, skipping the test without it
+// (failing it under CI) and failing it when it is not a postgres:// URL.
+func PostgresBase(t testing.TB) string {
+	t.Helper()
 	base := os.Getenv("TEST_DATABASE_URL")
 	if base == "" {
 		if os.Getenv("CI") != "" {
@@ -39,33 +61,42 @@ func PostgresURLWith(t testing.TB, options string) string {
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		t.Fatalf("TEST_DATABASE_URL must be a postgres:// URL, got %q", base)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	return base
+}
+
+// CreateDatabase creates a database of a new name (authd_test_ and 16 hex
+// digits) on the server of base, with CREATE DATABASE's options, and
+// returns the name. Dropping it is the caller's.
+func CreateDatabase(ctx context.Context, base, options string) (string, error) {
 	admin, err := pgx.Connect(ctx, base)
 	if err != nil {
-		t.Fatalf("connect to TEST_DATABASE_URL: %v", err)
+		return "", fmt.Errorf("connect to TEST_DATABASE_URL: %w", err)
 	}
 	defer admin.Close(ctx)
-
 	b := make([]byte, 8)
 	rand.Read(b)
 	name := "authd_test_" + hex.EncodeToString(b)
 	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name+" "+options); err != nil {
-		t.Fatalf("create test database: %v", err)
+		return "", err
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		c, err := pgx.Connect(ctx, base)
-		if err != nil {
-			t.Errorf("drop test database %s: %v", name, err)
-			return
-		}
-		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Errorf("drop test database %s: %v", name, err)
-		}
-	})
+	return name, nil
+}
+
+// DropDatabase drops the database name on the server of base, whoever is
+// connected to it.
+func DropDatabase(ctx context.Context, base, name string) error {
+	c, err := pgx.Connect(ctx, base)
+	if err != nil {
+		return err
+	}
+	defer c.Close(ctx)
+	_, err = c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+	return err
+}
+
+// DatabaseURL is base (a postgres:// URL) naming the database name.
+func DatabaseURL(base, name string) string {
+	u, _ := url.Parse(base) // PostgresBase parsed it
 	u.Path = "/" + name
 	return u.String()
 }
