@@ -64,7 +64,6 @@ func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID 
 	}
 	var pair *TokenPair
 	err = s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
 		// Locked: two refreshes never both rotate one token.
 		t, sess, u, err := tx.RefreshSession(ctx, digest)
 		if ErrorCode(err) == ENotFound {
@@ -73,6 +72,10 @@ func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID 
 		if err != nil {
 			return err
 		}
+		// Read once the rows are locked: a rotation stamped when the wait
+		// began would start its grace window already spent, and a client
+		// that gave up waiting and repeats the token would be told of reuse.
+		now := s.now()
 		if u.IsDeleted() { // its row keeps no client (the store's CreateSecurityLog)
 			return s.refuseToken(ctx, tx, c, EventTokenRefreshed, u.ID, "account deleted", nil)
 		}

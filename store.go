@@ -124,7 +124,10 @@ type Rotator interface {
 	// calls admit with the session and commits only if admit returns nil,
 	// returning admit's error otherwise; with admit nil the rotation is one
 	// statement that commits on its own. It returns the session as rotated,
-	// or ENotFound, having changed nothing, when the case is not ordinary.
+	// or ENotFound, having changed nothing, when the case is not ordinary or
+	// another transaction holds the rows: it does not wait for them, since
+	// r.Now, read before, would stamp the rotation; the service's
+	// transaction waits and then reads the clock.
 	Rotate(ctx context.Context, r *Rotation, admit func(*Session) error) (*Session, error)
 }
 

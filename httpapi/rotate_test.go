@@ -11,6 +11,8 @@ import (
 	"github.com/authd/authd/postgres"
 	"github.com/authd/authd/storetest"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 )
 
 // withoutRotator hides a store's Rotator: the service then decides every
@@ -165,14 +167,7 @@ func TestRefreshOutlivesItsClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tx, err := store.Pool().Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // released below
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE`, rt.SessionID); err != nil {
-		t.Fatal(err)
-	}
+	tx := lockSession(t, store, rt.SessionID)
 	client, hangUp := context.WithCancel(ctx)
 	type outcome struct {
 		pair *authd.TokenPair
@@ -183,15 +178,7 @@ func TestRefreshOutlivesItsClient(t *testing.T) {
 		pair, err := e.svc.Refresh(client, authd.Client{IP: "192.0.2.1"}, refresh)
 		done <- outcome{pair, err}
 	}()
-	for waiting, tries := 0, 0; waiting == 0; tries++ {
-		if tries == 1000 {
-			t.Fatal("the refresh never waited for the session's lock")
-		}
-		time.Sleep(10 * time.Millisecond)
-		if err := store.Pool().QueryRow(ctx, storetest.LockWaits, "").Scan(&waiting); err != nil {
-			t.Fatal(err)
-		}
-	}
+	awaitLockWait(t, store)
 	hangUp()
 	time.Sleep(50 * time.Millisecond) // a refresh that followed its client would give up now
 	if err := tx.Rollback(ctx); err != nil {
@@ -206,5 +193,94 @@ func TestRefreshOutlivesItsClient(t *testing.T) {
 	}
 	if _, err := store.RefreshToken(ctx, authd.Digest(got.pair.RefreshToken)); err != nil {
 		t.Errorf("the child the refresh answered with is not stored: %v", err)
+	}
+}
+
+// lockSession locks the session's row in a transaction of its own, which the
+// caller ends (a rollback when the test ends, too).
+func lockSession(t *testing.T, store *postgres.Store, id uuid.UUID) pgx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := store.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tx.Rollback(ctx) }) //nolint:errcheck // ended before, most often
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE`, id); err != nil {
+		t.Fatal(err)
+	}
+	return tx
+}
+
+// awaitLockWait returns once a transaction of the store's database waits
+// for a lock another of its transactions holds.
+func awaitLockWait(t *testing.T, store *postgres.Store) {
+	t.Helper()
+	for waiting, tries := 0, 0; waiting == 0; tries++ {
+		if tries == 1000 {
+			t.Fatal("no transaction ever waited for the lock")
+		}
+		time.Sleep(10 * time.Millisecond)
+		if err := store.Pool().QueryRow(context.Background(), storetest.LockWaits, "").Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestRefreshAfterALockWaitKeepsItsGrace: a refresh that waited for its
+// session's lock longer than the grace window stamps its rotation when the
+// wait ended, so that a client that gave up meanwhile and repeats the token
+// gets the rotation's child. Stamped when the refresh began (the one
+// statement read the clock before it waited), the rotation's grace was
+// spent before it committed: the repeat was reuse and ended the session.
+func TestRefreshAfterALockWaitKeepsItsGrace(t *testing.T) {
+	t.Parallel()
+	for name, wrap := range map[string]func(*postgres.Store) authd.Store{
+		"at once":            func(s *postgres.Store) authd.Store { return s },
+		"in its transaction": func(s *postgres.Store) authd.Store { return withoutRotator{s} },
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			store := instances(t, 1)[0]
+			e := newEnv(t, wrap(store))
+			e.registerVerified("waits@example.org", goodPassword)
+			_, refresh := e.login("waits@example.org", goodPassword)
+			rt, err := store.RefreshToken(ctx, authd.Digest(refresh))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tx := lockSession(t, store, rt.SessionID)
+			c := authd.Client{IP: "192.0.2.1"}
+			type outcome struct {
+				pair *authd.TokenPair
+				err  error
+			}
+			done := make(chan outcome, 1)
+			go func() {
+				pair, err := e.svc.Refresh(ctx, c, refresh)
+				done <- outcome{pair, err}
+			}()
+			awaitLockWait(t, store)
+			e.clock.Advance(e.cfg.RefreshReuseGrace + time.Second)
+			if err := tx.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+			first := <-done
+			if first.err != nil {
+				t.Fatalf("the refresh that waited: %v", first.err)
+			}
+			// Its answer never reached the client, which repeats the token.
+			again, err := e.svc.Refresh(ctx, c, refresh)
+			if err != nil {
+				t.Fatalf("the repeat just after the rotation: %v; want the rotation's child (grace)", err)
+			}
+			if again.RefreshToken != first.pair.RefreshToken {
+				t.Error("the repeat got another child than the rotation's")
+			}
+			if _, err := e.svc.Authenticate(ctx, again.AccessToken); err != nil {
+				t.Errorf("the session after the repeat: %v; want it live", err)
+			}
+		})
 	}
 }

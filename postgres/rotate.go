@@ -7,13 +7,15 @@ import (
 )
 
 // rotateQuery is Rotate's one statement. It share-locks the user, then
-// locks the session and the token: the order of every flow that changes a
+// locks the session and the token — the order of every flow that changes a
 // user and then ends their sessions (a lock, an erasure, a password change,
-// a login evicting a session), and of a logout (session, then tokens), so it
-// waits for them instead of deadlocking with them. Any of them that
-// committed while it waited fails the conditions when PostgreSQL re-checks
-// them on the rows' new versions, and the statement changes nothing. A
-// foreign-key failure (ENotFound) also leaves nothing: one statement.
+// a login evicting a session), and of a logout (session, then tokens) — and
+// waits for none of them (NOWAIT): its times were read before it ran, and a
+// rotation stamped before a long wait would start its grace window spent.
+// A row another transaction holds fails the statement (SQLSTATE 55P03),
+// which changes nothing; Rotate answers ENotFound and the service's
+// transaction waits. A foreign-key failure (ENotFound) also leaves nothing:
+// one statement.
 var rotateQuery = `WITH old AS (
 		SELECT t.id, t.session_id, t.user_id
 		FROM jwt_tokens t JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = t.user_id
@@ -21,7 +23,7 @@ var rotateQuery = `WITH old AS (
 			AND s.revoked_at IS NULL AND s.expires_at > $2 AND COALESCE(s.client_id, '') = $3
 			AND u.account_status NOT IN ('locked', 'deleted')
 			AND (u.account_locked_until IS NULL OR u.account_locked_until <= $2)
-		FOR SHARE OF u FOR UPDATE OF s, t
+		FOR SHARE OF u NOWAIT FOR UPDATE OF s, t NOWAIT
 	), rotated AS (
 		UPDATE jwt_tokens SET revoked = true, revoked_at = $2, rotated_at = $2 FROM old WHERE jwt_tokens.id = old.id
 	), session AS (
@@ -68,6 +70,9 @@ func rotate(ctx context.Context, q *queries, r *authd.Rotation) (*authd.Session,
 		c.ID, c.JTI, c.TokenValue, c.IssuedAt, c.ExpiresAt, c.CreatedAt,
 		l.ID, string(l.EventType), l.Timestamp, nullString(l.IPAddress), nullString(l.UserAgent), string(l.Result),
 		nullString(l.FailureReason), l.AdditionalContext).Scan(ss.dest()...)
+	if LockTimedOut(err) { // NOWAIT: another transaction holds a row (or lock_timeout ran out on another lock)
+		return nil, authd.WrapError(authd.ENotFound, err, "the refresh token's rows are locked")
+	}
 	if err != nil {
 		return nil, translate(err)
 	}

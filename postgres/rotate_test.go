@@ -206,34 +206,48 @@ func TestRotate(t *testing.T) {
 		})
 	}
 
-	t.Run("concurrent", func(t *testing.T) { testRotateWaits(t, s, now) })
+	t.Run("rows held", func(t *testing.T) { testRotateDoesNotWait(t, s, now) })
 }
 
-// testRotateWaits: a rotation that meets a writer holding its rows waits,
-// without deadlocking, and then re-checks the rows as that writer left them.
-func testRotateWaits(t *testing.T, s *Store, now time.Time) {
+// testRotateDoesNotWait: a rotation that meets a writer holding its rows
+// does not wait for it (its times were read before it ran): it changes
+// nothing and answers ENotFound while the writer still holds them, for the
+// service's transaction to wait and decide (TestRefreshReadWaitsForOtherFlows).
+func testRotateDoesNotWait(t *testing.T, s *Store, now time.Time) {
 	ctx := context.Background()
-	// rotating starts r, waits until it waits for a lock and returns its
+	// rotate rotates r; one that waited would run out of this bound.
+	rotate := func(r *authd.Rotation, admit func(*authd.Session) error) error {
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		_, err := s.Rotate(ctx, r, admit)
+		return err
+	}
+	// held runs the statements about f in a transaction of its own and,
+	// while that holds their rows, rotates r; it returns the rotation's
 	// outcome.
-	rotating := func(t *testing.T, r *authd.Rotation) <-chan error {
+	held := func(t *testing.T, f *rotateFixture, r *authd.Rotation, admit func(*authd.Session) error, statements ...string) error {
 		t.Helper()
-		return waiting(t, s, "WITH old AS", func() error { _, err := s.Rotate(ctx, r, nil); return err })
+		tx, err := s.pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(ctx) //nolint:errcheck // after Commit: a no-op
+		for _, sql := range statements {
+			if _, err := tx.Exec(ctx, sql, f.user.ID, f.session.ID, now); err != nil {
+				t.Fatal(err)
+			}
+		}
+		err = rotate(r, admit)
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return err
 	}
-	writer := func(t *testing.T, f *rotateFixture, r *authd.Rotation, first string, rest ...string) error {
-		t.Helper()
-		return writeAround(t, s, f, now, func() <-chan error { return rotating(t, r) }, first, rest...)
-	}
-	const (
-		lockUser    = `SELECT 1 FROM users WHERE id = $1 AND $2::uuid IS NOT NULL AND $3::timestamptz IS NOT NULL FOR UPDATE`
-		markLocked  = `UPDATE users SET account_status = 'locked', lock_reason = 'admin' WHERE id = $1 AND $2::uuid IS NOT NULL AND $3::timestamptz IS NOT NULL`
-		endSession  = `UPDATE sessions SET revoked_at = $3 WHERE id = $2 AND $1::uuid IS NOT NULL`
-		revokeChain = `UPDATE jwt_tokens SET revoked = true, revoked_at = $3 WHERE session_id = $2 AND $1::uuid IS NOT NULL`
-	)
-	// declined fails t unless r, having waited, changed nothing.
+	// declined fails t unless r changed nothing and said ENotFound.
 	declined := func(t *testing.T, f *rotateFixture, r *authd.Rotation, err error) {
 		t.Helper()
 		if authd.ErrorCode(err) != authd.ENotFound {
-			t.Errorf("the waiting rotation = %v, want ENotFound", err)
+			t.Errorf("the rotation beside the writer = %v, want ENotFound at once", err)
 		}
 		if _, err := s.RefreshToken(ctx, r.Child.TokenValue); authd.ErrorCode(err) != authd.ENotFound {
 			t.Errorf("the declined rotation inserted its child: %v", err)
@@ -242,46 +256,48 @@ func testRotateWaits(t *testing.T, s *Store, now time.Time) {
 			t.Errorf("the declined rotation logged %d rows (%v)", len(logs), err)
 		}
 	}
-
-	t.Run("a logout", func(t *testing.T) {
-		f := newRotateFixture(t, s, now, nil)
-		r := f.rotation(now, "")
-		declined(t, f, r, writer(t, f, r, endSession, revokeChain))
-	})
-	t.Run("an administrator's lock", func(t *testing.T) {
-		// The user first, then the session: a rotation that held the
-		// session while waiting for the user would deadlock with it.
-		f := newRotateFixture(t, s, now, nil)
-		r := f.rotation(now, "")
-		declined(t, f, r, writer(t, f, r, lockUser, markLocked, endSession))
-	})
-	t.Run("a change of the user alone", func(t *testing.T) {
-		f := newRotateFixture(t, s, now, nil)
-		r := f.rotation(now, "")
-		declined(t, f, r, writer(t, f, r, markLocked))
-	})
+	for _, c := range []struct {
+		name       string
+		statements []string
+	}{
+		{"a logout", []string{endSession, revokeChain}},
+		{"an administrator's lock", []string{lockUser, markLocked, endSession}},
+		{"a change of the user alone", []string{markLocked}},
+		{"the user read to be changed", []string{lockUser}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for _, admitted := range []bool{false, true} {
+				f := newRotateFixture(t, s, now, nil)
+				r := f.rotation(now, "")
+				var admit func(*authd.Session) error
+				if admitted {
+					admit = func(*authd.Session) error { t.Error("admit was asked beside the writer"); return nil }
+				}
+				declined(t, f, r, held(t, f, r, admit, c.statements...))
+			}
+		})
+	}
 	t.Run("another rotation", func(t *testing.T) {
 		f := newRotateFixture(t, s, now, nil)
 		release, admitted := make(chan struct{}), make(chan struct{})
 		first := make(chan error, 1)
 		go func() {
-			_, err := s.Rotate(ctx, f.rotation(now, ""), func(*authd.Session) error {
+			first <- rotate(f.rotation(now, ""), func(*authd.Session) error {
 				close(admitted)
 				<-release
 				return nil
 			})
-			first <- err
 		}()
 		<-admitted
 		r := f.rotation(now, "")
-		second := rotating(t, r)
+		second := rotate(r, nil)
 		close(release)
 		if err := <-first; err != nil {
 			t.Fatalf("the first rotation: %v", err)
 		}
-		if _, err := s.RefreshToken(ctx, r.Child.TokenValue); authd.ErrorCode(<-second) != authd.ENotFound ||
+		if _, err := s.RefreshToken(ctx, r.Child.TokenValue); authd.ErrorCode(second) != authd.ENotFound ||
 			authd.ErrorCode(err) != authd.ENotFound {
-			t.Errorf("the second rotation of one token went through (child: %v); want ENotFound, for the grace window to decide", err)
+			t.Errorf("the second rotation of one token: %v (child: %v); want ENotFound, for the transaction to decide", second, err)
 		}
 	})
 }
