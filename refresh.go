@@ -164,19 +164,25 @@ func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID 
 // erased account), for refresh to decide. The per-session limit is taken
 // before the commit, as refresh takes it.
 func (s *Service) rotateAtOnce(ctx context.Context, r Rotator, c Client, raw, digest, clientID string) (*TokenPair, error) {
-	now := s.now()
 	childRaw, childDigest := s.childToken(raw)
-	rot := &Rotation{Digest: digest, ClientID: clientID, Now: now,
-		Child: &Token{ID: NewID(), JTI: NewID().String(), TokenType: TokenRefresh, TokenValue: childDigest,
-			IssuedAt: now, ExpiresAt: now.Add(s.cfg.RefreshTokenTTL), CreatedAt: now},
-		Log: s.audit(now, c, EventTokenRefreshed, ResultSuccess, uuid.Nil, "", map[string]any{"retry": false})}
+	// Its times are read once the store holds a connection (see Rotator).
+	var now time.Time
+	var rot *Rotation
+	rotation := func() *Rotation {
+		now = s.now()
+		rot = &Rotation{Digest: digest, ClientID: clientID, Now: now,
+			Child: &Token{ID: NewID(), JTI: NewID().String(), TokenType: TokenRefresh, TokenValue: childDigest,
+				IssuedAt: now, ExpiresAt: now.Add(s.cfg.RefreshTokenTTL), CreatedAt: now},
+			Log: s.audit(now, c, EventTokenRefreshed, ResultSuccess, uuid.Nil, "", map[string]any{"retry": false})}
+		return rot
+	}
 	var admit func(*Session) error
 	if s.limiter != nil {
 		admit = func(sess *Session) error {
 			return s.limit(ctx, "refresh:"+sess.ID.String(), refreshPerSession, time.Minute)
 		}
 	}
-	sess, err := r.Rotate(ctx, rot, admit)
+	sess, err := r.Rotate(ctx, rotation, admit)
 	if err != nil {
 		return nil, err
 	}

@@ -115,9 +115,11 @@ type Store interface {
 // first and, whenever it reports ENotFound, decides in its own transaction,
 // so a Rotator recognises the ordinary case only and declines the rest.
 type Rotator interface {
-	// Rotate rotates the refresh token r.Digest if, at r.Now, it is an
+	// Rotate rotates the refresh token of the Rotation that rotation makes,
+	// called once, when the store holds a database connection (the times it
+	// reads are not older than a wait for one): if, at r.Now, it is an
 	// unrevoked, unexpired refresh token of a live session of client
-	// r.ClientID whose user is neither erased nor locked (under any lock):
+	// r.ClientID whose user is neither erased nor locked (under any lock),
 	// the token is revoked and rotated at r.Now, the session used at r.Now,
 	// r.Child inserted as the token's child in its session and r.Log written
 	// for the token's user, the session's id added to its context. It then
@@ -128,7 +130,7 @@ type Rotator interface {
 	// another transaction holds the rows: it does not wait for them, since
 	// r.Now, read before, would stamp the rotation; the service's
 	// transaction waits and then reads the clock.
-	Rotate(ctx context.Context, r *Rotation, admit func(*Session) error) (*Session, error)
+	Rotate(ctx context.Context, rotation func() *Rotation, admit func(*Session) error) (*Session, error)
 }
 
 // Rotation is what Rotator.Rotate writes. Child holds the new refresh

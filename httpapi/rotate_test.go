@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/authd/authd"
+	"github.com/authd/authd/internal/teststores"
 	"github.com/authd/authd/postgres"
 	"github.com/authd/authd/storetest"
 	"github.com/google/go-cmp/cmp"
@@ -25,7 +26,7 @@ type countedRotations struct {
 	made atomic.Int32
 }
 
-func (c *countedRotations) Rotate(ctx context.Context, r *authd.Rotation, admit func(*authd.Session) error) (*authd.Session, error) {
+func (c *countedRotations) Rotate(ctx context.Context, r func() *authd.Rotation, admit func(*authd.Session) error) (*authd.Session, error) {
 	sess, err := c.Store.Rotate(ctx, r, admit)
 	if err == nil {
 		c.made.Add(1)
@@ -251,36 +252,90 @@ func TestRefreshAfterALockWaitKeepsItsGrace(t *testing.T) {
 				t.Fatal(err)
 			}
 			tx := lockSession(t, store, rt.SessionID)
-			c := authd.Client{IP: "192.0.2.1"}
-			type outcome struct {
-				pair *authd.TokenPair
-				err  error
-			}
-			done := make(chan outcome, 1)
-			go func() {
-				pair, err := e.svc.Refresh(ctx, c, refresh)
-				done <- outcome{pair, err}
-			}()
+			done := refreshing(e, refresh)
 			awaitLockWait(t, store)
 			e.clock.Advance(e.cfg.RefreshReuseGrace + time.Second)
 			if err := tx.Rollback(ctx); err != nil {
 				t.Fatal(err)
 			}
-			first := <-done
-			if first.err != nil {
-				t.Fatalf("the refresh that waited: %v", first.err)
-			}
-			// Its answer never reached the client, which repeats the token.
-			again, err := e.svc.Refresh(ctx, c, refresh)
-			if err != nil {
-				t.Fatalf("the repeat just after the rotation: %v; want the rotation's child (grace)", err)
-			}
-			if again.RefreshToken != first.pair.RefreshToken {
-				t.Error("the repeat got another child than the rotation's")
-			}
-			if _, err := e.svc.Authenticate(ctx, again.AccessToken); err != nil {
-				t.Errorf("the session after the repeat: %v; want it live", err)
-			}
+			repeatGetsTheChild(t, e, refresh, done)
 		})
+	}
+}
+
+// enteringRotations tells when a rotation reaches its store.
+type enteringRotations struct {
+	*postgres.Store
+	entered chan struct{}
+}
+
+func (s *enteringRotations) Rotate(ctx context.Context, r func() *authd.Rotation, admit func(*authd.Session) error) (*authd.Session, error) {
+	select {
+	case s.entered <- struct{}{}:
+	default:
+	}
+	return s.Store.Rotate(ctx, r, admit)
+}
+
+// TestRefreshAfterAPoolWaitKeepsItsGrace: the one-statement rotation reads
+// the clock once its store holds a database connection, so that one that
+// waited for a free connection (a pool spent under load) longer than the
+// grace window still grants its client's repeat the child. Read before,
+// the rotation's window was spent when it committed: the repeat was reuse.
+func TestRefreshAfterAPoolWaitKeepsItsGrace(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store := teststores.PostgresAt(t, teststores.PostgresURL(t)+"&pool_max_conns=1")
+	rotations := &enteringRotations{Store: store, entered: make(chan struct{}, 1)}
+	e := newEnv(t, rotations)
+	e.registerVerified("pool@example.org", goodPassword)
+	_, refresh := e.login("pool@example.org", goodPassword)
+	held, err := store.Pool().Acquire(ctx) // the pool's one connection
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := refreshing(e, refresh)
+	<-rotations.entered // and waits for the connection
+	e.clock.Advance(e.cfg.RefreshReuseGrace + time.Second)
+	held.Release()
+	repeatGetsTheChild(t, e, refresh, done)
+}
+
+// refreshOutcome is what a refresh answered.
+type refreshOutcome struct {
+	pair *authd.TokenPair
+	err  error
+}
+
+// refreshing starts a refresh of the token and returns where its outcome
+// comes.
+func refreshing(e *env, refresh string) <-chan refreshOutcome {
+	done := make(chan refreshOutcome, 1)
+	go func() {
+		pair, err := e.svc.Refresh(context.Background(), authd.Client{IP: "192.0.2.1"}, refresh)
+		done <- refreshOutcome{pair, err}
+	}()
+	return done
+}
+
+// repeatGetsTheChild fails t unless the refresh of done succeeded and a
+// repeat of its token (its answer never reached the client) gets the same
+// child, its session live.
+func repeatGetsTheChild(t *testing.T, e *env, refresh string, done <-chan refreshOutcome) {
+	t.Helper()
+	first := <-done
+	if first.err != nil {
+		t.Fatalf("the refresh that waited: %v", first.err)
+	}
+	ctx := context.Background()
+	again, err := e.svc.Refresh(ctx, authd.Client{IP: "192.0.2.1"}, refresh)
+	if err != nil {
+		t.Fatalf("the repeat just after the rotation: %v; want the rotation's child (grace)", err)
+	}
+	if again.RefreshToken != first.pair.RefreshToken {
+		t.Error("the repeat got another child than the rotation's")
+	}
+	if _, err := e.svc.Authenticate(ctx, again.AccessToken); err != nil {
+		t.Errorf("the session after the repeat: %v; want it live", err)
 	}
 }

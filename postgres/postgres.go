@@ -169,7 +169,7 @@ func WithLockTimeout(d time.Duration) Option {
 }
 
 // LockTimedOut reports whether err, however wrapped, is a statement's
-// lock_timeout running out, or a NOWAIT lock refused (SQLSTATE 55P03).
+// lock_timeout running out (SQLSTATE 55P03).
 func LockTimedOut(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "55P03"

@@ -10,12 +10,13 @@ import (
 // locks the session and the token — the order of every flow that changes a
 // user and then ends their sessions (a lock, an erasure, a password change,
 // a login evicting a session), and of a logout (session, then tokens) — and
-// waits for none of them (NOWAIT): its times were read before it ran, and a
-// rotation stamped before a long wait would start its grace window spent.
-// A row another transaction holds fails the statement (SQLSTATE 55P03),
-// which changes nothing; Rotate answers ENotFound and the service's
-// transaction waits. A foreign-key failure (ENotFound) also leaves nothing:
-// one statement.
+// waits for none of them (SKIP LOCKED): its times were read before it ran,
+// and a rotation stamped before a long wait would start its grace window
+// spent. A row another transaction holds leaves the statement nothing to
+// rotate, as any case that is not ordinary does: Rotate answers ENotFound
+// and the service's transaction waits (NOWAIT would do the same, but as an
+// error PostgreSQL logs, each time two tabs refresh at once). A foreign-key
+// failure (ENotFound) also leaves nothing: one statement.
 var rotateQuery = `WITH old AS (
 		SELECT t.id, t.session_id, t.user_id
 		FROM jwt_tokens t JOIN sessions s ON s.id = t.session_id JOIN users u ON u.id = t.user_id
@@ -23,7 +24,7 @@ var rotateQuery = `WITH old AS (
 			AND s.revoked_at IS NULL AND s.expires_at > $2 AND COALESCE(s.client_id, '') = $3
 			AND u.account_status NOT IN ('locked', 'deleted')
 			AND (u.account_locked_until IS NULL OR u.account_locked_until <= $2)
-		FOR SHARE OF u NOWAIT FOR UPDATE OF s, t NOWAIT
+		FOR SHARE OF u SKIP LOCKED FOR UPDATE OF s, t SKIP LOCKED
 	), rotated AS (
 		UPDATE jwt_tokens SET revoked = true, revoked_at = $2, rotated_at = $2 FROM old WHERE jwt_tokens.id = old.id
 	), session AS (
@@ -45,14 +46,19 @@ var rotateQuery = `WITH old AS (
 // Rotate implements authd.Rotator: rotateQuery, alone or, with admit, in a
 // transaction that commits once admit agrees (two round trips: BEGIN with
 // the statement, then COMMIT).
-func (s *Store) Rotate(ctx context.Context, r *authd.Rotation, admit func(*authd.Session) error) (*authd.Session, error) {
+func (s *Store) Rotate(ctx context.Context, rotation func() *authd.Rotation, admit func(*authd.Session) error) (*authd.Session, error) {
 	if admit == nil {
-		return rotate(ctx, &s.queries, r)
+		conn, err := s.pool.Acquire(ctx)
+		if err != nil {
+			return nil, translate(err)
+		}
+		defer conn.Release()
+		return rotate(ctx, &queries{db: conn}, rotation())
 	}
 	var sess *authd.Session
 	err := s.inTx(ctx, func(q *queries) error {
 		var err error
-		if sess, err = rotate(ctx, q, r); err != nil {
+		if sess, err = rotate(ctx, q, rotation()); err != nil {
 			return err
 		}
 		return admit(sess)
@@ -70,9 +76,6 @@ func rotate(ctx context.Context, q *queries, r *authd.Rotation) (*authd.Session,
 		c.ID, c.JTI, c.TokenValue, c.IssuedAt, c.ExpiresAt, c.CreatedAt,
 		l.ID, string(l.EventType), l.Timestamp, nullString(l.IPAddress), nullString(l.UserAgent), string(l.Result),
 		nullString(l.FailureReason), l.AdditionalContext).Scan(ss.dest()...)
-	if LockTimedOut(err) { // NOWAIT: another transaction holds a row (or lock_timeout ran out on another lock)
-		return nil, authd.WrapError(authd.ENotFound, err, "the refresh token's rows are locked")
-	}
 	if err != nil {
 		return nil, translate(err)
 	}

@@ -80,6 +80,9 @@ func (f *rotateFixture) untouched(t *testing.T, s *Store, r *authd.Rotation) {
 // transaction writes, in one round trip (two with an admission check that
 // can still roll it back), and declines, changing nothing, every case
 // that is not an ordinary rotation.
+// fixed is a Rotation made before the store holds a connection.
+func fixed(r *authd.Rotation) func() *authd.Rotation { return func() *authd.Rotation { return r } }
+
 func TestRotate(t *testing.T) {
 	ctx := context.Background()
 	s, traced, trips := tracedStore(t)
@@ -87,12 +90,12 @@ func TestRotate(t *testing.T) {
 
 	f := newRotateFixture(t, s, now, nil)
 	warm := newRotateFixture(t, s, now, nil) // warms the traced connection's statement cache
-	if _, err := traced.Rotate(ctx, warm.rotation(now, ""), nil); err != nil {
+	if _, err := traced.Rotate(ctx, fixed(warm.rotation(now, "")), nil); err != nil {
 		t.Fatal(err)
 	}
 	trips.n.Store(0)
 	r := f.rotation(now, "")
-	sess, err := traced.Rotate(ctx, r, nil)
+	sess, err := traced.Rotate(ctx, fixed(r), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +140,7 @@ func TestRotate(t *testing.T) {
 		f := newRotateFixture(t, s, now, nil)
 		var admitted *authd.Session
 		trips.n.Store(0)
-		sess, err := traced.Rotate(ctx, f.rotation(now, ""), func(s *authd.Session) error { admitted = s; return nil })
+		sess, err := traced.Rotate(ctx, fixed(f.rotation(now, "")), func(s *authd.Session) error { admitted = s; return nil })
 		if err != nil || admitted == nil || admitted.ID != f.session.ID || sess.ID != f.session.ID {
 			t.Fatalf("Rotate = %+v, %v; admit saw %+v", sess, err, admitted)
 		}
@@ -153,7 +156,7 @@ func TestRotate(t *testing.T) {
 		f := newRotateFixture(t, s, now, nil)
 		r := f.rotation(now, "")
 		limited := &authd.Error{Code: authd.ERateLimited, Message: "too many"}
-		if _, err := traced.Rotate(ctx, r, func(*authd.Session) error { return limited }); !errors.Is(err, limited) {
+		if _, err := traced.Rotate(ctx, fixed(r), func(*authd.Session) error { return limited }); !errors.Is(err, limited) {
 			t.Fatalf("Rotate with a refusing admit = %v, want its error", err)
 		}
 		f.untouched(t, s, r)
@@ -193,13 +196,13 @@ func TestRotate(t *testing.T) {
 				r.Digest = "digest-of-nothing"
 			}
 			admitted := false
-			if _, err := s.Rotate(ctx, r, func(*authd.Session) error { admitted = true; return nil }); authd.ErrorCode(err) != authd.ENotFound {
+			if _, err := s.Rotate(ctx, fixed(r), func(*authd.Session) error { admitted = true; return nil }); authd.ErrorCode(err) != authd.ENotFound {
 				t.Errorf("Rotate = %v, want ENotFound", err)
 			}
 			if admitted {
 				t.Error("admit was asked about a declined rotation")
 			}
-			if _, err := s.Rotate(ctx, r, nil); authd.ErrorCode(err) != authd.ENotFound {
+			if _, err := s.Rotate(ctx, fixed(r), nil); authd.ErrorCode(err) != authd.ENotFound {
 				t.Errorf("Rotate without admit = %v, want ENotFound", err)
 			}
 			f.untouched(t, s, r)
@@ -217,9 +220,9 @@ func testRotateDoesNotWait(t *testing.T, s *Store, now time.Time) {
 	ctx := context.Background()
 	// rotate rotates r; one that waited would run out of this bound.
 	rotate := func(r *authd.Rotation, admit func(*authd.Session) error) error {
-		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		_, err := s.Rotate(ctx, r, admit)
+		_, err := s.Rotate(ctx, fixed(r), admit)
 		return err
 	}
 	// held runs the statements about f in a transaction of its own and,
