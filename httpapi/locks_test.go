@@ -524,6 +524,16 @@ func concurrentFlows(t *testing.T, store authd.Store, erase bool) {
 	close(loginsDone)
 	wg.Wait()
 	t.Logf("answers by flow: %v", counts)
+	// Refusals are expected, but not of everything: the flows ran.
+	progress := []string{"login", "login2"}
+	if !erase {
+		progress = append(progress, "change")
+	}
+	for _, op := range progress {
+		if counts[op][""] == 0 {
+			t.Errorf("no %s went through: %v", op, counts[op])
+		}
+	}
 }
 
 // racingStore runs race, once, just before the first transaction that
