@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"net/url"
 	"testing"
 
 	"github.com/authd/authd"
@@ -12,7 +13,20 @@ import (
 // waits for ever (until the request's deadline) on it.
 func openOneConnection(t *testing.T) authd.Store {
 	t.Helper()
-	return teststores.PostgresAt(t, teststores.PostgresURL(t)+"&pool_max_conns=1")
+	return teststores.PostgresAt(t, onePooledConnection(t, teststores.PostgresURL(t)))
+}
+
+// onePooledConnection is the database URL with a pool of one connection.
+func onePooledConnection(t *testing.T, dbURL string) string {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("pool_max_conns", "1")
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 // TestPasskeySignInOnOneConnection: a passkey sign-in holds one database

@@ -131,26 +131,18 @@ func refreshOnce(t *testing.T, e *env, email string) refreshView {
 // transaction; it answers and writes exactly what the service's own
 // transaction answers and writes.
 func TestRefreshAtOnceAsInItsTransaction(t *testing.T) {
-	t.Parallel()
-	for _, limits := range []bool{false, true} {
-		t.Run(fmt.Sprintf("rate limits %v", limits), func(t *testing.T) {
-			t.Parallel()
-			var opts []option
-			if limits {
-				opts = append(opts, withRateLimit())
-			}
-			stores := instances(t, 2)
-			atOnce := &countedRotations{Store: stores[0]}
-			fast := refreshOnce(t, newEnv(t, atOnce, opts...), "at-once@example.org")
-			slow := refreshOnce(t, newEnv(t, withoutRotator{stores[1]}, opts...), "in-tx@example.org")
-			if n := atOnce.made.Load(); n != 1 {
-				t.Fatalf("the store made %d rotations at once, want 1: the refresh did not take the one-statement path", n)
-			}
-			if diff := cmp.Diff(slow, fast); diff != "" {
-				t.Errorf("a refresh at once differs from one in its transaction (-transaction +at once):\n%s", diff)
-			}
-		})
-	}
+	withAndWithoutRateLimits(t, func(t *testing.T, opts ...option) {
+		stores := instances(t, 2)
+		atOnce := &countedRotations{Store: stores[0]}
+		fast := refreshOnce(t, newEnv(t, atOnce, opts...), "at-once@example.org")
+		slow := refreshOnce(t, newEnv(t, withoutRotator{stores[1]}, opts...), "in-tx@example.org")
+		if n := atOnce.made.Load(); n != 1 {
+			t.Fatalf("the store made %d rotations at once, want 1: the refresh did not take the one-statement path", n)
+		}
+		if diff := cmp.Diff(slow, fast); diff != "" {
+			t.Errorf("a refresh at once differs from one in its transaction (-transaction +at once):\n%s", diff)
+		}
+	})
 }
 
 // TestRefreshOutlivesItsClient: a refresh whose client hangs up while it
@@ -283,22 +275,24 @@ func (s *enteringRotations) Rotate(ctx context.Context, r func() *authd.Rotation
 // grace window still grants its client's repeat the child. Read before,
 // the rotation's window was spent when it committed: the repeat was reuse.
 func TestRefreshAfterAPoolWaitKeepsItsGrace(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	store := teststores.PostgresAt(t, teststores.PostgresURL(t)+"&pool_max_conns=1")
-	rotations := &enteringRotations{Store: store, entered: make(chan struct{}, 1)}
-	e := newEnv(t, rotations)
-	e.registerVerified("pool@example.org", goodPassword)
-	_, refresh := e.login("pool@example.org", goodPassword)
-	held, err := store.Pool().Acquire(ctx) // the pool's one connection
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := refreshing(e, refresh)
-	<-rotations.entered // and waits for the connection
-	e.clock.Advance(e.cfg.RefreshReuseGrace + time.Second)
-	held.Release()
-	repeatGetsTheChild(t, e, refresh, done)
+	// With rate limits the statement runs in a transaction (Rotate's admit).
+	withAndWithoutRateLimits(t, func(t *testing.T, opts ...option) {
+		ctx := context.Background()
+		store := teststores.PostgresAt(t, onePooledConnection(t, teststores.PostgresURL(t)))
+		rotations := &enteringRotations{Store: store, entered: make(chan struct{}, 1)}
+		e := newEnv(t, rotations, opts...)
+		e.registerVerified("pool@example.org", goodPassword)
+		_, refresh := e.login("pool@example.org", goodPassword)
+		held, err := store.Pool().Acquire(ctx) // the pool's one connection
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := refreshing(e, refresh)
+		<-rotations.entered // and waits for the connection
+		e.clock.Advance(e.cfg.RefreshReuseGrace + time.Second)
+		held.Release()
+		repeatGetsTheChild(t, e, refresh, done)
+	})
 }
 
 // refreshOutcome is what a refresh answered.
@@ -337,5 +331,21 @@ func repeatGetsTheChild(t *testing.T, e *env, refresh string, done <-chan refres
 	}
 	if _, err := e.svc.Authenticate(ctx, again.AccessToken); err != nil {
 		t.Errorf("the session after the repeat: %v; want it live", err)
+	}
+}
+
+// withAndWithoutRateLimits runs test as two parallel subtests, with the
+// env option of rate limits and without.
+func withAndWithoutRateLimits(t *testing.T, test func(t *testing.T, opts ...option)) {
+	t.Parallel()
+	for _, limits := range []bool{false, true} {
+		t.Run(fmt.Sprintf("rate limits %v", limits), func(t *testing.T) {
+			t.Parallel()
+			if limits {
+				test(t, withRateLimit())
+				return
+			}
+			test(t)
+		})
 	}
 }

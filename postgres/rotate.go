@@ -12,7 +12,9 @@ import (
 // a login evicting a session), and of a logout (session, then tokens) — and
 // waits for none of them (SKIP LOCKED): its times were read before it ran,
 // and a rotation stamped before a long wait would start its grace window
-// spent. A row another transaction holds leaves the statement nothing to
+// spent. A row another transaction holds in a conflicting mode (the user
+// updated or about to be; the session or the token locked in any mode, also
+// by a row inserted that references it) leaves the statement nothing to
 // rotate, as any case that is not ordinary does: Rotate answers ENotFound
 // and the service's transaction waits (NOWAIT would do the same, but as an
 // error PostgreSQL logs, each time two tabs refresh at once). A foreign-key

@@ -32,7 +32,7 @@ func PostgresURLWith(t testing.TB, options string) string {
 	base := PostgresBase(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	name, err := CreateDatabase(ctx, base, options)
+	name, err := CreateDatabase(ctx, base, "authd_test_", options)
 	if err != nil {
 		t.Fatalf("create test database: %v", err)
 	}
@@ -64,10 +64,10 @@ func PostgresBase(t testing.TB) string {
 	return base
 }
 
-// CreateDatabase creates a database of a new name (authd_test_ and 16 hex
+// CreateDatabase creates a database of a new name (prefix and 16 hex
 // digits) on the server of base, with CREATE DATABASE's options, and
 // returns the name. Dropping it is the caller's.
-func CreateDatabase(ctx context.Context, base, options string) (string, error) {
+func CreateDatabase(ctx context.Context, base, prefix, options string) (string, error) {
 	admin, err := pgx.Connect(ctx, base)
 	if err != nil {
 		return "", fmt.Errorf("connect to TEST_DATABASE_URL: %w", err)
@@ -75,7 +75,7 @@ func CreateDatabase(ctx context.Context, base, options string) (string, error) {
 	defer admin.Close(ctx)
 	b := make([]byte, 8)
 	rand.Read(b)
-	name := "authd_test_" + hex.EncodeToString(b)
+	name := prefix + hex.EncodeToString(b)
 	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name+" "+options); err != nil {
 		return "", err
 	}

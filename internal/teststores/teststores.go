@@ -21,6 +21,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -28,6 +30,7 @@ import (
 	"github.com/authd/authd/postgres"
 	"github.com/authd/authd/sqlite"
 	"github.com/authd/authd/storetest"
+	"github.com/jackc/pgx/v5"
 )
 
 // SQLite opens a migrated SQLite database of its own in a temporary
@@ -135,7 +138,12 @@ func pgTemplate(base string) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	name, err := storetest.CreateDatabase(ctx, base, "")
+	now := time.Now()
+	if err := sweepTemplates(ctx, base, now); err != nil {
+		pgTemplErr = err
+		return "", err
+	}
+	name, err := storetest.CreateDatabase(ctx, base, fmt.Sprintf("%s%d_", templatePrefix, now.Unix()), "")
 	if err != nil {
 		pgTemplErr = err
 		return "", err
@@ -153,6 +161,40 @@ func pgTemplate(base string) (string, error) {
 		return "", err
 	}
 	return name, nil
+}
+
+// templatePrefix begins the name of every template, followed by the Unix
+// time it was made at and an underscore.
+const templatePrefix = "authd_tmpl_"
+
+// sweepTemplates drops the templates made more than a day before now: those
+// of test binaries that ended without Main's cleanup (a panic, a timeout, a
+// kill). A running binary's is younger.
+func sweepTemplates(ctx context.Context, base string, now time.Time) error {
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT datname FROM pg_database WHERE starts_with(datname, $1)`, templatePrefix)
+	if err != nil {
+		return err
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		made, _, _ := strings.Cut(strings.TrimPrefix(name, templatePrefix), "_")
+		unix, err := strconv.ParseInt(made, 10, 64)
+		if err != nil || now.Sub(time.Unix(unix, 0)) < 24*time.Hour {
+			continue // not one of ours, or maybe a running binary's
+		}
+		if err := storetest.DropDatabase(ctx, base, name); err != nil {
+			return fmt.Errorf("drop the stale template %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // Main runs the tests and drops the PostgreSQL template, if one was made;
