@@ -280,6 +280,41 @@ func testRotateDoesNotWait(t *testing.T, s *Store, now time.Time) {
 			}
 		})
 	}
+	t.Run("not beside another session's rotation", func(t *testing.T) {
+		// Both share-lock the user: the one-statement path must not give
+		// way to every refresh of the same account (the user's other tabs
+		// and devices).
+		f := newRotateFixture(t, s, now, nil)
+		other := *f.session
+		other.ID = authd.NewID()
+		tok := *f.token
+		tok.ID, tok.JTI, tok.SessionID, tok.TokenValue = authd.NewID(), uuid.NewString(), other.ID, "digest-"+uuid.NewString()
+		if err := s.CreateSession(ctx, &other); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateToken(ctx, &tok); err != nil {
+			t.Fatal(err)
+		}
+		release, admitted := make(chan struct{}), make(chan struct{})
+		first := make(chan error, 1)
+		go func() {
+			g := &rotateFixture{user: f.user, session: &other, token: &tok}
+			first <- rotate(g.rotation(now, ""), func(*authd.Session) error {
+				close(admitted)
+				<-release
+				return nil
+			})
+		}()
+		<-admitted
+		err := rotate(f.rotation(now, ""), nil)
+		close(release)
+		if err != nil {
+			t.Errorf("a rotation beside another session's of the same user: %v; want it made at once", err)
+		}
+		if err := <-first; err != nil {
+			t.Fatalf("the other session's rotation: %v", err)
+		}
+	})
 	t.Run("another rotation", func(t *testing.T) {
 		f := newRotateFixture(t, s, now, nil)
 		release, admitted := make(chan struct{}), make(chan struct{})
