@@ -62,6 +62,9 @@ func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID 
 			return pair, err
 		}
 	}
+	if ended, err := s.refuseEnded(ctx, c, digest, clientID); ended {
+		return nil, err
+	}
 	var pair *TokenPair
 	err = s.inTx(ctx, func(tx *txn) error {
 		// Locked: two refreshes never both rotate one token.
@@ -155,6 +158,34 @@ func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID 
 		return nil, err // a pair made before a failed commit is no pair
 	}
 	return pair, nil
+}
+
+// refuseEnded refuses, from reads that lock nothing, a refresh token of an
+// ended session of clientID (logged out, revoked or expired) whose user is
+// not erased, as refresh's transaction would: an ended session never comes
+// back. That transaction's locking read share-locks the user's row, and a
+// flood of such tokens (one a logout left; retention keeps them a day past
+// their expiry) held it without a break: the user's logins and an
+// administrator's lock, which update the row, waited behind it. ended is
+// false for any other token, which the transaction decides.
+func (s *Service) refuseEnded(ctx context.Context, c Client, digest, clientID string) (ended bool, err error) {
+	t, err := s.store.RefreshToken(ctx, digest)
+	if err != nil {
+		return false, nil
+	}
+	sess, err := s.store.Session(ctx, t.SessionID)
+	if err != nil || sess.ClientID != clientID || sess.Active(s.now()) {
+		return false, nil
+	}
+	if u, err := s.store.User(ctx, t.UserID); err != nil || u.IsDeleted() {
+		return false, nil
+	}
+	reason := "refresh token expired"
+	if !sess.RevokedAt.IsZero() {
+		reason = "session ended"
+	}
+	return true, s.refuseToken(ctx, nil, c, EventTokenRefreshed, t.UserID, reason,
+		map[string]any{"session_id": sess.ID.String()})
 }
 
 // rotateAtOnce makes refresh's ordinary rotation in one statement, where

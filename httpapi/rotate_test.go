@@ -349,3 +349,42 @@ func withAndWithoutRateLimits(t *testing.T, test func(t *testing.T, opts ...opti
 		})
 	}
 }
+
+// TestDeadTokensLockNothing: a refresh token of an ended session is refused
+// without waiting for its user's row, which the locking read share-locks:
+// a flood of such tokens held the row without a break, and the user's
+// logins and an administrator's lock, which update it, waited behind them
+// (a black-box probe: logins of the flooded user took 30 s).
+func TestDeadTokensLockNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store := instances(t, 1)[0]
+	e := newEnv(t, store)
+	e.registerVerified("flooded@example.org", goodPassword)
+	access, refresh := e.login("flooded@example.org", goodPassword)
+	want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(access)...), 204, "")
+	tx, err := store.Pool().Begin(ctx) // a login of the user, updating their row
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // released below
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE`, e.user("flooded@example.org").ID); err != nil {
+		t.Fatal(err)
+	}
+	done := refreshing(e, refresh)
+	select {
+	case got := <-done:
+		if authd.ErrorCode(got.err) != authd.EInvalidToken {
+			t.Errorf("the ended session's token: %v; want invalid_token", got.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the ended session's token waited for its user's row")
+		tx.Rollback(ctx) //nolint:errcheck // lets it finish
+		<-done
+	}
+	logs, err := e.store.SecurityLogs(ctx, authd.SecurityLogFilter{UserID: e.user("flooded@example.org").ID,
+		EventType: authd.EventTokenRefreshed})
+	if err != nil || len(logs) != 1 || logs[0].FailureReason != "session ended" {
+		t.Errorf("token_refreshed rows %+v, %v; want one refusal, session ended", logs, err)
+	}
+}
