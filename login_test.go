@@ -74,6 +74,24 @@ func (l slowLockouts) LockedFor(ctx context.Context, key string) (time.Duration,
 	return l.Lockouts.LockedFor(ctx, key)
 }
 
+// deadline is the refused logins' pace in TestWrongPasswordsAnswerTogether.
+const deadline = 400 * time.Millisecond
+
+// padsTo fails t unless a refused login that took took (its padding
+// recorded, not slept) was padded once, to the deadline as it stood before
+// the request: not beyond it, not short of it. Work that alone took the
+// deadline (a loaded machine) has nothing to pad, and is not checked.
+func padsTo(t *testing.T, name string, slept []time.Duration, took time.Duration) {
+	t.Helper()
+	if took >= deadline {
+		t.Logf("%s: the work took %v, the whole deadline: the padding is not checked", name, took)
+		return
+	}
+	if len(slept) != 1 || slept[0] > deadline || slept[0]+took < deadline {
+		t.Errorf("%s: padded %v after %v; want to the deadline of %v as it stood before the request", name, slept, took, deadline)
+	}
+}
+
 // TestWrongPasswordsAnswerTogether: a refused login (401, or 423 before or
 // during the check) answers at one deadline from the start of its work,
 // whichever path it took (an account's row updated in a transaction; an
@@ -104,16 +122,17 @@ func TestWrongPasswordsAnswerTogether(t *testing.T) {
 		{"wrong password, locking", "known@example.org", wrong, authd.EInvalidCredentials, true},
 		{"account locked (no check)", "known@example.org", pass, authd.EAccountLocked, true},
 	} {
-		authd.SetFailPace(s, 400*time.Millisecond, 0) // longer than any login here
+		authd.SetFailPace(s, deadline, 0) // longer than any login here, unless the machine is loaded
 		*slept = nil
+		start := time.Now()
 		if err := login(r.email, r.pw); authd.ErrorCode(err) != r.want {
 			t.Fatalf("%s: %v; want %q", r.name, err, r.want)
 		}
-		switch {
-		case !r.padded && len(*slept) != 0:
+		if !r.padded && len(*slept) != 0 {
 			t.Errorf("%s: padded %v; want answered at once", r.name, *slept)
-		case r.padded && (len(*slept) != 1 || (*slept)[0] < 200*time.Millisecond || (*slept)[0] > 400*time.Millisecond):
-			t.Errorf("%s: padded %v; want to the deadline of 400ms as it stood before the request", r.name, *slept)
+		}
+		if r.padded {
+			padsTo(t, r.name, *slept, time.Since(start))
 		}
 	}
 
@@ -126,22 +145,26 @@ func TestWrongPasswordsAnswerTogether(t *testing.T) {
 	if err := s.LockUser(ctx, c, u.ID, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	authd.SetFailPace(s, 400*time.Millisecond, 0)
+	authd.SetFailPace(s, deadline, 0)
 	*slept = nil
-	if err := login("known@example.org", wrong); authd.ErrorCode(err) != authd.EInvalidCredentials ||
-		len(*slept) != 1 || (*slept)[0] < 200*time.Millisecond {
-		t.Errorf("wrong password, administrator's lock: %v, padded %v; want 401 at the deadline", err, *slept)
+	start := time.Now()
+	if err := login("known@example.org", wrong); authd.ErrorCode(err) != authd.EInvalidCredentials {
+		t.Errorf("wrong password, administrator's lock: %v; want 401", err)
 	}
+	padsTo(t, "wrong password, administrator's lock", *slept, time.Since(start))
 
 	// The deadline runs from the start of the work, before the check: an
 	// unknown address's read of a slow lockout store (150ms) is inside it.
 	s, slept, _ = loginEnv(t, 3, func(l authd.Lockouts) authd.Lockouts { return slowLockouts{l, 150 * time.Millisecond} })
-	authd.SetFailPace(s, 400*time.Millisecond, 0)
+	authd.SetFailPace(s, deadline, 0)
 	*slept = nil
-	if err := login("nobody@example.org", wrong); authd.ErrorCode(err) != authd.EInvalidCredentials ||
-		len(*slept) != 1 || (*slept)[0] > 250*time.Millisecond {
-		t.Errorf("unknown address, a slow lockout store: %v, padded %v; want 401 at 400ms from the start (padded 250ms at most)",
-			err, *slept)
+	start = time.Now()
+	if err := login("nobody@example.org", wrong); authd.ErrorCode(err) != authd.EInvalidCredentials {
+		t.Errorf("unknown address, a slow lockout store: %v; want 401", err)
+	}
+	if took := time.Since(start); took < deadline && (len(*slept) != 1 || (*slept)[0] > 250*time.Millisecond) {
+		t.Errorf("unknown address, a slow lockout store: padded %v after %v; want 401 at 400ms from the start (padded 250ms at most)",
+			*slept, took)
 	}
 }
 
