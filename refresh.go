@@ -160,7 +160,7 @@ func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID 
 	return pair, nil
 }
 
-// refuseEnded refuses, from reads that lock nothing, a refresh token of an
+// refuseEnded refuses, from a read that locks nothing, a refresh token of an
 // ended session of clientID (logged out, revoked or expired) whose user is
 // not erased, as refresh's transaction would: an ended session never comes
 // back. That transaction's locking read share-locks the user's row, and a
@@ -169,15 +169,8 @@ func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID 
 // administrator's lock, which update the row, waited behind it. ended is
 // false for any other token, which the transaction decides.
 func (s *Service) refuseEnded(ctx context.Context, c Client, digest, clientID string) (ended bool, err error) {
-	t, err := s.store.RefreshToken(ctx, digest)
-	if err != nil {
-		return false, nil
-	}
-	sess, err := s.store.Session(ctx, t.SessionID)
-	if err != nil || sess.ClientID != clientID || sess.Active(s.now()) {
-		return false, nil
-	}
-	if u, err := s.store.User(ctx, t.UserID); err != nil || u.IsDeleted() {
+	t, sess, u, err := s.store.RefreshSession(ctx, digest) // outside a transaction: one read, no lock
+	if err != nil || u.IsDeleted() || sess.ClientID != clientID || sess.Active(s.now()) {
 		return false, nil
 	}
 	reason := "refresh token expired"
