@@ -27,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/authd/authd/migrate"
 	"github.com/authd/authd/postgres"
 	"github.com/authd/authd/sqlite"
 	"github.com/authd/authd/storetest"
@@ -45,14 +46,23 @@ func SQLite(t testing.TB) *sqlite.Store {
 	if err := os.WriteFile(path, template, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	s, err := sqlite.Open(ctx, path)
+	s, err := sqlite.Open(context.Background(), path)
+	return opened(t, "SQLite", s, err)
+}
+
+// opened fails t unless s opened and is at the newest migration (Up finds
+// nothing to apply); it closes s when the test ends.
+func opened[S interface {
+	Close() error
+	Migrator() *migrate.Migrator
+}](t testing.TB, kind string, s S, err error) S {
+	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	if applied, err := s.Migrator().Up(ctx); err != nil || len(applied) > 0 {
-		t.Fatalf("the SQLite template is not the migrated schema: %d applied, %v", len(applied), err)
+	if applied, err := s.Migrator().Up(context.Background()); err != nil || len(applied) > 0 {
+		t.Fatalf("the %s database is not the migrated schema: %d applied, %v", kind, len(applied), err)
 	}
 	return s
 }
@@ -104,16 +114,8 @@ func PostgresURL(t testing.TB) string {
 // test ends.
 func PostgresAt(t testing.TB, url string) *postgres.Store {
 	t.Helper()
-	ctx := context.Background()
-	s, err := postgres.Open(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	if applied, err := s.Migrator().Up(ctx); err != nil || len(applied) > 0 {
-		t.Fatalf("the PostgreSQL database is not the migrated schema: %d applied, %v", len(applied), err)
-	}
-	return s
+	s, err := postgres.Open(context.Background(), url)
+	return opened(t, "PostgreSQL", s, err)
 }
 
 var (
