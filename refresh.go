@@ -161,23 +161,41 @@ func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID 
 }
 
 // refuseEnded refuses, from a read that locks nothing, a refresh token of an
-// ended session of clientID (logged out, revoked or expired) whose user is
-// not erased, as refresh's transaction would: an ended session never comes
-// back. That transaction's locking read share-locks the user's row, and a
+// ended session of clientID (logged out, revoked or expired), of another
+// client's session, or unrevoked and expired for deadTokenAge, whose user
+// is not erased, as refresh's transaction would: none of these states ever
+// changes back. That transaction's locking read share-locks the user's row, and a
 // flood of such tokens (one a logout left; retention keeps them a day past
 // their expiry) held it without a break: the user's logins and an
 // administrator's lock, which update the row, waited behind it. ended is
 // false for any other token, which the transaction decides.
+// deadTokenAge is how long past its expiry an unrevoked refresh token is
+// refused without the transaction: far longer than any rotation takes to
+// commit after reading its clock.
+const deadTokenAge = time.Hour
+
 func (s *Service) refuseEnded(ctx context.Context, c Client, digest, clientID string) (ended bool, err error) {
 	t, sess, u, err := s.store.RefreshSession(ctx, digest) // outside a transaction: one read, no lock
-	if err != nil || u.IsDeleted() || sess.ClientID != clientID || sess.Active(s.now()) {
+	if err != nil || u.IsDeleted() {
 		return false, nil
 	}
-	reason := "refresh token expired"
-	if !sess.RevokedAt.IsZero() {
+	now := s.now()
+	var reason string
+	switch {
+	case sess.ClientID != clientID: // never changes, and is checked first
+		reason = "refresh token of another client"
+	case !sess.RevokedAt.IsZero():
 		reason = "session ended"
+	case !sess.Active(now):
+		reason = "refresh token expired"
+	case !t.Revoked && now.After(t.ExpiresAt.Add(deadTokenAge)):
+		// Unrevoked, long expired: no rotation that read its clock before
+		// the expiry can still be committing (reuse would be the answer).
+		reason = "refresh token expired"
+	default:
+		return false, nil
 	}
-	return true, s.refuseToken(ctx, nil, c, EventTokenRefreshed, t.UserID, reason,
+	return true, s.refuseToken(ctx, nil, c, EventTokenRefreshed, u.ID, reason,
 		map[string]any{"session_id": sess.ID.String()})
 }
 

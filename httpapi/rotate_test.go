@@ -357,34 +357,48 @@ func withAndWithoutRateLimits(t *testing.T, test func(t *testing.T, opts ...opti
 // (a black-box probe: logins of the flooded user took 30 s).
 func TestDeadTokensLockNothing(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	store := instances(t, 1)[0]
-	e := newEnv(t, store)
-	e.registerVerified("flooded@example.org", goodPassword)
-	access, refresh := e.login("flooded@example.org", goodPassword)
-	want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(access)...), 204, "")
-	tx, err := store.Pool().Begin(ctx) // a login of the user, updating their row
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // released below
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE`, e.user("flooded@example.org").ID); err != nil {
-		t.Fatal(err)
-	}
-	done := refreshing(e, refresh)
-	select {
-	case got := <-done:
-		if authd.ErrorCode(got.err) != authd.EInvalidToken {
-			t.Errorf("the ended session's token: %v; want invalid_token", got.err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Error("the ended session's token waited for its user's row")
-		tx.Rollback(ctx) //nolint:errcheck // lets it finish
-		<-done
-	}
-	logs, err := e.store.SecurityLogs(ctx, authd.SecurityLogFilter{UserID: e.user("flooded@example.org").ID,
-		EventType: authd.EventTokenRefreshed})
-	if err != nil || len(logs) != 1 || logs[0].FailureReason != "session ended" {
-		t.Errorf("token_refreshed rows %+v, %v; want one refusal, session ended", logs, err)
+	for _, c := range []struct {
+		name, reason string
+		kill         func(e *env, access string) // makes the token dead
+	}{
+		{"an ended session's", "session ended", func(e *env, access string) {
+			want(e.t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(access)...), 204, "")
+		}},
+		// The session lives on (720 h); the token expired long ago (168 h).
+		{"a long expired", "refresh token expired", func(e *env, _ string) { e.clock.Advance(170 * time.Hour) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			store := instances(t, 1)[0]
+			e := newEnv(t, store)
+			e.registerVerified("flooded@example.org", goodPassword)
+			access, refresh := e.login("flooded@example.org", goodPassword)
+			c.kill(e, access)
+			tx, err := store.Pool().Begin(ctx) // a login of the user, updating their row
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(ctx) //nolint:errcheck // released below
+			if _, err := tx.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE`, e.user("flooded@example.org").ID); err != nil {
+				t.Fatal(err)
+			}
+			done := refreshing(e, refresh)
+			select {
+			case got := <-done:
+				if authd.ErrorCode(got.err) != authd.EInvalidToken {
+					t.Errorf("%s token: %v; want invalid_token", c.name, got.err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Errorf("%s token waited for its user's row", c.name)
+				tx.Rollback(ctx) //nolint:errcheck // lets it finish
+				<-done
+			}
+			logs, err := e.store.SecurityLogs(ctx, authd.SecurityLogFilter{UserID: e.user("flooded@example.org").ID,
+				EventType: authd.EventTokenRefreshed})
+			if err != nil || len(logs) != 1 || logs[0].FailureReason != c.reason {
+				t.Errorf("token_refreshed rows %+v, %v; want one refusal, %s", logs, err, c.reason)
+			}
+		})
 	}
 }
