@@ -68,7 +68,8 @@ const (
 	// (whatever the pass's own deadline), so that a database that stops
 	// answering holds the sender a while, not for good
 	mailStoreTimeout = 10 * time.Second
-	// recording a mail cut by its pass's end (a stop's deadline)
+	// recording a mail cut by its pass's end (a stop's deadline), and a sent
+	// mail's outcome once that end has come (recordContext)
 	mailCutRecordTimeout = 2 * time.Second
 )
 
@@ -474,7 +475,7 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 	// shutdown's last pass out of time as the relay answered): a sent mail
 	// left claimed is sent again once its lease lapses, and a second
 	// verification or reset mail voids the link of the first.
-	ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), mailStoreTimeout)
+	ctx, cancel = recordContext(ctx)
 	defer cancel()
 	if m.Kind == MailAccountDeleted {
 		// The erasure may have run where no archive is (authd admin), or
@@ -485,7 +486,12 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 	switch {
 	case err == nil:
 		s.observeMail(m, MailSent)
-		return true, s.settleMail(m, s.store.CompleteMail(ctx, m.ID, m.Claim), true)
+		if err := s.settleMail(m, s.store.CompleteMail(ctx, m.ID, m.Claim), true); err != nil {
+			s.logger.Error("mail sent but not recorded as sent: it may be sent again once its claim lapses",
+				"mail_id", m.ID, "kind", m.Kind, "lease", mailLease, "err", err)
+			return true, err
+		}
+		return true, nil
 	case cut:
 		return false, s.requeueCut(ctx, m, err)
 	case m.Attempts >= MaxMailAttempts:
@@ -507,6 +513,17 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 		s.observeMail(m, MailRetried)
 		return false, nil
 	}
+}
+
+// recordContext is the context in which deliver records a mail's outcome
+// once the relay has answered: whatever became of the pass (ctx)
+// meanwhile, within mailStoreTimeout, but within mailCutRecordTimeout once
+// the pass has ended (a stop's deadline, which Run waits on): a database
+// that stops answering as a stop ends must not hold the stop 10 s longer.
+func recordContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	rec, cancel := context.WithTimeout(context.WithoutCancel(ctx), mailStoreTimeout)
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(mailCutRecordTimeout, cancel) })
+	return rec, func() { stop(); cancel() }
 }
 
 // requeueCut queues m again, due at once, after the pass's time ran out

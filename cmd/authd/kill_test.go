@@ -22,6 +22,7 @@ import (
 type inbox struct {
 	mu   sync.Mutex
 	msgs []string
+	hold func() // when set, called as each message's data begins
 }
 
 func (b *inbox) NewSession(*smtp.Conn) (smtp.Session, error) { return &inboxSession{b}, nil }
@@ -31,6 +32,9 @@ type inboxSession struct{ b *inbox }
 func (s *inboxSession) Mail(string, *smtp.MailOptions) error { return nil }
 func (s *inboxSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
 func (s *inboxSession) Data(r io.Reader) error {
+	if s.b.hold != nil {
+		s.b.hold()
+	}
 	body, err := io.ReadAll(r)
 	s.b.mu.Lock()
 	s.b.msgs = append(s.b.msgs, string(body))

@@ -13,6 +13,7 @@ import (
 
 	"github.com/authd/authd/internal/faultnet"
 	"github.com/authd/authd/internal/syncbuf"
+	"github.com/emersion/go-smtp"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -397,5 +398,63 @@ func TestStopWithADatabaseNotAnswering(t *testing.T) {
 	case <-closed:
 	case <-time.After(8 * time.Second): // the pool's own wait is 15 s
 		t.Fatal("closing the database waited for the connections the stop cut")
+	}
+}
+
+// TestStopRecordingASentMailOnADatabaseNotAnswering: a mail the relay
+// accepted as the database stopped answering cannot be recorded as sent;
+// the record is tried whatever the stop does, but not for the store's
+// 10 s past the stop's deadline: for mailCutRecordTimeout (2 s) at most.
+// The mail, left claimed, goes again once its lease lapses.
+func TestStopRecordingASentMailOnADatabaseNotAnswering(t *testing.T) {
+	t.Parallel()
+	env := postgresEnv(t)
+	if code, _, stderr := runCLI(t, env, "migrate", "up"); code != exitOK {
+		t.Fatalf("migrate up: %s", stderr)
+	}
+	p, proxied, err := faultnet.ListenURL(env["DATABASE_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	env["DATABASE_URL"] = proxied
+	sending, release := make(chan struct{}), make(chan struct{})
+	box := &inbox{hold: func() { close(sending); <-release }} // one mail only
+	relay := smtp.NewServer(box)
+	relay.Domain, relay.AllowInsecureAuth = "localhost", true
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go relay.Serve(ln) //nolint:errcheck // ends with Close
+	t.Cleanup(func() { relay.Close() })
+	env["AUTHD_SMTP_URL"] = "smtp://" + ln.Addr().String()
+
+	s := runStopping(t, env, 50*time.Millisecond, 500*time.Millisecond)
+	if code, err := s.post(t, "/v1/auth/register", stopAccount); err != nil || code != http.StatusAccepted {
+		t.Fatalf("register: %d %v", code, err)
+	}
+	select {
+	case <-sending: // the claim and the link are in the database
+	case <-time.After(10 * time.Second):
+		t.Fatal("the verification mail was never sent")
+	}
+	p.Stall()
+	p.SetSilent(true)
+	close(release)
+	for deadline := time.Now().Add(10 * time.Second); box.count() == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the relay never took the mail")
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // the relay's answer reaches the sender, which records it
+	s.stop()
+	// The deadline at 0.5 s, the record given up at 2.5 s; without the
+	// bound, at 10 s.
+	if done, _ := s.result(7 * time.Second); !done {
+		t.Fatal("Run waited past the stop's deadline for the record of a mail sent")
+	}
+	if log := s.log.String(); !strings.Contains(log, "may be sent again") {
+		t.Errorf("no word of the mail sent but not recorded in the log:\n%s", log)
 	}
 }
