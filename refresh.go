@@ -160,6 +160,11 @@ func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID 
 	return pair, nil
 }
 
+// deadTokenAge is how long past its expiry an unrevoked refresh token is
+// refused without the transaction: far longer than any rotation takes to
+// commit after reading its clock.
+const deadTokenAge = time.Hour
+
 // refuseEnded refuses, from a read that locks nothing, a refresh token of an
 // ended session of clientID (logged out, revoked or expired), of another
 // client's session, or unrevoked and expired for deadTokenAge, whose user
@@ -169,11 +174,6 @@ func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID 
 // their expiry) held it without a break: the user's logins and an
 // administrator's lock, which update the row, waited behind it. ended is
 // false for any other token, which the transaction decides.
-// deadTokenAge is how long past its expiry an unrevoked refresh token is
-// refused without the transaction: far longer than any rotation takes to
-// commit after reading its clock.
-const deadTokenAge = time.Hour
-
 func (s *Service) refuseEnded(ctx context.Context, c Client, digest, clientID string) (ended bool, err error) {
 	t, sess, u, err := s.store.RefreshSession(ctx, digest) // outside a transaction: one read, no lock
 	if err != nil || u.IsDeleted() {

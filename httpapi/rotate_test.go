@@ -303,10 +303,20 @@ type refreshOutcome struct {
 
 // refreshing starts a refresh of the token and returns where its outcome
 // comes.
-func refreshing(e *env, refresh string) <-chan refreshOutcome {
+func refreshing(e *env, refresh string) <-chan refreshOutcome { return refreshingFor(e, "", refresh) }
+
+// refreshingFor is refreshing by the OpenID client clientID ("": the JSON API).
+func refreshingFor(e *env, clientID, refresh string) <-chan refreshOutcome {
 	done := make(chan refreshOutcome, 1)
 	go func() {
-		pair, err := e.svc.Refresh(context.Background(), authd.Client{IP: "192.0.2.1"}, refresh)
+		ctx, c := context.Background(), authd.Client{IP: "192.0.2.1"}
+		var pair *authd.TokenPair
+		var err error
+		if clientID == "" {
+			pair, err = e.svc.Refresh(ctx, c, refresh)
+		} else {
+			pair, err = e.svc.RefreshForClient(ctx, c, clientID, refresh, nil)
+		}
 		done <- refreshOutcome{pair, err}
 	}()
 	return done
@@ -360,12 +370,15 @@ func TestDeadTokensLockNothing(t *testing.T) {
 	for _, c := range []struct {
 		name, reason string
 		kill         func(e *env, access string) // makes the token dead
+		clientID     string                      // who presents it: "" the JSON API
 	}{
 		{"an ended session's", "session ended", func(e *env, access string) {
 			want(e.t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(access)...), 204, "")
-		}},
+		}, ""},
 		// The session lives on (720 h); the token expired long ago (168 h).
-		{"a long expired", "refresh token expired", func(e *env, _ string) { e.clock.Advance(170 * time.Hour) }},
+		{"a long expired", "refresh token expired", func(e *env, _ string) { e.clock.Advance(170 * time.Hour) }, ""},
+		// A live token of the JSON API's, presented by an OpenID client.
+		{"another client's", "refresh token of another client", func(*env, string) {}, "another-client"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -383,7 +396,7 @@ func TestDeadTokensLockNothing(t *testing.T) {
 			if _, err := tx.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE`, e.user("flooded@example.org").ID); err != nil {
 				t.Fatal(err)
 			}
-			done := refreshing(e, refresh)
+			done := refreshingFor(e, c.clientID, refresh)
 			select {
 			case got := <-done:
 				if authd.ErrorCode(got.err) != authd.EInvalidToken {

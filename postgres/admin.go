@@ -330,6 +330,11 @@ func (q *queries) ErasePersonalData(ctx context.Context, userID uuid.UUID) error
 // purgeLockID is the advisory lock that keeps instances from purging at once.
 const purgeLockID = 0x61757468647075 // "authdpu"
 
+// purgeUnlockTimeout bounds the release of purgeLockID after a purge,
+// whatever its context says: a stop waits for it, and a connection that
+// does not answer is closed instead, which releases the lock.
+const purgeUnlockTimeout = 2 * time.Second
+
 // erasedAccountGone, closed with ")", picks the tombstones retention
 // deletes: accounts erased (and unchanged) before $1 that no security-log
 // row or session from $1 on names (older rows go in the same purge, before
@@ -409,7 +414,7 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 		return res, nil
 	}
 	defer func() {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second) // a stop may wait for it
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), purgeUnlockTimeout)
 		defer cancel()
 		if _, err := conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, purgeLockID); err != nil {
 			// Not back to the pool while it may hold the lock: its end
