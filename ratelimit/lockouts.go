@@ -270,15 +270,18 @@ return 0`)
 // once Redis answers again after it could not be used: locks set in memory
 // meanwhile become every instance's. Each call is bounded as any; after
 // one fails, the rest stay in this instance's memory (which answers them
-// still, LockedFor).
+// still, LockedFor). Close ends it.
 func (r *Redis) restoreLocks() {
 	for key, left := range r.lockouts.locks() {
-		ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
+		ctx, cancel := context.WithTimeout(r.life, r.timeout)
 		now, left := r.clock.Now().UnixMilli(), max(left.Milliseconds(), 1)
 		err := holdLock.Run(ctx, r.client, r.lockoutKeys(key)[1:], now, left, now+left,
 			left+lockSkewMargin.Milliseconds()).Err()
 		cancel()
-		if err != nil {
+		switch {
+		case r.life.Err() != nil: // closed: the instance stops, and its memory with it
+			return
+		case err != nil:
 			r.logger.Warn("locks set while Redis could not be used stay on this instance only", "err", err)
 			return
 		}

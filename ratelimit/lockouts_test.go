@@ -2,10 +2,14 @@ package ratelimit
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/authd/authd"
+	"github.com/authd/authd/internal/syncbuf"
 )
 
 // TestLockouts holds the in-memory and the Redis lockouts to one behaviour:
@@ -115,11 +119,7 @@ func TestMemoryLockoutsExpire(t *testing.T) {
 // memory, never not at all.
 func TestRedisLockoutsFallBack(t *testing.T) {
 	t.Parallel()
-	direct := redisURL(t)
-	if direct == "" {
-		t.Skip("TEST_REDIS_URL is not set")
-	}
-	p, proxied := newProxy(t, direct)
+	p, _, proxied := proxiedRedis(t)
 	r := redisLimiter(t, proxied, testPrefix(), nil, nil)
 	p.SetDown(true)
 	ctx := context.Background()
@@ -140,11 +140,7 @@ func TestRedisLockoutsFallBack(t *testing.T) {
 // by this instance at once and by every other once it is written back.
 func TestRedisLockoutsSurviveTheFallback(t *testing.T) {
 	t.Parallel()
-	direct := redisURL(t)
-	if direct == "" {
-		t.Skip("TEST_REDIS_URL is not set")
-	}
-	p, proxied := newProxy(t, direct)
+	p, direct, proxied := proxiedRedis(t)
 	prefix := testPrefix()
 	r := redisLimiter(t, proxied, prefix, nil, nil)
 	r.retry = 50 * time.Millisecond
@@ -251,5 +247,38 @@ func TestMemoryLockoutsPrune(t *testing.T) {
 	if l.keys["a"] != nil || l.keys["b"] == nil || l.keys["c"] == nil || l.recent.Len() != len(l.keys) {
 		t.Errorf("after a's count ran out: a kept %v, b kept %v, c kept %v, list %d map %d; want only a gone",
 			l.keys["a"] != nil, l.keys["b"] != nil, l.keys["c"] != nil, l.recent.Len(), len(l.keys))
+	}
+}
+
+// TestRedisCloseEndsTheWriteBack: Close ends a write-back of the locks set
+// in memory during an outage and waits for it, so that none runs on a
+// closed client after the instance stopped (each of its calls then failed,
+// and it told of an outage that was none).
+func TestRedisCloseEndsTheWriteBack(t *testing.T) {
+	t.Parallel()
+	p, _, proxied := proxiedRedis(t)
+	var logs syncbuf.Buffer
+	r := redisLimiter(t, proxied, testPrefix(), nil, slog.New(slog.NewTextHandler(&logs, nil)))
+	r.mu.Lock()
+	r.retry = 50 * time.Millisecond
+	r.mu.Unlock()
+	ctx := context.Background()
+	p.SetDown(true)
+	for i := range 5_000 { // a write-back of one round trip each, long enough to close during it
+		r.Fail(ctx, fmt.Sprint("k", i), 1, time.Hour, time.Hour)
+	}
+	p.SetDown(false)
+	for deadline := time.Now().Add(5 * time.Second); !r.restoring.Load(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no write-back began 5 s after Redis answered again")
+		}
+	}
+	r.Close()
+	if r.restoring.Load() {
+		t.Error("Close returned while the write-back ran")
+	}
+	time.Sleep(3 * callTimeout) // a call it went on with would have failed by now
+	if log := logs.String(); strings.Contains(log, "stay on this instance only") {
+		t.Errorf("the write-back went on after Close, on a closed client:\n%s", log)
 	}
 }

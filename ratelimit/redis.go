@@ -56,6 +56,14 @@ type Redis struct {
 	watching       atomic.Bool // a watch runs
 	closed         chan struct{}
 	closeOnce      sync.Once
+	// The goroutines the limiter starts (watch, the write-back of locks)
+	// run under life, which Close ends, and are counted in bg, which
+	// Close waits for: none outlives the client it uses. stopped, set by
+	// Close under mu, starts no more.
+	life    context.Context
+	endLife context.CancelFunc
+	bg      sync.WaitGroup
+	stopped bool
 }
 
 var _ authd.RateLimiter = (*Redis)(nil)
@@ -119,6 +127,7 @@ func NewRedis(ctx context.Context, rawURL string, clock authd.Clock, logger *slo
 	r := &Redis{client: client, addr: opts.Addr, prefix: "authd:rl:", clock: clock, logger: logger,
 		fallback: NewMemory(clock), lockouts: NewMemoryLockouts(clock), timeout: callTimeout, retry: retryAfterFailure,
 		closed: make(chan struct{})}
+	r.life, r.endLife = context.WithCancel(context.WithoutCancel(ctx))
 	err = client.Ping(pingCtx).Err()
 	switch {
 	case err == nil:
@@ -134,7 +143,9 @@ func NewRedis(ctx context.Context, rawURL string, clock authd.Clock, logger *slo
 		logger.Error("Redis cannot be reached at start: rate limits are counted in memory on this instance "+
 			"until it answers (check AUTHD_REDIS_URL if it never does)", "addr", opts.Addr, "err", err)
 		r.down.Store(true) // tried again by the first request, then as in any outage
+		r.mu.Lock()
 		r.startWatch()
+		r.mu.Unlock()
 	}
 	return r, nil
 }
@@ -292,10 +303,10 @@ func (r *Redis) failed(err error) {
 	}
 }
 
-// startWatch runs watch unless one runs.
+// startWatch runs watch unless one runs or the limiter is closed. r.mu is held.
 func (r *Redis) startWatch() {
-	if r.watching.CompareAndSwap(false, true) {
-		go r.watch()
+	if !r.stopped && r.watching.CompareAndSwap(false, true) {
+		r.bg.Go(r.watch)
 	}
 }
 
@@ -317,7 +328,13 @@ func (r *Redis) watch() {
 		case <-t.C:
 		}
 		if r.down.Load() {
-			r.try(context.Background(), func(ctx context.Context) error { return r.client.Ping(ctx).Err() })
+			r.try(r.life, func(ctx context.Context) error {
+				// try's call outlives its caller's context; this one ends with Close.
+				ctx, cancel := context.WithCancel(ctx)
+				defer cancel()
+				defer context.AfterFunc(r.life, cancel)()
+				return r.client.Ping(ctx).Err()
+			})
 			continue
 		}
 		// Back. An outage that began as this one ended found it running
@@ -338,8 +355,8 @@ func (r *Redis) recovered() {
 	if r.down.Swap(false) {
 		r.logger.Info("Redis answers again: rate limits are shared again", "addr", r.addr)
 		r.restorePending.Store(true)
-		if r.restoring.CompareAndSwap(false, true) {
-			go func() {
+		if !r.stopped && r.restoring.CompareAndSwap(false, true) {
+			r.bg.Go(func() {
 				// A recovery while a write-back runs asks for another pass:
 				// locks set in memory since its list was taken go too.
 				for {
@@ -351,7 +368,7 @@ func (r *Redis) recovered() {
 						return
 					}
 				}
-			}()
+			})
 		}
 	}
 }
@@ -360,9 +377,15 @@ func (r *Redis) recovered() {
 // cannot be used (for the authd_rate_limit_fallback gauge).
 func (r *Redis) Fallback() bool { return r.down.Load() }
 
-// Close ends the watch and closes the connection pool.
+// Close ends the watch and a write-back of locks (each cut short), waits
+// for them, and closes the connection pool.
 func (r *Redis) Close() error {
+	r.mu.Lock()
+	r.stopped = true
+	r.mu.Unlock()
 	r.closeOnce.Do(func() { close(r.closed) })
+	r.endLife()
+	r.bg.Wait()
 	return r.client.Close()
 }
 

@@ -127,11 +127,7 @@ func TestRedisBusyPoolIsNoOutage(t *testing.T) {
 // again only now and then, and once it answers the counts are shared again.
 func TestRedisDownFallsBackToMemory(t *testing.T) {
 	t.Parallel()
-	direct := redisURL(t)
-	if direct == "" {
-		t.Skip("TEST_REDIS_URL is not set")
-	}
-	p, proxied := newProxy(t, direct)
+	p, direct, proxied := proxiedRedis(t)
 	var logs syncbuf.Buffer
 	prefix := testPrefix()
 	a := redisLimiter(t, proxied, prefix, nil, slog.New(slog.NewTextHandler(&logs, nil)))
@@ -189,11 +185,7 @@ func TestRedisDownFallsBackToMemory(t *testing.T) {
 // reaches the other instances, without a request to carry either.
 func TestRedisIdleInstanceSeesRedisBack(t *testing.T) {
 	t.Parallel()
-	direct := redisURL(t)
-	if direct == "" {
-		t.Skip("TEST_REDIS_URL is not set")
-	}
-	p, proxied := newProxy(t, direct)
+	p, direct, proxied := proxiedRedis(t)
 	prefix := testPrefix()
 	a := redisLimiter(t, proxied, prefix, nil, nil)
 	a.mu.Lock()
@@ -339,6 +331,16 @@ func loadingRedis(t *testing.T) string {
 // newProxy stands a proxy between a limiter and Redis, so that a test can
 // cut the network as an outage would, without stopping the Redis other
 // tests use. It returns the proxy and the Redis URL through it.
+// proxiedRedis is TEST_REDIS_URL (t is skipped without it) and a proxy to it.
+func proxiedRedis(t *testing.T) (p *faultnet.Proxy, direct, proxied string) {
+	t.Helper()
+	if direct = redisURL(t); direct == "" {
+		t.Skip("TEST_REDIS_URL is not set")
+	}
+	p, proxied = newProxy(t, direct)
+	return p, direct, proxied
+}
+
 func newProxy(t *testing.T, redisURL string) (*faultnet.Proxy, string) {
 	t.Helper()
 	p, proxied, err := faultnet.ListenURL(redisURL)
