@@ -338,8 +338,9 @@ func dropEnrolments(ctx context.Context, tx *txn, factors []*Factor) error {
 	return nil
 }
 
-// DisableTOTP removes the user's TOTP factor and recovery codes, given a
-// current TOTP or recovery code, and voids the passkey registrations not
+// DisableTOTP removes the user's TOTP factor (and the recovery codes, when
+// no passkey is left), given a current TOTP or recovery code, ends the
+// other sessions it signed in and voids the passkey registrations not
 // finished (factorRemoved). A wrong code counts toward the lock, as a
 // wrong password does. Returns EInvalid, EInvalidCredentials, ENotFound (no
 // factor enabled), EAccountLocked, ERateLimited, EInvalidToken, EUnavailable.
@@ -351,7 +352,7 @@ func (s *Service) DisableTOTP(ctx context.Context, c Client, a *AccessClaims, pr
 		if err := tx.DeleteFactor(ctx, f.ID); err != nil {
 			return err
 		}
-		if err := s.factorRemoved(ctx, tx, u.ID, now); err != nil {
+		if err := s.factorRemoved(ctx, tx, c, u.ID, Proof{Method: MethodTOTP}, a.SessionID, now); err != nil {
 			return err
 		}
 		if err := s.factorNotice(ctx, tx, now, u, ChangeTOTPDisabled); err != nil {
@@ -363,13 +364,18 @@ func (s *Service) DisableTOTP(ctx context.Context, c Client, a *AccessClaims, pr
 }
 
 // ReplaceRecoveryCodes replaces the user's recovery codes with a new set,
-// given a current TOTP or recovery code, and returns them (shown once).
+// given a current TOTP or recovery code, and returns them (shown once);
+// the other sessions an old code signed in end.
 // Returns as DisableTOTP.
 func (s *Service) ReplaceRecoveryCodes(ctx context.Context, c Client, a *AccessClaims, proof StepUp) ([]string, error) {
 	var codes []string
 	err := s.withSecondFactor(ctx, c, a, proof, EventRecoveryCodesReplaced, func(tx *txn, u *User, _ *Factor, now time.Time) error {
 		var err error
 		if codes, err = s.replaceRecoveryCodes(ctx, tx, u.ID, now); err != nil {
+			return err
+		}
+		// The sessions the old codes signed in end with them.
+		if err := s.endProvedSessions(ctx, tx, c, u.ID, Proof{Method: MethodRecoveryCode}, a.SessionID, now); err != nil {
 			return err
 		}
 		if err := s.factorNotice(ctx, tx, now, u, ChangeCodesReplaced); err != nil {
@@ -483,7 +489,7 @@ func (s *Service) VerifyMFA(ctx context.Context, c Client, mfaToken, method, cod
 			return s.failedCheck(ctx, tx, c, u, now, EventMFAChallengeFailed, reasonWrongCode,
 				lockByCodes, errWrongCode)
 		}
-		pair, err = s.passMFA(ctx, tx, c, st, ch, method, AMROTP, now)
+		pair, err = s.passMFA(ctx, tx, c, st, ch, Proof{Method: method}, AMROTP, now)
 		return err
 	})
 	return pair, err
@@ -496,19 +502,19 @@ func countMFAFailure(ctx context.Context, tx *txn, ch *MFAChallenge) error {
 	return tx.UpdateMFAChallenge(ctx, ch)
 }
 
-// passMFA ends the login challenge ch, passed by method, and starts its
+// passMFA ends the login challenge ch, passed by proof, and starts its
 // session, whose amr is pwd, factor and mfa.
-func (s *Service) passMFA(ctx context.Context, tx *txn, c Client, st *SignInState, ch *MFAChallenge, method, factor string,
+func (s *Service) passMFA(ctx context.Context, tx *txn, c Client, st *SignInState, ch *MFAChallenge, proof Proof, factor string,
 	now time.Time) (*TokenPair, error) {
 	ch.UsedAt = now
 	if err := tx.UpdateMFAChallenge(ctx, ch); err != nil {
 		return nil, err
 	}
 	if err := tx.CreateSecurityLog(ctx, s.audit(now, c, EventMFAChallengePassed, ResultSuccess, st.User.ID, "",
-		map[string]any{"method": method})); err != nil {
+		map[string]any{"method": proof.Method})); err != nil {
 		return nil, err
 	}
-	return s.startSession(ctx, tx, c, st.User, st.Excess, ch.DeviceInfo, []string{AMRPassword, factor, AMRMFA}, "", now)
+	return s.startSession(ctx, tx, c, st.User, st.Excess, ch.DeviceInfo, []string{AMRPassword, factor, AMRMFA}, proof, "", now)
 }
 
 // withMFAToken runs fn in a transaction with the login challenge of
@@ -740,14 +746,20 @@ func (s *Service) totpIssuer() string {
 }
 
 // factorRemoved is what the removal of one of the user's second factors
-// (a TOTP factor, a passkey) leaves to do in its transaction, which holds
-// the user: the recovery codes go with the last factor, and the passkey
+// (a TOTP factor, a passkey: removed) leaves to do in its transaction,
+// which holds the user, for a request of the session except: the sessions
+// removed signed in end (endProvedSessions), the recovery codes go with the
+// last factor, and so do the sessions they signed in, and the passkey
 // registrations not finished go (voidRegistrations) whatever is left. One
 // was begun with the factors of its time, perhaps with the removed one's
 // proof: an owner who removes a factor they think another holds must not
 // find a passkey that other began with it planted afterwards, the first
 // factor (with new recovery codes) if none is left.
-func (s *Service) factorRemoved(ctx context.Context, tx *txn, user uuid.UUID, now time.Time) error {
+func (s *Service) factorRemoved(ctx context.Context, tx *txn, c Client, user uuid.UUID, removed Proof, except uuid.UUID,
+	now time.Time) error {
+	if err := s.endProvedSessions(ctx, tx, c, user, removed, except, now); err != nil {
+		return err
+	}
 	if err := voidRegistrations(ctx, tx, user, now); err != nil {
 		return err
 	}
@@ -755,7 +767,10 @@ func (s *Service) factorRemoved(ctx context.Context, tx *txn, user uuid.UUID, no
 	if err != nil || len(methods) > 0 {
 		return err
 	}
-	return tx.ReplaceRecoveryCodes(ctx, user, nil)
+	if err := tx.ReplaceRecoveryCodes(ctx, user, nil); err != nil {
+		return err
+	}
+	return s.endProvedSessions(ctx, tx, c, user, Proof{Method: MethodRecoveryCode}, except, now)
 }
 
 func factorOf(factors []*Factor, kind FactorKind) *Factor {

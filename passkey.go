@@ -703,7 +703,7 @@ func (s *Service) FinishPasskeyLogin(ctx context.Context, c Client, credential [
 		if err := s.usePasskey(ctx, tx, c, u, key, cred, parsed, PurposeLogin, now); err != nil {
 			return err
 		}
-		pair, err = s.startPasskeySession(ctx, tx, c, u, st.Excess, deviceInfo, []string{passkeyAMR(key), AMRMFA}, now)
+		pair, err = s.startPasskeySession(ctx, tx, c, u, st.Excess, deviceInfo, key, now)
 		return err
 	})
 	if err != nil {
@@ -751,14 +751,15 @@ func (o *credentialOwner) user() *User {
 	return o.st.User
 }
 
-// startPasskeySession starts a session after a passkey sign-in. A
-// brute-force lock still running is left as it is (its count too): it
-// goes on stopping password guesses.
+// startPasskeySession starts a session after a sign-in with key alone,
+// whose amr is hwk or swk, and mfa. A brute-force lock still running is
+// left as it is (its count too): it goes on stopping password guesses.
 func (s *Service) startPasskeySession(ctx context.Context, tx *txn, c Client, u *User, excess []uuid.UUID,
-	deviceInfo string, amr []string, now time.Time) (*TokenPair, error) {
+	deviceInfo string, key *Passkey, now time.Time) (*TokenPair, error) {
 	failed, codes := u.FailedLoginAttempts, u.FailedCodeAttempts
 	locked := u.IsLocked(now)
-	pair, err := s.startSession(ctx, tx, c, u, excess, deviceInfo, amr, "", now)
+	pair, err := s.startSession(ctx, tx, c, u, excess, deviceInfo, []string{passkeyAMR(key), AMRMFA},
+		Proof{Method: MethodPasskey, PasskeyID: key.ID}, "", now)
 	if err != nil || !locked {
 		return pair, err
 	}
@@ -858,7 +859,7 @@ func (s *Service) VerifyMFAPasskey(ctx context.Context, c Client, mfaToken strin
 			}
 			return err
 		}
-		pair, err = s.passMFA(ctx, tx, c, st, ch, MethodPasskey, passkeyAMR(key), now)
+		pair, err = s.passMFA(ctx, tx, c, st, ch, Proof{Method: MethodPasskey, PasskeyID: key.ID}, passkeyAMR(key), now)
 		return err
 	})
 	return pair, err
@@ -937,7 +938,8 @@ func (s *Service) DeletePasskey(ctx context.Context, c Client, a *AccessClaims, 
 		if err := tx.DeletePasskey(ctx, p.ID); err != nil {
 			return err
 		}
-		if err := s.factorRemoved(ctx, tx, u.ID, now); err != nil {
+		removed := Proof{Method: MethodPasskey, PasskeyID: p.ID}
+		if err := s.factorRemoved(ctx, tx, c, u.ID, removed, a.SessionID, now); err != nil {
 			return err
 		}
 		if err := s.factorNotice(ctx, tx, now, u, ChangePasskeyRemoved); err != nil {

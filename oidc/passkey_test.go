@@ -262,6 +262,17 @@ func TestPasswordlessPasskeySignIn(t *testing.T) {
 		if !b.hasSessionCookie() || e.sessions(u) != 2 { // the browser's, and the client's
 			t.Errorf("cookie %v, %d sessions; want the browser's and the client's", b.hasSessionCookie(), e.sessions(u))
 		}
+		// Both say the passkey signed them in: its removal ends them.
+		keys, err := e.store.Passkeys(t.Context(), u.ID)
+		sessions, serr := e.store.Sessions(t.Context(), u.ID, e.clock.Now())
+		if err != nil || serr != nil || len(keys) != 1 {
+			t.Fatal(keys, err, serr)
+		}
+		for _, s := range sessions {
+			if want := (authd.Proof{Method: authd.MethodPasskey, PasskeyID: keys[0].ID}); s.Proof != want {
+				t.Errorf("session %q: proof %+v; want %+v", s.DeviceInfo, s.Proof, want)
+			}
+		}
 	})
 }
 

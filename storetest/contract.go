@@ -65,6 +65,7 @@ func Run(t *testing.T, open func(t *testing.T) authd.Store) {
 		{"OutboxExtendClaim", testOutboxExtendClaim},
 		{"OutboxWithdraw", testOutboxWithdraw},
 		{"SessionRevocation", testSessionRevocation},
+		{"ProvedSessionsRevoked", testProvedSessionsRevoked},
 		{"SignInState", testSignInState},
 		{"RevocationEvents", testRevocationEvents},
 		{"RevocationEventsNeverSkipped", testRevocationEventsNeverSkipped},
@@ -371,7 +372,7 @@ func newSession(u *authd.User) *authd.Session {
 	return &authd.Session{
 		ID: authd.NewID(), UserID: u.ID, DeviceInfo: "Firefox on Linux",
 		CreatedAt: Epoch, LastUsedAt: Epoch, ExpiresAt: Epoch.Add(720 * time.Hour),
-		AMR: []string{authd.AMRPassword, authd.AMROTP, authd.AMRMFA},
+		AMR: []string{authd.AMRPassword, authd.AMROTP, authd.AMRMFA}, Proof: authd.Proof{Method: authd.MethodTOTP},
 	}
 }
 
@@ -1367,5 +1368,86 @@ func testSessionRevocation(t *testing.T, s authd.Store) {
 	}
 	if revs, _ := s.RevokedSessions(ctx, at.Add(time.Second)); len(revs) != 0 {
 		t.Errorf("RevokedSessions after the revocations = %v, want none", revs)
+	}
+}
+
+// testProvedSessionsRevoked: RevokeProvedSessions ends the user's live
+// sessions whose proof is the one given (for a passkey, that passkey),
+// and their tokens, but the one excepted; no other user's, no password
+// session, no other proof's.
+func testProvedSessionsRevoked(t *testing.T, s authd.Store) {
+	ctx := context.Background()
+	u := mustCreateUser(t, s, "proved@example.org")
+	other := mustCreateUser(t, s, "another@example.org")
+	keyA, keyB := authd.NewID(), authd.NewID()
+	session := func(owner *authd.User, proof authd.Proof) *authd.Session {
+		t.Helper()
+		sess := newSession(owner)
+		sess.Proof = proof
+		if err := s.CreateSession(ctx, sess); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateToken(ctx, newToken(owner, sess, authd.TokenRefresh, "d-"+sess.ID.String())); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Session(ctx, sess.ID)
+		if err != nil || got.Proof != proof {
+			t.Fatalf("Session's proof %+v, %v; want %+v", got.Proof, err, proof)
+		}
+		return sess
+	}
+	byA := authd.Proof{Method: authd.MethodPasskey, PasskeyID: keyA}
+	withA, withAToo, current := session(u, byA), session(u, byA), session(u, byA)
+	withB := session(u, authd.Proof{Method: authd.MethodPasskey, PasskeyID: keyB})
+	withTOTP := session(u, authd.Proof{Method: authd.MethodTOTP})
+	withCode := session(u, authd.Proof{Method: authd.MethodRecoveryCode})
+	password := session(u, authd.Proof{})
+	othersA := session(other, byA)
+	at := Epoch.Add(time.Hour)
+	ended := func(sess *authd.Session) bool {
+		t.Helper()
+		got, err := s.Session(ctx, sess.ID)
+		tok, terr := s.RefreshToken(ctx, "d-"+sess.ID.String())
+		if err != nil || terr != nil {
+			t.Fatal(err, terr)
+		}
+		if !got.RevokedAt.IsZero() != tok.Revoked {
+			t.Errorf("session %s revoked %v, its token %v", sess.ID, got.RevokedAt, tok.Revoked)
+		}
+		return !got.RevokedAt.IsZero()
+	}
+	var ids []uuid.UUID
+	err := s.InTx(ctx, func(tx authd.Queries) error {
+		var err error
+		ids, err = tx.RevokeProvedSessions(ctx, u.ID, byA, current.ID, at)
+		return err
+	})
+	want := []uuid.UUID{withA.ID, withAToo.ID}
+	sortIDs := func(ids []uuid.UUID) {
+		slices.SortFunc(ids, func(a, b uuid.UUID) int { return strings.Compare(a.String(), b.String()) })
+	}
+	sortIDs(ids)
+	sortIDs(want)
+	if err != nil || !slices.Equal(ids, want) {
+		t.Errorf("RevokeProvedSessions(passkey A) = %v, %v; want the two it signed in but the current %v", ids, err, want)
+	}
+	for _, sess := range []*authd.Session{current, withB, withTOTP, withCode, password, othersA} {
+		if ended(sess) {
+			t.Errorf("session %+v ended with passkey A's", sess.Proof)
+		}
+	}
+	for _, sess := range []*authd.Session{withA, withAToo} {
+		if !ended(sess) {
+			t.Errorf("a session passkey A signed in lives on")
+		}
+	}
+	for _, proof := range []authd.Proof{{Method: authd.MethodTOTP}, {Method: authd.MethodRecoveryCode}, {}} {
+		ids, err := s.RevokeProvedSessions(ctx, u.ID, proof, uuid.Nil, at)
+		if wantN := map[bool]int{true: 0, false: 1}[proof == authd.Proof{}]; err != nil || len(ids) != wantN {
+			t.Errorf("RevokeProvedSessions(%+v) = %v, %v; want %d", proof, ids, err, wantN)
+		}
+	}
+	if !ended(withTOTP) || !ended(withCode) || ended(password) || ended(withB) {
+		t.Error("the TOTP's and the codes' sessions ended not alone")
 	}
 }

@@ -1,0 +1,136 @@
+package httpapi_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+)
+
+// signedIn is a session: its tokens, and what the test calls it.
+type signedIn struct{ name, access, refresh string }
+
+func pairOf(t *testing.T, name string, r response) *signedIn {
+	t.Helper()
+	want(t, name, r, 200, "")
+	return &signedIn{name, r.str("access_token"), r.str("refresh_token")}
+}
+
+// wantLive fails t unless each session is live as want says: its access
+// token (through the revocation set) and its refresh token (through the
+// database) alike. A refresh that works rotates the session's token.
+func (e *env) wantLive(want bool, sessions ...*signedIn) {
+	e.t.Helper()
+	for _, s := range sessions {
+		if got := e.active(s.access); got != want {
+			e.t.Errorf("%s: access token active %v, want %v", s.name, got, want)
+		}
+		r := e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": s.refresh})
+		if got := r.status == 200; got != want {
+			e.t.Errorf("%s: refresh %d %s, want live %v", s.name, r.status, r.raw, want)
+		}
+		if r.status == 200 {
+			s.refresh = r.str("refresh_token")
+		}
+	}
+}
+
+// TestRemovingAPasskeyEndsItsSessions: the sessions a removed passkey
+// signed in end, alone (passwordless) or as the second factor: someone
+// else holding it (a passkey synced to their device) signs in without
+// the password, and its owner, removing it, has no password to change.
+// The session that removes it stays, as after a new password; so do the
+// sessions of the password alone and of another passkey.
+func TestRemovingAPasskeyEndsItsSessions(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "synced@example.org"
+		password, k, codes := e.passkeyUser(email)
+		k2 := newSoftKey(t, rpID, rpOrigin)
+		want(t, "add another passkey", e.addPasskey(password, k2, "Phone"), 201, "")
+		alone := pairOf(t, "signed in with the passkey alone", e.signIn(k))
+		access, refresh := e.login2(email, goodPassword, k)
+		second := &signedIn{"signed in with the passkey as second factor", access, refresh}
+		other := pairOf(t, "signed in with the other passkey", e.signIn(k2))
+		remover := pairOf(t, "the session that removes it, signed in with it", e.signIn(k))
+
+		keys, err := e.store.Passkeys(t.Context(), e.user(email).ID)
+		if err != nil || len(keys) != 2 {
+			t.Fatalf("passkeys: %v, %v", keys, err)
+		}
+		want(t, "remove the passkey", e.do("DELETE", "/v1/users/me/passkeys/"+keys[0].ID.String(),
+			map[string]string{"code": codes[0]}, bearer(remover.access)...), 204, "")
+		e.wantLive(false, alone, second)
+		e.wantLive(true, remover, other)
+		if !e.active(password) {
+			t.Error("the password's session ended with the passkey")
+		}
+		e.wantSessionsEnded(email, 2, authd.MethodPasskey)
+	})
+}
+
+// TestRemovingTOTPOrCodesEndsTheirSessions: replacing the recovery codes
+// ends the sessions an old code signed in; turning TOTP off ends those it
+// signed in and, with the last factor gone, those of the codes since. The
+// session that asks stays, and so does the password's.
+func TestRemovingTOTPOrCodesEndsTheirSessions(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "factors@example.org"
+		password, secret, codes := e.mfaUser(email)
+		viaTOTP := func(name string) *signedIn {
+			t.Helper()
+			token := e.mfaLogin(email)
+			s := pairOf(t, name, e.verify(token, authd.MethodTOTP, totpAt(t, secret, e.clock.Now())))
+			e.clock.Advance(30 * time.Second) // a code is taken once
+			return s
+		}
+		viaCode := func(name, code string) *signedIn {
+			t.Helper()
+			return pairOf(t, name, e.verify(e.mfaLogin(email), authd.MethodRecoveryCode, code))
+		}
+		byTOTP, byTOTPToo := viaTOTP("signed in with TOTP"), viaTOTP("signed in with TOTP, then turns it off")
+		byCode := viaCode("signed in with a recovery code", codes[0])
+
+		r := e.do("POST", "/v1/users/me/mfa/recovery-codes", map[string]string{"code": totpAt(t, secret, e.clock.Now())},
+			bearer(byTOTP.access)...)
+		want(t, "replace the recovery codes", r, 200, "")
+		e.clock.Advance(30 * time.Second)
+		e.wantLive(false, byCode)
+		e.wantLive(true, byTOTP, byTOTPToo)
+		e.wantSessionsEnded(email, 1, authd.MethodRecoveryCode)
+
+		newCode := r.body["recovery_codes"].([]any)[0].(string)
+		byNewCode := viaCode("signed in with a new recovery code", newCode)
+		want(t, "turn TOTP off", e.do("DELETE", "/v1/users/me/mfa/totp",
+			map[string]string{"code": totpAt(t, secret, e.clock.Now())}, bearer(byTOTPToo.access)...), 204, "")
+		e.wantLive(false, byTOTP, byNewCode)
+		e.wantLive(true, byTOTPToo)
+		if !e.active(password) {
+			t.Error("the password's session ended with the factors")
+		}
+		e.wantSessionsEnded(email, 1, authd.MethodTOTP)
+		e.wantSessionsEnded(email, 2, authd.MethodRecoveryCode)
+	})
+}
+
+// wantSessionsEnded fails the test unless n sessions of the user were
+// logged as ended with a factor of method.
+func (e *env) wantSessionsEnded(email string, n int, method string) {
+	e.t.Helper()
+	logs, err := e.store.SecurityLogs(e.t.Context(), authd.SecurityLogFilter{UserID: e.user(email).ID,
+		EventType: authd.EventSessionRevoked})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	got := 0
+	for _, l := range logs {
+		if strings.Contains(l.FailureReason, "factor it signed in with was removed") && l.AdditionalContext["method"] == method {
+			got++
+		}
+	}
+	if got != n {
+		e.t.Errorf("%d session_revoked rows for %s, want %d: %+v", got, method, n, logs)
+	}
+}
