@@ -68,7 +68,9 @@ func (s *Service) User(ctx context.Context, c Client, id uuid.UUID) (*User, erro
 // user, it concerns that user. EInvalid (limit, a time past the year 9999),
 // EUnavailable.
 func (s *Service) SecurityLogs(ctx context.Context, c Client, f SecurityLogFilter) (Page[*SecurityLog], error) {
-	// The filters go into the audit row.
+	// The filters go into the audit row, as JSON: an offset of 24 hours,
+	// which time.Parse takes and RFC 3339 does not, cannot be written.
+	f.Since, f.Until = f.Since.UTC(), f.Until.UTC()
 	for field, t := range map[string]time.Time{"since": f.Since, "until": f.Until} {
 		if !t.IsZero() && !writableYear(t) {
 			return Page[*SecurityLog]{}, invalidField(field, "must be a time from the year 1 to 9999")

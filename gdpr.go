@@ -24,6 +24,18 @@ func (s *Service) Export(ctx context.Context, c Client, a *AccessClaims, rows Us
 	if yield := rows.SecurityLogs; yield != nil {
 		rows.SecurityLogs = func(l *SecurityLog) error { return yield(subjectView(l)) }
 	}
+	// Erased between the check above and the snapshot, which reads the
+	// user first: the token is refused, as it would be a moment later.
+	yieldUser := rows.User
+	rows.User = func(u *User) error {
+		if u.IsDeleted() {
+			return errInvalidToken
+		}
+		if yieldUser == nil {
+			return nil
+		}
+		return yieldUser(u)
+	}
 	return s.store.UserData(ctx, a.UserID, rows)
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/authd/authd/postgres"
 	"github.com/authd/authd/sqlite"
 	"github.com/authd/authd/storetest"
+	"github.com/google/uuid"
 )
 
 // The request identity of the person whose data is erased, sent through
@@ -409,5 +410,34 @@ func TestErasedAccountLeavesWithItsLogs(t *testing.T) {
 		if _, err := e.store.User(ctx, gone); authd.ErrorCode(err) != authd.ENotFound {
 			t.Errorf("the tombstone after retention: %v, want it gone", err)
 		}
+	})
+}
+
+// erasingSnapshot erases the user (erase) as an export's snapshot begins,
+// between the service's check of the token and the store's read.
+type erasingSnapshot struct {
+	authd.Store
+	erase func()
+}
+
+func (s erasingSnapshot) UserData(ctx context.Context, userID uuid.UUID, rows authd.UserRows) error {
+	s.erase()
+	return s.Store.UserData(ctx, userID, rows)
+}
+
+// TestExportRacingErasure: an account erased as its export was being read
+// is no export (the tombstone's data answered 200): the token is refused.
+func TestExportRacingErasure(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		store := &erasingSnapshot{Store: open(t)}
+		e := newEnv(t, store)
+		e.registerVerified("racing@example.org", goodPassword)
+		access, _ := e.login("racing@example.org", goodPassword)
+		id := e.user("racing@example.org").ID
+		store.erase = func() {
+			want(t, "erase", e.admin("DELETE", "/v1/admin/users/"+id.String(), nil), 204, "")
+		}
+		want(t, "export of an account erased meanwhile", e.do("GET", "/v1/users/me/export", nil, bearer(access)...),
+			401, "invalid_token")
 	})
 }
