@@ -34,7 +34,11 @@ func NewAdmin(opts Options, token string) *Server {
 				// API without its token has reached the internal listener.
 				s.logger.WarnContext(r.Context(), "admin token refused", "request_id", requestID(r.Context()),
 					"route", r.Pattern, "ip", client(r).IP, "token_offered", ok)
-				return &authd.Error{Code: authd.EInvalidToken, Message: "The admin token (AUTHD_ADMIN_TOKEN) is required."}
+				refused := &authd.Error{Code: authd.EInvalidToken, Message: "The admin token (AUTHD_ADMIN_TOKEN) is required."}
+				if !ok {
+					refused.Err = errMissingToken // the challenge alone (RFC 6750 §3.1)
+				}
+				return refused
 			}
 			if err := checkedQuery(r); err != nil {
 				return err

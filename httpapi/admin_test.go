@@ -29,6 +29,13 @@ func TestAdminAPI(t *testing.T) {
 			"service token": {"Authorization", "Bearer " + serviceToken}, "user token": bearer(access)} {
 			r := e.send(e.adminSrv.URL, "GET", "/v1/admin/users", nil, h...)
 			want(t, name, r, 401, "invalid_token")
+			challenge := `Bearer realm="authd", error="invalid_token"`
+			if h == nil { // no credentials: the challenge alone (RFC 6750 §3.1)
+				challenge = `Bearer realm="authd"`
+			}
+			if got := r.header.Get("WWW-Authenticate"); got != challenge {
+				t.Errorf("%s: WWW-Authenticate %q, want %q", name, got, challenge)
+			}
 		}
 		if n := strings.Count(e.logs.String(), "admin token refused"); n != 4 {
 			t.Errorf("%d refused admin requests logged as such; want 4:\n%s", n, e.logs.String())
