@@ -96,8 +96,9 @@ func (s *Service) browserCookie(ctx context.Context, session uuid.UUID) (string,
 
 // BrowserSession returns the live session of a browser cookie and its
 // user. Every way a session ends applies: logout, logout-all, password
-// change or reset, an administrator's revoke or lock, erasure, expiry; a
-// revocation on another instance counts as soon as it arrives.
+// change or reset, a second factor's removal, an administrator's revoke or
+// lock, erasure, expiry; a revocation on another instance counts as soon
+// as it arrives.
 // EInvalidToken otherwise, EUnavailable.
 func (s *Service) BrowserSession(ctx context.Context, cookie string) (*Session, *User, error) {
 	digest, err := opaqueDigest(cookie)

@@ -134,3 +134,28 @@ func (e *env) wantSessionsEnded(email string, n int, method string) {
 		e.t.Errorf("%d session_revoked rows for %s, want %d: %+v", got, method, n, logs)
 	}
 }
+
+// TestRecoveryCodeSessionsOutliveAnotherFactor: the codes stay while a
+// factor is left, and so do the sessions they signed in; a session a code
+// signed in that replaces the codes stays too, as the asking session
+// always does.
+func TestRecoveryCodeSessionsOutliveAnotherFactor(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "codes@example.org"
+		password, secret, codes := e.mfaUser(email)
+		want(t, "add a passkey beside TOTP", e.addPasskey(password, newSoftKey(t, rpID, rpOrigin), "Laptop"), 201, "")
+		e.clock.Advance(30 * time.Second)
+		byCode := pairOf(t, "signed in with a recovery code",
+			e.verify(e.mfaLogin(email), authd.MethodRecoveryCode, codes[0]))
+		want(t, "turn TOTP off, the passkey left", e.do("DELETE", "/v1/users/me/mfa/totp",
+			map[string]string{"code": totpAt(t, secret, e.clock.Now())}, bearer(password)...), 204, "")
+		e.wantLive(true, byCode)
+		e.wantSessionsEnded(email, 0, authd.MethodRecoveryCode)
+
+		want(t, "replace the codes from the code's session", e.do("POST", "/v1/users/me/mfa/recovery-codes",
+			map[string]string{"code": codes[1]}, bearer(byCode.access)...), 200, "")
+		e.wantLive(true, byCode)
+		e.wantSessionsEnded(email, 0, authd.MethodRecoveryCode)
+	})
+}
