@@ -111,6 +111,11 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 				"duration_ms", float64(elapsed.Microseconds()) / 1000, "ip", c.IP}
 			if aborted {
 				attrs = append(attrs, "aborted", true)
+			} else if r.Context().Err() != nil {
+				// The connection closed while the handler ran (the client
+				// left, or a stop's drain closed it): the status was never
+				// sent.
+				attrs = append(attrs, "conn_closed", true)
 			}
 			s.logger.InfoContext(ctx, "request", attrs...)
 			if s.opts.Observe != nil {

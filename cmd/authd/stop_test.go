@@ -185,6 +185,22 @@ func TestStopWaitsForRequestsPastTheDrain(t *testing.T) {
 	if n := loginSuccesses(t, env); n != 1 {
 		t.Errorf("%d logins recorded, want the one in flight at the stop", n)
 	}
+	// Its access-log line says its status was never sent; the register's,
+	// answered before the stop, does not.
+	lines := map[string]string{}
+	for l := range strings.Lines(s.log.String()) {
+		for _, route := range []string{"POST /v1/auth/login", "POST /v1/auth/register"} {
+			if strings.Contains(l, `route="`+route+`"`) {
+				lines[route] = l
+			}
+		}
+	}
+	if l := lines["POST /v1/auth/login"]; !strings.Contains(l, " status=200 ") || !strings.Contains(l, " conn_closed=true") {
+		t.Errorf("the login's access-log line %q; want status 200 and conn_closed", l)
+	}
+	if l := lines["POST /v1/auth/register"]; l == "" || strings.Contains(l, "conn_closed") {
+		t.Errorf("the register's access-log line %q; want one, without conn_closed", l)
+	}
 }
 
 // TestStopEndsAtItsDeadline: a request that outlasts the whole stop does not
