@@ -352,7 +352,7 @@ func (s *Service) DisableTOTP(ctx context.Context, c Client, a *AccessClaims, pr
 		if err := tx.DeleteFactor(ctx, f.ID); err != nil {
 			return err
 		}
-		if err := s.factorRemoved(ctx, tx, c, u.ID, Proof{Method: MethodTOTP}, a.SessionID, now); err != nil {
+		if err := s.factorRemoved(ctx, tx, c, u.ID, SignInFactor{Method: MethodTOTP}, a.SessionID, now); err != nil {
 			return err
 		}
 		if err := s.factorNotice(ctx, tx, now, u, ChangeTOTPDisabled); err != nil {
@@ -375,7 +375,7 @@ func (s *Service) ReplaceRecoveryCodes(ctx context.Context, c Client, a *AccessC
 			return err
 		}
 		// The sessions the old codes signed in end with them.
-		if err := s.endProvedSessions(ctx, tx, c, u.ID, Proof{Method: MethodRecoveryCode}, a.SessionID, now); err != nil {
+		if err := s.endSessionsSignedInWith(ctx, tx, c, u.ID, SignInFactor{Method: MethodRecoveryCode}, a.SessionID, now); err != nil {
 			return err
 		}
 		if err := s.factorNotice(ctx, tx, now, u, ChangeCodesReplaced); err != nil {
@@ -489,7 +489,7 @@ func (s *Service) VerifyMFA(ctx context.Context, c Client, mfaToken, method, cod
 			return s.failedCheck(ctx, tx, c, u, now, EventMFAChallengeFailed, reasonWrongCode,
 				lockByCodes, errWrongCode)
 		}
-		pair, err = s.passMFA(ctx, tx, c, st, ch, Proof{Method: method}, AMROTP, now)
+		pair, err = s.passMFA(ctx, tx, c, st, ch, SignInFactor{Method: method}, AMROTP, now)
 		return err
 	})
 	return pair, err
@@ -502,19 +502,19 @@ func countMFAFailure(ctx context.Context, tx *txn, ch *MFAChallenge) error {
 	return tx.UpdateMFAChallenge(ctx, ch)
 }
 
-// passMFA ends the login challenge ch, passed by proof, and starts its
+// passMFA ends the login challenge ch, passed with f, and starts its
 // session, whose amr is pwd, factor and mfa.
-func (s *Service) passMFA(ctx context.Context, tx *txn, c Client, st *SignInState, ch *MFAChallenge, proof Proof, factor string,
+func (s *Service) passMFA(ctx context.Context, tx *txn, c Client, st *SignInState, ch *MFAChallenge, f SignInFactor, factor string,
 	now time.Time) (*TokenPair, error) {
 	ch.UsedAt = now
 	if err := tx.UpdateMFAChallenge(ctx, ch); err != nil {
 		return nil, err
 	}
 	if err := tx.CreateSecurityLog(ctx, s.audit(now, c, EventMFAChallengePassed, ResultSuccess, st.User.ID, "",
-		map[string]any{"method": proof.Method})); err != nil {
+		map[string]any{"method": f.Method})); err != nil {
 		return nil, err
 	}
-	return s.startSession(ctx, tx, c, st.User, st.Excess, ch.DeviceInfo, []string{AMRPassword, factor, AMRMFA}, proof, "", now)
+	return s.startSession(ctx, tx, c, st.User, st.Excess, ch.DeviceInfo, []string{AMRPassword, factor, AMRMFA}, f, "", now)
 }
 
 // withMFAToken runs fn in a transaction with the login challenge of
@@ -745,19 +745,19 @@ func (s *Service) totpIssuer() string {
 	return "authd"
 }
 
-// factorRemoved is what the removal of one of the user's second factors
-// (a TOTP factor, a passkey: removed) leaves to do in its transaction,
-// which holds the user, for a request of the session except: the sessions
-// removed signed in end (endProvedSessions), the recovery codes go with the
-// last factor, and so do the sessions they signed in, and the passkey
+// factorRemoved finishes the removal of one of the user's second factors
+// (removed: a TOTP factor, a passkey) in the transaction that deleted it,
+// which holds the user. The sessions removed signed in end, but except
+// (the request's own: endSessionsSignedInWith); with the last factor the
+// recovery codes go, and the sessions they signed in; and the passkey
 // registrations not finished go (voidRegistrations) whatever is left. One
 // was begun with the factors of its time, perhaps with the removed one's
 // proof: an owner who removes a factor they think another holds must not
 // find a passkey that other began with it planted afterwards, the first
 // factor (with new recovery codes) if none is left.
-func (s *Service) factorRemoved(ctx context.Context, tx *txn, c Client, user uuid.UUID, removed Proof, except uuid.UUID,
+func (s *Service) factorRemoved(ctx context.Context, tx *txn, c Client, user uuid.UUID, removed SignInFactor, except uuid.UUID,
 	now time.Time) error {
-	if err := s.endProvedSessions(ctx, tx, c, user, removed, except, now); err != nil {
+	if err := s.endSessionsSignedInWith(ctx, tx, c, user, removed, except, now); err != nil {
 		return err
 	}
 	if err := voidRegistrations(ctx, tx, user, now); err != nil {
@@ -770,7 +770,7 @@ func (s *Service) factorRemoved(ctx context.Context, tx *txn, c Client, user uui
 	if err := tx.ReplaceRecoveryCodes(ctx, user, nil); err != nil {
 		return err
 	}
-	return s.endProvedSessions(ctx, tx, c, user, Proof{Method: MethodRecoveryCode}, except, now)
+	return s.endSessionsSignedInWith(ctx, tx, c, user, SignInFactor{Method: MethodRecoveryCode}, except, now)
 }
 
 func factorOf(factors []*Factor, kind FactorKind) *Factor {

@@ -686,7 +686,7 @@ func (s *Service) RedeemCode(ctx context.Context, c Client, client *OAuthClient,
 		}
 		sess := &Session{ID: NewID(), UserID: u.ID, DeviceInfo: truncate("OpenID client: "+oc.Name, MaxDeviceInfoLength),
 			CreatedAt: now, LastUsedAt: now, ExpiresAt: browser.ExpiresAt, AMR: ac.AMR, ClientID: oc.ID, Scopes: ac.Scopes,
-			Proof: browser.Proof}
+			SignedInWith: browser.SignedInWith}
 		if err := s.evictSessions(ctx, tx, c, u.ID, st.Excess, now); err != nil {
 			return err
 		}

@@ -446,7 +446,7 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 		}
 		if link == "" {
 			s.observeMail(m, MailDropped)
-			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), mailStoreTimeout)
+			ctx, cancel := recordContext(ctx)
 			defer cancel()
 			return false, s.settleMail(m, s.store.CompleteMail(ctx, m.ID, m.Claim), false)
 		}
@@ -516,13 +516,18 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 }
 
 // recordContext is the context in which deliver records a mail's outcome
-// once the relay has answered: whatever became of the pass (ctx)
-// meanwhile, within mailStoreTimeout, but within mailCutRecordTimeout once
-// the pass has ended (a stop's deadline, which Run waits on): a database
-// that stops answering as a stop ends must not hold the stop 10 s longer.
+// once the relay has answered (or a mail dropped): whatever became of the
+// pass (ctx) meanwhile, within mailStoreTimeout, but within
+// mailCutRecordTimeout once the pass has ended (a stop's deadline, which
+// Run waits on): a database that stops answering as a stop ends must not
+// hold the stop 10 s longer. (An erasure notice cut as it was sent is
+// forgotten and then queued again: up to twice that.)
 func recordContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	rec, cancel := context.WithTimeout(context.WithoutCancel(ctx), mailStoreTimeout)
-	stop := context.AfterFunc(ctx, func() { time.AfterFunc(mailCutRecordTimeout, cancel) })
+	stop := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(mailCutRecordTimeout, cancel)
+		context.AfterFunc(rec, func() { t.Stop() })
+	})
 	return rec, func() { stop(); cancel() }
 }
 

@@ -759,7 +759,7 @@ func (s *Service) startPasskeySession(ctx context.Context, tx *txn, c Client, u 
 	failed, codes := u.FailedLoginAttempts, u.FailedCodeAttempts
 	locked := u.IsLocked(now)
 	pair, err := s.startSession(ctx, tx, c, u, excess, deviceInfo, []string{passkeyAMR(key), AMRMFA},
-		Proof{Method: MethodPasskey, PasskeyID: key.ID}, "", now)
+		SignInFactor{Method: MethodPasskey, PasskeyID: key.ID}, "", now)
 	if err != nil || !locked {
 		return pair, err
 	}
@@ -859,7 +859,7 @@ func (s *Service) VerifyMFAPasskey(ctx context.Context, c Client, mfaToken strin
 			}
 			return err
 		}
-		pair, err = s.passMFA(ctx, tx, c, st, ch, Proof{Method: MethodPasskey, PasskeyID: key.ID}, passkeyAMR(key), now)
+		pair, err = s.passMFA(ctx, tx, c, st, ch, SignInFactor{Method: MethodPasskey, PasskeyID: key.ID}, passkeyAMR(key), now)
 		return err
 	})
 	return pair, err
@@ -938,7 +938,7 @@ func (s *Service) DeletePasskey(ctx context.Context, c Client, a *AccessClaims, 
 		if err := tx.DeletePasskey(ctx, p.ID); err != nil {
 			return err
 		}
-		removed := Proof{Method: MethodPasskey, PasskeyID: p.ID}
+		removed := SignInFactor{Method: MethodPasskey, PasskeyID: p.ID}
 		if err := s.factorRemoved(ctx, tx, c, u.ID, removed, a.SessionID, now); err != nil {
 			return err
 		}

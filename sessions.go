@@ -2,6 +2,7 @@ package authd
 
 import (
 	"context"
+	"maps"
 	"time"
 
 	"github.com/google/uuid"
@@ -65,34 +66,43 @@ func (s *Service) evictSessions(ctx context.Context, tx *txn, c Client, user uui
 	if err := tx.revoke(ctx, Revocation{At: now, SessionIDs: excess, Reason: "session_limit"}); err != nil {
 		return err
 	}
-	return s.logSessionsEnded(ctx, tx, c, user, excess, "session limit reached", "max_sessions", s.cfg.MaxSessions, now)
+	return s.logSessionsEnded(ctx, tx, c, user, excess, "session limit reached",
+		map[string]any{"max_sessions": s.cfg.MaxSessions}, now)
 }
 
-// endProvedSessions ends the sessions of the user that proof signed in
-// (Session.Proof) but except, the request's own: a factor removed takes
-// the sign-ins it let in with it, as a new password ends the others. A
-// passkey someone else holds (synced to their device) signs in without
+// endSessionsSignedInWith ends the user's sessions that f signed in
+// (Session.SignedInWith) but except, the request's own: a factor removed
+// takes the sign-ins it let in with it, as a new password ends the others.
+// A passkey someone else holds (synced to their device) signs in without
 // the password, and its owner, removing it, has no password to change.
-// Each is logged; the zero Proof ends none.
-func (s *Service) endProvedSessions(ctx context.Context, tx *txn, c Client, user uuid.UUID, proof Proof, except uuid.UUID,
-	now time.Time) error {
-	ids, err := tx.RevokeProvedSessions(ctx, user, proof, except, now)
+// Each is logged; the zero SignInFactor ends none.
+func (s *Service) endSessionsSignedInWith(ctx context.Context, tx *txn, c Client, user uuid.UUID, f SignInFactor,
+	except uuid.UUID, now time.Time) error {
+	if f == (SignInFactor{}) {
+		return nil
+	}
+	ids, err := tx.RevokeSessionsSignedInWith(ctx, user, f, except, now)
 	if err != nil || len(ids) == 0 {
 		return err
 	}
 	if err := tx.revoke(ctx, Revocation{At: now, SessionIDs: ids, Reason: "factor_removed"}); err != nil {
 		return err
 	}
-	return s.logSessionsEnded(ctx, tx, c, user, ids, "the factor it signed in with was removed", "method", proof.Method, now)
+	detail := map[string]any{"method": f.Method}
+	if f.PasskeyID != uuid.Nil {
+		detail["passkey_id"] = f.PasskeyID.String()
+	}
+	return s.logSessionsEnded(ctx, tx, c, user, ids, "the factor it signed in with was removed", detail, now)
 }
 
 // logSessionsEnded writes a session_revoked row of the user for each of
-// ids, with reason and, beside the session's id, key's value.
-func (s *Service) logSessionsEnded(ctx context.Context, tx *txn, c Client, user uuid.UUID, ids []uuid.UUID, reason, key string,
-	value any, now time.Time) error {
+// ids, with reason and detail beside the session's id.
+func (s *Service) logSessionsEnded(ctx context.Context, tx *txn, c Client, user uuid.UUID, ids []uuid.UUID, reason string,
+	detail map[string]any, now time.Time) error {
 	for _, id := range ids {
-		if err := tx.CreateSecurityLog(ctx, s.audit(now, c, EventSessionRevoked, ResultSuccess, user, reason,
-			map[string]any{"session_id": id.String(), key: value})); err != nil {
+		ctxt := maps.Clone(detail)
+		ctxt["session_id"] = id.String()
+		if err := tx.CreateSecurityLog(ctx, s.audit(now, c, EventSessionRevoked, ResultSuccess, user, reason, ctxt)); err != nil {
 			return err
 		}
 	}

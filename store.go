@@ -190,11 +190,11 @@ type Queries interface {
 	// RevokeUserSessions ends every unrevoked session of the user but except
 	// (uuid.Nil: none excepted), and returns their ids.
 	RevokeUserSessions(ctx context.Context, userID, except uuid.UUID, at time.Time) ([]uuid.UUID, error)
-	// RevokeProvedSessions ends, at at, every unrevoked session of the user
-	// whose sign-in proof proved (Session.Proof equal to it) but except
-	// (uuid.Nil: none excepted), and returns their ids. The zero Proof (a
-	// password alone) matches none.
-	RevokeProvedSessions(ctx context.Context, userID uuid.UUID, proof Proof, except uuid.UUID, at time.Time) ([]uuid.UUID, error)
+	// RevokeSessionsSignedInWith ends, at at, every live session of the user
+	// whose SignedInWith is f, but except (uuid.Nil: none), with its
+	// tokens, and returns their ids. The zero SignInFactor matches none.
+	RevokeSessionsSignedInWith(ctx context.Context, userID uuid.UUID, f SignInFactor, except uuid.UUID,
+		at time.Time) ([]uuid.UUID, error)
 	// RevokeSessions ends the sessions, each unrevoked, at at: the sessions
 	// and every token of them not yet revoked. An error when one is not an
 	// unrevoked session. Inside a transaction, with the ids read locked in

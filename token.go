@@ -29,16 +29,16 @@ type Session struct {
 	// BrowserDigest is the digest of the hosted pages' cookie of a browser
 	// sign-in; empty for any other session.
 	BrowserDigest string
-	// Proof is the factor that proved the sign-in beside the password, or
-	// in its place: removing that factor ends the session.
-	Proof Proof
+	// SignedInWith is the factor that proved the sign-in beside the
+	// password, or in its place: removing that factor ends the session.
+	SignedInWith SignInFactor
 }
 
-// Proof names the factor that proved a sign-in beside the password (a
-// TOTP code, a recovery code, a passkey as the second factor), or in its
-// place (a passkey alone). The zero Proof is the password alone; sessions
-// begun before authd recorded proofs (migration 25) have it too.
-type Proof struct {
+// SignInFactor names the factor that proved a sign-in beside the password
+// (a TOTP code, a recovery code, a passkey as the second factor), or in its
+// place (a passkey alone). The zero SignInFactor is the password alone;
+// sessions begun before authd recorded it (migration 25) have it too.
+type SignInFactor struct {
 	Method    string    // MethodTOTP, MethodRecoveryCode or MethodPasskey
 	PasskeyID uuid.UUID // which passkey, with MethodPasskey; else uuid.Nil
 }

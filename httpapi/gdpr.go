@@ -68,8 +68,8 @@ type exportSession struct {
 	ClientID   *string    `json:"client_id"`
 	Scopes     *string    `json:"scopes"`
 	// The factor that signed the session in, beside the password or alone.
-	Proof          *string    `json:"proof"`
-	ProofPasskeyID *uuid.UUID `json:"proof_passkey_id"`
+	SigninFactor    *string    `json:"signin_factor"`
+	SigninPasskeyID *uuid.UUID `json:"signin_passkey_id"`
 }
 
 type exportFactor struct {
@@ -343,8 +343,8 @@ func (x *exportWriter) userRows() authd.UserRows {
 			return x.row(2, exportSession{ID: s.ID, UserID: s.UserID, DeviceInfo: s.DeviceInfo, CreatedAt: s.CreatedAt,
 				LastUsedAt: s.LastUsedAt, ExpiresAt: s.ExpiresAt, RevokedAt: optTime(s.RevokedAt),
 				AMR: authd.FormatAMR(s.AMR), ClientID: optString(s.ClientID),
-				Scopes: optString(authd.FormatScopes(s.Scopes)), Proof: optString(s.Proof.Method),
-				ProofPasskeyID: optID(s.Proof.PasskeyID)})
+				Scopes: optString(authd.FormatScopes(s.Scopes)), SigninFactor: optString(s.SignedInWith.Method),
+				SigninPasskeyID: optID(s.SignedInWith.PasskeyID)})
 		},
 		Tokens: func(t *authd.Token) error {
 			return x.row(3, exportToken{ID: t.ID, JTI: t.JTI, UserID: t.UserID, SessionID: t.SessionID,

@@ -420,8 +420,11 @@ type erasingSnapshot struct {
 	erase func()
 }
 
-func (s erasingSnapshot) UserData(ctx context.Context, userID uuid.UUID, rows authd.UserRows) error {
-	s.erase()
+func (s *erasingSnapshot) UserData(ctx context.Context, userID uuid.UUID, rows authd.UserRows) error {
+	if erase := s.erase; erase != nil {
+		s.erase = nil // once: the erasure must not find itself here
+		erase()
+	}
 	return s.Store.UserData(ctx, userID, rows)
 }
 

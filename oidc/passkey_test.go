@@ -269,8 +269,8 @@ func TestPasswordlessPasskeySignIn(t *testing.T) {
 			t.Fatal(keys, err, serr)
 		}
 		for _, s := range sessions {
-			if want := (authd.Proof{Method: authd.MethodPasskey, PasskeyID: keys[0].ID}); s.Proof != want {
-				t.Errorf("session %q: proof %+v; want %+v", s.DeviceInfo, s.Proof, want)
+			if want := (authd.SignInFactor{Method: authd.MethodPasskey, PasskeyID: keys[0].ID}); s.SignedInWith != want {
+				t.Errorf("session %q: proof %+v; want %+v", s.DeviceInfo, s.SignedInWith, want)
 			}
 		}
 	})

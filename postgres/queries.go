@@ -335,14 +335,14 @@ func scanUser(row pgx.Row) (*authd.User, error) {
 }
 
 const sessionColumns = `id, user_id, device_info, created_at, last_used_at, expires_at, revoked_at, amr, client_id,
-	scopes, browser_digest, proof, proof_passkey_id`
+	scopes, browser_digest, signin_factor, signin_passkey_id`
 
 func (q *queries) CreateSession(ctx context.Context, s *authd.Session) error {
 	return q.write(ctx, nil, `INSERT INTO sessions (`+sessionColumns+`)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
 		s.ID, s.UserID, nullString(s.DeviceInfo), s.CreatedAt, s.LastUsedAt, s.ExpiresAt, nullTime(s.RevokedAt),
 		authd.FormatAMR(s.AMR), nullString(s.ClientID), nullString(authd.FormatScopes(s.Scopes)),
-		nullString(s.BrowserDigest), nullString(s.Proof.Method), nullUUID(s.Proof.PasskeyID))
+		nullString(s.BrowserDigest), nullString(s.SignedInWith.Method), nullUUID(s.SignedInWith.PasskeyID))
 }
 
 func (q *queries) Session(ctx context.Context, id uuid.UUID) (*authd.Session, error) {
@@ -358,19 +358,19 @@ type sessionScan struct {
 	client    *string
 	scopes    *string
 	browser   *string
-	proof     *string
+	factor    *string
 	passkey   *uuid.UUID
 }
 
 func (s *sessionScan) dest() []any {
 	return []any{&s.s.ID, &s.s.UserID, &s.device, &s.s.CreatedAt, &s.s.LastUsedAt, &s.s.ExpiresAt, &s.revokedAt, &s.amr,
-		&s.client, &s.scopes, &s.browser, &s.proof, &s.passkey}
+		&s.client, &s.scopes, &s.browser, &s.factor, &s.passkey}
 }
 
 func (s *sessionScan) session() *authd.Session {
 	s.s.DeviceInfo, s.s.RevokedAt, s.s.AMR = value(s.device), value(s.revokedAt), authd.ParseAMR(s.amr)
 	s.s.ClientID, s.s.BrowserDigest = value(s.client), value(s.browser)
-	s.s.Proof = authd.Proof{Method: value(s.proof), PasskeyID: value(s.passkey)}
+	s.s.SignedInWith = authd.SignInFactor{Method: value(s.factor), PasskeyID: value(s.passkey)}
 	s.s.Scopes = authd.ParseScopes(value(s.scopes))
 	return &s.s
 }
@@ -702,12 +702,12 @@ func (q *queries) RevokeUserSessions(ctx context.Context, userID, except uuid.UU
 		RETURNING id`, at, userID, except)
 }
 
-func (q *queries) RevokeProvedSessions(ctx context.Context, userID uuid.UUID, proof authd.Proof, except uuid.UUID,
+func (q *queries) RevokeSessionsSignedInWith(ctx context.Context, userID uuid.UUID, f authd.SignInFactor, except uuid.UUID,
 	at time.Time) ([]uuid.UUID, error) {
 	return q.revokeSessions(ctx, at, `UPDATE sessions SET revoked_at = $1
 		WHERE user_id = $2 AND id <> $3 AND revoked_at IS NULL AND expires_at > $1
-			AND proof = $4 AND proof_passkey_id IS NOT DISTINCT FROM $5
-		RETURNING id`, at, userID, except, proof.Method, nullUUID(proof.PasskeyID))
+			AND signin_factor = $4 AND signin_passkey_id IS NOT DISTINCT FROM $5
+		RETURNING id`, at, userID, except, nullString(f.Method), nullUUID(f.PasskeyID))
 }
 
 // excessSessions reads SignInState's Excess (ix_sessions_user_id_live).

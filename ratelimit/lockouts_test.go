@@ -251,9 +251,9 @@ func TestMemoryLockoutsPrune(t *testing.T) {
 }
 
 // TestRedisCloseEndsTheWriteBack: Close ends a write-back of the locks set
-// in memory during an outage and waits for it, so that none runs on a
-// closed client after the instance stopped (each of its calls then failed,
-// and it told of an outage that was none).
+// in memory during an outage, its call in flight included, and waits for
+// it, so that none runs on a closed client after the instance stopped
+// (each of its calls then failed, and it told of an outage that was none).
 func TestRedisCloseEndsTheWriteBack(t *testing.T) {
 	t.Parallel()
 	p, _, proxied := proxiedRedis(t)
@@ -262,9 +262,10 @@ func TestRedisCloseEndsTheWriteBack(t *testing.T) {
 	r.mu.Lock()
 	r.retry = 50 * time.Millisecond
 	r.mu.Unlock()
+	r.timeout = 5 * time.Second // a call that hangs, hangs long
 	ctx := context.Background()
 	p.SetDown(true)
-	for i := range 5_000 { // a write-back of one round trip each, long enough to close during it
+	for i := range 5_000 { // a write-back of one round trip each, long enough to catch it running
 		r.Fail(ctx, fmt.Sprint("k", i), 1, time.Hour, time.Hour)
 	}
 	p.SetDown(false)
@@ -273,11 +274,16 @@ func TestRedisCloseEndsTheWriteBack(t *testing.T) {
 			t.Fatal("no write-back began 5 s after Redis answered again")
 		}
 	}
+	p.Stall() // the write-back's call in flight, and every next one, hangs
+	p.SetSilent(true)
+	start := time.Now()
 	r.Close()
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("Close took %v: it waited out the write-back's call instead of ending it", took)
+	}
 	if r.restoring.Load() {
 		t.Error("Close returned while the write-back ran")
 	}
-	time.Sleep(3 * callTimeout) // a call it went on with would have failed by now
 	if log := logs.String(); strings.Contains(log, "stay on this instance only") {
 		t.Errorf("the write-back went on after Close, on a closed client:\n%s", log)
 	}

@@ -51,11 +51,9 @@ type Redis struct {
 	down           atomic.Bool
 	restoring      atomic.Bool // a write-back of memory's locks runs (restoreLocks): one at a time
 	restorePending atomic.Bool // Redis answered again since the write-back took its list
-	mu             sync.Mutex  // guards probeAt, retry once made, and the changes of down
+	mu             sync.Mutex  // guards probeAt, retry once made, the changes of down, and stopped
 	probeAt        time.Time   // while down, when a request next tries Redis
 	watching       atomic.Bool // a watch runs
-	closed         chan struct{}
-	closeOnce      sync.Once
 	// The goroutines the limiter starts (watch, the write-back of locks)
 	// run under life, which Close ends, and are counted in bg, which
 	// Close waits for: none outlives the client it uses. stopped, set by
@@ -125,8 +123,7 @@ func NewRedis(ctx context.Context, rawURL string, clock authd.Clock, logger *slo
 	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	r := &Redis{client: client, addr: opts.Addr, prefix: "authd:rl:", clock: clock, logger: logger,
-		fallback: NewMemory(clock), lockouts: NewMemoryLockouts(clock), timeout: callTimeout, retry: retryAfterFailure,
-		closed: make(chan struct{})}
+		fallback: NewMemory(clock), lockouts: NewMemoryLockouts(clock), timeout: callTimeout, retry: retryAfterFailure}
 	r.life, r.endLife = context.WithCancel(context.WithoutCancel(ctx))
 	err = client.Ping(pingCtx).Err()
 	switch {
@@ -321,7 +318,7 @@ func (r *Redis) watch() {
 		r.mu.Unlock()
 		t := time.NewTimer(max(wait, 10*time.Millisecond))
 		select {
-		case <-r.closed:
+		case <-r.life.Done():
 			t.Stop()
 			r.watching.Store(false)
 			return
@@ -383,7 +380,6 @@ func (r *Redis) Close() error {
 	r.mu.Lock()
 	r.stopped = true
 	r.mu.Unlock()
-	r.closeOnce.Do(func() { close(r.closed) })
 	r.endLife()
 	r.bg.Wait()
 	return r.client.Close()

@@ -328,9 +328,6 @@ func loadingRedis(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// newProxy stands a proxy between a limiter and Redis, so that a test can
-// cut the network as an outage would, without stopping the Redis other
-// tests use. It returns the proxy and the Redis URL through it.
 // proxiedRedis is TEST_REDIS_URL (t is skipped without it) and a proxy to it.
 func proxiedRedis(t *testing.T) (p *faultnet.Proxy, direct, proxied string) {
 	t.Helper()
@@ -341,6 +338,9 @@ func proxiedRedis(t *testing.T) (p *faultnet.Proxy, direct, proxied string) {
 	return p, direct, proxied
 }
 
+// newProxy stands a proxy between a limiter and Redis, so that a test can
+// cut the network as an outage would, without stopping the Redis other
+// tests use. It returns the proxy and the Redis URL through it.
 func newProxy(t *testing.T, redisURL string) (*faultnet.Proxy, string) {
 	t.Helper()
 	p, proxied, err := faultnet.ListenURL(redisURL)

@@ -266,15 +266,15 @@ func each[T any](ctx context.Context, tx *sql.Tx, yield func(T) error, scan func
 // scanSession reads one sessions row of sessionColumns.
 func scanSession(row scanner) (*authd.Session, error) {
 	var s authd.Session
-	var device, client, scopes, browser, proof sql.NullString
+	var device, client, scopes, browser, factor sql.NullString
 	var passkey uuid.NullUUID
 	var amr string
 	if err := row.Scan(&s.ID, &s.UserID, &device, timeCol{&s.CreatedAt}, timeCol{&s.LastUsedAt},
-		timeCol{&s.ExpiresAt}, timeCol{&s.RevokedAt}, &amr, &client, &scopes, &browser, &proof, &passkey); err != nil {
+		timeCol{&s.ExpiresAt}, timeCol{&s.RevokedAt}, &amr, &client, &scopes, &browser, &factor, &passkey); err != nil {
 		return nil, translate(err)
 	}
 	s.DeviceInfo, s.AMR, s.ClientID, s.BrowserDigest = device.String, authd.ParseAMR(amr), client.String, browser.String
-	s.Proof = authd.Proof{Method: proof.String, PasskeyID: passkey.UUID}
+	s.SignedInWith = authd.SignInFactor{Method: factor.String, PasskeyID: passkey.UUID}
 	s.Scopes = authd.ParseScopes(scopes.String)
 	return &s, nil
 }

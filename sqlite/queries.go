@@ -106,14 +106,14 @@ func scanUser(row scanner) (*authd.User, error) {
 }
 
 const sessionColumns = `id, user_id, device_info, created_at, last_used_at, expires_at, revoked_at, amr, client_id,
-	scopes, browser_digest, proof, proof_passkey_id`
+	scopes, browser_digest, signin_factor, signin_passkey_id`
 
 func (q *queries) CreateSession(ctx context.Context, s *authd.Session) error {
 	_, err := q.db.ExecContext(ctx, `INSERT INTO sessions (`+sessionColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		s.ID, s.UserID, nullString(s.DeviceInfo), timeArg(s.CreatedAt), timeArg(s.LastUsedAt),
 		timeArg(s.ExpiresAt), timeArg(s.RevokedAt), authd.FormatAMR(s.AMR), nullString(s.ClientID),
-		nullString(authd.FormatScopes(s.Scopes)), nullString(s.BrowserDigest), nullString(s.Proof.Method),
-		nullUUID(s.Proof.PasskeyID))
+		nullString(authd.FormatScopes(s.Scopes)), nullString(s.BrowserDigest), nullString(s.SignedInWith.Method),
+		nullUUID(s.SignedInWith.PasskeyID))
 	return translate(err)
 }
 
@@ -389,12 +389,12 @@ func (q *queries) RevokeUserSessions(ctx context.Context, userID, except uuid.UU
 		RETURNING id`, timeArg(at), userID, except)
 }
 
-func (q *queries) RevokeProvedSessions(ctx context.Context, userID uuid.UUID, proof authd.Proof, except uuid.UUID,
+func (q *queries) RevokeSessionsSignedInWith(ctx context.Context, userID uuid.UUID, f authd.SignInFactor, except uuid.UUID,
 	at time.Time) ([]uuid.UUID, error) {
 	return q.revokeSessions(ctx, at, `UPDATE sessions SET revoked_at = ?1
 		WHERE user_id = ?2 AND id <> ?3 AND revoked_at IS NULL AND expires_at > ?1
-			AND proof = ?4 AND proof_passkey_id IS ?5
-		RETURNING id`, timeArg(at), userID, except, nullString(proof.Method), nullUUID(proof.PasskeyID))
+			AND signin_factor = ?4 AND signin_passkey_id IS ?5
+		RETURNING id`, timeArg(at), userID, except, nullString(f.Method), nullUUID(f.PasskeyID))
 }
 
 // excessSessions reads SignInState's Excess (ix_sessions_user_id_live).

@@ -65,7 +65,7 @@ func Run(t *testing.T, open func(t *testing.T) authd.Store) {
 		{"OutboxExtendClaim", testOutboxExtendClaim},
 		{"OutboxWithdraw", testOutboxWithdraw},
 		{"SessionRevocation", testSessionRevocation},
-		{"ProvedSessionsRevoked", testProvedSessionsRevoked},
+		{"SessionsSignedInWithRevoked", testSessionsSignedInWithRevoked},
 		{"SignInState", testSignInState},
 		{"RevocationEvents", testRevocationEvents},
 		{"RevocationEventsNeverSkipped", testRevocationEventsNeverSkipped},
@@ -372,7 +372,7 @@ func newSession(u *authd.User) *authd.Session {
 	return &authd.Session{
 		ID: authd.NewID(), UserID: u.ID, DeviceInfo: "Firefox on Linux",
 		CreatedAt: Epoch, LastUsedAt: Epoch, ExpiresAt: Epoch.Add(720 * time.Hour),
-		AMR: []string{authd.AMRPassword, authd.AMROTP, authd.AMRMFA}, Proof: authd.Proof{Method: authd.MethodTOTP},
+		AMR: []string{authd.AMRPassword, authd.AMROTP, authd.AMRMFA}, SignedInWith: authd.SignInFactor{Method: authd.MethodTOTP},
 	}
 }
 
@@ -1371,19 +1371,19 @@ func testSessionRevocation(t *testing.T, s authd.Store) {
 	}
 }
 
-// testProvedSessionsRevoked: RevokeProvedSessions ends the user's live
+// testSessionsSignedInWithRevoked: RevokeSessionsSignedInWith ends the user's live
 // sessions whose proof is the one given (for a passkey, that passkey),
 // and their tokens, but the one excepted; no other user's, no password
 // session, no other proof's.
-func testProvedSessionsRevoked(t *testing.T, s authd.Store) {
+func testSessionsSignedInWithRevoked(t *testing.T, s authd.Store) {
 	ctx := context.Background()
 	u := mustCreateUser(t, s, "proved@example.org")
 	other := mustCreateUser(t, s, "another@example.org")
 	keyA, keyB := authd.NewID(), authd.NewID()
-	session := func(owner *authd.User, proof authd.Proof) *authd.Session {
+	session := func(owner *authd.User, proof authd.SignInFactor) *authd.Session {
 		t.Helper()
 		sess := newSession(owner)
-		sess.Proof = proof
+		sess.SignedInWith = proof
 		if err := s.CreateSession(ctx, sess); err != nil {
 			t.Fatal(err)
 		}
@@ -1391,17 +1391,17 @@ func testProvedSessionsRevoked(t *testing.T, s authd.Store) {
 			t.Fatal(err)
 		}
 		got, err := s.Session(ctx, sess.ID)
-		if err != nil || got.Proof != proof {
-			t.Fatalf("Session's proof %+v, %v; want %+v", got.Proof, err, proof)
+		if err != nil || got.SignedInWith != proof {
+			t.Fatalf("Session's proof %+v, %v; want %+v", got.SignedInWith, err, proof)
 		}
 		return sess
 	}
-	byA := authd.Proof{Method: authd.MethodPasskey, PasskeyID: keyA}
+	byA := authd.SignInFactor{Method: authd.MethodPasskey, PasskeyID: keyA}
 	withA, withAToo, current := session(u, byA), session(u, byA), session(u, byA)
-	withB := session(u, authd.Proof{Method: authd.MethodPasskey, PasskeyID: keyB})
-	withTOTP := session(u, authd.Proof{Method: authd.MethodTOTP})
-	withCode := session(u, authd.Proof{Method: authd.MethodRecoveryCode})
-	password := session(u, authd.Proof{})
+	withB := session(u, authd.SignInFactor{Method: authd.MethodPasskey, PasskeyID: keyB})
+	withTOTP := session(u, authd.SignInFactor{Method: authd.MethodTOTP})
+	withCode := session(u, authd.SignInFactor{Method: authd.MethodRecoveryCode})
+	password := session(u, authd.SignInFactor{})
 	othersA := session(other, byA)
 	at := Epoch.Add(time.Hour)
 	ended := func(sess *authd.Session) bool {
@@ -1419,7 +1419,7 @@ func testProvedSessionsRevoked(t *testing.T, s authd.Store) {
 	var ids []uuid.UUID
 	err := s.InTx(ctx, func(tx authd.Queries) error {
 		var err error
-		ids, err = tx.RevokeProvedSessions(ctx, u.ID, byA, current.ID, at)
+		ids, err = tx.RevokeSessionsSignedInWith(ctx, u.ID, byA, current.ID, at)
 		return err
 	})
 	want := []uuid.UUID{withA.ID, withAToo.ID}
@@ -1429,11 +1429,11 @@ func testProvedSessionsRevoked(t *testing.T, s authd.Store) {
 	sortIDs(ids)
 	sortIDs(want)
 	if err != nil || !slices.Equal(ids, want) {
-		t.Errorf("RevokeProvedSessions(passkey A) = %v, %v; want the two it signed in but the current %v", ids, err, want)
+		t.Errorf("RevokeSessionsSignedInWith(passkey A) = %v, %v; want the two it signed in but the current %v", ids, err, want)
 	}
 	for _, sess := range []*authd.Session{current, withB, withTOTP, withCode, password, othersA} {
 		if ended(sess) {
-			t.Errorf("session %+v ended with passkey A's", sess.Proof)
+			t.Errorf("session %+v ended with passkey A's", sess.SignedInWith)
 		}
 	}
 	for _, sess := range []*authd.Session{withA, withAToo} {
@@ -1441,13 +1441,19 @@ func testProvedSessionsRevoked(t *testing.T, s authd.Store) {
 			t.Errorf("a session passkey A signed in lives on")
 		}
 	}
-	for _, proof := range []authd.Proof{{Method: authd.MethodTOTP}, {Method: authd.MethodRecoveryCode}, {}} {
-		ids, err := s.RevokeProvedSessions(ctx, u.ID, proof, uuid.Nil, at)
-		if wantN := map[bool]int{true: 0, false: 1}[proof == authd.Proof{}]; err != nil || len(ids) != wantN {
-			t.Errorf("RevokeProvedSessions(%+v) = %v, %v; want %d", proof, ids, err, wantN)
+	for _, f := range []authd.SignInFactor{{Method: authd.MethodTOTP}, {Method: authd.MethodRecoveryCode}, {}} {
+		wantN := 1
+		if f == (authd.SignInFactor{}) {
+			wantN = 0 // the password alone matches none
+		}
+		if ids, err := s.RevokeSessionsSignedInWith(ctx, u.ID, f, uuid.Nil, at); err != nil || len(ids) != wantN {
+			t.Errorf("RevokeSessionsSignedInWith(%+v) = %v, %v; want %d", f, ids, err, wantN)
 		}
 	}
-	if !ended(withTOTP) || !ended(withCode) || ended(password) || ended(withB) {
-		t.Error("the TOTP's and the codes' sessions ended not alone")
+	for sess, wantEnded := range map[*authd.Session]bool{withTOTP: true, withCode: true, password: false, withB: false} {
+		if got := ended(sess); got != wantEnded {
+			t.Errorf("after the TOTP's and the codes' revocations, the session signed in with %+v ended %v, want %v",
+				sess.SignedInWith, got, wantEnded)
+		}
 	}
 }

@@ -104,8 +104,8 @@ var SeedSchema = Schema{
 		{Table: "sessions", Name: "client_id", Kind: "varchar", Nullable: true, Extra: true},
 		{Table: "sessions", Name: "scopes", Kind: "varchar", Nullable: true, Extra: true},
 		{Table: "sessions", Name: "browser_digest", Kind: "varchar", Nullable: true, Extra: true},
-		{Table: "sessions", Name: "proof", Kind: "varchar", Nullable: true, Extra: true},
-		{Table: "sessions", Name: "proof_passkey_id", Kind: "uuid", Nullable: true, Extra: true},
+		{Table: "sessions", Name: "signin_factor", Kind: "varchar", Nullable: true, Extra: true},
+		{Table: "sessions", Name: "signin_passkey_id", Kind: "uuid", Nullable: true, Extra: true},
 
 		{Table: "mfa_factors", Name: "id", Kind: "uuid", PK: true, Extra: true},
 		{Table: "mfa_factors", Name: "user_id", Kind: "uuid", Extra: true},

@@ -435,7 +435,8 @@ func TestStopRecordingASentMailOnADatabaseNotAnswering(t *testing.T) {
 	t.Cleanup(p.Close)
 	env["DATABASE_URL"] = proxied
 	sending, release := make(chan struct{}), make(chan struct{})
-	box := &inbox{hold: func() { close(sending); <-release }} // one mail only
+	var once sync.Once
+	box := &inbox{hold: func() { once.Do(func() { close(sending) }); <-release }}
 	relay := smtp.NewServer(box)
 	relay.Domain, relay.AllowInsecureAuth = "localhost", true
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
