@@ -163,19 +163,19 @@ func (s *Service) login(ctx context.Context, c Client, email, password, deviceIn
 			}
 			return s.challenge(ctx, tx, c, u, deviceInfo, methods, now)
 		}
-		pair, err = s.startSession(ctx, tx, c, u, st.Excess, deviceInfo, []string{AMRPassword}, SignInFactor{}, newHash, now)
+		pair, err = s.startSession(ctx, tx, c, st, deviceInfo, []string{AMRPassword}, SignInFactor{}, newHash, now)
 		return err
 	})
 	return pair, true, err
 }
 
-// startSession completes a login of u authenticated by amr, signed in with
-// f beside the password or in its place: the failure count resets, the
-// sessions of excess (SignInState's) end, a new session (with newHash, when
-// not empty, as the password's hash) holds the token pair, and the success
-// is logged.
-func (s *Service) startSession(ctx context.Context, tx *txn, c Client, u *User, excess []uuid.UUID, deviceInfo string,
+// startSession completes a login of st's user authenticated by amr, signed
+// in with f beside the password or in its place: the failure count resets,
+// st's excess sessions end, a new session (with newHash, when not empty, as
+// the password's hash) holds the token pair, and the success is logged.
+func (s *Service) startSession(ctx context.Context, tx *txn, c Client, st *SignInState, deviceInfo string,
 	amr []string, f SignInFactor, newHash string, now time.Time) (*TokenPair, error) {
+	u := st.User
 	// The count starts over; a lock of second-factor codes does not end:
 	// a passkey proves its owner here, not that whoever guessed codes with
 	// the password has gone (a right code is refused while it lasts).
@@ -190,7 +190,7 @@ func (s *Service) startSession(ctx context.Context, tx *txn, c Client, u *User, 
 	}
 	sess := &Session{ID: NewID(), UserID: u.ID, DeviceInfo: deviceInfo, CreatedAt: now, LastUsedAt: now,
 		ExpiresAt: now.Add(s.cfg.SessionMaxAge), AMR: amr, SignedInWith: f}
-	if err := s.evictSessions(ctx, tx, c, u.ID, excess, now); err != nil {
+	if err := s.evictSessions(ctx, tx, c, u.ID, st.Excess, now); err != nil {
 		return nil, err
 	}
 	if err := tx.CreateSession(ctx, sess); err != nil {

@@ -514,7 +514,7 @@ func (s *Service) passMFA(ctx context.Context, tx *txn, c Client, st *SignInStat
 		map[string]any{"method": f.Method})); err != nil {
 		return nil, err
 	}
-	return s.startSession(ctx, tx, c, st.User, st.Excess, ch.DeviceInfo, []string{AMRPassword, factor, AMRMFA}, f, "", now)
+	return s.startSession(ctx, tx, c, st, ch.DeviceInfo, []string{AMRPassword, factor, AMRMFA}, f, "", now)
 }
 
 // withMFAToken runs fn in a transaction with the login challenge of

@@ -703,7 +703,7 @@ func (s *Service) FinishPasskeyLogin(ctx context.Context, c Client, credential [
 		if err := s.usePasskey(ctx, tx, c, u, key, cred, parsed, PurposeLogin, now); err != nil {
 			return err
 		}
-		pair, err = s.startPasskeySession(ctx, tx, c, u, st.Excess, deviceInfo, key, now)
+		pair, err = s.startPasskeySession(ctx, tx, c, st, deviceInfo, key, now)
 		return err
 	})
 	if err != nil {
@@ -754,11 +754,12 @@ func (o *credentialOwner) user() *User {
 // startPasskeySession starts a session after a sign-in with key alone,
 // whose amr is hwk or swk, and mfa. A brute-force lock still running is
 // left as it is (its count too): it goes on stopping password guesses.
-func (s *Service) startPasskeySession(ctx context.Context, tx *txn, c Client, u *User, excess []uuid.UUID,
-	deviceInfo string, key *Passkey, now time.Time) (*TokenPair, error) {
+func (s *Service) startPasskeySession(ctx context.Context, tx *txn, c Client, st *SignInState, deviceInfo string,
+	key *Passkey, now time.Time) (*TokenPair, error) {
+	u := st.User
 	failed, codes := u.FailedLoginAttempts, u.FailedCodeAttempts
 	locked := u.IsLocked(now)
-	pair, err := s.startSession(ctx, tx, c, u, excess, deviceInfo, []string{passkeyAMR(key), AMRMFA},
+	pair, err := s.startSession(ctx, tx, c, st, deviceInfo, []string{passkeyAMR(key), AMRMFA},
 		SignInFactor{Method: MethodPasskey, PasskeyID: key.ID}, "", now)
 	if err != nil || !locked {
 		return pair, err
