@@ -62,8 +62,15 @@ func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID 
 			return pair, err
 		}
 	}
-	if ended, err := s.refuseEnded(ctx, c, digest, clientID); ended {
-		return nil, err
+	// Where the store rotates at once (PostgreSQL), its transaction's
+	// locking read share-locks the user's row, which dead tokens must not
+	// hold (refuseEnded). SQLite has no row locks: a refusal takes its
+	// writer lane for the audit row either way, so the extra read would only
+	// cost every refresh (−7 % of SQLite refreshes at c=32).
+	if _, rowLocks := s.store.(Rotator); rowLocks {
+		if ended, err := s.refuseEnded(ctx, c, digest, clientID); ended {
+			return nil, err
+		}
 	}
 	var pair *TokenPair
 	err = s.inTx(ctx, func(tx *txn) error {
