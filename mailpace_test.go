@@ -15,8 +15,15 @@ import (
 // padding is recorded, not slept (and its context handed to check).
 func mailPaceEnv(t *testing.T, check ...func(context.Context)) (*authd.Service, *[]time.Duration, *[]context.Context) {
 	t.Helper()
+	return mailPaceEnvOn(t, func(s authd.Store) authd.Store { return s }, check...)
+}
+
+// mailPaceEnvOn is mailPaceEnv on the store wrap makes of a fresh one.
+func mailPaceEnvOn(t *testing.T, wrap func(authd.Store) authd.Store, check ...func(context.Context)) (*authd.Service,
+	*[]time.Duration, *[]context.Context) {
+	t.Helper()
 	ctx := context.Background()
-	store := teststores.SQLite(t)
+	store := wrap(teststores.SQLite(t))
 	for _, email := range []string{"known@example.org", "verified@example.org"} {
 		u := storetest.NewUser(email)
 		u.EmailVerified = email == "verified@example.org"
@@ -128,4 +135,31 @@ func TestMailPaddingIsBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	paddedTo(t, "with a learned deadline of an hour and more", *slept, time.Since(start), 500*time.Millisecond)
+}
+
+// slowTx is a store whose transactions take a while to begin.
+type slowTx struct {
+	authd.Store
+	begin time.Duration
+}
+
+func (s slowTx) InTx(ctx context.Context, fn func(authd.Queries) error) error {
+	time.Sleep(s.begin)
+	return s.Store.InTx(ctx, fn)
+}
+
+// TestMailPaddingCountsTheWork: the deadline runs from the start of the
+// request's work, so slow work is padded less; padded the whole deadline
+// after it, an answer's time would tell how much work was done, which
+// differs with the address.
+func TestMailPaddingCountsTheWork(t *testing.T) {
+	s, slept, _ := mailPaceEnvOn(t, func(st authd.Store) authd.Store { return slowTx{st, 150 * time.Millisecond} })
+	authd.SetMailPace(s, 400*time.Millisecond, 0)
+	start := time.Now()
+	if err := s.ForgotPassword(context.Background(), authd.Client{IP: "192.0.2.1"}, "nobody@example.org"); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < 400*time.Millisecond && (len(*slept) != 1 || (*slept)[0] > 250*time.Millisecond) {
+		t.Errorf("a slow transaction: padded %v after %v; want to 400ms from the start (250ms at most)", *slept, took)
+	}
 }
