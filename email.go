@@ -48,15 +48,17 @@ func (s *Service) RequestEmailChange(ctx context.Context, c Client, a *AccessCla
 	if err != nil {
 		return err
 	}
-	if checked.Email == newEmail {
-		return errSameAddress("new_email")
-	}
 	counted := false // the new address's mail (refundMail)
 	err = s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
 		u, err := s.recheck(ctx, tx, c, checked, proof, EventEmailChangeRequested, now)
 		if err != nil {
 			return err
+		}
+		// As the transaction reads it: a change that committed while the
+		// password was checked may have moved the account there.
+		if u.Email == newEmail {
+			return errSameAddress("new_email")
 		}
 		// Counted once the password and the second factor passed, so that
 		// a stolen access token (or the password alone) cannot spend them.
@@ -81,8 +83,10 @@ func (s *Service) RequestEmailChange(ctx context.Context, c Client, a *AccessCla
 		}
 		// The old address hears of every request: the owner may not be
 		// the one asking.
-		if err := tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailEmailChangeNotice, NewEmail: newEmail}); err != nil {
-			return err
+		if toldOfMoves(u) {
+			if err := tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailEmailChangeNotice, NewEmail: newEmail}); err != nil {
+				return err
+			}
 		}
 		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventEmailChangeRequested, ResultSuccess, u.ID, "",
 			map[string]any{"mailed": mail}))
@@ -108,7 +112,7 @@ func (s *Service) CancelEmailChange(ctx context.Context, c Client, a *AccessClai
 		if err != nil {
 			return err
 		}
-		if pending, err := tx.EmailChangePending(ctx, u.ID); err != nil || !pending {
+		if pending, err := tx.EmailChangePending(ctx, u.ID, now); err != nil || !pending {
 			return err
 		}
 		if err := s.voidEmailChange(ctx, tx, u); err != nil {
@@ -173,14 +177,16 @@ func (s *Service) refuseIfTaken(ctx context.Context, tx *txn, c Client, u *User,
 // (VerifyEmail's recheck); one registered since that check is refused by
 // the unique index (EConflict).
 func (s *Service) changeEmail(ctx context.Context, tx *txn, c Client, u *User, newEmail string, now time.Time) error {
-	old := u.Email
+	old, tell := u.Email, toldOfMoves(u)
 	ended, err := s.moveAddress(ctx, tx, u, newEmail, true, now)
 	if err != nil {
 		return err
 	}
-	if err := tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailEmailChangeNotice, To: old, NewEmail: newEmail,
-		Done: true}); err != nil {
-		return err
+	if tell {
+		if err := tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailEmailChangeNotice, To: old, NewEmail: newEmail,
+			Done: true}); err != nil {
+			return err
+		}
 	}
 	return tx.CreateSecurityLog(ctx, s.audit(now, c, EventEmailChanged, ResultSuccess, u.ID, "",
 		map[string]any{"sessions_revoked": ended}))
@@ -216,14 +222,14 @@ func (s *Service) moveAddress(ctx context.Context, tx *txn, u *User, newEmail st
 			return 0, err
 		}
 	}
-	// Every mail still queued goes too: links mailed to the old address,
-	// and notices about the account, which the next owner of that address
+	// Every mail still queued for the old address goes too: links, and
+	// notices about the account, which the next owner of that address
 	// (free at once) must not read; the old address hears of the change
-	// alone, below.
-	for _, kind := range MailKinds() {
-		if err := tx.WithdrawMails(ctx, u.ID, kind); err != nil {
-			return 0, err
-		}
+	// alone, from the caller. An earlier address's notice of an earlier
+	// move stays: a second move must not keep that owner from hearing of
+	// the first.
+	if err := tx.WithdrawMailsTo(ctx, u.ID, u.Email); err != nil {
+		return 0, err
 	}
 	u.Email, u.EmailVerified, u.UpdatedAt = newEmail, verified, now
 	switch {
@@ -589,10 +595,19 @@ func changeLink(ctx context.Context, tx *txn, digest string, now time.Time) (*Ve
 // attempts and tells u's address, whose owner asked for it (or whose
 // password someone has).
 func (s *Service) voidChangeLink(ctx context.Context, tx *txn, u *User, v *VerificationToken, now time.Time) error {
-	if err := s.voidEmailChange(ctx, tx, u); err != nil {
+	if err := s.voidEmailChange(ctx, tx, u); err != nil || !toldOfMoves(u) {
 		return err
 	}
 	return tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailEmailChangeNotice, NewEmail: v.NewEmail, Voided: true})
+}
+
+// toldOfMoves reports whether u's address hears of the changes of the
+// account's address (email_change_notice): only one shown to be the
+// user's, and one that reaches someone (not .invalid). An address never
+// verified may be a stranger's (a mistyped one, where sign-in does not
+// need a verified address), who must not learn where the account went.
+func toldOfMoves(u *User) bool {
+	return u.EmailVerified && !reservedDomain(u.Email)
 }
 
 // EmailChangeMethods returns, for a usable link that moves an account, the

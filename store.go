@@ -248,10 +248,10 @@ type Queries interface {
 	// tokens that change the address (NewEmail set), and no other.
 	DeleteEmailChanges(ctx context.Context, userID uuid.UUID) error
 	// EmailChangePending reports whether the user has an address change
-	// pending: an unused token that changes the address (NewEmail set), or
-	// a queued or dead email_change mail, which DeleteEmailChanges and
-	// WithdrawMails would delete.
-	EmailChangePending(ctx context.Context, userID uuid.UUID) (bool, error)
+	// pending at now: an unused token that changes the address (NewEmail
+	// set) and has not expired, or a queued or dead email_change mail,
+	// which DeleteEmailChanges and WithdrawMails would delete.
+	EmailChangePending(ctx context.Context, userID uuid.UUID, now time.Time) (bool, error)
 
 	// CreateSecurityLog appends an audit event. An event about an erased
 	// (deleted) user keeps no client — IP address, user agent, the
@@ -282,6 +282,9 @@ type Queries interface {
 	// one finds its claim gone (ExtendMailClaim, ENotFound), and a dead one
 	// can no longer be revived.
 	WithdrawMails(ctx context.Context, userID uuid.UUID, kind MailKind) error
+	// WithdrawMailsTo deletes the user's mails to the address to, of any
+	// kind, as WithdrawMails does.
+	WithdrawMailsTo(ctx context.Context, userID uuid.UUID, to string) error
 	// ReviveMail makes a dead mail pending again, due at now with a fresh
 	// count of attempts. ENotFound when there is no such dead mail.
 	ReviveMail(ctx context.Context, id uuid.UUID, now time.Time) error

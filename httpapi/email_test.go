@@ -402,6 +402,93 @@ func TestEmailChangeCancelsLogOnlyWhatTheyVoid(t *testing.T) {
 		if n := e.eventCount(email, "email_changed/failure"); n != 3 {
 			t.Errorf("%d cancel rows, want 3: %v", n, e.events(email))
 		}
+		// A link that expired voids nothing either.
+		want(t, "a request", e.changeEmail(access, "later@example.net", goodPassword), 202, "")
+		e.changeLink("later@example.net") // delivered: only the link is left
+		e.clock.Advance(authd.EmailVerificationTTL + time.Minute)
+		access, _ = e.login(email, goodPassword)
+		cancel("cancel a change whose link expired")
+		if n := e.eventCount(email, "email_changed/failure"); n != 3 {
+			t.Errorf("%d cancel rows after cancelling an expired link, want 3: %v", n, e.events(email))
+		}
+	})
+}
+
+// TestEmailChangeNoticeOutlivesTheNextMove: a move withdraws the mail
+// queued for the address it leaves, and not the notice an earlier move
+// queued for the address before it, which would then never hear that its
+// account went away (a second move right after the first: support's, or
+// an intruder's while that notice waits on a relay).
+func TestEmailChangeNoticeOutlivesTheNextMove(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const first, second, third = "first-home@example.org", "second-home@example.net", "third-home@example.net"
+		_, link := e.pendingChange(first, second)
+		want(t, "follow", e.follow(link, goodPassword), 200, "") // its notice to first queued, not sent
+		id := e.user(second).ID
+		want(t, "support's move", e.admin("POST", "/v1/admin/users/"+id.String()+"/email",
+			map[string]any{"email": third, "verified": true}), 204, "")
+		if n := e.mail.count(authd.MailEmailChangeNotice, first); n != 2 { // asked for, then done
+			t.Errorf("%d notices reached %s; want 2, the last telling of the move", n, first)
+		}
+		if m := e.mail.last(t, authd.MailEmailChangeNotice, first); !m.Done || m.NewEmail != second {
+			t.Errorf("the last notice to %s: %+v; want the move to %s", first, m, second)
+		}
+		if m := e.mail.last(t, authd.MailEmailChangeNotice, second); !m.Done || !m.ByAdministrator {
+			t.Errorf("the notice to %s: %+v; want support's move", second, m)
+		}
+	})
+}
+
+// TestEmailChangeRequestOvertakenByTheMove: a request whose password is
+// being checked as the account moves to the address it asks for is
+// refused as asking for the account's own address, as the transaction
+// reads it: no link, no notice.
+func TestEmailChangeRequestOvertakenByTheMove(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		g := &armedGate{}
+		e := newEnv(t, open(t), withPasswords(func(p authd.Passwords) authd.Passwords { g.Passwords = p; return g }))
+		const from, to = "overtaken@example.org", "overtaken@example.net"
+		access, link := e.pendingChange(from, to)
+		g.entered, g.release = make(chan struct{}), make(chan struct{})
+		g.armed.Store(true)
+		done := make(chan response)
+		go func() { done <- e.changeEmail(access, to, goodPassword) }()
+		<-g.entered
+		want(t, "follow", e.follow(link, goodPassword), 200, "")
+		close(g.release)
+		r := <-done
+		want(t, "the overtaken request", r, 400, "validation_failed")
+		if r.field() != "new_email" {
+			t.Errorf("the refusal names %q, want new_email: %s", r.field(), r.raw)
+		}
+		if n := e.mail.count(authd.MailEmailChange, to); n != 1 {
+			t.Errorf("%d change links mailed to %s; want the first alone", n, to)
+		}
+		if n := e.mail.count(authd.MailEmailChangeNotice, to); n != 0 {
+			t.Errorf("%d change notices mailed to %s, the account's own address now", n, to)
+		}
+	})
+}
+
+// TestEmailChangeUnverifiedAddressHearsNothing: where sign-in does not
+// need a verified address, one never verified may be a stranger's (a
+// mistyped one): it is not told where the account is moving or went.
+func TestEmailChangeUnverifiedAddressHearsNothing(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withConfig(func(c *authd.Config) { c.RequireVerifiedEmail = false }))
+		const typo, real = "alcie@example.org", "alice@example.org"
+		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": typo, "password": goodPassword,
+			"consent": true}), 202, "")
+		access, _ := e.login(typo, goodPassword)
+		want(t, "request", e.changeEmail(access, real, goodPassword), 202, "")
+		want(t, "follow", e.follow(e.changeLink(real), goodPassword), 200, "")
+		if n := e.mail.count(authd.MailEmailChangeNotice, typo); n != 0 {
+			t.Errorf("%d change notices mailed to the unverified %s", n, typo)
+		}
+		if u := e.user(real); !u.EmailVerified {
+			t.Errorf("the account after the move: %+v; want it verified", u)
+		}
 	})
 }
 

@@ -26,6 +26,11 @@ func (q *queries) WithdrawMails(ctx context.Context, userID uuid.UUID, kind auth
 		userID, string(kind))
 }
 
+// WithdrawMailsTo implements authd.Queries.
+func (q *queries) WithdrawMailsTo(ctx context.Context, userID uuid.UUID, to string) error {
+	return q.write(ctx, nil, `DELETE FROM mail_outbox WHERE user_id = $1 AND recipient = $2`, userID, to)
+}
+
 // ClaimMail implements authd.Store with FOR UPDATE SKIP LOCKED, so that
 // concurrent senders on many instances take different mails.
 func (s *Store) ClaimMail(ctx context.Context, claim uuid.UUID, now time.Time, lease time.Duration) (*authd.OutboxMail, error) {

@@ -34,6 +34,12 @@ func (q *queries) WithdrawMails(ctx context.Context, userID uuid.UUID, kind auth
 	return translate(err)
 }
 
+// WithdrawMailsTo implements authd.Queries.
+func (q *queries) WithdrawMailsTo(ctx context.Context, userID uuid.UUID, to string) error {
+	_, err := q.db.ExecContext(ctx, `DELETE FROM mail_outbox WHERE user_id = ? AND recipient = ?`, userID, to)
+	return translate(err)
+}
+
 // ClaimMail implements authd.Store. The UPDATE runs alone in SQLite's one
 // writer slot, so two senders never claim the same mail.
 func (s *Store) ClaimMail(ctx context.Context, claim uuid.UUID, now time.Time, lease time.Duration) (*authd.OutboxMail, error) {

@@ -542,11 +542,12 @@ func (q *queries) DeleteEmailChanges(ctx context.Context, userID uuid.UUID) erro
 	return translate(err)
 }
 
-func (q *queries) EmailChangePending(ctx context.Context, userID uuid.UUID) (bool, error) {
+func (q *queries) EmailChangePending(ctx context.Context, userID uuid.UUID, now time.Time) (bool, error) {
 	var pending bool
 	err := q.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM verification_tokens
-			WHERE user_id = ?1 AND token_type = 'email_verification' AND new_email IS NOT NULL AND NOT used)
-		OR EXISTS (SELECT 1 FROM mail_outbox WHERE user_id = ?1 AND kind = 'email_change')`, userID).Scan(&pending)
+			WHERE user_id = ?1 AND token_type = 'email_verification' AND new_email IS NOT NULL AND NOT used
+			AND expires_at > ?2)
+		OR EXISTS (SELECT 1 FROM mail_outbox WHERE user_id = ?1 AND kind = 'email_change')`, userID, timeArg(now)).Scan(&pending)
 	return pending, translate(err)
 }
 

@@ -64,6 +64,7 @@ func Run(t *testing.T, open func(t *testing.T) authd.Store) {
 		{"OutboxConcurrentClaims", testOutboxConcurrentClaims},
 		{"OutboxExtendClaim", testOutboxExtendClaim},
 		{"OutboxWithdraw", testOutboxWithdraw},
+		{"OutboxWithdrawTo", testOutboxWithdrawTo},
 		{"SessionRevocation", testSessionRevocation},
 		{"SessionsSignedInWithRevoked", testSessionsSignedInWithRevoked},
 		{"SignInState", testSignInState},
@@ -579,11 +580,14 @@ func testEmailChangeTokens(t *testing.T, s authd.Store) {
 	left("DeleteVerificationTokens(email_verification)", "change", "used-change", "reset")
 	pending := func(what string, want bool) {
 		t.Helper()
-		if got, err := s.EmailChangePending(ctx, u.ID); err != nil || got != want {
+		if got, err := s.EmailChangePending(ctx, u.ID, Epoch); err != nil || got != want {
 			t.Errorf("EmailChangePending %s = %v, %v; want %v", what, got, err, want)
 		}
 	}
 	pending("with a change token", true)
+	if got, err := s.EmailChangePending(ctx, u.ID, change.ExpiresAt); err != nil || got {
+		t.Errorf("EmailChangePending once its token expired = %v, %v; want false", got, err)
+	}
 	if err := s.DeleteEmailChanges(ctx, u.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -1092,6 +1096,56 @@ func testOutboxWithdraw(t *testing.T, s authd.Store) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	wantMailsLeft(t, s, "the user's resets withdrawn", kept)
+	wantCode(t, "extending the claim of a deleted mail", s.ExtendMailClaim(ctx, claimed.ID, claim, Epoch.Add(time.Hour)),
+		authd.ENotFound)
+	wantCode(t, "reviving the withdrawn dead mail", s.ReviveMail(ctx, dead.ID, Epoch), authd.ENotFound)
+}
+
+// testOutboxWithdrawTo: WithdrawMailsTo deletes the user's mails to one
+// address, of every kind, pending and dead, inside a transaction, and
+// keeps their mails to another address and another user's to it.
+func testOutboxWithdrawTo(t *testing.T, s authd.Store) {
+	ctx := context.Background()
+	u := mustCreateUser(t, s, "leaving@example.org")
+	other := mustCreateUser(t, s, "other-leaving@example.org")
+	enqueue := func(kind authd.MailKind, user *authd.User, to string) *authd.OutboxMail {
+		t.Helper()
+		m := &authd.OutboxMail{ID: authd.NewID(), Kind: kind, UserID: user.ID, To: to, CreatedAt: Epoch,
+			NextAttemptAt: Epoch}
+		if err := s.EnqueueMail(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	dead := enqueue(authd.MailPasswordReset, u, u.Email)
+	claim := authd.NewID()
+	if m, err := s.ClaimMail(ctx, claim, Epoch, time.Minute); err != nil || m == nil || m.ID != dead.ID {
+		t.Fatalf("claim: %+v, %v", m, err)
+	}
+	if err := s.KillMail(ctx, dead.ID, claim, Epoch, "550"); err != nil {
+		t.Fatal(err)
+	}
+	enqueue(authd.MailEmailChangeNotice, u, u.Email)
+	enqueue(authd.MailVerifyEmail, u, u.Email)
+	kept := []*authd.OutboxMail{
+		enqueue(authd.MailEmailChangeNotice, u, "earlier@example.org"),
+		enqueue(authd.MailEmailChange, u, "next@example.org"),
+		enqueue(authd.MailPasswordReset, other, u.Email), // not u's, whatever its address
+	}
+	if err := s.InTx(ctx, func(q authd.Queries) error {
+		return q.WithdrawMailsTo(ctx, u.ID, u.Email)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	wantMailsLeft(t, s, "the user's mails to "+u.Email+" withdrawn", kept)
+}
+
+// wantMailsLeft checks that s holds kept, pending, and no other mail,
+// pending or dead: what is left after what.
+func wantMailsLeft(t *testing.T, s authd.Store, what string, kept []*authd.OutboxMail) {
+	t.Helper()
+	ctx := context.Background()
 	pending, err := s.Mails(ctx, authd.MailFilter{})
 	if err != nil {
 		t.Fatal(err)
@@ -1102,18 +1156,15 @@ func testOutboxWithdraw(t *testing.T, s authd.Store) {
 	}
 	for _, m := range kept {
 		if !slices.Contains(ids, m.ID) {
-			t.Errorf("the %s mail to %s is gone; only the user's pending resets should be", m.Kind, m.To)
+			t.Errorf("%s: the %s mail to %s is gone", what, m.Kind, m.To)
 		}
 	}
 	if len(ids) != len(kept) {
-		t.Errorf("pending mails after the delete: %d, want %d", len(ids), len(kept))
+		t.Errorf("%s: %d pending mails, want %d", what, len(ids), len(kept))
 	}
-	wantCode(t, "extending the claim of a deleted mail", s.ExtendMailClaim(ctx, claimed.ID, claim, Epoch.Add(time.Hour)),
-		authd.ENotFound)
 	if d, err := s.Mails(ctx, authd.MailFilter{Dead: true}); err != nil || len(d) != 0 {
-		t.Errorf("dead mails after the delete: %v, %v; want the dead reset gone", d, err)
+		t.Errorf("%s: dead mails %v, %v; want none", what, d, err)
 	}
-	wantCode(t, "reviving the withdrawn dead mail", s.ReviveMail(ctx, dead.ID, Epoch), authd.ENotFound)
 }
 
 // testOutboxExtendClaim: the claim that holds a mail can move its lease,
