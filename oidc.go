@@ -553,6 +553,13 @@ func (s *Service) issueCode(ctx context.Context, c Client, requestID uuid.UUID, 
 		if err := tx.DeleteAuthRequest(ctx, req.ID); err != nil {
 			return err
 		}
+		// The sign-in is in use: past AUTHD_MAX_SESSIONS, the sessions
+		// that end first are the least recently used (SignInState), and
+		// the one this code's redemption makes must not end it.
+		browser.LastUsedAt = now
+		if err := tx.UpdateSession(ctx, browser); err != nil {
+			return err
+		}
 		if err := tx.CreateAuthCode(ctx, &AuthCode{ID: NewID(), Digest: digest, ClientID: req.ClientID,
 			UserID: browser.UserID, SessionID: browser.ID, RedirectURI: req.RedirectURI, CodeChallenge: req.CodeChallenge,
 			CodeChallengeMethod: req.CodeChallengeMethod, Nonce: req.Nonce, Scopes: req.Scopes,

@@ -1105,3 +1105,48 @@ func TestOpenAPIDocumentsTheProvider(t *testing.T) {
 		t.Errorf("openapi.json's openid operations:\n%v\nthe provider's routes:\n%v", documented, routed)
 	}
 }
+
+// TestRedeemingACodeKeepsItsBrowserSignedIn: past AUTHD_MAX_SESSIONS the
+// least recently used session ends, and a browser sign-in is used each time
+// it gives a code: relying parties signing in through it one after another
+// end each other's oldest session, not the sign-in they all came through.
+func TestRedeemingACodeKeepsItsBrowserSignedIn(t *testing.T) {
+	onBothStoresEnv(t, func(t *testing.T, s authd.Store) *env {
+		return newEnvConfig(t, s, func(c *authd.Config) { c.MaxSessions = 3 })
+	}, func(t *testing.T, e *env) {
+		const email = "many-apps@example.org"
+		u := e.user(email)
+		b := e.browser()
+		for i, name := range []string{"one", "two", "three", "four"} {
+			c, secret := e.client(name, authd.ClientConfidential, true)
+			r := e.rp(c, secret)
+			verifier := oauth2.GenerateVerifier()
+			if i == 0 {
+				r.exchange(t, r.login(t, b, email, "state", "nonce", verifier), verifier)
+				continue
+			}
+			e.clock.Advance(time.Minute)
+			b.get(r.cfg.AuthCodeURL("state", oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("prompt", "none")))
+			cb := b.callback()
+			if cb == nil || cb.Get("code") == "" {
+				t.Fatalf("prompt=none for the relying party %q after %d signed in through the browser (three sessions at most): %v",
+					name, i, cb)
+			}
+			r.exchange(t, cb.Get("code"), verifier)
+		}
+		sessions, err := e.store.Sessions(context.Background(), u.ID, e.clock.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var clients []string
+		for _, s := range sessions {
+			if s.BrowserDigest == "" {
+				clients = append(clients, s.ClientID)
+			}
+		}
+		slices.Sort(clients)
+		if want := []string{"four", "three"}; !slices.Equal(clients, want) {
+			t.Errorf("the relying parties' live sessions: %v; want %v (the oldest ended)", clients, want)
+		}
+	})
+}
