@@ -548,6 +548,11 @@ func loadConfig(flags map[string]*configFlag, getenv func(string) (string, bool)
 				continue
 			}
 			errs = append(errs, fmt.Sprintf("%s=%q: %v", s.env, redact(s, v), err))
+		} else if s.env == "DATABASE_URL" && src.fromFlag(s) && carriesPassword(v) {
+			// As the secrets are kept off flags: other users see them in ps.
+			flagErrs = append(flagErrs, fmt.Sprintf("--%s %q: holds a password, which other users of the machine "+
+				"see in ps: give it in DATABASE_URL (the environment or .env), PGPASSWORD or ~/.pgpass", flagName(s.env),
+				redact(s, v)))
 		}
 	}
 	if len(flagErrs) > 0 {
@@ -708,10 +713,19 @@ func (c *Config) shortLifetimes() []lifetime {
 	return short
 }
 
-// redact hides a secret setting's value, and the password of any URL
-// (DATABASE_URL may carry one), from error messages.
+// redact hides from error messages a secret setting's value, all of a
+// DATABASE_URL but its scheme, and the password of any other URL. A
+// DATABASE_URL the setting refuses may hold a password anywhere: a libpq
+// key=value string, a JDBC URL's query, a user-info part that url.Parse
+// cannot read.
 func redact(s setting, v string) string {
 	if s.secret && v != "" {
+		return "…"
+	}
+	if s.env == "DATABASE_URL" && v != "" {
+		if scheme, _, ok := strings.Cut(v, "://"); ok && plainScheme.MatchString(scheme) {
+			return scheme + "://…"
+		}
 		return "…"
 	}
 	if u, err := url.Parse(v); err == nil && u.User != nil {
@@ -720,6 +734,23 @@ func redact(s setting, v string) string {
 		}
 	}
 	return v
+}
+
+// plainScheme is what redact shows of a DATABASE_URL: a URL scheme
+// (RFC 3986), or a JDBC one (jdbc:postgresql), short.
+var plainScheme = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.:-]{0,31}$`)
+
+// carriesPassword reports whether the URL v holds a password, in its
+// user-info part or as libpq's password parameter in its query.
+func carriesPassword(v string) bool {
+	u, err := url.Parse(v)
+	if err != nil {
+		return strings.Contains(strings.ToLower(v), "password") // no telling where: assume so
+	}
+	if _, ok := u.User.Password(); ok {
+		return true
+	}
+	return u.Query().Has("password")
 }
 
 func splitList(v string) []string {

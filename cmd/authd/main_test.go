@@ -381,12 +381,39 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 			t.Errorf("%s=%s: stderr %q; want %q", tt.env, tt.value, stderr, tt.want)
 		}
 	}
-	// A password in a rejected URL is never echoed.
-	env := sqliteEnv(t)
-	env["DATABASE_URL"] = "mysql://root:s3cretpw@db/auth"
-	if _, _, stderr := runCLI(t, env, "serve"); strings.Contains(stderr, "s3cretpw") || !strings.Contains(stderr, "DATABASE_URL") {
-		t.Errorf("bad DATABASE_URL: stderr %q; want the variable named and the password hidden", stderr)
+	// A password in a rejected DATABASE_URL is never echoed, wherever it
+	// is: a user-info part url.Parse reads or cannot (a % not escaped), a
+	// libpq key=value string, a JDBC URL's query. The scheme is named.
+	for _, tt := range []struct{ url, shown string }{
+		{"mysql://root:s3cretpw@db/auth", `"mysql://…"`},
+		{"mysql://root:s3cret%pw@db/auth", `"mysql://…"`},
+		{"host=db user=authd password=s3cretpw dbname=authd", `"…"`},
+		{"jdbc:postgresql://db/authd?user=authd&password=s3cretpw", `"jdbc:postgresql://…"`},
+		{"postgres:/db?password=s3cretpw", `"…"`},
+		{"sqlite://./authd.db?_pragma_key=s3cretpw", `"sqlite://…"`},
+	} {
+		env := sqliteEnv(t)
+		env["DATABASE_URL"] = tt.url
+		if code, _, stderr := runCLI(t, env, "serve"); code != exitFailure || strings.Contains(stderr, "s3cret") ||
+			!strings.Contains(stderr, "DATABASE_URL="+tt.shown) {
+			t.Errorf("DATABASE_URL=%s: exit %d, stderr %q; want it refused as DATABASE_URL=%s, the password hidden",
+				tt.url, code, stderr, tt.shown)
+		}
+		code, _, stderr := runCLI(t, sqliteEnv(t), "migrate", "status", "--database-url", tt.url)
+		if code != exitUsage || strings.Contains(stderr, "s3cret") || !strings.Contains(stderr, "--database-url "+tt.shown) {
+			t.Errorf("--database-url %s: exit %d, stderr %q; want a usage error naming %s, the password hidden",
+				tt.url, code, stderr, tt.shown)
+		}
 	}
+	// A flag's value shows in ps: a --database-url that takes a password is
+	// refused as the secrets' flags are, before anything is opened.
+	for _, raw := range []string{"postgres://authd:s3cretpw@127.0.0.1:1/authd", "postgres://127.0.0.1:1/authd?password=s3cretpw"} {
+		code, _, stderr := runCLI(t, sqliteEnv(t), "migrate", "status", "--database-url", raw)
+		if code != exitUsage || strings.Contains(stderr, "s3cret") || !strings.Contains(stderr, "holds a password") {
+			t.Errorf("--database-url %s: exit %d, stderr %q; want it refused, the password not echoed", raw, code, stderr)
+		}
+	}
+	env := sqliteEnv(t)
 	// Nor is the password of a rejected SMTP URL.
 	env = sqliteEnv(t)
 	env["AUTHD_SMTP_URL"] = "smtp://mailer:s3cretpw@mail.example.org?starttls=maybe"
