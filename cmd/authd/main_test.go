@@ -413,9 +413,8 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 			t.Errorf("--database-url %s: exit %d, stderr %q; want it refused, the password not echoed", raw, code, stderr)
 		}
 	}
-	env := sqliteEnv(t)
 	// Nor is the password of a rejected SMTP URL.
-	env = sqliteEnv(t)
+	env := sqliteEnv(t)
 	env["AUTHD_SMTP_URL"] = "smtp://mailer:s3cretpw@mail.example.org?starttls=maybe"
 	if _, _, stderr := runCLI(t, env, "serve"); strings.Contains(stderr, "s3cretpw") ||
 		!strings.Contains(stderr, "AUTHD_SMTP_URL") || !strings.Contains(stderr, "starttls") {
