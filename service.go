@@ -21,6 +21,7 @@ import (
 	"github.com/authd/authd/internal/pace"
 	"github.com/go-webauthn/webauthn/webauthn"
 	"github.com/google/uuid"
+	"golang.org/x/net/idna"
 	"golang.org/x/text/unicode/norm"
 )
 
@@ -487,6 +488,24 @@ func checkNewAddress(email string) error {
 	for _, l := range labels {
 		if strings.HasPrefix(l, "xn--") {
 			return invalidField("email", "must write an internationalised domain as it reads (bücher.example), not in its xn-- form")
+		}
+	}
+	// Relays write a Unicode domain in its DNS form (UTS #46), which drops
+	// or maps some code points: 例\uFE00.example is 例.example on the
+	// wire, ᾳ.example is αι.example. A domain is taken only as the mapping
+	// gives it back, or one mailbox would hold endless accounts (and mail
+	// budgets).
+	if strings.ContainsFunc(domain, func(r rune) bool { return r > unicode.MaxASCII }) {
+		wire, err := idna.Lookup.ToASCII(domain)
+		back := ""
+		if err == nil {
+			back, err = idna.Lookup.ToUnicode(wire)
+		}
+		if err != nil {
+			return invalidField("email", "must have a domain that internationalised domain names allow")
+		}
+		if back != domain {
+			return invalidField("email", "must write its domain as mail relays read it: "+back)
 		}
 	}
 	return nil

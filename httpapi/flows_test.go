@@ -129,6 +129,10 @@ func TestRegisterValidation(t *testing.T) {
 			{"variation selector on a letter", `{"email":"jos\u00e9\ufe0f@example.org","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
 			{"ZWJ between ASCII symbols", `{"email":"a^\u200d^@example.org","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
 			{"ZWJ in Cyrillic", `{"email":"\u0433\u200d\u0440@example.org","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
+			// UTS #46 drops or maps these: 例.example, αι.example, i❤.ws.
+			{"variation selector in the domain", `{"email":"a@\u4f8b\ufe00.example","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
+			{"iota subscript in the domain", `{"email":"a@\u1fb3.example","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
+			{"emoji presentation in the domain", `{"email":"a@i\u2764\ufe0f.ws","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
 			{"punycode domain", `{"email":"a@XN--bcher-kva.example","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
 			// UTS #46 reads these as dots: a@example.org's mailbox.
 			{"ideographic full stop", `{"email":"a@example\u3002org","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
@@ -175,7 +179,8 @@ func TestRegisterValidation(t *testing.T) {
 		}
 		// What real addresses hold stays: a Persian local part with its ZWNJ, an IDN, a
 		// dotless host of a development setup.
-		for _, email := range []string{"\u0645\u06cc\u200c\u0634\u0648\u062f@example.org", "jürgen@bücher.example", "dev@localhost"} {
+		for _, email := range []string{"\u0645\u06cc\u200c\u0634\u0648\u062f@example.org", "jürgen@bücher.example", "dev@localhost",
+			"ada@\u4f8b.example", "ada@\u03b1\u03b9.example", "ada@i\u2764.ws"} {
 			want(t, "register "+email, e.do("POST", "/v1/auth/register", map[string]any{"email": email, "password": goodPassword,
 				"consent": true}), 202, "")
 		}
