@@ -260,15 +260,16 @@ func (s *Service) SetUserEmail(ctx context.Context, c Client, id uuid.UUID, emai
 		} else if taken {
 			return nil, errAddressTaken
 		}
-		old, tell := u.Email, toldOfMoves(u)
+		old, oldVerified := u.Email, u.EmailVerified
 		ended, err := s.moveAddress(ctx, tx, u, email, verified, now)
 		if err != nil {
 			return nil, err
 		}
 		// The old address hears that support moved the account, not
 		// where to: the move is for a user who lost that mailbox, which
-		// someone else may hold now.
-		if tell {
+		// someone else may hold now. An address never shown to be the
+		// user's, or one that reaches no one (.invalid), hears nothing.
+		if oldVerified && !reservedDomain(old) {
 			if err := tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailEmailChangeNotice, To: old, Done: true,
 				ByAdministrator: true}); err != nil {
 				return nil, err

@@ -83,8 +83,8 @@ func (s *Service) RequestEmailChange(ctx context.Context, c Client, a *AccessCla
 		}
 		// The old address hears of every request: the owner may not be
 		// the one asking.
-		if toldOfMoves(u) {
-			if err := tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailEmailChangeNotice, NewEmail: newEmail}); err != nil {
+		if notice := changeNotice(u, newEmail); notice != nil {
+			if err := tx.enqueueMail(ctx, now, u, notice); err != nil {
 				return err
 			}
 		}
@@ -177,14 +177,14 @@ func (s *Service) refuseIfTaken(ctx context.Context, tx *txn, c Client, u *User,
 // (VerifyEmail's recheck); one registered since that check is refused by
 // the unique index (EConflict).
 func (s *Service) changeEmail(ctx context.Context, tx *txn, c Client, u *User, newEmail string, now time.Time) error {
-	old, tell := u.Email, toldOfMoves(u)
+	notice := changeNotice(u, newEmail) // to the address it leaves
 	ended, err := s.moveAddress(ctx, tx, u, newEmail, true, now)
 	if err != nil {
 		return err
 	}
-	if tell {
-		if err := tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailEmailChangeNotice, To: old, NewEmail: newEmail,
-			Done: true}); err != nil {
+	if notice != nil {
+		notice.Done = true
+		if err := tx.enqueueMail(ctx, now, u, notice); err != nil {
 			return err
 		}
 	}
@@ -595,19 +595,31 @@ func changeLink(ctx context.Context, tx *txn, digest string, now time.Time) (*Ve
 // attempts and tells u's address, whose owner asked for it (or whose
 // password someone has).
 func (s *Service) voidChangeLink(ctx context.Context, tx *txn, u *User, v *VerificationToken, now time.Time) error {
-	if err := s.voidEmailChange(ctx, tx, u); err != nil || !toldOfMoves(u) {
+	if err := s.voidEmailChange(ctx, tx, u); err != nil {
 		return err
 	}
-	return tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailEmailChangeNotice, NewEmail: v.NewEmail, Voided: true})
+	notice := changeNotice(u, v.NewEmail)
+	if notice == nil {
+		return nil
+	}
+	notice.Voided = true
+	return tx.enqueueMail(ctx, now, u, notice)
 }
 
-// toldOfMoves reports whether u's address hears of the changes of the
-// account's address (email_change_notice): only one shown to be the
-// user's, and one that reaches someone (not .invalid). An address never
-// verified may be a stranger's (a mistyped one, where sign-in does not
-// need a verified address), who must not learn where the account went.
-func toldOfMoves(u *User) bool {
-	return u.EmailVerified && !reservedDomain(u.Email)
+// changeNotice is the email_change_notice that tells u's address of a
+// change of the account's address to newEmail, or nil when that address
+// reaches no one (.invalid). One never verified (where sign-in does not
+// need a verified address) is told of the change, as it may be the
+// owner's, but not where to: it may be a stranger's, a mistyped one.
+func changeNotice(u *User, newEmail string) *OutboxMail {
+	if reservedDomain(u.Email) {
+		return nil
+	}
+	m := &OutboxMail{Kind: MailEmailChangeNotice, To: u.Email}
+	if u.EmailVerified {
+		m.NewEmail = newEmail
+	}
+	return m
 }
 
 // EmailChangeMethods returns, for a usable link that moves an account, the

@@ -486,7 +486,9 @@ func TestSMTPSendBoundedByContext(t *testing.T) {
 			if relay.pool != nil {
 				m.SetTLSConfig(&tls.Config{RootCAs: relay.pool})
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			// Long enough for the conversation up to the stall on a loaded
+			// machine: the deadline must cut the stall, not the dialogue.
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
 			err = m.Send(ctx, authd.Mail{Kind: authd.MailPasswordChanged, To: "alice@example.org"})
 			if !errors.Is(err, context.DeadlineExceeded) {
@@ -653,6 +655,23 @@ func TestEveryTemplateRenders(t *testing.T) {
 		if err != nil || !strings.HasSuffix(out.Subject, c.subject) || !strings.Contains(out.Text, c.phrase+" <b>@example.net") ||
 			!strings.Contains(out.HTML, c.phrase+" &lt;b&gt;@example.net") || strings.Contains(out.HTML, "<b>") {
 			t.Errorf("email change notice (done %v, voided %v): %v, %+v", c.done, c.voided, err, out)
+		}
+	}
+	// Nor does a notice to an address never verified, which may be a
+	// stranger's.
+	for _, c := range []struct {
+		done, voided bool
+		phrase       string
+	}{
+		{false, false, "asked to move it from this address to another one."},
+		{true, false, "your account moved from this address to another one,"},
+		{false, true, "someone who holds that address may have tried"},
+	} {
+		out, err := r.Render(authd.Mail{Kind: authd.MailEmailChangeNotice, To: "a@example.org", At: time.Now(),
+			Done: c.done, Voided: c.voided})
+		if err != nil || !strings.Contains(out.Text, c.phrase) || !strings.Contains(out.HTML, c.phrase) {
+			t.Errorf("email change notice without the new address (done %v, voided %v): %v, %+v", c.done, c.voided,
+				err, out)
 		}
 	}
 	// Support's move does not say where to.
