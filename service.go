@@ -450,14 +450,18 @@ func errSameAddress(field string) error {
 	return invalidField(field, "is already the account's address")
 }
 
+// idnaLookup maps a domain as relays do (UTS #46, nontransitional, as
+// idna.Lookup), its DNS form held to DNS's lengths.
+var idnaLookup = idna.New(idna.MapForLookup(), idna.BidiRule(), idna.VerifyDNSLength(true))
+
 // checkNewAddress holds an address an account is registered under to what
 // mail can reach and what reads as itself: in Unicode NFKC (no fullwidth
 // or other compatibility letters, which a relay would map to another
 // address), nothing that shows nothing (hiddenFormat: "a\u200b@example.org"
 // reads as another account's address), a local part of at most 64 bytes
 // (RFC 5321 §4.5.3.1), a domain of DNS labels (ASCII ones: letters, digits
-// and inner hyphens, at most 63 bytes; IDN labels are bounded by the
-// address's length only, their DNS form being shorter), no address literal
+// and inner hyphens, at most 63 bytes; IDN labels as UTS #46 maps them,
+// at most 63 bytes in their xn-- form), no address literal
 // ([127.0.0.1]), no all-digit top-level label, and no xn-- label (an
 // internationalised domain is taken as it reads). email is normalised
 // (NormalizeEmail). Only registration applies it: accounts made before it
@@ -496,16 +500,20 @@ func checkNewAddress(email string) error {
 	// gives it back, or one mailbox would hold endless accounts (and mail
 	// budgets).
 	if strings.ContainsFunc(domain, func(r rune) bool { return r > unicode.MaxASCII }) {
-		wire, err := idna.Lookup.ToASCII(domain)
-		back := ""
+		wire, err := idnaLookup.ToASCII(domain)
+		back, mapped := "", ""
 		if err == nil {
-			back, err = idna.Lookup.ToUnicode(wire)
+			back, err = idnaLookup.ToUnicode(wire)
+		}
+		if err == nil { // held as accounts hold addresses: UTS #46 upper-cases Cherokee
+			mapped, err = NormalizeEmail(local + "@" + back)
 		}
 		if err != nil {
-			return invalidField("email", "must have a domain that internationalised domain names allow")
+			return invalidField("email", "must have a domain that internationalised domain names allow "+
+				"(DNS labels of at most 63 bytes in their xn-- form)")
 		}
-		if back != domain {
-			return invalidField("email", "must write its domain as mail relays read it: "+back)
+		if mapped != email {
+			return invalidField("email", "must write its domain as mail relays read it: "+mapped[strings.LastIndexByte(mapped, '@')+1:])
 		}
 	}
 	return nil

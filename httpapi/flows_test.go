@@ -132,6 +132,7 @@ func TestRegisterValidation(t *testing.T) {
 			// UTS #46 drops or maps these: 例.example, αι.example, i❤.ws.
 			{"variation selector in the domain", `{"email":"a@\u4f8b\ufe00.example","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
 			{"iota subscript in the domain", `{"email":"a@\u1fb3.example","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
+			{"IDN label over 63 bytes as xn--", `{"email":"a@` + strings.Repeat("\u4f8b", 60) + `.example","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
 			{"emoji presentation in the domain", `{"email":"a@i\u2764\ufe0f.ws","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
 			{"punycode domain", `{"email":"a@XN--bcher-kva.example","password":"` + goodPassword + `","consent":true}`, 400, "validation_failed", "email"},
 			// UTS #46 reads these as dots: a@example.org's mailbox.
@@ -172,7 +173,13 @@ func TestRegisterValidation(t *testing.T) {
 				t.Errorf("%s: %s; want an errors array with validation_failed (SPEC §5)", tt.name, r.raw)
 			}
 		}
-		r := e.do("POST", "/v1/auth/register", `{}`, "Content-Type", "text/plain")
+		// A domain relays map otherwise is refused naming the form they read.
+		r := e.do("POST", "/v1/auth/register", map[string]any{"email": "a@\u1fb3.example", "password": goodPassword,
+			"consent": true})
+		if !strings.Contains(r.raw, "as mail relays read it: \u03b1\u03b9.example") {
+			t.Errorf("an iota subscript in the domain: %s; want the mapped domain named", r.raw)
+		}
+		r = e.do("POST", "/v1/auth/register", `{}`, "Content-Type", "text/plain")
 		want(t, "text/plain body", r, 415, "unsupported_media_type")
 		if n := len(e.events("")); n != 0 {
 			t.Errorf("%d security-log rows after only invalid requests", n)
@@ -180,7 +187,7 @@ func TestRegisterValidation(t *testing.T) {
 		// What real addresses hold stays: a Persian local part with its ZWNJ, an IDN, a
 		// dotless host of a development setup.
 		for _, email := range []string{"\u0645\u06cc\u200c\u0634\u0648\u062f@example.org", "jürgen@bücher.example", "dev@localhost",
-			"ada@\u4f8b.example", "ada@\u03b1\u03b9.example", "ada@i\u2764.ws"} {
+			"ada@\u4f8b.example", "ada@\u03b1\u03b9.example", "ada@i\u2764.ws", "ada@\uab73\uab83\uab79.example"} {
 			want(t, "register "+email, e.do("POST", "/v1/auth/register", map[string]any{"email": email, "password": goodPassword,
 				"consent": true}), 202, "")
 		}

@@ -1,0 +1,33 @@
+package authd
+
+import (
+	"strings"
+	"testing"
+)
+
+// FuzzNewAddress: an address a new account may take is refused only as
+// bad input, and one it takes is taken again as itself: an account's
+// address never maps to another that newAddress would also accept.
+func FuzzNewAddress(f *testing.F) {
+	for _, s := range []string{"alice@example.org", "jürgen@bücher.example", "a@\u4f8b\ufe00.example", "a@\u1fb3.example",
+		"a@i\u2764\ufe0f.ws", "a@\uab73\uab83.example", "a@XN--bcher-kva.example", "a@" + strings.Repeat("\u4f8b", 60) + ".org",
+		"a@faß.de", "a@\u05d0\u05d1.\u0661", "dev@localhost"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := newAddress(s)
+		if err != nil {
+			if ErrorCode(err) != EInvalid {
+				t.Fatalf("newAddress(%q): %v, want validation_failed", s, err)
+			}
+			return
+		}
+		if again, err := newAddress(got); err != nil || again != got {
+			t.Fatalf("newAddress(%q) = %q, which it takes as %q, %v", s, got, again, err)
+		}
+		_, domain, _ := strings.Cut(got, "@")
+		if wire, err := idnaLookup.ToASCII(domain); err != nil || len(wire) > 253 {
+			t.Fatalf("newAddress(%q) = %q, whose domain has no DNS form: %q, %v", s, got, wire, err)
+		}
+	})
+}
