@@ -738,19 +738,24 @@ func redact(s setting, v string) string {
 
 // plainScheme is what redact shows of a DATABASE_URL: a URL scheme
 // (RFC 3986), or a JDBC one (jdbc:postgresql), short.
-var plainScheme = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.:-]{0,31}$`)
+var plainScheme = regexp.MustCompile(`^(jdbc:)?[A-Za-z][A-Za-z0-9+.-]{0,31}$`)
 
-// carriesPassword reports whether the URL v holds a password, in its
-// user-info part or as libpq's password parameter in its query.
+// carriesPassword reports whether the URL v holds a password: in its
+// user-info part, or as libpq's password or sslpassword parameter. A URL
+// Go cannot parse (pgx's several hosts, h1:5432,h2:5432) is taken to hold
+// one when the part before its last @ has a colon, or it names a password.
 func carriesPassword(v string) bool {
 	u, err := url.Parse(v)
 	if err != nil {
-		return strings.Contains(strings.ToLower(v), "password") // no telling where: assume so
+		_, rest, _ := strings.Cut(v, "://")
+		at := strings.LastIndexByte(rest, '@')
+		return at >= 0 && strings.Contains(rest[:at], ":") || strings.Contains(strings.ToLower(v), "password")
 	}
 	if _, ok := u.User.Password(); ok {
 		return true
 	}
-	return u.Query().Has("password")
+	q := u.Query()
+	return q.Has("password") || q.Has("sslpassword")
 }
 
 func splitList(v string) []string {

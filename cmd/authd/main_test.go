@@ -391,6 +391,7 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 		{"jdbc:postgresql://db/authd?user=authd&password=s3cretpw", `"jdbc:postgresql://…"`},
 		{"postgres:/db?password=s3cretpw", `"…"`},
 		{"sqlite://./authd.db?_pragma_key=s3cretpw", `"sqlite://…"`},
+		{"authd:s3cretpw://db/authd", `"…"`},
 	} {
 		env := sqliteEnv(t)
 		env["DATABASE_URL"] = tt.url
@@ -407,7 +408,8 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 	}
 	// A flag's value shows in ps: a --database-url that takes a password is
 	// refused as the secrets' flags are, before anything is opened.
-	for _, raw := range []string{"postgres://authd:s3cretpw@127.0.0.1:1/authd", "postgres://127.0.0.1:1/authd?password=s3cretpw"} {
+	for _, raw := range []string{"postgres://authd:s3cretpw@127.0.0.1:1/authd", "postgres://127.0.0.1:1/authd?password=s3cretpw",
+		"postgres://127.0.0.1:1/authd?sslpassword=s3cretpw", "postgres://authd:s3cretpw@[::1]:1,[::2]:1/authd"} {
 		code, _, stderr := runCLI(t, sqliteEnv(t), "migrate", "status", "--database-url", raw)
 		if code != exitUsage || strings.Contains(stderr, "s3cret") || !strings.Contains(stderr, "holds a password") {
 			t.Errorf("--database-url %s: exit %d, stderr %q; want it refused, the password not echoed", raw, code, stderr)
