@@ -1139,10 +1139,16 @@ func TestRedeemingACodeKeepsItsBrowserSignedIn(t *testing.T) {
 			t.Fatal(err)
 		}
 		var clients []string
+		browsers := 0
 		for _, s := range sessions {
 			if s.BrowserDigest == "" {
 				clients = append(clients, s.ClientID)
+			} else {
+				browsers++
 			}
+		}
+		if browsers != 1 {
+			t.Errorf("%d live browser sessions after the last redemption; want the one they all came through", browsers)
 		}
 		slices.Sort(clients)
 		if want := []string{"four", "three"}; !slices.Equal(clients, want) {

@@ -190,7 +190,6 @@ func TestRedisLockoutsWaitForABusyPool(t *testing.T) {
 	}
 	prefix := testPrefix()
 	r, held := busyLimiter(t, url, prefix)
-	r.timeout = 5 * time.Second // a loaded machine must not run out the call's time
 	other := redisLimiter(t, url, prefix, nil, nil)
 	time.AfterFunc(500*time.Millisecond, func() { held.Close() }) // past the pool's own waits
 	if _, locked, err := r.Fail(context.Background(), "k", 1, time.Hour, time.Hour); !locked || err != nil {
@@ -251,9 +250,10 @@ func TestMemoryLockoutsPrune(t *testing.T) {
 }
 
 // TestRedisCloseEndsTheWriteBack: Close ends a write-back of the locks set
-// in memory during an outage, its call in flight included, and waits for
-// it, so that none runs on a closed client after the instance stopped
-// (each of its calls then failed, and it told of an outage that was none).
+// in memory during an outage, and waits for its call in flight (which its
+// call's timeout bounds), so that no call runs on a closed client after the
+// instance stopped (each then failed, and it told of an outage that was
+// none).
 func TestRedisCloseEndsTheWriteBack(t *testing.T) {
 	t.Parallel()
 	p, _, proxied := proxiedRedis(t)
@@ -262,7 +262,7 @@ func TestRedisCloseEndsTheWriteBack(t *testing.T) {
 	r.mu.Lock()
 	r.retry = 50 * time.Millisecond
 	r.mu.Unlock()
-	r.timeout = 5 * time.Second // a call that hangs, hangs long
+	r.timeout = callTimeout // what ends the stalled call in flight
 	ctx := context.Background()
 	p.SetDown(true)
 	for i := range 5_000 { // a write-back of one round trip each, long enough to catch it running
@@ -278,8 +278,9 @@ func TestRedisCloseEndsTheWriteBack(t *testing.T) {
 	p.SetSilent(true)
 	start := time.Now()
 	r.Close()
-	if took := time.Since(start); took > time.Second {
-		t.Errorf("Close took %v: it waited out the write-back's call instead of ending it", took)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("Close took %v: it waited for the write-back's next calls (each %v), not only the one in flight",
+			took, callTimeout)
 	}
 	if r.restoring.Load() {
 		t.Error("Close returned while the write-back ran")

@@ -99,7 +99,7 @@ func TestNewWithoutHeadersReturns(t *testing.T) {
 	srv, _ := feedServer(t, func(_ http.ResponseWriter, r *http.Request, _ int64) { <-r.Context().Done() })
 	done := make(chan error, 1)
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second) // many silences: one is enough
 		defer cancel()
 		v, err := New(ctx, feedOptions(srv))
 		if err == nil {
@@ -151,7 +151,7 @@ func TestAnnouncedHeartbeat(t *testing.T) {
 func TestNewSaysTheFeedHasNotAnswered(t *testing.T) {
 	t.Parallel()
 	srv, _ := feedServer(t, func(_ http.ResponseWriter, r *http.Request, _ int64) { <-r.Context().Done() })
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second) // the JWKS fetched first, on a loaded machine
 	defer cancel()
 	v, err := New(ctx, feedOptions(srv))
 	if err == nil {
