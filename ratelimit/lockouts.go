@@ -258,31 +258,41 @@ func (r *Redis) Fail(ctx context.Context, key string, threshold int, lock, forge
 	return time.Duration(max(n, 0)) * time.Millisecond, n == -1, nil
 }
 
-// holdLock makes KEYS[1] a lock for at least ARGV[2] ms from ARGV[1]
-// (ending at ARGV[3], the key expiring in ARGV[4] ms).
+// holdLock makes KEYS[2] a lock for at least ARGV[2] ms from ARGV[1]
+// (ending at ARGV[3], the key expiring in ARGV[4] ms) and, when it sets
+// it, starts the failure count KEYS[1] afresh, as a lock fail sets does:
+// the failures Redis counted before the lock must not shorten the next
+// one's count.
 var holdLock = redis.NewScript(lockLeft + `
-if lockLeft(KEYS[1], ARGV[1]) < tonumber(ARGV[2]) then
-  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+if lockLeft(KEYS[2], ARGV[1]) < tonumber(ARGV[2]) then
+  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
 end
 return 0`)
 
 // restoreLocks writes the locks this instance holds in memory to Redis,
 // once Redis answers again after it could not be used: locks set in memory
-// meanwhile become every instance's. Each call is bounded as any; after
-// one fails, the rest stay in this instance's memory (which answers them
-// still, LockedFor). Close ends it.
+// meanwhile become every instance's. Each lock's end is read once, when
+// the list is taken. Each call is bounded as any; one that fails finds
+// Redis unusable again, and the next recovery writes them all back (the
+// memory answers them meanwhile, LockedFor). Close ends it.
 func (r *Redis) restoreLocks() {
+	listed := r.clock.Now().UnixMilli()
 	for key, left := range r.lockouts.locks() {
+		now, until := r.clock.Now().UnixMilli(), listed+max(left.Milliseconds(), 1)
+		if until <= now {
+			continue // ended while the others were written
+		}
+		left := until - now
 		ctx, cancel := context.WithTimeout(r.life, r.timeout)
-		now, left := r.clock.Now().UnixMilli(), max(left.Milliseconds(), 1)
-		err := holdLock.Run(ctx, r.client, r.lockoutKeys(key)[1:], now, left, now+left,
+		err := holdLock.Run(ctx, r.client, r.lockoutKeys(key), now, left, until,
 			left+lockSkewMargin.Milliseconds()).Err()
 		cancel()
 		switch {
 		case r.life.Err() != nil: // closed: the instance stops, and its memory with it
 			return
 		case err != nil:
-			r.logger.Warn("locks set while Redis could not be used stay on this instance only", "err", err)
+			r.failed(err)
 			return
 		}
 	}

@@ -188,13 +188,7 @@ func TestRedisDownFallsBackToMemory(t *testing.T) {
 // reaches the other instances, without a request to carry either.
 func TestRedisIdleInstanceSeesRedisBack(t *testing.T) {
 	t.Parallel()
-	p, direct, proxied := proxiedRedis(t)
-	prefix := testPrefix()
-	a := redisLimiter(t, proxied, prefix, nil, nil)
-	a.mu.Lock()
-	a.retry = 50 * time.Millisecond
-	a.mu.Unlock()
-	other := redisLimiter(t, direct, prefix, nil, nil)
+	p, a, other := fallingPair(t)
 	ctx := context.Background()
 	p.SetDown(true)
 	a.Fail(ctx, "idle", 1, time.Hour, time.Hour) // the request that finds Redis down, locking in memory
@@ -352,6 +346,20 @@ func newProxy(t *testing.T, redisURL string) (*faultnet.Proxy, string) {
 	}
 	t.Cleanup(p.Close)
 	return p, proxied
+}
+
+// fallingPair is two instances sharing one Redis: a reaches it through
+// p, which can take it away, and tries it again every 50 ms once it could
+// not; b reaches it directly.
+func fallingPair(t *testing.T) (p *faultnet.Proxy, a, b *Redis) {
+	t.Helper()
+	p, direct, proxied := proxiedRedis(t)
+	prefix := testPrefix()
+	a = redisLimiter(t, proxied, prefix, nil, nil)
+	a.mu.Lock()
+	a.retry = 50 * time.Millisecond
+	a.mu.Unlock()
+	return p, a, redisLimiter(t, direct, prefix, nil, nil)
 }
 
 // busyLimiter is a limiter on url whose pool holds one connection, and
