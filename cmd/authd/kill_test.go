@@ -97,10 +97,7 @@ func TestMailSurvivesSIGKILL(t *testing.T) {
 	}
 	t.Parallel()
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "authd")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildAuthd(t, dir)
 	smtpAddr := freePort(t) // nothing listens yet: the SMTP server is down
 	env := append(os.Environ(),
 		"DATABASE_URL=", "AUTHD_DATA_DIR="+filepath.Join(dir, "data"), // the default database, data/authd.db
@@ -157,5 +154,41 @@ func TestMailSurvivesSIGKILL(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusForbidden { // email_not_verified: the account exists
 		t.Errorf("login after the restart: %d, want 403 (account exists, not verified)", resp.StatusCode)
+	}
+}
+
+// buildAuthd builds the binary into dir.
+func buildAuthd(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "authd")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestReaderGoneIsTold: a command whose reader went away (authd admin
+// logs | head) fails saying its output could not be written (exit 1),
+// rather than being killed by SIGPIPE without a word: a secret rotated
+// and then lost would otherwise go untold.
+func TestReaderGoneIsTold(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	t.Parallel()
+	bin := buildAuthd(t, t.TempDir())
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close() // the reader is gone
+	defer w.Close()
+	var stderr strings.Builder
+	cmd := exec.Command(bin, "--help")
+	cmd.Stdout, cmd.Stderr = w, &stderr
+	err = cmd.Run()
+	if code := cmd.ProcessState.ExitCode(); code != exitFailure || !strings.Contains(stderr.String(), "could not be written") {
+		t.Errorf("authd --help into a pipe whose reader is gone: %v, exit %d, stderr %q; want exit %d saying so",
+			err, code, stderr.String(), exitFailure)
 	}
 }

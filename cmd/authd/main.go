@@ -11,6 +11,11 @@ import (
 )
 
 func main() {
+	// A reader that went away (authd admin logs | head) makes a write to
+	// stdout or stderr fail with EPIPE rather than kill the process: a
+	// command then says it could not write (exit 1) — a client secret
+	// rotated and then lost is told — and serve goes on without its log.
+	signal.Ignore(syscall.SIGPIPE)
 	ctx, stop := signalContext(context.Background())
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Environ())
 	stop()
