@@ -541,6 +541,9 @@ func uriErrors(redirects, logouts []string, redirectsGiven bool) []FieldError {
 // of a native app (one with a dot, such as com.example.app:/callback). They
 // are matched exactly when used.
 func ValidRedirectURI(raw string) error {
+	if !utf8.ValidString(raw) {
+		return fmt.Errorf("must be UTF-8 text") // not matched as given, once stored
+	}
 	if raw == "" || len(raw) > MaxRedirectURILength || strings.ContainsAny(raw, " \t\r\n*\\") ||
 		strings.IndexFunc(raw, unicode.IsControl) >= 0 {
 		return fmt.Errorf("must be an absolute URI of at most %d characters, without spaces or wildcards", MaxRedirectURILength)

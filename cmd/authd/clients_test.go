@@ -193,6 +193,11 @@ func TestClientsCLI(t *testing.T) {
 			if out := cli(exitUsage, "clients", "create", "--name", "X", "--type", "public", "--redirect-uri", "http://example.org/cb"); !strings.Contains(out, "loopback") {
 				t.Errorf("create with plain http: %s; want the reason, as a usage error", out)
 			}
+			// Bytes that are not UTF-8 would be stored as U+FFFD: not the URI given.
+			if out := cli(exitUsage, "clients", "create", "--name", "X", "--type", "public", "--redirect-uri",
+				"https://app.example.org/\xff"); !strings.Contains(out, "UTF-8") {
+				t.Errorf("create with a redirect URI that is not UTF-8: %s; want it refused", out)
+			}
 			cli(exitUsage, "clients", "create", "--name", "X")
 			cli(exitUsage, "clients", "frobnicate")
 			cli(exitUsage, "clients")
