@@ -54,17 +54,17 @@ var adminFieldFlags = map[string]string{"until": "--until", "since": "--since", 
 	"cursor": "--cursor", "email": "--email", "status": "--status", "event_type": "--event", "result": "--result"}
 
 // adminActionFlags are the flags each admin command uses, beside the
-// configuration's and --json: any other is refused, not ignored (an
-// operator who adds --until to unlock, or --user to users list, believes
-// it did something).
+// configuration's: any other is refused, not ignored (an operator who adds
+// --until to unlock, --user to users list, or --json to an action that
+// prints one line, believes it did something).
 var adminActionFlags = map[string][]string{
-	"logs":       {"user", "event", "result", "since", "until", "limit", "cursor"},
-	"users list": {"email", "status", "limit", "cursor"},
+	"logs":       {"user", "event", "result", "since", "until", "limit", "cursor", "json"},
+	"users list": {"email", "status", "limit", "cursor", "json"},
 	"users lock": {"until"}, "users delete": {"yes"}, "users set-email": {"verified"},
-	"mail list": {"dead", "limit", "cursor"},
+	"mail list":  {"dead", "limit", "cursor", "json"},
+	"users show": {"json"}, "users mfa": {"json"},
 	// and none for the other users and mail commands
-	"users show": nil, "users unlock": nil, "users revoke-sessions": nil, "users mfa": nil, "users reset-mfa": nil,
-	"mail retry": nil,
+	"users unlock": nil, "users revoke-sessions": nil, "users reset-mfa": nil, "mail retry": nil,
 }
 
 func adminCmd(ctx context.Context, e *env, args []string) (err error) {

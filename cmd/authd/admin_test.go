@@ -122,6 +122,8 @@ func TestAdminCLIUsage(t *testing.T) {
 		{[]string{"admin", "users", "set-email", "a@b.org", "c@d.org", "e@f.org"}, `authd admin users set-email: takes USER and NEW_EMAIL; unexpected "e@f.org"`},
 		{[]string{"admin", "users", "set-email", "a@b.org", "nope"}, `authd admin users set-email: NEW_EMAIL "nope" is not an email address`},
 		{[]string{"admin", "users", "show", "a@b.org", "--verified"}, "authd admin users show: --verified does not apply to admin users show"},
+		{[]string{"admin", "users", "unlock", "a@b.org", "--json"}, "authd admin users unlock: --json does not apply to admin users unlock"},
+		{[]string{"admin", "mail", "retry", "0197c0de-0000-7000-8000-000000000000", "--json"}, "authd admin mail retry: --json does not apply to admin mail retry"},
 		{[]string{"admin", "users", "show"}, "authd admin users show: missing USER (an id or email)"},
 		{[]string{"admin", "users", "lock", "--until", "2030-01-01T00:00:00Z"}, "authd admin users lock: missing USER (an id or email)"},
 		{[]string{"admin", "users", "delete", "--yes"}, "authd admin users delete: missing USER (an id or email)"},
