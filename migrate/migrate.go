@@ -298,14 +298,14 @@ func (m *Migrator) CheckHead(ctx context.Context) error {
 		}
 	}
 	if current > head {
-		return errNewer(current, head)
+		return NewerError(current, head)
 	}
 	return nil
 }
 
-// errNewer is the error of a database that a later authd migrated past
+// NewerError is the error of a database that a later authd migrated past
 // the head this one knows.
-func errNewer(current, head int64) error {
+func NewerError(current, head int64) error {
 	return &authd.Error{
 		Code:    authd.EUnavailable,
 		Message: fmt.Sprintf("database schema is at version %d, newer than this authd knows (%d)", current, head),
@@ -320,7 +320,7 @@ func errNewer(current, head int64) error {
 func (m *Migrator) refuseNewer(ctx context.Context) error {
 	current, head, err := m.Version(ctx)
 	if err == nil && current > head {
-		err = errNewer(current, head)
+		err = NewerError(current, head)
 	}
 	return err
 }

@@ -280,6 +280,16 @@ func TestDefaultDatabaseOfALaterRelease(t *testing.T) {
 				strings.Join(args, " "), code, stderr)
 		}
 	}
+	// The listings show what this release knows, and fail saying there is
+	// more: a table of applied migrations alone would read as a database
+	// at head.
+	for _, args := range [][]string{{"migrate", "status"}, {"migrate", "history"}} {
+		code, stdout, stderr := runCLI(t, vars, args...)
+		if code != exitFailure || !strings.Contains(stdout, "applied") || !strings.Contains(stderr, "newer than this authd knows") {
+			t.Errorf("authd %s on a later release's database: exit %d, stdout %q, stderr %q; want the table, then refused",
+				strings.Join(args, " "), code, stdout, stderr)
+		}
+	}
 	var n int
 	if err := db.QueryRow(`SELECT count(*) FROM goose_db_version WHERE version_id = 9999`).Scan(&n); err != nil || n != 1 {
 		t.Errorf("the later release's version row: %d (%v)", n, err)

@@ -184,7 +184,12 @@ func migrateList(ctx context.Context, e *env, m *migrate.Migrator, newestFirst b
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", s.Version, state, at, name)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil || current <= head {
+		return err
+	}
+	// The migrations past head are a later release's, which this one
+	// cannot list: the table would read as a database at head.
+	return migrate.NewerError(current, head)
 }
 
 func migrateCreate(e *env, root, name string) error {
