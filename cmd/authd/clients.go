@@ -63,14 +63,16 @@ type clientFlag struct {
 }
 
 // clientActionFlags are the flags each clients command uses, beside the
-// configuration's and --json: any other is refused, not ignored (an
-// operator who adds --redirect-uri to update believes it changed).
+// configuration's: any other is refused, not ignored (an operator who adds
+// --redirect-uri to update, or --json to delete, believes it did
+// something). --json goes with the commands that print a client.
 func clientActionFlags(fields []clientFlag) map[string][]string {
-	update := make([]string, 0, len(fields))
+	update := make([]string, 0, len(fields)+1)
 	for _, f := range fields {
 		update = append(update, f.flag)
 	}
-	return map[string][]string{"create": append([]string{"type", "id"}, update...), "update": update, "delete": {"yes"}}
+	return map[string][]string{"create": append([]string{"type", "id", "json"}, update...), "update": append(update, "json"),
+		"delete": {"yes"}, "list": {"json"}, "show": {"json"}, "rotate-secret": {"json"}}
 }
 
 // clientFieldFlags names the flag that sets each field of a client.
@@ -142,8 +144,9 @@ func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 	}
 	// After that: a flag of another action (--type) is told as such, not
 	// as nothing to change.
-	if rest[0] == "update" && !slices.ContainsFunc(byAction["update"], func(f string) bool { return flagSet(fs, f) }) {
-		return usageOf("clients update", "nothing to change: give one of --%s", strings.Join(byAction["update"], ", --"))
+	changes := slices.DeleteFunc(slices.Clone(byAction["update"]), func(f string) bool { return f == "json" })
+	if rest[0] == "update" && !slices.ContainsFunc(changes, func(f string) bool { return flagSet(fs, f) }) {
+		return usageOf("clients update", "nothing to change: give one of --%s", strings.Join(changes, ", --"))
 	}
 	if rest[0] == "update" && len(logouts) == 1 && logouts[0] == "" {
 		logouts = stringList{} // --post-logout-uri "": none

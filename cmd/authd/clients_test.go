@@ -198,6 +198,9 @@ func TestClientsCLI(t *testing.T) {
 				"https://app.example.org/\xff"); !strings.Contains(out, "UTF-8") {
 				t.Errorf("create with a redirect URI that is not UTF-8: %s; want it refused", out)
 			}
+			if out := cli(exitUsage, "clients", "delete", "proxy", "--yes", "--json"); !strings.Contains(out, "--json does not apply to clients delete") {
+				t.Errorf("delete --json: %s; want it refused, as delete prints one line", out)
+			}
 			cli(exitUsage, "clients", "create", "--name", "X")
 			cli(exitUsage, "clients", "frobnicate")
 			cli(exitUsage, "clients")
