@@ -360,14 +360,17 @@ func TestRevocationFeedStuckDatabase(t *testing.T) {
 	})
 }
 
-// stuckLaterStore answers the feed's first read and then never again.
+// stuckLaterStore answers the feed's reads until stuck is set, and then
+// never again. (Set by the test once its stream began: the service's own
+// catch-up reads, which a loaded machine may make at any time, must not
+// take a stream's first read.)
 type stuckLaterStore struct {
 	authd.Store
-	reads atomic.Int64
+	stuck atomic.Bool
 }
 
 func (s *stuckLaterStore) RevocationEvents(ctx context.Context, after int64, now time.Time, limit int) ([]authd.RevocationEvent, error) {
-	if s.reads.Add(1) == 1 {
+	if !s.stuck.Load() {
 		return s.Store.RevocationEvents(ctx, after, now, limit)
 	}
 	<-ctx.Done()
@@ -375,7 +378,7 @@ func (s *stuckLaterStore) RevocationEvents(ctx context.Context, after int64, now
 }
 
 func (s *stuckLaterStore) RevocationEventsFrom(ctx context.Context, seen int64, now time.Time, limit int) ([]authd.RevocationEvent, error) {
-	if s.reads.Add(1) == 1 {
+	if !s.stuck.Load() {
 		return s.Store.RevocationEventsFrom(ctx, seen, now, limit)
 	}
 	<-ctx.Done()
@@ -399,6 +402,7 @@ func TestRevocationStreamStuckLater(t *testing.T) {
 	}
 	e.registerVerified("stuck@example.org", goodPassword)
 	access, _ := e.login("stuck@example.org", goodPassword)
+	store.stuck.Store(true) // the database stops answering the feed
 	want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(access)...), 204, "")
 	for s.lines.Scan() {
 	}
