@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -542,7 +543,7 @@ func uriErrors(redirects, logouts []string, redirectsGiven bool) []FieldError {
 // are matched exactly when used.
 func ValidRedirectURI(raw string) error {
 	if !utf8.ValidString(raw) {
-		return fmt.Errorf("must be UTF-8 text") // not matched as given, once stored
+		return errors.New("must be UTF-8 text") // not matched as given, once stored
 	}
 	if raw == "" || len(raw) > MaxRedirectURILength || strings.ContainsAny(raw, " \t\r\n*\\") ||
 		strings.IndexFunc(raw, unicode.IsControl) >= 0 {

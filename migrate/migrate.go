@@ -153,7 +153,7 @@ func (m *Migrator) Up(ctx context.Context) (out []Result, err error) {
 		}
 	}
 	err = m.exclusive(ctx, func() error {
-		if err := m.refuseNewer(ctx); err != nil {
+		if err := m.RefuseNewer(ctx); err != nil {
 			return err
 		}
 		rs, err := m.provider.Up(ctx)
@@ -197,7 +197,7 @@ func (m *Migrator) Down(ctx context.Context, n int) (out []Result, err error) {
 		return nil, fmt.Errorf("down needs a positive number of steps, got %d", n)
 	}
 	err = m.exclusive(ctx, func() error {
-		if err := m.refuseNewer(ctx); err != nil {
+		if err := m.RefuseNewer(ctx); err != nil {
 			return err
 		}
 		ss, err := m.provider.Status(ctx)
@@ -231,7 +231,7 @@ var ErrNothingApplied = errors.New("no migration is applied, so there is nothing
 // Redo rolls back the most recent migration and applies it again.
 func (m *Migrator) Redo(ctx context.Context) (out []Result, err error) {
 	err = m.exclusive(ctx, func() error {
-		if err := m.refuseNewer(ctx); err != nil {
+		if err := m.RefuseNewer(ctx); err != nil {
 			return err
 		}
 		down, err := m.provider.Down(ctx)
@@ -298,14 +298,14 @@ func (m *Migrator) CheckHead(ctx context.Context) error {
 		}
 	}
 	if current > head {
-		return NewerError(current, head)
+		return errNewer(current, head)
 	}
 	return nil
 }
 
-// NewerError is the error of a database that a later authd migrated past
+// errNewer is the error of a database that a later authd migrated past
 // the head this one knows.
-func NewerError(current, head int64) error {
+func errNewer(current, head int64) error {
 	return &authd.Error{
 		Code:    authd.EUnavailable,
 		Message: fmt.Sprintf("database schema is at version %d, newer than this authd knows (%d)", current, head),
@@ -313,14 +313,15 @@ func NewerError(current, head int64) error {
 	}
 }
 
-// refuseNewer refuses a change of the schema of a database that a later
-// authd migrated: goose would call it at head (up), or fail to find the
-// migration to roll back ("version not found"); that release's own
+// RefuseNewer refuses a database that a later authd migrated past this
+// one's head: a change of its schema, where goose would call it at head
+// (up) or fail to find the migration to roll back ("version not found"),
+// or a listing that would read as a database at head. That release's own
 // commands know its migrations.
-func (m *Migrator) refuseNewer(ctx context.Context) error {
+func (m *Migrator) RefuseNewer(ctx context.Context) error {
 	current, head, err := m.Version(ctx)
 	if err == nil && current > head {
-		err = NewerError(current, head)
+		err = errNewer(current, head)
 	}
 	return err
 }

@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"container/list"
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -273,27 +274,57 @@ return 0`)
 // restoreLocks writes the locks this instance holds in memory to Redis,
 // once Redis answers again after it could not be used: locks set in memory
 // meanwhile become every instance's. Each lock's end is read once, when
-// the list is taken. Each call is bounded as any; one that fails finds
-// Redis unusable again, and the next recovery writes them all back (the
-// memory answers them meanwhile, LockedFor). Close ends it.
+// the list is taken; one too close to its end for a call is left to
+// memory, lest a late write start the count afresh after the lock ended.
+// Each call is bounded as any. One that finds this instance's pool busy
+// waits and tries again (Redis is not down, tryWaiting); one that fails
+// finds Redis unusable again, and the next recovery writes them all back
+// (the memory answers them meanwhile, LockedFor). Close ends it.
 func (r *Redis) restoreLocks() {
 	listed := r.clock.Now().UnixMilli()
 	for key, left := range r.lockouts.locks() {
-		now, until := r.clock.Now().UnixMilli(), listed+max(left.Milliseconds(), 1)
-		if until <= now {
-			continue // ended while the others were written
-		}
-		left := until - now
-		ctx, cancel := context.WithTimeout(r.life, r.timeout)
-		err := holdLock.Run(ctx, r.client, r.lockoutKeys(key), now, left, until,
-			left+lockSkewMargin.Milliseconds()).Err()
-		cancel()
-		switch {
-		case r.life.Err() != nil: // closed: the instance stops, and its memory with it
-			return
-		case err != nil:
-			r.failed(err)
-			return
+		until := listed + left.Milliseconds()
+		for {
+			now := r.clock.Now().UnixMilli()
+			if until-now < r.timeout.Milliseconds() {
+				break
+			}
+			err := r.writeLock(key, now, until)
+			switch {
+			case r.life.Err() != nil: // closed: the instance stops, and its memory with it
+				return
+			case busyPool(err, false):
+				select {
+				case <-r.life.Done():
+					return
+				case <-time.After(r.timeout):
+					continue
+				}
+			case err != nil:
+				r.failed(err)
+				return
+			}
+			break
 		}
 	}
+}
+
+// writeLock writes key's lock, from now until (Unix milliseconds), to
+// Redis within a call's time, patient with a busy pool.
+func (r *Redis) writeLock(key string, now, until int64) error {
+	ctx, cancel := context.WithTimeout(r.life, r.timeout)
+	defer cancel()
+	left := until - now
+	call := func() error {
+		return holdLock.Run(ctx, r.client, r.lockoutKeys(key), now, left, until, left+lockSkewMargin.Milliseconds()).Err()
+	}
+	err := call()
+	busy := errors.Is(err, redis.ErrPoolTimeout)
+	for errors.Is(err, redis.ErrPoolTimeout) && ctx.Err() == nil {
+		err = call()
+	}
+	if busyPool(err, busy) {
+		return redis.ErrPoolTimeout
+	}
+	return err
 }

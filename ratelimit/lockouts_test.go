@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -183,13 +184,7 @@ func TestRedisLockoutsSurviveTheFallback(t *testing.T) {
 // would lock an email without an account later than an account.
 func TestRedisLockoutsWaitForABusyPool(t *testing.T) {
 	t.Parallel()
-	url := redisURL(t)
-	if url == "" {
-		t.Skip("TEST_REDIS_URL is not set")
-	}
-	prefix := testPrefix()
-	r, held := busyLimiter(t, url, prefix)
-	other := redisLimiter(t, url, prefix, nil, nil)
+	r, held, other := busyPair(t)
 	time.AfterFunc(500*time.Millisecond, func() { held.Close() }) // past the pool's own waits
 	if _, locked, err := r.Fail(context.Background(), "k", 1, time.Hour, time.Hour); !locked || err != nil {
 		t.Fatalf("a failure at a threshold of 1: locked %v, %v", locked, err)
@@ -298,7 +293,8 @@ func TestRedisCloseEndsTheWriteBack(t *testing.T) {
 // the two apart).
 func TestRedisWriteBackStartsTheCountAfresh(t *testing.T) {
 	t.Parallel()
-	p, a, b := fallingPair(t)
+	p, a, b := fallingPair(t, nil)
+	a.timeout = callTimeout // a write-back leaves to memory a lock with less than this left
 	ctx := context.Background()
 	const threshold, lock = 5, 2 * time.Second
 	for i := range threshold - 1 {
@@ -344,11 +340,12 @@ func TestRedisWriteBackStartsTheCountAfresh(t *testing.T) {
 // where every other instance answers 401.
 func TestRedisWriteBackResumesAfterAFailedCall(t *testing.T) {
 	t.Parallel()
-	p, a, b := fallingPair(t)
+	var logs syncbuf.Buffer
+	p, a, b := fallingPair(t, slog.New(slog.NewTextHandler(&logs, nil)))
 	a.timeout = callTimeout // the stalled call's end
 	ctx := context.Background()
 	p.SetDown(true)
-	const keys = 300
+	const keys = 5_000 // a write-back long enough to catch it running
 	for i := range keys {
 		a.Fail(ctx, fmt.Sprint("k", i), 1, time.Hour, time.Hour)
 	}
@@ -372,6 +369,36 @@ func TestRedisWriteBackResumesAfterAFailedCall(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d of %d locks set in memory still unknown to Redis 20 s after the write-back's call failed",
 				missing, keys)
+		}
+	}
+	if n := strings.Count(logs.String(), "Redis cannot be used"); n != 2 {
+		t.Errorf("%d outages logged; want 2, the one made and the write-back's failed call:\n%s", n, logs.String())
+	}
+}
+
+// TestRedisWriteBackWaitsForABusyPool: a write-back that finds this
+// instance's connections all taken waits for one, as a request does: a
+// busy instance is no outage, which would send every limit to memory.
+func TestRedisWriteBackWaitsForABusyPool(t *testing.T) {
+	t.Parallel()
+	r, held, other := busyPair(t)
+	r.timeout = callTimeout
+	ctx := context.Background()
+	r.lockouts.Fail(ctx, "k", 1, time.Hour, time.Hour) // a lock set in memory, as during an outage
+	r.down.Store(true)
+	r.recovered() // Redis answers again: the write-back meets the busy pool
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if r.Fallback() {
+			t.Fatal("a write-back that met a busy pool took Redis for down")
+		}
+	}
+	held.Close()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if wait, _ := other.LockedFor(ctx, "k"); wait > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the lock was not written back 10 s after the pool came free")
 		}
 	}
 }

@@ -252,7 +252,7 @@ func (r *Redis) tryWaiting(ctx context.Context, call func(context.Context) error
 	}
 	cancel()
 	switch {
-	case errors.Is(err, redis.ErrPoolTimeout), busy && errors.Is(err, context.DeadlineExceeded):
+	case busyPool(err, busy):
 		return false // this instance is busy, Redis is not down: only this request counts in memory
 	case err != nil:
 		r.failed(err)
@@ -260,6 +260,13 @@ func (r *Redis) tryWaiting(ctx context.Context, call func(context.Context) error
 	}
 	r.recovered()
 	return true
+}
+
+// busyPool reports whether a call's err says this instance is busy rather
+// than Redis down: no pooled connection came free in time, or the call's
+// time ran out while it waited for one (waited).
+func busyPool(err error, waited bool) bool {
+	return errors.Is(err, redis.ErrPoolTimeout) || waited && errors.Is(err, context.DeadlineExceeded)
 }
 
 func (r *Redis) count(ctx context.Context, key string, length time.Duration) (int64, time.Duration, error) {

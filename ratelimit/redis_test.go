@@ -188,7 +188,7 @@ func TestRedisDownFallsBackToMemory(t *testing.T) {
 // reaches the other instances, without a request to carry either.
 func TestRedisIdleInstanceSeesRedisBack(t *testing.T) {
 	t.Parallel()
-	p, a, other := fallingPair(t)
+	p, a, other := fallingPair(t, nil)
 	ctx := context.Background()
 	p.SetDown(true)
 	a.Fail(ctx, "idle", 1, time.Hour, time.Hour) // the request that finds Redis down, locking in memory
@@ -350,16 +350,29 @@ func newProxy(t *testing.T, redisURL string) (*faultnet.Proxy, string) {
 
 // fallingPair is two instances sharing one Redis: a reaches it through
 // p, which can take it away, and tries it again every 50 ms once it could
-// not; b reaches it directly.
-func fallingPair(t *testing.T) (p *faultnet.Proxy, a, b *Redis) {
+// not, logging to logger (nil: nowhere); b reaches it directly.
+func fallingPair(t *testing.T, logger *slog.Logger) (p *faultnet.Proxy, a, b *Redis) {
 	t.Helper()
 	p, direct, proxied := proxiedRedis(t)
 	prefix := testPrefix()
-	a = redisLimiter(t, proxied, prefix, nil, nil)
+	a = redisLimiter(t, proxied, prefix, nil, logger)
 	a.mu.Lock()
 	a.retry = 50 * time.Millisecond
 	a.mu.Unlock()
 	return p, a, redisLimiter(t, direct, prefix, nil, nil)
+}
+
+// busyPair is a busyLimiter and another instance on its Redis, which has
+// connections to spare.
+func busyPair(t *testing.T) (r *Redis, held *redis.Conn, other *Redis) {
+	t.Helper()
+	url := redisURL(t)
+	if url == "" {
+		t.Skip("TEST_REDIS_URL is not set")
+	}
+	prefix := testPrefix()
+	r, held = busyLimiter(t, url, prefix)
+	return r, held, redisLimiter(t, url, prefix, nil, nil)
 }
 
 // busyLimiter is a limiter on url whose pool holds one connection, and

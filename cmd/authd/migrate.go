@@ -189,7 +189,7 @@ func migrateList(ctx context.Context, e *env, m *migrate.Migrator, newestFirst b
 	}
 	// The migrations past head are a later release's, which this one
 	// cannot list: the table would read as a database at head.
-	return migrate.NewerError(current, head)
+	return m.RefuseNewer(ctx)
 }
 
 func migrateCreate(e *env, root, name string) error {
