@@ -289,11 +289,15 @@ func (r *Redis) restoreLocks() {
 			if until-now < r.timeout.Milliseconds() {
 				break
 			}
-			err := r.writeLock(key, now, until)
+			left := until - now
+			err := r.call(r.life, func(ctx context.Context) error {
+				return holdLock.Run(ctx, r.client, r.lockoutKeys(key), now, left, until,
+					left+lockSkewMargin.Milliseconds()).Err()
+			}, true)
 			switch {
 			case r.life.Err() != nil: // closed: the instance stops, and its memory with it
 				return
-			case busyPool(err, false):
+			case errors.Is(err, redis.ErrPoolTimeout):
 				select {
 				case <-r.life.Done():
 					return
@@ -307,24 +311,4 @@ func (r *Redis) restoreLocks() {
 			break
 		}
 	}
-}
-
-// writeLock writes key's lock, from now until (Unix milliseconds), to
-// Redis within a call's time, patient with a busy pool.
-func (r *Redis) writeLock(key string, now, until int64) error {
-	ctx, cancel := context.WithTimeout(r.life, r.timeout)
-	defer cancel()
-	left := until - now
-	call := func() error {
-		return holdLock.Run(ctx, r.client, r.lockoutKeys(key), now, left, until, left+lockSkewMargin.Milliseconds()).Err()
-	}
-	err := call()
-	busy := errors.Is(err, redis.ErrPoolTimeout)
-	for errors.Is(err, redis.ErrPoolTimeout) && ctx.Err() == nil {
-		err = call()
-	}
-	if busyPool(err, busy) {
-		return redis.ErrPoolTimeout
-	}
-	return err
 }

@@ -244,15 +244,8 @@ func (r *Redis) tryWaiting(ctx context.Context, call func(context.Context) error
 	if !r.useRedis() {
 		return false
 	}
-	callCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.timeout)
-	err := call(callCtx)
-	busy := errors.Is(err, redis.ErrPoolTimeout)
-	for patient && errors.Is(err, redis.ErrPoolTimeout) && callCtx.Err() == nil {
-		err = call(callCtx)
-	}
-	cancel()
-	switch {
-	case busyPool(err, busy):
+	switch err := r.call(context.WithoutCancel(ctx), call, patient); {
+	case errors.Is(err, redis.ErrPoolTimeout):
 		return false // this instance is busy, Redis is not down: only this request counts in memory
 	case err != nil:
 		r.failed(err)
@@ -262,11 +255,22 @@ func (r *Redis) tryWaiting(ctx context.Context, call func(context.Context) error
 	return true
 }
 
-// busyPool reports whether a call's err says this instance is busy rather
-// than Redis down: no pooled connection came free in time, or the call's
-// time ran out while it waited for one (waited).
-func busyPool(err error, waited bool) bool {
-	return errors.Is(err, redis.ErrPoolTimeout) || waited && errors.Is(err, context.DeadlineExceeded)
+// call runs fn on Redis within the call timeout from ctx and returns its
+// error, redis.ErrPoolTimeout when this instance is busy rather than Redis
+// down: no pooled connection came free in time, or (patient, trying again
+// while none does) the call's time ran out waiting for one.
+func (r *Redis) call(ctx context.Context, fn func(context.Context) error, patient bool) error {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	err := fn(ctx)
+	busy := errors.Is(err, redis.ErrPoolTimeout)
+	for patient && errors.Is(err, redis.ErrPoolTimeout) && ctx.Err() == nil {
+		err = fn(ctx)
+	}
+	if busy && errors.Is(err, context.DeadlineExceeded) {
+		return redis.ErrPoolTimeout
+	}
+	return err
 }
 
 func (r *Redis) count(ctx context.Context, key string, length time.Duration) (int64, time.Duration, error) {
