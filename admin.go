@@ -260,18 +260,21 @@ func (s *Service) SetUserEmail(ctx context.Context, c Client, id uuid.UUID, emai
 		} else if taken {
 			return nil, errAddressTaken
 		}
-		old, oldVerified := u.Email, u.EmailVerified
+		// The old address hears that support moved the account, not
+		// where to: the move is for a user who lost that mailbox, which
+		// someone else may hold now. An address never shown to be the
+		// user's hears nothing (nor, as ever, one that reaches no one).
+		notice := changeNotice(u, "")
+		if !u.EmailVerified {
+			notice = nil
+		}
 		ended, err := s.moveAddress(ctx, tx, u, email, verified, now)
 		if err != nil {
 			return nil, err
 		}
-		// The old address hears that support moved the account, not
-		// where to: the move is for a user who lost that mailbox, which
-		// someone else may hold now. An address never shown to be the
-		// user's, or one that reaches no one (.invalid), hears nothing.
-		if oldVerified && !reservedDomain(old) {
-			if err := tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailEmailChangeNotice, To: old, Done: true,
-				ByAdministrator: true}); err != nil {
+		if notice != nil {
+			notice.Done, notice.ByAdministrator = true, true
+			if err := tx.enqueueMail(ctx, now, u, notice); err != nil {
 				return nil, err
 			}
 		}
