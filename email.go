@@ -51,12 +51,12 @@ func (s *Service) RequestEmailChange(ctx context.Context, c Client, a *AccessCla
 	counted := false // the new address's mail (refundMail)
 	err = s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
-		u, err := s.recheck(ctx, tx, c, checked, proof, EventEmailChangeRequested, now)
+		u, err := s.recheck(ctx, tx, c, a, checked, proof, EventEmailChangeRequested, now)
 		if err != nil {
 			return err
 		}
-		// As the transaction reads it: a change that committed while the
-		// password was checked may have moved the account there.
+		// As the transaction reads it. (A move that committed while the
+		// password was checked ended this session: recheck refused it.)
 		if u.Email == newEmail {
 			return errSameAddress("new_email")
 		}

@@ -160,7 +160,7 @@ func (s *Service) EnrollTOTP(ctx context.Context, c Client, a *AccessClaims, pas
 	}
 	err = s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
-		u, err := s.recheck(ctx, tx, c, checked, proof, EventMFAEnrolled, now)
+		u, err := s.recheck(ctx, tx, c, a, checked, proof, EventMFAEnrolled, now)
 		if err != nil {
 			return err
 		}

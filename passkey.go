@@ -294,7 +294,7 @@ func (s *Service) BeginPasskeyRegistration(ctx context.Context, c Client, a *Acc
 	}
 	err = s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
-		u, err := s.recheck(ctx, tx, c, checked, proof, EventPasskeyAdded, now)
+		u, err := s.recheck(ctx, tx, c, a, checked, proof, EventPasskeyAdded, now)
 		if err != nil {
 			return err
 		}

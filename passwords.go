@@ -164,7 +164,7 @@ func (s *Service) ChangePassword(ctx context.Context, c Client, a *AccessClaims,
 	}
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
-		u, err := s.recheck(ctx, tx, c, checked, proof, EventPasswordChanged, now)
+		u, err := s.recheck(ctx, tx, c, a, checked, proof, EventPasswordChanged, now)
 		if err != nil {
 			return err
 		}

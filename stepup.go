@@ -84,11 +84,13 @@ func (s *Service) reauthenticateStepUp(ctx context.Context, c Client, a *AccessC
 
 // recheck reloads and locks, in a sensitive change's transaction, the user
 // whose password was checked (checked) and refuses the change when the
-// account has locked or its password changed since (stillChecked), or
-// when proof does not pass the second factor (checkStepUp). It returns the
-// user as the transaction sees it.
-func (s *Service) recheck(ctx context.Context, tx *txn, c Client, checked *User, proof StepUp, event EventType,
-	now time.Time) (*User, error) {
+// account has locked or its password changed since (stillChecked, which
+// logs the refusal), the token's session has ended since the token was
+// checked (sessionLive), or proof does not pass the second factor
+// (checkStepUp: a dead session's code counts toward nothing). It returns
+// the user as the transaction sees it.
+func (s *Service) recheck(ctx context.Context, tx *txn, c Client, a *AccessClaims, checked *User, proof StepUp,
+	event EventType, now time.Time) (*User, error) {
 	u, err := tx.User(ctx, checked.ID)
 	if err != nil {
 		return nil, err
@@ -96,7 +98,24 @@ func (s *Service) recheck(ctx context.Context, tx *txn, c Client, checked *User,
 	if err := s.stillChecked(ctx, tx, c, u, checked.PasswordHash, event, now); err != nil {
 		return nil, err
 	}
+	if err := sessionLive(ctx, tx, a); err != nil {
+		return nil, err
+	}
 	return u, s.checkStepUp(ctx, tx, c, u, proof, event, now)
+}
+
+// sessionLive refuses (EInvalidToken), in a sensitive change's transaction
+// and after its user's lock, a change whose token's session ended after the
+// token was checked: while the password was hashed, say, the owner signed
+// that session out or ended them all. The session is locked (users before
+// their rows), so an ending that comes later waits for the change and
+// finds it done.
+func sessionLive(ctx context.Context, tx *txn, a *AccessClaims) error {
+	sess, err := tx.Session(ctx, a.SessionID)
+	if ErrorCode(err) == ENotFound || (err == nil && (sess.UserID != a.UserID || !sess.RevokedAt.IsZero())) {
+		return errInvalidToken
+	}
+	return err
 }
 
 // checkStepUp checks proof in the change's transaction, after the lock and

@@ -265,6 +265,61 @@ func TestLogoutRepeatedBeforeItsRevocationArrives(t *testing.T) {
 	})
 }
 
+// TestChangeRefusedOnceItsSessionEnded: a sensitive change whose access
+// token was checked, and whose session then ended (while its password was
+// hashed, say: the owner signed it out), is refused as an ended session's
+// token and changes nothing. The token below is checked before the
+// logout, as a request's would be; each change went through.
+func TestChangeRefusedOnceItsSessionEnded(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		none := authd.StepUp{}
+		for i, c := range []struct {
+			name   string
+			change func(a *authd.AccessClaims) error
+		}{
+			{"password_changed", func(a *authd.AccessClaims) error {
+				return e.svc.ChangePassword(t.Context(), authd.Client{}, a, goodPassword, "a whole new passphrase", none)
+			}},
+			{"email_change_requested", func(a *authd.AccessClaims) error {
+				return e.svc.RequestEmailChange(t.Context(), authd.Client{}, a, "elsewhere@example.org", goodPassword, none)
+			}},
+			{"mfa_enrolled", func(a *authd.AccessClaims) error {
+				_, err := e.svc.EnrollTOTP(t.Context(), authd.Client{}, a, goodPassword, none)
+				return err
+			}},
+			{"passkey_added", func(a *authd.AccessClaims) error {
+				_, err := e.svc.BeginPasskeyRegistration(t.Context(), authd.Client{}, a, goodPassword, none)
+				return err
+			}},
+			{"account_deleted", func(a *authd.AccessClaims) error {
+				return e.svc.DeleteMe(t.Context(), authd.Client{}, a, goodPassword, none)
+			}},
+		} {
+			email := fmt.Sprintf("ended%d@example.org", i)
+			e.registerVerified(email, goodPassword)
+			access, _ := e.login(email, goodPassword)
+			claims, err := e.svc.Authenticate(t.Context(), access)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want(t, c.name+": logout", e.do("POST", "/v1/auth/logout", nil, bearer(access)...), 204, "")
+			if err := c.change(claims); authd.ErrorCode(err) != authd.EInvalidToken {
+				t.Errorf("%s after its session ended = %v, want %s", c.name, err, authd.EInvalidToken)
+			}
+			e.login(email, goodPassword) // the account and its password stand
+			if events := e.events(email); slices.ContainsFunc(events, func(ev string) bool {
+				return strings.HasPrefix(ev, c.name+"/") || strings.HasPrefix(ev, "passkey_")
+			}) {
+				t.Errorf("%s: events %v", c.name, events)
+			}
+			if factors, err := e.store.Factors(t.Context(), e.user(email).ID); err != nil || len(factors) > 0 {
+				t.Errorf("%s: factors = %v, %v; want none", c.name, factors, err)
+			}
+		}
+	})
+}
+
 // TestStepUpProofsOfNoShape: a second factor's proof of no possible shape
 // is 400 naming its field, whether or not the user has a factor (bad input
 // is told, not ignored), and a passkey where passkeys are off is 400 too.
