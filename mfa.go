@@ -223,6 +223,9 @@ func (s *Service) ConfirmTOTP(ctx context.Context, c Client, a *AccessClaims, co
 		if err := s.refuseIfBarred(ctx, tx, c, u, EventMFAEnabled, now); err != nil {
 			return err
 		}
+		if err := sessionLive(ctx, tx, a); err != nil {
+			return err
+		}
 		factors, err := tx.Factors(ctx, u.ID)
 		if err != nil {
 			return err
@@ -423,6 +426,9 @@ func (s *Service) withSecondFactor(ctx context.Context, c Client, a *AccessClaim
 			return err
 		}
 		if err := s.refuseIfBarred(ctx, tx, c, u, event, now); err != nil {
+			return err
+		}
+		if err := sessionLive(ctx, tx, a); err != nil {
 			return err
 		}
 		factors, keys, err := secondFactors(ctx, tx, u.ID)

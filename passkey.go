@@ -382,6 +382,9 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, c Client, a *Ac
 		if err != nil {
 			return err
 		}
+		if err := sessionLive(ctx, tx, a); err != nil {
+			return err
+		}
 		ch, session, err := s.takeChallenge(ctx, tx, c, parsed.Response.CollectedClientData.Challenge,
 			PurposeRegister, EventPasskeyAdded, now)
 		if err != nil {

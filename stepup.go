@@ -107,7 +107,8 @@ func (s *Service) recheck(ctx context.Context, tx *txn, c Client, a *AccessClaim
 // sessionLive refuses (EInvalidToken), in a sensitive change's transaction
 // and after its user's lock, a change whose token's session ended after the
 // token was checked: while the password was hashed, say, the owner signed
-// that session out or ended them all. The session is locked (users before
+// that session out or ended them all. Every change of the password, the
+// address or a factor asks it. The session is locked (users before
 // their rows), so an ending that comes later waits for the change and
 // finds it done.
 func sessionLive(ctx context.Context, tx *txn, a *AccessClaims) error {

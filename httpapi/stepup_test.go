@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -316,6 +317,72 @@ func TestChangeRefusedOnceItsSessionEnded(t *testing.T) {
 			if factors, err := e.store.Factors(t.Context(), e.user(email).ID); err != nil || len(factors) > 0 {
 				t.Errorf("%s: factors = %v, %v; want none", c.name, factors, err)
 			}
+		}
+	})
+}
+
+// TestFactorChangesRefusedOnceTheirSessionEnded: adding a factor (a
+// TOTP confirmation, a passkey's registration) or removing one, with a
+// token checked before its session ended, is refused as the ended
+// session's token and changes nothing: the owner who signed a session out
+// must not find a passkey (a password-free way in) added by it afterwards.
+func TestFactorChangesRefusedOnceTheirSessionEnded(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		ended := func(access string) *authd.AccessClaims {
+			t.Helper()
+			claims, err := e.svc.Authenticate(t.Context(), access)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(access)...), 204, "")
+			return claims
+		}
+		wantEnded := func(what string, err error) {
+			t.Helper()
+			if authd.ErrorCode(err) != authd.EInvalidToken {
+				t.Errorf("%s after its session ended = %v, want %s", what, err, authd.EInvalidToken)
+			}
+		}
+		factors := func(email string) []*authd.Factor {
+			t.Helper()
+			f, err := e.store.Factors(t.Context(), e.user(email).ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+
+		e.registerVerified("enrolling@example.org", goodPassword)
+		access, _ := e.login("enrolling@example.org", goodPassword)
+		r := e.do("POST", "/v1/users/me/mfa/totp", map[string]string{"password": goodPassword}, bearer(access)...)
+		want(t, "enrol", r, 200, "")
+		a := ended(access)
+		_, err := e.svc.ConfirmTOTP(t.Context(), authd.Client{}, a, totpAt(t, r.str("secret"), e.clock.Now()))
+		wantEnded("a TOTP confirmation", err)
+		if f := factors("enrolling@example.org"); len(f) != 1 || f[0].Confirmed {
+			t.Errorf("factors %+v; want the enrolment unconfirmed", f)
+		}
+
+		e.registerVerified("adding@example.org", goodPassword)
+		access, _ = e.login("adding@example.org", goodPassword)
+		credential, err := json.Marshal(newSoftKey(t, rpID, rpOrigin).Create(e.beginRegistration(access)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		a = ended(access)
+		_, err = e.svc.FinishPasskeyRegistration(t.Context(), authd.Client{}, a, "Laptop", credential)
+		wantEnded("a passkey's registration", err)
+		if keys, err := e.store.Passkeys(t.Context(), a.UserID); err != nil || len(keys) > 0 {
+			t.Errorf("passkeys %v, %v; want none", keys, err)
+		}
+
+		access, secret, _ := e.mfaUser("removing@example.org")
+		a = ended(access)
+		wantEnded("TOTP's removal", e.svc.DisableTOTP(t.Context(), authd.Client{}, a,
+			authd.StepUp{Code: totpAt(t, secret, e.clock.Now())}))
+		if f := factors("removing@example.org"); len(f) != 1 || !f[0].Confirmed {
+			t.Errorf("factors %+v; want TOTP kept", f)
 		}
 	})
 }
