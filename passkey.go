@@ -156,10 +156,13 @@ func passkeyName(name string) (string, error) {
 	bad := !utf8.ValidString(name) || utf8.RuneCountInString(name) > maxPasskeyName ||
 		strings.IndexFunc(name, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0
 	if bad {
-		return "", invalidField("name", "must be 1 to 64 printable characters")
+		return "", errPasskeyName
 	}
 	return name, nil
 }
+
+// errPasskeyName refuses a passkey name passkeyName does not take.
+var errPasskeyName = invalidField("name", "must be 1 to 64 printable characters")
 
 // errCredential is a credential that is not a WebAuthn response at all.
 func errCredential(err error) error {
@@ -522,6 +525,9 @@ func (s *Service) Passkeys(ctx context.Context, a *AccessClaims) ([]*Passkey, er
 func (s *Service) RenamePasskey(ctx context.Context, c Client, a *AccessClaims, id uuid.UUID, name string) (*Passkey, error) {
 	if _, err := s.relyingParty(); err != nil {
 		return nil, err
+	}
+	if strings.TrimSpace(name) == "" { // the default name is a new passkey's, left unnamed
+		return nil, errPasskeyName
 	}
 	name, err := passkeyName(name)
 	if err != nil {

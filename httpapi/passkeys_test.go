@@ -172,6 +172,8 @@ func TestPasskeyRegistration(t *testing.T) {
 		}
 		want(t, "rename to an unprintable name", e.do("PATCH", "/v1/users/me/passkeys/"+id,
 			map[string]string{"name": "a\tb"}, bearer(access)...), 400, "validation_failed")
+		want(t, "rename to blanks", e.do("PATCH", "/v1/users/me/passkeys/"+id,
+			map[string]string{"name": " \u3000 "}, bearer(access)...), 400, "validation_failed")
 		want(t, "rename to a long name", e.do("PATCH", "/v1/users/me/passkeys/"+id,
 			map[string]string{"name": strings.Repeat("é", 65)}, bearer(access)...), 400, "validation_failed")
 		want(t, "rename an unknown passkey", e.do("PATCH", "/v1/users/me/passkeys/"+authd.NewID().String(),
