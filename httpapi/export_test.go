@@ -204,6 +204,25 @@ func TestExportFailure(t *testing.T) {
 	})
 }
 
+// TestExportByHeadMakesNone: HEAD of the export is 405 (Allow: GET): it
+// would make a whole export, log it and spend one of the hour's exports,
+// and send nothing.
+func TestExportByHeadMakesNone(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	e.registerVerified("head@example.org", goodPassword)
+	access, _ := e.login("head@example.org", goodPassword)
+	r := e.do("HEAD", "/v1/users/me/export", nil, bearer(access)...)
+	if r.status != 405 || r.header.Get("Allow") != "GET" {
+		t.Errorf("HEAD of the export: %d, Allow %q; want 405, GET", r.status, r.header.Get("Allow"))
+	}
+	if n := e.eventCount("head@example.org", "data_exported/success"); n != 0 {
+		t.Errorf("%d exports logged after a HEAD; want none", n)
+	}
+	want(t, "HEAD without a token", e.do("HEAD", "/v1/users/me/export", nil), 401, "")
+	want(t, "the export", e.do("GET", "/v1/users/me/export", nil, bearer(access)...), 200, "")
+}
+
 // doneStore records when UserData has returned, that is when the store's
 // snapshot (and its database connection) is released.
 type doneStore struct {

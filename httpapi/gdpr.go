@@ -408,6 +408,12 @@ func (x *exportWriter) userRows() authd.UserRows {
 // problem answer as usual; a failure while sending cuts the connection, and
 // the Content-Length tells the client the file is incomplete.
 func (s *Server) export(w http.ResponseWriter, r *http.Request, a *authd.AccessClaims) error {
+	if r.Method == http.MethodHead {
+		// The mux gives GET's handler HEAD too: it would make an export,
+		// log it and spend one of the hour's, and send nothing.
+		w.Header().Set("Allow", http.MethodGet)
+		return &authd.Error{Code: authd.EMethodNotAllowed, Message: "An export is made by GET only."}
+	}
 	x, err := newExportWriter(time.Now().UTC())
 	if err != nil {
 		return err
