@@ -395,25 +395,17 @@ func lockWaited(err error) bool {
 const sessionsEnded = `(expires_at < $1 OR revoked_at < $1) AND NOT EXISTS
 	(SELECT 1 FROM jwt_tokens t WHERE t.session_id = sessions.id`
 
-// Purge implements authd.Store. It holds a session-level advisory lock on
-// one connection for the whole purge, and deletes in batches so that no
-// statement locks many rows for long.
-func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeResult, error) {
-	var res authd.PurgeResult
-	conn, err := s.pool.Acquire(ctx)
-	if err != nil {
-		return res, translate(err)
-	}
-	defer conn.Release()
+// lockPurge takes the purge's advisory lock on conn, for the session, or
+// reports it held by another (skipped); unlock releases it.
+func lockPurge(ctx context.Context, conn *pgxpool.Conn) (skipped bool, unlock func(), err error) {
 	var locked bool
 	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1)`, purgeLockID).Scan(&locked); err != nil {
-		return res, translate(err)
+		return false, nil, translate(err)
 	}
 	if !locked {
-		res.Skipped = true
-		return res, nil
+		return true, nil, nil
 	}
-	defer func() {
+	return false, func() {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), purgeUnlockTimeout)
 		defer cancel()
 		if _, err := conn.Exec(ctx, `SELECT pg_advisory_unlock($1)`, purgeLockID); err != nil {
@@ -421,7 +413,27 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 			// releases it.
 			conn.Conn().Close(ctx) //nolint:errcheck // closed either way
 		}
-	}()
+	}, nil
+}
+
+// Purge implements authd.Store. It holds a session-level advisory lock on
+// one connection for the whole purge, and deletes in batches so that no
+// statement locks many rows for long. A dry run, which deletes nothing,
+// takes no lock: it counts while another instance purges.
+func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeResult, error) {
+	var res authd.PurgeResult
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return res, translate(err)
+	}
+	defer conn.Release()
+	if !r.DryRun {
+		skipped, unlock, err := lockPurge(ctx, conn)
+		if err != nil || skipped {
+			return authd.PurgeResult{Skipped: skipped}, err
+		}
+		defer unlock() // at Purge's end
+	}
 
 	steps := []struct {
 		n     *int

@@ -430,6 +430,8 @@ func TestCommandLockSessionNeverIdlesOut(t *testing.T) {
 	}
 }
 
+// TestPurgeOneInstanceAtATime: a purge while another holds the purge's
+// lock does nothing (skipped); a dry run counts anyway.
 func TestPurgeOneInstanceAtATime(t *testing.T) {
 	t.Parallel()
 	s := open(t)
@@ -438,6 +440,11 @@ func TestPurgeOneInstanceAtATime(t *testing.T) {
 	res, err := s.Purge(ctx, authd.PurgeRequest{LogsBefore: time.Now(), ExpiredBefore: time.Now(), Batch: 10})
 	if err != nil || !res.Skipped {
 		t.Errorf("Purge while another instance purges = %+v, %v; want skipped", res, err)
+	}
+	// A dry run deletes nothing, so it counts whoever purges.
+	dry, err := s.Purge(ctx, authd.PurgeRequest{LogsBefore: time.Now(), ExpiredBefore: time.Now(), Batch: 10, DryRun: true})
+	if err != nil || dry.Skipped {
+		t.Errorf("a dry run while another instance purges = %+v, %v; want counted", dry, err)
 	}
 	release()
 	if res, err := s.Purge(ctx, authd.PurgeRequest{LogsBefore: time.Now(), ExpiredBefore: time.Now(), Batch: 10}); err != nil || res.Skipped {
