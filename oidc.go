@@ -432,6 +432,9 @@ func (s *Service) Consents(ctx context.Context, a *AccessClaims) ([]*Consent, ma
 // everywhere); the next sign-in asks again. Logged as oidc_consent_revoked.
 // ENotFound (no such consent), EUnavailable.
 func (s *Service) RevokeConsent(ctx context.Context, c Client, a *AccessClaims, clientID string) error {
+	if !validClientID(clientID) { // no client's, so no consent (nor a query the store refuses)
+		return errNoConsent
+	}
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
 		// The client first, held (as holdClient does): a deletion ends the

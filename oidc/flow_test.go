@@ -563,6 +563,11 @@ func TestConsentAndCSRF(t *testing.T) {
 		if status, _ := e.call("DELETE", "/v1/users/me/consents/third", pair.AccessToken); status != http.StatusNotFound {
 			t.Errorf("withdraw again: %d, want 404", status)
 		}
+		for _, junk := range []string{"%00", "a%ffb", "%1b", strings.Repeat("a", 1000)} { // no client's id: no consent
+			if status, body := e.call("DELETE", "/v1/users/me/consents/"+junk, pair.AccessToken); status != http.StatusNotFound {
+				t.Errorf("withdraw %q: %d %s, want 404", junk, status, body)
+			}
+		}
 		if got := e.me(tok.AccessToken); got != http.StatusUnauthorized {
 			t.Errorf("the client's access token answers %d after the consent was withdrawn; want 401", got)
 		}
