@@ -58,6 +58,7 @@ func Run(t *testing.T, open func(t *testing.T) authd.Store) {
 		{"SecurityLogsOfErasedUsers", testSecurityLogsOfErasedUsers},
 		{"PurgeErasedAccounts", testPurgeErasedAccounts},
 		{"PurgeDryRunOfAnErasedAccount", testPurgeDryRunOfAnErasedAccount},
+		{"IdleSessionsEnd", testIdleSessionsEnd},
 		{"UserData", testUserData},
 		{"EveryEnumLabelStored", testEnumLabels},
 		{"Outbox", testOutbox},
@@ -692,8 +693,11 @@ func testPurgeErasedAccounts(t *testing.T, s authd.Store) {
 		t.Fatal(err)
 	}
 	withSession := erased("session@example.org", old)
-	if err := s.CreateSession(ctx, &authd.Session{ID: authd.NewID(), UserID: withSession.ID, CreatedAt: old,
-		LastUsedAt: old, ExpiresAt: Epoch.Add(time.Hour)}); err != nil {
+	sess := &authd.Session{ID: authd.NewID(), UserID: withSession.ID, CreatedAt: old, LastUsedAt: old,
+		ExpiresAt: Epoch.Add(time.Hour)}
+	refresh := newToken(withSession, sess, authd.TokenRefresh, "digest-session")
+	refresh.ExpiresAt = Epoch.Add(time.Hour)
+	if err := errors.Join(s.CreateSession(ctx, sess), s.CreateToken(ctx, refresh)); err != nil {
 		t.Fatal(err)
 	}
 	live := mustCreateUser(t, s, "live@example.org")
@@ -769,6 +773,74 @@ func testPurgeDryRunOfAnErasedAccount(t *testing.T, s authd.Store) {
 	wantCode(t, "the erased account after the purge", err, authd.ENotFound)
 	if _, err := s.User(ctx, kept.ID); err != nil {
 		t.Errorf("the erased account whose session keeps a live token: %v; want it kept", err)
+	}
+}
+
+// testIdleSessionsEnd: a session whose refresh tokens have all expired
+// unused (idle for the refresh token's lifetime) has ended, though its
+// absolute end is far: Sessions lists it no more, and the purge deletes it
+// with its last token, as a session ended long ago. A browser sign-in's
+// session lives on its cookie, not on the refresh token it never hands
+// out: listed and kept until its own end.
+func testIdleSessionsEnd(t *testing.T, s authd.Store) {
+	ctx := context.Background()
+	u := mustCreateUser(t, s, "idle@example.org")
+	session := func(name string, tokenExpires time.Time, browser bool) *authd.Session {
+		t.Helper()
+		sess := &authd.Session{ID: authd.NewID(), UserID: u.ID, DeviceInfo: name, CreatedAt: Epoch.Add(-200 * time.Hour),
+			LastUsedAt: Epoch.Add(-200 * time.Hour), ExpiresAt: Epoch.Add(500 * time.Hour)}
+		if err := s.CreateSession(ctx, sess); err != nil {
+			t.Fatal(err)
+		}
+		tok := newToken(u, sess, authd.TokenRefresh, "digest-"+name)
+		tok.IssuedAt, tok.CreatedAt, tok.ExpiresAt = sess.CreatedAt, sess.CreatedAt, tokenExpires
+		if err := s.CreateToken(ctx, tok); err != nil {
+			t.Fatal(err)
+		}
+		if browser {
+			if err := s.SetBrowserDigest(ctx, sess.ID, "browser-"+name); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return sess
+	}
+	idleLong := session("idle long", Epoch.Add(-30*time.Hour), false)   // its token goes in the purge below
+	idleNewly := session("idle newly", Epoch.Add(-12*time.Hour), false) // its token outlives the cut-off
+	browser := session("browser", Epoch.Add(-30*time.Hour), true)
+	live := session("live", Epoch.Add(10*time.Hour), false)
+	listed := func() []string {
+		t.Helper()
+		got, err := s.Sessions(ctx, u.ID, Epoch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, sess := range got {
+			names = append(names, sess.DeviceInfo)
+		}
+		slices.Sort(names)
+		return names
+	}
+	if got, want := listed(), []string{"browser", "live"}; !slices.Equal(got, want) {
+		t.Errorf("Sessions = %q; want %q (the idle ones have ended)", got, want)
+	}
+	req := authd.PurgeRequest{LogsBefore: Epoch.Add(-72 * time.Hour), ExpiredBefore: Epoch.Add(-24 * time.Hour), Now: Epoch,
+		Batch: 10}
+	dry := req
+	dry.DryRun = true
+	want := authd.PurgeResult{Tokens: 2, Sessions: 1}
+	if res, err := s.Purge(ctx, dry); err != nil || !cmp.Equal(res, want) {
+		t.Errorf("Purge (dry run) = %+v, %v; want %+v", res, err, want)
+	}
+	if res, err := s.Purge(ctx, req); err != nil || !cmp.Equal(res, want) {
+		t.Errorf("Purge = %+v, %v; want %+v", res, err, want)
+	}
+	_, err := s.Session(ctx, idleLong.ID)
+	wantCode(t, "the session idle past the cut-off", err, authd.ENotFound)
+	for _, kept := range []*authd.Session{idleNewly, browser, live} {
+		if _, err := s.Session(ctx, kept.ID); err != nil {
+			t.Errorf("session %q after the purge: %v; want it kept", kept.DeviceInfo, err)
+		}
 	}
 }
 
@@ -1337,7 +1409,9 @@ func testSessionRevocation(t *testing.T, s authd.Store) {
 		if err := s.CreateSession(ctx, sess); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.CreateToken(ctx, newToken(u, sess, authd.TokenRefresh, "d-"+sess.ID.String())); err != nil {
+		refresh := newToken(u, sess, authd.TokenRefresh, "d-"+sess.ID.String())
+		refresh.ExpiresAt = Epoch.Add(168 * time.Hour) // the session lives while its refresh token does
+		if err := s.CreateToken(ctx, refresh); err != nil {
 			t.Fatal(err)
 		}
 		sessions = append(sessions, sess)

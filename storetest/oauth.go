@@ -200,6 +200,13 @@ func testAuthCodes(t *testing.T, s authd.Store) {
 			t.Fatalf("CreateSession: %v", err)
 		}
 	}
+	// As the service makes them (the purges below keep them): a browser
+	// sign-in's session, and one a code started, with its refresh token.
+	refresh := newToken(u, issued, authd.TokenRefresh, "issued-refresh")
+	refresh.ExpiresAt = Epoch.Add(168 * time.Hour)
+	if err := errors.Join(s.SetBrowserDigest(ctx, browser.ID, "browser-digest"), s.CreateToken(ctx, refresh)); err != nil {
+		t.Fatal(err)
+	}
 	mustCreateClient(t, s, newClient("app", authd.ClientConfidential))
 
 	c := newAuthCode(u, browser, "app", "code-digest")
