@@ -261,6 +261,20 @@ func (s *Service) takeChallenge(ctx context.Context, tx *txn, c Client, challeng
 	return ch, &session, nil
 }
 
+// registrationOver tells a registration whose ceremony takeChallenge
+// refused why, in words its person can act on: they are signed in, and
+// the plain "invalid token" would read as if they were not. Other errors
+// pass.
+func registrationOver(err error) error {
+	if r, ok := err.(*refusal); ok && r.err == errInvalidToken {
+		return &refusal{err: errRegistrationOver}
+	}
+	return err
+}
+
+var errRegistrationOver = &Error{Code: EInvalidToken, Message: "This passkey registration is over: it expired or " +
+	"was used, or another passkey was added (or a password or factor changed) since it began. Begin again."}
+
 // BeginPasskeyRegistration starts adding a passkey for the token's user,
 // after checking their password (reauthenticate) and, when they have a
 // second factor already, proof (step-up): a stolen access token alone must
@@ -391,7 +405,7 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, c Client, a *Ac
 		ch, session, err := s.takeChallenge(ctx, tx, c, parsed.Response.CollectedClientData.Challenge,
 			PurposeRegister, EventPasskeyAdded, now)
 		if err != nil {
-			return err
+			return registrationOver(err)
 		}
 		if ch.UserID != u.ID {
 			return s.refuseToken(ctx, tx, c, EventPasskeyAdded, u.ID, "passkey challenge of another user", nil)

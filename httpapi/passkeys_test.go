@@ -1028,8 +1028,11 @@ func TestPasskeyRegistrationVoidedByChanges(t *testing.T) {
 		access, _ = e.login("twice@example.org", goodPassword)
 		first, second := e.beginRegistration(access), e.beginRegistration(access)
 		want(t, "the first passkey", finish(access, newSoftKey(t, rpID, rpOrigin), first), 201, "")
-		want(t, "a registration begun before the first passkey", finish(access, newSoftKey(t, rpID, rpOrigin), second),
-			401, "invalid_token")
+		r = finish(access, newSoftKey(t, rpID, rpOrigin), second)
+		want(t, "a registration begun before the first passkey", r, 401, "invalid_token")
+		if detail := r.str("detail"); !strings.Contains(detail, "another passkey was added") {
+			t.Errorf("the refusal says %q; want why (another passkey was added) and what to do", detail)
+		}
 		if keys, _ := e.store.Passkeys(context.Background(), e.user("twice@example.org").ID); len(keys) != 1 {
 			t.Errorf("%d passkeys; want the first alone", len(keys))
 		}
