@@ -3,6 +3,7 @@ package authd
 import (
 	"context"
 	"maps"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -166,6 +167,13 @@ func (s *Service) Logout(ctx context.Context, c Client, a *AccessClaims) error {
 func (s *Service) LogoutAll(ctx context.Context, c Client, a *AccessClaims) error {
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
+		// The user before the sessions, as every flow that ends several
+		// locks them (Store.InTx): a sensitive change holds the user and
+		// its own session, then ends the others; ending them from the
+		// other end deadlocked with it.
+		if _, err := tx.User(ctx, a.UserID); err != nil {
+			return err
+		}
 		ids, err := s.endUserSessions(ctx, tx, a.UserID, uuid.Nil, now, string(EventLogoutAll))
 		if err != nil {
 			return err
@@ -175,9 +183,22 @@ func (s *Service) LogoutAll(ctx context.Context, c Client, a *AccessClaims) erro
 	})
 }
 
-// Sessions lists the user's active sessions, newest first.
+// Sessions lists the user's active sessions, newest first: neither ended
+// nor idle (live).
 func (s *Service) Sessions(ctx context.Context, a *AccessClaims) ([]*Session, error) {
-	return s.store.Sessions(ctx, a.UserID, s.now())
+	now := s.now()
+	all, err := s.store.Sessions(ctx, a.UserID, now)
+	return slices.DeleteFunc(all, func(sess *Session) bool { return !s.live(sess, now) }), err
+}
+
+// live reports whether sess can still be used at now: active, and not
+// idle. A session that refreshes has ended, idle, once it went unrefreshed
+// for the refresh token's lifetime: its newest refresh token was issued
+// when it was last used, and has expired (the store's purge deletes it
+// once its tokens are gone). A hosted pages' browser sign-in lives on its
+// cookie, not on the refresh token it never hands out.
+func (s *Service) live(sess *Session, now time.Time) bool {
+	return sess.Active(now) && (sess.BrowserDigest != "" || now.Before(sess.LastUsedAt.Add(s.cfg.RefreshTokenTTL)))
 }
 
 // RevokeSession ends one of the user's sessions. ENotFound when the user has
@@ -186,7 +207,7 @@ func (s *Service) RevokeSession(ctx context.Context, c Client, a *AccessClaims, 
 	return s.inTx(ctx, func(tx *txn) error {
 		now := s.now()
 		sess, err := tx.Session(ctx, id)
-		if ErrorCode(err) == ENotFound || (err == nil && (sess.UserID != a.UserID || !sess.Active(now))) {
+		if ErrorCode(err) == ENotFound || (err == nil && (sess.UserID != a.UserID || !s.live(sess, now))) {
 			return Errorf(ENotFound, "No such session.")
 		}
 		if err != nil {

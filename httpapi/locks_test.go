@@ -164,12 +164,91 @@ func TestSessionEndingFlowsLetALogoutThrough(t *testing.T) {
 	}
 }
 
+// sessionPausingStore pauses, once armed, the first transaction that reads
+// session (Session, which locks it in a transaction), just after the read,
+// until resume closes; paused closes then.
+type sessionPausingStore struct {
+	authd.Store
+	session        uuid.UUID
+	armed          atomic.Bool
+	paused, resume chan struct{}
+}
+
+func (s *sessionPausingStore) InTx(ctx context.Context, fn func(authd.Queries) error) error {
+	return s.Store.InTx(ctx, func(q authd.Queries) error { return fn(&sessionPausingQueries{Queries: q, s: s}) })
+}
+
+type sessionPausingQueries struct {
+	authd.Queries
+	s *sessionPausingStore
+}
+
+func (q *sessionPausingQueries) Session(ctx context.Context, id uuid.UUID) (*authd.Session, error) {
+	sess, err := q.Queries.Session(ctx, id)
+	if id == q.s.session && q.s.armed.CompareAndSwap(true, false) {
+		close(q.s.paused)
+		<-q.s.resume
+	}
+	return sess, err
+}
+
+// TestLogoutAllDuringASensitiveChange: a sensitive change holds its user,
+// then its own session (is it live?), then ends the user's other sessions;
+// a logout-all meanwhile, from an older session, must wait for it rather
+// than lock the sessions from the other end. It locked them without the
+// user: the oldest first, then it waited for the change's session, while
+// the change waited for the oldest to end it (a deadlock, a 503).
+func TestLogoutAllDuringASensitiveChange(t *testing.T) {
+	t.Parallel()
+	const email = "everywhere@example.org"
+	store := &sessionPausingStore{Store: openPostgres(t), paused: make(chan struct{}), resume: make(chan struct{})}
+	release := sync.OnceFunc(func() { close(store.resume) })
+	defer release() // on failure too: the change's transaction must end
+	e := newEnv(t, store)
+	e.registerVerified(email, goodPassword)
+	laptop, _ := e.login(email, goodPassword) // the older session
+	phone, _ := e.login(email, goodPassword)
+	claims, err := e.svc.Authenticate(t.Context(), phone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.session = claims.SessionID
+	store.armed.Store(true)
+
+	changed := make(chan response, 1)
+	go func() {
+		changed <- e.do("POST", "/v1/auth/password/change",
+			map[string]string{"current_password": goodPassword, "new_password": "a changed passphrase"}, bearer(phone)...)
+	}()
+	select {
+	case <-store.paused:
+	case r := <-changed:
+		t.Fatalf("the change answered %d %s before it read its session", r.status, r.raw)
+	}
+	everywhere := make(chan response, 1)
+	go func() { everywhere <- e.do("POST", "/v1/auth/logout-all", nil, bearer(laptop)...) }()
+	for guard := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if locksAwaited(t, store.Store) > 0 {
+			break // the logout-all waits for the change
+		}
+		if time.Now().After(guard) {
+			t.Fatal("the logout-all never waited for the change's locks")
+		}
+	}
+	release()
+	want(t, "the change", <-changed, http.StatusNoContent, "")
+	want(t, "the logout-all after it", <-everywhere, http.StatusNoContent, "")
+}
+
 // locksAwaited counts the transactions on store's database that wait for
 // a lock.
-func locksAwaited(t *testing.T, store *userPausingStore) int {
+func locksAwaited(t *testing.T, store authd.Store) int {
 	t.Helper()
+	if s, ok := store.(*userPausingStore); ok {
+		store = s.Store
+	}
 	var n int
-	if err := store.Store.(*postgres.Store).Pool().QueryRow(context.Background(), storetest.LockWaits, "").Scan(&n); err != nil {
+	if err := store.(*postgres.Store).Pool().QueryRow(context.Background(), storetest.LockWaits, "").Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n
@@ -311,7 +390,9 @@ var errSkip = &authd.Error{Code: "skip"}
 // user or their rows at once on one account — logins past the session
 // limit, logouts (of one session or all), refreshes, password changes,
 // reset links requested, mailed and redeemed, an administrator's
-// revocations, locks and reads, consent changes — until the logins have
+// revocations (now and then: a change from a session ended meanwhile is
+// refused, so ending every session at full speed would let none through),
+// locks and reads, consent changes — until the logins have
 // run 200 times each (with the account erased, until 20 more each after
 // the erasure: what follows it is refusals alone).
 // Refusals are expected (tokens revoked meanwhile, the account locked, a
@@ -481,7 +562,13 @@ func concurrentFlows(t *testing.T, store authd.Store, erase bool) {
 		}
 		return e.svc.ResetPassword(ctx, c, tok, goodPassword)
 	})
-	work("admin revoke", func() error { return e.svc.RevokeUserSessions(ctx, c, u.ID) })
+	work("admin revoke", func() error {
+		if rand.IntN(20) != 0 { // ending every session starves the flows that need one
+			_, err := e.svc.UserMFA(ctx, c, u.ID)
+			return err
+		}
+		return e.svc.RevokeUserSessions(ctx, c, u.ID)
+	})
 	work("consent", signedIn(true, func(a *authd.AccessClaims) error {
 		_, err := e.svc.UpdateConsent(ctx, c, a, true)
 		return err
