@@ -790,3 +790,45 @@ func TestLoginRacesAccountChanges(t *testing.T) {
 		})
 	}
 }
+
+// TestIdleSessionHasEnded: a session left unrefreshed for the refresh
+// token's lifetime has ended (its last refresh token expired), though its
+// absolute end is weeks away: the list shows it no more and it cannot be
+// signed out (404). A hosted pages' browser sign-in lives on its cookie
+// and stays listed; a session that refreshed stays too.
+func TestIdleSessionHasEnded(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "idler@example.org"
+		e.registerVerified(email, goodPassword)
+		idleAccess, _ := e.login(email, goodPassword)
+		idle, err := e.svc.Authenticate(t.Context(), idleAccess)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.svc.SignIn(t.Context(), authd.Client{}, email, goodPassword); err != nil {
+			t.Fatal(err)
+		}
+		e.clock.Advance(100 * time.Hour)
+		_, refresh := e.login(email, goodPassword)
+		e.clock.Advance(68*time.Hour + time.Minute) // the first: 168 h and a minute unrefreshed
+		r := e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh})
+		want(t, "refresh", r, 200, "")
+		access := r.str("access_token")
+		list := e.do("GET", "/v1/users/me/sessions", nil, bearer(access)...)
+		want(t, "list", list, 200, "")
+		var devices []string
+		for _, item := range list.body["items"].([]any) {
+			s := item.(map[string]any)
+			if s["id"] == idle.SessionID.String() {
+				t.Errorf("the idle session is listed: %s", list.raw)
+			}
+			devices = append(devices, s["device_info"].(string))
+		}
+		if len(devices) != 2 || !slices.ContainsFunc(devices, func(d string) bool { return strings.HasPrefix(d, "Browser sign-in") }) {
+			t.Errorf("sessions listed %q; want the one that refreshed and the browser sign-in", devices)
+		}
+		want(t, "signing the idle session out", e.do("DELETE", "/v1/users/me/sessions/"+idle.SessionID.String(), nil,
+			bearer(access)...), 404, "not_found")
+	})
+}

@@ -354,12 +354,8 @@ func (q *queries) UpdateSession(ctx context.Context, s *authd.Session) error {
 }
 
 func (q *queries) Sessions(ctx context.Context, userID uuid.UUID, now time.Time) ([]*authd.Session, error) {
-	// A session that refreshes has ended once its last refresh token
-	// expired unused; a browser sign-in's lives on its cookie.
 	rows, err := q.db.QueryContext(ctx, `SELECT `+sessionColumns+` FROM sessions
-		WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at > ?2 AND (browser_digest IS NOT NULL OR EXISTS
-			(SELECT 1 FROM jwt_tokens t WHERE t.session_id = sessions.id AND t.token_type = 'refresh'
-				AND t.revoked = 0 AND t.expires_at > ?2))
+		WHERE user_id = ? AND revoked_at IS NULL AND expires_at > ?
 		ORDER BY created_at DESC, id DESC`, userID, timeArg(now))
 	if err != nil {
 		return nil, translate(err)
