@@ -261,19 +261,26 @@ func (s *Service) takeChallenge(ctx context.Context, tx *txn, c Client, challeng
 	return ch, &session, nil
 }
 
-// registrationOver tells a registration whose ceremony takeChallenge
-// refused why, in words its person can act on: they are signed in, and
-// the plain "invalid token" would read as if they were not. Other errors
-// pass.
-func registrationOver(err error) error {
+// ceremonyOver tells a signed-in person whose passkey ceremony was
+// refused (takeChallenge's refusals: unknown, used, expired, of another
+// ceremony; or one begun for another user) why, in message, naming field:
+// the token at fault is the body's ceremony, not the bearer token, which
+// the plain "invalid token" would read as (httpapi answers one naming a
+// field 400, with no bearer challenge). Other errors pass.
+func ceremonyOver(err error, field, message string) error {
 	if r, ok := err.(*refusal); ok && r.err == errInvalidToken {
-		return &refusal{err: errRegistrationOver}
+		return &refusal{err: &Error{Code: EInvalidToken, Message: message,
+			Fields: []FieldError{{Field: field, Message: "answers a passkey ceremony that is over"}}}}
 	}
 	return err
 }
 
-var errRegistrationOver = &Error{Code: EInvalidToken, Message: "This passkey registration is over: it expired or " +
-	"was used, or another passkey was added (or a password or factor changed) since it began. Begin again."}
+const (
+	registrationOver = "This passkey registration is over: it expired or was used, was begun for another " +
+		"account, or another passkey was added (or a password or factor changed) since it began. Begin again."
+	stepUpOver = "This passkey confirmation is over: it expired or was used, or was not begun as one for " +
+		"this account (POST /v1/users/me/mfa/challenge). Begin again."
+)
 
 // BeginPasskeyRegistration starts adding a passkey for the token's user,
 // after checking their password (reauthenticate) and, when they have a
@@ -404,11 +411,11 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, c Client, a *Ac
 		}
 		ch, session, err := s.takeChallenge(ctx, tx, c, parsed.Response.CollectedClientData.Challenge,
 			PurposeRegister, EventPasskeyAdded, now)
-		if err != nil {
-			return registrationOver(err)
+		if err == nil && ch.UserID != u.ID {
+			err = s.refuseToken(ctx, tx, c, EventPasskeyAdded, u.ID, "passkey challenge of another user", nil)
 		}
-		if ch.UserID != u.ID {
-			return s.refuseToken(ctx, tx, c, EventPasskeyAdded, u.ID, "passkey challenge of another user", nil)
+		if err != nil {
+			return ceremonyOver(err, "credential", registrationOver)
 		}
 		keys, err := tx.Passkeys(ctx, u.ID)
 		if err != nil {
@@ -927,11 +934,11 @@ func (s *Service) checkPasskeyProof(ctx context.Context, tx *txn, c Client, u *U
 	}
 	ch, session, err := s.takeChallenge(ctx, tx, c, parsed.Response.CollectedClientData.Challenge, PurposeStepUp,
 		event, now)
-	if err != nil {
-		return err
+	if err == nil && ch.UserID != u.ID {
+		err = s.refuseToken(ctx, tx, c, event, u.ID, "passkey challenge of another user", nil)
 	}
-	if ch.UserID != u.ID {
-		return s.refuseToken(ctx, tx, c, event, u.ID, "passkey challenge of another user", nil)
+	if err != nil {
+		return ceremonyOver(err, "passkey", stepUpOver)
 	}
 	if _, err = s.verifyAssertion(ctx, tx, c, u, session, parsed, PurposeStepUp, now); err != nil {
 		return err

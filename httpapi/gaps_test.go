@@ -91,7 +91,7 @@ func TestPasskeyProofsAreTheirOwners(t *testing.T) {
 		options := publicKey(t, r)
 		delete(options, "allowCredentials")
 		want(t, "bob's delete with alice's ceremony", e.do("DELETE", "/v1/users/me/passkeys/"+bobsID,
-			map[string]any{"passkey": bobKey.Get(options)}, bearer(bob)...), 401, "invalid_token")
+			map[string]any{"passkey": bobKey.Get(options)}, bearer(bob)...), 400, "invalid_token")
 
 		// Alice's passkey, by Bob with a proof of his own.
 		want(t, "bob deletes alice's passkey", e.do("DELETE", "/v1/users/me/passkeys/"+alicesID,

@@ -469,12 +469,15 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if !ok {
 		status = http.StatusInternalServerError
 	}
-	var bad badRequest
-	if errors.As(err, &bad) && status == http.StatusUnauthorized {
-		status = http.StatusBadRequest
-	}
 	var e *authd.Error
 	errors.As(err, &e)
+	var bad badRequest
+	if status == http.StatusUnauthorized && (errors.As(err, &bad) || code == authd.EInvalidToken && e != nil && len(e.Fields) > 0) {
+		// A token of the body (a link's, a ceremony's, which names its
+		// field) is a wrong request, not a missing authentication: a
+		// bearer client must not drop its good access token for it.
+		status = http.StatusBadRequest
+	}
 	switch {
 	case errors.Is(err, authd.ErrBusy):
 		s.shed.Note(r.Context()) // counted, the count logged now and then: not a line per request
@@ -502,7 +505,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	case status == http.StatusServiceUnavailable:
 		w.Header().Set("Retry-After", "1")
 	}
-	if status == http.StatusUnauthorized && code == authd.EInvalidToken && !errors.As(err, &bad) {
+	if status == http.StatusUnauthorized && code == authd.EInvalidToken {
 		if errors.Is(err, errMissingToken) {
 			// No bearer token (none, or another scheme): the challenge
 			// alone (RFC 6750 §3.1).

@@ -219,17 +219,17 @@ func TestPasskeyRegistrationFailures(t *testing.T) {
 		// A ceremony is single use, and one user's is no one else's.
 		k := newSoftKey(t, rpID, rpOrigin)
 		cred := k.Create(e.beginRegistration(access))
-		want(t, "finish another user's ceremony", finish(stranger, cred), 401, "invalid_token")
+		want(t, "finish another user's ceremony", finish(stranger, cred), 400, "invalid_token")
 		cred = k.Create(e.beginRegistration(access))
 		want(t, "finish", finish(access, cred), 201, "")
 		e.rememberPasskey(access, k)
-		want(t, "finish the same ceremony again", finish(access, cred), 401, "invalid_token")
+		want(t, "finish the same ceremony again", finish(access, cred), 400, "invalid_token")
 
 		// Expired: five minutes.
 		k2 := newSoftKey(t, rpID, rpOrigin)
 		options := e.beginRegistration(access)
 		e.clock.Advance(authd.WebAuthnChallengeTTL)
-		want(t, "finish after five minutes", finish(access, k2.Create(options)), 401, "invalid_token")
+		want(t, "finish after five minutes", finish(access, k2.Create(options)), 400, "invalid_token")
 
 		// The checks of the attestation: origin, RP id, user verification.
 		for name, spoil := range map[string]func(*softKey){
@@ -479,11 +479,11 @@ func TestPasskeyRemovalNeedsStepUp(t *testing.T) {
 		}
 		proof := k2.Get(publicKey(t, r))
 		want(t, "a passwordless ceremony as proof", e.do("DELETE", "/v1/users/me/passkeys/"+first,
-			map[string]any{"passkey": k.Get(e.beginSignIn())}, bearer(access)...), 401, "invalid_token")
+			map[string]any{"passkey": k.Get(e.beginSignIn())}, bearer(access)...), 400, "invalid_token")
 		want(t, "delete with a passkey", e.do("DELETE", "/v1/users/me/passkeys/"+first,
 			map[string]any{"passkey": proof}, bearer(access)...), 204, "")
 		want(t, "the proof again", e.do("DELETE", "/v1/users/me/passkeys/"+second,
-			map[string]any{"passkey": proof}, bearer(access)...), 401, "invalid_token")
+			map[string]any{"passkey": proof}, bearer(access)...), 400, "invalid_token")
 
 		// The last one goes with a recovery code, and the codes go with it.
 		want(t, "delete the last with a recovery code", e.do("DELETE", "/v1/users/me/passkeys/"+second,
@@ -749,7 +749,7 @@ func TestPasskeyStepUp(t *testing.T) {
 		if n := e.user("fay@example.org").FailedLoginAttempts; n != 0 {
 			t.Errorf("failed_login_attempts %d after a refused assertion, want 0", n)
 		}
-		want(t, "a sign-in ceremony as proof", change(map[string]any{"passkey": k.Get(e.beginSignIn())}), 401, "invalid_token")
+		want(t, "a sign-in ceremony as proof", change(map[string]any{"passkey": k.Get(e.beginSignIn())}), 400, "invalid_token")
 		want(t, "malformed proof", change(map[string]any{"passkey": map[string]any{"id": 1}}), 400, "validation_failed")
 		want(t, "change with the passkey", change(map[string]any{"passkey": e.stepUp(access, k)}), 204, "")
 		access, _ = e.login2("fay@example.org", "another long passphrase 7", k)
@@ -920,7 +920,7 @@ func TestRegistrationConflictSpendsTheCeremony(t *testing.T) {
 		want(t, "the same passkey again", e.do("POST", "/v1/users/me/passkeys/finish", map[string]any{"name": "dup",
 			"credential": k.Create(options)}, bearer(access)...), 409, "conflict")
 		want(t, "the spent ceremony with another passkey", e.do("POST", "/v1/users/me/passkeys/finish", map[string]any{
-			"name": "second", "credential": newSoftKey(t, rpID, rpOrigin).Create(options)}, bearer(access)...), 401, "invalid_token")
+			"name": "second", "credential": newSoftKey(t, rpID, rpOrigin).Create(options)}, bearer(access)...), 400, "invalid_token")
 
 		u := e.user(email)
 		for i := range authd.MaxPasskeys - 2 {
@@ -969,7 +969,7 @@ func TestPasskeyRegistrationVoidedByChanges(t *testing.T) {
 		}
 		refused := func(what string, r response, email string) {
 			t.Helper()
-			want(t, what, r, 401, "invalid_token")
+			want(t, what, r, 400, "invalid_token")
 			u := e.user(email)
 			if keys, _ := e.store.Passkeys(context.Background(), u.ID); len(keys) != 0 {
 				t.Errorf("%s: %d passkeys planted", what, len(keys))
@@ -1001,7 +1001,7 @@ func TestPasskeyRegistrationVoidedByChanges(t *testing.T) {
 		options = e.beginRegistration(access)
 		want(t, "reset-mfa", e.admin("POST", "/v1/admin/users/"+e.user("reset@example.org").ID.String()+"/reset-mfa", nil), 204, "")
 		want(t, "a registration begun before an administrator's reset", finish(access, newSoftKey(t, rpID, rpOrigin), options),
-			401, "invalid_token")
+			400, "invalid_token")
 
 		// A factor's removal: TOTP turned off, a passkey removed. The
 		// registration began with its proof; the owner removing it may be
@@ -1029,7 +1029,11 @@ func TestPasskeyRegistrationVoidedByChanges(t *testing.T) {
 		first, second := e.beginRegistration(access), e.beginRegistration(access)
 		want(t, "the first passkey", finish(access, newSoftKey(t, rpID, rpOrigin), first), 201, "")
 		r = finish(access, newSoftKey(t, rpID, rpOrigin), second)
-		want(t, "a registration begun before the first passkey", r, 401, "invalid_token")
+		want(t, "a registration begun before the first passkey", r, 400, "invalid_token")
+		if h := r.header.Get("WWW-Authenticate"); h != "" || r.field() != "credential" {
+			t.Errorf("the refusal has WWW-Authenticate %q and names %q; want none (the access token is good) and credential",
+				h, r.field())
+		}
 		if detail := r.str("detail"); !strings.Contains(detail, "another passkey was added") {
 			t.Errorf("the refusal says %q; want why (another passkey was added) and what to do", detail)
 		}
