@@ -456,6 +456,13 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 	if code, _, stderr := runCLI(t, env, "serve"); code != exitFailure || !strings.Contains(stderr, "AUTHD_ADMIN_TOKEN is only whitespace") {
 		t.Errorf("a blank admin token: exit %d, stderr %q; want it refused", code, stderr)
 	}
+	// A session must not end, idle, before its access token does.
+	env = sqliteEnv(t)
+	env["AUTHD_ACCESS_TOKEN_TTL"], env["AUTHD_REFRESH_TOKEN_TTL"] = "30m", "20m"
+	if code, _, stderr := runCLI(t, env, "migrate", "status"); code != exitFailure ||
+		!strings.Contains(stderr, "AUTHD_REFRESH_TOKEN_TTL must not be shorter than AUTHD_ACCESS_TOKEN_TTL") {
+		t.Errorf("a refresh token shorter-lived than an access token: exit %d, stderr %q; want it refused", code, stderr)
+	}
 	// The administrator's secret is no resource server's.
 	env = sqliteEnv(t)
 	shared := "one-secret-for-everyone-0123456789abcdef"
