@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -794,6 +795,12 @@ type serving struct {
 // printed none: the test has failed).
 func startServe(t *testing.T, env map[string]string) *serving {
 	t.Helper()
+	if _, set := env["AUTHD_HTTP_ADDR"]; !set {
+		// Not the default 127.0.0.1:8080, which anything on the machine
+		// may hold (another test's server, a developer's own).
+		env = maps.Clone(env)
+		env["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &serving{stdout: &syncbuf.Buffer{}, stderr: &syncbuf.Buffer{}, cancel: cancel, done: make(chan int, 1)}
 	go func() {
