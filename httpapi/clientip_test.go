@@ -28,6 +28,11 @@ func TestClientIP(t *testing.T) {
 		{"trusted proxy without header", "10.1.2.3:443", "", "10.1.2.3"},
 		{"IPv6 proxy", "[::1]:443", "2001:db8::5", "2001:db8::5"},
 		{"IPv4-mapped peer", "[::ffff:203.0.113.7]:5000", "", "203.0.113.7"},
+		// Some load balancers write the client's port too.
+		{"entry with a port", "10.1.2.3:443", "198.51.100.1:4711", "198.51.100.1"},
+		{"IPv6 entry with a port", "10.1.2.3:443", "[2001:db8::5]:4711", "2001:db8::5"},
+		{"proxy entry with a port", "10.1.2.3:443", "198.51.100.1, 10.9.9.9:80", "198.51.100.1"},
+		{"a port alone is garbage", "10.1.2.3:443", "198.51.100.1, :4711", "10.1.2.3"},
 	}
 	for _, tt := range tests {
 		r := httptest.NewRequest("GET", "/", nil)

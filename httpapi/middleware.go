@@ -169,7 +169,7 @@ func (s *Server) clientIP(r *http.Request) string {
 	}
 	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
 	for i := len(hops) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		a, err := forwardedAddr(hops[i])
 		if err != nil {
 			break // a forged or broken entry: trust nothing further left
 		}
@@ -180,6 +180,20 @@ func (s *Server) clientIP(r *http.Request) string {
 		peer = a
 	}
 	return peer.String()
+}
+
+// forwardedAddr reads one X-Forwarded-For entry: an address, or one with
+// the client's port ("192.0.2.1:4711", "[2001:db8::1]:4711"), as some load
+// balancers write them (unread, every client behind one would count as the
+// proxy, in the rate limits and the audit).
+func forwardedAddr(hop string) (netip.Addr, error) {
+	hop = strings.TrimSpace(hop)
+	a, err := netip.ParseAddr(hop)
+	if err == nil {
+		return a, nil
+	}
+	ap, err := netip.ParseAddrPort(hop)
+	return ap.Addr(), err
 }
 
 func (s *Server) trusted(a netip.Addr) bool {
