@@ -432,4 +432,23 @@ func TestDeclaredLengthOverLimit(t *testing.T) {
 		}
 		conn.Close()
 	}
+	// Chunked, its length undeclared: past the limit it is answered at
+	// once and the connection closed, not read on (up to 256 KiB more)
+	// from a client that has stopped sending.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	chunk := strings.Repeat("x", 70<<10)
+	fmt.Fprintf(conn, "POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"+
+		"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", len(chunk), chunk)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a chunked body past the limit: %v", err)
+	}
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || !resp.Close {
+		t.Errorf("a chunked body past the limit: %d, close %v; want 413 and the connection closed", resp.StatusCode, resp.Close)
+	}
 }

@@ -121,6 +121,9 @@ func readLimited(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	var tooLarge *http.MaxBytesError
 	if errors.As(err, &tooLarge) {
+		// Closed after the answer, as declaredTooLarge's: the wrapped
+		// writer hides from MaxBytesReader the way it would say so.
+		w.Header().Set("Connection", "close")
 		return nil, errTooLarge
 	}
 	if err != nil {

@@ -252,8 +252,11 @@ func readForm(w http.ResponseWriter, r *http.Request) (url.Values, bool) {
 	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
 		return nil, false
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+	if limitForm(w, r) {
+		return nil, false
+	}
 	if err := r.ParseForm(); err != nil {
+		formTooLarge(w, err) // the page's answer closes the connection then
 		return nil, false
 	}
 	if repeated(r.PostForm) {

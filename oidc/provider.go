@@ -222,7 +222,7 @@ func invalidRequest(w http.ResponseWriter, status int, why string) {
 func oneToken(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := r.ParseForm(); err != nil {
-			if errors.As(err, new(*http.MaxBytesError)) {
+			if formTooLarge(w, err) {
 				invalidRequest(w, http.StatusRequestEntityTooLarge, "the body is larger than 64 KiB")
 				return
 			}
@@ -240,12 +240,40 @@ func oneToken(h http.Handler) http.Handler {
 	})
 }
 
-// bounded limits a request body to maxForm.
+// bounded limits a request body to maxForm: one declared larger is 413 at
+// once.
 func bounded(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+		if limitForm(w, r) {
+			invalidRequest(w, http.StatusRequestEntityTooLarge, "the body is larger than 64 KiB")
+			return
+		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// limitForm bounds r's body at maxForm, and reports a body declared
+// larger (Content-Length), refused before a byte is read. Such an answer,
+// like one to a body that turns out larger (formTooLarge), closes the
+// connection: net/http would otherwise read the rest before answering,
+// waiting on a client that sends less than it declared.
+func limitForm(w http.ResponseWriter, r *http.Request) (declaredTooLarge bool) {
+	if r.ContentLength > maxForm {
+		w.Header().Set("Connection", "close")
+		return true
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+	return false
+}
+
+// formTooLarge reports whether err, reading a body limitForm bounded, is
+// the bound passed, and then closes the connection after the answer.
+func formTooLarge(w http.ResponseWriter, err error) bool {
+	if !errors.As(err, new(*http.MaxBytesError)) {
+		return false
+	}
+	w.Header().Set("Connection", "close")
+	return true
 }
 
 func (p *Provider) now() time.Time { return p.opts.Clock().UTC() }

@@ -370,12 +370,17 @@ func (p *Provider) tokenEndpoint(lib http.Handler) http.Handler {
 				"send the parameters as an application/x-www-form-urlencoded body"), nil)
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+		tooLarge := func() {
+			op.WriteError(w, r, op.NewStatusError(oidc.ErrInvalidRequest().WithDescription("the body is larger than 64 KiB"),
+				http.StatusRequestEntityTooLarge), nil)
+		}
+		if limitForm(w, r) {
+			tooLarge()
+			return
+		}
 		if err := r.ParseForm(); err != nil {
-			var tooLarge *http.MaxBytesError
-			if errors.As(err, &tooLarge) {
-				op.WriteError(w, r, op.NewStatusError(oidc.ErrInvalidRequest().WithDescription("the body is larger than 64 KiB"),
-					http.StatusRequestEntityTooLarge), nil)
+			if formTooLarge(w, err) {
+				tooLarge()
 				return
 			}
 			op.WriteError(w, r, oidc.ErrInvalidRequest().WithDescription("error parsing form"), nil)

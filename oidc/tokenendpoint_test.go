@@ -1,12 +1,15 @@
 package oidc_test
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -210,6 +213,48 @@ func TestTokenBodyTooLarge(t *testing.T) {
 			t.Errorf("a 60 KiB padding with a wrong secret: %d %q, want 401 invalid_client (read and refused)", resp.StatusCode, code)
 		}
 	})
+}
+
+// TestFormBodyOverLimitAnsweredAtOnce: a form body declared over 64 KiB
+// (Content-Length) is refused before a byte of it is read, and one that
+// passes the limit as it comes (chunked) as soon as it does; either answer
+// closes the connection. They waited for the rest of the body from a
+// client that had stopped sending: the token endpoint and UserInfo then
+// answered a 400 "error parsing form", the sign-in page at all only then.
+func TestFormBodyOverLimitAnsweredAtOnce(t *testing.T) {
+	e := newEnv(t, openSQLite(t))
+	chunk := strings.Repeat("x", 70<<10)
+	for _, c := range []struct {
+		path, body string
+		status     int
+	}{
+		{oidc.TokenPath, "Content-Length: 100000\r\n\r\ngrant_type=", http.StatusRequestEntityTooLarge},
+		{oidc.TokenPath, fmt.Sprintf("Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", len(chunk), chunk),
+			http.StatusRequestEntityTooLarge},
+		{oidc.RevokePath, "Content-Length: 100000\r\n\r\ntoken=", http.StatusRequestEntityTooLarge},
+		{oidc.UserInfoPath, "Content-Length: 100000\r\n\r\naccess_token=", http.StatusRequestEntityTooLarge},
+		{oidc.UserInfoPath, fmt.Sprintf("Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", len(chunk), chunk),
+			http.StatusRequestEntityTooLarge},
+		{oidc.SignInPath, "Content-Length: 100000\r\n\r\nemail=", 0}, // the page's own refusal
+	} {
+		conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(5 * time.Second)) // a wait fails the test rather than stall it
+		fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n%s",
+			c.path, c.body)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		conn.Close()
+		what := c.path + " " + c.body[:strings.Index(c.body, ":")]
+		if err != nil {
+			t.Errorf("%s: no answer to a body over the limit: %v", what, err)
+			continue
+		}
+		if c.status != 0 && resp.StatusCode != c.status || !resp.Close {
+			t.Errorf("%s: %d, close %v; want %d and the connection closed", what, resp.StatusCode, resp.Close, c.status)
+		}
+	}
 }
 
 // TestTokenBodyCompressed: a token request whose body is compressed
