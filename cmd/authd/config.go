@@ -69,6 +69,8 @@ type Config struct {
 	RateLimit            bool
 	RedisURL             string
 	TrustedProxies       []netip.Prefix
+	MaxConnections       int
+	MaxConnectionsPerIP  int
 	CORSOrigins          []string
 	WebAuthnRPID         string   // empty after resolve: passkeys off (AUTHD_PUBLIC_URL on an IP address)
 	WebAuthnOrigins      []string // full origins of the pages that use passkeys
@@ -136,6 +138,10 @@ var settings = []setting{
 		}},
 	{"AUTHD_REVOCATION_STREAMS", "100", "revocation-feed streams (resource servers' verifiers) one instance serves at once; with several service tokens one holds at most half (at least one)", false,
 		func(c *Config, v string) error { return integer(&c.RevocationStreams, v, 1, 10000) }},
+	{"AUTHD_MAX_CONNECTIONS", "2048", "connections the public listener holds open at once (16–1000000): past it an idle keep-alive one is closed to make room, or the new one answered 503", false,
+		func(c *Config, v string) error { return integer(&c.MaxConnections, v, 16, 1000000) }},
+	{"AUTHD_MAX_CONNECTIONS_PER_IP", "256", "connections one client address holds open at once on the public listener (1–1000000; AUTHD_TRUSTED_PROXIES exempt): past it a new one is answered 429", false,
+		func(c *Config, v string) error { return integer(&c.MaxConnectionsPerIP, v, 1, 1000000) }},
 	{"AUTHD_SHUTDOWN_DELAY", "0s", "on a stop signal, how long /readyz answers 503 while requests are still served, before the listeners close (0s to 10s; counted within the stop's 25 s)", false,
 		func(c *Config, v string) error { return duration(&c.ShutdownDelay, v, 0, 10*time.Second) }},
 	{"AUTHD_PUBLIC_URL", "http://127.0.0.1:8080", "base URL of the links in emails", false,

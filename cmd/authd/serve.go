@@ -11,6 +11,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/httpapi"
+	"github.com/authd/authd/internal/connlimit"
 	"github.com/authd/authd/mail"
 	"github.com/authd/authd/metrics"
 	"github.com/authd/authd/oidc"
@@ -296,8 +298,16 @@ func (a *App) Open(ctx context.Context) (err error) {
 	if a.listener, err = listen(a.cfg.HTTPAddr, "AUTHD_HTTP_ADDR"); err != nil {
 		return err
 	}
+	// Bounded, so that no crowd of connections uses up the descriptors
+	// (the database's, the keys', the admin listener's) or the memory;
+	// a trusted proxy's carry many clients.
+	bounded := connlimit.New(a.listener, a.cfg.MaxConnections, a.cfg.MaxConnectionsPerIP, func(ip netip.Addr) bool {
+		return slices.ContainsFunc(a.cfg.TrustedProxies, func(p netip.Prefix) bool { return p.Contains(ip) })
+	})
+	a.listener = bounded
 	api := httpapi.New(opts)
 	a.server = a.httpServer(api)
+	a.server.ConnState = bounded.ConnState
 	// Or the revocation feed's streams would hold a graceful shutdown up.
 	a.server.RegisterOnShutdown(api.EndStreams)
 	a.flushLogs = append(a.flushLogs, api.FlushLog, provider.FlushLog)
@@ -309,10 +319,13 @@ func (a *App) Open(ctx context.Context) (err error) {
 	if a.adminListener, err = listen(a.cfg.AdminAddr, "AUTHD_ADMIN_ADDR"); err != nil {
 		return err
 	}
+	adminBounded := connlimit.New(a.adminListener, maxAdminConnections, 0, nil)
+	a.adminListener = adminBounded
 	adminOpts := opts
 	adminOpts.CORSOrigins = nil // the admin listener is never called from browsers
 	adminAPI := httpapi.NewAdmin(adminOpts, a.cfg.AdminToken)
 	a.admin = a.httpServer(adminAPI)
+	a.admin.ConnState = adminBounded.ConnState
 	a.flushLogs = append(a.flushLogs, adminAPI.FlushLog)
 	return nil
 }
@@ -395,6 +408,11 @@ func (h quietLibrary) WithAttrs(attrs []slog.Attr) slog.Handler {
 func (h quietLibrary) WithGroup(name string) slog.Handler {
 	return quietLibrary{h.Handler.WithGroup(name)}
 }
+
+// maxAdminConnections bounds the admin listener's connections (metrics
+// scrapers, operators): descriptors of its own, which the public
+// listener's crowd cannot take.
+const maxAdminConnections = 128
 
 func (a *App) httpServer(h http.Handler) *http.Server {
 	return &http.Server{

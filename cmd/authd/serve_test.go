@@ -1,9 +1,15 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -76,5 +82,44 @@ func TestSweepLocksHungDoesNotHoldMaintain(t *testing.T) {
 	a.sweepLocks(context.Background(), &sweeps) // the running mark is gone with the sweep
 	if d := <-store.deadline; d.IsZero() {
 		t.Error("the next sweep had no deadline")
+	}
+}
+
+// TestServeBoundsConnectionsPerClient: serve's public listener holds at
+// most AUTHD_MAX_CONNECTIONS_PER_IP connections from one address (past
+// them a new one is answered 429 and closed), except from a trusted proxy.
+func TestServeBoundsConnectionsPerClient(t *testing.T) {
+	t.Parallel()
+	for _, proxy := range []bool{false, true} {
+		env := sqliteEnv(t)
+		env["AUTHD_MAX_CONNECTIONS_PER_IP"] = "2"
+		if proxy {
+			env["AUTHD_TRUSTED_PROXIES"] = "127.0.0.0/8"
+		}
+		s := startServe(t, env)
+		statuses := make([]int, 3)
+		for i := range statuses {
+			c, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close() // held open: each counts
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			fmt.Fprint(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatalf("connection %d: %v", i+1, err)
+			}
+			resp.Body.Close()
+			statuses[i] = resp.StatusCode
+		}
+		want := []int{200, 200, 429}
+		if proxy {
+			want = []int{200, 200, 200}
+		}
+		if !slices.Equal(statuses, want) {
+			t.Errorf("three connections held open from one address (trusted proxy %v): %v, want %v", proxy, statuses, want)
+		}
+		s.stop(t)
 	}
 }

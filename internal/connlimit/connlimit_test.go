@@ -1,0 +1,143 @@
+package connlimit_test
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/authd/authd/internal/connlimit"
+)
+
+// serve runs an HTTP server on a loopback listener bounded as told and
+// returns its address and the listener.
+func serve(t *testing.T, max, perClient int, exempt func(netip.Addr) bool) (string, *connlimit.Listener) {
+	t.Helper()
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := connlimit.New(raw, max, perClient, exempt)
+	srv := &http.Server{
+		Handler:   http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }),
+		ConnState: l.ConnState,
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return raw.Addr().String(), l
+}
+
+// dial opens a connection, bounded in time, that a test reads answers on.
+func dial(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(5 * time.Second)) // a hang fails the test rather than stall it
+	return c, bufio.NewReader(c)
+}
+
+// get sends a request on c and returns the answer's status.
+func get(t *testing.T, c net.Conn, r *bufio.Reader) int {
+	t.Helper()
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	return status(t, r)
+}
+
+func status(t *testing.T, r *bufio.Reader) int {
+	t.Helper()
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestClientsShare: past its share a client's connection is answered 429
+// and closed, unless its address is exempt (a trusted proxy); one closed
+// frees its place.
+func TestClientsShare(t *testing.T) {
+	addr, l := serve(t, 0, 2, nil)
+	a, ra := dial(t, addr)
+	b, rb := dial(t, addr)
+	if get(t, a, ra) != 200 || get(t, b, rb) != 200 {
+		t.Fatal("the first two connections were not served")
+	}
+	_, rc := dial(t, addr)
+	if got := status(t, rc); got != http.StatusTooManyRequests {
+		t.Errorf("a third connection from the address: %d, want 429", got)
+	}
+	if _, client := l.Refused(); client != 1 {
+		t.Errorf("refused for the client's share: %d, want 1", client)
+	}
+	a.Close()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		d, rd := dial(t, addr)
+		if get(t, d, rd) == 200 {
+			break // the closed one's place
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a closed connection never freed its place")
+		}
+	}
+
+	exempt, _ := serve(t, 0, 1, func(a netip.Addr) bool { return a.IsLoopback() })
+	for range 3 {
+		c, r := dial(t, exempt)
+		if got := get(t, c, r); got != 200 {
+			t.Errorf("a connection of an exempt address: %d, want 200", got)
+		}
+	}
+}
+
+// TestFullListenerClosesAnIdleConnection: a full listener makes room by
+// closing a connection idle between requests; with none idle, the new one
+// is answered 503.
+func TestFullListenerClosesAnIdleConnection(t *testing.T) {
+	addr, l := serve(t, 2, 0, nil)
+	a, ra := dial(t, addr)
+	if get(t, a, ra) != 200 { // a is idle now, kept alive
+		t.Fatal("the first connection was not served")
+	}
+	b, rb := dial(t, addr)
+	io.WriteString(b, "GET / HTTP/1.1\r\nHost: x\r\n") // b is in a request, unfinished
+	time.Sleep(50 * time.Millisecond)
+	c, rc := dial(t, addr)
+	if got := get(t, c, rc); got != 200 {
+		t.Errorf("a connection to the full listener with one idle: %d, want 200", got)
+	}
+	if _, err := ra.ReadByte(); err == nil {
+		t.Error("the idle connection was not closed to make room")
+	}
+	io.WriteString(b, "\r\n")
+	if got := status(t, rb); got != 200 {
+		t.Errorf("the connection in a request: %d, want it served", got)
+	}
+	if full, _ := l.Refused(); full != 0 {
+		t.Errorf("refused as full: %d, want none", full)
+	}
+
+	// None idle: two connections whose first requests are on their way.
+	addr, l = serve(t, 2, 0, nil)
+	for range 2 {
+		c, _ := dial(t, addr)
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n")
+	}
+	time.Sleep(50 * time.Millisecond)
+	_, rd := dial(t, addr)
+	if got := status(t, rd); got != http.StatusServiceUnavailable {
+		t.Errorf("a connection to the full listener with none idle: %d, want 503", got)
+	}
+	if full, _ := l.Refused(); full != 1 {
+		t.Errorf("refused as full: %d, want 1", full)
+	}
+}
