@@ -86,10 +86,11 @@ func (s *Service) Register(ctx context.Context, c Client, email, password string
 	return err
 }
 
-// mailVerification voids the user's older verification links and queues a
-// mail with a new one (minted when the mail is delivered).
+// mailVerification voids the user's older verification links, withdraws
+// a mail of one still queued (newLinkMail), and queues a mail with a new
+// one (minted when the mail is delivered).
 func (s *Service) mailVerification(ctx context.Context, tx *txn, c Client, u *User, now time.Time) error {
-	if err := tx.DeleteVerificationTokens(ctx, u.ID, VerifyEmail); err != nil {
+	if err := newLinkMail(ctx, tx, u, VerifyEmail, MailVerifyEmail); err != nil {
 		return err
 	}
 	if err := tx.enqueue(ctx, now, MailVerifyEmail, u, time.Time{}); err != nil {
@@ -352,4 +353,15 @@ func (s *Service) usableToken(ctx context.Context, raw string, typ VerificationT
 		return nil, errInvalidToken
 	}
 	return v, nil
+}
+
+// newLinkMail makes way for a new link of purpose, mailed as kind: the
+// older links are void, and a mail of one still queued (the relay down, a
+// retry's wait) is withdrawn, so that one mail goes out, with the live
+// link: senders racing on their due times could deliver a dead one last.
+func newLinkMail(ctx context.Context, tx *txn, u *User, purpose VerificationType, kind MailKind) error {
+	if err := tx.DeleteVerificationTokens(ctx, u.ID, purpose); err != nil {
+		return err
+	}
+	return tx.WithdrawMails(ctx, u.ID, kind)
 }

@@ -20,7 +20,7 @@ func (s *Service) ForgotPassword(ctx context.Context, c Client, email string) er
 			return tx.CreateSecurityLog(ctx, s.audit(now, c, EventPasswordResetRequested, ResultFailure, u.ID,
 				"account locked by an administrator", nil))
 		}
-		if err := tx.DeleteVerificationTokens(ctx, u.ID, PasswordReset); err != nil {
+		if err := newLinkMail(ctx, tx, u, PasswordReset, MailPasswordReset); err != nil {
 			return err
 		}
 		if err := tx.enqueue(ctx, now, MailPasswordReset, u, time.Time{}); err != nil {

@@ -808,3 +808,34 @@ func (c *cuttingMailer) Send(ctx context.Context, _ authd.Mail) error {
 	<-ctx.Done()
 	return ctx.Err()
 }
+
+// TestNewLinkMailWithdrawsTheQueuedOne: a verification or reset mail asked
+// for again while the last is still queued (the relay down, say) replaces
+// it: once the relay is back one mail goes out, its link the live one.
+// All went, each link but the newest dead, and senders racing on their
+// due times could deliver the dead one last.
+func TestNewLinkMailWithdrawsTheQueuedOne(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "again@example.org"
+		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": email, "password": goodPassword,
+			"consent": true}), 202, "")
+		for range 2 {
+			want(t, "resend", e.do("POST", "/v1/auth/verify-email/resend", map[string]string{"email": email}), 202, "")
+		}
+		if n := e.mail.count(authd.MailVerifyEmail, email); n != 1 {
+			t.Errorf("%d verification mails went out; want the newest alone", n)
+		}
+		want(t, "verify with its link", e.do("POST", "/v1/auth/verify-email",
+			map[string]string{"token": tokenOf(t, e.mail.last(t, authd.MailVerifyEmail, email))}), 200, "")
+
+		for range 2 {
+			want(t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": email}), 202, "")
+		}
+		if n := e.mail.count(authd.MailPasswordReset, email); n != 1 {
+			t.Errorf("%d reset mails went out; want the newest alone", n)
+		}
+		want(t, "reset with its link", e.do("POST", "/v1/auth/password/reset", map[string]string{
+			"token": tokenOf(t, e.mail.last(t, authd.MailPasswordReset, email)), "new_password": "a fresh passphrase"}), 204, "")
+	})
+}
