@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -258,6 +260,51 @@ func TestExportReleasesTheDatabaseBeforeSending(t *testing.T) {
 			t.Errorf("read %d of %d bytes, %v", n, resp.ContentLength, err)
 		}
 	})
+}
+
+// TestExportToASlowReader: a large export read slowly arrives whole,
+// though it takes longer than the server's write timeout: each piece gets
+// a deadline of its own. It was cut once the write timeout (30 s in serve,
+// from the request) ran out.
+func TestExportToASlowReader(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	e.registerVerified("slow.reader@example.org", goodPassword)
+	access, _ := e.login("slow.reader@example.org", goodPassword)
+	bulkRows(t, e.store, e.user("slow.reader@example.org"), e.clock.Now(), 800, 0, 9000) // about 8 MB
+	srv := httptest.NewUnstartedServer(e.api)
+	srv.Config.WriteTimeout = 300 * time.Millisecond
+	srv.Start()
+	t.Cleanup(srv.Close)
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetReadBuffer(16 << 10) // the kernel must not take the whole export at once
+		}
+		return c, err
+	}}}
+	req, _ := http.NewRequest("GET", srv.URL+"/v1/users/me/export", nil)
+	req.Header.Set("Authorization", "Bearer "+access)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var n int64
+	for { // 256 KiB, then a pause: some 0.6 s in all
+		k, err := io.CopyN(io.Discard, resp.Body, 256<<10)
+		n += k
+		if err != nil {
+			if err != io.EOF || n != resp.ContentLength {
+				t.Fatalf("read %d of %d bytes: %v", n, resp.ContentLength, err)
+			}
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n < 5<<20 {
+		t.Errorf("an export of %d bytes; want megabytes, more than the buffers hold", n)
+	}
 }
 
 // TestExportHoldsMailData: a mail still in the outbox is exported with its

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -430,13 +431,46 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request, a *authd.AccessC
 	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="authd-export-%s.json"`, a.UserID))
 	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
 	w.WriteHeader(http.StatusOK)
-	if _, err := io.Copy(w, x.spool); err != nil {
+	// The server's write timeout (30 s from the request) would cut a
+	// large export to a slow reader, and counts the time spent making
+	// it: each piece gets its own, within a bound for the whole.
+	sent := &paced{w: w, rc: http.NewResponseController(w), end: time.Now().Add(exportSendTimeout)}
+	if _, err := io.CopyBuffer(sent, x.spool, make([]byte, exportPiece)); err != nil {
 		if r.Context().Err() == nil {
 			s.logger.WarnContext(r.Context(), "export cut short", "request_id", requestID(r.Context()), "err", err)
 		}
 		panic(http.ErrAbortHandler)
 	}
 	return nil
+}
+
+// An export is sent in pieces of exportPiece bytes, each within
+// exportPieceTimeout, the whole within exportSendTimeout: a reader of
+// about 2 KiB/s or more gets a large export whole; one slower is cut
+// (the Content-Length tells it), its connection not held longer.
+const (
+	exportPiece        = 64 << 10
+	exportPieceTimeout = 30 * time.Second
+	exportSendTimeout  = 15 * time.Minute
+)
+
+// paced writes to w, each write with a deadline of its own (the sooner of
+// exportPieceTimeout from now and end).
+type paced struct {
+	w   io.Writer
+	rc  *http.ResponseController
+	end time.Time
+}
+
+func (p *paced) Write(b []byte) (int, error) {
+	deadline := time.Now().Add(exportPieceTimeout)
+	if deadline.After(p.end) {
+		deadline = p.end
+	}
+	if err := p.rc.SetWriteDeadline(deadline); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return 0, err
+	}
+	return p.w.Write(b)
 }
 
 func (s *Server) deleteMe(w http.ResponseWriter, r *http.Request, a *authd.AccessClaims) error {
