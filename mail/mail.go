@@ -448,8 +448,15 @@ func NewSMTP(rawURL, from string, r *Renderer) (*SMTP, error) {
 	default:
 		opts = append(opts, gomail.WithTLSPolicy(gomail.TLSOpportunistic))
 	}
-	return &SMTP{relay: relay, opts: opts, from: from, renderer: r, logger: slog.Default(),
-		tlsConfig: &tls.Config{ServerName: relay.Host, MinVersion: tls.VersionTLS12}}, nil
+	tlsConfig := &tls.Config{ServerName: relay.Host, MinVersion: tls.VersionTLS12}
+	if Loopback(relay.Host) && relay.User == "" {
+		// A relay on this machine, which may talk plain text anyway, and
+		// no password to keep: its certificate is taken unchecked (a
+		// local Postfix's is Debian's self-signed snakeoil). One that
+		// takes a password is checked (SetTLSConfig for a private CA).
+		tlsConfig.InsecureSkipVerify = true
+	}
+	return &SMTP{relay: relay, opts: opts, from: from, renderer: r, logger: slog.Default(), tlsConfig: tlsConfig}, nil
 }
 
 // SetLogger sets where a mail the relay accepted despite a later failure
