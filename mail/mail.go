@@ -412,6 +412,10 @@ func ParseSMTPURL(rawURL string) (*SMTPRelay, error) {
 	}
 	r.User = u.User.Username()
 	r.Password, _ = u.User.Password()
+	if r.User == "" && r.Password != "" {
+		// Sent without authenticating, the password silently unused.
+		return nil, errors.New("has a password but no user" + percentEncodeHint)
+	}
 	return r, nil
 }
 

@@ -571,6 +571,7 @@ func TestParseSMTPURL(t *testing.T) {
 		"smtp://u:pw-XYZ@mail:port",
 		"smtp://u:pw-XYZ@:25",
 		"smtp://u:pw-XYZ@mail?%zz",
+		"smtp://:pw-XYZ@mail", // a password without a user would be dropped unsaid
 	} {
 		_, err := ParseSMTPURL(u)
 		if err == nil {
