@@ -448,7 +448,8 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 			s.observeMail(m, MailDropped)
 			ctx, cancel := recordContext(ctx)
 			defer cancel()
-			return false, s.settleMail(m, s.store.CompleteMail(ctx, m.ID, m.Claim), false)
+			_, err := s.settleMail(m, s.store.CompleteMail(ctx, m.ID, m.Claim), false)
+			return false, err
 		}
 		mail.Link = link
 		if holder != nil {
@@ -486,7 +487,7 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 	switch {
 	case err == nil:
 		s.observeMail(m, MailSent)
-		if err := s.settleMail(m, s.store.CompleteMail(ctx, m.ID, m.Claim), true); err != nil {
+		if _, err := s.settleMail(m, s.store.CompleteMail(ctx, m.ID, m.Claim), true); err != nil {
 			s.logger.Error("mail sent but not recorded as sent: it may be sent again once its claim lapses",
 				"mail_id", m.ID, "kind", m.Kind, "lease", mailLease, "err", err)
 			return true, err
@@ -495,17 +496,25 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 	case cut:
 		return false, s.requeueCut(ctx, m, err)
 	case m.Attempts >= MaxMailAttempts:
-		s.logger.Error("mail dead after its last attempt", "mail_id", m.ID, "kind", m.Kind, "attempts", m.Attempts, "err", err)
-		s.observeMail(m, MailDead)
+		var recorded error
 		if m.Kind == MailAccountDeleted {
 			// The erased address must not outlive the notice (SPEC §6.8).
-			return false, s.settleMail(m, s.store.CompleteMail(ctx, m.ID, m.Claim), false)
+			recorded = s.store.CompleteMail(ctx, m.ID, m.Claim)
+		} else {
+			recorded = s.store.KillMail(ctx, m.ID, m.Claim, now, errorText(err))
 		}
-		return false, s.settleMail(m, s.store.KillMail(ctx, m.ID, m.Claim, now, errorText(err)), false)
+		// Told once recorded: a claim that lapsed leaves the mail to
+		// another sender, which may have sent it.
+		if held, err2 := s.settleMail(m, recorded, false); !held || err2 != nil {
+			return false, err2
+		}
+		s.logger.Error("mail dead after its last attempt", "mail_id", m.ID, "kind", m.Kind, "attempts", m.Attempts, "err", err)
+		s.observeMail(m, MailDead)
+		return false, nil
 	default:
 		next := now.Add(mailBackoff(m.Attempts))
 		// Logged once the retry is recorded: until then the claim holds the mail.
-		if err := s.settleMail(m, s.store.RetryMail(ctx, m.ID, m.Claim, next, errorText(err)), false); err != nil {
+		if held, err := s.settleMail(m, s.store.RetryMail(ctx, m.ID, m.Claim, next, errorText(err)), false); !held || err != nil {
 			return false, err
 		}
 		s.logger.Warn("mail delivery failed; will retry", "mail_id", m.ID, "kind", m.Kind, "attempt", m.Attempts,
@@ -540,7 +549,7 @@ func recordContext(ctx context.Context) (context.Context, context.CancelFunc) {
 func (s *Service) requeueCut(ctx context.Context, m *OutboxMail, err error) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), mailCutRecordTimeout)
 	defer cancel()
-	if err := s.settleMail(m, s.store.RetryMail(ctx, m.ID, m.Claim, s.now(), errorText(err)), false); err != nil {
+	if held, err := s.settleMail(m, s.store.RetryMail(ctx, m.ID, m.Claim, s.now(), errorText(err)), false); !held || err != nil {
 		return err
 	}
 	s.logger.Warn("mail delivery cut short by the sender's stop; it goes at the next pass", "mail_id", m.ID,
@@ -553,9 +562,11 @@ func (s *Service) requeueCut(ctx context.Context, m *OutboxMail, err error) erro
 // lease ran out and another sender has it, or it is gone (erased). That
 // sender decides its fate, so it is no error of this pass; but a mail sent
 // under a lapsed lease may go out twice, which an operator should hear of.
-func (s *Service) settleMail(m *OutboxMail, err error, sent bool) error {
+// held reports whether the claim still held the mail, and so whether the
+// outcome is this pass's to tell (logs, metrics).
+func (s *Service) settleMail(m *OutboxMail, err error, sent bool) (held bool, _ error) {
 	if ErrorCode(err) != ENotFound {
-		return err
+		return err == nil, err
 	}
 	if sent {
 		s.logger.Error("mail sent after its claim had lapsed; another sender may send it again", "mail_id", m.ID,
@@ -564,7 +575,7 @@ func (s *Service) settleMail(m *OutboxMail, err error, sent bool) error {
 		s.logger.Warn("mail claim lapsed before its outcome was recorded; left to the sender that holds it",
 			"mail_id", m.ID, "kind", m.Kind)
 	}
-	return nil
+	return false, nil
 }
 
 // errClaimLapsed reports that a sender's claim no longer holds its mail.

@@ -195,19 +195,23 @@ func (g *gate) Send(_ context.Context, m authd.Mail) error {
 // TestLapsedSenderCannotReleaseMail: a sender that stalls past its lease
 // (a paused VM) while another sender has claimed the mail since can no
 // longer release it for a retry, so no third send starts while the second
-// is under way.
+// is under way; nor does it tell of a retry (a log line, a metric) that
+// is not its to tell.
 func TestLapsedSenderCannotReleaseMail(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		first := newGate()
 		e := newEnv(t, open(t), withMailer(first))
 		ctx := context.Background()
 		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": "lapse@example.org", "password": goodPassword, "consent": true}), 202, "")
+		var told sync.Map // the first sender's outcomes, as its metrics see them
+		firstSvc := authd.NewService(e.cfg, authd.Deps{Store: e.store, Clock: e.clock, Mailer: first,
+			Hooks: authd.Hooks{Mail: func(_ authd.MailKind, ev authd.MailEvent) { told.Store(ev, true) }}})
 
 		var wg sync.WaitGroup
 		firstDone := make(chan struct{})
 		go func() {
 			defer close(firstDone)
-			if _, err := e.svc.DeliverMail(ctx); err != nil {
+			if _, err := firstSvc.DeliverMail(ctx); err != nil {
 				t.Errorf("first sender: %v", err)
 			}
 		}()
@@ -225,6 +229,9 @@ func TestLapsedSenderCannotReleaseMail(t *testing.T) {
 
 		first.release <- errors.New("421 try later") // the first sender wakes up to a failure
 		<-firstDone
+		if _, ok := told.Load(authd.MailRetried); ok {
+			t.Error("the lapsed sender counted a retry of a mail another sender holds")
+		}
 		e.clock.Advance(20 * time.Second) // past the retry's backoff, within the second's lease
 		third := &recorder{}
 		thirdSvc := authd.NewService(e.cfg, authd.Deps{Store: e.store, Clock: e.clock, Mailer: third})
