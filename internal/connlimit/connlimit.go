@@ -5,10 +5,12 @@
 //
 // A connection past a bound is answered at once with a bare HTTP error
 // and closed: 429 past the client's share, 503 when the listener is full.
-// Before refusing, a full listener closes one of its idle keep-alive
-// connections, as told by the server's ConnState hook (idle: between
-// requests, the next one's header not yet whole), since a client that
-// keeps a connection open between requests holds no request.
+// Before refusing, a full listener closes the keep-alive connection idle
+// longest (a second at least), as told by the server's ConnState hook
+// and by its reads: one whose next request has begun to arrive is not
+// idle, and one chosen reads nothing more, so no request is handled on a
+// connection that cannot carry its answer. One client is an IPv4 address
+// or an IPv6 /64.
 package connlimit
 
 import (
@@ -30,19 +32,19 @@ type Listener struct {
 
 	mu       sync.Mutex
 	open     int
-	byClient map[netip.Addr]int
-	idle     map[*conn]struct{}
+	byClient map[netip.Prefix]int
+	idle     map[*conn]time.Time // since when
 
 	refusedFull, refusedClient atomic.Int64
 }
 
 // New bounds l at most max open connections in all and perClient from one
-// address (0: no bound of that kind). exempt, when not nil, names the
+// client (an IPv4 address, an IPv6 /64; 0: no bound of that kind). exempt, when not nil, names the
 // addresses held to no per-client bound: trusted proxies, whose
 // connections carry many clients.
 func New(l net.Listener, max, perClient int, exempt func(netip.Addr) bool) *Listener {
 	return &Listener{Listener: l, max: max, perClient: perClient, exempt: exempt,
-		byClient: map[netip.Addr]int{}, idle: map[*conn]struct{}{}}
+		byClient: map[netip.Prefix]int{}, idle: map[*conn]time.Time{}}
 }
 
 // Refused reports how many connections were refused because the listener
@@ -67,9 +69,9 @@ func (l *Listener) Accept() (net.Conn, error) {
 
 // admit counts c in, or answers and closes it and returns nil.
 func (l *Listener) admit(c net.Conn) net.Conn {
-	client := addrOf(c)
+	client := clientOf(c)
 	l.mu.Lock()
-	if l.perClient > 0 && (l.exempt == nil || !l.exempt(client)) && l.byClient[client] >= l.perClient {
+	if l.perClient > 0 && (l.exempt == nil || !l.exempt(client.Addr())) && l.byClient[client] >= l.perClient {
 		l.mu.Unlock()
 		l.refusedClient.Add(1)
 		go refuse(c, tooManyFromClient)
@@ -77,16 +79,15 @@ func (l *Listener) admit(c net.Conn) net.Conn {
 	}
 	var evicted *conn
 	if l.max > 0 && l.open >= l.max {
-		for idle := range l.idle {
-			evicted = idle
-			break
-		}
-		if evicted == nil {
+		if evicted = l.longestIdle(time.Now()); evicted == nil {
 			l.mu.Unlock()
 			l.refusedFull.Add(1)
 			go refuse(c, full)
 			return nil
 		}
+		// Marked before the lock is let go: a request arriving on it from
+		// now on is never read (Read), so never handled unanswered.
+		evicted.evicted = true
 		delete(l.idle, evicted)
 	}
 	l.open++
@@ -98,8 +99,27 @@ func (l *Listener) admit(c net.Conn) net.Conn {
 	return &conn{Conn: c, l: l, client: client}
 }
 
+// minIdle is how long a connection must have been idle to be closed to
+// make room: one just answered is likely to carry its client's next
+// request at once.
+const minIdle = time.Second
+
+// longestIdle is the connection idle longest, at least minIdle; nil when
+// there is none. Under l.mu.
+func (l *Listener) longestIdle(now time.Time) *conn {
+	var oldest *conn
+	for c, since := range l.idle {
+		if now.Sub(since) >= minIdle && (oldest == nil || since.Before(l.idle[oldest])) {
+			oldest = c
+		}
+	}
+	return oldest
+}
+
 // ConnState is the server's hook: it tells which connections are idle
-// (between requests, and so closable to make room).
+// (between requests, and so closable to make room). A connection the
+// server calls idle may have its next request's bytes arriving: Read
+// takes it out of the idle set as they come, before the server has them.
 func (l *Listener) ConnState(c net.Conn, state http.ConnState) {
 	cc, ok := c.(*conn)
 	if !ok {
@@ -107,8 +127,8 @@ func (l *Listener) ConnState(c net.Conn, state http.ConnState) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if state == http.StateIdle && !cc.closed {
-		l.idle[cc] = struct{}{}
+	if state == http.StateIdle && !cc.closed && !cc.evicted {
+		l.idle[cc] = time.Now()
 	} else {
 		delete(l.idle, cc)
 	}
@@ -129,9 +149,30 @@ func (l *Listener) release(c *conn) {
 type conn struct {
 	net.Conn
 	l      *Listener
-	client netip.Addr
+	client netip.Prefix
 	once   sync.Once
-	closed bool // under l.mu
+	// Under l.mu: closed, and evicted (chosen to be closed to make room,
+	// so that no more of its bytes reach the server).
+	closed, evicted bool
+}
+
+// Read hands the server what arrives, unless the connection was chosen
+// for eviction first: then those bytes are dropped, the request they
+// start never handled, and the client (told by the close) may send it
+// again. Bytes handed over take the connection out of the idle set, so
+// that it is not chosen while its request is handled.
+func (c *conn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n == 0 {
+		return n, err
+	}
+	c.l.mu.Lock()
+	defer c.l.mu.Unlock()
+	if c.evicted {
+		return 0, net.ErrClosed
+	}
+	delete(c.l.idle, c)
+	return n, err
 }
 
 func (c *conn) Close() error {
@@ -145,13 +186,21 @@ func (c *conn) Close() error {
 	return err
 }
 
-// addrOf is c's peer address, the zero Addr when it has none (a Unix
-// socket's peers all share it).
-func addrOf(c net.Conn) netip.Addr {
-	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
-		return ap.Addr().Unmap()
+// clientOf is the client c's bound counts against: its address, and for
+// IPv6 its /64, which one host is commonly given whole (as the service's
+// rate limits count it); the zero Prefix when it has no address.
+func clientOf(c net.Conn) netip.Prefix {
+	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
+	if err != nil {
+		return netip.Prefix{}
 	}
-	return netip.Addr{}
+	a := ap.Addr().Unmap().WithZone("")
+	bits := 32
+	if a.Is6() {
+		bits = 64
+	}
+	p, _ := a.Prefix(bits)
+	return p
 }
 
 // The answers to a connection past a bound: a bare HTTP/1.1 response,

@@ -1,0 +1,37 @@
+package connlimit
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+)
+
+// addrConn is a connection that only has a remote address.
+type addrConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c addrConn) RemoteAddr() net.Addr { return c.remote }
+
+// TestClientOf: one client is an IPv4 address, or an IPv6 /64 (one host
+// is commonly given the whole /64, as the service's rate limits count
+// it); a v4-mapped address is its IPv4 address, a zone no part of it.
+func TestClientOf(t *testing.T) {
+	for remote, want := range map[string]string{
+		"192.0.2.7:5000":              "192.0.2.7/32",
+		"[::ffff:192.0.2.7]:5000":     "192.0.2.7/32",
+		"[2001:db8:1:2:3:4:5:6]:5000": "2001:db8:1:2::/64",
+		"[2001:db8:1:2:ffff::1]:443":  "2001:db8:1:2::/64",
+		"[fe80::1%eth0]:5000":         "fe80::/64",
+	} {
+		ap := netip.MustParseAddrPort(remote)
+		got := clientOf(addrConn{remote: net.TCPAddrFromAddrPort(ap)})
+		if got.String() != want {
+			t.Errorf("clientOf(%s) = %s, want %s", remote, got, want)
+		}
+	}
+	if got := clientOf(addrConn{remote: &net.UnixAddr{Name: "@", Net: "unix"}}); got.IsValid() {
+		t.Errorf("clientOf(a Unix socket) = %s, want none", got)
+	}
+}
