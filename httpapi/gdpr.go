@@ -445,9 +445,9 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request, a *authd.AccessC
 }
 
 // An export is sent in pieces of exportPiece bytes, each within
-// exportPieceTimeout, the whole within exportSendTimeout: a reader of
-// about 2 KiB/s or more gets a large export whole; one slower is cut
-// (the Content-Length tells it), its connection not held longer.
+// exportPieceTimeout, the whole within exportSendTimeout (27 MB at about
+// 30 KiB/s); a reader slower than that is cut (the Content-Length tells
+// it), its connection not held longer.
 const (
 	exportPiece        = 64 << 10
 	exportPieceTimeout = 30 * time.Second

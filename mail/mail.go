@@ -559,13 +559,14 @@ func (c *conversation) dial(ctx context.Context, network, addr string) (net.Conn
 	}
 	c.conns = append(c.conns, conn)
 	c.stops = append(c.stops, context.AfterFunc(c.ctx, func() { conn.Close() }))
-	if !c.smtp.relay.ImplicitTLS && Loopback(c.smtp.relay.Host) {
+	if Loopback(c.smtp.relay.Host) {
 		// The name is trusted to mean this machine, so that mail may go in
-		// plain text; a resolver (or /etc/hosts, or a DNS search list)
-		// that says otherwise must not send it across a network.
+		// plain text, or over TLS unchecked; a resolver (or /etc/hosts, or
+		// a DNS search list) that says otherwise must not send it across a
+		// network.
 		if peer, ok := conn.RemoteAddr().(*net.TCPAddr); !ok || !peer.IP.IsLoopback() {
 			return nil, fmt.Errorf("AUTHD_SMTP_URL names a loopback host, but it was reached at %v, not on this "+
-				"machine: plain text goes only to a loopback address (use 127.0.0.1 or ::1)", conn.RemoteAddr())
+				"machine: mail for a loopback host goes only to a loopback address (use 127.0.0.1 or ::1)", conn.RemoteAddr())
 		}
 	}
 	deadline, _ := c.ctx.Deadline()

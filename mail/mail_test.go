@@ -515,20 +515,31 @@ func (elsewhere) RemoteAddr() net.Addr { return &net.TCPAddr{IP: net.ParseIP("19
 // TestSMTPLocalhostMustBeLoopback: plain text is allowed to "localhost" only
 // when the connection really reaches a loopback address.
 func TestSMTPLocalhostMustBeLoopback(t *testing.T) {
-	box, addr := startPlainSMTP(t)
-	_, port, _ := net.SplitHostPort(addr)
-	m, err := NewSMTP("smtp://localhost:"+port, "authd <no-reply@example.org>", renderer(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m.dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
-		c, err := dialTo(addr)(ctx, network, "")
-		return elsewhere{c}, err
-	}
-	err = m.Send(context.Background(), authd.Mail{Kind: authd.MailPasswordReset, To: "alice@example.org",
-		Link: "https://auth.example.org/reset-password?token=secret"})
-	if err == nil || !strings.Contains(err.Error(), "loopback") || box.count() != 0 {
-		t.Errorf("Send = %v, %d delivered; want a loopback error and nothing sent", err, box.count())
+	for _, implicit := range []bool{false, true} {
+		// smtps://localhost: its certificate is not checked either, so the
+		// address must be this machine's as well.
+		var box *inbox
+		var addr string
+		if implicit {
+			box, addr, _ = startSMTP(t, true)
+		} else {
+			box, addr = startPlainSMTP(t)
+		}
+		_, port, _ := net.SplitHostPort(addr)
+		scheme := map[bool]string{false: "smtp", true: "smtps"}[implicit]
+		m, err := NewSMTP(scheme+"://localhost:"+port, "authd <no-reply@example.org>", renderer(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
+			c, err := dialTo(addr)(ctx, network, "")
+			return elsewhere{c}, err
+		}
+		err = m.Send(context.Background(), authd.Mail{Kind: authd.MailPasswordReset, To: "alice@example.org",
+			Link: "https://auth.example.org/reset-password?token=secret"})
+		if err == nil || !strings.Contains(err.Error(), "loopback") || box.count() != 0 {
+			t.Errorf("%s: Send = %v, %d delivered; want a loopback error and nothing sent", scheme, err, box.count())
+		}
 	}
 }
 
