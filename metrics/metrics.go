@@ -155,3 +155,30 @@ func (m *Metrics) Pool(stats func() PoolStats) {
 			func() float64 { return float64(stats().WaitCount) }),
 	)
 }
+
+// ConnStats is a snapshot of the public listener's connections.
+type ConnStats struct {
+	Open                                int
+	RefusedFull, RefusedClient, Evicted int64
+}
+
+// Connections publishes the public listener's connections and what its
+// bounds (AUTHD_MAX_CONNECTIONS, AUTHD_MAX_CONNECTIONS_PER_IP) did, read
+// at each scrape.
+func (m *Metrics) Connections(stats func() ConnStats) {
+	refused := func(reason string, n func(ConnStats) int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "authd_connections_refused_total",
+			Help:        "Connections answered and closed at once: the listener full (full) or the client at its share (client).",
+			ConstLabels: prometheus.Labels{"reason": reason}},
+			func() float64 { return float64(n(stats())) })
+	}
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "authd_connections_open", Help: "Connections the public listener holds open."},
+			func() float64 { return float64(stats().Open) }),
+		refused("full", func(s ConnStats) int64 { return s.RefusedFull }),
+		refused("client", func(s ConnStats) int64 { return s.RefusedClient }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "authd_connections_evicted_total",
+			Help: "Idle keep-alive connections closed to make room on the full listener."},
+			func() float64 { return float64(stats().Evicted) }),
+	)
+}

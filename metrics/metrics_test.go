@@ -25,6 +25,7 @@ func TestHooksReachTheScrape(t *testing.T) {
 	m.Revocations(set)
 	m.Pool(func() PoolStats { return PoolStats{InUse: 2, Idle: 5, Max: 16, WaitCount: 7} })
 	m.RateLimitFallback(func() bool { return true })
+	m.Connections(func() ConnStats { return ConnStats{Open: 9, RefusedFull: 3, RefusedClient: 5, Evicted: 4} })
 
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -39,6 +40,8 @@ func TestHooksReachTheScrape(t *testing.T) {
 		`authd_mail_outbox_pending 4`, `authd_mail_outbox_dead 1`,
 		`authd_db_connections_in_use 2`, `authd_db_connections_max 16`, `authd_db_connection_waits_total 7`,
 		`authd_revoked_sessions 2`, `authd_rate_limit_fallback 1`, `go_goroutines`, `process_resident_memory_bytes`,
+		`authd_connections_open 9`, `authd_connections_refused_total{reason="full"} 3`,
+		`authd_connections_refused_total{reason="client"} 5`, `authd_connections_evicted_total 4`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("scrape lacks %q", want)

@@ -1409,6 +1409,7 @@ func TestServeMetricsAndMail(t *testing.T) {
 		`authd_security_events_total{event="registration",result="success"} 1`,
 		`authd_mail_deliveries_total{kind="verify_email",outcome="sent"} 1`,
 		`authd_mail_outbox_pending 0`, `authd_password_hash_seconds_count 1`, `authd_db_connections_in_use`,
+		`authd_connections_open`, `authd_connections_refused_total{reason="client"} 0`,
 	}
 	// The link is logged as the mail is sent, a moment before the outbox
 	// records the delivery: scrape until it has, or the deadline.

@@ -305,6 +305,10 @@ func (a *App) Open(ctx context.Context) (err error) {
 		return slices.ContainsFunc(a.cfg.TrustedProxies, func(p netip.Prefix) bool { return p.Contains(ip) })
 	})
 	a.listener = bounded
+	m.Connections(func() metrics.ConnStats {
+		full, client := bounded.Refused()
+		return metrics.ConnStats{Open: bounded.Open(), RefusedFull: full, RefusedClient: client, Evicted: bounded.Evicted()}
+	})
 	api := httpapi.New(opts)
 	a.server = a.httpServer(api)
 	a.server.ConnState = bounded.ConnState

@@ -35,7 +35,7 @@ type Listener struct {
 	byClient map[netip.Prefix]int
 	idle     map[*conn]time.Time // since when
 
-	refusedFull, refusedClient atomic.Int64
+	refusedFull, refusedClient, evicted atomic.Int64
 }
 
 // New bounds l at most max open connections in all and perClient from one
@@ -51,6 +51,16 @@ func New(l net.Listener, max, perClient int, exempt func(netip.Addr) bool) *List
 // was full and because their client had its share.
 func (l *Listener) Refused() (full, client int64) {
 	return l.refusedFull.Load(), l.refusedClient.Load()
+}
+
+// Evicted reports how many idle connections were closed to make room.
+func (l *Listener) Evicted() int64 { return l.evicted.Load() }
+
+// Open reports how many connections the listener holds open.
+func (l *Listener) Open() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.open
 }
 
 // Accept returns the next connection within the bounds; those past them
@@ -94,6 +104,7 @@ func (l *Listener) admit(c net.Conn) net.Conn {
 	l.byClient[client]++
 	l.mu.Unlock()
 	if evicted != nil {
+		l.evicted.Add(1)
 		evicted.Close() // its count goes as it closes
 	}
 	return &conn{Conn: c, l: l, client: client}

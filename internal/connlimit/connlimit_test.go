@@ -128,8 +128,8 @@ func TestFullListenerClosesAnIdleConnection(t *testing.T) {
 	if got := get(t, b, rb); got != 200 {
 		t.Errorf("the other idle connection: %d, want it kept and served", got)
 	}
-	if full, _ := l.Refused(); full != 1 {
-		t.Errorf("refused as full: %d, want 1", full)
+	if full, _ := l.Refused(); full != 1 || l.Evicted() != 1 || l.Open() != 2 {
+		t.Errorf("refused as full %d, evicted %d, open %d; want 1, 1, 2", full, l.Evicted(), l.Open())
 	}
 }
 
