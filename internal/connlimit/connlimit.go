@@ -98,7 +98,7 @@ func (l *Listener) admit(c net.Conn) net.Conn {
 		// Marked before the lock is let go: a request arriving on it from
 		// now on is never read (Read), so never handled unanswered.
 		evicted.evicted = true
-		delete(l.idle, evicted)
+		delete(l.idle, evicted) // its idle flag stays: Read takes the lock, and drops what comes
 	}
 	l.open++
 	l.byClient[client]++
@@ -140,16 +140,23 @@ func (l *Listener) ConnState(c net.Conn, state http.ConnState) {
 	defer l.mu.Unlock()
 	if state == http.StateIdle && !cc.closed && !cc.evicted {
 		l.idle[cc] = time.Now()
+		cc.idle.Store(true)
 	} else {
-		delete(l.idle, cc)
+		l.busy(cc)
 	}
+}
+
+// busy takes c out of the idle set. Under l.mu.
+func (l *Listener) busy(c *conn) {
+	delete(l.idle, c)
+	c.idle.Store(false)
 }
 
 // release counts c out.
 func (l *Listener) release(c *conn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	delete(l.idle, c)
+	l.busy(c)
 	l.open--
 	if l.byClient[c.client]--; l.byClient[c.client] <= 0 {
 		delete(l.byClient, c.client)
@@ -165,6 +172,10 @@ type conn struct {
 	// Under l.mu: closed, and evicted (chosen to be closed to make room,
 	// so that no more of its bytes reach the server).
 	closed, evicted bool
+	// idle mirrors c's place in l.idle (set under l.mu), so that Read
+	// takes the listener's lock only on a connection that may be chosen:
+	// not on every read of every request.
+	idle atomic.Bool
 }
 
 // Read hands the server what arrives, unless the connection was chosen
@@ -174,7 +185,9 @@ type conn struct {
 // that it is not chosen while its request is handled.
 func (c *conn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
-	if n == 0 {
+	if n == 0 || !c.idle.Load() {
+		// Not idle: not chosen since, as only idle ones are (and the
+		// server marks a connection idle before it reads on).
 		return n, err
 	}
 	c.l.mu.Lock()
@@ -182,7 +195,7 @@ func (c *conn) Read(b []byte) (int, error) {
 	if c.evicted {
 		return 0, net.ErrClosed
 	}
-	delete(c.l.idle, c)
+	c.l.busy(c)
 	return n, err
 }
 
