@@ -261,18 +261,23 @@ func (s *Service) takeChallenge(ctx context.Context, tx *txn, c Client, challeng
 	return ch, &session, nil
 }
 
-// ceremonyOver tells a signed-in person whose passkey ceremony was
-// refused (takeChallenge's refusals: unknown, used, expired, of another
-// ceremony; or one begun for another user) why, in message, naming field:
-// the token at fault is the body's ceremony, not the bearer token, which
-// the plain "invalid token" would read as (httpapi answers one naming a
-// field 400, with no bearer challenge). Other errors pass.
-func ceremonyOver(err error, field, message string) error {
+// takeOwnChallenge is takeChallenge for a ceremony a signed-in user began
+// (a registration, a step-up): one begun for another user is refused as
+// well, and every refusal of the ceremony names field and tells why in
+// over's words. The token at fault is then the body's ceremony, not the
+// bearer token, which the plain "invalid token" would read as (httpapi
+// answers one naming a field 400, with no bearer challenge).
+func (s *Service) takeOwnChallenge(ctx context.Context, tx *txn, c Client, u *User, challenge string,
+	purpose ChallengePurpose, event EventType, field, over string, now time.Time) (*webauthn.SessionData, error) {
+	ch, session, err := s.takeChallenge(ctx, tx, c, challenge, purpose, event, now)
+	if err == nil && ch.UserID != u.ID {
+		err = s.refuseToken(ctx, tx, c, event, u.ID, "passkey challenge of another user", nil)
+	}
 	if r, ok := err.(*refusal); ok && r.err == errInvalidToken {
-		return &refusal{err: &Error{Code: EInvalidToken, Message: message,
+		return nil, &refusal{err: &Error{Code: EInvalidToken, Message: over,
 			Fields: []FieldError{{Field: field, Message: "answers a passkey ceremony that is over"}}}}
 	}
-	return err
+	return session, err
 }
 
 const (
@@ -409,13 +414,10 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, c Client, a *Ac
 		if err := sessionLive(ctx, tx, a); err != nil {
 			return err
 		}
-		ch, session, err := s.takeChallenge(ctx, tx, c, parsed.Response.CollectedClientData.Challenge,
-			PurposeRegister, EventPasskeyAdded, now)
-		if err == nil && ch.UserID != u.ID {
-			err = s.refuseToken(ctx, tx, c, EventPasskeyAdded, u.ID, "passkey challenge of another user", nil)
-		}
+		session, err := s.takeOwnChallenge(ctx, tx, c, u, parsed.Response.CollectedClientData.Challenge,
+			PurposeRegister, EventPasskeyAdded, "credential", registrationOver, now)
 		if err != nil {
-			return ceremonyOver(err, "credential", registrationOver)
+			return err
 		}
 		keys, err := tx.Passkeys(ctx, u.ID)
 		if err != nil {
@@ -932,13 +934,10 @@ func (s *Service) checkPasskeyProof(ctx context.Context, tx *txn, c Client, u *U
 	if err != nil {
 		return err
 	}
-	ch, session, err := s.takeChallenge(ctx, tx, c, parsed.Response.CollectedClientData.Challenge, PurposeStepUp,
-		event, now)
-	if err == nil && ch.UserID != u.ID {
-		err = s.refuseToken(ctx, tx, c, event, u.ID, "passkey challenge of another user", nil)
-	}
+	session, err := s.takeOwnChallenge(ctx, tx, c, u, parsed.Response.CollectedClientData.Challenge, PurposeStepUp,
+		event, "passkey", stepUpOver, now)
 	if err != nil {
-		return ceremonyOver(err, "passkey", stepUpOver)
+		return err
 	}
 	if _, err = s.verifyAssertion(ctx, tx, c, u, session, parsed, PurposeStepUp, now); err != nil {
 		return err
