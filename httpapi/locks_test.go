@@ -19,13 +19,13 @@ import (
 )
 
 // userPausingStore pauses, once armed, the first transaction that reads
-// user (User or UserByEmail), just after the read, which locks the row,
-// until resume closes; paused closes then. Only that one pauses: the
-// reads after it go on (and wait, if at all, for PostgreSQL's locks, which
-// the tests can see).
+// user (User or UserByEmail), or session when that is set (Session), just
+// after the read, which locks the row, until resume closes; paused closes
+// then. Only that one pauses: the reads after it go on (and wait, if at
+// all, for PostgreSQL's locks, which the tests can see).
 type userPausingStore struct {
 	authd.Store
-	user           uuid.UUID
+	user, session  uuid.UUID
 	armed          atomic.Bool
 	paused, resume chan struct{}
 }
@@ -40,10 +40,24 @@ type userPausingQueries struct {
 }
 
 func (q *userPausingQueries) pause(u *authd.User) {
-	if u != nil && u.ID == q.s.user && q.s.armed.CompareAndSwap(true, false) {
+	if u != nil && u.ID == q.s.user {
+		q.pauseOnce()
+	}
+}
+
+func (q *userPausingQueries) pauseOnce() {
+	if q.s.armed.CompareAndSwap(true, false) {
 		close(q.s.paused)
 		<-q.s.resume
 	}
+}
+
+func (q *userPausingQueries) Session(ctx context.Context, id uuid.UUID) (*authd.Session, error) {
+	sess, err := q.Queries.Session(ctx, id)
+	if q.s.session != uuid.Nil && id == q.s.session {
+		q.pauseOnce()
+	}
+	return sess, err
 }
 
 func (q *userPausingQueries) User(ctx context.Context, id uuid.UUID) (*authd.User, error) {
@@ -164,34 +178,6 @@ func TestSessionEndingFlowsLetALogoutThrough(t *testing.T) {
 	}
 }
 
-// sessionPausingStore pauses, once armed, the first transaction that reads
-// session (Session, which locks it in a transaction), just after the read,
-// until resume closes; paused closes then.
-type sessionPausingStore struct {
-	authd.Store
-	session        uuid.UUID
-	armed          atomic.Bool
-	paused, resume chan struct{}
-}
-
-func (s *sessionPausingStore) InTx(ctx context.Context, fn func(authd.Queries) error) error {
-	return s.Store.InTx(ctx, func(q authd.Queries) error { return fn(&sessionPausingQueries{Queries: q, s: s}) })
-}
-
-type sessionPausingQueries struct {
-	authd.Queries
-	s *sessionPausingStore
-}
-
-func (q *sessionPausingQueries) Session(ctx context.Context, id uuid.UUID) (*authd.Session, error) {
-	sess, err := q.Queries.Session(ctx, id)
-	if id == q.s.session && q.s.armed.CompareAndSwap(true, false) {
-		close(q.s.paused)
-		<-q.s.resume
-	}
-	return sess, err
-}
-
 // TestLogoutAllDuringASensitiveChange: a sensitive change holds its user,
 // then its own session (is it live?), then ends the user's other sessions;
 // a logout-all meanwhile, from an older session, must wait for it rather
@@ -201,7 +187,7 @@ func (q *sessionPausingQueries) Session(ctx context.Context, id uuid.UUID) (*aut
 func TestLogoutAllDuringASensitiveChange(t *testing.T) {
 	t.Parallel()
 	const email = "everywhere@example.org"
-	store := &sessionPausingStore{Store: openPostgres(t), paused: make(chan struct{}), resume: make(chan struct{})}
+	store := &userPausingStore{Store: openPostgres(t), paused: make(chan struct{}), resume: make(chan struct{})}
 	release := sync.OnceFunc(func() { close(store.resume) })
 	defer release() // on failure too: the change's transaction must end
 	e := newEnv(t, store)
@@ -227,14 +213,7 @@ func TestLogoutAllDuringASensitiveChange(t *testing.T) {
 	}
 	everywhere := make(chan response, 1)
 	go func() { everywhere <- e.do("POST", "/v1/auth/logout-all", nil, bearer(laptop)...) }()
-	for guard := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if locksAwaited(t, store.Store) > 0 {
-			break // the logout-all waits for the change
-		}
-		if time.Now().After(guard) {
-			t.Fatal("the logout-all never waited for the change's locks")
-		}
-	}
+	awaitLockWait(t, store.Store.(*postgres.Store)) // the logout-all waits for the change
 	release()
 	want(t, "the change", <-changed, http.StatusNoContent, "")
 	want(t, "the logout-all after it", <-everywhere, http.StatusNoContent, "")
@@ -242,13 +221,10 @@ func TestLogoutAllDuringASensitiveChange(t *testing.T) {
 
 // locksAwaited counts the transactions on store's database that wait for
 // a lock.
-func locksAwaited(t *testing.T, store authd.Store) int {
+func locksAwaited(t *testing.T, store *userPausingStore) int {
 	t.Helper()
-	if s, ok := store.(*userPausingStore); ok {
-		store = s.Store
-	}
 	var n int
-	if err := store.(*postgres.Store).Pool().QueryRow(context.Background(), storetest.LockWaits, "").Scan(&n); err != nil {
+	if err := store.Store.(*postgres.Store).Pool().QueryRow(context.Background(), storetest.LockWaits, "").Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n
