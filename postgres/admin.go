@@ -352,7 +352,7 @@ const erasedAccountGone = `account_status = 'deleted' AND updated_at < $1
 // before $2, the expired rows' cut-off, or not a browser sign-in's, and its
 // tokens all expired before it) names the account no more than a deleted
 // one.
-const sessionPurgedDry = ` AND NOT (COALESCE(s.expires_at < $2 OR s.revoked_at < $2 OR s.browser_digest IS NULL, false)
+const sessionPurgedDry = ` AND NOT (COALESCE(s.expires_at < $2 OR s.revoked_at < $2 OR (s.browser_digest IS NULL AND s.last_used_at < $2), false)
 		AND NOT EXISTS (SELECT 1 FROM jwt_tokens t WHERE t.session_id = s.id AND t.expires_at >= $2)))`
 
 // purgeLockWait bounds each wait of a purge batch for a row lock.
@@ -392,10 +392,12 @@ func lockWaited(err error) bool {
 // sessionsEnded, closed with ")", picks the sessions purge deletes: ended
 // before $1, or not a browser sign-in's (whose session lives on its cookie),
 // and with no token left: a session that refreshes ends, idle, with its
-// last refresh token, and goes with it. A dry run, which deletes no token
+// last refresh token, and goes with it. (That token was issued when the
+// session was last used, so only one unused since before $1 is looked at:
+// the live ones cost the purge no probe of their tokens.) A dry run, which deletes no token
 // first, closes it with " AND t.expires_at >= $1)" to count those whose
 // tokens the tokens step would delete.
-const sessionsEnded = `(expires_at < $1 OR revoked_at < $1 OR browser_digest IS NULL) AND NOT EXISTS
+const sessionsEnded = `(expires_at < $1 OR revoked_at < $1 OR (browser_digest IS NULL AND last_used_at < $1)) AND NOT EXISTS
 	(SELECT 1 FROM jwt_tokens t WHERE t.session_id = sessions.id`
 
 // lockPurge takes the purge's advisory lock on conn, for the session, or
