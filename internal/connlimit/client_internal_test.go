@@ -26,12 +26,12 @@ func TestClientOf(t *testing.T) {
 		"[fe80::1%eth0]:5000":         "fe80::/64",
 	} {
 		ap := netip.MustParseAddrPort(remote)
-		got := clientOf(addrConn{remote: net.TCPAddrFromAddrPort(ap)})
+		got := clientOf(peerOf(addrConn{remote: net.TCPAddrFromAddrPort(ap)}))
 		if got.String() != want {
 			t.Errorf("clientOf(%s) = %s, want %s", remote, got, want)
 		}
 	}
-	if got := clientOf(addrConn{remote: &net.UnixAddr{Name: "@", Net: "unix"}}); got.IsValid() {
+	if got := clientOf(peerOf(addrConn{remote: &net.UnixAddr{Name: "@", Net: "unix"}})); got.IsValid() {
 		t.Errorf("clientOf(a Unix socket) = %s, want none", got)
 	}
 }

@@ -79,9 +79,10 @@ func (l *Listener) Accept() (net.Conn, error) {
 
 // admit counts c in, or answers and closes it and returns nil.
 func (l *Listener) admit(c net.Conn) net.Conn {
-	client := clientOf(c)
+	peer := peerOf(c)
+	client := clientOf(peer)
 	l.mu.Lock()
-	if l.perClient > 0 && (l.exempt == nil || !l.exempt(client.Addr())) && l.byClient[client] >= l.perClient {
+	if l.perClient > 0 && (l.exempt == nil || !l.exempt(peer)) && l.byClient[client] >= l.perClient {
 		l.mu.Unlock()
 		l.refusedClient.Add(1)
 		go refuse(c, tooManyFromClient)
@@ -210,15 +211,24 @@ func (c *conn) Close() error {
 	return err
 }
 
-// clientOf is the client c's bound counts against: its address, and for
-// IPv6 its /64, which one host is commonly given whole (as the service's
-// rate limits count it); the zero Prefix when it has no address.
-func clientOf(c net.Conn) netip.Prefix {
+// peerOf is c's peer address, unmapped, the zero Addr when it has none.
+func peerOf(c net.Conn) netip.Addr {
 	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
 	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// clientOf is the client a peer's connections count against: its address,
+// and for IPv6 its /64, which one host is commonly given whole (as the
+// service's rate limits count it); the zero Prefix for no address. (The
+// exemption is the peer's own address's: a proxy is named by it.)
+func clientOf(peer netip.Addr) netip.Prefix {
+	if !peer.IsValid() {
 		return netip.Prefix{}
 	}
-	a := ap.Addr().Unmap().WithZone("")
+	a := peer.WithZone("")
 	bits := 32
 	if a.Is6() {
 		bits = 64

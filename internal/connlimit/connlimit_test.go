@@ -97,6 +97,22 @@ func TestClientsShare(t *testing.T) {
 			t.Errorf("a connection of an exempt address: %d, want 200", got)
 		}
 	}
+	// An IPv6 proxy is exempt by its own address, not its /64's.
+	raw, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Log("no IPv6 loopback here:", err)
+		return
+	}
+	l6 := connlimit.New(raw, 0, 1, func(a netip.Addr) bool { return a == netip.IPv6Loopback() })
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}), ConnState: l6.ConnState}
+	go srv.Serve(l6)
+	t.Cleanup(func() { srv.Close() })
+	for range 3 {
+		c, r := dial(t, raw.Addr().String())
+		if got := get(t, c, r); got != 200 {
+			t.Errorf("a connection of an exempt IPv6 address: %d, want 200", got)
+		}
+	}
 }
 
 // TestFullListenerClosesAnIdleConnection: a full listener makes room by
