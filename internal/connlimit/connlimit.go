@@ -27,6 +27,13 @@ import (
 // ConnState to its ConnState.
 type Listener struct {
 	net.Listener
+	// HeaderTimeout bounds, from its first byte, the arrival of the
+	// header of a request on a kept-alive connection (serve's
+	// ReadHeaderTimeout; New sets DefaultHeaderTimeout). net/http waits
+	// for the next request's first bytes under its idle timeout (120 s)
+	// and only then starts its header timeout: a client sending one byte
+	// would hold a place, unevictable, that long.
+	HeaderTimeout  time.Duration
 	max, perClient int
 	exempt         func(netip.Addr) bool
 
@@ -43,7 +50,7 @@ type Listener struct {
 // addresses held to no per-client bound: trusted proxies, whose
 // connections carry many clients.
 func New(l net.Listener, max, perClient int, exempt func(netip.Addr) bool) *Listener {
-	return &Listener{Listener: l, max: max, perClient: perClient, exempt: exempt,
+	return &Listener{Listener: l, HeaderTimeout: DefaultHeaderTimeout, max: max, perClient: perClient, exempt: exempt,
 		byClient: map[netip.Prefix]int{}, idle: map[*conn]time.Time{}}
 }
 
@@ -110,6 +117,10 @@ func (l *Listener) admit(c net.Conn) net.Conn {
 	}
 	return &conn{Conn: c, l: l, client: client}
 }
+
+// DefaultHeaderTimeout is Listener.HeaderTimeout's default, serve's
+// ReadHeaderTimeout.
+const DefaultHeaderTimeout = 5 * time.Second
 
 // minIdle is how long a connection must have been idle to be closed to
 // make room: one just answered is likely to carry its client's next
@@ -197,6 +208,9 @@ func (c *conn) Read(b []byte) (int, error) {
 		return 0, net.ErrClosed
 	}
 	c.l.busy(c)
+	// net/http clears this deadline once it has the request's first bytes,
+	// and sets its own header timeout.
+	c.Conn.SetReadDeadline(time.Now().Add(c.l.HeaderTimeout)) //nolint:errcheck // a closed connection reads nothing anyway
 	return n, err
 }
 

@@ -2,10 +2,12 @@ package connlimit_test
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
@@ -21,6 +23,7 @@ func serve(t *testing.T, max, perClient int, exempt func(netip.Addr) bool) (stri
 		t.Fatal(err)
 	}
 	l := connlimit.New(raw, max, perClient, exempt)
+	l.HeaderTimeout = 300 * time.Millisecond
 	srv := &http.Server{
 		Handler:   http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }),
 		ConnState: l.ConnState,
@@ -170,5 +173,26 @@ func TestRequestBegunIsNotCut(t *testing.T) {
 	io.WriteString(a, "Host: x\r\n\r\n")
 	if got := status(t, ra); got != 200 {
 		t.Errorf("the request begun: %d, want it answered", got)
+	}
+}
+
+// TestByteAfterIdleHoldsNoPlaceLong: a kept-alive connection that sends
+// one byte of a next request and no more is closed within the header
+// timeout, not held (unevictable: its request has begun) for the server's
+// idle timeout.
+func TestByteAfterIdleHoldsNoPlaceLong(t *testing.T) {
+	addr, _ := serve(t, 1, 0, nil)
+	a, ra := dial(t, addr)
+	if get(t, a, ra) != 200 {
+		t.Fatal("the first connection was not served")
+	}
+	io.WriteString(a, "G")
+	if _, err := ra.ReadByte(); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the connection after one byte: %v; want it closed by the server within its header timeout", err)
+	}
+	time.Sleep(50 * time.Millisecond) // its place given back
+	c, rc := dial(t, addr)
+	if got := get(t, c, rc); got != 200 {
+		t.Errorf("a new connection after it: %d, want 200", got)
 	}
 }
