@@ -60,9 +60,11 @@ type OutboxMail struct {
 // lease, as it mints the link and again right before it sends.
 const (
 	MaxMailAttempts = 8                // then the mail is dead
-	mailLease       = 2 * time.Minute  // a claimed mail is re-claimable after this
+	mailLease       = 3 * time.Minute  // a claimed mail is re-claimable after this
 	mailMintTimeout = 10 * time.Second // minting a verification or reset link
-	mailSendTimeout = 30 * time.Second
+	// a send: the relay may take a while to answer the message's final dot
+	// (mail.SMTP), and a send given up on may have been delivered
+	mailSendTimeout = 90 * time.Second
 	// each of the sender's other calls to the store: claiming a mail,
 	// extending its lease, and recording its outcome after the send
 	// (whatever the pass's own deadline), so that a database that stops

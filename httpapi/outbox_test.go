@@ -216,7 +216,7 @@ func TestLapsedSenderCannotReleaseMail(t *testing.T) {
 			}
 		}()
 		<-first.started
-		e.clock.Advance(3 * time.Minute) // the first sender stalls past its lease
+		e.clock.Advance(4 * time.Minute) // the first sender stalls past its lease
 
 		second := newGate()
 		secondSvc := authd.NewService(e.cfg, authd.Deps{Store: e.store, Clock: e.clock, Mailer: second})
@@ -303,7 +303,7 @@ func TestStalledSenderSendsNothingAfterItsLease(t *testing.T) {
 				secondDone := make(chan struct{})
 				var secondMail authd.Mail
 				paused.pause = func() {
-					e.clock.Advance(3 * time.Minute) // past the first sender's lease
+					e.clock.Advance(4 * time.Minute) // past the first sender's lease
 					go func() {
 						defer close(secondDone)
 						if _, err := secondSvc.DeliverMail(ctx); err != nil {

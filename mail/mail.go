@@ -341,6 +341,9 @@ type SMTP struct {
 	renderer  *Renderer
 	logger    *slog.Logger
 	tlsConfig *tls.Config
+	// openTimeout bounds the conversation's opening: the dial, TLS, the
+	// greeting, EHLO, STARTTLS and AUTH (relayOpenTimeout; shorter in tests).
+	openTimeout time.Duration
 	// dial replaces the network dialer in tests, so that a relay named like
 	// a remote host can be an in-process server. nil: the system's.
 	dial gomail.DialContextFunc
@@ -443,7 +446,9 @@ func NewSMTP(rawURL, from string, r *Renderer) (*SMTP, error) {
 	}
 	// WithTLSPolicy, not WithTLSPortPolicy: the latter also falls back to
 	// plain text on port 25 when the first port fails.
-	opts := []gomail.Option{gomail.WithTimeout(15 * time.Second), gomail.WithPort(relay.Port)}
+	// go-mail's timeout is the message's (set before MAIL FROM, it runs to
+	// the reply after the final dot), kept within the Send's context.
+	opts := []gomail.Option{gomail.WithTimeout(relayMessageTimeout), gomail.WithPort(relay.Port), gomail.WithoutNoop()}
 	switch {
 	case relay.ImplicitTLS:
 		opts = append(opts, gomail.WithSSL())
@@ -460,8 +465,21 @@ func NewSMTP(rawURL, from string, r *Renderer) (*SMTP, error) {
 		// takes a password is checked (SetTLSConfig for a private CA).
 		tlsConfig.InsecureSkipVerify = true
 	}
-	return &SMTP{relay: relay, opts: opts, from: from, renderer: r, logger: slog.Default(), tlsConfig: tlsConfig}, nil
+	return &SMTP{relay: relay, opts: opts, from: from, renderer: r, logger: slog.Default(), tlsConfig: tlsConfig,
+		openTimeout: relayOpenTimeout}, nil
 }
+
+// How long the mailer waits for the relay. Opening the conversation is
+// quick for any working relay. The message is not: a relay may scan it
+// before it answers the final dot, and RFC 5321 (4.5.3.2.6) has the client
+// wait 10 minutes for that answer, since a client that gives up has no way
+// to know whether the mail was delivered; sent again, a verification or
+// reset mail voids the link of the first. A Send's context shortens the
+// wait (the outbox gives it 90 seconds).
+const (
+	relayOpenTimeout    = 15 * time.Second
+	relayMessageTimeout = 10 * time.Minute
+)
 
 // SetLogger sets where a mail the relay accepted despite a later failure
 // is reported (by default slog.Default()).
@@ -486,7 +504,7 @@ func (s *SMTP) Send(ctx context.Context, m authd.Mail) error {
 	if err != nil {
 		return err
 	}
-	conv := &conversation{smtp: s, ctx: ctx}
+	conv := newConversation(s, ctx)
 	defer conv.end()
 	opts := append(slices.Clip(s.opts), gomail.WithTLSConfig(s.tlsConfig), gomail.WithDialContextFunc(conv.dial))
 	if s.relay.User != "" {
@@ -497,13 +515,17 @@ func (s *SMTP) Send(ctx context.Context, m authd.Mail) error {
 	if err != nil {
 		return err
 	}
-	err = client.DialAndSendWithContext(ctx, msg)
+	err = conv.send(client, msg)
 	if err == nil {
 		return nil
 	}
+	unanswered := endUnanswered(err)
 	err = withoutAddresses(err)
 	if cause := conv.cutShort(); cause != nil {
 		err = fmt.Errorf("%w (%w)", err, cause)
+	}
+	if unanswered && !msg.IsDelivered() {
+		err = fmt.Errorf("%w; the relay had the whole message and may have delivered it", err)
 	}
 	if msg.IsDelivered() {
 		// The relay answered 250 to the message; what failed came after
@@ -513,6 +535,14 @@ func (s *SMTP) Send(ctx context.Context, m authd.Mail) error {
 		return nil
 	}
 	return err
+}
+
+// endUnanswered reports whether err is the relay's silence after the
+// message's final dot (no reply, so no code): the one failure after which
+// the mail may have been delivered all the same.
+func endUnanswered(err error) bool {
+	var se *gomail.SendError
+	return errors.As(err, &se) && se.Reason == gomail.ErrSMTPDataClose && se.ErrorCode() == 0
 }
 
 // withoutAddresses gives a failure of go-mail's without the recipients its
@@ -535,16 +565,46 @@ func withoutAddresses(err error) error {
 }
 
 // conversation is the connection of one Send. go-mail heeds the context
-// only while dialling and gives every command its own 15-second deadline,
-// so a relay that answers slowly could hold a send far past the outbox's
-// timeout, and past the lease that keeps other senders off its mail: the
-// connection keeps every deadline within the context's, and closes when
-// the context ends.
+// only while dialling and sets the connection's deadline itself (its
+// timeout from the dial, and again from the message's start), so a relay
+// that answers slowly could hold a send past the outbox's timeout, and
+// past the lease that keeps other senders off its mail: the connection
+// keeps every deadline within until, and closes when the context ends.
+// until is the opening's deadline until the message starts, then the
+// context's.
 type conversation struct {
 	smtp  *SMTP
 	ctx   context.Context
+	until time.Time // zero: none
 	conns []net.Conn
 	stops []func() bool
+}
+
+func newConversation(s *SMTP, ctx context.Context) *conversation {
+	c := &conversation{smtp: s, ctx: ctx, until: time.Now().Add(s.openTimeout)}
+	if deadline, ok := ctx.Deadline(); ok && deadline.Before(c.until) {
+		c.until = deadline
+	}
+	return c
+}
+
+// send is go-mail's DialAndSendWithContext with the opening's deadline
+// lifted between the dial and the message.
+func (c *conversation) send(client *gomail.Client, msg *gomail.Msg) (err error) {
+	conn, err := client.DialToSMTPClientWithContext(c.ctx)
+	if err != nil {
+		return fmt.Errorf("dial failed: %w", err)
+	}
+	defer func() {
+		if closeErr := client.CloseWithSMTPClient(conn); closeErr != nil {
+			err = errors.Join(err, fmt.Errorf("failed to close connection: %w", closeErr))
+		}
+	}()
+	c.until, _ = c.ctx.Deadline()
+	if err := client.SendWithSMTPClient(conn, msg); err != nil {
+		return fmt.Errorf("send failed: %w", err)
+	}
+	return nil
 }
 
 func (c *conversation) dial(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -553,6 +613,8 @@ func (c *conversation) dial(ctx context.Context, network, addr string) (net.Conn
 		var d net.Dialer
 		dial = d.DialContext
 	}
+	ctx, cancel := context.WithDeadline(ctx, c.until) // for the TLS handshake too
+	defer cancel()
 	conn, err := dial(ctx, network, addr)
 	if err != nil {
 		return nil, err
@@ -569,8 +631,7 @@ func (c *conversation) dial(ctx context.Context, network, addr string) (net.Conn
 				"machine: mail for a loopback host goes only to a loopback address (use 127.0.0.1 or ::1)", conn.RemoteAddr())
 		}
 	}
-	deadline, _ := c.ctx.Deadline()
-	bounded := &boundedConn{Conn: conn, deadline: deadline}
+	bounded := &boundedConn{Conn: conn, until: &c.until}
 	if !c.smtp.relay.ImplicitTLS {
 		return bounded, nil
 	}
@@ -605,11 +666,11 @@ func (c *conversation) end() {
 	}
 }
 
-// boundedConn keeps the deadlines set on it no later than deadline (zero:
-// none).
+// boundedConn keeps the deadlines set on it no later than *until (zero:
+// none), which only the goroutine that sets them changes.
 type boundedConn struct {
 	net.Conn
-	deadline time.Time
+	until *time.Time
 }
 
 func (c *boundedConn) SetDeadline(t time.Time) error      { return c.Conn.SetDeadline(c.bound(t)) }
@@ -617,10 +678,10 @@ func (c *boundedConn) SetReadDeadline(t time.Time) error  { return c.Conn.SetRea
 func (c *boundedConn) SetWriteDeadline(t time.Time) error { return c.Conn.SetWriteDeadline(c.bound(t)) }
 
 func (c *boundedConn) bound(t time.Time) time.Time {
-	if c.deadline.IsZero() || (!t.IsZero() && t.Before(c.deadline)) {
+	if c.until.IsZero() || (!t.IsZero() && t.Before(*c.until)) {
 		return t
 	}
-	return c.deadline
+	return *c.until
 }
 
 // relayAuth authenticates to the relay with the first mechanism of

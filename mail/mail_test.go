@@ -502,6 +502,75 @@ func TestSMTPSendBoundedByContext(t *testing.T) {
 			if got := relay.sent("DATA"); len(got) != 1 {
 				t.Errorf("the relay received DATA %d times; want the stall to come after it", len(got))
 			}
+			if err == nil || !strings.Contains(err.Error(), "may have delivered it") {
+				t.Errorf("Send = %v; want it to say that the relay may have delivered the mail", err)
+			}
+		})
+	}
+}
+
+// TestSMTPWaitsForTheMessageToBeTaken: a relay slow to answer the final dot
+// (it scans the message) is waited for past the opening's timeout, within
+// the context: given up on, it may deliver the mail all the same, and the
+// copy sent again carries a new link that voids the first.
+func TestSMTPWaitsForTheMessageToBeTaken(t *testing.T) {
+	// Long enough for the opening on a loaded machine, short beside the
+	// context's deadline.
+	const open = 500 * time.Millisecond
+	relay := startRawRelay(t, []string{"8BITMIME"}, func(c net.Conn) {
+		time.Sleep(4 * open)
+		fmt.Fprint(c, "250 2.0.0 queued as 4F2A\r\n")
+	})
+	m, err := NewSMTP("smtp://"+relay.addr, "authd <no-reply@example.org>", renderer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.openTimeout = open
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := m.Send(ctx, authd.Mail{Kind: authd.MailPasswordChanged, To: "alice@example.org"}); err != nil {
+		t.Errorf("Send = %v; want the relay's late 250 waited for", err)
+	}
+	if got := relay.sent("DATA"); len(got) != 1 {
+		t.Errorf("the relay received DATA %d times, want once", len(got))
+	}
+}
+
+// TestSMTPOpeningBounded: a relay that accepts the connection and then says
+// nothing (no greeting, or no TLS handshake) is given up on after the
+// opening's timeout, long before the context's deadline.
+func TestSMTPOpeningBounded(t *testing.T) {
+	for _, scheme := range []string{"smtp", "smtps"} {
+		t.Run(scheme, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			accepted := make(chan net.Conn, 1)
+			go func() {
+				c, err := ln.Accept()
+				if err == nil {
+					accepted <- c
+				}
+				close(accepted)
+			}()
+			t.Cleanup(func() {
+				ln.Close()
+				for c := range accepted {
+					c.Close()
+				}
+			})
+			m, err := NewSMTP(scheme+"://"+ln.Addr().String(), "authd <no-reply@example.org>", renderer(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.openTimeout = 200 * time.Millisecond
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			err = m.Send(ctx, authd.Mail{Kind: authd.MailPasswordChanged, To: "alice@example.org"})
+			if err == nil || ctx.Err() != nil {
+				t.Errorf("Send = %v (context: %v); want the opening's timeout to end it first", err, ctx.Err())
+			}
 		})
 	}
 }

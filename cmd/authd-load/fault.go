@@ -59,7 +59,7 @@ func runFault(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&o.redisURL, "redis-url", os.Getenv("AUTHD_REDIS_URL"), "redis://… for the shared rate limits (env AUTHD_REDIS_URL)")
 	fs.StringVar(&o.pgRestartCmd, "pg-restart-cmd", "", "a shell command that really restarts PostgreSQL (e.g. 'sudo systemctl restart postgresql'), instead of cutting the proxy for -pg-down")
 	fs.DurationVar(&o.duration, "duration", 3*time.Minute, "how long the load runs; the faults start at 10 %, 30 %, 50 % and 70 % of it")
-	fs.DurationVar(&o.drain, "drain", 3*time.Minute, "after the load, how long to wait for mail still in the outbox (a mail claimed by a killed instance waits out its 2-minute lease)")
+	fs.DurationVar(&o.drain, "drain", 4*time.Minute, "after the load, how long to wait for mail still in the outbox (a mail claimed by a killed instance waits out its 3-minute lease)")
 	fs.DurationVar(&o.killDown, "kill-down", time.Second, "how long the SIGKILLed instance stays down before its restart")
 	fs.DurationVar(&o.pgDown, "pg-down", 5*time.Second, "how long PostgreSQL refuses connections")
 	fs.DurationVar(&o.redisDown, "redis-down", 15*time.Second, "how long Redis refuses connections")
