@@ -497,7 +497,7 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 		return true, nil
 	case cut:
 		return false, s.requeueCut(ctx, m, err)
-	case m.Attempts >= MaxMailAttempts:
+	case m.Attempts >= MaxMailAttempts || errors.Is(err, ErrUndeliverable):
 		var recorded error
 		if m.Kind == MailAccountDeleted {
 			// The erased address must not outlive the notice (SPEC §6.8).
@@ -510,7 +510,11 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 		if held, err2 := s.settleMail(m, recorded, false); !held || err2 != nil {
 			return false, err2
 		}
-		s.logger.Error("mail dead after its last attempt", "mail_id", m.ID, "kind", m.Kind, "attempts", m.Attempts, "err", err)
+		why := "mail dead after its last attempt"
+		if errors.Is(err, ErrUndeliverable) {
+			why = "mail dead: its recipient cannot receive mail"
+		}
+		s.logger.Error(why, "mail_id", m.ID, "kind", m.Kind, "attempts", m.Attempts, "err", err)
 		s.observeMail(m, MailDead)
 		return false, nil
 	default:

@@ -194,10 +194,17 @@ type MFARemoval struct {
 // IsZero reports whether nothing was removed.
 func (r MFARemoval) IsZero() bool { return r == MFARemoval{} }
 
-// Mailer delivers mail; the outbox sender calls it.
+// Mailer delivers mail; the outbox sender calls it. A failure is retried
+// (MaxMailAttempts), unless it wraps ErrUndeliverable.
 type Mailer interface {
 	Send(ctx context.Context, m Mail) error
 }
+
+// ErrUndeliverable is wrapped by a Mailer's error when the mail can never
+// be delivered: the relay refused its recipient for good (the mailbox or
+// domain does not exist). The outbox marks it dead at once instead of
+// trying it again for hours.
+var ErrUndeliverable = errors.New("the recipient's address cannot receive mail")
 
 // RateLimiter counts events per key in fixed windows.
 type RateLimiter interface {

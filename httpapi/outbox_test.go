@@ -472,38 +472,45 @@ func TestRetentionPrunesDevMailerFiles(t *testing.T) {
 	}
 }
 
-// rcptRefuser is an SMTP server's backend that refuses every recipient,
-// quoting the address as relays do.
-type rcptRefuser struct{}
+// rcptRefuser is an SMTP server's backend that refuses every recipient
+// with its code, quoting the address as relays do.
+type rcptRefuser struct{ code smtp.EnhancedCode }
 
-func (rcptRefuser) NewSession(*smtp.Conn) (smtp.Session, error) { return rcptRefuser{}, nil }
-func (rcptRefuser) Mail(string, *smtp.MailOptions) error        { return nil }
-func (rcptRefuser) Rcpt(to string, _ *smtp.RcptOptions) error {
-	return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "<" + to + ">: Recipient address rejected"}
+func (r rcptRefuser) NewSession(*smtp.Conn) (smtp.Session, error) { return r, nil }
+func (rcptRefuser) Mail(string, *smtp.MailOptions) error          { return nil }
+func (r rcptRefuser) Rcpt(to string, _ *smtp.RcptOptions) error {
+	return &smtp.SMTPError{Code: 550, EnhancedCode: r.code, Message: "<" + to + ">: Recipient address rejected"}
 }
 func (rcptRefuser) Data(io.Reader) error { return nil }
 func (rcptRefuser) Reset()               {}
 func (rcptRefuser) Logout() error        { return nil }
 
-// TestMailFailuresLogNoAddress: the log lines of a mail that fails until it
-// dies name the mail and the relay's codes, never the address, which an
-// erasure could not remove from the log.
-func TestMailFailuresLogNoAddress(t *testing.T) {
-	t.Parallel()
-	srv := smtp.NewServer(rcptRefuser{})
+// refusingRelay returns an SMTP mailer whose relay refuses every recipient
+// with code.
+func refusingRelay(t *testing.T, code smtp.EnhancedCode) *mail.SMTP {
+	t.Helper()
+	srv := smtp.NewServer(rcptRefuser{code})
 	srv.Domain = "localhost"
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	go srv.Serve(ln)
-	defer srv.Close()
+	t.Cleanup(func() { srv.Close() })
 	renderer, _ := mail.NewRenderer("https://auth.example.org", "")
-	smtpMailer, err := mail.NewSMTP("smtp://"+ln.Addr().String(), "authd <no-reply@example.org>", renderer)
+	m, err := mail.NewSMTP("smtp://"+ln.Addr().String(), "authd <no-reply@example.org>", renderer)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := newEnv(t, openSQLite(t), withMailer(smtpMailer))
+	return m
+}
+
+// TestMailFailuresLogNoAddress: the log lines of a mail that fails until it
+// dies name the mail and the relay's codes, never the address, which an
+// erasure could not remove from the log.
+func TestMailFailuresLogNoAddress(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t), withMailer(refusingRelay(t, smtp.EnhancedCode{5, 7, 1})))
 	const address = "private.person@example.org"
 	want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": address, "password": goodPassword, "consent": true}), 202, "")
 	ctx := context.Background()
@@ -515,11 +522,35 @@ func TestMailFailuresLogNoAddress(t *testing.T) {
 	}
 	logs := e.logs.String()
 	if !strings.Contains(logs, "will retry") || !strings.Contains(logs, "mail dead after its last attempt") ||
-		!strings.Contains(logs, "550 5.1.1") {
+		!strings.Contains(logs, "550 5.7.1") {
 		t.Fatalf("the failures were not logged with the relay's codes:\n%s", logs)
 	}
 	if strings.Contains(logs, "private.person") {
 		t.Errorf("the log holds the address:\n%s", logs)
+	}
+}
+
+// TestMailToANonexistentAddressDiesAtOnce: a relay that refuses the
+// recipient for good (550 5.1.1, no such mailbox) is not asked again for
+// hours: the mail is dead after one attempt, listed for operators with the
+// relay's codes, and logged as such.
+func TestMailToANonexistentAddressDiesAtOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t), withMailer(refusingRelay(t, smtp.EnhancedCode{5, 1, 1})))
+	want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": "typo@example.org", "password": goodPassword, "consent": true}), 202, "")
+	ctx := context.Background()
+	if _, err := e.svc.DeliverMail(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dead, err := e.store.Mails(ctx, authd.MailFilter{Dead: true})
+	if err != nil || len(dead) != 1 {
+		t.Fatalf("dead mails after one attempt: %v, %v; want the verification mail", dead, err)
+	}
+	if dead[0].Attempts != 1 || !strings.Contains(dead[0].LastError, "550 5.1.1") {
+		t.Errorf("dead mail: %d attempts, last error %q; want 1 and the relay's codes", dead[0].Attempts, dead[0].LastError)
+	}
+	if logs := e.logs.String(); !strings.Contains(logs, "its recipient cannot receive mail") || strings.Contains(logs, "will retry") {
+		t.Errorf("the log does not say the mail died for its recipient:\n%s", logs)
 	}
 }
 

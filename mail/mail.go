@@ -519,8 +519,11 @@ func (s *SMTP) Send(ctx context.Context, m authd.Mail) error {
 	if err == nil {
 		return nil
 	}
-	unanswered := endUnanswered(err)
+	unanswered, undeliverable := endUnanswered(err), recipientRefused(err)
 	err = withoutAddresses(err)
+	if undeliverable {
+		err = fmt.Errorf("%w: %w", err, authd.ErrUndeliverable)
+	}
 	if cause := conv.cutShort(); cause != nil {
 		err = fmt.Errorf("%w (%w)", err, cause)
 	}
@@ -543,6 +546,24 @@ func (s *SMTP) Send(ctx context.Context, m authd.Mail) error {
 func endUnanswered(err error) bool {
 	var se *gomail.SendError
 	return errors.As(err, &se) && se.Reason == gomail.ErrSMTPDataClose && se.ErrorCode() == 0
+}
+
+// recipientRefused reports whether err is the relay's permanent refusal
+// of the recipient for what the address is (RFC 3463: 5.1.1 no such
+// mailbox, 5.1.2 no such domain, 5.1.3 bad syntax, 5.1.6 moved, 5.1.10 a
+// domain that takes no mail), not for how the relay is used: a 5.7.1
+// "relay access denied", or a bare 550 that says nothing more, is how a
+// misconfigured relay refuses every mail, and retrying waits for its fix.
+func recipientRefused(err error) bool {
+	var se *gomail.SendError
+	if !errors.As(err, &se) || se.Reason != gomail.ErrSMTPRcptTo || se.ErrorCode()/100 != 5 {
+		return false
+	}
+	switch se.EnhancedStatusCode() {
+	case "5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10":
+		return true
+	}
+	return false
 }
 
 // withoutAddresses gives a failure of go-mail's without the recipients its

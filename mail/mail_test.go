@@ -2,6 +2,7 @@ package mail
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -97,8 +98,9 @@ type rawRelay struct {
 	afterData  func(net.Conn)
 	pool       *x509.CertPool // trusts its certificate, when it speaks TLS
 
-	mu       sync.Mutex
-	commands []string
+	mu        sync.Mutex
+	commands  []string
+	rcptReply string // to RCPT TO; empty: 250
 }
 
 func startRawRelay(t *testing.T, extensions []string, afterData func(net.Conn)) *rawRelay {
@@ -198,6 +200,11 @@ func (r *rawRelay) serve(c net.Conn) {
 		case "QUIT":
 			fmt.Fprint(c, "221 2.0.0 bye\r\n")
 			return
+		case "RCPT":
+			r.mu.Lock()
+			reply := cmp.Or(r.rcptReply, "250 2.1.5 ok")
+			r.mu.Unlock()
+			fmt.Fprint(c, reply+"\r\n")
 		default:
 			fmt.Fprint(c, "250 2.0.0 ok\r\n")
 		}
@@ -504,6 +511,55 @@ func TestSMTPSendBoundedByContext(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), "may have delivered it") {
 				t.Errorf("Send = %v; want it to say that the relay may have delivered the mail", err)
+			}
+		})
+	}
+}
+
+// TestSMTPRecipientRefusedForGood: the relay's permanent refusal of the
+// recipient for what the address is (no such mailbox or domain) makes the
+// mail undeliverable, which the outbox does not try again; a refusal of
+// how the relay is used (not allowed to relay), one whose reason is not
+// told, or a temporary one, is retried.
+func TestSMTPRecipientRefusedForGood(t *testing.T) {
+	for _, c := range []struct {
+		reply    string
+		enhanced bool // the relay offers ENHANCEDSTATUSCODES
+		want     bool
+	}{
+		{"550 5.1.1 <alice@example.org>: Recipient address rejected: User unknown", true, true},
+		{"550 5.1.2 Host unknown", true, true},
+		{"553 5.1.3 Bad recipient address syntax", true, true},
+		{"556 5.1.10 Recipient address has null MX", true, true},
+		{"554 5.7.1 <alice@example.org>: Relay access denied", true, false},
+		{"550 5.1.0 Address rejected", true, false},
+		{"550 5.1.7 Bad sender's mailbox address", true, false},
+		{"450 4.1.1 Recipient address rejected: try again later", true, false},
+		{"550 5.1.1 User unknown", false, false},
+		{"550 User unknown", false, false},
+	} {
+		t.Run(c.reply, func(t *testing.T) {
+			ext := []string{"8BITMIME"}
+			if c.enhanced {
+				ext = append(ext, "ENHANCEDSTATUSCODES")
+			}
+			relay := startRawRelay(t, ext, nil)
+			relay.mu.Lock()
+			relay.rcptReply = c.reply
+			relay.mu.Unlock()
+			m, err := NewSMTP("smtp://"+relay.addr, "authd <no-reply@example.org>", renderer(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = m.Send(context.Background(), authd.Mail{Kind: authd.MailPasswordChanged, To: "alice@example.org"})
+			if err == nil {
+				t.Fatal("Send succeeded; want the refusal")
+			}
+			if got := errors.Is(err, authd.ErrUndeliverable); got != c.want {
+				t.Errorf("Send = %v; undeliverable %v, want %v", err, got, c.want)
+			}
+			if strings.Contains(err.Error(), "alice") {
+				t.Errorf("Send = %v; the error holds the address", err)
 			}
 		})
 	}
