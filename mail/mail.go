@@ -33,6 +33,7 @@ import (
 	"github.com/google/uuid"
 	gomail "github.com/wneessen/go-mail"
 	mailsmtp "github.com/wneessen/go-mail/smtp"
+	"golang.org/x/net/idna"
 )
 
 //go:embed templates/*
@@ -500,11 +501,16 @@ func (s *SMTP) Send(ctx context.Context, m authd.Mail) error {
 	if err != nil {
 		return err
 	}
-	msg, err := message(s.from, m.To, r)
+	to, unicodeLocal, err := wireAddress(m.To)
+	if err != nil {
+		return err
+	}
+	msg, err := message(s.from, to, r)
 	if err != nil {
 		return err
 	}
 	conv := newConversation(s, ctx)
+	conv.needsUTF8 = unicodeLocal
 	defer conv.end()
 	opts := append(slices.Clip(s.opts), gomail.WithTLSConfig(s.tlsConfig), gomail.WithDialContextFunc(conv.dial))
 	if s.relay.User != "" {
@@ -538,6 +544,36 @@ func (s *SMTP) Send(ctx context.Context, m authd.Mail) error {
 		return nil
 	}
 	return err
+}
+
+// errNoSMTPUTF8 is the failure of a mail to an address whose local part is
+// not ASCII through a relay that cannot carry it.
+var errNoSMTPUTF8 = fmt.Errorf("the recipient's address has a local part that is not ASCII, and the relay "+
+	"does not offer SMTPUTF8 (RFC 6531) to carry it: %w", authd.ErrUndeliverable)
+
+// wireAddress gives address as it goes to the relay: an internationalised
+// domain in its DNS form (bücher.example is xn--bcher-kva.example), which
+// every relay takes, and whether its local part needs SMTPUTF8, which not
+// every relay offers.
+func wireAddress(address string) (string, bool, error) {
+	at := strings.LastIndexByte(address, '@')
+	if at < 0 {
+		return "", false, errors.New("the recipient address does not parse")
+	}
+	local, domain := address[:at], address[at+1:]
+	if !isASCII(domain) {
+		wire, err := idna.Lookup.ToASCII(domain)
+		if err != nil {
+			// Not %w: idna's error quotes the domain.
+			return "", false, fmt.Errorf("the recipient's domain has no DNS form (IDNA): %w", authd.ErrUndeliverable)
+		}
+		domain = wire
+	}
+	return local + "@" + domain, !isASCII(local), nil
+}
+
+func isASCII(s string) bool {
+	return !strings.ContainsFunc(s, func(r rune) bool { return r >= 0x80 })
 }
 
 // endUnanswered reports whether err is the relay's silence after the
@@ -594,11 +630,12 @@ func withoutAddresses(err error) error {
 // until is the opening's deadline until the message starts, then the
 // context's.
 type conversation struct {
-	smtp  *SMTP
-	ctx   context.Context
-	until time.Time // zero: none
-	conns []net.Conn
-	stops []func() bool
+	smtp      *SMTP
+	ctx       context.Context
+	until     time.Time // zero: none
+	needsUTF8 bool      // the recipient's local part is not ASCII
+	conns     []net.Conn
+	stops     []func() bool
 }
 
 func newConversation(s *SMTP, ctx context.Context) *conversation {
@@ -621,6 +658,9 @@ func (c *conversation) send(client *gomail.Client, msg *gomail.Msg) (err error) 
 			err = errors.Join(err, fmt.Errorf("failed to close connection: %w", closeErr))
 		}
 	}()
+	if ok, _ := conn.Extension("SMTPUTF8"); c.needsUTF8 && !ok {
+		return errNoSMTPUTF8
+	}
 	c.until, _ = c.ctx.Deadline()
 	if err := client.SendWithSMTPClient(conn, msg); err != nil {
 		return fmt.Errorf("send failed: %w", err)

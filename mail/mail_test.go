@@ -565,6 +565,56 @@ func TestSMTPRecipientRefusedForGood(t *testing.T) {
 	}
 }
 
+// TestSMTPInternationalisedAddresses: a Unicode domain goes to the relay in
+// its DNS form, which every relay takes; a Unicode local part needs the
+// relay's SMTPUTF8, and without it the mail is undeliverable through that
+// relay before anything of it is sent.
+func TestSMTPInternationalisedAddresses(t *testing.T) {
+	for _, c := range []struct {
+		to       string
+		utf8     bool // the relay offers SMTPUTF8
+		wantRcpt string
+		wantMail string // a parameter MAIL FROM carries
+	}{
+		{"anna@bücher.example", false, "RCPT TO:<anna@xn--bcher-kva.example>", ""},
+		{"jürgen@example.org", true, "RCPT TO:<jürgen@example.org>", "SMTPUTF8"},
+		{"jürgen@bücher.example", true, "RCPT TO:<jürgen@xn--bcher-kva.example>", "SMTPUTF8"},
+		{"jürgen@example.org", false, "", ""},
+	} {
+		t.Run(fmt.Sprint(c.to, c.utf8), func(t *testing.T) {
+			ext := []string{"8BITMIME"}
+			if c.utf8 {
+				ext = append(ext, "SMTPUTF8")
+			}
+			relay := startRawRelay(t, ext, nil)
+			m, err := NewSMTP("smtp://"+relay.addr, "authd <no-reply@example.org>", renderer(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = m.Send(context.Background(), authd.Mail{Kind: authd.MailPasswordChanged, To: c.to})
+			rcpt := relay.sent("RCPT")
+			if c.wantRcpt == "" {
+				if !errors.Is(err, authd.ErrUndeliverable) || len(rcpt) != 0 {
+					t.Errorf("Send = %v, RCPT %q; want it undeliverable before any RCPT", err, rcpt)
+				}
+				if err != nil && strings.Contains(err.Error(), "rgen") {
+					t.Errorf("Send = %v; the error holds the address", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Send = %v", err)
+			}
+			if len(rcpt) != 1 || rcpt[0] != c.wantRcpt {
+				t.Errorf("RCPT %q; want %q", rcpt, c.wantRcpt)
+			}
+			if from := relay.sent("MAIL"); len(from) != 1 || !strings.HasSuffix(from[0], c.wantMail) {
+				t.Errorf("MAIL %q; want it to end with %q", from, c.wantMail)
+			}
+		})
+	}
+}
+
 // TestSMTPWaitsForTheMessageToBeTaken: a relay slow to answer the final dot
 // (it scans the message) is waited for past the opening's timeout, within
 // the context: given up on, it may deliver the mail all the same, and the
