@@ -73,12 +73,15 @@ const (
 	// recording a mail cut by its pass's end (a stop's deadline), and a sent
 	// mail's outcome once that end has come (recordContext)
 	mailCutRecordTimeout = 2 * time.Second
+	// how far instances' clocks may disagree, and recording an outcome
+	// may take, within a lease
+	mailLeaseSlack = time.Minute
 )
 
 // The lease must outlive the minting and the send with room to spare for
 // recording the outcome and for clocks that differ between instances; the
 // conversion fails to compile otherwise.
-const _ = uint64(mailLease - mailMintTimeout - mailSendTimeout - time.Minute)
+const _ = uint64(mailLease - mailMintTimeout - mailSendTimeout - mailLeaseSlack)
 
 // mailBackoff is the wait before attempt n+1: 10s, 40s, 2m40s, … capped at
 // an hour, with jitter so that instances do not retry in lockstep.
@@ -415,7 +418,12 @@ func (s *Service) claimMail(ctx context.Context) (*OutboxMail, error) {
 func (s *Service) extendMailClaim(ctx context.Context, m *OutboxMail) error {
 	ctx, cancel := context.WithTimeout(ctx, mailStoreTimeout)
 	defer cancel()
-	return s.store.ExtendMailClaim(ctx, m.ID, m.Claim, s.now().Add(mailLease))
+	until := s.now().Add(mailLease)
+	err := s.store.ExtendMailClaim(ctx, m.ID, m.Claim, until)
+	if err == nil {
+		m.ClaimedUntil = until
+	}
+	return err
 }
 
 // deliver sends one claimed mail. Only errors of the store are returned;
@@ -565,19 +573,25 @@ func (s *Service) requeueCut(ctx context.Context, m *OutboxMail, err error) erro
 
 // settleMail reports the store's error of recording a mail's outcome. The
 // store refuses (ENotFound) when the claim no longer holds the mail: its
-// lease ran out and another sender has it, or it is gone (erased). That
-// sender decides its fate, so it is no error of this pass; but a mail sent
-// under a lapsed lease may go out twice, which an operator should hear of.
-// held reports whether the claim still held the mail, and so whether the
-// outcome is this pass's to tell (logs, metrics).
+// lease ran out and another sender has it, or it is gone (withdrawn by a
+// newer link, a password change or an erasure). That sender decides its
+// fate, so it is no error of this pass; but a mail sent under a lapsed
+// lease may go out twice, which an operator should hear of. Well within
+// the lease (no other clock can have seen it run out), the mail can only
+// have been withdrawn. held reports whether the claim still held the
+// mail, and so whether the outcome is this pass's to tell (logs, metrics).
 func (s *Service) settleMail(m *OutboxMail, err error, sent bool) (held bool, _ error) {
 	if ErrorCode(err) != ENotFound {
 		return err == nil, err
 	}
-	if sent {
+	switch {
+	case s.now().Before(m.ClaimedUntil.Add(-mailLeaseSlack)):
+		s.logger.Info("mail withdrawn while it was being sent (a newer link, a password change, an erasure)",
+			"mail_id", m.ID, "kind", m.Kind, "sent", sent)
+	case sent:
 		s.logger.Error("mail sent after its claim had lapsed; another sender may send it again", "mail_id", m.ID,
 			"kind", m.Kind)
-	} else {
+	default:
 		s.logger.Warn("mail claim lapsed before its outcome was recorded; left to the sender that holds it",
 			"mail_id", m.ID, "kind", m.Kind)
 	}

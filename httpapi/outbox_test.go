@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/authd/authd"
+	"github.com/authd/authd/internal/syncbuf"
 	"github.com/authd/authd/mail"
 	"github.com/emersion/go-smtp"
 	"github.com/google/uuid"
@@ -875,5 +876,44 @@ func TestNewLinkMailWithdrawsTheQueuedOne(t *testing.T) {
 		}
 		want(t, "reset with its link", e.do("POST", "/v1/auth/password/reset", map[string]string{
 			"token": tokenOf(t, e.mail.last(t, authd.MailPasswordReset, email)), "new_password": "a fresh passphrase"}), 204, "")
+	})
+}
+
+// TestMailWithdrawnMidSend: a verification mail asked for again while the
+// last is in the relay's hands withdraws it; the sender, told its claim no
+// longer holds the mail well within its lease, says it was withdrawn, not
+// that a lapsed claim may have it sent twice (an error an operator is paged
+// for). The new mail goes out with the live link.
+func TestMailWithdrawnMidSend(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "midsend@example.org"
+		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": email, "password": goodPassword,
+			"consent": true}), 202, "")
+		g := newGate()
+		var logs syncbuf.Buffer
+		// The sender is slow to mint the link: its lease, extended since,
+		// holds all the same.
+		slow := &pausingStore{Store: e.store, pause: func() { e.clock.Advance(2 * time.Minute) }}
+		sender := authd.NewService(e.cfg, authd.Deps{Store: slow, Clock: e.clock, Mailer: g,
+			Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if _, err := sender.DeliverMail(context.Background()); err != nil {
+				t.Errorf("sender: %v", err)
+			}
+		}()
+		<-g.started
+		want(t, "resend", e.do("POST", "/v1/auth/verify-email/resend", map[string]string{"email": email}), 202, "")
+		g.release <- nil
+		again := <-g.started // the sender goes on to the new mail
+		g.release <- nil
+		<-done
+		if l := logs.String(); !strings.Contains(l, "mail withdrawn while it was being sent") || strings.Contains(l, "lapsed") {
+			t.Errorf("the sender's log does not say the mail was withdrawn:\n%s", l)
+		}
+		want(t, "verify with the new link", e.do("POST", "/v1/auth/verify-email",
+			map[string]string{"token": tokenOf(t, again)}), 200, "")
 	})
 }
