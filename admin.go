@@ -165,7 +165,6 @@ var errNoUser = Errorf(ENotFound, "No such user.")
 func (s *Service) adminAction(ctx context.Context, c Client, id uuid.UUID, action string,
 	fn func(tx *txn, u *User, now time.Time) (map[string]any, error)) error {
 	return s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
 		u, err := tx.User(ctx, id)
 		if ErrorCode(err) == ENotFound || (err == nil && u.IsDeleted()) {
 			return errNoUser
@@ -173,6 +172,7 @@ func (s *Service) adminAction(ctx context.Context, c Client, id uuid.UUID, actio
 		if err != nil {
 			return err
 		}
+		now := s.now()
 		details, err := fn(tx, u, now)
 		if err != nil {
 			return err

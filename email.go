@@ -50,8 +50,7 @@ func (s *Service) RequestEmailChange(ctx context.Context, c Client, a *AccessCla
 	}
 	counted := false // the new address's mail (refundMail)
 	err = s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
-		u, err := s.recheck(ctx, tx, c, a, checked, proof, EventEmailChangeRequested, now)
+		u, now, err := s.recheck(ctx, tx, c, a, checked, proof, EventEmailChangeRequested)
 		if err != nil {
 			return err
 		}
@@ -107,11 +106,11 @@ func (s *Service) RequestEmailChange(ctx context.Context, c Client, a *AccessCla
 // EUnavailable.
 func (s *Service) CancelEmailChange(ctx context.Context, c Client, a *AccessClaims) error {
 	return s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
 		u, err := s.tokenUser(tx.User(ctx, a.UserID))
 		if err != nil {
 			return err
 		}
+		now := s.now()
 		if pending, err := tx.EmailChangePending(ctx, u.ID, now); err != nil || !pending {
 			return err
 		}
@@ -364,11 +363,11 @@ func (s *Service) checkChangeLink(ctx context.Context, c Client, v *Verification
 		return u, attempt, nil
 	}
 	return nil, attempt, s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
 		u, err := s.tokenUser(tx.User(ctx, v.UserID))
 		if err != nil {
 			return err
 		}
+		now := s.now()
 		// A lock that overtook the check answers as it does a right
 		// password (stillChecked), so that the two are not told apart.
 		if err := s.refuseIfBarred(ctx, tx, c, u, EventEmailChanged, now); err != nil {

@@ -57,8 +57,7 @@ func (s *Service) DeleteMe(ctx context.Context, c Client, a *AccessClaims, passw
 	}
 	var address string
 	err = s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
-		u, err := s.recheck(ctx, tx, c, a, checked, proof, EventAccountDeleted, now)
+		u, now, err := s.recheck(ctx, tx, c, a, checked, proof, EventAccountDeleted)
 		if err != nil {
 			return err
 		}

@@ -397,7 +397,6 @@ func (s *Service) UnlockExpired(ctx context.Context) (int, error) {
 		}
 		done := false
 		err := s.inTx(ctx, func(tx *txn) error {
-			now := s.now()
 			u, err := tx.User(ctx, id)
 			if ErrorCode(err) == ENotFound {
 				return nil
@@ -405,6 +404,7 @@ func (s *Service) UnlockExpired(ctx context.Context) (int, error) {
 			if err != nil {
 				return err
 			}
+			now := s.now()
 			done, err = s.liftExpired(ctx, tx, Client{}, u, now) // lifted (or locked again) meanwhile: nothing
 			return err
 		})

@@ -123,13 +123,13 @@ func (s *Service) login(ctx context.Context, c Client, email, password, deviceIn
 	}
 
 	err = s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
 		// Reload and lock: the account may have changed while we hashed.
 		// What a session would start from comes in the same round trip.
-		st, err := tx.SignInState(ctx, u.ID, s.sessionKeep(), now)
+		st, err := tx.SignInState(ctx, u.ID, s.sessionKeep(), s.now())
 		if err != nil {
 			return err
 		}
+		now := s.now() // once the rows are held (the wait for them is past)
 		u := st.User
 		if _, err := s.liftExpired(ctx, tx, c, u, now); err != nil {
 			return err
@@ -274,11 +274,11 @@ func (s *Service) loginBarred(ctx context.Context, c Client, u *User, password s
 		return err
 	}
 	return s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
 		u, err := tx.User(ctx, u.ID) // locked: the failures count one at a time
 		if err != nil {
 			return err
 		}
+		now := s.now()
 		if err := s.refuseStale(ctx, tx, c, u, email, checked, now); err != nil {
 			return err
 		}

@@ -159,8 +159,7 @@ func (s *Service) EnrollTOTP(ctx context.Context, c Client, a *AccessClaims, pas
 		return nil, err
 	}
 	err = s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
-		u, err := s.recheck(ctx, tx, c, a, checked, proof, EventMFAEnrolled, now)
+		u, now, err := s.recheck(ctx, tx, c, a, checked, proof, EventMFAEnrolled)
 		if err != nil {
 			return err
 		}
@@ -215,11 +214,11 @@ func (s *Service) ConfirmTOTP(ctx context.Context, c Client, a *AccessClaims, co
 	}
 	var codes []string
 	err = s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
 		u, err := tx.User(ctx, u.ID)
 		if err != nil {
 			return err
 		}
+		now := s.now()
 		if err := s.refuseIfBarred(ctx, tx, c, u, EventMFAEnabled, now); err != nil {
 			return err
 		}
@@ -420,11 +419,11 @@ func (s *Service) withSecondFactor(ctx context.Context, c Client, a *AccessClaim
 		return err
 	}
 	return s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
 		u, err := tx.User(ctx, u.ID)
 		if err != nil {
 			return err
 		}
+		now := s.now()
 		if err := s.refuseIfBarred(ctx, tx, c, u, event, now); err != nil {
 			return err
 		}

@@ -138,11 +138,11 @@ func (s *Service) EndSession(ctx context.Context, c Client, id uuid.UUID) error 
 // user's, when no one is signed in on this browser). ENotFound, EUnavailable.
 func (s *Service) EndUserSession(ctx context.Context, c Client, id, user uuid.UUID) error {
 	return s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
 		sess, err := tx.Session(ctx, id)
 		if err != nil {
 			return err
 		}
+		now := s.now()
 		if !sess.RevokedAt.IsZero() || user != uuid.Nil && sess.UserID != user {
 			return nil
 		}
@@ -436,7 +436,6 @@ func (s *Service) RevokeConsent(ctx context.Context, c Client, a *AccessClaims, 
 		return errNoConsent
 	}
 	return s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
 		// The client first, held (as holdClient does): a deletion ends the
 		// client's sessions, then deletes its consents. Then the user
 		// before the consent and sessions, as every flow locks them
@@ -450,6 +449,7 @@ func (s *Service) RevokeConsent(ctx context.Context, c Client, a *AccessClaims, 
 		if _, err := tx.User(ctx, a.UserID); err != nil {
 			return err
 		}
+		now := s.now()
 		if err := tx.DeleteConsent(ctx, a.UserID, clientID); err != nil {
 			if ErrorCode(err) == ENotFound {
 				return errNoConsent

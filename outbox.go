@@ -620,7 +620,6 @@ func (s *Service) claimLapsed(m *OutboxMail) {
 func (s *Service) mintLink(ctx context.Context, m *OutboxMail, holder *User) (string, error) {
 	var link string
 	err := s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
 		var u *User
 		if m.UserID != uuid.Nil {
 			// The user before the mail, as every flow locks them
@@ -630,6 +629,7 @@ func (s *Service) mintLink(ctx context.Context, m *OutboxMail, holder *User) (st
 				return err
 			}
 		}
+		now := s.now()
 		// Before the link is minted, so that no other sender can claim the
 		// mail meanwhile.
 		if err := tx.ExtendMailClaim(ctx, m.ID, m.Claim, now.Add(mailLease)); ErrorCode(err) == ENotFound {

@@ -322,8 +322,7 @@ func (s *Service) BeginPasskeyRegistration(ctx context.Context, c Client, a *Acc
 		return nil, err
 	}
 	err = s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
-		u, err := s.recheck(ctx, tx, c, a, checked, proof, EventPasskeyAdded, now)
+		u, now, err := s.recheck(ctx, tx, c, a, checked, proof, EventPasskeyAdded)
 		if err != nil {
 			return err
 		}
@@ -405,12 +404,12 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, c Client, a *Ac
 	}
 	var out *PasskeyAdded
 	err = s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
 		// The user before the ceremony, as every flow locks them (Store.InTx).
 		u, err := tx.User(ctx, u.ID)
 		if err != nil {
 			return err
 		}
+		now := s.now()
 		if err := sessionLive(ctx, tx, a); err != nil {
 			return err
 		}
@@ -558,11 +557,11 @@ func (s *Service) RenamePasskey(ctx context.Context, c Client, a *AccessClaims, 
 	}
 	var out *Passkey
 	err = s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
 		u, err := s.tokenUser(tx.User(ctx, a.UserID)) // before the passkeys (Store.InTx)
 		if err != nil {
 			return err
 		}
+		now := s.now()
 		keys, err := tx.Passkeys(ctx, u.ID)
 		if err != nil {
 			return err

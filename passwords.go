@@ -163,8 +163,7 @@ func (s *Service) ChangePassword(ctx context.Context, c Client, a *AccessClaims,
 		return err
 	}
 	return s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
-		u, err := s.recheck(ctx, tx, c, a, checked, proof, EventPasswordChanged, now)
+		u, now, err := s.recheck(ctx, tx, c, a, checked, proof, EventPasswordChanged)
 		if err != nil {
 			return err
 		}
@@ -199,11 +198,11 @@ func (s *Service) reauthenticate(ctx context.Context, c Client, a *AccessClaims,
 		return u, err
 	}
 	return nil, s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
 		u, err := tx.User(ctx, u.ID)
 		if err != nil {
 			return err
 		}
+		now := s.now()
 		if err := s.refuseIfBarred(ctx, tx, c, u, event, now); err != nil {
 			return err
 		}
@@ -355,11 +354,11 @@ func (s *Service) setPassword(ctx context.Context, tx *txn, c Client, u *User, h
 func (s *Service) UpdateConsent(ctx context.Context, c Client, a *AccessClaims, consent bool) (*User, error) {
 	var out *User
 	err := s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
 		u, err := tx.User(ctx, a.UserID)
 		if err != nil {
 			return err
 		}
+		now := s.now()
 		if u.IsDeleted() {
 			return errInvalidToken
 		}

@@ -140,11 +140,11 @@ var ErrRevocationsStale = &Error{Code: EUnavailable, Message: "Revoked sessions 
 // itself (the seed's access-token row, SPEC 6.3). Returns EUnavailable.
 func (s *Service) Logout(ctx context.Context, c Client, a *AccessClaims) error {
 	return s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
 		sess, err := tx.Session(ctx, a.SessionID)
 		if err != nil {
 			return err
 		}
+		now := s.now()
 		if !sess.RevokedAt.IsZero() {
 			// Ended already (a repeat whose first answer was lost, on an
 			// instance the revocation has not reached yet): the token is dead.
@@ -166,7 +166,6 @@ func (s *Service) Logout(ctx context.Context, c Client, a *AccessClaims) error {
 // LogoutAll ends every session of the token's user. Returns EUnavailable.
 func (s *Service) LogoutAll(ctx context.Context, c Client, a *AccessClaims) error {
 	return s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
 		// The user before the sessions, as every flow that ends several
 		// locks them (Store.InTx): a sensitive change holds the user and
 		// its own session, then ends the others; ending them from the
@@ -174,6 +173,7 @@ func (s *Service) LogoutAll(ctx context.Context, c Client, a *AccessClaims) erro
 		if _, err := tx.User(ctx, a.UserID); err != nil {
 			return err
 		}
+		now := s.now()
 		ids, err := s.endUserSessions(ctx, tx, a.UserID, uuid.Nil, now, string(EventLogoutAll))
 		if err != nil {
 			return err
@@ -205,8 +205,8 @@ func (s *Service) live(sess *Session, now time.Time) bool {
 // no such active session.
 func (s *Service) RevokeSession(ctx context.Context, c Client, a *AccessClaims, id uuid.UUID) error {
 	return s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
 		sess, err := tx.Session(ctx, id)
+		now := s.now()
 		if ErrorCode(err) == ENotFound || (err == nil && (sess.UserID != a.UserID || !s.live(sess, now))) {
 			return Errorf(ENotFound, "No such session.")
 		}

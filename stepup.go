@@ -88,20 +88,22 @@ func (s *Service) reauthenticateStepUp(ctx context.Context, c Client, a *AccessC
 // logs the refusal), the token's session has ended since the token was
 // checked (sessionLive), or proof does not pass the second factor
 // (checkStepUp: a dead session's code counts toward nothing). It returns
-// the user as the transaction sees it.
+// the user as the transaction sees it, and the time once it was held (a
+// wait for the lock is not the change's past).
 func (s *Service) recheck(ctx context.Context, tx *txn, c Client, a *AccessClaims, checked *User, proof StepUp,
-	event EventType, now time.Time) (*User, error) {
+	event EventType) (*User, time.Time, error) {
 	u, err := tx.User(ctx, checked.ID)
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
+	now := s.now()
 	if err := s.stillChecked(ctx, tx, c, u, checked.PasswordHash, event, now); err != nil {
-		return nil, err
+		return nil, now, err
 	}
 	if err := sessionLive(ctx, tx, a); err != nil {
-		return nil, err
+		return nil, now, err
 	}
-	return u, s.checkStepUp(ctx, tx, c, u, proof, event, now)
+	return u, now, s.checkStepUp(ctx, tx, c, u, proof, event, now)
 }
 
 // sessionLive refuses (EInvalidToken), in a sensitive change's transaction
