@@ -61,12 +61,16 @@ const (
 )
 
 // As a challenge's Failures, MFAChallengeVoided marks one a new password
-// voided and MFAChallengeOutdated one a second factor added since voided
+// voided, MFAChallengeOutdated one a second factor added since voided, and
+// MFAChallengeEnded one an ending of all the account's sessions voided (a
+// logout-all, an administrator's lock or revocation), which ends the
+// sign-ins still waiting for their second factor too
 // (Queries.VoidOpenMFAChallenges): past MaxMFAFailures, so each is dead as
 // any other, and told apart when someone presents it.
 const (
 	MFAChallengeVoided   = MaxMFAFailures + 1
 	MFAChallengeOutdated = MaxMFAFailures + 2
+	MFAChallengeEnded    = MaxMFAFailures + 3
 )
 
 // Usable reports whether the challenge can still be redeemed at now.

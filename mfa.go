@@ -573,6 +573,8 @@ func (s *Service) redeemable(ctx context.Context, tx *txn, c Client, digest stri
 	case ch.Failures == MFAChallengeOutdated:
 		// A second factor was added since (voidForNewFactor).
 		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "second factor changed since the challenge", nil)
+	case ch.Failures == MFAChallengeEnded:
+		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "sessions ended since the challenge", nil)
 	case ch.Failures >= MFAChallengeVoided:
 		// The password this challenge proved was changed or reset since.
 		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "password changed since the challenge", nil)

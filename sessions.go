@@ -30,9 +30,18 @@ func (s *Service) endSession(ctx context.Context, tx *txn, sess *Session, now ti
 
 // endUserSessions revokes every session of the user but except; reason
 // names the flow for the revocation feed's table. With no exception the
-// feed also revokes the user's tokens issued before now.
+// feed also revokes the user's tokens issued before now, and the user's
+// sign-ins awaiting their second factor end too.
 func (s *Service) endUserSessions(ctx context.Context, tx *txn, user, except uuid.UUID, now time.Time,
 	reason string) ([]uuid.UUID, error) {
+	if except == uuid.Nil {
+		// And the sign-ins that would start one once their second factor
+		// passes: ended with the others, or an administrator's lock (once
+		// lifted) or a logout-all would let them in minutes later.
+		if err := tx.VoidOpenMFAChallenges(ctx, user, MFAChallengeEnded); err != nil {
+			return nil, err
+		}
+	}
 	ids, err := tx.RevokeUserSessions(ctx, user, except, now)
 	if err != nil || len(ids) == 0 {
 		return ids, err

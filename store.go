@@ -324,9 +324,9 @@ type Queries interface {
 	// UpdateMFAChallenge writes Failures and UsedAt of c. ENotFound when it
 	// does not exist.
 	UpdateMFAChallenge(ctx context.Context, c *MFAChallenge) error
-	// VoidOpenMFAChallenges sets Failures to mark (MFAChallengeVoided or
-	// MFAChallengeOutdated) on the user's login challenges not yet passed
-	// (UsedAt zero), whatever their expiry; MFAChallengeOutdated leaves the
+	// VoidOpenMFAChallenges sets Failures to mark (MFAChallengeVoided,
+	// MFAChallengeOutdated or MFAChallengeEnded) on the user's login challenges not yet passed
+	// (UsedAt zero), whatever their expiry; the other marks leave the
 	// ones already MFAChallengeVoided as they are (a new password's mark
 	// says more).
 	VoidOpenMFAChallenges(ctx context.Context, userID uuid.UUID, mark int) error

@@ -448,6 +448,49 @@ func TestMFATokenDies(t *testing.T) {
 	})
 }
 
+// TestMFATokenEndsWithTheSessions: a sign-in awaiting its second factor
+// ends when all the account's sessions do (a logout-all, an
+// administrator's revocation or lock): else its mfa_token, a right code
+// away from a session, let in whoever gave the password minutes after the
+// account was signed out everywhere, or once the lock was lifted.
+func TestMFATokenEndsWithTheSessions(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "ends@example.org"
+		access, secret, _ := e.mfaUser(email)
+		path := "/v1/admin/users/" + e.user(email).ID.String()
+		for _, c := range []struct {
+			name string
+			end  func()
+		}{
+			{"logout-all", func() {
+				want(t, "logout-all", e.do("POST", "/v1/auth/logout-all", nil, bearer(access)...), 204, "")
+			}},
+			{"an administrator's revocation", func() {
+				want(t, "revoke", e.admin("POST", path+"/revoke-sessions", nil), 204, "")
+			}},
+			{"an administrator's lock, lifted", func() {
+				want(t, "lock", e.admin("POST", path+"/lock", map[string]string{}), 204, "")
+				want(t, "unlock", e.admin("POST", path+"/unlock", nil), 204, "")
+			}},
+		} {
+			token := e.mfaLogin(email)
+			c.end()
+			e.clock.Advance(30 * time.Second) // a code not used yet
+			want(t, "a right code after "+c.name, e.verify(token, "totp", totpAt(t, secret, e.clock.Now())), 400, "invalid_token")
+			logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{EventType: authd.EventMFAChallengeFailed, Limit: 1})
+			if err != nil || len(logs) != 1 || logs[0].FailureReason != "sessions ended since the challenge" {
+				t.Errorf("after %s: the refusal logged %v (%v); want it ended with the sessions", c.name, logs, err)
+			}
+			// A sign-in begun afterwards goes through.
+			e.clock.Advance(30 * time.Second)
+			r := e.verify(e.mfaLogin(email), "totp", totpAt(t, secret, e.clock.Now()))
+			want(t, "a sign-in after "+c.name, r, 200, "")
+			access = r.str("access_token")
+		}
+	})
+}
+
 // TestMFAMalformedInput: bad bodies answer 400 problem+json, never 500.
 func TestMFAMalformedInput(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
