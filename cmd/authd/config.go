@@ -119,8 +119,12 @@ var settings = []setting{
 		func(c *Config, v string) error { return hostPort(&c.AdminAddr, v, true) }},
 	{"AUTHD_ADMIN_TOKEN", "", "bearer secret of the admin API (at least 32 characters); unset: admin API disabled", true,
 		func(c *Config, v string) error {
-			if v != "" && len(v) < minSecretLength {
-				return fmt.Errorf("must be at least %d characters (try: openssl rand -hex 32)", minSecretLength)
+			if v == "" {
+				c.AdminToken = ""
+				return nil
+			}
+			if err := bearerSecret(v); err != nil {
+				return err
 			}
 			c.AdminToken = v
 			return nil
@@ -129,8 +133,8 @@ var settings = []setting{
 		func(c *Config, v string) error {
 			c.ServiceTokens = nil
 			for _, tok := range splitList(v) {
-				if len(tok) < minSecretLength {
-					return fmt.Errorf("each token must be at least %d characters (try: openssl rand -hex 32)", minSecretLength)
+				if err := bearerSecret(tok); err != nil {
+					return fmt.Errorf("each token %w", err)
 				}
 				c.ServiceTokens = append(c.ServiceTokens, tok)
 			}
@@ -334,6 +338,20 @@ var settings = []setting{
 }
 
 const minSecretLength = 32
+
+// bearerSecret checks a secret that clients send as a bearer token: long
+// enough, and of the characters a token can carry in an Authorization
+// header (a space or tab ends it there, so a secret holding one would be
+// taken at start and never match).
+func bearerSecret(v string) error {
+	if len(v) < minSecretLength {
+		return fmt.Errorf("must be at least %d characters (try: openssl rand -hex 32)", minSecretLength)
+	}
+	if strings.ContainsFunc(v, func(r rune) bool { return r < '!' || r > '~' }) {
+		return errors.New("must be printable ASCII without spaces, as a bearer token is sent (try: openssl rand -hex 32)")
+	}
+	return nil
+}
 
 // flagName is the command-line flag of a setting: AUTHD_HTTP_ADDR → http-addr.
 func flagName(env string) string {

@@ -457,6 +457,19 @@ func TestConfigErrorsNameTheVariable(t *testing.T) {
 	if code, _, stderr := runCLI(t, env, "serve"); code != exitFailure || !strings.Contains(stderr, "AUTHD_ADMIN_TOKEN is only whitespace") {
 		t.Errorf("a blank admin token: exit %d, stderr %q; want it refused", code, stderr)
 	}
+	// A bearer secret with a space would be taken and never match: a
+	// header's token ends at the space.
+	for name, value := range map[string]string{
+		"AUTHD_ADMIN_TOKEN":    "admin token with spaces 0123456789abcdef",
+		"AUTHD_SERVICE_TOKENS": "service-token-0123456789abcdef0123456789,tab\ttoken-0123456789abcdef012345",
+	} {
+		env = sqliteEnv(t)
+		env[name] = value
+		if code, _, stderr := runCLI(t, env, "migrate", "status"); code != exitFailure ||
+			!strings.Contains(stderr, name) || !strings.Contains(stderr, "without spaces") || strings.Contains(stderr, "0123456789abcdef") {
+			t.Errorf("%s with a space: exit %d, stderr %q; want it refused, the value hidden", name, code, stderr)
+		}
+	}
 	// A session must not end, idle, before its access token does.
 	env = sqliteEnv(t)
 	env["AUTHD_ACCESS_TOKEN_TTL"], env["AUTHD_REFRESH_TOKEN_TTL"] = "30m", "20m"
