@@ -104,6 +104,15 @@ func keysCmd(ctx context.Context, e *env, args []string) error {
 		}
 		return added(k)
 	case "rotate":
+		// Into a mistyped directory, rotate would make a first key there
+		// and say so, while the servers go on signing with the key it was
+		// meant to retire (after a compromise, say).
+		if keys, err := token.LoadAlg(cfg.KeysDir, cfg.SigningAlg); err != nil {
+			return fail(err)
+		} else if len(keys) == 0 {
+			return &cliError{msg: fmt.Sprintf("signing keys: no %s key in %s to rotate", cfg.SigningAlg, cfg.KeysDir),
+				hint: "is AUTHD_KEYS_DIR (or --keys-dir) the servers' directory? `authd keys generate` makes a first key"}
+		}
 		algs := []string{cfg.SigningAlg}
 		if cfg.SigningAlg != token.IDTokenAlg {
 			algs = append(algs, token.IDTokenAlg) // the OpenID Connect ID-token keys rotate with them

@@ -1142,7 +1142,12 @@ func TestKeysCLI(t *testing.T) {
 	if code != exitOK || !strings.Contains(stdout, "no keys") {
 		t.Errorf("list of an empty directory: %d %q", code, stdout)
 	}
-	code, stdout, stderr := runCLI(t, env, "keys", "generate")
+	// Nothing to rotate: a mistyped directory is not given a first key.
+	code, stdout, stderr := runCLI(t, env, "keys", "rotate")
+	if code != exitFailure || !strings.Contains(stderr, "no EdDSA key in") || !strings.Contains(stderr, "keys generate") {
+		t.Errorf("rotate in an empty directory: %d %q %q; want it refused", code, stdout, stderr)
+	}
+	code, stdout, stderr = runCLI(t, env, "keys", "generate")
 	if code != exitOK || !strings.Contains(stdout, "generated EdDSA key") || !strings.Contains(stdout, "signs new tokens from now on") {
 		t.Fatalf("generate in an empty directory (the key signs at once): %d %q %q", code, stdout, stderr)
 	}
