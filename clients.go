@@ -132,24 +132,24 @@ func (s *Service) DeleteClient(ctx context.Context, c Client, id string) error {
 	})
 }
 
-// RotateClientSecret gives a confidential client a new secret, which is
-// returned once; the old one stops working at once. EInvalid for a public
-// client (it has none), ENotFound.
-func (s *Service) RotateClientSecret(ctx context.Context, c Client, id string) (string, error) {
-	var secret string
-	err := s.clientAction(ctx, c, id, "rotate_client_secret", nil, func(tx *txn, oc *OAuthClient, now time.Time) error {
+// RotateClientSecret gives a confidential client a new secret, which show
+// is given once, in the rotation's transaction before it commits: an error
+// of show's (the secret could not be written down) leaves the old secret
+// in force. The old one stops working once it commits. EInvalid for a
+// public client (it has none), ENotFound.
+func (s *Service) RotateClientSecret(ctx context.Context, c Client, id string, show func(secret string) error) error {
+	return s.clientAction(ctx, c, id, "rotate_client_secret", nil, func(tx *txn, oc *OAuthClient, now time.Time) error {
 		if oc.Type != ClientConfidential {
 			return &Error{Code: EInvalid, Message: "A public client has no secret to rotate.",
 				Hint: "a public client (a browser or native app) proves itself with PKCE; create a confidential client for a server that keeps a secret"}
 		}
-		secret, _ = newOpaqueToken()
+		secret, _ := newOpaqueToken()
 		oc.SecretDigest, oc.UpdatedAt = s.clientSecretDigest(oc.ID, secret), now
-		return tx.UpdateClient(ctx, oc)
+		if err := tx.UpdateClient(ctx, oc); err != nil {
+			return err
+		}
+		return show(secret)
 	})
-	if err != nil {
-		return "", err
-	}
-	return secret, nil
 }
 
 // ClientChange is what UpdateClient changes; a nil field stays as it is.

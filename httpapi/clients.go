@@ -124,7 +124,11 @@ func (s *Server) adminDeleteClient(w http.ResponseWriter, r *http.Request) error
 }
 
 func (s *Server) adminRotateClientSecret(w http.ResponseWriter, r *http.Request) error {
-	secret, err := s.svc.RotateClientSecret(r.Context(), client(r), r.PathValue("id"))
+	var secret string
+	err := s.svc.RotateClientSecret(r.Context(), client(r), r.PathValue("id"), func(s string) error {
+		secret = s
+		return nil
+	})
 	if err != nil {
 		return err
 	}

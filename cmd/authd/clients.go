@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -261,15 +262,28 @@ func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 		printClients(e.stdout, []*authd.OAuthClient{oc})
 		return nil
 	case "rotate-secret":
-		secret, err := svc.RotateClientSecret(ctx, c, rest[1])
-		if err != nil {
-			return err
+		// Written before the rotation commits: a secret that cannot be
+		// shown (stdout closed or full) leaves the old one in force.
+		shown := false
+		err := svc.RotateClientSecret(ctx, c, rest[1], func(secret string) error {
+			var out bytes.Buffer
+			if *asJSON {
+				printJSON(&out, map[string]string{"client_id": rest[1], "client_secret": secret})
+			} else {
+				printSecret(&out, rest[1], secret)
+			}
+			if _, err := e.stdout.Write(out.Bytes()); err != nil {
+				return &cliError{msg: "clients rotate-secret: the new secret could not be written (" + err.Error() +
+					"); the old secret stays in force", hint: "run it with stdout on a terminal, or in a file only you can read"}
+			}
+			shown = true
+			return nil
+		})
+		if err != nil && shown {
+			return &cliError{msg: "clients rotate-secret: the rotation failed after the secret was shown (" + err.Error() +
+				"): the secret shown is void, the old one stays in force", hint: "run it again"}
 		}
-		if *asJSON {
-			return printJSON(e.stdout, map[string]string{"client_id": rest[1], "client_secret": secret})
-		}
-		printSecret(e.stdout, rest[1], secret)
-		return nil
+		return err
 	default: // delete
 		return done(e, svc.DeleteClient(ctx, c, rest[1]), "deleted client %s", rest[1])
 	}

@@ -88,6 +88,16 @@ func TestClientsCLI(t *testing.T) {
 				}
 			}
 			cli(exitFailure, "clients", "show", "lost")
+			// Nor is a rotation whose secret cannot be written (a pipe
+			// closed, a full disk) kept: the fresh secret stays in force.
+			for _, args := range [][]string{{"clients", "rotate-secret", "proxy"}, {"clients", "rotate-secret", "--json", "proxy"}} {
+				var stderr strings.Builder
+				code := run(context.Background(), args, failingWriter{}, &stderr, asEnviron(env))
+				if code != exitFailure || !strings.Contains(stderr.String(), "could not be written") ||
+					!strings.Contains(stderr.String(), "the old secret stays in force") {
+					t.Errorf("authd %s, stdout failing: exit %d, %s; want refused, the old secret kept", strings.Join(args, " "), code, stderr.String())
+				}
+			}
 
 			// A taken id is told as such, not in the store's words.
 			if out := cli(exitFailure, "clients", "create", "--id", "spa", "--name", "Again", "--type", "public",
