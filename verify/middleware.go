@@ -103,10 +103,11 @@ func (v *Verifier) MiddlewareWith(o MiddlewareOptions) func(http.Handler) http.H
 			}
 			if err != nil {
 				if v.made() {
-					// Why, for whoever must find out why every token is
+					// Why, for whoever must find out why a token is
 					// refused (an Issuer or Audience that does not match
-					// authd's): the client is told only invalid_token. No
-					// token in the line.
+					// authd's is also a warning: Verifier.mismatch): the
+					// client is told only invalid_token. No token in the
+					// line.
 					v.logger.DebugContext(r.Context(), "verify: token refused", "err", err, "path", r.URL.Path)
 				}
 				refuse(w, r, err)

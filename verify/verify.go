@@ -188,9 +188,12 @@ type Options struct {
 	// breaker's pause, the JWKS fetch pace, and the feed's silence limit
 	// and backoff.
 	Now func() time.Time
-	// Logger receives feed disconnections and JWKS failures (warn), and
-	// why Middleware refused a token (debug: a wrong Issuer or Audience
-	// shows there); default: discarded. Tokens are never logged.
+	// Logger receives New's retries, feed disconnections and JWKS
+	// failures (warn), tokens authd signed for another Issuer or Audience
+	// than these Options say (warn, at most once a minute: a setting that
+	// does not match authd's), and why Middleware refused a token (debug);
+	// default: slog.Default() when New is called (slog.New(slog.DiscardHandler)
+	// silences it). Tokens are never logged.
 	Logger *slog.Logger
 	// Algorithms are the signing algorithms accepted (default: any a JWKS
 	// key declares; EdDSA, ES256, RS256, RS384, RS512, PS256, PS384,
@@ -336,12 +339,27 @@ type Verifier struct {
 	headers headers
 
 	hits, misses, introspections, refused atomic.Int64
+	issuerWarned, audienceWarned          atomic.Int64 // when mismatch last logged each (Unix seconds)
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
 	mu     sync.Mutex // orders background starts before Close's wait
 	wg     sync.WaitGroup
 	closed atomic.Bool
+}
+
+// mismatch logs, at most once a minute, a token authd signed (its
+// signature checked) that names another issuer or audience than the
+// Options say: every token is then refused, and what the client is told
+// (invalid_token) does not say why. Values are logged, never the token.
+func (v *Verifier) mismatch(warned *atomic.Int64, option, setting string, got any, want string) {
+	now := time.Now().Unix()
+	last := warned.Load()
+	if now-last < 60 || !warned.CompareAndSwap(last, now) {
+		return
+	}
+	v.logger.Warn("verify: a token authd signed was refused: its "+strings.ToLower(option)+" is not Options."+option+
+		"; make Options."+option+" authd's "+setting, "token_"+strings.ToLower(option), got, "options_"+strings.ToLower(option), want)
 }
 
 // background runs fn in a goroutine that Close waits for; false once
@@ -450,7 +468,7 @@ func New(ctx context.Context, opts Options) (*Verifier, error) {
 		v.now = time.Now
 	}
 	if v.logger == nil {
-		v.logger = slog.New(slog.DiscardHandler)
+		v.logger = slog.Default()
 	}
 	size := opts.CacheSize
 	if size == 0 {
@@ -828,8 +846,10 @@ func (v *Verifier) verifySignature(ctx context.Context, token string) (*Claims, 
 	}
 	switch {
 	case p.Iss != v.opts.Issuer:
+		v.mismatch(&v.issuerWarned, "Issuer", "AUTHD_ISSUER", p.Iss, v.opts.Issuer)
 		return nil, nil, fmt.Errorf("%w: %q", ErrIssuer, p.Iss)
 	case !slices.Contains(p.Aud, v.opts.Audience):
+		v.mismatch(&v.audienceWarned, "Audience", "AUTHD_AUDIENCE", p.Aud, v.opts.Audience)
 		return nil, nil, fmt.Errorf("%w: %q", ErrAudience, []string(p.Aud))
 	case p.Sub == "" || p.Sid == "" || p.Jti == "":
 		return nil, nil, fmt.Errorf("%w: sub, sid and jti are required", ErrClaims)

@@ -2265,3 +2265,64 @@ func TestMiddlewarePerRoute(t *testing.T) {
 	}()
 	v.MiddlewareWith(verify.MiddlewareOptions{Scopes: []string{""}})
 }
+
+// TestMismatchedSettingIsLogged: tokens authd signed for another issuer or
+// audience than the Options say mean a setting that does not match
+// authd's, and every token refused; the client is told only invalid_token,
+// so the log says why, once a minute for each, with both values and never
+// the token. A forged token's claims say nothing of the settings.
+func TestMismatchedSettingIsLogged(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	v := f.verifier(t, func(o *verify.Options) { o.Logger = slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)) })
+	c := f.claims()
+	_, forgedKey, _ := ed25519.GenerateKey(rand.Reader)
+	forged := jwt.NewWithClaims(jwt.SigningMethodEdDSA, with(c, "iss", "https://forged.example.org"))
+	forged.Header["kid"], forged.Header["typ"] = "k1", "at+jwt"
+	forgedToken, _ := forged.SignedString(forgedKey)
+	tokens := []string{forgedToken}
+	for range 3 {
+		tokens = append(tokens, f.sign(t, "k1", with(c, "iss", "https://auth.example.org/"), nil),
+			f.sign(t, "k1", with(c, "aud", []string{"billing"}), nil))
+	}
+	for _, tok := range tokens {
+		if _, err := v.Verify(context.Background(), tok); err == nil {
+			t.Fatal("a token of another issuer or audience passed")
+		}
+	}
+	mu.Lock()
+	out := logs.String()
+	mu.Unlock()
+	if n := strings.Count(out, "its issuer is not Options.Issuer"); n != 1 || !strings.Contains(out, `token_issuer=https://auth.example.org/`) {
+		t.Errorf("issuer warnings: %d in\n%s; want one, with the token's issuer", n, out)
+	}
+	if n := strings.Count(out, "its audience is not Options.Audience"); n != 1 || !strings.Contains(out, "token_audience=[billing]") {
+		t.Errorf("audience warnings: %d in\n%s; want one, with the token's audience", n, out)
+	}
+	if strings.Contains(out, "forged") || strings.Contains(out, tokens[1]) {
+		t.Errorf("the log holds a forged token's claims or a token:\n%s", out)
+	}
+}
+
+// TestLoggerDefaultsToSlogs: a Verifier made without Options.Logger logs
+// to slog.Default(), as the README's examples (which set none) say: its
+// warnings were discarded. Not parallel: it sets slog's default.
+func TestLoggerDefaultsToSlogs(t *testing.T) {
+	old := slog.Default()
+	t.Cleanup(func() { slog.SetDefault(old) })
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	slog.SetDefault(slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)))
+	f := newFakeAuthd(t)
+	v := f.verifier(t)
+	if _, err := v.Verify(context.Background(), f.sign(t, "k1", with(f.claims(), "aud", []string{"billing"}), nil)); err == nil {
+		t.Fatal("a token of another audience passed")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(logs.String(), "its audience is not Options.Audience") {
+		t.Errorf("slog.Default() got %q; want the Verifier's warning", logs.String())
+	}
+}
