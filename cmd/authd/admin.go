@@ -175,6 +175,9 @@ func adminCmd(ctx context.Context, e *env, args []string) (err error) {
 		}
 		if action == "users set-email" {
 			fields = map[string]string{"email": "NEW_EMAIL"}
+			if authd.ErrorCode(err) == authd.EConflict {
+				hint = "`authd admin users show NEW_EMAIL` shows the account that has it"
+			}
 		}
 		err = fromService("admin "+action, err, fields, hint)
 	}()

@@ -389,6 +389,7 @@ func TestAdminSetEmail(t *testing.T) {
 		want string
 	}{
 		{[]string{"taken@example.org"}, "authd admin: that address belongs to another account"},
+		{[]string{"taken@example.org"}, "hint: `authd admin users show NEW_EMAIL` shows the account that has it"},
 		{[]string{"lost@example.org"}, "NEW_EMAIL is already the account's address"},
 		{[]string{"x@example.invalid"}, "NEW_EMAIL"},
 	} {
