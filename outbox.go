@@ -458,7 +458,7 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 			s.observeMail(m, MailDropped)
 			ctx, cancel := recordContext(ctx)
 			defer cancel()
-			_, err := s.settleMail(m, s.store.CompleteMail(ctx, m.ID, m.Claim), false)
+			_, err := s.settleMail(ctx, m, s.store.CompleteMail(ctx, m.ID, m.Claim), false)
 			return false, err
 		}
 		mail.Link = link
@@ -497,7 +497,7 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 	switch {
 	case err == nil:
 		s.observeMail(m, MailSent)
-		if _, err := s.settleMail(m, s.store.CompleteMail(ctx, m.ID, m.Claim), true); err != nil {
+		if _, err := s.settleMail(ctx, m, s.store.CompleteMail(ctx, m.ID, m.Claim), true); err != nil {
 			s.logger.Error("mail sent but not recorded as sent: it may be sent again once its claim lapses",
 				"mail_id", m.ID, "kind", m.Kind, "lease", mailLease, "err", err)
 			return true, err
@@ -515,7 +515,7 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 		}
 		// Told once recorded: a claim that lapsed leaves the mail to
 		// another sender, which may have sent it.
-		if held, err2 := s.settleMail(m, recorded, false); !held || err2 != nil {
+		if held, err2 := s.settleMail(ctx, m, recorded, false); !held || err2 != nil {
 			return false, err2
 		}
 		why := "mail dead after its last attempt"
@@ -528,7 +528,7 @@ func (s *Service) deliver(ctx context.Context, m *OutboxMail) (bool, error) {
 	default:
 		next := now.Add(mailBackoff(m.Attempts))
 		// Logged once the retry is recorded: until then the claim holds the mail.
-		if held, err := s.settleMail(m, s.store.RetryMail(ctx, m.ID, m.Claim, next, errorText(err)), false); !held || err != nil {
+		if held, err := s.settleMail(ctx, m, s.store.RetryMail(ctx, m.ID, m.Claim, next, errorText(err)), false); !held || err != nil {
 			return false, err
 		}
 		s.logger.Warn("mail delivery failed; will retry", "mail_id", m.ID, "kind", m.Kind, "attempt", m.Attempts,
@@ -563,7 +563,7 @@ func recordContext(ctx context.Context) (context.Context, context.CancelFunc) {
 func (s *Service) requeueCut(ctx context.Context, m *OutboxMail, err error) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), mailCutRecordTimeout)
 	defer cancel()
-	if held, err := s.settleMail(m, s.store.RetryMail(ctx, m.ID, m.Claim, s.now(), errorText(err)), false); !held || err != nil {
+	if held, err := s.settleMail(ctx, m, s.store.RetryMail(ctx, m.ID, m.Claim, s.now(), errorText(err)), false); !held || err != nil {
 		return err
 	}
 	s.logger.Warn("mail delivery cut short by the sender's stop; it goes at the next pass", "mail_id", m.ID,
@@ -576,16 +576,22 @@ func (s *Service) requeueCut(ctx context.Context, m *OutboxMail, err error) erro
 // lease ran out and another sender has it, or it is gone (withdrawn by a
 // newer link, a password change or an erasure). That sender decides its
 // fate, so it is no error of this pass; but a mail sent under a lapsed
-// lease may go out twice, which an operator should hear of. Well within
-// the lease (no other clock can have seen it run out), the mail can only
-// have been withdrawn. held reports whether the claim still held the
-// mail, and so whether the outcome is this pass's to tell (logs, metrics).
-func (s *Service) settleMail(m *OutboxMail, err error, sent bool) (held bool, _ error) {
+// lease may go out twice, which an operator should hear of. A mail the
+// outbox no longer holds, well within the lease this sender set (no clock
+// within mailLeaseSlack of its own can have seen the lease run out), was
+// withdrawn. held reports whether the claim still held the mail, and so
+// whether the outcome is this pass's to tell (logs, metrics).
+func (s *Service) settleMail(ctx context.Context, m *OutboxMail, err error, sent bool) (held bool, _ error) {
 	if ErrorCode(err) != ENotFound {
 		return err == nil, err
 	}
+	withdrawn := false
+	if s.now().Before(m.ClaimedUntil.Add(-mailLeaseSlack)) {
+		queued, err := s.store.MailQueued(ctx, m.ID)
+		withdrawn = err == nil && !queued // unknown: told as a lapse
+	}
 	switch {
-	case s.now().Before(m.ClaimedUntil.Add(-mailLeaseSlack)):
+	case withdrawn:
 		s.logger.Info("mail withdrawn while it was being sent (a newer link, a password change, an erasure)",
 			"mail_id", m.ID, "kind", m.Kind, "sent", sent)
 	case sent:

@@ -96,6 +96,9 @@ type Store interface {
 	RetryMail(ctx context.Context, id, claim uuid.UUID, next time.Time, lastError string) error
 	// KillMail marks a mail dead after its last failed attempt.
 	KillMail(ctx context.Context, id, claim uuid.UUID, at time.Time, lastError string) error
+	// MailQueued reports whether the outbox still holds mail id, under any
+	// claim or none, pending or dead.
+	MailQueued(ctx context.Context, id uuid.UUID) (bool, error)
 	// OutboxStats counts pending and dead mails.
 	OutboxStats(ctx context.Context) (OutboxStats, error)
 	// Mails lists outbox mails matching f, newest first.

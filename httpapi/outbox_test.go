@@ -917,3 +917,46 @@ func TestMailWithdrawnMidSend(t *testing.T) {
 			map[string]string{"token": tokenOf(t, again)}), 200, "")
 	})
 }
+
+// TestMailTakenOverBySkewedClockIsALapse: an instance whose clock runs
+// well ahead re-claims a mail while its first sender is still sending it,
+// within the lease as that sender's clock has it: the first sender, its
+// record refused, finds the mail still queued under the other claim and
+// says a lapsed claim may send it twice (an error an operator must see),
+// not that it was withdrawn.
+func TestMailTakenOverBySkewedClockIsALapse(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": "skew@example.org", "password": goodPassword,
+			"consent": true}), 202, "")
+		first, second := newGate(), newGate()
+		var logs syncbuf.Buffer
+		firstSvc := authd.NewService(e.cfg, authd.Deps{Store: e.store, Clock: e.clock, Mailer: first,
+			Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		ahead := &clock{now: e.clock.Now().Add(4 * time.Minute)}
+		secondSvc := authd.NewService(e.cfg, authd.Deps{Store: e.store, Clock: ahead, Mailer: second})
+		ctx := context.Background()
+		firstDone, secondDone := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(firstDone)
+			if _, err := firstSvc.DeliverMail(ctx); err != nil {
+				t.Errorf("first sender: %v", err)
+			}
+		}()
+		<-first.started
+		go func() {
+			defer close(secondDone)
+			if _, err := secondSvc.DeliverMail(ctx); err != nil {
+				t.Errorf("second sender: %v", err)
+			}
+		}()
+		<-second.started
+		first.release <- nil
+		<-firstDone
+		second.release <- nil
+		<-secondDone
+		if l := logs.String(); !strings.Contains(l, "mail sent after its claim had lapsed") || strings.Contains(l, "withdrawn") {
+			t.Errorf("the first sender's log does not tell of the lapse:\n%s", l)
+		}
+	})
+}

@@ -107,6 +107,13 @@ func (s *Store) KillMail(ctx context.Context, id, claim uuid.UUID, at time.Time,
 	return affected(tag, err, "mail held by this claim")
 }
 
+// MailQueued implements authd.Store.
+func (s *Store) MailQueued(ctx context.Context, id uuid.UUID) (bool, error) {
+	var queued bool
+	err := s.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM mail_outbox WHERE id = $1)`, id).Scan(&queued)
+	return queued, translate(err)
+}
+
 // OutboxStats implements authd.Store.
 func (s *Store) OutboxStats(ctx context.Context) (authd.OutboxStats, error) {
 	var st authd.OutboxStats

@@ -109,6 +109,13 @@ func (s *Store) KillMail(ctx context.Context, id, claim uuid.UUID, at time.Time,
 	return affected(res, err, "mail held by this claim")
 }
 
+// MailQueued implements authd.Store.
+func (s *Store) MailQueued(ctx context.Context, id uuid.UUID) (bool, error) {
+	var queued bool
+	err := s.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM mail_outbox WHERE id = ?)`, id).Scan(&queued)
+	return queued, translate(err)
+}
+
 // OutboxStats implements authd.Store.
 func (s *Store) OutboxStats(ctx context.Context) (authd.OutboxStats, error) {
 	var st authd.OutboxStats

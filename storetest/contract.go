@@ -1102,8 +1102,18 @@ func testOutbox(t *testing.T, s authd.Store) {
 	}
 	wantCode(t, "complete of a missing mail", s.CompleteMail(ctx, authd.NewID(), claimR), authd.ENotFound)
 	wantCode(t, "retry of a missing mail", s.RetryMail(ctx, authd.NewID(), claimR, Epoch, ""), authd.ENotFound)
+	// Held under another claim, or dead, a mail is still queued; completed,
+	// it is not.
+	for _, id := range []uuid.UUID{retried.ID, d.ID} {
+		if queued, err := s.MailQueued(ctx, id); err != nil || !queued {
+			t.Errorf("MailQueued(%s) = %v, %v; want true", id, queued, err)
+		}
+	}
 	if err := s.CompleteMail(ctx, retried.ID, claimR); err != nil {
 		t.Fatal(err)
+	}
+	if queued, err := s.MailQueued(ctx, retried.ID); err != nil || queued {
+		t.Errorf("MailQueued of a completed mail = %v, %v; want false", queued, err)
 	}
 
 	// A dead mail revived is due at once with a fresh count of attempts.
