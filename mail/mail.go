@@ -534,7 +534,7 @@ func (s *SMTP) Send(ctx context.Context, m authd.Mail) error {
 		err = fmt.Errorf("%w (%w)", err, cause)
 	}
 	if unanswered && !msg.IsDelivered() {
-		err = fmt.Errorf("%w; the relay had the whole message and may have delivered it", err)
+		err = fmt.Errorf("%w; the relay may have had the whole message, and delivered it", err)
 	}
 	if msg.IsDelivered() {
 		// The relay answered 250 to the message; what failed came after
@@ -578,7 +578,8 @@ func isASCII(s string) bool {
 
 // endUnanswered reports whether err is the relay's silence after the
 // message's final dot (no reply, so no code): the one failure after which
-// the mail may have been delivered all the same.
+// the mail may have been delivered all the same. (go-mail drops the error
+// of writing the dot itself, so the relay may not have had it.)
 func endUnanswered(err error) bool {
 	var se *gomail.SendError
 	return errors.As(err, &se) && se.Reason == gomail.ErrSMTPDataClose && se.ErrorCode() == 0

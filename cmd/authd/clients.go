@@ -280,8 +280,9 @@ func clientsCmd(ctx context.Context, e *env, args []string) (err error) {
 			return nil
 		})
 		if err != nil && shown {
-			return &cliError{msg: "clients rotate-secret: the rotation failed after the secret was shown (" + err.Error() +
-				"): the secret shown is void, the old one stays in force", hint: "run it again"}
+			return &cliError{msg: "clients rotate-secret: the rotation may not have been saved after the secret was shown (" +
+				err.Error() + "): the secret shown may be void and the old one still in force",
+				hint: "run it again, and use the secret it shows"}
 		}
 		return err
 	default: // delete
