@@ -537,7 +537,10 @@ func (s *Service) withMFAToken(ctx context.Context, c Client, mfaToken string,
 		if err != nil {
 			return err
 		}
-		return fn(tx, ch, st, now)
+		// What the sign-in does is stamped once its rows are held: a
+		// session started at the wait's start, behind a logout-all, would
+		// be older than its cut-off and its tokens refused at once.
+		return fn(tx, ch, st, s.now())
 	})
 }
 

@@ -705,6 +705,7 @@ func (s *Service) FinishPasskeyLogin(ctx context.Context, c Client, credential [
 			return owner.err // the store's failure, not the assertion's
 		}
 		u, st, key := owner.user(), owner.st, owner.key
+		now = s.now() // once the user is held (withMFAToken)
 		if err != nil {
 			user := uuid.Nil
 			if u != nil {

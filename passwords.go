@@ -123,6 +123,8 @@ func (s *Service) ResetPassword(ctx context.Context, c Client, token, newPasswor
 		if err != nil {
 			return err
 		}
+		now = s.now() // once the link and the user are held
+
 		switch {
 		case u.LockExpired(now) || u.AccountStatus == StatusLocked && u.LockReason == LockBruteForce:
 			if err := s.unlock(ctx, tx, c, u, now, "password reset"); err != nil {

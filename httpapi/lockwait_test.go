@@ -87,5 +87,22 @@ func TestFlowsTimedOnceTheUserIsHeld(t *testing.T) {
 		stamped("admin lock", authd.EventAdminAction, func() {
 			want(t, "lock", e.admin("POST", "/v1/admin/users/"+id.String()+"/lock", map[string]string{}), 204, "")
 		})
+		want(t, "unlock", e.admin("POST", "/v1/admin/users/"+id.String()+"/unlock", nil), 204, "")
+		want(t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": email}), 202, "")
+		link := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, email))
+		stamped("password reset", authd.EventPasswordResetCompleted, func() {
+			want(t, "reset", e.do("POST", "/v1/auth/password/reset", map[string]string{"token": link,
+				"new_password": "a third good passphrase"}), 204, "")
+		})
+
+		const second = "second@example.org"
+		_, secret, _ := e.mfaUser(second)
+		mfaToken := e.mfaLogin(second)
+		stamped("second factor", authd.EventMFAChallengePassed, func() {
+			want(t, "verify", e.verify(mfaToken, "totp", totpAt(t, secret, e.clock.Now())), 200, "")
+		})
+
+		_, key, _ := e.passkeyUser("third@example.org")
+		stamped("passkey sign-in", authd.EventPasskeyUsed, func() { want(t, "sign in", e.signIn(key), 200, "") })
 	})
 }
