@@ -705,7 +705,7 @@ func (s *Service) FinishPasskeyLogin(ctx context.Context, c Client, credential [
 			return owner.err // the store's failure, not the assertion's
 		}
 		u, st, key := owner.user(), owner.st, owner.key
-		now = s.now() // once the user is held (withMFAToken)
+		now = s.now() // once the user is held: a session older than a logout-all it waited for would die at once
 		if err != nil {
 			user := uuid.Nil
 			if u != nil {

@@ -164,10 +164,11 @@ func (l *Listener) busy(c *conn) {
 	c.idle.Store(false)
 }
 
-// release counts c out.
+// release counts c out, closed.
 func (l *Listener) release(c *conn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	c.closed = true
 	l.busy(c)
 	l.open--
 	if l.byClient[c.client]--; l.byClient[c.client] <= 0 {
@@ -216,12 +217,7 @@ func (c *conn) Read(b []byte) (int, error) {
 
 func (c *conn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() {
-		c.l.mu.Lock()
-		c.closed = true
-		c.l.mu.Unlock()
-		c.l.release(c)
-	})
+	c.once.Do(func() { c.l.release(c) })
 	return err
 }
 
