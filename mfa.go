@@ -532,15 +532,11 @@ func (s *Service) withMFAToken(ctx context.Context, c Client, mfaToken string,
 		return err
 	}
 	return s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
-		ch, st, err := s.redeemable(ctx, tx, c, digest, now)
+		ch, st, now, err := s.redeemable(ctx, tx, c, digest)
 		if err != nil {
 			return err
 		}
-		// What the sign-in does is stamped once its rows are held: a
-		// session started at the wait's start, behind a logout-all, would
-		// be older than its cut-off and its tokens refused at once.
-		return fn(tx, ch, st, s.now())
+		return fn(tx, ch, st, now)
 	})
 }
 
@@ -560,42 +556,46 @@ func (s *Service) mfaTokenDigest(ctx context.Context, c Client, mfaToken string)
 
 // redeemable returns the login challenge whose mfa_token has the digest,
 // and its user's SignInState (locked), when it can still be redeemed at
-// now; otherwise the flow fails with EInvalidToken (or EAccountLocked),
-// logged.
-func (s *Service) redeemable(ctx context.Context, tx *txn, c Client, digest string, now time.Time) (*MFAChallenge, *SignInState, error) {
+// now, read once the challenge and its user are held (a challenge that
+// expired during the wait is over; a session started at the wait's start,
+// behind a logout-all, would be older than its cut-off); otherwise the
+// flow fails with EInvalidToken (or EAccountLocked), logged.
+func (s *Service) redeemable(ctx context.Context, tx *txn, c Client, digest string) (_ *MFAChallenge, _ *SignInState,
+	now time.Time, _ error) {
 	ch, err := tx.MFAChallenge(ctx, digest)
+	now = s.now()
 	if ErrorCode(err) == ENotFound {
-		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, uuid.Nil, "unknown mfa token", nil)
+		return nil, nil, now, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, uuid.Nil, "unknown mfa token", nil)
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, now, err
 	}
 	switch {
 	case !ch.UsedAt.IsZero():
-		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "mfa token used", nil)
+		return nil, nil, now, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "mfa token used", nil)
 	case ch.Failures == MFAChallengeOutdated:
 		// A second factor was added since (voidForNewFactor).
-		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "second factor changed since the challenge", nil)
+		return nil, nil, now, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "second factor changed since the challenge", nil)
 	case ch.Failures == MFAChallengeEnded:
-		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "sessions ended since the challenge", nil)
+		return nil, nil, now, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "sessions ended since the challenge", nil)
 	case ch.Failures >= MFAChallengeVoided:
 		// The password this challenge proved was changed or reset since.
-		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "password changed since the challenge", nil)
+		return nil, nil, now, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "password changed since the challenge", nil)
 	case !now.Before(ch.ExpiresAt):
-		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "mfa token expired", nil)
+		return nil, nil, now, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "mfa token expired", nil)
 	case ch.Failures >= MaxMFAFailures:
-		return nil, nil, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "too many wrong codes", nil)
+		return nil, nil, now, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "too many wrong codes", nil)
 	}
 	st, err := tx.SignInState(ctx, ch.UserID, s.sessionKeep(), now)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, now, err
 	}
 	// A new password since would have voided the challenge (setPassword).
 	u := st.User
 	if err := s.refuseIfBarred(ctx, tx, c, u, EventMFAChallengeFailed, now); err != nil { // erased or locked
-		return nil, nil, err
+		return nil, nil, now, err
 	}
-	return ch, st, nil
+	return ch, st, now, nil
 }
 
 // challenge answers a right password for an account with an enabled second

@@ -11,9 +11,9 @@ import (
 )
 
 // lockWaitStore is a store on which, once waiting is on, every read of a
-// user in a transaction (which locks the user's row, alone or with their
-// sign-in state) takes a second of the clock, as when another flow holds
-// the row.
+// user in a transaction (which locks the user's row, alone, with their
+// sign-in state or before a login challenge) takes a second of the clock,
+// as when another flow holds the row.
 type lockWaitStore struct {
 	authd.Store
 	clock   atomic.Pointer[clock]
@@ -39,6 +39,12 @@ func (q lockWaitQueries) SignInState(ctx context.Context, id uuid.UUID, keep int
 	st, err := q.Queries.SignInState(ctx, id, keep, now)
 	q.s.wait()
 	return st, err
+}
+
+func (q lockWaitQueries) MFAChallenge(ctx context.Context, digest string) (*authd.MFAChallenge, error) {
+	ch, err := q.Queries.MFAChallenge(ctx, digest)
+	q.s.wait()
+	return ch, err
 }
 
 func (s *lockWaitStore) wait() {
@@ -101,6 +107,14 @@ func TestFlowsTimedOnceTheUserIsHeld(t *testing.T) {
 		stamped("second factor", authd.EventMFAChallengePassed, func() {
 			want(t, "verify", e.verify(mfaToken, "totp", totpAt(t, secret, e.clock.Now())), 200, "")
 		})
+
+		// A challenge that expired while its redemption waited is over.
+		mfaToken = e.mfaLogin(second)
+		e.clock.Advance(authd.MFAChallengeTTL - 500*time.Millisecond)
+		store.waiting.Store(true)
+		want(t, "a code that waited past the challenge's end", e.verify(mfaToken, "totp", totpAt(t, secret, e.clock.Now())),
+			400, "invalid_token")
+		store.waiting.Store(false)
 
 		_, key, _ := e.passkeyUser("third@example.org")
 		stamped("passkey sign-in", authd.EventPasskeyUsed, func() { want(t, "sign in", e.signIn(key), 200, "") })
