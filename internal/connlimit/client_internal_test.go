@@ -1,6 +1,7 @@
 package connlimit
 
 import (
+	"io"
 	"net"
 	"net/netip"
 	"testing"
@@ -33,5 +34,30 @@ func TestClientOf(t *testing.T) {
 	}
 	if got := clientOf(peerOf(addrConn{remote: &net.UnixAddr{Name: "@", Net: "unix"}})); got.IsValid() {
 		t.Errorf("clientOf(a Unix socket) = %s, want none", got)
+	}
+}
+
+// TestExemptPeerNotCountedInItsClient: a trusted proxy's connections take
+// nothing of its client's share: on IPv6 its /64's, which other hosts of
+// that /64 hold too.
+func TestExemptPeerNotCountedInItsClient(t *testing.T) {
+	proxy := netip.MustParseAddr("2001:db8::1")
+	l := New(nil, 0, 1, func(a netip.Addr) bool { return a == proxy })
+	from := func(addr string) net.Conn {
+		mine, theirs := net.Pipe()
+		t.Cleanup(func() { mine.Close(); theirs.Close() })
+		go io.Copy(io.Discard, theirs) // a refusal's answer
+		return addrConn{Conn: mine, remote: net.TCPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(addr), 5000))}
+	}
+	for range 3 {
+		if l.admit(from("2001:db8::1")) == nil {
+			t.Fatal("the proxy's connection was refused")
+		}
+	}
+	if l.admit(from("2001:db8::2")) == nil {
+		t.Error("a host of the proxy's /64 was refused: the proxy's connections counted against its share")
+	}
+	if l.admit(from("2001:db8::3")) != nil {
+		t.Error("a second connection of that /64 was admitted past its share of 1")
 	}
 }

@@ -5,12 +5,14 @@
 //
 // A connection past a bound is answered at once with a bare HTTP error
 // and closed: 429 past the client's share, 503 when the listener is full.
-// Before refusing, a full listener closes the keep-alive connection idle
-// longest (a second at least), as told by the server's ConnState hook
-// and by its reads: one whose next request has begun to arrive is not
-// idle, and one chosen reads nothing more, so no request is handled on a
-// connection that cannot carry its answer. One client is an IPv4 address
-// or an IPv6 /64.
+// Before refusing, a full listener closes a connection that has said
+// nothing for a second at least: first one that has sent no request yet
+// (a crowd's silent connections must not outlast the clients' kept-alive
+// ones), then the keep-alive connection idle longest, as told by the
+// server's ConnState hook and by its reads: one whose next request has
+// begun to arrive is not idle, and one chosen reads nothing more, so no
+// request is handled on a connection that cannot carry its answer. One
+// client is an IPv4 address or an IPv6 /64.
 package connlimit
 
 import (
@@ -46,9 +48,10 @@ type Listener struct {
 }
 
 // New bounds l at most max open connections in all and perClient from one
-// client (an IPv4 address, an IPv6 /64; 0: no bound of that kind). exempt, when not nil, names the
-// addresses held to no per-client bound: trusted proxies, whose
-// connections carry many clients.
+// client (an IPv4 address, an IPv6 /64; 0: no bound of that kind). exempt,
+// when not nil, names the addresses held to no per-client bound, nor
+// counted in their client's: trusted proxies, whose connections carry
+// many clients.
 func New(l net.Listener, max, perClient int, exempt func(netip.Addr) bool) *Listener {
 	return &Listener{Listener: l, HeaderTimeout: DefaultHeaderTimeout, max: max, perClient: perClient, exempt: exempt,
 		byClient: map[netip.Prefix]int{}, idle: map[*conn]time.Time{}}
@@ -88,8 +91,9 @@ func (l *Listener) Accept() (net.Conn, error) {
 func (l *Listener) admit(c net.Conn) net.Conn {
 	peer := peerOf(c)
 	client := clientOf(peer)
+	counted := l.exempt == nil || !l.exempt(peer)
 	l.mu.Lock()
-	if l.perClient > 0 && (l.exempt == nil || !l.exempt(peer)) && l.byClient[client] >= l.perClient {
+	if l.perClient > 0 && counted && l.byClient[client] >= l.perClient {
 		l.mu.Unlock()
 		l.refusedClient.Add(1)
 		go refuse(c, tooManyFromClient)
@@ -109,13 +113,15 @@ func (l *Listener) admit(c net.Conn) net.Conn {
 		delete(l.idle, evicted) // its idle flag stays: Read takes the lock, and drops what comes
 	}
 	l.open++
-	l.byClient[client]++
+	if counted {
+		l.byClient[client]++
+	}
 	l.mu.Unlock()
 	if evicted != nil {
 		l.evicted.Add(1)
 		evicted.Close() // its count goes as it closes
 	}
-	return &conn{Conn: c, l: l, client: client}
+	return &conn{Conn: c, l: l, client: client, counted: counted}
 }
 
 // DefaultHeaderTimeout is Listener.HeaderTimeout's default, serve's
@@ -127,12 +133,17 @@ const DefaultHeaderTimeout = 5 * time.Second
 // request at once.
 const minIdle = time.Second
 
-// longestIdle is the connection idle longest, at least minIdle; nil when
-// there is none. Under l.mu.
+// longestIdle is the connection to close to make room: silent for
+// minIdle at least, one that has sent no request yet before one between
+// requests, and of those the one silent longest; nil when there is none.
+// Under l.mu.
 func (l *Listener) longestIdle(now time.Time) *conn {
 	var oldest *conn
 	for c, since := range l.idle {
-		if now.Sub(since) >= minIdle && (oldest == nil || since.Before(l.idle[oldest])) {
+		if now.Sub(since) < minIdle {
+			continue
+		}
+		if oldest == nil || c.fresh && !oldest.fresh || c.fresh == oldest.fresh && since.Before(l.idle[oldest]) {
 			oldest = c
 		}
 	}
@@ -150,8 +161,10 @@ func (l *Listener) ConnState(c net.Conn, state http.ConnState) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if state == http.StateIdle && !cc.closed && !cc.evicted {
+	if (state == http.StateNew || state == http.StateIdle) && !cc.closed && !cc.evicted {
+		// Waiting for a request: the first, or the next.
 		l.idle[cc] = time.Now()
+		cc.fresh = state == http.StateNew
 		cc.idle.Store(true)
 	} else {
 		l.busy(cc)
@@ -171,6 +184,9 @@ func (l *Listener) release(c *conn) {
 	c.closed = true
 	l.busy(c)
 	l.open--
+	if !c.counted {
+		return
+	}
 	if l.byClient[c.client]--; l.byClient[c.client] <= 0 {
 		delete(l.byClient, c.client)
 	}
@@ -179,12 +195,14 @@ func (l *Listener) release(c *conn) {
 // conn is an admitted connection, counted until its first Close.
 type conn struct {
 	net.Conn
-	l      *Listener
-	client netip.Prefix
-	once   sync.Once
-	// Under l.mu: closed, and evicted (chosen to be closed to make room,
-	// so that no more of its bytes reach the server).
-	closed, evicted bool
+	l       *Listener
+	client  netip.Prefix
+	counted bool // in its client's count (not an exempt address)
+	once    sync.Once
+	// Under l.mu: closed, evicted (chosen to be closed to make room, so
+	// that no more of its bytes reach the server), and fresh (idle having
+	// sent no request yet).
+	closed, evicted, fresh bool
 	// idle mirrors c's place in l.idle (set under l.mu), so that Read
 	// takes the listener's lock only on a connection that may be chosen:
 	// not on every read of every request.

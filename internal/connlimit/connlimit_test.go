@@ -152,6 +152,34 @@ func TestFullListenerClosesAnIdleConnection(t *testing.T) {
 	}
 }
 
+// TestFullListenerClosesASilentConnectionFirst: a connection that has
+// sent nothing for a second is closed to make room before any kept-alive
+// one, even one idle longer: else a crowd of silent connections, each
+// living its header timeout, would take every place from the clients.
+func TestFullListenerClosesASilentConnectionFirst(t *testing.T) {
+	addr, l := serve(t, 2, 0, nil)
+	a, ra := dial(t, addr)
+	if get(t, a, ra) != 200 {
+		t.Fatal("the first connection was not served")
+	}
+	time.Sleep(100 * time.Millisecond)
+	_, silent := dial(t, addr)          // sends nothing
+	time.Sleep(1200 * time.Millisecond) // past minIdle, for both
+	c, rc := dial(t, addr)
+	if got := get(t, c, rc); got != 200 {
+		t.Errorf("a connection to the full listener with a silent one: %d, want 200", got)
+	}
+	if _, err := silent.ReadByte(); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("the silent connection: %v; want it closed to make room", err)
+	}
+	if got := get(t, a, ra); got != 200 {
+		t.Errorf("the kept-alive connection, idle longer: %d, want it kept and served", got)
+	}
+	if l.Evicted() != 1 {
+		t.Errorf("evicted %d, want 1", l.Evicted())
+	}
+}
+
 // TestRequestBegunIsNotCut: a connection idle long enough to be closed
 // whose next request has begun to arrive (its header not yet whole, so
 // the server still calls it idle) is not closed to make room: the new
