@@ -473,7 +473,8 @@ func (s *Service) VerifyMFA(ctx context.Context, c Client, mfaToken, method, cod
 		f := confirmedTOTP(factors)
 		if (method == MethodTOTP && f == nil) || !hasSecondFactor(factors, keys) {
 			// Disabled since the password was checked: the login starts over.
-			return s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, u.ID, "no second factor enabled", nil)
+			return s.refuseTokenAs(ctx, tx, c, EventMFAChallengeFailed, u.ID, "no second factor enabled", nil,
+				challengeOver(ErrChallengeVoided))
 		}
 		if err := s.refuseCodes(ctx, tx, c, u, EventMFAChallengeFailed, now); err != nil {
 			return err
@@ -554,6 +555,22 @@ func (s *Service) mfaTokenDigest(ctx context.Context, c Client, mfaToken string)
 	return digest, nil
 }
 
+// ErrChallengeUsed and ErrChallengeVoided say why a login's second-factor
+// challenge is refused (EInvalidToken, with its usual message): passed
+// already (its form sent twice), or voided by a change to the account
+// since the password was checked (the password, the second factors, or
+// every session ended). An expired challenge, or one with too many wrong
+// codes, has neither. The hosted pages word their answers by them.
+var (
+	ErrChallengeUsed   = errors.New("authd: the second-factor challenge was already passed")
+	ErrChallengeVoided = errors.New("authd: the account changed since its password was checked")
+)
+
+// challengeOver is the EInvalidToken error of a challenge refused for why.
+func challengeOver(why error) *Error {
+	return &Error{Code: EInvalidToken, Message: errInvalidToken.Message, Err: why}
+}
+
 // redeemable returns the login challenge whose mfa_token has the digest,
 // and its user's SignInState (locked), when it can still be redeemed at
 // now, read once the challenge and its user are held (a challenge that
@@ -570,17 +587,20 @@ func (s *Service) redeemable(ctx context.Context, tx *txn, c Client, digest stri
 	if err != nil {
 		return nil, nil, now, err
 	}
+	over := func(reason string, why error) error {
+		return s.refuseTokenAs(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, reason, nil, challengeOver(why))
+	}
 	switch {
 	case !ch.UsedAt.IsZero():
-		return nil, nil, now, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "mfa token used", nil)
+		return nil, nil, now, over("mfa token used", ErrChallengeUsed)
 	case ch.Failures == MFAChallengeOutdated:
 		// A second factor was added since (voidForNewFactor).
-		return nil, nil, now, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "second factor changed since the challenge", nil)
+		return nil, nil, now, over("second factor changed since the challenge", ErrChallengeVoided)
 	case ch.Failures == MFAChallengeEnded:
-		return nil, nil, now, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "sessions ended since the challenge", nil)
+		return nil, nil, now, over("sessions ended since the challenge", ErrChallengeVoided)
 	case ch.Failures >= MFAChallengeVoided:
 		// The password this challenge proved was changed or reset since.
-		return nil, nil, now, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "password changed since the challenge", nil)
+		return nil, nil, now, over("password changed since the challenge", ErrChallengeVoided)
 	case !now.Before(ch.ExpiresAt):
 		return nil, nil, now, s.refuseToken(ctx, tx, c, EventMFAChallengeFailed, ch.UserID, "mfa token expired", nil)
 	case ch.Failures >= MaxMFAFailures:
@@ -860,6 +880,14 @@ func recoveryCode(code string) (string, error) {
 		return "", errCodeFormat
 	}
 	return code, nil
+}
+
+// CodeMethod is the method a second factor's code is of by its shape:
+// MethodTOTP for six digits, MethodRecoveryCode otherwise (which refuses a
+// code of neither shape).
+func CodeMethod(code string) string {
+	method, _, _ := anyCode(code)
+	return method
 }
 
 // anyCode tells a TOTP code from a recovery code by its shape.

@@ -118,15 +118,22 @@ const badTokensPerIP = 30
 // Past badTokensPerIP a minute from one client it is ERateLimited, unlogged.
 func (s *Service) refuseToken(ctx context.Context, tx *txn, c Client, event EventType, user uuid.UUID,
 	reason string, context map[string]any) error {
+	return s.refuseTokenAs(ctx, tx, c, event, user, reason, context, errInvalidToken)
+}
+
+// refuseTokenAs is refuseToken answering with refused, an EInvalidToken
+// error that may say why (ErrChallengeUsed).
+func (s *Service) refuseTokenAs(ctx context.Context, tx *txn, c Client, event EventType, user uuid.UUID,
+	reason string, context map[string]any, refused *Error) error {
 	if err := s.limit(ctx, "bad-token:"+clientKey(c), badTokensPerIP, time.Minute); err != nil {
 		return err
 	}
 	l := s.audit(s.now(), c, event, ResultFailure, user, reason, context)
 	if tx != nil {
-		return tx.refuse(ctx, l, errInvalidToken)
+		return tx.refuse(ctx, l, refused)
 	}
 	if err := s.logEvent(ctx, l); err != nil {
 		return err
 	}
-	return errInvalidToken
+	return refused
 }

@@ -870,7 +870,7 @@ func TestBranding(t *testing.T) {
 	b.get(e.rp(c, cs).cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
 	csp := b.last.Header.Get("Content-Security-Policy")
 	if !strings.Contains(b.body, "background: #12ab34") || !strings.Contains(b.body, `<img class="logo" src="https://cdn.example.org/logo.svg" alt="Acme &lt;Login&gt;">`) ||
-		!strings.Contains(csp, "img-src https://cdn.example.org;") || strings.Contains(csp, "script-src") {
+		!strings.Contains(csp, "img-src https://cdn.example.org;") || strings.Contains(csp, "connect-src") {
 		t.Errorf("branding: CSP %q, page:\n%s", csp, b.body)
 	}
 	// A logo on a host CSP cannot name lets no image in, rather than

@@ -20,8 +20,9 @@ import (
 )
 
 // The hosted pages: server-rendered, no external asset, a strict CSP with a
-// per-response nonce for the one inline style, and no script but the
-// passkey button's (the pages work without it). Every form
+// per-response nonce for the one inline style and the few inline scripts
+// (the passkey button's, consent's arming of Allow, the sign-in steps'
+// guard against a form sent twice); the pages work without them. Every form
 // carries a CSRF token: an HMAC, under the shared form key, of a random
 // cookie of this browser, the form's purpose and what it acts on, so a
 // page of another site can neither read nor forge it.
@@ -42,7 +43,7 @@ func loadPages(dir string) (map[string]*template.Template, error) {
 		return nil, err
 	}
 	return templates.Pages(embedded, dir, pageNames, page{AppName: "authd", Title: "Sample", Client: "App",
-		Request: "r", Email: "user@example.org", Method: "totp", Scopes: []string{"openid"}, Error: "e", Notice: "n",
+		Request: "r", Email: "user@example.org", Method: "totp", TOTP: true, Scopes: []string{"openid"}, Error: "e", Notice: "n",
 		PasskeyCSRF: "p"})
 }
 
@@ -61,6 +62,7 @@ type page struct {
 	Email     string
 	MFAToken  string
 	Method    string
+	TOTP      bool // the user has an authenticator app (the second-factor page)
 	Scopes    []string
 	Logout    logoutForm
 	content   string
@@ -70,7 +72,15 @@ type page struct {
 	// PasskeyCSRF is the passkey form's token; set, the page shows the
 	// passkey button and may run its script.
 	PasskeyCSRF string
+	// SendOnce runs the layout's script that keeps a form from being sent
+	// twice (render sets it for the steps that start a session or issue a
+	// code).
+	SendOnce bool
 }
+
+// sendOnce are the pages whose forms start a session or issue a code: a
+// second sending, its answer replacing the first's, strands the first.
+var sendOnce = map[string]bool{"signin-content": true, "mfa-content": true, "consent-content": true}
 
 type logoutForm struct {
 	ClientID, PostLogoutRedirectURI, State, IDTokenHint string
@@ -81,11 +91,15 @@ func (p *Provider) render(w http.ResponseWriter, status int, pg page) {
 	rand.Read(nonce)
 	pg.Nonce = base64.StdEncoding.EncodeToString(nonce)
 	pg.AppName, pg.Color, pg.Logo = p.opts.AppName, template.CSS(p.opts.BrandColor), p.opts.LogoURL
+	pg.SendOnce = sendOnce[pg.content]
 	t, ok := p.pages[pg.content]
 	if !ok {
 		t, pg = p.pages["error-content"], page{AppName: p.opts.AppName, Nonce: pg.Nonce, Title: "Something went wrong",
 			Error: "This page could not be shown.", content: "error-content"}
 		status = http.StatusInternalServerError
+	}
+	if pg.lockedFor > 0 && pg.Error != "" {
+		pg.Error += " " + tryAgainIn(pg.lockedFor) // what Retry-After tells a program
 	}
 	var buf bytes.Buffer
 	if err := t.ExecuteTemplate(&buf, "layout", pg); err != nil {
@@ -105,7 +119,7 @@ func (p *Provider) render(w http.ResponseWriter, status int, pg page) {
 	switch {
 	case pg.PasskeyCSRF != "": // the passkey button's inline script, and its fetch of the request options
 		script = "; script-src 'nonce-" + pg.Nonce + "'; connect-src 'self'"
-	case pg.content == "consent-content": // the script that arms Allow (consent.html)
+	case pg.SendOnce: // the layout's guard, and consent's script that arms Allow (consent.html)
 		script = "; script-src 'nonce-" + pg.Nonce + "'"
 	}
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'nonce-"+pg.Nonce+"'"+script+"; img-src "+p.imgSrc()+
@@ -134,6 +148,34 @@ func (p *Provider) imgSrc() string {
 // validColor reports whether c is a #RRGGBB colour, safe in the style sheet.
 func validColor(c string) bool {
 	return len(c) == 7 && c[0] == '#' && strings.Trim(c[1:], "0123456789abcdefABCDEF") == ""
+}
+
+// tryAgainIn says, for a page, how long a lock or rate limit lasts:
+// seconds, rounded up to the unit that reads best.
+func tryAgainIn(seconds int) string {
+	n, unit := seconds, "second"
+	for _, u := range []struct {
+		from, size int
+		name       string
+	}{{2 * 86400, 86400, "day"}, {2 * 3600, 3600, "hour"}, {60, 60, "minute"}} {
+		if seconds >= u.from {
+			n, unit = (seconds+u.size-1)/u.size, u.name
+			break
+		}
+	}
+	if n != 1 {
+		unit += "s"
+	}
+	return "Try again in " + strconv.Itoa(n) + " " + unit + "."
+}
+
+// formOnly answers a GET of a path that takes only a page's form (Enter in
+// the address bar after the form's answer, a bookmark): a page that says
+// so, rather than the API's problem+json.
+func (p *Provider) formOnly(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Allow", http.MethodPost)
+	p.errorPage(w, http.StatusMethodNotAllowed, "Nothing to show here",
+		"This address only takes what a sign-in page sends; it cannot be opened on its own.")
 }
 
 // errorPage answers a request that cannot be sent back to a client: an

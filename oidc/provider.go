@@ -140,6 +140,9 @@ func New(opts Options) (*Provider, error) {
 	p.mux.HandleFunc("POST "+MFAPath, p.signInMFA)
 	p.mux.HandleFunc("POST "+PasskeyPath, p.signInPasskey)
 	p.mux.HandleFunc("POST "+ConsentPath, p.consent)
+	for _, path := range formOnlyPaths {
+		p.mux.HandleFunc("GET "+path, p.formOnly)
+	}
 	p.mux.HandleFunc("GET "+SignUpPath, signUpForm.show(p))
 	p.mux.HandleFunc("POST "+SignUpPath, signUpForm.post(p))
 	p.mux.HandleFunc("GET "+ForgotPath, forgotForm.show(p))
@@ -156,11 +159,18 @@ func (p *Provider) FlushLog() { p.shed.Flush() }
 // Patterns are the routes the provider serves, for the public listener's
 // mux (method and path, as http.ServeMux takes them).
 func (p *Provider) Patterns() []string {
-	return []string{"GET " + DiscoveryPath, "POST " + TokenPath, "POST " + RevokePath, "GET " + UserInfoPath, "POST " + UserInfoPath,
+	patterns := []string{"GET " + DiscoveryPath, "POST " + TokenPath, "POST " + RevokePath, "GET " + UserInfoPath, "POST " + UserInfoPath,
 		"GET " + AuthorizePath, "POST " + AuthorizePath, "GET " + ResumePath, "GET " + SignInPath,
 		"POST " + SignInPath, "POST " + MFAPath, "POST " + PasskeyPath, "POST " + ConsentPath, "GET " + SignUpPath, "POST " + SignUpPath,
 		"GET " + ForgotPath, "POST " + ForgotPath, "GET " + LogoutPath, "POST " + LogoutPath}
+	for _, path := range formOnlyPaths {
+		patterns = append(patterns, "GET "+path)
+	}
+	return patterns
 }
+
+// formOnlyPaths take only a page's form: a GET gets a page saying so.
+var formOnlyPaths = []string{MFAPath, PasskeyPath, ConsentPath}
 
 func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := context.WithValue(r.Context(), clientKey{}, p.opts.Client(r))

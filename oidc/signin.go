@@ -1,6 +1,7 @@
 package oidc
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
 	"slices"
@@ -32,26 +33,53 @@ func (p *Provider) signInForm(w http.ResponseWriter, r *http.Request, req *authd
 	return pg
 }
 
-// mfaForm is the second-factor page of req for mfaToken, asking for
-// method's code, with the passkey button when the user has a passkey.
-func (p *Provider) mfaForm(w http.ResponseWriter, r *http.Request, req *authd.AuthRequest, mfaToken, method string,
-	passkey bool) page {
-	if method != authd.MethodRecoveryCode {
-		method = authd.MethodTOTP
+// mfaStep is what the second-factor page carries from one of its forms to
+// the next: the challenge's mfa_token, the method asked for, and which
+// other ways the user has (to offer them; the challenge decides).
+type mfaStep struct {
+	token, method string
+	totp, passkey bool
+}
+
+// stepOf reads the mfaStep a second-factor page's form sent.
+func stepOf(form url.Values) mfaStep {
+	return mfaStep{token: form.Get("mfa_token"), method: form.Get("method"), totp: form.Get("totp") != "",
+		passkey: form.Get("passkey") != ""}
+}
+
+// mfaForm is the second-factor page of req for step, asking for its
+// method's code (a recovery code, or the authenticator app's, which takes
+// a recovery code too), with the passkey button when the user has a
+// passkey.
+func (p *Provider) mfaForm(w http.ResponseWriter, r *http.Request, req *authd.AuthRequest, clientName string,
+	step mfaStep) page {
+	if step.method != authd.MethodRecoveryCode {
+		step.method = authd.MethodTOTP
 	}
-	pg := page{Title: "Two-step verification", Request: req.ID.String(), MFAToken: mfaToken, Method: method,
-		CSRF: p.csrfToken(w, r, "mfa", req.ID.String()), content: "mfa-content", formTo: []string{origin(req.RedirectURI)}}
-	if passkey && p.svc.PasskeysEnabled() {
+	pg := page{Title: "Two-step verification", Client: clientName, Request: req.ID.String(), MFAToken: step.token,
+		Method: step.method, TOTP: step.totp, CSRF: p.csrfToken(w, r, "mfa", req.ID.String()), content: "mfa-content",
+		formTo: []string{origin(req.RedirectURI)}}
+	if step.passkey && p.svc.PasskeysEnabled() {
 		pg.PasskeyCSRF = p.csrfToken(w, r, "passkey", req.ID.String())
 	}
 	return pg
 }
 
 // expiredSignIn is the sign-in page again after a second-factor challenge
-// that is spent (too many wrong codes, expired).
-func (p *Provider) expiredSignIn(w http.ResponseWriter, r *http.Request, req *authd.AuthRequest) {
-	again := p.signInForm(w, r, req, "")
-	again.Error = "The sign-in took too long or had too many wrong codes; sign in again."
+// that cannot be finished (err), saying why: passed already (its form sent
+// twice, the first answer's cookie lost), voided by a change to the account
+// since the password step, or spent (expired, too many wrong codes).
+func (p *Provider) expiredSignIn(w http.ResponseWriter, r *http.Request, req *authd.AuthRequest, clientName string,
+	err error) {
+	again := p.signInForm(w, r, req, clientName)
+	switch {
+	case errors.Is(err, authd.ErrChallengeUsed):
+		again.Error = "This step was already done by an earlier sending of the form; sign in again."
+	case errors.Is(err, authd.ErrChallengeVoided):
+		again.Error = "The account changed while you were signing in; sign in again."
+	default:
+		again.Error = "The sign-in took too long or had too many wrong codes; sign in again."
+	}
 	p.render(w, http.StatusUnauthorized, again)
 }
 
@@ -66,11 +94,12 @@ func (p *Provider) signIn(w http.ResponseWriter, r *http.Request) {
 	cookie, err := p.svc.SignIn(r.Context(), client(r.Context()), email, form.Get("password"))
 	if mfa, ok := authd.IsMFARequired(err); ok {
 		// Without TOTP (a passkey only), the code asked for is a recovery code.
-		method := authd.MethodTOTP
-		if !slices.Contains(mfa.Methods, authd.MethodTOTP) {
-			method = authd.MethodRecoveryCode
+		step := mfaStep{token: mfa.Token, method: authd.MethodTOTP, totp: slices.Contains(mfa.Methods, authd.MethodTOTP),
+			passkey: slices.Contains(mfa.Methods, authd.MethodPasskey)}
+		if !step.totp {
+			step.method = authd.MethodRecoveryCode
 		}
-		p.render(w, http.StatusOK, p.mfaForm(w, r, req, mfa.Token, method, slices.Contains(mfa.Methods, authd.MethodPasskey)))
+		p.render(w, http.StatusOK, p.mfaForm(w, r, req, oc.Name, step))
 		return
 	}
 	if err != nil {
@@ -81,19 +110,26 @@ func (p *Provider) signIn(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *Provider) signInMFA(w http.ResponseWriter, r *http.Request) {
-	form, req, _, ok := p.requestForm(w, r, "mfa")
+	form, req, oc, ok := p.requestForm(w, r, "mfa")
 	if !ok {
 		return
 	}
-	again := p.mfaForm(w, r, req, form.Get("mfa_token"), form.Get("method"), form.Get("passkey") != "")
-	if form.Get("switch") != "" { // "use a recovery code instead": the form, not an attempt
+	step := stepOf(form)
+	again := p.mfaForm(w, r, req, oc.Name, step)
+	if form.Get("switch") != "" { // "use a recovery code instead", or back: the form, not an attempt
 		p.render(w, http.StatusOK, again)
 		return
 	}
-	cookie, err := p.svc.SignInMFA(r.Context(), client(r.Context()), form.Get("mfa_token"), again.Method, form.Get("code"))
+	// The authenticator app's field takes a recovery code too, told by
+	// its shape, as the JSON API's step-ups do.
+	method := again.Method
+	if method == authd.MethodTOTP {
+		method = authd.CodeMethod(form.Get("code"))
+	}
+	cookie, err := p.svc.SignInMFA(r.Context(), client(r.Context()), step.token, method, form.Get("code"))
 	if err != nil {
 		if authd.ErrorCode(err) == authd.EInvalidToken {
-			p.expiredSignIn(w, r, req)
+			p.expiredSignIn(w, r, req, oc.Name, err)
 			return
 		}
 		p.signInFailed(w, r, again, err)
@@ -121,7 +157,9 @@ func (p *Provider) signInPasskey(w http.ResponseWriter, r *http.Request) {
 		again = p.signInForm(w, r, req, oc.Name)
 	} else {
 		cookie, err = p.svc.SignInMFAPasskey(ctx, c, mfaToken, credential)
-		again = p.mfaForm(w, r, req, mfaToken, form.Get("method"), true)
+		step := stepOf(form)
+		step.passkey = true
+		again = p.mfaForm(w, r, req, oc.Name, step)
 	}
 	if err == nil {
 		p.signedIn(w, r, req, cookie)
@@ -130,7 +168,7 @@ func (p *Provider) signInPasskey(w http.ResponseWriter, r *http.Request) {
 	switch authd.ErrorCode(err) {
 	case authd.EInvalidToken:
 		if mfaToken != "" {
-			p.expiredSignIn(w, r, req)
+			p.expiredSignIn(w, r, req, oc.Name, err)
 			return
 		}
 		again.Error = "The passkey sign-in took too long; try again."
@@ -189,7 +227,10 @@ func (p *Provider) signInFailed(w http.ResponseWriter, r *http.Request, again pa
 		if authd.ErrorCode(err) == authd.EInvalid {
 			status, again.Error = http.StatusBadRequest, "Enter an email address and a password."
 			if again.content == "mfa-content" {
-				again.Error = "Enter the code."
+				again.Error = "Enter the 6-digit code from your authenticator app, or a recovery code."
+				if again.Method == authd.MethodRecoveryCode {
+					again.Error = "Enter a recovery code: two groups of five letters and digits."
+				}
 			}
 		}
 		if authd.ErrorCode(err) == authd.EEmailNotVerified {
