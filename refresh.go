@@ -3,17 +3,98 @@ package authd
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
 )
 
 // refreshPerSession bounds refreshes per session and minute (SPEC 6.7), so
-// that no client can grow a session's rows without end.
+// that no client can grow a session's rows without end. Repeats within the
+// grace window have a budget of their own of the same size: a client that
+// spent the rotations' budget and repeats its token within the window (a
+// lost answer) is not told to wait past the window, after which the repeat
+// would be reuse and end its session.
 const refreshPerSession = 60
+
+// overBudget remembers, on this instance, the refresh tokens (by digest)
+// refused for their session's budget, until the budget allows them again
+// (or, for a repeat within the grace window, until the window closes): one
+// presented again meanwhile is refused at once, without the database. The
+// refusal comes after the locking read, which share-locks the user's row
+// and waits for the session's; a flood of one token over its budget (a
+// thief's, say) held that row without a break, and an administrator's
+// lock, a logout-all or a login of the user, which update the row, never
+// got it (a probe: a dozen clients sufficed). No reuse hides behind it: a
+// token remembered was live, and becomes reuse only through a rotation,
+// which the same budget refuses until the memory lapses, or was within its
+// grace window, which the memory does not outlast.
+type overBudget struct {
+	mu    sync.Mutex
+	until map[string]time.Time // digest → when it may be tried again
+}
+
+// maxOverBudget bounds the tokens remembered; past it, once the lapsed
+// ones are forgotten, a refusal is not remembered (the flood then reaches
+// the database, as before).
+const maxOverBudget = 10000
+
+// wait is how long the token of digest is still refused at now; 0 when it
+// is not remembered.
+func (o *overBudget) wait(digest string, now time.Time) time.Duration {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	until, ok := o.until[digest]
+	if !ok {
+		return 0
+	}
+	if !now.Before(until) {
+		delete(o.until, digest)
+		return 0
+	}
+	return until.Sub(now)
+}
+
+// note remembers the token of digest as refused until then.
+func (o *overBudget) note(digest string, until, now time.Time) {
+	if !now.Before(until) {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.until == nil {
+		o.until = map[string]time.Time{}
+	}
+	if len(o.until) >= maxOverBudget {
+		for d, u := range o.until {
+			if !now.Before(u) {
+				delete(o.until, d)
+			}
+		}
+		if len(o.until) >= maxOverBudget {
+			return
+		}
+	}
+	o.until[digest] = until
+}
+
+// overSessionBudget is refresh's answer to a token the session's budget
+// refused (err, ERateLimited) at now, remembered until the budget allows
+// it again, but not past end (zero: no bound).
+func (s *Service) overSessionBudget(digest string, err error, now, end time.Time) error {
+	if e, ok := errors.AsType[*Error](err); ok && e.RetryAfter > 0 {
+		until := now.Add(e.RetryAfter)
+		if !end.IsZero() && end.Before(until) {
+			until = end
+		}
+		s.overBudget.note(digest, until, now)
+	}
+	return err
+}
 
 // Refresh exchanges a refresh token for a new pair and revokes it (SPEC
 // §6.4). The new refresh token is derived from the one presented with the
@@ -55,6 +136,9 @@ func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID 
 	digest, err := opaqueDigest(refreshToken)
 	if err != nil {
 		return nil, s.refuseToken(ctx, nil, c, EventTokenRefreshed, uuid.Nil, "malformed refresh token", nil)
+	}
+	if wait := s.overBudget.wait(digest, s.now()); wait > 0 {
+		return nil, &Error{Code: ERateLimited, Message: "Too many requests; try again later.", RetryAfter: wait}
 	}
 	if r, ok := s.store.(Rotator); ok && scopes == nil { // rare: the transaction below checks them
 		pair, err := s.rotateAtOnce(ctx, r, c, refreshToken, digest, clientID)
@@ -118,8 +202,12 @@ func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID 
 				return s.reuse(ctx, tx, c, t, sess, u.ID, now)
 			}
 		}
-		if err := s.limit(ctx, "refresh:"+sess.ID.String(), refreshPerSession, time.Minute); err != nil {
-			return err
+		budget, end := "refresh:", time.Time{}
+		if t.Revoked { // a repeat within the grace window
+			budget, end = "refresh-retry:", t.RotatedAt.Add(s.cfg.RefreshReuseGrace)
+		}
+		if err := s.limit(ctx, budget+sess.ID.String(), refreshPerSession, time.Minute); err != nil {
+			return s.overSessionBudget(digest, err, now, end)
 		}
 		// After every refusal and reuse, which no scope may dodge, and
 		// within the session's budget and its trail: a token's holder who
@@ -232,6 +320,9 @@ func (s *Service) rotateAtOnce(ctx context.Context, r Rotator, c Client, raw, di
 		}
 	}
 	sess, err := r.Rotate(ctx, rotation, admit)
+	if ErrorCode(err) == ERateLimited {
+		return nil, s.overSessionBudget(digest, err, now, time.Time{})
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -248,7 +248,10 @@ type Service struct {
 	// limits to its answer, for an account and for an address without one
 	// (Login).
 	accountFails, unknownFails pace.Pace
-	sleep                      func(ctx context.Context, d time.Duration)
+	// overBudget remembers the refresh tokens refused for their session's
+	// budget, to refuse them again without the database (refresh.go).
+	overBudget overBudget
+	sleep      func(ctx context.Context, d time.Duration)
 	// halt ends when endFlows is called (EndFlows).
 	halt     context.Context
 	endFlows context.CancelFunc

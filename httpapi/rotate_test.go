@@ -415,3 +415,99 @@ func TestDeadTokensLockNothing(t *testing.T) {
 		})
 	}
 }
+
+// spendRotations rotates refresh through its session's whole budget of
+// rotations a minute and returns the last token, still live.
+func spendRotations(e *env, refresh string) string {
+	e.t.Helper()
+	for range 60 {
+		r := e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh})
+		want(e.t, "a rotation within the budget", r, 200, "")
+		refresh = r.str("refresh_token")
+	}
+	return refresh
+}
+
+// TestOverBudgetTokenLocksNothing: a live refresh token refused for its
+// session's budget is refused again, until the budget allows it, without
+// waiting for its user's row. The refusal came after the locking read, and
+// a flood of one such token (a dozen clients) held the row without a
+// break: an administrator's lock, a logout-all or a login of the user
+// never got it (a probe's: no answer in 20 s).
+func TestOverBudgetTokenLocksNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store := instances(t, 1)[0]
+	e := newEnv(t, store, withRateLimit())
+	e.registerVerified("hammered@example.org", goodPassword)
+	_, refresh := e.login("hammered@example.org", goodPassword)
+	refresh = spendRotations(e, refresh)
+	r := e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh})
+	want(t, "past the budget", r, 429, "rate_limited")
+
+	tx, err := store.Pool().Begin(ctx) // an administrator's lock of the user, updating their row
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // released below
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE`, e.user("hammered@example.org").ID); err != nil {
+		t.Fatal(err)
+	}
+	done := refreshingFor(e, "", refresh)
+	select {
+	case got := <-done:
+		if authd.ErrorCode(got.err) != authd.ERateLimited || authd.RetryAfterSeconds(got.err) < 1 {
+			t.Errorf("the token again: %v; want rate_limited with a wait", got.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("the token over its budget waited for its user's row")
+		tx.Rollback(ctx) //nolint:errcheck // lets it finish
+		<-done
+	}
+	tx.Rollback(ctx) //nolint:errcheck // done with it
+
+	// Once the budget allows it again, the token rotates as ever.
+	e.clock.Advance(time.Minute)
+	r = e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh})
+	want(t, "a minute on", r, 200, "")
+}
+
+// TestRepeatPastTheBudgetKeepsItsGrace: a repeat within the grace window
+// (a lost answer) has a budget of its own: a session that spent its
+// rotations' budget is not told to wait past the window, after which its
+// repeat would be reuse and end it (a probe's: 429 with Retry-After 59,
+// then 401 and the session revoked).
+func TestRepeatPastTheBudgetKeepsItsGrace(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openPostgres(t), withRateLimit())
+	e.registerVerified("tabs@example.org", goodPassword)
+	access, refresh := e.login("tabs@example.org", goodPassword)
+	for range 59 {
+		r := e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh})
+		want(t, "a rotation", r, 200, "")
+		refresh = r.str("refresh_token")
+	}
+	first := e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh})
+	want(t, "the budget's last rotation", first, 200, "")
+	e.clock.Advance(time.Second)
+	again := e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh})
+	want(t, "its repeat within the grace window", again, 200, "")
+	if again.str("refresh_token") != first.str("refresh_token") {
+		t.Errorf("the repeat got another child: the session forked")
+	}
+	if !e.active(access) {
+		t.Errorf("the session ended")
+	}
+
+	// The repeats' own budget, spent, is remembered only until the window
+	// closes: a repeat past it is reuse, and ends the session.
+	for range 59 {
+		want(t, "a repeat", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh}), 200, "")
+	}
+	want(t, "past the repeats' budget", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh}), 429, "rate_limited")
+	e.clock.Advance(10 * time.Second) // the grace window (10 s) has closed
+	want(t, "past the window", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh}), 401, "invalid_token")
+	if e.active(access) {
+		t.Errorf("the token repeated past its window did not end the session")
+	}
+}
