@@ -188,6 +188,10 @@ func New(opts Options) *Server {
 	s.handle("POST /reset-password/new-link", s.newLink("/reset-password/new-link", func(r *http.Request, email string) error {
 		return s.svc.ForgotPassword(r.Context(), client(r), email)
 	}))
+	// A new-link form's address opened (Enter in the address bar after its
+	// answer) goes to the page that asks for a link, not to a 405.
+	s.handle("GET /verify-email/new-link", seeOther("/verify-email"))
+	s.handle("GET /reset-password/new-link", seeOther("/reset-password"))
 
 	for _, m := range opts.Mounts {
 		for _, pattern := range m.Patterns {

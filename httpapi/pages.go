@@ -241,6 +241,12 @@ func (p *page) askFactor(methods []string) {
 func (s *Server) verifyPage(w http.ResponseWriter, r *http.Request) error {
 	token := r.URL.Query().Get("token")
 	p := page{Title: "Confirm your email address", Token: token, NewLinkAction: "/verify-email/new-link"}
+	if !r.URL.Query().Has("token") {
+		// No link followed (the new-link form's address opened): the page
+		// that asks for one.
+		p.Title, p.NoLink, p.content = "Send a new link", true, "expired-content"
+		return s.renderPage(w, http.StatusOK, p)
+	}
 	newEmail, err := s.svc.CheckToken(r.Context(), client(r), token, authd.VerifyEmail)
 	if err == nil && newEmail != "" {
 		var methods []string
@@ -367,6 +373,14 @@ func (s *Server) resetSubmit(w http.ResponseWriter, r *http.Request) error {
 
 // newLink answers the "send me a new link" form of an expired page alike
 // for every address.
+// seeOther sends a browser on to the page at path.
+func seeOther(path string) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		http.Redirect(w, r, path, http.StatusSeeOther)
+		return nil
+	}
+}
+
 func (s *Server) newLink(action string, send func(*http.Request, string) error) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		p := page{Title: "Check your mail", NewLinkAction: action, content: "new-link-content"}

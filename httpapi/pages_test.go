@@ -180,3 +180,17 @@ func TestCrossSitePageForms(t *testing.T) {
 		}
 	}
 }
+
+// TestNewLinkAddressOpened: a new-link form's address opened in the
+// address bar (Enter after its answer) goes on to the page that asks for a
+// link, which has that form, not to the API's 405.
+func TestNewLinkAddressOpened(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	for _, page := range []string{"/verify-email", "/reset-password"} {
+		r := e.do("GET", page+"/new-link", nil) // followed to page
+		if r.status != 200 || !strings.Contains(r.raw, `action="`+page+`/new-link"`) || strings.Contains(r.raw, "expired") {
+			t.Errorf("GET %s: %d %s; want the form that asks for a link", page, r.status, r.raw)
+		}
+	}
+}
