@@ -195,24 +195,51 @@ func (s *Service) RevokeClientToken(ctx context.Context, c Client, oc *OAuthClie
 	if session == uuid.Nil && derr != nil {
 		return nil
 	}
+	// What cannot change (no such token, another client's session, one
+	// ended already) is answered from a read that locks nothing: the
+	// transaction's locking read share-locks the user's row, and a flood of
+	// such revocations held it without a break (a review: an update of the
+	// user waited past 10 s). A live session of the client's is read again,
+	// locked, and ended.
+	sess, _, err := revocationTarget(ctx, s.store, session, digest)
 	var foreign uuid.UUID // the user of a session not the client's (live or not)
-	err := s.inTx(ctx, func(tx *txn) error {
-		now := s.now()
-		var sess *Session
-		var t *Token // the refresh token, when raw is one
-		var err error
-		if session == uuid.Nil {
-			t, sess, _, err = tx.RefreshSession(ctx, digest)
-		} else {
-			sess, err = tx.Session(ctx, session)
+	switch {
+	case ErrorCode(err) == ENotFound:
+		return nil
+	case err != nil:
+		return err
+	case sess.ClientID != oc.ID:
+		foreign = sess.UserID
+	case !sess.RevokedAt.IsZero():
+		return nil
+	default:
+		if foreign, err = s.endClientSession(ctx, c, oc, session, digest); err != nil || foreign == uuid.Nil {
+			return err
 		}
+	}
+	// Past the bound the answer is the same 200, unlogged: the client
+	// learns nothing from it.
+	if s.limit(ctx, "foreign-revocation:"+oc.ID+":"+foreign.String(), foreignRevocationsPerMinute, time.Minute) != nil {
+		return nil
+	}
+	return s.logEvent(ctx, s.audit(s.now(), c, EventLogout, ResultFailure, foreign,
+		"revocation of a token not the client's", map[string]any{"client_id": oc.ID}))
+}
+
+// endClientSession is RevokeClientToken's transaction: it ends the session
+// the token names, read again and locked, when it is still oc's and live.
+// foreign is its user when it is another client's.
+func (s *Service) endClientSession(ctx context.Context, c Client, oc *OAuthClient, session uuid.UUID,
+	digest string) (foreign uuid.UUID, err error) {
+	err = s.inTx(ctx, func(tx *txn) error {
+		now := s.now()
+		sess, t, err := revocationTarget(ctx, tx, session, digest)
 		if ErrorCode(err) == ENotFound {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		rotated := t != nil && t.Revoked
 		switch {
 		case sess.ClientID != oc.ID:
 			foreign = sess.UserID
@@ -225,18 +252,21 @@ func (s *Service) RevokeClientToken(ctx context.Context, c Client, oc *OAuthClie
 		}
 		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventLogout, ResultSuccess, sess.UserID, "",
 			map[string]any{"session_id": sess.ID.String(), "client_id": oc.ID, "token_revoked": true,
-				"rotated": rotated}))
+				"rotated": t != nil && t.Revoked}))
 	})
-	if err != nil || foreign == uuid.Nil {
-		return err
+	return foreign, err
+}
+
+// revocationTarget reads through q the session a client's token names: by
+// its sid (session, an access token's) or by the refresh token's digest;
+// with that refresh token, when it is one.
+func revocationTarget(ctx context.Context, q Queries, session uuid.UUID, digest string) (*Session, *Token, error) {
+	if session != uuid.Nil {
+		sess, err := q.Session(ctx, session)
+		return sess, nil, err
 	}
-	// Past the bound the answer is the same 200, unlogged: the client
-	// learns nothing from it.
-	if s.limit(ctx, "foreign-revocation:"+oc.ID+":"+foreign.String(), foreignRevocationsPerMinute, time.Minute) != nil {
-		return nil
-	}
-	return s.logEvent(ctx, s.audit(s.now(), c, EventLogout, ResultFailure, foreign,
-		"revocation of a token not the client's", map[string]any{"client_id": oc.ID}))
+	t, sess, _, err := q.RefreshSession(ctx, digest)
+	return sess, t, err
 }
 
 // SaveAuthRequest keeps a validated authorization request for

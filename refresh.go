@@ -29,10 +29,10 @@ const refreshPerSession = 60
 // and waits for the session's; a flood of one token over its budget (a
 // thief's, say) held that row without a break, and an administrator's
 // lock, a logout-all or a login of the user, which update the row, never
-// got it (a probe: a dozen clients sufficed). No reuse hides behind it: a
-// token remembered was live, and becomes reuse only through a rotation,
-// which the same budget refuses until the memory lapses, or was within its
-// grace window, which the memory does not outlast.
+// got it (a probe: a dozen clients sufficed). No reuse hides behind it:
+// a token remembered is refused from memory only while a read that locks
+// nothing finds it still live, or within its grace window with its child
+// unused (overBudgetAgain).
 type overBudget struct {
 	mu    sync.Mutex
 	until map[string]time.Time // digest → when it may be tried again
@@ -80,6 +80,35 @@ func (o *overBudget) note(digest string, until, now time.Time) {
 		}
 	}
 	o.until[digest] = until
+}
+
+// overBudgetAgain refuses, from memory (overBudget) and a read that locks
+// nothing, a refresh token this instance refused for its session's budget
+// that still would be: live, or repeated within its grace window while its
+// child is unused, of a live session of clientID's. Any other case is left
+// to refresh's ordinary paths, reuse above all, which no budget may delay
+// (the token rotated since on another instance, whose budget is its own
+// without Redis; its child used since), and the refusals of an ended
+// session or another client's token, which refuseEnded makes without a
+// lock too.
+func (s *Service) overBudgetAgain(ctx context.Context, raw, digest, clientID string) error {
+	now := s.now()
+	wait := s.overBudget.wait(digest, now)
+	if wait <= 0 {
+		return nil
+	}
+	t, sess, u, err := s.store.RefreshSession(ctx, digest) // outside a transaction: no lock
+	if err != nil || u.IsDeleted() || u.LockedByAdmin(now) || sess.ClientID != clientID || !sess.RevokedAt.IsZero() ||
+		!sess.Active(now) || !t.Revoked && t.Expired(now) {
+		return nil
+	}
+	if t.Revoked {
+		_, childDigest := s.childToken(raw)
+		if child, err := s.graceChild(ctx, s.store, t, childDigest, now); err != nil || child == nil {
+			return nil
+		}
+	}
+	return &Error{Code: ERateLimited, Message: "Too many requests; try again later.", RetryAfter: wait}
 }
 
 // overSessionBudget is refresh's answer to a token the session's budget
@@ -137,8 +166,8 @@ func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID 
 	if err != nil {
 		return nil, s.refuseToken(ctx, nil, c, EventTokenRefreshed, uuid.Nil, "malformed refresh token", nil)
 	}
-	if wait := s.overBudget.wait(digest, s.now()); wait > 0 {
-		return nil, &Error{Code: ERateLimited, Message: "Too many requests; try again later.", RetryAfter: wait}
+	if err := s.overBudgetAgain(ctx, refreshToken, digest, clientID); err != nil {
+		return nil, err
 	}
 	if r, ok := s.store.(Rotator); ok && scopes == nil { // rare: the transaction below checks them
 		pair, err := s.rotateAtOnce(ctx, r, c, refreshToken, digest, clientID)
@@ -256,9 +285,12 @@ func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID 
 }
 
 // deadTokenAge is how long past its expiry an unrevoked refresh token is
-// refused without the transaction: far longer than any rotation takes to
-// commit after reading its clock.
-const deadTokenAge = time.Hour
+// refused without the transaction: longer than any rotation takes to commit
+// after reading its clock (a flow's detachedFlowTimeout), with a minute and
+// a half for instances' clocks that disagree. Until then a flood of the
+// token takes the locking read (an hour, before a review: a dozen clients
+// held the user's row for seconds at a time).
+const deadTokenAge = 2 * time.Minute
 
 // refuseEnded refuses, from a read that locks nothing, a refresh token of an
 // ended session of clientID (logged out, revoked or expired), of another
@@ -341,11 +373,11 @@ func (s *Service) rotateAtOnce(ctx context.Context, r Rotator, c Client, raw, di
 // given) when t is presented again within the grace window after its
 // rotation and the child is still unused, locked; nil when the repeat is
 // reuse.
-func (s *Service) graceChild(ctx context.Context, tx *txn, t *Token, childDigest string, now time.Time) (*Token, error) {
+func (s *Service) graceChild(ctx context.Context, q Queries, t *Token, childDigest string, now time.Time) (*Token, error) {
 	if t.RotatedAt.IsZero() || s.cfg.RefreshReuseGrace <= 0 || now.Sub(t.RotatedAt) > s.cfg.RefreshReuseGrace {
 		return nil, nil
 	}
-	child, err := tx.RefreshToken(ctx, childDigest)
+	child, err := q.RefreshToken(ctx, childDigest)
 	if ErrorCode(err) == ENotFound {
 		return nil, nil
 	}

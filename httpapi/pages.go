@@ -371,8 +371,6 @@ func (s *Server) resetSubmit(w http.ResponseWriter, r *http.Request) error {
 	return s.renderPage(w, http.StatusOK, p)
 }
 
-// newLink answers the "send me a new link" form of an expired page alike
-// for every address.
 // seeOther sends a browser on to the page at path.
 func seeOther(path string) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
@@ -381,6 +379,8 @@ func seeOther(path string) handlerFunc {
 	}
 }
 
+// newLink answers the "send me a new link" form of an expired page alike
+// for every address.
 func (s *Server) newLink(action string, send func(*http.Request, string) error) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		p := page{Title: "Check your mail", NewLinkAction: action, content: "new-link-content"}

@@ -377,6 +377,8 @@ func TestDeadTokensLockNothing(t *testing.T) {
 		}, ""},
 		// The session lives on (720 h); the token expired long ago (168 h).
 		{"a long expired", "refresh token expired", func(e *env, _ string) { e.clock.Advance(170 * time.Hour) }, ""},
+		// Expired a few minutes ago: no rotation can still be committing.
+		{"a lately expired", "refresh token expired", func(e *env, _ string) { e.clock.Advance(168*time.Hour + 3*time.Minute) }, ""},
 		// A live token of the JSON API's, presented by an OpenID client.
 		{"another client's", "refresh token of another client", func(*env, string) {}, "another-client"},
 	} {
@@ -509,5 +511,107 @@ func TestRepeatPastTheBudgetKeepsItsGrace(t *testing.T) {
 	want(t, "past the window", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh}), 401, "invalid_token")
 	if e.active(access) {
 		t.Errorf("the token repeated past its window did not end the session")
+	}
+}
+
+// TestOverBudgetMemoryHidesNoReuse: a token an instance remembers as over
+// its session's budget is refused from memory only while it still would
+// be. Rotated since on another instance (without Redis each has its own
+// budget) and presented past its window, it is reuse and ends the session
+// at once; the session ended, it is refused as such; presented as another
+// client's, it is another client's token.
+func TestOverBudgetMemoryHidesNoReuse(t *testing.T) {
+	t.Parallel()
+	stores := instances(t, 2)
+	dir := t.TempDir()
+	a := newEnv(t, stores[0], withRateLimit(), withKeysDir(dir))
+	b := newEnv(t, stores[1], withRateLimit(), withKeysDir(dir))
+	a.registerVerified("split@example.org", goodPassword)
+	_, refresh := a.login("split@example.org", goodPassword)
+	refresh = spendRotations(a, refresh)
+	want(t, "over its budget on A", a.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh}), 429, "rate_limited")
+	if _, err := a.svc.RefreshForClient(context.Background(), authd.Client{IP: "192.0.2.7"}, "another-client", refresh, nil); authd.ErrorCode(err) != authd.EInvalidToken {
+		t.Errorf("the remembered token as another client's: %v; want invalid_token", err)
+	}
+	r := b.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh})
+	want(t, "rotated on B", r, 200, "")
+	a.clock.Advance(15 * time.Second) // past the grace window
+	b.clock.Advance(15 * time.Second)
+	want(t, "the rotated token past its window on A", a.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh}), 401, "invalid_token")
+	want(t, "the chain rotated on B", b.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": r.str("refresh_token")}), 401, "invalid_token")
+
+	// Remembered, then its session ended: refused as a dead token.
+	_, refresh = a.login("split@example.org", goodPassword)
+	refresh = spendRotations(a, refresh)
+	want(t, "over its budget", a.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh}), 429, "rate_limited")
+	if err := a.svc.RevokeUserSessions(context.Background(), authd.Client{}, a.user("split@example.org").ID); err != nil {
+		t.Fatal(err)
+	}
+	want(t, "its session ended", a.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh}), 401, "invalid_token")
+}
+
+// TestRepeatMemoryEndsWithItsChild: a repeat within the grace window
+// remembered as over the repeats' budget is reuse once its child has been
+// used, and ends the session at once, not when the window closes.
+func TestRepeatMemoryEndsWithItsChild(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openPostgres(t), withRateLimit())
+	e.registerVerified("grace@example.org", goodPassword)
+	_, parent := e.login("grace@example.org", goodPassword)
+	r := e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": parent})
+	want(t, "rotate", r, 200, "")
+	for range 60 {
+		want(t, "a repeat", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": parent}), 200, "")
+	}
+	want(t, "past the repeats' budget", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": parent}), 429, "rate_limited")
+	used := e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": r.str("refresh_token")})
+	want(t, "the child rotated", used, 200, "")
+	e.clock.Advance(2 * time.Second) // within the window
+	want(t, "the parent after its child was used", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": parent}), 401, "invalid_token")
+	if e.active(used.str("access_token")) {
+		t.Errorf("the reuse did not end the session")
+	}
+}
+
+// TestClientRevocationsLockNothing: /oauth2/revoke answers a token it
+// changes nothing for (another client's session, live or ended) without
+// waiting for the user's row, which the transaction's locking read
+// share-locks: a flood of such revocations held it without a break, and
+// an update of the user waited past 10 s (a review).
+func TestClientRevocationsLockNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store := instances(t, 1)[0]
+	e := newEnv(t, store)
+	oc, _, err := e.svc.CreateClient(ctx, authd.Client{}, authd.ClientSpec{ID: "app", Name: "App", Type: authd.ClientConfidential,
+		RedirectURIs: []string{"https://rp.example.org/cb"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.registerVerified("revoked@example.org", goodPassword)
+	_, live := e.login("revoked@example.org", goodPassword)
+	access, ended := e.login("revoked@example.org", goodPassword)
+	want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(access)...), 204, "")
+	tx, err := store.Pool().Begin(ctx) // an update of the user's row
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // released below
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE`, e.user("revoked@example.org").ID); err != nil {
+		t.Fatal(err)
+	}
+	for name, token := range map[string]string{"a live login's": live, "an ended login's": ended} {
+		done := make(chan error, 1)
+		go func() { done <- e.svc.RevokeClientToken(ctx, authd.Client{IP: "192.0.2.9"}, oc, token) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("%s token: %v; want nil (200, nothing changed)", name, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("%s token waited for its user's row", name)
+			tx.Rollback(ctx) //nolint:errcheck // lets it finish
+			<-done
+		}
 	}
 }
