@@ -292,6 +292,27 @@ func TestRedisUnreachableAtStart(t *testing.T) {
 // loadingRedis serves, on a port of its own, a Redis that answers every
 // command as one still loading its data does, and returns its address.
 func loadingRedis(t *testing.T) string {
+	return fakeRedis(t, func(conn net.Conn) {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			// One answer per command (arrays: "*" at a line's start);
+			// the client pipelines its set-up.
+			commands := bytes.Count(append([]byte("\r\n"), buf[:n]...), []byte("\r\n*"))
+			if _, err := io.WriteString(conn, strings.Repeat("-LOADING Redis is loading the dataset in memory\r\n", commands)); err != nil {
+				return
+			}
+		}
+	})
+}
+
+// fakeRedis listens on a loopback port until the test ends and serves each
+// connection with serve, which returns when it is done (the connection is
+// closed then); it returns the address.
+func fakeRedis(t *testing.T, serve func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -306,19 +327,7 @@ func loadingRedis(t *testing.T) string {
 			}
 			go func() {
 				defer conn.Close()
-				buf := make([]byte, 4096)
-				for {
-					n, err := conn.Read(buf)
-					if err != nil {
-						return
-					}
-					// One answer per command (arrays: "*" at a line's start);
-					// the client pipelines its set-up.
-					commands := bytes.Count(append([]byte("\r\n"), buf[:n]...), []byte("\r\n*"))
-					if _, err := io.WriteString(conn, strings.Repeat("-LOADING Redis is loading the dataset in memory\r\n", commands)); err != nil {
-						return
-					}
-				}
+				serve(conn)
 			}()
 		}
 	}()

@@ -29,6 +29,7 @@ type Proxy struct {
 	cuts    int // cutLocked calls, so that a connection dialling through a cut is cut too
 	conns   map[net.Conn]struct{}
 	stalls  atomic.Int64 // Stall calls: a connection forwards only while it is the count it began with
+	delay   atomic.Int64 // nanoseconds each chunk a client sends waits before it is forwarded (SetDelay)
 
 	wg      sync.WaitGroup
 	running atomic.Int64 // goroutines not yet ended, for the package's tests
@@ -193,7 +194,7 @@ func (p *Proxy) accept(ln net.Listener) {
 			continue
 		}
 		if silent {
-			p.spawn(func() { p.pipe(nil, c, 0) })
+			p.spawn(func() { p.pipe(nil, c, 0, true) })
 			continue
 		}
 		up, err := net.DialTimeout("tcp", p.target, 5*time.Second)
@@ -211,19 +212,27 @@ func (p *Proxy) accept(ln net.Listener) {
 		p.conns[c], p.conns[up] = struct{}{}, struct{}{}
 		p.mu.Unlock()
 		stalls := p.stalls.Load()
-		p.spawn(func() { p.pipe(up, c, stalls) })
-		p.spawn(func() { p.pipe(c, up, stalls) })
+		p.spawn(func() { p.pipe(up, c, stalls, true) })
+		p.spawn(func() { p.pipe(c, up, stalls, false) })
 	}
 }
+
+// SetDelay makes what clients send wait d before it is forwarded (0: none),
+// so that every round trip takes d more: a server far away.
+func (p *Proxy) SetDelay(d time.Duration) { p.delay.Store(int64(d)) }
 
 // pipe copies src to dst until either ends, then closes both, which ends
 // the other direction's pipe too. Once the proxy has stalled since the
 // connection began (stalls), what src sends is read and dropped; with no
-// dst (a silent connection) it always is.
-func (p *Proxy) pipe(dst, src net.Conn, stalls int64) {
+// dst (a silent connection) it always is. What a client sends (fromClient)
+// waits the proxy's delay first.
+func (p *Proxy) pipe(dst, src net.Conn, stalls int64, fromClient bool) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
+		if d := time.Duration(p.delay.Load()); n > 0 && d > 0 && fromClient {
+			time.Sleep(d)
+		}
 		if n > 0 && dst != nil && p.stalls.Load() == stalls {
 			if _, err := dst.Write(buf[:n]); err != nil {
 				break
