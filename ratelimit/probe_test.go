@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -130,4 +131,30 @@ func readCommand(in *bufio.Reader) (string, error) {
 		}
 	}
 	return name, nil
+}
+
+// TestRedisStaleSuccessIsNoRecovery: a call that began before a failure and
+// succeeded after it tells nothing of Redis now: the instance stays in
+// memory (a probe: under a slow Redis such answers flipped it back and
+// forth, each flip writing back every lock held in memory).
+func TestRedisStaleSuccessIsNoRecovery(t *testing.T) {
+	t.Parallel()
+	r := redisLimiter(t, redisURLOrSkip(t), testPrefix(), nil, nil)
+	r.try(context.Background(), func(context.Context) error {
+		r.failed(errors.New("another call, meanwhile: Redis failed"))
+		return nil // this one's answer, from before the failure
+	})
+	if !r.Fallback() {
+		t.Error("a success that began before a failure read as Redis back")
+	}
+}
+
+// redisURLOrSkip is TEST_REDIS_URL; t is skipped without it.
+func redisURLOrSkip(t *testing.T) string {
+	t.Helper()
+	url := redisURL(t)
+	if url == "" {
+		t.Skip("TEST_REDIS_URL is not set")
+	}
+	return url
 }

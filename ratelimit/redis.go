@@ -58,11 +58,12 @@ type Redis struct {
 	retry    time.Duration
 
 	down           atomic.Bool
-	restoring      atomic.Bool // a write-back of memory's locks runs (restoreLocks): one at a time
-	restorePending atomic.Bool // Redis answered again since the write-back took its list
-	mu             sync.Mutex  // guards probeAt, retry once made, the changes of down, and stopped
-	probeAt        time.Time   // while down, when a request next tries Redis
-	watching       atomic.Bool // a watch runs
+	failures       atomic.Int64 // failed's calls: a call's success tells of Redis only if none came since it began
+	restoring      atomic.Bool  // a write-back of memory's locks runs (restoreLocks): one at a time
+	restorePending atomic.Bool  // Redis answered again since the write-back took its list
+	mu             sync.Mutex   // guards probeAt, retry once made, the changes of down, and stopped
+	probeAt        time.Time    // while down, when a request next tries Redis
+	watching       atomic.Bool  // a watch runs
 	// The goroutines the limiter starts (watch, the write-back of locks)
 	// run under life, which Close ends, and are counted in bg, which
 	// Close waits for: none outlives the client it uses. stopped, set by
@@ -254,6 +255,7 @@ func (r *Redis) tryWaiting(ctx context.Context, call func(context.Context) error
 	if !r.useRedis() {
 		return false
 	}
+	began := r.failures.Load()
 	switch err := r.call(context.WithoutCancel(ctx), call, patient); {
 	case errors.Is(err, redis.ErrPoolTimeout):
 		return false // this instance is busy, Redis is not down: only this request counts in memory
@@ -261,8 +263,19 @@ func (r *Redis) tryWaiting(ctx context.Context, call func(context.Context) error
 		r.failed(err)
 		return false
 	}
-	r.recovered()
+	r.recoveredSince(began)
 	return true
+}
+
+// recoveredSince is recovered for a call that succeeded and began when
+// failures was began: one that began before a failure since (a slow call
+// on a Redis that then failed) tells nothing of Redis now, and under load
+// such answers flipped the instance back to Redis again and again, each
+// time starting a write-back of every lock held in memory.
+func (r *Redis) recoveredSince(began int64) {
+	if r.failures.Load() == began {
+		r.recovered()
+	}
 }
 
 // call runs fn on Redis within the call timeout from ctx and returns its
@@ -311,6 +324,7 @@ func (r *Redis) useRedis() bool {
 }
 
 func (r *Redis) failed(err error) {
+	r.failures.Add(1)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.probeAt = r.clock.Now().Add(r.retry)
@@ -346,9 +360,10 @@ func (r *Redis) watch() {
 		case <-t.C:
 		}
 		if r.down.Load() {
+			began := r.failures.Load()
 			switch err := r.probe(); {
 			case err == nil:
-				r.recovered()
+				r.recoveredSince(began)
 			case !errors.Is(err, redis.ErrPoolTimeout) && r.life.Err() == nil:
 				r.failed(err)
 			}
