@@ -48,11 +48,12 @@ type laneDB struct {
 	stmts *stmts
 }
 
-func (d laneDB) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+func (d laneDB) ExecContext(ctx context.Context, query string, args ...any) (res sql.Result, err error) {
 	if err := d.lane.enter(ctx); err != nil {
 		return nil, err
 	}
 	defer d.lane.leave()
+	defer func() { dropReadOnly(d.db, err) }()
 	if st := d.stmts.get(ctx, query); st != nil {
 		return st.ExecContext(ctx, args...)
 	}

@@ -237,7 +237,11 @@ func TestStorageFailuresAreOutages(t *testing.T) {
 		if !errors.As(err, &e) || e.Code != authd.EUnavailable || e.RetryAfter < time.Second || !strings.Contains(e.Hint, tt.hint) {
 			t.Errorf("%s: %#v; want unavailable with Retry-After and a hint saying it %s", tt.name, err, tt.hint)
 		}
-		// What no query of the store translates (a migration) is told too.
+		// What no query of the store translates (a migration) is told too
+		// (the pragma again: a read-only connection was dropped).
+		if _, err := s.db.ExecContext(ctx, tt.fail); err != nil {
+			t.Fatal(err)
+		}
 		if _, err := s.db.ExecContext(ctx, "CREATE TABLE storage_probe (x TEXT)"); !strings.Contains(StorageHint(err), tt.hint) {
 			t.Errorf("%s: StorageHint(%v) = %q; want it to say it %s", tt.name, err, StorageHint(err), tt.hint)
 		}
@@ -249,6 +253,49 @@ func TestStorageFailuresAreOutages(t *testing.T) {
 		}
 		if err := write(); err != nil {
 			t.Errorf("%s mended: %v", tt.name, err)
+		}
+	}
+}
+
+// TestReadOnlyConnectionIsNotKept: a connection SQLite opened while the
+// file was write-protected stays read-only for its life (query_only stands
+// in for it here: as root, a file's mode protects nothing). Once a write
+// fails on it, it is not handed to the next writer: the write succeeds as
+// soon as the file may be written again, without a restart. It was kept,
+// and every write failed until one (a probe).
+func TestReadOnlyConnectionIsNotKept(t *testing.T) {
+	ctx := context.Background()
+	s := openMigrated(t)
+	s.db.SetMaxOpenConns(1) // the one connection, read-only below
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	write := func() error {
+		return s.CreateSecurityLog(ctx, authd.NewSecurityLog(now, authd.EventLoginFailure, authd.ResultFailure, uuid.Nil,
+			"", "", "", nil))
+	}
+	inTx := func() error {
+		return s.InTx(ctx, func(q authd.Queries) error {
+			return q.CreateSecurityLog(ctx, authd.NewSecurityLog(now, authd.EventLoginFailure, authd.ResultFailure, uuid.Nil,
+				"", "", "", nil))
+		})
+	}
+	// Prepared (the store keeps its statements) while the pool has its
+	// connection to spare: a transaction holds the only one.
+	if err := errors.Join(write(), inTx()); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []struct {
+		name  string
+		write func() error
+	}{{"a statement", write}, {"a transaction", inTx}, {"a statement", write}} {
+		name := w.name
+		if _, err := s.db.ExecContext(ctx, "PRAGMA query_only = 1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.write(); authd.ErrorCode(err) != authd.EUnavailable {
+			t.Fatalf("%s on a read-only connection: %v; want unavailable", name, err)
+		}
+		if err := w.write(); err != nil {
+			t.Errorf("%s again, the read-only connection kept: %v", name, err)
 		}
 	}
 }

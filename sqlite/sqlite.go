@@ -163,11 +163,12 @@ func (s *Store) Migrator() *migrate.Migrator { return s.migrator }
 func (s *Store) DB() *sql.DB { return s.db }
 
 // InTx implements authd.Store.
-func (s *Store) InTx(ctx context.Context, fn func(authd.Queries) error) error {
+func (s *Store) InTx(ctx context.Context, fn func(authd.Queries) error) (err error) {
 	if err := s.lane.enter(ctx); err != nil {
 		return err
 	}
 	defer s.lane.leave()
+	defer func() { dropReadOnly(s.db, err) }() // once the rollback below has given the connection back
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return translate(err)
@@ -242,6 +243,20 @@ func translate(err error) error {
 		}
 	}
 	return fmt.Errorf("sqlite: %w", err)
+}
+
+// dropReadOnly closes db's idle connections when err is SQLite refusing a
+// write as read-only. A connection SQLite opened while the file (or its
+// -wal or -shm) was write-protected stays read-only for its life, and
+// database/sql hands the next writer an idle one: every write failed on
+// after the mode was mended, until a restart (a probe). One in use when
+// this runs is closed by a later failure, once it is back.
+func dropReadOnly(db *sql.DB, err error) {
+	var e *sqlite.Error
+	if errors.As(err, &e) && e.Code()&0xff == sqlite3.SQLITE_READONLY {
+		db.SetMaxIdleConns(0)
+		db.SetMaxIdleConns(maxIdleConns)
+	}
 }
 
 // StorageHint says what to mend when err is the file system failing the
