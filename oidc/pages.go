@@ -78,9 +78,12 @@ type page struct {
 	SendOnce bool
 }
 
-// sendOnce are the pages whose forms start a session or issue a code: a
-// second sending, its answer replacing the first's, strands the first.
-var sendOnce = map[string]bool{"signin-content": true, "mfa-content": true, "consent-content": true}
+// sendOnce are the pages whose forms start a session, issue a code or send
+// a mail: a second sending, its answer replacing the first's, strands the
+// first (or spends another of the address's three mails an hour, or mails
+// the new user that someone tried to register with the address).
+var sendOnce = map[string]bool{"signin-content": true, "mfa-content": true, "consent-content": true,
+	"signup-content": true, "forgot-content": true}
 
 type logoutForm struct {
 	ClientID, PostLogoutRedirectURI, State, IDTokenHint string

@@ -2,6 +2,7 @@ package oidc_test
 
 import (
 	"context"
+	"html"
 	"net/http"
 	"strings"
 	"testing"
@@ -158,5 +159,28 @@ func TestLockedPagesSayHowLong(t *testing.T) {
 	if b.last.StatusCode != http.StatusLocked || b.last.Header.Get("Retry-After") != "900" ||
 		!strings.Contains(b.body, "Try again in 15 minutes.") {
 		t.Errorf("a locked account's sign-in: %d Retry-After %q\n%s", b.last.StatusCode, b.last.Header.Get("Retry-After"), b.body)
+	}
+}
+
+// TestFormPagesSendOnce: every page whose form starts a session, issues a
+// code or sends a mail runs the guard that keeps it from being sent twice
+// (a double click on sign-up mailed the new user that someone tried to
+// register; on forgot it spent another of the address's three mails an
+// hour), under the CSP's nonce.
+func TestFormPagesSendOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	c, cs := e.client("app", authd.ClientConfidential, false)
+	b := e.browser()
+	b.get(e.rp(c, cs).cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+	request := b.form().Get("request")
+	for _, path := range []string{oidc.SignInPath, oidc.SignUpPath, oidc.ForgotPath} {
+		b.get(e.srv.URL + path + "?request=" + request)
+		m := scriptNonceRE.FindStringSubmatch(b.body)
+		if b.last.StatusCode != http.StatusOK || !strings.Contains(b.body, "Date.now() - sent") || m == nil ||
+			!strings.Contains(b.last.Header.Get("Content-Security-Policy"), "script-src 'nonce-"+html.UnescapeString(m[1])+"'") {
+			t.Errorf("GET %s: %d CSP %q, without the guard or its nonce:\n%s", path, b.last.StatusCode,
+				b.last.Header.Get("Content-Security-Policy"), b.body)
+		}
 	}
 }

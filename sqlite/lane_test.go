@@ -1,9 +1,11 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -297,5 +299,32 @@ func TestReadOnlyConnectionIsNotKept(t *testing.T) {
 		if err := w.write(); err != nil {
 			t.Errorf("%s again, the read-only connection kept: %v", name, err)
 		}
+	}
+}
+
+// TestReplacedFileIsAnOutage: a database file replaced under the server by
+// something that is not a database (or damaged) is an outage with
+// Retry-After and a hint to stop and restore, not an internal error (a
+// probe: 500s).
+func TestReplacedFileIsAnOutage(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "authd.db")
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if _, err := s.Migrator().Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.db.SetMaxIdleConns(0) // every connection closed: the next one opens the file anew
+	if err := os.WriteFile(path, bytes.Repeat([]byte("not a database "), 300), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.User(ctx, uuid.New())
+	var e *authd.Error
+	if !errors.As(err, &e) || e.Code != authd.EUnavailable || e.RetryAfter < time.Second ||
+		!strings.Contains(e.Hint, "stop authd, put the database back") {
+		t.Errorf("a file that is not a database: %#v; want unavailable with Retry-After and the hint to restore it", err)
 	}
 }

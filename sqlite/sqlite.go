@@ -228,6 +228,12 @@ func translate(err error) error {
 				busy.Hint = fmt.Sprintf(busyHint, busyTimeout)
 			}
 			return busy
+		case sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT:
+			// The file was removed, replaced or damaged under the server
+			// (a probe: 500s and answers from a deleted file): an outage
+			// the operator must mend, told as one.
+			return &authd.Error{Code: authd.EUnavailable, Message: "the database cannot be used",
+				RetryAfter: time.Second, Err: err, Hint: storageHints[e.Code()&0xff]}
 		case sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY:
 			// The file system, not the request: a disk full, failing or
 			// mounted read-only, a file whose owner or mode changed. A
@@ -279,4 +285,14 @@ var storageHints = map[int]string{
 		"holding it (kernel log, free space, a mount gone read-only)",
 	sqlite3.SQLITE_READONLY: "the SQLite database cannot be written: the database file, its -wal and -shm " +
 		"files and their directory must be writable by the user authd runs as, on a file system mounted read-write",
+	sqlite3.SQLITE_CANTOPEN: replacedHint,
+	sqlite3.SQLITE_NOTADB:   replacedHint,
+	sqlite3.SQLITE_CORRUPT:  replacedHint,
 }
+
+// replacedHint is what to do about a SQLite database file that cannot be
+// opened, is not one, or is damaged: most often moved, deleted or replaced
+// under a running server.
+const replacedHint = "the SQLite database file cannot be opened or is damaged (moved, deleted or replaced " +
+	"while authd ran?): stop authd, put the database back (a backup restored without the old -wal and -shm " +
+	"files), then start it"
