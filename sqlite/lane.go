@@ -46,6 +46,7 @@ type laneDB struct {
 	db    *sql.DB
 	lane  lane
 	stmts *stmts
+	file  *dbFile // its writes are refused once the file was replaced (dbFile.check)
 }
 
 func (d laneDB) ExecContext(ctx context.Context, query string, args ...any) (res sql.Result, err error) {
@@ -54,6 +55,9 @@ func (d laneDB) ExecContext(ctx context.Context, query string, args ...any) (res
 	}
 	defer d.lane.leave()
 	defer func() { dropReadOnly(d.db, err) }()
+	if err := d.file.check(); err != nil {
+		return nil, err
+	}
 	if st := d.stmts.get(ctx, query); st != nil {
 		return st.ExecContext(ctx, args...)
 	}

@@ -147,8 +147,14 @@ func TestStatementsPreparedOnce(t *testing.T) {
 // the end of the test.
 func openMigrated(t *testing.T) *Store {
 	t.Helper()
+	return openMigratedAt(t, filepath.Join(t.TempDir(), "authd.db"))
+}
+
+// openMigratedAt is openMigrated on the database file at path.
+func openMigratedAt(t *testing.T, path string) *Store {
+	t.Helper()
 	ctx := context.Background()
-	s, err := Open(ctx, filepath.Join(t.TempDir(), "authd.db"))
+	s, err := Open(ctx, path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,22 +315,73 @@ func TestReadOnlyConnectionIsNotKept(t *testing.T) {
 func TestReplacedFileIsAnOutage(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "authd.db")
-	s, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	if _, err := s.Migrator().Up(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s := openMigratedAt(t, path)
 	s.db.SetMaxIdleConns(0) // every connection closed: the next one opens the file anew
 	if err := os.WriteFile(path, bytes.Repeat([]byte("not a database "), 300), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err = s.User(ctx, uuid.New())
+	_, err := s.User(ctx, uuid.New())
 	var e *authd.Error
 	if !errors.As(err, &e) || e.Code != authd.EUnavailable || e.RetryAfter < time.Second ||
 		!strings.Contains(e.Hint, "stop authd, put the database back") {
 		t.Errorf("a file that is not a database: %#v; want unavailable with Retry-After and the hint to restore it", err)
+	}
+}
+
+// TestRestoredUnderTheServer: a backup restored over the database file
+// while the store has it open. Writes went on into the old file, lost
+// without a word, and at the next open the old file's -wal, left at the
+// path, was replayed into the restored one and corrupted it (a probe).
+// They are refused as an outage naming what to do, /readyz with them, and
+// the store's close moves the old -wal aside: the restored file opens
+// whole, as it was backed up.
+func TestRestoredUnderTheServer(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	path, backup := filepath.Join(dir, "authd.db"), filepath.Join(dir, "backup.db")
+	s := openMigratedAt(t, path)
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	write := func() error {
+		return s.CreateSecurityLog(ctx, authd.NewSecurityLog(now, authd.EventLoginFailure, authd.ResultFailure, uuid.Nil,
+			"", "", "", nil))
+	}
+	if err := write(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.db.ExecContext(ctx, "VACUUM INTO ?", backup); err != nil {
+		t.Fatal(err)
+	}
+	for range 20 { // after the backup: in the -wal of the file it replaces
+		if err := write(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Rename(backup, path); err != nil {
+		t.Fatal(err)
+	}
+	inTx := func() error {
+		return s.InTx(ctx, func(q authd.Queries) error { return nil })
+	}
+	for name, err := range map[string]error{"a write": write(), "a transaction": inTx(), "readiness": s.Ready(ctx)} {
+		var e *authd.Error
+		if !errors.As(err, &e) || e.Code != authd.EUnavailable || !strings.Contains(e.Hint, "stop authd, put the database back") {
+			t.Errorf("%s after the file was replaced: %v; want unavailable with the hint to stop and restore", name, err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	restored, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer restored.Close()
+	var check string
+	var rows int
+	if err := restored.db.QueryRowContext(ctx, "PRAGMA integrity_check").Scan(&check); err != nil || check != "ok" {
+		t.Errorf("the restored file after the store closed: integrity %q, %v", check, err)
+	}
+	if err := restored.db.QueryRowContext(ctx, "SELECT count(*) FROM security_logs").Scan(&rows); err != nil || rows != 1 {
+		t.Errorf("the restored file holds %d audit rows (%v); want the backup's 1", rows, err)
 	}
 }

@@ -66,6 +66,30 @@ type Store struct {
 	lane     lane
 	stmts    *stmts
 	migrator *migrate.Migrator
+	file     *dbFile
+}
+
+// dbFile is the database file a store opened, to tell when it was moved,
+// replaced or removed under the server.
+type dbFile struct {
+	path   string
+	opened os.FileInfo
+}
+
+// check returns an outage when the file at the path is no longer the one
+// opened. Its connections would go on writing into the old file, moved or
+// unlinked (a backup restored under the server lost every write after
+// it, a probe found), and its -wal, the old file's, corrupted the restored
+// file at the next open.
+func (f *dbFile) check() error {
+	if f == nil {
+		return nil
+	}
+	if fi, err := os.Stat(f.path); err == nil && os.SameFile(fi, f.opened) {
+		return nil
+	}
+	return &authd.Error{Code: authd.EUnavailable, Message: "the database cannot be used", RetryAfter: time.Second,
+		Hint: replacedHint, Err: fmt.Errorf("the SQLite database file %s was moved, replaced or removed while authd ran", f.path)}
 }
 
 var _ authd.Store = (*Store)(nil)
@@ -142,6 +166,12 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	opened, err := os.Stat(path)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	file := &dbFile{path: path, opened: opened}
 	sub, err := fs.Sub(migrationFiles, "migrations")
 	if err != nil {
 		db.Close()
@@ -153,7 +183,8 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, err
 	}
 	l, st := make(lane, 1), &stmts{db: db}
-	return &Store{queries: queries{db: laneDB{db: db, lane: l, stmts: st}}, db: db, lane: l, stmts: st, migrator: m}, nil
+	return &Store{queries: queries{db: laneDB{db: db, lane: l, stmts: st, file: file}}, db: db, lane: l, stmts: st,
+		migrator: m, file: file}, nil
 }
 
 // Migrator returns the store's schema migrator.
@@ -169,6 +200,9 @@ func (s *Store) InTx(ctx context.Context, fn func(authd.Queries) error) (err err
 	}
 	defer s.lane.leave()
 	defer func() { dropReadOnly(s.db, err) }() // once the rollback below has given the connection back
+	if err := s.file.check(); err != nil {
+		return err
+	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return translate(err)
@@ -182,6 +216,9 @@ func (s *Store) InTx(ctx context.Context, fn func(authd.Queries) error) (err err
 
 // Ready implements authd.Store.
 func (s *Store) Ready(ctx context.Context) error {
+	if err := s.file.check(); err != nil {
+		return err
+	}
 	if err := s.db.PingContext(ctx); err != nil {
 		return translate(err)
 	}
@@ -191,7 +228,17 @@ func (s *Store) Ready(ctx context.Context) error {
 // Close implements authd.Store.
 func (s *Store) Close() error {
 	s.stmts.close()
-	return s.db.Close()
+	err := s.db.Close()
+	if s.file.check() != nil {
+		// The -wal and -shm at the path are the old file's (SQLite does
+		// not checkpoint a database moved while open): beside a file
+		// restored there, the next open would replay them into it.
+		// Moved aside, not deleted.
+		for _, suffix := range []string{"-wal", "-shm"} {
+			os.Rename(s.file.path+suffix, s.file.path+suffix+".stale") //nolint:errcheck // none left is fine
+		}
+	}
+	return err
 }
 
 // translate turns driver errors into domain errors where they meet the
