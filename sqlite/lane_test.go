@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -383,5 +384,27 @@ func TestRestoredUnderTheServer(t *testing.T) {
 	}
 	if err := restored.db.QueryRowContext(ctx, "SELECT count(*) FROM security_logs").Scan(&rows); err != nil || rows != 1 {
 		t.Errorf("the restored file holds %d audit rows (%v); want the backup's 1", rows, err)
+	}
+}
+
+// TestDeletedFileIsNotRecreated: a database file deleted under the server
+// is an outage with the restore hint, and no connection the pool opens
+// afterwards makes an empty database at the path (a probe: world-readable,
+// its missing tables answered 500s).
+func TestDeletedFileIsNotRecreated(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "authd.db")
+	s := openMigratedAt(t, path)
+	s.db.SetMaxIdleConns(0) // every connection closed: the next one opens the path anew
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		os.Remove(path + suffix)
+	}
+	_, err := s.User(ctx, uuid.New())
+	var e *authd.Error
+	if !errors.As(err, &e) || e.Code != authd.EUnavailable || !strings.Contains(e.Hint, "stop authd, put the database back") {
+		t.Errorf("a read after the file was deleted: %#v; want unavailable with the hint to restore it", err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a database file at the path after it was deleted: %v; want none made", err)
 	}
 }

@@ -136,7 +136,24 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if filepath.IsAbs(path) {
 		uri = "file://" + uriPath.Replace(path)
 	}
-	dsn := uri + "?_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)" +
+	//
+	// Only Open creates the file (its owner's alone); the pool's
+	// connections open it read-write and never create it (mode=rw): one
+	// opened after the file was deleted under the server fails (CANTOPEN,
+	// an outage with its hint) instead of making an empty, world-readable
+	// database at the path, whose missing tables answered 500s (a probe).
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil && !errors.Is(err, fs.ErrExist) {
+			return nil, &authd.Error{Code: authd.EUnavailable, Err: err,
+				Message: fmt.Sprintf("cannot create the SQLite database %s", path),
+				Hint:    "check that the directory is writable or set DATABASE_URL"}
+		}
+		if f != nil {
+			f.Close()
+		}
+	}
+	dsn := uri + "?mode=rw&_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)" +
 		fmt.Sprintf("&_pragma=busy_timeout(%d)", busyTimeout.Milliseconds()) +
 		"&_pragma=synchronous(NORMAL)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
