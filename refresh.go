@@ -108,7 +108,7 @@ func (s *Service) overBudgetAgain(ctx context.Context, raw, digest, clientID str
 			return nil
 		}
 	}
-	return &Error{Code: ERateLimited, Message: "Too many requests; try again later.", RetryAfter: wait}
+	return rateLimited(wait)
 }
 
 // overSessionBudget is refresh's answer to a token the session's budget

@@ -640,9 +640,14 @@ func (s *Service) limit(ctx context.Context, key string, n int, window time.Dura
 		return nil
 	}
 	if wait > 0 {
-		return &Error{Code: ERateLimited, Message: "Too many requests; try again later.", RetryAfter: wait}
+		return rateLimited(wait)
 	}
 	return nil
+}
+
+// rateLimited is the refusal of a request over a rate limit for wait.
+func rateLimited(wait time.Duration) *Error {
+	return &Error{Code: ERateLimited, Message: "Too many requests; try again later.", RetryAfter: wait}
 }
 
 // The rate limits of SPEC §6.7.

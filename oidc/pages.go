@@ -73,8 +73,7 @@ type page struct {
 	// passkey button and may run its script.
 	PasskeyCSRF string
 	// SendOnce runs the layout's script that keeps a form from being sent
-	// twice (render sets it for the steps that start a session or issue a
-	// code).
+	// twice (render sets it for the pages of sendOnce).
 	SendOnce bool
 }
 

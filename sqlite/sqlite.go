@@ -88,8 +88,7 @@ func (f *dbFile) check() error {
 	if fi, err := os.Stat(f.path); err == nil && os.SameFile(fi, f.opened) {
 		return nil
 	}
-	return &authd.Error{Code: authd.EUnavailable, Message: "the database cannot be used", RetryAfter: time.Second,
-		Hint: replacedHint, Err: fmt.Errorf("the SQLite database file %s was moved, replaced or removed while authd ran", f.path)}
+	return unusable(fmt.Errorf("the SQLite database file %s was moved, replaced or removed while authd ran", f.path))
 }
 
 var _ authd.Store = (*Store)(nil)
@@ -296,8 +295,7 @@ func translate(err error) error {
 			// The file was removed, replaced or damaged under the server
 			// (a probe: 500s and answers from a deleted file): an outage
 			// the operator must mend, told as one.
-			return &authd.Error{Code: authd.EUnavailable, Message: "the database cannot be used",
-				RetryAfter: time.Second, Err: err, Hint: storageHints[e.Code()&0xff]}
+			return unusable(err)
 		case sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY:
 			// The file system, not the request: a disk full, failing or
 			// mounted read-only, a file whose owner or mode changed. A
@@ -352,6 +350,13 @@ var storageHints = map[int]string{
 	sqlite3.SQLITE_CANTOPEN: replacedHint,
 	sqlite3.SQLITE_NOTADB:   replacedHint,
 	sqlite3.SQLITE_CORRUPT:  replacedHint,
+}
+
+// unusable is the outage of a database file that cannot be used (err):
+// removed, replaced or damaged under the server.
+func unusable(err error) *authd.Error {
+	return &authd.Error{Code: authd.EUnavailable, Message: "the database cannot be used", RetryAfter: time.Second,
+		Err: err, Hint: replacedHint}
 }
 
 // replacedHint is what to do about a SQLite database file that cannot be
