@@ -70,8 +70,10 @@ func (b *browser) signedIn(r *rp) bool {
 // client_id the post_logout_redirect_uri cannot be checked, so it and its
 // state are dropped and the sign-out ends on the "Signed out" page; with a
 // client_id the registered address is used. An address the named client
-// has not registered, and a hint verified for another client, still get
-// the error page.
+// has not registered, or that an unknown client names, is dropped with its
+// state and said on the confirmation page: the browser still signs out,
+// onto authd's page. A hint verified for another client gets the error
+// page.
 func TestLogoutWithAHintWhoseKeyWasRotatedAway(t *testing.T) {
 	onBothStores(t, func(t *testing.T, e *env) {
 		e.user("rot@example.org")
@@ -122,17 +124,35 @@ func TestLogoutWithAHintWhoseKeyWasRotatedAway(t *testing.T) {
 		if loc := third.last.Header.Get("Location"); third.last.StatusCode != http.StatusSeeOther || loc != "https://rp.example.org/bye?state=bye-state" {
 			t.Errorf("stale hint with client_id: %d to %q; want the registered address", third.last.StatusCode, loc)
 		}
-		withClient.Set("post_logout_redirect_uri", "https://evil.example.org/")
-		if third.get(e.logoutURL(withClient)); third.last.StatusCode != http.StatusBadRequest {
-			t.Errorf("stale hint with client_id and an unregistered address: %d; want the error page", third.last.StatusCode)
-		}
-
-		// An unknown client_id with an address: the page says the
-		// application is unknown, not that it did not register the address.
+		// An address the client has not registered, or an unknown client's:
+		// no redirect, but the sign-out goes on.
+		unregistered := url.Values{"client_id": {"app"}, "post_logout_redirect_uri": {"https://evil.example.org/"}, "state": {"s"}}
 		unknown := url.Values{"client_id": {"nope"}, "post_logout_redirect_uri": {"https://rp.example.org/bye"}}
-		if third.get(e.logoutURL(unknown)); third.last.StatusCode != http.StatusBadRequest || !strings.Contains(third.body, "not registered") ||
-			strings.Contains(third.body, "has not registered") {
-			t.Errorf("an unknown client_id with an address: %d %s; want the unknown-application page", third.last.StatusCode, third.body)
+		for name, q := range map[string]url.Values{"an unregistered address": unregistered, "an unknown client_id": unknown} {
+			b, _ := e.signedInWithIDToken(r, "rot@example.org")
+			b.get(e.logoutURL(q))
+			if b.last.StatusCode != http.StatusOK || !strings.Contains(b.body, "is not registered") {
+				t.Fatalf("%s: %d; want the confirmation page saying the address is dropped", name, b.last.StatusCode)
+			}
+			if f := b.form(); f.Get("post_logout_redirect_uri") != "" || f.Get("state") != "" {
+				t.Errorf("%s: the confirmation page carries the dropped address: %v", name, f)
+			}
+			if b.post(oidc.LogoutPath, b.form()); b.last.StatusCode != http.StatusOK || b.last.Header.Get("Location") != "" ||
+				!strings.Contains(b.body, "Signed out") {
+				t.Errorf("%s: after the POST %d to %q; want the Signed out page", name, b.last.StatusCode, b.last.Header.Get("Location"))
+			}
+			if b.signedIn(r) {
+				t.Errorf("%s: the browser session survived its sign-out", name)
+			}
+			// The POST alone, with the address, does not redirect either.
+			b, _ = e.signedInWithIDToken(r, "rot@example.org")
+			f := url.Values{"csrf": {b.get(e.logoutURL(url.Values{})).form().Get("csrf")}}
+			for k, v := range q {
+				f[k] = v
+			}
+			if b.post(oidc.LogoutPath, f); b.last.StatusCode != http.StatusOK || b.last.Header.Get("Location") != "" || b.signedIn(r) {
+				t.Errorf("%s: POST alone %d to %q; want signed out on authd's page", name, b.last.StatusCode, b.last.Header.Get("Location"))
+			}
 		}
 
 		// A parameter given twice: which one is meant cannot be told.

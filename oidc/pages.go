@@ -86,6 +86,9 @@ var sendOnce = map[string]bool{"signin-content": true, "mfa-content": true, "con
 
 type logoutForm struct {
 	ClientID, PostLogoutRedirectURI, State, IDTokenHint string
+	// Dropped: the request named a return address that its client has not
+	// registered (or no known client), so the sign-out ends here.
+	Dropped bool
 }
 
 func (p *Provider) render(w http.ResponseWriter, status int, pg page) {

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 
 	"github.com/authd/authd"
 	"github.com/google/uuid"
@@ -328,9 +329,12 @@ func consentBinding(req *authd.AuthRequest, sess *authd.Session) string {
 // be able to sign out. Without a verified hint or a client_id no
 // post_logout_redirect_uri can be checked, so it is dropped with its state
 // and the sign-out ends on authd's own page (RP-Initiated Logout 1.0 §3:
-// never a redirect to an address that was not validated). A hint that
-// verifies for another client than client_id, and an address that the
-// named client has not registered, get the error page.
+// never a redirect to an address that was not validated). So is an
+// address that the named client has not registered, or that an unknown
+// client names, with a word on the confirmation page (Dropped): the user
+// asked to sign out, and a misconfigured application must not keep them
+// signed in. A hint that verifies for another client than client_id
+// contradicts itself, and gets the error page.
 func (p *Provider) logoutParams(w http.ResponseWriter, r *http.Request, q url.Values) (logoutForm, *authd.OAuthClient, *uuid.UUID, bool) {
 	f := logoutForm{ClientID: q.Get("client_id"), PostLogoutRedirectURI: q.Get("post_logout_redirect_uri"),
 		State: q.Get("state"), IDTokenHint: q.Get("id_token_hint")}
@@ -362,14 +366,8 @@ func (p *Provider) logoutParams(w http.ResponseWriter, r *http.Request, q url.Va
 		}
 		oc = c
 	}
-	if f.PostLogoutRedirectURI != "" && oc == nil {
-		p.errorPage(w, http.StatusBadRequest, "Unknown application", "The application that sent you here is not registered.")
-		return f, nil, nil, false
-	}
-	if f.PostLogoutRedirectURI != "" && !slices.Contains(oc.PostLogoutRedirectURIs, f.PostLogoutRedirectURI) {
-		p.errorPage(w, http.StatusBadRequest, "Invalid sign-out request",
-			"The application asked to send you back to an address it has not registered.")
-		return f, nil, nil, false
+	if f.PostLogoutRedirectURI != "" && (oc == nil || !slices.Contains(oc.PostLogoutRedirectURIs, f.PostLogoutRedirectURI)) {
+		f.PostLogoutRedirectURI, f.State, f.Dropped = "", "", true
 	}
 	if len(f.State) > maxState || !authd.PlainText(f.State) {
 		p.errorPage(w, http.StatusBadRequest, "Invalid sign-out request", "The sign-out request's state is not text or is too long.")
@@ -453,7 +451,7 @@ func (p *Provider) logout(w http.ResponseWriter, r *http.Request) {
 		target := f.PostLogoutRedirectURI
 		if f.State != "" {
 			sep := "?"
-			if containsQuery(target) {
+			if strings.Contains(target, "?") {
 				sep = "&"
 			}
 			target += sep + url.Values{"state": {f.State}}.Encode()
@@ -462,13 +460,4 @@ func (p *Provider) logout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.render(w, http.StatusOK, page{Title: "Signed out", content: "signed-out-content"})
-}
-
-func containsQuery(u string) bool {
-	for i := 0; i < len(u); i++ {
-		if u[i] == '?' {
-			return true
-		}
-	}
-	return false
 }
