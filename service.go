@@ -385,6 +385,10 @@ const firstFailPace = 20 * time.Millisecond
 // Revocations is the in-memory revocation set the service checks tokens against.
 func (s *Service) Revocations() *RevocationSet { return s.revocations }
 
+// VerificationRequired reports whether logins wait for the address to be
+// verified (Config.RequireVerifiedEmail).
+func (s *Service) VerificationRequired() bool { return s.cfg.RequireVerifiedEmail }
+
 // detachedFlowTimeout bounds a flow detach has freed from its client.
 const detachedFlowTimeout = 30 * time.Second
 

@@ -9,10 +9,12 @@ import (
 	"github.com/authd/authd"
 )
 
-// The sign-in page's links: create an account and forgot password. They
-// call Register and ForgotPassword, so the mails, limits and enumeration
-// safety are the JSON API's; the mails' links open the existing verify and
-// reset pages, after which the user comes back to sign in.
+// The sign-in page's links: create an account, forgot password, and (to a
+// sign-in refused for an unverified address) send the link again. They
+// call Register, ForgotPassword and ResendVerification, so the mails,
+// limits and enumeration safety are the JSON API's; the mails' links open
+// the existing verify and reset pages, after which the user comes back to
+// sign in.
 
 // accountForm is one of those two pages: a form for a saved request that
 // calls the service and then says to check the mail, whatever the address
@@ -21,12 +23,19 @@ type accountForm struct {
 	name   string // the CSRF purpose and the template's "<name>-content"
 	title  string
 	notice string // shown once the form is accepted
+	// noticeOpen, when set, is the notice while logins do not wait for a
+	// verified address (AUTHD_REQUIRE_VERIFIED_EMAIL off).
+	noticeOpen string
+	// resend offers the resend page on the notice, for a mail that does
+	// not come (when logins wait for it).
+	resend bool
 	submit func(p *Provider, r *http.Request, form url.Values) error
 }
 
 var (
 	signUpForm = accountForm{name: "signup", title: "Create an account",
-		notice: "We sent a link to confirm the address. Open it, then come back here to sign in.",
+		notice:     "We sent a link to confirm the address. Open it, then come back here to sign in.",
+		noticeOpen: "We sent a link to confirm the address. You can sign in now.", resend: true,
 		submit: func(p *Provider, r *http.Request, form url.Values) error {
 			return p.svc.Register(r.Context(), client(r.Context()), form.Get("email"), form.Get("password"),
 				form.Get("consent") == "yes")
@@ -35,6 +44,11 @@ var (
 		notice: "If an account has this address, we sent it a link to choose a new password. Then come back here to sign in.",
 		submit: func(p *Provider, r *http.Request, form url.Values) error {
 			return p.svc.ForgotPassword(r.Context(), client(r.Context()), form.Get("email"))
+		}}
+	resendForm = accountForm{name: "resend", title: "Confirm your email address",
+		notice: "If an account with this address waits for confirmation, we sent it a new link. Open it, then come back here to sign in.",
+		submit: func(p *Provider, r *http.Request, form url.Values) error {
+			return p.svc.ResendVerification(r.Context(), client(r.Context()), form.Get("email"))
 		}}
 )
 
@@ -67,8 +81,12 @@ func (f accountForm) post(p *Provider) http.HandlerFunc {
 			p.formFailed(w, r, f.filled(p, w, r, req, oc, form.Get("email")), err)
 			return
 		}
-		p.render(w, http.StatusOK, page{Title: "Check your email", Request: req.ID.String(), Notice: f.notice,
-			content: "notice-content"})
+		notice, waits := f.notice, p.svc.VerificationRequired()
+		if f.noticeOpen != "" && !waits {
+			notice = f.noticeOpen
+		}
+		p.render(w, http.StatusOK, page{Title: "Check your email", Request: req.ID.String(), Notice: notice,
+			OfferResend: f.resend && waits, content: "notice-content"})
 	}
 }
 

@@ -256,9 +256,11 @@ func (b *browser) post(path string, form url.Values) *browser {
 var hiddenRE = regexp.MustCompile(`<input type="hidden" name="([a-z_]+)" value="([^"]*)">`)
 
 // form returns the hidden fields of the page's first form.
-func (b *browser) form() url.Values {
+func (b *browser) form() url.Values { return hiddenFields(b.body) }
+
+// hiddenFields are the hidden fields of the first form in page.
+func hiddenFields(page string) url.Values {
 	out := url.Values{}
-	page := b.body
 	if i := strings.Index(page, "</form>"); i > 0 {
 		page = page[:i]
 	}
@@ -266,6 +268,16 @@ func (b *browser) form() url.Values {
 		out.Set(m[1], html.UnescapeString(m[2]))
 	}
 	return out
+}
+
+// formTo returns the hidden fields of the page's form sent to action.
+func (b *browser) formTo(action string) url.Values {
+	b.t.Helper()
+	i := strings.Index(b.body, `<form method="post" action="`+action+`"`)
+	if i < 0 {
+		b.t.Fatalf("no form to %s on the page: %s", action, b.body)
+	}
+	return hiddenFields(b.body[i:])
 }
 
 // callback is the relying party's side of the last answer: the redirect's
@@ -291,6 +303,16 @@ func (b *browser) signIn(email, pw string) *browser {
 	f.Set("email", email)
 	f.Set("password", pw)
 	return b.post(oidc.SignInPath, f)
+}
+
+// signUp sends the sign-up page of request with email, pw and consent.
+func (b *browser) signUp(request, email, pw string) *browser {
+	b.t.Helper()
+	f := b.get(b.e.srv.URL + oidc.SignUpPath + "?request=" + request).form()
+	f.Set("email", email)
+	f.Set("password", pw)
+	f.Set("consent", "yes")
+	return b.post(oidc.SignUpPath, f)
 }
 
 // serviceToken lets the tests introspect tokens as a resource server would.

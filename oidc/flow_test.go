@@ -765,35 +765,35 @@ func (e *env) eventsAs(u *authd.User, name func(*authd.SecurityLog) string) []st
 	return out
 }
 
+// signInPage registers a first-party client and sends a new browser to
+// the sign-in page of its authorization request.
+func (e *env) signInPage() (*rp, *browser, string) {
+	e.t.Helper()
+	c, cs := e.client("app", authd.ClientConfidential, true)
+	r, b := e.rp(c, cs), e.browser()
+	b.get(r.cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+	request := b.form().Get("request")
+	if request == "" {
+		e.t.Fatalf("no sign-in page: %d %s", b.last.StatusCode, b.body)
+	}
+	return r, b, request
+}
+
 // TestSignUpAndForgotLinks: the sign-in page's links reach Register and
 // ForgotPassword and answer alike whether or not the address has an account.
 func TestSignUpAndForgotLinks(t *testing.T) {
 	onBothStores(t, func(t *testing.T, e *env) {
 		e.user("old@example.org")
-		c, cs := e.client("app", authd.ClientConfidential, true)
-		r := e.rp(c, cs)
-		b := e.browser()
-		b.get(r.cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
-		request := b.form().Get("request")
+		_, b, request := e.signInPage()
 		if !strings.Contains(b.body, `href="/signup?request=`+request+`"`) || !strings.Contains(b.body, `href="/signin/forgot?request=`+request+`"`) {
 			t.Fatalf("the sign-in page lacks its links: %s", b.body)
 		}
-		b.get(e.srv.URL + oidc.SignUpPath + "?request=" + request)
-		f := b.form()
-		f.Set("email", "new@example.org")
-		f.Set("password", "short")
-		f.Set("consent", "yes")
-		if b.post(oidc.SignUpPath, f); b.last.StatusCode != http.StatusBadRequest || !strings.Contains(b.body, "The password") {
+		if b.signUp(request, "new@example.org", "short"); b.last.StatusCode != http.StatusBadRequest || !strings.Contains(b.body, "The password") {
 			t.Errorf("a weak password: %d; want the form with the reason", b.last.StatusCode)
 		}
 		var answers []string
 		for _, email := range []string{"new@example.org", "old@example.org"} {
-			b.get(e.srv.URL + oidc.SignUpPath + "?request=" + request)
-			f := b.form()
-			f.Set("email", email)
-			f.Set("password", goodPassword)
-			f.Set("consent", "yes")
-			b.post(oidc.SignUpPath, f)
+			b.signUp(request, email, goodPassword)
 			answers = append(answers, b.last.Status+nonceRE.ReplaceAllString(b.body, ""))
 		}
 		if answers[0] != answers[1] || !strings.Contains(answers[0], "Check your email") {
@@ -814,6 +814,82 @@ func TestSignUpAndForgotLinks(t *testing.T) {
 			t.Errorf("forgot-password answers differ:\n%s\n%s", answers[0], answers[1])
 		}
 	})
+}
+
+// TestResendFromSignIn: a sign-in refused for an unverified address (with
+// the right password only) offers to send the link again in one click,
+// which mails a new link; the resend page answers alike for every address
+// and takes only its own form's token; the sign-up notice links to it
+// while logins wait for verification.
+func TestResendFromSignIn(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("old@example.org")
+		_, b, request := e.signInPage()
+		signInPage := e.srv.URL + oidc.SignInPath + "?request=" + request
+		if b.signUp(request, "una@example.org", goodPassword); !strings.Contains(b.body, "Open it") ||
+			!strings.Contains(b.body, `href="/signin/verify-email?request=`+request+`"`) {
+			t.Errorf("the sign-up notice does not offer the resend page: %s", b.body)
+		}
+		u := e.userByEmail("una@example.org")
+		sent := func() int { return strings.Count(strings.Join(e.events(u), " "), "email_verification_sent") }
+		before := sent()
+
+		b.get(signInPage).signIn("una@example.org", "not the password at all")
+		if b.last.StatusCode != http.StatusUnauthorized || strings.Contains(b.body, oidc.ResendPath) {
+			t.Errorf("a wrong password: %d; want 401 without the resend form:\n%s", b.last.StatusCode, b.body)
+		}
+		b.get(signInPage).signIn("una@example.org", goodPassword)
+		if b.last.StatusCode != http.StatusForbidden || !strings.Contains(b.body, "Send the link again") {
+			t.Fatalf("the right password, unverified: %d; want 403 with the resend form:\n%s", b.last.StatusCode, b.body)
+		}
+		resend := b.formTo(oidc.ResendPath)
+		signIn := b.formTo(oidc.SignInPath)
+		if resend.Get("email") != "una@example.org" || resend.Get("request") != request || signIn.Get("csrf") == "" {
+			t.Fatalf("the resend form: %v; want this request and address", resend)
+		}
+		if b.post(oidc.ResendPath, resend); b.last.StatusCode != http.StatusOK || !strings.Contains(b.body, "we sent it a new link") {
+			t.Errorf("resend: %d; want the notice:\n%s", b.last.StatusCode, b.body)
+		}
+		if got := sent(); got != before+1 {
+			t.Errorf("%d verification mails after the resend; want %d", got, before+1)
+		}
+		// The sign-in form's token is not the resend form's.
+		resend.Set("csrf", signIn.Get("csrf"))
+		if b.post(oidc.ResendPath, resend); b.last.StatusCode != http.StatusForbidden || sent() != before+1 {
+			t.Errorf("resend with the sign-in form's token: %d; want the expired-form page, no mail", b.last.StatusCode)
+		}
+
+		var answers []string
+		for _, email := range []string{"una@example.org", "old@example.org", "nobody@example.org"} {
+			b.get(e.srv.URL + oidc.ResendPath + "?request=" + request)
+			f := b.form()
+			f.Set("email", email)
+			b.post(oidc.ResendPath, f)
+			answers = append(answers, b.last.Status+nonceRE.ReplaceAllString(b.body, ""))
+		}
+		if answers[0] != answers[1] || answers[1] != answers[2] || !strings.Contains(answers[0], "Check your email") {
+			t.Errorf("resend answers differ by address:\n%s", strings.Join(answers, "\n"))
+		}
+		if got := sent(); got != before+2 {
+			t.Errorf("%d verification mails after the resend page; want %d", got, before+2)
+		}
+	})
+}
+
+// TestSignUpNoticeWithoutVerification: while logins do not wait for a
+// verified address, the sign-up notice says the account can sign in, and
+// offers no resend.
+func TestSignUpNoticeWithoutVerification(t *testing.T) {
+	t.Parallel()
+	e := newEnvConfig(t, openSQLite(t), func(c *authd.Config) { c.RequireVerifiedEmail = false })
+	_, b, request := e.signInPage()
+	if b.signUp(request, "vic@example.org", goodPassword); b.last.StatusCode != http.StatusOK || !strings.Contains(b.body, "You can sign in now") ||
+		strings.Contains(b.body, oidc.ResendPath) {
+		t.Errorf("sign-up without verification: %d; want the notice to sign in now, no resend:\n%s", b.last.StatusCode, b.body)
+	}
+	if b.get(e.srv.URL+oidc.SignInPath+"?request="+request).signIn("vic@example.org", goodPassword).callback() == nil {
+		t.Errorf("the new account could not sign in: %d", b.last.StatusCode)
+	}
 }
 
 // signInAgainPage signs a new browser in to a first-party client as email
@@ -934,7 +1010,7 @@ func TestHostileInput(t *testing.T) {
 		"max_age=-1&client_id=app&redirect_uri=" + url.QueryEscape(rpCallback) + "&response_type=code&scope=openid&code_challenge=" + strings.Repeat("a", 43) + "&code_challenge_method=S256",
 		strings.Repeat("a=b&", 20000)}
 	paths := []string{oidc.DiscoveryPath, oidc.AuthorizePath, oidc.ResumePath, oidc.TokenPath, oidc.UserInfoPath,
-		oidc.LogoutPath, oidc.SignInPath, oidc.MFAPath, oidc.PasskeyPath, oidc.ConsentPath, oidc.SignUpPath, oidc.ForgotPath}
+		oidc.LogoutPath, oidc.SignInPath, oidc.MFAPath, oidc.PasskeyPath, oidc.ConsentPath, oidc.SignUpPath, oidc.ForgotPath, oidc.ResendPath}
 	for _, path := range paths {
 		for _, q := range junk {
 			for _, method := range []string{"GET", "POST"} {

@@ -234,7 +234,7 @@ func TestRequestBoundToItsBrowser(t *testing.T) {
 		}
 		unknown := nonceRE.ReplaceAllString(attacker.get(e.srv.URL+oidc.ResumePath+"?request="+authd.NewID().String()).body, "")
 		for _, b := range map[string]*browser{"signed in as another user": attacker, "without cookies": e.browser()} {
-			for _, path := range []string{oidc.ResumePath, oidc.SignInPath, oidc.SignUpPath, oidc.ForgotPath} {
+			for _, path := range []string{oidc.ResumePath, oidc.SignInPath, oidc.SignUpPath, oidc.ForgotPath, oidc.ResendPath} {
 				b.get(e.srv.URL + path + "?request=" + id)
 				if cb := b.callback(); cb != nil {
 					t.Fatalf("another browser finished the request at %s: %v", path, cb)

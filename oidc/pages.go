@@ -32,7 +32,7 @@ var pageFiles embed.FS
 
 // pageNames are the page templates, one file each: NAME.html defines
 // "NAME-content", and layout.html defines "layout" around it.
-var pageNames = []string{"signin", "mfa", "consent", "logout", "signed-out", "error", "signup", "forgot", "notice"}
+var pageNames = []string{"signin", "mfa", "consent", "logout", "signed-out", "error", "signup", "forgot", "resend", "notice"}
 
 // loadPages parses the page templates: the embedded ones, each replaced by
 // dir/NAME.html when that file exists (dir empty: none), rendered once with
@@ -44,7 +44,7 @@ func loadPages(dir string) (map[string]*template.Template, error) {
 	}
 	return templates.Pages(embedded, dir, pageNames, page{AppName: "authd", Title: "Sample", Client: "App",
 		Request: "r", Email: "user@example.org", Method: "totp", TOTP: true, Scopes: []string{"openid"}, Error: "e", Notice: "n",
-		PasskeyCSRF: "p"})
+		PasskeyCSRF: "p", ResendCSRF: "r", OfferResend: true})
 }
 
 // page is the data of every page.
@@ -69,6 +69,12 @@ type page struct {
 	formTo    []string // origins the page's forms may lead to, besides 'self'
 	lockedFor int      // Retry-After seconds, when the account is locked
 
+	// ResendCSRF is the token of the sign-in page's "send the link again"
+	// form, shown (set) to a sign-in refused for an unverified address.
+	ResendCSRF string
+	// OfferResend links the notice to the resend page.
+	OfferResend bool
+
 	// PasskeyCSRF is the passkey form's token; set, the page shows the
 	// passkey button and may run its script.
 	PasskeyCSRF string
@@ -82,7 +88,7 @@ type page struct {
 // first (or spends another of the address's three mails an hour, or mails
 // the new user that someone tried to register with the address).
 var sendOnce = map[string]bool{"signin-content": true, "mfa-content": true, "consent-content": true,
-	"signup-content": true, "forgot-content": true}
+	"signup-content": true, "forgot-content": true, "resend-content": true}
 
 type logoutForm struct {
 	ClientID, PostLogoutRedirectURI, State, IDTokenHint string

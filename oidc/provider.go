@@ -48,6 +48,7 @@ const (
 	ConsentPath   = "/consent"
 	SignUpPath    = "/signup"
 	ForgotPath    = "/signin/forgot"
+	ResendPath    = "/signin/verify-email"
 )
 
 // maxForm bounds a form body, as the JSON API bounds its bodies.
@@ -147,6 +148,8 @@ func New(opts Options) (*Provider, error) {
 	p.mux.HandleFunc("POST "+SignUpPath, signUpForm.post(p))
 	p.mux.HandleFunc("GET "+ForgotPath, forgotForm.show(p))
 	p.mux.HandleFunc("POST "+ForgotPath, forgotForm.post(p))
+	p.mux.HandleFunc("GET "+ResendPath, resendForm.show(p))
+	p.mux.HandleFunc("POST "+ResendPath, resendForm.post(p))
 	p.mux.HandleFunc("GET "+LogoutPath, p.logoutPage)
 	p.mux.HandleFunc("POST "+LogoutPath, p.logout)
 	return p, nil
@@ -162,7 +165,7 @@ func (p *Provider) Patterns() []string {
 	patterns := []string{"GET " + DiscoveryPath, "POST " + TokenPath, "POST " + RevokePath, "GET " + UserInfoPath, "POST " + UserInfoPath,
 		"GET " + AuthorizePath, "POST " + AuthorizePath, "GET " + ResumePath, "GET " + SignInPath,
 		"POST " + SignInPath, "POST " + MFAPath, "POST " + PasskeyPath, "POST " + ConsentPath, "GET " + SignUpPath, "POST " + SignUpPath,
-		"GET " + ForgotPath, "POST " + ForgotPath, "GET " + LogoutPath, "POST " + LogoutPath}
+		"GET " + ForgotPath, "POST " + ForgotPath, "GET " + ResendPath, "POST " + ResendPath, "GET " + LogoutPath, "POST " + LogoutPath}
 	for _, path := range formOnlyPaths {
 		patterns = append(patterns, "GET "+path)
 	}

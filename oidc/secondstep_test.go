@@ -174,7 +174,7 @@ func TestFormPagesSendOnce(t *testing.T) {
 	b := e.browser()
 	b.get(e.rp(c, cs).cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
 	request := b.form().Get("request")
-	for _, path := range []string{oidc.SignInPath, oidc.SignUpPath, oidc.ForgotPath} {
+	for _, path := range []string{oidc.SignInPath, oidc.SignUpPath, oidc.ForgotPath, oidc.ResendPath} {
 		b.get(e.srv.URL + path + "?request=" + request)
 		m := scriptNonceRE.FindStringSubmatch(b.body)
 		if b.last.StatusCode != http.StatusOK || !strings.Contains(b.body, "Date.now() - sent") || m == nil ||

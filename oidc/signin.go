@@ -235,7 +235,7 @@ func (p *Provider) signInFailed(w http.ResponseWriter, r *http.Request, again pa
 			}
 		}
 		if authd.ErrorCode(err) == authd.EEmailNotVerified {
-			status = http.StatusForbidden
+			status, again.ResendCSRF = http.StatusForbidden, p.csrfToken(w, r, "resend", again.Request)
 		}
 	case authd.EAccountLocked, authd.ERateLimited:
 		status = http.StatusTooManyRequests
