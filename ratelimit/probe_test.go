@@ -45,9 +45,11 @@ func TestRedisFarAwayComesBack(t *testing.T) {
 }
 
 // TestRedisThatRefusesWritesIsDown: a Redis that answers PING but refuses
-// every write (a replica after a failover) stays an outage: limits stay
-// in memory, and the log does not say it answers again (a probe: a PING
-// read it as back, and the gauge and the log flipped with each request).
+// every write (a replica after a failover, or named by AUTHD_REDIS_URL)
+// is an outage from the start, told at start-up with Redis's answer (it
+// was found out by the first request), and stays one: limits stay in
+// memory, and the log does not say it answers again (a probe: a PING read
+// it as back, and the gauge and the log flipped with each request).
 func TestRedisThatRefusesWritesIsDown(t *testing.T) {
 	t.Parallel()
 	var logs syncbuf.Buffer
@@ -57,6 +59,9 @@ func TestRedisThatRefusesWritesIsDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.Close() })
+	if !r.Fallback() || !strings.Contains(logs.String(), "at start") || !strings.Contains(logs.String(), "READONLY") {
+		t.Errorf("fallback %v right after start; log:\n%s\nwant the outage told at start with READONLY", r.Fallback(), logs.String())
+	}
 	r.mu.Lock()
 	r.retry = 20 * time.Millisecond
 	r.mu.Unlock()

@@ -137,6 +137,12 @@ func NewRedis(ctx context.Context, rawURL string, clock authd.Clock, logger *slo
 		fallback: NewMemory(clock), lockouts: NewMemoryLockouts(clock), timeout: callTimeout, retry: retryAfterFailure}
 	r.life, r.endLife = context.WithCancel(context.WithoutCancel(ctx))
 	err = client.Ping(pingCtx).Err()
+	if err == nil {
+		// A write, as the counts make: a replica (READONLY) or a Redis
+		// full under noeviction (OOM) answers PING, and would otherwise be
+		// found out only by the first request.
+		err = r.probe()
+	}
 	switch {
 	case err == nil:
 	case ctx.Err() != nil:
@@ -148,8 +154,9 @@ func NewRedis(ctx context.Context, rawURL string, clock authd.Clock, logger *slo
 			Message: fmt.Sprintf("Redis at %s refused the connection's set-up", opts.Addr),
 			Hint:    "fix AUTHD_REDIS_URL's password, database number or scheme (redis:// or rediss://; unset it to keep rate limits in memory)"}
 	default:
-		logger.Error("Redis cannot be reached at start: rate limits are counted in memory on this instance "+
-			"until it answers (check AUTHD_REDIS_URL if it never does)", "addr", opts.Addr, "err", err)
+		logger.Error("Redis cannot be used at start: rate limits are counted in memory on this instance "+
+			"until it answers and takes writes (check AUTHD_REDIS_URL if it never does: it must name the primary, "+
+			"not a replica)", "addr", opts.Addr, "err", err)
 		r.down.Store(true) // tried again by the first request, then as in any outage
 		r.mu.Lock()
 		r.startWatch()

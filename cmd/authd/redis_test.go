@@ -102,11 +102,11 @@ func TestServeStartsWithRedisDown(t *testing.T) {
 	p, base, admin, logs := redisProxiedApp(t, true)
 	started := 0
 	for _, line := range strings.Split(logs.String(), "\n") {
-		if strings.Contains(line, "cannot be reached at start") && strings.Contains(line, "level=ERROR") {
+		if strings.Contains(line, "cannot be used at start") && strings.Contains(line, "level=ERROR") {
 			started++
 		}
 	}
-	if n := strings.Count(logs.String(), "cannot be reached at start"); n != 1 || started != 1 {
+	if n := strings.Count(logs.String(), "cannot be used at start"); n != 1 || started != 1 {
 		t.Errorf("the start with Redis down logged %d times:\n%s\nwant once, at error level", n, logs.String())
 	}
 	if resp := resend(t, base, 0); resp.StatusCode != http.StatusAccepted {
