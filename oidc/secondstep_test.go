@@ -30,14 +30,17 @@ func (e *env) secondStep(r *rp, email string) *browser {
 // again, saying why: the step already done by an earlier sending of the
 // form (a second click on a slow answer, whose first cookie the browser
 // never got), the account changed since the password step (every session
-// ended), or the challenge spent (expired).
+// ended), or the challenge spent (expired). The second-factor page names
+// the account (the app's entry to read), and the sign-in page again has its
+// address filled in.
 func TestSecondStepSaysWhyItCannotFinish(t *testing.T) {
 	onBothStores(t, func(t *testing.T, e *env) {
 		secret := e.mfaUser("twice@example.org")
 		r := e.rp(e.client("app", authd.ClientConfidential, false))
 		b := e.secondStep(r, "twice@example.org")
-		if !strings.Contains(b.body, "to continue to <strong><bdi>app</bdi></strong>") {
-			t.Errorf("the second-factor page does not name the application:\n%s", b.body)
+		if !strings.Contains(b.body, "to continue to <strong><bdi>app</bdi></strong>") ||
+			!strings.Contains(b.body, "Signing in as <strong><bdi>twice@example.org</bdi></strong>") {
+			t.Errorf("the second-factor page does not name the application and the account:\n%s", b.body)
 		}
 		f := b.form()
 		f.Set("code", totpAt(t, secret, e.clock.Now()))
@@ -46,7 +49,8 @@ func TestSecondStepSaysWhyItCannotFinish(t *testing.T) {
 		}
 		b.post(oidc.MFAPath, f) // the same form again
 		if b.last.StatusCode != http.StatusUnauthorized || !strings.Contains(b.body, "already done by an earlier sending of the form") ||
-			!strings.Contains(b.body, "to continue to <strong><bdi>app</bdi></strong>") || !strings.Contains(b.body, `name="password"`) {
+			!strings.Contains(b.body, "to continue to <strong><bdi>app</bdi></strong>") || !strings.Contains(b.body, `name="password"`) ||
+			!strings.Contains(b.body, `name="email" value="twice@example.org"`) {
 			t.Errorf("the form sent twice: %d %s", b.last.StatusCode, b.body)
 		}
 
@@ -105,8 +109,9 @@ func TestAppFieldTakesARecoveryCode(t *testing.T) {
 		f := b.form()
 		f.Set("method", authd.MethodRecoveryCode)
 		f.Set("switch", "1")
-		if b.post(oidc.MFAPath, f); !strings.Contains(b.body, "A recovery code") || !strings.Contains(b.body, "Use the authenticator app instead") {
-			t.Fatalf("the recovery-code form: %d %s", b.last.StatusCode, b.body)
+		if b.post(oidc.MFAPath, f); !strings.Contains(b.body, "A recovery code") || !strings.Contains(b.body, "Use the authenticator app instead") ||
+			!strings.Contains(b.body, "Signing in as <strong><bdi>paste@example.org</bdi></strong>") {
+			t.Fatalf("the recovery-code form (naming the account): %d %s", b.last.StatusCode, b.body)
 		}
 		f = b.form()
 		f.Set("method", authd.MethodTOTP)

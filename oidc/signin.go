@@ -35,17 +35,20 @@ func (p *Provider) signInForm(w http.ResponseWriter, r *http.Request, req *authd
 }
 
 // mfaStep is what the second-factor page carries from one of its forms to
-// the next: the challenge's mfa_token, the method asked for, and which
-// other ways the user has (to offer them; the challenge decides).
+// the next: the challenge's mfa_token, the method asked for, which other
+// ways the user has (to offer them; the challenge decides), and the
+// address typed at the password step, to name the account (the app's
+// entry to read the code from). The address is only shown, back to the
+// browser that typed it: the challenge decides whose factors count.
 type mfaStep struct {
-	token, method string
-	totp, passkey bool
+	token, method, email string
+	totp, passkey        bool
 }
 
 // stepOf reads the mfaStep a second-factor page's form sent.
 func stepOf(form url.Values) mfaStep {
-	return mfaStep{token: form.Get("mfa_token"), method: form.Get("method"), totp: form.Get("totp") != "",
-		passkey: form.Get("passkey") != ""}
+	return mfaStep{token: form.Get("mfa_token"), method: form.Get("method"), email: form.Get("email"),
+		totp: form.Get("totp") != "", passkey: form.Get("passkey") != ""}
 }
 
 // mfaForm is the second-factor page of req for step, asking for its
@@ -58,7 +61,7 @@ func (p *Provider) mfaForm(w http.ResponseWriter, r *http.Request, req *authd.Au
 		step.method = authd.MethodTOTP
 	}
 	pg := page{Title: "Two-step verification", Client: clientName, Request: req.ID.String(), MFAToken: step.token,
-		Method: step.method, TOTP: step.totp, CSRF: p.csrfToken(w, r, "mfa", req.ID.String()), content: "mfa-content",
+		Email: step.email, Method: step.method, TOTP: step.totp, CSRF: p.csrfToken(w, r, "mfa", req.ID.String()), content: "mfa-content",
 		formTo: []string{origin(req.RedirectURI)}}
 	if step.passkey && p.svc.PasskeysEnabled() {
 		pg.PasskeyCSRF = p.csrfToken(w, r, "passkey", req.ID.String())
@@ -69,10 +72,12 @@ func (p *Provider) mfaForm(w http.ResponseWriter, r *http.Request, req *authd.Au
 // expiredSignIn is the sign-in page again after a second-factor challenge
 // that cannot be finished (err), saying why: passed already (its form sent
 // twice, the first answer's cookie lost), voided by a change to the account
-// since the password step, or spent (expired, too many wrong codes).
+// since the password step, or spent (expired, too many wrong codes); the
+// address of the step is filled in again.
 func (p *Provider) expiredSignIn(w http.ResponseWriter, r *http.Request, req *authd.AuthRequest, clientName string,
-	err error) {
+	step mfaStep, err error) {
 	again := p.signInForm(w, r, req, clientName)
+	again.Email = step.email
 	switch {
 	case errors.Is(err, authd.ErrChallengeUsed):
 		again.Error = "This step was already done by an earlier sending of the form; sign in again."
@@ -95,8 +100,8 @@ func (p *Provider) signIn(w http.ResponseWriter, r *http.Request) {
 	cookie, err := p.svc.SignIn(r.Context(), client(r.Context()), email, form.Get("password"))
 	if mfa, ok := authd.IsMFARequired(err); ok {
 		// Without TOTP (a passkey only), the code asked for is a recovery code.
-		step := mfaStep{token: mfa.Token, method: authd.MethodTOTP, totp: slices.Contains(mfa.Methods, authd.MethodTOTP),
-			passkey: slices.Contains(mfa.Methods, authd.MethodPasskey)}
+		step := mfaStep{token: mfa.Token, method: authd.MethodTOTP, email: strings.TrimSpace(email),
+			totp: slices.Contains(mfa.Methods, authd.MethodTOTP), passkey: slices.Contains(mfa.Methods, authd.MethodPasskey)}
 		if !step.totp {
 			step.method = authd.MethodRecoveryCode
 		}
@@ -130,7 +135,7 @@ func (p *Provider) signInMFA(w http.ResponseWriter, r *http.Request) {
 	cookie, err := p.svc.SignInMFA(r.Context(), client(r.Context()), step.token, method, form.Get("code"))
 	if err != nil {
 		if authd.ErrorCode(err) == authd.EInvalidToken {
-			p.expiredSignIn(w, r, req, oc.Name, err)
+			p.expiredSignIn(w, r, req, oc.Name, step, err)
 			return
 		}
 		p.signInFailed(w, r, again, err)
@@ -169,7 +174,7 @@ func (p *Provider) signInPasskey(w http.ResponseWriter, r *http.Request) {
 	switch authd.ErrorCode(err) {
 	case authd.EInvalidToken:
 		if mfaToken != "" {
-			p.expiredSignIn(w, r, req, oc.Name, err)
+			p.expiredSignIn(w, r, req, oc.Name, stepOf(form), err)
 			return
 		}
 		again.Error = "The passkey sign-in took too long; try again."
