@@ -100,9 +100,9 @@ type Server struct {
 	endOnce   sync.Once
 	// pageForms refuses page forms another site sent (readForm).
 	pageForms *http.CrossOriginProtection
-	shed      *shedlog.Log // requests shed at capacity (ErrBusy), told sampled
-	stale     *shedlog.Log // access tokens refused while revocations are stale (ErrRevocationsStale), likewise
-	down      *shedlog.Log // other 503s (the database unreachable): an outage, a flood of them one line a second
+	shed      *shedlog.Log     // requests shed at capacity (ErrBusy), told sampled
+	stale     *shedlog.Log     // access tokens refused while revocations are stale (ErrRevocationsStale), likewise
+	down      *shedlog.Outages // other 503s (the database unreachable, a disk full): an outage, a flood of them one line a second
 }
 
 // EndStreams ends every open revocation stream (their clients resume
@@ -227,7 +227,7 @@ func newServer(opts Options) *Server {
 			"requests shed: at capacity (the password hashing queue or the database's lane is full; 503 with Retry-After)"),
 		stale: shedlog.New(opts.Logger, "access tokens refused: this instance has not read the revocations "+
 			"for longer than it may (the database is unreachable or slow; 503 with Retry-After)"),
-		down: shedlog.New(opts.Logger, "requests failed: unavailable (the database is unreachable or slow; 503 with Retry-After)")}
+		down: shedlog.NewOutages(opts.Logger, "")}
 	s.feed.read = s.nextRevocationRead
 	if u, err := url.Parse(opts.PublicURL); err == nil && u.Scheme != "" && u.Host != "" {
 		// Where a proxy rewrote Host, a browser without Sec-Fetch-Site
@@ -490,18 +490,16 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, ErrStopping):
 		// A readiness probe of an instance that is stopping: expected,
 		// and no outage.
-	case status == http.StatusServiceUnavailable && !gone && authd.ErrorHint(err) == "":
+	case status == http.StatusServiceUnavailable && !gone:
 		// During an outage every request fails alike: one line a second
-		// with the count and the latest error, not an error line each
-		// (one with a hint for the operator, a lock held elsewhere, is
-		// told each time, below).
-		s.down.NoteError(r.Context(), err)
+		// with the count, the latest error and its hint for the operator,
+		// not an error line each (under load they would fill the log, and
+		// a disk full already).
+		s.down.Note(r.Context(), err, authd.ErrorHint(err),
+			"method", r.Method, "path", r.URL.Path, "request_id", requestID(r.Context()))
 	case status >= 500 && !gone:
-		attrs := []any{"method", r.Method, "path", r.URL.Path, "request_id", requestID(r.Context()), "err", err}
-		if hint := authd.ErrorHint(err); hint != "" {
-			attrs = append(attrs, "hint", hint) // for the operator: what to do (a lock held elsewhere)
-		}
-		s.logger.ErrorContext(r.Context(), "request failed", attrs...)
+		s.logger.ErrorContext(r.Context(), "request failed",
+			"method", r.Method, "path", r.URL.Path, "request_id", requestID(r.Context()), "err", err)
 	}
 	switch {
 	case e != nil && e.RetryAfter > 0:

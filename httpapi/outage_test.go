@@ -2,12 +2,15 @@ package httpapi_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/authd/authd/internal/faultnet"
 	"github.com/authd/authd/postgres"
+	"github.com/authd/authd/sqlite"
 	"github.com/authd/authd/storetest"
 )
 
@@ -67,4 +70,40 @@ func TestDatabaseOutage(t *testing.T) {
 		return e.do("GET", "/readyz", nil).status == 200
 	})
 	e.login("up@example.org", goodPassword)
+}
+
+// TestRefusedWritesAreToldSampled: 503s that carry a hint for the operator
+// (here: the SQLite file moved away under the server, so that writes would
+// be lost) are told at error level with the hint, one line a second with
+// the count, not a line each: under load a line a request flooded the log,
+// perhaps onto the disk that is full already.
+func TestRefusedWritesAreToldSampled(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "authd.db")
+	s, err := sqlite.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Migrator().Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, s)
+	e.registerVerified("moved@example.org", goodPassword)
+	if err := os.Rename(path, path+".moved"); err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		r := e.do("POST", "/v1/auth/login", map[string]string{"email": "moved@example.org", "password": goodPassword})
+		if r.status != 503 || r.header.Get("Retry-After") == "" {
+			t.Fatalf("a login after the file moved: %d %s; want 503 with Retry-After", r.status, r.raw)
+		}
+	}
+	e.api.FlushLog()
+	logs := e.logs.String()
+	if n := strings.Count(logs, "the database refused them"); n < 1 || n > 2 || strings.Contains(logs, "request failed") ||
+		!strings.Contains(logs, "level=ERROR") || !strings.Contains(logs, "put the database back") {
+		t.Errorf("the log of 20 refused writes (%d lines for them):\n%s\nwant one or two error lines with the count and the hint", n, logs)
+	}
 }

@@ -503,14 +503,17 @@ func (p *Provider) saveFailed(w http.ResponseWriter, r *http.Request, req *authd
 // request (the X-Request-Id the API's middleware gave it, the one the
 // client was told) and why.
 func (p *Provider) unavailable(w http.ResponseWriter, r *http.Request, err error) {
-	if errors.Is(err, authd.ErrBusy) {
+	switch {
+	case errors.Is(err, authd.ErrBusy):
 		p.shed.Note(r.Context())
-	} else {
-		attrs := []any{"method", r.Method, "path", r.URL.Path, "request_id", w.Header().Get("X-Request-Id"), "err", err}
-		if hint := authd.ErrorHint(err); hint != "" {
-			attrs = append(attrs, "hint", hint) // for the operator: what to do (a lock held elsewhere)
-		}
-		p.opts.Logger.ErrorContext(r.Context(), "openid provider", attrs...)
+	case authd.ErrorCode(err) == authd.EUnavailable:
+		// An outage fails every request alike: told sampled, naming the
+		// latest (the X-Request-Id its client was told).
+		p.down.Note(r.Context(), err, authd.ErrorHint(err),
+			"method", r.Method, "path", r.URL.Path, "request_id", w.Header().Get("X-Request-Id"))
+	default:
+		p.opts.Logger.ErrorContext(r.Context(), "openid provider",
+			"method", r.Method, "path", r.URL.Path, "request_id", w.Header().Get("X-Request-Id"), "err", err)
 	}
 	w.Header().Set("Retry-After", "1")
 	p.errorPage(w, http.StatusServiceUnavailable, "Try again", "The service is busy or unavailable; try again in a moment.")

@@ -89,7 +89,8 @@ type Provider struct {
 	secure bool // the public URL is https: __Host- cookies, Secure
 	mux    *http.ServeMux
 	pages  map[string]*template.Template
-	shed   *shedlog.Log // requests shed at capacity (ErrBusy), told sampled
+	shed   *shedlog.Log     // requests shed at capacity (ErrBusy), told sampled
+	down   *shedlog.Outages // outages (the database unreachable, a disk full), likewise
 }
 
 // New returns the provider. An override template that does not parse or
@@ -119,7 +120,8 @@ func New(opts Options) (*Provider, error) {
 	public, err := url.Parse(opts.PublicURL)
 	secure := err == nil && public.Scheme == "https"
 	p := &Provider{opts: opts, svc: opts.Service, secure: secure, mux: http.NewServeMux(), pages: pages,
-		shed: shedlog.New(opts.Logger, "openid provider: requests shed: at capacity (503)")}
+		shed: shedlog.New(opts.Logger, "openid provider: requests shed: at capacity (503)"),
+		down: shedlog.NewOutages(opts.Logger, "openid provider: ")}
 
 	opServer := op.RegisterServer(&server{p: p}, op.Endpoints{
 		Token:      op.NewEndpoint(TokenPath),
@@ -157,7 +159,10 @@ func New(opts Options) (*Provider, error) {
 
 // FlushLog tells at once the shed requests whose count the log holds back
 // (at most a second's): for a shutdown, once http.Server.Shutdown returned.
-func (p *Provider) FlushLog() { p.shed.Flush() }
+func (p *Provider) FlushLog() {
+	p.shed.Flush()
+	p.down.Flush()
+}
 
 // Patterns are the routes the provider serves, for the public listener's
 // mux (method and path, as http.ServeMux takes them).

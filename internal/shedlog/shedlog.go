@@ -1,7 +1,9 @@
 // Package shedlog tells requests shed for want of capacity (authd.ErrBusy)
 // in the log at warn level, at most once an Interval with how many: an
 // answer by design under load, which a flood from outside must not turn
-// into as many error lines, drowning real ones.
+// into as many error lines, drowning real ones. So are requests failed
+// alike by an outage (at error level where the operator must act): under
+// load a line each would flood the log, and a disk that is full already.
 package shedlog
 
 import (
@@ -17,17 +19,24 @@ var Interval = time.Second
 // Log counts shed requests between its lines, which say msg to logger.
 type Log struct {
 	logger *slog.Logger
+	level  slog.Level
 	msg    string
 
 	mu      sync.Mutex
 	last    time.Time
 	count   int
 	lastErr error       // the latest NoteError's, told with the count
+	attrs   []any       // likewise
 	pending *time.Timer // tells the count held back, once Interval has passed
 }
 
-// New returns a Log whose lines say msg to logger.
-func New(logger *slog.Logger, msg string) *Log { return &Log{logger: logger, msg: msg} }
+// New returns a Log whose lines say msg to logger, at warn level.
+func New(logger *slog.Logger, msg string) *Log { return NewAt(logger, slog.LevelWarn, msg) }
+
+// NewAt returns a Log whose lines say msg to logger at level.
+func NewAt(logger *slog.Logger, level slog.Level, msg string) *Log {
+	return &Log{logger: logger, level: level, msg: msg}
+}
 
 // Note counts one shed request and writes the line with the count since
 // the last one: at once when Interval has passed since then, else once it
@@ -36,13 +45,14 @@ func New(logger *slog.Logger, msg string) *Log { return &Log{logger: logger, msg
 func (l *Log) Note(ctx context.Context) { l.NoteError(ctx, nil) }
 
 // NoteError is Note for a request that failed with err (nil: none to
-// tell): the line tells the latest such error with the count.
-func (l *Log) NoteError(ctx context.Context, err error) {
+// tell) and slog attributes (a hint for the operator): the line tells the
+// latest such error and attributes with the count.
+func (l *Log) NoteError(ctx context.Context, err error, attrs ...any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.count++
 	if err != nil {
-		l.lastErr = err
+		l.lastErr, l.attrs = err, attrs
 	}
 	if wait := Interval - time.Since(l.last); wait > 0 {
 		if l.pending == nil {
@@ -77,10 +87,43 @@ func (l *Log) flush(ctx context.Context) {
 	if l.count == 0 {
 		return
 	}
+	args := []any{"requests", l.count}
 	if l.lastErr != nil {
-		l.logger.WarnContext(ctx, l.msg, "requests", l.count, "last_err", l.lastErr)
-	} else {
-		l.logger.WarnContext(ctx, l.msg, "requests", l.count)
+		args = append(append(args, "last_err", l.lastErr), l.attrs...)
 	}
-	l.count, l.last, l.lastErr = 0, time.Now(), nil
+	l.logger.Log(ctx, l.level, l.msg, args...)
+	l.count, l.last, l.lastErr, l.attrs = 0, time.Now(), nil, nil
+}
+
+// Outages tells requests that an outage failed (503 with Retry-After),
+// sampled as Log does: those without a hint at warn level (the database
+// unreachable or slow, which passes by itself), those with one at error
+// level with the hint (the operator must act: a disk full, a database file
+// replaced, a lock held elsewhere).
+type Outages struct{ down, refused *Log }
+
+// NewOutages returns Outages whose lines begin with prefix ("" or "openid
+// provider: ").
+func NewOutages(logger *slog.Logger, prefix string) *Outages {
+	return &Outages{
+		down: New(logger, prefix+"requests failed: unavailable (the database is unreachable or slow; 503 with Retry-After)"),
+		refused: NewAt(logger, slog.LevelError,
+			prefix+"requests failed: the database refused them (503 with Retry-After; the hint says what to do)"),
+	}
+}
+
+// Note counts one request failed with err, which hint (maybe "") explains
+// to the operator; attrs name the request (told for the latest).
+func (o *Outages) Note(ctx context.Context, err error, hint string, attrs ...any) {
+	if hint == "" {
+		o.down.NoteError(ctx, err, attrs...)
+		return
+	}
+	o.refused.NoteError(ctx, err, append(attrs, "hint", hint)...)
+}
+
+// Flush tells both counts held back, as Log.Flush.
+func (o *Outages) Flush() {
+	o.down.Flush()
+	o.refused.Flush()
 }
