@@ -633,8 +633,16 @@ func TestLogoutEndsSessions(t *testing.T) {
 		}
 		q.Set("post_logout_redirect_uri", "https://rp.example.org/bye")
 		q.Set("state", "bye-state")
-		b.get(e.srv.URL + oidc.LogoutPath + "?" + q.Encode())
-		if b.last.StatusCode != http.StatusOK || e.me(tok.AccessToken) != http.StatusOK {
+		// The request as a client's form POST (RP-Initiated Logout §2): a
+		// 303 to the same request as a GET, which signs no one out either.
+		b.post(oidc.LogoutPath, q) // the browser follows the 303
+		if req := b.last.Request; req.Method != http.MethodGet || req.URL.RequestURI() != oidc.LogoutPath+"?"+q.Encode() ||
+			b.last.StatusCode != http.StatusOK || b.form().Get("post_logout_redirect_uri") != "https://rp.example.org/bye" ||
+			e.me(tok.AccessToken) != http.StatusOK {
+			t.Fatalf("the logout request POSTed without csrf: %d at %s %s; want the GET's confirmation page, no sign-out",
+				b.last.StatusCode, req.Method, req.URL)
+		}
+		if b.get(e.srv.URL + oidc.LogoutPath + "?" + q.Encode()); b.last.StatusCode != http.StatusOK || e.me(tok.AccessToken) != http.StatusOK {
 			t.Fatalf("a GET signed out (or failed): %d", b.last.StatusCode)
 		}
 		if strings.Contains(b.body, "autofocus") {
@@ -962,7 +970,9 @@ func TestBranding(t *testing.T) {
 }
 
 // TestPageTemplatesOverride: a file in the templates directory replaces
-// its embedded page; a broken one stops start-up naming the file.
+// its embedded page; a broken one stops start-up naming the file, also
+// where it breaks only in a branch that few answers take (the sample data
+// takes them all).
 func TestPageTemplatesOverride(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -983,6 +993,9 @@ func TestPageTemplatesOverride(t *testing.T) {
 		"consent.html": `{{define "consent-content"}}{{.NoSuchField}}{{end}}`,
 		"layout.html":  `{{define "layout"}}{{template "content" .}}`,
 		"mfa.html":     `{{define "something-else"}}{{end}}`,
+		"logout.html":  `{{define "logout-content"}}{{if .Logout.Dropped}}{{.Logout.Reason}}{{end}}{{end}}`,
+		"signin.html":  `{{define "signin-content"}}{{if .ResendCSRF}}{{.Resend}}{{end}}{{end}}`,
+		"notice.html":  `{{define "notice-content"}}{{if .OfferResend}}{{.ResendLink}}{{end}}{{end}}`,
 	} {
 		bad := t.TempDir()
 		if err := os.WriteFile(filepath.Join(bad, name), []byte(text), 0o600); err != nil {

@@ -44,7 +44,8 @@ func loadPages(dir string) (map[string]*template.Template, error) {
 	}
 	return templates.Pages(embedded, dir, pageNames, page{AppName: "authd", Title: "Sample", Client: "App",
 		Request: "r", Email: "user@example.org", Method: "totp", TOTP: true, Scopes: []string{"openid"}, Error: "e", Notice: "n",
-		PasskeyCSRF: "p", ResendCSRF: "r", OfferResend: true})
+		PasskeyCSRF: "p", ResendCSRF: "r", OfferResend: true, MFAToken: "m",
+		Logout: logoutForm{ClientID: "c", PostLogoutRedirectURI: "https://rp.example.org/", State: "s", IDTokenHint: "h", Dropped: true}})
 }
 
 // page is the data of every page.
@@ -72,7 +73,8 @@ type page struct {
 	// ResendCSRF is the token of the sign-in page's "send the link again"
 	// form, shown (set) to a sign-in refused for an unverified address.
 	ResendCSRF string
-	// OfferResend links the notice to the resend page.
+	// OfferResend links the notice, or a sign-in refused for an unverified
+	// address without one typed (a passkey's), to the resend page.
 	OfferResend bool
 
 	// PasskeyCSRF is the passkey form's token; set, the page shows the

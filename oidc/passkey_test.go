@@ -347,7 +347,8 @@ func TestPasskeyCeremonySpent(t *testing.T) {
 
 // TestPasskeySignInRefusedAccounts: a passkey does not get around an
 // unverified email or an administrator's lock; the page says so and no
-// session starts.
+// session starts. The unverified account's page links to the resend page
+// (no address was typed for a one-click form to send).
 func TestPasskeySignInRefusedAccounts(t *testing.T) {
 	onBothStoresEnv(t, newPasskeyEnv, func(t *testing.T, e *env) {
 		for _, c := range []struct {
@@ -370,6 +371,11 @@ func TestPasskeySignInRefusedAccounts(t *testing.T) {
 				e.sessions(f.u) != 0 {
 				t.Errorf("%s: %d, cookie %v, %d sessions; want %d saying %q\n%s", c.name, f.b.last.StatusCode,
 					f.b.hasSessionCookie(), e.sessions(f.u), c.status, c.says, f.b.body)
+			}
+			if c.name == "unverified" && (strings.Contains(f.b.body, `action="`+oidc.ResendPath+`"`) ||
+				!strings.Contains(f.b.body, `href="`+oidc.ResendPath+`?request=`)) {
+				t.Errorf("a passkey's refusal for an unverified address: want a link to the resend page, no form without an address:\n%s",
+					f.b.body)
 			}
 		}
 	})

@@ -240,7 +240,12 @@ func (p *Provider) signInFailed(w http.ResponseWriter, r *http.Request, again pa
 			}
 		}
 		if authd.ErrorCode(err) == authd.EEmailNotVerified {
-			status, again.ResendCSRF = http.StatusForbidden, p.csrfToken(w, r, "resend", again.Request)
+			// One click sends the link to the address typed; a passkey's
+			// refusal, with none typed, links to the page that asks for it.
+			status, again.OfferResend = http.StatusForbidden, true
+			if again.Email != "" {
+				again.ResendCSRF = p.csrfToken(w, r, "resend", again.Request)
+			}
 		}
 	case authd.EAccountLocked, authd.ERateLimited:
 		status = http.StatusTooManyRequests
@@ -414,11 +419,26 @@ func (p *Provider) logoutPage(w http.ResponseWriter, r *http.Request) {
 // logout ends this browser's session and the session the id_token_hint
 // names (when it is the same user's), everywhere (SPEC 6.5), then returns to
 // the client or shows that it is done. An outage is answered as one, never
-// as "signed out" with the sessions still alive.
+// as "signed out" with the sessions still alive. A POST without a csrf
+// field is a client's logout request sent as a form (RP-Initiated Logout
+// §2: the OP supports POST as GET): a 303 to the same request as a GET,
+// whose confirmation page signs out. (A cross-site POST carries none of
+// authd's SameSite=Lax cookies: a page shown to it would not know the
+// session, and would replace the CSRF cookie every other open form uses.)
 func (p *Provider) logout(w http.ResponseWriter, r *http.Request) {
 	form, ok := readForm(w, r)
 	if !ok {
 		p.errorPage(w, http.StatusBadRequest, "Invalid request", "The form could not be read.")
+		return
+	}
+	if _, sent := form["csrf"]; !sent {
+		q := url.Values{}
+		for _, k := range []string{"id_token_hint", "client_id", "post_logout_redirect_uri", "state"} {
+			if v, ok := form[k]; ok {
+				q[k] = v
+			}
+		}
+		http.Redirect(w, r, LogoutPath+"?"+q.Encode(), http.StatusSeeOther)
 		return
 	}
 	f, _, hinted, ok := p.logoutParams(w, r, form)
