@@ -94,8 +94,9 @@ var sendOnce = map[string]bool{"signin-content": true, "mfa-content": true, "con
 
 type logoutForm struct {
 	ClientID, PostLogoutRedirectURI, State, IDTokenHint string
-	// Dropped: the request named a return address that its client has not
-	// registered (or no known client), so the sign-out ends here.
+	// Dropped: the request named a return address that could not be
+	// checked (no client named, an unknown one) or that its client has
+	// not registered, so the sign-out ends here.
 	Dropped bool
 }
 

@@ -365,6 +365,7 @@ func (p *Provider) logoutParams(w http.ResponseWriter, r *http.Request, q url.Va
 		}
 	}
 	if f.ClientID == "" {
+		f.Dropped = f.PostLogoutRedirectURI != ""
 		f.PostLogoutRedirectURI, f.State = "", ""
 	}
 	var oc *authd.OAuthClient
