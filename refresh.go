@@ -209,7 +209,8 @@ func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID 
 			// a refresh token here, and no reuse of anyone's chain.
 			return s.refuseToken(ctx, tx, c, EventTokenRefreshed, u.ID, "refresh token of another client", ctxt)
 		case !sess.RevokedAt.IsZero():
-			return s.refuseToken(ctx, tx, c, EventTokenRefreshed, u.ID, "session ended", ctxt)
+			event, reason, ctxt := s.endedSession(t, sess, now)
+			return s.refuseToken(ctx, tx, c, event, u.ID, reason, ctxt)
 		case !sess.Active(now) || t.Expired(now) && !t.Revoked:
 			// A token rotated (revoked in a live session) and presented
 			// after its own expiry is still reuse: the session it was
@@ -312,7 +313,8 @@ func (s *Service) refuseEnded(ctx context.Context, c Client, digest, clientID st
 	case sess.ClientID != clientID: // never changes, and is checked first
 		reason = "refresh token of another client"
 	case !sess.RevokedAt.IsZero():
-		reason = "session ended"
+		event, reason, ctxt := s.endedSession(t, sess, now)
+		return true, s.refuseToken(ctx, nil, c, event, u.ID, reason, ctxt)
 	case !sess.Active(now):
 		reason = "refresh token expired"
 	case !t.Revoked && now.After(t.ExpiresAt.Add(deadTokenAge)):
@@ -324,6 +326,22 @@ func (s *Service) refuseEnded(ctx context.Context, c Client, digest, clientID st
 	}
 	return true, s.refuseToken(ctx, nil, c, EventTokenRefreshed, u.ID, reason,
 		map[string]any{"session_id": sess.ID.String()})
+}
+
+// endedSession is how a refresh token of an ended session is refused: one
+// that a refresh rotated out, presented past the grace window, is reuse
+// (SPEC 6.4), logged as such although its session has ended already — by
+// the first reuse, when the losers of a race without grace come after it,
+// or by a logout the thief's replay comes after; any other (revoked with
+// its session, or a client's late repeat within the window) is a refresh
+// of an ended session.
+func (s *Service) endedSession(t *Token, sess *Session, now time.Time) (EventType, string, map[string]any) {
+	ctxt := map[string]any{"session_id": sess.ID.String()}
+	if t.Revoked && !t.RotatedAt.IsZero() && (s.cfg.RefreshReuseGrace <= 0 || now.Sub(t.RotatedAt) > s.cfg.RefreshReuseGrace) {
+		ctxt["token_id"], ctxt["session_ended"] = t.ID.String(), true
+		return EventRefreshTokenReuse, "revoked refresh token presented", ctxt
+	}
+	return EventTokenRefreshed, "session ended", ctxt
 }
 
 // rotateAtOnce makes refresh's ordinary rotation in one statement, where

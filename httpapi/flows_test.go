@@ -468,6 +468,13 @@ func TestRefreshRaceWithoutGrace(t *testing.T) {
 		}
 		wg.Wait()
 		exactlyOneWins(t, "concurrent refreshes", statuses)
+		// SPEC 6.4: every other attempt is reuse, logged as such, also
+		// those that came after the first reuse had ended the session.
+		logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{
+			UserID: e.user("race@example.org").ID, EventType: authd.EventRefreshTokenReuse, Limit: 100})
+		if err != nil || len(logs) != n-1 {
+			t.Errorf("%d refresh_token_reuse rows (%v); want one for each of the %d losers", len(logs), err, n-1)
+		}
 	})
 }
 
