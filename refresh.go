@@ -435,7 +435,11 @@ type signedAccess struct {
 // issueAccess signs an access token of session sess. Access tokens get no
 // row: only one revoked before it expires does (SPEC 6.3).
 func (s *Service) issueAccess(sess *Session, now time.Time) (signedAccess, error) {
-	exp := minTime(now.Add(s.cfg.AccessTokenTTL), sess.ExpiresAt)
+	// Never past the session's end: its max age, nor the idle lifetime
+	// that this use starts (SPEC §2 takes any lifetime from 1 s, a refresh
+	// TTL under the access TTL too: a session that has ended idle, listed
+	// no more and beyond a sign-out, must not leave a working token).
+	exp := minTime(minTime(now.Add(s.cfg.AccessTokenTTL), sess.ExpiresAt), now.Add(s.cfg.RefreshTokenTTL))
 	token, err := s.tokens.Issue(AccessClaims{JTI: NewID().String(), UserID: sess.UserID, SessionID: sess.ID,
 		IssuedAt: now, ExpiresAt: exp, AMR: sess.AMR, ClientID: sess.ClientID, Scope: sess.Scopes})
 	return signedAccess{token: token, expires: exp}, err

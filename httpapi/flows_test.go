@@ -839,3 +839,33 @@ func TestIdleSessionHasEnded(t *testing.T) {
 			bearer(access)...), 404, "not_found")
 	})
 }
+
+// TestRefreshLifetimeUnderTheAccessLifetime: SPEC §2 takes every lifetime
+// from 1 s, a refresh TTL under the access TTL too (how people test an
+// idle session's end); an access token then ends with the idle lifetime
+// its login or refresh started, so a session that has ended idle (listed
+// no more, beyond a sign-out) leaves no working token.
+func TestRefreshLifetimeUnderTheAccessLifetime(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t), withConfig(func(c *authd.Config) { c.RefreshTokenTTL = 5 * time.Second }))
+	e.registerVerified("brief@example.org", goodPassword)
+	r := e.do("POST", "/v1/auth/login", map[string]string{"email": "brief@example.org", "password": goodPassword})
+	if r.status != 200 || r.body["expires_in"] != float64(5) || r.body["refresh_expires_in"] != float64(5) {
+		t.Fatalf("login: %d expires_in %v, refresh_expires_in %v; want both 5 s", r.status, r.body["expires_in"], r.body["refresh_expires_in"])
+	}
+	access, refresh := r.str("access_token"), r.str("refresh_token")
+	e.clock.Advance(4 * time.Second)
+	r = e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh})
+	if r.status != 200 || r.body["expires_in"] != float64(5) {
+		t.Fatalf("refresh within the idle lifetime: %d %s; want 200, the new access token for 5 s", r.status, r.raw)
+	}
+	want(t, "the first access token, 4 s old", e.do("GET", "/v1/users/me", nil, bearer(access)...), 200, "")
+	e.clock.Advance(2 * time.Second)
+	want(t, "the first access token, past its login's idle lifetime", e.do("GET", "/v1/users/me", nil, bearer(access)...), 401, "invalid_token")
+	access = r.str("access_token")
+	want(t, "the refreshed access token", e.do("GET", "/v1/users/me", nil, bearer(access)...), 200, "")
+	e.clock.Advance(4 * time.Second)
+	want(t, "the refreshed access token, its session idle", e.do("GET", "/v1/users/me", nil, bearer(access)...), 401, "invalid_token")
+	want(t, "a refresh of the idle session", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": r.str("refresh_token")}),
+		401, "invalid_token")
+}

@@ -606,14 +606,6 @@ func (c *Config) resolve() []string {
 	if c.KeysDir == "" {
 		c.KeysDir = filepath.Join(c.DataDir, "keys")
 	}
-	if c.SessionMaxAge < c.AccessTokenTTL {
-		errs = append(errs, "AUTHD_SESSION_MAX_AGE must not be shorter than AUTHD_ACCESS_TOKEN_TTL")
-	}
-	if c.RefreshTokenTTL < c.AccessTokenTTL {
-		// A session idle that long has ended (it is listed no more, and
-		// cannot be signed out) while its access token still works.
-		errs = append(errs, "AUTHD_REFRESH_TOKEN_TTL must not be shorter than AUTHD_ACCESS_TOKEN_TTL")
-	}
 	if c.AdminToken != "" && slices.Contains(c.ServiceTokens, c.AdminToken) {
 		// Every resource server holding it could act as an administrator.
 		errs = append(errs, "AUTHD_ADMIN_TOKEN must differ from every token of AUTHD_SERVICE_TOKENS")

@@ -36,13 +36,15 @@ func jsonLines(t *testing.T, name, out string) []map[string]any {
 
 // TestServeJSONLogs: with AUTHD_LOG_FORMAT=json every line serve writes, the
 // banner included, is one JSON object; lifetimes under a minute are
-// accepted, each with a warning.
+// accepted, each with a warning, and a session max age under the access
+// token's lifetime (SPEC §2: any lifetime from 1 s) with one that access
+// tokens end with their session.
 func TestServeJSONLogs(t *testing.T) {
 	t.Parallel()
 	env := sqliteEnv(t)
 	env["AUTHD_HTTP_ADDR"], env["AUTHD_ADMIN_ADDR"] = "127.0.0.1:0", "127.0.0.1:0"
 	env["AUTHD_LOG_FORMAT"] = "json"
-	env["AUTHD_ACCESS_TOKEN_TTL"], env["AUTHD_REFRESH_TOKEN_TTL"], env["AUTHD_SESSION_MAX_AGE"] = "1s", "6s", "30s"
+	env["AUTHD_ACCESS_TOKEN_TTL"], env["AUTHD_REFRESH_TOKEN_TTL"], env["AUTHD_SESSION_MAX_AGE"] = "40s", "50s", "30s"
 	s := startServe(t, env)
 	url, stderr := s.url, s.stderr
 	if url == "" {
@@ -63,12 +65,16 @@ func TestServeJSONLogs(t *testing.T) {
 	if code := s.stop(t); code != exitOK {
 		t.Errorf("serve exited %d, want 0", code)
 	}
-	warned := map[string]bool{}
+	warned, endsWithSession := map[string]bool{}, false
 	for _, line := range jsonLines(t, "stderr", stderr.String()) {
 		if line["level"] == "WARN" {
 			s, _ := line["setting"].(string)
 			warned[s] = true
+			endsWithSession = endsWithSession || line["at_most"] == "30s"
 		}
+	}
+	if !endsWithSession {
+		t.Errorf("no warning that access tokens live at most the session's 30s:\n%s", stderr.String())
 	}
 	for _, s := range []string{"AUTHD_ACCESS_TOKEN_TTL", "AUTHD_REFRESH_TOKEN_TTL", "AUTHD_SESSION_MAX_AGE"} {
 		if !warned[s] {

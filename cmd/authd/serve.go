@@ -145,6 +145,11 @@ func (a *App) warnOfSettings() {
 		a.logger.Warn("a lifetime is under a minute: fine for trying expiry, too short for production",
 			"setting", l.env, "value", l.value.String())
 	}
+	if end := min(a.cfg.RefreshTokenTTL, a.cfg.SessionMaxAge); end < a.cfg.AccessTokenTTL {
+		a.logger.Warn("access tokens end with their session: they live at most the shorter of AUTHD_REFRESH_TOKEN_TTL "+
+			"and AUTHD_SESSION_MAX_AGE, not AUTHD_ACCESS_TOKEN_TTL", "AUTHD_ACCESS_TOKEN_TTL", a.cfg.AccessTokenTTL.String(),
+			"at_most", end.String())
+	}
 }
 
 // Open connects to the database (refusing one whose schema is behind),
