@@ -181,7 +181,7 @@ func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID 
 	// writer lane for the audit row either way, so the extra read would only
 	// cost every refresh (−7 % of SQLite refreshes at c=32).
 	if _, rowLocks := s.store.(Rotator); rowLocks {
-		if ended, err := s.refuseEnded(ctx, c, digest, clientID); ended {
+		if ended, err := s.refuseEnded(ctx, c, refreshToken, digest, clientID); ended {
 			return nil, err
 		}
 	}
@@ -209,7 +209,10 @@ func (s *Service) refresh(ctx context.Context, c Client, refreshToken, clientID 
 			// a refresh token here, and no reuse of anyone's chain.
 			return s.refuseToken(ctx, tx, c, EventTokenRefreshed, u.ID, "refresh token of another client", ctxt)
 		case !sess.RevokedAt.IsZero():
-			event, reason, ctxt := s.endedSession(t, sess, now)
+			event, reason, ctxt, err := s.endedSession(ctx, tx, refreshToken, t, sess, now)
+			if err != nil {
+				return err
+			}
 			return s.refuseToken(ctx, tx, c, event, u.ID, reason, ctxt)
 		case !sess.Active(now) || t.Expired(now) && !t.Revoked:
 			// A token rotated (revoked in a live session) and presented
@@ -302,7 +305,7 @@ const deadTokenAge = 2 * time.Minute
 // their expiry) held it without a break: the user's logins and an
 // administrator's lock, which update the row, waited behind it. ended is
 // false for any other token, which the transaction decides.
-func (s *Service) refuseEnded(ctx context.Context, c Client, digest, clientID string) (ended bool, err error) {
+func (s *Service) refuseEnded(ctx context.Context, c Client, raw, digest, clientID string) (ended bool, err error) {
 	t, sess, u, err := s.store.RefreshSession(ctx, digest) // outside a transaction: one read, no lock
 	if err != nil || u.IsDeleted() {
 		return false, nil
@@ -313,7 +316,10 @@ func (s *Service) refuseEnded(ctx context.Context, c Client, digest, clientID st
 	case sess.ClientID != clientID: // never changes, and is checked first
 		reason = "refresh token of another client"
 	case !sess.RevokedAt.IsZero():
-		event, reason, ctxt := s.endedSession(t, sess, now)
+		event, reason, ctxt, err := s.endedSession(ctx, s.store, raw, t, sess, now)
+		if err != nil {
+			return true, err
+		}
 		return true, s.refuseToken(ctx, nil, c, event, u.ID, reason, ctxt)
 	case !sess.Active(now):
 		reason = "refresh token expired"
@@ -328,20 +334,33 @@ func (s *Service) refuseEnded(ctx context.Context, c Client, digest, clientID st
 		map[string]any{"session_id": sess.ID.String()})
 }
 
-// endedSession is how a refresh token of an ended session is refused: one
-// that a refresh rotated out, presented past the grace window, is reuse
-// (SPEC 6.4), logged as such although its session has ended already — by
-// the first reuse, when the losers of a race without grace come after it,
-// or by a logout the thief's replay comes after; any other (revoked with
-// its session, or a client's late repeat within the window) is a refresh
-// of an ended session.
-func (s *Service) endedSession(t *Token, sess *Session, now time.Time) (EventType, string, map[string]any) {
+// endedSession is how the refresh token raw (t) of an ended session is
+// refused: one a refresh rotated out is reuse (SPEC 6.4) as in a live
+// session — past the grace window, or within it once its child was used —
+// logged as such although its session has ended already: by the first
+// reuse, when the losers of a race without grace come after it, or by a
+// logout the thief's replay comes after. Any other (revoked with its
+// session, or a client's repeat within the window, its child unused) is a
+// refresh of an ended session.
+func (s *Service) endedSession(ctx context.Context, q Queries, raw string, t *Token, sess *Session,
+	now time.Time) (EventType, string, map[string]any, error) {
 	ctxt := map[string]any{"session_id": sess.ID.String()}
-	if t.Revoked && !t.RotatedAt.IsZero() && (s.cfg.RefreshReuseGrace <= 0 || now.Sub(t.RotatedAt) > s.cfg.RefreshReuseGrace) {
-		ctxt["token_id"], ctxt["session_ended"] = t.ID.String(), true
-		return EventRefreshTokenReuse, "revoked refresh token presented", ctxt
+	reuse := t.Revoked && !t.RotatedAt.IsZero()
+	if reuse && s.cfg.RefreshReuseGrace > 0 && now.Sub(t.RotatedAt) <= s.cfg.RefreshReuseGrace {
+		// Within the window: a repeat, unless the child was rotated in
+		// turn (the session's end revoked it, which is no use).
+		_, childDigest := s.childToken(raw)
+		child, err := q.RefreshToken(ctx, childDigest)
+		if err != nil && ErrorCode(err) != ENotFound {
+			return "", "", nil, err
+		}
+		reuse = err == nil && !child.RotatedAt.IsZero()
 	}
-	return EventTokenRefreshed, "session ended", ctxt
+	if reuse {
+		ctxt["token_id"], ctxt["session_ended"] = t.ID.String(), true
+		return EventRefreshTokenReuse, "revoked refresh token presented", ctxt, nil
+	}
+	return EventTokenRefreshed, "session ended", ctxt, nil
 }
 
 // rotateAtOnce makes refresh's ordinary rotation in one statement, where

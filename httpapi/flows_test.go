@@ -869,3 +869,55 @@ func TestRefreshLifetimeUnderTheAccessLifetime(t *testing.T) {
 	want(t, "a refresh of the idle session", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": r.str("refresh_token")}),
 		401, "invalid_token")
 }
+
+// TestReplayAfterLogout: a rotated-out refresh token presented after its
+// session was logged out is reuse, as in a live session: within the grace
+// window once its child was rotated in turn, and past the window; a repeat
+// within the window whose child was never used (a client's late retry)
+// and the session's last token are refusals of an ended session.
+func TestReplayAfterLogout(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t)) // grace 10 s
+		e.registerVerified("gone@example.org", goodPassword)
+		_, a := e.login("gone@example.org", goodPassword)
+		refresh := func(tok string) response {
+			return e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": tok})
+		}
+		r := refresh(a)
+		b := r.str("refresh_token")
+		r = refresh(b)
+		c, access := r.str("refresh_token"), r.str("access_token")
+		want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(access)...), 204, "")
+		reasons := func() []string {
+			logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{
+				UserID: e.user("gone@example.org").ID, Since: e.clock.Now(), Limit: 10})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out []string
+			for _, l := range logs {
+				out = append(out, string(l.EventType)+"/"+l.FailureReason)
+			}
+			return out
+		}
+		e.clock.Advance(3 * time.Second)
+		for _, c := range []struct {
+			name, tok, want string
+		}{
+			{"the first token (its child used), within the window", a, "refresh_token_reuse/revoked refresh token presented"},
+			{"the second token (its child never used), within the window", b, "token_refreshed/session ended"},
+			{"the last token", c, "token_refreshed/session ended"},
+		} {
+			want(t, c.name, refresh(c.tok), 401, "invalid_token")
+			if got := reasons(); len(got) != 1 || got[0] != c.want {
+				t.Errorf("%s: logged %v; want %s", c.name, got, c.want)
+			}
+			e.clock.Advance(time.Millisecond)
+		}
+		e.clock.Advance(10 * time.Second)
+		want(t, "the second token past the window", refresh(b), 401, "invalid_token")
+		if got := reasons(); len(got) != 1 || got[0] != "refresh_token_reuse/revoked refresh token presented" {
+			t.Errorf("the second token past the window: logged %v; want reuse", got)
+		}
+	})
+}

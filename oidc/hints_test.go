@@ -342,3 +342,21 @@ func TestHintMismatchAsksNoConsent(t *testing.T) {
 		}
 	})
 }
+
+// TestIDTokenEndsWithItsSession: an ID token expires no later than the
+// access token it comes with, which ends with its session (here the idle
+// lifetime, under the access tokens' own): a relying party that takes its
+// exp for its own session's end keeps no one signed in past authd's.
+func TestIDTokenEndsWithItsSession(t *testing.T) {
+	t.Parallel()
+	e := newEnvConfig(t, openSQLite(t), func(c *authd.Config) { c.RefreshTokenTTL = 20 * time.Second })
+	e.user("brief@example.org")
+	c, cs := e.client("app", authd.ClientConfidential, true)
+	_, tok := e.signedInWithIDToken(e.rp(c, cs), "brief@example.org")
+	id := jwtPayload(t, tok.Extra("id_token").(string))
+	access := jwtPayload(t, tok.AccessToken)
+	if life := id["exp"].(float64) - id["iat"].(float64); life != 20 || access["exp"] != id["exp"] {
+		t.Errorf("the ID token lives %v s, to %v (the access token to %v); want 20 s, as the session's idle lifetime",
+			life, id["exp"], access["exp"])
+	}
+}

@@ -140,9 +140,12 @@ func (s *server) CodeExchange(ctx context.Context, r *op.ClientRequest[oidc.Acce
 	if err != nil {
 		return nil, tokenError(ctx, err)
 	}
+	// The ID token ends no later than the access token it comes with, which
+	// ends with its session (a relying party may take its exp for its own
+	// session's end).
 	now := s.p.now()
 	claims := token.IDClaims{Issuer: s.p.opts.Issuer, Subject: grant.User.ID.String(), Audience: oc.ID,
-		IssuedAt: now, ExpiresAt: now.Add(s.p.opts.IDTokenTTL), AuthTime: grant.Code.AuthTime, Nonce: grant.Code.Nonce,
+		IssuedAt: now, ExpiresAt: now.Add(min(s.p.opts.IDTokenTTL, grant.Pair.ExpiresIn)), AuthTime: grant.Code.AuthTime, Nonce: grant.Code.Nonce,
 		AMR: grant.Code.AMR, SessionID: grant.Pair.SessionID.String(), AccessToken: grant.Pair.AccessToken}
 	if slices.Contains(grant.Code.Scopes, authd.ScopeEmail) {
 		claims.Email, claims.EmailVerified = grant.User.Email, grant.User.EmailVerified

@@ -9,6 +9,7 @@ package shedlog
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 )
@@ -52,7 +53,7 @@ func (l *Log) NoteError(ctx context.Context, err error, attrs ...any) {
 	defer l.mu.Unlock()
 	l.count++
 	if err != nil {
-		l.lastErr, l.attrs = err, attrs
+		l.lastErr, l.attrs = err, slices.Clone(attrs) // the caller's array may be reused
 	}
 	if wait := Interval - time.Since(l.last); wait > 0 {
 		if l.pending == nil {
@@ -99,17 +100,25 @@ func (l *Log) flush(ctx context.Context) {
 // sampled as Log does: those without a hint at warn level (the database
 // unreachable or slow, which passes by itself), those with one at error
 // level with the hint (the operator must act: a disk full, a database file
-// replaced, a lock held elsewhere).
-type Outages struct{ down, refused *Log }
+// replaced, a lock held elsewhere), each hint sampled apart, so that a
+// rare one (a file replaced) is told at once beside a stream of another.
+type Outages struct {
+	logger *slog.Logger
+	prefix string
+	down   *Log
+
+	mu      sync.Mutex
+	refused map[string]*Log // by hint: the store's few fixed texts
+}
+
+// maxHints bounds Outages' logs by hint; past it one more takes the rest.
+const maxHints = 32
 
 // NewOutages returns Outages whose lines begin with prefix ("" or "openid
 // provider: ").
 func NewOutages(logger *slog.Logger, prefix string) *Outages {
-	return &Outages{
-		down: New(logger, prefix+"requests failed: unavailable (the database is unreachable or slow; 503 with Retry-After)"),
-		refused: NewAt(logger, slog.LevelError,
-			prefix+"requests failed: the database refused them (503 with Retry-After; the hint says what to do)"),
-	}
+	return &Outages{logger: logger, prefix: prefix, refused: map[string]*Log{},
+		down: New(logger, prefix+"requests failed: unavailable (the database is unreachable or slow; 503 with Retry-After)")}
 }
 
 // Note counts one request failed with err, which hint (maybe "") explains
@@ -119,11 +128,29 @@ func (o *Outages) Note(ctx context.Context, err error, hint string, attrs ...any
 		o.down.NoteError(ctx, err, attrs...)
 		return
 	}
-	o.refused.NoteError(ctx, err, append(attrs, "hint", hint)...)
+	o.mu.Lock()
+	l, ok := o.refused[hint]
+	if !ok {
+		key := hint
+		if len(o.refused) >= maxHints {
+			key = "" // the rest share one log, each line with its latest hint
+		}
+		if l, ok = o.refused[key]; !ok {
+			l = NewAt(o.logger, slog.LevelError,
+				o.prefix+"requests failed: the database refused them (503 with Retry-After; the hint says what to do)")
+			o.refused[key] = l
+		}
+	}
+	o.mu.Unlock()
+	l.NoteError(ctx, err, append(slices.Clone(attrs), "hint", hint)...)
 }
 
-// Flush tells both counts held back, as Log.Flush.
+// Flush tells every count held back, as Log.Flush.
 func (o *Outages) Flush() {
 	o.down.Flush()
-	o.refused.Flush()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, l := range o.refused {
+		l.Flush()
+	}
 }

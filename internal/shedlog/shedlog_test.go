@@ -79,3 +79,48 @@ func TestNoteErrorTellsTheLatest(t *testing.T) {
 		t.Errorf("lines %q, want the first told with its error, two with the latest, then one without", lines)
 	}
 }
+
+// TestOutagesTellEachHint: outages with different hints are sampled apart:
+// a rare one (a database file replaced) is told at once beside a stream of
+// another (a lock held elsewhere), which shares its lines; unhinted ones
+// go to a line of their own at warn level.
+func TestOutagesTellEachHint(t *testing.T) {
+	defer func(d time.Duration) { Interval = d }(Interval)
+	Interval = time.Hour // nothing held back is told but by Flush
+	var out syncbuf.Buffer
+	o := NewOutages(slog.New(slog.NewTextHandler(&out, nil)), "")
+	ctx := context.Background()
+	for range 50 {
+		o.Note(ctx, errors.New("lock timeout"), "another session holds a lock", "request_id", "busy")
+	}
+	o.Note(ctx, errors.New("file replaced"), "stop authd, put the database back", "request_id", "rare")
+	o.Note(ctx, errors.New("connection refused"), "", "request_id", "down")
+	got := out.String()
+	if !strings.Contains(got, `request_id=rare hint="stop authd, put the database back"`) ||
+		!strings.Contains(got, "request_id=down") || strings.Count(got, "level=ERROR") != 2 || strings.Count(got, "level=WARN") != 1 {
+		t.Fatalf("before the interval:\n%s\nwant the first of each hint told at once (two error lines), the outage at warn", got)
+	}
+	o.Flush()
+	if got := out.String(); !strings.Contains(got, `requests=49 last_err="lock timeout" request_id=busy`) {
+		t.Errorf("after the flush:\n%s\nwant the 49 held back told with their hint's line", got)
+	}
+}
+
+// TestNoteKeepsItsAttrs: the attributes told later are those noted, not
+// what the caller's reused array holds by then.
+func TestNoteKeepsItsAttrs(t *testing.T) {
+	defer func(d time.Duration) { Interval = d }(Interval)
+	Interval = time.Hour
+	var out syncbuf.Buffer
+	l := New(slog.New(slog.NewTextHandler(&out, nil)), "shed")
+	ctx := context.Background()
+	l.Note(ctx) // told at once: the next is held back
+	buf := make([]any, 2, 8)
+	buf[0], buf[1] = "request_id", "first"
+	l.NoteError(ctx, errors.New("e"), buf...)
+	buf[1] = "reused"
+	l.Flush()
+	if got := out.String(); !strings.Contains(got, "request_id=first") {
+		t.Errorf("held-back line:\n%s\nwant the attributes as noted", got)
+	}
+}
