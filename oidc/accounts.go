@@ -16,7 +16,7 @@ import (
 // the existing verify and reset pages, after which the user comes back to
 // sign in.
 
-// accountForm is one of those two pages: a form for a saved request that
+// accountForm is one of those pages: a form for a saved request that
 // calls the service and then says to check the mail, whatever the address
 // (SPEC 6.6).
 type accountForm struct {
