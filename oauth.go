@@ -1,7 +1,10 @@
 package authd
 
 import (
+	"net/netip"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -51,9 +54,45 @@ type OAuthClient struct {
 // confidential one whose administrator said so.
 func (c *OAuthClient) PKCERequired() bool { return c.Type == ClientPublic || c.RequirePKCE }
 
-// RedirectsTo reports whether uri is one of the client's redirect URIs,
-// character for character, as it is registered now.
-func (c *OAuthClient) RedirectsTo(uri string) bool { return slices.Contains(c.RedirectURIs, uri) }
+// RedirectsTo reports whether uri is one of the client's redirect URIs as
+// they are registered now: character for character, but for the port of an
+// http URI to a loopback IP literal (http://127.0.0.1:PORT/…,
+// http://[::1]:PORT/…), which a native app takes from the free ones at
+// each sign-in: RFC 8252 §7.3 has any port allowed. A port on the loopback
+// interface protects nothing (any local process may take one; PKCE does),
+// and `localhost`, which may not resolve to the loopback interface (RFC
+// 8252 §8.3), is matched as written.
+func (c *OAuthClient) RedirectsTo(uri string) bool {
+	if slices.Contains(c.RedirectURIs, uri) {
+		return true
+	}
+	want, ok := anyLoopbackPort(uri)
+	return ok && slices.ContainsFunc(c.RedirectURIs, func(r string) bool {
+		got, ok := anyLoopbackPort(r)
+		return ok && got == want
+	})
+}
+
+// anyLoopbackPort returns uri without its port when uri is an http URI to a
+// loopback IP literal with a port from 1 to 65535 (no leading zero) or
+// none; ok is false for any other URI.
+func anyLoopbackPort(uri string) (_ string, ok bool) {
+	u, err := url.Parse(uri)
+	if err != nil || u.Scheme != "http" || u.User != nil || u.Opaque != "" || strings.HasSuffix(u.Host, ":") ||
+		!strings.HasPrefix(uri, "http://"+u.Host) {
+		return "", false
+	}
+	ip, err := netip.ParseAddr(u.Hostname())
+	if err != nil || !ip.IsLoopback() || ip.Zone() != "" || ip.Is4In6() {
+		return "", false
+	}
+	port := u.Port()
+	if n, err := strconv.Atoi(port); port != "" && (err != nil || n < 1 || n > 65535 || port[0] == '0') {
+		return "", false
+	}
+	host := strings.TrimSuffix(u.Host, ":"+port)
+	return "http://" + host + uri[len("http://"+u.Host):], true
+}
 
 // Consent is what a user granted a client that is not first-party (table
 // oauth_consents), remembered so that the consent screen shows once.

@@ -691,3 +691,47 @@ func TestRedemptionFinishesAfterAHangUp(t *testing.T) {
 		}
 	})
 }
+
+// TestLoopbackRedirectOnAnyPort: a native app registered with a loopback IP
+// redirect signs in on whatever port it listens on at the time (RFC 8252
+// §7.3), and redeems the code with that same URI only; another path, or a
+// host written otherwise, is still an unregistered redirect.
+func TestLoopbackRedirectOnAnyPort(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("cli@example.org")
+		c, _, err := e.svc.CreateClient(context.Background(), authd.Client{}, authd.ClientSpec{ID: "cli", Name: "CLI",
+			Type: authd.ClientPublic, RedirectURIs: []string{"http://127.0.0.1/callback"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		at := func(redirect string) *oauth2.Config {
+			return &oauth2.Config{ClientID: c.ID, RedirectURL: redirect, Scopes: []string{"openid"},
+				Endpoint: oauth2.Endpoint{AuthURL: e.srv.URL + oidc.AuthorizePath, TokenURL: e.srv.URL + oidc.TokenPath}}
+		}
+		for _, bad := range []string{"http://127.0.0.1:54321/callback/", "http://localhost:54321/callback"} {
+			if b := e.browser().get(at(bad).AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()))); b.last.StatusCode != http.StatusBadRequest ||
+				!strings.Contains(b.body, "has not registered") {
+				t.Errorf("redirect %s: %d; want the unregistered-redirect page", bad, b.last.StatusCode)
+			}
+		}
+		cfg, verifier := at("http://127.0.0.1:54321/callback"), oauth2.GenerateVerifier()
+		b := e.browser()
+		b.get(cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(verifier))).signIn("cli@example.org", goodPassword)
+		f := b.form()
+		f.Set("decision", "allow")
+		b.post(oidc.ConsentPath, f)
+		loc, _ := url.Parse(b.last.Header.Get("Location"))
+		if loc == nil || loc.Host != "127.0.0.1:54321" || loc.Path != "/callback" || loc.Query().Get("code") == "" {
+			t.Fatalf("the code went to %q; want the app's port", b.last.Header.Get("Location"))
+		}
+		ctx := context.WithValue(context.Background(), oauth2.HTTPClient, e.srv.Client())
+		if _, err := at("http://127.0.0.1:54322/callback").Exchange(ctx, loc.Query().Get("code"), oauth2.VerifierOption(verifier)); err == nil {
+			t.Error("the code redeemed with another port than its request's")
+		}
+		// The refused attempt above did not spend the code: a wrong
+		// redirect_uri is checked before the code is used.
+		if tok, err := cfg.Exchange(ctx, loc.Query().Get("code"), oauth2.VerifierOption(verifier)); err != nil || tok.AccessToken == "" {
+			t.Errorf("the code redeemed with its request's URI: %v", err)
+		}
+	})
+}
