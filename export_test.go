@@ -28,3 +28,11 @@ func FailPaces(s *Service) (account, unknown time.Duration) {
 // StaleRetryPause is how long stale requests answer at once after a failed
 // catch-up.
 const StaleRetryPause = staleRetryPause
+
+// SetListTimeout sets how long a listing's read may take, until the test
+// ends.
+func SetListTimeout(t interface{ Cleanup(func()) }, d time.Duration) {
+	was := listTimeout
+	listTimeout = d
+	t.Cleanup(func() { listTimeout = was })
+}

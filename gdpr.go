@@ -144,7 +144,11 @@ func (s *Service) securityLogs(ctx context.Context, f SecurityLogFilter) (Page[*
 		return Page[*SecurityLog]{}, err
 	}
 	f.Limit = limit + 1
-	rows, err := s.store.SecurityLogs(ctx, f)
+	var rows []*SecurityLog
+	err = s.listRead(ctx, func(ctx context.Context) (err error) {
+		rows, err = s.store.SecurityLogs(ctx, f)
+		return err
+	})
 	if err != nil {
 		return Page[*SecurityLog]{}, err
 	}

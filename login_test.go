@@ -329,3 +329,48 @@ func TestUnlockExpiredGivenUp(t *testing.T) {
 		t.Errorf("UnlockExpired given up: %d, %v; want 0 and the end said once", n, err)
 	}
 }
+
+// slowLists is a store whose listings take as long as their context lets
+// them (a filter a large table's indexes serve badly).
+type slowLists struct{ authd.Store }
+
+func (slowLists) SecurityLogs(ctx context.Context, _ authd.SecurityLogFilter) ([]*authd.SecurityLog, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (slowLists) Users(ctx context.Context, _ authd.UserFilter) ([]*authd.User, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestSlowListingIsAnOutage: a listing whose read passes its bound is an
+// outage saying to narrow it (a probe: 20–30 s on a large table, cut off
+// unsaid by the HTTP server's write timeout); a caller that hangs up is
+// no slow listing. Not parallel: it sets the package's bound.
+func TestSlowListingIsAnOutage(t *testing.T) {
+	authd.SetListTimeout(t, 20*time.Millisecond)
+	_, _, store := loginEnv(t, 5)
+	s := authd.NewService(authd.Config{}, authd.Deps{Store: slowLists{store}})
+	ctx := context.Background()
+	slow := func(what string, err error) {
+		t.Helper()
+		if authd.ErrorCode(err) != authd.EUnavailable || !strings.Contains(authd.ErrorMessage(err), "narrow it") ||
+			!strings.Contains(authd.ErrorHint(err), "since/until") {
+			t.Errorf("%s past its bound: %v (hint %q); want unavailable, saying to narrow it", what, err, authd.ErrorHint(err))
+		}
+	}
+	_, err := s.SecurityLogs(ctx, authd.Client{}, authd.SecurityLogFilter{EventType: authd.EventLogout, Result: authd.ResultFailure})
+	slow("security logs", err)
+	_, err = s.Users(ctx, authd.Client{}, authd.UserFilter{Status: authd.StatusLocked})
+	slow("users", err)
+	_, err = s.MySecurityLog(ctx, &authd.AccessClaims{UserID: uuid.New()}, nil, 0)
+	slow("a user's own log", err)
+
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := s.SecurityLogs(gone, authd.Client{}, authd.SecurityLogFilter{}); !errors.Is(err, context.Canceled) ||
+		authd.ErrorHint(err) != "" {
+		t.Errorf("a listing whose caller hung up: %v; want its cancellation, no hint", err)
+	}
+}
