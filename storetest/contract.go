@@ -59,6 +59,7 @@ func Run(t *testing.T, open func(t *testing.T) authd.Store) {
 		{"PurgeErasedAccounts", testPurgeErasedAccounts},
 		{"PurgeDryRunOfAnErasedAccount", testPurgeDryRunOfAnErasedAccount},
 		{"IdleSessionsEnd", testIdleSessionsEnd},
+		{"PurgeSessionsInBatches", testPurgeSessionsInBatches},
 		{"UserData", testUserData},
 		{"EveryEnumLabelStored", testEnumLabels},
 		{"Outbox", testOutbox},
@@ -823,6 +824,50 @@ func testIdleSessionsEnd(t *testing.T, s authd.Store) {
 	for _, kept := range []*authd.Session{idleNewly, browser, live} {
 		if _, err := s.Session(ctx, kept.ID); err != nil {
 			t.Errorf("session %q after the purge: %v; want it kept", kept.DeviceInfo, err)
+		}
+	}
+}
+
+// testPurgeSessionsInBatches: the purge's sessions step deletes every
+// ended session however many batches it takes, and no session it must
+// keep among them (PostgreSQL goes on after the last id a batch deleted,
+// not from the first session again).
+func testPurgeSessionsInBatches(t *testing.T, s authd.Store) {
+	ctx := context.Background()
+	u := mustCreateUser(t, s, "many@example.org")
+	var ended, kept []*authd.Session
+	for i := range 15 {
+		sess := &authd.Session{ID: authd.NewID(), UserID: u.ID, DeviceInfo: fmt.Sprint("session ", i),
+			CreatedAt: Epoch.Add(-200 * time.Hour), LastUsedAt: Epoch.Add(-200 * time.Hour), ExpiresAt: Epoch.Add(500 * time.Hour)}
+		if i%3 == 0 { // ended: revoked before the cut-off
+			sess.RevokedAt = Epoch.Add(-100 * time.Hour)
+			ended = append(ended, sess)
+		} else { // live: a token of it outlives the cut-off
+			kept = append(kept, sess)
+		}
+		if err := s.CreateSession(ctx, sess); err != nil {
+			t.Fatal(err)
+		}
+		if i%3 != 0 {
+			tok := newToken(u, sess, authd.TokenRefresh, fmt.Sprint("digest-many-", i))
+			tok.IssuedAt, tok.CreatedAt, tok.ExpiresAt = sess.CreatedAt, sess.CreatedAt, Epoch.Add(10*time.Hour)
+			if err := s.CreateToken(ctx, tok); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	res, err := s.Purge(ctx, authd.PurgeRequest{LogsBefore: Epoch.Add(-72 * time.Hour), ExpiredBefore: Epoch.Add(-24 * time.Hour),
+		Now: Epoch, Batch: 2})
+	if err != nil || res.Sessions != len(ended) || len(res.Deferred) != 0 {
+		t.Errorf("Purge in batches of 2 = %+v, %v; want %d sessions, none deferred", res, err, len(ended))
+	}
+	for _, sess := range ended {
+		_, err := s.Session(ctx, sess.ID)
+		wantCode(t, "an ended session after the purge", err, authd.ENotFound)
+	}
+	for _, sess := range kept {
+		if _, err := s.Session(ctx, sess.ID); err != nil {
+			t.Errorf("live session %q after the purge: %v; want it kept", sess.DeviceInfo, err)
 		}
 	}
 }
