@@ -112,8 +112,27 @@ func (s *Store) ExpiredLocks(ctx context.Context, now time.Time, limit int) ([]u
 	return ids, translate(err)
 }
 
-// Users implements authd.Store.
+// Users implements authd.Store (index ix_users_created_at).
 func (s *Store) Users(ctx context.Context, f authd.UserFilter) ([]*authd.User, error) {
+	sql, args := usersQuery(f)
+	rows, err := s.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, translate(err)
+	}
+	defer rows.Close()
+	var out []*authd.User
+	for rows.Next() {
+		u, err := scanUser(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, translate(rows.Err())
+}
+
+// usersQuery is Users' statement for f, and its arguments.
+func usersQuery(f authd.UserFilter) (string, []any) {
 	var where []string
 	var args []any
 	if f.Email != "" {
@@ -133,21 +152,7 @@ func (s *Store) Users(ctx context.Context, f authd.UserFilter) ([]*authd.User, e
 		sql += " WHERE " + strings.Join(where, " AND ")
 	}
 	args = append(args, listLimit(f.Limit))
-	sql += fmt.Sprintf(" ORDER BY created_at DESC, id DESC LIMIT $%d", len(args))
-	rows, err := s.pool.Query(ctx, sql, args...)
-	if err != nil {
-		return nil, translate(err)
-	}
-	defer rows.Close()
-	var out []*authd.User
-	for rows.Next() {
-		u, err := scanUser(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, u)
-	}
-	return out, translate(rows.Err())
+	return sql + fmt.Sprintf(" ORDER BY created_at DESC, id DESC LIMIT $%d", len(args)), args
 }
 
 // likeEscape makes s match literally in a LIKE pattern.

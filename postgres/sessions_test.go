@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -570,5 +571,49 @@ func TestSignOutOfAnExpiredSessionDuringErasure(t *testing.T) {
 	}
 	if err := <-erasure; err != nil {
 		t.Errorf("the erasure: %v", err)
+	}
+}
+
+// TestUsersListedByTheirIndex: the administrator's listing of users, first
+// page and one after a cursor, reads ix_users_created_at rather than
+// reading and sorting the whole table (a probe: 463 ms a page at 200,000
+// users, 9 ms with the index).
+func TestUsersListedByTheirIndex(t *testing.T) {
+	ctx := context.Background()
+	s, _, _ := tracedStore(t)
+	if _, err := s.pool.Exec(ctx, `INSERT INTO users (id, email, password_hash, account_status, email_verified,
+		consent_status, consent_timestamp, registration_timestamp, last_password_change, created_at, updated_at)
+		SELECT gen_random_uuid(), 'user' || i || '@example.org', 'x', 'active', true, true, $1, $1, $1,
+			$1::timestamptz + i * interval '1 second', $1
+		FROM generate_series(1, 5000) AS i`, storetest.Epoch); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.pool.Exec(ctx, `ANALYZE users`); err != nil {
+		t.Fatal(err)
+	}
+	first, err := s.Users(ctx, authd.UserFilter{Limit: 50})
+	if err != nil || len(first) != 50 {
+		t.Fatalf("first page: %d users, %v", len(first), err)
+	}
+	last := first[len(first)-1]
+	for name, f := range map[string]authd.UserFilter{"the first page": {Limit: 51},
+		"a page after a cursor": {Limit: 51, After: &authd.Cursor{Time: last.CreatedAt, ID: last.ID}}} {
+		sql, args := usersQuery(f)
+		rows, err := s.pool.Query(ctx, `EXPLAIN `+sql, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var plan string
+		for rows.Next() {
+			var line string
+			if err := rows.Scan(&line); err != nil {
+				t.Fatal(err)
+			}
+			plan += line + "\n"
+		}
+		rows.Close()
+		if !strings.Contains(plan, "ix_users_created_at") || strings.Contains(plan, "Sort") {
+			t.Errorf("%s: plan\n%s\nwant a scan of ix_users_created_at, no sort", name, plan)
+		}
 	}
 }

@@ -231,6 +231,7 @@ var SeedSchema = Schema{
 	Indexes: []Index{
 		{Table: "users", Name: "ix_users_email", Columns: "email", Unique: true},
 		{Table: "users", Name: "ix_users_account_status", Columns: "account_status"},
+		{Table: "users", Name: "ix_users_created_at", Columns: "created_at,id"},
 		{Table: "jwt_tokens", Name: "ix_jwt_tokens_jti", Columns: "jti", Unique: true},
 		{Table: "jwt_tokens", Name: "ix_jwt_tokens_user_id", Columns: "user_id"},
 		{Table: "jwt_tokens", Name: "ix_jwt_tokens_expires_at", Columns: "expires_at"},
