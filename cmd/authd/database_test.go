@@ -388,7 +388,8 @@ func TestCommandsWaitForLocksBounded(t *testing.T) {
 	srv.stop(t)
 
 	// A migration that cannot have its table gives up alike, and can be run
-	// again. (The last migration alters sessions.)
+	// again. (The last migration builds an index on users, CONCURRENTLY:
+	// its wait for the table is bounded alike.)
 	tx.Rollback(ctx)
 	if code, _, stderr := runCLI(t, env, "migrate", "down", "1"); code != exitOK {
 		t.Fatalf("migrate down 1: %s", stderr)
@@ -398,7 +399,7 @@ func TestCommandsWaitForLocksBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, `LOCK TABLE sessions IN SHARE MODE`); err != nil { // migration 25 alters it
+	if _, err := tx.Exec(ctx, `LOCK TABLE users IN SHARE MODE`); err != nil { // migration 26 indexes it
 		t.Fatal(err)
 	}
 	code, _, stderr = runCLIContext(guard, t, env, "migrate", "up")
