@@ -562,10 +562,8 @@ func ValidRedirectURI(raw string) error {
 	if strings.HasSuffix(u.Host, ":") {
 		return fmt.Errorf("must not end its host with an empty port")
 	}
-	if p := u.Port(); p != "" {
-		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 || p[0] == '0' {
-			return fmt.Errorf("must have a port from 1 to 65535, without leading zeros")
-		}
+	if p := u.Port(); p != "" && !validPort(p) {
+		return fmt.Errorf("must have a port from 1 to 65535, without leading zeros")
 	}
 	switch u.Scheme {
 	case "https":
@@ -619,6 +617,13 @@ func DNSHostName(host string) bool {
 	last := strings.ToLower(labels[len(labels)-1])
 	hex, isHex := strings.CutPrefix(last, "0x")
 	return len(host) <= 253 && strings.Trim(last, "0123456789") != "" && !(isHex && strings.Trim(hex, "0123456789abcdef") == "")
+}
+
+// validPort reports whether p is a port from 1 to 65535 written without a
+// leading zero.
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 1 && n <= 65535 && p[0] != '0'
 }
 
 func loopbackHost(host string) bool {

@@ -1,10 +1,8 @@
 package authd
 
 import (
-	"net/netip"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -82,12 +80,8 @@ func anyLoopbackPort(uri string) (_ string, ok bool) {
 		!strings.HasPrefix(uri, "http://"+u.Host) {
 		return "", false
 	}
-	ip, err := netip.ParseAddr(u.Hostname())
-	if err != nil || !ip.IsLoopback() || ip.Zone() != "" || ip.Is4In6() {
-		return "", false
-	}
 	port := u.Port()
-	if n, err := strconv.Atoi(port); port != "" && (err != nil || n < 1 || n > 65535 || port[0] == '0') {
+	if u.Hostname() == "localhost" || !loopbackHost(u.Hostname()) || port != "" && !validPort(port) {
 		return "", false
 	}
 	host := strings.TrimSuffix(u.Host, ":"+port)
