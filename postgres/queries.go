@@ -571,7 +571,21 @@ func (q *queries) CreateSecurityLog(ctx context.Context, l *authd.SecurityLog) e
 	return q.write(ctx, mustAffect("user"), userLogQuery, args...)
 }
 
+// SecurityLogs implements authd.Queries: a filter by event or by user reads
+// ix_security_logs_event_type or ix_security_logs_user_id, which hold the
+// time and the id after their column, in order; none reads
+// ix_security_logs_timestamp.
 func (q *queries) SecurityLogs(ctx context.Context, f authd.SecurityLogFilter) ([]*authd.SecurityLog, error) {
+	sql, args := securityLogsQuery(f)
+	rows, err := q.rows(ctx, sql, args...)
+	if err != nil {
+		return nil, translate(err)
+	}
+	return collectSecurityLogs(rows)
+}
+
+// securityLogsQuery is SecurityLogs' statement for f, and its arguments.
+func securityLogsQuery(f authd.SecurityLogFilter) (string, []any) {
 	var where []string
 	var args []any
 	arg := func(cond string, v any) {
@@ -603,11 +617,7 @@ func (q *queries) SecurityLogs(ctx context.Context, f authd.SecurityLogFilter) (
 	}
 	args = append(args, listLimit(f.Limit))
 	sql += fmt.Sprintf(` ORDER BY "timestamp" DESC, id DESC LIMIT $%d`, len(args))
-	rows, err := q.rows(ctx, sql, args...)
-	if err != nil {
-		return nil, translate(err)
-	}
-	return collectSecurityLogs(rows)
+	return sql, args
 }
 
 func collectSecurityLogs(rows pgx.Rows) ([]*authd.SecurityLog, error) {

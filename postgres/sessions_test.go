@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -599,21 +600,108 @@ func TestUsersListedByTheirIndex(t *testing.T) {
 	for name, f := range map[string]authd.UserFilter{"the first page": {Limit: 51},
 		"a page after a cursor": {Limit: 51, After: &authd.Cursor{Time: last.CreatedAt, ID: last.ID}}} {
 		sql, args := usersQuery(f)
-		rows, err := s.pool.Query(ctx, `EXPLAIN `+sql, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var plan string
-		for rows.Next() {
-			var line string
-			if err := rows.Scan(&line); err != nil {
-				t.Fatal(err)
-			}
-			plan += line + "\n"
-		}
-		rows.Close()
-		if !strings.Contains(plan, "ix_users_created_at") || strings.Contains(plan, "Sort") {
+		if plan := explain(t, s, sql, args); !strings.Contains(plan, "ix_users_created_at") || strings.Contains(plan, "Sort") {
 			t.Errorf("%s: plan\n%s\nwant a scan of ix_users_created_at, no sort", name, plan)
 		}
+	}
+}
+
+// explain is PostgreSQL's plan for sql run with args, under the planner
+// settings given (as "enable_bitmapscan = off").
+func explain(t *testing.T, s *Store, sql string, args []any, settings ...string) string {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	for _, set := range settings {
+		if _, err := tx.Exec(ctx, `SET LOCAL `+set); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows, err := tx.Query(ctx, `EXPLAIN `+sql, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			t.Fatal(err)
+		}
+		plan += line + "\n"
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return plan
+}
+
+// TestSecurityLogsListedByEvent: a listing of the security log by event
+// (and result, or user), first page or after a cursor, reads
+// ix_security_logs_event_type in order — not the timestamp index backward
+// past every newer row, nor a sort of every match (a probe at 2,000,000
+// rows: 4.6 s for an event and result nothing matched, 0.6 s with migration
+// 27's index; 277 ms for a rare event, 3 ms).
+func TestSecurityLogsListedByEvent(t *testing.T) {
+	ctx := context.Background()
+	s, _, _ := tracedStore(t)
+	// 40,000 rows a second apart: one busy user in one row of ten, the 97
+	// others in one of a hundred each; one row in a hundred an
+	// account_locked (the busy user's), the rest refreshes and logins.
+	if _, err := s.pool.Exec(ctx, `INSERT INTO users (id, email, password_hash, account_status, email_verified,
+		consent_status, consent_timestamp, registration_timestamp, last_password_change, created_at, updated_at)
+		SELECT gen_random_uuid(), 'user' || i || '@example.org', 'x', 'active', true, true, $1, $1, $1, $1, $1
+		FROM generate_series(1, 100) AS i`, storetest.Epoch); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.pool.Exec(ctx, `INSERT INTO security_logs (id, event_type, user_id, "timestamp", result)
+		SELECT gen_random_uuid(),
+			(CASE WHEN i % 100 = 0 THEN 'account_locked' WHEN i % 2 = 0 THEN 'token_refreshed' ELSE 'login_success' END)::event_type,
+			(SELECT id FROM users WHERE email = 'user' || (CASE WHEN i % 10 = 0 THEN 1 ELSE i % 97 + 2 END) || '@example.org'),
+			$1::timestamptz + i * interval '1 second', 'success'
+		FROM generate_series(1, 40000) AS i`, storetest.Epoch); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.pool.Exec(ctx, `ANALYZE security_logs`); err != nil {
+		t.Fatal(err)
+	}
+	var heavy uuid.UUID
+	if err := s.pool.QueryRow(ctx, `SELECT id FROM users WHERE email = 'user1@example.org'`).Scan(&heavy); err != nil {
+		t.Fatal(err)
+	}
+	cursor := &authd.Cursor{Time: storetest.Epoch.Add(30000 * time.Second), ID: uuid.Max}
+	for name, f := range map[string]authd.SecurityLogFilter{
+		"an event and a result":    {EventType: authd.EventAccountLocked, Result: authd.ResultFailure},
+		"an event after a cursor":  {EventType: authd.EventAccountLocked, After: cursor},
+		"a busy user and an event": {UserID: heavy, EventType: authd.EventAccountLocked},
+	} {
+		f.Limit = 51
+		sql, args := securityLogsQuery(f)
+		// At this table's size a bitmap read of a few hundred matches and
+		// their sort is cheapest; at millions of rows the planner weighs
+		// reads in order against each other (the probe's plans), and so it
+		// does here without bitmaps.
+		plan := explain(t, s, sql, args, "enable_bitmapscan = off")
+		if !strings.Contains(plan, "ix_security_logs_event_type") || strings.Contains(plan, "Sort") {
+			t.Errorf("%s: plan\n%s\nwant a scan of ix_security_logs_event_type, no sort", name, plan)
+		}
+	}
+	// And the listing finds what the plan reads: newest first, from the
+	// cursor on (the row at its time has an id below uuid.Max).
+	logs, err := s.SecurityLogs(ctx, authd.SecurityLogFilter{EventType: authd.EventAccountLocked, After: cursor, Limit: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []time.Time
+	for _, l := range logs {
+		got = append(got, l.Timestamp)
+	}
+	want := []time.Time{storetest.Epoch.Add(30000 * time.Second), storetest.Epoch.Add(29900 * time.Second), storetest.Epoch.Add(29800 * time.Second)}
+	if !slices.EqualFunc(got, want, time.Time.Equal) {
+		t.Errorf("account_locked rows before the cursor: %v, want %v", got, want)
 	}
 }

@@ -146,13 +146,13 @@ func TestStatementsPreparedOnce(t *testing.T) {
 
 // openMigrated opens a store on a new database file, migrated; it closes at
 // the end of the test.
-func openMigrated(t *testing.T) *Store {
+func openMigrated(t testing.TB) *Store {
 	t.Helper()
 	return openMigratedAt(t, filepath.Join(t.TempDir(), "authd.db"))
 }
 
 // openMigratedAt is openMigrated on the database file at path.
-func openMigratedAt(t *testing.T, path string) *Store {
+func openMigratedAt(t testing.TB, path string) *Store {
 	t.Helper()
 	ctx := context.Background()
 	s, err := Open(ctx, path)

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -110,5 +111,149 @@ func TestLiveSessionsReadByTheirIndex(t *testing.T) {
 				t.Errorf("%s did not use ix_sessions_user_id_live:\n%s", r.name, strings.Join(p.plans, "\n"))
 			}
 		})
+	}
+}
+
+// TestSecurityLogsListedByEvent: a listing of the security log by event
+// (and result, or user), first page or after a cursor, reads
+// ix_security_logs_event_type in order, newest first — not every match
+// and a sort (migration 27).
+func TestSecurityLogsListedByEvent(t *testing.T) {
+	ctx := context.Background()
+	s := openMigrated(t)
+	u := storetest.NewUser("logged@example.org")
+	if err := s.CreateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 30 {
+		event := authd.EventTokenRefreshed
+		if i%10 == 0 {
+			event = authd.EventAccountLocked
+		}
+		l := authd.NewSecurityLog(storetest.Epoch.Add(time.Duration(i)*time.Second), event, authd.ResultSuccess, u.ID, "", "", "", nil)
+		if err := s.CreateSecurityLog(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cursor := &authd.Cursor{Time: storetest.Epoch.Add(20 * time.Second), ID: uuid.Max}
+	for _, c := range []struct {
+		name string
+		f    authd.SecurityLogFilter
+		want int
+	}{
+		{"an event and a result", authd.SecurityLogFilter{EventType: authd.EventAccountLocked, Result: authd.ResultSuccess}, 3},
+		{"an event after a cursor", authd.SecurityLogFilter{EventType: authd.EventAccountLocked, After: cursor}, 3},
+		{"a user and an event", authd.SecurityLogFilter{UserID: u.ID, EventType: authd.EventAccountLocked}, 3},
+	} {
+		p := &planned{db: s.db}
+		logs, err := (&queries{db: p}).SecurityLogs(ctx, c.f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		newestFirst := slices.IsSortedFunc(logs, func(a, b *authd.SecurityLog) int { return b.Timestamp.Compare(a.Timestamp) })
+		if len(logs) != c.want || !newestFirst {
+			t.Errorf("%s: %d rows, newest first %t; want %d, newest first", c.name, len(logs), newestFirst, c.want)
+		}
+		if plan := strings.Join(p.plans, "\n"); !strings.Contains(plan, "INDEX ix_security_logs_event_type") || strings.Contains(plan, "TEMP B-TREE") {
+			t.Errorf("%s: plan\n%s\nwant a search of ix_security_logs_event_type, no sort", c.name, plan)
+		}
+	}
+}
+
+// TestPurgeSessionsGoOnAfterTheLastBatch: each batch of retention's
+// sessions step reads the sessions after the last one the batch before
+// picked, by their key, rather than from the first session again past
+// every live one (the step's time grew with the square of its rows), and
+// the step deletes the ended sessions and only them.
+func TestPurgeSessionsGoOnAfterTheLastBatch(t *testing.T) {
+	ctx := context.Background()
+	s := openMigrated(t)
+	now := storetest.Epoch
+	u := storetest.NewUser("batches@example.org")
+	if err := s.CreateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	ended := map[uuid.UUID]bool{}
+	for i := range 9 {
+		sess := &authd.Session{ID: authd.NewID(), UserID: u.ID, CreatedAt: now.Add(-200 * time.Hour), LastUsedAt: now,
+			ExpiresAt: now.Add(time.Hour)}
+		if i%3 == 0 {
+			sess.RevokedAt = now.Add(-100 * time.Hour)
+		}
+		ended[sess.ID] = i%3 == 0
+		if err := s.CreateSession(ctx, sess); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deleted, after := 0, ""
+	for batch := 1; ; batch++ {
+		p := &planned{db: s.db}
+		picked, n, last, err := (&queries{db: p}).purgeSessionsAfter(ctx, timeText(now.Add(-24*time.Hour)), 2, after)
+		if err != nil {
+			t.Fatal(err)
+		}
+		deleted += n
+		for _, plan := range p.plans {
+			if !strings.Contains(plan, "sqlite_autoindex_sessions_1 (id>?") {
+				t.Errorf("batch %d after %q: plan\n%s\nwant a search of the key after the last batch's", batch, after, plan)
+			}
+		}
+		if picked < 2 {
+			break
+		}
+		if last <= after {
+			t.Fatalf("batch %d after %q went on after %q", batch, after, last)
+		}
+		after = last
+	}
+	if deleted != 3 {
+		t.Errorf("the step deleted %d sessions, want the 3 ended", deleted)
+	}
+	for id, end := range ended {
+		if _, err := s.Session(ctx, id); (err == nil) == end {
+			t.Errorf("session ended %t after the step: %v", end, err)
+		}
+	}
+}
+
+// rowCounts is a dbtx that records the rows each statement it runs changed.
+type rowCounts struct {
+	dbtx
+	rows []int64
+}
+
+func (a *rowCounts) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	res, err := a.dbtx.ExecContext(ctx, query, args...)
+	if err == nil {
+		n, _ := res.RowsAffected()
+		a.rows = append(a.rows, n)
+	}
+	return res, err
+}
+
+// TestPurgeHoldsTheLaneForSmallBatches: a retention statement deletes at
+// most purgeBatch rows, below the request's batch, since every other write
+// waits behind it in the lane; the purge still deletes every row due.
+func TestPurgeHoldsTheLaneForSmallBatches(t *testing.T) {
+	ctx := context.Background()
+	s := openMigrated(t)
+	const due = 2*purgeBatch + 50
+	for i := range due {
+		l := authd.NewSecurityLog(storetest.Epoch.Add(-time.Duration(i+1)*time.Second), authd.EventTokenRefreshed, authd.ResultSuccess,
+			uuid.Nil, "", "", "", nil)
+		if err := s.CreateSecurityLog(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := &rowCounts{dbtx: s.queries.db}
+	recorded := *s
+	recorded.queries = queries{db: a}
+	res, err := recorded.Purge(ctx, authd.PurgeRequest{LogsBefore: storetest.Epoch, ExpiredBefore: storetest.Epoch,
+		Now: storetest.Epoch, Batch: 1000})
+	if err != nil || res.SecurityLogs != due {
+		t.Fatalf("Purge = %+v, %v; want %d security logs", res, err, due)
+	}
+	if most := slices.Max(a.rows); most > purgeBatch {
+		t.Errorf("a statement deleted %d rows (all: %v); want %d at most", most, a.rows, purgeBatch)
 	}
 }

@@ -242,7 +242,7 @@ var SeedSchema = Schema{
 		{Table: "verification_tokens", Name: "ix_verification_tokens_token", Columns: "token", Unique: true},
 		{Table: "verification_tokens", Name: "ix_verification_tokens_user_id", Columns: "user_id"},
 		{Table: "verification_tokens", Name: "ix_verification_tokens_expires_at", Columns: "expires_at"},
-		{Table: "security_logs", Name: "ix_security_logs_event_type", Columns: "event_type"},
+		{Table: "security_logs", Name: "ix_security_logs_event_type", Columns: "event_type,timestamp,id"},
 		{Table: "security_logs", Name: "ix_security_logs_user_id", Columns: "user_id"},
 		{Table: "security_logs", Name: "ix_security_logs_timestamp", Columns: "timestamp"},
 		{Table: "sessions", Name: "ix_sessions_user_id", Columns: "user_id"},

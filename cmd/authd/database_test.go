@@ -388,7 +388,7 @@ func TestCommandsWaitForLocksBounded(t *testing.T) {
 	srv.stop(t)
 
 	// A migration that cannot have its table gives up alike, and can be run
-	// again. (The last migration builds an index on users, CONCURRENTLY:
+	// again. (The last migration builds indexes on security_logs, CONCURRENTLY:
 	// its wait for the table is bounded alike.)
 	tx.Rollback(ctx)
 	if code, _, stderr := runCLI(t, env, "migrate", "down", "1"); code != exitOK {
@@ -399,7 +399,7 @@ func TestCommandsWaitForLocksBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, `LOCK TABLE users IN SHARE MODE`); err != nil { // migration 26 indexes it
+	if _, err := tx.Exec(ctx, `LOCK TABLE security_logs IN SHARE MODE`); err != nil { // migration 27 indexes it
 		t.Fatal(err)
 	}
 	code, _, stderr = runCLIContext(guard, t, env, "migrate", "up")

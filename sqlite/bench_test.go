@@ -1,0 +1,50 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/storetest"
+)
+
+// BenchmarkPurgeLogs: one op is one retention statement on security_logs,
+// which holds the writer lane (every other write waits behind it) for its
+// time: the batch's rows go from the table and its four indexes, among
+// 100,000 newer rows that stay.
+func BenchmarkPurgeLogs(b *testing.B) {
+	for _, batch := range []int{1000, purgeBatch} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			ctx := context.Background()
+			s := openMigrated(b)
+			u := storetest.NewUser("logged@example.org")
+			if err := s.CreateUser(ctx, u); err != nil {
+				b.Fatal(err)
+			}
+			cut := storetest.Epoch
+			old := b.N * batch
+			// old rows a millisecond apart before cut, then 100,000 after it.
+			if _, err := s.db.ExecContext(ctx, `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1 + 100000)
+				INSERT INTO security_logs (id, event_type, user_id, "timestamp", ip_address, user_agent, result)
+				SELECT printf('%08x-0000-4000-8000-%012x', i, i), CASE WHEN i % 2 = 0 THEN 'token_refreshed' ELSE 'login_success' END,
+					?2, strftime('%Y-%m-%dT%H:%M:%fZ', ?3, printf('%+.3f seconds', (i - ?1 - 1) / 1000.0)), '192.0.2.1', 'bench', 'success'
+				FROM n`, old, u.ID, timeText(cut)); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			start := time.Now()
+			res, err := s.Purge(ctx, authd.PurgeRequest{LogsBefore: cut, ExpiredBefore: cut, Now: cut, Batch: batch})
+			elapsed := time.Since(start)
+			b.StopTimer()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if res.SecurityLogs != old {
+				b.Fatalf("purged %d rows, want %d", res.SecurityLogs, old)
+			}
+			b.ReportMetric(float64(elapsed.Microseconds())/float64(old)*1000, "ns/row")
+		})
+	}
+}
