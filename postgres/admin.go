@@ -363,6 +363,10 @@ const sessionPurgedDry = ` AND NOT (COALESCE(s.expires_at < $2 OR s.revoked_at <
 // purgeLockWait bounds each wait of a purge batch for a row lock.
 const purgeLockWait = "500ms"
 
+// defaultPurgeBatch is a purge's rows per statement when its request asks
+// no number.
+const defaultPurgeBatch = 1000
+
 // purgeBatch runs one batch's delete in a transaction of its own, whose
 // lock_timeout (SET LOCAL: it ends with the transaction, never left on the
 // pooled connection) bounds its waits for row locks. SKIP LOCKED passes
@@ -464,6 +468,10 @@ func lockPurge(ctx context.Context, conn *pgxpool.Conn) (skipped bool, unlock fu
 // takes no lock: it counts while another instance purges.
 func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeResult, error) {
 	var res authd.PurgeResult
+	batch := r.Batch
+	if batch <= 0 { // none asked: the store's
+		batch = defaultPurgeBatch
+	}
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return res, translate(err)
@@ -528,10 +536,10 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 			var n int64
 			var err error
 			if st.n == &res.Sessions {
-				n, last, err = purgeSessionsAfter(ctx, conn, st.at, r.Batch, last)
+				n, last, err = purgeSessionsAfter(ctx, conn, st.at, batch, last)
 			} else {
 				n, err = purgeBatch(ctx, conn, `DELETE FROM `+st.table+` WHERE id IN (SELECT id FROM `+st.table+
-					` WHERE `+st.where+` LIMIT $2 FOR UPDATE SKIP LOCKED)`, st.at, r.Batch)
+					` WHERE `+st.where+` LIMIT $2 FOR UPDATE SKIP LOCKED)`, st.at, batch)
 			}
 			if lockWaited(err) {
 				break // the batch rolled back; the next run takes it
@@ -540,7 +548,7 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 				return res, translate(err)
 			}
 			*st.n += int(n)
-			if n < int64(r.Batch) {
+			if n < int64(batch) {
 				break
 			}
 		}

@@ -571,10 +571,11 @@ func (q *queries) CreateSecurityLog(ctx context.Context, l *authd.SecurityLog) e
 	return q.write(ctx, mustAffect("user"), userLogQuery, args...)
 }
 
-// SecurityLogs implements authd.Queries: a filter by event or by user reads
-// ix_security_logs_event_type or ix_security_logs_user_id, which hold the
-// time and the id after their column, in order; none reads
-// ix_security_logs_timestamp.
+// SecurityLogs implements authd.Queries. A filter by event can read
+// ix_security_logs_event_type, which holds the time and the id after the
+// event, a page in order (migration 27); the planner weighs that against a
+// bitmap read and sort of the matches and against walking
+// ix_security_logs_timestamp back, by their costs.
 func (q *queries) SecurityLogs(ctx context.Context, f authd.SecurityLogFilter) ([]*authd.SecurityLog, error) {
 	sql, args := securityLogsQuery(f)
 	rows, err := q.rows(ctx, sql, args...)

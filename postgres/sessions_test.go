@@ -641,11 +641,13 @@ func explain(t *testing.T, s *Store, sql string, args []any, settings ...string)
 }
 
 // TestSecurityLogsListedByEvent: a listing of the security log by event
-// (and result, or user), first page or after a cursor, reads
-// ix_security_logs_event_type in order — not the timestamp index backward
-// past every newer row, nor a sort of every match (a probe at 2,000,000
-// rows: 4.6 s for an event and result nothing matched, 0.6 s with migration
-// 27's index; 277 ms for a rare event, 3 ms).
+// (and result, or user), first page or after a cursor, can read
+// ix_security_logs_event_type in order, with no sort — which the seed's
+// one-column index cannot, so the planner had only the walk back along the
+// timestamp index past every newer row for a rare event (a probe at
+// 2,000,000 rows: 4.6 s for an event and result nothing matched, 0.6 s with
+// migration 27's index; 277 ms for a rare event, 3 ms). A forced-plan
+// test: with bitmap scans off, what the planner has to choose from shows.
 func TestSecurityLogsListedByEvent(t *testing.T) {
 	ctx := context.Background()
 	s, _, _ := tracedStore(t)
@@ -682,9 +684,9 @@ func TestSecurityLogsListedByEvent(t *testing.T) {
 		f.Limit = 51
 		sql, args := securityLogsQuery(f)
 		// At this table's size a bitmap read of a few hundred matches and
-		// their sort is cheapest; at millions of rows the planner weighs
-		// reads in order against each other (the probe's plans), and so it
-		// does here without bitmaps.
+		// their sort is cheapest (as it can be at millions of rows: the
+		// planner picks by cost); without it, the index read in order must
+		// be there to pick.
 		plan := explain(t, s, sql, args, "enable_bitmapscan = off")
 		if !strings.Contains(plan, "ix_security_logs_event_type") || strings.Contains(plan, "Sort") {
 			t.Errorf("%s: plan\n%s\nwant a scan of ix_security_logs_event_type, no sort", name, plan)

@@ -18,9 +18,11 @@ import (
 type planned struct {
 	db    *sql.DB
 	plans []string
+	args  [][]any // each statement's
 }
 
 func (p *planned) plan(ctx context.Context, query string, args []any) {
+	p.args = append(p.args, args)
 	rows, err := p.db.QueryContext(ctx, "EXPLAIN QUERY PLAN "+query, args...)
 	if err != nil {
 		p.plans = append(p.plans, "EXPLAIN failed: "+err.Error())
@@ -163,8 +165,10 @@ func TestSecurityLogsListedByEvent(t *testing.T) {
 // TestPurgeSessionsGoOnAfterTheLastBatch: each batch of retention's
 // sessions step reads the sessions after the last one the batch before
 // picked, by their key, rather than from the first session again past
-// every live one (the step's time grew with the square of its rows), and
-// the step deletes the ended sessions and only them.
+// every live one (the step's time grew with the square of its rows); its
+// DELETE, which holds the writer lane, looks up the picked sessions by key
+// rather than reading the live ones between them; and the step deletes
+// the ended sessions and only them.
 func TestPurgeSessionsGoOnAfterTheLastBatch(t *testing.T) {
 	ctx := context.Background()
 	s := openMigrated(t)
@@ -185,29 +189,36 @@ func TestPurgeSessionsGoOnAfterTheLastBatch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deleted, after := 0, ""
-	for batch := 1; ; batch++ {
-		p := &planned{db: s.db}
-		picked, n, last, err := (&queries{db: p}).purgeSessionsAfter(ctx, timeText(now.Add(-24*time.Hour)), 2, after)
-		if err != nil {
-			t.Fatal(err)
-		}
-		deleted += n
-		for _, plan := range p.plans {
+	p := &planned{db: s.db}
+	recorded := *s
+	recorded.queries = queries{db: p}
+	res, err := recorded.Purge(ctx, authd.PurgeRequest{LogsBefore: now.Add(-72 * time.Hour), ExpiredBefore: now.Add(-24 * time.Hour),
+		Now: now, Batch: 1})
+	if err != nil || res.Sessions != 3 {
+		t.Fatalf("Purge in batches of 1 = %+v, %v; want the 3 ended sessions", res, err)
+	}
+	var picks []string // each pick's after
+	for i, plan := range p.plans {
+		switch {
+		case strings.Contains(plan, "json_group_array"): // a pick
+			picks = append(picks, p.args[i][1].(string))
 			if !strings.Contains(plan, "sqlite_autoindex_sessions_1 (id>?") {
-				t.Errorf("batch %d after %q: plan\n%s\nwant a search of the key after the last batch's", batch, after, plan)
+				t.Errorf("a pick after %q: plan\n%s\nwant a search of the key after the last batch's", p.args[i][1], plan)
+			}
+		case strings.Contains(plan, "DELETE FROM sessions"):
+			if !strings.Contains(plan, "sqlite_autoindex_sessions_1 (id=?)") || strings.Contains(plan, "id>?") {
+				t.Errorf("a sessions DELETE: plan\n%s\nwant the picked sessions looked up by key", plan)
 			}
 		}
-		if picked < 2 {
-			break
-		}
-		if last <= after {
-			t.Fatalf("batch %d after %q went on after %q", batch, after, last)
-		}
-		after = last
 	}
-	if deleted != 3 {
-		t.Errorf("the step deleted %d sessions, want the 3 ended", deleted)
+	// Batches of 1 among 3 ended: from the first session, then after
+	// each ended one, the last finding none.
+	increasing := true
+	for i := 1; i < len(picks); i++ {
+		increasing = increasing && picks[i] > picks[i-1]
+	}
+	if len(picks) != 4 || picks[0] != "" || !increasing {
+		t.Errorf("the picks went on after %q; want 4, from the first session, each after the last picked", picks)
 	}
 	for id, end := range ended {
 		if _, err := s.Session(ctx, id); (err == nil) == end {
@@ -231,29 +242,32 @@ func (a *rowCounts) ExecContext(ctx context.Context, query string, args ...any) 
 	return res, err
 }
 
-// TestPurgeHoldsTheLaneForSmallBatches: a retention statement deletes at
+// TestPurgeStatementsDeleteSmallBatches: a retention statement deletes at
 // most purgeBatch rows, below the request's batch, since every other write
-// waits behind it in the lane; the purge still deletes every row due.
-func TestPurgeHoldsTheLaneForSmallBatches(t *testing.T) {
+// waits behind it in the lane; a request that asks no batch size (0) gets
+// the store's; the purge still deletes every row due.
+func TestPurgeStatementsDeleteSmallBatches(t *testing.T) {
 	ctx := context.Background()
 	s := openMigrated(t)
 	const due = 2*purgeBatch + 50
-	for i := range due {
-		l := authd.NewSecurityLog(storetest.Epoch.Add(-time.Duration(i+1)*time.Second), authd.EventTokenRefreshed, authd.ResultSuccess,
-			uuid.Nil, "", "", "", nil)
-		if err := s.CreateSecurityLog(ctx, l); err != nil {
-			t.Fatal(err)
+	for _, asked := range []int{1000, 0} {
+		for i := range due {
+			l := authd.NewSecurityLog(storetest.Epoch.Add(-time.Duration(i+1)*time.Second), authd.EventTokenRefreshed,
+				authd.ResultSuccess, uuid.Nil, "", "", "", nil)
+			if err := s.CreateSecurityLog(ctx, l); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	a := &rowCounts{dbtx: s.queries.db}
-	recorded := *s
-	recorded.queries = queries{db: a}
-	res, err := recorded.Purge(ctx, authd.PurgeRequest{LogsBefore: storetest.Epoch, ExpiredBefore: storetest.Epoch,
-		Now: storetest.Epoch, Batch: 1000})
-	if err != nil || res.SecurityLogs != due {
-		t.Fatalf("Purge = %+v, %v; want %d security logs", res, err, due)
-	}
-	if most := slices.Max(a.rows); most > purgeBatch {
-		t.Errorf("a statement deleted %d rows (all: %v); want %d at most", most, a.rows, purgeBatch)
+		a := &rowCounts{dbtx: s.queries.db}
+		recorded := *s
+		recorded.queries = queries{db: a}
+		res, err := recorded.Purge(ctx, authd.PurgeRequest{LogsBefore: storetest.Epoch, ExpiredBefore: storetest.Epoch,
+			Now: storetest.Epoch, Batch: asked})
+		if err != nil || res.SecurityLogs != due {
+			t.Fatalf("Purge asking batches of %d = %+v, %v; want %d security logs", asked, res, err, due)
+		}
+		if most := slices.Max(a.rows); most != purgeBatch {
+			t.Errorf("asking batches of %d, a statement deleted up to %d rows (all: %v); want %d", asked, most, a.rows, purgeBatch)
+		}
 	}
 }

@@ -60,6 +60,7 @@ func Run(t *testing.T, open func(t *testing.T) authd.Store) {
 		{"PurgeDryRunOfAnErasedAccount", testPurgeDryRunOfAnErasedAccount},
 		{"IdleSessionsEnd", testIdleSessionsEnd},
 		{"PurgeSessionsInBatches", testPurgeSessionsInBatches},
+		{"PurgeAskingNoBatchSize", testPurgeAskingNoBatchSize},
 		{"UserData", testUserData},
 		{"EveryEnumLabelStored", testEnumLabels},
 		{"Outbox", testOutbox},
@@ -869,6 +870,25 @@ func testPurgeSessionsInBatches(t *testing.T, s authd.Store) {
 		if _, err := s.Session(ctx, sess.ID); err != nil {
 			t.Errorf("live session %q after the purge: %v; want it kept", sess.DeviceInfo, err)
 		}
+	}
+}
+
+// testPurgeAskingNoBatchSize: a purge whose request asks no batch size
+// deletes in the store's batches, every row due, and ends (a batch of 0
+// rows found none and went on for ever).
+func testPurgeAskingNoBatchSize(t *testing.T, s authd.Store) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // a guard: looping is the failure
+	defer cancel()
+	u := mustCreateUser(t, s, "no-batch@example.org")
+	for i := range 3 {
+		if err := s.CreateSecurityLog(ctx, authd.NewSecurityLog(Epoch.Add(-time.Duration(i+100)*time.Hour), authd.EventLoginSuccess,
+			authd.ResultSuccess, u.ID, "", "", "", nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := s.Purge(ctx, authd.PurgeRequest{LogsBefore: Epoch.Add(-72 * time.Hour), ExpiredBefore: Epoch.Add(-24 * time.Hour), Now: Epoch})
+	if err != nil || res.SecurityLogs != 3 {
+		t.Errorf("Purge asking no batch size = %+v, %v; want the 3 security logs due", res, err)
 	}
 }
 

@@ -13,14 +13,17 @@
 --
 -- ix_security_logs_user_id stays the seed's: a user's rows are few enough
 -- to sort, or dense enough to find walking by time, and the same change
--- to it would write a page per user on every insert (WAL +75 %).
+-- to it would write a page per user on every insert (WAL +80 %).
 --
 -- Built CONCURRENTLY under a passing name, outside a transaction, so that
 -- the audit rows go on being written while it builds; the old index goes
 -- (CONCURRENTLY too) before the new one takes its name. A build that
 -- failed leaves an invalid index behind and this migration unapplied: the
--- first DROP clears it when the migration runs again, and each step can
--- be run again from any point.
+-- first DROP clears it when the migration runs again. Each step can be
+-- run again from any point, at a cost: a run that fails after the build
+-- (the old index's DROP or the RENAME waiting past the lock timeout)
+-- builds it again when run again, and meanwhile the event's listings go
+-- by time.
 
 -- +goose NO TRANSACTION
 -- +goose Up
