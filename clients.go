@@ -116,13 +116,16 @@ var errNoClient = Errorf(ENotFound, "No such client.")
 
 // DeleteClient removes a client with its consents, pending requests and
 // codes, and ends every session it started (its tokens stop working
-// everywhere). ENotFound.
+// everywhere); its admin_action row counts them (sessions_revoked).
+// ENotFound.
 func (s *Service) DeleteClient(ctx context.Context, c Client, id string) error {
-	return s.clientAction(ctx, c, id, "delete_client", nil, func(tx *txn, oc *OAuthClient, now time.Time) error {
+	details := map[string]any{} // the sessions it ended, for its row
+	return s.clientAction(ctx, c, id, "delete_client", details, func(tx *txn, oc *OAuthClient, now time.Time) error {
 		ids, err := tx.RevokeClientSessions(ctx, oc.ID, uuid.Nil, now)
 		if err != nil {
 			return err
 		}
+		details["sessions_revoked"] = len(ids)
 		if len(ids) > 0 {
 			if err := tx.revoke(ctx, Revocation{At: now, SessionIDs: ids, Reason: "client_deleted"}); err != nil {
 				return err
@@ -248,7 +251,8 @@ func (s *Service) UpdateClient(ctx context.Context, c Client, id string, ch Clie
 }
 
 // clientAction runs fn on the (locked) client and logs it as action, with
-// details (which may be nil) beside the action and the client's id.
+// details (which may be nil, and which fn may fill in) beside the action
+// and the client's id.
 func (s *Service) clientAction(ctx context.Context, c Client, id, action string, details map[string]any,
 	fn func(tx *txn, oc *OAuthClient, now time.Time) error) error {
 	if !validClientID(id) {
@@ -267,7 +271,7 @@ func (s *Service) clientAction(ctx context.Context, c Client, id, action string,
 			return err
 		}
 		logged := map[string]any{"action": action, "client_id": oc.ID}
-		maps.Copy(logged, details)
+		maps.Copy(logged, details) // as fn left them
 		return s.logAdmin(ctx, tx, now, c, uuid.Nil, logged)
 	})
 }

@@ -273,8 +273,12 @@ func (p *Provider) authorizeSilently(w http.ResponseWriter, r *http.Request, req
 		return
 	}
 	switch {
-	case sess == nil || sess.CreatedAt.Before(req.MinAuthTime):
+	case sess == nil:
 		p.redirectError(w, r, req.RedirectURI, req.State, authError{"login_required", "no signed-in session"})
+		return
+	case sess.CreatedAt.Before(req.MinAuthTime):
+		p.redirectError(w, r, req.RedirectURI, req.State, authError{"login_required",
+			"the sign-in is older than max_age allows"})
 		return
 	case !hint.admits(sess):
 		p.redirectError(w, r, req.RedirectURI, req.State, authError{"login_required",

@@ -58,6 +58,31 @@ func TestConsentsOfADeletedClient(t *testing.T) {
 	}
 }
 
+// TestClientDeletionCountsTheSessionsItEnds: the administrator's row of a
+// client's deletion says how many sessions it ended, as a consent
+// withdrawal's does.
+func TestClientDeletionCountsTheSessionsItEnds(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	c, cs := e.client("doomed", authd.ClientConfidential, true)
+	r := e.rp(c, cs)
+	for _, email := range []string{"del1@example.org", "del2@example.org"} {
+		e.user(email)
+		verifier := oauth2.GenerateVerifier()
+		if _, err := r.cfg.Exchange(r.ctx, r.login(t, e.browser(), email, "s", "n", verifier), oauth2.VerifierOption(verifier)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.svc.DeleteClient(context.Background(), authd.Client{}, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{EventType: authd.EventAdminAction})
+	if err != nil || len(logs) == 0 || logs[0].AdditionalContext["action"] != "delete_client" ||
+		logs[0].AdditionalContext["sessions_revoked"] != float64(2) {
+		t.Errorf("the deletion's row: %v, %v; want delete_client with sessions_revoked 2", logs, err)
+	}
+}
+
 // logOutageStore fails security-log writes outside a transaction while
 // down is set, as in a database outage.
 type logOutageStore struct {

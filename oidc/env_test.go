@@ -150,7 +150,12 @@ func onBothStoresEnv(t *testing.T, newEnv func(*testing.T, authd.Store) *env, te
 // user inserts an active, verified account with goodPassword.
 func (e *env) user(email string) *authd.User {
 	e.t.Helper()
-	u := storetest.NewUser(email)
+	return e.userFrom(storetest.NewUser(email))
+}
+
+// userFrom stores u (storetest.NewUser's, changed) with goodPassword.
+func (e *env) userFrom(u *authd.User) *authd.User {
+	e.t.Helper()
 	h, err := password.NewHasher(password.Params{MemoryKiB: 64, Iterations: 1, Parallelism: 1}, password.Policy{MinLength: 12}).
 		Hash(context.Background(), goodPassword)
 	if err != nil {

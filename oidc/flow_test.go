@@ -18,6 +18,7 @@ import (
 	"github.com/authd/authd"
 	"github.com/authd/authd/httpapi"
 	"github.com/authd/authd/oidc"
+	"github.com/authd/authd/storetest"
 	"github.com/authd/authd/token"
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
 	"github.com/google/uuid"
@@ -897,6 +898,38 @@ func TestSignUpNoticeWithoutVerification(t *testing.T) {
 	}
 	if b.get(e.srv.URL+oidc.SignInPath+"?request="+request).signIn("vic@example.org", goodPassword).callback() == nil {
 		t.Errorf("the new account could not sign in: %d", b.last.StatusCode)
+	}
+}
+
+// TestUserInfoSaysAnAddressIsUnverified: with the email scope, UserInfo
+// says email_verified false for an address not verified, as the ID token
+// does, rather than leaving the claim out.
+func TestUserInfoSaysAnAddressIsUnverified(t *testing.T) {
+	t.Parallel()
+	e := newEnvConfig(t, openSQLite(t), func(c *authd.Config) { c.RequireVerifiedEmail = false })
+	u := storetest.NewUser("unverified@example.org")
+	u.EmailVerified = false
+	e.userFrom(u)
+	c, secret := e.client("app", authd.ClientConfidential, true)
+	r := e.rp(c, secret, "email")
+	verifier := oauth2.GenerateVerifier()
+	tok, err := r.cfg.Exchange(r.ctx, r.login(t, e.browser(), u.Email, "s", "n", verifier), oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", e.srv.URL+oidc.UserInfoPath, nil)
+	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var info map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&info); err != nil {
+		t.Fatal(err)
+	}
+	if verified, ok := info["email_verified"]; resp.StatusCode != http.StatusOK || info["email"] != u.Email || !ok || verified != false {
+		t.Errorf("UserInfo of an unverified address: %d %v; want its email and email_verified false", resp.StatusCode, info)
 	}
 }
 

@@ -221,7 +221,8 @@ func (e *env) lastLog(u *authd.User, event authd.EventType, result authd.Result)
 // TestRevocationByAPublicClient: a public client authenticates with its
 // id alone, which is no secret, and an access token reaches every
 // resource server: it may revoke its refresh token (the session ends),
-// never an access token (400 unsupported_token_type, nothing ends).
+// never an access token, nor anything shaped as one (400
+// unsupported_token_type, nothing ends).
 func TestRevocationByAPublicClient(t *testing.T) {
 	onBothStores(t, func(t *testing.T, e *env) {
 		e.user("pia@example.org")
@@ -234,6 +235,14 @@ func TestRevocationByAPublicClient(t *testing.T) {
 		}
 		if e.me(tok.AccessToken) != http.StatusOK || !r.refreshes(tok.RefreshToken) {
 			t.Fatal("a public client's access-token revocation ended the session")
+		}
+		// Anything shaped as a JWT gets the one answer, whoever's it is: the
+		// client learns nothing of the token from it.
+		for _, junk := range []string{"a.b.c", tok.Extra("id_token").(string)} {
+			form.Set("token", junk)
+			if status, body, code := e.revoke(form, ""); status != 400 || code != "unsupported_token_type" {
+				t.Errorf("a public client revoking %.20s…: %d %s; want 400 unsupported_token_type, as an access token", junk, status, body)
+			}
 		}
 		tok = e.offlineTokens(r, "pia@example.org")
 		form.Set("token", tok.RefreshToken)

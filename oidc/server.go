@@ -222,7 +222,11 @@ func (s *server) UserInfo(ctx context.Context, r *op.Request[oidc.UserInfoReques
 	}
 	info := &oidc.UserInfo{Subject: u.ID.String()}
 	if slices.Contains(scopes, authd.ScopeEmail) {
-		info.Email, info.EmailVerified = u.Email, oidc.Bool(u.EmailVerified)
+		// email_verified as a claim of its own: the library's field drops
+		// false (omitempty), and a relying party must read an unverified
+		// address as one, not as a claim left unsaid (OIDC Core §5.1).
+		info.Email = u.Email
+		info.AppendClaims("email_verified", u.EmailVerified)
 	}
 	return op.NewResponse(info), nil
 }
