@@ -459,10 +459,9 @@ func (s *Service) Consents(ctx context.Context, a *AccessClaims) ([]*Consent, ma
 
 // RevokeConsent withdraws the user's consent to a client and ends every
 // session the client holds for the user (its tokens stop working
-// everywhere); the next sign-in asks again. A client the user never
-// consented to (first-party) has its sessions ended alike. Logged as
-// oidc_consent_revoked (consented false for the latter). ENotFound (no
-// such consent, nor a session), EUnavailable.
+// everywhere); the next sign-in asks again. Logged as oidc_consent_revoked.
+// ENotFound (no such consent: a first-party client's sessions end one by
+// one, DELETE /v1/users/me/sessions/{id}), EUnavailable.
 func (s *Service) RevokeConsent(ctx context.Context, c Client, a *AccessClaims, clientID string) error {
 	if !validClientID(clientID) { // no client's, so no consent (nor a query the store refuses)
 		return errNoConsent
@@ -482,21 +481,15 @@ func (s *Service) RevokeConsent(ctx context.Context, c Client, a *AccessClaims, 
 			return err
 		}
 		now := s.now()
-		// A client the user never consented to (a first-party one, or one
-		// whose first_party was turned off since) can still hold their
-		// sessions: withdrawing is how the user ends them, one client's.
-		consented := true
-		if err := tx.DeleteConsent(ctx, a.UserID, clientID); ErrorCode(err) == ENotFound {
-			consented = false
-		} else if err != nil {
+		if err := tx.DeleteConsent(ctx, a.UserID, clientID); err != nil {
+			if ErrorCode(err) == ENotFound {
+				return errNoConsent
+			}
 			return err
 		}
 		ids, err := tx.RevokeClientSessions(ctx, clientID, a.UserID, now)
 		if err != nil {
 			return err
-		}
-		if !consented && len(ids) == 0 {
-			return errNoConsent
 		}
 		if len(ids) > 0 {
 			if err := tx.revoke(ctx, Revocation{At: now, SessionIDs: ids, Reason: string(EventOIDCConsentRevoked)}); err != nil {
@@ -504,7 +497,7 @@ func (s *Service) RevokeConsent(ctx context.Context, c Client, a *AccessClaims, 
 			}
 		}
 		return tx.CreateSecurityLog(ctx, s.audit(now, c, EventOIDCConsentRevoked, ResultSuccess, a.UserID, "",
-			map[string]any{"client_id": clientID, "sessions_revoked": len(ids), "consented": consented}))
+			map[string]any{"client_id": clientID, "sessions_revoked": len(ids)}))
 	})
 }
 

@@ -153,39 +153,6 @@ func TestConsentWithdrawnTakesTheCodeBack(t *testing.T) {
 	})
 }
 
-// TestWithdrawalEndsAFirstPartyClientsSessions: a client the user never
-// consented to — first-party, or one whose first_party was turned off
-// since — has its sessions ended by the user's withdrawal, as a consented
-// one's (logged, consented false); with neither a consent nor a session
-// left it is "no consent" (404).
-func TestWithdrawalEndsAFirstPartyClientsSessions(t *testing.T) {
-	onBothStores(t, func(t *testing.T, e *env) {
-		u := e.user("fp@example.org")
-		c, cs := e.client("app", authd.ClientConfidential, true)
-		r := e.rp(c, cs)
-		verifier := oauth2.GenerateVerifier()
-		tok, err := r.cfg.Exchange(r.ctx, r.login(t, e.browser(), "fp@example.org", "s", "n", verifier), oauth2.VerifierOption(verifier))
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, claims := e.login("fp@example.org")
-		if err := e.svc.RevokeConsent(context.Background(), authd.Client{}, claims, c.ID); err != nil {
-			t.Fatalf("withdrawing from a first-party client with a session: %v", err)
-		}
-		if got := e.me(tok.AccessToken); got != http.StatusUnauthorized {
-			t.Errorf("the first-party client's access token after the withdrawal: %d, want 401", got)
-		}
-		logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: u.ID, EventType: authd.EventOIDCConsentRevoked})
-		if err != nil || len(logs) != 1 || logs[0].AdditionalContext["consented"] != false ||
-			logs[0].AdditionalContext["sessions_revoked"] != float64(1) {
-			t.Errorf("the withdrawal's rows: %v, %v; want one, consented false, 1 session", logs, err)
-		}
-		if err := e.svc.RevokeConsent(context.Background(), authd.Client{}, claims, c.ID); authd.ErrorCode(err) != authd.ENotFound {
-			t.Errorf("withdrawing again, nothing left: %v; want ENotFound", err)
-		}
-	})
-}
-
 // TestLogoutHintNeedsTheSameUser: an ID token alone (leaked from a URL)
 // does not end its session from another browser.
 func TestLogoutHintNeedsTheSameUser(t *testing.T) {

@@ -200,12 +200,26 @@ func (q *queries) SetBrowserDigest(ctx context.Context, id uuid.UUID, digest str
 	return affected(tag, err, "session")
 }
 
-// RevokeClientSessions implements authd.Queries.
+// RevokeClientSessions implements authd.Queries: one user's by their live
+// sessions (ix_sessions_user_id_live), every user's by the client's
+// (ix_sessions_client_id).
 func (q *queries) RevokeClientSessions(ctx context.Context, clientID string, userID uuid.UUID, at time.Time) ([]uuid.UUID, error) {
-	return q.revokeSessions(ctx, at, `UPDATE sessions SET revoked_at = $1
-		WHERE client_id = $2 AND ($3::uuid IS NULL OR user_id = $3) AND revoked_at IS NULL AND expires_at > $1
-		RETURNING id`, at, clientID, nullUUID(userID))
+	if userID == uuid.Nil {
+		return q.revokeSessions(ctx, at, revokeClientSessions, at, clientID)
+	}
+	return q.revokeSessions(ctx, at, revokeUserClientSessions, at, clientID, userID)
 }
+
+// revokeClientSessions and revokeUserClientSessions are
+// RevokeClientSessions' statements. One for both, with "$3 IS NULL OR
+// user_id = $3", read every session the client ever had, for one user's,
+// once the statement cache's generic plan took over.
+const (
+	revokeClientSessions = `UPDATE sessions SET revoked_at = $1
+		WHERE client_id = $2 AND revoked_at IS NULL AND expires_at > $1 RETURNING id`
+	revokeUserClientSessions = `UPDATE sessions SET revoked_at = $1
+		WHERE user_id = $3 AND client_id = $2 AND revoked_at IS NULL AND expires_at > $1 RETURNING id`
+)
 
 // Consents implements authd.Queries.
 func (q *queries) Consents(ctx context.Context, userID uuid.UUID) ([]*authd.Consent, error) {

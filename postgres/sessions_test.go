@@ -707,3 +707,41 @@ func TestSecurityLogsListedByEvent(t *testing.T) {
 		t.Errorf("account_locked rows before the cursor: %v, want %v", got, want)
 	}
 }
+
+// TestClientSessionsOfOneUserReadByTheirIndex: ending one user's sessions
+// of a client (a consent withdrawn) reads that user's live sessions even
+// under the generic plan the statement cache turns to after five runs —
+// not every session the client ever had ("$3 IS NULL OR user_id = $3"
+// could not use a user's index there).
+func TestClientSessionsOfOneUserReadByTheirIndex(t *testing.T) {
+	ctx := context.Background()
+	s, one, _ := tracedStore(t) // one: a pool of one connection
+	if _, err := s.pool.Exec(ctx, `INSERT INTO users (id, email, password_hash, account_status, email_verified,
+		consent_status, consent_timestamp, registration_timestamp, last_password_change, created_at, updated_at)
+		SELECT gen_random_uuid(), 'user' || i || '@example.org', 'x', 'active', true, true, $1, $1, $1, $1, $1
+		FROM generate_series(1, 200) AS i`, storetest.Epoch); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.pool.Exec(ctx, `INSERT INTO sessions (id, user_id, client_id, created_at, last_used_at, expires_at)
+		SELECT gen_random_uuid(), u.id, 'app', $1, $1, $1::timestamptz + interval '1 hour'
+		FROM users u, generate_series(1, 50)`, storetest.Epoch); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.pool.Exec(ctx, `ANALYZE sessions`); err != nil {
+		t.Fatal(err)
+	}
+	var user uuid.UUID
+	if err := s.pool.QueryRow(ctx, `SELECT id FROM users LIMIT 1`).Scan(&user); err != nil {
+		t.Fatal(err)
+	}
+	// A prepared statement's generic plan, as the statement cache's: its
+	// parameters stay parameters.
+	if _, err := one.pool.Exec(ctx, `PREPARE revoke_user_client_sessions(timestamptz, text, uuid) AS `+revokeUserClientSessions); err != nil {
+		t.Fatal(err)
+	}
+	plan := explain(t, one, fmt.Sprintf(`EXECUTE revoke_user_client_sessions('%s', 'app', '%s')`,
+		storetest.Epoch.Format(time.RFC3339Nano), user), nil, "plan_cache_mode = force_generic_plan")
+	if !strings.Contains(plan, "ix_sessions_user_id") || !strings.Contains(plan, "$3") {
+		t.Errorf("one user's sessions of a client, generic plan:\n%s\nwant a scan of the user's sessions", plan)
+	}
+}

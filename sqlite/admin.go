@@ -430,9 +430,9 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 // served, so the writes that queued during a batch go before the next one;
 // a batch's time is what they wait. BenchmarkPurgeLogs: 1,000 rows held
 // it 8–9 ms (on a 500 MB probe database 17–65 ms warm, 170 ms cold; a
-// probe under load saw 260 ms), 100 rows 1.1 ms, for a quarter more time
-// a row; BenchmarkPurgeSessions: 100 ended sessions among live ones, a
-// page each, 12.6 ms (200: 33–41 ms).
+// probe under load saw 260 ms), 100 rows 0.75 ms (50 no less: a commit's
+// cost); BenchmarkPurgeSessions: 100 ended sessions scattered among live
+// ones, a page each, 11–12 ms (200: 31–33 ms, 50: 5–6 ms).
 const purgeBatch = 100
 
 // deleteBatch runs one batch's DELETE and returns how many rows it deleted.

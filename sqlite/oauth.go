@@ -206,11 +206,19 @@ func (q *queries) SetBrowserDigest(ctx context.Context, id uuid.UUID, digest str
 	return affected(res, err, "session")
 }
 
-// RevokeClientSessions implements authd.Queries.
+// RevokeClientSessions implements authd.Queries: one user's by their live
+// sessions (ix_sessions_user_id_live), every user's by the client's
+// (ix_sessions_client_id). One statement for both, "?3 IS NULL OR user_id
+// = ?3", read every session the client ever had for one user's, in the
+// writer lane (a review: 55–66 ms at 200,000 sessions of the client).
 func (q *queries) RevokeClientSessions(ctx context.Context, clientID string, userID uuid.UUID, at time.Time) ([]uuid.UUID, error) {
+	if userID == uuid.Nil {
+		return q.revokeSessions(ctx, at, `UPDATE sessions SET revoked_at = ?1
+			WHERE client_id = ?2 AND revoked_at IS NULL AND expires_at > ?1 RETURNING id`, timeArg(at), clientID)
+	}
 	return q.revokeSessions(ctx, at, `UPDATE sessions SET revoked_at = ?1
-		WHERE client_id = ?2 AND (?3 IS NULL OR user_id = ?3) AND revoked_at IS NULL AND expires_at > ?1
-		RETURNING id`, timeArg(at), clientID, nullUUID(userID))
+		WHERE user_id = ?3 AND client_id = ?2 AND revoked_at IS NULL AND expires_at > ?1
+		RETURNING id`, timeArg(at), clientID, userID)
 }
 
 // Consents implements authd.Queries.

@@ -247,7 +247,8 @@ func (a *rowCounts) ExecContext(ctx context.Context, query string, args ...any) 
 // waits behind it in the lane; a request that asks no batch size (0) gets
 // the store's; the purge still deletes every row due.
 func TestPurgeStatementsDeleteSmallBatches(t *testing.T) {
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // a guard: a purge that never ends fails
+	defer cancel()
 	s := openMigrated(t)
 	const due = 2*purgeBatch + 50
 	for _, asked := range []int{1000, 0} {
@@ -268,6 +269,39 @@ func TestPurgeStatementsDeleteSmallBatches(t *testing.T) {
 		}
 		if most := slices.Max(a.rows); most != purgeBatch {
 			t.Errorf("asking batches of %d, a statement deleted up to %d rows (all: %v); want %d", asked, most, a.rows, purgeBatch)
+		}
+	}
+}
+
+// TestClientSessionsOfOneUserReadByTheirIndex: ending one user's sessions
+// of a client (a consent withdrawn) reads that user's live sessions, not
+// every session the client ever had, in the writer lane.
+func TestClientSessionsOfOneUserReadByTheirIndex(t *testing.T) {
+	ctx := context.Background()
+	s := openMigrated(t)
+	u := storetest.NewUser("one-user@example.org")
+	if err := s.CreateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	now := storetest.Epoch
+	sess := &authd.Session{ID: authd.NewID(), UserID: u.ID, ClientID: "app", CreatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if err := s.CreateSession(ctx, sess); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct {
+		user  uuid.UUID
+		index string
+	}{"one user's": {u.ID, "ix_sessions_user_id_live"}, "every user's": {uuid.Nil, "ix_sessions_client_id"}} {
+		p := &planned{db: s.db}
+		ids, err := (&queries{db: p}).RevokeClientSessions(ctx, "app", c.user, now)
+		if err != nil || len(ids) != 1 {
+			t.Fatalf("%s: %v, %v; want the session", name, ids, err)
+		}
+		if len(p.plans) == 0 || !strings.Contains(p.plans[0], "USING INDEX "+c.index) {
+			t.Errorf("%s: plans\n%s\nwant a search of %s", name, strings.Join(p.plans, "\n"), c.index)
+		}
+		if _, err := s.db.ExecContext(ctx, `UPDATE sessions SET revoked_at = NULL`); err != nil { // for the next
+			t.Fatal(err)
 		}
 	}
 }

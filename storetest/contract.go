@@ -874,8 +874,8 @@ func testPurgeSessionsInBatches(t *testing.T, s authd.Store) {
 }
 
 // testPurgeAskingNoBatchSize: a purge whose request asks no batch size
-// deletes in the store's batches, every row due, and ends (a batch of 0
-// rows found none and went on for ever).
+// deletes every row due and ends (a batch of 0 rows found none and went on
+// for ever; the store's own tests check its batch size).
 func testPurgeAskingNoBatchSize(t *testing.T, s authd.Store) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // a guard: looping is the failure
 	defer cancel()
