@@ -59,7 +59,10 @@ func TestVerifyPage(t *testing.T) {
 			t.Error("the button did not verify the address")
 		}
 		for _, r := range []response{e.do("GET", path, nil), e.post("/verify-email", form("token", tok)), e.do("GET", "/verify-email?token=junk", nil)} {
-			if r.status != 400 || !strings.Contains(r.raw, "expired or was already used") || !strings.Contains(r.raw, `action="/verify-email/new-link"`) {
+			// Its user may have followed it already (an answer lost, a
+			// second click): the page says that is done.
+			if r.status != 400 || !strings.Contains(r.raw, "expired or was already used") || !strings.Contains(r.raw, "it did its work") ||
+				!strings.Contains(r.raw, `action="/verify-email/new-link"`) {
 				t.Errorf("used link: %d %s", r.status, r.raw)
 			}
 		}
