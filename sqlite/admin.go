@@ -397,8 +397,8 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 			}
 			continue
 		}
-		batch := purgeBatch
-		if r.Batch > 0 { // none asked: the store's
+		batch := purgeBatch // when none is asked
+		if r.Batch > 0 {
 			batch = min(r.Batch, purgeBatch)
 		}
 		after := "" // below every id
@@ -448,7 +448,7 @@ func (q *queries) deleteBatch(ctx context.Context, query string, args ...any) (i
 // purgeSessionsAfter is a batch of the sessions step: it picks, in id
 // order after the id after, up to batch ended sessions (a read, outside
 // the lane), and deletes by key those of them still ended (the lane holds
-// a few hundred key lookups, not the live sessions between them). It
+// up to batch key lookups, not the live sessions between them). It
 // returns how many it picked and deleted, and the last id picked, where
 // the next batch begins: each batch's scan starts where the one before
 // stopped, not at the first session, so that the live sessions among the
