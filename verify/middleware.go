@@ -153,7 +153,8 @@ var ErrNoToken = errors.New("verify: a bearer access token is required")
 // BearerToken returns the token of r's one Authorization header, of the
 // scheme Bearer (in any case); ErrNoToken otherwise. Of two headers, which
 // counts would be the reader's choice (a proxy may have checked the
-// other): neither does.
+// other): neither does. A token in the query or a form body (RFC 6750 2.2,
+// 2.3) is not read: URLs end up in logs.
 func BearerToken(r *http.Request) (string, error) {
 	scheme, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 	token = strings.TrimSpace(token)

@@ -1093,6 +1093,14 @@ func TestMiddleware(t *testing.T) {
 	if h.ServeHTTP(rec, req); rec.Code != 401 {
 		t.Errorf("two Authorization headers, the first valid: %d, want 401", rec.Code)
 	}
+	// A token in the query or a form body is not read (RFC 6750 2.2, 2.3:
+	// URLs end up in logs): the request has none.
+	rec = httptest.NewRecorder()
+	req = httptest.NewRequest("POST", "/?access_token="+mfa, strings.NewReader("access_token="+mfa))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if h.ServeHTTP(rec, req); rec.Code != 401 || rec.Header().Get("WWW-Authenticate") != "Bearer" {
+		t.Errorf("a valid token in the query and the body: %d %q, want 401 with the bare challenge", rec.Code, rec.Header().Get("WWW-Authenticate"))
+	}
 	// RequireMFA's refusal is ErrMFARequired itself, as it always was: a
 	// caller may compare with ==. So is RequireAMR's, for mfa.
 	if _, err := v.Verify(context.Background(), pwd); err != verify.ErrMFARequired {
