@@ -40,11 +40,7 @@ func (s *Service) Users(ctx context.Context, c Client, f UserFilter) (Page[*User
 		filters["status"] = string(f.Status)
 	}
 	f.Limit = limit + 1
-	var rows []*User
-	err = s.listRead(ctx, func(ctx context.Context) (err error) {
-		rows, err = s.store.Users(ctx, f)
-		return err
-	})
+	rows, err := listRead(ctx, f, s.store.Users)
 	if err != nil {
 		return Page[*User]{}, err
 	}
@@ -126,18 +122,18 @@ func (s *Service) SecurityLogs(ctx context.Context, c Client, f SecurityLogFilte
 // database stops working on it.
 var listTimeout = 15 * time.Second
 
-// listRead runs a listing's read within listTimeout.
-func (s *Service) listRead(ctx context.Context, read func(context.Context) error) error {
+// listRead reads a listing's rows for filter f within listTimeout.
+func listRead[F, T any](ctx context.Context, f F, read func(context.Context, F) ([]T, error)) ([]T, error) {
 	rctx, cancel := context.WithTimeout(ctx, listTimeout)
 	defer cancel()
-	err := read(rctx)
+	rows, err := read(rctx, f)
 	if err != nil && errors.Is(rctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
-		return &Error{Code: EUnavailable, Err: err,
+		return nil, &Error{Code: EUnavailable, Err: err,
 			Message: "The listing took too long; narrow it (a user, an event, a time range) or ask for fewer rows.",
 			Hint: fmt.Sprintf("a listing's read passed %s: filters the indexes serve badly on a large table; "+
 				"give since/until or user_id with them", listTimeout)}
 	}
-	return err
+	return rows, err
 }
 
 // listed logs an administrator's listing, with its filters and how many

@@ -144,11 +144,7 @@ func (s *Service) securityLogs(ctx context.Context, f SecurityLogFilter) (Page[*
 		return Page[*SecurityLog]{}, err
 	}
 	f.Limit = limit + 1
-	var rows []*SecurityLog
-	err = s.listRead(ctx, func(ctx context.Context) (err error) {
-		rows, err = s.store.SecurityLogs(ctx, f)
-		return err
-	})
+	rows, err := listRead(ctx, f, s.store.SecurityLogs)
 	if err != nil {
 		return Page[*SecurityLog]{}, err
 	}

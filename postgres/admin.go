@@ -119,16 +119,8 @@ func (s *Store) Users(ctx context.Context, f authd.UserFilter) ([]*authd.User, e
 	if err != nil {
 		return nil, translate(err)
 	}
-	defer rows.Close()
-	var out []*authd.User
-	for rows.Next() {
-		u, err := scanUser(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, u)
-	}
-	return out, translate(rows.Err())
+	out, err := pgx.CollectRows(rows, rowTo(scanUser))
+	return out, translate(err)
 }
 
 // usersQuery is Users' statement for f, and its arguments.
