@@ -215,6 +215,52 @@ func TestSecurityLogsListedByUser(t *testing.T) {
 	}
 }
 
+// TestSecurityLogsPagedWithinARange: a page of a listing within since and
+// until, after a cursor, is read back from the cursor — not from until,
+// past every row between them (a probe, a million rows deep: 121 ms a
+// page, 0.1 ms) — and holds the rows of the range before the cursor
+// alone, also when the cursor is at or past until.
+func TestSecurityLogsPagedWithinARange(t *testing.T) {
+	ctx := context.Background()
+	s := openMigrated(t)
+	u := storetest.NewUser("ranged@example.org")
+	if err := s.CreateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	at := func(i int) time.Time { return storetest.Epoch.Add(time.Duration(i) * time.Second) }
+	for i := range 30 {
+		l := authd.NewSecurityLog(at(i), authd.EventTokenRefreshed, authd.ResultSuccess, u.ID, "", "", "", nil)
+		if err := s.CreateSecurityLog(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	since, until := at(5), at(20)
+	for _, c := range []struct {
+		name         string
+		after        time.Time
+		newest, rows int // the page's first row, and how many
+	}{
+		{"a cursor within the range", at(12), 12, 8},
+		{"a cursor at until", until, 19, 15},
+		{"a cursor past until", at(25), 19, 15},
+	} {
+		p := &planned{db: s.db}
+		f := authd.SecurityLogFilter{Since: since, Until: until, After: &authd.Cursor{Time: c.after, ID: uuid.Max}}
+		logs, err := (&queries{db: p}).SecurityLogs(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(logs) != c.rows || !logs[0].Timestamp.Equal(at(c.newest)) || !logs[len(logs)-1].Timestamp.Equal(since) {
+			t.Errorf("%s: %d rows, %v to %v; want %d, %v to %v", c.name, len(logs),
+				logs[0].Timestamp, logs[len(logs)-1].Timestamp, c.rows, at(c.newest), since)
+		}
+		boundByUntil := slices.Contains(p.args[0], any(timeText(until)))
+		if wantUntil := !c.after.Before(until); boundByUntil != wantUntil {
+			t.Errorf("%s: the statement bounds the scan at until: %t, want %t\n%s", c.name, boundByUntil, wantUntil, p.plans[0])
+		}
+	}
+}
+
 // TestPurgeSessionsGoOnAfterTheLastBatch: each batch of retention's
 // sessions step reads the sessions after the last one the batch before
 // picked, by their key, rather than from the first session again past
