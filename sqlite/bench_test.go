@@ -154,3 +154,57 @@ func BenchmarkSecurityLogInsert(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPurgeTokens: one op is one purge of 400 expired refresh tokens,
+// one in 126 among 50,000 live ones (each deleted row a page of its own in
+// the table and in each of its seven indexes), in batches of the size
+// named; lane-ns/batch is the time its statements held the writer lane,
+// per batch.
+func BenchmarkPurgeTokens(b *testing.B) {
+	const expired, live, sessions = 400, 50000, 1000
+	for _, batch := range []int{purgeBatch, tokenPurgeBatch} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+			ctx := context.Background()
+			s := openMigrated(b)
+			u := storetest.NewUser("tokens@example.org")
+			if err := s.CreateUser(ctx, u); err != nil {
+				b.Fatal(err)
+			}
+			cut := storetest.Epoch
+			if _, err := s.db.ExecContext(ctx, `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+				INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at)
+				SELECT printf('%08x-0000-4000-8000-%012x', i, i), ?2, ?3, ?3, ?4 FROM n`,
+				sessions, u.ID, timeText(cut.Add(-100*time.Hour)), timeText(cut.Add(time.Hour))); err != nil {
+				b.Fatal(err)
+			}
+			lane := &laneTime{dbtx: s.queries.db}
+			timed := *s
+			timed.queries = queries{db: lane}
+			batches := 0
+			b.ResetTimer()
+			for range b.N {
+				b.StopTimer()
+				// Token i expired when i is a multiple of 126 (400 of them), live otherwise.
+				if _, err := s.db.ExecContext(ctx, `DELETE FROM jwt_tokens`); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := s.db.ExecContext(ctx, `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1 + ?2)
+					INSERT INTO jwt_tokens (id, jti, user_id, token_type, token_value, issued_at, expires_at, created_at, session_id)
+					SELECT printf('%08x-0000-4000-8000-%012x', abs(random()) % 4294967296, i), printf('%064x', i), ?3, 'refresh',
+						hex(randomblob(32)), ?4, CASE WHEN i % 126 = 0 THEN ?4 ELSE ?5 END, ?4,
+						printf('%08x-0000-4000-8000-%012x', i % ?6 + 1, i % ?6 + 1)
+					FROM n`, expired, live, u.ID, timeText(cut.Add(-100*time.Hour)), timeText(cut.Add(time.Hour)), sessions); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				res, err := timed.Purge(ctx, authd.PurgeRequest{LogsBefore: cut, ExpiredBefore: cut, Now: cut, Batch: batch})
+				if err != nil || res.Tokens != expired {
+					b.Fatalf("purged %d tokens, %v; want %d", res.Tokens, err, expired)
+				}
+				batches += (expired + batch - 1) / batch
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(lane.held.Nanoseconds())/float64(batches), "lane-ns/batch")
+		})
+	}
+}
