@@ -20,11 +20,7 @@ func BenchmarkPurgeLogs(b *testing.B) {
 	for _, batch := range []int{1000, purgeBatch} {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
 			ctx := context.Background()
-			s := openMigrated(b)
-			u := storetest.NewUser("logged@example.org")
-			if err := s.CreateUser(ctx, u); err != nil {
-				b.Fatal(err)
-			}
+			s, u := migratedWithUser(b, "logged@example.org")
 			cut := storetest.Epoch
 			old := b.N * batch
 			// old rows a millisecond apart before cut, then 100,000 after it.
@@ -58,11 +54,7 @@ func BenchmarkPurgeLogs(b *testing.B) {
 func BenchmarkPurgeSessions(b *testing.B) {
 	const ended, live = 400, 50000
 	ctx := context.Background()
-	s := openMigrated(b)
-	u := storetest.NewUser("sessions@example.org")
-	if err := s.CreateUser(ctx, u); err != nil {
-		b.Fatal(err)
-	}
+	s, u := migratedWithUser(b, "sessions@example.org")
 	cut := storetest.Epoch
 	lane := &laneTime{dbtx: s.queries.db}
 	timed := *s
@@ -165,11 +157,7 @@ func BenchmarkPurgeTokens(b *testing.B) {
 	for _, batch := range []int{purgeBatch, tokenPurgeBatch} {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
 			ctx := context.Background()
-			s := openMigrated(b)
-			u := storetest.NewUser("tokens@example.org")
-			if err := s.CreateUser(ctx, u); err != nil {
-				b.Fatal(err)
-			}
+			s, u := migratedWithUser(b, "tokens@example.org")
 			cut := storetest.Epoch
 			if _, err := s.db.ExecContext(ctx, `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
 				INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at)

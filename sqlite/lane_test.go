@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/authd/authd"
+	"github.com/authd/authd/storetest"
 	"github.com/google/uuid"
 )
 
@@ -149,6 +150,17 @@ func TestStatementsPreparedOnce(t *testing.T) {
 func openMigrated(t testing.TB) *Store {
 	t.Helper()
 	return openMigratedAt(t, filepath.Join(t.TempDir(), "authd.db"))
+}
+
+// migratedWithUser is openMigrated with an account of email in it.
+func migratedWithUser(t testing.TB, email string) (*Store, *authd.User) {
+	t.Helper()
+	s := openMigrated(t)
+	u := storetest.NewUser(email)
+	if err := s.CreateUser(context.Background(), u); err != nil {
+		t.Fatal(err)
+	}
+	return s, u
 }
 
 // openMigratedAt is openMigrated on the database file at path.

@@ -123,11 +123,7 @@ func TestLiveSessionsReadByTheirIndex(t *testing.T) {
 // and a sort (migration 27).
 func TestSecurityLogsListedByEvent(t *testing.T) {
 	ctx := context.Background()
-	s := openMigrated(t)
-	u := storetest.NewUser("logged@example.org")
-	if err := s.CreateUser(ctx, u); err != nil {
-		t.Fatal(err)
-	}
+	s, u := migratedWithUser(t, "logged@example.org")
 	for i := range 30 {
 		event := authd.EventTokenRefreshed
 		if i%10 == 0 {
@@ -223,11 +219,7 @@ func TestSecurityLogsListedByUser(t *testing.T) {
 // alone, also when the cursor is at or past until.
 func TestSecurityLogsPagedWithinARange(t *testing.T) {
 	ctx := context.Background()
-	s := openMigrated(t)
-	u := storetest.NewUser("ranged@example.org")
-	if err := s.CreateUser(ctx, u); err != nil {
-		t.Fatal(err)
-	}
+	s, u := migratedWithUser(t, "ranged@example.org")
 	at := func(i int) time.Time { return storetest.Epoch.Add(time.Duration(i) * time.Second) }
 	for i := range 30 {
 		l := authd.NewSecurityLog(at(i), authd.EventTokenRefreshed, authd.ResultSuccess, u.ID, "", "", "", nil)
@@ -418,11 +410,7 @@ func TestPurgeTokensInSmallerBatches(t *testing.T) {
 // every session the client ever had, in the writer lane.
 func TestClientSessionsOfOneUserReadByTheirIndex(t *testing.T) {
 	ctx := context.Background()
-	s := openMigrated(t)
-	u := storetest.NewUser("one-user@example.org")
-	if err := s.CreateUser(ctx, u); err != nil {
-		t.Fatal(err)
-	}
+	s, u := migratedWithUser(t, "one-user@example.org")
 	now := storetest.Epoch
 	sess := &authd.Session{ID: authd.NewID(), UserID: u.ID, ClientID: "app", CreatedAt: now, LastUsedAt: now, ExpiresAt: now.Add(time.Hour)}
 	if err := s.CreateSession(ctx, sess); err != nil {
