@@ -149,7 +149,7 @@ func BenchmarkSecurityLogInsert(b *testing.B) {
 
 // BenchmarkPurgeTokens: one op is one purge of 400 expired refresh tokens,
 // one in 126 among 50,000 live ones (each deleted row a page of its own in
-// the table and in each of its seven indexes), in batches of the size
+// the table and in each of its eight indexes), in batches of the size
 // named; lane-ns/batch is the time its statements held the writer lane,
 // per batch.
 func BenchmarkPurgeTokens(b *testing.B) {

@@ -263,8 +263,10 @@ func (q *queries) SecurityLogs(ctx context.Context, f authd.SecurityLogFilter) (
 	// A cursor before until bounds the page by itself: with both, SQLite
 	// started its walk back along the timestamp index at until and read
 	// every row down to the cursor (a probe, a million rows deep: 121 ms
-	// a page, 0.1 ms from the cursor).
-	if !f.Until.IsZero() && (f.After == nil || !f.After.Time.Before(f.Until)) {
+	// a page, 0.1 ms from the cursor). Before as stored, to the
+	// microsecond: a cursor within until's microsecond leaves until the
+	// bound.
+	if !f.Until.IsZero() && (f.After == nil || timeText(f.After.Time) >= timeText(f.Until)) {
 		where, args = append(where, `"timestamp" < ?`), append(args, timeArg(f.Until))
 	}
 	if f.After != nil {

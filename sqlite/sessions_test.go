@@ -227,31 +227,45 @@ func TestSecurityLogsPagedWithinARange(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	since, until := at(5), at(20)
+	since := at(5)
 	for _, c := range []struct {
 		name         string
-		after        time.Time
-		newest, rows int // the page's first row, and how many
+		after, until time.Time
+		newest, rows int  // the page's first row, and how many
+		boundByUntil bool // the statement bounds the scan at until
 	}{
-		{"a cursor within the range", at(12), 12, 8},
-		{"a cursor at until", until, 19, 15},
-		{"a cursor past until", at(25), 19, 15},
+		{"a cursor within the range", at(12), at(20), 12, 8, false},
+		{"a cursor at until", at(20), at(20), 19, 15, true},
+		{"a cursor past until", at(25), at(20), 19, 15, true},
+		// Both within one microsecond, as stored: the cursor is not
+		// before until there, and the row at that microsecond stays out.
+		{"a cursor just below until", at(20).Add(100), at(20).Add(500), 19, 15, true},
 	} {
 		p := &planned{db: s.db}
-		f := authd.SecurityLogFilter{Since: since, Until: until, After: &authd.Cursor{Time: c.after, ID: uuid.Max}}
+		f := authd.SecurityLogFilter{Since: since, Until: c.until, After: &authd.Cursor{Time: c.after, ID: uuid.Max}}
 		logs, err := (&queries{db: p}).SecurityLogs(ctx, f)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if len(logs) != c.rows || !logs[0].Timestamp.Equal(at(c.newest)) || !logs[len(logs)-1].Timestamp.Equal(since) {
-			t.Errorf("%s: %d rows, %v to %v; want %d, %v to %v", c.name, len(logs),
-				logs[0].Timestamp, logs[len(logs)-1].Timestamp, c.rows, at(c.newest), since)
+			t.Errorf("%s: %d rows (%v); want %d, %v to %v", c.name, len(logs), logTimes(logs), c.rows, at(c.newest), since)
 		}
-		boundByUntil := slices.Contains(p.args[0], any(timeText(until)))
-		if wantUntil := !c.after.Before(until); boundByUntil != wantUntil {
-			t.Errorf("%s: the statement bounds the scan at until: %t, want %t\n%s", c.name, boundByUntil, wantUntil, p.plans[0])
+		// The cursor's time is an argument too: until's is looked for
+		// where the two differ as stored.
+		until := slices.Contains(p.args[0], any(timeText(c.until)))
+		if timeText(c.after) != timeText(c.until) && until != c.boundByUntil {
+			t.Errorf("%s: the statement bounds the scan at until: %t, want %t\n%s", c.name, until, c.boundByUntil, p.plans[0])
 		}
 	}
+}
+
+// logTimes is the times of logs, for a failure's message.
+func logTimes(logs []*authd.SecurityLog) []time.Time {
+	out := make([]time.Time, len(logs))
+	for i, l := range logs {
+		out[i] = l.Timestamp
+	}
+	return out
 }
 
 // TestPurgeSessionsGoOnAfterTheLastBatch: each batch of retention's
@@ -367,7 +381,7 @@ func TestPurgeStatementsDeleteSmallBatches(t *testing.T) {
 
 // TestPurgeTokensInSmallerBatches: the tokens step deletes at most
 // tokenPurgeBatch rows a statement (each an expired token scattered among
-// live ones in the table and its seven indexes: 100 held the lane 45 ms in
+// live ones in the table and its eight indexes: 100 held the lane 45 ms in
 // BenchmarkPurgeTokens, 25 12 ms), whatever the request asks, and every
 // token due.
 func TestPurgeTokensInSmallerBatches(t *testing.T) {

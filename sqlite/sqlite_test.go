@@ -74,6 +74,9 @@ func TestSchemaMatchesSeed(t *testing.T) {
 	// Migration 28 redefines one of the seed's indexes on SQLite alone.
 	want.Indexes = slices.Clone(want.Indexes)
 	i := slices.IndexFunc(want.Indexes, func(x storetest.Index) bool { return x.Name == "ix_security_logs_user_id" })
+	if i < 0 {
+		t.Fatal("the seed's schema has no ix_security_logs_user_id")
+	}
 	want.Indexes[i].Columns = "user_id,timestamp,id"
 	sortSchema(&want)
 	if diff := cmp.Diff(want, catalog(t, s)); diff != "" {
