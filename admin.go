@@ -354,7 +354,7 @@ func (s *Service) DeleteUser(ctx context.Context, c Client, id uuid.UUID) error 
 		address = u.Email
 		return nil, s.erase(ctx, tx, u, now, "admin")
 	})
-	return s.forgetErased(ctx, id, address, err)
+	return s.afterErasure(ctx, id, address, err)
 }
 
 // UserMFA shows an administrator a user's second factors (never their

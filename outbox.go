@@ -114,15 +114,6 @@ func (s *Service) forgetMail(ctx context.Context, user uuid.UUID, address string
 	}
 }
 
-// forgetErased runs forgetMail for user and address once the erasure that
-// err reports has committed, and returns err.
-func (s *Service) forgetErased(ctx context.Context, user uuid.UUID, address string, err error) error {
-	if err == nil {
-		s.forgetMail(ctx, user, address)
-	}
-	return err
-}
-
 // OutboxStats counts the outbox: mails waiting and mails given up on.
 type OutboxStats struct {
 	Pending int

@@ -80,8 +80,19 @@ type Store interface {
 	// unchanged, after which it reads nothing more.
 	UserData(ctx context.Context, userID uuid.UUID, rows UserRows) error
 	// Purge deletes what retention allows, in batches; with many instances
-	// only one purges at a time (the others report Skipped).
+	// only one purges at a time (the others report Skipped). It first
+	// finishes the erasures left unfinished (FinishErasure).
 	Purge(ctx context.Context, r PurgeRequest) (PurgeResult, error)
+	// FinishErasure clears the IP address, user agent and device
+	// description from the security-log rows of an account whose erasure
+	// committed (ErasePersonalData) where the store leaves that to after
+	// the commit: SQLite, whose one writer a transaction clearing a large
+	// account's rows held for seconds, clears them after it in short
+	// batches, each its own write. It returns once none is left, or the
+	// error that stopped it (ctx's end): the next Purge finishes the rest.
+	// PostgreSQL clears them in the transaction, which stops no other
+	// writer: nothing is left to do.
+	FinishErasure(ctx context.Context, userID uuid.UUID) error
 
 	// ClaimMail claims the outbox mail due at now that has waited longest
 	// and that no live claim holds, for claim: it gets claimed_until =
@@ -269,8 +280,9 @@ type Queries interface {
 	// ErasePersonalData removes what an erased account leaves behind: its
 	// verification tokens, unsent mail, second factors, passkeys, recovery
 	// codes and login and WebAuthn challenges are deleted; the IP address, user
-	// agent and device description are cleared from its security-log rows,
-	// sessions and tokens. Inside a transaction it first locks every
+	// agent and device description are cleared from its sessions and tokens
+	// and from its security-log rows (where the store defers that, by
+	// FinishErasure once the transaction committed). Inside a transaction it first locks every
 	// session of the user (so that a sign-out holding one finishes first),
 	// then the user's row against every other (the lock User takes lets
 	// rows that refer to the user be written): a security-log row written

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -316,13 +317,86 @@ func (q *queries) ErasePersonalData(ctx context.Context, userID uuid.UUID) error
 		`DELETE FROM webauthn_challenges WHERE user_id = ?`,
 		`DELETE FROM oauth_consents WHERE user_id = ?`,
 		`DELETE FROM oauth_codes WHERE user_id = ?`,
-		`UPDATE security_logs SET ip_address = NULL, user_agent = NULL,
-			additional_context = json_remove(additional_context, '$.device_info') WHERE user_id = ?`,
+		// The security-log rows are FinishErasure's, after the commit.
+		`INSERT OR IGNORE INTO erasures_pending (user_id) VALUES (?)`,
 		`UPDATE sessions SET device_info = NULL WHERE user_id = ?`,
 		`UPDATE jwt_tokens SET device_info = NULL WHERE user_id = ?`,
 	} {
 		if _, err := q.db.ExecContext(ctx, query, userID); err != nil {
 			return translate(err)
+		}
+	}
+	return nil
+}
+
+// FinishErasure implements authd.Store. Clearing an account's
+// security-log rows in the erasure's transaction held the one writer for
+// all of them: a probe saw every other write wait 3.6 s behind an account
+// of 80,000 rows and 8.6 s behind one of 542,000 (past laneWait, 503s).
+// The transaction named the account in erasures_pending instead; here its
+// rows are taken in the order of ix_security_logs_user_id, ("timestamp",
+// id), erasureBatch at a time: the batch's last key is read outside the
+// lane, then the batch's rows still holding a client are cleared by key
+// range in one short write, and the writes queued meanwhile go before the
+// next. Rows logged since the commit keep no client (CreateSecurityLog),
+// so the last batch, unbounded, ends the account's rows; then its
+// erasures_pending row goes. Each step may be repeated: one cut short is
+// run again from the start by the next Purge.
+func (s *Store) FinishErasure(ctx context.Context, userID uuid.UUID) error {
+	at, id := "", "" // before every row
+	for {
+		var lastAt, lastID string
+		err := s.db.QueryRowContext(ctx, `SELECT "timestamp", id FROM security_logs
+			WHERE user_id = ?1 AND ("timestamp", id) > (?2, ?3) ORDER BY "timestamp", id LIMIT 1 OFFSET ?4`,
+			userID, at, id, erasureBatch-1).Scan(&lastAt, &lastID)
+		if errors.Is(err, sql.ErrNoRows) {
+			break
+		}
+		if err != nil {
+			return translate(err)
+		}
+		if _, err := s.queries.db.ExecContext(ctx, clearErasedLogs+` AND ("timestamp", id) <= (?4, ?5)`,
+			userID, at, id, lastAt, lastID); err != nil {
+			return translate(err)
+		}
+		at, id = lastAt, lastID
+	}
+	if _, err := s.queries.db.ExecContext(ctx, clearErasedLogs, userID, at, id); err != nil {
+		return translate(err)
+	}
+	_, err := s.queries.db.ExecContext(ctx, `DELETE FROM erasures_pending WHERE user_id = ?`, userID)
+	return translate(err)
+}
+
+// clearErasedLogs clears the client from the rows of user ?1 after the key
+// (?2, ?3) that hold one.
+const clearErasedLogs = `UPDATE security_logs SET ip_address = NULL, user_agent = NULL,
+	additional_context = json_remove(additional_context, '$.device_info')
+	WHERE user_id = ?1 AND ("timestamp", id) > (?2, ?3)
+		AND (ip_address IS NOT NULL OR user_agent IS NOT NULL OR additional_context -> '$.device_info' IS NOT NULL)`
+
+// erasureBatch bounds the security-log rows one write of FinishErasure
+// clears: BenchmarkFinishErasure, 100,000 rows among 100,000, held the
+// lane 5.2 ms a batch, 85,000 rows a second in all.
+const erasureBatch = 500
+
+// finishErasures runs FinishErasure for every account erasures_pending
+// names: erasures a crash, a stop or their time budget cut short.
+func (s *Store) finishErasures(ctx context.Context) error {
+	rows, err := s.db.QueryContext(ctx, `SELECT user_id FROM erasures_pending`)
+	if err != nil {
+		return translate(err)
+	}
+	ids, err := collect(rows, func(row scanner) (uuid.UUID, error) {
+		var id uuid.UUID
+		return id, translate(row.Scan(&id))
+	})
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if err := s.FinishErasure(ctx, id); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -358,6 +432,11 @@ const sessionsEnded = `(expires_at < ?1 OR revoked_at < ?1 OR (browser_digest IS
 // there is no one to coordinate with; each batch is its own short write.
 func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeResult, error) {
 	var res authd.PurgeResult
+	if !r.DryRun {
+		if err := s.finishErasures(ctx); err != nil {
+			return res, err
+		}
+	}
 	steps := []struct {
 		n     *int
 		table string

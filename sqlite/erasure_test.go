@@ -1,0 +1,230 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"testing"
+	"time"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/storetest"
+	"github.com/google/uuid"
+)
+
+// logRows inserts n security-log rows about user holding a client (IP,
+// user agent, device), in one statement: a timestamp shared by runs of
+// seven rows, so that FinishErasure's batches end among rows of one time.
+func logRows(t testing.TB, s *Store, user uuid.UUID, n int) {
+	t.Helper()
+	if _, err := s.db.ExecContext(context.Background(), `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+		INSERT INTO security_logs (id, event_type, user_id, "timestamp", ip_address, user_agent, result, additional_context)
+		SELECT lower(hex(randomblob(4))) || '-0000-4000-8000-' || printf('%012x', i), 'token_refreshed', ?2,
+			strftime('%Y-%m-%dT%H:%M:%fZ', ?3, printf('+%d seconds', i / 7)), '192.0.2.7', 'curl/8', 'success',
+			json_object('device_info', 'phone', 'session_id', 's' || i)
+		FROM n`, n, user, timeText(storetest.Epoch)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// clientRows counts the user's security-log rows that still hold a client.
+func clientRows(t testing.TB, s *Store, user uuid.UUID) int {
+	t.Helper()
+	var n int
+	if err := s.db.QueryRowContext(context.Background(), `SELECT count(*) FROM security_logs WHERE user_id = ?
+		AND (ip_address IS NOT NULL OR user_agent IS NOT NULL OR additional_context -> '$.device_info' IS NOT NULL)`,
+		user).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// pendingErasures counts the user's erasures_pending rows.
+func pendingErasures(t testing.TB, s *Store, user uuid.UUID) int {
+	t.Helper()
+	var n int
+	if err := s.db.QueryRowContext(context.Background(), `SELECT count(*) FROM erasures_pending WHERE user_id = ?`,
+		user).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// erase runs the store's part of an erasure's transaction.
+func erase(t testing.TB, s *Store, u *authd.User) {
+	t.Helper()
+	ctx := context.Background()
+	if err := s.InTx(ctx, func(q authd.Queries) error {
+		u.AccountStatus, u.Email = authd.StatusDeleted, authd.Tombstone(u.ID)
+		if err := q.UpdateUser(ctx, u); err != nil {
+			return err
+		}
+		return q.ErasePersonalData(ctx, u.ID)
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestErasureClearsLogsAfterItsTransaction: an erasure's transaction
+// leaves the account's security-log rows to FinishErasure (one UPDATE of
+// them all held every writer), which clears every one of them in its
+// batches, some ending among rows of one timestamp, and only the client:
+// another user's rows keep theirs, and the rows keep the rest of their
+// context.
+func TestErasureClearsLogsAfterItsTransaction(t *testing.T) {
+	ctx := context.Background()
+	s, u := migratedWithUser(t, "erased@example.org")
+	other := storetest.NewUser("kept@example.org")
+	if err := s.CreateUser(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	rows := 2*erasureBatch + 3
+	logRows(t, s, u.ID, rows)
+	logRows(t, s, other.ID, 10)
+
+	erase(t, s, u)
+	if n := clientRows(t, s, u.ID); n != rows {
+		t.Fatalf("the transaction cleared %d of %d rows; want them left to FinishErasure", rows-n, rows)
+	}
+	if pendingErasures(t, s, u.ID) != 1 {
+		t.Fatal("the transaction did not record the erasure as pending")
+	}
+	// A row logged since keeps no client.
+	if err := s.CreateSecurityLog(ctx, authd.NewSecurityLog(storetest.Epoch, authd.EventLoginFailure, authd.ResultFailure,
+		u.ID, "192.0.2.8", "curl/8", "no account", map[string]any{"device_info": "laptop"})); err != nil {
+		t.Fatal(err)
+	}
+	if n := clientRows(t, s, u.ID); n != rows {
+		t.Fatalf("%d rows hold a client after one logged since the erasure; want %d", n, rows)
+	}
+
+	if err := s.FinishErasure(ctx, u.ID); err != nil {
+		t.Fatal(err)
+	}
+	if n := clientRows(t, s, u.ID); n != 0 {
+		t.Errorf("%d rows of the erased account still hold a client", n)
+	}
+	if n := clientRows(t, s, other.ID); n != 10 {
+		t.Errorf("another account's rows holding a client: %d, want 10", n)
+	}
+	var kept int
+	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM security_logs WHERE user_id = ? AND additional_context ->> '$.session_id' IS NOT NULL`,
+		u.ID).Scan(&kept); err != nil || kept != rows {
+		t.Errorf("rows keeping the rest of their context: %d, %v; want %d", kept, err, rows)
+	}
+	if pendingErasures(t, s, u.ID) != 0 {
+		t.Error("the finished erasure is still pending")
+	}
+	// Again: nothing left to do.
+	if err := s.FinishErasure(ctx, u.ID); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRetentionFinishesErasures: an erasure whose clearing was cut short
+// (a crash, a stop, its time budget) is finished by the next purge, and
+// not by a dry run, which writes nothing.
+func TestRetentionFinishesErasures(t *testing.T) {
+	ctx := context.Background()
+	s, u := migratedWithUser(t, "cut-short@example.org")
+	logRows(t, s, u.ID, erasureBatch+1)
+	erase(t, s, u)
+	// The clearing stops at its first batch.
+	stopped, cancel := context.WithCancel(ctx)
+	cut := *s
+	cut.queries = queries{db: cancelAfterExec{dbtx: s.queries.db, cancel: cancel}}
+	if err := cut.FinishErasure(stopped, u.ID); err == nil {
+		t.Fatal("FinishErasure went on past its context's end")
+	}
+	if n := clientRows(t, s, u.ID); n == 0 || n == erasureBatch+1 {
+		t.Fatalf("%d rows hold a client after one batch of %d; want some", n, erasureBatch+1)
+	}
+
+	at := storetest.Epoch
+	req := authd.PurgeRequest{LogsBefore: at.Add(-90 * 24 * time.Hour), ExpiredBefore: at.Add(-24 * time.Hour), Now: at}
+	req.DryRun = true
+	if _, err := s.Purge(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if clientRows(t, s, u.ID) == 0 || pendingErasures(t, s, u.ID) != 1 {
+		t.Fatal("a dry run finished the erasure")
+	}
+	req.DryRun = false
+	if _, err := s.Purge(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if n := clientRows(t, s, u.ID); n != 0 {
+		t.Errorf("after the purge %d rows still hold a client", n)
+	}
+	if pendingErasures(t, s, u.ID) != 0 {
+		t.Error("the erasure is still pending after the purge")
+	}
+}
+
+// TestErasuresPendingMigratedDown: migrating below 29 clears the rows of
+// the erasures still pending before their table goes.
+func TestErasuresPendingMigratedDown(t *testing.T) {
+	ctx := context.Background()
+	s, u := migratedWithUser(t, "down@example.org")
+	logRows(t, s, u.ID, 3)
+	erase(t, s, u)
+	if _, err := s.Migrator().Down(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if n := clientRows(t, s, u.ID); n != 0 {
+		t.Errorf("%d rows of a pending erasure hold a client after migrating down", n)
+	}
+}
+
+// cancelAfterExec is a dbtx that ends a context once a statement that
+// writes has run.
+type cancelAfterExec struct {
+	dbtx
+	cancel context.CancelFunc
+}
+
+func (c cancelAfterExec) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	defer c.cancel()
+	return c.dbtx.ExecContext(ctx, query, args...)
+}
+
+// BenchmarkFinishErasure: one op clears an account of 100,000 security-log
+// rows among 100,000 of another; lane-ns/batch is the time each of its
+// writes held the writer lane, rows/s its rate.
+func BenchmarkFinishErasure(b *testing.B) {
+	const rows = 100000
+	ctx := context.Background()
+	s, u := migratedWithUser(b, "erased@example.org")
+	other := storetest.NewUser("kept@example.org")
+	if err := s.CreateUser(ctx, other); err != nil {
+		b.Fatal(err)
+	}
+	logRows(b, s, other.ID, rows)
+	lane := &laneTime{dbtx: s.queries.db}
+	timed := *s
+	timed.queries = queries{db: lane}
+	var total time.Duration
+	for i := range b.N {
+		b.StopTimer()
+		if _, err := s.db.ExecContext(ctx, `DELETE FROM security_logs WHERE user_id = ?`, u.ID); err != nil {
+			b.Fatal(err)
+		}
+		logRows(b, s, u.ID, rows)
+		if i == 0 {
+			erase(b, s, u)
+		} else if _, err := s.db.ExecContext(ctx, `INSERT INTO erasures_pending (user_id) VALUES (?)`, u.ID); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		start := time.Now()
+		if err := timed.FinishErasure(ctx, u.ID); err != nil {
+			b.Fatal(err)
+		}
+		total += time.Since(start)
+	}
+	b.StopTimer()
+	if n := clientRows(b, s, u.ID); n != 0 {
+		b.Fatalf("%d rows left", n)
+	}
+	b.ReportMetric(float64(lane.held.Nanoseconds())/float64(b.N*(rows/erasureBatch+2)), "lane-ns/batch")
+	b.ReportMetric(float64(b.N*rows)/total.Seconds(), "rows/s")
+}
