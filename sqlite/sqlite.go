@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/authd/authd"
@@ -67,6 +68,9 @@ type Store struct {
 	stmts    *stmts
 	migrator *migrate.Migrator
 	file     *dbFile
+
+	stopCheckpoints func()        // by Close, once
+	checkpointsDone chan struct{} // closed by checkpoints as it returns
 }
 
 // dbFile is the database file a store opened, to tell when it was moved,
@@ -152,9 +156,12 @@ func Open(ctx context.Context, path string) (*Store, error) {
 			f.Close()
 		}
 	}
+	// No connection checkpoints the WAL as it commits (wal_autocheckpoint
+	// off): the store's checkpointer does, beside the writers (checkpoint.go).
 	dsn := uri + "?mode=rw&_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)" +
 		fmt.Sprintf("&_pragma=busy_timeout(%d)", busyTimeout.Milliseconds()) +
-		"&_pragma=synchronous(NORMAL)&_txlock=immediate"
+		fmt.Sprintf("&_pragma=synchronous(NORMAL)&_pragma=wal_autocheckpoint(0)&_pragma=journal_size_limit(%d)", walSizeLimit) +
+		"&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, err
@@ -199,8 +206,11 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, err
 	}
 	l, st := make(lane, 1), &stmts{db: db}
-	return &Store{queries: queries{db: laneDB{db: db, lane: l, stmts: st, file: file}}, db: db, lane: l, stmts: st,
-		migrator: m, file: file}, nil
+	stop, done := make(chan struct{}), make(chan struct{})
+	s := &Store{queries: queries{db: laneDB{db: db, lane: l, stmts: st, file: file}}, db: db, lane: l, stmts: st,
+		migrator: m, file: file, stopCheckpoints: sync.OnceFunc(func() { close(stop) }), checkpointsDone: done}
+	go s.checkpoints(checkpointEvery, stop, done)
+	return s, nil
 }
 
 // Migrator returns the store's schema migrator.
@@ -243,6 +253,8 @@ func (s *Store) Ready(ctx context.Context) error {
 
 // Close implements authd.Store.
 func (s *Store) Close() error {
+	s.stopCheckpoints()
+	<-s.checkpointsDone
 	s.stmts.close()
 	err := s.db.Close()
 	if s.file.check() != nil {
