@@ -116,6 +116,13 @@ func (s *Store) ExpiredLocks(ctx context.Context, now time.Time, limit int) ([]u
 
 // Users implements authd.Store.
 func (s *Store) Users(ctx context.Context, f authd.UserFilter) ([]*authd.User, error) {
+	return s.queries.users(ctx, f)
+}
+
+// users is Users on q (a read: it runs at once, outside the lane). By
+// status, a page is read in order from ix_users_account_status (migration
+// 30: status, created_at, id).
+func (q *queries) users(ctx context.Context, f authd.UserFilter) ([]*authd.User, error) {
 	var where []string
 	var args []any
 	if f.Email != "" {
@@ -134,7 +141,7 @@ func (s *Store) Users(ctx context.Context, f authd.UserFilter) ([]*authd.User, e
 	}
 	query += " ORDER BY created_at DESC, id DESC LIMIT ?"
 	args = append(args, listLimit(f.Limit))
-	rows, err := s.db.QueryContext(ctx, query, args...)
+	rows, err := q.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, translate(err)
 	}

@@ -275,3 +275,42 @@ func benchmarkWritesBehindARead(b *testing.B, read time.Duration) {
 		b.ReportMetric(float64(fi.Size())/(1<<20), "wal-MiB")
 	}
 }
+
+// BenchmarkUsersByStatus: one op is one page (50) of the administrator's
+// listing of users by status, newest first, among 200,000 users of whom
+// 190,000 are active and 10,000 locked: the first page, and one after
+// 100,000 rows of the status (active) or 5,000 (locked). Before migration
+// 30 (status alone in the index): 1.1 s and 0.57 s (active), 96 and 69 ms
+// (locked); after: 1.0-1.4 ms each.
+func BenchmarkUsersByStatus(b *testing.B) {
+	const users = 200000
+	ctx := context.Background()
+	s := openMigrated(b)
+	if _, err := s.db.ExecContext(ctx, `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+		INSERT INTO users (id, email, password_hash, account_status, created_at, updated_at)
+		SELECT printf('%08x-0000-4000-8000-%012x', i, i), 'user' || i || '@example.org', 'x',
+			CASE WHEN i % 20 = 0 THEN 'locked' ELSE 'active' END,
+			strftime('%Y-%m-%dT%H:%M:%fZ', ?2, printf('+%d seconds', i)), ?2
+		FROM n`, users, timeText(storetest.Epoch)); err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		status authd.AccountStatus
+		deep   int // the i of the row the page continues after
+	}{{authd.StatusActive, users / 2}, {authd.StatusLocked, users / 2}} {
+		for _, deep := range []bool{false, true} {
+			f := authd.UserFilter{Status: c.status, Limit: 50}
+			if deep {
+				f.After = &authd.Cursor{Time: storetest.Epoch.Add(time.Duration(c.deep) * time.Second),
+					ID: uuid.MustParse(fmt.Sprintf("%08x-0000-4000-8000-%012x", c.deep, c.deep))}
+			}
+			b.Run(fmt.Sprintf("status=%s/deep=%v", c.status, deep), func(b *testing.B) {
+				for range b.N {
+					if got, err := s.Users(ctx, f); err != nil || len(got) != 50 {
+						b.Fatalf("%d users, %v", len(got), err)
+					}
+				}
+			})
+		}
+	}
+}

@@ -158,6 +158,60 @@ func TestSecurityLogsListedByEvent(t *testing.T) {
 	}
 }
 
+// TestUsersListedByStatus: the administrator's listing of users by status
+// (alone, after a cursor, or with an email filter) reads
+// ix_users_account_status in order, newest first — not every user of the
+// status and a sort (migration 30: 1.1 s for the first page of 190,000
+// active users before it, BenchmarkUsersByStatus).
+func TestUsersListedByStatus(t *testing.T) {
+	ctx := context.Background()
+	s := openMigrated(t)
+	var locked []*authd.User
+	for i := range 30 {
+		u := storetest.NewUser(fmt.Sprintf("user%d@example.org", i))
+		u.CreatedAt = storetest.Epoch.Add(time.Duration(i) * time.Second)
+		if i%3 == 0 {
+			u.AccountStatus = authd.StatusLocked
+			locked = append(locked, u)
+		}
+		if err := s.CreateUser(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slices.Reverse(locked) // newest first
+	cursor := &authd.Cursor{Time: locked[3].CreatedAt, ID: locked[3].ID}
+	for _, c := range []struct {
+		name string
+		f    authd.UserFilter
+		want []*authd.User
+	}{
+		{"a status", authd.UserFilter{Status: authd.StatusLocked}, locked},
+		{"a status, a page", authd.UserFilter{Status: authd.StatusLocked, Limit: 4}, locked[:4]},
+		{"a status after a cursor", authd.UserFilter{Status: authd.StatusLocked, After: cursor}, locked[4:]},
+		{"a status and an address", authd.UserFilter{Status: authd.StatusLocked, Email: "user2"}, locked[:3]}, // user27, 24, 21
+	} {
+		p := &planned{db: s.db}
+		users, err := (&queries{db: p}).users(ctx, c.f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make([]string, len(users))
+		for i, u := range users {
+			got[i] = u.Email
+		}
+		want := make([]string, len(c.want))
+		for i, u := range c.want {
+			want[i] = u.Email
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: %v; want %v", c.name, got, want)
+		}
+		if plan := strings.Join(p.plans, "\n"); !strings.Contains(plan, "INDEX ix_users_account_status") || strings.Contains(plan, "TEMP B-TREE") {
+			t.Errorf("%s: plan\n%s\nwant a search of ix_users_account_status, no sort", c.name, plan)
+		}
+	}
+}
+
 // TestSecurityLogsListedByUser: a listing of one user's security log
 // (alone, by event or result, or after a cursor) reads
 // ix_security_logs_user_id in order, newest first — not every row of the
