@@ -36,3 +36,6 @@ func SetListTimeout(t interface{ Cleanup(func()) }, d time.Duration) {
 	listTimeout = d
 	t.Cleanup(func() { listTimeout = was })
 }
+
+// AdminListingsAtOnce is how many administrators' listings read at once.
+const AdminListingsAtOnce = adminListingsAtOnce

@@ -167,14 +167,15 @@ func ListLimit(n int) (int, error) {
 
 func logCursor(l *SecurityLog) Cursor { return Cursor{Time: l.Timestamp, ID: l.ID} }
 
-// securityLogs lists security events matching f, newest first, one page.
-func (s *Service) securityLogs(ctx context.Context, f SecurityLogFilter) (Page[*SecurityLog], error) {
+// securityLogs lists security events matching f, newest first, one page,
+// reading in one of slots (listRead).
+func (s *Service) securityLogs(ctx context.Context, slots chan struct{}, f SecurityLogFilter) (Page[*SecurityLog], error) {
 	limit, err := ListLimit(f.Limit)
 	if err != nil {
 		return Page[*SecurityLog]{}, err
 	}
 	f.Limit = limit + 1
-	rows, err := listRead(ctx, f, s.store.SecurityLogs)
+	rows, err := listRead(ctx, slots, f, s.store.SecurityLogs)
 	if err != nil {
 		return Page[*SecurityLog]{}, err
 	}
@@ -183,7 +184,7 @@ func (s *Service) securityLogs(ctx context.Context, f SecurityLogFilter) (Page[*
 
 // MySecurityLog lists the token's user's own events, newest first.
 func (s *Service) MySecurityLog(ctx context.Context, a *AccessClaims, after *Cursor, limit int) (Page[*SecurityLog], error) {
-	p, err := s.securityLogs(ctx, SecurityLogFilter{UserID: a.UserID, After: after, Limit: limit})
+	p, err := s.securityLogs(ctx, nil, SecurityLogFilter{UserID: a.UserID, After: after, Limit: limit})
 	for i, l := range p.Items {
 		p.Items[i] = subjectView(l)
 	}

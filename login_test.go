@@ -344,6 +344,88 @@ func (slowLists) Users(ctx context.Context, _ authd.UserFilter) ([]*authd.User, 
 	return nil, ctx.Err()
 }
 
+// heldLists is a store whose administrators' listings each hold on, whatever
+// their context, until release closes, telling started as they begin; a
+// user's own log answers at once.
+type heldLists struct {
+	authd.Store
+	started chan struct{}
+	release chan struct{}
+}
+
+func (h heldLists) SecurityLogs(ctx context.Context, f authd.SecurityLogFilter) ([]*authd.SecurityLog, error) {
+	if f.UserID == uuid.Nil {
+		h.started <- struct{}{}
+		<-h.release
+	}
+	return nil, nil
+}
+
+func (h heldLists) Users(ctx context.Context, _ authd.UserFilter) ([]*authd.User, error) {
+	h.started <- struct{}{}
+	<-h.release
+	return nil, nil
+}
+
+// TestAdminListingsAtOnce: past AdminListingsAtOnce administrators'
+// listings reading at once, the next waits for a slot within its bound
+// and then answers busy (503, Retry-After), while a user's own log still
+// reads; once the slots free, listings read again. Not parallel: it sets
+// the package's bound.
+func TestAdminListingsAtOnce(t *testing.T) {
+	authd.SetListTimeout(t, 50*time.Millisecond)
+	_, _, store := loginEnv(t, 5)
+	held := heldLists{Store: store, started: make(chan struct{}, 64), release: make(chan struct{})}
+	s := authd.NewService(authd.Config{}, authd.Deps{Store: held})
+	ctx := context.Background()
+	done := make(chan error, authd.AdminListingsAtOnce)
+	for i := range authd.AdminListingsAtOnce {
+		go func() {
+			var err error
+			if i%2 == 0 {
+				_, err = s.Users(ctx, authd.Client{}, authd.UserFilter{})
+			} else {
+				_, err = s.SecurityLogs(ctx, authd.Client{}, authd.SecurityLogFilter{})
+			}
+			done <- err
+		}()
+		<-held.started
+	}
+	answer := func(list func() error) error {
+		t.Helper()
+		got := make(chan error, 1)
+		go func() { got <- list() }()
+		select {
+		case err := <-got:
+			return err
+		case <-time.After(10 * time.Second):
+			t.Fatal("a listing past the bound did not answer")
+			return nil
+		}
+	}
+	err := answer(func() error { _, err := s.Users(ctx, authd.Client{}, authd.UserFilter{}); return err })
+	if !errors.Is(err, authd.ErrBusy) || authd.ErrorCode(err) != authd.EUnavailable {
+		t.Errorf("a listing past %d at once: %v; want busy", authd.AdminListingsAtOnce, err)
+	}
+	if _, err := s.MySecurityLog(ctx, &authd.AccessClaims{UserID: uuid.New()}, nil, 0); err != nil {
+		t.Errorf("a user's own log beside the full slots: %v", err)
+	}
+	select {
+	case <-held.started:
+		t.Error("the listing past the bound read")
+	default:
+	}
+	close(held.release)
+	for range authd.AdminListingsAtOnce {
+		if err := <-done; err != nil {
+			t.Errorf("a held listing: %v", err)
+		}
+	}
+	if err := answer(func() error { _, err := s.Users(ctx, authd.Client{}, authd.UserFilter{}); return err }); err != nil {
+		t.Errorf("a listing once the slots are free: %v", err)
+	}
+}
+
 // TestSlowListingIsAnOutage: a listing whose read passes its bound is an
 // outage saying to narrow it (a probe: 20–30 s on a large table, cut off
 // unsaid by the HTTP server's write timeout); a caller that hangs up is

@@ -255,6 +255,9 @@ type Service struct {
 	// halt ends when endFlows is called (EndFlows).
 	halt     context.Context
 	endFlows context.CancelFunc
+	// listings holds a slot for each administrator's listing reading now
+	// (listRead).
+	listings chan struct{}
 }
 
 // sleep waits d or until ctx ends.
@@ -363,6 +366,7 @@ func NewService(cfg Config, d Deps) *Service {
 		logger: d.Logger, hooks: d.Hooks, sleep: d.Sleep,
 		revocations: NewRevocationSet(revocationLifetime(cfg.AccessTokenTTL)),
 		rev:         revocationSync{epoch: time.Now(), load: make(chan struct{}, 1)}, wake: make(chan struct{}, 1),
+		listings: make(chan struct{}, adminListingsAtOnce),
 	}
 	s.halt, s.endFlows = context.WithCancel(context.Background())
 	s.mailPace.Set(firstMailPace, firstMailPace/4) // until requests that mail say how long they take
