@@ -69,32 +69,34 @@ func (s *Service) DeleteMe(ctx context.Context, c Client, a *AccessClaims, passw
 
 // afterErasure finishes, once the erasure that err reports has committed,
 // what is left of it outside its transaction, and returns err: the
-// security-log rows a store clears after the commit (Store.FinishErasure,
-// for erasureBudget at most, whatever the client does; the next retention
-// run, within the hour, finishes the rest) and the mailer's copies
-// (forgetMail). A failure of either is logged rather than returned: the
-// erasure stands, and a retry would find no account.
+// mailer's copies (forgetMail) and the security-log rows a store clears
+// after the commit (Store.FinishErasure, for erasureBudget at most,
+// whatever the client does; the next retention run, within the hour,
+// finishes the rest). A failure of either is logged rather than returned:
+// the erasure stands, and a retry would find no account.
 func (s *Service) afterErasure(ctx context.Context, user uuid.UUID, address string, err error) error {
 	if err != nil {
 		return err
 	}
 	ctx, cancel := s.detach(ctx)
 	defer cancel()
+	s.forgetMail(ctx, user, address)
 	finish, stop := context.WithTimeout(ctx, erasureBudget)
 	defer stop()
 	if err := s.store.FinishErasure(finish, user); err != nil {
 		s.logger.Warn("an erased account's security-log rows are left to the next retention run",
 			"user_id", user, "err", err)
 	}
-	s.forgetMail(ctx, user, address)
 	return nil
 }
 
 // erasureBudget bounds the time an erasure's answer waits for
 // FinishErasure: well within the server's write timeout (30 s) after the
 // checks. SQLite clears some 85,000 rows a second in its batches
-// (BenchmarkFinishErasure, beside nothing), 500 rows a write of 5 ms:
-// an account of up to some 800,000 rows before the answer.
+// (BenchmarkFinishErasure, beside no other writer), 500 rows a write of 5
+// ms: with the lane to itself, an account of up to some 800,000 rows
+// before the answer; under load each batch queues behind the writes
+// waiting, and fewer.
 const erasureBudget = 10 * time.Second
 
 // Tombstone is the address an erased account keeps: unique, and saying

@@ -353,7 +353,10 @@ func (s *Store) FinishErasure(ctx context.Context, userID uuid.UUID) error {
 	at, id := "", "" // before every row
 	for {
 		var lastAt, lastID string
-		err := s.db.QueryRowContext(ctx, `SELECT "timestamp", id FROM security_logs
+		// As stored: the driver would read a TIMESTAMP column's text as a
+		// time, and a whole second's would come back shorter ("…:01Z", not
+		// "…:01.000000Z"), after every row of that second.
+		err := s.db.QueryRowContext(ctx, `SELECT CAST("timestamp" AS TEXT), id FROM security_logs
 			WHERE user_id = ?1 AND ("timestamp", id) > (?2, ?3) ORDER BY "timestamp", id LIMIT 1 OFFSET ?4`,
 			userID, at, id, erasureBatch-1).Scan(&lastAt, &lastID)
 		if errors.Is(err, sql.ErrNoRows) {
@@ -388,7 +391,8 @@ const clearErasedLogs = `UPDATE security_logs SET ip_address = NULL, user_agent 
 const erasureBatch = 500
 
 // finishErasures runs FinishErasure for every account erasures_pending
-// names: erasures a crash, a stop or their time budget cut short.
+// names: erasures a crash, a stop or their time budget cut short. One that
+// fails stops no other: it returns their errors joined.
 func (s *Store) finishErasures(ctx context.Context) error {
 	rows, err := s.db.QueryContext(ctx, `SELECT user_id FROM erasures_pending`)
 	if err != nil {
@@ -401,12 +405,13 @@ func (s *Store) finishErasures(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var errs []error
 	for _, id := range ids {
 		if err := s.FinishErasure(ctx, id); err != nil {
-			return err
+			errs = append(errs, fmt.Errorf("finishing the erasure of %s: %w", id, err))
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // erasedAccountGone, closed with ")" (sessionPurgedDry in a dry run), picks
@@ -439,10 +444,9 @@ const sessionsEnded = `(expires_at < ?1 OR revoked_at < ?1 OR (browser_digest IS
 // there is no one to coordinate with; each batch is its own short write.
 func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeResult, error) {
 	var res authd.PurgeResult
+	var unfinished error // the erasures' error: it stops no other step
 	if !r.DryRun {
-		if err := s.finishErasures(ctx); err != nil {
-			return res, err
-		}
+		unfinished = s.finishErasures(ctx)
 	}
 	steps := []struct {
 		n     *int
@@ -510,7 +514,7 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 			}
 		}
 	}
-	return res, nil
+	return res, unfinished
 }
 
 // purgeBatch bounds the rows one retention statement deletes, below the

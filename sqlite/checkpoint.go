@@ -19,13 +19,16 @@ import (
 // rounds alternating on a busy machine, SQLite's way and then this one:
 // behind a 2 s read, the longest write 665-834 ms → 164-183 ms; with no
 // read, 1,470-1,640 → 2,010-2,400 writes a second, p99 32-37 → 21-27 ms,
-// the longest 53-207 → 49-64 ms. The WAL file grows to more (tens of MB
-// where it stayed at 4; walSizeLimit bounds it).
+// the longest 53-207 → 49-64 ms. The WAL grows larger between restarts
+// (tens of MB where it stayed near 4; behind a long reader, as before,
+// without bound until it ends; walHoldFrames bounds it under writers that
+// outpace the passes, and walSizeLimit cuts the file back at a restart).
 //
 // Since the checkpointer syncs the WAL at each tick it finds new frames,
-// a crash of the machine loses at most about that tick's commits
+// a crash of the machine usually loses about that tick's commits
 // (synchronous=NORMAL syncs nothing at commit), where SQLite's way left
-// up to 1,000 pages to the kernel's writeback (some 30 s).
+// up to 1,000 pages to the kernel's writeback (some 30 s); more while the
+// checkpointer waits for the lane or another process checkpoints.
 
 // checkpointEvery is how often the checkpointer runs (a variable for its
 // test). At a few thousand commits a second, a tick's WAL is some
@@ -33,84 +36,114 @@ import (
 var checkpointEvery = 100 * time.Millisecond
 
 // walSizeLimit is the size SQLite cuts the WAL file back to when it starts
-// it over: a long reader lets it grow (300 MB in 2 s of full-speed writes
-// in the benchmark), and it would keep that size on disk.
+// it over (not a bound on its growth): a long reader lets it grow (300 MB
+// in 2 s of full-speed writes in the benchmark), and it would keep that
+// size on disk.
 const walSizeLimit = 64 << 20
 
 // walRestartFrames is the WAL's size, in frames (pages), past which the
 // checkpointer has it start over (SQLite's wal_autocheckpoint default).
 const walRestartFrames = 1000
 
+// walHoldFrames is the WAL's size, in frames, past which the checkpointer
+// takes the lane even though its passes did not catch up with the writers
+// (a slow disk under writes at full speed): else the WAL would grow for
+// as long as the load lasted. 16,384 frames of 4 KiB: 64 MiB. A variable
+// for its test.
+var walHoldFrames = 16384
+
 // checkpointPasses bounds the checkpoints outside the lane of one tick.
 const checkpointPasses = 4
 
-// checkpoints runs checkpoint every interval until stop closes, then
-// closes done.
-func (s *Store) checkpoints(interval time.Duration, stop <-chan struct{}, done chan<- struct{}) {
+// checkpoints runs checkpoint every interval until ctx ends, then closes
+// done.
+func (s *Store) checkpoints(ctx context.Context, interval time.Duration, done chan<- struct{}) {
 	defer close(done)
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
-		case <-stop:
+		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		s.checkpoint()
+		if s.checkpointPasses(ctx) {
+			s.checkpointInLane(ctx)
+		}
 	}
 }
 
-// checkpoint runs PASSIVE checkpoints, which take no lock a writer or a
-// reader waits for, outside the lane, each copying what was committed
-// during the one before, until one had little left (walRestartFrames at
-// most) and copied the whole WAL; then one in the lane, for the frames
-// committed during the last. The WAL starts over only once all of it is
-// in the database file, which checkpoints beside writers that never pause
-// do not reach (without the last one, the WAL grew to 1.2 GB in the
-// benchmark's 4 s); that one holds the writers for at most a thousand
-// frames' copy and a sync, as wal_autocheckpoint held them each time. One
-// with nothing to copy reads the WAL's header and returns.
+// checkpoint is one tick of the checkpointer.
+func (s *Store) checkpoint() {
+	if s.checkpointPasses(context.Background()) {
+		s.checkpointInLane(context.Background())
+	}
+}
+
+// checkpointPasses runs PASSIVE checkpoints, which take no lock a writer
+// or a reader waits for, outside the lane, each copying what was
+// committed during the one before, until one had little left
+// (walRestartFrames at most) and copied the whole WAL, and reports whether
+// one in the lane should follow, for the frames committed during the
+// last: the WAL starts over only once all of it is in the database file,
+// which checkpoints beside writers that never pause do not reach (without
+// it, the WAL grew to 1.2 GB in the benchmark's 4 s). Writers that outpace
+// the passes are held too, after the last, once the WAL passes
+// walHoldFrames. One with
+// nothing to copy reads the WAL's header and returns.
 //
 // While a reader keeps the WAL from being copied, its file is synced
 // instead: a checkpoint first syncs the WAL, and the writers' appends wait
 // for that sync (ext4's journal), which behind a 2 s read had 300 MB to
 // write (writes of 320-360 ms; synced as they come, 170-200 ms).
 //
-// An error (another process checkpointing, the disk) waits for the next
-// tick: the writes that need the file say so themselves.
+// An error (another process checkpointing, the disk, ctx's end) waits for
+// the next tick: the writes that need the file say so themselves.
 //
-// A file moved or replaced under the store is not checkpointed
-// (dbFile.check): the WAL at its path is the old file's, and a connection
-// opened for the checkpoint would replay it into the new file.
-func (s *Store) checkpoint() {
-	if s.file.check() != nil {
-		return
-	}
+// A file moved or replaced under the store is never checkpointed
+// (dbFile.check, before each pass): the WAL at its path is the old
+// file's, and a connection opened for the checkpoint would replay it into
+// the new file.
+func (s *Store) checkpointPasses(ctx context.Context) (inLane bool) {
 	for pass, last := 0, -1; ; pass++ {
+		if s.file.check() != nil {
+			return false
+		}
 		var busy, frames, copied int
-		if err := s.db.QueryRow(`PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &frames, &copied); err != nil || busy != 0 {
-			return
+		if err := s.db.QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &frames, &copied); err != nil ||
+			busy != 0 {
+			return false
 		}
-		if copied < frames { // a reader needs the rest
+		switch {
+		case copied < frames: // a reader needs the rest
 			s.syncWAL()
-			return
-		}
-		if frames <= walRestartFrames { // small enough for a later tick
-			return
-		}
-		if last >= 0 && frames-last <= walRestartFrames {
-			break
-		}
-		if pass == checkpointPasses-1 { // the writers outpace the passes: a later tick
-			return
+			return false
+		case frames <= walRestartFrames: // small enough for a later tick
+			return false
+		case last >= 0 && frames-last <= walRestartFrames:
+			return true
+		case pass == checkpointPasses-1: // the writers outpace the passes: a later tick, unless the WAL is large
+			return frames > walHoldFrames
 		}
 		last = frames
 	}
-	if err := s.lane.enter(context.Background()); err != nil {
+}
+
+// checkpointInLane runs a PASSIVE checkpoint in the lane, no writer
+// writing: it copies the rest of the WAL, which can then start over. It
+// holds the writers for the frames committed since the last pass and a
+// sync, as wal_autocheckpoint held them for a thousand and a sync each
+// time. The file is checked again once in the lane: it may have been
+// replaced while the checkpointer waited.
+func (s *Store) checkpointInLane(ctx context.Context) {
+	if err := s.lane.enter(ctx); err != nil {
 		return
 	}
 	defer s.lane.leave()
-	s.db.Exec(`PRAGMA wal_checkpoint(PASSIVE)`) //nolint:errcheck // as above
+	if s.file.check() != nil {
+		return
+	}
+	s.db.ExecContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`) //nolint:errcheck // as checkpointPasses
 }
 
 // syncWAL syncs the WAL file: what SQLite would sync at the next

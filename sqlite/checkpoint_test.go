@@ -1,9 +1,16 @@
 package sqlite
 
 import (
+	"context"
+	"encoding/binary"
 	"os"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/authd/authd"
+	"github.com/authd/authd/storetest"
 )
 
 // noCheckpoints keeps the checkpointer of the stores the test opens from
@@ -60,7 +67,7 @@ func TestCommitsDoNotCheckpoint(t *testing.T) {
 }
 
 // TestCheckpointerRuns: the store's own checkpointer copies the WAL into
-// the database file without being asked, and stops with the store.
+// the database file without being asked.
 func TestCheckpointerRuns(t *testing.T) {
 	old := checkpointEvery
 	checkpointEvery = 10 * time.Millisecond
@@ -73,12 +80,60 @@ func TestCheckpointerRuns(t *testing.T) {
 			t.Fatal("the database file did not grow in 10 s: no checkpoint ran")
 		}
 	}
-	if err := s.Close(); err != nil {
+}
+
+// walRestarts reads how many times the WAL has started over (its header's
+// checkpoint sequence number).
+func walRestarts(t *testing.T, s *Store) uint32 {
+	t.Helper()
+	f, err := os.Open(s.file.path + "-wal")
+	if err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-s.checkpointsDone:
-	default:
-		t.Error("the checkpointer runs on after Close")
+	defer f.Close()
+	var h [16]byte
+	if _, err := f.ReadAt(h[:], 0); err != nil {
+		t.Fatal(err)
+	}
+	return binary.BigEndian.Uint32(h[12:])
+}
+
+// TestWALStartsOverUnderWriters: writers that never pause leave no moment
+// at which the checkpointer's passes beside them have copied the whole
+// WAL, and the WAL only starts over once all of it is in the database
+// file: the checkpointer copies the rest in the lane, and the WAL starts
+// over while the writes go on.
+func TestWALStartsOverUnderWriters(t *testing.T) {
+	old := checkpointEvery
+	checkpointEvery = 5 * time.Millisecond
+	t.Cleanup(func() { checkpointEvery = old })
+	ctx := context.Background()
+	s, u := migratedWithUser(t, "busy@example.org")
+	logRows(t, s, u.ID, 1)
+	first := walRestarts(t, s)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := s.CreateSecurityLog(ctx, authd.NewSecurityLog(storetest.Epoch, authd.EventTokenRefreshed,
+					authd.ResultSuccess, u.ID, "192.0.2.1", "writer", "", map[string]any{"pad": strings.Repeat("x", 2000)})); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	defer wg.Wait()
+	defer close(stop)
+	for deadline := time.Now().Add(20 * time.Second); walRestarts(t, s) == first; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the WAL did not start over in 20 s of writes")
+		}
 	}
 }

@@ -3,6 +3,10 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,18 +16,29 @@ import (
 )
 
 // logRows inserts n security-log rows about user holding a client (IP,
-// user agent, device), in one statement: a timestamp shared by runs of
-// seven rows, so that FinishErasure's batches end among rows of one time.
+// user agent, device), in one statement: a timestamp (whole seconds, as
+// the store writes them: timeLayout) shared by runs of seven rows, so that
+// FinishErasure's batches end among rows of one time.
 func logRows(t testing.TB, s *Store, user uuid.UUID, n int) {
 	t.Helper()
 	if _, err := s.db.ExecContext(context.Background(), `WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
 		INSERT INTO security_logs (id, event_type, user_id, "timestamp", ip_address, user_agent, result, additional_context)
 		SELECT lower(hex(randomblob(4))) || '-0000-4000-8000-' || printf('%012x', i), 'token_refreshed', ?2,
-			strftime('%Y-%m-%dT%H:%M:%fZ', ?3, printf('+%d seconds', i / 7)), '192.0.2.7', 'curl/8', 'success',
+			strftime('%Y-%m-%dT%H:%M:%S.000000Z', ?3, printf('+%d seconds', i / 7)), '192.0.2.7', 'curl/8', 'success',
 			json_object('device_info', 'phone', 'session_id', 's' || i)
 		FROM n`, n, user, timeText(storetest.Epoch)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// addUser adds an account of email to s.
+func addUser(t testing.TB, s *Store, email string) *authd.User {
+	t.Helper()
+	u := storetest.NewUser(email)
+	if err := s.CreateUser(context.Background(), u); err != nil {
+		t.Fatal(err)
+	}
+	return u
 }
 
 // clientRows counts the user's security-log rows that still hold a client.
@@ -73,10 +88,7 @@ func erase(t testing.TB, s *Store, u *authd.User) {
 func TestErasureClearsLogsAfterItsTransaction(t *testing.T) {
 	ctx := context.Background()
 	s, u := migratedWithUser(t, "erased@example.org")
-	other := storetest.NewUser("kept@example.org")
-	if err := s.CreateUser(ctx, other); err != nil {
-		t.Fatal(err)
-	}
+	other := addUser(t, s, "kept@example.org")
 	rows := 2*erasureBatch + 3
 	logRows(t, s, u.ID, rows)
 	logRows(t, s, other.ID, 10)
@@ -97,11 +109,17 @@ func TestErasureClearsLogsAfterItsTransaction(t *testing.T) {
 		t.Fatalf("%d rows hold a client after one logged since the erasure; want %d", n, rows)
 	}
 
-	if err := s.FinishErasure(ctx, u.ID); err != nil {
+	counted := &rowCounts{dbtx: s.queries.db}
+	batched := *s
+	batched.queries = queries{db: counted}
+	if err := batched.FinishErasure(ctx, u.ID); err != nil {
 		t.Fatal(err)
 	}
 	if n := clientRows(t, s, u.ID); n != 0 {
 		t.Errorf("%d rows of the erased account still hold a client", n)
+	}
+	if len(counted.rows) < 3 || slices.Max(counted.rows) > erasureBatch {
+		t.Errorf("rows cleared a write: %v; want batches of %d at most", counted.rows, erasureBatch)
 	}
 	if n := clientRows(t, s, other.ID); n != 10 {
 		t.Errorf("another account's rows holding a client: %d, want 10", n)
@@ -179,6 +197,54 @@ func TestErasuresPendingMigratedDown(t *testing.T) {
 	}
 }
 
+// TestRetentionPastAFailingErasure: an erasure whose clearing keeps
+// failing (the disk, a row the statement cannot write) is reported by
+// every purge, and stops neither the other erasures nor retention.
+func TestRetentionPastAFailingErasure(t *testing.T) {
+	ctx := context.Background()
+	s, stuck := migratedWithUser(t, "stuck@example.org")
+	other := addUser(t, s, "other@example.org")
+	for _, u := range []*authd.User{stuck, other} {
+		logRows(t, s, u.ID, 3)
+		erase(t, s, u)
+	}
+	old := storetest.Epoch.Add(-100 * 24 * time.Hour)
+	if err := s.CreateSecurityLog(ctx, authd.NewSecurityLog(old, authd.EventLoginFailure, authd.ResultFailure, uuid.Nil,
+		"", "", "", nil)); err != nil {
+		t.Fatal(err)
+	}
+	failing := *s
+	failing.queries = queries{db: failClearing{dbtx: s.queries.db, user: stuck.ID.String()}}
+	at := storetest.Epoch
+	res, err := failing.Purge(ctx, authd.PurgeRequest{LogsBefore: at.Add(-90 * 24 * time.Hour), ExpiredBefore: at.Add(-24 * time.Hour), Now: at})
+	if err == nil || !strings.Contains(err.Error(), stuck.ID.String()) {
+		t.Errorf("a purge past a failing erasure: %v; want its error, naming the account", err)
+	}
+	if res.SecurityLogs != 1 {
+		t.Errorf("the purge deleted %d old rows past the failing erasure; want 1", res.SecurityLogs)
+	}
+	if n := clientRows(t, s, other.ID); n != 0 || pendingErasures(t, s, other.ID) != 0 {
+		t.Errorf("another erasure behind the failing one: %d rows hold a client", n)
+	}
+	if pendingErasures(t, s, stuck.ID) != 1 {
+		t.Error("the failing erasure is no longer pending")
+	}
+}
+
+// failClearing is a dbtx whose statements that clear the security-log rows
+// of user fail.
+type failClearing struct {
+	dbtx
+	user string
+}
+
+func (f failClearing) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if strings.HasPrefix(query, "UPDATE security_logs") && len(args) > 0 && fmt.Sprint(args[0]) == f.user {
+		return nil, errors.New("disk I/O error")
+	}
+	return f.dbtx.ExecContext(ctx, query, args...)
+}
+
 // cancelAfterExec is a dbtx that ends a context once a statement that
 // writes has run.
 type cancelAfterExec struct {
@@ -198,10 +264,7 @@ func BenchmarkFinishErasure(b *testing.B) {
 	const rows = 100000
 	ctx := context.Background()
 	s, u := migratedWithUser(b, "erased@example.org")
-	other := storetest.NewUser("kept@example.org")
-	if err := s.CreateUser(ctx, other); err != nil {
-		b.Fatal(err)
-	}
+	other := addUser(b, s, "kept@example.org")
 	logRows(b, s, other.ID, rows)
 	lane := &laneTime{dbtx: s.queries.db}
 	timed := *s

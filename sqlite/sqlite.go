@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/authd/authd"
@@ -69,8 +68,8 @@ type Store struct {
 	migrator *migrate.Migrator
 	file     *dbFile
 
-	stopCheckpoints func()        // by Close, once
-	checkpointsDone chan struct{} // closed by checkpoints as it returns
+	stopCheckpoints context.CancelFunc // by Close: a checkpoint in progress, or waiting for the lane, ends
+	checkpointsDone chan struct{}      // closed by checkpoints as it returns
 }
 
 // dbFile is the database file a store opened, to tell when it was moved,
@@ -206,10 +205,11 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, err
 	}
 	l, st := make(lane, 1), &stmts{db: db}
-	stop, done := make(chan struct{}), make(chan struct{})
+	checkpointing, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
 	s := &Store{queries: queries{db: laneDB{db: db, lane: l, stmts: st, file: file}}, db: db, lane: l, stmts: st,
-		migrator: m, file: file, stopCheckpoints: sync.OnceFunc(func() { close(stop) }), checkpointsDone: done}
-	go s.checkpoints(checkpointEvery, stop, done)
+		migrator: m, file: file, stopCheckpoints: stop, checkpointsDone: done}
+	go s.checkpoints(checkpointing, checkpointEvery, done)
 	return s, nil
 }
 
@@ -237,7 +237,13 @@ func (s *Store) InTx(ctx context.Context, fn func(authd.Queries) error) (err err
 	if err := fn(&queries{db: txDB{tx: tx, c: s.stmts}}); err != nil {
 		return err
 	}
-	return translate(tx.Commit())
+	err = tx.Commit()
+	if errors.Is(err, sql.ErrTxDone) && ctx.Err() != nil {
+		// database/sql rolled the transaction back as ctx ended, before
+		// the commit (its own goroutine: a race with it).
+		err = ctx.Err()
+	}
+	return translate(err)
 }
 
 // Ready implements authd.Store.

@@ -6,9 +6,9 @@
 -- for the first page of the 190,000 active ones (a probe at 187,000: 190
 -- ms), 0.1 s for the 10,000 locked. With the creation time and the id
 -- after the status, a page is read in order from the status's part of the
--- index. A user's entry changes only when its status does (SQLite updates
--- only the indexes of the columns an UPDATE sets): a lock, an unlock, an
--- erasure, a verification. The name and the purpose are the seed's.
+-- index. Its entries are longer: UpdateUser sets every column, and SQLite
+-- rewrites the entry of each index whose columns an UPDATE sets (as it did
+-- the status-only one). The name and the purpose are the seed's.
 
 -- +goose Up
 DROP INDEX ix_users_account_status;
