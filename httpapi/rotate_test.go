@@ -418,6 +418,37 @@ func TestDeadTokensLockNothing(t *testing.T) {
 	}
 }
 
+// TestRefreshTokenOfAnotherClient: a refresh token is its client's alone:
+// the JSON API's presented by an OpenID client (and back) is refused as
+// invalid, logged as another client's, and neither rotated nor taken for
+// reuse: its own client refreshes with it after. On both stores (on
+// SQLite this is the only check).
+func TestRefreshTokenOfAnotherClient(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		ctx := context.Background()
+		e := newEnv(t, open(t))
+		e.registerVerified("owner@example.org", goodPassword)
+		_, refresh := e.login("owner@example.org", goodPassword)
+		got := <-refreshingFor(e, "another-client", refresh)
+		if authd.ErrorCode(got.err) != authd.EInvalidToken || got.pair != nil {
+			t.Fatalf("the JSON API's refresh token at an OpenID client: %v; want invalid_token", got.err)
+		}
+		logs, err := e.store.SecurityLogs(ctx, authd.SecurityLogFilter{UserID: e.user("owner@example.org").ID,
+			EventType: authd.EventTokenRefreshed})
+		if err != nil || len(logs) != 1 || logs[0].FailureReason != "refresh token of another client" {
+			t.Errorf("token_refreshed rows %+v, %v; want one refusal, refresh token of another client", logs, err)
+		}
+		own := <-refreshingFor(e, "", refresh)
+		if own.err != nil {
+			t.Fatalf("its own client's refresh after another's try: %v", own.err)
+		}
+		back := <-refreshingFor(e, "another-client", own.pair.RefreshToken)
+		if authd.ErrorCode(back.err) != authd.EInvalidToken {
+			t.Errorf("the rotated token at an OpenID client: %v; want invalid_token", back.err)
+		}
+	})
+}
+
 // spendRotations rotates refresh through its session's whole budget of
 // rotations a minute and returns the last token, still live.
 func spendRotations(e *env, refresh string) string {

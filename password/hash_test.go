@@ -1,11 +1,13 @@
 package password
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -83,31 +85,43 @@ func TestBcrypt(t *testing.T) {
 	}
 }
 
+// bcryptCost16 is a real bcrypt hash of "imported password" at cost 16,
+// MaxBcryptCost+1, made once (it takes seconds): were its cost not refused,
+// it would match.
+const bcryptCost16 = "$2a$16$d1IFmns.pwqPPA43P/lK7u5/nQnlHtjG32lS4AQ5MlSCoePzu2Chy"
+
 // TestBcryptTooCostly: a stored bcrypt hash above MaxBcryptCost never
-// matches and is never computed (cost 31 would take days): it answers as a
-// wrong password, not as an error.
+// matches, not even the right password's, and is never computed (cost 31
+// would take days): it answers as a wrong password, not as an error.
 func TestBcryptTooCostly(t *testing.T) {
 	b, err := bcrypt.GenerateFromPassword([]byte("imported password"), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)
 	}
-	costly := "$2a$31$" + string(b[len("$2a$04$"):])
-	type result struct {
-		ok  bool
-		err error
+	if cost, err := bcrypt.Cost([]byte(bcryptCost16)); err != nil || cost != MaxBcryptCost+1 {
+		t.Fatalf("the stored hash's cost is %d (%v), want MaxBcryptCost+1: make it anew", cost, err)
 	}
-	done := make(chan result, 1)
-	go func() {
-		ok, _, err := Verify("imported password", costly, cheap)
-		done <- result{ok, err}
-	}()
-	select {
-	case r := <-done:
-		if r.ok || r.err != nil {
-			t.Errorf("a cost-31 bcrypt hash: %v, %v; want no match and no error", r.ok, r.err)
+	for name, costly := range map[string]string{
+		"cost 31":                   "$2a$31$" + string(b[len("$2a$04$"):]),
+		"cost MaxBcryptCost+1 (16)": bcryptCost16,
+	} {
+		type result struct {
+			ok  bool
+			err error
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("a cost-31 bcrypt hash was being computed")
+		done := make(chan result, 1)
+		go func() {
+			ok, _, err := Verify("imported password", costly, cheap)
+			done <- result{ok, err}
+		}()
+		select {
+		case r := <-done:
+			if r.ok || r.err != nil {
+				t.Errorf("a %s bcrypt hash of the right password: %v, %v; want no match and no error", name, r.ok, r.err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("a %s bcrypt hash was being computed", name)
+		}
 	}
 }
 
@@ -130,16 +144,60 @@ func TestBcryptLongPassword(t *testing.T) {
 	}
 }
 
+// TestMalformed: a stored hash outside the bounds decode allows is
+// ErrMalformedHash, never computed: no lanes (which argon2 panics on), over
+// 100 passes, a salt under 8 bytes, a key under 16 or over 64 bytes, a part
+// too many. One just within them all is checked.
 func TestMalformed(t *testing.T) {
-	for _, h := range []string{
-		"", "plain", "$argon2id$", "$argon2id$v=19$m=64,t=1,p=1$salt",
-		"$argon2id$v=18$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
-		"$argon2id$v=19$m=99999999,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
-		"$argon2id$v=19$m=64,t=1,p=1$!!$aGFzaGhhc2hoYXNoaGFzaA",
-		"$2b$04$short",
+	// phc is an argon2id PHC string of "pw" at params, salt and key length.
+	phc := func(params string, salt []byte, keyLen uint32) string {
+		var p Params
+		if _, err := fmt.Sscanf(params, "m=%d,t=%d,p=%d", &p.MemoryKiB, &p.Iterations, &p.Parallelism); err != nil {
+			t.Fatal(err)
+		}
+		key := []byte(strings.Repeat("k", int(keyLen)))
+		if p.Iterations > 0 && p.Parallelism > 0 {
+			key = argon2.IDKey([]byte("pw"), salt, p.Iterations, p.MemoryKiB, p.Parallelism, keyLen)
+		}
+		return "$argon2id$v=19$" + params + "$" + b64.EncodeToString(salt) + "$" + b64.EncodeToString(key)
+	}
+	salt8, salt7 := []byte("saltsalt"), []byte("saltsal")
+	for name, h := range map[string]string{
+		"empty":            "",
+		"plain":            "plain",
+		"no parts":         "$argon2id$",
+		"five parts":       "$argon2id$v=19$m=64,t=1,p=1$salt",
+		"seven parts":      phc("m=64,t=1,p=1", salt8, 16) + "$" + b64.EncodeToString([]byte("more")),
+		"version 18":       "$argon2id$v=18$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+		"over 1 GiB":       "$argon2id$v=19$m=99999999,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+		"under 8 KiB":      phc("m=7,t=1,p=1", salt8, 16),
+		"no lanes":         phc("m=64,t=1,p=0", salt8, 16),
+		"no passes":        phc("m=64,t=0,p=1", salt8, 16),
+		"101 passes":       phc("m=64,t=101,p=1", salt8, 16),
+		"salt of 7 bytes":  phc("m=64,t=1,p=1", salt7, 16),
+		"key of 15 bytes":  phc("m=64,t=1,p=1", salt8, 15),
+		"key of 65 bytes":  phc("m=64,t=1,p=1", salt8, 65),
+		"salt not base64":  "$argon2id$v=19$m=64,t=1,p=1$!!$aGFzaGhhc2hoYXNoaGFzaA",
+		"bcrypt too short": "$2b$04$short",
 	} {
-		if ok, _, err := Verify("x", h, cheap); ok || err == nil {
-			t.Errorf("Verify(%q) = %v, %v; want false and an error", h, ok, err)
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Errorf("%s: Verify(%q) panicked: %v", name, h, r)
+				}
+			}()
+			if ok, _, err := Verify("pw", h, cheap); ok || !errors.Is(err, ErrMalformedHash) {
+				t.Errorf("%s: Verify(%q) = %v, %v; want false and ErrMalformedHash", name, h, ok, err)
+			}
+		}()
+	}
+	// The control: at every bound, just within it.
+	for _, h := range []string{
+		phc("m=8,t=1,p=1", salt8, 16),
+		phc("m=8,t=100,p=1", salt8, 64),
+	} {
+		if ok, _, err := Verify("pw", h, cheap); !ok || err != nil {
+			t.Errorf("Verify(%q) = %v, %v; want a match", h, ok, err)
 		}
 	}
 }
@@ -163,19 +221,29 @@ func FuzzVerify(f *testing.F) {
 
 // TestArgon2TooCostly: an argon2id hash costlier than authd checks (more
 // than four times the memory × passes of its Params or the default's, or
-// more lanes than 4) never matches and is not computed: decode alone let a
-// stored row ask for 1 GiB, 100 passes and 255 goroutines per check. One at
-// four times the cost is still checked.
+// more lanes than 4) never matches, not even the right password's, and is
+// not computed: decode alone let a stored row ask for 1 GiB, 100 passes and
+// 255 goroutines per check. One at four times the cost, or in 4 lanes, is
+// still checked.
 func TestArgon2TooCostly(t *testing.T) {
+	hash := func(p Params) string {
+		h, err := Hash("the password", p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
 	salt, key := "c2FsdHNhbHRzYWx0", "aGFzaGhhc2hoYXNoaGFzaA"
-	for _, h := range []string{
-		"$argon2id$v=19$m=1048576,t=100,p=255$" + salt + "$" + key,
-		"$argon2id$v=19$m=19456,t=9,p=1$" + salt + "$" + key, // 4.5 × the default's passes
-		"$argon2id$v=19$m=64,t=1,p=5$" + salt + "$" + key,    // cheap, but five goroutines
+	for name, h := range map[string]string{
+		// Too costly to make here: not the password's hash, but refused
+		// before it is computed all the same.
+		"1 GiB, 100 passes, 255 lanes": "$argon2id$v=19$m=1048576,t=100,p=255$" + salt + "$" + key,
+		"4.5 × the default's passes":   hash(Params{MemoryKiB: 19456, Iterations: 9, Parallelism: 1}),
+		"cheap, but five lanes":        hash(Params{MemoryKiB: 64, Iterations: 1, Parallelism: 5}),
 	} {
 		done := make(chan error, 1)
 		go func() {
-			ok, rehash, err := Verify("x", h, cheap)
+			ok, rehash, err := Verify("the password", h, cheap)
 			if ok || rehash {
 				err = fmt.Errorf("matched")
 			}
@@ -184,17 +252,18 @@ func TestArgon2TooCostly(t *testing.T) {
 		select {
 		case err := <-done:
 			if err != nil {
-				t.Errorf("Verify(%q) = %v; want no match and no error", h, err)
+				t.Errorf("%s: Verify(%q) = %v; want no match and no error", name, h, err)
 			}
 		case <-time.After(10 * time.Second):
-			t.Fatalf("Verify(%q) was computing a hash authd does not check", h)
+			t.Fatalf("%s: Verify(%q) was computing a hash authd does not check", name, h)
 		}
 	}
-	within, err := Hash("the password", Params{MemoryKiB: 19456, Iterations: 8, Parallelism: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ok, rehash, err := Verify("the password", within, cheap); !ok || !rehash || err != nil {
-		t.Errorf("a hash at four times the default cost = %v, %v, %v; want a match to rehash", ok, rehash, err)
+	for name, h := range map[string]string{
+		"four times the default cost": hash(Params{MemoryKiB: 19456, Iterations: 8, Parallelism: 4}),
+		"cheap, in four lanes":        hash(Params{MemoryKiB: 64, Iterations: 1, Parallelism: 4}),
+	} {
+		if ok, rehash, err := Verify("the password", h, cheap); !ok || !rehash || err != nil {
+			t.Errorf("a hash at %s = %v, %v, %v; want a match to rehash", name, ok, rehash, err)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package password
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -166,6 +167,34 @@ func TestArgon2Floor(t *testing.T) {
 	p, took := h.CoverArgon2([]string{"m=64,t=1,p=1", "m=8192,t=2,p=4", "m=4096,t=2,p=1"})
 	if want := (Params{MemoryKiB: 8192, Iterations: 2, Parallelism: 1}); p != want || took <= 0 || h.floor.Load() != int64(took) {
 		t.Errorf("CoverArgon2 = %+v, %s, floor %d; want %+v timed and the floor raised to it", p, took, h.floor.Load(), want)
+	}
+}
+
+// TestFloorNeverLowered: a later timing of a cheaper stored hash, bcrypt's
+// or argon2id's, leaves the floor failed checks answer no sooner than where
+// a costlier one raised it, and when it was timed: the costliest stored
+// hash must stay covered.
+func TestFloorNeverLowered(t *testing.T) {
+	for name, cover := range map[string]func(h *Hasher) error{
+		"CoverBcrypt": func(h *Hasher) error { _, err := h.CoverBcrypt(4); return err },
+		"CoverArgon2": func(h *Hasher) error {
+			if p, took := h.CoverArgon2([]string{"m=128,t=1,p=1"}); took <= 0 {
+				return fmt.Errorf("CoverArgon2 timed nothing (%+v)", p)
+			}
+			return nil
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := (&Hasher{Params: cheap, Workers: 1, MaxQueue: 10, MaxWait: time.Second}).init()
+			h.floor.Store(int64(time.Hour)) // a costlier hash's check, timed before
+			h.floorAt.Store(int64(time.Second))
+			if err := cover(h); err != nil {
+				t.Fatal(err)
+			}
+			if floor, at := time.Duration(h.floor.Load()), time.Duration(h.floorAt.Load()); floor != time.Hour || at != time.Second {
+				t.Errorf("after timing a cheaper hash the floor is %s, timed at %s; want the hour, timed at 1s, kept", floor, at)
+			}
+		})
 	}
 }
 

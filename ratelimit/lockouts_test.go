@@ -115,6 +115,63 @@ func TestMemoryLockoutsExpire(t *testing.T) {
 	}
 }
 
+// TestMemoryLockoutsCountAfreshAfterALock: once a lock ends, an email
+// without an account starts a fresh count, as an account does: the
+// failures before the lock, still within forget, do not count toward the
+// next one, so threshold-1 failures after it do not lock again, and the
+// threshold-th does.
+func TestMemoryLockoutsCountAfreshAfterALock(t *testing.T) {
+	c := &clock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	l := NewMemoryLockouts(c)
+	ctx := context.Background()
+	const threshold = 3
+	for range threshold {
+		l.Fail(ctx, "k", threshold, time.Minute, time.Hour)
+	}
+	if wait, _ := l.LockedFor(ctx, "k"); wait != time.Minute {
+		t.Fatalf("locked for %s after %d failures, want the minute", wait, threshold)
+	}
+	c.Advance(time.Minute)
+	for i := range threshold - 1 {
+		if wait, locked, _ := l.Fail(ctx, "k", threshold, time.Minute, time.Hour); locked || wait != 0 {
+			t.Fatalf("failure %d after the lock ended: locked for %s, locked %v; want a fresh count of %d", i+1, wait, locked, threshold)
+		}
+	}
+	if _, locked, _ := l.Fail(ctx, "k", threshold, time.Minute, time.Hour); !locked {
+		t.Errorf("failure %d after the lock ended did not lock", threshold)
+	}
+}
+
+// TestRedisLockKeyOutlivesTheLock: the lock a failure sets in Redis expires
+// lockSkewMargin after the lock ends, not with it, so that an instance
+// whose clock is behind the setter's still finds it. Redis counts the
+// key's time down from when it was set: the test allows what it took.
+func TestRedisLockKeyOutlivesTheLock(t *testing.T) {
+	t.Parallel()
+	url := redisURL(t)
+	if url == "" {
+		t.Skip("TEST_REDIS_URL is not set")
+	}
+	r := redisLimiter(t, url, testPrefix(), nil, nil)
+	ctx := context.Background()
+	const lock = 10 * time.Second
+	r.Fail(ctx, "k", 2, lock, time.Minute)
+	start := time.Now()
+	if _, locked, err := r.Fail(ctx, "k", 2, lock, time.Minute); !locked || err != nil {
+		t.Fatalf("2nd failure: locked %v, %v; want this failure to lock", locked, err)
+	}
+	ttl, err := r.client.PTTL(ctx, r.lockoutKeys("k")[1]).Result()
+	took := time.Since(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Redis's milliseconds are whole: a millisecond more than took may
+	// have passed on its clock.
+	if want := lock + lockSkewMargin; ttl > want || ttl < want-took-time.Millisecond {
+		t.Errorf("the lock key expires in %s, read %s after the locking failure began; want %s (the lock and lockSkewMargin)", ttl, took, want)
+	}
+}
+
 // TestRedisLockoutsFallBack: with Redis unreachable the lockouts count in
 // memory, never not at all.
 func TestRedisLockoutsFallBack(t *testing.T) {

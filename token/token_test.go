@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -116,6 +117,10 @@ func TestVerifyRejects(t *testing.T) {
 		"not an access token":       sign(jwt.SigningMethodEdDSA, key.Private, map[string]any{"typ": "JWT"}, nil),
 		"bad subject":               sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) { c["sub"] = "admin" }),
 		"no session":                sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) { delete(c, "sid") }),
+		"no jti":                    sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) { delete(c, "jti") }),
+		"empty jti":                 sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) { c["jti"] = "" }),
+		"no nbf":                    sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) { delete(c, "nbf") }),
+		"no iat":                    sign(jwt.SigningMethodEdDSA, key.Private, nil, func(c jwt.MapClaims) { delete(c, "iat") }),
 		"signature respelled":       respell(sign(jwt.SigningMethodEdDSA, key.Private, nil, nil)),
 		"line break in it":          breakLine(sign(jwt.SigningMethodEdDSA, key.Private, nil, nil)),
 		"garbage":                   "not.a.jwt",
@@ -151,6 +156,87 @@ func respell(tok string) string {
 // breakLine puts a line break into a token's signature, which a lenient
 // base64 decoder skips.
 func breakLine(tok string) string { return tok[:len(tok)-5] + "\r\n" + tok[len(tok)-5:] }
+
+// signedWith signs a well-formed access token's claims for iss with key
+// under method, whatever the key's own algorithm, with extra claims and
+// header fields added.
+func signedWith(t *testing.T, method jwt.SigningMethod, key *Key, header, extra map[string]any) string {
+	t.Helper()
+	c := jwt.MapClaims{"iss": "https://auth.example.org", "sub": uuid.NewString(), "aud": []string{"authd"},
+		"exp": now.Add(15 * time.Minute).Unix(), "iat": now.Unix(), "nbf": now.Unix(), "jti": "j", "sid": uuid.NewString()}
+	for k, v := range extra {
+		c[k] = v
+	}
+	tok := jwt.NewWithClaims(method, c)
+	tok.Header["kid"], tok.Header["typ"] = key.ID, "at+jwt"
+	for k, v := range header {
+		tok.Header[k] = v
+	}
+	s, err := tok.SignedString(key.Private)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestVerifyRefusesAnotherAlgorithmOfTheKey: a token signed with the
+// keyring's own RSA key, under its kid, but under another algorithm that
+// key can sign with (RSA-PSS, or RS256's longer hashes) is refused: only
+// the configured algorithm verifies, not whatever the token's header names.
+func TestVerifyRefusesAnotherAlgorithmOfTheKey(t *testing.T) {
+	kr, err := OpenKeyring(t.TempDir(), "RS256", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss := NewIssuer(kr, "https://auth.example.org", "authd")
+	key := kr.Signing(now)
+	for _, method := range []jwt.SigningMethod{jwt.SigningMethodPS256, jwt.SigningMethodRS384, jwt.SigningMethodRS512} {
+		if _, err := iss.Verify(signedWith(t, method, key, nil, nil), now); authd.ErrorCode(err) != authd.EInvalidToken {
+			t.Errorf("%s with the RS256 key: Verify = %v, want invalid_token", method.Alg(), err)
+		}
+	}
+	// The control: the same token under RS256 verifies.
+	if _, err := iss.Verify(signedWith(t, jwt.SigningMethodRS256, key, nil, nil), now); err != nil {
+		t.Errorf("an RS256 token of the key fails: %v", err)
+	}
+}
+
+// TestVerifySizeBound: a token longer than 8192 bytes is refused before it
+// is parsed, with the size check's own error (a parse failure's wraps its
+// cause), though it is well formed and signed with the signing key; one of
+// exactly 8192 bytes verifies.
+func TestVerifySizeBound(t *testing.T) {
+	kr, err := OpenKeyring(t.TempDir(), "EdDSA", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss := NewIssuer(kr, "https://auth.example.org", "authd")
+	key := kr.Signing(now)
+	// sized is a token of exactly n bytes: a padding claim sets its length
+	// to within a byte or two of it, and a padding header field of 0 to 3
+	// bytes reaches every length base64 allows.
+	sized := func(n int) string {
+		base := len(signedWith(t, jwt.SigningMethodEdDSA, key, nil, map[string]any{"pad": ""}))
+		from := max(0, (n-base)*3/4-24)
+		for pad := from; pad < from+32; pad++ {
+			for h := range 4 {
+				tok := signedWith(t, jwt.SigningMethodEdDSA, key, map[string]any{"pad": strings.Repeat("h", h)},
+					map[string]any{"pad": strings.Repeat("p", pad)})
+				if len(tok) == n {
+					return tok
+				}
+			}
+		}
+		t.Fatalf("no token of %d bytes", n)
+		return ""
+	}
+	if _, err := iss.Verify(sized(8192), now); err != nil {
+		t.Errorf("a token of 8192 bytes fails: %v", err)
+	}
+	if _, err := iss.Verify(sized(8193), now); err != errInvalid {
+		t.Errorf("a token of 8193 bytes: Verify = %v, want the size check's %v", err, errInvalid)
+	}
+}
 
 // TestReloadIfChanged: a keyring rereads its directory when the
 // directory's modification time moved since the last reread (a key file
@@ -554,6 +640,50 @@ func TestKeyOfAnotherInstance(t *testing.T) {
 	}
 	if _, ok := a.Key("not-a-kid"); ok {
 		t.Error("a malformed kid was found")
+	}
+}
+
+// TestUnknownKidRereadsOncePerSecond: tokens naming kids the keyring does
+// not know, shaped as real ones (forged, or of a key another instance has
+// just made), reread the directory at most once a second, so that forged
+// kids cannot turn requests into disk reads; once a second has passed, the
+// next one rereads it and finds the new key.
+func TestUnknownKidRereadsOncePerSecond(t *testing.T) {
+	dir := t.TempDir()
+	kr, err := OpenKeyring(dir, "EdDSA", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := func(i int) string { return fmt.Sprintf("20261127T090000.%09dZ-%08x", i, i) }
+	const second = "20261127T090002.000000000Z-0000beef" // a key another instance makes just after the reread
+	another := keyPEM(t)
+	start := time.Now()
+	if _, ok := kr.Key(forged(0)); ok {
+		t.Fatal("a forged kid was found")
+	}
+	if err := os.WriteFile(filepath.Join(dir, second+".pem"), another, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 100; i++ {
+		if _, ok := kr.Key(forged(i)); ok {
+			t.Fatalf("forged kid %d was found", i)
+		}
+	}
+	_, found := kr.Key(second)
+	// The keyring reads the real clock: lookups that took a second (a
+	// stalled machine) were due a reread, and prove nothing.
+	if time.Since(start) >= time.Second {
+		t.Skip("the lookups took over a second")
+	}
+	if found {
+		t.Error("unknown kids within a second of a reread reread the directory again")
+	}
+
+	kr.mu.Lock()
+	kr.lastMiss = time.Now().Add(-time.Second) // the last reread a second ago
+	kr.mu.Unlock()
+	if _, ok := kr.Key(second); !ok {
+		t.Error("an unknown kid a second after the last reread did not reread the directory")
 	}
 }
 
