@@ -456,3 +456,39 @@ func TestSlowListingIsAnOutage(t *testing.T) {
 		t.Errorf("a listing whose caller hung up: %v; want its cancellation, no hint", err)
 	}
 }
+
+// TestLoginOfAnAccountWithoutPassword: an account with no password hash
+// (none is made so today but by erasure: a row an import or a hand left
+// so) takes no password: a login is refused as an unknown address's is,
+// logged so without the account, and counts nothing on its row (which
+// would tell it from an unknown address).
+func TestLoginOfAnAccountWithoutPassword(t *testing.T) {
+	s, _, store := loginEnv(t, 5)
+	ctx := context.Background()
+	u, err := store.UserByEmail(ctx, "known@example.org")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.PasswordHash, u.EmailVerified, u.AccountStatus = "", true, authd.StatusActive
+	if err := store.UpdateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	for _, email := range []string{"known@example.org", "nobody@example.org"} {
+		if _, err := s.Login(ctx, authd.Client{IP: "192.0.2.1"}, email, pass, ""); authd.ErrorCode(err) != authd.EInvalidCredentials {
+			t.Errorf("a login of %s: %v; want invalid credentials", email, err)
+		}
+	}
+	after, err := store.UserByEmail(ctx, "known@example.org")
+	if err != nil || after.FailedLoginAttempts != 0 || !after.LastFailedLogin.IsZero() {
+		t.Errorf("the account after a login: %+v, %v; want nothing counted", after, err)
+	}
+	logs, err := store.SecurityLogs(ctx, authd.SecurityLogFilter{EventType: authd.EventLoginFailure})
+	if err != nil || len(logs) != 2 {
+		t.Fatalf("login_failure rows %+v, %v; want two", logs, err)
+	}
+	for _, l := range logs {
+		if l.UserID != uuid.Nil || l.FailureReason != "unknown email" {
+			t.Errorf("login_failure row %+v; want an unknown email's, no account", l)
+		}
+	}
+}
