@@ -65,6 +65,29 @@ func TestRevocationReachesOtherInstances(t *testing.T) {
 	}
 }
 
+// TestAdminLockHonouredBeforeItsRevocationArrives: an instance whose
+// revocation set has not yet heard of an administrator's lock at another
+// (no feed: its set is as it loaded it) still refuses the locked user's
+// token where it reads the user (the current user), though introspection,
+// which answers from the set alone, accepts it until the revocation
+// arrives.
+func TestAdminLockHonouredBeforeItsRevocationArrives(t *testing.T) {
+	t.Parallel()
+	pg := instances(t, 2)
+	keys := t.TempDir()
+	a := newEnv(t, pg[0], withKeysDir(keys))
+	b := newEnv(t, pg[1], withKeysDir(keys), withConfig(func(c *authd.Config) { c.RevocationMaxLag = 0 }))
+	a.registerVerified("locked@example.org", goodPassword)
+	access, _ := a.login("locked@example.org", goodPassword)
+	want(t, "the current user at B", b.do("GET", "/v1/users/me", nil, bearer(access)...), 200, "")
+	id := a.user("locked@example.org").ID.String()
+	want(t, "admin lock at A", a.admin("POST", "/v1/admin/users/"+id+"/lock", map[string]any{}), 204, "")
+	if !b.active(access) {
+		t.Fatal("B's revocation set already knows of the lock: the test proves nothing")
+	}
+	want(t, "the current user at B after the lock", b.do("GET", "/v1/users/me", nil, bearer(access)...), 401, "invalid_token")
+}
+
 // TestRevocationOutlivesAShorterLifetime: an instance configured with a
 // shorter access-token lifetime than the one that issued a token (a
 // lowered AUTHD_ACCESS_TOKEN_TTL during a rolling restart) still refuses
