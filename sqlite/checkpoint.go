@@ -67,16 +67,14 @@ func (s *Store) checkpoints(ctx context.Context, interval time.Duration, done ch
 			return
 		case <-t.C:
 		}
-		if s.checkpointPasses(ctx) {
-			s.checkpointInLane(ctx)
-		}
+		s.checkpoint(ctx)
 	}
 }
 
 // checkpoint is one tick of the checkpointer.
-func (s *Store) checkpoint() {
-	if s.checkpointPasses(context.Background()) {
-		s.checkpointInLane(context.Background())
+func (s *Store) checkpoint(ctx context.Context) {
+	if s.checkpointPasses(ctx) {
+		s.checkpointInLane(ctx)
 	}
 }
 

@@ -48,7 +48,7 @@ func walFrames(t *testing.T, s *Store) int {
 func TestCommitsDoNotCheckpoint(t *testing.T) {
 	noCheckpoints(t)
 	s, u := migratedWithUser(t, "wal@example.org")
-	s.checkpoint() // the migrations' pages
+	s.checkpoint(context.Background()) // the migrations' pages
 	before := fileSize(t, s)
 	for range 3 {
 		logRows(t, s, u.ID, 5000) // about 1,000 pages each
@@ -56,7 +56,7 @@ func TestCommitsDoNotCheckpoint(t *testing.T) {
 	if after := fileSize(t, s); after != before {
 		t.Fatalf("the database file grew from %d to %d bytes as writes committed: they checkpointed", before, after)
 	}
-	s.checkpoint()
+	s.checkpoint(context.Background())
 	if after := fileSize(t, s); after <= before {
 		t.Fatalf("the database file is %d bytes after the checkpointer ran, %d before: it copied nothing", after, before)
 	}

@@ -330,8 +330,8 @@ func TestReplacedFileIsAnOutage(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "authd.db")
 	noCheckpoints(t)
 	s := openMigratedAt(t, path)
-	s.checkpoint()          // the migrations' pages in the file, none left in the WAL to read past the garbage
-	s.db.SetMaxIdleConns(0) // every connection closed: the next one opens the file anew
+	s.checkpoint(context.Background()) // the migrations' pages in the file, none left in the WAL to read past the garbage
+	s.db.SetMaxIdleConns(0)            // every connection closed: the next one opens the file anew
 	if err := os.WriteFile(path, bytes.Repeat([]byte("not a database "), 300), 0o600); err != nil {
 		t.Fatal(err)
 	}
