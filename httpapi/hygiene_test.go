@@ -386,6 +386,31 @@ func TestBcryptUpgradeOnLogin(t *testing.T) {
 	})
 }
 
+// A right password upgrades a legacy hash at the password step, before
+// the second factor: the account gains the stronger hash even when its
+// owner never finishes the sign-in, and the second step keeps it.
+func TestBcryptUpgradeBeforeTheSecondFactor(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		_, secret, _ := e.mfaUser("legacy2fa@example.org")
+		u := e.user("legacy2fa@example.org")
+		b, _ := bcrypt.GenerateFromPassword([]byte(goodPassword), bcrypt.MinCost)
+		u.PasswordHash = string(b)
+		if err := e.store.UpdateUser(context.Background(), u); err != nil {
+			t.Fatal(err)
+		}
+		mfa := e.mfaLogin("legacy2fa@example.org")
+		upgraded := e.user("legacy2fa@example.org").PasswordHash
+		if !strings.HasPrefix(upgraded, "$argon2id$v=19$m=64,t=1,p=1$") {
+			t.Errorf("hash after the password step %q, want argon2id at the configured cost", upgraded)
+		}
+		want(t, "second step", e.verify(mfa, "totp", totpAt(t, secret, e.clock.Now())), 200, "")
+		if h := e.user("legacy2fa@example.org").PasswordHash; h != upgraded {
+			t.Errorf("hash after the second step %q, want the password step's %q", h, upgraded)
+		}
+	})
+}
+
 func TestReadyz(t *testing.T) {
 	t.Parallel()
 	store := openSQLite(t)
