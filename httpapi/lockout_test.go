@@ -756,3 +756,43 @@ func TestLockNoticesSpendTheBudgetAlike(t *testing.T) {
 		}
 	}
 }
+
+// TestChallengeBeforeTheLastSignIn: a sign-in past the password whose code
+// is still awaited makes a lock that wrong passwords set one told as
+// "your password was right" (passwordPassedSince), unless the owner has
+// signed in since it was opened: the challenge was then the owner's own,
+// abandoned for the sign-in that followed, and the lock is an ordinary one.
+func TestChallengeBeforeTheLastSignIn(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "twice@example.org"
+		_, secret, _ := e.mfaUser(email)
+		wrongPasswords := func() {
+			t.Helper()
+			for range 5 {
+				want(t, "a wrong password", e.do("POST", "/v1/auth/login",
+					map[string]string{"email": email, "password": "not the password"}), 401, "invalid_credentials")
+			}
+			if u := e.user(email); u.AccountStatus != authd.StatusLocked {
+				t.Fatalf("after five wrong passwords the account is %s, want locked", u.AccountStatus)
+			}
+		}
+
+		e.mfaLogin(email) // abandoned: the owner signs in again below
+		e.clock.Advance(time.Minute)
+		want(t, "the owner's sign-in", e.verify(e.mfaLogin(email), "totp", totpAt(t, secret, e.clock.Now())), 200, "")
+		e.clock.Advance(time.Minute) // the abandoned challenge has three minutes left
+		wrongPasswords()
+		if m := e.mail.last(t, authd.MailAccountLocked, email); m.AfterCodes {
+			t.Errorf("the lock's notice %+v; want an ordinary one: the open challenge came before the last sign-in", m)
+		}
+
+		want(t, "unlock", e.admin("POST", "/v1/admin/users/"+e.user(email).ID.String()+"/unlock", nil), 204, "")
+		e.clock.Advance(time.Minute)
+		e.mfaLogin(email) // opened after the last sign-in: someone knows the password
+		wrongPasswords()
+		if m := e.mail.last(t, authd.MailAccountLocked, email); !m.AfterCodes {
+			t.Errorf("the lock's notice %+v; want it to say the password was right", m)
+		}
+	})
+}
