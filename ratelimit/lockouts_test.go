@@ -459,3 +459,41 @@ func TestRedisWriteBackWaitsForABusyPool(t *testing.T) {
 		}
 	}
 }
+
+// TestRedisLockSetElsewhere: a lock another instance set in Redis is
+// honoured as it stands: failures counted on this instance during it
+// neither count nor set a lock of their own (which would move its end to
+// this instance's lock duration), and once this instance has read it, it
+// answers it from memory while Redis cannot be used, as an account's lock
+// in the database answers throughout.
+func TestRedisLockSetElsewhere(t *testing.T) {
+	t.Parallel()
+	p, direct, proxied := proxiedRedis(t)
+	prefix := testPrefix()
+	setter := redisLimiter(t, direct, prefix, nil, nil)
+	r := redisLimiter(t, proxied, prefix, nil, nil)
+	ctx := context.Background()
+	for _, key := range []string{"failed", "read"} {
+		for range 2 {
+			setter.Fail(ctx, key, 2, time.Minute, time.Hour)
+		}
+	}
+
+	for i := range 3 {
+		if wait, locked, err := r.Fail(ctx, "failed", 2, 24*time.Hour, time.Hour); err != nil || locked || wait <= 0 || wait > time.Minute {
+			t.Errorf("failure %d during another instance's lock: locked for %s, locked %v (%v); want its minute, not locked again",
+				i+1, wait, locked, err)
+		}
+	}
+	if wait, _ := setter.LockedFor(ctx, "failed"); wait <= 0 || wait > time.Minute {
+		t.Errorf("after failures elsewhere the lock reads %s where it was set; want its minute", wait)
+	}
+
+	if wait, err := r.LockedFor(ctx, "read"); err != nil || wait <= 50*time.Second || wait > time.Minute {
+		t.Fatalf("another instance's lock reads %s (%v); want its minute", wait, err)
+	}
+	p.SetDown(true)
+	if wait, err := r.LockedFor(ctx, "read"); err != nil || wait <= 50*time.Second || wait > time.Minute {
+		t.Errorf("Redis down: another instance's lock, read before, reads %s (%v); want its minute, from memory", wait, err)
+	}
+}
