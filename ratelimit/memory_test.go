@@ -37,6 +37,32 @@ func TestMemoryRetryAfter(t *testing.T) {
 	}
 }
 
+// TestMemoryWindowEndsAtItsEnd: a window is over at its end, not a moment
+// after: the events at that instant open the next window and count in it.
+func TestMemoryWindowEndsAtItsEnd(t *testing.T) {
+	t.Parallel()
+	c := &clock{now: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)}
+	m := NewMemory(c)
+	ctx := context.Background()
+	m.Allow(ctx, "other", 2, time.Minute) // the sweep of ended windows falls between k's
+	c.Advance(30 * time.Second)
+	for range 2 {
+		m.Allow(ctx, "k", 2, time.Minute)
+	}
+	c.Advance(30 * time.Second)
+	m.Allow(ctx, "other", 2, time.Minute) // sweeps
+	c.Advance(30 * time.Second)
+	for i := range 2 {
+		if wait, _ := m.Allow(ctx, "k", 2, time.Minute); wait != 0 {
+			t.Fatalf("event %d at the first window's end: wait %s, want allowed in a new window", i+1, wait)
+		}
+	}
+	c.Advance(time.Second)
+	if wait, _ := m.Allow(ctx, "k", 2, time.Minute); wait != 59*time.Second {
+		t.Errorf("3rd event of the window opened at the first one's end: wait %s, want 59s", wait)
+	}
+}
+
 func TestPruneForgetsOldKeys(t *testing.T) {
 	t.Parallel()
 	c := &clock{now: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)}
