@@ -2,6 +2,7 @@ package authd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -22,17 +23,18 @@ func (s *Service) Purge(ctx context.Context, retention time.Duration, dryRun boo
 	now := s.now()
 	res, err := s.store.Purge(ctx, PurgeRequest{LogsBefore: now.Add(-retention), ExpiredBefore: now.Add(-expiredGrace),
 		Now: now, Batch: purgeBatch, DryRun: dryRun})
-	if err != nil || dryRun {
+	if dryRun {
 		return res, err
 	}
-	// Even when another instance purges the database: the copies are this
-	// instance's own.
+	// Even when another instance purges the database, and when the
+	// database's purge failed (a stuck erasure, say): the copies are this
+	// instance's own, and their retention does not wait for the rows'.
 	if s.archive != nil {
-		if err := s.archive.Prune(ctx, now.Add(-retention)); err != nil {
-			return res, fmt.Errorf("pruning the mailer's copies: %w", err)
+		if perr := s.archive.Prune(ctx, now.Add(-retention)); perr != nil {
+			err = errors.Join(err, fmt.Errorf("pruning the mailer's copies: %w", perr))
 		}
 	}
-	return res, nil
+	return res, err
 }
 
 // RunRetention purges every interval until ctx ends.

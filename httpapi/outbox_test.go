@@ -473,6 +473,41 @@ func TestRetentionPrunesDevMailerFiles(t *testing.T) {
 	}
 }
 
+// failingPurge is a store whose retention purge fails after some work, as
+// one with an erasure it cannot finish does.
+type failingPurge struct{ authd.Store }
+
+var errPurgeStuck = errors.New("an erasure is stuck")
+
+func (f failingPurge) Purge(ctx context.Context, req authd.PurgeRequest) (authd.PurgeResult, error) {
+	res, err := f.Store.Purge(ctx, req)
+	return res, errors.Join(err, errPurgeStuck)
+}
+
+// TestRetentionPrunesDevMailerFilesWhenTheStoreFails: the mailer's copies
+// are this instance's own, and their retention does not wait on the
+// database's: a purge whose store fails still removes the old files, and
+// answers the store's error.
+func TestRetentionPrunesDevMailerFilesWhenTheStoreFails(t *testing.T) {
+	t.Parallel()
+	e, dir := newDevMailerEnv(t, failingPurge{openSQLite(t)})
+	const retention = 90 * 24 * time.Hour
+	e.registerVerified("old@example.org", goodPassword)
+	files, _ := filepath.Glob(filepath.Join(dir, "*.eml"))
+	for _, f := range files {
+		at := e.clock.Now().Add(-retention - time.Hour)
+		if err := os.Chtimes(f, at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.svc.Purge(context.Background(), retention, false); !errors.Is(err, errPurgeStuck) {
+		t.Errorf("purge: %v; want the store's error", err)
+	}
+	if n := emlHolding(t, dir, "old@example.org"); n != 0 {
+		t.Errorf("%d old files left after a purge whose store failed; want 0", n)
+	}
+}
+
 // rcptRefuser is an SMTP server's backend that refuses every recipient
 // with its code, quoting the address as relays do.
 type rcptRefuser struct{ code smtp.EnhancedCode }
