@@ -96,7 +96,10 @@ func (s *Service) afterErasure(ctx context.Context, user uuid.UUID, address stri
 // (BenchmarkFinishErasure, beside no other writer), 500 rows a write of 5
 // ms: with the lane to itself, an account of up to some 800,000 rows
 // before the answer; under load each batch queues behind the writes
-// waiting, and fewer.
+// waiting, and fewer. PostgreSQL clears them in one statement, some
+// 45,000 rows a second (500,000 in 10-11 s at stop 51's probe): up to
+// some 400,000 before the answer; a larger account's statement is cut
+// short, and the retention run clears them whole.
 const erasureBudget = 10 * time.Second
 
 // Tombstone is the address an erased account keeps: unique, and saying

@@ -85,13 +85,13 @@ type Store interface {
 	Purge(ctx context.Context, r PurgeRequest) (PurgeResult, error)
 	// FinishErasure clears the IP address, user agent and device
 	// description from the security-log rows of an account whose erasure
-	// committed (ErasePersonalData) where the store leaves that to after
-	// the commit: SQLite, whose one writer a transaction clearing a large
-	// account's rows held for seconds, clears them after it in short
-	// batches, each its own write. It returns once none is left, or the
-	// error that stopped it (ctx's end): the next Purge finishes the rest.
-	// PostgreSQL clears them in the transaction, which stops no other
-	// writer: nothing is left to do.
+	// committed (ErasePersonalData), which leaves that to after the
+	// commit: a large account's rows took seconds (SQLite's one writer
+	// held throughout) to tens of seconds (PostgreSQL: past a client's
+	// timeout the erasure rolled back). SQLite clears them in short
+	// batches, each its own write; PostgreSQL in one statement. It
+	// returns once none is left, or the error that stopped it (ctx's end):
+	// the next Purge finishes the rest.
 	FinishErasure(ctx context.Context, userID uuid.UUID) error
 
 	// ClaimMail claims the outbox mail due at now that has waited longest

@@ -347,10 +347,11 @@ func finishesUnblocked(t *testing.T, s *Store, work <-chan error, marker string)
 // ErasePersonalData then locks the user harder before it clears anything.
 func TestErasureHoldsAuditRowsBack(t *testing.T) {
 	ctx := context.Background()
-	// erase is the erasure's transaction as the service runs it, calling
-	// cleared once ErasePersonalData's writes have run.
+	// erase is the erasure as the service runs it, calling cleared once
+	// ErasePersonalData's writes have run in its transaction: the
+	// security-log rows are cleared after the commit (FinishErasure).
 	erase := func(s *Store, id uuid.UUID, cleared func()) error {
-		return s.InTx(ctx, func(q authd.Queries) error {
+		err := s.InTx(ctx, func(q authd.Queries) error {
 			u, err := q.User(ctx, id)
 			if err != nil {
 				return err
@@ -368,6 +369,10 @@ func TestErasureHoldsAuditRowsBack(t *testing.T) {
 			u.AccountStatus, u.Email = authd.StatusDeleted, authd.Tombstone(u.ID)
 			return q.UpdateUser(ctx, u)
 		})
+		if err != nil {
+			return err
+		}
+		return s.FinishErasure(ctx, id)
 	}
 	keepsNoClient := func(t *testing.T, s *Store, logged *authd.SecurityLog) {
 		t.Helper()

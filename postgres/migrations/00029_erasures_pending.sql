@@ -3,8 +3,8 @@
 -- accounts whose security-log rows an erasure clears after its transaction
 -- in batches, since one UPDATE of them in the transaction held SQLite's one
 -- writer for seconds. On PostgreSQL that UPDATE locks the account's rows
--- alone and stops no other writer: the erasure clears them in its
--- transaction, as before.
+-- alone and stops no other writer, but an account of 1.5 million rows
+-- outlived clients' timeouts: migration 31 adds the table here too.
 
 -- +goose Up
 

@@ -9,8 +9,7 @@
 -- row named here whose clearing stopped (a crash, a stop, the erasure's
 -- time budget) is finished by the next retention run, at start and every
 -- hour. Rows logged after the erasure keep no client already
--- (CreateSecurityLog). PostgreSQL, whose row locks stop no other writer,
--- clears the rows in the transaction and has no such table.
+-- (CreateSecurityLog). PostgreSQL's migration 31 adds the same table.
 
 -- +goose Up
 CREATE TABLE erasures_pending (
