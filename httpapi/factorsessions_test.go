@@ -67,6 +67,24 @@ func TestRemovingAPasskeyEndsItsSessions(t *testing.T) {
 			t.Error("the password's session ended with the passkey")
 		}
 		e.wantSessionsEnded(email, 2, authd.MethodPasskey)
+		// Each row names the session it ended and the passkey removed.
+		logs, err := e.store.SecurityLogs(t.Context(), authd.SecurityLogFilter{UserID: e.user(email).ID,
+			EventType: authd.EventSessionRevoked})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ended := map[any]bool{}
+		for _, l := range logs {
+			if l.AdditionalContext["passkey_id"] != key.ID.String() {
+				t.Errorf("session_revoked row %+v does not name the passkey %s", l.AdditionalContext, key.ID)
+			}
+			ended[l.AdditionalContext["session_id"]] = true
+		}
+		for _, s := range []*signedIn{alone, second} {
+			if sid := jwtClaims(t, s.access)["sid"]; !ended[sid] {
+				t.Errorf("%s (%v): no session_revoked row names it, among %v", s.name, sid, ended)
+			}
+		}
 	})
 }
 

@@ -345,6 +345,105 @@ func TestRefreshRotationAndReuse(t *testing.T) {
 	})
 }
 
+// TestRepeatWithinGraceIsAUseOfItsSession: a repeat within the grace
+// window that gets its token's child is a use of the session as a
+// rotation is: the session's last use moves to it, the child's remaining
+// lifetime is answered (not a fresh one), and it is logged as a successful
+// refresh marked as a retry.
+func TestRepeatWithinGraceIsAUseOfItsSession(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t)) // grace 10 s, refresh tokens 168 h
+		e.registerVerified("retry@example.org", goodPassword)
+		_, r0 := e.login("retry@example.org", goodPassword)
+		first := e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": r0})
+		want(t, "refresh", first, 200, "")
+		e.clock.Advance(5 * time.Second)
+		since := e.clock.Now()
+		retry := e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": r0})
+		want(t, "repeat within grace", retry, 200, "")
+		if got, want := retry.body["refresh_expires_in"], (168*time.Hour - 5*time.Second).Seconds(); got != want {
+			t.Errorf("the repeat's refresh_expires_in %v; want the child's remaining %v", got, want)
+		}
+		list := e.do("GET", "/v1/users/me/sessions", nil, bearer(retry.str("access_token"))...)
+		want(t, "list", list, 200, "")
+		items, _ := list.body["items"].([]any)
+		if len(items) != 1 || items[0].(map[string]any)["last_used_at"] != since.Format(time.RFC3339) {
+			t.Errorf("sessions %s; want the one, last used at the repeat (%s)", list.raw, since.Format(time.RFC3339))
+		}
+		logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: e.user("retry@example.org").ID,
+			EventType: authd.EventTokenRefreshed, Since: since})
+		var got []string
+		for _, l := range logs {
+			got = append(got, fmt.Sprint(l.Result, " ", l.AdditionalContext))
+		}
+		if err != nil || len(logs) != 1 || logs[0].Result != authd.ResultSuccess || logs[0].AdditionalContext["retry"] != true ||
+			logs[0].AdditionalContext["session_id"] != retry.str("session_id") {
+			t.Errorf("token_refreshed rows of the repeat %q, %v; want one success, retry true, of its session", got, err)
+		}
+	})
+}
+
+// TestGraceWindowIncludesItsEnd: the grace window is RefreshReuseGrace
+// long, its last instant included, alike for a live session (a repeat then
+// gets the child) and an ended one (a repeat then, its child unused, is
+// refused as the session's end, not reported as reuse).
+func TestGraceWindowIncludesItsEnd(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t)) // grace 10 s
+		e.registerVerified("edge@example.org", goodPassword)
+		refresh := func(tok string) response {
+			return e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": tok})
+		}
+		_, r0 := e.login("edge@example.org", goodPassword)
+		first := refresh(r0)
+		want(t, "refresh", first, 200, "")
+		e.clock.Advance(10 * time.Second)
+		retry := refresh(r0)
+		want(t, "a repeat at the window's last instant", retry, 200, "")
+		if retry.str("refresh_token") != first.str("refresh_token") {
+			t.Errorf("the repeat got another child")
+		}
+
+		_, r0 = e.login("edge@example.org", goodPassword)
+		first = refresh(r0)
+		want(t, "refresh", first, 200, "")
+		want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(first.str("access_token"))...), 204, "")
+		e.clock.Advance(10 * time.Second)
+		since := e.clock.Now()
+		want(t, "a repeat at the window's last instant, the session ended", refresh(r0), 401, "invalid_token")
+		logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: e.user("edge@example.org").ID, Since: since})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, l := range logs {
+			got = append(got, string(l.EventType)+"/"+l.FailureReason)
+		}
+		if len(got) != 1 || got[0] != "token_refreshed/session ended" {
+			t.Errorf("logged %v; want one token_refreshed refusal, session ended", got)
+		}
+
+		// Just past the window it is reuse, logged with the token and the
+		// session's end.
+		e.clock.Advance(time.Microsecond)
+		since = e.clock.Now()
+		want(t, "a repeat past the window, the session ended", refresh(r0), 401, "invalid_token")
+		rotated, err := e.store.RefreshToken(context.Background(), authd.Digest(r0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		logs, err = e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: e.user("edge@example.org").ID, Since: since})
+		if err != nil || len(logs) != 1 || logs[0].EventType != authd.EventRefreshTokenReuse ||
+			logs[0].AdditionalContext["token_id"] != rotated.ID.String() || logs[0].AdditionalContext["session_ended"] != true {
+			var rows []string
+			for _, l := range logs {
+				rows = append(rows, fmt.Sprint(l.EventType, " ", l.AdditionalContext))
+			}
+			t.Errorf("logged %q (%v); want one refresh_token_reuse naming the token, its session ended", rows, err)
+		}
+	})
+}
+
 // TestReuseWhateverTheLimitOrExpiry: a thief who rotated a stolen refresh
 // token cannot shield their chain from the owner's replay of it, neither
 // by spending the session's refresh budget (the replay answered 429 and
@@ -555,6 +654,70 @@ func TestRevocationPaths(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestSessionEndingsLogWhatTheyEnded: each way of ending sessions logs
+// what it ended: a login past the session limit a session_revoked row for
+// the session it evicted (with the limit), a sign-out of one session whether
+// it was the caller's own, and a logout-all how many sessions it ended.
+func TestSessionEndingsLogWhatTheyEnded(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withConfig(func(c *authd.Config) { c.MaxSessions = 2 }))
+		const email = "ender@example.org"
+		e.registerVerified(email, goodPassword)
+		rows := func(event authd.EventType, since time.Time) []*authd.SecurityLog {
+			t.Helper()
+			logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: e.user(email).ID,
+				EventType: event, Since: since})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return logs
+		}
+		sid := func(access string) string { return jwtClaims(t, access)["sid"].(string) }
+
+		evicted, _ := e.login(email, goodPassword)
+		e.clock.Advance(time.Second)
+		other, _ := e.login(email, goodPassword)
+		e.clock.Advance(time.Second)
+		since := e.clock.Now()
+		own, _ := e.login(email, goodPassword)
+		if logs := rows(authd.EventSessionRevoked, since); len(logs) != 1 || logs[0].FailureReason != "session limit reached" ||
+			logs[0].AdditionalContext["session_id"] != sid(evicted) || logs[0].AdditionalContext["max_sessions"] != float64(2) {
+			t.Errorf("the eviction logged %d session_revoked rows (%v); want one, session limit reached, of the evicted session", len(logs), contexts(logs))
+		}
+
+		for _, c := range []struct {
+			name, access string
+			current      bool
+		}{{"another session", other, false}, {"its own session", own, true}} {
+			e.clock.Advance(time.Second)
+			since := e.clock.Now()
+			want(t, "sign out "+c.name, e.do("DELETE", "/v1/users/me/sessions/"+sid(c.access), nil, bearer(own)...), 204, "")
+			if logs := rows(authd.EventSessionRevoked, since); len(logs) != 1 || logs[0].AdditionalContext["session_id"] != sid(c.access) ||
+				logs[0].AdditionalContext["current"] != c.current {
+				t.Errorf("signing out %s logged %d rows (%v); want one session_revoked row, current %v", c.name, len(logs), contexts(logs), c.current)
+			}
+		}
+
+		a1, _ := e.login(email, goodPassword)
+		e.login(email, goodPassword)
+		e.clock.Advance(time.Second)
+		since = e.clock.Now()
+		want(t, "logout-all", e.do("POST", "/v1/auth/logout-all", nil, bearer(a1)...), 204, "")
+		if logs := rows(authd.EventLogoutAll, since); len(logs) != 1 || logs[0].AdditionalContext["sessions"] != float64(2) {
+			t.Errorf("logout-all logged %d rows (%v); want one, 2 sessions", len(logs), contexts(logs))
+		}
+	})
+}
+
+// contexts returns each row's reason and context, for a failure message.
+func contexts(logs []*authd.SecurityLog) []string {
+	var out []string
+	for _, l := range logs {
+		out = append(out, fmt.Sprint(l.FailureReason, " ", l.AdditionalContext))
+	}
+	return out
 }
 
 // TestPasswordChangeVoidsResetLinks: a reset link mailed before the
@@ -840,6 +1003,29 @@ func TestIdleSessionHasEnded(t *testing.T) {
 	})
 }
 
+// TestIdleSessionEndsWithItsLastToken: a session has ended idle from the
+// very instant its newest refresh token expires, when a refresh with it is
+// refused: from then it is listed no more and cannot be signed out.
+func TestIdleSessionEndsWithItsLastToken(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t)) // refresh tokens 168 h
+		const email = "edge.idler@example.org"
+		e.registerVerified(email, goodPassword)
+		idleAccess, idleRefresh := e.login(email, goodPassword)
+		idle := jwtClaims(t, idleAccess)["sid"].(string)
+		e.clock.Advance(168 * time.Hour) // the idle session's token expires now
+		access, _ := e.login(email, goodPassword)
+		list := e.do("GET", "/v1/users/me/sessions", nil, bearer(access)...)
+		want(t, "list", list, 200, "")
+		if items, _ := list.body["items"].([]any); len(items) != 1 || items[0].(map[string]any)["id"] == idle {
+			t.Errorf("sessions %s; want the new one alone", list.raw)
+		}
+		want(t, "signing the idle session out", e.do("DELETE", "/v1/users/me/sessions/"+idle, nil, bearer(access)...), 404, "not_found")
+		want(t, "a refresh of the idle session", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": idleRefresh}),
+			401, "invalid_token")
+	})
+}
+
 // TestRefreshLifetimeUnderTheAccessLifetime: SPEC §2 takes every lifetime
 // from 1 s, a refresh TTL under the access TTL too (how people test an
 // idle session's end); an access token then ends with the idle lifetime
@@ -868,6 +1054,21 @@ func TestRefreshLifetimeUnderTheAccessLifetime(t *testing.T) {
 	want(t, "the refreshed access token, its session idle", e.do("GET", "/v1/users/me", nil, bearer(access)...), 401, "invalid_token")
 	want(t, "a refresh of the idle session", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": r.str("refresh_token")}),
 		401, "invalid_token")
+}
+
+// TestRepeatAfterItsChildExpired: a repeat within the grace window whose
+// child has expired already (a refresh lifetime under the window, which
+// SPEC §2 allows) gets no pair: the child is handed out while it can be
+// used, and a dead one is no answer.
+func TestRepeatAfterItsChildExpired(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withConfig(func(c *authd.Config) { c.RefreshTokenTTL = 5 * time.Second })) // grace 10 s
+		e.registerVerified("late@example.org", goodPassword)
+		_, r0 := e.login("late@example.org", goodPassword)
+		want(t, "refresh", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": r0}), 200, "")
+		e.clock.Advance(7 * time.Second) // within the window; the child expired 2 s ago
+		want(t, "the repeat", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": r0}), 401, "invalid_token")
+	})
 }
 
 // TestReplayAfterLogout: a rotated-out refresh token presented after its

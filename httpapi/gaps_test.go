@@ -50,6 +50,59 @@ func TestRefreshPastItsLifetime(t *testing.T) {
 	})
 }
 
+// TestNoTokenOutlivesItsSession: the tokens a login or a refresh hands out
+// end with their session's longest life when it comes first: the refresh
+// token's lifetime and the access token's are cut to it, and the access
+// token stops working there.
+func TestNoTokenOutlivesItsSession(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withConfig(func(c *authd.Config) { c.SessionMaxAge = time.Hour })) // access 15 min, refresh 168 h
+		e.registerVerified("bounded@example.org", goodPassword)
+		r := e.do("POST", "/v1/auth/login", map[string]string{"email": "bounded@example.org", "password": goodPassword})
+		want(t, "login", r, 200, "")
+		if r.body["expires_in"] != float64(900) || r.body["refresh_expires_in"] != float64(3600) {
+			t.Errorf("login: expires_in %v, refresh_expires_in %v; want 900 and the session's 3600", r.body["expires_in"], r.body["refresh_expires_in"])
+		}
+		e.clock.Advance(50 * time.Minute)
+		r = e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": r.str("refresh_token")})
+		want(t, "refresh", r, 200, "")
+		if r.body["expires_in"] != float64(600) || r.body["refresh_expires_in"] != float64(600) {
+			t.Errorf("refresh 10 min before the session's end: expires_in %v, refresh_expires_in %v; want both 600",
+				r.body["expires_in"], r.body["refresh_expires_in"])
+		}
+		e.clock.Advance(10 * time.Minute)
+		want(t, "the access token at the session's end", e.do("GET", "/v1/users/me", nil, bearer(r.str("access_token"))...), 401, "invalid_token")
+	})
+}
+
+// TestRotatedTokenOfAnExpiredSession: a rotated-out refresh token presented
+// once its session is past its longest life is refused as expired, as the
+// session's live token is, not taken for reuse: the session ended on its
+// own, and no theft is reported.
+func TestRotatedTokenOfAnExpiredSession(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withConfig(func(c *authd.Config) { c.SessionMaxAge = time.Hour }))
+		e.registerVerified("aged@example.org", goodPassword)
+		_, rotated := e.login("aged@example.org", goodPassword)
+		want(t, "refresh", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": rotated}), 200, "")
+		e.clock.Advance(time.Hour + time.Second)
+		since := e.clock.Now()
+		want(t, "the rotated token past the session's end", e.do("POST", "/v1/auth/refresh",
+			map[string]string{"refresh_token": rotated}), 401, "invalid_token")
+		logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: e.user("aged@example.org").ID, Since: since})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, l := range logs {
+			got = append(got, string(l.EventType)+"/"+l.FailureReason)
+		}
+		if len(got) != 1 || got[0] != "token_refreshed/refresh token expired" {
+			t.Errorf("logged %v; want one token_refreshed refusal, refresh token expired", got)
+		}
+	})
+}
+
 // TestUnlockedUnverifiedStaysInactive: a brute-force lock on an account
 // whose address is not verified (verification required) ends with the
 // account inactive, not active: the lock's end verifies nothing.

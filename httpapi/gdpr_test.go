@@ -262,6 +262,36 @@ func TestErasure(t *testing.T) {
 	})
 }
 
+// TestRefreshOfAnErasedAccount: a refresh token of an erased account,
+// live or rotated out past its grace window, is refused as the account's
+// erasure (account deleted), not as an ended session or a reuse, which
+// would name a session the erasure ended.
+func TestRefreshOfAnErasedAccount(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("erased@example.org", goodPassword)
+		_, rotated := e.login("erased@example.org", goodPassword)
+		r := e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": rotated})
+		want(t, "refresh", r, 200, "")
+		id := e.user("erased@example.org").ID
+		want(t, "erase", e.do("DELETE", "/v1/users/me", map[string]string{"password": goodPassword}, bearer(r.str("access_token"))...), 204, "")
+		e.clock.Advance(time.Minute) // past the grace window
+		for name, tok := range map[string]string{"the live token": r.str("refresh_token"), "the rotated token": rotated} {
+			since := e.clock.Now()
+			want(t, name, e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": tok}), 401, "invalid_token")
+			logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: id, Since: since})
+			var got []string
+			for _, l := range logs {
+				got = append(got, string(l.EventType)+"/"+l.FailureReason)
+			}
+			if err != nil || len(got) != 1 || got[0] != "token_refreshed/account deleted" {
+				t.Errorf("%s: logged %v, %v; want one token_refreshed refusal, account deleted", name, got, err)
+			}
+			e.clock.Advance(time.Second)
+		}
+	})
+}
+
 // TestTombstoneCannotBeTaken: the address erasure will give an account
 // (deleted-<id>@invalid, and the id is every token's sub) cannot be
 // registered first, which would make that erasure fail for good.

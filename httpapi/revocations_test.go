@@ -23,6 +23,25 @@ import (
 	"github.com/google/uuid"
 )
 
+// TestEndingNoSessionsPublishesNothing: ending a user's sessions when the
+// user has none (an administrator's revocation of an account never signed
+// in) ends nothing, and publishes nothing to the revocation feed, which
+// every resource server reads and keeps.
+func TestEndingNoSessionsPublishesNothing(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("idle.account@example.org", goodPassword)
+		if err := e.svc.RevokeUserSessions(t.Context(), authd.Client{}, e.user("idle.account@example.org").ID); err != nil {
+			t.Fatal(err)
+		}
+		r := e.do("GET", "/v1/auth/revocations?since=0", nil, bearer(serviceToken)...)
+		want(t, "feed", r, 200, "")
+		if evs, _ := r.body["events"].([]any); len(evs) != 0 {
+			t.Errorf("feed %s; want no events", r.raw)
+		}
+	})
+}
+
 // TestRevocationFeedJSON: the polling form of the feed — who may read it,
 // what it answers for each revocation, paging by since, and bad input.
 func TestRevocationFeedJSON(t *testing.T) {

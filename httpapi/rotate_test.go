@@ -371,33 +371,31 @@ func TestDeadTokensLockNothing(t *testing.T) {
 		name, reason string
 		kill         func(e *env, access string) // makes the token dead
 		clientID     string                      // who presents it: "" the JSON API
+		opts         []option
 	}{
 		{"an ended session's", "session ended", func(e *env, access string) {
 			want(e.t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(access)...), 204, "")
-		}, ""},
+		}, "", nil},
 		// The session lives on (720 h); the token expired long ago (168 h).
-		{"a long expired", "refresh token expired", func(e *env, _ string) { e.clock.Advance(170 * time.Hour) }, ""},
+		{"a long expired", "refresh token expired", func(e *env, _ string) { e.clock.Advance(170 * time.Hour) }, "", nil},
 		// Expired a few minutes ago: no rotation can still be committing.
-		{"a lately expired", "refresh token expired", func(e *env, _ string) { e.clock.Advance(168*time.Hour + 3*time.Minute) }, ""},
+		{"a lately expired", "refresh token expired", func(e *env, _ string) { e.clock.Advance(168*time.Hour + 3*time.Minute) }, "", nil},
+		// The session past its longest life (an hour here) a minute ago, and
+		// its token with it: lately expired, but its session never lives again.
+		{"an expired session's", "refresh token expired", func(e *env, _ string) { e.clock.Advance(time.Hour + time.Minute) }, "",
+			[]option{withConfig(func(c *authd.Config) { c.SessionMaxAge = time.Hour })}},
 		// A live token of the JSON API's, presented by an OpenID client.
-		{"another client's", "refresh token of another client", func(*env, string) {}, "another-client"},
+		{"another client's", "refresh token of another client", func(*env, string) {}, "another-client", nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			store := instances(t, 1)[0]
-			e := newEnv(t, store)
+			e := newEnv(t, store, c.opts...)
 			e.registerVerified("flooded@example.org", goodPassword)
 			access, refresh := e.login("flooded@example.org", goodPassword)
 			c.kill(e, access)
-			tx, err := store.Pool().Begin(ctx) // a login of the user, updating their row
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer tx.Rollback(ctx) //nolint:errcheck // released below
-			if _, err := tx.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE`, e.user("flooded@example.org").ID); err != nil {
-				t.Fatal(err)
-			}
+			release := holdUserRow(t, e, store, "flooded@example.org") // a login of the user, updating their row
 			done := refreshingFor(e, c.clientID, refresh)
 			select {
 			case got := <-done:
@@ -406,7 +404,7 @@ func TestDeadTokensLockNothing(t *testing.T) {
 				}
 			case <-time.After(5 * time.Second):
 				t.Errorf("%s token waited for its user's row", c.name)
-				tx.Rollback(ctx) //nolint:errcheck // lets it finish
+				release() // lets it finish
 				<-done
 			}
 			logs, err := e.store.SecurityLogs(ctx, authd.SecurityLogFilter{UserID: e.user("flooded@example.org").ID,
@@ -421,7 +419,8 @@ func TestDeadTokensLockNothing(t *testing.T) {
 // TestRefreshTokenOfAnotherClient: a refresh token is its client's alone:
 // the JSON API's presented by an OpenID client (and back) is refused as
 // invalid, logged as another client's, and neither rotated nor taken for
-// reuse: its own client refreshes with it after. On both stores (on
+// reuse: its own client refreshes with it after. An empty client id names
+// no client, and gets none of the JSON API's tokens. On both stores (on
 // SQLite this is the only check).
 func TestRefreshTokenOfAnotherClient(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
@@ -437,6 +436,10 @@ func TestRefreshTokenOfAnotherClient(t *testing.T) {
 			EventType: authd.EventTokenRefreshed})
 		if err != nil || len(logs) != 1 || logs[0].FailureReason != "refresh token of another client" {
 			t.Errorf("token_refreshed rows %+v, %v; want one refusal, refresh token of another client", logs, err)
+		}
+		// No client id is no OpenID client: never the JSON API's own.
+		if _, err := e.svc.RefreshForClient(ctx, authd.Client{IP: "192.0.2.1"}, "", refresh, nil); authd.ErrorCode(err) != authd.EInvalidToken {
+			t.Fatalf("the JSON API's refresh token for an empty client id: %v; want invalid_token", err)
 		}
 		own := <-refreshingFor(e, "", refresh)
 		if own.err != nil {
@@ -469,7 +472,6 @@ func spendRotations(e *env, refresh string) string {
 // never got it (a probe's: no answer in 20 s).
 func TestOverBudgetTokenLocksNothing(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	store := instances(t, 1)[0]
 	e := newEnv(t, store, withRateLimit())
 	e.registerVerified("hammered@example.org", goodPassword)
@@ -478,14 +480,7 @@ func TestOverBudgetTokenLocksNothing(t *testing.T) {
 	r := e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh})
 	want(t, "past the budget", r, 429, "rate_limited")
 
-	tx, err := store.Pool().Begin(ctx) // an administrator's lock of the user, updating their row
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // released below
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE`, e.user("hammered@example.org").ID); err != nil {
-		t.Fatal(err)
-	}
+	release := holdUserRow(t, e, store, "hammered@example.org") // an administrator's lock of the user, updating their row
 	done := refreshingFor(e, "", refresh)
 	select {
 	case got := <-done:
@@ -494,15 +489,46 @@ func TestOverBudgetTokenLocksNothing(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Errorf("the token over its budget waited for its user's row")
-		tx.Rollback(ctx) //nolint:errcheck // lets it finish
+		release() // lets it finish
 		<-done
 	}
-	tx.Rollback(ctx) //nolint:errcheck // done with it
+	release() // done with it
 
 	// Once the budget allows it again, the token rotates as ever.
 	e.clock.Advance(time.Minute)
 	r = e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh})
 	want(t, "a minute on", r, 200, "")
+}
+
+// TestOverBudgetTokensOfManySessionsLockNothing: the memory of tokens over
+// their budget holds many at once, not one: each of a user's sessions
+// flooded over its budget is refused without waiting for the user's row.
+func TestOverBudgetTokensOfManySessionsLockNothing(t *testing.T) {
+	t.Parallel()
+	store := instances(t, 1)[0]
+	e := newEnv(t, store, withRateLimit())
+	e.registerVerified("hammered@example.org", goodPassword)
+	var tokens []string
+	for range 3 {
+		_, refresh := e.login("hammered@example.org", goodPassword)
+		refresh = spendRotations(e, refresh)
+		want(t, "past the budget", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh}), 429, "rate_limited")
+		tokens = append(tokens, refresh)
+	}
+	release := holdUserRow(t, e, store, "hammered@example.org") // an update of the user's row
+	for i, refresh := range tokens {
+		done := refreshingFor(e, "", refresh)
+		select {
+		case got := <-done:
+			if authd.ErrorCode(got.err) != authd.ERateLimited {
+				t.Errorf("session %d's token again: %v; want rate_limited", i, got.err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("session %d's token over its budget waited for its user's row", i)
+			release() // lets it finish
+			<-done
+		}
+	}
 }
 
 // TestRepeatPastTheBudgetKeepsItsGrace: a repeat within the grace window
@@ -604,6 +630,57 @@ func TestRepeatMemoryEndsWithItsChild(t *testing.T) {
 	}
 }
 
+// TestOverBudgetRepeatLocksNothing: a repeat within the grace window
+// refused for the repeats' budget is refused again, while its child is
+// unused, without waiting for its user's row, as a token over the
+// rotations' budget is (TestOverBudgetTokenLocksNothing).
+func TestOverBudgetRepeatLocksNothing(t *testing.T) {
+	t.Parallel()
+	store := instances(t, 1)[0]
+	e := newEnv(t, store, withRateLimit())
+	e.registerVerified("repeater@example.org", goodPassword)
+	_, parent := e.login("repeater@example.org", goodPassword)
+	want(t, "rotate", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": parent}), 200, "")
+	for range 60 {
+		want(t, "a repeat", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": parent}), 200, "")
+	}
+	want(t, "past the repeats' budget", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": parent}), 429, "rate_limited")
+
+	release := holdUserRow(t, e, store, "repeater@example.org") // an update of the user's row
+	done := refreshingFor(e, "", parent)
+	select {
+	case got := <-done:
+		if authd.ErrorCode(got.err) != authd.ERateLimited || authd.RetryAfterSeconds(got.err) < 1 {
+			t.Errorf("the repeat again: %v; want rate_limited with a wait", got.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("the repeat over its budget waited for its user's row")
+		release() // lets it finish
+		<-done
+	}
+}
+
+// TestOverBudgetMemoryEndsWithItsToken: a token remembered as over its
+// session's budget is refused from memory only while it lives: once it has
+// expired (a refresh lifetime under a minute, which SPEC §2 allows) it is
+// refused as expired, not told to wait for a budget it can never use.
+func TestOverBudgetMemoryEndsWithItsToken(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withRateLimit(), withConfig(func(c *authd.Config) { c.RefreshTokenTTL = 30 * time.Second }))
+		e.registerVerified("brief@example.org", goodPassword)
+		_, refresh := e.login("brief@example.org", goodPassword)
+		refresh = spendRotations(e, refresh)
+		want(t, "past the budget", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh}), 429, "rate_limited")
+		e.clock.Advance(31 * time.Second) // the token has expired; the budget's minute has not passed
+		want(t, "the expired token", e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": refresh}), 401, "invalid_token")
+		logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: e.user("brief@example.org").ID,
+			EventType: authd.EventTokenRefreshed, Result: authd.ResultFailure, Since: e.clock.Now()})
+		if err != nil || len(logs) != 1 || logs[0].FailureReason != "refresh token expired" {
+			t.Errorf("token_refreshed refusals %+v, %v; want one, refresh token expired", logs, err)
+		}
+	})
+}
+
 // TestClientRevocationsLockNothing: /oauth2/revoke answers a token it
 // changes nothing for (another client's session, live or ended) without
 // waiting for the user's row, which the transaction's locking read
@@ -623,14 +700,7 @@ func TestClientRevocationsLockNothing(t *testing.T) {
 	_, live := e.login("revoked@example.org", goodPassword)
 	access, ended := e.login("revoked@example.org", goodPassword)
 	want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(access)...), 204, "")
-	tx, err := store.Pool().Begin(ctx) // an update of the user's row
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // released below
-	if _, err := tx.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE`, e.user("revoked@example.org").ID); err != nil {
-		t.Fatal(err)
-	}
+	release := holdUserRow(t, e, store, "revoked@example.org") // an update of the user's row
 	for name, token := range map[string]string{"a live login's": live, "an ended login's": ended} {
 		done := make(chan error, 1)
 		go func() { done <- e.svc.RevokeClientToken(ctx, authd.Client{IP: "192.0.2.9"}, oc, token) }()
@@ -641,8 +711,26 @@ func TestClientRevocationsLockNothing(t *testing.T) {
 			}
 		case <-time.After(5 * time.Second):
 			t.Errorf("%s token waited for its user's row", name)
-			tx.Rollback(ctx) //nolint:errcheck // lets it finish
+			release() // lets it finish
 			<-done
 		}
 	}
+}
+
+// holdUserRow holds the row of email's user, as a transaction updating it
+// does (a login, an administrator's lock), until release is called or the
+// test ends.
+func holdUserRow(t *testing.T, e *env, store *postgres.Store, email string) (release func()) {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := store.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release = func() { tx.Rollback(ctx) } //nolint:errcheck // a second rollback is a no-op
+	t.Cleanup(release)
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM users WHERE id = $1 FOR NO KEY UPDATE`, e.user(email).ID); err != nil {
+		t.Fatal(err)
+	}
+	return release
 }
