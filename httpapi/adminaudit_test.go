@@ -212,3 +212,22 @@ func TestAdminReadThatCannotBeAuditedIsRefused(t *testing.T) {
 		}
 	})
 }
+
+// TestRefusalThatCannotBeAuditedLeavesNothing: a refused request commits
+// what it counted only with its security-log row: when the row cannot be
+// written, the request fails as unavailable and its wrong password is not
+// counted either (the whole transaction rolls back), rather than answering
+// the refusal with a count the log does not explain.
+func TestRefusalThatCannotBeAuditedLeavesNothing(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		store := open(t)
+		e := newEnv(t, store)
+		e.registerVerified("unlogged@example.org", goodPassword)
+		e = newEnv(t, unaudited{store})
+		want(t, "a wrong password without its audit row", e.do("POST", "/v1/auth/login",
+			map[string]string{"email": "unlogged@example.org", "password": "wrong"}), 503, "unavailable")
+		if n := e.user("unlogged@example.org").FailedLoginAttempts; n != 0 {
+			t.Errorf("a wrong password whose audit row failed: %d failures counted, want none", n)
+		}
+	})
+}

@@ -134,6 +134,7 @@ type envOptions struct {
 	after     time.Duration // the clock starts this long after the usual start
 	wall      bool          // the clock starts at the wall clock's time
 	lockouts  authd.Lockouts
+	hooks     authd.Hooks
 }
 
 func withConfig(f func(*authd.Config)) option { return func(c *authd.Config, _ *envOptions) { f(c) } }
@@ -150,6 +151,8 @@ func startingAfter(d time.Duration) option {
 // unless advanced), for a peer that checks tokens against its own clock,
 // as the Node recipe's jose does.
 func atWallClock() option { return func(_ *authd.Config, o *envOptions) { o.wall = true } }
+
+func withHooks(h authd.Hooks) option { return func(_ *authd.Config, o *envOptions) { o.hooks = h } }
 
 func withMailer(m authd.Mailer) option { return func(_ *authd.Config, o *envOptions) { o.mailer = m } }
 func withArgon2(p password.Params) option {
@@ -239,7 +242,7 @@ func newEnv(t testing.TB, store authd.Store, opts ...option) *env {
 	e.svc = authd.NewService(cfg, authd.Deps{
 		Store: store, Clock: e.clock, Passwords: hasher,
 		Tokens: token.NewIssuer(keys, "https://auth.example.org", "authd"),
-		Mailer: mailer, Limiter: limiter, Lockouts: lockouts, Logger: logger,
+		Mailer: mailer, Limiter: limiter, Lockouts: lockouts, Logger: logger, Hooks: o.hooks,
 	})
 	if err := e.svc.LoadRevocations(context.Background()); err != nil {
 		t.Fatal(err)

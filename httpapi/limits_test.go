@@ -206,3 +206,73 @@ func TestExportIsLimitedPerUser(t *testing.T) {
 		want(t, "11th export in an hour", e.do("GET", "/v1/users/me/export", nil, bearer(access)...), 429, "rate_limited")
 	})
 }
+
+// TestMFAVerifyIsLimitedPerIP: second-factor codes sent with live
+// mfa_tokens are limited per client (30 a minute), as logins are, however
+// many tokens they are spread over; the limit's window over, a right code
+// signs in.
+func TestMFAVerifyIsLimitedPerIP(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withRateLimit(), withConfig(func(c *authd.Config) { c.LockoutThreshold = 100 }))
+		const email = "spread@example.org"
+		_, secret, _ := e.mfaUser(email)
+		var token string
+		for i := range 30 {
+			if i%authd.MaxMFAFailures == 0 {
+				token = e.mfaLogin(email)
+			}
+			want(t, fmt.Sprintf("wrong code %d", i+1), e.verify(token, "totp", e.wrongCode(secret)), 401, "invalid_credentials")
+		}
+		token = e.mfaLogin(email)
+		want(t, "a 31st code in the minute, right", e.verify(token, "totp", totpAt(t, secret, e.clock.Now())), 429, "rate_limited")
+		e.clock.Advance(time.Minute)
+		want(t, "a right code after the window", e.verify(token, "totp", totpAt(t, secret, e.clock.Now())), 200, "")
+	})
+}
+
+// TestStepUpCodesAreLimitedPerUser: second-factor codes checked for a
+// signed-in user (a step-up, a TOTP confirmation) are limited per user (10
+// a minute), counted before any check, so a stolen access token cannot
+// guess codes fast; the window over, a right code passes.
+func TestStepUpCodesAreLimitedPerUser(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withRateLimit(), withConfig(func(c *authd.Config) { c.LockoutThreshold = 100 }))
+		access, secret, _ := e.mfaUser("guessed.fast@example.org")
+		e.clock.Advance(time.Minute) // past the confirmation's check
+		replace := func(code string) response {
+			return e.do("POST", "/v1/users/me/mfa/recovery-codes", map[string]string{"code": code}, bearer(access)...)
+		}
+		for i := range 10 {
+			want(t, fmt.Sprintf("wrong code %d", i+1), replace(e.wrongCode(secret)), 401, "invalid_credentials")
+		}
+		want(t, "an 11th code in the minute, right", replace(totpAt(t, secret, e.clock.Now())), 429, "rate_limited")
+		e.clock.Advance(time.Minute)
+		want(t, "a right code after the window", replace(totpAt(t, secret, e.clock.Now())), 200, "")
+	})
+}
+
+// TestBadRefreshTokensAreLimitedPerIP: refused refresh tokens, which no
+// other per-client limit bounds, are limited per client (30 a minute): each
+// is logged, so junk must not flood the security log.
+func TestBadRefreshTokensAreLimitedPerIP(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withRateLimit())
+		statuses := map[int]int{}
+		for i := range 40 {
+			r := e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": strings.Repeat(string(rune('A'+i%26)), 43)})
+			statuses[r.status]++
+		}
+		if statuses[429] != 10 || statuses[401] != 30 {
+			t.Errorf("40 bad refresh tokens from one client: %v, want 30 refused and 10 limited", statuses)
+		}
+		n := 0
+		for _, ev := range e.events("") {
+			if ev == "token_refreshed/failure" {
+				n++
+			}
+		}
+		if n != 30 {
+			t.Errorf("%d refused refreshes logged, want 30", n)
+		}
+	})
+}

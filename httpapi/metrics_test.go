@@ -3,8 +3,10 @@ package httpapi_test
 import (
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 
+	"github.com/authd/authd"
 	"github.com/authd/authd/httpapi"
 	"github.com/authd/authd/metrics"
 )
@@ -34,5 +36,32 @@ func TestMetricsOnTheAdminListenerOnly(t *testing.T) {
 	want(t, "admin API without AUTHD_ADMIN_TOKEN", r, 404, "not_found")
 	if !strings.Contains(r.str("detail"), "AUTHD_ADMIN_TOKEN") {
 		t.Errorf("admin API without AUTHD_ADMIN_TOKEN: detail %q does not say how to turn it on", r.str("detail"))
+	}
+}
+
+// TestCommittedEventsReachTheHook: the security events a flow's
+// transaction commits reach the Event hook (the metrics' counters), those
+// of a refused request whose transaction commits (a wrong password, the
+// answer asking for the second factor) among them.
+func TestCommittedEventsReachTheHook(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	seen := map[string]int{}
+	e := newEnv(t, openSQLite(t), withHooks(authd.Hooks{Event: func(ev authd.EventType, res authd.Result) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen[string(ev)+"/"+string(res)]++
+	}}))
+	_, secret, _ := e.mfaUser("counted@example.org")
+	want(t, "a wrong password", e.do("POST", "/v1/auth/login", map[string]string{"email": "counted@example.org",
+		"password": "wrong"}), 401, "invalid_credentials")
+	want(t, "the code", e.verify(e.mfaLogin("counted@example.org"), "totp", totpAt(t, secret, e.clock.Now())), 200, "")
+	mu.Lock()
+	defer mu.Unlock()
+	for _, ev := range []string{"login_failure/failure", "mfa_challenge_issued/success", "mfa_challenge_passed/success",
+		"login_success/success", "mfa_enabled/success"} {
+		if seen[ev] == 0 {
+			t.Errorf("the Event hook was not told of %s: %v", ev, seen)
+		}
 	}
 }

@@ -1354,3 +1354,189 @@ func TestPasskeySignInKeepsTheCodesLock(t *testing.T) {
 			map[string]string{"code": totpAt(t, secret, e.clock.Now())}, bearer(r.str("access_token"))...), 423, "account_locked")
 	})
 }
+
+// TestEnrolmentReplacesAPendingOne: a second enrolment before the first is
+// confirmed replaces it (an app scanned twice, a page reloaded): one
+// factor is stored, the replaced secret's code no longer confirms, and the
+// new secret's does.
+func TestEnrolmentReplacesAPendingOne(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "again@example.org"
+		e.registerVerified(email, goodPassword)
+		access, _ := e.login(email, goodPassword)
+		enrol := func(what string) string {
+			t.Helper()
+			r := e.do("POST", "/v1/users/me/mfa/totp", map[string]string{"password": goodPassword}, bearer(access)...)
+			want(t, what, r, 200, "")
+			return r.str("secret")
+		}
+		replaced := enrol("enrol")
+		secret := enrol("enrol again before confirming")
+		if factors, err := e.store.Factors(context.Background(), e.user(email).ID); err != nil || len(factors) != 1 {
+			t.Fatalf("stored factors after enrolling twice: %+v (%v); want one", factors, err)
+		}
+		confirm := func(secret string) response {
+			return e.do("POST", "/v1/users/me/mfa/totp/confirm", map[string]string{"code": totpAt(t, secret, e.clock.Now())}, bearer(access)...)
+		}
+		want(t, "confirm with the replaced secret's code", confirm(replaced), 401, "invalid_credentials")
+		want(t, "confirm with the new secret's code", confirm(secret), 200, "")
+	})
+}
+
+// failureReasons returns the reasons of the failures logged for email's
+// account as event, oldest first.
+func (e *env) failureReasons(email string, event authd.EventType) []string {
+	e.t.Helper()
+	logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: e.user(email).ID,
+		EventType: event, Limit: authd.MaxListLimit})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []string
+	for _, l := range slices.Backward(logs) {
+		if l.Result == authd.ResultFailure {
+			out = append(out, l.FailureReason)
+		}
+	}
+	return out
+}
+
+// TestPendingEnrolmentIsNoStepUp: the code of a TOTP enrolment not yet
+// confirmed proves no second factor: a passkey user's step-up with it is
+// a wrong code, counted, and the change is refused; the enrolment itself
+// still confirms with it.
+func TestPendingEnrolmentIsNoStepUp(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "pending@example.org"
+		access, k, _ := e.passkeyUser(email)
+		r := e.do("POST", "/v1/users/me/mfa/totp", map[string]any{"password": goodPassword, "passkey": e.stepUp(access, k)},
+			bearer(access)...)
+		want(t, "enrol TOTP", r, 200, "")
+		code := totpAt(t, r.str("secret"), e.clock.Now())
+		want(t, "a step-up with the pending enrolment's code", e.do("POST", "/v1/users/me/mfa/recovery-codes",
+			map[string]string{"code": code}, bearer(access)...), 401, "invalid_credentials")
+		if n := e.user(email).FailedLoginAttempts; n != 1 {
+			t.Errorf("failed attempts after the pending enrolment's code as a step-up: %d, want 1", n)
+		}
+		want(t, "confirm with the code", e.do("POST", "/v1/users/me/mfa/totp/confirm", map[string]string{"code": code},
+			bearer(access)...), 200, "")
+	})
+}
+
+// TestDeadMFATokenIsLogged: an mfa_token presented once it has died, of
+// too many wrong codes or of age, is refused and logged with the reason.
+func TestDeadMFATokenIsLogged(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withConfig(func(c *authd.Config) { c.LockoutThreshold = 20 }))
+		const email = "dead@example.org"
+		_, secret, _ := e.mfaUser(email)
+		token := e.mfaLogin(email)
+		for i := range authd.MaxMFAFailures {
+			want(t, fmt.Sprintf("wrong code %d", i+1), e.verify(token, "totp", e.wrongCode(secret)), 401, "invalid_credentials")
+		}
+		want(t, "the token after its wrong codes", e.verify(token, "totp", totpAt(t, secret, e.clock.Now())), 400, "invalid_token")
+		token = e.mfaLogin(email)
+		e.clock.Advance(authd.MFAChallengeTTL)
+		want(t, "the token once expired", e.verify(token, "totp", totpAt(t, secret, e.clock.Now())), 400, "invalid_token")
+		got := e.failureReasons(email, authd.EventMFAChallengeFailed)
+		for _, reason := range []string{"too many wrong codes", "mfa token expired"} {
+			if !slices.Contains(got, reason) {
+				t.Errorf("mfa_challenge_failed reasons %q lack %q", got, reason)
+			}
+		}
+	})
+}
+
+// TestTOTPIssuerConfigured: a configured TOTP issuer names authd in the
+// otpauth URI (as the label's prefix and as issuer), in place of the host
+// of the public URL.
+func TestTOTPIssuerConfigured(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t), withConfig(func(c *authd.Config) { c.TOTPIssuer = "Example Login" }))
+	e.registerVerified("iss@example.org", goodPassword)
+	access, _ := e.login("iss@example.org", goodPassword)
+	r := e.do("POST", "/v1/users/me/mfa/totp", map[string]string{"password": goodPassword}, bearer(access)...)
+	want(t, "enrol", r, 200, "")
+	u, err := url.Parse(r.str("otpauth_uri"))
+	if err != nil || u.Query().Get("issuer") != "Example Login" || !strings.HasPrefix(u.Path, "/Example Login:") {
+		t.Errorf("otpauth_uri %q (%v); want the configured issuer", r.str("otpauth_uri"), err)
+	}
+}
+
+// TestMFAStatusHoldsNoSecret: the second factors the service lists, to the
+// user and to an administrator, carry no secret, not even the encrypted
+// one: MFAStatus is what may be shown.
+func TestMFAStatusHoldsNoSecret(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	access, _, _ := e.mfaUser("bare@example.org")
+	a, err := e.svc.Authenticate(context.Background(), access)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, err := e.svc.MFA(context.Background(), a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := e.svc.UserMFA(context.Background(), authd.Client{}, e.user("bare@example.org").ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range []*authd.MFAStatus{mine, theirs} {
+		if len(st.Factors) != 1 {
+			t.Fatalf("%d factors listed, want 1", len(st.Factors))
+		}
+		if f := st.Factors[0]; f.Secret != "" {
+			t.Errorf("the listed %s factor carries a secret (%d characters); want none", f.Kind, len(f.Secret))
+		}
+	}
+}
+
+// TestConfirmingTOTPForgetsTheOwnersWrongCodes: a right code confirming a
+// TOTP enrolment proves the factor in a session, as a step-up does
+// (TestCodeCountFollowsTheOwner): the wrong confirmation codes before it
+// were the owner's, and are no longer counted as codes guessed past the
+// password; the failure count itself stands.
+func TestConfirmingTOTPForgetsTheOwnersWrongCodes(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "typo@example.org"
+		e.registerVerified(email, goodPassword)
+		access, _ := e.login(email, goodPassword)
+		r := e.do("POST", "/v1/users/me/mfa/totp", map[string]string{"password": goodPassword}, bearer(access)...)
+		want(t, "enrol", r, 200, "")
+		secret := r.str("secret")
+		confirm := func(code string) response {
+			return e.do("POST", "/v1/users/me/mfa/totp/confirm", map[string]string{"code": code}, bearer(access)...)
+		}
+		want(t, "a mistyped code", confirm(e.wrongCode(secret)), 401, "invalid_credentials")
+		if u := e.user(email); u.FailedCodeAttempts != 1 {
+			t.Fatalf("after a mistyped confirmation code: %d wrong codes counted, want 1", u.FailedCodeAttempts)
+		}
+		want(t, "the right code", confirm(totpAt(t, secret, e.clock.Now())), 200, "")
+		if u := e.user(email); u.FailedCodeAttempts != 0 || u.FailedLoginAttempts != 1 {
+			t.Errorf("after the right confirmation code: %d wrong codes, %d failures counted; want 0 and 1",
+				u.FailedCodeAttempts, u.FailedLoginAttempts)
+		}
+	})
+}
+
+// TestNoRecoveryCodesWithoutASecondFactor: recovery codes back up a second
+// factor: an account without one gets none (404), whatever code it sends,
+// and is left with none.
+func TestNoRecoveryCodesWithoutASecondFactor(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("none@example.org", goodPassword)
+		access, _ := e.login("none@example.org", goodPassword)
+		for _, code := range []string{"123456", "aaaaa-aaaaa"} {
+			want(t, "recovery codes with "+code, e.do("POST", "/v1/users/me/mfa/recovery-codes",
+				map[string]string{"code": code}, bearer(access)...), 404, "not_found")
+		}
+		if r := e.do("GET", "/v1/users/me/mfa", nil, bearer(access)...); r.body["recovery_codes_left"] != float64(0) {
+			t.Errorf("GET mfa of an account without a second factor: %s", r.raw)
+		}
+	})
+}
