@@ -1042,3 +1042,89 @@ func TestPasskeyRegistrationVoidedByChanges(t *testing.T) {
 		}
 	})
 }
+
+// TestPasskeySecondFactorFailuresKillTheToken: refused passkey assertions
+// count toward the mfa_token's MaxMFAFailures, as wrong codes do: past
+// them the token is dead, even for a good assertion, so that one stolen
+// mfa_token cannot try assertions for its lifetime.
+func TestPasskeySecondFactorFailuresKillTheToken(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		_, k, _ := e.passkeyUser("max@example.org")
+		token := e.mfaLogin("max@example.org")
+		begin := func() map[string]any {
+			t.Helper()
+			r := e.do("POST", "/v1/auth/passkey/begin", map[string]string{"mfa_token": token})
+			want(t, "begin second factor", r, 200, "")
+			return publicKey(t, r)
+		}
+		verify := func(cred any) response {
+			return e.do("POST", "/v1/auth/mfa/verify", map[string]any{"mfa_token": token, "method": "passkey", "credential": cred})
+		}
+		spare := begin() // a ceremony of the token, begun before its failures
+		for range authd.MaxMFAFailures {
+			bad := k.Get(begin())
+			bad["response"].(map[string]any)["signature"] = b64.EncodeToString([]byte("junk"))
+			want(t, "a refused assertion", verify(bad), 401, "invalid_credentials")
+		}
+		want(t, "a good assertion once the token is spent by failures", verify(k.Get(spare)), 400, "invalid_token")
+		want(t, "begin once the token is spent by failures", e.do("POST", "/v1/auth/passkey/begin",
+			map[string]string{"mfa_token": token}), 400, "invalid_token")
+		if n := e.user("max@example.org").FailedLoginAttempts; n != 0 {
+			t.Errorf("failed_login_attempts %d after refused assertions, want 0", n)
+		}
+		token = e.mfaLogin("max@example.org")
+		want(t, "a new login with the passkey", verify(k.Get(begin())), 200, "")
+	})
+}
+
+// TestPasskeyStepUpClearsWrongCodes: a passkey that passes a step-up is a
+// right second factor from the signed-in owner, as a right code is: the
+// wrong codes counted before it are forgotten, so that they do not join
+// later ones toward a lock by codes.
+func TestPasskeyStepUpClearsWrongCodes(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		access, k, _ := e.passkeyUser("ned@example.org")
+		want(t, "a wrong recovery code", e.do("POST", "/v1/users/me/passkeys/begin", map[string]any{
+			"password": goodPassword, "code": "abcde-fghij"}, bearer(access)...), 401, "invalid_credentials")
+		if n := e.user("ned@example.org").FailedCodeAttempts; n != 1 {
+			t.Fatalf("failed_code_attempts %d after a wrong code, want 1", n)
+		}
+		want(t, "a step-up with the passkey", e.do("POST", "/v1/users/me/passkeys/begin", map[string]any{
+			"password": goodPassword, "passkey": e.stepUp(access, k)}, bearer(access)...), 200, "")
+		if n := e.user("ned@example.org").FailedCodeAttempts; n != 0 {
+			t.Errorf("failed_code_attempts %d after a passkey step-up, want 0", n)
+		}
+	})
+}
+
+// TestFirstPasskeyLogsTheSessionsItEnds: the passkey_added row of a first
+// second factor says how many other sessions it ended (they passed the
+// password alone), so that the owner or an administrator reading the log
+// can tell why those devices were signed out; a later passkey ends none.
+func TestFirstPasskeyLogsTheSessionsItEnds(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "ola@example.org"
+		e.registerVerified(email, goodPassword)
+		e.login(email, goodPassword)
+		e.login(email, goodPassword)
+		access, _ := e.login(email, goodPassword)
+		want(t, "add the first passkey", e.addPasskey(access, newSoftKey(t, rpID, rpOrigin), "Laptop"), 201, "")
+		want(t, "add a second passkey", e.addPasskey(access, newSoftKey(t, rpID, rpOrigin), "Phone"), 201, "")
+		logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: e.user(email).ID,
+			EventType: authd.EventPasskeyAdded, Result: authd.ResultSuccess})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, l := range logs {
+			got = append(got, fmt.Sprint(l.AdditionalContext["first_factor"], " ", l.AdditionalContext["sessions_revoked"]))
+		}
+		slices.Sort(got)
+		if want := []string{"false 0", "true 2"}; !slices.Equal(got, want) {
+			t.Errorf("passkey_added rows (first_factor sessions_revoked) %q, want %q", got, want)
+		}
+	})
+}

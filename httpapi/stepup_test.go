@@ -434,3 +434,33 @@ func TestStepUpProofsOfNoShape(t *testing.T) {
 		t.Errorf("a passkey where passkeys are off: %s", r.raw)
 	}
 }
+
+// TestStepUpCodesRefusedWhileCodesLocked: while codes are locked past the
+// password (CodesLockedUntil, which outlives the account's lock), a
+// step-up code is refused unchecked, right or not, like a login's: a
+// session's holder must not get fresh guesses at codes through step-ups.
+func TestStepUpCodesRefusedWhileCodesLocked(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		access, secret, _ := e.mfaUser("cl@example.org")
+		u := e.user("cl@example.org")
+		u.CodesLockedUntil = e.clock.Now().Add(30 * time.Minute)
+		if err := e.store.UpdateUser(t.Context(), u); err != nil {
+			t.Fatal(err)
+		}
+		change := func() response {
+			return e.do("POST", "/v1/auth/password/change", map[string]string{"current_password": goodPassword,
+				"new_password": "another long passphrase 7", "code": totpAt(t, secret, e.clock.Now())}, bearer(access)...)
+		}
+		r := change()
+		want(t, "a right code while codes are locked", r, 423, "account_locked")
+		if r.header.Get("Retry-After") == "" {
+			t.Errorf("423 without Retry-After: %v", r.header)
+		}
+		if evs := e.events("cl@example.org"); evs[len(evs)-1] != "password_changed/failure" {
+			t.Errorf("events %v, want password_changed/failure last", evs)
+		}
+		e.clock.Advance(10 * time.Minute) // the access token still lives; the code is a new one
+		want(t, "a right code, codes still locked", change(), 423, "account_locked")
+	})
+}

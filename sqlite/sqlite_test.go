@@ -84,7 +84,7 @@ func TestSchemaMatchesSeed(t *testing.T) {
 		t.Fatal("the seed's schema has no ix_users_account_status")
 	}
 	want.Indexes[i].Columns = "account_status,created_at,id"
-	// Migration 29 adds a table on SQLite alone.
+	// Migration 29 adds a table (PostgreSQL's 31 the same).
 	want.Columns = append(want.Columns, storetest.Column{Table: "erasures_pending", Name: "user_id", Kind: "TEXT", PK: true})
 	want.ForeignKeys = append(slices.Clone(want.ForeignKeys), storetest.ForeignKey{Table: "erasures_pending", Column: "user_id",
 		RefTable: "users", RefColumn: "id", OnDelete: "CASCADE"})
