@@ -1737,3 +1737,31 @@ func TestEmailChangeLinkLastAttemptIsItsOwn(t *testing.T) {
 		e.user("inflight@example.net")
 	})
 }
+
+// TestEmailChangeNewerRequestVoidsAnUnmailedOne: a newer request voids the
+// older one's link at once, even when its own link is never mailed (the
+// new address past its mail budget): the minting of a newer link must not
+// be all that kills the older, or the account could still be moved to an
+// address its owner thought better of.
+func TestEmailChangeNewerRequestVoidsAnUnmailedOne(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t), withRateLimit())
+	const email = "second-thoughts@example.org"
+	e.registerVerified(email, goodPassword)
+	access, _ := e.login(email, goodPassword)
+	id := e.user(email).ID
+	want(t, "first request", e.changeEmail(access, "first@example.net", goodPassword), 202, "")
+	link := e.changeLink("first@example.net")
+	for range 3 {
+		want(t, "forgot for an address", e.do("POST", "/v1/auth/password/forgot",
+			map[string]string{"email": "spent@example.net"}), 202, "")
+	}
+	want(t, "second request, past its address's budget", e.changeEmail(access, "spent@example.net", goodPassword), 202, "")
+	if n := e.mail.count(authd.MailEmailChange, "spent@example.net"); n != 0 {
+		t.Fatalf("%d links past the address's mail budget", n)
+	}
+	want(t, "the first link after a second request", e.follow(link, goodPassword), 400, "invalid_token")
+	if u := e.user(email); u.ID != id {
+		t.Error("the older link moved the account")
+	}
+}
