@@ -359,9 +359,17 @@ func TestPasskeySignInRefusals(t *testing.T) {
 		}
 		want(t, "password while locked", e.do("POST", "/v1/auth/login",
 			map[string]string{"email": "wes@example.org", "password": goodPassword}), 423, "account_locked")
+		was := e.user("wes@example.org")
 		want(t, "passkey while brute-force locked", e.signIn(k), 200, "")
 		if u := e.user("wes@example.org"); !u.IsLocked(e.clock.Now()) {
 			t.Error("a passkey sign-in lifted the brute-force lock")
+		} else if u.FailedLoginAttempts != was.FailedLoginAttempts || u.FailedCodeAttempts != was.FailedCodeAttempts ||
+			!u.LastFailedLogin.Equal(was.LastFailedLogin) {
+			// The lock's guesses are still someone's: the sign-in proves
+			// its owner, not that whoever guessed has gone.
+			t.Errorf("a passkey sign-in during the lock changed its counts: %d, %d, %v; want %d, %d, %v",
+				u.FailedLoginAttempts, u.FailedCodeAttempts, u.LastFailedLogin,
+				was.FailedLoginAttempts, was.FailedCodeAttempts, was.LastFailedLogin)
 		}
 
 		// An administrator's lock refuses it; erasure too.
