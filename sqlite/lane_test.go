@@ -232,7 +232,7 @@ func TestAnotherProcessHoldingTheLock(t *testing.T) {
 func TestStorageFailuresAreOutages(t *testing.T) {
 	ctx := context.Background()
 	s := openMigrated(t)
-	s.db.SetMaxOpenConns(1) // the pragmas below are the one connection's
+	oneConnection(t, s) // the pragmas below are the one connection's
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	write := func() error {
 		return s.CreateSecurityLog(ctx, authd.NewSecurityLog(now, authd.EventLoginFailure, authd.ResultFailure, uuid.Nil,
@@ -287,7 +287,7 @@ func TestStorageFailuresAreOutages(t *testing.T) {
 func TestReadOnlyConnectionIsNotKept(t *testing.T) {
 	ctx := context.Background()
 	s := openMigrated(t)
-	s.db.SetMaxOpenConns(1) // the one connection, read-only below
+	oneConnection(t, s) // the one connection, read-only below
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	write := func() error {
 		return s.CreateSecurityLog(ctx, authd.NewSecurityLog(now, authd.EventLoginFailure, authd.ResultFailure, uuid.Nil,
@@ -429,5 +429,19 @@ func TestDeletedFileIsNotRecreated(t *testing.T) {
 	}
 	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("a database file at the path after it was deleted: %v; want none made", err)
+	}
+}
+
+// oneConnection bounds s's pool to one connection and waits until only one
+// is open. One the checkpointer held meanwhile is over the bound, and the
+// pool closes the first of the two given back, which could be the one a
+// test then set a pragma on (a flaky run: every write succeeded).
+func oneConnection(t *testing.T, s *Store) {
+	t.Helper()
+	s.db.SetMaxOpenConns(1)
+	for deadline := time.Now().Add(5 * time.Second); s.db.Stats().OpenConnections > 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections open after a bound of one", s.db.Stats().OpenConnections)
+		}
 	}
 }
