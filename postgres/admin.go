@@ -382,10 +382,13 @@ const purgeUnlockTimeout = 2 * time.Second
 // deletes: accounts erased (and unchanged) before $1 that no security-log
 // row or session from $1 on names (older rows go in the same purge, before
 // them, and so do the sessions the sessions step deletes: a dry run, which
-// deletes nothing, closes it with sessionPurgedDry to count the same). The
-// id, the registration time and the last password change are all that is
-// left of them; every relying party's sub stays unknown, as any other.
+// deletes nothing, closes it with sessionPurgedDry to count the same), and
+// whose erasure is not pending: one that failed keeps its tombstone, and
+// the purges' errors name it, until its rows are cleared. The id, the
+// registration time and the last password change are all that is left of
+// them; every relying party's sub stays unknown, as any other.
 const erasedAccountGone = `account_status = 'deleted' AND updated_at < $1
+	AND NOT EXISTS (SELECT 1 FROM erasures_pending p WHERE p.user_id = users.id)
 	AND NOT EXISTS (SELECT 1 FROM security_logs l WHERE l.user_id = users.id AND l."timestamp" >= $1)
 	AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.user_id = users.id
 		AND s.expires_at >= $1 AND (s.revoked_at IS NULL OR s.revoked_at >= $1)`

@@ -177,12 +177,7 @@ func TestRetentionPastAFailingErasure(t *testing.T) {
 		logRows(t, s, u.ID, 3)
 		erase(t, s, u)
 	}
-	if _, err := s.Pool().Exec(ctx, `CREATE FUNCTION refuse_clearing() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN RAISE EXCEPTION 'disk I/O error'; END $$;
-		CREATE TRIGGER refuse_clearing BEFORE UPDATE ON security_logs
-			FOR EACH ROW WHEN (OLD.user_id = '`+stuck.ID.String()+`') EXECUTE FUNCTION refuse_clearing()`); err != nil {
-		t.Fatal(err)
-	}
+	refuseClearing(t, s, stuck.ID)
 	old := storetest.Epoch.Add(-100 * 24 * time.Hour)
 	if err := s.CreateSecurityLog(ctx, authd.NewSecurityLog(old, authd.EventLoginFailure, authd.ResultFailure, uuid.Nil,
 		"", "", "", nil)); err != nil {
@@ -201,6 +196,60 @@ func TestRetentionPastAFailingErasure(t *testing.T) {
 	}
 	if pendingErasures(t, s, stuck.ID) != 1 || clientRows(t, s, stuck.ID) != 3 {
 		t.Error("the failing erasure is no longer pending, or was cleared in part")
+	}
+}
+
+// refuseClearing makes every write to the security-log rows of user fail,
+// as a trigger that raises: FinishErasure then fails for user.
+func refuseClearing(t *testing.T, s *postgres.Store, user uuid.UUID) {
+	t.Helper()
+	if _, err := s.Pool().Exec(context.Background(), `CREATE FUNCTION refuse_clearing() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN RAISE EXCEPTION 'disk I/O error'; END $$;
+		CREATE TRIGGER refuse_clearing BEFORE UPDATE ON security_logs
+			FOR EACH ROW WHEN (OLD.user_id = '`+user.String()+`') EXECUTE FUNCTION refuse_clearing()`); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRetentionKeepsAPendingErasuresAccount: an erased account's tombstone
+// past retention stays while its erasure is pending (deleting it would
+// drop the pending row with it, and the purges' errors, which name the
+// account, would stop while rows a purge passed over keep its client), and
+// goes with the first purge after its erasure finishes.
+func TestRetentionKeepsAPendingErasuresAccount(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := open(t)
+	u := addUser(t, s, "stuck-long@example.org")
+	logRows(t, s, u.ID, 3)
+	erase(t, s, u)
+	at := storetest.Epoch
+	old := at.Add(-100 * 24 * time.Hour)
+	if _, err := s.Pool().Exec(ctx, `UPDATE users SET updated_at = $2 WHERE id = $1`, u.ID, old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Pool().Exec(ctx, `UPDATE security_logs SET "timestamp" = $2 WHERE user_id = $1`, u.ID, old); err != nil {
+		t.Fatal(err)
+	}
+	refuseClearing(t, s, u.ID)
+	req := authd.PurgeRequest{LogsBefore: at.Add(-90 * 24 * time.Hour), ExpiredBefore: at.Add(-24 * time.Hour), Now: at}
+	res, err := s.Purge(ctx, req)
+	if err == nil || !strings.Contains(err.Error(), u.ID.String()) {
+		t.Errorf("a purge past a failing erasure: %v; want its error, naming the account", err)
+	}
+	if res.ErasedAccounts != 0 || pendingErasures(t, s, u.ID) != 1 {
+		t.Fatalf("the purge deleted %d tombstones, %d erasures pending; want the failing one's kept and pending",
+			res.ErasedAccounts, pendingErasures(t, s, u.ID))
+	}
+	if _, err := s.User(ctx, u.ID); err != nil {
+		t.Fatalf("the tombstone of a pending erasure after the purge: %v", err)
+	}
+
+	if _, err := s.Pool().Exec(ctx, `DROP TRIGGER refuse_clearing ON security_logs`); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := s.Purge(ctx, req); err != nil || res.ErasedAccounts != 1 {
+		t.Fatalf("the purge after the erasure finishes = %+v, %v; want its tombstone deleted", res, err)
 	}
 }
 

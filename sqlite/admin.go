@@ -417,6 +417,7 @@ func (s *Store) finishErasures(ctx context.Context) error {
 // erasedAccountGone, closed with ")" (sessionPurgedDry in a dry run), picks
 // the tombstones retention deletes (as PostgreSQL's).
 const erasedAccountGone = `account_status = 'deleted' AND updated_at < ?1
+	AND NOT EXISTS (SELECT 1 FROM erasures_pending p WHERE p.user_id = users.id)
 	AND NOT EXISTS (SELECT 1 FROM security_logs l WHERE l.user_id = users.id AND l."timestamp" >= ?1)
 	AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.user_id = users.id
 		AND s.expires_at >= ?1 AND (s.revoked_at IS NULL OR s.revoked_at >= ?1)`

@@ -231,6 +231,44 @@ func TestRetentionPastAFailingErasure(t *testing.T) {
 	}
 }
 
+// TestRetentionKeepsAPendingErasuresAccount: an erased account's tombstone
+// past retention stays while its erasure is pending (deleting it would
+// drop the pending row with it, and the purges' errors, which name the
+// account, would stop), and goes with the first purge after its erasure
+// finishes.
+func TestRetentionKeepsAPendingErasuresAccount(t *testing.T) {
+	ctx := context.Background()
+	s, u := migratedWithUser(t, "stuck-long@example.org")
+	logRows(t, s, u.ID, 3)
+	erase(t, s, u)
+	at := storetest.Epoch
+	old := timeText(at.Add(-100 * 24 * time.Hour))
+	if _, err := s.db.ExecContext(ctx, `UPDATE users SET updated_at = ?2 WHERE id = ?1`, u.ID, old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.db.ExecContext(ctx, `UPDATE security_logs SET "timestamp" = ?2 WHERE user_id = ?1`, u.ID, old); err != nil {
+		t.Fatal(err)
+	}
+	failing := *s
+	failing.queries = queries{db: failClearing{dbtx: s.queries.db, user: u.ID.String()}}
+	req := authd.PurgeRequest{LogsBefore: at.Add(-90 * 24 * time.Hour), ExpiredBefore: at.Add(-24 * time.Hour), Now: at}
+	res, err := failing.Purge(ctx, req)
+	if err == nil || !strings.Contains(err.Error(), u.ID.String()) {
+		t.Errorf("a purge past a failing erasure: %v; want its error, naming the account", err)
+	}
+	if res.ErasedAccounts != 0 || pendingErasures(t, s, u.ID) != 1 {
+		t.Fatalf("the purge deleted %d tombstones, %d erasures pending; want the failing one's kept and pending",
+			res.ErasedAccounts, pendingErasures(t, s, u.ID))
+	}
+	if _, err := s.User(ctx, u.ID); err != nil {
+		t.Fatalf("the tombstone of a pending erasure after the purge: %v", err)
+	}
+
+	if res, err := s.Purge(ctx, req); err != nil || res.ErasedAccounts != 1 {
+		t.Fatalf("the purge after the erasure finishes = %+v, %v; want its tombstone deleted", res, err)
+	}
+}
+
 // failClearing is a dbtx whose statements that clear the security-log rows
 // of user fail.
 type failClearing struct {
