@@ -37,7 +37,9 @@ func (s *Service) Purge(ctx context.Context, retention time.Duration, dryRun boo
 	return res, err
 }
 
-// RunRetention purges every interval until ctx ends.
+// RunRetention purges every interval until ctx ends. A purge that fails
+// is logged with what it did: one that keeps failing (an erasure it
+// cannot finish) still deletes the rest, and its log says so.
 func (s *Service) RunRetention(ctx context.Context, retention, interval time.Duration) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
@@ -45,15 +47,11 @@ func (s *Service) RunRetention(ctx context.Context, retention, interval time.Dur
 		res, err := s.Purge(ctx, retention, false)
 		switch {
 		case err != nil && ctx.Err() == nil:
-			s.logger.Error("retention purge failed", "err", err)
+			s.logger.Error("retention purge failed", append(purgeAttrs(res), "err", err)...)
 		case res.Skipped:
 			s.logger.Debug("retention purge skipped: another instance is purging")
 		case err == nil:
-			s.logger.Info("retention purge", "security_logs", res.SecurityLogs, "jwt_tokens", res.Tokens,
-				"verification_tokens", res.VerificationTokens, "mfa_challenges", res.MFAChallenges,
-				"webauthn_challenges", res.WebAuthnChallenges, "oauth_auth_requests", res.AuthRequests,
-				"oauth_codes", res.AuthCodes, "sessions", res.Sessions, "revocation_events", res.RevocationEvents,
-				"dead_mails", res.DeadMails, "erased_accounts", res.ErasedAccounts, "deferred", res.Deferred)
+			s.logger.Info("retention purge", purgeAttrs(res)...)
 		}
 		select {
 		case <-ctx.Done():
@@ -61,4 +59,14 @@ func (s *Service) RunRetention(ctx context.Context, retention, interval time.Dur
 		case <-tick.C:
 		}
 	}
+}
+
+// purgeAttrs is what a purge deleted, and the tables it left rows in, as
+// a log line's attributes.
+func purgeAttrs(res PurgeResult) []any {
+	return []any{"security_logs", res.SecurityLogs, "jwt_tokens", res.Tokens,
+		"verification_tokens", res.VerificationTokens, "mfa_challenges", res.MFAChallenges,
+		"webauthn_challenges", res.WebAuthnChallenges, "oauth_auth_requests", res.AuthRequests,
+		"oauth_codes", res.AuthCodes, "sessions", res.Sessions, "revocation_events", res.RevocationEvents,
+		"dead_mails", res.DeadMails, "erased_accounts", res.ErasedAccounts, "deferred", res.Deferred}
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -505,6 +506,36 @@ func TestRetentionPrunesDevMailerFilesWhenTheStoreFails(t *testing.T) {
 	}
 	if n := emlHolding(t, dir, "old@example.org"); n != 0 {
 		t.Errorf("%d old files left after a purge whose store failed; want 0", n)
+	}
+}
+
+// TestRetentionLogsWhatAFailingPurgeDid: serve's hourly purge that fails
+// past some steps (an erasure it cannot finish fails every run) logs what
+// it deleted with the error, not the error alone.
+func TestRetentionLogsWhatAFailingPurgeDid(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, failingPurge{openSQLite(t)})
+	const retention = 90 * 24 * time.Hour
+	e.registerVerified("old@example.org", goodPassword)
+	e.clock.Advance(retention + time.Hour)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		e.svc.RunRetention(ctx, retention, time.Hour)
+	}()
+	defer func() { cancel(); <-done }()
+	for !strings.Contains(e.logs.String(), "retention purge failed") {
+		select {
+		case <-done:
+			t.Fatal("RunRetention returned before its context ended")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	line := e.logs.String()[strings.Index(e.logs.String(), "retention purge failed"):]
+	line = line[:strings.IndexByte(line, '\n')]
+	if !regexp.MustCompile(`security_logs=[1-9]`).MatchString(line) || !strings.Contains(line, errPurgeStuck.Error()) {
+		t.Errorf("a failing purge logged %q; want the rows it deleted and its error", line)
 	}
 }
 

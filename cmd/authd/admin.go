@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -523,15 +524,21 @@ func purgeCmd(ctx context.Context, e *env, args []string) error {
 	// them too, whichever mailer sends now (mailArchive).
 	svc := authd.NewService(cfg.service(), authd.Deps{Store: db, Archive: cfg.mailArchive()})
 	res, err := svc.Purge(ctx, cfg.SecurityLogRetention, *dryRun)
-	if err != nil {
-		return err
-	}
+	// A purge that fails past a step (an erasure it cannot finish fails
+	// every run, and stops no other step) prints what it did, then fails.
 	if *asJSON {
-		return json.NewEncoder(e.stdout).Encode(map[string]any{"dry_run": *dryRun, "result": res})
+		out := map[string]any{"dry_run": *dryRun, "result": res}
+		if err != nil {
+			out["error"] = err.Error()
+		}
+		if jerr := json.NewEncoder(e.stdout).Encode(out); jerr != nil {
+			return errors.Join(err, jerr)
+		}
+		return err
 	}
 	if res.Skipped {
 		fmt.Fprintln(e.stdout, "another instance is purging right now; nothing done")
-		return nil
+		return err
 	}
 	verb := "deleted"
 	if *dryRun {
@@ -547,7 +554,7 @@ func purgeCmd(ctx context.Context, e *env, args []string) error {
 	if len(res.Deferred) > 0 {
 		fmt.Fprintf(e.stdout, "left for the next run (rows in use by requests): %s\n", strings.Join(res.Deferred, ", "))
 	}
-	return nil
+	return err
 }
 
 // adminMail runs admin mail retry of the mail *retry names, or admin mail

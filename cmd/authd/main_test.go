@@ -1690,6 +1690,52 @@ func TestDevMailFilesAreErasedUnderSMTP(t *testing.T) {
 	}
 }
 
+// TestPurgePastAFailingErasure: a purge past an erasure it cannot finish
+// (here a trigger refuses to clear its rows) deletes the rest, prints what
+// it did, and exits 1 with the erasure's error; --json prints the counts
+// and the error. Before, it printed nothing but the error, every run.
+func TestPurgePastAFailingErasure(t *testing.T) {
+	t.Parallel()
+	env := sqliteEnv(t)
+	if code, _, stderr := runCLI(t, env, seedArgs("sqlite")...); code != exitOK {
+		t.Fatalf("seed: %s", stderr)
+	}
+	db, err := sql.Open("sqlite", filepath.Join(env["AUTHD_DATA_DIR"], "authd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var user string
+	if err := db.QueryRow(`SELECT id FROM users WHERE email = 'inactive@demo.authd.dev'`).Scan(&user); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().AddDate(-1, 0, 0).UTC().Format("2006-01-02T15:04:05.000000Z")
+	if _, err := db.Exec(`INSERT INTO security_logs (id, event_type, user_id, "timestamp", ip_address, result)
+		VALUES ('00000000-0000-4000-8000-000000000001', 'login_failure', NULL, ?1, '192.0.2.1', 'failure'),
+			('00000000-0000-4000-8000-000000000002', 'login_failure', ?2, ?1, '192.0.2.1', 'failure');
+		CREATE TRIGGER refuse_clearing BEFORE UPDATE ON security_logs BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END`,
+		old, user); err != nil {
+		t.Fatal(err)
+	}
+	// Its rows cannot be cleared after the erasure: it stands, pending.
+	if code, _, stderr := runCLI(t, env, "admin", "users", "delete", "inactive@demo.authd.dev", "--yes"); code != exitOK {
+		t.Fatalf("delete: %s", stderr)
+	}
+	code, stdout, stderr := runCLI(t, env, "purge")
+	if code != exitFailure || !strings.Contains(stdout, "deleted 2 security logs") || !strings.Contains(stderr, user) {
+		t.Errorf("purge past a failing erasure: exit %d, stdout %q, stderr %q; want 1, what it deleted, and the erasure's error",
+			code, stdout, stderr)
+	}
+	code, stdout, _ = runCLI(t, env, "purge", "--json")
+	var out struct {
+		Result authd.PurgeResult `json:"result"`
+		Error  string            `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &out); code != exitFailure || err != nil || !strings.Contains(out.Error, user) {
+		t.Errorf("purge --json past a failing erasure: exit %d, %q (%v); want 1, the counts and the error", code, stdout, err)
+	}
+}
+
 // TestHangupEndsTheContext: SIGHUP (a closed terminal) ends the context
 // serve shuts down gracefully on, as SIGTERM does, instead of killing the
 // process mid-request. Not parallel: it signals the test's own process,
