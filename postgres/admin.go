@@ -302,36 +302,51 @@ func scanSecurityLog(row pgx.Row) (*authd.SecurityLog, error) {
 // orders a user's rows by nothing a batch could resume from, so each
 // batch would read again every row the ones before it cleared.
 func (s *Store) FinishErasure(ctx context.Context, userID uuid.UUID) error {
-	return s.inTx(ctx, func(q *queries) error {
-		if err := q.write(ctx, nil, `UPDATE security_logs SET ip_address = NULL, user_agent = NULL,
-			additional_context = additional_context - 'device_info'
-			WHERE user_id = $1 AND (ip_address IS NOT NULL OR user_agent IS NOT NULL
-				OR additional_context ? 'device_info')`, userID); err != nil {
-			return err
-		}
-		return q.write(ctx, nil, `DELETE FROM erasures_pending WHERE user_id = $1`, userID)
-	})
+	return s.inTx(ctx, func(q *queries) error { return q.finishErasure(ctx, userID) })
+}
+
+// finishErasure is FinishErasure's transaction.
+func (q *queries) finishErasure(ctx context.Context, userID uuid.UUID) error {
+	if err := q.write(ctx, nil, `UPDATE security_logs SET ip_address = NULL, user_agent = NULL,
+		additional_context = additional_context - 'device_info'
+		WHERE user_id = $1 AND (ip_address IS NOT NULL OR user_agent IS NOT NULL
+			OR additional_context ? 'device_info')`, userID); err != nil {
+		return err
+	}
+	return q.write(ctx, nil, `DELETE FROM erasures_pending WHERE user_id = $1`, userID)
 }
 
 // finishErasures runs FinishErasure for every account erasures_pending
-// names: erasures a crash, a stop or their time budget cut short. One that
-// fails stops no other: it returns their errors joined.
-func (s *Store) finishErasures(ctx context.Context) error {
+// names: erasures a crash, a stop or their time budget cut short. Each
+// waits for a row lock purgeLockWait at most, as the purge's batches do:
+// one that gives up stays pending for the next run (deferred), and one
+// that fails stops no other: it returns their errors joined. No time
+// bound beyond that: its one statement would never finish past one.
+func (s *Store) finishErasures(ctx context.Context) (deferred bool, err error) {
 	rows, err := s.pool.Query(ctx, `SELECT user_id FROM erasures_pending ORDER BY user_id`)
 	if err != nil {
-		return translate(err)
+		return false, translate(err)
 	}
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
 	if err != nil {
-		return translate(err)
+		return false, translate(err)
 	}
 	var errs []error
 	for _, id := range ids {
-		if err := s.FinishErasure(ctx, id); err != nil {
+		err := s.inTx(ctx, func(q *queries) error {
+			if err := q.write(ctx, nil, `SELECT set_config('lock_timeout', $1, true)`, purgeLockWait); err != nil {
+				return err
+			}
+			return q.finishErasure(ctx, id)
+		})
+		switch {
+		case lockWaited(err):
+			deferred = true
+		case err != nil:
 			errs = append(errs, fmt.Errorf("finishing the erasure of %s: %w", id, err))
 		}
 	}
-	return errors.Join(errs...)
+	return deferred, errors.Join(errs...)
 }
 
 // ErasePersonalData implements authd.Queries.
@@ -382,16 +397,20 @@ const purgeUnlockTimeout = 2 * time.Second
 // deletes: accounts erased (and unchanged) before $1 that no security-log
 // row or session from $1 on names (older rows go in the same purge, before
 // them, and so do the sessions the sessions step deletes: a dry run, which
-// deletes nothing, closes it with sessionPurgedDry to count the same), and
-// whose erasure is not pending: one that failed keeps its tombstone, and
-// the purges' errors name it, until its rows are cleared. The id, the
-// registration time and the last password change are all that is left of
-// them; every relying party's sub stays unknown, as any other.
+// deletes nothing, closes it with sessionPurgedDry to count the same). The
+// id, the registration time and the last password change are all that is
+// left of them; every relying party's sub stays unknown, as any other.
 const erasedAccountGone = `account_status = 'deleted' AND updated_at < $1
-	AND NOT EXISTS (SELECT 1 FROM erasures_pending p WHERE p.user_id = users.id)
 	AND NOT EXISTS (SELECT 1 FROM security_logs l WHERE l.user_id = users.id AND l."timestamp" >= $1)
 	AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.user_id = users.id
 		AND s.expires_at >= $1 AND (s.revoked_at IS NULL OR s.revoked_at >= $1)`
+
+// erasureFinished follows erasedAccountGone's ")" in a purge: an account
+// whose erasure the purge could not finish (finishErasures) keeps its
+// tombstone, and the purges' errors name it, until its rows are cleared.
+// Deleting it would drop the pending row with it (ON DELETE CASCADE). A
+// dry run counts as if every erasure pending finished.
+const erasureFinished = ` AND NOT EXISTS (SELECT 1 FROM erasures_pending p WHERE p.user_id = users.id)`
 
 // sessionPurgedDry closes erasedAccountGone in a dry run, which deletes
 // no session first: a session the sessions step would delete (ended
@@ -526,10 +545,6 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 		defer unlock() // at Purge's end
 	}
 	var unfinished error // the erasures' error: it stops no other step
-	if !r.DryRun {
-		unfinished = s.finishErasures(ctx)
-	}
-
 	steps := []struct {
 		n     *int
 		table string
@@ -553,7 +568,7 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 		// Mail that could not be delivered keeps its address until then.
 		{&res.DeadMails, "mail_outbox", "dead_at < $1", r.LogsBefore},
 		// An erased account's tombstone, once nothing is left about it.
-		{&res.ErasedAccounts, "users", erasedAccountGone + ")", r.LogsBefore},
+		{&res.ErasedAccounts, "users", erasedAccountGone + ")" + erasureFinished, r.LogsBefore},
 	}
 	for _, st := range steps {
 		if r.DryRun {
@@ -605,6 +620,15 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 		}
 		if left {
 			res.Deferred = append(res.Deferred, st.table)
+		}
+		if st.n == &res.SecurityLogs {
+			// The erasures pending, once the rows past retention are
+			// gone: they need no clearing.
+			deferred, err := s.finishErasures(ctx)
+			if deferred {
+				res.Deferred = append(res.Deferred, "erasures_pending")
+			}
+			unfinished = err
 		}
 	}
 	return res, unfinished

@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -211,16 +212,14 @@ func refuseClearing(t *testing.T, s *postgres.Store, user uuid.UUID) {
 	}
 }
 
-// TestRetentionKeepsAPendingErasuresAccount: an erased account's tombstone
-// past retention stays while its erasure is pending (deleting it would
-// drop the pending row with it, and the purges' errors, which name the
-// account, would stop while rows a purge passed over keep its client), and
-// goes with the first purge after its erasure finishes.
-func TestRetentionKeepsAPendingErasuresAccount(t *testing.T) {
-	t.Parallel()
+// erasedLongAgo erases an account of three security-log rows holding a
+// client, its erasure left pending, with the account's row and its log
+// rows past a 90-day retention at storetest.Epoch, and returns the purge
+// request of that retention.
+func erasedLongAgo(t *testing.T, s *postgres.Store, email string) (*authd.User, authd.PurgeRequest) {
+	t.Helper()
 	ctx := context.Background()
-	s := open(t)
-	u := addUser(t, s, "stuck-long@example.org")
+	u := addUser(t, s, email)
 	logRows(t, s, u.ID, 3)
 	erase(t, s, u)
 	at := storetest.Epoch
@@ -231,8 +230,47 @@ func TestRetentionKeepsAPendingErasuresAccount(t *testing.T) {
 	if _, err := s.Pool().Exec(ctx, `UPDATE security_logs SET "timestamp" = $2 WHERE user_id = $1`, u.ID, old); err != nil {
 		t.Fatal(err)
 	}
+	return u, authd.PurgeRequest{LogsBefore: at.Add(-90 * 24 * time.Hour), ExpiredBefore: at.Add(-24 * time.Hour), Now: at}
+}
+
+// TestRetentionFinishesErasuresPastTheOldRows: a purge finishes the
+// erasures pending once the rows past retention are gone, so that it
+// clears none of those (here a trigger refuses every clearing of the
+// account's rows, all past retention: the erasure finishes with none to
+// clear), and the tombstone goes in the same run.
+func TestRetentionFinishesErasuresPastTheOldRows(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := open(t)
+	u, req := erasedLongAgo(t, s, "old-rows@example.org")
 	refuseClearing(t, s, u.ID)
-	req := authd.PurgeRequest{LogsBefore: at.Add(-90 * 24 * time.Hour), ExpiredBefore: at.Add(-24 * time.Hour), Now: at}
+	res, err := s.Purge(ctx, req)
+	if err != nil || res.SecurityLogs != 3 || res.ErasedAccounts != 1 {
+		t.Errorf("Purge = %+v, %v; want the 3 old rows and the tombstone deleted, no clearing", res, err)
+	}
+	if pendingErasures(t, s, u.ID) != 0 {
+		t.Error("the erasure is still pending")
+	}
+}
+
+// TestRetentionKeepsAPendingErasuresAccount: an erased account's tombstone
+// past retention stays while its erasure is pending (deleting it would
+// drop the pending row with it, and the purges' errors, which name the
+// account, would stop), and goes with the first purge after its erasure
+// finishes. The fault: a trigger refuses the pending row's delete, but
+// not one a deleted account cascades to (pg_trigger_depth: inside the
+// foreign key's trigger).
+func TestRetentionKeepsAPendingErasuresAccount(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := open(t)
+	u, req := erasedLongAgo(t, s, "stuck-long@example.org")
+	if _, err := s.Pool().Exec(ctx, `CREATE FUNCTION refuse_finishing() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN RAISE EXCEPTION 'disk I/O error'; END $$;
+		CREATE TRIGGER refuse_finishing BEFORE DELETE ON erasures_pending
+			FOR EACH ROW WHEN (pg_trigger_depth() = 0) EXECUTE FUNCTION refuse_finishing()`); err != nil {
+		t.Fatal(err)
+	}
 	res, err := s.Purge(ctx, req)
 	if err == nil || !strings.Contains(err.Error(), u.ID.String()) {
 		t.Errorf("a purge past a failing erasure: %v; want its error, naming the account", err)
@@ -245,11 +283,48 @@ func TestRetentionKeepsAPendingErasuresAccount(t *testing.T) {
 		t.Fatalf("the tombstone of a pending erasure after the purge: %v", err)
 	}
 
-	if _, err := s.Pool().Exec(ctx, `DROP TRIGGER refuse_clearing ON security_logs`); err != nil {
+	if _, err := s.Pool().Exec(ctx, `DROP TRIGGER refuse_finishing ON erasures_pending`); err != nil {
 		t.Fatal(err)
 	}
 	if res, err := s.Purge(ctx, req); err != nil || res.ErasedAccounts != 1 {
 		t.Fatalf("the purge after the erasure finishes = %+v, %v; want its tombstone deleted", res, err)
+	}
+}
+
+// TestRetentionPastALockedErasure: an erasure pending whose rows a
+// transaction holds waits for them no longer than the purge's batches do
+// (it waited for ever, under the purge's lock): it is left pending for
+// the next run, which finishes it, and the purge goes on and says so.
+func TestRetentionPastALockedErasure(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a hang fails, not stalls, the test
+	defer cancel()
+	s := open(t)
+	u := addUser(t, s, "held@example.org")
+	logRows(t, s, u.ID, 3)
+	erase(t, s, u)
+	tx, err := s.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM security_logs WHERE user_id = $1 LIMIT 1 FOR UPDATE`, u.ID); err != nil {
+		t.Fatal(err)
+	}
+	at := storetest.Epoch
+	req := authd.PurgeRequest{LogsBefore: at.Add(-90 * 24 * time.Hour), ExpiredBefore: at.Add(-24 * time.Hour), Now: at}
+	res, err := s.Purge(ctx, req)
+	if err != nil || !slices.Contains(res.Deferred, "erasures_pending") || pendingErasures(t, s, u.ID) != 1 {
+		t.Fatalf("Purge past a held erasure = %+v, %v; want it deferred and pending", res, err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := s.Purge(ctx, req); err != nil || slices.Contains(res.Deferred, "erasures_pending") {
+		t.Fatalf("Purge once the rows are free = %+v, %v", res, err)
+	}
+	if n := clientRows(t, s, u.ID); n != 0 || pendingErasures(t, s, u.ID) != 0 {
+		t.Errorf("after the next purge %d rows hold a client, %d pending; want 0, 0", n, pendingErasures(t, s, u.ID))
 	}
 }
 

@@ -417,10 +417,13 @@ func (s *Store) finishErasures(ctx context.Context) error {
 // erasedAccountGone, closed with ")" (sessionPurgedDry in a dry run), picks
 // the tombstones retention deletes (as PostgreSQL's).
 const erasedAccountGone = `account_status = 'deleted' AND updated_at < ?1
-	AND NOT EXISTS (SELECT 1 FROM erasures_pending p WHERE p.user_id = users.id)
 	AND NOT EXISTS (SELECT 1 FROM security_logs l WHERE l.user_id = users.id AND l."timestamp" >= ?1)
 	AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.user_id = users.id
 		AND s.expires_at >= ?1 AND (s.revoked_at IS NULL OR s.revoked_at >= ?1)`
+
+// erasureFinished follows erasedAccountGone's ")" in a purge (as
+// PostgreSQL's): an account whose erasure is pending keeps its tombstone.
+const erasureFinished = ` AND NOT EXISTS (SELECT 1 FROM erasures_pending p WHERE p.user_id = users.id)`
 
 // sessionPurgedDry closes erasedAccountGone in a dry run, which deletes
 // no session first: a session the sessions step would delete (ended
@@ -446,9 +449,6 @@ const sessionsEnded = `(expires_at < ?1 OR revoked_at < ?1 OR (browser_digest IS
 func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeResult, error) {
 	var res authd.PurgeResult
 	var unfinished error // the erasures' error: it stops no other step
-	if !r.DryRun {
-		unfinished = s.finishErasures(ctx)
-	}
 	steps := []struct {
 		n     *int
 		table string
@@ -468,7 +468,7 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 		// Mail that could not be delivered keeps its address until then.
 		{&res.DeadMails, "mail_outbox", "dead_at < ?1", timeText(r.LogsBefore)},
 		// An erased account's tombstone, once nothing is left about it.
-		{&res.ErasedAccounts, "users", erasedAccountGone + ")", timeText(r.LogsBefore)},
+		{&res.ErasedAccounts, "users", erasedAccountGone + ")" + erasureFinished, timeText(r.LogsBefore)},
 	}
 	for _, st := range steps {
 		if r.DryRun {
@@ -513,6 +513,11 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 			if picked < batch {
 				break
 			}
+		}
+		if st.n == &res.SecurityLogs {
+			// The erasures pending, once the rows past retention are
+			// gone: they need no clearing.
+			unfinished = s.finishErasures(ctx)
 		}
 	}
 	return res, unfinished

@@ -214,7 +214,7 @@ func TestRetentionPastAFailingErasure(t *testing.T) {
 		t.Fatal(err)
 	}
 	failing := *s
-	failing.queries = queries{db: failClearing{dbtx: s.queries.db, user: stuck.ID.String()}}
+	failing.queries = queries{db: failWrites{dbtx: s.queries.db, prefix: "UPDATE security_logs", user: stuck.ID.String()}}
 	at := storetest.Epoch
 	res, err := failing.Purge(ctx, authd.PurgeRequest{LogsBefore: at.Add(-90 * 24 * time.Hour), ExpiredBefore: at.Add(-24 * time.Hour), Now: at})
 	if err == nil || !strings.Contains(err.Error(), stuck.ID.String()) {
@@ -231,14 +231,14 @@ func TestRetentionPastAFailingErasure(t *testing.T) {
 	}
 }
 
-// TestRetentionKeepsAPendingErasuresAccount: an erased account's tombstone
-// past retention stays while its erasure is pending (deleting it would
-// drop the pending row with it, and the purges' errors, which name the
-// account, would stop), and goes with the first purge after its erasure
-// finishes.
-func TestRetentionKeepsAPendingErasuresAccount(t *testing.T) {
+// erasedLongAgo erases an account of three security-log rows holding a
+// client, its erasure left pending, with the account's row and its log
+// rows past a 90-day retention at storetest.Epoch, and returns the purge
+// request of that retention.
+func erasedLongAgo(t *testing.T, email string) (*Store, *authd.User, authd.PurgeRequest) {
+	t.Helper()
 	ctx := context.Background()
-	s, u := migratedWithUser(t, "stuck-long@example.org")
+	s, u := migratedWithUser(t, email)
 	logRows(t, s, u.ID, 3)
 	erase(t, s, u)
 	at := storetest.Epoch
@@ -249,9 +249,40 @@ func TestRetentionKeepsAPendingErasuresAccount(t *testing.T) {
 	if _, err := s.db.ExecContext(ctx, `UPDATE security_logs SET "timestamp" = ?2 WHERE user_id = ?1`, u.ID, old); err != nil {
 		t.Fatal(err)
 	}
+	return s, u, authd.PurgeRequest{LogsBefore: at.Add(-90 * 24 * time.Hour), ExpiredBefore: at.Add(-24 * time.Hour), Now: at}
+}
+
+// TestRetentionFinishesErasuresPastTheOldRows: a purge finishes the
+// erasures pending once the rows past retention are gone, so that it
+// clears none of those (here every clearing of the account's rows, all
+// past retention, fails: a trigger refuses it; the erasure finishes with
+// none to clear), and the tombstone goes in the same run.
+func TestRetentionFinishesErasuresPastTheOldRows(t *testing.T) {
+	ctx := context.Background()
+	s, u, req := erasedLongAgo(t, "old-rows@example.org")
+	if _, err := s.db.ExecContext(ctx, `CREATE TRIGGER refuse_clearing BEFORE UPDATE ON security_logs
+		WHEN OLD.user_id = '`+u.ID.String()+`' BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END`); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Purge(ctx, req)
+	if err != nil || res.SecurityLogs != 3 || res.ErasedAccounts != 1 {
+		t.Errorf("Purge = %+v, %v; want the 3 old rows and the tombstone deleted, no clearing", res, err)
+	}
+	if pendingErasures(t, s, u.ID) != 0 {
+		t.Error("the erasure is still pending")
+	}
+}
+
+// TestRetentionKeepsAPendingErasuresAccount: an erased account's tombstone
+// past retention stays while its erasure is pending (deleting it would
+// drop the pending row with it, and the purges' errors, which name the
+// account, would stop), and goes with the first purge after its erasure
+// finishes. The fault: the pending row's delete fails.
+func TestRetentionKeepsAPendingErasuresAccount(t *testing.T) {
+	ctx := context.Background()
+	s, u, req := erasedLongAgo(t, "stuck-long@example.org")
 	failing := *s
-	failing.queries = queries{db: failClearing{dbtx: s.queries.db, user: u.ID.String()}}
-	req := authd.PurgeRequest{LogsBefore: at.Add(-90 * 24 * time.Hour), ExpiredBefore: at.Add(-24 * time.Hour), Now: at}
+	failing.queries = queries{db: failWrites{dbtx: s.queries.db, prefix: "DELETE FROM erasures_pending", user: u.ID.String()}}
 	res, err := failing.Purge(ctx, req)
 	if err == nil || !strings.Contains(err.Error(), u.ID.String()) {
 		t.Errorf("a purge past a failing erasure: %v; want its error, naming the account", err)
@@ -269,15 +300,15 @@ func TestRetentionKeepsAPendingErasuresAccount(t *testing.T) {
 	}
 }
 
-// failClearing is a dbtx whose statements that clear the security-log rows
-// of user fail.
-type failClearing struct {
+// failWrites is a dbtx whose statements that begin with prefix and name
+// user first fail.
+type failWrites struct {
 	dbtx
-	user string
+	prefix, user string
 }
 
-func (f failClearing) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	if strings.HasPrefix(query, "UPDATE security_logs") && len(args) > 0 && fmt.Sprint(args[0]) == f.user {
+func (f failWrites) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if strings.HasPrefix(query, f.prefix) && len(args) > 0 && fmt.Sprint(args[0]) == f.user {
 		return nil, errors.New("disk I/O error")
 	}
 	return f.dbtx.ExecContext(ctx, query, args...)
