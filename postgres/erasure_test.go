@@ -59,21 +59,6 @@ func pendingErasures(t *testing.T, s *postgres.Store, user uuid.UUID) int {
 	return count(t, s, `SELECT count(*) FROM erasures_pending WHERE user_id = $1`, user)
 }
 
-// erase runs u's erasure transaction, as far as the store's part of it.
-func erase(t *testing.T, s *postgres.Store, u *authd.User) {
-	t.Helper()
-	ctx := context.Background()
-	if err := s.InTx(ctx, func(q authd.Queries) error {
-		u.AccountStatus, u.Email = authd.StatusDeleted, authd.Tombstone(u.ID)
-		if err := q.UpdateUser(ctx, u); err != nil {
-			return err
-		}
-		return q.ErasePersonalData(ctx, u.ID)
-	}); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestErasureClearsLogsAfterItsTransaction: an erasure's transaction names
 // the account in erasures_pending and leaves its security-log rows to
 // FinishErasure, after the commit: one statement that took 28 s for an
@@ -89,7 +74,7 @@ func TestErasureClearsLogsAfterItsTransaction(t *testing.T) {
 	logRows(t, s, u.ID, rows)
 	logRows(t, s, other.ID, 10)
 
-	erase(t, s, u)
+	storetest.Erase(t, s, u)
 	if n := clientRows(t, s, u.ID); n != rows {
 		t.Fatalf("the transaction cleared %d of %d rows; want them left to FinishErasure", rows-n, rows)
 	}
@@ -136,7 +121,7 @@ func TestRetentionFinishesErasures(t *testing.T) {
 	s := open(t)
 	u := addUser(t, s, "cut-short@example.org")
 	logRows(t, s, u.ID, 100)
-	erase(t, s, u)
+	storetest.Erase(t, s, u)
 	stopped, cancel := context.WithCancel(ctx)
 	cancel()
 	if err := s.FinishErasure(stopped, u.ID); err == nil {
@@ -176,7 +161,7 @@ func TestRetentionPastAFailingErasure(t *testing.T) {
 	stuck, other := addUser(t, s, "stuck@example.org"), addUser(t, s, "other@example.org")
 	for _, u := range []*authd.User{stuck, other} {
 		logRows(t, s, u.ID, 3)
-		erase(t, s, u)
+		storetest.Erase(t, s, u)
 	}
 	refuseClearing(t, s, stuck.ID)
 	old := storetest.Epoch.Add(-100 * 24 * time.Hour)
@@ -221,7 +206,7 @@ func erasedLongAgo(t *testing.T, s *postgres.Store, email string) (*authd.User, 
 	ctx := context.Background()
 	u := addUser(t, s, email)
 	logRows(t, s, u.ID, 3)
-	erase(t, s, u)
+	storetest.Erase(t, s, u)
 	at := storetest.Epoch
 	old := at.Add(-100 * 24 * time.Hour)
 	if _, err := s.Pool().Exec(ctx, `UPDATE users SET updated_at = $2 WHERE id = $1`, u.ID, old); err != nil {
@@ -302,7 +287,7 @@ func TestRetentionPastALockedErasure(t *testing.T) {
 	s := open(t)
 	u := addUser(t, s, "held@example.org")
 	logRows(t, s, u.ID, 3)
-	erase(t, s, u)
+	storetest.Erase(t, s, u)
 	tx, err := s.Pool().Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -336,7 +321,7 @@ func TestErasuresPendingMigratedDown(t *testing.T) {
 	s := open(t)
 	u := addUser(t, s, "down@example.org")
 	logRows(t, s, u.ID, 3)
-	erase(t, s, u)
+	storetest.Erase(t, s, u)
 	current, _, err := s.Migrator().Version(ctx)
 	if err != nil {
 		t.Fatal(err)

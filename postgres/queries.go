@@ -618,8 +618,21 @@ func securityLogsQuery(f authd.SecurityLogFilter) (string, []any) {
 	}
 	args = append(args, listLimit(f.Limit))
 	sql += fmt.Sprintf(` ORDER BY "timestamp" DESC, id DESC LIMIT $%d`, len(args))
-	return sql, args
+	return fmt.Sprintf(pendingErasuresHidden, sql), args
 }
+
+// pendingErasuresHidden wraps a page of security-log rows (%s, in order):
+// the rows about an account whose erasure is pending are shown without
+// their client, as FinishErasure will leave them, not for up to an hour
+// until the next retention run finishes a large one. On the page's rows
+// alone, after its limit, and in its order: the page's plan is unchanged
+// and needs no sort (a join, hashed, lost the order).
+const pendingErasuresHidden = `SELECT l.id, l.event_type, l.user_id, l."timestamp",
+	CASE WHEN NOT e.pending THEN l.ip_address END, CASE WHEN NOT e.pending THEN l.user_agent END,
+	l.result, l.failure_reason,
+	CASE WHEN e.pending THEN l.additional_context - 'device_info' ELSE l.additional_context END
+	FROM (%s) l, LATERAL (SELECT EXISTS (SELECT 1 FROM erasures_pending p WHERE p.user_id = l.user_id) AS pending) e
+	ORDER BY l."timestamp" DESC, l.id DESC`
 
 func collectSecurityLogs(rows pgx.Rows) ([]*authd.SecurityLog, error) {
 	defer rows.Close()

@@ -64,21 +64,6 @@ func pendingErasures(t testing.TB, s *Store, user uuid.UUID) int {
 	return n
 }
 
-// erase runs the store's part of an erasure's transaction.
-func erase(t testing.TB, s *Store, u *authd.User) {
-	t.Helper()
-	ctx := context.Background()
-	if err := s.InTx(ctx, func(q authd.Queries) error {
-		u.AccountStatus, u.Email = authd.StatusDeleted, authd.Tombstone(u.ID)
-		if err := q.UpdateUser(ctx, u); err != nil {
-			return err
-		}
-		return q.ErasePersonalData(ctx, u.ID)
-	}); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestErasureClearsLogsAfterItsTransaction: an erasure's transaction
 // leaves the account's security-log rows to FinishErasure (one UPDATE of
 // them all held every writer), which clears every one of them in its
@@ -93,7 +78,7 @@ func TestErasureClearsLogsAfterItsTransaction(t *testing.T) {
 	logRows(t, s, u.ID, rows)
 	logRows(t, s, other.ID, 10)
 
-	erase(t, s, u)
+	storetest.Erase(t, s, u)
 	if n := clientRows(t, s, u.ID); n != rows {
 		t.Fatalf("the transaction cleared %d of %d rows; want them left to FinishErasure", rows-n, rows)
 	}
@@ -145,7 +130,7 @@ func TestRetentionFinishesErasures(t *testing.T) {
 	ctx := context.Background()
 	s, u := migratedWithUser(t, "cut-short@example.org")
 	logRows(t, s, u.ID, erasureBatch+1)
-	erase(t, s, u)
+	storetest.Erase(t, s, u)
 	// The clearing stops at its first batch.
 	stopped, cancel := context.WithCancel(ctx)
 	cut := *s
@@ -184,7 +169,7 @@ func TestErasuresPendingMigratedDown(t *testing.T) {
 	ctx := context.Background()
 	s, u := migratedWithUser(t, "down@example.org")
 	logRows(t, s, u.ID, 3)
-	erase(t, s, u)
+	storetest.Erase(t, s, u)
 	current, _, err := s.Migrator().Version(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -206,7 +191,7 @@ func TestRetentionPastAFailingErasure(t *testing.T) {
 	other := addUser(t, s, "other@example.org")
 	for _, u := range []*authd.User{stuck, other} {
 		logRows(t, s, u.ID, 3)
-		erase(t, s, u)
+		storetest.Erase(t, s, u)
 	}
 	old := storetest.Epoch.Add(-100 * 24 * time.Hour)
 	if err := s.CreateSecurityLog(ctx, authd.NewSecurityLog(old, authd.EventLoginFailure, authd.ResultFailure, uuid.Nil,
@@ -240,7 +225,7 @@ func erasedLongAgo(t *testing.T, email string) (*Store, *authd.User, authd.Purge
 	ctx := context.Background()
 	s, u := migratedWithUser(t, email)
 	logRows(t, s, u.ID, 3)
-	erase(t, s, u)
+	storetest.Erase(t, s, u)
 	at := storetest.Epoch
 	old := timeText(at.Add(-100 * 24 * time.Hour))
 	if _, err := s.db.ExecContext(ctx, `UPDATE users SET updated_at = ?2 WHERE id = ?1`, u.ID, old); err != nil {
@@ -346,7 +331,7 @@ func BenchmarkFinishErasure(b *testing.B) {
 		}
 		logRows(b, s, u.ID, rows)
 		if i == 0 {
-			erase(b, s, u)
+			storetest.Erase(b, s, u)
 		} else if _, err := s.db.ExecContext(ctx, `INSERT INTO erasures_pending (user_id) VALUES (?)`, u.ID); err != nil {
 			b.Fatal(err)
 		}

@@ -278,12 +278,22 @@ func (q *queries) SecurityLogs(ctx context.Context, f authd.SecurityLogFilter) (
 	}
 	query += ` ORDER BY "timestamp" DESC, id DESC LIMIT ?`
 	args = append(args, listLimit(f.Limit))
-	rows, err := q.db.QueryContext(ctx, query, args...)
+	rows, err := q.db.QueryContext(ctx, fmt.Sprintf(pendingErasuresHidden, query), args...)
 	if err != nil {
 		return nil, translate(err)
 	}
 	return collect(rows, scanSecurityLog)
 }
+
+// pendingErasuresHidden wraps a page of security-log rows (%s, in order):
+// the rows about an account whose erasure is pending are shown without
+// their client, as FinishErasure will leave them (as PostgreSQL's).
+const pendingErasuresHidden = `SELECT l.id, l.event_type, l.user_id, l."timestamp",
+	CASE WHEN p.user_id IS NULL THEN l.ip_address END, CASE WHEN p.user_id IS NULL THEN l.user_agent END,
+	l.result, l.failure_reason,
+	CASE WHEN p.user_id IS NULL THEN l.additional_context ELSE json_remove(l.additional_context, '$.device_info') END
+	FROM (%s) l LEFT JOIN erasures_pending p ON p.user_id = l.user_id
+	ORDER BY l."timestamp" DESC, l.id DESC`
 
 // listLimit bounds a page size to (0, MaxListLimit+1]: the service asks
 // for one row more than it shows, to know whether there is a next page.

@@ -56,6 +56,7 @@ func Run(t *testing.T, open func(t *testing.T) authd.Store) {
 		{"EmailChangeTokens", testEmailChangeTokens},
 		{"SecurityLogs", testSecurityLogs},
 		{"SecurityLogsOfErasedUsers", testSecurityLogsOfErasedUsers},
+		{"SecurityLogsOfPendingErasures", testSecurityLogsOfPendingErasures},
 		{"PurgeErasedAccounts", testPurgeErasedAccounts},
 		{"PurgeDryRunOfAnErasedAccount", testPurgeDryRunOfAnErasedAccount},
 		{"IdleSessionsEnd", testIdleSessionsEnd},
@@ -663,6 +664,67 @@ func testSecurityLogsOfErasedUsers(t *testing.T, s authd.Store) {
 			t.Errorf("row about %s lost more than the client: %+v", u.Email, l)
 		}
 	}
+}
+
+// Erase runs the store's part of u's erasure transaction: the tombstone
+// and ErasePersonalData, which leaves the erasure pending for
+// FinishErasure.
+func Erase(t testing.TB, s authd.Store, u *authd.User) {
+	t.Helper()
+	ctx := context.Background()
+	if err := s.InTx(ctx, func(q authd.Queries) error {
+		u.AccountStatus, u.Email = authd.StatusDeleted, authd.Tombstone(u.ID)
+		if err := q.UpdateUser(ctx, u); err != nil {
+			return err
+		}
+		return q.ErasePersonalData(ctx, u.ID)
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testSecurityLogsOfPendingErasures: the listing shows no client (IP
+// address, user agent, device) in the rows of an account erased whose rows
+// FinishErasure has yet to clear (a large account, a crash), nor after;
+// another account's rows keep theirs, and the rows the rest of their
+// context. It showed them until the next retention run.
+func testSecurityLogsOfPendingErasures(t *testing.T, s authd.Store) {
+	ctx := context.Background()
+	live := mustCreateUser(t, s, "kim@example.org")
+	gone := mustCreateUser(t, s, "lee@example.org")
+	for i, u := range []*authd.User{live, gone, live, gone} {
+		if err := s.CreateSecurityLog(ctx, authd.NewSecurityLog(Epoch.Add(time.Duration(i)*time.Second),
+			authd.EventTokenRefreshed, authd.ResultSuccess, u.ID, "192.0.2.7", "curl/8", "",
+			map[string]any{"device_info": "phone", "session_id": "s1"})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	Erase(t, s, gone)
+	check := func(when string) {
+		t.Helper()
+		logs, err := s.SecurityLogs(ctx, authd.SecurityLogFilter{})
+		if err != nil || len(logs) != 4 {
+			t.Fatalf("SecurityLogs %s = %v, %v; want 4 rows", when, logs, err)
+		}
+		for i, l := range logs {
+			if want := Epoch.Add(time.Duration(3-i) * time.Second); !l.Timestamp.Equal(want) {
+				t.Errorf("%s: row %d at %v; want %v (newest first)", when, i, l.Timestamp, want)
+			}
+			erased := l.UserID == gone.ID
+			if kept := l.IPAddress != "" || l.UserAgent != "" || l.AdditionalContext["device_info"] != nil; kept == erased {
+				t.Errorf("%s: row about %s (erased %v): ip %q, user agent %q, context %v", when, l.UserID, erased,
+					l.IPAddress, l.UserAgent, l.AdditionalContext)
+			}
+			if l.AdditionalContext["session_id"] != "s1" {
+				t.Errorf("%s: row about %s lost more than the client: %+v", when, l.UserID, l)
+			}
+		}
+	}
+	check("while the erasure is pending")
+	if err := s.FinishErasure(ctx, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	check("after the erasure finished")
 }
 
 // testPurgeErasedAccounts: retention deletes an erased account's row once
