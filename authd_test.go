@@ -249,6 +249,33 @@ func TestRevocationLoads(t *testing.T) {
 	}
 }
 
+// TestCatchUpReadsPastAFullPage: a catch-up whose read returns a full page
+// (authd.RevocationEventsPage events, a burst such as many users' sessions
+// ended at once) reads on from the page's last event in the same catch-up,
+// rather than count itself caught up with events it has not read.
+func TestCatchUpReadsPastAFullPage(t *testing.T) {
+	store, clock := &readStore{last: 7}, fixedClock(now)
+	svc := authd.NewService(authd.Config{AccessTokenTTL: 5 * time.Minute}, authd.Deps{Store: store, Clock: &clock})
+	ctx := context.Background()
+	if err := svc.CatchUpRevocations(ctx); err != nil { // the first is a load
+		t.Fatal(err)
+	}
+	for i := range authd.RevocationEventsPage {
+		store.page = append(store.page, authd.RevocationEvent{ID: int64(8 + i), Kind: authd.RevokedSession,
+			Subject: uuid.New(), CreatedAt: now})
+	}
+	store.last = int64(7 + authd.RevocationEventsPage)
+	if err := svc.CatchUpRevocations(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if want := []int64{7, store.last}; !cmp.Equal(store.after, want) {
+		t.Errorf("a catch-up that met a full page read after %v, want %v (on past the page)", store.after, want)
+	}
+	if n := svc.Revocations().Len(); n != authd.RevocationEventsPage {
+		t.Errorf("after the catch-up: %d revoked, want the page's %d", n, authd.RevocationEventsPage)
+	}
+}
+
 func TestRevocationSetPrune(t *testing.T) {
 	set := authd.NewRevocationSet(15 * time.Minute)
 	old, recent := uuid.New(), uuid.New()
@@ -257,6 +284,25 @@ func TestRevocationSetPrune(t *testing.T) {
 	set.Prune(now)
 	if set.Revoked(old) || !set.Revoked(recent) || set.Len() != 1 {
 		t.Errorf("after Prune: old %v, recent %v, len %d; want only the recent session", set.Revoked(old), set.Revoked(recent), set.Len())
+	}
+}
+
+// TestRevocationSetKeepsTheLatestForget: a session revoked again with an
+// earlier time (a reload or a catch-up reading a row stamped by another
+// instance's clock) is remembered as long as its latest revocation asks:
+// Apply never shortens how long the set keeps a session.
+func TestRevocationSetKeepsTheLatestForget(t *testing.T) {
+	set := authd.NewRevocationSet(15 * time.Minute)
+	sid := uuid.New()
+	set.Apply(authd.Revocation{At: now, SessionIDs: []uuid.UUID{sid}})
+	set.Apply(authd.Revocation{At: now.Add(-10 * time.Minute), SessionIDs: []uuid.UUID{sid}})
+	set.Prune(now.Add(10 * time.Minute))
+	if !set.Revoked(sid) {
+		t.Error("an earlier revocation applied later made the set forget the session before the latest one's tokens expired")
+	}
+	set.Prune(now.Add(15 * time.Minute))
+	if set.Revoked(sid) || set.Len() != 0 {
+		t.Errorf("at the latest revocation's end: revoked %v, len %d; want the session forgotten", set.Revoked(sid), set.Len())
 	}
 }
 

@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"context"
 	"fmt"
 	"net/url"
 	"reflect"
@@ -286,6 +287,111 @@ func TestAdminLockUntilTheLastYear(t *testing.T) {
 		if r := e.admin("GET", "/v1/admin/users/"+id, nil); r.status != 200 || r.str("account_locked_until") != "9999-12-31T23:59:59Z" ||
 			r.str("lock_reason") != "admin" {
 			t.Errorf("show: %d %s", r.status, r.raw)
+		}
+	})
+}
+
+// TestAdminUserEmailFilterUpToTheLongestAddress: an email filter as long as
+// the longest address an account can have (authd.MaxEmailLength bytes) is
+// a search, and finds the account with that address; one byte more is
+// refused, naming the field.
+func TestAdminUserEmailFilterUpToTheLongestAddress(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		label := strings.Repeat("d", 61)
+		longest := strings.Repeat("l", 64) + "@" + label + "." + label + "." + label + ".org"
+		if len(longest) != authd.MaxEmailLength {
+			t.Fatalf("the test's address is %d bytes, want %d", len(longest), authd.MaxEmailLength)
+		}
+		e.registerVerified(longest, goodPassword)
+		r := e.admin("GET", "/v1/admin/users?email="+longest, nil)
+		want(t, "a filter of the longest address", r, 200, "")
+		if items, _ := r.body["items"].([]any); len(items) != 1 || items[0].(map[string]any)["email"] != longest {
+			t.Errorf("a filter of %d bytes: %s; want the account with that address", len(longest), r.raw)
+		}
+		r = e.admin("GET", "/v1/admin/users?email=x"+longest, nil)
+		want(t, "a filter one byte longer", r, 400, "validation_failed")
+		if r.field() != "email" {
+			t.Errorf("a filter one byte longer: %s; want the field email named", r.raw)
+		}
+	})
+}
+
+// TestAdminSecurityLogsEmptyRange: a since that is not before until (the
+// same instant, however its offsets write it) is refused naming until,
+// rather than answered with an empty list that would read as "nothing
+// happened"; a range of one second is listed.
+func TestAdminSecurityLogsEmptyRange(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	for _, q := range []string{"since=2026-11-27T09:00:00Z&until=2026-11-27T09:00:00Z",
+		"since=2026-11-27T10:00:00%2B01:00&until=2026-11-27T09:00:00Z"} {
+		r := e.admin("GET", "/v1/admin/security-logs?"+q, nil)
+		want(t, "security logs "+q, r, 400, "validation_failed")
+		if r.field() != "until" {
+			t.Errorf("security logs %s: %s; want the field until named", q, r.raw)
+		}
+	}
+	want(t, "a range of one second", e.admin("GET",
+		"/v1/admin/security-logs?since=2026-11-27T09:00:00Z&until=2026-11-27T09:00:01Z", nil), 200, "")
+}
+
+// TestAdminLockUntilNow: a lock until the present instant would end the
+// moment it began (ending the user's sessions for no lock): it is refused
+// as a time in the past is, naming until, and the account and its session
+// stay as they were.
+func TestAdminLockUntilNow(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	e.registerVerified("now@example.org", goodPassword)
+	access, _ := e.login("now@example.org", goodPassword)
+	lock := "/v1/admin/users/" + e.user("now@example.org").ID.String() + "/lock"
+	r := e.admin("POST", lock, map[string]string{"until": e.clock.Now().Format(time.RFC3339Nano)})
+	want(t, "lock until now", r, 400, "validation_failed")
+	if r.field() != "until" {
+		t.Errorf("lock until now: %s; want the field until named", r.raw)
+	}
+	if u := e.user("now@example.org"); u.AccountStatus != authd.StatusActive {
+		t.Errorf("after the refusal the account is %s, want active", u.AccountStatus)
+	}
+	want(t, "the session after the refusal", e.do("GET", "/v1/users/me", nil, bearer(access)...), 200, "")
+}
+
+// TestAdminActionsOnAnErasedUser: an erased account leaves nothing for an
+// administrator to act on or read a second factor of: every action, and
+// the second-factor view, answer 404 in the one wording of an unknown id,
+// and log nothing.
+func TestAdminActionsOnAnErasedUser(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("gone@example.org", goodPassword)
+		id := e.user("gone@example.org").ID.String()
+		want(t, "delete", e.admin("DELETE", "/v1/admin/users/"+id, nil), 204, "")
+		rows := func() int {
+			logs, err := e.store.SecurityLogs(context.Background(),
+				authd.SecurityLogFilter{EventType: authd.EventAdminAction, Limit: authd.MaxListLimit})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return len(logs)
+		}
+		before := rows()
+		for _, req := range []struct {
+			method, path string
+			body         any
+		}{
+			{"POST", "/lock", nil}, {"POST", "/unlock", nil}, {"POST", "/revoke-sessions", nil},
+			{"POST", "/email", map[string]any{"email": "back@example.org", "verified": true}},
+			{"DELETE", "", nil}, {"GET", "/mfa", nil}, {"POST", "/reset-mfa", nil},
+		} {
+			r := e.admin(req.method, "/v1/admin/users/"+id+req.path, req.body)
+			want(t, req.method+" "+req.path+" of an erased user", r, 404, "not_found")
+			if r.str("detail") != "No such user." {
+				t.Errorf("%s %s of an erased user: %q, want No such user.", req.method, req.path, r.str("detail"))
+			}
+		}
+		if after := rows(); after != before {
+			t.Errorf("the refused actions wrote %d admin_action rows, want none", after-before)
 		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"maps"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -110,6 +111,58 @@ func TestUserDoesNotSeeTheAdministratorsClient(t *testing.T) {
 	})
 }
 
+// TestUserDoesNotSeeAnAdministratorsAddressAlone: a row an administrator's
+// action wrote under the user before (admin_action, or the unlock's
+// account_unlocked) that kept only the administrator's IP address, or only
+// their browser, shows the user neither, in their security log or their
+// export.
+func TestUserDoesNotSeeAnAdministratorsAddressAlone(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	e.registerVerified("half@example.org", goodPassword)
+	u := e.user("half@example.org")
+	for _, l := range []*authd.SecurityLog{
+		authd.NewSecurityLog(e.clock.Now(), authd.EventAdminAction, authd.ResultSuccess, u.ID, adminIP, "", "",
+			map[string]any{"action": "lock"}),
+		authd.NewSecurityLog(e.clock.Now(), authd.EventAccountUnlocked, authd.ResultSuccess, u.ID, "", adminUA,
+			"unlocked by an administrator", nil),
+	} {
+		if err := e.store.CreateSecurityLog(context.Background(), l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	access, _ := e.login("half@example.org", goodPassword)
+	for _, path := range []string{"/v1/users/me/security-log?limit=200", "/v1/users/me/export"} {
+		r := e.do("GET", path, nil, bearer(access)...)
+		want(t, path, r, 200, "")
+		if strings.Contains(r.raw, adminIP) || strings.Contains(r.raw, "AdminConsole") {
+			t.Errorf("GET %s shows the administrator's IP address or browser: %s", path, r.raw)
+		}
+	}
+}
+
+// TestAdminUnlockRowHoldsNoAdministratorsClient: the account_unlocked row
+// of an administrator's unlock is the user's and is stored without the
+// administrator's IP address and browser, which only the administrator's
+// own admin_action row keeps; the user's view is not the only safeguard.
+func TestAdminUnlockRowHoldsNoAdministratorsClient(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	e.registerVerified("unlocked@example.org", goodPassword)
+	u := e.user("unlocked@example.org")
+	path := "/v1/admin/users/" + u.ID.String()
+	want(t, "lock", e.admin("POST", path+"/lock", nil, adminClientHeaders()...), 204, "")
+	want(t, "unlock", e.admin("POST", path+"/unlock", nil, adminClientHeaders()...), 204, "")
+	logs, err := e.store.SecurityLogs(context.Background(),
+		authd.SecurityLogFilter{UserID: u.ID, EventType: authd.EventAccountUnlocked, Limit: authd.MaxListLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(logs) != 1 || logs[0].IPAddress != "" || logs[0].UserAgent != "" {
+		t.Errorf("account_unlocked rows %+v; want one, without the administrator's IP address or browser", logs)
+	}
+}
+
 // storedAdminRows reads the admin_action rows straight from the store (a
 // read through the admin API would add its own), newest first.
 func storedAdminRows(t *testing.T, e *env, user uuid.UUID) []*authd.SecurityLog {
@@ -209,6 +262,45 @@ func TestAdminReadThatCannotBeAuditedIsRefused(t *testing.T) {
 			if strings.Contains(r.raw, "hidden@example.org") || strings.Contains(r.raw, id) {
 				t.Errorf("GET %s without its audit row shows %s", path, r.raw)
 			}
+		}
+	})
+}
+
+// userUnreadable is a store whose reads of a user by id fail while down is
+// set, as when the database fails just then; everything else works.
+type userUnreadable struct {
+	authd.Store
+	down *atomic.Bool
+}
+
+func (s userUnreadable) User(ctx context.Context, id uuid.UUID) (*authd.User, error) {
+	if s.down.Load() {
+		return nil, &authd.Error{Code: authd.EUnavailable, Message: "the database is unavailable"}
+	}
+	return s.Store.User(ctx, id)
+}
+
+// TestAdminListingOfAnUnreadableUserIsRefused: a security-log listing
+// filtered by a user whom the store cannot read just then is refused (503)
+// and logs nothing, rather than shown with the administrator's row alone:
+// the user's copy of the read, which their own log and export show, would
+// be missing for a user who exists.
+func TestAdminListingOfAnUnreadableUserIsRefused(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		down := &atomic.Bool{}
+		e := newEnv(t, userUnreadable{open(t), down})
+		e.registerVerified("unreadable@example.org", goodPassword)
+		u := e.user("unreadable@example.org")
+		before := len(storedAdminRows(t, e, uuid.Nil))
+		down.Store(true)
+		r := e.admin("GET", "/v1/admin/security-logs?user_id="+u.ID.String(), nil)
+		down.Store(false)
+		want(t, "a listing of a user who cannot be read", r, 503, "unavailable")
+		if _, shown := r.body["items"]; shown {
+			t.Errorf("the refused listing shows rows: %s", r.raw)
+		}
+		if after := len(storedAdminRows(t, e, uuid.Nil)); after != before {
+			t.Errorf("the refused listing wrote %d admin_action rows, want none", after-before)
 		}
 	})
 }

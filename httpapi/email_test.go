@@ -888,6 +888,31 @@ func TestEmailChangeConfirmationAcrossALock(t *testing.T) {
 	})
 }
 
+// TestEmailChangeLinkUntouchedWhileLocked: while the account is locked, a
+// password given at a link that moves it is not checked at all (423): it
+// spends none of the link's attempts, so guesses made during the lock
+// cannot void the owner's link, which moves the account once the lock has
+// run out.
+func TestEmailChangeLinkUntouchedWhileLocked(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "locked.link@example.org"
+		_, link := e.pendingChange(email, "locked.link@example.net")
+		u := e.user(email)
+		u.AccountStatus, u.LockReason = authd.StatusLocked, authd.LockBruteForce
+		u.AccountLockedUntil = e.clock.Now().Add(15 * time.Minute)
+		if err := e.store.UpdateUser(context.Background(), u); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 5 {
+			want(t, fmt.Sprintf("wrong password %d while locked", i+1), e.follow(link, "not the password at all"), 423, "account_locked")
+		}
+		e.clock.Advance(16 * time.Minute) // the lock runs out
+		want(t, "the link after the lock", e.follow(link, goodPassword), 200, "")
+		e.user("locked.link@example.net")
+	})
+}
+
 // TestEmailChangeLinkPasswords: the password checks made with a link that
 // moves an account count on the link, not toward the account's lock (its
 // holder, a mistyped address's owner say, could otherwise lock the account

@@ -127,6 +127,30 @@ func TestUnlockedUnverifiedStaysInactive(t *testing.T) {
 	})
 }
 
+// TestResetVerifiesTheAddress: a password reset of an account whose
+// address was never verified (verification required) verifies it, since
+// the link proved the mailbox: the account is active and verified, and the
+// new password signs in.
+func TestResetVerifiesTheAddress(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "never.verified@example.org"
+		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": email, "password": goodPassword,
+			"consent": true}), 202, "")
+		if u := e.user(email); u.AccountStatus != authd.StatusInactive || u.EmailVerified {
+			t.Fatalf("after registering: %s, verified %v; the test proves nothing", u.AccountStatus, u.EmailVerified)
+		}
+		want(t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": email}), 202, "")
+		tok := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, email))
+		want(t, "reset", e.do("POST", "/v1/auth/password/reset",
+			map[string]string{"token": tok, "new_password": "a reset passphrase"}), 204, "")
+		if u := e.user(email); u.AccountStatus != authd.StatusActive || !u.EmailVerified {
+			t.Errorf("after the reset: %s, verified %v; want active, verified", u.AccountStatus, u.EmailVerified)
+		}
+		e.login(email, "a reset passphrase")
+	})
+}
+
 // TestPasskeyProofsAreTheirOwners: a step-up ceremony one user began is no
 // proof for another (even answered by a passkey the other holds), and a
 // passkey id that is not the caller's is 404, the passkey untouched.

@@ -262,6 +262,54 @@ func TestErasure(t *testing.T) {
 	})
 }
 
+// TestErasureClearsTheAccountsState: an erased account keeps none of its
+// state beside the tombstone, whoever erased it: the address is no longer
+// verified, the failures counted toward a lock, their time and a lock
+// (its end and its reason) are cleared, and the account_deleted row says
+// who erased it ("admin" or "user").
+func TestErasureClearsTheAccountsState(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		for _, email := range []string{"by.admin@example.org", "by.user@example.org"} {
+			e.registerVerified(email, goodPassword)
+			for range 3 {
+				want(t, "a wrong password", e.do("POST", "/v1/auth/login",
+					map[string]string{"email": email, "password": "not the password"}), 401, "invalid_credentials")
+			}
+		}
+		admin := e.user("by.admin@example.org")
+		until := e.clock.Now().Add(time.Hour).Format(time.RFC3339)
+		want(t, "lock", e.admin("POST", "/v1/admin/users/"+admin.ID.String()+"/lock", map[string]string{"until": until}), 204, "")
+		if u := e.user("by.admin@example.org"); u.FailedLoginAttempts != 3 || u.AccountLockedUntil.IsZero() || u.LockReason != authd.LockAdmin {
+			t.Fatalf("before the erasure: %d failures, locked until %v (%q); the test proves nothing", u.FailedLoginAttempts,
+				u.AccountLockedUntil, u.LockReason)
+		}
+		want(t, "erasure by the administrator", e.admin("DELETE", "/v1/admin/users/"+admin.ID.String(), nil), 204, "")
+		access, _ := e.login("by.user@example.org", goodPassword)
+		self := e.user("by.user@example.org")
+		want(t, "erasure by the user", e.do("DELETE", "/v1/users/me", map[string]string{"password": goodPassword}, bearer(access)...), 204, "")
+
+		for by, id := range map[string]uuid.UUID{"admin": admin.ID, "user": self.ID} {
+			u, err := e.store.User(context.Background(), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if u.AccountStatus != authd.StatusDeleted || u.EmailVerified || u.FailedLoginAttempts != 0 || u.FailedCodeAttempts != 0 ||
+				!u.LastFailedLogin.IsZero() || !u.AccountLockedUntil.IsZero() || u.LockReason != "" || !u.CodesLockedUntil.IsZero() {
+				t.Errorf("erased by the %s: %+v; want deleted, unverified, with no failures and no lock", by, u)
+			}
+			logs, err := e.store.SecurityLogs(context.Background(),
+				authd.SecurityLogFilter{UserID: id, EventType: authd.EventAccountDeleted, Limit: authd.MaxListLimit})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(logs) != 1 || logs[0].AdditionalContext["by"] != by {
+				t.Errorf("erased by the %s: account_deleted rows %+v; want one, by %q", by, logs, by)
+			}
+		}
+	})
+}
+
 // TestRefreshOfAnErasedAccount: a refresh token of an erased account,
 // live or rotated out past its grace window, is refused as the account's
 // erasure (account deleted), not as an ended session or a reuse, which

@@ -130,6 +130,51 @@ func TestResetIsLimitedPerIP(t *testing.T) {
 	})
 }
 
+// TestResetWithALiveLinkIsLimitedPerIP: the per-client limit of resets
+// holds for a live link too, not only for the bad tokens' budget: a link
+// that a too-weak password leaves usable cannot be tried more than 30
+// times a minute from one client (each a policy check, and a hash when the
+// password passes), and works again once the window has passed.
+func TestResetWithALiveLinkIsLimitedPerIP(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withRateLimit())
+		e.registerVerified("live.link@example.org", goodPassword)
+		want(t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": "live.link@example.org"}), 202, "")
+		tok := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, "live.link@example.org"))
+		reset := func(pw string) response {
+			return e.do("POST", "/v1/auth/password/reset", map[string]string{"token": tok, "new_password": pw}, from("192.0.2.44")...)
+		}
+		for i := range 30 {
+			want(t, fmt.Sprintf("weak password %d", i+1), reset("short"), 400, "weak_password")
+		}
+		want(t, "the 31st reset from the client", reset("a brand new passphrase"), 429, "rate_limited")
+		e.clock.Advance(time.Minute)
+		want(t, "the reset after the window", reset("a brand new passphrase"), 204, "")
+	})
+}
+
+// TestMailRequestsAreLimitedPerIP: forgot-password and resend-verification
+// are limited per client, 30 a minute each in a budget of its own, whatever
+// the addresses asked for (the per-address mail limit alone would let one
+// client mail every address it knows); another client is not held back.
+func TestMailRequestsAreLimitedPerIP(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withRateLimit())
+		for _, path := range []string{"/v1/auth/password/forgot", "/v1/auth/verify-email/resend"} {
+			statuses := map[int]int{}
+			for i := range 31 {
+				r := e.do("POST", path, map[string]string{"email": fmt.Sprintf("p%d@example.org", i)}, from("192.0.2.31")...)
+				statuses[r.status]++
+			}
+			if statuses[202] != 30 || statuses[429] != 1 {
+				t.Errorf("POST %s for 31 addresses from one client: %v, want 30 answered and the 31st limited", path, statuses)
+			}
+			want(t, "POST "+path+" from another client", e.do("POST", path, map[string]string{"email": "elsewhere@example.org"},
+				from("192.0.2.32")...), 202, "")
+		}
+	})
+}
+
 // TestUnmatchedTokensAreLogged: verify, reset and refresh with a token that
 // matches nothing leave a failure row without a user (SPEC 6.10).
 func TestUnmatchedTokensAreLogged(t *testing.T) {

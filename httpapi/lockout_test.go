@@ -382,6 +382,77 @@ func TestAdminLockOutlivesReset(t *testing.T) {
 	})
 }
 
+// TestAdminLockVoidsResetLinks: a reset link mailed before an
+// administrator's lock is void, not merely refused while the lock lasts:
+// never tried during the lock, it still lets no one set the password once
+// the administrator lifts the lock (the link may be the intruder's who
+// caused it).
+func TestAdminLockVoidsResetLinks(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("relinked@example.org", goodPassword)
+		id := e.user("relinked@example.org").ID.String()
+		want(t, "forgot before the lock", e.do("POST", "/v1/auth/password/forgot",
+			map[string]string{"email": "relinked@example.org"}), 202, "")
+		early := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, "relinked@example.org"))
+		want(t, "admin lock", e.admin("POST", "/v1/admin/users/"+id+"/lock", nil), 204, "")
+		want(t, "admin unlock", e.admin("POST", "/v1/admin/users/"+id+"/unlock", nil), 204, "")
+		want(t, "reset after the unlock with a link from before the lock", e.do("POST", "/v1/auth/password/reset",
+			map[string]string{"token": early, "new_password": "a takeover passphrase"}), 400, "invalid_token")
+		e.login("relinked@example.org", goodPassword) // the password is the owner's still
+	})
+}
+
+// TestForgotPasswordWhileAdminLocked: forgot-password for an account an
+// administrator locked queues no reset mail (the sender's safeguard is not
+// the only thing between the lock and a link) and logs the request as a
+// failure saying why, not as a reset mailed.
+func TestForgotPasswordWhileAdminLocked(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("barred@example.org", goodPassword)
+		u := e.user("barred@example.org")
+		want(t, "admin lock", e.admin("POST", "/v1/admin/users/"+u.ID.String()+"/lock", nil), 204, "")
+		want(t, "forgot while admin-locked", e.do("POST", "/v1/auth/password/forgot",
+			map[string]string{"email": "barred@example.org"}), 202, "")
+		pending, err := e.store.Mails(context.Background(), authd.MailFilter{Limit: authd.MaxListLimit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range pending {
+			if m.UserID == u.ID && m.Kind == authd.MailPasswordReset {
+				t.Errorf("a reset mail was queued for an account an administrator locked: %+v", m)
+			}
+		}
+		e.wantRefusalLogged("barred@example.org", authd.EventPasswordResetRequested, "account locked by an administrator")
+	})
+}
+
+// TestResetRefusedUnderALockWithoutAReason: a lock that does not say it
+// came from brute force (written by hand, or by an older version) counts
+// as an administrator's: a live reset link does not lift it nor set the
+// password, and the refusal is logged saying why.
+func TestResetRefusedUnderALockWithoutAReason(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("hand.locked@example.org", goodPassword)
+		want(t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": "hand.locked@example.org"}), 202, "")
+		tok := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, "hand.locked@example.org"))
+		u := e.user("hand.locked@example.org")
+		u.AccountStatus, u.LockReason, u.AccountLockedUntil = authd.StatusLocked, "", time.Time{}
+		if err := e.store.UpdateUser(context.Background(), u); err != nil {
+			t.Fatal(err)
+		}
+		want(t, "reset under the lock", e.do("POST", "/v1/auth/password/reset",
+			map[string]string{"token": tok, "new_password": "a takeover passphrase"}), 400, "invalid_token")
+		if after := e.user("hand.locked@example.org"); after.AccountStatus != authd.StatusLocked || after.PasswordHash != u.PasswordHash {
+			t.Errorf("after the reset: %s, password changed %v; want still locked, the password unchanged",
+				after.AccountStatus, after.PasswordHash != u.PasswordHash)
+		}
+		e.wantRefusalLogged("hand.locked@example.org", authd.EventPasswordResetCompleted, "account locked by an administrator")
+	})
+}
+
 // TestReauthenticationIsLimited: checking the current password (change,
 // erasure) counts toward the lock and is limited per user, so a stolen
 // access token cannot guess the password.
@@ -687,6 +758,78 @@ func TestReauthenticationAcrossALock(t *testing.T) {
 		want(t, "the right guess that hashed across the lock", <-done, 423, "account_locked")
 		if e.user("held@example.org").PasswordHash != before {
 			t.Error("the password changed although the account had locked")
+		}
+	})
+}
+
+// TestWrongReauthenticationAcrossALockAnswersAlike: a wrong current
+// password whose check was under way when the account locked answers 423
+// as the right one does (TestReauthenticationAcrossALock), so that parallel
+// guesses at a stolen session's password cannot tell which was right; it
+// counts no failure on the lock and does not move its end.
+func TestWrongReauthenticationAcrossALockAnswersAlike(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		var hold *holdOnce
+		e := newEnv(t, open(t), holdingOnce(&hold))
+		e.registerVerified("guessed@example.org", goodPassword)
+		tok, _ := e.login("guessed@example.org", goodPassword)
+		change := func(current string) response {
+			return e.do("POST", "/v1/auth/password/change",
+				map[string]string{"current_password": current, "new_password": "the thief's passphrase"}, bearer(tok)...)
+		}
+		hold.arm()
+		done := make(chan response)
+		go func() { done <- change("the held wrong guess") }()
+		<-hold.entered
+		for range 5 {
+			want(t, "wrong current", change("a wrong guess"), 401, "invalid_credentials")
+		}
+		locked := e.user("guessed@example.org")
+		if locked.AccountStatus != authd.StatusLocked {
+			t.Fatalf("after five wrong passwords: %s; want locked", locked.AccountStatus)
+		}
+		e.clock.Advance(time.Second)
+		close(hold.release)
+		want(t, "the wrong guess that hashed across the lock", <-done, 423, "account_locked")
+		if u := e.user("guessed@example.org"); u.FailedLoginAttempts != locked.FailedLoginAttempts ||
+			!u.AccountLockedUntil.Equal(locked.AccountLockedUntil) {
+			t.Errorf("after the held guess: %d failures, locked until %v; want %d, until %v (nothing counted)",
+				u.FailedLoginAttempts, u.AccountLockedUntil, locked.FailedLoginAttempts, locked.AccountLockedUntil)
+		}
+	})
+}
+
+// TestReauthenticationOfALockedAccountIsLogged: a sensitive change asked
+// in a session of an account a brute-force lock holds is refused (423)
+// without checking the password, and the refusal has its row (SPEC 6.10),
+// a failure of the change's event saying the account is locked.
+func TestReauthenticationOfALockedAccountIsLogged(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("locked.out@example.org", goodPassword)
+		tok, _ := e.login("locked.out@example.org", goodPassword)
+		for range 5 {
+			e.do("POST", "/v1/auth/login", map[string]string{"email": "locked.out@example.org", "password": "not the password"})
+		}
+		u := e.user("locked.out@example.org")
+		if u.AccountStatus != authd.StatusLocked {
+			t.Fatalf("after five wrong passwords: %s; want locked", u.AccountStatus)
+		}
+		e.clock.Advance(time.Second)
+		since := e.clock.Now()
+		for event, r := range map[authd.EventType]response{
+			authd.EventPasswordChanged: e.do("POST", "/v1/auth/password/change",
+				map[string]string{"current_password": goodPassword, "new_password": "a changed passphrase"}, bearer(tok)...),
+			authd.EventAccountDeleted: e.do("DELETE", "/v1/users/me", map[string]string{"password": goodPassword}, bearer(tok)...),
+		} {
+			want(t, string(event)+" while locked", r, 423, "account_locked")
+			logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: u.ID, EventType: event, Since: since})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(logs) != 1 || logs[0].Result != authd.ResultFailure || logs[0].FailureReason != "account locked" {
+				t.Errorf("%s rows %+v; want one failure, account locked", event, logs)
+			}
 		}
 	})
 }

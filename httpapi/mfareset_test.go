@@ -136,3 +136,24 @@ func TestAdminResetMFANoticeIgnoresTheMailBudget(t *testing.T) {
 		}
 	})
 }
+
+// TestAdminResetMFAOfAnEnrolmentNeverConfirmed: a TOTP enrolment the user
+// began and never confirmed protected nothing: the reset removes it, but
+// it is not reported as an authenticator removed and no mfa_reset notice
+// is queued (one would tell the user a factor they never had was taken).
+func TestAdminResetMFAOfAnEnrolmentNeverConfirmed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	e.registerVerified("halfway@example.org", goodPassword)
+	access, _ := e.login("halfway@example.org", goodPassword)
+	want(t, "enrol", e.do("POST", "/v1/users/me/mfa/totp", map[string]string{"password": goodPassword}, bearer(access)...), 200, "")
+	u := e.user("halfway@example.org")
+	e.mail.flush()
+	want(t, "reset", e.admin("POST", "/v1/admin/users/"+u.ID.String()+"/reset-mfa", nil), 204, "")
+	if pending := e.pendingMails(); len(pending) != 0 {
+		t.Errorf("outbox after the reset of an unconfirmed enrolment: %+v; want nothing", pending)
+	}
+	if n := e.mail.count(authd.MailMFAReset, "halfway@example.org"); n != 0 {
+		t.Errorf("%d mfa_reset mails for an enrolment never confirmed, want none", n)
+	}
+}

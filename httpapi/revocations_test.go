@@ -542,6 +542,68 @@ func (f *feedReads) LastRevocationEventID(ctx context.Context) (int64, error) {
 	return f.Store.LastRevocationEventID(ctx)
 }
 
+// TestResumeAfterRetentionServesOnePage: a client resuming after its
+// purged event is served one page of what followed, RevocationEventsPage
+// events, as any other read, not one more.
+func TestResumeAfterRetentionServesOnePage(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		ctx := context.Background()
+		e := newEnv(t, open(t))
+		publish := func(n int, until time.Time) {
+			t.Helper()
+			if err := e.store.InTx(ctx, func(q authd.Queries) error {
+				for range n {
+					if err := q.PublishRevocation(ctx, authd.Revocation{At: e.clock.Now(), Until: until,
+						SessionIDs: []uuid.UUID{uuid.New()}, Reason: "logout"}); err != nil {
+						return err
+					}
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		publish(1, e.clock.Now().Add(time.Hour))
+		evs, err := e.svc.RevocationEvents(ctx, 0, 0)
+		if err != nil || len(evs) != 1 {
+			t.Fatalf("the first event: %v, %v", evs, err)
+		}
+		gone := evs[0]
+		e.clock.Advance(2 * time.Hour)
+		publish(authd.RevocationEventsPage+1, e.clock.Now().Add(time.Hour))
+		if res, err := e.svc.Purge(ctx, 90*24*time.Hour, false); err != nil || res.RevocationEvents != 1 {
+			t.Fatalf("purge: %+v, %v; want the first event deleted", res, err)
+		}
+		after, page, err := e.svc.ResumeRevocationEvents(ctx, gone.ID, gone.Mark())
+		if err != nil || after != gone.ID || len(page) != authd.RevocationEventsPage || page[0].ID <= gone.ID {
+			t.Errorf("resuming after a purged event: from %d, %d events (%v); want from %d, a page of %d after it",
+				after, len(page), err, gone.ID, authd.RevocationEventsPage)
+		}
+	})
+}
+
+// TestResumeAtTheHeadWithoutAMark: a client that kept only the id of the
+// last event it saw, and has seen the newest, resumes from there with
+// nothing new, not from the start: its id is a position of this table (the
+// head), and starting over would resend every live event at each poll.
+func TestResumeAtTheHeadWithoutAMark(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	e.registerVerified("head@example.org", goodPassword)
+	access, _ := e.login("head@example.org", goodPassword)
+	want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(access)...), 204, "")
+	ctx := context.Background()
+	evs, err := e.svc.RevocationEvents(ctx, 0, 0)
+	if err != nil || len(evs) == 0 {
+		t.Fatalf("the feed after a logout: %v, %v; want its events", evs, err)
+	}
+	head := evs[len(evs)-1].ID
+	from, page, err := e.svc.ResumeRevocationEvents(ctx, head, "")
+	if err != nil || from != head || len(page) != 0 {
+		t.Errorf("resuming at the head %d without a mark: from %d, %d events, %v; want from %d, none", head, from, len(page), err, head)
+	}
+}
+
 // TestCurrentStreamReadsOnce: what every read of a stream that is current
 // costs — each heartbeat's, each wake-up's — is one query, whether the
 // last event it sent is still live or has expired (a quiet day), while
