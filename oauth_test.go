@@ -31,6 +31,7 @@ func TestRedirectsToAnyLoopbackPort(t *testing.T) {
 		"http://127.0.0.1:/cb":         false,
 		"http://u@127.0.0.1:5/cb":      false,
 		"https://127.0.0.1:5/cb":       false,
+		"HTTP://127.0.0.1:5/cb":        false, // character for character, but for the port
 		"http://[::ffff:127.0.0.1]/cb": false,
 		"http://[::1]:8400/cb":         false, // the query differs
 		"http://localhost:8400/cb":     true,  // as registered

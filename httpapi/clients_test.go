@@ -238,3 +238,103 @@ func TestNativeRedirectKeepsCase(t *testing.T) {
 		t.Errorf("stored as %s, want the URI as given", r.raw)
 	}
 }
+
+// TestPublicClientRecordedAsRequiringPKCE: a public client requires PKCE
+// whatever the request said, and its row and its create_client
+// admin_action row say so: an auditor reading the row (or a query of the
+// table) must not see require_pkce false for a client whose requests
+// without a challenge are refused.
+func TestPublicClientRecordedAsRequiringPKCE(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	ctx := context.Background()
+	want(t, "create public", e.admin("POST", "/v1/admin/clients", map[string]any{"client_id": "spa", "name": "SPA",
+		"type": "public", "redirect_uris": []string{"https://spa.example.org/cb"}, "require_pkce": false}), 201, "")
+	if oc, err := e.store.OAuthClient(ctx, "spa"); err != nil || !oc.RequirePKCE {
+		t.Errorf("stored public client: %+v, %v; want require_pkce true in its row", oc, err)
+	}
+	logs, err := e.store.SecurityLogs(ctx, authd.SecurityLogFilter{EventType: authd.EventAdminAction, Limit: 1})
+	if err != nil || len(logs) != 1 || logs[0].AdditionalContext["action"] != "create_client" ||
+		logs[0].AdditionalContext["require_pkce"] != true {
+		t.Errorf("the create_client row: %+v, %v; want require_pkce true, as enforced", logs, err)
+	}
+}
+
+// TestLegacyPublicClientRequiresPKCE: a public client whose row predates
+// require_pkce (migration 00017 added the column false for every client)
+// still requires PKCE: the admin API shows it required, a PATCH that sets
+// require_pkce true changes nothing (its admin_action row does not list it
+// as changed), and one that sets it false is refused.
+func TestLegacyPublicClientRequiresPKCE(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	ctx := context.Background()
+	now := e.clock.Now()
+	if err := e.store.CreateClient(ctx, &authd.OAuthClient{ID: "legacy", Name: "Legacy", Type: authd.ClientPublic,
+		RedirectURIs: []string{"https://legacy.example.org/cb"}, PostLogoutRedirectURIs: []string{},
+		CreatedAt: now, UpdatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.admin("GET", "/v1/admin/clients/legacy", nil); r.status != 200 || r.body["require_pkce"] != true {
+		t.Errorf("a legacy public client: %d %s; want require_pkce true", r.status, r.raw)
+	}
+	want(t, "PATCH require_pkce true", e.admin("PATCH", "/v1/admin/clients/legacy",
+		map[string]any{"name": "Legacy 2", "require_pkce": true}), 200, "")
+	logs, err := e.store.SecurityLogs(ctx, authd.SecurityLogFilter{EventType: authd.EventAdminAction, Limit: 1})
+	if err != nil || len(logs) != 1 || logs[0].AdditionalContext["action"] != "update_client" ||
+		fmt.Sprint(logs[0].AdditionalContext["changed"]) != "[name]" {
+		t.Errorf("the update's admin_action row: %+v, %v; want changed [name]: PKCE was required already", logs, err)
+	}
+	want(t, "PATCH a legacy public client off PKCE", e.admin("PATCH", "/v1/admin/clients/legacy",
+		map[string]any{"require_pkce": false}), 400, "validation_failed")
+}
+
+// TestClientURIListsAreBounded: a client registers at most
+// authd.MaxRedirectURIs redirect URIs and as many post-logout ones, at its
+// creation and at a change; one more is refused, naming the field.
+func TestClientURIListsAreBounded(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	uris := func(n int) []string {
+		var out []string
+		for i := range n {
+			out = append(out, fmt.Sprintf("https://rp.example.org/cb%d", i))
+		}
+		return out
+	}
+	limit := authd.MaxRedirectURIs
+	want(t, "as many URIs as allowed", e.admin("POST", "/v1/admin/clients", map[string]any{"client_id": "full", "name": "Full",
+		"type": "public", "redirect_uris": uris(limit), "post_logout_redirect_uris": uris(limit)}), 201, "")
+	for name, body := range map[string]map[string]any{
+		"redirect_uris":             {"name": "A", "type": "public", "redirect_uris": uris(limit + 1)},
+		"post_logout_redirect_uris": {"name": "A", "type": "public", "redirect_uris": uris(1), "post_logout_redirect_uris": uris(limit + 1)},
+	} {
+		if r := e.admin("POST", "/v1/admin/clients", body); r.status != 400 || r.field() != name {
+			t.Errorf("a client with %d %s: %d %s; want 400 naming the field", limit+1, name, r.status, r.raw)
+		}
+		if r := e.admin("PATCH", "/v1/admin/clients/full", map[string]any{name: uris(limit + 1)}); r.status != 400 || r.field() != name {
+			t.Errorf("a change to %d %s: %d %s; want 400 naming the field", limit+1, name, r.status, r.raw)
+		}
+	}
+}
+
+// TestClientIDsNoClientCanHave: an id no client can have (not UTF-8, a
+// NUL, too long) is answered as an unknown client, 404, on both stores,
+// without asking the store (PostgreSQL refuses such text outright: a 500
+// otherwise), by each way the admin API names a client.
+func TestClientIDsNoClientCanHave(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		ctx := context.Background()
+		for _, id := range []string{"%FF", "a%00b", strings.Repeat("a", authd.MaxClientIDLength+1)} {
+			want(t, "GET "+id, e.admin("GET", "/v1/admin/clients/"+id, nil), 404, "not_found")
+			want(t, "PATCH "+id, e.admin("PATCH", "/v1/admin/clients/"+id, map[string]any{"name": "A"}), 404, "not_found")
+			want(t, "DELETE "+id, e.admin("DELETE", "/v1/admin/clients/"+id, nil), 404, "not_found")
+		}
+		for _, id := range []string{"\xff", "a\x00b"} {
+			if _, err := e.svc.OAuthClient(ctx, id); authd.ErrorCode(err) != authd.ENotFound {
+				t.Errorf("OAuthClient(%q): %v; want ENotFound", id, err)
+			}
+		}
+	})
+}

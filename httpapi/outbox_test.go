@@ -1026,3 +1026,120 @@ func TestMailTakenOverBySkewedClockIsALapse(t *testing.T) {
 		}
 	})
 }
+
+// TestMailNoLongerWantedIsDropped: a verification mail whose address was
+// verified while it waited in the outbox is not sent (no mail with an
+// empty link, no link minted for an address already verified): it leaves
+// the outbox, counted as dropped, not as sent.
+func TestMailNoLongerWantedIsDropped(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		var mu sync.Mutex
+		events := map[authd.MailEvent]int{}
+		e := newEnv(t, open(t), withHooks(authd.Hooks{Mail: func(_ authd.MailKind, ev authd.MailEvent) {
+			mu.Lock()
+			defer mu.Unlock()
+			events[ev]++
+		}}))
+		ctx := context.Background()
+		const email = "verified-meanwhile@example.org"
+		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": email, "password": goodPassword,
+			"consent": true}), 202, "")
+		u := e.user(email)
+		u.EmailVerified = true
+		if err := e.store.UpdateUser(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		if n := e.mail.count(authd.MailVerifyEmail, email); n != 0 {
+			t.Errorf("%d verification mails went to an address verified meanwhile; want none", n)
+		}
+		if st, err := e.store.OutboxStats(ctx); err != nil || st.Pending != 0 || st.Dead != 0 {
+			t.Errorf("the outbox after the pass: %+v, %v; want the mail gone", st, err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if events[authd.MailDropped] != 1 || events[authd.MailSent] != 0 {
+			t.Errorf("mail events %v; want one dropped, none sent", events)
+		}
+	})
+}
+
+// TestMailToAnOldAddressIsDropped: a reset mail queued for an address the
+// account no longer has (moved by a path that did not withdraw it, here
+// by hand) is dropped by the sender, not sent with a working link to the
+// old address.
+func TestMailToAnOldAddressIsDropped(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const old = "moved-by-hand@example.org"
+		e.registerVerified(old, goodPassword)
+		before := e.mail.count(authd.MailPasswordReset, old)
+		want(t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": old}), 202, "")
+		u := e.user(old)
+		u.Email = "moved-by-hand@example.net"
+		if err := e.store.UpdateUser(context.Background(), u); err != nil {
+			t.Fatal(err)
+		}
+		if n := e.mail.count(authd.MailPasswordReset, old) - before; n != 0 {
+			t.Errorf("%d reset mails went to the account's old address; want none", n)
+		}
+		if st, err := e.store.OutboxStats(context.Background()); err != nil || st.Pending != 0 || st.Dead != 0 {
+			t.Errorf("the outbox after the pass: %+v, %v; want the mail gone", st, err)
+		}
+	})
+}
+
+// noticeRefusingMailer keeps every mail but an erasure notice, which it
+// refuses as undeliverable (the erased address bounces).
+type noticeRefusingMailer struct {
+	mu    sync.Mutex
+	mails []authd.Mail
+}
+
+func (m *noticeRefusingMailer) Send(_ context.Context, mail authd.Mail) error {
+	if mail.Kind == authd.MailAccountDeleted {
+		return fmt.Errorf("550 5.1.1 no such mailbox: %w", authd.ErrUndeliverable)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.mails = append(m.mails, mail)
+	return nil
+}
+
+// TestUndeliverableErasureNoticeLeavesNoAddress: an erasure notice the
+// relay refuses for good does not stay in the outbox as a dead mail: the
+// erased address must not outlive the notice (SPEC §6.8), so the mail is
+// removed, not kept for an operator to retry.
+func TestUndeliverableErasureNoticeLeavesNoAddress(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		m := &noticeRefusingMailer{}
+		e := newEnv(t, open(t), withMailer(m))
+		ctx := context.Background()
+		const email = "bounced.erasure@example.org"
+		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": email, "password": goodPassword,
+			"consent": true}), 202, "")
+		if _, err := e.svc.DeliverMail(ctx); err != nil {
+			t.Fatal(err)
+		}
+		m.mu.Lock()
+		if len(m.mails) != 1 || m.mails[0].Kind != authd.MailVerifyEmail {
+			m.mu.Unlock()
+			t.Fatalf("mails sent: %+v; want the verification mail", m.mails)
+		}
+		verify := m.mails[0]
+		m.mu.Unlock()
+		want(t, "verify", e.do("POST", "/v1/auth/verify-email", map[string]string{"token": tokenOf(t, verify)}), 200, "")
+		r := e.do("POST", "/v1/auth/login", map[string]string{"email": email, "password": goodPassword})
+		want(t, "login", r, 200, "")
+		want(t, "erase", e.do("DELETE", "/v1/users/me", map[string]string{"password": goodPassword},
+			bearer(r.str("access_token"))...), 204, "")
+		if _, err := e.svc.DeliverMail(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := e.store.OutboxStats(ctx); err != nil || st.Pending != 0 || st.Dead != 0 {
+			t.Errorf("the outbox after the notice bounced: %+v, %v; want it empty, no dead mail", st, err)
+		}
+		if found := scanText(t, e.store, email); len(found) > 0 {
+			t.Errorf("the erased address outlived its bounced notice in %v", found)
+		}
+	})
+}

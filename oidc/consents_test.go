@@ -83,6 +83,36 @@ func TestClientDeletionCountsTheSessionsItEnds(t *testing.T) {
 	}
 }
 
+// TestClientDeletionEndsItsTokensAtOnce: deleting a client ends the
+// sessions it started everywhere, at once: the access token its code
+// redemption gave stops being active before it expires (a revocation is
+// published, not only the session rows ended), and its refresh token is
+// refused.
+func TestClientDeletionEndsItsTokensAtOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	c, cs := e.client("doomed", authd.ClientConfidential, true)
+	r := e.rp(c, cs, authd.ScopeOfflineAccess)
+	e.user("gone@example.org")
+	verifier := oauth2.GenerateVerifier()
+	tok, err := r.cfg.Exchange(r.ctx, r.login(t, e.browser(), "gone@example.org", "s", "n", verifier), oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := e.me(tok.AccessToken); got != http.StatusOK {
+		t.Fatalf("the client's access token before the deletion: %d, want active", got)
+	}
+	if err := e.svc.DeleteClient(context.Background(), authd.Client{}, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.me(tok.AccessToken); got != http.StatusUnauthorized {
+		t.Errorf("the deleted client's access token: %d, want inactive at once (its session revoked everywhere)", got)
+	}
+	if got := e.jsonRefresh(tok.RefreshToken); got == http.StatusOK {
+		t.Errorf("the deleted client's refresh token: %d, want refused", got)
+	}
+}
+
 // logOutageStore fails security-log writes outside a transaction while
 // down is set, as in a database outage.
 type logOutageStore struct {
@@ -375,6 +405,97 @@ func TestConsentIsTheSignedInUsersOwn(t *testing.T) {
 		}
 		if need, err := e.svc.NeedsConsent(context.Background(), third, bob.ID, []string{authd.ScopeOpenID}); err != nil || !need {
 			t.Errorf("bob never saw third's consent page, yet a consent of his is recorded (need %v, %v)", need, err)
+		}
+	})
+}
+
+// TestConsentCoversOnlyItsScopes: a consent covers the scopes the user
+// granted, not more: a request for a scope beyond them shows the consent
+// page again, and allowing it adds the scope to those granted before (a
+// later request for any of them, old or new, asks nothing).
+func TestConsentCoversOnlyItsScopes(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("scopes@example.org")
+		c, cs := e.client("third", authd.ClientConfidential, false)
+		b := e.browser()
+		// consented reports whether the browser's request for scopes got its
+		// code with no consent page; allow answers the page when one shows.
+		consented := func(allow bool, scopes ...string) bool {
+			t.Helper()
+			r := e.rp(c, cs, scopes...)
+			b.get(r.cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+			if b.callback() == nil && strings.Contains(b.body, `name="password"`) {
+				b.signIn("scopes@example.org", goodPassword)
+			}
+			if cb := b.callback(); cb != nil && cb.Get("code") != "" {
+				return true
+			}
+			if !strings.Contains(b.body, `name="decision"`) {
+				t.Fatalf("scopes %v: neither a code nor the consent page: %d %s", scopes, b.last.StatusCode, b.body)
+			}
+			if allow {
+				f := b.form()
+				f.Set("decision", "allow")
+				if cb := b.post(oidc.ConsentPath, f).callback(); cb == nil || cb.Get("code") == "" {
+					t.Fatalf("scopes %v: allow gave %d %v, want a code", scopes, b.last.StatusCode, cb)
+				}
+			}
+			return false
+		}
+		if consented(true, "email") {
+			t.Fatal("a first request of a third-party client asked no consent")
+		}
+		if !consented(false, "email") {
+			t.Error("a request for the scopes consented to asked again")
+		}
+		if consented(true, authd.ScopeOfflineAccess) {
+			t.Error("a request for offline_access, never granted, asked no consent: a consent covered a scope it lacks")
+		}
+		for _, scopes := range [][]string{{"email"}, {authd.ScopeOfflineAccess}, {"email", authd.ScopeOfflineAccess}} {
+			if !consented(false, scopes...) {
+				t.Errorf("a request for %v after both consents asked again: the second consent dropped the first's scopes", scopes)
+			}
+		}
+		consent, err := e.store.Consent(context.Background(), e.userByEmail("scopes@example.org").ID, "third")
+		if err != nil || !slices.Equal(consent.Scopes, []string{"openid", "email", "offline_access"}) {
+			t.Errorf("the consent kept: %+v, %v; want openid email offline_access", consent, err)
+		}
+	})
+}
+
+// TestConsentRevocationEndsOnlyItsUsersSessions: a user who withdraws their
+// consent to a client ends the sessions the client holds for them, and
+// only those: another user's sessions of the same client go on.
+func TestConsentRevocationEndsOnlyItsUsersSessions(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		c, cs := e.client("third", authd.ClientConfidential, false)
+		r := e.rp(c, cs, authd.ScopeOfflineAccess)
+		tokens := map[string]*oauth2.Token{}
+		for _, email := range []string{"leaver@example.org", "stayer@example.org"} {
+			e.user(email)
+			verifier := oauth2.GenerateVerifier()
+			code, status := signInCode(e.browser(), r, email, verifier)
+			if code == "" {
+				t.Fatalf("%s: no code (%d)", email, status)
+			}
+			tok, err := r.cfg.Exchange(r.ctx, code, oauth2.VerifierOption(verifier))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tokens[email] = tok
+		}
+		_, claims := e.login("leaver@example.org")
+		if err := e.svc.RevokeConsent(context.Background(), authd.Client{}, claims, "third"); err != nil {
+			t.Fatal(err)
+		}
+		if got := e.me(tokens["leaver@example.org"].AccessToken); got != http.StatusUnauthorized {
+			t.Errorf("the client's token of the user who withdrew consent: %d, want 401", got)
+		}
+		if got := e.me(tokens["stayer@example.org"].AccessToken); got != http.StatusOK {
+			t.Errorf("another user's token of the same client: %d, want it live", got)
+		}
+		if !r.refreshes(tokens["stayer@example.org"].RefreshToken) {
+			t.Error("another user's refresh token of the same client is refused, want it live")
 		}
 	})
 }

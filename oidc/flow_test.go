@@ -322,6 +322,30 @@ func TestCodeChecks(t *testing.T) {
 	})
 }
 
+// TestCodeExpiresAtItsTTL: a code is good for authd.AuthCodeTTL and no
+// longer: redeemed a second before its end it works; at its end, to the
+// instant, it is refused (RFC 6749 §4.1.2: short-lived).
+func TestCodeExpiresAtItsTTL(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("ttl@example.org")
+		c, secret := e.client("app", authd.ClientConfidential, true)
+		r := e.rp(c, secret)
+		b := e.browser()
+		verifier := oauth2.GenerateVerifier()
+		code := r.login(t, b, "ttl@example.org", "s", "n", verifier)
+		e.clock.Advance(authd.AuthCodeTTL - time.Second)
+		if _, err := r.cfg.Exchange(r.ctx, code, oauth2.VerifierOption(verifier)); err != nil {
+			t.Errorf("a code redeemed a second before its end: %v", err)
+		}
+		verifier = oauth2.GenerateVerifier()
+		code = r.login(t, b, "ttl@example.org", "s", "n", verifier)
+		e.clock.Advance(authd.AuthCodeTTL)
+		if _, err := r.cfg.Exchange(r.ctx, code, oauth2.VerifierOption(verifier)); err == nil {
+			t.Error("a code redeemed at the end of its lifetime was exchanged")
+		}
+	})
+}
+
 func TestAuthorizeRefusals(t *testing.T) {
 	onBothStores(t, func(t *testing.T, e *env) {
 		e.user("rita@example.org")

@@ -153,6 +153,34 @@ func TestConsentWithdrawnTakesTheCodeBack(t *testing.T) {
 	})
 }
 
+// TestNarrowerConsentTakesTheCodeBack: a code is redeemed only while the
+// user's consent covers every scope it carries: a consent withdrawn and
+// given again for fewer scopes (before the code's end) does not let the
+// code issued under the first one through.
+func TestNarrowerConsentTakesTheCodeBack(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("narrow@example.org")
+		c, cs := e.client("third", authd.ClientConfidential, false)
+		wide, narrow := e.rp(c, cs, "email"), e.rp(c, cs)
+		b := e.browser()
+		verifier := oauth2.GenerateVerifier()
+		code, status := signInCode(b, wide, "narrow@example.org", verifier)
+		if code == "" {
+			t.Fatalf("the first code: %d", status)
+		}
+		_, claims := e.login("narrow@example.org")
+		if err := e.svc.RevokeConsent(context.Background(), authd.Client{}, claims, c.ID); err != nil {
+			t.Fatal(err)
+		}
+		if again, status := signInCode(b, narrow, "narrow@example.org", oauth2.GenerateVerifier()); again == "" {
+			t.Fatalf("the consent given again for openid alone: %d", status)
+		}
+		if _, err := wide.cfg.Exchange(wide.ctx, code, oauth2.VerifierOption(verifier)); err == nil {
+			t.Error("a code for openid email was redeemed under a consent to openid alone")
+		}
+	})
+}
+
 // TestLogoutHintNeedsTheSameUser: an ID token alone (leaked from a URL)
 // does not end its session from another browser.
 func TestLogoutHintNeedsTheSameUser(t *testing.T) {
@@ -174,6 +202,50 @@ func TestLogoutHintNeedsTheSameUser(t *testing.T) {
 	})
 }
 
+// TestLogoutHintOfAnotherUser: a user signed in on a browser who signs
+// out with another user's ID token as the hint (leaked, or a shared
+// computer's) ends their own sessions only: the hinted session, not
+// theirs, stays live. Their sign-out is logged as a logout naming the
+// browser session.
+func TestLogoutHintOfAnotherUser(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		victim, other := e.user("victim@example.org"), e.user("other@example.org")
+		c, cs := e.client("app", authd.ClientConfidential, true)
+		r := e.rp(c, cs)
+		verifier := oauth2.GenerateVerifier()
+		tok, err := r.cfg.Exchange(r.ctx, r.login(t, e.browser(), "victim@example.org", "s", "n", verifier), oauth2.VerifierOption(verifier))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := e.browser()
+		verifier = oauth2.GenerateVerifier()
+		mine, err := r.cfg.Exchange(r.ctx, r.login(t, b, "other@example.org", "s", "n", verifier), oauth2.VerifierOption(verifier))
+		if err != nil {
+			t.Fatal(err)
+		}
+		browserSession := b.sessionCookie()
+		b.get(e.srv.URL + oidc.LogoutPath + "?" + url.Values{"id_token_hint": {tok.Extra("id_token").(string)}}.Encode())
+		b.post(oidc.LogoutPath, b.form())
+		if got := e.me(tok.AccessToken); got != http.StatusOK {
+			t.Errorf("the hinted session of another user after the sign-out: %d, want it live", got)
+		}
+		if got := e.me(mine.AccessToken); got != http.StatusOK {
+			t.Errorf("the signed-in user's client session after the sign-out: %d, want it live (only the browser's ends)", got)
+		}
+		if _, _, err := e.svc.BrowserSession(context.Background(), browserSession); authd.ErrorCode(err) != authd.EInvalidToken {
+			t.Errorf("the browser session after its sign-out: %v, want it ended", err)
+		}
+		if n := count(e.events(victim), string(authd.EventLogout)); n != 0 {
+			t.Errorf("%d logout rows for the hinted user, want none: %v", n, e.events(victim))
+		}
+		logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: other.ID,
+			EventType: authd.EventLogout, Limit: 10})
+		if err != nil || len(logs) != 1 || logs[0].Result != authd.ResultSuccess || logs[0].AdditionalContext["session_id"] == nil {
+			t.Errorf("the sign-out's rows: %+v, %v; want one successful logout naming the browser session", logs, err)
+		}
+	})
+}
+
 // TestPKCEVerifierCharset: a verifier outside RFC 7636's characters is
 // refused even when its digest matches.
 func TestPKCEVerifierCharset(t *testing.T) {
@@ -185,6 +257,49 @@ func TestPKCEVerifierCharset(t *testing.T) {
 		code := r.login(t, e.browser(), "pk@example.org", "s", "n", verifier)
 		if _, err := r.cfg.Exchange(r.ctx, code, oauth2.VerifierOption(verifier)); err == nil {
 			t.Error("a verifier with '!' was accepted")
+		}
+	})
+}
+
+// TestPKCEVerifierLength: a verifier must be 43 to 128 characters (RFC
+// 7636 §4.1), even when its digest matches the challenge: a shorter one
+// is too weak to guess against, a longer one no client makes.
+func TestPKCEVerifierLength(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("len@example.org")
+		c, cs := e.client("app", authd.ClientConfidential, true)
+		r := e.rp(c, cs)
+		b := e.browser()
+		for n, ok := range map[int]bool{42: false, 43: true, 128: true, 129: false} {
+			verifier := strings.Repeat("a", n)
+			code := r.login(t, b, "len@example.org", "s", "n", verifier)
+			if _, err := r.cfg.Exchange(r.ctx, code, oauth2.VerifierOption(verifier)); (err == nil) != ok {
+				t.Errorf("a verifier of %d characters: %v; want accepted %v", n, err, ok)
+			}
+		}
+	})
+}
+
+// TestVerifierWithoutAChallenge: a code issued without a PKCE challenge
+// takes no verifier (RFC 9700 §2.1.1: a verifier for a code without a
+// challenge is refused, against PKCE downgrade); without one it is
+// redeemed.
+func TestVerifierWithoutAChallenge(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("nochal@example.org")
+		c, cs := e.client("app", authd.ClientConfidential, true)
+		r := e.rp(c, cs)
+		b := e.browser()
+		b.get(r.cfg.AuthCodeURL("s")).signIn("nochal@example.org", goodPassword)
+		cb := b.callback()
+		if cb == nil || cb.Get("code") == "" {
+			t.Fatalf("a code without PKCE: %d %v", b.last.StatusCode, cb)
+		}
+		if _, err := r.cfg.Exchange(r.ctx, cb.Get("code"), oauth2.VerifierOption(oauth2.GenerateVerifier())); err == nil {
+			t.Error("a code issued without a challenge was redeemed with a verifier")
+		}
+		if _, err := r.cfg.Exchange(r.ctx, cb.Get("code")); err != nil {
+			t.Errorf("the code without a verifier after the refusal: %v; want it redeemed", err)
 		}
 	})
 }
@@ -603,6 +718,34 @@ func TestRequiredPKCE(t *testing.T) {
 		if _, err := e.svc.UpdateClient(ctx, authd.Client{}, "nobody", authd.ClientChange{RequirePKCE: new(true)}); authd.ErrorCode(err) != authd.ENotFound {
 			t.Errorf("an unknown client: %v, want ENotFound", err)
 		}
+	})
+}
+
+// TestLegacyPublicClientNeedsPKCE: a public client whose row predates
+// require_pkce (migration 00017 added the column false for every client)
+// still gets no code without a PKCE challenge: anyone may present a public
+// client's id, so a code without one is a code whoever intercepts it can
+// redeem.
+func TestLegacyPublicClientNeedsPKCE(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		e.user("lea@example.org")
+		now := e.clock.Now()
+		legacy := &authd.OAuthClient{ID: "legacy-spa", Name: "Legacy SPA", Type: authd.ClientPublic,
+			RedirectURIs: []string{rpCallback}, PostLogoutRedirectURIs: []string{}, FirstParty: true,
+			CreatedAt: now, UpdatedAt: now}
+		if err := e.store.CreateClient(ctx, legacy); err != nil {
+			t.Fatal(err)
+		}
+		r := e.rp(legacy, "")
+		b := e.browser()
+		b.get(r.cfg.AuthCodeURL("s")) // no challenge
+		if cb := b.callback(); cb == nil || cb.Get("error") != "invalid_request" {
+			b.signIn("lea@example.org", goodPassword)
+			t.Errorf("a legacy public client's request without PKCE: %v (then %v), want invalid_request", cb, b.callback())
+		}
+		verifier := oauth2.GenerateVerifier()
+		r.exchange(t, r.login(t, b, "lea@example.org", "s", "n", verifier), verifier)
 	})
 }
 
