@@ -499,3 +499,23 @@ func TestConsentRevocationEndsOnlyItsUsersSessions(t *testing.T) {
 		}
 	})
 }
+
+// TestOnlyAllowIssuesACode: the consent form gives a code only for
+// decision=allow, spelled exactly; a form without a decision, or with any
+// other value (an empty one, "Allow", "yes"), is a denial: access_denied
+// back to the client with the state, and no code.
+func TestOnlyAllowIssuesACode(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		for i, decision := range []string{"", "Allow", "yes", "allow "} {
+			b, f := e.consentPage(fmt.Sprintf("decision%d@example.org", i))
+			f.Set("decision", decision)
+			if decision == "" {
+				f.Del("decision")
+			}
+			if cb := b.post(oidc.ConsentPath, f).callback(); cb == nil || cb.Get("error") != "access_denied" ||
+				cb.Get("code") != "" || cb.Get("state") != "s" {
+				t.Errorf("decision %q: %d %v; want error=access_denied with the state and no code", decision, b.last.StatusCode, cb)
+			}
+		}
+	})
+}

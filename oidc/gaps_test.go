@@ -217,8 +217,10 @@ func TestGapBadSessionCookie(t *testing.T) {
 // iss, and no code), even from a signed-in browser that would get a code
 // at once: code_challenge_method without code_challenge (a confidential
 // client, which may go without PKCE, sending half of it), a challenge of
-// 42 or 44 characters, and one of 43 with a character outside base64url
-// ('+', '=', '/': standard base64).
+// 42 or 44 characters (padded, or all base64url: RFC 7636 §4.2's S256
+// challenge is exactly 43, and a verifier's 128 is no challenge's length),
+// and one of 43 with a character outside base64url ('+', '=', '/':
+// standard base64).
 func TestGapMalformedPKCE(t *testing.T) {
 	onBothStores(t, func(t *testing.T, e *env) {
 		e.user("pkce@example.org")
@@ -242,6 +244,8 @@ func TestGapMalformedPKCE(t *testing.T) {
 			"43 with '+'":                  {gapRequest("code_challenge", valid[:20]+"+"+valid[21:]), badChallenge},
 			"43 with '='":                  {gapRequest("code_challenge", valid[:42]+"="), badChallenge},
 			"43 with '/'":                  {gapRequest("code_challenge", "/"+valid[1:]), badChallenge},
+			"44 base64url characters":      {gapRequest("code_challenge", valid+"A"), badChallenge},
+			"128 base64url characters":     {gapRequest("code_challenge", strings.Repeat(valid[:32], 4)), badChallenge},
 		} {
 			if len(tc.q.Get("code_challenge")) != 43 && strings.HasPrefix(name, "43") {
 				t.Fatalf("%s: the challenge has %d characters", name, len(tc.q.Get("code_challenge")))
@@ -481,6 +485,197 @@ func TestGapExpiredMFAForm(t *testing.T) {
 		f.Set("code", totpAt(t, secret, e.clock.Now()))
 		if cb := b.post(oidc.MFAPath, f).callback(); cb == nil || cb.Get("code") == "" {
 			t.Errorf("the right code in time: %d %v; want a code", b.last.StatusCode, cb)
+		}
+	})
+}
+
+// TestGapUnregisteredRedirectIsNeverFollowed: a redirect URI the client has
+// not registered gets the invalid-redirect error page (400, HTML) straight
+// from the authorization endpoint, whatever else is wrong or right with
+// the request: never a redirect to that address carrying an error (an open
+// redirector), and never a detour through the sign-in page, even from a
+// browser already signed in to a first-party client that would get a code
+// at once.
+func TestGapUnregisteredRedirectIsNeverFollowed(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("redirect@example.org")
+		c, cs := e.client("app", authd.ClientConfidential, true)
+		r := e.rp(c, cs)
+		const evil = "https://evil.example.org/callback"
+		for _, signedIn := range []bool{false, true} {
+			b := e.browser()
+			if signedIn {
+				r.login(t, b, "redirect@example.org", "s", "n", oauth2.GenerateVerifier())
+			}
+			for name, q := range map[string]url.Values{
+				"otherwise right":      gapRequest("redirect_uri", evil),
+				"no openid scope":      gapRequest("redirect_uri", evil, "scope", "email"),
+				"implicit flow":        gapRequest("redirect_uri", evil, "response_type", "token"),
+				"response_mode":        gapRequest("redirect_uri", evil, "response_mode", "fragment"),
+				"prompt=none":          gapRequest("redirect_uri", evil, "prompt", "none"),
+				"state not text":       gapRequest("redirect_uri", evil, "state", "a\x00b"),
+				"request object":       gapRequest("redirect_uri", evil, "request_uri", "https://evil.example.org/r"),
+				"registered as prefix": gapRequest("redirect_uri", rpCallback+"/more", "scope", "email"),
+			} {
+				b.gapAuthorize(q)
+				if loc := b.last.Header.Get("Location"); loc != "" || b.callback() != nil {
+					t.Errorf("signed in %v, %s: redirected to %q; want the error page", signedIn, name, loc)
+				}
+				if b.last.StatusCode != http.StatusBadRequest || !strings.Contains(b.last.Header.Get("Content-Type"), "text/html") ||
+					!strings.Contains(b.body, "Invalid redirect") || len(b.last.Request.URL.Query()) == 0 ||
+					b.last.Request.URL.Path != oidc.AuthorizePath {
+					t.Errorf("signed in %v, %s: %d at %s; want the invalid-redirect page from the authorization endpoint",
+						signedIn, name, b.last.StatusCode, b.last.Request.URL.Path)
+				}
+			}
+		}
+	})
+}
+
+// TestGapNonceNotTextIsTheRequestsFault: a nonce that is not text (a NUL,
+// bytes that are not UTF-8, a control character) is refused by the
+// authorization endpoint's own check, with invalid_request saying what is
+// wrong with the nonce, before the browser's session is looked at:
+// prompt=none from a signed-out browser is told of the malformed request,
+// not login_required, and a signed-in browser gets no code.
+func TestGapNonceNotTextIsTheRequestsFault(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("nonce@example.org")
+		c, cs := e.client("app", authd.ClientConfidential, true)
+		r := e.rp(c, cs)
+		signedOut, signedIn := e.browser(), e.browser()
+		r.login(t, signedIn, "nonce@example.org", "s", "n", oauth2.GenerateVerifier())
+		const notText = "nonce must be text, at most 255 bytes"
+		for _, nonce := range []string{"n\x00", "\xc3", "\x1b[31m", strings.Repeat("n", 256)} {
+			for name, b := range map[string]*browser{"signed out": signedOut, "signed in": signedIn} {
+				for _, prompt := range []string{"", "none"} {
+					if msg := b.gapAuthorize(gapRequest("nonce", nonce, "prompt", prompt)).gapRefused("invalid_request", notText); msg != "" {
+						t.Errorf("%s, prompt %q, nonce %q: %d, %s; want invalid_request %q",
+							name, prompt, nonce, b.last.StatusCode, msg, notText)
+					}
+				}
+			}
+		}
+	})
+}
+
+// TestGapLogoutFormNeedsItsToken: a sign-out POST whose csrf field is not
+// this browser's logout token (forged, empty, another form's token, the
+// logout token of another browser) gets the expired-form page (403) and
+// signs no one out: the browser session and the relying party's tokens
+// live on, and the browser is not sent to the post-logout address. Its own
+// confirmation page's form then signs out, and takes the session cookie
+// out of the browser.
+func TestGapLogoutFormNeedsItsToken(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("leo@example.org")
+		c, cs := e.client("app", authd.ClientConfidential, true)
+		r := e.rp(c, cs)
+		b := e.browser()
+		verifier := oauth2.GenerateVerifier()
+		tok, _ := r.exchange(t, r.login(t, b, "leo@example.org", "s", "n", verifier), verifier)
+		q := url.Values{"id_token_hint": {tok.Extra("id_token").(string)}, "post_logout_redirect_uri": {"https://rp.example.org/bye"},
+			"state": {"bye"}}
+		own := b.get(e.srv.URL + oidc.LogoutPath + "?" + q.Encode()).form()
+		if own.Get("csrf") == "" {
+			t.Fatalf("no sign-out form: %d %s", b.last.StatusCode, b.body)
+		}
+		otherBrowser := e.browser().get(e.srv.URL + oidc.LogoutPath + "?" + q.Encode()).form().Get("csrf")
+		signInToken := e.browser().get(r.cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(verifier))).form().Get("csrf")
+		for name, csrf := range map[string]string{"a forged": "forged", "an empty": "", "another browser's": otherBrowser,
+			"a sign-in form's": signInToken} {
+			f := url.Values{}
+			for k, v := range own {
+				f[k] = v
+			}
+			f.Set("csrf", csrf)
+			b.post(oidc.LogoutPath, f)
+			if b.last.StatusCode != http.StatusForbidden || b.last.Header.Get("Location") != "" || !strings.Contains(b.body, "Form expired") {
+				t.Errorf("a sign-out with %s token: %d, Location %q; want the 403 expired-form page",
+					name, b.last.StatusCode, b.last.Header.Get("Location"))
+			}
+			if got := e.me(tok.AccessToken); got != http.StatusOK {
+				t.Fatalf("a sign-out with %s token ended the session: the access token answers %d", name, got)
+			}
+		}
+		if cb := b.get(r.cfg.AuthCodeURL("again", oauth2.S256ChallengeOption(verifier))).callback(); cb == nil || cb.Get("code") == "" {
+			t.Errorf("after the refused sign-outs the browser is not signed in: %d %v", b.last.StatusCode, cb)
+		}
+		b.get(e.srv.URL + oidc.LogoutPath + "?" + q.Encode())
+		if b.post(oidc.LogoutPath, b.form()); b.last.Header.Get("Location") != "https://rp.example.org/bye?state=bye" ||
+			e.me(tok.AccessToken) != http.StatusUnauthorized {
+			t.Errorf("the browser's own sign-out form: %d to %q; want the post-logout address and the session ended",
+				b.last.StatusCode, b.last.Header.Get("Location"))
+		}
+		if b.hasSessionCookie() {
+			t.Error("the sign-out left the session cookie in the browser")
+		}
+	})
+}
+
+// TestGapRefreshTokenOnlyWithOfflineAccess: a code granted without the
+// offline_access scope is redeemed for an access token and an ID token
+// only — no refresh_token in the answer, so the client cannot keep access
+// past the session's access token without the user's leave — and the
+// answer's scope says what was granted; with offline_access the same
+// exchange carries a refresh token.
+func TestGapRefreshTokenOnlyWithOfflineAccess(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("offline@example.org")
+		c, cs := e.client("app", authd.ClientConfidential, true)
+		for _, tc := range []struct {
+			scopes  []string
+			scope   string
+			refresh bool
+		}{
+			{[]string{"email"}, "openid email", false},
+			{nil, "openid", false},
+			{[]string{"offline_access"}, "openid offline_access", true},
+		} {
+			r := e.rp(c, cs, tc.scopes...)
+			verifier := oauth2.GenerateVerifier()
+			code := r.login(t, e.browser(), "offline@example.org", "s", "n", verifier)
+			status, body := e.tokenPost(url.Values{"grant_type": {"authorization_code"}, "code": {code},
+				"redirect_uri": {rpCallback}, "code_verifier": {verifier}, "client_id": {c.ID}, "client_secret": {cs}})
+			if status != http.StatusOK || body["access_token"] == nil || body["id_token"] == nil || body["scope"] != tc.scope {
+				t.Errorf("scopes %v: %d, scope %v; want 200 with an access and an ID token, scope %q",
+					tc.scopes, status, body["scope"], tc.scope)
+			}
+			if rt, ok := body["refresh_token"].(string); (ok && rt != "") != tc.refresh {
+				t.Errorf("scopes %v: refresh_token %q; want one: %v", tc.scopes, rt, tc.refresh)
+			}
+		}
+	})
+}
+
+// TestGapRepeatedAuthorizeParameter: an authorization request that gives a
+// parameter twice (RFC 6749 §3.1) gets the error page (400, HTML), never a
+// redirect and never the sign-in page, even when the first value is right
+// and the browser is signed in: which value counts must not be left to
+// whoever reads it (a registered redirect_uri beside an attacker's, two
+// states, two clients).
+func TestGapRepeatedAuthorizeParameter(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		e.user("twice@example.org")
+		c, cs := e.client("app", authd.ClientConfidential, true)
+		r := e.rp(c, cs)
+		b := e.browser()
+		r.login(t, b, "twice@example.org", "s", "n", oauth2.GenerateVerifier())
+		for name, second := range map[string]string{
+			"redirect_uri": "https://evil.example.org/callback", "client_id": "app", "state": "other",
+			"scope": "openid", "response_type": "code", "nonce": "n",
+		} {
+			q := gapRequest()
+			q.Add(name, second)
+			if name == "nonce" {
+				q.Add(name, "m")
+			}
+			b.gapAuthorize(q)
+			if b.last.StatusCode != http.StatusBadRequest || b.last.Header.Get("Location") != "" ||
+				!strings.Contains(b.body, "repeated") || b.last.Request.URL.Path != oidc.AuthorizePath {
+				t.Errorf("%s twice: %d at %s, Location %q; want the 400 error page saying a parameter is repeated",
+					name, b.last.StatusCode, b.last.Request.URL.Path, b.last.Header.Get("Location"))
+			}
 		}
 	})
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/authd/authd"
 	"github.com/authd/authd/oidc"
 	gooidc "github.com/coreos/go-oidc/v3/oidc"
+	"github.com/google/uuid"
 	"golang.org/x/oauth2"
 )
 
@@ -878,4 +879,61 @@ func TestLoopbackRedirectOnAnyPort(t *testing.T) {
 			t.Errorf("the code redeemed with its request's URI: %v", err)
 		}
 	})
+}
+
+// TestCookiesAndPageHeaders: every cookie the hosted pages set (the CSRF
+// seed on the authorization request, the session on sign-in) is HttpOnly,
+// SameSite=Lax and Path=/ — no page script reads the session, and a
+// cross-site POST carries neither — and every page (the sign-in page, an
+// error page) may not be framed (frame-ancestors 'none', against
+// clickjacking the sign-in and consent forms) nor cached (no-store).
+func TestCookiesAndPageHeaders(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	e.user("hal@example.org")
+	c, cs := e.client("app", authd.ClientConfidential, true)
+	r := e.rp(c, cs)
+	b := e.browser()
+	b.http.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	checkCookies := func(step string, want string) {
+		t.Helper()
+		var names []string
+		for _, ck := range b.last.Cookies() {
+			names = append(names, ck.Name)
+			if !ck.HttpOnly || ck.SameSite != http.SameSiteLaxMode || ck.Path != "/" {
+				t.Errorf("%s: cookie %s HttpOnly %v SameSite %v Path %q; want HttpOnly, SameSite=Lax, Path=/",
+					step, ck.Name, ck.HttpOnly, ck.SameSite, ck.Path)
+			}
+		}
+		if !slices.Contains(names, want) {
+			t.Errorf("%s: cookies %v; want %s among them", step, names, want)
+		}
+	}
+	checkPage := func(step string) {
+		t.Helper()
+		csp := b.last.Header.Get("Content-Security-Policy")
+		if !strings.Contains(csp, "frame-ancestors 'none'") || !strings.Contains(csp, "default-src 'none'") ||
+			b.last.Header.Get("Cache-Control") != "no-store" {
+			t.Errorf("%s: %d, CSP %q, Cache-Control %q; want frame-ancestors 'none', default-src 'none' and no-store",
+				step, b.last.StatusCode, csp, b.last.Header.Get("Cache-Control"))
+		}
+	}
+
+	b.get(r.cfg.AuthCodeURL("s", oauth2.S256ChallengeOption(oauth2.GenerateVerifier())))
+	if b.last.StatusCode != http.StatusSeeOther {
+		t.Fatalf("authorize: %d, want a 303 to the sign-in page", b.last.StatusCode)
+	}
+	checkCookies("authorize", "authd_csrf")
+	b.get(e.srv.URL + b.last.Header.Get("Location"))
+	if !b.onSignInPage() {
+		t.Fatalf("no sign-in page: %d %s", b.last.StatusCode, b.body)
+	}
+	checkPage("sign-in page")
+	b.signIn("hal@example.org", goodPassword)
+	if b.last.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign-in: %d, want a 303", b.last.StatusCode)
+	}
+	checkCookies("sign-in", "authd_session")
+	b.get(e.srv.URL + oidc.SignInPath + "?request=" + uuid.NewString())
+	checkPage("error page")
 }
