@@ -851,12 +851,7 @@ func TestEmailChangeConfirmationAcrossALock(t *testing.T) {
 			done := make(chan response)
 			go func() { done <- e.follow(link, password) }()
 			<-g.entered // the password is being checked
-			u := e.user(email)
-			u.AccountStatus, u.LockReason = authd.StatusLocked, authd.LockBruteForce
-			u.AccountLockedUntil = e.clock.Now().Add(15 * time.Minute)
-			if err := e.store.UpdateUser(context.Background(), u); err != nil {
-				t.Fatal(err)
-			}
+			e.bruteLock(email)
 			close(g.release)
 			return <-done
 		}
@@ -898,12 +893,7 @@ func TestEmailChangeLinkUntouchedWhileLocked(t *testing.T) {
 		e := newEnv(t, open(t))
 		const email = "locked.link@example.org"
 		_, link := e.pendingChange(email, "locked.link@example.net")
-		u := e.user(email)
-		u.AccountStatus, u.LockReason = authd.StatusLocked, authd.LockBruteForce
-		u.AccountLockedUntil = e.clock.Now().Add(15 * time.Minute)
-		if err := e.store.UpdateUser(context.Background(), u); err != nil {
-			t.Fatal(err)
-		}
+		e.bruteLock(email)
 		for i := range 5 {
 			want(t, fmt.Sprintf("wrong password %d while locked", i+1), e.follow(link, "not the password at all"), 423, "account_locked")
 		}
@@ -1163,12 +1153,7 @@ func TestEmailChangePageAcrossALock(t *testing.T) {
 	e := newEnv(t, openSQLite(t))
 	const email = "paused@example.org"
 	_, tok := e.pendingChange(email, "paused@example.net")
-	u := e.user(email)
-	u.AccountStatus, u.LockReason = authd.StatusLocked, authd.LockBruteForce
-	u.AccountLockedUntil = e.clock.Now().Add(15 * time.Minute)
-	if err := e.store.UpdateUser(context.Background(), u); err != nil {
-		t.Fatal(err)
-	}
+	e.bruteLock(email)
 	r := e.post("/verify-email", form("token", tok, "password", goodPassword))
 	if r.status != 423 || r.header.Get("Retry-After") == "" || !strings.Contains(r.raw, `name="password"`) ||
 		!strings.Contains(r.raw, tok) || !strings.Contains(r.raw, "paused@example.net") {

@@ -316,6 +316,12 @@ func (r response) field() string {
 
 // do sends a request to the public API; body is JSON-encoded unless it is
 // a string.
+// refresh posts a refresh token to /v1/auth/refresh.
+func (e *env) refresh(tok string) response {
+	e.t.Helper()
+	return e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": tok})
+}
+
 func (e *env) do(method, path string, body any, headers ...string) response {
 	e.t.Helper()
 	return e.send(e.srv.URL, method, path, body, headers...)
@@ -411,6 +417,31 @@ func (e *env) events(email string) []string {
 		out[len(logs)-1-i] = string(l.EventType) + "/" + string(l.Result)
 	}
 	return out
+}
+
+// bruteLock locks the account of email as fifteen minutes of brute force
+// would, written straight to the store.
+func (e *env) bruteLock(email string) {
+	e.t.Helper()
+	u := e.user(email)
+	u.AccountStatus, u.LockReason = authd.StatusLocked, authd.LockBruteForce
+	u.AccountLockedUntil = e.clock.Now().Add(15 * time.Minute)
+	if err := e.store.UpdateUser(context.Background(), u); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// countEvents counts the rows of the user of email ("" for every user)
+// that events shows as ev ("event_type/result").
+func (e *env) countEvents(email, ev string) int {
+	e.t.Helper()
+	n := 0
+	for _, got := range e.events(email) {
+		if got == ev {
+			n++
+		}
+	}
+	return n
 }
 
 func (e *env) user(email string) *authd.User {

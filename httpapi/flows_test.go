@@ -308,18 +308,15 @@ func TestRefreshRotationAndReuse(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		e := newEnv(t, open(t))
 		e.registerVerified("rot@example.org", goodPassword)
-		refresh := func(tok string) response {
-			return e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": tok})
-		}
 		_, r0 := e.login("rot@example.org", goodPassword)
-		first := refresh(r0)
+		first := e.refresh(r0)
 		want(t, "refresh", first, 200, "")
 
 		// Within the grace window, while the child is unused, a repeat gets
 		// that same child (and a new access token of the same session): the
 		// session never forks into two chains (SPEC 6.4).
 		e.clock.Advance(5 * time.Second)
-		retry := refresh(r0)
+		retry := e.refresh(r0)
 		want(t, "repeat within grace", retry, 200, "")
 		if retry.str("session_id") != first.str("session_id") || retry.str("refresh_token") != first.str("refresh_token") ||
 			retry.str("access_token") == first.str("access_token") {
@@ -329,16 +326,16 @@ func TestRefreshRotationAndReuse(t *testing.T) {
 
 		// After the window it is reuse: the whole session ends.
 		e.clock.Advance(6 * time.Second)
-		want(t, "reuse after grace", refresh(r0), 401, "invalid_token")
+		want(t, "reuse after grace", e.refresh(r0), 401, "invalid_token")
 		for _, r := range []response{first, retry} {
 			want(t, "access token of the reused session", e.do("GET", "/v1/users/me", nil, bearer(r.str("access_token"))...), 401, "invalid_token")
-			want(t, "refresh token of the reused session", refresh(r.str("refresh_token")), 401, "invalid_token")
+			want(t, "refresh token of the reused session", e.refresh(r.str("refresh_token")), 401, "invalid_token")
 		}
 		if evs := e.events("rot@example.org"); !slices.Contains(evs, "refresh_token_reuse/failure") {
 			t.Errorf("no refresh_token_reuse event in %v", evs)
 		}
-		want(t, "unknown refresh token", refresh(strings.Repeat("A", 43)), 401, "invalid_token")
-		want(t, "malformed refresh token", refresh("junk"), 401, "invalid_token")
+		want(t, "unknown refresh token", e.refresh(strings.Repeat("A", 43)), 401, "invalid_token")
+		want(t, "malformed refresh token", e.refresh("junk"), 401, "invalid_token")
 		if evs := e.events(""); !slices.Contains(evs, "token_refreshed/failure") {
 			t.Errorf("refreshes with unknown tokens left no failure row: %v", evs)
 		}
@@ -391,26 +388,23 @@ func TestGraceWindowIncludesItsEnd(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		e := newEnv(t, open(t)) // grace 10 s
 		e.registerVerified("edge@example.org", goodPassword)
-		refresh := func(tok string) response {
-			return e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": tok})
-		}
 		_, r0 := e.login("edge@example.org", goodPassword)
-		first := refresh(r0)
+		first := e.refresh(r0)
 		want(t, "refresh", first, 200, "")
 		e.clock.Advance(10 * time.Second)
-		retry := refresh(r0)
+		retry := e.refresh(r0)
 		want(t, "a repeat at the window's last instant", retry, 200, "")
 		if retry.str("refresh_token") != first.str("refresh_token") {
 			t.Errorf("the repeat got another child")
 		}
 
 		_, r0 = e.login("edge@example.org", goodPassword)
-		first = refresh(r0)
+		first = e.refresh(r0)
 		want(t, "refresh", first, 200, "")
 		want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(first.str("access_token"))...), 204, "")
 		e.clock.Advance(10 * time.Second)
 		since := e.clock.Now()
-		want(t, "a repeat at the window's last instant, the session ended", refresh(r0), 401, "invalid_token")
+		want(t, "a repeat at the window's last instant, the session ended", e.refresh(r0), 401, "invalid_token")
 		logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: e.user("edge@example.org").ID, Since: since})
 		if err != nil {
 			t.Fatal(err)
@@ -427,7 +421,7 @@ func TestGraceWindowIncludesItsEnd(t *testing.T) {
 		// session's end.
 		e.clock.Advance(time.Microsecond)
 		since = e.clock.Now()
-		want(t, "a repeat past the window, the session ended", refresh(r0), 401, "invalid_token")
+		want(t, "a repeat past the window, the session ended", e.refresh(r0), 401, "invalid_token")
 		rotated, err := e.store.RefreshToken(context.Background(), authd.Digest(r0))
 		if err != nil {
 			t.Fatal(err)
@@ -455,7 +449,7 @@ func TestReuseWhateverTheLimitOrExpiry(t *testing.T) {
 	for name, shield := range map[string]func(e *env, refresh func(string) response, chain string) string{
 		"the budget spent": func(e *env, refresh func(string) response, chain string) string {
 			for range 100 {
-				r := refresh(chain)
+				r := e.refresh(chain)
 				if r.status == 429 {
 					return chain
 				}
@@ -468,7 +462,7 @@ func TestReuseWhateverTheLimitOrExpiry(t *testing.T) {
 		"the stolen token expired": func(e *env, refresh func(string) response, chain string) string {
 			for range 3 { // the thief's chain lives on, day after day
 				e.clock.Advance(3 * 24 * time.Hour)
-				r := refresh(chain)
+				r := e.refresh(chain)
 				want(e.t, "the thief's refresh", r, 200, "")
 				chain = r.str("refresh_token")
 			}
@@ -479,20 +473,17 @@ func TestReuseWhateverTheLimitOrExpiry(t *testing.T) {
 			onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 				e := newEnv(t, open(t), withRateLimit())
 				e.registerVerified("stolen@example.org", goodPassword)
-				refresh := func(tok string) response {
-					return e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": tok})
-				}
 				_, stolen := e.login("stolen@example.org", goodPassword)
-				r := refresh(stolen) // the thief's, first
+				r := e.refresh(stolen) // the thief's, first
 				want(t, "the thief's first refresh", r, 200, "")
 				e.clock.Advance(time.Minute) // past the grace window
-				chain := shield(e, refresh, r.str("refresh_token"))
-				want(t, "the owner's replay of the stolen token", refresh(stolen), 401, "invalid_token")
+				chain := shield(e, e.refresh, r.str("refresh_token"))
+				want(t, "the owner's replay of the stolen token", e.refresh(stolen), 401, "invalid_token")
 				if evs := e.events("stolen@example.org"); !slices.Contains(evs, "refresh_token_reuse/failure") {
 					t.Errorf("the replay was not taken for reuse: %v", evs)
 				}
 				e.clock.Advance(time.Minute) // a fresh budget
-				want(t, "the thief's chain after the replay", refresh(chain), 401, "invalid_token")
+				want(t, "the thief's chain after the replay", e.refresh(chain), 401, "invalid_token")
 			})
 		})
 	}
@@ -506,23 +497,20 @@ func TestRefreshGraceNeverForks(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		e := newEnv(t, open(t))
 		e.registerVerified("fork@example.org", goodPassword)
-		refresh := func(tok string) response {
-			return e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": tok})
-		}
 		_, r0 := e.login("fork@example.org", goodPassword)
-		victim := refresh(r0)
+		victim := e.refresh(r0)
 		want(t, "victim refreshes", victim, 200, "")
-		thief := refresh(r0)
+		thief := e.refresh(r0)
 		want(t, "thief repeats within grace", thief, 200, "")
 		if thief.str("refresh_token") != victim.str("refresh_token") {
 			t.Fatal("the repeat minted a second chain")
 		}
 		// The victim goes on; the child is used now.
-		next := refresh(victim.str("refresh_token"))
+		next := e.refresh(victim.str("refresh_token"))
 		want(t, "victim's next refresh", next, 200, "")
 		// The thief tries r0 again, still within the window: reuse.
-		want(t, "repeat after the child was used", refresh(r0), 401, "invalid_token")
-		want(t, "the session ended for everyone", refresh(next.str("refresh_token")), 401, "invalid_token")
+		want(t, "repeat after the child was used", e.refresh(r0), 401, "invalid_token")
+		want(t, "the session ended for everyone", e.refresh(next.str("refresh_token")), 401, "invalid_token")
 		want(t, "access of the ended session", e.do("GET", "/v1/users/me", nil, bearer(next.str("access_token"))...), 401, "invalid_token")
 		if evs := e.events("fork@example.org"); !slices.Contains(evs, "refresh_token_reuse/failure") {
 			t.Errorf("no refresh_token_reuse event in %v", evs)
@@ -1081,12 +1069,9 @@ func TestReplayAfterLogout(t *testing.T) {
 		e := newEnv(t, open(t)) // grace 10 s
 		e.registerVerified("gone@example.org", goodPassword)
 		_, a := e.login("gone@example.org", goodPassword)
-		refresh := func(tok string) response {
-			return e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": tok})
-		}
-		r := refresh(a)
+		r := e.refresh(a)
 		b := r.str("refresh_token")
-		r = refresh(b)
+		r = e.refresh(b)
 		c, access := r.str("refresh_token"), r.str("access_token")
 		want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(access)...), 204, "")
 		reasons := func() []string {
@@ -1109,14 +1094,14 @@ func TestReplayAfterLogout(t *testing.T) {
 			{"the second token (its child never used), within the window", b, "token_refreshed/session ended"},
 			{"the last token", c, "token_refreshed/session ended"},
 		} {
-			want(t, c.name, refresh(c.tok), 401, "invalid_token")
+			want(t, c.name, e.refresh(c.tok), 401, "invalid_token")
 			if got := reasons(); len(got) != 1 || got[0] != c.want {
 				t.Errorf("%s: logged %v; want %s", c.name, got, c.want)
 			}
 			e.clock.Advance(time.Millisecond)
 		}
 		e.clock.Advance(10 * time.Second)
-		want(t, "the second token past the window", refresh(b), 401, "invalid_token")
+		want(t, "the second token past the window", e.refresh(b), 401, "invalid_token")
 		if got := reasons(); len(got) != 1 || got[0] != "refresh_token_reuse/revoked refresh token presented" {
 			t.Errorf("the second token past the window: logged %v; want reuse", got)
 		}

@@ -118,13 +118,7 @@ func TestResetIsLimitedPerIP(t *testing.T) {
 		if statuses[429] != 10 || statuses[400] != 30 {
 			t.Errorf("40 bad resets from one client: %v, want 30 refused and 10 limited", statuses)
 		}
-		n := 0
-		for _, ev := range e.events("") {
-			if ev == "password_reset_completed/failure" {
-				n++
-			}
-		}
-		if n != 30 {
+		if n := e.countEvents("", "password_reset_completed/failure"); n != 30 {
 			t.Errorf("%d refused resets logged, want 30", n)
 		}
 	})
@@ -310,13 +304,7 @@ func TestBadRefreshTokensAreLimitedPerIP(t *testing.T) {
 		if statuses[429] != 10 || statuses[401] != 30 {
 			t.Errorf("40 bad refresh tokens from one client: %v, want 30 refused and 10 limited", statuses)
 		}
-		n := 0
-		for _, ev := range e.events("") {
-			if ev == "token_refreshed/failure" {
-				n++
-			}
-		}
-		if n != 30 {
+		if n := e.countEvents("", "token_refreshed/failure"); n != 30 {
 			t.Errorf("%d refused refreshes logged, want 30", n)
 		}
 	})
