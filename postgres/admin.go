@@ -544,7 +544,23 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 		}
 		defer unlock() // at Purge's end
 	}
-	var unfinished error // the erasures' error: it stops no other step
+	// The erasures pending are finished once the security_logs step has
+	// run (the rows past retention are gone: they need no clearing), or
+	// failed: a step that fails every run must not keep them pending.
+	// Their error stops no other step.
+	var unfinished error
+	erasuresDone := r.DryRun // a dry run finishes none
+	finishErasures := func() {
+		if erasuresDone {
+			return
+		}
+		erasuresDone = true
+		deferred, err := s.finishErasures(ctx)
+		if deferred {
+			res.Deferred = append(res.Deferred, "erasures_pending")
+		}
+		unfinished = err
+	}
 	steps := []struct {
 		n     *int
 		table string
@@ -605,7 +621,8 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 				break // the batch rolled back; the next run takes it
 			}
 			if err != nil {
-				return res, translate(err)
+				finishErasures()
+				return res, errors.Join(translate(err), unfinished)
 			}
 			*st.n += int(n)
 			if n < int64(batch) {
@@ -616,19 +633,14 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 		// say so. Its cut-off is in the past, so no row becomes due meanwhile.
 		var left bool
 		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+st.table+` WHERE `+st.where+`)`, st.at).Scan(&left); err != nil {
-			return res, translate(err)
+			finishErasures()
+			return res, errors.Join(translate(err), unfinished)
 		}
 		if left {
 			res.Deferred = append(res.Deferred, st.table)
 		}
 		if st.n == &res.SecurityLogs {
-			// The erasures pending, once the rows past retention are
-			// gone: they need no clearing.
-			deferred, err := s.finishErasures(ctx)
-			if deferred {
-				res.Deferred = append(res.Deferred, "erasures_pending")
-			}
-			unfinished = err
+			finishErasures()
 		}
 	}
 	return res, unfinished

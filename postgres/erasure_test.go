@@ -238,6 +238,29 @@ func TestRetentionFinishesErasuresPastTheOldRows(t *testing.T) {
 	}
 }
 
+// TestRetentionFinishesErasuresPastAFailingStep: a security_logs step that
+// fails (here a trigger refuses every delete; a statement timeout, a disk
+// error) still lets the purge finish the erasures pending, and answers
+// both: a step failing every run kept them pending for ever.
+func TestRetentionFinishesErasuresPastAFailingStep(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := open(t)
+	u, req := erasedLongAgo(t, s, "failing-step@example.org")
+	if _, err := s.Pool().Exec(ctx, `CREATE FUNCTION refuse_deleting() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN RAISE EXCEPTION 'disk I/O error'; END $$;
+		CREATE TRIGGER refuse_deleting BEFORE DELETE ON security_logs
+			FOR EACH ROW EXECUTE FUNCTION refuse_deleting()`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Purge(ctx, req); err == nil || !strings.Contains(err.Error(), "disk I/O error") {
+		t.Errorf("a purge whose security_logs step fails: %v; want the step's error", err)
+	}
+	if n := clientRows(t, s, u.ID); n != 0 || pendingErasures(t, s, u.ID) != 0 {
+		t.Errorf("after the failing purge %d rows hold a client, %d pending; want the erasure finished", n, pendingErasures(t, s, u.ID))
+	}
+}
+
 // TestRetentionKeepsAPendingErasuresAccount: an erased account's tombstone
 // past retention stays while its erasure is pending (deleting it would
 // drop the pending row with it, and the purges' errors, which name the

@@ -448,7 +448,15 @@ const sessionsEnded = `(expires_at < ?1 OR revoked_at < ?1 OR (browser_digest IS
 // there is no one to coordinate with; each batch is its own short write.
 func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeResult, error) {
 	var res authd.PurgeResult
-	var unfinished error // the erasures' error: it stops no other step
+	// The erasures pending are finished once the security_logs step has
+	// run or failed (as PostgreSQL's); their error stops no other step.
+	var unfinished error
+	erasuresDone := r.DryRun // a dry run finishes none
+	finishErasures := func() {
+		if !erasuresDone {
+			erasuresDone, unfinished = true, s.finishErasures(ctx)
+		}
+	}
 	steps := []struct {
 		n     *int
 		table string
@@ -507,7 +515,8 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 				picked = n
 			}
 			if err != nil {
-				return res, err
+				finishErasures()
+				return res, errors.Join(err, unfinished)
 			}
 			*st.n += n
 			if picked < batch {
@@ -515,9 +524,7 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 			}
 		}
 		if st.n == &res.SecurityLogs {
-			// The erasures pending, once the rows past retention are
-			// gone: they need no clearing.
-			unfinished = s.finishErasures(ctx)
+			finishErasures()
 		}
 	}
 	return res, unfinished
