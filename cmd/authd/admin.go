@@ -554,6 +554,11 @@ func purgeCmd(ctx context.Context, e *env, args []string) error {
 	if len(res.Deferred) > 0 {
 		fmt.Fprintf(e.stdout, "left for the next run (rows in use by requests): %s\n", strings.Join(res.Deferred, ", "))
 	}
+	if err != nil {
+		// The steps after a failing one did not run: a 0 there is not
+		// "nothing due".
+		fmt.Fprintln(e.stdout, "the purge failed (below): the counts are what it did before that, not all that is due")
+	}
 	return err
 }
 

@@ -1722,7 +1722,8 @@ func TestPurgePastAFailingErasure(t *testing.T) {
 		t.Fatalf("delete: %s", stderr)
 	}
 	code, stdout, stderr := runCLI(t, env, "purge")
-	if code != exitFailure || !strings.Contains(stdout, "deleted 2 security logs") || !strings.Contains(stderr, user) {
+	if code != exitFailure || !strings.Contains(stdout, "deleted 2 security logs") || !strings.Contains(stderr, user) ||
+		!strings.Contains(stdout, "the purge failed") {
 		t.Errorf("purge past a failing erasure: exit %d, stdout %q, stderr %q; want 1, what it deleted, and the erasure's error",
 			code, stdout, stderr)
 	}
