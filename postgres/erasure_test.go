@@ -189,10 +189,16 @@ func TestRetentionPastAFailingErasure(t *testing.T) {
 // as a trigger that raises: FinishErasure then fails for user.
 func refuseClearing(t *testing.T, s *postgres.Store, user uuid.UUID) {
 	t.Helper()
-	if _, err := s.Pool().Exec(context.Background(), `CREATE FUNCTION refuse_clearing() RETURNS trigger LANGUAGE plpgsql AS $$
+	refuse(t, s, "refuse_clearing", "BEFORE UPDATE ON security_logs", "OLD.user_id = '"+user.String()+"'")
+}
+
+// refuse makes the statements that fire the row trigger name (when, e.g.
+// "BEFORE DELETE ON security_logs") fail with a disk error where cond holds.
+func refuse(t *testing.T, s *postgres.Store, name, when, cond string) {
+	t.Helper()
+	if _, err := s.Pool().Exec(context.Background(), `CREATE FUNCTION `+name+`() RETURNS trigger LANGUAGE plpgsql AS $$
 		BEGIN RAISE EXCEPTION 'disk I/O error'; END $$;
-		CREATE TRIGGER refuse_clearing BEFORE UPDATE ON security_logs
-			FOR EACH ROW WHEN (OLD.user_id = '`+user.String()+`') EXECUTE FUNCTION refuse_clearing()`); err != nil {
+		CREATE TRIGGER `+name+` `+when+` FOR EACH ROW WHEN (`+cond+`) EXECUTE FUNCTION `+name+`()`); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -247,12 +253,7 @@ func TestRetentionFinishesErasuresPastAFailingStep(t *testing.T) {
 	ctx := context.Background()
 	s := open(t)
 	u, req := erasedLongAgo(t, s, "failing-step@example.org")
-	if _, err := s.Pool().Exec(ctx, `CREATE FUNCTION refuse_deleting() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN RAISE EXCEPTION 'disk I/O error'; END $$;
-		CREATE TRIGGER refuse_deleting BEFORE DELETE ON security_logs
-			FOR EACH ROW EXECUTE FUNCTION refuse_deleting()`); err != nil {
-		t.Fatal(err)
-	}
+	refuse(t, s, "refuse_deleting", "BEFORE DELETE ON security_logs", "true")
 	if _, err := s.Purge(ctx, req); err == nil || !strings.Contains(err.Error(), "disk I/O error") {
 		t.Errorf("a purge whose security_logs step fails: %v; want the step's error", err)
 	}
@@ -273,12 +274,7 @@ func TestRetentionKeepsAPendingErasuresAccount(t *testing.T) {
 	ctx := context.Background()
 	s := open(t)
 	u, req := erasedLongAgo(t, s, "stuck-long@example.org")
-	if _, err := s.Pool().Exec(ctx, `CREATE FUNCTION refuse_finishing() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN RAISE EXCEPTION 'disk I/O error'; END $$;
-		CREATE TRIGGER refuse_finishing BEFORE DELETE ON erasures_pending
-			FOR EACH ROW WHEN (pg_trigger_depth() = 0) EXECUTE FUNCTION refuse_finishing()`); err != nil {
-		t.Fatal(err)
-	}
+	refuse(t, s, "refuse_finishing", "BEFORE DELETE ON erasures_pending", "pg_trigger_depth() = 0")
 	res, err := s.Purge(ctx, req)
 	if err == nil || !strings.Contains(err.Error(), u.ID.String()) {
 		t.Errorf("a purge past a failing erasure: %v; want its error, naming the account", err)
