@@ -210,7 +210,11 @@ func (s *Service) moveAddress(ctx context.Context, tx *txn, u *User, newEmail st
 	if err != nil {
 		return 0, err
 	}
-	if err := tx.VoidOpenMFAChallenges(ctx, u.ID, MFAChallengeVoided); err != nil {
+	// The sign-ins waiting for a second factor end with the sessions: the
+	// password they proved still holds, so they are marked as ended, not as
+	// voided by a new password (which would tell the refusal wrongly, and
+	// hide from passwordPassedSince that someone knows the password).
+	if err := tx.VoidOpenMFAChallenges(ctx, u.ID, MFAChallengeEnded); err != nil {
 		return 0, err
 	}
 	if err := s.voidEmailChange(ctx, tx, u); err != nil {

@@ -63,7 +63,7 @@ const (
 // As a challenge's Failures, MFAChallengeVoided marks one a new password
 // voided, MFAChallengeOutdated one a second factor added since voided, and
 // MFAChallengeEnded one an ending of all the account's sessions voided (a
-// logout-all, an administrator's lock or revocation), which ends the
+// logout-all, an administrator's lock or revocation, an address move), which ends the
 // sign-ins still waiting for their second factor too
 // (Queries.VoidOpenMFAChallenges): past MaxMFAFailures, so each is dead as
 // any other, and told apart when someone presents it.

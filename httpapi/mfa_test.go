@@ -450,13 +450,14 @@ func TestMFATokenDies(t *testing.T) {
 
 // TestMFATokenEndsWithTheSessions: a sign-in awaiting its second factor
 // ends when all the account's sessions do (a logout-all, an
-// administrator's revocation or lock): else its mfa_token, a right code
-// away from a session, let in whoever gave the password minutes after the
-// account was signed out everywhere, or once the lock was lifted.
+// administrator's revocation or lock, an address move): else its
+// mfa_token, a right code away from a session, let in whoever gave the
+// password minutes after the account was signed out everywhere, or once
+// the lock was lifted. Its refusal says so (not "password changed").
 func TestMFATokenEndsWithTheSessions(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		e := newEnv(t, open(t))
-		const email = "ends@example.org"
+		email := "ends@example.org"
 		access, secret, _ := e.mfaUser(email)
 		path := "/v1/admin/users/" + e.user(email).ID.String()
 		for _, c := range []struct {
@@ -472,6 +473,10 @@ func TestMFATokenEndsWithTheSessions(t *testing.T) {
 			{"an administrator's lock, lifted", func() {
 				want(t, "lock", e.admin("POST", path+"/lock", map[string]string{}), 204, "")
 				want(t, "unlock", e.admin("POST", path+"/unlock", nil), 204, "")
+			}},
+			{"an administrator's address move", func() {
+				email = "moved-ends@example.net"
+				want(t, "move", e.admin("POST", path+"/email", map[string]any{"email": email, "verified": true}), 204, "")
 			}},
 		} {
 			token := e.mfaLogin(email)
