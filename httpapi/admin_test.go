@@ -3,6 +3,8 @@ package httpapi_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"reflect"
 	"slices"
@@ -38,8 +40,10 @@ func TestAdminAPI(t *testing.T) {
 				t.Errorf("%s: WWW-Authenticate %q, want %q", name, got, challenge)
 			}
 		}
-		if n := strings.Count(e.logs.String(), "admin token refused"); n != 4 {
-			t.Errorf("%d refused admin requests logged as such; want 4:\n%s", n, e.logs.String())
+		// Warnings, which alerts watch: whoever tries the admin API without
+		// its token has reached the internal listener.
+		if n := strings.Count(e.logs.String(), `level=WARN msg="admin token refused"`); n != 4 {
+			t.Errorf("%d refused admin requests logged as warnings; want 4:\n%s", n, e.logs.String())
 		}
 		if strings.Contains(e.logs.String(), adminToken+"x") || strings.Contains(e.logs.String(), serviceToken) {
 			t.Error("a refused admin token is in the log")
@@ -254,6 +258,60 @@ func TestAdminLockUntilMalformed(t *testing.T) {
 	if u := e.user("when@example.org"); u.AccountStatus != authd.StatusActive {
 		t.Errorf("after the refusals the account is %s, want active", u.AccountStatus)
 	}
+}
+
+// TestAdminLockUntilInAChunkedBody: a lock's body sent without a length
+// (chunked, as a streaming client sends it) is read like any other: its
+// until bounds the lock, rather than being dropped for a lock until an
+// administrator lifts it.
+func TestAdminLockUntilInAChunkedBody(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	e.registerVerified("chunked@example.org", goodPassword)
+	id := e.user("chunked@example.org").ID.String()
+	until := e.clock.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	body := io.MultiReader(strings.NewReader(`{"until":"` + until + `"}`)) // no length known: sent chunked
+	req, err := http.NewRequest("POST", e.adminSrv.URL+"/v1/admin/users/"+id+"/lock", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 204 {
+		t.Fatalf("a chunked lock: %d, want 204", resp.StatusCode)
+	}
+	if r := e.admin("GET", "/v1/admin/users/"+id, nil); r.str("account_status") != "locked" || r.str("account_locked_until") != until {
+		t.Errorf("after a chunked lock until %s: %s; want locked until then", until, r.raw)
+	}
+}
+
+// TestAdminUserShowsTheLockByCodes: the admin view of a user shows the
+// second-factor codes' lockout as the password's (the wrong codes counted,
+// and until when codes are refused), so that support can tell why a user
+// who knows the password cannot sign in.
+func TestAdminUserShowsTheLockByCodes(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("codes@example.org", goodPassword)
+		u := e.user("codes@example.org")
+		until := e.clock.Now().Add(30 * time.Minute)
+		u.FailedCodeAttempts, u.CodesLockedUntil = 3, until
+		if err := e.store.UpdateUser(context.Background(), u); err != nil {
+			t.Fatal(err)
+		}
+		r := e.admin("GET", "/v1/admin/users/"+u.ID.String(), nil)
+		want(t, "show", r, 200, "")
+		if r.body["failed_code_attempts"] != float64(3) || r.str("codes_locked_until") != until.Format(time.RFC3339) ||
+			r.body["failed_login_attempts"] != float64(0) || r.body["account_locked_until"] != nil {
+			t.Errorf("show: %s; want 3 failed codes, codes locked until %s, the password's lockout clear",
+				r.raw, until.Format(time.RFC3339))
+		}
+	})
 }
 
 // TestAdminLockUntilTheLastYear: an until whose UTC form falls past the

@@ -116,7 +116,7 @@ func TestAdminClients(t *testing.T) {
 		r = e.admin("POST", "/v1/admin/clients/grafana/rotate-secret", nil)
 		want(t, "rotate", r, 200, "")
 		fresh := r.str("client_secret")
-		if fresh == "" || fresh == secret {
+		if fresh == "" || fresh == secret || r.str("client_id") != "grafana" {
 			t.Fatalf("rotate: %s", r.raw)
 		}
 		if _, err := e.svc.AuthenticateClient(ctx, authd.Client{}, "grafana", secret, "client_secret_post"); err == nil {
@@ -337,4 +337,23 @@ func TestClientIDsNoClientCanHave(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestClientChangeToNoRedirectURIs: a change that empties a client's
+// redirect URIs is refused naming the field, with whatever else it
+// changes: it is not taken for a change that leaves them out, the rest
+// applied and the URIs kept.
+func TestClientChangeToNoRedirectURIs(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	want(t, "create", e.admin("POST", "/v1/admin/clients", map[string]any{"client_id": "wiki", "name": "Wiki",
+		"type": "public", "redirect_uris": []string{"https://wiki.example.org/cb"}}), 201, "")
+	r := e.admin("PATCH", "/v1/admin/clients/wiki", map[string]any{"name": "Wiki 2", "redirect_uris": []string{}})
+	if r.status != 400 || r.field() != "redirect_uris" {
+		t.Errorf("a change to no redirect URIs: %d %s; want 400 naming redirect_uris", r.status, r.raw)
+	}
+	if oc, err := e.svc.OAuthClient(context.Background(), "wiki"); err != nil || oc.Name != "Wiki" ||
+		!slices.Equal(oc.RedirectURIs, []string{"https://wiki.example.org/cb"}) {
+		t.Errorf("after the refused change: %+v, %v; want the client as it was", oc, err)
+	}
 }

@@ -338,3 +338,36 @@ func TestExportHoldsMailData(t *testing.T) {
 	}
 	t.Errorf("no mfa_reset mail among the exported %+v", doc.Mails)
 }
+
+// TestExportHoldsTheAccountsLockouts: the export's users row carries the
+// account's lockout state as the table holds it (the wrong passwords and
+// codes counted, the last failure, until when codes are refused), not
+// merely its columns' names.
+func TestExportHoldsTheAccountsLockouts(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	const email = "lockouts@example.org"
+	e.registerVerified(email, goodPassword)
+	access, _ := e.login(email, goodPassword)
+	u := e.user(email)
+	failed, until := e.clock.Now().Add(-time.Minute), e.clock.Now().Add(30*time.Minute)
+	u.FailedLoginAttempts, u.LastFailedLogin, u.FailedCodeAttempts, u.CodesLockedUntil = 2, failed, 3, until
+	if err := e.store.UpdateUser(context.Background(), u); err != nil {
+		t.Fatal(err)
+	}
+	r := e.do("GET", "/v1/users/me/export", nil, bearer(access)...)
+	want(t, "export", r, 200, "")
+	var doc struct {
+		Users []map[string]any `json:"users"`
+	}
+	if err := json.Unmarshal([]byte(r.raw), &doc); err != nil || len(doc.Users) != 1 {
+		t.Fatalf("export users %v (%v); want the one row", doc.Users, err)
+	}
+	row := doc.Users[0]
+	for col, want := range map[string]any{"failed_login_attempts": float64(2), "last_failed_login_timestamp": failed.Format(time.RFC3339),
+		"failed_code_attempts": float64(3), "codes_locked_until": until.Format(time.RFC3339)} {
+		if row[col] != want {
+			t.Errorf("export users.%s %v, want %v", col, row[col], want)
+		}
+	}
+}

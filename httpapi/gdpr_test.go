@@ -393,6 +393,10 @@ func TestOwnSecurityLogPagination(t *testing.T) {
 		if !slices.IsSortedFunc(seen, func(a, b string) int { return strings.Compare(b[:20], a[:20]) }) {
 			t.Errorf("not newest first: %v", seen)
 		}
+		// The bounds themselves are pages (SPEC §5: max 200).
+		for _, q := range []string{"?limit=1", "?limit=200"} {
+			want(t, "list parameters "+q, e.do("GET", "/v1/users/me/security-log"+q, nil, bearer(access)...), 200, "")
+		}
 		for _, q := range []string{"?limit=0", "?limit=201", "?limit=x", "?cursor=garbage", "?cursor=eyJ9"} {
 			want(t, "bad list parameters "+q, e.do("GET", "/v1/users/me/security-log"+q, nil, bearer(access)...), 400, "validation_failed")
 		}

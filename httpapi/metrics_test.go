@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -36,6 +37,17 @@ func TestMetricsOnTheAdminListenerOnly(t *testing.T) {
 	want(t, "admin API without AUTHD_ADMIN_TOKEN", r, 404, "not_found")
 	if !strings.Contains(r.str("detail"), "AUTHD_ADMIN_TOKEN") {
 		t.Errorf("admin API without AUTHD_ADMIN_TOKEN: detail %q does not say how to turn it on", r.str("detail"))
+	}
+	// /v1/admin too is answered so, not redirected to /v1/admin/ (a
+	// redirect that API clients do not read).
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noRedirect.Get(noToken.URL + "/v1/admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 404 || resp.Header.Get("Content-Type") != "application/problem+json" {
+		t.Errorf("GET /v1/admin without AUTHD_ADMIN_TOKEN: %d %s, want a 404 problem", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 }
 

@@ -51,7 +51,7 @@ func TestRevocationFeedJSON(t *testing.T) {
 		want(t, "no token", e.do("GET", "/v1/auth/revocations?since=0", nil), 401, "invalid_token")
 		want(t, "a user's token", e.do("GET", "/v1/auth/revocations?since=0", nil, bearer(adminToken)...), 401, "invalid_token")
 		for _, q := range []string{"since=-1", "since=x", "since=99999999999999999999", "since=1.", "since=1.XYZ", "since=.ab", "since=1.5", "since=1.a", "since=00.0",
-			"since=1.0123456789abcde", "since=1.0123456789abcdef0", "since=1.0123456789ABCDEF", "format=xml"} {
+			"since=1.0123456789abcde", "since=1.0123456789abcdef0", "since=1.0123456789ABCDEF", "since=1.0123456789abcdeg", "format=xml"} {
 			want(t, q, e.do("GET", "/v1/auth/revocations?"+q, nil, svc...), 400, "validation_failed")
 		}
 		bad := e.do("GET", "/v1/auth/revocations?format=json", nil, append(svc, "Last-Event-ID", "1e3")...)
@@ -64,6 +64,11 @@ func TestRevocationFeedJSON(t *testing.T) {
 		want(t, "empty feed", empty, 200, "")
 		if empty.raw != `{"events":[],"last_id":0,"cursor":"0","more":false}`+"\n" {
 			t.Errorf("empty feed: %s", empty.raw)
+		}
+		// A position the empty table does not hold starts over: the cursor
+		// says so, rather than hand the position back as if it were current.
+		if r := e.do("GET", "/v1/auth/revocations?since=999999", nil, svc...); r.raw != empty.raw {
+			t.Errorf("empty feed since 999999: %s; want %s", r.raw, empty.raw)
 		}
 
 		e.registerVerified("feed@example.org", goodPassword)
@@ -200,6 +205,11 @@ func TestRevocationFeedStream(t *testing.T) {
 		if ct := s.resp.Header.Get("Content-Type"); s.resp.StatusCode != 200 || ct != "text/event-stream" {
 			t.Fatalf("stream: %d %s", s.resp.StatusCode, ct)
 		}
+		// A proxy (nginx) that buffered the stream would hold revocations
+		// back from the resource servers until its buffer filled.
+		if got := s.resp.Header.Get("X-Accel-Buffering"); got != "no" {
+			t.Errorf("stream: X-Accel-Buffering %q, want no", got)
+		}
 		if ev := s.next(); ev["retry"] == "" {
 			t.Errorf("first event %v, want a retry delay", ev)
 		}
@@ -269,6 +279,28 @@ func TestRevocationStreamsPerToken(t *testing.T) {
 		if s := openStream(t, four.URL, "Authorization", "Bearer "+other); s.resp.StatusCode != 200 {
 			t.Errorf("stream %d of the other token: %d; want 200", i+1, s.resp.StatusCode)
 		}
+	}
+}
+
+// TestRevocationStreamsBoundAcrossTokens: the instance's bound holds for
+// every token's streams together, not only for each token's share: with
+// one stream allowed, another token's stream is 503 with Retry-After while
+// the first is open.
+func TestRevocationStreamsBoundAcrossTokens(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	const other = "another-service-token-0123456789abcdef"
+	one := httptest.NewServer(httpapi.New(httpapi.Options{Service: e.svc, ServiceTokens: []string{serviceToken, other},
+		MaxRevocationStreams: 1}))
+	t.Cleanup(one.Close) // after the streams' cleanups, which run first
+	if s := openStream(t, one.URL); s.resp.StatusCode != 200 {
+		t.Fatalf("the only stream: %d, want 200", s.resp.StatusCode)
+	}
+	// Retry-After 5, as the refusal says: not the one second of any 503,
+	// which would have every refused resource server back at once.
+	if s := openStream(t, one.URL, "Authorization", "Bearer "+other); s.resp.StatusCode != 503 || s.resp.Header.Get("Retry-After") != "5" {
+		t.Errorf("another token's stream beyond the instance's bound: %d, Retry-After %q; want 503 with Retry-After 5",
+			s.resp.StatusCode, s.resp.Header.Get("Retry-After"))
 	}
 }
 
@@ -357,9 +389,11 @@ func TestRevocationFeedStuckDatabase(t *testing.T) {
 		t.Cleanup(srv.Close)
 		for _, h := range [][]string{nil, {"Last-Event-ID", "7"}, {"Last-Event-ID", "7.0123456789abcdef"}} {
 			s := openStream(t, srv.URL, h...)
-			if s.resp.StatusCode != 503 || s.resp.Header.Get("Retry-After") == "" ||
+			// Retry-After 5, as the refusal says: not the one second of any
+			// 503, which would have every resource server back at once.
+			if s.resp.StatusCode != 503 || s.resp.Header.Get("Retry-After") != "5" ||
 				s.resp.Header.Get("Content-Type") != "application/problem+json" {
-				t.Errorf("stream %v on a stuck database: %d %q Retry-After %q, want a 503 problem with Retry-After",
+				t.Errorf("stream %v on a stuck database: %d %q Retry-After %q, want a 503 problem with Retry-After 5",
 					h, s.resp.StatusCode, s.resp.Header.Get("Content-Type"), s.resp.Header.Get("Retry-After"))
 			}
 			s.close()
@@ -373,8 +407,8 @@ func TestRevocationFeedStuckDatabase(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != 503 {
-			t.Errorf("poll on a stuck database: %d, want 503", resp.StatusCode)
+		if resp.StatusCode != 503 || resp.Header.Get("Retry-After") != "5" {
+			t.Errorf("poll on a stuck database: %d, Retry-After %q; want 503, 5", resp.StatusCode, resp.Header.Get("Retry-After"))
 		}
 	})
 }
@@ -578,6 +612,37 @@ func TestResumeAfterRetentionServesOnePage(t *testing.T) {
 		if err != nil || after != gone.ID || len(page) != authd.RevocationEventsPage || page[0].ID <= gone.ID {
 			t.Errorf("resuming after a purged event: from %d, %d events (%v); want from %d, a page of %d after it",
 				after, len(page), err, gone.ID, authd.RevocationEventsPage)
+		}
+	})
+}
+
+// TestRevocationFeedJSONPages: a poll answers one page of
+// RevocationEventsPage events with more true, so that the poller asks again
+// at once from its cursor; the last page says more false.
+func TestRevocationFeedJSONPages(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		ctx := context.Background()
+		e := newEnv(t, open(t))
+		if err := e.store.InTx(ctx, func(q authd.Queries) error {
+			for range authd.RevocationEventsPage + 1 {
+				if err := q.PublishRevocation(ctx, authd.Revocation{At: e.clock.Now(), Until: e.clock.Now().Add(time.Hour),
+					SessionIDs: []uuid.UUID{uuid.New()}, Reason: "logout"}); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		first := e.do("GET", "/v1/auth/revocations?since=0", nil, bearer(serviceToken)...)
+		want(t, "first page", first, 200, "")
+		if evs, _ := first.body["events"].([]any); len(evs) != authd.RevocationEventsPage || first.body["more"] != true {
+			t.Fatalf("first page: %d events, more %v; want %d, more true", len(evs), first.body["more"], authd.RevocationEventsPage)
+		}
+		last := e.do("GET", "/v1/auth/revocations?since="+first.str("cursor"), nil, bearer(serviceToken)...)
+		want(t, "last page", last, 200, "")
+		if evs, _ := last.body["events"].([]any); len(evs) != 1 || last.body["more"] != false {
+			t.Errorf("last page: %s; want the one event left, more false", last.raw)
 		}
 	})
 }
