@@ -82,13 +82,14 @@ func TestBearerHandling(t *testing.T) {
 		"garbage":       {"Authorization", "Bearer abc.def.ghi"},
 		"alg none":      {"Authorization", "Bearer eyJhbGciOiJub25lIiwidHlwIjoiYXQrand0In0." + strings.Split(access, ".")[1] + "."},
 		"service token": bearer(serviceToken),
+		"two words":     {"Authorization", "Bearer " + access + " " + access},
 	} {
 		r := e.do("GET", "/v1/users/me", nil, h...)
 		want(t, name, r, 401, "invalid_token")
 		// Credentials refused are named as such; none sent, the challenge
 		// carries no error code (RFC 6750 §3.1).
 		challenge := `Bearer realm="authd", error="invalid_token"`
-		if h == nil || name == "basic" || name == "empty bearer" { // none, another scheme, an empty one
+		if h == nil || name == "basic" || name == "empty bearer" || name == "two words" { // none, another scheme, an empty one, no token's shape
 			challenge = `Bearer realm="authd"`
 		}
 		if got := r.header.Get("WWW-Authenticate"); got != challenge {
@@ -222,6 +223,14 @@ func TestBodilessRoutesRefuseFields(t *testing.T) {
 	want(t, "logout, no body but a Content-Type", e.do("POST", "/v1/auth/logout", nil,
 		append(bearer(access), "Content-Type", "application/json")...), 204, "")
 	want(t, "a body from no one", e.do("POST", "/v1/auth/logout-all", map[string]string{"x": "y"}), 401, "invalid_token")
+	// A step-up ceremony takes nothing: a field is refused, not ignored.
+	withKey, _, _ := e.passkeyUser("nbk@example.org")
+	r = e.do("POST", "/v1/users/me/mfa/challenge", map[string]string{"code": "123456"}, bearer(withKey)...)
+	want(t, "a step-up challenge with a code", r, 400, "validation_failed")
+	if r.field() != "code" {
+		t.Errorf("a step-up challenge with a code: %s, want the error to name code", r.raw)
+	}
+	want(t, "a step-up challenge with {}", e.do("POST", "/v1/users/me/mfa/challenge", "{}", append(bearer(withKey), "Content-Type", "application/json")...), 200, "")
 
 	// An empty body of no stated length (chunked) is nothing too.
 	access, _ = e.login("nb@example.org", goodPassword)
@@ -309,6 +318,15 @@ func TestIntrospection(t *testing.T) {
 	r = e.do("POST", "/v1/auth/introspect?token="+access, "",
 		"Authorization", "Bearer "+serviceToken, "Content-Type", "application/x-www-form-urlencoded")
 	want(t, "token only in the query", r, 400, "validation_failed")
+	// RFC 7662's token is required: an empty one is a wrong request, not
+	// an inactive token that a resource server would take for an answer.
+	want(t, "empty token", e.do("POST", "/v1/auth/introspect", map[string]string{"token": ""}, bearer(serviceToken)...), 400, "validation_failed")
+	r = e.do("POST", "/v1/auth/introspect", "token="+access,
+		"Authorization", "Bearer "+serviceToken, "Content-Type", "application/x-www-form-urlencoded")
+	_, client := r.body["client_id"] // only a client's token is some client's (RFC 7662)
+	if r.status != 200 || r.body["active"] != true || r.str("sub") != u.ID.String() || client {
+		t.Errorf("introspect a valid token in an RFC 7662 form: %d %s", r.status, r.raw)
+	}
 }
 
 // TestNoSecretsInLogs runs every flow and then searches the captured log

@@ -101,6 +101,25 @@ func TestLinkPagesAreLimitedPerIP(t *testing.T) {
 	})
 }
 
+// TestVerifyButtonPastTheLimit: the verify page's button pressed with dead
+// links past the client's budget answers 429 with Retry-After and a page
+// that says so, not the form of a link that moves an account again (which
+// would ask for a password no verification link needs).
+func TestVerifyButtonPastTheLimit(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withRateLimit())
+		var r response
+		for i := 0; i < 40 && r.status != 429; i++ {
+			r = e.post("/verify-email", form("token", strings.Repeat(string(rune('A'+i%26)), 43)))
+		}
+		if r.status != 429 || r.header.Get("Retry-After") == "" || strings.Contains(r.raw, "Enter your account") ||
+			strings.Contains(r.raw, `name="password"`) {
+			t.Errorf("a dead link past the budget: %d, Retry-After %q, %s; want 429 and no form",
+				r.status, r.header.Get("Retry-After"), r.raw)
+		}
+	})
+}
+
 // TestResetIsLimitedPerIP: bad reset tokens are limited per client like
 // every other unauthenticated endpoint, and each refused one is logged.
 func TestResetIsLimitedPerIP(t *testing.T) {

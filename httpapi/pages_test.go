@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"net/http"
 	"net/url"
 	"regexp"
 	"strings"
@@ -38,7 +39,8 @@ func TestVerifyPage(t *testing.T) {
 			}
 			csp := r.header.Get("Content-Security-Policy")
 			if !strings.HasPrefix(r.header.Get("Content-Type"), "text/html") || !strings.Contains(csp, "default-src 'none'") ||
-				!strings.Contains(csp, "form-action 'self'") || strings.Contains(csp, "unsafe-inline") || strings.Contains(r.raw, "<script") {
+				!strings.Contains(csp, "form-action 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") ||
+				strings.Contains(csp, "unsafe-inline") || strings.Contains(r.raw, "<script") {
 				t.Errorf("page headers: %v", r.header)
 			}
 		}
@@ -95,8 +97,10 @@ func TestResetPage(t *testing.T) {
 			t.Errorf("mismatch: %d %s", r.status, r.raw)
 		}
 		r = e.post("/reset-password", form("token", tok, "new_password", "short", "confirm_password", "short"))
-		if r.status != 400 || !strings.Contains(r.raw, "at least 12 characters") || !strings.Contains(r.raw, `role="alert"`) {
-			t.Errorf("weak password: %d %s", r.status, r.raw)
+		// The policy error inline (SPEC §7): the form again, its link in it.
+		if r.status != 400 || !strings.Contains(r.raw, "at least 12 characters") || !strings.Contains(r.raw, `role="alert"`) ||
+			!strings.Contains(r.raw, `name="new_password"`) || !strings.Contains(r.raw, tok) {
+			t.Errorf("weak password: %d %s; want the form again with the error", r.status, r.raw)
 		}
 		r = e.post("/reset-password", form("token", tok, "new_password", "a new sturdy phrase", "confirm_password", "a new sturdy phrase"))
 		if r.status != 200 || !strings.Contains(r.raw, "Password changed") {
@@ -194,6 +198,16 @@ func TestNewLinkAddressOpened(t *testing.T) {
 		r := e.do("GET", page+"/new-link", nil) // followed to page
 		if r.status != 200 || !strings.Contains(r.raw, `action="`+page+`/new-link"`) || strings.Contains(r.raw, "expired") {
 			t.Errorf("GET %s: %d %s; want the form that asks for a link", page, r.status, r.raw)
+		}
+		// 303 See Other: a GET of the page, whatever sent the browser here.
+		noRedirects := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := noRedirects.Get(e.srv.URL + page + "/new-link")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != page {
+			t.Errorf("GET %s/new-link: %d to %q, want 303 to %s", page, resp.StatusCode, resp.Header.Get("Location"), page)
 		}
 	}
 }

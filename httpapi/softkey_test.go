@@ -21,5 +21,8 @@ func publicKey(t testing.TB, r response) map[string]any {
 	if !ok {
 		t.Fatalf("no publicKey in %s", r.raw)
 	}
+	if ct := r.header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("ceremony options answered as %q, want application/json", ct)
+	}
 	return pk
 }

@@ -159,6 +159,11 @@ func TestCodeFlowWithGoOIDC(t *testing.T) {
 		if at := jwtPayload(t, tok.AccessToken); at["client_id"] != c.ID || at["scope"] != "openid email offline_access" {
 			t.Errorf("access token claims client_id %v scope %v; want %s and the granted scopes", at["client_id"], at["scope"], c.ID)
 		}
+		// Introspection tells a resource server whose token it is and what
+		// it may do (RFC 7662 client_id and scope).
+		if in := e.introspect(tok.AccessToken); in["client_id"] != c.ID || in["scope"] != "openid email offline_access" {
+			t.Errorf("introspection of the client's access token: %v; want client_id %s and the granted scopes", in, c.ID)
+		}
 		a, err := e.svc.Authenticate(context.Background(), tok.AccessToken)
 		if err != nil || a.SessionID.String() != claims.SID {
 			t.Errorf("access token claims %+v, %v; want the ID token's sid", a, err)
@@ -716,6 +721,15 @@ func TestBrowserSessionEndsWithLogoutAll(t *testing.T) {
 // the token is live (signature, times, session not revoked), else 401.
 // (GET /v1/users/me itself refuses every client's token: accountAPI.)
 func (e *env) me(access string) int {
+	if e.introspect(access)["active"] == true {
+		return http.StatusOK
+	}
+	return http.StatusUnauthorized
+}
+
+// introspect returns the introspection of the access token, asked as a
+// resource server asks (an RFC 7662 form, the service token).
+func (e *env) introspect(access string) map[string]any {
 	req, _ := http.NewRequest("POST", e.srv.URL+"/v1/auth/introspect", strings.NewReader(url.Values{"token": {access}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Authorization", "Bearer "+serviceToken)
@@ -724,14 +738,9 @@ func (e *env) me(access string) int {
 		e.t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var out struct {
-		Active bool `json:"active"`
-	}
+	var out map[string]any
 	json.NewDecoder(resp.Body).Decode(&out)
-	if out.Active {
-		return http.StatusOK
-	}
-	return http.StatusUnauthorized
+	return out
 }
 
 // accountAPI calls GET /v1/users/me with the token and returns the status.
