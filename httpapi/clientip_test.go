@@ -33,6 +33,14 @@ func TestClientIP(t *testing.T) {
 		{"IPv6 entry with a port", "10.1.2.3:443", "[2001:db8::5]:4711", "2001:db8::5"},
 		{"proxy entry with a port", "10.1.2.3:443", "198.51.100.1, 10.9.9.9:80", "198.51.100.1"},
 		{"a port alone is garbage", "10.1.2.3:443", "198.51.100.1, :4711", "10.1.2.3"},
+		// Every entry a trusted proxy: the leftmost one reached, the
+		// nearest to the client that can be known.
+		{"only trusted proxies", "10.1.2.3:443", "10.9.9.9", "10.9.9.9"},
+		{"garbage left of a trusted proxy", "10.1.2.3:443", "nonsense, 10.9.9.9", "10.9.9.9"},
+		// An IPv4 client written IPv4-mapped is the one address, not a
+		// second identity for the rate limits; a mapped proxy is trusted.
+		{"IPv4-mapped entry", "10.1.2.3:443", "::ffff:198.51.100.1", "198.51.100.1"},
+		{"IPv4-mapped proxy entry", "10.1.2.3:443", "198.51.100.1, ::ffff:10.9.9.9", "198.51.100.1"},
 	}
 	for _, tt := range tests {
 		r := httptest.NewRequest("GET", "/", nil)
@@ -63,6 +71,11 @@ func TestHSTSOnlyWhenAsked(t *testing.T) {
 		s.ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
 		if got := rec.Header().Get("Strict-Transport-Security") != ""; got != on {
 			t.Errorf("HSTS option %v: header present %v", on, got)
+		}
+		// A year, subdomains included: a browser then refuses plain HTTP
+		// to the service long enough to matter.
+		if hsts := rec.Header().Get("Strict-Transport-Security"); on && hsts != "max-age=31536000; includeSubDomains" {
+			t.Errorf("HSTS %q, want max-age=31536000; includeSubDomains", hsts)
 		}
 	}
 }

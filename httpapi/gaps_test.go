@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/authd/authd"
+	"github.com/authd/authd/httpapi"
 )
 
 // TestRefreshPastItsLifetime: a refresh token past its own lifetime, or in
@@ -203,6 +204,48 @@ func TestChunkedBodyOverLimit(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(body), "payload_too_large") {
 		t.Errorf("a chunked body over the limit: %d %s; want 413 payload_too_large", resp.StatusCode, body)
+	}
+}
+
+// TestBodyLimitIsInclusive: a body of 64 KiB exactly is read (SPEC §5:
+// 413 is a body over 64 KiB), one byte more is a 413, declared or chunked;
+// a length declared over the limit is a 413 before the media type is
+// looked at.
+func TestBodyLimitIsInclusive(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t))
+	sized := func(n int) string {
+		const head, tail = `{"email":"`, `@example.org","password":"x"}`
+		return head + strings.Repeat("a", n-len(head)-len(tail)) + tail
+	}
+	for _, c := range []struct {
+		name    string
+		size    int
+		chunked bool
+		ctype   string
+		want413 bool
+	}{
+		{"64 KiB declared", httpapi.MaxBodyBytes, false, "application/json", false},
+		{"64 KiB and a byte declared", httpapi.MaxBodyBytes + 1, false, "application/json", true},
+		{"64 KiB chunked", httpapi.MaxBodyBytes, true, "application/json", false},
+		{"64 KiB and a byte chunked", httpapi.MaxBodyBytes + 1, true, "application/json", true},
+		{"64 KiB and a byte declared, of another type", httpapi.MaxBodyBytes + 1, false, "text/plain", true},
+	} {
+		var body io.Reader = strings.NewReader(sized(c.size))
+		if c.chunked {
+			body = io.MultiReader(body) // no length: sent chunked
+		}
+		req, _ := http.NewRequest("POST", e.srv.URL+"/v1/auth/login", body)
+		req.Header.Set("Content-Type", c.ctype)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if got := resp.StatusCode == http.StatusRequestEntityTooLarge; got != c.want413 || resp.StatusCode/100 != 4 {
+			t.Errorf("%s: %d %s; want 413: %v", c.name, resp.StatusCode, raw, c.want413)
+		}
 	}
 }
 

@@ -108,6 +108,12 @@ func TestUnsupportedBodiesSaySo(t *testing.T) {
 	if resp.StatusCode != http.StatusUnsupportedMediaType {
 		t.Errorf("a body gzipped in a second Content-Encoding field: %d, want 415", resp.StatusCode)
 	}
+	// JSON of another charset is refused, not read as UTF-8 (SPEC §5:
+	// UTF-8); utf-8 named in any case is accepted.
+	r = e.do("POST", "/v1/auth/login", `{}`, "Content-Type", "application/json; charset=iso-8859-1")
+	want(t, "JSON in Latin-1", r, 415, "unsupported_media_type")
+	want(t, "JSON in UTF-8, named upper-case", e.do("POST", "/v1/auth/login", `{}`, "Content-Type", "application/json; charset=UTF-8"),
+		400, "validation_failed")
 	r = e.do("POST", "/v1/auth/introspect", "token=x", "Content-Type", "text/plain", "Authorization", "Bearer "+serviceToken)
 	want(t, "introspection as text/plain", r, 415, "")
 	if !strings.Contains(r.raw, "x-www-form-urlencoded") || !strings.Contains(r.raw, "application/json") {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/httpapi"
+	"github.com/authd/authd/token"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -26,23 +27,35 @@ func TestSecurityHeadersAndProblems(t *testing.T) {
 	} {
 		for h, v := range map[string]string{
 			"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+			"X-Frame-Options": "DENY", "Cross-Origin-Resource-Policy": "same-origin",
 		} {
 			if got := r.header.Get(h); got != v {
 				t.Errorf("%s = %q, want %q", h, got, v)
 			}
 		}
-		if !strings.Contains(r.header.Get("Content-Security-Policy"), "default-src 'none'") || r.header.Get("X-Request-Id") == "" {
+		if csp := r.header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") ||
+			!strings.Contains(csp, "frame-ancestors 'none'") || r.header.Get("X-Request-Id") == "" {
 			t.Errorf("CSP %q, request id %q", r.header.Get("Content-Security-Policy"), r.header.Get("X-Request-Id"))
 		}
 	}
 	if hsts := e.do("GET", "/healthz", nil).header.Get("Strict-Transport-Security"); hsts != "" {
 		t.Errorf("HSTS %q without HTTPS configured", hsts)
 	}
+	// JSON out is said to be JSON (SPEC §5), not left to sniffing.
+	if ct := e.do("GET", "/healthz", nil).header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("healthz: Content-Type %q, want application/json", ct)
+	}
 	want(t, "unknown path", e.do("GET", "/nowhere", nil), 404, "not_found")
 	r := e.do("GET", "/v1/auth/login", nil)
 	want(t, "wrong method", r, 405, "method_not_allowed")
 	if !strings.Contains(r.header.Get("Allow"), "POST") {
 		t.Errorf("405 Allow = %q", r.header.Get("Allow"))
+	}
+	// A path only DELETE takes is a 405 too, not a 404.
+	r = e.do("GET", "/v1/users/me/sessions/0197c0de-0000-7000-8000-000000000000", nil)
+	want(t, "a path only DELETE takes", r, 405, "method_not_allowed")
+	if r.header.Get("Allow") != "DELETE" {
+		t.Errorf("405 of a DELETE-only path: Allow = %q, want DELETE", r.header.Get("Allow"))
 	}
 	p := e.do("GET", "/nowhere", nil)
 	for _, field := range []string{"type", "title", "status", "detail", "code"} {
@@ -54,6 +67,14 @@ func TestSecurityHeadersAndProblems(t *testing.T) {
 	if jwks.status != 200 || !strings.Contains(jwks.header.Get("Cache-Control"), "max-age") || len(jwks.body["keys"].([]any)) != 1 {
 		t.Errorf("jwks: %d %q %s", jwks.status, jwks.header.Get("Cache-Control"), jwks.raw)
 	}
+	// Cached as long as key rotation waits before a new key signs (no
+	// longer, or a resource server would miss the new kid), and typed as a
+	// key set (RFC 7517 §8.5).
+	if cc, ct := jwks.header.Get("Cache-Control"), jwks.header.Get("Content-Type"); cc != fmt.Sprintf("public, max-age=%d", int(token.JWKSMaxAge/time.Second)) ||
+		ct != "application/jwk-set+json" {
+		t.Errorf("jwks: Cache-Control %q, Content-Type %q; want public, max-age=%d and application/jwk-set+json",
+			cc, ct, int(token.JWKSMaxAge/time.Second))
+	}
 }
 
 func TestCORS(t *testing.T) {
@@ -63,6 +84,33 @@ func TestCORS(t *testing.T) {
 	if r.status != 204 || r.header.Get("Access-Control-Allow-Origin") != "https://app.example.org" ||
 		!strings.Contains(r.header.Get("Access-Control-Allow-Headers"), "Authorization") {
 		t.Errorf("preflight from an allowed origin: %d %v", r.status, r.header)
+	}
+	if r.header.Get("Access-Control-Allow-Methods") != "GET, POST, PUT, PATCH, DELETE" || r.header.Get("Access-Control-Max-Age") == "" {
+		t.Errorf("preflight from an allowed origin: Allow-Methods %q, Max-Age %q", r.header.Get("Access-Control-Allow-Methods"),
+			r.header.Get("Access-Control-Max-Age"))
+	}
+	// An allowed origin's script reads the headers a client acts on (when
+	// to retry, what to report, why its token was refused); the answer
+	// varies with Origin, so that no cache serves it to another.
+	r = e.do("POST", "/v1/auth/login", `{}`, "Origin", "https://app.example.org")
+	for _, h := range []string{"Retry-After", "X-Request-Id", "WWW-Authenticate"} {
+		if !strings.Contains(r.header.Get("Access-Control-Expose-Headers"), h) {
+			t.Errorf("CORS answer to an allowed origin: Access-Control-Expose-Headers %q lacks %s",
+				r.header.Get("Access-Control-Expose-Headers"), h)
+		}
+	}
+	// An OPTIONS that is no preflight (no Access-Control-Request-Method)
+	// is not answered as one.
+	if r := e.do("OPTIONS", "/v1/auth/login", nil, "Origin", "https://app.example.org"); r.status == 204 {
+		t.Errorf("OPTIONS without Access-Control-Request-Method answered as a preflight: %d %v", r.status, r.header)
+	}
+	for origin, r := range map[string]response{
+		"https://app.example.org": r,
+		"https://evil.example":    e.do("GET", "/healthz", nil, "Origin", "https://evil.example"),
+	} {
+		if r.header.Get("Vary") != "Origin" {
+			t.Errorf("answer to Origin %s: Vary %q, want Origin", origin, r.header.Get("Vary"))
+		}
 	}
 	r = e.do("GET", "/healthz", nil, "Origin", "https://evil.example")
 	if r.header.Get("Access-Control-Allow-Origin") != "" {
@@ -152,6 +200,22 @@ func TestQueryParametersAreTheRoutes(t *testing.T) {
 	want(t, "the session a refused logout kept", e.do("GET", "/v1/users/me", nil, bearer(access)...), 200, "")
 	want(t, "the route's own parameters", e.admin("GET", "/v1/admin/users?email=q%40&status=active&limit=5", nil), 200, "")
 	want(t, "the route's own parameters", e.do("GET", "/v1/users/me/security-log?limit=1", nil, bearer(access)...), 200, "")
+	// A query that does not parse is refused whole, not read for what
+	// parses: url.ParseQuery drops a pair with a semicolon or a bad escape.
+	for _, c := range []struct {
+		name, method, path string
+		body               any
+		auth               []string
+	}{
+		{"a semicolon", "GET", "/v1/users/me/security-log?limit=1;cursor=x", nil, bearer(access)},
+		{"a bad escape", "POST", "/v1/auth/password/forgot?x=%ZZ", map[string]string{"email": "q@example.org"}, nil},
+	} {
+		r := e.do(c.method, c.path, c.body, c.auth...)
+		want(t, c.name, r, 400, "validation_failed")
+		if r.field() != "query" {
+			t.Errorf("%s: %s, want the error to name the query", c.name, r.raw)
+		}
+	}
 
 	// Every API route, on both listeners: a parameter of no route is
 	// refused before anything is done, and after the credentials are
@@ -249,6 +313,22 @@ func TestBodilessRoutesRefuseFields(t *testing.T) {
 	if resp.StatusCode != 204 {
 		t.Errorf("logout with an empty chunked body: %d, want 204", resp.StatusCode)
 	}
+
+	// A field in a body of no stated length is refused all the same.
+	access, _ = e.login("nb@example.org", goodPassword)
+	req, _ := http.NewRequest("POST", e.srv.URL+"/v1/auth/logout", io.MultiReader(strings.NewReader(`{"scope":"global"}`)))
+	req.Header.Set("Authorization", "Bearer "+access)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if req.ContentLength != 0 || resp.StatusCode != 400 || !strings.Contains(string(body), `"field":"scope"`) {
+		t.Errorf("logout with a scope in a chunked body (length %d): %d %s, want 400 naming scope", req.ContentLength, resp.StatusCode, body)
+	}
+	want(t, "the session a refused chunked logout kept", e.do("GET", "/v1/users/me", nil, bearer(access)...), 200, "")
 }
 
 // TestUncleanPathsAreProblems: an API path, or any path but a GET's, with
@@ -281,13 +361,17 @@ func TestUncleanPathsAreProblems(t *testing.T) {
 		}
 	}
 	want(t, "a clean path with a trailing slash", e.do("GET", "/v1/users/me/", nil), 404, "not_found")
-	resp, err := noRedirects.Get(e.srv.URL + "//.well-known/jwks.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode/100 != 3 || resp.Header.Get("Location") != "/.well-known/jwks.json" {
-		t.Errorf("GET //.well-known/jwks.json: %d Location %q, want the redirect to the clean path", resp.StatusCode, resp.Header.Get("Location"))
+	for _, method := range []string{"GET", "HEAD"} {
+		req, _ := http.NewRequest(method, e.srv.URL+"//.well-known/jwks.json", nil)
+		resp, err := noRedirects.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode/100 != 3 || resp.Header.Get("Location") != "/.well-known/jwks.json" {
+			t.Errorf("%s //.well-known/jwks.json: %d Location %q, want the redirect to the clean path", method, resp.StatusCode,
+				resp.Header.Get("Location"))
+		}
 	}
 }
 

@@ -670,17 +670,21 @@ func TestPasskeyMalformedPayloads(t *testing.T) {
 			check("second factor, "+name, e.do("POST", "/v1/auth/mfa/verify",
 				map[string]any{"mfa_token": token, "method": "passkey", "credential": cred}))
 		}
-		// The body itself.
-		for name, body := range map[string]string{
-			"unknown field":  `{"credential":{},"extra":1}`,
-			"duplicate key":  `{"credential":{},"credential":{}}`,
-			"no credential":  `{}`,
-			"trailing data":  `{"credential":{}} {}`,
-			"deeply nested":  `{"credential":{"a":{"b":{"c":{"d":{"e":{"f":{"g":{"h":1}}}}}}}}}`,
-			"NUL in a value": `{"credential":{"id":"\u0000"}}`,
+		// The body itself: refused by the body's own checks, which say what
+		// is wrong, before the credential reaches the WebAuthn parser.
+		for name, c := range map[string]struct{ body, says string }{
+			"unknown field":  {`{"credential":{},"extra":1}`, "is not a known field"},
+			"duplicate key":  {`{"credential":{},"credential":{}}`, "appears twice"},
+			"no credential":  {`{}`, ""},
+			"trailing data":  {`{"credential":{}} {}`, "nothing after it"},
+			"deeply nested":  {`{"credential":{"a":{"b":{"c":{"d":{"e":{"f":{"g":{"h":1}}}}}}}}}`, "is nested too deeply"},
+			"NUL in a value": {`{"credential":{"id":"\u0000"}}`, "must not contain NUL characters"},
 		} {
-			r := e.do("POST", "/v1/auth/passkey/finish", body)
+			r := e.do("POST", "/v1/auth/passkey/finish", c.body)
 			want(t, name, r, 400, "")
+			if !strings.Contains(r.raw, c.says) {
+				t.Errorf("%s: %s, want it to say %q", name, r.raw, c.says)
+			}
 		}
 		r := e.do("POST", "/v1/auth/passkey/finish", strings.Repeat(" ", 70<<10))
 		want(t, "a body over 64 KiB", r, 413, "")
