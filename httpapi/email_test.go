@@ -267,6 +267,36 @@ func TestEmailChangeToATakenAddress(t *testing.T) {
 	})
 }
 
+// TestEmailChangeToATakenAddressLoggedOnce: the holder's row telling of a
+// request for its address is written once, at the first attempt to mail
+// its notice, not again at each retry after the relay failed.
+func TestEmailChangeToATakenAddressLoggedOnce(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withMailer(&switchMailer{fail: true}))
+		const a, b = "asker@example.org", "holder@example.org"
+		for _, email := range []string{a, b} {
+			want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": email,
+				"password": goodPassword, "consent": true}), 202, "")
+			u := e.user(email) // verified here: the relay delivers nothing
+			u.EmailVerified, u.AccountStatus = true, authd.StatusActive
+			if err := e.store.UpdateUser(context.Background(), u); err != nil {
+				t.Fatal(err)
+			}
+		}
+		access, _ := e.login(a, goodPassword)
+		want(t, "request for a taken address", e.changeEmail(access, b, goodPassword), 202, "")
+		for range 3 { // the first attempt and two retries, each refused by the relay
+			if _, err := e.svc.DeliverMail(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			e.clock.Advance(10 * time.Minute)
+		}
+		if n := e.countEvents(b, "email_change_requested/failure"); n != 1 {
+			t.Errorf("%d rows telling the holder of the request after three attempts, want 1", n)
+		}
+	})
+}
+
 // TestEmailChangeToAnAddressTakenSpendsNoFactor: a link whose address got
 // an account since is refused (409, the link spent) before the second
 // factor is checked, so that a recovery code given with it is not spent

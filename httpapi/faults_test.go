@@ -274,6 +274,29 @@ func TestDeadMailVisibleAndRetried(t *testing.T) {
 	})
 }
 
+// TestAdminMailListPages: the outbox listing pages as the other listings
+// do: a full page says where the next one begins, the last one says none.
+func TestAdminMailListPages(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		for i := range 3 {
+			want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{
+				"email": fmt.Sprintf("queued%d@example.org", i), "password": goodPassword, "consent": true}), 202, "")
+			e.clock.Advance(time.Second)
+		}
+		r := e.admin("GET", "/v1/admin/mail?limit=2", nil)
+		want(t, "first page", r, 200, "")
+		if items, _ := r.body["items"].([]any); len(items) != 2 || r.str("next_cursor") == "" {
+			t.Fatalf("first page: %s; want 2 mails and a next cursor", r.raw)
+		}
+		r = e.admin("GET", "/v1/admin/mail?limit=2&cursor="+r.str("next_cursor"), nil)
+		want(t, "last page", r, 200, "")
+		if items, _ := r.body["items"].([]any); len(items) != 1 || r.str("next_cursor") != "" {
+			t.Errorf("last page: %s; want the third mail and no cursor", r.raw)
+		}
+	})
+}
+
 // switchMailer fails with a permanent error while fail is set.
 type switchMailer struct {
 	mu   sync.Mutex

@@ -696,6 +696,28 @@ func TestSessionEndingsLogWhatTheyEnded(t *testing.T) {
 		if logs := rows(authd.EventLogoutAll, since); len(logs) != 1 || logs[0].AdditionalContext["sessions"] != float64(2) {
 			t.Errorf("logout-all logged %d rows (%v); want one, 2 sessions", len(logs), contexts(logs))
 		}
+
+		// A password change ends the other sessions, a reset every one:
+		// each row counts those it ended.
+		keep, _ := e.login(email, goodPassword)
+		e.login(email, goodPassword)
+		e.clock.Advance(time.Second)
+		since = e.clock.Now()
+		want(t, "change password", e.do("POST", "/v1/auth/password/change", map[string]string{
+			"current_password": goodPassword, "new_password": "a changed passphrase"}, bearer(keep)...), 204, "")
+		if logs := rows(authd.EventPasswordChanged, since); len(logs) != 1 || logs[0].AdditionalContext["sessions_revoked"] != float64(1) {
+			t.Errorf("the change logged %d rows (%v); want one, 1 session revoked", len(logs), contexts(logs))
+		}
+		e.login(email, "a changed passphrase")
+		want(t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": email}), 202, "")
+		link := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, email))
+		e.clock.Advance(time.Second)
+		since = e.clock.Now()
+		want(t, "reset", e.do("POST", "/v1/auth/password/reset", map[string]string{"token": link,
+			"new_password": "a reset passphrase"}), 204, "")
+		if logs := rows(authd.EventPasswordResetCompleted, since); len(logs) != 1 || logs[0].AdditionalContext["sessions_revoked"] != float64(2) {
+			t.Errorf("the reset logged %d rows (%v); want one, 2 sessions revoked", len(logs), contexts(logs))
+		}
 	})
 }
 

@@ -453,6 +453,33 @@ func TestResetRefusedUnderALockWithoutAReason(t *testing.T) {
 	})
 }
 
+// TestResetAfterAnAdministratorsLockRanOut: a reset once an
+// administrator's timed lock has run out lifts what is left of it, as it
+// lifts a brute-force lock: the account is active again and the unlock is
+// logged, not left marked locked until its next sign-in.
+func TestResetAfterAnAdministratorsLockRanOut(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "lapsed@example.org"
+		e.registerVerified(email, goodPassword)
+		want(t, "admin lock for an hour", e.admin("POST", "/v1/admin/users/"+e.user(email).ID.String()+"/lock",
+			map[string]string{"until": e.clock.Now().Add(time.Hour).Format(time.RFC3339Nano)}), 204, "")
+		e.clock.Advance(time.Hour)
+		want(t, "forgot once the lock ran out", e.do("POST", "/v1/auth/password/forgot",
+			map[string]string{"email": email}), 202, "")
+		tok := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, email))
+		want(t, "reset", e.do("POST", "/v1/auth/password/reset",
+			map[string]string{"token": tok, "new_password": "a reset passphrase"}), 204, "")
+		if u := e.user(email); u.AccountStatus != authd.StatusActive || u.LockReason != "" || !u.AccountLockedUntil.IsZero() {
+			t.Errorf("after the reset: %s (%q, until %v), want active with no lock left", u.AccountStatus, u.LockReason,
+				u.AccountLockedUntil)
+		}
+		if n := e.countEvents(email, "account_unlocked/success"); n != 1 {
+			t.Errorf("%d account_unlocked rows after the reset, want 1", n)
+		}
+	})
+}
+
 // TestReauthenticationIsLimited: checking the current password (change,
 // erasure) counts toward the lock and is limited per user, so a stolen
 // access token cannot guess the password.
@@ -503,6 +530,13 @@ func TestReauthenticationIsLimited(t *testing.T) {
 			want(t, fmt.Sprintf("check %d", i+1), change("a wrong guess"), 401, "invalid_credentials")
 		}
 		want(t, "11th check in a minute, right password", change(goodPassword), 429, "rate_limited")
+		// Another user's budget is their own: one account's checks do not
+		// hold up everyone else's.
+		f.registerVerified("other@example.org", goodPassword)
+		other, _ := f.login("other@example.org", goodPassword)
+		want(t, "another user's check in that minute", f.do("POST", "/v1/auth/password/change",
+			map[string]string{"current_password": goodPassword, "new_password": "a fresh passphrase of theirs"},
+			bearer(other)...), 204, "")
 		f.clock.Advance(time.Minute)
 		want(t, "after the window", change(goodPassword), 204, "")
 	})
