@@ -54,7 +54,8 @@ func TestMetricsOnTheAdminListenerOnly(t *testing.T) {
 // TestCommittedEventsReachTheHook: the security events a flow's
 // transaction commits reach the Event hook (the metrics' counters), those
 // of a refused request whose transaction commits (a wrong password, the
-// answer asking for the second factor) among them.
+// answer asking for the second factor) among them, and so do the rows of a
+// failure written outside any transaction (a malformed mfa_token's).
 func TestCommittedEventsReachTheHook(t *testing.T) {
 	t.Parallel()
 	var mu sync.Mutex
@@ -68,10 +69,11 @@ func TestCommittedEventsReachTheHook(t *testing.T) {
 	want(t, "a wrong password", e.do("POST", "/v1/auth/login", map[string]string{"email": "counted@example.org",
 		"password": "wrong"}), 401, "invalid_credentials")
 	want(t, "the code", e.verify(e.mfaLogin("counted@example.org"), "totp", totpAt(t, secret, e.clock.Now())), 200, "")
+	want(t, "a malformed mfa_token", e.verify("junk", "totp", "123456"), 400, "invalid_token")
 	mu.Lock()
 	defer mu.Unlock()
 	for _, ev := range []string{"login_failure/failure", "mfa_challenge_issued/success", "mfa_challenge_passed/success",
-		"login_success/success", "mfa_enabled/success"} {
+		"login_success/success", "mfa_enabled/success", "mfa_challenge_failed/failure"} {
 		if seen[ev] == 0 {
 			t.Errorf("the Event hook was not told of %s: %v", ev, seen)
 		}

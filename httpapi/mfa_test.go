@@ -15,6 +15,7 @@ import (
 
 	"github.com/authd/authd"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/uuid"
 	"github.com/pquerna/otp"
 	"github.com/pquerna/otp/totp"
 )
@@ -514,12 +515,27 @@ func TestMFAMalformedInput(t *testing.T) {
 			{"letters as a TOTP code", map[string]string{"mfa_token": token, "method": "totp", "code": "12345a"}, "validation_failed"},
 			{"seven digits", map[string]string{"mfa_token": token, "method": "totp", "code": "1234567"}, "validation_failed"},
 			{"a huge code", map[string]string{"mfa_token": token, "method": "recovery_code", "code": strings.Repeat("a", 5000)}, "validation_failed"},
+			{"a TOTP code padded past 64 bytes", map[string]string{"mfa_token": token, "method": "totp",
+				"code": strings.Repeat(" ", 60) + "123456"}, "validation_failed"},
+			{"a recovery code padded past 64 bytes", map[string]string{"mfa_token": token, "method": "recovery_code",
+				"code": strings.Repeat(" ", 60) + "abcde-fghij"}, "validation_failed"},
 			{"a recovery code with 1s", map[string]string{"mfa_token": token, "method": "recovery_code", "code": "11111-11111"}, "validation_failed"},
 			{"a number as code", `{"mfa_token": "x", "method": "totp", "code": 123456}`, "validation_failed"},
 			{"a malformed mfa_token", map[string]string{"mfa_token": "x", "method": "totp", "code": "123456"}, "invalid_token"},
 			{"an unknown mfa_token", map[string]string{"mfa_token": strings.Repeat("A", 43), "method": "totp", "code": "123456"}, "invalid_token"},
 		} {
 			want(t, "verify with "+tt.name, e.do("POST", "/v1/auth/mfa/verify", tt.body), 400, tt.code)
+		}
+		// A token that cannot be one is logged too, with no user (SPEC 6.10).
+		logs, err := e.store.SecurityLogs(t.Context(), authd.SecurityLogFilter{EventType: authd.EventMFAChallengeFailed,
+			Result: authd.ResultFailure, Limit: authd.MaxListLimit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.ContainsFunc(logs, func(l *authd.SecurityLog) bool {
+			return l.FailureReason == "malformed mfa token" && l.UserID == uuid.Nil
+		}) {
+			t.Errorf("mfa_challenge_failed rows %+v lack the malformed mfa_token's, with no user", logs)
 		}
 		for _, path := range []string{"/v1/users/me/mfa/totp/confirm", "/v1/users/me/mfa/recovery-codes"} {
 			for _, body := range []any{"{", map[string]any{"code": 5}, map[string]string{"code": "12 34"}, map[string]string{"code": strings.Repeat("9", 100)}} {
@@ -1542,6 +1558,63 @@ func TestNoRecoveryCodesWithoutASecondFactor(t *testing.T) {
 		}
 		if r := e.do("GET", "/v1/users/me/mfa", nil, bearer(access)...); r.body["recovery_codes_left"] != float64(0) {
 			t.Errorf("GET mfa of an account without a second factor: %s", r.raw)
+		}
+	})
+}
+
+// TestLoginWaitingAsTheLastFactorGoes: a sign-in that passed the password
+// while the account had a second factor, and that the owner's removal of
+// the last one overtook, starts over: its recovery code (gone with the
+// factor) is refused as a dead mfa_token, logged with the reason, and not
+// counted toward the lock as a wrong code would be.
+func TestLoginWaitingAsTheLastFactorGoes(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "last.factor@example.org"
+		access, secret, codes := e.mfaUser(email)
+		token := e.mfaLogin(email)
+		want(t, "turn TOTP off", e.do("DELETE", "/v1/users/me/mfa/totp",
+			map[string]string{"code": totpAt(t, secret, e.clock.Now())}, bearer(access)...), 204, "")
+		want(t, "the waiting sign-in's recovery code", e.verify(token, "recovery_code", codes[0]), 400, "invalid_token")
+		if u := e.user(email); u.FailedLoginAttempts != 0 || u.FailedCodeAttempts != 0 {
+			t.Errorf("after it: %d failures, %d of them codes; want none counted", u.FailedLoginAttempts, u.FailedCodeAttempts)
+		}
+		if got := e.failureReasons(email, authd.EventMFAChallengeFailed); !slices.Equal(got, []string{"no second factor enabled"}) {
+			t.Errorf("mfa_challenge_failed reasons %q, want the factor's removal", got)
+		}
+	})
+}
+
+// TestConfirmingTOTPRefusedWhileCodesLocked: while codes are locked past
+// the password (CodesLockedUntil, which outlives the account's lock), a
+// TOTP enrolment's confirmation is refused unchecked, right code or not,
+// as a login's or a step-up's code is: a session's holder must not get
+// fresh guesses at a pending enrolment's code.
+func TestConfirmingTOTPRefusedWhileCodesLocked(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "confirm.locked@example.org"
+		e.registerVerified(email, goodPassword)
+		access, _ := e.login(email, goodPassword)
+		r := e.do("POST", "/v1/users/me/mfa/totp", map[string]string{"password": goodPassword}, bearer(access)...)
+		want(t, "enrol", r, 200, "")
+		u := e.user(email)
+		u.CodesLockedUntil = e.clock.Now().Add(30 * time.Minute)
+		if err := e.store.UpdateUser(t.Context(), u); err != nil {
+			t.Fatal(err)
+		}
+		r = e.do("POST", "/v1/users/me/mfa/totp/confirm", map[string]string{"code": totpAt(t, r.str("secret"), e.clock.Now())},
+			bearer(access)...)
+		want(t, "a right code while codes are locked", r, 423, "account_locked")
+		if r.header.Get("Retry-After") == "" {
+			t.Errorf("423 without Retry-After: %v", r.header)
+		}
+		factors, err := e.store.Factors(t.Context(), u.ID)
+		if err != nil || len(factors) != 1 || factors[0].Confirmed {
+			t.Errorf("factors %+v (%v); want the enrolment still unconfirmed", factors, err)
+		}
+		if got := e.failureReasons(email, authd.EventMFAEnabled); !slices.Equal(got, []string{"second-factor codes locked"}) {
+			t.Errorf("mfa_enabled failure reasons %q, want the codes' lock", got)
 		}
 	})
 }

@@ -41,6 +41,9 @@ func TestStepUp(t *testing.T) {
 		if got := r.body["methods"]; fmt.Sprint(got) != "[totp recovery_code]" {
 			t.Errorf("methods %v, want [totp recovery_code]", got)
 		}
+		if got, wantDetail := r.str("detail"), "This change needs your second factor: send a current TOTP or recovery code as code."; got != wantDetail {
+			t.Errorf("detail %q, want %q", got, wantDetail)
+		}
 		if r.str("mfa_token") != "" {
 			t.Errorf("a step-up refusal carries an mfa_token: %s", r.raw)
 		}
@@ -238,8 +241,12 @@ func TestAddingAFactorNeedsPasswordAndStepUp(t *testing.T) {
 			"code": totpAt(t, secret, e.clock.Now())}), 200, "")
 
 		keyed, k, _ := e.passkeyUser("key@example.org")
-		want(t, "a passkey user enrols TOTP without the passkey", e.do("POST", "/v1/users/me/mfa/totp",
-			map[string]any{"password": goodPassword}, bearer(keyed)...), 403, "mfa_required")
+		r = e.do("POST", "/v1/users/me/mfa/totp", map[string]any{"password": goodPassword}, bearer(keyed)...)
+		want(t, "a passkey user enrols TOTP without the passkey", r, 403, "mfa_required")
+		if got, wantDetail := r.str("detail"), "This change needs your second factor: send a recovery code as code, "+
+			"or a passkey assertion answering POST /v1/users/me/mfa/challenge as passkey."; got != wantDetail {
+			t.Errorf("detail %q, want %q", got, wantDetail)
+		}
 		want(t, "with the passkey", e.do("POST", "/v1/users/me/mfa/totp",
 			map[string]any{"password": goodPassword, "passkey": e.stepUp(keyed, k)}, bearer(keyed)...), 200, "")
 	})
