@@ -141,6 +141,39 @@ func TestUserDoesNotSeeAnAdministratorsAddressAlone(t *testing.T) {
 	}
 }
 
+// TestUserSeesTheirOwnUnlock: only an administrator's client is kept from
+// the user: the account_unlocked row of a lock that ran out, lifted at the
+// user's own login, shows the user their IP address and browser in their
+// security log, as their other rows do.
+func TestUserSeesTheirOwnUnlock(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email, ip, ua = "own.unlock@example.org", "198.51.100.23", "OwnBrowser/1.0 (distinctive)"
+		e.registerVerified(email, goodPassword)
+		e.bruteLock(email)
+		e.clock.Advance(16 * time.Minute)
+		r := e.do("POST", "/v1/auth/login", map[string]string{"email": email, "password": goodPassword},
+			"X-Forwarded-For", ip, "User-Agent", ua)
+		want(t, "login past the lock", r, 200, "")
+		r = e.do("GET", "/v1/users/me/security-log?limit=200", nil, bearer(r.str("access_token"))...)
+		want(t, "own security log", r, 200, "")
+		found := false
+		for _, it := range r.body["items"].([]any) {
+			row := it.(map[string]any)
+			if row["event_type"] != "account_unlocked" {
+				continue
+			}
+			found = true
+			if row["ip_address"] != ip || row["user_agent"] != ua {
+				t.Errorf("the user's own unlock row: %v; want their IP address and browser", row)
+			}
+		}
+		if !found {
+			t.Errorf("no account_unlocked row in the user's log: %s", r.raw)
+		}
+	})
+}
+
 // TestAdminUnlockRowHoldsNoAdministratorsClient: the account_unlocked row
 // of an administrator's unlock is the user's and is stored without the
 // administrator's IP address and browser, which only the administrator's
@@ -231,6 +264,36 @@ func TestAdminReadsAreAudited(t *testing.T) {
 		want(t, "bad filter", e.admin("GET", "/v1/admin/users?status=banned", nil), 400, "validation_failed")
 		if after := len(storedAdminRows(t, e, uuid.Nil)); after != before {
 			t.Errorf("failed reads wrote %d rows", after-before)
+		}
+	})
+}
+
+// TestAdminLogListingAuditsItsFilters: a security-log listing's
+// admin_action row names every filter it was given, the event and the
+// result and the time range too (in UTC, whatever offset the
+// administrator wrote), so that the audit trail says what was read.
+func TestAdminLogListingAuditsItsFilters(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("filtered@example.org", goodPassword)
+		e.login("filtered@example.org", goodPassword)
+		since, until := e.clock.Now().Add(-time.Hour), e.clock.Now().Add(time.Hour)
+		r := e.admin("GET", "/v1/admin/security-logs?event_type=login_success&result=success&since="+
+			since.In(time.FixedZone("", -2*3600)).Format(time.RFC3339)+"&until="+until.UTC().Format(time.RFC3339), nil)
+		want(t, "a filtered listing", r, 200, "")
+		items, _ := r.body["items"].([]any)
+		if len(items) != 1 {
+			t.Fatalf("the filtered listing: %s; want the one login", r.raw)
+		}
+		rows := storedAdminRows(t, e, uuid.Nil)
+		if len(rows) != 1 {
+			t.Fatalf("%d admin_action rows; want the listing's", len(rows))
+		}
+		wantCtx := map[string]any{"action": "list_security_logs", "count": float64(1), "filters": map[string]any{
+			"event_type": "login_success", "result": "success",
+			"since": since.UTC().Format(time.RFC3339Nano), "until": until.UTC().Format(time.RFC3339Nano)}}
+		if diff := cmp.Diff(wantCtx, rows[0].AdditionalContext); diff != "" {
+			t.Errorf("the listing's admin_action context (-want +got):\n%s", diff)
 		}
 	})
 }

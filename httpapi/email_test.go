@@ -1684,6 +1684,32 @@ func TestAdminSetsEmail(t *testing.T) {
 
 // TestAdminSetsEmailRacesRegistration: an address registered after the
 // administrator's check meets the unique index: 409, nothing moved.
+// TestAdminEmailChangeRowSaysWhoMovedIt: the email_changed row an
+// administrator's move writes under the user says that support moved the
+// account (by_administrator) and how many sessions ended, with no client
+// (the administrator's is on their own admin_action row): the user's log
+// tells a move by support from one of their own.
+func TestAdminEmailChangeRowSaysWhoMovedIt(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		e.registerVerified("moved@example.org", goodPassword)
+		e.login("moved@example.org", goodPassword)
+		id := e.user("moved@example.org").ID
+		want(t, "move", e.admin("POST", "/v1/admin/users/"+id.String()+"/email",
+			map[string]any{"email": "moved-by-support@example.org", "verified": true}, from("192.0.2.77")...), 204, "")
+		rows, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: id,
+			EventType: authd.EventEmailChanged, Limit: authd.MaxListLimit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rows) != 1 || rows[0].Result != authd.ResultSuccess || rows[0].AdditionalContext["by_administrator"] != true ||
+			rows[0].AdditionalContext["sessions_revoked"] != float64(1) || rows[0].IPAddress != "" || rows[0].UserAgent != "" {
+			t.Errorf("the user's email_changed rows: %+v; want one success, by_administrator, 1 session revoked, no client",
+				rows)
+		}
+	})
+}
+
 func TestAdminSetsEmailRacesRegistration(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		e := newEnv(t, blindStore{open(t)})

@@ -206,6 +206,41 @@ func TestExportFailure(t *testing.T) {
 	})
 }
 
+// unloggedStore fails the security-log writes made outside a transaction
+// while down is set, as when the database fails just then.
+type unloggedStore struct {
+	authd.Store
+	down *atomic.Bool
+}
+
+func (s unloggedStore) CreateSecurityLog(ctx context.Context, l *authd.SecurityLog) error {
+	if s.down.Load() {
+		return &authd.Error{Code: authd.EUnavailable, Message: "the database is unavailable"}
+	}
+	return s.Store.CreateSecurityLog(ctx, l)
+}
+
+// TestExportThatCannotBeLoggedIsRefused: an export whose data_exported row
+// cannot be written is not handed out (503, no download): every export is
+// logged (SPEC 6.8), and a copy of the user's data the log does not show
+// is one no one can account for.
+func TestExportThatCannotBeLoggedIsRefused(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		down := &atomic.Bool{}
+		e := newEnv(t, unloggedStore{open(t), down})
+		const email = "unlogged.export@example.org"
+		e.registerVerified(email, goodPassword)
+		access, _ := e.login(email, goodPassword)
+		down.Store(true)
+		r := e.do("GET", "/v1/users/me/export", nil, bearer(access)...)
+		down.Store(false)
+		want(t, "an export that cannot be logged", r, 503, "unavailable")
+		if cd := r.header.Get("Content-Disposition"); cd != "" || strings.Contains(r.raw, email) {
+			t.Errorf("an unlogged export is handed out: Content-Disposition %q, %.200s", cd, r.raw)
+		}
+	})
+}
+
 // TestExportByHeadMakesNone: HEAD of the export is 405 (Allow: GET): it
 // would make a whole export, log it and spend one of the hour's exports,
 // and send nothing.

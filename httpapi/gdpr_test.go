@@ -393,6 +393,13 @@ func TestOwnSecurityLogPagination(t *testing.T) {
 		if !slices.IsSortedFunc(seen, func(a, b string) int { return strings.Compare(b[:20], a[:20]) }) {
 			t.Errorf("not newest first: %v", seen)
 		}
+		// A page that holds exactly what is left is the last: no cursor to
+		// an empty page.
+		r := e.do("GET", "/v1/users/me/security-log?limit=6", nil, bearer(access)...)
+		want(t, "a page of all six", r, 200, "")
+		if items, _ := r.body["items"].([]any); len(items) != 6 || r.body["next_cursor"] != nil {
+			t.Errorf("a page holding every event: %d items, next_cursor %v; want 6 and null", len(items), r.body["next_cursor"])
+		}
 		// The bounds themselves are pages (SPEC §5: max 200).
 		for _, q := range []string{"?limit=1", "?limit=200"} {
 			want(t, "list parameters "+q, e.do("GET", "/v1/users/me/security-log"+q, nil, bearer(access)...), 200, "")

@@ -340,6 +340,11 @@ func TestDecisionsForARemovedRedirectURI(t *testing.T) {
 			authd.ClientChange{RedirectURIs: []string{"https://rp.example.org/elsewhere"}}); err != nil {
 			t.Fatal(err)
 		}
+		// The pages' own read of the request finds it gone: no page is shown
+		// for a request that cannot finish.
+		if _, _, err := e.svc.AuthRequest(ctx, req.ID); authd.ErrorCode(err) != authd.ENotFound {
+			t.Errorf("the pages' read of a request for the removed URI: %v; want ENotFound", err)
+		}
 		if err := e.svc.DenyConsent(ctx, authd.Client{}, sess.UserID, req); authd.ErrorCode(err) != authd.ENotFound {
 			t.Errorf("a Deny for the removed URI: %v; want ENotFound", err)
 		}

@@ -1267,6 +1267,56 @@ func TestOpenAPIDocumentsTheProvider(t *testing.T) {
 	}
 }
 
+// TestCodeOfAnEarlierSignIn: a code a browser signed in an hour before
+// gives (prompt=none) carries that sign-in's times: the ID token's
+// auth_time is when the user signed in (a relying party's max_age counts
+// from it), and the session the code starts ends when the sign-in does,
+// not a full session lifetime after the redemption: a browser signed in
+// once cannot hand relying parties sessions that outlive the sign-in.
+func TestCodeOfAnEarlierSignIn(t *testing.T) {
+	onBothStores(t, func(t *testing.T, e *env) {
+		const email = "late-app@example.org"
+		u := e.user(email)
+		b := e.browser()
+		c, secret := e.client("first", authd.ClientConfidential, true)
+		r := e.rp(c, secret)
+		verifier := oauth2.GenerateVerifier()
+		r.exchange(t, r.login(t, b, email, "state", "nonce", verifier), verifier)
+		signedIn := e.clock.Now()
+		e.clock.Advance(time.Hour)
+		late, lateSecret := e.client("late", authd.ClientConfidential, true)
+		lr := e.rp(late, lateSecret)
+		b.get(lr.cfg.AuthCodeURL("state", oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("prompt", "none")))
+		cb := b.callback()
+		if cb == nil || cb.Get("code") == "" {
+			t.Fatalf("prompt=none an hour after the sign-in: %v", cb)
+		}
+		_, idt := lr.exchange(t, cb.Get("code"), verifier)
+		var claims struct {
+			AuthTime int64 `json:"auth_time"`
+		}
+		if err := idt.Claims(&claims); err != nil || claims.AuthTime != signedIn.Unix() {
+			t.Errorf("the late client's auth_time %d, %v; want the sign-in's, %d", claims.AuthTime, err, signedIn.Unix())
+		}
+		sessions, err := e.store.Sessions(context.Background(), u.ID, e.clock.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var signIn, client time.Time
+		for _, s := range sessions {
+			switch {
+			case s.BrowserDigest != "":
+				signIn = s.ExpiresAt
+			case s.ClientID == late.ID:
+				client = s.ExpiresAt
+			}
+		}
+		if signIn.IsZero() || !client.Equal(signIn) {
+			t.Errorf("the late client's session ends at %v; want the browser sign-in's end, %v", client, signIn)
+		}
+	})
+}
+
 // TestRedeemingACodeKeepsItsBrowserSignedIn: past AUTHD_MAX_SESSIONS the
 // least recently used session ends, and a browser sign-in is used each time
 // it gives a code: relying parties signing in through it one after another
