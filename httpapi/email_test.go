@@ -1831,3 +1831,26 @@ func TestEmailChangeNewerRequestVoidsAnUnmailedOne(t *testing.T) {
 		t.Error("the older link moved the account")
 	}
 }
+
+// TestAdministratorsLockVoidsWhatWasAskedBefore: an administrator's lock
+// ends what was asked for before it, by the intruder it shuts out perhaps:
+// an address change's link, followed after the unlock with the password,
+// moves nothing, and a reset mail still queued at the lock is never sent.
+func TestAdministratorsLockVoidsWhatWasAskedBefore(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email, to = "before.lock@example.org", "intruder@example.net"
+		_, link := e.pendingChange(email, to)
+		want(t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": email}), 202, "")
+		path := "/v1/admin/users/" + e.user(email).ID.String()
+		want(t, "lock", e.admin("POST", path+"/lock", map[string]string{}), 204, "")
+		want(t, "unlock", e.admin("POST", path+"/unlock", nil), 204, "")
+		want(t, "the change's link after the unlock", e.follow(link, goodPassword), 400, "invalid_token")
+		if u := e.user(email); u.Email != email {
+			t.Errorf("the account moved to %s; want it kept at %s", u.Email, email)
+		}
+		if n := e.mail.count(authd.MailPasswordReset, email); n != 0 {
+			t.Errorf("%d reset mails sent after the lock; want the queued one withdrawn", n)
+		}
+	})
+}
