@@ -661,6 +661,31 @@ func TestSentMailIsSettledWhateverThePass(t *testing.T) {
 	})
 }
 
+// TestQueuedMailWakesTheSender: a flow that queues mail wakes this
+// instance's sender, which delivers it at once, not at its next poll (an
+// hour away here): a verification link waits for no timer.
+func TestQueuedMailWakesTheSender(t *testing.T) {
+	t.Parallel()
+	m := &heldMailer{started: make(chan struct{}, 8), release: make(chan struct{})}
+	close(m.release) // every send goes through at once
+	e := newEnv(t, openSQLite(t), withMailer(m))
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.svc.RunOutbox(ctx, context.Background(), time.Hour); close(done) }()
+	t.Cleanup(func() { stop(); <-done })
+	// The first mail may meet the sender's first pass; the second comes
+	// after that pass has sent it.
+	for i := range 2 {
+		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{
+			"email": fmt.Sprintf("woken%d@example.org", i), "password": goodPassword, "consent": true}), 202, "")
+		select {
+		case <-m.started:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("registration %d's mail not sent within 30 s; want it at once, the next poll an hour away", i+1)
+		}
+	}
+}
+
 // TestShutdownClaimsNoMoreMail: once the outbox sender's context ends, the
 // mail in hand is still sent, and every later one only within the last
 // pass, whose time is bounded (10 s): a backlog behind a relay that times
