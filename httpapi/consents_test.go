@@ -44,7 +44,7 @@ func TestOwnConsents(t *testing.T) {
 		}
 
 		want(t, "withdraw", e.do("DELETE", "/v1/users/me/consents/wiki", nil, bearer(access)...), 204, "")
-		if n := e.countEvents("owner@example.org", "oidc_consent_revoked/success"); n != 1 {
+		if n := e.eventCount("owner@example.org", "oidc_consent_revoked/success"); n != 1 {
 			t.Errorf("%d oidc_consent_revoked rows after the withdrawal; want 1", n)
 		}
 		want(t, "withdraw again", e.do("DELETE", "/v1/users/me/consents/wiki", nil, bearer(access)...), 404, "not_found")

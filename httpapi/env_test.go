@@ -28,6 +28,9 @@ import (
 	"github.com/authd/authd/token"
 )
 
+// noRedirects is a client that reads a redirect rather than follow it.
+var noRedirects = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
 // clock is a settable authd.Clock.
 type clock struct {
 	mu  sync.Mutex
@@ -429,19 +432,6 @@ func (e *env) bruteLock(email string) {
 	if err := e.store.UpdateUser(context.Background(), u); err != nil {
 		e.t.Fatal(err)
 	}
-}
-
-// countEvents counts the rows of the user of email ("" for every user)
-// that events shows as ev ("event_type/result").
-func (e *env) countEvents(email, ev string) int {
-	e.t.Helper()
-	n := 0
-	for _, got := range e.events(email) {
-		if got == ev {
-			n++
-		}
-	}
-	return n
 }
 
 func (e *env) user(email string) *authd.User {

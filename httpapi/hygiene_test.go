@@ -338,7 +338,6 @@ func TestBodilessRoutesRefuseFields(t *testing.T) {
 func TestUncleanPathsAreProblems(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, openSQLite(t))
-	noRedirects := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	for _, c := range []struct{ base, method, path string }{
 		{e.srv.URL, "GET", "//v1/users/me"},
 		{e.srv.URL, "GET", "//%761/users/me"}, // the API's path, escaped

@@ -137,7 +137,7 @@ func TestResetIsLimitedPerIP(t *testing.T) {
 		if statuses[429] != 10 || statuses[400] != 30 {
 			t.Errorf("40 bad resets from one client: %v, want 30 refused and 10 limited", statuses)
 		}
-		if n := e.countEvents("", "password_reset_completed/failure"); n != 30 {
+		if n := e.eventCount("", "password_reset_completed/failure"); n != 30 {
 			t.Errorf("%d refused resets logged, want 30", n)
 		}
 	})
@@ -323,7 +323,7 @@ func TestBadRefreshTokensAreLimitedPerIP(t *testing.T) {
 		if statuses[429] != 10 || statuses[401] != 30 {
 			t.Errorf("40 bad refresh tokens from one client: %v, want 30 refused and 10 limited", statuses)
 		}
-		if n := e.countEvents("", "token_refreshed/failure"); n != 30 {
+		if n := e.eventCount("", "token_refreshed/failure"); n != 30 {
 			t.Errorf("%d refused refreshes logged, want 30", n)
 		}
 	})

@@ -474,7 +474,7 @@ func TestResetAfterAnAdministratorsLockRanOut(t *testing.T) {
 			t.Errorf("after the reset: %s (%q, until %v), want active with no lock left", u.AccountStatus, u.LockReason,
 				u.AccountLockedUntil)
 		}
-		if n := e.countEvents(email, "account_unlocked/success"); n != 1 {
+		if n := e.eventCount(email, "account_unlocked/success"); n != 1 {
 			t.Errorf("%d account_unlocked rows after the reset, want 1", n)
 		}
 	})

@@ -1,7 +1,6 @@
 package httpapi_test
 
 import (
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -40,8 +39,7 @@ func TestMetricsOnTheAdminListenerOnly(t *testing.T) {
 	}
 	// /v1/admin too is answered so, not redirected to /v1/admin/ (a
 	// redirect that API clients do not read).
-	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := noRedirect.Get(noToken.URL + "/v1/admin")
+	resp, err := noRedirects.Get(noToken.URL + "/v1/admin")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -200,7 +200,6 @@ func TestNewLinkAddressOpened(t *testing.T) {
 			t.Errorf("GET %s: %d %s; want the form that asks for a link", page, r.status, r.raw)
 		}
 		// 303 See Other: a GET of the page, whatever sent the browser here.
-		noRedirects := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 		resp, err := noRedirects.Get(e.srv.URL + page + "/new-link")
 		if err != nil {
 			t.Fatal(err)
