@@ -555,9 +555,9 @@ func purgeCmd(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "left for the next run (rows in use by requests): %s\n", strings.Join(res.Deferred, ", "))
 	}
 	if err != nil {
-		// The steps after a failing one did not run: a 0 there is not
-		// "nothing due".
-		fmt.Fprintln(e.stdout, "the purge failed (below): the counts are what it did before that, not all that is due")
+		// A failing step stops the steps after it (an erasure's failure
+		// and the mailer's copies stop none): a 0 may not be "nothing due".
+		fmt.Fprintln(e.stdout, "the purge failed (below): the counts are what it did; a failed step, and any after it, may have more due")
 	}
 	return err
 }
