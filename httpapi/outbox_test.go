@@ -443,6 +443,49 @@ func TestErasureRemovesDevMailerFiles(t *testing.T) {
 	})
 }
 
+// TestErasureNoticeForgetsCopiesWithoutItsAccount: sending a deletion
+// notice removes the dev mailer's copies the erasure could not reach (one
+// sent beside it by another sender, or an erasure by a process without the
+// archive), by address alone when retention has deleted the erased
+// account's tombstone first, so that the notice names no account.
+func TestErasureNoticeForgetsCopiesWithoutItsAccount(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e, dir := newDevMailerEnv(t, open(t))
+		ctx := context.Background()
+		const email = "late.notice@example.org"
+		e.registerVerified(email, goodPassword)
+		files, err := filepath.Glob(filepath.Join(dir, "*.eml"))
+		if err != nil || len(files) != 1 {
+			t.Fatalf("dev mailer files before the erasure: %v, %v; want the verification mail", files, err)
+		}
+		missed, err := os.ReadFile(files[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		access, _ := e.login(email, goodPassword)
+		want(t, "erase myself", e.do("DELETE", "/v1/users/me", map[string]string{"password": goodPassword},
+			bearer(access)...), 204, "")
+		if err := os.WriteFile(files[0], missed, 0o600); err != nil { // the copy the erasure missed
+			t.Fatal(err)
+		}
+
+		e.clock.Advance(91 * 24 * time.Hour) // the notice waits while retention runs
+		res, err := e.svc.Purge(ctx, 90*24*time.Hour, false)
+		if err != nil || res.ErasedAccounts != 1 {
+			t.Fatalf("purge: %+v, %v; want the tombstone deleted", res, err)
+		}
+		if n := emlHolding(t, dir, email); n != 1 {
+			t.Fatalf("%d .eml files hold %s before its notice is sent, want the one the erasure missed", n, email)
+		}
+		if n := e.mail.count(authd.MailAccountDeleted, email); n != 1 {
+			t.Fatalf("%d deletion notices sent to %s, want 1", n, email)
+		}
+		if n := emlHolding(t, dir, email); n != 0 {
+			t.Errorf("%d .eml files hold %s once its notice, which names no account, was sent", n, email)
+		}
+	})
+}
+
 // TestRetentionPrunesDevMailerFiles: a purge removes the dev mailer's files
 // older than the security-log retention, and a dry run removes nothing.
 func TestRetentionPrunesDevMailerFiles(t *testing.T) {
