@@ -454,10 +454,10 @@ func (s *Service) ResumeRevocationEvents(ctx context.Context, after int64, mark 
 // left comes after it. Retention deletes only expired events, so then
 // every event up to after is gone and could revoke no valid token any
 // more: serving after it loses nothing, and starting over (with a warning
-// about a restore) would be wrong. An empty table cannot tell: its head
-// (LastRevocationEventID, the highest id left) reads 0 once retention has
-// emptied it, so a client past 0 starts over, which loses nothing (no
-// event is left) but warns of a restore that was none.
+// about a restore) would be wrong. Retention keeps the newest event, the
+// table's head (LastRevocationEventID), so that it never empties a table:
+// a client past the head of an empty one followed a database since
+// recreated, and starts over.
 func (s *Service) revocationEventPurged(ctx context.Context, after int64) (bool, error) {
 	oldest, err := s.store.RevocationEvents(ctx, 0, time.Unix(0, 0), 1)
 	if err != nil {

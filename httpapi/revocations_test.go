@@ -475,8 +475,10 @@ func TestRevocationStreamStuckLater(t *testing.T) {
 // retention has deleted it (common on a quiet deployment, once its tokens
 // have expired). The oldest event left comes after it, so the position is
 // this table's, purged: it is served from there, not started over with a
-// warning about a restore. A position whose event is gone while older
-// events remain (a restore), or in an empty table, still starts over.
+// warning about a restore. Once every event has expired, retention keeps
+// the newest, so that a client there is still served from its position. A
+// position whose event is gone while older events remain (a restore), or
+// past an empty table (recreated), still starts over.
 func TestResumeAfterRetention(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		ctx := context.Background()
@@ -517,7 +519,7 @@ func TestResumeAfterRetention(t *testing.T) {
 
 		gone, goneMark := logout()
 		e.clock.Advance(token.MaxAccessTokenTTL + time.Hour)
-		live, _ := logout()
+		live, liveMark := logout()
 		purge(1)
 		resume("a purged position", gone, goneMark, gone, live)
 		s := openStream(t, e.srv.URL, "Last-Event-ID", strconv.FormatInt(gone, 10)+"."+goneMark)
@@ -538,10 +540,58 @@ func TestResumeAfterRetention(t *testing.T) {
 		seen, seenMark := logout()
 		restoreRevocationEvents(t, st, live)
 		resume("a restored table", seen, seenMark, 0, live)
-		// An empty table (recreated, or every event deleted) cannot tell.
+		// A quiet deployment: every event has expired; the newest stays.
 		e.clock.Advance(token.MaxAccessTokenTTL + time.Hour)
-		purge(1)
-		resume("an empty table", seen, seenMark, 0)
+		purge(0)
+		resume("every event expired", live, liveMark, live)
+		if head, err := e.store.LastRevocationEventID(ctx); err != nil || head != live {
+			t.Errorf("the head once every event expired: %d, %v; want %d", head, err, live)
+		}
+		// An empty table was recreated.
+		restoreRevocationEvents(t, st, 0)
+		resume("an empty table", live, liveMark, 0)
+	})
+}
+
+// setReloads is a store that counts the full reads of the revocation set.
+type setReloads struct {
+	authd.Store
+	n atomic.Int64
+}
+
+func (s *setReloads) RevokedSessions(ctx context.Context, since time.Time) ([]authd.Revocation, error) {
+	s.n.Add(1)
+	return s.Store.RevokedSessions(ctx, since)
+}
+
+// TestCatchUpAfterRetentionReloadsNothing: once retention has deleted
+// every expired event of a quiet deployment, an instance's catch-up finds
+// the table's head where it left it, and reads on from there rather than
+// reloading its whole revocation set as after a restore.
+func TestCatchUpAfterRetentionReloadsNothing(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		ctx := context.Background()
+		st := &setReloads{Store: open(t)}
+		e := newEnv(t, st)
+		e.registerVerified("quiet@example.org", goodPassword)
+		for range 2 {
+			a, _ := e.login("quiet@example.org", goodPassword)
+			want(t, "logout", e.do("POST", "/v1/auth/logout", nil, bearer(a)...), 204, "")
+		}
+		if err := e.svc.CatchUpRevocations(ctx); err != nil {
+			t.Fatal(err)
+		}
+		e.clock.Advance(token.MaxAccessTokenTTL + time.Hour)
+		if res, err := e.svc.Purge(ctx, 90*24*time.Hour, false); err != nil || res.RevocationEvents != 1 {
+			t.Fatalf("purge: %+v, %v; want the older event deleted", res, err)
+		}
+		before := st.n.Load()
+		if err := e.svc.CatchUpRevocations(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n := st.n.Load() - before; n != 0 {
+			t.Errorf("the catch-up after retention reloaded the revocation set %d times, want none", n)
+		}
 	})
 }
 

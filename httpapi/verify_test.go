@@ -316,7 +316,8 @@ func restoreRevocationEvents(t *testing.T, st authd.Store, last int64) {
 		}
 	case *postgres.Store:
 		if _, err = s.Pool().Exec(ctx, `DELETE FROM revocation_events WHERE id > $1`, last); err == nil {
-			_, err = s.Pool().Exec(ctx, `SELECT setval('revocation_events_id_seq', $1)`, last)
+			// 0: a recreated table's sequence, whose next id is 1
+			_, err = s.Pool().Exec(ctx, `SELECT setval('revocation_events_id_seq', greatest($1, 1), $1 > 0)`, last)
 		}
 	default:
 		t.Fatalf("no restore for %T", st)

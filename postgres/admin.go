@@ -580,7 +580,11 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 		// for the next run, as it is kept itself.
 		{&res.Tokens, "jwt_tokens", "expires_at < $1", r.ExpiredBefore},
 		{&res.Sessions, "sessions", sessionsEnded + ")", r.ExpiredBefore},
-		{&res.RevocationEvents, "revocation_events", "expires_at < $1", r.Now},
+		// The newest event stays, expired or not: it is the feed's head
+		// (LastRevocationEventID), by which a client past the events
+		// retention deleted is told from one that followed a database
+		// since restored or recreated (authd.Service.ResumeRevocationEvents).
+		{&res.RevocationEvents, "revocation_events", "expires_at < $1 AND id < (SELECT max(id) FROM revocation_events)", r.Now},
 		// Mail that could not be delivered keeps its address until then.
 		{&res.DeadMails, "mail_outbox", "dead_at < $1", r.LogsBefore},
 		// An erased account's tombstone, once nothing is left about it.

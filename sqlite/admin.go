@@ -472,7 +472,9 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 		// A session goes once its tokens have (as PostgreSQL's).
 		{&res.Tokens, "jwt_tokens", "expires_at < ?1", timeText(r.ExpiredBefore)},
 		{&res.Sessions, "sessions", sessionsEnded + ")", timeText(r.ExpiredBefore)},
-		{&res.RevocationEvents, "revocation_events", "expires_at < ?1", timeText(r.Now)},
+		// The newest event stays, as PostgreSQL's: the feed's head.
+		{&res.RevocationEvents, "revocation_events", "expires_at < ?1 AND id < (SELECT max(id) FROM revocation_events)",
+			timeText(r.Now)},
 		// Mail that could not be delivered keeps its address until then.
 		{&res.DeadMails, "mail_outbox", "dead_at < ?1", timeText(r.LogsBefore)},
 		// An erased account's tombstone, once nothing is left about it.
