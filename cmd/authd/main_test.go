@@ -707,7 +707,7 @@ func TestServeWarnsOfUnknownSettings(t *testing.T) {
 	s.stop(t)
 	logs := s.stderr.String()
 	for _, want := range []string{"name=AUTHD_ADMIN_TOKNE did_you_mean=AUTHD_ADMIN_TOKEN",
-		`name=AUTHD_NOTHING_LIKE_IT did_you_mean=""`} {
+		"name=AUTHD_NOTHING_LIKE_IT\n"} { // no setting is close: none named
 		if !strings.Contains(logs, want) {
 			t.Errorf("serve's log lacks %q:\n%s", want, logs)
 		}

@@ -58,7 +58,11 @@ func serveCmd(ctx context.Context, e *env, args []string) error {
 	}
 	logger := newLogger(cfg, e.stderr)
 	for _, u := range unknownSettings(e.names) {
-		logger.Warn("not a setting, ignored: a misspelling?", "name", u.name, "did_you_mean", u.near)
+		attrs := []any{"name", u.name}
+		if u.near != "" { // a setting close enough to be the one meant
+			attrs = append(attrs, "did_you_mean", u.near)
+		}
+		logger.Warn("not a setting, ignored: a misspelling?", attrs...)
 	}
 	// With JSON logs every line serve writes is one JSON object, so that a
 	// log collector never meets a line it cannot parse.
@@ -423,6 +427,11 @@ func (h quietLibrary) WithGroup(name string) slog.Handler {
 // listener's crowd cannot take.
 const maxAdminConnections = 128
 
+// maxHeaderBlock bounds a request's line and headers: past it Go's server
+// answers 431 itself. It reads 4,096 bytes past http.Server.MaxHeaderBytes
+// before it refuses (its "bufio slop"), so that is set this much lower.
+const maxHeaderBlock = 16 << 10
+
 func (a *App) httpServer(h http.Handler) *http.Server {
 	return &http.Server{
 		Handler:           a.requests.track(h),
@@ -430,7 +439,7 @@ func (a *App) httpServer(h http.Handler) *http.Server {
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    16 << 10,
+		MaxHeaderBytes:    maxHeaderBlock - 4096,
 		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
 	}
 }

@@ -123,3 +123,34 @@ func TestServeBoundsConnectionsPerClient(t *testing.T) {
 		s.stop(t)
 	}
 }
+
+// TestServeBoundsTheHeaderBlock: a request whose line and headers pass 16
+// KiB gets Go's plain 431 (README: "a header block over 16 KiB"); one just
+// under it is served.
+func TestServeBoundsTheHeaderBlock(t *testing.T) {
+	t.Parallel()
+	s := startServe(t, sqliteEnv(t))
+	status := func(block int) int {
+		t.Helper()
+		c, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		head := "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: "
+		fmt.Fprint(c, head+strings.Repeat("a", block-len(head)-len("\r\n\r\n"))+"\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("a header block of %d bytes: %v", block, err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := status(16<<10 - 64); got != http.StatusOK {
+		t.Errorf("a header block just under 16 KiB: %d, want 200", got)
+	}
+	if got := status(16<<10 + 64); got != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("a header block just over 16 KiB: %d, want 431", got)
+	}
+}
