@@ -434,7 +434,7 @@ func validClientChange(ch ClientChange) error {
 
 func fieldErrors(fields []FieldError) error {
 	if len(fields) > 0 {
-		return &Error{Code: EInvalid, Message: "invalid request", Fields: fields} // invalidField's, of several
+		return &Error{Code: EInvalid, Message: InvalidFields, Fields: fields} // invalidField's, of several
 	}
 	return nil
 }

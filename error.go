@@ -71,10 +71,15 @@ func Errorf(code Code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
+// InvalidFields is the message of an EInvalid *Error whose Fields say
+// what is wrong, each field and what it must be (invalidField's): the
+// problem's detail, which the fields complete.
+const InvalidFields = "The request is invalid."
+
 // invalidField returns an EInvalid *Error of one field's error: the field
 // (as the request names it) and what it must be.
 func invalidField(field, message string) *Error {
-	return &Error{Code: EInvalid, Message: "invalid request", Fields: []FieldError{{Field: field, Message: message}}}
+	return &Error{Code: EInvalid, Message: InvalidFields, Fields: []FieldError{{Field: field, Message: message}}}
 }
 
 // WrapError returns an *Error with the code and message whose internal cause is err.

@@ -11,7 +11,7 @@ import (
 // (a package's sentinel) is never renamed for every later request, nor
 // written by two requests at once.
 func TestRenameFieldLeavesItsErrorAlone(t *testing.T) {
-	shared := &Error{Code: EInvalid, Message: "invalid request",
+	shared := &Error{Code: EInvalid, Message: InvalidFields,
 		Fields: []FieldError{{Field: "credential", Message: "is malformed"}, {Field: "name", Message: "is too long"}}}
 	got := renameField(shared, "credential", "passkey")
 	e, ok := errors.AsType[*Error](got)

@@ -166,7 +166,7 @@ var errPasskeyName = invalidField("name", "must be 1 to 64 printable characters"
 
 // errCredential is a credential that is not a WebAuthn response at all.
 func errCredential(err error) error {
-	return &Error{Code: EInvalid, Message: "invalid request", Err: err,
+	return &Error{Code: EInvalid, Message: InvalidFields, Err: err,
 		Fields: []FieldError{{Field: "credential", Message: "is not a WebAuthn credential response"}}}
 }
 
@@ -432,7 +432,7 @@ func (s *Service) FinishPasskeyRegistration(ctx context.Context, c Client, a *Ac
 		// that can never sign in.
 		if _, err := webauthncose.ParsePublicKey(cred.PublicKey); err != nil {
 			return tx.refuse(ctx, s.audit(now, c, EventPasskeyAdded, ResultFailure, u.ID, "registration refused",
-				map[string]any{"detail": protocolDetail(err)}), &Error{Code: EInvalid, Message: "invalid request", Err: err,
+				map[string]any{"detail": protocolDetail(err)}), &Error{Code: EInvalid, Message: InvalidFields, Err: err,
 				Fields: []FieldError{{Field: "credential", Message: "holds a public key that is no valid key of its type"}}})
 		}
 		// Refusals from here on commit, like the ones above: the ceremony

@@ -311,7 +311,7 @@ func (s *Server) verifySubmit(w http.ResponseWriter, r *http.Request) error {
 			p.Error = "Enter your account's password."
 		case code == authd.EMFARequired:
 			p.Error = "Prove your second factor too."
-		case code == authd.EInvalid && len(e.Fields) > 0 && e.Message == "invalid request":
+		case code == authd.EInvalid && len(e.Fields) > 0 && e.Message == authd.InvalidFields:
 			p.Error = "The " + strings.ReplaceAll(e.Fields[0].Field, "_", " ") + " " + e.Fields[0].Message + "."
 		}
 		if m, ok := errors.AsType[*authd.MFARequired](err); ok {
