@@ -249,6 +249,58 @@ func TestRevocationLoads(t *testing.T) {
 	}
 }
 
+// commitDuringLoad is a store on which a revocation (of session sid, the
+// feed's event 8) commits as a load's first read answers: that read sees
+// the table before it, every later one after it.
+type commitDuringLoad struct {
+	authd.Store
+	sid       uuid.UUID
+	committed bool
+}
+
+func (s *commitDuringLoad) RevokedSessions(context.Context, time.Time) ([]authd.Revocation, error) {
+	if !s.committed {
+		s.committed = true
+		return nil, nil
+	}
+	return []authd.Revocation{{SessionIDs: []uuid.UUID{s.sid}, At: now}}, nil
+}
+
+func (s *commitDuringLoad) LastRevocationEventID(context.Context) (int64, error) {
+	if !s.committed {
+		s.committed = true
+		return 7, nil
+	}
+	return 8, nil
+}
+
+func (s *commitDuringLoad) RevocationEvents(_ context.Context, after int64, _ time.Time, _ int) ([]authd.RevocationEvent, error) {
+	if !s.committed || after >= 8 {
+		return nil, nil
+	}
+	return []authd.RevocationEvent{{ID: 8, Kind: authd.RevokedSession, Subject: s.sid, CreatedAt: now}}, nil
+}
+
+// TestLoadLosesNoRevocationCommittedDuringIt: a load reads where the feed
+// stands before it reads the revoked sessions, so that a revocation
+// committed between the two reads is in one or the other; read the other
+// way round, it would be in neither (the sessions read before it, the
+// position after it) and the set would never learn of it.
+func TestLoadLosesNoRevocationCommittedDuringIt(t *testing.T) {
+	store, clock := &commitDuringLoad{sid: uuid.New()}, fixedClock(now)
+	svc := authd.NewService(authd.Config{AccessTokenTTL: 5 * time.Minute}, authd.Deps{Store: store, Clock: &clock})
+	ctx := context.Background()
+	if err := svc.LoadRevocations(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.CatchUpRevocations(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !svc.Revocations().Revoked(store.sid) {
+		t.Error("a revocation committed between the load's two reads was lost")
+	}
+}
+
 // TestCatchUpReadsPastAFullPage: a catch-up whose read returns a full page
 // (authd.RevocationEventsPage events, a burst such as many users' sessions
 // ended at once) reads on from the page's last event in the same catch-up,

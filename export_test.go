@@ -39,3 +39,14 @@ func SetListTimeout(t interface{ Cleanup(func()) }, d time.Duration) {
 
 // AdminListingsAtOnce is how many administrators' listings read at once.
 const AdminListingsAtOnce = adminListingsAtOnce
+
+// Woken reports whether s's outbox sender has been told that mail is
+// waiting since it last looked, taking the word as the sender does.
+func Woken(s *Service) bool {
+	select {
+	case <-s.wake:
+		return true
+	default:
+		return false
+	}
+}

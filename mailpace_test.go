@@ -91,6 +91,29 @@ func TestMailRequestsAnswerTogether(t *testing.T) {
 	}
 }
 
+// TestOnlyRequestsThatMailTeachThePace: requests that mail nothing (an
+// unknown address, an address already verified), however many and however
+// quick, leave the deadline where the requests that mail set it: were they
+// to teach it, a flood of them would bring it below the requests that
+// mail, whose answers would then come later, telling an account apart.
+func TestOnlyRequestsThatMailTeachThePace(t *testing.T) {
+	s, _, _ := mailPaceEnv(t)
+	ctx, c := context.Background(), authd.Client{IP: "192.0.2.1"}
+	authd.SetMailPace(s, 400*time.Millisecond, 0)
+	before := authd.MailDeadline(s)
+	for range 20 {
+		if err := s.ForgotPassword(ctx, c, "nobody@example.org"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.ResendVerification(ctx, c, "verified@example.org"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := authd.MailDeadline(s); d != before {
+		t.Errorf("after requests that mailed nothing the deadline is %v, want %v as before them", d, before)
+	}
+}
+
 // TestMailPaddingFromTheStart: before any request has mailed (a fresh
 // start), answers are padded to a conservative first deadline, not given
 // as soon as they commit. (Whether one request is padded depends on how
@@ -161,5 +184,34 @@ func TestMailPaddingCountsTheWork(t *testing.T) {
 	}
 	if took := time.Since(start); took < 400*time.Millisecond && (len(*slept) != 1 || (*slept)[0] > 250*time.Millisecond) {
 		t.Errorf("a slow transaction: padded %v after %v; want to 400ms from the start (250ms at most)", *slept, took)
+	}
+}
+
+// TestAdminRetryWakesTheSender: an administrator's retry of a dead mail
+// wakes this instance's sender, as a flow that queues mail does, rather
+// than leave the mail to the next poll.
+func TestAdminRetryWakesTheSender(t *testing.T) {
+	ctx := context.Background()
+	store := teststores.SQLite(t)
+	s := authd.NewService(authd.Config{PublicURL: "https://auth.example.org"}, authd.Deps{Store: store})
+	at := time.Now()
+	m := &authd.OutboxMail{ID: authd.NewID(), Kind: authd.MailVerifyEmail, To: "lost@example.org", CreatedAt: at,
+		NextAttemptAt: at}
+	if err := store.EnqueueMail(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	claim := authd.NewID()
+	if got, err := store.ClaimMail(ctx, claim, at, time.Minute); err != nil || got == nil || got.ID != m.ID {
+		t.Fatalf("claim the mail to kill: %+v, %v", got, err)
+	}
+	if err := store.KillMail(ctx, m.ID, claim, at, "550 mailbox unavailable"); err != nil {
+		t.Fatal(err)
+	}
+	authd.Woken(s) // nothing before the retry counts
+	if err := s.RetryMail(ctx, authd.Client{}, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	if !authd.Woken(s) {
+		t.Error("the retry of a dead mail did not wake the sender")
 	}
 }

@@ -138,6 +138,83 @@ func TestMailDiesAfterLastAttempt(t *testing.T) {
 	}
 }
 
+// countingFailMailer fails every send, counting them.
+type countingFailMailer struct {
+	mu    sync.Mutex
+	sends int
+}
+
+func (c *countingFailMailer) Send(context.Context, authd.Mail) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sends++
+	return errors.New("451 try again later")
+}
+
+func (c *countingFailMailer) count() int { c.mu.Lock(); defer c.mu.Unlock(); return c.sends }
+
+// TestMailRetriesBackOffUntilTheLastAttempt: a mail the relay refuses is
+// tried again after 10 s, 40 s, 2m40s, … (at most an hour, with at most a
+// tenth more of jitter), each failure told to the metrics hook as a retry;
+// the MaxMailAttempts-th failure makes it dead (told once), and a dead mail
+// is tried no more.
+func TestMailRetriesBackOffUntilTheLastAttempt(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		var mu sync.Mutex
+		told := map[authd.MailEvent]int{}
+		relay := &countingFailMailer{}
+		e := newEnv(t, open(t), withMailer(relay), withHooks(authd.Hooks{Mail: func(_ authd.MailKind, ev authd.MailEvent) {
+			mu.Lock()
+			defer mu.Unlock()
+			told[ev]++
+		}}))
+		e.registerVerifiedVia(t)
+		ctx := context.Background()
+		for n := 1; n <= authd.MaxMailAttempts; n++ {
+			if _, err := e.svc.DeliverMail(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := relay.count(); got != n {
+				t.Fatalf("attempt %d: %d sends", n, got)
+			}
+			pending, err := e.store.Mails(ctx, authd.MailFilter{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n == authd.MaxMailAttempts {
+				if len(pending) != 0 {
+					t.Fatalf("after the last attempt: %d mails pending, want none", len(pending))
+				}
+				break
+			}
+			if len(pending) != 1 {
+				t.Fatalf("after attempt %d: %d mails pending, want the one", n, len(pending))
+			}
+			backoff := min(10*time.Second<<(2*min(n-1, 6)), time.Hour)
+			wait := pending[0].NextAttemptAt.Sub(e.clock.Now())
+			if wait < backoff-time.Millisecond || wait > backoff+backoff/10+time.Millisecond {
+				t.Errorf("after attempt %d: retried in %v, want %v and at most a tenth more", n, wait, backoff)
+			}
+			e.clock.Advance(wait + time.Millisecond)
+		}
+		if st, err := e.store.OutboxStats(ctx); err != nil || st.Dead != 1 || st.Pending != 0 {
+			t.Errorf("outbox after %d failures: %+v, %v; want one dead mail", authd.MaxMailAttempts, st, err)
+		}
+		e.clock.Advance(2 * time.Hour)
+		if _, err := e.svc.DeliverMail(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := relay.count(); got != authd.MaxMailAttempts {
+			t.Errorf("%d sends, want %d: a dead mail was tried again", got, authd.MaxMailAttempts)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if told[authd.MailRetried] != authd.MaxMailAttempts-1 || told[authd.MailDead] != 1 || told[authd.MailSent] != 0 {
+			t.Errorf("told the hook %v; want %d retries and one dead mail", told, authd.MaxMailAttempts-1)
+		}
+	})
+}
+
 // registerVerifiedVia registers an address, which queues one mail.
 func (e *env) registerVerifiedVia(t *testing.T) {
 	want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": "dead@example.org", "password": goodPassword, "consent": true}), 202, "")

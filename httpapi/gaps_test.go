@@ -322,3 +322,186 @@ func TestOutageSpendsNoMail(t *testing.T) {
 		want(t, "the budget those spent", forgot("late@example.org"), 429, "rate_limited")
 	})
 }
+
+// TestPasswordChangesAreDated: a change and a reset each date the password
+// (last_password_change, which the user's view and the export show) at the
+// moment they set it.
+func TestPasswordChangesAreDated(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "dated@example.org"
+		e.registerVerified(email, goodPassword)
+		access, _ := e.login(email, goodPassword)
+		dated := func(what string, want time.Time) {
+			t.Helper()
+			r := e.do("GET", "/v1/users/me", nil, bearer(access)...)
+			if r.status != 200 {
+				t.Fatalf("%s: me: %d %s", what, r.status, r.raw)
+			}
+			if got, err := time.Parse(time.RFC3339Nano, r.str("last_password_change")); err != nil || !got.Equal(want) {
+				t.Errorf("%s: last_password_change %q, want %v", what, r.str("last_password_change"), want)
+			}
+		}
+		dated("after registering", e.clock.Now())
+
+		e.clock.Advance(10 * time.Minute)
+		want(t, "change", e.do("POST", "/v1/auth/password/change", map[string]string{"current_password": goodPassword,
+			"new_password": "a changed passphrase"}, bearer(access)...), 204, "")
+		dated("after a change", e.clock.Now())
+
+		e.clock.Advance(10 * time.Minute)
+		want(t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": email}), 202, "")
+		tok := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, email))
+		e.clock.Advance(time.Minute)
+		want(t, "reset", e.do("POST", "/v1/auth/password/reset", map[string]string{"token": tok,
+			"new_password": "a reset passphrase"}), 204, "")
+		access, _ = e.login(email, "a reset passphrase") // the reset ended the session
+		dated("after a reset", e.clock.Now())
+	})
+}
+
+// TestNoticeTellsWhenItHappened: a notice says when what it tells of
+// happened (the mail's At, which its text shows), not when the outbox got
+// to send it: a mail sent minutes later, after a retry or a busy relay,
+// still names the moment of the change.
+func TestNoticeTellsWhenItHappened(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "when@example.org"
+		e.registerVerified(email, goodPassword)
+		access, _ := e.login(email, goodPassword)
+		e.clock.Advance(10 * time.Minute)
+		changed := e.clock.Now()
+		want(t, "change", e.do("POST", "/v1/auth/password/change", map[string]string{"current_password": goodPassword,
+			"new_password": "a changed passphrase"}, bearer(access)...), 204, "")
+		e.clock.Advance(5 * time.Minute) // the outbox sends it now (reading the mailbox runs it)
+		if m := e.mail.last(t, authd.MailPasswordChanged, email); !m.At.Equal(changed) {
+			t.Errorf("the notice says the change was at %v, want %v", m.At, changed)
+		}
+	})
+}
+
+// staleLinkStore answers, while stale is set, that no link exists to the
+// reads made outside a transaction, as a read that lags a link just
+// committed would; transactions see the links as they are.
+type staleLinkStore struct {
+	authd.Store
+	stale atomic.Bool
+}
+
+func (s *staleLinkStore) VerificationToken(ctx context.Context, digest string) (*authd.VerificationToken, error) {
+	if s.stale.Load() {
+		return nil, &authd.Error{Code: authd.ENotFound, Message: "no such token"}
+	}
+	return s.Store.VerificationToken(ctx, digest)
+}
+
+// TestResetWhoseLinkTurnsOutLiveSetsNothing: a reset whose first read of
+// the link found none (before its hash, which it then skipped) but whose
+// transaction finds it live sets no password, and so must not answer
+// success: it answers invalid_token and leaves the link unspent, for the
+// client's retry.
+func TestResetWhoseLinkTurnsOutLiveSetsNothing(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		store := &staleLinkStore{Store: open(t)}
+		e := newEnv(t, store)
+		const email = "lagging@example.org"
+		e.registerVerified(email, goodPassword)
+		want(t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": email}), 202, "")
+		tok := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, email))
+		reset := func() response {
+			return e.do("POST", "/v1/auth/password/reset", map[string]string{"token": tok, "new_password": "a reset passphrase"})
+		}
+		store.stale.Store(true)
+		want(t, "a reset whose first read missed the link", reset(), 400, "invalid_token")
+		store.stale.Store(false)
+		e.login(email, goodPassword)
+		want(t, "the retry", reset(), 204, "")
+		e.login(email, "a reset passphrase")
+	})
+}
+
+// TestConsentRowSaysWhatChanged: each consent change's row tells the
+// consent given and the one it replaced.
+func TestConsentRowSaysWhatChanged(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "consenting@example.org"
+		e.registerVerified(email, goodPassword) // consent given
+		access, _ := e.login(email, goodPassword)
+		for _, consent := range []bool{false, true} {
+			e.clock.Advance(time.Minute)
+			want(t, "consent", e.do("PUT", "/v1/users/me/consent", map[string]bool{"consent": consent}, bearer(access)...), 200, "")
+		}
+		logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: e.user(email).ID,
+			EventType: authd.EventConsentUpdated, Limit: authd.MaxListLimit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(logs) != 2 {
+			t.Fatalf("%d consent rows, want 2", len(logs))
+		}
+		for i, w := range []map[string]any{{"consent": true, "previous": false}, {"consent": false, "previous": true}} { // newest first
+			if got := logs[i].AdditionalContext; got["consent"] != w["consent"] || got["previous"] != w["previous"] {
+				t.Errorf("row %d: %v, want %v", i, got, w)
+			}
+		}
+	})
+}
+
+// TestNewPasswordsKeepOutTheAddress: a password set by a change or by a
+// reset is held to the whole policy, the rule against the name part of
+// the account's address included, as at registration.
+func TestNewPasswordsKeepOutTheAddress(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "rosalind@example.org"
+		const named = "Rosalind's own passphrase"
+		e.registerVerified(email, goodPassword)
+		access, _ := e.login(email, goodPassword)
+		r := e.do("POST", "/v1/auth/password/change", map[string]string{"current_password": goodPassword,
+			"new_password": named}, bearer(access)...)
+		want(t, "a change to a password naming the address", r, 400, "weak_password")
+		if r.field() != "new_password" {
+			t.Errorf("the change's refusal names %q, want new_password: %s", r.field(), r.raw)
+		}
+		want(t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": email}), 202, "")
+		tok := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, email))
+		want(t, "a reset to a password naming the address", e.do("POST", "/v1/auth/password/reset",
+			map[string]string{"token": tok, "new_password": named}), 400, "weak_password")
+		e.login(email, goodPassword)
+	})
+}
+
+// TestRevocationFeedNamesTheFlow: the feed's events of the sessions a
+// password change or a reset ended name the flow that ended them, for the
+// resource servers' operators.
+func TestRevocationFeedNamesTheFlow(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "named.flows@example.org"
+		e.registerVerified(email, goodPassword)
+		ctx := context.Background()
+		reasons := func(what string, want string) {
+			t.Helper()
+			evs, err := e.svc.RevocationEvents(ctx, 0, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(evs) == 0 || evs[len(evs)-1].Reason != want {
+				t.Fatalf("%s: events %+v; want the last to name %s", what, evs, want)
+			}
+		}
+		access, _ := e.login(email, goodPassword)
+		e.login(email, goodPassword) // another session, which the change ends
+		want(t, "change", e.do("POST", "/v1/auth/password/change", map[string]string{"current_password": goodPassword,
+			"new_password": "a changed passphrase"}, bearer(access)...), 204, "")
+		reasons("after a change", string(authd.EventPasswordChanged))
+
+		want(t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": email}), 202, "")
+		tok := tokenOf(t, e.mail.last(t, authd.MailPasswordReset, email))
+		want(t, "reset", e.do("POST", "/v1/auth/password/reset", map[string]string{"token": tok,
+			"new_password": "a reset passphrase"}), 204, "")
+		reasons("after a reset", string(authd.EventPasswordResetCompleted))
+	})
+}

@@ -868,6 +868,61 @@ func TestReauthenticationOfALockedAccountIsLogged(t *testing.T) {
 	})
 }
 
+// TestReauthenticationUnderALockSaysWhenItEnds: a sensitive change refused
+// under a brute-force lock answers Retry-After with the time the lock has
+// left, as a login does, not the whole lockout duration.
+func TestReauthenticationUnderALockSaysWhenItEnds(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "ends.soon@example.org"
+		e.registerVerified(email, goodPassword)
+		tok, _ := e.login(email, goodPassword)
+		e.bruteLock(email) // fifteen minutes
+		e.clock.Advance(10 * time.Minute)
+		r := e.do("POST", "/v1/auth/password/change",
+			map[string]string{"current_password": goodPassword, "new_password": "a changed passphrase"}, bearer(tok)...)
+		want(t, "a change under the lock", r, 423, "account_locked")
+		if r.header.Get("Retry-After") != "300" {
+			t.Errorf("Retry-After %q, want 300: the lock's five minutes left", r.header.Get("Retry-After"))
+		}
+	})
+}
+
+// verifyCounter counts the password checks made.
+type verifyCounter struct {
+	authd.Passwords
+	n atomic.Int32
+}
+
+func (v *verifyCounter) Verify(ctx context.Context, password, hash string) (bool, bool, error) {
+	v.n.Add(1)
+	return v.Passwords.Verify(ctx, password, hash)
+}
+
+// TestReauthenticationUnderALockChecksNoPassword: while a brute-force lock
+// holds the account, a sensitive change checks no password (no hash is
+// spent, and none tells the right password by its timing): the right one
+// and a wrong one alike are refused unchecked.
+func TestReauthenticationUnderALockChecksNoPassword(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		v := &verifyCounter{}
+		e := newEnv(t, open(t), withPasswords(func(p authd.Passwords) authd.Passwords { v.Passwords = p; return v }))
+		const email = "unchecked@example.org"
+		e.registerVerified(email, goodPassword)
+		tok, _ := e.login(email, goodPassword)
+		e.bruteLock(email)
+		before := v.n.Load()
+		for _, current := range []string{goodPassword, "a wrong guess"} {
+			want(t, "a change under the lock", e.do("POST", "/v1/auth/password/change",
+				map[string]string{"current_password": current, "new_password": "a changed passphrase"}, bearer(tok)...),
+				423, "account_locked")
+		}
+		if n := v.n.Load() - before; n != 0 {
+			t.Errorf("%d passwords checked under the lock, want none", n)
+		}
+	})
+}
+
 // TestLockUntilTheYear9999: an administrator's lock "for ever" (until
 // 9999-12-31, beyond the longest time.Duration) answers logins 423 with a
 // positive Retry-After (authd.RetryAfterSeconds, which the hosted pages

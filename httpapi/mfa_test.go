@@ -955,6 +955,56 @@ func TestFactorNoticesAreBounded(t *testing.T) {
 	want(t, "the eleventh addition begun in an hour", last, 429, "rate_limited")
 }
 
+// TestFactorBudgetsArePerAccount: the budgets of factor additions begun
+// and of recovery-code notices are each account's own: one account that
+// spent both neither silences another's notice nor stops its additions.
+func TestFactorBudgetsArePerAccount(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, openSQLite(t), withRateLimit())
+	replace := func(access string, codes []string) []string {
+		t.Helper()
+		r := e.do("POST", "/v1/users/me/mfa/recovery-codes", map[string]string{"code": codes[0]}, bearer(access)...)
+		want(t, "replace the recovery codes", r, 200, "")
+		codes = codes[:0]
+		for _, c := range r.body["recovery_codes"].([]any) {
+			codes = append(codes, c.(string))
+		}
+		e.clock.Advance(10 * time.Second)
+		return codes
+	}
+	const spender, other = "spender@example.org", "other.account@example.org"
+	access, _, codes := e.mfaUser(spender)
+	otherAccess, _, otherCodes := e.mfaUser(other)
+	before := e.mail.count(authd.MailFactorChanged, spender)
+	for range 6 {
+		codes = replace(access, codes)
+	}
+	if n := e.mail.count(authd.MailFactorChanged, spender) - before; n != 5 {
+		t.Fatalf("%d notices for 6 replacements, want 5", n)
+	}
+	before = e.mail.count(authd.MailFactorChanged, other)
+	otherCodes = replace(otherAccess, otherCodes)
+	if n := e.mail.count(authd.MailFactorChanged, other) - before; n != 1 {
+		t.Errorf("another account's replacement: %d notices, want 1", n)
+	}
+
+	begin := func(access, code string) response {
+		t.Helper()
+		e.clock.Advance(time.Minute) // past the per-minute limit on password checks
+		return e.do("POST", "/v1/users/me/passkeys/begin", map[string]any{"password": goodPassword, "code": code},
+			bearer(access)...)
+	}
+	for i := 0; ; i++ {
+		if i == len(codes) {
+			t.Fatal("no addition refused")
+		}
+		if r := begin(access, codes[i]); r.status == 429 {
+			break
+		}
+	}
+	want(t, "another account's addition", begin(otherAccess, otherCodes[0]), 200, "")
+}
+
 // TestLockPastThePasswordIsTold: a lock whose count someone who passed the
 // password took part in tells the owner so, past the address's mail budget:
 // four wrong codes after the right password, then a wrong password (which
