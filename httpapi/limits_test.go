@@ -291,7 +291,8 @@ func TestMFAVerifyIsLimitedPerIP(t *testing.T) {
 // TestStepUpCodesAreLimitedPerUser: second-factor codes checked for a
 // signed-in user (a step-up, a TOTP confirmation) are limited per user (10
 // a minute), counted before any check, so a stolen access token cannot
-// guess codes fast; the window over, a right code passes.
+// guess codes fast, in a budget apart from the password's checks; the
+// window over (not before), a right code passes.
 func TestStepUpCodesAreLimitedPerUser(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		e := newEnv(t, open(t), withRateLimit(), withConfig(func(c *authd.Config) { c.LockoutThreshold = 100 }))
@@ -304,8 +305,39 @@ func TestStepUpCodesAreLimitedPerUser(t *testing.T) {
 			want(t, fmt.Sprintf("wrong code %d", i+1), replace(e.wrongCode(secret)), 401, "invalid_credentials")
 		}
 		want(t, "an 11th code in the minute, right", replace(totpAt(t, secret, e.clock.Now())), 429, "rate_limited")
-		e.clock.Advance(time.Minute)
+		// The codes' budget is their own: the password's checks are not spent.
+		want(t, "a password change with its step-up in the minute", e.do("POST", "/v1/auth/password/change",
+			map[string]string{"current_password": goodPassword, "new_password": "another long passphrase 7",
+				"code": totpAt(t, secret, e.clock.Now())}, bearer(access)...), 204, "")
+		e.clock.Advance(time.Minute - time.Second)
+		want(t, "a code at the window's last second", replace(totpAt(t, secret, e.clock.Now())), 429, "rate_limited")
+		e.clock.Advance(time.Second)
 		want(t, "a right code after the window", replace(totpAt(t, secret, e.clock.Now())), 200, "")
+	})
+}
+
+// TestBadTokensAreLimitedPerNetworkForAMinute: the budget of refused token
+// redemptions (30 a minute) counts an IPv6 client by its /64, as every per-client
+// limit does, so that a host cannot flood the security log by taking a
+// fresh address per request; and it lasts the whole minute, not less.
+func TestBadTokensAreLimitedPerNetworkForAMinute(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withRateLimit())
+		bad := func(i int, ip string) response {
+			return e.do("POST", "/v1/auth/refresh", map[string]string{"refresh_token": strings.Repeat(string(rune('a'+i%26)), 43)}, from(ip)...)
+		}
+		for i := range 30 {
+			want(t, fmt.Sprintf("bad token %d", i+1), bad(i, fmt.Sprintf("2001:db8:5:6:%x::1", i+1)), 401, "invalid_token")
+		}
+		want(t, "a 31st bad token from the same /64", bad(30, "2001:db8:5:6:ffff::2"), 429, "rate_limited")
+		want(t, "a bad token from another /64", bad(31, "2001:db8:5:7::1"), 401, "invalid_token")
+		e.clock.Advance(time.Minute - time.Second)
+		want(t, "a bad token from the /64 within the minute", bad(32, "2001:db8:5:6::3"), 429, "rate_limited")
+		e.clock.Advance(time.Second)
+		want(t, "a bad token from the /64 once the minute is over", bad(33, "2001:db8:5:6::3"), 401, "invalid_token")
+		if n := e.eventCount("", "token_refreshed/failure"); n != 32 {
+			t.Errorf("%d refused refreshes logged, want 32 (the limited ones unlogged)", n)
+		}
 	})
 }
 

@@ -1,9 +1,11 @@
 package httpapi_test
 
 import (
+	"context"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/authd/authd"
@@ -76,4 +78,58 @@ func TestCommittedEventsReachTheHook(t *testing.T) {
 			t.Errorf("the Event hook was not told of %s: %v", ev, seen)
 		}
 	}
+}
+
+// commitFails is a store whose next transaction, once armed, fails after
+// the flow's work succeeded, as a COMMIT lost to an outage does: nothing
+// the flow wrote is kept.
+type commitFails struct {
+	authd.Store
+	armed *atomic.Bool
+}
+
+func (s commitFails) InTx(ctx context.Context, fn func(authd.Queries) error) error {
+	return s.Store.InTx(ctx, func(q authd.Queries) error {
+		if err := fn(q); err != nil {
+			return err
+		}
+		if s.armed.CompareAndSwap(true, false) {
+			return &authd.Error{Code: authd.EUnavailable, Message: "the database is unavailable"}
+		}
+		return nil
+	})
+}
+
+// TestRolledBackFlowReportsAndRevokesNothing: a flow whose transaction
+// does not commit has done nothing, so this instance neither applies its
+// revocations (the sessions it would have ended stay usable) nor tells the
+// Event hook of its rows (the metrics count what the log holds).
+func TestRolledBackFlowReportsAndRevokesNothing(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		var mu sync.Mutex
+		seen := map[string]int{}
+		armed := &atomic.Bool{}
+		e := newEnv(t, commitFails{open(t), armed}, withHooks(authd.Hooks{Event: func(ev authd.EventType, res authd.Result) {
+			mu.Lock()
+			defer mu.Unlock()
+			seen[string(ev)+"/"+string(res)]++
+		}}))
+		const email = "rolled.back@example.org"
+		e.registerVerified(email, goodPassword)
+		access, _ := e.login(email, goodPassword)
+		other, _ := e.login(email, goodPassword)
+		armed.Store(true)
+		want(t, "logout-all whose commit fails", e.do("POST", "/v1/auth/logout-all", nil, bearer(access)...), 503, "unavailable")
+		if !e.active(access) || !e.active(other) {
+			t.Errorf("a logout-all rolled back ended sessions here: active %v, %v", e.active(access), e.active(other))
+		}
+		if e.hasEvent(email, "logout_all/success") {
+			t.Fatalf("the rolled-back logout-all was logged: %v", e.events(email))
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if n := seen["logout_all/success"]; n != 0 {
+			t.Errorf("the Event hook was told %d times of a logout-all that rolled back", n)
+		}
+	})
 }

@@ -256,14 +256,20 @@ func TestUsedCodeRefusedUncounted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := 0
+	n, byEvent := 0, map[authd.EventType]int{}
 	for _, l := range logs {
 		if l.Result == authd.ResultFailure && l.FailureReason == "code already used" {
 			n++
+			byEvent[l.EventType]++
 		}
 	}
 	if n != 7 {
 		t.Errorf("%d rows of a used code, want 7", n)
+	}
+	// Each is a failure of what it was sent for: the step-up's is the
+	// change's, not a sign-in's.
+	if byEvent[authd.EventMFAChallengeFailed] != 6 || byEvent[authd.EventMFADisabled] != 1 {
+		t.Errorf("rows of a used code by event %v, want 6 mfa_challenge_failed and 1 mfa_disabled", byEvent)
 	}
 	// One mfa_token counts its replays among its wrong codes: it dies
 	// after five.
@@ -321,6 +327,15 @@ func TestRecoveryCodes(t *testing.T) {
 		}
 		if r := e.do("GET", "/v1/users/me/mfa", nil, bearer(access)...); r.body["recovery_codes_left"] != float64(9) {
 			t.Errorf("recovery_codes_left %v, want 9", r.body["recovery_codes_left"])
+		}
+		// The use's row tells how many are left, as the owner's log shows it.
+		used, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: e.user("rex@example.org").ID,
+			EventType: authd.EventRecoveryCodeUsed, Limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(used) != 1 || used[0].AdditionalContext["codes_left"] != float64(9) {
+			t.Errorf("recovery_code_used rows %+v, want one with codes_left 9", used)
 		}
 
 		path := "/v1/users/me/mfa/recovery-codes"
@@ -611,7 +626,8 @@ func TestEnrolmentAcrossALock(t *testing.T) {
 }
 
 // TestEnablingTOTPEndsOtherSessions: sessions that passed the password
-// alone end when a second factor is enabled; the enrolling one stays.
+// alone end when a second factor is enabled; the enrolling one stays, and
+// the enabling's row and the revocation say how many ended, and why.
 func TestEnablingTOTPEndsOtherSessions(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		e := newEnv(t, open(t))
@@ -628,6 +644,22 @@ func TestEnablingTOTPEndsOtherSessions(t *testing.T) {
 		}
 		want(t, "refresh of the password-only session", e.do("POST", "/v1/auth/refresh",
 			map[string]string{"refresh_token": otherRefresh}), 401, "invalid_token")
+		logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: e.user("two@example.org").ID,
+			EventType: authd.EventMFAEnabled, Limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(logs) != 1 || logs[0].AdditionalContext["sessions_revoked"] != float64(1) {
+			t.Errorf("mfa_enabled rows %+v, want one telling of the 1 session ended", logs)
+		}
+		// The revocation names the flow, as the owner's export shows it.
+		revs, err := e.store.RevocationEvents(context.Background(), 0, e.clock.Now(), 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(revs) != 1 || revs[0].Reason != "mfa_enabled" || revs[0].Subject.String() != jwtClaims(t, other)["sid"] {
+			t.Errorf("revocation events %+v, want the other session's, for mfa_enabled", revs)
+		}
 	})
 }
 

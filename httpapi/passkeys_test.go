@@ -889,13 +889,15 @@ func TestPasskeyEdgeCases(t *testing.T) {
 }
 
 // TestPasskeysOffHidesTheMethod: with passkeys off, a user's passkeys are
-// not offered as a method (recovery codes still are).
+// not offered as a method (recovery codes still are), at sign-in or for a
+// step-up.
 func TestPasskeysOffHidesTheMethod(t *testing.T) {
 	t.Parallel()
 	store := openSQLite(t)
-	on := newEnv(t, store)
-	on.passkeyUser("jon@example.org")
-	off := newEnv(t, store, withConfig(func(c *authd.Config) { c.WebAuthnRPID = "" }))
+	keys := t.TempDir() // one MFA key, so that a recovery code from one opens at the other
+	on := newEnv(t, store, withKeysDir(keys))
+	_, _, codes := on.passkeyUser("jon@example.org")
+	off := newEnv(t, store, withKeysDir(keys), withConfig(func(c *authd.Config) { c.WebAuthnRPID = "" }))
 	r := off.do("POST", "/v1/auth/login", map[string]string{"email": "jon@example.org", "password": goodPassword})
 	want(t, "login", r, 403, "mfa_required")
 	if got := fmt.Sprint(r.body["methods"]); got != "[recovery_code]" {
@@ -903,6 +905,17 @@ func TestPasskeysOffHidesTheMethod(t *testing.T) {
 	}
 	want(t, "verify with a passkey while off", off.do("POST", "/v1/auth/mfa/verify", map[string]any{
 		"mfa_token": r.str("mfa_token"), "method": "passkey", "credential": map[string]any{}}), 404, "not_found")
+
+	// Nor is it offered for a step-up: a change that lacks one is told of
+	// the recovery codes alone.
+	r = off.verify(off.mfaLogin("jon@example.org"), "recovery_code", codes[0])
+	want(t, "sign in with a recovery code", r, 200, "")
+	r = off.do("POST", "/v1/auth/password/change", map[string]string{"current_password": goodPassword,
+		"new_password": "another long passphrase 7"}, bearer(r.str("access_token"))...)
+	want(t, "a change without its step-up", r, 403, "mfa_required")
+	if got := fmt.Sprint(r.body["methods"]); got != "[recovery_code]" || strings.Contains(r.raw, "passkey") {
+		t.Errorf("step-up with passkeys off: %s, want methods [recovery_code] and no passkey offered", r.raw)
+	}
 }
 
 // TestPasskeyAssertionWithoutUV: an assertion without user verification is

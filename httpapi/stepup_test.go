@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -103,6 +104,41 @@ func TestStepUpCodesLock(t *testing.T) {
 		r := e.do("POST", "/v1/auth/password/change", map[string]string{"current_password": goodPassword,
 			"new_password": "another long passphrase 7", "code": totpAt(t, secret, e.clock.Now())}, bearer(access)...)
 		want(t, "a right code while locked", r, 423, "account_locked")
+	})
+}
+
+// TestStepUpCodesLockAsCodes: wrong step-up codes sent in a signed-in
+// session (no password asked) lock as wrong codes, not as wrong passwords:
+// whoever sends them holds a session, so the lock is logged as the second
+// factor's, it refuses codes for its length (CodesLockedUntil), and its
+// notice tells the owner that someone got past the password.
+func TestStepUpCodesLockAsCodes(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "session.guesses@example.org"
+		access, secret, _ := e.mfaUser(email)
+		e.clock.Advance(time.Minute) // past the confirmation's check
+		for i := range 5 {
+			r := e.do("POST", "/v1/users/me/mfa/recovery-codes", map[string]string{"code": e.wrongCode(secret)}, bearer(access)...)
+			want(t, fmt.Sprintf("wrong code %d", i+1), r, 401, "invalid_credentials")
+		}
+		now := e.clock.Now()
+		u := e.user(email)
+		if u.AccountStatus != authd.StatusLocked || u.FailedCodeAttempts != 5 || !u.CodesLockedUntil.Equal(now.Add(15*time.Minute)) {
+			t.Errorf("after 5 wrong step-up codes: %s, %d wrong codes, codes locked until %v; want locked, 5, %v",
+				u.AccountStatus, u.FailedCodeAttempts, u.CodesLockedUntil, now.Add(15*time.Minute))
+		}
+		locks, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: u.ID,
+			EventType: authd.EventAccountLocked, Limit: 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(locks) != 1 || locks[0].FailureReason != "too many failed second-factor checks" {
+			t.Errorf("account_locked rows %+v, want one for the second factor's checks", locks)
+		}
+		if m := e.mail.last(t, authd.MailAccountLocked, email); !m.AfterCodes {
+			t.Errorf("lock notice %+v, want it to say the codes set the lock", m)
+		}
 	})
 }
 
@@ -469,5 +505,60 @@ func TestStepUpCodesRefusedWhileCodesLocked(t *testing.T) {
 		}
 		e.clock.Advance(10 * time.Minute) // the access token still lives; the code is a new one
 		want(t, "a right code, codes still locked", change(), 423, "account_locked")
+	})
+}
+
+// TestFactorChangesRefusedWhileLocked: while the account is locked (a lock
+// set by wrong passwords, which leaves codes unlocked and sessions alive),
+// the changes a code alone authorises — disabling TOTP, replacing the
+// recovery codes — are refused unchecked, a right code or not, and the
+// refusal is logged; the factor and the codes stay.
+func TestFactorChangesRefusedWhileLocked(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "locked.session@example.org"
+		access, secret, codes := e.mfaUser(email)
+		e.bruteLock(email)
+		for _, c := range []struct{ method, path string }{
+			{"POST", "/v1/users/me/mfa/recovery-codes"},
+			{"DELETE", "/v1/users/me/mfa/totp"},
+		} {
+			r := e.do(c.method, c.path, map[string]string{"code": totpAt(t, secret, e.clock.Now())}, bearer(access)...)
+			want(t, c.method+" "+c.path+" with a right code while locked", r, 423, "account_locked")
+			e.clock.Advance(30 * time.Second) // a fresh step: the refusal used no code
+		}
+		r := e.do("GET", "/v1/users/me/mfa", nil, bearer(access)...)
+		if items, _ := r.body["items"].([]any); len(items) != 1 || r.body["recovery_codes_left"] != float64(len(codes)) {
+			t.Errorf("factors after the refused changes: %s; want TOTP and %d codes", r.raw, len(codes))
+		}
+		for _, ev := range []string{"recovery_codes_replaced/failure", "mfa_disabled/failure"} {
+			if !e.hasEvent(email, ev) {
+				t.Errorf("events %v lack %s", e.events(email), ev)
+			}
+		}
+	})
+}
+
+// TestTOTPCodeOnceTOTPIsDisabled: a sign-in that awaits its second factor
+// and then sends a TOTP code after its user disabled TOTP (keeping a
+// passkey, so the challenge lives on) is told to start over: the code is
+// checked against nothing, and counts toward no lock, as no code of a
+// factor the user no longer has is a guess.
+func TestTOTPCodeOnceTOTPIsDisabled(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "totp.goes@example.org"
+		access, secret, _ := e.mfaUser(email)
+		want(t, "add a passkey", e.addPasskey(access, newSoftKey(t, rpID, rpOrigin), "Laptop"), 201, "")
+		e.clock.Advance(30 * time.Second) // past the step-up's code
+		waiting := e.mfaLogin(email)
+		want(t, "disable TOTP", e.do("DELETE", "/v1/users/me/mfa/totp", map[string]string{"code": totpAt(t, secret, e.clock.Now())},
+			bearer(access)...), 204, "")
+		e.clock.Advance(30 * time.Second)
+		want(t, "a TOTP code once TOTP is disabled", e.verify(waiting, "totp", totpAt(t, secret, e.clock.Now())), 400, "invalid_token")
+		if u := e.user(email); u.FailedLoginAttempts != 0 || u.FailedCodeAttempts != 0 {
+			t.Errorf("a TOTP code for a disabled TOTP counted: %d failures, %d of codes", u.FailedLoginAttempts, u.FailedCodeAttempts)
+		}
+		e.wantRefusalLogged(email, authd.EventMFAChallengeFailed, "no second factor enabled")
 	})
 }
