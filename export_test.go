@@ -50,3 +50,9 @@ func Woken(s *Service) bool {
 		return false
 	}
 }
+
+// AgeRevocations makes what s's revocation set recorded (its last load or
+// catch-up, its last failed one) d older, as if d had passed on the
+// monotonic clock it reads, for tests of RevocationMaxLag that must not
+// sleep. Call it with no catch-up running.
+func AgeRevocations(s *Service, d time.Duration) { s.rev.epoch = s.rev.epoch.Add(-d) }

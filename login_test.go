@@ -234,13 +234,10 @@ func TestLoginWithoutAPassword(t *testing.T) {
 	}
 }
 
-// TestAuthenticateWhileRevocationsStale: with RevocationMaxLag, a valid
-// token is refused as unavailable (not invalid) while the revocation set
-// has not caught up for longer than the lag and cannot catch up now (the
-// database gone); once the database answers, Authenticate catches up
-// itself rather than wait for the server's next catch-up. Without a lag,
-// never refused.
-func TestAuthenticateWhileRevocationsStale(t *testing.T) {
+// issuedToken returns an issuer and an access token it issued, of a new
+// user and session, valid for a minute from now.
+func issuedToken(t *testing.T) (*token.Issuer, string) {
+	t.Helper()
 	keys, err := token.OpenKeyring(t.TempDir(), "EdDSA", now)
 	if err != nil {
 		t.Fatal(err)
@@ -250,6 +247,17 @@ func TestAuthenticateWhileRevocationsStale(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return tokens, raw
+}
+
+// TestAuthenticateWhileRevocationsStale: with RevocationMaxLag, a valid
+// token is refused as unavailable (not invalid) while the revocation set
+// has not caught up for longer than the lag and cannot catch up now (the
+// database gone); once the database answers, Authenticate catches up
+// itself rather than wait for the server's next catch-up. Without a lag,
+// never refused.
+func TestAuthenticateWhileRevocationsStale(t *testing.T) {
+	tokens, raw := issuedToken(t)
 	ctx := context.Background()
 	service := func(lag time.Duration, store *readStore) *authd.Service {
 		clock := fixedClock(now)
@@ -274,7 +282,7 @@ func TestAuthenticateWhileRevocationsStale(t *testing.T) {
 	if len(store.since) != 0 {
 		t.Errorf("%d loads within the pause after a failure; want none", len(store.since))
 	}
-	time.Sleep(authd.StaleRetryPause)
+	authd.AgeRevocations(svc, authd.StaleRetryPause) // the pause has passed
 	want("once the database answers (it loads the set itself)", svc, "")
 	if len(store.since) != 1 {
 		t.Errorf("%d loads; want the one Authenticate made", len(store.since))
@@ -307,6 +315,39 @@ func TestAuthenticateWhileRevocationsStale(t *testing.T) {
 	store.page = []authd.RevocationEvent{{ID: 2, Kind: authd.RevokedSession, Subject: claims.SessionID, CreatedAt: now}}
 	store.last = 2
 	want("revoked elsewhere while the set was stale", svc, authd.EInvalidToken)
+}
+
+// TestCatchUpKeepsTheSetCurrent: each catch-up that succeeds, not only a
+// load, counts toward RevocationMaxLag: a set loaded longer than the lag
+// ago but caught up since is current, and Authenticate reads nothing.
+func TestCatchUpKeepsTheSetCurrent(t *testing.T) {
+	tokens, raw := issuedToken(t)
+	ctx := context.Background()
+	store, clock := &readStore{}, fixedClock(now)
+	svc := authd.NewService(authd.Config{AccessTokenTTL: time.Minute, RevocationMaxLag: time.Hour},
+		authd.Deps{Store: store, Tokens: tokens, Clock: &clock})
+	if err := svc.LoadRevocations(ctx); err != nil {
+		t.Fatal(err)
+	}
+	authd.AgeRevocations(svc, 40*time.Minute)
+	if err := svc.CatchUpRevocations(ctx); err != nil {
+		t.Fatal(err)
+	}
+	authd.AgeRevocations(svc, 40*time.Minute) // the load 80 minutes ago, the catch-up 40
+	reads := len(store.since) + len(store.after)
+	if _, err := svc.Authenticate(ctx, raw); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(store.since) + len(store.after) - reads; n != 0 {
+		t.Errorf("Authenticate read the database %d times, caught up 40 minutes ago under a lag of an hour; want none", n)
+	}
+	authd.AgeRevocations(svc, 30*time.Minute) // now past the lag
+	if _, err := svc.Authenticate(ctx, raw); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(store.since) + len(store.after) - reads; n != 1 {
+		t.Errorf("Authenticate read the database %d times, caught up 70 minutes ago under a lag of an hour; want its catch-up", n)
+	}
 }
 
 // expiredMany is a store whose sweep finds several accounts whose locks
