@@ -553,6 +553,52 @@ func TestResumeAfterRetention(t *testing.T) {
 	})
 }
 
+// TestRetentionKeepsNoHeadPastTheLogs: the feed's newest event, which
+// retention keeps past its expiry, goes once it is older than the logs'
+// retention: an erasure's event names the erased account, and on a quiet
+// deployment it would otherwise outlive the account's tombstone for good.
+func TestRetentionKeepsNoHeadPastTheLogs(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		ctx := context.Background()
+		e := newEnv(t, open(t))
+		const email = "quiet.erasure@example.org"
+		e.registerVerified(email, goodPassword)
+		id := e.user(email).ID
+		access, _ := e.login(email, goodPassword)
+		want(t, "erase", e.do("DELETE", "/v1/users/me", map[string]string{"password": goodPassword}, bearer(access)...), 204, "")
+		named := func() int {
+			t.Helper()
+			evs, err := e.store.RevocationEventsFrom(ctx, 0, time.Unix(0, 0), 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for _, ev := range evs {
+				if ev.Subject == id {
+					n++
+				}
+			}
+			return n
+		}
+
+		e.clock.Advance(89 * 24 * time.Hour) // every event expired, the newest kept
+		if _, err := e.svc.Purge(ctx, 90*24*time.Hour, false); err != nil {
+			t.Fatal(err)
+		}
+		if n := named(); n != 1 {
+			t.Fatalf("%d events name the erased account after 89 quiet days, want its erasure's, the head", n)
+		}
+		e.clock.Advance(2 * 24 * time.Hour)
+		res, err := e.svc.Purge(ctx, 90*24*time.Hour, false)
+		if err != nil || res.ErasedAccounts != 1 || res.RevocationEvents != 1 {
+			t.Fatalf("purge after 91 quiet days: %+v, %v; want the tombstone and the head deleted", res, err)
+		}
+		if n := named(); n != 0 {
+			t.Errorf("%d events name the erased account after 91 quiet days, past the logs' retention", n)
+		}
+	})
+}
+
 // setReloads is a store that counts the full reads of the revocation set.
 type setReloads struct {
 	authd.Store

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -561,38 +562,49 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 		}
 		unfinished = err
 	}
+	// The feed's head as the run begins: the newest event stays, expired
+	// or not, so that a client past the events retention deleted is told
+	// from one that followed a database since restored or recreated
+	// (authd.Service.ResumeRevocationEvents); events committed meanwhile
+	// come after it. Not past the logs' retention, though: an erasure's
+	// event names the account, and a quiet deployment's head would keep
+	// it for good (the table then empties, and clients start over once).
+	var head int64
+	if err := conn.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM revocation_events`).Scan(&head); err != nil {
+		finishErasures()
+		return res, errors.Join(translate(err), unfinished)
+	}
 	steps := []struct {
 		n     *int
 		table string
 		where string
 		at    time.Time
+		more  []any // $2, …, where the where takes more; a batch's size follows
 	}{
-		{&res.SecurityLogs, "security_logs", `"timestamp" < $1`, r.LogsBefore},
-		{&res.VerificationTokens, "verification_tokens", "expires_at < $1", r.ExpiredBefore},
-		{&res.MFAChallenges, "mfa_challenges", "expires_at < $1", r.ExpiredBefore},
-		{&res.WebAuthnChallenges, "webauthn_challenges", "expires_at < $1", r.ExpiredBefore},
-		{&res.AuthRequests, "oauth_auth_requests", "expires_at < $1", r.ExpiredBefore},
-		{&res.AuthCodes, "oauth_codes", "expires_at < $1", r.ExpiredBefore},
+		{&res.SecurityLogs, "security_logs", `"timestamp" < $1`, r.LogsBefore, nil},
+		{&res.VerificationTokens, "verification_tokens", "expires_at < $1", r.ExpiredBefore, nil},
+		{&res.MFAChallenges, "mfa_challenges", "expires_at < $1", r.ExpiredBefore, nil},
+		{&res.WebAuthnChallenges, "webauthn_challenges", "expires_at < $1", r.ExpiredBefore, nil},
+		{&res.AuthRequests, "oauth_auth_requests", "expires_at < $1", r.ExpiredBefore, nil},
+		{&res.AuthCodes, "oauth_codes", "expires_at < $1", r.ExpiredBefore, nil},
 		// A session goes once its tokens have: the expired ones just
 		// above, the others when they expire. Its delete then cascades to
 		// no token (ON DELETE CASCADE), so every token deleted is counted, and
 		// a token a flow held through the step above keeps its session
 		// for the next run, as it is kept itself.
-		{&res.Tokens, "jwt_tokens", "expires_at < $1", r.ExpiredBefore},
-		{&res.Sessions, "sessions", sessionsEnded + ")", r.ExpiredBefore},
-		// The newest event stays, expired or not: it is the feed's head
-		// (LastRevocationEventID), by which a client past the events
-		// retention deleted is told from one that followed a database
-		// since restored or recreated (authd.Service.ResumeRevocationEvents).
-		{&res.RevocationEvents, "revocation_events", "expires_at < $1 AND id < (SELECT max(id) FROM revocation_events)", r.Now},
+		{&res.Tokens, "jwt_tokens", "expires_at < $1", r.ExpiredBefore, nil},
+		{&res.Sessions, "sessions", sessionsEnded + ")", r.ExpiredBefore, nil},
+		{&res.RevocationEvents, "revocation_events", "expires_at < $1 AND (id < $2 OR created_at < $3)", r.Now,
+			[]any{head, r.LogsBefore}},
 		// Mail that could not be delivered keeps its address until then.
-		{&res.DeadMails, "mail_outbox", "dead_at < $1", r.LogsBefore},
+		{&res.DeadMails, "mail_outbox", "dead_at < $1", r.LogsBefore, nil},
 		// An erased account's tombstone, once nothing is left about it.
-		{&res.ErasedAccounts, "users", erasedAccountGone + ")" + erasureFinished, r.LogsBefore},
+		{&res.ErasedAccounts, "users", erasedAccountGone + ")" + erasureFinished, r.LogsBefore, nil},
 	}
 	for _, st := range steps {
+		args := append([]any{st.at}, st.more...)
 		if r.DryRun {
-			where, args := st.where, []any{st.at}
+			where := st.where
 			switch st.n {
 			case &res.Sessions:
 				// A dry run deletes no token first: it counts the
@@ -619,7 +631,7 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 				n, last, err = purgeSessionsAfter(ctx, conn, st.at, batch, last)
 			} else {
 				n, err = purgeBatch(ctx, conn, `DELETE FROM `+st.table+` WHERE id IN (SELECT id FROM `+st.table+
-					` WHERE `+st.where+` LIMIT $2 FOR UPDATE SKIP LOCKED)`, st.at, batch)
+					` WHERE `+st.where+` LIMIT $`+strconv.Itoa(len(args)+1)+` FOR UPDATE SKIP LOCKED)`, append(args, batch)...)
 			}
 			if lockWaited(err) {
 				break // the batch rolled back; the next run takes it
@@ -636,7 +648,7 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 		// Rows SKIP LOCKED passed over, or a batch that gave up, are left:
 		// say so. Its cut-off is in the past, so no row becomes due meanwhile.
 		var left bool
-		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+st.table+` WHERE `+st.where+`)`, st.at).Scan(&left); err != nil {
+		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+st.table+` WHERE `+st.where+`)`, args...).Scan(&left); err != nil {
 			finishErasures()
 			return res, errors.Join(translate(err), unfinished)
 		}

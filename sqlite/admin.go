@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -457,32 +458,40 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 			erasuresDone, unfinished = true, s.finishErasures(ctx)
 		}
 	}
+	// The feed's head as the run begins stays, expired or not, unless
+	// older than the logs' retention (as PostgreSQL's).
+	var head int64
+	if err := s.db.QueryRowContext(ctx, `SELECT coalesce(max(id), 0) FROM revocation_events`).Scan(&head); err != nil {
+		finishErasures()
+		return res, errors.Join(translate(err), unfinished)
+	}
 	steps := []struct {
 		n     *int
 		table string
 		where string
 		at    string
+		more  []any // ?2, …, where the where takes more; a batch's size follows
 	}{
-		{&res.SecurityLogs, "security_logs", `"timestamp" < ?1`, timeText(r.LogsBefore)},
-		{&res.VerificationTokens, "verification_tokens", "expires_at < ?1", timeText(r.ExpiredBefore)},
-		{&res.MFAChallenges, "mfa_challenges", "expires_at < ?1", timeText(r.ExpiredBefore)},
-		{&res.WebAuthnChallenges, "webauthn_challenges", "expires_at < ?1", timeText(r.ExpiredBefore)},
-		{&res.AuthRequests, "oauth_auth_requests", "expires_at < ?1", timeText(r.ExpiredBefore)},
-		{&res.AuthCodes, "oauth_codes", "expires_at < ?1", timeText(r.ExpiredBefore)},
+		{&res.SecurityLogs, "security_logs", `"timestamp" < ?1`, timeText(r.LogsBefore), nil},
+		{&res.VerificationTokens, "verification_tokens", "expires_at < ?1", timeText(r.ExpiredBefore), nil},
+		{&res.MFAChallenges, "mfa_challenges", "expires_at < ?1", timeText(r.ExpiredBefore), nil},
+		{&res.WebAuthnChallenges, "webauthn_challenges", "expires_at < ?1", timeText(r.ExpiredBefore), nil},
+		{&res.AuthRequests, "oauth_auth_requests", "expires_at < ?1", timeText(r.ExpiredBefore), nil},
+		{&res.AuthCodes, "oauth_codes", "expires_at < ?1", timeText(r.ExpiredBefore), nil},
 		// A session goes once its tokens have (as PostgreSQL's).
-		{&res.Tokens, "jwt_tokens", "expires_at < ?1", timeText(r.ExpiredBefore)},
-		{&res.Sessions, "sessions", sessionsEnded + ")", timeText(r.ExpiredBefore)},
-		// The newest event stays, as PostgreSQL's: the feed's head.
-		{&res.RevocationEvents, "revocation_events", "expires_at < ?1 AND id < (SELECT max(id) FROM revocation_events)",
-			timeText(r.Now)},
+		{&res.Tokens, "jwt_tokens", "expires_at < ?1", timeText(r.ExpiredBefore), nil},
+		{&res.Sessions, "sessions", sessionsEnded + ")", timeText(r.ExpiredBefore), nil},
+		{&res.RevocationEvents, "revocation_events", "expires_at < ?1 AND (id < ?2 OR created_at < ?3)", timeText(r.Now),
+			[]any{head, timeText(r.LogsBefore)}},
 		// Mail that could not be delivered keeps its address until then.
-		{&res.DeadMails, "mail_outbox", "dead_at < ?1", timeText(r.LogsBefore)},
+		{&res.DeadMails, "mail_outbox", "dead_at < ?1", timeText(r.LogsBefore), nil},
 		// An erased account's tombstone, once nothing is left about it.
-		{&res.ErasedAccounts, "users", erasedAccountGone + ")" + erasureFinished, timeText(r.LogsBefore)},
+		{&res.ErasedAccounts, "users", erasedAccountGone + ")" + erasureFinished, timeText(r.LogsBefore), nil},
 	}
 	for _, st := range steps {
+		args := append([]any{st.at}, st.more...)
 		if r.DryRun {
-			where, args := st.where, []any{st.at}
+			where := st.where
 			switch st.n {
 			case &res.Sessions:
 				// A dry run deletes no token first: it counts the
@@ -513,7 +522,7 @@ func (s *Store) Purge(ctx context.Context, r authd.PurgeRequest) (authd.PurgeRes
 				picked, n, after, err = s.queries.purgeSessionsAfter(ctx, st.at, batch, after)
 			} else {
 				n, err = s.queries.deleteBatch(ctx, `DELETE FROM `+st.table+` WHERE id IN (SELECT id FROM `+st.table+
-					` WHERE `+st.where+` LIMIT ?2)`, st.at, batch)
+					` WHERE `+st.where+` LIMIT ?`+strconv.Itoa(len(args)+1)+`)`, append(args, batch)...)
 				picked = n
 			}
 			if err != nil {
