@@ -262,6 +262,25 @@ func TestRetentionFinishesErasuresPastAFailingStep(t *testing.T) {
 	}
 }
 
+// TestRetentionFinishesErasuresPastAFailingHeadRead: a purge whose first
+// read, the revocation feed's head, fails (here its table is gone) still
+// finishes the erasures pending, and fails.
+func TestRetentionFinishesErasuresPastAFailingHeadRead(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := open(t)
+	u, req := erasedLongAgo(t, s, "failing-head@example.org")
+	if _, err := s.Pool().Exec(ctx, `ALTER TABLE revocation_events RENAME TO revocation_events_gone`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Purge(ctx, req); err == nil {
+		t.Error("a purge whose head read fails answered no error")
+	}
+	if n := clientRows(t, s, u.ID); n != 0 || pendingErasures(t, s, u.ID) != 0 {
+		t.Errorf("after the failing purge %d rows hold a client, %d pending; want the erasure finished", n, pendingErasures(t, s, u.ID))
+	}
+}
+
 // TestRetentionKeepsAPendingErasuresAccount: an erased account's tombstone
 // past retention stays while its erasure is pending (deleting it would
 // drop the pending row with it, and the purges' errors, which name the
