@@ -455,9 +455,9 @@ func (s *Service) ResumeRevocationEvents(ctx context.Context, after int64, mark 
 // every event up to after is gone and could revoke no valid token any
 // more: serving after it loses nothing, and starting over (with a warning
 // about a restore) would be wrong. Retention keeps the newest event, the
-// table's head (LastRevocationEventID), so that it never empties a table:
-// a client past the head of an empty one followed a database since
-// recreated, and starts over.
+// table's head (LastRevocationEventID), until it is as old as the security
+// log kept: a client past the head of an empty table followed a database
+// since recreated (or one quiet that long), and starts over, losing nothing.
 func (s *Service) revocationEventPurged(ctx context.Context, after int64) (bool, error) {
 	oldest, err := s.store.RevocationEvents(ctx, 0, time.Unix(0, 0), 1)
 	if err != nil {

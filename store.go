@@ -539,7 +539,7 @@ type UserRows struct {
 type PurgeRequest struct {
 	LogsBefore    time.Time // security logs older than this; erased accounts unchanged since then, once no log row or session names them
 	ExpiredBefore time.Time // tokens, verification tokens and sessions that ended before this
-	Now           time.Time // revocation events expired by now, but the newest (the feed's head: LastRevocationEventID)
+	Now           time.Time // revocation events expired by now, but the newest (the feed's head: LastRevocationEventID) unless created before LogsBefore
 	Batch         int       // rows per statement (at most: a store may take fewer; 0: the store's number), so that no lock is held long
 	DryRun        bool      // count only
 }

@@ -433,11 +433,7 @@ func TestConsentRowSaysWhatChanged(t *testing.T) {
 			e.clock.Advance(time.Minute)
 			want(t, "consent", e.do("PUT", "/v1/users/me/consent", map[string]bool{"consent": consent}, bearer(access)...), 200, "")
 		}
-		logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: e.user(email).ID,
-			EventType: authd.EventConsentUpdated, Limit: authd.MaxListLimit})
-		if err != nil {
-			t.Fatal(err)
-		}
+		logs := e.logRows(email, authd.EventConsentUpdated)
 		if len(logs) != 2 {
 			t.Fatalf("%d consent rows, want 2", len(logs))
 		}

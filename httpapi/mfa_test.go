@@ -329,11 +329,7 @@ func TestRecoveryCodes(t *testing.T) {
 			t.Errorf("recovery_codes_left %v, want 9", r.body["recovery_codes_left"])
 		}
 		// The use's row tells how many are left, as the owner's log shows it.
-		used, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: e.user("rex@example.org").ID,
-			EventType: authd.EventRecoveryCodeUsed, Limit: 10})
-		if err != nil {
-			t.Fatal(err)
-		}
+		used := e.logRows("rex@example.org", authd.EventRecoveryCodeUsed)
 		if len(used) != 1 || used[0].AdditionalContext["codes_left"] != float64(9) {
 			t.Errorf("recovery_code_used rows %+v, want one with codes_left 9", used)
 		}
@@ -644,11 +640,7 @@ func TestEnablingTOTPEndsOtherSessions(t *testing.T) {
 		}
 		want(t, "refresh of the password-only session", e.do("POST", "/v1/auth/refresh",
 			map[string]string{"refresh_token": otherRefresh}), 401, "invalid_token")
-		logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: e.user("two@example.org").ID,
-			EventType: authd.EventMFAEnabled, Limit: 10})
-		if err != nil {
-			t.Fatal(err)
-		}
+		logs := e.logRows("two@example.org", authd.EventMFAEnabled)
 		if len(logs) != 1 || logs[0].AdditionalContext["sessions_revoked"] != float64(1) {
 			t.Errorf("mfa_enabled rows %+v, want one telling of the 1 session ended", logs)
 		}
@@ -1487,17 +1479,24 @@ func TestEnrolmentReplacesAPendingOne(t *testing.T) {
 	})
 }
 
-// failureReasons returns the reasons of the failures logged for email's
-// account as event, oldest first.
-func (e *env) failureReasons(email string, event authd.EventType) []string {
+// logRows returns the security-log rows of email's account of event,
+// newest first (at most authd.MaxListLimit).
+func (e *env) logRows(email string, event authd.EventType) []*authd.SecurityLog {
 	e.t.Helper()
 	logs, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: e.user(email).ID,
 		EventType: event, Limit: authd.MaxListLimit})
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	return logs
+}
+
+// failureReasons returns the reasons of the failures logged for email's
+// account as event, oldest first.
+func (e *env) failureReasons(email string, event authd.EventType) []string {
+	e.t.Helper()
 	var out []string
-	for _, l := range slices.Backward(logs) {
+	for _, l := range slices.Backward(e.logRows(email, event)) {
 		if l.Result == authd.ResultFailure {
 			out = append(out, l.FailureReason)
 		}

@@ -1,7 +1,6 @@
 package httpapi_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -128,11 +127,7 @@ func TestStepUpCodesLockAsCodes(t *testing.T) {
 			t.Errorf("after 5 wrong step-up codes: %s, %d wrong codes, codes locked until %v; want locked, 5, %v",
 				u.AccountStatus, u.FailedCodeAttempts, u.CodesLockedUntil, now.Add(15*time.Minute))
 		}
-		locks, err := e.store.SecurityLogs(context.Background(), authd.SecurityLogFilter{UserID: u.ID,
-			EventType: authd.EventAccountLocked, Limit: 10})
-		if err != nil {
-			t.Fatal(err)
-		}
+		locks := e.logRows(email, authd.EventAccountLocked)
 		if len(locks) != 1 || locks[0].FailureReason != "too many failed second-factor checks" {
 			t.Errorf("account_locked rows %+v, want one for the second factor's checks", locks)
 		}
