@@ -670,6 +670,12 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Claims, error) {
 		return nil, ErrClosed
 	}
 	c, ok := v.cache.get(token, v.keys)
+	if !ok {
+		if low := v.lowS(token); low != token { // an ES256 token's twin: see lowS
+			token = low
+			c, ok = v.cache.get(token, v.keys)
+		}
+	}
 	if ok {
 		v.hits.Add(1)
 		if err := checkTimes(c, v.now()); err != nil {

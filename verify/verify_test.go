@@ -1976,6 +1976,89 @@ func TestClientClaims(t *testing.T) {
 	}
 }
 
+// TestES256TwinsAreOneToken: an ECDSA signature (r, s) has a twin,
+// (r, n−s), that verifies alike and that anyone holding an ES256 token can
+// write. The twin is the same token: whichever spelling comes first, the
+// other hits its cache entry, and while the feed is lost the two share one
+// introspection. A signature whose s is past the order is no signature.
+func TestES256TwinsAreOneToken(t *testing.T) {
+	t.Parallel()
+	f := newFakeAuthd(t)
+	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	point, err := ecKey.PublicKey.Bytes() // 0x04 ‖ x ‖ y
+	if err != nil {
+		t.Fatal(err)
+	}
+	b64 := base64.RawURLEncoding.EncodeToString
+	jwks, _ := json.Marshal(map[string]any{"keys": []map[string]string{{"kty": "EC", "crv": "P-256", "kid": "ec1",
+		"alg": "ES256", "use": "sig", "x": b64(point[1:33]), "y": b64(point[33:])}}})
+	f.mu.Lock()
+	f.jwksBody = string(jwks)
+	f.mu.Unlock()
+	tok := jwt.NewWithClaims(jwt.SigningMethodES256, f.claims())
+	tok.Header["kid"], tok.Header["typ"] = "ec1", "at+jwt"
+	signed, err := tok.SignedString(ecKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withS := func(s *big.Int) string { // signed with its signature's s replaced
+		i := strings.LastIndexByte(signed, '.')
+		sig, err := base64.RawURLEncoding.DecodeString(signed[i+1:])
+		if err != nil || len(sig) != 64 {
+			t.Fatalf("ES256 signature: %d bytes, %v", len(sig), err)
+		}
+		s.FillBytes(sig[32:])
+		return signed[:i+1] + b64(sig)
+	}
+	i := strings.LastIndexByte(signed, '.')
+	sig, _ := base64.RawURLEncoding.DecodeString(signed[i+1:])
+	n := elliptic.P256().Params().N
+	twin := withS(new(big.Int).Sub(n, new(big.Int).SetBytes(sig[32:])))
+	ctx := context.Background()
+
+	for _, order := range [][2]string{{signed, twin}, {twin, signed}} {
+		v := f.verifier(t)
+		for _, tok := range order {
+			if _, err := v.Verify(ctx, tok); err != nil {
+				t.Fatalf("an ES256 token or its twin: %v, want it verified", err)
+			}
+		}
+		if st := v.Stats(); st.CacheHits != 1 || st.CacheMisses != 1 {
+			t.Errorf("a token, then its twin: %d hits, %d misses; want 1, 1 (one entry)", st.CacheHits, st.CacheMisses)
+		}
+	}
+
+	v := f.verifier(t, func(o *verify.Options) { o.CacheSize = -1 })
+	f.active.Store(true)
+	f.feedLost(t, v)
+	for _, tok := range []string{signed, twin} {
+		if _, err := v.Verify(ctx, tok); err != nil {
+			t.Fatalf("feed lost, an ES256 token or its twin: %v, want it verified", err)
+		}
+	}
+	if got := f.introspections.Load(); got != 1 {
+		t.Errorf("feed lost, a token and its twin: %d introspections, want 1", got)
+	}
+
+	pastOrder := withS(new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 256), big.NewInt(1))) // 2²⁵⁶−1 > n
+	if _, err := v.Verify(ctx, pastOrder); !errors.Is(err, verify.ErrSignature) {
+		t.Errorf("s past the order: %v, want ErrSignature", err)
+	}
+	if v.LowS(pastOrder) != pastOrder {
+		t.Error("s past the order was respelt: only a signature has a twin")
+	}
+	low := signed
+	if new(big.Int).SetBytes(sig[32:]).Cmp(new(big.Int).Rsh(n, 1)) > 0 {
+		low = twin
+	}
+	if v.LowS(signed) != low || v.LowS(twin) != low {
+		t.Error("a token or its twin not spelt with the lower s")
+	}
+}
+
 // TestAlgorithmsKeepIDTokenKeysOut: authd's one JWKS lists its ID-token
 // keys (RS256) beside its access-token keys (EdDSA). By default any of them
 // verifies a token here; with Options.Algorithms naming the access-token
