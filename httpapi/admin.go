@@ -32,7 +32,7 @@ func NewAdmin(opts Options, token string) *Server {
 			if !ok || token == "" || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
 				// A warning of its own, for alerts: whoever tries the admin
 				// API without its token has reached the internal listener.
-				s.logger.WarnContext(r.Context(), "admin token refused", "request_id", requestID(r.Context()),
+				s.logger.WarnContext(r.Context(), "admin token refused", "request_id", RequestID(r.Context()),
 					"route", r.Pattern, "ip", client(r).IP, "token_offered", ok)
 				refused := &authd.Error{Code: authd.EInvalidToken, Message: "The admin token (AUTHD_ADMIN_TOKEN) is required."}
 				if !ok {

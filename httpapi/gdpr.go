@@ -437,7 +437,7 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request, a *authd.AccessC
 	sent := &paced{w: w, rc: http.NewResponseController(w), end: time.Now().Add(exportSendTimeout)}
 	if _, err := io.CopyBuffer(sent, x.spool, make([]byte, exportPiece)); err != nil {
 		if r.Context().Err() == nil {
-			s.logger.WarnContext(r.Context(), "export cut short", "request_id", requestID(r.Context()), "err", err)
+			s.logger.WarnContext(r.Context(), "export cut short", "request_id", RequestID(r.Context()), "err", err)
 		}
 		panic(http.ErrAbortHandler)
 	}

@@ -496,10 +496,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		// not an error line each (under load they would fill the log, and
 		// a disk full already).
 		s.down.Note(r.Context(), err, authd.ErrorHint(err),
-			"method", r.Method, "path", r.URL.Path, "request_id", requestID(r.Context()))
+			"method", r.Method, "path", r.URL.Path, "request_id", RequestID(r.Context()))
 	case status >= 500 && !gone:
 		s.logger.ErrorContext(r.Context(), "request failed",
-			"method", r.Method, "path", r.URL.Path, "request_id", requestID(r.Context()), "err", err)
+			"method", r.Method, "path", r.URL.Path, "request_id", RequestID(r.Context()), "err", err)
 	}
 	switch {
 	case e != nil && e.RetryAfter > 0:

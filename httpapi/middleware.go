@@ -23,7 +23,9 @@ const (
 	clientKey
 )
 
-func requestID(ctx context.Context) string {
+// RequestID is the id the middleware gave the request of ctx (its
+// X-Request-Id and its log line's request_id), "" outside one.
+func RequestID(ctx context.Context) string {
 	id, _ := ctx.Value(requestIDKey).(string)
 	return id
 }

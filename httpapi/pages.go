@@ -216,7 +216,7 @@ func (s *Server) pageError(w http.ResponseWriter, r *http.Request, err error, p 
 		p.Title, p.content = "Link expired", "expired-content"
 		return s.renderPage(w, http.StatusBadRequest, p)
 	case authd.EInternal:
-		s.logger.ErrorContext(r.Context(), "page failed", "path", r.URL.Path, "request_id", requestID(r.Context()), "err", err)
+		s.logger.ErrorContext(r.Context(), "page failed", "path", r.URL.Path, "request_id", RequestID(r.Context()), "err", err)
 	}
 	status, ok := statuses[code]
 	if !ok {

@@ -263,7 +263,7 @@ func (s *Server) revocationStream(w http.ResponseWriter, r *http.Request, pos fe
 	if n := s.streamsOf[token].Add(1); n > int64(share) {
 		s.streamsOf[token].Add(-1)
 		s.logger.WarnContext(r.Context(), "revocation streams: one service token holds its share; is a resource server "+
-			"leaking verifiers?", "request_id", requestID(r.Context()), "token_index", token, "streams", share)
+			"leaking verifiers?", "request_id", RequestID(r.Context()), "token_index", token, "streams", share)
 		return errTooManyStreams
 	}
 	defer s.streamsOf[token].Add(-1)
@@ -363,13 +363,13 @@ func (s *Server) revocationStream(w http.ResponseWriter, r *http.Request, pos fe
 			// The answer has started: end the stream; the client resumes.
 			if ctx.Err() == nil {
 				s.logger.WarnContext(ctx, "revocation stream ended: reading events failed",
-					"request_id", requestID(ctx), "err", err)
+					"request_id", RequestID(ctx), "err", err)
 			}
 			return nil
 		}
 		if pos.after != was.after {
 			s.logger.WarnContext(ctx, "revocation stream starts over: its position is not in the events table "+
-				"(restored or recreated?)", "request_id", requestID(ctx), "position", was.String())
+				"(restored or recreated?)", "request_id", RequestID(ctx), "position", was.String())
 		}
 	}
 }

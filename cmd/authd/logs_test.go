@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -86,8 +87,9 @@ func TestServeJSONLogs(t *testing.T) {
 	}
 }
 
-// TestServeLibraryLogs: zitadel/oidc's lines below warn (a "registered
-// route" per endpoint) are told at debug only, its refusals still at warn.
+// TestServeLibraryLogs: zitadel/oidc's lines below error (a "registered
+// route" per endpoint, a "request error" per refused request beside the
+// request's own line) are told at debug only, a request's with its id.
 // Not parallel: the library logs through the process's default logger,
 // which every serve in this process sets.
 func TestServeLibraryLogs(t *testing.T) {
@@ -102,15 +104,28 @@ func TestServeLibraryLogs(t *testing.T) {
 				t.Fatal(err)
 			}
 			resp.Body.Close()
-			for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), `level=WARN msg="request error"`); {
+			id := resp.Header.Get("X-Request-Id")
+			// The request's own line comes after the library's, which the
+			// handler writes before it answers.
+			for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), `msg=request request_id=`+id); {
 				if time.Now().After(deadline) {
-					t.Fatalf("the library's refusal of a grant type is not logged at warn:\n%s", stderr.String())
+					t.Fatalf("no request line for %s:\n%s", id, stderr.String())
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
 			s.stop(t)
+			refusals := strings.Count(stderr.String(), `msg="request error"`)
+			debugRefusals := strings.Count(stderr.String(), `level=DEBUG msg="request error"`)
 			routes := strings.Count(stderr.String(), `msg="registered route"`)
 			debugRoutes := strings.Count(stderr.String(), `level=DEBUG msg="registered route"`)
+			want := map[string]int{"info": 0, "debug": 1}[level]
+			if refusals != want || debugRefusals != want {
+				t.Errorf("AUTHD_LOG_LEVEL=%s: %d lines of the library's refusal, %d at debug; want %d, at debug:\n%s",
+					level, refusals, debugRefusals, want, stderr.String())
+			}
+			if want == 1 && !regexp.MustCompile(`level=DEBUG msg="request error" .*request_id=`+id+`\n`).MatchString(stderr.String()) {
+				t.Errorf("the library's refusal does not carry the request's id %s:\n%s", id, stderr.String())
+			}
 			if want := map[string]int{"info": 0, "debug": 3}[level]; routes != want || debugRoutes != want {
 				t.Errorf("AUTHD_LOG_LEVEL=%s: %d route lines, %d at debug; want %d, all at debug:\n%s",
 					level, routes, debugRoutes, want, stderr.String())

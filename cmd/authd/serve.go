@@ -394,22 +394,29 @@ func listen(addr, setting string) (net.Listener, error) {
 }
 
 // quietLibrary is the handler of the default logger: serve's, except that
-// zitadel/oidc's lines below warn are told at debug (a "registered route"
-// per endpoint at every start, which says nothing an operator can act on).
-// Its refusals (warn) and failures (error) keep their level, and so does
-// every line of anything else that logs through the default, such as the
-// log package.
+// zitadel/oidc's lines below error are told at debug: a "registered route"
+// per endpoint at every start, and a "request error" per refused request,
+// a second line beside the request's own (whose status says it), which
+// anyone could have written at warn as fast as they can send requests; the
+// refusal's reason is in its answer. Its failures (error) keep their level.
+// A line of the library's about a request carries the request's id. Every
+// line of anything else that logs through the default, such as the log
+// package, is told as it comes.
 type quietLibrary struct{ slog.Handler }
 
 func (h quietLibrary) Handle(ctx context.Context, r slog.Record) error {
-	if r.Level < slog.LevelWarn && r.Level > slog.LevelDebug {
-		frame, _ := runtime.CallersFrames([]uintptr{r.PC}).Next()
-		if strings.HasPrefix(frame.Function, "github.com/zitadel/oidc/") {
-			if !h.Enabled(ctx, slog.LevelDebug) {
-				return nil
-			}
-			r.Level = slog.LevelDebug
+	frame, _ := runtime.CallersFrames([]uintptr{r.PC}).Next()
+	if !strings.HasPrefix(frame.Function, "github.com/zitadel/oidc/") {
+		return h.Handler.Handle(ctx, r)
+	}
+	if r.Level < slog.LevelError {
+		if !h.Enabled(ctx, slog.LevelDebug) {
+			return nil
 		}
+		r.Level = slog.LevelDebug
+	}
+	if id := httpapi.RequestID(ctx); id != "" {
+		r.AddAttrs(slog.String("request_id", id))
 	}
 	return h.Handler.Handle(ctx, r)
 }
