@@ -451,29 +451,38 @@ func TestValidRedirectURIHosts(t *testing.T) {
 // would be matched literally, not as the administrator meant), a fragment
 // even when empty, credentials, a backslash, a control character, text
 // that is not UTF-8, more than MaxRedirectURILength bytes, a relative
-// reference, http to a host that is not a loopback one, and a private-use
-// scheme without a dot; the shapes native apps need are taken.
+// reference, http to a host that is not a loopback one, a private-use
+// scheme without a dot, and a parameter in the query that authd adds to
+// its answers (however spelt); the shapes native apps need are taken.
 func TestValidRedirectURIShapes(t *testing.T) {
 	long := "https://rp.example.org/" + strings.Repeat("a", authd.MaxRedirectURILength)
 	for uri, ok := range map[string]bool{
-		"https://rp.example.org/cb?x=1":            true,
-		"http://localhost:8080/cb":                 true,
-		"http://127.0.0.1/cb":                      true,
-		"com.example.app:/oauth":                   true,
-		long[:authd.MaxRedirectURILength]:          true,
-		long[:authd.MaxRedirectURILength+1]:        false,
-		"https://rp.example.org/cb/*":              false,
-		"com.example.app:/*":                       false,
-		"https://rp.example.org/cb#":               false,
-		"https://rp.example.org/cb#x":              false,
-		"https://user@rp.example.org/cb":           false,
-		"https://rp.example.org\\@evil.example/cb": false,
-		"https://rp.example.org/c\x7fb":            false,
-		"https://rp.example.org/\xff":              false,
-		"/cb":                                      false,
-		"http://rp.example.org/cb":                 false,
-		"http://127.0.0.1.example.org/cb":          false,
-		"myapp:/cb":                                false,
+		"https://rp.example.org/cb?x=1":               true,
+		"http://localhost:8080/cb":                    true,
+		"http://127.0.0.1/cb":                         true,
+		"com.example.app:/oauth":                      true,
+		long[:authd.MaxRedirectURILength]:             true,
+		long[:authd.MaxRedirectURILength+1]:           false,
+		"https://rp.example.org/cb/*":                 false,
+		"com.example.app:/*":                          false,
+		"https://rp.example.org/cb#":                  false,
+		"https://rp.example.org/cb#x":                 false,
+		"https://user@rp.example.org/cb":              false,
+		"https://rp.example.org\\@evil.example/cb":    false,
+		"https://rp.example.org/c\x7fb":               false,
+		"https://rp.example.org/\xff":                 false,
+		"/cb":                                         false,
+		"http://rp.example.org/cb":                    false,
+		"http://127.0.0.1.example.org/cb":             false,
+		"myapp:/cb":                                   false,
+		"https://rp.example.org/cb?state=fixed":       false,
+		"https://rp.example.org/cb?x=1&code":          false,
+		"http://127.0.0.1/cb?a=1;iss=x":               false,
+		"com.example.app:/cb?error=x":                 false,
+		"https://rp.example.org/cb?err%6Fr_uri=x":     false,
+		"https://rp.example.org/cb?error_description": false,
+		"https://rp.example.org/cb?states=1&scode":    true,
+		"https://rp.example.org/cb?next=%2Fcode":      true,
 	} {
 		if err := authd.ValidRedirectURI(uri); (err == nil) != ok {
 			t.Errorf("ValidRedirectURI(%q) = %v; want ok %v", truncateForLog(uri), err, ok)

@@ -569,6 +569,9 @@ func ValidRedirectURI(raw string) error {
 	if p := u.Port(); p != "" && !validPort(p) {
 		return fmt.Errorf("must have a port from 1 to 65535, without leading zeros")
 	}
+	if name := responseParam(u.RawQuery); name != "" {
+		return fmt.Errorf("must not have %q in its query: authd adds it to the answer (as %s)", name, strings.Join(responseParams, ", "))
+	}
 	switch u.Scheme {
 	case "https":
 		if u.Host == "" {
@@ -588,6 +591,27 @@ func ValidRedirectURI(raw string) error {
 		}
 	}
 	return nil
+}
+
+// responseParams are the parameters authd adds to a redirect URI's query
+// in an answer (RFC 6749 §4.1.2, RFC 9207): one the URI has already would
+// come twice, and a client reading the first would take the one
+// registered, say a fixed state, and fail every sign-in.
+var responseParams = []string{"code", "state", "iss", "error", "error_description", "error_uri"}
+
+// responseParam is the first name of responseParams that query has, or "".
+// Pairs are split at ";" as well as "&", as some clients' parsers do.
+func responseParam(query string) string {
+	for pair := range strings.FieldsFuncSeq(query, func(r rune) bool { return r == '&' || r == ';' }) {
+		name, _, _ := strings.Cut(pair, "=")
+		if unescaped, err := url.QueryUnescape(name); err == nil {
+			name = unescaped
+		}
+		if slices.Contains(responseParams, name) {
+			return name
+		}
+	}
+	return ""
 }
 
 // hostName reports whether host is an IP address (no zone, no IPv4
