@@ -405,6 +405,13 @@ func TestAuthorizeRefusals(t *testing.T) {
 			}
 		}
 		_ = pub
+		// A state refused is still sent back, as received.
+		for _, state := range []string{strings.Repeat("s", 1025), "s\x00"} {
+			authorize(with("state", state))
+			if cb := b.callback(); cb == nil || cb.Get("error") != "invalid_request" || cb.Get("state") != state {
+				t.Errorf("state %.20q…: %d %v; want invalid_request with the state", state, b.last.StatusCode, cb)
+			}
+		}
 
 		// Secrets and tokens never in a query string (SPEC 6.11).
 		for _, path := range []string{oidc.TokenPath + "?client_secret=x", oidc.UserInfoPath + "?access_token=x"} {
