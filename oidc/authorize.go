@@ -72,10 +72,15 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	state := q.Get("state")
 	if len(state) > maxState || !authd.PlainText(state) {
-		// Sent back as received (RFC 6749 §4.1.2.1; the query is bounded):
-		// a client that finds no state calls the answer forged rather
-		// than tell its user what was wrong.
-		p.redirectError(w, r, redirect, state, authError{"invalid_request", "state must be text, at most 1024 bytes"})
+		// A state too long is sent back as received (RFC 6749 §4.1.2.1;
+		// the query is bounded): a client that finds no state calls the
+		// answer forged rather than say what was wrong. One that is not
+		// text is not echoed: no client sends one.
+		echo := ""
+		if authd.PlainText(state) {
+			echo = state
+		}
+		p.redirectError(w, r, redirect, echo, authError{"invalid_request", "state must be text, at most 1024 bytes"})
 		return
 	}
 	req, silent, aerr := p.parseAuthRequest(q, oc)
