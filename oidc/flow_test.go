@@ -37,6 +37,7 @@ type rp struct {
 	provider *gooidc.Provider
 	verifier *gooidc.IDTokenVerifier
 	ctx      context.Context
+	issuer   string // the answers' iss
 }
 
 func (e *env) rp(c *authd.OAuthClient, secret string, scopes ...string) *rp {
@@ -46,7 +47,7 @@ func (e *env) rp(c *authd.OAuthClient, secret string, scopes ...string) *rp {
 	if err != nil {
 		e.t.Fatalf("discovery: %v", err)
 	}
-	return &rp{ctx: ctx, provider: p, verifier: p.Verifier(&gooidc.Config{ClientID: c.ID, Now: e.clock.Now}),
+	return &rp{ctx: ctx, provider: p, verifier: p.Verifier(&gooidc.Config{ClientID: c.ID, Now: e.clock.Now}), issuer: e.srv.URL,
 		cfg: oauth2.Config{ClientID: c.ID, ClientSecret: secret, Endpoint: p.Endpoint(), RedirectURL: rpCallback,
 			Scopes: append([]string{gooidc.ScopeOpenID}, scopes...)}}
 }
@@ -90,8 +91,8 @@ func (r *rp) login(t *testing.T, b *browser, email, state, nonce, verifier strin
 	if cb == nil {
 		t.Fatalf("no redirect to the relying party: %d %s", b.last.StatusCode, b.body)
 	}
-	if cb.Get("state") != state || cb.Get("iss") != b.e.srv.URL || cb.Get("code") == "" {
-		t.Fatalf("callback %v; want the code, state %q and iss %q", cb, state, b.e.srv.URL)
+	if cb.Get("state") != state || cb.Get("iss") != r.issuer || cb.Get("code") == "" {
+		t.Fatalf("callback %v; want the code, state %q and iss %q", cb, state, r.issuer)
 	}
 	return cb.Get("code")
 }
@@ -351,6 +352,56 @@ func TestCodeExpiresAtItsTTL(t *testing.T) {
 	})
 }
 
+// TestIssuerWithAPath: with an issuer that has a path (AUTHD_ISSUER
+// https://auth.example.org/tenant1 while authd serves the host's root),
+// discovery is also served under the issuer's path, where relying parties
+// look for it (OpenID Connect Discovery §4): go-oidc finds the provider
+// there and signs a user in with ID tokens of that issuer. A final "/" is
+// left out of the path; an issuer whose path a router would read otherwise
+// is not routed (serve warns).
+func TestIssuerWithAPath(t *testing.T) {
+	t.Parallel()
+	for _, path := range []string{"/tenant1", "/org/tenant-1/"} {
+		e := newEnv(t, openSQLite(t), func(o *oidc.Options) { o.Issuer += path })
+		issuer := e.srv.URL + path
+		e.user("path@example.org")
+		c, secret := e.client("app", authd.ClientConfidential, true)
+		ctx := gooidc.ClientContext(context.Background(), e.srv.Client())
+		p, err := gooidc.NewProvider(ctx, issuer)
+		if err != nil {
+			t.Fatalf("discovery of %s: %v", issuer, err)
+		}
+		r := &rp{ctx: ctx, provider: p, verifier: p.Verifier(&gooidc.Config{ClientID: c.ID, Now: e.clock.Now}), issuer: issuer,
+			cfg: oauth2.Config{ClientID: c.ID, ClientSecret: secret, Endpoint: p.Endpoint(), RedirectURL: rpCallback,
+				Scopes: []string{gooidc.ScopeOpenID}}}
+		verifier := oauth2.GenerateVerifier()
+		if _, idt := r.exchange(t, r.login(t, e.browser(), "path@example.org", "s", "n", verifier), verifier); idt.Issuer != issuer {
+			t.Errorf("the ID token's iss %q, want %q", idt.Issuer, issuer)
+		}
+		if resp, err := http.Get(e.srv.URL + oidc.DiscoveryPath); err != nil || resp.StatusCode != http.StatusOK {
+			t.Errorf("discovery at the root beside the issuer's: %v, %v", resp, err)
+		} else {
+			resp.Body.Close()
+		}
+	}
+	for issuer, want := range map[string]string{
+		"https://auth.example.org":          oidc.DiscoveryPath,
+		"https://auth.example.org/":         oidc.DiscoveryPath,
+		"https://auth.example.org/a/b~c_d.": "/a/b~c_d." + oidc.DiscoveryPath,
+		"https://auth.example.org/{x}":      "",
+		"https://auth.example.org/a//b":     "",
+		"https://auth.example.org/a/../b":   "",
+		"https://auth.example.org/a%2Fb":    "",
+		"https://auth.example.org/a?b":      "",
+		"authd":                             "",
+		"ftp://auth.example.org/a":          "",
+	} {
+		if got, ok := oidc.IssuerDiscoveryPath(issuer); got != want || ok != (want != "") {
+			t.Errorf("IssuerDiscoveryPath(%q) = %q, %v; want %q", issuer, got, ok, want)
+		}
+	}
+}
+
 func TestAuthorizeRefusals(t *testing.T) {
 	onBothStores(t, func(t *testing.T, e *env) {
 		e.user("rita@example.org")
@@ -405,12 +456,12 @@ func TestAuthorizeRefusals(t *testing.T) {
 			}
 		}
 		_ = pub
-		// A state refused is still sent back, as received.
-		for _, state := range []string{strings.Repeat("s", 1025), "s\x00"} {
-			authorize(with("state", state))
-			if cb := b.callback(); cb == nil || cb.Get("error") != "invalid_request" || cb.Get("state") != state {
-				t.Errorf("state %.20q…: %d %v; want invalid_request with the state", state, b.last.StatusCode, cb)
-			}
+		// A state refused for its length is still sent back, as received
+		// (TestStateAndNonceMustBeText: one that is not text is not).
+		long := strings.Repeat("s", 1025)
+		authorize(with("state", long))
+		if cb := b.callback(); cb == nil || cb.Get("error") != "invalid_request" || cb.Get("state") != long {
+			t.Errorf("a state of 1025 bytes: %d %v; want invalid_request with the state", b.last.StatusCode, cb)
 		}
 
 		// Secrets and tokens never in a query string (SPEC 6.11).

@@ -58,7 +58,8 @@ const maxForm = 64 << 10
 type Options struct {
 	Service *authd.Service
 	// Issuer is the iss of ID tokens and of discovery (AUTHD_ISSUER); the
-	// endpoints are under PublicURL.
+	// endpoints are under PublicURL. Discovery is served at the issuer's
+	// path too (IssuerDiscoveryPath), where relying parties look for it.
 	Issuer    string
 	PublicURL string
 	// IDKeys sign ID tokens (token.IDTokenAlg).
@@ -87,10 +88,13 @@ type Provider struct {
 	opts   Options
 	svc    *authd.Service
 	secure bool // the public URL is https: __Host- cookies, Secure
-	mux    *http.ServeMux
-	pages  map[string]*template.Template
-	shed   *shedlog.Log     // requests shed at capacity (ErrBusy), told sampled
-	down   *shedlog.Outages // outages (the database unreachable, a disk full), likewise
+	// discoveryPaths are where discovery is served: DiscoveryPath, and the
+	// issuer's own when its URL has a path.
+	discoveryPaths []string
+	mux            *http.ServeMux
+	pages          map[string]*template.Template
+	shed           *shedlog.Log     // requests shed at capacity (ErrBusy), told sampled
+	down           *shedlog.Outages // outages (the database unreachable, a disk full), likewise
 }
 
 // New returns the provider. An override template that does not parse or
@@ -129,7 +133,13 @@ func New(opts Options) (*Provider, error) {
 		Userinfo:   op.NewEndpoint(UserInfoPath),
 	}, op.WithServerCORSOptions(nil))
 	lib := withHeader(opServer)
-	p.mux.HandleFunc("GET "+DiscoveryPath, p.discovery)
+	p.discoveryPaths = []string{DiscoveryPath}
+	if path, ok := IssuerDiscoveryPath(opts.Issuer); ok && path != DiscoveryPath {
+		p.discoveryPaths = append(p.discoveryPaths, path)
+	}
+	for _, path := range p.discoveryPaths {
+		p.mux.HandleFunc("GET "+path, p.discovery)
+	}
 	p.mux.Handle("POST "+TokenPath, noStore(strictCredentials(withHeader(p.tokenEndpoint(opServer)))))
 	p.mux.Handle("POST "+RevokePath, noStore(strictCredentials(withHeader(p.tokenEndpoint(opServer)))))
 	userInfo := challenged(lib)
@@ -167,14 +177,39 @@ func (p *Provider) FlushLog() {
 // Patterns are the routes the provider serves, for the public listener's
 // mux (method and path, as http.ServeMux takes them).
 func (p *Provider) Patterns() []string {
-	patterns := []string{"GET " + DiscoveryPath, "POST " + TokenPath, "POST " + RevokePath, "GET " + UserInfoPath, "POST " + UserInfoPath,
-		"GET " + AuthorizePath, "POST " + AuthorizePath, "GET " + ResumePath, "GET " + SignInPath,
-		"POST " + SignInPath, "POST " + MFAPath, "POST " + PasskeyPath, "POST " + ConsentPath, "GET " + SignUpPath, "POST " + SignUpPath,
-		"GET " + ForgotPath, "POST " + ForgotPath, "GET " + ResendPath, "POST " + ResendPath, "GET " + LogoutPath, "POST " + LogoutPath}
+	var patterns []string
+	for _, path := range p.discoveryPaths {
+		patterns = append(patterns, "GET "+path)
+	}
+	patterns = append(patterns, "POST "+TokenPath, "POST "+RevokePath, "GET "+UserInfoPath, "POST "+UserInfoPath,
+		"GET "+AuthorizePath, "POST "+AuthorizePath, "GET "+ResumePath, "GET "+SignInPath,
+		"POST "+SignInPath, "POST "+MFAPath, "POST "+PasskeyPath, "POST "+ConsentPath, "GET "+SignUpPath, "POST "+SignUpPath,
+		"GET "+ForgotPath, "POST "+ForgotPath, "GET "+ResendPath, "POST "+ResendPath, "GET "+LogoutPath, "POST "+LogoutPath)
 	for _, path := range formOnlyPaths {
 		patterns = append(patterns, "GET "+path)
 	}
 	return patterns
+}
+
+// IssuerDiscoveryPath is the path of the discovery document of issuer
+// (OpenID Connect Discovery §4: the issuer's path less a final "/", then
+// DiscoveryPath), when issuer is an http(s) URL whose path a router takes
+// as written: segments of RFC 3986's unreserved characters, none "." or
+// "..". False for another issuer: a name, or a path that is not routed.
+func IssuerDiscoveryPath(issuer string) (string, bool) {
+	u, err := url.Parse(issuer)
+	if err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return "", false
+	}
+	path := strings.TrimSuffix(u.EscapedPath(), "/")
+	for _, segment := range strings.Split(path, "/")[1:] {
+		if segment == "" || segment == "." || segment == ".." || strings.ContainsFunc(segment, func(r rune) bool {
+			return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune("-._~", r))
+		}) {
+			return "", false
+		}
+	}
+	return path + DiscoveryPath, true
 }
 
 // formOnlyPaths take only a page's form: a GET gets a page saying so.

@@ -289,10 +289,14 @@ func TestServeFlushesShedCountAtShutdown(t *testing.T) {
 
 // TestServeWarnsOfAnIssuerThatIsNoURL: a name as AUTHD_ISSUER serves (access
 // tokens may carry any name), with a warning that OpenID Connect relying
-// parties refuse it; the default, a URL, draws none.
+// parties refuse it; so does a URL whose path authd does not route (the
+// discovery is not found under it). The default, and a URL with a path of
+// plain segments, draw none.
 func TestServeWarnsOfAnIssuerThatIsNoURL(t *testing.T) {
 	t.Parallel()
-	for issuer, warned := range map[string]bool{"authd-production": true, "": false} {
+	const notURL, notRouted = "AUTHD_ISSUER is no http(s) URL", "AUTHD_ISSUER's path is not one authd routes"
+	for issuer, warning := range map[string]string{"authd-production": notURL, "https://auth.example.org/a%2Fb": notRouted,
+		"https://auth.example.org/tenant1": "", "": ""} {
 		env := sqliteEnv(t)
 		env["AUTHD_HTTP_ADDR"] = "127.0.0.1:0"
 		if issuer != "" {
@@ -302,8 +306,10 @@ func TestServeWarnsOfAnIssuerThatIsNoURL(t *testing.T) {
 		if code := s.stop(t); code != exitOK {
 			t.Fatalf("AUTHD_ISSUER=%q: exit %d, %s", issuer, code, s.stderr.String())
 		}
-		if got := strings.Contains(s.stderr.String(), "AUTHD_ISSUER is no http(s) URL"); got != warned {
-			t.Errorf("AUTHD_ISSUER=%q: warned %v, want %v:\n%s", issuer, got, warned, s.stderr.String())
+		for _, w := range []string{notURL, notRouted} {
+			if got := strings.Contains(s.stderr.String(), w); got != (w == warning) {
+				t.Errorf("AUTHD_ISSUER=%q: warned %q %v, want %v:\n%s", issuer, w, got, w == warning, s.stderr.String())
+			}
 		}
 	}
 }

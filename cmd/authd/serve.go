@@ -144,6 +144,10 @@ func (a *App) warnOfSettings() {
 		a.logger.Warn("AUTHD_ISSUER is no http(s) URL: access tokens carry it as it is, but OpenID Connect relying "+
 			"parties fetch the discovery from the issuer and refuse this one; set it to the URL authd is reached at",
 			"AUTHD_ISSUER", a.cfg.Issuer)
+	} else if _, ok := oidc.IssuerDiscoveryPath(a.cfg.Issuer); !ok {
+		a.logger.Warn("AUTHD_ISSUER's path is not one authd routes (segments of letters, digits, \"-._~\"): "+
+			"OpenID Connect relying parties fetch the discovery from the issuer and will not find it; "+
+			"set it to the URL authd is reached at", "AUTHD_ISSUER", a.cfg.Issuer)
 	}
 	for _, l := range a.cfg.shortLifetimes() {
 		a.logger.Warn("a lifetime is under a minute: fine for trying expiry, too short for production",
