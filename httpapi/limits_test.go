@@ -48,6 +48,36 @@ func TestMailFlood(t *testing.T) {
 	})
 }
 
+// TestNewAccountsLinkPastTheMailBudget: a registration that creates the
+// account mails its verification link even when the address's budget is
+// spent — here by forgotten-password requests, as by the notices of
+// registrations of the address racing it, which spend the budget in the
+// order they come though they exist only because the creation won. The
+// owner gets the link, not only notices and a resend refused for the hour.
+func TestNewAccountsLinkPastTheMailBudget(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withRateLimit())
+		const email = "late@example.org"
+		for i := range 3 {
+			want(t, "a forgotten password of an address without an account", e.do("POST", "/v1/auth/password/forgot",
+				map[string]any{"email": email}, from(fmt.Sprintf("198.51.100.%d", i+1))...), 202, "")
+		}
+		want(t, "the address's registration", e.do("POST", "/v1/auth/register", map[string]any{"email": email,
+			"password": goodPassword, "consent": true}, from("203.0.113.9")...), 202, "")
+		if n := e.mail.count(authd.MailVerifyEmail, email); n != 1 {
+			t.Fatalf("a new account's verification mails past the budget: %d, want 1", n)
+		}
+		if rows := e.logRows(email, authd.EventRegistration); len(rows) != 1 || rows[0].AdditionalContext["verification_mailed"] != true {
+			t.Errorf("registration rows %v, want one saying the link was mailed", rows)
+		}
+		want(t, "a registration past the budget of the address now taken", e.do("POST", "/v1/auth/register",
+			map[string]any{"email": email, "password": goodPassword, "consent": true}, from("203.0.113.10")...), 202, "")
+		if n := e.mail.count(authd.MailRegisterNotice, email); n != 0 {
+			t.Errorf("%d notices past the budget, want none: only the account's creation goes past it", n)
+		}
+	})
+}
+
 // TestIPv6LimitedPerNetwork: per-IP limits count an IPv6 client by its /64,
 // since one host holds the whole network.
 func TestIPv6LimitedPerNetwork(t *testing.T) {
