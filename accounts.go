@@ -38,7 +38,7 @@ func (s *Service) Register(ctx context.Context, c Client, email, password string
 		return err
 	}
 	// Either answer mails the address, so either counts toward its limit
-	// (a new account's link goes past it: see below).
+	// (a new account's link may go past it: see below).
 	mail := s.mailAllowed(ctx, email)
 	register := func(tx *txn) error {
 		now := s.now()
@@ -66,15 +66,21 @@ func (s *Service) Register(ctx context.Context, c Client, email, password string
 		if err := tx.CreateUser(ctx, u); err != nil {
 			return err
 		}
-		// The new account's link goes out even past the address's budget
-		// (which it spent if it could): an address gets an account once,
-		// and the budget, spent in the order requests come, may have gone
-		// to the notices of registrations racing this one — notices that
-		// exist only because this one won. Its owner must not get them
-		// and no link, and a resend refused for the hour.
+		// The new account's link may go out past the address's budget
+		// (which it spent if it could), once an hour: the budget, spent in
+		// the order requests come, may have gone to the notices of
+		// registrations racing this one, notices that exist only because
+		// this one won; its owner must not get them and no link, and a
+		// resend refused for the hour. Once: an address whose accounts are
+		// made and erased again and again (verification off) is mailed no
+		// more than that.
+		mailed := mail || s.limitEmail(ctx, "mail-new-account", email, 1, mailLimitRange) == nil
 		if err := tx.CreateSecurityLog(ctx, s.audit(now, c, EventRegistration, ResultSuccess, u.ID, "",
-			map[string]any{"consent": true, "verification_mailed": true})); err != nil {
+			map[string]any{"consent": true, "verification_mailed": mailed})); err != nil {
 			return err
+		}
+		if !mailed {
+			return nil // the address had its mails for the hour; a resend later sends the link
 		}
 		return s.mailVerification(ctx, tx, c, u, now)
 	}

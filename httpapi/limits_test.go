@@ -54,26 +54,38 @@ func TestMailFlood(t *testing.T) {
 // registrations of the address racing it, which spend the budget in the
 // order they come though they exist only because the creation won. The
 // owner gets the link, not only notices and a resend refused for the hour.
+// Once an hour: an account erased and made again (verification off, so
+// its maker can sign in to erase it) mails no second link past the budget.
 func TestNewAccountsLinkPastTheMailBudget(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
-		e := newEnv(t, open(t), withRateLimit())
+		e := newEnv(t, open(t), withRateLimit(), withConfig(func(c *authd.Config) { c.RequireVerifiedEmail = false }))
 		const email = "late@example.org"
 		for i := range 3 {
 			want(t, "a forgotten password of an address without an account", e.do("POST", "/v1/auth/password/forgot",
 				map[string]any{"email": email}, from(fmt.Sprintf("198.51.100.%d", i+1))...), 202, "")
 		}
-		want(t, "the address's registration", e.do("POST", "/v1/auth/register", map[string]any{"email": email,
-			"password": goodPassword, "consent": true}, from("203.0.113.9")...), 202, "")
+		register := func(what string) {
+			t.Helper()
+			want(t, what, e.do("POST", "/v1/auth/register", map[string]any{"email": email, "password": goodPassword,
+				"consent": true}, from("203.0.113.9")...), 202, "")
+		}
+		register("the address's registration")
 		if n := e.mail.count(authd.MailVerifyEmail, email); n != 1 {
 			t.Fatalf("a new account's verification mails past the budget: %d, want 1", n)
 		}
 		if rows := e.logRows(email, authd.EventRegistration); len(rows) != 1 || rows[0].AdditionalContext["verification_mailed"] != true {
 			t.Errorf("registration rows %v, want one saying the link was mailed", rows)
 		}
-		want(t, "a registration past the budget of the address now taken", e.do("POST", "/v1/auth/register",
-			map[string]any{"email": email, "password": goodPassword, "consent": true}, from("203.0.113.10")...), 202, "")
+		register("a registration past the budget of the address now taken")
 		if n := e.mail.count(authd.MailRegisterNotice, email); n != 0 {
 			t.Errorf("%d notices past the budget, want none: only the account's creation goes past it", n)
+		}
+
+		access, _ := e.login(email, goodPassword)
+		want(t, "erasure", e.do("DELETE", "/v1/users/me", map[string]string{"password": goodPassword}, bearer(access)...), 204, "")
+		register("the address's registration after its account's erasure")
+		if n := e.mail.count(authd.MailVerifyEmail, email); n != 1 {
+			t.Errorf("a second new account of the address within the hour: %d verification mails, want still 1", n)
 		}
 	})
 }
