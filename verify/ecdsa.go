@@ -28,7 +28,9 @@ const es256Signature = 86
 // verifySignature to judge.
 func (v *Verifier) lowS(token string) string {
 	i := strings.LastIndexByte(token, '.')
-	if i < 0 || len(token)-i-1 != es256Signature || len(token) > maxTokenLength {
+	// Compact first: the decoder skips line breaks, so a segment of the
+	// right length could decode short (and its header reach the cache).
+	if i < 0 || len(token)-i-1 != es256Signature || len(token) > maxTokenLength || strings.IndexFunc(token, notCompact) >= 0 {
 		return token
 	}
 	h64, _, _ := strings.Cut(token, ".")
@@ -36,7 +38,7 @@ func (v *Verifier) lowS(token string) string {
 		return token
 	}
 	sig, err := segmentEncoding.DecodeString(token[i+1:])
-	if err != nil {
+	if err != nil || len(sig) != 64 {
 		return token
 	}
 	s := sig[32:]
