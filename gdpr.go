@@ -122,6 +122,12 @@ func (s *Service) erase(ctx context.Context, tx *txn, u *User, now time.Time, by
 		return err
 	}
 	notice := &User{ID: u.ID, Email: u.Email}
+	// The notice of an address never verified spends its mail budget, past
+	// which it is not sent: with verification off, whoever registers
+	// someone's address can sign in, erase the account and register it
+	// again, and each erasure mailed that address. A verified address's
+	// notice goes regardless (no forgot-password flood silences it).
+	mailNotice := u.EmailVerified || s.mailAllowed(ctx, u.Email)
 	u.Email = Tombstone(u.ID)
 	u.PasswordHash = ""
 	u.EmailVerified = false
@@ -135,11 +141,13 @@ func (s *Service) erase(ctx context.Context, tx *txn, u *User, now time.Time, by
 	if err := tx.UpdateUser(ctx, u); err != nil {
 		return err
 	}
-	if err := tx.enqueue(ctx, now, MailAccountDeleted, notice, time.Time{}); err != nil {
-		return err
+	if mailNotice {
+		if err := tx.enqueue(ctx, now, MailAccountDeleted, notice, time.Time{}); err != nil {
+			return err
+		}
 	}
 	return tx.CreateSecurityLog(ctx, NewSecurityLog(now, EventAccountDeleted, ResultSuccess, u.ID, "", "", "",
-		map[string]any{"by": by}))
+		map[string]any{"by": by, "notice_mailed": mailNotice}))
 }
 
 // Page is one page of a newest-first list.

@@ -55,7 +55,8 @@ func TestMailFlood(t *testing.T) {
 // order they come though they exist only because the creation won. The
 // owner gets the link, not only notices and a resend refused for the hour.
 // Once an hour: an account erased and made again (verification off, so
-// its maker can sign in to erase it) mails no second link past the budget.
+// its maker can sign in to erase it) mails no second link past the budget,
+// and the erasure of an address never verified no notice past it.
 func TestNewAccountsLinkPastTheMailBudget(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		e := newEnv(t, open(t), withRateLimit(), withConfig(func(c *authd.Config) { c.RequireVerifiedEmail = false }))
@@ -86,6 +87,22 @@ func TestNewAccountsLinkPastTheMailBudget(t *testing.T) {
 		register("the address's registration after its account's erasure")
 		if n := e.mail.count(authd.MailVerifyEmail, email); n != 1 {
 			t.Errorf("a second new account of the address within the hour: %d verification mails, want still 1", n)
+		}
+		// Nor did the erasure of an address never verified mail it past
+		// the budget; a verified address's notice goes regardless.
+		if n := e.mail.count(authd.MailAccountDeleted, email); n != 0 {
+			t.Errorf("the erasure of an unverified address past its budget mailed %d notices, want none", n)
+		}
+		const verified = "verified@example.org"
+		e.registerVerified(verified, goodPassword)
+		for i := range 3 {
+			e.do("POST", "/v1/auth/password/forgot", map[string]any{"email": verified}, from(fmt.Sprintf("198.51.100.%d", i+1))...)
+		}
+		access, _ = e.login(verified, goodPassword)
+		want(t, "erasure of a verified address", e.do("DELETE", "/v1/users/me", map[string]string{"password": goodPassword},
+			bearer(access)...), 204, "")
+		if n := e.mail.count(authd.MailAccountDeleted, verified); n != 1 {
+			t.Errorf("the erasure of a verified address past its budget mailed %d notices, want 1", n)
 		}
 	})
 }
