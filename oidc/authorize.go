@@ -18,6 +18,7 @@ import (
 // keeps a POSTed request's GET twin well under the server's header limit.
 const (
 	maxState          = 1024
+	maxEchoedState    = 2 * maxState // the longest state refused that is sent back
 	maxNonce          = 255
 	maxAuthorizeQuery = 8 << 10
 )
@@ -72,10 +73,16 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 	}
 	state := q.Get("state")
 	if len(state) > maxState || !authd.PlainText(state) {
-		// A state too long is sent back as received (RFC 6749 §4.1.2.1;
-		// the query is bounded): a client that finds no state calls the
-		// answer forged rather than say what was wrong. One that is not
-		// text is not echoed: no client sends one.
+		// A state too long is sent back as received (RFC 6749 §4.1.2.1):
+		// a client that finds no state calls the answer forged rather
+		// than say what was wrong. Up to maxEchoedState: a longer one
+		// would make a Location proxies and clients refuse, so it gets
+		// the error page. One that is not text is not echoed: no client
+		// sends one.
+		if len(state) > maxEchoedState {
+			p.errorPage(w, http.StatusBadRequest, "Invalid request", "The application sent a sign-in request whose state is too long.")
+			return
+		}
 		echo := ""
 		if authd.PlainText(state) {
 			echo = state

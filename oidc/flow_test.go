@@ -458,10 +458,18 @@ func TestAuthorizeRefusals(t *testing.T) {
 		_ = pub
 		// A state refused for its length is still sent back, as received
 		// (TestStateAndNonceMustBeText: one that is not text is not).
-		long := strings.Repeat("s", 1025)
-		authorize(with("state", long))
-		if cb := b.callback(); cb == nil || cb.Get("error") != "invalid_request" || cb.Get("state") != long {
-			t.Errorf("a state of 1025 bytes: %d %v; want invalid_request with the state", b.last.StatusCode, cb)
+		// Up to 2 KiB: a longer one would make a Location proxies refuse,
+		// and gets the error page.
+		for _, n := range []int{1025, 2048} {
+			long := strings.Repeat("s", n)
+			authorize(with("state", long))
+			if cb := b.callback(); cb == nil || cb.Get("error") != "invalid_request" || cb.Get("state") != long {
+				t.Errorf("a state of %d bytes: %d, error %q, state of %d bytes; want invalid_request with the state", n, b.last.StatusCode, cb.Get("error"), len(cb.Get("state")))
+			}
+		}
+		authorize(with("state", strings.Repeat("s", 2049)))
+		if b.last.StatusCode != http.StatusBadRequest || b.last.Header.Get("Location") != "" {
+			t.Errorf("a state of 2049 bytes: %d, Location %.80q; want the error page", b.last.StatusCode, b.last.Header.Get("Location"))
 		}
 
 		// Secrets and tokens never in a query string (SPEC 6.11).
