@@ -45,7 +45,9 @@ type Options struct {
 	// HSTS adds Strict-Transport-Security (when AUTHD_PUBLIC_URL is https).
 	HSTS bool
 	// PublicURL is AUTHD_PUBLIC_URL: its origin is the pages' own, trusted
-	// by their forms' cross-origin check where a proxy rewrote Host.
+	// by their forms' cross-origin check where a proxy rewrote Host; its
+	// path, which a proxy in front strips before the routes, begins every
+	// address of authd's the pages and redirects hand a browser.
 	PublicURL string
 	// Metrics serves GET /metrics, on the admin listener only: its counters
 	// (register notices, failed registrations, resets) would tell an
@@ -103,6 +105,10 @@ type Server struct {
 	shed      *shedlog.Log     // requests shed at capacity (ErrBusy), told sampled
 	stale     *shedlog.Log     // access tokens refused while revocations are stale (ErrRevocationsStale), likewise
 	down      *shedlog.Outages // other 503s (the database unreachable, a disk full): an outage, a flood of them one line a second
+
+	// basePath is the public URL's path without its final "/" ("" for
+	// none): the pages' addresses start with it (page.BasePath, seeOther).
+	basePath string
 }
 
 // EndStreams ends every open revocation stream (their clients resume
@@ -190,8 +196,8 @@ func New(opts Options) *Server {
 	}))
 	// A new-link form's address opened (Enter in the address bar after its
 	// answer) goes to the page that asks for a link, not to a 405.
-	s.handle("GET /verify-email/new-link", seeOther("/verify-email"))
-	s.handle("GET /reset-password/new-link", seeOther("/reset-password"))
+	s.handle("GET /verify-email/new-link", s.seeOther("/verify-email"))
+	s.handle("GET /reset-password/new-link", s.seeOther("/reset-password"))
 
 	for _, m := range opts.Mounts {
 		for _, pattern := range m.Patterns {
@@ -230,6 +236,7 @@ func newServer(opts Options) *Server {
 		down: shedlog.NewOutages(opts.Logger, "")}
 	s.feed.read = s.nextRevocationRead
 	if u, err := url.Parse(opts.PublicURL); err == nil && u.Scheme != "" && u.Host != "" {
+		s.basePath = strings.TrimRight(u.EscapedPath(), "/")
 		// Where a proxy rewrote Host, a browser without Sec-Fetch-Site
 		// still names this origin.
 		if err := s.pageForms.AddTrustedOrigin(u.Scheme + "://" + u.Host); err != nil {
@@ -331,6 +338,16 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		// discovery client's GET of a page or document is still redirected
 		// (an issuer joined with a slash too many).
 		s.writeError(w, r, authd.Errorf(authd.ENotFound, "No such resource: the path has empty, . or .. segments."))
+		return
+	}
+	if p := r.URL.EscapedPath(); p != cleanPath(p) && s.basePath != "" {
+		// The mux's redirect to the clean path, under the public URL's path
+		// (the mux's own would leave the proxy's prefix out).
+		target := s.basePath + cleanPath(p)
+		if r.URL.RawQuery != "" {
+			target += "?" + r.URL.RawQuery
+		}
+		http.Redirect(w, r, target, http.StatusMovedPermanently)
 		return
 	}
 	if _, pattern := s.mux.Handler(r); pattern != "" {

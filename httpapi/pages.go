@@ -106,17 +106,26 @@ var pageNames = []string{"verify-content", "verified-content", "reset-content", 
 	"expired-content", "new-link-content", "problem-content", "passkeys-content", "passkey-sign-in-content"}
 
 // samplePage is what LoadPages renders each page with.
-var samplePage = page{Title: "Sample", Nonce: "bm9uY2U=", Token: "token", Error: "An error.", MinLength: 12,
+var samplePage = page{Title: "Sample", BasePath: "/base", Nonce: "bm9uY2U=", Token: "token", Error: "An error.", MinLength: 12,
 	NewLinkAction: "/verify-email/new-link", NewEmail: "new@example.net", AskCode: true, AskTOTP: true,
 	AskPasskey: true, Script: true}
 
 // page is the data of every page.
 type page struct {
-	Title         string
-	Nonce         string
-	Token         string
-	Error         string
-	MinLength     int
+	Title string
+	// BasePath is the public URL's path ("" or "/idp", never a final "/"),
+	// which begins every address of authd's that a page links, posts or
+	// fetches to: action="{{.BasePath}}/reset-password". A proxy in front
+	// strips it; at the root it is empty, and an override that writes
+	// "/reset-password" works as before there.
+	BasePath  string
+	Nonce     string
+	Token     string
+	Error     string
+	MinLength int
+	// NewLinkAction is the route of the expired page's form; renderPage
+	// puts BasePath before it, so that the page posts where a browser
+	// reaches it.
 	NewLinkAction string
 	// NewEmail, on the verification pages, is the address a link that
 	// changes it moves the account to ("" for one that confirms it).
@@ -138,6 +147,10 @@ func (s *Server) renderPage(w http.ResponseWriter, status int, p page) error {
 	nonce := make([]byte, 16)
 	rand.Read(nonce)
 	p.Nonce = base64.StdEncoding.EncodeToString(nonce)
+	p.BasePath = s.basePath
+	if p.NewLinkAction != "" {
+		p.NewLinkAction = s.basePath + p.NewLinkAction
+	}
 	pages := s.opts.Pages
 	if pages == nil {
 		pages = embeddedPages
@@ -371,10 +384,11 @@ func (s *Server) resetSubmit(w http.ResponseWriter, r *http.Request) error {
 	return s.renderPage(w, http.StatusOK, p)
 }
 
-// seeOther sends a browser on to the page at path.
-func seeOther(path string) handlerFunc {
+// seeOther sends a browser on to the page at the route path, under the
+// public URL's path.
+func (s *Server) seeOther(path string) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		http.Redirect(w, r, path, http.StatusSeeOther)
+		http.Redirect(w, r, s.basePath+path, http.StatusSeeOther)
 		return nil
 	}
 }

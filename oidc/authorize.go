@@ -48,7 +48,7 @@ func (p *Provider) authorize(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		w.Header().Set("Cache-Control", "no-store")
-		http.Redirect(w, r, AuthorizePath+"?"+query, http.StatusSeeOther)
+		p.seeOther(w, r, AuthorizePath+"?"+query)
 		return
 	}
 	q := r.URL.Query()
@@ -367,7 +367,7 @@ func (p *Provider) continueRequest(w http.ResponseWriter, r *http.Request, req *
 		return
 	}
 	if sess == nil || sess.CreatedAt.Before(req.MinAuthTime) {
-		toSignIn(w, r, req)
+		p.toSignIn(w, r, req)
 		return
 	}
 	if req.HintSubject != uuid.Nil && sess.UserID != req.HintSubject {
@@ -375,7 +375,7 @@ func (p *Provider) continueRequest(w http.ResponseWriter, r *http.Request, req *
 		// hint's: no consent is asked, and the service refuses the code
 		// and ends the request (IssueCode, ErrNotHinted).
 		if !p.issueCode(w, r, req, sess, false) {
-			toSignIn(w, r, req)
+			p.toSignIn(w, r, req)
 		}
 		return
 	}
@@ -391,14 +391,14 @@ func (p *Provider) continueRequest(w http.ResponseWriter, r *http.Request, req *
 		return
 	}
 	if !p.issueCode(w, r, req, sess, false) {
-		toSignIn(w, r, req)
+		p.toSignIn(w, r, req)
 	}
 }
 
 // toSignIn sends a browser that is not signed in, or not recently enough
 // for the request, to the sign-in page, which continues the request.
-func toSignIn(w http.ResponseWriter, r *http.Request, req *authd.AuthRequest) {
-	http.Redirect(w, r, SignInPath+"?request="+req.ID.String(), http.StatusSeeOther)
+func (p *Provider) toSignIn(w http.ResponseWriter, r *http.Request, req *authd.AuthRequest) {
+	p.seeOther(w, r, SignInPath+"?request="+req.ID.String())
 }
 
 // issueCode answers with a code for the request, and reports false,

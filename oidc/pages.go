@@ -42,7 +42,7 @@ func loadPages(dir string) (map[string]*template.Template, error) {
 	if err != nil {
 		return nil, err
 	}
-	return templates.Pages(embedded, dir, pageNames, page{AppName: "authd", Title: "Sample", Client: "App",
+	return templates.Pages(embedded, dir, pageNames, page{AppName: "authd", BasePath: "/base", Title: "Sample", Client: "App",
 		Request: "r", Email: "user@example.org", Method: "totp", TOTP: true, Scopes: []string{"openid"}, Error: "e", Notice: "n",
 		PasskeyCSRF: "p", ResendCSRF: "r", OfferResend: true, MFAToken: "m",
 		Logout: logoutForm{ClientID: "c", PostLogoutRedirectURI: "https://rp.example.org/", State: "s", IDTokenHint: "h", Dropped: true}})
@@ -50,7 +50,13 @@ func loadPages(dir string) (map[string]*template.Template, error) {
 
 // page is the data of every page.
 type page struct {
-	AppName   string
+	AppName string
+	// BasePath is the public URL's path ("" or "/idp", never a final "/"),
+	// which begins every address of authd's that a page links, posts or
+	// fetches to: action="{{.BasePath}}/signin". A proxy in front strips it
+	// (README, OpenID Connect); at the root it is empty, and an override
+	// that writes "/signin" works as before there.
+	BasePath  string
 	Color     template.CSS // validated #RRGGBB
 	Logo      string
 	Title     string
@@ -105,10 +111,11 @@ func (p *Provider) render(w http.ResponseWriter, status int, pg page) {
 	rand.Read(nonce)
 	pg.Nonce = base64.StdEncoding.EncodeToString(nonce)
 	pg.AppName, pg.Color, pg.Logo = p.opts.AppName, template.CSS(p.opts.BrandColor), p.opts.LogoURL
+	pg.BasePath = p.basePath
 	pg.SendOnce = sendOnce[pg.content]
 	t, ok := p.pages[pg.content]
 	if !ok {
-		t, pg = p.pages["error-content"], page{AppName: p.opts.AppName, Nonce: pg.Nonce, Title: "Something went wrong",
+		t, pg = p.pages["error-content"], page{AppName: p.opts.AppName, BasePath: p.basePath, Nonce: pg.Nonce, Title: "Something went wrong",
 			Error: "This page could not be shown.", content: "error-content"}
 		status = http.StatusInternalServerError
 	}

@@ -32,7 +32,9 @@ import (
 	"github.com/zitadel/oidc/v3/pkg/op"
 )
 
-// The endpoints, under the public URL.
+// The endpoints, under the public URL: their routes are these paths, and
+// the browser is sent to them under the public URL's path (Provider.path),
+// which a proxy in front strips.
 const (
 	DiscoveryPath = "/.well-known/openid-configuration"
 	JWKSPath      = "/.well-known/jwks.json" // served by httpapi
@@ -88,6 +90,10 @@ type Provider struct {
 	opts   Options
 	svc    *authd.Service
 	secure bool // the public URL is https: __Host- cookies, Secure
+	// basePath is the public URL's path without its final "/" ("" for
+	// none): a proxy in front strips it before the routes, so every address
+	// handed to a browser starts with it (path).
+	basePath string
 	// discoveryPaths are where discovery is served: DiscoveryPath, and the
 	// issuer's own when its URL has a path.
 	discoveryPaths []string
@@ -123,7 +129,11 @@ func New(opts Options) (*Provider, error) {
 	// url.Parse lower-cases the scheme: HTTPS://… is https too.
 	public, err := url.Parse(opts.PublicURL)
 	secure := err == nil && public.Scheme == "https"
-	p := &Provider{opts: opts, svc: opts.Service, secure: secure, mux: http.NewServeMux(), pages: pages,
+	basePath := ""
+	if err == nil {
+		basePath = strings.TrimRight(public.EscapedPath(), "/")
+	}
+	p := &Provider{opts: opts, svc: opts.Service, secure: secure, basePath: basePath, mux: http.NewServeMux(), pages: pages,
 		shed: shedlog.New(opts.Logger, "openid provider: requests shed: at capacity (503)"),
 		down: shedlog.NewOutages(opts.Logger, "openid provider: ")}
 
@@ -332,3 +342,14 @@ func formTooLarge(w http.ResponseWriter, err error) bool {
 func (p *Provider) now() time.Time { return p.opts.Clock().UTC() }
 
 func (p *Provider) url(path string) string { return p.opts.PublicURL + path }
+
+// path is the address under which a browser reaches the route path: the
+// public URL's path, then path (AUTHD_PUBLIC_URL=https://auth.example.org/idp
+// sends /signin to /idp/signin, which the proxy in front hands to /signin).
+func (p *Provider) path(path string) string { return p.basePath + path }
+
+// seeOther sends the browser on to the route path (with its query) under
+// the public URL's path: every redirect to a page of authd's goes through it.
+func (p *Provider) seeOther(w http.ResponseWriter, r *http.Request, path string) {
+	http.Redirect(w, r, p.path(path), http.StatusSeeOther)
+}

@@ -275,7 +275,7 @@ func (p *Provider) signedIn(w http.ResponseWriter, r *http.Request, req *authd.A
 		return
 	}
 	p.setCookie(w, sessionCookie, cookie, 0)
-	http.Redirect(w, r, ResumePath+"?request="+req.ID.String(), http.StatusSeeOther)
+	p.seeOther(w, r, ResumePath+"?request="+req.ID.String())
 }
 
 // consent takes the decision of the consent page. Its form is bound to
@@ -293,7 +293,7 @@ func (p *Provider) consent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if sess == nil {
-		toSignIn(w, r, req)
+		p.toSignIn(w, r, req)
 		return
 	}
 	if !p.checkCSRF(r, form, "consent", consentBinding(req, sess)) {
@@ -315,13 +315,13 @@ func (p *Provider) consent(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if sess.CreatedAt.Before(req.MinAuthTime) {
-		toSignIn(w, r, req) // a fresh sign-in first; the page asks again after it
+		p.toSignIn(w, r, req) // a fresh sign-in first; the page asks again after it
 		return
 	}
 	// The consent and the code in one transaction (AllowConsent); then
 	// answered: prompt=consent must not ask again.
 	if !p.issueCode(w, r, req, sess, true) {
-		toSignIn(w, r, req)
+		p.toSignIn(w, r, req)
 	}
 }
 
@@ -439,7 +439,7 @@ func (p *Provider) logout(w http.ResponseWriter, r *http.Request) {
 				q[k] = v
 			}
 		}
-		http.Redirect(w, r, LogoutPath+"?"+q.Encode(), http.StatusSeeOther)
+		p.seeOther(w, r, LogoutPath+"?"+q.Encode())
 		return
 	}
 	f, _, hinted, ok := p.logoutParams(w, r, form)

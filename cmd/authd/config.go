@@ -148,7 +148,7 @@ var settings = []setting{
 		func(c *Config, v string) error { return integer(&c.MaxConnectionsPerIP, v, 1, 1000000) }},
 	{"AUTHD_SHUTDOWN_DELAY", "0s", "on a stop signal, how long /readyz answers 503 while requests are still served, before the listeners close (0s to 10s; counted within the stop's 25 s)", false,
 		func(c *Config, v string) error { return duration(&c.ShutdownDelay, v, 0, 10*time.Second) }},
-	{"AUTHD_PUBLIC_URL", "http://127.0.0.1:8080", "base URL of the links in emails", false,
+	{"AUTHD_PUBLIC_URL", "http://127.0.0.1:8080", "base URL of the links in emails and the pages (a path: for a proxy that strips it)", false,
 		func(c *Config, v string) error {
 			u, ok := baseURL(v)
 			if !ok || u.User != nil {
@@ -169,6 +169,17 @@ var settings = []setting{
 				// As browsers write it (:08080 is :8080), or the passkeys'
 				// origin would never match theirs.
 				u.Host = net.JoinHostPort(u.Hostname(), strconv.Itoa(n))
+			}
+			// A path is where a proxy in front serves authd (it strips the
+			// path before authd's routes): the pages' addresses start with
+			// it, and a browser would resolve an empty, . or .. segment
+			// elsewhere than the proxy serves.
+			if path := strings.Trim(u.Path, "/"); path != "" {
+				for seg := range strings.SplitSeq(path, "/") {
+					if seg == "" || seg == "." || seg == ".." {
+						return errors.New("has a path with an empty, . or .. segment: the pages' addresses under it would lead elsewhere")
+					}
+				}
 			}
 			// Scheme and host in lower case, as every consumer compares
 			// them: HTTPS://… must still mean Secure cookies and HSTS.

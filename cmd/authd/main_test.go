@@ -586,6 +586,37 @@ func TestPublicURLNormalised(t *testing.T) {
 	}
 }
 
+// TestPublicURLPath: a public URL with a path (authd behind a proxy that
+// strips it) keeps the path without its final slashes, for the issuer too;
+// the passkeys' origin has no path. A path a browser would resolve
+// elsewhere (an empty, . or .. segment) is refused.
+func TestPublicURLPath(t *testing.T) {
+	t.Parallel()
+	for value, want := range map[string]string{
+		"https://auth.example.org/idp":      "https://auth.example.org/idp",
+		"https://auth.example.org/idp//":    "https://auth.example.org/idp",
+		"https://auth.example.org/a/b-c/":   "https://auth.example.org/a/b-c",
+		"https://auth.example.org/":         "https://auth.example.org",
+		"https://auth.example.org/a//b":     "",
+		"https://auth.example.org/a/../b":   "",
+		"https://auth.example.org/./idp":    "",
+		"https://auth.example.org/%2E%2E/x": "",
+	} {
+		env := map[string]string{"AUTHD_PUBLIC_URL": value}
+		cfg, err := loadConfig(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+		switch {
+		case want == "" && (err == nil || !strings.Contains(err.Error(), "AUTHD_PUBLIC_URL")):
+			t.Errorf("AUTHD_PUBLIC_URL=%s: %v; want it refused", value, err)
+		case want == "":
+		case err != nil:
+			t.Errorf("AUTHD_PUBLIC_URL=%s: %v", value, err)
+		case cfg.PublicURL != want || cfg.Issuer != want || !slices.Equal(cfg.WebAuthnOrigins, []string{"https://auth.example.org"}):
+			t.Errorf("AUTHD_PUBLIC_URL=%s: public URL %q, issuer %q, origins %q; want %s, the same, and https://auth.example.org",
+				value, cfg.PublicURL, cfg.Issuer, cfg.WebAuthnOrigins, want)
+		}
+	}
+}
+
 // TestPublicURLElsewhere: serve warns when AUTHD_PUBLIC_URL names this
 // machine on another port than the listener's (the listener moved, the
 // public URL left at its default), not for a public host behind a proxy.
