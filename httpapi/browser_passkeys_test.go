@@ -15,10 +15,21 @@ import (
 // TestBrowserPasskeys drives the passkey pages in Chromium with the
 // DevTools virtual authenticator: add a passkey through the page, sign out,
 // sign in with it (passwordless), then use it as the second factor after a
-// password.
+// password. It does so at the root, and under a public URL's path behind a
+// proxy that strips it (the pages' scripts call the API under the path).
 func TestBrowserPasskeys(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, openSQLite(t), withLocalhost())
+	for _, path := range []string{"", proxyPath} {
+		t.Run("path="+path, func(t *testing.T) {
+			t.Parallel()
+			testBrowserPasskeys(t, newEnv(t, openSQLite(t), withLocalhost(path)))
+		})
+	}
+}
+
+// testBrowserPasskeys is TestBrowserPasskeys on e, whose server is at
+// http://localhost:PORT, with or without a path.
+func testBrowserPasskeys(t *testing.T, e *env) {
 	ctx := chromium(t)
 	e.registerVerified("key@example.org", goodPassword)
 

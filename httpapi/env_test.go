@@ -134,6 +134,7 @@ type envOptions struct {
 	params    *password.Params
 	wrap      func(authd.Passwords) authd.Passwords
 	localhost bool
+	path      string        // with localhost: the public URL's path, which the server strips
 	after     time.Duration // the clock starts this long after the usual start
 	wall      bool          // the clock starts at the wall clock's time
 	lockouts  authd.Lockouts
@@ -162,10 +163,14 @@ func withArgon2(p password.Params) option {
 	return func(_ *authd.Config, o *envOptions) { o.params = &p }
 }
 
-// withLocalhost serves the public API at http://localhost:PORT, which is
-// also AUTHD_PUBLIC_URL and the WebAuthn origin (RP ID localhost): a
-// browser refuses WebAuthn on an IP address.
-func withLocalhost() option { return func(_ *authd.Config, o *envOptions) { o.localhost = true } }
+// withLocalhost serves the public API at http://localhost:PORT+path,
+// which is also AUTHD_PUBLIC_URL, with the WebAuthn origin
+// http://localhost:PORT (RP ID localhost): a browser refuses WebAuthn on an
+// IP address. With a path, the server is a proxy in front of the API that
+// strips it, as a deployment's behind one does.
+func withLocalhost(path string) option {
+	return func(_ *authd.Config, o *envOptions) { o.localhost, o.path = true, path }
+}
 
 func withPasswords(wrap func(authd.Passwords) authd.Passwords) option {
 	return func(_ *authd.Config, o *envOptions) { o.wrap = wrap }
@@ -189,8 +194,9 @@ func newEnv(t testing.TB, store authd.Store, opts ...option) *env {
 	var srv *httptest.Server
 	if o.localhost {
 		srv = httptest.NewUnstartedServer(nil)
-		cfg.PublicURL = fmt.Sprintf("http://localhost:%d", srv.Listener.Addr().(*net.TCPAddr).Port)
-		cfg.WebAuthnRPID, cfg.WebAuthnOrigins = "localhost", []string{cfg.PublicURL}
+		origin := fmt.Sprintf("http://localhost:%d", srv.Listener.Addr().(*net.TCPAddr).Port)
+		cfg.PublicURL = origin + o.path
+		cfg.WebAuthnRPID, cfg.WebAuthnOrigins = "localhost", []string{origin}
 	}
 	start := time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC).Add(o.after)
 	if o.wall {
@@ -266,6 +272,9 @@ func newEnv(t testing.TB, store authd.Store, opts ...option) *env {
 	e.api = httpapi.New(apiOpts)
 	if srv != nil {
 		srv.Config.Handler = e.api
+		if o.path != "" {
+			srv.Config.Handler = http.StripPrefix(o.path, e.api)
+		}
 		srv.Start()
 		srv.URL = cfg.PublicURL
 		e.srv = srv

@@ -2,14 +2,16 @@ package oidc_test
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/authd/authd"
 	"github.com/authd/authd/internal/softkey"
+	"github.com/authd/authd/oidc"
 	"github.com/chromedp/cdproto/cdp"
 	cdpwa "github.com/chromedp/cdproto/webauthn"
 	"github.com/chromedp/chromedp"
@@ -40,21 +42,49 @@ type virtualCredential struct {
 // the user's passkey: passwordless, then as the second factor after the
 // password, each time through to the relying party with a code whose ID
 // token carries the amr. WebAuthn refuses IP addresses, so the browser
-// uses http://localhost:PORT.
+// uses http://localhost:PORT. It does so at the root, and under a public
+// URL's path behind a proxy that strips it (the button's form and the
+// script's request for the options are under the path).
 func TestBrowserPasskeyButton(t *testing.T) {
 	t.Parallel()
+	for _, path := range []string{"", proxyPath} {
+		t.Run("path="+path, func(t *testing.T) {
+			t.Parallel()
+			testPasskeyButton(t, path)
+		})
+	}
+}
+
+// testPasskeyButton is TestBrowserPasskeyButton with the public URL at
+// http://localhost:PORT+path; with a path, the browser goes through a
+// proxy that strips it.
+func testPasskeyButton(t *testing.T, path string) {
+	var front *httptest.Server
+	if path != "" {
+		front = httptest.NewUnstartedServer(nil)
+	}
+	var origin, local string
 	e := newEnvConfig(t, openSQLite(t), func(c *authd.Config) {
 		u, _ := url.Parse(c.PublicURL)
-		c.WebAuthnRPID, c.WebAuthnOrigins = "localhost", []string{"http://localhost:" + u.Port()}
-	})
+		if front != nil {
+			u, _ = url.Parse("http://" + front.Listener.Addr().String())
+		}
+		origin = "http://localhost:" + u.Port()
+		local = origin + path
+		c.WebAuthnRPID, c.WebAuthnOrigins = "localhost", []string{origin}
+	}, func(o *oidc.Options) { o.PublicURL = local })
+	if front != nil {
+		front.Config.Handler = http.StripPrefix(path, e.srv.Config.Handler)
+		front.Start()
+		t.Cleanup(front.Close)
+	}
 	ctx := chromium(t, true)
-	local := "http://localhost:" + strings.TrimPrefix(e.srv.URL, "http://127.0.0.1:")
 
 	// The passkey is registered with the software key, whose private key
 	// then goes into the virtual authenticator.
 	e.user("vera@example.org")
 	pair, _ := e.login("vera@example.org")
-	k := softkey.New(t, "localhost", local)
+	k := softkey.New(t, "localhost", origin)
 	e.addPasskey(pair, k, authd.StepUp{})
 
 	cb := newCallback(t)
@@ -127,7 +157,7 @@ func TestBrowserPasskeyButton(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#email`)),
 		chromedp.SendKeys(chromedp.CSS(`#email`), "vera@example.org"),
 		chromedp.SendKeys(chromedp.CSS(`#password`), goodPassword),
-		chromedp.Click(chromedp.CSS(`form[action="/signin"] button[type=submit]`)),
+		chromedp.Click(chromedp.CSS(`form[action="`+path+`/signin"] button[type=submit]`)),
 		chromedp.WaitVisible(chromedp.CSS(`#code`)))
 	do("then the passkey",
 		chromedp.WaitVisible(chromedp.CSS(`#passkey-button`)),

@@ -227,6 +227,14 @@ func TestSignInUnderAPublicPath(t *testing.T) {
 		t.Errorf("back to sign in from the forgot-password page: %s", b.last.Request.URL)
 	}
 
+	// The new account's sign-in, refused until its address is verified,
+	// offers to send the link again.
+	b.submit(b.form("password"), "email", "new@example.org", "password", goodPassword)
+	if b.page == nil || b.page.FormWith("email") == nil || b.page.FormWith("email").Has("password") ||
+		b.page.FormWith("email").Action.Path != proxyPath+oidc.ResendPath {
+		t.Errorf("an unverified sign-in: %d %s; want the form that sends the link again, under %s", b.last.StatusCode, b.body, proxyPath)
+	}
+
 	// Password, second factor, consent, and back to the relying party.
 	b.submit(b.form("password"), "email", "pia@example.org", "password", goodPassword)
 	b.submit(b.form("code"), "code", totpAt(t, secret, e.clock.Now()))
