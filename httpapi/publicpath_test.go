@@ -2,9 +2,7 @@ package httpapi_test
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
-	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"regexp"
@@ -19,76 +17,12 @@ import (
 // which its proxy strips.
 const proxyPath = "/idp"
 
-// proxied is a browser in front of a proxy that serves authd under
-// proxyPath: it reads each page's forms and links, which must all lead
-// under proxyPath, as every redirect must.
-type proxied struct {
-	t    *testing.T
-	http *http.Client
-	last *http.Response
-	body string
-	page *htmlform.Page
-}
+// proxied is a browser in front of the proxy that serves authd under
+// proxyPath (htmlform.Browser), which reads the passkey pages' script.
+type proxied struct{ *htmlform.Browser }
 
-func newProxied(t *testing.T) *proxied {
-	jar, _ := cookiejar.New(nil)
-	return &proxied{t: t, http: &http.Client{Jar: jar, CheckRedirect: func(req *http.Request, via []*http.Request) error {
-		if !strings.HasPrefix(req.URL.Path, proxyPath+"/") {
-			t.Errorf("%s %s redirected to %s, outside %s", via[len(via)-1].Method, via[len(via)-1].URL, req.URL, proxyPath)
-		}
-		return nil
-	}}}
-}
-
-func (b *proxied) do(req *http.Request) *proxied {
-	b.t.Helper()
-	resp, err := b.http.Do(req)
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	b.last, b.body, b.page = resp, string(body), nil
-	if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
-		if b.page, err = htmlform.Parse(resp.Request.URL, b.body); err != nil {
-			b.t.Fatalf("%s: %v", resp.Request.URL, err)
-		}
-		for _, a := range b.page.Addresses() {
-			if !strings.HasPrefix(a.Path, proxyPath+"/") {
-				b.t.Errorf("the page at %s sends the browser to %s, outside %s", resp.Request.URL, a, proxyPath)
-			}
-		}
-	}
-	return b
-}
-
-func (b *proxied) get(u string) *proxied {
-	b.t.Helper()
-	req, _ := http.NewRequest("GET", u, nil)
-	return b.do(req)
-}
-
-// submit sends the page's first form with an input named name, with its
-// hidden fields and set (name, value, …).
-func (b *proxied) submit(name string, set ...string) *proxied {
-	b.t.Helper()
-	var f *htmlform.Form
-	if b.page != nil {
-		f = b.page.FormWith(name)
-	}
-	if f == nil {
-		b.t.Fatalf("no form with %s at %s: %d %s", name, b.last.Request.URL, b.last.StatusCode, b.body)
-	}
-	v := url.Values{}
-	for k, vs := range f.Fields {
-		v[k] = vs
-	}
-	for i := 0; i+1 < len(set); i += 2 {
-		v.Set(set[i], set[i+1])
-	}
-	req, _ := http.NewRequest(f.Method, f.Action.String(), strings.NewReader(v.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	return b.do(req)
+func newProxied(t *testing.T, front *httptest.Server) proxied {
+	return proxied{htmlform.NewBrowser(t, strings.TrimPrefix(front.URL, "http://"), proxyPath)}
 }
 
 var (
@@ -103,9 +37,9 @@ var (
 
 // fetched is the address that the page's script fetches to begin a
 // passkey sign-in, computed from its string literals as the script does.
-func (b *proxied) fetched() *url.URL {
-	b.t.Helper()
-	script := strings.Join(b.page.Scripts, "\n")
+func (b proxied) fetched() *url.URL {
+	b.T.Helper()
+	script := strings.Join(b.Page.Scripts, "\n")
 	values := map[string]string{}
 	for _, m := range constRE.FindAllStringSubmatch(script, -1) {
 		var v string
@@ -116,7 +50,7 @@ func (b *proxied) fetched() *url.URL {
 	call, fetch := apiRE.FindStringSubmatch(script), fetchRE.FindStringSubmatch(script)
 	var path string
 	if call == nil || fetch == nil || json.Unmarshal([]byte(call[1]), &path) != nil {
-		b.t.Fatalf("no call of the API in the script of %s", b.page.URL)
+		b.T.Fatalf("no call of the API in the script of %s", b.Page.URL)
 	}
 	values["path"] = path
 	var address string
@@ -124,13 +58,13 @@ func (b *proxied) fetched() *url.URL {
 		part = strings.TrimSpace(part)
 		v, ok := values[part]
 		if !ok && json.Unmarshal([]byte(part), &v) != nil {
-			b.t.Fatalf("the script fetches %s: %s is unknown", fetch[1], part)
+			b.T.Fatalf("the script fetches %s: %s is unknown", fetch[1], part)
 		}
 		address += v
 	}
-	u, err := b.page.URL.Parse(address)
+	u, err := b.Page.URL.Parse(address)
 	if err != nil {
-		b.t.Fatal(err)
+		b.T.Fatal(err)
 	}
 	return u
 }
@@ -149,44 +83,44 @@ func TestPagesUnderAPublicPath(t *testing.T) {
 	front.Config.Handler = http.StripPrefix(proxyPath, e.api)
 	front.Start()
 	t.Cleanup(front.Close)
-	b := newProxied(t)
+	b := newProxied(t, front)
 
 	want(t, "register", e.send(public, "POST", "/v1/auth/register",
 		map[string]any{"email": "p@example.org", "password": goodPassword, "consent": true}), 202, "")
 	link := e.mail.last(t, authd.MailVerifyEmail, "p@example.org").Link
-	if b.get(link).submit("token"); b.last.StatusCode != http.StatusOK || !strings.Contains(b.body, "Your email address is confirmed") {
-		t.Fatalf("confirming the address from %s: %d at %s %s", link, b.last.StatusCode, b.last.Request.URL, b.body)
+	if b.Get(link).Submit(b.Form("token")); b.Last.StatusCode != http.StatusOK || !strings.Contains(b.Body, "Your email address is confirmed") {
+		t.Fatalf("confirming the address from %s: %d at %s %s", link, b.Last.StatusCode, b.Last.Request.URL, b.Body)
 	}
 	// The link again: expired, with the form that mails a new one; that
 	// form's address opened in the address bar asks for a link.
-	if b.get(link).submit("email", "email", "p@example.org"); b.last.StatusCode != http.StatusOK || !strings.Contains(b.body, "on its way") {
-		t.Errorf("a new link from the expired page: %d at %s %s", b.last.StatusCode, b.last.Request.URL, b.body)
+	if b.Get(link).Submit(b.Form("email"), "email", "p@example.org"); b.Last.StatusCode != http.StatusOK || !strings.Contains(b.Body, "on its way") {
+		t.Errorf("a new link from the expired page: %d at %s %s", b.Last.StatusCode, b.Last.Request.URL, b.Body)
 	}
-	if b.get(b.last.Request.URL.String()); b.last.StatusCode != http.StatusOK || b.page == nil || b.page.FormWith("email") == nil {
+	if b.Get(b.Last.Request.URL.String()); b.Last.StatusCode != http.StatusOK || b.Page == nil || b.Page.FormWith("email") == nil {
 		t.Errorf("the new-link form's address opened: %d at %s %s; want the page asking for a link",
-			b.last.StatusCode, b.last.Request.URL, b.body)
+			b.Last.StatusCode, b.Last.Request.URL, b.Body)
 	}
 
 	want(t, "forgot", e.send(public, "POST", "/v1/auth/password/forgot", map[string]string{"email": "p@example.org"}), 202, "")
 	link = e.mail.last(t, authd.MailPasswordReset, "p@example.org").Link
-	b.get(link).submit("new_password", "new_password", "a new sturdy phrase", "confirm_password", "a new sturdy phrase")
-	if b.last.StatusCode != http.StatusOK || !strings.Contains(b.body, "Your password was changed") {
-		t.Fatalf("resetting the password from %s: %d at %s %s", link, b.last.StatusCode, b.last.Request.URL, b.body)
+	b.Get(link).Submit(b.Form("new_password"), "new_password", "a new sturdy phrase", "confirm_password", "a new sturdy phrase")
+	if b.Last.StatusCode != http.StatusOK || !strings.Contains(b.Body, "Your password was changed") {
+		t.Fatalf("resetting the password from %s: %d at %s %s", link, b.Last.StatusCode, b.Last.Request.URL, b.Body)
 	}
 	// A path with a dot segment is redirected to its clean form, under the
 	// public URL's path.
-	if b.get(public + "/passkeys/../reset-password"); b.last.StatusCode != http.StatusOK || b.last.Request.URL.Path != proxyPath+"/reset-password" {
-		t.Errorf("a path with ..: %d at %s; want the reset page under %s", b.last.StatusCode, b.last.Request.URL, proxyPath)
+	if b.Get(public + "/passkeys/../reset-password"); b.Last.StatusCode != http.StatusOK || b.Last.Request.URL.Path != proxyPath+"/reset-password" {
+		t.Errorf("a path with ..: %d at %s; want the reset page under %s", b.Last.StatusCode, b.Last.Request.URL, proxyPath)
 	}
 
 	// The passkey pages link each other, and their script calls the API
 	// under the page's path.
-	b.get(public + "/passkeys")
-	if b.page == nil || len(b.page.Links) == 0 {
-		t.Fatalf("the passkeys page: %d %s", b.last.StatusCode, b.body)
+	b.Get(public + "/passkeys")
+	if b.Page == nil || len(b.Page.Links) == 0 {
+		t.Fatalf("the passkeys page: %d %s", b.Last.StatusCode, b.Body)
 	}
-	if b.get(b.page.Links[0].String()); b.last.StatusCode != http.StatusOK || !strings.Contains(b.body, "Sign in with a passkey") {
-		t.Errorf("the passkeys page's sign-in link: %d at %s", b.last.StatusCode, b.last.Request.URL)
+	if b.Get(b.Page.Links[0].String()); b.Last.StatusCode != http.StatusOK || !strings.Contains(b.Body, "Sign in with a passkey") {
+		t.Errorf("the passkeys page's sign-in link: %d at %s", b.Last.StatusCode, b.Last.Request.URL)
 	}
 	api := b.fetched()
 	if r := e.send("http://"+api.Host, "POST", api.Path, map[string]any{}); api.Path != proxyPath+"/v1/auth/passkey/begin" ||

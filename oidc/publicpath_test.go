@@ -3,9 +3,7 @@ package oidc_test
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
-	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
 	"regexp"
@@ -23,98 +21,12 @@ import (
 // which its proxy strips.
 const proxyPath = "/idp"
 
-// proxied is a browser in front of a proxy that serves authd under
-// proxyPath: it follows the redirects on the proxy's host, stops at any
-// other (the relying party's callback), and reads each page's forms and
-// links, which must all lead under proxyPath.
-type proxied struct {
-	t    *testing.T
-	host string
-	http *http.Client
-	last *http.Response
-	body string
-	page *htmlform.Page
-}
+// proxied is a browser in front of the proxy that serves authd under
+// proxyPath (htmlform.Browser), which reads the passkey button's script.
+type proxied struct{ *htmlform.Browser }
 
-func newProxied(t *testing.T, front *httptest.Server) *proxied {
-	jar, _ := cookiejar.New(nil)
-	b := &proxied{t: t, host: strings.TrimPrefix(front.URL, "http://")}
-	b.http = &http.Client{Jar: jar, CheckRedirect: func(req *http.Request, via []*http.Request) error {
-		if req.URL.Host != b.host {
-			return http.ErrUseLastResponse
-		}
-		if !strings.HasPrefix(req.URL.Path, proxyPath+"/") {
-			t.Errorf("%s %s redirected to %s, outside %s", via[len(via)-1].Method, via[len(via)-1].URL, req.URL, proxyPath)
-		}
-		return nil
-	}}
-	return b
-}
-
-func (b *proxied) do(req *http.Request) *proxied {
-	b.t.Helper()
-	resp, err := b.http.Do(req)
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	b.last, b.body, b.page = resp, string(body), nil
-	if strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
-		if b.page, err = htmlform.Parse(resp.Request.URL, b.body); err != nil {
-			b.t.Fatalf("%s: %v", resp.Request.URL, err)
-		}
-		for _, a := range b.page.Addresses() {
-			if !strings.HasPrefix(a.Path, proxyPath+"/") {
-				b.t.Errorf("the page at %s sends the browser to %s, outside %s", resp.Request.URL, a, proxyPath)
-			}
-		}
-	}
-	return b
-}
-
-func (b *proxied) get(u string) *proxied {
-	b.t.Helper()
-	req, _ := http.NewRequest("GET", u, nil)
-	return b.do(req)
-}
-
-// submit sends f with its hidden fields and set (name, value, …).
-func (b *proxied) submit(f *htmlform.Form, set ...string) *proxied {
-	b.t.Helper()
-	v := url.Values{}
-	for k, vs := range f.Fields {
-		v[k] = vs
-	}
-	for i := 0; i+1 < len(set); i += 2 {
-		v.Set(set[i], set[i+1])
-	}
-	req, _ := http.NewRequest(f.Method, f.Action.String(), strings.NewReader(v.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	return b.do(req)
-}
-
-// form is the page's first form with an input named name.
-func (b *proxied) form(name string) *htmlform.Form {
-	b.t.Helper()
-	if b.page == nil || b.page.FormWith(name) == nil {
-		b.t.Fatalf("no form with %s at %s: %d %s", name, b.last.Request.URL, b.last.StatusCode, b.body)
-	}
-	return b.page.FormWith(name)
-}
-
-// link is the page's link whose path ends in suffix.
-func (b *proxied) link(suffix string) string {
-	b.t.Helper()
-	if b.page != nil {
-		for _, l := range b.page.Links {
-			if strings.HasSuffix(l.Path, suffix) {
-				return l.String()
-			}
-		}
-	}
-	b.t.Fatalf("no link to …%s at %s: %s", suffix, b.last.Request.URL, b.body)
-	return ""
+func newProxied(t *testing.T, front *httptest.Server) proxied {
+	return proxied{htmlform.NewBrowser(t, strings.TrimPrefix(front.URL, "http://"), proxyPath)}
 }
 
 // fetchRE finds the passkey button's request for the options: the script's
@@ -123,9 +35,9 @@ var fetchRE = regexp.MustCompile(`fetch\(([^,]+),`)
 
 // fetched is the address the page's script fetches, as the script
 // computes it from its string literals.
-func (b *proxied) fetched() *url.URL {
-	b.t.Helper()
-	for _, s := range b.page.Scripts {
+func (b proxied) fetched() *url.URL {
+	b.T.Helper()
+	for _, s := range b.Page.Scripts {
 		m := fetchRE.FindStringSubmatch(s)
 		if m == nil {
 			continue
@@ -134,17 +46,17 @@ func (b *proxied) fetched() *url.URL {
 		for part := range strings.SplitSeq(m[1], "+") {
 			var lit string
 			if err := json.Unmarshal([]byte(strings.TrimSpace(part)), &lit); err != nil {
-				b.t.Fatalf("the script fetches %s: %v", m[1], err)
+				b.T.Fatalf("the script fetches %s: %v", m[1], err)
 			}
 			path += lit
 		}
-		u, err := b.page.URL.Parse(path)
+		u, err := b.Page.URL.Parse(path)
 		if err != nil {
-			b.t.Fatal(err)
+			b.T.Fatal(err)
 		}
 		return u
 	}
-	b.t.Fatalf("no fetch in the scripts of %s", b.page.URL)
+	b.T.Fatalf("no fetch in the scripts of %s", b.Page.URL)
 	return nil
 }
 
@@ -185,11 +97,11 @@ func TestSignInUnderAPublicPath(t *testing.T) {
 	authorize.RawQuery = ""
 	req, _ := http.NewRequest("POST", authorize.String(), strings.NewReader(query.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	b.do(req)
-	if b.last.StatusCode != http.StatusOK {
-		t.Fatalf("the authorization request: %d at %s; want the sign-in page: %s", b.last.StatusCode, b.last.Request.URL, b.body)
+	b.Do(req)
+	if b.Last.StatusCode != http.StatusOK {
+		t.Fatalf("the authorization request: %d at %s; want the sign-in page: %s", b.Last.StatusCode, b.Last.Request.URL, b.Body)
 	}
-	signIn, signInURL := b.page, b.last.Request.URL.String()
+	signIn, signInURL := b.Page, b.Last.Request.URL.String()
 
 	// The passkey button's script asks the API for its options where the
 	// page says.
@@ -202,50 +114,50 @@ func TestSignInUnderAPublicPath(t *testing.T) {
 		resp.Body.Close()
 	}
 	if signIn.FormByID("passkey-form") == nil {
-		t.Errorf("no passkey form on the sign-in page: %s", b.body)
+		t.Errorf("no passkey form on the sign-in page: %s", b.Body)
 	}
 
 	// Create an account, from the sign-in page's link; its notice's links.
-	b.get(b.link("/signup")).submit(b.form("password"), "email", "new@example.org", "password", goodPassword, "consent", "yes")
-	if b.last.StatusCode != http.StatusOK || !strings.Contains(b.body, "Check your email") {
-		t.Fatalf("sign-up: %d %s", b.last.StatusCode, b.body)
+	b.Get(b.Link("/signup")).Submit(b.Form("password"), "email", "new@example.org", "password", goodPassword, "consent", "yes")
+	if b.Last.StatusCode != http.StatusOK || !strings.Contains(b.Body, "Check your email") {
+		t.Fatalf("sign-up: %d %s", b.Last.StatusCode, b.Body)
 	}
-	b.get(b.link("/signin/verify-email")).submit(b.form("email"), "email", "new@example.org")
-	if b.last.StatusCode != http.StatusOK || !strings.Contains(b.body, "Check your email") {
-		t.Errorf("a new verification link: %d %s", b.last.StatusCode, b.body)
+	b.Get(b.Link("/signin/verify-email")).Submit(b.Form("email"), "email", "new@example.org")
+	if b.Last.StatusCode != http.StatusOK || !strings.Contains(b.Body, "Check your email") {
+		t.Errorf("a new verification link: %d %s", b.Last.StatusCode, b.Body)
 	}
-	b.get(b.link("/signin"))
-	if b.last.StatusCode != http.StatusOK || b.page.FormWith("password") == nil {
-		t.Errorf("back to sign in: %d %s", b.last.StatusCode, b.body)
+	b.Get(b.Link("/signin"))
+	if b.Last.StatusCode != http.StatusOK || b.Page.FormWith("password") == nil {
+		t.Errorf("back to sign in: %d %s", b.Last.StatusCode, b.Body)
 	}
 	// Forgot the password, from the sign-in page's link.
-	b.get(signInURL).get(b.link("/signin/forgot")).submit(b.form("email"), "email", "pia@example.org")
-	if b.last.StatusCode != http.StatusOK || !strings.Contains(b.body, "Check your email") {
-		t.Errorf("forgot password: %d %s", b.last.StatusCode, b.body)
+	b.Get(signInURL).Get(b.Link("/signin/forgot")).Submit(b.Form("email"), "email", "pia@example.org")
+	if b.Last.StatusCode != http.StatusOK || !strings.Contains(b.Body, "Check your email") {
+		t.Errorf("forgot password: %d %s", b.Last.StatusCode, b.Body)
 	}
-	if !strings.HasSuffix(b.get(b.link("/signin")).last.Request.URL.Path, "/signin") {
-		t.Errorf("back to sign in from the forgot-password page: %s", b.last.Request.URL)
+	if !strings.HasSuffix(b.Get(b.Link("/signin")).Last.Request.URL.Path, "/signin") {
+		t.Errorf("back to sign in from the forgot-password page: %s", b.Last.Request.URL)
 	}
 
 	// The new account's sign-in, refused until its address is verified,
 	// offers to send the link again.
-	b.submit(b.form("password"), "email", "new@example.org", "password", goodPassword)
-	if b.page == nil || b.page.FormWith("email") == nil || b.page.FormWith("email").Has("password") ||
-		b.page.FormWith("email").Action.Path != proxyPath+oidc.ResendPath {
-		t.Errorf("an unverified sign-in: %d %s; want the form that sends the link again, under %s", b.last.StatusCode, b.body, proxyPath)
+	b.Submit(b.Form("password"), "email", "new@example.org", "password", goodPassword)
+	if b.Page == nil || b.Page.FormWith("email") == nil || b.Page.FormWith("email").Has("password") ||
+		b.Page.FormWith("email").Action.Path != proxyPath+oidc.ResendPath {
+		t.Errorf("an unverified sign-in: %d %s; want the form that sends the link again, under %s", b.Last.StatusCode, b.Body, proxyPath)
 	}
 
 	// Password, second factor, consent, and back to the relying party.
-	b.submit(b.form("password"), "email", "pia@example.org", "password", goodPassword)
-	b.submit(b.form("code"), "code", totpAt(t, secret, e.clock.Now()))
-	if b.page == nil || b.page.FormWith("request") == nil || !strings.Contains(b.body, "Allow access?") {
-		t.Fatalf("after the second factor: %d %s; want the consent page", b.last.StatusCode, b.body)
+	b.Submit(b.Form("password"), "email", "pia@example.org", "password", goodPassword)
+	b.Submit(b.Form("code"), "code", totpAt(t, secret, e.clock.Now()))
+	if b.Page == nil || b.Page.FormWith("request") == nil || !strings.Contains(b.Body, "Allow access?") {
+		t.Fatalf("after the second factor: %d %s; want the consent page", b.Last.StatusCode, b.Body)
 	}
-	b.submit(b.form("request"), "decision", "allow")
-	cb, _ := url.Parse(b.last.Header.Get("Location"))
-	if b.last.StatusCode != http.StatusFound || cb == nil || !strings.HasPrefix(cb.String(), rpCallback+"?") ||
+	b.Submit(b.Form("request"), "decision", "allow")
+	cb, _ := url.Parse(b.Last.Header.Get("Location"))
+	if b.Last.StatusCode != http.StatusFound || cb == nil || !strings.HasPrefix(cb.String(), rpCallback+"?") ||
 		cb.Query().Get("state") != "st" || cb.Query().Get("iss") != public {
-		t.Fatalf("after consent: %d to %q; want the callback with the state and iss %s", b.last.StatusCode, b.last.Header.Get("Location"), public)
+		t.Fatalf("after consent: %d to %q; want the callback with the state and iss %s", b.Last.StatusCode, b.Last.Header.Get("Location"), public)
 	}
 	tok, idt := r.exchange(t, cb.Query().Get("code"), verifier)
 	if idt.Issuer != public {
@@ -260,8 +172,8 @@ func TestSignInUnderAPublicPath(t *testing.T) {
 		t.Fatalf("discovery's end_session_endpoint %q (%v); want %s", claims.EndSession, err, public+oidc.LogoutPath)
 	}
 	q := url.Values{"id_token_hint": {tok.Extra("id_token").(string)}, "post_logout_redirect_uri": {"https://rp.example.org/bye"}}
-	b.get(claims.EndSession + "?" + q.Encode()).submit(b.form("csrf"))
-	if loc := b.last.Header.Get("Location"); b.last.StatusCode != http.StatusSeeOther || loc != "https://rp.example.org/bye" {
-		t.Errorf("sign-out: %d to %q; want a 303 to the relying party", b.last.StatusCode, loc)
+	b.Get(claims.EndSession + "?" + q.Encode()).Submit(b.Form("csrf"))
+	if loc := b.Last.Header.Get("Location"); b.Last.StatusCode != http.StatusSeeOther || loc != "https://rp.example.org/bye" {
+		t.Errorf("sign-out: %d to %q; want a 303 to the relying party", b.Last.StatusCode, loc)
 	}
 }
