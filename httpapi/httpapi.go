@@ -136,6 +136,11 @@ type Route struct {
 // New returns the public API.
 func New(opts Options) *Server {
 	s := newServer(opts)
+	// The public listener alone is behind the proxy that strips the
+	// path: the admin listener's probes and clients name its own paths.
+	if u, err := url.Parse(opts.PublicURL); err == nil && u.Scheme != "" && u.Host != "" {
+		s.basePath = strings.TrimRight(u.EscapedPath(), "/")
+	}
 
 	s.handle("GET /healthz", s.healthz)
 	s.handle("GET /readyz", s.readyz)
@@ -236,7 +241,6 @@ func newServer(opts Options) *Server {
 		down: shedlog.NewOutages(opts.Logger, "")}
 	s.feed.read = s.nextRevocationRead
 	if u, err := url.Parse(opts.PublicURL); err == nil && u.Scheme != "" && u.Host != "" {
-		s.basePath = strings.TrimRight(u.EscapedPath(), "/")
 		// Where a proxy rewrote Host, a browser without Sec-Fetch-Site
 		// still names this origin.
 		if err := s.pageForms.AddTrustedOrigin(u.Scheme + "://" + u.Host); err != nil {
@@ -347,7 +351,7 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		if r.URL.RawQuery != "" {
 			target += "?" + r.URL.RawQuery
 		}
-		http.Redirect(w, r, target, http.StatusMovedPermanently)
+		http.Redirect(w, r, target, http.StatusTemporaryRedirect) // as the mux's own
 		return
 	}
 	if _, pattern := s.mux.Handler(r); pattern != "" {

@@ -112,6 +112,13 @@ func TestPagesUnderAPublicPath(t *testing.T) {
 	if b.Get(public + "/passkeys/../reset-password"); b.Last.StatusCode != http.StatusOK || b.Last.Request.URL.Path != proxyPath+"/reset-password" {
 		t.Errorf("a path with ..: %d at %s; want the reset page under %s", b.Last.StatusCode, b.Last.Request.URL, proxyPath)
 	}
+	// The admin listener is not behind the proxy: its own paths.
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	if resp, err := noFollow.Get(e.adminSrv.URL + "//healthz"); err != nil {
+		t.Fatal(err)
+	} else if resp.Body.Close(); resp.Header.Get("Location") != "/healthz" {
+		t.Errorf("the admin listener's //healthz: %d to %q; want /healthz, not under %s", resp.StatusCode, resp.Header.Get("Location"), proxyPath)
+	}
 
 	// The passkey pages link each other, and their script calls the API
 	// under the page's path.

@@ -87,6 +87,9 @@ func (c opClient) ResponseTypes() []oidc.ResponseType {
 func (c opClient) GrantTypes() []oidc.GrantType {
 	return []oidc.GrantType{oidc.GrantTypeCode, oidc.GrantTypeRefreshToken}
 }
+
+// LoginURL is the library's, for its authorize handler, which authd does
+// not serve (the pages send the browser under the public URL's path).
 func (c opClient) LoginURL(string) string               { return SignInPath }
 func (c opClient) AccessTokenType() op.AccessTokenType  { return op.AccessTokenTypeJWT }
 func (c opClient) IDTokenLifetime() time.Duration       { return 0 }

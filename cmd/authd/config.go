@@ -174,8 +174,10 @@ var settings = []setting{
 			// path before authd's routes): the pages' addresses start with
 			// it, and a browser would resolve an empty, . or .. segment
 			// elsewhere than the proxy serves.
-			if path := strings.Trim(u.Path, "/"); path != "" {
-				for seg := range strings.SplitSeq(path, "/") {
+			if path := strings.TrimRight(u.Path, "/"); path != "" {
+				// Only the first "/" goes: //idp would make the pages'
+				// addresses //idp/signin, another host's to a browser.
+				for seg := range strings.SplitSeq(path[1:], "/") {
 					if seg == "" || seg == "." || seg == ".." {
 						return errors.New("has a path with an empty, . or .. segment: the pages' addresses under it would lead elsewhere")
 					}

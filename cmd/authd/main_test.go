@@ -601,6 +601,9 @@ func TestPublicURLPath(t *testing.T) {
 		"https://auth.example.org/a/../b":   "",
 		"https://auth.example.org/./idp":    "",
 		"https://auth.example.org/%2E%2E/x": "",
+		"https://auth.example.org//idp":     "",
+		"https://x//evil.example":           "",
+		"https://auth.example.org/%2F%2Fe":  "",
 	} {
 		env := map[string]string{"AUTHD_PUBLIC_URL": value}
 		cfg, err := loadConfig(nil, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
