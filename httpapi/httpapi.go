@@ -334,25 +334,26 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 // route dispatches to the mux, answering unknown paths and methods with
 // problem+json instead of the mux's plain text.
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
-	if p := r.URL.EscapedPath(); p != cleanPath(p) && (r.Method != http.MethodGet && r.Method != http.MethodHead ||
-		strings.HasPrefix(cleanPath(r.URL.Path), "/v1/")) {
-		// The mux would redirect to the clean path (307, text/html),
-		// which API clients do not read and which some follow with a POST's
-		// credentials to a path they did not name. A browser's or a
-		// discovery client's GET of a page or document is still redirected
-		// (an issuer joined with a slash too many).
-		s.writeError(w, r, authd.Errorf(authd.ENotFound, "No such resource: the path has empty, . or .. segments."))
-		return
-	}
-	if p := r.URL.EscapedPath(); p != cleanPath(p) && s.basePath != "" {
-		// The mux's redirect to the clean path, under the public URL's path
-		// (the mux's own would leave the proxy's prefix out).
-		target := s.basePath + cleanPath(p)
-		if r.URL.RawQuery != "" {
-			target += "?" + r.URL.RawQuery
+	if p := r.URL.EscapedPath(); p != cleanPath(p) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead || strings.HasPrefix(cleanPath(r.URL.Path), "/v1/") {
+			// The mux would redirect to the clean path (307, text/html),
+			// which API clients do not read and which some follow with a
+			// POST's credentials to a path they did not name. A browser's or
+			// a discovery client's GET of a page or document is still
+			// redirected (an issuer joined with a slash too many).
+			s.writeError(w, r, authd.Errorf(authd.ENotFound, "No such resource: the path has empty, . or .. segments."))
+			return
 		}
-		http.Redirect(w, r, target, http.StatusTemporaryRedirect) // as the mux's own
-		return
+		if s.basePath != "" {
+			// The mux's redirect, under the public URL's path (the mux's
+			// own would leave the proxy's prefix out).
+			target := s.basePath + cleanPath(p)
+			if r.URL.RawQuery != "" {
+				target += "?" + r.URL.RawQuery
+			}
+			http.Redirect(w, r, target, http.StatusTemporaryRedirect) // as the mux's own
+			return
+		}
 	}
 	if _, pattern := s.mux.Handler(r); pattern != "" {
 		r.Pattern = pattern // for the log line and metrics
