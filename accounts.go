@@ -40,6 +40,7 @@ func (s *Service) Register(ctx context.Context, c Client, email, password string
 	// Either answer mails the address, so either counts toward its limit
 	// (a new account's link may go past it: see below).
 	mail := s.mailAllowed(ctx, email)
+	spentNewAccount := false // the new account's allowance (below)
 	register := func(tx *txn) error {
 		now := s.now()
 		existing, err := tx.UserByEmail(ctx, email)
@@ -73,8 +74,14 @@ func (s *Service) Register(ctx context.Context, c Client, email, password string
 		// this one won; its owner must not get them and no link, and a
 		// resend refused for the hour. Once: an address whose accounts are
 		// made and erased again and again (verification off) is mailed no
-		// more than that.
-		mailed := mail || s.limitEmail(ctx, "mail-new-account", email, 1, mailLimitRange) == nil
+		// more than that. Spent here, in the transaction, not before it:
+		// spent by every registration past the budget, the allowance would
+		// go to a racing notice as the budget did.
+		mailed := mail
+		if !mail {
+			spentNewAccount = true
+			mailed = s.limitEmail(ctx, newAccountMail, email, 1, mailLimitRange) == nil
+		}
 		if err := tx.CreateSecurityLog(ctx, s.audit(now, c, EventRegistration, ResultSuccess, u.ID, "",
 			map[string]any{"consent": true, "verification_mailed": mailed})); err != nil {
 			return err
@@ -93,8 +100,15 @@ func (s *Service) Register(ctx context.Context, c Client, email, password string
 		err = s.inTx(ctx, register)
 	}
 	s.refundMail(ctx, err, email)
+	if spentNewAccount {
+		s.refundEmailLimit(ctx, err, newAccountMail, email)
+	}
 	return err
 }
+
+// newAccountMail is the per-email limit of a new account's verification
+// mails past the address's mail budget.
+const newAccountMail = "mail-new-account"
 
 // mailVerification voids the user's older verification links, withdraws
 // a mail of one still queued (newLinkMail), and queues a mail with a new

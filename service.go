@@ -725,11 +725,16 @@ func (s *Service) spendMail(ctx context.Context, email string) error {
 // they bound work, which an outage's requests did too (a hash, a round
 // trip).
 func (s *Service) refundMail(ctx context.Context, err error, email string) {
+	s.refundEmailLimit(ctx, err, "mail", email)
+}
+
+// refundEmailLimit is refundMail for the per-email limit of kind.
+func (s *Service) refundEmailLimit(ctx context.Context, err error, kind, email string) {
 	if s.limiter == nil || ErrorCode(err) != EUnavailable ||
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return
 	}
-	if err := s.limiter.Refund(ctx, s.emailLimitKey("mail", email)); err != nil {
+	if err := s.limiter.Refund(ctx, s.emailLimitKey(kind, email)); err != nil {
 		s.logger.WarnContext(ctx, "rate limiter failed", "err", err)
 	}
 }

@@ -275,7 +275,8 @@ func (s *downStore) InTx(ctx context.Context, fn func(authd.Queries) error) erro
 // TestOutageSpendsNoMail: a request that would mail an address and meets
 // an outage (503) does not spend the address's mails for the hour (three):
 // a user whose client retries a reset through a short outage gets the link
-// once it is over. Forgot, registration and an address change alike.
+// once it is over. Forgot, registration and an address change alike, and
+// a new account's allowance past a spent budget.
 func TestOutageSpendsNoMail(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		store := &downStore{Store: open(t)}
@@ -292,12 +293,15 @@ func TestOutageSpendsNoMail(t *testing.T) {
 		}
 		e.registerVerified("moving@example.org", goodPassword)
 		access, _ := e.login("moving@example.org", goodPassword)
+		budgetLeft("spent@example.org", 3) // its new account's link goes past the budget, once an hour
 
 		store.down.Store(true)
 		for range 4 {
 			want(t, "forgot in an outage", forgot("nobody@example.org"), 503, "")
-			want(t, "register in an outage", e.do("POST", "/v1/auth/register", map[string]any{"email": "new@example.org",
-				"password": goodPassword, "consent": true}), 503, "")
+			for _, email := range []string{"new@example.org", "spent@example.org"} {
+				want(t, "register in an outage", e.do("POST", "/v1/auth/register", map[string]any{"email": email,
+					"password": goodPassword, "consent": true}), 503, "")
+			}
 		}
 		for range 3 {
 			want(t, "an address change in an outage", e.changeEmail(access, "moved@example.org", goodPassword), 503, "")
@@ -308,6 +312,11 @@ func TestOutageSpendsNoMail(t *testing.T) {
 		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": "new@example.org",
 			"password": goodPassword, "consent": true}), 202, "")
 		budgetLeft("new@example.org", 2)
+		want(t, "register past the budget", e.do("POST", "/v1/auth/register", map[string]any{"email": "spent@example.org",
+			"password": goodPassword, "consent": true}), 202, "")
+		if n := e.mail.count(authd.MailVerifyEmail, "spent@example.org"); n != 1 {
+			t.Errorf("a new account past its address's budget after an outage: %d links, want 1 (the allowance kept)", n)
+		}
 		want(t, "an address change", e.changeEmail(access, "moved@example.org", goodPassword), 202, "")
 		budgetLeft("moved@example.org", 2)
 
