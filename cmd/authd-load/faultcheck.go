@@ -454,30 +454,20 @@ func (l *ledger) checkAttempts(rep *faultReport, faults []fault, sampler *fallba
 		}
 	}
 
-	// recovered[f][i]: when instance i first answered 2xx to a request
-	// sent after fault f ended.
-	recovered := make([][]time.Time, len(faults))
 	var notRecovered []string
 	var graceful []faultStats
-	for fi, f := range faults {
+	for _, f := range faults {
 		fs := faultStats{Kind: f.Kind, AtSec: f.Start.Sub(l.start).Seconds(), LengthS: f.End.Sub(f.Start).Seconds()}
 		if strings.HasPrefix(f.Kind, "SIGTERM") {
 			fs.Exit = &f.Exit
 			graceful = append(graceful, fs)
 		}
-		recovered[fi] = make([]time.Time, len(l.insts))
 		for i := range l.insts {
-			for _, a := range l.attempts {
-				if a.Instance == i && !a.Start.Before(f.End) && a.Status >= 200 && a.Status < 300 &&
-					(recovered[fi][i].IsZero() || a.End.Before(recovered[fi][i])) {
-					recovered[fi][i] = a.End
-				}
-			}
-			if recovered[fi][i].IsZero() {
+			if rec := l.firstSuccess(i, "", f.End); rec.IsZero() {
 				fs.Recovery = append(fs.Recovery, -1)
 				notRecovered = append(notRecovered, fmt.Sprintf("%s after %s", l.insts[i].name, f.Kind))
 			} else {
-				fs.Recovery = append(fs.Recovery, recovered[fi][i].Sub(f.End).Seconds())
+				fs.Recovery = append(fs.Recovery, rec.Sub(f.End).Seconds())
 			}
 			if strings.HasPrefix(f.Kind, "Redis") {
 				if t, ok := sampler.backOnRedis(i, f.Start); ok {
@@ -488,10 +478,7 @@ func (l *ledger) checkAttempts(rep *faultReport, faults []fault, sampler *fallba
 			}
 		}
 		for _, a := range l.attempts {
-			end := recovered[fi][a.Instance]
-			if end.IsZero() {
-				end = a.End
-			}
+			end := l.recovered(a, f)
 			if a.End.Before(f.Start) || a.Start.After(end) {
 				continue
 			}
@@ -517,7 +504,12 @@ func (l *ledger) checkAttempts(rep *faultReport, faults []fault, sampler *fallba
 
 	// A 503 with Retry-After is the answer to an outage of something an
 	// instance needs: PostgreSQL for both, itself for the one killed (a
-	// start-up). Redis is not one: limits fall back to memory.
+	// start-up). Redis is not one: limits fall back to memory. The outage
+	// lasts, for an operation, until the instance first answered that
+	// operation 2xx after it (or any, if that operation never was):
+	// operations recover at their own pace (one needing the revocation set
+	// waits for its catch-up, paced apart from the pool's new connections
+	// that answer a login at once).
 	var bad []string
 	n503 := 0
 	for _, a := range l.attempts {
@@ -526,14 +518,11 @@ func (l *ledger) checkAttempts(rep *faultReport, faults []fault, sampler *fallba
 		}
 		allowed := false
 		if a.Status == http.StatusServiceUnavailable && a.RetryAfter {
-			for fi, f := range faults {
+			for _, f := range faults {
 				if strings.HasPrefix(f.Kind, "Redis") || (f.Target >= 0 && f.Target != a.Instance) {
 					continue
 				}
-				end := recovered[fi][a.Instance]
-				if end.IsZero() {
-					end = a.End
-				}
+				end := l.recovered(a, f)
 				if !a.End.Before(f.Start) && !a.Start.After(end) {
 					allowed = true
 				}
@@ -548,6 +537,48 @@ func (l *ledger) checkAttempts(rep *faultReport, faults []fault, sampler *fallba
 	}
 	rep.add("no 5xx but 503 + Retry-After during an outage", len(bad) == 0,
 		"%d 503s during outages; %d other 5xx%s", n503, len(bad), sample(bad))
+}
+
+// recovered is when attempt a's operation on its instance was over fault
+// f: its first success after the fault, the instance's if the operation
+// had none, or the attempt's end if the instance had none either (which
+// fails the run on its own).
+func (l *ledger) recovered(a attempt, f fault) time.Time {
+	for _, op := range []string{a.Op, ""} {
+		if t := l.firstSuccess(a.Instance, op, f.End); !t.IsZero() {
+			return t
+		}
+	}
+	return a.End
+}
+
+// firstSuccess is when instance first answered op (any, if "") 2xx to a
+// request sent at or after from; zero if it never did. Answers are
+// remembered: the checks ask it of every attempt.
+func (l *ledger) firstSuccess(instance int, op string, from time.Time) time.Time {
+	key := successKey{instance, op, from}
+	if first, ok := l.firstSuccesses[key]; ok {
+		return first
+	}
+	var first time.Time
+	for _, a := range l.attempts {
+		if a.Instance == instance && (op == "" || a.Op == op) && !a.Start.Before(from) && a.Status >= 200 && a.Status < 300 &&
+			(first.IsZero() || a.End.Before(first)) {
+			first = a.End
+		}
+	}
+	if l.firstSuccesses == nil {
+		l.firstSuccesses = map[successKey]time.Time{}
+	}
+	l.firstSuccesses[key] = first
+	return first
+}
+
+// successKey is a question firstSuccess answered.
+type successKey struct {
+	instance int
+	op       string
+	from     time.Time
 }
 
 // print writes the report as tables.

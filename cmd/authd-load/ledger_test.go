@@ -8,8 +8,9 @@ import (
 
 // TestFiveHundredsRule holds the 5xx rule of the ledger: a 503 with
 // Retry-After is allowed only while the instance was affected by an
-// outage (PostgreSQL for both, a SIGKILL for its victim, never Redis);
-// anything else fails the run.
+// outage (PostgreSQL for both, a SIGKILL for its victim, never Redis),
+// until the instance answers that operation 2xx again; anything else
+// fails the run.
 func TestFiveHundredsRule(t *testing.T) {
 	t0 := time.Unix(1_000_000, 0)
 	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
@@ -19,12 +20,16 @@ func TestFiveHundredsRule(t *testing.T) {
 		{Kind: "Redis stop", Target: -1, Start: at(30), End: at(40)},
 		{Kind: "SIGTERM authd-1", Target: 0, Start: at(45), End: at(45.2)},
 	}
-	// Both instances succeed soon after each fault.
+	// Both instances succeed soon after each fault, and log in again a
+	// little later after the PostgreSQL outage.
 	var base []attempt
 	for _, s := range []float64{5, 11.5, 26, 41, 46} {
 		for i := range 2 {
 			base = append(base, attempt{Op: "me", Instance: i, Start: at(s), End: at(s + 0.01), Status: 200})
 		}
+	}
+	for i := range 2 {
+		base = append(base, attempt{Op: "login", Instance: i, Start: at(28), End: at(28.1), Status: 200})
 	}
 	for _, tc := range []struct {
 		name string
@@ -41,6 +46,13 @@ func TestFiveHundredsRule(t *testing.T) {
 		{"503 on the other instance during the kill", attempt{Op: "me", Instance: 0, Start: at(10.5), End: at(10.6), Status: 503, RetryAfter: true}, false},
 		{"503 on the stopped instance as it starts again", attempt{Op: "me", Instance: 0, Start: at(45.3), End: at(45.4), Status: 503, RetryAfter: true}, true},
 		{"503 on the other instance during the graceful stop", attempt{Op: "me", Instance: 1, Start: at(45.1), End: at(45.15), Status: 503, RetryAfter: true}, false},
+		// The instances answered me at 26 and login at 28 (base): a login
+		// sent before 28 is still in its outage, a me after 26 is not, and
+		// an operation that did not succeed after it has the instance's.
+		{"503 on one operation before its own first success", attempt{Op: "login", Instance: 0, Start: at(27), End: at(27.1), Status: 503, RetryAfter: true}, true},
+		{"503 on one operation after its own first success", attempt{Op: "me", Instance: 0, Start: at(27), End: at(27.1), Status: 503, RetryAfter: true}, false},
+		{"503 on an operation that never succeeded, after the instance did", attempt{Op: "logout", Instance: 0, Start: at(27), End: at(27.1), Status: 503, RetryAfter: true}, false},
+		{"503 on an operation that never succeeded, before the instance did", attempt{Op: "logout", Instance: 0, Start: at(25.5), End: at(25.6), Status: 503, RetryAfter: true}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := &ledger{insts: []*instance{{name: "authd-1"}, {name: "authd-2"}}, start: t0,
