@@ -292,11 +292,16 @@ func (s *Service) codeRight(ctx context.Context, tx *txn, u *User, now time.Time
 }
 
 // countFailure counts a failed check on u at now (code: a wrong
-// second-factor code), the failures before it forgotten after
-// failureMemory, and reports whether the count reached the lockout
-// threshold.
+// second-factor code) and reports whether the count reached the lockout
+// threshold. The failures before it are forgotten failureMemory after the
+// last one, unless wrong codes are among them: whoever gave those passed
+// the password (or holds a session), and, forgotten, a day's guesses one
+// short of the threshold would go on for ever under the lock and its
+// notice, which tells the owner to change the password. Such a count ends
+// as a whole sign-in, a right code in the owner's session (codeRight, for
+// the codes), a lock's end or an administrator ends it.
 func (s *Service) countFailure(u *User, now time.Time, code bool) bool {
-	if now.Sub(u.LastFailedLogin) >= failureMemory {
+	if now.Sub(u.LastFailedLogin) >= failureMemory && u.FailedCodeAttempts == 0 {
 		u.clearFailures() // the earlier failures are forgotten
 	}
 	u.FailedLoginAttempts++

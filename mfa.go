@@ -341,13 +341,15 @@ func dropEnrolments(ctx context.Context, tx *txn, factors []*Factor) error {
 }
 
 // DisableTOTP removes the user's TOTP factor (and the recovery codes, when
-// no passkey is left), given a current TOTP or recovery code, ends the
-// other sessions it signed in and voids the passkey registrations not
-// finished (factorRemoved). A wrong code counts toward the lock, as a
-// wrong password does. Returns EInvalid, EInvalidCredentials, ENotFound (no
-// factor enabled), EAccountLocked, ERateLimited, EInvalidToken, EUnavailable.
-func (s *Service) DisableTOTP(ctx context.Context, c Client, a *AccessClaims, proof StepUp) error {
-	return s.withSecondFactor(ctx, c, a, proof, EventMFADisabled, func(tx *txn, u *User, f *Factor, now time.Time) error {
+// no passkey is left), given a current TOTP or recovery code (and the
+// password, required from a session signed in without it:
+// withSecondFactor), ends the other sessions it signed in and voids the
+// passkey registrations not finished (factorRemoved). A wrong code counts
+// toward the lock, as a wrong password does. Returns EInvalid,
+// EInvalidCredentials, ENotFound (no factor enabled), EAccountLocked,
+// ERateLimited, EInvalidToken, EUnavailable.
+func (s *Service) DisableTOTP(ctx context.Context, c Client, a *AccessClaims, password string, proof StepUp) error {
+	return s.withSecondFactor(ctx, c, a, password, proof, EventMFADisabled, func(tx *txn, u *User, f *Factor, now time.Time) error {
 		if f == nil {
 			return Errorf(ENotFound, "TOTP is not enabled.")
 		}
@@ -366,12 +368,13 @@ func (s *Service) DisableTOTP(ctx context.Context, c Client, a *AccessClaims, pr
 }
 
 // ReplaceRecoveryCodes replaces the user's recovery codes with a new set,
-// given a current TOTP or recovery code, and returns them (shown once);
-// the other sessions an old code signed in end.
-// Returns as DisableTOTP.
-func (s *Service) ReplaceRecoveryCodes(ctx context.Context, c Client, a *AccessClaims, proof StepUp) ([]string, error) {
+// given a current TOTP or recovery code (and the password, as
+// DisableTOTP), and returns them (shown once); the other sessions an old
+// code signed in end. Returns as DisableTOTP.
+func (s *Service) ReplaceRecoveryCodes(ctx context.Context, c Client, a *AccessClaims, password string,
+	proof StepUp) ([]string, error) {
 	var codes []string
-	err := s.withSecondFactor(ctx, c, a, proof, EventRecoveryCodesReplaced, func(tx *txn, u *User, _ *Factor, now time.Time) error {
+	err := s.withSecondFactor(ctx, c, a, password, proof, EventRecoveryCodesReplaced, func(tx *txn, u *User, _ *Factor, now time.Time) error {
 		var err error
 		if codes, err = s.replaceRecoveryCodes(ctx, tx, u.ID, now); err != nil {
 			return err
@@ -404,19 +407,38 @@ func (s *Service) codeChecked(ctx context.Context, a *AccessClaims) (*User, erro
 // for the user's second factor; f is the TOTP factor, nil when it is not
 // enabled. A wrong code counts toward the lock and is logged as a failure
 // of event; while the account is locked nothing is checked.
-func (s *Service) withSecondFactor(ctx context.Context, c Client, a *AccessClaims, proof StepUp, event EventType,
-	fn func(tx *txn, u *User, f *Factor, now time.Time) error) error {
+//
+// A session signed in without the password (a passkey's own sign-in: amr
+// without pwd) gives the password too: whoever holds one passkey (a copy
+// synced to someone else's device) could otherwise remove the owner's
+// other factors and replace the recovery codes, and with them every way
+// the owner signs in, as the password alone no longer does. A password
+// given is checked in any session (reauthenticate: a wrong one counts
+// toward the lock).
+func (s *Service) withSecondFactor(ctx context.Context, c Client, a *AccessClaims, password string, proof StepUp,
+	event EventType, fn func(tx *txn, u *User, f *Factor, now time.Time) error) error {
 	if proof.empty() {
 		return invalidField("code", "is required: a TOTP or recovery code (or a passkey assertion as passkey)")
 	}
 	if err := s.shape(proof); err != nil {
 		return err
 	}
+	if password == "" && !slices.Contains(a.AMR, AMRPassword) {
+		return invalidField("password", "is required: this session signed in without the password")
+	}
 	ctx, cancel := s.detach(ctx) // a wrong code is counted whatever the client does
 	defer cancel()
 	u, err := s.codeChecked(ctx, a)
 	if err != nil {
 		return err
+	}
+	// A password changed between its check and the transaction ended the
+	// session (sessionLive refuses) unless this session changed it, with
+	// the password it had just proved.
+	if password != "" {
+		if _, err := s.reauthenticate(ctx, c, a, password, "password", event); err != nil {
+			return err
+		}
 	}
 	return s.inTx(ctx, func(tx *txn) error {
 		u, err := tx.User(ctx, u.ID)

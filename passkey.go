@@ -946,17 +946,19 @@ func (s *Service) checkPasskeyProof(ctx context.Context, tx *txn, c Client, u *U
 }
 
 // DeletePasskey removes one of the token's user's passkeys, given the
-// step-up proof of a second factor (the passkey itself will do). The last
-// second factor gone, the recovery codes go too; registrations not finished
-// go always (factorRemoved). Returns EInvalid,
-// EInvalidCredentials, EInvalidToken, ENotFound (no such passkey, or
-// passkeys off: an administrator's reset-mfa removes them then),
-// EAccountLocked, ERateLimited, EUnavailable.
-func (s *Service) DeletePasskey(ctx context.Context, c Client, a *AccessClaims, id uuid.UUID, proof StepUp) error {
+// step-up proof of a second factor (the passkey itself will do) and the
+// password, required from a session signed in without it (a passkey's:
+// withSecondFactor). The last second factor gone, the recovery codes go
+// too; registrations not finished go always (factorRemoved). Returns
+// EInvalid, EInvalidCredentials, EInvalidToken, ENotFound (no such
+// passkey, or passkeys off: an administrator's reset-mfa removes them
+// then), EAccountLocked, ERateLimited, EUnavailable.
+func (s *Service) DeletePasskey(ctx context.Context, c Client, a *AccessClaims, id uuid.UUID, password string,
+	proof StepUp) error {
 	if _, err := s.relyingParty(); err != nil {
 		return err
 	}
-	return s.withSecondFactor(ctx, c, a, proof, EventPasskeyRemoved, func(tx *txn, u *User, _ *Factor, now time.Time) error {
+	return s.withSecondFactor(ctx, c, a, password, proof, EventPasskeyRemoved, func(tx *txn, u *User, _ *Factor, now time.Time) error {
 		keys, err := tx.Passkeys(ctx, u.ID)
 		if err != nil {
 			return err

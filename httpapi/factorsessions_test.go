@@ -60,7 +60,7 @@ func TestRemovingAPasskeyEndsItsSessions(t *testing.T) {
 			t.Fatal(err)
 		}
 		want(t, "remove the passkey", e.do("DELETE", "/v1/users/me/passkeys/"+key.ID.String(),
-			map[string]string{"code": codes[0]}, bearer(remover.access)...), 204, "")
+			map[string]string{"password": goodPassword, "code": codes[0]}, bearer(remover.access)...), 204, "")
 		e.wantLive(false, alone, second)
 		e.wantLive(true, remover, other)
 		if !e.active(password) {

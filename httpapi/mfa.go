@@ -105,11 +105,11 @@ func (s *Server) confirmTOTP(w http.ResponseWriter, r *http.Request, a *authd.Ac
 }
 
 func (s *Server) disableTOTP(w http.ResponseWriter, r *http.Request, a *authd.AccessClaims) error {
-	var in stepUpIn
+	var in reauthIn
 	if err := decodeJSON(w, r, &in); err != nil {
 		return err
 	}
-	if err := s.svc.DisableTOTP(r.Context(), client(r), a, in.proof()); err != nil {
+	if err := s.svc.DisableTOTP(r.Context(), client(r), a, in.Password, in.proof()); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -117,11 +117,11 @@ func (s *Server) disableTOTP(w http.ResponseWriter, r *http.Request, a *authd.Ac
 }
 
 func (s *Server) replaceRecoveryCodes(w http.ResponseWriter, r *http.Request, a *authd.AccessClaims) error {
-	var in stepUpIn
+	var in reauthIn
 	if err := decodeJSON(w, r, &in); err != nil {
 		return err
 	}
-	codes, err := s.svc.ReplaceRecoveryCodes(r.Context(), client(r), a, in.proof())
+	codes, err := s.svc.ReplaceRecoveryCodes(r.Context(), client(r), a, in.Password, in.proof())
 	if err != nil {
 		return err
 	}

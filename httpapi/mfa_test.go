@@ -670,7 +670,7 @@ func TestHangingUpCountsCodes(t *testing.T) {
 	gone, hangUp := context.WithCancel(context.Background())
 	hangUp()
 	failures := func() int { return e.user("gone@example.org").FailedLoginAttempts }
-	err = e.svc.DisableTOTP(gone, authd.Client{IP: "192.0.2.8"}, a, authd.StepUp{Code: "000000"})
+	err = e.svc.DisableTOTP(gone, authd.Client{IP: "192.0.2.8"}, a, "", authd.StepUp{Code: "000000"})
 	if authd.ErrorCode(err) != authd.EInvalidCredentials || failures() != 1 {
 		t.Errorf("a step-up's wrong code with the client gone: %v, %d failures; want counted", err, failures())
 	}
@@ -1228,8 +1228,10 @@ func TestCodeCountFollowsTheOwner(t *testing.T) {
 		replace := func(body map[string]any) response {
 			return e.do("POST", "/v1/users/me/mfa/recovery-codes", body, bearer(access)...)
 		}
-		want(t, "the owner's mistyped code", replace(map[string]any{"code": "bbbbb-bbbbb"}), 401, "invalid_credentials")
-		want(t, "the owner's passkey step-up", replace(map[string]any{"passkey": e.stepUp(access, k)}), 200, "")
+		want(t, "the owner's mistyped code", replace(map[string]any{"password": goodPassword, "code": "bbbbb-bbbbb"}),
+			401, "invalid_credentials")
+		want(t, "the owner's passkey step-up", replace(map[string]any{"password": goodPassword, "passkey": e.stepUp(access, k)}),
+			200, "")
 		if n := codesOf(byPasskey); n != 0 {
 			t.Errorf("after the owner's passkey step-up: %d wrong codes still counted", n)
 		}
@@ -1244,6 +1246,47 @@ func TestCodeCountFollowsTheOwner(t *testing.T) {
 			map[string]string{"code": totpAt(t, secret, e.clock.Now())}, bearer(access)...), 200, "")
 		if n := codesOf(guessed); n != 4 {
 			t.Errorf("after the owner's step-up while another sign-in awaits its code: %d wrong codes counted, want 4", n)
+		}
+	})
+}
+
+// TestSpacedCodeGuessesLock: wrong codes past the password are not
+// forgotten with time, as an outsider's wrong passwords are a day after
+// the last: whoever holds the password, guessing one short of the
+// threshold each day, reaches the lock and its notice the next day.
+// Forgotten, they would guess a few codes a day for ever, unseen.
+func TestSpacedCodeGuessesLock(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "spaced@example.org"
+		_, secret, _ := e.mfaUser(email)
+		token := e.mfaLogin(email)
+		for range 4 {
+			want(t, "a wrong code", e.verify(token, "totp", e.wrongCode(secret)), 401, "invalid_credentials")
+		}
+		e.clock.Advance(24*time.Hour + time.Minute)
+		want(t, "a wrong code a day later", e.verify(e.mfaLogin(email), "totp", e.wrongCode(secret)), 401, "invalid_credentials")
+		if u := e.user(email); u.AccountStatus != authd.StatusLocked {
+			t.Errorf("after five wrong codes a day apart: status %s, want locked", u.AccountStatus)
+		}
+		if m := e.mail.last(t, authd.MailAccountLocked, email); !m.AfterCodes {
+			t.Errorf("the lock's notice %+v; want it to say the password was right", m)
+		}
+
+		// An outsider's wrong passwords are forgotten a day after the last.
+		const outsider = "outsider@example.org"
+		e.registerVerified(outsider, goodPassword)
+		wrong := func() response {
+			return e.do("POST", "/v1/auth/login", map[string]string{"email": outsider, "password": "not the password 1"})
+		}
+		for range 4 {
+			want(t, "a wrong password", wrong(), 401, "invalid_credentials")
+		}
+		e.clock.Advance(24*time.Hour + time.Minute)
+		want(t, "a wrong password a day later", wrong(), 401, "invalid_credentials")
+		if u := e.user(outsider); u.AccountStatus != authd.StatusActive || u.FailedLoginAttempts != 1 {
+			t.Errorf("an outsider's fifth wrong password a day later: status %s, %d failures; want active, 1",
+				u.AccountStatus, u.FailedLoginAttempts)
 		}
 	})
 }
@@ -1446,7 +1489,8 @@ func TestPasskeySignInKeepsTheCodesLock(t *testing.T) {
 		}
 		e.clock.Advance(time.Minute)
 		want(t, "a right code in that session while codes are refused", e.do("POST", "/v1/users/me/mfa/recovery-codes",
-			map[string]string{"code": totpAt(t, secret, e.clock.Now())}, bearer(r.str("access_token"))...), 423, "account_locked")
+			map[string]string{"password": goodPassword, "code": totpAt(t, secret, e.clock.Now())}, bearer(r.str("access_token"))...),
+			423, "account_locked")
 	})
 }
 

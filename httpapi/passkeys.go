@@ -133,13 +133,18 @@ func (in stepUpIn) proof() authd.StepUp {
 	return authd.StepUp{Code: in.Code, Passkey: passkey}
 }
 
+// reauthIn is the body of a change that re-authenticates: the password and
+// the step-up. A factor's removal takes it too, the password required from
+// a session signed in without it only (the service says so).
+type reauthIn struct {
+	Password string `json:"password"`
+	stepUpIn
+}
+
 // readReauth reads the body of a change that re-authenticates: the
 // password (required) and, for a user with a second factor, its proof.
 func readReauth(w http.ResponseWriter, r *http.Request) (password string, proof authd.StepUp, err error) {
-	var in struct {
-		Password string `json:"password"`
-		stepUpIn
-	}
+	var in reauthIn
 	if err := decodeJSON(w, r, &in); err != nil {
 		return "", authd.StepUp{}, err
 	}
@@ -154,11 +159,11 @@ func (s *Server) deletePasskey(w http.ResponseWriter, r *http.Request, a *authd.
 	if err != nil {
 		return err
 	}
-	var in stepUpIn
+	var in reauthIn
 	if err := decodeOptional(w, r, &in); err != nil {
 		return err
 	}
-	if err := s.svc.DeletePasskey(r.Context(), client(r), a, id, in.proof()); err != nil {
+	if err := s.svc.DeletePasskey(r.Context(), client(r), a, id, in.Password, in.proof()); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -1153,3 +1153,57 @@ func TestFirstPasskeyLogsTheSessionsItEnds(t *testing.T) {
 		}
 	})
 }
+
+// TestPasswordlessSessionRemovesFactorsWithThePassword: a session a
+// passkey signed in alone (no pwd in its amr) must give the password to
+// remove a factor or replace the recovery codes. Whoever holds one passkey
+// (a copy synced to someone else's device) would otherwise remove the
+// owner's TOTP and passkeys and take the recovery codes, leaving the owner
+// no way in but an administrator.
+func TestPasswordlessSessionRemovesFactorsWithThePassword(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		const email = "owner@example.org"
+		owner, _, _ := e.mfaUser(email)
+		shared := newSoftKey(t, rpID, rpOrigin)
+		want(t, "add the shared passkey", e.addPasskey(owner, shared, "Family tablet"), 201, "")
+		r := e.signIn(shared)
+		want(t, "passwordless sign-in", r, 200, "")
+		holder := r.str("access_token")
+		r = e.do("GET", "/v1/users/me/passkeys", nil, bearer(holder)...)
+		want(t, "list", r, 200, "")
+		key := r.body["items"].([]any)[0].(map[string]any)["id"].(string)
+
+		removals := []struct{ name, method, path string }{
+			{"TOTP's removal", "DELETE", "/v1/users/me/mfa/totp"},
+			{"the codes' replacement", "POST", "/v1/users/me/mfa/recovery-codes"},
+			{"a passkey's removal", "DELETE", "/v1/users/me/passkeys/" + key},
+		}
+		for _, c := range removals {
+			r := e.do(c.method, c.path, map[string]any{"passkey": e.stepUp(holder, shared)}, bearer(holder)...)
+			want(t, c.name+" without the password", r, 400, "validation_failed")
+			if r.field() != "password" {
+				t.Errorf("%s: field %q, want password", c.name, r.field())
+			}
+			r = e.do(c.method, c.path, map[string]any{"password": "not-the-password-1", "passkey": e.stepUp(holder, shared)},
+				bearer(holder)...)
+			want(t, c.name+" with a wrong password", r, 401, "invalid_credentials")
+		}
+		if u := e.user(email); u.FailedLoginAttempts != len(removals) {
+			t.Errorf("%d failures counted, want the %d wrong passwords", u.FailedLoginAttempts, len(removals))
+		}
+		if evs := e.events(email); hasEvent(evs, "mfa_disabled/success") || hasEvent(evs, "passkey_removed/success") ||
+			hasEvent(evs, "recovery_codes_replaced/success") {
+			t.Fatalf("a factor changed without the password: %v", evs)
+		}
+
+		// With the password the holder's session is the owner's, as a
+		// session the password signed in is: the removal goes through.
+		want(t, "TOTP's removal with the password", e.do("DELETE", "/v1/users/me/mfa/totp",
+			map[string]any{"password": goodPassword, "passkey": e.stepUp(holder, shared)}, bearer(holder)...), 204, "")
+		// A session the password signed in needs only the second factor.
+		e.clock.Advance(30 * time.Second)
+		want(t, "the codes' replacement in a password's session", e.do("POST", "/v1/users/me/mfa/recovery-codes",
+			map[string]any{"passkey": e.stepUp(owner, shared)}, bearer(owner)...), 200, "")
+	})
+}

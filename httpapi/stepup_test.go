@@ -417,7 +417,7 @@ func TestFactorChangesRefusedOnceTheirSessionEnded(t *testing.T) {
 
 		access, secret, _ := e.mfaUser("removing@example.org")
 		a = ended(access)
-		wantEnded("TOTP's removal", e.svc.DisableTOTP(t.Context(), authd.Client{}, a,
+		wantEnded("TOTP's removal", e.svc.DisableTOTP(t.Context(), authd.Client{}, a, "",
 			authd.StepUp{Code: totpAt(t, secret, e.clock.Now())}))
 		if f := factors("removing@example.org"); len(f) != 1 || !f[0].Confirmed {
 			t.Errorf("factors %+v; want TOTP kept", f)
