@@ -1201,8 +1201,12 @@ func TestPasswordlessSessionRemovesFactorsWithThePassword(t *testing.T) {
 		// session the password signed in is: the removal goes through.
 		want(t, "TOTP's removal with the password", e.do("DELETE", "/v1/users/me/mfa/totp",
 			map[string]any{"password": goodPassword, "passkey": e.stepUp(holder, shared)}, bearer(holder)...), 204, "")
-		// A session the password signed in needs only the second factor.
+		// A session the password signed in needs only the second factor;
+		// a password it gives is checked all the same.
 		e.clock.Advance(30 * time.Second)
+		want(t, "a wrong password given in a password's session", e.do("POST", "/v1/users/me/mfa/recovery-codes",
+			map[string]any{"password": "not-the-password-1", "passkey": e.stepUp(owner, shared)}, bearer(owner)...),
+			401, "invalid_credentials")
 		want(t, "the codes' replacement in a password's session", e.do("POST", "/v1/users/me/mfa/recovery-codes",
 			map[string]any{"passkey": e.stepUp(owner, shared)}, bearer(owner)...), 200, "")
 	})
