@@ -373,11 +373,12 @@ func (s *Service) RevokeUserSessions(ctx context.Context, c Client, id uuid.UUID
 // DeleteUser erases an account as DeleteMe does. ENotFound.
 func (s *Service) DeleteUser(ctx context.Context, c Client, id uuid.UUID) error {
 	var address string
+	var spent bool
 	err := s.adminAction(ctx, c, id, "delete", func(tx *txn, u *User, now time.Time) (map[string]any, error) {
-		address = u.Email
+		address, spent = u.Email, erasureSpendsMail(u)
 		return nil, s.erase(ctx, tx, u, now, "admin")
 	})
-	return s.afterErasure(ctx, id, address, err)
+	return s.afterErasure(ctx, id, address, spent, err)
 }
 
 // UserMFA shows an administrator a user's second factors (never their

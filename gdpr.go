@@ -56,15 +56,16 @@ func (s *Service) DeleteMe(ctx context.Context, c Client, a *AccessClaims, passw
 		return err
 	}
 	var address string
+	var spent bool
 	err = s.inTx(ctx, func(tx *txn) error {
 		u, now, err := s.recheck(ctx, tx, c, a, checked, proof, EventAccountDeleted)
 		if err != nil {
 			return err
 		}
-		address = u.Email
+		address, spent = u.Email, erasureSpendsMail(u)
 		return s.erase(ctx, tx, u, now, "user")
 	})
-	return s.afterErasure(ctx, a.UserID, address, err)
+	return s.afterErasure(ctx, a.UserID, address, spent, err)
 }
 
 // afterErasure finishes, once the erasure that err reports has committed,
@@ -73,9 +74,14 @@ func (s *Service) DeleteMe(ctx context.Context, c Client, a *AccessClaims, passw
 // after the commit (Store.FinishErasure, for erasureBudget at most,
 // whatever the client does; the next retention run, within the hour,
 // finishes the rest). A failure of either is logged rather than returned:
-// the erasure stands, and a retry would find no account.
-func (s *Service) afterErasure(ctx context.Context, user uuid.UUID, address string, err error) error {
+// the erasure stands, and a retry would find no account. An erasure that
+// met an outage gives back the mail its notice spent (spent:
+// erasureSpendsMail), as every flow that mails does (refundMail).
+func (s *Service) afterErasure(ctx context.Context, user uuid.UUID, address string, spent bool, err error) error {
 	if err != nil {
+		if spent {
+			s.refundMail(ctx, err, address)
+		}
 		return err
 	}
 	ctx, cancel := s.detach(ctx)
@@ -127,7 +133,7 @@ func (s *Service) erase(ctx context.Context, tx *txn, u *User, now time.Time, by
 	// someone's address can sign in, erase the account and register it
 	// again, and each erasure mailed that address. A verified address's
 	// notice goes regardless (no forgot-password flood silences it).
-	mailNotice := u.EmailVerified || s.mailAllowed(ctx, u.Email)
+	mailNotice := !erasureSpendsMail(u) || s.mailAllowed(ctx, u.Email)
 	u.Email = Tombstone(u.ID)
 	u.PasswordHash = ""
 	u.EmailVerified = false
@@ -149,6 +155,10 @@ func (s *Service) erase(ctx context.Context, tx *txn, u *User, now time.Time, by
 	return tx.CreateSecurityLog(ctx, NewSecurityLog(now, EventAccountDeleted, ResultSuccess, u.ID, "", "", "",
 		map[string]any{"by": by, "notice_mailed": mailNotice}))
 }
+
+// erasureSpendsMail reports whether u's erasure counts its notice against
+// the address's mail budget (erase): an address never verified.
+func erasureSpendsMail(u *User) bool { return !u.EmailVerified }
 
 // Page is one page of a newest-first list.
 type Page[T any] struct {

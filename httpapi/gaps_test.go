@@ -275,8 +275,9 @@ func (s *downStore) InTx(ctx context.Context, fn func(authd.Queries) error) erro
 // TestOutageSpendsNoMail: a request that would mail an address and meets
 // an outage (503) does not spend the address's mails for the hour (three):
 // a user whose client retries a reset through a short outage gets the link
-// once it is over. Forgot, registration and an address change alike, and
-// a new account's allowance past a spent budget.
+// once it is over. Forgot, registration, an address change and the
+// erasure of an address never verified (whose notice spends it) alike,
+// and a new account's allowance past a spent budget.
 func TestOutageSpendsNoMail(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		store := &downStore{Store: open(t)}
@@ -294,6 +295,9 @@ func TestOutageSpendsNoMail(t *testing.T) {
 		e.registerVerified("moving@example.org", goodPassword)
 		access, _ := e.login("moving@example.org", goodPassword)
 		budgetLeft("spent@example.org", 3) // its new account's link goes past the budget, once an hour
+		want(t, "register an address never verified", e.do("POST", "/v1/auth/register", map[string]any{
+			"email": "unverified@example.org", "password": goodPassword, "consent": true}), 202, "")
+		unverified := "/v1/admin/users/" + e.user("unverified@example.org").ID.String()
 
 		store.down.Store(true)
 		for range 4 {
@@ -305,8 +309,10 @@ func TestOutageSpendsNoMail(t *testing.T) {
 		}
 		for range 3 {
 			want(t, "an address change in an outage", e.changeEmail(access, "moved@example.org", goodPassword), 503, "")
+			want(t, "an erasure in an outage", e.admin("DELETE", unverified, nil), 503, "")
 		}
 		store.down.Store(false)
+		budgetLeft("unverified@example.org", 2) // its link spent one
 
 		budgetLeft("nobody@example.org", 3)
 		want(t, "register", e.do("POST", "/v1/auth/register", map[string]any{"email": "new@example.org",
