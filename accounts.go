@@ -37,9 +37,9 @@ func (s *Service) Register(ctx context.Context, c Client, email, password string
 	if err != nil {
 		return err
 	}
-	// Either answer mails the address, so either counts toward its limit
-	// (a new account's link may go past it: see below).
-	mail := s.mailAllowed(ctx, email)
+	// Either answer mails the address, so either counts toward its limit,
+	// alike, as a notice (a new account's link may go past it: see below).
+	mail := s.noticeAllowed(ctx, email)
 	spentNewAccount := false // the new account's allowance (below)
 	register := func(tx *txn) error {
 		now := s.now()
@@ -99,7 +99,9 @@ func (s *Service) Register(ctx context.Context, c Client, email, password string
 		// one, with the same 202.
 		err = s.inTx(ctx, register)
 	}
-	s.refundMail(ctx, err, email)
+	if mail {
+		s.refundMail(ctx, err, email)
+	}
 	if spentNewAccount {
 		s.refundEmailLimit(ctx, err, newAccountMail, email)
 	}

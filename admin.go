@@ -375,8 +375,10 @@ func (s *Service) DeleteUser(ctx context.Context, c Client, id uuid.UUID) error 
 	var address string
 	var spent bool
 	err := s.adminAction(ctx, c, id, "delete", func(tx *txn, u *User, now time.Time) (map[string]any, error) {
-		address, spent = u.Email, erasureSpendsMail(u)
-		return nil, s.erase(ctx, tx, u, now, "admin")
+		address = u.Email
+		var err error
+		spent, err = s.erase(ctx, tx, u, now, "admin")
+		return nil, err
 	})
 	return s.afterErasure(ctx, id, address, spent, err)
 }

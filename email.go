@@ -65,9 +65,10 @@ func (s *Service) RequestEmailChange(ctx context.Context, c Client, a *AccessCla
 			return err
 		}
 		// The new address's mail budget, as any mail to it: past it the
-		// request answers as usual and no mail goes there (SPEC 6.7).
-		mail := s.mailAllowed(ctx, newEmail)
-		counted = true
+		// request answers as usual and no mail goes there (SPEC 6.7). Its
+		// owner did not ask for it: a notice's share (noticeAllowed).
+		mail := s.noticeAllowed(ctx, newEmail)
+		counted = mail
 		// Whether newEmail has an account is not looked at here: the
 		// answer, the row, the mails queued and the user's data must be
 		// alike either way (SPEC §6.6), since the requester can read all

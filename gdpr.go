@@ -62,8 +62,9 @@ func (s *Service) DeleteMe(ctx context.Context, c Client, a *AccessClaims, passw
 		if err != nil {
 			return err
 		}
-		address, spent = u.Email, erasureSpendsMail(u)
-		return s.erase(ctx, tx, u, now, "user")
+		address = u.Email
+		spent, err = s.erase(ctx, tx, u, now, "user")
+		return err
 	})
 	return s.afterErasure(ctx, a.UserID, address, spent, err)
 }
@@ -75,8 +76,8 @@ func (s *Service) DeleteMe(ctx context.Context, c Client, a *AccessClaims, passw
 // whatever the client does; the next retention run, within the hour,
 // finishes the rest). A failure of either is logged rather than returned:
 // the erasure stands, and a retry would find no account. An erasure that
-// met an outage gives back the mail its notice spent (spent:
-// erasureSpendsMail), as every flow that mails does (refundMail).
+// met an outage gives back the mail its notice spent (spent, as erase
+// reports), as every flow that mails does (refundMail).
 func (s *Service) afterErasure(ctx context.Context, user uuid.UUID, address string, spent bool, err error) error {
 	if err != nil {
 		if spent {
@@ -117,15 +118,18 @@ func Tombstone(id uuid.UUID) string { return "deleted-" + id.String() + "@invali
 // deleted, the email replaced by a tombstone, hash and consent cleared,
 // IP, user agent and device cleared from its rows, account_deleted logged
 // (with no IP or user agent), and a notice mailed to the old address.
-func (s *Service) erase(ctx context.Context, tx *txn, u *User, now time.Time, by string) error {
+// spent reports whether the notice counted toward the address's mail
+// budget (one never verified: see below), for a refund should the
+// transaction fail (afterErasure).
+func (s *Service) erase(ctx context.Context, tx *txn, u *User, now time.Time, by string) (spent bool, err error) {
 	if u.IsDeleted() {
-		return errNoUser
+		return false, errNoUser
 	}
 	if _, err := s.endUserSessions(ctx, tx, u.ID, uuid.Nil, now, string(EventAccountDeleted)); err != nil {
-		return err
+		return false, err
 	}
 	if err := tx.ErasePersonalData(ctx, u.ID); err != nil {
-		return err
+		return false, err
 	}
 	notice := &User{ID: u.ID, Email: u.Email}
 	// The notice of an address never verified spends its mail budget, past
@@ -133,7 +137,8 @@ func (s *Service) erase(ctx context.Context, tx *txn, u *User, now time.Time, by
 	// someone's address can sign in, erase the account and register it
 	// again, and each erasure mailed that address. A verified address's
 	// notice goes regardless (no forgot-password flood silences it).
-	mailNotice := !erasureSpendsMail(u) || s.mailAllowed(ctx, u.Email)
+	spent = !u.EmailVerified && s.noticeAllowed(ctx, u.Email)
+	mailNotice := u.EmailVerified || spent
 	u.Email = Tombstone(u.ID)
 	u.PasswordHash = ""
 	u.EmailVerified = false
@@ -145,20 +150,16 @@ func (s *Service) erase(ctx context.Context, tx *txn, u *User, now time.Time, by
 	u.ConsentStatus, u.ConsentTimestamp = false, now
 	u.UpdatedAt = now
 	if err := tx.UpdateUser(ctx, u); err != nil {
-		return err
+		return spent, err
 	}
 	if mailNotice {
 		if err := tx.enqueue(ctx, now, MailAccountDeleted, notice, time.Time{}); err != nil {
-			return err
+			return spent, err
 		}
 	}
-	return tx.CreateSecurityLog(ctx, NewSecurityLog(now, EventAccountDeleted, ResultSuccess, u.ID, "", "", "",
+	return spent, tx.CreateSecurityLog(ctx, NewSecurityLog(now, EventAccountDeleted, ResultSuccess, u.ID, "", "", "",
 		map[string]any{"by": by, "notice_mailed": mailNotice}))
 }
-
-// erasureSpendsMail reports whether u's erasure counts its notice against
-// the address's mail budget (erase): an address never verified.
-func erasureSpendsMail(u *User) bool { return !u.EmailVerified }
 
 // Page is one page of a newest-first list.
 type Page[T any] struct {

@@ -241,7 +241,7 @@ const maxPastPasswordLock = 24 * time.Hour
 // account; one that an administrator's lock leaves (liftExpired) spent it
 // when the guesses locked the account (barredCheck) and is sent as is.
 func (s *Service) lockNotice(ctx context.Context, tx *txn, u *User, now time.Time, afterCodes, spend bool) error {
-	allowed := !spend || s.mailAllowed(ctx, u.Email)
+	allowed := !spend || s.noticeAllowed(ctx, u.Email)
 	if !allowed && !afterCodes {
 		return nil
 	}

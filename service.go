@@ -698,22 +698,41 @@ func (s *Service) limitEmail(ctx context.Context, kind, email string, n int, win
 // emailLimitKey is the rate-limit key of one kind of per-email limit.
 func (s *Service) emailLimitKey(kind, email string) string { return kind + ":" + s.emailKey(email) }
 
-// mailAllowed counts one mail to email against the address's mail limit
-// and reports whether it may go out. Every mail a request can make authd send
-// counts, whether or not the address has an account, so that no one can
-// flood a mailbox and the count says nothing about existence (SPEC 6.7).
-func (s *Service) mailAllowed(ctx context.Context, email string) bool {
-	return s.spendMail(ctx, email) == nil
-}
-
-// spendMail counts one mail to email against the address's mail limit, as
-// mailAllowed, and returns ERateLimited past it (refundMail gives it back).
+// spendMail counts one mail to email against the address's mail limit and
+// returns ERateLimited past it (refundMail gives it back). Every mail a
+// request can make authd send counts, whether or not the address has an
+// account, so that no one can flood a mailbox and the count says nothing
+// about existence (SPEC 6.7); a notice, as noticeAllowed says.
 func (s *Service) spendMail(ctx context.Context, email string) error {
 	return s.limitEmail(ctx, "mail", email, mailsPerEmail, mailLimitRange)
 }
 
-// refundMail takes back the mail mailAllowed counted to email when err,
-// the flow's outcome, is an outage (EUnavailable): its transaction queued
+// noticeAllowed is spendMail for a mail the address's owner did not ask
+// for and that carries no way in: the notice of a registration at the
+// address or of a lock, an address change's mail to its new address, an
+// erasure's notice to an address never verified. Such a mail counts toward
+// the same limit but never takes its last mail of the hour, which is kept
+// for a link the owner asks for (forgot, resend): otherwise anyone could
+// spend the address's mails every hour with registrations at it, moves to
+// it or failed logins, and its owner would never get a reset link. A
+// notice refused gives its count back, so it spends nothing; reports
+// whether the notice counted and may go out.
+func (s *Service) noticeAllowed(ctx context.Context, email string) bool {
+	err := s.limitEmail(ctx, "mail", email, mailsPerEmail-1, mailLimitRange)
+	if err == nil {
+		return true
+	}
+	if s.limiter != nil {
+		if err := s.limiter.Refund(ctx, s.emailLimitKey("mail", email)); err != nil {
+			s.logger.WarnContext(ctx, "rate limiter failed", "err", err)
+		}
+	}
+	return false
+}
+
+// refundMail takes back the mail spendMail (or noticeAllowed) counted to
+// email when err, the flow's outcome, is an outage (EUnavailable): its
+// transaction queued
 // nothing, and a user whose client retries a reset through a minute's
 // outage must not find the address's mails spent for the hour. Not when
 // the flow's time ran out (its context ended): then it may have ended

@@ -12,7 +12,10 @@ import (
 
 // TestMailFlood: every mail a request can make authd send to an address
 // counts toward that address's limit (3 an hour), whoever asks and from
-// wherever; past it the answer is unchanged and no mail goes out.
+// wherever; past it the answer is unchanged and no mail goes out. A
+// notice its owner did not ask for (a registration at the address, a lock)
+// never takes the last: that one is the owner's reset link, which
+// strangers' registrations every hour would otherwise keep from them.
 func TestMailFlood(t *testing.T) {
 	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
 		e := newEnv(t, open(t), withRateLimit())
@@ -23,17 +26,25 @@ func TestMailFlood(t *testing.T) {
 			want(t, fmt.Sprintf("registration %d of a taken address", i+1), r, 202, "")
 		}
 		// registerVerified's own verification mail was the first of three.
-		if n := e.mail.count(authd.MailRegisterNotice, "taken@example.org"); n != 2 {
-			t.Errorf("60 registrations of a taken address sent %d notices, want 2", n)
+		if n := e.mail.count(authd.MailRegisterNotice, "taken@example.org"); n != 1 {
+			t.Errorf("60 registrations of a taken address sent %d notices, want 1", n)
 		}
+		forgot := func(email string) response {
+			return e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": email}, from("192.0.2.99")...)
+		}
+		want(t, "the owner's forgot after them", forgot("taken@example.org"), 202, "")
+		if n := e.mail.count(authd.MailPasswordReset, "taken@example.org"); n != 1 {
+			t.Errorf("the owner's forgot after strangers' registrations sent %d reset links, want 1", n)
+		}
+		want(t, "a forgot past the limit", forgot("taken@example.org"), 429, "rate_limited")
 
 		// The lock notice counts too, and a new address's verification.
 		for i := range 3 {
 			want(t, "register a new address", e.do("POST", "/v1/auth/register", map[string]any{"email": "fresh@example.org",
 				"password": goodPassword, "consent": true}, from(fmt.Sprintf("203.0.113.%d", i+1))...), 202, "")
 		}
-		if n := e.mail.count(authd.MailVerifyEmail, "fresh@example.org") + e.mail.count(authd.MailRegisterNotice, "fresh@example.org"); n != 3 {
-			t.Errorf("3 registrations of a new address sent %d mails, want 3", n)
+		if n := e.mail.count(authd.MailVerifyEmail, "fresh@example.org") + e.mail.count(authd.MailRegisterNotice, "fresh@example.org"); n != 2 {
+			t.Errorf("3 registrations of a new address sent %d mails, want 2", n)
 		}
 		for range 5 {
 			e.do("POST", "/v1/auth/login", map[string]string{"email": "fresh@example.org", "password": "not the password"},
@@ -43,8 +54,10 @@ func TestMailFlood(t *testing.T) {
 			t.Fatal("five failures did not lock")
 		}
 		if n := e.mail.count(authd.MailAccountLocked, "fresh@example.org"); n != 0 {
-			t.Errorf("a lock notice went out past the address's limit")
+			t.Errorf("a lock notice took the address's last mail")
 		}
+		want(t, "a forgot after them", forgot("fresh@example.org"), 202, "")
+		want(t, "a forgot past the limit", forgot("fresh@example.org"), 429, "rate_limited")
 	})
 }
 
@@ -416,6 +429,34 @@ func TestBadRefreshTokensAreLimitedPerIP(t *testing.T) {
 		}
 		if n := e.eventCount("", "token_refreshed/failure"); n != 30 {
 			t.Errorf("%d refused refreshes logged, want 30", n)
+		}
+	})
+}
+
+// TestLocksLeaveTheLastMailAlike: a lock's notice, sent or not, never takes
+// an address's last mail of the hour, with an account or without one: the
+// owner's forgot after strangers' failed logins gets its link, and the
+// answer after them tells nothing of whether the address has an account.
+func TestLocksLeaveTheLastMailAlike(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withRateLimit())
+		e.registerVerified("known@example.org", goodPassword) // its link spent one
+		forgot := func(email string) response {
+			return e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": email}, from("192.0.2.99")...)
+		}
+		want(t, "a forgot", forgot("unknown@example.org"), 202, "")
+		want(t, "a forgot", forgot("known@example.org"), 202, "")
+		want(t, "a forgot", forgot("unknown@example.org"), 202, "")
+		for _, email := range []string{"known@example.org", "unknown@example.org"} {
+			for i := range 5 {
+				want(t, "a wrong password", e.do("POST", "/v1/auth/login", map[string]string{"email": email,
+					"password": "not the password 1"}, from(fmt.Sprintf("198.51.100.%d", i+1))...), 401, "invalid_credentials")
+			}
+			want(t, "the owner's forgot after the lock", forgot(email), 202, "")
+			want(t, "a forgot past the limit", forgot(email), 429, "rate_limited")
+		}
+		if n := e.mail.count(authd.MailAccountLocked, "known@example.org"); n != 0 {
+			t.Errorf("%d lock notices took the address's last mail, want 0", n)
 		}
 	})
 }
