@@ -220,8 +220,14 @@ func (s *Service) VerifyEmail(ctx context.Context, c Client, token, password str
 		return "", err
 	}
 	if err == nil && v.NewEmail != "" {
-		if checked, attempt, err = s.checkChangeLink(ctx, c, v, password, proof); err != nil {
-			return v.NewEmail, s.spentIfLast(ctx, c, v.Token, attempt, err)
+		// Until the account's password is proved, whoever follows the link
+		// may be the new address's owner, a stranger to the account: the
+		// rows it writes there keep no client, lest whoever asked to move
+		// to someone's address read in their own log where that someone is
+		// and what they run.
+		unproved := Client{}
+		if checked, attempt, err = s.checkChangeLink(ctx, unproved, v, password, proof); err != nil {
+			return v.NewEmail, s.spentIfLast(ctx, unproved, v.Token, attempt, err)
 		}
 	}
 	var user uuid.UUID

@@ -1857,3 +1857,42 @@ func TestAdministratorsLockVoidsWhatWasAskedBefore(t *testing.T) {
 		}
 	})
 }
+
+// TestChangeLinkFollowerUnlogged: whoever follows a change link without
+// the account's password may be the new address's owner, not the
+// account's: the rows it writes on the account keep no client, so that a
+// stranger asking to move to someone's address cannot read in their own
+// log (or export) that someone's IP address and browser. A follower who
+// proves the password is the account's owner, and is logged as such.
+func TestChangeLinkFollowerUnlogged(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t))
+		access, link := e.pendingChange("tracker@example.org", "target@example.net")
+		follow := func(pw, ip, agent string) response {
+			return e.do("POST", "/v1/auth/verify-email", map[string]string{"token": link, "password": pw},
+				"X-Forwarded-For", ip, "User-Agent", agent)
+		}
+		const guesses = 4 // the fifth voids the link
+		for range guesses {
+			want(t, "the target's guess", follow("a guess of the target 1", "192.0.2.77", "TargetBrowser/1.0"),
+				401, "invalid_credentials")
+		}
+		for _, path := range []string{"/v1/users/me/security-log", "/v1/users/me/export"} {
+			r := e.do("GET", path, nil, bearer(access)...)
+			want(t, path, r, 200, "")
+			if strings.Contains(r.raw, "192.0.2.77") || strings.Contains(r.raw, "TargetBrowser") {
+				t.Errorf("%s shows the link follower's client: %s", path, r.raw)
+			}
+		}
+		if n := e.eventCount("tracker@example.org", "email_changed/failure"); n != guesses {
+			t.Errorf("%d refused follows logged, want %d", n, guesses)
+		}
+
+		access, link = e.pendingChange("mover@example.org", "moved@example.net")
+		want(t, "the owner's follow", follow(goodPassword, "192.0.2.78", "OwnerBrowser/1.0"), 200, "")
+		r := e.do("GET", "/v1/users/me/security-log", nil, bearer(access)...)
+		if r.status == 200 && !strings.Contains(r.raw, "192.0.2.78") {
+			t.Errorf("the owner's follow is not logged with its client: %s", r.raw)
+		}
+	})
+}
