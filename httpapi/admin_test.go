@@ -158,6 +158,19 @@ func TestAdminAPI(t *testing.T) {
 			want(t, "bad search "+q, e.admin("GET", "/v1/admin/security-logs?"+q, nil), 400, "validation_failed")
 		}
 		want(t, "a malformed email filter", e.admin("GET", "/v1/admin/users?status=active&email=user1%", nil), 400, "validation_failed")
+		// So is one given empty (a script's ?status=$S with S unset).
+		for _, path := range []string{"/v1/admin/users?status=", "/v1/admin/users?limit=5&email=", "/v1/admin/users?cursor=",
+			"/v1/admin/security-logs?user_id=", "/v1/admin/security-logs?event_type=", "/v1/admin/mail?state="} {
+			r := e.admin("GET", path, nil)
+			want(t, "an empty filter "+path, r, 400, "validation_failed")
+			if name := strings.TrimSuffix(path[strings.LastIndexAny(path, "?&")+1:], "="); r.field() != name {
+				t.Errorf("%s: field %q, want %q", path, r.field(), name)
+			}
+		}
+		e.registerVerified("lister@example.org", goodPassword)
+		own, _ := e.login("lister@example.org", goodPassword)
+		want(t, "an empty cursor of one's own log", e.do("GET", "/v1/users/me/security-log?cursor=", nil, bearer(own)...),
+			400, "validation_failed")
 	})
 }
 

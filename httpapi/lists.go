@@ -1,8 +1,10 @@
 package httpapi
 
 import (
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"time"
 
@@ -25,8 +27,15 @@ func encodeCursor(c *authd.Cursor) *string {
 	return &s
 }
 
-// listParams reads limit and cursor.
+// listParams reads a listing's limit and cursor, and refuses any of its
+// parameters given empty: a script's `?status=$S` with S unset would
+// otherwise list every user, as a filter dropped would (checkQuery).
 func listParams(q url.Values) (limit int, after *authd.Cursor, err error) {
+	for _, name := range slices.Sorted(maps.Keys(q)) {
+		if q.Get(name) == "" {
+			return 0, nil, invalidParam(name, "must not be empty: leave the parameter out instead")
+		}
+	}
 	if v := q.Get("limit"); v != "" {
 		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > authd.MaxListLimit {
 			return 0, nil, invalidParam("limit", "must be a whole number from 1 to 200")
