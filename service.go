@@ -695,36 +695,8 @@ func (s *Service) limitEmail(ctx context.Context, kind, email string, n int, win
 	return s.limit(ctx, s.emailLimitKey(kind, email), n, window)
 }
 
-// emailLimitKey is the rate-limit key of one kind of per-email limit; the
-// mail budgets count per mailbox, not per address.
-func (s *Service) emailLimitKey(kind, email string) string {
-	if kind == "mail" || kind == newAccountMail {
-		email = mailbox(email)
-	}
-	return kind + ":" + s.emailKey(email)
-}
-
-// mailbox is the mailbox the address email (normalised) most likely
-// reaches, for counting the mails sent to it: the local part without its
-// sub-address ("+tag", which nearly every provider delivers as the
-// address without it) and, at Gmail, without the dots it ignores.
-// Otherwise whoever registered name+1@, name+2@, … would mail one inbox
-// a budget's worth each. Only counts use it: accounts keep the address as
-// given, and two mailboxes it takes for one share a budget, no worse.
-func mailbox(email string) string {
-	at := strings.LastIndexByte(email, '@')
-	if at < 0 {
-		return email
-	}
-	local, domain := email[:at], email[at+1:]
-	if i := strings.IndexByte(local, '+'); i > 0 {
-		local = local[:i]
-	}
-	if domain == "gmail.com" || domain == "googlemail.com" {
-		local, domain = strings.ReplaceAll(local, ".", ""), "gmail.com"
-	}
-	return local + "@" + domain
-}
+// emailLimitKey is the rate-limit key of one kind of per-email limit.
+func (s *Service) emailLimitKey(kind, email string) string { return kind + ":" + s.emailKey(email) }
 
 // spendMail counts one mail to email against the address's mail limit and
 // returns ERateLimited past it (refundMail gives it back). Every mail a

@@ -460,27 +460,3 @@ func TestLocksLeaveTheLastMailAlike(t *testing.T) {
 		}
 	})
 }
-
-// TestSubaddressesShareTheMailBudget: accounts made at name+1@, name+2@, …
-// reach one inbox, which gets the mails of one address's budget, not of
-// each: two, and the one new account's link past it an hour; the owner's
-// forgot still gets its link after them.
-func TestSubaddressesShareTheMailBudget(t *testing.T) {
-	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
-		e := newEnv(t, open(t), withRateLimit())
-		mails := 0
-		for i := range 6 {
-			email := fmt.Sprintf("name+%d@example.org", i+1)
-			want(t, "register a sub-address", e.do("POST", "/v1/auth/register", map[string]any{"email": email,
-				"password": goodPassword, "consent": true}, from(fmt.Sprintf("198.51.100.%d", i+1))...), 202, "")
-			mails += e.mail.count(authd.MailVerifyEmail, email)
-		}
-		if mails != 3 {
-			t.Errorf("six sub-addresses' accounts mailed %d links to one inbox, want 3", mails)
-		}
-		want(t, "the owner's forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": "name@example.org"}),
-			202, "")
-		want(t, "a forgot past the inbox's limit", e.do("POST", "/v1/auth/password/forgot",
-			map[string]string{"email": "name+7@example.org"}), 429, "rate_limited")
-	})
-}
