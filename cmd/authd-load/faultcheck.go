@@ -454,6 +454,7 @@ func (l *ledger) checkAttempts(rep *faultReport, faults []fault, sampler *fallba
 		}
 	}
 
+	recs := newRecoveries(l.attempts)
 	var notRecovered []string
 	var graceful []faultStats
 	for _, f := range faults {
@@ -463,7 +464,7 @@ func (l *ledger) checkAttempts(rep *faultReport, faults []fault, sampler *fallba
 			graceful = append(graceful, fs)
 		}
 		for i := range l.insts {
-			if rec := l.firstSuccess(i, "", f.End); rec.IsZero() {
+			if rec := recs.firstSuccess(i, "", f.End); rec.IsZero() {
 				fs.Recovery = append(fs.Recovery, -1)
 				notRecovered = append(notRecovered, fmt.Sprintf("%s after %s", l.insts[i].name, f.Kind))
 			} else {
@@ -478,7 +479,7 @@ func (l *ledger) checkAttempts(rep *faultReport, faults []fault, sampler *fallba
 			}
 		}
 		for _, a := range l.attempts {
-			end := l.recovered(a, f)
+			end := recs.recovered(a, f)
 			if a.End.Before(f.Start) || a.Start.After(end) {
 				continue
 			}
@@ -506,10 +507,10 @@ func (l *ledger) checkAttempts(rep *faultReport, faults []fault, sampler *fallba
 	// instance needs: PostgreSQL for both, itself for the one killed (a
 	// start-up). Redis is not one: limits fall back to memory. The outage
 	// lasts, for an operation, until the instance first answered that
-	// operation 2xx after it (or any, if that operation never was):
-	// operations recover at their own pace (one needing the revocation set
-	// waits for its catch-up, paced apart from the pool's new connections
-	// that answer a login at once).
+	// operation 2xx after it, within opRecoveryGrace of the instance's
+	// first success (recoveries.recovered): operations recover at their own
+	// pace (one needing the revocation set waits for its catch-up, paced
+	// apart from the pool's new connections that answer a login at once).
 	var bad []string
 	n503 := 0
 	for _, a := range l.attempts {
@@ -522,7 +523,7 @@ func (l *ledger) checkAttempts(rep *faultReport, faults []fault, sampler *fallba
 				if strings.HasPrefix(f.Kind, "Redis") || (f.Target >= 0 && f.Target != a.Instance) {
 					continue
 				}
-				end := l.recovered(a, f)
+				end := recs.recovered(a, f)
 				if !a.End.Before(f.Start) && !a.Start.After(end) {
 					allowed = true
 				}
@@ -539,46 +540,63 @@ func (l *ledger) checkAttempts(rep *faultReport, faults []fault, sampler *fallba
 		"%d 503s during outages; %d other 5xx%s", n503, len(bad), sample(bad))
 }
 
-// recovered is when attempt a's operation on its instance was over fault
-// f: its first success after the fault, the instance's if the operation
-// had none, or the attempt's end if the instance had none either (which
-// fails the run on its own).
-func (l *ledger) recovered(a attempt, f fault) time.Time {
-	for _, op := range []string{a.Op, ""} {
-		if t := l.firstSuccess(a.Instance, op, f.End); !t.IsZero() {
-			return t
-		}
-	}
-	return a.End
+// opRecoveryGrace bounds how long after its instance answered again an
+// operation may still be refused for the outage: one needing the
+// revocation set waits for its catch-up (every half second, a quarter
+// second apart after a failure), not for minutes.
+const opRecoveryGrace = 5 * time.Second
+
+// recoveries answers when an instance first answered 2xx after a time,
+// remembering its answers: the checks ask it of every attempt.
+type recoveries struct {
+	attempts []attempt
+	first    map[recoveryQuestion]time.Time
+}
+
+// recoveryQuestion is a question recoveries answered: from as Unix
+// nanoseconds (a time.Time's == also compares its location).
+type recoveryQuestion struct {
+	instance int
+	op       string
+	from     int64
+}
+
+func newRecoveries(attempts []attempt) *recoveries {
+	return &recoveries{attempts: attempts, first: map[recoveryQuestion]time.Time{}}
 }
 
 // firstSuccess is when instance first answered op (any, if "") 2xx to a
-// request sent at or after from; zero if it never did. Answers are
-// remembered: the checks ask it of every attempt.
-func (l *ledger) firstSuccess(instance int, op string, from time.Time) time.Time {
-	key := successKey{instance, op, from}
-	if first, ok := l.firstSuccesses[key]; ok {
+// request sent at or after from; zero if it never did.
+func (r *recoveries) firstSuccess(instance int, op string, from time.Time) time.Time {
+	q := recoveryQuestion{instance, op, from.UnixNano()}
+	if first, ok := r.first[q]; ok {
 		return first
 	}
 	var first time.Time
-	for _, a := range l.attempts {
+	for _, a := range r.attempts {
 		if a.Instance == instance && (op == "" || a.Op == op) && !a.Start.Before(from) && a.Status >= 200 && a.Status < 300 &&
 			(first.IsZero() || a.End.Before(first)) {
 			first = a.End
 		}
 	}
-	if l.firstSuccesses == nil {
-		l.firstSuccesses = map[successKey]time.Time{}
-	}
-	l.firstSuccesses[key] = first
+	r.first[q] = first
 	return first
 }
 
-// successKey is a question firstSuccess answered.
-type successKey struct {
-	instance int
-	op       string
-	from     time.Time
+// recovered is when attempt a's operation on its instance was over fault
+// f: its first success after the fault, at most opRecoveryGrace after the
+// instance's (the instance's if the operation had none), or the attempt's
+// end if the instance had none (which fails the run on its own).
+func (r *recoveries) recovered(a attempt, f fault) time.Time {
+	inst := r.firstSuccess(a.Instance, "", f.End)
+	if inst.IsZero() {
+		return a.End
+	}
+	op := r.firstSuccess(a.Instance, a.Op, f.End)
+	if op.IsZero() || op.After(inst.Add(opRecoveryGrace)) {
+		return inst.Add(opRecoveryGrace)
+	}
+	return op
 }
 
 // print writes the report as tables.

@@ -67,8 +67,6 @@ type ledger struct {
 	logouts        []logout
 	reuseAfterLoss int      // a refresh whose answer was lost, retried after the grace: reuse, session revoked
 	unexpected     []string // definitive answers that contradict the ledger
-
-	firstSuccesses map[successKey]time.Time // firstSuccess's answers, for the checks after the load
 }
 
 func newLedger(insts []*instance, sink *smtpSink) *ledger {

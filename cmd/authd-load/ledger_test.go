@@ -28,6 +28,7 @@ func TestFiveHundredsRule(t *testing.T) {
 			base = append(base, attempt{Op: "me", Instance: i, Start: at(s), End: at(s + 0.01), Status: 200})
 		}
 	}
+	base = append(base, attempt{Op: "refresh", Instance: 0, Start: at(33), End: at(33.1), Status: 200})
 	for i := range 2 {
 		base = append(base, attempt{Op: "login", Instance: i, Start: at(28), End: at(28.1), Status: 200})
 	}
@@ -48,11 +49,13 @@ func TestFiveHundredsRule(t *testing.T) {
 		{"503 on the other instance during the graceful stop", attempt{Op: "me", Instance: 1, Start: at(45.1), End: at(45.15), Status: 503, RetryAfter: true}, false},
 		// The instances answered me at 26 and login at 28 (base): a login
 		// sent before 28 is still in its outage, a me after 26 is not, and
-		// an operation that did not succeed after it has the instance's.
+		// an operation that did not succeed after it has the instance's
+		// recovery and opRecoveryGrace, as one that succeeded late.
 		{"503 on one operation before its own first success", attempt{Op: "login", Instance: 0, Start: at(27), End: at(27.1), Status: 503, RetryAfter: true}, true},
 		{"503 on one operation after its own first success", attempt{Op: "me", Instance: 0, Start: at(27), End: at(27.1), Status: 503, RetryAfter: true}, false},
-		{"503 on an operation that never succeeded, after the instance did", attempt{Op: "logout", Instance: 0, Start: at(27), End: at(27.1), Status: 503, RetryAfter: true}, false},
-		{"503 on an operation that never succeeded, before the instance did", attempt{Op: "logout", Instance: 0, Start: at(25.5), End: at(25.6), Status: 503, RetryAfter: true}, true},
+		{"503 on an operation that never succeeded, soon after the instance did", attempt{Op: "logout", Instance: 0, Start: at(27), End: at(27.1), Status: 503, RetryAfter: true}, true},
+		{"503 on an operation that never succeeded, long after the instance did", attempt{Op: "logout", Instance: 0, Start: at(32), End: at(32.1), Status: 503, RetryAfter: true}, false},
+		{"503 on an operation that succeeded only long after the instance did", attempt{Op: "refresh", Instance: 0, Start: at(32), End: at(32.1), Status: 503, RetryAfter: true}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			l := &ledger{insts: []*instance{{name: "authd-1"}, {name: "authd-2"}}, start: t0,
