@@ -211,6 +211,10 @@ type RateLimiter interface {
 	// Allow counts one event for key and returns 0 when it is within limit
 	// per window, or how long until the window resets.
 	Allow(ctx context.Context, key string, limit int, window time.Duration) (retryAfter time.Duration, err error)
+	// AllowUnder is Allow that counts the event only while the window
+	// holds fewer than limit, in one step with the check: past it the
+	// count is left as it is (Allow's refusals raise it).
+	AllowUnder(ctx context.Context, key string, limit int, window time.Duration) (retryAfter time.Duration, err error)
 	// Refund takes back one event Allow counted for key, for a request that
 	// did nothing after all (it met an outage): the window keeps its end,
 	// and a window ended or a count at zero stays as it is.
@@ -715,19 +719,20 @@ func (s *Service) spendMail(ctx context.Context, email string) error {
 // for a link the owner asks for (forgot, resend): otherwise anyone could
 // spend the address's mails every hour with registrations at it, moves to
 // it or failed logins, and its owner would never get a reset link. A
-// notice refused gives its count back, so it spends nothing; reports
+// notice refused is not counted (AllowUnder: not counted and given back,
+// a forgot between the two would find the last mail taken); reports
 // whether the notice counted and may go out.
 func (s *Service) noticeAllowed(ctx context.Context, email string) bool {
-	err := s.limitEmail(ctx, "mail", email, mailsPerEmail-1, mailLimitRange)
-	if err == nil {
+	if s.limiter == nil {
 		return true
 	}
-	if s.limiter != nil {
-		if err := s.limiter.Refund(ctx, s.emailLimitKey("mail", email)); err != nil {
-			s.logger.WarnContext(ctx, "rate limiter failed", "err", err)
-		}
+	wait, err := s.limiter.AllowUnder(ctx, s.emailLimitKey("mail", email), mailsPerEmail-1, mailLimitRange)
+	if err != nil {
+		// A broken limiter must not lock everyone out (limit).
+		s.logger.WarnContext(ctx, "rate limiter failed", "err", err)
+		return true
 	}
-	return false
+	return wait == 0
 }
 
 // refundMail takes back the mail spendMail (or noticeAllowed) counted to

@@ -71,6 +71,25 @@ func TestLimiters(t *testing.T) {
 					t.Errorf("another key: wait %s, err %v; keys share a counter", wait, err)
 				}
 			})
+			t.Run("allow under", func(t *testing.T) {
+				l := s.instance(t)
+				under := func(what string, want bool) {
+					t.Helper()
+					wait, err := l.AllowUnder(ctx, "under", 2, time.Hour)
+					if err != nil || (wait == 0) != want || wait < 0 || wait > time.Hour {
+						t.Fatalf("%s: wait %s, err %v; want allowed %v", what, wait, err, want)
+					}
+				}
+				under("first", true)
+				under("second", true)
+				under("third", false)
+				under("fourth", false)
+				// The refusals left the count at 2: Allow's third of three passes.
+				if wait, err := l.Allow(ctx, "under", 3, time.Hour); err != nil || wait != 0 {
+					t.Errorf("Allow after AllowUnder's refusals: wait %s, err %v; want the third of three allowed", wait, err)
+				}
+				under("past Allow's count", false)
+			})
 			t.Run("refund", func(t *testing.T) {
 				l := s.instance(t)
 				allowed := func(what string, want bool) {

@@ -61,6 +61,16 @@ func NewMemory(clock authd.Clock) *Memory {
 
 // Allow implements authd.RateLimiter.
 func (m *Memory) Allow(_ context.Context, key string, limit int, length time.Duration) (time.Duration, error) {
+	return m.count(key, limit, length, false), nil
+}
+
+// AllowUnder implements authd.RateLimiter.
+func (m *Memory) AllowUnder(_ context.Context, key string, limit int, length time.Duration) (time.Duration, error) {
+	return m.count(key, limit, length, true), nil
+}
+
+// count is Allow, and AllowUnder when under: it returns the wait.
+func (m *Memory) count(key string, limit int, length time.Duration, under bool) time.Duration {
 	now := m.clock.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -79,11 +89,14 @@ func (m *Memory) Allow(_ context.Context, key string, limit int, length time.Dur
 		m.windows[key] = e
 	}
 	w := e.Value.(*window)
+	if under && w.count >= limit {
+		return w.end.Sub(now)
+	}
 	w.count++
 	if w.count > limit {
-		return w.end.Sub(now), nil
+		return w.end.Sub(now)
 	}
-	return 0, nil
+	return 0
 }
 
 // Refund implements authd.RateLimiter.

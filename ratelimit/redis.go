@@ -194,25 +194,52 @@ func setupRefused(err error) bool {
 // allow counts one event and gives the window's remaining lifetime in
 // milliseconds, in one round trip. The expiry is relative (PEXPIRE, not
 // PEXPIREAT with an instance's idea of the time), and it is set whenever the
-// counter has none, so a counter can never outlive its window.
+// counter has none, so a counter can never outlive its window. With a cap
+// (ARGV[2] ≥ 0: AllowUnder), a count at the cap is left as it is and
+// answered as one past it, a refusal.
 var allow = redis.NewScript(`
-local n = redis.call('INCR', KEYS[1])
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+local capped = tonumber(ARGV[2]) >= 0 and n >= tonumber(ARGV[2])
+if capped then
+  n = n + 1
+else
+  n = redis.call('INCR', KEYS[1])
+end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 0 then
   ttl = tonumber(ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], ttl)
+  if not capped then
+    redis.call('PEXPIRE', KEYS[1], ttl)
+  end
 end
 return {n, ttl}`)
 
 // Allow implements authd.RateLimiter. It never fails: when Redis cannot
 // answer, the in-memory limiter does.
 func (r *Redis) Allow(ctx context.Context, key string, limit int, length time.Duration) (time.Duration, error) {
+	return r.allow(ctx, key, limit, length, false)
+}
+
+// AllowUnder implements authd.RateLimiter, as Allow does.
+func (r *Redis) AllowUnder(ctx context.Context, key string, limit int, length time.Duration) (time.Duration, error) {
+	return r.allow(ctx, key, limit, length, true)
+}
+
+// allow is Allow, and AllowUnder when under.
+func (r *Redis) allow(ctx context.Context, key string, limit int, length time.Duration, under bool) (time.Duration, error) {
 	var n int64
 	var ttl time.Duration
+	limitCap := -1
+	if under {
+		limitCap = limit
+	}
 	if !r.try(ctx, func(ctx context.Context) (err error) {
-		n, ttl, err = r.count(ctx, key, length)
+		n, ttl, err = r.count(ctx, key, length, limitCap)
 		return err
 	}) {
+		if under {
+			return r.fallback.AllowUnder(ctx, key, limit, length)
+		}
 		return r.fallback.Allow(ctx, key, limit, length)
 	}
 	if n > int64(limit) {
@@ -303,8 +330,10 @@ func (r *Redis) call(ctx context.Context, fn func(context.Context) error, patien
 	return err
 }
 
-func (r *Redis) count(ctx context.Context, key string, length time.Duration) (int64, time.Duration, error) {
-	res, err := allow.Run(ctx, r.client, []string{r.prefix + key}, max(length.Milliseconds(), 1)).Int64Slice()
+// count runs allow on key, a window of length, with limitCap (-1: none),
+// and returns the count and the window's time left.
+func (r *Redis) count(ctx context.Context, key string, length time.Duration, limitCap int) (int64, time.Duration, error) {
+	res, err := allow.Run(ctx, r.client, []string{r.prefix + key}, max(length.Milliseconds(), 1), limitCap).Int64Slice()
 	if err != nil {
 		return 0, 0, err
 	}
@@ -393,7 +422,7 @@ func (r *Redis) watch() {
 func (r *Redis) probe() error {
 	ctx, cancel := context.WithTimeout(r.life, probeTimeout)
 	defer cancel()
-	_, _, err := r.count(ctx, probeKey, time.Second)
+	_, _, err := r.count(ctx, probeKey, time.Second, -1)
 	return err
 }
 
