@@ -3,6 +3,7 @@ package authd
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -82,6 +83,7 @@ func (s *Service) Register(ctx context.Context, c Client, email, password string
 			spentNewAccount = true
 			mailed = s.limitEmail(ctx, newAccountMail, email, 1, mailLimitRange) == nil
 		}
+		mailed = mailed && s.subAddressMail(ctx, u)
 		if err := tx.CreateSecurityLog(ctx, s.audit(now, c, EventRegistration, ResultSuccess, u.ID, "",
 			map[string]any{"consent": true, "verification_mailed": mailed})); err != nil {
 			return err
@@ -107,6 +109,51 @@ func (s *Service) Register(ctx context.Context, c Client, email, password string
 	}
 	return err
 }
+
+// mailbox is the mailbox the address email (normalised) most likely
+// reaches: the local part without its sub-address ("+tag", which nearly
+// every provider delivers as the address without it) and, at Gmail,
+// without the dots it ignores. Only the sub-address budget uses it
+// (subAddressMail): two mailboxes it takes for one share that, no worse.
+func mailbox(email string) string {
+	at := strings.LastIndexByte(email, '@')
+	if at < 0 {
+		return email
+	}
+	local, domain := email[:at], email[at+1:]
+	if i := strings.IndexByte(local, '+'); i > 0 {
+		local = local[:i]
+	}
+	if domain == "gmail.com" || domain == "googlemail.com" {
+		local, domain = strings.ReplaceAll(local, ".", ""), "gmail.com"
+	}
+	return local + "@" + domain
+}
+
+// subAddressMail counts a link mail (verification, reset) to u, and
+// reports whether it may go out: the mails to accounts not verified whose
+// address is not its own mailbox (a sub-address, a dotted Gmail address)
+// share their mailbox's budget (mailsPerEmail an hour, kind
+// subAddressMails), beside each address's own. Whoever registers name+1@,
+// name+2@, … and asks a link for each would otherwise mail one inbox a
+// budget each. Such accounts only: strangers can make them, not verified
+// ones, so a mailbox's own address and its owner's verified sub-addresses
+// keep their mails whatever strangers do.
+func (s *Service) subAddressMail(ctx context.Context, u *User) bool {
+	box := mailbox(u.Email)
+	if u.EmailVerified || box == u.Email {
+		return true
+	}
+	return s.limitEmail(ctx, subAddressMails, box, mailsPerEmail, mailLimitRange) == nil
+}
+
+// subAddressMails is the per-mailbox limit of subAddressMail.
+const subAddressMails = "mail-subaddress"
+
+// reasonSubAddressSpent is the reason logged for a link not mailed past
+// subAddressMail's budget (the answer is the usual one; an outage does not
+// give that budget back, unlike the address's own).
+const reasonSubAddressSpent = "the mailbox's sub-address mails are spent for the hour"
 
 // newAccountMail is the per-email limit of a new account's verification
 // mails past the address's mail budget.
@@ -332,6 +379,10 @@ func (s *Service) ResendVerification(ctx context.Context, c Client, email string
 		if u.EmailVerified {
 			return tx.CreateSecurityLog(ctx, s.audit(now, c, EventEmailVerificationSent, ResultFailure, u.ID,
 				"already verified", nil))
+		}
+		if !s.subAddressMail(ctx, u) {
+			return tx.CreateSecurityLog(ctx, s.audit(now, c, EventEmailVerificationSent, ResultFailure, u.ID,
+				reasonSubAddressSpent, nil))
 		}
 		return s.mailVerification(ctx, tx, c, u, now)
 	})

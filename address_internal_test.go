@@ -31,3 +31,21 @@ func FuzzNewAddress(f *testing.F) {
 		}
 	})
 }
+
+// TestMailbox: a sub-address and Gmail's dots reach their mailbox;
+// nothing else is joined.
+func TestMailbox(t *testing.T) {
+	for in, want := range map[string]string{
+		"name@example.org":           "name@example.org",
+		"name+news@example.org":      "name@example.org",
+		"name+a+b@example.org":       "name@example.org",
+		"+tag@example.org":           "+tag@example.org", // no local part left without it
+		"first.last@example.org":     "first.last@example.org",
+		"first.last+x@gmail.com":     "firstlast@gmail.com",
+		"f.irst.last@googlemail.com": "firstlast@gmail.com",
+	} {
+		if got := mailbox(in); got != want {
+			t.Errorf("mailbox(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

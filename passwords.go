@@ -20,6 +20,10 @@ func (s *Service) ForgotPassword(ctx context.Context, c Client, email string) er
 			return tx.CreateSecurityLog(ctx, s.audit(now, c, EventPasswordResetRequested, ResultFailure, u.ID,
 				"account locked by an administrator", nil))
 		}
+		if !s.subAddressMail(ctx, u) {
+			return tx.CreateSecurityLog(ctx, s.audit(now, c, EventPasswordResetRequested, ResultFailure, u.ID,
+				reasonSubAddressSpent, nil))
+		}
 		if err := newLinkMail(ctx, tx, u, PasswordReset, MailPasswordReset); err != nil {
 			return err
 		}

@@ -460,3 +460,45 @@ func TestLocksLeaveTheLastMailAlike(t *testing.T) {
 		}
 	})
 }
+
+// TestSubaddressesShareAMailbox: the links mailed to accounts not
+// verified at sub-addresses of one mailbox (name+1@, name+2@, …) share the
+// mailbox's 3 an hour, whatever asks for them (registrations, resends,
+// forgots): one inbox does not get a budget per sub-address. The mailbox's
+// own address and a verified sub-address's account keep their mails.
+func TestSubaddressesShareAMailbox(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withRateLimit())
+		e.registerVerified("name+shop@example.org", goodPassword) // the owner's own: its link was one of the 3
+		inbox := func() int {
+			n := e.mail.count(authd.MailVerifyEmail, "name+shop@example.org")
+			for i := range 6 {
+				email := fmt.Sprintf("name+%d@example.org", i+1)
+				n += e.mail.count(authd.MailVerifyEmail, email) + e.mail.count(authd.MailPasswordReset, email)
+			}
+			return n
+		}
+		for i := range 6 {
+			email := fmt.Sprintf("name+%d@example.org", i+1)
+			from := from(fmt.Sprintf("198.51.100.%d", i+1))
+			want(t, "register a sub-address", e.do("POST", "/v1/auth/register", map[string]any{"email": email,
+				"password": goodPassword, "consent": true}, from...), 202, "")
+			inbox() // delivered before the next asks (a resend would withdraw it)
+			want(t, "resend", e.do("POST", "/v1/auth/verify-email/resend", map[string]string{"email": email}, from...), 202, "")
+			inbox()
+			want(t, "forgot", e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": email}, from...), 202, "")
+		}
+		if n := inbox(); n != 3 {
+			t.Errorf("a mailbox's unverified sub-addresses got %d links in an hour, want 3", n)
+		}
+		if n := e.eventCount("name+6@example.org", "password_reset_requested/failure"); n != 1 {
+			t.Errorf("a reset not mailed past the mailbox's budget: %d failure rows, want 1", n)
+		}
+		for _, email := range []string{"name@example.org", "name+shop@example.org"} {
+			want(t, "forgot "+email, e.do("POST", "/v1/auth/password/forgot", map[string]string{"email": email}), 202, "")
+		}
+		if n := e.mail.count(authd.MailPasswordReset, "name+shop@example.org"); n != 1 {
+			t.Errorf("the owner's verified sub-address got %d reset links after the flood, want 1", n)
+		}
+	})
+}
