@@ -140,11 +140,15 @@ func mailbox(email string) string {
 // ones, so a mailbox's own address and its owner's verified sub-addresses
 // keep their mails whatever strangers do.
 func (s *Service) subAddressMail(ctx context.Context, u *User) bool {
-	box := mailbox(u.Email)
-	if u.EmailVerified || box == u.Email {
-		return true
-	}
-	return s.limitEmail(ctx, subAddressMails, box, mailsPerEmail, mailLimitRange) == nil
+	return u.EmailVerified || s.subAddressAllowed(ctx, u.Email)
+}
+
+// subAddressAllowed counts a mail to email against its mailbox's budget
+// when email is not its own mailbox (subAddressMail), and reports whether
+// it may go out; an address change's link to a new address counts so too.
+func (s *Service) subAddressAllowed(ctx context.Context, email string) bool {
+	box := mailbox(email)
+	return box == email || s.limitEmail(ctx, subAddressMails, box, mailsPerEmail, mailLimitRange) == nil
 }
 
 // subAddressMails is the per-mailbox limit of subAddressMail.

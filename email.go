@@ -69,6 +69,9 @@ func (s *Service) RequestEmailChange(ctx context.Context, c Client, a *AccessCla
 		// owner did not ask for it: a notice's share (noticeAllowed).
 		mail := s.noticeAllowed(ctx, newEmail)
 		counted = mail
+		// A sub-address shares its mailbox's budget too (subAddressAllowed):
+		// moves of many accounts to name+1@, name+2@, … reach one inbox.
+		mail = mail && s.subAddressAllowed(ctx, newEmail)
 		// Whether newEmail has an account is not looked at here: the
 		// answer, the row, the mails queued and the user's data must be
 		// alike either way (SPEC §6.6), since the requester can read all

@@ -502,3 +502,24 @@ func TestSubaddressesShareAMailbox(t *testing.T) {
 		}
 	})
 }
+
+// TestMovesToSubaddressesShareAMailbox: the links of address changes to
+// sub-addresses of one mailbox share its 3 an hour, as links to accounts
+// not verified there do: accounts moving to name+1@, name+2@, … do not
+// mail one inbox a budget each.
+func TestMovesToSubaddressesShareAMailbox(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withRateLimit())
+		e.registerVerified("mover@example.org", goodPassword)
+		access, _ := e.login("mover@example.org", goodPassword)
+		links := 0
+		for i := range 5 {
+			email := fmt.Sprintf("name+%d@example.org", i+1)
+			want(t, "a move to a sub-address", e.changeEmail(access, email, goodPassword), 202, "")
+			links += e.mail.count(authd.MailEmailChange, email) // delivered before the next voids it
+		}
+		if links != 3 {
+			t.Errorf("moves to five sub-addresses of one mailbox mailed %d links, want 3", links)
+		}
+	})
+}
