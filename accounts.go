@@ -41,7 +41,8 @@ func (s *Service) Register(ctx context.Context, c Client, email, password string
 	// Either answer mails the address, so either counts toward its limit,
 	// alike, as a notice (a new account's link may go past it: see below).
 	mail := s.noticeAllowed(ctx, email)
-	spentNewAccount := false // the new account's allowance (below)
+	subAddress := s.subAddressAllowed(ctx, email) // both answers count, as for the address
+	spentNewAccount := false                      // the new account's allowance (below)
 	register := func(tx *txn) error {
 		now := s.now()
 		existing, err := tx.UserByEmail(ctx, email)
@@ -83,7 +84,7 @@ func (s *Service) Register(ctx context.Context, c Client, email, password string
 			spentNewAccount = true
 			mailed = s.limitEmail(ctx, newAccountMail, email, 1, mailLimitRange) == nil
 		}
-		mailed = mailed && s.subAddressMail(ctx, u)
+		mailed = mailed && subAddress // a new account is not verified
 		if err := tx.CreateSecurityLog(ctx, s.audit(now, c, EventRegistration, ResultSuccess, u.ID, "",
 			map[string]any{"consent": true, "verification_mailed": mailed})); err != nil {
 			return err
@@ -112,50 +113,45 @@ func (s *Service) Register(ctx context.Context, c Client, email, password string
 
 // mailbox is the mailbox the address email (normalised) most likely
 // reaches: the local part without its sub-address ("+tag", which nearly
-// every provider delivers as the address without it) and, at Gmail,
-// without the dots it ignores. Only the sub-address budget uses it
-// (subAddressMail): two mailboxes it takes for one share that, no worse.
+// every provider delivers as the address without it). Only the
+// sub-address budget uses it (subAddressAllowed): two mailboxes it takes
+// for one share that, no worse. Gmail's dots are left alone: folded, a
+// dotted address, which its owner takes for a plain one, would be held
+// back as a sub-address.
 func mailbox(email string) string {
 	at := strings.LastIndexByte(email, '@')
 	if at < 0 {
 		return email
 	}
-	local, domain := email[:at], email[at+1:]
+	local := email[:at]
 	if i := strings.IndexByte(local, '+'); i > 0 {
 		local = local[:i]
 	}
-	if domain == "gmail.com" || domain == "googlemail.com" {
-		local, domain = strings.ReplaceAll(local, ".", ""), "gmail.com"
-	}
-	return local + "@" + domain
+	return local + email[at:]
 }
 
-// subAddressMail counts a link mail (verification, reset) to u, and
-// reports whether it may go out: the mails to accounts not verified whose
-// address is not its own mailbox (a sub-address, a dotted Gmail address)
-// share their mailbox's budget (mailsPerEmail an hour, kind
-// subAddressMails), beside each address's own. Whoever registers name+1@,
-// name+2@, … and asks a link for each would otherwise mail one inbox a
-// budget each. Such accounts only: strangers can make them, not verified
-// ones, so a mailbox's own address and its owner's verified sub-addresses
-// keep their mails whatever strangers do.
-func (s *Service) subAddressMail(ctx context.Context, u *User) bool {
-	return u.EmailVerified || s.subAddressAllowed(ctx, u.Email)
-}
-
-// subAddressAllowed counts a mail to email against its mailbox's budget
-// when email is not its own mailbox (subAddressMail), and reports whether
-// it may go out; an address change's link to a new address counts so too.
+// subAddressAllowed counts a request that may mail a link to email
+// against its mailbox's budget when email is a sub-address (mailsPerEmail
+// an hour, kind subAddressMails), beside the address's own, and reports
+// whether the link may go out. Whoever registers name+1@, name+2@, … and
+// asks a link for each would otherwise mail one inbox a budget each. Like
+// the address's own budget it is counted before the address is looked up
+// (registration, forgot, resend) or whatever the address is (an address
+// change's link), so that it tells nothing of accounts; and it holds back
+// links to accounts not verified only (and moves to another mailbox):
+// strangers can make those, not verified ones, so a mailbox's own address
+// and its owner's verified sub-addresses keep their mails whatever
+// strangers do.
 func (s *Service) subAddressAllowed(ctx context.Context, email string) bool {
 	box := mailbox(email)
 	return box == email || s.limitEmail(ctx, subAddressMails, box, mailsPerEmail, mailLimitRange) == nil
 }
 
-// subAddressMails is the per-mailbox limit of subAddressMail.
+// subAddressMails is the per-mailbox limit of subAddressAllowed.
 const subAddressMails = "mail-subaddress"
 
 // reasonSubAddressSpent is the reason logged for a link not mailed past
-// subAddressMail's budget (the answer is the usual one; an outage does not
+// subAddressAllowed's budget (the answer is the usual one; an outage does not
 // give that budget back, unlike the address's own).
 const reasonSubAddressSpent = "the mailbox's sub-address mails are spent for the hour"
 
@@ -383,10 +379,6 @@ func (s *Service) ResendVerification(ctx context.Context, c Client, email string
 		if u.EmailVerified {
 			return tx.CreateSecurityLog(ctx, s.audit(now, c, EventEmailVerificationSent, ResultFailure, u.ID,
 				"already verified", nil))
-		}
-		if !s.subAddressMail(ctx, u) {
-			return tx.CreateSecurityLog(ctx, s.audit(now, c, EventEmailVerificationSent, ResultFailure, u.ID,
-				reasonSubAddressSpent, nil))
 		}
 		return s.mailVerification(ctx, tx, c, u, now)
 	})

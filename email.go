@@ -70,8 +70,12 @@ func (s *Service) RequestEmailChange(ctx context.Context, c Client, a *AccessCla
 		mail := s.noticeAllowed(ctx, newEmail)
 		counted = mail
 		// A sub-address shares its mailbox's budget too (subAddressAllowed):
-		// moves of many accounts to name+1@, name+2@, … reach one inbox.
-		mail = mail && s.subAddressAllowed(ctx, newEmail)
+		// moves of many accounts to name+1@, name+2@, … reach one inbox. Not
+		// a verified owner's move within their own mailbox, which strangers
+		// must not be able to stop.
+		sub := s.subAddressAllowed(ctx, newEmail) // counted whatever the request
+		own := u.EmailVerified && mailbox(u.Email) == mailbox(newEmail)
+		mail = mail && (sub || own)
 		// Whether newEmail has an account is not looked at here: the
 		// answer, the row, the mails queued and the user's data must be
 		// alike either way (SPEC §6.6), since the requester can read all

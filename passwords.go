@@ -20,10 +20,6 @@ func (s *Service) ForgotPassword(ctx context.Context, c Client, email string) er
 			return tx.CreateSecurityLog(ctx, s.audit(now, c, EventPasswordResetRequested, ResultFailure, u.ID,
 				"account locked by an administrator", nil))
 		}
-		if !s.subAddressMail(ctx, u) {
-			return tx.CreateSecurityLog(ctx, s.audit(now, c, EventPasswordResetRequested, ResultFailure, u.ID,
-				reasonSubAddressSpent, nil))
-		}
 		if err := newLinkMail(ctx, tx, u, PasswordReset, MailPasswordReset); err != nil {
 			return err
 		}
@@ -65,6 +61,9 @@ func (s *Service) mailRequest(ctx context.Context, c Client, kind, email string,
 	if err := s.spendMail(ctx, email); err != nil {
 		return err
 	}
+	// Counted before the lookup, as the address's own budget is, so that
+	// the count says nothing of whether an account is there.
+	subAddress := s.subAddressAllowed(ctx, email)
 	err = s.together(ctx, s.mailPace.Deadline(), func() (pad bool, teach *pace.Pace, err error) {
 		mailed := false
 		err = s.inTx(ctx, func(tx *txn) error {
@@ -75,6 +74,9 @@ func (s *Service) mailRequest(ctx context.Context, c Client, kind, email string,
 			}
 			if err != nil {
 				return err
+			}
+			if !u.EmailVerified && !subAddress {
+				return tx.CreateSecurityLog(ctx, s.audit(now, c, event, ResultFailure, u.ID, reasonSubAddressSpent, nil))
 			}
 			err = send(tx, u, now)
 			mailed = tx.mailed

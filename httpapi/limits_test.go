@@ -521,5 +521,44 @@ func TestMovesToSubaddressesShareAMailbox(t *testing.T) {
 		if links != 3 {
 			t.Errorf("moves to five sub-addresses of one mailbox mailed %d links, want 3", links)
 		}
+
+		// A verified owner's move within their own mailbox is not held back:
+		// strangers spend that budget as they like.
+		e.registerVerified("own@example.org", goodPassword)
+		own, _ := e.login("own@example.org", goodPassword)
+		for i := range 3 {
+			want(t, "a stranger's forgot at a sub-address", e.do("POST", "/v1/auth/password/forgot",
+				map[string]string{"email": fmt.Sprintf("own+x%d@example.org", i)}), 202, "")
+		}
+		want(t, "the owner's move to a sub-address", e.changeEmail(own, "own+work@example.org", goodPassword), 202, "")
+		if n := e.mail.count(authd.MailEmailChange, "own+work@example.org"); n != 1 {
+			t.Errorf("a verified owner's move within their mailbox mailed %d links, want 1", n)
+		}
+	})
+}
+
+// TestSubaddressBudgetCountedAlike: the mailbox's budget is counted
+// before any address is looked up, whether or not it has an account (as
+// the address's own is), so that nothing tells whether one exists: forgots
+// at sub-addresses without accounts spend it, and a new account's link at
+// another sub-address is then held back; the mailbox's own address keeps
+// its mails.
+func TestSubaddressBudgetCountedAlike(t *testing.T) {
+	onBothStores(t, func(t *testing.T, open func(*testing.T) authd.Store) {
+		e := newEnv(t, open(t), withRateLimit())
+		for i := range 3 {
+			want(t, "a forgot at a sub-address without an account", e.do("POST", "/v1/auth/password/forgot",
+				map[string]string{"email": fmt.Sprintf("box+x%d@example.org", i)}), 202, "")
+		}
+		want(t, "register at another sub-address", e.do("POST", "/v1/auth/register", map[string]any{
+			"email": "box+new@example.org", "password": goodPassword, "consent": true}), 202, "")
+		if n := e.mail.count(authd.MailVerifyEmail, "box+new@example.org"); n != 0 {
+			t.Errorf("a new sub-address account past its mailbox's budget got %d links, want 0", n)
+		}
+		want(t, "register the mailbox's own address", e.do("POST", "/v1/auth/register", map[string]any{
+			"email": "box@example.org", "password": goodPassword, "consent": true}), 202, "")
+		if n := e.mail.count(authd.MailVerifyEmail, "box@example.org"); n != 1 {
+			t.Errorf("the mailbox's own address got %d links, want 1", n)
+		}
 	})
 }

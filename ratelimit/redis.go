@@ -208,9 +208,7 @@ end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 0 then
   ttl = tonumber(ARGV[1])
-  if not capped then
-    redis.call('PEXPIRE', KEYS[1], ttl)
-  end
+  redis.call('PEXPIRE', KEYS[1], ttl)
 end
 return {n, ttl}`)
 
@@ -243,7 +241,7 @@ func (r *Redis) allow(ctx context.Context, key string, limit int, length time.Du
 		return r.fallback.Allow(ctx, key, limit, length)
 	}
 	if n > int64(limit) {
-		return ttl, nil
+		return max(ttl, time.Millisecond), nil // a refusal, even as the window ends (PTTL 0)
 	}
 	return 0, nil
 }
