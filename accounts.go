@@ -48,13 +48,17 @@ func (s *Service) Register(ctx context.Context, c Client, email, password string
 		existing, err := tx.UserByEmail(ctx, email)
 		switch {
 		case err == nil:
-			if mail {
+			// An account not verified at a sub-address is mailed past its
+			// mailbox's budget no more than a link (registrations at
+			// name+1@, name+2@, … again would mail one inbox their notices).
+			notice := mail && (existing.EmailVerified || subAddress)
+			if notice {
 				if err := tx.enqueue(ctx, now, MailRegisterNotice, existing, time.Time{}); err != nil {
 					return err
 				}
 			}
 			return tx.CreateSecurityLog(ctx, s.audit(now, c, EventRegistration, ResultFailure, existing.ID,
-				"email already registered", map[string]any{"notice_mailed": mail}))
+				"email already registered", map[string]any{"notice_mailed": notice}))
 		case ErrorCode(err) != ENotFound:
 			return err
 		}
@@ -79,12 +83,13 @@ func (s *Service) Register(ctx context.Context, c Client, email, password string
 		// more than that. Spent here, in the transaction, not before it:
 		// spent by every registration past the budget, the allowance would
 		// go to a racing notice as the budget did.
-		mailed := mail
-		if !mail {
+		// A new account is not verified: past its mailbox's budget, a
+		// sub-address's link is held back, and spends no allowance.
+		mailed := mail && subAddress
+		if !mail && subAddress {
 			spentNewAccount = true
 			mailed = s.limitEmail(ctx, newAccountMail, email, 1, mailLimitRange) == nil
 		}
-		mailed = mailed && subAddress // a new account is not verified
 		if err := tx.CreateSecurityLog(ctx, s.audit(now, c, EventRegistration, ResultSuccess, u.ID, "",
 			map[string]any{"consent": true, "verification_mailed": mailed})); err != nil {
 			return err

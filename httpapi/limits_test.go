@@ -555,6 +555,11 @@ func TestSubaddressBudgetCountedAlike(t *testing.T) {
 		if n := e.mail.count(authd.MailVerifyEmail, "box+new@example.org"); n != 0 {
 			t.Errorf("a new sub-address account past its mailbox's budget got %d links, want 0", n)
 		}
+		want(t, "register it again", e.do("POST", "/v1/auth/register", map[string]any{
+			"email": "box+new@example.org", "password": goodPassword, "consent": true}), 202, "")
+		if n := e.mail.count(authd.MailRegisterNotice, "box+new@example.org"); n != 0 {
+			t.Errorf("an unverified sub-address account past its mailbox's budget got %d notices, want 0", n)
+		}
 		want(t, "register the mailbox's own address", e.do("POST", "/v1/auth/register", map[string]any{
 			"email": "box@example.org", "password": goodPassword, "consent": true}), 202, "")
 		if n := e.mail.count(authd.MailVerifyEmail, "box@example.org"); n != 1 {
