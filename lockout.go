@@ -241,12 +241,23 @@ const maxPastPasswordLock = 24 * time.Hour
 // account; one that an administrator's lock leaves (liftExpired) spent it
 // when the guesses locked the account (barredCheck) and is sent as is.
 func (s *Service) lockNotice(ctx context.Context, tx *txn, u *User, now time.Time, afterCodes, spend bool) error {
-	allowed := !spend || s.noticeAllowed(ctx, u.Email)
+	allowed := !spend || s.lockNoticeAllowed(ctx, u.Email, u.EmailVerified)
 	if !allowed && !afterCodes {
 		return nil
 	}
 	return tx.enqueueMail(ctx, now, u, &OutboxMail{Kind: MailAccountLocked, Until: latest(u.AccountLockedUntil, u.CodesLockedUntil),
 		AfterCodes: afterCodes})
+}
+
+// lockNoticeAllowed counts a lock's notice to email on the address's
+// budget (noticeAllowed) and its mailbox's (subAddressAllowed), both
+// whatever the account, and reports whether it may go out: past the
+// mailbox's, not to an account not verified (verified false), which
+// strangers can make at name+1@, name+2@, … and lock by failed logins.
+func (s *Service) lockNoticeAllowed(ctx context.Context, email string, verified bool) bool {
+	notice := s.noticeAllowed(ctx, email)
+	sub := s.subAddressAllowed(ctx, email)
+	return notice && (verified || sub)
 }
 
 // passwordPassedSince reports, in tx, whether a login to u passed the

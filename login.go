@@ -226,7 +226,7 @@ func (s *Service) loginUnknown(ctx context.Context, c Client, email, password st
 	}
 	if locked {
 		// The lock notice a real account would be mailed uses up a mail.
-		_ = s.noticeAllowed(ctx, email)
+		_ = s.lockNoticeAllowed(ctx, email, false)
 	}
 	if err := s.logEvent(ctx, s.audit(s.now(), c, EventLoginFailure, ResultFailure, uuid.Nil, "unknown email", nil)); err != nil {
 		return err
@@ -331,7 +331,7 @@ func (s *Service) barredCheck(ctx context.Context, tx *txn, c Client, u *User, o
 	if locked {
 		// The lock notice an unlocked account would be mailed uses up a
 		// mail; a barred account is sent none.
-		_ = s.noticeAllowed(ctx, u.Email)
+		_ = s.lockNoticeAllowed(ctx, u.Email, u.EmailVerified)
 	}
 	return refuse(reasonWrongPassword, errInvalidCredentials, map[string]any{"failed_attempts": u.FailedLoginAttempts})
 }

@@ -560,6 +560,18 @@ func TestSubaddressBudgetCountedAlike(t *testing.T) {
 		if n := e.mail.count(authd.MailRegisterNotice, "box+new@example.org"); n != 0 {
 			t.Errorf("an unverified sub-address account past its mailbox's budget got %d notices, want 0", n)
 		}
+		want(t, "register another sub-address", e.do("POST", "/v1/auth/register", map[string]any{
+			"email": "box+lock@example.org", "password": goodPassword, "consent": true}), 202, "")
+		for i := range 5 { // its own budget has room for the lock's notice
+			want(t, "a wrong password", e.do("POST", "/v1/auth/login", map[string]string{"email": "box+lock@example.org",
+				"password": "not the password 1"}, from(fmt.Sprintf("198.51.100.%d", i+1))...), 401, "invalid_credentials")
+		}
+		if u := e.user("box+lock@example.org"); u.AccountStatus != authd.StatusLocked {
+			t.Fatalf("five wrong passwords: status %s, want locked", u.AccountStatus)
+		}
+		if n := e.mail.count(authd.MailAccountLocked, "box+lock@example.org"); n != 0 {
+			t.Errorf("an unverified sub-address account past its mailbox's budget got %d lock notices, want 0", n)
+		}
 		want(t, "register the mailbox's own address", e.do("POST", "/v1/auth/register", map[string]any{
 			"email": "box@example.org", "password": goodPassword, "consent": true}), 202, "")
 		if n := e.mail.count(authd.MailVerifyEmail, "box@example.org"); n != 1 {
