@@ -17,54 +17,22 @@ import (
 // which its proxy strips.
 const proxyPath = "/idp"
 
-// proxied is a browser in front of the proxy that serves authd under
-// proxyPath (htmlform.Browser), which reads the passkey pages' script.
-type proxied struct{ *htmlform.Browser }
-
-func newProxied(t *testing.T, front *httptest.Server) proxied {
-	return proxied{htmlform.NewBrowser(t, strings.TrimPrefix(front.URL, "http://"), proxyPath)}
-}
-
-var (
-	// constRE finds a script's string constants; fetchRE its fetch(ADDRESS,
-	// …), ADDRESS string literals, constants and the path its api function
-	// takes, joined by +; apiRE the path of the page's call of api that
-	// begins a passkey sign-in.
-	constRE = regexp.MustCompile(`const (\w+) = ("[^"]*");`)
-	fetchRE = regexp.MustCompile(`fetch\(([^,]+),`)
-	apiRE   = regexp.MustCompile(`api\("POST", ("[^"]*/passkey/begin")`)
-)
+// apiRE finds the path of the passkey page's call of its api function
+// that begins a passkey sign-in (which the function fetches).
+var apiRE = regexp.MustCompile(`api\("POST", ("[^"]*/passkey/begin")`)
 
 // fetched is the address that the page's script fetches to begin a
 // passkey sign-in, computed from its string literals as the script does.
-func (b proxied) fetched() *url.URL {
-	b.T.Helper()
-	script := strings.Join(b.Page.Scripts, "\n")
-	values := map[string]string{}
-	for _, m := range constRE.FindAllStringSubmatch(script, -1) {
-		var v string
-		if json.Unmarshal([]byte(m[2]), &v) == nil {
-			values[m[1]] = v
-		}
-	}
-	call, fetch := apiRE.FindStringSubmatch(script), fetchRE.FindStringSubmatch(script)
+func fetched(t *testing.T, p *htmlform.Page) *url.URL {
+	t.Helper()
+	script := strings.Join(p.Scripts, "\n")
 	var path string
-	if call == nil || fetch == nil || json.Unmarshal([]byte(call[1]), &path) != nil {
-		b.T.Fatalf("no call of the API in the script of %s", b.Page.URL)
+	if call := apiRE.FindStringSubmatch(script); call == nil || json.Unmarshal([]byte(call[1]), &path) != nil {
+		t.Fatalf("no call of the API in the script of %s", p.URL)
 	}
-	values["path"] = path
-	var address string
-	for part := range strings.SplitSeq(fetch[1], "+") {
-		part = strings.TrimSpace(part)
-		v, ok := values[part]
-		if !ok && json.Unmarshal([]byte(part), &v) != nil {
-			b.T.Fatalf("the script fetches %s: %s is unknown", fetch[1], part)
-		}
-		address += v
-	}
-	u, err := b.Page.URL.Parse(address)
+	u, err := p.Fetched(map[string]string{"path": path})
 	if err != nil {
-		b.T.Fatal(err)
+		t.Fatal(err)
 	}
 	return u
 }
@@ -83,7 +51,7 @@ func TestPagesUnderAPublicPath(t *testing.T) {
 	front.Config.Handler = http.StripPrefix(proxyPath, e.api)
 	front.Start()
 	t.Cleanup(front.Close)
-	b := newProxied(t, front)
+	b := htmlform.NewBrowser(t, strings.TrimPrefix(front.URL, "http://"), proxyPath)
 
 	want(t, "register", e.send(public, "POST", "/v1/auth/register",
 		map[string]any{"email": "p@example.org", "password": goodPassword, "consent": true}), 202, "")
@@ -129,7 +97,7 @@ func TestPagesUnderAPublicPath(t *testing.T) {
 	if b.Get(b.Page.Links[0].String()); b.Last.StatusCode != http.StatusOK || !strings.Contains(b.Body, "Sign in with a passkey") {
 		t.Errorf("the passkeys page's sign-in link: %d at %s", b.Last.StatusCode, b.Last.Request.URL)
 	}
-	api := b.fetched()
+	api := fetched(t, b.Page)
 	if r := e.send("http://"+api.Host, "POST", api.Path, map[string]any{}); api.Path != proxyPath+"/v1/auth/passkey/begin" ||
 		r.status != http.StatusOK {
 		t.Errorf("the passkey script's request to %s: %d %s; want the options under %s", api, r.status, r.raw, proxyPath)

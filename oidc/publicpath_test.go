@@ -2,11 +2,9 @@ package oidc_test
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"regexp"
 	"strings"
 	"testing"
 
@@ -20,45 +18,6 @@ import (
 // proxyPath is the path of the public URL in TestSignInUnderAPublicPath,
 // which its proxy strips.
 const proxyPath = "/idp"
-
-// proxied is a browser in front of the proxy that serves authd under
-// proxyPath (htmlform.Browser), which reads the passkey button's script.
-type proxied struct{ *htmlform.Browser }
-
-func newProxied(t *testing.T, front *httptest.Server) proxied {
-	return proxied{htmlform.NewBrowser(t, strings.TrimPrefix(front.URL, "http://"), proxyPath)}
-}
-
-// fetchRE finds the passkey button's request for the options: the script's
-// fetch(ADDRESS, …), ADDRESS strings joined by +.
-var fetchRE = regexp.MustCompile(`fetch\(([^,]+),`)
-
-// fetched is the address the page's script fetches, as the script
-// computes it from its string literals.
-func (b proxied) fetched() *url.URL {
-	b.T.Helper()
-	for _, s := range b.Page.Scripts {
-		m := fetchRE.FindStringSubmatch(s)
-		if m == nil {
-			continue
-		}
-		var path string
-		for part := range strings.SplitSeq(m[1], "+") {
-			var lit string
-			if err := json.Unmarshal([]byte(strings.TrimSpace(part)), &lit); err != nil {
-				b.T.Fatalf("the script fetches %s: %v", m[1], err)
-			}
-			path += lit
-		}
-		u, err := b.Page.URL.Parse(path)
-		if err != nil {
-			b.T.Fatal(err)
-		}
-		return u
-	}
-	b.T.Fatalf("no fetch in the scripts of %s", b.Page.URL)
-	return nil
-}
 
 // TestSignInUnderAPublicPath: with a public URL that has a path, behind a
 // proxy that strips it, a browser that goes only where the pages and
@@ -88,7 +47,7 @@ func TestSignInUnderAPublicPath(t *testing.T) {
 		cfg: oauth2.Config{ClientID: c.ID, ClientSecret: cs, Endpoint: p.Endpoint(), RedirectURL: rpCallback,
 			Scopes: []string{gooidc.ScopeOpenID, "email"}}}
 	verifier := oauth2.GenerateVerifier()
-	b := newProxied(t, front)
+	b := htmlform.NewBrowser(t, strings.TrimPrefix(front.URL, "http://"), proxyPath)
 
 	// The authorization request as a client's form POST: a 303 to its GET,
 	// then to the sign-in page.
@@ -105,7 +64,11 @@ func TestSignInUnderAPublicPath(t *testing.T) {
 
 	// The passkey button's script asks the API for its options where the
 	// page says.
-	if begin := b.fetched(); begin.Path != proxyPath+"/v1/auth/passkey/begin" {
+	begin, err := b.Page.Fetched(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if begin.Path != proxyPath+"/v1/auth/passkey/begin" {
 		t.Errorf("the passkey script fetches %s; want it under %s", begin, proxyPath)
 	} else if resp, err := front.Client().Post(begin.String(), "application/json", strings.NewReader("{}")); err != nil ||
 		resp.StatusCode != http.StatusOK {

@@ -5,9 +5,12 @@
 package htmlform
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -152,4 +155,41 @@ func (p *Page) Addresses() []*url.URL {
 		}
 	}
 	return out
+}
+
+var (
+	// constRE finds a script's string constants; fetchRE its first
+	// fetch(ADDRESS, …).
+	constRE = regexp.MustCompile(`const (\w+) = ("[^"]*");`)
+	fetchRE = regexp.MustCompile(`fetch\(([^,]+),`)
+)
+
+// Fetched is the address the page's scripts first fetch, computed as the
+// script does: its ADDRESS is string literals, the scripts' string
+// constants and the names in vars (what the script computes otherwise),
+// joined by +.
+func (p *Page) Fetched(vars map[string]string) (*url.URL, error) {
+	script := strings.Join(p.Scripts, "\n")
+	values := map[string]string{}
+	for _, m := range constRE.FindAllStringSubmatch(script, -1) {
+		var v string
+		if json.Unmarshal([]byte(m[2]), &v) == nil {
+			values[m[1]] = v
+		}
+	}
+	maps.Copy(values, vars)
+	fetch := fetchRE.FindStringSubmatch(script)
+	if fetch == nil {
+		return nil, fmt.Errorf("no fetch in the scripts of %s", p.URL)
+	}
+	var address string
+	for part := range strings.SplitSeq(fetch[1], "+") {
+		part = strings.TrimSpace(part)
+		v, ok := values[part]
+		if !ok && json.Unmarshal([]byte(part), &v) != nil {
+			return nil, fmt.Errorf("the script of %s fetches %s: %s is unknown", p.URL, fetch[1], part)
+		}
+		address += v
+	}
+	return p.URL.Parse(address)
 }
